@@ -1,0 +1,247 @@
+//! The agent loop behind [`AgentSession::send_message`]: ask the model, run the tools it
+//! calls, feed the results back, until it answers or the iteration limit is reached.
+//!
+//! Persistence is part of the loop, not an afterthought: the user message is stored before
+//! the first request, each assistant message as soon as it arrives, and the results of its
+//! tool calls together as soon as they are all in. A crash or a cancelled future therefore
+//! loses nothing already said; at worst an assistant message is stored without its tool
+//! results, and the next turn answers those calls with "interrupted" results
+//! ([`crate::view::interrupted_results`]). With native tool calling the model's calls
+//! arrive as structured `tool_calls`; otherwise (text ReAct mode) its reply is parsed with
+//! [`parse_react`] and tool output goes back as a user message starting `Observation:`.
+
+use std::time::Instant;
+
+use fusion_core::{ChatMessage, Error, Result, Role, ToolCall};
+use tracing::{Instrument, debug, field, info, info_span, warn};
+
+use crate::executor::ToolOutcome;
+use crate::llm::ChatRequest;
+use crate::react_text::{ReactStep, parse_react, render_observation};
+use crate::session::{AgentSession, Step, TaskResult};
+use crate::view::interrupted_results;
+
+impl AgentSession {
+    /// One turn; see [`AgentSession::send_message_with_iterations`].
+    pub(crate) async fn run_turn(
+        &mut self,
+        message: &str,
+        max_iterations: usize,
+    ) -> Result<TaskResult> {
+        if max_iterations == 0 {
+            return Err(Error::Config("max_iterations must be at least 1".into()));
+        }
+        let span = info_span!(
+            "turn",
+            session_id = %self.id,
+            mode = if self.uses_text_react() { "react_text" } else { "native" },
+            max_iterations,
+            iterations = field::Empty,
+            steps = field::Empty,
+            success = field::Empty,
+        );
+        async {
+            if self.needs_reload {
+                info!("the previous turn did not finish; reloading the history from storage");
+                self.reload().await?;
+            }
+            // Cleared only on success: after an error or a dropped future, memory may hold
+            // less (or more) than storage, and storage is the truth.
+            self.needs_reload = true;
+            let result = self.turn(message, max_iterations).await;
+            if let Ok(result) = &result {
+                self.needs_reload = false;
+                let span = tracing::Span::current();
+                span.record("iterations", result.iterations);
+                span.record("steps", result.steps.len());
+                span.record("success", result.success);
+                info!("turn finished");
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn turn(&mut self, message: &str, max_iterations: usize) -> Result<TaskResult> {
+        self.auto_summarize(message).await;
+        // One append opens the turn: answers for calls an earlier turn left unanswered, the
+        // system prompt if the conversation is new, and the user message.
+        let mut opening = interrupted_results(&self.history);
+        if !opening.is_empty() {
+            warn!(
+                calls = opening.len(),
+                "storing 'interrupted' results for tool calls of a cancelled turn"
+            );
+        }
+        if self.history.is_empty() && !self.system_prompt.is_empty() {
+            opening.push(ChatMessage::system(&self.system_prompt));
+        }
+        debug!(content = %message, "user message");
+        opening.push(ChatMessage::user(message));
+        self.persist(opening).await?;
+
+        let mut steps = Vec::new();
+        for iteration in 1..=max_iterations {
+            let span = info_span!("iteration", iteration, history = self.history.len());
+            if let Some(answer) = self
+                .iteration(iteration, &mut steps)
+                .instrument(span)
+                .await?
+            {
+                return Ok(TaskResult {
+                    success: true,
+                    result: answer,
+                    steps,
+                    iterations: iteration,
+                });
+            }
+        }
+        warn!(
+            max_iterations,
+            "iteration limit reached without a final answer"
+        );
+        Ok(TaskResult {
+            success: false,
+            result: format!(
+                "Stopped after {max_iterations} iterations without a final answer (the \
+                 iteration limit), having made {} tool calls. Send another message to let the \
+                 agent continue, or allow more iterations.",
+                steps.len()
+            ),
+            steps,
+            iterations: max_iterations,
+        })
+    }
+
+    /// One request to the model and whatever it asks for. `Some(answer)` ends the turn.
+    async fn iteration(
+        &mut self,
+        iteration: usize,
+        steps: &mut Vec<Step>,
+    ) -> Result<Option<String>> {
+        let text_mode = self.uses_text_react();
+        let started = Instant::now();
+        let response = {
+            let request = ChatRequest {
+                messages: self.request_view(),
+                // In text mode the tools are described in the system prompt instead.
+                tools: if text_mode {
+                    Vec::new()
+                } else {
+                    self.definitions.clone()
+                },
+                options: self.sampling.clone(),
+            };
+            self.llm.chat(&request).await?
+        };
+        let mut reply = response.message;
+        // The client promises an assistant message; storing anything else would corrupt the
+        // conversation, so the promise is enforced here.
+        reply.role = Role::Assistant;
+        reply.tool_call_id = None;
+        ensure_call_ids(&mut reply.tool_calls, iteration);
+        debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            tool_calls = reply.tool_calls.len(),
+            content = %reply.content,
+            "assistant reply"
+        );
+
+        // Native calls are honoured even from a text-mode client that sends them.
+        if reply.has_tool_calls() {
+            self.persist(vec![reply]).await?;
+            let outcomes = {
+                let calls = &self.history[self.history.len() - 1].tool_calls;
+                self.executor.execute_all(calls).await
+            };
+            self.persist(outcomes.iter().map(ToolOutcome::to_message).collect())
+                .await?;
+            steps.extend(outcomes.into_iter().map(|o| step(o, iteration)));
+            return Ok(None);
+        }
+        if !text_mode {
+            let answer = reply.content.clone();
+            self.persist(vec![reply]).await?;
+            return Ok(Some(answer));
+        }
+        match parse_react(&reply.content) {
+            ReactStep::FinalAnswer { answer, .. } => {
+                self.persist(vec![reply]).await?;
+                Ok(Some(answer))
+            }
+            ReactStep::Action { tool, input, .. } => {
+                self.persist(vec![reply]).await?;
+                // Text mode has no call ids; this one only links the step to its log lines.
+                let call = ToolCall::new(format!("react_{iteration}"), tool, input);
+                let outcome = self.executor.execute(&call).await;
+                let observation = ChatMessage::user(render_observation(&outcome.output));
+                self.persist(vec![observation]).await?;
+                steps.push(step(outcome, iteration));
+                Ok(None)
+            }
+            ReactStep::Invalid { reason } => {
+                debug!(%reason, "unreadable text-mode reply");
+                let observation = ChatMessage::user(render_observation(&format!(
+                    "Error: your reply could not be read: {reason}"
+                )));
+                self.persist(vec![reply, observation]).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Appends `batch` to storage, then to memory: memory never holds what storage refused.
+    pub(crate) async fn persist(&mut self, batch: Vec<ChatMessage>) -> Result<()> {
+        self.storage.append(self.id.as_str(), &batch).await?;
+        self.history.extend(batch);
+        Ok(())
+    }
+}
+
+/// Gives every call a non-empty id unique within its message: results are matched to
+/// calls by id, and some local servers leave ids out or repeat them.
+fn ensure_call_ids(calls: &mut [ToolCall], iteration: usize) {
+    for i in 0..calls.len() {
+        let (before, rest) = calls.split_at_mut(i);
+        let call = &mut rest[0];
+        if call.id.is_empty() || before.iter().any(|b| b.id == call.id) {
+            call.id = format!("call_fusion_{iteration}_{i}");
+        }
+    }
+}
+
+fn step(outcome: ToolOutcome, iteration: usize) -> Step {
+    Step {
+        tool: outcome.tool,
+        arguments: outcome.arguments,
+        observation: outcome.output,
+        success: outcome.success,
+        iteration,
+        duration: outcome.duration,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sessions are driven from spawned tasks and `select!`s, so a turn must be `Send`.
+    #[allow(dead_code)]
+    fn turn_futures_are_send(session: &mut AgentSession) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(session.send_message("hi"));
+    }
+
+    #[test]
+    fn missing_and_repeated_call_ids_are_replaced() {
+        let mut calls = vec![
+            ToolCall::new("", "a", "{}"),
+            ToolCall::new("x", "a", "{}"),
+            ToolCall::new("x", "a", "{}"),
+        ];
+        ensure_call_ids(&mut calls, 2);
+        let ids: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["call_fusion_2_0", "x", "call_fusion_2_2"]);
+    }
+}

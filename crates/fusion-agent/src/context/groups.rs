@@ -1,0 +1,210 @@
+//! The visible structure of a stored history: its system prompt, latest summary and pruning
+//! marks, and the remaining messages grouped so a tool call never leaves its results.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::ops::Range;
+
+use fusion_core::{ChatMessage, Role};
+
+use super::is_context_record;
+use super::prune::{self, Mark};
+use super::summary;
+use crate::react_text::{ReactStep, parse_react};
+
+/// How text-mode observations (tool output sent back as a user message) begin.
+pub(crate) const OBSERVATION_PREFIX: &str = "Observation: ";
+
+/// A history read for building views. Building one is a single pass over the history
+/// that looks at roles and metadata (and, for user messages starting `Observation: `, the
+/// reply before them), so it costs O(messages) and reads no other text.
+pub(crate) struct Layout<'a> {
+    pub history: &'a [ChatMessage],
+    /// The leading system prompt, if the history starts with one.
+    pub system: Option<&'a ChatMessage>,
+    /// The latest summary record, if any.
+    pub summary: Option<&'a ChatMessage>,
+    /// Pruning decisions of every prune record, by history index.
+    pub marks: HashMap<usize, Mark>,
+    /// History indices of the messages the model can see (after the system prompt and the
+    /// summary's range, without context records and orphaned tool results), oldest first.
+    pub body: Vec<usize>,
+    /// `body` positions in groups: a message with the tool results (or text-mode
+    /// observations) that answer it. Views keep or drop whole groups.
+    pub units: Vec<Range<usize>>,
+}
+
+impl<'a> Layout<'a> {
+    /// Reads `history`.
+    pub fn new(history: &'a [ChatMessage]) -> Self {
+        let system = history
+            .first()
+            .filter(|m| m.role == Role::System && !is_context_record(m));
+        let mut summary = None;
+        let mut covers = 0;
+        let mut marks = HashMap::new();
+        for (i, message) in history.iter().enumerate() {
+            if message.metadata.is_empty() || message.role != Role::System {
+                continue;
+            }
+            if let Some(n) = summary::covers(message) {
+                summary = Some(message);
+                // A record can only cover what was stored before it.
+                covers = n.min(i);
+            }
+            prune::read_marks(message, i, &mut marks);
+        }
+
+        let start = covers.max(usize::from(system.is_some()));
+        let mut body = Vec::with_capacity(history.len().saturating_sub(start));
+        let mut units: Vec<Range<usize>> = Vec::new();
+        let mut prev: Option<&ChatMessage> = None;
+        for (i, message) in history.iter().enumerate().skip(start) {
+            if is_context_record(message) {
+                continue;
+            }
+            let answers_prev =
+                message.role == Role::Tool || prev.is_some_and(|p| is_observation(p, message));
+            if answers_prev {
+                // Results whose call is not visible (covered by the summary) are dropped:
+                // servers reject a tool result that follows no call.
+                let Some(unit) = units.last_mut() else {
+                    continue;
+                };
+                body.push(i);
+                unit.end = body.len();
+            } else {
+                units.push(body.len()..body.len() + 1);
+                body.push(i);
+            }
+            prev = Some(message);
+        }
+        Self {
+            history,
+            system,
+            summary,
+            marks,
+            body,
+            units,
+        }
+    }
+
+    /// The first message of the view: the system prompt with the summary appended, or
+    /// whichever of the two exists.
+    ///
+    /// The summary joins the system prompt rather than following it as a second system
+    /// message because many chat templates (Mistral, Gemma, some Qwen versions) reject or
+    /// mishandle a system message anywhere but first.
+    pub fn head(&self) -> Option<Cow<'a, ChatMessage>> {
+        match (self.system, self.summary) {
+            (Some(system), Some(summary)) => {
+                let mut merged = system.clone();
+                merged.content = format!("{}\n\n{}", system.content, summary.content);
+                Some(Cow::Owned(merged))
+            }
+            // Metadata is never sent, so the record itself can be sent as it is.
+            (one, other) => one.or(other).map(Cow::Borrowed),
+        }
+    }
+
+    /// The message at `body` position `pos` as the model sees it (pruned or not).
+    pub fn message(&self, pos: usize) -> Cow<'a, ChatMessage> {
+        let index = self.body[pos];
+        let message = &self.history[index];
+        match self.marks.get(&index) {
+            Some(&mark) => prune::apply(message, mark),
+            None => Cow::Borrowed(message),
+        }
+    }
+
+    /// The messages of group `unit`, as the model sees them.
+    pub fn unit(&self, unit: usize) -> impl Iterator<Item = Cow<'a, ChatMessage>> + '_ {
+        self.units[unit].clone().map(|pos| self.message(pos))
+    }
+
+    /// Whether group `unit` starts with a user message: the start of a turn.
+    pub fn is_turn_start(&self, unit: usize) -> bool {
+        // Observations never start a group, so any user message here is the user's own.
+        self.history[self.body[self.units[unit].start]].role == Role::User
+    }
+
+    /// The groups that start a turn, newest first.
+    pub fn turn_starts_newest_first(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.units.len())
+            .rev()
+            .filter(|&u| self.is_turn_start(u))
+    }
+}
+
+/// Whether `message` is a text-mode observation answering `prev`: a user message starting
+/// `Observation: ` right after an assistant reply that was not a final answer.
+///
+/// A user who types `Observation: ...` as the first words after a native-mode answer
+/// that does not parse as a final answer is misread as one; the cost is only that the
+/// message is grouped with the answer before it.
+pub(crate) fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
+    message.role == Role::User
+        && message.content.starts_with(OBSERVATION_PREFIX)
+        && prev.role == Role::Assistant
+        && !prev.has_tool_calls()
+        && !matches!(parse_react(&prev.content), ReactStep::FinalAnswer { .. })
+}
+
+/// Index of the latest message the user wrote (not a text-mode observation, not a
+/// context record), if any.
+pub(crate) fn latest_user_message(history: &[ChatMessage]) -> Option<usize> {
+    history
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, m)| m.role == Role::User)
+        .find(|&(i, message)| {
+            let prev = history[..i].iter().rev().find(|m| !is_context_record(m));
+            !prev.is_some_and(|p| is_observation(p, message))
+        })
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::react_text::render_observation;
+    use fusion_core::ToolCall;
+
+    #[test]
+    fn the_observation_prefix_is_the_one_the_loop_writes() {
+        assert!(render_observation("x").starts_with(OBSERVATION_PREFIX));
+    }
+
+    #[test]
+    fn calls_and_results_form_one_group_and_orphans_at_the_start_are_dropped() {
+        let history = vec![
+            ChatMessage::tool_result("gone", "orphan"),
+            ChatMessage::user("go"),
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("a", "t", "{}")]),
+            ChatMessage::tool_result("a", "done"),
+            ChatMessage::assistant("ok"),
+        ];
+        let layout = Layout::new(&history);
+        assert_eq!(layout.body, [1, 2, 3, 4]);
+        assert_eq!(layout.units, [0..1, 1..3, 3..4]);
+        assert!(layout.is_turn_start(0));
+        assert!(!layout.is_turn_start(1));
+    }
+
+    #[test]
+    fn text_mode_observations_join_the_action_they_answer() {
+        let history = vec![
+            ChatMessage::user("go"),
+            ChatMessage::assistant("Thought: look\nAction: list_dir\nAction Input: {}"),
+            ChatMessage::user(render_observation("a.txt")),
+            ChatMessage::assistant("Final Answer: a.txt"),
+            ChatMessage::user("Observation: I typed this myself"),
+        ];
+        let layout = Layout::new(&history);
+        assert_eq!(layout.units, [0..1, 1..3, 3..4, 4..5]);
+        assert_eq!(latest_user_message(&history), Some(4));
+        assert_eq!(latest_user_message(&history[..3]), Some(0));
+        assert_eq!(latest_user_message(&history[1..2]), None);
+    }
+}

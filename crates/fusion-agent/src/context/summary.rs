@@ -1,0 +1,218 @@
+//! Summaries: the stored record that stands in for older messages, and the request that
+//! asks the model to write it.
+//!
+//! A summary record is a system message whose text is the summary and whose metadata says
+//! how much of the history it covers: `{"fusion_summary": {"covers": 42}}` means history
+//! indices `0..42`, except a leading system prompt, which is always sent. It is appended
+//! like any message, so the summary is computed once, survives restarts, and everything it
+//! covers stays in storage. A newer record replaces an older one in the view; each new
+//! summary is written from the previous summary plus the messages since, so its cost
+//! grows with what is new, not with the whole conversation.
+
+use fusion_core::{ChatMessage, Role};
+use serde_json::json;
+
+use super::groups::Layout;
+
+/// Metadata key of a summary record: `{"covers": N}`.
+pub const SUMMARY_KEY: &str = "fusion_summary";
+
+/// The first line of a summary record's text, telling the model what follows.
+pub const SUMMARY_HEADER: &str = "Summary of the earlier conversation:";
+
+/// Tool output and tool-call arguments longer than this are cut in the transcript the
+/// summarizer reads: what a file contained matters less than what was done with it.
+const TOOL_TEXT_CAP: usize = 1_000;
+/// Any other message longer than this is cut in the transcript.
+const MESSAGE_CAP: usize = 8_000;
+
+const INSTRUCTIONS: &str = "You maintain the memory of a conversation between a user and \
+    an AI assistant that uses tools. Summarize the conversation you are given so the \
+    assistant can continue it without the original messages. Keep every fact the user \
+    stated, their goals and preferences, decisions made, names of files and what was done \
+    to them, tool results that still matter, and open questions or unfinished tasks. Drop \
+    pleasantries and anything later superseded. If an earlier summary is given, merge it \
+    with the new messages into one summary. Write compact notes in the conversation's \
+    language, with no preamble.";
+
+/// A summary record covering history indices `0..covers` (except a leading system prompt).
+pub fn summary_record(summary: &str, covers: usize) -> ChatMessage {
+    ChatMessage::system(format!("{SUMMARY_HEADER}\n{}", summary.trim()))
+        .with_metadata(SUMMARY_KEY, json!({ "covers": covers }))
+}
+
+/// What a summary record covers, if `message` is a well-formed one.
+pub(crate) fn covers(message: &ChatMessage) -> Option<usize> {
+    let covers = message.metadata.get(SUMMARY_KEY)?.get("covers")?.as_u64()?;
+    usize::try_from(covers).ok()
+}
+
+/// What `AgentSession::summarize_history` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryReport {
+    /// The summary now covers history indices `0..covers` (except the system prompt).
+    pub covers: usize,
+    /// How many messages this call condensed (besides an earlier summary it folded in).
+    pub summarized: usize,
+    /// The summary text the model wrote.
+    pub summary: String,
+}
+
+/// A summarization to run: the request to send and where the summary will end.
+pub(crate) struct SummaryJob {
+    /// The new record's `covers`.
+    pub covers: usize,
+    /// How many messages the request condenses.
+    pub summarized: usize,
+    /// The instructions and the transcript to condense.
+    pub request: Vec<ChatMessage>,
+}
+
+/// The summarization that leaves the last `keep_last` visible messages as they are, or
+/// `None` if there is nothing new to condense.
+///
+/// The boundary moves back to the start of a group so a kept tool result never loses its
+/// call to the summary.
+pub(crate) fn summary_request(history: &[ChatMessage], keep_last: usize) -> Option<SummaryJob> {
+    let layout = Layout::new(history);
+    let mut keep_from = layout.body.len().saturating_sub(keep_last);
+    if keep_from < layout.body.len() {
+        let unit = layout.units.partition_point(|u| u.end <= keep_from);
+        keep_from = layout.units[unit].start;
+    }
+    if keep_from == 0 {
+        return None;
+    }
+    let covers = match layout.body.get(keep_from) {
+        Some(&index) => index,
+        None => history.len(),
+    };
+    let messages = layout.body[..keep_from].iter().map(|&i| &history[i]);
+    let previous = layout.summary.map(|record| {
+        let text = record.content.strip_prefix(SUMMARY_HEADER);
+        text.unwrap_or(&record.content).trim()
+    });
+    Some(SummaryJob {
+        covers,
+        summarized: keep_from,
+        request: vec![
+            ChatMessage::system(INSTRUCTIONS),
+            ChatMessage::user(transcript(previous, messages)),
+        ],
+    })
+}
+
+/// The conversation as plain text, one labelled paragraph per message. Plain text rather
+/// than the messages themselves, because a request that replays tool calls must also
+/// declare the tools, and the summarizer should not call any.
+fn transcript<'m>(
+    previous: Option<&str>,
+    messages: impl Iterator<Item = &'m ChatMessage>,
+) -> String {
+    let mut out = String::new();
+    if let Some(previous) = previous {
+        out.push_str("Earlier summary:\n");
+        out.push_str(previous);
+        out.push_str("\n\nThe conversation since then:\n\n");
+    } else {
+        out.push_str("The conversation:\n\n");
+    }
+    for message in messages {
+        match message.role {
+            Role::System => push_line(&mut out, "System", &message.content, MESSAGE_CAP),
+            Role::User => push_line(&mut out, "User", &message.content, MESSAGE_CAP),
+            Role::Tool => push_line(&mut out, "Tool result", &message.content, TOOL_TEXT_CAP),
+            Role::Assistant => {
+                if !message.content.trim().is_empty() {
+                    push_line(&mut out, "Assistant", &message.content, MESSAGE_CAP);
+                }
+                for call in &message.tool_calls {
+                    let label = format!("Assistant called {}", call.name);
+                    push_line(&mut out, &label, &call.arguments, TOOL_TEXT_CAP);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn push_line(out: &mut String, label: &str, text: &str, cap: usize) {
+    out.push_str(label);
+    out.push_str(": ");
+    let text = text.trim();
+    if text.len() > cap {
+        let cut = text.floor_char_boundary(cap);
+        out.push_str(&text[..cut]);
+        out.push_str(&format!(" [... {} more bytes]", text.len() - cut));
+    } else {
+        out.push_str(text);
+    }
+    out.push_str("\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fusion_core::ToolCall;
+
+    #[test]
+    fn records_round_trip_through_metadata() {
+        let record = summary_record("  The user likes blue.\n", 7);
+        assert_eq!(covers(&record), Some(7));
+        assert_eq!(
+            record.content,
+            format!("{SUMMARY_HEADER}\nThe user likes blue.")
+        );
+        assert!(super::super::is_context_record(&record));
+        assert_eq!(covers(&ChatMessage::system("plain")), None);
+    }
+
+    #[test]
+    fn the_boundary_never_splits_a_call_from_its_results() {
+        let history = vec![
+            ChatMessage::system("sys"),
+            ChatMessage::user("go"),
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("a", "t", "{}")]),
+            ChatMessage::tool_result("a", "x"),
+            ChatMessage::assistant("done"),
+        ];
+        // Keeping 2 would start at the result; the call comes along instead.
+        let job = summary_request(&history, 2).unwrap();
+        assert_eq!(job.covers, 2);
+        assert_eq!(job.summarized, 1);
+        assert!(summary_request(&history, 4).is_none());
+        assert_eq!(summary_request(&history, 0).unwrap().covers, 5);
+    }
+
+    #[test]
+    fn a_new_summary_folds_in_the_previous_one_and_only_newer_messages() {
+        let mut history = vec![
+            ChatMessage::system("sys"),
+            ChatMessage::user("my name is Ada"),
+            ChatMessage::assistant("hello Ada"),
+        ];
+        history.push(summary_record("User is Ada.", 3));
+        history.push(ChatMessage::user("I like tea"));
+        history.push(ChatMessage::assistant("noted"));
+        let job = summary_request(&history, 0).unwrap();
+        assert_eq!(job.covers, 6);
+        assert_eq!(job.summarized, 2);
+        let text = &job.request[1].content;
+        assert!(text.starts_with("Earlier summary:\nUser is Ada."), "{text}");
+        assert!(text.contains("User: I like tea") && !text.contains("my name is Ada"));
+    }
+
+    #[test]
+    fn long_tool_text_is_cut_on_a_character_boundary() {
+        let long = "é".repeat(TOOL_TEXT_CAP);
+        let history = vec![
+            ChatMessage::user("go"),
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("a", "t", "{}")]),
+            ChatMessage::tool_result("a", &long),
+        ];
+        let job = summary_request(&history, 0).unwrap();
+        let text = &job.request[1].content;
+        assert!(text.contains(&format!("[... {} more bytes]", long.len() - TOOL_TEXT_CAP)));
+        assert!(text.contains("Assistant called t: {}"));
+    }
+}

@@ -1,0 +1,313 @@
+//! `ToolExecutor`: runs the tool calls of one assistant message and turns every outcome,
+//! good or bad, into a result the model can read.
+//!
+//! The calls of one message run concurrently (`join_all` on the agent's task, so a
+//! cancelled turn also cancels its tools), each under a timeout. Nothing a tool or the
+//! model does ends the turn: an unknown tool, arguments that are not JSON or do not fit
+//! the tool's schema, a tool error, a timeout and a panic each become an observation
+//! starting with `Error:` that says what went wrong, and the loop goes on. Errors that do
+//! end a turn (storage, the LLM) are the session's business, not the executor's.
+//!
+//! ```no_run
+//! use fusion_agent::executor::{ExecutorConfig, ToolExecutor};
+//! use fusion_agent::tools::ToolRegistry;
+//! use fusion_core::ToolCall;
+//!
+//! # async fn demo() -> fusion_core::Result<()> {
+//! let executor = ToolExecutor::new(ToolRegistry::with_file_tools(["."])?, ExecutorConfig::default());
+//! let outcomes = executor.execute_all(&[ToolCall::new("c1", "list_directory", "{}")]).await;
+//! println!("{}", outcomes[0].output);
+//! # Ok(()) }
+//! ```
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use fusion_core::{ChatMessage, ToolCall};
+use futures::FutureExt;
+use serde_json::Value;
+use tracing::{Instrument, debug, field, info, info_span, trace};
+
+use crate::tools::{ToolRegistry, check_arguments};
+
+/// How long one tool call may run unless configured otherwise.
+pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest stretch of the model's raw arguments quoted back in an error.
+const QUOTE_MAX_CHARS: usize = 200;
+
+/// Settings for running tool calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorConfig {
+    /// How long one call may run before it is abandoned and reported as timed out.
+    pub tool_timeout: Duration,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            tool_timeout: DEFAULT_TOOL_TIMEOUT,
+        }
+    }
+}
+
+/// What came of one tool call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOutcome {
+    /// The id of the call this answers.
+    pub call_id: String,
+    /// The tool the model asked for.
+    pub tool: String,
+    /// The arguments exactly as the model sent them.
+    pub arguments: String,
+    /// What the model is shown: the tool's output, or an `Error: ...` explanation.
+    pub output: String,
+    /// Whether the tool ran and returned `Ok`.
+    pub success: bool,
+    /// How long the call took, checks included.
+    pub duration: Duration,
+}
+
+impl ToolOutcome {
+    /// The tool-result message carrying [`output`](Self::output) back to the model.
+    pub fn to_message(&self) -> ChatMessage {
+        ChatMessage::tool_result(&self.call_id, &self.output)
+    }
+}
+
+/// Runs tool calls against a [`ToolRegistry`].
+#[derive(Debug, Clone, Default)]
+pub struct ToolExecutor {
+    tools: ToolRegistry,
+    config: ExecutorConfig,
+}
+
+impl ToolExecutor {
+    /// An executor for `tools` with `config`.
+    pub fn new(tools: ToolRegistry, config: ExecutorConfig) -> Self {
+        Self { tools, config }
+    }
+
+    /// The tools calls are dispatched to.
+    pub fn tools(&self) -> &ToolRegistry {
+        &self.tools
+    }
+
+    /// The settings calls run with.
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.config
+    }
+
+    /// Runs `calls` concurrently; the outcomes are in the same order as the calls.
+    ///
+    /// Cost: the calls themselves, plus one schema check each.
+    pub async fn execute_all(&self, calls: &[ToolCall]) -> Vec<ToolOutcome> {
+        futures::future::join_all(calls.iter().map(|call| self.execute(call))).await
+    }
+
+    /// Runs one call. Never fails: every problem is reported in the outcome.
+    pub async fn execute(&self, call: &ToolCall) -> ToolOutcome {
+        let span = info_span!(
+            "tool_call",
+            tool = %call.name,
+            call_id = %call.id,
+            success = field::Empty,
+            duration_ms = field::Empty,
+        );
+        async {
+            debug!(arguments = %call.arguments, "tool call started");
+            let started = Instant::now();
+            let result = self.run(call).await;
+            let duration = started.elapsed();
+            let success = result.is_ok();
+            let span = tracing::Span::current();
+            span.record("success", success);
+            span.record("duration_ms", duration.as_millis() as u64);
+            let output = result.unwrap_or_else(|error| error);
+            if success {
+                info!("tool call finished");
+            } else {
+                info!(error = %output, "tool call failed");
+            }
+            trace!(output = %output, "tool output");
+            ToolOutcome {
+                call_id: call.id.clone(),
+                tool: call.name.clone(),
+                arguments: call.arguments.clone(),
+                output,
+                success,
+                duration,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The tool's output, or the observation explaining why there is none.
+    async fn run(&self, call: &ToolCall) -> Result<String, String> {
+        let name = call.name.as_str();
+        let Some(tool) = self.tools.get(name) else {
+            let available = self.tools.names();
+            let available = if available.is_empty() {
+                "none".to_owned()
+            } else {
+                available.join(", ")
+            };
+            return Err(format!(
+                "Error: there is no tool named `{name}`. Available tools: {available}."
+            ));
+        };
+        let schema = tool.parameters();
+        // Models often send "" for a tool without parameters; that means no arguments.
+        let args: Value = if call.arguments.trim().is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_str(&call.arguments).map_err(|e| {
+                format!(
+                    "Error: the arguments for `{name}` are not valid JSON ({e}): {}. Call the \
+                     tool again with one JSON object matching this schema: {schema}",
+                    quote(&call.arguments)
+                )
+            })?
+        };
+        check_arguments(&schema, &args).map_err(|problems| {
+            format!(
+                "Error: invalid arguments for `{name}`: {problems}. Call the tool again with \
+                 arguments matching this schema: {schema}"
+            )
+        })?;
+        // Tools are user code: a panic must not take the agent (or the process) down.
+        let call = AssertUnwindSafe(tool.call(args)).catch_unwind();
+        match tokio::time::timeout(self.config.tool_timeout, call).await {
+            Ok(Ok(Ok(output))) => Ok(output),
+            Ok(Ok(Err(error))) => Err(format!("Error: {error}")),
+            Ok(Err(panic)) => Err(format!(
+                "Error: tool `{name}` crashed ({}); its result is unknown.",
+                panic_message(panic.as_ref())
+            )),
+            Err(_) => Err(format!(
+                "Error: tool `{name}` did not finish within {:?} and was stopped; it may \
+                 have done part of its work.",
+                self.config.tool_timeout
+            )),
+        }
+    }
+}
+
+/// `text`, cut to [`QUOTE_MAX_CHARS`] characters.
+fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_MAX_CHARS) {
+        Some((cut, _)) => format!("`{}…`", &text[..cut]),
+        None => format!("`{text}`"),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        format!("panicked: {text}")
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        format!("panicked: {text}")
+    } else {
+        "panicked".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::Tool;
+    use async_trait::async_trait;
+    use fusion_core::{Error, Result};
+    use serde_json::json;
+
+    /// Behaves according to its `mode` argument.
+    struct Probe;
+
+    #[async_trait]
+    impl Tool for Probe {
+        fn name(&self) -> &str {
+            "probe"
+        }
+        fn description(&self) -> &str {
+            "test tool"
+        }
+        fn parameters(&self) -> Value {
+            json!({"type": "object", "properties": {"mode": {"type": "string"}}, "required": ["mode"]})
+        }
+        async fn call(&self, args: Value) -> Result<String> {
+            match args["mode"].as_str().unwrap() {
+                "ok" => Ok("fine".into()),
+                "fail" => Err(Error::Tool {
+                    tool: "probe".into(),
+                    message: "it broke".into(),
+                }),
+                "panic" => panic!("boom"),
+                _ => std::future::pending().await,
+            }
+        }
+    }
+
+    fn executor() -> ToolExecutor {
+        ToolExecutor::new(
+            ToolRegistry::new().with(Probe),
+            ExecutorConfig {
+                tool_timeout: Duration::from_millis(50),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn every_failure_becomes_an_observation_in_call_order() {
+        let calls = [
+            ToolCall::new("1", "probe", r#"{"mode":"ok"}"#),
+            ToolCall::new("2", "probe", r#"{"mode":"fail"}"#),
+            ToolCall::new("3", "probe", r#"{"mode":"panic"}"#),
+            ToolCall::new("4", "probe", r#"{"mode":"hang"}"#),
+            ToolCall::new("5", "nope", "{}"),
+            ToolCall::new("6", "probe", "{mode: ok"),
+            ToolCall::new("7", "probe", r#"{"mode": 3}"#),
+            ToolCall::new("8", "probe", ""),
+        ];
+        let out = executor().execute_all(&calls).await;
+        let ids: Vec<&str> = out.iter().map(|o| o.call_id.as_str()).collect();
+        assert_eq!(ids, ["1", "2", "3", "4", "5", "6", "7", "8"]);
+        assert!(out[0].success && out[0].output == "fine");
+        assert!(
+            out[1..]
+                .iter()
+                .all(|o| !o.success && o.output.starts_with("Error: "))
+        );
+        assert!(out[1].output.contains("it broke"), "{}", out[1].output);
+        assert!(
+            out[2].output.contains("crashed (panicked: boom)"),
+            "{}",
+            out[2].output
+        );
+        assert!(
+            out[3].output.contains("did not finish within 50ms"),
+            "{}",
+            out[3].output
+        );
+        assert!(
+            out[4].output.contains("Available tools: probe."),
+            "{}",
+            out[4].output
+        );
+        assert!(
+            out[5].output.contains("not valid JSON"),
+            "{}",
+            out[5].output
+        );
+        assert!(
+            out[6].output.contains("`mode` must be a string"),
+            "{}",
+            out[6].output
+        );
+        assert!(
+            out[7].output.contains("missing required property `mode`"),
+            "{}",
+            out[7].output
+        );
+        assert_eq!(out[1].to_message().tool_call_id.as_deref(), Some("2"));
+    }
+}

@@ -1,0 +1,329 @@
+//! `OpenAiConfig`: where the OpenAI-compatible endpoint is, how to authenticate, and how
+//! patiently to talk to it; built in code or read from the environment.
+
+use std::fmt;
+use std::time::Duration;
+
+use fusion_core::{Error, Result};
+use reqwest::Url;
+
+use super::OpenAiClient;
+
+/// The endpoint used when `OPENAI_BASE_URL` is not set.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The model used when `FUSION_MODEL` is not set.
+pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
+
+/// Where Ollama's OpenAI-compatible API listens by default; named in configuration errors.
+pub const OLLAMA_BASE_URL: &str = "http://localhost:11434/v1";
+
+/// Settings of an [`OpenAiClient`].
+///
+/// Fields are public so they can be read and adjusted; start from [`OpenAiConfig::new`] or
+/// [`OpenAiConfig::from_env`] and chain the `with_*` methods. `Debug` never shows the API
+/// key or the values of extra headers (they often carry secrets too).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use fusion_agent::OpenAiConfig;
+///
+/// # fn demo() -> fusion_core::Result<()> {
+/// let client = OpenAiConfig::new("llama3.1")
+///     .with_base_url("http://localhost:11434/v1")
+///     .with_request_timeout(Duration::from_secs(600))
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct OpenAiConfig {
+    /// The API root, up to and including `/v1`; requests go to `{base_url}/chat/completions`.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer …` when set. Local servers usually need none.
+    pub api_key: Option<String>,
+    /// The model name sent with every request.
+    pub model: String,
+    /// How long to wait for the TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// How long one attempt may take, from sending to the last byte of the reply.
+    pub request_timeout: Duration,
+    /// How many times a failed attempt is retried (429, 5xx, connection errors, timeouts).
+    pub max_retries: u32,
+    /// The first retry waits up to this long; each further retry doubles the bound.
+    pub backoff_base: Duration,
+    /// The longest a computed backoff may be.
+    pub backoff_max: Duration,
+    /// The longest a server's `Retry-After` is honoured; longer values are cut to this.
+    pub retry_after_max: Duration,
+    /// Extra headers sent with every request (for example OpenRouter's `HTTP-Referer`).
+    pub extra_headers: Vec<(String, String)>,
+    /// Whether the model does native tool calling; when false the agent uses text ReAct.
+    pub native_tools: bool,
+}
+
+impl OpenAiConfig {
+    /// Defaults for `model` at [`DEFAULT_BASE_URL`], without an API key.
+    pub fn new(model: impl Into<String>) -> Self {
+        Self {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            api_key: None,
+            model: model.into(),
+            connect_timeout: Duration::from_secs(10),
+            // Local models on a CPU can take minutes for one long reply.
+            request_timeout: Duration::from_secs(300),
+            max_retries: 3,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            retry_after_max: Duration::from_secs(60),
+            extra_headers: Vec::new(),
+            native_tools: true,
+        }
+    }
+
+    /// Reads `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `FUSION_MODEL` and `FUSION_NATIVE_TOOLS`.
+    ///
+    /// Unset or empty variables take the defaults ([`DEFAULT_BASE_URL`], no key,
+    /// [`DEFAULT_MODEL`], native tools on). `FUSION_NATIVE_TOOLS=false` selects the text
+    /// ReAct mode for models without tool calling. Whether a key is needed is checked when
+    /// the client is built.
+    pub fn from_env() -> Result<Self> {
+        Self::from_env_with(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading variables through `lookup`.
+    ///
+    /// Lets a CLI layer its own settings over the process environment, and lets tests avoid
+    /// mutating it (which is `unsafe` and racy).
+    pub fn from_env_with(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut config = Self::new(var("FUSION_MODEL").unwrap_or_else(|| DEFAULT_MODEL.into()));
+        if let Some(base_url) = var("OPENAI_BASE_URL") {
+            config.base_url = base_url.trim().to_owned();
+        }
+        config.api_key = var("OPENAI_API_KEY").map(|k| k.trim().to_owned());
+        if let Some(flag) = var("FUSION_NATIVE_TOOLS") {
+            config.native_tools = parse_bool(&flag).ok_or_else(|| {
+                Error::Config(format!(
+                    "FUSION_NATIVE_TOOLS must be true or false (or 1/0), not \"{}\"",
+                    flag.trim()
+                ))
+            })?;
+        }
+        Ok(config)
+    }
+
+    /// Sets the API root (for example [`OLLAMA_BASE_URL`]).
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = base_url.into();
+        self
+    }
+
+    /// Sets the API key.
+    pub fn with_api_key(mut self, api_key: impl Into<String>) -> Self {
+        self.api_key = Some(api_key.into());
+        self
+    }
+
+    /// Sets the model name.
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.model = model.into();
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the per-attempt request timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets how many times a failed attempt is retried (0 disables retries).
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// Sets the backoff: retry `n` waits a random time up to `min(max, base * 2^(n-1))`.
+    pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_max = max;
+        self
+    }
+
+    /// Sets the cap on a server's `Retry-After`.
+    pub fn with_retry_after_max(mut self, max: Duration) -> Self {
+        self.retry_after_max = max;
+        self
+    }
+
+    /// Adds a header sent with every request.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra_headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Declares whether the model does native tool calling.
+    pub fn with_native_tools(mut self, native_tools: bool) -> Self {
+        self.native_tools = native_tools;
+        self
+    }
+
+    /// Builds the client; see [`OpenAiClient::new`].
+    pub fn build(self) -> Result<OpenAiClient> {
+        OpenAiClient::new(self)
+    }
+
+    /// Checks the settings and returns the normalised base URL (no trailing `/`).
+    pub(super) fn validate(&self) -> Result<Url> {
+        let trimmed = self.base_url.trim().trim_end_matches('/');
+        // A common slip is pasting the full endpoint; accept it rather than 404 later.
+        let trimmed = trimmed.strip_suffix("/chat/completions").unwrap_or(trimmed);
+        let url = Url::parse(trimmed)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "OPENAI_BASE_URL \"{}\" is not an http(s) URL; expected something like \
+                     {DEFAULT_BASE_URL} or {OLLAMA_BASE_URL}",
+                    fusion_core::redact_url(trimmed)
+                ))
+            })?;
+        if self.model.trim().is_empty() {
+            return Err(Error::Config(
+                "no model name: set FUSION_MODEL (for example gpt-4o-mini, or llama3.1 for Ollama)"
+                    .into(),
+            ));
+        }
+        if self.api_key.is_none() && url.host_str() == Some("api.openai.com") {
+            return Err(Error::Config(format!(
+                "no API key for {}: set OPENAI_API_KEY (or OpenAiConfig::with_api_key), or point \
+                 OPENAI_BASE_URL at a local OpenAI-compatible server such as Ollama \
+                 ({OLLAMA_BASE_URL}, with FUSION_MODEL set to a pulled model like llama3.1)",
+                display_url(&url)
+            )));
+        }
+        Ok(url)
+    }
+}
+
+impl fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .extra_headers
+            .iter()
+            .map(|(name, _)| (name.as_str(), "***"))
+            .collect();
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &fusion_core::redact_url(&self.base_url))
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("model", &self.model)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_max", &self.backoff_max)
+            .field("retry_after_max", &self.retry_after_max)
+            .field("extra_headers", &headers)
+            .field("native_tools", &self.native_tools)
+            .finish()
+    }
+}
+
+/// The URL without any password, for messages and logs.
+pub(super) fn display_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string().trim_end_matches('/').to_owned()
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn empty_environment_takes_the_defaults_and_needs_a_key() {
+        let config = OpenAiConfig::from_env_with(env(&[])).unwrap();
+        assert_eq!(config.base_url, DEFAULT_BASE_URL);
+        assert_eq!(config.model, DEFAULT_MODEL);
+        assert!(config.native_tools);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("OPENAI_API_KEY"), "{err}");
+        assert!(err.contains("OPENAI_BASE_URL"), "{err}");
+        assert!(err.contains("11434"), "{err}");
+    }
+
+    #[test]
+    fn a_local_server_needs_no_key() {
+        let config = OpenAiConfig::from_env_with(env(&[
+            ("OPENAI_BASE_URL", "http://localhost:11434/v1/"),
+            ("FUSION_MODEL", "llama3.1"),
+            ("OPENAI_API_KEY", ""),
+        ]))
+        .unwrap();
+        assert_eq!(config.api_key, None);
+        let url = config.validate().unwrap();
+        assert_eq!(url.as_str(), "http://localhost:11434/v1");
+        assert_eq!(config.model, "llama3.1");
+    }
+
+    #[test]
+    fn a_full_endpoint_url_is_accepted_as_base() {
+        let config = OpenAiConfig::new("m").with_base_url("http://h:1/v1/chat/completions");
+        assert_eq!(config.validate().unwrap().as_str(), "http://h:1/v1");
+    }
+
+    #[test]
+    fn bad_base_url_and_bad_flag_are_config_errors() {
+        let err = OpenAiConfig::new("m")
+            .with_base_url("localhost:11434/v1")
+            .validate()
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        let err = OpenAiConfig::from_env_with(env(&[("FUSION_NATIVE_TOOLS", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FUSION_NATIVE_TOOLS"), "{err}");
+        let off = OpenAiConfig::from_env_with(env(&[("FUSION_NATIVE_TOOLS", "0")])).unwrap();
+        assert!(!off.native_tools);
+    }
+
+    #[test]
+    fn debug_hides_key_header_values_and_url_passwords() {
+        let config = OpenAiConfig::new("m")
+            .with_api_key("sk-secret-123")
+            .with_header("X-Api-Token", "header-secret")
+            .with_base_url("http://user:url-secret@proxy:8080/v1");
+        let shown = format!("{config:?}");
+        assert!(shown.contains(r#"api_key: Some("***")"#), "{shown}");
+        assert!(shown.contains("X-Api-Token"), "{shown}");
+        for secret in ["sk-secret-123", "header-secret", "url-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! `OpenAiClient`: the bundled [`LlmClient`] for any OpenAI-compatible chat-completions API.
+//!
+//! One client speaks to OpenAI, Ollama (`http://localhost:11434/v1`), vLLM, the llama.cpp
+//! server, LM Studio and OpenRouter: they all accept `POST {base_url}/chat/completions`.
+//! Unlike the text ReAct mode in [`crate::react_text`], which puts tools in the prompt,
+//! this client offers tools through the API's native `tools` field (unless
+//! [`OpenAiConfig::native_tools`] is off). It owns timeouts and retries, so an `Err`
+//! from [`LlmClient::chat`] is final; the API key never reaches logs or `Debug` output.
+//!
+//! ```no_run
+//! use std::borrow::Cow;
+//! use fusion_agent::{ChatRequest, LlmClient, OpenAiClient};
+//! use fusion_core::ChatMessage;
+//!
+//! # async fn demo() -> fusion_core::Result<()> {
+//! // OPENAI_BASE_URL=http://localhost:11434/v1 FUSION_MODEL=llama3.1 for a local Ollama.
+//! let client = OpenAiClient::from_env()?;
+//! let question = ChatMessage::user("Say hello");
+//! let request = ChatRequest { messages: vec![Cow::Borrowed(&question)], ..Default::default() };
+//! let reply = client.chat(&request).await?;
+//! println!("{}", reply.message.content);
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod error;
+mod retry;
+mod wire;
+
+use std::fmt;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use fusion_core::{Error, Result};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use tracing::{Instrument, debug, field, info, info_span, trace};
+
+pub use config::{DEFAULT_BASE_URL, DEFAULT_MODEL, OLLAMA_BASE_URL, OpenAiConfig};
+
+use self::error::{Context, Failure};
+use self::retry::Backoff;
+use crate::llm::{ChatRequest, ChatResponse, LlmClient};
+
+/// An [`LlmClient`] for OpenAI-compatible `POST {base_url}/chat/completions` endpoints.
+///
+/// Cheap to clone (the connection pool is shared). Retries 408/409/429/5xx, connection
+/// errors and timeouts up to [`OpenAiConfig::max_retries`] times with exponential backoff
+/// and full jitter, honouring `Retry-After`; other failures are reported at once with a
+/// message that says what to fix.
+#[derive(Clone)]
+pub struct OpenAiClient {
+    config: OpenAiConfig,
+    /// `base_url` normalised and with any password masked, for messages.
+    base_url_shown: String,
+    /// The real URL requests go to (may hold a password, so never shown).
+    request_url: String,
+    endpoint_shown: String,
+    http: reqwest::Client,
+}
+
+impl OpenAiClient {
+    /// Builds a client from `config`.
+    ///
+    /// Fails with [`Error::Config`] when the base URL is not http(s), the model name is
+    /// empty, a header is invalid, or no API key is set for `api.openai.com`.
+    pub fn new(mut config: OpenAiConfig) -> Result<Self> {
+        // An empty key (e.g. `OPENAI_API_KEY=` in a .env file) means no key, not "Bearer ".
+        config.api_key = config.api_key.filter(|key| !key.trim().is_empty());
+        let base = config.validate()?;
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in &config.extra_headers {
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|_| Error::Config(format!("invalid HTTP header name \"{name}\"")))?;
+            let mut value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+                Error::Config(format!("the value of HTTP header \"{name}\" is not valid"))
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        if let Some(key) = &config.api_key {
+            // Never echo the key, even in this error.
+            let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                Error::Config(
+                    "OPENAI_API_KEY contains characters not allowed in an HTTP header \
+                     (a stray newline or quote?)"
+                        .into(),
+                )
+            })?;
+            // Keeps the value out of hyper's and reqwest's own debug output.
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(concat!("fusion/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Llm {
+                message: format!("could not build the HTTP client: {e}"),
+                status: None,
+                retryable: false,
+                source: Some(Box::new(e)),
+            })?;
+        let request_url = format!("{}/chat/completions", base.as_str().trim_end_matches('/'));
+        let base_url_shown = config::display_url(&base);
+        let endpoint_shown = format!("{base_url_shown}/chat/completions");
+        Ok(Self {
+            config,
+            base_url_shown,
+            request_url,
+            endpoint_shown,
+            http,
+        })
+    }
+
+    /// Builds a client from `OPENAI_BASE_URL`, `OPENAI_API_KEY` and `FUSION_MODEL`.
+    ///
+    /// See [`OpenAiConfig::from_env`]. A missing key is an [`Error::Config`] only for the
+    /// default OpenAI endpoint; local servers such as Ollama need none.
+    pub fn from_env() -> Result<Self> {
+        Self::new(OpenAiConfig::from_env()?)
+    }
+
+    /// The settings this client was built with.
+    pub fn config(&self) -> &OpenAiConfig {
+        &self.config
+    }
+
+    /// The full URL requests are sent to (any password in it masked).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint_shown
+    }
+
+    fn context(&self) -> Context<'_> {
+        Context {
+            base_url: &self.base_url_shown,
+            endpoint: &self.endpoint_shown,
+            model: &self.config.model,
+            api_key: self.config.api_key.as_deref(),
+            request_timeout: self.config.request_timeout,
+        }
+    }
+
+    /// Sends `body`, retrying what can be retried.
+    async fn send_with_retries(&self, body: Vec<u8>) -> Result<ChatResponse> {
+        let started = Instant::now();
+        let backoff = Backoff {
+            base: self.config.backoff_base,
+            max: self.config.backoff_max,
+            retry_after_max: self.config.retry_after_max,
+        };
+        // Built once: the body becomes shared bytes, so each retry's clone is a refcount.
+        let request = self
+            .http
+            .post(&self.request_url)
+            .body(body)
+            .build()
+            .map_err(|e| error::transport_failure(&self.context(), e).into_error(1))?;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            tracing::Span::current().record("attempt", attempt);
+            let this_try = request
+                .try_clone()
+                .expect("an in-memory request body can always be cloned");
+            let failure = match self.attempt(this_try).await {
+                Ok(Ok(response)) => {
+                    info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        attempts = attempt,
+                        finish_reason = response.finish_reason.as_deref(),
+                        tool_calls = response.message.tool_calls.len(),
+                        prompt_tokens = response.usage.map(|u| u.prompt_tokens),
+                        completion_tokens = response.usage.map(|u| u.completion_tokens),
+                        "LLM call succeeded"
+                    );
+                    return Ok(response);
+                }
+                Ok(Err(error)) => {
+                    info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        attempts = attempt,
+                        "LLM call failed: malformed reply"
+                    );
+                    return Err(error);
+                }
+                Err(failure) => failure,
+            };
+            if !failure.retryable || attempt > self.config.max_retries {
+                info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    attempts = attempt,
+                    status = failure.status,
+                    retryable = failure.retryable,
+                    "LLM call failed"
+                );
+                return Err(failure.into_error(attempt));
+            }
+            let delay = backoff.delay(attempt, failure.retry_after);
+            info!(
+                status = failure.status,
+                delay_ms = delay.as_millis() as u64,
+                error = %failure.message,
+                "LLM call will be retried"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One HTTP exchange. The outer `Err` is a failure the retry loop may retry; the inner
+    /// `Err` is a final answer (a malformed 200 would be malformed again).
+    async fn attempt(&self, request: reqwest::Request) -> Result<Result<ChatResponse>, Failure> {
+        let ctx = self.context();
+        let started = Instant::now();
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| error::transport_failure(&ctx, e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| error::transport_failure(&ctx, e))?;
+        debug!(
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            bytes = bytes.len(),
+            "LLM reply received"
+        );
+        trace!(body = %String::from_utf8_lossy(&bytes), "LLM reply body");
+        if !status.is_success() {
+            return Err(error::status_failure(&ctx, status, &headers, &bytes));
+        }
+        Ok(wire::decode_response(&bytes)
+            .map_err(|detail| error::malformed_error(&ctx, &detail, &bytes)))
+    }
+}
+
+#[async_trait]
+impl LlmClient for OpenAiClient {
+    async fn chat(&self, request: &ChatRequest<'_>) -> Result<ChatResponse> {
+        let body = wire::encode_request(&self.config.model, request, self.config.native_tools)?;
+        let span = info_span!(
+            "llm_call",
+            model = %self.config.model,
+            attempt = field::Empty,
+            messages = request.messages.len(),
+        );
+        span.in_scope(|| {
+            debug!(
+                bytes = body.len(),
+                tools = request.tools.len(),
+                "LLM request built"
+            );
+            trace!(body = %String::from_utf8_lossy(&body), "LLM request body");
+        });
+        self.send_with_retries(body).instrument(span).await
+    }
+
+    fn model(&self) -> &str {
+        &self.config.model
+    }
+
+    fn supports_native_tools(&self) -> bool {
+        self.config.native_tools
+    }
+}
+
+impl fmt::Debug for OpenAiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `config`'s own Debug masks the key; the reqwest client is left out because its
+        // default headers hold the Authorization value.
+        f.debug_struct("OpenAiClient")
+            .field("endpoint", &self.endpoint_shown)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

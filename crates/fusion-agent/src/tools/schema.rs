@@ -1,0 +1,208 @@
+//! A small JSON Schema check for tool arguments: enough to turn a model's malformed call
+//! into a precise observation before the tool runs.
+//!
+//! It is deliberately not a full JSON Schema validator (no `$ref`, `oneOf`, formats,
+//! nested object checks): models mostly get the top level wrong (a missing or misspelled
+//! property, a number sent as a string), and a tool still validates what it relies on.
+//! Checked: the arguments are an object when the schema says `"type": "object"` or has
+//! `properties`; every `required` property is present; each declared property has one of
+//! its declared `type`s and, when given, one of its `enum` values; with
+//! `"additionalProperties": false`, no undeclared property appears.
+
+use serde_json::{Map, Value};
+
+/// Checks `args` against `schema`, returning every problem found, joined into one message
+/// written for the model.
+pub fn check_arguments(schema: &Value, args: &Value) -> Result<(), String> {
+    let Some(schema) = schema.as_object() else {
+        // A tool without a usable schema accepts anything; the tool itself decides.
+        return Ok(());
+    };
+    let wants_object = schema.get("type").and_then(Value::as_str) == Some("object")
+        || schema.contains_key("properties");
+    if !wants_object {
+        return match schema.get("type") {
+            Some(ty) if !matches_type(ty, args) => Err(format!(
+                "expected {} but got {}",
+                type_names(ty),
+                kind(args)
+            )),
+            _ => Ok(()),
+        };
+    }
+    let Some(args) = args.as_object() else {
+        return Err(format!("expected a JSON object but got {}", kind(args)));
+    };
+    let empty = Map::new();
+    let properties = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let mut problems = Vec::new();
+    for name in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !args.contains_key(name) {
+            problems.push(format!("missing required property `{name}`"));
+        }
+    }
+    for (name, value) in args {
+        match properties.get(name) {
+            Some(declared) => check_property(name, declared, value, &mut problems),
+            None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                let known: Vec<&str> = properties.keys().map(String::as_str).collect();
+                problems.push(format!(
+                    "unknown property `{name}` (known: {})",
+                    known.join(", ")
+                ));
+            }
+            None => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn check_property(name: &str, declared: &Value, value: &Value, problems: &mut Vec<String>) {
+    if let Some(ty) = declared.get("type")
+        && !matches_type(ty, value)
+    {
+        problems.push(format!(
+            "property `{name}` must be {} but is {}",
+            type_names(ty),
+            kind(value)
+        ));
+        return;
+    }
+    if let Some(allowed) = declared.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        let allowed: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        problems.push(format!(
+            "property `{name}` must be one of {}",
+            allowed.join(", ")
+        ));
+    }
+}
+
+/// Whether `value` has the type `ty` names (a string or an array of strings).
+fn matches_type(ty: &Value, value: &Value) -> bool {
+    match ty {
+        Value::String(name) => matches_type_name(name, value),
+        Value::Array(names) => names
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|name| matches_type_name(name, value)),
+        // An unreadable `type` is the schema's problem, not the model's.
+        _ => true,
+    }
+}
+
+fn matches_type_name(name: &str, value: &Value) -> bool {
+    match name {
+        "string" => value.is_string(),
+        "number" => value.is_number(),
+        // JSON Schema counts 3.0 as an integer.
+        "integer" => {
+            value.is_i64() || value.is_u64() || value.as_f64().is_some_and(|f| f.fract() == 0.0)
+        }
+        "boolean" => value.is_boolean(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "null" => value.is_null(),
+        _ => true,
+    }
+}
+
+fn type_names(ty: &Value) -> String {
+    match ty {
+        Value::Array(names) => {
+            let names: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
+            format!("one of {}", names.join(", "))
+        }
+        Value::String(name) => article(name),
+        other => other.to_string(),
+    }
+}
+
+fn article(name: &str) -> String {
+    match name {
+        "integer" | "object" | "array" => format!("an {name}"),
+        "null" => "null".to_owned(),
+        _ => format!("a {name}"),
+    }
+}
+
+/// The JSON type of `value`, for messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string"},
+                "limit": {"type": "integer"},
+                "mode": {"type": "string", "enum": ["a", "b"]},
+                "note": {"type": ["string", "null"]}
+            },
+            "required": ["path"],
+            "additionalProperties": false
+        })
+    }
+
+    #[test]
+    fn fitting_arguments_pass() {
+        let args = json!({"path": "x", "limit": 3, "mode": "a", "note": null});
+        assert_eq!(check_arguments(&schema(), &args), Ok(()));
+        assert_eq!(
+            check_arguments(&schema(), &json!({"path": "x", "limit": 2.0})),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let err = check_arguments(
+            &schema(),
+            &json!({"limit": "3", "mode": "c", "extra": 1, "note": 5}),
+        )
+        .unwrap_err();
+        assert!(err.contains("missing required property `path`"), "{err}");
+        assert!(
+            err.contains("`limit` must be an integer but is a string"),
+            "{err}"
+        );
+        assert!(err.contains("`mode` must be one of \"a\", \"b\""), "{err}");
+        assert!(err.contains("unknown property `extra`"), "{err}");
+        assert!(err.contains("`note` must be one of string, null"), "{err}");
+    }
+
+    #[test]
+    fn non_objects_are_refused_for_object_schemas() {
+        let err = check_arguments(&schema(), &json!(["x"])).unwrap_err();
+        assert_eq!(err, "expected a JSON object but got an array");
+        // No schema, no opinion.
+        assert_eq!(check_arguments(&Value::Null, &json!(1)), Ok(()));
+    }
+}

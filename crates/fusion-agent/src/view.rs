@@ -1,0 +1,228 @@
+//! The view of a history that is sent to the LLM, and the repair of tool calls a cancelled
+//! turn left without results.
+//!
+//! Stored history is never rewritten here: the view borrows every message it does not
+//! change (`Cow::Borrowed`), so building it costs one pointer per message. Context
+//! policies (sliding window, token budget, pruning, summaries) shape the history first
+//! ([`crate::context::build_view`], which keeps each assistant tool call together with its
+//! results); [`complete_view`] then makes that shape sendable.
+//!
+//! ```
+//! use fusion_agent::view::request_view;
+//! use fusion_core::{ChatMessage, ToolCall};
+//!
+//! // A turn cancelled while `read_file` ran stored the call but no result.
+//! let history = vec![
+//!     ChatMessage::user("read a.txt"),
+//!     ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("c1", "read_file", "{}")]),
+//! ];
+//! let view = request_view(&history, None);
+//! assert_eq!(view.len(), 3);
+//! assert_eq!(view[2].tool_call_id.as_deref(), Some("c1"));
+//! ```
+
+use std::borrow::{Borrow, Cow};
+
+use fusion_core::{ChatMessage, Role, ToolCall};
+
+use crate::context::{ContextPolicy, EstimateCounter, build_view};
+use crate::react_text::render_observation;
+
+/// Metadata key marking a tool result Fusion wrote for a call that never finished.
+pub const INTERRUPTED_METADATA_KEY: &str = "fusion_interrupted";
+
+/// The messages to send for `history`, under the default [`ContextPolicy`] (everything
+/// visible: stored summaries and prunings apply, nothing else is dropped).
+///
+/// See [`complete_view`] for what is added to the history.
+pub fn request_view<'a>(
+    history: &'a [ChatMessage],
+    react_prompt: Option<&str>,
+) -> Vec<Cow<'a, ChatMessage>> {
+    let shaped = build_view(history, &ContextPolicy::default(), &EstimateCounter);
+    complete_view(shaped, react_prompt)
+}
+
+/// Makes a view a context policy shaped ([`build_view`]) sendable.
+///
+/// Every assistant tool call gets a result: calls a cancelled turn left unanswered are
+/// answered with an "interrupted" result right after the results that do exist, because
+/// OpenAI-compatible servers reject a call without one. With `react_prompt` (text ReAct
+/// mode) the prompt is appended to the system message (or sent as one, if the view has
+/// none), and native tool messages, from a session that once used native tools, are
+/// rewritten as the text format.
+pub fn complete_view<'a>(
+    shaped: Vec<Cow<'a, ChatMessage>>,
+    react_prompt: Option<&str>,
+) -> Vec<Cow<'a, ChatMessage>> {
+    let mut view = Vec::with_capacity(shaped.len() + 2);
+    let mut rest = shaped.into_iter().peekable();
+    if let Some(prompt) = react_prompt {
+        match rest.next_if(|first| first.role == Role::System) {
+            Some(first) => {
+                let mut system = first.into_owned();
+                system.content = format!("{}\n\n{prompt}", system.content);
+                view.push(Cow::Owned(system));
+            }
+            None => view.push(Cow::Owned(ChatMessage::system(prompt))),
+        }
+    }
+    let text_mode = react_prompt.is_some();
+    while let Some(message) = rest.next() {
+        if !(message.role == Role::Assistant && message.has_tool_calls()) {
+            view.push(if text_mode && message.role == Role::Tool {
+                Cow::Owned(ChatMessage::user(render_observation(&message.content)))
+            } else {
+                message
+            });
+            continue;
+        }
+        let mut results = Vec::new();
+        while let Some(result) = rest.next_if(|m| m.role == Role::Tool) {
+            results.push(result);
+        }
+        let missing: Vec<&ToolCall> = unanswered(&message, &results).collect();
+        if text_mode {
+            view.push(Cow::Owned(as_react_text(&message)));
+            view.extend(
+                results
+                    .iter()
+                    .map(|r| Cow::Owned(ChatMessage::user(render_observation(&r.content)))),
+            );
+            view.extend(missing.into_iter().map(|call| {
+                Cow::Owned(ChatMessage::user(render_observation(&interrupted_text(
+                    call,
+                ))))
+            }));
+        } else {
+            let missing: Vec<ChatMessage> = missing.into_iter().map(interrupted_result).collect();
+            view.push(message);
+            view.extend(results);
+            view.extend(missing.into_iter().map(Cow::Owned));
+        }
+    }
+    view
+}
+
+/// Results for the tool calls of the history's last assistant message that have none:
+/// what a turn cancelled while its tools ran leaves behind. Empty when nothing is missing.
+///
+/// The session appends these to storage when the next turn starts, so storage itself
+/// becomes consistent again.
+pub fn interrupted_results(history: &[ChatMessage]) -> Vec<ChatMessage> {
+    let Some(at) = history.iter().rposition(|m| m.role != Role::Tool) else {
+        return Vec::new();
+    };
+    let message = &history[at];
+    if message.role != Role::Assistant {
+        return Vec::new();
+    }
+    unanswered(message, &history[at + 1..])
+        .map(interrupted_result)
+        .collect()
+}
+
+/// The calls of `message` that no message in `results` answers.
+fn unanswered<'a, R: Borrow<ChatMessage>>(
+    message: &'a ChatMessage,
+    results: &'a [R],
+) -> impl Iterator<Item = &'a ToolCall> {
+    // Quadratic in the calls of one message, which are a handful: cheaper than a set.
+    message.tool_calls.iter().filter(move |call| {
+        !results
+            .iter()
+            .any(|r| r.borrow().tool_call_id.as_deref() == Some(call.id.as_str()))
+    })
+}
+
+fn interrupted_text(call: &ToolCall) -> String {
+    format!(
+        "Error: the call to `{}` was interrupted before it returned (the turn was cancelled), \
+         so its result is unknown. It may or may not have taken effect; check before relying on it.",
+        call.name
+    )
+}
+
+fn interrupted_result(call: &ToolCall) -> ChatMessage {
+    ChatMessage::tool_result(&call.id, interrupted_text(call))
+        .with_metadata(INTERRUPTED_METADATA_KEY, serde_json::Value::Bool(true))
+}
+
+/// An assistant tool-call message in the text ReAct format.
+fn as_react_text(message: &ChatMessage) -> ChatMessage {
+    let mut text = message.content.trim_end().to_owned();
+    for call in &message.tool_calls {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "Action: {}\nAction Input: {}",
+            call.name, call.arguments
+        ));
+    }
+    ChatMessage::assistant(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str) -> ToolCall {
+        ToolCall::new(id, "read_file", r#"{"path":"a"}"#)
+    }
+
+    fn history() -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::system("sys"),
+            ChatMessage::user("go"),
+            ChatMessage::assistant_with_tool_calls("", vec![call("a"), call("b")]),
+            ChatMessage::tool_result("a", "done"),
+        ]
+    }
+
+    #[test]
+    fn unanswered_calls_get_an_interrupted_result_in_the_view_only() {
+        let history = history();
+        let view = request_view(&history, None);
+        assert_eq!(view.len(), 5);
+        assert!(view[..4].iter().all(|m| matches!(m, Cow::Borrowed(_))));
+        assert_eq!(view[4].tool_call_id.as_deref(), Some("b"));
+        assert!(view[4].content.contains("interrupted"));
+        let repairs = interrupted_results(&history);
+        assert_eq!(repairs.len(), 1);
+        assert_eq!(repairs[0].metadata[INTERRUPTED_METADATA_KEY], true);
+    }
+
+    #[test]
+    fn a_gap_in_the_middle_is_repaired_too() {
+        let history = vec![
+            ChatMessage::user("go"),
+            ChatMessage::assistant_with_tool_calls("", vec![call("a")]),
+            ChatMessage::user("again"),
+        ];
+        let view = request_view(&history, None);
+        assert_eq!(view[2].tool_call_id.as_deref(), Some("a"));
+        assert_eq!(view[3].content, "again");
+        // Only a trailing gap can be fixed by appending.
+        assert!(interrupted_results(&history).is_empty());
+    }
+
+    #[test]
+    fn text_mode_extends_the_system_prompt_and_rewrites_native_messages() {
+        let history = history();
+        let view = request_view(&history, Some("FORMAT"));
+        assert_eq!(view[0].content, "sys\n\nFORMAT");
+        assert_eq!(view[2].role, Role::Assistant);
+        assert!(view[2].tool_calls.is_empty());
+        assert!(
+            view[2]
+                .content
+                .contains("Action: read_file\nAction Input: {\"path\":\"a\"}")
+        );
+        assert_eq!(view[3].content, "Observation: done");
+        assert!(view[4].content.starts_with("Observation: Error: the call"));
+        assert!(view.iter().all(|m| m.role != Role::Tool));
+        let bare = [ChatMessage::user("hi")];
+        assert_eq!(request_view(&bare, Some("FORMAT"))[0].content, "FORMAT");
+    }
+}

@@ -1,0 +1,254 @@
+//! Shared fixtures for the session tests: a scripted OpenAI-compatible server on loopback
+//! with the real `OpenAiClient`, a client wrapper that watches storage at each request,
+//! and a storage wrapper that fails on demand.
+
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fusion_agent::testing::MockLlmServer;
+use fusion_agent::{
+    AgentSession, ChatRequest, ChatResponse, LlmClient, OpenAiClient, OpenAiConfig, SessionBuilder,
+};
+use fusion_core::{ChatMessage, ConversationStorage, Error, Result};
+use fusion_storage_memory::InMemoryStorage;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+pub const SESSION: &str = "user-123";
+
+/// A real `OpenAiClient` for `server`, without retries so a scripted error shows at once.
+pub fn client(server: &MockLlmServer) -> OpenAiClient {
+    OpenAiConfig::new("mock-model")
+        .with_base_url(server.base_url())
+        .with_max_retries(0)
+        .build()
+        .unwrap()
+}
+
+/// A text-ReAct client: the same server, native tool calling off.
+pub fn text_client(server: &MockLlmServer) -> OpenAiClient {
+    OpenAiConfig::new("mock-model")
+        .with_base_url(server.base_url())
+        .with_max_retries(0)
+        .with_native_tools(false)
+        .build()
+        .unwrap()
+}
+
+/// A builder for `SESSION` talking to `llm`, storing in `storage`, with the file tools
+/// confined to `workspace`.
+pub fn builder(
+    llm: Arc<dyn LlmClient>,
+    storage: Arc<dyn ConversationStorage>,
+    workspace: &std::path::Path,
+) -> SessionBuilder {
+    AgentSession::builder(SESSION)
+        .llm(llm)
+        .storage(storage)
+        .workspace_roots([workspace])
+        .system_prompt("You are a test agent.")
+}
+
+/// Everything a typical test needs: server, shared in-memory storage, a workspace.
+pub struct Harness {
+    pub server: MockLlmServer,
+    pub storage: Arc<InMemoryStorage>,
+    pub workspace: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self {
+            server: MockLlmServer::start().await,
+            storage: Arc::new(InMemoryStorage::new()),
+            workspace: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn builder(&self) -> SessionBuilder {
+        builder(
+            Arc::new(client(&self.server)),
+            self.storage.clone(),
+            self.workspace.path(),
+        )
+    }
+
+    pub async fn session(&self) -> AgentSession {
+        self.builder().build().await.unwrap()
+    }
+
+    pub async fn stored(&self) -> Vec<ChatMessage> {
+        self.storage.load(SESSION).await.unwrap()
+    }
+
+    /// The `messages` array of request `n` (0-based) the server received.
+    pub fn request_messages(&self, n: usize) -> Vec<Value> {
+        let requests = self.server.requests();
+        requests[n]["messages"].as_array().unwrap().clone()
+    }
+}
+
+/// The `role` of each message in a recorded request.
+pub fn roles(messages: &[Value]) -> Vec<&str> {
+    messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect()
+}
+
+/// Panics unless every tool call in `messages` is followed, before any non-tool message,
+/// by a tool result with its id: what OpenAI-compatible servers demand.
+pub fn assert_every_call_answered(messages: &[Value]) {
+    for (i, message) in messages.iter().enumerate() {
+        let Some(calls) = message["tool_calls"].as_array() else {
+            continue;
+        };
+        let results: Vec<&str> = messages[i + 1..]
+            .iter()
+            .take_while(|m| m["role"] == "tool")
+            .map(|m| m["tool_call_id"].as_str().unwrap())
+            .collect();
+        for call in calls {
+            let id = call["id"].as_str().unwrap();
+            assert!(
+                results.contains(&id),
+                "tool call {id} at message {i} has no result in {messages:#?}"
+            );
+        }
+    }
+    for (i, message) in messages.iter().enumerate() {
+        if message["role"] == "tool" {
+            assert!(i > 0, "a tool result opens the conversation");
+        }
+    }
+}
+
+/// The same check on stored messages.
+pub fn assert_history_consistent(history: &[ChatMessage]) {
+    let values: Vec<Value> = history
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap())
+        .collect();
+    assert_every_call_answered(&values);
+}
+
+/// Wraps a client: records what storage holds each time a request is made, and can hang
+/// forever on one request (after saying so), to cancel a turn at that exact point.
+pub struct Spy {
+    pub inner: Arc<dyn LlmClient>,
+    pub storage: Arc<dyn ConversationStorage>,
+    pub snapshots: Mutex<Vec<Vec<ChatMessage>>>,
+    calls: AtomicUsize,
+    /// The 1-based call that never returns, if any.
+    pub hang_on: Option<usize>,
+    pub hanging: Notify,
+}
+
+impl Spy {
+    pub fn new(inner: Arc<dyn LlmClient>, storage: Arc<dyn ConversationStorage>) -> Self {
+        Self {
+            inner,
+            storage,
+            snapshots: Mutex::new(Vec::new()),
+            calls: AtomicUsize::new(0),
+            hang_on: None,
+            hanging: Notify::new(),
+        }
+    }
+
+    pub fn hanging_on(mut self, call: usize) -> Self {
+        self.hang_on = Some(call);
+        self
+    }
+
+    pub fn snapshots(&self) -> Vec<Vec<ChatMessage>> {
+        self.snapshots.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl LlmClient for Spy {
+    async fn chat(&self, request: &ChatRequest<'_>) -> Result<ChatResponse> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let stored = self.storage.load(SESSION).await?;
+        self.snapshots.lock().unwrap().push(stored);
+        if self.hang_on == Some(n) {
+            self.hanging.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.inner.chat(request).await
+    }
+
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+
+    fn supports_native_tools(&self) -> bool {
+        self.inner.supports_native_tools()
+    }
+}
+
+/// In-memory storage whose operations fail once switched to.
+#[derive(Default)]
+pub struct FlakyStorage {
+    pub inner: InMemoryStorage,
+    pub fail_load: AtomicBool,
+    /// Appends succeed this many times, then fail (`usize::MAX`: never fail).
+    pub appends_left: AtomicUsize,
+}
+
+impl FlakyStorage {
+    pub fn failing_after_appends(n: usize) -> Self {
+        Self {
+            appends_left: AtomicUsize::new(n),
+            ..Self::default()
+        }
+    }
+
+    fn outage(op: &str) -> Error {
+        Error::Backend {
+            backend: "flaky",
+            message: format!("{op} failed: disk on fire"),
+            retryable: false,
+            source: None,
+        }
+    }
+}
+
+#[async_trait]
+impl ConversationStorage for FlakyStorage {
+    async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
+        self.inner.save(session_id, history).await
+    }
+
+    async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
+        if self.fail_load.load(Ordering::SeqCst) {
+            return Err(Self::outage("load"));
+        }
+        self.inner.load(session_id).await
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<()> {
+        self.inner.delete(session_id).await
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<String>> {
+        self.inner.list_sessions().await
+    }
+
+    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
+        let left = self.appends_left.load(Ordering::SeqCst);
+        if left == 0 {
+            return Err(Self::outage("append"));
+        }
+        self.appends_left.store(left - 1, Ordering::SeqCst);
+        self.inner.append(session_id, messages).await
+    }
+}
+
+/// Generous upper bound for a step that should be immediate; only guards against a hang.
+pub const HANG_GUARD: Duration = Duration::from_secs(20);

@@ -1,0 +1,222 @@
+//! The built-in file tools: they work inside the workspace, and every one of them refuses
+//! `..`, absolute and symbolic-link escapes, with messages the model can act on.
+
+mod common;
+
+use std::path::Path;
+
+use common::Harness;
+use fusion_agent::ToolRegistry;
+use fusion_agent::tools::files::ReadFile;
+use fusion_agent::tools::{Tool, Workspace};
+use fusion_core::Error;
+use serde_json::{Value, json};
+
+const TOOLS: [&str; 4] = ["read_file", "write_file", "list_directory", "delete_file"];
+
+async fn call(registry: &ToolRegistry, tool: &str, args: Value) -> fusion_core::Result<String> {
+    registry.get(tool).unwrap().call(args).await
+}
+
+fn args(tool: &str, path: &str) -> Value {
+    match tool {
+        "write_file" => json!({"path": path, "content": "pwned"}),
+        _ => json!({"path": path}),
+    }
+}
+
+/// A workspace holding `inside.txt`, next to an outside directory holding `secret.txt`.
+struct Fixture {
+    workspace: tempfile::TempDir,
+    outside: tempfile::TempDir,
+    registry: ToolRegistry,
+}
+
+fn fixture() -> Fixture {
+    let workspace = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(workspace.path().join("inside.txt"), "inside").unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "secret").unwrap();
+    let registry = ToolRegistry::with_file_tools([workspace.path()]).unwrap();
+    Fixture {
+        workspace,
+        outside,
+        registry,
+    }
+}
+
+fn assert_refused(result: fusion_core::Result<String>, tool: &str, path: &str, why: &str) {
+    match result {
+        Err(Error::Tool { tool: t, message }) => {
+            assert_eq!(t, tool);
+            assert!(message.contains(why), "{tool} {path}: {message}");
+        }
+        other => panic!("{tool} {path} should be refused, got {other:?}"),
+    }
+}
+
+fn assert_outside_untouched(outside: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret.txt")).unwrap(),
+        "secret"
+    );
+    assert!(!outside.join("new.txt").exists());
+}
+
+#[tokio::test]
+async fn dotdot_and_absolute_escapes_are_refused_by_every_tool() {
+    let f = fixture();
+    let outside_dir = f.outside.path().to_str().unwrap().to_owned();
+    let secret = f.outside.path().join("secret.txt");
+    let outside_name = f.outside.path().file_name().unwrap().to_str().unwrap();
+    let dotdot = format!("../{outside_name}/secret.txt");
+    for tool in TOOLS {
+        let target = if tool == "list_directory" {
+            outside_dir.clone()
+        } else {
+            secret.to_str().unwrap().to_owned()
+        };
+        for path in [
+            target.as_str(),
+            dotdot.as_str(),
+            "sub/../../x",
+            "/etc/passwd",
+        ] {
+            let result = call(&f.registry, tool, args(tool, path)).await;
+            assert_refused(result, tool, path, "outside the workspace");
+        }
+    }
+    assert_outside_untouched(f.outside.path());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn symbolic_link_escapes_are_refused_by_every_tool() {
+    let f = fixture();
+    let link_dir = f.workspace.path().join("link");
+    std::os::unix::fs::symlink(f.outside.path(), &link_dir).unwrap();
+    let link_file = f.workspace.path().join("secret-link");
+    std::os::unix::fs::symlink(f.outside.path().join("secret.txt"), &link_file).unwrap();
+
+    for tool in TOOLS {
+        let through_dir = if tool == "list_directory" {
+            "link"
+        } else {
+            "link/secret.txt"
+        };
+        let result = call(&f.registry, tool, args(tool, through_dir)).await;
+        assert_refused(result, tool, through_dir, "through a symbolic link");
+    }
+    let result = call(
+        &f.registry,
+        "write_file",
+        args("write_file", "link/new.txt"),
+    )
+    .await;
+    assert_refused(
+        result,
+        "write_file",
+        "link/new.txt",
+        "through a symbolic link",
+    );
+    // A link as the last component is never followed by writes or deletes...
+    for tool in ["write_file", "delete_file"] {
+        let result = call(&f.registry, tool, args(tool, "secret-link")).await;
+        assert_refused(result, tool, "secret-link", "is a symbolic link");
+    }
+    // ...and reading through it is refused because it leads outside.
+    let result = call(&f.registry, "read_file", args("read_file", "secret-link")).await;
+    assert_refused(
+        result,
+        "read_file",
+        "secret-link",
+        "through a symbolic link",
+    );
+    assert_outside_untouched(f.outside.path());
+    assert!(
+        link_file.symlink_metadata().is_ok(),
+        "the link itself is kept"
+    );
+}
+
+#[tokio::test]
+async fn the_tools_work_inside_the_workspace() {
+    let f = fixture();
+    let r = &f.registry;
+    let written = call(
+        r,
+        "write_file",
+        json!({"path": "dir/sub/a.txt", "content": "héllo"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(written, "Wrote 6 bytes to `dir/sub/a.txt` (created).");
+    assert_eq!(
+        call(r, "read_file", args("read_file", "./dir/sub/../sub/a.txt"))
+            .await
+            .unwrap(),
+        "héllo"
+    );
+    let listing = call(r, "list_directory", json!({})).await.unwrap();
+    assert_eq!(listing, "dir/\ninside.txt (6 bytes)");
+    assert_eq!(
+        call(r, "list_directory", args("list_directory", "dir/sub"))
+            .await
+            .unwrap(),
+        "a.txt (6 bytes)"
+    );
+    call(r, "delete_file", args("delete_file", "dir/sub/a.txt"))
+        .await
+        .unwrap();
+    assert!(!f.workspace.path().join("dir/sub/a.txt").exists());
+
+    let missing = call(r, "read_file", args("read_file", "nope.txt")).await;
+    assert_refused(missing, "read_file", "nope.txt", "does not exist");
+    let dir = call(r, "delete_file", args("delete_file", "dir")).await;
+    assert_refused(dir, "delete_file", "dir", "is a directory");
+    let dir = call(r, "read_file", args("read_file", "dir")).await;
+    assert_refused(dir, "read_file", "dir", "use list_directory");
+}
+
+#[tokio::test]
+async fn large_files_are_cut_at_the_cap_and_the_output_says_so() {
+    let f = fixture();
+    std::fs::write(f.workspace.path().join("big.txt"), "é".repeat(10)).unwrap();
+    let workspace = std::sync::Arc::new(Workspace::new([f.workspace.path()]).unwrap());
+    let reader = ReadFile::new(workspace).with_max_bytes(5);
+    let out = reader.call(json!({"path": "big.txt"})).await.unwrap();
+    // 5 bytes end inside the third "é", which is dropped rather than mangled.
+    assert!(
+        out.starts_with("éé\n\n[read_file: output truncated to the first 5 bytes"),
+        "{out}"
+    );
+    assert!(out.contains("(20 bytes in all)"), "{out}");
+}
+
+#[tokio::test]
+async fn an_escape_attempt_through_the_agent_becomes_an_observation() {
+    let h = Harness::new().await;
+    let mut session = h.session().await;
+    h.server
+        .push_tool_call(
+            "write_file",
+            r#"{"path": "../escaped.txt", "content": "x"}"#,
+        )
+        .push_text("I am not allowed to write there.");
+    let result = session.send_message("Write ../escaped.txt").await.unwrap();
+    assert!(result.success);
+    assert!(!result.steps[0].success);
+    assert!(
+        result.steps[0]
+            .observation
+            .contains("outside the workspace")
+    );
+    assert!(
+        !h.workspace
+            .path()
+            .parent()
+            .unwrap()
+            .join("escaped.txt")
+            .exists()
+    );
+}

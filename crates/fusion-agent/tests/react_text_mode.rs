@@ -1,0 +1,124 @@
+//! The text ReAct mode end to end, for models without native tool calling: tools are
+//! described in the system prompt, replies are parsed, observations go back as user
+//! messages, and an unreadable reply gets a corrective observation.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Harness, roles, text_client};
+use fusion_core::Role;
+
+#[tokio::test]
+async fn a_text_mode_turn_calls_a_tool_recovers_from_a_bad_reply_and_answers() {
+    let h = Harness::new().await;
+    let mut session = common::builder(
+        Arc::new(text_client(&h.server)),
+        h.storage.clone(),
+        h.workspace.path(),
+    )
+    .build()
+    .await
+    .unwrap();
+    assert!(session.uses_text_react());
+    h.server
+        .push_text(
+            "Thought: I should create the file.\nAction: write_file\n\
+             Action Input: {\"path\": \"todo.txt\", \"content\": \"ship it\"}",
+        )
+        .push_text("Hmm, let me think about this some more.")
+        .push_text("Thought: The file is written.\nFinal Answer: Created todo.txt.");
+    let result = session
+        .send_message("Create todo.txt saying ship it")
+        .await
+        .unwrap();
+
+    assert!(result.success);
+    assert_eq!(result.result, "Created todo.txt.");
+    assert_eq!(result.iterations, 3);
+    assert_eq!(result.steps.len(), 1);
+    assert_eq!(result.steps[0].tool, "write_file");
+    assert!(result.steps[0].success);
+    assert_eq!(
+        std::fs::read_to_string(h.workspace.path().join("todo.txt")).unwrap(),
+        "ship it"
+    );
+
+    let requests = h.server.requests();
+    // No native tools field; the tools are in the system prompt instead.
+    assert!(requests[0].get("tools").is_none());
+    let system = requests[0]["messages"][0]["content"].as_str().unwrap();
+    assert!(system.starts_with("You are a test agent."), "{system}");
+    assert!(
+        system.contains("write_file") && system.contains("Action Input:"),
+        "{system}"
+    );
+
+    let second = h.request_messages(1);
+    assert_eq!(roles(&second), ["system", "user", "assistant", "user"]);
+    let observation = second[3]["content"].as_str().unwrap();
+    assert!(
+        observation.starts_with("Observation: Wrote 7 bytes"),
+        "{observation}"
+    );
+
+    let third = h.request_messages(2);
+    assert_eq!(
+        roles(&third),
+        ["system", "user", "assistant", "user", "assistant", "user"]
+    );
+    let correction = third[5]["content"].as_str().unwrap();
+    assert!(
+        correction.starts_with("Observation: Error: your reply could not be read"),
+        "{correction}"
+    );
+
+    // Stored as plain text: assistant replies verbatim, observations as user messages,
+    // and the system prompt without the (regenerated) tool instructions.
+    let stored = h.stored().await;
+    assert_eq!(stored.len(), 7);
+    assert!(
+        stored
+            .iter()
+            .all(|m| m.role != Role::Tool && m.tool_calls.is_empty())
+    );
+    assert_eq!(stored[0].content, "You are a test agent.");
+    assert!(
+        stored[2]
+            .content
+            .starts_with("Thought: I should create the file.")
+    );
+}
+
+#[tokio::test]
+async fn text_mode_reports_tool_errors_as_observations() {
+    let h = Harness::new().await;
+    let mut session = common::builder(
+        Arc::new(text_client(&h.server)),
+        h.storage.clone(),
+        h.workspace.path(),
+    )
+    .build()
+    .await
+    .unwrap();
+    h.server
+        .push_text("Action: read_file\nAction Input: {\"path\": \"/etc/passwd\"}")
+        .push_text("Action: fly\nAction Input: {}")
+        .push_text("Final Answer: I cannot.");
+    let result = session.send_message("Read /etc/passwd").await.unwrap();
+    assert!(result.success);
+    assert_eq!(result.steps.len(), 2);
+    assert!(
+        result.steps[0]
+            .observation
+            .contains("outside the workspace")
+    );
+    assert!(result.steps[1].observation.contains("no tool named `fly`"));
+    let last = h.request_messages(2);
+    assert!(
+        last[5]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Available tools: read_file")
+    );
+}

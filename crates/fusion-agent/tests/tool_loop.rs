@@ -1,0 +1,286 @@
+//! The tool loop end to end over HTTP: tool calls run and their results reach the model,
+//! model mistakes become observations, the iteration limit, and turns cancelled mid-flight.
+
+mod common;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use common::{
+    HANG_GUARD, Harness, Spy, assert_every_call_answered, assert_history_consistent, client, roles,
+};
+use fusion_agent::testing::MockReply;
+use fusion_agent::{Tool, ToolRegistry};
+use fusion_core::Role;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+#[tokio::test]
+async fn a_tool_call_runs_its_result_reaches_the_model_and_steps_record_it() {
+    let h = Harness::new().await;
+    std::fs::write(h.workspace.path().join("notes.txt"), "buy milk").unwrap();
+    let mut session = h.session().await;
+    h.server
+        .push_tool_call("read_file", r#"{"path": "notes.txt"}"#)
+        .push_text("Your notes say: buy milk.");
+    let result = session.send_message("What do my notes say?").await.unwrap();
+
+    assert!(result.success);
+    assert_eq!(result.result, "Your notes say: buy milk.");
+    assert_eq!(result.iterations, 2);
+    assert_eq!(result.steps.len(), 1);
+    let step = &result.steps[0];
+    assert_eq!(step.tool, "read_file");
+    assert_eq!(step.arguments, r#"{"path": "notes.txt"}"#);
+    assert_eq!(step.observation, "buy milk");
+    assert!(step.success);
+    assert_eq!(step.iteration, 1);
+
+    let first = h.server.requests()[0].clone();
+    let offered: Vec<&str> = first["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        offered,
+        ["read_file", "write_file", "list_directory", "delete_file"]
+    );
+    let second = h.request_messages(1);
+    assert_eq!(roles(&second), ["system", "user", "assistant", "tool"]);
+    assert_eq!(second[3]["content"], "buy milk");
+    assert_eq!(second[3]["tool_call_id"], second[2]["tool_calls"][0]["id"]);
+}
+
+#[tokio::test]
+async fn several_calls_in_one_message_all_run_and_answer_in_call_order() {
+    let h = Harness::new().await;
+    let mut session = h.session().await;
+    h.server
+        .push_tool_calls([
+            ("write_file", r#"{"path": "a.txt", "content": "A"}"#),
+            ("write_file", r#"{"path": "b.txt", "content": "B"}"#),
+        ])
+        .push_text("Both written.");
+    let result = session.send_message("Write a.txt and b.txt").await.unwrap();
+    assert_eq!(result.steps.len(), 2);
+    assert!(result.steps.iter().all(|s| s.success));
+    assert_eq!(
+        std::fs::read_to_string(h.workspace.path().join("b.txt")).unwrap(),
+        "B"
+    );
+    let second = h.request_messages(1);
+    assert_eq!(
+        roles(&second),
+        ["system", "user", "assistant", "tool", "tool"]
+    );
+    let calls = second[2]["tool_calls"].as_array().unwrap();
+    assert_eq!(second[3]["tool_call_id"], calls[0]["id"]);
+    assert_eq!(second[4]["tool_call_id"], calls[1]["id"]);
+}
+
+#[tokio::test]
+async fn malformed_arguments_and_unknown_tools_become_observations_and_the_loop_goes_on() {
+    let h = Harness::new().await;
+    let mut session = h.session().await;
+    h.server
+        .push_tool_call("read_file", r#"{"path": "a.txt""#)
+        .push_tool_call("read_file", r#"{"file": "a.txt"}"#)
+        .push_tool_call("launch_rockets", "{}")
+        .push_text("I could not do it.");
+    let result = session.send_message("Read a.txt").await.unwrap();
+
+    assert!(result.success);
+    assert_eq!(result.steps.len(), 3);
+    assert!(result.steps.iter().all(|s| !s.success));
+    assert_eq!(result.steps[0].arguments, r#"{"path": "a.txt""#);
+    let observations: Vec<&str> = result
+        .steps
+        .iter()
+        .map(|s| s.observation.as_str())
+        .collect();
+    assert!(
+        observations[0].contains("not valid JSON"),
+        "{}",
+        observations[0]
+    );
+    assert!(
+        observations[1].contains("missing required property `path`"),
+        "{}",
+        observations[1]
+    );
+    assert!(
+        observations[2].contains("no tool named `launch_rockets`")
+            && observations[2].contains("read_file, write_file, list_directory, delete_file"),
+        "{}",
+        observations[2]
+    );
+    // The model saw each explanation.
+    let last = h.request_messages(3);
+    let tool_results: Vec<&str> = last
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(tool_results, observations);
+}
+
+#[tokio::test]
+async fn the_iteration_limit_stops_the_turn_with_steps_and_a_consistent_history() {
+    let h = Harness::new().await;
+    let mut session = h.builder().max_iterations(3).build().await.unwrap();
+    h.server
+        .set_default(MockReply::tool_call("list_directory", r#"{"path": "."}"#));
+    let result = session.send_message("Loop forever").await.unwrap();
+
+    assert!(!result.success);
+    assert!(result.result.contains("3 iterations"), "{}", result.result);
+    assert_eq!(result.steps.len(), 3);
+    assert_eq!(result.iterations, 3);
+    assert_eq!(h.server.request_count(), 3);
+    let stored = h.stored().await;
+    assert_history_consistent(&stored);
+    assert_eq!(stored.last().unwrap().role, Role::Tool);
+
+    // The next turn can go on from there, with a per-call limit.
+    h.server.push_text("Done now.");
+    let result = session
+        .send_message_with_iterations("Stop and answer", 1)
+        .await
+        .unwrap();
+    assert!(result.success);
+    assert_every_call_answered(&h.request_messages(3));
+}
+
+/// A tool that says it started, then never finishes.
+struct Stuck(Arc<Notify>);
+
+#[async_trait]
+impl Tool for Stuck {
+    fn name(&self) -> &str {
+        "stuck"
+    }
+    fn description(&self) -> &str {
+        "never returns"
+    }
+    fn parameters(&self) -> Value {
+        json!({"type": "object", "properties": {}})
+    }
+    async fn call(&self, _args: Value) -> fusion_core::Result<String> {
+        self.0.notify_one();
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_turn_cancelled_while_its_tool_runs_leaves_a_history_the_next_turn_can_send() {
+    let h = Harness::new().await;
+    let started = Arc::new(Notify::new());
+    let tools = ToolRegistry::new().with(Stuck(started.clone()));
+    let llm = Arc::new(client(&h.server));
+    let mut session = fusion_agent::AgentSession::builder(common::SESSION)
+        .llm(llm)
+        .storage(h.storage.clone())
+        .tools(tools)
+        .build()
+        .await
+        .unwrap();
+    h.server.push_tool_call("stuck", "{}");
+    // Drop the turn the moment its tool is running: the assistant's call is stored, its
+    // result never will be.
+    tokio::time::timeout(HANG_GUARD, async {
+        tokio::select! {
+            _ = session.send_message("Do the stuck thing") => panic!("the turn should hang"),
+            _ = started.notified() => {}
+        }
+    })
+    .await
+    .unwrap();
+    let stored = h.stored().await;
+    assert_eq!(stored.last().unwrap().role, Role::Assistant);
+    assert!(stored.last().unwrap().has_tool_calls());
+
+    h.server.push_text("Sorry about that.");
+    let result = session.send_message("Are you there?").await.unwrap();
+    assert!(result.success);
+    let request = h.request_messages(1);
+    assert_every_call_answered(&request);
+    assert_eq!(
+        roles(&request),
+        ["system", "user", "assistant", "tool", "user"]
+    );
+    assert!(
+        request[3]["content"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted")
+    );
+    // The repair was stored too, so storage itself is consistent again.
+    assert_history_consistent(&h.stored().await);
+    assert_eq!(h.stored().await.len(), 6);
+}
+
+#[tokio::test]
+async fn a_reopened_session_repairs_a_dangling_tool_call_in_its_first_request() {
+    let h = Harness::new().await;
+    let started = Arc::new(Notify::new());
+    let open = |started: Arc<Notify>| {
+        fusion_agent::AgentSession::builder(common::SESSION)
+            .llm(Arc::new(client(&h.server)))
+            .storage(h.storage.clone())
+            .tools(ToolRegistry::new().with(Stuck(started)))
+            .build()
+    };
+    let mut crashed = open(started.clone()).await.unwrap();
+    h.server.push_tool_call("stuck", "{}");
+    tokio::select! {
+        _ = crashed.send_message("go") => panic!("the turn should hang"),
+        _ = started.notified() => {}
+    }
+    drop(crashed);
+
+    let mut reopened = open(started).await.unwrap();
+    assert_eq!(reopened.message_count(), 3);
+    let view = reopened.request_view();
+    assert_eq!(view.len(), 4, "the view answers the dangling call");
+    drop(view);
+    h.server.push_text("Recovered.");
+    reopened.send_message("and now?").await.unwrap();
+    assert_every_call_answered(&h.request_messages(1));
+}
+
+#[tokio::test]
+async fn a_turn_cancelled_while_the_model_thinks_keeps_everything_already_said() {
+    let h = Harness::new().await;
+    let spy = Arc::new(Spy::new(Arc::new(client(&h.server)), h.storage.clone()).hanging_on(2));
+    let mut session = common::builder(spy.clone(), h.storage.clone(), h.workspace.path())
+        .build()
+        .await
+        .unwrap();
+    h.server.push_tool_call("list_directory", "{}");
+    tokio::time::timeout(HANG_GUARD, async {
+        tokio::select! {
+            _ = session.send_message("What is here?") => panic!("the turn should hang"),
+            _ = spy.hanging.notified() => {}
+        }
+    })
+    .await
+    .unwrap();
+    let stored = h.stored().await;
+    let stored_roles: Vec<Role> = stored.iter().map(|m| m.role).collect();
+    assert_eq!(
+        stored_roles,
+        [Role::System, Role::User, Role::Assistant, Role::Tool]
+    );
+
+    h.server.push_text("It is empty.");
+    let result = session.send_message("Well?").await.unwrap();
+    assert_eq!(result.result, "It is empty.");
+    let request = h.request_messages(1);
+    assert_every_call_answered(&request);
+    assert_eq!(
+        roles(&request),
+        ["system", "user", "assistant", "tool", "user"]
+    );
+}

@@ -1,0 +1,216 @@
+//! Opening each backend as `Arc<dyn ConversationStorage>` in a fresh namespace of this run.
+//!
+//! A namespace is a directory (fs), a database file (SQLite), a key prefix (Redis) or a
+//! store (memory). Each workload gets its own, so W3's `list_sessions` sees only W3's
+//! sessions and nothing a previous run left behind can skew a number.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use fusion_core::ConversationStorage;
+use fusion_storage_fs::FileSystemStorage;
+use fusion_storage_memory::InMemoryStorage;
+use fusion_storage_redis::RedisStorage;
+use fusion_storage_sqlite::SqliteStorage;
+use tempfile::TempDir;
+
+/// The backends this runner knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// `fusion-storage-memory`.
+    Memory,
+    /// `fusion-storage-fs`.
+    Fs,
+    /// `fusion-storage-sqlite`.
+    Sqlite,
+    /// `fusion-storage-redis`.
+    Redis,
+}
+
+impl Kind {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Memory => "memory",
+            Kind::Fs => "fs",
+            Kind::Sqlite => "sqlite",
+            Kind::Redis => "redis",
+        }
+    }
+}
+
+/// Where one backend keeps this run's data.
+enum Root {
+    /// One store per namespace; "a new instance" of a namespace is a clone sharing it,
+    /// since a truly new in-memory store would be empty.
+    Memory(Mutex<HashMap<String, InMemoryStorage>>),
+    /// A temporary directory, removed when the run ends.
+    Dir(TempDir),
+    /// A key prefix unique to this run, whose keys are deleted by [`Backend::cleanup`].
+    Redis { url: String, prefix: String },
+}
+
+/// One backend, ready to open storages in fresh namespaces.
+pub struct Backend {
+    /// Which backend.
+    pub kind: Kind,
+    root: Root,
+    /// The durability settings in effect, for the report.
+    pub durability: String,
+}
+
+impl Backend {
+    /// Prepares `kind`: a temporary directory, or a reachable Redis server at `redis_url`.
+    pub async fn setup(kind: Kind, redis_url: &str) -> Result<Self> {
+        let temp = || {
+            tempfile::Builder::new()
+                .prefix("fusion-bench-")
+                .tempdir()
+                .context("creating a temporary directory")
+        };
+        let (root, durability) = match kind {
+            Kind::Memory => (
+                Root::Memory(Mutex::default()),
+                "none: process memory only".to_string(),
+            ),
+            Kind::Fs => (
+                Root::Dir(temp()?),
+                "SyncPolicy::OnReplace (default): append = one write(), no fsync; \
+                 save/truncate fsync + rename"
+                    .to_string(),
+            ),
+            Kind::Sqlite => (
+                Root::Dir(temp()?),
+                "Durability::Normal (default): WAL, synchronous=NORMAL, pool of 8".to_string(),
+            ),
+            Kind::Redis => {
+                let prefix = format!("fusion-bench:{:016x}", rand::random::<u64>());
+                let server = redis_persistence(redis_url).await.with_context(|| {
+                    format!(
+                        "Redis at {} is unreachable (set REDIS_URL to a running server)",
+                        fusion_core::redact_url(redis_url)
+                    )
+                })?;
+                let root = Root::Redis {
+                    url: redis_url.to_string(),
+                    prefix,
+                };
+                (root, format!("server persistence: {server}"))
+            }
+        };
+        Ok(Self {
+            kind,
+            root,
+            durability,
+        })
+    }
+
+    /// A new storage instance in namespace `ns`: a new directory handle, SQLite pool or
+    /// Redis connection each time (memory: a clone of the namespace's store).
+    pub async fn open(&self, ns: &str) -> Result<Arc<dyn ConversationStorage>> {
+        Ok(match &self.root {
+            Root::Memory(stores) => {
+                let mut stores = stores.lock().unwrap_or_else(|e| e.into_inner());
+                Arc::new(stores.entry(ns.to_string()).or_default().clone())
+            }
+            Root::Dir(_) if self.kind == Kind::Fs => {
+                Arc::new(FileSystemStorage::new(self.path(ns)?))
+            }
+            Root::Dir(_) => Arc::new(SqliteStorage::connect(&self.sqlite_url(ns)?).await?),
+            Root::Redis { url, .. } => Arc::new(
+                RedisStorage::builder(url.as_str())
+                    .key_prefix(self.redis_prefix(ns)?)
+                    .connect()
+                    .await?,
+            ),
+        })
+    }
+
+    /// The directory (fs) or database file (SQLite) of namespace `ns`.
+    pub fn path(&self, ns: &str) -> Result<PathBuf> {
+        match (&self.root, self.kind) {
+            (Root::Dir(dir), Kind::Fs) => Ok(dir.path().join(ns)),
+            (Root::Dir(dir), Kind::Sqlite) => Ok(dir.path().join(format!("{ns}.db"))),
+            _ => bail!("{} has no path", self.kind.name()),
+        }
+    }
+
+    /// The `sqlite://` URL of namespace `ns`.
+    pub fn sqlite_url(&self, ns: &str) -> Result<String> {
+        Ok(format!("sqlite://{}", self.path(ns)?.display()))
+    }
+
+    /// The Redis server URL.
+    pub fn redis_url(&self) -> Result<&str> {
+        match &self.root {
+            Root::Redis { url, .. } => Ok(url),
+            _ => bail!("{} is not Redis", self.kind.name()),
+        }
+    }
+
+    /// The key prefix of namespace `ns`.
+    pub fn redis_prefix(&self, ns: &str) -> Result<String> {
+        match &self.root {
+            Root::Redis { prefix, .. } => Ok(format!("{prefix}:{ns}")),
+            _ => bail!("{} is not Redis", self.kind.name()),
+        }
+    }
+
+    /// Removes what this run stored: Redis keys under the run's prefix (directories go
+    /// when the backend is dropped). Returns how many keys were deleted.
+    pub async fn cleanup(&self) -> Result<usize> {
+        let Root::Redis { url, prefix } = &self.root else {
+            return Ok(0);
+        };
+        let client = redis::Client::open(url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        // The prefix holds no glob characters (RedisOptions refuses them), so this
+        // pattern matches exactly this run's keys.
+        let pattern = format!("{prefix}:*");
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let n: usize = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// The server's persistence settings, as `appendonly=.. appendfsync=.. save='..'`; also
+/// the reachability check, so an absent server fails before any workload starts.
+async fn redis_persistence(url: &str) -> Result<String> {
+    let client = redis::Client::open(url)?;
+    let connect = client.get_multiplexed_async_connection();
+    let mut conn = tokio::time::timeout(std::time::Duration::from_secs(3), connect)
+        .await
+        .context("connection timed out")??;
+    let mut parts = Vec::new();
+    for name in ["appendonly", "appendfsync", "save"] {
+        let pair: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        let value = pair.get(1).cloned().unwrap_or_else(|| "?".into());
+        parts.push(format!("{name}='{value}'"));
+    }
+    Ok(parts.join(" "))
+}

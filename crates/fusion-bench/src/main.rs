@@ -1,0 +1,235 @@
+//! `fusion-bench`: runs BENCHMARKS.md's workload (W1-W4, the raw-driver floor and the agent
+//! overhead) on Fusion's storage backends; usually started with `cargo xtask bench`.
+//!
+//! Every backend runs in a child process of its own (this same binary with `--in-process`),
+//! so one backend's heap, threads and lingering connections cannot skew the next one's
+//! numbers, and a backend that fails (Redis not running, say), even by crashing, is
+//! reported and makes the exit status non-zero while the others still run.
+
+mod agent_overhead;
+mod backends;
+mod floor;
+mod report;
+mod run;
+mod stats;
+mod w1;
+mod w2;
+mod w3;
+mod w4;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::backends::Kind;
+use crate::report::Report;
+use crate::run::Workload;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    about = "Runs the shared benchmark workload (BENCHMARKS.md) on Fusion's storage backends",
+    after_help = "Prints one table per backend and writes the same as JSON under target/bench/."
+)]
+struct Args {
+    /// Backends to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "memory,fs,sqlite,redis"
+    )]
+    backends: Vec<Kind>,
+    /// Workloads to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "w1,w2,w3,w4,floor,agent"
+    )]
+    workloads: Vec<Workload>,
+    /// Smaller sizes for a smoke run: W1 to 1,000, W2 1k only, W3 100 sessions, W4 8x50.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the JSON report (default: target/bench/fusion-bench-<unix time>.json).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The Redis server for the redis backend; each run uses a fresh random key prefix.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Run the backends in this process and write only their JSON (used for the children).
+    #[arg(long, hide = true, requires = "json")]
+    in_process: bool,
+}
+
+/// How big each workload is; BENCHMARKS.md's sizes unless `--quick`.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    /// W1 grows the history until it holds at least this many messages.
+    pub w1_max: usize,
+    /// History sizes W1 reports windows at.
+    pub w1_targets: Vec<usize>,
+    /// W1 stops growing once its loop has run this long.
+    pub w1_cap: Duration,
+    /// W2's session sizes.
+    pub w2_sizes: Vec<usize>,
+    /// W3's session count.
+    pub w3_sessions: usize,
+    /// W4's messages per writer.
+    pub w4_per_writer: usize,
+    /// Agent overhead: (history size, timed turns).
+    pub agent_plan: Vec<(usize, usize)>,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                w1_max: 1000,
+                w1_targets: vec![100, 1000],
+                w1_cap: Duration::from_secs(300),
+                w2_sizes: vec![1000],
+                w3_sessions: 100,
+                w4_per_writer: 50,
+                agent_plan: vec![(10, 20), (1000, 10)],
+            }
+        } else {
+            Self {
+                w1_max: 10_000,
+                w1_targets: vec![100, 1000, 10_000],
+                w1_cap: Duration::from_secs(300),
+                w2_sizes: vec![1000, 10_000],
+                w3_sessions: 1000,
+                w4_per_writer: 250,
+                agent_plan: vec![(10, 100), (1000, 50), (10_000, 10)],
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(err) = workload::verify() {
+        eprintln!("fusion-bench: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    let result = if args.in_process {
+        in_process(&args).await
+    } else {
+        orchestrate(&args)
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("fusion-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs each backend in a child process, then prints the anchors and writes the combined
+/// JSON. Returns whether every backend succeeded.
+fn orchestrate(args: &Args) -> Result<bool> {
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let scratch = tempfile::tempdir().context("creating a temporary directory")?;
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let workloads = names(&args.workloads);
+    let mut backends = Vec::new();
+    let mut failing = Vec::new();
+    for &kind in &args.backends {
+        eprintln!("fusion-bench: running {} ...", kind.name());
+        let json = scratch.path().join(format!("{}.json", kind.name()));
+        let mut child = Command::new(&exe);
+        child
+            .args(["--in-process", "--backends", kind.name()])
+            .args(["--workloads", &workloads])
+            .arg("--json")
+            .arg(&json)
+            // Through the environment, so a password in the URL stays out of `ps`.
+            .env("REDIS_URL", &args.redis_url);
+        if args.quick {
+            child.arg("--quick");
+        }
+        let status = child.status().context("starting a benchmark process")?;
+        match read_child(&json) {
+            Ok(reports) if status.success() => backends.extend(reports),
+            Ok(reports) => {
+                failing.push(kind.name());
+                backends.extend(reports);
+            }
+            Err(err) => {
+                failing.push(kind.name());
+                let error = format!("the benchmark process failed ({status}): {err:#}");
+                println!("\n== {} ==\nERROR: {error}", kind.name());
+                backends.push(json!({"backend": kind.name(), "errors": [error]}));
+            }
+        }
+    }
+    println!("\n{}", report::ANCHORS);
+
+    let report = json!({
+        "started_unix": started_unix,
+        // A Redis URL given as an argument may hold a password.
+        "args": std::env::args().skip(1).map(|a| fusion_core::redact_url(&a)).collect::<Vec<_>>(),
+        "quick": args.quick,
+        "cpus": std::thread::available_parallelism().map_or(1, usize::from),
+        "backends": backends,
+    });
+    let path = args.json.clone().unwrap_or_else(|| {
+        report::target_dir()
+            .join("bench")
+            .join(format!("fusion-bench-{started_unix}.json"))
+    });
+    report::write_json(&report, &path)?;
+    println!("\nJSON report: {}", path.display());
+    if !failing.is_empty() {
+        eprintln!("fusion-bench: FAILED on: {}", failing.join(", "));
+    }
+    Ok(failing.is_empty())
+}
+
+/// The backend reports a child wrote.
+fn read_child(path: &Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).context("it wrote no report")?;
+    let report: Value = serde_json::from_str(&text).context("its report is not JSON")?;
+    match report.get("backends") {
+        Some(Value::Array(backends)) => Ok(backends.clone()),
+        _ => anyhow::bail!("its report has no backends"),
+    }
+}
+
+/// Runs `args.backends` here, printing each table; returns whether all succeeded.
+async fn in_process(args: &Args) -> Result<bool> {
+    let sizes = Sizes::new(args.quick);
+    let mut report = Report {
+        quick: args.quick,
+        backends: Vec::new(),
+    };
+    for &kind in &args.backends {
+        let backend = run::backend(kind, &args.workloads, &sizes, &args.redis_url).await;
+        print!("{}", report::render(&backend));
+        report.backends.push(backend);
+    }
+    if let Some(path) = &args.json {
+        report::write_json(&report, path)?;
+    }
+    Ok(report.backends.iter().all(|b| b.errors.is_empty()))
+}
+
+/// The command-line spelling of `values`, comma-separated.
+fn names<T: ValueEnum>(values: &[T]) -> String {
+    let names: Vec<String> = values
+        .iter()
+        .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+        .collect();
+    names.join(",")
+}

@@ -1,0 +1,243 @@
+//! The results: one table per backend on the terminal, the same as JSON under `target/bench/`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::agent_overhead::AgentPoint;
+use crate::floor::FloorReport;
+use crate::w1::{W1Report, Window};
+use crate::w2::W2Point;
+use crate::w3::W3Report;
+use crate::w4::W4Report;
+
+/// What one benchmark process measured (the parent combines its children's).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Whether `--quick` sizes were used.
+    pub quick: bool,
+    /// One entry per backend, in the order run.
+    pub backends: Vec<BackendReport>,
+}
+
+/// What one backend measured; a workload that failed is `None` with its error listed.
+#[derive(Debug, Default, Serialize)]
+pub struct BackendReport {
+    /// `memory`, `fs`, `sqlite` or `redis`.
+    pub backend: String,
+    /// The durability settings in effect.
+    pub durability: String,
+    /// Failures, each prefixed with the workload.
+    pub errors: Vec<String>,
+    /// W1.
+    pub w1: Option<W1Report>,
+    /// W2.
+    pub w2: Option<Vec<W2Point>>,
+    /// W3.
+    pub w3: Option<W3Report>,
+    /// W4.
+    pub w4: Option<W4Report>,
+    /// Raw-driver floor and ratios.
+    pub floor: Option<FloorReport>,
+    /// Agent overhead per history size.
+    pub agent: Option<Vec<AgentPoint>>,
+    /// Wall time of this backend's whole run, seconds.
+    pub elapsed_s: f64,
+}
+
+/// Renders `report` as the terminal table.
+pub fn render(report: &BackendReport) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+    let _ = writeln!(o, "\n== {} ({:.1} s) ==", report.backend, report.elapsed_s);
+    if !report.durability.is_empty() {
+        let _ = writeln!(o, "durability: {}", report.durability);
+    }
+    if let Some(w1) = &report.w1 {
+        let _ = writeln!(
+            o,
+            "W1 append per turn ({} turns -> {} msgs{}), ms:",
+            w1.turns,
+            w1.messages,
+            if w1.capped { ", CAPPED at 300 s" } else { "" }
+        );
+        let _ = writeln!(
+            o,
+            "  {:<8} {:>14} {:>4} {:>9} {:>9} {:>9} {:>9}",
+            "target", "history", "n", "mean", "median", "min", "max"
+        );
+        for window in w1.windows.iter().chain(&w1.last_window) {
+            w1_row(o, window);
+        }
+        if let (Some(first), Some(last)) = (w1.windows.first(), w1.windows.last())
+            && w1.windows.len() > 1
+        {
+            let _ = writeln!(
+                o,
+                "  growth: mean @{} / mean @{} = {:.2}x",
+                last.target,
+                first.target,
+                last.stats.mean_ms / first.stats.mean_ms
+            );
+        }
+    }
+    if let Some(w2) = &report.w2 {
+        let _ = writeln!(o, "W2 full-history load, ms (median of 5 fresh instances):");
+        let _ = writeln!(
+            o,
+            "  {:>6} {:>15} {:>25}",
+            "n", "load_median", "open_plus_load_median"
+        );
+        for p in w2 {
+            let _ = writeln!(
+                o,
+                "  {:>6} {:>15.3} {:>25.3}",
+                p.n, p.load_median_ms, p.open_plus_load_median_ms
+            );
+        }
+    }
+    if let Some(w3) = &report.w3 {
+        let _ = writeln!(
+            o,
+            "W3 {} sessions x 20 msgs: total_write_s {:.3} ({:.3} ms/session), list_sessions {:.3} ms ({} ids, exact)",
+            w3.sessions,
+            w3.total_write_s,
+            w3.total_write_s * 1000.0 / w3.sessions.max(1) as f64,
+            w3.list_ms,
+            w3.listed
+        );
+    }
+    if let Some(w4) = &report.w4 {
+        let _ = writeln!(
+            o,
+            "W4 {}x{} concurrent appends: present {} lost {} duplicates {} order_violations {} errors {} wall {:.3} s",
+            w4.writers,
+            w4.per_writer,
+            w4.present,
+            w4.lost,
+            w4.duplicates,
+            w4.order_violations,
+            w4.errors,
+            w4.wall_s
+        );
+        if let Some(err) = &w4.first_error {
+            let _ = writeln!(o, "  first error: {err}");
+        }
+    }
+    if let Some(floor) = &report.floor {
+        let _ = writeln!(o, "Floor ({}):", floor.driver);
+        for f in &floor.w1 {
+            let _ = writeln!(
+                o,
+                "  W1 @{:<6} floor mean {:>8.4} median {:>8.4} ms   library/floor mean {:>6}, median {:>6}",
+                f.target,
+                f.floor.mean_ms,
+                f.floor.median_ms,
+                ratio(f.ratio_mean),
+                ratio(f.ratio_median)
+            );
+        }
+        for f in &floor.w2 {
+            let _ = writeln!(
+                o,
+                "  W2 {:<7} floor load {:>8.3} ms, open+load {:>8.3} ms   library/floor load {:>6}, open+load {:>6}",
+                f.n,
+                f.load_median_ms,
+                f.open_plus_load_median_ms,
+                ratio(f.ratio_load),
+                ratio(f.ratio_open_plus_load)
+            );
+        }
+    }
+    if let Some(agent) = &report.agent {
+        let _ = writeln!(
+            o,
+            "Agent overhead per iteration (turn time - mock server time), ms:"
+        );
+        let _ = writeln!(
+            o,
+            "  {:>7} {:>6} {:>9} {:>9} {:>9} {:>9} {:>12}",
+            "history", "iters", "mean", "median", "min", "max", "server mean"
+        );
+        for p in agent {
+            let _ = writeln!(
+                o,
+                "  {:>7} {:>6} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.3}",
+                p.history,
+                p.iterations,
+                p.library.mean_ms,
+                p.library.median_ms,
+                p.library.min_ms,
+                p.library.max_ms,
+                p.server_mean_ms
+            );
+        }
+    }
+    for err in &report.errors {
+        let _ = writeln!(o, "ERROR: {err}");
+    }
+    out
+}
+
+fn w1_row(o: &mut String, w: &Window) {
+    let target = if w.target == 0 {
+        "last".to_string()
+    } else {
+        format!("@{}", w.target)
+    };
+    let _ = writeln!(
+        o,
+        "  {:<8} {:>14} {:>4} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+        target,
+        format!("{}->{}", w.history.0, w.history.1),
+        w.stats.n,
+        w.stats.mean_ms,
+        w.stats.median_ms,
+        w.stats.min_ms,
+        w.stats.max_ms
+    );
+}
+
+fn ratio(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.2}x"))
+}
+
+/// BENCHMARKS.md's figures for Python session stores, printed for comparison.
+pub const ANCHORS: &str = "\
+Anchors from BENCHMARKS.md (Python stores, 2 vCPU VM, median of runs, noise up to +-50%):
+  system                                W1 ms/turn @100 / @10k       W2 load 10k ms  W3 write s  W4 lost
+  OpenAI Agents SDK SQLiteSession       0.57-0.98 / 0.43-0.62        56-128          9.9-15.0    0
+  OpenAI Agents SDK RedisSession        0.81-1.56 / 0.76-0.83        100-165         7.8-10.9    0 (6.3 s)
+  LangChain SQLChatMessageHistory       1.9-2.6 / 1.7-2.1            298-319         26-27       0
+  LangChain FileChatMessageHistory      3.2 / 282 at 4.3k (O(n))     221             10.2        2,000 (corrupted)
+  LangChain RedisChatMessageHistory     0.27-0.30 / 0.23-0.26        266-307         4.2-4.3     0
+Targets: >=10x faster than the best Python store of the same kind on W1 and W2; W1 @10k within
+1.5x of @100; within 1.5x of the raw-driver floor; W4 lost/dup/order all 0; agent overhead
+< 1 ms per iteration at 1,000 messages on memory.";
+
+/// The workspace's target directory: `CARGO_TARGET_DIR`, else the nearest ancestor of
+/// this executable holding cargo's `CACHEDIR.TAG`, else `./target`.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.ancestors()
+                .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// Writes `report` as pretty JSON to `path`, creating its directory.
+pub fn write_json(report: &impl Serialize, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+}

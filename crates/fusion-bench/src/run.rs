@@ -1,0 +1,150 @@
+//! Running the selected workloads on one backend, collecting failures rather than stopping.
+
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::Sizes;
+use crate::backends::{Backend, Kind};
+use crate::report::BackendReport;
+use crate::{agent_overhead, floor, w1, w2, w3, w4, workload};
+
+/// The parts of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Per-turn append cost vs history length.
+    W1,
+    /// Full-history load on a fresh instance.
+    W2,
+    /// 1,000 sessions written turn by turn, then listed.
+    W3,
+    /// 8 concurrent writers to one session.
+    W4,
+    /// The raw driver doing W1's writes and W2's loads (interleaved with them).
+    Floor,
+    /// The agent loop's own time per iteration (memory and SQLite).
+    Agent,
+}
+
+/// Runs `workloads` on backend `kind`; every failure lands in the report's `errors`.
+pub async fn backend(
+    kind: Kind,
+    workloads: &[Workload],
+    sizes: &Sizes,
+    redis_url: &str,
+) -> BackendReport {
+    let started = Instant::now();
+    let mut report = BackendReport {
+        backend: kind.name().to_string(),
+        ..BackendReport::default()
+    };
+    workloads_on(kind, workloads, sizes, redis_url, &mut report).await;
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    report
+}
+
+async fn workloads_on(
+    kind: Kind,
+    workloads: &[Workload],
+    sizes: &Sizes,
+    redis_url: &str,
+    report: &mut BackendReport,
+) {
+    let backend = match Backend::setup(kind, redis_url).await {
+        Ok(backend) => backend,
+        Err(err) => {
+            report.errors.push(format!("setup: {err:#}"));
+            return;
+        }
+    };
+    report.durability = backend.durability.clone();
+    if let Err(err) = warm_up(&backend).await {
+        report.errors.push(format!("warm-up: {err:#}"));
+        cleanup(&backend, report).await;
+        return;
+    }
+    let wants = |w| workloads.contains(&w);
+    // The floor runs interleaved with W1 and W2 (see w1.rs), so it is opened first.
+    let mut raw = None;
+    if wants(Workload::Floor) {
+        match floor::Raw::open(&backend).await {
+            Ok(opened) => raw = Some(opened),
+            Err(err) => report.errors.push(format!("floor: {err:#}")),
+        }
+    }
+    let (mut floor_w1, mut floor_w2) = (None, None);
+    if wants(Workload::W1) || raw.is_some() {
+        let result = w1::run(&backend, sizes, wants(Workload::W1), raw.as_ref()).await;
+        record(report, "W1", result, |r, v| {
+            r.w1 = v.library;
+            floor_w1 = v.floor;
+        });
+    }
+    if wants(Workload::W2) || raw.is_some() {
+        let result = w2::run(&backend, &sizes.w2_sizes, wants(Workload::W2), raw.as_ref()).await;
+        record(report, "W2", result, |r, v| {
+            r.w2 = v.library;
+            floor_w2 = v.floor;
+        });
+    }
+    if wants(Workload::W3) {
+        let result = w3::run(&backend, sizes.w3_sessions).await;
+        record(report, "W3", result, |r, v| r.w3 = Some(v));
+    }
+    if wants(Workload::W4) {
+        let result = w4::run(&backend, sizes.w4_per_writer).await;
+        if let Ok(w4) = &result
+            && (w4.lost + w4.duplicates + w4.order_violations + w4.errors) > 0
+        {
+            report.errors.push(format!(
+                "W4: lost {} duplicates {} order_violations {} errors {}",
+                w4.lost, w4.duplicates, w4.order_violations, w4.errors
+            ));
+        }
+        record(report, "W4", result, |r, v| r.w4 = Some(v));
+    }
+    if let Some(raw) = &raw {
+        report.floor = Some(floor::compare(
+            raw,
+            floor_w1.as_ref(),
+            report.w1.as_ref(),
+            floor_w2.as_deref(),
+            report.w2.as_deref(),
+        ));
+    }
+    // BENCHMARKS.md asks for the agent overhead on memory and SQLite only.
+    if wants(Workload::Agent) && matches!(kind, Kind::Memory | Kind::Sqlite) {
+        let result = agent_overhead::run(&backend, &sizes.agent_plan).await;
+        record(report, "agent", result, |r, v| r.agent = Some(v));
+    }
+    cleanup(&backend, report).await;
+}
+
+/// The untimed warm-up: session `warmup` in namespace `warmup` gets the first turn,
+/// is loaded, and its storage is closed.
+async fn warm_up(backend: &Backend) -> Result<()> {
+    let first_turn = workload::turns_reaching(1).remove(0);
+    let storage = backend.open("warmup").await?;
+    storage.append("warmup", &first_turn).await?;
+    let loaded = storage.load("warmup").await?;
+    anyhow::ensure!(loaded == first_turn, "warm-up: loaded history differs");
+    Ok(())
+}
+
+fn record<T>(
+    report: &mut BackendReport,
+    name: &str,
+    result: Result<T>,
+    store: impl FnOnce(&mut BackendReport, T),
+) {
+    match result {
+        Ok(value) => store(report, value),
+        Err(err) => report.errors.push(format!("{name}: {err:#}")),
+    }
+}
+
+async fn cleanup(backend: &Backend, report: &mut BackendReport) {
+    if let Err(err) = backend.cleanup().await {
+        report.errors.push(format!("cleanup: {err:#}"));
+    }
+}

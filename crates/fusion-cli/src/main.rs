@@ -1,0 +1,269 @@
+//! The `fusion` command: chat with an agent, and list, show, export, import, delete and
+//! migrate stored sessions on any backend.
+//!
+//! This file holds the clap definitions and the dispatch; each command lives in its own
+//! module. Every failure ends up in [`main`], which prints it as one line
+//! (`fusion: error: ...`, with its causes) and exits non-zero, so scripts can rely on
+//! stderr and the exit code.
+
+mod chat;
+mod export;
+mod migrate;
+mod render;
+mod sessions;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fusion::api::session::StorageType;
+use tracing_subscriber::EnvFilter;
+
+/// Chat with a Fusion agent and manage its stored sessions.
+#[derive(Debug, Parser)]
+#[command(name = "fusion", version, propagate_version = true)]
+struct Cli {
+    /// Where sessions are stored: memory://, file://DIR (or a plain path), sqlite://FILE,
+    /// redis://HOST:PORT/DB. Default: a directory under your data dir.
+    #[arg(long, global = true, env = "FUSION_STORAGE", value_name = "URL")]
+    storage: Option<String>,
+
+    /// Log what happens (-v info, -vv debug, -vvv trace). Without it RUST_LOG applies.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Talk to the agent in an interactive session (reads plain lines when stdin is not a terminal).
+    Chat(ChatArgs),
+    /// List, show, export, import and delete stored sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Copy every session from one storage to another, verifying each copy.
+    Migrate(MigrateArgs),
+}
+
+/// Options of `fusion chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The session to open or create (default: "default").
+    #[arg(long, short, value_name = "ID", default_value = "default")]
+    pub session: String,
+    /// The system prompt for a new session (ignored when the session already has history).
+    #[arg(long, value_name = "PROMPT")]
+    pub system: Option<String>,
+    /// The most reasoning/tool steps the agent may take for one message.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_iterations: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// List stored sessions with their message counts and last update.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a session's transcript: every message, tool call and tool result.
+    Show {
+        /// The session id.
+        id: String,
+    },
+    /// Delete a session and all its messages.
+    Delete {
+        /// The session id.
+        id: String,
+        /// Succeed even when the session does not exist.
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Write a session to stdout or a file.
+    Export {
+        /// The session id.
+        id: String,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Create a session from a json or jsonl export (`-` reads stdin).
+    Import {
+        /// The export file.
+        file: PathBuf,
+        /// The id to store it under (default: the id in a json export, else the file name).
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+        /// Overwrite the session if it already exists.
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+/// The formats `sessions export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object: {"id": ..., "messages": [...]}.
+    Json,
+    /// One message per line (the file-system backend's own format).
+    Jsonl,
+    /// A readable transcript.
+    Markdown,
+}
+
+/// Options of `fusion migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The storage to copy from (same URL forms as --storage).
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// The storage to copy into.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Report what would be copied or replaced without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return report(&anyhow::Error::new(err).context("starting the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Chat(args) => chat::run(storage_type(cli.storage.as_deref())?, args).await,
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Sessions(command) => {
+            let storage = storage_type(cli.storage.as_deref())?;
+            match command {
+                SessionsCommand::List { json } => sessions::list(&storage, json).await,
+                SessionsCommand::Show { id } => sessions::show(&storage, &id).await,
+                SessionsCommand::Delete { id, force } => {
+                    sessions::delete(&storage, &id, force).await
+                }
+                SessionsCommand::Export { id, format, output } => {
+                    sessions::export(&storage, &id, format, output.as_deref()).await
+                }
+                SessionsCommand::Import { file, id, replace } => {
+                    sessions::import(&storage, &file, id.as_deref(), replace).await
+                }
+            }?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Parses a storage URL, falling back to `<data dir>/fusion/sessions`.
+pub fn storage_type(url: Option<&str>) -> Result<StorageType> {
+    match url {
+        Some(url) => parse_storage(url),
+        None => {
+            let dir = dirs::data_dir().context(
+                "cannot find your data directory for the default storage; pass --storage URL",
+            )?;
+            Ok(StorageType::FileSystem(dir.join("fusion").join("sessions")))
+        }
+    }
+}
+
+/// Parses one storage URL, naming it in the error.
+pub fn parse_storage(url: &str) -> Result<StorageType> {
+    // The parser's own message already names the URL (with any password hidden).
+    url.parse::<StorageType>().context("invalid storage URL")
+}
+
+/// `-v` wins over RUST_LOG because it was typed for this run; without either only
+/// warnings show, so a backend's "torn line skipped" warning still reaches the user.
+fn init_logging(verbose: u8) {
+    let filter = match verbose {
+        0 => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        // `fusion` matches every crate of ours by prefix (fusion_core, fusion_storage_fs, ...).
+        1 => EnvFilter::new("warn,fusion=info"),
+        2 => EnvFilter::new("info,fusion=debug"),
+        _ => EnvFilter::new("trace"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Prints `err` as one line with its causes, and picks the exit code.
+fn report(err: &anyhow::Error) -> ExitCode {
+    // A closed pipe (`fusion sessions show x | head`) is the reader's choice, not a failure.
+    if err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    }) {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("fusion: error: {}", one_line(err));
+    ExitCode::FAILURE
+}
+
+/// `err` and its causes on one line, `outer: inner: root`.
+///
+/// Some errors already quote their source in their own message; a cause whose text is
+/// already on the line is left out so the line does not say the same thing twice.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn error_line_lists_causes_once() {
+        let root = std::io::Error::other("connection refused");
+        let quoting = anyhow::Error::new(root).context("cannot connect: connection refused");
+        let err = quoting.context("cannot open storage");
+        assert_eq!(
+            one_line(&err),
+            "cannot open storage: cannot connect: connection refused"
+        );
+        let multi = anyhow::anyhow!("line one\nline two").context("outer");
+        assert_eq!(one_line(&multi), "outer: line one line two");
+    }
+
+    #[test]
+    fn unknown_scheme_names_the_scheme() {
+        let err = parse_storage("mongodb://h/db").unwrap_err();
+        assert!(format!("{err:#}").contains("mongodb://"), "{err:#}");
+    }
+}

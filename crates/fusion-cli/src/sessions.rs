@@ -1,0 +1,245 @@
+//! `fusion sessions ...`: list, show, delete, export and import stored sessions.
+//!
+//! Every command validates a session id before touching storage, so `../x` is refused
+//! with the same message whatever the backend. Data (tables, transcripts, exports) goes to
+//! stdout; a missing session is an error, not an empty result, so a typo in a script fails
+//! loudly instead of exporting nothing.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use fusion::SessionId;
+use fusion::api::session::StorageType;
+use fusion::storage::{ConversationStorage, SessionInfo};
+use serde::Serialize;
+
+use crate::ExportFormat;
+use crate::{export, render};
+
+/// Opens `storage_type`, naming it in the error.
+pub async fn open(storage_type: &StorageType) -> Result<Arc<dyn ConversationStorage>> {
+    storage_type
+        .open()
+        .await
+        .with_context(|| format!("cannot open storage {storage_type}"))
+}
+
+/// One element of `sessions list --json`; a struct so the keys keep this order.
+#[derive(Serialize)]
+struct ListEntry<'a> {
+    id: &'a str,
+    message_count: Option<usize>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// `sessions list`: id, message count and last update of every session.
+pub async fn list(storage_type: &StorageType, json: bool) -> Result<()> {
+    let storage = open(storage_type).await?;
+    let mut ids = storage
+        .list_sessions()
+        .await
+        .with_context(|| format!("cannot list sessions in {storage_type}"))?;
+    ids.sort();
+
+    // One unreadable session must not hide the others: it is listed with its error.
+    let mut rows: Vec<(String, Result<SessionInfo, String>)> = Vec::with_capacity(ids.len());
+    for id in ids {
+        match storage.session_info(&id).await {
+            Ok(Some(info)) => rows.push((id, Ok(info))),
+            // Deleted between listing and reading: it no longer exists, so do not show it.
+            Ok(None) => {}
+            Err(err) => rows.push((id, Err(err.to_string()))),
+        }
+    }
+    let failed = rows.iter().filter(|(_, row)| row.is_err()).count();
+
+    let mut out = std::io::stdout().lock();
+    if json {
+        let entries: Vec<_> = rows
+            .iter()
+            .map(|(id, row)| match row {
+                Ok(info) => ListEntry {
+                    id,
+                    message_count: Some(info.message_count),
+                    created_at: info.created_at.map(render::rfc3339),
+                    updated_at: info.updated_at.map(render::rfc3339),
+                    error: None,
+                },
+                Err(err) => ListEntry {
+                    id,
+                    message_count: None,
+                    created_at: None,
+                    updated_at: None,
+                    error: Some(err),
+                },
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &entries)?;
+        writeln!(out)?;
+    } else if rows.is_empty() {
+        eprintln!("no sessions in {storage_type}");
+    } else {
+        let width = rows
+            .iter()
+            .map(|(id, _)| id.len())
+            .max()
+            .unwrap_or(0)
+            .max(2);
+        writeln!(out, "{:<width$}  {:>8}  UPDATED", "ID", "MESSAGES")?;
+        for (id, row) in &rows {
+            match row {
+                Ok(info) => {
+                    let updated = info.updated_at.map_or_else(|| "-".into(), render::rfc3339);
+                    writeln!(out, "{id:<width$}  {:>8}  {updated}", info.message_count)?;
+                }
+                Err(err) => writeln!(out, "{id:<width$}  {:>8}  error: {err}", "?")?,
+            }
+        }
+    }
+    out.flush()?;
+    if failed > 0 {
+        eprintln!(
+            "fusion: warning: {} could not be read",
+            render::plural(failed, "session")
+        );
+    }
+    Ok(())
+}
+
+/// `sessions show ID`: the readable transcript.
+pub async fn show(storage_type: &StorageType, id: &str) -> Result<()> {
+    let messages = load_existing(storage_type, id).await?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(render::transcript(id, &messages).as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `sessions delete ID`.
+pub async fn delete(storage_type: &StorageType, id: &str, force: bool) -> Result<()> {
+    SessionId::validate(id)?;
+    let storage = open(storage_type).await?;
+    let info = storage
+        .session_info(id)
+        .await
+        .with_context(|| format!("cannot read session \"{id}\""))?;
+    if info.is_none() && !force {
+        bail!("session \"{id}\" not found in {storage_type}");
+    }
+    storage
+        .delete(id)
+        .await
+        .with_context(|| format!("cannot delete session \"{id}\""))?;
+    match info {
+        Some(info) => println!(
+            "deleted session {id} ({})",
+            render::plural(info.message_count, "message")
+        ),
+        None => println!("session {id} did not exist"),
+    }
+    Ok(())
+}
+
+/// `sessions export ID`: json, jsonl or markdown to stdout or a file.
+pub async fn export(
+    storage_type: &StorageType,
+    id: &str,
+    format: ExportFormat,
+    output: Option<&Path>,
+) -> Result<()> {
+    let messages = load_existing(storage_type, id).await?;
+    let text = export::write(format, id, &messages)?;
+    match output {
+        Some(path) => {
+            std::fs::write(path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "exported session {id} ({}) to {}",
+                render::plural(messages.len(), "message"),
+                path.display()
+            );
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// `sessions import FILE`: creates (or with `replace`, overwrites) a session from an export.
+pub async fn import(
+    storage_type: &StorageType,
+    file: &Path,
+    id: Option<&str>,
+    replace: bool,
+) -> Result<()> {
+    let from_stdin = file == Path::new("-");
+    let text = if from_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the import from stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read import file {}", file.display()))?
+    };
+    let imported =
+        export::read(&text).with_context(|| format!("cannot import {}", file.display()))?;
+
+    // A jsonl file carries no id, so the file name (`user-1.jsonl`) is the natural default.
+    let file_stem = (!from_stdin)
+        .then(|| file.file_stem().and_then(|stem| stem.to_str()))
+        .flatten();
+    let Some(id) = id.or(imported.id.as_deref()).or(file_stem) else {
+        bail!("the import has no session id; pass --id ID");
+    };
+    SessionId::validate(id).context("pass --id with a valid session id")?;
+
+    let storage = open(storage_type).await?;
+    let existing = storage
+        .session_info(id)
+        .await
+        .with_context(|| format!("cannot read session \"{id}\""))?;
+    if let Some(existing) = existing.as_ref().filter(|_| !replace) {
+        bail!(
+            "session \"{id}\" already exists in {storage_type} ({}); pass --replace to overwrite it",
+            render::plural(existing.message_count, "message")
+        );
+    }
+    storage
+        .save(id, &imported.messages)
+        .await
+        .with_context(|| format!("cannot save session \"{id}\""))?;
+    let verb = if existing.is_some() {
+        "replaced"
+    } else {
+        "imported"
+    };
+    println!(
+        "{verb} session {id} ({})",
+        render::plural(imported.messages.len(), "message")
+    );
+    Ok(())
+}
+
+/// Loads session `id`, failing when it has no messages (a session that does not exist).
+async fn load_existing(storage_type: &StorageType, id: &str) -> Result<Vec<fusion::ChatMessage>> {
+    SessionId::validate(id)?;
+    let storage = open(storage_type).await?;
+    let messages = storage
+        .load(id)
+        .await
+        .with_context(|| format!("cannot load session \"{id}\""))?;
+    if messages.is_empty() {
+        bail!("session \"{id}\" not found in {storage_type}");
+    }
+    Ok(messages)
+}

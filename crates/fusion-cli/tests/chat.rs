@@ -1,0 +1,303 @@
+//! `fusion chat` driven through stdin against `MockLlmServer`, a real loopback
+//! OpenAI-compatible server, with real file-system storage.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use common::{fusion, load_async, text};
+use fusion::Role;
+use fusion::api::session::StorageType;
+use fusion_agent::testing::MockLlmServer;
+use tokio::io::AsyncWriteExt;
+
+/// Runs `fusion chat ARGS` with `input` on stdin, pointed at `server`, in `data_dir`
+/// (which is also the file tools' workspace).
+async fn chat(data_dir: &Path, server: &MockLlmServer, args: &[&str], input: &str) -> Output {
+    let mut command = fusion(data_dir);
+    command
+        .current_dir(data_dir)
+        .arg("chat")
+        .args(args)
+        .env("OPENAI_BASE_URL", server.base_url())
+        .env("OPENAI_API_KEY", "test-key")
+        .env("FUSION_MODEL", "mock-model")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = tokio::process::Command::from(command)
+        .spawn()
+        .expect("fusion chat starts");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin); // End of input ends the REPL.
+    child.wait_with_output().await.unwrap()
+}
+
+fn storage(dir: &Path) -> (String, StorageType) {
+    let url = dir.join("sessions").display().to_string();
+    let storage = url.parse().unwrap();
+    (url, storage)
+}
+
+/// The `content` of every message of one recorded request, as `role: content`.
+fn request_messages(body: &serde_json::Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: {}",
+                m["role"].as_str().unwrap(),
+                m["content"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_turns_then_history_and_the_second_request_carries_the_first_turn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    server
+        .push_text("Nice to meet you, Ada.")
+        .push_text("Your name is Ada.");
+
+    let output = chat(
+        tmp.path(),
+        &server,
+        &["--session", "ada", "--storage", &url],
+        "My name is Ada.\nWhat is my name?\n/history\n",
+    )
+    .await;
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    assert!(stdout.contains("Nice to meet you, Ada.\n"), "{stdout}");
+    assert!(stdout.contains("Your name is Ada.\n"), "{stdout}");
+
+    let stored = load_async(&storage, "ada").await;
+    let users = stored.iter().filter(|m| m.role == Role::User).count();
+    assert_eq!(users, 2, "{stored:?}");
+    assert!(
+        stdout.contains(&format!("{} messages in session ada", stored.len())),
+        "{stdout}"
+    );
+
+    assert_eq!(server.request_count(), 2);
+    let second = request_messages(&server.requests()[1]);
+    let first_user = second
+        .iter()
+        .position(|m| m == "user: My name is Ada.")
+        .expect("first question resent");
+    let first_answer = second
+        .iter()
+        .position(|m| m == "assistant: Nice to meet you, Ada.")
+        .expect("first answer resent");
+    let second_user = second
+        .iter()
+        .position(|m| m == "user: What is my name?")
+        .unwrap();
+    assert!(
+        first_user < first_answer && first_answer < second_user,
+        "{second:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_calls_are_shown_with_arguments_and_output_and_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _) = storage(tmp.path());
+    std::fs::write(
+        tmp.path().join("notes.txt"),
+        "hello from the file\nsecond line\n",
+    )
+    .unwrap();
+    let server = MockLlmServer::start().await;
+    server
+        .push_tool_call("read_file", r#"{"path":"notes.txt"}"#)
+        .push_text("The file says hello.");
+
+    let output = chat(
+        tmp.path(),
+        &server,
+        &["--session", "tools", "--storage", &url],
+        "What does notes.txt say?\n",
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("  -> read_file({\"path\":\"notes.txt\"})\n     <- hello from the file"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("The file says hello."), "{stdout}");
+
+    // The model saw the tool's output, and the transcript keeps call and result.
+    let second = request_messages(&server.requests()[1]);
+    assert!(
+        second
+            .iter()
+            .any(|m| m.starts_with("tool: ") && m.contains("hello from the file")),
+        "{second:?}"
+    );
+    let shown = common::ok(tmp.path(), ["sessions", "show", "tools", "--storage", &url]);
+    assert!(
+        shown.contains("-> read_file({\"path\":\"notes.txt\"})"),
+        "{shown}"
+    );
+    assert!(shown.contains("tool result (read_file, call "), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_run_resumes_the_stored_conversation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    server.push_text("Noted: blue.").push_text("Blue.");
+
+    let args = ["-s", "colors", "--storage", &url];
+    let first = chat(tmp.path(), &server, &args, "My favorite color is blue.\n").await;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let second = chat(tmp.path(), &server, &args, "What is my favorite color?\n").await;
+    assert!(second.status.success(), "{}", text(&second.stderr));
+
+    let resumed = request_messages(&server.requests()[1]);
+    assert!(
+        resumed.contains(&"user: My favorite color is blue.".to_string()),
+        "{resumed:?}"
+    );
+    assert!(
+        resumed.contains(&"assistant: Noted: blue.".to_string()),
+        "{resumed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_removes_the_last_turn_from_storage_and_from_later_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    server.push_text("one").push_text("two").push_text("three");
+
+    let output = chat(
+        tmp.path(),
+        &server,
+        &["--session", "u", "--storage", &url],
+        "first\nsecond\n/undo\nthird\n",
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("undid your last message"), "{stdout}");
+
+    let third = request_messages(&server.requests()[2]);
+    assert!(third.contains(&"user: first".to_string()), "{third:?}");
+    assert!(
+        !third
+            .iter()
+            .any(|m| m == "user: second" || m == "assistant: two"),
+        "{third:?}"
+    );
+    let stored: Vec<String> = load_async(&storage, "u")
+        .await
+        .iter()
+        .filter(|m| m.role != Role::System)
+        .map(|m| m.content.clone())
+        .collect();
+    assert_eq!(stored, ["first", "one", "third", "three"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_commands_answer_without_calling_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    common::seed_async(&storage, "other", &common::conversation(1)).await;
+    let server = MockLlmServer::start().await;
+    server.push_text("hello");
+
+    let output = chat(
+        tmp.path(),
+        &server,
+        &["--session", "me", "--storage", &url],
+        "hi\n/help\n/sessions\n/summarize 4\n/clear\n/history\n/exit\nnever sent\n",
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    for expected in [
+        "/undo",
+        "* me (",
+        "  other (7 messages)",
+        "cleared session me",
+        "0 messages in session me",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert_eq!(
+        server.request_count(),
+        1,
+        "commands and lines after /exit must not reach the model"
+    );
+    assert!(load_async(&storage, "me").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_turn_in_a_script_is_one_error_line_and_a_non_zero_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    server.push_status(401);
+
+    let output = chat(
+        tmp.path(),
+        &server,
+        &["--storage", &url],
+        "hello\nnot reached\n",
+    )
+    .await;
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("fusion: error: ") && stderr.contains("401"),
+        "{stderr}"
+    );
+    assert_eq!(server.request_count(), 1);
+
+    server.push_text("unused");
+    let output = chat(tmp.path(), &server, &["--storage", &url], "/nonsense\n").await;
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("unknown command /nonsense"));
+}
+
+#[test]
+fn chat_without_an_llm_explains_how_to_configure_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    let output = fusion(tmp.path())
+        .args(["chat", "--storage", &url])
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with("fusion: error: no LLM configured"),
+        "{stderr}"
+    );
+    for hint in [
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "Ollama",
+        "FUSION_MODEL",
+    ] {
+        assert!(stderr.contains(hint), "missing {hint} in:\n{stderr}");
+    }
+    assert!(common::ids(&storage).is_empty());
+}

@@ -1,0 +1,144 @@
+//! Helpers shared by the CLI tests: run the real `fusion` binary, seed and read storage.
+
+#![allow(dead_code)] // Each test file uses a different subset.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use fusion::api::session::StorageType;
+use fusion::{ChatMessage, ToolCall};
+
+/// A `fusion` command isolated from the caller's environment: no inherited storage, LLM
+/// or log settings, and a private data dir so the default storage is never the user's.
+pub fn fusion(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fusion"));
+    for var in [
+        "FUSION_STORAGE",
+        "RUST_LOG",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "FUSION_MODEL",
+    ] {
+        command.env_remove(var);
+    }
+    command.env("XDG_DATA_HOME", data_dir).env("HOME", data_dir);
+    command.stdin(Stdio::null());
+    command
+}
+
+/// Runs `fusion ARGS` and returns its output.
+pub fn run<I, S>(data_dir: &Path, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    fusion(data_dir)
+        .args(args)
+        .output()
+        .expect("the fusion binary runs")
+}
+
+/// stdout of a run that must succeed.
+pub fn ok<I, S>(data_dir: &Path, args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let output = run(data_dir, args);
+    assert!(
+        output.status.success(),
+        "fusion failed: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// The single stderr line of a run that must fail.
+pub fn fails<I, S>(data_dir: &Path, args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let output = run(data_dir, args);
+    assert!(
+        !output.status.success(),
+        "fusion unexpectedly succeeded: {}",
+        text(&output.stdout)
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "want exactly one error line, got: {stderr}"
+    );
+    assert!(stderr.starts_with("fusion: error: "), "{stderr}");
+    stderr.trim_end().to_string()
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs storage code from a synchronous test.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
+
+/// A conversation exercising every field: tool calls (one with invalid JSON arguments),
+/// tool results, multi-line and non-ASCII text, metadata.
+pub fn conversation(n: usize) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::system("You are a helpful file assistant."),
+        ChatMessage::user(format!("Session {n}: what is in /tmp?\nAnd ünïcödé 🦀")),
+        ChatMessage::assistant_with_tool_calls(
+            "Let me look.",
+            vec![
+                ToolCall::new("call_1", "list_directory", r#"{"path":"/tmp"}"#),
+                ToolCall::new("call_2", "read_file", "{not json"),
+            ],
+        ),
+        ChatMessage::tool_result("call_1", "notes.txt\ntodo.txt"),
+        ChatMessage::tool_result("call_2", "error: invalid arguments"),
+        ChatMessage::assistant(format!("/tmp holds notes.txt and todo.txt ({n}).")),
+        ChatMessage::system("Earlier: the user asked about /tmp.")
+            .with_metadata("kind", serde_json::json!("summary")),
+    ]
+}
+
+/// Saves `messages` as session `id` in `storage`.
+pub fn seed(storage: &StorageType, id: &str, messages: &[ChatMessage]) {
+    block_on(seed_async(storage, id, messages));
+}
+
+/// [`seed`] for async tests (a runtime cannot be started inside another).
+pub async fn seed_async(storage: &StorageType, id: &str, messages: &[ChatMessage]) {
+    let store = storage.open().await.expect("storage opens");
+    store.save(id, messages).await.expect("seed saves");
+}
+
+/// The history of session `id` in `storage`.
+pub fn load(storage: &StorageType, id: &str) -> Vec<ChatMessage> {
+    block_on(load_async(storage, id))
+}
+
+/// [`load`] for async tests.
+pub async fn load_async(storage: &StorageType, id: &str) -> Vec<ChatMessage> {
+    storage
+        .open()
+        .await
+        .expect("storage opens")
+        .load(id)
+        .await
+        .expect("loads")
+}
+
+/// The sorted session ids in `storage`.
+pub fn ids(storage: &StorageType) -> Vec<String> {
+    block_on(fusion::api::session::list_all_sessions(storage)).expect("lists")
+}

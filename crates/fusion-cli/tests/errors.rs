@@ -1,0 +1,155 @@
+//! Bad input gives one clear `fusion: error: ...` line on stderr and a non-zero exit code.
+
+mod common;
+
+use common::{conversation, fails, ids, seed};
+
+#[test]
+fn hostile_session_ids_are_refused_before_touching_storage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    for args in [
+        vec!["sessions", "show", "../x"],
+        vec!["sessions", "delete", "../x"],
+        vec!["sessions", "export", "a/b"],
+        vec!["sessions", "delete", "k*"],
+    ] {
+        let err = fails(tmp.path(), args.iter().copied().chain(["--storage", &url]));
+        assert!(
+            err.starts_with("fusion: error: invalid session id"),
+            "{args:?}: {err}"
+        );
+    }
+    // A hostile id inside an import is refused the same way.
+    let file = tmp.path().join("x.jsonl");
+    std::fs::write(&file, "{\"role\":\"user\",\"content\":\"hi\"}\n").unwrap();
+    let err = fails(
+        tmp.path(),
+        [
+            "sessions",
+            "import",
+            file.to_str().unwrap(),
+            "--id",
+            "../x",
+            "--storage",
+            &url,
+        ],
+    );
+    assert!(err.contains("invalid session id"), "{err}");
+    assert!(!tmp.path().join("x").exists() && !tmp.path().join("x.jsonl.jsonl").exists());
+}
+
+#[test]
+fn unknown_storage_schemes_are_named_without_leaking_passwords() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = fails(
+        tmp.path(),
+        [
+            "sessions",
+            "list",
+            "--storage",
+            "mongodb://admin:hunter2@db/x",
+        ],
+    );
+    assert!(err.contains("unknown storage scheme `mongodb://`"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let err = fails(
+        tmp.path(),
+        ["migrate", "--from", "ftp://h/x", "--to", "memory://"],
+    );
+    assert!(err.contains("--from") && err.contains("ftp://"), "{err}");
+}
+
+#[test]
+fn missing_and_corrupt_import_files_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    let missing = tmp.path().join("missing.json");
+    let err = fails(
+        tmp.path(),
+        [
+            "sessions",
+            "import",
+            missing.to_str().unwrap(),
+            "--storage",
+            &url,
+        ],
+    );
+    assert!(
+        err.contains("cannot read import file") && err.contains("missing.json"),
+        "{err}"
+    );
+
+    let cases = [
+        (
+            "truncated.json",
+            "{\n  \"id\": \"x\",\n  \"messages\": [\n    {\"role\": \"user\"",
+            "not a valid json export",
+        ),
+        (
+            "bad-line.jsonl",
+            "{\"role\":\"user\",\"content\":\"hi\"}\n{\"role\":\"robot\",\"content\":\"x\"}\n",
+            "line 2 is not a valid message",
+        ),
+        (
+            "binary.json",
+            "\u{1}\u{2}garbage",
+            "not a valid json export",
+        ),
+        ("empty.json", "", "empty"),
+    ];
+    for (name, contents, expected) in cases {
+        let file = tmp.path().join(name);
+        std::fs::write(&file, contents).unwrap();
+        let err = fails(
+            tmp.path(),
+            [
+                "sessions",
+                "import",
+                file.to_str().unwrap(),
+                "--storage",
+                &url,
+            ],
+        );
+        assert!(
+            err.contains(&format!("cannot import {}", file.display())),
+            "{name}: {err}"
+        );
+        assert!(err.contains(expected), "{name}: {err}");
+    }
+    assert!(
+        ids(&url.parse().unwrap()).is_empty(),
+        "nothing may be imported from a broken file"
+    );
+}
+
+#[test]
+fn a_corrupt_stored_session_is_an_error_for_that_session_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let url = dir.display().to_string();
+    seed(&url.parse().unwrap(), "good", &conversation(1));
+    seed(&url.parse().unwrap(), "bad", &conversation(2));
+    // Damage the middle of the stored file: the fs backend must call this corrupt.
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("bad")
+        })
+        .unwrap();
+    let mut lines: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines[1] = "{broken".into();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+
+    let err = fails(tmp.path(), ["sessions", "show", "bad", "--storage", &url]);
+    assert!(err.contains("bad") && err.contains("corrupt"), "{err}");
+    common::ok(tmp.path(), ["sessions", "show", "good", "--storage", &url]);
+}

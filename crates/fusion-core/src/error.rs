@@ -1,0 +1,196 @@
+//! The one error type of Fusion, shared by storage backends, the agent and the facade.
+//!
+//! Variants name the session and the backend involved so a log line is enough to act on.
+//! No driver type (sqlx, redis, reqwest) appears here: each backend maps its driver's
+//! errors in one place into [`Error::Backend`] and friends, keeping the source for
+//! `Error::source()` chains.
+
+use std::path::PathBuf;
+
+/// A boxed error source from a driver or library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with Fusion's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Fusion.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The session id breaks the rule in [`crate::SessionId`]. Nothing was read or written.
+    #[error("invalid session id \"{id}\": {reason}")]
+    InvalidSessionId {
+        /// The rejected id, escaped and shortened for display.
+        id: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// Stored data for one session could not be read back. Other sessions are unaffected.
+    #[error("{backend}: session \"{session_id}\" is corrupt: {detail}")]
+    Corrupt {
+        /// The backend that holds the data (`fs`, `sqlite`, ...).
+        backend: &'static str,
+        /// The affected session.
+        session_id: String,
+        /// What is wrong and where (line, sequence number, ...).
+        detail: String,
+    },
+
+    /// The storage server or library failed.
+    #[error("{backend}: {message}")]
+    Backend {
+        /// The backend that failed.
+        backend: &'static str,
+        /// What failed, with the operation and session where known. Never contains passwords.
+        message: String,
+        /// Whether the same call may succeed if retried (dropped connection, busy database).
+        retryable: bool,
+        /// The driver's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A concurrent writer changed the session in a way this operation cannot reconcile.
+    #[error("{backend}: conflicting write to session \"{session_id}\": {detail}")]
+    Conflict {
+        /// The backend that detected the conflict.
+        backend: &'static str,
+        /// The affected session.
+        session_id: String,
+        /// What collided.
+        detail: String,
+    },
+
+    /// A file-system operation failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A value could not be converted to or from JSON.
+    #[error("serialization error: {0}")]
+    Serialization(#[from] serde_json::Error),
+
+    /// A configuration value (URL, option, environment variable) is unusable.
+    #[error("configuration error: {0}")]
+    Config(String),
+
+    /// The requested backend or capability was not compiled in.
+    #[error(
+        "{what} needs the `{feature}` feature of the `fusion` crate; enable it in Cargo.toml: fusion = {{ features = [\"{feature}\"] }}"
+    )]
+    FeatureDisabled {
+        /// What was asked for (for example `StorageType::Redis`).
+        what: String,
+        /// The cargo feature that provides it.
+        feature: &'static str,
+    },
+
+    /// The LLM endpoint failed or answered with something unusable.
+    #[error("LLM error{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Llm {
+        /// What went wrong and what to fix. Never contains the API key.
+        message: String,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+        /// Whether retrying the request may help (429, 5xx, connection errors).
+        retryable: bool,
+        /// The client's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A tool failed. The agent turns this into an observation for the model.
+    #[error("tool `{tool}` failed: {message}")]
+    Tool {
+        /// The tool's name.
+        tool: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Whether the same call may succeed if retried unchanged.
+    ///
+    /// True for dropped connections, busy databases, rate limits and server errors;
+    /// false for invalid input, corrupt data and configuration mistakes.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Backend { retryable, .. } | Error::Llm { retryable, .. } => *retryable,
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+            ),
+            Error::Conflict { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::Corrupt`] for one session of one backend.
+    pub fn corrupt(
+        backend: &'static str,
+        session_id: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Error::Corrupt {
+            backend,
+            session_id: session_id.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// An [`Error::Backend`] with a driver error as its source.
+    pub fn backend(
+        backend: &'static str,
+        message: impl Into<String>,
+        retryable: bool,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Backend {
+            backend,
+            message: message.into(),
+            retryable,
+            source: Some(source.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_backend_and_session() {
+        let err = Error::corrupt("fs", "user-1", "line 3 is not JSON");
+        assert_eq!(
+            err.to_string(),
+            "fs: session \"user-1\" is corrupt: line 3 is not JSON"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn feature_disabled_names_the_feature() {
+        let err = Error::FeatureDisabled {
+            what: "StorageType::Redis".into(),
+            feature: "redis",
+        };
+        assert!(err.to_string().contains("features = [\"redis\"]"), "{err}");
+    }
+}

@@ -1,0 +1,20 @@
+//! Core types shared by every Fusion crate: messages, session ids, errors and the storage trait.
+//!
+//! Backends (`fusion-storage-*`) and the agent (`fusion-agent`) depend on this crate only, so
+//! it carries no driver and no HTTP client. Application code normally reaches these types
+//! through the `fusion` facade.
+
+mod error;
+mod message;
+mod redact;
+mod session_id;
+mod storage;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use error::{Error, Result};
+pub use message::{ChatMessage, Role, ToolCall};
+pub use redact::redact_url;
+pub use session_id::SessionId;
+pub use storage::{ConversationStorage, SessionInfo};

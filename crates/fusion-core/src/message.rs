@@ -1,0 +1,299 @@
+//! The chat message model, serialised in the OpenAI chat-completions message shape.
+//!
+//! Stored JSON is the same JSON an OpenAI-compatible endpoint accepts, so a person (or
+//! another tool) can read a stored session without knowing Fusion. The only addition is an
+//! optional `metadata` object for Fusion's own annotations (for example a stored history
+//! summary); LLM clients leave it out of requests.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions that frame the whole conversation.
+    System,
+    /// The human (or calling program).
+    User,
+    /// The model.
+    Assistant,
+    /// The result of a tool call, answering an assistant's [`ToolCall`].
+    Tool,
+}
+
+impl Role {
+    /// The role's wire name: `system`, `user`, `assistant` or `tool`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A tool invocation requested by the model.
+///
+/// `arguments` is the raw string the model produced. It is kept verbatim, even when it is
+/// not valid JSON, so a stored history is lossless and the agent can tell the model exactly
+/// what was wrong with its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    /// The call id the matching tool-result message refers to.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments exactly as the model emitted them (normally a JSON object).
+    pub arguments: String,
+}
+
+impl ToolCall {
+    /// Builds a tool call.
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+}
+
+/// The wire shape when writing: `{"id", "type": "function", "function": {"name", "arguments"}}`.
+#[derive(Serialize)]
+struct WireToolCallRef<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    function: WireFunctionRef<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionRef<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// The wire shape when reading; `type` is ignored and `arguments` may be missing.
+#[derive(Deserialize)]
+struct WireToolCall {
+    id: String,
+    function: WireFunction,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: String,
+    #[serde(default)]
+    arguments: String,
+}
+
+impl Serialize for ToolCall {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        WireToolCallRef {
+            id: &self.id,
+            kind: "function",
+            function: WireFunctionRef {
+                name: &self.name,
+                arguments: &self.arguments,
+            },
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ToolCall {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = WireToolCall::deserialize(deserializer)?;
+        Ok(ToolCall {
+            id: wire.id,
+            name: wire.function.name,
+            arguments: wire.function.arguments,
+        })
+    }
+}
+
+/// One message of a conversation.
+///
+/// Serialises as an OpenAI chat-completions message. `content` is always a string here;
+/// on input `null` (an assistant message that only calls tools) reads as `""`, and an array
+/// of text parts reads as their concatenation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who wrote the message.
+    pub role: Role,
+    /// The text. Empty for an assistant message that only calls tools.
+    #[serde(default, deserialize_with = "content_text")]
+    pub content: String,
+    /// Tool calls requested by an assistant message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a [`Role::Tool`] message: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Optional participant name (OpenAI's `name` field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Fusion's own annotations, kept in storage and never sent to the LLM.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+impl ChatMessage {
+    /// A message with `role` and `content` and nothing else.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
+    }
+
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new(Role::User, content)
+    }
+
+    /// An assistant message without tool calls.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+
+    /// An assistant message that requests tool calls.
+    pub fn assistant_with_tool_calls(
+        content: impl Into<String>,
+        tool_calls: Vec<ToolCall>,
+    ) -> Self {
+        Self {
+            tool_calls,
+            ..Self::new(Role::Assistant, content)
+        }
+    }
+
+    /// The result of the tool call `tool_call_id`.
+    pub fn tool_result(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(tool_call_id.into()),
+            ..Self::new(Role::Tool, content)
+        }
+    }
+
+    /// Sets the participant name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Adds one metadata entry.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.metadata.insert(key.into(), value);
+        self
+    }
+
+    /// True when this is an assistant message that requests at least one tool call.
+    pub fn has_tool_calls(&self) -> bool {
+        !self.tool_calls.is_empty()
+    }
+}
+
+/// Reads `content` as a string from a string, `null`, or an array of `{"type":"text","text":..}` parts.
+fn content_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Content {
+        Text(String),
+        Parts(Vec<Part>),
+        Null(()),
+    }
+    #[derive(Deserialize)]
+    struct Part {
+        #[serde(default)]
+        text: String,
+    }
+    Ok(match Content::deserialize(deserializer)? {
+        Content::Text(text) => text,
+        Content::Parts(parts) => parts.into_iter().map(|p| p.text).collect(),
+        Content::Null(()) => String::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn serialises_in_the_openai_message_shape() {
+        let msg = ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![ToolCall::new("call_1", "read_file", r#"{"path":"a.txt"}"#)],
+        );
+        let value = serde_json::to_value(&msg).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"id": "call_1", "type": "function",
+                                "function": {"name": "read_file", "arguments": "{\"path\":\"a.txt\"}"}}]
+            })
+        );
+        let result = serde_json::to_value(ChatMessage::tool_result("call_1", "hello")).unwrap();
+        assert_eq!(
+            result,
+            json!({"role": "tool", "content": "hello", "tool_call_id": "call_1"})
+        );
+    }
+
+    #[test]
+    fn invalid_json_arguments_survive_a_round_trip() {
+        let msg =
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("c", "t", "{not json")]);
+        let text = serde_json::to_string(&msg).unwrap();
+        assert_eq!(serde_json::from_str::<ChatMessage>(&text).unwrap(), msg);
+    }
+
+    #[test]
+    fn null_and_array_content_read_as_text() {
+        let null: ChatMessage =
+            serde_json::from_str(r#"{"role":"assistant","content":null}"#).unwrap();
+        assert_eq!(null.content, "");
+        let missing: ChatMessage = serde_json::from_str(r#"{"role":"assistant"}"#).unwrap();
+        assert_eq!(missing.content, "");
+        let parts: ChatMessage = serde_json::from_str(
+            r#"{"role":"user","content":[{"type":"text","text":"ab"},{"type":"text","text":"c"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(parts.content, "abc");
+    }
+
+    #[test]
+    fn metadata_is_kept_and_omitted_when_empty() {
+        let plain = serde_json::to_string(&ChatMessage::user("hi")).unwrap();
+        assert_eq!(plain, r#"{"role":"user","content":"hi"}"#);
+        let tagged = ChatMessage::system("s").with_metadata("kind", json!("summary"));
+        let back: ChatMessage =
+            serde_json::from_str(&serde_json::to_string(&tagged).unwrap()).unwrap();
+        assert_eq!(back, tagged);
+    }
+}

@@ -1,0 +1,117 @@
+//! The storage conformance kit: one behaviour suite that every backend runs.
+//!
+//! A backend crate provides a [`StorageHarness`] (how to open a fresh, private storage
+//! location, and further instances on that same location) and invokes
+//! [`conformance_suite!`](crate::conformance_suite) in a test module:
+//!
+//! ```ignore
+//! struct Harness(tempfile::TempDir);
+//!
+//! #[async_trait::async_trait]
+//! impl fusion_core::testkit::StorageHarness for Harness {
+//!     type Storage = FileSystemStorage;
+//!     async fn open(&self) -> fusion_core::Result<FileSystemStorage> {
+//!         Ok(FileSystemStorage::new(self.0.path()))
+//!     }
+//! }
+//!
+//! async fn harness() -> Option<Harness> {
+//!     Some(Harness(tempfile::tempdir().unwrap()))
+//! }
+//!
+//! fusion_core::conformance_suite!(conformance_fs, harness);
+//! ```
+//!
+//! That expands to `conformance_fs::<case>` tests, one `#[tokio::test]` per case in
+//! [`cases`], so `cargo test conformance_fs::concurrent` picks one backend and one case.
+//! A server-backed backend whose server is not configured returns `None` from its setup
+//! through [`unavailable`], which prints a `skipped:` line under plain `cargo test` and
+//! panics when [`REQUIRE_BACKENDS_ENV`] is set (as `cargo xtask test-all-backends` does).
+
+pub mod cases;
+
+use async_trait::async_trait;
+
+use crate::{ConversationStorage, Result};
+
+/// When this environment variable is set, an unavailable backend fails its tests instead
+/// of skipping them.
+pub const REQUIRE_BACKENDS_ENV: &str = "FUSION_REQUIRE_BACKENDS";
+
+/// A private storage location for one test case.
+///
+/// Every call to [`open`](Self::open) returns a new storage instance (new connection pool,
+/// new client) on the same location, so cases can check that one instance sees another's
+/// writes and that writers with separate instances do not lose each other's messages.
+#[async_trait]
+pub trait StorageHarness: Send + Sync + 'static {
+    /// The storage type under test.
+    type Storage: ConversationStorage + 'static;
+
+    /// Opens a new storage instance on this harness's location.
+    async fn open(&self) -> Result<Self::Storage>;
+}
+
+/// Reports a backend whose server is not available to the tests.
+///
+/// Returns `None` after printing `skipped: <reason>` so the case passes trivially under
+/// plain `cargo test`, or panics with the reason when [`REQUIRE_BACKENDS_ENV`] is set.
+pub fn unavailable<T>(backend: &str, reason: &str) -> Option<T> {
+    if std::env::var_os(REQUIRE_BACKENDS_ENV).is_some() {
+        panic!("{backend} backend unavailable and {REQUIRE_BACKENDS_ENV} is set: {reason}");
+    }
+    // Written to the stderr handle rather than with `eprintln!`, which libtest captures
+    // and hides for passing tests: a skip must be visible.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {backend}: {reason}");
+    None
+}
+
+/// Expands to a module `$module` holding one `#[tokio::test]` per conformance case.
+///
+/// `$setup` is an `async fn() -> Option<impl StorageHarness>` visible from the invoking
+/// module; `None` means "backend unavailable" (see [`unavailable`]).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($module:ident, $setup:path) => {
+        #[cfg(test)]
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__conformance_cases!(
+                $setup;
+                round_trip_keeps_every_field,
+                large_message_round_trips,
+                load_of_unknown_session_is_empty,
+                append_after_save_extends_history,
+                append_creates_a_new_session,
+                append_of_nothing_changes_nothing,
+                save_replaces_existing_history,
+                save_of_empty_history_removes_session,
+                delete_removes_session_and_unknown_is_ok,
+                list_returns_every_session_once,
+                sessions_are_isolated,
+                hostile_ids_are_rejected_and_nothing_is_written,
+                concurrent_appends_lose_nothing_and_keep_order,
+                second_instance_sees_writes,
+                truncate_keeps_a_prefix,
+                session_info_counts_messages,
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($setup:path; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                if let Some(harness) = $setup().await {
+                    $crate::testkit::cases::$case(&harness).await;
+                }
+            }
+        )+
+    };
+}

@@ -1,0 +1,51 @@
+//! File-system conversation storage for Fusion: one human-readable JSON Lines file per session.
+//!
+//! ```text
+//! sessions/
+//!   user-123.jsonl               one message per line, oldest first
+//!   tenant%3A42%3Achat-7.jsonl   the session `tenant:42:chat-7`
+//!   .user-123.lock               empty; locked by every operation on `user-123`
+//! ```
+//!
+//! - **Format**: each line is one [`ChatMessage`](fusion_core::ChatMessage) in the OpenAI
+//!   chat message shape, terminated by `\n`, so `cat`, `grep`, `tail -f` and `jq` work on
+//!   a session as it grows. File names encode the id injectively and portably, safe on
+//!   case-insensitive file systems and Windows (lowercase letters, digits and `- _ . @`
+//!   as-is, anything else `%XX`); [`FileSystemStorage::session_path`] names the file of
+//!   an id.
+//! - **Cost**: `append` is one `write()` of the new lines in append mode, independent of
+//!   the history length; `save` and `truncate` rewrite the file; `load` reads it.
+//! - **Concurrency**: every operation first locks the session's own hidden lock file
+//!   with the OS's advisory locks ([`std::fs::File::lock`]: exclusive for writes, shared
+//!   for reads), so any number of instances and processes can share a directory without
+//!   losing or interleaving messages, and a reader never sees half of an append. The lock
+//!   is on a separate file because `save` renames a new session file over the old one: a
+//!   writer locking the session file itself could end up appending to the replaced,
+//!   unlinked copy. Lock files are never removed (not even by `delete`) for the same
+//!   reason; they are empty. Advisory locks bind only programs that take them, and some
+//!   network file systems do not share them between machines.
+//! - **Crash safety**: `save` and `truncate` replace the file atomically (temp file, fsync,
+//!   rename, directory fsync). A process killed mid-`append` can leave only a torn final
+//!   line, which `load` skips with a `tracing` warning and the next `append` removes. Any
+//!   other unreadable line is [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the
+//!   line, for that session only. [`SyncPolicy`] chooses whether appends are also fsynced.
+//!
+//! See [`FileSystemStorage`] to get started.
+
+mod error;
+mod file_name;
+mod jsonl;
+mod options;
+mod session_files;
+mod storage;
+
+pub use options::{FileSystemOptions, SyncPolicy};
+pub use storage::FileSystemStorage;
+
+#[cfg(test)]
+mod tests;
+
+// Compiles the README's example with the doctests, so it cannot drift from the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

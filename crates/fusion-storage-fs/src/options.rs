@@ -1,0 +1,65 @@
+//! Options of [`FileSystemStorage`](crate::FileSystemStorage): how hard each write works to
+//! survive a crash.
+
+/// When the backend asks the operating system to flush data to the disk (`fsync`).
+///
+/// Every write is first handed to the OS in one `write()` call, which is enough to survive
+/// the *process* crashing or being killed: the kernel owns the bytes from then on. Surviving
+/// a *power loss or kernel crash* needs `fsync`, which waits for the disk and typically
+/// costs from a fraction of a millisecond (NVMe) to tens of milliseconds (spinning disks,
+/// network file systems) per call. The policy decides which writes pay that price.
+///
+/// Whatever the policy, a write never leaves a half-written history behind: `save` and
+/// `truncate` replace the file atomically, and a torn final line from an interrupted
+/// `append` is detected and skipped (see the crate docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum SyncPolicy {
+    /// `save`, `truncate` and `delete` are durable; `append` is not fsynced. The default.
+    ///
+    /// `save` and `truncate` write a temporary file, fsync it, rename it over the session
+    /// file and fsync the directory, so after they return the new history survives a power
+    /// loss. `append` returns once its single `write()` is done: the messages survive the
+    /// process being killed, but a power loss within the OS's write-back delay (seconds)
+    /// can drop the most recent appends. On file systems that write data before the file
+    /// size (ext4 with its default `data=ordered`, XFS) what remains is a prefix of the
+    /// history, at worst with a torn or zero-filled last line, which `load` skips. This is
+    /// the right choice for agents, where `append` runs on every turn.
+    #[default]
+    OnReplace,
+    /// Like [`OnReplace`](Self::OnReplace), and every `append` also fsyncs the session file
+    /// (and the directory when the append created the file) before returning.
+    ///
+    /// An acknowledged append then survives a power loss, at the cost of one disk flush
+    /// per append. Choose it when a lost turn is expensive (audit trails, billing).
+    EveryWrite,
+}
+
+/// Options for [`FileSystemStorage::with_options`](crate::FileSystemStorage::with_options).
+///
+/// ```
+/// use fusion_storage_fs::{FileSystemOptions, FileSystemStorage, SyncPolicy};
+///
+/// let options = FileSystemOptions::new().sync_policy(SyncPolicy::EveryWrite);
+/// let storage = FileSystemStorage::with_options("./sessions", options);
+/// assert_eq!(storage.options().sync, SyncPolicy::EveryWrite);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FileSystemOptions {
+    /// Which writes are fsynced; see [`SyncPolicy`].
+    pub sync: SyncPolicy,
+}
+
+impl FileSystemOptions {
+    /// The defaults: [`SyncPolicy::OnReplace`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets which writes are fsynced.
+    pub fn sync_policy(mut self, sync: SyncPolicy) -> Self {
+        self.sync = sync;
+        self
+    }
+}

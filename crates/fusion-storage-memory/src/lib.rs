@@ -1,0 +1,169 @@
+//! In-memory conversation storage: fast, shared between clones, and gone when the process ends.
+//!
+//! Use it for tests, for temporary sessions and for single-process apps that do not need
+//! history to survive a restart. For persistence pick the file-system, SQLite or Redis
+//! backend; the code using the storage stays the same.
+//!
+//! ```
+//! # async fn demo() -> fusion_core::Result<()> {
+//! use fusion_core::{ChatMessage, ConversationStorage};
+//! use fusion_storage_memory::InMemoryStorage;
+//!
+//! let storage = InMemoryStorage::new();
+//! storage.append("user-123", &[ChatMessage::user("hello")]).await?;
+//! let shared = storage.clone(); // clones see the same sessions
+//! assert_eq!(shared.load("user-123").await?.len(), 1);
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
+
+/// A stored session: its messages and when it was created and last written.
+#[derive(Debug, Clone)]
+struct Entry {
+    messages: Vec<ChatMessage>,
+    created_at: SystemTime,
+    updated_at: SystemTime,
+}
+
+/// Conversation storage in a `HashMap` behind a `RwLock`. Clones share one store.
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryStorage {
+    sessions: Arc<RwLock<HashMap<String, Entry>>>,
+}
+
+impl InMemoryStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // The lock only guards plain data and no code panics while holding it, so a poisoned
+    // lock still holds consistent data and is safe to keep using.
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.sessions
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl ConversationStorage for InMemoryStorage {
+    async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
+        SessionId::validate(session_id)?;
+        let mut sessions = self.write();
+        if history.is_empty() {
+            sessions.remove(session_id);
+            return Ok(());
+        }
+        let now = SystemTime::now();
+        let created_at = sessions.get(session_id).map_or(now, |e| e.created_at);
+        sessions.insert(
+            session_id.to_string(),
+            Entry {
+                messages: history.to_vec(),
+                created_at,
+                updated_at: now,
+            },
+        );
+        Ok(())
+    }
+
+    async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
+        SessionId::validate(session_id)?;
+        Ok(self
+            .read()
+            .get(session_id)
+            .map(|e| e.messages.clone())
+            .unwrap_or_default())
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<()> {
+        SessionId::validate(session_id)?;
+        self.write().remove(session_id);
+        Ok(())
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<String>> {
+        Ok(self.read().keys().cloned().collect())
+    }
+
+    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
+        SessionId::validate(session_id)?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let now = SystemTime::now();
+        let mut sessions = self.write();
+        let entry = sessions
+            .entry(session_id.to_string())
+            .or_insert_with(|| Entry {
+                messages: Vec::new(),
+                created_at: now,
+                updated_at: now,
+            });
+        entry.messages.extend_from_slice(messages);
+        entry.updated_at = now;
+        Ok(())
+    }
+
+    async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
+        SessionId::validate(session_id)?;
+        let mut sessions = self.write();
+        if len == 0 {
+            sessions.remove(session_id);
+        } else if let Some(entry) = sessions.get_mut(session_id)
+            && entry.messages.len() > len
+        {
+            entry.messages.truncate(len);
+            entry.updated_at = SystemTime::now();
+        }
+        Ok(())
+    }
+
+    async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
+        SessionId::validate(session_id)?;
+        Ok(self.read().get(session_id).map(|e| SessionInfo {
+            id: session_id.to_string(),
+            message_count: e.messages.len(),
+            created_at: Some(e.created_at),
+            updated_at: Some(e.updated_at),
+        }))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Harness(InMemoryStorage);
+
+    #[async_trait]
+    impl fusion_core::testkit::StorageHarness for Harness {
+        type Storage = InMemoryStorage;
+        async fn open(&self) -> Result<InMemoryStorage> {
+            Ok(self.0.clone())
+        }
+    }
+
+    async fn harness() -> Option<Harness> {
+        Some(Harness(InMemoryStorage::new()))
+    }
+
+    fusion_core::conformance_suite!(conformance_memory, harness);
+}

@@ -1,0 +1,218 @@
+//! The one place where `redis` errors become [`fusion_core::Error`]s.
+//!
+//! Every driver call in this crate funnels its error through [`parse_redis_error`], so
+//! what counts as retryable and how the server is named is decided once. The server is
+//! always named by its redacted URL; the driver's own messages never contain the URL.
+
+use std::fmt;
+
+use fusion_core::Error;
+use redis::{ErrorKind, RedisError};
+
+/// The backend name used in every error of this crate.
+pub(crate) const BACKEND: &str = "redis";
+
+/// What was being done when an error happened, for the message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Op<'a> {
+    /// The operation: `connect`, `append`, `load`, ...
+    pub(crate) name: &'static str,
+    /// The server's URL, password already redacted.
+    pub(crate) url: &'a str,
+    /// The session involved, if any.
+    pub(crate) session_id: Option<&'a str>,
+    /// The keys the command addressed, when known (a session touches at most two).
+    pub(crate) keys: [Option<&'a str>; 2],
+}
+
+impl<'a> Op<'a> {
+    /// An operation on `url`, optionally about one session.
+    pub(crate) fn new(name: &'static str, url: &'a str, session_id: Option<&'a str>) -> Self {
+        Self {
+            name,
+            url,
+            session_id,
+            keys: [None, None],
+        }
+    }
+
+    /// The same operation, naming the single key it addressed.
+    pub(crate) fn on_key(self, key: &'a str) -> Self {
+        Self {
+            keys: [Some(key), None],
+            ..self
+        }
+    }
+
+    /// The same operation, naming the two keys it addressed.
+    pub(crate) fn on_keys(self, first: &'a str, second: &'a str) -> Self {
+        Self {
+            keys: [Some(first), Some(second)],
+            ..self
+        }
+    }
+
+    fn describe_keys(&self) -> String {
+        match self.keys {
+            [Some(a), Some(b)] => format!("key `{a}` or `{b}`"),
+            [Some(a), None] | [None, Some(a)] => format!("key `{a}`"),
+            [None, None] => "one of its keys".to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Op<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.session_id {
+            Some(id) => write!(f, "{} of session \"{id}\" on {}", self.name, self.url),
+            None => write!(f, "{} on {}", self.name, self.url),
+        }
+    }
+}
+
+/// Maps a driver error to a Fusion error, naming the server, operation and session.
+///
+/// Dropped, refused and timed-out connections and a server that is loading or failing
+/// over are retryable; a key of the wrong type, refused credentials and anything else
+/// are not. A retryable write may or may not have been applied before the connection
+/// broke, so retrying an `append` can store its messages twice.
+pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
+    let (code, detail) = server_error(&err).unzip();
+    let (message, retryable) = match code.as_deref() {
+        Some("WRONGTYPE") => {
+            let key = op.describe_keys();
+            let detail = detail.flatten();
+            let detail = detail.as_deref().unwrap_or("wrong kind of value");
+            (
+                format!(
+                    "{op}: {key} holds a value of the wrong type ({detail}); something other \
+                     than Fusion wrote under this key prefix: delete that key or use another prefix"
+                ),
+                false,
+            )
+        }
+        Some("WRONGPASS" | "NOAUTH") => (
+            format!("{op}: the server refused the credentials in the URL ({err})"),
+            false,
+        ),
+        Some("NOPERM") => (
+            format!("{op}: the Redis user lacks a permission this storage needs ({err})"),
+            false,
+        ),
+        Some("MOVED" | "ASK" | "CROSSSLOT") => (
+            format!(
+                "{op}: the server is a Redis Cluster node; this storage needs a single server \
+                 (or a cluster proxy) ({err})"
+            ),
+            false,
+        ),
+        Some("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY") => (
+            format!("{op}: the server is temporarily unavailable ({err})"),
+            true,
+        ),
+        _ if err.kind() == ErrorKind::AuthenticationFailed => {
+            (format!("{op}: authentication failed ({err})"), false)
+        }
+        _ if err.is_timeout() => (
+            format!("{op}: timed out waiting for the server ({err})"),
+            true,
+        ),
+        _ if err.is_connection_refusal() => (
+            format!("{op}: connection refused; is the Redis server running? ({err})"),
+            true,
+        ),
+        _ if err.is_io_error() || err.is_connection_dropped() => (
+            format!("{op}: connection to the server failed or was lost ({err})"),
+            true,
+        ),
+        _ if err.kind() == ErrorKind::Parse => (
+            format!(
+                "{op}: the reply is not Redis protocol; is that port a Redis server, and does \
+                 it need rediss:// (TLS)? ({err})"
+            ),
+            false,
+        ),
+        _ if err.kind() == ErrorKind::InvalidClientConfig => {
+            return Error::Config(format!("{op}: {err}"));
+        }
+        _ => (format!("{op}: {err}"), false),
+    };
+    Error::backend(BACKEND, message, retryable, err)
+}
+
+/// The server's error code (`WRONGTYPE`, `LOADING`, ...) and detail, also from inside a
+/// pipeline or transaction, where the first failing command's error counts.
+fn server_error(err: &RedisError) -> Option<(String, Option<String>)> {
+    if let Some(code) = err.code() {
+        return Some((code.to_string(), err.detail().map(str::to_string)));
+    }
+    let errors = err.clone().into_server_errors()?;
+    let (_, first) = errors.first()?;
+    Some((
+        first.code().to_string(),
+        first.details().map(str::to_string),
+    ))
+}
+
+/// An [`Error::Corrupt`] for a list element of `session_id` that is not a message.
+pub(crate) fn corrupt_element(
+    session_id: &str,
+    key: &str,
+    index: usize,
+    err: &serde_json::Error,
+) -> Error {
+    Error::corrupt(
+        BACKEND,
+        session_id,
+        format!("element {index} of list `{key}` is not a valid JSON message: {err}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "redis://:***@h:6379";
+
+    #[test]
+    fn refused_connections_are_retryable_and_name_the_server() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let err = parse_redis_error(RedisError::from(io), Op::new("append", URL, Some("s1")));
+        assert!(err.is_retryable());
+        let shown = err.to_string();
+        assert!(shown.contains(URL) && shown.contains("\"s1\""), "{shown}");
+    }
+
+    #[test]
+    fn timeouts_are_retryable() {
+        let io = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let err = parse_redis_error(RedisError::from(io), Op::new("load", URL, None));
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_session() {
+        let server = redis::make_extension_error(
+            "WRONGTYPE".into(),
+            Some("Operation against a key holding the wrong kind of value".into()),
+        );
+        let op = Op::new("load", URL, Some("s1")).on_key("fusion:s:{s1}");
+        let err = parse_redis_error(server, op);
+        assert!(!err.is_retryable());
+        let shown = err.to_string();
+        assert!(shown.contains("`fusion:s:{s1}`"), "{shown}");
+        assert!(shown.contains("wrong type"), "{shown}");
+    }
+
+    #[test]
+    fn corrupt_elements_name_session_and_index() {
+        let json = serde_json::from_str::<serde_json::Value>("{nope").unwrap_err();
+        let err = corrupt_element("s1", "fusion:s:{s1}", 3, &json);
+        assert!(
+            matches!(&err, Error::Corrupt { backend: "redis", session_id, detail }
+                if session_id == "s1" && detail.contains("element 3")),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,37 @@
+//! Redis conversation storage for Fusion: one list per session, shared by every process.
+//!
+//! Where the file-system and SQLite backends keep sessions on one machine, this one keeps
+//! them on a Redis server that several processes and machines share, with an optional
+//! TTL so abandoned sessions expire on their own. See [`RedisStorage`] for costs,
+//! [`RedisOptions`] for the key prefix, TTL and timeouts, and the crate README for the key
+//! layout, Cluster notes and how to inspect a session with `redis-cli`.
+//!
+//! ```no_run
+//! # async fn demo() -> fusion_core::Result<()> {
+//! use std::time::Duration;
+//! use fusion_core::{ChatMessage, ConversationStorage};
+//! use fusion_storage_redis::RedisStorage;
+//!
+//! let storage = RedisStorage::builder("redis://127.0.0.1:6379/0")
+//!     .ttl(Duration::from_secs(24 * 3600))
+//!     .connect()
+//!     .await?;
+//! storage.append("user-123", &[ChatMessage::user("hello")]).await?;
+//! assert_eq!(storage.load("user-123").await?.len(), 1);
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod error;
+mod keys;
+mod scripts;
+mod storage;
+
+pub use config::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_RECONNECT_RETRIES,
+    DEFAULT_RESPONSE_TIMEOUT, RedisOptions,
+};
+pub use storage::RedisStorage;
+
+/// Hides passwords in a Redis URL (re-exported from `fusion-core`).
+pub use fusion_core::redact_url;

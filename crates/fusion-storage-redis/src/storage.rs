@@ -1,0 +1,352 @@
+//! `RedisStorage`: the `ConversationStorage` implementation on a Redis server.
+//!
+//! Each write is a Lua script on the session's own keys (atomic, Cluster-slot-local)
+//! followed by a single-key change to the session index. The two are ordered so the index
+//! is always a superset of the stored sessions: writes index after storing, deletes
+//! unindex before removing, and `list_sessions` drops ids whose list is gone (expired,
+//! or a write that failed half-way) after checking again, so a concurrent writer's
+//! session is never dropped from the index.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
+use redis::aio::ConnectionManager;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, ScriptInvocation};
+
+use crate::RedisOptions;
+use crate::error::{Op, corrupt_element, parse_redis_error};
+use crate::keys::Keys;
+use crate::scripts;
+
+/// How many commands `list_sessions` sends per pipeline, so a huge index does not build
+/// one enormous request and reply.
+const PIPELINE_CHUNK: usize = 1000;
+
+/// Conversation storage on Redis: one LIST per session, a SET indexing the session ids.
+///
+/// Clones share one connection. The connection is a `redis` `ConnectionManager`: when it
+/// drops, the next call reconnects (with bounded retries), so a server restart costs the
+/// calls made while it is down, which fail with a retryable error, and nothing more.
+///
+/// Costs: `append` is one script call plus one `SADD`, O(new messages) whatever the
+/// history's length; `load` is one `LRANGE`; `list_sessions` is O(sessions) and never
+/// scans the keyspace; `truncate` is an in-place `LTRIM`.
+#[derive(Clone)]
+pub struct RedisStorage {
+    conn: ConnectionManager,
+    keys: Keys,
+    ttl: Option<Duration>,
+    url: Arc<str>,
+}
+
+impl fmt::Debug for RedisStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStorage")
+            .field("url", &self.url)
+            .field("key_prefix", &self.keys.prefix())
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStorage {
+    /// Connects to `url` with the default options (prefix `fusion`, no TTL).
+    ///
+    /// `redis://[user[:password]@]host[:port][/db]`, or `rediss://...` with the `tls`
+    /// feature. See [`RedisOptions::connect`] for the errors.
+    pub async fn connect(url: &str) -> Result<Self> {
+        RedisOptions::new(url).connect().await
+    }
+
+    /// Options for `url`, to set a key prefix, a TTL or timeouts before connecting.
+    pub fn builder(url: impl Into<String>) -> RedisOptions {
+        RedisOptions::new(url)
+    }
+
+    /// Assembles a storage from a connected manager; `url` is already redacted.
+    pub(crate) fn from_parts(
+        conn: ConnectionManager,
+        prefix: &str,
+        ttl: Option<Duration>,
+        url: String,
+    ) -> Self {
+        Self {
+            conn,
+            keys: Keys::new(prefix),
+            ttl,
+            url: url.into(),
+        }
+    }
+
+    /// The prefix of every key this storage uses.
+    pub fn key_prefix(&self) -> &str {
+        self.keys.prefix()
+    }
+
+    /// The TTL applied on every write, if any.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    fn op<'a>(&'a self, name: &'static str, session_id: Option<&'a str>) -> Op<'a> {
+        Op::new(name, &self.url, session_id)
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl
+            .map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Sends `request` on the shared connection, once more if the connection was refused.
+    ///
+    /// A refusal happens while (re)connecting, before the command is sent, so the second
+    /// try cannot apply a write twice. It matters after a server restart: the manager
+    /// keeps the refusal from its attempts during the outage and only starts a fresh
+    /// reconnect when a call sees it, so the second try is the one that gets through.
+    async fn run<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
+        let mut conn = self.conn.clone();
+        match request.send(&mut conn).await {
+            Err(err) if err.is_connection_refusal() => request.send(&mut conn).await,
+            done => done,
+        }
+    }
+
+    /// Replaces (`mode = "replace"`) or extends (`"append"`) a session, then indexes it.
+    async fn write(
+        &self,
+        name: &'static str,
+        id: &str,
+        mode: &str,
+        messages: &[ChatMessage],
+    ) -> Result<()> {
+        let json = messages
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<serde_json::Result<Vec<_>>>()?;
+        let (list, meta) = (self.keys.list(id), self.keys.meta(id));
+        let mut script = scripts::WRITE.prepare_invoke();
+        script
+            .key(&list)
+            .key(&meta)
+            .arg(mode)
+            .arg(self.ttl_ms())
+            .arg(&json);
+        self.run::<i64>(Request::Script(&script))
+            .await
+            .map_err(|err| {
+                let op = self.op(name, Some(id));
+                parse_redis_error(err, op.on_keys(&list, &meta))
+            })?;
+        self.index(name, id).await
+    }
+
+    /// Adds `id` to the index. Runs after every write, so a session whose earlier index
+    /// entry was lost (a failed call, a pruned id) is listed again.
+    async fn index(&self, name: &'static str, id: &str) -> Result<()> {
+        let index = self.keys.index();
+        self.run::<()>(Request::Cmd(redis::cmd("SADD").arg(index).arg(id)))
+            .await
+            .map_err(|err| parse_redis_error(err, self.op(name, Some(id)).on_key(index)))
+    }
+
+    /// Which of `ids` still have a message list, pipelined in chunks.
+    async fn existing(&self, ids: &[String]) -> Result<Vec<bool>> {
+        let mut exists = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(PIPELINE_CHUNK) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("EXISTS").arg(self.keys.list(id));
+            }
+            let found: Vec<bool> = self
+                .run(Request::Pipe(&pipe))
+                .await
+                .map_err(|err| parse_redis_error(err, self.op("list_sessions", None)))?;
+            exists.extend(found);
+        }
+        Ok(exists)
+    }
+
+    /// Removes `gone` from the index, then puts back any that a concurrent write
+    /// recreated in between; returns those.
+    async fn prune(&self, gone: Vec<String>) -> Result<Vec<String>> {
+        let index = self.keys.index();
+        let op = self.op("list_sessions", None).on_key(index);
+        self.run::<()>(Request::Cmd(redis::cmd("SREM").arg(index).arg(&gone)))
+            .await
+            .map_err(|err| parse_redis_error(err, op))?;
+        // A writer stores before it indexes. If its list appeared after our first check,
+        // it either indexes after our SREM (fine) or already did, and we see the list now.
+        let again = self.existing(&gone).await?;
+        let back: Vec<String> = gone
+            .into_iter()
+            .zip(again)
+            .filter_map(|(id, exists)| exists.then_some(id))
+            .collect();
+        if !back.is_empty() {
+            self.run::<()>(Request::Cmd(redis::cmd("SADD").arg(index).arg(&back)))
+                .await
+                .map_err(|err| parse_redis_error(err, op))?;
+        }
+        Ok(back)
+    }
+}
+
+#[async_trait]
+impl ConversationStorage for RedisStorage {
+    async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
+        SessionId::validate(session_id)?;
+        if history.is_empty() {
+            return self.delete(session_id).await;
+        }
+        self.write("save", session_id, "replace", history).await
+    }
+
+    async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
+        SessionId::validate(session_id)?;
+        let list = self.keys.list(session_id);
+        let raw: Vec<Vec<u8>> = self
+            .run(Request::Cmd(redis::cmd("LRANGE").arg(&list).arg(0).arg(-1)))
+            .await
+            .map_err(|err| {
+                parse_redis_error(err, self.op("load", Some(session_id)).on_key(&list))
+            })?;
+        raw.iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                serde_json::from_slice(bytes)
+                    .map_err(|err| corrupt_element(session_id, &list, i, &err))
+            })
+            .collect()
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<()> {
+        SessionId::validate(session_id)?;
+        let (list, meta) = (self.keys.list(session_id), self.keys.meta(session_id));
+        // Unindex first: if the DEL then fails, the data is still there but unlisted
+        // until the next write, rather than listed with nothing behind it.
+        let mut pipe = redis::pipe();
+        pipe.cmd("SREM")
+            .arg(self.keys.index())
+            .arg(session_id)
+            .ignore();
+        pipe.cmd("DEL").arg(&list).arg(&meta).ignore();
+        self.run::<()>(Request::Pipe(&pipe))
+            .await
+            .map_err(|err| parse_redis_error(err, self.op("delete", Some(session_id))))
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<String>> {
+        let index = self.keys.index();
+        let ids: Vec<String> = self
+            .run(Request::Cmd(redis::cmd("SMEMBERS").arg(index)))
+            .await
+            .map_err(|err| parse_redis_error(err, self.op("list_sessions", None).on_key(index)))?;
+        let exists = self.existing(&ids).await?;
+        let (mut live, mut gone) = (Vec::with_capacity(ids.len()), Vec::new());
+        for (id, exists) in ids.into_iter().zip(exists) {
+            if !exists {
+                gone.push(id);
+            } else if SessionId::validate(&id).is_ok() {
+                live.push(id);
+            } else {
+                tracing::warn!(
+                    index,
+                    id,
+                    "ignoring an invalid session id in the Redis index"
+                );
+            }
+        }
+        if !gone.is_empty() {
+            tracing::debug!(
+                index,
+                count = gone.len(),
+                "pruning expired sessions from the index"
+            );
+            live.extend(self.prune(gone).await?);
+        }
+        Ok(live)
+    }
+
+    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
+        SessionId::validate(session_id)?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.write("append", session_id, "append", messages).await
+    }
+
+    async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
+        SessionId::validate(session_id)?;
+        if len == 0 {
+            return self.delete(session_id).await;
+        }
+        let (list, meta) = (self.keys.list(session_id), self.keys.meta(session_id));
+        let mut script = scripts::TRUNCATE.prepare_invoke();
+        script.key(&list).key(&meta).arg(len).arg(self.ttl_ms());
+        self.run::<i64>(Request::Script(&script))
+            .await
+            .map(drop)
+            .map_err(|err| {
+                let op = self.op("truncate", Some(session_id));
+                parse_redis_error(err, op.on_keys(&list, &meta))
+            })
+    }
+
+    async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
+        SessionId::validate(session_id)?;
+        let (list, meta) = (self.keys.list(session_id), self.keys.meta(session_id));
+        // Both keys share a slot, so one MULTI gives a count and timestamps from the
+        // same moment.
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LLEN")
+            .arg(&list)
+            .cmd("HMGET")
+            .arg(&meta)
+            .arg("created_at")
+            .arg("updated_at");
+        let (count, (created, updated)): (usize, (Option<String>, Option<String>)) =
+            self.run(Request::Pipe(&pipe)).await.map_err(|err| {
+                let op = self.op("session_info", Some(session_id));
+                parse_redis_error(err, op.on_keys(&list, &meta))
+            })?;
+        Ok((count > 0).then(|| SessionInfo {
+            id: session_id.to_string(),
+            message_count: count,
+            created_at: created.as_deref().and_then(parse_millis),
+            updated_at: updated.as_deref().and_then(parse_millis),
+        }))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "redis"
+    }
+}
+
+/// One request to the server, kept whole so [`RedisStorage::run`] can send it twice.
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    Cmd(&'a Cmd),
+    Pipe(&'a Pipeline),
+    Script(&'a ScriptInvocation<'a>),
+}
+
+impl Request<'_> {
+    async fn send<T: FromRedisValue>(self, conn: &mut ConnectionManager) -> RedisResult<T> {
+        match self {
+            Request::Cmd(cmd) => cmd.query_async(conn).await,
+            Request::Pipe(pipe) => pipe.query_async(conn).await,
+            Request::Script(script) => script.invoke_async(conn).await,
+        }
+    }
+}
+
+/// A timestamp written by the scripts (ms since the epoch); `None` if someone else
+/// wrote something unreadable there, since timestamps are informative only.
+fn parse_millis(text: &str) -> Option<SystemTime> {
+    let ms: u64 = text.parse().ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+}

@@ -1,0 +1,151 @@
+//! Shared test setup: a private key prefix per case on the server at `REDIS_URL`.
+//!
+//! Every harness gets a random prefix, so parallel cases and repeated runs never see each
+//! other's keys, and deletes every key under it when dropped.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use fusion_core::testkit::{StorageHarness, unavailable};
+use fusion_storage_redis::{RedisOptions, RedisStorage};
+use redis::aio::MultiplexedConnection;
+
+/// The reason printed when `REDIS_URL` is not set.
+pub const NO_SERVER: &str = "set REDIS_URL=redis://127.0.0.1:6379 to run the Redis tests";
+
+/// The server under test, from `REDIS_URL`.
+pub fn redis_url() -> Option<String> {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+}
+
+/// A key prefix no other run or case uses.
+pub fn unique_prefix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let random = RandomState::new().hash_one((nanos, std::process::id()));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("fusion-test:{random:016x}-{n}")
+}
+
+/// One test case's private location: the server at `REDIS_URL` and a fresh key prefix.
+pub struct Harness {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl Harness {
+    /// Options for a new storage instance on this harness's prefix.
+    pub fn options(&self) -> RedisOptions {
+        RedisStorage::builder(&self.url).key_prefix(&self.prefix)
+    }
+
+    /// A plain connection, for poking at keys the way another program would.
+    pub async fn raw(&self) -> MultiplexedConnection {
+        redis::Client::open(self.url.as_str())
+            .expect("REDIS_URL parses")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connecting to REDIS_URL")
+    }
+
+    /// The list key of `session_id` (the layout documented in the README).
+    pub fn list_key(&self, session_id: &str) -> String {
+        format!("{}:s:{{{session_id}}}", self.prefix)
+    }
+
+    /// The meta hash key of `session_id`.
+    pub fn meta_key(&self, session_id: &str) -> String {
+        format!("{}:m:{{{session_id}}}", self.prefix)
+    }
+
+    /// The session index key.
+    pub fn index_key(&self) -> String {
+        format!("{}:sessions", self.prefix)
+    }
+}
+
+#[async_trait::async_trait]
+impl StorageHarness for Harness {
+    type Storage = RedisStorage;
+
+    async fn open(&self) -> fusion_core::Result<RedisStorage> {
+        self.options().connect().await
+    }
+}
+
+impl Drop for Harness {
+    // Drop cannot be async, so clean up with the driver's blocking client. SCAN is fine
+    // here: it only runs in tests, over this case's own prefix.
+    fn drop(&mut self) {
+        let Ok(mut conn) = redis::Client::open(self.url.as_str())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+        else {
+            return;
+        };
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor = 0u64;
+        loop {
+            let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut conn)
+            else {
+                return;
+            };
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut conn);
+            }
+            if next == 0 {
+                return;
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// A harness on `REDIS_URL`, or `None` (skip, or panic under `FUSION_REQUIRE_BACKENDS`).
+pub async fn harness() -> Option<Harness> {
+    let Some(url) = redis_url() else {
+        return unavailable("redis", NO_SERVER);
+    };
+    Some(Harness {
+        url,
+        prefix: unique_prefix(),
+    })
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Polls `check` every 20 ms until it returns true or `limit` passes; returns whether it
+/// did. Tests wait for the server this way instead of sleeping a fixed time.
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,10 @@
+//! The cross-backend conformance suite, run against the Redis server at `REDIS_URL`.
+//!
+//! `cargo test -p fusion-storage-redis conformance_redis::` runs it; without `REDIS_URL`
+//! each case prints a skip (or fails under `FUSION_REQUIRE_BACKENDS`).
+
+mod common;
+
+use common::harness;
+
+fusion_core::conformance_suite!(conformance_redis, harness);

@@ -1,0 +1,110 @@
+//! A Redis restart mid-run: writes during the outage fail loudly, and the storage reconnects.
+//!
+//! This case kills a server, so it starts its own throwaway `redis-server` on a free port
+//! instead of touching the one at `REDIS_URL`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{free_port, wait_until};
+use fusion_core::testkit::unavailable;
+use fusion_core::{ChatMessage, ConversationStorage};
+use fusion_storage_redis::RedisStorage;
+use tokio::process::{Child, Command};
+
+const NO_HANG: Duration = Duration::from_secs(30);
+
+fn redis_server_on_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A disposable server without persistence; killed when dropped, even if the test panics.
+async fn start_server(binary: &PathBuf, port: u16) -> Child {
+    let child = Command::new(binary)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting redis-server");
+    let url = format!("redis://127.0.0.1:{port}");
+    let up = wait_until(Duration::from_secs(10), || ping(&url)).await;
+    assert!(up, "redis-server on port {port} never answered PING");
+    child
+}
+
+/// Whether a server answers PING at `url`, on a fresh connection.
+async fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_fails_writes_during_the_outage_then_the_next_call_reconnects() {
+    let Some(binary) = redis_server_on_path() else {
+        unavailable::<()>("redis", "install redis-server");
+        return;
+    };
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut server = start_server(&binary, port).await;
+
+    // No reconnect retries: each reconnect is one refused attempt that fails at once, so
+    // when the server is back the manager still holds a stale refusal. That is the case
+    // the storage must get through on its own (it retries a refused connection once).
+    let store = RedisStorage::builder(&url)
+        .connect_timeout(Duration::from_secs(1))
+        .reconnect_retries(0)
+        .connect()
+        .await
+        .unwrap();
+    store
+        .append("s", &[ChatMessage::user("before")])
+        .await
+        .unwrap();
+
+    server.kill().await.expect("killing redis-server");
+
+    // Every call during the outage reports a retryable error, within a bounded time.
+    for attempt in 0..3 {
+        let during = [ChatMessage::user(format!("during-{attempt}"))];
+        let result = tokio::time::timeout(NO_HANG, store.append("s", &during))
+            .await
+            .expect("a write to a dead server must fail, not hang");
+        let err = result.expect_err("a write to a dead server must not be reported as stored");
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains(&url), "{err}");
+    }
+    let read = tokio::time::timeout(NO_HANG, store.load("s"))
+        .await
+        .expect("no hang");
+    assert!(read.is_err(), "load from a dead server: {read:?}");
+
+    let _server = start_server(&binary, port).await;
+
+    // The very next call after the server is back succeeds on the same storage.
+    store
+        .append("s", &[ChatMessage::user("after")])
+        .await
+        .unwrap();
+    // The new server started empty (no persistence): only the post-restart write is
+    // there, so none of the failed writes was stored behind our back.
+    let loaded = store.load("s").await.unwrap();
+    assert_eq!(loaded, vec![ChatMessage::user("after")]);
+    assert_eq!(store.list_sessions().await.unwrap(), ["s"]);
+}

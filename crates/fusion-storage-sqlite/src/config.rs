@@ -1,0 +1,267 @@
+//! Connection options for [`SqliteStorage`](crate::SqliteStorage) and parsing of `sqlite:` URLs.
+//!
+//! Unlike the raw `sqlx` options, these only expose what a conversation store needs to
+//! tune (how long to wait for a busy database, how durable a commit is, pool size) and
+//! bake in the rest: WAL, foreign keys on, and the file created when missing.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use fusion_core::{Error, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+
+/// How hard SQLite works to make a commit survive a crash (`PRAGMA synchronous`).
+///
+/// The database is always in WAL mode, where both levels keep the file consistent after
+/// any crash; they differ only in whether the last commits survive a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// `synchronous = NORMAL` (the default): commits are not fsynced one by one, only at
+    /// WAL checkpoints. A crash of the process loses nothing; a power loss or OS crash
+    /// may roll back the last commits before the checkpoint, never corrupt the file.
+    /// Appends are then as cheap as a write to the page cache.
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: every commit is fsynced before `append`/`save` return, so an
+    /// acknowledged message survives a power loss. Costs one fsync per call.
+    Full,
+}
+
+impl Durability {
+    fn pragma(self) -> SqliteSynchronous {
+        match self {
+            Durability::Normal => SqliteSynchronous::Normal,
+            Durability::Full => SqliteSynchronous::Full,
+        }
+    }
+}
+
+/// Options for [`SqliteStorage::connect_with`](crate::SqliteStorage::connect_with).
+///
+/// ```
+/// use std::time::Duration;
+/// use fusion_storage_sqlite::{Durability, SqliteOptions};
+///
+/// let options = SqliteOptions::new()
+///     .busy_timeout(Duration::from_secs(10))
+///     .durability(Durability::Full);
+/// assert_eq!(options.get_busy_timeout(), Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    busy_timeout: Duration,
+    durability: Durability,
+    max_connections: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            busy_timeout: Duration::from_secs(5),
+            durability: Durability::Normal,
+            max_connections: 8,
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// The defaults: 5 s busy timeout, [`Durability::Normal`], 8 connections.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long a write waits for another connection or process to release the database
+    /// before failing with a retryable error. Default 5 s.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// The crash-durability of a commit; see [`Durability`]. Default [`Durability::Normal`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The most connections the pool opens (at least 1). Default 8.
+    ///
+    /// SQLite runs one writer at a time whatever this is; more connections let loads run
+    /// alongside a write. `sqlite::memory:` always uses exactly one connection.
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// The configured busy timeout.
+    pub fn get_busy_timeout(&self) -> Duration {
+        self.busy_timeout
+    }
+
+    /// The configured durability.
+    pub fn get_durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The configured pool size.
+    pub fn get_max_connections(&self) -> u32 {
+        self.max_connections
+    }
+}
+
+/// Where a parsed URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// A private in-memory database that lives as long as the storage's pool.
+    Memory,
+    /// A database file; `create` says whether to create it (and its directory) if missing.
+    File { path: PathBuf, create: bool },
+}
+
+/// A `sqlite:` URL turned into everything needed to open it.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) location: Location,
+    pub(crate) connect: SqliteConnectOptions,
+}
+
+impl Target {
+    /// How the database is named in error messages: its path, or `:memory:`.
+    pub(crate) fn label(&self) -> String {
+        match &self.location {
+            Location::Memory => ":memory:".to_string(),
+            Location::File { path, .. } => path.display().to_string(),
+        }
+    }
+}
+
+/// Parses `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (with optional sqlx query
+/// parameters such as `?mode=ro`) and applies `options`.
+///
+/// Without a `mode` parameter the file is created when missing; with one, SQLite's
+/// meaning applies (`ro` read-only, `rw` must exist, `rwc` create).
+pub(crate) fn parse_url(url: &str, options: &SqliteOptions) -> Result<Target> {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        // Print only the scheme: a URL meant for another backend may carry a password.
+        let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
+        return Err(Error::Config(format!(
+            "not a SQLite URL (scheme `{scheme}`); use sqlite://PATH, sqlite:PATH or sqlite::memory:"
+        )));
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mode = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("mode="))
+        .map(str::to_owned);
+    if path.is_empty() && mode.is_none() {
+        return Err(Error::Config(
+            "SQLite URL has no database path; use sqlite://PATH or sqlite::memory:".into(),
+        ));
+    }
+
+    let mut connect = SqliteConnectOptions::from_str(url)
+        .map_err(|e| Error::Config(format!("invalid SQLite URL for {path}: {e}")))?;
+    let in_memory = path == ":memory:" || mode.as_deref() == Some("memory");
+    let read_only = mode.as_deref() == Some("ro");
+    let location = if in_memory {
+        Location::Memory
+    } else {
+        let create = mode.is_none() || mode.as_deref() == Some("rwc");
+        connect = connect.create_if_missing(create);
+        Location::File {
+            path: connect.get_filename().to_path_buf(),
+            create,
+        }
+    };
+
+    connect = connect
+        .busy_timeout(options.busy_timeout)
+        .foreign_keys(true)
+        .synchronous(options.durability.pragma());
+    // Switching to WAL writes the file header, which neither a read-only connection nor
+    // an in-memory database can do; both keep the journal mode they have.
+    if !in_memory && !read_only {
+        connect = connect.journal_mode(SqliteJournalMode::Wal);
+    }
+    Ok(Target { location, connect })
+}
+
+/// Creates the parent directory of a database file about to be created, so that
+/// `sqlite://data/sessions.db` works on a fresh checkout like the file-system backend does.
+pub(crate) fn ensure_parent_dir(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<Target> {
+        parse_url(url, &SqliteOptions::default())
+    }
+
+    #[test]
+    fn accepts_the_three_url_forms() {
+        let t = parse("sqlite://data/sessions.db").unwrap();
+        assert_eq!(
+            t.location,
+            Location::File {
+                path: "data/sessions.db".into(),
+                create: true
+            }
+        );
+        let t = parse("sqlite:/abs/sessions.db").unwrap();
+        assert_eq!(t.label(), "/abs/sessions.db");
+        let t = parse("sqlite::memory:").unwrap();
+        assert_eq!(t.location, Location::Memory);
+        assert_eq!(t.label(), ":memory:");
+    }
+
+    #[test]
+    fn a_mode_parameter_turns_off_creation() {
+        for (url, create) in [
+            ("sqlite://a.db?mode=ro", false),
+            ("sqlite://a.db?mode=rw", false),
+            ("sqlite://a.db?mode=rwc", true),
+        ] {
+            match parse(url).unwrap().location {
+                Location::File { create: c, .. } => assert_eq!(c, create, "{url}"),
+                Location::Memory => panic!("{url} parsed as memory"),
+            }
+        }
+        assert_eq!(
+            parse("sqlite://?mode=memory").unwrap().location,
+            Location::Memory
+        );
+    }
+
+    #[test]
+    fn foreign_urls_are_rejected_without_echoing_them() {
+        let err = parse("postgres://admin:hunter2@db/app").unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Config(_)), "{text}");
+        assert!(text.contains("`postgres`"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(matches!(parse("sqlite://"), Err(Error::Config(_))));
+        assert!(matches!(
+            parse("sqlite://a.db?mode=bogus"),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn options_clamp_the_pool_to_one_connection() {
+        let options = SqliteOptions::new().max_connections(0);
+        assert_eq!(options.get_max_connections(), 1);
+        assert_eq!(SqliteOptions::new().get_durability(), Durability::Normal);
+    }
+}

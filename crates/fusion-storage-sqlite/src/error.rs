@@ -1,0 +1,253 @@
+//! The one place where `sqlx` errors become [`fusion_core::Error`]s.
+//!
+//! Every driver call in this crate funnels its error through [`parse_sqlite_error`], so
+//! what counts as retryable and how a database is named in messages is decided once.
+//! Messages name the database by its file path (SQLite URLs hold no credentials, and the
+//! full URL is never printed) plus the operation and session involved.
+
+use std::fmt;
+
+use fusion_core::Error;
+use sqlx::migrate::MigrateError;
+
+/// The backend name used in every error of this crate.
+pub(crate) const BACKEND: &str = "sqlite";
+
+// SQLite primary result codes (https://sqlite.org/rescode.html). The driver reports
+// extended codes; the low byte is the primary code.
+const SQLITE_PERM: i64 = 3;
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+const SQLITE_NOMEM: i64 = 7;
+const SQLITE_READONLY: i64 = 8;
+const SQLITE_IOERR: i64 = 10;
+const SQLITE_CORRUPT: i64 = 11;
+const SQLITE_FULL: i64 = 13;
+const SQLITE_CANTOPEN: i64 = 14;
+const SQLITE_AUTH: i64 = 23;
+const SQLITE_NOTADB: i64 = 26;
+
+/// What was being done when an error happened, for the message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Op<'a> {
+    /// The database's path, or `:memory:`.
+    pub(crate) db: &'a str,
+    /// The operation: `open`, `append`, `load`, ...
+    pub(crate) name: &'static str,
+    /// The session involved, if any.
+    pub(crate) session_id: Option<&'a str>,
+}
+
+impl fmt::Display for Op<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.session_id {
+            Some(id) => write!(f, "{} of session \"{id}\" in {}", self.name, self.db),
+            None => write!(f, "{} of {}", self.name, self.db),
+        }
+    }
+}
+
+/// Maps a driver error to a Fusion error, naming the database and the operation.
+///
+/// Busy and locked databases are retryable: another connection held the write lock for
+/// longer than the busy timeout, and the same call can succeed once it lets go.
+pub(crate) fn parse_sqlite_error(err: sqlx::Error, op: Op<'_>) -> Error {
+    let db = op.db;
+    let err = match err {
+        sqlx::Error::Migrate(e) => return migrate_error(*e, op),
+        sqlx::Error::Configuration(e) => return Error::Config(format!("{op}: {e}")),
+        other => other,
+    };
+    let (message, retryable) = match &err {
+        sqlx::Error::Database(e) => {
+            let code = e.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(-1);
+            let detail = e.message();
+            match code & 0xff {
+                SQLITE_BUSY | SQLITE_LOCKED => (
+                    format!(
+                        "{op}: the database is locked by another connection and stayed locked \
+                         past the busy timeout; retry later ({detail})"
+                    ),
+                    true,
+                ),
+                SQLITE_READONLY => (
+                    format!(
+                        "{op}: the database is read-only (file or directory permissions, a \
+                         `mode=ro` URL, or a read-only mount): {detail}"
+                    ),
+                    false,
+                ),
+                SQLITE_NOTADB => (
+                    format!(
+                        "{op}: the file is not a SQLite database ({detail}); it was left \
+                         untouched, point the URL at a SQLite file or a new path"
+                    ),
+                    false,
+                ),
+                SQLITE_CORRUPT => (
+                    format!(
+                        "{op}: the database file is corrupt ({detail}); restore it from a \
+                         backup or try `sqlite3 {db} .recover`"
+                    ),
+                    false,
+                ),
+                SQLITE_CANTOPEN => (
+                    format!(
+                        "{op}: cannot open the database file ({detail}); check that it exists \
+                         and that its directory is accessible"
+                    ),
+                    false,
+                ),
+                SQLITE_PERM | SQLITE_AUTH => (format!("{op}: permission denied: {detail}"), false),
+                SQLITE_FULL => (format!("{op}: disk full or quota reached: {detail}"), false),
+                SQLITE_IOERR => (format!("{op}: I/O error: {detail}"), false),
+                SQLITE_NOMEM => (format!("{op}: SQLite ran out of memory: {detail}"), true),
+                _ => (format!("{op}: {detail} (SQLite code {code})"), false),
+            }
+        }
+        sqlx::Error::Io(e) => (
+            format!("{op}: I/O error: {e}"),
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+            ),
+        ),
+        sqlx::Error::PoolTimedOut => (
+            format!("{op}: timed out waiting for a free connection"),
+            true,
+        ),
+        sqlx::Error::PoolClosed => (format!("{op}: the storage was closed"), false),
+        sqlx::Error::WorkerCrashed => (format!("{op}: the SQLite worker thread stopped"), true),
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::RowNotFound => (
+            format!("{op}: unexpected data, was the schema changed outside Fusion? ({err})"),
+            false,
+        ),
+        other => (format!("{op}: {other}"), false),
+    };
+    Error::backend(BACKEND, message, retryable, err)
+}
+
+/// Migration failures, by what the user must do about them.
+fn migrate_error(err: MigrateError, op: Op<'_>) -> Error {
+    let db = op.db;
+    match err {
+        // What matters is the SQLite error underneath (busy, read-only, not a database).
+        MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _) => {
+            parse_sqlite_error(inner, op)
+        }
+        MigrateError::VersionMissing(version) => newer_schema(db, &[version]),
+        MigrateError::VersionMismatch(version) => schema_error(format!(
+            "{op}: schema migration {version} recorded in the database differs from the one \
+             in this build of fusion-storage-sqlite; it was written by an incompatible build"
+        )),
+        MigrateError::Dirty(version) => schema_error(format!(
+            "{op}: schema migration {version} failed partway; restore a backup"
+        )),
+        other => schema_error(format!("{op}: schema migration failed: {other}")),
+    }
+}
+
+fn schema_error(message: String) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        message,
+        retryable: false,
+        source: None,
+    }
+}
+
+/// The database records schema versions this build does not know: a newer release wrote it.
+pub(crate) fn newer_schema(db: &str, unknown_versions: &[i64]) -> Error {
+    let versions = unknown_versions
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    schema_error(format!(
+        "database {db} has schema version {versions}, which is newer than this build of \
+         fusion-storage-sqlite knows; it was written by a newer Fusion release. Upgrade \
+         Fusion to open it (nothing was changed)"
+    ))
+}
+
+/// A stored message of `session_id` that is not valid message JSON.
+pub(crate) fn corrupt_row(session_id: &str, seq: i64, err: &serde_json::Error) -> Error {
+    Error::corrupt(
+        BACKEND,
+        session_id,
+        format!("message seq {seq} is not a valid chat message: {err}"),
+    )
+}
+
+/// A gap in the seqs of `session_id`: the row `expected` is gone, `found` comes next.
+pub(crate) fn missing_row(session_id: &str, expected: i64, found: i64) -> Error {
+    Error::corrupt(
+        BACKEND,
+        session_id,
+        format!("message seq {expected} is missing (next stored seq is {found})"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op() -> Op<'static> {
+        Op {
+            db: "/data/sessions.db",
+            name: "append",
+            session_id: Some("user-1"),
+        }
+    }
+
+    #[test]
+    fn pool_timeouts_are_retryable_and_name_the_database() {
+        let err = parse_sqlite_error(sqlx::Error::PoolTimedOut, op());
+        assert!(err.is_retryable());
+        let text = err.to_string();
+        assert!(
+            text.starts_with("sqlite: append of session \"user-1\""),
+            "{text}"
+        );
+        assert!(text.contains("/data/sessions.db"), "{text}");
+    }
+
+    #[test]
+    fn unknown_applied_migration_is_a_newer_schema() {
+        let err = sqlx::Error::Migrate(Box::new(MigrateError::VersionMissing(7)));
+        let err = parse_sqlite_error(err, op());
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains("schema version 7"), "{text}");
+        assert!(text.contains("newer"), "{text}");
+        assert!(text.contains("/data/sessions.db"), "{text}");
+    }
+
+    #[test]
+    fn io_errors_name_the_path() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let text = parse_sqlite_error(sqlx::Error::Io(io), op()).to_string();
+        assert!(text.contains("in /data/sessions.db: I/O error"), "{text}");
+    }
+
+    #[test]
+    fn corrupt_rows_name_session_and_seq() {
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        match corrupt_row("user-1", 4, &json) {
+            Error::Corrupt {
+                backend,
+                session_id,
+                detail,
+            } => {
+                assert_eq!((backend, session_id.as_str()), ("sqlite", "user-1"));
+                assert!(detail.contains("seq 4"), "{detail}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! SQLite conversation storage for Fusion, on sqlx: one database file, one row per message.
+//!
+//! See [`SqliteStorage`] for what it offers, [`SqliteOptions`] for tuning, and the crate
+//! README for the schema and how to inspect sessions with the `sqlite3` shell.
+
+mod config;
+mod error;
+mod migrate;
+mod storage;
+
+pub use config::{Durability, SqliteOptions};
+pub use storage::SqliteStorage;
+
+/// The sqlx pool type taken by [`SqliteStorage::from_pool`], re-exported so callers need
+/// not name the matching sqlx version themselves.
+pub use sqlx::SqlitePool;

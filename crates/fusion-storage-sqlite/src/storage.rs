@@ -1,0 +1,383 @@
+//! `SqliteStorage`: every session in one SQLite database file, one row per message.
+//!
+//! Where the file-system backend keeps one human-readable file per session and Redis
+//! needs a server, SQLite gives transactions in a single embedded file: an append is one
+//! short transaction that inserts only the new rows, several processes can share the file
+//! (writers queue on SQLite's write lock for up to the busy timeout), and the data can be
+//! inspected with the `sqlite3` shell (see the crate README).
+//!
+//! ```no_run
+//! # async fn demo() -> fusion_core::Result<()> {
+//! use fusion_core::{ChatMessage, ConversationStorage};
+//! use fusion_storage_sqlite::SqliteStorage;
+//!
+//! let storage = SqliteStorage::connect("sqlite://sessions.db").await?; // created if missing
+//! storage.append("user-123", &[ChatMessage::user("hello")]).await?;
+//! assert_eq!(storage.load("user-123").await?.len(), 1);
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqlitePoolOptions};
+
+use crate::config::{Location, SqliteOptions, ensure_parent_dir, parse_url};
+use crate::error::{Op, corrupt_row, missing_row, parse_sqlite_error};
+use crate::migrate;
+
+/// Every write starts with this so the transaction holds SQLite's write lock from its first
+/// statement. A plain (deferred) `BEGIN` would start as a reader and fail with
+/// `SQLITE_BUSY` when upgrading to a writer while another writer is active, which the busy
+/// timeout cannot wait out; `IMMEDIATE` makes concurrent writers queue instead.
+pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+// Upserts the session row for an append and returns the new message count. The messages
+// of a session always have seq 0..message_count, so the new rows start at
+// `new count - appended`. `MAX` keeps updated_at monotonic if the clock steps back.
+const APPEND_SESSION: &str = "\
+    INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
+    ON CONFLICT (id) DO UPDATE SET \
+        updated_at = MAX(excluded.updated_at, sessions.updated_at), \
+        message_count = sessions.message_count + excluded.message_count \
+    RETURNING message_count";
+
+// Upserts the session row for a full save, keeping created_at of an existing session.
+const SAVE_SESSION: &str = "\
+    INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
+    ON CONFLICT (id) DO UPDATE SET \
+        updated_at = MAX(excluded.updated_at, sessions.updated_at), \
+        message_count = excluded.message_count";
+
+const INSERT_MESSAGE: &str = "INSERT INTO messages (session_id, seq, message) VALUES (?1, ?2, ?3)";
+
+/// Conversation storage in a SQLite database, through a `sqlx` connection pool.
+///
+/// Cloning is cheap and clones share the pool, so one `SqliteStorage` can serve a whole
+/// application. Histories are stored as one row per message holding the message's JSON.
+#[derive(Debug, Clone)]
+pub struct SqliteStorage {
+    pool: SqlitePool,
+    /// The database path (or `:memory:`) for error messages.
+    db: Arc<str>,
+}
+
+impl SqliteStorage {
+    /// Opens (creating when missing) the database at `url` with default [`SqliteOptions`].
+    ///
+    /// `url` is `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:`; see
+    /// [`connect_with`](Self::connect_with).
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, SqliteOptions::default()).await
+    }
+
+    /// Opens the database at `url` with `options`, upgrading its schema if needed.
+    ///
+    /// - `sqlite://PATH` or `sqlite:PATH`: a file, created (with its directory) when
+    ///   missing. sqlx query parameters are honoured; `?mode=ro` opens read-only and
+    ///   `?mode=rw` refuses to create the file.
+    /// - `sqlite::memory:`: a private in-memory database. The pool then has exactly one
+    ///   connection that is never recycled, because the database lives only as long as a
+    ///   connection to it; clones of the storage share it.
+    ///
+    /// Fails with a clear error naming the path when the file is not a SQLite database or
+    /// was written by a newer release with a schema this build does not know.
+    pub async fn connect_with(url: &str, options: SqliteOptions) -> Result<Self> {
+        let target = parse_url(url, &options)?;
+        let db = target.label();
+        let pool_options = match &target.location {
+            Location::Memory => SqlitePoolOptions::new()
+                .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None),
+            Location::File { path, create } => {
+                if *create {
+                    ensure_parent_dir(path)?;
+                }
+                SqlitePoolOptions::new().max_connections(options.get_max_connections())
+            }
+        };
+        let pool = pool_options
+            .connect_with(target.connect)
+            .await
+            .map_err(|e| parse_sqlite_error(e, open_op(&db)))?;
+        let storage = Self {
+            pool,
+            db: db.into(),
+        };
+        if let Err(e) = migrate::run(&storage.pool, &storage.db).await {
+            // Release the file now rather than whenever the caller drops the error.
+            storage.close().await;
+            return Err(e);
+        }
+        tracing::debug!(db = %storage.db, "opened SQLite conversation storage");
+        Ok(storage)
+    }
+
+    /// Uses an existing pool, upgrading the database's schema if needed.
+    ///
+    /// The pool's own settings are kept: configure WAL, the busy timeout and foreign keys
+    /// on its `SqliteConnectOptions` as [`connect_with`](Self::connect_with) does. The
+    /// database should be dedicated to Fusion, because sqlx records the migrations of
+    /// every user of a database in one `_sqlx_migrations` table.
+    pub async fn from_pool(pool: SqlitePool) -> Result<Self> {
+        let db = pool.connect_options().get_filename().display().to_string();
+        // On failure the pool is left open: it is the caller's.
+        migrate::run(&pool, &db).await?;
+        Ok(Self {
+            pool,
+            db: db.into(),
+        })
+    }
+
+    /// The underlying pool, for backups, inspection or running other queries.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The database's path as given in the URL, or `:memory:`.
+    pub fn database(&self) -> &str {
+        &self.db
+    }
+
+    /// Closes the pool (shared by every clone, and with the caller of
+    /// [`from_pool`](Self::from_pool)) once running operations finish; later calls fail.
+    ///
+    /// Dropping the last clone closes the pool too, but not before returning; call this
+    /// when the file must be released at a known point (before copying it, say).
+    pub async fn close(&self) {
+        // sqlx returns a released connection to the pool from a spawned task, and
+        // `Pool::close` can finish while one is still on its way back, leaving it open.
+        // Closing again once it has arrived catches it; the loop ends when none are left.
+        loop {
+            self.pool.close().await;
+            if self.pool.size() == 0 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn op<'a>(&'a self, name: &'static str, session_id: Option<&'a str>) -> Op<'a> {
+        Op {
+            db: &self.db,
+            name,
+            session_id,
+        }
+    }
+
+    /// Deletes a session's rows in both tables in one transaction.
+    async fn remove(&self, session_id: &str, name: &'static str) -> Result<()> {
+        let err = |e| parse_sqlite_error(e, self.op(name, Some(session_id)));
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
+        for sql in [
+            "DELETE FROM messages WHERE session_id = ?1",
+            "DELETE FROM sessions WHERE id = ?1",
+        ] {
+            sqlx::query(sql)
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+}
+
+/// The context of errors while opening a database.
+pub(crate) fn open_op(db: &str) -> Op<'_> {
+    Op {
+        db,
+        name: "open",
+        session_id: None,
+    }
+}
+
+/// Serialises messages before a transaction starts, so the write lock is held only for
+/// the inserts and a serialisation failure touches nothing.
+fn encode(messages: &[ChatMessage]) -> Result<Vec<String>> {
+    messages
+        .iter()
+        .map(|m| serde_json::to_string(m).map_err(Into::into))
+        .collect()
+}
+
+/// Inserts `rows` with consecutive seqs from `first_seq`. sqlx caches the prepared
+/// statement per connection, so each row costs one step of the same statement.
+async fn insert_rows(
+    conn: &mut SqliteConnection,
+    session_id: &str,
+    first_seq: i64,
+    rows: &[String],
+) -> sqlx::Result<()> {
+    for (seq, row) in (first_seq..).zip(rows) {
+        sqlx::query(INSERT_MESSAGE)
+            .bind(session_id)
+            .bind(seq)
+            .bind(row.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn from_millis(ms: i64) -> Option<SystemTime> {
+    u64::try_from(ms)
+        .ok()
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+#[async_trait]
+impl ConversationStorage for SqliteStorage {
+    /// Replaces the history in one transaction. Cost: O(len of `history`).
+    async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
+        SessionId::validate(session_id)?;
+        if history.is_empty() {
+            return self.remove(session_id, "save").await;
+        }
+        let rows = encode(history)?;
+        let err = |e| parse_sqlite_error(e, self.op("save", Some(session_id)));
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
+        sqlx::query(SAVE_SESSION)
+            .bind(session_id)
+            .bind(now_millis())
+            .bind(count(rows.len()))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("DELETE FROM messages WHERE session_id = ?1")
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        insert_rows(&mut tx, session_id, 0, &rows)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    /// Reads the rows in seq order. A row that is not a valid message, or a gap in the
+    /// seqs, is [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq.
+    async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
+        SessionId::validate(session_id)?;
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, message FROM messages WHERE session_id = ?1 ORDER BY seq")
+                .bind(session_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| parse_sqlite_error(e, self.op("load", Some(session_id))))?;
+        (0..)
+            .zip(rows)
+            .map(|(expected, (seq, json))| {
+                if seq != expected {
+                    return Err(missing_row(session_id, expected, seq));
+                }
+                serde_json::from_str(&json).map_err(|e| corrupt_row(session_id, seq, &e))
+            })
+            .collect()
+    }
+
+    /// Deletes the session's rows from both tables in one transaction.
+    async fn delete(&self, session_id: &str) -> Result<()> {
+        SessionId::validate(session_id)?;
+        self.remove(session_id, "delete").await
+    }
+
+    /// Reads the `sessions` table only. Cost: O(number of sessions).
+    async fn list_sessions(&self) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM sessions ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| parse_sqlite_error(e, self.op("list_sessions", None)))
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: bump the session's count, insert the new rows.
+    /// Cost: O(`messages.len()`), independent of history length.
+    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
+        SessionId::validate(session_id)?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let rows = encode(messages)?;
+        let added = count(rows.len());
+        let err = |e| parse_sqlite_error(e, self.op("append", Some(session_id)));
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
+        let new_count: i64 = sqlx::query_scalar(APPEND_SESSION)
+            .bind(session_id)
+            .bind(now_millis())
+            .bind(added)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err)?;
+        insert_rows(&mut tx, session_id, new_count - added, &rows)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    /// Deletes the rows from seq `len` on and lowers the count, in one transaction.
+    async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
+        SessionId::validate(session_id)?;
+        if len == 0 {
+            return self.remove(session_id, "truncate").await;
+        }
+        let len = count(len);
+        let err = |e| parse_sqlite_error(e, self.op("truncate", Some(session_id)));
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
+        let shortened = sqlx::query(
+            "UPDATE sessions SET message_count = ?2, updated_at = MAX(?3, updated_at) \
+             WHERE id = ?1 AND message_count > ?2",
+        )
+        .bind(session_id)
+        .bind(len)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?
+        .rows_affected();
+        if shortened > 0 {
+            sqlx::query("DELETE FROM messages WHERE session_id = ?1 AND seq >= ?2")
+                .bind(session_id)
+                .bind(len)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    /// Reads one row of the `sessions` table. Cost: O(1).
+    async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
+        SessionId::validate(session_id)?;
+        let row: Option<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT message_count, created_at, updated_at FROM sessions WHERE id = ?1",
+        )
+        .bind(session_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| parse_sqlite_error(e, self.op("session_info", Some(session_id))))?;
+        Ok(row.map(|(message_count, created, updated)| SessionInfo {
+            id: session_id.to_string(),
+            message_count: usize::try_from(message_count).unwrap_or(0),
+            created_at: from_millis(created),
+            updated_at: from_millis(updated),
+        }))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        crate::error::BACKEND
+    }
+}

@@ -1,0 +1,226 @@
+//! `SqliteStorage` against databases it must refuse or survive: not SQLite, newer schema,
+//! read-only, locked by another writer, a corrupt row. Each gives a clear error and leaves
+//! the data as it was.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fusion_core::{ChatMessage, ConversationStorage, Error};
+use fusion_storage_sqlite::{SqliteOptions, SqliteStorage};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor, SqliteConnection};
+
+fn url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+fn turn(text: &str) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::user(text),
+        ChatMessage::assistant(format!("{text}-reply")),
+    ]
+}
+
+/// A database file holding one session, closed again so the file is all there is.
+async fn database_with_a_session(dir: &Path) -> (PathBuf, Vec<ChatMessage>) {
+    let path = dir.join("sessions.db");
+    let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+    let history = turn("kept");
+    storage.save("s", &history).await.unwrap();
+    storage.close().await;
+    (path, history)
+}
+
+/// A plain sqlx connection, bypassing `SqliteStorage`, to tamper with a database.
+async fn raw_connection(path: &Path) -> SqliteConnection {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_sqlite_is_refused_by_path_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.db");
+    let garbage: Vec<u8> = b"these are my notes, not a database\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(8192)
+        .collect();
+    std::fs::write(&path, &garbage).unwrap();
+
+    let err = SqliteStorage::connect(&url(&path)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&*path.to_string_lossy()), "{text}");
+    assert!(text.contains("not a SQLite database"), "{text}");
+    assert!(!err.is_retryable(), "{text}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        garbage,
+        "the file was modified"
+    );
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(entries.len(), 1, "side files were created: {entries:?}");
+}
+
+#[tokio::test]
+async fn a_database_with_a_newer_schema_is_refused_and_not_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, history) = database_with_a_session(dir.path()).await;
+    let mut conn = raw_connection(&path).await;
+    conn.execute(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from the future', TRUE, x'00', 0)",
+    )
+    .await
+    .unwrap();
+
+    let err = SqliteStorage::connect(&url(&path)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&*path.to_string_lossy()), "{text}");
+    assert!(text.contains("99990101000000"), "{text}");
+    assert!(text.contains("newer"), "{text}");
+    assert!(!err.is_retryable());
+
+    // Nothing was changed: remove the future row and the old data is all there.
+    conn.execute("DELETE FROM _sqlx_migrations WHERE version = 99990101000000")
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), history);
+}
+
+/// Whether this process can write to a file the permissions say is read-only (root can).
+fn permissions_are_enforced(path: &Path) -> bool {
+    std::fs::OpenOptions::new().write(true).open(path).is_err()
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_read_only_database_refuses_writes_clearly_and_keeps_its_data() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (path, history) = database_with_a_session(dir.path()).await;
+    let set_mode = |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+    set_mode(0o444).unwrap();
+    // Root ignores file permissions; ask SQLite itself for a read-only connection then,
+    // which takes the same error path inside SQLite.
+    let read_only_url = if permissions_are_enforced(&path) {
+        url(&path)
+    } else {
+        format!("{}?mode=ro", url(&path))
+    };
+
+    let storage = SqliteStorage::connect(&read_only_url).await.unwrap();
+    assert_eq!(
+        storage.load("s").await.unwrap(),
+        history,
+        "reads still work"
+    );
+    let err = storage.append("s", &turn("lost")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("read-only"), "{text}");
+    assert!(text.contains(&*path.to_string_lossy()), "{text}");
+    assert!(text.contains("append of session \"s\""), "{text}");
+    assert!(!err.is_retryable());
+    assert!(storage.save("s", &[]).await.is_err());
+    assert!(storage.delete("s").await.is_err());
+    storage.close().await;
+
+    set_mode(0o644).unwrap();
+    let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), history);
+}
+
+#[tokio::test]
+async fn a_database_locked_past_the_busy_timeout_gives_a_retryable_error_and_no_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, history) = database_with_a_session(dir.path()).await;
+    let options = SqliteOptions::new().busy_timeout(Duration::from_millis(50));
+    let storage = SqliteStorage::connect_with(&url(&path), options)
+        .await
+        .unwrap();
+
+    let mut holder = raw_connection(&path).await;
+    holder.execute("BEGIN EXCLUSIVE").await.unwrap();
+    let err = storage.append("s", &turn("blocked")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(err.is_retryable(), "{text}");
+    assert!(matches!(err, Error::Backend { .. }), "{text}");
+    assert!(text.contains("locked"), "{text}");
+    assert!(text.contains(&*path.to_string_lossy()), "{text}");
+    assert!(
+        storage
+            .save("s", &turn("blocked"))
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
+    assert!(storage.truncate("s", 1).await.unwrap_err().is_retryable());
+    // WAL readers are not blocked by a writer.
+    assert_eq!(storage.load("s").await.unwrap(), history);
+    holder.execute("ROLLBACK").await.unwrap();
+
+    // The retry the error promised succeeds, and nothing half-written is left behind.
+    storage.append("s", &turn("retried")).await.unwrap();
+    let mut expected = history;
+    expected.extend(turn("retried"));
+    assert_eq!(storage.load("s").await.unwrap(), expected);
+    assert_eq!(
+        storage
+            .session_info("s")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        4
+    );
+}
+
+#[tokio::test]
+async fn a_row_that_is_not_a_message_is_corrupt_naming_session_and_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::connect(&url(&dir.path().join("s.db")))
+        .await
+        .unwrap();
+    let mut history = turn("one");
+    history.extend(turn("two"));
+    storage.save("damaged", &history).await.unwrap();
+    storage.save("healthy", &history).await.unwrap();
+    sqlx::query(
+        "UPDATE messages SET message = '{\"role\": \"us' WHERE session_id = ?1 AND seq = 2",
+    )
+    .bind("damaged")
+    .execute(storage.pool())
+    .await
+    .unwrap();
+
+    match storage.load("damaged").await {
+        Err(Error::Corrupt {
+            backend,
+            session_id,
+            detail,
+        }) => {
+            assert_eq!(backend, "sqlite");
+            assert_eq!(session_id, "damaged");
+            assert!(detail.contains("seq 2"), "{detail}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(storage.load("healthy").await.unwrap(), history);
+
+    // A missing row is corruption too, named by the seq that is gone.
+    sqlx::query("DELETE FROM messages WHERE session_id = ?1 AND seq = 1")
+        .bind("healthy")
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    let err = storage.load("healthy").await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("seq 1 is missing"), "{err}");
+}

@@ -1,0 +1,76 @@
+//! Two OS processes appending to one session in one database file lose nothing.
+//!
+//! The children are this same test binary, re-executed to run only
+//! `child_appends_when_asked`; an environment variable tells them which database to use
+//! and how to tag their messages. Without it that test does nothing, so a plain
+//! `cargo test` run of it passes trivially.
+
+use std::process::Command;
+use std::time::Duration;
+
+use fusion_core::{ChatMessage, ConversationStorage};
+use fusion_storage_sqlite::{SqliteOptions, SqliteStorage};
+
+/// `<database url>|<writer tag>`, set only in child processes.
+const CHILD_ENV: &str = "FUSION_SQLITE_TEST_CHILD";
+const SESSION: &str = "shared";
+const PER_PROCESS: usize = 1000;
+
+/// The children wait for the write lock far longer than the default: this test is about
+/// losing nothing under contention, not about how long a loaded CI machine takes.
+fn patient() -> SqliteOptions {
+    SqliteOptions::new().busy_timeout(Duration::from_secs(60))
+}
+
+#[tokio::test]
+async fn child_appends_when_asked() {
+    let Ok(task) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (url, tag) = task.split_once('|').expect("CHILD_ENV is url|tag");
+    let storage = SqliteStorage::connect_with(url, patient()).await.unwrap();
+    for i in 0..PER_PROCESS {
+        let message = ChatMessage::user(format!("{tag}-{i:04}"));
+        storage.append(SESSION, &[message]).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn two_processes_appending_to_one_session_lose_nothing_and_keep_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    // Create the file and schema first, as an application's first start would.
+    let storage = SqliteStorage::connect_with(&url, patient()).await.unwrap();
+
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|tag| {
+            Command::new(&exe)
+                .args(["--exact", "child_appends_when_asked", "--nocapture"])
+                .env(CHILD_ENV, format!("{url}|{tag}"))
+                .spawn()
+                .expect("starting a child test process")
+        })
+        .collect();
+    for mut child in children {
+        let status = child.wait().unwrap();
+        assert!(status.success(), "a child process failed: {status}");
+    }
+
+    let loaded = storage.load(SESSION).await.unwrap();
+    assert_eq!(loaded.len(), 2 * PER_PROCESS, "messages lost or duplicated");
+    for tag in ["a", "b"] {
+        let mine: Vec<&str> = loaded
+            .iter()
+            .filter_map(|m| m.content.strip_prefix(tag)?.strip_prefix('-'))
+            .collect();
+        let expected: Vec<String> = (0..PER_PROCESS).map(|i| format!("{i:04}")).collect();
+        assert_eq!(
+            mine, expected,
+            "process {tag}'s messages out of order or missing"
+        );
+    }
+    let info = storage.session_info(SESSION).await.unwrap().unwrap();
+    assert_eq!(info.message_count, 2 * PER_PROCESS);
+}

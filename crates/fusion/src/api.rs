@@ -1,0 +1,3 @@
+//! The high-level API: [`session`] creates, resumes, lists and deletes agent sessions.
+
+pub mod session;

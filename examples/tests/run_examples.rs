@@ -1,0 +1,128 @@
+//! Runs the built example programs as a user would, against a real loopback
+//! OpenAI-compatible server configured through the environment.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use fusion_agent::testing::{MockLlmServer, MockReply};
+
+/// `target/<profile>/examples/<name>`: cargo builds a package's examples before its tests.
+fn example_binary(name: &str) -> PathBuf {
+    let deps_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    deps_dir.parent().unwrap().join("examples").join(name)
+}
+
+fn run_example(name: &str, dir: &std::path::Path, server: Option<&MockLlmServer>) -> Output {
+    let mut command = Command::new(example_binary(name));
+    command
+        .current_dir(dir)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL");
+    if let Some(server) = server {
+        command
+            .env("OPENAI_BASE_URL", server.base_url())
+            .env("OPENAI_API_KEY", "test-key")
+            .env("FUSION_MODEL", "mock-model");
+    }
+    command
+        .output()
+        .expect("running the example (cargo builds examples before tests)")
+}
+
+/// The model answers the colour question from the conversation it is sent, nothing else.
+fn colour_rule(request: &serde_json::Value) -> MockReply {
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let told = messages.iter().any(|m| {
+        m["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("favorite color is blue"))
+    });
+    let last = messages
+        .last()
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default();
+    match last {
+        l if l.contains("What is my favorite color?") && told => {
+            MockReply::text("Your favorite color is blue.")
+        }
+        l if l.contains("What is my favorite color?") => MockReply::text("You have not told me."),
+        l if l.contains("Delete the .txt files you just found") => {
+            let remembers = messages
+                .iter()
+                .any(|m| m["content"].as_str() == Some("What files are in /tmp?"));
+            MockReply::text(if remembers {
+                "Deleted a.txt from /tmp."
+            } else {
+                "Which files?"
+            })
+        }
+        _ => MockReply::text("a.txt"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_usage_recalls_blue_on_the_second_run() {
+    let server = MockLlmServer::start_with(colour_rule).await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = run_example("session_usage", dir.path(), Some(&server));
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        stdout.contains("Deleted: Deleted a.txt from /tmp."),
+        "example 1 forgot turn one: {stdout}"
+    );
+    assert!(
+        stdout.contains("Information stored. Run this program again!"),
+        "{stdout}"
+    );
+
+    let second = run_example("session_usage", dir.path(), Some(&server));
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        stdout.contains("Agent recalled: Your favorite color is blue."),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn session_usage_without_an_llm_explains_the_setup_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_example("session_usage", dir.path(), None);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("OPENAI_API_KEY") && stderr.contains("Ollama"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn storage_tour_writes_reloads_and_lists_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_example("storage_tour", dir.path(), None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("after reopening: 5 messages"), "{stdout}");
+    assert!(
+        stdout.contains(r#"after delete: ["storage-tour"]"#),
+        "{stdout}"
+    );
+    assert!(dir.path().join("sessions/storage-tour.jsonl").is_file());
+}

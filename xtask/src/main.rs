@@ -1,0 +1,81 @@
+//! Project tasks, run as `cargo xtask <task>` (matklad's cargo-xtask pattern).
+//!
+//! - `test-all-backends`: the whole workspace test suite with every backend feature on,
+//!   against real servers (found or started here); a backend that cannot run fails.
+//! - `bench [ARGS]`: the shared benchmark workload (see `crates/fusion-bench`).
+//! - `ci`: formatting, clippy and `test-all-backends`, as `.ci/run` does.
+
+mod bench;
+mod services;
+mod test_all_backends;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test-all-backends") => test_all_backends::run(),
+        Some("bench") => bench::run(&args[1..]),
+        Some("ci") => ci(),
+        Some("help" | "--help" | "-h") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown task `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  test-all-backends   run every test with every backend enabled, against real servers
+  bench [ARGS]        run the benchmark workload (cargo xtask bench --help for ARGS)
+  ci                  cargo fmt --check, clippy -D warnings, then test-all-backends";
+
+fn ci() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    test_all_backends::run()
+}
+
+/// Runs `cargo ARGS` from the workspace root with inherited stdio; fails on a non-zero exit.
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(cargo_bin())
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The cargo that runs this xtask, so toolchain overrides carry through.
+pub(crate) fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
+/// The workspace root: xtask's manifest lives one level below it.
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}

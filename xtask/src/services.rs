@@ -1,0 +1,185 @@
+//! Finds or starts the servers the test suite needs, so `test-all-backends` runs on a
+//! fresh machine with nothing configured.
+//!
+//! Redis: `REDIS_URL` if set, else a server answering on 127.0.0.1:6379, else a throwaway
+//! `redis-server` started here on a free port (and stopped when the guard drops). The
+//! `redis-server` binary is also needed by the Redis tests themselves (they restart a
+//! private server to test reconnection), so it is installed with apt-get when missing and
+//! this runs as root; otherwise the task fails naming what to install.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const INSTALL_HINT: &str = "install redis-server (Debian/Ubuntu: `apt-get install redis-server`, \
+     macOS: `brew install redis`) or set REDIS_URL to a reachable server";
+
+/// A Redis server for the tests; stops the server on drop if this task started it.
+pub struct Redis {
+    /// The URL tests connect to.
+    pub url: String,
+    /// Where the URL came from, for the log.
+    pub origin: &'static str,
+    child: Option<Child>,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Finds or starts a Redis server, making sure `redis-server` is installed.
+pub fn redis() -> Result<Redis> {
+    ensure_redis_server_installed()?;
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        let addr = host_port(&url)
+            .with_context(|| format!("REDIS_URL={url} is not a redis:// URL I can probe"))?;
+        if !answers_ping(&addr) {
+            bail!(
+                "REDIS_URL={url} does not answer PING; start that server, unset REDIS_URL, or {INSTALL_HINT}"
+            );
+        }
+        return Ok(Redis {
+            url,
+            origin: "REDIS_URL",
+            child: None,
+        });
+    }
+    if answers_ping("127.0.0.1:6379") {
+        return Ok(Redis {
+            url: "redis://127.0.0.1:6379".into(),
+            origin: "server on the standard port",
+            child: None,
+        });
+    }
+    start_throwaway_redis()
+}
+
+fn start_throwaway_redis() -> Result<Redis> {
+    let port = free_port()?;
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting redis-server; {INSTALL_HINT}"))?;
+    let redis = Redis {
+        url: format!("redis://127.0.0.1:{port}"),
+        origin: "throwaway redis-server started by xtask",
+        child: Some(child),
+    };
+    // Startup takes milliseconds; the bound only guards against a server that never comes up.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let addr = format!("127.0.0.1:{port}");
+    while !answers_ping(&addr) {
+        if Instant::now() > deadline {
+            bail!("redis-server on port {port} did not answer PING within 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(redis)
+}
+
+fn ensure_redis_server_installed() -> Result<()> {
+    if on_path("redis-server") {
+        return Ok(());
+    }
+    if !(on_path("apt-get") && is_root()) {
+        bail!("redis-server not found on PATH: {INSTALL_HINT}");
+    }
+    eprintln!("xtask: redis-server not found; installing it with apt-get");
+    let install = |update: bool| -> Result<bool> {
+        if update {
+            Command::new("apt-get").args(["update", "-q"]).status()?;
+        }
+        let status = Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "redis-server",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
+        Ok(status.success())
+    };
+    if !install(false)? && !install(true)? {
+        bail!("apt-get could not install redis-server: {INSTALL_HINT}");
+    }
+    if !on_path("redis-server") {
+        bail!("redis-server still not on PATH after installing it: {INSTALL_HINT}");
+    }
+    Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `host:port` of a `redis://[user:pass@]host[:port][/db]` URL.
+fn host_port(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))?;
+    let authority = rest.split(['/', '?']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    Some(if host_port.contains(':') {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:6379")
+    })
+}
+
+/// True when a Redis server at `addr` answers an inline PING with +PONG (or asks for auth,
+/// which still proves a server is there).
+fn answers_ping(addr: &str) -> bool {
+    let Ok(addr) = addr.parse::<SocketAddr>().or_else(|_| {
+        std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or(())
+    }) else {
+        return false;
+    };
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 64];
+    match stream.read(&mut reply) {
+        Ok(n) => reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"),
+        Err(_) => false,
+    }
+}

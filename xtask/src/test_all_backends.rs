@@ -1,0 +1,168 @@
+//! `cargo xtask test-all-backends`: every test, every backend, real servers, no skips.
+//!
+//! Sets `FUSION_REQUIRE_BACKENDS=1` so a backend whose server is missing fails instead of
+//! printing `skipped:`, runs `cargo test --workspace --all-features`, and reads libtest's
+//! output to report, per backend, which conformance cases passed.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo_bin, services, workspace_root};
+
+/// Backends whose conformance suite must run; each name is the `conformance_<name>` module.
+const BACKENDS: &[&str] = &["memory", "fs", "sqlite", "sqlite_memory", "redis"];
+
+#[derive(Default)]
+struct Outcome {
+    passed: Vec<String>,
+    failed: Vec<String>,
+}
+
+pub fn run() -> Result<()> {
+    let redis = services::redis()?;
+    eprintln!("xtask: Redis at {} ({})", redis.url, redis.origin);
+
+    let args = ["test", "--workspace", "--all-features", "--no-fail-fast"];
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let mut child = Command::new(cargo_bin())
+        .args(args)
+        .current_dir(workspace_root())
+        .env("REDIS_URL", &redis.url)
+        .env("FUSION_REQUIRE_BACKENDS", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+
+    let mut conformance: BTreeMap<String, Outcome> = BTreeMap::new();
+    let (mut passed, mut failed) = (0usize, 0usize);
+    let stdout = child.stdout.take().context("capturing cargo test output")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some((p, f)) = parse_result_line(&line) {
+            passed += p;
+            failed += f;
+        }
+        if let Some((backend, case, ok)) = parse_conformance_line(&line) {
+            let outcome = conformance.entry(backend).or_default();
+            if ok {
+                &mut outcome.passed
+            } else {
+                &mut outcome.failed
+            }
+            .push(case);
+        }
+    }
+    let status = child.wait()?;
+    drop(redis);
+
+    let problems = report(&conformance);
+    println!("\ntest-all-backends: {passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("cargo test failed ({status}); see the output above");
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
+    Ok(())
+}
+
+/// Prints the per-backend table and returns what is wrong with it.
+fn report(conformance: &BTreeMap<String, Outcome>) -> Vec<String> {
+    println!("\nconformance suite, per backend:");
+    let mut problems = Vec::new();
+    for backend in BACKENDS {
+        match conformance.get(*backend) {
+            None => problems.push(format!("no conformance case ran for backend `{backend}`")),
+            Some(outcome) => {
+                let mut cases: Vec<String> =
+                    outcome.passed.iter().map(|c| format!("ok {c}")).collect();
+                cases.extend(outcome.failed.iter().map(|c| format!("FAILED {c}")));
+                cases.sort_by(|a, b| a.split(' ').nth(1).cmp(&b.split(' ').nth(1)));
+                println!(
+                    "  {backend:<14} {} passed, {} failed",
+                    outcome.passed.len(),
+                    outcome.failed.len()
+                );
+                for case in cases {
+                    println!("      {case}");
+                }
+                if !outcome.failed.is_empty() {
+                    problems.push(format!(
+                        "backend `{backend}` failed {} case(s)",
+                        outcome.failed.len()
+                    ));
+                }
+            }
+        }
+    }
+    for backend in conformance
+        .keys()
+        .filter(|b| !BACKENDS.contains(&b.as_str()))
+    {
+        println!(
+            "  {backend:<14} (extra suite) {} passed",
+            conformance[backend].passed.len()
+        );
+    }
+    problems
+}
+
+/// `test path::conformance_fs::case ... ok` → `("fs", "case", true)`.
+fn parse_conformance_line(line: &str) -> Option<(String, String, bool)> {
+    let (name, status) = line.strip_prefix("test ")?.split_once(" ... ")?;
+    let backend = name
+        .split("::")
+        .find_map(|p| p.strip_prefix("conformance_"))?
+        .to_string();
+    let case = name.rsplit("::").next()?.to_string();
+    match status.trim() {
+        "ok" => Some((backend, case, true)),
+        s if s.starts_with("FAILED") => Some((backend, case, false)),
+        _ => None,
+    }
+}
+
+/// `test result: ok. 12 passed; 0 failed; ...` → `(12, 0)`.
+fn parse_result_line(line: &str) -> Option<(usize, usize)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let number_before = |label: &str| -> Option<usize> {
+        rest.split(';').find_map(|part| {
+            part.trim()
+                .strip_suffix(label)?
+                .trim()
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+    };
+    Some((number_before("passed")?, number_before("failed")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_libtest_lines() {
+        assert_eq!(
+            parse_conformance_line("test tests::conformance_fs::truncate_keeps_a_prefix ... ok"),
+            Some(("fs".into(), "truncate_keeps_a_prefix".into(), true))
+        );
+        assert_eq!(
+            parse_conformance_line("test conformance_sqlite_memory::x ... FAILED"),
+            Some(("sqlite_memory".into(), "x".into(), false))
+        );
+        assert_eq!(parse_conformance_line("test other::thing ... ok"), None);
+        assert_eq!(
+            parse_result_line(
+                "test result: ok. 12 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out"
+            ),
+            Some((12, 1))
+        );
+    }
+}
