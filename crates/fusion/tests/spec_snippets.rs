@@ -206,10 +206,10 @@ async fn create_session_without_llm_config_says_what_to_set() {
     {
         return; // the developer's own configuration is in effect
     }
-    let err = session::create_session("no-llm", StorageType::Memory)
-        .await
-        .err()
-        .expect("should fail");
+    let err = match session::create_session("no-llm", StorageType::Memory).await {
+        Ok(_) => panic!("create_session without an LLM configured should fail"),
+        Err(err) => err,
+    };
     assert!(matches!(err, fusion::Error::Config(_)), "{err}");
     assert!(err.to_string().contains("OPENAI_API_KEY"), "{err}");
 }
