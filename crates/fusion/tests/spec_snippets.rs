@@ -83,6 +83,29 @@ mod snippets {
         Ok(())
     }
 
+    /// "Next Steps": every planned feature, as the description writes it. Its
+    /// `summarize_history(last_n_messages: 10)` is named-argument pseudo-syntax, written here
+    /// as the Rust call it names.
+    async fn next_steps(
+        mut session: session::AgentSession,
+        storage: &StorageType,
+    ) -> anyhow::Result<()> {
+        // 1. SQLite Backend
+        let sqlite = StorageType::Sqlite("sqlite://sessions.db".to_string());
+        // 2. Redis Backend
+        let redis = StorageType::Redis("redis://localhost:6379".to_string());
+        // 3. Conversation Summarization
+        session.summarize_history(10).await?;
+        // 4. Sliding Window
+        session.set_max_history_length(50);
+        // 5. Context Pruning
+        session.prune_unimportant_messages().await?;
+        // 6. Session Management
+        session::list_all_sessions(storage).await?;
+        session::delete_session("session-id", storage).await?;
+        Ok(())
+    }
+
     /// A user's own backend, written from the description's trait, compiles unchanged.
     struct MyStorage;
 
@@ -251,5 +274,81 @@ async fn session_management_lists_and_deletes() {
             .unwrap()
             .message_count,
         1
+    );
+}
+
+/// The "Next Steps" features behave as named, through the facade, against the loopback
+/// LLM server: the summary replaces old turns in the request, the window bounds it,
+/// pruning reports, and the session can be listed and deleted.
+#[tokio::test]
+async fn next_steps_behave_as_named() {
+    use fusion::agent::OpenAiConfig;
+    use std::sync::Arc;
+
+    let server = MockLlmServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = StorageType::FileSystem(dir.path().to_path_buf());
+    let llm = OpenAiConfig::new("mock-model")
+        .with_base_url(server.base_url())
+        .build()
+        .unwrap();
+    let mut session = session::SessionBuilder::new("session-id")
+        .storage(storage.clone())
+        .llm(Arc::new(llm))
+        .build()
+        .await
+        .unwrap();
+    for turn in 0..6 {
+        server.push_text(format!("answer {turn}"));
+        session
+            .send_message(&format!("question {turn}"))
+            .await
+            .unwrap();
+    }
+    let stored_before = session.message_count();
+
+    // Summarization: the model is asked for a summary; the next request carries it
+    // instead of the old turns, and nothing leaves storage.
+    server.push_text("SUMMARY: six questions asked and answered");
+    let report = session
+        .summarize_history(2)
+        .await
+        .unwrap()
+        .expect("something to condense");
+    assert!(report.summarized > 0, "{report:?}");
+    server.push_text("answer 6");
+    session.send_message("question 6").await.unwrap();
+    let last = server.requests().pop().unwrap();
+    let body = last["messages"].to_string();
+    assert!(body.contains("SUMMARY: six questions"), "{body}");
+    assert!(!body.contains("question 0"), "{body}");
+    assert!(session.message_count() > stored_before);
+
+    // Sliding window: at most 3 messages besides the system prompt reach the model.
+    session.set_max_history_length(3);
+    server.push_text("answer 7");
+    session.send_message("question 7").await.unwrap();
+    let last = server.requests().pop().unwrap();
+    let sent = last["messages"].as_array().unwrap();
+    assert!(sent.len() <= 4, "{sent:?}");
+    assert_eq!(sent.last().unwrap()["content"], "question 7");
+
+    // Pruning reports what it did (plain chat has no tool outputs to shorten).
+    let pruned = session.prune_unimportant_messages().await.unwrap();
+    assert!(pruned.tokens_after <= pruned.tokens_before, "{pruned:?}");
+
+    // Session management.
+    assert_eq!(
+        session::list_all_sessions(&storage).await.unwrap(),
+        ["session-id"]
+    );
+    session::delete_session("session-id", &storage)
+        .await
+        .unwrap();
+    assert!(
+        session::list_all_sessions(&storage)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
