@@ -15,6 +15,7 @@ use std::time::Instant;
 use fusion_core::{ChatMessage, Error, Result, Role, ToolCall};
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
+use crate::events::AgentEvent;
 use crate::executor::ToolOutcome;
 use crate::llm::ChatRequest;
 use crate::react_text::{ReactStep, parse_react, render_observation};
@@ -153,11 +154,20 @@ impl AgentSession {
             self.persist(vec![reply]).await?;
             let outcomes = {
                 let calls = &self.history[self.history.len() - 1].tool_calls;
+                for call in calls {
+                    self.emit(AgentEvent::ToolCallStarted {
+                        iteration,
+                        tool: &call.name,
+                        arguments: &call.arguments,
+                    });
+                }
                 self.executor.execute_all(calls).await
             };
             self.persist(outcomes.iter().map(ToolOutcome::to_message).collect())
                 .await?;
-            steps.extend(outcomes.into_iter().map(|o| step(o, iteration)));
+            for outcome in outcomes {
+                self.record_step(steps, step(outcome, iteration));
+            }
             return Ok(None);
         }
         if !text_mode {
@@ -174,10 +184,15 @@ impl AgentSession {
                 self.persist(vec![reply]).await?;
                 // Text mode has no call ids; this one only links the step to its log lines.
                 let call = ToolCall::new(format!("react_{iteration}"), tool, input);
+                self.emit(AgentEvent::ToolCallStarted {
+                    iteration,
+                    tool: &call.name,
+                    arguments: &call.arguments,
+                });
                 let outcome = self.executor.execute(&call).await;
                 let observation = ChatMessage::user(render_observation(&outcome.output));
                 self.persist(vec![observation]).await?;
-                steps.push(step(outcome, iteration));
+                self.record_step(steps, step(outcome, iteration));
                 Ok(None)
             }
             ReactStep::Invalid { reason } => {
@@ -189,6 +204,19 @@ impl AgentSession {
                 Ok(None)
             }
         }
+    }
+
+    /// Tells the observer, if there is one.
+    fn emit(&self, event: AgentEvent<'_>) {
+        if let Some(observer) = &self.observer {
+            observer(&event);
+        }
+    }
+
+    /// Reports a finished call to the observer and adds it to the turn's steps.
+    fn record_step(&self, steps: &mut Vec<Step>, step: Step) {
+        self.emit(AgentEvent::ToolCallFinished(&step));
+        steps.push(step);
     }
 
     /// Appends `batch` to storage, then to memory: memory never holds what storage refused.

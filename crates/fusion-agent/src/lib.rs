@@ -3,6 +3,7 @@
 
 mod agent_loop;
 pub mod context;
+pub mod events;
 pub mod executor;
 pub mod llm;
 pub mod openai;
@@ -17,6 +18,7 @@ pub mod tools;
 pub mod view;
 
 pub use context::{ContextPolicy, PruneReport, SummaryReport, TokenCounter};
+pub use events::AgentEvent;
 pub use executor::{ExecutorConfig, ToolExecutor, ToolOutcome};
 pub use llm::{ChatRequest, ChatResponse, LlmClient, SamplingOptions, ToolDefinition, Usage};
 pub use openai::{OpenAiClient, OpenAiConfig};

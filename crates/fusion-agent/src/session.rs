@@ -33,6 +33,7 @@ use std::time::Duration;
 use fusion_core::{ChatMessage, ConversationStorage, Error, Result, SessionId};
 
 use crate::context::{ContextPolicy, TokenCounter, build_view, counter_for_model};
+use crate::events::{AgentEvent, EventObserver};
 use crate::executor::{DEFAULT_TOOL_TIMEOUT, ExecutorConfig, ToolExecutor};
 use crate::llm::{LlmClient, SamplingOptions, ToolDefinition};
 use crate::openai::OpenAiClient;
@@ -106,6 +107,8 @@ pub struct AgentSession {
     pub(crate) context: ContextPolicy,
     /// Counts tokens for the context policy's budget and thresholds.
     pub(crate) token_counter: Arc<dyn TokenCounter>,
+    /// Hears about tool calls as they run (see [`crate::events`]).
+    pub(crate) observer: Option<EventObserver>,
 }
 
 impl AgentSession {
@@ -211,6 +214,7 @@ impl fmt::Debug for AgentSession {
             .field("tools", self.executor.tools())
             .field("max_iterations", &self.max_iterations)
             .field("context", &self.context)
+            .field("observer", &self.observer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -233,6 +237,7 @@ pub struct SessionBuilder {
     sampling: SamplingOptions,
     context: ContextPolicy,
     token_counter: Option<Arc<dyn TokenCounter>>,
+    observer: Option<EventObserver>,
 }
 
 impl SessionBuilder {
@@ -250,6 +255,7 @@ impl SessionBuilder {
             sampling: SamplingOptions::default(),
             context: ContextPolicy::default(),
             token_counter: None,
+            observer: None,
         }
     }
 
@@ -316,6 +322,24 @@ impl SessionBuilder {
     /// unless set.
     pub fn token_counter(mut self, counter: Arc<dyn TokenCounter>) -> Self {
         self.token_counter = Some(counter);
+        self
+    }
+
+    /// Calls `observer` as each tool call starts and finishes, so an interface can show
+    /// progress during a turn instead of only its [`TaskResult`]. It runs on the agent's
+    /// task: keep it quick.
+    ///
+    /// ```
+    /// use fusion_agent::{AgentEvent, SessionBuilder};
+    ///
+    /// let builder = SessionBuilder::new("user-123").on_event(|event| match event {
+    ///     AgentEvent::ToolCallStarted { tool, arguments, .. } => eprintln!("-> {tool}({arguments})"),
+    ///     AgentEvent::ToolCallFinished(step) => eprintln!("<- {}", step.observation),
+    ///     _ => {}
+    /// });
+    /// ```
+    pub fn on_event(mut self, observer: impl Fn(&AgentEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
         self
     }
 
@@ -387,6 +411,7 @@ impl SessionBuilder {
             needs_reload: false,
             context: self.context,
             token_counter,
+            observer: self.observer,
         })
     }
 }
@@ -400,6 +425,7 @@ impl fmt::Debug for SessionBuilder {
             .field("max_iterations", &self.max_iterations)
             .field("tool_timeout", &self.tool_timeout)
             .field("context", &self.context)
+            .field("observer", &self.observer.is_some())
             .finish_non_exhaustive()
     }
 }

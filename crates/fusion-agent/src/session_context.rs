@@ -150,6 +150,7 @@ impl AgentSession {
             needs_reload: false,
             context: self.context.clone(),
             token_counter: self.token_counter.clone(),
+            observer: self.observer.clone(),
         })
     }
 

@@ -10,7 +10,7 @@ use common::{
     HANG_GUARD, Harness, Spy, assert_every_call_answered, assert_history_consistent, client, roles,
 };
 use fusion_agent::testing::MockReply;
-use fusion_agent::{Tool, ToolRegistry};
+use fusion_agent::{AgentEvent, Tool, ToolRegistry};
 use fusion_core::Role;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -51,6 +51,58 @@ async fn a_tool_call_runs_its_result_reaches_the_model_and_steps_record_it() {
     assert_eq!(roles(&second), ["system", "user", "assistant", "tool"]);
     assert_eq!(second[3]["content"], "buy milk");
     assert_eq!(second[3]["tool_call_id"], second[2]["tool_calls"][0]["id"]);
+}
+
+/// The observer hears each call of a reply start, then each finish with the step the turn
+/// reports, failures included.
+#[tokio::test]
+async fn the_event_observer_sees_each_call_start_and_finish() {
+    let h = Harness::new().await;
+    std::fs::write(h.workspace.path().join("a.txt"), "A").unwrap();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let mut session = h
+        .builder()
+        .on_event(move |event| {
+            let line = match event {
+                AgentEvent::ToolCallStarted {
+                    iteration,
+                    tool,
+                    arguments,
+                } => {
+                    format!("start {iteration} {tool} {arguments}")
+                }
+                AgentEvent::ToolCallFinished(step) => {
+                    format!("finish {} {} {}", step.tool, step.observation, step.success)
+                }
+                _ => "other".to_string(),
+            };
+            seen.lock().unwrap().push(line);
+        })
+        .build()
+        .await
+        .unwrap();
+    h.server
+        .push_tool_calls([
+            ("read_file", r#"{"path": "a.txt"}"#),
+            ("read_file", r#"{"path": "missing.txt"}"#),
+        ])
+        .push_text("done");
+    let result = session
+        .send_message("Read a.txt and missing.txt")
+        .await
+        .unwrap();
+    assert_eq!(result.steps.len(), 2);
+
+    let events = events.lock().unwrap().clone();
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(events[0], r#"start 1 read_file {"path": "a.txt"}"#);
+    assert_eq!(events[1], r#"start 1 read_file {"path": "missing.txt"}"#);
+    assert_eq!(events[2], "finish read_file A true");
+    assert!(
+        events[3].starts_with("finish read_file Error:") && events[3].ends_with("false"),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]

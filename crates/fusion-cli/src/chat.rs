@@ -8,13 +8,14 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use fusion::SessionId;
+use fusion::agent::AgentEvent;
 use fusion::api::session::{AgentSession, SessionBuilder, Step, StorageType};
 use fusion::storage::ConversationStorage;
-use fusion::{Role, SessionId};
 use indicatif::{ProgressBar, ProgressStyle};
 use rustyline::error::ReadlineError;
 
@@ -37,6 +38,9 @@ struct Chat {
     storage: Arc<dyn ConversationStorage>,
     id: String,
     interactive: bool,
+    /// The spinner of the running turn, shared with the event observer so tool-call
+    /// lines print above it.
+    spinner: Arc<Mutex<ProgressBar>>,
 }
 
 /// Runs `fusion chat`.
@@ -48,7 +52,10 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
     SessionId::validate(&args.session)?;
     let storage = sessions::open(&storage_type).await?;
     // The builder reads OPENAI_BASE_URL, OPENAI_API_KEY and FUSION_MODEL itself.
-    let mut builder = SessionBuilder::new(args.session.clone()).storage(storage.clone());
+    let current_spinner = Arc::new(Mutex::new(ProgressBar::hidden()));
+    let mut builder = SessionBuilder::new(args.session.clone())
+        .storage(storage.clone())
+        .on_event(show_event(current_spinner.clone()));
     if let Some(prompt) = &args.system {
         builder = builder.system_prompt(prompt.clone());
     }
@@ -66,6 +73,7 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
         storage,
         id: args.session,
         interactive,
+        spinner: current_spinner,
     };
     let mut input = if interactive {
         let model = std::env::var("FUSION_MODEL").map_or(String::new(), |m| format!(", model {m}"));
@@ -111,6 +119,7 @@ impl Chat {
     /// One user message: run the agent, show the tool calls it made, then its answer.
     async fn turn(&mut self, message: &str) -> Result<Flow> {
         let spinner = spinner();
+        *self.spinner.lock().unwrap_or_else(|e| e.into_inner()) = spinner.clone();
         let result = tokio::select! {
             result = self.session.send_message(message) => result,
             _ = tokio::signal::ctrl_c(), if self.interactive => {
@@ -125,11 +134,8 @@ impl Chat {
         spinner.finish_and_clear();
         let result = result?;
 
+        // The tool calls were shown as they ran (see `show_event`).
         let mut out = std::io::stdout().lock();
-        // No per-call hook exists, so the calls are shown once the turn is over.
-        for step in &result.steps {
-            writeln!(out, "{}", step_line(step))?;
-        }
         writeln!(out, "{}", result.result)?;
         if !result.success {
             writeln!(
@@ -174,36 +180,58 @@ impl Chat {
         Ok(Flow::Continue)
     }
 
-    /// Removes the last user message and everything after it, through storage: the agent
-    /// offers no undo of its own in this build, and storage is the source of truth anyway.
+    /// Removes the last user message and everything after it, from storage too.
     async fn undo(&mut self) -> Result<()> {
-        let history = self.storage.load(&self.id).await?;
-        let Some(last_user) = history
-            .iter()
-            .rposition(|message| message.role == Role::User)
-        else {
-            println!("nothing to undo");
-            return Ok(());
-        };
-        self.storage.truncate(&self.id, last_user).await?;
-        self.session.reload().await?;
-        println!(
-            "undid your last message ({} removed)",
-            render::plural(history.len() - last_user, "message")
-        );
+        match self.session.undo_last_turn().await? {
+            0 => println!("nothing to undo"),
+            removed => println!(
+                "undid your last message ({} removed)",
+                render::plural(removed, "message")
+            ),
+        }
         Ok(())
     }
 
-    /// Waits for `AgentSession::summarize_history(keep)`; until the agent has it there is
-    /// nothing honest to do here but say so.
-    async fn summarize(&mut self, _keep: usize) -> Result<()> {
-        println!("/summarize is not available in this build");
+    /// Condenses all but the last `keep` visible messages into a stored summary, which
+    /// the model then sees instead of them; the stored history keeps every message.
+    async fn summarize(&mut self, keep: usize) -> Result<()> {
+        let spinner = spinner();
+        let report = self.session.summarize_history(keep).await;
+        spinner.finish_and_clear();
+        match report? {
+            None => println!(
+                "nothing to summarize: the model already sees at most {keep} messages besides any summary"
+            ),
+            Some(report) => {
+                println!(
+                    "summarized {} for the model (stored history is kept):",
+                    render::plural(report.summarized, "message")
+                );
+                println!("{}", report.summary);
+            }
+        }
         Ok(())
     }
 }
 
-/// `  -> tool(args)` then `     <- first line of the output`.
-fn step_line(step: &Step) -> String {
+/// The observer that prints each tool call as it starts (`  -> tool(args)`) and its
+/// output as it finishes (`     <- first line`), above the turn's spinner.
+fn show_event(spinner: Arc<Mutex<ProgressBar>>) -> impl Fn(&AgentEvent<'_>) + Send + Sync {
+    move |event| {
+        let line = match event {
+            AgentEvent::ToolCallStarted {
+                tool, arguments, ..
+            } => format!("  -> {tool}({})", shorten(arguments, 200)),
+            AgentEvent::ToolCallFinished(step) => result_line(step),
+            _ => return,
+        };
+        let spinner = spinner.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        spinner.suspend(|| println!("{line}"));
+    }
+}
+
+/// `     <- first line of the output (+N lines)`, marked when the call failed.
+fn result_line(step: &Step) -> String {
     let mut output = step.observation.lines();
     let first = shorten(output.next().unwrap_or(""), 200);
     let more = output.count();
@@ -213,11 +241,7 @@ fn step_line(step: &Step) -> String {
         String::new()
     };
     let failed = if step.success { "" } else { " [failed]" };
-    format!(
-        "  -> {}({}){failed}\n     <- {first}{more}",
-        step.tool,
-        shorten(&step.arguments, 200)
-    )
+    format!("     <- {first}{more}{failed}")
 }
 
 fn shorten(text: &str, max_chars: usize) -> String {

@@ -211,6 +211,49 @@ async fn undo_removes_the_last_turn_from_storage_and_from_later_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn summarize_replaces_old_turns_in_later_requests_and_keeps_storage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    server
+        .push_text("one")
+        .push_text("two")
+        .push_text("three")
+        .push_text("SUMMARY: counted to three")
+        .push_text("four");
+
+    let output = chat(
+        tmp.path(),
+        &server,
+        &["--session", "s", "--storage", &url],
+        "first\nsecond\nthird\n/summarize 2\nfourth\n",
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("SUMMARY: counted to three"), "{stdout}");
+    assert!(stdout.contains("stored history is kept"), "{stdout}");
+
+    let last = request_messages(&server.requests()[4]);
+    assert!(
+        last.iter().any(|m| m.contains("SUMMARY: counted to three")),
+        "{last:?}"
+    );
+    assert!(!last.contains(&"user: first".to_string()), "{last:?}");
+    assert!(last.contains(&"user: fourth".to_string()), "{last:?}");
+    let stored: Vec<String> = load_async(&storage, "s")
+        .await
+        .iter()
+        .map(|m| m.content.clone())
+        .collect();
+    for said in [
+        "first", "one", "second", "two", "third", "three", "fourth", "four",
+    ] {
+        assert!(stored.iter().any(|c| c == said), "{said} lost: {stored:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn other_commands_answer_without_calling_the_model() {
     let tmp = tempfile::tempdir().unwrap();
     let (url, storage) = storage(tmp.path());

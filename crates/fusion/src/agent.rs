@@ -10,7 +10,7 @@
 pub use fusion_agent::context;
 #[doc(inline)]
 pub use fusion_agent::{
-    AgentSession, ChatRequest, ChatResponse, ContextPolicy, ExecutorConfig, LlmClient,
+    AgentEvent, AgentSession, ChatRequest, ChatResponse, ContextPolicy, ExecutorConfig, LlmClient,
     OpenAiClient, OpenAiConfig, PruneReport, ReactStep, SamplingOptions, Step, StorageSource,
     SummaryReport, TaskResult, TokenCounter, Tool, ToolDefinition, ToolExecutor, ToolOutcome,
     ToolRegistry, Usage, Workspace, parse_react, render_react_prompt,
