@@ -21,8 +21,9 @@ pub(crate) struct Op<'a> {
     pub(crate) url: &'a str,
     /// The session involved, if any.
     pub(crate) session_id: Option<&'a str>,
-    /// The keys the command addressed, when known (a session touches at most two).
-    pub(crate) keys: [Option<&'a str>; 2],
+    /// The keys the command addressed, when known: a write touches the session's list
+    /// and meta hash, and the index.
+    pub(crate) keys: [Option<&'a str>; 3],
 }
 
 impl<'a> Op<'a> {
@@ -32,31 +33,35 @@ impl<'a> Op<'a> {
             name,
             url,
             session_id,
-            keys: [None, None],
+            keys: [None; 3],
         }
     }
 
     /// The same operation, naming the single key it addressed.
     pub(crate) fn on_key(self, key: &'a str) -> Self {
-        Self {
-            keys: [Some(key), None],
-            ..self
-        }
+        self.on_keys(&[key])
     }
 
-    /// The same operation, naming the two keys it addressed.
-    pub(crate) fn on_keys(self, first: &'a str, second: &'a str) -> Self {
-        Self {
-            keys: [Some(first), Some(second)],
-            ..self
+    /// The same operation, naming the keys it addressed (at most three are kept).
+    pub(crate) fn on_keys(mut self, keys: &[&'a str]) -> Self {
+        self.keys = [None; 3];
+        for (slot, key) in self.keys.iter_mut().zip(keys) {
+            *slot = Some(key);
         }
+        self
     }
 
     fn describe_keys(&self) -> String {
-        match self.keys {
-            [Some(a), Some(b)] => format!("key `{a}` or `{b}`"),
-            [Some(a), None] | [None, Some(a)] => format!("key `{a}`"),
-            [None, None] => "one of its keys".to_string(),
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .flatten()
+            .map(|k| format!("`{k}`"))
+            .collect();
+        match keys.as_slice() {
+            [] => "one of its keys".to_string(),
+            [one] => format!("key {one}"),
+            [init @ .., last] => format!("key {} or {last}", init.join(", ")),
         }
     }
 }

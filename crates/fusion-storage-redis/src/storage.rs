@@ -1,11 +1,12 @@
 //! `RedisStorage`: the `ConversationStorage` implementation on a Redis server.
 //!
 //! Each write is a Lua script on the session's own keys (atomic, Cluster-slot-local)
-//! followed by a single-key change to the session index. The two are ordered so the index
-//! is always a superset of the stored sessions: writes index after storing, deletes
-//! unindex before removing, and `list_sessions` drops ids whose list is gone (expired,
-//! or a write that failed half-way) after checking again, so a concurrent writer's
-//! session is never dropped from the index.
+//! followed by a single-key change to the session index, pipelined so a write costs one
+//! round trip. The two are ordered so the index is always a superset of the stored
+//! sessions: writes index after storing (commands on one connection run in order),
+//! deletes unindex before removing, and `list_sessions` drops ids that have no message
+//! list (expired, a write whose script failed, a foreign key of another type) after
+//! checking again, so a concurrent writer's session is never dropped from the index.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
 use redis::aio::ConnectionManager;
-use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, ScriptInvocation};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisResult, ScriptInvocation, ServerErrorKind,
+};
 
 use crate::RedisOptions;
 use crate::error::{Op, corrupt_element, parse_redis_error};
@@ -31,8 +34,8 @@ const PIPELINE_CHUNK: usize = 1000;
 /// drops, the next call reconnects (with bounded retries), so a server restart costs the
 /// calls made while it is down, which fail with a retryable error, and nothing more.
 ///
-/// Costs: `append` is one script call plus one `SADD`, O(new messages) whatever the
-/// history's length; `load` is one `LRANGE`; `list_sessions` is O(sessions) and never
+/// Costs: `append` is one round trip (the write script and an `SADD`, pipelined),
+/// O(new messages) whatever the history's length; `load` is one `LRANGE`; `list_sessions` is O(sessions) and never
 /// scans the keyspace; `truncate` is an in-place `LTRIM`.
 #[derive(Clone)]
 pub struct RedisStorage {
@@ -114,7 +117,14 @@ impl RedisStorage {
         }
     }
 
-    /// Replaces (`mode = "replace"`) or extends (`"append"`) a session, then indexes it.
+    /// Replaces (`mode = "replace"`) or extends (`"append"`) a session, then indexes it
+    /// (again, so a session whose index entry was lost is listed after its next write).
+    ///
+    /// The script and the `SADD` go in one pipeline: one round trip. A pipeline does not
+    /// load a missing script by itself, so on `NOSCRIPT` (a new or flushed server, where
+    /// the script's sha is unknown and the script did not run) the pipeline is sent again
+    /// behind a `SCRIPT LOAD`. If the script fails, the `SADD` still runs, and `list_sessions`
+    /// prunes that entry, since the id has no message list.
     async fn write(
         &self,
         name: &'static str,
@@ -126,7 +136,7 @@ impl RedisStorage {
             .iter()
             .map(serde_json::to_string)
             .collect::<serde_json::Result<Vec<_>>>()?;
-        let (list, meta) = (self.keys.list(id), self.keys.meta(id));
+        let (list, meta, index) = (self.keys.list(id), self.keys.meta(id), self.keys.index());
         let mut script = scripts::WRITE.prepare_invoke();
         script
             .key(&list)
@@ -134,37 +144,46 @@ impl RedisStorage {
             .arg(mode)
             .arg(self.ttl_ms())
             .arg(&json);
-        self.run::<i64>(Request::Script(&script))
-            .await
-            .map_err(|err| {
-                let op = self.op(name, Some(id));
-                parse_redis_error(err, op.on_keys(&list, &meta))
-            })?;
-        self.index(name, id).await
+        let pipeline = |load_first: bool| {
+            let mut pipe = redis::pipe();
+            if load_first {
+                pipe.load_script(&scripts::WRITE).ignore();
+            }
+            pipe.invoke_script(&script)
+                .ignore()
+                .cmd("SADD")
+                .arg(index)
+                .arg(id)
+                .ignore();
+            pipe
+        };
+        let sent = match self.run::<()>(Request::Pipe(&pipeline(false))).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.run::<()>(Request::Pipe(&pipeline(true))).await
+            }
+            sent => sent,
+        };
+        sent.map_err(|err| {
+            let op = self.op(name, Some(id));
+            parse_redis_error(err, op.on_keys(&[&list, &meta, index]))
+        })
     }
 
-    /// Adds `id` to the index. Runs after every write, so a session whose earlier index
-    /// entry was lost (a failed call, a pruned id) is listed again.
-    async fn index(&self, name: &'static str, id: &str) -> Result<()> {
-        let index = self.keys.index();
-        self.run::<()>(Request::Cmd(redis::cmd("SADD").arg(index).arg(id)))
-            .await
-            .map_err(|err| parse_redis_error(err, self.op(name, Some(id)).on_key(index)))
-    }
-
-    /// Which of `ids` still have a message list, pipelined in chunks.
+    /// Which of `ids` still have a message list, pipelined in chunks. A key of another
+    /// type under the list's name (something else wrote there, and our writes to it
+    /// failed) is no session either.
     async fn existing(&self, ids: &[String]) -> Result<Vec<bool>> {
         let mut exists = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(PIPELINE_CHUNK) {
             let mut pipe = redis::pipe();
             for id in chunk {
-                pipe.cmd("EXISTS").arg(self.keys.list(id));
+                pipe.cmd("TYPE").arg(self.keys.list(id));
             }
-            let found: Vec<bool> = self
+            let types: Vec<String> = self
                 .run(Request::Pipe(&pipe))
                 .await
                 .map_err(|err| parse_redis_error(err, self.op("list_sessions", None)))?;
-            exists.extend(found);
+            exists.extend(types.into_iter().map(|kind| kind == "list"));
         }
         Ok(exists)
     }
@@ -291,7 +310,7 @@ impl ConversationStorage for RedisStorage {
             .map(drop)
             .map_err(|err| {
                 let op = self.op("truncate", Some(session_id));
-                parse_redis_error(err, op.on_keys(&list, &meta))
+                parse_redis_error(err, op.on_keys(&[&list, &meta]))
             })
     }
 
@@ -311,7 +330,7 @@ impl ConversationStorage for RedisStorage {
         let (count, (created, updated)): (usize, (Option<String>, Option<String>)) =
             self.run(Request::Pipe(&pipe)).await.map_err(|err| {
                 let op = self.op("session_info", Some(session_id));
-                parse_redis_error(err, op.on_keys(&list, &meta))
+                parse_redis_error(err, op.on_keys(&[&list, &meta]))
             })?;
         Ok((count > 0).then(|| SessionInfo {
             id: session_id.to_string(),

@@ -195,8 +195,8 @@ async fn a_foreign_key_of_the_wrong_type_gives_a_clear_error_and_no_partial_writ
             "{shown}"
         );
     }
-    // The scripts check types before writing: the foreign value is intact and nothing
-    // else was created or indexed.
+    // The scripts check types before writing: the foreign value is intact, nothing else
+    // was created, and the id the pipelined SADD indexed is not listed (and is pruned).
     let value: String = raw.get(h.list_key("squatted")).await.unwrap();
     assert_eq!(value, "not a list");
     let meta_exists: bool = raw.exists(h.meta_key("squatted")).await.unwrap();
@@ -208,6 +208,49 @@ async fn a_foreign_key_of_the_wrong_type_gives_a_clear_error_and_no_partial_writ
         .await
         .unwrap();
     assert_eq!(store.load("fine").await.unwrap().len(), 1);
+}
+
+/// Writes pipeline the script by its sha, which a pipeline does not load by itself: on a
+/// server that forgot its scripts (restarted, or `SCRIPT FLUSH`), the write loads it and
+/// goes through, stored and indexed exactly once.
+#[tokio::test]
+async fn writes_succeed_after_the_server_forgets_its_scripts() {
+    let Some(h) = harness().await else { return };
+    let store = open(&h).await;
+    let mut raw = h.raw().await;
+    store
+        .append("flushed", &[ChatMessage::user("before")])
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    store
+        .append("flushed", &[ChatMessage::user("after")])
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    store
+        .save("other", &[ChatMessage::user("saved")])
+        .await
+        .unwrap();
+    let contents: Vec<String> = store
+        .load("flushed")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(contents, ["before", "after"]);
+    let mut ids = store.list_sessions().await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["flushed", "other"]);
 }
 
 #[tokio::test]
