@@ -1,7 +1,10 @@
 //! Shared helpers for the examples; this package exists so `cargo run --example NAME` works
 //! from the workspace root.
 
+use std::process::ExitCode;
+
 use fusion::Error;
+use fusion::api::session::{self, StorageType};
 
 /// How to configure an LLM, printed when none is.
 pub const LLM_HELP: &str = "No LLM is configured. Point Fusion at an OpenAI-compatible endpoint:
@@ -27,4 +30,42 @@ pub fn init_tracing() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// The backend examples' demo: a session on the storage named by the first command-line
+/// argument (else `default_url`) is told a fact on its first run and asked for it on every
+/// later one, then the stored count and the storage's sessions are printed.
+pub async fn remember_across_runs(
+    session_id: &str,
+    default_url: &str,
+    storage: fn(String) -> StorageType,
+) -> ExitCode {
+    init_tracing();
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| default_url.to_string());
+    match remember(session_id, storage(url)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{}", explain(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn remember(session_id: &str, storage: StorageType) -> fusion::Result<()> {
+    let mut session = session::create_session(session_id, storage.clone()).await?;
+    let question = if session.message_count() == 0 {
+        "Remember: the deploy password hint is 'teal giraffe'. Just acknowledge."
+    } else {
+        "What was the deploy password hint I gave you?"
+    };
+    let result = session.send_message(question).await?;
+    println!("agent: {}", result.result);
+    println!(
+        "{} messages stored in {storage}; sessions there: {:?}",
+        session.message_count(),
+        session::list_all_sessions(&storage).await?
+    );
+    Ok(())
 }

@@ -7,38 +7,14 @@
 
 use std::process::ExitCode;
 
-use fusion::api::session::{self, StorageType};
-use fusion_examples::{explain, init_tracing};
+use fusion::api::session::StorageType;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_tracing();
-    let url = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
-    match run(url).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("{}", explain(&err));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(url: String) -> fusion::Result<()> {
-    let storage = StorageType::Redis(url);
-    let mut session = session::create_session("redis-demo", storage.clone()).await?;
-    let question = if session.message_count() == 0 {
-        "Remember: the deploy password hint is 'teal giraffe'. Just acknowledge."
-    } else {
-        "What was the deploy password hint I gave you?"
-    };
-    let result = session.send_message(question).await?;
-    println!("agent: {}", result.result);
-    println!(
-        "{} messages stored in {storage}; sessions there: {:?}",
-        session.message_count(),
-        session::list_all_sessions(&storage).await?
-    );
-    Ok(())
+    fusion_examples::remember_across_runs(
+        "redis-demo",
+        "redis://127.0.0.1:6379",
+        StorageType::Redis,
+    )
+    .await
 }

@@ -17,8 +17,18 @@ fn example_binary(name: &str) -> PathBuf {
 }
 
 fn run_example(name: &str, dir: &std::path::Path, server: Option<&MockLlmServer>) -> Output {
+    run_example_with_args(name, &[], dir, server)
+}
+
+fn run_example_with_args(
+    name: &str,
+    args: &[&str],
+    dir: &std::path::Path,
+    server: Option<&MockLlmServer>,
+) -> Output {
     let mut command = Command::new(example_binary(name));
     command
+        .args(args)
         .current_dir(dir)
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL");
@@ -125,4 +135,57 @@ fn storage_tour_writes_reloads_and_lists_sessions() {
         "{stdout}"
     );
     assert!(dir.path().join("sessions/storage-tour.jsonl").is_file());
+}
+
+/// The model repeats the password hint only when the conversation it is sent holds it.
+fn hint_rule(request: &serde_json::Value) -> MockReply {
+    let told = request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| {
+            m["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("teal giraffe"))
+        });
+    let asked = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .is_some_and(|c| c.contains("What was the deploy password hint"));
+    MockReply::text(match (asked, told) {
+        (true, true) => "It was 'teal giraffe'.",
+        (true, false) => "You never told me.",
+        (false, _) => "Noted.",
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_session_continues_the_conversation_on_the_second_run() {
+    let server = MockLlmServer::start_with(hint_rule).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let output = run_example_with_args("sqlite_session", &[&url], dir.path(), Some(&server));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        outputs.push(stdout);
+    }
+    assert!(outputs[0].contains("agent: Noted."), "{}", outputs[0]);
+    assert!(
+        outputs[1].contains("agent: It was 'teal giraffe'."),
+        "{}",
+        outputs[1]
+    );
+    assert!(
+        outputs[1].contains(r#"5 messages stored in sqlite://"#)
+            && outputs[1].contains(r#"sessions there: ["sqlite-demo"]"#),
+        "{}",
+        outputs[1]
+    );
 }

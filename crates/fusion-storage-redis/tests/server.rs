@@ -222,20 +222,12 @@ async fn writes_succeed_after_the_server_forgets_its_scripts() {
         .append("flushed", &[ChatMessage::user("before")])
         .await
         .unwrap();
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    flush_scripts(&mut raw).await;
     store
         .append("flushed", &[ChatMessage::user("after")])
         .await
         .unwrap();
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    flush_scripts(&mut raw).await;
     store
         .save("other", &[ChatMessage::user("saved")])
         .await
@@ -251,6 +243,14 @@ async fn writes_succeed_after_the_server_forgets_its_scripts() {
     let mut ids = store.list_sessions().await.unwrap();
     ids.sort();
     assert_eq!(ids, ["flushed", "other"]);
+}
+
+async fn flush_scripts(raw: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(raw)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
