@@ -15,6 +15,7 @@ pub(crate) const BACKEND: &str = "sqlite";
 
 // SQLite primary result codes (https://sqlite.org/rescode.html). The driver reports
 // extended codes; the low byte is the primary code.
+const SQLITE_ERROR: i64 = 1;
 const SQLITE_PERM: i64 = 3;
 const SQLITE_BUSY: i64 = 5;
 const SQLITE_LOCKED: i64 = 6;
@@ -130,6 +131,19 @@ pub(crate) fn parse_sqlite_error(err: sqlx::Error, op: Op<'_>) -> Error {
         other => (format!("{op}: {other}"), false),
     };
     Error::backend(BACKEND, message, retryable, err)
+}
+
+/// Whether `err` is `ROLLBACK` finding no transaction to end (plain `SQLITE_ERROR`, "cannot
+/// rollback - no transaction is active"): the connection is then already out of any
+/// transaction. Every other `ROLLBACK` failure is an I/O or internal error.
+pub(crate) fn is_no_transaction(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(e) => {
+            let code = e.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(-1);
+            code == SQLITE_ERROR
+        }
+        _ => false,
+    }
 }
 
 /// Migration failures, by what the user must do about them.

@@ -6,6 +6,7 @@
 mod config;
 mod error;
 mod migrate;
+mod script;
 mod storage;
 
 pub use config::{Durability, SqliteOptions};

@@ -22,36 +22,69 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
-use sqlx::sqlite::{SqliteConnection, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
 use crate::config::{Location, SqliteOptions, ensure_parent_dir, parse_url};
 use crate::error::{Op, corrupt_row, missing_row, parse_sqlite_error};
-use crate::migrate;
+use crate::{migrate, script};
 
-/// Every write starts with this so the transaction holds SQLite's write lock from its first
-/// statement. A plain (deferred) `BEGIN` would start as a reader and fail with
-/// `SQLITE_BUSY` when upgrading to a writer while another writer is active, which the busy
-/// timeout cannot wait out; `IMMEDIATE` makes concurrent writers queue instead.
+/// Every write starts with this (the scripts below spell it out) so the transaction holds
+/// SQLite's write lock from its first statement. A plain (deferred) `BEGIN` would start as
+/// a reader and fail with `SQLITE_BUSY` when upgrading to a writer while another writer is
+/// active, which the busy timeout cannot wait out; `IMMEDIATE` makes concurrent writers
+/// queue instead.
 pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
-// Upserts the session row for an append and returns the new message count. The messages
-// of a session always have seq 0..message_count, so the new rows start at
-// `new count - appended`. `MAX` keeps updated_at monotonic if the clock steps back.
-const APPEND_SESSION: &str = "\
+// Each write is one script that a connection's worker thread runs start to finish (see
+// `crate::script`). Parameters: ?1 the session id, ?2 now in Unix milliseconds, ?3 a
+// message count, ?4 the messages as one JSON array whose elements are each message as
+// `serde_json` writes it. `json_each(?4)` yields the elements in order, with `key` the
+// index and `value` an object's JSON text: minified JSON goes in, so the same text comes
+// out and is what the `message` column stores (`tests/write_scripts.rs` checks it).
+
+// An append: bump the session's count (creating the row), then insert the new messages
+// after the old ones. The seqs come from the count read inside the write transaction,
+// so concurrent appenders in any process queue on the write lock and never collide.
+// `MAX` keeps updated_at monotonic if the clock steps back.
+const APPEND: &str = "\
+    BEGIN IMMEDIATE; \
     INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
     ON CONFLICT (id) DO UPDATE SET \
         updated_at = MAX(excluded.updated_at, sessions.updated_at), \
-        message_count = sessions.message_count + excluded.message_count \
-    RETURNING message_count";
+        message_count = sessions.message_count + excluded.message_count; \
+    INSERT INTO messages (session_id, seq, message) \
+        SELECT ?1, s.message_count - ?3 + j.key, j.value \
+        FROM sessions AS s, json_each(?4) AS j WHERE s.id = ?1; \
+    COMMIT";
 
-// Upserts the session row for a full save, keeping created_at of an existing session.
-const SAVE_SESSION: &str = "\
+// A full save: set the count (keeping created_at of an existing session) and replace
+// every message.
+const SAVE: &str = "\
+    BEGIN IMMEDIATE; \
     INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
     ON CONFLICT (id) DO UPDATE SET \
         updated_at = MAX(excluded.updated_at, sessions.updated_at), \
-        message_count = excluded.message_count";
+        message_count = excluded.message_count; \
+    DELETE FROM messages WHERE session_id = ?1; \
+    INSERT INTO messages (session_id, seq, message) SELECT ?1, j.key, j.value FROM json_each(?4) AS j; \
+    COMMIT";
 
-const INSERT_MESSAGE: &str = "INSERT INTO messages (session_id, seq, message) VALUES (?1, ?2, ?3)";
+// Keeps the first ?3 messages. The count only ever goes down; the DELETE finds nothing
+// when the session was already that short.
+const TRUNCATE: &str = "\
+    BEGIN IMMEDIATE; \
+    UPDATE sessions SET message_count = ?3, updated_at = MAX(?2, updated_at) \
+        WHERE id = ?1 AND message_count > ?3; \
+    DELETE FROM messages WHERE session_id = ?1 AND seq >= ?3; \
+    COMMIT";
+
+// Both tables explicitly: a pool given to `from_pool` may have foreign keys (and so the
+// cascade) off.
+const REMOVE: &str = "\
+    BEGIN IMMEDIATE; \
+    DELETE FROM messages WHERE session_id = ?1; \
+    DELETE FROM sessions WHERE id = ?1; \
+    COMMIT";
 
 /// Conversation storage in a SQLite database, through a `sqlx` connection pool.
 ///
@@ -100,7 +133,12 @@ impl SqliteStorage {
                 SqlitePoolOptions::new().max_connections(options.get_max_connections())
             }
         };
+        // sqlx pings a pooled connection before handing it out, to catch dropped network
+        // links. An in-process SQLite connection does not go stale, so that is a wasted
+        // round trip to its worker thread on every call; worse, a call cancelled during
+        // the ping makes sqlx close the connection, and with `:memory:` the database.
         let pool = pool_options
+            .test_before_acquire(false)
             .connect_with(target.connect)
             .await
             .map_err(|e| parse_sqlite_error(e, open_op(&db)))?;
@@ -171,19 +209,9 @@ impl SqliteStorage {
 
     /// Deletes a session's rows in both tables in one transaction.
     async fn remove(&self, session_id: &str, name: &'static str) -> Result<()> {
-        let err = |e| parse_sqlite_error(e, self.op(name, Some(session_id)));
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
-        for sql in [
-            "DELETE FROM messages WHERE session_id = ?1",
-            "DELETE FROM sessions WHERE id = ?1",
-        ] {
-            sqlx::query(sql)
-                .bind(session_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-        }
-        tx.commit().await.map_err(err)
+        script::run(&self.pool, sqlx::query(REMOVE).bind(session_id))
+            .await
+            .map_err(|e| parse_sqlite_error(e, self.op(name, Some(session_id))))
     }
 }
 
@@ -196,32 +224,11 @@ pub(crate) fn open_op(db: &str) -> Op<'_> {
     }
 }
 
-/// Serialises messages before a transaction starts, so the write lock is held only for
-/// the inserts and a serialisation failure touches nothing.
-fn encode(messages: &[ChatMessage]) -> Result<Vec<String>> {
-    messages
-        .iter()
-        .map(|m| serde_json::to_string(m).map_err(Into::into))
-        .collect()
-}
-
-/// Inserts `rows` with consecutive seqs from `first_seq`. sqlx caches the prepared
-/// statement per connection, so each row costs one step of the same statement.
-async fn insert_rows(
-    conn: &mut SqliteConnection,
-    session_id: &str,
-    first_seq: i64,
-    rows: &[String],
-) -> sqlx::Result<()> {
-    for (seq, row) in (first_seq..).zip(rows) {
-        sqlx::query(INSERT_MESSAGE)
-            .bind(session_id)
-            .bind(seq)
-            .bind(row.as_str())
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+/// Serialises messages as one JSON array before a transaction starts, so the write lock
+/// is held only for the inserts and a serialisation failure touches nothing. The array's
+/// elements are exactly each message's `serde_json::to_string`.
+fn encode(messages: &[ChatMessage]) -> Result<String> {
+    serde_json::to_string(messages).map_err(Into::into)
 }
 
 fn count(n: usize) -> i64 {
@@ -242,31 +249,22 @@ fn from_millis(ms: i64) -> Option<SystemTime> {
 
 #[async_trait]
 impl ConversationStorage for SqliteStorage {
-    /// Replaces the history in one transaction. Cost: O(len of `history`).
+    /// Replaces the history in one transaction, sent as one script. Cost: O(len of
+    /// `history`) and one round trip to a connection's worker thread.
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if history.is_empty() {
             return self.remove(session_id, "save").await;
         }
         let rows = encode(history)?;
-        let err = |e| parse_sqlite_error(e, self.op("save", Some(session_id)));
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
-        sqlx::query(SAVE_SESSION)
+        let save = sqlx::query(SAVE)
             .bind(session_id)
             .bind(now_millis())
-            .bind(count(rows.len()))
-            .execute(&mut *tx)
+            .bind(count(history.len()))
+            .bind(rows);
+        script::run(&self.pool, save)
             .await
-            .map_err(err)?;
-        sqlx::query("DELETE FROM messages WHERE session_id = ?1")
-            .bind(session_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        insert_rows(&mut tx, session_id, 0, &rows)
-            .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)
+            .map_err(|e| parse_sqlite_error(e, self.op("save", Some(session_id))))
     }
 
     /// Reads the rows in seq order. A row that is not a valid message, or a gap in the
@@ -304,59 +302,38 @@ impl ConversationStorage for SqliteStorage {
             .map_err(|e| parse_sqlite_error(e, self.op("list_sessions", None)))
     }
 
-    /// One `BEGIN IMMEDIATE` transaction: bump the session's count, insert the new rows.
-    /// Cost: O(`messages.len()`), independent of history length.
+    /// One `BEGIN IMMEDIATE` transaction, sent as one script: bump the session's count,
+    /// insert the new rows. Cost: O(`messages.len()`), independent of history length, and
+    /// one round trip to a connection's worker thread.
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if messages.is_empty() {
             return Ok(());
         }
-        let rows = encode(messages)?;
-        let added = count(rows.len());
-        let err = |e| parse_sqlite_error(e, self.op("append", Some(session_id)));
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
-        let new_count: i64 = sqlx::query_scalar(APPEND_SESSION)
+        let append = sqlx::query(APPEND)
             .bind(session_id)
             .bind(now_millis())
-            .bind(added)
-            .fetch_one(&mut *tx)
+            .bind(count(messages.len()))
+            .bind(encode(messages)?);
+        script::run(&self.pool, append)
             .await
-            .map_err(err)?;
-        insert_rows(&mut tx, session_id, new_count - added, &rows)
-            .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)
+            .map_err(|e| parse_sqlite_error(e, self.op("append", Some(session_id))))
     }
 
-    /// Deletes the rows from seq `len` on and lowers the count, in one transaction.
+    /// Deletes the rows from seq `len` on and lowers the count, in one transaction sent as
+    /// one script.
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
         SessionId::validate(session_id)?;
         if len == 0 {
             return self.remove(session_id, "truncate").await;
         }
-        let len = count(len);
-        let err = |e| parse_sqlite_error(e, self.op("truncate", Some(session_id)));
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
-        let shortened = sqlx::query(
-            "UPDATE sessions SET message_count = ?2, updated_at = MAX(?3, updated_at) \
-             WHERE id = ?1 AND message_count > ?2",
-        )
-        .bind(session_id)
-        .bind(len)
-        .bind(now_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?
-        .rows_affected();
-        if shortened > 0 {
-            sqlx::query("DELETE FROM messages WHERE session_id = ?1 AND seq >= ?2")
-                .bind(session_id)
-                .bind(len)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-        }
-        tx.commit().await.map_err(err)
+        let truncate = sqlx::query(TRUNCATE)
+            .bind(session_id)
+            .bind(now_millis())
+            .bind(count(len));
+        script::run(&self.pool, truncate)
+            .await
+            .map_err(|e| parse_sqlite_error(e, self.op("truncate", Some(session_id))))
     }
 
     /// Reads one row of the `sessions` table. Cost: O(1).

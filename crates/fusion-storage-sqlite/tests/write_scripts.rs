@@ -1,0 +1,154 @@
+//! Each write is one `BEGIN IMMEDIATE; ...; COMMIT` script: what it stores, and that a
+//! script that fails or is cancelled partway never leaves a transaction open behind it.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+
+use fusion_core::testkit::cases::sample_history;
+use fusion_core::{ChatMessage, ConversationStorage, Error};
+use fusion_storage_sqlite::SqliteStorage;
+use serde_json::json;
+
+fn turn(text: &str) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::user(text),
+        ChatMessage::assistant(format!("{text}-reply")),
+    ]
+}
+
+/// The stored `message` column of `session_id`, in seq order.
+async fn stored_rows(storage: &SqliteStorage, session_id: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT message FROM messages WHERE session_id = ?1 ORDER BY seq")
+        .bind(session_id)
+        .fetch_all(storage.pool())
+        .await
+        .unwrap()
+}
+
+/// Every row count and seq agrees with the `sessions` row, and loading works.
+async fn assert_consistent(storage: &SqliteStorage, session_id: &str) -> Vec<ChatMessage> {
+    let loaded = storage.load(session_id).await.unwrap();
+    let count = storage
+        .session_info(session_id)
+        .await
+        .unwrap()
+        .map_or(0, |info| info.message_count);
+    assert_eq!(count, loaded.len(), "message_count disagrees with the rows");
+    loaded
+}
+
+#[tokio::test]
+async fn stored_rows_are_exactly_each_messages_json() {
+    let storage = SqliteStorage::connect("sqlite::memory:").await.unwrap();
+    let mut history = sample_history();
+    history.push(
+        ChatMessage::user("nul \u{0} bell \u{7} del \u{7f} / </script> \u{fffd}").with_metadata(
+            "numbers",
+            json!([
+                0.1,
+                -0.0,
+                1e300,
+                5e-324,
+                18446744073709551615u64,
+                -9223372036854775808i64
+            ]),
+        ),
+    );
+    history.push(ChatMessage::assistant("deep").with_metadata(
+        "nested",
+        json!({"a": {"b": [{"c": null, "d": true, "": "empty key"}]}}),
+    ));
+    storage.save("saved", &history).await.unwrap();
+    storage.append("appended", &history[..3]).await.unwrap();
+    storage.append("appended", &history[3..]).await.unwrap();
+
+    let expected: Vec<String> = history
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap())
+        .collect();
+    for session in ["saved", "appended"] {
+        assert_eq!(stored_rows(&storage, session).await, expected, "{session}");
+        assert_eq!(storage.load(session).await.unwrap(), history, "{session}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_append_rolls_back_and_leaves_the_database_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file_url = format!("sqlite://{}", dir.path().join("s.db").display());
+    for url in ["sqlite::memory:", file_url.as_str()] {
+        let storage = SqliteStorage::connect(url).await.unwrap();
+        storage.append("s", &turn("kept")).await.unwrap();
+        // A stray row where the next append's second message goes: its INSERT fails
+        // after BEGIN and the count update have already run.
+        sqlx::query("INSERT INTO messages (session_id, seq, message) VALUES ('s', 3, '{}')")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+
+        let err = storage.append("s", &turn("lost")).await.unwrap_err();
+        assert!(matches!(err, Error::Backend { .. }), "{url}: {err}");
+        assert!(err.to_string().contains("append of session \"s\""), "{err}");
+        let info = storage.session_info("s").await.unwrap().unwrap();
+        assert_eq!(info.message_count, 2, "{url}: the count update was kept");
+
+        // Were the connection still in the transaction, this would fail (":memory:" has
+        // one connection) or wait out the busy timeout behind it (a file).
+        sqlx::query("DELETE FROM messages WHERE seq = 3")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        let other = SqliteStorage::connect(url).await.unwrap();
+        other.append("other", &turn("elsewhere")).await.unwrap();
+        storage.append("s", &turn("retried")).await.unwrap();
+        let mut expected = turn("kept");
+        expected.extend(turn("retried"));
+        assert_eq!(assert_consistent(&storage, "s").await, expected, "{url}");
+        storage.close().await;
+    }
+}
+
+/// Polls `future` `times` times (less if it finishes first), then drops it.
+async fn cancel_after_polls(future: impl Future, times: usize) {
+    let mut future = pin!(future);
+    for _ in 0..times {
+        let done = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_ready()));
+        if done.await {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn writes_cancelled_at_any_point_leave_no_transaction_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let file_url = format!("sqlite://{}", dir.path().join("s.db").display());
+    for url in ["sqlite::memory:", file_url.as_str()] {
+        let storage = SqliteStorage::connect(url).await.unwrap();
+        let mut expected = Vec::new();
+        for i in 0..120 {
+            let cancelled = turn(&format!("cancelled-{i}"));
+            let polls = i % 6 + 1;
+            match i % 3 {
+                0 => cancel_after_polls(storage.append("s", &cancelled), polls).await,
+                1 => cancel_after_polls(storage.save("other", &cancelled), polls).await,
+                _ => cancel_after_polls(storage.truncate("s", expected.len()), polls).await,
+            }
+            // A cancelled append happened entirely or not at all.
+            let loaded = assert_consistent(&storage, "s").await;
+            if loaded.len() > expected.len() {
+                expected.extend(cancelled);
+            }
+            assert_eq!(loaded, expected, "{url}, round {i}");
+
+            let kept = turn(&format!("kept-{i}"));
+            storage.append("s", &kept).await.unwrap();
+            expected.extend(kept);
+        }
+        assert_eq!(assert_consistent(&storage, "s").await, expected, "{url}");
+        assert_consistent(&storage, "other").await;
+        storage.close().await;
+    }
+}
