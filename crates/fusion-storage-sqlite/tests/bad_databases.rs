@@ -224,3 +224,30 @@ async fn a_row_that_is_not_a_message_is_corrupt_naming_session_and_seq() {
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("seq 1 is missing"), "{err}");
 }
+
+/// `load` reads a history as one JSON array that SQLite joins from the rows; a row
+/// holding two messages would make that array parse, one message too long. It must be
+/// caught and named like any other bad row, never loaded as an extra message.
+#[tokio::test]
+async fn a_row_holding_two_messages_is_corrupt_not_an_extra_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::connect(&url(&dir.path().join("s.db")))
+        .await
+        .unwrap();
+    storage.save("s", &turn("one")).await.unwrap();
+    let two = format!(
+        "{},{}",
+        serde_json::to_string(&ChatMessage::user("a")).unwrap(),
+        serde_json::to_string(&ChatMessage::user("b")).unwrap()
+    );
+    sqlx::query("UPDATE messages SET message = ?2 WHERE session_id = ?1 AND seq = 1")
+        .bind("s")
+        .bind(two)
+        .execute(storage.pool())
+        .await
+        .unwrap();
+
+    let err = storage.load("s").await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("seq 1"), "{err}");
+}
