@@ -63,11 +63,28 @@ pub struct FloorReport {
     pub w1: Vec<FloorW1>,
     /// W2 sizes.
     pub w2: Vec<FloorW2>,
+    /// The cheapest possible call to the server or worker thread (SQLite `SELECT 1`, Redis
+    /// `PING`), timed one by one: no storage operation can take less. `None` for backends
+    /// that make no such call (memory, fs) or when it failed.
+    pub round_trip: Option<RoundTrip>,
 }
+
+/// One driver round trip, measured on its own.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundTrip {
+    /// What was sent.
+    pub call: &'static str,
+    /// Timings of [`ROUND_TRIPS`] calls.
+    pub stats: Stats,
+}
+
+/// How many calls the round-trip probe times.
+pub const ROUND_TRIPS: usize = 2_000;
 
 /// Sets the floor's W1 and W2 next to the library's, when those ran.
 pub fn compare(
     raw: &Raw,
+    round_trip: Option<RoundTrip>,
     floor_w1: Option<&W1Report>,
     library_w1: Option<&W1Report>,
     floor_w2: Option<&[W2Point]>,
@@ -109,6 +126,7 @@ pub fn compare(
         driver: raw.describe(),
         w1,
         w2,
+        round_trip,
     }
 }
 
@@ -183,6 +201,37 @@ impl Raw {
             Raw::Sqlite { .. } => "sqlx SqliteConnection: BEGIN, INSERT per message, COMMIT",
             Raw::Redis { .. } => "redis MultiplexedConnection: one RPUSH per turn; LRANGE",
         }
+    }
+
+    /// Times [`ROUND_TRIPS`] of the cheapest call the driver can make, one at a time, as
+    /// W1 makes its writes. `None` for memory and fs, which have no server or worker.
+    pub async fn round_trip(&self) -> Result<Option<RoundTrip>> {
+        let mut samples = Vec::with_capacity(ROUND_TRIPS);
+        let call = match self {
+            Raw::Memory(_) | Raw::Fs { .. } => return Ok(None),
+            Raw::Sqlite { conn, .. } => {
+                let mut guard = conn.lock().await;
+                for _ in 0..ROUND_TRIPS {
+                    let start = Instant::now();
+                    sqlx::query("SELECT 1").execute(&mut guard.0).await?;
+                    samples.push(start.elapsed());
+                }
+                "sqlx SqliteConnection: SELECT 1"
+            }
+            Raw::Redis { conn, .. } => {
+                let mut conn = conn.clone();
+                for _ in 0..ROUND_TRIPS {
+                    let start = Instant::now();
+                    redis::cmd("PING").query_async::<()>(&mut conn).await?;
+                    samples.push(start.elapsed());
+                }
+                "redis MultiplexedConnection: PING"
+            }
+        };
+        Ok(Some(RoundTrip {
+            call,
+            stats: Stats::of(&samples),
+        }))
     }
 
     /// W1's write of one turn to session `w1`.

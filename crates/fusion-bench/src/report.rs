@@ -150,6 +150,13 @@ pub fn render(report: &BackendReport) -> String {
                 ratio(f.ratio_open_plus_load)
             );
         }
+        if let Some(rt) = &floor.round_trip {
+            let _ = writeln!(
+                o,
+                "  one round trip ({}), {} calls: mean {:.4} median {:.4} min {:.4} ms",
+                rt.call, rt.stats.n, rt.stats.mean_ms, rt.stats.median_ms, rt.stats.min_ms
+            );
+        }
     }
     if let Some(agent) = &report.agent {
         let _ = writeln!(
