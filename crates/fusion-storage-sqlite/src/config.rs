@@ -124,6 +124,8 @@ pub(crate) enum Location {
 pub(crate) struct Target {
     pub(crate) location: Location,
     pub(crate) connect: SqliteConnectOptions,
+    /// The connections leave WAL checkpoints to `crate::checkpoint` (a writable file).
+    pub(crate) background_checkpoints: bool,
 }
 
 impl Target {
@@ -184,10 +186,18 @@ pub(crate) fn parse_url(url: &str, options: &SqliteOptions) -> Result<Target> {
         .synchronous(options.durability.pragma());
     // Switching to WAL writes the file header, which neither a read-only connection nor
     // an in-memory database can do; both keep the journal mode they have.
-    if !in_memory && !read_only {
-        connect = connect.journal_mode(SqliteJournalMode::Wal);
+    // Checkpoints then run off the write path (see `crate::checkpoint`).
+    let background_checkpoints = !in_memory && !read_only;
+    if background_checkpoints {
+        connect = connect
+            .journal_mode(SqliteJournalMode::Wal)
+            .pragma("wal_autocheckpoint", "0");
     }
-    Ok(Target { location, connect })
+    Ok(Target {
+        location,
+        connect,
+        background_checkpoints,
+    })
 }
 
 /// Creates the parent directory of a database file about to be created, so that

@@ -3,6 +3,7 @@
 //! See [`SqliteStorage`] for what it offers, [`SqliteOptions`] for tuning, and the crate
 //! README for the schema and how to inspect sessions with the `sqlite3` shell.
 
+mod checkpoint;
 mod config;
 mod error;
 mod migrate;

@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
+use crate::checkpoint::Checkpointer;
 use crate::config::{Location, SqliteOptions, ensure_parent_dir, parse_url};
 use crate::error::{Op, corrupt_row, missing_row, parse_sqlite_error};
 use crate::{migrate, script};
@@ -107,6 +108,8 @@ pub struct SqliteStorage {
     pool: SqlitePool,
     /// The database path (or `:memory:`) for error messages.
     db: Arc<str>,
+    /// Runs WAL checkpoints after writes, for pools this crate opened on a file.
+    checkpoints: Option<Arc<Checkpointer>>,
 }
 
 impl SqliteStorage {
@@ -157,6 +160,9 @@ impl SqliteStorage {
         let storage = Self {
             pool,
             db: db.into(),
+            checkpoints: target
+                .background_checkpoints
+                .then(|| Arc::new(Checkpointer::default())),
         };
         if let Err(e) = migrate::run(&storage.pool, &storage.db).await {
             // Release the file now rather than whenever the caller drops the error.
@@ -177,9 +183,11 @@ impl SqliteStorage {
         let db = pool.connect_options().get_filename().display().to_string();
         // On failure the pool is left open: it is the caller's.
         migrate::run(&pool, &db).await?;
+        // The pool's checkpoint settings are its owner's; SQLite's own apply by default.
         Ok(Self {
             pool,
             db: db.into(),
+            checkpoints: None,
         })
     }
 
@@ -242,9 +250,25 @@ impl SqliteStorage {
 
     /// Deletes a session's rows in both tables in one transaction.
     async fn remove(&self, session_id: &str, name: &'static str) -> Result<()> {
-        script::run(&self.pool, sqlx::query(REMOVE).bind(session_id))
+        self.write(sqlx::query(REMOVE).bind(session_id), name, session_id)
             .await
-            .map_err(|e| parse_sqlite_error(e, self.op(name, Some(session_id))))
+    }
+
+    /// Runs one write script (see `crate::script`) for operation `name` on `session_id`,
+    /// then lets the checkpointer count it.
+    async fn write(
+        &self,
+        script: script::Script<'_>,
+        name: &'static str,
+        session_id: &str,
+    ) -> Result<()> {
+        script::run(&self.pool, script)
+            .await
+            .map_err(|e| parse_sqlite_error(e, self.op(name, Some(session_id))))?;
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.wrote(&self.pool, &self.db);
+        }
+        Ok(())
     }
 }
 
@@ -310,9 +334,7 @@ impl ConversationStorage for SqliteStorage {
             .bind(now_millis())
             .bind(count(history.len()))
             .bind(rows);
-        script::run(&self.pool, save)
-            .await
-            .map_err(|e| parse_sqlite_error(e, self.op("save", Some(session_id))))
+        self.write(save, "save", session_id).await
     }
 
     /// Reads the history as one JSON array that SQLite assembles in seq order, parsed
@@ -364,9 +386,7 @@ impl ConversationStorage for SqliteStorage {
             .bind(now_millis())
             .bind(count(messages.len()))
             .bind(encode(messages)?);
-        script::run(&self.pool, append)
-            .await
-            .map_err(|e| parse_sqlite_error(e, self.op("append", Some(session_id))))
+        self.write(append, "append", session_id).await
     }
 
     /// Deletes the rows from seq `len` on and lowers the count, in one transaction sent as
@@ -380,9 +400,7 @@ impl ConversationStorage for SqliteStorage {
             .bind(session_id)
             .bind(now_millis())
             .bind(count(len));
-        script::run(&self.pool, truncate)
-            .await
-            .map_err(|e| parse_sqlite_error(e, self.op("truncate", Some(session_id))))
+        self.write(truncate, "truncate", session_id).await
     }
 
     /// Reads one row of the `sessions` table. Cost: O(1).
