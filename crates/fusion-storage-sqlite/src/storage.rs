@@ -27,7 +27,8 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use crate::checkpoint::Checkpointer;
 use crate::config::{Location, SqliteOptions, ensure_parent_dir, parse_url};
 use crate::error::{Op, corrupt_row, missing_row, parse_sqlite_error};
-use crate::{migrate, script};
+use crate::migrate;
+use crate::script::{self, Writer};
 
 /// Every write starts with this (the scripts below spell it out) so the transaction holds
 /// SQLite's write lock from its first statement. A plain (deferred) `BEGIN` would start as
@@ -110,6 +111,9 @@ pub struct SqliteStorage {
     db: Arc<str>,
     /// Runs WAL checkpoints after writes, for pools this crate opened on a file.
     checkpoints: Option<Arc<Checkpointer>>,
+    /// The connection of its own that writes go through, for a database file this crate
+    /// opened; `None` writes on a pooled connection (`:memory:`, a caller's pool).
+    writer: Option<Arc<Writer>>,
 }
 
 impl SqliteStorage {
@@ -152,6 +156,10 @@ impl SqliteStorage {
         // links. An in-process SQLite connection does not go stale, so that is a wasted
         // round trip to its worker thread on every call; worse, a call cancelled during
         // the ping makes sqlx close the connection, and with `:memory:` the database.
+        let writer = match target.location {
+            Location::File { .. } => Some(Arc::new(Writer::new(target.connect.clone()))),
+            Location::Memory => None,
+        };
         let pool = pool_options
             .test_before_acquire(false)
             .connect_with(target.connect)
@@ -163,6 +171,7 @@ impl SqliteStorage {
             checkpoints: target
                 .background_checkpoints
                 .then(|| Arc::new(Checkpointer::default())),
+            writer,
         };
         if let Err(e) = migrate::run(&storage.pool, &storage.db).await {
             // Release the file now rather than whenever the caller drops the error.
@@ -188,6 +197,7 @@ impl SqliteStorage {
             pool,
             db: db.into(),
             checkpoints: None,
+            writer: None,
         })
     }
 
@@ -207,6 +217,9 @@ impl SqliteStorage {
     /// Dropping the last clone closes the pool too, but not before returning; call this
     /// when the file must be released at a known point (before copying it, say).
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
         // sqlx returns a released connection to the pool from a spawned task, and
         // `Pool::close` can finish while one is still on its way back, leaving it open.
         // Closing again once it has arrived catches it; the loop ends when none are left.
@@ -262,9 +275,11 @@ impl SqliteStorage {
         name: &'static str,
         session_id: &str,
     ) -> Result<()> {
-        script::run(&self.pool, script)
-            .await
-            .map_err(|e| parse_sqlite_error(e, self.op(name, Some(session_id))))?;
+        match &self.writer {
+            Some(writer) => writer.run(script).await,
+            None => script::run(&self.pool, script).await,
+        }
+        .map_err(|e| parse_sqlite_error(e, self.op(name, Some(session_id))))?;
         if let Some(checkpoints) = &self.checkpoints {
             checkpoints.wrote(&self.pool, &self.db);
         }

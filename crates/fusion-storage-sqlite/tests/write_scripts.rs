@@ -152,3 +152,22 @@ async fn writes_cancelled_at_any_point_leave_no_transaction_open() {
         storage.close().await;
     }
 }
+
+/// Writes on a database file go through a connection of the storage's own; closing must
+/// release it with the pool, so the file is free and later writes fail like later reads.
+#[tokio::test]
+async fn close_releases_the_writer_and_later_writes_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let storage = SqliteStorage::connect(&url).await.unwrap();
+    storage.append("s", &turn("before")).await.unwrap();
+    storage.close().await;
+
+    assert!(storage.append("s", &turn("after")).await.is_err());
+    assert!(storage.load("s").await.is_err());
+    // Closed connections leave no -wal file behind: SQLite checkpoints and removes it on
+    // the last close.
+    assert!(!dir.path().join("s.db-wal").exists());
+    let reopened = SqliteStorage::connect(&url).await.unwrap();
+    assert_eq!(reopened.load("s").await.unwrap(), turn("before"));
+}
