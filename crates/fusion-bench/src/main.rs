@@ -16,7 +16,6 @@ mod w1;
 mod w2;
 mod w3;
 mod w4;
-mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -25,6 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
+
+use fusion_bench::workload;
 
 use crate::backends::Kind;
 use crate::report::Report;

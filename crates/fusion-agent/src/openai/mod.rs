@@ -133,6 +133,17 @@ impl OpenAiClient {
         &self.endpoint_shown
     }
 
+    /// The JSON body this client sends for `request`: the model, the messages without
+    /// their `metadata`, the tools (in native tool-calling mode) and the sampling options.
+    /// For logging, debugging, and the request-building benchmark.
+    pub fn request_body(&self, request: &ChatRequest<'_>) -> Result<Vec<u8>> {
+        Ok(wire::encode_request(
+            &self.config.model,
+            request,
+            self.config.native_tools,
+        )?)
+    }
+
     fn context(&self) -> Context<'_> {
         Context {
             base_url: &self.base_url_shown,
@@ -243,7 +254,7 @@ impl OpenAiClient {
 #[async_trait]
 impl LlmClient for OpenAiClient {
     async fn chat(&self, request: &ChatRequest<'_>) -> Result<ChatResponse> {
-        let body = wire::encode_request(&self.config.model, request, self.config.native_tools)?;
+        let body = self.request_body(request)?;
         let span = info_span!(
             "llm_call",
             model = %self.config.model,

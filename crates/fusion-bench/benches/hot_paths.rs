@@ -1,0 +1,90 @@
+//! Criterion micro-benchmarks of the paths every turn goes through, on BENCHMARKS.md's
+//! canonical messages: JSON encoding and decoding of messages (every backend stores JSON),
+//! the file-system backend's append, and building the chat-completions request body from
+//! a long history (done on every LLM call). Run with `cargo bench -p fusion-bench`; the
+//! whole-workload numbers come from `cargo xtask bench` instead.
+
+use std::borrow::Cow;
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use fusion_agent::{ChatRequest, OpenAiConfig, SamplingOptions, ToolRegistry};
+use fusion_bench::workload;
+use fusion_core::{ChatMessage, ConversationStorage};
+use fusion_storage_fs::FileSystemStorage;
+
+/// `serde_json` both ways on the first 1,000 canonical messages, per message.
+fn message_json(c: &mut Criterion) {
+    let messages = workload::messages(1_000);
+    let lines: Vec<String> = messages
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap())
+        .collect();
+    let mut group = c.benchmark_group("message_json");
+    group.throughput(Throughput::Elements(messages.len() as u64));
+    group.bench_function("encode_1000", |b| {
+        b.iter(|| {
+            for m in &messages {
+                black_box(serde_json::to_string(black_box(m)).unwrap());
+            }
+        })
+    });
+    group.bench_function("decode_1000", |b| {
+        b.iter(|| {
+            for line in &lines {
+                black_box(serde_json::from_str::<ChatMessage>(black_box(line)).unwrap());
+            }
+        })
+    });
+    group.finish();
+}
+
+/// One W1 turn (2 or 3 messages) appended to a session file, as `FileSystemStorage` does
+/// it: lock, tail check, one `write()`, with the Tokio blocking-pool hop included.
+fn fs_append(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FileSystemStorage::new(dir.path());
+    let turns = workload::turns_reaching(1_000);
+    let mut next = turns.iter().cycle();
+    let mut group = c.benchmark_group("fs_append");
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("one_turn", |b| {
+        b.to_async(&runtime).iter(|| {
+            let turn = next.next().unwrap();
+            let storage = &storage;
+            async move { storage.append("bench", turn).await.unwrap() }
+        })
+    });
+    group.finish();
+}
+
+/// The request body `OpenAiClient` sends for a history of 1,000 and 10,000 messages with
+/// the four built-in file tools: the work re-done on every LLM call of a long session.
+fn agent_request(c: &mut Criterion) {
+    let client = OpenAiConfig::new("bench-model")
+        .with_base_url("http://127.0.0.1:9/v1")
+        .build()
+        .unwrap();
+    let tools = ToolRegistry::with_file_tools([std::env::temp_dir()])
+        .unwrap()
+        .definitions();
+    let mut group = c.benchmark_group("agent_request_body");
+    for n in [1_000, 10_000] {
+        let history = workload::messages(n);
+        let request = ChatRequest {
+            messages: history.iter().map(Cow::Borrowed).collect(),
+            tools: tools.clone(),
+            options: SamplingOptions::default(),
+        };
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &request, |b, request| {
+            b.iter(|| black_box(client.request_body(black_box(request)).unwrap()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(hot_paths, message_json, fs_append, agent_request);
+criterion_main!(hot_paths);
