@@ -2,10 +2,10 @@
 //!
 //! By default SQLite checkpoints inside the commit that takes the write-ahead log past
 //! 1,000 pages: that one write copies the pages back into the database file and fsyncs
-//! twice, 3–7 ms instead of the usual 0.1 ms (see docs/performance.md). The pools
-//! [`SqliteStorage::connect_with`](crate::SqliteStorage::connect_with) opens on a file
-//! turn that off (`wal_autocheckpoint = 0`), and this runs the checkpoint from a spawned
-//! task every [`EVERY_WRITES`] writes instead. A `PASSIVE` checkpoint neither takes the
+//! twice, 3–7 ms instead of the usual 0.1 ms (see docs/performance.md). The connections
+//! [`SqliteStorage::connect_with`](crate::SqliteStorage::connect_with) opens on a writable
+//! file turn that off (`wal_autocheckpoint = 0`), and this runs the checkpoint from a
+//! spawned task every [`EVERY_WRITES`] writes of the storage's writer instead. A `PASSIVE` checkpoint neither takes the
 //! write lock nor waits for readers, so writes go on while it runs.
 //!
 //! The log can only start over from its beginning once a checkpoint has caught up with the

@@ -124,8 +124,6 @@ pub(crate) enum Location {
 pub(crate) struct Target {
     pub(crate) location: Location,
     pub(crate) connect: SqliteConnectOptions,
-    /// The connections leave WAL checkpoints to `crate::checkpoint` (a writable file).
-    pub(crate) background_checkpoints: bool,
 }
 
 impl Target {
@@ -187,17 +185,12 @@ pub(crate) fn parse_url(url: &str, options: &SqliteOptions) -> Result<Target> {
     // Switching to WAL writes the file header, which neither a read-only connection nor
     // an in-memory database can do; both keep the journal mode they have.
     // Checkpoints then run off the write path (see `crate::checkpoint`).
-    let background_checkpoints = !in_memory && !read_only;
-    if background_checkpoints {
+    if !in_memory && !read_only {
         connect = connect
             .journal_mode(SqliteJournalMode::Wal)
             .pragma("wal_autocheckpoint", "0");
     }
-    Ok(Target {
-        location,
-        connect,
-        background_checkpoints,
-    })
+    Ok(Target { location, connect })
 }
 
 /// Creates the parent directory of a database file about to be created, so that

@@ -16,11 +16,14 @@
 //! 15–20% off an append here. An in-memory database, which lives in its single pooled
 //! connection, and a caller's pool write through [`run`] on a pooled connection instead.
 
+use std::sync::Arc;
+
 use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool};
 use sqlx::{ConnectOptions, Connection};
 
+use crate::checkpoint::Checkpointer;
 use crate::error::is_no_transaction;
 
 /// A `BEGIN IMMEDIATE; ...; COMMIT` script with its bound parameters.
@@ -45,11 +48,13 @@ pub(crate) async fn run(pool: &SqlitePool, script: Script<'_>) -> sqlx::Result<(
     }
 }
 
-/// The connection a storage on a database file writes through, opened on first use.
+/// The connection a storage on a database file writes through, opened on first use, and
+/// the background WAL checkpoints its writes call for.
 #[derive(Debug)]
 pub(crate) struct Writer {
     options: SqliteConnectOptions,
     state: tokio::sync::Mutex<WriterState>,
+    checkpoints: Arc<Checkpointer>,
 }
 
 #[derive(Debug, Default)]
@@ -68,13 +73,20 @@ impl Writer {
         Self {
             options,
             state: tokio::sync::Mutex::default(),
+            checkpoints: Arc::default(),
         }
     }
 
     /// Runs `script` after the writes queued before it, in one round trip, with the same
     /// guarantees as [`run`]: on failure whatever it left open is rolled back before the
-    /// error is returned, and a cancelled script is rolled back before the next one.
-    pub(crate) async fn run(&self, script: Script<'_>) -> sqlx::Result<()> {
+    /// error is returned, and a cancelled script is rolled back before the next one. A
+    /// write that committed counts towards the next checkpoint, run on `pool`.
+    pub(crate) async fn run(
+        &self,
+        script: Script<'_>,
+        pool: &SqlitePool,
+        db: &Arc<str>,
+    ) -> sqlx::Result<()> {
         let mut guard = self.state.lock().await;
         let state = &mut *guard;
         if state.closed {
@@ -89,6 +101,7 @@ impl Writer {
         let result = script.execute(&mut *conn).await;
         if result.is_ok() {
             state.unfinished = false;
+            self.checkpoints.wrote(pool, db);
         } else {
             state.settle().await;
         }
@@ -119,13 +132,8 @@ impl WriterState {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        match sqlx::query("ROLLBACK").execute(&mut *conn).await {
-            Ok(_) => {}
-            Err(e) if is_no_transaction(&e) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "reopening a SQLite writer whose failed write could not be rolled back");
-                self.conn = None;
-            }
+        if !roll_back(conn).await {
+            self.conn = None;
         }
     }
 }
@@ -150,7 +158,7 @@ impl Unfinished {
     /// Ends any transaction the script left open, then releases the connection.
     async fn roll_back(&mut self) {
         if let Some(conn) = self.0.as_mut() {
-            roll_back(conn).await;
+            roll_back_pooled(conn).await;
         }
         self.0 = None;
     }
@@ -163,7 +171,7 @@ impl Drop for Unfinished {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move { roll_back(&mut conn).await });
+                runtime.spawn(async move { roll_back_pooled(&mut conn).await });
             }
             // No runtime to roll back on: closing the connection makes SQLite roll back.
             Err(_) => drop(conn.detach()),
@@ -171,18 +179,26 @@ impl Drop for Unfinished {
     }
 }
 
-/// Rolls back the transaction `conn` may be in; when that fails, marks `conn` to be
-/// closed instead of returned to the pool, since it may still hold the write lock.
-async fn roll_back(conn: &mut PoolConnection<Sqlite>) {
-    match sqlx::query("ROLLBACK").execute(&mut **conn).await {
+/// Rolls back the transaction `conn` may be in. False when that failed: the connection
+/// may still hold the write lock and must not be used again.
+async fn roll_back(conn: &mut SqliteConnection) -> bool {
+    match sqlx::query("ROLLBACK").execute(conn).await {
         // Either it was in a transaction and now is not, or it never was (the script
         // failed at `BEGIN`, or SQLite already rolled back on the error).
-        Ok(_) => {}
-        Err(e) if is_no_transaction(&e) => {}
+        Ok(_) => true,
+        Err(e) if is_no_transaction(&e) => true,
         Err(e) => {
             tracing::warn!(error = %e, "closing a SQLite connection whose failed write could not be rolled back");
-            conn.close_on_drop();
+            false
         }
+    }
+}
+
+/// [`roll_back`] for a pooled connection, which is closed instead of returned to the pool
+/// when the rollback fails.
+async fn roll_back_pooled(conn: &mut PoolConnection<Sqlite>) {
+    if !roll_back(conn).await {
+        conn.close_on_drop();
     }
 }
 

@@ -24,7 +24,6 @@ use async_trait::async_trait;
 use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
-use crate::checkpoint::Checkpointer;
 use crate::config::{Location, SqliteOptions, ensure_parent_dir, parse_url};
 use crate::error::{Op, corrupt_row, missing_row, parse_sqlite_error};
 use crate::migrate;
@@ -109,10 +108,9 @@ pub struct SqliteStorage {
     pool: SqlitePool,
     /// The database path (or `:memory:`) for error messages.
     db: Arc<str>,
-    /// Runs WAL checkpoints after writes, for pools this crate opened on a file.
-    checkpoints: Option<Arc<Checkpointer>>,
-    /// The connection of its own that writes go through, for a database file this crate
-    /// opened; `None` writes on a pooled connection (`:memory:`, a caller's pool).
+    /// The connection of its own that writes go through, and the WAL checkpoints they
+    /// call for, for a database file this crate opened; `None` writes on a pooled
+    /// connection (`:memory:`, a caller's pool, with SQLite's own checkpoints).
     writer: Option<Arc<Writer>>,
 }
 
@@ -152,14 +150,14 @@ impl SqliteStorage {
                 SqlitePoolOptions::new().max_connections(options.get_max_connections())
             }
         };
-        // sqlx pings a pooled connection before handing it out, to catch dropped network
-        // links. An in-process SQLite connection does not go stale, so that is a wasted
-        // round trip to its worker thread on every call; worse, a call cancelled during
-        // the ping makes sqlx close the connection, and with `:memory:` the database.
         let writer = match target.location {
             Location::File { .. } => Some(Arc::new(Writer::new(target.connect.clone()))),
             Location::Memory => None,
         };
+        // sqlx pings a pooled connection before handing it out, to catch dropped network
+        // links. An in-process SQLite connection does not go stale, so that is a wasted
+        // round trip to its worker thread on every call; worse, a call cancelled during
+        // the ping makes sqlx close the connection, and with `:memory:` the database.
         let pool = pool_options
             .test_before_acquire(false)
             .connect_with(target.connect)
@@ -168,9 +166,6 @@ impl SqliteStorage {
         let storage = Self {
             pool,
             db: db.into(),
-            checkpoints: target
-                .background_checkpoints
-                .then(|| Arc::new(Checkpointer::default())),
             writer,
         };
         if let Err(e) = migrate::run(&storage.pool, &storage.db).await {
@@ -196,7 +191,6 @@ impl SqliteStorage {
         Ok(Self {
             pool,
             db: db.into(),
-            checkpoints: None,
             writer: None,
         })
     }
@@ -267,8 +261,7 @@ impl SqliteStorage {
             .await
     }
 
-    /// Runs one write script (see `crate::script`) for operation `name` on `session_id`,
-    /// then lets the checkpointer count it.
+    /// Runs one write script (see `crate::script`) for operation `name` on `session_id`.
     async fn write(
         &self,
         script: script::Script<'_>,
@@ -276,14 +269,10 @@ impl SqliteStorage {
         session_id: &str,
     ) -> Result<()> {
         match &self.writer {
-            Some(writer) => writer.run(script).await,
+            Some(writer) => writer.run(script, &self.pool, &self.db).await,
             None => script::run(&self.pool, script).await,
         }
-        .map_err(|e| parse_sqlite_error(e, self.op(name, Some(session_id))))?;
-        if let Some(checkpoints) = &self.checkpoints {
-            checkpoints.wrote(&self.pool, &self.db);
-        }
-        Ok(())
+        .map_err(|e| parse_sqlite_error(e, self.op(name, Some(session_id))))
     }
 }
 
