@@ -155,11 +155,7 @@ impl AgentSession {
             let outcomes = {
                 let calls = &self.history[self.history.len() - 1].tool_calls;
                 for call in calls {
-                    self.emit(AgentEvent::ToolCallStarted {
-                        iteration,
-                        tool: &call.name,
-                        arguments: &call.arguments,
-                    });
+                    self.announce(iteration, call);
                 }
                 self.executor.execute_all(calls).await
             };
@@ -184,11 +180,7 @@ impl AgentSession {
                 self.persist(vec![reply]).await?;
                 // Text mode has no call ids; this one only links the step to its log lines.
                 let call = ToolCall::new(format!("react_{iteration}"), tool, input);
-                self.emit(AgentEvent::ToolCallStarted {
-                    iteration,
-                    tool: &call.name,
-                    arguments: &call.arguments,
-                });
+                self.announce(iteration, &call);
                 let outcome = self.executor.execute(&call).await;
                 let observation = ChatMessage::user(render_observation(&outcome.output));
                 self.persist(vec![observation]).await?;
@@ -211,6 +203,15 @@ impl AgentSession {
         if let Some(observer) = &self.observer {
             observer(&event);
         }
+    }
+
+    /// Tells the observer that `call`, asked for in `iteration`, is about to run.
+    fn announce(&self, iteration: usize, call: &ToolCall) {
+        self.emit(AgentEvent::ToolCallStarted {
+            iteration,
+            tool: &call.name,
+            arguments: &call.arguments,
+        });
     }
 
     /// Reports a finished call to the observer and adds it to the turn's steps.
