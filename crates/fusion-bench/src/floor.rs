@@ -63,18 +63,20 @@ pub struct FloorReport {
     pub w1: Vec<FloorW1>,
     /// W2 sizes.
     pub w2: Vec<FloorW2>,
-    /// The cheapest possible call to the server or worker thread (SQLite `SELECT 1`, Redis
-    /// `PING`), timed one by one: no storage operation can take less. `None` for backends
-    /// that make no such call (memory, fs) or when it failed.
-    pub round_trip: Option<RoundTrip>,
+    /// Single calls timed on their own, for what a storage operation is made of: the
+    /// cheapest call to the server or worker thread (SQLite `SELECT 1`, Redis `PING`),
+    /// which no storage operation can undercut, and for SQLite the same writes and loads
+    /// as the floor on the calling thread through `rusqlite`, the path the library takes
+    /// for a database file. Empty for memory and fs.
+    pub probes: Vec<Probe>,
 }
 
-/// One driver round trip, measured on its own.
+/// One kind of call, measured on its own.
 #[derive(Debug, Clone, Serialize)]
-pub struct RoundTrip {
-    /// What was sent.
+pub struct Probe {
+    /// What was done.
     pub call: &'static str,
-    /// Timings of [`ROUND_TRIPS`] calls.
+    /// Timings of each call.
     pub stats: Stats,
 }
 
@@ -84,7 +86,7 @@ pub const ROUND_TRIPS: usize = 2_000;
 /// Sets the floor's W1 and W2 next to the library's, when those ran.
 pub fn compare(
     raw: &Raw,
-    round_trip: Option<RoundTrip>,
+    probes: Vec<Probe>,
     floor_w1: Option<&W1Report>,
     library_w1: Option<&W1Report>,
     floor_w2: Option<&[W2Point]>,
@@ -126,7 +128,7 @@ pub fn compare(
         driver: raw.describe(),
         w1,
         w2,
-        round_trip,
+        probes,
     }
 }
 
@@ -204,19 +206,28 @@ impl Raw {
     }
 
     /// Times [`ROUND_TRIPS`] of the cheapest call the driver can make, one at a time, as
-    /// W1 makes its writes. `None` for memory and fs, which have no server or worker.
-    pub async fn round_trip(&self) -> Result<Option<RoundTrip>> {
+    /// W1 makes its writes, and for SQLite the floor's work through `rusqlite` on this
+    /// thread (see [`sqlite_in_thread`]). Nothing for memory and fs, which have no server
+    /// or worker.
+    pub async fn probes(&self) -> Result<Vec<Probe>> {
         let mut samples = Vec::with_capacity(ROUND_TRIPS);
         let call = match self {
-            Raw::Memory(_) | Raw::Fs { .. } => return Ok(None),
-            Raw::Sqlite { conn, .. } => {
+            Raw::Memory(_) | Raw::Fs { .. } => return Ok(Vec::new()),
+            Raw::Sqlite { conn, path } => {
                 let mut guard = conn.lock().await;
                 for _ in 0..ROUND_TRIPS {
                     let start = Instant::now();
                     sqlx::query("SELECT 1").execute(&mut guard.0).await?;
                     samples.push(start.elapsed());
                 }
-                "sqlx SqliteConnection: SELECT 1"
+                drop(guard);
+                let round_trip = Probe {
+                    call: "one round trip (sqlx SqliteConnection: SELECT 1)",
+                    stats: Stats::of(&samples),
+                };
+                let mut probes = vec![round_trip];
+                probes.extend(sqlite_in_thread(path)?);
+                return Ok(probes);
             }
             Raw::Redis { conn, .. } => {
                 let mut conn = conn.clone();
@@ -225,13 +236,13 @@ impl Raw {
                     redis::cmd("PING").query_async::<()>(&mut conn).await?;
                     samples.push(start.elapsed());
                 }
-                "redis MultiplexedConnection: PING"
+                "one round trip (redis MultiplexedConnection: PING)"
             }
         };
-        Ok(Some(RoundTrip {
+        Ok(vec![Probe {
             call,
             stats: Stats::of(&samples),
-        }))
+        }])
     }
 
     /// W1's write of one turn to session `w1`.
@@ -354,6 +365,55 @@ impl Raw {
             done: Instant::now(),
         })
     }
+}
+
+/// The floor's SQLite work through `rusqlite` on the calling thread, with no worker thread
+/// to hand it to: W1's turns to 10,001 messages (BEGIN, INSERT per message, COMMIT) and
+/// five read + parse of the 10,000-message session W2 seeded, if it did.
+fn sqlite_in_thread(path: &Path) -> Result<Vec<Probe>> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let mut writes = Vec::new();
+    let mut seq = 0_i64;
+    for turn in crate::workload::turns_reaching(10_001) {
+        let rows = json_rows(&turn)?;
+        let start = Instant::now();
+        conn.execute_batch("BEGIN")?;
+        for row in &rows {
+            conn.prepare_cached(SQLITE_INSERT)?
+                .execute(rusqlite::params!["w1-in-thread", seq, row])?;
+            seq += 1;
+        }
+        conn.execute_batch("COMMIT")?;
+        writes.push(start.elapsed());
+    }
+    let mut probes = vec![Probe {
+        call: "rusqlite on this thread: BEGIN, INSERT per message, COMMIT (W1 turns to 10k)",
+        stats: Stats::of(&writes),
+    }];
+    let mut loads = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut statement =
+            conn.prepare_cached("SELECT message FROM messages WHERE session_id = ?1 ORDER BY seq")?;
+        let mut rows = statement.query(["w2-10000"])?;
+        let mut messages = Vec::new();
+        while let Some(row) = rows.next()? {
+            messages.push(serde_json::from_slice::<ChatMessage>(
+                row.get_ref(0)?.as_bytes()?,
+            )?);
+        }
+        loads.push(start.elapsed());
+        if messages.len() != 10_000 {
+            // W2 did not seed the session (a smaller --quick size, or W2 not run).
+            return Ok(probes);
+        }
+    }
+    probes.push(Probe {
+        call: "rusqlite on this thread: read + parse 10,000 messages",
+        stats: Stats::of(&loads),
+    });
+    Ok(probes)
 }
 
 /// Opens the floor database with the library's pragmas (WAL, synchronous=NORMAL).

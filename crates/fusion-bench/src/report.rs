@@ -150,11 +150,15 @@ pub fn render(report: &BackendReport) -> String {
                 ratio(f.ratio_open_plus_load)
             );
         }
-        if let Some(rt) = &floor.round_trip {
+        for probe in &floor.probes {
             let _ = writeln!(
                 o,
-                "  one round trip ({}), {} calls: mean {:.4} median {:.4} min {:.4} ms",
-                rt.call, rt.stats.n, rt.stats.mean_ms, rt.stats.median_ms, rt.stats.min_ms
+                "  {}, {} calls: mean {:.4} median {:.4} min {:.4} ms",
+                probe.call,
+                probe.stats.n,
+                probe.stats.mean_ms,
+                probe.stats.median_ms,
+                probe.stats.min_ms
             );
         }
     }

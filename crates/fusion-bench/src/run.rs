@@ -104,16 +104,16 @@ async fn workloads_on(
         record(report, "W4", result, |r, v| r.w4 = Some(v));
     }
     if let Some(raw) = &raw {
-        let round_trip = match raw.round_trip().await {
-            Ok(round_trip) => round_trip,
+        let probes = match raw.probes().await {
+            Ok(probes) => probes,
             Err(err) => {
-                report.errors.push(format!("floor round trip: {err:#}"));
-                None
+                report.errors.push(format!("floor probes: {err:#}"));
+                Vec::new()
             }
         };
         report.floor = Some(floor::compare(
             raw,
-            round_trip,
+            probes,
             floor_w1.as_ref(),
             report.w1.as_ref(),
             floor_w2.as_deref(),

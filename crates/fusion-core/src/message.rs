@@ -6,6 +6,7 @@
 //! summary); LLM clients leave it out of requests.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -217,24 +218,50 @@ impl ChatMessage {
 }
 
 /// Reads `content` as a string from a string, `null`, or an array of `{"type":"text","text":..}` parts.
+///
+/// A visitor rather than an untagged enum: an untagged enum buffers every value before
+/// trying its variants, and this runs for every message of every history loaded.
 fn content_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Content {
-        Text(String),
-        Parts(Vec<Part>),
-        Null(()),
+    struct ContentVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for ContentVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string, null, or an array of text parts")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<String, E> {
+            Ok(text.to_owned())
+        }
+
+        fn visit_string<E: serde::de::Error>(self, text: String) -> Result<String, E> {
+            Ok(text)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
+            Ok(String::new())
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<String, E> {
+            Ok(String::new())
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut parts: A) -> Result<String, A::Error> {
+            #[derive(Deserialize)]
+            struct Part {
+                #[serde(default)]
+                text: String,
+            }
+            let mut text = String::new();
+            while let Some(part) = parts.next_element::<Part>()? {
+                text.push_str(&part.text);
+            }
+            Ok(text)
+        }
     }
-    #[derive(Deserialize)]
-    struct Part {
-        #[serde(default)]
-        text: String,
-    }
-    Ok(match Content::deserialize(deserializer)? {
-        Content::Text(text) => text,
-        Content::Parts(parts) => parts.into_iter().map(|p| p.text).collect(),
-        Content::Null(()) => String::new(),
-    })
+
+    deserializer.deserialize_any(ContentVisitor)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use std::time::Duration;
 use fusion_core::{Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
+use crate::direct::DirectOptions;
+
 /// How hard SQLite works to make a commit survive a crash (`PRAGMA synchronous`).
 ///
 /// The database is always in WAL mode, where both levels keep the file consistent after
@@ -123,7 +125,10 @@ pub(crate) enum Location {
 #[derive(Debug)]
 pub(crate) struct Target {
     pub(crate) location: Location,
+    /// The pool's connections.
     pub(crate) connect: SqliteConnectOptions,
+    /// The direct connections (`crate::direct`) of a database file, opened the same way.
+    pub(crate) direct: Option<DirectOptions>,
 }
 
 impl Target {
@@ -153,10 +158,13 @@ pub(crate) fn parse_url(url: &str, options: &SqliteOptions) -> Result<Target> {
         )));
     };
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let mode = query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("mode="))
-        .map(str::to_owned);
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_owned)
+    };
+    let mode = param("mode");
     if path.is_empty() && mode.is_none() {
         return Err(Error::Config(
             "SQLite URL has no database path; use sqlite://PATH or sqlite::memory:".into(),
@@ -167,15 +175,24 @@ pub(crate) fn parse_url(url: &str, options: &SqliteOptions) -> Result<Target> {
         .map_err(|e| Error::Config(format!("invalid SQLite URL for {path}: {e}")))?;
     let in_memory = path == ":memory:" || mode.as_deref() == Some("memory");
     let read_only = mode.as_deref() == Some("ro");
+    let mut direct = None;
     let location = if in_memory {
         Location::Memory
     } else {
         let create = mode.is_none() || mode.as_deref() == Some("rwc");
         connect = connect.create_if_missing(create);
-        Location::File {
-            path: connect.get_filename().to_path_buf(),
+        let path = connect.get_filename().to_path_buf();
+        // sqlx has accepted the parameters, so their values are valid.
+        direct = Some(DirectOptions {
+            path: path.clone(),
+            read_only,
             create,
-        }
+            vfs: param("vfs"),
+            immutable: matches!(param("immutable").as_deref(), Some("true" | "1")),
+            busy_timeout: options.busy_timeout,
+            durability: options.durability,
+        });
+        Location::File { path, create }
     };
 
     connect = connect
@@ -190,7 +207,11 @@ pub(crate) fn parse_url(url: &str, options: &SqliteOptions) -> Result<Target> {
             .journal_mode(SqliteJournalMode::Wal)
             .pragma("wal_autocheckpoint", "0");
     }
-    Ok(Target { location, connect })
+    Ok(Target {
+        location,
+        connect,
+        direct,
+    })
 }
 
 /// Creates the parent directory of a database file about to be created, so that

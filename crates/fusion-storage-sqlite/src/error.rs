@@ -1,7 +1,9 @@
-//! The one place where `sqlx` errors become [`fusion_core::Error`]s.
+//! The one place where driver errors become [`fusion_core::Error`]s.
 //!
-//! Every driver call in this crate funnels its error through [`parse_sqlite_error`], so
-//! what counts as retryable and how a database is named in messages is decided once.
+//! Every sqlx call in this crate funnels its error through [`parse_sqlite_error`] and every
+//! direct SQLite call through [`parse_direct_error`]; both read SQLite's result code with
+//! [`database_error`], so what counts as retryable and how a database is named in messages
+//! is decided once.
 //! Messages name the database by its file path (SQLite URLs hold no credentials, and the
 //! full URL is never printed) plus the operation and session involved.
 
@@ -9,6 +11,8 @@ use std::fmt;
 
 use fusion_core::Error;
 use sqlx::migrate::MigrateError;
+
+use crate::direct::DirectError;
 
 /// The backend name used in every error of this crate.
 pub(crate) const BACKEND: &str = "sqlite";
@@ -48,12 +52,8 @@ impl fmt::Display for Op<'_> {
     }
 }
 
-/// Maps a driver error to a Fusion error, naming the database and the operation.
-///
-/// Busy and locked databases are retryable: another connection held the write lock for
-/// longer than the busy timeout, and the same call can succeed once it lets go.
+/// Maps a sqlx error to a Fusion error, naming the database and the operation.
 pub(crate) fn parse_sqlite_error(err: sqlx::Error, op: Op<'_>) -> Error {
-    let db = op.db;
     let err = match err {
         sqlx::Error::Migrate(e) => return migrate_error(*e, op),
         sqlx::Error::Configuration(e) => return Error::Config(format!("{op}: {e}")),
@@ -62,49 +62,7 @@ pub(crate) fn parse_sqlite_error(err: sqlx::Error, op: Op<'_>) -> Error {
     let (message, retryable) = match &err {
         sqlx::Error::Database(e) => {
             let code = e.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(-1);
-            let detail = e.message();
-            match code & 0xff {
-                SQLITE_BUSY | SQLITE_LOCKED => (
-                    format!(
-                        "{op}: the database is locked by another connection and stayed locked \
-                         past the busy timeout; retry later ({detail})"
-                    ),
-                    true,
-                ),
-                SQLITE_READONLY => (
-                    format!(
-                        "{op}: the database is read-only (file or directory permissions, a \
-                         `mode=ro` URL, or a read-only mount): {detail}"
-                    ),
-                    false,
-                ),
-                SQLITE_NOTADB => (
-                    format!(
-                        "{op}: the file is not a SQLite database ({detail}); it was left \
-                         untouched, point the URL at a SQLite file or a new path"
-                    ),
-                    false,
-                ),
-                SQLITE_CORRUPT => (
-                    format!(
-                        "{op}: the database file is corrupt ({detail}); restore it from a \
-                         backup or try `sqlite3 {db} .recover`"
-                    ),
-                    false,
-                ),
-                SQLITE_CANTOPEN => (
-                    format!(
-                        "{op}: cannot open the database file ({detail}); check that it exists \
-                         and that its directory is accessible"
-                    ),
-                    false,
-                ),
-                SQLITE_PERM | SQLITE_AUTH => (format!("{op}: permission denied: {detail}"), false),
-                SQLITE_FULL => (format!("{op}: disk full or quota reached: {detail}"), false),
-                SQLITE_IOERR => (format!("{op}: I/O error: {detail}"), false),
-                SQLITE_NOMEM => (format!("{op}: SQLite ran out of memory: {detail}"), true),
-                _ => (format!("{op}: {detail} (SQLite code {code})"), false),
-            }
+            database_error(code, e.message(), op)
         }
         sqlx::Error::Io(e) => (
             format!("{op}: I/O error: {e}"),
@@ -131,6 +89,71 @@ pub(crate) fn parse_sqlite_error(err: sqlx::Error, op: Op<'_>) -> Error {
         other => (format!("{op}: {other}"), false),
     };
     Error::backend(BACKEND, message, retryable, err)
+}
+
+/// Maps an error of the direct SQLite path (`crate::direct`) like [`parse_sqlite_error`].
+pub(crate) fn parse_direct_error(err: DirectError, op: Op<'_>) -> Error {
+    let (message, retryable) = match &err {
+        DirectError::Sqlite(rusqlite::Error::SqliteFailure(e, detail)) => {
+            let detail = detail.clone().unwrap_or_else(|| e.to_string());
+            database_error(i64::from(e.extended_code), &detail, op)
+        }
+        DirectError::Sqlite(other) => (format!("{op}: {other}"), false),
+        DirectError::Closed => (format!("{op}: the storage was closed"), false),
+        DirectError::Stopped(e) => (format!("{op}: the SQLite call stopped: {e}"), false),
+    };
+    Error::backend(BACKEND, message, retryable, err)
+}
+
+/// The message and retryability of SQLite's (extended) result `code`, with the driver's
+/// `detail` text.
+///
+/// Busy and locked databases are retryable: another connection held the write lock for
+/// longer than the busy timeout, and the same call can succeed once it lets go.
+fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
+    let db = op.db;
+    match code & 0xff {
+        SQLITE_BUSY | SQLITE_LOCKED => (
+            format!(
+                "{op}: the database is locked by another connection and stayed locked \
+                 past the busy timeout; retry later ({detail})"
+            ),
+            true,
+        ),
+        SQLITE_READONLY => (
+            format!(
+                "{op}: the database is read-only (file or directory permissions, a \
+                 `mode=ro` URL, or a read-only mount): {detail}"
+            ),
+            false,
+        ),
+        SQLITE_NOTADB => (
+            format!(
+                "{op}: the file is not a SQLite database ({detail}); it was left \
+                 untouched, point the URL at a SQLite file or a new path"
+            ),
+            false,
+        ),
+        SQLITE_CORRUPT => (
+            format!(
+                "{op}: the database file is corrupt ({detail}); restore it from a \
+                 backup or try `sqlite3 {db} .recover`"
+            ),
+            false,
+        ),
+        SQLITE_CANTOPEN => (
+            format!(
+                "{op}: cannot open the database file ({detail}); check that it exists \
+                 and that its directory is accessible"
+            ),
+            false,
+        ),
+        SQLITE_PERM | SQLITE_AUTH => (format!("{op}: permission denied: {detail}"), false),
+        SQLITE_FULL => (format!("{op}: disk full or quota reached: {detail}"), false),
+        SQLITE_IOERR => (format!("{op}: I/O error: {detail}"), false),
+        SQLITE_NOMEM => (format!("{op}: SQLite ran out of memory: {detail}"), true),
+        _ => (format!("{op}: {detail} (SQLite code {code})"), false),
+    }
 }
 
 /// Whether `err` is `ROLLBACK` finding no transaction to end (plain `SQLITE_ERROR`, "cannot
@@ -195,6 +218,15 @@ pub(crate) fn corrupt_row(session_id: &str, seq: i64, err: &serde_json::Error) -
         BACKEND,
         session_id,
         format!("message seq {seq} is not a valid chat message: {err}"),
+    )
+}
+
+/// A stored message of `session_id` that is not text (a number or blob in the column).
+pub(crate) fn not_text(session_id: &str, seq: i64) -> Error {
+    Error::corrupt(
+        BACKEND,
+        session_id,
+        format!("message seq {seq} is not text, so not a chat message's JSON"),
     )
 }
 

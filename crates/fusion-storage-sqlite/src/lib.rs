@@ -1,12 +1,15 @@
-//! SQLite conversation storage for Fusion, on sqlx: one database file, one row per message.
+//! SQLite conversation storage for Fusion, on sqlx and rusqlite: one database file, one row
+//! per message.
 //!
 //! See [`SqliteStorage`] for what it offers, [`SqliteOptions`] for tuning, and the crate
 //! README for the schema and how to inspect sessions with the `sqlite3` shell.
 
 mod checkpoint;
 mod config;
+mod direct;
 mod error;
 mod migrate;
+mod rows;
 mod script;
 mod storage;
 

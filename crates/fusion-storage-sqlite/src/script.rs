@@ -1,40 +1,87 @@
-//! Write transactions sent as one script, and the connections they run on.
+//! Write transactions: each defined once, as statements run in one `BEGIN IMMEDIATE`
+//! transaction, and the sqlx way of running them.
 //!
-//! Every sqlx call on a SQLite connection is a round trip to that connection's worker
-//! thread, and on a small machine those hand-offs cost more than SQLite's own work for a
-//! short write. So each write is one multi-statement script, `BEGIN IMMEDIATE; ...;
+//! A storage on a database file it opened itself runs writes through
+//! [`Direct`](crate::direct::Direct), which steps the statements one by one with SQLite on
+//! the caller's thread. A storage on `sqlite::memory:` or on a caller's pool has only sqlx,
+//! and every sqlx call on a SQLite connection is a round trip to that connection's worker
+//! thread; on a small machine those hand-offs cost more than SQLite's own work for a short
+//! write. So there each write goes as one multi-statement script, `BEGIN IMMEDIATE; ...;
 //! COMMIT`, that the worker runs start to finish: one round trip whatever the number of
 //! statements and rows. sqlx's `Transaction` cannot do this (it sends `BEGIN` and `COMMIT`
 //! as calls of their own), so this module does the job of its guard: a script that fails
 //! or is cancelled can stop after `BEGIN` with the write lock held, and its connection
 //! must not be used again like that.
-//!
-//! A database file gets a [`Writer`]: one connection of its own that runs every write of
-//! the storage in turn. SQLite lets one writer in at a time anyway, so nothing is lost by
-//! queueing in process, and the same worker thread handles write after write instead of
-//! whichever of the pool's connections (each with its own, long-idle thread) comes next:
-//! 15–20% off an append here. An in-memory database, which lives in its single pooled
-//! connection, and a caller's pool write through [`run`] on a pooled connection instead.
-
-use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
-use sqlx::query::Query;
-use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool};
 
-use crate::checkpoint::Checkpointer;
 use crate::error::is_no_transaction;
 
-/// A `BEGIN IMMEDIATE; ...; COMMIT` script with its bound parameters.
-pub(crate) type Script<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
+/// One write transaction's SQL, in the two forms its two runners need.
+#[derive(Debug)]
+pub(crate) struct WriteSql {
+    /// The statements between `BEGIN IMMEDIATE` and `COMMIT`, for stepping one by one.
+    pub(crate) statements: &'static [&'static str],
+    /// The same wrapped as one `BEGIN IMMEDIATE; ...; COMMIT` script, for sqlx.
+    pub(crate) script: &'static str,
+    /// Whether its work grows only with the values bound to it, never with what is already
+    /// stored: only such a write, and a small one, may run on an async task's own thread.
+    pub(crate) bounded: bool,
+}
 
-/// Runs `script` on a connection from `pool` in one round trip.
+/// Defines a [`WriteSql`] from its statements, so both forms come from one text.
+macro_rules! write_sql {
+    (bounded: $bounded:expr, $($statement:literal),+ $(,)?) => {
+        $crate::script::WriteSql {
+            statements: &[$($statement),+],
+            script: concat!("BEGIN IMMEDIATE; ", $($statement, "; ",)+ "COMMIT"),
+            bounded: $bounded,
+        }
+    };
+}
+pub(crate) use write_sql;
+
+/// A value bound to a write's parameters `?1`, `?2`, ... in order.
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    Text(String),
+    Int(i64),
+}
+
+/// A write ready to run: its SQL and the values of its parameters.
+#[derive(Debug)]
+pub(crate) struct Write {
+    pub(crate) sql: &'static WriteSql,
+    pub(crate) values: Vec<Value>,
+}
+
+impl Write {
+    /// The bytes bound to the write, which is what its cost grows with when it is bounded.
+    pub(crate) fn bound_bytes(&self) -> usize {
+        self.values
+            .iter()
+            .map(|value| match value {
+                Value::Text(text) => text.len(),
+                Value::Int(_) => 8,
+            })
+            .sum()
+    }
+}
+
+/// Runs `write` as one script on a connection from `pool`, in one round trip.
 ///
 /// On success every statement ran, `COMMIT` included. On failure whatever the script left
 /// open is rolled back before the error is returned, and if the call is cancelled midway
 /// the rollback still happens, in the background, before the connection is reused.
-pub(crate) async fn run(pool: &SqlitePool, script: Script<'_>) -> sqlx::Result<()> {
+pub(crate) async fn run(pool: &SqlitePool, write: Write) -> sqlx::Result<()> {
+    let mut script = sqlx::query(write.sql.script);
+    for value in write.values {
+        script = match value {
+            Value::Text(text) => script.bind(text),
+            Value::Int(n) => script.bind(n),
+        };
+    }
     let mut conn = Unfinished(Some(pool.acquire().await?));
     match script.execute(conn.get()).await {
         Ok(_) => {
@@ -44,96 +91,6 @@ pub(crate) async fn run(pool: &SqlitePool, script: Script<'_>) -> sqlx::Result<(
         Err(e) => {
             conn.roll_back().await;
             Err(e)
-        }
-    }
-}
-
-/// The connection a storage on a database file writes through, opened on first use, and
-/// the background WAL checkpoints its writes call for.
-#[derive(Debug)]
-pub(crate) struct Writer {
-    options: SqliteConnectOptions,
-    state: tokio::sync::Mutex<WriterState>,
-    checkpoints: Arc<Checkpointer>,
-}
-
-#[derive(Debug, Default)]
-struct WriterState {
-    conn: Option<SqliteConnection>,
-    /// A script was sent and not seen to finish: its caller was cancelled, and it may
-    /// have left a transaction open.
-    unfinished: bool,
-    /// [`Writer::close`] ran: writes fail as they do on the closed pool.
-    closed: bool,
-}
-
-impl Writer {
-    /// A writer that connects with `options` (the pool's) when it first writes.
-    pub(crate) fn new(options: SqliteConnectOptions) -> Self {
-        Self {
-            options,
-            state: tokio::sync::Mutex::default(),
-            checkpoints: Arc::default(),
-        }
-    }
-
-    /// Runs `script` after the writes queued before it, in one round trip, with the same
-    /// guarantees as [`run`]: on failure whatever it left open is rolled back before the
-    /// error is returned, and a cancelled script is rolled back before the next one. A
-    /// write that committed counts towards the next checkpoint, run on `pool`.
-    pub(crate) async fn run(
-        &self,
-        script: Script<'_>,
-        pool: &SqlitePool,
-        db: &Arc<str>,
-    ) -> sqlx::Result<()> {
-        let mut guard = self.state.lock().await;
-        let state = &mut *guard;
-        if state.closed {
-            return Err(sqlx::Error::PoolClosed);
-        }
-        state.settle().await;
-        if state.conn.is_none() {
-            state.conn = Some(self.options.connect().await?);
-        }
-        let conn = state.conn.as_mut().expect("connected above");
-        state.unfinished = true;
-        let result = script.execute(&mut *conn).await;
-        if result.is_ok() {
-            state.unfinished = false;
-            self.checkpoints.wrote(pool, db);
-        } else {
-            state.settle().await;
-        }
-        result.map(drop)
-    }
-
-    /// Closes the connection after the write in progress, if any.
-    pub(crate) async fn close(&self) {
-        let mut state = self.state.lock().await;
-        state.settle().await;
-        state.closed = true;
-        if let Some(conn) = state.conn.take()
-            && let Err(e) = conn.close().await
-        {
-            tracing::debug!(error = %e, "closing the SQLite writer connection failed");
-        }
-    }
-}
-
-impl WriterState {
-    /// Ends any transaction an unfinished script left open. When even that fails the
-    /// connection is dropped (closing it makes SQLite roll back) and the next write opens
-    /// a new one.
-    async fn settle(&mut self) {
-        if !std::mem::take(&mut self.unfinished) {
-            return;
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        if !roll_back(conn).await {
-            self.conn = None;
         }
     }
 }
@@ -179,26 +136,18 @@ impl Drop for Unfinished {
     }
 }
 
-/// Rolls back the transaction `conn` may be in. False when that failed: the connection
-/// may still hold the write lock and must not be used again.
-async fn roll_back(conn: &mut SqliteConnection) -> bool {
-    match sqlx::query("ROLLBACK").execute(conn).await {
+/// Rolls back the transaction a pooled connection may be in; when that fails the
+/// connection may still hold the write lock, so it is closed instead of returned.
+async fn roll_back_pooled(conn: &mut PoolConnection<Sqlite>) {
+    match sqlx::query("ROLLBACK").execute(&mut **conn).await {
         // Either it was in a transaction and now is not, or it never was (the script
         // failed at `BEGIN`, or SQLite already rolled back on the error).
-        Ok(_) => true,
-        Err(e) if is_no_transaction(&e) => true,
+        Ok(_) => {}
+        Err(e) if is_no_transaction(&e) => {}
         Err(e) => {
             tracing::warn!(error = %e, "closing a SQLite connection whose failed write could not be rolled back");
-            false
+            conn.close_on_drop();
         }
-    }
-}
-
-/// [`roll_back`] for a pooled connection, which is closed instead of returned to the pool
-/// when the rollback fails.
-async fn roll_back_pooled(conn: &mut PoolConnection<Sqlite>) {
-    if !roll_back(conn).await {
-        conn.close_on_drop();
     }
 }
 

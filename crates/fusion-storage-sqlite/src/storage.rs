@@ -25,18 +25,20 @@ use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionIn
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
 use crate::config::{Location, SqliteOptions, ensure_parent_dir, parse_url};
-use crate::error::{Op, corrupt_row, missing_row, parse_sqlite_error};
+use crate::direct::Direct;
+use crate::error::{Op, parse_direct_error, parse_sqlite_error};
 use crate::migrate;
-use crate::script::{self, Writer};
+use crate::rows::{self, LOAD_ROWS, decode_row};
+use crate::script::{self, Value, Write, WriteSql, write_sql};
 
-/// Every write starts with this (the scripts below spell it out) so the transaction holds
-/// SQLite's write lock from its first statement. A plain (deferred) `BEGIN` would start as
+/// Every write starts with this (`crate::script` and `crate::direct` spell it out) so the
+/// transaction holds SQLite's write lock from its first statement. A plain (deferred) `BEGIN` would start as
 /// a reader and fail with `SQLITE_BUSY` when upgrading to a writer while another writer is
 /// active, which the busy timeout cannot wait out; `IMMEDIATE` makes concurrent writers
 /// queue instead.
 pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
-// Each write is one script that a connection's worker thread runs start to finish (see
+// Each write is one `BEGIN IMMEDIATE` transaction of these statements (see
 // `crate::script`). Parameters: ?1 the session id, ?2 now in Unix milliseconds, ?3 a
 // message count, ?4 the messages as one JSON array whose elements are each message as
 // `serde_json` writes it. `json_each(?4)` yields the elements in order, with `key` the
@@ -47,48 +49,48 @@ pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 // after the old ones. The seqs come from the count read inside the write transaction,
 // so concurrent appenders in any process queue on the write lock and never collide.
 // `MAX` keeps updated_at monotonic if the clock steps back.
-const APPEND: &str = "\
-    BEGIN IMMEDIATE; \
-    INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
-    ON CONFLICT (id) DO UPDATE SET \
-        updated_at = MAX(excluded.updated_at, sessions.updated_at), \
-        message_count = sessions.message_count + excluded.message_count; \
-    INSERT INTO messages (session_id, seq, message) \
-        SELECT ?1, s.message_count - ?3 + j.key, j.value \
-        FROM sessions AS s, json_each(?4) AS j WHERE s.id = ?1; \
-    COMMIT";
+static APPEND: WriteSql = write_sql!(
+    bounded: true,
+    "INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
+     ON CONFLICT (id) DO UPDATE SET \
+         updated_at = MAX(excluded.updated_at, sessions.updated_at), \
+         message_count = sessions.message_count + excluded.message_count",
+    "INSERT INTO messages (session_id, seq, message) \
+     SELECT ?1, s.message_count - ?3 + j.key, j.value \
+     FROM sessions AS s, json_each(?4) AS j WHERE s.id = ?1",
+);
 
 // A full save: set the count (keeping created_at of an existing session) and replace
 // every message.
-const SAVE: &str = "\
-    BEGIN IMMEDIATE; \
-    INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
-    ON CONFLICT (id) DO UPDATE SET \
-        updated_at = MAX(excluded.updated_at, sessions.updated_at), \
-        message_count = excluded.message_count; \
-    DELETE FROM messages WHERE session_id = ?1; \
-    INSERT INTO messages (session_id, seq, message) SELECT ?1, j.key, j.value FROM json_each(?4) AS j; \
-    COMMIT";
+static SAVE: WriteSql = write_sql!(
+    bounded: false,
+    "INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
+     ON CONFLICT (id) DO UPDATE SET \
+         updated_at = MAX(excluded.updated_at, sessions.updated_at), \
+         message_count = excluded.message_count",
+    "DELETE FROM messages WHERE session_id = ?1",
+    "INSERT INTO messages (session_id, seq, message) SELECT ?1, j.key, j.value FROM json_each(?4) AS j",
+);
 
 // Keeps the first ?3 messages. The count only ever goes down; the DELETE finds nothing
 // when the session was already that short.
-const TRUNCATE: &str = "\
-    BEGIN IMMEDIATE; \
-    UPDATE sessions SET message_count = ?3, updated_at = MAX(?2, updated_at) \
-        WHERE id = ?1 AND message_count > ?3; \
-    DELETE FROM messages WHERE session_id = ?1 AND seq >= ?3; \
-    COMMIT";
+static TRUNCATE: WriteSql = write_sql!(
+    bounded: false,
+    "UPDATE sessions SET message_count = ?3, updated_at = MAX(?2, updated_at) \
+     WHERE id = ?1 AND message_count > ?3",
+    "DELETE FROM messages WHERE session_id = ?1 AND seq >= ?3",
+);
 
 // Both tables explicitly: a pool given to `from_pool` may have foreign keys (and so the
 // cascade) off.
-const REMOVE: &str = "\
-    BEGIN IMMEDIATE; \
-    DELETE FROM messages WHERE session_id = ?1; \
-    DELETE FROM sessions WHERE id = ?1; \
-    COMMIT";
+static REMOVE: WriteSql = write_sql!(
+    bounded: false,
+    "DELETE FROM messages WHERE session_id = ?1",
+    "DELETE FROM sessions WHERE id = ?1",
+);
 
-// A whole history as one row: the stored JSON texts joined into one JSON array, and the
-// seqs joined the same way. sqlx hands each result row across from the connection's
+// A whole history as one row, for sqlx: the stored JSON texts joined into one JSON
+// array, and the seqs joined the same way. sqlx hands each result row across from the connection's
 // worker thread on its own, which for a long history costs several times SQLite's scan;
 // one row and one serde parse avoid that. The rows reach the aggregate in the order of
 // the inner ORDER BY (SQLite runs an ordered subquery under an aggregate as is), and
@@ -99,19 +101,21 @@ const LOAD_ARRAY: &str = "\
     SELECT coalesce(group_concat(seq), ''), '[' || coalesce(group_concat(message), '') || ']' \
     FROM (SELECT seq, message FROM messages WHERE session_id = ?1 ORDER BY seq)";
 
-/// Conversation storage in a SQLite database, through a `sqlx` connection pool.
+/// Conversation storage in a SQLite database, through a `sqlx` connection pool and, on a
+/// database file it opens itself, SQLite called directly for loads and writes.
 ///
-/// Cloning is cheap and clones share the pool, so one `SqliteStorage` can serve a whole
-/// application. Histories are stored as one row per message holding the message's JSON.
+/// Cloning is cheap and clones share the connections, so one `SqliteStorage` can serve a
+/// whole application. Histories are stored as one row per message holding the message's
+/// JSON.
 #[derive(Debug, Clone)]
 pub struct SqliteStorage {
     pool: SqlitePool,
     /// The database path (or `:memory:`) for error messages.
     db: Arc<str>,
-    /// The connection of its own that writes go through, and the WAL checkpoints they
-    /// call for, for a database file this crate opened; `None` writes on a pooled
-    /// connection (`:memory:`, a caller's pool, with SQLite's own checkpoints).
-    writer: Option<Arc<Writer>>,
+    /// The connections that loads and writes go through, and the WAL checkpoints the
+    /// writes call for, for a database file this crate opened; `None` loads and writes
+    /// through the pool (`:memory:`, a caller's pool, with SQLite's own checkpoints).
+    direct: Option<Arc<Direct>>,
 }
 
 impl SqliteStorage {
@@ -150,10 +154,6 @@ impl SqliteStorage {
                 SqlitePoolOptions::new().max_connections(options.get_max_connections())
             }
         };
-        let writer = match target.location {
-            Location::File { .. } => Some(Arc::new(Writer::new(target.connect.clone()))),
-            Location::Memory => None,
-        };
         // sqlx pings a pooled connection before handing it out, to catch dropped network
         // links. An in-process SQLite connection does not go stale, so that is a wasted
         // round trip to its worker thread on every call; worse, a call cancelled during
@@ -163,12 +163,22 @@ impl SqliteStorage {
             .connect_with(target.connect)
             .await
             .map_err(|e| parse_sqlite_error(e, open_op(&db)))?;
-        let storage = Self {
+        let mut storage = Self {
             pool,
             db: db.into(),
-            writer,
+            direct: None,
         };
-        if let Err(e) = migrate::run(&storage.pool, &storage.db).await {
+        let opened = match migrate::run(&storage.pool, &storage.db).await {
+            Ok(()) => match target.direct {
+                Some(options) => Direct::open(Arc::clone(&storage.db), options)
+                    .await
+                    .map(|direct| storage.direct = Some(Arc::new(direct)))
+                    .map_err(|e| parse_direct_error(e, open_op(&storage.db))),
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = opened {
             // Release the file now rather than whenever the caller drops the error.
             storage.close().await;
             return Err(e);
@@ -191,7 +201,7 @@ impl SqliteStorage {
         Ok(Self {
             pool,
             db: db.into(),
-            writer: None,
+            direct: None,
         })
     }
 
@@ -206,13 +216,14 @@ impl SqliteStorage {
     }
 
     /// Closes the pool (shared by every clone, and with the caller of
-    /// [`from_pool`](Self::from_pool)) once running operations finish; later calls fail.
+    /// [`from_pool`](Self::from_pool)) and the direct connections once running operations
+    /// finish; later calls fail.
     ///
     /// Dropping the last clone closes the pool too, but not before returning; call this
     /// when the file must be released at a known point (before copying it, say).
     pub async fn close(&self) {
-        if let Some(writer) = &self.writer {
-            writer.close().await;
+        if let Some(direct) = &self.direct {
+            direct.close().await;
         }
         // sqlx returns a released connection to the pool from a spawned task, and
         // `Pool::close` can finish while one is still on its way back, leaving it open.
@@ -238,41 +249,45 @@ impl SqliteStorage {
     /// [`Error::Corrupt`](fusion_core::Error::Corrupt) naming its seq. The slow path
     /// of `load`, taken only when the one-array read shows something is wrong.
     async fn load_row_by_row(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT seq, message FROM messages WHERE session_id = ?1 ORDER BY seq")
-                .bind(session_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| parse_sqlite_error(e, self.op("load", Some(session_id))))?;
+        let rows: Vec<(i64, String)> = sqlx::query_as(LOAD_ROWS)
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| parse_sqlite_error(e, self.op("load", Some(session_id))))?;
         (0..)
             .zip(rows)
-            .map(|(expected, (seq, json))| {
-                if seq != expected {
-                    return Err(missing_row(session_id, expected, seq));
-                }
-                serde_json::from_str(&json).map_err(|e| corrupt_row(session_id, seq, &e))
-            })
+            .map(|(expected, (seq, json))| decode_row(session_id, expected, seq, Some(&json)))
             .collect()
     }
 
     /// Deletes a session's rows in both tables in one transaction.
     async fn remove(&self, session_id: &str, name: &'static str) -> Result<()> {
-        self.write(sqlx::query(REMOVE).bind(session_id), name, session_id)
-            .await
+        self.write(&REMOVE, Vec::new(), name, session_id).await
     }
 
-    /// Runs one write script (see `crate::script`) for operation `name` on `session_id`.
+    /// Runs one write transaction (see `crate::script`) for operation `name` on
+    /// `session_id`, binding the session id and then `values` to its parameters.
     async fn write(
         &self,
-        script: script::Script<'_>,
+        sql: &'static WriteSql,
+        values: Vec<Value>,
         name: &'static str,
         session_id: &str,
     ) -> Result<()> {
-        match &self.writer {
-            Some(writer) => writer.run(script, &self.pool, &self.db).await,
-            None => script::run(&self.pool, script).await,
+        let values = std::iter::once(Value::Text(session_id.to_owned()))
+            .chain(values)
+            .collect();
+        let write = Write { sql, values };
+        let op = self.op(name, Some(session_id));
+        match &self.direct {
+            Some(direct) => direct
+                .write(write)
+                .await
+                .map_err(|e| parse_direct_error(e, op)),
+            None => script::run(&self.pool, write)
+                .await
+                .map_err(|e| parse_sqlite_error(e, op)),
         }
-        .map_err(|e| parse_sqlite_error(e, self.op(name, Some(session_id))))
     }
 }
 
@@ -325,29 +340,33 @@ fn from_millis(ms: i64) -> Option<SystemTime> {
 
 #[async_trait]
 impl ConversationStorage for SqliteStorage {
-    /// Replaces the history in one transaction, sent as one script. Cost: O(len of
-    /// `history`) and one round trip to a connection's worker thread.
+    /// Replaces the history in one transaction. Cost: O(len of `history`), on a blocking
+    /// thread or in one round trip to a connection's worker thread.
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if history.is_empty() {
             return self.remove(session_id, "save").await;
         }
-        let rows = encode(history)?;
-        let save = sqlx::query(SAVE)
-            .bind(session_id)
-            .bind(now_millis())
-            .bind(count(history.len()))
-            .bind(rows);
-        self.write(save, "save", session_id).await
+        let values = vec![
+            Value::Int(now_millis()),
+            Value::Int(count(history.len())),
+            Value::Text(encode(history)?),
+        ];
+        self.write(&SAVE, values, "save", session_id).await
     }
 
-    /// Reads the history as one JSON array that SQLite assembles in seq order, parsed
-    /// once. Cost: O(history), one row from a connection's worker thread. When that array
-    /// does not hold exactly the stored rows as valid messages, the rows are read one by
-    /// one to name the culprit: a row that is not a valid message, or a gap in the seqs,
-    /// is [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq.
+    /// Reads the rows in seq order: on a database file opened by this crate, on a blocking
+    /// thread while this task parses them (`crate::rows`); otherwise as one JSON array that SQLite
+    /// assembles, parsed once, with the rows read one by one only when that array does not
+    /// hold exactly the stored rows as valid messages. Cost: O(history). A row that is not
+    /// a valid message, or a gap in the seqs, is
+    /// [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq.
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
         SessionId::validate(session_id)?;
+        if let Some(direct) = &self.direct {
+            let op = self.op("load", Some(session_id));
+            return rows::load(direct, session_id, |e| parse_direct_error(e, op)).await;
+        }
         let (seqs, array): (String, String) = sqlx::query_as(LOAD_ARRAY)
             .bind(session_id)
             .fetch_one(&self.pool)
@@ -377,34 +396,32 @@ impl ConversationStorage for SqliteStorage {
             .map_err(|e| parse_sqlite_error(e, self.op("list_sessions", None)))
     }
 
-    /// One `BEGIN IMMEDIATE` transaction, sent as one script: bump the session's count,
-    /// insert the new rows. Cost: O(`messages.len()`), independent of history length, and
-    /// one round trip to a connection's worker thread.
+    /// One `BEGIN IMMEDIATE` transaction: bump the session's count, insert the new rows.
+    /// Cost: O(`messages.len()`), independent of history length. On a database file this
+    /// crate opened a small append runs on the calling thread when the database is free
+    /// (see `crate::direct`); otherwise on a blocking thread, or in one round trip to a
+    /// pooled connection's worker thread.
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if messages.is_empty() {
             return Ok(());
         }
-        let append = sqlx::query(APPEND)
-            .bind(session_id)
-            .bind(now_millis())
-            .bind(count(messages.len()))
-            .bind(encode(messages)?);
-        self.write(append, "append", session_id).await
+        let values = vec![
+            Value::Int(now_millis()),
+            Value::Int(count(messages.len())),
+            Value::Text(encode(messages)?),
+        ];
+        self.write(&APPEND, values, "append", session_id).await
     }
 
-    /// Deletes the rows from seq `len` on and lowers the count, in one transaction sent as
-    /// one script.
+    /// Deletes the rows from seq `len` on and lowers the count, in one transaction.
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
         SessionId::validate(session_id)?;
         if len == 0 {
             return self.remove(session_id, "truncate").await;
         }
-        let truncate = sqlx::query(TRUNCATE)
-            .bind(session_id)
-            .bind(now_millis())
-            .bind(count(len));
-        self.write(truncate, "truncate", session_id).await
+        let values = vec![Value::Int(now_millis()), Value::Int(count(len))];
+        self.write(&TRUNCATE, values, "truncate", session_id).await
     }
 
     /// Reads one row of the `sessions` table. Cost: O(1).

@@ -182,12 +182,22 @@ async fn a_database_locked_past_the_busy_timeout_gives_a_retryable_error_and_no_
     );
 }
 
+/// A database file, read directly by the storage, and `:memory:`, read through sqlx: the
+/// two ways `load` reads rows.
+fn both_read_paths(dir: &Path) -> [String; 2] {
+    [url(&dir.join("s.db")), "sqlite::memory:".to_string()]
+}
+
 #[tokio::test]
 async fn a_row_that_is_not_a_message_is_corrupt_naming_session_and_seq() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::connect(&url(&dir.path().join("s.db")))
-        .await
-        .unwrap();
+    for url in both_read_paths(dir.path()) {
+        a_row_that_is_not_a_message_is_corrupt_on(&url).await;
+    }
+}
+
+async fn a_row_that_is_not_a_message_is_corrupt_on(url: &str) {
+    let storage = SqliteStorage::connect(url).await.unwrap();
     let mut history = turn("one");
     history.extend(turn("two"));
     storage.save("damaged", &history).await.unwrap();
@@ -208,11 +218,21 @@ async fn a_row_that_is_not_a_message_is_corrupt_naming_session_and_seq() {
         }) => {
             assert_eq!(backend, "sqlite");
             assert_eq!(session_id, "damaged");
-            assert!(detail.contains("seq 2"), "{detail}");
+            assert!(detail.contains("seq 2"), "{url}: {detail}");
         }
-        other => panic!("expected Corrupt, got {other:?}"),
+        other => panic!("{url}: expected Corrupt, got {other:?}"),
     }
     assert_eq!(storage.load("healthy").await.unwrap(), history);
+
+    // A number where the JSON text belongs.
+    sqlx::query("UPDATE messages SET message = 42 WHERE session_id = ?1 AND seq = 2")
+        .bind("damaged")
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    let err = storage.load("damaged").await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{url}: {err}");
+    assert!(err.to_string().contains("seq 2"), "{url}: {err}");
 
     // A missing row is corruption too, named by the seq that is gone.
     sqlx::query("DELETE FROM messages WHERE session_id = ?1 AND seq = 1")
@@ -221,19 +241,23 @@ async fn a_row_that_is_not_a_message_is_corrupt_naming_session_and_seq() {
         .await
         .unwrap();
     let err = storage.load("healthy").await.unwrap_err();
-    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains("seq 1 is missing"), "{err}");
+    assert!(matches!(err, Error::Corrupt { .. }), "{url}: {err}");
+    assert!(err.to_string().contains("seq 1 is missing"), "{url}: {err}");
 }
 
-/// `load` reads a history as one JSON array that SQLite joins from the rows; a row
-/// holding two messages would make that array parse, one message too long. It must be
-/// caught and named like any other bad row, never loaded as an extra message.
+/// Through sqlx, `load` reads a history as one JSON array that SQLite joins from the
+/// rows; a row holding two messages would make that array parse, one message too long. It
+/// must be caught and named like any other bad row, never loaded as an extra message.
 #[tokio::test]
 async fn a_row_holding_two_messages_is_corrupt_not_an_extra_message() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::connect(&url(&dir.path().join("s.db")))
-        .await
-        .unwrap();
+    for url in both_read_paths(dir.path()) {
+        a_row_holding_two_messages_is_corrupt_on(&url).await;
+    }
+}
+
+async fn a_row_holding_two_messages_is_corrupt_on(url: &str) {
+    let storage = SqliteStorage::connect(url).await.unwrap();
     storage.save("s", &turn("one")).await.unwrap();
     let two = format!(
         "{},{}",
@@ -248,6 +272,6 @@ async fn a_row_holding_two_messages_is_corrupt_not_an_extra_message() {
         .unwrap();
 
     let err = storage.load("s").await.unwrap_err();
-    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains("seq 1"), "{err}");
+    assert!(matches!(err, Error::Corrupt { .. }), "{url}: {err}");
+    assert!(err.to_string().contains("seq 1"), "{url}: {err}");
 }

@@ -1,5 +1,6 @@
-//! Each write is one `BEGIN IMMEDIATE; ...; COMMIT` script: what it stores, and that a
-//! script that fails or is cancelled partway never leaves a transaction open behind it.
+//! Each write is one `BEGIN IMMEDIATE` transaction, run by sqlx as one script (`:memory:`)
+//! or stepped directly (a file): what it stores, and that a write that fails or is
+//! cancelled partway never leaves a transaction open behind it.
 
 use std::future::Future;
 use std::pin::pin;
@@ -9,6 +10,7 @@ use fusion_core::testkit::cases::sample_history;
 use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_sqlite::SqliteStorage;
 use serde_json::json;
+use sqlx::ConnectOptions;
 
 fn turn(text: &str) -> Vec<ChatMessage> {
     vec![
@@ -40,7 +42,15 @@ async fn assert_consistent(storage: &SqliteStorage, session_id: &str) -> Vec<Cha
 
 #[tokio::test]
 async fn stored_rows_are_exactly_each_messages_json() {
-    let storage = SqliteStorage::connect("sqlite::memory:").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file_url = format!("sqlite://{}", dir.path().join("s.db").display());
+    for url in ["sqlite::memory:", file_url.as_str()] {
+        stored_rows_are_exactly_each_messages_json_on(url).await;
+    }
+}
+
+async fn stored_rows_are_exactly_each_messages_json_on(url: &str) {
+    let storage = SqliteStorage::connect(url).await.unwrap();
     let mut history = sample_history();
     history.push(
         ChatMessage::user("nul \u{0} bell \u{7} del \u{7f} / </script> \u{fffd}").with_metadata(
@@ -68,8 +78,16 @@ async fn stored_rows_are_exactly_each_messages_json() {
         .map(|m| serde_json::to_string(m).unwrap())
         .collect();
     for session in ["saved", "appended"] {
-        assert_eq!(stored_rows(&storage, session).await, expected, "{session}");
-        assert_eq!(storage.load(session).await.unwrap(), history, "{session}");
+        assert_eq!(
+            stored_rows(&storage, session).await,
+            expected,
+            "{url} {session}"
+        );
+        assert_eq!(
+            storage.load(session).await.unwrap(),
+            history,
+            "{url} {session}"
+        );
     }
 }
 
@@ -136,16 +154,17 @@ async fn writes_cancelled_at_any_point_leave_no_transaction_open() {
                 1 => cancel_after_polls(storage.save("other", &cancelled), polls).await,
                 _ => cancel_after_polls(storage.truncate("s", expected.len()), polls).await,
             }
-            // A cancelled append happened entirely or not at all.
-            let loaded = assert_consistent(&storage, "s").await;
-            if loaded.len() > expected.len() {
-                expected.extend(cancelled);
-            }
-            assert_eq!(loaded, expected, "{url}, round {i}");
-
+            // A cancelled write may still be finishing (on a blocking thread); the next
+            // write starts after it, so once that returns the cancelled append has
+            // happened entirely, before it, or not at all.
             let kept = turn(&format!("kept-{i}"));
             storage.append("s", &kept).await.unwrap();
+            let loaded = assert_consistent(&storage, "s").await;
+            if loaded.len() > expected.len() + kept.len() {
+                expected.extend(cancelled);
+            }
             expected.extend(kept);
+            assert_eq!(loaded, expected, "{url}, round {i}");
         }
         assert_eq!(assert_consistent(&storage, "s").await, expected, "{url}");
         assert_consistent(&storage, "other").await;
@@ -170,4 +189,66 @@ async fn close_releases_the_writer_and_later_writes_fail() {
     assert!(!dir.path().join("s.db-wal").exists());
     let reopened = SqliteStorage::connect(&url).await.unwrap();
     assert_eq!(reopened.load("s").await.unwrap(), turn("before"));
+}
+
+/// A small append on a database file runs on the caller's thread with a zero busy
+/// timeout; when another connection holds the write lock it must wait on a blocking
+/// thread for the configured timeout instead of failing at once.
+#[tokio::test]
+async fn an_append_that_meets_a_held_lock_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let storage = SqliteStorage::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    storage.append("s", &turn("before")).await.unwrap();
+
+    let mut holder = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::Executor::execute(&mut holder, "BEGIN IMMEDIATE")
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let storage = storage.clone();
+        async move { storage.append("s", &turn("waited")).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "the append gave up on the lock");
+    sqlx::Executor::execute(&mut holder, "COMMIT")
+        .await
+        .unwrap();
+
+    waiting.await.unwrap().unwrap();
+    let mut expected = turn("before");
+    expected.extend(turn("waited"));
+    assert_eq!(assert_consistent(&storage, "s").await, expected);
+}
+
+/// Appends that run on the caller's thread never await anything; a task appending in a
+/// loop must still let the other tasks of a single-threaded runtime run.
+#[tokio::test(flavor = "current_thread")]
+async fn a_task_appending_in_a_loop_lets_other_tasks_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let storage = SqliteStorage::connect(&url).await.unwrap();
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = tokio::spawn({
+        let ticks = std::sync::Arc::clone(&ticks);
+        async move {
+            loop {
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    for i in 0..1_000 {
+        storage.append("s", &turn(&format!("{i}"))).await.unwrap();
+    }
+    let ran = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    ticker.abort();
+    assert!(ran > 0, "the other task never ran during 1,000 appends");
+    assert_eq!(assert_consistent(&storage, "s").await.len(), 2_000);
 }
