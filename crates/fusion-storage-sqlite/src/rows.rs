@@ -4,7 +4,7 @@
 //! Reading a long history is two jobs of similar size: SQLite stepping through the rows
 //! (an index lookup per row) and `serde_json` parsing each row's text. The direct path
 //! runs them side by side: the blocking thread copies the rows' text out in batches of
-//! [`BATCH_BYTES`] and the async task parses each batch as it arrives, so a load takes
+//! growing batches and the async task parses each batch as it arrives, so a load takes
 //! about as long as the slower of the two instead of their sum (for 10,000 messages here,
 //! 4.3–6.4 ms → 3.4–5.1 ms, see docs/performance.md), and the async thread is never held
 //! for longer than one batch's parse.
@@ -22,8 +22,14 @@ use crate::error::{corrupt_row, missing_row, not_text};
 pub(crate) const LOAD_ROWS: &str =
     "SELECT seq, message FROM messages WHERE session_id = ?1 ORDER BY seq";
 
-/// Row text per batch: ~200 messages of an agent's history, ~60 µs of parsing.
-const BATCH_BYTES: usize = 64 * 1024;
+/// Row text in the first batch, so that parsing starts early; each batch after it is
+/// twice the size of the one before, up to [`BATCH_MAX_BYTES`]. Every batch costs a
+/// wake-up of the parsing task, 20–50 µs here, so short histories go in one or two batches
+/// and long ones in a few big ones.
+const BATCH_FIRST_BYTES: usize = 32 * 1024;
+
+/// Row text per batch at most: ~800 messages of an agent's history, ~0.1 ms of parsing.
+const BATCH_MAX_BYTES: usize = 256 * 1024;
 
 /// Batches in flight between the reading thread and the parsing task.
 const BATCHES_IN_FLIGHT: usize = 4;
@@ -91,6 +97,7 @@ fn read_batches(
     let mut statement = conn.prepare_cached(LOAD_ROWS)?;
     let mut rows = statement.query([session_id])?;
     let mut batch = Batch::default();
+    let mut batch_bytes = BATCH_FIRST_BYTES;
     while let Some(row) = rows.next()? {
         let seq: i64 = row.get(0)?;
         let range = row.get_ref(1)?.as_str().ok().map(|json| {
@@ -99,7 +106,8 @@ fn read_batches(
             start..batch.text.len()
         });
         batch.rows.push((seq, range));
-        if batch.text.len() >= BATCH_BYTES {
+        if batch.text.len() >= batch_bytes {
+            batch_bytes = (batch_bytes * 2).min(BATCH_MAX_BYTES);
             let full = std::mem::take(&mut batch);
             if batches.blocking_send(full).is_err() {
                 return Ok(());
