@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the paths every turn goes through, on BENCHMARKS.md's
 //! canonical messages: JSON encoding and decoding of messages (every backend stores JSON),
-//! the file-system backend's append, and building the chat-completions request body from
-//! a long history (done on every LLM call). Run with `cargo bench -p fusion-bench`; the
+//! the file-system and SQLite backends' append, SQLite's load of a long history, and
+//! building the chat-completions request body from a long history (done on every LLM
+//! call). Run with `cargo bench -p fusion-bench`; the
 //! whole-workload numbers come from `cargo xtask bench` instead.
 
 use std::borrow::Cow;
@@ -13,6 +14,7 @@ use fusion_agent::{ChatRequest, OpenAiConfig, SamplingOptions, ToolRegistry};
 use fusion_bench::workload;
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_fs::FileSystemStorage;
+use fusion_storage_sqlite::SqliteStorage;
 
 /// `serde_json` both ways on the first 1,000 canonical messages, per message.
 fn message_json(c: &mut Criterion) {
@@ -60,6 +62,36 @@ fn fs_append(c: &mut Criterion) {
     group.finish();
 }
 
+/// SQLite on a database file: one W1 turn appended (on the calling thread: nothing else
+/// writes, so the write lock is free), and a 10,000-message history loaded by a storage
+/// that has loaded it before (rows read on a blocking thread, parsed by the task).
+fn sqlite(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let storage = runtime.block_on(SqliteStorage::connect(&url)).unwrap();
+    let turns = workload::turns_reaching(1_000);
+    let mut next = turns.iter().cycle();
+    let mut group = c.benchmark_group("sqlite");
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("append_one_turn", |b| {
+        b.to_async(&runtime).iter(|| {
+            let turn = next.next().unwrap();
+            let storage = &storage;
+            async move { storage.append("bench", turn).await.unwrap() }
+        })
+    });
+    let history = workload::messages(10_000);
+    runtime.block_on(storage.save("long", &history)).unwrap();
+    group.bench_function("load_10000", |b| {
+        b.to_async(&runtime).iter(|| {
+            let storage = &storage;
+            async move { assert_eq!(storage.load("long").await.unwrap().len(), 10_000) }
+        })
+    });
+    group.finish();
+}
+
 /// The request body `OpenAiClient` sends for a history of 1,000 and 10,000 messages with
 /// the four built-in file tools: the work re-done on every LLM call of a long session.
 fn agent_request(c: &mut Criterion) {
@@ -86,5 +118,5 @@ fn agent_request(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(hot_paths, message_json, fs_append, agent_request);
+criterion_group!(hot_paths, message_json, fs_append, sqlite, agent_request);
 criterion_main!(hot_paths);
