@@ -137,6 +137,33 @@ async fn a_read_only_database_refuses_writes_clearly_and_keeps_its_data() {
     assert_eq!(storage.load("s").await.unwrap(), history);
 }
 
+/// The URL parameters that make SQLite read-only apply to every connection the storage
+/// opens, the direct ones included, and other parameters reach them too (`unix` is the
+/// default VFS there).
+#[cfg(unix)]
+#[tokio::test]
+async fn read_only_url_parameters_reach_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, history) = database_with_a_session(dir.path()).await;
+    for query in ["?mode=ro", "?immutable=1", "?immutable=true"] {
+        let storage = SqliteStorage::connect(&format!("{}{query}", url(&path)))
+            .await
+            .unwrap();
+        assert_eq!(storage.load("s").await.unwrap(), history, "{query}");
+        let err = storage.append("s", &turn("lost")).await.unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{query}: {err}");
+        storage.close().await;
+    }
+    // Named explicitly, the default VFS opens every connection the same way.
+    let storage = SqliteStorage::connect(&format!("{}?vfs=unix", url(&path)))
+        .await
+        .unwrap();
+    storage.append("s", &turn("kept")).await.unwrap();
+    let mut expected = history;
+    expected.extend(turn("kept"));
+    assert_eq!(storage.load("s").await.unwrap(), expected);
+}
+
 #[tokio::test]
 async fn a_database_locked_past_the_busy_timeout_gives_a_retryable_error_and_no_damage() {
     let dir = tempfile::tempdir().unwrap();
