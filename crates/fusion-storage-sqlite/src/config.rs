@@ -87,10 +87,11 @@ impl SqliteOptions {
         self
     }
 
-    /// The most connections the pool opens (at least 1). Default 8.
+    /// The most connections the pool opens (at least 1), and on a database file the most
+    /// direct read connections too. Default 8.
     ///
-    /// SQLite runs one writer at a time whatever this is; more connections let loads run
-    /// alongside a write. `sqlite::memory:` always uses exactly one connection.
+    /// SQLite runs one writer at a time whatever this is; more connections let more loads
+    /// run at once, alongside a write. `sqlite::memory:` always uses exactly one connection.
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
         self
@@ -191,6 +192,7 @@ pub(crate) fn parse_url(url: &str, options: &SqliteOptions) -> Result<Target> {
             immutable: matches!(param("immutable").as_deref(), Some("true" | "1")),
             busy_timeout: options.busy_timeout,
             durability: options.durability,
+            max_readers: usize::try_from(options.max_connections).unwrap_or(usize::MAX),
         });
         Location::File { path, create }
     };

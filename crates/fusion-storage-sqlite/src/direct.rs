@@ -54,6 +54,10 @@ pub(crate) struct DirectOptions {
     pub(crate) immutable: bool,
     pub(crate) busy_timeout: Duration,
     pub(crate) durability: Durability,
+    /// Reader connections at most, idle or in use: the pool size of [`SqliteOptions`].
+    ///
+    /// [`SqliteOptions`]: crate::SqliteOptions
+    pub(crate) max_readers: usize,
 }
 
 /// Why a direct call failed.
@@ -77,7 +81,11 @@ pub(crate) struct Direct {
     db: Arc<str>,
     options: DirectOptions,
     writer: Arc<tokio::sync::Mutex<Writer>>,
+    /// Idle reader connections, at most `options.max_readers`.
     readers: Mutex<Vec<Reader>>,
+    /// Loads running at once, at most `options.max_readers` (like the pool's size), so a
+    /// burst of loads queues instead of opening a connection (and a file) each.
+    loads: Arc<tokio::sync::Semaphore>,
     closed: AtomicBool,
     checkpoints: Arc<Checkpointer>,
 }
@@ -109,14 +117,15 @@ impl Direct {
         .await??;
         Ok(Self {
             db,
-            options,
             writer: Arc::new(tokio::sync::Mutex::new(Writer {
                 conn: Some(writer),
                 closed: false,
             })),
             readers: Mutex::new(vec![Reader(reader)]),
+            loads: Arc::new(tokio::sync::Semaphore::new(options.max_readers)),
             closed: AtomicBool::new(false),
             checkpoints: Arc::default(),
+            options,
         })
     }
 
@@ -187,10 +196,13 @@ impl Direct {
             };
             conn.busy_timeout(options.busy_timeout)?;
             let result = run(&conn, &write);
-            let reset = conn.busy_timeout(Duration::ZERO);
-            writer.conn = Some(conn);
-            result.map_err(|failure| writer.after(failure))?;
-            reset.map_err(DirectError::from)
+            // Back to zero for the next inline write; a connection that cannot be set
+            // back is dropped (the next write opens one with zero), not reported: the
+            // write itself is done.
+            if conn.busy_timeout(Duration::ZERO).is_ok() {
+                writer.conn = Some(conn);
+            }
+            result.map_err(|failure| writer.after(failure))
         })
         .await?
     }
@@ -201,8 +213,16 @@ impl Direct {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        let Ok(permit) = Arc::clone(&self.loads).acquire_owned().await else {
+            return Err(DirectError::Closed);
+        };
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.with_reader(read)).await?
+        tokio::task::spawn_blocking(move || {
+            let result = this.with_reader(read);
+            drop(permit);
+            result
+        })
+        .await?
     }
 
     /// Runs `read` on this thread with an idle reader connection, or a new one.
@@ -219,10 +239,12 @@ impl Direct {
             None => open(&self.options, false)?,
         };
         let result = read(&conn);
-        // A reader returned after close is dropped, closing it.
-        if !self.closed.load(Ordering::Acquire) {
-            self.idle_readers().push(Reader(conn));
+        // A reader returned after close, or beyond the idle limit, is dropped, closing it.
+        let mut idle = self.idle_readers();
+        if !self.closed.load(Ordering::Acquire) && idle.len() < self.options.max_readers {
+            idle.push(Reader(conn));
         }
+        drop(idle);
         Ok(result?)
     }
 
@@ -236,6 +258,7 @@ impl Direct {
     /// fail with [`DirectError::Closed`].
     pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.loads.close();
         let mut writer = self.writer.lock().await;
         writer.closed = true;
         let conn = writer.conn.take();

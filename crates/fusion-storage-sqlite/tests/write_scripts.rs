@@ -252,3 +252,29 @@ async fn a_task_appending_in_a_loop_lets_other_tasks_run() {
     assert!(ran > 0, "the other task never ran during 1,000 appends");
     assert_eq!(assert_consistent(&storage, "s").await.len(), 2_000);
 }
+
+/// Loads on a database file run on connections of the storage's own, no more at once than
+/// the pool size; a burst of loads queues for them rather than failing or opening a
+/// connection each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_loads_shares_a_bounded_set_of_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let options = fusion_storage_sqlite::SqliteOptions::new().max_connections(2);
+    let storage = SqliteStorage::connect_with(&url, options).await.unwrap();
+    storage.append("s", &turn("only")).await.unwrap();
+    let loads: Vec<_> = (0..64)
+        .map(|_| {
+            let storage = storage.clone();
+            tokio::spawn(async move { storage.load("s").await })
+        })
+        .collect();
+    for load in loads {
+        assert_eq!(load.await.unwrap().unwrap(), turn("only"));
+    }
+    storage.close().await;
+    assert!(
+        storage.load("s").await.is_err(),
+        "a load after close must fail"
+    );
+}
