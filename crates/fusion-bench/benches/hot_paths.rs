@@ -1,4 +1,4 @@
-//! Criterion micro-benchmarks of the paths every turn goes through, on BENCHMARKS.md's
+//! Criterion micro-benchmarks of the paths every turn goes through, on docs/benchmarks.md's
 //! canonical messages: JSON encoding and decoding of messages (every backend stores JSON),
 //! the file-system and SQLite backends' append, SQLite's load of a long history, and
 //! building the chat-completions request body from a long history (done on every LLM

@@ -1,4 +1,4 @@
-//! The shared benchmark workload of BENCHMARKS.md, as a library for the runner
+//! The shared benchmark workload of docs/benchmarks.md, as a library for the runner
 //! (`src/main.rs`, run by `cargo xtask bench`) and for the criterion micro-benchmarks of
 //! the hot paths (`benches/hot_paths.rs`, run by `cargo bench -p fusion-bench`).
 

@@ -1,4 +1,4 @@
-//! `fusion-bench`: runs BENCHMARKS.md's workload (W1-W4, the raw-driver floor and the agent
+//! `fusion-bench`: runs docs/benchmarks.md's workload (W1-W4, the raw-driver floor and the agent
 //! overhead) on Fusion's storage backends; usually started with `cargo xtask bench`.
 //!
 //! Every backend runs in a child process of its own (this same binary with `--in-process`),
@@ -34,7 +34,7 @@ use crate::run::Workload;
 /// Command-line arguments.
 #[derive(Debug, Parser)]
 #[command(
-    about = "Runs the shared benchmark workload (BENCHMARKS.md) on Fusion's storage backends",
+    about = "Runs the shared benchmark workload (docs/benchmarks.md) on Fusion's storage backends",
     after_help = "Prints one table per backend and writes the same as JSON under target/bench/."
 )]
 struct Args {
@@ -68,7 +68,7 @@ struct Args {
     in_process: bool,
 }
 
-/// How big each workload is; BENCHMARKS.md's sizes unless `--quick`.
+/// How big each workload is; docs/benchmarks.md's sizes unless `--quick`.
 #[derive(Debug, Clone)]
 pub struct Sizes {
     /// W1 grows the history until it holds at least this many messages.

@@ -215,9 +215,9 @@ fn ratio(value: Option<f64>) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{v:.2}x"))
 }
 
-/// BENCHMARKS.md's figures for Python session stores, printed for comparison.
+/// docs/benchmarks.md's figures for Python session stores, printed for comparison.
 pub const ANCHORS: &str = "\
-Anchors from BENCHMARKS.md (Python stores, 2 vCPU VM, median of runs, noise up to +-50%):
+Anchors from docs/benchmarks.md (Python stores, 2 vCPU VM, median of runs, noise up to +-50%):
   system                                W1 ms/turn @100 / @10k       W2 load 10k ms  W3 write s  W4 lost
   OpenAI Agents SDK SQLiteSession       0.57-0.98 / 0.43-0.62        56-128          9.9-15.0    0
   OpenAI Agents SDK RedisSession        0.81-1.56 / 0.76-0.83        100-165         7.8-10.9    0 (6.3 s)

@@ -120,7 +120,7 @@ async fn workloads_on(
             report.w2.as_deref(),
         ));
     }
-    // BENCHMARKS.md asks for the agent overhead on memory and SQLite only.
+    // docs/benchmarks.md asks for the agent overhead on memory and SQLite only.
     if wants(Workload::Agent) && matches!(kind, Kind::Memory | Kind::Sqlite) {
         let result = agent_overhead::run(&backend, &sizes.agent_plan).await;
         record(report, "agent", result, |r, v| r.agent = Some(v));

@@ -1,13 +1,13 @@
-//! The deterministic payload of BENCHMARKS.md: SplitMix64, `gen_text`, the canonical message
+//! The deterministic payload of docs/benchmarks.md: SplitMix64, `gen_text`, the canonical message
 //! sequence and W4's tagged contents.
 //!
 //! Every number this crate prints is comparable with other systems only because the bytes
 //! stored are exactly the shared workload's; the unit tests below pin that with the check
-//! values BENCHMARKS.md publishes.
+//! values docs/benchmarks.md publishes.
 
 use fusion_core::{ChatMessage, ToolCall};
 
-/// The 64 words `gen_text` draws from, in BENCHMARKS.md's order.
+/// The 64 words `gen_text` draws from, in docs/benchmarks.md's order.
 pub const VOCAB: [&str; 64] = [
     "agent",
     "memory",
@@ -202,7 +202,7 @@ pub fn parse_w4_tag(content: &str) -> Option<(usize, usize)> {
     Some((w.parse().ok()?, k.parse().ok()?))
 }
 
-/// Total content bytes of `messages` (BENCHMARKS.md's "bytes of content").
+/// Total content bytes of `messages` (docs/benchmarks.md's "bytes of content").
 pub fn content_bytes(messages: &[ChatMessage]) -> usize {
     messages.iter().map(|m| m.content.len()).sum()
 }
@@ -246,7 +246,7 @@ pub fn check_hash(messages: &[ChatMessage]) -> String {
         .collect()
 }
 
-/// BENCHMARKS.md's published check values.
+/// docs/benchmarks.md's published check values.
 pub const CHECK_1K: &str = "c5f7e60352a6fb4cd79862855979e4f7e69b68b7900ae8ada99ea6bf4087efc1";
 /// sha256 of the first 10,000 messages' check lines.
 pub const CHECK_10K: &str = "87adb5dad591b34954f5dac22fa7b6ad676be1f78fa567189796b118f763a591";
@@ -271,7 +271,7 @@ pub fn verify() -> anyhow::Result<()> {
             && check_hash(&all[..1000]) == CHECK_1K
             && check_hash(&all) == CHECK_10K
             && check_hash(&w4_set()) == CHECK_W4,
-        "the payload generator does not reproduce BENCHMARKS.md's check values"
+        "the payload generator does not reproduce docs/benchmarks.md's check values"
     );
     Ok(())
 }
