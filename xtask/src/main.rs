@@ -3,11 +3,13 @@
 //! - `test-all-backends`: the whole workspace test suite with every backend feature on,
 //!   against real servers (found or started here); a backend that cannot run fails.
 //! - `bench [ARGS]`: the shared benchmark workload (see `crates/fusion-bench`).
-//! - `ci`: formatting, clippy and `test-all-backends`, as `.ci/run` does.
+//! - `tidy`: file docs, file lengths, import circles, references outside the repo.
+//! - `ci`: formatting, clippy, tidy, docs and `test-all-backends`, as `.ci/run` does.
 
 mod bench;
 mod services;
 mod test_all_backends;
+mod tidy;
 
 use std::process::{Command, ExitCode};
 
@@ -18,6 +20,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test-all-backends") => test_all_backends::run(),
         Some("bench") => bench::run(&args[1..]),
+        Some("tidy") => tidy::run(),
         Some("ci") => ci(),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
@@ -39,7 +42,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   test-all-backends   run every test with every backend enabled, against real servers
   bench [ARGS]        run the benchmark workload (cargo xtask bench --help for ARGS)
-  ci                  cargo fmt --check, clippy -D warnings, then test-all-backends";
+  tidy                file docs, file lengths, import circles, paths outside the repo
+  ci                  fmt --check, clippy -D warnings, tidy, docs -D warnings, test-all-backends";
 
 fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
@@ -52,7 +56,25 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    tidy::run()?;
+    docs()?;
     test_all_backends::run()
+}
+
+/// Builds the API docs of every crate with warnings (broken links, bad HTML) as errors.
+fn docs() -> Result<()> {
+    let args = ["doc", "--workspace", "--no-deps", "--all-features"];
+    eprintln!("xtask: RUSTDOCFLAGS=-D warnings cargo {}", args.join(" "));
+    let status = Command::new(cargo_bin())
+        .args(args)
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo doc")?;
+    if !status.success() {
+        bail!("cargo doc failed ({status})");
+    }
+    Ok(())
 }
 
 /// Runs `cargo ARGS` from the workspace root with inherited stdio; fails on a non-zero exit.

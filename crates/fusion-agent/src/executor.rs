@@ -9,8 +9,7 @@
 //! end a turn (storage, the LLM) are the session's business, not the executor's.
 //!
 //! ```no_run
-//! use fusion_agent::executor::{ExecutorConfig, ToolExecutor};
-//! use fusion_agent::tools::ToolRegistry;
+//! use fusion_agent::{ExecutorConfig, ToolExecutor, ToolRegistry};
 //! use fusion_core::ToolCall;
 //!
 //! # async fn demo() -> fusion_core::Result<()> {
@@ -28,7 +27,8 @@ use futures::FutureExt;
 use serde_json::Value;
 use tracing::{Instrument, debug, field, info, info_span, trace};
 
-use crate::tools::{ToolRegistry, check_arguments};
+use crate::tools::check_arguments;
+use crate::tools::registry::ToolRegistry;
 
 /// How long one tool call may run unless configured otherwise.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -215,7 +215,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tools::Tool;
+    use crate::Tool;
     use async_trait::async_trait;
     use fusion_core::{Error, Result};
     use serde_json::json;

@@ -1,28 +1,57 @@
 //! The Fusion agent: an LLM client trait and OpenAI-compatible client, tools, the ReAct
 //! loop, and `AgentSession`, which keeps a persistent multi-turn conversation.
+//!
+//! # Public surface
+//!
+//! Every public item has one path. The crate root holds what building and driving a
+//! session needs:
+//! - the session: [`AgentSession`], [`SessionBuilder`], [`StorageSource`],
+//!   [`DEFAULT_MAX_ITERATIONS`], [`DEFAULT_SYSTEM_PROMPT`];
+//! - what a turn reports: [`TaskResult`], [`Step`], [`AgentEvent`];
+//! - the model: [`LlmClient`], [`ChatRequest`], [`ChatResponse`], [`SamplingOptions`],
+//!   [`ToolDefinition`], [`Usage`], and the bundled [`OpenAiClient`] with [`OpenAiConfig`],
+//!   [`DEFAULT_BASE_URL`], [`DEFAULT_MODEL`], [`OLLAMA_BASE_URL`];
+//! - tools: [`Tool`], [`ToolRegistry`], [`Workspace`], and the [`ToolExecutor`] that runs
+//!   calls ([`ExecutorConfig`], [`ToolOutcome`], [`DEFAULT_TOOL_TIMEOUT`]);
+//! - the text ReAct format: [`ReactStep`], [`parse_react`], [`render_react_prompt`],
+//!   [`render_observation`];
+//! - the context types a session takes and returns: [`ContextPolicy`], [`PruneSettings`],
+//!   [`TokenCounter`], [`PruneReport`], [`SummaryReport`].
+//!
+//! Two modules are namespaces for going further, and hold nothing the root also holds:
+//! - [`context`]: the view (what the model is sent for a request) and the functions
+//!   behind the context policies: token counters, context records, pruning plans;
+//! - [`tools`]: the built-in file tools and argument checking against a schema.
+//!
+//! With the `mock-server` feature, [`testing`] has a scripted OpenAI-compatible server.
+//!
+//! Inside, modules form layers: `llm`, `events` and `storage_source` at the bottom;
+//! `react_text`, `tools`, `executor`, `context` and `openai` over them; `session` on top.
 
-mod agent_loop;
 pub mod context;
-pub mod events;
-pub mod executor;
-pub mod llm;
-pub mod openai;
-pub mod react_text;
-pub mod session;
-mod session_context;
+mod events;
+mod executor;
+mod llm;
+mod openai;
+mod react_text;
+mod session;
 mod storage_source;
 #[cfg(feature = "mock-server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock-server")))]
 pub mod testing;
 pub mod tools;
-pub mod view;
 
-pub use context::{ContextPolicy, PruneReport, SummaryReport, TokenCounter};
-pub use events::AgentEvent;
-pub use executor::{ExecutorConfig, ToolExecutor, ToolOutcome};
+pub use context::policy::{ContextPolicy, PruneSettings};
+pub use context::prune::PruneReport;
+pub use context::summary::SummaryReport;
+pub use context::tokens::TokenCounter;
+pub use events::{AgentEvent, Step, TaskResult};
+pub use executor::{DEFAULT_TOOL_TIMEOUT, ExecutorConfig, ToolExecutor, ToolOutcome};
 pub use llm::{ChatRequest, ChatResponse, LlmClient, SamplingOptions, ToolDefinition, Usage};
-pub use openai::{OpenAiClient, OpenAiConfig};
-pub use react_text::{ReactStep, parse_react, render_react_prompt};
-pub use session::{AgentSession, SessionBuilder, Step, TaskResult};
+pub use openai::{DEFAULT_BASE_URL, DEFAULT_MODEL, OLLAMA_BASE_URL, OpenAiClient, OpenAiConfig};
+pub use react_text::{ReactStep, parse_react, render_observation, render_react_prompt};
+pub use session::{AgentSession, DEFAULT_MAX_ITERATIONS, DEFAULT_SYSTEM_PROMPT, SessionBuilder};
 pub use storage_source::StorageSource;
-pub use tools::{Tool, ToolRegistry, Workspace};
+pub use tools::registry::ToolRegistry;
+pub use tools::tool::Tool;
+pub use tools::workspace::Workspace;

@@ -7,12 +7,12 @@ mod common;
 use std::sync::Arc;
 
 use common::{Harness, SESSION, assert_every_call_answered, builder, client, roles, text_client};
-use fusion_agent::AgentSession;
 use fusion_agent::context::{
-    ContextPolicy, EstimateCounter, PRUNE_KEY, SUMMARY_HEADER, SUMMARY_KEY, TokenCounter,
-    count_request, is_context_record, pruned_tool_output,
+    EstimateCounter, PRUNE_KEY, SUMMARY_HEADER, SUMMARY_KEY, count_request, is_context_record,
+    pruned_tool_output,
 };
 use fusion_agent::testing::{MockLlmServer, MockReply, MockToolCall};
+use fusion_agent::{AgentSession, ContextPolicy, TokenCounter};
 use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_fs::FileSystemStorage;
 use serde_json::Value;

@@ -6,9 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::Harness;
-use fusion_agent::ToolRegistry;
 use fusion_agent::tools::files::ReadFile;
-use fusion_agent::tools::{Tool, Workspace};
+use fusion_agent::{Tool, ToolRegistry, Workspace};
 use fusion_core::Error;
 use serde_json::{Value, json};
 

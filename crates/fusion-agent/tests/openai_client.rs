@@ -2,7 +2,7 @@
 //! shape, reply parsing, retries and error messages, end to end through reqwest.
 
 use std::borrow::Cow;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use fusion_agent::testing::{MockLlmServer, MockReply};
 use fusion_agent::{
@@ -16,9 +16,9 @@ const KEY: &str = "sk-test-secret-4242";
 /// A client for `base_url` with tiny backoffs so retry tests stay fast.
 fn config(base_url: String) -> OpenAiConfig {
     OpenAiConfig::new("mock-model")
-        .with_base_url(base_url)
-        .with_max_retries(2)
-        .with_backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .base_url(base_url)
+        .max_retries(2)
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
 }
 
 fn client(server: &MockLlmServer) -> OpenAiClient {
@@ -84,7 +84,7 @@ async fn tool_call_arguments_are_kept_verbatim_even_when_invalid_json() {
 async fn the_request_has_the_openai_shape_without_metadata() {
     let server = MockLlmServer::start().await;
     server.require_api_key(KEY).push_text("ok");
-    let client = config(server.base_url()).with_api_key(KEY).build().unwrap();
+    let client = config(server.base_url()).api_key(KEY).build().unwrap();
     let history = vec![
         ChatMessage::system("be brief").with_metadata("kind", json!("prompt")),
         ChatMessage::user("read a.txt"),
@@ -141,7 +141,7 @@ async fn text_mode_sends_no_tools() {
     let server = MockLlmServer::start().await;
     server.push_text("Final Answer: ok");
     let client = config(server.base_url())
-        .with_native_tools(false)
+        .native_tools(false)
         .build()
         .unwrap();
     assert!(!client.supports_native_tools());
@@ -187,6 +187,68 @@ async fn a_rate_limit_with_retry_after_is_retried() {
     assert_eq!(server.request_count(), 2);
 }
 
+/// A client whose own backoff is an hour, so a retry that came quickly can only have
+/// followed the server's `Retry-After` (capped at `retry_after_max`).
+fn patient_client(server: &MockLlmServer, retry_after_max: Duration) -> OpenAiClient {
+    let hour = Duration::from_secs(3600);
+    config(server.base_url())
+        .backoff(hour, hour)
+        .retry_after_max(retry_after_max)
+        .build()
+        .unwrap()
+}
+
+/// `chat`, failing (instead of hanging) if the client waits on its hour-long backoff or
+/// on a far date rather than on the capped `Retry-After`.
+async fn chat_soon(client: &OpenAiClient, what: &str) -> String {
+    let question = [ChatMessage::user("hi")];
+    let request = ask(&question);
+    let reply = tokio::time::timeout(Duration::from_secs(60), client.chat(&request))
+        .await
+        .unwrap_or_else(|_| panic!("{what}"))
+        .unwrap();
+    reply.message.content
+}
+
+#[tokio::test]
+async fn a_retry_after_date_in_the_past_means_retry_now() {
+    let server = MockLlmServer::start().await;
+    server
+        .push_status_with_retry_at(429, SystemTime::now() - Duration::from_secs(3600))
+        .push_text("at once");
+    let client = patient_client(&server, Duration::from_secs(3600));
+    let content = chat_soon(&client, "a past date must mean no wait").await;
+    assert_eq!(content, "at once");
+    assert_eq!(server.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_retry_after_date_in_an_obsolete_form_is_read() {
+    let server = MockLlmServer::start().await;
+    server
+        .push(MockReply::Status {
+            status: 503,
+            retry_after: Some("Sun Nov  6 08:49:37 1994".into()), // asctime, long past
+        })
+        .push_text("read it");
+    let client = patient_client(&server, Duration::from_secs(3600));
+    let content = chat_soon(&client, "an asctime date must be read as a date").await;
+    assert_eq!(content, "read it");
+    assert_eq!(server.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_far_retry_after_date_is_cut_to_retry_after_max() {
+    let server = MockLlmServer::start().await;
+    server
+        .push_status_with_retry_at(503, SystemTime::now() + Duration::from_secs(86_400))
+        .push_text("after the capped wait");
+    let client = patient_client(&server, Duration::from_millis(20));
+    let content = chat_soon(&client, "a date a day away must be capped").await;
+    assert_eq!(content, "after the capped wait");
+    assert_eq!(server.request_count(), 2);
+}
+
 #[tokio::test]
 async fn retries_stop_at_max_retries_with_a_retryable_error() {
     let server = MockLlmServer::start().await;
@@ -206,7 +268,7 @@ async fn retries_stop_at_max_retries_with_a_retryable_error() {
 async fn an_exhausted_script_is_reported_clearly() {
     let server = MockLlmServer::start().await;
     let err = config(server.base_url())
-        .with_max_retries(0)
+        .max_retries(0)
         .build()
         .unwrap()
         .chat(&ask(&[ChatMessage::user("hi")]))
@@ -221,7 +283,7 @@ async fn unauthorized_fails_at_once_and_names_the_key_variable() {
     server
         .require_api_key("the-right-key")
         .push_text("never sent");
-    let client = config(server.base_url()).with_api_key(KEY).build().unwrap();
+    let client = config(server.base_url()).api_key(KEY).build().unwrap();
     let err = client
         .chat(&ask(&[ChatMessage::user("hi")]))
         .await
@@ -319,7 +381,7 @@ async fn connection_refused_is_retried_then_fails_retryably() {
         .unwrap()
         .port();
     let client = config(format!("http://127.0.0.1:{port}/v1"))
-        .with_api_key(KEY)
+        .api_key(KEY)
         .build()
         .unwrap();
     let err = client
@@ -337,7 +399,7 @@ async fn connection_refused_is_retried_then_fails_retryably() {
 #[tokio::test]
 async fn the_api_key_never_shows_in_debug_output() {
     let client = config("http://127.0.0.1:9/v1".into())
-        .with_api_key(KEY)
+        .api_key(KEY)
         .build()
         .unwrap();
     let shown = format!("{client:?}");
@@ -354,7 +416,7 @@ async fn a_key_echoed_by_the_server_is_masked() {
         401,
         format!(r#"{{"error":{{"message":"Incorrect API key provided: {KEY}"}}}}"#),
     );
-    let client = config(server.base_url()).with_api_key(KEY).build().unwrap();
+    let client = config(server.base_url()).api_key(KEY).build().unwrap();
     let err = client
         .chat(&ask(&[ChatMessage::user("hi")]))
         .await
@@ -428,7 +490,7 @@ async fn a_history_of_several_megabytes_goes_through() {
 #[test]
 fn an_empty_key_counts_as_no_key() {
     let err = OpenAiConfig::new("gpt-4o-mini")
-        .with_api_key("  ")
+        .api_key("  ")
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");

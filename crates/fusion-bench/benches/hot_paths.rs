@@ -96,7 +96,7 @@ fn sqlite(c: &mut Criterion) {
 /// the four built-in file tools: the work re-done on every LLM call of a long session.
 fn agent_request(c: &mut Criterion) {
     let client = OpenAiConfig::new("bench-model")
-        .with_base_url("http://127.0.0.1:9/v1")
+        .base_url("http://127.0.0.1:9/v1")
         .build()
         .unwrap();
     let tools = ToolRegistry::with_file_tools([std::env::temp_dir()])

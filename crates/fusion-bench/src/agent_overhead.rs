@@ -76,8 +76,8 @@ pub async fn run(backend: &Backend, plan: &[(usize, usize)]) -> Result<Vec<Agent
     server.set_record_requests(false);
     let llm: Arc<dyn LlmClient> = Arc::new(
         OpenAiConfig::new("mock-model")
-            .with_base_url(server.base_url())
-            .with_max_retries(0)
+            .base_url(server.base_url())
+            .max_retries(0)
             .build()?,
     );
     let storage = backend.open("agent").await?;

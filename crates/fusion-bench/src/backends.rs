@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use fusion_core::ConversationStorage;
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_memory::InMemoryStorage;
-use fusion_storage_redis::RedisStorage;
+use fusion_storage_redis::{RedisOptions, RedisStorage};
 use fusion_storage_sqlite::SqliteStorage;
 use tempfile::TempDir;
 
@@ -121,10 +121,11 @@ impl Backend {
             }
             Root::Dir(_) => Arc::new(SqliteStorage::connect(&self.sqlite_url(ns)?).await?),
             Root::Redis { url, .. } => Arc::new(
-                RedisStorage::builder(url.as_str())
-                    .key_prefix(self.redis_prefix(ns)?)
-                    .connect()
-                    .await?,
+                RedisStorage::connect_with(
+                    url,
+                    RedisOptions::new().key_prefix(self.redis_prefix(ns)?),
+                )
+                .await?,
             ),
         })
     }

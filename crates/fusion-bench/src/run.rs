@@ -4,10 +4,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::Sizes;
 use crate::backends::{Backend, Kind};
 use crate::report::BackendReport;
-use crate::{agent_overhead, floor, w1, w2, w3, w4, workload};
+use crate::sizes::Sizes;
+use crate::{agent_overhead, floor, raw, w1, w2, w3, w4, workload};
 
 /// The parts of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,7 +67,7 @@ async fn workloads_on(
     // The floor runs interleaved with W1 and W2 (see w1.rs), so it is opened first.
     let mut raw = None;
     if wants(Workload::Floor) {
-        match floor::Raw::open(&backend).await {
+        match raw::Raw::open(&backend).await {
             Ok(opened) => raw = Some(opened),
             Err(err) => report.errors.push(format!("floor: {err:#}")),
         }

@@ -1,6 +1,6 @@
 //! Summary statistics over timed samples, in milliseconds.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -57,6 +57,18 @@ pub fn millis(d: Duration) -> f64 {
 /// The median of `samples`, ms.
 pub fn median_ms(samples: &[Duration]) -> f64 {
     Stats::of(samples).median_ms
+}
+
+/// One repetition's instants: open started, load started, load finished.
+pub struct Timed {
+    /// Messages loaded.
+    pub len: usize,
+    /// When construction of the fresh instance began.
+    pub opened: Instant,
+    /// When the load call began.
+    pub loading: Instant,
+    /// When the load call returned.
+    pub done: Instant,
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use serde::Serialize;
 
-use crate::Sizes;
 use crate::backends::Backend;
-use crate::floor::Raw;
+use crate::raw::Raw;
+use crate::sizes::Sizes;
 use crate::stats::Stats;
 use crate::workload;
 

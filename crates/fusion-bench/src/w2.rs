@@ -9,8 +9,8 @@ use anyhow::{Result, ensure};
 use serde::Serialize;
 
 use crate::backends::Backend;
-use crate::floor::Raw;
-use crate::stats::{Stats, median_ms};
+use crate::raw::Raw;
+use crate::stats::{Stats, Timed, median_ms};
 use crate::workload;
 
 /// How many fresh instances load each session.
@@ -36,18 +36,6 @@ pub struct W2Outcome {
     pub library: Option<Vec<W2Point>>,
     /// The floor's points.
     pub floor: Option<Vec<W2Point>>,
-}
-
-/// One repetition's instants: open started, load started, load finished.
-pub struct Timed {
-    /// Messages loaded.
-    pub len: usize,
-    /// When construction of the fresh instance began.
-    pub opened: Instant,
-    /// When the load call began.
-    pub loading: Instant,
-    /// When the load call returned.
-    pub done: Instant,
 }
 
 /// Runs W2 in namespace `w2` for each of `sizes`.

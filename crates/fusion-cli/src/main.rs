@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use fusion::api::session::StorageType;
+use fusion::storage::StorageType;
 use tracing_subscriber::EnvFilter;
 
 /// Chat with a Fusion agent and manage its stored sessions.

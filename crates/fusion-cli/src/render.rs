@@ -1,5 +1,6 @@
-//! Human-readable renderings of a session: the terminal transcript of `sessions show`, the
-//! Markdown of `sessions export --format markdown`, and UTC timestamps.
+//! Human-readable renderings: the session table of `sessions list` (and `/sessions` in
+//! chat), the terminal transcript of `sessions show`, the Markdown of
+//! `sessions export --format markdown`, and UTC timestamps.
 //!
 //! Both renderings show every message, including tool calls with their raw arguments and
 //! tool results labelled with the tool that produced them, because "what did the agent
@@ -9,7 +10,50 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use fusion::storage::SessionInfo;
 use fusion::{ChatMessage, Role};
+
+/// The table of `sessions list`: id, message count and last update, one session a line.
+///
+/// A session whose info could not be read shows its error in place of the figures. With
+/// `current`, a first column marks that session with `*` (chat's `/sessions`).
+pub fn session_table(
+    sessions: &[(String, fusion::Result<SessionInfo>)],
+    current: Option<&str>,
+) -> String {
+    let width = sessions
+        .iter()
+        .map(|(id, _)| id.len())
+        .max()
+        .unwrap_or(0)
+        .max(2);
+    let marker = |id: Option<&str>| match current {
+        None => "",
+        Some(current) if id == Some(current) => "* ",
+        Some(_) => "  ",
+    };
+    let mut out = format!(
+        "{}{:<width$}  {:>8}  UPDATED\n",
+        marker(None),
+        "ID",
+        "MESSAGES"
+    );
+    for (id, info) in sessions {
+        let marker = marker(Some(id));
+        let _ = match info {
+            Ok(info) => {
+                let updated = info.updated_at.map_or_else(|| "-".into(), rfc3339);
+                writeln!(
+                    out,
+                    "{marker}{id:<width$}  {:>8}  {updated}",
+                    info.message_count
+                )
+            }
+            Err(err) => writeln!(out, "{marker}{id:<width$}  {:>8}  error: {err}", "?"),
+        };
+    }
+    out
+}
 
 /// The plain-text transcript printed by `sessions show` (and `/history` in chat).
 pub fn transcript(id: &str, messages: &[ChatMessage]) -> String {
@@ -194,5 +238,37 @@ mod tests {
             rfc3339(UNIX_EPOCH - Duration::from_secs(1)),
             "1969-12-31T23:59:59Z"
         );
+    }
+
+    #[test]
+    fn session_table_marks_the_current_session_and_shows_errors_in_place() {
+        let info = |id: &str, count| SessionInfo {
+            id: id.into(),
+            message_count: count,
+            created_at: None,
+            updated_at: Some(UNIX_EPOCH),
+        };
+        let sessions = vec![
+            ("a".to_string(), Ok(info("a", 3))),
+            (
+                "broken".to_string(),
+                Err(fusion::Error::Config("corrupt".into())),
+            ),
+            ("me".to_string(), Ok(info("me", 1))),
+        ];
+        let plain = session_table(&sessions, None);
+        let lines: Vec<&str> = plain.lines().collect();
+        assert_eq!(lines[0], "ID      MESSAGES  UPDATED");
+        assert_eq!(lines[1], "a              3  1970-01-01T00:00:00Z");
+        assert!(
+            lines[2].starts_with("broken         ?  error: ") && lines[2].contains("corrupt"),
+            "{plain}"
+        );
+
+        let marked = session_table(&sessions, Some("me"));
+        let lines: Vec<&str> = marked.lines().collect();
+        assert!(lines[0].starts_with("  ID "), "{marked}");
+        assert!(lines[1].starts_with("  a "), "{marked}");
+        assert!(lines[3].starts_with("* me "), "{marked}");
     }
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use fusion::SessionId;
-use fusion::api::session::StorageType;
-use fusion::storage::{ConversationStorage, SessionInfo};
+use fusion::api::session;
+use fusion::storage::{ConversationStorage, SessionInfo, StorageType, list_sessions_with_info};
 use serde::Serialize;
 
 use crate::ExportFormat;
@@ -34,81 +34,81 @@ struct ListEntry<'a> {
     created_at: Option<String>,
     updated_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
+    error: Option<String>,
 }
 
 /// `sessions list`: id, message count and last update of every session.
 pub async fn list(storage_type: &StorageType, json: bool) -> Result<()> {
     let storage = open(storage_type).await?;
-    let mut ids = storage
-        .list_sessions()
-        .await
-        .with_context(|| format!("cannot list sessions in {storage_type}"))?;
-    ids.sort();
-
-    // One unreadable session must not hide the others: it is listed with its error.
-    let mut rows: Vec<(String, Result<SessionInfo, String>)> = Vec::with_capacity(ids.len());
-    for id in ids {
-        match storage.session_info(&id).await {
-            Ok(Some(info)) => rows.push((id, Ok(info))),
-            // Deleted between listing and reading: it no longer exists, so do not show it.
-            Ok(None) => {}
-            Err(err) => rows.push((id, Err(err.to_string()))),
-        }
+    if !json {
+        return print_table(storage.as_ref(), storage_type, None).await;
     }
-    let failed = rows.iter().filter(|(_, row)| row.is_err()).count();
-
+    let sessions = list_with_info(storage.as_ref(), storage_type).await?;
+    let entries: Vec<_> = sessions
+        .iter()
+        .map(|(id, info)| match info {
+            Ok(info) => ListEntry {
+                id,
+                message_count: Some(info.message_count),
+                created_at: info.created_at.map(render::rfc3339),
+                updated_at: info.updated_at.map(render::rfc3339),
+                error: None,
+            },
+            Err(err) => ListEntry {
+                id,
+                message_count: None,
+                created_at: None,
+                updated_at: None,
+                error: Some(err.to_string()),
+            },
+        })
+        .collect();
     let mut out = std::io::stdout().lock();
-    if json {
-        let entries: Vec<_> = rows
-            .iter()
-            .map(|(id, row)| match row {
-                Ok(info) => ListEntry {
-                    id,
-                    message_count: Some(info.message_count),
-                    created_at: info.created_at.map(render::rfc3339),
-                    updated_at: info.updated_at.map(render::rfc3339),
-                    error: None,
-                },
-                Err(err) => ListEntry {
-                    id,
-                    message_count: None,
-                    created_at: None,
-                    updated_at: None,
-                    error: Some(err),
-                },
-            })
-            .collect();
-        serde_json::to_writer_pretty(&mut out, &entries)?;
-        writeln!(out)?;
-    } else if rows.is_empty() {
-        eprintln!("no sessions in {storage_type}");
-    } else {
-        let width = rows
-            .iter()
-            .map(|(id, _)| id.len())
-            .max()
-            .unwrap_or(0)
-            .max(2);
-        writeln!(out, "{:<width$}  {:>8}  UPDATED", "ID", "MESSAGES")?;
-        for (id, row) in &rows {
-            match row {
-                Ok(info) => {
-                    let updated = info.updated_at.map_or_else(|| "-".into(), render::rfc3339);
-                    writeln!(out, "{id:<width$}  {:>8}  {updated}", info.message_count)?;
-                }
-                Err(err) => writeln!(out, "{id:<width$}  {:>8}  error: {err}", "?")?,
-            }
-        }
-    }
+    serde_json::to_writer_pretty(&mut out, &entries)?;
+    writeln!(out)?;
     out.flush()?;
+    warn_unreadable(&sessions);
+    Ok(())
+}
+
+/// The table of `sessions list` for `storage` (opened from `storage_type`), also shown by
+/// `/sessions` in chat, which marks its own session as `current`.
+pub async fn print_table(
+    storage: &dyn ConversationStorage,
+    storage_type: &StorageType,
+    current: Option<&str>,
+) -> Result<()> {
+    let sessions = list_with_info(storage, storage_type).await?;
+    if sessions.is_empty() {
+        eprintln!("no sessions in {storage_type}");
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(render::session_table(&sessions, current).as_bytes())?;
+    out.flush()?;
+    warn_unreadable(&sessions);
+    Ok(())
+}
+
+/// Every session with its info or its error, naming the storage when the listing fails.
+async fn list_with_info(
+    storage: &dyn ConversationStorage,
+    storage_type: &StorageType,
+) -> Result<Vec<(String, fusion::Result<SessionInfo>)>> {
+    list_sessions_with_info(storage)
+        .await
+        .with_context(|| format!("cannot list sessions in {storage_type}"))
+}
+
+/// One unreadable session is listed with its error; this says on stderr that some were.
+fn warn_unreadable(sessions: &[(String, fusion::Result<SessionInfo>)]) {
+    let failed = sessions.iter().filter(|(_, info)| info.is_err()).count();
     if failed > 0 {
         eprintln!(
             "fusion: warning: {} could not be read",
             render::plural(failed, "session")
         );
     }
-    Ok(())
 }
 
 /// `sessions show ID`: the readable transcript.
@@ -123,18 +123,15 @@ pub async fn show(storage_type: &StorageType, id: &str) -> Result<()> {
 /// `sessions delete ID`.
 pub async fn delete(storage_type: &StorageType, id: &str, force: bool) -> Result<()> {
     SessionId::validate(id)?;
-    let storage = open(storage_type).await?;
-    let info = storage
-        .session_info(id)
+    let info = session::session_info(id, storage_type)
         .await
-        .with_context(|| format!("cannot read session \"{id}\""))?;
+        .with_context(|| format!("cannot read session \"{id}\" in {storage_type}"))?;
     if info.is_none() && !force {
         bail!("session \"{id}\" not found in {storage_type}");
     }
-    storage
-        .delete(id)
+    session::delete_session(id, storage_type)
         .await
-        .with_context(|| format!("cannot delete session \"{id}\""))?;
+        .with_context(|| format!("cannot delete session \"{id}\" in {storage_type}"))?;
     match info {
         Some(info) => println!(
             "deleted session {id} ({})",

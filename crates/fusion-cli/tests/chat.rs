@@ -8,7 +8,7 @@ use std::process::{Output, Stdio};
 
 use common::{fusion, load_async, text};
 use fusion::Role;
-use fusion::api::session::StorageType;
+use fusion::storage::StorageType;
 use fusion_agent::testing::MockLlmServer;
 use tokio::io::AsyncWriteExt;
 
@@ -270,24 +270,56 @@ async fn other_commands_answer_without_calling_the_model() {
     .await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
-    for expected in [
-        "/undo",
-        "* me (",
-        "  other (7 messages)",
-        "cleared session me",
-        "0 messages in session me",
-    ] {
+    for expected in ["/undo", "cleared session me", "0 messages in session me"] {
         assert!(
             stdout.contains(expected),
             "missing {expected:?} in:\n{stdout}"
         );
     }
+    // `/sessions` prints the table of `fusion sessions list`, with this session marked.
+    let row = |prefix: &str| {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no row {prefix:?} in:\n{stdout}"));
+        line.split_whitespace()
+            .filter(|field| *field != "*")
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    // The system prompt, "hi" and the answer.
+    assert_eq!(row("* me "), "3", "{stdout}");
+    assert_eq!(row("  other "), "7", "{stdout}");
     assert_eq!(
         server.request_count(),
         1,
         "commands and lines after /exit must not reach the model"
     );
     assert!(load_async(&storage, "me").await.is_empty());
+}
+
+/// `/sessions` lists the storage the chat runs on, not a second connection to it: a second
+/// `sqlite::memory:` open would be a new, empty database.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_lists_the_storage_the_chat_runs_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = MockLlmServer::start().await;
+    server.push_text("hello");
+
+    let output = chat(
+        tmp.path(),
+        &server,
+        &["--session", "mem", "--storage", "sqlite::memory:"],
+        "hi\n/sessions\n",
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.lines().any(|line| line.starts_with("* mem ")),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{conversation, fails, ids, load, ok, seed};
-use fusion::api::session::StorageType;
+use fusion::storage::StorageType;
 
 #[test]
 fn migrates_100_sessions_from_fs_to_sqlite_and_back_with_identical_histories() {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{conversation, fails, ids, load, ok, seed};
-use fusion::api::session::StorageType;
+use fusion::storage::StorageType;
 
 fn fs_storage(dir: &std::path::Path) -> (String, StorageType) {
     let url = format!("file://{}", dir.join("sessions").display());

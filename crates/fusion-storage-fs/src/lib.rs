@@ -35,15 +35,13 @@
 mod error;
 mod file_name;
 mod jsonl;
+mod location;
 mod options;
 mod session_files;
 mod storage;
 
 pub use options::{FileSystemOptions, SyncPolicy};
 pub use storage::FileSystemStorage;
-
-#[cfg(test)]
-mod tests;
 
 // Compiles the README's example with the doctests, so it cannot drift from the API.
 #[doc = include_str!("../README.md")]

@@ -5,9 +5,9 @@
 ///
 /// Every write is first handed to the OS in one `write()` call, which is enough to survive
 /// the *process* crashing or being killed: the kernel owns the bytes from then on. Surviving
-/// a *power loss or kernel crash* needs `fsync`, which waits for the disk and typically
-/// costs from a fraction of a millisecond (NVMe) to tens of milliseconds (spinning disks,
-/// network file systems) per call. The policy decides which writes pay that price.
+/// a *power loss or kernel crash* needs `fsync`, which waits for the disk: little on fast
+/// flash storage, far more than the write itself on spinning disks and network file
+/// systems. The policy decides which writes pay that price.
 ///
 /// Whatever the policy, a write never leaves a half-written history behind: `save` and
 /// `truncate` replace the file atomically, and a torn final line from an interrupted
@@ -35,14 +35,16 @@ pub enum SyncPolicy {
     EveryWrite,
 }
 
-/// Options for [`FileSystemStorage::with_options`](crate::FileSystemStorage::with_options).
+/// Options for [`FileSystemStorage::connect_with`](crate::FileSystemStorage::connect_with).
 ///
-/// ```
+/// ```no_run
+/// # async fn demo() -> fusion_core::Result<()> {
 /// use fusion_storage_fs::{FileSystemOptions, FileSystemStorage, SyncPolicy};
 ///
 /// let options = FileSystemOptions::new().sync_policy(SyncPolicy::EveryWrite);
-/// let storage = FileSystemStorage::with_options("./sessions", options);
-/// assert_eq!(storage.options().sync, SyncPolicy::EveryWrite);
+/// let storage = FileSystemStorage::connect_with("./sessions", options).await?;
+/// assert_eq!(storage.sync_policy(), SyncPolicy::EveryWrite);
+/// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]

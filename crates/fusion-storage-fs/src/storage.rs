@@ -10,7 +10,7 @@
 //! use fusion_core::{ChatMessage, ConversationStorage};
 //! use fusion_storage_fs::FileSystemStorage;
 //!
-//! let storage = FileSystemStorage::new("./sessions"); // created on first write
+//! let storage = FileSystemStorage::connect("./sessions").await?; // created if missing
 //! storage.append("user-123", &[ChatMessage::user("hello")]).await?;
 //! assert_eq!(storage.load("user-123").await?.len(), 1);
 //! # Ok(()) }
@@ -25,14 +25,17 @@ use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionIn
 use crate::error::{BACKEND, IoContext, from_join};
 use crate::file_name;
 use crate::jsonl::{self, Tail};
-use crate::options::FileSystemOptions;
+use crate::location;
+use crate::options::{FileSystemOptions, SyncPolicy};
 use crate::session_files::SessionFiles;
 
 /// Conversation storage in a directory: one JSON Lines file per session.
 ///
-/// Construction is free and touches nothing; the directory is created by the first write.
-/// Clones share their configuration; any number of instances, in any number of processes,
-/// may use the same directory at once (see the crate docs for the locking protocol).
+/// [`connect`](Self::connect) and [`connect_with`](Self::connect_with) create the
+/// directory at once, so a path that cannot hold sessions fails there; [`new`](Self::new)
+/// touches nothing and leaves the directory to the first write. Clones share their
+/// configuration; any number of instances, in any number of processes, may use the same
+/// directory at once (see the crate docs for the locking protocol).
 ///
 /// All file work runs on Tokio's blocking thread pool, so a Tokio runtime must be running.
 /// If a call's future is dropped midway, the file operation still runs to completion (or
@@ -49,20 +52,70 @@ struct Inner {
 }
 
 impl FileSystemStorage {
-    /// Storage in `dir` with the default options ([`SyncPolicy::OnReplace`]).
+    /// Storage at `location` with the default options ([`SyncPolicy::OnReplace`]).
+    ///
+    /// `location` is a directory path or a `file://` URL (`file://./sessions`,
+    /// `file:///var/lib/app/sessions`). The directory and its parents are created unless
+    /// they exist. Fails with [`Error::Config`] for `file://` without a path, and with
+    /// [`Error::Io`] naming the path when the directory cannot be created (no permission,
+    /// or a file standing where a directory must be). An existing read-only directory is
+    /// accepted: its sessions can be read, and writes fail when they are made.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> fusion_core::Result<()> {
+    /// use fusion_storage_fs::FileSystemStorage;
+    ///
+    /// let storage = FileSystemStorage::connect("file://./sessions").await?;
+    /// assert_eq!(storage.dir(), std::path::Path::new("./sessions"));
+    /// # Ok(()) }
+    /// ```
     ///
     /// [`SyncPolicy::OnReplace`]: crate::SyncPolicy::OnReplace
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self::with_options(dir, FileSystemOptions::default())
+    /// [`Error::Config`]: fusion_core::Error::Config
+    /// [`Error::Io`]: fusion_core::Error::Io
+    pub async fn connect(location: impl AsRef<Path>) -> Result<Self> {
+        Self::connect_with(location, FileSystemOptions::default()).await
     }
 
-    /// Storage in `dir` with `options`.
-    pub fn with_options(dir: impl Into<PathBuf>, options: FileSystemOptions) -> Self {
+    /// Storage at `location` with `options`; see [`connect`](Self::connect) for the
+    /// location and the errors.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> fusion_core::Result<()> {
+    /// use fusion_storage_fs::{FileSystemOptions, FileSystemStorage, SyncPolicy};
+    ///
+    /// let options = FileSystemOptions::new().sync_policy(SyncPolicy::EveryWrite);
+    /// let storage = FileSystemStorage::connect_with("./audited", options).await?;
+    /// assert_eq!(storage.sync_policy(), SyncPolicy::EveryWrite);
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with(
+        location: impl AsRef<Path>,
+        options: FileSystemOptions,
+    ) -> Result<Self> {
+        let dir = location::directory(location.as_ref())?;
+        let dir = tokio::task::spawn_blocking(move || location::create(&dir).map(|()| dir))
+            .await
+            .map_err(from_join)??;
+        Ok(Self::from_parts(dir, options))
+    }
+
+    /// Storage in `dir` with the default options, without touching the disk.
+    ///
+    /// The plain, infallible constructor: nothing is checked or created here, the
+    /// directory (and its parents) are created by the first write, and a directory that
+    /// cannot be created makes that write fail with [`Error::Io`]. `dir` is a path, not a
+    /// URL; use [`connect`](Self::connect) for a `file://` URL or to find a bad path at
+    /// start-up.
+    ///
+    /// [`Error::Io`]: fusion_core::Error::Io
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self::from_parts(dir.into(), FileSystemOptions::default())
+    }
+
+    fn from_parts(dir: PathBuf, options: FileSystemOptions) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                dir: dir.into(),
-                options,
-            }),
+            inner: Arc::new(Inner { dir, options }),
         }
     }
 
@@ -71,9 +124,9 @@ impl FileSystemStorage {
         &self.inner.dir
     }
 
-    /// The options this storage was built with.
-    pub fn options(&self) -> &FileSystemOptions {
-        &self.inner.options
+    /// Which writes are fsynced, as set by [`FileSystemOptions::sync_policy`].
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.inner.options.sync
     }
 
     /// The file that holds (or would hold) `session_id`, for people and tools that want
@@ -245,43 +298,4 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(ids)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::SyncPolicy;
-
-    struct Harness {
-        dir: tempfile::TempDir,
-        options: FileSystemOptions,
-    }
-
-    #[async_trait]
-    impl fusion_core::testkit::StorageHarness for Harness {
-        type Storage = FileSystemStorage;
-        async fn open(&self) -> Result<FileSystemStorage> {
-            Ok(FileSystemStorage::with_options(
-                self.dir.path().join("sessions"),
-                self.options.clone(),
-            ))
-        }
-    }
-
-    async fn harness() -> Option<Harness> {
-        Some(Harness {
-            dir: tempfile::tempdir().unwrap(),
-            options: FileSystemOptions::new(),
-        })
-    }
-
-    async fn harness_sync_every_write() -> Option<Harness> {
-        Some(Harness {
-            dir: tempfile::tempdir().unwrap(),
-            options: FileSystemOptions::new().sync_policy(SyncPolicy::EveryWrite),
-        })
-    }
-
-    fusion_core::conformance_suite!(conformance_fs, harness);
-    fusion_core::conformance_suite!(conformance_fs_sync_every_write, harness_sync_every_write);
 }

@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use fusion_core::testkit::assert_nothing_lost_in_writer_order;
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_fs::FileSystemStorage;
 
@@ -107,16 +108,7 @@ fn two_processes_appending_at_once_lose_nothing_and_keep_order() {
     let loaded = runtime()
         .block_on(FileSystemStorage::new(tmp.path()).load(SESSION))
         .unwrap();
-    assert_eq!(loaded.len(), 2 * PER_WRITER, "messages lost or duplicated");
-    for tag in ["p0", "p1"] {
-        let order: Vec<usize> = loaded
-            .iter()
-            .map(origin)
-            .filter(|(t, _)| t == tag)
-            .map(|(_, k)| k)
-            .collect();
-        assert_eq!(order, (0..PER_WRITER).collect::<Vec<_>>(), "writer {tag}");
-    }
+    assert_nothing_lost_in_writer_order(&loaded, &["p0", "p1"], PER_WRITER);
 }
 
 /// Child: appends large messages until killed, printing [`ACK`] after each `Ok`.

@@ -146,24 +146,3 @@ impl ConversationStorage for InMemoryStorage {
         "memory"
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Harness(InMemoryStorage);
-
-    #[async_trait]
-    impl fusion_core::testkit::StorageHarness for Harness {
-        type Storage = InMemoryStorage;
-        async fn open(&self) -> Result<InMemoryStorage> {
-            Ok(self.0.clone())
-        }
-    }
-
-    async fn harness() -> Option<Harness> {
-        Some(Harness(InMemoryStorage::new()))
-    }
-
-    fusion_core::conformance_suite!(conformance_memory, harness);
-}

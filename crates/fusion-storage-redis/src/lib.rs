@@ -10,18 +10,17 @@
 //! # async fn demo() -> fusion_core::Result<()> {
 //! use std::time::Duration;
 //! use fusion_core::{ChatMessage, ConversationStorage};
-//! use fusion_storage_redis::RedisStorage;
+//! use fusion_storage_redis::{RedisOptions, RedisStorage};
 //!
-//! let storage = RedisStorage::builder("redis://127.0.0.1:6379/0")
-//!     .ttl(Duration::from_secs(24 * 3600))
-//!     .connect()
-//!     .await?;
+//! let options = RedisOptions::new().ttl(Duration::from_secs(24 * 3600));
+//! let storage = RedisStorage::connect_with("redis://127.0.0.1:6379/0", options).await?;
 //! storage.append("user-123", &[ChatMessage::user("hello")]).await?;
 //! assert_eq!(storage.load("user-123").await?.len(), 1);
 //! # Ok(()) }
 //! ```
 
 mod config;
+mod connect;
 mod error;
 mod keys;
 mod scripts;

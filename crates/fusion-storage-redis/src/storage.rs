@@ -19,7 +19,8 @@ use redis::{
     Cmd, ErrorKind, FromRedisValue, Pipeline, RedisResult, ScriptInvocation, ServerErrorKind,
 };
 
-use crate::RedisOptions;
+use crate::config::RedisOptions;
+use crate::connect;
 use crate::error::{Op, corrupt_element, parse_redis_error};
 use crate::keys::Keys;
 use crate::scripts;
@@ -59,29 +60,41 @@ impl RedisStorage {
     /// Connects to `url` with the default options (prefix `fusion`, no TTL).
     ///
     /// `redis://[user[:password]@]host[:port][/db]`, or `rediss://...` with the `tls`
-    /// feature. See [`RedisOptions::connect`] for the errors.
+    /// feature. See [`connect_with`](Self::connect_with) for the errors.
     pub async fn connect(url: &str) -> Result<Self> {
-        RedisOptions::new(url).connect().await
+        Self::connect_with(url, RedisOptions::default()).await
     }
 
-    /// Options for `url`, to set a key prefix, a TTL or timeouts before connecting.
-    pub fn builder(url: impl Into<String>) -> RedisOptions {
-        RedisOptions::new(url)
-    }
-
-    /// Assembles a storage from a connected manager; `url` is already redacted.
-    pub(crate) fn from_parts(
-        conn: ConnectionManager,
-        prefix: &str,
-        ttl: Option<Duration>,
-        url: String,
-    ) -> Self {
-        Self {
-            conn,
-            keys: Keys::new(prefix),
-            ttl,
-            url: url.into(),
-        }
+    /// Connects to `url` with `options` (key prefix, TTL, timeouts).
+    ///
+    /// Fails with [`Error::Config`] for a bad URL, prefix or TTL, with
+    /// [`Error::FeatureDisabled`] for `rediss://` without the `tls` feature, and with a
+    /// retryable [`Error::Backend`] when the server cannot be reached within roughly
+    /// `(reconnect_retries + 1) × connect_timeout` plus the backoff. No message or
+    /// `Debug` output shows the URL's password.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> fusion_core::Result<()> {
+    /// use std::time::Duration;
+    /// use fusion_storage_redis::{RedisOptions, RedisStorage};
+    ///
+    /// let options = RedisOptions::new().key_prefix("chatbot").ttl(Duration::from_secs(3600));
+    /// let storage = RedisStorage::connect_with("redis://127.0.0.1:6379/0", options).await?;
+    /// assert_eq!(storage.ttl(), Some(Duration::from_secs(3600)));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`Error::Config`]: fusion_core::Error::Config
+    /// [`Error::FeatureDisabled`]: fusion_core::Error::FeatureDisabled
+    /// [`Error::Backend`]: fusion_core::Error::Backend
+    pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self> {
+        let opened = connect::open(url, &options).await?;
+        Ok(Self {
+            conn: opened.manager,
+            keys: Keys::new(&options.key_prefix),
+            ttl: options.ttl,
+            url: opened.redacted_url.into(),
+        })
     }
 
     /// The prefix of every key this storage uses.

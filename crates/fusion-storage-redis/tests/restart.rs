@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{free_port, wait_until};
 use fusion_core::testkit::unavailable;
 use fusion_core::{ChatMessage, ConversationStorage};
-use fusion_storage_redis::RedisStorage;
+use fusion_storage_redis::{RedisOptions, RedisStorage};
 use tokio::process::{Child, Command};
 
 const NO_HANG: Duration = Duration::from_secs(30);
@@ -67,12 +67,10 @@ async fn a_restart_fails_writes_during_the_outage_then_the_next_call_reconnects(
     // No reconnect retries: each reconnect is one refused attempt that fails at once, so
     // when the server is back the manager still holds a stale refusal. That is the case
     // the storage must get through on its own (it retries a refused connection once).
-    let store = RedisStorage::builder(&url)
+    let options = RedisOptions::new()
         .connect_timeout(Duration::from_secs(1))
-        .reconnect_retries(0)
-        .connect()
-        .await
-        .unwrap();
+        .reconnect_retries(0);
+    let store = RedisStorage::connect_with(&url, options).await.unwrap();
     store
         .append("s", &[ChatMessage::user("before")])
         .await

@@ -5,21 +5,20 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Harness, free_port, harness, wait_until};
+use fusion_core::testkit::assert_nothing_lost_in_writer_order;
 use fusion_core::{ChatMessage, ConversationStorage, Error};
-use fusion_storage_redis::RedisStorage;
+use fusion_storage_redis::{RedisOptions, RedisStorage};
 use redis::AsyncCommands;
 
 /// Generous limit for anything that must not hang; reaching it is the failure.
 const NO_HANG: Duration = Duration::from_secs(30);
 
 async fn open(h: &Harness) -> RedisStorage {
-    h.options()
-        .connect()
+    h.connect(h.options())
         .await
         .expect("connecting to REDIS_URL")
 }
@@ -47,27 +46,8 @@ async fn eight_writers_with_own_instances_keep_all_2000_appends_in_order() {
     }
     let store = open(&h).await;
     let loaded = store.load("busy").await.unwrap();
-    assert_eq!(
-        loaded.len(),
-        WRITERS * PER_WRITER,
-        "messages lost or duplicated"
-    );
-    let mut last = [None::<usize>; WRITERS];
-    let mut seen = HashSet::new();
-    for msg in &loaded {
-        assert!(
-            seen.insert(msg.content.clone()),
-            "duplicate {}",
-            msg.content
-        );
-        let (w, k) = msg.content[1..].split_once('-').unwrap();
-        let (w, k): (usize, usize) = (w.parse().unwrap(), k.parse().unwrap());
-        assert!(
-            last[w].is_none_or(|prev| prev < k),
-            "writer {w} out of order at {k}"
-        );
-        last[w] = Some(k);
-    }
+    let writers: Vec<String> = (0..WRITERS).map(|w| format!("w{w}")).collect();
+    assert_nothing_lost_in_writer_order(&loaded, &writers, PER_WRITER);
     assert_eq!(
         store.list_sessions().await.unwrap(),
         vec!["busy".to_string()]
@@ -112,8 +92,8 @@ async fn the_url_password_never_appears_in_errors() {
         "rediss-typo://:hunter2-secret@h".to_string(),
         "redis://:hunter2-secret@127.0.0.1:1/not-a-db".to_string(),
     ] {
-        let options = RedisStorage::builder(&url).connect_timeout(Duration::from_millis(500));
-        let err = tokio::time::timeout(NO_HANG, options.connect())
+        let options = RedisOptions::new().connect_timeout(Duration::from_millis(500));
+        let err = tokio::time::timeout(NO_HANG, RedisStorage::connect_with(&url, options))
             .await
             .expect("no hang")
             .expect_err(&url);
@@ -131,6 +111,28 @@ async fn the_url_password_never_appears_in_errors() {
             assert!(!err.is_retryable(), "{err}");
         }
     }
+}
+
+/// `Debug` of a connected storage names the server with its password hidden. A server
+/// whose default user has no password accepts any, so the made-up one connects.
+#[tokio::test]
+async fn debug_output_names_the_server_without_its_password() {
+    let Some(h) = harness().await else { return };
+    let url = h
+        .url
+        .replacen("redis://", "redis://default:hunter2-secret@", 1);
+    let store = match RedisStorage::connect_with(&url, h.options()).await {
+        Ok(store) => store,
+        // A server with a password of its own refuses this one, without echoing it.
+        Err(err) => {
+            assert!(!format!("{err} {err:?}").contains("hunter2"), "{err}");
+            return;
+        }
+    };
+    let shown = format!("{store:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("default:***@"), "{shown}");
+    assert!(shown.contains(&h.prefix), "{shown}");
 }
 
 #[cfg(not(feature = "tls"))]
@@ -286,9 +288,7 @@ async fn a_non_json_element_is_corrupt_for_that_session_only() {
 async fn an_expired_session_loads_empty_and_is_not_listed() {
     let Some(h) = harness().await else { return };
     let store = h
-        .options()
-        .ttl(Duration::from_secs(1))
-        .connect()
+        .connect(h.options().ttl(Duration::from_secs(1)))
         .await
         .unwrap();
     store
@@ -330,7 +330,7 @@ async fn an_expired_session_loads_empty_and_is_not_listed() {
 async fn every_write_refreshes_the_ttl_of_list_and_meta() {
     let Some(h) = harness().await else { return };
     let ttl = Duration::from_secs(600);
-    let store = h.options().ttl(ttl).connect().await.unwrap();
+    let store = h.connect(h.options().ttl(ttl)).await.unwrap();
     let mut raw = h.raw().await;
     let (list, meta) = (h.list_key("s"), h.meta_key("s"));
     let turn = [ChatMessage::user("a"), ChatMessage::assistant("b")];

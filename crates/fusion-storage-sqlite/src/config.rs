@@ -11,8 +11,6 @@ use std::time::Duration;
 use fusion_core::{Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
-use crate::direct::DirectOptions;
-
 /// How hard SQLite works to make a commit survive a crash (`PRAGMA synchronous`).
 ///
 /// The database is always in WAL mode, where both levels keep the file consistent after
@@ -42,20 +40,22 @@ impl Durability {
 
 /// Options for [`SqliteStorage::connect_with`](crate::SqliteStorage::connect_with).
 ///
-/// ```
+/// ```no_run
+/// # async fn demo() -> fusion_core::Result<()> {
 /// use std::time::Duration;
-/// use fusion_storage_sqlite::{Durability, SqliteOptions};
+/// use fusion_storage_sqlite::{Durability, SqliteOptions, SqliteStorage};
 ///
 /// let options = SqliteOptions::new()
 ///     .busy_timeout(Duration::from_secs(10))
 ///     .durability(Durability::Full);
-/// assert_eq!(options.get_busy_timeout(), Duration::from_secs(10));
+/// let storage = SqliteStorage::connect_with("sqlite://sessions.db", options).await?;
+/// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqliteOptions {
-    busy_timeout: Duration,
-    durability: Durability,
-    max_connections: u32,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) durability: Durability,
+    pub(crate) max_connections: u32,
 }
 
 impl Default for SqliteOptions {
@@ -96,21 +96,25 @@ impl SqliteOptions {
         self.max_connections = max.max(1);
         self
     }
+}
 
-    /// The configured busy timeout.
-    pub fn get_busy_timeout(&self) -> Duration {
-        self.busy_timeout
-    }
-
-    /// The configured durability.
-    pub fn get_durability(&self) -> Durability {
-        self.durability
-    }
-
-    /// The configured pool size.
-    pub fn get_max_connections(&self) -> u32 {
-        self.max_connections
-    }
+/// How the direct path (`crate::direct`) opens the database file: like the pool's
+/// connections, from the same URL and options.
+#[derive(Debug, Clone)]
+pub(crate) struct DirectOptions {
+    pub(crate) path: PathBuf,
+    /// The URL's `mode`: `ro`, or `immutable=true`, opens read-only.
+    pub(crate) read_only: bool,
+    /// Create the file when missing (no `mode`, or `mode=rwc`).
+    pub(crate) create: bool,
+    /// The URL's `vfs`, if any.
+    pub(crate) vfs: Option<String>,
+    /// The URL's `immutable=true`.
+    pub(crate) immutable: bool,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) durability: Durability,
+    /// Reader connections at most, idle or in use: the pool size of [`SqliteOptions`].
+    pub(crate) max_readers: usize,
 }
 
 /// Where a parsed URL points.
@@ -287,7 +291,7 @@ mod tests {
     #[test]
     fn options_clamp_the_pool_to_one_connection() {
         let options = SqliteOptions::new().max_connections(0);
-        assert_eq!(options.get_max_connections(), 1);
-        assert_eq!(SqliteOptions::new().get_durability(), Durability::Normal);
+        assert_eq!(options.max_connections, 1);
+        assert_eq!(SqliteOptions::new().durability, Durability::Normal);
     }
 }

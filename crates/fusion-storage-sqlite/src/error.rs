@@ -1,7 +1,7 @@
 //! The one place where driver errors become [`fusion_core::Error`]s.
 //!
 //! Every sqlx call in this crate funnels its error through [`parse_sqlite_error`] and every
-//! direct SQLite call through [`parse_direct_error`]; both read SQLite's result code with
+//! direct SQLite call ([`DirectError`]) through [`parse_direct_error`]; both read SQLite's result code with
 //! [`database_error`], so what counts as retryable and how a database is named in messages
 //! is decided once.
 //! Messages name the database by its file path (SQLite URLs hold no credentials, and the
@@ -11,8 +11,6 @@ use std::fmt;
 
 use fusion_core::Error;
 use sqlx::migrate::MigrateError;
-
-use crate::direct::DirectError;
 
 /// The backend name used in every error of this crate.
 pub(crate) const BACKEND: &str = "sqlite";
@@ -32,6 +30,20 @@ const SQLITE_CANTOPEN: i64 = 14;
 const SQLITE_AUTH: i64 = 23;
 const SQLITE_NOTADB: i64 = 26;
 
+/// Why a call of the direct path (`crate::direct`) failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DirectError {
+    /// SQLite reported an error.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// The storage was closed.
+    #[error("the storage was closed")]
+    Closed,
+    /// The blocking task running the call panicked or was dropped by a shutting-down runtime.
+    #[error("the task running the SQLite call stopped: {0}")]
+    Stopped(#[from] tokio::task::JoinError),
+}
+
 /// What was being done when an error happened, for the message.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Op<'a> {
@@ -41,6 +53,17 @@ pub(crate) struct Op<'a> {
     pub(crate) name: &'static str,
     /// The session involved, if any.
     pub(crate) session_id: Option<&'a str>,
+}
+
+impl<'a> Op<'a> {
+    /// Opening the database `db`.
+    pub(crate) fn open(db: &'a str) -> Self {
+        Self {
+            db,
+            name: "open",
+            session_id: None,
+        }
+    }
 }
 
 impl fmt::Display for Op<'_> {

@@ -3,14 +3,28 @@
 //!
 //! See [`SqliteStorage`] for what it offers, [`SqliteOptions`] for tuning, and the crate
 //! README for the schema and how to inspect sessions with the `sqlite3` shell.
+//!
+//! # Layers
+//!
+//! Each module imports only modules of the layers below it:
+//!
+//! 1. `config` (options, URL parsing, how the direct connections open) and `error` (every
+//!    driver error mapped to a [`fusion_core::Error`]);
+//! 2. `sql`: the SQL of every operation and the write model both paths run (`Write`,
+//!    `Value`, `write_sql!`, the one `BEGIN IMMEDIATE`, turning a row back into a message);
+//! 3. `checkpoint`: when the WAL is checkpointed, and the bound on its size;
+//! 4. the paths: `direct` (SQLite called directly on a database file this crate opened:
+//!    `direct/open.rs` opens its connections, `direct/load.rs` is its load), `pooled` (sqlx
+//!    only, for `sqlite::memory:` and a caller's pool) and `migrate` (the schema);
+//! 5. `storage`: [`SqliteStorage`], its constructors and its `ConversationStorage` impl.
 
 mod checkpoint;
 mod config;
 mod direct;
 mod error;
 mod migrate;
-mod rows;
-mod script;
+mod pooled;
+mod sql;
 mod storage;
 
 pub use config::{Durability, SqliteOptions};

@@ -8,8 +8,8 @@ use fusion_core::Result;
 use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 
-use crate::error::{newer_schema, parse_sqlite_error};
-use crate::storage::{BEGIN_WRITE, open_op};
+use crate::error::{Op, newer_schema, parse_sqlite_error};
+use crate::sql::BEGIN_WRITE;
 
 /// The schema, embedded at build time: opening never needs the migration files on disk.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -20,7 +20,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// migrations run inside one write transaction, so two processes opening a new file at
 /// once do not both try to create the tables.
 pub(crate) async fn run(pool: &SqlitePool, db: &str) -> Result<()> {
-    let err = |e| parse_sqlite_error(e, open_op(db));
+    let err = |e| parse_sqlite_error(e, Op::open(db));
     if schema_is_current(pool, db).await? {
         return Ok(());
     }
@@ -39,7 +39,7 @@ pub(crate) async fn run(pool: &SqlitePool, db: &str) -> Result<()> {
 /// Whether every migration of this build is applied, unchanged. Errors when the
 /// database records a migration this build does not have.
 async fn schema_is_current(pool: &SqlitePool, db: &str) -> Result<bool> {
-    let err = |e| parse_sqlite_error(e, open_op(db));
+    let err = |e| parse_sqlite_error(e, Op::open(db));
     let has_table: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master \
          WHERE type = 'table' AND name = '_sqlx_migrations')",

@@ -18,7 +18,6 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
@@ -26,80 +25,10 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
 use crate::config::{Location, SqliteOptions, ensure_parent_dir, parse_url};
 use crate::direct::Direct;
-use crate::error::{Op, parse_direct_error, parse_sqlite_error};
+use crate::error::{BACKEND, Op, parse_direct_error, parse_sqlite_error};
 use crate::migrate;
-use crate::rows::{self, LOAD_ROWS, decode_row};
-use crate::script::{self, Value, Write, WriteSql, write_sql};
-
-/// Every write starts with this (`crate::script` and `crate::direct` spell it out) so the
-/// transaction holds SQLite's write lock from its first statement. A plain (deferred) `BEGIN` would start as
-/// a reader and fail with `SQLITE_BUSY` when upgrading to a writer while another writer is
-/// active, which the busy timeout cannot wait out; `IMMEDIATE` makes concurrent writers
-/// queue instead.
-pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
-
-// Each write is one `BEGIN IMMEDIATE` transaction of these statements (see
-// `crate::script`). Parameters: ?1 the session id, ?2 now in Unix milliseconds, ?3 a
-// message count, ?4 the messages as one JSON array whose elements are each message as
-// `serde_json` writes it. `json_each(?4)` yields the elements in order, with `key` the
-// index and `value` an object's JSON text: minified JSON goes in, so the same text comes
-// out and is what the `message` column stores (`tests/write_scripts.rs` checks it).
-
-// An append: bump the session's count (creating the row), then insert the new messages
-// after the old ones. The seqs come from the count read inside the write transaction,
-// so concurrent appenders in any process queue on the write lock and never collide.
-// `MAX` keeps updated_at monotonic if the clock steps back.
-static APPEND: WriteSql = write_sql!(
-    bounded: true,
-    "INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
-     ON CONFLICT (id) DO UPDATE SET \
-         updated_at = MAX(excluded.updated_at, sessions.updated_at), \
-         message_count = sessions.message_count + excluded.message_count",
-    "INSERT INTO messages (session_id, seq, message) \
-     SELECT ?1, s.message_count - ?3 + j.key, j.value \
-     FROM sessions AS s, json_each(?4) AS j WHERE s.id = ?1",
-);
-
-// A full save: set the count (keeping created_at of an existing session) and replace
-// every message.
-static SAVE: WriteSql = write_sql!(
-    bounded: false,
-    "INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
-     ON CONFLICT (id) DO UPDATE SET \
-         updated_at = MAX(excluded.updated_at, sessions.updated_at), \
-         message_count = excluded.message_count",
-    "DELETE FROM messages WHERE session_id = ?1",
-    "INSERT INTO messages (session_id, seq, message) SELECT ?1, j.key, j.value FROM json_each(?4) AS j",
-);
-
-// Keeps the first ?3 messages. The count only ever goes down; the DELETE finds nothing
-// when the session was already that short.
-static TRUNCATE: WriteSql = write_sql!(
-    bounded: false,
-    "UPDATE sessions SET message_count = ?3, updated_at = MAX(?2, updated_at) \
-     WHERE id = ?1 AND message_count > ?3",
-    "DELETE FROM messages WHERE session_id = ?1 AND seq >= ?3",
-);
-
-// Both tables explicitly: a pool given to `from_pool` may have foreign keys (and so the
-// cascade) off.
-static REMOVE: WriteSql = write_sql!(
-    bounded: false,
-    "DELETE FROM messages WHERE session_id = ?1",
-    "DELETE FROM sessions WHERE id = ?1",
-);
-
-// A whole history as one row, for sqlx: the stored JSON texts joined into one JSON
-// array, and the seqs joined the same way. sqlx hands each result row across from the connection's
-// worker thread on its own, which for a long history costs several times SQLite's scan;
-// one row and one serde parse avoid that. The rows reach the aggregate in the order of
-// the inner ORDER BY (SQLite runs an ordered subquery under an aggregate as is), and
-// because both lists are built in that one pass, seqs reading 0,1,2,... prove the
-// messages are complete and in order. `group_concat(x ORDER BY seq)` would say so
-// itself but sorts a copy of every message, doubling the cost.
-const LOAD_ARRAY: &str = "\
-    SELECT coalesce(group_concat(seq), ''), '[' || coalesce(group_concat(message), '') || ']' \
-    FROM (SELECT seq, message FROM messages WHERE session_id = ?1 ORDER BY seq)";
+use crate::pooled;
+use crate::sql::{self, LIST_SESSIONS, SESSION_INFO, Write};
 
 /// Conversation storage in a SQLite database, through a `sqlx` connection pool and, on a
 /// database file it opens itself, SQLite called directly for loads and writes.
@@ -151,7 +80,7 @@ impl SqliteStorage {
                 if *create {
                     ensure_parent_dir(path)?;
                 }
-                SqlitePoolOptions::new().max_connections(options.get_max_connections())
+                SqlitePoolOptions::new().max_connections(options.max_connections)
             }
         };
         // sqlx pings a pooled connection before handing it out, to catch dropped network
@@ -162,7 +91,7 @@ impl SqliteStorage {
             .test_before_acquire(false)
             .connect_with(target.connect)
             .await
-            .map_err(|e| parse_sqlite_error(e, open_op(&db)))?;
+            .map_err(|e| parse_sqlite_error(e, Op::open(&db)))?;
         let mut storage = Self {
             pool,
             db: db.into(),
@@ -173,7 +102,7 @@ impl SqliteStorage {
                 Some(options) => Direct::open(Arc::clone(&storage.db), options)
                     .await
                     .map(|direct| storage.direct = Some(Arc::new(direct)))
-                    .map_err(|e| parse_direct_error(e, open_op(&storage.db))),
+                    .map_err(|e| parse_direct_error(e, Op::open(&storage.db))),
                 None => Ok(()),
             },
             Err(e) => Err(e),
@@ -245,97 +174,20 @@ impl SqliteStorage {
         }
     }
 
-    /// Reads the rows one by one in seq order, returning the first fault as
-    /// [`Error::Corrupt`](fusion_core::Error::Corrupt) naming its seq. The slow path
-    /// of `load`, taken only when the one-array read shows something is wrong.
-    async fn load_row_by_row(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(LOAD_ROWS)
-            .bind(session_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| parse_sqlite_error(e, self.op("load", Some(session_id))))?;
-        (0..)
-            .zip(rows)
-            .map(|(expected, (seq, json))| decode_row(session_id, expected, seq, Some(&json)))
-            .collect()
-    }
-
-    /// Deletes a session's rows in both tables in one transaction.
-    async fn remove(&self, session_id: &str, name: &'static str) -> Result<()> {
-        self.write(&REMOVE, Vec::new(), name, session_id).await
-    }
-
-    /// Runs one write transaction (see `crate::script`) for operation `name` on
-    /// `session_id`, binding the session id and then `values` to its parameters.
-    async fn write(
-        &self,
-        sql: &'static WriteSql,
-        values: Vec<Value>,
-        name: &'static str,
-        session_id: &str,
-    ) -> Result<()> {
-        let values = std::iter::once(Value::Text(session_id.to_owned()))
-            .chain(values)
-            .collect();
-        let write = Write { sql, values };
+    /// Runs `write` for operation `name`: through the direct connections when this
+    /// storage opened the file itself, otherwise as one script on the pool.
+    async fn write(&self, write: Write, name: &'static str, session_id: &str) -> Result<()> {
         let op = self.op(name, Some(session_id));
         match &self.direct {
             Some(direct) => direct
                 .write(write)
                 .await
                 .map_err(|e| parse_direct_error(e, op)),
-            None => script::run(&self.pool, write)
+            None => pooled::write(&self.pool, write)
                 .await
                 .map_err(|e| parse_sqlite_error(e, op)),
         }
     }
-}
-
-/// The context of errors while opening a database.
-pub(crate) fn open_op(db: &str) -> Op<'_> {
-    Op {
-        db,
-        name: "open",
-        session_id: None,
-    }
-}
-
-/// Serialises messages as one JSON array before a transaction starts, so the write lock
-/// is held only for the inserts and a serialisation failure touches nothing. The array's
-/// elements are exactly each message's `serde_json::to_string`.
-fn encode(messages: &[ChatMessage]) -> Result<String> {
-    serde_json::to_string(messages).map_err(Into::into)
-}
-
-/// The number of entries when `list` is exactly `0,1,2,...,n-1` (empty for none).
-fn counts_up_from_zero(list: &str) -> Option<usize> {
-    if list.is_empty() {
-        return Some(0);
-    }
-    let mut n = 0;
-    for seq in list.split(',') {
-        if seq.parse::<usize>().ok()? != n {
-            return None;
-        }
-        n += 1;
-    }
-    Some(n)
-}
-
-fn count(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn from_millis(ms: i64) -> Option<SystemTime> {
-    u64::try_from(ms)
-        .ok()
-        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 #[async_trait]
@@ -344,53 +196,38 @@ impl ConversationStorage for SqliteStorage {
     /// thread or in one round trip to a connection's worker thread.
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
-        if history.is_empty() {
-            return self.remove(session_id, "save").await;
-        }
-        let values = vec![
-            Value::Int(now_millis()),
-            Value::Int(count(history.len())),
-            Value::Text(encode(history)?),
-        ];
-        self.write(&SAVE, values, "save", session_id).await
+        let write = if history.is_empty() {
+            Write::remove(session_id)
+        } else {
+            Write::save(session_id, history)?
+        };
+        self.write(write, "save", session_id).await
     }
 
     /// Reads the rows in seq order: on a database file opened by this crate, on a blocking
-    /// thread while this task parses them (`crate::rows`); otherwise as one JSON array that SQLite
-    /// assembles, parsed once, with the rows read one by one only when that array does not
-    /// hold exactly the stored rows as valid messages. Cost: O(history). A row that is not
-    /// a valid message, or a gap in the seqs, is
+    /// thread while this task parses them (`crate::direct`); otherwise as one JSON array
+    /// that SQLite assembles, parsed once (`crate::pooled`). Cost: O(history). A row that
+    /// is not a valid message, or a gap in the seqs, is
     /// [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq.
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
         SessionId::validate(session_id)?;
-        if let Some(direct) = &self.direct {
-            let op = self.op("load", Some(session_id));
-            return rows::load(direct, session_id, |e| parse_direct_error(e, op)).await;
+        let op = self.op("load", Some(session_id));
+        match &self.direct {
+            Some(direct) => direct.load(session_id, |e| parse_direct_error(e, op)).await,
+            None => pooled::load(&self.pool, session_id, op).await,
         }
-        let (seqs, array): (String, String) = sqlx::query_as(LOAD_ARRAY)
-            .bind(session_id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| parse_sqlite_error(e, self.op("load", Some(session_id))))?;
-        // A row holding more or less than one JSON value shows up as a length mismatch.
-        if let Some(rows) = counts_up_from_zero(&seqs)
-            && let Ok(history) = serde_json::from_str::<Vec<ChatMessage>>(&array)
-            && history.len() == rows
-        {
-            return Ok(history);
-        }
-        self.load_row_by_row(session_id).await
     }
 
     /// Deletes the session's rows from both tables in one transaction.
     async fn delete(&self, session_id: &str) -> Result<()> {
         SessionId::validate(session_id)?;
-        self.remove(session_id, "delete").await
+        self.write(Write::remove(session_id), "delete", session_id)
+            .await
     }
 
     /// Reads the `sessions` table only. Cost: O(number of sessions).
     async fn list_sessions(&self) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT id FROM sessions ORDER BY id")
+        sqlx::query_scalar(LIST_SESSIONS)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| parse_sqlite_error(e, self.op("list_sessions", None)))
@@ -406,58 +243,33 @@ impl ConversationStorage for SqliteStorage {
         if messages.is_empty() {
             return Ok(());
         }
-        let values = vec![
-            Value::Int(now_millis()),
-            Value::Int(count(messages.len())),
-            Value::Text(encode(messages)?),
-        ];
-        self.write(&APPEND, values, "append", session_id).await
+        let write = Write::append(session_id, messages)?;
+        self.write(write, "append", session_id).await
     }
 
     /// Deletes the rows from seq `len` on and lowers the count, in one transaction.
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
         SessionId::validate(session_id)?;
-        if len == 0 {
-            return self.remove(session_id, "truncate").await;
-        }
-        let values = vec![Value::Int(now_millis()), Value::Int(count(len))];
-        self.write(&TRUNCATE, values, "truncate", session_id).await
+        let write = if len == 0 {
+            Write::remove(session_id)
+        } else {
+            Write::truncate(session_id, len)
+        };
+        self.write(write, "truncate", session_id).await
     }
 
     /// Reads one row of the `sessions` table. Cost: O(1).
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
-        let row: Option<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT message_count, created_at, updated_at FROM sessions WHERE id = ?1",
-        )
-        .bind(session_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| parse_sqlite_error(e, self.op("session_info", Some(session_id))))?;
-        Ok(row.map(|(message_count, created, updated)| SessionInfo {
-            id: session_id.to_string(),
-            message_count: usize::try_from(message_count).unwrap_or(0),
-            created_at: from_millis(created),
-            updated_at: from_millis(updated),
-        }))
+        let row: Option<(i64, i64, i64)> = sqlx::query_as(SESSION_INFO)
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| parse_sqlite_error(e, self.op("session_info", Some(session_id))))?;
+        Ok(row.map(|row| sql::session_info(session_id, row)))
     }
 
     fn backend_name(&self) -> &'static str {
-        crate::error::BACKEND
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::counts_up_from_zero;
-
-    #[test]
-    fn only_a_gapless_run_from_zero_counts() {
-        assert_eq!(counts_up_from_zero(""), Some(0));
-        assert_eq!(counts_up_from_zero("0"), Some(1));
-        assert_eq!(counts_up_from_zero("0,1,2"), Some(3));
-        for bad in ["1", "0,2", "0,1,1", "1,0", "0,,1", "0,x", "-1,0"] {
-            assert_eq!(counts_up_from_zero(bad), None, "{bad}");
-        }
+        BACKEND
     }
 }

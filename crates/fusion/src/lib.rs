@@ -18,24 +18,19 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`storage`] (the trait and the backends compiled in), [`api::session`] (the
-//! session API), [`agent`] (LLM clients, tools, the ReAct loop).
+//! Modules: [`storage`] (the trait, [`StorageType`](storage::StorageType) and the backends
+//! compiled in), [`api::session`] (creating, listing and deleting sessions), [`agent`]
+//! ([`AgentSession`](agent::AgentSession), LLM clients, tools, the ReAct loop). Each public
+//! item has one home there; `api::session` also re-exports `StorageType`, because the
+//! product description imports it from there.
 //!
-//! Cargo features (each backend is compiled only when named):
-#![doc = "| feature | what it adds |\n|---|---|"]
-#![doc = "| `memory` (default) | `InMemoryStorage`, `StorageType::Memory` |"]
-#![doc = "| `fs` (default) | `FileSystemStorage`, `StorageType::FileSystem` |"]
-#![doc = "| `sqlite` | `SqliteStorage`, `StorageType::Sqlite` |"]
-#![doc = "| `redis` | `RedisStorage`, `StorageType::Redis` |"]
-#![doc = "| `redis-tls` | `rediss://` URLs |"]
-#![doc = "| `full` | all of the above |"]
+//! # Cargo features
+#![doc = document_features::document_features!()]
 #![cfg_attr(docsrs, feature(doc_cfg))]
-
-mod storage_type;
 
 pub mod agent;
 pub mod api;
 pub mod storage;
 
 #[doc(inline)]
-pub use fusion_core::{ChatMessage, Error, Result, Role, SessionId, SessionInfo, ToolCall};
+pub use fusion_core::{ChatMessage, Error, Result, Role, SessionId, ToolCall};

@@ -87,7 +87,7 @@ mod snippets {
     /// `summarize_history(last_n_messages: 10)` is named-argument pseudo-syntax, written here
     /// as the Rust call it names.
     async fn next_steps(
-        mut session: session::AgentSession,
+        mut session: fusion::agent::AgentSession,
         storage: &StorageType,
     ) -> anyhow::Result<()> {
         // 1. SQLite Backend
@@ -289,10 +289,10 @@ async fn next_steps_behave_as_named() {
     let dir = tempfile::tempdir().unwrap();
     let storage = StorageType::FileSystem(dir.path().to_path_buf());
     let llm = OpenAiConfig::new("mock-model")
-        .with_base_url(server.base_url())
+        .base_url(server.base_url())
         .build()
         .unwrap();
-    let mut session = session::SessionBuilder::new("session-id")
+    let mut session = fusion::agent::SessionBuilder::new("session-id")
         .storage(storage.clone())
         .llm(Arc::new(llm))
         .build()

@@ -7,13 +7,8 @@ use std::ops::Range;
 
 use fusion_core::{ChatMessage, Role};
 
-use super::is_context_record;
-use super::prune::{self, Mark};
-use super::summary;
-use crate::react_text::{ReactStep, parse_react};
-
-/// How text-mode observations (tool output sent back as a user message) begin.
-pub(crate) const OBSERVATION_PREFIX: &str = "Observation: ";
+use super::records::{self, Mark, is_context_record};
+use crate::react_text::{OBSERVATION_PREFIX, ReactStep, parse_react};
 
 /// A history read for building views. Building one is a single pass over the history
 /// that looks at roles and metadata (and, for user messages starting `Observation: `, the
@@ -47,12 +42,12 @@ impl<'a> Layout<'a> {
             if message.metadata.is_empty() || message.role != Role::System {
                 continue;
             }
-            if let Some(n) = summary::covers(message) {
+            if let Some(n) = records::covers(message) {
                 summary = Some(message);
                 // A record can only cover what was stored before it.
                 covers = n.min(i);
             }
-            prune::read_marks(message, i, &mut marks);
+            records::read_marks(message, i, &mut marks);
         }
 
         let start = covers.max(usize::from(system.is_some()));
@@ -112,7 +107,7 @@ impl<'a> Layout<'a> {
         let index = self.body[pos];
         let message = &self.history[index];
         match self.marks.get(&index) {
-            Some(&mark) => prune::apply(message, mark),
+            Some(&mark) => records::apply(message, mark),
             None => Cow::Borrowed(message),
         }
     }

@@ -1,17 +1,25 @@
-//! Context policies: what part of a long conversation the model is shown, without ever
-//! rewriting what is stored.
+//! Context: what part of a long conversation the model is shown, without ever rewriting
+//! what is stored.
 //!
-//! Storage keeps every message a session produced ([`crate::view`] turns that history into
-//! a request). A [`ContextPolicy`] shapes the request further: a sliding window of the last
-//! messages, a token budget, a stored summary that stands in for older messages, and pruned
-//! (shortened) old tool output. Summaries and prunings are decisions worth keeping, so they
-//! are stored too, as *context records*: system messages marked in their `metadata`
-//! (never sent to the model) that are appended like any other message. Storage stays
-//! append-only and complete, a restarted process sees the same view, and undoing a turn
-//! (truncating storage) drops the records made after it.
+//! Storage keeps every message a session produced. The **view** is what the model is sent
+//! for one request: [`request_view`] builds it from the history and a
+//! [`ContextPolicy`](crate::ContextPolicy), and nothing else in this crate is called a
+//! view. A policy shapes it: a sliding window of the last messages, a token budget, a
+//! stored summary that stands in for older messages, and pruned (shortened) old tool
+//! output. Summaries and prunings are decisions worth keeping, so they are stored too, as
+//! *context records*: system messages marked in their `metadata` (never sent to the
+//! model) that are appended like any other message. Storage stays append-only and
+//! complete, a restarted process sees the same view, and undoing a turn (truncating
+//! storage) drops the records made after it.
 //!
 //! Every policy keeps an assistant tool call together with its results, keeps the leading
 //! system prompt, and keeps the latest user message and the newest message group.
+//!
+//! The types a session's methods take and return ([`ContextPolicy`](crate::ContextPolicy),
+//! [`PruneSettings`](crate::PruneSettings), [`TokenCounter`](crate::TokenCounter),
+//! [`PruneReport`](crate::PruneReport), [`SummaryReport`](crate::SummaryReport)) are at the
+//! crate root; this module holds the functions behind them, for code that works on a
+//! stored history directly.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -31,22 +39,30 @@
 //! session.summarize_history(10).await?; // condense all but the last 10 messages
 //! # Ok(()) }
 //! ```
+//!
+//! Inside, the modules form layers: `records` (the stored format) and the token
+//! counters at the bottom, then the grouping of a history, then the window, pruning and
+//! summaries over it, then the view on top.
 
 mod groups;
-mod prune;
-mod summary;
-mod tokens;
+pub(crate) mod policy;
+pub(crate) mod prune;
+mod records;
+pub(crate) mod summary;
+pub(crate) mod tokens;
+mod view;
 mod window;
 
-use fusion_core::{ChatMessage, Role};
-
-pub use prune::{PRUNE_KEY, PrunePlan, PruneReport, plan_prune, pruned_tool_output};
-pub use summary::{SUMMARY_HEADER, SUMMARY_KEY, SummaryReport, summary_record};
+pub use prune::{PrunePlan, plan_prune};
+pub use records::{
+    PRUNE_KEY, SUMMARY_HEADER, SUMMARY_KEY, is_context_record, pruned_tool_output, summary_record,
+};
 pub use tokens::{
     Encoding, EstimateCounter, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, TOKENS_PER_NAME,
-    TOKENS_PER_TOOL_CALL, TiktokenCounter, TokenCounter, count_request, counter_for_model,
+    TOKENS_PER_TOOL_CALL, TiktokenCounter, count_request, counter_for_model,
 };
-pub use window::{build_view, visible_tokens};
+pub use view::{INTERRUPTED_METADATA_KEY, interrupted_results, request_view};
+pub use window::visible_tokens;
 
 pub(crate) use groups::{Layout, latest_user_message};
 pub(crate) use summary::summary_request;
@@ -54,80 +70,3 @@ pub(crate) use window::visible_tokens_up_to;
 
 #[cfg(test)]
 mod tests;
-
-/// How much of the stored conversation each request carries.
-///
-/// The default keeps everything. Limits apply to the messages after the system prompt and
-/// the summary, if any; whatever they leave out stays in storage.
-///
-/// ```
-/// use fusion_agent::context::ContextPolicy;
-///
-/// let policy = ContextPolicy {
-///     max_messages: Some(50),
-///     max_tokens: Some(32_000),
-///     ..ContextPolicy::default()
-/// };
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContextPolicy {
-    /// Sliding window: send at most this many messages (the newest), besides the system
-    /// prompt and the summary.
-    pub max_messages: Option<usize>,
-    /// Token budget for the whole request's messages (counted as in
-    /// [`count_request`]); the oldest messages leave first. Tool definitions and the reply
-    /// come on top of it, so leave room for them below the model's context window.
-    pub max_tokens: Option<usize>,
-    /// Summarize automatically when a new turn starts and the conversation the model can
-    /// see (the summary and everything after it, before the window and the budget) would
-    /// exceed this many tokens.
-    pub auto_summarize_at_tokens: Option<usize>,
-    /// How many of the newest messages an automatic summary leaves as they are.
-    pub summary_keep_last: usize,
-    /// What [`plan_prune`] may shorten.
-    pub prune: PruneSettings,
-}
-
-impl Default for ContextPolicy {
-    fn default() -> Self {
-        Self {
-            max_messages: None,
-            max_tokens: None,
-            auto_summarize_at_tokens: None,
-            summary_keep_last: 10,
-            prune: PruneSettings::default(),
-        }
-    }
-}
-
-/// What pruning may shorten; see [`plan_prune`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PruneSettings {
-    /// The newest turns (a turn is a user message and everything after it) that are never
-    /// pruned. At least the latest turn is always kept, even when this is 0.
-    pub keep_recent_turns: usize,
-    /// Tool outputs shorter than this many bytes are kept: a marker would save nothing.
-    pub min_tool_output_bytes: usize,
-    /// Stop pruning once the visible conversation fits in this many tokens. Without it,
-    /// [`ContextPolicy::max_tokens`] is the target; without either, everything eligible is
-    /// pruned.
-    pub target_tokens: Option<usize>,
-}
-
-impl Default for PruneSettings {
-    fn default() -> Self {
-        Self {
-            keep_recent_turns: 2,
-            min_tool_output_bytes: 200,
-            target_tokens: None,
-        }
-    }
-}
-
-/// Whether `message` is a context record (a stored summary or pruning decision), which
-/// shapes the view and is never sent as itself.
-pub fn is_context_record(message: &ChatMessage) -> bool {
-    message.role == Role::System
-        && !message.metadata.is_empty()
-        && (message.metadata.contains_key(SUMMARY_KEY) || message.metadata.contains_key(PRUNE_KEY))
-}

@@ -1,5 +1,6 @@
-//! Pruning: shortening what matters least in old turns (tool output first, then the
-//! assistant's notes beside its tool calls), recorded in storage as a context record.
+//! Pruning: deciding what matters least in old turns (tool output first, then the
+//! assistant's notes beside its tool calls), to be recorded in storage as a context record
+//! ([`super::records`] writes and applies it).
 //!
 //! Why a record and not an edit: storage is append-only and complete by design (a crash
 //! mid-write can never lose history, and export shows what really happened), so pruning
@@ -12,32 +13,13 @@
 //! (which then goes too). Each record costs a few bytes per pruned message; views apply
 //! the union of all records.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
-
 use fusion_core::{ChatMessage, Role};
-use serde_json::{Value, json};
 
-use super::groups::{Layout, OBSERVATION_PREFIX};
+use super::groups::Layout;
+use super::policy::ContextPolicy;
+use super::records::{Mark, apply, output_bytes, prune_record};
+use super::tokens::TokenCounter;
 use super::window::visible_tokens_up_to;
-use super::{ContextPolicy, TokenCounter};
-
-/// Metadata key of a prune record: `{"tool_outputs": [indices], "chatter": [indices]}`.
-pub const PRUNE_KEY: &str = "fusion_prune";
-
-/// How a pruned message is shortened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mark {
-    /// A tool result (or text-mode observation) replaced by [`pruned_tool_output`].
-    ToolOutput,
-    /// An assistant tool-call message without its text; the calls stay.
-    Chatter,
-}
-
-/// The marker that stands in for `bytes` bytes of pruned tool output.
-pub fn pruned_tool_output(bytes: usize) -> String {
-    format!("[pruned: {bytes} bytes of tool output]")
-}
 
 /// What [`plan_prune`] (and `AgentSession::prune_unimportant_messages`) shortened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,7 +54,7 @@ pub struct PrunePlan {
 
 /// Decides what to prune in `history`, least important first, without touching it.
 ///
-/// Only turns older than [`PruneSettings::keep_recent_turns`](super::PruneSettings) are
+/// Only turns older than [`PruneSettings::keep_recent_turns`](crate::PruneSettings) are
 /// touched (never the latest turn). First, tool outputs of at least
 /// `min_tool_output_bytes` become a `[pruned: N bytes of tool output]` marker, oldest
 /// first; then assistant messages that call tools lose their text. Pruning stops as soon
@@ -144,73 +126,4 @@ pub fn plan_prune(
     report.chatter = notes.len();
     let record = (!report.is_empty()).then(|| prune_record(&tool_outputs, &notes));
     PrunePlan { report, record }
-}
-
-/// The context record listing newly pruned history indices.
-fn prune_record(tool_outputs: &[usize], chatter: &[usize]) -> ChatMessage {
-    ChatMessage::system(format!(
-        "[Fusion context record, not shown to the model: {} tool outputs and {} assistant \
-         notes above are shortened in the model's view; the originals are kept here.]",
-        tool_outputs.len(),
-        chatter.len()
-    ))
-    .with_metadata(
-        PRUNE_KEY,
-        json!({ "tool_outputs": tool_outputs, "chatter": chatter }),
-    )
-}
-
-/// Adds the marks of `record` (stored at index `at`) to `marks`. Indices at or after the
-/// record cannot have been decided by it and are ignored, as is anything malformed.
-pub(crate) fn read_marks(record: &ChatMessage, at: usize, marks: &mut HashMap<usize, Mark>) {
-    let Some(value) = record.metadata.get(PRUNE_KEY) else {
-        return;
-    };
-    for (field, mark) in [
-        ("tool_outputs", Mark::ToolOutput),
-        ("chatter", Mark::Chatter),
-    ] {
-        let indices = value.get(field).and_then(Value::as_array);
-        for index in indices.into_iter().flatten().filter_map(Value::as_u64) {
-            if let Ok(index) = usize::try_from(index)
-                && index < at
-            {
-                marks.insert(index, mark);
-            }
-        }
-    }
-}
-
-/// `message` as the model sees it under `mark`. A mark that does not fit the message
-/// (storage edited by hand) is ignored.
-pub(crate) fn apply(message: &ChatMessage, mark: Mark) -> Cow<'_, ChatMessage> {
-    let content = match mark {
-        Mark::ToolOutput if message.role == Role::Tool => pruned_tool_output(output_bytes(message)),
-        Mark::ToolOutput if message.role == Role::User => format!(
-            "{OBSERVATION_PREFIX}{}",
-            pruned_tool_output(output_bytes(message))
-        ),
-        Mark::Chatter if message.role == Role::Assistant && message.has_tool_calls() => {
-            String::new()
-        }
-        _ => return Cow::Borrowed(message),
-    };
-    // Built field by field so the pruned text is never copied.
-    let mut pruned = ChatMessage::new(message.role, content);
-    pruned.tool_calls = message.tool_calls.clone();
-    pruned.tool_call_id = message.tool_call_id.clone();
-    pruned.name = message.name.clone();
-    Cow::Owned(pruned)
-}
-
-/// Bytes of tool output a result or observation carries.
-fn output_bytes(message: &ChatMessage) -> usize {
-    let content = &message.content;
-    match message.role {
-        Role::User => content
-            .strip_prefix(OBSERVATION_PREFIX)
-            .unwrap_or(content)
-            .len(),
-        _ => content.len(),
-    }
 }

@@ -1,24 +1,16 @@
-//! Summaries: the stored record that stands in for older messages, and the request that
-//! asks the model to write it.
+//! Summaries: the request that asks the model to condense older messages into a summary.
 //!
-//! A summary record is a system message whose text is the summary and whose metadata says
-//! how much of the history it covers: `{"fusion_summary": {"covers": 42}}` means history
-//! indices `0..42`, except a leading system prompt, which is always sent. It is appended
-//! like any message, so the summary is computed once, survives restarts, and everything it
-//! covers stays in storage. A newer record replaces an older one in the view; each new
-//! summary is written from the previous summary plus the messages since, so its cost
-//! grows with what is new, not with the whole conversation.
+//! The result is stored as a summary record ([`super::records`]): a system message whose
+//! text is the summary and whose metadata says how much of the history it covers. It is
+//! appended like any message, so the summary is computed once, survives restarts, and
+//! everything it covers stays in storage. A newer record replaces an older one in the view;
+//! each new summary is written from the previous summary plus the messages since, so its
+//! cost grows with what is new, not with the whole conversation.
 
 use fusion_core::{ChatMessage, Role};
-use serde_json::json;
 
 use super::groups::Layout;
-
-/// Metadata key of a summary record: `{"covers": N}`.
-pub const SUMMARY_KEY: &str = "fusion_summary";
-
-/// The first line of a summary record's text, telling the model what follows.
-pub const SUMMARY_HEADER: &str = "Summary of the earlier conversation:";
+use super::records::summary_text;
 
 /// Tool output and tool-call arguments longer than this are cut in the transcript the
 /// summarizer reads: what a file contained matters less than what was done with it.
@@ -34,18 +26,6 @@ const INSTRUCTIONS: &str = "You maintain the memory of a conversation between a 
     pleasantries and anything later superseded. If an earlier summary is given, merge it \
     with the new messages into one summary. Write compact notes in the conversation's \
     language, with no preamble.";
-
-/// A summary record covering history indices `0..covers` (except a leading system prompt).
-pub fn summary_record(summary: &str, covers: usize) -> ChatMessage {
-    ChatMessage::system(format!("{SUMMARY_HEADER}\n{}", summary.trim()))
-        .with_metadata(SUMMARY_KEY, json!({ "covers": covers }))
-}
-
-/// What a summary record covers, if `message` is a well-formed one.
-pub(crate) fn covers(message: &ChatMessage) -> Option<usize> {
-    let covers = message.metadata.get(SUMMARY_KEY)?.get("covers")?.as_u64()?;
-    usize::try_from(covers).ok()
-}
 
 /// What `AgentSession::summarize_history` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,10 +68,7 @@ pub(crate) fn summary_request(history: &[ChatMessage], keep_last: usize) -> Opti
         None => history.len(),
     };
     let messages = layout.body[..keep_from].iter().map(|&i| &history[i]);
-    let previous = layout.summary.map(|record| {
-        let text = record.content.strip_prefix(SUMMARY_HEADER);
-        text.unwrap_or(&record.content).trim()
-    });
+    let previous = layout.summary.map(summary_text);
     Some(SummaryJob {
         covers,
         summarized: keep_from,
@@ -153,19 +130,8 @@ fn push_line(out: &mut String, label: &str, text: &str, cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::records::summary_record;
     use fusion_core::ToolCall;
-
-    #[test]
-    fn records_round_trip_through_metadata() {
-        let record = summary_record("  The user likes blue.\n", 7);
-        assert_eq!(covers(&record), Some(7));
-        assert_eq!(
-            record.content,
-            format!("{SUMMARY_HEADER}\nThe user likes blue.")
-        );
-        assert!(super::super::is_context_record(&record));
-        assert_eq!(covers(&ChatMessage::system("plain")), None);
-    }
 
     #[test]
     fn the_boundary_never_splits_a_call_from_its_results() {

@@ -8,7 +8,8 @@
 //! not messages and are not counted.
 //!
 //! ```
-//! use fusion_agent::context::{counter_for_model, TokenCounter};
+//! use fusion_agent::TokenCounter;
+//! use fusion_agent::context::counter_for_model;
 //! use fusion_core::ChatMessage;
 //!
 //! let exact = counter_for_model("gpt-4o-mini"); // o200k_base BPE

@@ -1,13 +1,16 @@
-//! [`build_view`]: the sliding window and the token budget over a history's visible part.
+//! [`apply_policy`]: the sliding window and the token budget over a history's visible part,
+//! the step of building a [view](super::request_view) that depends on the policy.
 
 use std::borrow::Cow;
 
 use fusion_core::ChatMessage;
 
 use super::groups::Layout;
-use super::{ContextPolicy, REPLY_PRIMING_TOKENS, TokenCounter};
+use super::policy::ContextPolicy;
+use super::tokens::{REPLY_PRIMING_TOKENS, TokenCounter};
 
-/// The messages of `history` that `policy` lets the model see, oldest first.
+/// The messages of `history` that `policy` lets the model see, oldest first: the view
+/// before [`request_view`](super::request_view) makes it sendable.
 ///
 /// In order:
 /// 1. Context records are applied, never sent: the latest summary record replaces the
@@ -26,7 +29,7 @@ use super::{ContextPolicy, REPLY_PRIMING_TOKENS, TokenCounter};
 /// Messages the policy does not change are borrowed. Cost: one pass over the history's
 /// roles and metadata, plus token counts for the messages kept (never for the whole
 /// history), so a budget stays cheap however long the conversation grows.
-pub fn build_view<'a>(
+pub(crate) fn apply_policy<'a>(
     history: &'a [ChatMessage],
     policy: &ContextPolicy,
     counter: &dyn TokenCounter,

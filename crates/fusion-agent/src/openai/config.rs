@@ -20,9 +20,12 @@ pub const OLLAMA_BASE_URL: &str = "http://localhost:11434/v1";
 
 /// Settings of an [`OpenAiClient`].
 ///
-/// Fields are public so they can be read and adjusted; start from [`OpenAiConfig::new`] or
-/// [`OpenAiConfig::from_env`] and chain the `with_*` methods. `Debug` never shows the API
-/// key or the values of extra headers (they often carry secrets too).
+/// Start from [`OpenAiConfig::new`] or [`OpenAiConfig::from_env`] and chain the setters,
+/// each named after its setting ([`base_url`](Self::base_url()),
+/// [`request_timeout`](Self::request_timeout()), ...). A built client tells what it uses:
+/// [`OpenAiClient::endpoint`], [`LlmClient::model`](crate::LlmClient::model) and
+/// [`LlmClient::supports_native_tools`](crate::LlmClient::supports_native_tools). `Debug`
+/// never shows the API key or the values of extra headers (they often carry secrets too).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -30,36 +33,35 @@ pub const OLLAMA_BASE_URL: &str = "http://localhost:11434/v1";
 ///
 /// # fn demo() -> fusion_core::Result<()> {
 /// let client = OpenAiConfig::new("llama3.1")
-///     .with_base_url("http://localhost:11434/v1")
-///     .with_request_timeout(Duration::from_secs(600))
+///     .base_url("http://localhost:11434/v1")
+///     .request_timeout(Duration::from_secs(600))
 ///     .build()?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-#[non_exhaustive]
 pub struct OpenAiConfig {
     /// The API root, up to and including `/v1`; requests go to `{base_url}/chat/completions`.
-    pub base_url: String,
+    pub(super) base_url: String,
     /// Sent as `Authorization: Bearer …` when set. Local servers usually need none.
-    pub api_key: Option<String>,
+    pub(super) api_key: Option<String>,
     /// The model name sent with every request.
-    pub model: String,
+    pub(super) model: String,
     /// How long to wait for the TCP (and TLS) connection.
-    pub connect_timeout: Duration,
+    pub(super) connect_timeout: Duration,
     /// How long one attempt may take, from sending to the last byte of the reply.
-    pub request_timeout: Duration,
+    pub(super) request_timeout: Duration,
     /// How many times a failed attempt is retried (429, 5xx, connection errors, timeouts).
-    pub max_retries: u32,
+    pub(super) max_retries: u32,
     /// The first retry waits up to this long; each further retry doubles the bound.
-    pub backoff_base: Duration,
+    pub(super) backoff_base: Duration,
     /// The longest a computed backoff may be.
-    pub backoff_max: Duration,
+    pub(super) backoff_max: Duration,
     /// The longest a server's `Retry-After` is honoured; longer values are cut to this.
-    pub retry_after_max: Duration,
+    pub(super) retry_after_max: Duration,
     /// Extra headers sent with every request (for example OpenRouter's `HTTP-Referer`).
-    pub extra_headers: Vec<(String, String)>,
+    pub(super) extra_headers: Vec<(String, String)>,
     /// Whether the model does native tool calling; when false the agent uses text ReAct.
-    pub native_tools: bool,
+    pub(super) native_tools: bool,
 }
 
 impl OpenAiConfig {
@@ -114,62 +116,62 @@ impl OpenAiConfig {
     }
 
     /// Sets the API root (for example [`OLLAMA_BASE_URL`]).
-    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
         self.base_url = base_url.into();
         self
     }
 
     /// Sets the API key.
-    pub fn with_api_key(mut self, api_key: impl Into<String>) -> Self {
+    pub fn api_key(mut self, api_key: impl Into<String>) -> Self {
         self.api_key = Some(api_key.into());
         self
     }
 
     /// Sets the model name.
-    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+    pub fn model(mut self, model: impl Into<String>) -> Self {
         self.model = model.into();
         self
     }
 
     /// Sets the connect timeout.
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
     /// Sets the per-attempt request timeout.
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
     /// Sets how many times a failed attempt is retried (0 disables retries).
-    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+    pub fn max_retries(mut self, max_retries: u32) -> Self {
         self.max_retries = max_retries;
         self
     }
 
     /// Sets the backoff: retry `n` waits a random time up to `min(max, base * 2^(n-1))`.
-    pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
         self.backoff_base = base;
         self.backoff_max = max;
         self
     }
 
     /// Sets the cap on a server's `Retry-After`.
-    pub fn with_retry_after_max(mut self, max: Duration) -> Self {
+    pub fn retry_after_max(mut self, max: Duration) -> Self {
         self.retry_after_max = max;
         self
     }
 
     /// Adds a header sent with every request.
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.extra_headers.push((name.into(), value.into()));
         self
     }
 
     /// Declares whether the model does native tool calling.
-    pub fn with_native_tools(mut self, native_tools: bool) -> Self {
+    pub fn native_tools(mut self, native_tools: bool) -> Self {
         self.native_tools = native_tools;
         self
     }
@@ -202,13 +204,20 @@ impl OpenAiConfig {
         }
         if self.api_key.is_none() && url.host_str() == Some("api.openai.com") {
             return Err(Error::Config(format!(
-                "no API key for {}: set OPENAI_API_KEY (or OpenAiConfig::with_api_key), or point \
+                "no API key for {}: set OPENAI_API_KEY (or OpenAiConfig::api_key), or point \
                  OPENAI_BASE_URL at a local OpenAI-compatible server such as Ollama \
                  ({OLLAMA_BASE_URL}, with FUSION_MODEL set to a pulled model like llama3.1)",
                 display_url(&url)
             )));
         }
         Ok(url)
+    }
+}
+
+impl Default for OpenAiConfig {
+    /// [`OpenAiConfig::new`] with [`DEFAULT_MODEL`].
+    fn default() -> Self {
+        Self::new(DEFAULT_MODEL)
     }
 }
 
@@ -294,14 +303,14 @@ mod tests {
 
     #[test]
     fn a_full_endpoint_url_is_accepted_as_base() {
-        let config = OpenAiConfig::new("m").with_base_url("http://h:1/v1/chat/completions");
+        let config = OpenAiConfig::new("m").base_url("http://h:1/v1/chat/completions");
         assert_eq!(config.validate().unwrap().as_str(), "http://h:1/v1");
     }
 
     #[test]
     fn bad_base_url_and_bad_flag_are_config_errors() {
         let err = OpenAiConfig::new("m")
-            .with_base_url("localhost:11434/v1")
+            .base_url("localhost:11434/v1")
             .validate()
             .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
@@ -316,9 +325,9 @@ mod tests {
     #[test]
     fn debug_hides_key_header_values_and_url_passwords() {
         let config = OpenAiConfig::new("m")
-            .with_api_key("sk-secret-123")
-            .with_header("X-Api-Token", "header-secret")
-            .with_base_url("http://user:url-secret@proxy:8080/v1");
+            .api_key("sk-secret-123")
+            .header("X-Api-Token", "header-secret")
+            .base_url("http://user:url-secret@proxy:8080/v1");
         let shown = format!("{config:?}");
         assert!(shown.contains(r#"api_key: Some("***")"#), "{shown}");
         assert!(shown.contains("X-Api-Token"), "{shown}");

@@ -138,7 +138,7 @@ pub(super) fn transport_failure(ctx: &Context<'_>, err: reqwest::Error) -> Failu
     } else if err.is_timeout() {
         format!(
             "no complete reply from {} within {:?}; slow (e.g. local CPU) models may need a \
-             longer request timeout (OpenAiConfig::with_request_timeout): {cause}",
+             longer request timeout (OpenAiConfig::request_timeout): {cause}",
             ctx.endpoint, ctx.request_timeout
         )
     } else {

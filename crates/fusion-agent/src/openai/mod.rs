@@ -2,10 +2,11 @@
 //!
 //! One client speaks to OpenAI, Ollama (`http://localhost:11434/v1`), vLLM, the llama.cpp
 //! server, LM Studio and OpenRouter: they all accept `POST {base_url}/chat/completions`.
-//! Unlike the text ReAct mode in [`crate::react_text`], which puts tools in the prompt,
-//! this client offers tools through the API's native `tools` field (unless
-//! [`OpenAiConfig::native_tools`] is off). It owns timeouts and retries, so an `Err`
-//! from [`LlmClient::chat`] is final; the API key never reaches logs or `Debug` output.
+//! Unlike the text ReAct mode ([`render_react_prompt`](crate::render_react_prompt)), which
+//! puts tools in the prompt, this client offers tools through the API's native `tools`
+//! field (unless [`OpenAiConfig::native_tools()`] is off). It owns timeouts and retries,
+//! so an `Err` from [`LlmClient::chat`] is final; the API key never reaches logs or
+//! `Debug` output.
 //!
 //! ```no_run
 //! use std::borrow::Cow;
@@ -44,7 +45,7 @@ use crate::llm::{ChatRequest, ChatResponse, LlmClient};
 /// An [`LlmClient`] for OpenAI-compatible `POST {base_url}/chat/completions` endpoints.
 ///
 /// Cheap to clone (the connection pool is shared). Retries 408/409/429/5xx, connection
-/// errors and timeouts up to [`OpenAiConfig::max_retries`] times with exponential backoff
+/// errors and timeouts up to [`OpenAiConfig::max_retries()`] times with exponential backoff
 /// and full jitter, honouring `Retry-After`; other failures are reported at once with a
 /// message that says what to fix.
 #[derive(Clone)]
@@ -123,7 +124,8 @@ impl OpenAiClient {
         Self::new(OpenAiConfig::from_env()?)
     }
 
-    /// The settings this client was built with.
+    /// The settings this client was built with (for `Debug`, or cloned and changed to
+    /// build a sibling client, say for another model).
     pub fn config(&self) -> &OpenAiConfig {
         &self.config
     }

@@ -5,7 +5,7 @@
 //! out many clients that failed at the same moment, which a fixed schedule would make
 //! retry in lockstep against a rate-limited server.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use reqwest::header::HeaderMap;
@@ -47,25 +47,37 @@ impl Backoff {
     }
 }
 
-/// The wait a server asked for: `retry-after-ms` (sent by OpenAI) or `Retry-After` in
-/// seconds. The HTTP-date form of `Retry-After` is ignored (the backoff applies instead):
-/// API servers send seconds, and honouring a date needs a trustworthy clock.
+/// The wait a server asked for: `retry-after-ms` (sent by OpenAI), or `Retry-After` as
+/// delta-seconds or as an HTTP date (IMF-fixdate, or the obsolete RFC 850 and asctime
+/// forms), which some proxies and gateways send. A date in the past means "retry now".
 pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let number = |name: &str| {
-        headers
-            .get(name)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<f64>()
+    retry_after_at(headers, SystemTime::now())
+}
+
+/// [`retry_after`] with the current time given, so a date can be read against a fixed
+/// clock in tests.
+fn retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = |name: &str| Some(headers.get(name)?.to_str().ok()?.trim());
+    let number = |text: &str| {
+        text.parse::<f64>()
             .ok()
             .filter(|n| n.is_finite() && *n >= 0.0)
     };
-    let secs = number("retry-after-ms")
-        .map(|ms| ms / 1000.0)
-        .or_else(|| number("retry-after"))?;
-    // Clamp before converting: `from_secs_f64` panics on values it cannot represent.
-    Some(Duration::from_secs_f64(secs.min(86_400.0)))
+    if let Some(ms) = text("retry-after-ms").and_then(number) {
+        return Some(seconds(ms / 1000.0));
+    }
+    let value = text("retry-after")?;
+    if let Some(secs) = number(value) {
+        return Some(seconds(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A finite, non-negative number of seconds as a `Duration`, at most a day: clamped
+/// before converting because `from_secs_f64` panics on values it cannot represent.
+fn seconds(secs: f64) -> Duration {
+    Duration::from_secs_f64(secs.min(86_400.0))
 }
 
 #[cfg(test)]
@@ -111,13 +123,73 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
         headers.insert("retry-after-ms", HeaderValue::from_static("250"));
         assert_eq!(retry_after(&headers), Some(Duration::from_millis(250)));
-        let mut date = HeaderMap::new();
-        date.insert(
-            "retry-after",
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        let mut huge = HeaderMap::new();
+        huge.insert("retry-after", HeaderValue::from_static("1e308"));
+        assert_eq!(retry_after(&huge), Some(Duration::from_secs(86_400)));
+        for bad in ["soon", "-3", "NaN", ""] {
+            huge.insert("retry-after", HeaderValue::from_static(bad));
+            assert_eq!(retry_after(&huge), None, "{bad:?}");
+        }
+    }
+
+    /// 2015-10-21 07:28:00 UTC, the instant the dates below are read against.
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480)
+    }
+
+    fn date_header(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn retry_after_dates_in_every_http_form_are_read() {
+        let in_90s = Some(Duration::from_secs(90));
+        for value in [
+            "Wed, 21 Oct 2015 07:29:30 GMT",     // IMF-fixdate
+            "Wednesday, 21-Oct-15 07:29:30 GMT", // obsolete RFC 850
+            "Wed Oct 21 07:29:30 2015",          // obsolete asctime
+            " Wed, 21 Oct 2015 07:29:30 GMT ",   // surrounding whitespace
+        ] {
+            assert_eq!(
+                retry_after_at(&date_header(value), now()),
+                in_90s,
+                "{value}"
+            );
+        }
+        // A second fraction of "now" still past the date's whole second means no wait.
+        assert_eq!(
+            retry_after_at(
+                &date_header("Wed, 21 Oct 2015 07:28:00 GMT"),
+                now() + Duration::from_millis(400)
+            ),
+            Some(Duration::ZERO)
         );
-        assert_eq!(retry_after(&date), None);
-        date.insert("retry-after", HeaderValue::from_static("1e308"));
-        assert_eq!(retry_after(&date), Some(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn a_retry_after_date_in_the_past_means_now() {
+        let past = date_header("Tue, 20 Oct 2015 07:28:00 GMT");
+        assert_eq!(retry_after_at(&past, now()), Some(Duration::ZERO));
+        assert_eq!(BACKOFF.delay(1, Some(Duration::ZERO)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_far_retry_after_date_is_capped() {
+        let next_year = date_header("Fri, 21 Oct 2016 07:28:00 GMT");
+        let wait = retry_after_at(&next_year, now()).unwrap();
+        assert_eq!(wait, Duration::from_secs(366 * 86_400));
+        assert_eq!(BACKOFF.delay(1, Some(wait)), BACKOFF.retry_after_max);
+    }
+
+    #[test]
+    fn retry_after_ms_wins_over_a_date() {
+        let mut headers = date_header("Wed, 21 Oct 2015 07:29:30 GMT");
+        headers.insert("retry-after-ms", HeaderValue::from_static("250"));
+        assert_eq!(
+            retry_after_at(&headers, now()),
+            Some(Duration::from_millis(250))
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! The built-in file tools: `read_file`, `write_file`, `list_directory` and `delete_file`,
 //! each confined to a [`Workspace`].
+//! [`ToolRegistry::with_file_tools`](crate::ToolRegistry::with_file_tools) and
+//! [`register_file_tools`](crate::ToolRegistry::register_file_tools) register all four.
 //!
 //! Every path goes through the workspace checks first (no absolute path outside a root,
 //! no `..` or symbolic-link escape), and every failure is an [`Error::Tool`] worded for
@@ -13,23 +15,14 @@ use async_trait::async_trait;
 use fusion_core::{Error, Result};
 use serde_json::{Value, json};
 
-use super::workspace::describe_io;
-use super::{Tool, ToolRegistry, Workspace};
+use super::tool::Tool;
+use super::workspace::{Workspace, describe_io};
 
 /// The default cap on what `read_file` returns: 1 MiB.
 pub const DEFAULT_MAX_READ_BYTES: usize = 1024 * 1024;
 
 /// Longest listing `list_directory` returns, so one huge directory cannot flood the context.
 const MAX_LIST_ENTRIES: usize = 1000;
-
-/// Registers all four file tools on `workspace`.
-pub fn register_all(registry: &mut ToolRegistry, workspace: Arc<Workspace>) {
-    registry
-        .register(ReadFile::new(workspace.clone()))
-        .register(WriteFile::new(workspace.clone()))
-        .register(ListDirectory::new(workspace.clone()))
-        .register(DeleteFile::new(workspace));
-}
 
 /// `read_file {path}`: the text of a file, up to a size cap.
 #[derive(Debug, Clone)]

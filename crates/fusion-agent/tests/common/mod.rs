@@ -23,8 +23,8 @@ pub const SESSION: &str = "user-123";
 /// A real `OpenAiClient` for `server`, without retries so a scripted error shows at once.
 pub fn client(server: &MockLlmServer) -> OpenAiClient {
     OpenAiConfig::new("mock-model")
-        .with_base_url(server.base_url())
-        .with_max_retries(0)
+        .base_url(server.base_url())
+        .max_retries(0)
         .build()
         .unwrap()
 }
@@ -32,9 +32,9 @@ pub fn client(server: &MockLlmServer) -> OpenAiClient {
 /// A text-ReAct client: the same server, native tool calling off.
 pub fn text_client(server: &MockLlmServer) -> OpenAiClient {
     OpenAiConfig::new("mock-model")
-        .with_base_url(server.base_url())
-        .with_max_retries(0)
-        .with_native_tools(false)
+        .base_url(server.base_url())
+        .max_retries(0)
+        .native_tools(false)
         .build()
         .unwrap()
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use fusion::api::session::StorageType;
+use fusion::storage::StorageType;
 use fusion::{ChatMessage, ToolCall};
 
 /// A `fusion` command isolated from the caller's environment: no inherited storage, LLM

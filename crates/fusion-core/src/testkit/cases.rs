@@ -1,11 +1,10 @@
 //! The conformance cases. Each takes a fresh [`StorageHarness`] and panics on a violation.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::json;
 
-use super::StorageHarness;
+use super::{StorageHarness, assert_nothing_lost_in_writer_order};
 use crate::{ChatMessage, ConversationStorage, Error, ToolCall};
 
 async fn open<H: StorageHarness>(harness: &H) -> H::Storage {
@@ -278,32 +277,22 @@ pub async fn concurrent_appends_lose_nothing_and_keep_order<H: StorageHarness>(h
         WRITERS * PER_WRITER * 3 / 2,
         "messages lost or duplicated"
     );
-    let mut seen = HashSet::new();
-    let mut last = [None::<usize>; WRITERS];
+    // Each reply must directly follow its own request, or a two-message append was split.
     for (pos, msg) in loaded.iter().enumerate() {
         if msg.content.ends_with("-reply") {
-            let prev = &loaded[pos - 1];
             assert_eq!(
-                format!("{}-reply", prev.content),
+                format!("{}-reply", loaded[pos - 1].content),
                 msg.content,
                 "a two-message append was split"
             );
-            continue;
         }
-        assert!(
-            seen.insert(msg.content.clone()),
-            "duplicate {}",
-            msg.content
-        );
-        let (w, k) = msg.content[1..].split_once('-').unwrap();
-        let (w, k): (usize, usize) = (w.parse().unwrap(), k.parse().unwrap());
-        assert!(
-            last[w].is_none_or(|prev| prev < k),
-            "writer {w} out of order at {k}"
-        );
-        last[w] = Some(k);
     }
-    assert_eq!(seen.len(), WRITERS * PER_WRITER);
+    let requests: Vec<ChatMessage> = loaded
+        .into_iter()
+        .filter(|msg| !msg.content.ends_with("-reply"))
+        .collect();
+    let writers: Vec<String> = (0..WRITERS).map(|w| format!("w{w}")).collect();
+    assert_nothing_lost_in_writer_order(&requests, &writers, PER_WRITER);
 }
 
 /// A second storage instance on the same location sees the first one's writes.

@@ -2,7 +2,7 @@
 //!
 //! A backend crate provides a [`StorageHarness`] (how to open a fresh, private storage
 //! location, and further instances on that same location) and invokes
-//! [`conformance_suite!`](crate::conformance_suite) in a test module:
+//! [`conformance_suite!`](crate::conformance_suite) in its `tests/conformance.rs`:
 //!
 //! ```ignore
 //! struct Harness(tempfile::TempDir);
@@ -11,7 +11,7 @@
 //! impl fusion_core::testkit::StorageHarness for Harness {
 //!     type Storage = FileSystemStorage;
 //!     async fn open(&self) -> fusion_core::Result<FileSystemStorage> {
-//!         Ok(FileSystemStorage::new(self.0.path()))
+//!         FileSystemStorage::connect(self.0.path()).await
 //!     }
 //! }
 //!
@@ -27,12 +27,18 @@
 //! A server-backed backend whose server is not configured returns `None` from its setup
 //! through [`unavailable`], which prints a `skipped:` line under plain `cargo test` and
 //! panics when [`REQUIRE_BACKENDS_ENV`] is set (as `cargo xtask test-all-backends` does).
+//!
+//! Backend-specific tests of concurrent writers check their result with
+//! [`assert_nothing_lost_in_writer_order`], the same check the conformance case uses.
 
 pub mod cases;
 
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
-use crate::{ConversationStorage, Result};
+use crate::{ChatMessage, ConversationStorage, Result};
 
 /// When this environment variable is set, an unavailable backend fails its tests instead
 /// of skipping them.
@@ -65,6 +71,66 @@ pub fn unavailable<T>(backend: &str, reason: &str) -> Option<T> {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "skipped: {backend}: {reason}");
     None
+}
+
+/// Asserts that concurrent writers lost nothing and each writer's messages kept their order.
+///
+/// Each writer tags its `k`-th message `"{writer}-{k}"` (`k` in decimal, zero padding
+/// allowed: `w3-007`) and appends its messages in the order of `k`. `history` is what a
+/// load returned after every writer finished. It must hold, for each tag in `writers`,
+/// exactly that writer's messages `0..per_writer`, in that order; the writers may
+/// interleave freely. A lost, duplicated or reordered message, an untagged one or one from
+/// an unknown writer panics, naming the writer, the index and the position. Messages that
+/// carry no tag (say, replies appended with a tagged message) are filtered out first by
+/// the caller.
+///
+/// ```
+/// use fusion_core::ChatMessage;
+/// use fusion_core::testkit::assert_nothing_lost_in_writer_order;
+///
+/// let history: Vec<ChatMessage> = ["a-0", "b-0", "a-1", "b-1"]
+///     .into_iter()
+///     .map(ChatMessage::user)
+///     .collect();
+/// assert_nothing_lost_in_writer_order(&history, &["a", "b"], 2);
+/// ```
+pub fn assert_nothing_lost_in_writer_order<S: AsRef<str>>(
+    history: &[ChatMessage],
+    writers: &[S],
+    per_writer: usize,
+) {
+    let mut next: HashMap<&str, usize> = writers.iter().map(|w| (w.as_ref(), 0)).collect();
+    assert_eq!(next.len(), writers.len(), "writer tags must be distinct");
+    for (pos, message) in history.iter().enumerate() {
+        let content = message.content.as_str();
+        let tagged = content
+            .rsplit_once('-')
+            .and_then(|(tag, k)| Some((tag, k.parse::<usize>().ok()?)));
+        let Some((tag, k)) = tagged else {
+            panic!("message {pos} ({content:?}) is not tagged `writer-index`");
+        };
+        let Some(expected) = next.get_mut(tag) else {
+            panic!("message {pos} ({content:?}) comes from no known writer");
+        };
+        match k.cmp(expected) {
+            Ordering::Equal => *expected += 1,
+            Ordering::Less => {
+                panic!("writer {tag}: message {k} duplicated or out of order at position {pos}")
+            }
+            Ordering::Greater => panic!(
+                "writer {tag}: message {expected} lost or out of order ({k} found first, at position {pos})"
+            ),
+        }
+    }
+    for writer in writers {
+        let stored = next[writer.as_ref()];
+        assert_eq!(
+            stored,
+            per_writer,
+            "writer {}: {stored} of its {per_writer} messages stored (messages lost or duplicated)",
+            writer.as_ref()
+        );
+    }
 }
 
 /// Expands to a module `$module` holding one `#[tokio::test]` per conformance case.

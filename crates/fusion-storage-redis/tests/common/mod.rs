@@ -44,7 +44,12 @@ pub struct Harness {
 impl Harness {
     /// Options for a new storage instance on this harness's prefix.
     pub fn options(&self) -> RedisOptions {
-        RedisStorage::builder(&self.url).key_prefix(&self.prefix)
+        RedisOptions::new().key_prefix(&self.prefix)
+    }
+
+    /// A new storage instance on this harness's server with `options`.
+    pub async fn connect(&self, options: RedisOptions) -> fusion_core::Result<RedisStorage> {
+        RedisStorage::connect_with(&self.url, options).await
     }
 
     /// A plain connection, for poking at keys the way another program would.
@@ -77,7 +82,7 @@ impl StorageHarness for Harness {
     type Storage = RedisStorage;
 
     async fn open(&self) -> fusion_core::Result<RedisStorage> {
-        self.options().connect().await
+        self.connect(self.options()).await
     }
 }
 

@@ -3,7 +3,9 @@
 //! [`create_session`] is the one-liner from the product description: it opens the named
 //! storage, loads the session's history if it has one, and connects to the LLM configured
 //! in the environment (`OPENAI_BASE_URL`, `OPENAI_API_KEY`, `FUSION_MODEL`). Use
-//! [`SessionBuilder`] to choose the client, tools, system prompt or workspace roots in code.
+//! [`SessionBuilder`] to choose the client, tools, system prompt or workspace roots in
+//! code. The other functions list, inspect and delete stored
+//! sessions on any [`StorageType`], without an LLM.
 //!
 //! ```no_run
 //! use fusion::api::session::{self, StorageType};
@@ -16,44 +18,48 @@
 //! # Ok(()) }
 //! ```
 
-use fusion_core::{Result, SessionId, SessionInfo};
+use fusion_core::{Result, SessionId};
 
-#[doc(inline)]
-pub use crate::storage_type::StorageType;
-/// Builds an [`AgentSession`] with explicit storage, LLM client, tools and prompt.
-///
-/// `.storage(..)` takes a [`StorageType`] or an open storage (`Arc<S>`); the LLM defaults
-/// to the environment's.
-///
-/// ```no_run
-/// use std::sync::Arc;
-/// use fusion::agent::OpenAiClient;
-/// use fusion::api::session::{SessionBuilder, StorageType};
-///
-/// # async fn demo() -> anyhow::Result<()> {
-/// let session = SessionBuilder::new("user-123")
-///     .storage(StorageType::Sqlite("sqlite://sessions.db".into()))
-///     .llm(Arc::new(OpenAiClient::from_env()?))
-///     .system_prompt("You manage files in the user's project.")
-///     .workspace_roots(["./project"])
-///     .build()
-///     .await?;
-/// # Ok(()) }
-/// ```
-#[doc(inline)]
-pub use fusion_agent::SessionBuilder;
-#[doc(inline)]
-pub use fusion_agent::{AgentSession, Step, TaskResult};
+use crate::storage::SessionInfo;
+// The product description imports `StorageType` from here; its home is `crate::storage`.
+#[doc(no_inline)]
+pub use crate::storage::StorageType;
+// The design's public paths name the session types here too; their home is `crate::agent`.
+#[doc(no_inline)]
+pub use crate::agent::{AgentSession, SessionBuilder};
+
+/// The environment variables that name an LLM for [`create_session`].
+const LLM_ENV_VARS: [&str; 2] = ["OPENAI_API_KEY", "OPENAI_BASE_URL"];
 
 /// Opens (or resumes) session `session_id` on `storage`, with the LLM from the environment.
 ///
 /// The session's stored history is loaded, so a conversation continues across restarts.
-/// Fails with [`fusion_core::Error::Config`] when no LLM is configured.
+/// Fails with [`Error::Config`](crate::Error::Config) when no LLM is configured (see
+/// [`llm_configured`]).
 pub async fn create_session(session_id: &str, storage: StorageType) -> Result<AgentSession> {
     SessionBuilder::new(session_id)
         .storage(storage)
         .build()
         .await
+}
+
+/// Whether the environment names an LLM for [`create_session`]: `OPENAI_API_KEY` or
+/// `OPENAI_BASE_URL` is set to something other than blanks.
+///
+/// Without either, the client falls back to OpenAI's endpoint without a key, which can
+/// only fail. An application can check this first and show its own setup help before it
+/// opens any storage; other mistakes (a malformed URL, say) still surface from
+/// [`create_session`] with their own message.
+pub fn llm_configured() -> bool {
+    names_llm(|var| std::env::var(var).ok())
+}
+
+/// [`llm_configured`] over any variable lookup, so tests need not touch the process
+/// environment (mutating it is `unsafe` and races other threads).
+fn names_llm(lookup: impl Fn(&str) -> Option<String>) -> bool {
+    LLM_ENV_VARS
+        .iter()
+        .any(|var| lookup(var).is_some_and(|value| !value.trim().is_empty()))
 }
 
 /// The ids of every session stored in `storage`, sorted.
@@ -72,4 +78,32 @@ pub async fn delete_session(session_id: &str, storage: &StorageType) -> Result<(
 /// Message count and timestamps of `session_id`, or `None` if it holds no messages.
 pub async fn session_info(session_id: &str, storage: &StorageType) -> Result<Option<SessionInfo>> {
     storage.open().await?.session_info(session_id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_llm_is_named_by_a_key_or_a_base_url_that_is_not_blank() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(var, _)| *var == name)
+                    .map(|(_, value)| value.to_string())
+            }
+        };
+        assert!(!names_llm(env(&[])));
+        assert!(!names_llm(env(&[
+            ("OPENAI_API_KEY", "  "),
+            ("OPENAI_BASE_URL", "")
+        ])));
+        assert!(!names_llm(env(&[("FUSION_MODEL", "llama3.1")])));
+        assert!(names_llm(env(&[("OPENAI_API_KEY", "sk-test")])));
+        assert!(names_llm(env(&[(
+            "OPENAI_BASE_URL",
+            "http://localhost:11434/v1"
+        )])));
+    }
 }

@@ -3,8 +3,8 @@
 //!
 //! sqlx runs every SQLite connection on a thread of its own, and each call is a hand-off
 //! to that thread and back. An append comes after other work (an LLM call, a tool), so it
-//! finds that thread parked and pays two wake-ups: 60–90 µs on this 2-vCPU machine for a
-//! write SQLite itself does in 10–15 µs (docs/performance.md). Here SQLite runs on the
+//! finds that thread parked and pays two wake-ups, which cost several times what SQLite
+//! itself spends on a short write (figures in docs/performance.md). Here SQLite runs on the
 //! caller's own thread instead, through `rusqlite` (the same SQLite library sqlx links):
 //!
 //! - a small append, the write an agent makes every turn, runs right on the async task's
@@ -22,57 +22,30 @@
 //! connection: SQLite admits one writer at a time anyway. A write whose caller is
 //! cancelled while it waits on a blocking thread still finishes there (commits or rolls
 //! back) before the next write starts, so writes land in the order they were started and
-//! no transaction is left open.
+//! no transaction is left open. Every committed write is counted towards the WAL
+//! checkpoints of `crate::checkpoint`, which this module runs.
 
-use std::path::{Path, PathBuf};
+mod load;
+mod open;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, ErrorCode};
 
-use crate::checkpoint::{Checkpointer, checkpoint};
-use crate::config::Durability;
-use crate::script::{Value, Write};
+use crate::checkpoint::{self, Checkpointer, Due};
+use crate::config::{DirectOptions, Durability};
+use crate::error::DirectError;
+use crate::sql::{BEGIN_WRITE, Value, Write};
+
+use open::open;
 
 /// The largest bound payload (the messages' JSON) a write may carry to run on an async
-/// task's thread: SQLite parses it at ~3.5 ms per MiB, so this keeps such a write well
-/// under 0.1 ms. W1's turns are 0.5–3 kB.
+/// task's thread: SQLite parses the bound JSON as part of the write, so a bigger payload
+/// would hold the async thread for longer than a short write should. An agent's turn is a
+/// few kB.
 const INLINE_MAX_BYTES: usize = 16 * 1024;
-
-/// How to open the database file.
-#[derive(Debug, Clone)]
-pub(crate) struct DirectOptions {
-    pub(crate) path: PathBuf,
-    /// The URL's `mode`: `ro`, or `immutable=true`, opens read-only.
-    pub(crate) read_only: bool,
-    /// Create the file when missing (no `mode`, or `mode=rwc`).
-    pub(crate) create: bool,
-    /// The URL's `vfs`, if any.
-    pub(crate) vfs: Option<String>,
-    /// The URL's `immutable=true`.
-    pub(crate) immutable: bool,
-    pub(crate) busy_timeout: Duration,
-    pub(crate) durability: Durability,
-    /// Reader connections at most, idle or in use: the pool size of [`SqliteOptions`].
-    ///
-    /// [`SqliteOptions`]: crate::SqliteOptions
-    pub(crate) max_readers: usize,
-}
-
-/// Why a direct call failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum DirectError {
-    /// SQLite reported an error.
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-    /// [`Direct::close`] ran.
-    #[error("the storage was closed")]
-    Closed,
-    /// The blocking task running the call panicked or was dropped by a shutting-down runtime.
-    #[error("the task running the SQLite call stopped: {0}")]
-    Stopped(#[from] tokio::task::JoinError),
-}
 
 /// The writer connection and idle readers of one database file.
 #[derive(Debug)]
@@ -130,9 +103,12 @@ impl Direct {
     }
 
     /// Runs `write` in one transaction after the writes started before it. A write that
-    /// committed counts towards the next background checkpoint.
+    /// committed counts towards the next checkpoint (see `crate::checkpoint`); when the
+    /// log has reached its hard limit, it returns only once a checkpoint has completed.
     pub(crate) async fn write(self: &Arc<Self>, write: Write) -> Result<(), DirectError> {
-        let result = match self.write_inline(&write) {
+        let bound_bytes = write.bound_bytes();
+        let units = checkpoint::units(bound_bytes);
+        let result = match self.write_inline(&write, bound_bytes) {
             Some(result) => {
                 // Nothing above awaited: let a task that writes in a loop give way to the
                 // others on its thread now and then, as an awaited write would.
@@ -141,30 +117,82 @@ impl Direct {
             }
             None => self.write_blocking(write).await,
         };
-        if result.is_ok() && self.checkpoints.wrote() {
-            let this = Arc::clone(self);
-            tokio::task::spawn_blocking(move || {
-                match this.with_reader(checkpoint) {
-                    // Closing the last connection checkpoints instead.
-                    Ok(()) | Err(DirectError::Closed) => {}
-                    // The data is safe in the log either way; the next checkpoint retries.
-                    Err(e) => {
-                        tracing::warn!(db = %this.db, error = %e, "background WAL checkpoint failed");
-                    }
-                }
-                this.checkpoints.finished();
-            });
+        if result.is_ok() {
+            match self.checkpoints.wrote(units) {
+                Due::No => {}
+                Due::Background => self.checkpoint_in_background(),
+                Due::Now => self.checkpoint_now().await,
+            }
         }
         result
     }
 
-    /// Runs `write` on this thread if it is small and bounded, no other write of this
-    /// storage is running or queued, and no other connection holds the write lock. `None`
-    /// when it did not run (or met a busy database and rolled back): it goes to a
-    /// blocking thread then.
-    fn write_inline(&self, write: &Write) -> Option<Result<(), DirectError>> {
+    /// Starts the periodic checkpoint on a blocking thread, on a reader connection.
+    fn checkpoint_in_background(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            match this.with_reader(|conn| this.checkpoints.run(conn, false)) {
+                Ok(true) => {}
+                // A reader or another process held it up; the next one, or the writer at
+                // the hard limit, tries again.
+                Ok(false) => {
+                    tracing::debug!(db = %this.db, "background WAL checkpoint did not complete");
+                }
+                // Closing the last connection checkpoints instead.
+                Err(DirectError::Closed) => {}
+                // The data is safe in the log either way; the next checkpoint retries.
+                Err(e) => {
+                    tracing::warn!(db = %this.db, error = %e, "background WAL checkpoint failed");
+                }
+            }
+            this.checkpoints.finished();
+        });
+    }
+
+    /// The hard limit of `crate::checkpoint`: holds the writer, so that no write of this
+    /// storage grows the log meanwhile, and on a blocking thread waits for a running
+    /// background checkpoint, then, if the log is still overdue, checkpoints on the writer
+    /// connection with the busy timeout. A failure is logged, not returned: the write that
+    /// called for it has committed.
+    async fn checkpoint_now(&self) {
+        let mut writer = Arc::clone(&self.writer).lock_owned().await;
+        if writer.closed || !self.checkpoints.overdue() {
+            return;
+        }
+        let options = self.options.clone();
+        let checkpoints = Arc::clone(&self.checkpoints);
+        let done = tokio::task::spawn_blocking(move || {
+            let conn = match writer.conn.take() {
+                Some(conn) => conn,
+                None => open(&options, true)?,
+            };
+            conn.busy_timeout(options.busy_timeout)?;
+            let completed = checkpoints.run(&conn, true);
+            // As after a blocking write: back to zero for the next inline write.
+            if conn.busy_timeout(Duration::ZERO).is_ok() {
+                writer.conn = Some(conn);
+            }
+            Ok(completed?)
+        })
+        .await
+        .map_err(DirectError::from)
+        .and_then(|done: Result<bool, DirectError>| done);
+        let problem = match done {
+            Ok(true) => return,
+            Ok(false) => "a reader or another process held it past the busy timeout".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(db = %self.db, problem, "the WAL reached its hard limit and the writer's checkpoint did not complete");
+        self.checkpoints.give_up();
+    }
+
+    /// Runs `write` (binding `bound_bytes`) on this thread if it is small and bounded, no
+    /// other write of this storage is running or queued, and no other connection holds
+    /// the write lock. `None` when it did not run (or met a busy database and rolled
+    /// back): it goes to a blocking thread then.
+    fn write_inline(&self, write: &Write, bound_bytes: usize) -> Option<Result<(), DirectError>> {
         let inline = write.sql.bounded
-            && write.bound_bytes() <= INLINE_MAX_BYTES
+            && bound_bytes <= INLINE_MAX_BYTES
             && self.options.durability == Durability::Normal;
         if !inline {
             return None;
@@ -293,11 +321,11 @@ struct Failure {
     still_in_transaction: bool,
 }
 
-/// Runs `write`'s statements in one `BEGIN IMMEDIATE` transaction. On failure the
+/// Runs `write`'s statements in one [`BEGIN_WRITE`] transaction. On failure the
 /// transaction is rolled back, if SQLite did not already.
 fn run(conn: &Connection, write: &Write) -> Result<(), Failure> {
     let steps = || -> rusqlite::Result<()> {
-        conn.prepare_cached("BEGIN IMMEDIATE")?.raw_execute()?;
+        conn.prepare_cached(BEGIN_WRITE)?.raw_execute()?;
         for sql in write.sql.statements {
             let mut statement = conn.prepare_cached(sql)?;
             // A statement's parameters are ?1..?n, a prefix of the write's values.
@@ -338,58 +366,59 @@ fn is_busy(error: &rusqlite::Error) -> bool {
     )
 }
 
-/// Opens a connection the way sqlx opens the pool's (same flags, same per-connection
-/// settings). The writer also leaves checkpoints to the background task
-/// (`crate::checkpoint`) and starts with a zero busy timeout (see [`Direct::write_inline`]).
-fn open(options: &DirectOptions, writer: bool) -> rusqlite::Result<Connection> {
-    let access = if options.read_only || options.immutable {
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-    } else if options.create {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-    };
-    let flags = access
-        | OpenFlags::SQLITE_OPEN_URI
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_PRIVATE_CACHE;
-    let name = if options.immutable {
-        immutable_uri(&options.path)
-    } else {
-        options.path.display().to_string()
-    };
-    let conn = match &options.vfs {
-        Some(vfs) => Connection::open_with_flags_and_vfs(name, flags, vfs)?,
-        None => Connection::open_with_flags(name, flags)?,
-    };
-    let synchronous = match options.durability {
-        Durability::Normal => "NORMAL",
-        Durability::Full => "FULL",
-    };
-    conn.pragma_update(None, "synchronous", synchronous)?;
-    conn.pragma_update(None, "foreign_keys", true)?;
-    if writer {
-        conn.busy_timeout(Duration::ZERO)?;
-        if !options.read_only && !options.immutable {
-            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        }
-    } else {
-        conn.busy_timeout(options.busy_timeout)?;
-    }
-    Ok(conn)
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
 
-/// `file:PATH?immutable=1`, the only way to pass `immutable` to SQLite, with every byte
-/// of the path but letters and digits percent-encoded as sqlx does.
-fn immutable_uri(path: &Path) -> String {
-    let mut uri = String::from("file:");
-    for byte in path.as_os_str().as_encoded_bytes() {
-        if byte.is_ascii_alphanumeric() {
-            uri.push(char::from(*byte));
-        } else {
-            uri.push_str(&format!("%{byte:02X}"));
+    use fusion_core::ChatMessage;
+
+    use super::Direct;
+    use crate::config::{DirectOptions, Durability};
+    use crate::sql::Write;
+
+    /// The hard limit alone, with no background checkpoint ever starting: the writer keeps
+    /// the log bounded by itself, whatever the scheduler does with other threads.
+    #[tokio::test]
+    async fn the_writer_bounds_the_log_when_no_background_checkpoint_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stalled.db");
+        let setup = rusqlite::Connection::open(&path).unwrap();
+        setup
+            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .unwrap();
+        setup
+            .execute_batch(include_str!(
+                "../../migrations/0001_create_sessions_and_messages.sql"
+            ))
+            .unwrap();
+        drop(setup);
+        let options = DirectOptions {
+            path: path.clone(),
+            read_only: false,
+            create: false,
+            vfs: None,
+            immutable: false,
+            busy_timeout: Duration::from_secs(5),
+            durability: Durability::Normal,
+            max_readers: 2,
+        };
+        let direct = Arc::new(Direct::open("stalled.db".into(), options).await.unwrap());
+        direct.checkpoints.stall_background();
+
+        // ~3 frames an append: 9,000 frames without any checkpoint.
+        for i in 0..3_000 {
+            let message = ChatMessage::user(format!("{i} {}", "x".repeat(200)));
+            let write = Write::append("stream", &[message]).unwrap();
+            direct.write(write).await.unwrap();
         }
+        // A 4 KiB page plus the frame header.
+        let frames = std::fs::metadata(path.with_extension("db-wal"))
+            .unwrap()
+            .len()
+            / 4120;
+        // The writer checkpoints every 512 appends (~1,650 frames).
+        assert!(frames < 2_500, "the log grew to {frames} frames");
+        direct.close().await;
     }
-    uri.push_str("?immutable=1");
-    uri
 }

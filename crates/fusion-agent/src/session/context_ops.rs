@@ -1,6 +1,7 @@
-//! Context management on [`AgentSession`]: the policy setters, pruning, summaries, undo
-//! and fork. The policies themselves, pure functions over a history, are in
-//! [`crate::context`]; this file adds the storage and LLM calls around them.
+//! What changes a session's history, or how it is sent, outside a turn: the context
+//! policy setters, pruning, summaries, undo, fork, clear. The policies themselves, pure
+//! functions over a history, are in [`crate::context`]; this file adds the storage and LLM
+//! calls around them.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -8,13 +9,16 @@ use std::sync::Arc;
 use fusion_core::{ChatMessage, Error, Result, SessionId};
 use tracing::{debug, info, warn};
 
+use super::AgentSession;
+use crate::context::policy::ContextPolicy;
+use crate::context::prune::PruneReport;
+use crate::context::summary::SummaryReport;
+use crate::context::tokens::TokenCounter;
 use crate::context::{
-    ContextPolicy, Layout, PruneReport, SummaryReport, TokenCounter, latest_user_message,
-    plan_prune, summary_record, summary_request, visible_tokens_up_to,
+    Layout, interrupted_results, latest_user_message, plan_prune, summary_record, summary_request,
+    visible_tokens_up_to,
 };
 use crate::llm::{ChatRequest, SamplingOptions};
-use crate::session::AgentSession;
-use crate::view::interrupted_results;
 
 impl AgentSession {
     /// The policy that shapes what each request carries.
@@ -63,8 +67,8 @@ impl AgentSession {
     /// assistant's notes beside its tool calls; never the latest turn.
     ///
     /// Storage keeps every original: the decision is appended as a context record (see
-    /// [`crate::context::plan_prune`]), so it holds for later requests and after a restart.
-    /// Costs one count of the visible conversation and, when anything is pruned, one append.
+    /// [`plan_prune`]), so it holds for later requests and after a restart. Costs one count
+    /// of the visible conversation and, when anything is pruned, one append.
     pub async fn prune_unimportant_messages(&mut self) -> Result<PruneReport> {
         self.settle().await?;
         let plan = plan_prune(&self.history, &self.context, self.token_counter.as_ref());
@@ -98,6 +102,16 @@ impl AgentSession {
         self.summarize(last_n_messages).await
     }
 
+    /// Deletes the conversation, in storage and in memory. The next message starts a new
+    /// one, with the system prompt.
+    pub async fn clear_history(&mut self) -> Result<()> {
+        self.shared.storage.delete(self.id.as_str()).await?;
+        self.history.clear();
+        self.needs_reload = false;
+        info!(session_id = %self.id, "history cleared");
+        Ok(())
+    }
+
     /// Removes the last user message and everything after it, from storage (with
     /// [`ConversationStorage::truncate`](fusion_core::ConversationStorage::truncate)) and
     /// from memory, and returns how many messages went. 0 when there is no user message.
@@ -108,7 +122,7 @@ impl AgentSession {
         let Some(at) = latest_user_message(&self.history) else {
             return Ok(0);
         };
-        self.storage.truncate(self.id.as_str(), at).await?;
+        self.shared.storage.truncate(self.id.as_str(), at).await?;
         let removed = self.history.len() - at;
         self.history.truncate(at);
         info!(session_id = %self.id, removed, "undid the last turn");
@@ -124,7 +138,7 @@ impl AgentSession {
     /// forking into the same new id at the same moment can still race.
     pub async fn fork(&self, new_id: &str) -> Result<AgentSession> {
         let id = SessionId::new(new_id)?;
-        let existing = self.storage.session_info(id.as_str()).await?;
+        let existing = self.shared.storage.session_info(id.as_str()).await?;
         if let Some(info) = existing.filter(|info| info.message_count > 0) {
             return Err(Error::Config(format!(
                 "cannot fork session \"{}\" into \"{id}\": that session already holds {} \
@@ -133,24 +147,16 @@ impl AgentSession {
             )));
         }
         // Storage, not memory, is the truth (memory may be stale after a failed turn).
-        let history = self.storage.load(self.id.as_str()).await?;
-        self.storage.save(id.as_str(), &history).await?;
+        let history = self.shared.storage.load(self.id.as_str()).await?;
+        self.shared.storage.save(id.as_str(), &history).await?;
         info!(from = %self.id, to = %id, messages = history.len(), "forked session");
         Ok(AgentSession {
             id,
             history,
-            llm: self.llm.clone(),
-            executor: self.executor.clone(),
-            storage: self.storage.clone(),
-            system_prompt: self.system_prompt.clone(),
-            max_iterations: self.max_iterations,
-            sampling: self.sampling.clone(),
-            definitions: self.definitions.clone(),
-            react_prompt: self.react_prompt.clone(),
-            needs_reload: false,
+            shared: Arc::clone(&self.shared),
             context: self.context.clone(),
-            token_counter: self.token_counter.clone(),
-            observer: self.observer.clone(),
+            token_counter: Arc::clone(&self.token_counter),
+            needs_reload: false,
         })
     }
 
@@ -158,7 +164,7 @@ impl AgentSession {
     ///
     /// Never fails the turn: if the summary cannot be made, the turn goes on with the
     /// window and budget as its only limits, and the next turn tries again.
-    pub(crate) async fn auto_summarize(&mut self, incoming: &str) {
+    pub(super) async fn auto_summarize(&mut self, incoming: &str) {
         let Some(threshold) = self.context.auto_summarize_at_tokens else {
             return;
         };
@@ -196,7 +202,7 @@ impl AgentSession {
             tools: Vec::new(),
             options: SamplingOptions::default(),
         };
-        let response = self.llm.chat(&request).await?;
+        let response = self.shared.llm.chat(&request).await?;
         let summary = response.message.content.trim().to_owned();
         if summary.is_empty() {
             return Err(Error::Llm {

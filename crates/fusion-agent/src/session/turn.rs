@@ -1,37 +1,59 @@
-//! The agent loop behind [`AgentSession::send_message`]: ask the model, run the tools it
-//! calls, feed the results back, until it answers or the iteration limit is reached.
+//! The turn: [`AgentSession::send_message`] and the agent loop behind it. Ask the model,
+//! run the tools it calls, feed the results back, until it answers or the iteration limit
+//! is reached.
 //!
 //! Persistence is part of the loop, not an afterthought: the user message is stored before
 //! the first request, each assistant message as soon as it arrives, and the results of its
 //! tool calls together as soon as they are all in. A crash or a cancelled future therefore
 //! loses nothing already said; at worst an assistant message is stored without its tool
 //! results, and the next turn answers those calls with "interrupted" results
-//! ([`crate::view::interrupted_results`]). With native tool calling the model's calls
+//! ([`crate::context::interrupted_results`]). With native tool calling the model's calls
 //! arrive as structured `tool_calls`; otherwise (text ReAct mode) its reply is parsed with
-//! [`parse_react`] and tool output goes back as a user message starting `Observation:`.
+//! [`parse_react`] and tool output goes back as a user message made by
+//! [`render_observation`].
 
 use std::time::Instant;
 
 use fusion_core::{ChatMessage, Error, Result, Role, ToolCall};
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
-use crate::events::AgentEvent;
+use super::AgentSession;
+use crate::context::interrupted_results;
+use crate::events::{AgentEvent, Step, TaskResult};
 use crate::executor::ToolOutcome;
 use crate::llm::ChatRequest;
 use crate::react_text::{ReactStep, parse_react, render_observation};
-use crate::session::{AgentSession, Step, TaskResult};
-use crate::view::interrupted_results;
+
+/// Rejects an iteration limit of 0, for the builder's default and for one turn's: a turn
+/// makes at least one request.
+pub(super) fn check_max_iterations(max_iterations: usize) -> Result<()> {
+    if max_iterations == 0 {
+        return Err(Error::Config("max_iterations must be at least 1".into()));
+    }
+    Ok(())
+}
 
 impl AgentSession {
-    /// One turn; see [`AgentSession::send_message_with_iterations`].
-    pub(crate) async fn run_turn(
+    /// Runs one turn with the default iteration limit; see
+    /// [`send_message_with_iterations`](Self::send_message_with_iterations).
+    pub async fn send_message(&mut self, message: &str) -> Result<TaskResult> {
+        self.send_message_with_iterations(message, self.shared.max_iterations)
+            .await
+    }
+
+    /// Runs one turn: stores `message`, then asks the model, runs the tools it calls and
+    /// asks again, until it answers without calling a tool or `max_iterations` requests
+    /// were made.
+    ///
+    /// Tool failures are shown to the model, not returned. `Err` means the LLM or the
+    /// storage failed (or `max_iterations` is 0); everything stored before that stays
+    /// stored and consistent, and the session can be used again.
+    pub async fn send_message_with_iterations(
         &mut self,
         message: &str,
         max_iterations: usize,
     ) -> Result<TaskResult> {
-        if max_iterations == 0 {
-            return Err(Error::Config("max_iterations must be at least 1".into()));
-        }
+        check_max_iterations(max_iterations)?;
         let span = info_span!(
             "turn",
             session_id = %self.id,
@@ -75,8 +97,8 @@ impl AgentSession {
                 "storing 'interrupted' results for tool calls of a cancelled turn"
             );
         }
-        if self.history.is_empty() && !self.system_prompt.is_empty() {
-            opening.push(ChatMessage::system(&self.system_prompt));
+        if self.history.is_empty() && !self.shared.system_prompt.is_empty() {
+            opening.push(ChatMessage::system(&self.shared.system_prompt));
         }
         debug!(content = %message, "user message");
         opening.push(ChatMessage::user(message));
@@ -130,11 +152,11 @@ impl AgentSession {
                 tools: if text_mode {
                     Vec::new()
                 } else {
-                    self.definitions.clone()
+                    self.shared.definitions.clone()
                 },
-                options: self.sampling.clone(),
+                options: self.shared.sampling.clone(),
             };
-            self.llm.chat(&request).await?
+            self.shared.llm.chat(&request).await?
         };
         let mut reply = response.message;
         // The client promises an assistant message; storing anything else would corrupt the
@@ -157,7 +179,7 @@ impl AgentSession {
                 for call in calls {
                     self.announce(iteration, call);
                 }
-                self.executor.execute_all(calls).await
+                self.shared.executor.execute_all(calls).await
             };
             self.persist(outcomes.iter().map(ToolOutcome::to_message).collect())
                 .await?;
@@ -181,7 +203,7 @@ impl AgentSession {
                 // Text mode has no call ids; this one only links the step to its log lines.
                 let call = ToolCall::new(format!("react_{iteration}"), tool, input);
                 self.announce(iteration, &call);
-                let outcome = self.executor.execute(&call).await;
+                let outcome = self.shared.executor.execute(&call).await;
                 let observation = ChatMessage::user(render_observation(&outcome.output));
                 self.persist(vec![observation]).await?;
                 self.record_step(steps, step(outcome, iteration));
@@ -200,7 +222,7 @@ impl AgentSession {
 
     /// Tells the observer, if there is one.
     fn emit(&self, event: AgentEvent<'_>) {
-        if let Some(observer) = &self.observer {
+        if let Some(observer) = &self.shared.observer {
             observer(&event);
         }
     }
@@ -221,8 +243,8 @@ impl AgentSession {
     }
 
     /// Appends `batch` to storage, then to memory: memory never holds what storage refused.
-    pub(crate) async fn persist(&mut self, batch: Vec<ChatMessage>) -> Result<()> {
-        self.storage.append(self.id.as_str(), &batch).await?;
+    pub(super) async fn persist(&mut self, batch: Vec<ChatMessage>) -> Result<()> {
+        self.shared.storage.append(self.id.as_str(), &batch).await?;
         self.history.extend(batch);
         Ok(())
     }

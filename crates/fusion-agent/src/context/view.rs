@@ -1,14 +1,21 @@
-//! The view of a history that is sent to the LLM, and the repair of tool calls a cancelled
-//! turn left without results.
+//! The view: the messages the model is sent for one request, built by [`request_view`]
+//! from a stored history and a [`ContextPolicy`].
 //!
-//! Stored history is never rewritten here: the view borrows every message it does not
-//! change (`Cow::Borrowed`), so building it costs one pointer per message. Context
-//! policies (sliding window, token budget, pruning, summaries) shape the history first
-//! ([`crate::context::build_view`], which keeps each assistant tool call together with its
-//! results); [`complete_view`] then makes that shape sendable.
+//! "View" means exactly that, everywhere in this crate. Stored history is never rewritten
+//! to make one: the view borrows every message it does not change (`Cow::Borrowed`), so
+//! building it costs one pointer per message. Two steps make it:
+//! 1. the policy and the context records decide which messages the model sees, and how
+//!    (window, token budget, summary, pruning; a tool call keeps its results);
+//! 2. what they kept is made sendable: every tool call gets a result (calls a cancelled
+//!    turn left open get an "interrupted" one), and in text ReAct mode native tool
+//!    messages are rewritten in the text format.
+//!
+//! [`AgentSession::request_view`](crate::AgentSession::request_view) is this function
+//! with the session's own policy, counter and mode.
 //!
 //! ```
-//! use fusion_agent::view::request_view;
+//! use fusion_agent::ContextPolicy;
+//! use fusion_agent::context::{EstimateCounter, request_view};
 //! use fusion_core::{ChatMessage, ToolCall};
 //!
 //! // A turn cancelled while `read_file` ran stored the call but no result.
@@ -16,7 +23,7 @@
 //!     ChatMessage::user("read a.txt"),
 //!     ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("c1", "read_file", "{}")]),
 //! ];
-//! let view = request_view(&history, None);
+//! let view = request_view(&history, &ContextPolicy::default(), &EstimateCounter, None);
 //! assert_eq!(view.len(), 3);
 //! assert_eq!(view[2].tool_call_id.as_deref(), Some("c1"));
 //! ```
@@ -25,38 +32,44 @@ use std::borrow::{Borrow, Cow};
 
 use fusion_core::{ChatMessage, Role, ToolCall};
 
-use crate::context::{ContextPolicy, EstimateCounter, build_view};
+use super::policy::ContextPolicy;
+use super::tokens::TokenCounter;
+use super::window::apply_policy;
 use crate::react_text::render_observation;
 
 /// Metadata key marking a tool result Fusion wrote for a call that never finished.
 pub const INTERRUPTED_METADATA_KEY: &str = "fusion_interrupted";
 
-/// The messages to send for `history`, under the default [`ContextPolicy`] (everything
-/// visible: stored summaries and prunings apply, nothing else is dropped).
-///
-/// See [`complete_view`] for what is added to the history.
-pub fn request_view<'a>(
-    history: &'a [ChatMessage],
-    react_prompt: Option<&str>,
-) -> Vec<Cow<'a, ChatMessage>> {
-    let shaped = build_view(history, &ContextPolicy::default(), &EstimateCounter);
-    complete_view(shaped, react_prompt)
-}
-
-/// Makes a view a context policy shaped ([`build_view`]) sendable.
+/// The messages the model is sent for the next request on `history`: what `policy`
+/// (with tokens counted by `counter`) and the stored context records let it see, made
+/// sendable.
 ///
 /// Every assistant tool call gets a result: calls a cancelled turn left unanswered are
 /// answered with an "interrupted" result right after the results that do exist, because
 /// OpenAI-compatible servers reject a call without one. With `react_prompt` (text ReAct
-/// mode) the prompt is appended to the system message (or sent as one, if the view has
-/// none), and native tool messages, from a session that once used native tools, are
-/// rewritten as the text format.
-pub fn complete_view<'a>(
-    shaped: Vec<Cow<'a, ChatMessage>>,
+/// mode) the prompt is appended to the system message (or sent as one, if there is none),
+/// and native tool messages, from a session that once used native tools, are rewritten
+/// in the text format.
+///
+/// Cost: one pass over the history's roles and metadata, token counts only for the
+/// messages a budget keeps, and a copy only of the messages it changes.
+pub fn request_view<'a>(
+    history: &'a [ChatMessage],
+    policy: &ContextPolicy,
+    counter: &dyn TokenCounter,
     react_prompt: Option<&str>,
 ) -> Vec<Cow<'a, ChatMessage>> {
-    let mut view = Vec::with_capacity(shaped.len() + 2);
-    let mut rest = shaped.into_iter().peekable();
+    make_sendable(apply_policy(history, policy, counter), react_prompt)
+}
+
+/// Step 2 of [`request_view`]: closes interrupted tool calls and, in text mode, rewrites
+/// native tool messages, in one pass over what the policy kept.
+fn make_sendable<'a>(
+    kept: Vec<Cow<'a, ChatMessage>>,
+    react_prompt: Option<&str>,
+) -> Vec<Cow<'a, ChatMessage>> {
+    let mut view = Vec::with_capacity(kept.len() + 2);
+    let mut rest = kept.into_iter().peekable();
     if let Some(prompt) = react_prompt {
         match rest.next_if(|first| first.role == Role::System) {
             Some(first) => {
@@ -166,6 +179,20 @@ fn as_react_text(message: &ChatMessage) -> ChatMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::EstimateCounter;
+
+    /// The view under the default policy (everything visible).
+    fn view_of<'a>(
+        history: &'a [ChatMessage],
+        react_prompt: Option<&str>,
+    ) -> Vec<Cow<'a, ChatMessage>> {
+        request_view(
+            history,
+            &ContextPolicy::default(),
+            &EstimateCounter,
+            react_prompt,
+        )
+    }
 
     fn call(id: &str) -> ToolCall {
         ToolCall::new(id, "read_file", r#"{"path":"a"}"#)
@@ -183,7 +210,7 @@ mod tests {
     #[test]
     fn unanswered_calls_get_an_interrupted_result_in_the_view_only() {
         let history = history();
-        let view = request_view(&history, None);
+        let view = view_of(&history, None);
         assert_eq!(view.len(), 5);
         assert!(view[..4].iter().all(|m| matches!(m, Cow::Borrowed(_))));
         assert_eq!(view[4].tool_call_id.as_deref(), Some("b"));
@@ -200,7 +227,7 @@ mod tests {
             ChatMessage::assistant_with_tool_calls("", vec![call("a")]),
             ChatMessage::user("again"),
         ];
-        let view = request_view(&history, None);
+        let view = view_of(&history, None);
         assert_eq!(view[2].tool_call_id.as_deref(), Some("a"));
         assert_eq!(view[3].content, "again");
         // Only a trailing gap can be fixed by appending.
@@ -210,7 +237,7 @@ mod tests {
     #[test]
     fn text_mode_extends_the_system_prompt_and_rewrites_native_messages() {
         let history = history();
-        let view = request_view(&history, Some("FORMAT"));
+        let view = view_of(&history, Some("FORMAT"));
         assert_eq!(view[0].content, "sys\n\nFORMAT");
         assert_eq!(view[2].role, Role::Assistant);
         assert!(view[2].tool_calls.is_empty());
@@ -223,6 +250,6 @@ mod tests {
         assert!(view[4].content.starts_with("Observation: Error: the call"));
         assert!(view.iter().all(|m| m.role != Role::Tool));
         let bare = [ChatMessage::user("hi")];
-        assert_eq!(request_view(&bare, Some("FORMAT"))[0].content, "FORMAT");
+        assert_eq!(view_of(&bare, Some("FORMAT"))[0].content, "FORMAT");
     }
 }

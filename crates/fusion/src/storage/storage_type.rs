@@ -17,7 +17,7 @@ use fusion_core::{ConversationStorage, Error, Result, redact_url};
 /// `sqlite://sessions.db`, `sqlite::memory:`, `redis://127.0.0.1:6379/0`, `rediss://...`.
 ///
 /// ```
-/// use fusion::api::session::StorageType;
+/// use fusion::storage::StorageType;
 ///
 /// let storage: StorageType = "sqlite://sessions.db".parse()?;
 /// assert_eq!(storage, StorageType::Sqlite("sqlite://sessions.db".into()));
@@ -85,7 +85,7 @@ impl StorageType {
     }
 }
 
-/// Lets a [`SessionBuilder`](crate::api::session::SessionBuilder) take a `StorageType`
+/// Lets a [`SessionBuilder`](crate::agent::SessionBuilder) take a `StorageType`
 /// and open it when the session is built.
 #[async_trait::async_trait]
 impl fusion_agent::StorageSource for StorageType {

@@ -1,10 +1,9 @@
-//! Behaviour of the whole backend on a real directory: file layout, corruption, torn
-//! tails, permissions. The cross-backend behaviour is the conformance suite in `storage.rs`.
+//! Behaviour of the whole backend on a real directory: creating it, file layout,
+//! corruption, torn tails, permissions. The cross-backend behaviour is the conformance
+//! suite in `conformance.rs`.
 
 use fusion_core::{ChatMessage, ConversationStorage, Error};
-
-use crate::FileSystemStorage;
-use crate::jsonl;
+use fusion_storage_fs::{FileSystemOptions, FileSystemStorage, SyncPolicy};
 
 fn numbered(prefix: &str, n: usize) -> Vec<ChatMessage> {
     (0..n)
@@ -84,7 +83,8 @@ async fn torn_tail_is_skipped_then_removed_by_the_next_append() {
     expected.extend(next.iter().cloned());
     assert_eq!(storage.load("s").await.unwrap(), expected);
     let mut repaired = clean;
-    repaired.extend(jsonl::encode(&next).unwrap());
+    repaired.extend(serde_json::to_vec(&next[0]).unwrap());
+    repaired.push(b'\n');
     assert_eq!(std::fs::read(&path).unwrap(), repaired);
 }
 
@@ -129,6 +129,78 @@ async fn directory_is_created_on_first_write_only() {
     storage.append("s", &numbered("m", 1)).await.unwrap();
     assert!(dir.join("s.jsonl").is_file());
     assert_eq!(storage.load("s").await.unwrap(), numbered("m", 1));
+}
+
+#[tokio::test]
+async fn connect_creates_the_directory_from_a_path_or_a_file_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a").join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    assert!(
+        dir.is_dir(),
+        "connect creates the directory and its parents"
+    );
+    assert_eq!(storage.dir(), dir);
+    assert_eq!(storage.sync_policy(), SyncPolicy::OnReplace);
+    // Again on the existing directory, through a URL, with options.
+    let url = format!("file://{}", dir.display());
+    let options = FileSystemOptions::new().sync_policy(SyncPolicy::EveryWrite);
+    let again = FileSystemStorage::connect_with(url.as_str(), options)
+        .await
+        .unwrap();
+    assert_eq!(again.dir(), dir);
+    assert_eq!(again.sync_policy(), SyncPolicy::EveryWrite);
+    again.append("s", &numbered("m", 1)).await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), numbered("m", 1));
+
+    let err = FileSystemStorage::connect("file://").await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn connect_names_the_file_standing_where_the_directory_must_be() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("taken");
+    std::fs::write(&file, b"").unwrap();
+    for dir in [file.clone(), file.join("sessions")] {
+        let err = FileSystemStorage::connect(&dir).await.unwrap_err();
+        match &err {
+            Error::Io { path, .. } => assert_eq!(path, &file, "{err}"),
+            other => panic!("expected Io, got {other:?}"),
+        }
+        assert!(err.to_string().contains("is not a directory"), "{err}");
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn connect_without_permission_gives_io_naming_the_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = tmp.path().join("locked");
+    std::fs::create_dir(&parent).unwrap();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let dir = parent.join("sessions");
+    let result = FileSystemStorage::connect(&dir).await;
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Root (common in containers) ignores permissions, so there is nothing to refuse.
+    if dir.is_dir() {
+        result.unwrap();
+        return;
+    }
+    let err = result.unwrap_err();
+    match &err {
+        Error::Io { path, source } => {
+            assert_eq!(path, &dir, "{err}");
+            assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+        }
+        other => panic!("expected Io, got {other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("cannot create the session directory"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,224 @@
+//! `MockLlmServer`: a real loopback HTTP server that speaks the OpenAI chat-completions
+//! protocol with scripted replies, for tests and benchmarks (feature `mock-server`).
+//!
+//! Unlike a mock [`LlmClient`](crate::LlmClient), it exercises the real
+//! [`OpenAiClient`](crate::OpenAiClient): HTTP, JSON, retries and tool calling all run for
+//! real. Replies are queued and served in order; when the queue runs dry the server gives
+//! a default reply if one is set, else a 500 saying "mock script exhausted". Every request
+//! body is recorded for assertions. Benchmarks use [`MockLlmServer::start_with`], which
+//! answers each request from a rule, and [`MockLlmServer::server_time`] to subtract the
+//! server's own work from the client's measured time.
+//!
+//! ```no_run
+//! use fusion_agent::testing::MockLlmServer;
+//! use fusion_agent::OpenAiConfig;
+//!
+//! # async fn demo() -> fusion_core::Result<()> {
+//! let server = MockLlmServer::start().await;
+//! server.push_tool_call("read_file", r#"{"path":"a.txt"}"#).push_text("The file says hi.");
+//! let client = OpenAiConfig::new("mock-model").base_url(server.base_url()).build()?;
+//! // ... run the agent with `client` ...
+//! assert_eq!(server.request_count(), 2);
+//! # Ok(()) }
+//! ```
+
+mod handler;
+mod reply;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use self::handler::Shared;
+pub use self::reply::{MockReply, MockToolCall, RecordedRequest};
+
+/// A scripted OpenAI-compatible server on `127.0.0.1`, shut down when dropped.
+///
+/// Methods take `&self`, so a test can keep scripting while a client is talking to it.
+/// Must be started inside a tokio runtime.
+pub struct MockLlmServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl MockLlmServer {
+    /// Starts a server on a free loopback port with an empty script.
+    ///
+    /// # Panics
+    /// If no loopback port can be bound (a broken test environment).
+    pub async fn start() -> MockLlmServer {
+        let shared = Arc::new(Shared::new());
+        let app = handler::router(shared.clone());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("MockLlmServer: could not bind a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("MockLlmServer: bound socket has no address");
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = server.await {
+                tracing::warn!(error = %e, "MockLlmServer stopped with an error");
+            }
+        });
+        MockLlmServer {
+            addr,
+            shared,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    /// Starts a server that answers every request from `rule(request_body)` once the
+    /// queue is empty ("fast mode" for benchmarks: no scripting per request).
+    pub async fn start_with<F>(rule: F) -> MockLlmServer
+    where
+        F: Fn(&Value) -> MockReply + Send + Sync + 'static,
+    {
+        let server = Self::start().await;
+        server.shared.script().rule = Some(Arc::new(rule));
+        server
+    }
+
+    /// The API root to use as `OPENAI_BASE_URL`, e.g. `http://127.0.0.1:43817/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The socket address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queues a reply.
+    pub fn push(&self, reply: MockReply) -> &Self {
+        self.shared.script().queue.push_back(reply);
+        self
+    }
+
+    /// Queues a text reply.
+    pub fn push_text(&self, text: impl Into<String>) -> &Self {
+        self.push(MockReply::text(text))
+    }
+
+    /// Queues a reply calling one tool; `arguments` are sent verbatim.
+    pub fn push_tool_call(&self, name: impl Into<String>, arguments: impl Into<String>) -> &Self {
+        self.push(MockReply::tool_call(name, arguments))
+    }
+
+    /// Queues one reply calling several tools, given as `(name, arguments)` pairs.
+    pub fn push_tool_calls<N, A>(&self, calls: impl IntoIterator<Item = (N, A)>) -> &Self
+    where
+        N: Into<String>,
+        A: Into<String>,
+    {
+        self.push(MockReply::ToolCalls {
+            content: String::new(),
+            calls: calls
+                .into_iter()
+                .map(|(name, arguments)| MockToolCall::new(name, arguments))
+                .collect(),
+        })
+    }
+
+    /// Queues an error status with an OpenAI-shaped body.
+    pub fn push_status(&self, status: u16) -> &Self {
+        self.push(MockReply::status(status))
+    }
+
+    /// Queues an error status with a `Retry-After: secs` header.
+    pub fn push_status_with_retry_after(&self, status: u16, secs: u64) -> &Self {
+        self.push(MockReply::Status {
+            status,
+            retry_after: Some(secs.to_string()),
+        })
+    }
+
+    /// Queues an error status with a `Retry-After` header giving `when` as an HTTP date
+    /// (IMF-fixdate, whole seconds), as some proxies and CDNs send it.
+    pub fn push_status_with_retry_at(&self, status: u16, when: SystemTime) -> &Self {
+        self.push(MockReply::Status {
+            status,
+            retry_after: Some(httpdate::fmt_http_date(when)),
+        })
+    }
+
+    /// Queues exactly this status and body.
+    pub fn push_raw(&self, status: u16, body: impl Into<String>) -> &Self {
+        self.push(MockReply::Raw {
+            status,
+            body: body.into(),
+        })
+    }
+
+    /// The reply given whenever the queue is empty (instead of a "script exhausted" 500).
+    pub fn set_default(&self, reply: MockReply) -> &Self {
+        self.shared.script().default = Some(reply);
+        self
+    }
+
+    /// Answers 401 to any request without `Authorization: Bearer {key}`, before the script.
+    pub fn require_api_key(&self, key: impl Into<String>) -> &Self {
+        self.shared.script().api_key = Some(key.into());
+        self
+    }
+
+    /// Turns recording of request bodies on (the default) or off. Benchmarks with large
+    /// histories turn it off so memory stays flat; [`request_count`](Self::request_count)
+    /// still counts.
+    pub fn set_record_requests(&self, record: bool) -> &Self {
+        self.shared.script().record = record;
+        self
+    }
+
+    /// Every recorded request body, in arrival order.
+    pub fn requests(&self) -> Vec<Value> {
+        let script = self.shared.script();
+        script.requests.iter().map(|r| r.body.clone()).collect()
+    }
+
+    /// Every recorded request with its headers, in arrival order.
+    pub fn recorded(&self) -> Vec<RecordedRequest> {
+        self.shared.script().requests.clone()
+    }
+
+    /// How many requests arrived (including rejected ones).
+    pub fn request_count(&self) -> usize {
+        self.shared.count.load(Ordering::SeqCst)
+    }
+
+    /// How many queued replies have not been served yet.
+    pub fn pending(&self) -> usize {
+        self.shared.script().queue.len()
+    }
+
+    /// Total time spent inside the request handler (parsing the request, recording it,
+    /// building the reply), so a benchmark can subtract the server's share.
+    pub fn server_time(&self) -> Duration {
+        Duration::from_nanos(self.shared.server_nanos.load(Ordering::SeqCst))
+    }
+}
+
+impl Drop for MockLlmServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+impl std::fmt::Debug for MockLlmServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockLlmServer")
+            .field("addr", &self.addr)
+            .field("request_count", &self.request_count())
+            .finish_non_exhaustive()
+    }
+}

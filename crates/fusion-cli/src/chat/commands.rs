@@ -1,0 +1,92 @@
+//! The slash commands of `fusion chat` (`/help`, `/history`, `/sessions`, `/undo`,
+//! `/summarize`, `/clear`, `/exit`): everything typed at the prompt that is not sent to the
+//! model.
+
+use anyhow::{Context, Result};
+
+use super::events::spinner;
+use super::{Chat, Flow};
+use crate::{render, sessions};
+
+const HELP: &str = "\
+commands:
+  /help          show this help
+  /history       show how many messages the session holds
+  /sessions      list the sessions in this storage (* marks this one)
+  /undo          remove your last message and everything the agent did after it
+  /summarize [N] summarize all but the last N messages for the model (default 10; stored history is kept)
+  /clear         delete this session's whole history
+  /exit          leave (Ctrl-D works too)
+anything else is sent to the agent";
+
+/// How many recent messages `/summarize` without an argument leaves as they are.
+const DEFAULT_KEEP: usize = 10;
+
+impl Chat {
+    /// Runs `/command` (given without its slash).
+    pub(super) async fn command(&mut self, command: &str) -> Result<Flow> {
+        let (name, arg) = command.split_once(' ').unwrap_or((command, ""));
+        let arg = arg.trim();
+        let id = &self.id;
+        match name {
+            "exit" | "quit" => return Ok(Flow::Exit),
+            "help" => println!("{HELP}"),
+            "history" => println!(
+                "{} in session {id}",
+                render::plural(self.session.message_count(), "message")
+            ),
+            "clear" => {
+                self.session.clear_history().await?;
+                println!("cleared session {id}");
+            }
+            "sessions" => {
+                sessions::print_table(self.storage.as_ref(), &self.storage_type, Some(id)).await?
+            }
+            "undo" => self.undo().await?,
+            "summarize" => {
+                let keep = if arg.is_empty() {
+                    DEFAULT_KEEP
+                } else {
+                    arg.parse::<usize>()
+                        .with_context(|| format!("/summarize takes a message count, not {arg:?}"))?
+                };
+                self.summarize(keep).await?;
+            }
+            other => anyhow::bail!("unknown command /{other}; /help lists the commands"),
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Removes the last user message and everything after it, from storage too.
+    async fn undo(&mut self) -> Result<()> {
+        match self.session.undo_last_turn().await? {
+            0 => println!("nothing to undo"),
+            removed => println!(
+                "undid your last message ({} removed)",
+                render::plural(removed, "message")
+            ),
+        }
+        Ok(())
+    }
+
+    /// Condenses all but the last `keep` visible messages into a stored summary, which
+    /// the model then sees instead of them; the stored history keeps every message.
+    async fn summarize(&mut self, keep: usize) -> Result<()> {
+        let spinner = spinner();
+        let report = self.session.summarize_history(keep).await;
+        spinner.finish_and_clear();
+        match report? {
+            None => println!(
+                "nothing to summarize: the model already sees at most {keep} messages besides any summary"
+            ),
+            Some(report) => {
+                println!(
+                    "summarized {} for the model (stored history is kept):",
+                    render::plural(report.summarized, "message")
+                );
+                println!("{}", report.summary);
+            }
+        }
+        Ok(())
+    }
+}

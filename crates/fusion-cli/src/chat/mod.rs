@@ -1,0 +1,162 @@
+//! `fusion chat`: the interactive REPL over one persistent agent session.
+//!
+//! On a terminal it uses rustyline (line editing, history) and shows a spinner while the
+//! model thinks; when stdin is a pipe it reads plain lines and prints only answers, so a
+//! conversation can be scripted (`printf 'hi\n/history\n' | fusion chat`). In a script the
+//! first failing turn ends the run with a non-zero exit; on a terminal it is reported and
+//! the conversation goes on.
+//!
+//! This file is the loop and one turn; [`commands`] holds the slash commands, [`events`]
+//! what is shown while a turn runs, [`input`] where lines come from.
+
+mod commands;
+mod events;
+mod input;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use fusion::SessionId;
+use fusion::agent::{AgentSession, SessionBuilder};
+use fusion::api::session;
+use fusion::storage::{ConversationStorage, StorageType};
+use indicatif::ProgressBar;
+
+use self::events::{show_event, spinner};
+use self::input::Input;
+use crate::{ChatArgs, render, sessions};
+
+/// Printed instead of starting when the environment names no LLM.
+const NO_LLM: &str = "\
+fusion: error: no LLM configured; fusion chat talks to any OpenAI-compatible endpoint:
+  OpenAI:        export OPENAI_API_KEY=sk-...            (model: FUSION_MODEL, default gpt-4o-mini)
+  local Ollama:  ollama pull llama3.1
+                 export OPENAI_BASE_URL=http://localhost:11434/v1 FUSION_MODEL=llama3.1
+  (vLLM, llama.cpp server and LM Studio work the same way with their /v1 URL)";
+
+/// The session and what the commands need besides it.
+struct Chat {
+    session: AgentSession,
+    /// The storage the session runs on; `/sessions` lists the others there.
+    storage: Arc<dyn ConversationStorage>,
+    /// What `storage` was opened from, for messages.
+    storage_type: StorageType,
+    id: String,
+    interactive: bool,
+    /// The spinner of the running turn, shared with the event observer so tool-call
+    /// lines print above it.
+    spinner: Arc<Mutex<ProgressBar>>,
+}
+
+/// What the loop does after a line.
+enum Flow {
+    Continue,
+    Exit,
+}
+
+/// Runs `fusion chat`.
+pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> {
+    // The client would default to OpenAI's endpoint without a key, which can only fail on
+    // the first message, so say how to configure one up front instead.
+    if !session::llm_configured() {
+        eprintln!("{NO_LLM}");
+        return Ok(ExitCode::FAILURE);
+    }
+    SessionId::validate(&args.session)?;
+    let storage = sessions::open(&storage_type).await?;
+    // The builder reads OPENAI_BASE_URL, OPENAI_API_KEY and FUSION_MODEL itself.
+    let current_spinner = Arc::new(Mutex::new(ProgressBar::hidden()));
+    let mut builder = SessionBuilder::new(args.session.clone())
+        .storage(storage.clone())
+        .on_event(show_event(current_spinner.clone()));
+    if let Some(prompt) = &args.system {
+        builder = builder.system_prompt(prompt.clone());
+    }
+    if let Some(iterations) = args.max_iterations {
+        builder = builder.max_iterations(iterations as usize);
+    }
+    let session = builder
+        .build()
+        .await
+        .with_context(|| format!("cannot open session \"{}\"", args.session))?;
+
+    let interactive = std::io::stdin().is_terminal();
+    let mut chat = Chat {
+        session,
+        storage,
+        storage_type,
+        id: args.session,
+        interactive,
+        spinner: current_spinner,
+    };
+    let mut input = if interactive {
+        let model = std::env::var("FUSION_MODEL").map_or(String::new(), |m| format!(", model {m}"));
+        println!(
+            "fusion chat: session {} on {}{model} ({})",
+            chat.id,
+            chat.storage_type,
+            render::plural(chat.session.message_count(), "message"),
+        );
+        println!("type /help for commands, /exit to leave");
+        Input::editor()?
+    } else {
+        Input::piped()
+    };
+
+    while let Some(line) = input.read_line()? {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let outcome = match line.strip_prefix('/') {
+            Some(command) => chat.command(command).await,
+            None => chat.turn(line).await,
+        };
+        match outcome {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Exit) => break,
+            // On a terminal the user can react; in a script, carrying on would send later
+            // lines into a conversation that is not the one the script expects.
+            Err(err) if interactive => eprintln!("error: {}", crate::one_line(&err)),
+            Err(err) => return Err(err),
+        }
+    }
+    input.save_history();
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Chat {
+    /// One user message: run the agent, show the tool calls it made, then its answer.
+    async fn turn(&mut self, message: &str) -> Result<Flow> {
+        let spinner = spinner();
+        *self.spinner.lock().unwrap_or_else(|e| e.into_inner()) = spinner.clone();
+        let result = tokio::select! {
+            result = self.session.send_message(message) => result,
+            _ = tokio::signal::ctrl_c(), if self.interactive => {
+                spinner.finish_and_clear();
+                // Whatever the agent stored before the interrupt stays stored; reloading
+                // makes the in-memory history agree with it.
+                self.session.reload().await?;
+                println!("(interrupted)");
+                return Ok(Flow::Continue);
+            }
+        };
+        spinner.finish_and_clear();
+        let result = result?;
+
+        // The tool calls were shown as they ran (see `events::show_event`).
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", result.result)?;
+        if !result.success {
+            writeln!(
+                out,
+                "(stopped after {} without a final answer)",
+                render::plural(result.iterations, "model request")
+            )?;
+        }
+        out.flush()?;
+        Ok(Flow::Continue)
+    }
+}

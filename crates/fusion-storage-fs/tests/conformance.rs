@@ -1,0 +1,41 @@
+//! The cross-backend conformance suite, run against [`FileSystemStorage`] in a temporary
+//! directory, once per [`SyncPolicy`].
+//!
+//! `cargo test -p fusion-storage-fs conformance_fs::` runs it with the default policy,
+//! `conformance_fs_sync_every_write::` with an fsync on every append.
+
+use async_trait::async_trait;
+use fusion_core::Result;
+use fusion_core::testkit::StorageHarness;
+use fusion_storage_fs::{FileSystemOptions, FileSystemStorage, SyncPolicy};
+
+struct Harness {
+    dir: tempfile::TempDir,
+    options: FileSystemOptions,
+}
+
+#[async_trait]
+impl StorageHarness for Harness {
+    type Storage = FileSystemStorage;
+    async fn open(&self) -> Result<FileSystemStorage> {
+        FileSystemStorage::connect_with(self.dir.path().join("sessions"), self.options.clone())
+            .await
+    }
+}
+
+async fn harness() -> Option<Harness> {
+    Some(Harness {
+        dir: tempfile::tempdir().unwrap(),
+        options: FileSystemOptions::new(),
+    })
+}
+
+async fn harness_sync_every_write() -> Option<Harness> {
+    Some(Harness {
+        dir: tempfile::tempdir().unwrap(),
+        options: FileSystemOptions::new().sync_policy(SyncPolicy::EveryWrite),
+    })
+}
+
+fusion_core::conformance_suite!(conformance_fs, harness);
+fusion_core::conformance_suite!(conformance_fs_sync_every_write, harness_sync_every_write);

@@ -1,0 +1,105 @@
+//! The direct path's load, which reads the rows on a blocking thread while the caller's
+//! task parses them.
+//!
+//! Reading a long history is two jobs of similar size: SQLite stepping through the rows
+//! (an index lookup per row) and `serde_json` parsing each row's text. The direct path
+//! runs them side by side: the blocking thread copies the rows' text out in batches of
+//! growing size and the async task parses each batch as it arrives, so a load takes about
+//! as long as the slower of the two instead of their sum (figures in docs/performance.md),
+//! and the async thread is never held for longer than one batch's parse.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use fusion_core::{ChatMessage, Result};
+use tokio::sync::mpsc;
+
+use super::Direct;
+use crate::error::DirectError;
+use crate::sql::{LOAD_ROWS, decode_row};
+
+/// Row text in the first batch, so that parsing starts early; each batch after it is
+/// twice the size of the one before, up to [`BATCH_MAX_BYTES`]. Every batch costs a
+/// wake-up of the parsing task, so short histories go in one or two batches and long ones
+/// in a few big ones.
+const BATCH_FIRST_BYTES: usize = 32 * 1024;
+
+/// Row text per batch at most: ~800 messages of an agent's history.
+const BATCH_MAX_BYTES: usize = 256 * 1024;
+
+/// Batches in flight between the reading thread and the parsing task.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Consecutive rows copied out of SQLite: their texts end to end in `text`, and per row
+/// its seq and its range in `text` (`None` when the column does not hold text).
+#[derive(Debug, Default)]
+struct Batch {
+    text: String,
+    rows: Vec<(i64, Option<Range<usize>>)>,
+}
+
+impl Direct {
+    /// Loads `session_id`: rows read on a blocking thread, parsed here as they arrive. A
+    /// damaged row is [`Error::Corrupt`](fusion_core::Error::Corrupt) naming its seq;
+    /// `on_error` maps SQLite's own errors.
+    pub(crate) async fn load(
+        self: &Arc<Self>,
+        session_id: &str,
+        on_error: impl FnOnce(DirectError) -> fusion_core::Error,
+    ) -> Result<Vec<ChatMessage>> {
+        let (batches, mut received) = mpsc::channel(BATCHES_IN_FLIGHT);
+        let id = session_id.to_owned();
+        let reading = self.read(move |conn| read_batches(conn, &id, &batches));
+        // Owns the receiver: `join!` drops a finished future at once, so when parsing stops
+        // early at a damaged row, the reading thread's next send fails and it stops too.
+        let parsing = async move {
+            let mut history = Vec::new();
+            while let Some(Batch { text, rows }) = received.recv().await {
+                for (seq, range) in rows {
+                    let json = range.map(|range| &text[range]);
+                    let expected = i64::try_from(history.len()).unwrap_or(i64::MAX);
+                    history.push(decode_row(session_id, expected, seq, json)?);
+                }
+            }
+            Ok(history)
+        };
+        let (read, parsed) = tokio::join!(reading, parsing);
+        // SQLite's error first: rows cut short by it would otherwise pass for a short history.
+        read.map_err(on_error)?;
+        parsed
+    }
+}
+
+/// Steps through the rows of `session_id`, sending them in batches. Stops early, without
+/// an error, when the receiving side is gone (a damaged row, or the load was cancelled).
+fn read_batches(
+    conn: &rusqlite::Connection,
+    session_id: &str,
+    batches: &mpsc::Sender<Batch>,
+) -> rusqlite::Result<()> {
+    let mut statement = conn.prepare_cached(LOAD_ROWS)?;
+    let mut rows = statement.query([session_id])?;
+    let mut batch = Batch::default();
+    let mut batch_bytes = BATCH_FIRST_BYTES;
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        let range = row.get_ref(1)?.as_str().ok().map(|json| {
+            let start = batch.text.len();
+            batch.text.push_str(json);
+            start..batch.text.len()
+        });
+        batch.rows.push((seq, range));
+        if batch.text.len() >= batch_bytes {
+            batch_bytes = (batch_bytes * 2).min(BATCH_MAX_BYTES);
+            let full = std::mem::take(&mut batch);
+            if batches.blocking_send(full).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !batch.rows.is_empty() {
+        // A closed receiver has stopped caring; nothing to report.
+        let _ = batches.blocking_send(batch);
+    }
+    Ok(())
+}

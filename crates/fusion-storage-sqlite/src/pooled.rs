@@ -1,0 +1,189 @@
+//! The sqlx path: a storage on `sqlite::memory:` or on a caller's pool writes and loads
+//! through sqlx only.
+//!
+//! A storage on a database file it opened itself runs writes and loads through
+//! `crate::direct`, which steps the statements one by one with SQLite on the caller's
+//! thread. Here there is only sqlx, and every sqlx call on a SQLite connection is a round
+//! trip to that connection's worker thread; on a small machine those hand-offs cost more
+//! than SQLite's own work for a short write. So each write goes as one multi-statement
+//! script, `BEGIN IMMEDIATE; ...; COMMIT` (`WriteSql::script` in `crate::sql`), that the
+//! worker runs start to finish: one round trip whatever the number of statements and rows. sqlx's
+//! `Transaction` cannot do this (it sends `BEGIN` and `COMMIT` as calls of their own), so
+//! this module does the job of its guard: a script that fails or is cancelled can stop
+//! after `BEGIN` with the write lock held, and its connection must not be used again like
+//! that. A load is one query ([`LOAD_ARRAY`]) returning the whole history as one JSON
+//! array.
+
+use fusion_core::{ChatMessage, Result};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool};
+
+use crate::error::{Op, is_no_transaction, parse_sqlite_error};
+use crate::sql::{LOAD_ARRAY, LOAD_ROWS, Value, Write, decode_row};
+
+/// Runs `write` as one script on a connection from `pool`, in one round trip.
+///
+/// On success every statement ran, `COMMIT` included. On failure whatever the script left
+/// open is rolled back before the error is returned, and if the call is cancelled midway
+/// the rollback still happens, in the background, before the connection is reused.
+pub(crate) async fn write(pool: &SqlitePool, write: Write) -> sqlx::Result<()> {
+    let mut script = sqlx::query(write.sql.script);
+    for value in write.values {
+        script = match value {
+            Value::Text(text) => script.bind(text),
+            Value::Int(n) => script.bind(n),
+        };
+    }
+    let mut conn = Unfinished(Some(pool.acquire().await?));
+    match script.execute(conn.get()).await {
+        Ok(_) => {
+            conn.release();
+            Ok(())
+        }
+        Err(e) => {
+            conn.roll_back().await;
+            Err(e)
+        }
+    }
+}
+
+/// A pooled connection whose script has not been seen to finish.
+///
+/// Dropping it while it still holds the connection (the caller's future was cancelled)
+/// rolls back in a spawned task: the worker runs commands in order, so that `ROLLBACK`
+/// runs after whatever part of the script the worker still executes.
+struct Unfinished(Option<PoolConnection<Sqlite>>);
+
+impl Unfinished {
+    fn get(&mut self) -> &mut SqliteConnection {
+        self.0.as_mut().expect("used only until released")
+    }
+
+    /// Returns the connection to the pool: its script committed.
+    fn release(mut self) {
+        self.0 = None;
+    }
+
+    /// Ends any transaction the script left open, then releases the connection.
+    async fn roll_back(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            roll_back_pooled(conn).await;
+        }
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { roll_back_pooled(&mut conn).await });
+            }
+            // No runtime to roll back on: closing the connection makes SQLite roll back.
+            Err(_) => drop(conn.detach()),
+        }
+    }
+}
+
+/// Rolls back the transaction a pooled connection may be in; when that fails the
+/// connection may still hold the write lock, so it is closed instead of returned.
+async fn roll_back_pooled(conn: &mut PoolConnection<Sqlite>) {
+    match sqlx::query("ROLLBACK").execute(&mut **conn).await {
+        // Either it was in a transaction and now is not, or it never was (the script
+        // failed at `BEGIN`, or SQLite already rolled back on the error).
+        Ok(_) => {}
+        Err(e) if is_no_transaction(&e) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "closing a SQLite connection whose failed write could not be rolled back");
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// Loads `session_id` as one JSON array that SQLite assembles, parsed once, with the
+/// rows read one by one only when that array does not hold exactly the stored rows as
+/// valid messages. `op` names the load in errors.
+pub(crate) async fn load(
+    pool: &SqlitePool,
+    session_id: &str,
+    op: Op<'_>,
+) -> Result<Vec<ChatMessage>> {
+    let (seqs, array): (String, String) = sqlx::query_as(LOAD_ARRAY)
+        .bind(session_id)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| parse_sqlite_error(e, op))?;
+    // A row holding more or less than one JSON value shows up as a length mismatch.
+    if let Some(rows) = counts_up_from_zero(&seqs)
+        && let Ok(history) = serde_json::from_str::<Vec<ChatMessage>>(&array)
+        && history.len() == rows
+    {
+        return Ok(history);
+    }
+    load_row_by_row(pool, session_id, op).await
+}
+
+/// Reads the rows one by one in seq order, returning the first fault as
+/// [`Error::Corrupt`](fusion_core::Error::Corrupt) naming its seq. The slow path of
+/// [`load`], taken only when the one-array read shows something is wrong.
+async fn load_row_by_row(
+    pool: &SqlitePool,
+    session_id: &str,
+    op: Op<'_>,
+) -> Result<Vec<ChatMessage>> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(LOAD_ROWS)
+        .bind(session_id)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| parse_sqlite_error(e, op))?;
+    (0..)
+        .zip(rows)
+        .map(|(expected, (seq, json))| decode_row(session_id, expected, seq, Some(&json)))
+        .collect()
+}
+
+/// The number of entries when `list` is exactly `0,1,2,...,n-1` (empty for none).
+fn counts_up_from_zero(list: &str) -> Option<usize> {
+    if list.is_empty() {
+        return Some(0);
+    }
+    let mut n = 0;
+    for seq in list.split(',') {
+        if seq.parse::<usize>().ok()? != n {
+            return None;
+        }
+        n += 1;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, Executor};
+
+    use super::*;
+    use crate::sql::BEGIN_WRITE;
+
+    #[tokio::test]
+    async fn rollback_outside_a_transaction_is_told_apart() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        let err = conn.execute("ROLLBACK").await.unwrap_err();
+        assert!(is_no_transaction(&err), "{err}");
+        conn.execute(BEGIN_WRITE).await.unwrap();
+        conn.execute("ROLLBACK").await.unwrap();
+        assert!(!is_no_transaction(&sqlx::Error::PoolTimedOut));
+    }
+
+    #[test]
+    fn only_a_gapless_run_from_zero_counts() {
+        assert_eq!(counts_up_from_zero(""), Some(0));
+        assert_eq!(counts_up_from_zero("0"), Some(1));
+        assert_eq!(counts_up_from_zero("0,1,2"), Some(3));
+        for bad in ["1", "0,2", "0,1,1", "1,0", "0,,1", "0,x", "-1,0"] {
+            assert_eq!(counts_up_from_zero(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The SQL of every operation, and the write model both paths run: [`Write`], the values
+//! it binds and how a stored row becomes a message again.
+//!
+//! Each write is one `BEGIN IMMEDIATE` transaction ([`BEGIN_WRITE`], spelled here only) of
+//! the statements of one [`WriteSql`], defined once by [`write_sql!`] and run either
+//! statement by statement (`crate::direct`) or as one script (`crate::pooled`).
+//! Parameters: ?1 the session id, ?2 now in Unix milliseconds, ?3 a message count, ?4 the
+//! messages as one JSON array whose elements are each message as `serde_json` writes it.
+//! `json_each(?4)` yields the elements in order, with `key` the index and `value` an
+//! object's JSON text: minified JSON goes in, so the same text comes out and is what the
+//! `message` column stores (`tests/write_scripts.rs` checks it).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fusion_core::{ChatMessage, Result, SessionInfo};
+
+use crate::error::{corrupt_row, missing_row, not_text};
+
+/// The statement that opens every write, as a literal for [`write_sql!`]'s `concat!`.
+macro_rules! begin_write {
+    () => {
+        "BEGIN IMMEDIATE"
+    };
+}
+
+/// Every write starts with this, so the transaction holds SQLite's write lock from its
+/// first statement. A plain (deferred) `BEGIN` would start as a reader and fail with
+/// `SQLITE_BUSY` when upgrading to a writer while another writer is active, which the busy
+/// timeout cannot wait out; `IMMEDIATE` makes concurrent writers queue instead.
+pub(crate) const BEGIN_WRITE: &str = begin_write!();
+
+/// One write transaction's SQL, in the two forms its two runners need.
+#[derive(Debug)]
+pub(crate) struct WriteSql {
+    /// The statements between [`BEGIN_WRITE`] and `COMMIT`, for stepping one by one.
+    pub(crate) statements: &'static [&'static str],
+    /// The same wrapped as one `BEGIN IMMEDIATE; ...; COMMIT` script, for sqlx.
+    pub(crate) script: &'static str,
+    /// Whether its work grows only with the values bound to it, never with what is already
+    /// stored: only such a write, and a small one, may run on an async task's own thread.
+    pub(crate) bounded: bool,
+}
+
+/// Defines a [`WriteSql`] from its statements, so both forms come from one text.
+macro_rules! write_sql {
+    (bounded: $bounded:expr, $($statement:literal),+ $(,)?) => {
+        WriteSql {
+            statements: &[$($statement),+],
+            script: concat!(begin_write!(), "; ", $($statement, "; ",)+ "COMMIT"),
+            bounded: $bounded,
+        }
+    };
+}
+
+// An append: bump the session's count (creating the row), then insert the new messages
+// after the old ones. The seqs come from the count read inside the write transaction,
+// so concurrent appenders in any process queue on the write lock and never collide.
+// `MAX` keeps updated_at monotonic if the clock steps back.
+static APPEND: WriteSql = write_sql!(
+    bounded: true,
+    "INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
+     ON CONFLICT (id) DO UPDATE SET \
+         updated_at = MAX(excluded.updated_at, sessions.updated_at), \
+         message_count = sessions.message_count + excluded.message_count",
+    "INSERT INTO messages (session_id, seq, message) \
+     SELECT ?1, s.message_count - ?3 + j.key, j.value \
+     FROM sessions AS s, json_each(?4) AS j WHERE s.id = ?1",
+);
+
+// A full save: set the count (keeping created_at of an existing session) and replace
+// every message.
+static SAVE: WriteSql = write_sql!(
+    bounded: false,
+    "INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
+     ON CONFLICT (id) DO UPDATE SET \
+         updated_at = MAX(excluded.updated_at, sessions.updated_at), \
+         message_count = excluded.message_count",
+    "DELETE FROM messages WHERE session_id = ?1",
+    "INSERT INTO messages (session_id, seq, message) SELECT ?1, j.key, j.value FROM json_each(?4) AS j",
+);
+
+// Keeps the first ?3 messages. The count only ever goes down; the DELETE finds nothing
+// when the session was already that short.
+static TRUNCATE: WriteSql = write_sql!(
+    bounded: false,
+    "UPDATE sessions SET message_count = ?3, updated_at = MAX(?2, updated_at) \
+     WHERE id = ?1 AND message_count > ?3",
+    "DELETE FROM messages WHERE session_id = ?1 AND seq >= ?3",
+);
+
+// Both tables explicitly: a pool given to `from_pool` may have foreign keys (and so the
+// cascade) off.
+static REMOVE: WriteSql = write_sql!(
+    bounded: false,
+    "DELETE FROM messages WHERE session_id = ?1",
+    "DELETE FROM sessions WHERE id = ?1",
+);
+
+/// A history row by row, in seq order.
+pub(crate) const LOAD_ROWS: &str =
+    "SELECT seq, message FROM messages WHERE session_id = ?1 ORDER BY seq";
+
+/// A whole history as one row, for sqlx: the stored JSON texts joined into one JSON
+/// array, and the seqs joined the same way. sqlx hands each result row across from the
+/// connection's worker thread on its own, which for a long history costs several times
+/// SQLite's scan; one row and one serde parse avoid that. The rows reach the aggregate in
+/// the order of the inner ORDER BY (SQLite runs an ordered subquery under an aggregate as
+/// is), and because both lists are built in that one pass, seqs reading 0,1,2,... prove
+/// the messages are complete and in order. `group_concat(x ORDER BY seq)` would say so
+/// itself but sorts a copy of every message, doubling the cost.
+pub(crate) const LOAD_ARRAY: &str = "\
+    SELECT coalesce(group_concat(seq), ''), '[' || coalesce(group_concat(message), '') || ']' \
+    FROM (SELECT seq, message FROM messages WHERE session_id = ?1 ORDER BY seq)";
+
+/// Every session id, from the `sessions` table only.
+pub(crate) const LIST_SESSIONS: &str = "SELECT id FROM sessions ORDER BY id";
+
+/// One session's `sessions` row, read by [`session_info`].
+pub(crate) const SESSION_INFO: &str =
+    "SELECT message_count, created_at, updated_at FROM sessions WHERE id = ?1";
+
+/// A value bound to a write's parameters `?1`, `?2`, ... in order.
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    Text(String),
+    Int(i64),
+}
+
+/// A write ready to run: its SQL and the values of its parameters.
+#[derive(Debug)]
+pub(crate) struct Write {
+    pub(crate) sql: &'static WriteSql,
+    pub(crate) values: Vec<Value>,
+}
+
+impl Write {
+    /// Appends `messages` (not empty) after the stored history of `session_id`.
+    pub(crate) fn append(session_id: &str, messages: &[ChatMessage]) -> Result<Self> {
+        let values = vec![
+            Value::Int(now_millis()),
+            Value::Int(count(messages.len())),
+            Value::Text(encode(messages)?),
+        ];
+        Ok(Self::new(&APPEND, session_id, values))
+    }
+
+    /// Replaces the history of `session_id` with `history` (not empty).
+    pub(crate) fn save(session_id: &str, history: &[ChatMessage]) -> Result<Self> {
+        let values = vec![
+            Value::Int(now_millis()),
+            Value::Int(count(history.len())),
+            Value::Text(encode(history)?),
+        ];
+        Ok(Self::new(&SAVE, session_id, values))
+    }
+
+    /// Keeps the first `len` (more than 0) messages of `session_id`.
+    pub(crate) fn truncate(session_id: &str, len: usize) -> Self {
+        let values = vec![Value::Int(now_millis()), Value::Int(count(len))];
+        Self::new(&TRUNCATE, session_id, values)
+    }
+
+    /// Deletes the rows of `session_id` from both tables.
+    pub(crate) fn remove(session_id: &str) -> Self {
+        Self::new(&REMOVE, session_id, Vec::new())
+    }
+
+    /// `sql` with the session id bound to ?1 and `values` to the parameters after it.
+    fn new(sql: &'static WriteSql, session_id: &str, values: Vec<Value>) -> Self {
+        let values = std::iter::once(Value::Text(session_id.to_owned()))
+            .chain(values)
+            .collect();
+        Self { sql, values }
+    }
+
+    /// The bytes bound to the write, which is what its cost grows with when it is bounded.
+    pub(crate) fn bound_bytes(&self) -> usize {
+        self.values
+            .iter()
+            .map(|value| match value {
+                Value::Text(text) => text.len(),
+                Value::Int(_) => 8,
+            })
+            .sum()
+    }
+}
+
+/// Serialises messages as one JSON array before a transaction starts, so the write lock
+/// is held only for the inserts and a serialisation failure touches nothing. The array's
+/// elements are exactly each message's `serde_json::to_string`.
+fn encode(messages: &[ChatMessage]) -> Result<String> {
+    serde_json::to_string(messages).map_err(Into::into)
+}
+
+/// One stored row as a message: its `seq` must be the `expected` next one, and its text
+/// (`None` when the column does not hold text) a valid message.
+pub(crate) fn decode_row(
+    session_id: &str,
+    expected: i64,
+    seq: i64,
+    json: Option<&str>,
+) -> Result<ChatMessage> {
+    if seq != expected {
+        return Err(missing_row(session_id, expected, seq));
+    }
+    let json = json.ok_or_else(|| not_text(session_id, seq))?;
+    serde_json::from_str(json).map_err(|e| corrupt_row(session_id, seq, &e))
+}
+
+/// The [`SESSION_INFO`] row `(message_count, created_at, updated_at)` of `session_id`.
+pub(crate) fn session_info(session_id: &str, row: (i64, i64, i64)) -> SessionInfo {
+    let (message_count, created, updated) = row;
+    SessionInfo {
+        id: session_id.to_string(),
+        message_count: usize::try_from(message_count).unwrap_or(0),
+        created_at: from_millis(created),
+        updated_at: from_millis(updated),
+    }
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn from_millis(ms: i64) -> Option<SystemTime> {
+    u64::try_from(ms)
+        .ok()
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_forms_of_a_write_come_from_one_text() {
+        assert_eq!(
+            REMOVE.script,
+            "BEGIN IMMEDIATE; DELETE FROM messages WHERE session_id = ?1; \
+             DELETE FROM sessions WHERE id = ?1; COMMIT"
+        );
+        assert!(APPEND.script.starts_with(BEGIN_WRITE));
+        assert_eq!(Write::remove("s").values.len(), 1);
+    }
+}

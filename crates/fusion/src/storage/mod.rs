@@ -1,0 +1,109 @@
+//! Conversation storage: the [`ConversationStorage`] trait and the backends compiled in.
+//!
+//! Pick a backend by value with [`StorageType`] (or a URL) and open it with
+//! [`StorageType::open`], or construct a backend directly when you need its options.
+//! Implement [`ConversationStorage`] to bring your own. [`list_sessions_with_info`] lists an
+//! open storage's sessions with their message counts and timestamps.
+//!
+//! ```no_run
+//! use fusion::storage::StorageType;
+//!
+//! # async fn demo() -> fusion::Result<()> {
+//! let storage: StorageType = "sqlite://sessions.db".parse()?;
+//! let store = storage.open().await?;
+//! println!("{} sessions", store.list_sessions().await?.len());
+//! # Ok(()) }
+//! ```
+
+mod storage_type;
+
+pub use self::storage_type::StorageType;
+use fusion_core::Result;
+#[doc(inline)]
+pub use fusion_core::{ConversationStorage, SessionInfo};
+
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+#[doc(inline)]
+pub use fusion_storage_memory::InMemoryStorage;
+
+#[cfg(feature = "fs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
+#[doc(inline)]
+pub use fusion_storage_fs::FileSystemStorage;
+
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+#[doc(inline)]
+pub use fusion_storage_sqlite::SqliteStorage;
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use fusion_storage_redis::RedisStorage;
+
+/// Every session in `storage`, sorted by id, each with its [`SessionInfo`] or the error
+/// that reading it gave.
+///
+/// One unreadable session does not hide the others: it is listed with its error. A
+/// session deleted between the listing and the reading of its info is left out. Costs one
+/// `list_sessions` and one `session_info` per session (a full load on backends without
+/// their own `session_info`). It takes an open storage, so a program that already holds
+/// the one its sessions run on (given to a [`SessionBuilder`](crate::agent::SessionBuilder),
+/// say) lists exactly those sessions, without a second connection; a second
+/// `sqlite::memory:` open would even be a different, empty database.
+pub async fn list_sessions_with_info(
+    storage: &dyn ConversationStorage,
+) -> Result<Vec<(String, Result<SessionInfo>)>> {
+    let mut ids = storage.list_sessions().await?;
+    ids.sort();
+    let mut sessions = Vec::with_capacity(ids.len());
+    for id in ids {
+        match storage.session_info(&id).await {
+            Ok(Some(info)) => sessions.push((id, Ok(info))),
+            Ok(None) => {}
+            Err(err) => sessions.push((id, Err(err))),
+        }
+    }
+    Ok(sessions)
+}
+
+// The test needs a backend that can be damaged on disk.
+#[cfg(all(test, feature = "fs"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn listing_with_info_sorts_and_keeps_an_unreadable_session_with_its_error() {
+        use fusion_core::ChatMessage;
+
+        let dir = tempfile::tempdir().unwrap();
+        let storage = StorageType::FileSystem(dir.path().to_path_buf());
+        let store = storage.open().await.unwrap();
+        let turn = [
+            ChatMessage::user("one"),
+            ChatMessage::assistant("two"),
+            ChatMessage::user("three"),
+        ];
+        store.append("b", &turn[..2]).await.unwrap();
+        store.append("a", &turn[..1]).await.unwrap();
+        store.append("c", &turn).await.unwrap();
+        // Damage a middle line: the file-system backend reports the session as corrupt.
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.file_name().unwrap().to_string_lossy().starts_with('c'))
+            .unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines[1] = "{broken";
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+
+        let listed = list_sessions_with_info(store.as_ref()).await.unwrap();
+        let ids: Vec<&str> = listed.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(listed[0].1.as_ref().unwrap().message_count, 1);
+        assert_eq!(listed[1].1.as_ref().unwrap().message_count, 2);
+        assert!(listed[2].1.is_err(), "{:?}", listed[2].1);
+    }
+}
