@@ -60,10 +60,11 @@ pub fn render_react_prompt(tools: &[ToolDefinition]) -> String {
          Thought: what you need to do next, and why\n\
          Action: the tool's name, one of [{}]\n\
          Action Input: the tool's arguments as one JSON object matching its input schema\n\n\
-         The tool's result comes back in the next message, starting with \"Observation:\". \
+         The tool's result comes back in the next message, starting with \"{}\". \
          Never write an Observation yourself, and use one tool per reply.\n\n\
          When you can answer without another tool, reply in this format:\n\n",
-        names.join(", ")
+        names.join(", "),
+        OBSERVATION_PREFIX.trim_end()
     );
     out.push_str(FINAL_FORMAT);
     out

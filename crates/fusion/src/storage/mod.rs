@@ -30,17 +30,17 @@ pub use fusion_storage_memory::InMemoryStorage;
 #[cfg(feature = "fs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
 #[doc(inline)]
-pub use fusion_storage_fs::FileSystemStorage;
+pub use fusion_storage_fs::{FileSystemOptions, FileSystemStorage, SyncPolicy};
 
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 #[doc(inline)]
-pub use fusion_storage_sqlite::SqliteStorage;
+pub use fusion_storage_sqlite::{Durability, SqliteOptions, SqliteStorage};
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
-pub use fusion_storage_redis::RedisStorage;
+pub use fusion_storage_redis::{RedisOptions, RedisStorage};
 
 /// Every session in `storage`, sorted by id, each with its [`SessionInfo`] or the error
 /// that reading it gave.
