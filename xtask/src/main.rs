@@ -4,7 +4,8 @@
 //!   against real servers (found or started here); a backend that cannot run fails.
 //! - `bench [ARGS]`: the shared benchmark workload (see `crates/fusion-bench`).
 //! - `tidy`: file docs, file lengths, import circles, references outside the repo.
-//! - `ci`: formatting, clippy, tidy, docs and `test-all-backends`, as `.ci/run` does.
+//! - `ci`: formatting, clippy, tidy, docs, `cargo package` and `test-all-backends`, as
+//!   `.ci/run` does.
 
 mod bench;
 mod services;
@@ -43,7 +44,8 @@ tasks:
   test-all-backends   run every test with every backend enabled, against real servers
   bench [ARGS]        run the benchmark workload (cargo xtask bench --help for ARGS)
   tidy                file docs, file lengths, import circles, paths outside the repo
-  ci                  fmt --check, clippy -D warnings, tidy, docs -D warnings, test-all-backends";
+  ci                  fmt --check, clippy -D warnings, tidy, docs -D warnings, cargo package,
+                      test-all-backends";
 
 fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
@@ -58,6 +60,8 @@ fn ci() -> Result<()> {
     ])?;
     tidy::run()?;
     docs()?;
+    // What a release publishes must build on its own, from the packaged files only.
+    cargo(&["package", "--workspace", "--allow-dirty"])?;
     test_all_backends::run()
 }
 

@@ -136,22 +136,27 @@ pub(crate) struct Write {
 impl Write {
     /// Appends `messages` (not empty) after the stored history of `session_id`.
     pub(crate) fn append(session_id: &str, messages: &[ChatMessage]) -> Result<Self> {
+        Self::with_messages(&APPEND, session_id, messages)
+    }
+
+    /// Replaces the history of `session_id` with `history` (not empty).
+    pub(crate) fn save(session_id: &str, history: &[ChatMessage]) -> Result<Self> {
+        Self::with_messages(&SAVE, session_id, history)
+    }
+
+    /// APPEND and SAVE bind the same values: the time, how many messages, and the
+    /// messages as one JSON array.
+    fn with_messages(
+        sql: &'static WriteSql,
+        session_id: &str,
+        messages: &[ChatMessage],
+    ) -> Result<Self> {
         let values = vec![
             Value::Int(now_millis()),
             Value::Int(count(messages.len())),
             Value::Text(encode(messages)?),
         ];
-        Ok(Self::new(&APPEND, session_id, values))
-    }
-
-    /// Replaces the history of `session_id` with `history` (not empty).
-    pub(crate) fn save(session_id: &str, history: &[ChatMessage]) -> Result<Self> {
-        let values = vec![
-            Value::Int(now_millis()),
-            Value::Int(count(history.len())),
-            Value::Text(encode(history)?),
-        ];
-        Ok(Self::new(&SAVE, session_id, values))
+        Ok(Self::new(sql, session_id, values))
     }
 
     /// Keeps the first `len` (more than 0) messages of `session_id`.
