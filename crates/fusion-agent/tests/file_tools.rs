@@ -182,7 +182,7 @@ async fn large_files_are_cut_at_the_cap_and_the_output_says_so() {
     let f = fixture();
     std::fs::write(f.workspace.path().join("big.txt"), "é".repeat(10)).unwrap();
     let workspace = std::sync::Arc::new(Workspace::new([f.workspace.path()]).unwrap());
-    let reader = ReadFile::new(workspace).with_max_bytes(5);
+    let reader = ReadFile::new(workspace).max_bytes(5);
     let out = reader.call(json!({"path": "big.txt"})).await.unwrap();
     // 5 bytes end inside the third "é", which is dropped rather than mangled.
     assert!(

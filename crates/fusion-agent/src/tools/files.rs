@@ -41,7 +41,7 @@ impl ReadFile {
     }
 
     /// Caps what one call returns at `max_bytes`; longer files are cut, and the output says so.
-    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+    pub fn max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
         self
     }
