@@ -8,6 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use fusion_core::testkit::assert_nothing_lost_in_writer_order;
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_sqlite::{SqliteOptions, SqliteStorage};
 
@@ -59,18 +60,7 @@ async fn two_processes_appending_to_one_session_lose_nothing_and_keep_order() {
     }
 
     let loaded = storage.load(SESSION).await.unwrap();
-    assert_eq!(loaded.len(), 2 * PER_PROCESS, "messages lost or duplicated");
-    for tag in ["a", "b"] {
-        let mine: Vec<&str> = loaded
-            .iter()
-            .filter_map(|m| m.content.strip_prefix(tag)?.strip_prefix('-'))
-            .collect();
-        let expected: Vec<String> = (0..PER_PROCESS).map(|i| format!("{i:04}")).collect();
-        assert_eq!(
-            mine, expected,
-            "process {tag}'s messages out of order or missing"
-        );
-    }
+    assert_nothing_lost_in_writer_order(&loaded, &["a", "b"], PER_PROCESS);
     let info = storage.session_info(SESSION).await.unwrap().unwrap();
     assert_eq!(info.message_count, 2 * PER_PROCESS);
 }
