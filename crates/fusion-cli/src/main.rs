@@ -44,7 +44,7 @@ enum Command {
     /// List, show, export, import and delete stored sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
-    /// Copy every session from one storage to another, verifying each copy.
+    /// Copy every session from one storage to another, never overwriting newer target history.
     Migrate(MigrateArgs),
 }
 
@@ -127,9 +127,13 @@ pub struct MigrateArgs {
     /// The storage to copy into.
     #[arg(long, value_name = "URL")]
     pub to: String,
-    /// Report what would be copied or replaced without writing anything.
+    /// Report what would be copied, extended or replaced without writing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Replace diverged target sessions (ones holding messages the source lacks) with
+    /// the source's history, deleting those messages.
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn main() -> ExitCode {

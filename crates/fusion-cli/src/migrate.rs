@@ -1,10 +1,16 @@
-//! `fusion migrate`: copy every session from one storage to another, verifying each copy.
+//! `fusion migrate`: copy every session from one storage to another without ever
+//! destroying a message the target holds, verifying each copy.
 //!
-//! Safe to re-run: a session already identical in the target is left alone, one that
-//! differs is overwritten with a single atomic `save` (never appended to, which would
-//! duplicate messages) and reported. Each copy is read back and compared with the source
-//! before it counts as done. One failing session is reported and the rest continue; the
-//! command exits non-zero if any failed, so a script can re-run it until it is clean.
+//! Per session: an empty target gets the source's history appended, a target whose
+//! history is a prefix of the source's gets the missing suffix appended, an equal one is
+//! up to date, and any other is "diverged": reported, left as it is, and the command
+//! exits non-zero (`--force` replaces it with one `save`). Appending rather than saving
+//! is what keeps a writer of the target safe while this runs: an append never removes
+//! anything, whereas a save, even one done only after checking that the target is
+//! empty, would wipe a message stored between the check and the save. If such a message
+//! lands, the read-back shows the target holding more than the source, and the session
+//! is reported diverged with every message kept. Safe to re-run, also after the
+//! application switched to the target.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -16,11 +22,17 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{MigrateArgs, parse_storage, render, sessions};
 
-/// What happened to one session.
+/// What happened (or, in a dry run, would happen) to one session.
 enum Outcome {
+    /// The target was empty and now holds the source's history.
     Copied,
-    Unchanged,
-    /// The target held a different history of this many messages.
+    /// The target held a prefix of the source's history; the rest was appended.
+    Extended,
+    /// The target already held exactly the source's history.
+    UpToDate,
+    /// The target holds messages the source lacks; it was left as it is.
+    Diverged(String),
+    /// The target held a different history, replaced because of `--force`.
     Replaced(usize),
 }
 
@@ -28,7 +40,9 @@ enum Outcome {
 #[derive(Default)]
 struct Summary {
     copied: usize,
-    unchanged: usize,
+    extended: usize,
+    up_to_date: usize,
+    diverged: usize,
     replaced: usize,
     failed: usize,
 }
@@ -37,8 +51,12 @@ struct Summary {
 pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
     let from_type = parse_storage(&args.from).context("bad --from")?;
     let to_type = parse_storage(&args.to).context("bad --to")?;
-    if from_type == to_type {
-        bail!("--from and --to are the same storage ({from_type})");
+    // By what the URLs open, not how they are spelled: `./d` and `/abs/d` are one place.
+    let from_location = from_type.location().context("bad --from")?;
+    to_type.location().context("bad --to")?;
+    if from_type.same_storage(&to_type)? {
+        let place = from_location.map_or_else(|| from_type.to_string(), |at| at.to_string());
+        bail!("--from and --to are the same storage ({place})");
     }
     let from = sessions::open(&from_type).await?;
     let to = sessions::open(&to_type).await?;
@@ -64,9 +82,26 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
     // serialise writes anyway.
     for id in &ids {
         bar.set_message(id.clone());
-        match migrate_one(from.as_ref(), to.as_ref(), id, args.dry_run).await {
-            Ok(Outcome::Copied) => summary.copied += 1,
-            Ok(Outcome::Unchanged) => summary.unchanged += 1,
+        let outcome = migrate_one(from.as_ref(), to.as_ref(), id, &args).await;
+        let line = match outcome {
+            Ok(Outcome::Copied) => {
+                summary.copied += 1;
+                None
+            }
+            Ok(Outcome::Extended) => {
+                summary.extended += 1;
+                None
+            }
+            Ok(Outcome::UpToDate) => {
+                summary.up_to_date += 1;
+                None
+            }
+            Ok(Outcome::Diverged(why)) => {
+                summary.diverged += 1;
+                Some(format!(
+                    "diverged {id}: {why}; left as it is (--force replaces it)"
+                ))
+            }
             Ok(Outcome::Replaced(previous)) => {
                 summary.replaced += 1;
                 let verb = if args.dry_run {
@@ -74,17 +109,18 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
                 } else {
                     "replaced"
                 };
-                bar.suspend(|| {
-                    println!(
-                        "{verb} {id}: the target held a different history ({})",
-                        render::plural(previous, "message")
-                    )
-                });
+                Some(format!(
+                    "{verb} {id}: the target held a different history ({})",
+                    render::plural(previous, "message")
+                ))
             }
             Err(err) => {
                 summary.failed += 1;
-                bar.suspend(|| println!("failed {id}: {}", crate::one_line(&err)));
+                Some(format!("failed {id}: {}", crate::one_line(&err)))
             }
+        };
+        if let Some(line) = line {
+            bar.suspend(|| println!("{line}"));
         }
         bar.inc(1);
     }
@@ -92,23 +128,26 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
 
     let Summary {
         copied,
-        unchanged,
+        extended,
+        up_to_date,
+        diverged,
         replaced,
         failed,
     } = summary;
-    let (head, copied_word) = if args.dry_run {
-        ("dry run, nothing written", "to copy")
+    let head = if args.dry_run {
+        "dry run, nothing written"
     } else {
-        ("migrated", "copied")
+        "migrated"
+    };
+    let (copied_word, extended_word, replaced_word) = if args.dry_run {
+        ("to copy", "to extend", "to replace")
+    } else {
+        ("copied", "extended", "replaced")
     };
     println!(
-        "{head}: {} from {from_type} to {to_type}: {copied} {copied_word}, {unchanged} unchanged, {replaced} {}, {failed} failed",
+        "{head}: {} from {from_type} to {to_type}: {copied} {copied_word}, {extended} {extended_word}, \
+         {up_to_date} up to date, {diverged} diverged, {replaced} {replaced_word}, {failed} failed",
         render::plural(ids.len(), "session"),
-        if args.dry_run {
-            "to replace"
-        } else {
-            "replaced"
-        },
     );
     if target_only > 0 {
         println!(
@@ -116,62 +155,110 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
             render::plural(target_only, "session")
         );
     }
-    if failed > 0 {
-        bail!(
-            "{failed} of {} failed to migrate; fix the cause and re-run (finished sessions are skipped)",
-            render::plural(ids.len(), "session")
-        );
+    let total = render::plural(ids.len(), "session");
+    match (failed, diverged) {
+        (0, 0) => Ok(ExitCode::SUCCESS),
+        (0, diverged) => bail!(
+            "{diverged} of {total} diverged in the target and were left as they are; \
+             check them, or re-run with --force to replace them with the source's history"
+        ),
+        (failed, 0) => bail!(
+            "{failed} of {total} failed to migrate; fix the cause and re-run (finished sessions are skipped)"
+        ),
+        (failed, diverged) => bail!(
+            "{failed} of {total} failed to migrate and {diverged} diverged in the target \
+             (left as they are); fix the cause and re-run, with --force to replace diverged sessions"
+        ),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
-/// Copies one session if the target lacks it or differs, then reads it back to verify.
+/// Brings one session of the target up to date with the source, never removing a target
+/// message unless `--force` is given, then reads it back to verify.
 async fn migrate_one(
     from: &dyn ConversationStorage,
     to: &dyn ConversationStorage,
     id: &str,
-    dry_run: bool,
+    args: &MigrateArgs,
 ) -> Result<Outcome> {
     let source = from.load(id).await.context("cannot read the source")?;
+    // Deleted from the source since it was listed: nothing to copy, and whatever the
+    // target holds is not this command's to delete, even with --force.
+    if source.is_empty() {
+        return Ok(Outcome::UpToDate);
+    }
     let target = to.load(id).await.context("cannot read the target")?;
     if source == target {
-        // Includes a session deleted from the source since listing: nothing to copy.
-        return Ok(Outcome::Unchanged);
+        return Ok(Outcome::UpToDate);
     }
-    let outcome = if target.is_empty() {
-        Outcome::Copied
-    } else {
+    let outcome = if source.starts_with(&target) {
+        if target.is_empty() {
+            Outcome::Copied
+        } else {
+            Outcome::Extended
+        }
+    } else if args.force {
         Outcome::Replaced(target.len())
+    } else {
+        return Ok(Outcome::Diverged(divergence(&source, &target)));
     };
-    if dry_run {
+    if args.dry_run {
         return Ok(outcome);
     }
-    to.save(id, &source)
-        .await
-        .context("cannot write the target")?;
-    verify(to, id, &source).await?;
+    if let Outcome::Replaced(_) = outcome {
+        to.save(id, &source)
+            .await
+            .context("cannot write the target")?;
+    } else {
+        // Only what the target lacks, so a re-run after an interrupted one never
+        // duplicates, and a message another writer stores meanwhile is kept.
+        to.append(id, &source[target.len()..])
+            .await
+            .context("cannot write the target")?;
+    }
+    let stored = to.load(id).await.context("cannot read the copy back")?;
+    if stored.len() > source.len() {
+        // Another writer stored messages in this session while it was being migrated.
+        return Ok(Outcome::Diverged(format!(
+            "the target gained messages while it was migrated ({})",
+            divergence(&source, &stored)
+        )));
+    }
+    verify(&stored, &source)?;
     Ok(outcome)
 }
 
-/// Checks that the target now holds exactly `expected`: the count first, for a clear
-/// message, then every message.
-async fn verify(to: &dyn ConversationStorage, id: &str, expected: &[ChatMessage]) -> Result<()> {
-    let count = to
-        .session_info(id)
-        .await
-        .context("cannot read the copy back")?
-        .map_or(0, |info| info.message_count);
-    if count != expected.len() {
+/// Says how `target` differs from `source`, for a "diverged" line.
+fn divergence(source: &[ChatMessage], target: &[ChatMessage]) -> String {
+    if target.starts_with(source) {
+        return format!(
+            "the target has {} the source lacks",
+            render::plural(target.len() - source.len(), "message")
+        );
+    }
+    let first = source
+        .iter()
+        .zip(target)
+        .take_while(|(a, b)| a == b)
+        .count();
+    format!(
+        "the histories differ from message {} (source {}, target {})",
+        first + 1,
+        render::plural(source.len(), "message"),
+        render::plural(target.len(), "message")
+    )
+}
+
+/// Checks that the target, read back, holds exactly `expected`: the count first, for a
+/// clear message, then every message.
+fn verify(copy: &[ChatMessage], expected: &[ChatMessage]) -> Result<()> {
+    if copy.len() != expected.len() {
         bail!(
             "verification failed: the target holds {} after copying {}",
-            render::plural(count, "message"),
+            render::plural(copy.len(), "message"),
             expected.len()
         );
     }
-    let copy = to.load(id).await.context("cannot read the copy back")?;
-    if let Some(index) =
-        (0..expected.len().max(copy.len())).find(|&index| copy.get(index) != expected.get(index))
-    {
+    if let Some(index) = (0..expected.len()).find(|&index| copy[index] != expected[index]) {
         bail!(
             "verification failed: message {} of the copy differs from the source",
             index + 1

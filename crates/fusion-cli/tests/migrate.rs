@@ -1,9 +1,55 @@
-//! `fusion migrate` between the file-system and SQLite backends, run as a process.
+//! `fusion migrate` between the file-system, SQLite and Redis backends, run as a process:
+//! every per-session outcome, refusals, and a writer of the target running alongside.
 
 mod common;
 
-use common::{conversation, fails, ids, load, ok, seed};
+use std::path::Path;
+use std::process::Stdio;
+
+use common::{block_on, conversation, fails, ids, load, ok, seed};
+use fusion::ChatMessage;
 use fusion::storage::StorageType;
+
+/// Appends `messages` to session `id` in `storage`, as an application would.
+fn append(storage: &StorageType, id: &str, messages: &[ChatMessage]) {
+    block_on(async {
+        let store = storage.open().await.expect("storage opens");
+        store.append(id, messages).await.expect("appends");
+    });
+}
+
+/// A Redis URL under a key prefix of its own, or `None` (after saying so) without
+/// `REDIS_URL`, or a panic when `FUSION_REQUIRE_BACKENDS` asks for every backend.
+fn redis_url(name: &str) -> Option<String> {
+    let Ok(base) = std::env::var("REDIS_URL") else {
+        assert!(
+            std::env::var_os("FUSION_REQUIRE_BACKENDS").is_none(),
+            "REDIS_URL is not set and FUSION_REQUIRE_BACKENDS is"
+        );
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped: redis: set REDIS_URL");
+        return None;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("fusion-cli-migrate-{name}-{}-{nanos}", std::process::id());
+    Some(format!(
+        "{}?key_prefix={prefix}",
+        base.trim_end_matches('/')
+    ))
+}
+
+/// Deletes every session a Redis test stored under its prefix.
+fn clean_up(storage: &StorageType) {
+    block_on(async {
+        let store = storage.open().await.expect("storage opens");
+        for id in store.list_sessions().await.expect("lists") {
+            store.delete(&id).await.expect("deletes");
+        }
+    });
+}
 
 #[test]
 fn migrates_100_sessions_from_fs_to_sqlite_and_back_with_identical_histories() {
@@ -28,7 +74,8 @@ fn migrates_100_sessions_from_fs_to_sqlite_and_back_with_identical_histories() {
     );
     assert!(
         out.contains("100 sessions")
-            && out.contains("100 copied, 0 unchanged, 0 replaced, 0 failed"),
+            && out
+                .contains("100 copied, 0 extended, 0 up to date, 0 diverged, 0 replaced, 0 failed"),
         "{out}"
     );
     let out = ok(
@@ -36,7 +83,7 @@ fn migrates_100_sessions_from_fs_to_sqlite_and_back_with_identical_histories() {
         ["migrate", "--from", &sqlite_url, "--to", &back_url],
     );
     assert!(
-        out.contains("100 copied, 0 unchanged, 0 replaced, 0 failed"),
+        out.contains("100 copied, 0 extended, 0 up to date"),
         "{out}"
     );
 
@@ -52,7 +99,7 @@ fn migrates_100_sessions_from_fs_to_sqlite_and_back_with_identical_histories() {
     for (from, to) in [(&fs_url, &sqlite_url), (&sqlite_url, &back_url)] {
         let out = ok(tmp.path(), ["migrate", "--from", from, "--to", to]);
         assert!(
-            out.contains("0 copied, 100 unchanged, 0 replaced, 0 failed"),
+            out.contains("0 copied, 0 extended, 100 up to date, 0 diverged, 0 replaced, 0 failed"),
             "{out}"
         );
     }
@@ -64,49 +111,179 @@ fn migrates_100_sessions_from_fs_to_sqlite_and_back_with_identical_histories() {
     );
 }
 
-#[test]
-fn a_differing_target_session_is_replaced_and_reported_and_dry_run_writes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let from_url = tmp.path().join("from").display().to_string();
-    let to_url = format!("sqlite://{}", tmp.path().join("to.db").display());
+/// Every outcome in one target: copied, extended, up to date, diverged (two ways), and
+/// then replaced with `--force`; a dry run first, which writes nothing.
+fn every_outcome(tmp: &Path, from_url: &str, to_url: &str) {
     let (from, to): (StorageType, StorageType) =
         (from_url.parse().unwrap(), to_url.parse().unwrap());
-    seed(&from, "same", &conversation(1));
-    seed(&to, "same", &conversation(1));
-    seed(&from, "changed", &conversation(2));
-    seed(&to, "changed", &conversation(9)[..2]);
-    seed(&from, "new", &conversation(3));
-    seed(&to, "only-in-target", &conversation(4));
+    for n in 0..5 {
+        seed(&from, &format!("s{n}"), &conversation(n));
+    }
+    seed(&to, "s1", &conversation(1)[..3]); // a prefix: extended
+    seed(&to, "s2", &conversation(2)); // equal: up to date
+    let mut ahead = conversation(3);
+    ahead.push(ChatMessage::user("stored in the target only"));
+    seed(&to, "s3", &ahead); // source + more: diverged
+    let other = [ChatMessage::user("a different start")];
+    seed(&to, "s4", &other); // different: diverged
+    seed(&to, "only-in-target", &conversation(9));
 
-    let out = ok(
-        tmp.path(),
-        ["migrate", "--from", &from_url, "--to", &to_url, "--dry-run"],
+    let dry = common::run(
+        tmp,
+        ["migrate", "--from", from_url, "--to", to_url, "--dry-run"],
     );
-    assert!(out.contains("would replace changed"), "{out}");
+    let out = common::text(&dry.stdout);
     assert!(
-        out.contains("1 to copy, 1 unchanged, 1 to replace, 0 failed"),
+        !dry.status.success(),
+        "diverged sessions make even a dry run fail: {out}"
+    );
+    assert!(
+        out.contains("1 to copy, 1 to extend, 1 up to date, 2 diverged, 0 to replace, 0 failed"),
         "{out}"
     );
-    assert!(load(&to, "new").is_empty(), "a dry run wrote to the target");
-    assert_eq!(load(&to, "changed"), conversation(9)[..2]);
+    assert!(load(&to, "s0").is_empty(), "a dry run wrote to the target");
+    assert_eq!(load(&to, "s1"), conversation(1)[..3]);
 
-    let out = ok(
-        tmp.path(),
-        ["migrate", "--from", &from_url, "--to", &to_url],
-    );
+    let run = common::run(tmp, ["migrate", "--from", from_url, "--to", to_url]);
+    let out = common::text(&run.stdout);
+    assert!(!run.status.success(), "{out}");
     assert!(
-        out.contains("replaced changed: the target held a different history (2 messages)"),
+        out.contains("1 copied, 1 extended, 1 up to date, 2 diverged, 0 replaced, 0 failed"),
         "{out}"
     );
     assert!(
-        out.contains("1 copied, 1 unchanged, 1 replaced, 0 failed"),
+        out.contains("diverged s3: the target has 1 message the source lacks; left as it is"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "diverged s4: the histories differ from message 1 (source 7 messages, target 1 message)"
+        ),
         "{out}"
     );
     assert!(out.contains("1 session only in"), "{out}");
-    for id in ["same", "changed", "new"] {
-        assert_eq!(load(&to, id), load(&from, id), "{id}");
+    let stderr = common::text(&run.stderr);
+    assert!(
+        stderr.starts_with("fusion: error: 2 of 5 sessions diverged in the target")
+            && stderr.contains("--force"),
+        "{stderr}"
+    );
+    for n in 0..3 {
+        assert_eq!(load(&to, &format!("s{n}")), conversation(n), "s{n}");
     }
-    assert_eq!(load(&to, "only-in-target"), conversation(4));
+    assert_eq!(
+        load(&to, "s3"),
+        ahead,
+        "a diverged session must keep its messages"
+    );
+    assert_eq!(load(&to, "s4"), other);
+    assert_eq!(load(&to, "only-in-target"), conversation(9));
+
+    // Re-running finds the copies up to date and still leaves the diverged ones alone.
+    let again = common::run(tmp, ["migrate", "--from", from_url, "--to", to_url]);
+    let out = common::text(&again.stdout);
+    assert!(
+        out.contains("0 copied, 0 extended, 3 up to date, 2 diverged, 0 replaced, 0 failed"),
+        "{out}"
+    );
+    assert_eq!(load(&to, "s3"), ahead);
+
+    let out = ok(
+        tmp,
+        ["migrate", "--from", from_url, "--to", to_url, "--force"],
+    );
+    assert!(
+        out.contains("0 copied, 0 extended, 3 up to date, 0 diverged, 2 replaced, 0 failed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("replaced s3: the target held a different history (8 messages)"),
+        "{out}"
+    );
+    for n in 0..5 {
+        assert_eq!(
+            load(&to, &format!("s{n}")),
+            conversation(n),
+            "s{n} after --force"
+        );
+    }
+    assert_eq!(
+        load(&to, "only-in-target"),
+        conversation(9),
+        "--force touches only source sessions"
+    );
+    let out = ok(tmp, ["migrate", "--from", from_url, "--to", to_url]);
+    assert!(out.contains("5 up to date, 0 diverged"), "{out}");
+}
+
+#[test]
+fn every_outcome_into_a_file_system_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let from = format!("sqlite://{}", tmp.path().join("from.db").display());
+    let to = tmp.path().join("to").display().to_string();
+    every_outcome(tmp.path(), &from, &to);
+}
+
+#[test]
+fn every_outcome_into_a_sqlite_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let from = tmp.path().join("from").display().to_string();
+    let to = format!("sqlite://{}", tmp.path().join("to.db").display());
+    every_outcome(tmp.path(), &from, &to);
+}
+
+#[test]
+fn every_outcome_into_a_redis_target() {
+    let Some(to) = redis_url("outcomes") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let from = tmp.path().join("from").display().to_string();
+    every_outcome(tmp.path(), &from, &to);
+    clean_up(&to.parse().unwrap());
+}
+
+/// The application switched to the target after a first migrate and went on writing:
+/// migrating again must report that and keep what it wrote.
+fn a_target_that_went_on(tmp: &Path, from_url: &str, to_url: &str) {
+    let (from, to): (StorageType, StorageType) =
+        (from_url.parse().unwrap(), to_url.parse().unwrap());
+    seed(&from, "chat", &conversation(0));
+    seed(&from, "idle", &conversation(1));
+    let out = ok(tmp, ["migrate", "--from", from_url, "--to", to_url]);
+    assert!(out.contains("2 copied"), "{out}");
+    let later = [
+        ChatMessage::user("written after the switch"),
+        ChatMessage::assistant("kept"),
+    ];
+    append(&to, "chat", &later);
+    let mut expected = conversation(0);
+    expected.extend(later);
+
+    let run = common::run(tmp, ["migrate", "--from", from_url, "--to", to_url]);
+    let out = common::text(&run.stdout);
+    assert!(!run.status.success(), "{out}");
+    assert!(
+        out.contains("diverged chat: the target has 2 messages the source lacks")
+            && out.contains("0 copied, 0 extended, 1 up to date, 1 diverged, 0 replaced, 0 failed"),
+        "{out}"
+    );
+    assert_eq!(load(&to, "chat"), expected);
+    assert_eq!(load(&to, "idle"), conversation(1));
+}
+
+#[test]
+fn a_target_that_gained_messages_after_a_migrate_is_reported_diverged_and_keeps_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = tmp.path().join("fs").display().to_string();
+    let sqlite = format!("sqlite://{}", tmp.path().join("s.db").display());
+    a_target_that_went_on(tmp.path(), &fs, &sqlite);
+    let back = tmp.path().join("back").display().to_string();
+    a_target_that_went_on(tmp.path(), &sqlite, &back);
+    if let Some(redis) = redis_url("went-on") {
+        a_target_that_went_on(tmp.path(), &fs, &redis);
+        clean_up(&redis.parse().unwrap());
+    }
 }
 
 #[test]
@@ -144,7 +321,7 @@ fn one_unreadable_session_fails_alone_and_the_exit_code_says_so() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("2 copied, 0 unchanged, 0 replaced, 1 failed"),
+        stdout.contains("2 copied, 0 extended, 0 up to date, 0 diverged, 0 replaced, 1 failed"),
         "{stdout}"
     );
     let stderr = common::text(&output.stderr);
@@ -156,12 +333,186 @@ fn one_unreadable_session_fails_alone_and_the_exit_code_says_so() {
 }
 
 #[test]
-fn migrating_a_storage_onto_itself_is_refused() {
+fn migrating_a_storage_onto_itself_is_refused_however_it_is_spelled() {
     let tmp = tempfile::tempdir().unwrap();
-    let url = tmp.path().join("s").display().to_string();
+    let abs = tmp.path().canonicalize().unwrap();
+    let db = abs.join("x.db").display().to_string();
+    seed(
+        &format!("sqlite://{db}").parse().unwrap(),
+        "kept",
+        &conversation(0),
+    );
+    let spellings = [
+        ("s".to_string(), format!("{}/s", abs.display())),
+        ("./s".to_string(), format!("file://{}/s/", abs.display())),
+        ("sub/../s".to_string(), format!("{}/./s", abs.display())),
+        ("sqlite://x.db".to_string(), format!("sqlite://{db}")),
+        (format!("sqlite:{db}"), format!("sqlite://{db}")),
+        ("sqlite:x.db".to_string(), format!("sqlite:{db}?mode=rwc")),
+        (
+            "redis://127.0.0.1/0".to_string(),
+            "redis://:pw@127.0.0.1:6379".to_string(),
+        ),
+        (
+            "redis://h?key_prefix=app".to_string(),
+            "redis://h:6379/0?key_prefix=app".to_string(),
+        ),
+    ];
+    for (from, to) in &spellings {
+        // Relative spellings resolve against the command's working directory.
+        let output = common::fusion(tmp.path())
+            .current_dir(&abs)
+            .args(["migrate", "--from", from, "--to", to])
+            .output()
+            .unwrap();
+        let stderr = common::text(&output.stderr);
+        assert!(!output.status.success(), "{from} -> {to} ran");
+        assert!(stderr.contains("same storage"), "{from} -> {to}: {stderr}");
+        assert!(!stderr.contains("pw@"), "password leaked: {stderr}");
+    }
+    assert!(
+        !abs.join("s").exists(),
+        "a refused migrate created the target"
+    );
+    assert_eq!(
+        load(&format!("sqlite://{db}").parse().unwrap(), "kept"),
+        conversation(0)
+    );
+    // Two files side by side, or two prefixes on one server, are different storages.
+    let out = ok(
+        tmp.path(),
+        [
+            "migrate",
+            "--from",
+            &format!("sqlite://{db}"),
+            "--to",
+            &format!("sqlite://{db}2"),
+        ],
+    );
+    assert!(out.contains("1 copied"), "{out}");
     let err = fails(
         tmp.path(),
-        ["migrate", "--from", &url, "--to", &format!("file://{url}")],
+        ["migrate", "--from", "memory://", "--to", "memory"],
     );
-    assert!(err.contains("same storage"), "{err}");
+    assert!(
+        err.contains("same storage (the process's in-memory store)"),
+        "{err}"
+    );
+}
+
+/// `fusion migrate` runs while this test appends to the target's sessions: every append
+/// acknowledged must survive, in order, and every session migrate did not report as
+/// diverged must start with the source's history.
+fn a_concurrent_writer_loses_nothing(tmp: &Path, from_url: &str, to_url: &str) {
+    const SESSIONS: usize = 200;
+    let (from, to): (StorageType, StorageType) =
+        (from_url.parse().unwrap(), to_url.parse().unwrap());
+    let session_ids: Vec<String> = (0..SESSIONS).map(|n| format!("s{n:03}")).collect();
+    block_on(async {
+        let (source, target) = (from.open().await.unwrap(), to.open().await.unwrap());
+        for (n, id) in session_ids.iter().enumerate() {
+            source.save(id, &conversation(n)).await.unwrap();
+            // Half of them are prefixes in the target already, so both copy and extend race.
+            if n % 2 == 0 {
+                target.save(id, &conversation(n)[..3]).await.unwrap();
+            }
+        }
+    });
+
+    let stdout_path = tmp.join("migrate.out");
+    let mut child = common::fusion(tmp)
+        .args(["migrate", "--from", from_url, "--to", to_url])
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let acknowledged: Vec<Vec<String>> = block_on(async {
+        let target = to.open().await.unwrap();
+        // Migrate goes through the sessions in id order; once it has done the first, the
+        // writer starts from the last and goes the other way, so the two meet mid-way with
+        // migrate reading, appending and verifying sessions the writer is appending to.
+        let first_done = conversation(0).len();
+        while child.try_wait().unwrap().is_none()
+            && target.load(&session_ids[0]).await.unwrap().len() < first_done
+        {}
+        let mut acknowledged = vec![Vec::new(); SESSIONS];
+        for k in 0.. {
+            let text = format!("writer {k}");
+            let n = SESSIONS - 1 - k % SESSIONS;
+            target
+                .append(&session_ids[n], &[ChatMessage::user(text.clone())])
+                .await
+                .unwrap();
+            acknowledged[n].push(text);
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+        }
+        acknowledged
+    });
+    let status = child.wait().unwrap();
+    let out = std::fs::read_to_string(&stdout_path).unwrap();
+    let written: usize = acknowledged.iter().map(Vec::len).sum();
+    assert!(written > 0);
+
+    let diverged: Vec<&str> = out
+        .lines()
+        .filter_map(|line| line.strip_prefix("diverged ")?.split(':').next())
+        .collect();
+    assert_eq!(status.success(), diverged.is_empty(), "{out}");
+    assert!(
+        out.contains(&format!("{SESSIONS} sessions")) && out.contains(" 0 failed"),
+        "{out}"
+    );
+    for (n, id) in session_ids.iter().enumerate() {
+        let stored = load(&to, id);
+        let (writer, others): (Vec<_>, Vec<_>) = stored
+            .iter()
+            .partition(|message| message.content.starts_with("writer "));
+        let writer: Vec<&str> = writer.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(
+            writer, acknowledged[n],
+            "{id}: the writer's messages, in its order"
+        );
+        let source = conversation(n);
+        let others: Vec<ChatMessage> = others.into_iter().cloned().collect();
+        assert!(
+            source.starts_with(&others),
+            "{id}: the target holds a message from nowhere, or lost one of the source's"
+        );
+        if !diverged.contains(&id.as_str()) {
+            assert_eq!(
+                stored[..source.len()],
+                source,
+                "{id}: reported migrated but is not"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_writer_appending_to_a_file_system_target_during_migrate_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let from = format!("sqlite://{}", tmp.path().join("from.db").display());
+    let to = tmp.path().join("to").display().to_string();
+    a_concurrent_writer_loses_nothing(tmp.path(), &from, &to);
+}
+
+#[test]
+fn a_writer_appending_to_a_sqlite_target_during_migrate_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let from = tmp.path().join("from").display().to_string();
+    let to = format!("sqlite://{}", tmp.path().join("to.db").display());
+    a_concurrent_writer_loses_nothing(tmp.path(), &from, &to);
+}
+
+#[test]
+fn a_writer_appending_to_a_redis_target_during_migrate_loses_nothing() {
+    let Some(to) = redis_url("writer") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let from = tmp.path().join("from").display().to_string();
+    a_concurrent_writer_loses_nothing(tmp.path(), &from, &to);
+    clean_up(&to.parse().unwrap());
 }

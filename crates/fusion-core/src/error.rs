@@ -37,6 +37,23 @@ pub enum Error {
         detail: String,
     },
 
+    /// A message was refused before anything was written: the backend could not store it
+    /// in a form it can read back (see [`crate::check_storable`]). Not retryable; the
+    /// message must change.
+    #[error(
+        "{backend}: refused to store message {index} of the write to session \"{session_id}\" (nothing was stored): {detail}"
+    )]
+    InvalidMessage {
+        /// The backend that refused the write.
+        backend: &'static str,
+        /// The session written to.
+        session_id: String,
+        /// The position of the refused message in the slice passed to `save` or `append`.
+        index: usize,
+        /// What is wrong with it, naming the limit it exceeds.
+        detail: String,
+    },
+
     /// The storage server or library failed.
     #[error("{backend}: {message}")]
     Backend {
@@ -119,7 +136,8 @@ impl Error {
     /// Whether the same call may succeed if retried unchanged.
     ///
     /// True for dropped connections, busy databases, rate limits and server errors;
-    /// false for invalid input, corrupt data and configuration mistakes.
+    /// false for invalid input (session ids, messages), corrupt data and configuration
+    /// mistakes.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Backend { retryable, .. } | Error::Llm { retryable, .. } => *retryable,

@@ -8,6 +8,7 @@ mod error;
 mod message;
 mod redact;
 mod session_id;
+mod storable;
 mod storage;
 
 #[cfg(feature = "testkit")]
@@ -17,4 +18,5 @@ pub use error::{Error, Result};
 pub use message::{ChatMessage, Role, ToolCall};
 pub use redact::redact_url;
 pub use session_id::SessionId;
+pub use storable::{MAX_METADATA_DEPTH, check_storable};
 pub use storage::{ConversationStorage, SessionInfo};

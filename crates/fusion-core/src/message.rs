@@ -148,6 +148,9 @@ pub struct ChatMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Fusion's own annotations, kept in storage and never sent to the LLM.
+    ///
+    /// Values may nest at most [`MAX_METADATA_DEPTH`](crate::MAX_METADATA_DEPTH) arrays
+    /// and objects deep; storage refuses deeper ones, which it could not read back.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, serde_json::Value>,
 }

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::{ChatMessage, Result, SessionId};
+use crate::{ChatMessage, Result, SessionId, check_storable};
 
 /// Facts about one stored session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub struct SessionInfo {
 /// - `load` of a session that was never written returns an empty history;
 /// - a session with no messages does not exist: `save(id, &[])` behaves like `delete`;
 /// - `delete` of an unknown session is `Ok`;
+/// - `save` and `append` refuse a message that could not be read back
+///   ([`Error::InvalidMessage`](crate::Error::InvalidMessage)) and store nothing;
 /// - `list_sessions` returns each stored session exactly once, in no particular order;
 /// - concurrent `append`s to one session, from tasks or processes, lose nothing and keep
 ///   each writer's own order.
@@ -43,6 +45,9 @@ pub struct SessionInfo {
 pub trait ConversationStorage: Send + Sync {
     /// Replaces the whole history of `session_id` with `history`, atomically: a reader
     /// sees the old history or the new one, never a mix.
+    ///
+    /// Implementations call [`check_storable`](crate::check_storable) before writing, so
+    /// a message that could not be read back is refused and nothing changes.
     ///
     /// Cost: O(len of `history`). Use [`append`](Self::append) for new messages.
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()>;
@@ -67,10 +72,17 @@ pub trait ConversationStorage: Send + Sync {
     /// O(`messages.len()`), independent of history length. The default loads, extends and
     /// saves the whole history (O(history)) and is not safe against concurrent appenders;
     /// every bundled backend overrides it.
+    ///
+    /// Every backend refuses, before writing anything, a batch holding a message it could
+    /// not read back ([`check_storable`](crate::check_storable)), with
+    /// [`Error::InvalidMessage`](crate::Error::InvalidMessage); the default does too. An
+    /// implementation of [`save`](Self::save) should call `check_storable` likewise.
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
+        SessionId::validate(session_id)?;
         if messages.is_empty() {
-            return SessionId::validate(session_id);
+            return Ok(());
         }
+        check_storable(self.backend_name(), session_id, messages)?;
         let mut history = self.load(session_id).await?;
         history.extend_from_slice(messages);
         self.save(session_id, &history).await
@@ -104,5 +116,78 @@ pub trait ConversationStorage: Send + Sync {
     /// A short name for messages and logs (`memory`, `fs`, `sqlite`, `redis`, ...).
     fn backend_name(&self) -> &'static str {
         "custom"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{Error, MAX_METADATA_DEPTH};
+
+    /// A user-written backend with only the four required methods, so every other call
+    /// takes the trait's defaults.
+    #[derive(Default)]
+    struct Minimal(Mutex<HashMap<String, Vec<ChatMessage>>>);
+
+    #[async_trait]
+    impl ConversationStorage for Minimal {
+        async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
+            let mut sessions = self.0.lock().unwrap();
+            sessions.insert(session_id.to_string(), history.to_vec());
+            Ok(())
+        }
+        async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .get(session_id)
+                .cloned()
+                .unwrap_or_default())
+        }
+        async fn delete(&self, session_id: &str) -> Result<()> {
+            self.0.lock().unwrap().remove(session_id);
+            Ok(())
+        }
+        async fn list_sessions(&self) -> Result<Vec<String>> {
+            Ok(self.0.lock().unwrap().keys().cloned().collect())
+        }
+    }
+
+    fn nested(depth: usize) -> serde_json::Value {
+        (0..depth).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]))
+    }
+
+    #[tokio::test]
+    async fn the_default_append_refuses_a_message_too_deep_to_read_back_and_stores_nothing() {
+        let store = Minimal::default();
+        let kept = [ChatMessage::user("first")];
+        store.append("s", &kept).await.unwrap();
+        let at_limit = ChatMessage::user("ok").with_metadata("m", nested(MAX_METADATA_DEPTH));
+        let too_deep = ChatMessage::user("no").with_metadata("m", nested(MAX_METADATA_DEPTH + 1));
+        let err = store
+            .append("s", &[at_limit.clone(), too_deep])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidMessage {
+                    backend: "custom",
+                    index: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(store.load("s").await.unwrap(), kept);
+        store
+            .append("s", std::slice::from_ref(&at_limit))
+            .await
+            .unwrap();
+        assert_eq!(store.load("s").await.unwrap().len(), 2);
     }
 }

@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
+use fusion_core::{
+    ChatMessage, ConversationStorage, Result, SessionId, SessionInfo, check_storable,
+};
 
 use crate::error::{BACKEND, IoContext, from_join};
 use crate::file_name;
@@ -197,6 +199,7 @@ impl ConversationStorage for FileSystemStorage {
         if history.is_empty() {
             return self.delete(session_id).await;
         }
+        check_storable(BACKEND, session_id, history)?;
         let contents = jsonl::encode(history)?;
         self.on_session(session_id, move |files| files.replace(&contents))
             .await
@@ -234,6 +237,7 @@ impl ConversationStorage for FileSystemStorage {
         if messages.is_empty() {
             return Ok(());
         }
+        check_storable(BACKEND, session_id, messages)?;
         // Serialised before locking, so the lock is held only for the write itself.
         let lines = jsonl::encode(messages)?;
         let sync = self.inner.options.sync;

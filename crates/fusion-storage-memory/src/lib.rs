@@ -21,7 +21,12 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
+use fusion_core::{
+    ChatMessage, ConversationStorage, Result, SessionId, SessionInfo, check_storable,
+};
+
+/// The backend name in errors and logs.
+const BACKEND: &str = "memory";
 
 /// A stored session: its messages and when it was created and last written.
 #[derive(Debug, Clone)]
@@ -62,6 +67,9 @@ impl InMemoryStorage {
 impl ConversationStorage for InMemoryStorage {
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
+        // Refused here too, though memory could hold it, so behaviour does not depend on
+        // the backend and a session can always be migrated to a persistent one.
+        check_storable(BACKEND, session_id, history)?;
         let mut sessions = self.write();
         if history.is_empty() {
             sessions.remove(session_id);
@@ -104,6 +112,7 @@ impl ConversationStorage for InMemoryStorage {
         if messages.is_empty() {
             return Ok(());
         }
+        check_storable(BACKEND, session_id, messages)?;
         let now = SystemTime::now();
         let mut sessions = self.write();
         let entry = sessions
@@ -143,6 +152,6 @@ impl ConversationStorage for InMemoryStorage {
     }
 
     fn backend_name(&self) -> &'static str {
-        "memory"
+        BACKEND
     }
 }

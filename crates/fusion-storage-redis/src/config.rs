@@ -17,6 +17,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times a failed connection attempt is retried, unless configured otherwise.
 pub const DEFAULT_RECONNECT_RETRIES: usize = 2;
+/// The longest TTL [`RedisOptions::ttl`] accepts: 2^62 ms, about 146 million years.
+///
+/// Redis stores an expiry as the current time plus the TTL, in milliseconds, in a signed
+/// 64-bit integer, and refuses a `PEXPIRE` whose sum would pass 2^63 - 1. Half of that
+/// range keeps every accepted TTL valid for as long as anyone will run this code, and it
+/// is checked when connecting so that no write can fail on it.
+pub const MAX_TTL: Duration = Duration::from_millis(1 << 62);
 
 /// Options for [`RedisStorage::connect_with`](crate::RedisStorage::connect_with): key
 /// prefix, TTL and timeouts. The server's URL is the other argument of `connect_with`.
@@ -70,7 +77,8 @@ impl RedisOptions {
         self
     }
 
-    /// Expire a session `ttl` after its last write (at least 1 ms; millisecond precision).
+    /// Expire a session `ttl` after its last write (at least 1 ms, at most [`MAX_TTL`];
+    /// millisecond precision, checked when connecting).
     ///
     /// Every write (save, append, truncate) sets the expiry of the session's keys again;
     /// reads do not. Without a TTL, a write makes the session's keys persistent again.
@@ -102,11 +110,20 @@ impl RedisOptions {
     /// Checks the prefix and the TTL, giving [`Error::Config`] for either.
     pub(crate) fn check(&self) -> Result<()> {
         check_prefix(&self.key_prefix)?;
-        if self.ttl.is_some_and(|ttl| ttl.as_millis() == 0) {
+        // Compared in whole milliseconds, the unit the scripts are given.
+        let ttl_ms = self.ttl.map(|ttl| ttl.as_millis());
+        if ttl_ms == Some(0) {
             return Err(Error::Config(
                 "Redis TTL must be at least 1 ms; leave it unset for sessions that never expire"
                     .into(),
             ));
+        }
+        if let Some(ms) = ttl_ms.filter(|&ms| ms > MAX_TTL.as_millis()) {
+            return Err(Error::Config(format!(
+                "Redis TTL of {ms} ms is longer than the most Redis can hold ({} ms, about \
+                 146 million years); leave it unset for sessions that never expire",
+                MAX_TTL.as_millis()
+            )));
         }
         Ok(())
     }
@@ -160,5 +177,22 @@ mod tests {
             .check()
             .unwrap();
         RedisOptions::new().check().unwrap();
+    }
+
+    #[test]
+    fn a_ttl_up_to_max_ttl_is_accepted_and_a_millisecond_more_is_refused() {
+        RedisOptions::new().ttl(MAX_TTL).check().unwrap();
+        // A fraction of a millisecond is not sent, so it does not count.
+        let fraction = MAX_TTL + Duration::from_micros(999);
+        RedisOptions::new().ttl(fraction).check().unwrap();
+        for too_long in [
+            MAX_TTL + Duration::from_millis(1),
+            Duration::from_millis(1 << 63),
+            Duration::MAX,
+        ] {
+            let err = RedisOptions::new().ttl(too_long).check().unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{err:?}");
+            assert!(err.to_string().contains("4611686018427387904 ms"), "{err}");
+        }
     }
 }

@@ -28,7 +28,7 @@ mod storage;
 
 pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_RECONNECT_RETRIES,
-    DEFAULT_RESPONSE_TIMEOUT, RedisOptions,
+    DEFAULT_RESPONSE_TIMEOUT, MAX_TTL, RedisOptions,
 };
 pub use storage::RedisStorage;
 

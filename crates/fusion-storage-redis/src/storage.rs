@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
+use fusion_core::{
+    ChatMessage, ConversationStorage, Result, SessionId, SessionInfo, check_storable,
+};
 use redis::aio::ConnectionManager;
 use redis::{
     Cmd, ErrorKind, FromRedisValue, Pipeline, RedisResult, ScriptInvocation, ServerErrorKind,
@@ -21,7 +23,7 @@ use redis::{
 
 use crate::config::RedisOptions;
 use crate::connect;
-use crate::error::{Op, corrupt_element, parse_redis_error};
+use crate::error::{BACKEND, Op, corrupt_element, parse_redis_error};
 use crate::keys::Keys;
 use crate::scripts;
 
@@ -111,6 +113,8 @@ impl RedisStorage {
         Op::new(name, &self.url, session_id)
     }
 
+    /// The TTL argument of the scripts, `0` for none. Never saturates: `connect_with`
+    /// refused any TTL over [`MAX_TTL`](crate::MAX_TTL).
     fn ttl_ms(&self) -> u64 {
         self.ttl
             .map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
@@ -233,6 +237,7 @@ impl ConversationStorage for RedisStorage {
         if history.is_empty() {
             return self.delete(session_id).await;
         }
+        check_storable(BACKEND, session_id, history)?;
         self.write("save", session_id, "replace", history).await
     }
 
@@ -307,6 +312,7 @@ impl ConversationStorage for RedisStorage {
         if messages.is_empty() {
             return Ok(());
         }
+        check_storable(BACKEND, session_id, messages)?;
         self.write("append", session_id, "append", messages).await
     }
 
@@ -354,7 +360,7 @@ impl ConversationStorage for RedisStorage {
     }
 
     fn backend_name(&self) -> &'static str {
-        "redis"
+        BACKEND
     }
 }
 

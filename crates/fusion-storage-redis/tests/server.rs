@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{Harness, free_port, harness, wait_until};
 use fusion_core::testkit::assert_nothing_lost_in_writer_order;
 use fusion_core::{ChatMessage, ConversationStorage, Error};
-use fusion_storage_redis::{RedisOptions, RedisStorage};
+use fusion_storage_redis::{MAX_TTL, RedisOptions, RedisStorage};
 use redis::AsyncCommands;
 
 /// Generous limit for anything that must not hang; reaching it is the failure.
@@ -324,6 +324,42 @@ async fn an_expired_session_loads_empty_and_is_not_listed() {
     let mut raw = raw.clone();
     let indexed: bool = raw.sismember(h.index_key(), "brief").await.unwrap();
     assert!(!indexed);
+}
+
+#[tokio::test]
+async fn the_largest_ttl_is_set_by_every_write_and_one_millisecond_more_is_refused_at_connect() {
+    let Some(h) = harness().await else { return };
+    let store = h.connect(h.options().ttl(MAX_TTL)).await.unwrap();
+    let mut raw = h.raw().await;
+    let max_ms = i64::try_from(MAX_TTL.as_millis()).unwrap();
+    let turn = [ChatMessage::user("a"), ChatMessage::assistant("b")];
+    for step in ["append", "save", "truncate"] {
+        match step {
+            "append" => store.append("s", &turn).await.unwrap(),
+            "save" => store.save("s", &turn).await.unwrap(),
+            _ => store.truncate("s", 1).await.unwrap(),
+        }
+        for key in [h.list_key("s"), h.meta_key("s")] {
+            let pttl: i64 = raw.pttl(&key).await.unwrap();
+            assert!(
+                pttl > max_ms - NO_HANG.as_millis() as i64 && pttl <= max_ms,
+                "{step}: {key} has PTTL {pttl}, not about {max_ms}"
+            );
+        }
+    }
+    assert_eq!(store.load("s").await.unwrap(), turn[..1]);
+
+    for too_long in [
+        MAX_TTL + Duration::from_millis(1),
+        Duration::from_millis(1 << 63),
+    ] {
+        let refused = h.connect(h.options().ttl(too_long)).await;
+        let err = refused.expect_err("a TTL past MAX_TTL must be refused at connect");
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("TTL"), "{err}");
+    }
+    // The refused configuration wrote nothing: the session is as the last write left it.
+    assert_eq!(store.load("s").await.unwrap(), turn[..1]);
 }
 
 #[tokio::test]

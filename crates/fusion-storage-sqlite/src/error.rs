@@ -179,6 +179,56 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
     }
 }
 
+/// An error that may be SQLite saying another connection holds a lock the call needs
+/// (`SQLITE_BUSY` or `SQLITE_LOCKED`, any extended code), so that the same call can succeed
+/// once that connection lets go.
+pub(crate) trait MaybeBusy {
+    /// Whether this is a busy or locked database.
+    fn is_busy(&self) -> bool;
+}
+
+fn is_busy_code(code: i64) -> bool {
+    matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED)
+}
+
+impl MaybeBusy for sqlx::Error {
+    fn is_busy(&self) -> bool {
+        match self {
+            sqlx::Error::Database(e) => e
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .is_some_and(is_busy_code),
+            sqlx::Error::Migrate(e) => match &**e {
+                MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _) => {
+                    inner.is_busy()
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+impl MaybeBusy for rusqlite::Error {
+    fn is_busy(&self) -> bool {
+        self.sqlite_error_code().is_some_and(|code| {
+            matches!(
+                code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            )
+        })
+    }
+}
+
+impl MaybeBusy for DirectError {
+    fn is_busy(&self) -> bool {
+        match self {
+            DirectError::Sqlite(e) => e.is_busy(),
+            DirectError::Closed | DirectError::Stopped(_) => false,
+        }
+    }
+}
+
 /// Whether `err` is `ROLLBACK` finding no transaction to end (plain `SQLITE_ERROR`, "cannot
 /// rollback - no transaction is active"): the connection is then already out of any
 /// transaction. Every other `ROLLBACK` failure is an I/O or internal error.
@@ -295,6 +345,22 @@ mod tests {
         assert!(text.contains("schema version 7"), "{text}");
         assert!(text.contains("newer"), "{text}");
         assert!(text.contains("/data/sessions.db"), "{text}");
+    }
+
+    #[test]
+    fn busy_and_locked_are_told_apart_from_other_failures() {
+        let sqlite = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        // SQLITE_BUSY, SQLITE_LOCKED and an extended code of each (BUSY_SNAPSHOT, LOCKED_SHAREDCACHE).
+        for code in [5, 6, 517, 262] {
+            assert!(sqlite(code).is_busy(), "{code}");
+            assert!(DirectError::Sqlite(sqlite(code)).is_busy(), "{code}");
+        }
+        // SQLITE_ERROR, SQLITE_READONLY, SQLITE_NOTADB.
+        for code in [1, 8, 26] {
+            assert!(!sqlite(code).is_busy(), "{code}");
+        }
+        assert!(!DirectError::Closed.is_busy());
+        assert!(!sqlx::Error::PoolTimedOut.is_busy());
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! Each module imports only modules of the layers below it:
 //!
 //! 1. `config` (options, URL parsing, how the direct connections open) and `error` (every
-//!    driver error mapped to a [`fusion_core::Error`]);
-//! 2. `sql`: the SQL of every operation and the write model both paths run (`Write`,
+//!    driver error mapped to a [`fusion_core::Error`], and which ones mean a busy
+//!    database);
+//! 2. `busy`: the one loop that repeats a step of opening while the database is busy,
+//!    and `sql`: the SQL of every operation and the write model both paths run (`Write`,
 //!    `Value`, `write_sql!`, the one `BEGIN IMMEDIATE`, turning a row back into a message);
 //! 3. `checkpoint`: when the WAL is checkpointed, and the bound on its size;
 //! 4. the paths: `direct` (SQLite called directly on a database file this crate opened:
@@ -18,6 +20,7 @@
 //!    only, for `sqlite::memory:` and a caller's pool) and `migrate` (the schema);
 //! 5. `storage`: [`SqliteStorage`], its constructors and its `ConversationStorage` impl.
 
+mod busy;
 mod checkpoint;
 mod config;
 mod direct;

@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
+use crate::busy::wait_while_busy;
 use crate::config::{Location, SqliteOptions, ensure_parent_dir, parse_url};
 use crate::direct::Direct;
 use crate::error::{BACKEND, Op, parse_direct_error, parse_sqlite_error};
@@ -65,6 +66,11 @@ impl SqliteStorage {
     ///   connection that is never recycled, because the database lives only as long as a
     ///   connection to it; clones of the storage share it.
     ///
+    /// Many processes may open one file at once, new or not: each step of opening that
+    /// finds the database busy (another process creating it, switching it to WAL or
+    /// migrating its schema) is repeated until it succeeds or the busy timeout of
+    /// `options` has passed, then fails with a retryable "locked" error.
+    ///
     /// Fails with a clear error naming the path when the file is not a SQLite database or
     /// was written by a newer release with a schema this build does not know.
     pub async fn connect_with(url: &str, options: SqliteOptions) -> Result<Self> {
@@ -87,17 +93,22 @@ impl SqliteStorage {
         // links. An in-process SQLite connection does not go stale, so that is a wasted
         // round trip to its worker thread on every call; worse, a call cancelled during
         // the ping makes sqlx close the connection, and with `:memory:` the database.
-        let pool = pool_options
-            .test_before_acquire(false)
-            .connect_with(target.connect)
-            .await
-            .map_err(|e| parse_sqlite_error(e, Op::open(&db)))?;
+        let pool_options = pool_options.test_before_acquire(false);
+        // The pool opens its first connection now, creating the file and switching it to
+        // WAL, which another process opening it at the same moment can make fail busy
+        // without waiting: repeated, like every step of opening (see `crate::busy`). A
+        // failed try drops its pool, closing whatever it had opened.
+        let pool = wait_while_busy(options.busy_timeout, || {
+            pool_options.clone().connect_with(target.connect.clone())
+        })
+        .await
+        .map_err(|e| parse_sqlite_error(e, Op::open(&db)))?;
         let mut storage = Self {
             pool,
             db: db.into(),
             direct: None,
         };
-        let opened = match migrate::run(&storage.pool, &storage.db).await {
+        let opened = match migrate::run(&storage.pool, &storage.db, options.busy_timeout).await {
             Ok(()) => match target.direct {
                 Some(options) => Direct::open(Arc::clone(&storage.db), options)
                     .await
@@ -121,11 +132,14 @@ impl SqliteStorage {
     /// The pool's own settings are kept: configure WAL, the busy timeout and foreign keys
     /// on its `SqliteConnectOptions` as [`connect_with`](Self::connect_with) does. The
     /// database should be dedicated to Fusion, because sqlx records the migrations of
-    /// every user of a database in one `_sqlx_migrations` table.
+    /// every user of a database in one `_sqlx_migrations` table. A migration that finds
+    /// the database busy is repeated for up to the default busy timeout of
+    /// [`SqliteOptions`].
     pub async fn from_pool(pool: SqlitePool) -> Result<Self> {
         let db = pool.connect_options().get_filename().display().to_string();
-        // On failure the pool is left open: it is the caller's.
-        migrate::run(&pool, &db).await?;
+        // On failure the pool is left open: it is the caller's. Its busy timeout cannot be
+        // read back from sqlx, so a busy migration is repeated for the default one.
+        migrate::run(&pool, &db, SqliteOptions::default().busy_timeout).await?;
         // The pool's checkpoint settings are its owner's; SQLite's own apply by default.
         Ok(Self {
             pool,
@@ -196,6 +210,7 @@ impl ConversationStorage for SqliteStorage {
     /// thread or in one round trip to a connection's worker thread.
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
+        fusion_core::check_storable(BACKEND, session_id, history)?;
         let write = if history.is_empty() {
             Write::remove(session_id)
         } else {
@@ -243,6 +258,7 @@ impl ConversationStorage for SqliteStorage {
         if messages.is_empty() {
             return Ok(());
         }
+        fusion_core::check_storable(BACKEND, session_id, messages)?;
         let write = Write::append(session_id, messages)?;
         self.write(write, "append", session_id).await
     }

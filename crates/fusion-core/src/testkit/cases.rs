@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{StorageHarness, assert_nothing_lost_in_writer_order};
-use crate::{ChatMessage, ConversationStorage, Error, ToolCall};
+use crate::{ChatMessage, ConversationStorage, Error, MAX_METADATA_DEPTH, ToolCall};
 
 async fn open<H: StorageHarness>(harness: &H) -> H::Storage {
     harness
@@ -346,4 +346,72 @@ pub async fn session_info_counts_messages<H: StorageHarness>(harness: &H) {
     if let (Some(created), Some(updated)) = (info.created_at, info.updated_at) {
         assert!(created <= updated, "created_at after updated_at");
     }
+}
+
+/// A message whose metadata nests `depth` arrays and objects deep (alternating, with
+/// siblings at every level), for tests of [`MAX_METADATA_DEPTH`].
+pub fn message_with_metadata_depth(depth: usize) -> ChatMessage {
+    let tree = (0..depth).fold(json!("leaf"), |inner, level| {
+        if level % 2 == 0 {
+            json!([level, inner])
+        } else {
+            json!({"level": level, "inner": inner})
+        }
+    });
+    ChatMessage::user(format!("depth {depth}")).with_metadata("tree", tree)
+}
+
+fn assert_refused_too_deep(result: crate::Result<()>, session_id: &str, index: usize, op: &str) {
+    let err = match result {
+        Err(err @ Error::InvalidMessage { .. }) => err,
+        other => panic!("{op}: a message too deep to read back should be refused, got {other:?}"),
+    };
+    let shown = err.to_string();
+    assert!(
+        matches!(&err, Error::InvalidMessage { session_id: s, index: i, .. } if s == session_id && *i == index),
+        "{op}: the error should name session {session_id:?} and message {index}: {err:?}"
+    );
+    assert!(
+        shown.contains(&MAX_METADATA_DEPTH.to_string()),
+        "{op}: the error should name the limit: {shown}"
+    );
+    assert!(!err.is_retryable(), "{op}: retrying cannot help: {shown}");
+}
+
+/// A message nested exactly [`MAX_METADATA_DEPTH`] deep round-trips through `save` and
+/// `append`; one level deeper is refused by both with `InvalidMessage` naming the
+/// session, the message's index in the batch and the limit, and nothing of the batch is
+/// stored, in an existing session or a new one.
+pub async fn a_message_too_deep_to_read_back_is_refused_and_nothing_stored<H: StorageHarness>(
+    harness: &H,
+) {
+    let store = open(harness).await;
+    let deepest = message_with_metadata_depth(MAX_METADATA_DEPTH);
+    let too_deep = message_with_metadata_depth(MAX_METADATA_DEPTH + 1);
+    store
+        .save("deep", std::slice::from_ref(&deepest))
+        .await
+        .unwrap();
+    store
+        .append("deep", &[ChatMessage::user("ok"), deepest.clone()])
+        .await
+        .unwrap();
+    let stored = vec![deepest.clone(), ChatMessage::user("ok"), deepest];
+    assert_eq!(store.load("deep").await.unwrap(), stored);
+
+    let batch = [ChatMessage::user("fine"), too_deep.clone()];
+    assert_refused_too_deep(store.append("deep", &batch).await, "deep", 1, "append");
+    assert_refused_too_deep(store.save("deep", &batch).await, "deep", 1, "save");
+    let alone = std::slice::from_ref(&too_deep);
+    assert_refused_too_deep(store.append("new", alone).await, "new", 0, "append(new)");
+    assert_refused_too_deep(store.save("new", alone).await, "new", 0, "save(new)");
+
+    // Read through a second instance, so nothing cached stands in for storage.
+    let second = open(harness).await;
+    assert_eq!(second.load("deep").await.unwrap(), stored);
+    assert!(second.load("new").await.unwrap().is_empty());
+    assert_eq!(
+        second.list_sessions().await.unwrap(),
+        vec!["deep".to_string()]
+    );
 }

@@ -162,6 +162,7 @@ macro_rules! conformance_suite {
                 second_instance_sees_writes,
                 truncate_keeps_a_prefix,
                 session_info_counts_messages,
+                a_message_too_deep_to_read_back_is_refused_and_nothing_stored,
             );
         }
     };

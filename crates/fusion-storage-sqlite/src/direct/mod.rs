@@ -32,11 +32,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::Connection;
 
+use crate::busy::wait_while_busy;
 use crate::checkpoint::{self, Checkpointer, Due};
 use crate::config::{DirectOptions, Durability};
-use crate::error::DirectError;
+use crate::error::{DirectError, MaybeBusy};
 use crate::sql::{BEGIN_WRITE, Value, Write};
 
 use open::open;
@@ -82,12 +83,21 @@ impl std::fmt::Debug for Reader {
 impl Direct {
     /// Opens the writer connection of the database `db` and one reader, so that neither
     /// the first write nor the first load pays for opening; more readers open on demand.
+    ///
+    /// Opening reads the schema, which can meet a database another process is switching
+    /// to WAL; like every step of opening, it is repeated while busy (see `crate::busy`).
     pub(crate) async fn open(db: Arc<str>, options: DirectOptions) -> Result<Self, DirectError> {
-        let opening = options.clone();
-        let (writer, reader) = tokio::task::spawn_blocking(move || -> rusqlite::Result<_> {
-            Ok((open(&opening, true)?, open(&opening, false)?))
+        let (writer, reader) = wait_while_busy(options.busy_timeout, || {
+            let opening = options.clone();
+            async move {
+                tokio::task::spawn_blocking(move || -> rusqlite::Result<_> {
+                    Ok((open(&opening, true)?, open(&opening, false)?))
+                })
+                .await?
+                .map_err(DirectError::from)
+            }
         })
-        .await??;
+        .await?;
         Ok(Self {
             db,
             writer: Arc::new(tokio::sync::Mutex::new(Writer {
@@ -203,7 +213,8 @@ impl Direct {
         match run(conn, write) {
             Ok(()) => Some(Ok(())),
             Err(failure) => {
-                let busy = is_busy(&failure.error);
+                // Another connection holds the lock the write needs.
+                let busy = failure.error.is_busy();
                 let error = writer.after(failure);
                 (!busy).then_some(Err(error))
             }
@@ -356,14 +367,6 @@ fn run(conn: &Connection, write: &Write) -> Result<(), Failure> {
         error,
         still_in_transaction,
     })
-}
-
-/// Another connection holds the lock the write needs.
-fn is_busy(error: &rusqlite::Error) -> bool {
-    matches!(
-        error.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-    )
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ pub(super) fn open(options: &DirectOptions, writer: bool) -> rusqlite::Result<Co
         Some(vfs) => Connection::open_with_flags_and_vfs(name, flags, vfs)?,
         None => Connection::open_with_flags(name, flags)?,
     };
+    // Before the `PRAGMA`s: `synchronous` reads the schema, which waits for a lock like
+    // any read, and it should wait as long as the options say, not rusqlite's default.
+    conn.busy_timeout(options.busy_timeout)?;
     let synchronous = match options.durability {
         Durability::Normal => "NORMAL",
         Durability::Full => "FULL",
@@ -38,12 +41,10 @@ pub(super) fn open(options: &DirectOptions, writer: bool) -> rusqlite::Result<Co
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     if writer {
-        conn.busy_timeout(Duration::ZERO)?;
         if !options.read_only && !options.immutable {
             conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         }
-    } else {
-        conn.busy_timeout(options.busy_timeout)?;
+        conn.busy_timeout(Duration::ZERO)?;
     }
     Ok(conn)
 }

@@ -2,6 +2,8 @@
 //!
 //! Pick a backend by value with [`StorageType`] (or a URL) and open it with
 //! [`StorageType::open`], or construct a backend directly when you need its options.
+//! [`StorageType::same_storage`] tells whether two values name the same data (by its
+//! [`StorageLocation`], not by the URL's spelling).
 //! Implement [`ConversationStorage`] to bring your own. [`list_sessions_with_info`] lists an
 //! open storage's sessions with their message counts and timestamps.
 //!
@@ -15,12 +17,14 @@
 //! # Ok(()) }
 //! ```
 
+mod location;
 mod storage_type;
 
+pub use self::location::StorageLocation;
 pub use self::storage_type::StorageType;
 use fusion_core::Result;
 #[doc(inline)]
-pub use fusion_core::{ConversationStorage, SessionInfo};
+pub use fusion_core::{ConversationStorage, MAX_METADATA_DEPTH, SessionInfo, check_storable};
 
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]

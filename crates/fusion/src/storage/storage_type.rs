@@ -11,10 +11,15 @@ use std::sync::Arc;
 
 use fusion_core::{ConversationStorage, Error, Result, redact_url};
 
+use super::location::{self, StorageLocation};
+
 /// Where conversation histories are stored.
 ///
 /// Parses from a URL: `memory://`, `file://./sessions` (or a plain path),
 /// `sqlite://sessions.db`, `sqlite::memory:`, `redis://127.0.0.1:6379/0`, `rediss://...`.
+///
+/// Two values that differ may still name the same data (`./d` and its absolute path):
+/// compare them with [`same_storage`](StorageType::same_storage), not `==`.
 ///
 /// ```
 /// use fusion::storage::StorageType;
@@ -34,7 +39,9 @@ pub enum StorageType {
     FileSystem(PathBuf),
     /// A SQLite database URL: `sqlite://path`, `sqlite:path` or `sqlite::memory:` (feature `sqlite`).
     Sqlite(String),
-    /// A Redis URL: `redis://[:password@]host:port[/db]` or `rediss://...` (feature `redis`).
+    /// A Redis URL: `redis://[:password@]host:port[/db][?key_prefix=PREFIX]` or
+    /// `rediss://...` (feature `redis`). The `key_prefix` parameter picks the prefix of
+    /// every key (default `fusion`), like `RedisOptions::key_prefix`.
     Redis(String),
 }
 
@@ -47,6 +54,49 @@ impl StorageType {
             StorageType::Sqlite(_) => "sqlite",
             StorageType::Redis(_) => "redis",
         }
+    }
+
+    /// Where this storage keeps its sessions, so that two spellings of one storage can be
+    /// recognised: `None` for `sqlite::memory:` (and `?mode=memory`), a database every
+    /// open creates afresh.
+    ///
+    /// Paths are canonicalized, including ones that do not exist yet (the nearest
+    /// existing ancestor is); Redis URLs give host, port, database and key prefix with
+    /// the defaults filled in. Reads the file system, never opens a database or a
+    /// connection. Fails with [`Error::Config`] for a SQLite or Redis URL that
+    /// [`open`](StorageType::open) would refuse too (no path, no host, a bad port or
+    /// database number).
+    pub fn location(&self) -> Result<Option<StorageLocation>> {
+        match self {
+            StorageType::Memory => Ok(Some(StorageLocation::ProcessMemory)),
+            StorageType::FileSystem(dir) => Ok(Some(location::directory(dir))),
+            StorageType::Sqlite(url) => location::sqlite(url),
+            StorageType::Redis(url) => location::redis(url).map(Some),
+        }
+    }
+
+    /// Whether `self` and `other` open the same data, whatever their spelling.
+    ///
+    /// ```
+    /// use fusion::storage::StorageType;
+    ///
+    /// let relative: StorageType = "./sessions".parse()?;
+    /// let absolute = StorageType::FileSystem(std::env::current_dir()?.join("sessions"));
+    /// assert!(relative.same_storage(&absolute)?);
+    /// let a: StorageType = "redis://127.0.0.1".parse()?;
+    /// let b: StorageType = "redis://127.0.0.1:6379/0?key_prefix=fusion".parse()?;
+    /// assert!(a.same_storage(&b)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// Compares [`location`](StorageType::location)s: an in-memory SQLite database is the
+    /// same as nothing, not even itself; `memory://` is the same as `memory://` (one
+    /// store per process). Errors as `location` does.
+    pub fn same_storage(&self, other: &StorageType) -> Result<bool> {
+        Ok(match (self.location()?, other.location()?) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => false,
+        })
     }
 
     /// Opens the storage this value names.
@@ -73,9 +123,17 @@ impl StorageType {
                 fusion_storage_sqlite::SqliteStorage::connect(url).await?,
             )),
             #[cfg(feature = "redis")]
-            StorageType::Redis(url) => Ok(Arc::new(
-                fusion_storage_redis::RedisStorage::connect(url).await?,
-            )),
+            StorageType::Redis(url) => {
+                let (url, key_prefix) = location::split_key_prefix(url);
+                let options = fusion_storage_redis::RedisOptions::new();
+                let options = match key_prefix {
+                    Some(prefix) => options.key_prefix(prefix),
+                    None => options,
+                };
+                Ok(Arc::new(
+                    fusion_storage_redis::RedisStorage::connect_with(&url, options).await?,
+                ))
+            }
             #[allow(unreachable_patterns)]
             other => Err(Error::FeatureDisabled {
                 what: format!("storage `{other}`"),
@@ -193,6 +251,151 @@ mod tests {
     fn display_hides_passwords() {
         let storage = StorageType::Redis("redis://user:s3cret@host:6379/2".into());
         assert_eq!(storage.to_string(), "redis://user:***@host:6379/2");
+    }
+
+    fn same(a: &str, b: &str) -> bool {
+        let (a, b): (StorageType, StorageType) = (a.parse().unwrap(), b.parse().unwrap());
+        let forward = a.same_storage(&b).unwrap();
+        assert_eq!(
+            forward,
+            b.same_storage(&a).unwrap(),
+            "{a} vs {b}: not symmetric"
+        );
+        forward
+    }
+
+    #[test]
+    fn a_directory_is_the_same_storage_however_it_is_spelled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        // Relative spellings resolve against the working directory: `./d` is `cwd/d`.
+        let absolute = cwd.join("d-not-created");
+        assert!(same("./d-not-created", &absolute.display().to_string()));
+        assert!(same(
+            "d-not-created/",
+            &format!("file://{}", absolute.display())
+        ));
+        assert!(same("./x/../d-not-created", "d-not-created"));
+        assert!(!same("./d-not-created", "./other"));
+
+        let existing = tmp.path().join("real");
+        std::fs::create_dir(&existing).unwrap();
+        let link = tmp.path().join("link");
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&existing, &link).unwrap();
+            assert!(same(
+                &existing.display().to_string(),
+                &link.display().to_string()
+            ));
+            // A missing directory under a symlink resolves through the link.
+            assert!(same(
+                &existing.join("new/sessions").display().to_string(),
+                &link.join("new/./sessions").display().to_string()
+            ));
+        }
+        assert!(!same(
+            &existing.display().to_string(),
+            &existing.join("sub").display().to_string()
+        ));
+    }
+
+    #[test]
+    fn a_sqlite_file_is_the_same_storage_in_every_url_form() {
+        let cwd = std::env::current_dir().unwrap();
+        let relative_file = cwd.join("x-not-created.db");
+        assert!(same(
+            "sqlite://x-not-created.db",
+            &format!("sqlite://{}", relative_file.display())
+        ));
+        assert!(same("sqlite://x-not-created.db", "sqlite:x-not-created.db"));
+        assert!(same("sqlite:///x.db", "sqlite:/x.db"));
+        assert!(same("sqlite:///x.db", "sqlite:///x.db?mode=rwc"));
+        assert!(same("sqlite:///x%20y.db", "sqlite:/x y.db"));
+        // `sqlite://x.db` is relative to the working directory, not `/x.db`.
+        assert_eq!(
+            same("sqlite://x.db", "sqlite:///x.db"),
+            cwd == std::path::Path::new("/")
+        );
+        assert!(!same("sqlite:///x.db", "sqlite:///y.db"));
+        // The same path as a directory is another backend, not the same storage.
+        assert!(!same("sqlite:///x.db", "/x.db"));
+        for memory in ["sqlite::memory:", "sqlite://?mode=memory"] {
+            assert!(!same(memory, memory), "{memory}");
+            assert!(!same(memory, "sqlite:///x.db"), "{memory}");
+        }
+        assert!(same("memory://", "memory"), "one process-wide store");
+        assert!(!same("memory://", "sqlite::memory:"));
+    }
+
+    #[test]
+    fn a_redis_storage_is_its_server_database_and_key_prefix() {
+        assert!(same("redis://127.0.0.1", "redis://127.0.0.1:6379/0"));
+        assert!(same(
+            "redis://127.0.0.1:6379",
+            "redis://:pw@127.0.0.1:6379/"
+        ));
+        assert!(same(
+            "redis://LocalHost/2",
+            "rediss://user:pw@localhost:6379/2"
+        ));
+        assert!(same("redis://h", "redis://h/0?key_prefix=fusion"));
+        assert!(same("redis://[::1]/1", "redis://[::1]:6379/1"));
+        assert!(!same("redis://127.0.0.1/0", "redis://127.0.0.1/1"));
+        assert!(!same("redis://127.0.0.1:6379", "redis://127.0.0.1:6380"));
+        assert!(!same(
+            "redis://h/0?key_prefix=a",
+            "redis://h/0?key_prefix=b"
+        ));
+        assert!(!same("redis://h/0?key_prefix=a", "redis://h/0"));
+        // Not unified: telling two names of one host apart would need a DNS lookup.
+        assert!(!same("redis://localhost", "redis://127.0.0.1"));
+        for bad in [
+            "redis://",
+            "redis://h:port",
+            "redis://h/db",
+            "redis://:pw@/0",
+        ] {
+            let storage: StorageType = bad.parse().unwrap();
+            let err = storage.location().unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
+            assert!(!err.to_string().contains("pw@"), "password leaked: {err}");
+        }
+    }
+
+    #[test]
+    fn the_key_prefix_parameter_is_taken_out_of_the_driver_url() {
+        let cases = [
+            ("redis://h/0", "redis://h/0", None),
+            ("redis://h/0?key_prefix=app", "redis://h/0", Some("app")),
+            (
+                "redis://h/0?protocol=resp3&key_prefix=a:b/c&x=1",
+                "redis://h/0?protocol=resp3&x=1",
+                Some("a:b/c"),
+            ),
+            (
+                "rediss://h?key_prefix=p#insecure",
+                "rediss://h#insecure",
+                Some("p"),
+            ),
+        ];
+        for (url, driver, prefix) in cases {
+            let (driver_url, key_prefix) = location::split_key_prefix(url);
+            assert_eq!(
+                (driver_url.as_str(), key_prefix.as_deref()),
+                (driver, prefix),
+                "{url}"
+            );
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn the_default_key_prefix_is_the_redis_backends() {
+        assert_eq!(
+            location::DEFAULT_REDIS_KEY_PREFIX,
+            fusion_storage_redis::DEFAULT_KEY_PREFIX
+        );
     }
 
     #[tokio::test]

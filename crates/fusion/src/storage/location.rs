@@ -1,0 +1,232 @@
+//! [`StorageLocation`]: what a storage URL opens, so two spellings of one storage compare
+//! equal.
+//!
+//! URL text is a poor identity: `./d` and `/home/me/d`, or `sqlite:///x.db` and
+//! `sqlite:/x.db`, name the same data. A command that must never read and write one
+//! storage as if it were two (`fusion migrate`) compares these values instead. Working
+//! this out touches the file system (to canonicalize paths) but never opens a database
+//! or connects to a server.
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use fusion_core::{Error, Result, redact_url};
+
+/// The key prefix a Redis storage uses when its URL names none (the Redis backend's
+/// `DEFAULT_KEY_PREFIX`).
+pub(crate) const DEFAULT_REDIS_KEY_PREFIX: &str = "fusion";
+/// The port a Redis URL without one connects to, with or without TLS.
+const DEFAULT_REDIS_PORT: u16 = 6379;
+/// The query parameter of a Redis URL that picks the key prefix.
+const KEY_PREFIX_PARAM: &str = "key_prefix";
+
+/// Where a storage keeps its sessions, in a form where equal means "the same data".
+///
+/// Returned by [`StorageType::location`](super::StorageType::location). Paths are
+/// canonical (symlinks, `.` and `..` resolved, relative paths made absolute), Redis hosts
+/// lower-cased with the default port and database filled in. A store that every open
+/// creates afresh (`sqlite::memory:`) has no location at all.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StorageLocation {
+    /// The process-wide in-memory store that every `memory://` of one process opens.
+    ProcessMemory,
+    /// The directory of a file-system storage.
+    Directory(PathBuf),
+    /// The database file of a SQLite storage.
+    SqliteFile(PathBuf),
+    /// The keys under one prefix in one database of one Redis server.
+    Redis {
+        /// The host name (lower-cased) or IP address, as the URL gives it: `localhost` and
+        /// `127.0.0.1` are not unified.
+        host: String,
+        /// The port, 6379 when the URL has none.
+        port: u16,
+        /// The database number, 0 when the URL has none.
+        db: i64,
+        /// The key prefix, `fusion` when the URL has no `key_prefix` parameter.
+        key_prefix: String,
+    },
+}
+
+impl fmt::Display for StorageLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageLocation::ProcessMemory => f.write_str("the process's in-memory store"),
+            StorageLocation::Directory(dir) => write!(f, "directory {}", dir.display()),
+            StorageLocation::SqliteFile(file) => write!(f, "SQLite file {}", file.display()),
+            StorageLocation::Redis {
+                host,
+                port,
+                db,
+                key_prefix,
+            } => write!(
+                f,
+                "Redis {host}:{port} database {db}, key prefix {key_prefix}"
+            ),
+        }
+    }
+}
+
+/// The location of a file-system storage in `dir`.
+pub(crate) fn directory(dir: &Path) -> StorageLocation {
+    StorageLocation::Directory(canonical(dir))
+}
+
+/// The location of a SQLite URL, read the way the SQLite backend reads it: `sqlite://PATH`
+/// or `sqlite:PATH`, percent-decoded, with an optional `?query`. `None` for an in-memory
+/// database, which every open creates anew.
+pub(crate) fn sqlite(url: &str) -> Result<Option<StorageLocation>> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| Error::Config(format!("not a SQLite URL: {}", redact_url(url))))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory_mode = query.split('&').any(|pair| pair == "mode=memory");
+    if path == ":memory:" || in_memory_mode {
+        return Ok(None);
+    }
+    if path.is_empty() {
+        return Err(Error::Config(
+            "SQLite URL has no database path; use sqlite://PATH or sqlite::memory:".into(),
+        ));
+    }
+    let path = percent_decode(path)
+        .ok_or_else(|| Error::Config(format!("SQLite path {path} is not valid UTF-8")))?;
+    Ok(Some(StorageLocation::SqliteFile(canonical(Path::new(
+        &path,
+    )))))
+}
+
+/// The location of a `redis://` or `rediss://` URL: host, port, database and key prefix.
+pub(crate) fn redis(url: &str) -> Result<StorageLocation> {
+    let redacted = redact_url(url);
+    let bad = |what: &str| Error::Config(format!("invalid Redis URL {redacted}: {what}"));
+    let (_scheme, rest) = url.split_once("://").ok_or_else(|| bad("no `://`"))?;
+    let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
+    // Credentials do not change which keys are reached.
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, after)| after);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed `[`"))?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let port = match port {
+        None | Some("") => DEFAULT_REDIS_PORT,
+        Some(port) => port.parse().map_err(|_| bad("invalid port"))?,
+    };
+    let db = match path.trim_matches('/') {
+        "" => 0,
+        db => db.parse().map_err(|_| bad("invalid database number"))?,
+    };
+    let key_prefix = key_prefix_param(query).unwrap_or(DEFAULT_REDIS_KEY_PREFIX);
+    Ok(StorageLocation::Redis {
+        host: host.to_ascii_lowercase(),
+        port,
+        db,
+        key_prefix: key_prefix.to_string(),
+    })
+}
+
+/// Splits a Redis URL into the URL the driver connects to and the `key_prefix`
+/// parameter, which is Fusion's and not the driver's.
+#[cfg(any(feature = "redis", test))]
+pub(crate) fn split_key_prefix(url: &str) -> (String, Option<String>) {
+    let (base, fragment) = match url.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (url, None),
+    };
+    let Some((before_query, query)) = base.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let prefix = key_prefix_param(query).map(str::to_string);
+    let others: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(key, _)| key) != KEY_PREFIX_PARAM)
+        .filter(|pair| !pair.is_empty())
+        .collect();
+    let mut driver_url = before_query.to_string();
+    if !others.is_empty() {
+        driver_url.push('?');
+        driver_url.push_str(&others.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        driver_url.push('#');
+        driver_url.push_str(fragment);
+    }
+    (driver_url, prefix)
+}
+
+/// The value of the `key_prefix` query parameter, if given (the last one wins, as in
+/// most URL readers). Not percent-decoded: every character a prefix may hold is
+/// allowed in a query as it is.
+fn key_prefix_param(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(key, _)| *key == KEY_PREFIX_PARAM)
+        .map(|(_, value)| value)
+        .next_back()
+}
+
+/// `path` made absolute with symlinks, `.` and `..` resolved, even when it does not
+/// exist yet: the nearest existing ancestor is canonicalized and the rest joined to it
+/// (a missing directory cannot be a symlink, so `..` after it is resolved by name).
+fn canonical(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let components: Vec<Component<'_>> = absolute.components().collect();
+    for existing in (1..=components.len()).rev() {
+        let head: PathBuf = components[..existing].iter().collect();
+        let Ok(mut resolved) = head.canonicalize() else {
+            continue;
+        };
+        for component in &components[existing..] {
+            match component {
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => resolved.push(name),
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            }
+        }
+        return resolved;
+    }
+    absolute
+}
+
+/// Decodes `%XX` escapes, as the SQLite driver does for a database path (`None` when
+/// the result is not UTF-8). A `%` not followed by two hex digits is kept as it is.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escape = bytes
+            .get(index + 1..index + 3)
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match (bytes[index], escape) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
