@@ -60,9 +60,30 @@ fn ci() -> Result<()> {
     ])?;
     tidy::run()?;
     docs()?;
-    // What a release publishes must build on its own, from the packaged files only.
-    cargo(&["package", "--workspace", "--allow-dirty"])?;
+    package()?;
     test_all_backends::run()
+}
+
+/// Packages every crate and builds each from its packaged files only, as a release would.
+///
+/// In a target dir of its own each run: cargo keeps the unpacked sources of its temporary
+/// registry in CARGO_HOME keyed by the registry's path, so a second run in the same target
+/// dir would verify against our crates as the first one packaged them.
+fn package() -> Result<()> {
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("fusion-package-{}-{unique}", std::process::id()));
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let result = cargo(&[
+        "package",
+        "--workspace",
+        "--allow-dirty",
+        "--target-dir",
+        &dir_arg,
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// Builds the API docs of every crate with warnings (broken links, bad HTML) as errors.
