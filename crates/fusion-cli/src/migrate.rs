@@ -52,10 +52,12 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
     let from_type = parse_storage(&args.from).context("bad --from")?;
     let to_type = parse_storage(&args.to).context("bad --to")?;
     // By what the URLs open, not how they are spelled: `./d` and `/abs/d` are one place.
+    // Each location is read once (it may canonicalize paths), then compared the way
+    // `StorageType::same_storage` compares them: no location (an in-memory SQLite
+    // database) is the same as nothing.
     let from_location = from_type.location().context("bad --from")?;
-    to_type.location().context("bad --to")?;
-    if from_type.same_storage(&to_type)? {
-        let place = from_location.map_or_else(|| from_type.to_string(), |at| at.to_string());
+    let to_location = to_type.location().context("bad --to")?;
+    if let Some(place) = from_location.filter(|at| Some(at) == to_location.as_ref()) {
         bail!("--from and --to are the same storage ({place})");
     }
     let from = sessions::open(&from_type).await?;
