@@ -172,17 +172,7 @@ impl Direct {
         let options = self.options.clone();
         let checkpoints = Arc::clone(&self.checkpoints);
         let done = tokio::task::spawn_blocking(move || {
-            let conn = match writer.conn.take() {
-                Some(conn) => conn,
-                None => open(&options, true)?,
-            };
-            conn.busy_timeout(options.busy_timeout)?;
-            let completed = checkpoints.run(&conn, true);
-            // As after a blocking write: back to zero for the next inline write.
-            if conn.busy_timeout(Duration::ZERO).is_ok() {
-                writer.conn = Some(conn);
-            }
-            Ok(completed?)
+            Ok(writer.waiting(&options, |conn| checkpoints.run(conn, true))??)
         })
         .await
         .map_err(DirectError::from)
@@ -229,18 +219,7 @@ impl Direct {
         }
         let options = self.options.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = match writer.conn.take() {
-                Some(conn) => conn,
-                None => open(&options, true)?,
-            };
-            conn.busy_timeout(options.busy_timeout)?;
-            let result = run(&conn, &write);
-            // Back to zero for the next inline write; a connection that cannot be set
-            // back is dropped (the next write opens one with zero), not reported: the
-            // write itself is done.
-            if conn.busy_timeout(Duration::ZERO).is_ok() {
-                writer.conn = Some(conn);
-            }
+            let result = writer.waiting(&options, |conn| run(conn, &write))?;
             result.map_err(|failure| writer.after(failure))
         })
         .await?
@@ -315,6 +294,29 @@ impl Direct {
 }
 
 impl Writer {
+    /// Runs `f` on the writer connection (opened if there is none) with the busy timeout,
+    /// so that it waits for the lock; a blocking thread's way to use the writer.
+    ///
+    /// The timeout goes back to zero afterwards for the next inline write; a connection
+    /// that cannot be set back is dropped (the next use opens one), not reported: `f` has
+    /// done its work.
+    fn waiting<T>(
+        &mut self,
+        options: &DirectOptions,
+        f: impl FnOnce(&Connection) -> T,
+    ) -> Result<T, DirectError> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => open(options, true)?,
+        };
+        conn.busy_timeout(options.busy_timeout)?;
+        let result = f(&conn);
+        if conn.busy_timeout(Duration::ZERO).is_ok() {
+            self.conn = Some(conn);
+        }
+        Ok(result)
+    }
+
     /// What to return for a failed write, dropping the connection when its transaction
     /// could not be rolled back: closing it makes SQLite roll back, and the next write
     /// opens a new one.
