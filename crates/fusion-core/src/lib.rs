@@ -7,6 +7,7 @@
 mod error;
 mod message;
 mod redact;
+mod revision;
 mod session_id;
 mod storable;
 mod storage;
@@ -17,6 +18,7 @@ pub mod testkit;
 pub use error::{Error, Result};
 pub use message::{ChatMessage, Role, ToolCall};
 pub use redact::redact_url;
+pub use revision::{Change, Expect, LEGACY_GENERATION, Revision, new_generation};
 pub use session_id::SessionId;
 pub use storable::{MAX_METADATA_DEPTH, check_storable};
 pub use storage::{ConversationStorage, SessionInfo};

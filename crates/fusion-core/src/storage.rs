@@ -12,7 +12,9 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::{ChatMessage, Result, SessionId, check_storable};
+use crate::{
+    Change, ChatMessage, Expect, LEGACY_GENERATION, Result, Revision, SessionId, check_storable,
+};
 
 /// Facts about one stored session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +42,10 @@ pub struct SessionInfo {
 ///   ([`Error::InvalidMessage`](crate::Error::InvalidMessage)) and store nothing;
 /// - `list_sessions` returns each stored session exactly once, in no particular order;
 /// - concurrent `append`s to one session, from tasks or processes, lose nothing and keep
-///   each writer's own order.
+///   each writer's own order;
+/// - `save`, `truncate` and `delete` give the session a new generation (see
+///   [`Revision`]), `append` keeps it, and [`write_if`](Self::write_if) writes only if the
+///   session is still what the caller read.
 #[async_trait]
 pub trait ConversationStorage: Send + Sync {
     /// Replaces the whole history of `session_id` with `history`, atomically: a reader
@@ -98,6 +103,80 @@ pub trait ConversationStorage: Send + Sync {
             self.save(session_id, &history).await?;
         }
         Ok(())
+    }
+
+    /// The history of `session_id` and its [`Revision`], read at one instant
+    /// ([`Revision::ABSENT`] and an empty history for an unknown session).
+    ///
+    /// The default loads the history and reports [`LEGACY_GENERATION`] for any session
+    /// that exists: a backend that keeps no generation cannot tell a rewrite of the same
+    /// length from no change. Every bundled backend overrides it.
+    async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        let history = self.load(session_id).await?;
+        let revision = if history.is_empty() {
+            Revision::ABSENT
+        } else {
+            Revision {
+                generation: LEGACY_GENERATION,
+                len: history.len(),
+            }
+        };
+        Ok((history, revision))
+    }
+
+    /// Applies `change` only if the session still meets `expected`, atomically: the check
+    /// and the write are one step, so no other writer comes between them. Otherwise
+    /// nothing is written and the result is
+    /// [`Error::Conflict`](crate::Error::Conflict) (built by [`Expect::conflict`]), after
+    /// which the caller re-reads with [`load_revision`](Self::load_revision) and decides
+    /// again.
+    ///
+    /// Returns the session's generation after the write: unchanged by an append to an
+    /// existing session, fresh when the write created, replaced or truncated it, and 0
+    /// when it left the session empty (deleted). Messages are checked with
+    /// [`check_storable`](crate::check_storable) first, as `append` and `save` do.
+    ///
+    /// Cost: an append under [`Expect::Generation`] costs what `append` costs (the check
+    /// reads one number); [`Expect::Exactly`] may cost a count of the messages, and
+    /// `Truncate` and `Replace` cost what `truncate` and `save` cost.
+    ///
+    /// The default is built on `load`, `save` and `append`: it checks the length (and
+    /// whether the session exists) and then writes, which is *not* atomic, and it cannot
+    /// see a rewrite that kept the length. Backends shared by several writers must
+    /// override it; every bundled backend does.
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        SessionId::validate(session_id)?;
+        check_storable(self.backend_name(), session_id, change.messages())?;
+        let (history, now) = self.load_revision(session_id).await?;
+        if !expected.is_met_by(now.generation, || now.len) {
+            return Err(expected.conflict(
+                self.backend_name(),
+                session_id,
+                now.generation,
+                Some(now.len),
+            ));
+        }
+        let remains = match change {
+            Change::Append(messages) => {
+                drop(history);
+                self.append(session_id, messages).await?;
+                now.exists() || !messages.is_empty()
+            }
+            Change::Truncate(len) => {
+                self.truncate(session_id, len).await?;
+                len.min(now.len) > 0
+            }
+            Change::Replace(messages) => {
+                self.save(session_id, messages).await?;
+                !messages.is_empty()
+            }
+        };
+        Ok(if remains { LEGACY_GENERATION } else { 0 })
     }
 
     /// Facts about `session_id`, or `None` if it holds no messages.

@@ -32,6 +32,7 @@
 //! [`assert_nothing_lost_in_writer_order`], the same check the conformance case uses.
 
 pub mod cases;
+pub mod conditional;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -145,7 +146,7 @@ macro_rules! conformance_suite {
             #[allow(unused_imports)]
             use super::*;
             $crate::__conformance_cases!(
-                $setup;
+                $setup, cases;
                 round_trip_keeps_every_field,
                 large_message_round_trips,
                 load_of_unknown_session_is_empty,
@@ -164,6 +165,15 @@ macro_rules! conformance_suite {
                 session_info_counts_messages,
                 a_message_too_deep_to_read_back_is_refused_and_nothing_stored,
             );
+            $crate::__conformance_cases!(
+                $setup, conditional;
+                generations_change_on_every_rewrite_and_never_on_append,
+                conditional_writes_apply_only_when_expected,
+                a_deleted_session_is_not_resurrected_by_a_conditional_append,
+                concurrent_creators_store_the_opening_once,
+                racing_rewrites_of_one_revision_let_exactly_one_through,
+                a_conditional_write_refuses_unstorable_messages,
+            );
         }
     };
 }
@@ -171,12 +181,12 @@ macro_rules! conformance_suite {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
-    ($setup:path; $($case:ident),+ $(,)?) => {
+    ($setup:path, $module:ident; $($case:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
                 if let Some(harness) = $setup().await {
-                    $crate::testkit::cases::$case(&harness).await;
+                    $crate::testkit::$module::$case(&harness).await;
                 }
             }
         )+
