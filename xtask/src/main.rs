@@ -3,12 +3,15 @@
 //! - `test-all-backends`: the whole workspace test suite with every backend feature on,
 //!   against real servers (found or started here); a backend that cannot run fails.
 //! - `bench [ARGS]`: the shared benchmark workload (see `crates/fusion-bench`).
+//! - `stress --seconds N [--backends ..]`: the randomized multi-process check of shared
+//!   sessions (see `crates/fusion-stress`), N seconds per backend.
 //! - `tidy`: file docs, file lengths, import circles, references outside the repo.
 //! - `ci`: formatting, clippy, tidy, docs, `cargo package` and `test-all-backends`, as
 //!   `.ci/run` does.
 
 mod bench;
 mod services;
+mod stress;
 mod test_all_backends;
 mod tidy;
 
@@ -21,6 +24,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test-all-backends") => test_all_backends::run(),
         Some("bench") => bench::run(&args[1..]),
+        Some("stress") => stress::run(&args[1..]),
         Some("tidy") => tidy::run(),
         Some("ci") => ci(),
         Some("help" | "--help" | "-h") | None => {
@@ -43,6 +47,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   test-all-backends   run every test with every backend enabled, against real servers
   bench [ARGS]        run the benchmark workload (cargo xtask bench --help for ARGS)
+  stress --seconds N [--backends fs,sqlite,redis] [--seed S] [--workers W] [--sessions K]
+                      randomized multi-process check of shared sessions, N s per backend
   tidy                file docs, file lengths, import circles, paths outside the repo
   ci                  fmt --check, clippy -D warnings, tidy, docs -D warnings, cargo package,
                       test-all-backends";

@@ -98,10 +98,12 @@ enum SessionsCommand {
     Import {
         /// The export file.
         file: PathBuf,
-        /// The id to store it under (default: the id in a json export, else the file name).
+        /// The id to store it under (default: the id in a json export, else the file name;
+        /// a file-system session file such as `%41lice.jsonl` gives the id it holds, `Alice`).
         #[arg(long, value_name = "ID")]
         id: Option<String>,
-        /// Overwrite the session if it already exists.
+        /// Overwrite the session if it already exists (without it the session is created
+        /// only if no other writer has created it, checked and written in one step).
         #[arg(long)]
         replace: bool,
     },

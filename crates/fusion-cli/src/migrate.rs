@@ -1,26 +1,37 @@
 //! `fusion migrate`: copy every session from one storage to another without ever
 //! destroying a message the target holds, verifying each copy.
 //!
-//! Per session: an empty target gets the source's history appended, a target whose
-//! history is a prefix of the source's gets the missing suffix appended, an equal one is
-//! up to date, and any other is "diverged": reported, left as it is, and the command
-//! exits non-zero (`--force` replaces it with one `save`). Appending rather than saving
-//! is what keeps a writer of the target safe while this runs: an append never removes
-//! anything, whereas a save, even one done only after checking that the target is
-//! empty, would wipe a message stored between the check and the save. If such a message
-//! lands, the read-back shows the target holding more than the source, and the session
-//! is reported diverged with every message kept. Safe to re-run, also after the
-//! application switched to the target.
+//! Per session: an empty target gets the source's history, a target whose history is a
+//! prefix of the source's gets the missing suffix appended, an equal one is up to date,
+//! and any other is "diverged": reported, left as it is, and the command exits non-zero
+//! (`--force` replaces it with the source's history).
+//!
+//! Every write is conditional on the target's revision as it was read
+//! ([`ConversationStorage::write_if`] with [`Expect::Exactly`]): the copy is written only
+//! if nobody wrote to the target session between the read and the write. Otherwise
+//! nothing is written, and the session is read and decided again (a writer's message now
+//! in the target makes it diverged), up to [`ATTEMPTS`] times. So a message another writer
+//! stores while this runs can never end up before the source's messages, nor be wiped by
+//! `--force` without having been seen. A message stored after the copy shows in the
+//! read-back as the target holding more than the source: the session is reported
+//! diverged with every message kept. Safe to re-run, also after the application switched
+//! to the target.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use fusion::ChatMessage;
-use fusion::storage::ConversationStorage;
+use fusion::storage::{Change, ConversationStorage, Expect};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{MigrateArgs, parse_storage, render, sessions};
+
+/// How many times one session is read, decided and conditionally written before migrate
+/// gives up on it: each failed try means another writer changed the target session in the
+/// instant between the read and the write, so several in a row mean a busy writer, whose
+/// session is better reported than fought over.
+const ATTEMPTS: usize = 5;
 
 /// What happened (or, in a dry run, would happen) to one session.
 enum Outcome {
@@ -188,44 +199,63 @@ async fn migrate_one(
     if source.is_empty() {
         return Ok(Outcome::UpToDate);
     }
-    let target = to.load(id).await.context("cannot read the target")?;
-    if source == target {
-        return Ok(Outcome::UpToDate);
-    }
-    let outcome = if source.starts_with(&target) {
-        if target.is_empty() {
-            Outcome::Copied
+    for _ in 0..ATTEMPTS {
+        let (target, at) = to
+            .load_revision(id)
+            .await
+            .context("cannot read the target")?;
+        let (outcome, change) = if source == target {
+            return Ok(Outcome::UpToDate);
+        } else if source.starts_with(&target) {
+            // Only what the target lacks, so a re-run after an interrupted one never
+            // duplicates.
+            let outcome = if target.is_empty() {
+                Outcome::Copied
+            } else {
+                Outcome::Extended
+            };
+            (outcome, Change::Append(&source[target.len()..]))
+        } else if args.force {
+            (Outcome::Replaced(target.len()), Change::Replace(&source))
         } else {
-            Outcome::Extended
+            return Ok(Outcome::Diverged(divergence(&source, &target)));
+        };
+        if args.dry_run {
+            return Ok(outcome);
         }
-    } else if args.force {
-        Outcome::Replaced(target.len())
-    } else {
-        return Ok(Outcome::Diverged(divergence(&source, &target)));
-    };
-    if args.dry_run {
-        return Ok(outcome);
+        // `at` is `Revision::ABSENT` for an empty target: then the write only creates.
+        match to.write_if(id, Expect::Exactly(at), change).await {
+            Ok(_) => return verify_written(to, id, &source, outcome).await,
+            // Another writer changed the target since it was read; nothing was written.
+            // Read it again: what it holds now decides.
+            Err(fusion::Error::Conflict { .. }) => continue,
+            Err(err) => return Err(err).context("cannot write the target"),
+        }
     }
-    if let Outcome::Replaced(_) = outcome {
-        to.save(id, &source)
-            .await
-            .context("cannot write the target")?;
-    } else {
-        // Only what the target lacks, so a re-run after an interrupted one never
-        // duplicates, and a message another writer stores meanwhile is kept.
-        to.append(id, &source[target.len()..])
-            .await
-            .context("cannot write the target")?;
-    }
+    bail!(
+        "the target session kept changing while it was migrated (another writer changed it \
+         between each of {ATTEMPTS} reads and the write that followed); nothing of the source \
+         was written, re-run when that writer is idle"
+    )
+}
+
+/// Reads the target back after a successful write of `outcome` and checks that it starts
+/// with the source's history.
+async fn verify_written(
+    to: &dyn ConversationStorage,
+    id: &str,
+    source: &[ChatMessage],
+    outcome: Outcome,
+) -> Result<Outcome> {
     let stored = to.load(id).await.context("cannot read the copy back")?;
-    if stored.len() > source.len() {
-        // Another writer stored messages in this session while it was being migrated.
+    if stored.len() > source.len() && stored.starts_with(source) {
+        // Another writer stored messages in this session right after the copy landed.
         return Ok(Outcome::Diverged(format!(
             "the target gained messages while it was migrated ({})",
-            divergence(&source, &stored)
+            divergence(source, &stored)
         )));
     }
-    verify(&stored, &source)?;
+    verify(&stored, source)?;
     Ok(outcome)
 }
 

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use fusion::SessionId;
 use fusion::api::session;
-use fusion::storage::{ConversationStorage, SessionInfo, StorageType, list_sessions_with_info};
+use fusion::storage::{
+    Change, ConversationStorage, Expect, Revision, SessionInfo, StorageType,
+    list_sessions_with_info, session_id_from_file_name,
+};
 use serde::Serialize;
 
 use crate::ExportFormat;
@@ -191,40 +194,67 @@ pub async fn import(
     let imported =
         export::read(&text).with_context(|| format!("cannot import {}", file.display()))?;
 
-    // A jsonl file carries no id, so the file name (`user-1.jsonl`) is the natural default.
-    let file_stem = (!from_stdin)
-        .then(|| file.file_stem().and_then(|stem| stem.to_str()))
-        .flatten();
-    let Some(id) = id.or(imported.id.as_deref()).or(file_stem) else {
+    // A jsonl file carries no id, so the file name (`user-1.jsonl`) is the natural default;
+    // a file copied out of an fs sessions directory is named by the encoded id
+    // (`%41lice.jsonl`, `+base32...jsonl` for long ids), which names the id it holds.
+    let file_id = (!from_stdin).then(|| id_from_file_name(file)).flatten();
+    let Some(id) = id.or(imported.id.as_deref()).or(file_id.as_deref()) else {
         bail!("the import has no session id; pass --id ID");
     };
     SessionId::validate(id).context("pass --id with a valid session id")?;
 
     let storage = open(storage_type).await?;
-    let existing = storage
-        .session_info(id)
-        .await
-        .with_context(|| format!("cannot read session \"{id}\""))?;
-    if let Some(existing) = existing.as_ref().filter(|_| !replace) {
-        bail!(
-            "session \"{id}\" already exists in {storage_type} ({}); pass --replace to overwrite it",
-            render::plural(existing.message_count, "message")
-        );
+    let messages = &imported.messages;
+    let count = render::plural(messages.len(), "message");
+    if replace {
+        // An explicit overwrite: whatever the session holds now is what the user asked
+        // to replace, so there is nothing to compare against.
+        let existed = storage
+            .session_info(id)
+            .await
+            .with_context(|| format!("cannot read session \"{id}\""))?
+            .is_some();
+        storage
+            .save(id, messages)
+            .await
+            .with_context(|| format!("cannot save session \"{id}\""))?;
+        let verb = if existed { "replaced" } else { "imported" };
+        println!("{verb} session {id} ({count})");
+        return Ok(());
     }
-    storage
-        .save(id, &imported.messages)
-        .await
-        .with_context(|| format!("cannot save session \"{id}\""))?;
-    let verb = if existing.is_some() {
-        "replaced"
-    } else {
-        "imported"
-    };
-    println!(
-        "{verb} session {id} ({})",
-        render::plural(imported.messages.len(), "message")
-    );
-    Ok(())
+    // Create-only in one atomic step: a check followed by a save would overwrite a session
+    // another writer created in between.
+    let created = storage
+        .write_if(
+            id,
+            Expect::Exactly(Revision::ABSENT),
+            Change::Replace(messages),
+        )
+        .await;
+    match created {
+        Ok(_) => {
+            println!("imported session {id} ({count})");
+            Ok(())
+        }
+        Err(fusion::Error::Conflict { .. }) => {
+            let held = match storage.session_info(id).await {
+                Ok(Some(info)) => format!(" ({})", render::plural(info.message_count, "message")),
+                // It went away again, or cannot be read: the refusal still stands.
+                _ => String::new(),
+            };
+            bail!(
+                "session \"{id}\" already exists in {storage_type}{held}; pass --replace to overwrite it"
+            )
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot save session \"{id}\"")),
+    }
+}
+
+/// The session id a file's name gives: the id an fs-backend session file is named after
+/// (decoded), else the plain stem (`user-1` for `user-1.jsonl`, `export` for `export.json`).
+fn id_from_file_name(file: &Path) -> Option<String> {
+    let name = file.file_name()?.to_str()?;
+    session_id_from_file_name(name).or_else(|| Some(file.file_stem()?.to_str()?.to_string()))
 }
 
 /// Loads session `id`, failing when it has no messages (a session that does not exist).

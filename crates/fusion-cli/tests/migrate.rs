@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{block_on, conversation, fails, ids, load, ok, seed};
+use common::{block_on, clean_up, conversation, fails, ids, load, ok, redis_url, seed};
 use fusion::ChatMessage;
 use fusion::storage::StorageType;
 
@@ -15,39 +15,6 @@ fn append(storage: &StorageType, id: &str, messages: &[ChatMessage]) {
     block_on(async {
         let store = storage.open().await.expect("storage opens");
         store.append(id, messages).await.expect("appends");
-    });
-}
-
-/// A Redis URL under a key prefix of its own, or `None` (after saying so) without
-/// `REDIS_URL`, or a panic when `FUSION_REQUIRE_BACKENDS` asks for every backend.
-fn redis_url(name: &str) -> Option<String> {
-    let Ok(base) = std::env::var("REDIS_URL") else {
-        assert!(
-            std::env::var_os("FUSION_REQUIRE_BACKENDS").is_none(),
-            "REDIS_URL is not set and FUSION_REQUIRE_BACKENDS is"
-        );
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "skipped: redis: set REDIS_URL");
-        return None;
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("fusion-cli-migrate-{name}-{}-{nanos}", std::process::id());
-    Some(format!(
-        "{}?key_prefix={prefix}",
-        base.trim_end_matches('/')
-    ))
-}
-
-/// Deletes every session a Redis test stored under its prefix.
-fn clean_up(storage: &StorageType) {
-    block_on(async {
-        let store = storage.open().await.expect("storage opens");
-        for id in store.list_sessions().await.expect("lists") {
-            store.delete(&id).await.expect("deletes");
-        }
     });
 }
 
@@ -234,7 +201,7 @@ fn every_outcome_into_a_sqlite_target() {
 
 #[test]
 fn every_outcome_into_a_redis_target() {
-    let Some(to) = redis_url("outcomes") else {
+    let Some(to) = redis_url("migrate-outcomes") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -280,7 +247,7 @@ fn a_target_that_gained_messages_after_a_migrate_is_reported_diverged_and_keeps_
     a_target_that_went_on(tmp.path(), &fs, &sqlite);
     let back = tmp.path().join("back").display().to_string();
     a_target_that_went_on(tmp.path(), &sqlite, &back);
-    if let Some(redis) = redis_url("went-on") {
+    if let Some(redis) = redis_url("migrate-went-on") {
         a_target_that_went_on(tmp.path(), &fs, &redis);
         clean_up(&redis.parse().unwrap());
     }
@@ -401,8 +368,8 @@ fn migrating_a_storage_onto_itself_is_refused_however_it_is_spelled() {
 }
 
 /// `fusion migrate` runs while this test appends to the target's sessions: every append
-/// acknowledged must survive, in order, and every session migrate did not report as
-/// diverged must start with the source's history.
+/// acknowledged must survive, in order, after every message of the source, and every
+/// session migrate did not report as diverged must start with the source's history.
 fn a_concurrent_writer_loses_nothing(tmp: &Path, from_url: &str, to_url: &str) {
     const SESSIONS: usize = 200;
     let (from, to): (StorageType, StorageType) =
@@ -469,6 +436,17 @@ fn a_concurrent_writer_loses_nothing(tmp: &Path, from_url: &str, to_url: &str) {
         let (writer, others): (Vec<_>, Vec<_>) = stored
             .iter()
             .partition(|message| message.content.starts_with("writer "));
+        // Migrate writes only onto the target exactly as it read it, so nothing of the
+        // source can land after a message the writer appended meanwhile.
+        let first_written = stored
+            .iter()
+            .position(|message| message.content.starts_with("writer "))
+            .unwrap_or(stored.len());
+        assert_eq!(
+            others.len(),
+            first_written,
+            "{id}: a message of the source landed after one the writer appended"
+        );
         let writer: Vec<&str> = writer.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(
             writer, acknowledged[n],
@@ -508,7 +486,7 @@ fn a_writer_appending_to_a_sqlite_target_during_migrate_loses_nothing() {
 
 #[test]
 fn a_writer_appending_to_a_redis_target_during_migrate_loses_nothing() {
-    let Some(to) = redis_url("writer") else {
+    let Some(to) = redis_url("migrate-writer") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

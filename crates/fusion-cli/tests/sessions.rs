@@ -298,3 +298,136 @@ fn import_refuses_to_overwrite_a_session_unless_told_to_replace_it() {
     assert!(out.contains("replaced session taken (3 messages)"), "{out}");
     assert_eq!(load(&storage, "taken"), conversation(2)[..3]);
 }
+
+#[test]
+fn import_without_an_id_decodes_a_file_system_session_file_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, fs) = fs_storage(tmp.path());
+    let sqlite_url = format!("sqlite://{}", tmp.path().join("imported.db").display());
+    let sqlite: StorageType = sqlite_url.parse().unwrap();
+    // `%41lice.jsonl`, and a long id whose readable name would be too long: `+base32...`.
+    let long = format!("Tenant:{}", "Q".repeat(100));
+    seed(&fs, "Alice", &conversation(1));
+    seed(&fs, &long, &conversation(2));
+
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(tmp.path().join("sessions")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".jsonl") && !name.starts_with('.') {
+            // Copied out of the sessions directory, as a user backing one up would.
+            let copy = tmp.path().join(&name);
+            std::fs::copy(&path, &copy).unwrap();
+            let out = ok(
+                tmp.path(),
+                [
+                    "sessions",
+                    "import",
+                    copy.to_str().unwrap(),
+                    "--storage",
+                    &sqlite_url,
+                ],
+            );
+            assert!(out.starts_with("imported session "), "{out}");
+            names.push(name);
+        }
+    }
+    names.sort();
+    assert!(
+        names.contains(&"%41lice.jsonl".to_string()) && names.iter().any(|n| n.starts_with('+')),
+        "the file names under test: {names:?}"
+    );
+    let mut expected = vec!["Alice".to_string(), long.clone()];
+    expected.sort();
+    assert_eq!(ids(&sqlite), expected);
+    assert_eq!(load(&sqlite, "Alice"), conversation(1));
+    assert_eq!(load(&sqlite, &long), conversation(2));
+
+    // A name that is not an fs session file's keeps naming the session by its stem.
+    let plain = tmp.path().join("Bob.jsonl");
+    std::fs::copy(tmp.path().join("%41lice.jsonl"), &plain).unwrap();
+    let out = ok(
+        tmp.path(),
+        [
+            "sessions",
+            "import",
+            plain.to_str().unwrap(),
+            "--storage",
+            &sqlite_url,
+        ],
+    );
+    assert!(out.contains("imported session Bob (7 messages)"), "{out}");
+}
+
+/// Six processes import six different histories under one new id at once: exactly one
+/// creates it, the others are refused, and the session holds the winner's history whole.
+fn concurrent_imports_create_the_session_once(tmp: &std::path::Path, url: &str) {
+    let storage: StorageType = url.parse().unwrap();
+    // Created (a SQLite file and its schema) before the race, which is about the session.
+    assert!(ids(&storage).is_empty());
+    let files: Vec<_> = (0..6)
+        .map(|n| {
+            let file = tmp.join(format!("history-{n}.json"));
+            let export = serde_json::json!({"id": "ignored", "messages": conversation(n)});
+            std::fs::write(&file, export.to_string()).unwrap();
+            file
+        })
+        .collect();
+    let children: Vec<_> = files
+        .iter()
+        .map(|file| {
+            common::fusion(tmp)
+                .args(["sessions", "import", file.to_str().unwrap()])
+                .args(["--id", "contested", "--storage", url])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect();
+
+    let winners: Vec<usize> = (0..outputs.len())
+        .filter(|&n| outputs[n].status.success())
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one import creates the session");
+    let winner = winners[0];
+    assert!(
+        common::text(&outputs[winner].stdout).contains("imported session contested (7 messages)")
+    );
+    for (n, output) in outputs.iter().enumerate().filter(|(n, _)| *n != winner) {
+        let err = common::text(&output.stderr);
+        assert!(
+            err.contains("session \"contested\" already exists") && err.contains("--replace"),
+            "import {n}: {err}"
+        );
+    }
+    assert_eq!(load(&storage, "contested"), conversation(winner));
+}
+
+#[test]
+fn concurrent_imports_create_a_file_system_session_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _) = fs_storage(tmp.path());
+    concurrent_imports_create_the_session_once(tmp.path(), &url);
+}
+
+#[test]
+fn concurrent_imports_create_a_sqlite_session_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", tmp.path().join("s.db").display());
+    concurrent_imports_create_the_session_once(tmp.path(), &url);
+}
+
+#[test]
+fn concurrent_imports_create_a_redis_session_once() {
+    let Some(url) = common::redis_url("import-race") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    concurrent_imports_create_the_session_once(tmp.path(), &url);
+    common::clean_up(&url.parse().unwrap());
+}

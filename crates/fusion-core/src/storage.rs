@@ -269,4 +269,54 @@ mod tests {
             .unwrap();
         assert_eq!(store.load("s").await.unwrap().len(), 2);
     }
+
+    #[tokio::test]
+    async fn the_default_conditional_write_checks_existence_and_length() {
+        let store = Minimal::default();
+        let first = [ChatMessage::user("a"), ChatMessage::user("b")];
+        let created = store
+            .write_if("s", Expect::Generation(0), Change::Append(&first))
+            .await
+            .unwrap();
+        assert_eq!(created, LEGACY_GENERATION);
+        let (history, at) = store.load_revision("s").await.unwrap();
+        assert_eq!(history, first);
+        assert_eq!(
+            at,
+            Revision {
+                generation: LEGACY_GENERATION,
+                len: 2
+            }
+        );
+
+        let again = store
+            .write_if("s", Expect::Generation(0), Change::Append(&first))
+            .await;
+        assert!(
+            matches!(
+                again,
+                Err(Error::Conflict {
+                    backend: "custom",
+                    ..
+                })
+            ),
+            "{again:?}"
+        );
+        let stale = Revision {
+            generation: LEGACY_GENERATION,
+            len: 1,
+        };
+        let undo = store
+            .write_if("s", Expect::Exactly(stale), Change::Truncate(1))
+            .await;
+        assert!(matches!(undo, Err(Error::Conflict { .. })), "{undo:?}");
+        assert_eq!(store.load("s").await.unwrap().len(), 2, "nothing changed");
+
+        let emptied = store
+            .write_if("s", Expect::Exactly(at), Change::Truncate(0))
+            .await
+            .unwrap();
+        assert_eq!(emptied, 0);
+        assert_eq!(store.load_revision("s").await.unwrap().1, Revision::ABSENT);
+    }
 }

@@ -87,7 +87,17 @@ pub(crate) fn temp_file_name(id: &str) -> String {
 
 /// The session id a directory entry stores, or `None` for any other file (lock and temp
 /// files, non-canonical names, files of other programs).
-pub(crate) fn id_from_file_name(name: &str) -> Option<String> {
+///
+/// Public so tools that handle session files by name (say, importing `%41lice.jsonl`
+/// copied out of a sessions directory) recover the id rather than the encoded name.
+///
+/// ```
+/// use fusion_storage_fs::session_id_from_file_name;
+///
+/// assert_eq!(session_id_from_file_name("%41lice.jsonl").as_deref(), Some("Alice"));
+/// assert_eq!(session_id_from_file_name("notes.txt"), None);
+/// ```
+pub fn id_from_file_name(name: &str) -> Option<String> {
     let stem = name.strip_suffix(SESSION_SUFFIX)?;
     let id = match stem.strip_prefix(BASE32_MARK) {
         Some(encoded) => base32_decode(encoded)?,

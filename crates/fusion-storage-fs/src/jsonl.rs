@@ -1,12 +1,34 @@
-//! The on-disk format: one JSON message per `\n`-terminated line, and the torn-tail rule.
+//! The on-disk format: one JSON message per `\n`-terminated line, batch markers, and the
+//! torn-tail rule.
 //!
 //! A line only counts once its `\n` is written. `append` writes each batch with a single
-//! `write()`, so a process killed mid-append can leave at most one unterminated fragment,
-//! at the very end of the file: the *torn tail*. It is never data: `load` skips it with a
-//! warning, and the next `append` (under the session lock) cuts it off before writing. The
-//! one exception is a tail that is a complete message missing only its `\n` (a crash
-//! between the last byte and the newline, or a hand-edited file without a final newline):
-//! it holds no partial data, so it is kept and the next append adds the newline.
+//! `write()`, so a process killed mid-append can leave only an unfinished batch at the very
+//! end of the file: the *torn tail*. It is never data: `load` skips it with a warning, and
+//! the next `append` (under the session lock) cuts it off before writing.
+//!
+//! # Batch markers
+//!
+//! A `write()` cut short can still have stored some complete lines of a batch. So that an
+//! append of several messages is all or nothing, every line of such a batch but the last
+//! ends with an extra top-level key saying how many lines of the batch follow it:
+//!
+//! ```text
+//! {"role":"user","content":"run it","fusion_batch_more":2}
+//! {"role":"assistant","content":"","tool_calls":[...],"fusion_batch_more":1}
+//! {"role":"tool","content":"done","tool_call_id":"call_1"}
+//! ```
+//!
+//! A file whose last lines are all marked therefore ends inside a batch, and those lines
+//! are part of the torn tail. The marker sits at the end of the line so that an append
+//! checks it by reading a few bytes, whatever the size of the message; it is recognised
+//! textually (`ChatMessage` never ends with a number, so no message can end like it) and
+//! ignored by the message parser, so versions that predate it still read the file.
+//! `save` needs no markers: it replaces the file with a rename, which is atomic already.
+//!
+//! The one unterminated line that is data is a complete, unmarked message missing only its
+//! `\n` (a crash between the last byte and the newline, or a hand-edited file without a
+//! final newline): it holds no partial data, so it is kept and the next append adds the
+//! newline.
 //!
 //! Any other line that does not parse is corruption, reported as [`Error::Corrupt`] with
 //! its line number, because skipping it would silently drop part of a conversation.
@@ -15,7 +37,15 @@ use fusion_core::{ChatMessage, Error, Result};
 
 use crate::error::BACKEND;
 
-/// Serialises `messages` into one buffer of complete lines, ready for a single `write()`.
+/// The key that marks a line of a batch that continues on the next line.
+const BATCH_KEY: &[u8] = br#","fusion_batch_more":"#;
+
+/// The most bytes a line's marker takes: the key, 20 digits and the closing brace. An
+/// append reads this much of the end of the file to see whether it ends inside a batch.
+pub(crate) const MARKER_MAX: usize = BATCH_KEY.len() + 20 + 1;
+
+/// Serialises `messages` into one buffer of complete lines, ready for a single `write()`
+/// or a replacement of the whole file; no batch markers.
 ///
 /// `serde_json` escapes control characters inside strings, so a message never contains a
 /// raw `\n` and each one occupies exactly one line.
@@ -28,14 +58,60 @@ pub(crate) fn encode(messages: &[ChatMessage]) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// What follows the last `\n` of a file.
+/// Like [`encode`], but marks every line but the last with how many lines follow it, so
+/// that the batch is appended all or nothing (see the module docs).
+pub(crate) fn encode_batch(messages: &[ChatMessage]) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(messages.len() * 150);
+    for (index, message) in messages.iter().enumerate() {
+        serde_json::to_writer(&mut buf, message)?;
+        let more = messages.len() - 1 - index;
+        if more > 0 {
+            // A message always serialises as an object, so the last byte is its `}`.
+            buf.pop();
+            buf.extend_from_slice(BATCH_KEY);
+            buf.extend_from_slice(more.to_string().as_bytes());
+            buf.push(b'}');
+        }
+        buf.push(b'\n');
+    }
+    Ok(buf)
+}
+
+/// The length of the marker that ends `line` (without its `\n`), if it has one. `line`
+/// may be just the end of a longer line: only its last [`MARKER_MAX`] bytes are looked at.
+pub(crate) fn marker_len(line: &[u8]) -> Option<usize> {
+    let body = line.strip_suffix(b"}")?;
+    let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 20 {
+        return None;
+    }
+    body[..body.len() - digits]
+        .ends_with(BATCH_KEY)
+        .then_some(BATCH_KEY.len() + digits + 1)
+}
+
+/// Removes the marker of the last line of `bytes` (which end with `\n`), so that a prefix
+/// cut inside a batch ends with a complete one.
+pub(crate) fn unmark_last_line(bytes: &mut Vec<u8>) {
+    let Some(line) = bytes.strip_suffix(b"\n") else {
+        return;
+    };
+    if let Some(marker) = marker_len(line) {
+        let end = line.len();
+        bytes.truncate(end - marker);
+        bytes.extend_from_slice(b"}\n");
+    }
+}
+
+/// What follows the data of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tail {
-    /// Nothing: the file is empty or ends with `\n`.
+    /// Nothing: the file is empty or ends with the `\n` of a complete batch.
     Clean,
     /// A complete message without its `\n`. It is data; the next append writes the `\n`.
     Unterminated,
-    /// `len` bytes of an interrupted append. Not data; the next append removes them.
+    /// `len` bytes of an interrupted append (a partial line, or the lines of a batch whose
+    /// end is missing). Not data; the next append removes them.
     Torn {
         /// How many bytes the fragment has.
         len: usize,
@@ -53,36 +129,76 @@ pub(crate) struct Decoded {
 
 /// Parses a whole session file. Fails with [`Error::Corrupt`] naming the first bad line.
 pub(crate) fn decode(session_id: &str, bytes: &[u8]) -> Result<Decoded> {
-    let complete = complete_len(bytes);
-    let (body, rest) = bytes.split_at(complete);
-    let mut messages = Vec::with_capacity(body.len() / 128);
-    if !body.is_empty() {
-        // `body` ends with `\n`, so the last split piece is the empty string after it.
-        let lines = body[..body.len() - 1].split(|&b| b == b'\n');
-        for (index, line) in lines.enumerate() {
+    let end = data_len(bytes);
+    let data = &bytes[..end];
+    let mut messages = Vec::with_capacity(data.len() / 128);
+    // A final piece without `\n` here is a complete message (`data_len` checked it); the
+    // empty piece after a final `\n` is no line.
+    let lines = data.strip_suffix(b"\n").unwrap_or(data);
+    if !data.is_empty() {
+        for (index, line) in lines.split(|&b| b == b'\n').enumerate() {
             messages.push(parse_line(session_id, index + 1, line)?);
         }
     }
-    let tail = if rest.is_empty() {
-        Tail::Clean
-    } else if let Ok(last) = serde_json::from_slice(rest) {
-        messages.push(last);
+    let tail = if end < bytes.len() {
+        Tail::Torn {
+            len: bytes.len() - end,
+        }
+    } else if bytes.last().is_some_and(|&b| b != b'\n') {
         Tail::Unterminated
     } else {
-        Tail::Torn { len: rest.len() }
+        Tail::Clean
     };
     Ok(Decoded { messages, tail })
 }
 
-/// Classifies the bytes after the last `\n` of a file.
-pub(crate) fn classify_tail(rest: &[u8]) -> Tail {
-    if rest.is_empty() {
-        Tail::Clean
-    } else if serde_json::from_slice::<ChatMessage>(rest).is_ok() {
-        Tail::Unterminated
-    } else {
-        Tail::Torn { len: rest.len() }
+/// The length of the data of a whole file: everything but its torn tail.
+pub(crate) fn data_len(bytes: &[u8]) -> usize {
+    data_end(bytes, true).unwrap_or(0)
+}
+
+/// Where the data ends in `bytes`, the last part of a file (all of it if `whole`), or
+/// `None` if that cannot be told without reading further back.
+///
+/// The torn tail is a final piece without `\n` that is not a complete unmarked message,
+/// together with the run of marked lines just before it (the unfinished batch it
+/// belongs to). Only the end of the file is looked at; earlier lines are not parsed.
+pub(crate) fn data_end(bytes: &[u8], whole: bool) -> Option<usize> {
+    let complete = complete_len(bytes);
+    if !whole && complete == 0 {
+        // The final piece may start before `bytes`: too little to judge it.
+        return None;
     }
+    let rest = &bytes[complete..];
+    if !rest.is_empty()
+        && marker_len(rest).is_none()
+        && serde_json::from_slice::<ChatMessage>(rest).is_ok()
+    {
+        return Some(bytes.len());
+    }
+    // Drop the run of marked lines that ends the complete part.
+    let mut end = complete;
+    while end > 0 {
+        let line = &bytes[..end - 1];
+        let start = line.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line = &line[start..];
+        // A line reaching the start of a partial `bytes` may begin earlier; its end still
+        // shows the marker if enough of it is here, but not where it starts.
+        let known_start = whole || start > 0;
+        if !known_start && line.len() < MARKER_MAX {
+            return None;
+        }
+        if marker_len(line).is_none() {
+            return Some(end);
+        }
+        if !known_start {
+            return None;
+        }
+        end = start;
+    }
+    // The run reaches the start of `bytes`: that is the file's start, or the line before
+    // decides.
+    whole.then_some(0)
 }
 
 /// The length of the part of `bytes` made of complete (`\n`-terminated) lines.
@@ -93,27 +209,26 @@ pub(crate) fn complete_len(bytes: &[u8]) -> usize {
         .map_or(0, |newline| newline + 1)
 }
 
-/// The length of the first `lines` lines of `bytes`, or of all of them if there are fewer.
-///
-/// Like [`decode`], it counts an unterminated complete message as a line and a torn tail
-/// as nothing, so the result never ends inside a message.
+/// How many lines the data of a whole file holds (its messages, if none is corrupt).
+pub(crate) fn line_count(bytes: &[u8]) -> usize {
+    let data = &bytes[..data_len(bytes)];
+    let newlines = data.iter().filter(|&&b| b == b'\n').count();
+    newlines + usize::from(data.last().is_some_and(|&b| b != b'\n'))
+}
+
+/// The length of the first `lines` lines of the data of `bytes`, or of all of it if it
+/// has fewer. Lines are counted, not parsed; the torn tail counts as nothing, so the result
+/// never ends inside a message.
 pub(crate) fn prefix_len(bytes: &[u8], lines: usize) -> usize {
     if lines == 0 {
         return 0;
     }
-    let newline = bytes
-        .iter()
+    let data = &bytes[..data_len(bytes)];
+    data.iter()
         .enumerate()
         .filter(|&(_, &b)| b == b'\n')
-        .nth(lines - 1);
-    if let Some((newline, _)) = newline {
-        return newline + 1;
-    }
-    let complete = complete_len(bytes);
-    match classify_tail(&bytes[complete..]) {
-        Tail::Unterminated => bytes.len(),
-        Tail::Clean | Tail::Torn { .. } => complete,
-    }
+        .nth(lines - 1)
+        .map_or(data.len(), |(newline, _)| newline + 1)
 }
 
 fn parse_line(session_id: &str, number: usize, line: &[u8]) -> Result<ChatMessage> {
@@ -126,7 +241,6 @@ fn parse_line(session_id: &str, number: usize, line: &[u8]) -> Result<ChatMessag
         Error::corrupt(BACKEND, session_id, format!("line {number} {what}"))
     })
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +308,110 @@ mod tests {
 {"role":"user","content":"b"}"#;
         assert_eq!(prefix_len(unterminated, 1), 30);
         assert_eq!(prefix_len(unterminated, 2), unterminated.len());
+    }
+    fn batch() -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::user("run it"),
+            ChatMessage::assistant("running").with_metadata("n", serde_json::json!(7)),
+            ChatMessage::tool_result("done", "call_1"),
+        ]
+    }
+
+    /// `data_end` as an append uses it: on ever larger pieces of the end of the file.
+    fn data_end_from_the_end(bytes: &[u8]) -> usize {
+        let mut size = 1;
+        loop {
+            let start = bytes.len().saturating_sub(size);
+            if let Some(end) = data_end(&bytes[start..], start == 0) {
+                return start + end;
+            }
+            size *= 2;
+        }
+    }
+
+    #[test]
+    fn batch_lines_are_marked_yet_plain_messages() {
+        let bytes = encode_batch(&batch()).unwrap();
+        let lines: Vec<&[u8]> = bytes
+            .strip_suffix(b"\n")
+            .unwrap()
+            .split(|&b| b == b'\n')
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].ends_with(br#","fusion_batch_more":2}"#));
+        assert!(lines[1].ends_with(br#","fusion_batch_more":1}"#));
+        assert_eq!(marker_len(lines[2]), None);
+        // A reader that knows nothing of markers (an older Fusion, `jq`) still reads them.
+        for (line, message) in lines.iter().zip(batch()) {
+            assert_eq!(
+                serde_json::from_slice::<ChatMessage>(line).unwrap(),
+                message
+            );
+        }
+        let decoded = decode("s", &bytes).unwrap();
+        assert_eq!(decoded.messages, batch());
+        assert_eq!(decoded.tail, Tail::Clean);
+        // One message needs no marker, and nothing a message holds looks like one.
+        let single = encode_batch(&[
+            ChatMessage::user("x").with_metadata("fusion_batch_more", serde_json::json!(3))
+        ])
+        .unwrap();
+        assert_eq!(marker_len(single.strip_suffix(b"\n").unwrap()), None);
+    }
+
+    #[test]
+    fn a_batch_cut_at_any_byte_loads_all_of_it_or_none() {
+        let before = encode(&[ChatMessage::user("one"), ChatMessage::user("two")]).unwrap();
+        let written = encode_batch(&batch()).unwrap();
+        for cut in 0..=written.len() {
+            let bytes = [before.as_slice(), &written[..cut]].concat();
+            let decoded = decode("s", &bytes).unwrap();
+            // Only the final `\n` may be missing for the batch to count.
+            let whole = cut + 1 >= written.len();
+            let expected = if whole { 2 + 3 } else { 2 };
+            assert_eq!(decoded.messages.len(), expected, "cut at {cut}");
+            let end = if whole { bytes.len() } else { before.len() };
+            assert_eq!(data_len(&bytes), end, "cut at {cut}");
+            assert_eq!(data_end_from_the_end(&bytes), end, "cut at {cut}");
+            let tail = match (whole, cut) {
+                (_, c) if c == written.len() => Tail::Clean,
+                (true, _) => Tail::Unterminated,
+                (false, 0) => Tail::Clean,
+                (false, c) => Tail::Torn { len: c },
+            };
+            assert_eq!(decoded.tail, tail, "cut at {cut}");
+            assert_eq!(line_count(&bytes), expected, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_torn_batch_at_the_start_leaves_no_data() {
+        let written = encode_batch(&batch()).unwrap();
+        let two_lines = complete_len(&written[..written.len() - 1]);
+        let bytes = &written[..two_lines];
+        assert!(decode("s", bytes).unwrap().messages.is_empty());
+        assert_eq!(data_len(bytes), 0);
+        assert_eq!(data_end_from_the_end(bytes), 0);
+        assert_eq!(prefix_len(bytes, 5), 0);
+    }
+
+    #[test]
+    fn a_prefix_cut_inside_a_batch_is_unmarked_into_a_complete_one() {
+        let mut bytes = encode(&[ChatMessage::user("one")]).unwrap();
+        bytes.extend(encode_batch(&batch()).unwrap());
+        let keep = prefix_len(&bytes, 3);
+        let mut kept = bytes[..keep].to_vec();
+        unmark_last_line(&mut kept);
+        let decoded = decode("s", &kept).unwrap();
+        assert_eq!(decoded.messages.len(), 3);
+        assert_eq!(decoded.messages[1..], batch()[..2]);
+        assert_eq!(decoded.tail, Tail::Clean);
+        // Lines of a torn batch are not counted, so no truncate can bring them back.
+        let torn = &bytes[..complete_len(&bytes[..bytes.len() - 1])];
+        assert_eq!(prefix_len(torn, 3), prefix_len(torn, 1));
+        // An unmarked last line is left alone.
+        let mut plain = kept.clone();
+        unmark_last_line(&mut plain);
+        assert_eq!(plain, kept);
     }
 }

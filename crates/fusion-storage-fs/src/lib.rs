@@ -4,7 +4,7 @@
 //! sessions/
 //!   user-123.jsonl               one message per line, oldest first
 //!   tenant%3A42%3Achat-7.jsonl   the session `tenant:42:chat-7`
-//!   .user-123.lock               empty; locked by every operation on `user-123`
+//!   .user-123.lock               locked by every operation on `user-123`; holds its generation
 //! ```
 //!
 //! - **Format**: each line is one [`ChatMessage`](fusion_core::ChatMessage) in the OpenAI
@@ -12,23 +12,35 @@
 //!   a session as it grows. File names encode the id injectively and portably, safe on
 //!   case-insensitive file systems and Windows (lowercase letters, digits and `- _ . @`
 //!   as-is, anything else `%XX`); [`FileSystemStorage::session_path`] names the file of
-//!   an id.
-//! - **Cost**: `append` is one `write()` of the new lines in append mode, independent of
-//!   the history length; `save` and `truncate` rewrite the file; `load` reads it.
+//!   an id. Every line of an appended batch but its last ends with an extra key,
+//!   `"fusion_batch_more":n` (how many lines of the batch follow), which message parsers
+//!   ignore.
+//! - **Cost**: `append` is one `write()` of the new lines in append mode after reading a
+//!   few bytes of the file's end, independent of the history length; `save` and
+//!   `truncate` rewrite the file; `load` reads it.
 //! - **Concurrency**: every operation first locks the session's own hidden lock file
 //!   with the OS's advisory locks ([`std::fs::File::lock`]: exclusive for writes, shared
 //!   for reads), so any number of instances and processes can share a directory without
 //!   losing or interleaving messages, and a reader never sees half of an append. The lock
 //!   is on a separate file because `save` renames a new session file over the old one: a
 //!   writer locking the session file itself could end up appending to the replaced,
-//!   unlinked copy. Lock files are never removed (not even by `delete`) for the same
-//!   reason; they are empty. Advisory locks bind only programs that take them, and some
-//!   network file systems do not share them between machines.
+//!   unlinked copy. `delete` removes the lock file too (on Unix; elsewhere it stays):
+//!   every lock taker checks, once it holds the lock, that the path still names the file
+//!   it locked, and starts again if not. Advisory locks bind only programs that take
+//!   them, and some network file systems do not share them between machines.
+//! - **Conditional writes**: the lock file stores the session's generation (see
+//!   [`Revision`](fusion_core::Revision)) as decimal digits; an empty one (written by an
+//!   earlier version) reads as [`LEGACY_GENERATION`](fusion_core::LEGACY_GENERATION).
+//!   `load_revision` reads the file and the generation under one shared lock, and
+//!   `write_if` checks and writes under one exclusive lock, so they are atomic between
+//!   processes too.
 //! - **Crash safety**: `save` and `truncate` replace the file atomically (temp file, fsync,
-//!   rename, directory fsync). A process killed mid-`append` can leave only a torn final
-//!   line, which `load` skips with a `tracing` warning and the next `append` removes. Any
-//!   other unreadable line is [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the
-//!   line, for that session only. [`SyncPolicy`] chooses whether appends are also fsynced.
+//!   rename, directory fsync), after storing the new generation. A process killed
+//!   mid-`append` can leave only a torn tail (a partial line, or some lines of a batch
+//!   without its last), which `load` skips with a `tracing` warning and the next `append`
+//!   removes, so a batch is stored whole or not at all. Any other unreadable line is
+//!   [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the line, for that session
+//!   only. [`SyncPolicy`] chooses whether appends are also fsynced.
 //!
 //! See [`FileSystemStorage`] to get started.
 
@@ -36,10 +48,12 @@ mod error;
 mod file_name;
 mod jsonl;
 mod location;
+mod lock;
 mod options;
 mod session_files;
 mod storage;
 
+pub use file_name::id_from_file_name as session_id_from_file_name;
 pub use options::{FileSystemOptions, SyncPolicy};
 pub use storage::FileSystemStorage;
 

@@ -1,22 +1,45 @@
-//! The blocking file work for one session: locking, reading, appending, atomic replacement.
+//! The blocking file work for one session: locking, reading, appending, atomic replacement,
+//! generations and conditional writes.
 //!
 //! # Locking
 //!
 //! Every operation on a session first locks that session's own lock file
-//! (`.{stem}.lock`, next to `{stem}.jsonl`): exclusively for `append`, `save`, `truncate`
-//! and `delete`, shared for `load` and `session_info`. The locks are the operating
-//! system's advisory file locks (`flock` on Unix, `LockFileEx` on Windows, through
-//! [`File::lock`]), which work between processes and between separately opened handles in
-//! one process, so storage instances never need to know about each other.
+//! (`.{stem}.lock`, next to `{stem}.jsonl`): exclusively for `append`, `save`, `truncate`,
+//! `delete` and `write_if`, shared for `load`, `load_revision` and `session_info`. The
+//! locks are the operating system's advisory file locks (`flock` on Unix, `LockFileEx` on
+//! Windows, through [`File::lock`]), which work between processes and between separately
+//! opened handles in one process, so storage instances never need to know about each other.
 //!
 //! The lock lives in a separate file, not on the session file itself, because `save`
 //! replaces the session file by renaming a new one over it. A writer that had opened (and
 //! was waiting to lock) the old file would, once the lock was released, append into an
-//! unlinked inode and its messages would vanish. The lock file is never replaced or
-//! removed, so everyone who opens it locks the same inode, and the session file is only
-//! opened *after* the lock is held, so it is always the current one. The price is one empty
-//! hidden file per session ever written, left behind by `delete` on purpose: removing it
-//! would reintroduce the same race one level up.
+//! unlinked inode and its messages would vanish. The session file is only opened *after*
+//! the lock is held, so it is always the current one.
+//!
+//! The lock file itself lives as long as its session: `delete` (and a `truncate` to 0 or a
+//! replacement with nothing) removes the session file and then the lock file, while holding
+//! the exclusive lock. Whoever had opened the lock file before and was waiting for it then
+//! holds a lock on an unlinked file that nobody else will ever take; so after every lock,
+//! shared or exclusive, the holder checks that the path still names the file it locked
+//! (the device and inode of its handle against those of the path) and, if not, opens the
+//! path again and retries. A file created meanwhile by a newer writer is the one everybody
+//! locks from then on. Where that check is unavailable (not Unix) lock files are never
+//! removed, as before. A reader that races a delete may leave an empty lock file behind;
+//! the next `delete` of that id removes it.
+//!
+//! # Generations
+//!
+//! The lock file also stores the session's generation (see [`fusion_core::Revision`]), as
+//! 16 zero-padded decimal digits. The generation of a session is 0 (absent) if its file
+//! holds no data, whatever the lock file says; otherwise it is the stored number, or
+//! [`LEGACY_GENERATION`](fusion_core::LEGACY_GENERATION) for an empty lock file (a session
+//! written before generations existed). A rewrite stores a fresh generation, fsynced,
+//! *before* it replaces the session file, and an append that creates the session stores
+//! one before writing its lines, so a crash in between leaves a new generation with the
+//! old content: a spurious conflict later, never a missed one. Other appends neither read
+//! nor write it. The generation is fsynced when the data is (always for a rewrite, which
+//! also fsyncs the new file and the directory; for a creating append only under
+//! [`SyncPolicy::EveryWrite`]).
 //!
 //! Advisory locks bind only programs that take them; a person appending with `echo >>`
 //! while Fusion runs is not excluded. On network file systems `flock` may be local to
@@ -28,15 +51,71 @@ use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use fusion_core::Result;
+use fusion_core::{Expect, Result, new_generation};
 
 use crate::error::{BACKEND, IoContext};
 use crate::file_name;
-use crate::jsonl::{self, Tail};
+use crate::jsonl;
+use crate::lock::SessionLock;
 use crate::options::SyncPolicy;
 
+/// How much of the end of the file an append reads first to check it ends on a complete
+/// batch: enough for any batch marker, so a clean file needs this one read.
+const TAIL_PEEK: u64 = 128;
 /// How far back to read at a time when looking for the start of a torn tail.
 const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// A session file as read under the shared lock.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    /// The whole file.
+    pub(crate) bytes: Vec<u8>,
+    /// Its metadata.
+    pub(crate) metadata: Metadata,
+    /// The generation, if the file holds any message (see the module docs).
+    pub(crate) generation: u64,
+}
+
+/// The write of a conditional write, serialised.
+#[derive(Debug)]
+pub(crate) enum FileChange {
+    /// Lines to append (with batch markers).
+    Append(Vec<u8>),
+    /// How many lines to keep.
+    Truncate(usize),
+    /// The new file contents; empty deletes the session.
+    Replace(Vec<u8>),
+}
+
+/// What a write did to the generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Kept it (an append to an existing session, or nothing to do).
+    Kept,
+    /// Gave the session this fresh one.
+    New(u64),
+    /// Removed the session.
+    Removed,
+}
+
+/// The session file as the holder of the exclusive lock finds it.
+#[derive(Debug)]
+struct Current {
+    /// Open for reading and appending, if it exists.
+    file: Option<File>,
+    /// Its length.
+    len: u64,
+    /// The length of its data (all but a torn tail).
+    data_end: u64,
+    /// Whether the data ends with a complete message missing its `\n`.
+    needs_newline: bool,
+}
+
+impl Current {
+    fn exists(&self) -> bool {
+        self.data_end > 0
+    }
+}
 
 /// The paths of one session's files.
 #[derive(Debug)]
@@ -70,14 +149,15 @@ impl SessionFiles {
         &self.data
     }
 
-    /// The session file's bytes and metadata, or `None` if the session was never written.
-    pub(crate) fn read(&self) -> Result<Option<(Vec<u8>, Metadata)>> {
+    /// The session file and its generation, read at one instant, or `None` if the session
+    /// was never written.
+    pub(crate) fn read(&self) -> Result<Option<Stored>> {
         // Checked before locking so reading an unknown session creates neither the
         // directory nor a lock file.
-        if !self.data_exists()? {
+        if !exists(&self.data)? {
             return Ok(None);
         }
-        let _lock = self.lock_shared()?;
+        let lock = SessionLock::shared(&self.lock)?;
         let mut file = match File::open(&self.data) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             other => other.at(&self.data)?,
@@ -85,28 +165,169 @@ impl SessionFiles {
         let metadata = file.metadata().at(&self.data)?;
         let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
         file.read_to_end(&mut bytes).at(&self.data)?;
-        Ok(Some((bytes, metadata)))
+        let generation = lock.generation(&self.lock)?;
+        Ok(Some(Stored {
+            bytes,
+            metadata,
+            generation,
+        }))
     }
 
     /// Appends complete lines with one `write()`, first cutting off a torn tail.
     pub(crate) fn append(&self, lines: &[u8], sync: SyncPolicy) -> Result<()> {
-        let _lock = self.lock_exclusive()?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&self.data)
-            .at(&self.data)?;
-        let (kept, needs_newline) = self.repair_tail(&file)?;
-        let buf = if needs_newline {
+        let lock = self.lock_exclusive()?;
+        let current = self.inspect()?;
+        self.append_locked(&lock, current, lines, sync)?;
+        Ok(())
+    }
+
+    /// Replaces the whole session file with `contents`, atomically and durably.
+    pub(crate) fn replace(&self, contents: &[u8]) -> Result<()> {
+        let lock = self.lock_exclusive()?;
+        self.rewrite_locked(&lock, contents)?;
+        Ok(())
+    }
+
+    /// Removes the session file and its lock file. An unknown session is not an error.
+    pub(crate) fn remove(&self) -> Result<()> {
+        // A lock file alone is what a crash mid-delete, or a read racing one, leaves.
+        if !exists(&self.data)? && !exists(&self.lock)? {
+            return Ok(());
+        }
+        let lock = self.lock_exclusive()?;
+        self.remove_locked(&lock)
+    }
+
+    /// Keeps the first `len` lines, atomically and durably.
+    ///
+    /// Lines are counted, not parsed, so this also recovers a session whose later lines
+    /// are damaged: truncating to just before the bad line makes it loadable again.
+    pub(crate) fn truncate(&self, len: usize) -> Result<()> {
+        if !exists(&self.data)? {
+            return Ok(());
+        }
+        let lock = self.lock_exclusive()?;
+        let current = self.inspect()?;
+        self.truncate_locked(&lock, current, len)?;
+        Ok(())
+    }
+
+    /// Applies `change` if the session meets `expected`, all under the exclusive lock;
+    /// returns the generation after it. See the module docs for what is read.
+    pub(crate) fn write_if(
+        &self,
+        expected: Expect,
+        change: FileChange,
+        sync: SyncPolicy,
+    ) -> Result<u64> {
+        let lock = self.lock_exclusive()?;
+        let current = self.inspect()?;
+        let generation = if current.exists() {
+            lock.generation(&self.lock)?
+        } else {
+            0
+        };
+        // Messages are counted only where the answer depends on them.
+        let len = match expected {
+            Expect::Exactly(read) if generation != 0 && read.generation == generation => {
+                Some(jsonl::line_count(&self.read_locked(&current)?))
+            }
+            _ => None,
+        };
+        if !expected.is_met_by(generation, || len.unwrap_or(0)) {
+            if current.file.is_none() {
+                // No session: leave no lock file behind for it (say, after a delete).
+                lock.unlink(&self.lock)?;
+            }
+            return Err(expected.conflict(BACKEND, &self.id, generation, len));
+        }
+        let outcome = match change {
+            FileChange::Append(lines) => self.append_locked(&lock, current, &lines, sync)?,
+            FileChange::Truncate(len) => self.truncate_locked(&lock, current, len)?,
+            FileChange::Replace(contents) if contents.is_empty() => {
+                self.remove_locked(&lock)?;
+                Outcome::Removed
+            }
+            FileChange::Replace(contents) => self.rewrite_locked(&lock, &contents)?,
+        };
+        Ok(match outcome {
+            Outcome::Kept => generation,
+            Outcome::New(generation) => generation,
+            Outcome::Removed => 0,
+        })
+    }
+
+    /// Opens the session file, if any, and finds where its data ends.
+    fn inspect(&self) -> Result<Current> {
+        let file = match OpenOptions::new().read(true).append(true).open(&self.data) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Ok(Current {
+                    file: None,
+                    len: 0,
+                    data_end: 0,
+                    needs_newline: false,
+                });
+            }
+            other => other.at(&self.data)?,
+        };
+        let len = file.metadata().at(&self.data)?.len();
+        let (data_end, needs_newline) = self.find_data_end(&file, len)?;
+        Ok(Current {
+            file: Some(file),
+            len,
+            data_end,
+            needs_newline,
+        })
+    }
+
+    /// Appends `lines` after cutting off a torn tail; an append that creates the session
+    /// stores a fresh generation first.
+    fn append_locked(
+        &self,
+        lock: &SessionLock,
+        current: Current,
+        lines: &[u8],
+        sync: SyncPolicy,
+    ) -> Result<Outcome> {
+        if lines.is_empty() {
+            return Ok(Outcome::Kept);
+        }
+        let file = match current.file {
+            Some(file) => file,
+            None => OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(&self.data)
+                .at(&self.data)?,
+        };
+        let kept = current.data_end;
+        if kept < current.len {
+            tracing::warn!(
+                backend = BACKEND,
+                session_id = %self.id,
+                path = %self.data.display(),
+                bytes = current.len - kept,
+                "removing a torn tail left by an interrupted append"
+            );
+            file.set_len(kept).at(&self.data)?;
+        }
+        let outcome = if kept == 0 {
+            let generation = new_generation();
+            lock.set_generation(&self.lock, generation, sync == SyncPolicy::EveryWrite)?;
+            Outcome::New(generation)
+        } else {
+            Outcome::Kept
+        };
+        let buf = if current.needs_newline {
             Cow::Owned([b"\n", lines].concat())
         } else {
             Cow::Borrowed(lines)
         };
-        if let Err(err) = file.write_all(&buf) {
+        if let Err(err) = (&file).write_all(&buf) {
             // A failed write (disk full, quota) may have stored part of the batch; cut it
             // off so the append is all or nothing, and leave no empty session behind.
-            // Should this cleanup fail too, the partial line is a torn tail that the next
+            // Should this cleanup fail too, the partial batch is a torn tail that the next
             // append removes.
             let _ = file.set_len(kept);
             if kept == 0 {
@@ -117,49 +338,43 @@ impl SessionFiles {
         if sync == SyncPolicy::EveryWrite {
             file.sync_data().at(&self.data)?;
             if kept == 0 {
-                // The file may be new: make its directory entry durable too.
+                // The files may be new: make their directory entries durable too.
                 sync_dir(&self.dir)?;
             }
         }
-        Ok(())
+        Ok(outcome)
     }
 
-    /// Replaces the whole session file with `contents`, atomically and durably.
-    pub(crate) fn replace(&self, contents: &[u8]) -> Result<()> {
-        let _lock = self.lock_exclusive()?;
-        self.replace_locked(contents)
-    }
-
-    /// Removes the session file. An unknown session is not an error.
-    pub(crate) fn remove(&self) -> Result<()> {
-        if !self.data_exists()? {
-            return Ok(());
+    /// Keeps the first `len` lines of the data; a shorter history gets a new generation.
+    fn truncate_locked(&self, lock: &SessionLock, current: Current, len: usize) -> Result<Outcome> {
+        if !current.exists() {
+            return Ok(Outcome::Kept);
         }
-        let _lock = self.lock_exclusive()?;
-        self.remove_locked()
-    }
-
-    /// Keeps the first `len` lines, atomically and durably.
-    ///
-    /// Lines are counted, not parsed, so this also recovers a session whose later lines
-    /// are damaged: truncating to just before the bad line makes it loadable again.
-    pub(crate) fn truncate(&self, len: usize) -> Result<()> {
-        if !self.data_exists()? {
-            return Ok(());
-        }
-        let _lock = self.lock_exclusive()?;
-        let bytes = match fs::read(&self.data) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-            other => other.at(&self.data)?,
-        };
+        let bytes = self.read_locked(&current)?;
         let keep = jsonl::prefix_len(&bytes, len);
-        if keep == bytes.len() {
-            Ok(())
+        if keep >= jsonl::data_len(&bytes) {
+            // No message removed; a torn tail is left for the next append to cut.
+            Ok(Outcome::Kept)
         } else if keep == 0 {
-            self.remove_locked()
+            self.remove_locked(lock)?;
+            Ok(Outcome::Removed)
         } else {
-            self.replace_locked(&bytes[..keep])
+            let mut kept = bytes;
+            kept.truncate(keep);
+            // A cut inside a batch must leave a complete one, not a torn tail.
+            jsonl::unmark_last_line(&mut kept);
+            self.rewrite_locked(lock, &kept)
         }
+    }
+
+    /// Stores a fresh generation, then replaces the session file with `contents`.
+    fn rewrite_locked(&self, lock: &SessionLock, contents: &[u8]) -> Result<Outcome> {
+        let generation = new_generation();
+        // Fsynced because the rewrite is: the new content must never be durable with the
+        // old generation.
+        lock.set_generation(&self.lock, generation, true)?;
+        self.replace_locked(contents)?;
+        Ok(Outcome::New(generation))
     }
 
     /// Writes a temporary file, fsyncs it, renames it over the session file and fsyncs
@@ -189,135 +404,63 @@ impl SessionFiles {
         result
     }
 
-    fn remove_locked(&self) -> Result<()> {
+    /// Removes the session file, then the lock file (see the module docs), durably.
+    fn remove_locked(&self, lock: &SessionLock) -> Result<()> {
         match fs::remove_file(&self.data) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             other => other.at(&self.data)?,
         }
-        // A temp file can only outlive its `save` if that process crashed; tidy it up.
+        // A temp file can only outlive its `save` if that process crashed; tidy it up
+        // while the lock still excludes every other writer.
         let _ = fs::remove_file(&self.temp);
+        // Last: once it is gone, a newcomer can lock a new lock file at once.
+        lock.unlink(&self.lock)?;
         sync_dir(&self.dir)
     }
 
-    /// Makes the file end at a line boundary before an append. Returns the length to
-    /// roll back to if the append fails, and whether a `\n` must be written first.
-    ///
-    /// Costs one `fstat` and a one-byte read when the file is clean, which is always the
-    /// case unless an earlier append was interrupted.
-    fn repair_tail(&self, mut file: &File) -> Result<(u64, bool)> {
-        let len = file.metadata().at(&self.data)?.len();
-        if len == 0 {
-            return Ok((0, false));
-        }
-        let mut last = [0u8];
-        file.seek(SeekFrom::Start(len - 1)).at(&self.data)?;
-        file.read_exact(&mut last).at(&self.data)?;
-        if last[0] == b'\n' {
-            return Ok((len, false));
-        }
-        let (start, tail) = self.read_tail(file, len)?;
-        if let Tail::Torn { len: torn } = jsonl::classify_tail(&tail) {
-            tracing::warn!(
-                backend = BACKEND,
-                session_id = %self.id,
-                path = %self.data.display(),
-                bytes = torn,
-                "removing a torn final line left by an interrupted append"
-            );
-            file.set_len(start).at(&self.data)?;
-            return Ok((start, false));
-        }
-        // A complete message missing only its `\n` is data: terminate it, keep it.
-        Ok((len, true))
+    /// The whole session file, read through the handle `inspect` opened.
+    fn read_locked(&self, current: &Current) -> Result<Vec<u8>> {
+        let Some(mut file) = current.file.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut bytes = Vec::with_capacity(usize::try_from(current.len).unwrap_or(0));
+        file.seek(SeekFrom::Start(0)).at(&self.data)?;
+        file.read_to_end(&mut bytes).at(&self.data)?;
+        Ok(bytes)
     }
 
-    /// The bytes after the last `\n` of a file of `len` bytes, and where they start.
-    fn read_tail(&self, mut file: &File, len: u64) -> Result<(u64, Vec<u8>)> {
-        let mut tail = Vec::new();
-        let mut end = len;
-        while end > 0 {
-            let start = end.saturating_sub(TAIL_CHUNK);
-            let mut chunk = vec![0; usize::try_from(end - start).unwrap_or(0)];
+    /// Where the data of a file of `len` bytes ends (before its torn tail), and whether it
+    /// ends with a complete message missing its `\n`.
+    ///
+    /// Reads [`TAIL_PEEK`] bytes when the file ends with a complete batch, which is always
+    /// the case unless an earlier append was interrupted; otherwise reads back as far as
+    /// the torn tail reaches.
+    fn find_data_end(&self, mut file: &File, len: u64) -> Result<(u64, bool)> {
+        let mut size = TAIL_PEEK;
+        loop {
+            let start = len.saturating_sub(size);
+            let mut chunk = vec![0; usize::try_from(len - start).unwrap_or(0)];
             file.seek(SeekFrom::Start(start)).at(&self.data)?;
             file.read_exact(&mut chunk).at(&self.data)?;
-            let newline = chunk.iter().rposition(|&b| b == b'\n');
-            let from = newline.map_or(0, |i| i + 1);
-            chunk.drain(..from);
-            chunk.extend_from_slice(&tail);
-            tail = chunk;
-            if newline.is_some() {
-                return Ok((start + from as u64, tail));
+            if let Some(end) = jsonl::data_end(&chunk, start == 0) {
+                let needs_newline = end > 0 && chunk[end - 1] != b'\n';
+                return Ok((start + end as u64, needs_newline));
             }
-            end = start;
-        }
-        Ok((0, tail))
-    }
-
-    fn data_exists(&self) -> Result<bool> {
-        match fs::metadata(&self.data) {
-            Ok(_) => Ok(true),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(err) => Err(err).at(&self.data),
+            size = size.max(TAIL_CHUNK / 2) * 2;
         }
     }
 
     /// Takes the session's exclusive lock, creating the directory on first use.
-    fn lock_exclusive(&self) -> Result<File> {
-        let file = match open_lock_file(&self.lock) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&self.dir).at(&self.dir)?;
-                open_lock_file(&self.lock)
-            }
-            other => other,
-        }
-        .at(&self.lock)?;
-        retry_interrupted(|| file.lock()).at(&self.lock)?;
-        Ok(file)
-    }
-
-    /// Takes the session's shared lock, so a reader never sees half of an append.
-    ///
-    /// In a directory this process may not write to (a read-only mount, another user's
-    /// sessions) the lock file may be impossible to create; nobody can be writing through
-    /// this backend there without having created it, so reading unlocked is safe.
-    fn lock_shared(&self) -> Result<Option<File>> {
-        let file = match open_lock_file(&self.lock) {
-            Ok(file) => file,
-            Err(err) if is_unwritable(&err) => match File::open(&self.lock) {
-                Ok(file) => file,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(err) => return Err(err).at(&self.lock),
-            },
-            Err(err) => return Err(err).at(&self.lock),
-        };
-        retry_interrupted(|| file.lock_shared()).at(&self.lock)?;
-        Ok(Some(file))
+    fn lock_exclusive(&self) -> Result<SessionLock> {
+        SessionLock::exclusive(&self.dir, &self.lock)
     }
 }
 
-fn open_lock_file(path: &Path) -> io::Result<File> {
-    // Opened for writing only so it can be created; it is never written.
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-}
-
-fn is_unwritable(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
-    )
-}
-
-/// Waiting for a lock can be interrupted by a signal; that is not a failure.
-fn retry_interrupted(mut op: impl FnMut() -> io::Result<()>) -> io::Result<()> {
-    loop {
-        match op() {
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
+fn exists(path: &Path) -> Result<bool> {
+    match fs::metadata(path) {
+        Ok(_) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err).at(path),
     }
 }
 

@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fusion_core::{
-    ChatMessage, ConversationStorage, Result, SessionId, SessionInfo, check_storable,
+    Change, ChatMessage, ConversationStorage, Expect, Result, Revision, SessionId, SessionInfo,
+    check_storable,
 };
 
 use crate::error::{BACKEND, IoContext, from_join};
@@ -29,7 +30,7 @@ use crate::file_name;
 use crate::jsonl::{self, Tail};
 use crate::location;
 use crate::options::{FileSystemOptions, SyncPolicy};
-use crate::session_files::SessionFiles;
+use crate::session_files::{FileChange, SessionFiles};
 
 /// Conversation storage in a directory: one JSON Lines file per session.
 ///
@@ -163,28 +164,37 @@ impl FileSystemStorage {
             .map_err(from_join)?
     }
 
-    /// Reads and parses a session, warning about a torn tail.
+    /// Reads and parses a session, warning about a torn tail: its messages, the file's
+    /// metadata and its revision.
     async fn read(
         &self,
         session_id: &str,
-    ) -> Result<Option<(Vec<ChatMessage>, std::fs::Metadata)>> {
+    ) -> Result<Option<(Vec<ChatMessage>, std::fs::Metadata, Revision)>> {
         self.on_session(session_id, |files| {
-            let Some((bytes, metadata)) = files.read()? else {
+            let Some(stored) = files.read()? else {
                 return Ok(None);
             };
             // Parsed after `read` released the lock: a long history never holds up writers.
-            let decoded = jsonl::decode(files.id(), &bytes)?;
+            let decoded = jsonl::decode(files.id(), &stored.bytes)?;
             if let Tail::Torn { len } = decoded.tail {
                 tracing::warn!(
                     backend = BACKEND,
                     session_id = files.id(),
                     path = %files.data().display(),
                     bytes = len,
-                    "skipping a torn final line left by an interrupted append; \
+                    "skipping a torn tail left by an interrupted append; \
                      the next append to this session removes it"
                 );
             }
-            Ok(Some((decoded.messages, metadata)))
+            let revision = if decoded.messages.is_empty() {
+                Revision::ABSENT
+            } else {
+                Revision {
+                    generation: stored.generation,
+                    len: decoded.messages.len(),
+                }
+            };
+            Ok(Some((decoded.messages, stored.metadata, revision)))
         })
         .await
     }
@@ -192,8 +202,9 @@ impl FileSystemStorage {
 
 #[async_trait]
 impl ConversationStorage for FileSystemStorage {
-    /// Replaces the session file atomically: a temporary file is written and fsynced, then
-    /// renamed over it, and the directory is fsynced. O(len of `history`).
+    /// Replaces the session file atomically: a fresh generation is stored (and fsynced) in
+    /// the lock file, then a temporary file is written and fsynced, renamed over the
+    /// session file, and the directory is fsynced. O(len of `history`).
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if history.is_empty() {
@@ -211,11 +222,11 @@ impl ConversationStorage for FileSystemStorage {
         Ok(self
             .read(session_id)
             .await?
-            .map(|(messages, _)| messages)
+            .map(|(messages, ..)| messages)
             .unwrap_or_default())
     }
 
-    /// Removes the session file (its hidden lock file stays; see the crate docs).
+    /// Removes the session file, then its hidden lock file (see the crate docs).
     async fn delete(&self, session_id: &str) -> Result<()> {
         self.on_session(session_id, SessionFiles::remove).await
     }
@@ -229,9 +240,11 @@ impl ConversationStorage for FileSystemStorage {
             .map_err(from_join)?
     }
 
-    /// Serialises `messages` into one buffer and writes it with a single `write()` in
-    /// append mode, under the session's exclusive lock. O(`messages`), independent of the
-    /// history length; see [`SyncPolicy`](crate::SyncPolicy) for durability.
+    /// Serialises `messages` into one buffer (with batch markers, so that a crash stores
+    /// all of them or none) and writes it with a single `write()` in append mode, under the
+    /// session's exclusive lock. O(`messages`), independent of the history length: besides
+    /// the write, a few bytes of the file's end are read to check it ends on a complete
+    /// batch. See [`SyncPolicy`] for durability.
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if messages.is_empty() {
@@ -239,13 +252,15 @@ impl ConversationStorage for FileSystemStorage {
         }
         check_storable(BACKEND, session_id, messages)?;
         // Serialised before locking, so the lock is held only for the write itself.
-        let lines = jsonl::encode(messages)?;
+        let lines = jsonl::encode_batch(messages)?;
         let sync = self.inner.options.sync;
         self.on_session(session_id, move |files| files.append(&lines, sync))
             .await
     }
 
-    /// Rewrites the first `len` lines atomically, like `save`; `len == 0` deletes. Lines
+    /// Rewrites the first `len` lines atomically with a fresh generation, like `save`
+    /// (unless that keeps every message); `len == 0` deletes. A cut inside an appended
+    /// batch drops the cut batch's marker from the last kept line. Lines
     /// are counted, not parsed, so truncating just before a damaged line recovers a
     /// corrupt session. O(size of the file).
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
@@ -257,7 +272,7 @@ impl ConversationStorage for FileSystemStorage {
     /// in `load`); `updated_at` is the file's modification time. `created_at` is `None`:
     /// `save` replaces the file, so no file-system timestamp records the first write.
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
-        let Some((messages, metadata)) = self.read(session_id).await? else {
+        let Some((messages, metadata, _)) = self.read(session_id).await? else {
             return Ok(None);
         };
         Ok((!messages.is_empty()).then(|| SessionInfo {
@@ -266,6 +281,42 @@ impl ConversationStorage for FileSystemStorage {
             created_at: None,
             updated_at: metadata.modified().ok(),
         }))
+    }
+
+    /// Reads the session file and the generation stored in its lock file under one shared
+    /// lock. O(len of history), like `load`.
+    async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        Ok(self
+            .read(session_id)
+            .await?
+            .map_or((Vec::new(), Revision::ABSENT), |(messages, _, revision)| {
+                (messages, revision)
+            }))
+    }
+
+    /// Checks and writes under the session's exclusive lock. The check reads the stored
+    /// generation (one small read of the lock file) and, for [`Expect::Exactly`] of an
+    /// existing session, counts the lines of the session file (O(size of the file)); the
+    /// write then costs what `append`, `truncate` or `save` costs.
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        SessionId::validate(session_id)?;
+        check_storable(BACKEND, session_id, change.messages())?;
+        // Serialised before locking, so the lock is held only for the file work.
+        let change = match change {
+            Change::Append(messages) => FileChange::Append(jsonl::encode_batch(messages)?),
+            Change::Truncate(len) => FileChange::Truncate(len),
+            Change::Replace(history) => FileChange::Replace(jsonl::encode(history)?),
+        };
+        let sync = self.inner.options.sync;
+        self.on_session(session_id, move |files| {
+            files.write_if(expected, change, sync)
+        })
+        .await
     }
 
     fn backend_name(&self) -> &'static str {

@@ -1,5 +1,5 @@
-//! Real OS processes on one session directory: concurrent writers, and a writer killed
-//! mid-stream.
+//! Real OS processes on one session directory: concurrent writers, processes racing to
+//! create a session, and writers killed mid-stream.
 //!
 //! Child processes are this test binary run again with `--exact <child test>`; the child
 //! tests below do nothing unless [`ROLE_ENV`] tells them what to do, so a plain
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use fusion_core::testkit::assert_nothing_lost_in_writer_order;
-use fusion_core::{ChatMessage, ConversationStorage};
+use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect, Role};
 use fusion_storage_fs::FileSystemStorage;
 
 /// Tells a child test its role; absent in the parent, so the child tests return at once.
@@ -22,8 +22,12 @@ const TAG_ENV: &str = "FUSION_FS_TEST_TAG";
 
 const SESSION: &str = "shared:Session";
 const PER_WRITER: usize = 1000;
-/// Printed by the streaming child after each append that returned `Ok`.
+/// Printed by the streaming children after each append that returned `Ok`.
 const ACK: &str = "ACK ";
+/// Printed by a creating child before its outcome.
+const RESULT: &str = "RESULT ";
+/// How many messages each append of the batching child writes.
+const BATCH: usize = 3;
 
 /// Kills the child if the parent test fails before reaping it, so no writer outlives us.
 struct Reaped(Child);
@@ -206,4 +210,161 @@ fn append_after_crash_keeps_every_acknowledged_message() {
         .find(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
         .unwrap();
     assert!(std::fs::read(file).unwrap().ends_with(b"\n"));
+}
+
+/// Child: waits for "go", then starts the session with a create-only conditional write
+/// of the opening (system prompt and its own message); if another process created it
+/// first, appends its message alone under the generation it reads. Prints what it did.
+#[test]
+fn child_creator() {
+    let Some((storage, tag)) = child_role("creator") else {
+        return;
+    };
+    std::io::stdin()
+        .lock()
+        .read_line(&mut String::new())
+        .unwrap();
+    let user = ChatMessage::user(format!("{tag}-0"));
+    let opening = [ChatMessage::system("the prompt"), user.clone()];
+    let created = runtime().block_on(async {
+        match storage
+            .write_if(SESSION, Expect::Generation(0), Change::Append(&opening))
+            .await
+        {
+            Ok(_) => return true,
+            Err(Error::Conflict { .. }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+        loop {
+            let (_, now) = storage.load_revision(SESSION).await.unwrap();
+            match storage
+                .write_if(
+                    SESSION,
+                    Expect::Generation(now.generation),
+                    Change::Append(std::slice::from_ref(&user)),
+                )
+                .await
+            {
+                Ok(_) => return false,
+                Err(Error::Conflict { .. }) => continue,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+    });
+    println!("{RESULT}{}", if created { "created" } else { "joined" });
+}
+
+#[test]
+fn processes_starting_one_session_at_once_store_the_opening_once() {
+    const CREATORS: usize = 4;
+    let tmp = tempfile::tempdir().unwrap();
+    let tags: Vec<String> = (0..CREATORS).map(|c| format!("c{c}")).collect();
+    let mut children: Vec<Reaped> = tags
+        .iter()
+        .map(|tag| spawn_child("child_creator", "creator", tmp.path(), tag, Stdio::piped()))
+        .collect();
+    for child in &mut children {
+        child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+    let mut created = 0;
+    for child in &mut children {
+        // Read to the end: libtest still prints after the result, into this pipe.
+        let lines: Vec<String> = BufReader::new(child.0.stdout.take().unwrap())
+            .lines()
+            .map(Result::unwrap)
+            .collect();
+        let result = lines
+            .iter()
+            .find_map(|line| Some(line.split_once(RESULT)?.1.trim()))
+            .expect("a creator reported nothing");
+        created += usize::from(result == "created");
+        assert!(child.0.wait().unwrap().success(), "a creator failed");
+    }
+    assert_eq!(created, 1, "exactly one process created the session");
+
+    let history = runtime()
+        .block_on(FileSystemStorage::new(tmp.path()).load(SESSION))
+        .unwrap();
+    assert_eq!(history.len(), CREATORS + 1, "{history:?}");
+    assert_eq!(history[0], ChatMessage::system("the prompt"));
+    assert_eq!(history.iter().filter(|m| m.role == Role::System).count(), 1);
+    for tag in &tags {
+        let mine = format!("{tag}-0");
+        assert_eq!(history.iter().filter(|m| m.content == mine).count(), 1);
+    }
+}
+
+/// Child: appends batches of [`BATCH`] large messages until killed, printing [`ACK`]
+/// after each `Ok`.
+#[test]
+fn child_batcher() {
+    let Some((storage, tag)) = child_role("batcher") else {
+        return;
+    };
+    // Large messages make it likely that the kill lands inside a `write()`.
+    let padding = "x".repeat(64 * 1024);
+    runtime().block_on(async {
+        for k in 0..100_000 {
+            let batch: Vec<ChatMessage> = (0..BATCH)
+                .map(|j| ChatMessage::tool_result(&padding, format!("{tag}-{}", k * BATCH + j)))
+                .collect();
+            storage.append(SESSION, &batch).await.unwrap();
+            println!("{ACK}{k}");
+        }
+    });
+}
+
+/// Whatever point the kill lands on, each round's messages are whole batches. The kill
+/// often lands between two writes rather than inside one, so this only samples cuts;
+/// `a_torn_batch_is_all_or_nothing_and_cut_by_the_next_append` (in `revisions.rs`) writes
+/// every kind of cut deterministically.
+#[test]
+fn a_batch_cut_by_kill_is_stored_whole_or_not_at_all() {
+    const ROUNDS: usize = 3;
+    const KILL_AFTER: usize = 30;
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FileSystemStorage::new(tmp.path());
+    let rt = runtime();
+    let mut stored = 0;
+    for round in 0..ROUNDS {
+        let tag = format!("b{round}");
+        let mut child = spawn_child("child_batcher", "batcher", tmp.path(), &tag, Stdio::piped());
+        let stdout = BufReader::new(child.0.stdout.take().unwrap());
+        let mut acked = None;
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            let Some((_, k)) = line.split_once(ACK) else {
+                continue;
+            };
+            let k: usize = k.trim().parse().unwrap();
+            acked = Some(k);
+            if k + 1 == KILL_AFTER {
+                child.0.kill().unwrap();
+            }
+        }
+        assert!(
+            !child.0.wait().unwrap().success(),
+            "the writer was not killed"
+        );
+        let acked = acked.expect("the writer acknowledged nothing") + 1;
+
+        let loaded = rt.block_on(storage.load(SESSION)).unwrap();
+        let this_round = &loaded[stored..];
+        assert!(this_round.len() >= acked * BATCH, "round {round}");
+        assert_eq!(
+            this_round.len() % BATCH,
+            0,
+            "round {round}: part of a batch was stored"
+        );
+        for (i, message) in this_round.iter().enumerate() {
+            assert_eq!(origin(message), (tag.clone(), i), "round {round}");
+        }
+        stored = loaded.len();
+    }
+    let last = ChatMessage::assistant("after-0");
+    rt.block_on(storage.append(SESSION, std::slice::from_ref(&last)))
+        .unwrap();
+    let loaded = rt.block_on(storage.load(SESSION)).unwrap();
+    assert_eq!(loaded.len(), stored + 1);
+    assert_eq!(loaded.last(), Some(&last));
 }

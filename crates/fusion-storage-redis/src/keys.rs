@@ -2,7 +2,9 @@
 //!
 //! For prefix `fusion` and session `user-1`:
 //! - `fusion:s:{user-1}`: a LIST, one JSON message per element, oldest first;
-//! - `fusion:m:{user-1}`: a HASH with `created_at` and `updated_at` (ms since the epoch);
+//! - `fusion:m:{user-1}`: a HASH with `created_at` and `updated_at` (ms since the epoch)
+//!   and `gen`, the session's generation (absent for sessions stored before generations
+//!   existed, which read as `LEGACY_GENERATION`);
 //! - `fusion:sessions`: a SET of session ids, so listing never needs `KEYS` or `SCAN`.
 //!
 //! The braces are a Redis Cluster hash tag: both keys of one session hash to the same
@@ -39,7 +41,7 @@ impl Keys {
         format!("{}:s:{{{session_id}}}", self.prefix)
     }
 
-    /// The HASH holding the timestamps of `session_id`.
+    /// The HASH holding the timestamps and generation of `session_id`.
     pub(crate) fn meta(&self, session_id: &str) -> String {
         format!("{}:m:{{{session_id}}}", self.prefix)
     }

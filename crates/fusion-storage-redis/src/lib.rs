@@ -2,9 +2,11 @@
 //!
 //! Where the file-system and SQLite backends keep sessions on one machine, this one keeps
 //! them on a Redis server that several processes and machines share, with an optional
-//! TTL so abandoned sessions expire on their own. See [`RedisStorage`] for costs,
-//! [`RedisOptions`] for the key prefix, TTL and timeouts, and the crate README for the key
-//! layout, Cluster notes and how to inspect a session with `redis-cli`.
+//! TTL so abandoned sessions expire on their own. Conditional writes (`write_if`) are
+//! native: the check of the session's generation and the write are one Lua script. See
+//! [`RedisStorage`] for costs, [`RedisOptions`] for the key prefix, TTL and timeouts, and
+//! the crate README for the key layout, generations, Cluster notes and how to inspect a
+//! session with `redis-cli`.
 //!
 //! ```no_run
 //! # async fn demo() -> fusion_core::Result<()> {

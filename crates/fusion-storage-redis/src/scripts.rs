@@ -9,22 +9,36 @@
 //! accepts, the push is chunked below Lua's `unpack` limit). Both keys share a hash tag
 //! (see `keys.rs`), so the scripts are valid on Redis Cluster too. Timestamps come from
 //! the server's clock, so writers on machines with skewed clocks still agree.
+//!
+//! Every script is also a conditional write (issue #13): it reads the session's
+//! generation (the meta hash's `gen` field) and length, compares them with what the
+//! caller expects, and writes only if they match; the unconditional `save`, `append` and
+//! `truncate` pass the expectation `any`. A mismatch is not an error reply but a result
+//! (`{0, generation, length}`), returned before the first write like any other refusal.
 
 use std::sync::LazyLock;
 
+use fusion_core::LEGACY_GENERATION;
 use redis::Script;
 
 use crate::config::MAX_TTL;
 
 /// Shared prologue: effect replication (implicit since Redis 5, needed before `TIME`
-/// on older servers), then the checks that run before any write.
+/// on older servers), then the checks that run before any write, then `check()`.
 ///
-/// ARGV[2] of every script is the TTL in ms, `0` for none. It must be a whole number as
+/// `ARGV[2]` of every script is the TTL in ms, `0` for none. It must be a whole number as
 /// Redis parses one (digits, no leading zero) and at most `@MAX_TTL_MS@` (substituted
 /// from [`MAX_TTL`]), which `RedisOptions` already ensures; checked again here because a
 /// failing `PEXPIRE` would come after the writes.
 /// It is handed to `PEXPIRE` as the string it arrived as: a Lua number would be
 /// formatted in exponent notation above 10^17, which `PEXPIRE` refuses.
+///
+/// `ARGV[3..=6]` of every script are the condition: the fresh generation the script gives
+/// the session if it creates or rewrites it (made by the client, so the script stays
+/// deterministic), the expectation (`any`, `gen` or `exact`), and the expected generation
+/// and length (`0` where unused). Generations are compared as the decimal strings they
+/// are stored as, never as Lua numbers. A session whose list exists but whose meta has
+/// no `gen` (stored before generations existed) is at `@LEGACY_GENERATION@`.
 const PROLOGUE: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
 local function wrong_type(key, want)
@@ -55,6 +69,28 @@ local ttl_arg = ARGV[2]
 if not (whole(ttl_arg) and at_most(ttl_arg, '@MAX_TTL_MS@')) then
   return bad_arg('TTL', ttl_arg)
 end
+local fresh, expect, want_gen, want_len = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if not whole(fresh) or fresh == '0' or fresh == '@LEGACY_GENERATION@' then
+  return bad_arg('generation', fresh)
+end
+if expect ~= 'any' and expect ~= 'gen' and expect ~= 'exact' then
+  return bad_arg('expectation', expect)
+end
+if not (whole(want_gen) and whole(want_len)) then
+  return bad_arg('expected revision', tostring(want_gen) .. '/' .. tostring(want_len))
+end
+-- The session's revision now, and whether it is what the caller expects: nil if so,
+-- else the reply that reports the conflict (and writes nothing).
+local function check()
+  local len = redis.call('LLEN', KEYS[1])
+  local gen = '0'
+  if len > 0 then gen = redis.call('HGET', KEYS[2], 'gen') or '@LEGACY_GENERATION@' end
+  if expect == 'any' or (gen == want_gen
+      and (expect == 'gen' or gen == '0' or tonumber(want_len) == len)) then
+    return nil, gen, len
+  end
+  return {0, gen, len}, gen, len
+end
 local function now_ms()
   local t = redis.call('TIME')
   return string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
@@ -70,41 +106,61 @@ local function touch()
 end
 "#;
 
-/// Replaces or extends a session.
+/// Replaces or extends a session, if it meets the expectation.
 ///
-/// KEYS: list, meta. ARGV: `replace` or `append`, TTL in ms (0 = none), then at least
-/// one message as JSON. Returns the new length of the list.
+/// KEYS: list, meta. ARGV: `replace` or `append`, TTL in ms (0 = none), the condition
+/// (see [`PROLOGUE`]), then the messages as JSON: at least one to replace, any number to
+/// append (none only checks). Returns `{1, generation, length}` after the write, or
+/// `{0, generation, length}` as found when the expectation failed.
+///
+/// A write that creates the session (no list yet) or replaces it gives it the fresh
+/// generation; an append to an existing session keeps the one it has.
 const WRITE_BODY: &str = r#"
 if ARGV[1] ~= 'replace' and ARGV[1] ~= 'append' then return bad_arg('mode', ARGV[1]) end
-if #ARGV < 3 then return bad_arg('message count', #ARGV - 2) end
+if ARGV[1] == 'replace' and #ARGV < 7 then return bad_arg('message count', #ARGV - 6) end
+local conflict, gen, len = check()
+if conflict then return conflict end
+if #ARGV < 7 then return {1, gen, len} end
 local now = now_ms()
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[2], 'created_at', now)
+if len == 0 then
+  redis.call('HSET', KEYS[2], 'created_at', now, 'gen', fresh)
+  gen = fresh
 elseif ARGV[1] == 'replace' then
   redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'gen', fresh)
+  gen = fresh
 end
 -- Lua's unpack() is limited to a few thousand values, so push in chunks; the script
 -- is atomic either way.
-for i = 3, #ARGV, 1000 do
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+for i = 7, #ARGV, 1000 do
+  len = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 redis.call('HSET', KEYS[2], 'updated_at', now)
 touch()
-return redis.call('LLEN', KEYS[1])
+return {1, gen, len}
 "#;
 
-/// Keeps the first messages of a session.
+/// Keeps the first messages of a session, if it meets the expectation.
 ///
-/// KEYS: list, meta. ARGV: the length to keep (at least 1), TTL in ms (0 = none).
-/// Returns 1 if messages were removed, 0 if the list was already short enough or absent.
+/// KEYS: list, meta. ARGV: the length to keep (`0` deletes both keys), TTL in ms
+/// (0 = none), the condition (see [`PROLOGUE`]). Returns `{1, generation, length}`
+/// after (`{1, '0', 0}` once deleted), or `{0, generation, length}` as found when the
+/// expectation failed. A truncate that removes messages gives the session the fresh
+/// generation; one that removes none changes nothing, not even the TTL.
 const TRUNCATE_BODY: &str = r#"
-if not whole(ARGV[1]) or ARGV[1] == '0' then return bad_arg('length', ARGV[1]) end
+if not whole(ARGV[1]) then return bad_arg('length', ARGV[1]) end
 local keep = tonumber(ARGV[1])
-if redis.call('LLEN', KEYS[1]) <= keep then return 0 end
+local conflict, gen, len = check()
+if conflict then return conflict end
+if len <= keep then return {1, gen, len} end
+if keep == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return {1, '0', 0}
+end
 redis.call('LTRIM', KEYS[1], 0, keep - 1)
-redis.call('HSET', KEYS[2], 'updated_at', now_ms())
+redis.call('HSET', KEYS[2], 'gen', fresh, 'updated_at', now_ms())
 touch()
-return 1
+return {1, fresh, keep}
 "#;
 
 /// The save/append script; see [`WRITE_BODY`].
@@ -114,11 +170,35 @@ pub(crate) static WRITE: LazyLock<Script> = LazyLock::new(|| Script::new(&source
 pub(crate) static TRUNCATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(&source(TRUNCATE_BODY)));
 
-/// The full text of the script with `body`: the prologue, with the TTL bound filled in,
-/// then the body.
+/// The full text of the script with `body`: the prologue, with the TTL bound and the
+/// legacy generation filled in, then the body.
 fn source(body: &str) -> String {
-    let prologue = PROLOGUE.replace("@MAX_TTL_MS@", &MAX_TTL.as_millis().to_string());
+    let prologue = PROLOGUE
+        .replace("@MAX_TTL_MS@", &MAX_TTL.as_millis().to_string())
+        .replace("@LEGACY_GENERATION@", &LEGACY_GENERATION.to_string());
     format!("{prologue}{body}")
+}
+
+/// What a script reports: whether it wrote, and the session's generation (as stored: a
+/// decimal string, or whatever else someone wrote there) and length, after the write or
+/// as found when the expectation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) applied: bool,
+    pub(crate) generation: String,
+    pub(crate) len: usize,
+}
+
+impl redis::FromRedisValue for Outcome {
+    fn from_redis_value(value: redis::Value) -> Result<Self, redis::ParsingError> {
+        let (applied, generation, len): (i64, String, usize) =
+            redis::FromRedisValue::from_redis_value(value)?;
+        Ok(Self {
+            applied: applied == 1,
+            generation,
+            len,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -139,16 +219,17 @@ mod tests {
     }
 
     #[test]
-    fn the_scripts_carry_the_ttl_bound_of_the_options() {
+    fn the_scripts_carry_the_ttl_bound_and_legacy_generation_of_the_crate() {
         let bound = MAX_TTL.as_millis().to_string();
         for body in [WRITE_BODY, TRUNCATE_BODY] {
             let text = source(body);
-            assert!(
-                !text.contains("@MAX_TTL_MS@"),
-                "placeholder left in the script"
-            );
+            assert!(!text.contains('@'), "placeholder left in the script");
             assert!(
                 text.contains(&format!("at_most(ttl_arg, '{bound}')")),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("or '{LEGACY_GENERATION}' end")),
                 "{text}"
             );
         }
@@ -166,49 +247,66 @@ mod tests {
             format!("fusion-test:scripts-{nanos}:m:{{x}}"),
         );
         let message = r#"{"role":"user","content":"hi"}"#;
-        let bad_writes: [(&str, &str, &[&str]); 7] = [
-            ("append", "9223372036854775808", &[message]), // 2^63: PEXPIRE refuses it
-            ("append", "4611686018427387905", &[message]), // MAX_TTL + 1 ms
-            ("append", "abc", &[message]),
-            ("append", "0600", &[message]),
-            ("append", "1e5", &[message]),
-            ("insert", "0", &[message]),
-            ("append", "0", &[]),
+        let good = ["12345", "any", "0", "0"];
+        let bad_writes: [(&str, &str, [&str; 4], &[&str]); 12] = [
+            ("append", "9223372036854775808", good, &[message]), // 2^63: PEXPIRE refuses it
+            ("append", "4611686018427387905", good, &[message]), // MAX_TTL + 1 ms
+            ("append", "abc", good, &[message]),
+            ("append", "0600", good, &[message]),
+            ("append", "1e5", good, &[message]),
+            ("insert", "0", good, &[message]),
+            ("replace", "0", good, &[]),
+            ("append", "0", ["1", "any", "0", "0"], &[message]), // the legacy generation
+            ("append", "0", ["0", "any", "0", "0"], &[message]), // absent
+            ("append", "0", ["7x", "any", "0", "0"], &[message]),
+            ("append", "0", ["12345", "maybe", "0", "0"], &[message]),
+            ("append", "0", ["12345", "exact", "-1", "0"], &[message]),
         ];
-        for (mode, ttl, messages) in bad_writes {
-            let result: redis::RedisResult<i64> = WRITE
+        for (mode, ttl, condition, messages) in bad_writes {
+            let result: redis::RedisResult<Outcome> = WRITE
                 .key(&list)
                 .key(&meta)
                 .arg(mode)
                 .arg(ttl)
+                .arg(&condition)
                 .arg(messages)
                 .invoke(&mut conn);
-            let err = result.expect_err(&format!("mode {mode}, TTL {ttl}: should fail"));
+            let what = format!("mode {mode}, TTL {ttl}, condition {condition:?}");
+            let err = result.expect_err(&format!("{what}: should fail"));
             assert!(err.to_string().contains("nothing was written"), "{err}");
             let exists: i64 = redis::cmd("EXISTS")
                 .arg(&list)
                 .arg(&meta)
                 .query(&mut conn)
                 .unwrap();
-            assert_eq!(exists, 0, "mode {mode}, TTL {ttl}: a key was written");
+            assert_eq!(exists, 0, "{what}: a key was written");
         }
         let bound = MAX_TTL.as_millis().to_string();
-        let len: i64 = WRITE
+        let created: Outcome = WRITE
             .key(&list)
             .key(&meta)
             .arg("append")
             .arg(&bound)
+            .arg(&good)
             .arg(message)
             .invoke(&mut conn)
             .unwrap();
-        assert_eq!(len, 1);
-        let truncate: redis::RedisResult<i64> = TRUNCATE
-            .key(&list)
-            .key(&meta)
-            .arg("0")
-            .arg(&bound)
-            .invoke(&mut conn);
-        assert!(truncate.is_err(), "a length of 0 must be refused");
+        let expected = Outcome {
+            applied: true,
+            generation: "12345".into(),
+            len: 1,
+        };
+        assert_eq!(created, expected);
+        for length in ["-1", "01", "x"] {
+            let truncate: redis::RedisResult<Outcome> = TRUNCATE
+                .key(&list)
+                .key(&meta)
+                .arg(length)
+                .arg(&bound)
+                .arg(&["678", "any", "0", "0"])
+                .invoke(&mut conn);
+            assert!(truncate.is_err(), "a length of {length} must be refused");
+        }
         let _: i64 = redis::cmd("DEL")
             .arg(&list)
             .arg(&meta)

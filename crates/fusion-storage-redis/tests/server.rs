@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Harness, free_port, harness, wait_until};
 use fusion_core::testkit::assert_nothing_lost_in_writer_order;
-use fusion_core::{ChatMessage, ConversationStorage, Error};
+use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect};
 use fusion_storage_redis::{MAX_TTL, RedisOptions, RedisStorage};
 use redis::AsyncCommands;
 
@@ -184,11 +184,25 @@ async fn a_foreign_key_of_the_wrong_type_gives_a_clear_error_and_no_partial_writ
     assert!(shown.contains("wrong type"), "{shown}");
     assert!(shown.contains("\"squatted\""), "{shown}");
     assert!(shown.contains(&h.list_key("squatted")), "{shown}");
+    let err = store.load_revision("squatted").await.unwrap_err();
+    assert!(err.to_string().contains("wrong type"), "{err}");
 
     for result in [
         store.append("squatted", &[ChatMessage::user("hi")]).await,
         store.save("squatted", &[ChatMessage::user("hi")]).await,
         store.truncate("squatted", 1).await,
+        store
+            .write_if(
+                "squatted",
+                Expect::Generation(0),
+                Change::Append(&[ChatMessage::user("hi")]),
+            )
+            .await
+            .map(drop),
+        store
+            .write_if("squatted", Expect::Generation(0), Change::Truncate(0))
+            .await
+            .map(drop),
     ] {
         let err = result.expect_err("a write over a foreign key must fail");
         let shown = err.to_string();
@@ -439,6 +453,10 @@ async fn key_prefixes_keep_apps_apart_and_keys_follow_the_documented_layout() {
     let json: serde_json::Value = serde_json::from_str(&stored[0]).unwrap();
     assert_eq!(json["role"], "user");
     assert_eq!(json["content"], "from b");
-    let meta: Vec<String> = raw.hkeys(b.meta_key("same-id")).await.unwrap();
-    assert_eq!(meta.len(), 2, "{meta:?}");
+    let mut meta: Vec<String> = raw.hkeys(b.meta_key("same-id")).await.unwrap();
+    meta.sort();
+    assert_eq!(meta, ["created_at", "gen", "updated_at"]);
+    let generation: u64 = raw.hget(b.meta_key("same-id"), "gen").await.unwrap();
+    let (_, revision) = app_b.load_revision("same-id").await.unwrap();
+    assert_eq!(revision.generation, generation);
 }

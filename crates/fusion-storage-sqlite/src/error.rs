@@ -312,6 +312,15 @@ pub(crate) fn missing_row(session_id: &str, expected: i64, found: i64) -> Error 
     )
 }
 
+/// A `sessions` row of `session_id` that counts `count` messages where `rows` are stored.
+pub(crate) fn count_mismatch(session_id: &str, count: usize, rows: usize) -> Error {
+    Error::corrupt(
+        BACKEND,
+        session_id,
+        format!("the session row counts {count} messages, but {rows} are stored"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,10 @@
 //!
 //! Each module imports only modules of the layers below it:
 //!
-//! 1. `config` (options, URL parsing, how the direct connections open) and `error` (every
+//! 1. `config` (options, URL parsing, how the direct connections open), `error` (every
 //!    driver error mapped to a [`fusion_core::Error`], and which ones mean a busy
-//!    database);
+//!    database) and `generation` (where a session's generation lives, what a conditional
+//!    write checks and which generation each write leaves);
 //! 2. `busy`: the one loop that repeats a step of opening while the database is busy,
 //!    and `sql`: the SQL of every operation and the write model both paths run (`Write`,
 //!    `Value`, `write_sql!`, the one `BEGIN IMMEDIATE`, turning a row back into a message);
@@ -25,6 +26,7 @@ mod checkpoint;
 mod config;
 mod direct;
 mod error;
+mod generation;
 mod migrate;
 mod pooled;
 mod sql;

@@ -11,40 +11,100 @@
 //! `Transaction` cannot do this (it sends `BEGIN` and `COMMIT` as calls of their own), so
 //! this module does the job of its guard: a script that fails or is cancelled can stop
 //! after `BEGIN` with the write lock held, and its connection must not be used again like
-//! that. A load is one query ([`LOAD_ARRAY`]) returning the whole history as one JSON
-//! array.
+//! that. A conditional write takes two round trips: `BEGIN IMMEDIATE` and the read of the
+//! revision to check, then the rest of the script or `ROLLBACK`. A load is one query
+//! ([`LOAD_ARRAY`]) returning the whole history as one JSON array; `load_revision` is one
+//! query too ([`LOAD_REVISION_ARRAY`]), the revision beside the array.
 
-use fusion_core::{ChatMessage, Result};
+use fusion_core::{ChatMessage, Result, Revision};
+use sqlx::Arguments;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool};
 
-use crate::error::{Op, is_no_transaction, parse_sqlite_error};
-use crate::sql::{LOAD_ARRAY, LOAD_ROWS, Value, Write, decode_row};
+use crate::error::{Op, count_mismatch, is_no_transaction, parse_sqlite_error};
+use crate::generation::{Condition, revision_of};
+use crate::sql::{
+    BEGIN_AND_READ_REVISION, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, READ_REVISION, Value,
+    Write, Written, decode_row,
+};
 
-/// Runs `write` as one script on a connection from `pool`, in one round trip.
+/// Runs `write` as one script on a connection from `pool`, in one round trip (two for a
+/// conditional write).
 ///
-/// On success every statement ran, `COMMIT` included. On failure whatever the script left
-/// open is rolled back before the error is returned, and if the call is cancelled midway
-/// the rollback still happens, in the background, before the connection is reused.
-pub(crate) async fn write(pool: &SqlitePool, write: Write) -> sqlx::Result<()> {
-    let mut script = sqlx::query(write.sql.script);
-    for value in write.values {
-        script = match value {
-            Value::Text(text) => script.bind(text),
-            Value::Int(n) => script.bind(n),
-        };
-    }
+/// On success every statement ran, `COMMIT` included, or a conditional write's check
+/// failed and it rolled back. On failure whatever the script left open is rolled back
+/// before the error is returned, and if the call is cancelled midway the rollback still
+/// happens, in the background, before the connection is reused.
+pub(crate) async fn write(pool: &SqlitePool, write: Write) -> sqlx::Result<Written> {
+    let Write {
+        sql,
+        values,
+        condition,
+    } = write;
     let mut conn = Unfinished(Some(pool.acquire().await?));
-    match script.execute(conn.get()).await {
-        Ok(_) => {
+    let result = async {
+        match condition {
+            None => {
+                sqlx::query_with(sql.script, arguments(values)?)
+                    .execute(conn.get())
+                    .await?;
+                Ok(Written::Committed(None))
+            }
+            Some(condition) => write_if(&mut conn, sql.rest, values, condition).await,
+        }
+    }
+    .await;
+    match result {
+        Ok(written) => {
             conn.release();
-            Ok(())
+            Ok(written)
         }
         Err(e) => {
             conn.roll_back().await;
             Err(e)
         }
     }
+}
+
+/// A conditional write on `conn`: begin and read the revision, then run `rest` (the
+/// write's statements and `COMMIT`) if `condition` admits it, or roll back.
+async fn write_if(
+    conn: &mut Unfinished,
+    rest: &'static str,
+    values: Vec<Value>,
+    condition: Condition,
+) -> sqlx::Result<Written> {
+    // ?1, the session id, is all the read binds.
+    let check = arguments(values.iter().take(1).cloned())?;
+    // `fetch_all` rather than `fetch_optional`: it drives the script to its end.
+    let rows: Vec<(i64, i64)> = sqlx::query_as_with(BEGIN_AND_READ_REVISION, check)
+        .fetch_all(conn.get())
+        .await?;
+    match condition.check(revision_of(rows.first().copied())) {
+        Ok(generation) => {
+            sqlx::query_with(rest, arguments(values)?)
+                .execute(conn.get())
+                .await?;
+            Ok(Written::Committed(Some(generation)))
+        }
+        Err(found) => {
+            sqlx::query("ROLLBACK").execute(conn.get()).await?;
+            Ok(Written::Refused(found))
+        }
+    }
+}
+
+/// A write's values as the arguments of ?1, ?2, ...
+fn arguments(values: impl IntoIterator<Item = Value>) -> sqlx::Result<SqliteArguments<'static>> {
+    let mut arguments = SqliteArguments::default();
+    for value in values {
+        match value {
+            Value::Text(text) => arguments.add(text),
+            Value::Int(n) => arguments.add(n),
+        }
+        .map_err(sqlx::Error::Encode)?;
+    }
+    Ok(arguments)
 }
 
 /// A pooled connection whose script has not been seen to finish.
@@ -59,7 +119,7 @@ impl Unfinished {
         self.0.as_mut().expect("used only until released")
     }
 
-    /// Returns the connection to the pool: its script committed.
+    /// Returns the connection to the pool: its script committed, or rolled back itself.
     fn release(mut self) {
         self.0 = None;
     }
@@ -126,6 +186,59 @@ pub(crate) async fn load(
     load_row_by_row(pool, session_id, op).await
 }
 
+/// Loads `session_id` and its revision in one query ([`LOAD_REVISION_ARRAY`]), like
+/// [`load`]. When the array does not hold exactly the stored rows as valid messages, the
+/// revision and the rows are read again one by one, in one read transaction. A `sessions`
+/// row whose count disagrees with the rows is
+/// [`Error::Corrupt`](fusion_core::Error::Corrupt).
+pub(crate) async fn load_revision(
+    pool: &SqlitePool,
+    session_id: &str,
+    op: Op<'_>,
+) -> Result<(Vec<ChatMessage>, Revision)> {
+    let (generation, count, seqs, array): (i64, i64, String, String) =
+        sqlx::query_as(LOAD_REVISION_ARRAY)
+            .bind(session_id)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| parse_sqlite_error(e, op))?;
+    // `generation` is 0 only when there is no `sessions` row (the column is above 0).
+    let revision = revision_of(Some((generation, count)));
+    if !revision.exists() {
+        return Ok((Vec::new(), Revision::ABSENT));
+    }
+    let history = match counts_up_from_zero(&seqs) {
+        Some(rows) => serde_json::from_str::<Vec<ChatMessage>>(&array)
+            .ok()
+            .filter(|history| history.len() == rows),
+        None => None,
+    };
+    let (history, revision) = match history {
+        Some(history) => (history, revision),
+        None => {
+            let read = async {
+                let mut snapshot = pool.begin().await?;
+                let row = sqlx::query_as(READ_REVISION)
+                    .bind(session_id)
+                    .fetch_optional(&mut *snapshot)
+                    .await?;
+                let rows = rows(&mut *snapshot, session_id).await?;
+                snapshot.rollback().await?;
+                Ok((revision_of(row), rows))
+            };
+            let (revision, rows) = read.await.map_err(|e| parse_sqlite_error(e, op))?;
+            if !revision.exists() {
+                return Ok((Vec::new(), Revision::ABSENT));
+            }
+            (decode_rows(session_id, rows)?, revision)
+        }
+    };
+    if history.len() != revision.len {
+        return Err(count_mismatch(session_id, revision.len, history.len()));
+    }
+    Ok((history, revision))
+}
+
 /// Reads the rows one by one in seq order, returning the first fault as
 /// [`Error::Corrupt`](fusion_core::Error::Corrupt) naming its seq. The slow path of
 /// [`load`], taken only when the one-array read shows something is wrong.
@@ -134,11 +247,25 @@ async fn load_row_by_row(
     session_id: &str,
     op: Op<'_>,
 ) -> Result<Vec<ChatMessage>> {
-    let rows: Vec<(i64, String)> = sqlx::query_as(LOAD_ROWS)
-        .bind(session_id)
-        .fetch_all(pool)
+    let rows = rows(pool, session_id)
         .await
         .map_err(|e| parse_sqlite_error(e, op))?;
+    decode_rows(session_id, rows)
+}
+
+/// The `(seq, message)` rows of `session_id`, in seq order ([`LOAD_ROWS`]).
+async fn rows<'c>(
+    executor: impl sqlx::Executor<'c, Database = Sqlite>,
+    session_id: &str,
+) -> sqlx::Result<Vec<(i64, String)>> {
+    sqlx::query_as(LOAD_ROWS)
+        .bind(session_id)
+        .fetch_all(executor)
+        .await
+}
+
+/// The rows as messages, the first fault being [`Error::Corrupt`](fusion_core::Error::Corrupt).
+fn decode_rows(session_id: &str, rows: Vec<(i64, String)>) -> Result<Vec<ChatMessage>> {
     (0..)
         .zip(rows)
         .map(|(expected, (seq, json))| decode_row(session_id, expected, seq, Some(&json)))

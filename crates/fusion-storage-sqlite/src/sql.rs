@@ -3,18 +3,23 @@
 //!
 //! Each write is one `BEGIN IMMEDIATE` transaction ([`BEGIN_WRITE`], spelled here only) of
 //! the statements of one [`WriteSql`], defined once by [`write_sql!`] and run either
-//! statement by statement (`crate::direct`) or as one script (`crate::pooled`).
-//! Parameters: ?1 the session id, ?2 now in Unix milliseconds, ?3 a message count, ?4 the
+//! statement by statement (`crate::direct`) or as one script (`crate::pooled`). A
+//! conditional write ([`Write::conditional`]) first reads the session's revision
+//! ([`READ_REVISION`]) inside the same transaction and lets `crate::generation` decide
+//! whether its statements run or it rolls back.
+//! Parameters: ?1 the session id, ?2 now in Unix milliseconds, ?3 a message count, ?4 a
+//! fresh generation (stored where `crate::generation` says a write stores one), ?5 the
 //! messages as one JSON array whose elements are each message as `serde_json` writes it.
-//! `json_each(?4)` yields the elements in order, with `key` the index and `value` an
+//! `json_each(?5)` yields the elements in order, with `key` the index and `value` an
 //! object's JSON text: minified JSON goes in, so the same text comes out and is what the
 //! `message` column stores (`tests/write_scripts.rs` checks it).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fusion_core::{ChatMessage, Result, SessionInfo};
+use fusion_core::{Change, ChatMessage, Expect, Result, Revision, SessionInfo, new_generation};
 
 use crate::error::{corrupt_row, missing_row, not_text};
+use crate::generation::{Condition, to_column};
 
 /// The statement that opens every write, as a literal for [`write_sql!`]'s `concat!`.
 macro_rules! begin_write {
@@ -29,64 +34,93 @@ macro_rules! begin_write {
 /// timeout cannot wait out; `IMMEDIATE` makes concurrent writers queue instead.
 pub(crate) const BEGIN_WRITE: &str = begin_write!();
 
-/// One write transaction's SQL, in the two forms its two runners need.
+/// The statement that reads a session's revision, as a literal for `concat!`.
+macro_rules! read_revision {
+    () => {
+        "SELECT generation, message_count FROM sessions WHERE id = ?1"
+    };
+}
+
+/// One session's revision, `(generation, message_count)`, or no row when it is absent:
+/// the check of a conditional write (inside its transaction) and the first read of
+/// `load_revision` (in the same read transaction as the rows). One lookup of the
+/// `sessions` row's key; `message_count` is exact (the seqs are `0..message_count`), so
+/// no message is counted.
+pub(crate) const READ_REVISION: &str = read_revision!();
+
+/// A conditional write's first round trip on the sqlx path: take the write lock and read
+/// the revision to check. The rest of the write follows as [`WriteSql::rest`].
+pub(crate) const BEGIN_AND_READ_REVISION: &str = concat!(begin_write!(), "; ", read_revision!());
+
+/// One write transaction's SQL, in the forms its two runners need.
 #[derive(Debug)]
 pub(crate) struct WriteSql {
     /// The statements between [`BEGIN_WRITE`] and `COMMIT`, for stepping one by one.
     pub(crate) statements: &'static [&'static str],
     /// The same wrapped as one `BEGIN IMMEDIATE; ...; COMMIT` script, for sqlx.
     pub(crate) script: &'static str,
+    /// The statements and `COMMIT` without the `BEGIN`, for sqlx once a conditional write
+    /// has begun and checked the session ([`BEGIN_AND_READ_REVISION`]).
+    pub(crate) rest: &'static str,
     /// Whether its work grows only with the values bound to it, never with what is already
     /// stored: only such a write, and a small one, may run on an async task's own thread.
     pub(crate) bounded: bool,
 }
 
-/// Defines a [`WriteSql`] from its statements, so both forms come from one text.
+/// Defines a [`WriteSql`] from its statements, so every form comes from one text.
 macro_rules! write_sql {
-    (bounded: $bounded:expr, $($statement:literal),+ $(,)?) => {
+    (bounded: $bounded:expr $(, $statement:literal)* $(,)?) => {
         WriteSql {
-            statements: &[$($statement),+],
-            script: concat!(begin_write!(), "; ", $($statement, "; ",)+ "COMMIT"),
+            statements: &[$($statement),*],
+            script: concat!(begin_write!(), "; ", $($statement, "; ",)* "COMMIT"),
+            rest: concat!($($statement, "; ",)* "COMMIT"),
             bounded: $bounded,
         }
     };
 }
 
-// An append: bump the session's count (creating the row), then insert the new messages
-// after the old ones. The seqs come from the count read inside the write transaction,
-// so concurrent appenders in any process queue on the write lock and never collide.
-// `MAX` keeps updated_at monotonic if the clock steps back.
+// An append: bump the session's count (creating the row, with the fresh generation ?4;
+// an existing row keeps its generation), then insert the new messages after the old
+// ones. The seqs come from the count read inside the write transaction, so concurrent
+// appenders in any process queue on the write lock and never collide. `MAX` keeps
+// updated_at monotonic if the clock steps back.
 static APPEND: WriteSql = write_sql!(
     bounded: true,
-    "INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
+    "INSERT INTO sessions (id, created_at, updated_at, message_count, generation) \
+     VALUES (?1, ?2, ?2, ?3, ?4) \
      ON CONFLICT (id) DO UPDATE SET \
          updated_at = MAX(excluded.updated_at, sessions.updated_at), \
          message_count = sessions.message_count + excluded.message_count",
     "INSERT INTO messages (session_id, seq, message) \
      SELECT ?1, s.message_count - ?3 + j.key, j.value \
-     FROM sessions AS s, json_each(?4) AS j WHERE s.id = ?1",
+     FROM sessions AS s, json_each(?5) AS j WHERE s.id = ?1",
 );
 
-// A full save: set the count (keeping created_at of an existing session) and replace
-// every message.
+// A full save: set the count and the fresh generation (keeping created_at of an existing
+// session) and replace every message.
 static SAVE: WriteSql = write_sql!(
     bounded: false,
-    "INSERT INTO sessions (id, created_at, updated_at, message_count) VALUES (?1, ?2, ?2, ?3) \
+    "INSERT INTO sessions (id, created_at, updated_at, message_count, generation) \
+     VALUES (?1, ?2, ?2, ?3, ?4) \
      ON CONFLICT (id) DO UPDATE SET \
          updated_at = MAX(excluded.updated_at, sessions.updated_at), \
-         message_count = excluded.message_count",
+         message_count = excluded.message_count, \
+         generation = excluded.generation",
     "DELETE FROM messages WHERE session_id = ?1",
-    "INSERT INTO messages (session_id, seq, message) SELECT ?1, j.key, j.value FROM json_each(?4) AS j",
+    "INSERT INTO messages (session_id, seq, message) SELECT ?1, j.key, j.value FROM json_each(?5) AS j",
 );
 
-// Keeps the first ?3 messages. The count only ever goes down; the DELETE finds nothing
-// when the session was already that short.
+// Keeps the first ?3 messages. The count only ever goes down, and only then does the
+// generation change; the DELETE finds nothing when the session was already that short.
 static TRUNCATE: WriteSql = write_sql!(
     bounded: false,
-    "UPDATE sessions SET message_count = ?3, updated_at = MAX(?2, updated_at) \
+    "UPDATE sessions SET message_count = ?3, updated_at = MAX(?2, updated_at), generation = ?4 \
      WHERE id = ?1 AND message_count > ?3",
     "DELETE FROM messages WHERE session_id = ?1 AND seq >= ?3",
 );
+
+// A conditional append of no messages: nothing to write once the check has passed.
+static NOTHING: WriteSql = write_sql!(bounded: true);
 
 // Both tables explicitly: a pool given to `from_pool` may have foreign keys (and so the
 // cascade) off.
@@ -112,6 +146,15 @@ pub(crate) const LOAD_ARRAY: &str = "\
     SELECT coalesce(group_concat(seq), ''), '[' || coalesce(group_concat(message), '') || ']' \
     FROM (SELECT seq, message FROM messages WHERE session_id = ?1 ORDER BY seq)";
 
+/// A whole history as one row, like [`LOAD_ARRAY`], and the session's revision
+/// `(generation, message_count)` (0 and 0 when there is no `sessions` row): one statement,
+/// so one snapshot of both tables.
+pub(crate) const LOAD_REVISION_ARRAY: &str = "\
+    SELECT coalesce((SELECT generation FROM sessions WHERE id = ?1), 0), \
+        coalesce((SELECT message_count FROM sessions WHERE id = ?1), 0), \
+        coalesce(group_concat(seq), ''), '[' || coalesce(group_concat(message), '') || ']' \
+    FROM (SELECT seq, message FROM messages WHERE session_id = ?1 ORDER BY seq)";
+
 /// Every session id, from the `sessions` table only.
 pub(crate) const LIST_SESSIONS: &str = "SELECT id FROM sessions ORDER BY id";
 
@@ -126,42 +169,69 @@ pub(crate) enum Value {
     Int(i64),
 }
 
-/// A write ready to run: its SQL and the values of its parameters.
+/// A write ready to run: its SQL, the values of its parameters and, for a conditional
+/// write, what it requires of the session.
 #[derive(Debug)]
 pub(crate) struct Write {
     pub(crate) sql: &'static WriteSql,
     pub(crate) values: Vec<Value>,
+    /// Checked against [`READ_REVISION`] after `BEGIN` and before the statements.
+    pub(crate) condition: Option<Condition>,
+}
+
+/// How a write that met no error ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Its statements committed. A conditional write also says the session's generation
+    /// after it (0 when it left the session empty); the others do not read it.
+    Committed(Option<u64>),
+    /// A conditional write found the session at this revision, which its condition does not
+    /// admit: it rolled back and wrote nothing.
+    Refused(Revision),
 }
 
 impl Write {
-    /// Appends `messages` (not empty) after the stored history of `session_id`.
+    /// Appends `messages` (not empty) after the stored history of `session_id`, creating
+    /// the session with a fresh generation if it has none.
     pub(crate) fn append(session_id: &str, messages: &[ChatMessage]) -> Result<Self> {
-        Self::with_messages(&APPEND, session_id, messages)
+        Self::with_messages(&APPEND, session_id, messages, new_generation())
     }
 
-    /// Replaces the history of `session_id` with `history` (not empty).
+    /// Replaces the history of `session_id` with `history` (not empty), with a fresh
+    /// generation.
     pub(crate) fn save(session_id: &str, history: &[ChatMessage]) -> Result<Self> {
-        Self::with_messages(&SAVE, session_id, history)
+        Self::with_messages(&SAVE, session_id, history, new_generation())
     }
 
-    /// APPEND and SAVE bind the same values: the time, how many messages, and the
-    /// messages as one JSON array.
+    /// APPEND and SAVE bind the same values: the time, how many messages, the generation
+    /// of a new or rewritten row, and the messages as one JSON array.
     fn with_messages(
         sql: &'static WriteSql,
         session_id: &str,
         messages: &[ChatMessage],
+        fresh: u64,
     ) -> Result<Self> {
         let values = vec![
             Value::Int(now_millis()),
             Value::Int(count(messages.len())),
+            Value::Int(to_column(fresh)),
             Value::Text(encode(messages)?),
         ];
         Ok(Self::new(sql, session_id, values))
     }
 
-    /// Keeps the first `len` (more than 0) messages of `session_id`.
+    /// Keeps the first `len` (more than 0) messages of `session_id`, with a fresh
+    /// generation if that shortens it.
     pub(crate) fn truncate(session_id: &str, len: usize) -> Self {
-        let values = vec![Value::Int(now_millis()), Value::Int(count(len))];
+        Self::truncate_with(session_id, len, new_generation())
+    }
+
+    fn truncate_with(session_id: &str, len: usize, fresh: u64) -> Self {
+        let values = vec![
+            Value::Int(now_millis()),
+            Value::Int(count(len)),
+            Value::Int(to_column(fresh)),
+        ];
         Self::new(&TRUNCATE, session_id, values)
     }
 
@@ -170,12 +240,36 @@ impl Write {
         Self::new(&REMOVE, session_id, Vec::new())
     }
 
+    /// `change` to `session_id`, run only if the session meets `expected` when the
+    /// transaction has the write lock: the same statements as the plain writes, after a
+    /// check of the revision.
+    pub(crate) fn conditional(
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<Self> {
+        let fresh = new_generation();
+        let mut write = match change {
+            Change::Append([]) => Self::new(&NOTHING, session_id, Vec::new()),
+            Change::Append(messages) => Self::with_messages(&APPEND, session_id, messages, fresh)?,
+            Change::Truncate(0) | Change::Replace([]) => Self::remove(session_id),
+            Change::Truncate(len) => Self::truncate_with(session_id, len, fresh),
+            Change::Replace(history) => Self::with_messages(&SAVE, session_id, history, fresh)?,
+        };
+        write.condition = Some(Condition::new(expected, change, fresh));
+        Ok(write)
+    }
+
     /// `sql` with the session id bound to ?1 and `values` to the parameters after it.
     fn new(sql: &'static WriteSql, session_id: &str, values: Vec<Value>) -> Self {
         let values = std::iter::once(Value::Text(session_id.to_owned()))
             .chain(values)
             .collect();
-        Self { sql, values }
+        Self {
+            sql,
+            values,
+            condition: None,
+        }
     }
 
     /// The bytes bound to the write, which is what its cost grows with when it is bounded.
@@ -250,7 +344,39 @@ mod tests {
             "BEGIN IMMEDIATE; DELETE FROM messages WHERE session_id = ?1; \
              DELETE FROM sessions WHERE id = ?1; COMMIT"
         );
+        assert_eq!(
+            REMOVE.rest,
+            "DELETE FROM messages WHERE session_id = ?1; DELETE FROM sessions WHERE id = ?1; COMMIT"
+        );
         assert!(APPEND.script.starts_with(BEGIN_WRITE));
+        assert_eq!(NOTHING.script, "BEGIN IMMEDIATE; COMMIT");
         assert_eq!(Write::remove("s").values.len(), 1);
+    }
+
+    /// A conditional write runs the plain write's statements with the same values, so the
+    /// generation rules live in one set of statements.
+    #[test]
+    fn a_conditional_write_is_the_plain_write_after_a_check() {
+        let one = [ChatMessage::user("m")];
+        let expect = Expect::Generation(0);
+        let cases = [
+            (Change::Append(&one), &APPEND, 5),
+            (Change::Append(&[]), &NOTHING, 1),
+            (Change::Truncate(2), &TRUNCATE, 4),
+            (Change::Truncate(0), &REMOVE, 1),
+            (Change::Replace(&one), &SAVE, 5),
+            (Change::Replace(&[]), &REMOVE, 1),
+        ];
+        for (change, sql, values) in cases {
+            let write = Write::conditional("s", expect, change).unwrap();
+            assert!(std::ptr::eq(write.sql, sql), "{change:?}");
+            assert_eq!(write.values.len(), values, "{change:?}");
+            assert!(write.condition.is_some());
+        }
+        assert!(Write::append("s", &one).unwrap().condition.is_none());
+        assert_eq!(
+            BEGIN_AND_READ_REVISION,
+            "BEGIN IMMEDIATE; SELECT generation, message_count FROM sessions WHERE id = ?1"
+        );
     }
 }

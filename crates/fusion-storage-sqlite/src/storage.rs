@@ -20,7 +20,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId, SessionInfo};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Expect, Result, Revision, SessionId, SessionInfo,
+};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
 use crate::busy::wait_while_busy;
@@ -29,7 +31,7 @@ use crate::direct::Direct;
 use crate::error::{BACKEND, Op, parse_direct_error, parse_sqlite_error};
 use crate::migrate;
 use crate::pooled;
-use crate::sql::{self, LIST_SESSIONS, SESSION_INFO, Write};
+use crate::sql::{self, LIST_SESSIONS, SESSION_INFO, Write, Written};
 
 /// Conversation storage in a SQLite database, through a `sqlx` connection pool and, on a
 /// database file it opens itself, SQLite called directly for loads and writes.
@@ -191,6 +193,11 @@ impl SqliteStorage {
     /// Runs `write` for operation `name`: through the direct connections when this
     /// storage opened the file itself, otherwise as one script on the pool.
     async fn write(&self, write: Write, name: &'static str, session_id: &str) -> Result<()> {
+        self.run(write, name, session_id).await.map(drop)
+    }
+
+    /// [`write`](Self::write), telling how it ended: what a conditional write needs.
+    async fn run(&self, write: Write, name: &'static str, session_id: &str) -> Result<Written> {
         let op = self.op(name, Some(session_id));
         match &self.direct {
             Some(direct) => direct
@@ -272,6 +279,45 @@ impl ConversationStorage for SqliteStorage {
             Write::truncate(session_id, len)
         };
         self.write(write, "truncate", session_id).await
+    }
+
+    /// Reads the session's `sessions` row, then its messages, in one read transaction (on a
+    /// database file this crate opened), or both in one statement (the pool): the revision
+    /// and the history come from one snapshot. Cost: what `load` costs, plus one lookup.
+    async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        SessionId::validate(session_id)?;
+        let op = self.op("load_revision", Some(session_id));
+        match &self.direct {
+            Some(direct) => {
+                direct
+                    .load_revision(session_id, |e| parse_direct_error(e, op))
+                    .await
+            }
+            None => pooled::load_revision(&self.pool, session_id, op).await,
+        }
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: read the session's generation and count (one
+    /// lookup of its `sessions` row), compare them with `expected`, then run the
+    /// statements of `append`, `truncate` or `save`, or roll back with
+    /// [`Error::Conflict`](fusion_core::Error::Conflict). Cost: the lookup plus what the
+    /// plain write costs; a small conditional append runs on the calling thread like an
+    /// append. On the pool it is two round trips instead of one.
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        SessionId::validate(session_id)?;
+        fusion_core::check_storable(BACKEND, session_id, change.messages())?;
+        let write = Write::conditional(session_id, expected, change)?;
+        match self.run(write, "write_if", session_id).await? {
+            Written::Committed(generation) => Ok(generation.unwrap_or_default()),
+            Written::Refused(found) => {
+                Err(expected.conflict(BACKEND, session_id, found.generation, Some(found.len)))
+            }
+        }
     }
 
     /// Reads one row of the `sessions` table. Cost: O(1).

@@ -250,6 +250,13 @@ async fn a_row_that_is_not_a_message_is_corrupt_on(url: &str) {
         other => panic!("{url}: expected Corrupt, got {other:?}"),
     }
     assert_eq!(storage.load("healthy").await.unwrap(), history);
+    // `load_revision` reads the same rows (on the pool, again one by one in one
+    // transaction once the array fails) and names the same seq.
+    let err = storage.load_revision("damaged").await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{url}: {err}");
+    assert!(err.to_string().contains("seq 2"), "{url}: {err}");
+    let (loaded, at) = storage.load_revision("healthy").await.unwrap();
+    assert_eq!((loaded, at.len), (history, 4));
 
     // A number where the JSON text belongs.
     sqlx::query("UPDATE messages SET message = 42 WHERE session_id = ?1 AND seq = 2")
@@ -270,6 +277,34 @@ async fn a_row_that_is_not_a_message_is_corrupt_on(url: &str) {
     let err = storage.load("healthy").await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{url}: {err}");
     assert!(err.to_string().contains("seq 1 is missing"), "{url}: {err}");
+    let err = storage.load_revision("healthy").await.unwrap_err();
+    assert!(err.to_string().contains("seq 1 is missing"), "{url}: {err}");
+}
+
+/// A revision's length is the `sessions` row's count, so a history whose rows end before
+/// that count would give callers positions that are not there: `load_revision` calls it
+/// corrupt instead, on both read paths.
+#[tokio::test]
+async fn a_count_the_rows_do_not_reach_is_corrupt_for_load_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in both_read_paths(dir.path()) {
+        let storage = SqliteStorage::connect(&url).await.unwrap();
+        storage.save("s", &turn("one")).await.unwrap();
+        sqlx::query("DELETE FROM messages WHERE session_id = 's' AND seq = 1")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        match storage.load_revision("s").await {
+            Err(Error::Corrupt { detail, .. }) => {
+                assert!(
+                    detail.contains("counts 2 messages, but 1"),
+                    "{url}: {detail}"
+                );
+            }
+            other => panic!("{url}: expected Corrupt, got {other:?}"),
+        }
+        storage.close().await;
+    }
 }
 
 /// Through sqlx, `load` reads a history as one JSON array that SQLite joins from the
@@ -299,6 +334,9 @@ async fn a_row_holding_two_messages_is_corrupt_on(url: &str) {
         .unwrap();
 
     let err = storage.load("s").await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{url}: {err}");
+    assert!(err.to_string().contains("seq 1"), "{url}: {err}");
+    let err = storage.load_revision("s").await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{url}: {err}");
     assert!(err.to_string().contains("seq 1"), "{url}: {err}");
 }

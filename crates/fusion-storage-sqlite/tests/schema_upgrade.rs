@@ -1,9 +1,14 @@
-//! A database written by the first release (schema version 1) opens with this build,
-//! is upgraded to the current schema, and keeps every message.
+//! A database written by the first release (schema version 1, before sessions had
+//! generations) opens with this build, is upgraded to the current schema, and keeps every
+//! message; its sessions read as [`LEGACY_GENERATION`] until their first rewrite. The
+//! fixtures are built by running only a version's migrations
+//! ([`database_at_version`]), so each later schema version gets its fixture for free.
 
 use std::path::{Path, PathBuf};
 
-use fusion_core::{ChatMessage, ConversationStorage, ToolCall};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Expect, LEGACY_GENERATION, Revision, ToolCall,
+};
 use fusion_storage_sqlite::SqliteStorage;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -44,15 +49,15 @@ fn v1_history() -> Vec<ChatMessage> {
     ]
 }
 
-/// Builds a schema-version-1 database by running only the first migration, then fills it
-/// the way release 0.1 did.
-async fn create_v1_database(path: &Path) {
-    let v1_dir = tempfile::tempdir().unwrap();
-    let first = &migration_files()[0];
-    std::fs::copy(first, v1_dir.path().join(first.file_name().unwrap())).unwrap();
-    let v1 = Migrator::new(v1_dir.path()).await.unwrap();
-    assert_eq!(v1.iter().count(), 1);
-
+/// A new database at schema version `version`: only the first `version` migrations run,
+/// as the release that shipped them would have run them.
+async fn database_at_version(path: &Path, version: usize) -> sqlx::SqlitePool {
+    let dir = tempfile::tempdir().unwrap();
+    for file in &migration_files()[..version] {
+        std::fs::copy(file, dir.path().join(file.file_name().unwrap())).unwrap();
+    }
+    let migrator = Migrator::new(dir.path()).await.unwrap();
+    assert_eq!(migrator.iter().count(), version);
     let pool = SqlitePoolOptions::new()
         .connect_with(
             SqliteConnectOptions::new()
@@ -61,22 +66,37 @@ async fn create_v1_database(path: &Path) {
         )
         .await
         .unwrap();
-    v1.run(&pool).await.unwrap();
+    migrator.run(&pool).await.unwrap();
+    pool
+}
+
+/// Stores a session of `rows` the way release 0.1 did (schema version 1 has no
+/// generation column).
+async fn insert_v1_session(pool: &sqlx::SqlitePool, id: &str, rows: &[&str]) {
     sqlx::query(
         "INSERT INTO sessions (id, created_at, updated_at, message_count) \
-         VALUES ('user-123', 1700000000000, 1700000060000, 4)",
+         VALUES (?1, 1700000000000, 1700000060000, ?2)",
     )
-    .execute(&pool)
+    .bind(id)
+    .bind(i64::try_from(rows.len()).unwrap())
+    .execute(pool)
     .await
     .unwrap();
-    for (seq, row) in V1_ROWS.iter().enumerate() {
-        sqlx::query("INSERT INTO messages (session_id, seq, message) VALUES ('user-123', ?1, ?2)")
+    for (seq, row) in rows.iter().enumerate() {
+        sqlx::query("INSERT INTO messages (session_id, seq, message) VALUES (?1, ?2, ?3)")
+            .bind(id)
             .bind(i64::try_from(seq).unwrap())
             .bind(*row)
-            .execute(&pool)
+            .execute(pool)
             .await
             .unwrap();
     }
+}
+
+/// A schema-version-1 database holding the session `user-123` as release 0.1 stored it.
+async fn create_v1_database(path: &Path) {
+    let pool = database_at_version(path, 1).await;
+    insert_v1_session(&pool, "user-123", &V1_ROWS).await;
     pool.close().await;
 }
 
@@ -124,4 +144,124 @@ async fn a_version_1_database_opens_upgrades_and_keeps_its_data() {
         .await
         .unwrap();
     assert_eq!(again.load("user-123").await.unwrap(), expected);
+}
+
+#[tokio::test]
+async fn version_1_sessions_read_as_legacy_until_their_first_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    create_v1_database(&path).await;
+    let pool = SqlitePoolOptions::new()
+        .connect_with(SqliteConnectOptions::new().filename(&path))
+        .await
+        .unwrap();
+    insert_v1_session(&pool, "short", &V1_ROWS[..2]).await;
+    pool.close().await;
+
+    let storage = SqliteStorage::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let legacy = |len| Revision {
+        generation: LEGACY_GENERATION,
+        len,
+    };
+    let (history, at) = storage.load_revision("user-123").await.unwrap();
+    assert_eq!(history, v1_history());
+    assert_eq!(at, legacy(4));
+    let (history, at) = storage.load_revision("short").await.unwrap();
+    assert_eq!(history, v1_history()[..2]);
+    assert_eq!(at, legacy(2));
+
+    // An append, plain or conditional on the legacy generation, keeps it.
+    storage
+        .append("short", &[ChatMessage::user("more")])
+        .await
+        .unwrap();
+    let kept = storage
+        .write_if(
+            "short",
+            Expect::Generation(LEGACY_GENERATION),
+            Change::Append(&[ChatMessage::user("still more")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, LEGACY_GENERATION);
+    assert_eq!(storage.load_revision("short").await.unwrap().1, legacy(4));
+
+    // A truncate, plain or conditional, gives each session a fresh generation.
+    storage.truncate("short", 3).await.unwrap();
+    let (history, truncated) = storage.load_revision("short").await.unwrap();
+    assert_eq!(history.len(), 3);
+    assert!(truncated.generation > LEGACY_GENERATION, "{truncated:?}");
+    assert_eq!(truncated.len, 3);
+
+    let fresh = storage
+        .write_if("user-123", Expect::Exactly(legacy(4)), Change::Truncate(3))
+        .await
+        .unwrap();
+    assert!(fresh > LEGACY_GENERATION && fresh != truncated.generation);
+    let (history, at) = storage.load_revision("user-123").await.unwrap();
+    assert_eq!(history, v1_history()[..3]);
+    assert_eq!(
+        at,
+        Revision {
+            generation: fresh,
+            len: 3
+        }
+    );
+    // The legacy generation no longer admits a write.
+    let stale = storage
+        .write_if(
+            "user-123",
+            Expect::Generation(LEGACY_GENERATION),
+            Change::Append(&[ChatMessage::user("late")]),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(fusion_core::Error::Conflict { .. })),
+        "{stale:?}"
+    );
+    storage.close().await;
+}
+
+/// A database at every schema version up to this build's own opens and reads its
+/// sessions' generations as stored: 1 for the versions before the column existed, the
+/// stored value from version 2 on (so reopening never resets one).
+#[tokio::test]
+async fn a_database_at_each_schema_version_opens_with_its_generations() {
+    const STORED: u64 = 4_503_599_627_370_497; // 2^52 + 1: below 2^53, as every generation
+    for version in 1..=migration_files().len() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("v{version}.db"));
+        let pool = database_at_version(&path, version).await;
+        insert_v1_session(&pool, "s", &V1_ROWS).await;
+        let expected = if version >= 2 {
+            sqlx::query("UPDATE sessions SET generation = ?1 WHERE id = 's'")
+                .bind(i64::try_from(STORED).unwrap())
+                .execute(&pool)
+                .await
+                .unwrap();
+            STORED
+        } else {
+            LEGACY_GENERATION
+        };
+        pool.close().await;
+
+        for _reopened in 0..2 {
+            let storage = SqliteStorage::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            let (history, at) = storage.load_revision("s").await.unwrap();
+            assert_eq!(history, v1_history(), "version {version}");
+            assert_eq!(
+                at,
+                Revision {
+                    generation: expected,
+                    len: 4
+                },
+                "version {version}"
+            );
+            storage.close().await;
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::pin::pin;
 use std::task::Poll;
 
 use fusion_core::testkit::cases::sample_history;
-use fusion_core::{ChatMessage, ConversationStorage, Error};
+use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect};
 use fusion_storage_sqlite::SqliteStorage;
 use serde_json::json;
 use sqlx::ConnectOptions;
@@ -146,13 +146,21 @@ async fn writes_cancelled_at_any_point_leave_no_transaction_open() {
     for url in ["sqlite::memory:", file_url.as_str()] {
         let storage = SqliteStorage::connect(url).await.unwrap();
         let mut expected = Vec::new();
-        for i in 0..120 {
+        for i in 0..160 {
             let cancelled = turn(&format!("cancelled-{i}"));
             let polls = i % 6 + 1;
-            match i % 3 {
+            match i % 4 {
                 0 => cancel_after_polls(storage.append("s", &cancelled), polls).await,
                 1 => cancel_after_polls(storage.save("other", &cancelled), polls).await,
-                _ => cancel_after_polls(storage.truncate("s", expected.len()), polls).await,
+                2 => cancel_after_polls(storage.truncate("s", expected.len()), polls).await,
+                // Two round trips on the pool: cancelled between them, the connection
+                // holds the write lock until the rollback runs.
+                _ => {
+                    let at = storage.load_revision("s").await.unwrap().1;
+                    let append = Change::Append(&cancelled);
+                    let write = storage.write_if("s", Expect::Generation(at.generation), append);
+                    cancel_after_polls(write, polls).await;
+                }
             }
             // A cancelled write may still be finishing (on a blocking thread); the next
             // write starts after it, so once that returns the cancelled append has

@@ -10,8 +10,11 @@
 //! [`plan_prune`] decides once which messages to shorten and the session appends one
 //! record listing their indices: `{"fusion_prune": {"tool_outputs": [3, 7], "chatter":
 //! [2]}}`. Indices are stable because storage only grows, or is truncated past the record
-//! (which then goes too). Each record costs a few bytes per pruned message; views apply
-//! the union of all records.
+//! (which then goes too). With several writers on a session, the session plans on a fresh
+//! read of storage and appends the record only if the session was not rewritten since
+//! (`AgentSession::prune_unimportant_messages`), so the indices name stored positions;
+//! messages others append meanwhile come after them. Each record costs a few bytes per
+//! pruned message; views apply the union of all records.
 
 use fusion_core::{ChatMessage, Role};
 

@@ -6,6 +6,10 @@
 //! everything it covers stays in storage. A newer record replaces an older one in the view;
 //! each new summary is written from the previous summary plus the messages since, so its
 //! cost grows with what is new, not with the whole conversation.
+//!
+//! `covers` is a stored position: the session builds the request from a fresh read of
+//! storage (other writers' messages included) and appends the record only if the session
+//! was not rewritten during the model call, so what the summary hides is what it read.
 
 use fusion_core::{ChatMessage, Role};
 

@@ -188,10 +188,12 @@ impl SessionBuilder {
                 ToolRegistry::with_file_tools([dir])?
             }
         };
-        let history = storage.load(id.as_str()).await?;
+        // Read with its revision: the session's writes are conditional on it.
+        let (history, revision) = storage.load_revision(id.as_str()).await?;
         tracing::info!(
             session_id = %id,
             messages = history.len(),
+            generation = revision.generation,
             backend = storage.backend_name(),
             model = llm.model(),
             "session opened"
@@ -220,6 +222,8 @@ impl SessionBuilder {
         Ok(AgentSession {
             id,
             history,
+            generation: revision.generation,
+            in_flight: Arc::default(),
             shared: Arc::new(shared),
             context: self.context,
             token_counter,

@@ -2,23 +2,42 @@
 //! policy setters, pruning, summaries, undo, fork, clear. The policies themselves, pure
 //! functions over a history, are in [`crate::context`]; this file adds the storage and LLM
 //! calls around them.
+//!
+//! With several writers on one session, each operation here takes storage, not memory, as
+//! its truth:
+//! - pruning and summaries reread storage first and decide on what it holds; their record
+//!   is appended only if the session was not rewritten or deleted meanwhile, so the stored
+//!   positions it names (a summary's `covers`, prune marks) are true, and messages other
+//!   writers append meanwhile come after them;
+//! - undo truncates only if storage holds exactly what this session read, so it never
+//!   removes another writer's messages: otherwise it undoes nothing, rereads, and says so;
+//! - fork reads the source and writes the copy only into an id that does not exist, in one
+//!   conditional write, so a concurrent writer of the target either wins or loses whole;
+//! - clear deletes unconditionally: it is an explicit request to forget the session.
+//!
+//! A conflict stores nothing and leaves the session reloaded from storage.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use fusion_core::{ChatMessage, Error, Result, SessionId};
+use fusion_core::{Change, ChatMessage, Error, Expect, Result, Revision, SessionId};
 use tracing::{debug, info, warn};
 
 use super::AgentSession;
+use super::store::{TURN_CONFLICT, Write, explain_conflict};
 use crate::context::policy::ContextPolicy;
 use crate::context::prune::PruneReport;
-use crate::context::summary::SummaryReport;
+use crate::context::summary::{SummaryJob, SummaryReport};
 use crate::context::tokens::TokenCounter;
 use crate::context::{
     Layout, interrupted_results, latest_user_message, plan_prune, summary_record, summary_request,
     visible_tokens_up_to,
 };
 use crate::llm::{ChatRequest, SamplingOptions};
+
+/// What a conflict means for a summary or prune record.
+const RECORD_CONFLICT: &str = "nothing was stored: another writer deleted or rewrote the \
+    session while this was being decided; the session has been reloaded, so try again";
 
 impl AgentSession {
     /// The policy that shapes what each request carries.
@@ -67,13 +86,17 @@ impl AgentSession {
     /// assistant's notes beside its tool calls; never the latest turn.
     ///
     /// Storage keeps every original: the decision is appended as a context record (see
-    /// [`plan_prune`]), so it holds for later requests and after a restart. Costs one count
-    /// of the visible conversation and, when anything is pruned, one append.
+    /// [`plan_prune`]), so it holds for later requests and after a restart. The decision is
+    /// made on the history as storage holds it now (other writers' messages included), and
+    /// the record is stored only if the session was not rewritten meanwhile
+    /// ([`Error::Conflict`] otherwise). Costs one load, one count of the visible
+    /// conversation and, when anything is pruned, one append.
     pub async fn prune_unimportant_messages(&mut self) -> Result<PruneReport> {
-        self.settle().await?;
+        // Marks name stored positions: decide on what storage holds.
+        self.reload().await?;
         let plan = plan_prune(&self.history, &self.context, self.token_counter.as_ref());
         if let Some(record) = plan.record {
-            self.append_record(record).await?;
+            self.append_record_or_reload(record).await?;
             info!(
                 session_id = %self.id,
                 tool_outputs = plan.report.tool_outputs,
@@ -94,35 +117,72 @@ impl AgentSession {
     /// earlier summary is folded into the new one, so each call condenses only what is new.
     /// Returns `None`, without calling the model, when nothing is left to condense. A tool
     /// call and its results are never split: the boundary moves earlier instead.
+    ///
+    /// It summarizes the history as storage holds it when called (other writers' messages
+    /// included), and stores the summary only if the session was not rewritten or deleted
+    /// during the model call ([`Error::Conflict`] otherwise); messages appended meanwhile
+    /// come after what it covers and stay visible.
     pub async fn summarize_history(
         &mut self,
         last_n_messages: usize,
     ) -> Result<Option<SummaryReport>> {
-        self.settle().await?;
-        self.summarize(last_n_messages).await
+        // `covers` names a stored position: summarize what storage holds.
+        self.reload().await?;
+        let job = summary_request(&self.history, last_n_messages);
+        let Some((record, report)) = self.write_summary(job).await? else {
+            return Ok(None);
+        };
+        self.append_record_or_reload(record).await?;
+        Ok(Some(self.stored_summary(report)))
     }
 
-    /// Deletes the conversation, in storage and in memory. The next message starts a new
-    /// one, with the system prompt.
+    /// Deletes the conversation, in storage and in memory, whatever other writers stored
+    /// in it. The next message starts a new one, with the system prompt.
     pub async fn clear_history(&mut self) -> Result<()> {
-        self.shared.storage.delete(self.id.as_str()).await?;
+        self.write(Write::Delete).await?;
         self.history.clear();
+        self.generation = 0;
         self.needs_reload = false;
         info!(session_id = %self.id, "history cleared");
         Ok(())
     }
 
-    /// Removes the last user message and everything after it, from storage (with
-    /// [`ConversationStorage::truncate`](fusion_core::ConversationStorage::truncate)) and
-    /// from memory, and returns how many messages went. 0 when there is no user message.
+    /// Removes the last user message and everything after it, from storage and from
+    /// memory, and returns how many messages went. 0 when there is no user message.
     ///
     /// Summaries and prunings recorded after that message go with it.
+    ///
+    /// The truncation is conditional: it happens only if storage still holds exactly what
+    /// this session read and wrote (see [`revision`](Self::revision)). If another writer
+    /// stored messages since, or rewrote or deleted the session, nothing is undone (so
+    /// another writer's messages are never removed): the session reloads from storage and
+    /// the call fails with [`Error::Conflict`] saying how many messages the session now
+    /// holds. Calling it again then undoes the latest turn in storage, whoever wrote it.
     pub async fn undo_last_turn(&mut self) -> Result<usize> {
         self.settle().await?;
         let Some(at) = latest_user_message(&self.history) else {
             return Ok(0);
         };
-        self.shared.storage.truncate(self.id.as_str(), at).await?;
+        let expect = Expect::Exactly(self.revision());
+        let generation = match self.write(Write::Truncate(expect, at)).await {
+            Ok((generation, _)) => generation,
+            Err(err @ Error::Conflict { .. }) => {
+                let now = match self.reload_after_conflict().await {
+                    Some(len) => format!("it now holds {len} messages, reloaded here"),
+                    None => "it could not be reloaded yet".to_owned(),
+                };
+                return Err(explain_conflict(
+                    err,
+                    &format!(
+                        "nothing was undone: the session changed since this session read it \
+                         (another writer stored messages, or rewrote or deleted it); {now}. \
+                         Undo again to remove its latest turn, whoever wrote it"
+                    ),
+                ));
+            }
+            Err(err) => return Err(err),
+        };
+        self.generation = generation;
         let removed = self.history.len() - at;
         self.history.truncate(at);
         info!(session_id = %self.id, removed, "undid the last turn");
@@ -134,25 +194,44 @@ impl AgentSession {
     /// The two then evolve independently.
     ///
     /// Fails with [`Error::Config`] when `new_id` already holds messages, rather than
-    /// overwriting them. The check and the copy are two storage calls, so two processes
-    /// forking into the same new id at the same moment can still race.
+    /// overwriting them. The copy is written only if `new_id` does not exist at that
+    /// instant (one conditional write), so of two writers creating `new_id` at once, one
+    /// wins whole and the other is refused (a fork) or continues after the copy (a turn).
     pub async fn fork(&self, new_id: &str) -> Result<AgentSession> {
         let id = SessionId::new(new_id)?;
-        let existing = self.shared.storage.session_info(id.as_str()).await?;
-        if let Some(info) = existing.filter(|info| info.message_count > 0) {
-            return Err(Error::Config(format!(
-                "cannot fork session \"{}\" into \"{id}\": that session already holds {} \
-                 messages; fork into an unused id",
-                self.id, info.message_count
-            )));
-        }
+        // A write of this session that a cancelled future left running lands first.
+        drop(self.in_flight.lock().await);
+        let storage = &self.shared.storage;
         // Storage, not memory, is the truth (memory may be stale after a failed turn).
-        let history = self.shared.storage.load(self.id.as_str()).await?;
-        self.shared.storage.save(id.as_str(), &history).await?;
+        let (history, _) = storage.load_revision(self.id.as_str()).await?;
+        let written = storage
+            .write_if(
+                id.as_str(),
+                Expect::Exactly(Revision::ABSENT),
+                Change::Replace(&history),
+            )
+            .await;
+        let generation = match written {
+            Ok(generation) => generation,
+            Err(Error::Conflict { .. }) => {
+                let held = match storage.session_info(id.as_str()).await {
+                    Ok(Some(info)) => format!("{} messages", info.message_count),
+                    _ => "messages".to_owned(),
+                };
+                return Err(Error::Config(format!(
+                    "cannot fork session \"{}\" into \"{id}\": that session already holds \
+                     {held}; fork into an unused id",
+                    self.id
+                )));
+            }
+            Err(err) => return Err(err),
+        };
         info!(from = %self.id, to = %id, messages = history.len(), "forked session");
         Ok(AgentSession {
             id,
             history,
+            generation,
+            in_flight: Arc::default(),
             shared: Arc::clone(&self.shared),
             context: self.context.clone(),
             token_counter: Arc::clone(&self.token_counter),
@@ -160,21 +239,28 @@ impl AgentSession {
         })
     }
 
-    /// Summarizes before a turn stores `incoming` if the policy's threshold says so.
+    /// Summarizes during a turn, right after its opening was stored, if the policy's
+    /// threshold says so. The summary stops before the turn's own user message, so it
+    /// covers what the threshold counted before that message, as if made just before it.
     ///
-    /// Never fails the turn: if the summary cannot be made, the turn goes on with the
-    /// window and budget as its only limits, and the next turn tries again.
-    pub(super) async fn auto_summarize(&mut self, incoming: &str) {
+    /// A failed summary never fails the turn: the turn goes on with the window and budget
+    /// as its only limits, and the next turn tries again. Only a conflict does (the session
+    /// was rewritten or deleted since the opening was stored), as any append of the turn
+    /// would.
+    pub(super) async fn auto_summarize(&mut self) -> Result<()> {
         let Some(threshold) = self.context.auto_summarize_at_tokens else {
-            return;
+            return Ok(());
         };
-        let counter = self.token_counter.as_ref();
-        let limit = threshold.saturating_sub(counter.count_message(&ChatMessage::user(incoming)));
-        // Counts newest first and stops past the limit: O(threshold), not O(history).
-        if visible_tokens_up_to(&Layout::new(&self.history), counter, limit) <= limit {
-            return;
+        // Counts newest first and stops past the threshold: O(threshold), not O(history).
+        let layout = Layout::new(&self.history);
+        if visible_tokens_up_to(&layout, self.token_counter.as_ref(), threshold) <= threshold {
+            return Ok(());
         }
-        match self.summarize(self.context.summary_keep_last).await {
+        let opened = self.revision();
+        // The opening ends with the user message; in storage it sits at this index or
+        // later (others may have appended before it, never rewritten the prefix).
+        let user_message = opened.len - 1;
+        match self.auto_summary(opened.generation, user_message).await {
             Ok(Some(report)) => info!(
                 covers = report.covers,
                 summarized = report.summarized,
@@ -185,15 +271,47 @@ impl AgentSession {
                 threshold,
                 "over the summary threshold, but nothing to condense"
             ),
+            Err(err @ Error::Conflict { .. }) => return Err(explain_conflict(err, TURN_CONFLICT)),
             Err(err) => warn!(
                 error = %err,
                 "automatic summary failed; continuing without it"
             ),
         }
+        Ok(())
     }
 
-    async fn summarize(&mut self, keep_last: usize) -> Result<Option<SummaryReport>> {
-        let Some(job) = summary_request(&self.history, keep_last) else {
+    /// The automatic summary of what storage holds before index `end`, if the session is
+    /// still at `generation`.
+    async fn auto_summary(&mut self, generation: u64, end: usize) -> Result<Option<SummaryReport>> {
+        let now = self.refresh().await?;
+        if now.generation != generation {
+            return Err(Expect::Generation(generation).conflict(
+                self.shared.storage.backend_name(),
+                self.id.as_str(),
+                now.generation,
+                Some(now.len),
+            ));
+        }
+        let end = end.min(self.history.len());
+        let job = summary_request(&self.history[..end], self.context.summary_keep_last);
+        let Some((record, report)) = self.write_summary(job).await? else {
+            return Ok(None);
+        };
+        // Without "interrupted" results: this turn's opening, just stored, answered its own
+        // old calls, so an unanswered call at the end of storage is another writer's, still
+        // running. Views skip records, so the record may sit between that call and its
+        // results.
+        self.append(vec![record]).await?;
+        Ok(Some(self.stored_summary(report)))
+    }
+
+    /// Asks the model for the summary `job` describes: the record to store and the report
+    /// to return once it is stored. `None` when there is no job.
+    async fn write_summary(
+        &self,
+        job: Option<SummaryJob>,
+    ) -> Result<Option<(ChatMessage, SummaryReport)>> {
+        let Some(job) = job else {
             return Ok(None);
         };
         let request = ChatRequest {
@@ -212,19 +330,26 @@ impl AgentSession {
                 source: None,
             });
         }
-        self.append_record(summary_record(&summary, job.covers))
-            .await?;
+        let record = summary_record(&summary, job.covers);
+        Ok(Some((
+            record,
+            SummaryReport {
+                covers: job.covers,
+                summarized: job.summarized,
+                summary,
+            },
+        )))
+    }
+
+    /// Logs a summary that was stored and hands its report back.
+    fn stored_summary(&self, report: SummaryReport) -> SummaryReport {
         info!(
             session_id = %self.id,
-            covers = job.covers,
-            summarized = job.summarized,
+            covers = report.covers,
+            summarized = report.summarized,
             "stored a summary of the conversation"
         );
-        Ok(Some(SummaryReport {
-            covers: job.covers,
-            summarized: job.summarized,
-            summary,
-        }))
+        report
     }
 
     /// Appends a context record, after "interrupted" results for any tool call a
@@ -233,15 +358,18 @@ impl AgentSession {
     async fn append_record(&mut self, record: ChatMessage) -> Result<()> {
         let mut batch = interrupted_results(&self.history);
         batch.push(record);
-        self.persist(batch).await
+        self.append(batch).await
     }
 
-    /// Reloads the history if the last turn did not finish (memory may disagree with
-    /// storage then).
-    async fn settle(&mut self) -> Result<()> {
-        if self.needs_reload {
-            self.reload().await?;
+    /// [`append_record`](Self::append_record) outside a turn: on a conflict, reloads and
+    /// says that nothing was stored.
+    async fn append_record_or_reload(&mut self, record: ChatMessage) -> Result<()> {
+        match self.append_record(record).await {
+            Err(err @ Error::Conflict { .. }) => {
+                self.reload_after_conflict().await;
+                Err(explain_conflict(err, RECORD_CONFLICT))
+            }
+            result => result,
         }
-        Ok(())
     }
 }

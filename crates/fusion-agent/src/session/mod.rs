@@ -24,12 +24,17 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Storage, not the copy in memory, is the truth: what that means when several writers
+//! share a session is on [`AgentSession`] ("Memory, storage and other writers").
+//!
 //! The type, its fields and accessors are here; [`SessionBuilder`] makes one (`builder`),
-//! `turn` runs [`send_message`](AgentSession::send_message), and `context_ops` holds what
-//! changes the history outside a turn (policies, pruning, summaries, undo, fork, clear).
+//! `store` writes to storage, `turn` runs [`send_message`](AgentSession::send_message),
+//! and `context_ops` holds what changes the history outside a turn (policies, pruning,
+//! summaries, undo, fork, clear).
 
 mod builder;
 mod context_ops;
+mod store;
 mod turn;
 
 pub use builder::{DEFAULT_MAX_ITERATIONS, DEFAULT_SYSTEM_PROMPT, SessionBuilder};
@@ -38,7 +43,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use fusion_core::{ChatMessage, ConversationStorage, Result, SessionId};
+use fusion_core::{ChatMessage, ConversationStorage, Result, Revision, SessionId};
+use tokio::sync::Mutex;
 
 use crate::context::policy::ContextPolicy;
 use crate::context::request_view;
@@ -51,12 +57,48 @@ use crate::tools::registry::ToolRegistry;
 /// A persistent conversation with the agent, for one session id.
 ///
 /// Built with [`AgentSession::builder`]. Every message is appended to storage as soon as
-/// it exists; the copy in memory ([`history`](Self::history)) is what the session has
-/// stored. If a turn fails or its future is dropped mid-flight, the next turn first
-/// re-reads the history from storage, so the two never drift apart.
+/// it exists; the copy in memory ([`history`](Self::history)) is what storage held when
+/// the session last read it plus what the session stored since (other writers' messages
+/// appear at the next reload). If a turn fails or its future is dropped mid-flight, the
+/// next operation first re-reads the history from storage, so the two never drift apart.
+///
+/// # Memory, storage and other writers
+///
+/// Storage is the single source of truth; the history in memory is a copy read at one
+/// [`Revision`] (its generation is kept beside it). Several writers may share a session (a
+/// second process chatting, a worker, an import, a delete), so every write is conditional
+/// on what the copy was read at ([`ConversationStorage::write_if`]):
+/// - a turn's appends require that the session was not deleted, expired, replaced or
+///   truncated since; other writers' appends in between are fine, so concurrent chats on
+///   one session keep working, each seeing the others' messages from its next reload. If
+///   the session is deleted or rewritten while a turn runs, the turn ends with a clear
+///   error and stores nothing more: the session is not resurrected as a fragment, and the
+///   next turn starts from what storage holds (a deleted session starts over, system
+///   prompt first);
+/// - the first message of a new session is written only if the session still does not
+///   exist, so the system prompt is stored once whoever starts it;
+/// - undo truncates only if nothing at all was written since, so it never removes
+///   another writer's messages;
+/// - summaries and prune marks are computed from a fresh read and record stored
+///   positions, which stay true while others append;
+/// - fork writes its copy only into an id that does not exist.
+///
+/// When a condition fails, nothing is written, the operation reports
+/// [`Error::Conflict`](fusion_core::Error::Conflict) (a turn's opening instead rereads and
+/// retries, as nothing of the turn is stored yet), and the session rereads storage, at
+/// once or (after a turn) when the next operation starts. Each write runs as its own task,
+/// and [`reload`](AgentSession::reload) and every operation wait for a write a cancelled
+/// future left running before they read, so a cancelled turn's last write never races the
+/// next read.
 pub struct AgentSession {
     id: SessionId,
     history: Vec<ChatMessage>,
+    /// The generation storage had when `history` was read (0: no session), kept by this
+    /// session's appends: what its conditional writes require.
+    generation: u64,
+    /// Held by the task running this session's storage write; a write whose caller was
+    /// dropped keeps it until it lands, and reads wait for it (see `store`).
+    in_flight: Arc<Mutex<()>>,
     /// What the builder fixed, shared with every fork of this session.
     shared: Arc<Shared>,
     /// What part of the history requests carry (see [`crate::context`]); per session,
@@ -64,8 +106,9 @@ pub struct AgentSession {
     context: ContextPolicy,
     /// Counts tokens for the context policy's budget and thresholds.
     token_counter: Arc<dyn TokenCounter>,
-    /// Set while a turn runs; still set at the next turn when the last one failed or was
-    /// cancelled, in which case memory may disagree with storage and is reloaded.
+    /// Set while a turn or a storage write runs; still set at the next operation when the
+    /// last one failed or was cancelled, in which case memory may disagree with storage
+    /// and is reloaded.
     needs_reload: bool,
 }
 
@@ -143,9 +186,24 @@ impl AgentSession {
         )
     }
 
+    /// What memory holds: the generation the history was read at (0 for a session not
+    /// stored yet) and the number of messages in memory. Equal to storage's
+    /// [`load_revision`](ConversationStorage::load_revision) unless another writer wrote
+    /// since the session last read.
+    pub fn revision(&self) -> Revision {
+        Revision {
+            generation: self.generation,
+            len: self.history.len(),
+        }
+    }
+
     /// Re-reads the history from storage, dropping anything in memory that was not stored.
+    ///
+    /// Waits first for a storage write of this session that is still running because the
+    /// future that started it was dropped (a cancelled turn), so what it reads includes
+    /// that write if it landed.
     pub async fn reload(&mut self) -> Result<()> {
-        self.history = self.shared.storage.load(self.id.as_str()).await?;
+        self.refresh().await?;
         self.needs_reload = false;
         Ok(())
     }
@@ -156,6 +214,7 @@ impl fmt::Debug for AgentSession {
         f.debug_struct("AgentSession")
             .field("session_id", &self.id.as_str())
             .field("messages", &self.history.len())
+            .field("generation", &self.generation)
             .field("model", &self.shared.llm.model())
             .field("storage", &self.shared.storage.backend_name())
             .field("tools", self.shared.executor.tools())

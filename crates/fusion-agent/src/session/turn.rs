@@ -3,14 +3,32 @@
 //! is reached.
 //!
 //! Persistence is part of the loop, not an afterthought: the user message is stored before
-//! the first request, each assistant message as soon as it arrives, and the results of its
-//! tool calls together as soon as they are all in. A crash or a cancelled future therefore
-//! loses nothing already said; at worst an assistant message is stored without its tool
-//! results, and the next turn answers those calls with "interrupted" results
+//! anything else happens (the automatic summary and the first request come after it), each
+//! assistant message as soon as it arrives, and the results of its tool calls together as
+//! soon as they are all in. A crash or a cancelled future therefore loses nothing already
+//! said; at worst an assistant message is stored without its tool results, and the next
+//! turn answers those calls with "interrupted" results
 //! ([`crate::context::interrupted_results`]). With native tool calling the model's calls
 //! arrive as structured `tool_calls`; otherwise (text ReAct mode) its reply is parsed with
 //! [`parse_react`] and tool output goes back as a user message made by
 //! [`render_observation`].
+//!
+//! # Other writers
+//!
+//! Every append of a turn requires that the session was not deleted, expired, replaced or
+//! truncated since the session read it (appends by other writers in between are fine).
+//! - The opening (interrupted results, the system prompt of a new conversation, the user
+//!   message) is one append, create-only when memory holds no session. If another writer
+//!   started the session first, or deleted or rewrote it since this session last read it,
+//!   nothing of the turn is stored yet, so the turn rereads storage, rebuilds its opening
+//!   (with no system prompt if the session now exists, with one if it is gone) and tries
+//!   again, up to [`OPENING_ATTEMPTS`] times. The system prompt is stored exactly once,
+//!   whoever starts the session.
+//! - If the session is deleted (or expires, or is rewritten) while the turn runs, the
+//!   turn's next append stores nothing and the turn ends with a clear
+//!   [`Error::Conflict`]: the session is not resurrected as a fragment holding an orphan
+//!   reply. The next turn rereads storage and, for a deleted session, starts a whole new
+//!   conversation with the system prompt.
 
 use std::time::Instant;
 
@@ -18,11 +36,16 @@ use fusion_core::{ChatMessage, Error, Result, Role, ToolCall};
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
 use super::AgentSession;
+use super::store::explain_conflict;
 use crate::context::interrupted_results;
 use crate::events::{AgentEvent, Step, TaskResult};
 use crate::executor::ToolOutcome;
 use crate::llm::ChatRequest;
 use crate::react_text::{ReactStep, parse_react, render_observation};
+
+/// How many times a turn tries to store its opening when other writers keep changing the
+/// session (each conflict means another writer won a race; three in a row is not a race).
+const OPENING_ATTEMPTS: usize = 3;
 
 /// Rejects an iteration limit of 0, for the builder's default and for one turn's: a turn
 /// makes at least one request.
@@ -65,9 +88,9 @@ impl AgentSession {
         );
         async {
             if self.needs_reload {
-                info!("the previous turn did not finish; reloading the history from storage");
-                self.reload().await?;
+                info!("the last turn or write did not finish; reloading the history from storage");
             }
+            self.settle().await?;
             // Cleared only on success: after an error or a dropped future, memory may hold
             // less (or more) than storage, and storage is the truth.
             self.needs_reload = true;
@@ -87,22 +110,11 @@ impl AgentSession {
     }
 
     async fn turn(&mut self, message: &str, max_iterations: usize) -> Result<TaskResult> {
-        self.auto_summarize(message).await;
-        // One append opens the turn: answers for calls an earlier turn left unanswered, the
-        // system prompt if the conversation is new, and the user message.
-        let mut opening = interrupted_results(&self.history);
-        if !opening.is_empty() {
-            warn!(
-                calls = opening.len(),
-                "storing 'interrupted' results for tool calls of a cancelled turn"
-            );
-        }
-        if self.history.is_empty() && !self.shared.system_prompt.is_empty() {
-            opening.push(ChatMessage::system(&self.shared.system_prompt));
-        }
         debug!(content = %message, "user message");
-        opening.push(ChatMessage::user(message));
-        self.persist(opening).await?;
+        self.open(message).await?;
+        // After the opening, so that a failed or interrupted summary never loses the
+        // user's message.
+        self.auto_summarize().await?;
 
         let mut steps = Vec::new();
         for iteration in 1..=max_iterations {
@@ -220,6 +232,46 @@ impl AgentSession {
         }
     }
 
+    /// Stores the turn's opening: answers for calls an earlier turn left unanswered, the
+    /// system prompt if the conversation is new, and the user message, in one append.
+    /// Rereads and retries on a conflict (see the module docs).
+    async fn open(&mut self, message: &str) -> Result<()> {
+        let mut attempt = 1;
+        loop {
+            let mut opening = interrupted_results(&self.history);
+            if !opening.is_empty() {
+                warn!(
+                    calls = opening.len(),
+                    "storing 'interrupted' results for tool calls of a cancelled turn"
+                );
+            }
+            if self.history.is_empty() && !self.shared.system_prompt.is_empty() {
+                opening.push(ChatMessage::system(&self.shared.system_prompt));
+            }
+            opening.push(ChatMessage::user(message));
+            match self.append(opening).await {
+                Err(err @ Error::Conflict { .. }) if attempt < OPENING_ATTEMPTS => {
+                    info!(
+                        attempt,
+                        error = %err,
+                        "another writer started or rewrote the session; rereading it"
+                    );
+                    self.refresh().await?;
+                    attempt += 1;
+                }
+                result => {
+                    return result.map_err(|err| {
+                        explain_conflict(
+                            err,
+                            "other writers kept changing the session while this turn tried to \
+                             store its first message; nothing of this turn was stored",
+                        )
+                    });
+                }
+            }
+        }
+    }
+
     /// Tells the observer, if there is one.
     fn emit(&self, event: AgentEvent<'_>) {
         if let Some(observer) = &self.shared.observer {
@@ -240,13 +292,6 @@ impl AgentSession {
     fn record_step(&self, steps: &mut Vec<Step>, step: Step) {
         self.emit(AgentEvent::ToolCallFinished(&step));
         steps.push(step);
-    }
-
-    /// Appends `batch` to storage, then to memory: memory never holds what storage refused.
-    pub(super) async fn persist(&mut self, batch: Vec<ChatMessage>) -> Result<()> {
-        self.shared.storage.append(self.id.as_str(), &batch).await?;
-        self.history.extend(batch);
-        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Shared fixtures for the session tests: a scripted OpenAI-compatible server on loopback
 //! with the real `OpenAiClient`, a client wrapper that watches storage at each request,
-//! and a storage wrapper that fails on demand.
+//! one that holds a request until released, a storage wrapper that fails on demand, and
+//! one that holds an append or lets another writer land just before a read.
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
@@ -13,7 +14,9 @@ use fusion_agent::testing::MockLlmServer;
 use fusion_agent::{
     AgentSession, ChatRequest, ChatResponse, LlmClient, OpenAiClient, OpenAiConfig, SessionBuilder,
 };
-use fusion_core::{ChatMessage, ConversationStorage, Error, Result};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, Result, Revision, SessionInfo,
+};
 use fusion_storage_memory::InMemoryStorage;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -248,6 +251,139 @@ impl ConversationStorage for FlakyStorage {
         self.appends_left.store(left - 1, Ordering::SeqCst);
         self.inner.append(session_id, messages).await
     }
+}
+
+/// A client that, on its `hold_on`-th call (1-based), says so on `entered` and waits for
+/// `release` before asking the real client: the model "thinking" for as long as a test
+/// needs.
+pub struct GatedLlm {
+    inner: Arc<dyn LlmClient>,
+    hold_on: usize,
+    calls: AtomicUsize,
+    pub entered: Notify,
+    pub release: Notify,
+}
+
+impl GatedLlm {
+    pub fn new(server: &MockLlmServer, hold_on: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Arc::new(client(server)),
+            hold_on,
+            calls: AtomicUsize::new(0),
+            entered: Notify::new(),
+            release: Notify::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl LlmClient for GatedLlm {
+    async fn chat(&self, request: &ChatRequest<'_>) -> Result<ChatResponse> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.hold_on {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
+        self.inner.chat(request).await
+    }
+
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+}
+
+/// In-memory storage with two hooks: an append that stops, once entered, until released
+/// (a write still running after its caller gave up), and another writer's messages that
+/// land just before the next `load_revision` of a session returns.
+#[derive(Default)]
+pub struct HookedStorage {
+    pub inner: InMemoryStorage,
+    pub hold_next_append: AtomicBool,
+    pub append_entered: Notify,
+    pub append_release: Notify,
+    /// `(read session, written session, messages)`: when `read session` is next read with
+    /// `load_revision`, `messages` are appended to `written session` first.
+    pub before_read: Mutex<Option<(String, String, Vec<ChatMessage>)>>,
+}
+
+#[async_trait]
+impl ConversationStorage for HookedStorage {
+    async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
+        self.inner.save(session_id, history).await
+    }
+
+    async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
+        self.inner.load(session_id).await
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<()> {
+        self.inner.delete(session_id).await
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<String>> {
+        self.inner.list_sessions().await
+    }
+
+    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
+        self.inner.append(session_id, messages).await
+    }
+
+    async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
+        self.inner.truncate(session_id, len).await
+    }
+
+    async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        let hook = {
+            let mut hook = self.before_read.lock().unwrap();
+            match hook.as_ref() {
+                Some((read, _, _)) if read == session_id => hook.take(),
+                _ => None,
+            }
+        };
+        if let Some((_, written, messages)) = hook {
+            self.inner.append(&written, &messages).await?;
+        }
+        self.inner.load_revision(session_id).await
+    }
+
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        if matches!(change, Change::Append(_))
+            && self.hold_next_append.swap(false, Ordering::SeqCst)
+        {
+            self.append_entered.notify_one();
+            self.append_release.notified().await;
+        }
+        self.inner.write_if(session_id, expected, change).await
+    }
+
+    async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
+        self.inner.session_info(session_id).await
+    }
+
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+}
+
+/// The text of each message.
+pub fn contents(history: &[ChatMessage]) -> Vec<&str> {
+    history.iter().map(|m| m.content.as_str()).collect()
+}
+
+/// One turn of `session` that asks `question` and gets `answer`.
+pub async fn turn(
+    server: &MockLlmServer,
+    session: &mut AgentSession,
+    question: &str,
+    answer: &str,
+) {
+    server.push_text(answer);
+    let result = session.send_message(question).await.unwrap();
+    assert_eq!(result.result, answer);
 }
 
 /// Generous upper bound for a step that should be immediate; only guards against a hang.

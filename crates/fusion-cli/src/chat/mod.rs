@@ -4,7 +4,9 @@
 //! model thinks; when stdin is a pipe it reads plain lines and prints only answers, so a
 //! conversation can be scripted (`printf 'hi\n/history\n' | fusion chat`). In a script the
 //! first failing turn ends the run with a non-zero exit; on a terminal it is reported and
-//! the conversation goes on.
+//! the conversation goes on. When another writer (a second chat, an import, a delete)
+//! changed the session under a turn or a command, storage refuses the write and the
+//! error says so, with how many messages the session holds after rereading storage.
 //!
 //! This file is the loop and one turn; [`commands`] holds the slash commands, [`events`]
 //! what is shown while a turn runs, [`input`] where lines come from.
@@ -114,6 +116,10 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
             Some(command) => chat.command(command).await,
             None => chat.turn(line).await,
         };
+        let outcome = match outcome {
+            Err(err) => Err(chat.explain_conflict(err).await),
+            done => done,
+        };
         match outcome {
             Ok(Flow::Continue) => {}
             Ok(Flow::Exit) => break,
@@ -133,15 +139,20 @@ impl Chat {
         let spinner = spinner();
         *self.spinner.lock().unwrap_or_else(|e| e.into_inner()) = spinner.clone();
         let result = tokio::select! {
-            result = self.session.send_message(message) => result,
+            // Ctrl-C is polled first, so it is listened for before the turn can ask the
+            // model anything: the first poll of a turn may already send its request, and
+            // a SIGINT arriving before anyone listens kills the process instead.
+            biased;
             _ = tokio::signal::ctrl_c(), if self.interactive => {
                 spinner.finish_and_clear();
                 // Whatever the agent stored before the interrupt stays stored; reloading
-                // makes the in-memory history agree with it.
+                // waits for a write the interrupt cut off and makes the in-memory history
+                // agree with storage.
                 self.session.reload().await?;
                 println!("(interrupted)");
                 return Ok(Flow::Continue);
             }
+            result = self.session.send_message(message) => result,
         };
         spinner.finish_and_clear();
         let result = result?;
@@ -158,5 +169,32 @@ impl Chat {
         }
         out.flush()?;
         Ok(Flow::Continue)
+    }
+
+    /// Says what a conflicting write means for the user: another writer (a second chat,
+    /// an import, a delete) changed the session, storage refused this session's write,
+    /// and the session now continues from what storage holds. Other errors pass unchanged.
+    async fn explain_conflict(&mut self, err: anyhow::Error) -> anyhow::Error {
+        let conflict = err.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<fusion::Error>(),
+                Some(fusion::Error::Conflict { .. })
+            )
+        });
+        if !conflict {
+            return err;
+        }
+        let id = &self.id;
+        // The session may already have reread storage; reading again costs one load and
+        // makes the count below what storage holds now.
+        match self.session.reload().await {
+            Ok(()) => err.context(format!(
+                "session {id} was changed by another writer; reloaded {} from storage",
+                render::plural(self.session.message_count(), "message")
+            )),
+            Err(reload) => err.context(format!(
+                "session {id} was changed by another writer, and reloading it failed ({reload})"
+            )),
+        }
     }
 }

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)] // Each test file uses a different subset.
 
+pub mod llm;
+pub mod repl;
+
 use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
@@ -25,6 +28,19 @@ pub fn fusion(data_dir: &Path) -> Command {
     }
     command.env("XDG_DATA_HOME", data_dir).env("HOME", data_dir);
     command.stdin(Stdio::null());
+    command
+}
+
+/// `fusion chat` in `data_dir` (also the file tools' workspace), talking to the
+/// OpenAI-compatible server at `llm_url`.
+pub fn chat_command(data_dir: &Path, llm_url: &str) -> Command {
+    let mut command = fusion(data_dir);
+    command
+        .current_dir(data_dir)
+        .arg("chat")
+        .env("OPENAI_BASE_URL", llm_url)
+        .env("OPENAI_API_KEY", "test-key")
+        .env("FUSION_MODEL", "mock-model");
     command
 }
 
@@ -141,4 +157,47 @@ pub async fn load_async(storage: &StorageType, id: &str) -> Vec<ChatMessage> {
 /// The sorted session ids in `storage`.
 pub fn ids(storage: &StorageType) -> Vec<String> {
     block_on(fusion::api::session::list_all_sessions(storage)).expect("lists")
+}
+
+/// A Redis URL under a key prefix of its own (named after `name`, cut to fit, the process
+/// and the time, so runs never collide), or `None` (after saying so) without `REDIS_URL`, or a
+/// panic when `FUSION_REQUIRE_BACKENDS` asks for every backend.
+pub fn redis_url(name: &str) -> Option<String> {
+    let Ok(base) = std::env::var("REDIS_URL") else {
+        assert!(
+            std::env::var_os("FUSION_REQUIRE_BACKENDS").is_none(),
+            "REDIS_URL is not set and FUSION_REQUIRE_BACKENDS is"
+        );
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped: redis: set REDIS_URL");
+        return None;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    // Redis prefixes hold at most 64 characters: the name is cut to fit.
+    let unique = format!("-{}-{nanos}", std::process::id());
+    let name: String = name
+        .chars()
+        .take(64 - "fcli-".len() - unique.len())
+        .collect();
+    let prefix = format!("fcli-{name}{unique}");
+    Some(format!(
+        "{}?key_prefix={prefix}",
+        base.trim_end_matches('/')
+    ))
+}
+
+/// Deletes every session a Redis test stored under its prefix.
+pub fn clean_up(storage: &StorageType) {
+    block_on(clean_up_async(storage));
+}
+
+/// [`clean_up`] for async tests.
+pub async fn clean_up_async(storage: &StorageType) {
+    let store = storage.open().await.expect("storage opens");
+    for id in store.list_sessions().await.expect("lists") {
+        store.delete(&id).await.expect("deletes");
+    }
 }

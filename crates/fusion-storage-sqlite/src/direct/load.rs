@@ -7,16 +7,21 @@
 //! growing size and the async task parses each batch as it arrives, so a load takes about
 //! as long as the slower of the two instead of their sum (figures in docs/performance.md),
 //! and the async thread is never held for longer than one batch's parse.
+//!
+//! `load_revision` is the same load with the session's revision read first, in the same
+//! read transaction as the rows, so both come from one snapshot of the database.
 
 use std::ops::Range;
 use std::sync::Arc;
 
-use fusion_core::{ChatMessage, Result};
+use fusion_core::{ChatMessage, Result, Revision};
+use rusqlite::OptionalExtension;
 use tokio::sync::mpsc;
 
 use super::Direct;
-use crate::error::DirectError;
-use crate::sql::{LOAD_ROWS, decode_row};
+use crate::error::{DirectError, count_mismatch};
+use crate::generation::revision_of;
+use crate::sql::{LOAD_ROWS, READ_REVISION, decode_row};
 
 /// Row text in the first batch, so that parsing starts early; each batch after it is
 /// twice the size of the one before, up to [`BATCH_MAX_BYTES`]. Every batch costs a
@@ -47,9 +52,42 @@ impl Direct {
         session_id: &str,
         on_error: impl FnOnce(DirectError) -> fusion_core::Error,
     ) -> Result<Vec<ChatMessage>> {
+        self.load_rows(session_id, false, on_error)
+            .await
+            .map(|(history, _)| history)
+    }
+
+    /// Loads `session_id` and its revision, read in one transaction: a `sessions` row whose
+    /// count disagrees with the rows is [`Error::Corrupt`](fusion_core::Error::Corrupt).
+    pub(crate) async fn load_revision(
+        self: &Arc<Self>,
+        session_id: &str,
+        on_error: impl FnOnce(DirectError) -> fusion_core::Error,
+    ) -> Result<(Vec<ChatMessage>, Revision)> {
+        let (history, revision) = self.load_rows(session_id, true, on_error).await?;
+        let revision = revision.unwrap_or(Revision::ABSENT);
+        if history.len() != revision.len {
+            return Err(count_mismatch(session_id, revision.len, history.len()));
+        }
+        Ok((history, revision))
+    }
+
+    /// The load, with the revision read first in the same transaction when `with_revision`.
+    async fn load_rows(
+        self: &Arc<Self>,
+        session_id: &str,
+        with_revision: bool,
+        on_error: impl FnOnce(DirectError) -> fusion_core::Error,
+    ) -> Result<(Vec<ChatMessage>, Option<Revision>)> {
         let (batches, mut received) = mpsc::channel(BATCHES_IN_FLIGHT);
         let id = session_id.to_owned();
-        let reading = self.read(move |conn| read_batches(conn, &id, &batches));
+        let reading = self.read(move |conn| {
+            if with_revision {
+                read_revision_and_batches(conn, &id, &batches).map(Some)
+            } else {
+                read_batches(conn, &id, &batches).map(|()| None)
+            }
+        });
         // Owns the receiver: `join!` drops a finished future at once, so when parsing stops
         // early at a damaged row, the reading thread's next send fails and it stops too.
         let parsing = async move {
@@ -61,13 +99,33 @@ impl Direct {
                     history.push(decode_row(session_id, expected, seq, json)?);
                 }
             }
-            Ok(history)
+            Ok::<_, fusion_core::Error>(history)
         };
         let (read, parsed) = tokio::join!(reading, parsing);
         // SQLite's error first: rows cut short by it would otherwise pass for a short history.
-        read.map_err(on_error)?;
-        parsed
+        let revision = read.map_err(on_error)?;
+        Ok((parsed?, revision))
     }
+}
+
+/// [`READ_REVISION`], then (for a session that exists) the rows, in one read transaction:
+/// in WAL mode its snapshot is taken by the first read and holds for the second.
+fn read_revision_and_batches(
+    conn: &rusqlite::Connection,
+    session_id: &str,
+    batches: &mpsc::Sender<Batch>,
+) -> rusqlite::Result<Revision> {
+    // Dropping it ends the transaction (a rollback, which for a read changes nothing).
+    let _snapshot = conn.unchecked_transaction()?;
+    let row = conn
+        .prepare_cached(READ_REVISION)?
+        .query_row([session_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let revision = revision_of(row);
+    if revision.exists() {
+        read_batches(conn, session_id, batches)?;
+    }
+    Ok(revision)
 }
 
 /// Steps through the rows of `session_id`, sending them in batches. Stops early, without

@@ -7,9 +7,10 @@
 //! itself spends on a short write (figures in docs/performance.md). Here SQLite runs on the
 //! caller's own thread instead, through `rusqlite` (the same SQLite library sqlx links):
 //!
-//! - a small append, the write an agent makes every turn, runs right on the async task's
-//!   thread when nothing in this process is writing and no other process holds the write
-//!   lock. It then waits for nothing: its busy timeout is zero, and a busy database sends
+//! - a small append, the write an agent makes every turn (conditional or not: the check of
+//!   a conditional write is one lookup inside the transaction), runs right on the async
+//!   task's thread when nothing in this process is writing and no other process holds the
+//!   write lock. It then waits for nothing: its busy timeout is zero, and a busy database sends
 //!   it down the next path instead of blocking the thread;
 //! - every other write (a save or truncate of any size, a big append, any write at
 //!   [`Durability::Full`](crate::Durability::Full), which waits for an fsync, and a small
@@ -38,7 +39,8 @@ use crate::busy::wait_while_busy;
 use crate::checkpoint::{self, Checkpointer, Due};
 use crate::config::{DirectOptions, Durability};
 use crate::error::{DirectError, MaybeBusy};
-use crate::sql::{BEGIN_WRITE, Value, Write};
+use crate::generation::revision_of;
+use crate::sql::{BEGIN_WRITE, READ_REVISION, Value, Write, Written};
 
 use open::open;
 
@@ -115,7 +117,7 @@ impl Direct {
     /// Runs `write` in one transaction after the writes started before it. A write that
     /// committed counts towards the next checkpoint (see `crate::checkpoint`); when the
     /// log has reached its hard limit, it returns only once a checkpoint has completed.
-    pub(crate) async fn write(self: &Arc<Self>, write: Write) -> Result<(), DirectError> {
+    pub(crate) async fn write(self: &Arc<Self>, write: Write) -> Result<Written, DirectError> {
         let bound_bytes = write.bound_bytes();
         let units = checkpoint::units(bound_bytes);
         let result = match self.write_inline(&write, bound_bytes) {
@@ -127,7 +129,7 @@ impl Direct {
             }
             None => self.write_blocking(write).await,
         };
-        if result.is_ok() {
+        if let Ok(Written::Committed(_)) = result {
             match self.checkpoints.wrote(units) {
                 Due::No => {}
                 Due::Background => self.checkpoint_in_background(),
@@ -190,7 +192,11 @@ impl Direct {
     /// other write of this storage is running or queued, and no other connection holds
     /// the write lock. `None` when it did not run (or met a busy database and rolled
     /// back): it goes to a blocking thread then.
-    fn write_inline(&self, write: &Write, bound_bytes: usize) -> Option<Result<(), DirectError>> {
+    fn write_inline(
+        &self,
+        write: &Write,
+        bound_bytes: usize,
+    ) -> Option<Result<Written, DirectError>> {
         let inline = write.sql.bounded
             && bound_bytes <= INLINE_MAX_BYTES
             && self.options.durability == Durability::Normal;
@@ -201,7 +207,7 @@ impl Direct {
         let conn = writer.conn.as_ref()?;
         // The writer's busy timeout is zero except while a blocking write runs.
         match run(conn, write) {
-            Ok(()) => Some(Ok(())),
+            Ok(written) => Some(Ok(written)),
             Err(failure) => {
                 // Another connection holds the lock the write needs.
                 let busy = failure.error.is_busy();
@@ -212,7 +218,7 @@ impl Direct {
     }
 
     /// Runs `write` on a blocking thread, waiting up to the busy timeout for the lock.
-    async fn write_blocking(&self, write: Write) -> Result<(), DirectError> {
+    async fn write_blocking(&self, write: Write) -> Result<Written, DirectError> {
         let mut writer = Arc::clone(&self.writer).lock_owned().await;
         if writer.closed {
             return Err(DirectError::Closed);
@@ -257,9 +263,14 @@ impl Direct {
             None => open(&self.options, false)?,
         };
         let result = read(&conn);
-        // A reader returned after close, or beyond the idle limit, is dropped, closing it.
+        // A reader returned after close, or beyond the idle limit, is dropped, closing it;
+        // so is one whose read transaction could not be ended, which would otherwise hold
+        // its snapshot (and the WAL) for the next load.
         let mut idle = self.idle_readers();
-        if !self.closed.load(Ordering::Acquire) && idle.len() < self.options.max_readers {
+        if !self.closed.load(Ordering::Acquire)
+            && idle.len() < self.options.max_readers
+            && conn.is_autocommit()
+        {
             idle.push(Reader(conn));
         }
         drop(idle);
@@ -334,27 +345,33 @@ struct Failure {
     still_in_transaction: bool,
 }
 
-/// Runs `write`'s statements in one [`BEGIN_WRITE`] transaction. On failure the
-/// transaction is rolled back, if SQLite did not already.
-fn run(conn: &Connection, write: &Write) -> Result<(), Failure> {
-    let steps = || -> rusqlite::Result<()> {
+/// Runs `write`'s statements in one [`BEGIN_WRITE`] transaction, after checking its
+/// condition, if it has one, against the revision read in that transaction (rolling back
+/// when it is not met). On failure the transaction is rolled back, if SQLite did not
+/// already.
+fn run(conn: &Connection, write: &Write) -> Result<Written, Failure> {
+    let steps = || -> rusqlite::Result<Written> {
         conn.prepare_cached(BEGIN_WRITE)?.raw_execute()?;
+        let generation = match &write.condition {
+            None => None,
+            Some(condition) => match condition.check(read_revision(conn, write)?) {
+                Ok(generation) => Some(generation),
+                Err(found) => {
+                    conn.prepare_cached("ROLLBACK")?.raw_execute()?;
+                    return Ok(Written::Refused(found));
+                }
+            },
+        };
         for sql in write.sql.statements {
             let mut statement = conn.prepare_cached(sql)?;
-            // A statement's parameters are ?1..?n, a prefix of the write's values.
-            for (index, value) in (1..=statement.parameter_count()).zip(&write.values) {
-                match value {
-                    Value::Text(text) => statement.raw_bind_parameter(index, text.as_str())?,
-                    Value::Int(n) => statement.raw_bind_parameter(index, n)?,
-                }
-            }
+            bind(&mut statement, &write.values)?;
             statement.raw_execute()?;
         }
         conn.prepare_cached("COMMIT")?.raw_execute()?;
-        Ok(())
+        Ok(Written::Committed(generation))
     };
     let error = match steps() {
-        Ok(()) => return Ok(()),
+        Ok(written) => return Ok(written),
         Err(error) => error,
     };
     let still_in_transaction = !conn.is_autocommit()
@@ -369,6 +386,29 @@ fn run(conn: &Connection, write: &Write) -> Result<(), Failure> {
         error,
         still_in_transaction,
     })
+}
+
+/// The revision of `write`'s session, [`READ_REVISION`] inside its transaction.
+fn read_revision(conn: &Connection, write: &Write) -> rusqlite::Result<fusion_core::Revision> {
+    let mut statement = conn.prepare_cached(READ_REVISION)?;
+    bind(&mut statement, &write.values)?;
+    let mut rows = statement.raw_query();
+    let row = match rows.next()? {
+        Some(row) => Some((row.get(0)?, row.get(1)?)),
+        None => None,
+    };
+    Ok(revision_of(row))
+}
+
+/// Binds a statement's parameters ?1..?n to the first n of a write's values.
+fn bind(statement: &mut rusqlite::Statement<'_>, values: &[Value]) -> rusqlite::Result<()> {
+    for (index, value) in (1..=statement.parameter_count()).zip(values) {
+        match value {
+            Value::Text(text) => statement.raw_bind_parameter(index, text.as_str())?,
+            Value::Int(n) => statement.raw_bind_parameter(index, n)?,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -396,6 +436,9 @@ mod tests {
             .execute_batch(include_str!(
                 "../../migrations/0001_create_sessions_and_messages.sql"
             ))
+            .unwrap();
+        setup
+            .execute_batch(include_str!("../../migrations/0002_session_generation.sql"))
             .unwrap();
         drop(setup);
         let options = DirectOptions {

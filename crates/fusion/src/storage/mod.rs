@@ -24,7 +24,10 @@ pub use self::location::StorageLocation;
 pub use self::storage_type::StorageType;
 use fusion_core::Result;
 #[doc(inline)]
-pub use fusion_core::{ConversationStorage, MAX_METADATA_DEPTH, SessionInfo, check_storable};
+pub use fusion_core::{
+    Change, ConversationStorage, Expect, LEGACY_GENERATION, MAX_METADATA_DEPTH, Revision,
+    SessionInfo, check_storable, new_generation,
+};
 
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
@@ -34,7 +37,9 @@ pub use fusion_storage_memory::InMemoryStorage;
 #[cfg(feature = "fs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
 #[doc(inline)]
-pub use fusion_storage_fs::{FileSystemOptions, FileSystemStorage, SyncPolicy};
+pub use fusion_storage_fs::{
+    FileSystemOptions, FileSystemStorage, SyncPolicy, session_id_from_file_name,
+};
 
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

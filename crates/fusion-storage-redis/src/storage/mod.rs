@@ -7,6 +7,12 @@
 //! deletes unindex before removing, and `list_sessions` drops ids that have no message
 //! list (expired, a write whose script failed, a foreign key of another type) after
 //! checking again, so a concurrent writer's session is never dropped from the index.
+//!
+//! The same scripts make the conditional writes of issue #13 (`conditional.rs`); the
+//! index upkeep of `list_sessions` is in `index.rs`.
+
+mod conditional;
+mod index;
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,7 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use fusion_core::{
-    ChatMessage, ConversationStorage, Result, SessionId, SessionInfo, check_storable,
+    Change, ChatMessage, ConversationStorage, Expect, Result, Revision, SessionId, SessionInfo,
+    check_storable, new_generation,
 };
 use redis::aio::ConnectionManager;
 use redis::{
@@ -27,10 +34,6 @@ use crate::error::{BACKEND, Op, corrupt_element, parse_redis_error};
 use crate::keys::Keys;
 use crate::scripts;
 
-/// How many commands `list_sessions` sends per pipeline, so a huge index does not build
-/// one enormous request and reply.
-const PIPELINE_CHUNK: usize = 1000;
-
 /// Conversation storage on Redis: one LIST per session, a SET indexing the session ids.
 ///
 /// Clones share one connection. The connection is a `redis` `ConnectionManager`: when it
@@ -38,8 +41,12 @@ const PIPELINE_CHUNK: usize = 1000;
 /// calls made while it is down, which fail with a retryable error, and nothing more.
 ///
 /// Costs: `append` is one round trip (the write script and an `SADD`, pipelined),
-/// O(new messages) whatever the history's length; `load` is one `LRANGE`; `list_sessions` is O(sessions) and never
-/// scans the keyspace; `truncate` is an in-place `LTRIM`.
+/// O(new messages) whatever the history's length; `load` is one `LRANGE`;
+/// `list_sessions` is O(sessions) and never scans the keyspace; `truncate` is an
+/// in-place `LTRIM`. `load_revision` is one `MULTI` (`LRANGE` and `HGET` of the
+/// generation); `write_if` is the same script as the unconditional write, which checks
+/// the generation (and for [`Expect::Exactly`] the `LLEN`) before writing, so a
+/// conditional append costs what `append` costs.
 #[derive(Clone)]
 pub struct RedisStorage {
     conn: ConnectionManager,
@@ -134,21 +141,40 @@ impl RedisStorage {
         }
     }
 
-    /// Replaces (`mode = "replace"`) or extends (`"append"`) a session, then indexes it
-    /// (again, so a session whose index entry was lost is listed after its next write).
+    /// The condition arguments of the scripts (see `scripts.rs`): a fresh generation for
+    /// a session the script creates or rewrites, then what is expected of the session.
+    fn condition(expected: Option<Expect>) -> [String; 4] {
+        let (kind, generation, len) = match expected {
+            None => ("any", 0, 0),
+            Some(Expect::Generation(generation)) => ("gen", generation, 0),
+            Some(Expect::Exactly(Revision { generation, len })) => ("exact", generation, len),
+        };
+        [
+            new_generation().to_string(),
+            kind.to_string(),
+            generation.to_string(),
+            len.to_string(),
+        ]
+    }
+
+    /// Replaces (`mode = "replace"`) or extends (`"append"`) a session if it meets
+    /// `expected` (always, for `None`), then indexes it (again, so a session whose index
+    /// entry was lost is listed after its next write).
     ///
     /// The script and the `SADD` go in one pipeline: one round trip. A pipeline does not
     /// load a missing script by itself, so on `NOSCRIPT` (a new or flushed server, where
     /// the script's sha is unknown and the script did not run) the pipeline is sent again
-    /// behind a `SCRIPT LOAD`. If the script fails, the `SADD` still runs, and `list_sessions`
-    /// prunes that entry, since the id has no message list.
+    /// behind a `SCRIPT LOAD`. If the script fails or finds the session not as expected,
+    /// the `SADD` still runs, and `list_sessions` prunes that entry if the id has no
+    /// message list.
     async fn write(
         &self,
         name: &'static str,
         id: &str,
         mode: &str,
+        expected: Option<Expect>,
         messages: &[ChatMessage],
-    ) -> Result<()> {
+    ) -> Result<scripts::Outcome> {
         let json = messages
             .iter()
             .map(serde_json::to_string)
@@ -160,6 +186,7 @@ impl RedisStorage {
             .key(&meta)
             .arg(mode)
             .arg(self.ttl_ms())
+            .arg(&Self::condition(expected))
             .arg(&json);
         let pipeline = |load_first: bool| {
             let mut pipe = redis::pipe();
@@ -167,66 +194,46 @@ impl RedisStorage {
                 pipe.load_script(&scripts::WRITE).ignore();
             }
             pipe.invoke_script(&script)
-                .ignore()
                 .cmd("SADD")
                 .arg(index)
                 .arg(id)
                 .ignore();
             pipe
         };
-        let sent = match self.run::<()>(Request::Pipe(&pipeline(false))).await {
+        let sent = match self.run(Request::Pipe(&pipeline(false))).await {
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.run::<()>(Request::Pipe(&pipeline(true))).await
+                self.run(Request::Pipe(&pipeline(true))).await
             }
             sent => sent,
         };
-        sent.map_err(|err| {
+        sent.map(|(outcome,)| outcome).map_err(|err| {
             let op = self.op(name, Some(id));
             parse_redis_error(err, op.on_keys(&[&list, &meta, index]))
         })
     }
 
-    /// Which of `ids` still have a message list, pipelined in chunks. A key of another
-    /// type under the list's name (something else wrote there, and our writes to it
-    /// failed) is no session either.
-    async fn existing(&self, ids: &[String]) -> Result<Vec<bool>> {
-        let mut exists = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(PIPELINE_CHUNK) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("TYPE").arg(self.keys.list(id));
-            }
-            let types: Vec<String> = self
-                .run(Request::Pipe(&pipe))
-                .await
-                .map_err(|err| parse_redis_error(err, self.op("list_sessions", None)))?;
-            exists.extend(types.into_iter().map(|kind| kind == "list"));
-        }
-        Ok(exists)
-    }
-
-    /// Removes `gone` from the index, then puts back any that a concurrent write
-    /// recreated in between; returns those.
-    async fn prune(&self, gone: Vec<String>) -> Result<Vec<String>> {
-        let index = self.keys.index();
-        let op = self.op("list_sessions", None).on_key(index);
-        self.run::<()>(Request::Cmd(redis::cmd("SREM").arg(index).arg(&gone)))
-            .await
-            .map_err(|err| parse_redis_error(err, op))?;
-        // A writer stores before it indexes. If its list appeared after our first check,
-        // it either indexes after our SREM (fine) or already did, and we see the list now.
-        let again = self.existing(&gone).await?;
-        let back: Vec<String> = gone
-            .into_iter()
-            .zip(again)
-            .filter_map(|(id, exists)| exists.then_some(id))
-            .collect();
-        if !back.is_empty() {
-            self.run::<()>(Request::Cmd(redis::cmd("SADD").arg(index).arg(&back)))
-                .await
-                .map_err(|err| parse_redis_error(err, op))?;
-        }
-        Ok(back)
+    /// Keeps the first `len` messages of a session (`0` deletes its keys, but leaves the
+    /// index to the caller) if it meets `expected` (always, for `None`). One script, one
+    /// round trip; a script invocation loads itself on `NOSCRIPT`.
+    async fn trim(
+        &self,
+        name: &'static str,
+        id: &str,
+        len: usize,
+        expected: Option<Expect>,
+    ) -> Result<scripts::Outcome> {
+        let (list, meta) = (self.keys.list(id), self.keys.meta(id));
+        let mut script = scripts::TRUNCATE.prepare_invoke();
+        script
+            .key(&list)
+            .key(&meta)
+            .arg(len)
+            .arg(self.ttl_ms())
+            .arg(&Self::condition(expected));
+        self.run(Request::Script(&script)).await.map_err(|err| {
+            let op = self.op(name, Some(id));
+            parse_redis_error(err, op.on_keys(&[&list, &meta]))
+        })
     }
 }
 
@@ -238,7 +245,9 @@ impl ConversationStorage for RedisStorage {
             return self.delete(session_id).await;
         }
         check_storable(BACKEND, session_id, history)?;
-        self.write("save", session_id, "replace", history).await
+        self.write("save", session_id, "replace", None, history)
+            .await
+            .map(drop)
     }
 
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
@@ -250,13 +259,7 @@ impl ConversationStorage for RedisStorage {
             .map_err(|err| {
                 parse_redis_error(err, self.op("load", Some(session_id)).on_key(&list))
             })?;
-        raw.iter()
-            .enumerate()
-            .map(|(i, bytes)| {
-                serde_json::from_slice(bytes)
-                    .map_err(|err| corrupt_element(session_id, &list, i, &err))
-            })
-            .collect()
+        decode(session_id, &list, &raw)
     }
 
     async fn delete(&self, session_id: &str) -> Result<()> {
@@ -281,7 +284,7 @@ impl ConversationStorage for RedisStorage {
             .run(Request::Cmd(redis::cmd("SMEMBERS").arg(index)))
             .await
             .map_err(|err| parse_redis_error(err, self.op("list_sessions", None).on_key(index)))?;
-        let exists = self.existing(&ids).await?;
+        let exists = self.existing("list_sessions", &ids).await?;
         let (mut live, mut gone) = (Vec::with_capacity(ids.len()), Vec::new());
         for (id, exists) in ids.into_iter().zip(exists) {
             if !exists {
@@ -302,7 +305,7 @@ impl ConversationStorage for RedisStorage {
                 count = gone.len(),
                 "pruning expired sessions from the index"
             );
-            live.extend(self.prune(gone).await?);
+            live.extend(self.prune("list_sessions", gone).await?);
         }
         Ok(live)
     }
@@ -313,7 +316,9 @@ impl ConversationStorage for RedisStorage {
             return Ok(());
         }
         check_storable(BACKEND, session_id, messages)?;
-        self.write("append", session_id, "append", messages).await
+        self.write("append", session_id, "append", None, messages)
+            .await
+            .map(drop)
     }
 
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
@@ -321,16 +326,24 @@ impl ConversationStorage for RedisStorage {
         if len == 0 {
             return self.delete(session_id).await;
         }
-        let (list, meta) = (self.keys.list(session_id), self.keys.meta(session_id));
-        let mut script = scripts::TRUNCATE.prepare_invoke();
-        script.key(&list).key(&meta).arg(len).arg(self.ttl_ms());
-        self.run::<i64>(Request::Script(&script))
-            .await
-            .map(drop)
-            .map_err(|err| {
-                let op = self.op("truncate", Some(session_id));
-                parse_redis_error(err, op.on_keys(&[&list, &meta]))
-            })
+        self.trim("truncate", session_id, len, None).await.map(drop)
+    }
+
+    async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        SessionId::validate(session_id)?;
+        self.read_revision(session_id).await
+    }
+
+    /// The check and the write are one Lua script (see `scripts.rs`).
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        SessionId::validate(session_id)?;
+        check_storable(BACKEND, session_id, change.messages())?;
+        self.write_conditionally(session_id, expected, change).await
     }
 
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
@@ -380,6 +393,17 @@ impl Request<'_> {
             Request::Script(script) => script.invoke_async(conn).await,
         }
     }
+}
+
+/// The messages of `list` as `LRANGE` returned them; an element that is not a message
+/// makes the session corrupt.
+fn decode(session_id: &str, list: &str, raw: &[Vec<u8>]) -> Result<Vec<ChatMessage>> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            serde_json::from_slice(bytes).map_err(|err| corrupt_element(session_id, list, i, &err))
+        })
+        .collect()
 }
 
 /// A timestamp written by the scripts (ms since the epoch); `None` if someone else

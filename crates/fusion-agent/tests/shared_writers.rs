@@ -1,0 +1,282 @@
+//! Several writers on one session (issue 13, cases 1 and 2): storage, not a session's
+//! copy in memory, is the truth for undo, summaries and prune marks, and a session deleted
+//! under a running turn is not resurrected as a fragment. Cancelled writes, concurrent
+//! starts and forks are in `races.rs`.
+//!
+//! Other writers are other `AgentSession`s or other storage handles on the same store
+//! (clones of one `InMemoryStorage` share it; `FileSystemStorage`s on one directory share
+//! it as processes do). Races are forced with `Notify` gates and a barrier, never sleeps.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{GatedLlm, HANG_GUARD, Harness, SESSION, builder, contents, roles, turn};
+use fusion_agent::AgentSession;
+use fusion_agent::context::{PRUNE_KEY, SUMMARY_KEY};
+use fusion_agent::testing::{MockLlmServer, MockReply, MockToolCall};
+use fusion_core::{ChatMessage, ConversationStorage, Error, Role};
+use fusion_storage_fs::FileSystemStorage;
+use fusion_storage_memory::InMemoryStorage;
+
+/// One turn that reads `file` (holding 500 bytes, enough to be pruned) and answers.
+async fn tool_turn(h: &Harness, session: &mut AgentSession, file: &str) {
+    std::fs::write(h.workspace.path().join(file), "x".repeat(500)).unwrap();
+    h.server
+        .push(MockReply::ToolCalls {
+            content: format!("I will read {file}."),
+            calls: vec![MockToolCall::new(
+                "read_file",
+                format!(r#"{{"path": "{file}"}}"#),
+            )],
+        })
+        .push_text(format!("read {file}"));
+    let result = session.send_message(&format!("read {file}")).await.unwrap();
+    assert!(result.success && result.steps[0].success);
+}
+
+#[tokio::test]
+async fn case1_undo_after_another_writer_s_turn_undoes_nothing_and_keeps_both_writers_messages() {
+    let h = Harness::new().await;
+    let mut a = h.session().await;
+    turn(&h.server, &mut a, "from A", "answer A").await;
+    let mut b = h.session().await;
+    turn(&h.server, &mut b, "from B", "answer B").await;
+
+    let err = a.undo_last_turn().await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("nothing was undone"), "{text}");
+    assert!(text.contains("now holds 5 messages"), "{text}");
+    let stored = h.stored().await;
+    assert_eq!(
+        contents(&stored)[1..],
+        ["from A", "answer A", "from B", "answer B"]
+    );
+    // A has reloaded: its copy is storage's now.
+    assert_eq!(a.history(), stored.as_slice());
+
+    // B's copy is current, so B's undo goes through and removes only B's turn.
+    assert_eq!(b.undo_last_turn().await.unwrap(), 2);
+    assert_eq!(contents(&h.stored().await)[1..], ["from A", "answer A"]);
+}
+
+#[tokio::test]
+async fn case1_a_history_replaced_by_another_writer_is_never_undone_and_the_next_turn_continues_it()
+{
+    let h = Harness::new().await;
+    let mut a = h.session().await;
+    turn(&h.server, &mut a, "from A", "answer A").await;
+    // `sessions import --replace` of this session, as another process would run it.
+    let imported = vec![
+        ChatMessage::system("You are a test agent."),
+        ChatMessage::user("imported question"),
+        ChatMessage::assistant("imported answer"),
+    ];
+    InMemoryStorage::clone(&h.storage)
+        .save(SESSION, &imported)
+        .await
+        .unwrap();
+
+    let err = a.undo_last_turn().await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("now holds 3 messages"), "{err}");
+    assert_eq!(h.stored().await, imported);
+
+    // A's next turn continues the imported conversation (no second system prompt).
+    turn(&h.server, &mut a, "after import", "ok").await;
+    assert_eq!(
+        contents(&h.stored().await)[1..],
+        ["imported question", "imported answer", "after import", "ok"]
+    );
+}
+
+#[tokio::test]
+async fn case1_a_summary_after_another_writer_s_message_summarizes_that_message_too() {
+    let h = Harness::new().await;
+    let mut a = h.session().await;
+    turn(&h.server, &mut a, "My name is Ada.", "Hello Ada.").await;
+    let mut b = h.session().await;
+    turn(
+        &h.server,
+        &mut b,
+        "Remember: my favorite color is blue.",
+        "Noted.",
+    )
+    .await;
+    // A's copy never saw B's turn, which now sits before A's next turns in storage.
+    turn(&h.server, &mut a, "Where is Lisbon?", "In Portugal.").await;
+    turn(&h.server, &mut a, "And Porto?", "Also Portugal.").await;
+
+    h.server.push_text("The user is Ada and likes blue.");
+    let report = a.summarize_history(2).await.unwrap().unwrap();
+    // Storage: system, Ada x2, B x2, Lisbon x2, Porto x2. All but Porto's pair is covered.
+    assert_eq!((report.covers, report.summarized), (7, 6));
+    let requests = h.server.requests();
+    let transcript = requests.last().unwrap()["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        transcript.contains("User: Remember: my favorite color is blue."),
+        "{transcript}"
+    );
+    let stored = h.stored().await;
+    assert_eq!(stored.len(), 10);
+    assert_eq!(stored[9].metadata[SUMMARY_KEY]["covers"], 7);
+
+    // A new process sends the summary (which read B's message) and the kept turn.
+    let c = h.session().await;
+    let view = c.request_view();
+    assert!(view[0].content.ends_with("The user is Ada and likes blue."));
+    assert_eq!(
+        contents(&view.iter().map(|m| m.as_ref().clone()).collect::<Vec<_>>())[1..],
+        ["And Porto?", "Also Portugal."]
+    );
+}
+
+#[tokio::test]
+async fn case1_prune_marks_name_the_stored_messages_they_shorten() {
+    let h = Harness::new().await;
+    let mut a = h.session().await;
+    tool_turn(&h, &mut a, "f0.txt").await;
+    let mut b = h.session().await;
+    turn(&h.server, &mut b, "from B", "answer B").await;
+    // A's copy lacks B's two messages, so its indices of these turns are off by two.
+    for file in ["f1.txt", "f2.txt", "f3.txt"] {
+        tool_turn(&h, &mut a, file).await;
+    }
+
+    let report = a.prune_unimportant_messages().await.unwrap();
+    assert_eq!((report.tool_outputs, report.chatter), (2, 2));
+    let stored = h.stored().await;
+    let record = stored.last().unwrap();
+    let marks = &record.metadata[PRUNE_KEY];
+    for index in marks["tool_outputs"].as_array().unwrap() {
+        let message = &stored[index.as_u64().unwrap() as usize];
+        assert_eq!(message.role, Role::Tool, "{message:?}");
+    }
+    for index in marks["chatter"].as_array().unwrap() {
+        let message = &stored[index.as_u64().unwrap() as usize];
+        assert!(message.has_tool_calls(), "{message:?}");
+    }
+
+    // A new process sees B's turn and every question whole; only tool output is cut.
+    let c = h.session().await;
+    let view: Vec<ChatMessage> = c
+        .request_view()
+        .iter()
+        .map(|m| m.as_ref().clone())
+        .collect();
+    let users: Vec<&str> = view
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(
+        users,
+        [
+            "read f0.txt",
+            "from B",
+            "read f1.txt",
+            "read f2.txt",
+            "read f3.txt"
+        ]
+    );
+    assert!(view.iter().any(|m| m.content == "answer B"));
+    let pruned = view
+        .iter()
+        .filter(|m| m.role == Role::Tool && m.content.starts_with("[pruned:"))
+        .count();
+    assert_eq!(pruned, 2);
+}
+
+#[tokio::test]
+async fn case1_a_summary_whose_session_is_rewritten_during_the_model_call_stores_nothing() {
+    let h = Harness::new().await;
+    // Calls 1 and 2 answer turns; call 3 is the summary, held while another writer
+    // replaces the history.
+    let llm = GatedLlm::new(&h.server, 3);
+    let mut session = builder(llm.clone(), h.storage.clone(), h.workspace.path())
+        .build()
+        .await
+        .unwrap();
+    turn(&h.server, &mut session, "one", "first").await;
+    turn(&h.server, &mut session, "two", "second").await;
+    let replacement = vec![ChatMessage::user("replaced")];
+
+    h.server.push_text("A summary of a history that is gone.");
+    let (result, ()) = tokio::time::timeout(HANG_GUARD, async {
+        tokio::join!(session.summarize_history(0), async {
+            llm.entered.notified().await;
+            h.storage.save(SESSION, &replacement).await.unwrap();
+            llm.release.notify_one();
+        })
+    })
+    .await
+    .unwrap();
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("nothing was stored"), "{err}");
+    assert_eq!(h.stored().await, replacement);
+    assert_eq!(session.history(), replacement.as_slice());
+}
+
+/// Case 2 on `storage` (a handle the session uses) and `other` (another handle on the
+/// same store, as another process would have).
+async fn delete_during_a_turn(
+    storage: Arc<dyn ConversationStorage>,
+    other: Arc<dyn ConversationStorage>,
+) {
+    let server = MockLlmServer::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let llm = GatedLlm::new(&server, 2);
+    let mut session = builder(llm.clone(), storage, workspace.path())
+        .build()
+        .await
+        .unwrap();
+    turn(&server, &mut session, "first", "first answer").await;
+
+    server.push_text("an orphan reply");
+    let (result, ()) = tokio::time::timeout(HANG_GUARD, async {
+        tokio::join!(session.send_message("second"), async {
+            llm.entered.notified().await;
+            other.delete(SESSION).await.unwrap();
+            llm.release.notify_one();
+        })
+    })
+    .await
+    .unwrap();
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("was not stored"), "{err}");
+    // Nothing was resurrected: no orphan reply, no fragment.
+    assert!(other.load(SESSION).await.unwrap().is_empty());
+
+    // The next turn starts the conversation whole.
+    turn(&server, &mut session, "third", "third answer").await;
+    let stored = other.load(SESSION).await.unwrap();
+    assert_eq!(
+        contents(&stored),
+        ["You are a test agent.", "third", "third answer"]
+    );
+    let requests = server.requests();
+    let sent = requests.last().unwrap()["messages"].as_array().unwrap();
+    assert_eq!(roles(sent), ["system", "user"]);
+}
+
+#[tokio::test]
+async fn case2_a_delete_while_the_model_thinks_ends_the_turn_without_storing_a_fragment() {
+    let store = InMemoryStorage::new();
+    delete_during_a_turn(Arc::new(store.clone()), Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn case2_a_delete_while_the_model_thinks_on_fs_ends_the_turn_without_storing_a_fragment() {
+    let dir = tempfile::tempdir().unwrap();
+    delete_during_a_turn(
+        Arc::new(FileSystemStorage::new(dir.path())),
+        Arc::new(FileSystemStorage::new(dir.path())),
+    )
+    .await;
+}

@@ -1,0 +1,102 @@
+//! The conditional writes of issue #13 on Redis: `load_revision` and `write_if`.
+//!
+//! A session's generation is the `gen` field of its meta hash, which shares the list's
+//! hash tag, TTL and lifetime: the scripts set it whenever they create, replace or
+//! shorten a session, and `DEL` removes it with the list. A session stored before
+//! generations existed has a list but no `gen`, and reads as [`LEGACY_GENERATION`] until
+//! its first rewrite. `write_if` is the unconditional write's own script with an
+//! expectation, so the check and the write are one atomic step on the server.
+
+use fusion_core::{Change, ChatMessage, Error, Expect, LEGACY_GENERATION, Result, Revision};
+
+use super::{RedisStorage, Request, decode};
+use crate::error::{BACKEND, parse_redis_error};
+use crate::scripts::Outcome;
+
+impl RedisStorage {
+    /// The messages of `id` and its revision, read in one `MULTI` so they belong to
+    /// the same instant. `id` is already validated.
+    pub(super) async fn read_revision(&self, id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        let (list, meta) = (self.keys.list(id), self.keys.meta(id));
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LRANGE")
+            .arg(&list)
+            .arg(0)
+            .arg(-1)
+            .cmd("HGET")
+            .arg(&meta)
+            .arg("gen");
+        let (raw, stored): (Vec<Vec<u8>>, Option<String>) =
+            self.run(Request::Pipe(&pipe)).await.map_err(|err| {
+                let op = self.op("load_revision", Some(id));
+                parse_redis_error(err, op.on_keys(&[&list, &meta]))
+            })?;
+        let history = decode(id, &list, &raw)?;
+        // Without a list there is no session, whatever a leftover meta hash says; the
+        // scripts read it the same way.
+        let generation = match (history.is_empty(), stored) {
+            (true, _) => 0,
+            (false, None) => LEGACY_GENERATION,
+            (false, Some(text)) => self.generation(id, &text)?,
+        };
+        let len = history.len();
+        Ok((history, Revision { generation, len }))
+    }
+
+    /// Applies `change` if `id` meets `expected`; returns the generation after. `id`
+    /// and the messages are already checked.
+    ///
+    /// A change that leaves the session empty also takes it out of the index, the way
+    /// `list_sessions` prunes an expired one: after the script deleted the keys, so a
+    /// refused change never unlists a live session, and putting the id back if a
+    /// concurrent writer recreated it meanwhile.
+    pub(super) async fn write_conditionally(
+        &self,
+        id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        let expect = Some(expected);
+        let outcome = match change {
+            Change::Append(messages) => {
+                self.write("conditional append", id, "append", expect, messages)
+                    .await?
+            }
+            Change::Replace([]) => self.trim("conditional replace", id, 0, expect).await?,
+            Change::Replace(history) => {
+                self.write("conditional replace", id, "replace", expect, history)
+                    .await?
+            }
+            Change::Truncate(len) => self.trim("conditional truncate", id, len, expect).await?,
+        };
+        let Outcome {
+            applied,
+            generation,
+            len,
+        } = outcome;
+        let generation = self.generation(id, &generation)?;
+        if !applied {
+            return Err(expected.conflict(BACKEND, id, generation, Some(len)));
+        }
+        if generation == 0 {
+            self.prune("write_if", vec![id.to_string()]).await?;
+        }
+        Ok(generation)
+    }
+
+    /// A stored generation, read back; anything else under `gen` (someone other than
+    /// Fusion wrote it) makes the session corrupt, as an unreadable message does.
+    fn generation(&self, id: &str, text: &str) -> Result<u64> {
+        text.parse().map_err(|_| {
+            Error::corrupt(
+                BACKEND,
+                id,
+                format!(
+                    "field `gen` of hash `{}` is not a generation: {text:?}",
+                    self.keys.meta(id)
+                ),
+            )
+        })
+    }
+}

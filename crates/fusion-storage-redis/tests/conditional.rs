@@ -1,0 +1,228 @@
+//! Redis-specific behaviour of conditional writes against a real server: sessions stored
+//! before generations existed, a TTL that expires mid-turn, and a foreign `gen` field.
+//!
+//! The cross-backend cases are in the conformance suite; these need the key layout or
+//! the server's expiry.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, harness, wait_until};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, LEGACY_GENERATION, Revision,
+};
+use fusion_storage_redis::RedisStorage;
+use redis::AsyncCommands;
+
+async fn open(h: &Harness) -> RedisStorage {
+    h.connect(h.options())
+        .await
+        .expect("connecting to REDIS_URL")
+}
+
+fn users(prefix: &str, n: usize) -> Vec<ChatMessage> {
+    (0..n)
+        .map(|i| ChatMessage::user(format!("{prefix}-{i}")))
+        .collect()
+}
+
+/// Stores `history` under `id` the way the release before generations did: the list,
+/// and (if `with_meta`) a meta hash holding only the timestamps, plus the index entry.
+async fn store_as_previous_release(
+    h: &Harness,
+    id: &str,
+    history: &[ChatMessage],
+    with_meta: bool,
+) {
+    let mut raw = h.raw().await;
+    let json: Vec<String> = history
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap())
+        .collect();
+    let _: () = raw.rpush(h.list_key(id), &json).await.unwrap();
+    if with_meta {
+        let stamps = [
+            ("created_at", "1700000000000"),
+            ("updated_at", "1700000000000"),
+        ];
+        let _: () = raw.hset_multiple(h.meta_key(id), &stamps).await.unwrap();
+    }
+    let _: () = raw.sadd(h.index_key(), id).await.unwrap();
+}
+
+fn assert_conflict(result: fusion_core::Result<u64>, what: &str) -> String {
+    match result {
+        Err(err @ Error::Conflict { .. }) => err.to_string(),
+        other => panic!("{what}: expected Error::Conflict, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_session_stored_without_a_generation_reads_as_legacy_until_a_truncate_gives_it_one() {
+    let Some(h) = harness().await else { return };
+    let store = open(&h).await;
+    let mut raw = h.raw().await;
+    let old = users("old", 3);
+    store_as_previous_release(&h, "old", &old, true).await;
+
+    let (history, revision) = store.load_revision("old").await.unwrap();
+    assert_eq!(history, old);
+    let legacy = Revision {
+        generation: LEGACY_GENERATION,
+        len: 3,
+    };
+    assert_eq!(revision, legacy);
+
+    // An append keeps the generation, so a legacy session stays legacy: no `gen` written.
+    let reply = [ChatMessage::assistant("new")];
+    let after = store
+        .write_if("old", Expect::Exactly(legacy), Change::Append(&reply))
+        .await
+        .unwrap();
+    assert_eq!(after, LEGACY_GENERATION);
+    let stored: Option<String> = raw.hget(h.meta_key("old"), "gen").await.unwrap();
+    assert_eq!(stored, None);
+
+    // A truncate is a rewrite: a fresh generation, stored in the meta hash, timestamps kept.
+    let now = Revision {
+        generation: LEGACY_GENERATION,
+        len: 4,
+    };
+    let truncated = store
+        .write_if("old", Expect::Exactly(now), Change::Truncate(2))
+        .await
+        .unwrap();
+    assert!(truncated > LEGACY_GENERATION, "{truncated}");
+    let stored: Option<u64> = raw.hget(h.meta_key("old"), "gen").await.unwrap();
+    assert_eq!(stored, Some(truncated));
+    let created: String = raw.hget(h.meta_key("old"), "created_at").await.unwrap();
+    assert_eq!(created, "1700000000000");
+    let (history, revision) = store.load_revision("old").await.unwrap();
+    assert_eq!(history, old[..2]);
+    assert_eq!(
+        revision,
+        Revision {
+            generation: truncated,
+            len: 2
+        }
+    );
+    // Whoever still holds the legacy generation now conflicts, even for an append.
+    let stale = store
+        .write_if(
+            "old",
+            Expect::Generation(LEGACY_GENERATION),
+            Change::Append(&reply),
+        )
+        .await;
+    assert_conflict(stale, "append under the legacy generation after a truncate");
+
+    // A list without any meta hash is legacy too, and the plain `truncate` rewrites it.
+    store_as_previous_release(&h, "bare", &users("bare", 3), false).await;
+    let (_, revision) = store.load_revision("bare").await.unwrap();
+    assert_eq!(
+        revision,
+        Revision {
+            generation: LEGACY_GENERATION,
+            len: 3
+        }
+    );
+    store.truncate("bare", 1).await.unwrap();
+    let (history, revision) = store.load_revision("bare").await.unwrap();
+    assert_eq!(history, users("bare", 1));
+    assert!(revision.generation > LEGACY_GENERATION, "{revision:?}");
+    assert_eq!(revision.len, 1);
+}
+
+#[tokio::test]
+async fn a_ttl_expiring_between_a_read_and_a_conditional_append_makes_the_append_a_conflict() {
+    let Some(h) = harness().await else { return };
+    let turn = open(&h).await; // no TTL: only the other writer's short one applies
+    let brief = h
+        .connect(h.options().ttl(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let opening = [ChatMessage::system("prompt"), ChatMessage::user("question")];
+    turn.append("t", &opening).await.unwrap();
+    let (_, read) = turn.load_revision("t").await.unwrap();
+    // Another writer appends under the same generation (which its append keeps) and
+    // sets the short TTL, so the session expires after the read, while the turn waits
+    // for its model.
+    let aside = [ChatMessage::user("aside")];
+    let kept = brief
+        .write_if(
+            "t",
+            Expect::Generation(read.generation),
+            Change::Append(&aside),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, read.generation);
+
+    let raw = h.raw().await;
+    let (list, meta) = (h.list_key("t"), h.meta_key("t"));
+    let expired = wait_until(Duration::from_secs(15), || {
+        let mut raw = raw.clone();
+        let (list, meta) = (list.clone(), meta.clone());
+        async move {
+            let n: usize = raw.exists(&[list, meta]).await.unwrap();
+            n == 0
+        }
+    })
+    .await;
+    assert!(expired, "the session's keys never expired");
+
+    let orphan = [ChatMessage::assistant("the answer")];
+    let result = turn
+        .write_if(
+            "t",
+            Expect::Generation(read.generation),
+            Change::Append(&orphan),
+        )
+        .await;
+    let shown = assert_conflict(result, "append to an expired session");
+    assert!(shown.contains("does not exist"), "{shown}");
+    // Nothing was resurrected: no keys, no messages, not listed.
+    let mut raw = raw.clone();
+    let n: usize = raw.exists(&[&list, &meta]).await.unwrap();
+    assert_eq!(n, 0, "a fragment of the session was stored");
+    assert_eq!(
+        turn.load_revision("t").await.unwrap(),
+        (vec![], Revision::ABSENT)
+    );
+    assert!(
+        !turn
+            .list_sessions()
+            .await
+            .unwrap()
+            .contains(&"t".to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_generation_field_that_is_not_a_number_makes_the_session_corrupt() {
+    let Some(h) = harness().await else { return };
+    let store = open(&h).await;
+    store.append("odd", &users("m", 2)).await.unwrap();
+    let mut raw = h.raw().await;
+    let _: () = raw.hset(h.meta_key("odd"), "gen", "seven").await.unwrap();
+
+    let err = store.load_revision("odd").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { backend: "redis", session_id, detail }
+            if session_id == "odd" && detail.contains("`gen`")),
+        "{err:?}"
+    );
+    let result = store
+        .write_if("odd", Expect::Generation(7), Change::Append(&users("x", 1)))
+        .await;
+    assert!(matches!(result, Err(Error::Corrupt { .. })), "{result:?}");
+    assert_eq!(
+        store.load("odd").await.unwrap(),
+        users("m", 2),
+        "nothing written"
+    );
+    // A rewrite replaces the foreign value with a generation of its own.
+    store.save("odd", &users("n", 1)).await.unwrap();
+    assert!(store.load_revision("odd").await.unwrap().1.generation > LEGACY_GENERATION);
+}

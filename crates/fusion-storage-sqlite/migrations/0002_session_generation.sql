@@ -1,0 +1,12 @@
+-- Schema version 2 of fusion-storage-sqlite: each session's generation (issue #13).
+--
+-- A conditional write (`write_if`) compares the generation it read with this column
+-- inside its write transaction. Every write that rewrites a history (save, a truncate
+-- that shortens it) stores a fresh random one, bound from Rust
+-- (`fusion_core::new_generation`, below 2^53); an append that creates the row stores a
+-- fresh one too, and an append to an existing row keeps it. A deleted session has no
+-- row: generation 0.
+--
+-- Rows written by schema version 1 get 1, `fusion_core::LEGACY_GENERATION` ("existing,
+-- not rewritten since generations were kept") until their first rewrite.
+ALTER TABLE sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 1 CHECK (generation > 0);

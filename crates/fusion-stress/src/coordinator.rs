@@ -1,0 +1,194 @@
+//! The coordinator: prepares a fresh storage location and the loopback LLM, starts the
+//! worker processes (this same binary, role `worker`), waits for them, loads every
+//! session and runs the checker.
+//!
+//! The coordinator opens the storage once before any worker starts, so a new SQLite
+//! database is created and migrated by one process: the run tests shared sessions, not
+//! opening races. When a run fails, its directory (journals, worker stderr, and the stored
+//! histories as `stored.json`) is kept and its path printed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use fusion_agent::testing::MockLlmServer;
+use fusion_core::ChatMessage;
+
+use crate::backend::{Backend, Location};
+use crate::checker::{RunRecord, check};
+use crate::journal::{self, Entry, Op, now_ns};
+use crate::mock;
+use crate::report::Report;
+use crate::worker::{SYSTEM_PROMPT, shared_id};
+
+/// How long past its planned end a worker may run before it is killed and reported: only a
+/// guard against a hung worker, never part of what is checked.
+const GRACE: Duration = Duration::from_secs(300);
+
+/// What one coordinated run does.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The backend under test.
+    pub backend: Backend,
+    /// The run's seed (each worker derives its own from it).
+    pub seed: u64,
+    /// How many worker processes.
+    pub workers: usize,
+    /// How many shared sessions.
+    pub sessions: usize,
+    /// Operations per worker (when no duration is given).
+    pub ops: Option<usize>,
+    /// How long the workers run, instead of a count.
+    pub seconds: Option<f64>,
+    /// The Redis server (Redis only).
+    pub redis_url: String,
+    /// Keep the run directory even when the run passed.
+    pub keep: bool,
+}
+
+/// The outcome of one run: the checker's report, and where the run's files were kept
+/// when it failed (or `keep` was set).
+pub struct Outcome {
+    /// The checker's verdict.
+    pub report: Report,
+    /// The kept run directory, when the run failed or `keep` was set.
+    pub kept: Option<PathBuf>,
+}
+
+/// Runs the workers and checks what they left.
+pub async fn run(config: &RunConfig) -> Result<Outcome> {
+    let dir = tempfile::Builder::new()
+        .prefix("fusion-stress-")
+        .tempdir()
+        .context("creating the run directory")?;
+    let location = Location::fresh(config.backend, dir.path(), &config.redis_url);
+    let result = run_in(config, dir.path(), &location).await;
+    let cleaned = location.cleanup().await;
+    let outcome = result?;
+    cleaned.context("removing the run's Redis keys")?;
+    let kept = if outcome.passed() && !config.keep {
+        None
+    } else {
+        Some(dir.keep())
+    };
+    Ok(Outcome {
+        report: outcome,
+        kept,
+    })
+}
+
+async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<Report> {
+    let storage = location.open().await?;
+    let server = MockLlmServer::start_with(mock::rule).await;
+    // Nothing reads the bodies back; recording them would grow memory with every request.
+    server.set_record_requests(false);
+    let deadline_ns = config
+        .seconds
+        .map(|s| now_ns().saturating_add((s * 1e9) as u64));
+    let exe = std::env::current_exe().context("finding this binary to start workers")?;
+
+    let mut children = Vec::new();
+    for index in 0..config.workers {
+        let workspace = dir.join(format!("workspace-{index}"));
+        std::fs::create_dir_all(&workspace)?;
+        std::fs::write(workspace.join("notes.txt"), "stress workspace\n")?;
+        let mut command = tokio::process::Command::new(&exe);
+        command
+            .arg("worker")
+            .args(location.to_args())
+            .args(["--llm-url", &server.base_url()])
+            .args(["--index", &index.to_string()])
+            .args(["--seed", &config.seed.to_string()])
+            .args(["--sessions", &config.sessions.to_string()])
+            .arg("--journal")
+            .arg(journal_path(dir, index))
+            .arg("--workspace")
+            .arg(&workspace);
+        if let Some(ops) = config.ops {
+            command.args(["--ops", &ops.to_string()]);
+        }
+        if let Some(deadline) = deadline_ns {
+            command.args(["--deadline-ns", &deadline.to_string()]);
+        }
+        let stderr = std::fs::File::create(dir.join(format!("worker-{index}.stderr")))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true);
+        children.push(command.spawn().context("starting a worker")?);
+    }
+
+    let mut violations = Vec::new();
+    let limit = GRACE + Duration::from_secs_f64(config.seconds.unwrap_or(0.0));
+    for (index, child) in children.iter_mut().enumerate() {
+        match tokio::time::timeout(limit, child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    let stderr =
+                        std::fs::read_to_string(dir.join(format!("worker-{index}.stderr")))
+                            .unwrap_or_default();
+                    violations.push(format!(
+                        "worker {index} exited with {status}: {}",
+                        tail(&stderr, 2_000)
+                    ));
+                }
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                violations.push(format!("worker {index} did not finish; killed"));
+            }
+        }
+    }
+    drop(server);
+
+    let mut entries: Vec<Entry> = Vec::new();
+    for index in 0..config.workers {
+        let path = journal_path(dir, index);
+        if path.exists() {
+            entries.extend(journal::read(&path)?);
+        }
+    }
+    let shared: Vec<String> = (0..config.sessions).map(shared_id).collect();
+    let mut ids: BTreeSet<String> = shared.iter().cloned().collect();
+    ids.extend(storage.list_sessions().await?);
+    ids.extend(entries.iter().filter_map(|e| match &e.op {
+        Op::Fork { new_id, .. } => Some(new_id.clone()),
+        _ => None,
+    }));
+    let mut stored: BTreeMap<String, Vec<ChatMessage>> = BTreeMap::new();
+    for id in ids {
+        let history = storage
+            .load(&id)
+            .await
+            .with_context(|| format!("loading session {id} after the run"))?;
+        if !history.is_empty() {
+            stored.insert(id, history);
+        }
+    }
+    let mut report = check(&RunRecord {
+        system_prompt: SYSTEM_PROMPT,
+        shared: &shared,
+        journal: &entries,
+        stored: &stored,
+    });
+    violations.append(&mut report.violations);
+    report.violations = violations;
+    if !report.passed() || config.keep {
+        std::fs::write(dir.join("stored.json"), serde_json::to_vec_pretty(&stored)?)?;
+    }
+    Ok(report)
+}
+
+fn journal_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("journal-{index}.jsonl"))
+}
+
+fn tail(text: &str, max: usize) -> &str {
+    let start = text.len().saturating_sub(max);
+    let start = text.ceil_char_boundary(start);
+    text[start..].trim()
+}

@@ -1,0 +1,239 @@
+//! The worker's journal: one JSON line per operation, appended as each operation ends,
+//! with wall-clock nanoseconds taken just before and just after the call.
+//!
+//! The journal is the only thing the checker knows about what happened, so it records
+//! outcomes exactly: a turn is acknowledged only when `send_message` returned a final
+//! answer, and an undo lists the tags its session said it removed. Wall-clock time
+//! (`SystemTime`) rather than `Instant` because several processes' stamps are compared.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use fusion_core::{ChatMessage, Role};
+use serde::{Deserialize, Serialize};
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Whether it was `Error::Conflict` (another writer changed the session first).
+    pub conflict: bool,
+    /// The error's text.
+    pub text: String,
+}
+
+impl Failure {
+    /// The failure of `err`.
+    pub fn of(err: &fusion_core::Error) -> Self {
+        Failure {
+            conflict: matches!(err, fusion_core::Error::Conflict { .. }),
+            text: err.to_string(),
+        }
+    }
+}
+
+/// What one operation was and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// `send_message(message)`: acknowledged when `answer` is `Some` (the final answer).
+    Turn {
+        /// The turn's tag, as text.
+        tag: String,
+        /// The user message sent.
+        message: String,
+        /// The final answer, when the turn succeeded.
+        answer: Option<String>,
+        /// Why it failed, otherwise (also when it stopped without a final answer).
+        failure: Option<Failure>,
+    },
+    /// `undo_last_turn()`, only ever right after this worker's own acknowledged turn.
+    Undo {
+        /// The tag of the turn it meant to remove.
+        intended: String,
+        /// Tags the session's history held before the call and not after it.
+        removed: Vec<String>,
+        /// How many messages the call said it removed.
+        count: usize,
+        /// Why it failed.
+        failure: Option<Failure>,
+    },
+    /// `summarize_history(keep_last)`.
+    Summarize {
+        /// Messages left as they are.
+        keep_last: usize,
+        /// The new summary's `covers`, when one was stored.
+        covers: Option<usize>,
+        /// Why it failed.
+        failure: Option<Failure>,
+    },
+    /// `fork(new_id)`.
+    Fork {
+        /// The fresh id forked into.
+        new_id: String,
+        /// Why it failed.
+        failure: Option<Failure>,
+    },
+    /// `clear_history()` of a shared session.
+    Delete {
+        /// Why it failed (a failed delete may still have deleted).
+        failure: Option<Failure>,
+    },
+    /// `reload()`.
+    Reload {
+        /// Why it failed.
+        failure: Option<Failure>,
+        /// What the session read, as [`snapshot`] writes it (empty when it failed).
+        #[serde(default)]
+        snapshot: Vec<String>,
+    },
+}
+
+impl Op {
+    /// The operation's name, for counts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Turn { .. } => "turn",
+            Op::Undo { .. } => "undo",
+            Op::Summarize { .. } => "summarize",
+            Op::Fork { .. } => "fork",
+            Op::Delete { .. } => "delete",
+            Op::Reload { .. } => "reload",
+        }
+    }
+
+    /// Why it failed, if it did.
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            Op::Turn { failure, .. }
+            | Op::Undo { failure, .. }
+            | Op::Summarize { failure, .. }
+            | Op::Fork { failure, .. }
+            | Op::Delete { failure }
+            | Op::Reload { failure, .. } => failure.as_ref(),
+        }
+    }
+}
+
+/// The user and assistant messages of `history`, in order, as `u:<text>` and `a:<text>`:
+/// what the checker needs of a reload, without the rest of a history in every line.
+pub fn snapshot(history: &[ChatMessage]) -> Vec<String> {
+    history
+        .iter()
+        .filter_map(|m| match m.role {
+            Role::User => Some(format!("u:{}", m.content)),
+            Role::Assistant if !m.content.is_empty() => Some(format!("a:{}", m.content)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The worker that ran it.
+    pub worker: usize,
+    /// The session it ran on.
+    pub session: String,
+    /// Wall clock just before the call, ns since the epoch.
+    pub start_ns: u64,
+    /// Wall clock just after the call returned.
+    pub end_ns: u64,
+    /// What it was and how it ended.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// An append-only journal file.
+pub struct Journal {
+    file: File,
+}
+
+impl Journal {
+    /// Creates (or appends to) the journal at `path`.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening journal {}", path.display()))?;
+        Ok(Journal { file })
+    }
+
+    /// Appends `entry` as one line, in one write, so a crash leaves whole lines.
+    pub fn record(&mut self, entry: &Entry) -> Result<()> {
+        let mut line = serde_json::to_string(entry)?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Reads every entry of the journal at `path`, in order.
+pub fn read(path: &Path) -> Result<Vec<Entry>> {
+    let file = File::open(path).with_context(|| format!("opening journal {}", path.display()))?;
+    let mut entries = Vec::new();
+    for (n, line) in BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: {line}", path.display(), n + 1))?;
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w0.jsonl");
+        let entries = vec![
+            Entry {
+                worker: 0,
+                session: "shared-1".into(),
+                start_ns: 10,
+                end_ns: 20,
+                op: Op::Turn {
+                    tag: "w0-s1-k0".into(),
+                    message: "m".into(),
+                    answer: Some("ack w0-s1-k0".into()),
+                    failure: None,
+                },
+            },
+            Entry {
+                worker: 0,
+                session: "shared-1".into(),
+                start_ns: 30,
+                end_ns: 40,
+                op: Op::Delete {
+                    failure: Some(Failure {
+                        conflict: true,
+                        text: "x".into(),
+                    }),
+                },
+            },
+        ];
+        let mut journal = Journal::create(&path).unwrap();
+        for entry in &entries {
+            journal.record(entry).unwrap();
+        }
+        assert_eq!(read(&path).unwrap(), entries);
+        assert_eq!(entries[1].op.kind(), "delete");
+        assert!(entries[1].op.failure().unwrap().conflict);
+    }
+}

@@ -1,0 +1,129 @@
+//! What a checked run reports: counts per kind of operation and of message outcome, and
+//! every violation found, each with enough detail to find it in the stored histories.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Successes and failures of one kind of operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCount {
+    /// Calls that returned `Ok` (a turn: with a final answer).
+    pub ok: usize,
+    /// Calls that failed.
+    pub failed: usize,
+    /// Failures that were `Error::Conflict`.
+    pub conflicts: usize,
+}
+
+/// The counts of one run (or, added up, of several).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Per operation kind (`turn`, `undo`, `summarize`, `fork`, `delete`, `reload`).
+    pub ops: BTreeMap<String, OpCount>,
+    /// Acknowledged messages: a user message and its final answer per acknowledged turn.
+    pub acknowledged: usize,
+    /// Acknowledged messages found where they must be.
+    pub verified: usize,
+    /// Acknowledged messages absent because their own writer's undo removed them.
+    pub removed_by_undo: usize,
+    /// Acknowledged messages absent after a delete that may have removed them.
+    pub removed_by_delete: usize,
+    /// Reload snapshots checked.
+    pub reloads_checked: usize,
+    /// Acknowledged messages found where they must be in reload snapshots.
+    pub verified_at_reloads: usize,
+    /// Sessions loaded and checked (shared ones and forks).
+    pub sessions: usize,
+    /// Stored summary records checked.
+    pub summaries: usize,
+}
+
+impl Counts {
+    /// All failures that were conflicts, over every kind.
+    pub fn conflicts(&self) -> usize {
+        self.ops.values().map(|c| c.conflicts).sum()
+    }
+
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: &Counts) {
+        for (kind, count) in &other.ops {
+            let mine = self.ops.entry(kind.clone()).or_default();
+            mine.ok += count.ok;
+            mine.failed += count.failed;
+            mine.conflicts += count.conflicts;
+        }
+        self.acknowledged += other.acknowledged;
+        self.verified += other.verified;
+        self.removed_by_undo += other.removed_by_undo;
+        self.removed_by_delete += other.removed_by_delete;
+        self.reloads_checked += other.reloads_checked;
+        self.verified_at_reloads += other.verified_at_reloads;
+        self.sessions += other.sessions;
+        self.summaries += other.summaries;
+    }
+
+    /// One `key=value` line, which `cargo xtask stress` reads back to add rounds up.
+    pub fn line(&self) -> String {
+        let mut parts = Vec::new();
+        for (kind, count) in &self.ops {
+            parts.push(format!("{kind}_ok={}", count.ok));
+            parts.push(format!("{kind}_failed={}", count.failed));
+        }
+        parts.push(format!("conflicts={}", self.conflicts()));
+        parts.push(format!("acknowledged={}", self.acknowledged));
+        parts.push(format!("verified={}", self.verified));
+        parts.push(format!("removed_by_undo={}", self.removed_by_undo));
+        parts.push(format!("removed_by_delete={}", self.removed_by_delete));
+        parts.push(format!("reloads_checked={}", self.reloads_checked));
+        parts.push(format!("verified_at_reloads={}", self.verified_at_reloads));
+        parts.push(format!("sessions={}", self.sessions));
+        parts.push(format!("summaries={}", self.summaries));
+        parts.join(" ")
+    }
+}
+
+impl fmt::Display for Counts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (kind, count) in &self.ops {
+            writeln!(
+                f,
+                "  {kind:<10} {:>6} ok {:>5} failed ({} conflicts)",
+                count.ok, count.failed, count.conflicts
+            )?;
+        }
+        writeln!(
+            f,
+            "  acknowledged messages {}: {} verified present, {} removed by their writer's \
+             undo, {} removed by a delete",
+            self.acknowledged, self.verified, self.removed_by_undo, self.removed_by_delete
+        )?;
+        writeln!(
+            f,
+            "  during the run: {} acknowledged messages verified in {} reload snapshots",
+            self.verified_at_reloads, self.reloads_checked
+        )?;
+        write!(
+            f,
+            "  {} sessions and {} summary records checked; {} conflicts seen",
+            self.sessions,
+            self.summaries,
+            self.conflicts()
+        )
+    }
+}
+
+/// The checker's verdict on one run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// What ran and what was found.
+    pub counts: Counts,
+    /// Every broken rule, one line each; empty when the run passed.
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    /// Whether no rule was broken.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}

@@ -1,0 +1,257 @@
+//! One worker process: a seeded random mix of turns, undos, summaries, forks, deletes and
+//! reloads on the run's shared sessions, each journaled as it ends.
+//!
+//! The worker opens its own storage instance and keeps one `AgentSession` per shared
+//! session for its whole life, as a long-running application would; other workers change
+//! the same sessions underneath it. It undoes only right after its own acknowledged turn on
+//! that session, so an undo can only ever be meant to remove that turn, and it journals
+//! exactly which tags the session said it removed. A reload journals what it read, so the
+//! checker can also check the session as it was during the run.
+//!
+//! The operation mix comes from a `StdRng` seeded with the run's seed and the worker's
+//! index, so a failing seed replays the same choices (the interleaving with other
+//! processes is up to the scheduler).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use fusion_agent::{AgentSession, LlmClient, OpenAiConfig};
+use fusion_core::{ChatMessage, Role};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::backend::Location;
+use crate::journal::{Entry, Failure, Journal, Op, now_ns, snapshot};
+use crate::tags::{Tag, tags_in, user_message};
+
+/// The system prompt of every session of a run; the checker looks for exactly this text.
+pub const SYSTEM_PROMPT: &str = "You are the Fusion stress-test assistant. Acknowledge every \
+    note you are given by its label.";
+
+/// The id of shared session `index`.
+pub fn shared_id(index: usize) -> String {
+    format!("shared-{index}")
+}
+
+/// What a worker is told by the coordinator.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The run's storage.
+    pub location: Location,
+    /// The loopback LLM's API root.
+    pub llm_url: String,
+    /// This worker's index.
+    pub index: usize,
+    /// The run's seed.
+    pub seed: u64,
+    /// How many shared sessions there are.
+    pub sessions: usize,
+    /// Stop after this many operations.
+    pub ops: Option<usize>,
+    /// Stop once the wall clock passes this (ns since the epoch).
+    pub deadline_ns: Option<u64>,
+    /// Where to append the journal.
+    pub journal: PathBuf,
+    /// The workspace root its file tools are confined to (exists; the mock lists it).
+    pub workspace: PathBuf,
+}
+
+/// The seed of worker `index`'s generator.
+pub fn worker_seed(seed: u64, index: usize) -> u64 {
+    // Distinct, well-spread streams per worker from one run seed (the golden-ratio step).
+    seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Turn,
+    Undo,
+    Summarize,
+    Fork,
+    Delete,
+    Reload,
+}
+
+/// Turn 55%, undo 10%, summarize 10%, fork 5%, delete 5%, reload 15%.
+fn pick(rng: &mut StdRng) -> Kind {
+    match rng.random_range(0..100u32) {
+        0..55 => Kind::Turn,
+        55..65 => Kind::Undo,
+        65..75 => Kind::Summarize,
+        75..80 => Kind::Fork,
+        80..85 => Kind::Delete,
+        _ => Kind::Reload,
+    }
+}
+
+/// Runs the worker until its operation count or deadline; storage and LLM failures of
+/// single operations are journaled, not returned.
+pub async fn run(config: WorkerConfig) -> Result<()> {
+    let storage = config.location.open().await?;
+    let llm: Arc<dyn LlmClient> = Arc::new(
+        OpenAiConfig::new("stress-model")
+            .base_url(config.llm_url.clone())
+            .max_retries(0)
+            .build()?,
+    );
+    let mut sessions = Vec::with_capacity(config.sessions);
+    for index in 0..config.sessions {
+        let session = AgentSession::builder(shared_id(index))
+            .llm(llm.clone())
+            .storage(storage.clone())
+            .system_prompt(SYSTEM_PROMPT)
+            .workspace_roots([config.workspace.clone()])
+            .build()
+            .await?;
+        sessions.push(session);
+    }
+    let mut journal = Journal::create(&config.journal)?;
+    let mut rng = StdRng::seed_from_u64(worker_seed(config.seed, config.index));
+    // Per session: this worker's acknowledged turn, while it is its last operation there.
+    let mut undoable: Vec<Option<Tag>> = vec![None; config.sessions];
+    let (mut turns, mut forks) = (0usize, 0usize);
+    let mut done = 0usize;
+    loop {
+        if config.ops.is_some_and(|ops| done >= ops)
+            || config
+                .deadline_ns
+                .is_some_and(|deadline| now_ns() >= deadline)
+        {
+            return Ok(());
+        }
+        done += 1;
+        let index = rng.random_range(0..config.sessions);
+        let session = &mut sessions[index];
+        let mut kind = pick(&mut rng);
+        if kind == Kind::Undo && undoable[index].is_none() {
+            kind = Kind::Turn;
+        }
+        let start_ns = now_ns();
+        let op = match kind {
+            Kind::Turn => {
+                let tag = Tag {
+                    worker: config.index,
+                    session: index,
+                    turn: turns,
+                };
+                turns += 1;
+                let op = turn(session, tag).await;
+                undoable[index] = matches!(
+                    op,
+                    Op::Turn {
+                        answer: Some(_),
+                        ..
+                    }
+                )
+                .then_some(tag);
+                op
+            }
+            Kind::Undo => {
+                let intended = undoable[index].take().map(|t| t.to_string());
+                undo(session, intended.unwrap_or_default()).await
+            }
+            Kind::Summarize => {
+                let keep_last = [0, 2, 4][rng.random_range(0..3)];
+                let result = session.summarize_history(keep_last).await;
+                Op::Summarize {
+                    keep_last,
+                    covers: result
+                        .as_ref()
+                        .ok()
+                        .and_then(|r| r.as_ref().map(|r| r.covers)),
+                    failure: result.err().map(|e| Failure::of(&e)),
+                }
+            }
+            Kind::Fork => {
+                let new_id = format!("fork-w{}-n{forks}", config.index);
+                forks += 1;
+                let result = session.fork(&new_id).await;
+                Op::Fork {
+                    new_id,
+                    failure: result.err().map(|e| Failure::of(&e)),
+                }
+            }
+            Kind::Delete => Op::Delete {
+                failure: session.clear_history().await.err().map(|e| Failure::of(&e)),
+            },
+            Kind::Reload => match session.reload().await {
+                Ok(()) => Op::Reload {
+                    failure: None,
+                    snapshot: snapshot(session.history()),
+                },
+                Err(err) => Op::Reload {
+                    failure: Some(Failure::of(&err)),
+                    snapshot: Vec::new(),
+                },
+            },
+        };
+        let end_ns = now_ns();
+        if kind != Kind::Turn {
+            undoable[index] = None;
+        }
+        journal.record(&Entry {
+            worker: config.index,
+            session: shared_id(index),
+            start_ns,
+            end_ns,
+            op,
+        })?;
+    }
+}
+
+async fn turn(session: &mut AgentSession, tag: Tag) -> Op {
+    let message = user_message(tag);
+    let (answer, failure) = match session.send_message(&message).await {
+        Ok(result) if result.success => (Some(result.result), None),
+        // Stopped without a final answer: the message is stored but not acknowledged.
+        Ok(result) => (
+            None,
+            Some(Failure {
+                conflict: false,
+                text: format!("no final answer: {}", result.result),
+            }),
+        ),
+        Err(err) => (None, Some(Failure::of(&err))),
+    };
+    Op::Turn {
+        tag: tag.to_string(),
+        message,
+        answer,
+        failure,
+    }
+}
+
+async fn undo(session: &mut AgentSession, intended: String) -> Op {
+    let before = user_tags(session.history());
+    let result = session.undo_last_turn().await;
+    let after = user_tags(session.history());
+    // Normally the history after is a prefix of the history before; if the session
+    // reloaded in between, everything that disappeared is reported, so the checker sees it.
+    let removed: Vec<String> = match result {
+        Ok(_) if before.starts_with(&after) => {
+            before[after.len()..].iter().map(Tag::to_string).collect()
+        }
+        Ok(_) => before
+            .iter()
+            .filter(|t| !after.contains(t))
+            .map(Tag::to_string)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    Op::Undo {
+        intended,
+        removed,
+        count: *result.as_ref().unwrap_or(&0),
+        failure: result.err().map(|e| Failure::of(&e)),
+    }
+}
+
+/// The tags of the user messages in `history`, in order.
+fn user_tags(history: &[ChatMessage]) -> Vec<Tag> {
+    history
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .flat_map(|m| tags_in(&m.content))
+        .collect()
+}
