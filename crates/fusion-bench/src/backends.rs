@@ -166,31 +166,7 @@ impl Backend {
         let Root::Redis { url, prefix } = &self.root else {
             return Ok(0);
         };
-        let client = redis::Client::open(url.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        // The prefix holds no glob characters (RedisOptions refuses them), so this
-        // pattern matches exactly this run's keys.
-        let pattern = format!("{prefix}:*");
-        let mut cursor: u64 = 0;
-        let mut deleted = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            if !keys.is_empty() {
-                let n: usize = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
-                deleted += n;
-            }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
-        }
+        fusion_bench::redis_keys::delete_under_prefix(url, prefix).await
     }
 }
 

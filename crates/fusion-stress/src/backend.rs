@@ -8,9 +8,8 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use fusion_core::ConversationStorage;
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_redis::{RedisOptions, RedisStorage};
@@ -116,34 +115,7 @@ impl Location {
         let (Backend::Redis, Some(prefix)) = (self.backend, &self.prefix) else {
             return Ok(0);
         };
-        if prefix.contains(['*', '?', '[', ']', '\\']) {
-            bail!("refusing to SCAN with a glob character in prefix {prefix}");
-        }
-        let client = redis::Client::open(self.target.as_str())?;
-        let connect = client.get_multiplexed_async_connection();
-        let mut conn = tokio::time::timeout(Duration::from_secs(5), connect)
-            .await
-            .context("connecting to Redis timed out")??;
-        let pattern = format!("{prefix}:*");
-        let (mut cursor, mut deleted) = (0u64, 0usize);
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            if !keys.is_empty() {
-                let n: usize = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
-                deleted += n;
-            }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
-        }
+        fusion_bench::redis_keys::delete_under_prefix(&self.target, prefix).await
     }
 
     /// The worker arguments naming this location.
