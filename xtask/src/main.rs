@@ -74,7 +74,9 @@ fn ci() -> Result<()> {
 ///
 /// In a target dir of its own each run: cargo keeps the unpacked sources of its temporary
 /// registry in CARGO_HOME keyed by the registry's path, so a second run in the same target
-/// dir would verify against our crates as the first one packaged them.
+/// dir would verify against our crates as the first one packaged them. fusion-stress is left
+/// out: an unpublished harness built on fusion-bench (itself unpublished), which no registry
+/// could resolve.
 fn package() -> Result<()> {
     let unique = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -84,6 +86,8 @@ fn package() -> Result<()> {
     let result = cargo(&[
         "package",
         "--workspace",
+        "--exclude",
+        "fusion-stress",
         "--allow-dirty",
         "--target-dir",
         &dir_arg,
