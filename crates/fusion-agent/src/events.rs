@@ -1,14 +1,19 @@
-//! What a turn reports: [`TaskResult`] and its [`Step`]s when it is over, and
-//! [`AgentEvent`]s while it runs, for interfaces that show tool calls as they happen.
+//! What a turn reports: [`AgentEvent`]s while it runs, for interfaces that show the reply
+//! as the model writes it and tool calls as they happen, and [`TaskResult`] with its
+//! [`Step`]s when it is over.
 //!
-//! [`AgentSession::send_message`](crate::AgentSession::send_message) returns every
-//! [`Step`] when the turn is over; an observer set with
-//! [`SessionBuilder::on_event`](crate::SessionBuilder::on_event) hears about each call as
-//! it starts and as it finishes. Observers run inline on the agent's task, so they should
+//! [`AgentSession::send_message_stream`](crate::AgentSession::send_message_stream) yields
+//! every event of a turn, ending with [`AgentEvent::Finished`];
+//! [`send_message`](crate::AgentSession::send_message) collects that same stream and
+//! returns its [`TaskResult`]. An observer set with
+//! [`SessionBuilder::on_event`](crate::SessionBuilder::on_event) hears the same events
+//! whichever way the turn runs. Observers run inline on the agent's task, so they should
 //! be quick: print a line, send on a channel.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::llm::Usage;
 
 /// What one turn ([`AgentSession::send_message`](crate::AgentSession::send_message))
 /// produced.
@@ -22,6 +27,9 @@ pub struct TaskResult {
     pub steps: Vec<Step>,
     /// How many LLM requests the turn made.
     pub iterations: usize,
+    /// Tokens used, summed over the turn's requests that reported usage; `None` when the
+    /// server reported none.
+    pub usage: Option<Usage>,
 }
 
 /// One tool call made during a turn.
@@ -41,23 +49,62 @@ pub struct Step {
     pub duration: Duration,
 }
 
-/// Something the agent is doing during a turn.
-#[derive(Debug, Clone, Copy)]
+/// Something the agent is doing during a turn, in the order it happens.
+///
+/// A turn's events are, per iteration: [`TextDelta`](Self::TextDelta)s as the reply is
+/// written, [`Usage`](Self::Usage) when the reply is complete (if the server reported it),
+/// then for each tool call the reply asks for a [`ToolCallStarted`](Self::ToolCallStarted)
+/// and later a [`ToolCallFinished`](Self::ToolCallFinished), and
+/// [`IterationFinished`](Self::IterationFinished); the stream of
+/// [`send_message_stream`](crate::AgentSession::send_message_stream) ends with
+/// [`Finished`](Self::Finished).
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub enum AgentEvent<'a> {
+pub enum AgentEvent {
+    /// More of the reply's text, as the model writes it. With native tool calling this is
+    /// all the text of every reply (including any written alongside tool calls); in text
+    /// ReAct mode only the text of the `Final Answer:`, never thoughts or `Action:` lines.
+    TextDelta {
+        /// The iteration (1-based LLM request of the turn) writing the text.
+        iteration: usize,
+        /// The next piece of text.
+        text: String,
+    },
     /// The model asked for a tool call, which is about to run. When one reply asks for
     /// several calls, all of them start before any finishes (they run concurrently).
     ToolCallStarted {
         /// The iteration (1-based LLM request of the turn) that asked for the call.
         iteration: usize,
         /// The tool's name, as the model wrote it.
-        tool: &'a str,
+        tool: String,
         /// The arguments exactly as the model wrote them.
-        arguments: &'a str,
+        arguments: String,
     },
     /// A tool call finished (or failed, or timed out): the step the turn will report.
-    ToolCallFinished(&'a Step),
+    ToolCallFinished(Step),
+    /// Tokens one request used, as the server reported them.
+    Usage {
+        /// The iteration whose request this was.
+        iteration: usize,
+        /// The server's figures.
+        usage: Usage,
+    },
+    /// One request and everything it asked for are done and stored.
+    IterationFinished {
+        /// The iteration that finished.
+        iteration: usize,
+        /// How many tool calls it ran.
+        tool_calls: usize,
+    },
+    /// The model rejected native tool calling, so this session now describes its tools in
+    /// the prompt (text ReAct mode) and the iteration was asked again that way.
+    SwitchedToTextReact {
+        /// What the server said.
+        reason: String,
+    },
+    /// The turn is over: what it produced. The last event of a turn's stream.
+    Finished(TaskResult),
 }
 
 /// A shared observer of [`AgentEvent`]s.
-pub(crate) type EventObserver = Arc<dyn Fn(&AgentEvent<'_>) + Send + Sync>;
+pub(crate) type EventObserver = Arc<dyn Fn(&AgentEvent) + Send + Sync>;

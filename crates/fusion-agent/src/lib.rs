@@ -47,10 +47,18 @@ pub use context::summary::SummaryReport;
 pub use context::tokens::TokenCounter;
 pub use events::{AgentEvent, Step, TaskResult};
 pub use executor::{DEFAULT_TOOL_TIMEOUT, ExecutorConfig, ToolExecutor, ToolOutcome};
-pub use llm::{ChatRequest, ChatResponse, LlmClient, SamplingOptions, ToolDefinition, Usage};
-pub use openai::{DEFAULT_BASE_URL, DEFAULT_MODEL, OLLAMA_BASE_URL, OpenAiClient, OpenAiConfig};
+pub use llm::{
+    ChatDelta, ChatRequest, ChatResponse, ChatStream, LlmClient, RequestCache, SamplingOptions,
+    ToolDefinition, Usage, replay_as_deltas,
+};
+pub use openai::{
+    DEFAULT_BASE_URL, DEFAULT_MODEL, OLLAMA_BASE_URL, OpenAiClient, OpenAiConfig,
+    rejects_native_tools,
+};
 pub use react_text::{ReactStep, parse_react, render_observation, render_react_prompt};
-pub use session::{AgentSession, DEFAULT_MAX_ITERATIONS, DEFAULT_SYSTEM_PROMPT, SessionBuilder};
+pub use session::{
+    AgentSession, DEFAULT_MAX_ITERATIONS, DEFAULT_SYSTEM_PROMPT, SessionBuilder, TurnStream,
+};
 pub use storage_source::StorageSource;
 pub use tools::registry::ToolRegistry;
 pub use tools::tool::Tool;

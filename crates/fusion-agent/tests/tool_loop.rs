@@ -54,7 +54,7 @@ async fn a_tool_call_runs_its_result_reaches_the_model_and_steps_record_it() {
 }
 
 /// The observer hears each call of a reply start, then each finish with the step the turn
-/// reports, failures included.
+/// reports, failures included, then the end of each iteration and of the turn.
 #[tokio::test]
 async fn the_event_observer_sees_each_call_start_and_finish() {
     let h = Harness::new().await;
@@ -75,7 +75,15 @@ async fn the_event_observer_sees_each_call_start_and_finish() {
                 AgentEvent::ToolCallFinished(step) => {
                     format!("finish {} {} {}", step.tool, step.observation, step.success)
                 }
-                _ => "other".to_string(),
+                AgentEvent::IterationFinished {
+                    iteration,
+                    tool_calls,
+                } => format!("iteration {iteration} {tool_calls}"),
+                AgentEvent::TextDelta { text, .. } => format!("text {text}"),
+                AgentEvent::Finished(result) => format!("finished {}", result.result),
+                // The mock server reports usage; token counts are not this test's subject.
+                AgentEvent::Usage { .. } => return,
+                other => format!("unexpected {other:?}"),
             };
             seen.lock().unwrap().push(line);
         })
@@ -95,13 +103,22 @@ async fn the_event_observer_sees_each_call_start_and_finish() {
     assert_eq!(result.steps.len(), 2);
 
     let events = events.lock().unwrap().clone();
-    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(events.len(), 8, "{events:?}");
     assert_eq!(events[0], r#"start 1 read_file {"path": "a.txt"}"#);
     assert_eq!(events[1], r#"start 1 read_file {"path": "missing.txt"}"#);
     assert_eq!(events[2], "finish read_file A true");
     assert!(
         events[3].starts_with("finish read_file Error:") && events[3].ends_with("false"),
         "{events:?}"
+    );
+    assert_eq!(
+        events[4..],
+        [
+            "iteration 1 2",
+            "text done",
+            "iteration 2 0",
+            "finished done"
+        ]
     );
 }
 

@@ -48,7 +48,9 @@ pub struct OpenAiConfig {
     pub(super) model: String,
     /// How long to wait for the TCP (and TLS) connection.
     pub(super) connect_timeout: Duration,
-    /// How long one attempt may take, from sending to the last byte of the reply.
+    /// A plain call: how long one attempt may take, from sending to the last byte of the
+    /// reply. A streamed call: how long to wait for the response headers, then for each
+    /// next piece of the body (a long reply may stream for longer, as long as it moves).
     pub(super) request_timeout: Duration,
     /// How many times a failed attempt is retried (429, 5xx, connection errors, timeouts).
     pub(super) max_retries: u32,
@@ -62,6 +64,9 @@ pub struct OpenAiConfig {
     pub(super) extra_headers: Vec<(String, String)>,
     /// Whether the model does native tool calling; when false the agent uses text ReAct.
     pub(super) native_tools: bool,
+    /// Whether [`LlmClient::chat_stream`](crate::LlmClient::chat_stream) asks the server
+    /// to stream (`"stream": true`), or makes a plain call and replays its reply.
+    pub(super) stream: bool,
 }
 
 impl OpenAiConfig {
@@ -80,15 +85,18 @@ impl OpenAiConfig {
             retry_after_max: Duration::from_secs(60),
             extra_headers: Vec::new(),
             native_tools: true,
+            stream: true,
         }
     }
 
-    /// Reads `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `FUSION_MODEL` and `FUSION_NATIVE_TOOLS`.
+    /// Reads `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `FUSION_MODEL`, `FUSION_NATIVE_TOOLS`
+    /// and `FUSION_STREAM`.
     ///
     /// Unset or empty variables take the defaults ([`DEFAULT_BASE_URL`], no key,
-    /// [`DEFAULT_MODEL`], native tools on). `FUSION_NATIVE_TOOLS=false` selects the text
-    /// ReAct mode for models without tool calling. Whether a key is needed is checked when
-    /// the client is built.
+    /// [`DEFAULT_MODEL`], native tools on, streaming on). `FUSION_NATIVE_TOOLS=false`
+    /// selects the text ReAct mode for models without tool calling; `FUSION_STREAM=false`
+    /// makes every call a plain one (for a proxy that buffers or breaks event streams).
+    /// Whether a key is needed is checked when the client is built.
     pub fn from_env() -> Result<Self> {
         Self::from_env_with(|name| std::env::var(name).ok())
     }
@@ -105,12 +113,10 @@ impl OpenAiConfig {
         }
         config.api_key = var("OPENAI_API_KEY").map(|k| k.trim().to_owned());
         if let Some(flag) = var("FUSION_NATIVE_TOOLS") {
-            config.native_tools = parse_bool(&flag).ok_or_else(|| {
-                Error::Config(format!(
-                    "FUSION_NATIVE_TOOLS must be true or false (or 1/0), not \"{}\"",
-                    flag.trim()
-                ))
-            })?;
+            config.native_tools = parse_flag("FUSION_NATIVE_TOOLS", &flag)?;
+        }
+        if let Some(flag) = var("FUSION_STREAM") {
+            config.stream = parse_flag("FUSION_STREAM", &flag)?;
         }
         Ok(config)
     }
@@ -139,7 +145,13 @@ impl OpenAiConfig {
         self
     }
 
-    /// Sets the per-attempt request timeout.
+    /// Sets the request timeout (default 5 minutes).
+    ///
+    /// A plain call ([`LlmClient::chat`](crate::LlmClient::chat)) must get its whole reply
+    /// within it, per attempt. A streamed call
+    /// ([`LlmClient::chat_stream`](crate::LlmClient::chat_stream)) must get the response
+    /// headers within it, and then the body may pause at most this long between pieces
+    /// (keep-alive comments count): a reply that keeps coming may take as long as it needs.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -173,6 +185,13 @@ impl OpenAiConfig {
     /// Declares whether the model does native tool calling.
     pub fn native_tools(mut self, native_tools: bool) -> Self {
         self.native_tools = native_tools;
+        self
+    }
+
+    /// Sets whether [`LlmClient::chat_stream`](crate::LlmClient::chat_stream) streams (the
+    /// default). When off, it makes one plain call and replays the reply as deltas.
+    pub fn stream(mut self, stream: bool) -> Self {
+        self.stream = stream;
         self
     }
 
@@ -240,6 +259,7 @@ impl fmt::Debug for OpenAiConfig {
             .field("retry_after_max", &self.retry_after_max)
             .field("extra_headers", &headers)
             .field("native_tools", &self.native_tools)
+            .field("stream", &self.stream)
             .finish()
     }
 }
@@ -253,11 +273,15 @@ pub(super) fn display_url(url: &Url) -> String {
     shown.to_string().trim_end_matches('/').to_owned()
 }
 
-fn parse_bool(text: &str) -> Option<bool> {
+/// The value of the boolean variable `name`, or an error naming it.
+fn parse_flag(name: &str, text: &str) -> Result<bool> {
     match text.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::Config(format!(
+            "{name} must be true or false (or 1/0), not \"{}\"",
+            text.trim()
+        ))),
     }
 }
 
@@ -320,6 +344,19 @@ mod tests {
         assert!(err.contains("FUSION_NATIVE_TOOLS"), "{err}");
         let off = OpenAiConfig::from_env_with(env(&[("FUSION_NATIVE_TOOLS", "0")])).unwrap();
         assert!(!off.native_tools);
+    }
+
+    #[test]
+    fn streaming_is_on_unless_fusion_stream_turns_it_off() {
+        assert!(OpenAiConfig::from_env_with(env(&[])).unwrap().stream);
+        for off in ["0", "false", " FALSE "] {
+            let config = OpenAiConfig::from_env_with(env(&[("FUSION_STREAM", off)])).unwrap();
+            assert!(!config.stream, "{off:?}");
+        }
+        let err = OpenAiConfig::from_env_with(env(&[("FUSION_STREAM", "sometimes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FUSION_STREAM"), "{err}");
     }
 
     #[test]

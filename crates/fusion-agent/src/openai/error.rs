@@ -5,6 +5,10 @@
 //! connection errors and timeouts; other 4xx are the caller's mistake and fail at once.
 //! Server text is quoted in messages (it is usually the most precise diagnosis) but
 //! shortened, and any occurrence of the API key in it is masked.
+//!
+//! A streamed reply can also fail after it began: the connection may close or stall
+//! mid-reply (retryable, though the caller retries only until the first delta was
+//! delivered), or the server may send an error event (final).
 
 use std::time::Duration;
 
@@ -18,6 +22,7 @@ use super::{retry, wire};
 const MAX_QUOTE: usize = 600;
 
 /// What messages may name about the client. Holds the key only to mask it.
+#[derive(Clone, Copy)]
 pub(super) struct Context<'a> {
     pub base_url: &'a str,
     pub endpoint: &'a str,
@@ -169,6 +174,130 @@ pub(super) fn malformed_error(ctx: &Context<'_>, detail: &str, body: &[u8]) -> E
     }
 }
 
+/// A streamed reply that stopped coming: no response headers, or no next piece of the
+/// body, within the request timeout. `waiting_for` names what was awaited.
+pub(super) fn stalled_failure(ctx: &Context<'_>, waiting_for: &str) -> Failure {
+    Failure {
+        message: format!(
+            "no {waiting_for} from {} within {:?} while streaming; slow (e.g. local CPU) \
+             models may need a longer request timeout (OpenAiConfig::request_timeout, which \
+             for a stream bounds the wait for the headers and each pause between pieces)",
+            ctx.endpoint, ctx.request_timeout
+        ),
+        status: None,
+        retryable: true,
+        retry_after: None,
+        source: None,
+    }
+}
+
+/// A streamed reply whose connection ended (cleanly or with `cause`) before the reply
+/// was complete, after `received` bytes of body.
+pub(super) fn cut_off_failure(
+    ctx: &Context<'_>,
+    received: usize,
+    cause: Option<reqwest::Error>,
+) -> Failure {
+    let cause_text = match &cause {
+        Some(err) => format!(": {}", quote(ctx, &error_chain(err))),
+        None => String::new(),
+    };
+    Failure {
+        message: format!(
+            "the connection closed mid-reply after {received} bytes from {}, before the \
+             model finished (a proxy or server timeout, or the server stopped){cause_text}",
+            ctx.endpoint
+        ),
+        status: None,
+        retryable: true,
+        retry_after: None,
+        source: cause.map(|err| Box::new(err) as _),
+    }
+}
+
+/// An error the server sent inside a stream (an `event: error`, or a chunk holding an
+/// `error` object). `data` is the event's data. Final: the server chose to give up.
+pub(super) fn stream_error_failure(ctx: &Context<'_>, data: &str) -> Failure {
+    let said = quote(ctx, &wire::error_message(data.as_bytes()));
+    Failure {
+        message: format!(
+            "{} reported an error mid-reply for model `{}`: {said}",
+            ctx.endpoint, ctx.model
+        ),
+        status: None,
+        retryable: false,
+        retry_after: None,
+        source: None,
+    }
+}
+
+/// A stream that is not a chat-completion event stream. Final, like a malformed reply.
+pub(super) fn malformed_stream_failure(ctx: &Context<'_>, detail: &str, data: &str) -> Failure {
+    Failure {
+        message: format!(
+            "{} streamed something other than chat-completion chunks: {detail}. Check that \
+             OPENAI_BASE_URL points at an OpenAI-compatible API (usually ending in /v1), or \
+             set FUSION_STREAM=false. Data: {}",
+            ctx.endpoint,
+            quote(ctx, data.trim())
+        ),
+        status: Some(200),
+        retryable: false,
+        retry_after: None,
+        source: None,
+    }
+}
+
+/// Whether a failed streaming request was refused because of streaming itself (a 400 or
+/// 422 whose body mentions `stream`), so the same request without it may succeed.
+pub(super) fn refuses_streaming(status: StatusCode, body: &[u8]) -> bool {
+    matches!(status.as_u16(), 400 | 422)
+        && String::from_utf8_lossy(body)
+            .to_ascii_lowercase()
+            .contains("stream")
+}
+
+/// Phrases servers use to say a model cannot call tools natively, lowercased: Ollama's
+/// "`<model>` does not support tools", vLLM's hint to start with
+/// `--enable-auto-tool-choice`, and the usual "... is not supported" wordings.
+const NO_NATIVE_TOOLS: &[&str] = &[
+    "does not support tool",
+    "doesn't support tool",
+    "does not support function",
+    "tools is not supported",
+    "tools are not supported",
+    "tools not supported",
+    "tool calling is not supported",
+    "tool calls are not supported",
+    "tool use is not supported",
+    "function calling is not supported",
+    "function calling not supported",
+    "enable-auto-tool-choice",
+];
+
+/// Whether `error` says the model does not support native tool calling, so the agent can
+/// switch to the text ReAct format
+/// ([`OpenAiConfig::native_tools`](super::OpenAiConfig::native_tools)`(false)`).
+///
+/// True for an [`Error::Llm`] with status 400 or 422 whose message (which quotes the
+/// server) says so, e.g. Ollama's `"registry.ollama.ai/library/gemma:2b does not support
+/// tools"`.
+pub fn rejects_native_tools(error: &Error) -> bool {
+    match error {
+        Error::Llm {
+            message,
+            status: Some(400 | 422),
+            ..
+        } => {
+            let message = message.to_lowercase();
+            NO_NATIVE_TOOLS
+                .iter()
+                .any(|phrase| message.contains(phrase))
+        }
+        _ => false,
+    }
+}
+
 /// Server-supplied text made safe to show: the key masked, the length bounded.
 fn quote(ctx: &Context<'_>, text: &str) -> String {
     let mut text = match ctx.api_key {
@@ -257,6 +386,46 @@ mod tests {
         assert!(!status_failure(&ctx(None), StatusCode::TOO_MANY_REQUESTS, &none, quota).retryable);
         assert!(status_failure(&ctx(None), StatusCode::TOO_MANY_REQUESTS, &none, b"").retryable);
         assert!(status_failure(&ctx(None), StatusCode::BAD_GATEWAY, &none, b"").retryable);
+    }
+
+    #[test]
+    fn tool_refusals_of_several_servers_are_recognised() {
+        let refusal = |status: StatusCode, body: &str| {
+            status_failure(&ctx(None), status, &HeaderMap::new(), body.as_bytes()).into_error(1)
+        };
+        for said in [
+            r#"{"error":{"message":"registry.ollama.ai/library/gemma:2b does not support tools","type":"api_error"}}"#,
+            r#"{"error":{"message":"tools is not supported for this model"}}"#,
+            r#"{"detail":"Function calling is not supported by this model"}"#,
+            r#"{"object":"error","message":"\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set"}"#,
+        ] {
+            assert!(
+                rejects_native_tools(&refusal(StatusCode::BAD_REQUEST, said)),
+                "{said}"
+            );
+        }
+        let other = refusal(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"context length exceeded"}"#,
+        );
+        assert!(!rejects_native_tools(&other));
+        let not_a_400 = refusal(StatusCode::BAD_GATEWAY, "model does not support tools");
+        assert!(!rejects_native_tools(&not_a_400));
+        assert!(!rejects_native_tools(&Error::Config(
+            "does not support tools".into()
+        )));
+    }
+
+    #[test]
+    fn only_a_400_or_422_that_mentions_streaming_refuses_it() {
+        let said = br#"{"error":{"message":"Streaming is not supported"}}"#;
+        assert!(refuses_streaming(StatusCode::BAD_REQUEST, said));
+        assert!(refuses_streaming(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            b"unknown field stream_options"
+        ));
+        assert!(!refuses_streaming(StatusCode::BAD_REQUEST, b"bad messages"));
+        assert!(!refuses_streaming(StatusCode::SERVICE_UNAVAILABLE, said));
     }
 
     #[test]

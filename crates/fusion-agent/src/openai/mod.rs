@@ -8,6 +8,10 @@
 //! so an `Err` from [`LlmClient::chat`] is final; the API key never reaches logs or
 //! `Debug` output.
 //!
+//! [`LlmClient::chat_stream`] streams natively (`"stream": true`, server-sent events),
+//! unless [`OpenAiConfig::stream()`] is off; a server that refuses streaming, or ignores
+//! the request and answers with a whole reply, still works (see [`OpenAiClient::streams`]).
+//!
 //! ```no_run
 //! use std::borrow::Cow;
 //! use fusion_agent::{ChatRequest, LlmClient, OpenAiClient};
@@ -26,10 +30,14 @@
 mod config;
 mod error;
 mod retry;
+mod stream;
+mod stream_call;
 mod wire;
 
 use std::fmt;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fusion_core::{Error, Result};
@@ -37,17 +45,19 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, Header
 use tracing::{Instrument, debug, field, info, info_span, trace};
 
 pub use config::{DEFAULT_BASE_URL, DEFAULT_MODEL, OLLAMA_BASE_URL, OpenAiConfig};
+pub use error::rejects_native_tools;
 
 use self::error::{Context, Failure};
 use self::retry::Backoff;
-use crate::llm::{ChatRequest, ChatResponse, LlmClient};
+use crate::llm::{ChatRequest, ChatResponse, ChatStream, LlmClient};
 
 /// An [`LlmClient`] for OpenAI-compatible `POST {base_url}/chat/completions` endpoints.
 ///
 /// Cheap to clone (the connection pool is shared). Retries 408/409/429/5xx, connection
 /// errors and timeouts up to [`OpenAiConfig::max_retries()`] times with exponential backoff
 /// and full jitter, honouring `Retry-After`; other failures are reported at once with a
-/// message that says what to fix.
+/// message that says what to fix. A streamed call is retried the same way until its first
+/// delta reached the caller, and never after: a later failure is the stream's last item.
 #[derive(Clone)]
 pub struct OpenAiClient {
     config: OpenAiConfig,
@@ -56,7 +66,12 @@ pub struct OpenAiClient {
     /// The real URL requests go to (may hold a password, so never shown).
     request_url: String,
     endpoint_shown: String,
+    /// Has no client-wide timeout: plain calls set theirs per request, streamed calls
+    /// time each wait themselves (see [`OpenAiConfig::request_timeout`]).
     http: reqwest::Client,
+    /// Set when the server refused a streaming request; shared by clones, which talk to
+    /// the same server, so only the first call pays for the refusal.
+    stream_refused: Arc<AtomicBool>,
 }
 
 impl OpenAiClient {
@@ -95,7 +110,6 @@ impl OpenAiClient {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
             .user_agent(concat!("fusion/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Llm {
@@ -113,6 +127,7 @@ impl OpenAiClient {
             request_url,
             endpoint_shown,
             http,
+            stream_refused: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -135,6 +150,13 @@ impl OpenAiClient {
         &self.endpoint_shown
     }
 
+    /// Whether [`LlmClient::chat_stream`] streams natively: [`OpenAiConfig::stream()`] is on
+    /// and the server has not refused a streaming request from this client or a clone.
+    /// When false, `chat_stream` makes a plain call and replays its reply as deltas.
+    pub fn streams(&self) -> bool {
+        self.config.stream && !self.stream_refused.load(Ordering::Relaxed)
+    }
+
     /// The JSON body this client sends for `request`: the model, the messages without
     /// their `metadata`, the tools (in native tool-calling mode) and the sampling options.
     /// For logging, debugging, and the request-building benchmark.
@@ -143,6 +165,7 @@ impl OpenAiClient {
             &self.config.model,
             request,
             self.config.native_tools,
+            false,
         )?)
     }
 
@@ -156,18 +179,25 @@ impl OpenAiClient {
         }
     }
 
+    /// The span every log line of one call is in.
+    fn call_span(&self, request: &ChatRequest<'_>, streamed: bool) -> tracing::Span {
+        info_span!(
+            "llm_call",
+            model = %self.config.model,
+            attempt = field::Empty,
+            messages = request.messages.len(),
+            streamed,
+        )
+    }
+
     /// Sends `body`, retrying what can be retried.
     async fn send_with_retries(&self, body: Vec<u8>) -> Result<ChatResponse> {
         let started = Instant::now();
-        let backoff = Backoff {
-            base: self.config.backoff_base,
-            max: self.config.backoff_max,
-            retry_after_max: self.config.retry_after_max,
-        };
         // Built once: the body becomes shared bytes, so each retry's clone is a refcount.
         let request = self
             .http
             .post(&self.request_url)
+            .timeout(self.config.request_timeout)
             .body(body)
             .build()
             .map_err(|e| error::transport_failure(&self.context(), e).into_error(1))?;
@@ -180,15 +210,7 @@ impl OpenAiClient {
                 .expect("an in-memory request body can always be cloned");
             let failure = match self.attempt(this_try).await {
                 Ok(Ok(response)) => {
-                    info!(
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        attempts = attempt,
-                        finish_reason = response.finish_reason.as_deref(),
-                        tool_calls = response.message.tool_calls.len(),
-                        prompt_tokens = response.usage.map(|u| u.prompt_tokens),
-                        completion_tokens = response.usage.map(|u| u.completion_tokens),
-                        "LLM call succeeded"
-                    );
+                    log_success(&response, started, attempt, None);
                     return Ok(response);
                 }
                 Ok(Err(error)) => {
@@ -201,25 +223,37 @@ impl OpenAiClient {
                 }
                 Err(failure) => failure,
             };
-            if !failure.retryable || attempt > self.config.max_retries {
-                info!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    attempts = attempt,
-                    status = failure.status,
-                    retryable = failure.retryable,
-                    "LLM call failed"
-                );
-                return Err(failure.into_error(attempt));
-            }
-            let delay = backoff.delay(attempt, failure.retry_after);
-            info!(
-                status = failure.status,
-                delay_ms = delay.as_millis() as u64,
-                error = %failure.message,
-                "LLM call will be retried"
-            );
-            tokio::time::sleep(delay).await;
+            self.wait_to_retry(failure, attempt, started).await?;
         }
+    }
+
+    /// After failed attempt number `attempt`: waits before the next one, or returns the
+    /// final error when `failure` cannot be retried or no retries are left.
+    async fn wait_to_retry(&self, failure: Failure, attempt: u32, started: Instant) -> Result<()> {
+        if !failure.retryable || attempt > self.config.max_retries {
+            info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                attempts = attempt,
+                status = failure.status,
+                retryable = failure.retryable,
+                "LLM call failed"
+            );
+            return Err(failure.into_error(attempt));
+        }
+        let backoff = Backoff {
+            base: self.config.backoff_base,
+            max: self.config.backoff_max,
+            retry_after_max: self.config.retry_after_max,
+        };
+        let delay = backoff.delay(attempt, failure.retry_after);
+        info!(
+            status = failure.status,
+            delay_ms = delay.as_millis() as u64,
+            error = %failure.message,
+            "LLM call will be retried"
+        );
+        tokio::time::sleep(delay).await;
+        Ok(())
     }
 
     /// One HTTP exchange. The outer `Err` is a failure the retry loop may retry; the inner
@@ -257,21 +291,14 @@ impl OpenAiClient {
 impl LlmClient for OpenAiClient {
     async fn chat(&self, request: &ChatRequest<'_>) -> Result<ChatResponse> {
         let body = self.request_body(request)?;
-        let span = info_span!(
-            "llm_call",
-            model = %self.config.model,
-            attempt = field::Empty,
-            messages = request.messages.len(),
-        );
-        span.in_scope(|| {
-            debug!(
-                bytes = body.len(),
-                tools = request.tools.len(),
-                "LLM request built"
-            );
-            trace!(body = %String::from_utf8_lossy(&body), "LLM request body");
-        });
+        let span = self.call_span(request, false);
+        span.in_scope(|| log_request(request, &body));
         self.send_with_retries(body).instrument(span).await
+    }
+
+    /// Streams natively when [`streams`](OpenAiClient::streams); see the module docs.
+    fn chat_stream<'a>(&'a self, request: &'a ChatRequest<'_>) -> ChatStream<'a> {
+        self.stream_reply(request)
     }
 
     fn model(&self) -> &str {
@@ -283,6 +310,36 @@ impl LlmClient for OpenAiClient {
     }
 }
 
+/// The line every successful call logs; `first_delta` (the time until the first delta
+/// reached the caller) is set for a streamed reply.
+fn log_success(
+    response: &ChatResponse,
+    started: Instant,
+    attempts: u32,
+    first_delta: Option<Duration>,
+) {
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        first_delta_ms = first_delta.map(|d| d.as_millis() as u64),
+        attempts,
+        finish_reason = response.finish_reason.as_deref(),
+        tool_calls = response.message.tool_calls.len(),
+        prompt_tokens = response.usage.map(|u| u.prompt_tokens),
+        completion_tokens = response.usage.map(|u| u.completion_tokens),
+        "LLM call succeeded"
+    );
+}
+
+/// Logs a request about to be sent: its size at debug level, its body at trace level.
+fn log_request(request: &ChatRequest<'_>, body: &[u8]) {
+    debug!(
+        bytes = body.len(),
+        tools = request.tools.len(),
+        "LLM request built"
+    );
+    trace!(body = %String::from_utf8_lossy(body), "LLM request body");
+}
+
 impl fmt::Debug for OpenAiClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // `config`'s own Debug masks the key; the reqwest client is left out because its
@@ -290,6 +347,7 @@ impl fmt::Debug for OpenAiClient {
         f.debug_struct("OpenAiClient")
             .field("endpoint", &self.endpoint_shown)
             .field("config", &self.config)
+            .field("streams", &self.streams())
             .finish_non_exhaustive()
     }
 }

@@ -4,6 +4,8 @@
 //! their `metadata` (Fusion's own annotations are not for the model). Replies are read
 //! leniently because "OpenAI-compatible" servers differ in details: missing tool-call ids,
 //! arguments sent as an object, content as an array of parts, usage without a total.
+//! Streamed replies arrive as chunks ([`WireChunk`]) whose pieces the stream assembler
+//! reads with the same lenient helpers as whole replies.
 
 use std::borrow::Cow;
 
@@ -23,6 +25,18 @@ struct WireRequest<'a> {
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
+    // Last and left out when not streaming, so a plain request's body stays as it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+/// Asks for token usage in a last chunk of a streamed reply, as OpenAI does not send it
+/// by default when streaming.
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
 }
 
 /// Serialises the messages as a sequence straight from the request, with no intermediate Vec.
@@ -74,11 +88,13 @@ struct WireTool<'a> {
 }
 
 /// The JSON body for `request`. Tools are left out when `native_tools` is off, since a
-/// server for a model without tool calling may reject the field.
+/// server for a model without tool calling may reject the field. `stream` adds
+/// `"stream": true` and `"stream_options": {"include_usage": true}`.
 pub(super) fn encode_request(
     model: &str,
     request: &ChatRequest<'_>,
     native_tools: bool,
+    stream: bool,
 ) -> serde_json::Result<Vec<u8>> {
     let tools = if native_tools {
         request
@@ -98,6 +114,10 @@ pub(super) fn encode_request(
         tools,
         temperature: request.options.temperature,
         max_tokens: request.options.max_tokens,
+        stream: stream.then_some(true),
+        stream_options: stream.then_some(StreamOptions {
+            include_usage: true,
+        }),
     })
 }
 
@@ -144,7 +164,7 @@ struct WireFunction {
 }
 
 #[derive(Deserialize)]
-struct WireUsage {
+pub(super) struct WireUsage {
     #[serde(default)]
     prompt_tokens: u32,
     #[serde(default)]
@@ -182,35 +202,122 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, String> {
         .unwrap_or_default()
         .into_iter()
         .map(|call| ToolCall {
-            // Some local servers omit ids; the tool result must still name its call.
-            id: call
-                .id
-                .filter(|id| !id.is_empty())
-                .unwrap_or_else(|| format!("call_{:016x}", rand::random::<u64>())),
+            id: call_id(call.id),
             name: call.function.name,
-            arguments: match call.function.arguments {
-                // The common case: the model's text, kept verbatim even when invalid JSON.
-                Some(Value::String(text)) => text,
-                None | Some(Value::Null) => "{}".to_owned(),
-                Some(other) => other.to_string(),
-            },
+            arguments: call
+                .function
+                .arguments
+                .and_then(arguments_text)
+                .unwrap_or_else(|| "{}".to_owned()),
         })
         .collect();
     Ok(ChatResponse {
         message: ChatMessage::assistant_with_tool_calls(content, tool_calls),
-        usage: wire.usage.map(|u| Usage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u
-                .total_tokens
-                .unwrap_or(u.prompt_tokens.saturating_add(u.completion_tokens)),
-        }),
+        usage: wire.usage.map(Usage::from),
         finish_reason: choice.finish_reason,
     })
 }
 
+/// The call's id, or a fresh one: some local servers omit ids, and the tool result must
+/// still name its call.
+pub(super) fn call_id(id: Option<String>) -> String {
+    id.filter(|id| !id.is_empty())
+        .unwrap_or_else(|| format!("call_{:016x}", rand::random::<u64>()))
+}
+
+/// Tool-call arguments as text: the model's text kept verbatim (even when it is invalid
+/// JSON, the common case for a cut-off reply), an object written out, `null` as `None`.
+pub(super) fn arguments_text(arguments: Value) -> Option<String> {
+    match arguments {
+        Value::String(text) => Some(text),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+impl From<WireUsage> for Usage {
+    /// Some servers leave out the total; it is the sum.
+    fn from(usage: WireUsage) -> Self {
+        Usage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage
+                .total_tokens
+                .unwrap_or(usage.prompt_tokens.saturating_add(usage.completion_tokens)),
+        }
+    }
+}
+
+/// One event of a streamed reply (`chat.completion.chunk`). Every field may be missing:
+/// the role comes only in the first chunk, the finish reason and the usage may each come
+/// in a chunk of their own (the usage one with empty `choices`), and a server may send an
+/// `error` object instead.
+#[derive(Deserialize)]
+pub(super) struct WireChunk {
+    #[serde(default)]
+    pub choices: Option<Vec<WireChunkChoice>>,
+    #[serde(default)]
+    pub usage: Option<WireUsage>,
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+/// One choice of a chunk; Fusion asks for one, so only `index` 0 (or none) counts.
+#[derive(Deserialize)]
+pub(super) struct WireChunkChoice {
+    #[serde(default)]
+    pub index: Option<u32>,
+    #[serde(default)]
+    pub delta: Option<WireDelta>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+/// The new pieces of the message in one chunk.
+#[derive(Deserialize)]
+pub(super) struct WireDelta {
+    #[serde(default)]
+    pub content: Option<Value>,
+    #[serde(default)]
+    pub refusal: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<WireToolCallDelta>>,
+}
+
+/// A piece of one tool call: `index` says which; `id` and the name usually come only in
+/// the first piece, the arguments in many.
+#[derive(Deserialize)]
+pub(super) struct WireToolCallDelta {
+    #[serde(default)]
+    pub index: Option<usize>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub function: Option<WireFunctionDelta>,
+}
+
+/// The function part of a tool-call piece.
+#[derive(Deserialize)]
+pub(super) struct WireFunctionDelta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub arguments: Option<Value>,
+}
+
+/// Parses the data of one stream event. `Err` describes what is wrong with it.
+pub(super) fn decode_chunk(data: &str) -> Result<WireChunk, String> {
+    serde_json::from_str(data).map_err(|e| {
+        if serde_json::from_str::<Value>(data).is_ok() {
+            format!("an event does not have the chat-completion chunk shape ({e})")
+        } else {
+            format!("an event's data is not JSON ({e})")
+        }
+    })
+}
+
 /// Content as text from a string, `null`, or an array of `{"type":"text","text":..}` parts.
-fn content_text(value: Value) -> String {
+pub(super) fn content_text(value: Value) -> String {
     match value {
         Value::String(text) => text,
         Value::Array(parts) => parts
@@ -248,7 +355,8 @@ pub(super) fn error_code(body: &[u8]) -> Option<String> {
         .find_map(|key| error.get(*key).and_then(Value::as_str).map(str::to_owned))
 }
 
-fn error_text(value: &Value) -> String {
+/// The message of an `error` value: its `message` field, the string itself, or its JSON.
+pub(super) fn error_text(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
         Value::Object(map) => map
@@ -278,7 +386,7 @@ mod tests {
             ..Default::default()
         };
         let body: Value =
-            serde_json::from_slice(&encode_request("m", &request, true).unwrap()).unwrap();
+            serde_json::from_slice(&encode_request("m", &request, true, false).unwrap()).unwrap();
         assert_eq!(
             body,
             json!({"model": "m", "messages": [
@@ -301,15 +409,33 @@ mod tests {
             ..Default::default()
         };
         let native: Value =
-            serde_json::from_slice(&encode_request("m", &request, true).unwrap()).unwrap();
+            serde_json::from_slice(&encode_request("m", &request, true, false).unwrap()).unwrap();
         assert_eq!(
             native["tools"],
             json!([{"type": "function", "function":
                 {"name": "t", "description": "d", "parameters": {"type": "object"}}}])
         );
         let text: Value =
-            serde_json::from_slice(&encode_request("m", &request, false).unwrap()).unwrap();
+            serde_json::from_slice(&encode_request("m", &request, false, false).unwrap()).unwrap();
         assert!(text.get("tools").is_none());
+    }
+
+    #[test]
+    fn a_streaming_body_is_the_plain_body_plus_the_stream_fields() {
+        let messages = [ChatMessage::user("hi")];
+        let request = ChatRequest {
+            messages: messages.iter().map(Cow::Borrowed).collect(),
+            ..Default::default()
+        };
+        let plain = encode_request("m", &request, true, false).unwrap();
+        assert_eq!(
+            String::from_utf8(plain).unwrap(),
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#
+        );
+        let streaming: Value =
+            serde_json::from_slice(&encode_request("m", &request, true, true).unwrap()).unwrap();
+        assert_eq!(streaming["stream"], json!(true));
+        assert_eq!(streaming["stream_options"], json!({"include_usage": true}));
     }
 
     #[test]

@@ -29,10 +29,12 @@
 //! });
 //! ```
 
+mod answer_stream;
 mod parse;
 
 use std::fmt::Write as _;
 
+pub(crate) use self::answer_stream::FinalAnswerStream;
 pub use self::parse::{ReactStep, parse_react};
 use crate::llm::ToolDefinition;
 

@@ -58,7 +58,7 @@ const FORMAT_REMINDER: &str = "Reply either with `Action: <tool name>` and \
                                `Final Answer: <answer>` line.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Label {
+pub(super) enum Label {
     Thought,
     Action,
     ActionInput,
@@ -176,7 +176,7 @@ impl Parsed {
 
 /// Reads `Label:` at the start of `line`, allowing markdown decoration (`**Action:**`,
 /// `### Thought:`, `- Action:`), any case, and a step number (`Thought 2:`).
-fn match_label(line: &str) -> Option<(Label, &str)> {
+pub(super) fn match_label(line: &str) -> Option<(Label, &str)> {
     let start = line.trim_start_matches(|c: char| c.is_whitespace() || "*_#>`-".contains(c));
     'labels: for (words, label) in LABELS {
         let mut rest = start;

@@ -15,7 +15,7 @@ use crate::context::policy::ContextPolicy;
 use crate::context::tokens::TokenCounter;
 use crate::events::{AgentEvent, EventObserver};
 use crate::executor::{DEFAULT_TOOL_TIMEOUT, ExecutorConfig, ToolExecutor};
-use crate::llm::{LlmClient, SamplingOptions};
+use crate::llm::{LlmClient, RequestCache, SamplingOptions};
 use crate::openai::OpenAiClient;
 use crate::react_text::render_react_prompt;
 use crate::storage_source::StorageSource;
@@ -136,9 +136,10 @@ impl SessionBuilder {
         self
     }
 
-    /// Calls `observer` as each tool call starts and finishes, so an interface can show
-    /// progress during a turn instead of only its [`TaskResult`](crate::TaskResult). It
-    /// runs on the agent's task: keep it quick.
+    /// Calls `observer` with every [`AgentEvent`] of every turn (text as it is written,
+    /// each tool call as it starts and finishes, ...), however the turn is run, so an
+    /// interface can show progress instead of only the [`TaskResult`](crate::TaskResult).
+    /// It runs on the agent's task: keep it quick.
     ///
     /// ```
     /// use fusion_agent::{AgentEvent, SessionBuilder};
@@ -149,7 +150,7 @@ impl SessionBuilder {
     ///     _ => {}
     /// });
     /// ```
-    pub fn on_event(mut self, observer: impl Fn(&AgentEvent<'_>) + Send + Sync + 'static) -> Self {
+    pub fn on_event(mut self, observer: impl Fn(&AgentEvent) + Send + Sync + 'static) -> Self {
         self.observer = Some(Arc::new(observer));
         self
     }
@@ -228,6 +229,8 @@ impl SessionBuilder {
             context: self.context,
             token_counter,
             needs_reload: false,
+            native_tools_rejected: false,
+            request_cache: RequestCache::new(),
         })
     }
 }

@@ -33,7 +33,7 @@ use crate::context::{
     Layout, interrupted_results, latest_user_message, plan_prune, summary_record, summary_request,
     visible_tokens_up_to,
 };
-use crate::llm::{ChatRequest, SamplingOptions};
+use crate::llm::{ChatRequest, RequestCache, SamplingOptions};
 
 /// What a conflict means for a summary or prune record.
 const RECORD_CONFLICT: &str = "nothing was stored: another writer deleted or rewrote the \
@@ -236,6 +236,8 @@ impl AgentSession {
             context: self.context.clone(),
             token_counter: Arc::clone(&self.token_counter),
             needs_reload: false,
+            native_tools_rejected: self.native_tools_rejected,
+            request_cache: RequestCache::new(),
         })
     }
 
@@ -319,6 +321,8 @@ impl AgentSession {
             // The summarizer reads a transcript and must not call tools.
             tools: Vec::new(),
             options: SamplingOptions::default(),
+            // A one-off request: nothing to reuse for the next one.
+            cache: None,
         };
         let response = self.shared.llm.chat(&request).await?;
         let summary = response.message.content.trim().to_owned();

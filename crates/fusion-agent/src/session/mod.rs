@@ -35,9 +35,11 @@
 mod builder;
 mod context_ops;
 mod store;
+mod stream;
 mod turn;
 
 pub use builder::{DEFAULT_MAX_ITERATIONS, DEFAULT_SYSTEM_PROMPT, SessionBuilder};
+pub use stream::TurnStream;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -51,7 +53,7 @@ use crate::context::request_view;
 use crate::context::tokens::TokenCounter;
 use crate::events::EventObserver;
 use crate::executor::ToolExecutor;
-use crate::llm::{LlmClient, SamplingOptions, ToolDefinition};
+use crate::llm::{LlmClient, RequestCache, SamplingOptions, ToolDefinition};
 use crate::tools::registry::ToolRegistry;
 
 /// A persistent conversation with the agent, for one session id.
@@ -110,6 +112,12 @@ pub struct AgentSession {
     /// last one failed or was cancelled, in which case memory may disagree with storage
     /// and is reloaded.
     needs_reload: bool,
+    /// Set when the model answered a request offering tools with "does not support
+    /// tools": from then on this session uses the text ReAct format.
+    native_tools_rejected: bool,
+    /// What the LLM client keeps between this conversation's requests (see
+    /// [`RequestCache`]); not shared with forks.
+    request_cache: RequestCache,
 }
 
 /// The settings a [`SessionBuilder`] fixes, which never change afterwards: a fork shares
@@ -165,9 +173,10 @@ impl AgentSession {
         self.shared.max_iterations
     }
 
-    /// Whether turns use the text ReAct format (the client has no native tool calling).
+    /// Whether turns use the text ReAct format: the client has no native tool calling, or
+    /// the model rejected it during an earlier turn of this session.
     pub fn uses_text_react(&self) -> bool {
-        !self.shared.llm.supports_native_tools()
+        self.native_tools_rejected || !self.shared.llm.supports_native_tools()
     }
 
     /// The view: the messages the next LLM request would carry, built by

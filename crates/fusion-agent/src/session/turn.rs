@@ -1,14 +1,16 @@
-//! The turn: [`AgentSession::send_message`] and the agent loop behind it. Ask the model,
+//! The turn: [`AgentSession::send_message_stream`], [`AgentSession::send_message`] (that
+//! stream collected) and the agent loop behind both. Ask the model, streaming its reply,
 //! run the tools it calls, feed the results back, until it answers or the iteration limit
 //! is reached.
 //!
 //! Persistence is part of the loop, not an afterthought: the user message is stored before
 //! anything else happens (the automatic summary and the first request come after it), each
-//! assistant message as soon as it arrives, and the results of its tool calls together as
-//! soon as they are all in. A crash or a cancelled future therefore loses nothing already
-//! said; at worst an assistant message is stored without its tool results, and the next
-//! turn answers those calls with "interrupted" results
-//! ([`crate::context::interrupted_results`]). With native tool calling the model's calls
+//! assistant message as soon as it is complete, and the results of its tool calls together
+//! as soon as they are all in. A crash or a cancelled turn therefore loses nothing already
+//! said. A reply cut off mid-stream is not stored at all (its text was shown, but half a
+//! reply, or half a tool call, would corrupt the conversation). At worst an assistant
+//! message is stored without its tool results, and the next turn answers those calls with
+//! "interrupted" results ([`crate::context::interrupted_results`]). With native tool calling the model's calls
 //! arrive as structured `tool_calls`; otherwise (text ReAct mode) its reply is parsed with
 //! [`parse_react`] and tool output goes back as a user message made by
 //! [`render_observation`].
@@ -33,14 +35,17 @@
 use std::time::Instant;
 
 use fusion_core::{ChatMessage, Error, Result, Role, ToolCall};
+use futures::StreamExt;
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
 use super::AgentSession;
 use super::store::explain_conflict;
+use super::stream::{Emitter, TurnStream, read_reply};
 use crate::context::interrupted_results;
 use crate::events::{AgentEvent, Step, TaskResult};
 use crate::executor::ToolOutcome;
-use crate::llm::ChatRequest;
+use crate::llm::{ChatRequest, ChatResponse, Usage};
+use crate::openai::rejects_native_tools;
 use crate::react_text::{ReactStep, parse_react, render_observation};
 
 /// How many times a turn tries to store its opening when other writers keep changing the
@@ -71,12 +76,78 @@ impl AgentSession {
     /// Tool failures are shown to the model, not returned. `Err` means the LLM or the
     /// storage failed (or `max_iterations` is 0); everything stored before that stays
     /// stored and consistent, and the session can be used again.
+    ///
+    /// This is [`send_message_stream_with_iterations`](Self::send_message_stream_with_iterations)
+    /// collected: the same turn, keeping only its result.
     pub async fn send_message_with_iterations(
         &mut self,
         message: &str,
         max_iterations: usize,
     ) -> Result<TaskResult> {
-        check_max_iterations(max_iterations)?;
+        let mut events = self.send_message_stream_with_iterations(message, max_iterations);
+        while let Some(event) = events.next().await {
+            if let AgentEvent::Finished(result) = event? {
+                return Ok(result);
+            }
+        }
+        unreachable!("a turn's stream ends with its result or its error")
+    }
+
+    /// Runs one turn with the default iteration limit as a stream of events; see
+    /// [`send_message_stream_with_iterations`](Self::send_message_stream_with_iterations).
+    pub fn send_message_stream<'a>(&'a mut self, message: &'a str) -> TurnStream<'a> {
+        let max_iterations = self.shared.max_iterations;
+        self.send_message_stream_with_iterations(message, max_iterations)
+    }
+
+    /// Runs the turn [`send_message_with_iterations`](Self::send_message_with_iterations)
+    /// runs, reporting it as it goes: the reply's text as the model writes it, each tool
+    /// call as it starts and finishes, each iteration's usage and end, and last
+    /// [`AgentEvent::Finished`] with the [`TaskResult`] (or an `Err`).
+    ///
+    /// The turn runs while the stream is polled. Dropping the stream cancels it: what was
+    /// stored stays stored (the user message, every complete assistant message, the
+    /// results of finished tool calls), a reply cut off mid-stream is not stored at all (so
+    /// no half-written text or tool call ever reaches the history), and the next turn
+    /// answers tool calls left without results as interrupted.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// use fusion_agent::{AgentEvent, AgentSession};
+    ///
+    /// # async fn demo(session: &mut AgentSession) -> fusion_core::Result<()> {
+    /// let mut events = session.send_message_stream("Which files are in src/?");
+    /// while let Some(event) = events.next().await {
+    ///     match event? {
+    ///         AgentEvent::TextDelta { text, .. } => print!("{text}"),
+    ///         AgentEvent::ToolCallStarted { tool, .. } => println!("[{tool}]"),
+    ///         AgentEvent::Finished(result) => println!("\n({} steps)", result.steps.len()),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn send_message_stream_with_iterations<'a>(
+        &'a mut self,
+        message: &'a str,
+        max_iterations: usize,
+    ) -> TurnStream<'a> {
+        if let Err(error) = check_max_iterations(max_iterations) {
+            return TurnStream::failed(error);
+        }
+        let observer = self.shared.observer.clone();
+        TurnStream::new(observer, move |events| {
+            Box::pin(self.run_turn(message, max_iterations, events))
+        })
+    }
+
+    /// The turn behind both ways of sending a message, in its tracing span.
+    async fn run_turn(
+        &mut self,
+        message: &str,
+        max_iterations: usize,
+        events: Emitter,
+    ) -> Result<TaskResult> {
         let span = info_span!(
             "turn",
             session_id = %self.id,
@@ -94,7 +165,7 @@ impl AgentSession {
             // Cleared only on success: after an error or a dropped future, memory may hold
             // less (or more) than storage, and storage is the truth.
             self.needs_reload = true;
-            let result = self.turn(message, max_iterations).await;
+            let result = self.turn(message, max_iterations, &events).await;
             if let Ok(result) = &result {
                 self.needs_reload = false;
                 let span = tracing::Span::current();
@@ -109,26 +180,32 @@ impl AgentSession {
         .await
     }
 
-    async fn turn(&mut self, message: &str, max_iterations: usize) -> Result<TaskResult> {
+    async fn turn(
+        &mut self,
+        message: &str,
+        max_iterations: usize,
+        events: &Emitter,
+    ) -> Result<TaskResult> {
         debug!(content = %message, "user message");
         self.open(message).await?;
         // After the opening, so that a failed or interrupted summary never loses the
         // user's message.
         self.auto_summarize().await?;
 
-        let mut steps = Vec::new();
+        let mut progress = Progress::default();
         for iteration in 1..=max_iterations {
             let span = info_span!("iteration", iteration, history = self.history.len());
-            if let Some(answer) = self
-                .iteration(iteration, &mut steps)
+            let answer = self
+                .iteration(iteration, &mut progress, events)
                 .instrument(span)
-                .await?
-            {
+                .await?;
+            if let Some(answer) = answer {
                 return Ok(TaskResult {
                     success: true,
                     result: answer,
-                    steps,
+                    steps: progress.steps,
                     iterations: iteration,
+                    usage: progress.usage,
                 });
             }
         }
@@ -142,10 +219,11 @@ impl AgentSession {
                 "Stopped after {max_iterations} iterations without a final answer (the \
                  iteration limit), having made {} tool calls. Send another message to let the \
                  agent continue, or allow more iterations.",
-                steps.len()
+                progress.steps.len()
             ),
-            steps,
+            steps: progress.steps,
             iterations: max_iterations,
+            usage: progress.usage,
         })
     }
 
@@ -153,23 +231,15 @@ impl AgentSession {
     async fn iteration(
         &mut self,
         iteration: usize,
-        steps: &mut Vec<Step>,
+        progress: &mut Progress,
+        events: &Emitter,
     ) -> Result<Option<String>> {
-        let text_mode = self.uses_text_react();
         let started = Instant::now();
-        let response = {
-            let request = ChatRequest {
-                messages: self.request_view(),
-                // In text mode the tools are described in the system prompt instead.
-                tools: if text_mode {
-                    Vec::new()
-                } else {
-                    self.shared.definitions.clone()
-                },
-                options: self.shared.sampling.clone(),
-            };
-            self.shared.llm.chat(&request).await?
-        };
+        let (response, answer_streamed) = self.ask(iteration, events).await?;
+        if let Some(usage) = response.usage {
+            progress.usage = Some(progress.usage.map_or(usage, |sum| sum + usage));
+            events.emit(AgentEvent::Usage { iteration, usage });
+        }
         let mut reply = response.message;
         // The client promises an assistant message; storing anything else would corrupt the
         // conversation, so the promise is enforced here.
@@ -182,25 +252,101 @@ impl AgentSession {
             content = %reply.content,
             "assistant reply"
         );
+        let steps_before = progress.steps.len();
+        let answer = self
+            .act_on(reply, iteration, answer_streamed, progress, events)
+            .await?;
+        events.emit(AgentEvent::IterationFinished {
+            iteration,
+            tool_calls: progress.steps.len() - steps_before,
+        });
+        Ok(answer)
+    }
 
+    /// Asks the model for the next reply, streaming its text to `events`; returns the
+    /// reply and whether (in text ReAct mode) any of its final answer was streamed.
+    ///
+    /// A model that rejects native tool calling switches this session to the text ReAct
+    /// mode, and is asked again that way, once.
+    async fn ask(&mut self, iteration: usize, events: &Emitter) -> Result<(ChatResponse, bool)> {
+        let text_mode = self.uses_text_react();
+        let asked = {
+            let request = ChatRequest {
+                messages: self.request_view(),
+                // In text mode the tools are described in the system prompt instead.
+                tools: if text_mode {
+                    Vec::new()
+                } else {
+                    self.shared.definitions.clone()
+                },
+                options: self.shared.sampling.clone(),
+                cache: Some(&self.request_cache),
+            };
+            read_reply(
+                self.shared.llm.chat_stream(&request),
+                iteration,
+                text_mode,
+                events,
+            )
+            .await
+        };
+        match asked {
+            Err(error) if !text_mode && rejects_native_tools(&error) => {
+                warn!(
+                    error = %error,
+                    "the model does not support native tool calling; this session switches \
+                     to the text ReAct format"
+                );
+                self.native_tools_rejected = true;
+                events.emit(AgentEvent::SwitchedToTextReact {
+                    reason: error.to_string(),
+                });
+                let request = ChatRequest {
+                    messages: self.request_view(),
+                    tools: Vec::new(),
+                    options: self.shared.sampling.clone(),
+                    cache: Some(&self.request_cache),
+                };
+                read_reply(
+                    self.shared.llm.chat_stream(&request),
+                    iteration,
+                    true,
+                    events,
+                )
+                .await
+            }
+            asked => asked,
+        }
+    }
+
+    /// Stores `reply` and does what it asks: runs its tool calls and stores their
+    /// results, or ends the turn with its answer.
+    async fn act_on(
+        &mut self,
+        reply: ChatMessage,
+        iteration: usize,
+        answer_streamed: bool,
+        progress: &mut Progress,
+        events: &Emitter,
+    ) -> Result<Option<String>> {
         // Native calls are honoured even from a text-mode client that sends them.
         if reply.has_tool_calls() {
             self.persist(vec![reply]).await?;
             let outcomes = {
                 let calls = &self.history[self.history.len() - 1].tool_calls;
                 for call in calls {
-                    self.announce(iteration, call);
+                    announce(events, iteration, call);
                 }
                 self.shared.executor.execute_all(calls).await
             };
             self.persist(outcomes.iter().map(ToolOutcome::to_message).collect())
                 .await?;
             for outcome in outcomes {
-                self.record_step(steps, step(outcome, iteration));
+                progress.record(events, step(outcome, iteration));
             }
             return Ok(None);
         }
-        if !text_mode {
+        if !self.uses_text_react() {
             let answer = reply.content.clone();
             self.persist(vec![reply]).await?;
             return Ok(Some(answer));
@@ -208,17 +354,25 @@ impl AgentSession {
         match parse_react(&reply.content) {
             ReactStep::FinalAnswer { answer, .. } => {
                 self.persist(vec![reply]).await?;
+                if !answer_streamed {
+                    // The streamed reading showed nothing (an unusual layout the full
+                    // parse still understood): the answer arrives whole.
+                    events.emit(AgentEvent::TextDelta {
+                        iteration,
+                        text: answer.clone(),
+                    });
+                }
                 Ok(Some(answer))
             }
             ReactStep::Action { tool, input, .. } => {
                 self.persist(vec![reply]).await?;
                 // Text mode has no call ids; this one only links the step to its log lines.
                 let call = ToolCall::new(format!("react_{iteration}"), tool, input);
-                self.announce(iteration, &call);
+                announce(events, iteration, &call);
                 let outcome = self.shared.executor.execute(&call).await;
                 let observation = ChatMessage::user(render_observation(&outcome.output));
                 self.persist(vec![observation]).await?;
-                self.record_step(steps, step(outcome, iteration));
+                progress.record(events, step(outcome, iteration));
                 Ok(None)
             }
             ReactStep::Invalid { reason } => {
@@ -271,28 +425,30 @@ impl AgentSession {
             }
         }
     }
+}
 
-    /// Tells the observer, if there is one.
-    fn emit(&self, event: AgentEvent<'_>) {
-        if let Some(observer) = &self.shared.observer {
-            observer(&event);
-        }
-    }
+/// What a turn has done so far: its tool calls and the tokens its requests used.
+#[derive(Default)]
+struct Progress {
+    steps: Vec<Step>,
+    usage: Option<Usage>,
+}
 
-    /// Tells the observer that `call`, asked for in `iteration`, is about to run.
-    fn announce(&self, iteration: usize, call: &ToolCall) {
-        self.emit(AgentEvent::ToolCallStarted {
-            iteration,
-            tool: &call.name,
-            arguments: &call.arguments,
-        });
+impl Progress {
+    /// Reports a finished call and adds it to the turn's steps.
+    fn record(&mut self, events: &Emitter, step: Step) {
+        events.emit(AgentEvent::ToolCallFinished(step.clone()));
+        self.steps.push(step);
     }
+}
 
-    /// Reports a finished call to the observer and adds it to the turn's steps.
-    fn record_step(&self, steps: &mut Vec<Step>, step: Step) {
-        self.emit(AgentEvent::ToolCallFinished(&step));
-        steps.push(step);
-    }
+/// Tells the observer that `call`, asked for in `iteration`, is about to run.
+fn announce(events: &Emitter, iteration: usize, call: &ToolCall) {
+    events.emit(AgentEvent::ToolCallStarted {
+        iteration,
+        tool: call.name.clone(),
+        arguments: call.arguments.clone(),
+    });
 }
 
 /// Gives every call a non-empty id unique within its message: results are matched to

@@ -21,9 +21,65 @@
 //! assert_eq!(server.request_count(), 2);
 //! # Ok(()) }
 //! ```
+//!
+//! # Streaming
+//!
+//! A request with `"stream": true` gets its `Text` or `ToolCalls` reply as server-sent
+//! events (`text/event-stream`) in OpenAI's `chat.completion.chunk` format: a chunk with
+//! `role: assistant`, the text one word (with its following whitespace) a chunk, each tool
+//! call as an opening chunk (index, id, type, name, empty arguments) and its arguments in a
+//! few fragments — one cut inside an escape sequence of the JSON text when there is one —
+//! then a chunk with the `finish_reason` (`stop` or `tool_calls`), a usage chunk with empty
+//! `choices` when `stream_options.include_usage` is set, and `data: [DONE]`. Error replies
+//! (`Status`, `Raw`) are never streamed, and a request without `"stream": true` is
+//! answered whole, as before. Streamed requests are recorded like the others.
+//!
+//! For testing how a client copes with streams that go wrong or slowly:
+//! - [`MockReply::Partial`] ([`push_partial`](MockLlmServer::push_partial)) sends some
+//!   [`MockDelta`]s, then breaks off as its [`MockStreamEnd`] says: stall with the
+//!   connection open (for cancellation tests; [`replies_finished`](MockLlmServer::replies_finished)
+//!   shows when the client has hung up), drop the connection, or send an error event.
+//! - [`MockReply::Delayed`] ([`push_delayed`](MockLlmServer::push_delayed)) is a slow
+//!   first token: the headers go out at once, the first chunk after the delay.
+//! - [`hold_next_stream`](MockLlmServer::hold_next_stream) returns a [`StreamGate`]: the
+//!   next streamed reply sends its first word and waits for
+//!   [`release`](StreamGate::release); [`first_part_sent`](StreamGate::first_part_sent)
+//!   says when that word is out.
+//! - [`reject_streaming`](MockLlmServer::reject_streaming) and
+//!   [`reject_tools`](MockLlmServer::reject_tools) refuse streaming requests or requests
+//!   offering tools with a 400, as servers without those features do, for testing a
+//!   client's fallback. A refused request leaves the queue untouched.
+//!
+//! ```no_run
+//! use fusion_agent::testing::{MockDelta, MockLlmServer, MockStreamEnd};
+//!
+//! # async fn demo() {
+//! let server = MockLlmServer::start().await;
+//! // A reply that stops mid-arguments and hangs, for a cancellation test.
+//! server.push_partial(
+//!     [MockDelta::tool_call_start(0, "call_1", "read_file"),
+//!      MockDelta::tool_call_arguments(0, r#"{"pa"#)],
+//!     MockStreamEnd::Stall,
+//! );
+//! // ... start a streaming turn, cancel it once the call has begun ...
+//! server.replies_finished().await; // the client hung up
+//!
+//! // A reply whose last words wait for the test.
+//! let gate = server.hold_next_stream();
+//! server.push_text("Hello there, world.");
+//! // ... start a streaming turn ...
+//! gate.first_part_sent().await;
+//! // ... check that "Hello " is on screen ...
+//! gate.release();
+//! # }
+//! ```
 
+mod gate;
 mod handler;
 mod reply;
+mod sse;
+mod state;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,8 +89,10 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use self::handler::Shared;
-pub use self::reply::{MockReply, MockToolCall, RecordedRequest};
+use self::gate::GateState;
+pub use self::gate::StreamGate;
+pub use self::reply::{MockDelta, MockReply, MockStreamEnd, MockToolCall, RecordedRequest};
+use self::state::Shared;
 
 /// A scripted OpenAI-compatible server on `127.0.0.1`, shut down when dropped.
 ///
@@ -158,6 +216,54 @@ impl MockLlmServer {
         })
     }
 
+    /// Queues a reply that sends `deltas` when streamed, then breaks off as `end` says
+    /// (see [`MockReply::Partial`]).
+    pub fn push_partial(
+        &self,
+        deltas: impl IntoIterator<Item = MockDelta>,
+        end: MockStreamEnd,
+    ) -> &Self {
+        self.push(MockReply::partial(deltas, end))
+    }
+
+    /// Queues `reply` with its first chunk (or, unstreamed, all of it) sent after `delay`
+    /// (see [`MockReply::Delayed`]).
+    pub fn push_delayed(&self, delay: Duration, reply: MockReply) -> &Self {
+        self.push(MockReply::delayed(delay, reply))
+    }
+
+    /// Holds the next streamed reply after its first part (the role chunk and the first
+    /// word or tool-call opening) until the returned gate is released or dropped.
+    ///
+    /// Calling it again holds the stream after that one, and so on. Plain requests and
+    /// error replies pass by without taking a gate.
+    pub fn hold_next_stream(&self) -> StreamGate {
+        let state = GateState::new();
+        self.shared.script().held_streams.push_back(state.clone());
+        StreamGate::new(state)
+    }
+
+    /// Refuses (`true`) or accepts (`false`, the default) requests with `"stream": true`.
+    ///
+    /// A refused request gets a 400,
+    /// `{"error": {"message": "stream is not supported by this server", "type": "invalid_request_error", ...}}`,
+    /// and the queued reply stays for the client's retry without streaming.
+    pub fn reject_streaming(&self, reject: bool) -> &Self {
+        self.shared.script().reject_streaming = reject;
+        self
+    }
+
+    /// Refuses (`true`) or accepts (`false`, the default) requests offering tools (a
+    /// non-empty `tools` array), as Ollama does for a model without tool support.
+    ///
+    /// A refused request gets a 400 with Ollama's wording,
+    /// `{"error": {"message": "registry.ollama.ai/library/mock does not support tools", "type": "invalid_request_error", ...}}`,
+    /// and the queued reply stays for the client's retry without tools.
+    pub fn reject_tools(&self, reject: bool) -> &Self {
+        self.shared.script().reject_tools = reject;
+        self
+    }
+
     /// The reply given whenever the queue is empty (instead of a "script exhausted" 500).
     pub fn set_default(&self, reply: MockReply) -> &Self {
         self.shared.script().default = Some(reply);
@@ -192,6 +298,21 @@ impl MockLlmServer {
     /// How many requests arrived (including rejected ones).
     pub fn request_count(&self) -> usize {
         self.shared.count.load(Ordering::SeqCst)
+    }
+
+    /// How many replies are still in progress: streams not yet ended, and answers waiting
+    /// out a delay or a stall. A reply whose client goes away stops being in progress.
+    pub fn replies_in_progress(&self) -> usize {
+        *self.shared.in_progress.borrow()
+    }
+
+    /// Waits until no reply is in progress: each was sent in full or its client went
+    /// away. A cancellation test awaits this after a [`MockStreamEnd::Stall`] to see that
+    /// the client really hung up (under a timeout, as it never resolves otherwise).
+    pub async fn replies_finished(&self) {
+        let mut in_progress = self.shared.in_progress.subscribe();
+        // The sender lives as long as `self.shared`, so the wait cannot fail.
+        let _ = in_progress.wait_for(|n| *n == 0).await;
     }
 
     /// How many queued replies have not been served yet.

@@ -1,0 +1,640 @@
+//! Reads a streamed chat completion: server-sent events in, [`ChatDelta`]s out.
+//!
+//! The bytes go through `eventsource_stream` (which handles events cut anywhere, comments
+//! and line endings); each event's data is a `chat.completion.chunk` read with the same
+//! lenient helpers as a whole reply ([`wire`]). The [`Assembler`] keeps the reply so far:
+//! text, and tool calls by `index`, since calls may be streamed interleaved, with their id
+//! and name in the first piece and the arguments in many. Unlike the whole-reply decoder,
+//! this one must also tell a finished reply from one whose connection was cut.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use eventsource_stream::{Event, EventStream, EventStreamError, Eventsource};
+use fusion_core::{ChatMessage, ToolCall};
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt};
+
+use super::error::{self, Context, Failure};
+use super::wire::{self, WireChunk, WireToolCallDelta};
+use crate::llm::{ChatDelta, ChatResponse, Usage};
+
+/// Why the body stopped before its end.
+#[derive(Debug)]
+pub(super) enum BodyError {
+    /// Reading failed (connection reset, broken chunked encoding...).
+    Transport(reqwest::Error),
+    /// Nothing arrived within the idle timeout.
+    Stalled,
+}
+
+/// A piece of the body as the HTTP client gave it (its buffer type is not ours to name).
+struct BodyPiece(Box<dyn AsRef<[u8]> + Send>);
+
+impl AsRef<[u8]> for BodyPiece {
+    fn as_ref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+/// One streamed reply being read: yields its deltas, then [`ChatDelta::Done`] or a
+/// [`Failure`], then nothing.
+pub(super) struct SseReply<'a> {
+    events: EventStream<BoxStream<'a, Result<BodyPiece, BodyError>>>,
+    /// Bytes of body received so far, counted as they pass, for the cut-off message.
+    received: Arc<AtomicUsize>,
+    ctx: Context<'a>,
+    assembler: Assembler,
+    /// Deltas of the last chunk not yet handed out (a chunk may hold several).
+    ready: VecDeque<ChatDelta>,
+    finished: bool,
+}
+
+impl<'a> SseReply<'a> {
+    /// Reads `body`, failing when it pauses longer than `idle_timeout` between pieces.
+    pub fn new<B: AsRef<[u8]> + Send + 'static>(
+        body: impl Stream<Item = Result<B, reqwest::Error>> + Send + 'a,
+        idle_timeout: Duration,
+        ctx: Context<'a>,
+    ) -> Self {
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&received);
+        let watched = stream::unfold(Some(body.boxed()), move |body| {
+            let counter = Arc::clone(&counter);
+            async move {
+                let mut body = body?;
+                match tokio::time::timeout(idle_timeout, body.next()).await {
+                    Err(_) => Some((Err(BodyError::Stalled), None)),
+                    Ok(None) => None,
+                    Ok(Some(Ok(bytes))) => {
+                        counter.fetch_add(bytes.as_ref().len(), Ordering::Relaxed);
+                        Some((Ok(BodyPiece(Box::new(bytes))), Some(body)))
+                    }
+                    Ok(Some(Err(err))) => Some((Err(BodyError::Transport(err)), None)),
+                }
+            }
+        });
+        Self {
+            events: watched.boxed().eventsource(),
+            received,
+            ctx,
+            assembler: Assembler::default(),
+            ready: VecDeque::new(),
+            finished: false,
+        }
+    }
+
+    /// The next delta, the failure that ended the reply, or `None` after either.
+    pub async fn next(&mut self) -> Option<Result<ChatDelta, Failure>> {
+        loop {
+            if let Some(delta) = self.ready.pop_front() {
+                return Some(Ok(delta));
+            }
+            if self.finished {
+                return None;
+            }
+            let complete = self.assembler.finish_reason.is_some();
+            let outcome = match self.events.next().await {
+                Some(Ok(event)) => self.read_event(event),
+                // Once the model said why it stopped, the reply is whole: a connection
+                // that then closes, breaks or stalls before `[DONE]` (or the usage chunk)
+                // loses nothing.
+                Some(Err(EventStreamError::Transport(_))) | None if complete => Ok(true),
+                Some(Err(err)) => Err(self.body_failure(err)),
+                None => Err(error::cut_off_failure(&self.ctx, self.received(), None)),
+            };
+            match outcome {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.finished = true;
+                    let response = std::mem::take(&mut self.assembler).finish();
+                    self.ready.push_back(ChatDelta::Done(response));
+                }
+                Err(failure) => {
+                    self.finished = true;
+                    return Some(Err(failure));
+                }
+            }
+        }
+    }
+
+    /// Takes in one event; `Ok(true)` when it ends the reply.
+    fn read_event(&mut self, event: Event) -> Result<bool, Failure> {
+        if event.event == "error" {
+            return Err(error::stream_error_failure(&self.ctx, &event.data));
+        }
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            return Ok(true);
+        }
+        let chunk = wire::decode_chunk(data)
+            .map_err(|detail| error::malformed_stream_failure(&self.ctx, &detail, data))?;
+        if chunk.error.is_some() {
+            return Err(error::stream_error_failure(&self.ctx, data));
+        }
+        self.assembler.add(chunk, &mut self.ready);
+        Ok(false)
+    }
+
+    fn body_failure(&self, err: EventStreamError<BodyError>) -> Failure {
+        match err {
+            EventStreamError::Transport(BodyError::Transport(err)) => {
+                error::cut_off_failure(&self.ctx, self.received(), Some(err))
+            }
+            EventStreamError::Transport(BodyError::Stalled) => {
+                error::stalled_failure(&self.ctx, "next piece of the reply")
+            }
+            EventStreamError::Utf8(err) => error::malformed_stream_failure(
+                &self.ctx,
+                &format!("the body is not UTF-8 ({err})"),
+                "",
+            ),
+            EventStreamError::Parser(err) => error::malformed_stream_failure(
+                &self.ctx,
+                &format!("the body is not a server-sent event stream ({err})"),
+                "",
+            ),
+        }
+    }
+
+    fn received(&self) -> usize {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+/// The reply so far, built from chunks.
+#[derive(Default)]
+struct Assembler {
+    content: String,
+    /// A refusal is the model's answer when it sends no content (as in a whole reply).
+    refusal: String,
+    /// Calls by their `index`, which orders them in the reply.
+    calls: BTreeMap<usize, PartialCall>,
+    /// The index of the call the last piece went to, for servers that omit `index`.
+    last_call: Option<usize>,
+    usage: Option<Usage>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Default)]
+struct PartialCall {
+    id: String,
+    name: String,
+    /// `None` until some arguments arrive; a call without any gets `{}`, as in a whole reply.
+    arguments: Option<String>,
+}
+
+impl Assembler {
+    /// Adds `chunk` to the reply and appends the deltas it carries to `out`.
+    fn add(&mut self, chunk: WireChunk, out: &mut VecDeque<ChatDelta>) {
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage.into());
+        }
+        // Fusion asks for one choice; a server that sends more numbers the first 0.
+        let choice = chunk
+            .choices
+            .unwrap_or_default()
+            .into_iter()
+            .find(|choice| choice.index.unwrap_or(0) == 0);
+        let Some(choice) = choice else { return };
+        if let Some(reason) = choice.finish_reason {
+            self.finish_reason = Some(reason);
+        }
+        let Some(delta) = choice.delta else { return };
+        let text = delta.content.map(wire::content_text).unwrap_or_default();
+        if !text.is_empty() {
+            self.content.push_str(&text);
+            out.push_back(ChatDelta::Text(text));
+        }
+        if let Some(refusal) = delta.refusal.filter(|r| !r.is_empty()) {
+            self.refusal.push_str(&refusal);
+            out.push_back(ChatDelta::Text(refusal));
+        }
+        for piece in delta.tool_calls.unwrap_or_default() {
+            self.add_call_piece(piece, out);
+        }
+    }
+
+    fn add_call_piece(&mut self, piece: WireToolCallDelta, out: &mut VecDeque<ChatDelta>) {
+        let function = piece.function;
+        let (name, arguments) = match function {
+            Some(f) => (f.name.filter(|n| !n.is_empty()), f.arguments),
+            None => (None, None),
+        };
+        let id = piece.id.filter(|id| !id.is_empty());
+        let index = piece.index.unwrap_or_else(|| {
+            // Without an index, an id or a name starts the next call; anything else
+            // continues the last one.
+            match self.last_call {
+                Some(last) if id.is_none() && name.is_none() => last,
+                _ => self.calls.keys().next_back().map_or(0, |last| last + 1),
+            }
+        });
+        self.last_call = Some(index);
+        let call = self.calls.entry(index).or_insert_with(|| {
+            let call = PartialCall {
+                id: wire::call_id(id.clone()),
+                name: name.clone().unwrap_or_default(),
+                arguments: None,
+            };
+            out.push_back(ChatDelta::ToolCallStarted {
+                index,
+                id: call.id.clone(),
+                name: call.name.clone(),
+            });
+            call
+        });
+        if call.name.is_empty()
+            && let Some(name) = name
+        {
+            // A server that sent the name after the first piece: keep it for the reply.
+            call.name = name;
+        }
+        if let Some(fragment) = arguments.and_then(wire::arguments_text) {
+            let arguments = call.arguments.get_or_insert_with(String::new);
+            if !fragment.is_empty() {
+                arguments.push_str(&fragment);
+                out.push_back(ChatDelta::ToolCallArguments { index, fragment });
+            }
+        }
+    }
+
+    /// The whole reply.
+    fn finish(self) -> ChatResponse {
+        let content = if self.content.is_empty() {
+            self.refusal
+        } else {
+            self.content
+        };
+        let tool_calls = self
+            .calls
+            .into_values()
+            .map(|call| ToolCall {
+                id: call.id,
+                name: call.name,
+                arguments: call.arguments.unwrap_or_else(|| "{}".to_owned()),
+            })
+            .collect();
+        ChatResponse {
+            message: ChatMessage::assistant_with_tool_calls(content, tool_calls),
+            usage: self.usage,
+            finish_reason: self.finish_reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Bytes;
+
+    use super::*;
+
+    const CTX: Context<'static> = Context {
+        base_url: "http://h/v1",
+        endpoint: "http://h/v1/chat/completions",
+        model: "m",
+        api_key: None,
+        request_timeout: Duration::from_secs(30),
+    };
+
+    /// Everything `pieces` reads to: the deltas, and the failure that ended them, if any.
+    async fn read(pieces: Vec<Vec<u8>>) -> (Vec<ChatDelta>, Option<String>) {
+        let body = stream::iter(pieces.into_iter().map(|p| Ok(Bytes::from(p))));
+        let mut reply = SseReply::new(body, CTX.request_timeout, CTX);
+        let mut deltas = Vec::new();
+        while let Some(item) = reply.next().await {
+            match item {
+                Ok(delta) => deltas.push(delta),
+                Err(failure) => return (deltas, Some(failure.message)),
+            }
+        }
+        (deltas, None)
+    }
+
+    async fn read_text(sse: &str) -> (Vec<ChatDelta>, Option<String>) {
+        read(vec![sse.as_bytes().to_vec()]).await
+    }
+
+    /// The reply a complete stream ends with.
+    fn done(deltas: &[ChatDelta]) -> &ChatResponse {
+        match deltas.last() {
+            Some(ChatDelta::Done(response)) => response,
+            other => panic!("the stream did not end with Done: {other:?}"),
+        }
+    }
+
+    /// `data:` lines for each chunk, then `[DONE]`.
+    fn sse(chunks: &[serde_json::Value]) -> String {
+        let mut text: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+        text.push_str("data: [DONE]\n\n");
+        text
+    }
+
+    fn delta(delta: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
+    }
+
+    fn finish(reason: &str) -> serde_json::Value {
+        serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
+    }
+
+    /// A reply with text (multi-byte characters included), two tool calls, a keep-alive
+    /// comment, a finish reason of its own and a usage chunk: every shape at once.
+    const RECORDED: &str = concat!(
+        ": keep-alive\n\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,",
+        "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Caf\u{e9} \u{1F600}",
+        " \\u00e9\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,",
+        "\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"read_file\",",
+        "\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,",
+        "\"function\":{\"arguments\":\"{\\\"path\\\": \\\"a\\\\\\\"b\"}}]},\"finish_reason\":null}]}\n\n",
+        ": ping\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,",
+        "\"id\":\"call_b\",\"type\":\"function\",\"function\":{\"name\":\"ls\",",
+        "\"arguments\":\"{}\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,",
+        "\"function\":{\"arguments\":\".txt\\\"}\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":7,",
+        "\"total_tokens\":19}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[tokio::test]
+    async fn a_recorded_reply_cut_at_every_byte_reads_the_same() {
+        let (whole, failure) = read_text(RECORDED).await;
+        assert_eq!(failure, None);
+        let response = done(&whole);
+        assert_eq!(response.message.content, "Caf\u{e9} \u{1F600} \u{e9}");
+        assert_eq!(
+            response.message.tool_calls,
+            vec![
+                ToolCall::new("call_a", "read_file", r#"{"path": "a\"b.txt"}"#),
+                ToolCall::new("call_b", "ls", "{}"),
+            ]
+        );
+        assert_eq!(response.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(
+            response.usage,
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 7,
+                total_tokens: 19
+            })
+        );
+        let bytes = RECORDED.as_bytes();
+        for cut in 1..bytes.len() {
+            let pieces = vec![bytes[..cut].to_vec(), bytes[cut..].to_vec()];
+            let (deltas, failure) = read(pieces).await;
+            assert_eq!(failure, None, "cut at byte {cut}");
+            assert_eq!(deltas, whole, "cut at byte {cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn interleaved_tool_calls_are_assembled_by_index() {
+        let call = |index: usize, first: bool, arguments: &str| {
+            let mut piece =
+                serde_json::json!({"index": index, "function": {"arguments": arguments}});
+            if first {
+                piece["id"] = format!("call_{index}").into();
+                piece["function"]["name"] = format!("tool_{index}").into();
+            }
+            delta(serde_json::json!({"tool_calls": [piece]}))
+        };
+        let text = sse(&[
+            delta(serde_json::json!({"role": "assistant", "content": null})),
+            call(1, true, "{\"b\""),
+            call(0, true, ""),
+            call(0, false, "{\"a\":"),
+            call(1, false, ":2}"),
+            call(0, false, "1}"),
+            finish("tool_calls"),
+        ]);
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        let started = |index: usize| ChatDelta::ToolCallStarted {
+            index,
+            id: format!("call_{index}"),
+            name: format!("tool_{index}"),
+        };
+        let args = |index: usize, fragment: &str| ChatDelta::ToolCallArguments {
+            index,
+            fragment: fragment.into(),
+        };
+        assert_eq!(
+            deltas[..deltas.len() - 1],
+            [
+                started(1),
+                args(1, "{\"b\""),
+                started(0),
+                args(0, "{\"a\":"),
+                args(1, ":2}"),
+                args(0, "1}"),
+            ]
+        );
+        assert_eq!(
+            done(&deltas).message.tool_calls,
+            vec![
+                ToolCall::new("call_0", "tool_0", r#"{"a":1}"#),
+                ToolCall::new("call_1", "tool_1", r#"{"b":2}"#),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn arguments_cut_inside_an_escape_arrive_decoded() {
+        // The model writes {"s":"\"é"}; the server sends it as the fragments `{"s":"\`
+        // and `"é"}`, and the bytes are cut inside `\"`, `\\` and `\u00e9` of the JSON.
+        let first = r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"t","arguments":"{\"s\":\"\\"}}]}}]}"#;
+        let second = r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"\u00e9\"}"}}]},"finish_reason":"tool_calls"}]}"#;
+        let text = format!("{first}\n\n{second}\n\ndata: [DONE]\n\n");
+        let quote = text.find(r#"\"s"#).unwrap() + 1;
+        let backslash = text.find(r#"\\"}}"#).unwrap() + 1;
+        let unicode = text.find(r"\u00e9").unwrap() + 3;
+        let bytes = text.as_bytes();
+        let pieces = vec![
+            bytes[..quote].to_vec(),
+            bytes[quote..backslash].to_vec(),
+            bytes[backslash..unicode].to_vec(),
+            bytes[unicode..].to_vec(),
+        ];
+        let (deltas, failure) = read(pieces).await;
+        assert_eq!(failure, None);
+        let fragments: Vec<&str> = deltas
+            .iter()
+            .filter_map(|d| match d {
+                ChatDelta::ToolCallArguments { fragment, .. } => Some(fragment.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fragments, [r#"{"s":"\"#, "\"\u{e9}\"}"]);
+        assert_eq!(
+            done(&deltas).message.tool_calls[0].arguments,
+            "{\"s\":\"\\\"\u{e9}\"}"
+        );
+    }
+
+    #[tokio::test]
+    async fn keep_alive_comments_and_empty_pieces_are_ignored() {
+        let text = format!(
+            ":\n\n: keep-alive\n\n{}: ping\n\n{}",
+            sse(&[delta(serde_json::json!({"content": "a"}))]).replace("data: [DONE]\n\n", ""),
+            sse(&[finish("stop")]),
+        );
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        assert_eq!(deltas[0], ChatDelta::Text("a".into()));
+        assert_eq!(deltas.len(), 2);
+        assert_eq!(done(&deltas).message.content, "a");
+    }
+
+    #[tokio::test]
+    async fn usage_comes_from_a_chunk_without_choices() {
+        let text = sse(&[
+            delta(serde_json::json!({"role": "assistant", "content": "hi"})),
+            finish("stop"),
+            serde_json::json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}),
+        ]);
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        let usage = done(&deltas).usage.unwrap();
+        assert_eq!((usage.prompt_tokens, usage.total_tokens), (3, 4));
+    }
+
+    #[tokio::test]
+    async fn a_finish_reason_in_its_own_chunk_ends_a_reply_closed_without_done() {
+        let text = sse(&[
+            delta(serde_json::json!({"content": "hi"})),
+            finish("length"),
+        ])
+        .replace("data: [DONE]\n\n", "");
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        assert_eq!(done(&deltas).finish_reason.as_deref(), Some("length"));
+        assert_eq!(done(&deltas).message.content, "hi");
+    }
+
+    #[tokio::test]
+    async fn a_stall_after_the_finish_reason_ends_the_reply_but_one_before_it_fails() {
+        let finished = sse(&[delta(serde_json::json!({"content": "hi"})), finish("stop")])
+            .replace("data: [DONE]\n\n", "");
+        let unfinished = format!("data: {}\n\n", delta(serde_json::json!({"content": "hi"})));
+        let idle = Duration::from_millis(20);
+        for (text, completes) in [(finished, true), (unfinished, false)] {
+            // The body never ends: only the idle timeout can.
+            let body = stream::iter([Ok(Bytes::from(text))]).chain(stream::pending());
+            let mut reply = SseReply::new(body, idle, CTX);
+            assert_eq!(
+                reply.next().await.unwrap().ok(),
+                Some(ChatDelta::Text("hi".into()))
+            );
+            match reply.next().await.unwrap() {
+                Ok(ChatDelta::Done(response)) if completes => {
+                    assert_eq!(response.message.content, "hi");
+                }
+                Err(failure) if !completes => {
+                    assert!(
+                        failure.message.contains("no next piece"),
+                        "{}",
+                        failure.message
+                    );
+                    assert!(failure.retryable);
+                }
+                Ok(other) => panic!("completes: {completes}, got {other:?}"),
+                Err(failure) => panic!("completes: {completes}, got {}", failure.message),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_cut_before_its_finish_reason_is_an_error_naming_the_bytes() {
+        let text = format!("data: {}\n\n", delta(serde_json::json!({"content": "hi"})));
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(deltas, [ChatDelta::Text("hi".into())]);
+        let failure = failure.unwrap();
+        assert!(
+            failure.contains(&format!("closed mid-reply after {} bytes", text.len())),
+            "{failure}"
+        );
+        assert!(failure.contains(CTX.endpoint), "{failure}");
+    }
+
+    #[tokio::test]
+    async fn error_events_end_the_reply_with_the_servers_message() {
+        let chunk = format!(
+            "data: {}\n\ndata: {{\"error\":{{\"message\":\"out of memory\",\"code\":500}}}}\n\n",
+            delta(serde_json::json!({"content": "hi"}))
+        );
+        let named = "event: error\ndata: model crashed\n\n";
+        for (text, said) in [(chunk.as_str(), "out of memory"), (named, "model crashed")] {
+            let (_, failure) = read_text(text).await;
+            let failure = failure.unwrap();
+            assert!(failure.contains(said), "{failure}");
+            assert!(failure.contains("mid-reply"), "{failure}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_whole_call_in_one_piece_starts_then_carries_its_arguments() {
+        // Ollama's shape: role in every chunk, the whole call at once, arguments as text;
+        // and a server that leaves out `index` and `id` and sends arguments as an object.
+        let text = sse(&[
+            delta(
+                serde_json::json!({"role": "assistant", "content": "", "tool_calls": [
+                {"id": "call_x", "index": 0, "type": "function",
+                 "function": {"name": "get", "arguments": "{\"k\":1}"}}]}),
+            ),
+            delta(
+                serde_json::json!({"role": "assistant", "content": "", "tool_calls": [
+                {"function": {"name": "put", "arguments": {"v": 2}}}]}),
+            ),
+            finish("tool_calls"),
+        ]);
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        let ChatDelta::ToolCallStarted { id: second_id, .. } = &deltas[2] else {
+            panic!("{deltas:?}")
+        };
+        assert!(second_id.starts_with("call_"), "{second_id}");
+        assert_eq!(
+            deltas[..4],
+            [
+                ChatDelta::ToolCallStarted {
+                    index: 0,
+                    id: "call_x".into(),
+                    name: "get".into()
+                },
+                ChatDelta::ToolCallArguments {
+                    index: 0,
+                    fragment: "{\"k\":1}".into()
+                },
+                ChatDelta::ToolCallStarted {
+                    index: 1,
+                    id: second_id.clone(),
+                    name: "put".into()
+                },
+                ChatDelta::ToolCallArguments {
+                    index: 1,
+                    fragment: "{\"v\":2}".into()
+                },
+            ]
+        );
+        let calls = &done(&deltas).message.tool_calls;
+        assert_eq!(calls[1].id, *second_id);
+        assert_eq!(calls[1].arguments, r#"{"v":2}"#);
+    }
+
+    #[tokio::test]
+    async fn an_event_that_is_not_a_chunk_is_a_clear_error() {
+        let (_, failure) = read_text("data: <html>\n\n").await;
+        let failure = failure.unwrap();
+        assert!(failure.contains("not JSON"), "{failure}");
+        assert!(failure.contains("FUSION_STREAM"), "{failure}");
+    }
+}

@@ -1,0 +1,307 @@
+//! Streaming the answer of a text ReAct reply while the model writes it.
+//!
+//! A text-mode reply mixes reasoning (`Thought:`), tool requests (`Action:`) and the answer
+//! (`Final Answer:`); only the answer is for the user. [`FinalAnswerStream`] is fed the
+//! reply piece by piece and gives back the text that belongs to the answer as soon as that
+//! is certain, using the same label reading as [`parse_react`](super::parse_react): nothing
+//! before a `Final Answer:` label, nothing when an `Action:` comes first, and nothing after
+//! the next label. A line that might still turn out to be a label (`Obs`…) is held until it
+//! cannot be. The complete reply is still parsed as a whole afterwards; that parse, not the
+//! stream, decides what the turn does, so the stream errs on the side of showing less.
+
+use super::parse::{Label, match_label};
+
+/// A continuation line this long without a colon cannot be a label any more.
+const LONGEST_LABEL_PREFIX: usize = 40;
+
+/// Where in the reply the stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No label that decides yet.
+    Searching,
+    /// Inside the answer. `on_label_line` while the current line is the one holding the
+    /// `Final Answer:` label, whose text after the label belongs to the answer.
+    Answering { on_label_line: bool },
+    /// An action came first or the answer ended: nothing more is answer text.
+    Over,
+}
+
+/// Picks the `Final Answer:` text out of a text ReAct reply as it streams in.
+#[derive(Debug)]
+pub(crate) struct FinalAnswerStream {
+    state: State,
+    /// The current line, not yet ended by a line break.
+    line: String,
+    /// Whether `line` starts inside a code fence (labels there do not count).
+    in_fence: bool,
+    /// How much of `line` was given out; `None` when nothing of it was (not even the line
+    /// break before it).
+    sent_in_line: Option<usize>,
+    /// Blank answer lines seen since the last text given out, owed as line breaks.
+    blank_lines: usize,
+    /// Whether any answer text was given out.
+    sent_any: bool,
+}
+
+impl FinalAnswerStream {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: State::Searching,
+            line: String::new(),
+            in_fence: false,
+            sent_in_line: None,
+            blank_lines: 0,
+            sent_any: false,
+        }
+    }
+
+    /// Whether any answer text was given out.
+    pub(crate) fn sent_any(&self) -> bool {
+        self.sent_any
+    }
+
+    /// Feeds the next piece of the reply; returns the answer text it completes (often
+    /// empty).
+    pub(crate) fn push(&mut self, piece: &str) -> String {
+        let mut out = String::new();
+        for part in piece.split_inclusive('\n') {
+            match part.strip_suffix('\n') {
+                Some(rest) => {
+                    self.line.push_str(rest);
+                    self.end_line(&mut out);
+                }
+                None => {
+                    self.line.push_str(part);
+                    self.continue_line(&mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// The reply is complete: returns the answer text its last line still held.
+    pub(crate) fn finish(&mut self) -> String {
+        let mut out = String::new();
+        if !self.line.is_empty() {
+            self.end_line(&mut out);
+        }
+        out
+    }
+
+    /// The label at the start of the current line, unless it is inside a code fence.
+    fn label(&self) -> Option<(Label, usize)> {
+        if self.in_fence {
+            return None;
+        }
+        let line = self.line.trim_end_matches('\r');
+        match_label(line).map(|(label, rest)| (label, line.len() - rest.len()))
+    }
+
+    /// The current line ended (with a line break, or with the reply).
+    fn end_line(&mut self, out: &mut String) {
+        match self.state {
+            State::Searching => match self.label() {
+                Some((Label::FinalAnswer, start)) => {
+                    self.state = State::Answering {
+                        on_label_line: true,
+                    };
+                    self.send(out, start);
+                }
+                Some((Label::Action | Label::ActionInput, _)) => self.state = State::Over,
+                _ => {}
+            },
+            State::Answering { on_label_line } => {
+                let start = if on_label_line {
+                    self.label().map_or(0, |(_, start)| start)
+                } else {
+                    0
+                };
+                if !on_label_line && self.sent_in_line.is_none() && self.label().is_some() {
+                    self.state = State::Over;
+                } else {
+                    let before = self.sent_in_line;
+                    self.send(out, start);
+                    let blank = before.is_none() && self.sent_in_line.is_none();
+                    if blank && !on_label_line && self.sent_any {
+                        self.blank_lines += 1;
+                    }
+                }
+            }
+            State::Over => {}
+        }
+        if self.line.matches("```").count() % 2 == 1 {
+            self.in_fence = !self.in_fence;
+        }
+        if let State::Answering { .. } = self.state {
+            self.state = State::Answering {
+                on_label_line: false,
+            };
+        }
+        self.line.clear();
+        self.sent_in_line = None;
+    }
+
+    /// More of the current line arrived; gives out what is certain to be answer text.
+    fn continue_line(&mut self, out: &mut String) {
+        match self.state {
+            State::Searching => {
+                if let Some((Label::FinalAnswer, start)) = self.label() {
+                    self.state = State::Answering {
+                        on_label_line: true,
+                    };
+                    self.send(out, start);
+                }
+            }
+            State::Answering {
+                on_label_line: true,
+            } => {
+                // Recomputed each time: decoration after the colon (`**`) may arrive late.
+                let start = self.label().map_or(0, |(_, start)| start);
+                self.send(out, start);
+            }
+            State::Answering {
+                on_label_line: false,
+            } => {
+                if self.sent_in_line.is_some() || !self.may_become_label() {
+                    self.send(out, 0);
+                }
+            }
+            State::Over => {}
+        }
+    }
+
+    /// Whether the current, incomplete line could still turn out to start with a label.
+    fn may_become_label(&self) -> bool {
+        if self.in_fence {
+            return false;
+        }
+        if self.line.contains(':') {
+            return self.label().is_some();
+        }
+        self.line.len() < LONGEST_LABEL_PREFIX
+    }
+
+    /// Gives out the current line from byte `start` (or from where it was left), with the
+    /// line breaks owed before it when it is a new line of the answer.
+    fn send(&mut self, out: &mut String, start: usize) {
+        let line = self.line.trim_end_matches('\r');
+        let from = self.sent_in_line.map_or(start, |sent| sent.max(start));
+        let text = line.get(from..).unwrap_or_default();
+        if text.is_empty() {
+            return;
+        }
+        if self.sent_in_line.is_none() && self.sent_any {
+            let on_label_line = matches!(
+                self.state,
+                State::Answering {
+                    on_label_line: true
+                }
+            );
+            if !on_label_line {
+                for _ in 0..=self.blank_lines {
+                    out.push('\n');
+                }
+            }
+        }
+        let text = if self.sent_any {
+            text
+        } else {
+            text.trim_start()
+        };
+        if text.is_empty() {
+            return;
+        }
+        out.push_str(text);
+        self.blank_lines = 0;
+        self.sent_in_line = Some(line.len());
+        self.sent_any = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::react_text::{ReactStep, parse_react};
+
+    /// Streams `reply` cut into `size`-byte pieces (on char boundaries).
+    fn stream(reply: &str, size: usize) -> String {
+        let mut streamer = FinalAnswerStream::new();
+        let mut out = String::new();
+        let mut rest = reply;
+        while !rest.is_empty() {
+            let mut cut = size.min(rest.len());
+            while !rest.is_char_boundary(cut) {
+                cut += 1;
+            }
+            out.push_str(&streamer.push(&rest[..cut]));
+            rest = &rest[cut..];
+        }
+        out.push_str(&streamer.finish());
+        out
+    }
+
+    fn answer_of(reply: &str) -> Option<String> {
+        match parse_react(reply) {
+            ReactStep::FinalAnswer { answer, .. } => Some(answer),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_streamed_answer_is_the_parsed_answer_at_every_piece_size() {
+        let replies = [
+            "Thought: easy.\nFinal Answer: Paris is the capital.",
+            "Final Answer: line one\nline two\n\nline four",
+            "I know this.\n**Final Answer:** It is 42.\n",
+            "Final Answer:\n  Here are the files: a.txt, b.txt\n",
+            "Final Answer: use this:\n```\nAction: not a label in a fence\n```\ndone",
+            "Final Answer: café — naïve ünïcödé\r\nsecond line\r\n",
+        ];
+        for reply in replies {
+            let expected = answer_of(reply).expect(reply);
+            for size in 1..=reply.len() {
+                assert_eq!(
+                    stream(reply, size).trim_end(),
+                    expected,
+                    "{reply:?} in {size}-byte pieces"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn thoughts_actions_and_invented_observations_are_never_answer_text() {
+        for reply in [
+            "Thought: I should look.\nAction: list_directory\nAction Input: {}",
+            "Action: read_file\nAction Input: {\"path\": \"a\"}\nFinal Answer: too early",
+            "Thought: hmm\nObservation: nothing",
+        ] {
+            for size in 1..=reply.len() {
+                assert_eq!(stream(reply, size), "", "{reply:?} in {size}-byte pieces");
+            }
+        }
+    }
+
+    #[test]
+    fn the_answer_ends_at_the_next_label() {
+        let reply = "Final Answer: the answer\nObservation: invented by the model";
+        assert_eq!(answer_of(reply).as_deref(), Some("the answer"));
+        for size in 1..=reply.len() {
+            assert_eq!(stream(reply, size).trim_end(), "the answer");
+        }
+    }
+
+    #[test]
+    fn answer_text_is_given_out_before_the_reply_is_complete() {
+        let mut streamer = FinalAnswerStream::new();
+        assert_eq!(streamer.push("Thought: ok\nFinal Ans"), "");
+        assert_eq!(streamer.push("wer: The files"), "The files");
+        assert_eq!(streamer.push(" are here.\nThey"), " are here.");
+        // "They" could still become "They:"-less prose or a label; a longer line cannot.
+        assert_eq!(
+            streamer.push(" were all found in the project directory"),
+            "\nThey were all found in the project directory"
+        );
+        assert!(streamer.sent_any());
+    }
+}

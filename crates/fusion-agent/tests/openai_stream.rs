@@ -1,0 +1,624 @@
+//! `OpenAiClient::chat_stream` against a raw HTTP/1.1 server on loopback that writes the
+//! recorded event streams in `tests/fixtures/sse/` (shapes of OpenAI, vLLM, Ollama and the
+//! llama.cpp server) byte for byte: deltas, the assembled reply, retries until the first
+//! delta, failures after it, and servers that do not stream.
+//!
+//! The server is hand-written rather than `MockLlmServer` so that a test decides every
+//! byte and every write: where the body is cut, whether it is close-delimited or chunked,
+//! and whether it ends early.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fusion_agent::{ChatDelta, ChatRequest, LlmClient, OpenAiClient, OpenAiConfig, Usage};
+use fusion_core::{ChatMessage, Error, ToolCall};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const KEY: &str = "sk-stream-secret-77";
+
+/// How a reply's body is delimited.
+#[derive(Clone, Copy, PartialEq)]
+enum Framing {
+    /// `Content-Length`.
+    Length,
+    /// No length: the body ends when the server closes the connection.
+    Close,
+    /// `Transfer-Encoding: chunked`, one chunk per piece.
+    Chunked,
+    /// Chunked, but the connection closes without the last chunk: a broken body.
+    ChunkedCut,
+}
+
+/// One scripted answer.
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    /// Written one after another, each flushed, so the client may read them separately.
+    pieces: Vec<Vec<u8>>,
+    framing: Framing,
+    /// After the pieces, keep the connection open (sending nothing) until the client
+    /// closes it.
+    hang: bool,
+}
+
+impl Reply {
+    fn sse(body: impl Into<Vec<u8>>) -> Self {
+        Self::sse_pieces(vec![body.into()], Framing::Close)
+    }
+
+    fn sse_pieces(pieces: Vec<Vec<u8>>, framing: Framing) -> Self {
+        Self {
+            status: 200,
+            content_type: "text/event-stream",
+            pieces,
+            framing,
+            hang: false,
+        }
+    }
+
+    fn json(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            pieces: vec![body.to_string().into_bytes()],
+            framing: Framing::Length,
+            hang: false,
+        }
+    }
+}
+
+/// A loopback server answering request `n` (from 0) with `script(n)`, one request per
+/// connection, and keeping every request body.
+struct RawServer {
+    base_url: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+impl RawServer {
+    async fn start(script: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(script);
+        let seen = Arc::clone(&bodies);
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let (script, seen) = (Arc::clone(&script), Arc::clone(&seen));
+                tokio::spawn(async move { serve(socket, &*script, &seen).await });
+            }
+        });
+        Self { base_url, bodies }
+    }
+
+    /// Answers the requests with `replies` in order; any further request gets a 400.
+    async fn serving(replies: Vec<Reply>) -> Self {
+        Self::start(move |n| {
+            replies.get(n).cloned().unwrap_or_else(|| {
+                Reply::json(400, json!({"error": {"message": "unscripted request"}}))
+            })
+        })
+        .await
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    fn request_count(&self) -> usize {
+        self.bodies.lock().unwrap().len()
+    }
+}
+
+async fn serve(
+    mut socket: TcpStream,
+    script: &(dyn Fn(usize) -> Reply + Sync),
+    seen: &Mutex<Vec<Value>>,
+) {
+    socket.set_nodelay(true).unwrap();
+    let Some(body) = read_request(&mut socket).await else {
+        return;
+    };
+    let reply = {
+        let mut seen = seen.lock().unwrap();
+        seen.push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+        script(seen.len() - 1)
+    };
+    let mut head = format!(
+        "HTTP/1.1 {} Scripted\r\nContent-Type: {}\r\nConnection: close\r\n",
+        reply.status, reply.content_type
+    );
+    match reply.framing {
+        Framing::Length => {
+            let length: usize = reply.pieces.iter().map(Vec::len).sum();
+            head.push_str(&format!("Content-Length: {length}\r\n"));
+        }
+        Framing::Close => {}
+        Framing::Chunked | Framing::ChunkedCut => head.push_str("Transfer-Encoding: chunked\r\n"),
+    }
+    head.push_str("\r\n");
+    if socket.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let chunked = matches!(reply.framing, Framing::Chunked | Framing::ChunkedCut);
+    for piece in &reply.pieces {
+        let mut bytes = Vec::new();
+        if chunked {
+            bytes.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        }
+        bytes.extend_from_slice(piece);
+        if chunked {
+            bytes.extend_from_slice(b"\r\n");
+        }
+        if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
+            return;
+        }
+    }
+    if reply.framing == Framing::Chunked {
+        let _ = socket.write_all(b"0\r\n\r\n").await;
+    }
+    if reply.hang {
+        // Returns when the client gives up and closes its end.
+        let _ = socket.read(&mut [0; 1]).await;
+    }
+}
+
+/// Reads one request and returns its body, or `None` if the client went away.
+async fn read_request(socket: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let read = socket.read(&mut buffer).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buffer[..read]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |value| value.trim().parse().unwrap());
+    while data.len() < head_end + length {
+        let read = socket.read(&mut buffer).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buffer[..read]);
+    }
+    Some(data[head_end..head_end + length].to_vec())
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/sse/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A client with tiny backoffs so retry tests stay fast.
+fn config(server: &RawServer) -> OpenAiConfig {
+    OpenAiConfig::new("stream-model")
+        .base_url(&server.base_url)
+        .api_key(KEY)
+        .max_retries(2)
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+}
+
+fn client(server: &RawServer) -> OpenAiClient {
+    config(server).build().unwrap()
+}
+
+/// Everything one `chat_stream` call yields: its deltas, and the error that ended it.
+async fn collect(client: &OpenAiClient) -> (Vec<ChatDelta>, Option<Error>) {
+    let question = [ChatMessage::user("hi")];
+    let request = ChatRequest {
+        messages: question.iter().map(Cow::Borrowed).collect(),
+        ..Default::default()
+    };
+    let mut stream = client.chat_stream(&request);
+    let mut deltas = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(delta) => deltas.push(delta),
+            Err(error) => return (deltas, Some(error)),
+        }
+    }
+    (deltas, None)
+}
+
+/// The reply the deltas end with, after checking that the pieces before it add up to it:
+/// the texts to its content, and per call its start and argument fragments.
+fn assembled(deltas: &[ChatDelta]) -> (ChatMessage, Option<Usage>, Option<String>) {
+    let Some((ChatDelta::Done(response), pieces)) = deltas.split_last() else {
+        panic!("the stream did not end with Done: {deltas:?}");
+    };
+    let mut text = String::new();
+    let mut calls: BTreeMap<usize, ToolCall> = BTreeMap::new();
+    for piece in pieces {
+        match piece {
+            ChatDelta::Text(more) => text.push_str(more),
+            ChatDelta::ToolCallStarted { index, id, name } => {
+                let fresh = ToolCall::new(id.clone(), name.clone(), "");
+                assert!(
+                    calls.insert(*index, fresh).is_none(),
+                    "call {index} started twice"
+                );
+            }
+            ChatDelta::ToolCallArguments { index, fragment } => {
+                let call = calls
+                    .get_mut(index)
+                    .expect("arguments before the call started");
+                call.arguments.push_str(fragment);
+            }
+            other => panic!("unexpected delta before Done: {other:?}"),
+        }
+    }
+    assert_eq!(text, response.message.content);
+    let streamed: Vec<ToolCall> = calls.into_values().collect();
+    assert_eq!(streamed, response.message.tool_calls);
+    (
+        response.message.clone(),
+        response.usage,
+        response.finish_reason.clone(),
+    )
+}
+
+fn usage(prompt_tokens: u32, completion_tokens: u32) -> Option<Usage> {
+    Some(Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+    })
+}
+
+/// Serves fixture `name` and checks the reply it streams to.
+async fn check_fixture(name: &str, message: ChatMessage, usage: Option<Usage>, finish: &str) {
+    let server = RawServer::serving(vec![Reply::sse(fixture(name))]).await;
+    let (deltas, error) = collect(&client(&server)).await;
+    assert!(error.is_none(), "{name}: {error:?}");
+    let (got, got_usage, got_finish) = assembled(&deltas);
+    assert_eq!(got, message, "{name}");
+    assert_eq!(got_usage, usage, "{name}");
+    assert_eq!(got_finish.as_deref(), Some(finish), "{name}");
+    assert_eq!(server.request_count(), 1, "{name}");
+}
+
+fn calls(calls: &[(&str, &str, &str)]) -> ChatMessage {
+    ChatMessage::assistant_with_tool_calls(
+        "",
+        calls
+            .iter()
+            .map(|(id, name, arguments)| ToolCall::new(*id, *name, *arguments))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn openai_text_reply_streams() {
+    let message = ChatMessage::assistant("Hello! How can I help?");
+    check_fixture("openai_text.sse", message, usage(9, 7), "stop").await;
+}
+
+#[tokio::test]
+async fn openai_tool_calls_in_many_pieces_are_assembled() {
+    let message = calls(&[
+        (
+            "call_DdmO9pD3xa9XTPNJ32zg2hcA",
+            "get_weather",
+            "{\"location\":\"Montr\u{e9}al\"}",
+        ),
+        (
+            "call_9uaKlpw4jrG2Z4pCJhnkRzyq",
+            "get_time",
+            r#"{"tz": "Europe/Paris"}"#,
+        ),
+    ]);
+    check_fixture(
+        "openai_tool_calls.sse",
+        message,
+        usage(80, 41),
+        "tool_calls",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn vllm_text_reply_streams() {
+    let message = ChatMessage::assistant("Bonjour \u{e0} tous.");
+    check_fixture("vllm_text.sse", message, usage(20, 4), "stop").await;
+}
+
+#[tokio::test]
+async fn vllm_tool_call_named_first_then_argued_is_assembled() {
+    let message = calls(&[(
+        "chatcmpl-tool-8e1b2c4d5f",
+        "read_file",
+        r#"{"path": "notes/todo.md"}"#,
+    )]);
+    check_fixture("vllm_tool_calls.sse", message, usage(215, 23), "tool_calls").await;
+}
+
+#[tokio::test]
+async fn ollama_text_reply_with_role_in_every_chunk_streams() {
+    let message = ChatMessage::assistant("The sky is blue.");
+    check_fixture("ollama_text.sse", message, usage(14, 5), "stop").await;
+}
+
+#[tokio::test]
+async fn ollama_whole_tool_calls_in_one_piece_each_are_read() {
+    let message = calls(&[
+        ("call_wteop8bt", "run_command", r#"{"command":"ls"}"#),
+        ("call_rk2xye1l", "run_command", r#"{"command":"ls -l"}"#),
+    ]);
+    check_fixture(
+        "ollama_tool_calls.sse",
+        message,
+        usage(161, 38),
+        "tool_calls",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn llamacpp_text_reply_with_usage_in_the_finish_chunk_streams() {
+    let message = ChatMessage::assistant("Hi there");
+    check_fixture("llamacpp_text.sse", message, usage(11, 3), "stop").await;
+}
+
+#[tokio::test]
+async fn llamacpp_tool_call_streams() {
+    let message = calls(&[(
+        "EKMWqeIyhJ5qOAFaYTb8PCsRSHmw6d3E",
+        "search",
+        r#"{"query":"rust sse"}"#,
+    )]);
+    check_fixture(
+        "llamacpp_tool_calls.sse",
+        message,
+        usage(140, 12),
+        "tool_calls",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_fixture_written_in_two_pieces_cut_at_every_byte_reads_the_same() {
+    let body = fixture("ollama_tool_calls.sse");
+    let cuts = 1..body.len();
+    let served = body.clone();
+    // Request n is cut after byte n + 1, chunked and close-delimited in turn.
+    let server = RawServer::start(move |n| {
+        let cut = n + 1;
+        let framing = if n % 2 == 0 {
+            Framing::Close
+        } else {
+            Framing::Chunked
+        };
+        Reply::sse_pieces(
+            vec![served[..cut].to_vec(), served[cut..].to_vec()],
+            framing,
+        )
+    })
+    .await;
+    let client = client(&server);
+    let (reference, error) = collect(&client).await;
+    assert!(error.is_none(), "{error:?}");
+    assembled(&reference);
+    for cut in cuts.skip(1) {
+        let (deltas, error) = collect(&client).await;
+        assert!(error.is_none(), "cut at byte {cut}: {error:?}");
+        assert_eq!(deltas, reference, "cut at byte {cut}");
+    }
+    assert_eq!(server.request_count(), body.len() - 1);
+}
+
+#[tokio::test]
+async fn the_streaming_request_asks_for_a_stream_with_usage_and_a_plain_one_does_not() {
+    let server = RawServer::serving(vec![
+        Reply::sse(fixture("openai_text.sse")),
+        Reply::json(200, json!({"choices": [{"message": {"content": "plain"}}]})),
+    ])
+    .await;
+    let client = client(&server);
+    assert!(client.streams());
+    collect(&client).await;
+    let question = [ChatMessage::user("hi")];
+    let request = ChatRequest {
+        messages: question.iter().map(Cow::Borrowed).collect(),
+        ..Default::default()
+    };
+    client.chat(&request).await.unwrap();
+    let bodies = server.bodies();
+    assert_eq!(bodies[0]["stream"], json!(true));
+    assert_eq!(bodies[0]["stream_options"], json!({"include_usage": true}));
+    assert_eq!(bodies[0]["messages"], bodies[1]["messages"]);
+    let plain: Value = serde_json::from_slice(&client.request_body(&request).unwrap()).unwrap();
+    assert_eq!(bodies[1], plain);
+    assert!(bodies[1].get("stream").is_none());
+}
+
+#[tokio::test]
+async fn an_error_event_mid_stream_is_an_err_item_with_the_servers_message() {
+    let body = format!(
+        "{}event: error\ndata: {{\"error\":{{\"message\":\"the model crashed (key {KEY})\"}}}}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n"
+    );
+    let server = RawServer::serving(vec![Reply::sse(body)]).await;
+    let (deltas, error) = collect(&client(&server)).await;
+    assert_eq!(deltas, [ChatDelta::Text("Hel".into())]);
+    let Some(error @ Error::Llm { .. }) = error else {
+        panic!("expected Error::Llm, got {error:?}");
+    };
+    let text = error.to_string();
+    assert!(text.contains("the model crashed"), "{text}");
+    assert!(!text.contains(KEY), "{text}");
+    assert_eq!(server.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_closed_mid_reply_is_an_err_without_done() {
+    let body = fixture("openai_text.sse");
+    let cut = body.len() / 2;
+    let server = RawServer::serving(vec![Reply::sse(body[..cut].to_vec())]).await;
+    let (deltas, error) = collect(&client(&server)).await;
+    assert!(!deltas.is_empty());
+    assert!(
+        !deltas.iter().any(|d| matches!(d, ChatDelta::Done(_))),
+        "{deltas:?}"
+    );
+    let text = error
+        .expect("a cut reply must end with an error")
+        .to_string();
+    assert!(
+        text.contains(&format!("closed mid-reply after {cut} bytes")),
+        "{text}"
+    );
+    assert!(text.contains("/v1/chat/completions"), "{text}");
+}
+
+#[tokio::test]
+async fn a_failure_after_the_first_delta_is_not_retried() {
+    let body = fixture("vllm_text.sse");
+    let cut = body.len() / 2;
+    // A broken chunked body: the transport fails rather than ending cleanly.
+    let broken = Reply::sse_pieces(vec![body[..cut].to_vec()], Framing::ChunkedCut);
+    let server = RawServer::serving(vec![broken, Reply::sse(body.clone())]).await;
+    let (deltas, error) = collect(&client(&server)).await;
+    assert!(
+        matches!(deltas.first(), Some(ChatDelta::Text(_))),
+        "{deltas:?}"
+    );
+    let Some(Error::Llm { message, .. }) = error else {
+        panic!("expected Error::Llm, got {error:?}");
+    };
+    assert!(message.contains("closed mid-reply"), "{message}");
+    assert_eq!(server.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_503_then_a_good_stream_is_retried() {
+    let server = RawServer::serving(vec![
+        Reply::json(503, json!({"error": {"message": "overloaded"}})),
+        Reply::sse(fixture("llamacpp_text.sse")),
+    ])
+    .await;
+    let (deltas, error) = collect(&client(&server)).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(assembled(&deltas).0, ChatMessage::assistant("Hi there"));
+    assert_eq!(server.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_stream_cut_before_its_first_delta_is_retried() {
+    let role_only = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n";
+    let server = RawServer::serving(vec![
+        Reply::sse(role_only.to_vec()),
+        Reply::sse(fixture("vllm_text.sse")),
+    ])
+    .await;
+    let (deltas, error) = collect(&client(&server)).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        assembled(&deltas).0,
+        ChatMessage::assistant("Bonjour \u{e0} tous.")
+    );
+    assert_eq!(server.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_streaming_is_asked_again_without_it_from_then_on() {
+    let whole = |text: &str| {
+        Reply::json(
+            200,
+            json!({"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}),
+        )
+    };
+    let server = RawServer::serving(vec![
+        Reply::json(
+            400,
+            json!({"error": {"message": "stream is not supported"}}),
+        ),
+        whole("first"),
+        whole("second"),
+    ])
+    .await;
+    let client = client(&server);
+    let sibling = client.clone();
+    let (deltas, error) = collect(&client).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(assembled(&deltas).0, ChatMessage::assistant("first"));
+    assert!(!client.streams());
+    assert!(!sibling.streams(), "clones share what the server said");
+    let (deltas, error) = collect(&sibling).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(assembled(&deltas).0, ChatMessage::assistant("second"));
+    let bodies = server.bodies();
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(bodies[0]["stream"], json!(true));
+    assert!(bodies[1].get("stream").is_none());
+    assert!(bodies[2].get("stream").is_none());
+}
+
+#[tokio::test]
+async fn a_json_reply_to_a_streaming_request_is_replayed_as_deltas() {
+    let reply = json!({"choices": [{"message": {"role": "assistant", "content": "whole",
+        "tool_calls": [{"id": "c1", "type": "function",
+            "function": {"name": "ls", "arguments": "{}"}}]},
+        "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}});
+    let server = RawServer::serving(vec![Reply::json(200, reply)]).await;
+    let client = client(&server);
+    let (deltas, error) = collect(&client).await;
+    assert!(error.is_none(), "{error:?}");
+    let (message, got_usage, finish) = assembled(&deltas);
+    assert_eq!(
+        message,
+        ChatMessage::assistant_with_tool_calls("whole", vec![ToolCall::new("c1", "ls", "{}")])
+    );
+    assert_eq!(got_usage, usage(5, 2));
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+    assert!(
+        client.streams(),
+        "a server that ignores `stream` is not a refusal"
+    );
+}
+
+#[tokio::test]
+async fn with_streaming_off_the_reply_of_a_plain_call_is_replayed() {
+    let server = RawServer::serving(vec![Reply::json(
+        200,
+        json!({"choices": [{"message": {"content": "plain"}, "finish_reason": "stop"}]}),
+    )])
+    .await;
+    let client = config(&server).stream(false).build().unwrap();
+    assert!(!client.streams());
+    let (deltas, error) = collect(&client).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(assembled(&deltas).0, ChatMessage::assistant("plain"));
+    assert!(server.bodies()[0].get("stream").is_none());
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_after_its_first_delta_fails_after_the_idle_timeout() {
+    let mut stalled =
+        Reply::sse(&b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n"[..]);
+    stalled.hang = true;
+    let server = RawServer::serving(vec![stalled]).await;
+    let client = config(&server)
+        .request_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let (deltas, error) = collect(&client).await;
+    assert_eq!(deltas, [ChatDelta::Text("Hel".into())]);
+    let text = error.expect("a stalled stream must fail").to_string();
+    assert!(text.contains("no next piece of the reply"), "{text}");
+    assert_eq!(server.request_count(), 1);
+}
