@@ -1,31 +1,114 @@
-//! What `fusion chat` shows while a turn runs: the spinner, and one line per tool call as
-//! it starts and as it finishes, printed above the spinner.
+//! What `fusion chat` shows while a turn runs ([`TurnView`]): a spinner until the model's
+//! first words, then its text as it arrives, one line per tool call as it starts and as it
+//! finishes, and the spinner again while the model is asked once more.
 
-use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
+use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
-use fusion::agent::{AgentEvent, Step};
+use fusion::agent::{AgentEvent, Step, TaskResult};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::render;
 
 /// The longest argument or output excerpt shown on one line, in characters.
 const EXCERPT_CHARS: usize = 200;
 
-/// The observer that prints each tool call as it starts (`  -> tool(args)`) and its
-/// output as it finishes (`     <- first line`), above the turn's spinner.
-///
-/// `spinner` holds the running turn's spinner; the turn swaps in a new one each time.
-pub fn show_event(spinner: Arc<Mutex<ProgressBar>>) -> impl Fn(&AgentEvent<'_>) + Send + Sync {
-    move |event| {
-        let line = match event {
+/// One turn on the screen. Fed every [`AgentEvent`] of the turn, then its end.
+pub struct TurnView {
+    /// Spins (on a terminal) while the model has not started writing.
+    spinner: ProgressBar,
+    /// Whether the cursor is after text without a line break.
+    mid_line: bool,
+    /// Whether the reply being shown is text the model wrote in the turn's last request
+    /// (then the answer is already on screen when the turn ends).
+    answer_shown: bool,
+}
+
+impl TurnView {
+    /// Starts showing a turn: the spinner, while the model reads the request.
+    pub fn start() -> Self {
+        TurnView {
+            spinner: spinner(),
+            mid_line: false,
+            answer_shown: false,
+        }
+    }
+
+    /// Shows `event`.
+    pub fn show(&mut self, event: &AgentEvent) -> io::Result<()> {
+        match event {
+            AgentEvent::TextDelta { text, .. } => {
+                self.spinner.finish_and_clear();
+                let mut out = io::stdout().lock();
+                out.write_all(text.as_bytes())?;
+                out.flush()?;
+                self.mid_line = !text.ends_with('\n');
+                self.answer_shown = true;
+            }
             AgentEvent::ToolCallStarted {
                 tool, arguments, ..
-            } => format!("  -> {tool}({})", shorten(arguments, EXCERPT_CHARS)),
-            AgentEvent::ToolCallFinished(step) => result_line(step),
-            _ => return,
-        };
-        let spinner = spinner.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        spinner.suspend(|| println!("{line}"));
+            } => {
+                self.answer_shown = false;
+                let line = format!("  -> {tool}({})", shorten(arguments, EXCERPT_CHARS));
+                self.line(&line)?;
+            }
+            AgentEvent::ToolCallFinished(step) => self.line(&result_line(step))?,
+            AgentEvent::IterationFinished { tool_calls, .. } if *tool_calls > 0 => {
+                // The results go back to the model, which takes a while to answer again.
+                self.spinner.finish_and_clear();
+                self.spinner = spinner();
+            }
+            AgentEvent::SwitchedToTextReact { .. } => self.line(
+                "  (the model does not support native tool calling; this session now \
+                 describes its tools in the prompt instead)",
+            )?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The turn is over: ends the streamed answer's line, or prints the result when no
+    /// answer was streamed (the iteration limit stopped the turn).
+    pub fn finish(mut self, result: &TaskResult) -> io::Result<()> {
+        self.spinner.finish_and_clear();
+        self.end_line()?;
+        let mut out = io::stdout().lock();
+        if !(result.success && self.answer_shown) {
+            writeln!(out, "{}", result.result)?;
+        }
+        if !result.success {
+            writeln!(
+                out,
+                "(stopped after {} without a final answer)",
+                render::plural(result.iterations, "model request")
+            )?;
+        }
+        out.flush()
+    }
+
+    /// The turn was interrupted or failed: clears the spinner and ends any partial line,
+    /// so what follows starts on a line of its own.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.spinner.finish_and_clear();
+        self.end_line()
+    }
+
+    /// Prints `line` on a line of its own, above the spinner.
+    fn line(&mut self, line: &str) -> io::Result<()> {
+        self.end_line()?;
+        self.spinner.suspend(|| println!("{line}"));
+        Ok(())
+    }
+
+    /// Ends a line of streamed text.
+    fn end_line(&mut self) -> io::Result<()> {
+        if self.mid_line {
+            self.mid_line = false;
+            let mut out = io::stdout().lock();
+            writeln!(out)?;
+            out.flush()?;
+        }
+        Ok(())
     }
 }
 
@@ -51,9 +134,10 @@ fn shorten(text: &str, max_chars: usize) -> String {
     }
 }
 
-/// A spinner on stdout while the model thinks, only when a person is watching.
+/// A spinner (on stderr) while the model thinks, only when a person is watching: typing
+/// on a terminal, with the spinner's own stream on one.
 pub fn spinner() -> ProgressBar {
-    if !std::io::stdout().is_terminal() {
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
         return ProgressBar::hidden();
     }
     let spinner = ProgressBar::new_spinner();

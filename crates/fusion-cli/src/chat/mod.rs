@@ -1,8 +1,11 @@
 //! `fusion chat`: the interactive REPL over one persistent agent session.
 //!
-//! On a terminal it uses rustyline (line editing, history) and shows a spinner while the
-//! model thinks; when stdin is a pipe it reads plain lines and prints only answers, so a
-//! conversation can be scripted (`printf 'hi\n/history\n' | fusion chat`). In a script the
+//! The model's reply is printed as it is written (streamed; `--no-stream` for servers that
+//! cannot, and a server that rejects streaming is asked again without it). On a terminal
+//! it uses rustyline (line editing, history), shows a spinner until the model's first
+//! words, and Ctrl-C stops the current reply and keeps the session; when stdin is a pipe
+//! it reads plain lines and prints only answers and tool lines, so a conversation can be
+//! scripted (`printf 'hi\n/history\n' | fusion chat`). In a script the
 //! first failing turn ends the run with a non-zero exit; on a terminal it is reported and
 //! the conversation goes on. When another writer (a second chat, an import, a delete)
 //! changed the session under a turn or a command, storage refuses the write and the
@@ -15,18 +18,18 @@ mod commands;
 mod events;
 mod input;
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use fusion::SessionId;
-use fusion::agent::{AgentSession, SessionBuilder};
+use fusion::agent::{AgentEvent, AgentSession, OpenAiConfig, SessionBuilder};
 use fusion::api::session;
 use fusion::storage::{ConversationStorage, StorageType};
-use indicatif::ProgressBar;
+use futures::StreamExt;
 
-use self::events::{show_event, spinner};
+use self::events::TurnView;
 use self::input::Input;
 use crate::{ChatArgs, render, sessions};
 
@@ -47,9 +50,6 @@ struct Chat {
     storage_type: StorageType,
     id: String,
     interactive: bool,
-    /// The spinner of the running turn, shared with the event observer so tool-call
-    /// lines print above it.
-    spinner: Arc<Mutex<ProgressBar>>,
 }
 
 /// What the loop does after a line.
@@ -68,11 +68,10 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
     }
     SessionId::validate(&args.session)?;
     let storage = sessions::open(&storage_type).await?;
-    // The builder reads OPENAI_BASE_URL, OPENAI_API_KEY and FUSION_MODEL itself.
-    let current_spinner = Arc::new(Mutex::new(ProgressBar::hidden()));
+    let llm = OpenAiConfig::from_env()?.stream(!args.no_stream).build()?;
     let mut builder = SessionBuilder::new(args.session.clone())
-        .storage(storage.clone())
-        .on_event(show_event(current_spinner.clone()));
+        .llm(Arc::new(llm))
+        .storage(storage.clone());
     if let Some(prompt) = &args.system {
         builder = builder.system_prompt(prompt.clone());
     }
@@ -91,7 +90,6 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
         storage_type,
         id: args.session,
         interactive,
-        spinner: current_spinner,
     };
     let mut input = if interactive {
         let model = std::env::var("FUSION_MODEL").map_or(String::new(), |m| format!(", model {m}"));
@@ -134,40 +132,44 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
 }
 
 impl Chat {
-    /// One user message: run the agent, show the tool calls it made, then its answer.
+    /// One user message: run the agent, showing its reply as it is written and its tool
+    /// calls as they run. Ctrl-C (on a terminal) stops the turn and keeps the session.
     async fn turn(&mut self, message: &str) -> Result<Flow> {
-        let spinner = spinner();
-        *self.spinner.lock().unwrap_or_else(|e| e.into_inner()) = spinner.clone();
-        let result = tokio::select! {
-            // Ctrl-C is polled first, so it is listened for before the turn can ask the
-            // model anything: the first poll of a turn may already send its request, and
-            // a SIGINT arriving before anyone listens kills the process instead.
-            biased;
-            _ = tokio::signal::ctrl_c(), if self.interactive => {
-                spinner.finish_and_clear();
-                // Whatever the agent stored before the interrupt stays stored; reloading
-                // waits for a write the interrupt cut off and makes the in-memory history
-                // agree with storage.
+        let mut view = TurnView::start();
+        // One listener for the whole turn, made before the turn can ask the model
+        // anything: a SIGINT arriving while no one listens would kill the process.
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let mut events = self.session.send_message_stream(message);
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                _ = &mut ctrl_c, if self.interactive => break None,
+                event = events.next() => match event {
+                    Some(Ok(AgentEvent::Finished(result))) => break Some(Ok(result)),
+                    Some(Ok(event)) => view.show(&event)?,
+                    Some(Err(err)) => break Some(Err(err)),
+                    None => unreachable!("a turn's stream ends with its result or its error"),
+                },
+            }
+        };
+        // Dropping the stream cancels the turn (if it still runs).
+        drop(events);
+        match outcome {
+            Some(Ok(result)) => view.finish(&result)?,
+            Some(Err(err)) => {
+                view.stop()?;
+                return Err(err.into());
+            }
+            None => {
+                view.stop()?;
+                // Whatever the agent stored before the interrupt stays stored (a reply cut
+                // off mid-stream is not stored); reloading waits for a write the
+                // interrupt cut off and makes the in-memory history agree with storage.
                 self.session.reload().await?;
                 println!("(interrupted)");
-                return Ok(Flow::Continue);
             }
-            result = self.session.send_message(message) => result,
-        };
-        spinner.finish_and_clear();
-        let result = result?;
-
-        // The tool calls were shown as they ran (see `events::show_event`).
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", result.result)?;
-        if !result.success {
-            writeln!(
-                out,
-                "(stopped after {} without a final answer)",
-                render::plural(result.iterations, "model request")
-            )?;
         }
-        out.flush()?;
         Ok(Flow::Continue)
     }
 

@@ -3,10 +3,17 @@
 //!
 //! A terminal is what makes chat interactive: a failed turn is reported and the
 //! conversation goes on (in a script the first failure ends the run), and Ctrl-C (SIGINT)
-//! interrupts the running turn. `TERM=dumb` makes the line editor read plain lines, and
-//! stdout and stderr stay pipes, so no spinner or escape sequence gets in the way.
+//! interrupts the running turn. [`Repl::start`] sets `TERM=dumb`, which makes the line
+//! editor read plain lines, and leaves stdout and stderr pipes, so no spinner or escape
+//! sequence gets in the way.
+//!
+//! [`Repl::start_on_screen`] is for seeing the spinner: stdout and stderr share a second
+//! pseudo-terminal, as on a person's screen, captured as one stream in the order the
+//! process wrote it.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -35,31 +42,16 @@ pub struct Repl {
 }
 
 /// Everything a stream printed so far, and how far the test has read it.
-struct Captured {
+pub struct Captured {
     text: watch::Receiver<String>,
     read_to: usize,
 }
 
 impl Repl {
-    /// Starts `fusion chat ARGS` in `data_dir` against the LLM at `llm_url`.
+    /// Starts `fusion chat ARGS` in `data_dir` against the LLM at `llm_url`, with stdout
+    /// and stderr on pipes.
     pub fn start(data_dir: &Path, llm_url: &str, args: &[&str]) -> Repl {
-        // Both ends close on exec: tests run in parallel, and a terminal end leaked into
-        // another test's child would keep that terminal open after its test ended.
-        let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-        let terminal = posix_openpt(flags).expect("a pseudo-terminal");
-        grantpt(&terminal).unwrap();
-        unlockpt(&terminal).unwrap();
-        let stdin = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(OFlag::O_NOCTTY.bits())
-            .open(ptsname_r(&terminal).unwrap())
-            .expect("the terminal's slave side opens");
-        // Nobody reads what the terminal echoes, so it must not echo (its buffer is small).
-        let mut settings = tcgetattr(&stdin).unwrap();
-        settings.local_flags.remove(LocalFlags::ECHO);
-        tcsetattr(&stdin, SetArg::TCSANOW, &settings).unwrap();
-
+        let (terminal, stdin) = pseudo_terminal();
         let mut command = super::chat_command(data_dir, llm_url);
         command
             .args(args)
@@ -73,6 +65,47 @@ impl Repl {
             .expect("fusion chat starts");
         let stdout = Captured::spawn(child.stdout.take().unwrap());
         let stderr = Captured::spawn(child.stderr.take().unwrap());
+        Repl {
+            child,
+            terminal,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Starts `fusion chat ARGS` like [`start`](Self::start), but with stdout and stderr
+    /// both on a second pseudo-terminal, the screen, so the spinner is drawn.
+    ///
+    /// [`stdout`](Self::stdout) and [`stderr`](Self::stderr) then both wait on the screen,
+    /// each from where it last stopped. The screen's bytes are in the order the process
+    /// wrote them, so what one wait returns shows what was written before `text`, on
+    /// either stream; the terminal turns each `\n` into `\r\n`.
+    pub fn start_on_screen(data_dir: &Path, llm_url: &str, args: &[&str]) -> Repl {
+        let (terminal, stdin) = pseudo_terminal();
+        let (screen, screen_slave) = pseudo_terminal();
+        let stderr = screen_slave
+            .try_clone()
+            .expect("the screen's slave side dups");
+        let mut command = super::chat_command(data_dir, llm_url);
+        command
+            .args(args)
+            // The line editor reads plain lines under `emacs` as under `dumb`, but the
+            // spinner draws under anything but `dumb` (or no `TERM`).
+            .env("TERM", "emacs")
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(screen_slave))
+            .stderr(Stdio::from(stderr));
+        let child = tokio::process::Command::from(command)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("fusion chat starts");
+        // `command` is gone: the child holds the only slave descriptors, so the screen's
+        // reader sees the end once the child has exited.
+        let stdout = Captured::read_terminal(screen);
+        let stderr = Captured {
+            text: stdout.text.clone(),
+            read_to: 0,
+        };
         Repl {
             child,
             terminal,
@@ -102,6 +135,14 @@ impl Repl {
         let through = self.stderr.wait_for("\n").await;
         let through = through.unwrap_or_else(|()| self.fail("\n", "stderr"));
         through[line_start..].trim_end().to_string()
+    }
+
+    /// Waits until stderr shows `text` after what was already waited for; returns
+    /// everything up to and including it. Unlike [`stderr`](Self::stderr) it does not
+    /// wait for the end of the line, which the spinner never writes: it redraws its line.
+    pub async fn stderr_through(&mut self, text: &str) -> String {
+        let found = self.stderr.wait_for(text).await;
+        found.unwrap_or_else(|()| self.fail(text, "stderr"))
     }
 
     /// Fails the test for `text` missing on stream `name`, showing both streams and how
@@ -139,23 +180,81 @@ impl Repl {
     }
 }
 
+/// A new pseudo-terminal: its master side, and its slave side opened as a file.
+fn pseudo_terminal() -> (PtyMaster, File) {
+    // Both ends close on exec: tests run in parallel, and a terminal end leaked into
+    // another test's child would keep that terminal open after its test ended.
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = posix_openpt(flags).expect("a pseudo-terminal");
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(OFlag::O_NOCTTY.bits())
+        .open(ptsname_r(&master).unwrap())
+        .expect("the terminal's slave side opens");
+    // Nobody reads what the terminal echoes, so it must not echo (its buffer is small).
+    let mut settings = tcgetattr(&slave).unwrap();
+    settings.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&slave, SetArg::TCSANOW, &settings).unwrap();
+    (master, slave)
+}
+
 impl Captured {
     /// Collects `stream` into a watched string until its end.
-    fn spawn(mut stream: impl AsyncRead + Unpin + Send + 'static) -> Captured {
+    pub fn spawn(mut stream: impl AsyncRead + Unpin + Send + 'static) -> Captured {
         let (sender, text) = watch::channel(String::new());
         tokio::spawn(async move {
             let mut buffer = [0; 4096];
+            let mut pending = Vec::new();
             while let Ok(read @ 1..) = stream.read(&mut buffer).await {
-                let chunk = String::from_utf8_lossy(&buffer[..read]).into_owned();
+                pending.extend_from_slice(&buffer[..read]);
+                let chunk = whole_characters(&mut pending);
                 sender.send_modify(|text| text.push_str(&chunk));
             }
         });
         Captured { text, read_to: 0 }
     }
 
+    /// Collects what is written to `terminal`'s slave side until the last slave
+    /// descriptor closes.
+    ///
+    /// A thread of its own, with blocking reads: a terminal master is not a pipe tokio's
+    /// process types can wrap. The read that finds every slave closed fails with `EIO`,
+    /// which ends the thread as the end of a pipe would.
+    fn read_terminal(terminal: PtyMaster) -> Captured {
+        let (sender, text) = watch::channel(String::new());
+        let mut terminal = File::from(OwnedFd::from(terminal));
+        std::thread::spawn(move || {
+            let mut buffer = [0; 4096];
+            let mut pending = Vec::new();
+            while let Ok(read @ 1..) = terminal.read(&mut buffer) {
+                pending.extend_from_slice(&buffer[..read]);
+                let chunk = whole_characters(&mut pending);
+                sender.send_modify(|text| text.push_str(&chunk));
+            }
+        });
+        Captured { text, read_to: 0 }
+    }
+
+    /// Everything the stream printed so far, read or not.
+    pub fn text(&self) -> String {
+        self.text.borrow().clone()
+    }
+
+    /// Waits for the end of the stream (or the hang guard) and returns everything it
+    /// printed.
+    pub async fn all(&self) -> String {
+        let mut text = self.text.clone();
+        // Never true: the wait ends when the reader drops its sender, at the end.
+        let _ = tokio::time::timeout(HANG_GUARD, text.wait_for(|_| false)).await;
+        self.text()
+    }
+
     /// Waits until `needle` appears after `read_to`, moves `read_to` past it, and returns
     /// the text up to it; `Err` if the stream ends first (or the hang guard fires).
-    async fn wait_for(&mut self, needle: &str) -> Result<String, ()> {
+    pub async fn wait_for(&mut self, needle: &str) -> Result<String, ()> {
         let from = self.read_to;
         let mut text = self.text.clone();
         // `wait_for` returns a borrow, which holds the text's lock: it is dropped at the
@@ -176,4 +275,18 @@ impl Captured {
         self.read_to = end;
         Ok(text[..end].to_string())
     }
+}
+
+/// Takes the text out of `pending`, leaving a character cut off by the end of a read
+/// (the first bytes of `…`, say) for the next read to complete; bytes that can never be
+/// UTF-8 become `\u{FFFD}`.
+fn whole_characters(pending: &mut Vec<u8>) -> String {
+    let whole = match std::str::from_utf8(pending) {
+        Err(error) if error.error_len().is_none() => error.valid_up_to(),
+        _ => pending.len(),
+    };
+    let rest = pending.split_off(whole);
+    let text = String::from_utf8_lossy(pending).into_owned();
+    *pending = rest;
+    text
 }
