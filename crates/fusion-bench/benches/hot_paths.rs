@@ -109,6 +109,8 @@ fn agent_request(c: &mut Criterion) {
             messages: history.iter().map(Cow::Borrowed).collect(),
             tools: tools.clone(),
             options: SamplingOptions::default(),
+            // The whole body, every time: what the first request of a conversation costs.
+            cache: None,
         };
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &request, |b, request| {

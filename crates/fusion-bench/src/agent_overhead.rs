@@ -5,6 +5,12 @@
 //! iterations (two requests) and runs the whole loop: request building and JSON encoding
 //! of the history, HTTP on loopback, reply parsing, tool dispatch and four appends. The
 //! server's own handler time is subtracted; what remains is Fusion plus the HTTP stack.
+//!
+//! Each history size is measured twice, turn by turn in alternation so both see the same
+//! machine state: with the reply in one JSON body (`OpenAiConfig::stream(false)`) and
+//! streamed as server-sent events (the default). The mock server writes a stream's chunks
+//! after its handler returns, so that part of the server's work counts as library time in
+//! the streaming figure.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,10 +36,24 @@ pub struct AgentPoint {
     pub turns: usize,
     /// LLM requests over those turns.
     pub iterations: usize,
-    /// Per-iteration library time (turn time minus server time, over iterations), ms.
+    /// Per-iteration library time (turn time minus server time, over iterations) with each
+    /// reply in one JSON body, ms.
     pub library: Stats,
     /// Mean server handler time per iteration, ms (already subtracted above).
     pub server_mean_ms: f64,
+    /// The same, with each reply streamed, ms.
+    pub streaming: Stats,
+    /// Mean server handler time per streamed iteration, ms (already subtracted above).
+    pub streaming_server_mean_ms: f64,
+}
+
+/// One way of talking to the model, and what its timed turns measured.
+struct Variant {
+    session: AgentSession,
+    id: String,
+    samples: Vec<Duration>,
+    iterations: usize,
+    server_total: Duration,
 }
 
 /// A tool that does nothing, so the measurement is the loop around it.
@@ -74,58 +94,88 @@ pub async fn run(backend: &Backend, plan: &[(usize, usize)]) -> Result<Vec<Agent
     // Recording 10,000-message bodies would add the server's copying to its time and
     // grow memory with every request.
     server.set_record_requests(false);
-    let llm: Arc<dyn LlmClient> = Arc::new(
-        OpenAiConfig::new("mock-model")
-            .base_url(server.base_url())
-            .max_retries(0)
-            .build()?,
-    );
+    let client = |stream: bool| -> Result<Arc<dyn LlmClient>> {
+        Ok(Arc::new(
+            OpenAiConfig::new("mock-model")
+                .base_url(server.base_url())
+                .max_retries(0)
+                .stream(stream)
+                .build()?,
+        ))
+    };
+    let (whole, streamed) = (client(false)?, client(true)?);
     let storage = backend.open("agent").await?;
     let mut points = Vec::new();
     for &(history, turns) in plan {
-        let id = format!("agent-{history}");
-        storage.append(&id, &seed_history(history)).await?;
-        let mut session = AgentSession::builder(id.as_str())
-            .llm(llm.clone())
-            .storage(storage.clone())
-            .tools(ToolRegistry::new().with(Noop))
-            .build()
-            .await?;
-        let mut samples = Vec::with_capacity(turns);
-        let (mut iterations, mut server_total) = (0, Duration::ZERO);
+        let mut variants = Vec::new();
+        for (llm, name) in [(&whole, "whole"), (&streamed, "stream")] {
+            let id = format!("agent-{history}-{name}");
+            storage.append(&id, &seed_history(history)).await?;
+            let session = AgentSession::builder(id.as_str())
+                .llm(llm.clone())
+                .storage(storage.clone())
+                .tools(ToolRegistry::new().with(Noop))
+                .build()
+                .await?;
+            variants.push(Variant {
+                session,
+                id,
+                samples: Vec::with_capacity(turns),
+                iterations: 0,
+                server_total: Duration::ZERO,
+            });
+        }
         // Turn 0 is an untimed warm-up (connection setup, first allocation of buffers).
         for turn in 0..=turns {
-            let server_before = server.server_time();
-            let started = Instant::now();
-            let result = session
-                .send_message("Call the noop tool, then say done.")
-                .await?;
-            let elapsed = started.elapsed();
-            let server_spent = server.server_time() - server_before;
-            ensure!(
-                result.success && result.iterations == 2,
-                "agent: expected a tool call then an answer, got {result:?}"
-            );
-            if turn > 0 {
-                let per_iteration = u32::try_from(result.iterations)?;
-                samples.push(elapsed.saturating_sub(server_spent) / per_iteration);
-                iterations += result.iterations;
-                server_total += server_spent;
+            // Alternate which goes first, so neither always follows the other's work.
+            let order = if turn % 2 == 0 { [0, 1] } else { [1, 0] };
+            for index in order {
+                let variant = &mut variants[index];
+                timed_turn(&server, variant, turn > 0).await?;
+                // Back to exactly `history` messages, so every turn sees the same history
+                // (untimed).
+                storage.truncate(&variant.id, history).await?;
+                variant.session.reload().await?;
             }
-            // Back to exactly `history` messages, so every turn sees the same history
-            // (untimed).
-            storage.truncate(&id, history).await?;
-            session.reload().await?;
         }
+        let [whole, streamed] = [&variants[0], &variants[1]];
         points.push(AgentPoint {
             history,
             turns,
-            iterations,
-            library: Stats::of(&samples),
-            server_mean_ms: millis(server_total) / iterations.max(1) as f64,
+            iterations: whole.iterations,
+            library: Stats::of(&whole.samples),
+            server_mean_ms: millis(whole.server_total) / whole.iterations.max(1) as f64,
+            streaming: Stats::of(&streamed.samples),
+            streaming_server_mean_ms: millis(streamed.server_total)
+                / streamed.iterations.max(1) as f64,
         });
     }
     Ok(points)
+}
+
+/// One turn of `variant`, recorded when `timed`.
+async fn timed_turn(server: &MockLlmServer, variant: &mut Variant, timed: bool) -> Result<()> {
+    let server_before = server.server_time();
+    let started = Instant::now();
+    let result = variant
+        .session
+        .send_message("Call the noop tool, then say done.")
+        .await?;
+    let elapsed = started.elapsed();
+    let server_spent = server.server_time() - server_before;
+    ensure!(
+        result.success && result.iterations == 2,
+        "agent: expected a tool call then an answer, got {result:?}"
+    );
+    if timed {
+        let per_iteration = u32::try_from(result.iterations)?;
+        variant
+            .samples
+            .push(elapsed.saturating_sub(server_spent) / per_iteration);
+        variant.iterations += result.iterations;
+        variant.server_total += server_spent;
+    }
+    Ok(())
 }
 
 /// The first `n` canonical messages. Where the cut falls between a tool call and its

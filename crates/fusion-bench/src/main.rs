@@ -8,6 +8,7 @@
 
 mod agent_overhead;
 mod backends;
+mod first_delta;
 mod floor;
 mod raw;
 mod report;
@@ -54,7 +55,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "w1,w2,w3,w4,floor,agent"
+        default_value = "w1,w2,w3,w4,floor,agent,first-delta"
     )]
     workloads: Vec<Workload>,
     /// Smaller sizes for a smoke run: W1 to 1,000, W2 1k only, W3 100 sessions, W4 8x50.

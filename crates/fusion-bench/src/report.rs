@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::agent_overhead::AgentPoint;
+use crate::first_delta::FirstDeltaPoint;
 use crate::floor::FloorReport;
 use crate::w1::{W1Report, Window};
 use crate::w2::W2Point;
@@ -43,6 +44,8 @@ pub struct BackendReport {
     pub floor: Option<FloorReport>,
     /// Agent overhead per history size.
     pub agent: Option<Vec<AgentPoint>>,
+    /// Time to the first streamed text, library against raw.
+    pub first_delta: Option<Vec<FirstDeltaPoint>>,
     /// Wall time of this backend's whole run, seconds.
     pub elapsed_s: f64,
 }
@@ -165,24 +168,62 @@ pub fn render(report: &BackendReport) -> String {
     if let Some(agent) = &report.agent {
         let _ = writeln!(
             o,
-            "Agent overhead per iteration (turn time - mock server time), ms:"
+            "Agent overhead per iteration (turn time - mock server time), ms, reply in one body \
+             | streamed:"
         );
         let _ = writeln!(
             o,
-            "  {:>7} {:>6} {:>9} {:>9} {:>9} {:>9} {:>12}",
-            "history", "iters", "mean", "median", "min", "max", "server mean"
+            "  {:>7} {:>6} {:>9} {:>9} {:>9} {:>9} {:>12} | {:>9} {:>9} {:>9} {:>7}",
+            "history",
+            "iters",
+            "mean",
+            "median",
+            "min",
+            "max",
+            "server mean",
+            "median",
+            "min",
+            "max",
+            "ratio"
         );
         for p in agent {
             let _ = writeln!(
                 o,
-                "  {:>7} {:>6} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.3}",
+                "  {:>7} {:>6} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.3} | {:>9.3} {:>9.3} {:>9.3} {:>7.2}",
                 p.history,
                 p.iterations,
                 p.library.mean_ms,
                 p.library.median_ms,
                 p.library.min_ms,
                 p.library.max_ms,
-                p.server_mean_ms
+                p.server_mean_ms,
+                p.streaming.median_ms,
+                p.streaming.min_ms,
+                p.streaming.max_ms,
+                p.streaming.median_ms / p.library.median_ms
+            );
+        }
+    }
+    if let Some(points) = &report.first_delta {
+        let _ = writeln!(
+            o,
+            "Time to first text delta, ms (raw reqwest read of the same stream | send_message_stream):"
+        );
+        let _ = writeln!(
+            o,
+            "  {:>7} {:>6} {:>11} {:>15} {:>13} {:>11}",
+            "history", "n", "raw median", "library median", "added median", "added min"
+        );
+        for p in points {
+            let _ = writeln!(
+                o,
+                "  {:>7} {:>6} {:>11.3} {:>15.3} {:>13.3} {:>11.3}",
+                p.history,
+                p.added.n,
+                p.raw.median_ms,
+                p.library.median_ms,
+                p.added.median_ms,
+                p.added.min_ms
             );
         }
     }

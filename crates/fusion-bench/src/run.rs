@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::backends::{Backend, Kind};
 use crate::report::BackendReport;
 use crate::sizes::Sizes;
-use crate::{agent_overhead, floor, raw, w1, w2, w3, w4, workload};
+use crate::{agent_overhead, first_delta, floor, raw, w1, w2, w3, w4, workload};
 
 /// The parts of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,6 +24,8 @@ pub enum Workload {
     Floor,
     /// The agent loop's own time per iteration (memory and SQLite).
     Agent,
+    /// Time to the first streamed text, library against a raw read (memory).
+    FirstDelta,
 }
 
 /// Runs `workloads` on backend `kind`; every failure lands in the report's `errors`.
@@ -124,6 +126,13 @@ async fn workloads_on(
     if wants(Workload::Agent) && matches!(kind, Kind::Memory | Kind::Sqlite) {
         let result = agent_overhead::run(&backend, &sizes.agent_plan).await;
         record(report, "agent", result, |r, v| r.agent = Some(v));
+    }
+    // What streaming adds before the first words; storage is one append, so memory says it.
+    if wants(Workload::FirstDelta) && kind == Kind::Memory {
+        let result = first_delta::run(&backend, &sizes.agent_plan).await;
+        record(report, "first delta", result, |r, v| {
+            r.first_delta = Some(v)
+        });
     }
     cleanup(&backend, report).await;
 }
