@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fusion_agent::{ChatRequest, OpenAiConfig, SamplingOptions, ToolRegistry};
+use fusion_agent::{ChatRequest, OpenAiConfig, RequestCache, SamplingOptions, ToolRegistry};
 use fusion_bench::workload;
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_fs::FileSystemStorage;
@@ -94,6 +94,9 @@ fn sqlite(c: &mut Criterion) {
 
 /// The request body `OpenAiClient` sends for a history of 1,000 and 10,000 messages with
 /// the four built-in file tools: the work re-done on every LLM call of a long session.
+/// `whole` encodes every message (a conversation's first request); `cached` is a later
+/// request of the same conversation, whose messages were encoded before and are only
+/// compared (an agent's next request adds one or two messages to that).
 fn agent_request(c: &mut Criterion) {
     let client = OpenAiConfig::new("bench-model")
         .base_url("http://127.0.0.1:9/v1")
@@ -105,17 +108,19 @@ fn agent_request(c: &mut Criterion) {
     let mut group = c.benchmark_group("agent_request_body");
     for n in [1_000, 10_000] {
         let history = workload::messages(n);
-        let request = ChatRequest {
-            messages: history.iter().map(Cow::Borrowed).collect(),
-            tools: tools.clone(),
-            options: SamplingOptions::default(),
-            // The whole body, every time: what the first request of a conversation costs.
-            cache: None,
-        };
-        group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(n), &request, |b, request| {
-            b.iter(|| black_box(client.request_body(black_box(request)).unwrap()))
-        });
+        let cache = RequestCache::new();
+        for (variant, cache) in [("whole", None), ("cached", Some(&cache))] {
+            let request = ChatRequest {
+                messages: history.iter().map(Cow::Borrowed).collect(),
+                tools: tools.clone(),
+                options: SamplingOptions::default(),
+                cache,
+            };
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_with_input(BenchmarkId::new(variant, n), &request, |b, request| {
+                b.iter(|| black_box(client.request_body(black_box(request)).unwrap()))
+            });
+        }
     }
     group.finish();
 }

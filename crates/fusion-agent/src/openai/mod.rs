@@ -29,6 +29,7 @@
 
 mod config;
 mod error;
+mod prefix;
 mod retry;
 mod stream;
 mod stream_call;

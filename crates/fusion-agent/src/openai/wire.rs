@@ -13,6 +13,7 @@ use fusion_core::{ChatMessage, ToolCall};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
+use super::prefix::EncodedPrefix;
 use crate::llm::{ChatRequest, ChatResponse, ToolDefinition, Usage};
 
 #[derive(Serialize)]
@@ -90,8 +91,41 @@ struct WireTool<'a> {
 /// The JSON body for `request`. Tools are left out when `native_tools` is off, since a
 /// server for a model without tool calling may reject the field. `stream` adds
 /// `"stream": true` and `"stream_options": {"include_usage": true}`.
+///
+/// With a [`RequestCache`](crate::RequestCache) in the request, the messages' JSON comes
+/// from the conversation's [`EncodedPrefix`], so only messages not sent before are encoded;
+/// the body is byte for byte what it would be without the cache.
 pub(super) fn encode_request(
     model: &str,
+    request: &ChatRequest<'_>,
+    native_tools: bool,
+    stream: bool,
+) -> serde_json::Result<Vec<u8>> {
+    let Some(cache) = request.cache else {
+        return encode_body(model, &request.messages, request, native_tools, stream);
+    };
+    // Without messages the body reads `{"model":M,"messages":[]...}`; the kept JSON goes
+    // between those brackets.
+    let empty = encode_body(model, &[], request, native_tools, stream)?;
+    let at = br#"{"model":"#.len() + serde_json::to_vec(model)?.len() + br#","messages":["#.len();
+    if empty.get(at - 1..=at) != Some(b"[]") {
+        // Not the layout this splice was written for: encode everything rather than guess.
+        return encode_body(model, &request.messages, request, native_tools, stream);
+    }
+    cache.with(|prefix: &mut EncodedPrefix| {
+        let messages = prefix.update(&request.messages, encode_message)?;
+        let mut body = Vec::with_capacity(empty.len() + messages.len());
+        body.extend_from_slice(&empty[..at]);
+        body.extend_from_slice(messages);
+        body.extend_from_slice(&empty[at..]);
+        Ok(body)
+    })
+}
+
+/// The JSON body with `messages` as its messages.
+fn encode_body(
+    model: &str,
+    messages: &[Cow<'_, ChatMessage>],
     request: &ChatRequest<'_>,
     native_tools: bool,
     stream: bool,
@@ -110,7 +144,7 @@ pub(super) fn encode_request(
     };
     serde_json::to_vec(&WireRequest {
         model,
-        messages: WireMessages(&request.messages),
+        messages: WireMessages(messages),
         tools,
         temperature: request.options.temperature,
         max_tokens: request.options.max_tokens,
@@ -119,6 +153,11 @@ pub(super) fn encode_request(
             include_usage: true,
         }),
     })
+}
+
+/// Appends one message's JSON, as it appears in a request's `messages`, to `out`.
+fn encode_message(out: &mut Vec<u8>, message: &ChatMessage) -> serde_json::Result<()> {
+    serde_json::to_writer(out, &WireMessage::from(message))
 }
 
 #[derive(Deserialize)]
@@ -436,6 +475,71 @@ mod tests {
             serde_json::from_slice(&encode_request("m", &request, true, true).unwrap()).unwrap();
         assert_eq!(streaming["stream"], json!(true));
         assert_eq!(streaming["stream_options"], json!({"include_usage": true}));
+    }
+
+    #[test]
+    fn a_cached_body_is_byte_identical_to_an_uncached_one() {
+        let cache = crate::RequestCache::new();
+        let tools = vec![ToolDefinition {
+            name: "t".into(),
+            description: "d".into(),
+            parameters: json!({"type": "object"}),
+        }];
+        let mut history = vec![
+            ChatMessage::system("be \"brief\"\n"),
+            ChatMessage::user("héllo \u{1F600} </script>").with_metadata("k", json!(1)),
+        ];
+        let mut step = 0;
+        let mut check = |history: &[ChatMessage]| {
+            step += 1;
+            let mut request = ChatRequest {
+                messages: history.iter().map(Cow::Borrowed).collect(),
+                tools: if step % 2 == 0 { tools.clone() } else { vec![] },
+                ..Default::default()
+            };
+            request.options.temperature = (step % 3 == 0).then_some(0.5);
+            request.options.max_tokens = (step % 4 == 0).then_some(64);
+            for model in ["m", "a \"quoted\" modèl"] {
+                for (native, stream) in [(true, false), (false, true), (true, true)] {
+                    let plain = encode_request(model, &request, native, stream).unwrap();
+                    let cached = encode_request(
+                        model,
+                        &ChatRequest {
+                            cache: Some(&cache),
+                            ..request.clone()
+                        },
+                        native,
+                        stream,
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        String::from_utf8(cached).unwrap(),
+                        String::from_utf8(plain).unwrap(),
+                        "step {step}"
+                    );
+                }
+            }
+        };
+        check(&history);
+        history.push(ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![
+                ToolCall::new("c1", "t", "{\"p\":\"\\u00e9\"}"),
+                ToolCall::new("c2", "t", "{bad"),
+            ],
+        ));
+        check(&history);
+        history.push(ChatMessage::tool_result("c1", "out"));
+        history.push(ChatMessage::tool_result("c2", ""));
+        check(&history);
+        history[1].content.push('!'); // rewritten mid-history
+        check(&history);
+        history.truncate(2); // undone
+        check(&history);
+        history.clear();
+        check(&history);
+        history.push(ChatMessage::user("again"));
+        check(&history);
     }
 
     #[test]
