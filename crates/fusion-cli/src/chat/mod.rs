@@ -58,6 +58,16 @@ enum Flow {
     Exit,
 }
 
+/// Resolves at Ctrl-C on a terminal. In a script it never does: Ctrl-C keeps its default
+/// meaning there (end the process; everything acknowledged is already stored), which a
+/// listener, once made, would take away for the rest of the run.
+async fn ctrl_c(interactive: bool) {
+    if interactive && tokio::signal::ctrl_c().await.is_ok() {
+        return;
+    }
+    std::future::pending().await
+}
+
 /// Runs `fusion chat`.
 pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> {
     // The client would default to OpenAI's endpoint without a key, which can only fail on
@@ -111,7 +121,18 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
             continue;
         }
         let outcome = match line.strip_prefix('/') {
-            Some(command) => chat.command(command).await,
+            // `/summarize` asks the model too, so Ctrl-C stops a command as it stops a turn.
+            Some(command) => {
+                let stopped = tokio::select! {
+                    biased;
+                    _ = ctrl_c(interactive) => None,
+                    outcome = chat.command(command) => Some(outcome),
+                };
+                match stopped {
+                    Some(outcome) => outcome,
+                    None => chat.interrupted().await,
+                }
+            }
             None => chat.turn(line).await,
         };
         let outcome = match outcome {
@@ -136,15 +157,15 @@ impl Chat {
     /// calls as they run. Ctrl-C (on a terminal) stops the turn and keeps the session.
     async fn turn(&mut self, message: &str) -> Result<Flow> {
         let mut view = TurnView::start();
-        // One listener for the whole turn, made before the turn can ask the model
-        // anything: a SIGINT arriving while no one listens would kill the process.
-        let ctrl_c = tokio::signal::ctrl_c();
+        // One listener for the whole turn, polled before the turn can ask the model
+        // anything (`biased`): a SIGINT arriving while no one listens would kill the process.
+        let ctrl_c = ctrl_c(self.interactive);
         tokio::pin!(ctrl_c);
         let mut events = self.session.send_message_stream(message);
         let outcome = loop {
             tokio::select! {
                 biased;
-                _ = &mut ctrl_c, if self.interactive => break None,
+                _ = &mut ctrl_c => break None,
                 event = events.next() => match event {
                     Some(Ok(AgentEvent::Finished(result))) => break Some(Ok(result)),
                     Some(Ok(event)) => view.show(&event)?,
@@ -163,13 +184,18 @@ impl Chat {
             }
             None => {
                 view.stop()?;
-                // Whatever the agent stored before the interrupt stays stored (a reply cut
-                // off mid-stream is not stored); reloading waits for a write the
-                // interrupt cut off and makes the in-memory history agree with storage.
-                self.session.reload().await?;
-                println!("(interrupted)");
+                return self.interrupted().await;
             }
         }
+        Ok(Flow::Continue)
+    }
+
+    /// After Ctrl-C stopped a turn or a command: whatever was stored before it stays stored
+    /// (a reply cut off mid-stream is not stored); reloading makes the in-memory history
+    /// agree with storage.
+    async fn interrupted(&mut self) -> Result<Flow> {
+        self.session.reload().await?;
+        println!("(interrupted)");
         Ok(Flow::Continue)
     }
 
