@@ -189,3 +189,55 @@ async fn sqlite_session_continues_the_conversation_on_the_second_run() {
         outputs[1]
     );
 }
+
+/// A tool call while the conversation ends with the user, a text answer once the tool's
+/// result is in (the mock server streams both, as `"stream": true` asks).
+fn listing_rule(request: &serde_json::Value) -> MockReply {
+    let last_role = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["role"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    if last_role == "tool" {
+        MockReply::text("There is one file here: notes.txt.")
+    } else {
+        MockReply::tool_call("list_directory", r#"{"path": "."}"#)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_chat_prints_the_streamed_reply_and_the_tool_call() {
+    let server = MockLlmServer::start_with(listing_rule).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+    let output = run_example_with_args(
+        "streaming_chat",
+        &["Which files are here?"],
+        dir.path(),
+        Some(&server),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("-> list_directory("), "{stdout}");
+    assert!(stdout.contains("<- "), "{stdout}");
+    assert!(
+        stdout.contains("There is one file here: notes.txt."),
+        "{stdout}"
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r["stream"] == serde_json::json!(true)),
+        "the example streams"
+    );
+    // The turn is stored: system prompt, user message, the call, its result, the answer.
+    let stored = std::fs::read_to_string(dir.path().join("sessions/streaming.jsonl")).unwrap();
+    assert_eq!(stored.lines().count(), 5, "{stored}");
+}
