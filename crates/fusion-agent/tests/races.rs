@@ -140,11 +140,12 @@ async fn case10_a_fork_racing_a_writer_that_creates_the_target_leaves_that_write
     turn(&h.server, &mut session, "hello", "hi").await;
 
     // Another writer creates the target after the fork read its source, before it writes.
-    *storage.before_read.lock().unwrap() = Some((
-        SESSION.to_owned(),
-        "target".to_owned(),
+    storage.before_returning_a_read(
+        SESSION,
+        storage.inner.clone(),
+        "target",
         vec![ChatMessage::user("theirs")],
-    ));
+    );
     let err = session.fork("target").await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
     assert!(

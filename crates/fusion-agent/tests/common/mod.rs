@@ -291,18 +291,69 @@ impl LlmClient for GatedLlm {
     }
 }
 
-/// In-memory storage with two hooks: an append that stops, once entered, until released
-/// (a write still running after its caller gave up), and another writer's messages that
-/// land just before the next `load_revision` of a session returns.
-#[derive(Default)]
+/// Storage (in memory unless built [`over`](HookedStorage::over) another) with two hooks:
+/// an append that stops, once entered, until released (a write still running after its
+/// caller gave up), and another writer's messages that land just after the next
+/// `load_revision` of a session has read it and before it returns, so the reader cannot
+/// have seen them.
 pub struct HookedStorage {
-    pub inner: InMemoryStorage,
+    pub inner: Arc<dyn ConversationStorage>,
     pub hold_next_append: AtomicBool,
     pub append_entered: Notify,
     pub append_release: Notify,
-    /// `(read session, written session, messages)`: when `read session` is next read with
-    /// `load_revision`, `messages` are appended to `written session` first.
-    pub before_read: Mutex<Option<(String, String, Vec<ChatMessage>)>>,
+    /// The armed write, used once (see [`HookedStorage::before_returning_a_read`]).
+    before_read: Mutex<Option<BeforeRead>>,
+}
+
+/// When session `read` is next read, `writer` appends `messages` to session `written`.
+struct BeforeRead {
+    read: String,
+    writer: Arc<dyn ConversationStorage>,
+    written: String,
+    messages: Vec<ChatMessage>,
+}
+
+impl Default for HookedStorage {
+    fn default() -> Self {
+        Self::over(Arc::new(InMemoryStorage::new()))
+    }
+}
+
+impl HookedStorage {
+    /// Hooks around `inner`; everything not hooked goes straight to it, so its own
+    /// conditional writes decide every race.
+    pub fn over(inner: Arc<dyn ConversationStorage>) -> Self {
+        Self {
+            inner,
+            hold_next_append: AtomicBool::new(false),
+            append_entered: Notify::new(),
+            append_release: Notify::new(),
+            before_read: Mutex::new(None),
+        }
+    }
+
+    /// Arms the read hook: when `read` is next read with `load_revision`, `writer` (another
+    /// writer's own handle, or `inner`) appends `messages` to `written` before the read
+    /// returns.
+    pub fn before_returning_a_read(
+        &self,
+        read: &str,
+        writer: Arc<dyn ConversationStorage>,
+        written: &str,
+        messages: Vec<ChatMessage>,
+    ) {
+        *self.before_read.lock().unwrap() = Some(BeforeRead {
+            read: read.into(),
+            writer,
+            written: written.into(),
+            messages,
+        });
+    }
+
+    /// Whether the armed read hook has run.
+    pub fn read_hook_fired(&self) -> bool {
+        self.before_read.lock().unwrap().is_none()
+    }
 }
 
 #[async_trait]
@@ -332,17 +383,24 @@ impl ConversationStorage for HookedStorage {
     }
 
     async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        let read = self.inner.load_revision(session_id).await?;
         let hook = {
             let mut hook = self.before_read.lock().unwrap();
             match hook.as_ref() {
-                Some((read, _, _)) if read == session_id => hook.take(),
+                Some(armed) if armed.read == session_id => hook.take(),
                 _ => None,
             }
         };
-        if let Some((_, written, messages)) = hook {
-            self.inner.append(&written, &messages).await?;
+        if let Some(BeforeRead {
+            writer,
+            written,
+            messages,
+            ..
+        }) = hook
+        {
+            writer.append(&written, &messages).await?;
         }
-        self.inner.load_revision(session_id).await
+        Ok(read)
     }
 
     async fn write_if(
