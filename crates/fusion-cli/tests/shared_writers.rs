@@ -15,9 +15,10 @@ mod common;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use common::llm::HeldLlm;
+use common::llm::{Held, HeldLlm};
 use common::repl::Repl;
 use common::text;
+use fusion::agent::context::SUMMARY_KEY;
 use fusion::storage::StorageType;
 use fusion::{ChatMessage, Role};
 use tokio::io::AsyncWriteExt;
@@ -140,11 +141,25 @@ on_every_backend!(
     a_session_deleted_mid_turn_is_not_resurrected_and_restarts_whole,
     four_processes_starting_one_session_store_the_system_prompt_once,
     ctrl_c_during_a_turn_leaves_one_system_prompt_and_a_working_undo,
+    a_summary_after_another_process_stored_a_fact_keeps_that_fact_for_later_processes,
 );
 
 /// Process B: a scripted `fusion chat` that sends `message` to session `id`, gets
 /// `answer` from the model and ends.
 async fn process_b(place: &Place, llm: &mut HeldLlm, id: &str, message: &str, answer: &str) {
+    scripted_chat(place, llm, id, message, |_| answer.to_string()).await;
+}
+
+/// A scripted `fusion chat` process that sends `message` to session `id`, answers the
+/// model's request with what `reply` makes of it, checks that the chat printed that
+/// answer and ended well, and returns the request's messages (as [`Held::messages`]).
+async fn scripted_chat(
+    place: &Place,
+    llm: &mut HeldLlm,
+    id: &str,
+    message: &str,
+    reply: impl FnOnce(&Held) -> String,
+) -> Vec<String> {
     let mut command = common::chat_command(place.dir(), llm.base_url());
     command
         .args(place.chat_args(id))
@@ -161,14 +176,18 @@ async fn process_b(place: &Place, llm: &mut HeldLlm, id: &str, message: &str, an
         .await
         .unwrap();
     drop(stdin); // The end of input ends the chat after this turn.
-    llm.next().await.answer(answer);
+    let request = llm.next().await;
+    let sent = request.messages();
+    let answer = reply(&request);
+    request.answer(&answer);
     let output = child.wait_with_output().await.unwrap();
     assert!(
         output.status.success(),
-        "process B failed: {}",
+        "fusion chat failed: {}",
         text(&output.stderr)
     );
-    assert!(text(&output.stdout).contains(answer));
+    assert!(text(&output.stdout).contains(&answer));
+    sent
 }
 
 /// A's turn: types `message`, answers the model's request with `answer`, waits for it.
@@ -370,4 +389,94 @@ async fn ctrl_c_during_a_turn_leaves_one_system_prompt_and_a_working_undo(place:
         .await;
     assert_eq!(place.contents("c").await, [SYSTEM, "first"]);
     exit(a).await;
+}
+
+/// Issue #13, case 1 with `/summarize`: B's "Remember: my favorite color is blue" lands
+/// between A's turns, then A summarizes all but its last turn. A summary made from A's
+/// stale copy (which never held B's turn) would hide B's message from every later request,
+/// and a new process would answer "I do not know". The summary must be made from what
+/// storage holds, so that a new process's request still carries B's fact.
+async fn a_summary_after_another_process_stored_a_fact_keeps_that_fact_for_later_processes(
+    place: &Place,
+) {
+    const FACT: &str = "Remember: my favorite color is blue.";
+    let mut llm = HeldLlm::start().await;
+    let mut a = place.repl(&llm, "t");
+    turn(&mut a, &mut llm, "My name is Ada.", "Hello Ada.").await;
+    process_b(place, &mut llm, "t", FACT, "Noted.").await;
+    turn(&mut a, &mut llm, "Where is Lisbon?", "In Portugal.").await;
+    turn(&mut a, &mut llm, "And Porto?", "Also Portugal.").await;
+
+    // The model summarizes what the request shows it, and nothing else: the summary keeps
+    // the color only if the summarized transcript held B's message.
+    a.send("/summarize 2");
+    let request = llm.next().await;
+    let transcript = request.messages().join("\n");
+    let saw_the_fact = transcript.contains(FACT);
+    request.answer(if saw_the_fact {
+        "The user is Ada; their favorite color is blue."
+    } else {
+        "The user is Ada."
+    });
+    assert!(saw_the_fact, "B's message was not summarized: {transcript}");
+    // Storage: system, Ada x2, B x2, Lisbon x2, Porto x2. All but Porto's pair is covered.
+    a.stdout("summarized 6 messages for the model").await;
+    a.stdout("The user is Ada; their favorite color is blue.\n")
+        .await;
+    exit(a).await;
+
+    let stored = common::load_async(&place.storage, "t").await;
+    let contents: Vec<&str> = stored.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        contents[..9],
+        [
+            SYSTEM,
+            "My name is Ada.",
+            "Hello Ada.",
+            FACT,
+            "Noted.",
+            "Where is Lisbon?",
+            "In Portugal.",
+            "And Porto?",
+            "Also Portugal.",
+        ],
+        "{contents:?}"
+    );
+    assert_eq!(stored.len(), 10, "{contents:?}");
+    let summary = &stored[9];
+    assert!(
+        summary.content.ends_with("their favorite color is blue."),
+        "{summary:?}"
+    );
+    assert_eq!(summary.metadata[SUMMARY_KEY]["covers"], 7, "{summary:?}");
+
+    // A new process sends the summary in place of what it covers, then the kept turn; it
+    // answers from what its request carries.
+    let question = "What is my favorite color?";
+    let sent = scripted_chat(place, &mut llm, "t", question, answer_about_the_color).await;
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert!(
+        sent[0].starts_with(&format!("system: {SYSTEM}"))
+            && sent[0].ends_with("The user is Ada; their favorite color is blue."),
+        "{sent:?}"
+    );
+    assert_eq!(
+        sent[1..],
+        [
+            "user: And Porto?",
+            "assistant: Also Portugal.",
+            "user: What is my favorite color?",
+        ]
+    );
+}
+
+/// The model of a new process asked for the user's favorite color: it knows the answer
+/// only if its request carries the fact, as B's message or in a summary.
+fn answer_about_the_color(request: &Held) -> String {
+    let seen = request.messages().join("\n");
+    if seen.contains("favorite color is blue") {
+        "Your favorite color is blue.".into()
+    } else {
+        "I do not know.".into()
+    }
 }
