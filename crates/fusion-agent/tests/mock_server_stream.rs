@@ -429,3 +429,40 @@ async fn a_request_without_stream_true_is_answered_whole() {
     }
     assert_eq!(server.replies_in_progress(), 0);
 }
+
+#[tokio::test]
+async fn buffered_streams_arrive_as_one_body_with_a_length_holding_the_same_events() {
+    let chunked = MockLlmServer::start().await;
+    let buffered = MockLlmServer::start().await;
+    buffered.buffer_streams(true);
+    for server in [&chunked, &buffered] {
+        server.push_text("Three small words");
+    }
+    let plain = post(&chunked, &streaming_request(true)).await;
+    assert_eq!(plain.content_length(), None, "each event its own chunk");
+    let whole = post(&buffered, &streaming_request(true)).await;
+    assert!(whole.content_length().is_some_and(|length| length > 0));
+    let (mut plain, mut whole) = (Events::new(plain), Events::new(whole));
+    let mut events = (Vec::new(), Vec::new());
+    while let Some(event) = within("an event", plain.try_next()).await.unwrap() {
+        events.0.push(event);
+    }
+    while let Some(event) = within("an event", whole.try_next()).await.unwrap() {
+        events.1.push(event);
+    }
+    // The ids differ per server; everything else is the same.
+    let shape = |events: &[String]| -> Vec<Value> {
+        events
+            .iter()
+            .map(|e| match serde_json::from_str::<Value>(e) {
+                Ok(mut chunk) => {
+                    chunk["id"] = Value::Null;
+                    chunk
+                }
+                Err(_) => Value::String(e.clone()),
+            })
+            .collect()
+    };
+    assert!(events.1.len() > 3, "{:?}", events.1);
+    assert_eq!(shape(&events.1), shape(&events.0));
+}

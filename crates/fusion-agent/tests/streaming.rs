@@ -213,6 +213,55 @@ async fn send_message_is_the_stream_collected() {
 }
 
 #[tokio::test]
+async fn streamed_requests_reuse_one_connection() {
+    let h = Harness::new().await;
+    let mut session = h.session().await;
+    h.server
+        .push_tool_call("list_directory", "{}")
+        .push_text("Nothing much.")
+        .push_text("Still nothing.");
+    session.send_message("What is here?").await.unwrap();
+    session.send_message("And now?").await.unwrap();
+    assert_eq!(h.server.request_count(), 3);
+    // A streamed reply leaves its connection reusable, as a whole one does.
+    assert_eq!(h.server.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_a_proxy_buffered_into_one_body_reads_the_same() {
+    let chunked = Harness::new().await;
+    let buffered = Harness::new().await;
+    buffered.server.buffer_streams(true);
+    for h in [&chunked, &buffered] {
+        std::fs::write(h.workspace.path().join("a.txt"), "A").unwrap();
+        h.server
+            .push_tool_call("read_file", r#"{"path": "a.txt"}"#)
+            .push_text("It says A, as the file shows.");
+    }
+    let mut session = chunked.session().await;
+    let (chunked_events, chunked_result) = collect(session.send_message_stream("a.txt?")).await;
+    let mut session = buffered.session().await;
+    let (buffered_events, buffered_result) = collect(session.send_message_stream("a.txt?")).await;
+
+    let (chunked_result, buffered_result) = (chunked_result.unwrap(), buffered_result.unwrap());
+    assert_eq!(buffered_result.result, "It says A, as the file shows.");
+    assert_eq!(buffered_result.result, chunked_result.result);
+    // The same events, except that the text arrives in one piece instead of word by word.
+    assert_eq!(text_of(&buffered_events), text_of(&chunked_events));
+    let without_text = |events: &[AgentEvent]| {
+        kinds(events)
+            .into_iter()
+            .filter(|kind| *kind != "text")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        without_text(&buffered_events),
+        without_text(&chunked_events)
+    );
+    assert_eq!(buffered.stored().await, chunked.stored().await);
+}
+
+#[tokio::test]
 async fn text_react_mode_streams_only_the_final_answer() {
     let h = Harness::new().await;
     std::fs::write(h.workspace.path().join("a.txt"), "A").unwrap();

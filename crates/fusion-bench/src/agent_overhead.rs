@@ -6,11 +6,14 @@
 //! of the history, HTTP on loopback, reply parsing, tool dispatch and four appends. The
 //! server's own handler time is subtracted; what remains is Fusion plus the HTTP stack.
 //!
-//! Each history size is measured twice, turn by turn in alternation so both see the same
-//! machine state: with the reply in one JSON body (`OpenAiConfig::stream(false)`) and
-//! streamed as server-sent events (the default). The mock server writes a stream's chunks
-//! after its handler returns, so that part of the server's work counts as library time in
-//! the streaming figure.
+//! Each history size is measured three ways, turn by turn in rotation so all see the same
+//! machine state: with the reply in one JSON body (`OpenAiConfig::stream(false)`); streamed
+//! as server-sent events (the default), one chunk per event as model servers send them;
+//! and streamed with the same events delivered as one body, as a buffering proxy passes them
+//! on (`MockLlmServer::buffer_streams`). The last isolates Fusion's own streaming code
+//! (reading events, assembling the reply, the deltas) from the HTTP stack's cost per chunk.
+//! The mock server writes a stream's chunks after its handler returns, so that part of the
+//! server's work counts as library time in the streaming figures.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,10 +48,15 @@ pub struct AgentPoint {
     pub streaming: Stats,
     /// Mean server handler time per streamed iteration, ms (already subtracted above).
     pub streaming_server_mean_ms: f64,
+    /// The same, with each stream's events delivered as one body, ms.
+    pub streaming_one_body: Stats,
+    /// Mean server handler time per such iteration, ms (already subtracted above).
+    pub streaming_one_body_server_mean_ms: f64,
 }
 
 /// One way of talking to the model, and what its timed turns measured.
-struct Variant {
+struct Variant<'s> {
+    server: &'s MockLlmServer,
     session: AgentSession,
     id: String,
     samples: Vec<Duration>,
@@ -91,10 +99,14 @@ fn rule(request: &Value) -> MockReply {
 /// Measures `(history size, timed turns)` pairs on `backend`, namespace `agent`.
 pub async fn run(backend: &Backend, plan: &[(usize, usize)]) -> Result<Vec<AgentPoint>> {
     let server = MockLlmServer::start_with(rule).await;
-    // Recording 10,000-message bodies would add the server's copying to its time and
-    // grow memory with every request.
-    server.set_record_requests(false);
-    let client = |stream: bool| -> Result<Arc<dyn LlmClient>> {
+    let buffering = MockLlmServer::start_with(rule).await;
+    buffering.buffer_streams(true);
+    for server in [&server, &buffering] {
+        // Recording 10,000-message bodies would add the server's copying to its time and
+        // grow memory with every request.
+        server.set_record_requests(false);
+    }
+    let client = |server: &MockLlmServer, stream: bool| -> Result<Arc<dyn LlmClient>> {
         Ok(Arc::new(
             OpenAiConfig::new("mock-model")
                 .base_url(server.base_url())
@@ -103,12 +115,16 @@ pub async fn run(backend: &Backend, plan: &[(usize, usize)]) -> Result<Vec<Agent
                 .build()?,
         ))
     };
-    let (whole, streamed) = (client(false)?, client(true)?);
+    let ways = [
+        (&server, client(&server, false)?, "whole"),
+        (&server, client(&server, true)?, "stream"),
+        (&buffering, client(&buffering, true)?, "stream-one-body"),
+    ];
     let storage = backend.open("agent").await?;
     let mut points = Vec::new();
     for &(history, turns) in plan {
         let mut variants = Vec::new();
-        for (llm, name) in [(&whole, "whole"), (&streamed, "stream")] {
+        for (server, llm, name) in &ways {
             let id = format!("agent-{history}-{name}");
             storage.append(&id, &seed_history(history)).await?;
             let session = AgentSession::builder(id.as_str())
@@ -118,6 +134,7 @@ pub async fn run(backend: &Backend, plan: &[(usize, usize)]) -> Result<Vec<Agent
                 .build()
                 .await?;
             variants.push(Variant {
+                server,
                 session,
                 id,
                 samples: Vec::with_capacity(turns),
@@ -127,34 +144,42 @@ pub async fn run(backend: &Backend, plan: &[(usize, usize)]) -> Result<Vec<Agent
         }
         // Turn 0 is an untimed warm-up (connection setup, first allocation of buffers).
         for turn in 0..=turns {
-            // Alternate which goes first, so neither always follows the other's work.
-            let order = if turn % 2 == 0 { [0, 1] } else { [1, 0] };
-            for index in order {
-                let variant = &mut variants[index];
-                timed_turn(&server, variant, turn > 0).await?;
+            // Rotate which goes first, so none always follows another's work.
+            for step in 0..variants.len() {
+                let variant = &mut variants[(turn + step) % ways.len()];
+                timed_turn(variant, turn > 0).await?;
                 // Back to exactly `history` messages, so every turn sees the same history
                 // (untimed).
                 storage.truncate(&variant.id, history).await?;
                 variant.session.reload().await?;
             }
         }
-        let [whole, streamed] = [&variants[0], &variants[1]];
+        let [whole, streamed, one_body] = [&variants[0], &variants[1], &variants[2]];
         points.push(AgentPoint {
             history,
             turns,
             iterations: whole.iterations,
             library: Stats::of(&whole.samples),
-            server_mean_ms: millis(whole.server_total) / whole.iterations.max(1) as f64,
+            server_mean_ms: whole.server_mean_ms(),
             streaming: Stats::of(&streamed.samples),
-            streaming_server_mean_ms: millis(streamed.server_total)
-                / streamed.iterations.max(1) as f64,
+            streaming_server_mean_ms: streamed.server_mean_ms(),
+            streaming_one_body: Stats::of(&one_body.samples),
+            streaming_one_body_server_mean_ms: one_body.server_mean_ms(),
         });
     }
     Ok(points)
 }
 
+impl Variant<'_> {
+    /// Mean server handler time per timed iteration, ms.
+    fn server_mean_ms(&self) -> f64 {
+        millis(self.server_total) / self.iterations.max(1) as f64
+    }
+}
+
 /// One turn of `variant`, recorded when `timed`.
-async fn timed_turn(server: &MockLlmServer, variant: &mut Variant, timed: bool) -> Result<()> {
+async fn timed_turn(variant: &mut Variant<'_>, timed: bool) -> Result<()> {
+    let server = variant.server;
     let server_before = server.server_time();
     let started = Instant::now();
     let result = variant

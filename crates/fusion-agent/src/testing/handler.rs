@@ -289,9 +289,14 @@ fn stream_response(
         include_usage: request.pointer("/stream_options/include_usage") == Some(&Value::Bool(true)),
     };
     let plan = stream::plan(deltas, ending, &info);
+    let (gate, buffered) = {
+        let mut script = shared.script();
+        (script.held_streams.pop_front(), script.buffer_streams)
+    };
     let pacing = Pacing {
         first_event_delay: delay,
-        gate: shared.script().held_streams.pop_front(),
+        gate,
+        buffered,
     };
     sse::response(plan, pacing, ReplyInProgress::start(shared))
 }

@@ -49,6 +49,8 @@
 //!   [`reject_tools`](MockLlmServer::reject_tools) refuse streaming requests or requests
 //!   offering tools with a 400, as servers without those features do, for testing a
 //!   client's fallback. A refused request leaves the queue untouched.
+//! - [`buffer_streams`](MockLlmServer::buffer_streams) sends each streamed reply as one
+//!   body with a `Content-Length`, the way a proxy that buffers responses delivers it.
 //!
 //! ```no_run
 //! use fusion_agent::testing::{MockDelta, MockLlmServer, MockStreamEnd};
@@ -86,6 +88,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -119,6 +122,14 @@ impl MockLlmServer {
             .local_addr()
             .expect("MockLlmServer: bound socket has no address");
         let (shutdown, stopped) = oneshot::channel::<()>();
+        let counted = shared.clone();
+        let listener = listener.tap_io(move |tcp| {
+            counted.connections.fetch_add(1, Ordering::SeqCst);
+            // As HTTP servers in front of models do (uvicorn, vLLM, Ollama): a streamed
+            // reply's small writes go out at once instead of waiting for the client's
+            // acknowledgement of the previous one (Nagle's algorithm).
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             let server = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = stopped.await;
@@ -253,6 +264,15 @@ impl MockLlmServer {
         self
     }
 
+    /// Sends streamed replies (`true`) as one body with a `Content-Length` holding all their
+    /// events, the way a proxy that buffers responses (nginx with `proxy_buffering on`)
+    /// delivers a stream; `false` (the default) sends each event as its own chunk. A reply
+    /// with a delay, a gate or a break-off is still sent in pieces, as scripted.
+    pub fn buffer_streams(&self, buffer: bool) -> &Self {
+        self.shared.script().buffer_streams = buffer;
+        self
+    }
+
     /// Refuses (`true`) or accepts (`false`, the default) requests offering tools (a
     /// non-empty `tools` array), as Ollama does for a model without tool support.
     ///
@@ -298,6 +318,12 @@ impl MockLlmServer {
     /// How many requests arrived (including rejected ones).
     pub fn request_count(&self) -> usize {
         self.shared.count.load(Ordering::SeqCst)
+    }
+
+    /// How many TCP connections the server accepted: with a client that reuses its
+    /// connections, one for any number of requests made one after another.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// How many replies are still in progress: streams not yet ended, and answers waiting

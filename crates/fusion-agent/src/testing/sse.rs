@@ -24,6 +24,8 @@ pub(super) struct Pacing {
     pub first_event_delay: Duration,
     /// The gate to stop at after the plan's first part, if the test holds this stream.
     pub gate: Option<Arc<GateState>>,
+    /// Send the whole plan as one body with a length when it has no pauses.
+    pub buffered: bool,
 }
 
 /// One thing the body does next.
@@ -39,7 +41,24 @@ enum Step {
 /// A 200 `text/event-stream` response sending `plan` as paced. `guard` is dropped when the
 /// body ends or is abandoned by a departing client.
 pub(super) fn response<G: Send + 'static>(plan: StreamPlan, pacing: Pacing, guard: G) -> Response {
+    let buffered = pacing.buffered;
     let steps = steps(plan, pacing);
+    if buffered && steps.iter().all(|step| matches!(step, Step::Send(_))) {
+        let body: String = steps
+            .into_iter()
+            .filter_map(|step| match step {
+                Step::Send(data) => Some(event(&data)),
+                _ => None,
+            })
+            .collect();
+        drop(guard);
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            body,
+        )
+            .into_response();
+    }
     let body = stream::unfold(
         (steps.into_iter(), guard),
         |(mut steps, guard)| async move {
@@ -58,13 +77,18 @@ pub(super) fn response<G: Send + 'static>(plan: StreamPlan, pacing: Pacing, guar
         .into_response()
 }
 
+/// One server-sent event carrying `data`.
+fn event(data: &str) -> String {
+    format!("data: {data}\n\n")
+}
+
 /// Carries out `steps` up to the next event to send and returns it; `None` when the body
 /// is complete, an error when the connection is to be dropped.
 async fn next_event(steps: &mut impl Iterator<Item = Step>) -> Option<io::Result<Bytes>> {
     loop {
         match steps.next()? {
             Step::Wait(delay) => tokio::time::sleep(delay).await,
-            Step::Send(data) => return Some(Ok(Bytes::from(format!("data: {data}\n\n")))),
+            Step::Send(data) => return Some(Ok(Bytes::from(event(&data)))),
             // Reached only when the connection polls for more, so everything before it
             // has been handed over.
             Step::MarkFirstPartSent(gate) => gate.mark_first_part_sent(),

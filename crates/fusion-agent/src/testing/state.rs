@@ -26,6 +26,9 @@ pub(super) struct Script {
     /// Answer a request offering tools with a 400, as Ollama does for models without
     /// tool support.
     pub reject_tools: bool,
+    /// Send each streamed reply that has no pauses as one body with a length, as a
+    /// buffering proxy in front of the model does.
+    pub buffer_streams: bool,
     /// Gates for the next streamed replies, taken one per stream.
     pub held_streams: VecDeque<Arc<GateState>>,
 }
@@ -35,6 +38,8 @@ pub(super) struct Shared {
     script: Mutex<Script>,
     /// Requests received, including rejected ones.
     pub count: AtomicUsize,
+    /// TCP connections accepted.
+    pub connections: AtomicUsize,
     /// Nanoseconds spent inside the handler, summed over requests.
     pub server_nanos: AtomicU64,
     /// Replies not yet sent in full nor abandoned by their client.
@@ -56,9 +61,11 @@ impl Shared {
                 requests: Vec::new(),
                 reject_streaming: false,
                 reject_tools: false,
+                buffer_streams: false,
                 held_streams: VecDeque::new(),
             }),
             count: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             server_nanos: AtomicU64::new(0),
             in_progress: watch::Sender::new(0),
             next_call_id: AtomicU64::new(1),
