@@ -1,7 +1,8 @@
 //! `cargo xtask test-all-backends`: every test, every backend, real servers, no skips.
 //!
-//! Sets `FUSION_REQUIRE_BACKENDS=1` so a backend whose server is missing fails instead of
-//! printing `skipped:`, runs `cargo test --workspace --all-features`, and reads libtest's
+//! Finds or starts Redis and PostgreSQL ([`services`]) and passes them to the tests as
+//! `REDIS_URL` and `FUSION_POSTGRES_URL`. Sets `FUSION_REQUIRE_BACKENDS=1` so a backend
+//! whose server is missing fails instead of printing `skipped:`, runs `cargo test --workspace --all-features`, and reads libtest's
 //! output to report, per backend, which conformance cases passed.
 
 use std::collections::BTreeMap;
@@ -24,6 +25,12 @@ struct Outcome {
 pub fn run() -> Result<()> {
     let redis = services::redis()?;
     eprintln!("xtask: Redis at {} ({})", redis.url, redis.origin);
+    let postgres = services::postgres()?;
+    eprintln!(
+        "xtask: PostgreSQL at {} ({})",
+        postgres.shown(),
+        postgres.origin
+    );
 
     let args = ["test", "--workspace", "--all-features", "--no-fail-fast"];
     eprintln!("xtask: cargo {}", args.join(" "));
@@ -31,6 +38,7 @@ pub fn run() -> Result<()> {
         .args(args)
         .current_dir(workspace_root())
         .env("REDIS_URL", &redis.url)
+        .env("FUSION_POSTGRES_URL", &postgres.url)
         .env("FUSION_REQUIRE_BACKENDS", "1")
         .stdout(Stdio::piped())
         .spawn()
@@ -57,7 +65,7 @@ pub fn run() -> Result<()> {
         }
     }
     let status = child.wait()?;
-    drop(redis);
+    drop((redis, postgres));
 
     let problems = report(&conformance);
     println!("\ntest-all-backends: {passed} passed, {failed} failed");

@@ -1,18 +1,17 @@
-//! Finds or starts the servers the test suite needs, so `test-all-backends` runs on a
-//! fresh machine with nothing configured.
-//!
-//! Redis: `REDIS_URL` if set, else a server answering on 127.0.0.1:6379, else a throwaway
+//! Redis for the tests: `REDIS_URL` if set, else a server answering on 127.0.0.1:6379, else a throwaway
 //! `redis-server` started here on a free port (and stopped when the guard drops). The
 //! `redis-server` binary is also needed by the Redis tests themselves (they restart a
 //! private server to test reconnection), so it is installed with apt-get when missing and
 //! this runs as root; otherwise the task fails naming what to install.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+use super::{apt_install, free_port, on_path};
 
 const INSTALL_HINT: &str = "install redis-server (Debian/Ubuntu: `apt-get install redis-server`, \
      macOS: `brew install redis`) or set REDIS_URL to a reachable server";
@@ -100,49 +99,11 @@ fn ensure_redis_server_installed() -> Result<()> {
     if on_path("redis-server") {
         return Ok(());
     }
-    if !(on_path("apt-get") && is_root()) {
-        bail!("redis-server not found on PATH: {INSTALL_HINT}");
-    }
-    eprintln!("xtask: redis-server not found; installing it with apt-get");
-    let install = |update: bool| -> Result<bool> {
-        if update {
-            Command::new("apt-get").args(["update", "-q"]).status()?;
-        }
-        let status = Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                "redis-server",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()?;
-        Ok(status.success())
-    };
-    if !install(false)? && !install(true)? {
-        bail!("apt-get could not install redis-server: {INSTALL_HINT}");
-    }
+    apt_install("redis-server", INSTALL_HINT)?;
     if !on_path("redis-server") {
         bail!("redis-server still not on PATH after installing it: {INSTALL_HINT}");
     }
     Ok(())
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// `host:port` of a `redis://[user:pass@]host[:port][/db]` URL.

@@ -1,0 +1,56 @@
+//! Finds or starts the servers the test suite needs, so `test-all-backends` runs on a
+//! fresh machine with nothing configured: Redis ([`redis`]) and PostgreSQL
+//! ([`postgres`]). Each is taken from its environment variable, else from the standard
+//! port on loopback, else started here as a throwaway server (installed with apt-get when
+//! missing and this runs as root), and the task fails, naming what to install, when none
+//! of that works.
+
+mod postgres;
+mod redis;
+
+use std::net::TcpListener;
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+pub use postgres::postgres;
+pub use redis::redis;
+
+/// Installs Debian package `package` with apt-get (refreshing the package lists if the
+/// first try fails). Fails with `hint` when apt-get is missing or this is not root.
+fn apt_install(package: &str, hint: &str) -> Result<()> {
+    if !(on_path("apt-get") && is_root()) {
+        bail!("{package} is not installed: {hint}");
+    }
+    eprintln!("xtask: {package} not found; installing it with apt-get");
+    let install = |update: bool| -> Result<bool> {
+        if update {
+            Command::new("apt-get").args(["update", "-q"]).status()?;
+        }
+        let status = Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
+        Ok(status.success())
+    };
+    if !install(false)? && !install(true)? {
+        bail!("apt-get could not install {package}: {hint}");
+    }
+    Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
