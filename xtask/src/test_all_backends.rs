@@ -14,7 +14,14 @@ use anyhow::{Context, Result, bail};
 use crate::{cargo_bin, services, workspace_root};
 
 /// Backends whose conformance suite must run; each name is the `conformance_<name>` module.
-const BACKENDS: &[&str] = &["memory", "fs", "sqlite", "sqlite_memory", "redis"];
+const BACKENDS: &[&str] = &[
+    "memory",
+    "fs",
+    "sqlite",
+    "sqlite_memory",
+    "redis",
+    "postgres",
+];
 
 #[derive(Default)]
 struct Outcome {

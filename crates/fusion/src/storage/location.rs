@@ -18,7 +18,13 @@ pub(crate) const DEFAULT_REDIS_KEY_PREFIX: &str = "fusion";
 /// The port a Redis URL without one connects to, with or without TLS.
 const DEFAULT_REDIS_PORT: u16 = 6379;
 /// The query parameter of a Redis URL that picks the key prefix.
-const KEY_PREFIX_PARAM: &str = "key_prefix";
+pub(crate) const KEY_PREFIX_PARAM: &str = "key_prefix";
+/// The schema a PostgreSQL storage uses when its URL names none (`PostgresOptions::new`).
+const DEFAULT_POSTGRES_SCHEMA: &str = "fusion";
+/// The port a PostgreSQL URL without one connects to.
+const DEFAULT_POSTGRES_PORT: u16 = 5432;
+/// The query parameter of a PostgreSQL URL that picks the schema.
+pub(crate) const SCHEMA_PARAM: &str = "schema";
 
 /// Where a storage keeps its sessions, in a form where equal means "the same data".
 ///
@@ -47,6 +53,18 @@ pub enum StorageLocation {
         /// The key prefix, `fusion` when the URL has no `key_prefix` parameter.
         key_prefix: String,
     },
+    /// The tables in one schema of one database of one PostgreSQL server.
+    Postgres {
+        /// The host name (lower-cased) or IP address, as the URL gives it.
+        host: String,
+        /// The port, 5432 when the URL has none.
+        port: u16,
+        /// The database, as the URL names it (the user name when it names none, as the
+        /// server's default is).
+        database: String,
+        /// The schema, `fusion` when the URL has no `schema` parameter.
+        schema: String,
+    },
 }
 
 impl fmt::Display for StorageLocation {
@@ -63,6 +81,15 @@ impl fmt::Display for StorageLocation {
             } => write!(
                 f,
                 "Redis {host}:{port} database {db}, key prefix {key_prefix}"
+            ),
+            StorageLocation::Postgres {
+                host,
+                port,
+                database,
+                schema,
+            } => write!(
+                f,
+                "PostgreSQL {host}:{port} database {database}, schema {schema}"
             ),
         }
     }
@@ -100,50 +127,108 @@ pub(crate) fn sqlite(url: &str) -> Result<Option<StorageLocation>> {
 
 /// The location of a `redis://` or `rediss://` URL: host, port, database and key prefix.
 pub(crate) fn redis(url: &str) -> Result<StorageLocation> {
-    let redacted = redact_url(url);
-    let bad = |what: &str| Error::Config(format!("invalid Redis URL {redacted}: {what}"));
-    let (_scheme, rest) = url.split_once("://").ok_or_else(|| bad("no `://`"))?;
-    let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
-    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
-    // Credentials do not change which keys are reached.
-    let host_port = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, after)| after);
-    let (host, port) = match host_port.strip_prefix('[') {
-        Some(v6) => {
-            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed `[`"))?;
-            (host, after.strip_prefix(':'))
-        }
-        None => match host_port.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (host_port, None),
-        },
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
-    }
-    let port = match port {
-        None | Some("") => DEFAULT_REDIS_PORT,
-        Some(port) => port.parse().map_err(|_| bad("invalid port"))?,
-    };
-    let db = match path.trim_matches('/') {
+    let bad = bad_url("Redis", url);
+    let server = Server::parse(url, DEFAULT_REDIS_PORT, &bad)?;
+    let db = match server.path.trim_matches('/') {
         "" => 0,
         db => db.parse().map_err(|_| bad("invalid database number"))?,
     };
-    let key_prefix = key_prefix_param(query).unwrap_or(DEFAULT_REDIS_KEY_PREFIX);
+    let key_prefix =
+        query_param(server.query, KEY_PREFIX_PARAM).unwrap_or(DEFAULT_REDIS_KEY_PREFIX);
     Ok(StorageLocation::Redis {
-        host: host.to_ascii_lowercase(),
-        port,
+        host: server.host,
+        port: server.port,
         db,
         key_prefix: key_prefix.to_string(),
     })
 }
 
-/// Splits a Redis URL into the URL the driver connects to and the `key_prefix`
-/// parameter, which is Fusion's and not the driver's.
-#[cfg(any(feature = "redis", test))]
-pub(crate) fn split_key_prefix(url: &str) -> (String, Option<String>) {
+/// The location of a `postgres://` or `postgresql://` URL: host, port, database and
+/// schema. Only URLs with a host are accepted (the backend connects over TCP).
+pub(crate) fn postgres(url: &str) -> Result<StorageLocation> {
+    let bad = bad_url("PostgreSQL", url);
+    let server = Server::parse(url, DEFAULT_POSTGRES_PORT, &bad)?;
+    let database = match server.path.trim_matches('/') {
+        "" => server.user.unwrap_or_default(),
+        database => percent_decode(database).ok_or_else(|| bad("invalid database name"))?,
+    };
+    if database.is_empty() {
+        return Err(bad(
+            "no database (and no user, whose name would be the default)",
+        ));
+    }
+    let schema = query_param(server.query, SCHEMA_PARAM).unwrap_or(DEFAULT_POSTGRES_SCHEMA);
+    Ok(StorageLocation::Postgres {
+        host: server.host,
+        port: server.port,
+        database,
+        schema: schema.to_string(),
+    })
+}
+
+/// `Error::Config` for an invalid `kind` URL, naming it with its password hidden.
+fn bad_url(kind: &'static str, url: &str) -> impl Fn(&str) -> Error {
+    let redacted = redact_url(url);
+    move |what: &str| Error::Config(format!("invalid {kind} URL {redacted}: {what}"))
+}
+
+/// The parts of a `scheme://[user[:password]@]host[:port][/path][?query]` URL that say
+/// which server and which data on it.
+struct Server<'a> {
+    host: String,
+    port: u16,
+    user: Option<String>,
+    path: &'a str,
+    query: &'a str,
+}
+
+impl<'a> Server<'a> {
+    fn parse(url: &'a str, default_port: u16, bad: &impl Fn(&str) -> Error) -> Result<Self> {
+        let (_scheme, rest) = url.split_once("://").ok_or_else(|| bad("no `://`"))?;
+        let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
+        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
+        // Credentials do not change which data is reached; the user name only names the
+        // default PostgreSQL database.
+        let (user_info, host_port) = authority
+            .rsplit_once('@')
+            .map_or((None, authority), |(user, after)| (Some(user), after));
+        let user = user_info
+            .map(|info| info.split(':').next().unwrap_or_default())
+            .filter(|user| !user.is_empty())
+            .and_then(percent_decode);
+        let (host, port) = match host_port.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed `[`"))?;
+                (host, after.strip_prefix(':'))
+            }
+            None => match host_port.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            None | Some("") => default_port,
+            Some(port) => port.parse().map_err(|_| bad("invalid port"))?,
+        };
+        Ok(Server {
+            host: host.to_ascii_lowercase(),
+            port,
+            user,
+            path,
+            query,
+        })
+    }
+}
+
+/// Splits a URL into the URL the driver connects to and the value of query parameter
+/// `param`, which is Fusion's and not the driver's (`key_prefix` of a Redis URL, `schema`
+/// of a PostgreSQL one).
+#[cfg(any(feature = "redis", feature = "postgres", test))]
+pub(crate) fn split_param(url: &str, param: &str) -> (String, Option<String>) {
     let (base, fragment) = match url.split_once('#') {
         Some((base, fragment)) => (base, Some(fragment)),
         None => (url, None),
@@ -151,10 +236,10 @@ pub(crate) fn split_key_prefix(url: &str) -> (String, Option<String>) {
     let Some((before_query, query)) = base.split_once('?') else {
         return (url.to_string(), None);
     };
-    let prefix = key_prefix_param(query).map(str::to_string);
+    let value = query_param(query, param).map(str::to_string);
     let others: Vec<&str> = query
         .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(key, _)| key) != KEY_PREFIX_PARAM)
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(key, _)| key) != param)
         .filter(|pair| !pair.is_empty())
         .collect();
     let mut driver_url = before_query.to_string();
@@ -166,17 +251,17 @@ pub(crate) fn split_key_prefix(url: &str) -> (String, Option<String>) {
         driver_url.push('#');
         driver_url.push_str(fragment);
     }
-    (driver_url, prefix)
+    (driver_url, value)
 }
 
-/// The value of the `key_prefix` query parameter, if given (the last one wins, as in
-/// most URL readers). Not percent-decoded: every character a prefix may hold is
-/// allowed in a query as it is.
-fn key_prefix_param(query: &str) -> Option<&str> {
+/// The value of query parameter `param`, if given (the last one wins, as in most URL
+/// readers). Not percent-decoded: every character a key prefix or a schema name may hold
+/// is allowed in a query as it is.
+fn query_param<'q>(query: &'q str, param: &str) -> Option<&'q str> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('='))
-        .filter(|(key, _)| *key == KEY_PREFIX_PARAM)
+        .filter(|(key, _)| *key == param)
         .map(|(_, value)| value)
         .next_back()
 }

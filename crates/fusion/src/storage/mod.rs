@@ -51,6 +51,13 @@ pub use fusion_storage_sqlite::{Durability, SqliteOptions, SqliteStorage};
 #[doc(inline)]
 pub use fusion_storage_redis::{RedisOptions, RedisStorage};
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+#[doc(inline)]
+pub use fusion_storage_postgres::{
+    Durability as PostgresDurability, PostgresOptions, PostgresStorage,
+};
+
 /// Every session in `storage`, sorted by id, each with its [`SessionInfo`] or the error
 /// that reading it gave.
 ///

@@ -16,7 +16,8 @@ use super::location::{self, StorageLocation};
 /// Where conversation histories are stored.
 ///
 /// Parses from a URL: `memory://`, `file://./sessions` (or a plain path),
-/// `sqlite://sessions.db`, `sqlite::memory:`, `redis://127.0.0.1:6379/0`, `rediss://...`.
+/// `sqlite://sessions.db`, `sqlite::memory:`, `redis://127.0.0.1:6379/0`, `rediss://...`,
+/// `postgres://app@db.internal/app`.
 ///
 /// Two values that differ may still name the same data (`./d` and its absolute path):
 /// compare them with [`same_storage`](StorageType::same_storage), not `==`.
@@ -43,6 +44,11 @@ pub enum StorageType {
     /// `rediss://...` (feature `redis`). The `key_prefix` parameter picks the prefix of
     /// every key (default `fusion`), like `RedisOptions::key_prefix`.
     Redis(String),
+    /// A PostgreSQL URL: `postgres://[user[:password]@]host[:port]/database[?params]` or
+    /// `postgresql://...` (feature `postgres`). `sslmode` and the driver's other parameters
+    /// pass through; the `schema` parameter picks the schema holding the tables (default
+    /// `fusion`), like `PostgresOptions::schema`.
+    Postgres(String),
 }
 
 impl StorageType {
@@ -53,6 +59,7 @@ impl StorageType {
             StorageType::FileSystem(_) => "fs",
             StorageType::Sqlite(_) => "sqlite",
             StorageType::Redis(_) => "redis",
+            StorageType::Postgres(_) => "postgres",
         }
     }
 
@@ -61,8 +68,8 @@ impl StorageType {
     /// open creates afresh.
     ///
     /// Paths are canonicalized, including ones that do not exist yet (the nearest
-    /// existing ancestor is); Redis URLs give host, port, database and key prefix with
-    /// the defaults filled in. Reads the file system, never opens a database or a
+    /// existing ancestor is); Redis URLs give host, port, database and key prefix, and
+    /// PostgreSQL URLs host, port, database and schema, with the defaults filled in. Reads the file system, never opens a database or a
     /// connection. Fails with [`Error::Config`] for a SQLite or Redis URL that
     /// [`open`](StorageType::open) would refuse too (no path, no host, a bad port or
     /// database number).
@@ -72,6 +79,7 @@ impl StorageType {
             StorageType::FileSystem(dir) => Ok(Some(location::directory(dir))),
             StorageType::Sqlite(url) => location::sqlite(url),
             StorageType::Redis(url) => location::redis(url).map(Some),
+            StorageType::Postgres(url) => location::postgres(url).map(Some),
         }
     }
 
@@ -124,7 +132,7 @@ impl StorageType {
             )),
             #[cfg(feature = "redis")]
             StorageType::Redis(url) => {
-                let (url, key_prefix) = location::split_key_prefix(url);
+                let (url, key_prefix) = location::split_param(url, location::KEY_PREFIX_PARAM);
                 let options = fusion_storage_redis::RedisOptions::new();
                 let options = match key_prefix {
                     Some(prefix) => options.key_prefix(prefix),
@@ -132,6 +140,18 @@ impl StorageType {
                 };
                 Ok(Arc::new(
                     fusion_storage_redis::RedisStorage::connect_with(&url, options).await?,
+                ))
+            }
+            #[cfg(feature = "postgres")]
+            StorageType::Postgres(url) => {
+                let (url, schema) = location::split_param(url, location::SCHEMA_PARAM);
+                let options = fusion_storage_postgres::PostgresOptions::new(url);
+                let options = match schema {
+                    Some(schema) => options.schema(schema),
+                    None => options,
+                };
+                Ok(Arc::new(
+                    fusion_storage_postgres::PostgresStorage::connect_with(options).await?,
                 ))
             }
             #[allow(unreachable_patterns)]
@@ -158,7 +178,9 @@ impl fmt::Display for StorageType {
         match self {
             StorageType::Memory => f.write_str("memory://"),
             StorageType::FileSystem(dir) => write!(f, "file://{}", dir.display()),
-            StorageType::Sqlite(url) | StorageType::Redis(url) => f.write_str(&redact_url(url)),
+            StorageType::Sqlite(url) | StorageType::Redis(url) | StorageType::Postgres(url) => {
+                f.write_str(&redact_url(url))
+            }
         }
     }
 }
@@ -188,9 +210,12 @@ impl FromStr for StorageType {
         if url.starts_with("redis://") || url.starts_with("rediss://") {
             return Ok(StorageType::Redis(url.to_string()));
         }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StorageType::Postgres(url.to_string()));
+        }
         if let Some((scheme, _)) = url.split_once("://") {
             return Err(Error::Config(format!(
-                "unknown storage scheme `{scheme}://` in {}; use memory://, file://DIR, sqlite://FILE, redis://HOST:PORT or a plain directory path",
+                "unknown storage scheme `{scheme}://` in {}; use memory://, file://DIR, sqlite://FILE, redis://HOST:PORT, postgres://USER@HOST/DB or a plain directory path",
                 redact_url(url)
             )));
         }
@@ -232,6 +257,14 @@ mod tests {
                 "rediss://h:6380",
                 StorageType::Redis("rediss://h:6380".into()),
             ),
+            (
+                "postgres://app@db/app",
+                StorageType::Postgres("postgres://app@db/app".into()),
+            ),
+            (
+                "postgresql://db:6543/app?sslmode=require",
+                StorageType::Postgres("postgresql://db:6543/app?sslmode=require".into()),
+            ),
         ];
         for (url, expected) in cases {
             assert_eq!(url.parse::<StorageType>().unwrap(), expected, "{url}");
@@ -251,6 +284,8 @@ mod tests {
     fn display_hides_passwords() {
         let storage = StorageType::Redis("redis://user:s3cret@host:6379/2".into());
         assert_eq!(storage.to_string(), "redis://user:***@host:6379/2");
+        let storage = StorageType::Postgres("postgres://app:s3cret@db/app".into());
+        assert_eq!(storage.to_string(), "postgres://app:***@db/app");
     }
 
     fn same(a: &str, b: &str) -> bool {
@@ -364,6 +399,39 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_storage_is_its_server_database_and_schema() {
+        assert!(same(
+            "postgres://app@DB.example/app",
+            "postgresql://app:pw@db.example:5432/app?schema=fusion&sslmode=require"
+        ));
+        // The database defaults to the user's name, as the server's does.
+        assert!(same("postgres://app@db/", "postgres://app@db/app"));
+        assert!(!same("postgres://app@db/app", "postgres://app@db/other"));
+        assert!(!same("postgres://db/app", "postgres://db:5433/app"));
+        assert!(!same("postgres://db/app?schema=a", "postgres://db/app"));
+        assert!(!same("postgres://db/app", "redis://db/0"));
+        for bad in [
+            "postgres://",
+            "postgres://:pw@/app",
+            "postgres://db:port/app",
+            "postgres://db",
+        ] {
+            let storage: StorageType = bad.parse().unwrap();
+            let err = storage.location().unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
+            assert!(!err.to_string().contains("pw@"), "password leaked: {err}");
+        }
+        let (driver_url, schema) = location::split_param(
+            "postgres://db/app?sslmode=require&schema=chat",
+            location::SCHEMA_PARAM,
+        );
+        assert_eq!(
+            (driver_url.as_str(), schema.as_deref()),
+            ("postgres://db/app?sslmode=require", Some("chat"))
+        );
+    }
+
+    #[test]
     fn the_key_prefix_parameter_is_taken_out_of_the_driver_url() {
         let cases = [
             ("redis://h/0", "redis://h/0", None),
@@ -380,7 +448,7 @@ mod tests {
             ),
         ];
         for (url, driver, prefix) in cases {
-            let (driver_url, key_prefix) = location::split_key_prefix(url);
+            let (driver_url, key_prefix) = location::split_param(url, location::KEY_PREFIX_PARAM);
             assert_eq!(
                 (driver_url.as_str(), key_prefix.as_deref()),
                 (driver, prefix),

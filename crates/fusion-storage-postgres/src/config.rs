@@ -1,0 +1,212 @@
+//! Connection options for [`PostgresStorage`](crate::PostgresStorage) and parsing of
+//! `postgres://` URLs.
+//!
+//! Unlike the raw `sqlx` options, these only expose what a conversation store needs to
+//! tune (the schema its tables live in, pool size, timeouts, how durable a commit is) and
+//! pass everything else in the URL (`sslmode`, `sslrootcert`, `application_name`, ...)
+//! through to sqlx unchanged. Per-connection settings (`search_path`, `statement_timeout`,
+//! `synchronous_commit`) travel in the startup packet, so they cost no round trip.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use fusion_core::{Error, Result, redact_url};
+use sqlx::postgres::PgConnectOptions;
+
+/// How hard the server works to make a commit survive a crash (`synchronous_commit`).
+///
+/// Both levels keep the database consistent after any crash; they differ only in whether
+/// the last acknowledged commits survive a crash of the *server*.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// The server's `synchronous_commit` as configured (the default; PostgreSQL's own
+    /// default is `on`): `append`/`save` return once the commit is flushed to the WAL (and,
+    /// if the server is set up so, to synchronous standbys). An acknowledged message
+    /// survives a server crash or power loss. Costs one WAL flush per call.
+    #[default]
+    Server,
+    /// `synchronous_commit = off` for this storage's own connections only: a commit
+    /// returns before its WAL record is flushed. A server crash or power loss may lose the
+    /// commits of the last moments (up to three times `wal_writer_delay`, 600 ms by
+    /// default) that were already acknowledged, never corrupt or half-apply one. A crash
+    /// of the application loses nothing. Other applications on the server are unaffected.
+    Relaxed,
+}
+
+/// Options for [`PostgresStorage::connect_with`](crate::PostgresStorage::connect_with).
+///
+/// ```no_run
+/// # async fn demo() -> fusion_core::Result<()> {
+/// use std::time::Duration;
+/// use fusion_storage_postgres::{Durability, PostgresOptions, PostgresStorage};
+///
+/// let options = PostgresOptions::new("postgres://app@db.internal/app?sslmode=require")
+///     .schema("chat")
+///     .statement_timeout(Some(Duration::from_secs(10)))
+///     .durability(Durability::Relaxed);
+/// let storage = PostgresStorage::connect_with(options).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    pub(crate) url: String,
+    pub(crate) schema: String,
+    pub(crate) max_connections: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) statement_timeout: Option<Duration>,
+    pub(crate) durability: Durability,
+}
+
+impl PostgresOptions {
+    /// The defaults for the server at `url` (`postgres://` or `postgresql://`): schema
+    /// `fusion`, 8 connections, 5 s connect timeout, 30 s statement timeout,
+    /// [`Durability::Server`].
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: "fusion".to_string(),
+            max_connections: 8,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(30)),
+            durability: Durability::Server,
+        }
+    }
+
+    /// The schema that holds every table of this storage, sqlx's `_sqlx_migrations`
+    /// included, so several applications (or several Fusion deployments) can share one
+    /// database. Created when missing. A lowercase SQL identifier: ASCII letters, digits
+    /// and `_`, not starting with a digit, at most 63 bytes. Default `fusion`.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The most connections the pool opens (at least 1). Default 8.
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long opening a connection may take, and how long a call waits for a pooled
+    /// connection, before failing with a retryable error. Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The server's `statement_timeout` for this storage's connections: a statement that
+    /// runs (or waits for a lock) longer is cancelled with a retryable error. `None` keeps
+    /// the server's setting. Default 30 s. Rounded up to whole milliseconds.
+    pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// The crash-durability of a commit; see [`Durability`]. Default [`Durability::Server`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+}
+
+/// A URL and options turned into everything needed to connect.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// The URL with its password hidden, for messages and logs.
+    pub(crate) label: String,
+    /// How every connection of the pool opens.
+    pub(crate) connect: PgConnectOptions,
+}
+
+/// Parses `postgres://...` or `postgresql://...` (with any libpq query parameters sqlx
+/// knows, `sslmode` among them) and applies `options`.
+pub(crate) fn parse(options: &PostgresOptions) -> Result<Target> {
+    let url = options.url.as_str();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        // Print only the scheme: the URL may carry a password.
+        let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
+        return Err(Error::Config(format!(
+            "not a PostgreSQL URL (scheme `{scheme}`); use postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+        )));
+    }
+    let label = redact_url(url);
+    check_schema(&options.schema)?;
+    let connect = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::Config(format!("invalid PostgreSQL URL {label}: {e}")))?;
+    // Names stay unqualified in every statement and migration; the schema alone is
+    // searched (pg_catalog is always searched first, implicitly).
+    let mut settings = vec![("search_path", options.schema.clone())];
+    if let Some(timeout) = options.statement_timeout {
+        let millis = timeout.as_micros().div_ceil(1000).max(1);
+        settings.push(("statement_timeout", millis.to_string()));
+    }
+    if options.durability == Durability::Relaxed {
+        settings.push(("synchronous_commit", "off".to_string()));
+    }
+    Ok(Target {
+        label,
+        connect: connect.options(settings),
+    })
+}
+
+/// Refuses a schema name that would need quoting, so it is the same in `search_path`, in
+/// `CREATE SCHEMA` and in `psql`.
+fn check_schema(schema: &str) -> Result<()> {
+    let valid = !schema.is_empty()
+        && schema.len() <= 63
+        && !schema.starts_with(|c: char| c.is_ascii_digit())
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "invalid PostgreSQL schema name {schema:?}: use 1 to 63 lowercase ASCII letters, \
+             digits and `_`, not starting with a digit"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_both_schemes_and_passes_sslmode_through() {
+        for url in [
+            "postgres://app:pw@db:5433/chat?sslmode=require",
+            "postgresql://app:pw@db:5433/chat?sslmode=require",
+        ] {
+            let target = parse(&PostgresOptions::new(url)).unwrap();
+            assert!(!target.label.contains("pw"), "{}", target.label);
+            assert_eq!(target.connect.get_port(), 5433);
+            assert_eq!(target.connect.get_database(), Some("chat"));
+            let debug = format!("{:?}", target.connect);
+            assert!(debug.contains("Require"), "{debug}");
+        }
+    }
+
+    #[test]
+    fn foreign_urls_and_bad_schemas_are_config_errors_without_the_password() {
+        let err = parse(&PostgresOptions::new("redis://:hunter2@db")).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        for schema in ["", "Chat", "1st", "a-b", "a\"b", &"x".repeat(64)] {
+            let options = PostgresOptions::new("postgres://db/app").schema(schema);
+            assert!(matches!(parse(&options), Err(Error::Config(_))), "{schema}");
+        }
+        let bad = PostgresOptions::new("postgres://u:hunter2@db/app?sslmode=bogus");
+        let err = parse(&bad).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn options_clamp_the_pool_and_default_to_the_servers_durability() {
+        let options = PostgresOptions::new("postgres://db/app").max_connections(0);
+        assert_eq!(options.max_connections, 1);
+        assert_eq!(options.durability, Durability::Server);
+        assert_eq!(options.schema, "fusion");
+    }
+}

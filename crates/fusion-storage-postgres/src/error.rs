@@ -1,0 +1,282 @@
+//! The one place where driver errors become [`fusion_core::Error`]s.
+//!
+//! Every sqlx call in this crate funnels its error through [`parse_postgres_error`], which
+//! reads the server's SQLSTATE, so what counts as retryable is decided once. Messages name
+//! the server by its URL with the password hidden ([`fusion_core::redact_url`]), plus the
+//! operation and session involved.
+
+use std::fmt;
+use std::time::Duration;
+
+use fusion_core::Error;
+use sqlx::migrate::MigrateError;
+
+/// The backend name used in every error of this crate.
+pub(crate) const BACKEND: &str = "postgres";
+
+/// What was being done when an error happened, for the message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Op<'a> {
+    /// The server's URL, password hidden.
+    pub(crate) db: &'a str,
+    /// The operation: `open`, `append`, `load`, ...
+    pub(crate) name: &'static str,
+    /// The session involved, if any.
+    pub(crate) session_id: Option<&'a str>,
+}
+
+impl<'a> Op<'a> {
+    /// Opening the storage on the server `db`.
+    pub(crate) fn open(db: &'a str) -> Self {
+        Self {
+            db,
+            name: "open",
+            session_id: None,
+        }
+    }
+}
+
+impl fmt::Display for Op<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.session_id {
+            Some(id) => write!(f, "{} of session \"{id}\" on {}", self.name, self.db),
+            None => write!(f, "{} of {}", self.name, self.db),
+        }
+    }
+}
+
+/// Maps a sqlx error to a Fusion error, naming the server and the operation.
+pub(crate) fn parse_postgres_error(err: sqlx::Error, op: Op<'_>) -> Error {
+    let err = match err {
+        sqlx::Error::Migrate(e) => return migrate_error(*e, op),
+        sqlx::Error::Configuration(e) => return Error::Config(format!("{op}: {e}")),
+        other => other,
+    };
+    let (message, retryable) = match &err {
+        sqlx::Error::Database(e) => {
+            database_error(e.code().as_deref().unwrap_or("?????"), e.message(), op)
+        }
+        // Refused, reset or unreachable: the server is down, restarting or cut off.
+        sqlx::Error::Io(e) => (
+            format!(
+                "{op}: cannot reach the PostgreSQL server ({e}); check that it is running \
+                 and reachable, then retry"
+            ),
+            true,
+        ),
+        sqlx::Error::Tls(e) => (
+            format!(
+                "{op}: TLS failed ({e}); check the URL's `sslmode` and the server's certificate"
+            ),
+            false,
+        ),
+        sqlx::Error::PoolTimedOut => (
+            format!(
+                "{op}: no connection to the server within the connect timeout (is it \
+                 running, or are all connections busy?); retry later"
+            ),
+            true,
+        ),
+        sqlx::Error::PoolClosed => (format!("{op}: the storage was closed"), false),
+        sqlx::Error::Protocol(_) => (format!("{op}: {err}"), true),
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::RowNotFound => (
+            format!("{op}: unexpected data, was the schema changed outside Fusion? ({err})"),
+            false,
+        ),
+        other => (format!("{op}: {other}"), false),
+    };
+    Error::backend(BACKEND, message, retryable, err)
+}
+
+/// The message and retryability of the server's SQLSTATE `code`, with its `detail` text.
+fn database_error(code: &str, detail: &str, op: Op<'_>) -> (String, bool) {
+    match code {
+        "57014" => (
+            format!(
+                "{op}: the statement ran past the statement timeout and was cancelled (a \
+                 long lock wait or an overloaded server; see \
+                 PostgresOptions::statement_timeout); retry later ({detail})"
+            ),
+            true,
+        ),
+        // Serialization failure, deadlock, lock not available.
+        "40001" | "40P01" | "55P03" => (format!("{op}: {detail}; retry (SQLSTATE {code})"), true),
+        _ if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") => (
+            format!(
+                "{op}: the server is unavailable or out of resources: {detail} (SQLSTATE {code}); retry later"
+            ),
+            true,
+        ),
+        _ if code.starts_with("28") => (
+            format!(
+                "{op}: authentication failed ({detail}); check the user and password in the URL"
+            ),
+            false,
+        ),
+        "3D000" => (
+            format!("{op}: {detail}; create the database or fix the URL's database name"),
+            false,
+        ),
+        "42501" => (
+            format!(
+                "{op}: permission denied ({detail}); the user needs CREATE on the database \
+                 (for the schema) or USAGE and CREATE on the schema"
+            ),
+            false,
+        ),
+        "42P01" | "42703" => (
+            format!("{op}: {detail}: the schema was changed outside Fusion (SQLSTATE {code})"),
+            false,
+        ),
+        _ => (format!("{op}: {detail} (SQLSTATE {code})"), false),
+    }
+}
+
+/// The first connection did not open within the connect timeout.
+pub(crate) fn connect_timed_out(op: Op<'_>, timeout: Duration) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        message: format!(
+            "{op}: no answer from the PostgreSQL server within the connect timeout of \
+             {timeout:?}; check that it is running and reachable, then retry"
+        ),
+        retryable: true,
+        source: None,
+    }
+}
+
+/// Migration failures, by what the user must do about them.
+fn migrate_error(err: MigrateError, op: Op<'_>) -> Error {
+    match err {
+        // What matters is the server error underneath (permissions, timeouts).
+        MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _) => {
+            parse_postgres_error(inner, op)
+        }
+        MigrateError::VersionMissing(version) => newer_schema(op.db, None, &[version]),
+        MigrateError::VersionMismatch(version) => schema_error(format!(
+            "{op}: schema migration {version} recorded in the database differs from the one \
+             in this build of fusion-storage-postgres; it was written by an incompatible build"
+        )),
+        MigrateError::Dirty(version) => schema_error(format!(
+            "{op}: schema migration {version} failed partway; restore a backup"
+        )),
+        other => schema_error(format!("{op}: schema migration failed: {other}")),
+    }
+}
+
+fn schema_error(message: String) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        message,
+        retryable: false,
+        source: None,
+    }
+}
+
+/// The schema records migration versions this build does not know: a newer release wrote it.
+pub(crate) fn newer_schema(db: &str, schema: Option<&str>, unknown_versions: &[i64]) -> Error {
+    let versions = unknown_versions
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let schema = schema
+        .map(|s| format!("schema \"{s}\" of "))
+        .unwrap_or_default();
+    schema_error(format!(
+        "{schema}{db} has schema version {versions}, which is newer than this build of \
+         fusion-storage-postgres knows; it was written by a newer Fusion release. Upgrade \
+         Fusion to open it (nothing was changed)"
+    ))
+}
+
+/// A stored message of `session_id` that is not valid message JSON.
+pub(crate) fn corrupt_row(session_id: &str, seq: i64, err: &serde_json::Error) -> Error {
+    Error::corrupt(
+        BACKEND,
+        session_id,
+        format!("message seq {seq} is not a valid chat message: {err}"),
+    )
+}
+
+/// A gap in the seqs of `session_id`: the row `expected` is gone, `found` comes next.
+pub(crate) fn missing_row(session_id: &str, expected: i64, found: i64) -> Error {
+    Error::corrupt(
+        BACKEND,
+        session_id,
+        format!("message seq {expected} is missing (next stored seq is {found})"),
+    )
+}
+
+/// A `sessions` row of `session_id` that counts `count` messages where `rows` are stored.
+pub(crate) fn count_mismatch(session_id: &str, count: usize, rows: usize) -> Error {
+    Error::corrupt(
+        BACKEND,
+        session_id,
+        format!("the session row counts {count} messages, but {rows} are stored"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op() -> Op<'static> {
+        Op {
+            db: "postgres://app:***@db/chat",
+            name: "append",
+            session_id: Some("user-1"),
+        }
+    }
+
+    #[test]
+    fn unreachable_servers_and_pool_timeouts_are_retryable_and_name_the_server() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        for err in [sqlx::Error::Io(refused), sqlx::Error::PoolTimedOut] {
+            let err = parse_postgres_error(err, op());
+            assert!(err.is_retryable(), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(
+                    "postgres: append of session \"user-1\" on postgres://app:***@db/chat"
+                ),
+                "{text}"
+            );
+        }
+        assert!(connect_timed_out(op(), Duration::from_secs(1)).is_retryable());
+    }
+
+    #[test]
+    fn sqlstates_decide_retryability() {
+        for (code, retryable) in [
+            ("57014", true),
+            ("40P01", true),
+            ("08006", true),
+            ("53300", true),
+            ("57P01", true),
+            ("28P01", false),
+            ("42501", false),
+            ("23505", false),
+        ] {
+            assert_eq!(database_error(code, "x", op()).1, retryable, "{code}");
+        }
+        assert!(
+            database_error("57014", "x", op())
+                .0
+                .contains("statement timeout")
+        );
+    }
+
+    #[test]
+    fn unknown_applied_migration_is_a_newer_schema() {
+        let err = sqlx::Error::Migrate(Box::new(MigrateError::VersionMissing(7)));
+        let err = parse_postgres_error(err, op());
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains("schema version 7"), "{text}");
+        assert!(text.contains("newer"), "{text}");
+    }
+}

@@ -1,0 +1,236 @@
+//! The SQL of every operation, and how stored rows become messages and session facts again.
+//!
+//! Every write locks the session's `sessions` row before it touches `messages` (an
+//! append in the same statement, the others in their first statement), so writers of one
+//! session queue on that one row lock and can never deadlock each other. Statements that
+//! take messages bind them as one `text[]` of their JSON (`serde_json`, minified),
+//! numbered by `unnest(...) WITH ORDINALITY`, so the round trips of a write do not grow
+//! with the number of messages.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use fusion_core::{ChatMessage, Result, Revision, SessionInfo};
+
+use crate::error::{corrupt_row, count_mismatch, missing_row};
+
+/// An append in one statement, so one round trip whatever the history length:
+/// upsert the session row, bumping `message_count` by the number of new messages
+/// under the row's lock, and insert the messages numbered from the count before the
+/// bump. A concurrent appender (in any process) blocks on that row lock until this
+/// statement's transaction ends, then reads the bumped count: nothing collides and each
+/// writer's messages stay contiguous and in order.
+///
+/// $1 session id, $2 number of messages, $3 a fresh generation (stored only when the
+/// statement creates the row), $4 the messages, $5 `true` to write only if the row does
+/// not exist yet (a conditional write that found the session absent: a row created
+/// meanwhile is locked but not updated, and no messages go in). Returns the session's
+/// generation, or no row when $5 refused.
+pub(crate) const APPEND: &str = "\
+    WITH bumped AS ( \
+        INSERT INTO sessions AS cur (id, created_at, updated_at, message_count, generation) \
+        VALUES ($1, now(), now(), $2, $3) \
+        ON CONFLICT (id) DO UPDATE SET \
+            updated_at = greatest(cur.updated_at, now()), \
+            message_count = cur.message_count + excluded.message_count \
+        WHERE NOT $5 \
+        RETURNING message_count, generation \
+    ), inserted AS ( \
+        INSERT INTO messages (session_id, seq, body) \
+        SELECT $1, bumped.message_count - $2 + m.ord - 1, m.body \
+        FROM bumped, unnest($4::text[]) WITH ORDINALITY AS m (body, ord) \
+    ) \
+    SELECT generation FROM bumped";
+
+/// A save's first statement: set the count and a fresh generation (keeping `created_at`
+/// of an existing session), taking the row's lock. $1 session id, $2 count, $3 fresh
+/// generation, $4 `true` to write only if the row does not exist yet (as in [`APPEND`]).
+/// Returns the generation, or no row when $4 refused.
+pub(crate) const SAVE_SESSION: &str = "\
+    INSERT INTO sessions AS cur (id, created_at, updated_at, message_count, generation) \
+    VALUES ($1, now(), now(), $2, $3) \
+    ON CONFLICT (id) DO UPDATE SET \
+        updated_at = greatest(cur.updated_at, now()), \
+        message_count = excluded.message_count, \
+        generation = excluded.generation \
+    WHERE NOT $4 \
+    RETURNING generation";
+
+/// Every message of $1, after its row is locked. A statement of its own: under READ
+/// COMMITTED it reads a snapshot taken after the lock, so it sees the rows of every
+/// appender that committed before.
+pub(crate) const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE session_id = $1";
+
+/// A save's messages, $2, numbered from 0 for session $1.
+pub(crate) const INSERT_MESSAGES: &str = "\
+    INSERT INTO messages (session_id, seq, body) \
+    SELECT $1, m.ord - 1, m.body FROM unnest($2::text[]) WITH ORDINALITY AS m (body, ord)";
+
+/// A truncate's first statement: keep $2 messages of session $1 with the fresh
+/// generation $3, only if it holds more. Returns the new generation, or no row when
+/// there was nothing to cut (or no session).
+pub(crate) const TRUNCATE_SESSION: &str = "\
+    UPDATE sessions SET message_count = $2, generation = $3, \
+        updated_at = greatest(updated_at, now()) \
+    WHERE id = $1 AND message_count > $2 \
+    RETURNING generation";
+
+/// The messages of $1 from seq $2 on, after a truncate has locked and updated its row.
+pub(crate) const DELETE_TAIL: &str = "DELETE FROM messages WHERE session_id = $1 AND seq >= $2";
+
+/// A delete's first statement, taking the row's lock; [`DELETE_MESSAGES`] follows in the
+/// same transaction. (The foreign key's cascade would do, but the explicit statement
+/// also covers a schema whose constraint was dropped by hand.)
+pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id = $1";
+
+/// A conditional write's check: the session's `(generation, message_count)`, locking the
+/// row until the transaction ends (no row: absent).
+pub(crate) const LOCK_REVISION: &str =
+    "SELECT generation, message_count FROM sessions WHERE id = $1 FOR UPDATE";
+
+/// The session's `(generation, message_count)`, unlocked: what a refused write reports.
+pub(crate) const READ_REVISION: &str =
+    "SELECT generation, message_count FROM sessions WHERE id = $1";
+
+/// A history in seq order: one query, rows streamed back.
+pub(crate) const LOAD: &str = "SELECT seq, body FROM messages WHERE session_id = $1 ORDER BY seq";
+
+/// A history and its revision in one statement, so from one snapshot: every row carries
+/// the session's `(generation, message_count)`; a session without messages yields one row
+/// with NULL `seq` and `body`, an absent one no row.
+pub(crate) const LOAD_REVISION: &str = "\
+    SELECT s.generation, s.message_count, m.seq, m.body \
+    FROM sessions AS s LEFT JOIN messages AS m ON m.session_id = s.id \
+    WHERE s.id = $1 ORDER BY m.seq";
+
+/// Every session id, from the `sessions` table only.
+pub(crate) const LIST_SESSIONS: &str = "SELECT id FROM sessions ORDER BY id";
+
+/// One session's count and timestamps in Unix microseconds, read by [`session_info`].
+pub(crate) const SESSION_INFO: &str = "\
+    SELECT message_count, \
+        (extract(epoch FROM created_at) * 1000000)::int8, \
+        (extract(epoch FROM updated_at) * 1000000)::int8 \
+    FROM sessions WHERE id = $1";
+
+/// The messages as the JSON texts the `body` column stores.
+pub(crate) fn encode(messages: &[ChatMessage]) -> Result<Vec<String>> {
+    messages
+        .iter()
+        .map(|m| serde_json::to_string(m).map_err(Into::into))
+        .collect()
+}
+
+/// A count or position as a `bigint`.
+pub(crate) fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A generation as the `generation` column stores it (generations are below 2^53).
+pub(crate) fn to_column(generation: u64) -> i64 {
+    generation.cast_signed()
+}
+
+/// The revision a `sessions` row `(generation, message_count)` records, or
+/// [`Revision::ABSENT`] when there is no row.
+pub(crate) fn revision_of(row: Option<(i64, i64)>) -> Revision {
+    row.map_or(Revision::ABSENT, |(generation, count)| Revision {
+        generation: generation.cast_unsigned(),
+        len: usize::try_from(count).unwrap_or(0),
+    })
+}
+
+/// `(seq, body)` rows in seq order as messages; a gap or an unreadable row is
+/// [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq.
+pub(crate) fn decode_rows(
+    session_id: &str,
+    rows: impl IntoIterator<Item = (i64, String)>,
+) -> Result<Vec<ChatMessage>> {
+    (0..)
+        .zip(rows)
+        .map(|(expected, (seq, body))| {
+            if seq != expected {
+                return Err(missing_row(session_id, expected, seq));
+            }
+            serde_json::from_str(&body).map_err(|e| corrupt_row(session_id, seq, &e))
+        })
+        .collect()
+}
+
+/// The rows of [`LOAD_REVISION`] as a history and its revision; a count that disagrees
+/// with the rows is [`Error::Corrupt`](fusion_core::Error::Corrupt).
+pub(crate) fn decode_revision(
+    session_id: &str,
+    rows: Vec<(i64, i64, Option<i64>, Option<String>)>,
+) -> Result<(Vec<ChatMessage>, Revision)> {
+    let Some(&(generation, count, ..)) = rows.first() else {
+        return Ok((Vec::new(), Revision::ABSENT));
+    };
+    let revision = revision_of(Some((generation, count)));
+    let messages = rows
+        .into_iter()
+        .filter_map(|(.., seq, body)| Some((seq?, body?)));
+    let history = decode_rows(session_id, messages)?;
+    if history.len() != revision.len {
+        return Err(count_mismatch(session_id, revision.len, history.len()));
+    }
+    Ok((history, revision))
+}
+
+/// A [`SESSION_INFO`] row as [`SessionInfo`].
+pub(crate) fn session_info(session_id: &str, row: (i64, i64, i64)) -> SessionInfo {
+    let (message_count, created, updated) = row;
+    let at = |micros: i64| {
+        u64::try_from(micros)
+            .ok()
+            .map(|us| UNIX_EPOCH + Duration::from_micros(us))
+    };
+    SessionInfo {
+        id: session_id.to_string(),
+        message_count: usize::try_from(message_count).unwrap_or(0),
+        created_at: at(created),
+        updated_at: at(updated),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn recent(at: Option<SystemTime>) -> bool {
+        at.is_some_and(|t| t > UNIX_EPOCH + Duration::from_secs(1_600_000_000))
+    }
+
+    #[test]
+    fn rows_decode_in_order_and_gaps_are_corrupt() {
+        let body = |text: &str| serde_json::to_string(&ChatMessage::user(text)).unwrap();
+        let ok = decode_rows("s", [(0, body("a")), (1, body("b"))]).unwrap();
+        assert_eq!(ok, [ChatMessage::user("a"), ChatMessage::user("b")]);
+        let gap = decode_rows("s", [(0, body("a")), (2, body("c"))]).unwrap_err();
+        assert!(gap.to_string().contains("seq 1 is missing"), "{gap}");
+        let bad = decode_rows("s", [(0, "{".to_string())]).unwrap_err();
+        assert!(bad.to_string().contains("seq 0"), "{bad}");
+    }
+
+    #[test]
+    fn a_revision_needs_its_count_to_match_the_rows() {
+        let body = serde_json::to_string(&ChatMessage::user("a")).unwrap();
+        let rows = vec![(7, 1, Some(0), Some(body.clone()))];
+        let (history, at) = decode_revision("s", rows).unwrap();
+        assert_eq!((history.len(), at.generation, at.len), (1, 7, 1));
+        assert_eq!(decode_revision("s", vec![]).unwrap().1, Revision::ABSENT);
+        let short = vec![(7, 2, Some(0), Some(body))];
+        assert!(decode_revision("s", short).is_err());
+        let empty = vec![(7, 1, None, None)];
+        assert!(decode_revision("s", empty).is_err());
+    }
+
+    #[test]
+    fn timestamps_read_back_as_system_times() {
+        let info = session_info("s", (3, 1_700_000_000_000_000, 1_700_000_000_000_001));
+        assert_eq!(info.message_count, 3);
+        assert!(recent(info.created_at) && recent(info.updated_at));
+        assert_eq!(session_info("s", (1, -1, 0)).created_at, None);
+    }
+}

@@ -1,0 +1,294 @@
+//! `PostgresStorage`: every session in two tables of one PostgreSQL schema, one row per
+//! message, through a `sqlx` connection pool.
+//!
+//! ```no_run
+//! # async fn demo() -> fusion_core::Result<()> {
+//! use fusion_core::{ChatMessage, ConversationStorage};
+//! use fusion_storage_postgres::PostgresStorage;
+//!
+//! let storage = PostgresStorage::connect("postgres://app@localhost/app").await?;
+//! storage.append("user-123", &[ChatMessage::user("hello")]).await?;
+//! assert_eq!(storage.load("user-123").await?.len(), 1);
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Expect, Result, Revision, SessionId, SessionInfo,
+    check_storable,
+};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+
+use crate::config::{PostgresOptions, parse};
+use crate::error::{BACKEND, Op, connect_timed_out, parse_postgres_error};
+use crate::sql::{self, LIST_SESSIONS, LOAD, LOAD_REVISION, SESSION_INFO, decode_revision, encode};
+use crate::{migrate, write};
+
+/// How long a pooled connection may sit idle before it is checked with a ping when next
+/// handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
+
+/// Conversation storage in a PostgreSQL schema, through a `sqlx` connection pool.
+///
+/// Cloning is cheap and clones share the pool, so one `PostgresStorage` can serve a whole
+/// application; any number of processes may share the schema. Histories are stored as one
+/// row per message holding the message's JSON.
+#[derive(Debug, Clone)]
+pub struct PostgresStorage {
+    pool: PgPool,
+    /// The URL with its password hidden, for error messages.
+    db: Arc<str>,
+    /// The schema holding the tables.
+    schema: Arc<str>,
+}
+
+impl PostgresStorage {
+    /// Connects to the server at `url` (`postgres://` or `postgresql://`) with default
+    /// [`PostgresOptions`]; see [`connect_with`](Self::connect_with).
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(PostgresOptions::new(url)).await
+    }
+
+    /// Connects with `options`, creating the schema and its tables when missing and
+    /// upgrading them when this build has newer migrations.
+    ///
+    /// Opens one connection first, within the connect timeout, so an unreachable server,
+    /// a wrong password or a missing database fails here with a clear error naming the URL
+    /// (password hidden); a refused or timed-out connection is retryable. The pool then
+    /// opens connections as calls need them and replaces ones the server dropped (a
+    /// restart, an idle timeout): a connection idle for 30 s or more is pinged before it
+    /// is handed out, and one that fails a call is checked and closed when released. A
+    /// connection the server dropped while it was in recent use fails the one call that
+    /// next uses it, with a retryable error.
+    ///
+    /// Fails, writing nothing, when the schema records a migration this build does not
+    /// know: a newer release wrote it.
+    pub async fn connect_with(options: PostgresOptions) -> Result<Self> {
+        let target = parse(&options)?;
+        let db = target.label;
+        let op = Op::open(&db);
+        let connect = target.connect.connect();
+        let mut conn: PgConnection = tokio::time::timeout(options.connect_timeout, connect)
+            .await
+            .map_err(|_| connect_timed_out(op, options.connect_timeout))?
+            .map_err(|e| parse_postgres_error(e, op))?;
+        let migrated = migrate::run(&mut conn, &options.schema, &db).await;
+        // Closing politely is a courtesy to the server; the connection is done either way.
+        let _ = conn.close().await;
+        migrated?;
+        // sqlx pings every connection before handing it out by default: a second round
+        // trip on every call, which would double the cost of `append`. Only connections
+        // idle for a while are pinged (those a firewall or the server's idle timeout may
+        // have cut); sqlx also pings each connection when it is released, in the
+        // background, and closes it if that fails.
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.connect_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_lazy_with(target.connect);
+        tracing::debug!(
+            db,
+            schema = options.schema,
+            "opened PostgreSQL conversation storage"
+        );
+        Ok(Self {
+            pool,
+            db: db.into(),
+            schema: options.schema.into(),
+        })
+    }
+
+    /// The underlying pool, for backups, inspection or running other queries. Its
+    /// connections have the storage's schema as their `search_path`.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The server's URL as given, with its password hidden.
+    pub fn database(&self) -> &str {
+        &self.db
+    }
+
+    /// The schema that holds this storage's tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Closes the pool (shared by every clone) once running operations finish; later calls
+    /// fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn op<'a>(&'a self, name: &'static str, session_id: Option<&'a str>) -> Op<'a> {
+        Op {
+            db: &self.db,
+            name,
+            session_id,
+        }
+    }
+
+    /// Maps a sqlx error of operation `name` on `session_id`.
+    fn error(&self, err: sqlx::Error, name: &'static str, session_id: &str) -> fusion_core::Error {
+        parse_postgres_error(err, self.op(name, Some(session_id)))
+    }
+}
+
+#[async_trait]
+impl ConversationStorage for PostgresStorage {
+    /// Replaces the history in one transaction: lock and update the session row, delete
+    /// the old messages, insert the new ones. Five round trips whatever the length; cost
+    /// O(len of `history`) on the server.
+    async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
+        SessionId::validate(session_id)?;
+        check_storable(BACKEND, session_id, history)?;
+        let bodies = encode(history)?;
+        // Dropping an uncommitted transaction (an error, a cancelled call) rolls it back.
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            if bodies.is_empty() {
+                write::remove(&mut tx, session_id).await?;
+            } else {
+                write::replace(&mut tx, session_id, &bodies, false).await?;
+            }
+            tx.commit().await
+        };
+        run.await.map_err(|e| self.error(e, "save", session_id))
+    }
+
+    /// One query, rows in seq order. Cost: O(history). A row that is not a valid message,
+    /// or a gap in the seqs, is [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the
+    /// seq.
+    async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
+        SessionId::validate(session_id)?;
+        let rows: Vec<(i64, String)> = sqlx::query_as(LOAD)
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e, "load", session_id))?;
+        sql::decode_rows(session_id, rows)
+    }
+
+    /// Deletes the session's rows from both tables in one transaction.
+    async fn delete(&self, session_id: &str) -> Result<()> {
+        SessionId::validate(session_id)?;
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            write::remove(&mut tx, session_id).await?;
+            tx.commit().await
+        };
+        run.await.map_err(|e| self.error(e, "delete", session_id))
+    }
+
+    /// Reads the `sessions` table only. Cost: O(number of sessions).
+    async fn list_sessions(&self) -> Result<Vec<String>> {
+        sqlx::query_scalar(LIST_SESSIONS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| parse_postgres_error(e, self.op("list_sessions", None)))
+    }
+
+    /// One statement, so one round trip: bump the session's count under its row lock and
+    /// insert the new rows numbered from it (see `crate::sql::APPEND`). Cost:
+    /// O(`messages.len()`), independent of history length.
+    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
+        SessionId::validate(session_id)?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        check_storable(BACKEND, session_id, messages)?;
+        let bodies = encode(messages)?;
+        write::append(&self.pool, session_id, &bodies, false)
+            .await
+            .map_err(|e| self.error(e, "append", session_id))?;
+        Ok(())
+    }
+
+    /// Lowers the count (with a fresh generation) and deletes the rows from seq `len` on,
+    /// in one transaction; nothing changes when the history is not longer than `len`.
+    async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
+        SessionId::validate(session_id)?;
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            if len == 0 {
+                write::remove(&mut tx, session_id).await?;
+            } else {
+                write::truncate(&mut tx, session_id, len).await?;
+            }
+            tx.commit().await
+        };
+        run.await.map_err(|e| self.error(e, "truncate", session_id))
+    }
+
+    /// One statement joining the session row to its messages, so the revision and the
+    /// history come from one snapshot. Cost: what `load` costs.
+    async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        SessionId::validate(session_id)?;
+        let rows = sqlx::query_as(LOAD_REVISION)
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e, "load_revision", session_id))?;
+        decode_revision(session_id, rows)
+    }
+
+    /// One transaction: `SELECT ... FOR UPDATE` of the session's row (one key lookup),
+    /// compare its generation and count with `expected`, then run the statements of
+    /// `append`, `truncate` or `save`, or roll back with
+    /// [`Error::Conflict`](fusion_core::Error::Conflict). A write that would create the
+    /// session is refused if another writer created it after the check. Cost: the lookup
+    /// plus what the plain write costs, and the `BEGIN`/`COMMIT` round trips.
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        SessionId::validate(session_id)?;
+        check_storable(BACKEND, session_id, change.messages())?;
+        let bodies = encode(change.messages())?;
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            let outcome =
+                write::conditional(&mut tx, session_id, expected, change, &bodies).await?;
+            match outcome {
+                Ok(_) => tx.commit().await?,
+                Err(_) => tx.rollback().await?,
+            }
+            Ok(outcome)
+        };
+        let outcome = run
+            .await
+            .map_err(|e| self.error(e, "write_if", session_id))?;
+        outcome.map_err(|found| {
+            expected.conflict(BACKEND, session_id, found.generation, Some(found.len))
+        })
+    }
+
+    /// Reads one row of the `sessions` table. Cost: O(1).
+    async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
+        SessionId::validate(session_id)?;
+        let row: Option<(i64, i64, i64)> = sqlx::query_as(SESSION_INFO)
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e, "session_info", session_id))?;
+        Ok(row.map(|row| sql::session_info(session_id, row)))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
+}

@@ -1,0 +1,161 @@
+//! The writes, statement by statement, and the conditional write's check: what runs inside
+//! the transaction of a `save`, `truncate`, `delete` or `write_if`, and the one-statement
+//! append.
+//!
+//! Generations follow the rules of [`fusion_core::Revision`] exactly as the SQLite
+//! backend's: a fresh one ([`new_generation`]) whenever a write creates the session
+//! (an append or a save) or rewrites its history (a save, a truncate that shortens it),
+//! the old one kept by an append to an existing session, and 0 for a deleted session.
+//! Here each statement *returns* the generation it leaves, so the conditional write needs
+//! no table of its own of which change leaves which generation.
+
+use fusion_core::{Change, Expect, Revision, new_generation};
+use sqlx::{Executor, PgConnection, Postgres};
+
+use crate::sql::{
+    APPEND, DELETE_MESSAGES, DELETE_SESSION, DELETE_TAIL, INSERT_MESSAGES, LOCK_REVISION,
+    READ_REVISION, SAVE_SESSION, TRUNCATE_SESSION, count, revision_of, to_column,
+};
+
+/// Appends `bodies` (not empty) to `session_id` in one statement ([`APPEND`]), creating
+/// the session with a fresh generation when it has none. With `must_create`, writes only
+/// if the session does not exist, and returns `None` when it does.
+pub(crate) async fn append<'c>(
+    executor: impl Executor<'c, Database = Postgres>,
+    session_id: &str,
+    bodies: &[String],
+    must_create: bool,
+) -> sqlx::Result<Option<u64>> {
+    let generation: Option<i64> = sqlx::query_scalar(APPEND)
+        .bind(session_id)
+        .bind(count(bodies.len()))
+        .bind(to_column(new_generation()))
+        .bind(bodies)
+        .bind(must_create)
+        .fetch_optional(executor)
+        .await?;
+    Ok(generation.map(i64::cast_unsigned))
+}
+
+/// Replaces the history of `session_id` with `bodies` (not empty) under a fresh
+/// generation, which it returns. With `must_create`, writes only if the session does not
+/// exist, and returns `None` when it does.
+pub(crate) async fn replace(
+    tx: &mut PgConnection,
+    session_id: &str,
+    bodies: &[String],
+    must_create: bool,
+) -> sqlx::Result<Option<u64>> {
+    let fresh = new_generation();
+    let locked: Option<i64> = sqlx::query_scalar(SAVE_SESSION)
+        .bind(session_id)
+        .bind(count(bodies.len()))
+        .bind(to_column(fresh))
+        .bind(must_create)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if locked.is_none() {
+        return Ok(None);
+    }
+    sqlx::query(DELETE_MESSAGES)
+        .bind(session_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(INSERT_MESSAGES)
+        .bind(session_id)
+        .bind(bodies)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Some(fresh))
+}
+
+/// Keeps the first `len` (more than 0) messages of `session_id`. Returns the fresh
+/// generation when that shortened the history, `None` when there was nothing to cut.
+pub(crate) async fn truncate(
+    tx: &mut PgConnection,
+    session_id: &str,
+    len: usize,
+) -> sqlx::Result<Option<u64>> {
+    let fresh = new_generation();
+    let cut: Option<i64> = sqlx::query_scalar(TRUNCATE_SESSION)
+        .bind(session_id)
+        .bind(count(len))
+        .bind(to_column(fresh))
+        .fetch_optional(&mut *tx)
+        .await?;
+    if cut.is_none() {
+        return Ok(None);
+    }
+    sqlx::query(DELETE_TAIL)
+        .bind(session_id)
+        .bind(count(len))
+        .execute(&mut *tx)
+        .await?;
+    Ok(Some(fresh))
+}
+
+/// Deletes `session_id` from both tables.
+pub(crate) async fn remove(tx: &mut PgConnection, session_id: &str) -> sqlx::Result<()> {
+    sqlx::query(DELETE_SESSION)
+        .bind(session_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(DELETE_MESSAGES)
+        .bind(session_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// A conditional write inside the transaction `tx`: lock the session's row and read its
+/// revision ([`LOCK_REVISION`]), then apply `change` (whose messages are `bodies`) if
+/// `expected` admits it. `Ok(generation after)` means the caller commits; `Err(found)`
+/// means the write was refused at that revision and the caller rolls back.
+///
+/// The row lock holds off every other writer of an existing session until the
+/// transaction ends. An absent session has no row to lock, so a write that would create
+/// it does so only if no other writer did in the meantime (`must_create`), and is
+/// refused otherwise.
+pub(crate) async fn conditional(
+    tx: &mut PgConnection,
+    session_id: &str,
+    expected: Expect,
+    change: Change<'_>,
+    bodies: &[String],
+) -> sqlx::Result<Result<u64, Revision>> {
+    let row = sqlx::query_as(LOCK_REVISION)
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let found = revision_of(row);
+    if !expected.is_met_by(found.generation, || found.len) {
+        return Ok(Err(found));
+    }
+    let must_create = !found.exists();
+    let after = match change {
+        Change::Append([]) => Some(found.generation),
+        Change::Append(_) => append(&mut *tx, session_id, bodies, must_create).await?,
+        Change::Truncate(0) | Change::Replace([]) => {
+            remove(tx, session_id).await?;
+            Some(0)
+        }
+        Change::Truncate(len) => Some(
+            truncate(tx, session_id, len)
+                .await?
+                .unwrap_or(found.generation),
+        ),
+        Change::Replace(_) => replace(tx, session_id, bodies, must_create).await?,
+    };
+    match after {
+        Some(generation) => Ok(Ok(generation)),
+        // Another writer created the session after the check: report what it wrote. This
+        // statement's snapshot is newer than the refused write's, so it sees that row.
+        None => {
+            let row = sqlx::query_as(READ_REVISION)
+                .bind(session_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            Ok(Err(revision_of(row)))
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Failure modes: an unreachable server, a statement timeout, a schema from a newer
+//! release, a missing database, a corrupt row, dropped connections, and the per-connection
+//! settings (`synchronous_commit`, `statement_timeout`) the options promise.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fusion_core::{ChatMessage, ConversationStorage, Error};
+use fusion_storage_postgres::{Durability, PostgresOptions, PostgresStorage};
+use sqlx::{Connection, Executor};
+use support::{free_port, harness};
+
+#[tokio::test]
+async fn an_unreachable_server_fails_fast_retryably_naming_the_url_without_its_password() {
+    let url = format!("postgres://fusion:s3cret@127.0.0.1:{}/app", free_port());
+    let timeout = Duration::from_secs(3);
+    let started = Instant::now();
+    let options = PostgresOptions::new(&url).connect_timeout(timeout);
+    let err = PostgresStorage::connect_with(options).await.unwrap_err();
+    assert!(started.elapsed() < timeout + Duration::from_secs(1));
+    assert!(err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("postgres: open of postgres://fusion:***@127.0.0.1:"),
+        "{text}"
+    );
+    assert!(text.contains("cannot reach"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_answer_fails_within_the_connect_timeout() {
+    // A reserved address that routes nowhere: the connection either hangs (and the timeout
+    // ends it) or fails at once, as a sandbox without routes makes it.
+    let timeout = Duration::from_millis(500);
+    let options =
+        PostgresOptions::new("postgres://u:s3cret@192.0.2.1:5432/app").connect_timeout(timeout);
+    let started = Instant::now();
+    let err = PostgresStorage::connect_with(options).await.unwrap_err();
+    assert!(
+        started.elapsed() < timeout + Duration::from_secs(1),
+        "{err}"
+    );
+    assert!(err.is_retryable(), "{err}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_database_is_a_clear_permanent_error() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let (base, _) = harness
+        .url
+        .rsplit_once('/')
+        .expect("the URL names a database");
+    let url = format!("{base}/fusion_no_such_database");
+    let err = PostgresStorage::connect(&url).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("fusion_no_such_database"), "{err}");
+}
+
+#[tokio::test]
+async fn a_statement_past_the_timeout_is_a_clear_retryable_error_and_writes_nothing() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let options = harness
+        .options()
+        .statement_timeout(Some(Duration::from_millis(300)));
+    let storage = PostgresStorage::connect_with(options).await.unwrap();
+    storage
+        .append("s", &[ChatMessage::user("kept")])
+        .await
+        .unwrap();
+
+    // Another program holds the session's row lock, so the append waits past the timeout.
+    let mut other = harness.raw().await;
+    let mut holder = other.begin().await.unwrap();
+    holder
+        .execute("SELECT * FROM sessions WHERE id = 's' FOR UPDATE")
+        .await
+        .unwrap();
+    let err = storage
+        .append("s", &[ChatMessage::user("lost")])
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("statement timeout"), "{text}");
+    assert!(text.contains("append of session \"s\""), "{text}");
+    holder.rollback().await.unwrap();
+
+    assert_eq!(
+        storage.load("s").await.unwrap(),
+        [ChatMessage::user("kept")]
+    );
+    storage
+        .append("s", &[ChatMessage::user("next")])
+        .await
+        .unwrap();
+    assert_eq!(storage.load("s").await.unwrap().len(), 2);
+    storage.close().await;
+}
+
+#[tokio::test]
+async fn a_schema_from_a_newer_release_is_refused_and_nothing_is_written() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = PostgresStorage::connect_with(harness.options())
+        .await
+        .unwrap();
+    storage
+        .append("s", &[ChatMessage::user("old")])
+        .await
+        .unwrap();
+    storage.close().await;
+    let mut raw = harness.raw().await;
+    raw.execute(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', true, '\\x00', 0)",
+    )
+    .await
+    .unwrap();
+
+    let err = PostgresStorage::connect_with(harness.options())
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("schema version 9999"), "{text}");
+    assert!(text.contains("newer"), "{text}");
+    assert!(text.contains(&harness.schema), "{text}");
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 2, "ours and the future one, nothing more");
+}
+
+#[tokio::test]
+async fn a_bare_schema_from_a_newer_release_gets_no_tables() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let mut raw = harness.raw().await;
+    let schema = &harness.schema;
+    for statement in [
+        format!("CREATE SCHEMA {schema}"),
+        format!(
+            "CREATE TABLE {schema}._sqlx_migrations (version bigint PRIMARY KEY, \
+             description text NOT NULL, installed_on timestamptz NOT NULL DEFAULT now(), \
+             success boolean NOT NULL, checksum bytea NOT NULL, execution_time bigint NOT NULL)"
+        ),
+        format!(
+            "INSERT INTO {schema}._sqlx_migrations VALUES (1, 'x', now(), true, '\\x00', 0), \
+             (5, 'y', now(), true, '\\x00', 0)"
+        ),
+    ] {
+        raw.execute(statement.as_str()).await.unwrap();
+    }
+    let err = PostgresStorage::connect_with(harness.options())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("schema version 5"), "{err}");
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename <> '_sqlx_migrations'",
+    )
+    .bind(schema)
+    .fetch_one(&mut raw)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0, "nothing was created");
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_reported_with_its_seq() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = PostgresStorage::connect_with(harness.options())
+        .await
+        .unwrap();
+    let two = [ChatMessage::user("a"), ChatMessage::user("b")];
+    storage.append("s", &two).await.unwrap();
+    let mut raw = harness.raw().await;
+    raw.execute("UPDATE messages SET body = 'not json' WHERE session_id = 's' AND seq = 1")
+        .await
+        .unwrap();
+    for err in [
+        storage.load("s").await.unwrap_err(),
+        storage.load_revision("s").await.unwrap_err(),
+    ] {
+        assert!(matches!(&err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("seq 1"), "{err}");
+    }
+    storage.close().await;
+}
+
+#[tokio::test]
+async fn the_pool_replaces_connections_the_server_dropped() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = PostgresStorage::connect_with(harness.options().max_connections(1))
+        .await
+        .unwrap();
+    storage
+        .append("s", &[ChatMessage::user("a")])
+        .await
+        .unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    // What a server restart does to every connection.
+    let mut raw = harness.raw().await;
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert!(killed);
+    // A connection in recent use is not pinged before a call, so the first call on it may
+    // fail, retryably, writing nothing; the pool then replaces it.
+    if let Err(err) = storage.append("s", &[ChatMessage::user("b")]).await {
+        assert!(err.is_retryable(), "{err}");
+        storage
+            .append("s", &[ChatMessage::user("b")])
+            .await
+            .unwrap();
+    }
+    assert_eq!(storage.load("s").await.unwrap().len(), 2);
+    storage.close().await;
+}
+
+#[tokio::test]
+async fn options_reach_the_servers_settings() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let show = async |options: PostgresOptions| {
+        let storage = PostgresStorage::connect_with(options).await.unwrap();
+        let pool = storage.pool();
+        let sync: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        storage.close().await;
+        (sync, timeout)
+    };
+    let (server_sync, _) = show(harness.options()).await;
+    let relaxed = harness
+        .options()
+        .durability(Durability::Relaxed)
+        .statement_timeout(Some(Duration::from_millis(1500)));
+    let (sync, timeout) = show(relaxed).await;
+    assert_eq!(sync, "off");
+    assert_eq!(timeout, "1500ms");
+    let mut raw = harness.raw().await;
+    let own: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(server_sync, own, "the default leaves the server's setting");
+}

@@ -1,0 +1,76 @@
+//! How storages open: many at once on a new schema, both URL schemes, and schemas keeping
+//! applications in one database apart.
+
+mod support;
+
+use fusion_core::{ChatMessage, ConversationStorage};
+use fusion_storage_postgres::PostgresStorage;
+use support::harness;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn storages_opening_a_new_schema_at_once_create_it_once() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let opening: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(PostgresStorage::connect_with(harness.options())))
+        .collect();
+    let mut storages = Vec::new();
+    for task in opening {
+        storages.push(task.await.unwrap().expect("every storage opens"));
+    }
+    let mut raw = harness.raw().await;
+    let migrations: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(migrations, 1);
+    storages[0]
+        .append("s", &[ChatMessage::user("hi")])
+        .await
+        .unwrap();
+    assert_eq!(storages[5].load("s").await.unwrap().len(), 1);
+    for storage in storages {
+        assert_eq!(storage.schema(), harness.schema);
+        storage.close().await;
+    }
+}
+
+#[tokio::test]
+async fn schemas_keep_applications_in_one_database_apart() {
+    let (Some(a), Some(b)) = (harness().await, harness().await) else {
+        return;
+    };
+    let first = PostgresStorage::connect_with(a.options()).await.unwrap();
+    // The other scheme libpq accepts, for the same server.
+    let url = b.url.replacen("postgres://", "postgresql://", 1);
+    let second = PostgresStorage::connect_with(b.options()).await.unwrap();
+    let third = PostgresStorage::connect_with(
+        fusion_storage_postgres::PostgresOptions::new(url).schema(&b.schema),
+    )
+    .await
+    .unwrap();
+    first
+        .append("s", &[ChatMessage::user("only in a")])
+        .await
+        .unwrap();
+    assert!(second.list_sessions().await.unwrap().is_empty());
+    second
+        .append("s", &[ChatMessage::user("in b")])
+        .await
+        .unwrap();
+    assert_eq!(
+        third.load("s").await.unwrap(),
+        [ChatMessage::user("in b")],
+        "postgresql:// reaches the same schema"
+    );
+    assert_eq!(
+        first.load("s").await.unwrap(),
+        [ChatMessage::user("only in a")]
+    );
+    assert_eq!(first.backend_name(), "postgres");
+    assert!(!first.database().contains('@') || first.database().contains("***"));
+    for storage in [first, second, third] {
+        storage.close().await;
+    }
+}
