@@ -1,7 +1,7 @@
 //! Opening each backend as `Arc<dyn ConversationStorage>` in a fresh namespace of this run.
 //!
-//! A namespace is a directory (fs), a database file (SQLite), a key prefix (Redis) or a
-//! store (memory). Each workload gets its own, so W3's `list_sessions` sees only W3's
+//! A namespace is a directory (fs), a database file (SQLite), a key prefix (Redis), a
+//! schema (PostgreSQL) or a store (memory). Each workload gets its own, so W3's `list_sessions` sees only W3's
 //! sessions and nothing a previous run left behind can skew a number.
 
 use std::collections::HashMap;
@@ -12,8 +12,10 @@ use anyhow::{Context, Result, bail};
 use fusion_core::ConversationStorage;
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_memory::InMemoryStorage;
+use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use fusion_storage_sqlite::SqliteStorage;
+use sqlx::Connection;
 use tempfile::TempDir;
 
 /// The backends this runner knows.
@@ -28,6 +30,17 @@ pub enum Kind {
     Sqlite,
     /// `fusion-storage-redis`.
     Redis,
+    /// `fusion-storage-postgres`.
+    Postgres,
+}
+
+/// The servers the shared backends run against.
+#[derive(Debug, Clone)]
+pub struct Servers {
+    /// The Redis server for `redis`.
+    pub redis_url: String,
+    /// The PostgreSQL server (and database) for `postgres`.
+    pub postgres_url: String,
 }
 
 impl Kind {
@@ -38,6 +51,7 @@ impl Kind {
             Kind::Fs => "fs",
             Kind::Sqlite => "sqlite",
             Kind::Redis => "redis",
+            Kind::Postgres => "postgres",
         }
     }
 }
@@ -51,6 +65,9 @@ enum Root {
     Dir(TempDir),
     /// A key prefix unique to this run, whose keys are deleted by [`Backend::cleanup`].
     Redis { url: String, prefix: String },
+    /// A schema-name prefix unique to this run: namespace `ns` is schema `{prefix}_{ns}`,
+    /// dropped by [`Backend::cleanup`].
+    Postgres { url: String, prefix: String },
 }
 
 /// One backend, ready to open storages in fresh namespaces.
@@ -63,8 +80,9 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Prepares `kind`: a temporary directory, or a reachable Redis server at `redis_url`.
-    pub async fn setup(kind: Kind, redis_url: &str) -> Result<Self> {
+    /// Prepares `kind`: a temporary directory, or a reachable server from `servers`.
+    pub async fn setup(kind: Kind, servers: &Servers) -> Result<Self> {
+        let redis_url = servers.redis_url.as_str();
         let temp = || {
             tempfile::Builder::new()
                 .prefix("fusion-bench-")
@@ -100,6 +118,20 @@ impl Backend {
                 };
                 (root, format!("server persistence: {server}"))
             }
+            Kind::Postgres => {
+                let url = servers.postgres_url.clone();
+                let commit = postgres_commit_setting(&url).await.with_context(|| {
+                    format!(
+                        "PostgreSQL at {} is unreachable (set FUSION_POSTGRES_URL to a running server)",
+                        fusion_core::redact_url(&url)
+                    )
+                })?;
+                let prefix = format!("fusion_bench_{:012x}", rand::random::<u64>() >> 16);
+                let durability = format!(
+                    "Durability::Server (default): the server's synchronous_commit = {commit}, pool of 8"
+                );
+                (Root::Postgres { url, prefix }, durability)
+            }
         };
         Ok(Self {
             kind,
@@ -124,6 +156,12 @@ impl Backend {
                 RedisStorage::connect_with(
                     url,
                     RedisOptions::new().key_prefix(self.redis_prefix(ns)?),
+                )
+                .await?,
+            ),
+            Root::Postgres { url, .. } => Arc::new(
+                PostgresStorage::connect_with(
+                    PostgresOptions::new(url.clone()).schema(self.postgres_schema(ns)?),
                 )
                 .await?,
             ),
@@ -160,13 +198,45 @@ impl Backend {
         }
     }
 
-    /// Removes what this run stored: Redis keys under the run's prefix (directories go
-    /// when the backend is dropped). Returns how many keys were deleted.
+    /// The PostgreSQL server URL.
+    pub fn postgres_url(&self) -> Result<&str> {
+        match &self.root {
+            Root::Postgres { url, .. } => Ok(url),
+            _ => bail!("{} is not PostgreSQL", self.kind.name()),
+        }
+    }
+
+    /// The schema of namespace `ns` (lower case, `_` for anything a schema name cannot hold).
+    pub fn postgres_schema(&self, ns: &str) -> Result<String> {
+        match &self.root {
+            Root::Postgres { prefix, .. } => {
+                let ns: String = ns
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() {
+                            c.to_ascii_lowercase()
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                Ok(format!("{prefix}_{ns}"))
+            }
+            _ => bail!("{} is not PostgreSQL", self.kind.name()),
+        }
+    }
+
+    /// Removes what this run stored: Redis keys under the run's prefix, or the run's
+    /// PostgreSQL schemas (directories go when the backend is dropped). Returns how many
+    /// keys or schemas were deleted.
     pub async fn cleanup(&self) -> Result<usize> {
-        let Root::Redis { url, prefix } = &self.root else {
-            return Ok(0);
-        };
-        fusion_bench::redis_keys::delete_under_prefix(url, prefix).await
+        match &self.root {
+            Root::Redis { url, prefix } => {
+                fusion_bench::redis_keys::delete_under_prefix(url, prefix).await
+            }
+            Root::Postgres { url, prefix } => drop_schemas(url, prefix).await,
+            _ => Ok(0),
+        }
     }
 }
 
@@ -190,4 +260,36 @@ async fn redis_persistence(url: &str) -> Result<String> {
         parts.push(format!("{name}='{value}'"));
     }
     Ok(parts.join(" "))
+}
+
+/// The server's `synchronous_commit`; also the reachability check, so an absent server
+/// fails before any workload starts.
+async fn postgres_commit_setting(url: &str) -> Result<String> {
+    let connect = sqlx::PgConnection::connect(url);
+    let mut conn = tokio::time::timeout(std::time::Duration::from_secs(5), connect)
+        .await
+        .context("connection timed out")??;
+    let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(setting)
+}
+
+/// Drops every schema whose name starts with `{prefix}_`; returns how many.
+async fn drop_schemas(url: &str, prefix: &str) -> Result<usize> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let schemas: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1)")
+            .bind(format!("{prefix}_"))
+            .fetch_all(&mut conn)
+            .await?;
+    for schema in &schemas {
+        // The names are this run's own, made of [a-z0-9_] (see `postgres_schema`).
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .execute(&mut conn)
+            .await?;
+    }
+    conn.close().await?;
+    Ok(schemas.len())
 }

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 
 use fusion_bench::workload;
 
-use crate::backends::Kind;
+use crate::backends::{Kind, Servers};
 use crate::report::Report;
 use crate::run::Workload;
 use crate::sizes::Sizes;
@@ -47,7 +47,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "memory,fs,sqlite,redis"
+        default_value = "memory,fs,sqlite,redis,postgres"
     )]
     backends: Vec<Kind>,
     /// Workloads to run, comma-separated.
@@ -67,6 +67,14 @@ struct Args {
     /// The Redis server for the redis backend; each run uses a fresh random key prefix.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// The PostgreSQL server and database for the postgres backend; each run uses fresh
+    /// schemas and drops them.
+    #[arg(
+        long,
+        env = "FUSION_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    postgres_url: String,
     /// Run the backends in this process and write only their JSON (used for the children).
     #[arg(long, hide = true, requires = "json")]
     in_process: bool,
@@ -115,7 +123,8 @@ fn orchestrate(args: &Args) -> Result<bool> {
             .arg("--json")
             .arg(&json)
             // Through the environment, so a password in the URL stays out of `ps`.
-            .env("REDIS_URL", &args.redis_url);
+            .env("REDIS_URL", &args.redis_url)
+            .env("FUSION_POSTGRES_URL", &args.postgres_url);
         if args.quick {
             child.arg("--quick");
         }
@@ -170,12 +179,16 @@ fn read_child(path: &Path) -> Result<Vec<Value>> {
 /// Runs `args.backends` here, printing each table; returns whether all succeeded.
 async fn in_process(args: &Args) -> Result<bool> {
     let sizes = Sizes::new(args.quick);
+    let servers = Servers {
+        redis_url: args.redis_url.clone(),
+        postgres_url: args.postgres_url.clone(),
+    };
     let mut report = Report {
         quick: args.quick,
         backends: Vec::new(),
     };
     for &kind in &args.backends {
-        let backend = run::backend(kind, &args.workloads, &sizes, &args.redis_url).await;
+        let backend = run::backend(kind, &args.workloads, &sizes, &servers).await;
         print!("{}", report::render(&backend));
         report.backends.push(backend);
     }

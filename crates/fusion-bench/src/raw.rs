@@ -3,8 +3,10 @@
 //! Each floor does the least the backend's data layout needs, and still serialises and
 //! parses the messages with `serde_json` (a library cannot skip that either): SQLite is
 //! one transaction of plain INSERTs per turn on a bare `messages` table over one
-//! connection; Redis is one pipelined RPUSH per turn; fs is one `write` of the JSON lines
-//! per turn to a file kept open with O_APPEND; memory is a `Vec` behind a `Mutex`.
+//! connection; PostgreSQL is one `INSERT ... SELECT unnest` per turn (one round trip) on
+//! a bare `messages` table over one connection; Redis is one pipelined RPUSH per turn; fs
+//! is one `write` of the JSON lines per turn to a file kept open with O_APPEND; memory is
+//! a `Vec` behind a `Mutex`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,8 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use fusion_core::ChatMessage;
 use serde::Serialize;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, PgConnection, SqliteConnection};
 
 use crate::backends::{Backend, Kind};
 use crate::stats::{Stats, Timed};
@@ -49,12 +52,24 @@ pub enum Raw {
         prefix: String,
         conn: redis::aio::MultiplexedConnection,
     },
+    Postgres {
+        // Boxed: the options are several times the size of the other variants.
+        options: Box<PgConnectOptions>,
+        conn: tokio::sync::Mutex<(PgConnection, i64)>,
+    },
 }
 
 const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS messages (\
     session_id TEXT NOT NULL, seq INTEGER NOT NULL, message TEXT NOT NULL, \
     PRIMARY KEY (session_id, seq))";
 const SQLITE_INSERT: &str = "INSERT INTO messages (session_id, seq, message) VALUES (?1, ?2, ?3)";
+
+const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS messages (\
+    session_id TEXT NOT NULL, seq BIGINT NOT NULL, message TEXT NOT NULL, \
+    PRIMARY KEY (session_id, seq))";
+/// A whole turn in one statement, numbered from `$2`.
+const POSTGRES_INSERT: &str = "INSERT INTO messages (session_id, seq, message) \
+    SELECT $1, $2 + n - 1, m FROM unnest($3::text[]) WITH ORDINALITY AS t(m, n)";
 
 impl Raw {
     /// Opens the raw driver for `backend`, in a namespace of its own.
@@ -93,6 +108,22 @@ impl Raw {
                     conn,
                 }
             }
+            Kind::Postgres => {
+                let schema = backend.postgres_schema("floor")?;
+                let options: PgConnectOptions = backend.postgres_url()?.parse()?;
+                let mut conn = options.connect().await?;
+                sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await?;
+                let options = options.options([("search_path", schema.as_str())]);
+                let mut conn = options.connect().await?;
+                sqlx::query(POSTGRES_SCHEMA).execute(&mut conn).await?;
+                Raw::Postgres {
+                    options: Box::new(options),
+                    conn: tokio::sync::Mutex::new((conn, 0)),
+                }
+            }
         })
     }
 
@@ -103,6 +134,9 @@ impl Raw {
             Raw::Fs { .. } => "std::fs: one write() per turn on an O_APPEND file; read + parse",
             Raw::Sqlite { .. } => "sqlx SqliteConnection: BEGIN, INSERT per message, COMMIT",
             Raw::Redis { .. } => "redis MultiplexedConnection: one RPUSH per turn; LRANGE",
+            Raw::Postgres { .. } => {
+                "sqlx PgConnection: one INSERT ... SELECT unnest per turn; SELECT by seq"
+            }
         }
     }
 
@@ -138,6 +172,15 @@ impl Raw {
                     samples.push(start.elapsed());
                 }
                 "one round trip (redis MultiplexedConnection: PING)"
+            }
+            Raw::Postgres { conn, .. } => {
+                let mut guard = conn.lock().await;
+                for _ in 0..ROUND_TRIPS {
+                    let start = Instant::now();
+                    sqlx::query("SELECT 1").execute(&mut guard.0).await?;
+                    samples.push(start.elapsed());
+                }
+                "one round trip (sqlx PgConnection: SELECT 1)"
             }
         };
         Ok(vec![Probe {
@@ -176,6 +219,11 @@ impl Raw {
                     .ignore();
                 pipe.query_async::<()>(&mut conn.clone()).await?;
             }
+            Raw::Postgres { conn, .. } => {
+                let mut guard = conn.lock().await;
+                let (conn, next_seq) = &mut *guard;
+                *next_seq = postgres_insert(conn, "w1", *next_seq, turn).await?;
+            }
         }
         Ok(())
     }
@@ -201,6 +249,10 @@ impl Raw {
                     .arg(json_rows(messages)?)
                     .query_async::<()>(&mut conn.clone())
                     .await?;
+            }
+            Raw::Postgres { conn, .. } => {
+                let mut guard = conn.lock().await;
+                postgres_insert(&mut guard.0, &session, 0, messages).await?;
             }
         }
         Ok(())
@@ -257,6 +309,25 @@ impl Raw {
                     .query_async(&mut conn)
                     .await?;
                 (loading, parse_rows(rows.iter().map(Vec::as_slice))?)
+            }
+            Raw::Postgres { options, .. } => {
+                let mut conn = options.connect().await?;
+                let loading = Instant::now();
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT message FROM messages WHERE session_id = $1 ORDER BY seq",
+                )
+                .bind(session)
+                .fetch_all(&mut conn)
+                .await?;
+                let messages = parse_rows(rows.iter().map(String::as_bytes))?;
+                let done = Instant::now();
+                conn.close().await?;
+                return Ok(Timed {
+                    len: messages.len(),
+                    opened,
+                    loading,
+                    done,
+                });
             }
         };
         Ok(Timed {
@@ -350,6 +421,23 @@ async fn sqlite_insert(
     }
     tx.commit().await?;
     Ok(seq)
+}
+
+/// One statement inserting `messages` from `first_seq`; returns the next seq.
+async fn postgres_insert(
+    conn: &mut PgConnection,
+    session: &str,
+    first_seq: i64,
+    messages: &[ChatMessage],
+) -> Result<i64> {
+    let rows = json_rows(messages)?;
+    sqlx::query(POSTGRES_INSERT)
+        .bind(session)
+        .bind(first_seq)
+        .bind(&rows)
+        .execute(conn)
+        .await?;
+    Ok(first_seq + i64::try_from(rows.len())?)
 }
 
 fn json_rows(messages: &[ChatMessage]) -> Result<Vec<String>> {

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::backends::{Backend, Kind};
+use crate::backends::{Backend, Kind, Servers};
 use crate::report::BackendReport;
 use crate::sizes::Sizes;
 use crate::{agent_overhead, first_delta, floor, raw, w1, w2, w3, w4, workload};
@@ -33,14 +33,14 @@ pub async fn backend(
     kind: Kind,
     workloads: &[Workload],
     sizes: &Sizes,
-    redis_url: &str,
+    servers: &Servers,
 ) -> BackendReport {
     let started = Instant::now();
     let mut report = BackendReport {
         backend: kind.name().to_string(),
         ..BackendReport::default()
     };
-    workloads_on(kind, workloads, sizes, redis_url, &mut report).await;
+    workloads_on(kind, workloads, sizes, servers, &mut report).await;
     report.elapsed_s = started.elapsed().as_secs_f64();
     report
 }
@@ -49,10 +49,10 @@ async fn workloads_on(
     kind: Kind,
     workloads: &[Workload],
     sizes: &Sizes,
-    redis_url: &str,
+    servers: &Servers,
     report: &mut BackendReport,
 ) {
-    let backend = match Backend::setup(kind, redis_url).await {
+    let backend = match Backend::setup(kind, servers).await {
         Ok(backend) => backend,
         Err(err) => {
             report.errors.push(format!("setup: {err:#}"));
