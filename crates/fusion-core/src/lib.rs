@@ -9,6 +9,7 @@ mod message;
 mod redact;
 mod revision;
 mod session_id;
+pub mod sql;
 mod storable;
 mod storage;
 

@@ -5,45 +5,18 @@
 //! the server by its URL with the password hidden ([`fusion_core::redact_url`]), plus the
 //! operation and session involved.
 
-use std::fmt;
 use std::time::Duration;
 
 use fusion_core::Error;
+pub(crate) use fusion_core::sql::Op;
+use fusion_core::sql::Place;
 use sqlx::migrate::MigrateError;
 
 /// The backend name used in every error of this crate.
 pub(crate) const BACKEND: &str = "postgres";
 
-/// What was being done when an error happened, for the message.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Op<'a> {
-    /// The server's URL, password hidden.
-    pub(crate) db: &'a str,
-    /// The operation: `open`, `append`, `load`, ...
-    pub(crate) name: &'static str,
-    /// The session involved, if any.
-    pub(crate) session_id: Option<&'a str>,
-}
-
-impl<'a> Op<'a> {
-    /// Opening the storage on the server `db`.
-    pub(crate) fn open(db: &'a str) -> Self {
-        Self {
-            db,
-            name: "open",
-            session_id: None,
-        }
-    }
-}
-
-impl fmt::Display for Op<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.session_id {
-            Some(id) => write!(f, "{} of session \"{id}\" on {}", self.name, self.db),
-            None => write!(f, "{} of {}", self.name, self.db),
-        }
-    }
-}
+/// Messages of this crate place a session on its server.
+pub(crate) const PLACE: Place = Place::OnServer;
 
 /// Maps a sqlx error to a Fusion error, naming the server and the operation.
 pub(crate) fn parse_postgres_error(err: sqlx::Error, op: Op<'_>) -> Error {
@@ -193,43 +166,17 @@ pub(crate) fn newer_schema(db: &str, schema: Option<&str>, unknown_versions: &[i
     ))
 }
 
-/// A stored message of `session_id` that is not valid message JSON.
-pub(crate) fn corrupt_row(session_id: &str, seq: i64, err: &serde_json::Error) -> Error {
-    Error::corrupt(
-        BACKEND,
-        session_id,
-        format!("message seq {seq} is not a valid chat message: {err}"),
-    )
-}
-
-/// A gap in the seqs of `session_id`: the row `expected` is gone, `found` comes next.
-pub(crate) fn missing_row(session_id: &str, expected: i64, found: i64) -> Error {
-    Error::corrupt(
-        BACKEND,
-        session_id,
-        format!("message seq {expected} is missing (next stored seq is {found})"),
-    )
-}
-
-/// A `sessions` row of `session_id` that counts `count` messages where `rows` are stored.
-pub(crate) fn count_mismatch(session_id: &str, count: usize, rows: usize) -> Error {
-    Error::corrupt(
-        BACKEND,
-        session_id,
-        format!("the session row counts {count} messages, but {rows} are stored"),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn op() -> Op<'static> {
-        Op {
-            db: "postgres://app:***@db/chat",
-            name: "append",
-            session_id: Some("user-1"),
-        }
+        Op::new(
+            PLACE,
+            "postgres://app:***@db/chat",
+            "append",
+            Some("user-1"),
+        )
     }
 
     #[test]

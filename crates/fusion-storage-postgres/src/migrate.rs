@@ -8,10 +8,11 @@
 //! damage data, so that is an error naming the schema, and nothing is written.
 
 use fusion_core::Result;
+use fusion_core::sql::{Schema, check_migrations};
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection};
 
-use crate::error::{Op, newer_schema, parse_postgres_error};
+use crate::error::{Op, PLACE, newer_schema, parse_postgres_error};
 
 /// The schema, embedded at build time: connecting never needs the migration files on disk.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -19,14 +20,6 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// The first key of the advisory lock that serializes creating and migrating one schema
 /// (the second is the hash of the schema name): "fusn" in ASCII.
 const LOCK_SPACE: i32 = 0x6675_736e;
-
-/// What one look at the schema found.
-enum Schema {
-    /// Every migration of this build is applied, unchanged (possibly just now).
-    Current,
-    /// The schema records these migrations, which this build does not have.
-    Newer(Vec<i64>),
-}
 
 /// Brings `schema` (the one on `conn`'s `search_path`) up to this build's version,
 /// creating it when missing and refusing newer ones. `db` names the server in errors.
@@ -36,7 +29,7 @@ enum Schema {
 /// name, so processes opening a new schema at once do not race to create it: the later
 /// ones wait, then find it current.
 pub(crate) async fn run(conn: &mut PgConnection, schema: &str, db: &str) -> Result<()> {
-    let op = Op::open(db);
+    let op = Op::open(PLACE, db);
     let found = match look(conn, schema)
         .await
         .map_err(|e| parse_postgres_error(e, op))?
@@ -96,18 +89,6 @@ async fn look(conn: &mut PgConnection, schema: &str) -> sqlx::Result<Option<Sche
         sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
             .fetch_all(&mut *conn)
             .await?;
-    let unknown: Vec<i64> = applied
-        .iter()
-        .map(|(version, ..)| *version)
-        .filter(|version| !MIGRATOR.iter().any(|m| m.version == *version))
-        .collect();
-    if !unknown.is_empty() {
-        return Ok(Some(Schema::Newer(unknown)));
-    }
-    let current = MIGRATOR.iter().all(|m| {
-        applied
-            .iter()
-            .any(|(v, sum, ok)| *v == m.version && *ok && **sum == *m.checksum)
-    });
-    Ok(current.then_some(Schema::Current))
+    let known = MIGRATOR.iter().map(|m| (m.version, &*m.checksum));
+    Ok(check_migrations(&applied, known))
 }

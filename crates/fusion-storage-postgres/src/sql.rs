@@ -9,9 +9,10 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use fusion_core::sql::{check_count, corrupt_row, missing_row, revision_of};
 use fusion_core::{ChatMessage, Result, Revision, SessionInfo};
 
-use crate::error::{corrupt_row, count_mismatch, missing_row};
+use crate::error::BACKEND;
 
 /// An append in one statement, so one round trip whatever the history length:
 /// upsert the session row, bumping `message_count` by the number of new messages
@@ -125,20 +126,6 @@ pub(crate) fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// A generation as the `generation` column stores it (generations are below 2^53).
-pub(crate) fn to_column(generation: u64) -> i64 {
-    generation.cast_signed()
-}
-
-/// The revision a `sessions` row `(generation, message_count)` records, or
-/// [`Revision::ABSENT`] when there is no row.
-pub(crate) fn revision_of(row: Option<(i64, i64)>) -> Revision {
-    row.map_or(Revision::ABSENT, |(generation, count)| Revision {
-        generation: generation.cast_unsigned(),
-        len: usize::try_from(count).unwrap_or(0),
-    })
-}
-
 /// `(seq, body)` rows in seq order as messages; a gap or an unreadable row is
 /// [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq.
 pub(crate) fn decode_rows(
@@ -149,9 +136,9 @@ pub(crate) fn decode_rows(
         .zip(rows)
         .map(|(expected, (seq, body))| {
             if seq != expected {
-                return Err(missing_row(session_id, expected, seq));
+                return Err(missing_row(BACKEND, session_id, expected, seq));
             }
-            serde_json::from_str(&body).map_err(|e| corrupt_row(session_id, seq, &e))
+            serde_json::from_str(&body).map_err(|e| corrupt_row(BACKEND, session_id, seq, &e))
         })
         .collect()
 }
@@ -170,9 +157,7 @@ pub(crate) fn decode_revision(
         .into_iter()
         .filter_map(|(.., seq, body)| Some((seq?, body?)));
     let history = decode_rows(session_id, messages)?;
-    if history.len() != revision.len {
-        return Err(count_mismatch(session_id, revision.len, history.len()));
-    }
+    check_count(BACKEND, session_id, revision.len, history.len())?;
     Ok((history, revision))
 }
 

@@ -24,7 +24,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
 use crate::config::{PostgresOptions, parse};
-use crate::error::{BACKEND, Op, connect_timed_out, parse_postgres_error};
+use crate::error::{BACKEND, Op, PLACE, connect_timed_out, parse_postgres_error};
 use crate::sql::{self, LIST_SESSIONS, LOAD, LOAD_REVISION, SESSION_INFO, decode_revision, encode};
 use crate::{migrate, write};
 
@@ -70,7 +70,7 @@ impl PostgresStorage {
     pub async fn connect_with(options: PostgresOptions) -> Result<Self> {
         let target = parse(&options)?;
         let db = target.label;
-        let op = Op::open(&db);
+        let op = Op::open(PLACE, &db);
         let connect = target.connect.connect();
         let mut conn: PgConnection = tokio::time::timeout(options.connect_timeout, connect)
             .await
@@ -133,11 +133,7 @@ impl PostgresStorage {
     }
 
     fn op<'a>(&'a self, name: &'static str, session_id: Option<&'a str>) -> Op<'a> {
-        Op {
-            db: &self.db,
-            name,
-            session_id,
-        }
+        Op::new(PLACE, &self.db, name, session_id)
     }
 
     /// Maps a sqlx error of operation `name` on `session_id`.

@@ -9,12 +9,13 @@
 //! Here each statement *returns* the generation it leaves, so the conditional write needs
 //! no table of its own of which change leaves which generation.
 
+use fusion_core::sql::{revision_of, to_column};
 use fusion_core::{Change, Expect, Revision, new_generation};
 use sqlx::{Executor, PgConnection, Postgres};
 
 use crate::sql::{
     APPEND, DELETE_MESSAGES, DELETE_SESSION, DELETE_TAIL, INSERT_MESSAGES, LOCK_REVISION,
-    READ_REVISION, SAVE_SESSION, TRUNCATE_SESSION, count, revision_of, to_column,
+    READ_REVISION, SAVE_SESSION, TRUNCATE_SESSION, count,
 };
 
 /// Appends `bodies` (not empty) to `session_id` in one statement ([`APPEND`]), creating

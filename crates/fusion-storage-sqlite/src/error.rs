@@ -7,13 +7,16 @@
 //! Messages name the database by its file path (SQLite URLs hold no credentials, and the
 //! full URL is never printed) plus the operation and session involved.
 
-use std::fmt;
-
 use fusion_core::Error;
+pub(crate) use fusion_core::sql::Op;
+use fusion_core::sql::Place;
 use sqlx::migrate::MigrateError;
 
 /// The backend name used in every error of this crate.
 pub(crate) const BACKEND: &str = "sqlite";
+
+/// Messages of this crate place a session in its database file.
+pub(crate) const PLACE: Place = Place::InFile;
 
 // SQLite primary result codes (https://sqlite.org/rescode.html). The driver reports
 // extended codes; the low byte is the primary code.
@@ -42,37 +45,6 @@ pub(crate) enum DirectError {
     /// The blocking task running the call panicked or was dropped by a shutting-down runtime.
     #[error("the task running the SQLite call stopped: {0}")]
     Stopped(#[from] tokio::task::JoinError),
-}
-
-/// What was being done when an error happened, for the message.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Op<'a> {
-    /// The database's path, or `:memory:`.
-    pub(crate) db: &'a str,
-    /// The operation: `open`, `append`, `load`, ...
-    pub(crate) name: &'static str,
-    /// The session involved, if any.
-    pub(crate) session_id: Option<&'a str>,
-}
-
-impl<'a> Op<'a> {
-    /// Opening the database `db`.
-    pub(crate) fn open(db: &'a str) -> Self {
-        Self {
-            db,
-            name: "open",
-            session_id: None,
-        }
-    }
-}
-
-impl fmt::Display for Op<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.session_id {
-            Some(id) => write!(f, "{} of session \"{id}\" in {}", self.name, self.db),
-            None => write!(f, "{} of {}", self.name, self.db),
-        }
-    }
 }
 
 /// Maps a sqlx error to a Fusion error, naming the database and the operation.
@@ -285,15 +257,6 @@ pub(crate) fn newer_schema(db: &str, unknown_versions: &[i64]) -> Error {
     ))
 }
 
-/// A stored message of `session_id` that is not valid message JSON.
-pub(crate) fn corrupt_row(session_id: &str, seq: i64, err: &serde_json::Error) -> Error {
-    Error::corrupt(
-        BACKEND,
-        session_id,
-        format!("message seq {seq} is not a valid chat message: {err}"),
-    )
-}
-
 /// A stored message of `session_id` that is not text (a number or blob in the column).
 pub(crate) fn not_text(session_id: &str, seq: i64) -> Error {
     Error::corrupt(
@@ -303,34 +266,12 @@ pub(crate) fn not_text(session_id: &str, seq: i64) -> Error {
     )
 }
 
-/// A gap in the seqs of `session_id`: the row `expected` is gone, `found` comes next.
-pub(crate) fn missing_row(session_id: &str, expected: i64, found: i64) -> Error {
-    Error::corrupt(
-        BACKEND,
-        session_id,
-        format!("message seq {expected} is missing (next stored seq is {found})"),
-    )
-}
-
-/// A `sessions` row of `session_id` that counts `count` messages where `rows` are stored.
-pub(crate) fn count_mismatch(session_id: &str, count: usize, rows: usize) -> Error {
-    Error::corrupt(
-        BACKEND,
-        session_id,
-        format!("the session row counts {count} messages, but {rows} are stored"),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn op() -> Op<'static> {
-        Op {
-            db: "/data/sessions.db",
-            name: "append",
-            session_id: Some("user-1"),
-        }
+        Op::new(PLACE, "/data/sessions.db", "append", Some("user-1"))
     }
 
     #[test]
@@ -382,7 +323,7 @@ mod tests {
     #[test]
     fn corrupt_rows_name_session_and_seq() {
         let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
-        match corrupt_row("user-1", 4, &json) {
+        match fusion_core::sql::corrupt_row(BACKEND, "user-1", 4, &json) {
             Error::Corrupt {
                 backend,
                 session_id,

@@ -15,21 +15,6 @@
 
 use fusion_core::{Change, Expect, Revision};
 
-/// A generation as the `generation` column stores it. Generations are below 2^53, so the
-/// value is the same number; the cast only keeps a damaged row's negative value distinct.
-pub(crate) fn to_column(generation: u64) -> i64 {
-    generation.cast_signed()
-}
-
-/// The revision a `sessions` row `(generation, message_count)` records, or
-/// [`Revision::ABSENT`] when there is no row.
-pub(crate) fn revision_of(row: Option<(i64, i64)>) -> Revision {
-    row.map_or(Revision::ABSENT, |(generation, count)| Revision {
-        generation: generation.cast_unsigned(),
-        len: usize::try_from(count).unwrap_or(0),
-    })
-}
-
 /// What a conditional write requires of its session, and which generation it leaves.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Condition {
@@ -131,18 +116,5 @@ mod tests {
         assert_eq!(condition.check(AT), Err(AT));
         let create = Condition::new(Expect::Generation(0), Change::Append(&[]), 99);
         assert_eq!(create.check(AT), Err(AT));
-    }
-
-    #[test]
-    fn a_row_reads_back_as_its_revision() {
-        assert_eq!(revision_of(None), Revision::ABSENT);
-        assert_eq!(revision_of(Some((to_column(7), 3))), AT);
-        assert_eq!(
-            revision_of(Some((1, 4))),
-            Revision {
-                generation: fusion_core::LEGACY_GENERATION,
-                len: 4
-            }
-        );
     }
 }

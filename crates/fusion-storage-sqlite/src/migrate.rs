@@ -7,23 +7,16 @@
 use std::time::Duration;
 
 use fusion_core::Result;
+use fusion_core::sql::{Schema, check_migrations};
 use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 
 use crate::busy::wait_while_busy;
-use crate::error::{Op, newer_schema, parse_sqlite_error};
+use crate::error::{Op, PLACE, newer_schema, parse_sqlite_error};
 use crate::sql::BEGIN_WRITE;
 
 /// The schema, embedded at build time: opening never needs the migration files on disk.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
-
-/// What one look at the schema found.
-enum Schema {
-    /// Every migration of this build is applied, unchanged (possibly just now).
-    Current,
-    /// The database records these migrations, which this build does not have.
-    Newer(Vec<i64>),
-}
 
 /// Brings the schema of `db` up to this build's version, refusing newer databases.
 ///
@@ -35,7 +28,7 @@ enum Schema {
 pub(crate) async fn run(pool: &SqlitePool, db: &str, busy_timeout: Duration) -> Result<()> {
     let schema = wait_while_busy(busy_timeout, || migrate_once(pool, db))
         .await
-        .map_err(|e| parse_sqlite_error(e, Op::open(db)))?;
+        .map_err(|e| parse_sqlite_error(e, Op::open(PLACE, db)))?;
     match schema {
         Schema::Current => Ok(()),
         Schema::Newer(unknown) => Err(newer_schema(db, &unknown)),
@@ -74,18 +67,6 @@ async fn look(pool: &SqlitePool) -> sqlx::Result<Option<Schema>> {
         sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
             .fetch_all(pool)
             .await?;
-    let unknown: Vec<i64> = applied
-        .iter()
-        .map(|(version, ..)| *version)
-        .filter(|version| !MIGRATOR.iter().any(|m| m.version == *version))
-        .collect();
-    if !unknown.is_empty() {
-        return Ok(Some(Schema::Newer(unknown)));
-    }
-    let current = MIGRATOR.iter().all(|m| {
-        applied
-            .iter()
-            .any(|(v, sum, ok)| *v == m.version && *ok && **sum == *m.checksum)
-    });
-    Ok(current.then_some(Schema::Current))
+    let known = MIGRATOR.iter().map(|m| (m.version, &*m.checksum));
+    Ok(check_migrations(&applied, known))
 }

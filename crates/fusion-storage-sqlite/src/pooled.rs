@@ -16,13 +16,14 @@
 //! ([`LOAD_ARRAY`]) returning the whole history as one JSON array; `load_revision` is one
 //! query too ([`LOAD_REVISION_ARRAY`]), the revision beside the array.
 
+use fusion_core::sql::{check_count, revision_of};
 use fusion_core::{ChatMessage, Result, Revision};
 use sqlx::Arguments;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool};
 
-use crate::error::{Op, count_mismatch, is_no_transaction, parse_sqlite_error};
-use crate::generation::{Condition, revision_of};
+use crate::error::{BACKEND, Op, is_no_transaction, parse_sqlite_error};
+use crate::generation::Condition;
 use crate::sql::{
     BEGIN_AND_READ_REVISION, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, READ_REVISION, Value,
     Write, Written, decode_row,
@@ -233,9 +234,7 @@ pub(crate) async fn load_revision(
             (decode_rows(session_id, rows)?, revision)
         }
     };
-    if history.len() != revision.len {
-        return Err(count_mismatch(session_id, revision.len, history.len()));
-    }
+    check_count(BACKEND, session_id, revision.len, history.len())?;
     Ok((history, revision))
 }
 

@@ -16,10 +16,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use fusion_core::sql::{corrupt_row, missing_row, to_column};
 use fusion_core::{Change, ChatMessage, Expect, Result, Revision, SessionInfo, new_generation};
 
-use crate::error::{corrupt_row, missing_row, not_text};
-use crate::generation::{Condition, to_column};
+use crate::error::{BACKEND, not_text};
+use crate::generation::Condition;
 
 /// The statement that opens every write, as a literal for [`write_sql!`]'s `concat!`.
 macro_rules! begin_write {
@@ -300,10 +301,10 @@ pub(crate) fn decode_row(
     json: Option<&str>,
 ) -> Result<ChatMessage> {
     if seq != expected {
-        return Err(missing_row(session_id, expected, seq));
+        return Err(missing_row(BACKEND, session_id, expected, seq));
     }
     let json = json.ok_or_else(|| not_text(session_id, seq))?;
-    serde_json::from_str(json).map_err(|e| corrupt_row(session_id, seq, &e))
+    serde_json::from_str(json).map_err(|e| corrupt_row(BACKEND, session_id, seq, &e))
 }
 
 /// The [`SESSION_INFO`] row `(message_count, created_at, updated_at)` of `session_id`.

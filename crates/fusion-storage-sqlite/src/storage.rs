@@ -28,7 +28,7 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use crate::busy::wait_while_busy;
 use crate::config::{Location, SqliteOptions, ensure_parent_dir, parse_url};
 use crate::direct::Direct;
-use crate::error::{BACKEND, Op, parse_direct_error, parse_sqlite_error};
+use crate::error::{BACKEND, Op, PLACE, parse_direct_error, parse_sqlite_error};
 use crate::migrate;
 use crate::pooled;
 use crate::sql::{self, LIST_SESSIONS, SESSION_INFO, Write, Written};
@@ -104,7 +104,7 @@ impl SqliteStorage {
             pool_options.clone().connect_with(target.connect.clone())
         })
         .await
-        .map_err(|e| parse_sqlite_error(e, Op::open(&db)))?;
+        .map_err(|e| parse_sqlite_error(e, Op::open(PLACE, &db)))?;
         let mut storage = Self {
             pool,
             db: db.into(),
@@ -115,7 +115,7 @@ impl SqliteStorage {
                 Some(options) => Direct::open(Arc::clone(&storage.db), options)
                     .await
                     .map(|direct| storage.direct = Some(Arc::new(direct)))
-                    .map_err(|e| parse_direct_error(e, Op::open(&storage.db))),
+                    .map_err(|e| parse_direct_error(e, Op::open(PLACE, &storage.db))),
                 None => Ok(()),
             },
             Err(e) => Err(e),
@@ -183,11 +183,7 @@ impl SqliteStorage {
     }
 
     fn op<'a>(&'a self, name: &'static str, session_id: Option<&'a str>) -> Op<'a> {
-        Op {
-            db: &self.db,
-            name,
-            session_id,
-        }
+        Op::new(PLACE, &self.db, name, session_id)
     }
 
     /// Runs `write` for operation `name`: through the direct connections when this

@@ -14,13 +14,13 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use fusion_core::sql::{check_count, revision_of};
 use fusion_core::{ChatMessage, Result, Revision};
 use rusqlite::OptionalExtension;
 use tokio::sync::mpsc;
 
 use super::Direct;
-use crate::error::{DirectError, count_mismatch};
-use crate::generation::revision_of;
+use crate::error::{BACKEND, DirectError};
 use crate::sql::{LOAD_ROWS, READ_REVISION, decode_row};
 
 /// Row text in the first batch, so that parsing starts early; each batch after it is
@@ -66,9 +66,7 @@ impl Direct {
     ) -> Result<(Vec<ChatMessage>, Revision)> {
         let (history, revision) = self.load_rows(session_id, true, on_error).await?;
         let revision = revision.unwrap_or(Revision::ABSENT);
-        if history.len() != revision.len {
-            return Err(count_mismatch(session_id, revision.len, history.len()));
-        }
+        check_count(BACKEND, session_id, revision.len, history.len())?;
         Ok((history, revision))
     }
 

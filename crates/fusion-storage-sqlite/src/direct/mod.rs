@@ -33,13 +33,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use fusion_core::sql::revision_of;
 use rusqlite::Connection;
 
 use crate::busy::wait_while_busy;
 use crate::checkpoint::{self, Checkpointer, Due};
 use crate::config::{DirectOptions, Durability};
 use crate::error::{DirectError, MaybeBusy};
-use crate::generation::revision_of;
 use crate::sql::{BEGIN_WRITE, READ_REVISION, Value, Write, Written};
 
 use open::open;
