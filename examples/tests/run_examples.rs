@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use fusion::storage::ConversationStorage;
 use fusion_agent::testing::{MockLlmServer, MockReply};
 
 /// `target/<profile>/examples/<name>`: cargo builds a package's examples before its tests.
@@ -240,4 +241,45 @@ async fn streaming_chat_prints_the_streamed_reply_and_the_tool_call() {
     // The turn is stored: system prompt, user message, the call, its result, the answer.
     let stored = std::fs::read_to_string(dir.path().join("sessions/streaming.jsonl")).unwrap();
     assert_eq!(stored.lines().count(), 5, "{stored}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_session_continues_the_conversation_on_the_second_run() {
+    // A schema of the test's own (`FUSION_POSTGRES_URL`, ...), dropped when it is dropped.
+    let Some(schema) = fusion_storage_postgres::testing::harness().await else {
+        return;
+    };
+    let server = MockLlmServer::start_with(hint_rule).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = schema.storage_url();
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let output = run_example_with_args("postgres_session", &[&url], dir.path(), Some(&server));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        outputs.push(stdout);
+    }
+    assert!(outputs[0].contains("agent: Noted."), "{}", outputs[0]);
+    assert!(
+        outputs[1].contains("agent: It was 'teal giraffe'."),
+        "{}",
+        outputs[1]
+    );
+    assert!(
+        outputs[1].contains("5 messages stored in postgres")
+            && outputs[1].contains(&format!("schema={}", schema.schema))
+            && outputs[1].contains(r#"sessions there: ["postgres-demo"]"#),
+        "{}",
+        outputs[1]
+    );
+    // The session is in the URL's schema: a storage opened on that schema reads it whole.
+    let storage = fusion::storage::PostgresStorage::connect_with(schema.options())
+        .await
+        .unwrap();
+    assert_eq!(storage.load("postgres-demo").await.unwrap().len(), 5);
+    storage.close().await;
 }

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use common::{block_on, clean_up, conversation, fails, ids, load, ok, redis_url, seed};
 use fusion::ChatMessage;
 use fusion::storage::StorageType;
+use fusion_storage_postgres::testing as postgres_testing;
 
 /// Appends `messages` to session `id` in `storage`, as an application would.
 fn append(storage: &StorageType, id: &str, messages: &[ChatMessage]) {
@@ -493,4 +494,214 @@ fn a_writer_appending_to_a_redis_target_during_migrate_loses_nothing() {
     let from = tmp.path().join("from").display().to_string();
     a_concurrent_writer_loses_nothing(tmp.path(), &from, &to);
     clean_up(&to.parse().unwrap());
+}
+
+/// A schema of one test's own on the PostgreSQL server (`fusion_storage_postgres::testing`:
+/// `FUSION_POSTGRES_URL`, else a PostgreSQL `DATABASE_URL`, else the local default),
+/// dropped when this is dropped, also when the test panics.
+struct PostgresSchema {
+    harness: postgres_testing::Harness,
+}
+
+impl PostgresSchema {
+    /// A schema no other run or test uses, or `None` after printing `skipped: postgres: ...`
+    /// when no server answers (a panic under `FUSION_REQUIRE_BACKENDS`).
+    fn new() -> Option<Self> {
+        let harness = block_on(postgres_testing::harness())?;
+        Some(Self { harness })
+    }
+
+    /// `url` (the server's, or another spelling of it) with this schema as Fusion's
+    /// `schema` parameter.
+    fn on(&self, url: &str) -> String {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}schema={}", self.harness.schema)
+    }
+
+    /// The server's URL with this schema.
+    fn url(&self) -> String {
+        self.harness.storage_url()
+    }
+
+    /// The server's URL.
+    fn server(&self) -> &str {
+        &self.harness.url
+    }
+
+    /// Whether the schema exists on the server.
+    fn exists(&self) -> bool {
+        block_on(self.harness.exists())
+    }
+}
+
+#[test]
+fn migrates_sessions_from_sqlite_into_postgres_and_back_out_with_identical_histories() {
+    let Some(schema) = PostgresSchema::new() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}", tmp.path().join("sessions.db").display());
+    let postgres_url = schema.url();
+    let back_url = tmp.path().join("back").display().to_string();
+    let (sqlite, postgres, back): (StorageType, StorageType, StorageType) = (
+        sqlite_url.parse().unwrap(),
+        postgres_url.parse().unwrap(),
+        back_url.parse().unwrap(),
+    );
+    let session_ids: Vec<String> = (0..30).map(|n| format!("user-{n:02}")).collect();
+    for (n, id) in session_ids.iter().enumerate() {
+        seed(&sqlite, id, &conversation(n)[..1 + n % 7]);
+    }
+
+    let out = ok(
+        tmp.path(),
+        ["migrate", "--from", &sqlite_url, "--to", &postgres_url],
+    );
+    assert!(
+        out.contains("30 sessions")
+            && out
+                .contains("30 copied, 0 extended, 0 up to date, 0 diverged, 0 replaced, 0 failed"),
+        "{out}"
+    );
+    let out = ok(
+        tmp.path(),
+        ["migrate", "--from", &postgres_url, "--to", &back_url],
+    );
+    assert!(out.contains("30 copied, 0 extended, 0 up to date"), "{out}");
+
+    assert_eq!(ids(&postgres), session_ids);
+    assert_eq!(ids(&back), session_ids);
+    for id in &session_ids {
+        let original = load(&sqlite, id);
+        assert!(!original.is_empty(), "{id}");
+        assert_eq!(load(&postgres, id), original, "{id} in postgres");
+        assert_eq!(load(&back, id), original, "{id} back out in fs");
+    }
+
+    // Re-running changes nothing and says so.
+    for (from, to) in [(&sqlite_url, &postgres_url), (&postgres_url, &back_url)] {
+        let out = ok(tmp.path(), ["migrate", "--from", from, "--to", to]);
+        assert!(
+            out.contains("0 copied, 0 extended, 30 up to date, 0 diverged, 0 replaced, 0 failed"),
+            "{out}"
+        );
+    }
+    assert_eq!(
+        load(&postgres, "user-06").len(),
+        7,
+        "re-running must not append duplicates"
+    );
+}
+
+#[test]
+fn every_outcome_into_a_postgres_target() {
+    let Some(schema) = PostgresSchema::new() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let from = tmp.path().join("from").display().to_string();
+    every_outcome(tmp.path(), &from, &schema.url());
+}
+
+#[test]
+fn a_writer_appending_to_a_postgres_target_during_migrate_loses_nothing() {
+    let Some(schema) = PostgresSchema::new() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let from = format!("sqlite://{}", tmp.path().join("from.db").display());
+    a_concurrent_writer_loses_nothing(tmp.path(), &from, &schema.url());
+}
+
+/// Other spellings of the server URL `url` that name the same server and database: the
+/// other scheme, the default port written out or left out, the host in capitals.
+fn postgres_spellings(url: &str) -> Vec<String> {
+    let (scheme, rest) = url.split_once("://").expect("a postgres URL");
+    let other_scheme = if scheme == "postgres" {
+        "postgresql"
+    } else {
+        "postgres"
+    };
+    let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
+        Some((userinfo, host_port)) => (format!("{userinfo}@"), host_port),
+        None => (String::new(), authority),
+    };
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (host_port, None),
+    };
+    let port_spellings = match port {
+        None => vec![String::new(), ":5432".to_string()],
+        Some("5432") => vec![":5432".to_string(), String::new()],
+        Some(port) => vec![format!(":{port}")],
+    };
+    let mut spellings = vec![format!("{other_scheme}://{rest}")];
+    for port in &port_spellings[1..] {
+        spellings.push(format!("{scheme}://{userinfo}{host}{port}{path}"));
+    }
+    spellings.push(format!(
+        "{other_scheme}://{userinfo}{}{}{path}",
+        host.to_uppercase(),
+        port_spellings[port_spellings.len() - 1]
+    ));
+    spellings
+}
+
+#[test]
+fn migrating_a_postgres_storage_onto_itself_is_refused_however_it_is_spelled() {
+    let Some(schema) = PostgresSchema::new() else {
+        return;
+    };
+    let Some(untouched) = PostgresSchema::new() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    seed(&schema.url().parse().unwrap(), "kept", &conversation(0));
+    let mut pairs = vec![
+        (
+            "postgres://postgres@127.0.0.1/test".to_string(),
+            "postgresql://postgres:pw@127.0.0.1:5432/test".to_string(),
+        ),
+        (
+            "postgres://app@DB.example/app?sslmode=require".to_string(),
+            "postgresql://app:pw@db.example:5432/app".to_string(),
+        ),
+    ];
+    for spelling in postgres_spellings(schema.server()) {
+        pairs.push((schema.server().to_string(), spelling));
+    }
+    for (a, b) in pairs {
+        for target in [&schema, &untouched] {
+            let (from, to) = (target.on(&a), target.on(&b));
+            for (from, to) in [(&from, &to), (&to, &from)] {
+                let stderr = fails(tmp.path(), ["migrate", "--from", from, "--to", to]);
+                assert!(
+                    stderr.contains("same storage (PostgreSQL ")
+                        && stderr.contains(&format!("schema {}", target.harness.schema)),
+                    "{from} -> {to}: {stderr}"
+                );
+                assert!(!stderr.contains("pw@"), "password leaked: {stderr}");
+            }
+        }
+    }
+    assert!(
+        !untouched.exists(),
+        "a refused migrate created its target's schema"
+    );
+    assert_eq!(
+        load(&schema.url().parse().unwrap(), "kept"),
+        conversation(0)
+    );
+
+    // Two schemas in one database are different storages.
+    let out = ok(
+        tmp.path(),
+        ["migrate", "--from", &schema.url(), "--to", &untouched.url()],
+    );
+    assert!(out.contains("1 copied"), "{out}");
+    assert_eq!(
+        load(&untouched.url().parse().unwrap(), "kept"),
+        conversation(0)
+    );
 }

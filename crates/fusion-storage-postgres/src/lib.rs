@@ -106,6 +106,8 @@ mod error;
 mod migrate;
 mod sql;
 mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod write;
 
 pub use config::{Durability, PostgresOptions};

@@ -1,6 +1,6 @@
 //! Finds or starts the servers the test suite needs, so `test-all-backends` runs on a
-//! fresh machine with nothing configured: Redis ([`redis`]) and PostgreSQL
-//! ([`postgres`]). Each is taken from its environment variable, else from the standard
+//! fresh machine with nothing configured: Redis ([`redis()`]) and PostgreSQL
+//! ([`postgres()`]). Each is taken from its environment variable, else from the standard
 //! port on loopback, else started here as a throwaway server (installed with apt-get when
 //! missing and this runs as root), and the task fails, naming what to install, when none
 //! of that works.
