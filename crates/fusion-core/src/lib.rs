@@ -12,6 +12,7 @@ mod session_id;
 pub mod sql;
 mod storable;
 mod storage;
+mod url_param;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -23,3 +24,4 @@ pub use revision::{Change, Expect, LEGACY_GENERATION, Revision, new_generation};
 pub use session_id::SessionId;
 pub use storable::{MAX_METADATA_DEPTH, check_storable};
 pub use storage::{ConversationStorage, SessionInfo};
+pub use url_param::{split_url_param, url_param};

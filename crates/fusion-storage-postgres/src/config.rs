@@ -13,6 +13,11 @@ use std::time::Duration;
 use fusion_core::{Error, Result, redact_url};
 use sqlx::postgres::PgConnectOptions;
 
+/// The schema of a storage whose options or URL name none.
+const DEFAULT_SCHEMA: &str = "fusion";
+/// The URL parameter that picks the schema (Fusion's, not the driver's).
+const SCHEMA_PARAM: &str = "schema";
+
 /// How hard the server works to make a commit survive a crash (`synchronous_commit`).
 ///
 /// Both levels keep the database consistent after any crash; they differ only in whether
@@ -60,12 +65,14 @@ pub struct PostgresOptions {
 
 impl PostgresOptions {
     /// The defaults for the server at `url` (`postgres://` or `postgresql://`): schema
-    /// `fusion`, 8 connections, 5 s connect timeout, 30 s statement timeout,
-    /// [`Durability::Server`].
+    /// `fusion` (or the URL's `schema` parameter, which is Fusion's and is taken out of the
+    /// URL before the driver sees it), 8 connections, 5 s connect timeout, 30 s statement
+    /// timeout, [`Durability::Server`].
     pub fn new(url: impl Into<String>) -> Self {
+        let (url, schema) = fusion_core::split_url_param(&url.into(), SCHEMA_PARAM);
         Self {
-            url: url.into(),
-            schema: "fusion".to_string(),
+            url,
+            schema: schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
             max_connections: 8,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Some(Duration::from_secs(30)),
@@ -172,6 +179,20 @@ fn check_schema(schema: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_urls_schema_parameter_is_the_schema_and_the_option_overrides_it() {
+        let options = PostgresOptions::new("postgres://u:pw@h/db?sslmode=disable&schema=chat");
+        assert_eq!(options.schema, "chat");
+        assert_eq!(options.url, "postgres://u:pw@h/db?sslmode=disable");
+        let options = PostgresOptions::new("postgres://h/db?schema=chat").schema("other");
+        assert_eq!(options.schema, "other");
+        assert_eq!(PostgresOptions::new("postgres://h/db").schema, "fusion");
+        let bad = parse(&PostgresOptions::new(
+            "postgres://u:pw@h/db?schema=Bad-Name",
+        ));
+        assert!(matches!(bad, Err(Error::Config(_))));
+    }
 
     #[test]
     fn accepts_both_schemes_and_passes_sslmode_through() {

@@ -20,8 +20,9 @@
 //!
 //! `postgres://` or `postgresql://` URLs in libpq's form; query parameters sqlx knows
 //! (`sslmode`, `sslrootcert`, `application_name`, ...) pass through unchanged, so
-//! `?sslmode=require` or `verify-full` gives TLS (rustls). [`PostgresOptions`] sets the
-//! rest: the schema (default `fusion`), pool size (8), connect timeout (5 s), statement
+//! `?sslmode=require` or `verify-full` gives TLS (rustls). A `schema` parameter is
+//! Fusion's: it picks the schema and is taken out before sqlx sees the URL.
+//! [`PostgresOptions`] sets the rest: the schema (default `fusion`), pool size (8), connect timeout (5 s), statement
 //! timeout (30 s) and [`Durability`]. Queries are checked at run time only
 //! (`sqlx::query`), so building never needs a database.
 //!

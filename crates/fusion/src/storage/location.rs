@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use fusion_core::{Error, Result, redact_url};
+use fusion_core::{Error, Result, redact_url, url_param};
 
 /// The key prefix a Redis storage uses when its URL names none (the Redis backend's
 /// `DEFAULT_KEY_PREFIX`).
@@ -23,8 +23,9 @@ pub(crate) const KEY_PREFIX_PARAM: &str = "key_prefix";
 const DEFAULT_POSTGRES_SCHEMA: &str = "fusion";
 /// The port a PostgreSQL URL without one connects to.
 const DEFAULT_POSTGRES_PORT: u16 = 5432;
-/// The query parameter of a PostgreSQL URL that picks the schema.
-pub(crate) const SCHEMA_PARAM: &str = "schema";
+/// The query parameter of a PostgreSQL URL that picks the schema (read by the backend
+/// itself, `PostgresOptions::new`).
+const SCHEMA_PARAM: &str = "schema";
 
 /// Where a storage keeps its sessions, in a form where equal means "the same data".
 ///
@@ -133,8 +134,7 @@ pub(crate) fn redis(url: &str) -> Result<StorageLocation> {
         "" => 0,
         db => db.parse().map_err(|_| bad("invalid database number"))?,
     };
-    let key_prefix =
-        query_param(server.query, KEY_PREFIX_PARAM).unwrap_or(DEFAULT_REDIS_KEY_PREFIX);
+    let key_prefix = url_param(url, KEY_PREFIX_PARAM).unwrap_or(DEFAULT_REDIS_KEY_PREFIX);
     Ok(StorageLocation::Redis {
         host: server.host,
         port: server.port,
@@ -157,7 +157,7 @@ pub(crate) fn postgres(url: &str) -> Result<StorageLocation> {
             "no database (and no user, whose name would be the default)",
         ));
     }
-    let schema = query_param(server.query, SCHEMA_PARAM).unwrap_or(DEFAULT_POSTGRES_SCHEMA);
+    let schema = url_param(url, SCHEMA_PARAM).unwrap_or(DEFAULT_POSTGRES_SCHEMA);
     Ok(StorageLocation::Postgres {
         host: server.host,
         port: server.port,
@@ -179,14 +179,13 @@ struct Server<'a> {
     port: u16,
     user: Option<String>,
     path: &'a str,
-    query: &'a str,
 }
 
 impl<'a> Server<'a> {
     fn parse(url: &'a str, default_port: u16, bad: &impl Fn(&str) -> Error) -> Result<Self> {
         let (_scheme, rest) = url.split_once("://").ok_or_else(|| bad("no `://`"))?;
         let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
-        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let before_query = rest.split_once('?').map_or(rest, |(before, _)| before);
         let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
         // Credentials do not change which data is reached; the user name only names the
         // default PostgreSQL database.
@@ -219,51 +218,8 @@ impl<'a> Server<'a> {
             port,
             user,
             path,
-            query,
         })
     }
-}
-
-/// Splits a URL into the URL the driver connects to and the value of query parameter
-/// `param`, which is Fusion's and not the driver's (`key_prefix` of a Redis URL, `schema`
-/// of a PostgreSQL one).
-#[cfg(any(feature = "redis", feature = "postgres", test))]
-pub(crate) fn split_param(url: &str, param: &str) -> (String, Option<String>) {
-    let (base, fragment) = match url.split_once('#') {
-        Some((base, fragment)) => (base, Some(fragment)),
-        None => (url, None),
-    };
-    let Some((before_query, query)) = base.split_once('?') else {
-        return (url.to_string(), None);
-    };
-    let value = query_param(query, param).map(str::to_string);
-    let others: Vec<&str> = query
-        .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(key, _)| key) != param)
-        .filter(|pair| !pair.is_empty())
-        .collect();
-    let mut driver_url = before_query.to_string();
-    if !others.is_empty() {
-        driver_url.push('?');
-        driver_url.push_str(&others.join("&"));
-    }
-    if let Some(fragment) = fragment {
-        driver_url.push('#');
-        driver_url.push_str(fragment);
-    }
-    (driver_url, value)
-}
-
-/// The value of query parameter `param`, if given (the last one wins, as in most URL
-/// readers). Not percent-decoded: every character a key prefix or a schema name may hold
-/// is allowed in a query as it is.
-fn query_param<'q>(query: &'q str, param: &str) -> Option<&'q str> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(key, _)| *key == param)
-        .map(|(_, value)| value)
-        .next_back()
 }
 
 /// `path` made absolute with symlinks, `.` and `..` resolved, even when it does not

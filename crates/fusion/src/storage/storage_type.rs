@@ -47,7 +47,7 @@ pub enum StorageType {
     /// A PostgreSQL URL: `postgres://[user[:password]@]host[:port]/database[?params]` or
     /// `postgresql://...` (feature `postgres`). `sslmode` and the driver's other parameters
     /// pass through; the `schema` parameter picks the schema holding the tables (default
-    /// `fusion`), like `PostgresOptions::schema`.
+    /// `fusion`), as `PostgresOptions::new` reads it.
     Postgres(String),
 }
 
@@ -132,7 +132,8 @@ impl StorageType {
             )),
             #[cfg(feature = "redis")]
             StorageType::Redis(url) => {
-                let (url, key_prefix) = location::split_param(url, location::KEY_PREFIX_PARAM);
+                let (url, key_prefix) =
+                    fusion_core::split_url_param(url, location::KEY_PREFIX_PARAM);
                 let options = fusion_storage_redis::RedisOptions::new();
                 let options = match key_prefix {
                     Some(prefix) => options.key_prefix(prefix),
@@ -143,17 +144,9 @@ impl StorageType {
                 ))
             }
             #[cfg(feature = "postgres")]
-            StorageType::Postgres(url) => {
-                let (url, schema) = location::split_param(url, location::SCHEMA_PARAM);
-                let options = fusion_storage_postgres::PostgresOptions::new(url);
-                let options = match schema {
-                    Some(schema) => options.schema(schema),
-                    None => options,
-                };
-                Ok(Arc::new(
-                    fusion_storage_postgres::PostgresStorage::connect_with(options).await?,
-                ))
-            }
+            StorageType::Postgres(url) => Ok(Arc::new(
+                fusion_storage_postgres::PostgresStorage::connect(url).await?,
+            )),
             #[allow(unreachable_patterns)]
             other => Err(Error::FeatureDisabled {
                 what: format!("storage `{other}`"),
@@ -421,14 +414,6 @@ mod tests {
             assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
             assert!(!err.to_string().contains("pw@"), "password leaked: {err}");
         }
-        let (driver_url, schema) = location::split_param(
-            "postgres://db/app?sslmode=require&schema=chat",
-            location::SCHEMA_PARAM,
-        );
-        assert_eq!(
-            (driver_url.as_str(), schema.as_deref()),
-            ("postgres://db/app?sslmode=require", Some("chat"))
-        );
     }
 
     #[test]
@@ -448,7 +433,8 @@ mod tests {
             ),
         ];
         for (url, driver, prefix) in cases {
-            let (driver_url, key_prefix) = location::split_param(url, location::KEY_PREFIX_PARAM);
+            let (driver_url, key_prefix) =
+                fusion_core::split_url_param(url, location::KEY_PREFIX_PARAM);
             assert_eq!(
                 (driver_url.as_str(), key_prefix.as_deref()),
                 (driver, prefix),
