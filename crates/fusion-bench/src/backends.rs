@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use fusion_core::ConversationStorage;
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_memory::InMemoryStorage;
-use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
+use fusion_storage_postgres::{Durability, PostgresOptions, PostgresStorage};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use fusion_storage_sqlite::SqliteStorage;
 use sqlx::Connection;
@@ -41,6 +41,8 @@ pub struct Servers {
     pub redis_url: String,
     /// The PostgreSQL server (and database) for `postgres`.
     pub postgres_url: String,
+    /// Whether `postgres` commits with `synchronous_commit = off` (`Durability::Relaxed`).
+    pub postgres_relaxed: bool,
 }
 
 impl Kind {
@@ -67,7 +69,11 @@ enum Root {
     Redis { url: String, prefix: String },
     /// A schema-name prefix unique to this run: namespace `ns` is schema `{prefix}_{ns}`,
     /// dropped by [`Backend::cleanup`].
-    Postgres { url: String, prefix: String },
+    Postgres {
+        url: String,
+        prefix: String,
+        level: Durability,
+    },
 }
 
 /// One backend, ready to open storages in fresh namespaces.
@@ -127,10 +133,21 @@ impl Backend {
                     )
                 })?;
                 let prefix = format!("fusion_bench_{:012x}", rand::random::<u64>() >> 16);
-                let durability = format!(
-                    "Durability::Server (default): the server's synchronous_commit = {commit}, pool of 8"
-                );
-                (Root::Postgres { url, prefix }, durability)
+                let (level, durability) = if servers.postgres_relaxed {
+                    (
+                        Durability::Relaxed,
+                        "Durability::Relaxed: synchronous_commit = off for its connections, pool of 8"
+                            .to_string(),
+                    )
+                } else {
+                    (
+                        Durability::Server,
+                        format!(
+                            "Durability::Server (default): the server's synchronous_commit = {commit}, pool of 8"
+                        ),
+                    )
+                };
+                (Root::Postgres { url, prefix, level }, durability)
             }
         };
         Ok(Self {
@@ -159,9 +176,11 @@ impl Backend {
                 )
                 .await?,
             ),
-            Root::Postgres { url, .. } => Arc::new(
+            Root::Postgres { url, level, .. } => Arc::new(
                 PostgresStorage::connect_with(
-                    PostgresOptions::new(url.clone()).schema(self.postgres_schema(ns)?),
+                    PostgresOptions::new(url.clone())
+                        .schema(self.postgres_schema(ns)?)
+                        .durability(*level),
                 )
                 .await?,
             ),
@@ -206,6 +225,18 @@ impl Backend {
         }
     }
 
+    /// Whether the postgres backend commits with `synchronous_commit = off`, so its floor
+    /// can do the same.
+    pub fn postgres_relaxed(&self) -> bool {
+        matches!(
+            self.root,
+            Root::Postgres {
+                level: Durability::Relaxed,
+                ..
+            }
+        )
+    }
+
     /// The schema of namespace `ns` (lower case, `_` for anything a schema name cannot hold).
     pub fn postgres_schema(&self, ns: &str) -> Result<String> {
         match &self.root {
@@ -234,7 +265,7 @@ impl Backend {
             Root::Redis { url, prefix } => {
                 fusion_bench::redis_keys::delete_under_prefix(url, prefix).await
             }
-            Root::Postgres { url, prefix } => drop_schemas(url, prefix).await,
+            Root::Postgres { url, prefix, .. } => drop_schemas(url, prefix).await,
             _ => Ok(0),
         }
     }

@@ -75,6 +75,10 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     postgres_url: String,
+    /// Commit with `synchronous_commit = off` on the postgres backend (`Durability::Relaxed`):
+    /// a server crash may lose the last moments' acknowledged writes.
+    #[arg(long)]
+    postgres_relaxed: bool,
     /// Run the backends in this process and write only their JSON (used for the children).
     #[arg(long, hide = true, requires = "json")]
     in_process: bool,
@@ -127,6 +131,9 @@ fn orchestrate(args: &Args) -> Result<bool> {
             .env("FUSION_POSTGRES_URL", &args.postgres_url);
         if args.quick {
             child.arg("--quick");
+        }
+        if args.postgres_relaxed {
+            child.arg("--postgres-relaxed");
         }
         let status = child.status().context("starting a benchmark process")?;
         match read_child(&json) {
@@ -182,6 +189,7 @@ async fn in_process(args: &Args) -> Result<bool> {
     let servers = Servers {
         redis_url: args.redis_url.clone(),
         postgres_url: args.postgres_url.clone(),
+        postgres_relaxed: args.postgres_relaxed,
     };
     let mut report = Report {
         quick: args.quick,

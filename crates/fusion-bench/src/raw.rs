@@ -116,7 +116,12 @@ impl Raw {
                     .execute(&mut conn)
                     .await?;
                 conn.close().await?;
-                let options = options.options([("search_path", schema.as_str())]);
+                let mut settings = vec![("search_path", schema.as_str())];
+                if backend.postgres_relaxed() {
+                    // The same commit durability as the library's storage.
+                    settings.push(("synchronous_commit", "off"));
+                }
+                let options = options.options(settings);
                 let mut conn = options.connect().await?;
                 sqlx::query(POSTGRES_SCHEMA).execute(&mut conn).await?;
                 Raw::Postgres {

@@ -7,8 +7,12 @@
 //! and drops that schema when it is dropped, also when the test panics. When no server
 //! answers, [`harness`] prints `skipped: postgres: ...` and returns `None`, or panics under
 //! `FUSION_REQUIRE_BACKENDS`, like the Redis tests.
+//!
+//! [`Cluster`] is a throwaway server of a test's own, for tests that stop and restart it.
 
 use std::hash::{BuildHasher, RandomState};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -149,4 +153,187 @@ pub async fn harness() -> Option<Harness> {
             redact_url(&url)
         ),
     )
+}
+
+/// A throwaway PostgreSQL cluster of one test's own, which the test may stop and restart:
+/// `initdb` into a temporary directory (data, socket, log), a server on a free port of
+/// 127.0.0.1, user `postgres` with `trust` authentication, `fsync` off. Dropping it stops
+/// the server and removes the directory, also when the test panics.
+///
+/// `initdb` and `pg_ctl` are taken from `PATH`, else from the newest
+/// `/usr/lib/postgresql/VERSION/bin` (Debian keeps them off `PATH`). PostgreSQL refuses to
+/// run as root, so as root they run as the `postgres` user (`runuser`), which must exist.
+/// Every method blocks its thread until `pg_ctl` returns (about a second).
+///
+/// (`xtask` starts a cluster the same way for the test runner; it cannot share this code.)
+pub struct Cluster {
+    /// The cluster's directory: `data/`, the Unix socket and `server.log`.
+    dir: PathBuf,
+    /// The directory holding `initdb` and `pg_ctl`.
+    bin: PathBuf,
+    port: u16,
+    /// Whether the binaries run as the `postgres` user (this process is root).
+    as_postgres: bool,
+}
+
+impl Cluster {
+    /// Creates and starts a cluster, or returns `None` when PostgreSQL is not installed
+    /// (skip, or panic under `FUSION_REQUIRE_BACKENDS`). Panics, with the server's log,
+    /// when it is installed but the cluster does not start.
+    pub fn start_new() -> Option<Cluster> {
+        let Some(bin) = bin_dir() else {
+            return unavailable(
+                "postgres",
+                "no initdb and pg_ctl on PATH or in /usr/lib/postgresql/VERSION/bin; install \
+                 postgresql (Debian/Ubuntu: `apt-get install postgresql`, macOS: `brew \
+                 install postgresql`)",
+            );
+        };
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("finding a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("fusion-pg-{}", unique_schema()));
+        std::fs::create_dir_all(&dir).expect("creating the cluster's directory");
+        // From here on, `Drop` removes the directory whatever fails.
+        let cluster = Cluster {
+            dir,
+            bin,
+            port,
+            as_postgres,
+        };
+        if as_postgres {
+            let chown = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&cluster.dir)
+                .output();
+            check("chown -R postgres:", chown, None);
+        }
+        let mut initdb = cluster.command("initdb");
+        initdb.args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "-D",
+        ]);
+        check(
+            "initdb",
+            initdb.arg(cluster.dir.join("data")).output(),
+            None,
+        );
+        cluster.start();
+        Some(cluster)
+    }
+
+    /// The server's URL: `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the stopped server on its port and waits until it accepts connections.
+    pub fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log");
+        let mut start = self.pg_ctl("start");
+        start
+            .args(["-w", "-t", "60", "-o", &options, "-l"])
+            .arg(&log);
+        check("pg_ctl start", start.output(), Some(&log));
+    }
+
+    /// Stops the server (`-m fast`: its sessions are ended at once, each client told so)
+    /// and waits until it is down.
+    pub fn stop(&self) {
+        let mut stop = self.pg_ctl("stop");
+        stop.args(["-w", "-m", "fast"]);
+        check(
+            "pg_ctl stop",
+            stop.output(),
+            Some(&self.dir.join("server.log")),
+        );
+    }
+
+    /// Stops the server, then starts it again on the same port.
+    pub fn restart(&self) {
+        self.stop();
+        self.start();
+    }
+
+    /// `pg_ctl ACTION -D DATA`.
+    fn pg_ctl(&self, action: &str) -> Command {
+        let mut command = self.command("pg_ctl");
+        command.arg(action).arg("-D").arg(self.dir.join("data"));
+        command
+    }
+
+    /// The binary `name`, run as `postgres` when this process is root, in the cluster's
+    /// directory (that user may not be allowed into the current one).
+    fn command(&self, name: &str) -> Command {
+        let program = self.bin.join(name);
+        let mut command = if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        };
+        command.current_dir(&self.dir);
+        command
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl("stop").args(["-w", "-m", "immediate"]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The directory holding `initdb` and `pg_ctl`: on `PATH`, else the newest
+/// `/usr/lib/postgresql/VERSION/bin`.
+fn bin_dir() -> Option<PathBuf> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(dir) = std::env::split_paths(&path).find(|dir| has_both(dir)) {
+        return Some(dir);
+    }
+    std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            has_both(&bin).then_some((version, bin))
+        })
+        .max_by_key(|(version, _)| *version)
+        .map(|(_, bin)| bin)
+}
+
+/// Panics with `what`'s output (and the server's `log`) unless it ran and succeeded.
+fn check(what: &str, output: std::io::Result<std::process::Output>, log: Option<&Path>) {
+    let output = output.unwrap_or_else(|e| panic!("could not run {what}: {e}"));
+    if !output.status.success() {
+        let log = log.map_or_else(String::new, |log| {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            format!("\nserver log ({}):\n{text}", log.display())
+        });
+        panic!(
+            "{what} failed ({}): {}{}{log}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

@@ -11,6 +11,12 @@ use fusion_storage_postgres::{Durability, PostgresOptions, PostgresStorage};
 use sqlx::{Connection, Executor};
 use support::{free_port, harness};
 
+/// How much longer than its connect timeout a failing open may take before a test calls
+/// it a hang. Generous, so a busy machine never fails the test; far below the driver's
+/// own 30 s acquire timeout, which is what a storage ignoring its connect timeout would
+/// wait for.
+const HANG_MARGIN: Duration = Duration::from_secs(12);
+
 #[tokio::test]
 async fn an_unreachable_server_fails_fast_retryably_naming_the_url_without_its_password() {
     let url = format!("postgres://fusion:s3cret@127.0.0.1:{}/app", free_port());
@@ -18,7 +24,7 @@ async fn an_unreachable_server_fails_fast_retryably_naming_the_url_without_its_p
     let started = Instant::now();
     let options = PostgresOptions::new(&url).connect_timeout(timeout);
     let err = PostgresStorage::connect_with(options).await.unwrap_err();
-    assert!(started.elapsed() < timeout + Duration::from_secs(1));
+    assert!(started.elapsed() < timeout + HANG_MARGIN, "{err}");
     assert!(err.is_retryable(), "{err}");
     let text = err.to_string();
     assert!(
@@ -38,10 +44,7 @@ async fn a_server_that_does_not_answer_fails_within_the_connect_timeout() {
         PostgresOptions::new("postgres://u:s3cret@192.0.2.1:5432/app").connect_timeout(timeout);
     let started = Instant::now();
     let err = PostgresStorage::connect_with(options).await.unwrap_err();
-    assert!(
-        started.elapsed() < timeout + Duration::from_secs(1),
-        "{err}"
-    );
+    assert!(started.elapsed() < timeout + HANG_MARGIN, "{err}");
     assert!(err.is_retryable(), "{err}");
     assert!(!err.to_string().contains("s3cret"), "{err}");
 }
