@@ -202,29 +202,36 @@ impl OpenAiClient {
             .body(body)
             .build()
             .map_err(|e| error::transport_failure(&self.context(), e).into_error(1))?;
-        let mut attempt = 0u32;
+        let (outcome, attempts) = self
+            .retrying(&request, started, |r| self.attempt(r))
+            .await?;
+        finish_whole(outcome, started, attempts)
+    }
+
+    /// Runs `attempt` on a copy of `request` until it returns something other than a
+    /// retryable [`Failure`], waiting between tries ([`wait_to_retry`](Self::wait_to_retry));
+    /// returns that and how many attempts it took.
+    async fn retrying<T, F, Fut>(
+        &self,
+        request: &reqwest::Request,
+        started: Instant,
+        mut attempt: F,
+    ) -> Result<(T, u32)>
+    where
+        F: FnMut(reqwest::Request) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mut attempts = 0u32;
         loop {
-            attempt += 1;
-            tracing::Span::current().record("attempt", attempt);
+            attempts += 1;
+            tracing::Span::current().record("attempt", attempts);
             let this_try = request
                 .try_clone()
                 .expect("an in-memory request body can always be cloned");
-            let failure = match self.attempt(this_try).await {
-                Ok(Ok(response)) => {
-                    log_success(&response, started, attempt, None);
-                    return Ok(response);
-                }
-                Ok(Err(error)) => {
-                    info!(
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        attempts = attempt,
-                        "LLM call failed: malformed reply"
-                    );
-                    return Err(error);
-                }
-                Err(failure) => failure,
-            };
-            self.wait_to_retry(failure, attempt, started).await?;
+            match attempt(this_try).await {
+                Ok(answer) => return Ok((answer, attempts)),
+                Err(failure) => self.wait_to_retry(failure, attempts, started).await?,
+            }
         }
     }
 
@@ -273,19 +280,31 @@ impl OpenAiClient {
             .bytes()
             .await
             .map_err(|e| error::transport_failure(&ctx, e))?;
-        debug!(
-            status = status.as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            bytes = bytes.len(),
-            "LLM reply received"
-        );
-        trace!(body = %String::from_utf8_lossy(&bytes), "LLM reply body");
-        if !status.is_success() {
-            return Err(error::status_failure(&ctx, status, &headers, &bytes));
-        }
-        Ok(wire::decode_response(&bytes)
-            .map_err(|detail| error::malformed_error(&ctx, &detail, &bytes)))
+        whole_reply(&ctx, status, &headers, &bytes, started)
     }
+}
+
+/// A reply read whole (a plain call's, or an error or unstreamed answer to a streaming
+/// one): logged, then the failure an error status means (the retry loop decides on it),
+/// else the decoded reply, or a final error when it cannot be read.
+fn whole_reply(
+    ctx: &Context<'_>,
+    status: reqwest::StatusCode,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    started: Instant,
+) -> Result<Result<ChatResponse>, Failure> {
+    debug!(
+        status = status.as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        bytes = bytes.len(),
+        "LLM reply received whole"
+    );
+    trace!(body = %String::from_utf8_lossy(bytes), "LLM reply body");
+    if !status.is_success() {
+        return Err(error::status_failure(ctx, status, headers, bytes));
+    }
+    Ok(wire::decode_response(bytes).map_err(|detail| error::malformed_error(ctx, &detail, bytes)))
 }
 
 #[async_trait]
@@ -309,6 +328,23 @@ impl LlmClient for OpenAiClient {
     fn supports_native_tools(&self) -> bool {
         self.config.native_tools
     }
+}
+
+/// The end of a call answered with a whole reply: logged as a success, or as a final
+/// failure when the reply could not be read.
+fn finish_whole(
+    outcome: Result<ChatResponse>,
+    started: Instant,
+    attempts: u32,
+) -> Result<ChatResponse> {
+    match &outcome {
+        Ok(response) => log_success(response, started, attempts, None),
+        Err(_) => info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            attempts, "LLM call failed: malformed reply"
+        ),
+    }
+    outcome
 }
 
 /// The line every successful call logs; `first_delta` (the time until the first delta

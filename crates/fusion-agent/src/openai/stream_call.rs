@@ -14,12 +14,12 @@ use fusion_core::Result;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
-use tracing::{Instrument, Span, debug, info, trace, warn};
+use tracing::{Instrument, Span, debug, info, warn};
 
 use super::error::{self, Failure};
 use super::stream::SseReply;
 use super::wire;
-use super::{OpenAiClient, log_success};
+use super::{OpenAiClient, finish_whole, log_success, whole_reply};
 use crate::llm::{ChatDelta, ChatRequest, ChatResponse, ChatStream, LlmClient, replay_as_deltas};
 
 /// How a streaming request was answered, once it is known.
@@ -90,49 +90,29 @@ impl OpenAiClient {
             .body(body)
             .build()
             .map_err(|e| error::transport_failure(&self.context(), e).into_error(1))?;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            Span::current().record("attempt", attempt);
-            let this_try = http_request
-                .try_clone()
-                .expect("an in-memory request body can always be cloned");
-            let failure = match self.open_attempt(this_try).await {
-                Ok(Opening::Live(reply, first)) => {
-                    return Ok(Opened::Live(LiveReply {
-                        reply,
-                        first: Some(first),
-                        started,
-                        attempts: attempt,
-                        first_delta: started.elapsed(),
-                        span,
-                    }));
-                }
-                Ok(Opening::Whole(Ok(response))) => {
-                    log_success(&response, started, attempt, None);
-                    return Ok(Opened::Whole(response));
-                }
-                Ok(Opening::Whole(Err(error))) => {
-                    info!(
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        attempts = attempt,
-                        "LLM call failed: malformed reply"
-                    );
-                    return Err(error);
-                }
-                Ok(Opening::Refused(said)) => {
-                    self.stream_refused.store(true, Ordering::Relaxed);
-                    warn!(
-                        server_said = %said,
-                        "the server refused a streaming request; this client will not \
-                         stream again and repeats the request without streaming"
-                    );
-                    let body = self.request_body(request)?;
-                    return self.send_with_retries(body).await.map(Opened::Whole);
-                }
-                Err(failure) => failure,
-            };
-            self.wait_to_retry(failure, attempt, started).await?;
+        let (opening, attempts) = self
+            .retrying(&http_request, started, |r| self.open_attempt(r))
+            .await?;
+        match opening {
+            Opening::Live(reply, first) => Ok(Opened::Live(LiveReply {
+                reply,
+                first: Some(first),
+                started,
+                attempts,
+                first_delta: started.elapsed(),
+                span,
+            })),
+            Opening::Whole(outcome) => finish_whole(outcome, started, attempts).map(Opened::Whole),
+            Opening::Refused(said) => {
+                self.stream_refused.store(true, Ordering::Relaxed);
+                warn!(
+                    server_said = %said,
+                    "the server refused a streaming request; this client will not \
+                     stream again and repeats the request without streaming"
+                );
+                let body = self.request_body(request)?;
+                self.send_with_retries(body).await.map(Opened::Whole)
+            }
         }
     }
 
@@ -176,23 +156,12 @@ impl OpenAiClient {
             .await
             .map_err(|_| error::stalled_failure(&ctx, "complete reply"))?
             .map_err(|e| error::transport_failure(&ctx, e))?;
-        debug!(
-            status = status.as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            bytes = bytes.len(),
-            "LLM reply received whole"
-        );
-        trace!(body = %String::from_utf8_lossy(&bytes), "LLM reply body");
-        if !status.is_success() {
-            let failure = error::status_failure(&ctx, status, &headers, &bytes);
-            if error::refuses_streaming(status, &bytes) {
-                return Ok(Opening::Refused(failure.message));
+        match whole_reply(&ctx, status, &headers, &bytes, started) {
+            Err(failure) if error::refuses_streaming(status, &bytes) => {
+                Ok(Opening::Refused(failure.message))
             }
-            return Err(failure);
+            outcome => outcome.map(Opening::Whole),
         }
-        Ok(Opening::Whole(wire::decode_response(&bytes).map_err(
-            |detail| error::malformed_error(&ctx, &detail, &bytes),
-        )))
     }
 }
 
