@@ -161,14 +161,17 @@ fn hint_rule(request: &serde_json::Value) -> MockReply {
     })
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sqlite_session_continues_the_conversation_on_the_second_run() {
-    let server = MockLlmServer::start_with(hint_rule).await;
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+/// Runs `example` twice on storage `url`: the first run is told the hint, the second asks
+/// for it and must get it back. Returns both runs' stdout.
+fn hint_remembered_on_the_second_run(
+    example: &str,
+    url: &str,
+    dir: &std::path::Path,
+    server: &MockLlmServer,
+) -> Vec<String> {
     let mut outputs = Vec::new();
     for _ in 0..2 {
-        let output = run_example_with_args("sqlite_session", &[&url], dir.path(), Some(&server));
+        let output = run_example_with_args(example, &[url], dir, Some(server));
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             output.status.success(),
@@ -183,6 +186,15 @@ async fn sqlite_session_continues_the_conversation_on_the_second_run() {
         "{}",
         outputs[1]
     );
+    outputs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_session_continues_the_conversation_on_the_second_run() {
+    let server = MockLlmServer::start_with(hint_rule).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let outputs = hint_remembered_on_the_second_run("sqlite_session", &url, dir.path(), &server);
     assert!(
         outputs[1].contains(r#"5 messages stored in sqlite://"#)
             && outputs[1].contains(r#"sessions there: ["sqlite-demo"]"#),
@@ -252,23 +264,7 @@ async fn postgres_session_continues_the_conversation_on_the_second_run() {
     let server = MockLlmServer::start_with(hint_rule).await;
     let dir = tempfile::tempdir().unwrap();
     let url = schema.storage_url();
-    let mut outputs = Vec::new();
-    for _ in 0..2 {
-        let output = run_example_with_args("postgres_session", &[&url], dir.path(), Some(&server));
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        outputs.push(stdout);
-    }
-    assert!(outputs[0].contains("agent: Noted."), "{}", outputs[0]);
-    assert!(
-        outputs[1].contains("agent: It was 'teal giraffe'."),
-        "{}",
-        outputs[1]
-    );
+    let outputs = hint_remembered_on_the_second_run("postgres_session", &url, dir.path(), &server);
     assert!(
         outputs[1].contains("5 messages stored in postgres")
             && outputs[1].contains(&format!("schema={}", schema.schema))

@@ -166,10 +166,7 @@ async fn scripted_chat(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = tokio::process::Command::from(command)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("fusion chat starts");
+    let mut child = common::spawn_chat(command);
     let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(format!("{message}\n").as_bytes())

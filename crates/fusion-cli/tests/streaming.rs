@@ -64,10 +64,7 @@ impl Piped {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = tokio::process::Command::from(command)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("fusion chat starts");
+        let mut child = common::spawn_chat(command);
         Piped {
             stdin: child.stdin.take(),
             stdout: Captured::spawn(child.stdout.take().unwrap()),

@@ -44,6 +44,15 @@ pub fn chat_command(data_dir: &Path, llm_url: &str) -> Command {
     command
 }
 
+/// Starts `command` (a [`chat_command`], its stdio set) as a child the test owns: killed
+/// when dropped, so a failing test leaves no `fusion chat` behind.
+pub fn spawn_chat(command: Command) -> tokio::process::Child {
+    tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("fusion chat starts")
+}
+
 /// Runs `fusion ARGS` and returns its output.
 pub fn run<I, S>(data_dir: &Path, args: I) -> Output
 where

@@ -59,10 +59,7 @@ impl Repl {
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = tokio::process::Command::from(command)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("fusion chat starts");
+        let mut child = super::spawn_chat(command);
         let stdout = Captured::spawn(child.stdout.take().unwrap());
         let stderr = Captured::spawn(child.stderr.take().unwrap());
         Repl {
@@ -95,10 +92,7 @@ impl Repl {
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(screen_slave))
             .stderr(Stdio::from(stderr));
-        let child = tokio::process::Command::from(command)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("fusion chat starts");
+        let child = super::spawn_chat(command);
         // `command` is gone: the child holds the only slave descriptors, so the screen's
         // reader sees the end once the child has exited.
         let stdout = Captured::read_terminal(screen);
