@@ -1,7 +1,8 @@
 //! `cargo xtask test-all-backends`: every test, every backend, real servers, no skips.
 //!
-//! Finds or starts Redis and PostgreSQL ([`services`]) and passes them to the tests as
-//! `REDIS_URL` and `FUSION_POSTGRES_URL`. Sets `FUSION_REQUIRE_BACKENDS=1` so a backend
+//! Finds or starts Redis, two Redis Clusters and PostgreSQL ([`services`]) and passes
+//! them to the tests as `REDIS_URL`, `FUSION_REDIS_CLUSTER_URL`,
+//! `FUSION_REDIS_FAILOVER_CLUSTER_URL` and `FUSION_POSTGRES_URL`. Sets `FUSION_REQUIRE_BACKENDS=1` so a backend
 //! whose server is missing fails instead of printing `skipped:`, runs `cargo test --workspace --all-features`, and reads libtest's
 //! output to report, per backend, which conformance cases passed.
 
@@ -20,6 +21,7 @@ const BACKENDS: &[&str] = &[
     "sqlite",
     "sqlite_memory",
     "redis",
+    "redis_cluster",
     "postgres",
 ];
 
@@ -32,6 +34,16 @@ struct Outcome {
 pub fn run() -> Result<()> {
     let redis = services::redis()?;
     eprintln!("xtask: Redis at {} ({})", redis.url, redis.origin);
+    let cluster = services::redis_cluster()?;
+    eprintln!(
+        "xtask: Redis Cluster at {} ({})",
+        cluster.url, cluster.origin
+    );
+    let failover = services::failover_cluster()?;
+    eprintln!(
+        "xtask: Redis Cluster for the failover test at {}",
+        failover.url
+    );
     let postgres = services::postgres()?;
     eprintln!(
         "xtask: PostgreSQL at {} ({})",
@@ -45,6 +57,8 @@ pub fn run() -> Result<()> {
         .args(args)
         .current_dir(workspace_root())
         .env("REDIS_URL", &redis.url)
+        .env("FUSION_REDIS_CLUSTER_URL", &cluster.url)
+        .env("FUSION_REDIS_FAILOVER_CLUSTER_URL", &failover.url)
         .env("FUSION_POSTGRES_URL", &postgres.url)
         .env("FUSION_REQUIRE_BACKENDS", "1")
         .stdout(Stdio::piped())
@@ -72,7 +86,7 @@ pub fn run() -> Result<()> {
         }
     }
     let status = child.wait()?;
-    drop((redis, postgres));
+    drop((redis, cluster, failover, postgres));
 
     let problems = report(&conformance);
     println!("\ntest-all-backends: {passed} passed, {failed} failed");

@@ -68,7 +68,9 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
     // database) is the same as nothing.
     let from_location = from_type.location().context("bad --from")?;
     let to_location = to_type.location().context("bad --to")?;
-    if let Some(place) = from_location.filter(|at| Some(at) == to_location.as_ref()) {
+    if let Some(place) =
+        from_location.filter(|at| to_location.as_ref().is_some_and(|to| at.same_data(to)))
+    {
         bail!("--from and --to are the same storage ({place})");
     }
     let from = sessions::open(&from_type).await?;

@@ -6,7 +6,9 @@ mod common;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{block_on, clean_up, conversation, fails, ids, load, ok, redis_url, seed};
+use common::{
+    block_on, clean_up, conversation, fails, ids, load, ok, redis_cluster_url, redis_url, seed,
+};
 use fusion::ChatMessage;
 use fusion::storage::StorageType;
 use fusion_storage_postgres::testing as postgres_testing;
@@ -209,6 +211,46 @@ fn every_outcome_into_a_redis_target() {
     let from = tmp.path().join("from").display().to_string();
     every_outcome(tmp.path(), &from, &to);
     clean_up(&to.parse().unwrap());
+}
+
+#[test]
+fn every_outcome_into_a_redis_cluster_target_and_back() {
+    let Some(cluster) = redis_cluster_url("migrate-cluster") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let from = tmp.path().join("from").display().to_string();
+    every_outcome(tmp.path(), &from, &cluster);
+    let back = format!("sqlite://{}", tmp.path().join("back.db").display());
+    let out = ok(tmp.path(), ["migrate", "--from", &cluster, "--to", &back]);
+    assert!(out.contains("0 failed"), "{out}");
+    let (cluster_type, back_type): (StorageType, StorageType) =
+        (cluster.parse().unwrap(), back.parse().unwrap());
+    assert_eq!(ids(&cluster_type), ids(&back_type));
+    for id in ids(&cluster_type) {
+        assert_eq!(load(&cluster_type, &id), load(&back_type, &id), "{id}");
+    }
+
+    // Another seed list of the same cluster is the same storage.
+    let (seeds, query) = cluster.split_once('?').unwrap();
+    let nodes: Vec<&str> = seeds
+        .trim_start_matches("redis+cluster://")
+        .split(',')
+        .collect();
+    let reordered = format!(
+        "redis+cluster://{}?{query}",
+        nodes.iter().rev().cloned().collect::<Vec<_>>().join(",")
+    );
+    let run = common::run(
+        tmp.path(),
+        ["migrate", "--from", &cluster, "--to", &reordered],
+    );
+    let err = common::text(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("the same storage"),
+        "{err}"
+    );
+    clean_up(&cluster_type);
 }
 
 /// The application switched to the target after a first migrate and went on writing:

@@ -47,6 +47,17 @@ pub struct RedisOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) reconnect_retries: usize,
+    pub(crate) replica_acks: Option<ReplicaAcks>,
+}
+
+/// How many replicas must acknowledge each write, and how long to wait for them
+/// ([`RedisOptions::replica_acks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplicaAcks {
+    /// The number of replicas `WAIT` asks for.
+    pub(crate) replicas: usize,
+    /// How long `WAIT` may block.
+    pub(crate) timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -57,6 +68,7 @@ impl Default for RedisOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             reconnect_retries: DEFAULT_RECONNECT_RETRIES,
+            replica_acks: None,
         }
     }
 }
@@ -107,9 +119,36 @@ impl RedisOptions {
         self
     }
 
-    /// Checks the prefix and the TTL, giving [`Error::Config`] for either.
+    /// Make every write wait until `replicas` replicas have acknowledged it, for at most
+    /// `timeout` (Redis's `WAIT`, sent in the write's own round trip).
+    ///
+    /// Redis replicates asynchronously: a write acknowledged by a primary that fails
+    /// before its replicas received it is lost when a replica takes over. With this
+    /// option a write returns only once `replicas` replicas hold it, so such a failover
+    /// loses nothing that was acknowledged (short of losing those replicas too). A
+    /// write that is not acknowledged in time is stored on the primary but fails with a
+    /// non-retryable error saying so. Each write then costs the replication delay on top
+    /// of its round trip (docs/performance.md measures it). `replicas` is at least 1;
+    /// `timeout` at least 1 ms (Redis would read 0 as "wait forever"). Checked when
+    /// connecting.
+    pub fn replica_acks(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.replica_acks = Some(ReplicaAcks { replicas, timeout });
+        self
+    }
+
+    /// Checks the prefix, the TTL and the replica acknowledgements, giving
+    /// [`Error::Config`] for any of them.
     pub(crate) fn check(&self) -> Result<()> {
         check_prefix(&self.key_prefix)?;
+        if let Some(acks) = self.replica_acks
+            && (acks.replicas == 0 || acks.timeout < Duration::from_millis(1))
+        {
+            return Err(Error::Config(format!(
+                "Redis replica acknowledgements need at least 1 replica and a timeout of at \
+                 least 1 ms (got {} replicas, {:?})",
+                acks.replicas, acks.timeout
+            )));
+        }
         // Compared in whole milliseconds, the unit the scripts are given.
         let ttl_ms = self.ttl.map(|ttl| ttl.as_millis());
         if ttl_ms == Some(0) {
@@ -166,6 +205,26 @@ mod tests {
         for good in ["fusion", "app-1:prod", "team/app", "a.b_c+d@e"] {
             check_prefix(good).unwrap();
         }
+    }
+
+    #[test]
+    fn replica_acks_need_a_replica_and_a_timeout() {
+        let second = Duration::from_secs(1);
+        for (replicas, timeout) in [
+            (0, second),
+            (1, Duration::ZERO),
+            (1, Duration::from_micros(999)),
+        ] {
+            let err = RedisOptions::new().replica_acks(replicas, timeout).check();
+            assert!(
+                matches!(err, Err(Error::Config(_))),
+                "{replicas} {timeout:?}: {err:?}"
+            );
+        }
+        RedisOptions::new()
+            .replica_acks(1, Duration::from_millis(1))
+            .check()
+            .unwrap();
     }
 
     #[test]

@@ -1,24 +1,32 @@
-//! Opening the connection: URL checks, the bounded-retry `ConnectionManager`, and TLS
+//! Opening the connection: URL checks, then either the bounded-retry
+//! `ConnectionManager` of one server or the cluster client of a Redis Cluster, and TLS
 //! set-up. [`RedisStorage::connect_with`](crate::RedisStorage::connect_with) calls
 //! [`open`] and wraps what it returns.
 
 use std::time::Duration;
 
 use fusion_core::{Error, Result, redact_url};
+use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
 
 use crate::config::RedisOptions;
+use crate::connection::Connection;
 use crate::error::{BACKEND, Op, parse_redis_error};
 
-// Backoff between connection attempts: 100 ms doubling, capped at 1 s, so the default
-// two retries add well under a second to a refused connection.
+// Backoff between connection attempts (and, on a cluster, between tries of a request
+// the cluster refused for now): 100 ms doubling, capped at 1 s, so the default two
+// retries add well under a second to a refused connection.
 const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(1);
 
-/// A live connection to the server and its URL with the password hidden.
+/// The port a node of a cluster URL without one listens on.
+const DEFAULT_PORT: u16 = 6379;
+
+/// A live connection to the server or cluster and its URL with the password hidden.
 pub(crate) struct Opened {
     /// The connection every clone of the storage shares.
-    pub(crate) manager: ConnectionManager,
+    pub(crate) conn: Connection,
     /// The URL for messages and `Debug`, password replaced by `***`.
     pub(crate) redacted_url: String,
 }
@@ -27,36 +35,43 @@ pub(crate) struct Opened {
 ///
 /// Fails with [`Error::Config`] for a bad URL, prefix or TTL, with
 /// [`Error::FeatureDisabled`] for `rediss://` without the `tls` feature, and with a
-/// retryable [`Error::Backend`] when the server cannot be reached within roughly
-/// `(reconnect_retries + 1) × connect_timeout` plus the backoff.
+/// retryable [`Error::Backend`] when the server (or every seed node of a cluster) cannot
+/// be reached within roughly `(reconnect_retries + 1) × connect_timeout` plus the
+/// backoff.
 pub(crate) async fn open(url: &str, options: &RedisOptions) -> Result<Opened> {
     let redacted = redact_url(url);
-    check_scheme(url, &redacted)?;
     options.check()?;
+    let cluster = check_scheme(url, &redacted)?;
     // The redis crate's URL errors are fixed strings, so quoting them leaks nothing.
-    let client = redis::Client::open(url)
-        .map_err(|err| Error::Config(format!("invalid Redis URL {redacted}: {err}")))?;
+    let invalid =
+        |err: redis::RedisError| Error::Config(format!("invalid Redis URL {redacted}: {err}"));
+    let connecting: BoxFuture<'_, redis::RedisResult<Connection>> = if cluster {
+        let client = cluster_client(url, &redacted, options)?;
+        Box::pin(async move { client.get_async_connection().await.map(Connection::Cluster) })
+    } else {
+        let client = redis::Client::open(url).map_err(invalid)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(response_timeout(options)))
+            .set_number_of_retries(options.reconnect_retries)
+            .set_min_delay(RETRY_MIN_DELAY)
+            .set_max_delay(RETRY_MAX_DELAY);
+        Box::pin(async move {
+            ConnectionManager::new_with_config(client, config)
+                .await
+                .map(Connection::Single)
+        })
+    };
     #[cfg(feature = "tls")]
     install_crypto_provider();
 
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(options.connect_timeout))
-        .set_response_timeout(Some(options.response_timeout))
-        .set_number_of_retries(options.reconnect_retries)
-        .set_min_delay(RETRY_MIN_DELAY)
-        .set_max_delay(RETRY_MAX_DELAY);
-    // The manager bounds each attempt and the number of attempts; this outer limit is
-    // a backstop in case a future driver version retries differently.
+    // The manager and the cluster client bound each attempt and the number of attempts;
+    // this outer limit is a backstop in case a future driver version retries differently.
     let attempts = u32::try_from(options.reconnect_retries).unwrap_or(u32::MAX);
     let budget = (options.connect_timeout + 2 * RETRY_MAX_DELAY) * attempts.saturating_add(1);
     let op = Op::new("connect", &redacted, None);
-    let manager = match tokio::time::timeout(
-        budget,
-        ConnectionManager::new_with_config(client, config),
-    )
-    .await
-    {
-        Ok(Ok(manager)) => manager,
+    let conn = match tokio::time::timeout(budget, connecting).await {
+        Ok(Ok(conn)) => conn,
         Ok(Err(err)) => return Err(parse_redis_error(err, op)),
         Err(_elapsed) => {
             return Err(Error::Backend {
@@ -67,28 +82,123 @@ pub(crate) async fn open(url: &str, options: &RedisOptions) -> Result<Opened> {
             });
         }
     };
-    tracing::debug!(url = %redacted, prefix = %options.key_prefix, "connected to Redis");
+    tracing::debug!(url = %redacted, prefix = %options.key_prefix, cluster = conn.is_cluster(), "connected to Redis");
     Ok(Opened {
-        manager,
+        conn,
         redacted_url: redacted,
     })
 }
 
-fn check_scheme(url: &str, redacted: &str) -> Result<()> {
+/// The client of the cluster a `redis+cluster://` URL names, with the options' timeouts
+/// and retries.
+fn cluster_client(url: &str, redacted: &str, options: &RedisOptions) -> Result<ClusterClient> {
+    let nodes = cluster_nodes(url, redacted)?;
+    let retries = u32::try_from(options.reconnect_retries).unwrap_or(u32::MAX);
+    ClusterClient::builder(nodes)
+        .connection_timeout(options.connect_timeout)
+        .response_timeout(response_timeout(options))
+        .retries(retries)
+        .min_retry_wait(millis(RETRY_MIN_DELAY))
+        .max_retry_wait(millis(RETRY_MAX_DELAY))
+        .build()
+        .map_err(|err| Error::Config(format!("invalid Redis Cluster URL {redacted}: {err}")))
+}
+
+/// How long a reply may take: the configured response timeout, plus the replicas'
+/// `WAIT` when writes wait for them, so a `WAIT` that runs out reports how many replicas
+/// it got instead of being cut off as a timeout.
+fn response_timeout(options: &RedisOptions) -> Duration {
+    let waiting = options
+        .replica_acks
+        .map_or(Duration::ZERO, |acks| acks.timeout);
+    options.response_timeout.saturating_add(waiting)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The seed nodes of `redis+cluster://[user[:password]@]host[:port],host[:port]...[/0][?query]`
+/// as one `redis://` (or `rediss://`) URL each, every one with the credentials and query.
+///
+/// A cluster has only database 0, so any other database number is refused rather than
+/// silently ignored.
+fn cluster_nodes(url: &str, redacted: &str) -> Result<Vec<String>> {
+    let bad = |what: &str| Error::Config(format!("invalid Redis Cluster URL {redacted}: {what}"));
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no `://`"))?;
+    let node_scheme = scheme
+        .to_ascii_lowercase()
+        .strip_suffix("+cluster")
+        .map(str::to_string)
+        .ok_or_else(|| bad("not a +cluster scheme"))?;
+    let (rest, query) = rest.split_once('?').map_or((rest, ""), |(r, q)| (r, q));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !matches!(path, "" | "0") {
+        return Err(bad(
+            "a Redis Cluster has only database 0; drop the database number",
+        ));
+    }
+    let (credentials, hosts) = authority
+        .rsplit_once('@')
+        .map_or(("", authority), |(user, hosts)| (user, hosts));
+    let credentials = if credentials.is_empty() {
+        String::new()
+    } else {
+        format!("{credentials}@")
+    };
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("/?{query}")
+    };
+    hosts
+        .split(',')
+        .map(|node| {
+            if node.is_empty() {
+                return Err(bad(
+                    "an empty node in the list; separate host:port pairs with single commas",
+                ));
+            }
+            // `[::1]` has colons of its own; a port follows the closing bracket.
+            let has_port = match node.rfind(']') {
+                Some(close) => node[close..].contains(':'),
+                None => node.contains(':'),
+            };
+            let node = if has_port {
+                node.to_string()
+            } else {
+                format!("{node}:{DEFAULT_PORT}")
+            };
+            Ok(format!("{node_scheme}://{credentials}{node}{query}"))
+        })
+        .collect()
+}
+
+/// Checks the scheme; returns whether it names a cluster.
+fn check_scheme(url: &str, redacted: &str) -> Result<bool> {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    match scheme.as_deref() {
-        Some("redis") => Ok(()),
-        Some("rediss") if cfg!(feature = "tls") => Ok(()),
-        Some("rediss") => Err(Error::FeatureDisabled {
+    let (tls, cluster) = match scheme.as_deref() {
+        Some("redis") => (false, false),
+        Some("rediss") => (true, false),
+        Some("redis+cluster") => (false, true),
+        Some("rediss+cluster") => (true, true),
+        _ => {
+            return Err(Error::Config(format!(
+                "unsupported Redis URL {redacted}: use redis://[user[:password]@]host[:port][/db], \
+                 redis+cluster://[user[:password]@]host:port,host:port,... for a Redis Cluster, \
+                 or rediss:// / rediss+cluster:// for TLS"
+            )));
+        }
+    };
+    if tls && !cfg!(feature = "tls") {
+        return Err(Error::FeatureDisabled {
             what: format!(
                 "TLS to Redis ({redacted}; the `tls` feature of fusion-storage-redis when used directly)"
             ),
             feature: "redis-tls",
-        }),
-        _ => Err(Error::Config(format!(
-            "unsupported Redis URL {redacted}: use redis://[user[:password]@]host[:port][/db] or rediss://..."
-        ))),
+        });
     }
+    Ok(cluster)
 }
 
 /// rustls needs one process-wide crypto provider; install ring's unless the application
@@ -158,6 +268,42 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn cluster_urls_give_one_node_url_each_with_credentials_and_query() {
+        let url = "redis+cluster://app:s3cret@10.0.0.1:7000,node-b,[::1]:7002/0?protocol=resp3";
+        assert_eq!(
+            cluster_nodes(url, "x").unwrap(),
+            [
+                "redis://app:s3cret@10.0.0.1:7000/?protocol=resp3",
+                "redis://app:s3cret@node-b:6379/?protocol=resp3",
+                "redis://app:s3cret@[::1]:7002/?protocol=resp3",
+            ]
+        );
+        assert_eq!(
+            cluster_nodes("REDIS+CLUSTER://h1:1,h2:2", "x").unwrap(),
+            ["redis://h1:1", "redis://h2:2"]
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://:pw@[::1]", "x").unwrap(),
+            ["rediss://:pw@[::1]:6379"]
+        );
+        assert!(check_scheme("redis+cluster://h:1", "redis+cluster://h:1").unwrap());
+        assert!(!check_scheme("redis://h:1", "redis://h:1").unwrap());
+    }
+
+    #[test]
+    fn bad_cluster_urls_are_refused_without_leaking_the_password() {
+        for url in [
+            "redis+cluster://:hunter2@h1:7000,,h2:7001",
+            "redis+cluster://:hunter2@h1:7000/1",
+            "redis+cluster://:hunter2@",
+        ] {
+            let err = cluster_nodes(url, &redact_url(url)).unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{url}: {err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
     }
 
     #[cfg(feature = "tls")]

@@ -51,6 +51,11 @@ impl<'a> Op<'a> {
         self
     }
 
+    /// Whether the operation ran on a Redis Cluster (its URL says `+cluster://`).
+    fn is_cluster(&self) -> bool {
+        self.url.contains("+cluster://")
+    }
+
     fn describe_keys(&self) -> String {
         let keys: Vec<String> = self
             .keys
@@ -104,15 +109,28 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
             format!("{op}: the Redis user lacks a permission this storage needs ({err})"),
             false,
         ),
+        // The cluster client follows redirections itself; one that still reaches us
+        // means the slots kept moving through all its tries.
+        Some("MOVED" | "ASK") if op.is_cluster() => (
+            format!("{op}: the cluster's slots are moving; retry shortly ({err})"),
+            true,
+        ),
         Some("MOVED" | "ASK" | "CROSSSLOT") => (
             format!(
-                "{op}: the server is a Redis Cluster node; this storage needs a single server \
-                 (or a cluster proxy) ({err})"
+                "{op}: the server is a Redis Cluster node; connect with a \
+                 redis+cluster://host:port,host:port,... URL ({err})"
             ),
             false,
         ),
         Some("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY") => (
             format!("{op}: the server is temporarily unavailable ({err})"),
+            true,
+        ),
+        _ if err.kind() == ErrorKind::ClusterConnectionNotFound => (
+            format!(
+                "{op}: no connection to the cluster node serving this key; the cluster may be \
+                 failing over ({err})"
+            ),
             true,
         ),
         _ if err.kind() == ErrorKind::AuthenticationFailed => {
@@ -208,6 +226,18 @@ mod tests {
         let shown = err.to_string();
         assert!(shown.contains("`fusion:s:{s1}`"), "{shown}");
         assert!(shown.contains("wrong type"), "{shown}");
+    }
+
+    #[test]
+    fn redirections_are_retryable_on_a_cluster_and_a_misconfiguration_on_one_server() {
+        let moved =
+            || redis::make_extension_error("MOVED".into(), Some("3999 10.0.0.2:7001".into()));
+        let single = parse_redis_error(moved(), Op::new("load", "redis://h:7000", Some("s1")));
+        assert!(!single.is_retryable(), "{single}");
+        assert!(single.to_string().contains("redis+cluster://"), "{single}");
+        let cluster = Op::new("load", "redis+cluster://h:7000,h:7001", Some("s1"));
+        let err = parse_redis_error(moved(), cluster);
+        assert!(err.is_retryable(), "{err}");
     }
 
     #[test]

@@ -23,6 +23,7 @@
 
 mod config;
 mod connect;
+mod connection;
 mod error;
 mod keys;
 mod scripts;

@@ -1,12 +1,13 @@
 //! Finds or starts the servers the test suite needs, so `test-all-backends` runs on a
-//! fresh machine with nothing configured: Redis ([`redis()`]) and PostgreSQL
-//! ([`postgres()`]). Each is taken from its environment variable, else from the standard
+//! fresh machine with nothing configured: Redis ([`redis()`]), Redis Clusters
+//! ([`redis_cluster()`], [`failover_cluster()`]) and PostgreSQL ([`postgres()`]). Each is taken from its environment variable, else from the standard
 //! port on loopback, else started here as a throwaway server (installed with apt-get when
 //! missing and this runs as root), and the task fails, naming what to install, when none
 //! of that works.
 
 mod postgres;
 mod redis;
+mod redis_cluster;
 
 use std::net::TcpListener;
 use std::process::Command;
@@ -15,6 +16,7 @@ use anyhow::{Result, bail};
 
 pub use postgres::postgres;
 pub use redis::redis;
+pub use redis_cluster::{failover_cluster, redis_cluster};
 
 /// Installs Debian package `package` with apt-get (refreshing the package lists if the
 /// first try fails). Fails with `hint` when apt-get is missing or this is not root.

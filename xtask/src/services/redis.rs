@@ -95,7 +95,7 @@ fn start_throwaway_redis() -> Result<Redis> {
     Ok(redis)
 }
 
-fn ensure_redis_server_installed() -> Result<()> {
+pub(super) fn ensure_redis_server_installed() -> Result<()> {
     if on_path("redis-server") {
         return Ok(());
     }
@@ -107,7 +107,7 @@ fn ensure_redis_server_installed() -> Result<()> {
 }
 
 /// `host:port` of a `redis://[user:pass@]host[:port][/db]` URL.
-fn host_port(url: &str) -> Option<String> {
+pub(super) fn host_port(url: &str) -> Option<String> {
     let rest = url
         .strip_prefix("redis://")
         .or_else(|| url.strip_prefix("rediss://"))?;
@@ -122,7 +122,7 @@ fn host_port(url: &str) -> Option<String> {
 
 /// True when a Redis server at `addr` answers an inline PING with +PONG (or asks for auth,
 /// which still proves a server is there).
-fn answers_ping(addr: &str) -> bool {
+pub(super) fn answers_ping(addr: &str) -> bool {
     let Ok(addr) = addr.parse::<SocketAddr>().or_else(|_| {
         std::net::ToSocketAddrs::to_socket_addrs(addr)
             .ok()

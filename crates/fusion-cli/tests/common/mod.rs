@@ -172,13 +172,22 @@ pub fn ids(storage: &StorageType) -> Vec<String> {
 /// and the time, so runs never collide), or `None` (after saying so) without `REDIS_URL`, or a
 /// panic when `FUSION_REQUIRE_BACKENDS` asks for every backend.
 pub fn redis_url(name: &str) -> Option<String> {
-    let Ok(base) = std::env::var("REDIS_URL") else {
+    prefixed_url("REDIS_URL", name)
+}
+
+/// [`redis_url`] on the Redis Cluster at `FUSION_REDIS_CLUSTER_URL`.
+pub fn redis_cluster_url(name: &str) -> Option<String> {
+    prefixed_url("FUSION_REDIS_CLUSTER_URL", name)
+}
+
+fn prefixed_url(variable: &str, name: &str) -> Option<String> {
+    let Ok(base) = std::env::var(variable) else {
         assert!(
             std::env::var_os("FUSION_REQUIRE_BACKENDS").is_none(),
-            "REDIS_URL is not set and FUSION_REQUIRE_BACKENDS is"
+            "{variable} is not set and FUSION_REQUIRE_BACKENDS is"
         );
         use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "skipped: redis: set REDIS_URL");
+        let _ = writeln!(std::io::stderr(), "skipped: set {variable}");
         return None;
     };
     let nanos = std::time::SystemTime::now()

@@ -2,6 +2,8 @@
 //! removing those that do not without dropping one a concurrent writer recreated.
 
 use fusion_core::Result;
+use futures::future::try_join_all;
+use redis::{Cmd, RedisResult};
 
 use super::{RedisStorage, Request};
 use crate::error::parse_redis_error;
@@ -11,20 +13,30 @@ use crate::error::parse_redis_error;
 const PIPELINE_CHUNK: usize = 1000;
 
 impl RedisStorage {
-    /// Which of `ids` still have a message list, pipelined in chunks. A key of another
-    /// type under the list's name (something else wrote there, and our writes to it
-    /// failed) is no session either. `name` is the operation, for errors.
+    /// Which of `ids` still have a message list, in chunks of pipelined `TYPE`s. A key
+    /// of another type under the list's name (something else wrote there, and our
+    /// writes to it failed) is no session either. `name` is the operation, for errors.
+    ///
+    /// A cluster refuses a pipeline across slots, and each session has a slot of its
+    /// own, so there a chunk's commands are sent side by side instead: the cluster
+    /// client multiplexes them over its connection to each node.
     pub(super) async fn existing(&self, name: &'static str, ids: &[String]) -> Result<Vec<bool>> {
         let mut exists = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(PIPELINE_CHUNK) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("TYPE").arg(self.keys.list(id));
-            }
-            let types: Vec<String> = self
-                .run(Request::Pipe(&pipe))
-                .await
-                .map_err(|err| parse_redis_error(err, self.op(name, None)))?;
+            let commands: Vec<Cmd> = chunk
+                .iter()
+                .map(|id| redis::cmd("TYPE").arg(self.keys.list(id)).clone())
+                .collect();
+            let types: RedisResult<Vec<String>> = if self.conn.is_cluster() {
+                try_join_all(commands.iter().map(|cmd| self.run(Request::Cmd(cmd)))).await
+            } else {
+                let mut pipe = redis::pipe();
+                for cmd in commands {
+                    pipe.add_command(cmd);
+                }
+                self.run(Request::Pipe(&pipe)).await
+            };
+            let types = types.map_err(|err| parse_redis_error(err, self.op(name, None)))?;
             exists.extend(types.into_iter().map(|kind| kind == "list"));
         }
         Ok(exists)

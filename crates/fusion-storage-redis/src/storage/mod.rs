@@ -1,12 +1,18 @@
 //! `RedisStorage`: the `ConversationStorage` implementation on a Redis server.
 //!
 //! Each write is a Lua script on the session's own keys (atomic, Cluster-slot-local)
-//! followed by a single-key change to the session index, pipelined so a write costs one
-//! round trip. The two are ordered so the index is always a superset of the stored
-//! sessions: writes index after storing (commands on one connection run in order),
+//! followed by a single-key change to the session index. The two are ordered so the
+//! index is always a superset of the stored sessions: writes index after storing,
 //! deletes unindex before removing, and `list_sessions` drops ids that have no message
 //! list (expired, a write whose script failed, a foreign key of another type) after
 //! checking again, so a concurrent writer's session is never dropped from the index.
+//!
+//! On one server the script and the index's `SADD` are pipelined (commands on one
+//! connection run in order), so every write costs one round trip and re-indexes its
+//! session. A Redis Cluster refuses a pipeline whose keys live in different slots, and
+//! the index has a slot of its own, so there a write indexes in a second request after
+//! its script, and only when the script created (or replaced) the session: an append to
+//! an existing session stays one round trip. Deletes unindex, then remove, in two.
 //!
 //! The same scripts make the conditional writes of issue #13 (`conditional.rs`); the
 //! index upkeep of `list_sessions` is in `index.rs`.
@@ -23,25 +29,31 @@ use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, Result, Revision, SessionId, SessionInfo,
     check_storable, new_generation,
 };
-use redis::aio::ConnectionManager;
 use redis::{
-    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisResult, ScriptInvocation, ServerErrorKind,
+    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisResult, Script, ScriptInvocation,
+    ServerErrorKind,
 };
 
-use crate::config::RedisOptions;
+use crate::config::{RedisOptions, ReplicaAcks};
 use crate::connect;
+use crate::connection::Connection;
 use crate::error::{BACKEND, Op, corrupt_element, parse_redis_error};
 use crate::keys::Keys;
 use crate::scripts;
 
 /// Conversation storage on Redis: one LIST per session, a SET indexing the session ids.
 ///
-/// Clones share one connection. The connection is a `redis` `ConnectionManager`: when it
-/// drops, the next call reconnects (with bounded retries), so a server restart costs the
-/// calls made while it is down, which fail with a retryable error, and nothing more.
+/// Clones share one connection. To one server it is a `redis` `ConnectionManager`: when
+/// it drops, the next call reconnects (with bounded retries), so a server restart costs
+/// the calls made while it is down, which fail with a retryable error, and nothing more.
+/// To a Redis Cluster (`redis+cluster://` URLs) it is the redis crate's cluster client,
+/// which routes each request to the node serving the session's slot, follows
+/// redirections and refreshes its slot map when the topology changes; while a failed
+/// primary is being replaced, calls on its slots fail with a retryable error.
 ///
-/// Costs: `append` is one round trip (the write script and an `SADD`, pipelined),
-/// O(new messages) whatever the history's length; `load` is one `LRANGE`;
+/// Costs: `append` is one round trip (the write script and an `SADD`, pipelined; on a
+/// cluster the `SADD` is a second request, sent only when the append creates the
+/// session), O(new messages) whatever the history's length; `load` is one `LRANGE`;
 /// `list_sessions` is O(sessions) and never scans the keyspace; `truncate` is an
 /// in-place `LTRIM`. `load_revision` is one `MULTI` (`LRANGE` and `HGET` of the
 /// generation); `write_if` is the same script as the unconditional write, which checks
@@ -49,9 +61,10 @@ use crate::scripts;
 /// conditional append costs what `append` costs.
 #[derive(Clone)]
 pub struct RedisStorage {
-    conn: ConnectionManager,
+    conn: Connection,
     keys: Keys,
     ttl: Option<Duration>,
+    replica_acks: Option<ReplicaAcks>,
     url: Arc<str>,
 }
 
@@ -61,6 +74,7 @@ impl fmt::Debug for RedisStorage {
             .field("url", &self.url)
             .field("key_prefix", &self.keys.prefix())
             .field("ttl", &self.ttl)
+            .field("cluster", &self.conn.is_cluster())
             .finish_non_exhaustive()
     }
 }
@@ -68,8 +82,11 @@ impl fmt::Debug for RedisStorage {
 impl RedisStorage {
     /// Connects to `url` with the default options (prefix `fusion`, no TTL).
     ///
-    /// `redis://[user[:password]@]host[:port][/db]`, or `rediss://...` with the `tls`
-    /// feature. See [`connect_with`](Self::connect_with) for the errors.
+    /// `redis://[user[:password]@]host[:port][/db]` for one server,
+    /// `redis+cluster://[user[:password]@]host:port,host:port,...` for a Redis Cluster
+    /// (any reachable seed nodes; the client finds the rest), or `rediss://...` and
+    /// `rediss+cluster://...` with the `tls` feature. See
+    /// [`connect_with`](Self::connect_with) for the errors.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with(url, RedisOptions::default()).await
     }
@@ -99,9 +116,10 @@ impl RedisStorage {
     pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self> {
         let opened = connect::open(url, &options).await?;
         Ok(Self {
-            conn: opened.manager,
+            conn: opened.conn,
             keys: Keys::new(&options.key_prefix),
             ttl: options.ttl,
+            replica_acks: options.replica_acks,
             url: opened.redacted_url.into(),
         })
     }
@@ -114,6 +132,11 @@ impl RedisStorage {
     /// The TTL applied on every write, if any.
     pub fn ttl(&self) -> Option<Duration> {
         self.ttl
+    }
+
+    /// Whether this storage talks to a Redis Cluster (a `redis+cluster://` URL).
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
     }
 
     fn op<'a>(&'a self, name: &'static str, session_id: Option<&'a str>) -> Op<'a> {
@@ -141,16 +164,17 @@ impl RedisStorage {
         }
     }
 
-    /// The condition arguments of the scripts (see `scripts.rs`): a fresh generation for
-    /// a session the script creates or rewrites, then what is expected of the session.
-    fn condition(expected: Option<Expect>) -> [String; 4] {
+    /// The condition arguments of the scripts (see `scripts.rs`): `fresh`, the
+    /// generation for a session the script creates or rewrites, then what is expected of
+    /// the session.
+    fn condition(fresh: u64, expected: Option<Expect>) -> [String; 4] {
         let (kind, generation, len) = match expected {
             None => ("any", 0, 0),
             Some(Expect::Generation(generation)) => ("gen", generation, 0),
             Some(Expect::Exactly(Revision { generation, len })) => ("exact", generation, len),
         };
         [
-            new_generation().to_string(),
+            fresh.to_string(),
             kind.to_string(),
             generation.to_string(),
             len.to_string(),
@@ -158,15 +182,14 @@ impl RedisStorage {
     }
 
     /// Replaces (`mode = "replace"`) or extends (`"append"`) a session if it meets
-    /// `expected` (always, for `None`), then indexes it (again, so a session whose index
-    /// entry was lost is listed after its next write).
+    /// `expected` (always, for `None`), then indexes it.
     ///
-    /// The script and the `SADD` go in one pipeline: one round trip. A pipeline does not
-    /// load a missing script by itself, so on `NOSCRIPT` (a new or flushed server, where
-    /// the script's sha is unknown and the script did not run) the pipeline is sent again
-    /// behind a `SCRIPT LOAD`. If the script fails or finds the session not as expected,
-    /// the `SADD` still runs, and `list_sessions` prunes that entry if the id has no
-    /// message list.
+    /// On one server the `SADD` rides in the script's pipeline, so every write indexes
+    /// its session again (one whose index entry was lost is listed after its next
+    /// write); if the script fails or finds the session not as expected, the `SADD`
+    /// still runs, and `list_sessions` prunes that entry if the id has no message list.
+    /// On a cluster the `SADD` follows as a request of its own, only when the script
+    /// gave the session the fresh generation: it created or replaced it.
     async fn write(
         &self,
         name: &'static str,
@@ -180,41 +203,36 @@ impl RedisStorage {
             .map(serde_json::to_string)
             .collect::<serde_json::Result<Vec<_>>>()?;
         let (list, meta, index) = (self.keys.list(id), self.keys.meta(id), self.keys.index());
+        let fresh = new_generation();
         let mut script = scripts::WRITE.prepare_invoke();
         script
             .key(&list)
             .key(&meta)
             .arg(mode)
             .arg(self.ttl_ms())
-            .arg(&Self::condition(expected))
+            .arg(&Self::condition(fresh, expected))
             .arg(&json);
-        let pipeline = |load_first: bool| {
+        let cluster = self.conn.is_cluster();
+        let index_in_pipeline = (!cluster).then_some(id);
+        let op = self.op(name, Some(id));
+        let outcome = self
+            .run_script(&scripts::WRITE, &script, index_in_pipeline)
+            .await
+            .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta, index])))?;
+        let outcome = self.acknowledged(outcome, op)?;
+        if cluster && outcome.applied && outcome.generation == fresh.to_string() {
             let mut pipe = redis::pipe();
-            if load_first {
-                pipe.load_script(&scripts::WRITE).ignore();
-            }
-            pipe.invoke_script(&script)
-                .cmd("SADD")
-                .arg(index)
-                .arg(id)
-                .ignore();
-            pipe
-        };
-        let sent = match self.run(Request::Pipe(&pipeline(false))).await {
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.run(Request::Pipe(&pipeline(true))).await
-            }
-            sent => sent,
-        };
-        sent.map(|(outcome,)| outcome).map_err(|err| {
-            let op = self.op(name, Some(id));
-            parse_redis_error(err, op.on_keys(&[&list, &meta, index]))
-        })
+            pipe.cmd("SADD").arg(index).arg(id);
+            let added = self.send_acked::<i64>(&pipe).await;
+            let added = added.map_err(|err| parse_redis_error(err, op.on_key(index)))?;
+            self.acknowledged(added, op)?;
+        }
+        Ok(outcome)
     }
 
     /// Keeps the first `len` messages of a session (`0` deletes its keys, but leaves the
     /// index to the caller) if it meets `expected` (always, for `None`). One script, one
-    /// round trip; a script invocation loads itself on `NOSCRIPT`.
+    /// round trip.
     async fn trim(
         &self,
         name: &'static str,
@@ -229,12 +247,91 @@ impl RedisStorage {
             .key(&meta)
             .arg(len)
             .arg(self.ttl_ms())
-            .arg(&Self::condition(expected));
-        self.run(Request::Script(&script)).await.map_err(|err| {
-            let op = self.op(name, Some(id));
-            parse_redis_error(err, op.on_keys(&[&list, &meta]))
+            .arg(&Self::condition(new_generation(), expected));
+        let op = self.op(name, Some(id));
+        let outcome = self
+            .run_script(&scripts::TRUNCATE, &script, None)
+            .await
+            .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))?;
+        self.acknowledged(outcome, op)
+    }
+
+    /// Runs `invocation` of `script` in one round trip, followed in the same pipeline by
+    /// `SADD` of `index_id` to the index (one server only) and the replicas' `WAIT`.
+    ///
+    /// A pipeline does not load a missing script by itself, so on `NOSCRIPT` (a new or
+    /// flushed server, where the script's sha is unknown and the script did not run)
+    /// the pipeline is sent again behind a `SCRIPT LOAD`. On a cluster the keyless
+    /// `SCRIPT LOAD` and `WAIT` go to the node of the script's keys.
+    async fn run_script(
+        &self,
+        script: &Script,
+        invocation: &ScriptInvocation<'_>,
+        index_id: Option<&str>,
+    ) -> RedisResult<Acked<scripts::Outcome>> {
+        let pipeline = |load_first: bool| {
+            let mut pipe = redis::pipe();
+            if load_first {
+                pipe.load_script(script).ignore();
+            }
+            pipe.invoke_script(invocation);
+            if let Some(id) = index_id {
+                pipe.cmd("SADD").arg(self.keys.index()).arg(id).ignore();
+            }
+            pipe
+        };
+        match self.send_acked(&pipeline(false)).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.send_acked(&pipeline(true)).await
+            }
+            sent => sent,
+        }
+    }
+
+    /// Sends `pipe`, whose one reply that is not ignored is a `T`, with a `WAIT` for the
+    /// replicas at its end when [`RedisOptions::replica_acks`] asks for one.
+    async fn send_acked<T: FromRedisValue>(&self, pipe: &Pipeline) -> RedisResult<Acked<T>> {
+        let Some(acks) = self.replica_acks else {
+            let (value,): (T,) = self.run(Request::Pipe(pipe)).await?;
+            return Ok(Acked {
+                value,
+                replicas: None,
+            });
+        };
+        let mut pipe = pipe.clone();
+        let timeout = u64::try_from(acks.timeout.as_millis()).unwrap_or(u64::MAX);
+        pipe.cmd("WAIT").arg(acks.replicas).arg(timeout);
+        let (value, replicas): (T, usize) = self.run(Request::Pipe(&pipe)).await?;
+        Ok(Acked {
+            value,
+            replicas: Some(replicas),
         })
     }
+
+    /// The value of a write, once enough replicas acknowledged it; otherwise an error
+    /// saying the write is on the primary only.
+    fn acknowledged<T>(&self, acked: Acked<T>, op: Op<'_>) -> Result<T> {
+        match (acked.replicas, self.replica_acks) {
+            (Some(got), Some(want)) if got < want.replicas => Err(fusion_core::Error::Backend {
+                backend: BACKEND,
+                message: format!(
+                    "{op}: stored on the primary, but only {got} of {} replicas acknowledged \
+                     it within {:?}; a failover before they catch up would lose it (not \
+                     retryable: a retry would apply the write twice)",
+                    want.replicas, want.timeout
+                ),
+                retryable: false,
+                source: None,
+            }),
+            _ => Ok(acked.value),
+        }
+    }
+}
+
+/// A reply, and how many replicas `WAIT` counted when the storage waits for them.
+struct Acked<T> {
+    value: T,
+    replicas: Option<usize>,
 }
 
 #[async_trait]
@@ -265,17 +362,25 @@ impl ConversationStorage for RedisStorage {
     async fn delete(&self, session_id: &str) -> Result<()> {
         SessionId::validate(session_id)?;
         let (list, meta) = (self.keys.list(session_id), self.keys.meta(session_id));
+        let index = self.keys.index();
+        let op = self.op("delete", Some(session_id));
         // Unindex first: if the DEL then fails, the data is still there but unlisted
-        // until the next write, rather than listed with nothing behind it.
+        // until the next write, rather than listed with nothing behind it. On a cluster
+        // the index is in another slot, so that is a request of its own.
         let mut pipe = redis::pipe();
-        pipe.cmd("SREM")
-            .arg(self.keys.index())
-            .arg(session_id)
-            .ignore();
-        pipe.cmd("DEL").arg(&list).arg(&meta).ignore();
-        self.run::<()>(Request::Pipe(&pipe))
+        if self.conn.is_cluster() {
+            self.run::<()>(Request::Cmd(redis::cmd("SREM").arg(index).arg(session_id)))
+                .await
+                .map_err(|err| parse_redis_error(err, op.on_key(index)))?;
+        } else {
+            pipe.cmd("SREM").arg(index).arg(session_id).ignore();
+        }
+        pipe.cmd("DEL").arg(&list).arg(&meta);
+        let deleted = self
+            .send_acked::<i64>(&pipe)
             .await
-            .map_err(|err| parse_redis_error(err, self.op("delete", Some(session_id))))
+            .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))?;
+        self.acknowledged(deleted, op).map(drop)
     }
 
     async fn list_sessions(&self) -> Result<Vec<String>> {
@@ -382,15 +487,13 @@ impl ConversationStorage for RedisStorage {
 enum Request<'a> {
     Cmd(&'a Cmd),
     Pipe(&'a Pipeline),
-    Script(&'a ScriptInvocation<'a>),
 }
 
 impl Request<'_> {
-    async fn send<T: FromRedisValue>(self, conn: &mut ConnectionManager) -> RedisResult<T> {
+    async fn send<T: FromRedisValue>(self, conn: &mut Connection) -> RedisResult<T> {
         match self {
             Request::Cmd(cmd) => cmd.query_async(conn).await,
             Request::Pipe(pipe) => pipe.query_async(conn).await,
-            Request::Script(script) => script.invoke_async(conn).await,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Shared test setup: a private key prefix per case on the server at `REDIS_URL`.
+//! Shared test setup: a private key prefix per case on the server at `REDIS_URL`, or on
+//! the Redis Cluster at `FUSION_REDIS_CLUSTER_URL`.
 //!
 //! Every harness gets a random prefix, so parallel cases and repeated runs never see each
 //! other's keys, and deletes every key under it when dropped.
@@ -16,9 +17,19 @@ use redis::aio::MultiplexedConnection;
 /// The reason printed when `REDIS_URL` is not set.
 pub const NO_SERVER: &str = "set REDIS_URL=redis://127.0.0.1:6379 to run the Redis tests";
 
+/// The reason printed when `FUSION_REDIS_CLUSTER_URL` is not set.
+pub const NO_CLUSTER: &str = "set FUSION_REDIS_CLUSTER_URL=redis+cluster://HOST:PORT,... (a \
+     cluster of primaries with replicas; `cargo xtask test-all-backends` starts one) to run the \
+     Redis Cluster tests";
+
 /// The server under test, from `REDIS_URL`.
 pub fn redis_url() -> Option<String> {
-    std::env::var("REDIS_URL")
+    env_url("REDIS_URL")
+}
+
+/// The value of the environment variable `name`, if set and not blank.
+pub fn env_url(name: &str) -> Option<String> {
+    std::env::var(name)
         .ok()
         .filter(|url| !url.trim().is_empty())
 }
@@ -35,7 +46,8 @@ pub fn unique_prefix() -> String {
     format!("fusion-test:{random:016x}-{n}")
 }
 
-/// One test case's private location: the server at `REDIS_URL` and a fresh key prefix.
+/// One test case's private location: the server at `REDIS_URL` (or the cluster at
+/// `FUSION_REDIS_CLUSTER_URL`) and a fresh key prefix.
 pub struct Harness {
     pub url: String,
     pub prefix: String,
@@ -52,6 +64,11 @@ impl Harness {
         RedisStorage::connect_with(&self.url, options).await
     }
 
+    /// A new storage instance on this harness's prefix at another `url`.
+    pub async fn connect_to(&self, url: &str) -> fusion_core::Result<RedisStorage> {
+        RedisStorage::connect_with(url, self.options()).await
+    }
+
     /// A plain connection, for poking at keys the way another program would.
     pub async fn raw(&self) -> MultiplexedConnection {
         redis::Client::open(self.url.as_str())
@@ -59,6 +76,22 @@ impl Harness {
             .get_multiplexed_async_connection()
             .await
             .expect("connecting to REDIS_URL")
+    }
+
+    /// A plain cluster connection, for poking at keys the way another program would.
+    pub async fn raw_cluster(&self) -> redis::cluster_async::ClusterConnection {
+        let seeds: Vec<String> = self
+            .url
+            .strip_prefix("redis+cluster://")
+            .expect("a redis+cluster:// URL")
+            .split(',')
+            .map(|node| format!("redis://{node}"))
+            .collect();
+        redis::cluster::ClusterClient::new(seeds)
+            .expect("the cluster URL parses")
+            .get_async_connection()
+            .await
+            .expect("connecting to the cluster")
     }
 
     /// The list key of `session_id` (the layout documented in the README).
@@ -88,34 +121,76 @@ impl StorageHarness for Harness {
 
 impl Drop for Harness {
     // Drop cannot be async, so clean up with the driver's blocking client. SCAN is fine
-    // here: it only runs in tests, over this case's own prefix.
+    // here: it only runs in tests, over this case's own prefix. On a cluster every
+    // primary holds some of the keys, so each is scanned on its own.
     fn drop(&mut self) {
-        let Ok(mut conn) = redis::Client::open(self.url.as_str())
+        for node in primaries(&self.url) {
+            delete_prefix(&node, &self.prefix);
+        }
+    }
+}
+
+/// The `redis://` URL of every node that holds keys: the server itself, or each primary
+/// of a cluster as the first reachable seed node reports them.
+pub fn primaries(url: &str) -> Vec<String> {
+    let Some(seeds) = url.strip_prefix("redis+cluster://") else {
+        return vec![url.to_string()];
+    };
+    for seed in seeds.split(',') {
+        let Ok(mut conn) = redis::Client::open(format!("redis://{seed}"))
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+        else {
+            continue;
+        };
+        let Ok(nodes) = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query::<String>(&mut conn)
+        else {
+            continue;
+        };
+        // `<id> <ip:port@cport> <flags> ...`: the live primaries.
+        return nodes
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split(' ');
+                let addr = fields.nth(1)?.split('@').next()?;
+                let flags = fields.next()?;
+                (flags.contains("master") && !flags.contains("fail"))
+                    .then(|| format!("redis://{addr}"))
+            })
+            .collect();
+    }
+    Vec::new()
+}
+
+/// Deletes every key under `prefix` on the one node at `url`, one key per `DEL` (a
+/// cluster node refuses a `DEL` of keys in different slots).
+fn delete_prefix(url: &str, prefix: &str) {
+    let Ok(mut conn) = redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+    else {
+        return;
+    };
+    let pattern = format!("{prefix}:*");
+    let mut cursor = 0u64;
+    loop {
+        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut conn)
         else {
             return;
         };
-        let pattern = format!("{}:*", self.prefix);
-        let mut cursor = 0u64;
-        loop {
-            let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query(&mut conn)
-            else {
-                return;
-            };
-            if !keys.is_empty() {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-            }
-            if next == 0 {
-                return;
-            }
-            cursor = next;
+        for key in keys {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(key).query(&mut conn);
         }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
     }
 }
 
@@ -123,6 +198,18 @@ impl Drop for Harness {
 pub async fn harness() -> Option<Harness> {
     let Some(url) = redis_url() else {
         return unavailable("redis", NO_SERVER);
+    };
+    Some(Harness {
+        url,
+        prefix: unique_prefix(),
+    })
+}
+
+/// A harness on the cluster at `FUSION_REDIS_CLUSTER_URL`, or `None` (skip, or panic
+/// under `FUSION_REQUIRE_BACKENDS`).
+pub async fn cluster_harness() -> Option<Harness> {
+    let Some(url) = env_url("FUSION_REDIS_CLUSTER_URL") else {
+        return unavailable("redis_cluster", NO_CLUSTER);
     };
     Some(Harness {
         url,

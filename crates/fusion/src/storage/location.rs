@@ -54,6 +54,18 @@ pub enum StorageLocation {
         /// The key prefix, `fusion` when the URL has no `key_prefix` parameter.
         key_prefix: String,
     },
+    /// The keys under one prefix in one Redis Cluster, known by its seed nodes.
+    ///
+    /// Two cluster locations are the same data when they share a node and a prefix
+    /// ([`same_data`](StorageLocation::same_data)): two seed lists of one cluster
+    /// rarely list the same nodes.
+    RedisCluster {
+        /// The seed nodes, `host:port` with hosts lower-cased and port 6379 filled in,
+        /// sorted.
+        nodes: Vec<String>,
+        /// The key prefix, `fusion` when the URL has no `key_prefix` parameter.
+        key_prefix: String,
+    },
     /// The tables in one schema of one database of one PostgreSQL server.
     Postgres {
         /// The host name (lower-cased) or IP address, as the URL gives it.
@@ -82,6 +94,11 @@ impl fmt::Display for StorageLocation {
             } => write!(
                 f,
                 "Redis {host}:{port} database {db}, key prefix {key_prefix}"
+            ),
+            StorageLocation::RedisCluster { nodes, key_prefix } => write!(
+                f,
+                "Redis Cluster {}, key prefix {key_prefix}",
+                nodes.join(",")
             ),
             StorageLocation::Postgres {
                 host,
@@ -126,15 +143,56 @@ pub(crate) fn sqlite(url: &str) -> Result<Option<StorageLocation>> {
     )))))
 }
 
-/// The location of a `redis://` or `rediss://` URL: host, port, database and key prefix.
+impl StorageLocation {
+    /// Whether `self` and `other` hold the same data: equal, or two Redis Cluster
+    /// locations with one prefix whose seed lists share a node.
+    pub fn same_data(&self, other: &StorageLocation) -> bool {
+        match (self, other) {
+            (
+                StorageLocation::RedisCluster { nodes, key_prefix },
+                StorageLocation::RedisCluster {
+                    nodes: theirs,
+                    key_prefix: their_prefix,
+                },
+            ) => key_prefix == their_prefix && nodes.iter().any(|node| theirs.contains(node)),
+            _ => self == other,
+        }
+    }
+}
+
+/// The location of a `redis://`, `rediss://` URL (host, port, database and key prefix)
+/// or a `redis+cluster://` one (seed nodes and key prefix).
 pub(crate) fn redis(url: &str) -> Result<StorageLocation> {
     let bad = bad_url("Redis", url);
+    let key_prefix = url_param(url, KEY_PREFIX_PARAM).unwrap_or(DEFAULT_REDIS_KEY_PREFIX);
+    if let Some((_scheme, rest)) = url
+        .split_once("://")
+        .filter(|(scheme, _)| scheme.to_ascii_lowercase().ends_with("+cluster"))
+    {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let hosts = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, hosts)| hosts);
+        let mut nodes = hosts
+            .split(',')
+            .map(|node| {
+                let node_url = format!("redis://{node}");
+                let server = Server::parse(&node_url, DEFAULT_REDIS_PORT, &bad)?;
+                Ok(format!("{}:{}", server.host, server.port))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        nodes.sort();
+        nodes.dedup();
+        return Ok(StorageLocation::RedisCluster {
+            nodes,
+            key_prefix: key_prefix.to_string(),
+        });
+    }
     let server = Server::parse(url, DEFAULT_REDIS_PORT, &bad)?;
     let db = match server.path.trim_matches('/') {
         "" => 0,
         db => db.parse().map_err(|_| bad("invalid database number"))?,
     };
-    let key_prefix = url_param(url, KEY_PREFIX_PARAM).unwrap_or(DEFAULT_REDIS_KEY_PREFIX);
     Ok(StorageLocation::Redis {
         host: server.host,
         port: server.port,

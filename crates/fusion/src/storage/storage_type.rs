@@ -17,7 +17,7 @@ use super::location::{self, StorageLocation};
 ///
 /// Parses from a URL: `memory://`, `file://./sessions` (or a plain path),
 /// `sqlite://sessions.db`, `sqlite::memory:`, `redis://127.0.0.1:6379/0`, `rediss://...`,
-/// `postgres://app@db.internal/app`.
+/// `redis+cluster://10.0.0.1:7000,10.0.0.2:7000`, `postgres://app@db.internal/app`.
 ///
 /// Two values that differ may still name the same data (`./d` and its absolute path):
 /// compare them with [`same_storage`](StorageType::same_storage), not `==`.
@@ -41,8 +41,10 @@ pub enum StorageType {
     /// A SQLite database URL: `sqlite://path`, `sqlite:path` or `sqlite::memory:` (feature `sqlite`).
     Sqlite(String),
     /// A Redis URL: `redis://[:password@]host:port[/db][?key_prefix=PREFIX]` or
-    /// `rediss://...` (feature `redis`). The `key_prefix` parameter picks the prefix of
-    /// every key (default `fusion`), like `RedisOptions::key_prefix`.
+    /// `rediss://...` for one server, `redis+cluster://[:password@]host:port,host:port,...`
+    /// or `rediss+cluster://...` for a Redis Cluster (feature `redis`). The `key_prefix`
+    /// parameter picks the prefix of every key (default `fusion`), like
+    /// `RedisOptions::key_prefix`.
     Redis(String),
     /// A PostgreSQL URL: `postgres://[user[:password]@]host[:port]/database[?params]` or
     /// `postgresql://...` (feature `postgres`). `sslmode` and the driver's other parameters
@@ -68,7 +70,8 @@ impl StorageType {
     /// open creates afresh.
     ///
     /// Paths are canonicalized, including ones that do not exist yet (the nearest
-    /// existing ancestor is); Redis URLs give host, port, database and key prefix, and
+    /// existing ancestor is); Redis URLs give host, port, database and key prefix (a
+    /// cluster URL its seed nodes and key prefix), and
     /// PostgreSQL URLs host, port, database and schema, with the defaults filled in. Reads the file system, never opens a database or a
     /// connection. Fails with [`Error::Config`] for a SQLite or Redis URL that
     /// [`open`](StorageType::open) would refuse too (no path, no host, a bad port or
@@ -102,7 +105,7 @@ impl StorageType {
     /// store per process). Errors as `location` does.
     pub fn same_storage(&self, other: &StorageType) -> Result<bool> {
         Ok(match (self.location()?, other.location()?) {
-            (Some(mine), Some(theirs)) => mine == theirs,
+            (Some(mine), Some(theirs)) => mine.same_data(&theirs),
             _ => false,
         })
     }
@@ -200,7 +203,15 @@ impl FromStr for StorageType {
         if url.starts_with("sqlite:") {
             return Ok(StorageType::Sqlite(url.to_string()));
         }
-        if url.starts_with("redis://") || url.starts_with("rediss://") {
+        if [
+            "redis://",
+            "rediss://",
+            "redis+cluster://",
+            "rediss+cluster://",
+        ]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+        {
             return Ok(StorageType::Redis(url.to_string()));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -376,6 +387,17 @@ mod tests {
             "redis://h/0?key_prefix=b"
         ));
         assert!(!same("redis://h/0?key_prefix=a", "redis://h/0"));
+        // Two seed lists of one cluster share a node; a cluster is not one of its nodes.
+        assert!(same(
+            "redis+cluster://h1:7000,h2:7001",
+            "redis+cluster://:pw@H2:7001,h3:7002/0"
+        ));
+        assert!(!same("redis+cluster://h1:7000", "redis+cluster://h2:7000"));
+        assert!(!same(
+            "redis+cluster://h1:7000?key_prefix=a",
+            "redis+cluster://h1:7000"
+        ));
+        assert!(!same("redis+cluster://h1:7000", "redis://h1:7000"));
         // Not unified: telling two names of one host apart would need a DNS lookup.
         assert!(!same("redis://localhost", "redis://127.0.0.1"));
         for bad in [

@@ -1,0 +1,57 @@
+//! [`Connection`]: a single server or a Redis Cluster, behind the one interface the redis
+//! crate's commands, pipelines and scripts are sent through.
+//!
+//! Both kinds are multiplexed and cheap to clone. What differs is what the server
+//! accepts: a cluster refuses a pipeline or transaction whose keys live in different
+//! slots, so the storage asks [`Connection::is_cluster`] where it would otherwise mix a
+//! session's keys with the session index in one request.
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+/// The connection every clone of a `RedisStorage` shares.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    /// One server (`redis://`), reconnected by the manager when it drops.
+    Single(ConnectionManager),
+    /// A cluster (`redis+cluster://`): the client routes each request to the node that
+    /// serves its slot, follows `MOVED`/`ASK` and refreshes the slot map on a topology
+    /// change.
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// Whether requests must keep to one slot each.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Connection::Cluster(_))
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(conn) => conn.req_packed_command(cmd),
+            Connection::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(conn) => conn.get_db(),
+            Connection::Cluster(conn) => conn.get_db(),
+        }
+    }
+}

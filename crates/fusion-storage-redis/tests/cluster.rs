@@ -1,0 +1,208 @@
+//! The Redis backend on a Redis Cluster (`FUSION_REDIS_CLUSTER_URL`, three primaries with
+//! a replica each; `cargo xtask test-all-backends` starts one): the conformance suite, and
+//! what is particular to a cluster: one slot per session, sessions spread over the
+//! primaries, the index without cross-slot requests, replica acknowledgements, and a
+//! single-server URL pointed at a cluster node.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{Harness, cluster_harness, primaries};
+use fusion_core::{ChatMessage, ConversationStorage, Error};
+use fusion_storage_redis::RedisStorage;
+
+fusion_core::conformance_suite!(conformance_redis_cluster, cluster_harness);
+
+async fn open(h: &Harness) -> RedisStorage {
+    let storage = h
+        .connect(h.options())
+        .await
+        .expect("connecting to the cluster");
+    assert!(storage.is_cluster());
+    storage
+}
+
+/// The slot of `key`, as the cluster computes it.
+async fn slot(h: &Harness, key: &str) -> u16 {
+    let mut raw = h.raw_cluster().await;
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut raw)
+        .await
+        .expect("CLUSTER KEYSLOT")
+}
+
+#[tokio::test]
+async fn a_sessions_keys_share_one_slot_and_sessions_spread_over_the_primaries() {
+    let Some(h) = cluster_harness().await else {
+        return;
+    };
+    let storage = open(&h).await;
+    let ids: Vec<String> = (0..60).map(|i| format!("spread-{i}")).collect();
+    for id in &ids {
+        storage
+            .append(id, &[ChatMessage::user(id.as_str())])
+            .await
+            .unwrap();
+    }
+    let mut slots = HashSet::new();
+    for id in &ids {
+        let list = slot(&h, &h.list_key(id)).await;
+        assert_eq!(list, slot(&h, &h.meta_key(id)).await, "{id}");
+        slots.insert(list);
+    }
+    assert!(
+        slots.len() > 40,
+        "60 sessions in only {} slots",
+        slots.len()
+    );
+    // Each primary holds some of them: count the list keys node by node.
+    let mut holding = 0;
+    for node in primaries(&h.url) {
+        let mut conn = redis::Client::open(node.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:s:*", h.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        holding += usize::from(!keys.is_empty());
+    }
+    assert!(holding >= 2, "all 60 sessions on one primary");
+    let mut listed = storage.list_sessions().await.unwrap();
+    listed.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(listed, want);
+}
+
+#[tokio::test]
+async fn the_index_follows_creates_appends_deletes_and_expiry_across_slots() {
+    let Some(h) = cluster_harness().await else {
+        return;
+    };
+    let storage = open(&h).await;
+    let mut raw = h.raw_cluster().await;
+    let members = |raw: &mut redis::cluster_async::ClusterConnection| {
+        let mut raw = raw.clone();
+        let index = h.index_key();
+        async move {
+            let mut ids: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(index)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            ids.sort();
+            ids
+        }
+    };
+    storage
+        .append("a", &[ChatMessage::user("1")])
+        .await
+        .unwrap();
+    storage
+        .append("a", &[ChatMessage::user("2")])
+        .await
+        .unwrap();
+    storage.save("b", &[ChatMessage::user("1")]).await.unwrap();
+    assert_eq!(members(&mut raw).await, ["a", "b"]);
+    storage.delete("a").await.unwrap();
+    assert_eq!(members(&mut raw).await, ["b"]);
+    assert!(storage.load("a").await.unwrap().is_empty());
+
+    // A session whose keys vanish (expired, say) is pruned from the index by the next
+    // listing; the index is in another slot than the session.
+    let _: () = redis::cmd("DEL")
+        .arg(h.list_key("b"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(storage.list_sessions().await.unwrap().is_empty());
+    assert!(members(&mut raw).await.is_empty());
+    // Created again, it is listed again.
+    storage
+        .append("b", &[ChatMessage::user("again")])
+        .await
+        .unwrap();
+    assert_eq!(storage.list_sessions().await.unwrap(), ["b"]);
+}
+
+#[tokio::test]
+async fn replica_acknowledgements_pass_with_a_replica_and_fail_clearly_without_enough() {
+    let Some(h) = cluster_harness().await else {
+        return;
+    };
+    let acked = h
+        .connect(h.options().replica_acks(1, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    acked
+        .append("s", &[ChatMessage::user("held by a replica")])
+        .await
+        .unwrap();
+    acked.truncate("s", 1).await.unwrap();
+    acked
+        .append("s", &[ChatMessage::user("two")])
+        .await
+        .unwrap();
+    assert_eq!(acked.load("s").await.unwrap().len(), 2);
+
+    // Each primary has one replica, so two can never acknowledge.
+    let greedy = h
+        .connect(h.options().replica_acks(2, Duration::from_millis(50)))
+        .await
+        .unwrap();
+    let err = greedy
+        .append("s", &[ChatMessage::user("three")])
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let shown = err.to_string();
+    assert!(shown.contains("only 1 of 2 replicas"), "{shown}");
+    assert!(shown.contains("stored on the primary"), "{shown}");
+    // As the error says, the primary has it.
+    assert_eq!(acked.load("s").await.unwrap().len(), 3);
+    acked.delete("s").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_single_server_url_on_a_cluster_node_names_the_cluster_scheme() {
+    let Some(h) = cluster_harness().await else {
+        return;
+    };
+    let cluster = open(&h).await;
+    // Find a session whose slot the first node does not serve: connected to that node
+    // alone, the storage meets a MOVED it cannot follow.
+    let node = primaries(&h.url).remove(0);
+    let single = h
+        .connect_to(&node)
+        .await
+        .expect("a cluster node accepts a connection");
+    let mut moved = None;
+    for i in 0..50 {
+        let id = format!("elsewhere-{i}");
+        if let Err(err) = single.load(&id).await {
+            moved = Some(err);
+            break;
+        }
+    }
+    let err = moved.expect("50 sessions all on the first node");
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                retryable: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("redis+cluster://"), "{err}");
+    assert!(cluster.list_sessions().await.unwrap().is_empty());
+}
