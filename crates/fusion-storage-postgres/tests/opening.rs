@@ -1,10 +1,11 @@
-//! How storages open: many at once on a new schema, both URL schemes, and schemas keeping
-//! applications in one database apart.
+//! How storages open: many at once on a new schema, both URL schemes, schemas keeping
+//! applications in one database apart, and the pool's first connection ready for the
+//! first call.
 
 mod support;
 
 use fusion_core::{ChatMessage, ConversationStorage};
-use fusion_storage_postgres::PostgresStorage;
+use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
 use support::harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -45,11 +46,9 @@ async fn schemas_keep_applications_in_one_database_apart() {
     // The other scheme libpq accepts, for the same server.
     let url = b.url.replacen("postgres://", "postgresql://", 1);
     let second = PostgresStorage::connect_with(b.options()).await.unwrap();
-    let third = PostgresStorage::connect_with(
-        fusion_storage_postgres::PostgresOptions::new(url).schema(&b.schema),
-    )
-    .await
-    .unwrap();
+    let third = PostgresStorage::connect_with(PostgresOptions::new(url).schema(&b.schema))
+        .await
+        .unwrap();
     first
         .append("s", &[ChatMessage::user("only in a")])
         .await
@@ -71,6 +70,25 @@ async fn schemas_keep_applications_in_one_database_apart() {
     assert_eq!(first.backend_name(), "postgres");
     assert!(!first.database().contains('@') || first.database().contains("***"));
     for storage in [first, second, third] {
+        storage.close().await;
+    }
+}
+
+#[tokio::test]
+async fn the_first_call_finds_a_connection_open_in_the_pool() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    // Twice: on a new schema (created) and on an existing one (only checked); default
+    // options, so the pool could open up to 8 connections.
+    for _ in 0..2 {
+        let options = PostgresOptions::new(&harness.url).schema(&harness.schema);
+        let storage = PostgresStorage::connect_with(options).await.unwrap();
+        let pool = storage.pool();
+        assert_eq!(pool.size(), 1, "connect left one connection in the pool");
+        assert_eq!(pool.num_idle(), 1, "idle, ready for the first call");
+        storage.load("s").await.unwrap();
+        assert_eq!(pool.size(), 1, "the first call reused it");
         storage.close().await;
     }
 }
