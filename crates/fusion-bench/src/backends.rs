@@ -3,12 +3,16 @@
 //! A namespace is a directory (fs), a database file (SQLite), a key prefix (Redis), a
 //! schema (PostgreSQL) or a store (memory). Each workload gets its own, so W3's `list_sessions` sees only W3's
 //! sessions and nothing a previous run left behind can skew a number.
+//!
+//! W5's worker processes reach the same namespaces through [`Backend::attach`], given the
+//! run's [`Backend::root_id`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
+use fusion_bench::redis_conn::RedisConn;
 use fusion_core::ConversationStorage;
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_memory::InMemoryStorage;
@@ -19,7 +23,9 @@ use sqlx::Connection;
 use tempfile::TempDir;
 
 /// The backends this runner knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// `fusion-storage-memory`.
@@ -32,6 +38,9 @@ pub enum Kind {
     Redis,
     /// `fusion-storage-postgres`.
     Postgres,
+    /// `fusion-storage-redis` on a Redis Cluster.
+    #[serde(rename = "redis-cluster")]
+    RedisCluster,
 }
 
 /// The servers the shared backends run against.
@@ -39,10 +48,33 @@ pub enum Kind {
 pub struct Servers {
     /// The Redis server for `redis`.
     pub redis_url: String,
+    /// The Redis Cluster for `redis-cluster` (`redis+cluster://host:port,...`).
+    pub redis_cluster_url: String,
     /// The PostgreSQL server (and database) for `postgres`.
     pub postgres_url: String,
     /// Whether `postgres` commits with `synchronous_commit = off` (`Durability::Relaxed`).
     pub postgres_relaxed: bool,
+    /// How many replicas each `redis` and `redis-cluster` write waits for
+    /// (`RedisOptions::replica_acks`), if any.
+    pub redis_replica_acks: Option<usize>,
+}
+
+impl Servers {
+    /// Hands these servers to a child process of this binary: the URLs through the
+    /// environment variables its arguments read (so a password in a URL stays out of
+    /// `ps`), the durability as a flag.
+    pub fn pass_to(&self, child: &mut std::process::Command) {
+        child
+            .env("REDIS_URL", &self.redis_url)
+            .env("FUSION_REDIS_CLUSTER_URL", &self.redis_cluster_url)
+            .env("FUSION_POSTGRES_URL", &self.postgres_url);
+        if self.postgres_relaxed {
+            child.arg("--postgres-relaxed");
+        }
+        if let Some(replicas) = self.redis_replica_acks {
+            child.args(["--redis-replica-acks", &replicas.to_string()]);
+        }
+    }
 }
 
 impl Kind {
@@ -54,7 +86,13 @@ impl Kind {
             Kind::Sqlite => "sqlite",
             Kind::Redis => "redis",
             Kind::Postgres => "postgres",
+            Kind::RedisCluster => "redis-cluster",
         }
+    }
+
+    /// Whether several processes can share this backend's data (all but memory).
+    pub fn is_shared(self) -> bool {
+        self != Kind::Memory
     }
 }
 
@@ -63,10 +101,19 @@ enum Root {
     /// One store per namespace; "a new instance" of a namespace is a clone sharing it,
     /// since a truly new in-memory store would be empty.
     Memory(Mutex<HashMap<String, InMemoryStorage>>),
-    /// A temporary directory, removed when the run ends.
-    Dir(TempDir),
-    /// A key prefix unique to this run, whose keys are deleted by [`Backend::cleanup`].
-    Redis { url: String, prefix: String },
+    /// A directory: this run's temporary one (`_temp`, removed when the run ends), or the
+    /// one a W5 worker was handed (`_temp` is `None`: its parent owns it).
+    Dir {
+        path: PathBuf,
+        _temp: Option<TempDir>,
+    },
+    /// A key prefix unique to this run, whose keys are deleted by [`Backend::cleanup`];
+    /// `url` is a single server's or a `redis+cluster://` one.
+    Redis {
+        url: String,
+        prefix: String,
+        replica_acks: Option<usize>,
+    },
     /// A schema-name prefix unique to this run: namespace `ns` is schema `{prefix}_{ns}`,
     /// dropped by [`Backend::cleanup`].
     Postgres {
@@ -75,6 +122,10 @@ enum Root {
         level: Durability,
     },
 }
+
+/// How long a write waits for its replicas under `--redis-replica-acks`: far above a
+/// loopback replica's delay, so a timeout means a missing replica, not a slow one.
+const REPLICA_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One backend, ready to open storages in fresh namespaces.
 pub struct Backend {
@@ -88,12 +139,15 @@ pub struct Backend {
 impl Backend {
     /// Prepares `kind`: a temporary directory, or a reachable server from `servers`.
     pub async fn setup(kind: Kind, servers: &Servers) -> Result<Self> {
-        let redis_url = servers.redis_url.as_str();
-        let temp = || {
-            tempfile::Builder::new()
+        let temp = || -> Result<Root> {
+            let temp = tempfile::Builder::new()
                 .prefix("fusion-bench-")
                 .tempdir()
-                .context("creating a temporary directory")
+                .context("creating a temporary directory")?;
+            Ok(Root::Dir {
+                path: temp.path().to_path_buf(),
+                _temp: Some(temp),
+            })
         };
         let (root, durability) = match kind {
             Kind::Memory => (
@@ -101,28 +155,37 @@ impl Backend {
                 "none: process memory only".to_string(),
             ),
             Kind::Fs => (
-                Root::Dir(temp()?),
+                temp()?,
                 "SyncPolicy::OnReplace (default): append = one write(), no fsync; \
                  save/truncate fsync + rename"
                     .to_string(),
             ),
             Kind::Sqlite => (
-                Root::Dir(temp()?),
+                temp()?,
                 "Durability::Normal (default): WAL, synchronous=NORMAL, pool of 8".to_string(),
             ),
-            Kind::Redis => {
+            Kind::Redis | Kind::RedisCluster => {
+                let (url, variable) = if kind == Kind::Redis {
+                    (&servers.redis_url, "REDIS_URL")
+                } else {
+                    (&servers.redis_cluster_url, "FUSION_REDIS_CLUSTER_URL")
+                };
                 let prefix = format!("fusion-bench:{:016x}", rand::random::<u64>());
-                let server = redis_persistence(redis_url).await.with_context(|| {
+                let server = redis_persistence(url).await.with_context(|| {
                     format!(
-                        "Redis at {} is unreachable (set REDIS_URL to a running server)",
-                        fusion_core::redact_url(redis_url)
+                        "Redis at {} is unreachable (set {variable} to a running server)",
+                        fusion_core::redact_url(url)
                     )
                 })?;
                 let root = Root::Redis {
-                    url: redis_url.to_string(),
+                    url: url.clone(),
                     prefix,
+                    replica_acks: servers.redis_replica_acks,
                 };
-                (root, format!("server persistence: {server}"))
+                let acks = servers.redis_replica_acks.map_or(String::new(), |n| {
+                    format!("; every write waits for {n} replica(s) (replica_acks, WAIT)")
+                });
+                (root, format!("server persistence: {server}{acks}"))
             }
             Kind::Postgres => {
                 let url = servers.postgres_url.clone();
@@ -157,6 +220,52 @@ impl Backend {
         })
     }
 
+    /// What names this run's data: the directory (fs, SQLite), key prefix (Redis) or
+    /// schema-name prefix (PostgreSQL); empty for memory, which no other process can reach.
+    pub fn root_id(&self) -> String {
+        match &self.root {
+            Root::Memory(_) => String::new(),
+            Root::Dir { path, .. } => path.display().to_string(),
+            Root::Redis { prefix, .. } | Root::Postgres { prefix, .. } => prefix.clone(),
+        }
+    }
+
+    /// The backend another process set up, reached through its [`Backend::root_id`]: the
+    /// same namespaces, with nothing to clean up here (the owner does that).
+    pub fn attach(kind: Kind, servers: &Servers, root_id: &str) -> Result<Self> {
+        let root = match kind {
+            Kind::Memory => bail!("memory cannot be shared between processes"),
+            Kind::Fs | Kind::Sqlite => Root::Dir {
+                path: PathBuf::from(root_id),
+                _temp: None,
+            },
+            Kind::Redis => Root::Redis {
+                url: servers.redis_url.clone(),
+                prefix: root_id.to_string(),
+                replica_acks: servers.redis_replica_acks,
+            },
+            Kind::RedisCluster => Root::Redis {
+                url: servers.redis_cluster_url.clone(),
+                prefix: root_id.to_string(),
+                replica_acks: servers.redis_replica_acks,
+            },
+            Kind::Postgres => Root::Postgres {
+                url: servers.postgres_url.clone(),
+                prefix: root_id.to_string(),
+                level: if servers.postgres_relaxed {
+                    Durability::Relaxed
+                } else {
+                    Durability::Server
+                },
+            },
+        };
+        Ok(Self {
+            kind,
+            root,
+            durability: String::new(),
+        })
+    }
+
     /// A new storage instance in namespace `ns`: a new directory handle, SQLite pool or
     /// Redis connection each time (memory: a clone of the namespace's store).
     pub async fn open(&self, ns: &str) -> Result<Arc<dyn ConversationStorage>> {
@@ -165,17 +274,20 @@ impl Backend {
                 let mut stores = stores.lock().unwrap_or_else(|e| e.into_inner());
                 Arc::new(stores.entry(ns.to_string()).or_default().clone())
             }
-            Root::Dir(_) if self.kind == Kind::Fs => {
+            Root::Dir { .. } if self.kind == Kind::Fs => {
                 Arc::new(FileSystemStorage::new(self.path(ns)?))
             }
-            Root::Dir(_) => Arc::new(SqliteStorage::connect(&self.sqlite_url(ns)?).await?),
-            Root::Redis { url, .. } => Arc::new(
-                RedisStorage::connect_with(
-                    url,
-                    RedisOptions::new().key_prefix(self.redis_prefix(ns)?),
-                )
-                .await?,
-            ),
+            Root::Dir { .. } => Arc::new(SqliteStorage::connect(&self.sqlite_url(ns)?).await?),
+            Root::Redis {
+                url, replica_acks, ..
+            } => {
+                let options = RedisOptions::new().key_prefix(self.redis_prefix(ns)?);
+                let options = match replica_acks {
+                    Some(n) => options.replica_acks(*n, REPLICA_ACK_TIMEOUT),
+                    None => options,
+                };
+                Arc::new(RedisStorage::connect_with(url, options).await?)
+            }
             Root::Postgres { url, level, .. } => Arc::new(
                 PostgresStorage::connect_with(
                     PostgresOptions::new(url.clone())
@@ -190,8 +302,8 @@ impl Backend {
     /// The directory (fs) or database file (SQLite) of namespace `ns`.
     pub fn path(&self, ns: &str) -> Result<PathBuf> {
         match (&self.root, self.kind) {
-            (Root::Dir(dir), Kind::Fs) => Ok(dir.path().join(ns)),
-            (Root::Dir(dir), Kind::Sqlite) => Ok(dir.path().join(format!("{ns}.db"))),
+            (Root::Dir { path, .. }, Kind::Fs) => Ok(path.join(ns)),
+            (Root::Dir { path, .. }, Kind::Sqlite) => Ok(path.join(format!("{ns}.db"))),
             _ => bail!("{} has no path", self.kind.name()),
         }
     }
@@ -201,7 +313,7 @@ impl Backend {
         Ok(format!("sqlite://{}", self.path(ns)?.display()))
     }
 
-    /// The Redis server URL.
+    /// The Redis server (or `redis+cluster://`) URL.
     pub fn redis_url(&self) -> Result<&str> {
         match &self.root {
             Root::Redis { url, .. } => Ok(url),
@@ -262,7 +374,7 @@ impl Backend {
     /// keys or schemas were deleted.
     pub async fn cleanup(&self) -> Result<usize> {
         match &self.root {
-            Root::Redis { url, prefix } => {
+            Root::Redis { url, prefix, .. } => {
                 fusion_bench::redis_keys::delete_under_prefix(url, prefix).await
             }
             Root::Postgres { url, prefix, .. } => drop_schemas(url, prefix).await,
@@ -271,11 +383,11 @@ impl Backend {
     }
 }
 
-/// The server's persistence settings, as `appendonly=.. appendfsync=.. save='..'`; also
-/// the reachability check, so an absent server fails before any workload starts.
+/// The server's persistence settings, as `appendonly=.. appendfsync=.. save='..'` (on a
+/// cluster, those of whichever node answers); also the reachability check, so an absent
+/// server fails before any workload starts.
 async fn redis_persistence(url: &str) -> Result<String> {
-    let client = redis::Client::open(url)?;
-    let connect = client.get_multiplexed_async_connection();
+    let connect = RedisConn::connect(url);
     let mut conn = tokio::time::timeout(std::time::Duration::from_secs(3), connect)
         .await
         .context("connection timed out")??;

@@ -1,10 +1,11 @@
-//! `fusion-bench`: runs docs/benchmarks.md's workload (W1-W4, the raw-driver floor and the agent
+//! `fusion-bench`: runs docs/benchmarks.md's workload (W1-W5, the raw-driver floor and the agent
 //! overhead) on Fusion's storage backends; usually started with `cargo xtask bench`.
 //!
 //! Every backend runs in a child process of its own (this same binary with `--in-process`),
 //! so one backend's heap, threads and lingering connections cannot skew the next one's
 //! numbers, and a backend that fails (Redis not running, say), even by crashing, is
-//! reported and makes the exit status non-zero while the others still run.
+//! reported and makes the exit status non-zero while the others still run. W5 starts more
+//! copies of it (`--w5-worker`) for its multi-process configuration.
 
 mod agent_overhead;
 mod backends;
@@ -19,6 +20,7 @@ mod w1;
 mod w2;
 mod w3;
 mod w4;
+mod w5;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -47,7 +49,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "memory,fs,sqlite,redis,postgres"
+        default_value = "memory,fs,sqlite,redis,redis-cluster,postgres"
     )]
     backends: Vec<Kind>,
     /// Workloads to run, comma-separated.
@@ -55,10 +57,11 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "w1,w2,w3,w4,floor,agent,first-delta"
+        default_value = "w1,w2,w3,w4,w5,floor,agent,first-delta"
     )]
     workloads: Vec<Workload>,
-    /// Smaller sizes for a smoke run: W1 to 1,000, W2 1k only, W3 100 sessions, W4 8x50.
+    /// Smaller sizes for a smoke run: W1 to 1,000, W2 1k only, W3 100 sessions, W4 8x50,
+    /// W5 2,000 turns (or 0.25 s) per measurement.
     #[arg(long)]
     quick: bool,
     /// Where to write the JSON report (default: target/bench/fusion-bench-<unix time>.json).
@@ -67,6 +70,14 @@ struct Args {
     /// The Redis server for the redis backend; each run uses a fresh random key prefix.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// The Redis Cluster for the redis-cluster backend, as `redis+cluster://host:port,...`
+    /// (seed nodes); each run uses a fresh random key prefix.
+    #[arg(
+        long,
+        env = "FUSION_REDIS_CLUSTER_URL",
+        default_value = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002"
+    )]
+    redis_cluster_url: String,
     /// The PostgreSQL server and database for the postgres backend; each run uses fresh
     /// schemas and drops them.
     #[arg(
@@ -79,9 +90,29 @@ struct Args {
     /// a server crash may lose the last moments' acknowledged writes.
     #[arg(long)]
     postgres_relaxed: bool,
+    /// Make every redis and redis-cluster write wait for this many replicas
+    /// (`RedisOptions::replica_acks`, 1 s timeout): measures what failover-safe writes cost.
+    #[arg(long, value_name = "N")]
+    redis_replica_acks: Option<usize>,
     /// Run the backends in this process and write only their JSON (used for the children).
     #[arg(long, hide = true, requires = "json")]
     in_process: bool,
+    /// Run as one of W5's worker processes, doing what the JSON spec says (see src/w5/workers.rs).
+    #[arg(long, hide = true, value_name = "SPEC")]
+    w5_worker: Option<String>,
+}
+
+impl Args {
+    /// The servers the shared backends run against.
+    fn servers(&self) -> Servers {
+        Servers {
+            redis_url: self.redis_url.clone(),
+            redis_cluster_url: self.redis_cluster_url.clone(),
+            postgres_url: self.postgres_url.clone(),
+            postgres_relaxed: self.postgres_relaxed,
+            redis_replica_acks: self.redis_replica_acks,
+        }
+    }
 }
 
 #[tokio::main]
@@ -91,7 +122,9 @@ async fn main() -> ExitCode {
         eprintln!("fusion-bench: {err:#}");
         return ExitCode::FAILURE;
     }
-    let result = if args.in_process {
+    let result = if let Some(spec) = &args.w5_worker {
+        w5::worker(spec, &args.servers()).await.map(|()| true)
+    } else if args.in_process {
         in_process(&args).await
     } else {
         orchestrate(&args)
@@ -125,15 +158,10 @@ fn orchestrate(args: &Args) -> Result<bool> {
             .args(["--in-process", "--backends", kind.name()])
             .args(["--workloads", &workloads])
             .arg("--json")
-            .arg(&json)
-            // Through the environment, so a password in the URL stays out of `ps`.
-            .env("REDIS_URL", &args.redis_url)
-            .env("FUSION_POSTGRES_URL", &args.postgres_url);
+            .arg(&json);
+        args.servers().pass_to(&mut child);
         if args.quick {
             child.arg("--quick");
-        }
-        if args.postgres_relaxed {
-            child.arg("--postgres-relaxed");
         }
         let status = child.status().context("starting a benchmark process")?;
         match read_child(&json) {
@@ -186,11 +214,7 @@ fn read_child(path: &Path) -> Result<Vec<Value>> {
 /// Runs `args.backends` here, printing each table; returns whether all succeeded.
 async fn in_process(args: &Args) -> Result<bool> {
     let sizes = Sizes::new(args.quick);
-    let servers = Servers {
-        redis_url: args.redis_url.clone(),
-        postgres_url: args.postgres_url.clone(),
-        postgres_relaxed: args.postgres_relaxed,
-    };
+    let servers = args.servers();
     let mut report = Report {
         quick: args.quick,
         backends: Vec::new(),
@@ -213,4 +237,37 @@ fn names<T: ValueEnum>(values: &[T]) -> String {
         .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
         .collect();
     names.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn w5_and_redis_cluster_are_on_the_command_line() {
+        let args = Args::try_parse_from(["fusion-bench"]).unwrap();
+        assert!(args.workloads.contains(&Workload::W5));
+        assert_eq!(
+            names(&args.workloads),
+            "w1,w2,w3,w4,w5,floor,agent,first-delta"
+        );
+        let args = Args::try_parse_from([
+            "fusion-bench",
+            "--backends",
+            "redis,redis-cluster",
+            "--workloads",
+            "w5",
+            "--redis-cluster-url",
+            "redis+cluster://127.0.0.1:7100",
+        ])
+        .unwrap();
+        assert_eq!(args.backends, [Kind::Redis, Kind::RedisCluster]);
+        assert_eq!(names(&args.backends), "redis,redis-cluster");
+        assert_eq!(args.workloads, [Workload::W5]);
+        assert_eq!(
+            args.servers().redis_cluster_url,
+            "redis+cluster://127.0.0.1:7100"
+        );
+        assert!(Args::try_parse_from(["fusion-bench", "--w5-worker", "{}"]).is_ok());
+    }
 }

@@ -4,9 +4,12 @@
 //! parses the messages with `serde_json` (a library cannot skip that either): SQLite is
 //! one transaction of plain INSERTs per turn on a bare `messages` table over one
 //! connection; PostgreSQL is one `INSERT ... SELECT unnest` per turn (one round trip) on
-//! a bare `messages` table over one connection; Redis is one pipelined RPUSH per turn; fs
-//! is one `write` of the JSON lines per turn to a file kept open with O_APPEND; memory is
-//! a `Vec` behind a `Mutex`.
+//! a bare `messages` table over one connection; Redis (a server or a cluster) is one
+//! pipelined RPUSH per turn; fs is one `write` of the JSON lines per turn to a file kept
+//! open with O_APPEND; memory is a `Vec` behind a `Mutex`.
+//!
+//! W5's floor, many sessions at once over pools, is `crate::w5::floor`; it shares this
+//! file's helpers.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,6 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use fusion_bench::redis_conn::RedisConn;
 use fusion_core::ChatMessage;
 use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
@@ -47,10 +51,11 @@ pub enum Raw {
         path: std::path::PathBuf,
         conn: tokio::sync::Mutex<(SqliteConnection, i64)>,
     },
+    /// A single server or a cluster (`url` is then `redis+cluster://`).
     Redis {
         url: String,
         prefix: String,
-        conn: redis::aio::MultiplexedConnection,
+        conn: RedisConn,
     },
     Postgres {
         // Boxed: the options are several times the size of the other variants.
@@ -97,11 +102,9 @@ impl Raw {
                     conn: tokio::sync::Mutex::new((conn, 0)),
                 }
             }
-            Kind::Redis => {
+            Kind::Redis | Kind::RedisCluster => {
                 let url = backend.redis_url()?.to_string();
-                let conn = redis::Client::open(url.as_str())?
-                    .get_multiplexed_async_connection()
-                    .await?;
+                let conn = RedisConn::connect(&url).await?;
                 Raw::Redis {
                     url,
                     prefix: backend.redis_prefix("floor")?,
@@ -109,19 +112,7 @@ impl Raw {
                 }
             }
             Kind::Postgres => {
-                let schema = backend.postgres_schema("floor")?;
-                let options: PgConnectOptions = backend.postgres_url()?.parse()?;
-                let mut conn = options.connect().await?;
-                sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-                    .execute(&mut conn)
-                    .await?;
-                conn.close().await?;
-                let mut settings = vec![("search_path", schema.as_str())];
-                if backend.postgres_relaxed() {
-                    // The same commit durability as the library's storage.
-                    settings.push(("synchronous_commit", "off"));
-                }
-                let options = options.options(settings);
+                let options = postgres_options(backend, "floor").await?;
                 let mut conn = options.connect().await?;
                 sqlx::query(POSTGRES_SCHEMA).execute(&mut conn).await?;
                 Raw::Postgres {
@@ -138,6 +129,9 @@ impl Raw {
             Raw::Memory(_) => "Mutex<HashMap<String, Vec<ChatMessage>>>: extend / clone",
             Raw::Fs { .. } => "std::fs: one write() per turn on an O_APPEND file; read + parse",
             Raw::Sqlite { .. } => "sqlx SqliteConnection: BEGIN, INSERT per message, COMMIT",
+            Raw::Redis { conn, .. } if conn.is_cluster() => {
+                "redis cluster_async::ClusterConnection: one RPUSH per turn; LRANGE"
+            }
             Raw::Redis { .. } => "redis MultiplexedConnection: one RPUSH per turn; LRANGE",
             Raw::Postgres { .. } => {
                 "sqlx PgConnection: one INSERT ... SELECT unnest per turn; SELECT by seq"
@@ -170,13 +164,25 @@ impl Raw {
                 return Ok(probes);
             }
             Raw::Redis { conn, .. } => {
+                // The driver sends a PING to every primary of a cluster; ECHO goes to one node.
+                let (command, call) = if conn.is_cluster() {
+                    (
+                        redis::cmd("ECHO").arg("x").clone(),
+                        "one round trip (redis cluster_async::ClusterConnection: ECHO)",
+                    )
+                } else {
+                    (
+                        redis::cmd("PING"),
+                        "one round trip (redis MultiplexedConnection: PING)",
+                    )
+                };
                 let mut conn = conn.clone();
                 for _ in 0..ROUND_TRIPS {
                     let start = Instant::now();
-                    redis::cmd("PING").query_async::<()>(&mut conn).await?;
+                    command.query_async::<()>(&mut conn).await?;
                     samples.push(start.elapsed());
                 }
-                "one round trip (redis MultiplexedConnection: PING)"
+                call
             }
             Raw::Postgres { conn, .. } => {
                 let mut guard = conn.lock().await;
@@ -276,12 +282,7 @@ impl Raw {
                 // Opening the file is part of reading it; there is no instance to build.
                 let loading = Instant::now();
                 let bytes = std::fs::read(dir.join(format!("{session}.jsonl")))?;
-                let messages = bytes
-                    .split(|&b| b == b'\n')
-                    .filter(|line| !line.is_empty())
-                    .map(serde_json::from_slice)
-                    .collect::<serde_json::Result<Vec<ChatMessage>>>()?;
-                (loading, messages)
+                (loading, parse_lines(&bytes)?)
             }
             Raw::Sqlite { path, .. } => {
                 let mut conn = sqlite_connect(path).await?;
@@ -303,9 +304,7 @@ impl Raw {
                 });
             }
             Raw::Redis { url, prefix, .. } => {
-                let mut conn = redis::Client::open(url.as_str())?
-                    .get_multiplexed_async_connection()
-                    .await?;
+                let mut conn = RedisConn::connect(url).await?;
                 let loading = Instant::now();
                 let rows: Vec<Vec<u8>> = redis::cmd("LRANGE")
                     .arg(format!("{prefix}:{session}"))
@@ -393,16 +392,37 @@ fn sqlite_in_thread(path: &Path) -> Result<Vec<Probe>> {
     Ok(probes)
 }
 
-/// Opens the floor database with the library's pragmas (WAL, synchronous=NORMAL).
+/// Connect options for namespace `ns` of the postgres backend: its schema (created if
+/// missing) as the search path, and the library's commit durability.
+pub(crate) async fn postgres_options(backend: &Backend, ns: &str) -> Result<PgConnectOptions> {
+    let schema = backend.postgres_schema(ns)?;
+    let options: PgConnectOptions = backend.postgres_url()?.parse()?;
+    let mut conn = options.connect().await?;
+    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let mut settings = vec![("search_path", schema.as_str())];
+    if backend.postgres_relaxed() {
+        // The same commit durability as the library's storage.
+        settings.push(("synchronous_commit", "off"));
+    }
+    Ok(options.options(settings))
+}
+
+/// Opens the floor database with the library's pragmas (see [`sqlite_options`]).
 async fn sqlite_connect(path: &Path) -> Result<SqliteConnection> {
-    Ok(SqliteConnectOptions::new()
+    Ok(sqlite_options(path).connect().await?)
+}
+
+/// The library's pragmas for a floor database: WAL, synchronous=NORMAL, 5 s busy timeout.
+pub(crate) fn sqlite_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
-        .connect()
-        .await?)
 }
 
 /// One transaction inserting `messages` from `first_seq`; returns the next seq.
@@ -445,14 +465,16 @@ async fn postgres_insert(
     Ok(first_seq + i64::try_from(rows.len())?)
 }
 
-fn json_rows(messages: &[ChatMessage]) -> Result<Vec<String>> {
+/// Each message as one JSON text (a row, a list element).
+pub(crate) fn json_rows(messages: &[ChatMessage]) -> Result<Vec<String>> {
     Ok(messages
         .iter()
         .map(serde_json::to_string)
         .collect::<serde_json::Result<_>>()?)
 }
 
-fn json_lines(messages: &[ChatMessage]) -> Result<Vec<u8>> {
+/// The messages as JSON lines, ready for one `write`.
+pub(crate) fn json_lines(messages: &[ChatMessage]) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(messages.len() * 700);
     for message in messages {
         serde_json::to_writer(&mut buf, message)?;
@@ -461,8 +483,14 @@ fn json_lines(messages: &[ChatMessage]) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn parse_rows<'a>(rows: impl Iterator<Item = &'a [u8]>) -> Result<Vec<ChatMessage>> {
+/// Parses one JSON message per row.
+pub(crate) fn parse_rows<'a>(rows: impl Iterator<Item = &'a [u8]>) -> Result<Vec<ChatMessage>> {
     Ok(rows
         .map(serde_json::from_slice)
         .collect::<serde_json::Result<_>>()?)
+}
+
+/// Parses the JSON lines [`json_lines`] wrote.
+pub(crate) fn parse_lines(bytes: &[u8]) -> Result<Vec<ChatMessage>> {
+    parse_rows(bytes.split(|&b| b == b'\n').filter(|line| !line.is_empty()))
 }

@@ -13,6 +13,7 @@ use crate::w1::{W1Report, Window};
 use crate::w2::W2Point;
 use crate::w3::W3Report;
 use crate::w4::W4Report;
+use crate::w5::{GROWTH, TARGET_RATIO, W5Report};
 
 /// What one benchmark process measured (the parent combines its children's).
 #[derive(Debug, Serialize)]
@@ -26,7 +27,7 @@ pub struct Report {
 /// What one backend measured; a workload that failed is `None` with its error listed.
 #[derive(Debug, Default, Serialize)]
 pub struct BackendReport {
-    /// `memory`, `fs`, `sqlite` or `redis`.
+    /// `memory`, `fs`, `sqlite`, `redis`, `postgres` or `redis-cluster`.
     pub backend: String,
     /// The durability settings in effect.
     pub durability: String,
@@ -40,6 +41,8 @@ pub struct BackendReport {
     pub w3: Option<W3Report>,
     /// W4.
     pub w4: Option<W4Report>,
+    /// W5, with its own floor.
+    pub w5: Option<W5Report>,
     /// Raw-driver floor and ratios.
     pub floor: Option<FloorReport>,
     /// Agent overhead per history size.
@@ -128,6 +131,9 @@ pub fn render(report: &BackendReport) -> String {
         if let Some(err) = &w4.first_error {
             let _ = writeln!(o, "  first error: {err}");
         }
+    }
+    if let Some(w5) = &report.w5 {
+        w5_table(o, w5);
     }
     if let Some(floor) = &report.floor {
         let _ = writeln!(o, "Floor ({}):", floor.driver);
@@ -236,6 +242,107 @@ pub fn render(report: &BackendReport) -> String {
         let _ = writeln!(o, "ERROR: {err}");
     }
     out
+}
+
+/// W5: per configuration, the library's and the floor's appends/s (with the growth over
+/// the row above) and append latency, the ratios library/floor against the target, then
+/// the loads, where growth stops and the untimed count check.
+fn w5_table(o: &mut String, w5: &W5Report) {
+    let _ = writeln!(
+        o,
+        "W5 many clients: {} sessions seeded with {} msgs; a turn = 1 append of a user+assistant \
+         pair, every {}th turn also a full load; {} turns per measurement or {:.2} s if sooner; \
+         appends/s = turns/s:",
+        w5.sessions, w5.seeded_messages, w5.load_every, w5.turns, w5.run_s
+    );
+    let _ = writeln!(o, "  floor: {}", w5.floor_driver);
+    let groups = format!(
+        "  {:<6} | {:^35} | {:^35} | {:^30}",
+        "", "library", "floor", "library/floor"
+    );
+    let _ = writeln!(o, "{}", groups.trim_end());
+    let _ = writeln!(
+        o,
+        "  {:<6} | {:>9} {:>7} {:>8} {:>8} | {:>9} {:>7} {:>8} {:>8} | {:>8} {:>6} {:>6} {:>6}",
+        "tasks",
+        "appends/s",
+        "growth",
+        "p50 ms",
+        "p99 ms",
+        "appends/s",
+        "growth",
+        "p50 ms",
+        "p99 ms",
+        "s/append",
+        "p50",
+        "p99",
+        format!("<={TARGET_RATIO}x")
+    );
+    let growth = |now: f64, before: Option<f64>| {
+        before.map_or_else(
+            || "-".into(),
+            |b| format!("{:+.0}%", (now / b - 1.0) * 100.0),
+        )
+    };
+    let mut before: Option<(f64, f64)> = None;
+    for run in &w5.runs {
+        let (lib, floor) = (&run.library, &run.floor);
+        let _ = writeln!(
+            o,
+            "  {:<6} | {:>9.0} {:>7} {:>8.3} {:>8.3} | {:>9.0} {:>7} {:>8.3} {:>8.3} | {:>8} {:>6} {:>6} {:>6}",
+            run.label(),
+            lib.appends_per_s,
+            growth(lib.appends_per_s, before.map(|b| b.0)),
+            lib.append.p50_ms,
+            lib.append.p99_ms,
+            floor.appends_per_s,
+            growth(floor.appends_per_s, before.map(|b| b.1)),
+            floor.append.p50_ms,
+            floor.append.p99_ms,
+            ratio(run.ratio_time_per_append),
+            ratio(run.ratio_p50),
+            ratio(run.ratio_p99),
+            if run.within_target() { "yes" } else { "no" }
+        );
+        before = Some((lib.appends_per_s, floor.appends_per_s));
+    }
+    let loads: Vec<String> = w5
+        .runs
+        .iter()
+        .map(|run| {
+            format!(
+                "{}: {:.3}/{:.3} | {:.3}/{:.3}",
+                run.label(),
+                run.library.load.p50_ms,
+                run.library.load.p99_ms,
+                run.floor.load.p50_ms,
+                run.floor.load.p99_ms
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        o,
+        "  full loads p50/p99 ms, library | floor, by tasks: {}",
+        loads.join("; ")
+    );
+    let saturated = |at: Option<usize>| {
+        at.map_or_else(
+            || "still growing at 64 tasks".to_string(),
+            |n| format!("saturates at {n} task{}", if n == 1 { "" } else { "s" }),
+        )
+    };
+    let _ = writeln!(
+        o,
+        "  throughput in one process (saturated: <{:.0}% more with the next task count): library {}, floor {}",
+        GROWTH * 100.0,
+        saturated(w5.saturation_library),
+        saturated(w5.saturation_floor)
+    );
+    let _ = writeln!(
+        o,
+        "  s/append = floor appends/s / library appends/s; check: the library's sessions hold {} messages ({} expected)",
+        w5.stored_messages, w5.expected_messages
+    );
 }
 
 fn w1_row(o: &mut String, w: &Window) {

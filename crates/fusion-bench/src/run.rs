@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::backends::{Backend, Kind, Servers};
 use crate::report::BackendReport;
 use crate::sizes::Sizes;
-use crate::{agent_overhead, first_delta, floor, raw, w1, w2, w3, w4, workload};
+use crate::{agent_overhead, first_delta, floor, raw, w1, w2, w3, w4, w5, workload};
 
 /// The parts of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -20,6 +20,8 @@ pub enum Workload {
     W3,
     /// 8 concurrent writers to one session.
     W4,
+    /// Many clients: 1, 8, 64 tasks (and 4 processes x 16) on 1,000 sessions, with its floor.
+    W5,
     /// The raw driver doing W1's writes and W2's loads (interleaved with them).
     Floor,
     /// The agent loop's own time per iteration (memory and SQLite).
@@ -104,6 +106,13 @@ async fn workloads_on(
             ));
         }
         record(report, "W4", result, |r, v| r.w4 = Some(v));
+    }
+    if wants(Workload::W5) {
+        let result = w5::run(&backend, servers, sizes).await;
+        if let Ok(w5) = &result {
+            report.errors.extend(w5::problems(w5));
+        }
+        record(report, "W5", result, |r, v| r.w5 = Some(v));
     }
     if let Some(raw) = &raw {
         let probes = match raw.probes().await {

@@ -20,6 +20,13 @@ pub struct Sizes {
     pub w4_per_writer: usize,
     /// Agent overhead: (history size, timed turns).
     pub agent_plan: Vec<(usize, usize)>,
+    /// W5's session count.
+    pub w5_sessions: usize,
+    /// The turns each W5 measurement (one side, one configuration) runs, between all its
+    /// tasks...
+    pub w5_turns: usize,
+    /// ... unless it reaches this time first.
+    pub w5_run: Duration,
 }
 
 impl Sizes {
@@ -34,6 +41,9 @@ impl Sizes {
                 w3_sessions: 100,
                 w4_per_writer: 50,
                 agent_plan: vec![(10, 20), (1000, 10)],
+                w5_sessions: 1000,
+                w5_turns: 2000,
+                w5_run: Duration::from_millis(250),
             }
         } else {
             Self {
@@ -44,6 +54,9 @@ impl Sizes {
                 w3_sessions: 1000,
                 w4_per_writer: 250,
                 agent_plan: vec![(10, 100), (1000, 50), (10_000, 10)],
+                w5_sessions: 1000,
+                w5_turns: 10_000,
+                w5_run: Duration::from_millis(1500),
             }
         }
     }
