@@ -377,6 +377,10 @@ Anchors from docs/benchmarks.md (Python stores, 2 vCPU VM, median of runs, noise
   LangChain SQLChatMessageHistory       1.9-2.6 / 1.7-2.1            298-319         26-27       0
   LangChain FileChatMessageHistory      3.2 / 282 at 4.3k (O(n))     221             10.2        2,000 (corrupted)
   LangChain RedisChatMessageHistory     0.27-0.30 / 0.23-0.26        266-307         4.2-4.3     0
+  OpenAI Agents SQLAlchemySession (PG)  2.5-7.4 / 2.3-3.9            93-134          38.6-40.5   0
+  langchain-postgres PostgresChatMH     0.92-1.10 / 0.74-0.80        345-365         8.3-8.8     0
+PostgreSQL floors there: SELECT 1 0.08-0.14 ms; one-row autocommit INSERT (synchronous_commit on)
+0.23-0.32 ms.
 Targets: >=10x faster than the best Python store of the same kind on W1 and W2; W1 @10k within
 1.5x of @100; within 1.5x of the raw-driver floor; W4 lost/dup/order all 0; agent overhead
 < 1 ms per iteration at 1,000 messages on memory.";

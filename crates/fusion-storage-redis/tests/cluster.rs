@@ -206,3 +206,40 @@ async fn a_single_server_url_on_a_cluster_node_names_the_cluster_scheme() {
     assert!(err.to_string().contains("redis+cluster://"), "{err}");
     assert!(cluster.list_sessions().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn writes_succeed_after_every_primary_forgets_its_scripts() {
+    let Some(h) = cluster_harness().await else {
+        return;
+    };
+    let storage = open(&h).await;
+    storage
+        .append("s", &[ChatMessage::user("1")])
+        .await
+        .unwrap();
+    for node in primaries(&h.url) {
+        let mut conn = redis::Client::open(node.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    storage
+        .append("s", &[ChatMessage::user("2")])
+        .await
+        .unwrap();
+    storage.truncate("s", 1).await.unwrap();
+    storage
+        .append("t", &[ChatMessage::user("new")])
+        .await
+        .unwrap();
+    assert_eq!(storage.load("s").await.unwrap().len(), 1);
+    let mut ids = storage.list_sessions().await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["s", "t"]);
+}

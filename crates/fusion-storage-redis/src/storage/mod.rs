@@ -261,8 +261,8 @@ impl RedisStorage {
     ///
     /// A pipeline does not load a missing script by itself, so on `NOSCRIPT` (a new or
     /// flushed server, where the script's sha is unknown and the script did not run)
-    /// the pipeline is sent again behind a `SCRIPT LOAD`. On a cluster the keyless
-    /// `SCRIPT LOAD` and `WAIT` go to the node of the script's keys.
+    /// the pipeline is sent again behind a `SCRIPT LOAD` (on a cluster, after one). On a
+    /// cluster the keyless `WAIT` goes to the node of the script's keys.
     async fn run_script(
         &self,
         script: &Script,
@@ -282,7 +282,15 @@ impl RedisStorage {
         };
         match self.send_acked(&pipeline(false)).await {
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.send_acked(&pipeline(true)).await
+                if !self.conn.is_cluster() {
+                    return self.send_acked(&pipeline(true)).await;
+                }
+                // On a cluster, a pipeline redirected by `ASK` (its slot is migrating) gets
+                // an `ASKING` that covers only its first command, which must then be the
+                // script. So load the script on its own, which the cluster client sends to
+                // every primary, and send the pipeline again as it was.
+                script.load_async(&mut self.conn.clone()).await?;
+                self.send_acked(&pipeline(false)).await
             }
             sent => sent,
         }
