@@ -19,6 +19,7 @@
 
 mod conditional;
 mod index;
+mod write;
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,19 +28,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, Result, Revision, SessionId, SessionInfo,
-    check_storable, new_generation,
+    check_storable,
 };
-use redis::{
-    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisResult, Script, ScriptInvocation,
-    ServerErrorKind,
-};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisResult};
 
 use crate::config::{RedisOptions, ReplicaAcks};
 use crate::connect;
 use crate::connection::Connection;
 use crate::error::{BACKEND, Op, corrupt_element, parse_redis_error};
 use crate::keys::Keys;
-use crate::scripts;
 
 /// Conversation storage on Redis: one LIST per session, a SET indexing the session ids.
 ///
@@ -163,185 +160,7 @@ impl RedisStorage {
             done => done,
         }
     }
-
-    /// The condition arguments of the scripts (see `scripts.rs`): `fresh`, the
-    /// generation for a session the script creates or rewrites, then what is expected of
-    /// the session.
-    fn condition(fresh: u64, expected: Option<Expect>) -> [String; 4] {
-        let (kind, generation, len) = match expected {
-            None => ("any", 0, 0),
-            Some(Expect::Generation(generation)) => ("gen", generation, 0),
-            Some(Expect::Exactly(Revision { generation, len })) => ("exact", generation, len),
-        };
-        [
-            fresh.to_string(),
-            kind.to_string(),
-            generation.to_string(),
-            len.to_string(),
-        ]
-    }
-
-    /// Replaces (`mode = "replace"`) or extends (`"append"`) a session if it meets
-    /// `expected` (always, for `None`), then indexes it.
-    ///
-    /// On one server the `SADD` rides in the script's pipeline, so every write indexes
-    /// its session again (one whose index entry was lost is listed after its next
-    /// write); if the script fails or finds the session not as expected, the `SADD`
-    /// still runs, and `list_sessions` prunes that entry if the id has no message list.
-    /// On a cluster the `SADD` follows as a request of its own, only when the script
-    /// gave the session the fresh generation: it created or replaced it.
-    async fn write(
-        &self,
-        name: &'static str,
-        id: &str,
-        mode: &str,
-        expected: Option<Expect>,
-        messages: &[ChatMessage],
-    ) -> Result<scripts::Outcome> {
-        let json = messages
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<serde_json::Result<Vec<_>>>()?;
-        let (list, meta, index) = (self.keys.list(id), self.keys.meta(id), self.keys.index());
-        let fresh = new_generation();
-        let mut script = scripts::WRITE.prepare_invoke();
-        script
-            .key(&list)
-            .key(&meta)
-            .arg(mode)
-            .arg(self.ttl_ms())
-            .arg(&Self::condition(fresh, expected))
-            .arg(&json);
-        let cluster = self.conn.is_cluster();
-        let index_in_pipeline = (!cluster).then_some(id);
-        let op = self.op(name, Some(id));
-        let outcome = self
-            .run_script(&scripts::WRITE, &script, index_in_pipeline)
-            .await
-            .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta, index])))?;
-        let outcome = self.acknowledged(outcome, op)?;
-        if cluster && outcome.applied && outcome.generation == fresh.to_string() {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SADD").arg(index).arg(id);
-            let added = self.send_acked::<i64>(&pipe).await;
-            let added = added.map_err(|err| parse_redis_error(err, op.on_key(index)))?;
-            self.acknowledged(added, op)?;
-        }
-        Ok(outcome)
-    }
-
-    /// Keeps the first `len` messages of a session (`0` deletes its keys, but leaves the
-    /// index to the caller) if it meets `expected` (always, for `None`). One script, one
-    /// round trip.
-    async fn trim(
-        &self,
-        name: &'static str,
-        id: &str,
-        len: usize,
-        expected: Option<Expect>,
-    ) -> Result<scripts::Outcome> {
-        let (list, meta) = (self.keys.list(id), self.keys.meta(id));
-        let mut script = scripts::TRUNCATE.prepare_invoke();
-        script
-            .key(&list)
-            .key(&meta)
-            .arg(len)
-            .arg(self.ttl_ms())
-            .arg(&Self::condition(new_generation(), expected));
-        let op = self.op(name, Some(id));
-        let outcome = self
-            .run_script(&scripts::TRUNCATE, &script, None)
-            .await
-            .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))?;
-        self.acknowledged(outcome, op)
-    }
-
-    /// Runs `invocation` of `script` in one round trip, followed in the same pipeline by
-    /// `SADD` of `index_id` to the index (one server only) and the replicas' `WAIT`.
-    ///
-    /// A pipeline does not load a missing script by itself, so on `NOSCRIPT` (a new or
-    /// flushed server, where the script's sha is unknown and the script did not run)
-    /// the pipeline is sent again behind a `SCRIPT LOAD` (on a cluster, after one). On a
-    /// cluster the keyless `WAIT` goes to the node of the script's keys.
-    async fn run_script(
-        &self,
-        script: &Script,
-        invocation: &ScriptInvocation<'_>,
-        index_id: Option<&str>,
-    ) -> RedisResult<Acked<scripts::Outcome>> {
-        let pipeline = |load_first: bool| {
-            let mut pipe = redis::pipe();
-            if load_first {
-                pipe.load_script(script).ignore();
-            }
-            pipe.invoke_script(invocation);
-            if let Some(id) = index_id {
-                pipe.cmd("SADD").arg(self.keys.index()).arg(id).ignore();
-            }
-            pipe
-        };
-        match self.send_acked(&pipeline(false)).await {
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                if !self.conn.is_cluster() {
-                    return self.send_acked(&pipeline(true)).await;
-                }
-                // On a cluster, a pipeline redirected by `ASK` (its slot is migrating) gets
-                // an `ASKING` that covers only its first command, which must then be the
-                // script. So load the script on its own, which the cluster client sends to
-                // every primary, and send the pipeline again as it was.
-                script.load_async(&mut self.conn.clone()).await?;
-                self.send_acked(&pipeline(false)).await
-            }
-            sent => sent,
-        }
-    }
-
-    /// Sends `pipe`, whose one reply that is not ignored is a `T`, with a `WAIT` for the
-    /// replicas at its end when [`RedisOptions::replica_acks`] asks for one.
-    async fn send_acked<T: FromRedisValue>(&self, pipe: &Pipeline) -> RedisResult<Acked<T>> {
-        let Some(acks) = self.replica_acks else {
-            let (value,): (T,) = self.run(Request::Pipe(pipe)).await?;
-            return Ok(Acked {
-                value,
-                replicas: None,
-            });
-        };
-        let mut pipe = pipe.clone();
-        let timeout = u64::try_from(acks.timeout.as_millis()).unwrap_or(u64::MAX);
-        pipe.cmd("WAIT").arg(acks.replicas).arg(timeout);
-        let (value, replicas): (T, usize) = self.run(Request::Pipe(&pipe)).await?;
-        Ok(Acked {
-            value,
-            replicas: Some(replicas),
-        })
-    }
-
-    /// The value of a write, once enough replicas acknowledged it; otherwise an error
-    /// saying the write is on the primary only.
-    fn acknowledged<T>(&self, acked: Acked<T>, op: Op<'_>) -> Result<T> {
-        match (acked.replicas, self.replica_acks) {
-            (Some(got), Some(want)) if got < want.replicas => Err(fusion_core::Error::Backend {
-                backend: BACKEND,
-                message: format!(
-                    "{op}: stored on the primary, but only {got} of {} replicas acknowledged \
-                     it within {:?}; a failover before they catch up would lose it (not \
-                     retryable: a retry would apply the write twice)",
-                    want.replicas, want.timeout
-                ),
-                retryable: false,
-                source: None,
-            }),
-            _ => Ok(acked.value),
-        }
-    }
 }
-
-/// A reply, and how many replicas `WAIT` counted when the storage waits for them.
-struct Acked<T> {
-    value: T,
-    replicas: Option<usize>,
-}
-
 #[async_trait]
 impl ConversationStorage for RedisStorage {
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
