@@ -25,7 +25,8 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "fusion", version, propagate_version = true)]
 struct Cli {
     /// Where sessions are stored: memory://, file://DIR (or a plain path), sqlite://FILE,
-    /// redis://HOST:PORT/DB. Default: a directory under your data dir.
+    /// redis://HOST:PORT/DB, redis+cluster://HOST:PORT,HOST:PORT, postgres://USER@HOST/DB.
+    /// Default: a directory under your data dir.
     #[arg(long, global = true, env = "FUSION_STORAGE", value_name = "URL")]
     storage: Option<String>,
 
