@@ -1,11 +1,12 @@
 //! One raw Redis connection type for a single server and for a Redis Cluster, so the
 //! floor's and the clean-up's commands are written once for both.
 //!
-//! A cluster is named the way `fusion-storage-redis` takes it:
+//! A cluster is named the way `fusion-storage-redis` takes it, and its URL split into seed
+//! nodes by that crate's `cluster_node_urls`:
 //! `redis+cluster://[user:password@]host1:port1,host2:port2,...` (`rediss+cluster://`
 //! for TLS); any other URL is a single server's, handed to the `redis` crate as is.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
@@ -22,7 +23,7 @@ pub enum RedisConn {
 impl RedisConn {
     /// Connects to the server or cluster at `url`.
     pub async fn connect(url: &str) -> Result<Self> {
-        Ok(match cluster_nodes(url)? {
+        Ok(match fusion_storage_redis::cluster_node_urls(url)? {
             Some(nodes) => RedisConn::Cluster(
                 redis::cluster::ClusterClient::new(nodes)?
                     .get_async_connection()
@@ -78,30 +79,6 @@ impl ConnectionLike for RedisConn {
     }
 }
 
-/// The seed nodes of a `redis+cluster://` (or `rediss+cluster://`) URL as single-node
-/// URLs carrying the same credentials; `None` for any other URL.
-pub fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Ok(None);
-    };
-    let node_scheme = match scheme.to_ascii_lowercase().as_str() {
-        "redis+cluster" => "redis",
-        "rediss+cluster" => "rediss",
-        _ => return Ok(None),
-    };
-    // Credentials end at the last '@' (a password may hold one); the hosts at '/' or '?'.
-    let (userinfo, hosts) = match rest.rsplit_once('@') {
-        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
-        None => (String::new(), rest),
-    };
-    let (hosts, tail) = hosts.split_at(hosts.find(['/', '?']).unwrap_or(hosts.len()));
-    if hosts.split(',').any(str::is_empty) {
-        bail!("a cluster URL needs host:port pairs separated by single commas");
-    }
-    let node = |host| format!("{node_scheme}://{userinfo}{host}{tail}");
-    Ok(Some(hosts.split(',').map(node).collect()))
-}
-
 /// The `(host, port)` of every reachable primary in the output of `CLUSTER NODES`
 /// (`<id> <ip:port@cport[,hostname]> <flags> ...`, one node per line).
 pub fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
@@ -125,27 +102,6 @@ pub fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cluster_urls_become_node_urls_with_their_credentials() {
-        assert_eq!(cluster_nodes("redis://127.0.0.1:6379").unwrap(), None);
-        assert_eq!(
-            cluster_nodes("redis+cluster://127.0.0.1:7000,127.0.0.1:7001").unwrap(),
-            Some(vec![
-                "redis://127.0.0.1:7000".to_string(),
-                "redis://127.0.0.1:7001".to_string()
-            ])
-        );
-        assert_eq!(
-            cluster_nodes("rediss+cluster://u:p@ss@a:1,b:2/0?protocol=resp3").unwrap(),
-            Some(vec![
-                "rediss://u:p@ss@a:1/0?protocol=resp3".to_string(),
-                "rediss://u:p@ss@b:2/0?protocol=resp3".to_string()
-            ])
-        );
-        assert!(cluster_nodes("redis+cluster://").is_err());
-        assert!(cluster_nodes("redis+cluster://a:1,,b:2").is_err());
-    }
 
     #[test]
     fn cluster_primaries_skip_replicas_and_failed_nodes() {

@@ -118,6 +118,28 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The seed nodes of a `redis+cluster://` or `rediss+cluster://` URL, as one `redis://`
+/// (or `rediss://`) URL each carrying the credentials and query; `None` for any other URL.
+///
+/// For tools that talk to the same cluster with the redis crate directly. Fails with
+/// [`Error::Config`] (password hidden) for an empty node or a database other than 0.
+///
+/// ```
+/// let nodes = fusion_storage_redis::cluster_node_urls("redis+cluster://:pw@h1:7000,h2")?;
+/// assert_eq!(nodes, Some(vec!["redis://:pw@h1:7000".into(), "redis://:pw@h2:6379".into()]));
+/// assert_eq!(fusion_storage_redis::cluster_node_urls("redis://h1:6379")?, None);
+/// # Ok::<(), fusion_core::Error>(())
+/// ```
+pub fn cluster_node_urls(url: &str) -> Result<Option<Vec<String>>> {
+    let cluster = url
+        .split_once("://")
+        .is_some_and(|(scheme, _)| scheme.to_ascii_lowercase().ends_with("+cluster"));
+    if !cluster {
+        return Ok(None);
+    }
+    cluster_nodes(url, &redact_url(url)).map(Some)
+}
+
 /// The seed nodes of `redis+cluster://[user[:password]@]host[:port],host[:port]...[/0][?query]`
 /// as one `redis://` (or `rediss://`) URL each, every one with the credentials and query.
 ///

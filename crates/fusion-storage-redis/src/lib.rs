@@ -33,6 +33,7 @@ pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_RECONNECT_RETRIES,
     DEFAULT_RESPONSE_TIMEOUT, MAX_TTL, RedisOptions,
 };
+pub use connect::cluster_node_urls;
 pub use storage::RedisStorage;
 
 /// Hides passwords in a Redis URL (re-exported from `fusion-core`).

@@ -11,90 +11,31 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Harness, env_url, unique_prefix};
+use common::{ClusterNode, Harness, cluster_nodes_seen_by, env_url, live_primaries, unique_prefix};
 use fusion_core::testkit::unavailable;
 use fusion_core::{ChatMessage, ConversationStorage};
-use fusion_storage_redis::RedisStorage;
+use fusion_storage_redis::{RedisStorage, cluster_node_urls};
 
 /// Generous: the cluster declares a node failed after its node timeout (2 s in the
 /// clusters xtask starts) and then elects a replica; this only stops a hung test.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(90);
 
-/// One node as `CLUSTER NODES` describes it.
-#[derive(Debug, Clone)]
-struct Node {
-    id: String,
-    addr: String,
-    primary: bool,
-    failed: bool,
-    slots: Vec<(u16, u16)>,
-}
-
-impl Node {
-    fn serves(&self, slot: u16) -> bool {
-        self.slots.iter().any(|&(lo, hi)| (lo..=hi).contains(&slot))
-    }
-}
-
-/// A blocking connection to one node.
-fn node_conn(addr: &str) -> redis::Connection {
-    redis::Client::open(format!("redis://{addr}"))
+/// A blocking connection to the node at `url`.
+fn node_conn(url: &str) -> redis::Connection {
+    redis::Client::open(url)
         .unwrap()
         .get_connection_with_timeout(Duration::from_secs(2))
-        .unwrap_or_else(|err| panic!("connecting to node {addr}: {err}"))
-}
-
-/// The cluster's nodes as the node at `addr` sees them, if it answers.
-fn seen_by(addr: &str) -> Option<Vec<Node>> {
-    let client = redis::Client::open(format!("redis://{addr}")).ok()?;
-    let mut conn = client
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .ok()?;
-    let text: String = redis::cmd("CLUSTER").arg("NODES").query(&mut conn).ok()?;
-    let nodes = text
-        .lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let slots = fields[8..]
-                .iter()
-                .filter(|f| !f.starts_with('['))
-                .map(|range| match range.split_once('-') {
-                    Some((lo, hi)) => (lo.parse().unwrap(), hi.parse().unwrap()),
-                    None => (range.parse().unwrap(), range.parse().unwrap()),
-                })
-                .collect();
-            Node {
-                id: fields[0].to_string(),
-                addr: fields[1].split('@').next().unwrap().to_string(),
-                primary: fields[2].contains("master"),
-                failed: fields[2].contains("fail"),
-                slots,
-            }
-        })
-        .collect();
-    Some(nodes)
-}
-
-/// The live primaries, as the first node of `seeds` that answers sees them.
-fn primaries(seeds: &[String]) -> Vec<Node> {
-    let nodes = seeds
-        .iter()
-        .find_map(|seed| seen_by(seed))
-        .expect("no seed node answers");
-    nodes
-        .into_iter()
-        .filter(|n| n.primary && !n.failed)
-        .collect()
+        .unwrap_or_else(|err| panic!("connecting to node {url}: {err}"))
 }
 
 /// The primary serving `slot`, once every node that answers agrees on it: a change of
 /// owner reaches the nodes by gossip, a moment apart.
-fn primary_of(seeds: &[String], slot: u16) -> Node {
+fn primary_of(seeds: &[String], slot: u16) -> ClusterNode {
     let deadline = Instant::now() + FAILOVER_LIMIT;
     loop {
-        let views: Vec<Option<Node>> = seeds
+        let views: Vec<Option<ClusterNode>> = seeds
             .iter()
-            .filter_map(|seed| seen_by(seed))
+            .filter_map(|seed| cluster_nodes_seen_by(seed))
             .map(|nodes| {
                 nodes
                     .into_iter()
@@ -130,22 +71,22 @@ fn key_slot(seeds: &[String], key: &str) -> u16 {
 /// the old owner answers `ASK` for them).
 async fn move_slot<F: Future<Output = ()>>(seeds: &[String], slot: u16, between: F) {
     let source = primary_of(seeds, slot);
-    let target = primaries(seeds)
+    let target = live_primaries(seeds)
         .into_iter()
         .find(|n| n.id != source.id)
         .expect("a second primary");
-    let setslot = |addr: &str, args: &[&str]| {
-        let mut conn = node_conn(addr);
+    let setslot = |url: &str, args: &[&str]| {
+        let mut conn = node_conn(url);
         let _: () = redis::cmd("CLUSTER")
             .arg("SETSLOT")
             .arg(slot)
             .arg(args)
             .query(&mut conn)
-            .unwrap_or_else(|err| panic!("CLUSTER SETSLOT {slot} {args:?} on {addr}: {err}"));
+            .unwrap_or_else(|err| panic!("CLUSTER SETSLOT {slot} {args:?} on {url}: {err}"));
     };
-    setslot(&target.addr, &["IMPORTING", &source.id]);
-    setslot(&source.addr, &["MIGRATING", &target.id]);
-    let mut conn = node_conn(&source.addr);
+    setslot(&target.url(), &["IMPORTING", &source.id]);
+    setslot(&source.url(), &["MIGRATING", &target.id]);
+    let mut conn = node_conn(&source.url());
     let keys: Vec<String> = redis::cmd("CLUSTER")
         .arg("GETKEYSINSLOT")
         .arg(slot)
@@ -164,8 +105,8 @@ async fn move_slot<F: Future<Output = ()>>(seeds: &[String], slot: u16, between:
         .query(&mut conn)
         .unwrap();
     between.await;
-    for node in primaries(seeds) {
-        setslot(&node.addr, &["NODE", &target.id]);
+    for node in live_primaries(seeds) {
+        setslot(&node.url(), &["NODE", &target.id]);
     }
 }
 
@@ -183,12 +124,9 @@ async fn a_moved_slot_and_a_killed_primary_are_ridden_out_and_acknowledged_write
         );
         return;
     };
-    let seeds: Vec<String> = url
-        .strip_prefix("redis+cluster://")
-        .expect("a redis+cluster:// URL")
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let seeds = cluster_node_urls(&url)
+        .expect("the failover cluster's URL parses")
+        .expect("a redis+cluster:// URL");
     let h = Harness {
         url,
         prefix: unique_prefix(),
@@ -211,7 +149,7 @@ async fn a_moved_slot_and_a_killed_primary_are_ridden_out_and_acknowledged_write
     }
     let slot = key_slot(&seeds, &h.list_key(id));
     let victim = primary_of(&seeds, slot);
-    let mut conn = node_conn(&victim.addr);
+    let mut conn = node_conn(&victim.url());
     let info: String = redis::cmd("INFO").arg("server").query(&mut conn).unwrap();
     let pid = info
         .lines()

@@ -73,7 +73,7 @@ impl RedisStorage {
         if cluster && outcome.applied && outcome.generation == fresh.to_string() {
             let mut pipe = redis::pipe();
             pipe.cmd("SADD").arg(index).arg(id);
-            let added = self.send_acked::<i64>(&pipe).await;
+            let added = self.send_acked::<i64>(pipe).await;
             let added = added.map_err(|err| parse_redis_error(err, op.on_key(index)))?;
             self.acknowledged(added, op)?;
         }
@@ -130,17 +130,17 @@ impl RedisStorage {
             }
             pipe
         };
-        match self.send_acked(&pipeline(false)).await {
+        match self.send_acked(pipeline(false)).await {
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 if !self.conn.is_cluster() {
-                    return self.send_acked(&pipeline(true)).await;
+                    return self.send_acked(pipeline(true)).await;
                 }
                 // On a cluster, a pipeline redirected by `ASK` (its slot is migrating) gets
                 // an `ASKING` that covers only its first command, which must then be the
                 // script. So load the script on its own, which the cluster client sends to
                 // every primary, and send the pipeline again as it was.
                 script.load_async(&mut self.conn.clone()).await?;
-                self.send_acked(&pipeline(false)).await
+                self.send_acked(pipeline(false)).await
             }
             sent => sent,
         }
@@ -150,16 +150,15 @@ impl RedisStorage {
     /// replicas at its end when [`RedisOptions::replica_acks`] asks for one.
     pub(super) async fn send_acked<T: FromRedisValue>(
         &self,
-        pipe: &Pipeline,
+        mut pipe: Pipeline,
     ) -> RedisResult<Acked<T>> {
         let Some(acks) = self.replica_acks else {
-            let (value,): (T,) = self.run(Request::Pipe(pipe)).await?;
+            let (value,): (T,) = self.run(Request::Pipe(&pipe)).await?;
             return Ok(Acked {
                 value,
                 replicas: None,
             });
         };
-        let mut pipe = pipe.clone();
         let timeout = u64::try_from(acks.timeout.as_millis()).unwrap_or(u64::MAX);
         pipe.cmd("WAIT").arg(acks.replicas).arg(timeout);
         let (value, replicas): (T, usize) = self.run(Request::Pipe(&pipe)).await?;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fusion_core::testkit::{StorageHarness, unavailable};
-use fusion_storage_redis::{RedisOptions, RedisStorage};
+use fusion_storage_redis::{RedisOptions, RedisStorage, cluster_node_urls};
 use redis::aio::MultiplexedConnection;
 
 /// The reason printed when `REDIS_URL` is not set.
@@ -80,13 +80,9 @@ impl Harness {
 
     /// A plain cluster connection, for poking at keys the way another program would.
     pub async fn raw_cluster(&self) -> redis::cluster_async::ClusterConnection {
-        let seeds: Vec<String> = self
-            .url
-            .strip_prefix("redis+cluster://")
-            .expect("a redis+cluster:// URL")
-            .split(',')
-            .map(|node| format!("redis://{node}"))
-            .collect();
+        let seeds = cluster_node_urls(&self.url)
+            .expect("the cluster URL parses")
+            .expect("a redis+cluster:// URL");
         redis::cluster::ClusterClient::new(seeds)
             .expect("the cluster URL parses")
             .get_async_connection()
@@ -133,34 +129,81 @@ impl Drop for Harness {
 /// The `redis://` URL of every node that holds keys: the server itself, or each primary
 /// of a cluster as the first reachable seed node reports them.
 pub fn primaries(url: &str) -> Vec<String> {
-    let Some(seeds) = url.strip_prefix("redis+cluster://") else {
-        return vec![url.to_string()];
-    };
-    for seed in seeds.split(',') {
-        let Ok(mut conn) = redis::Client::open(format!("redis://{seed}"))
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
-        else {
-            continue;
-        };
-        let Ok(nodes) = redis::cmd("CLUSTER")
-            .arg("NODES")
-            .query::<String>(&mut conn)
-        else {
-            continue;
-        };
-        // `<id> <ip:port@cport> <flags> ...`: the live primaries.
-        return nodes
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split(' ');
-                let addr = fields.nth(1)?.split('@').next()?;
-                let flags = fields.next()?;
-                (flags.contains("master") && !flags.contains("fail"))
-                    .then(|| format!("redis://{addr}"))
-            })
-            .collect();
+    match cluster_node_urls(url).expect("a valid Redis URL") {
+        None => vec![url.to_string()],
+        Some(seeds) => live_primaries(&seeds)
+            .iter()
+            .map(ClusterNode::url)
+            .collect(),
     }
-    Vec::new()
+}
+
+/// One node of a cluster, as `CLUSTER NODES` describes it.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub id: String,
+    /// `host:port`.
+    pub addr: String,
+    pub primary: bool,
+    pub failed: bool,
+    /// The slot ranges it serves, inclusive.
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl ClusterNode {
+    /// Whether it serves `slot`.
+    pub fn serves(&self, slot: u16) -> bool {
+        self.slots.iter().any(|&(lo, hi)| (lo..=hi).contains(&slot))
+    }
+
+    /// Its `redis://` URL.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+}
+
+/// The cluster's nodes as the node at `node_url` sees them, if it answers.
+pub fn cluster_nodes_seen_by(node_url: &str) -> Option<Vec<ClusterNode>> {
+    let client = redis::Client::open(node_url).ok()?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .ok()?;
+    let text: String = redis::cmd("CLUSTER").arg("NODES").query(&mut conn).ok()?;
+    // `<id> <ip:port@cport> <flags> <primary> <ping> <pong> <epoch> <link> <slot>...`;
+    // a slot being migrated is listed as `[slot->-id]`.
+    let nodes = text
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let slots = fields[8..]
+                .iter()
+                .filter(|f| !f.starts_with('['))
+                .map(|range| match range.split_once('-') {
+                    Some((lo, hi)) => (lo.parse().unwrap(), hi.parse().unwrap()),
+                    None => (range.parse().unwrap(), range.parse().unwrap()),
+                })
+                .collect();
+            ClusterNode {
+                id: fields[0].to_string(),
+                addr: fields[1].split('@').next().unwrap().to_string(),
+                primary: fields[2].contains("master"),
+                failed: fields[2].contains("fail"),
+                slots,
+            }
+        })
+        .collect();
+    Some(nodes)
+}
+
+/// The live primaries as the first of `seeds` (node URLs) that answers sees them; none if
+/// no seed answers.
+pub fn live_primaries(seeds: &[String]) -> Vec<ClusterNode> {
+    let nodes = seeds.iter().find_map(|seed| cluster_nodes_seen_by(seed));
+    nodes
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.primary && !n.failed)
+        .collect()
 }
 
 /// Deletes every key under `prefix` on the one node at `url`, one key per `DEL` (a
