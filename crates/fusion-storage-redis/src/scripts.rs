@@ -3,18 +3,26 @@
 //! A script runs atomically on the server, unlike `MULTI`, where a command that fails
 //! (say `RPUSH` on a key of the wrong type) leaves the others applied. But Redis keeps
 //! what a script wrote before an error too, so everything that could make a script fail
-//! is checked before its first write: the types of both keys, the TTL and every other
-//! argument. After those checks the scripts only run commands that cannot fail on their
-//! arguments (the list's and hash's types are known, the TTL is a whole number Redis
-//! accepts, the push is chunked below Lua's `unpack` limit). Both keys share a hash tag
-//! (see `keys.rs`), so the scripts are valid on Redis Cluster too. Timestamps come from
-//! the server's clock, so writers on machines with skewed clocks still agree.
+//! is checked before its first write: every argument, and the types of both keys, which
+//! the first command on each key checks by failing (`HGET` on a meta key that is not a
+//! hash; `LLEN`, or the append's `RPUSH`, on a list key that is not a list) before
+//! anything is written. After that the scripts only run commands that cannot fail on
+//! their arguments (the TTL is a whole number Redis accepts, the push is chunked below
+//! Lua's `unpack` limit). Both keys share a hash tag (see `keys.rs`), so the scripts are
+//! valid on Redis Cluster too. Timestamps come from the server's clock, so writers on
+//! machines with skewed clocks still agree.
 //!
 //! Every script is also a conditional write (issue #13): it reads the session's
 //! generation (the meta hash's `gen` field) and length, compares them with what the
 //! caller expects, and writes only if they match; the unconditional `save`, `append` and
 //! `truncate` pass the expectation `any`. A mismatch is not an error reply but a result
 //! (`{0, generation, length}`), returned before the first write like any other refusal.
+//!
+//! Each `redis.call` costs the server about as much as a command of its own, and a busy
+//! server's throughput is what its scripts cost (issue #15's W5), so the common append
+//! (`any`, with messages) makes only the calls it needs: the generation, the push (whose
+//! reply is the length, so no `LLEN`), the clock, the `updated_at` field, and one `PTTL`
+//! that spares the two `PERSIST`s when the session has no expiry.
 
 use std::sync::LazyLock;
 
@@ -23,8 +31,9 @@ use redis::Script;
 
 use crate::config::MAX_TTL;
 
-/// Shared prologue: effect replication (implicit since Redis 5, needed before `TIME`
-/// on older servers), then the checks that run before any write, then `check()`.
+/// Shared prologue: effect replication (implicit since Redis 5, needed before `TIME` on
+/// older servers; asked for only before Redis 7), the checks of the arguments, then the
+/// helpers `check()`, `now_ms()` and `touch()`.
 ///
 /// `ARGV[2]` of every script is the TTL in ms, `0` for none. It must be a whole number as
 /// Redis parses one (digits, no leading zero) and at most `@MAX_TTL_MS@` (substituted
@@ -40,15 +49,9 @@ use crate::config::MAX_TTL;
 /// are stored as, never as Lua numbers. A session whose list exists but whose meta has
 /// no `gen` (stored before generations existed) is at `@LEGACY_GENERATION@`.
 const PROLOGUE: &str = r#"
-if redis.replicate_commands then redis.replicate_commands() end
-local function wrong_type(key, want)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= want then
-    return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. t .. ', not a ' .. want)
-  end
-end
-local err = wrong_type(KEYS[1], 'list') or wrong_type(KEYS[2], 'hash')
-if err then return err end
+-- Since Redis 5 effects are what replicates, and since 7 (which has REDIS_VERSION)
+-- the call is deprecated, yet still costs about as much as a command.
+if redis.replicate_commands and not redis.REDIS_VERSION then redis.replicate_commands() end
 local function bad_arg(what, value)
   return redis.error_reply('ERR fusion: invalid ' .. what .. ' argument ' .. tostring(value) .. '; nothing was written')
 end
@@ -80,64 +83,98 @@ if not (whole(want_gen) and whole(want_len)) then
   return bad_arg('expected revision', tostring(want_gen) .. '/' .. tostring(want_len))
 end
 -- The session's revision now, and whether it is what the caller expects: nil if so,
--- else the reply that reports the conflict (and writes nothing).
+-- else the reply that reports the conflict (and writes nothing). Reading both keys also
+-- checks their types: HGET and LLEN fail on a key of another type, before any write.
 local function check()
+  local stored = redis.call('HGET', KEYS[2], 'gen')
   local len = redis.call('LLEN', KEYS[1])
   local gen = '0'
-  if len > 0 then gen = redis.call('HGET', KEYS[2], 'gen') or '@LEGACY_GENERATION@' end
+  if len > 0 then gen = stored or '@LEGACY_GENERATION@' end
   if expect == 'any' or (gen == want_gen
       and (expect == 'gen' or gen == '0' or tonumber(want_len) == len)) then
     return nil, gen, len
   end
   return {0, gen, len}, gen, len
 end
+-- TIME gives seconds and microseconds as decimal strings; the milliseconds are the
+-- seconds followed by the microseconds' first three of six digits. Joining strings
+-- costs the server less than arithmetic and formatting.
 local function now_ms()
   local t = redis.call('TIME')
-  return string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  return t[1] .. string.sub('00000' .. t[2], -6, -4)
 end
+-- Sets the TTL on both keys, or without one makes them persistent again. The scripts
+-- give both keys the same expiry, so the meta hash's (written just before) tells
+-- whether there is any to remove.
 local function touch()
-  for i = 1, 2 do
-    if ttl_arg ~= '0' then
-      redis.call('PEXPIRE', KEYS[i], ttl_arg)
-    else
-      redis.call('PERSIST', KEYS[i])
-    end
+  if ttl_arg ~= '0' then
+    redis.call('PEXPIRE', KEYS[1], ttl_arg)
+    redis.call('PEXPIRE', KEYS[2], ttl_arg)
+  elseif redis.call('PTTL', KEYS[2]) ~= -1 then
+    redis.call('PERSIST', KEYS[1])
+    redis.call('PERSIST', KEYS[2])
   end
 end
 "#;
 
-/// Replaces or extends a session, if it meets the expectation.
+/// Replaces or extends a session, if it meets the expectation, and indexes it when it
+/// creates or replaces it.
 ///
-/// KEYS: list, meta. ARGV: `replace` or `append`, TTL in ms (0 = none), the condition
-/// (see [`PROLOGUE`]), then the messages as JSON: at least one to replace, any number to
-/// append (none only checks). Returns `{1, generation, length}` after the write, or
-/// `{0, generation, length}` as found when the expectation failed.
+/// KEYS: list, meta, and on one server the index (a cluster keeps it in another slot, so
+/// there the caller indexes). ARGV: `replace` or `append`, TTL in ms (0 = none), the
+/// condition (see [`PROLOGUE`]), the session id (for the index), then the messages as
+/// JSON: at least one to replace, any number to append (none only checks). Returns
+/// `{1, generation, length}` after the write, or `{0, generation, length}` as found when
+/// the expectation failed.
 ///
 /// A write that creates the session (no list yet) or replaces it gives it the fresh
 /// generation; an append to an existing session keeps the one it has.
 const WRITE_BODY: &str = r#"
-if ARGV[1] ~= 'replace' and ARGV[1] ~= 'append' then return bad_arg('mode', ARGV[1]) end
-if ARGV[1] == 'replace' and #ARGV < 7 then return bad_arg('message count', #ARGV - 6) end
-local conflict, gen, len = check()
-if conflict then return conflict end
-if #ARGV < 7 then return {1, gen, len} end
-local now = now_ms()
-if len == 0 then
-  redis.call('HSET', KEYS[2], 'created_at', now, 'gen', fresh)
-  gen = fresh
-elseif ARGV[1] == 'replace' then
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[2], 'gen', fresh)
-  gen = fresh
-end
+local mode, count = ARGV[1], #ARGV - 7
+if mode ~= 'replace' and mode ~= 'append' then return bad_arg('mode', mode) end
+if mode == 'replace' and count < 1 then return bad_arg('message count', count) end
 -- Lua's unpack() is limited to a few thousand values, so push in chunks; the script
--- is atomic either way.
-for i = 7, #ARGV, 1000 do
-  len = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+-- is atomic either way. Returns the length after.
+local function push()
+  local len
+  for i = 8, #ARGV, 1000 do
+    len = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+  return len
 end
-redis.call('HSET', KEYS[2], 'updated_at', now)
+local gen, before
+if mode == 'append' and expect == 'any' and count > 0 then
+  -- Nothing to compare: read the generation (HGET fails on a meta key of another
+  -- type), then push (RPUSH fails on a list key of another type before writing), whose
+  -- reply tells the length before.
+  gen = redis.call('HGET', KEYS[2], 'gen') or '@LEGACY_GENERATION@'
+  before = push() - count
+else
+  local conflict
+  conflict, gen, before = check()
+  if conflict then return conflict end
+  if count == 0 then return {1, gen, before} end
+  if mode == 'replace' and before > 0 then
+    redis.call('DEL', KEYS[1])
+  end
+  push()
+end
+local now = now_ms()
+if before == 0 then
+  redis.call('HSET', KEYS[2], 'created_at', now, 'gen', fresh, 'updated_at', now)
+  gen = fresh
+elseif mode == 'replace' then
+  redis.call('HSET', KEYS[2], 'gen', fresh, 'updated_at', now)
+  gen = fresh
+else
+  redis.call('HSET', KEYS[2], 'updated_at', now)
+end
+if gen == fresh and KEYS[3] then
+  redis.call('SADD', KEYS[3], ARGV[7])
+end
 touch()
-return {1, gen, len}
+if mode == 'replace' then return {1, gen, count} end
+return {1, gen, before + count}
 "#;
 
 /// Keeps the first messages of a session, if it meets the expectation.
@@ -170,13 +207,12 @@ pub(crate) static WRITE: LazyLock<Script> = LazyLock::new(|| Script::new(&source
 pub(crate) static TRUNCATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(&source(TRUNCATE_BODY)));
 
-/// The full text of the script with `body`: the prologue, with the TTL bound and the
-/// legacy generation filled in, then the body.
+/// The full text of the script with `body`: the prologue, then the body, with the TTL
+/// bound and the legacy generation filled in.
 fn source(body: &str) -> String {
-    let prologue = PROLOGUE
+    format!("{PROLOGUE}{body}")
         .replace("@MAX_TTL_MS@", &MAX_TTL.as_millis().to_string())
-        .replace("@LEGACY_GENERATION@", &LEGACY_GENERATION.to_string());
-    format!("{prologue}{body}")
+        .replace("@LEGACY_GENERATION@", &LEGACY_GENERATION.to_string())
 }
 
 /// What a script reports: whether it wrote, and the session's generation (as stored: a
@@ -269,6 +305,7 @@ mod tests {
                 .arg(mode)
                 .arg(ttl)
                 .arg(&condition)
+                .arg("x")
                 .arg(messages)
                 .invoke(&mut conn);
             let what = format!("mode {mode}, TTL {ttl}, condition {condition:?}");
@@ -288,6 +325,7 @@ mod tests {
             .arg("append")
             .arg(&bound)
             .arg(&good)
+            .arg("x")
             .arg(message)
             .invoke(&mut conn)
             .unwrap();

@@ -9,13 +9,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{free_port, wait_until};
+use common::{NO_HANG, free_port, wait_until};
 use fusion_core::testkit::unavailable;
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use tokio::process::{Child, Command};
-
-const NO_HANG: Duration = Duration::from_secs(30);
 
 fn redis_server_on_path() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

@@ -1,4 +1,5 @@
-//! Redis-specific behaviour against a real server: concurrency, failures, foreign data, TTL.
+//! Redis-specific behaviour against a real server: concurrency, failures, foreign data,
+//! key layout. TTL and timestamps are in `clock.rs`.
 //!
 //! Cases that need the server at `REDIS_URL` skip without it; the ones about an
 //! unreachable server need nothing but a free port.
@@ -8,14 +9,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Harness, free_port, harness, wait_until};
+use common::{Harness, NO_HANG, free_port, harness};
 use fusion_core::testkit::assert_nothing_lost_in_writer_order;
 use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect};
-use fusion_storage_redis::{MAX_TTL, RedisOptions, RedisStorage};
+use fusion_storage_redis::{RedisOptions, RedisStorage};
 use redis::AsyncCommands;
-
-/// Generous limit for anything that must not hang; reaching it is the failure.
-const NO_HANG: Duration = Duration::from_secs(30);
 
 async fn open(h: &Harness) -> RedisStorage {
     h.connect(h.options())
@@ -212,12 +210,35 @@ async fn a_foreign_key_of_the_wrong_type_gives_a_clear_error_and_no_partial_writ
         );
     }
     // The scripts check types before writing: the foreign value is intact, nothing else
-    // was created, and the id the pipelined SADD indexed is not listed (and is pruned).
+    // was created, and the id is not indexed.
     let value: String = raw.get(h.list_key("squatted")).await.unwrap();
     assert_eq!(value, "not a list");
     let meta_exists: bool = raw.exists(h.meta_key("squatted")).await.unwrap();
     assert!(!meta_exists);
     assert!(store.list_sessions().await.unwrap().is_empty());
+
+    // The same when the foreign key sits where the meta hash goes: no list is pushed.
+    let _: () = raw.set(h.meta_key("crowded"), "not a hash").await.unwrap();
+    for result in [
+        store.append("crowded", &[ChatMessage::user("hi")]).await,
+        store.save("crowded", &[ChatMessage::user("hi")]).await,
+        store
+            .write_if(
+                "crowded",
+                Expect::Generation(0),
+                Change::Append(&[ChatMessage::user("hi")]),
+            )
+            .await
+            .map(drop),
+    ] {
+        let err = result.expect_err("a write over a foreign meta key must fail");
+        assert!(err.to_string().contains("wrong type"), "{err}");
+    }
+    let list_exists: bool = raw.exists(h.list_key("crowded")).await.unwrap();
+    assert!(!list_exists, "a list was pushed beside a foreign meta key");
+    let value: String = raw.get(h.meta_key("crowded")).await.unwrap();
+    assert_eq!(value, "not a hash");
+    let _: () = raw.del(h.meta_key("crowded")).await.unwrap();
     // Other sessions are unaffected.
     store
         .append("fine", &[ChatMessage::user("ok")])
@@ -296,121 +317,6 @@ async fn a_non_json_element_is_corrupt_for_that_session_only() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
     assert_eq!(store.load("healthy").await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn an_expired_session_loads_empty_and_is_not_listed() {
-    let Some(h) = harness().await else { return };
-    let store = h
-        .connect(h.options().ttl(Duration::from_secs(1)))
-        .await
-        .unwrap();
-    store
-        .append("brief", &[ChatMessage::user("soon gone")])
-        .await
-        .unwrap();
-    let keeper = open(&h).await; // no TTL: its sessions stay
-    keeper
-        .append("lasting", &[ChatMessage::user("stays")])
-        .await
-        .unwrap();
-    let mut listed = store.list_sessions().await.unwrap();
-    listed.sort();
-    assert_eq!(listed, ["brief", "lasting"]);
-
-    let raw = h.raw().await;
-    let (list, meta) = (h.list_key("brief"), h.meta_key("brief"));
-    let expired = wait_until(Duration::from_secs(15), || {
-        let mut raw = raw.clone();
-        let (list, meta) = (list.clone(), meta.clone());
-        async move {
-            let n: usize = raw.exists(&[list, meta]).await.unwrap();
-            n == 0
-        }
-    })
-    .await;
-    assert!(expired, "the session's keys never expired");
-
-    assert!(store.load("brief").await.unwrap().is_empty());
-    assert!(store.session_info("brief").await.unwrap().is_none());
-    assert_eq!(store.list_sessions().await.unwrap(), ["lasting"]);
-    // list_sessions also dropped the ghost from the index itself.
-    let mut raw = raw.clone();
-    let indexed: bool = raw.sismember(h.index_key(), "brief").await.unwrap();
-    assert!(!indexed);
-}
-
-#[tokio::test]
-async fn the_largest_ttl_is_set_by_every_write_and_one_millisecond_more_is_refused_at_connect() {
-    let Some(h) = harness().await else { return };
-    let store = h.connect(h.options().ttl(MAX_TTL)).await.unwrap();
-    let mut raw = h.raw().await;
-    let max_ms = i64::try_from(MAX_TTL.as_millis()).unwrap();
-    let turn = [ChatMessage::user("a"), ChatMessage::assistant("b")];
-    for step in ["append", "save", "truncate"] {
-        match step {
-            "append" => store.append("s", &turn).await.unwrap(),
-            "save" => store.save("s", &turn).await.unwrap(),
-            _ => store.truncate("s", 1).await.unwrap(),
-        }
-        for key in [h.list_key("s"), h.meta_key("s")] {
-            let pttl: i64 = raw.pttl(&key).await.unwrap();
-            assert!(
-                pttl > max_ms - NO_HANG.as_millis() as i64 && pttl <= max_ms,
-                "{step}: {key} has PTTL {pttl}, not about {max_ms}"
-            );
-        }
-    }
-    assert_eq!(store.load("s").await.unwrap(), turn[..1]);
-
-    for too_long in [
-        MAX_TTL + Duration::from_millis(1),
-        Duration::from_millis(1 << 63),
-    ] {
-        let refused = h.connect(h.options().ttl(too_long)).await;
-        let err = refused.expect_err("a TTL past MAX_TTL must be refused at connect");
-        assert!(matches!(err, Error::Config(_)), "{err:?}");
-        assert!(err.to_string().contains("TTL"), "{err}");
-    }
-    // The refused configuration wrote nothing: the session is as the last write left it.
-    assert_eq!(store.load("s").await.unwrap(), turn[..1]);
-}
-
-#[tokio::test]
-async fn every_write_refreshes_the_ttl_of_list_and_meta() {
-    let Some(h) = harness().await else { return };
-    let ttl = Duration::from_secs(600);
-    let store = h.connect(h.options().ttl(ttl)).await.unwrap();
-    let mut raw = h.raw().await;
-    let (list, meta) = (h.list_key("s"), h.meta_key("s"));
-    let turn = [ChatMessage::user("a"), ChatMessage::assistant("b")];
-
-    // After each kind of write both keys carry a fresh TTL, above the short one set by hand.
-    for step in ["save", "append", "truncate"] {
-        if step != "save" {
-            for key in [&list, &meta] {
-                let _: () = raw.pexpire(key, 5_000).await.unwrap();
-            }
-        }
-        match step {
-            "save" => store.save("s", &turn).await.unwrap(),
-            "append" => store.append("s", &turn).await.unwrap(),
-            _ => store.truncate("s", 1).await.unwrap(),
-        }
-        for key in [&list, &meta] {
-            let pttl: i64 = raw.pttl(key).await.unwrap();
-            assert!(
-                pttl > 5_000 && pttl <= 600_000,
-                "{step}: {key} has PTTL {pttl}"
-            );
-        }
-    }
-    // A storage without TTL makes the keys persistent again on its next write.
-    open(&h).await.append("s", &turn).await.unwrap();
-    for key in [&list, &meta] {
-        let pttl: i64 = raw.pttl(key).await.unwrap();
-        assert_eq!(pttl, -1, "{key}");
-    }
 }
 
 #[tokio::test]

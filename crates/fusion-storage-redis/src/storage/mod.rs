@@ -1,18 +1,18 @@
 //! `RedisStorage`: the `ConversationStorage` implementation on a Redis server.
 //!
 //! Each write is a Lua script on the session's own keys (atomic, Cluster-slot-local)
-//! followed by a single-key change to the session index. The two are ordered so the
-//! index is always a superset of the stored sessions: writes index after storing,
-//! deletes unindex before removing, and `list_sessions` drops ids that have no message
-//! list (expired, a write whose script failed, a foreign key of another type) after
-//! checking again, so a concurrent writer's session is never dropped from the index.
+//! that indexes the session when it creates or replaces it. The index is always a
+//! superset of the stored sessions: writes index with or after storing, deletes unindex
+//! before removing, and `list_sessions` drops ids that have no message list (expired, a
+//! foreign key of another type) after checking again, so a concurrent writer's session
+//! is never dropped from the index.
 //!
-//! On one server the script and the index's `SADD` are pipelined (commands on one
-//! connection run in order), so every write costs one round trip and re-indexes its
-//! session. A Redis Cluster refuses a pipeline whose keys live in different slots, and
-//! the index has a slot of its own, so there a write indexes in a second request after
-//! its script, and only when the script created (or replaced) the session: an append to
-//! an existing session stays one round trip. Deletes unindex, then remove, in two.
+//! On one server the script adds the id to the index itself, so every write is one
+//! round trip. A Redis Cluster refuses a script whose keys live in different slots, and
+//! the index has a slot of its own, so there a write that created (or replaced) the
+//! session indexes it in a second request after its script: an append to an existing
+//! session stays one round trip. Deletes unindex, then remove (one pipeline on one
+//! server, two requests on a cluster).
 //!
 //! The same scripts make the conditional writes of issue #13 (`conditional.rs`); the
 //! index upkeep of `list_sessions` is in `index.rs`.
@@ -48,9 +48,9 @@ use crate::keys::Keys;
 /// redirections and refreshes its slot map when the topology changes; while a failed
 /// primary is being replaced, calls on its slots fail with a retryable error.
 ///
-/// Costs: `append` is one round trip (the write script and an `SADD`, pipelined; on a
-/// cluster the `SADD` is a second request, sent only when the append creates the
-/// session), O(new messages) whatever the history's length; `load` is one `LRANGE`;
+/// Costs: `append` is one round trip (the write script, which on one server also
+/// indexes a session it creates; on a cluster that `SADD` is a second request, sent only
+/// when the append creates the session), O(new messages) whatever the history's length; `load` is one `LRANGE`;
 /// `list_sessions` is O(sessions) and never scans the keyspace; `truncate` is an
 /// in-place `LTRIM`. `load_revision` is one `MULTI` (`LRANGE` and `HGET` of the
 /// generation); `write_if` is the same script as the unconditional write, which checks

@@ -1,5 +1,5 @@
-//! How a write reaches the server: the scripts' arguments, the index after them (in the
-//! same pipeline on one server, a request of its own on a cluster), the `NOSCRIPT`
+//! How a write reaches the server: the scripts' arguments, the index (inside the write
+//! script on one server, a request of its own after it on a cluster), the `NOSCRIPT`
 //! retry, and the replicas' `WAIT` when [`RedisOptions::replica_acks`] asks for it.
 //!
 //! [`RedisOptions::replica_acks`]: crate::RedisOptions::replica_acks
@@ -32,14 +32,13 @@ impl RedisStorage {
     }
 
     /// Replaces (`mode = "replace"`) or extends (`"append"`) a session if it meets
-    /// `expected` (always, for `None`), then indexes it.
+    /// `expected` (always, for `None`), and indexes it if the write gave it the fresh
+    /// generation: it created or replaced it.
     ///
-    /// On one server the `SADD` rides in the script's pipeline, so every write indexes
-    /// its session again (one whose index entry was lost is listed after its next
-    /// write); if the script fails or finds the session not as expected, the `SADD`
-    /// still runs, and `list_sessions` prunes that entry if the id has no message list.
-    /// On a cluster the `SADD` follows as a request of its own, only when the script
-    /// gave the session the fresh generation: it created or replaced it.
+    /// On one server the script itself adds the id to the index, so the write is one
+    /// round trip and the session is listed from the moment it exists. On a cluster the
+    /// index is in another slot, so the `SADD` follows as a request of its own; if that
+    /// request fails, the session is stored but unlisted until a write replaces it.
     pub(super) async fn write(
         &self,
         name: &'static str,
@@ -53,20 +52,22 @@ impl RedisStorage {
             .map(serde_json::to_string)
             .collect::<serde_json::Result<Vec<_>>>()?;
         let (list, meta, index) = (self.keys.list(id), self.keys.meta(id), self.keys.index());
+        let cluster = self.conn.is_cluster();
         let fresh = new_generation();
         let mut script = scripts::WRITE.prepare_invoke();
+        script.key(&list).key(&meta);
+        if !cluster {
+            script.key(index);
+        }
         script
-            .key(&list)
-            .key(&meta)
             .arg(mode)
             .arg(self.ttl_ms())
             .arg(&Self::condition(fresh, expected))
+            .arg(id)
             .arg(&json);
-        let cluster = self.conn.is_cluster();
-        let index_in_pipeline = (!cluster).then_some(id);
         let op = self.op(name, Some(id));
         let outcome = self
-            .run_script(&scripts::WRITE, &script, index_in_pipeline)
+            .run_script(&scripts::WRITE, &script)
             .await
             .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta, index])))?;
         let outcome = self.acknowledged(outcome, op)?;
@@ -100,14 +101,14 @@ impl RedisStorage {
             .arg(&Self::condition(new_generation(), expected));
         let op = self.op(name, Some(id));
         let outcome = self
-            .run_script(&scripts::TRUNCATE, &script, None)
+            .run_script(&scripts::TRUNCATE, &script)
             .await
             .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))?;
         self.acknowledged(outcome, op)
     }
 
     /// Runs `invocation` of `script` in one round trip, followed in the same pipeline by
-    /// `SADD` of `index_id` to the index (one server only) and the replicas' `WAIT`.
+    /// the replicas' `WAIT` when the storage waits for them.
     ///
     /// A pipeline does not load a missing script by itself, so on `NOSCRIPT` (a new or
     /// flushed server, where the script's sha is unknown and the script did not run)
@@ -117,7 +118,6 @@ impl RedisStorage {
         &self,
         script: &Script,
         invocation: &ScriptInvocation<'_>,
-        index_id: Option<&str>,
     ) -> RedisResult<Acked<scripts::Outcome>> {
         let pipeline = |load_first: bool| {
             let mut pipe = redis::pipe();
@@ -125,9 +125,6 @@ impl RedisStorage {
                 pipe.load_script(script).ignore();
             }
             pipe.invoke_script(invocation);
-            if let Some(id) = index_id {
-                pipe.cmd("SADD").arg(self.keys.index()).arg(id).ignore();
-            }
             pipe
         };
         match self.send_acked(pipeline(false)).await {

@@ -14,6 +14,9 @@ use fusion_core::testkit::{StorageHarness, unavailable};
 use fusion_storage_redis::{RedisOptions, RedisStorage, cluster_node_urls};
 use redis::aio::MultiplexedConnection;
 
+/// Generous limit for anything that must not hang; reaching it is the failure.
+pub const NO_HANG: Duration = Duration::from_secs(30);
+
 /// The reason printed when `REDIS_URL` is not set.
 pub const NO_SERVER: &str = "set REDIS_URL=redis://127.0.0.1:6379 to run the Redis tests";
 

@@ -1,0 +1,165 @@
+//! Time on a real Redis server: the TTL every write sets (or removes), and the
+//! timestamps the scripts take from the server's clock.
+//!
+//! Cases skip without the server at `REDIS_URL` (and fail when the backends are
+//! required).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, NO_HANG, harness, wait_until};
+use fusion_core::{ChatMessage, ConversationStorage, Error};
+use fusion_storage_redis::{MAX_TTL, RedisStorage};
+use redis::AsyncCommands;
+
+async fn open(h: &Harness) -> RedisStorage {
+    h.connect(h.options())
+        .await
+        .expect("connecting to REDIS_URL")
+}
+
+#[tokio::test]
+async fn an_expired_session_loads_empty_and_is_not_listed() {
+    let Some(h) = harness().await else { return };
+    let store = h
+        .connect(h.options().ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    store
+        .append("brief", &[ChatMessage::user("soon gone")])
+        .await
+        .unwrap();
+    let keeper = open(&h).await; // no TTL: its sessions stay
+    keeper
+        .append("lasting", &[ChatMessage::user("stays")])
+        .await
+        .unwrap();
+    let mut listed = store.list_sessions().await.unwrap();
+    listed.sort();
+    assert_eq!(listed, ["brief", "lasting"]);
+
+    let raw = h.raw().await;
+    let (list, meta) = (h.list_key("brief"), h.meta_key("brief"));
+    let expired = wait_until(Duration::from_secs(15), || {
+        let mut raw = raw.clone();
+        let (list, meta) = (list.clone(), meta.clone());
+        async move {
+            let n: usize = raw.exists(&[list, meta]).await.unwrap();
+            n == 0
+        }
+    })
+    .await;
+    assert!(expired, "the session's keys never expired");
+
+    assert!(store.load("brief").await.unwrap().is_empty());
+    assert!(store.session_info("brief").await.unwrap().is_none());
+    assert_eq!(store.list_sessions().await.unwrap(), ["lasting"]);
+    // list_sessions also dropped the ghost from the index itself.
+    let mut raw = raw.clone();
+    let indexed: bool = raw.sismember(h.index_key(), "brief").await.unwrap();
+    assert!(!indexed);
+}
+
+#[tokio::test]
+async fn the_largest_ttl_is_set_by_every_write_and_one_millisecond_more_is_refused_at_connect() {
+    let Some(h) = harness().await else { return };
+    let store = h.connect(h.options().ttl(MAX_TTL)).await.unwrap();
+    let mut raw = h.raw().await;
+    let max_ms = i64::try_from(MAX_TTL.as_millis()).unwrap();
+    let turn = [ChatMessage::user("a"), ChatMessage::assistant("b")];
+    for step in ["append", "save", "truncate"] {
+        match step {
+            "append" => store.append("s", &turn).await.unwrap(),
+            "save" => store.save("s", &turn).await.unwrap(),
+            _ => store.truncate("s", 1).await.unwrap(),
+        }
+        for key in [h.list_key("s"), h.meta_key("s")] {
+            let pttl: i64 = raw.pttl(&key).await.unwrap();
+            assert!(
+                pttl > max_ms - NO_HANG.as_millis() as i64 && pttl <= max_ms,
+                "{step}: {key} has PTTL {pttl}, not about {max_ms}"
+            );
+        }
+    }
+    assert_eq!(store.load("s").await.unwrap(), turn[..1]);
+
+    for too_long in [
+        MAX_TTL + Duration::from_millis(1),
+        Duration::from_millis(1 << 63),
+    ] {
+        let refused = h.connect(h.options().ttl(too_long)).await;
+        let err = refused.expect_err("a TTL past MAX_TTL must be refused at connect");
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("TTL"), "{err}");
+    }
+    // The refused configuration wrote nothing: the session is as the last write left it.
+    assert_eq!(store.load("s").await.unwrap(), turn[..1]);
+}
+
+#[tokio::test]
+async fn every_write_refreshes_the_ttl_of_list_and_meta() {
+    let Some(h) = harness().await else { return };
+    let ttl = Duration::from_secs(600);
+    let store = h.connect(h.options().ttl(ttl)).await.unwrap();
+    let mut raw = h.raw().await;
+    let (list, meta) = (h.list_key("s"), h.meta_key("s"));
+    let turn = [ChatMessage::user("a"), ChatMessage::assistant("b")];
+
+    // After each kind of write both keys carry a fresh TTL, above the short one set by hand.
+    for step in ["save", "append", "truncate"] {
+        if step != "save" {
+            for key in [&list, &meta] {
+                let _: () = raw.pexpire(key, 5_000).await.unwrap();
+            }
+        }
+        match step {
+            "save" => store.save("s", &turn).await.unwrap(),
+            "append" => store.append("s", &turn).await.unwrap(),
+            _ => store.truncate("s", 1).await.unwrap(),
+        }
+        for key in [&list, &meta] {
+            let pttl: i64 = raw.pttl(key).await.unwrap();
+            assert!(
+                pttl > 5_000 && pttl <= 600_000,
+                "{step}: {key} has PTTL {pttl}"
+            );
+        }
+    }
+    // A storage without TTL makes the keys persistent again on its next write.
+    open(&h).await.append("s", &turn).await.unwrap();
+    for key in [&list, &meta] {
+        let pttl: i64 = raw.pttl(key).await.unwrap();
+        assert_eq!(pttl, -1, "{key}");
+    }
+}
+
+/// `created_at` and `updated_at` are the server's clock in milliseconds (the server runs
+/// on this machine, so its clock is ours): each lies between the moments just before and
+/// just after the write that set it, give or take the millisecond it is cut to.
+#[tokio::test]
+async fn timestamps_are_the_servers_clock_in_milliseconds() {
+    let Some(h) = harness().await else { return };
+    let store = open(&h).await;
+    let millis = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    let mut raw = h.raw().await;
+    for (step, field) in [("created", "created_at"), ("appended", "updated_at")] {
+        let before = millis();
+        store
+            .append("clock", &[ChatMessage::user(step)])
+            .await
+            .unwrap();
+        let after = millis();
+        let stored: String = raw.hget(h.meta_key("clock"), field).await.unwrap();
+        let stored: u128 = stored.parse().unwrap();
+        assert!(
+            before.saturating_sub(1) <= stored && stored <= after + 1,
+            "{field} = {stored}, written between {before} and {after}"
+        );
+    }
+}
