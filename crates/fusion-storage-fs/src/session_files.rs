@@ -435,13 +435,12 @@ impl SessionFiles {
     /// Reads [`TAIL_PEEK`] bytes when the file ends with a complete batch, which is always
     /// the case unless an earlier append was interrupted; otherwise reads back as far as
     /// the torn tail reaches.
-    fn find_data_end(&self, mut file: &File, len: u64) -> Result<(u64, bool)> {
+    fn find_data_end(&self, file: &File, len: u64) -> Result<(u64, bool)> {
         let mut size = TAIL_PEEK;
         loop {
             let start = len.saturating_sub(size);
             let mut chunk = vec![0; usize::try_from(len - start).unwrap_or(0)];
-            file.seek(SeekFrom::Start(start)).at(&self.data)?;
-            file.read_exact(&mut chunk).at(&self.data)?;
+            read_exact_at(file, &mut chunk, start).at(&self.data)?;
             if let Some(end) = jsonl::data_end(&chunk, start == 0) {
                 let needs_newline = end > 0 && chunk[end - 1] != b'\n';
                 return Ok((start + end as u64, needs_newline));
@@ -454,6 +453,20 @@ impl SessionFiles {
     fn lock_exclusive(&self) -> Result<SessionLock> {
         SessionLock::exclusive(&self.dir, &self.lock)
     }
+}
+
+/// Fills `buf` from `offset` of `file`: one `pread` on Unix (every append peeks at the
+/// tail, so the seek a plain read needs is a system call saved per append), a seek and a
+/// read elsewhere.
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(buf)
 }
 
 fn exists(path: &Path) -> Result<bool> {
