@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, NO_HANG, harness, wait_until};
+use common::{Harness, NO_HANG, harness};
 use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_redis::{MAX_TTL, RedisStorage};
 use redis::AsyncCommands;
@@ -39,24 +39,16 @@ async fn an_expired_session_loads_empty_and_is_not_listed() {
     listed.sort();
     assert_eq!(listed, ["brief", "lasting"]);
 
-    let raw = h.raw().await;
-    let (list, meta) = (h.list_key("brief"), h.meta_key("brief"));
-    let expired = wait_until(Duration::from_secs(15), || {
-        let mut raw = raw.clone();
-        let (list, meta) = (list.clone(), meta.clone());
-        async move {
-            let n: usize = raw.exists(&[list, meta]).await.unwrap();
-            n == 0
-        }
-    })
-    .await;
-    assert!(expired, "the session's keys never expired");
+    assert!(
+        h.wait_until_expired("brief").await,
+        "the session's keys never expired"
+    );
 
     assert!(store.load("brief").await.unwrap().is_empty());
     assert!(store.session_info("brief").await.unwrap().is_none());
     assert_eq!(store.list_sessions().await.unwrap(), ["lasting"]);
     // list_sessions also dropped the ghost from the index itself.
-    let mut raw = raw.clone();
+    let mut raw = h.raw().await;
     let indexed: bool = raw.sismember(h.index_key(), "brief").await.unwrap();
     assert!(!indexed);
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, harness, wait_until};
+use common::{Harness, harness};
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, LEGACY_GENERATION, Revision,
 };
@@ -159,18 +159,10 @@ async fn a_ttl_expiring_between_a_read_and_a_conditional_append_makes_the_append
         .unwrap();
     assert_eq!(kept, read.generation);
 
-    let raw = h.raw().await;
-    let (list, meta) = (h.list_key("t"), h.meta_key("t"));
-    let expired = wait_until(Duration::from_secs(15), || {
-        let mut raw = raw.clone();
-        let (list, meta) = (list.clone(), meta.clone());
-        async move {
-            let n: usize = raw.exists(&[list, meta]).await.unwrap();
-            n == 0
-        }
-    })
-    .await;
-    assert!(expired, "the session's keys never expired");
+    assert!(
+        h.wait_until_expired("t").await,
+        "the session's keys never expired"
+    );
 
     let orphan = [ChatMessage::assistant("the answer")];
     let result = turn
@@ -183,8 +175,11 @@ async fn a_ttl_expiring_between_a_read_and_a_conditional_append_makes_the_append
     let shown = assert_conflict(result, "append to an expired session");
     assert!(shown.contains("does not exist"), "{shown}");
     // Nothing was resurrected: no keys, no messages, not listed.
-    let mut raw = raw.clone();
-    let n: usize = raw.exists(&[&list, &meta]).await.unwrap();
+    let mut raw = h.raw().await;
+    let n: usize = raw
+        .exists(&[h.list_key("t"), h.meta_key("t")])
+        .await
+        .unwrap();
     assert_eq!(n, 0, "a fragment of the session was stored");
     assert_eq!(
         turn.load_revision("t").await.unwrap(),

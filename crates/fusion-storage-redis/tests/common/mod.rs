@@ -57,6 +57,21 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// Waits (up to 15 s) until both keys of `id` are gone, as a TTL removes them;
+    /// returns whether they went.
+    pub async fn wait_until_expired(&self, id: &str) -> bool {
+        let raw = self.raw().await;
+        let keys = [self.list_key(id), self.meta_key(id)];
+        wait_until(Duration::from_secs(15), || {
+            let (mut raw, keys) = (raw.clone(), keys.clone());
+            async move {
+                let n: usize = redis::AsyncCommands::exists(&mut raw, &keys).await.unwrap();
+                n == 0
+            }
+        })
+        .await
+    }
+
     /// Options for a new storage instance on this harness's prefix.
     pub fn options(&self) -> RedisOptions {
         RedisOptions::new().key_prefix(&self.prefix)
