@@ -104,13 +104,13 @@ local function now_ms()
   return t[1] .. string.sub('00000' .. t[2], -6, -4)
 end
 -- Sets the TTL on both keys, or without one makes them persistent again. The scripts
--- give both keys the same expiry, so the meta hash's (written just before) tells
--- whether there is any to remove.
+-- give both keys the same expiry, so the list's (the messages, which must not expire
+-- when no TTL is set) tells whether there is any to remove.
 local function touch()
   if ttl_arg ~= '0' then
     redis.call('PEXPIRE', KEYS[1], ttl_arg)
     redis.call('PEXPIRE', KEYS[2], ttl_arg)
-  elseif redis.call('PTTL', KEYS[2]) ~= -1 then
+  elseif redis.call('PTTL', KEYS[1]) ~= -1 then
     redis.call('PERSIST', KEYS[1])
     redis.call('PERSIST', KEYS[2])
   end

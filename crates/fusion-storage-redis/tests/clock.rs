@@ -119,10 +119,18 @@ async fn every_write_refreshes_the_ttl_of_list_and_meta() {
         }
     }
     // A storage without TTL makes the keys persistent again on its next write.
-    open(&h).await.append("s", &turn).await.unwrap();
+    let untimed = open(&h).await;
+    untimed.append("s", &turn).await.unwrap();
     for key in [&list, &meta] {
         let pttl: i64 = raw.pttl(key).await.unwrap();
         assert_eq!(pttl, -1, "{key}");
+    }
+    // Also when only the list carries an expiry (set by hand): the messages must not go.
+    let _: () = raw.pexpire(&list, 5_000).await.unwrap();
+    untimed.append("s", &turn).await.unwrap();
+    for key in [&list, &meta] {
+        let pttl: i64 = raw.pttl(key).await.unwrap();
+        assert_eq!(pttl, -1, "{key} after an expiry on the list alone");
     }
 }
 

@@ -204,6 +204,18 @@ async fn a_single_server_url_on_a_cluster_node_names_the_cluster_scheme() {
         "{err}"
     );
     assert!(err.to_string().contains("redis+cluster://"), "{err}");
+    // A write is refused the same way wherever its session's slot is (the write script
+    // also names the index, in another slot: CROSSSLOT, or MOVED), and stores nothing.
+    for i in 0..5 {
+        let id = format!("anywhere-{i}");
+        let err = single
+            .append(&id, &[ChatMessage::user("hi")])
+            .await
+            .expect_err("a write through a single-server URL on a cluster node");
+        assert!(err.to_string().contains("redis+cluster://"), "{err}");
+        assert!(!err.is_retryable(), "{err}");
+        assert!(cluster.load(&id).await.unwrap().is_empty());
+    }
     assert!(cluster.list_sessions().await.unwrap().is_empty());
 }
 
