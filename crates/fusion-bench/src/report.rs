@@ -252,8 +252,8 @@ fn w5_table(o: &mut String, w5: &W5Report) {
         o,
         "W5 many clients: {} sessions seeded with {} msgs; a turn = 1 append of a user+assistant \
          pair, every {}th turn also a full load; {} turns per measurement or {:.2} s if sooner; \
-         appends/s = turns/s:",
-        w5.sessions, w5.seeded_messages, w5.load_every, w5.turns, w5.run_s
+         {} rounds per side, interleaved and pooled; appends/s = turns/s:",
+        w5.sessions, w5.seeded_messages, w5.load_every, w5.turns, w5.run_s, w5.rounds
     );
     let _ = writeln!(o, "  floor: {}", w5.floor_driver);
     let groups = format!(

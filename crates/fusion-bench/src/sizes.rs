@@ -27,6 +27,9 @@ pub struct Sizes {
     pub w5_turns: usize,
     /// ... unless it reaches this time first.
     pub w5_run: Duration,
+    /// How many times each W5 configuration measures both sides, alternating which goes
+    /// first; the rounds' counts and samples are pooled.
+    pub w5_rounds: usize,
 }
 
 impl Sizes {
@@ -44,6 +47,7 @@ impl Sizes {
                 w5_sessions: 1000,
                 w5_turns: 2000,
                 w5_run: Duration::from_millis(250),
+                w5_rounds: 1,
             }
         } else {
             Self {
@@ -57,6 +61,7 @@ impl Sizes {
                 w5_sessions: 1000,
                 w5_turns: 10_000,
                 w5_run: Duration::from_millis(1500),
+                w5_rounds: 3,
             }
         }
     }

@@ -5,14 +5,18 @@
 //! Measured for 1, 8 and 64 tasks in this process and, on the backends several processes
 //! can share, for 4 worker processes x 16 tasks ([`workers`]); each time for the library
 //! (one `Arc<dyn ConversationStorage>` per process, shared by its tasks, as a service
-//! holds one) and for the raw drivers doing the same ([`floor`]), alternating which side
-//! goes first from one configuration to the next so both see the same machine drift.
+//! holds one) and for the raw drivers doing the same ([`floor`]), the side that goes
+//! first alternating from one round to the next so both see the same machine drift.
 //!
 //! Each measurement runs a fixed number of turns (`Sizes::w5_turns`, split evenly between
 //! its tasks), so both sides do the very same work, unless it reaches a time limit first
-//! (`Sizes::w5_run`), so a slow backend cannot stretch the run. The sessions keep what
-//! earlier measurements of the same side appended: with 10,000 turns a measurement, a
-//! session grows by about 20 messages each time.
+//! (`Sizes::w5_run`), so a slow backend cannot stretch the run. A configuration measures
+//! each side `Sizes::w5_rounds` times (3; 1 with `--quick`), the sides taking turns, and
+//! pools the rounds: appends/s over their summed walls, percentiles over all their
+//! samples. One round of 1.5 s moves by up to ±40% from run to run on a busy 2-core
+//! machine; pooled, interleaved rounds give both sides the same drift. The sessions keep
+//! what earlier measurements of the same side appended: with 10,000 turns a measurement,
+//! a session grows by about 20 messages each time.
 
 mod drive;
 mod floor;
@@ -61,6 +65,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// The side that is not this one.
+    fn other(self) -> Side {
+        match self {
+            Side::Library => Side::Floor,
+            Side::Floor => Side::Library,
+        }
+    }
+
     /// Each side has its own namespace.
     fn ns(self) -> &'static str {
         match self {
@@ -137,6 +149,8 @@ pub struct W5Report {
     pub turns: usize,
     /// Time limit of each measurement, s.
     pub run_s: f64,
+    /// Measurements of each side per configuration, pooled.
+    pub rounds: usize,
     /// Every this many turns a task also loads its session.
     pub load_every: usize,
     /// What the floor does.
@@ -180,31 +194,30 @@ pub async fn run(backend: &Backend, servers: &Servers, sizes: &Sizes) -> Result<
         configurations.push((PROCESSES, TASKS_PER_PROCESS));
     }
     let mut runs = Vec::new();
-    for (i, &(processes, tasks)) in configurations.iter().enumerate() {
+    let mut first = Side::Library;
+    for &(processes, tasks) in &configurations {
         let limit = Limit::new(sizes, processes * tasks);
         let (mut lib, mut raw) = (Outcome::default(), Outcome::default());
-        let order = if i % 2 == 0 {
-            [Side::Library, Side::Floor]
-        } else {
-            [Side::Floor, Side::Library]
-        };
-        for side in order {
-            let (client, outcome) = match side {
-                Side::Library => (&library, &mut lib),
-                Side::Floor => (&floor, &mut raw),
-            };
-            *outcome = if processes == 1 {
-                drive(client.clone(), work.clone(), 0..tasks, limit).await?
-            } else {
-                let plan = workers::Plan {
-                    side,
-                    processes,
-                    tasks_per_process: tasks,
-                    sessions: sizes.w5_sessions,
-                    limit,
+        for _round in 0..sizes.w5_rounds {
+            for side in [first, first.other()] {
+                let (client, outcome) = match side {
+                    Side::Library => (&library, &mut lib),
+                    Side::Floor => (&floor, &mut raw),
                 };
-                workers::run(backend, servers, &plan).await?
-            };
+                outcome.then(if processes == 1 {
+                    drive(client.clone(), work.clone(), 0..tasks, limit).await?
+                } else {
+                    let plan = workers::Plan {
+                        side,
+                        processes,
+                        tasks_per_process: tasks,
+                        sessions: sizes.w5_sessions,
+                        limit,
+                    };
+                    workers::run(backend, servers, &plan).await?
+                });
+            }
+            first = first.other();
         }
         runs.push(W5Run::new(processes, tasks, lib, raw));
     }
@@ -229,6 +242,7 @@ pub async fn run(backend: &Backend, servers: &Servers, sizes: &Sizes) -> Result<
         seeded_messages: seed.len(),
         turns: sizes.w5_turns,
         run_s: sizes.w5_run.as_secs_f64(),
+        rounds: sizes.w5_rounds,
         load_every: LOAD_EVERY,
         floor_driver,
         runs,

@@ -21,6 +21,10 @@ pub struct Outcome {
     /// epoch: wall-clock time, so that the spans of processes started a moment apart
     /// merge into the one they cover together.
     pub span_ns: Option<(u64, u64)>,
+    /// Wall time of earlier rounds of the same measurement, which ran before `span_ns`
+    /// (see [`Outcome::then`]), ns.
+    #[serde(default)]
+    pub earlier_rounds_ns: u64,
     /// Each successful append's latency, ns.
     pub append_ns: Vec<u64>,
     /// Each successful load's latency, ns.
@@ -71,11 +75,31 @@ impl Outcome {
         self.load_ns.extend(other.load_ns);
     }
 
+    /// Adds `later`'s counts and samples to these, `later` being another round of the
+    /// same measurement that ran after these ended: the walls add up, and the time
+    /// between the rounds (the other side's turn) does not count.
+    pub fn then(&mut self, later: Outcome) {
+        let earlier = self.wall_ns() + later.earlier_rounds_ns;
+        let span = later.span_ns;
+        self.merge(Outcome {
+            span_ns: None,
+            ..later
+        });
+        self.span_ns = span;
+        self.earlier_rounds_ns = earlier;
+    }
+
+    /// Wall time of all rounds, ns.
+    fn wall_ns(&self) -> u64 {
+        let span = self
+            .span_ns
+            .map_or(0, |(start, end)| end.saturating_sub(start));
+        self.earlier_rounds_ns + span
+    }
+
     /// The reported figures.
     pub fn summary(mut self) -> SideReport {
-        let wall_s = self
-            .span_ns
-            .map_or(0.0, |(start, end)| end.saturating_sub(start) as f64 / 1e9);
+        let wall_s = self.wall_ns() as f64 / 1e9;
         SideReport {
             appends: self.appends,
             loads: self.loads,
@@ -216,6 +240,26 @@ mod tests {
         assert!((summary.append.p50_ms - 2.0).abs() < 1e-9);
         assert!((summary.append.p99_ms - 4.0).abs() < 1e-9);
         assert_eq!(summary.load, Latency::default());
+    }
+
+    #[test]
+    fn rounds_add_their_walls_but_not_the_time_between_them() {
+        let round = |appends: u64, span_ns| Outcome {
+            appends,
+            span_ns: Some(span_ns),
+            append_ns: vec![1_000_000; usize::try_from(appends).unwrap()],
+            ..Outcome::default()
+        };
+        let mut pooled = Outcome::default();
+        // Three rounds of 1 s, 0.5 s and 1 s, with the other side's rounds in between.
+        pooled.then(round(100, (0, 1_000_000_000)));
+        pooled.then(round(50, (3_000_000_000, 3_500_000_000)));
+        pooled.then(round(150, (9_000_000_000, 10_000_000_000)));
+        assert_eq!(pooled.appends, 300);
+        let summary = pooled.summary();
+        assert!((summary.wall_s - 2.5).abs() < 1e-9, "{}", summary.wall_s);
+        assert!((summary.appends_per_s - 120.0).abs() < 1e-9);
+        assert_eq!(summary.append.n, 300);
     }
 
     #[test]
