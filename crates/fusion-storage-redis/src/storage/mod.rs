@@ -204,7 +204,7 @@ impl ConversationStorage for RedisStorage {
         }
         pipe.cmd("DEL").arg(&list).arg(&meta);
         let deleted = self
-            .send_acked::<i64>(pipe)
+            .send_acked::<i64>(Request::Pipe(&pipe))
             .await
             .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))?;
         self.acknowledged(deleted, op).map(drop)

@@ -5,9 +5,7 @@
 //! [`RedisOptions::replica_acks`]: crate::RedisOptions::replica_acks
 
 use fusion_core::{ChatMessage, Expect, Result, Revision, new_generation};
-use redis::{
-    ErrorKind, FromRedisValue, Pipeline, RedisResult, Script, ScriptInvocation, ServerErrorKind,
-};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, RedisWrite, Script, ServerErrorKind};
 
 use super::{RedisStorage, Request};
 use crate::error::{BACKEND, Op, parse_redis_error};
@@ -47,24 +45,24 @@ impl RedisStorage {
         expected: Option<Expect>,
         messages: &[ChatMessage],
     ) -> Result<scripts::Outcome> {
-        let json = messages
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<serde_json::Result<Vec<_>>>()?;
         let (list, meta, index) = (self.keys.list(id), self.keys.meta(id), self.keys.index());
         let cluster = self.conn.is_cluster();
+        let all_keys = [list.as_str(), meta.as_str(), index];
+        let keys = if cluster {
+            &all_keys[..2]
+        } else {
+            &all_keys[..]
+        };
         let fresh = new_generation();
-        let mut script = scripts::WRITE.prepare_invoke();
-        script.key(&list).key(&meta);
-        if !cluster {
-            script.key(index);
-        }
+        let mut script = evalsha(&scripts::WRITE, keys);
         script
             .arg(mode)
             .arg(self.ttl_ms())
             .arg(&Self::condition(fresh, expected))
-            .arg(id)
-            .arg(&json);
+            .arg(id);
+        for message in messages {
+            serde_json::to_writer(script.writer_for_next_arg(), message)?;
+        }
         let op = self.op(name, Some(id));
         let outcome = self
             .run_script(&scripts::WRITE, &script)
@@ -72,9 +70,8 @@ impl RedisStorage {
             .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta, index])))?;
         let outcome = self.acknowledged(outcome, op)?;
         if cluster && outcome.applied && outcome.generation == fresh.to_string() {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SADD").arg(index).arg(id);
-            let added = self.send_acked::<i64>(pipe).await;
+            let sadd = redis::cmd("SADD").arg(index).arg(id).clone();
+            let added = self.send_acked::<i64>(Request::Cmd(&sadd)).await;
             let added = added.map_err(|err| parse_redis_error(err, op.on_key(index)))?;
             self.acknowledged(added, op)?;
         }
@@ -92,10 +89,8 @@ impl RedisStorage {
         expected: Option<Expect>,
     ) -> Result<scripts::Outcome> {
         let (list, meta) = (self.keys.list(id), self.keys.meta(id));
-        let mut script = scripts::TRUNCATE.prepare_invoke();
+        let mut script = evalsha(&scripts::TRUNCATE, &[&list, &meta]);
         script
-            .key(&list)
-            .key(&meta)
             .arg(len)
             .arg(self.ttl_ms())
             .arg(&Self::condition(new_generation(), expected));
@@ -107,54 +102,60 @@ impl RedisStorage {
         self.acknowledged(outcome, op)
     }
 
-    /// Runs `invocation` of `script` in one round trip, followed in the same pipeline by
-    /// the replicas' `WAIT` when the storage waits for them.
+    /// Sends `call`, the `EVALSHA` of `script`, in one round trip (with the replicas'
+    /// `WAIT` behind it when the storage waits for them).
     ///
-    /// A pipeline does not load a missing script by itself, so on `NOSCRIPT` (a new or
-    /// flushed server, where the script's sha is unknown and the script did not run)
-    /// the pipeline is sent again behind a `SCRIPT LOAD` (on a cluster, after one). On a
-    /// cluster the keyless `WAIT` goes to the node of the script's keys.
+    /// On `NOSCRIPT` (a new or flushed server, where the script's sha is unknown and the
+    /// script did not run) the call is sent again behind a `SCRIPT LOAD`: in one pipeline
+    /// on one server; on a cluster after it, as a request of its own. On a cluster the
+    /// keyless `WAIT` goes to the node of the script's keys.
     async fn run_script(
         &self,
         script: &Script,
-        invocation: &ScriptInvocation<'_>,
+        call: &Cmd,
     ) -> RedisResult<Acked<scripts::Outcome>> {
-        let pipeline = |load_first: bool| {
-            let mut pipe = redis::pipe();
-            if load_first {
-                pipe.load_script(script).ignore();
-            }
-            pipe.invoke_script(invocation);
-            pipe
-        };
-        match self.send_acked(pipeline(false)).await {
+        match self.send_acked(Request::Cmd(call)).await {
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 if !self.conn.is_cluster() {
-                    return self.send_acked(pipeline(true)).await;
+                    let mut pipe = redis::pipe();
+                    pipe.load_script(script).ignore().add_command(call.clone());
+                    return self.send_acked(Request::Pipe(&pipe)).await;
                 }
                 // On a cluster, a pipeline redirected by `ASK` (its slot is migrating) gets
                 // an `ASKING` that covers only its first command, which must then be the
                 // script. So load the script on its own, which the cluster client sends to
-                // every primary, and send the pipeline again as it was.
+                // every primary, and send the call again as it was.
                 script.load_async(&mut self.conn.clone()).await?;
-                self.send_acked(pipeline(false)).await
+                self.send_acked(Request::Cmd(call)).await
             }
             sent => sent,
         }
     }
 
-    /// Sends `pipe`, whose one reply that is not ignored is a `T`, with a `WAIT` for the
-    /// replicas at its end when [`RedisOptions::replica_acks`] asks for one.
+    /// Sends `request`, a command or a pipeline whose one reply that is not ignored is a
+    /// `T`, followed in one pipeline by a `WAIT` for the replicas when
+    /// [`RedisOptions::replica_acks`] asks for one.
     pub(super) async fn send_acked<T: FromRedisValue>(
         &self,
-        mut pipe: Pipeline,
+        request: Request<'_>,
     ) -> RedisResult<Acked<T>> {
         let Some(acks) = self.replica_acks else {
-            let (value,): (T,) = self.run(Request::Pipe(&pipe)).await?;
+            let value = match request {
+                Request::Cmd(_) => self.run(request).await?,
+                Request::Pipe(_) => self.run::<(T,)>(request).await?.0,
+            };
             return Ok(Acked {
                 value,
                 replicas: None,
             });
+        };
+        let mut pipe = match request {
+            Request::Cmd(cmd) => {
+                let mut pipe = redis::pipe();
+                pipe.add_command(cmd.clone());
+                pipe
+            }
+            Request::Pipe(pipe) => pipe.clone(),
         };
         let timeout = u64::try_from(acks.timeout.as_millis()).unwrap_or(u64::MAX);
         pipe.cmd("WAIT").arg(acks.replicas).arg(timeout);
@@ -189,4 +190,13 @@ impl RedisStorage {
 pub(super) struct Acked<T> {
     value: T,
     replicas: Option<usize>,
+}
+
+/// The `EVALSHA` of `script` on `keys`, for its arguments to follow. Built as one command
+/// rather than through a `ScriptInvocation`, which copies every argument, then copies them
+/// again into the command it makes: each message is serialised straight into the request.
+fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+    cmd
 }
