@@ -201,11 +201,14 @@ pub fn parse_storage(url: &str) -> Result<StorageType> {
 
 /// `-v` wins over RUST_LOG because it was typed for this run; without either only
 /// warnings show, so a backend's "torn line skipped" warning still reaches the user.
+/// The redis driver's own warnings (a cluster node it cannot reach while it retries) wait
+/// for `-vv`: what they end in reaches the user as our error, once.
 fn init_logging(verbose: u8) {
+    const QUIET: &str = "warn,redis=error";
     let filter = match verbose {
-        0 => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        0 => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(QUIET)),
         // `fusion` matches every crate of ours by prefix (fusion_core, fusion_storage_fs, ...).
-        1 => EnvFilter::new("warn,fusion=info"),
+        1 => EnvFilter::new(format!("{QUIET},fusion=info")),
         2 => EnvFilter::new("info,fusion=debug"),
         _ => EnvFilter::new("trace"),
     };
