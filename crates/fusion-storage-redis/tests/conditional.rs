@@ -221,3 +221,30 @@ async fn a_generation_field_that_is_not_a_number_makes_the_session_corrupt() {
     store.save("odd", &users("n", 1)).await.unwrap();
     assert!(store.load_revision("odd").await.unwrap().1.generation > LEGACY_GENERATION);
 }
+
+/// The common append (no expectation) takes the script's shortest path, which reads the
+/// generation without `LLEN`: a session stored before generations existed, with or
+/// without a meta hash, stays at the legacy generation, and only `updated_at` is written.
+#[tokio::test]
+async fn a_plain_append_keeps_a_legacy_session_legacy() {
+    let Some(h) = harness().await else { return };
+    let store = open(&h).await;
+    let mut raw = h.raw().await;
+    for (id, with_meta) in [("with-meta", true), ("no-meta", false)] {
+        store_as_previous_release(&h, id, &users(id, 2), with_meta).await;
+        store
+            .append(id, &[ChatMessage::assistant("new")])
+            .await
+            .unwrap();
+        let (history, revision) = store.load_revision(id).await.unwrap();
+        assert_eq!(history.len(), 3, "{id}");
+        assert_eq!(revision.generation, LEGACY_GENERATION, "{id}");
+        let stored: Option<String> = raw.hget(h.meta_key(id), "gen").await.unwrap();
+        assert_eq!(stored, None, "{id}: an append wrote a generation");
+        let updated: Option<String> = raw.hget(h.meta_key(id), "updated_at").await.unwrap();
+        assert!(
+            updated.is_some_and(|at| at != "1700000000000"),
+            "{id}: updated_at not refreshed"
+        );
+    }
+}
