@@ -8,16 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, NO_HANG, harness};
+use common::{NO_HANG, harness};
 use fusion_core::{ChatMessage, ConversationStorage, Error};
-use fusion_storage_redis::{MAX_TTL, RedisStorage};
+use fusion_storage_redis::MAX_TTL;
 use redis::AsyncCommands;
-
-async fn open(h: &Harness) -> RedisStorage {
-    h.connect(h.options())
-        .await
-        .expect("connecting to REDIS_URL")
-}
 
 #[tokio::test]
 async fn an_expired_session_loads_empty_and_is_not_listed() {
@@ -30,7 +24,7 @@ async fn an_expired_session_loads_empty_and_is_not_listed() {
         .append("brief", &[ChatMessage::user("soon gone")])
         .await
         .unwrap();
-    let keeper = open(&h).await; // no TTL: its sessions stay
+    let keeper = h.open().await; // no TTL: its sessions stay
     keeper
         .append("lasting", &[ChatMessage::user("stays")])
         .await
@@ -119,7 +113,7 @@ async fn every_write_refreshes_the_ttl_of_list_and_meta() {
         }
     }
     // A storage without TTL makes the keys persistent again on its next write.
-    let untimed = open(&h).await;
+    let untimed = h.open().await;
     untimed.append("s", &turn).await.unwrap();
     for key in [&list, &meta] {
         let pttl: i64 = raw.pttl(key).await.unwrap();
@@ -140,7 +134,7 @@ async fn every_write_refreshes_the_ttl_of_list_and_meta() {
 #[tokio::test]
 async fn timestamps_are_the_servers_clock_in_milliseconds() {
     let Some(h) = harness().await else { return };
-    let store = open(&h).await;
+    let store = h.open().await;
     let millis = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

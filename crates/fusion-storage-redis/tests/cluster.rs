@@ -16,10 +16,7 @@ use fusion_storage_redis::RedisStorage;
 fusion_core::conformance_suite!(conformance_redis_cluster, cluster_harness);
 
 async fn open(h: &Harness) -> RedisStorage {
-    let storage = h
-        .connect(h.options())
-        .await
-        .expect("connecting to the cluster");
+    let storage = h.open().await;
     assert!(storage.is_cluster());
     storage
 }

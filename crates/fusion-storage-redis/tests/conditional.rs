@@ -12,14 +12,7 @@ use common::{Harness, harness};
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, LEGACY_GENERATION, Revision,
 };
-use fusion_storage_redis::RedisStorage;
 use redis::AsyncCommands;
-
-async fn open(h: &Harness) -> RedisStorage {
-    h.connect(h.options())
-        .await
-        .expect("connecting to REDIS_URL")
-}
 
 fn users(prefix: &str, n: usize) -> Vec<ChatMessage> {
     (0..n)
@@ -61,7 +54,7 @@ fn assert_conflict(result: fusion_core::Result<u64>, what: &str) -> String {
 #[tokio::test]
 async fn a_session_stored_without_a_generation_reads_as_legacy_until_a_truncate_gives_it_one() {
     let Some(h) = harness().await else { return };
-    let store = open(&h).await;
+    let store = h.open().await;
     let mut raw = h.raw().await;
     let old = users("old", 3);
     store_as_previous_release(&h, "old", &old, true).await;
@@ -137,7 +130,7 @@ async fn a_session_stored_without_a_generation_reads_as_legacy_until_a_truncate_
 #[tokio::test]
 async fn a_ttl_expiring_between_a_read_and_a_conditional_append_makes_the_append_a_conflict() {
     let Some(h) = harness().await else { return };
-    let turn = open(&h).await; // no TTL: only the other writer's short one applies
+    let turn = h.open().await; // no TTL: only the other writer's short one applies
     let brief = h
         .connect(h.options().ttl(Duration::from_millis(300)))
         .await
@@ -197,7 +190,7 @@ async fn a_ttl_expiring_between_a_read_and_a_conditional_append_makes_the_append
 #[tokio::test]
 async fn a_generation_field_that_is_not_a_number_makes_the_session_corrupt() {
     let Some(h) = harness().await else { return };
-    let store = open(&h).await;
+    let store = h.open().await;
     store.append("odd", &users("m", 2)).await.unwrap();
     let mut raw = h.raw().await;
     let _: () = raw.hset(h.meta_key("odd"), "gen", "seven").await.unwrap();
@@ -228,7 +221,7 @@ async fn a_generation_field_that_is_not_a_number_makes_the_session_corrupt() {
 #[tokio::test]
 async fn a_plain_append_keeps_a_legacy_session_legacy() {
     let Some(h) = harness().await else { return };
-    let store = open(&h).await;
+    let store = h.open().await;
     let mut raw = h.raw().await;
     for (id, with_meta) in [("with-meta", true), ("no-meta", false)] {
         store_as_previous_release(&h, id, &users(id, 2), with_meta).await;

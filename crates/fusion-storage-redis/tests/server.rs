@@ -9,17 +9,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Harness, NO_HANG, free_port, harness};
+use common::{NO_HANG, free_port, harness};
 use fusion_core::testkit::assert_nothing_lost_in_writer_order;
 use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use redis::AsyncCommands;
-
-async fn open(h: &Harness) -> RedisStorage {
-    h.connect(h.options())
-        .await
-        .expect("connecting to REDIS_URL")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_writers_with_own_instances_keep_all_2000_appends_in_order() {
@@ -29,7 +23,7 @@ async fn eight_writers_with_own_instances_keep_all_2000_appends_in_order() {
     let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
-        let store = open(&h).await;
+        let store = h.open().await;
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
@@ -42,7 +36,7 @@ async fn eight_writers_with_own_instances_keep_all_2000_appends_in_order() {
     for task in tasks {
         task.await.expect("writer task panicked");
     }
-    let store = open(&h).await;
+    let store = h.open().await;
     let loaded = store.load("busy").await.unwrap();
     let writers: Vec<String> = (0..WRITERS).map(|w| format!("w{w}")).collect();
     assert_nothing_lost_in_writer_order(&loaded, &writers, PER_WRITER);
@@ -172,7 +166,7 @@ async fn rediss_with_the_tls_feature_attempts_a_handshake() {
 #[tokio::test]
 async fn a_foreign_key_of_the_wrong_type_gives_a_clear_error_and_no_partial_write() {
     let Some(h) = harness().await else { return };
-    let store = open(&h).await;
+    let store = h.open().await;
     let mut raw = h.raw().await;
     let _: () = raw.set(h.list_key("squatted"), "not a list").await.unwrap();
 
@@ -253,7 +247,7 @@ async fn a_foreign_key_of_the_wrong_type_gives_a_clear_error_and_no_partial_writ
 #[tokio::test]
 async fn writes_succeed_after_the_server_forgets_its_scripts() {
     let Some(h) = harness().await else { return };
-    let store = open(&h).await;
+    let store = h.open().await;
     let mut raw = h.raw().await;
     store
         .append("flushed", &[ChatMessage::user("before")])
@@ -293,7 +287,7 @@ async fn flush_scripts(raw: &mut redis::aio::MultiplexedConnection) {
 #[tokio::test]
 async fn a_non_json_element_is_corrupt_for_that_session_only() {
     let Some(h) = harness().await else { return };
-    let store = open(&h).await;
+    let store = h.open().await;
     store
         .append("damaged", &[ChatMessage::user("good")])
         .await
@@ -322,7 +316,7 @@ async fn a_non_json_element_is_corrupt_for_that_session_only() {
 #[tokio::test]
 async fn a_history_longer_than_luas_unpack_limit_saves_whole() {
     let Some(h) = harness().await else { return };
-    let store = open(&h).await;
+    let store = h.open().await;
     let history: Vec<ChatMessage> = (0..10_000)
         .map(|i| ChatMessage::user(format!("m{i}")))
         .collect();
@@ -340,7 +334,7 @@ async fn key_prefixes_keep_apps_apart_and_keys_follow_the_documented_layout() {
     let (Some(a), Some(b)) = (harness().await, harness().await) else {
         return;
     };
-    let (app_a, app_b) = (open(&a).await, open(&b).await);
+    let (app_a, app_b) = (a.open().await, b.open().await);
     app_a
         .append("same-id", &[ChatMessage::user("from a")])
         .await

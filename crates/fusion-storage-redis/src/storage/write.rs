@@ -70,7 +70,8 @@ impl RedisStorage {
             .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta, index])))?;
         let outcome = self.acknowledged(outcome, op)?;
         if cluster && outcome.applied && outcome.generation == fresh.to_string() {
-            let sadd = redis::cmd("SADD").arg(index).arg(id).clone();
+            let mut sadd = redis::cmd("SADD");
+            sadd.arg(index).arg(id);
             let added = self.send_acked::<i64>(Request::Cmd(&sadd)).await;
             let added = added.map_err(|err| parse_redis_error(err, op.on_key(index)))?;
             self.acknowledged(added, op)?;

@@ -82,6 +82,13 @@ impl Harness {
         RedisStorage::connect_with(&self.url, options).await
     }
 
+    /// A new storage instance with the harness's options; panics if it cannot connect.
+    pub async fn open(&self) -> RedisStorage {
+        self.connect(self.options())
+            .await
+            .unwrap_or_else(|err| panic!("connecting to {}: {err}", self.url))
+    }
+
     /// A new storage instance on this harness's prefix at another `url`.
     pub async fn connect_to(&self, url: &str) -> fusion_core::Result<RedisStorage> {
         RedisStorage::connect_with(url, self.options()).await
