@@ -242,11 +242,11 @@ mod tests {
 
     #[test]
     fn session_table_marks_the_current_session_and_shows_errors_in_place() {
-        let info = |id: &str, count| SessionInfo {
-            id: id.into(),
-            message_count: count,
-            created_at: None,
-            updated_at: Some(UNIX_EPOCH),
+        let info = |id: &str, count| {
+            let mut info = SessionInfo::new(id, count);
+            info.created_at = None;
+            info.updated_at = Some(UNIX_EPOCH);
+            info
         };
         let sessions = vec![
             ("a".to_string(), Ok(info("a", 3))),

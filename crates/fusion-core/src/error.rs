@@ -79,6 +79,32 @@ pub enum Error {
         detail: String,
     },
 
+    /// Session metadata (owner, title, tags, data) or a listing query breaks a rule of
+    /// [`SessionMeta`](crate::SessionMeta) or [`SessionQuery`](crate::SessionQuery).
+    /// Nothing was read or written.
+    #[error("invalid session metadata: {0}")]
+    InvalidMeta(String),
+
+    /// A caller scoped to one owner ([`OwnerScope`](crate::OwnerScope)) tried to write a
+    /// session that belongs to another owner, or to none. Nothing was written.
+    #[error("session \"{session_id}\" does not belong to owner \"{owner}\"; nothing was written")]
+    NotOwner {
+        /// The session written to.
+        session_id: String,
+        /// The owner the caller is scoped to.
+        owner: String,
+    },
+
+    /// The backend cannot do this operation: a user-written backend that keeps only the
+    /// four methods of the product description has nowhere to store session metadata.
+    #[error("{backend}: {operation} is not supported by this backend")]
+    Unsupported {
+        /// The backend asked.
+        backend: &'static str,
+        /// What was asked for.
+        operation: &'static str,
+    },
+
     /// A file-system operation failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {

@@ -5,10 +5,13 @@
 //! through the `fusion` facade.
 
 mod error;
+mod listing;
 mod message;
+mod owner_scope;
 mod redact;
 mod revision;
 mod session_id;
+mod session_meta;
 pub mod sql;
 mod storable;
 mod storage;
@@ -18,10 +21,18 @@ mod url_param;
 pub mod testkit;
 
 pub use error::{Error, Result};
+pub use listing::{
+    Cursor, Position, SessionOrder, SessionPage, SessionQuery, from_unix_micros, unix_micros,
+};
 pub use message::{ChatMessage, Role, ToolCall};
+pub use owner_scope::OwnerScope;
 pub use redact::redact_url;
 pub use revision::{Change, Expect, LEGACY_GENERATION, Revision, new_generation};
 pub use session_id::SessionId;
+pub use session_meta::{
+    MAX_DATA_BYTES, MAX_DATA_DEPTH, MAX_TAG_LEN, MAX_TAGS, MAX_TITLE_CHARS, MetaUpdate,
+    SessionInfo, SessionMeta, validate_owner,
+};
 pub use storable::{MAX_METADATA_DEPTH, check_storable};
-pub use storage::{ConversationStorage, SessionInfo};
+pub use storage::{ConversationStorage, check_creation};
 pub use url_param::{split_url_param, url_param};

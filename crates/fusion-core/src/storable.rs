@@ -77,7 +77,7 @@ pub fn check_storable(
 /// Whether `value` nests more than `limit` arrays and objects inside one another.
 ///
 /// Recursion stops at `limit` + 1 levels whatever the input holds.
-fn nests_deeper_than(value: &serde_json::Value, limit: usize) -> bool {
+pub(crate) fn nests_deeper_than(value: &serde_json::Value, limit: usize) -> bool {
     use serde_json::Value;
     match value {
         Value::Array(items) => limit == 0 || items.iter().any(|v| nests_deeper_than(v, limit - 1)),

@@ -8,26 +8,12 @@
 //! Every method validates its `session_id` with [`crate::SessionId`] before touching
 //! storage, so a hostile id is rejected the same way by every backend.
 
-use std::time::SystemTime;
-
 use async_trait::async_trait;
 
 use crate::{
-    Change, ChatMessage, Expect, LEGACY_GENERATION, Result, Revision, SessionId, check_storable,
+    Change, ChatMessage, Error, Expect, LEGACY_GENERATION, MetaUpdate, Result, Revision, SessionId,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_storable,
 };
-
-/// Facts about one stored session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionInfo {
-    /// The session id.
-    pub id: String,
-    /// How many messages the session holds.
-    pub message_count: usize,
-    /// When the session was first written, where the backend keeps it.
-    pub created_at: Option<SystemTime>,
-    /// When the session was last written, where the backend keeps it.
-    pub updated_at: Option<SystemTime>,
-}
 
 /// Persistent storage for conversation histories, keyed by session id.
 ///
@@ -179,23 +165,102 @@ pub trait ConversationStorage: Send + Sync {
         Ok(if remains { LEGACY_GENERATION } else { 0 })
     }
 
-    /// Facts about `session_id`, or `None` if it holds no messages.
+    /// Facts about `session_id` (count, timestamps, generation and metadata), or `None`
+    /// if it holds no messages.
     ///
-    /// The default counts a full `load` and knows no timestamps.
+    /// The default counts a full `load` and knows no timestamps or metadata.
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         let history = self.load(session_id).await?;
-        Ok((!history.is_empty()).then(|| SessionInfo {
-            id: session_id.to_string(),
-            message_count: history.len(),
-            created_at: None,
-            updated_at: None,
-        }))
+        Ok((!history.is_empty()).then(|| SessionInfo::new(session_id, history.len())))
+    }
+
+    /// Creates `session_id` holding `messages` (at least one) with the metadata `meta`,
+    /// in one atomic step: nobody ever sees the session without its owner. Refused with
+    /// [`Error::Conflict`] if the session already exists, and with
+    /// [`Error::InvalidMeta`] if `meta` breaks a rule of [`SessionMeta::validate`] or
+    /// `messages` is empty; nothing is written then. Returns the new generation.
+    ///
+    /// The default can store no metadata: it creates the session with a conditional
+    /// append when `meta` is empty and returns [`Error::Unsupported`] otherwise. Every
+    /// bundled backend overrides it.
+    async fn create_session(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+    ) -> Result<u64> {
+        check_creation(session_id, meta, messages)?;
+        if !meta.is_empty() {
+            return Err(Error::Unsupported {
+                backend: self.backend_name(),
+                operation: "session metadata",
+            });
+        }
+        self.write_if(session_id, Expect::Generation(0), Change::Append(messages))
+            .await
+    }
+
+    /// Applies `update` to the metadata of `session_id` atomically (a concurrent update
+    /// of other fields is never undone) and returns the session's facts after it, or
+    /// `None`, writing nothing, if the session does not exist. A result that breaks a rule
+    /// of [`SessionMeta::validate`] is refused with [`Error::InvalidMeta`] and nothing
+    /// changes. A change counts as a write: `updated_at` moves.
+    ///
+    /// The default returns [`Error::Unsupported`] for any change (an empty `update` reads
+    /// [`session_info`](Self::session_info)). Every bundled backend overrides it.
+    async fn update_session(
+        &self,
+        session_id: &str,
+        update: &MetaUpdate,
+    ) -> Result<Option<SessionInfo>> {
+        SessionId::validate(session_id)?;
+        if !update.is_empty() {
+            return Err(Error::Unsupported {
+                backend: self.backend_name(),
+                operation: "session metadata",
+            });
+        }
+        self.session_info(session_id).await
+    }
+
+    /// One page of the sessions `query` selects (owner, tag), in its order, starting
+    /// after its cursor: see [`SessionQuery`] for the order and what a cursor guarantees
+    /// while sessions are written.
+    ///
+    /// Cost: bundled backends read an index, O(page) however many sessions are stored.
+    /// The default reads [`session_info`](Self::session_info) of every session and sorts
+    /// them, O(all sessions); a user-written backend with many sessions overrides it.
+    async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
+        query.validate()?;
+        let mut infos = Vec::new();
+        for id in self.list_sessions().await? {
+            infos.extend(self.session_info(&id).await?);
+        }
+        query.page_of(infos)
     }
 
     /// A short name for messages and logs (`memory`, `fs`, `sqlite`, `redis`, ...).
     fn backend_name(&self) -> &'static str {
         "custom"
     }
+}
+
+/// The checks every [`ConversationStorage::create_session`] runs before writing: a valid
+/// id, valid metadata and at least one message (each message is then checked with
+/// [`check_storable`], as by any write).
+pub fn check_creation(
+    session_id: &str,
+    meta: &SessionMeta,
+    messages: &[ChatMessage],
+) -> Result<()> {
+    SessionId::validate(session_id)?;
+    meta.validate()?;
+    if messages.is_empty() {
+        return Err(Error::InvalidMeta(format!(
+            "session \"{session_id}\" must be created with at least one message; none were given"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -275,11 +275,11 @@ impl ConversationStorage for FileSystemStorage {
         let Some((messages, metadata, _)) = self.read(session_id).await? else {
             return Ok(None);
         };
-        Ok((!messages.is_empty()).then(|| SessionInfo {
-            id: session_id.to_string(),
-            message_count: messages.len(),
-            created_at: None,
-            updated_at: metadata.modified().ok(),
+        Ok((!messages.is_empty()).then(|| {
+            let mut info = SessionInfo::new(session_id.to_string(), messages.len());
+            info.created_at = None;
+            info.updated_at = metadata.modified().ok();
+            info
         }))
     }
 

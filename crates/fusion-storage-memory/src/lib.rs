@@ -145,11 +145,11 @@ impl ConversationStorage for InMemoryStorage {
 
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
-        Ok(self.read().get(session_id).map(|e| SessionInfo {
-            id: session_id.to_string(),
-            message_count: e.messages.len(),
-            created_at: Some(e.created_at),
-            updated_at: Some(e.updated_at),
+        Ok(self.read().get(session_id).map(|e| {
+            let mut info = SessionInfo::new(session_id.to_string(), e.messages.len());
+            info.created_at = Some(e.created_at);
+            info.updated_at = Some(e.updated_at);
+            info
         }))
     }
 

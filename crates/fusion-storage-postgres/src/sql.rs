@@ -169,11 +169,14 @@ pub(crate) fn session_info(session_id: &str, row: (i64, i64, i64)) -> SessionInf
             .ok()
             .map(|us| UNIX_EPOCH + Duration::from_micros(us))
     };
-    SessionInfo {
-        id: session_id.to_string(),
-        message_count: usize::try_from(message_count).unwrap_or(0),
-        created_at: at(created),
-        updated_at: at(updated),
+    {
+        let mut info = SessionInfo::new(
+            session_id.to_string(),
+            usize::try_from(message_count).unwrap_or(0),
+        );
+        info.created_at = at(created);
+        info.updated_at = at(updated);
+        info
     }
 }
 

@@ -310,11 +310,14 @@ pub(crate) fn decode_row(
 /// The [`SESSION_INFO`] row `(message_count, created_at, updated_at)` of `session_id`.
 pub(crate) fn session_info(session_id: &str, row: (i64, i64, i64)) -> SessionInfo {
     let (message_count, created, updated) = row;
-    SessionInfo {
-        id: session_id.to_string(),
-        message_count: usize::try_from(message_count).unwrap_or(0),
-        created_at: from_millis(created),
-        updated_at: from_millis(updated),
+    {
+        let mut info = SessionInfo::new(
+            session_id.to_string(),
+            usize::try_from(message_count).unwrap_or(0),
+        );
+        info.created_at = from_millis(created);
+        info.updated_at = from_millis(updated);
+        info
     }
 }
 

@@ -33,6 +33,7 @@
 
 pub mod cases;
 pub mod conditional;
+pub mod metadata;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -173,6 +174,29 @@ macro_rules! conformance_suite {
                 concurrent_creators_store_the_opening_once,
                 racing_rewrites_of_one_revision_let_exactly_one_through,
                 a_conditional_write_refuses_unstorable_messages,
+            );
+        }
+    };
+}
+
+/// Expands to a module `$module` holding one `#[tokio::test]` per metadata and listing
+/// case ([`metadata`]), the way [`conformance_suite!`](crate::conformance_suite) does.
+#[macro_export]
+macro_rules! metadata_conformance_suite {
+    ($module:ident, $setup:path) => {
+        #[cfg(test)]
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__conformance_cases!(
+                $setup, metadata;
+                metadata_round_trips_and_survives_rewrites,
+                creation_refuses_what_it_cannot_store_and_writes_nothing,
+                updates_change_only_what_they_name,
+                pages_follow_the_order_and_filters,
+                cursors_stay_correct_while_sessions_are_written,
+                listing_refuses_a_bad_query,
+                owners_never_see_each_others_sessions,
             );
         }
     };

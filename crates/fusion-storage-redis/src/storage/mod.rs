@@ -296,11 +296,11 @@ impl ConversationStorage for RedisStorage {
                 let op = self.op("session_info", Some(session_id));
                 parse_redis_error(err, op.on_keys(&[&list, &meta]))
             })?;
-        Ok((count > 0).then(|| SessionInfo {
-            id: session_id.to_string(),
-            message_count: count,
-            created_at: created.as_deref().and_then(parse_millis),
-            updated_at: updated.as_deref().and_then(parse_millis),
+        Ok((count > 0).then(|| {
+            let mut info = SessionInfo::new(session_id.to_string(), count);
+            info.created_at = created.as_deref().and_then(parse_millis);
+            info.updated_at = updated.as_deref().and_then(parse_millis);
+            info
         }))
     }
 

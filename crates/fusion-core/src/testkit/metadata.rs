@@ -1,0 +1,482 @@
+//! The conformance cases of session metadata and listing: owner, title, tags and data
+//! round trip and survive rewrites ([`ConversationStorage::create_session`],
+//! [`ConversationStorage::update_session`]); pages come in the documented order and a
+//! cursor stays correct while sessions are written ([`ConversationStorage::list_page`]);
+//! an [`OwnerScope`] never shows one owner another's sessions.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::StorageHarness;
+use crate::{
+    ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, OwnerScope, Position, SessionInfo,
+    SessionMeta, SessionOrder, SessionPage, SessionQuery,
+};
+
+async fn open<H: StorageHarness>(harness: &H) -> H::Storage {
+    harness
+        .open()
+        .await
+        .expect("opening the storage under test")
+}
+
+fn said(text: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
+}
+
+async fn info(store: &(impl ConversationStorage + ?Sized), id: &str) -> SessionInfo {
+    store
+        .session_info(id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("session {id} should exist"))
+}
+
+/// Every page of `query`, concatenated, checking that no page is larger than the limit
+/// and that only the last page has no cursor.
+async fn all_pages(
+    store: &(impl ConversationStorage + ?Sized),
+    query: SessionQuery,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut query = query;
+    for _ in 0..10_000 {
+        let SessionPage { sessions, next } = store.list_page(&query).await.unwrap();
+        assert!(
+            sessions.len() <= query.limit,
+            "a page holds at most its limit"
+        );
+        ids.extend(sessions.into_iter().map(|s| s.id));
+        match next {
+            Some(cursor) => query = query.after(Some(cursor)),
+            None => return ids,
+        }
+    }
+    panic!("paging did not end");
+}
+
+/// The ids of `infos` in `order`, computed from what `session_info` reports.
+fn expected_order(mut infos: Vec<SessionInfo>, order: SessionOrder) -> Vec<String> {
+    infos.sort_by_key(|i| Position::of(order, i));
+    infos.into_iter().map(|i| i.id).collect()
+}
+
+/// A session created with metadata reports it, with its count, timestamps and the
+/// generation the creation returned; appends, saves and truncates keep it; another
+/// instance sees it; a delete removes it, and a session written again starts bare.
+pub async fn metadata_round_trips_and_survives_rewrites<H: StorageHarness>(harness: &H) {
+    let store = open(harness).await;
+    let meta = SessionMeta::new()
+        .owner("user-1")
+        .title("Tidy the logs — \"quoted\" 🦀")
+        .tags(["ops", "logs"])
+        .data("ticket", 42)
+        .data("nested", json!({"a": [1, "two", null]}));
+    let generation = store.create_session("m", &meta, &said("hi")).await.unwrap();
+    let created = info(&store, "m").await;
+    assert_eq!(created.id, "m");
+    assert_eq!(created.meta, meta);
+    assert_eq!(created.message_count, 2);
+    assert_eq!(created.generation, generation);
+    assert_eq!(
+        store.load_revision("m").await.unwrap().1.generation,
+        generation
+    );
+    let (Some(created_at), Some(updated_at)) = (created.created_at, created.updated_at) else {
+        panic!("bundled backends keep both timestamps: {created:?}");
+    };
+    assert!(updated_at >= created_at);
+
+    store.append("m", &said("more")).await.unwrap();
+    store.save("m", &said("rewritten")).await.unwrap();
+    store.append("m", &said("again")).await.unwrap();
+    store.truncate("m", 3).await.unwrap();
+    let kept = info(&open(harness).await, "m").await;
+    assert_eq!(kept.meta, meta, "rewrites keep the metadata");
+    assert_eq!(kept.message_count, 3);
+    assert_eq!(kept.created_at, Some(created_at), "created_at never moves");
+    assert!(kept.updated_at.unwrap() >= updated_at);
+
+    store.delete("m").await.unwrap();
+    assert_eq!(store.session_info("m").await.unwrap(), None);
+    store.append("m", &said("new")).await.unwrap();
+    assert_eq!(
+        info(&store, "m").await.meta,
+        SessionMeta::new(),
+        "deleted with the session"
+    );
+}
+
+/// `create_session` refuses an existing session, bad metadata, no messages and a hostile
+/// id, and writes nothing when it does.
+pub async fn creation_refuses_what_it_cannot_store_and_writes_nothing<H: StorageHarness>(
+    harness: &H,
+) {
+    let store = open(harness).await;
+    store.append("taken", &said("first")).await.unwrap();
+    let err = store
+        .create_session("taken", &SessionMeta::new().owner("x"), &said("second"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    let taken = info(&store, "taken").await;
+    assert_eq!((taken.message_count, taken.meta), (2, SessionMeta::new()));
+
+    let bad = [
+        SessionMeta::new().owner("no spaces"),
+        SessionMeta::new().tags(["a,b"]),
+        SessionMeta::new().title("x".repeat(crate::MAX_TITLE_CHARS + 1)),
+    ];
+    for meta in bad {
+        let err = store
+            .create_session("fresh", &meta, &said("x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidMeta(_)), "{err:?}");
+    }
+    let err = store
+        .create_session("fresh", &SessionMeta::new(), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidMeta(_)), "{err:?}");
+    let err = store
+        .create_session("../etc", &SessionMeta::new(), &said("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidSessionId { .. }), "{err:?}");
+    assert_eq!(store.session_info("fresh").await.unwrap(), None);
+    assert_eq!(store.list_sessions().await.unwrap(), ["taken"]);
+}
+
+/// An update changes only the fields it names, moves `updated_at`, is refused whole when
+/// its result breaks a rule, does nothing to an absent session, and concurrent updates
+/// of different tags from separate instances lose none.
+pub async fn updates_change_only_what_they_name<H: StorageHarness>(harness: &H) {
+    let store = open(harness).await;
+    let meta = SessionMeta::new()
+        .owner("o")
+        .title("t")
+        .tags(["keep"])
+        .data("k", 1);
+    store.create_session("u", &meta, &said("hi")).await.unwrap();
+    let before = info(&store, "u").await;
+
+    let after = store
+        .update_session(
+            "u",
+            &MetaUpdate::new().title(Some("retitled")).add_tag("new"),
+        )
+        .await
+        .unwrap()
+        .expect("the session exists");
+    assert_eq!(after.meta.title.as_deref(), Some("retitled"));
+    assert_eq!(after.meta.tags, ["keep", "new"]);
+    assert_eq!(after.meta.owner.as_deref(), Some("o"));
+    assert_eq!(after.meta.data, meta.data);
+    assert_eq!(after.message_count, 2);
+    assert_eq!(
+        after.generation, before.generation,
+        "metadata is not the history"
+    );
+    assert!(after.updated_at >= before.updated_at);
+    assert_eq!(
+        info(&store, "u").await,
+        after,
+        "what the update returned is stored"
+    );
+
+    let too_many = (0..crate::MAX_TAGS).fold(MetaUpdate::new(), |u, i| u.add_tag(format!("t{i}")));
+    let err = store.update_session("u", &too_many).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidMeta(_)), "{err:?}");
+    assert_eq!(info(&store, "u").await.meta, after.meta, "nothing changed");
+
+    assert_eq!(
+        store
+            .update_session("absent", &MetaUpdate::new().title(Some("x")))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.session_info("absent").await.unwrap(),
+        None,
+        "not created"
+    );
+
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let store = Arc::new(open(harness).await);
+        writers.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let tag = format!("w{w}-{i}");
+                store
+                    .update_session(
+                        "u",
+                        &MetaUpdate::new().add_tag(tag).set_data(format!("d{w}"), i),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let raced = info(&store, "u").await;
+    for w in 0..2 {
+        for i in 0..10 {
+            assert!(
+                raced.meta.tags.contains(&format!("w{w}-{i}")),
+                "tag w{w}-{i} lost"
+            );
+        }
+        assert_eq!(raced.meta.data[&format!("d{w}")], 9);
+    }
+    assert_eq!(raced.message_count, 2);
+}
+
+/// Pages run newest first (or by id), filtered by owner and tag, in the order the
+/// sessions' own `updated_at` gives, and together hold each selected session once.
+pub async fn pages_follow_the_order_and_filters<H: StorageHarness>(harness: &H) {
+    let store = open(harness).await;
+    for i in 0..23 {
+        let owner = ["alice", "bob"][i % 2];
+        let mut meta = SessionMeta::new().owner(owner).title(format!("chat {i}"));
+        if i % 3 == 0 {
+            meta = meta.tags(["red"]);
+        }
+        store
+            .create_session(&format!("s{i:02}"), &meta, &said("hi"))
+            .await
+            .unwrap();
+    }
+    store.append("unowned", &said("hi")).await.unwrap();
+    // Backends keep `updated_at` in milliseconds: let the clock move past the writes above
+    // so the bump below is strictly the newest, not tied with one of them.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.append("s03", &said("bump")).await.unwrap();
+    let mut infos = Vec::new();
+    for id in store.list_sessions().await.unwrap() {
+        infos.push(info(&store, &id).await);
+    }
+    assert_eq!(infos.len(), 24);
+
+    let filters: [(Option<&str>, Option<&str>); 4] = [
+        (None, None),
+        (Some("alice"), None),
+        (None, Some("red")),
+        (Some("bob"), Some("red")),
+    ];
+    for order in [SessionOrder::UpdatedDesc, SessionOrder::Id] {
+        for (owner, tag) in filters {
+            let mut query = SessionQuery::new().order(order).limit(5);
+            query.owner = owner.map(str::to_string);
+            query.tag = tag.map(str::to_string);
+            let selected: Vec<SessionInfo> =
+                infos.iter().filter(|i| query.admits(i)).cloned().collect();
+            let expected = expected_order(selected, order);
+            assert!(!expected.is_empty());
+            assert_eq!(
+                all_pages(&store, query).await,
+                expected,
+                "{order:?} owner {owner:?} tag {tag:?}"
+            );
+        }
+    }
+    let first = store
+        .list_page(&SessionQuery::new().limit(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.sessions[0].id, "s03",
+        "the last session written comes first"
+    );
+    assert_eq!(first.sessions[0].message_count, 4);
+    assert_eq!(first.sessions[0].meta.title.as_deref(), Some("chat 3"));
+    let none = SessionQuery::new().owner("carol");
+    assert_eq!(
+        store.list_page(&none).await.unwrap(),
+        SessionPage::new(vec![], None)
+    );
+}
+
+/// A cursor stays correct while sessions are written between pages: nothing appears
+/// twice, and every session left alone appears exactly once.
+pub async fn cursors_stay_correct_while_sessions_are_written<H: StorageHarness>(harness: &H) {
+    let store = open(harness).await;
+    for i in 0..40 {
+        store
+            .append(&format!("c{i:02}"), &said("hi"))
+            .await
+            .unwrap();
+    }
+    for order in [SessionOrder::UpdatedDesc, SessionOrder::Id] {
+        let mut seen = Vec::new();
+        let mut written = HashSet::new();
+        let mut query = SessionQuery::new().order(order).limit(6);
+        let mut round = 0;
+        loop {
+            let page = store.list_page(&query).await.unwrap();
+            seen.extend(page.sessions.iter().map(|s| s.id.clone()));
+            // Between pages: write one session already listed, one not yet listed, and
+            // create one.
+            let listed = format!("c{:02}", (round * 7) % 40);
+            let unlisted = format!("c{:02}", (round * 11 + 3) % 40);
+            for id in [&listed, &unlisted] {
+                store.append(id, &said("between pages")).await.unwrap();
+                written.insert(id.clone());
+            }
+            let created = format!("n{order:?}{round}");
+            store.append(&created, &said("new")).await.unwrap();
+            written.insert(created);
+            round += 1;
+            match page.next {
+                Some(next) => query = query.after(Some(next)),
+                None => break,
+            }
+        }
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for id in &seen {
+            *counts.entry(id).or_default() += 1;
+        }
+        for (id, n) in &counts {
+            assert_eq!(*n, 1, "{order:?}: {id} listed {n} times");
+        }
+        for i in 0..40 {
+            let id = format!("c{i:02}");
+            if !written.contains(&id) {
+                assert!(
+                    counts.contains_key(id.as_str()),
+                    "{order:?}: {id} never listed"
+                );
+            }
+        }
+    }
+}
+
+/// A listing refuses a query it cannot run: a limit out of range, a cursor that is not
+/// one, or one handed out for the other order.
+pub async fn listing_refuses_a_bad_query<H: StorageHarness>(harness: &H) {
+    let store = open(harness).await;
+    store.append("a", &said("x")).await.unwrap();
+    store.append("b", &said("x")).await.unwrap();
+    let page = store
+        .list_page(&SessionQuery::new().limit(1))
+        .await
+        .unwrap();
+    let newest_cursor = page.next.expect("two sessions, one per page");
+    let queries = [
+        SessionQuery::new().limit(0),
+        SessionQuery::new().limit(SessionQuery::MAX_LIMIT + 1),
+        SessionQuery::new()
+            .order(SessionOrder::Id)
+            .after(Some(newest_cursor)),
+        SessionQuery::new().owner("../x"),
+    ];
+    for query in queries {
+        let err = store.list_page(&query).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidMeta(_)), "{query:?}: {err:?}");
+    }
+    assert!("u.1.../etc".parse::<crate::Cursor>().is_err());
+}
+
+/// An [`OwnerScope`] sees, loads, lists and writes only its owner's sessions, creates
+/// sessions with its owner, and of two owners racing to create one id exactly one wins.
+pub async fn owners_never_see_each_others_sessions<H: StorageHarness>(harness: &H) {
+    let shared: Arc<dyn ConversationStorage> = Arc::new(open(harness).await);
+    let alice = OwnerScope::new(shared.clone(), "alice").unwrap();
+    let bob = OwnerScope::new(shared.clone(), "bob").unwrap();
+    alice.append("a1", &said("alice's")).await.unwrap();
+    shared.append("nobody", &said("unowned")).await.unwrap();
+    assert_eq!(
+        info(shared.as_ref(), "a1").await.meta.owner.as_deref(),
+        Some("alice")
+    );
+
+    for id in ["a1", "nobody"] {
+        assert!(bob.load(id).await.unwrap().is_empty(), "{id}");
+        assert_eq!(bob.session_info(id).await.unwrap(), None, "{id}");
+        assert!(!bob.load_revision(id).await.unwrap().1.exists(), "{id}");
+        let err = bob.append(id, &said("bob's")).await.unwrap_err();
+        assert!(matches!(err, Error::NotOwner { .. }), "{id}: {err:?}");
+        let err = bob.save(id, &said("bob's")).await.unwrap_err();
+        assert!(matches!(err, Error::NotOwner { .. }), "{id}: {err:?}");
+        let err = bob
+            .update_session(id, &MetaUpdate::new().title(Some("mine")))
+            .await;
+        assert!(matches!(err, Err(Error::NotOwner { .. })), "{id}: {err:?}");
+        let err = bob
+            .write_if(id, Expect::Generation(0), crate::Change::Append(&said("x")))
+            .await;
+        assert!(matches!(err, Err(Error::NotOwner { .. })), "{id}: {err:?}");
+        bob.delete(id).await.unwrap();
+        bob.truncate(id, 0).await.unwrap();
+    }
+    assert_eq!(
+        alice.load("a1").await.unwrap(),
+        said("alice's"),
+        "bob changed nothing"
+    );
+    assert_eq!(shared.load("nobody").await.unwrap(), said("unowned"));
+
+    bob.append("b1", &said("bob's")).await.unwrap();
+    assert_eq!(alice.list_sessions().await.unwrap(), ["a1"]);
+    assert_eq!(bob.list_sessions().await.unwrap(), ["b1"]);
+    let peek = SessionQuery::new().owner("alice");
+    assert!(bob.list_page(&peek).await.unwrap().sessions.is_empty());
+    let err = alice
+        .update_session("a1", &MetaUpdate::new().owner(Some("bob")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidMeta(_)), "{err:?}");
+    alice
+        .update_session("a1", &MetaUpdate::new().add_tag("mine"))
+        .await
+        .unwrap();
+    alice.append("a1", &said("more")).await.unwrap();
+    alice.delete("a1").await.unwrap();
+    assert_eq!(shared.session_info("a1").await.unwrap(), None);
+
+    let mut racers = Vec::new();
+    for owner in ["alice", "bob"] {
+        let scope = OwnerScope::new(Arc::new(open(harness).await), owner).unwrap();
+        racers.push(tokio::spawn(async move {
+            let mut stored = 0;
+            for i in 0..10 {
+                match scope
+                    .append("race", &[ChatMessage::user(format!("{owner}-{i}"))])
+                    .await
+                {
+                    Ok(()) => stored += 1,
+                    Err(Error::NotOwner { .. }) => {}
+                    Err(other) => panic!("{owner}: {other:?}"),
+                }
+            }
+            (owner, stored)
+        }));
+    }
+    let mut results = Vec::new();
+    for racer in racers {
+        results.push(racer.await.unwrap());
+    }
+    let winner = info(shared.as_ref(), "race")
+        .await
+        .meta
+        .owner
+        .expect("created with an owner");
+    let history = shared.load("race").await.unwrap();
+    for (owner, stored) in results {
+        let expected = if owner == winner { 10 } else { 0 };
+        assert_eq!(
+            stored, expected,
+            "{owner} stored {stored} (winner {winner})"
+        );
+    }
+    assert!(
+        history.iter().all(|m| m.content.starts_with(&winner)),
+        "{history:?}"
+    );
+    assert_eq!(history.len(), 10);
+}
