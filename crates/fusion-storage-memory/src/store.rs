@@ -1,0 +1,286 @@
+//! The data behind [`InMemoryStorage`](crate::InMemoryStorage): every session by id, and
+//! ordered indexes for listing (by id, and newest first; each for all sessions and per
+//! owner), kept in step by the few functions here that change a session.
+//!
+//! Ids are shared (`Arc<str>`) between the map and the indexes, so moving a session to the
+//! front of the newest-first order on an append costs two B-tree updates and no copy of
+//! its id.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fusion_core::{
+    ChatMessage, MetaUpdate, Position, Result, Revision, SessionInfo, SessionMeta, SessionOrder,
+    SessionPage, SessionQuery, from_unix_micros, new_generation, unix_micros,
+};
+
+/// A session's place in the newest-first order: `updated_at` in microseconds, then id,
+/// both descending, exactly as [`Position`] orders them.
+type NewestKey = (Reverse<i64>, Reverse<Arc<str>>);
+
+/// A stored session.
+#[derive(Debug, Clone)]
+struct Entry {
+    id: Arc<str>,
+    messages: Vec<ChatMessage>,
+    generation: u64,
+    created_at: SystemTime,
+    /// `updated_at` in Unix microseconds, the precision listings sort by.
+    updated_micros: i64,
+    meta: SessionMeta,
+}
+
+impl Entry {
+    fn newest_key(&self) -> NewestKey {
+        (Reverse(self.updated_micros), Reverse(self.id.clone()))
+    }
+
+    fn info(&self) -> SessionInfo {
+        let mut info = SessionInfo::new(&*self.id, self.messages.len());
+        info.created_at = Some(self.created_at);
+        info.updated_at = Some(from_unix_micros(self.updated_micros));
+        info.generation = self.generation;
+        info.meta = self.meta.clone();
+        info
+    }
+}
+
+/// The ordered indexes of one set of sessions (all of them, or one owner's).
+#[derive(Debug, Default)]
+struct Index {
+    by_id: BTreeSet<Arc<str>>,
+    newest: BTreeSet<NewestKey>,
+}
+
+impl Index {
+    fn insert(&mut self, entry: &Entry) {
+        self.by_id.insert(entry.id.clone());
+        self.newest.insert(entry.newest_key());
+    }
+
+    fn remove(&mut self, entry: &Entry) {
+        self.by_id.remove(&entry.id);
+        self.newest.remove(&entry.newest_key());
+    }
+
+    /// Ids from just after `start` on, in `order`.
+    fn ids_after<'a>(
+        &'a self,
+        order: SessionOrder,
+        start: Option<Position>,
+    ) -> Box<dyn Iterator<Item = &'a Arc<str>> + 'a> {
+        match (order, start) {
+            (SessionOrder::Id, Some(Position::Id(id))) => Box::new(
+                self.by_id
+                    .range::<str, _>((Bound::Excluded(id.as_str()), Bound::Unbounded)),
+            ),
+            (SessionOrder::UpdatedDesc, Some(Position::Updated { micros, id })) => {
+                let after = (Reverse(micros), Reverse(Arc::from(id)));
+                Box::new(
+                    self.newest
+                        .range((Bound::Excluded(after), Bound::Unbounded))
+                        .map(|(_, Reverse(id))| id),
+                )
+            }
+            (SessionOrder::Id, _) => Box::new(self.by_id.iter()),
+            (SessionOrder::UpdatedDesc, _) => {
+                Box::new(self.newest.iter().map(|(_, Reverse(id))| id))
+            }
+        }
+    }
+}
+
+/// Every session and its indexes. All changes go through the methods below, which keep
+/// the indexes in step with the sessions.
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    sessions: HashMap<String, Entry>,
+    all: Index,
+    by_owner: HashMap<String, Index>,
+}
+
+impl Store {
+    pub(crate) fn messages(&self, id: &str) -> Option<&[ChatMessage]> {
+        self.sessions.get(id).map(|e| e.messages.as_slice())
+    }
+
+    pub(crate) fn ids(&self) -> Vec<String> {
+        self.sessions.keys().cloned().collect()
+    }
+
+    pub(crate) fn revision(&self, id: &str) -> Revision {
+        self.sessions
+            .get(id)
+            .map_or(Revision::ABSENT, |e| Revision {
+                generation: e.generation,
+                len: e.messages.len(),
+            })
+    }
+
+    pub(crate) fn info(&self, id: &str) -> Option<SessionInfo> {
+        self.sessions.get(id).map(Entry::info)
+    }
+
+    /// Adds `messages` (not empty) to a session, creating it without metadata if needed.
+    pub(crate) fn append(&mut self, id: &str, messages: &[ChatMessage]) {
+        if !self.sessions.contains_key(id) {
+            self.create(id, SessionMeta::default(), messages.to_vec());
+            return;
+        }
+        self.change(id, |entry| entry.messages.extend_from_slice(messages));
+    }
+
+    /// Keeps the first `len` messages; a shorter history gets a new generation.
+    pub(crate) fn truncate(&mut self, id: &str, len: usize) {
+        match self.sessions.get(id) {
+            None => {}
+            Some(_) if len == 0 => self.remove(id),
+            Some(entry) if entry.messages.len() > len => self.change(id, |entry| {
+                entry.messages.truncate(len);
+                entry.generation = new_generation();
+            }),
+            Some(_) => {}
+        }
+    }
+
+    /// Replaces a history (an empty one removes the session) under a new generation,
+    /// keeping the session's metadata and `created_at`.
+    pub(crate) fn replace(&mut self, id: &str, history: &[ChatMessage]) {
+        if history.is_empty() {
+            self.remove(id);
+        } else if self.sessions.contains_key(id) {
+            self.change(id, |entry| {
+                entry.messages = history.to_vec();
+                entry.generation = new_generation();
+            });
+        } else {
+            self.create(id, SessionMeta::default(), history.to_vec());
+        }
+    }
+
+    pub(crate) fn remove(&mut self, id: &str) {
+        if let Some(entry) = self.sessions.remove(id) {
+            self.all.remove(&entry);
+            if let Some(owner) = &entry.meta.owner {
+                self.remove_from_owner(owner, &entry);
+            }
+        }
+    }
+
+    /// Creates a session (which must not exist) and returns its generation.
+    pub(crate) fn create(
+        &mut self,
+        id: &str,
+        meta: SessionMeta,
+        messages: Vec<ChatMessage>,
+    ) -> u64 {
+        // Both timestamps at the listing's precision, so `updated_at >= created_at`.
+        let now = unix_micros(SystemTime::now());
+        let entry = Entry {
+            id: Arc::from(id),
+            messages,
+            generation: new_generation(),
+            created_at: from_unix_micros(now),
+            updated_micros: now,
+            meta,
+        };
+        let generation = entry.generation;
+        self.file(entry);
+        generation
+    }
+
+    /// Stores `entry` and adds it to the indexes.
+    fn file(&mut self, entry: Entry) {
+        self.all.insert(&entry);
+        if let Some(owner) = &entry.meta.owner {
+            self.by_owner
+                .entry(owner.clone())
+                .or_default()
+                .insert(&entry);
+        }
+        self.sessions.insert(entry.id.to_string(), entry);
+    }
+
+    /// Applies `update` to an existing session's metadata if the result is valid.
+    pub(crate) fn update(&mut self, id: &str, update: &MetaUpdate) -> Result<Option<SessionInfo>> {
+        let Some(entry) = self.sessions.get(id) else {
+            return Ok(None);
+        };
+        let mut meta = entry.meta.clone();
+        update.apply_to(&mut meta);
+        meta.validate()?;
+        // Rare enough to re-file the session from scratch: its owner may change.
+        let mut entry = self.sessions.remove(id).expect("checked above");
+        self.all.remove(&entry);
+        if let Some(owner) = &entry.meta.owner {
+            self.remove_from_owner(owner, &entry);
+        }
+        entry.meta = meta;
+        entry.updated_micros = entry.updated_micros.max(unix_micros(SystemTime::now()));
+        let info = entry.info();
+        self.file(entry);
+        Ok(Some(info))
+    }
+
+    /// One page of `query`: walks the narrowest index from the cursor on, so the cost is
+    /// the page (plus the sessions a tag filter skips), not the number of sessions.
+    pub(crate) fn page(&self, query: &SessionQuery) -> Result<SessionPage> {
+        let index = match &query.owner {
+            Some(owner) => match self.by_owner.get(owner) {
+                Some(index) => index,
+                None => return Ok(SessionPage::new(Vec::new(), None)),
+            },
+            None => &self.all,
+        };
+        let candidates = index
+            .ids_after(query.order, query.start()?)
+            .filter_map(|id| self.sessions.get(&**id))
+            .map(Entry::info)
+            .filter(|info| query.admits(info))
+            .take(query.limit + 1);
+        query.page_of(candidates)
+    }
+
+    /// Runs `edit` on an existing session's messages, then moves its `updated_at`
+    /// forward (never back, whatever the clock does) and its place in the newest-first
+    /// indexes with it. Owners do not change here (see [`update`](Self::update)).
+    fn change(&mut self, id: &str, edit: impl FnOnce(&mut Entry)) {
+        let Some(entry) = self.sessions.get_mut(id) else {
+            return;
+        };
+        let old_key = entry.newest_key();
+        edit(entry);
+        entry.updated_micros = entry.updated_micros.max(unix_micros(SystemTime::now()));
+        if entry.updated_micros == old_key.0.0 {
+            return;
+        }
+        let new_key = entry.newest_key();
+        let owner_index = entry
+            .meta
+            .owner
+            .as_ref()
+            .and_then(|o| self.by_owner.get_mut(o));
+        for newest in [
+            Some(&mut self.all.newest),
+            owner_index.map(|i| &mut i.newest),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            newest.remove(&old_key);
+            newest.insert(new_key.clone());
+        }
+    }
+
+    fn remove_from_owner(&mut self, owner: &str, entry: &Entry) {
+        if let Some(index) = self.by_owner.get_mut(owner) {
+            index.remove(entry);
+            if index.by_id.is_empty() {
+                self.by_owner.remove(owner);
+            }
+        }
+    }
+}
