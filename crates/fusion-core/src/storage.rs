@@ -384,4 +384,39 @@ mod tests {
         assert_eq!(emptied, 0);
         assert_eq!(store.load_revision("s").await.unwrap().1, Revision::ABSENT);
     }
+
+    #[tokio::test]
+    async fn the_defaults_list_pages_and_refuse_metadata_they_cannot_store() {
+        let store = Minimal::default();
+        for id in ["c", "a", "b"] {
+            store.append(id, &[ChatMessage::user(id)]).await.unwrap();
+        }
+        let by_id = SessionQuery::new().order(crate::SessionOrder::Id).limit(2);
+        let first = store.list_page(&by_id).await.unwrap();
+        let ids: Vec<_> = first.sessions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let rest = store.list_page(&by_id.after(first.next)).await.unwrap();
+        assert_eq!(rest.sessions.len(), 1);
+        assert_eq!(rest.next, None);
+
+        let created = store
+            .create_session("d", &SessionMeta::new(), &[ChatMessage::user("d")])
+            .await
+            .unwrap();
+        assert_eq!(created, LEGACY_GENERATION);
+        let owned = SessionMeta::new().owner("o");
+        let err = store
+            .create_session("e", &owned, &[ChatMessage::user("e")])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unsupported { backend: "custom", .. }), "{err:?}");
+        assert!(store.load("e").await.unwrap().is_empty(), "nothing written");
+        let err = store
+            .update_session("d", &MetaUpdate::new().title(Some("t")))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not supported"), "{err}");
+        let unchanged = store.update_session("d", &MetaUpdate::new()).await.unwrap();
+        assert_eq!(unchanged.map(|i| i.message_count), Some(1));
+    }
 }
