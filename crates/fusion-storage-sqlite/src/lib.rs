@@ -13,12 +13,16 @@
 //!    database) and `generation` (where a session's generation lives, what a conditional
 //!    write checks and which generation each write leaves);
 //! 2. `busy`: the one loop that repeats a step of opening while the database is busy,
-//!    and `sql`: the SQL of every operation and the write model both paths run (`Write`,
-//!    `Value`, `write_sql!`, the one `BEGIN IMMEDIATE`, turning a row back into a message);
+//!    `meta`: a session's facts as stored (the columns of its metadata, a row read back
+//!    as a `SessionInfo`, what a metadata update writes), and `sql`: the SQL of every
+//!    operation and the write model both paths run (`Write`, `Value`, `write_sql!`, the
+//!    one `BEGIN IMMEDIATE`, the checks a write decides inside its transaction, turning a
+//!    row back into a message);
 //! 3. `checkpoint`: when the WAL is checkpointed, and the bound on its size;
 //! 4. the paths: `direct` (SQLite called directly on a database file this crate opened:
 //!    `direct/open.rs` opens its connections, `direct/load.rs` is its load), `pooled` (sqlx
-//!    only, for `sqlite::memory:` and a caller's pool) and `migrate` (the schema);
+//!    only, for `sqlite::memory:` and a caller's pool), `listing` (a page of sessions,
+//!    one keyset query on the pool whichever path writes) and `migrate` (the schema);
 //! 5. `storage`: [`SqliteStorage`], its constructors and its `ConversationStorage` impl.
 
 mod busy;
@@ -27,6 +31,8 @@ mod config;
 mod direct;
 mod error;
 mod generation;
+mod listing;
+mod meta;
 mod migrate;
 mod pooled;
 mod sql;

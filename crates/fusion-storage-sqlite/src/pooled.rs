@@ -11,10 +11,11 @@
 //! `Transaction` cannot do this (it sends `BEGIN` and `COMMIT` as calls of their own), so
 //! this module does the job of its guard: a script that fails or is cancelled can stop
 //! after `BEGIN` with the write lock held, and its connection must not be used again like
-//! that. A conditional write takes two round trips: `BEGIN IMMEDIATE` and the read of the
-//! revision to check, then the rest of the script or `ROLLBACK`. A load is one query
-//! ([`LOAD_ARRAY`]) returning the whole history as one JSON array; `load_revision` is one
-//! query too ([`LOAD_REVISION_ARRAY`]), the revision beside the array.
+//! that. A write with a check (a conditional write, a creation, a metadata update) takes
+//! two round trips: `BEGIN IMMEDIATE` and the read of the row to check, then the rest of
+//! the script or `ROLLBACK`. A load is one query ([`LOAD_ARRAY`]) returning the whole
+//! history as one JSON array; `load_revision` is one query too ([`LOAD_REVISION_ARRAY`]),
+//! the revision beside the array.
 
 use fusion_core::sql::{check_count, revision_of};
 use fusion_core::{ChatMessage, Result, Revision};
@@ -23,10 +24,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool};
 
 use crate::error::{BACKEND, Op, is_no_transaction, parse_sqlite_error};
-use crate::generation::Condition;
+use crate::meta::{InfoRow, InfoTuple};
 use crate::sql::{
-    BEGIN_AND_READ_REVISION, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, READ_REVISION, Value,
-    Write, Written, decode_row,
+    Check, Found, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, READ_REVISION, Value, Verdict, Write,
+    Written, decode_row,
 };
 
 /// Runs `write` as one script on a connection from `pool`, in one round trip (two for a
@@ -37,21 +38,17 @@ use crate::sql::{
 /// before the error is returned, and if the call is cancelled midway the rollback still
 /// happens, in the background, before the connection is reused.
 pub(crate) async fn write(pool: &SqlitePool, write: Write) -> sqlx::Result<Written> {
-    let Write {
-        sql,
-        values,
-        condition,
-    } = write;
+    let Write { sql, values, check } = write;
     let mut conn = Unfinished(Some(pool.acquire().await?));
     let result = async {
-        match condition {
+        match check {
             None => {
                 sqlx::query_with(sql.script, arguments(values)?)
                     .execute(conn.get())
                     .await?;
                 Ok(Written::Committed(None))
             }
-            Some(condition) => write_if(&mut conn, sql.rest, values, condition).await,
+            Some(check) => write_checked(&mut conn, sql.rest, values, check).await,
         }
     }
     .await;
@@ -67,30 +64,41 @@ pub(crate) async fn write(pool: &SqlitePool, write: Write) -> sqlx::Result<Writt
     }
 }
 
-/// A conditional write on `conn`: begin and read the revision, then run `rest` (the
-/// write's statements and `COMMIT`) if `condition` admits it, or roll back.
-async fn write_if(
+/// A write with a check on `conn`: begin and read the row the check names, then run
+/// `rest` (the write's statements and `COMMIT`) with what the check decided, or roll back.
+async fn write_checked(
     conn: &mut Unfinished,
     rest: &'static str,
     values: Vec<Value>,
-    condition: Condition,
+    check: Check,
 ) -> sqlx::Result<Written> {
     // ?1, the session id, is all the read binds.
-    let check = arguments(values.iter().take(1).cloned())?;
+    let read = || arguments(values.iter().take(1).cloned());
     // `fetch_all` rather than `fetch_optional`: it drives the script to its end.
-    let rows: Vec<(i64, i64)> = sqlx::query_as_with(BEGIN_AND_READ_REVISION, check)
-        .fetch_all(conn.get())
-        .await?;
-    match condition.check(revision_of(rows.first().copied())) {
-        Ok(generation) => {
-            sqlx::query_with(rest, arguments(values)?)
+    let found = match &check {
+        Check::Revision(_) => {
+            let rows: Vec<(i64, i64)> = sqlx::query_as_with(check.begin_and_read(), read()?)
+                .fetch_all(conn.get())
+                .await?;
+            Found::Revision(revision_of(rows.first().copied()))
+        }
+        Check::Meta { .. } => {
+            let rows: Vec<InfoTuple> = sqlx::query_as_with(check.begin_and_read(), read()?)
+                .fetch_all(conn.get())
+                .await?;
+            Found::Info(rows.into_iter().next().map(InfoRow::from))
+        }
+    };
+    match check.decide(found) {
+        Verdict::Go { extra, written } => {
+            sqlx::query_with(rest, arguments(values.into_iter().chain(extra))?)
                 .execute(conn.get())
                 .await?;
-            Ok(Written::Committed(Some(generation)))
+            Ok(written)
         }
-        Err(found) => {
+        Verdict::Stop(written) => {
             sqlx::query("ROLLBACK").execute(conn.get()).await?;
-            Ok(Written::Refused(found))
+            Ok(written)
         }
     }
 }
@@ -102,6 +110,7 @@ fn arguments(values: impl IntoIterator<Item = Value>) -> sqlx::Result<SqliteArgu
         match value {
             Value::Text(text) => arguments.add(text),
             Value::Int(n) => arguments.add(n),
+            Value::Null => arguments.add(None::<String>),
         }
         .map_err(sqlx::Error::Encode)?;
     }

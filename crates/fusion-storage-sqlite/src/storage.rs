@@ -4,16 +4,24 @@
 //! needs a server, SQLite gives transactions in a single embedded file: an append is one
 //! short transaction that inserts only the new rows, several processes can share the file
 //! (writers queue on SQLite's write lock for up to the busy timeout), and the data can be
-//! inspected with the `sqlite3` shell (see the crate README).
+//! inspected with the `sqlite3` shell (see the crate README). Sessions carry an owner, a
+//! title, tags and data, and are listed a page at a time by walking an index from a
+//! cursor, so a page of one owner's sessions costs the same at a thousand sessions as at
+//! a million (`crate::listing`).
 //!
 //! ```no_run
 //! # async fn demo() -> fusion_core::Result<()> {
-//! use fusion_core::{ChatMessage, ConversationStorage};
+//! use fusion_core::{ChatMessage, ConversationStorage, SessionMeta, SessionQuery};
 //! use fusion_storage_sqlite::SqliteStorage;
 //!
 //! let storage = SqliteStorage::connect("sqlite://sessions.db").await?; // created if missing
 //! storage.append("user-123", &[ChatMessage::user("hello")]).await?;
 //! assert_eq!(storage.load("user-123").await?.len(), 1);
+//!
+//! let meta = SessionMeta::new().owner("alice").title("Tidy the logs").tags(["ops"]);
+//! storage.create_session("chat-1", &meta, &[ChatMessage::user("hi")]).await?;
+//! let page = storage.list_page(&SessionQuery::new().owner("alice").limit(20)).await?;
+//! assert_eq!(page.sessions[0].meta.title.as_deref(), Some("Tidy the logs"));
 //! # Ok(()) }
 //! ```
 
@@ -21,7 +29,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Expect, Result, Revision, SessionId, SessionInfo,
+    Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation,
 };
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
@@ -29,9 +38,11 @@ use crate::busy::wait_while_busy;
 use crate::config::{Location, SqliteOptions, ensure_parent_dir, parse_url};
 use crate::direct::Direct;
 use crate::error::{BACKEND, Op, PLACE, parse_direct_error, parse_sqlite_error};
+use crate::listing;
+use crate::meta::{InfoRow, InfoTuple};
 use crate::migrate;
 use crate::pooled;
-use crate::sql::{self, LIST_SESSIONS, SESSION_INFO, Write, Written};
+use crate::sql::{LIST_SESSIONS, READ_INFO, Write, Written};
 
 /// Conversation storage in a SQLite database, through a `sqlx` connection pool and, on a
 /// database file it opens itself, SQLite called directly for loads and writes.
@@ -310,24 +321,91 @@ impl ConversationStorage for SqliteStorage {
         let write = Write::conditional(session_id, expected, change)?;
         match self.run(write, "write_if", session_id).await? {
             Written::Committed(generation) => Ok(generation.unwrap_or_default()),
-            Written::Refused(found) => {
+            written => {
+                let found = refused(written);
                 Err(expected.conflict(BACKEND, session_id, found.generation, Some(found.len)))
             }
         }
     }
 
-    /// Reads one row of the `sessions` table. Cost: O(1).
+    /// Reads the session's `sessions` row (count, timestamps, generation, owner) and its
+    /// `session_meta` row (title, tags, data): one lookup each, O(1). Damaged `tags` or
+    /// `data` cells are [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the session.
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
-        let row: Option<(i64, i64, i64)> = sqlx::query_as(SESSION_INFO)
+        let row: Option<InfoTuple> = sqlx::query_as(READ_INFO)
             .bind(session_id)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| parse_sqlite_error(e, self.op("session_info", Some(session_id))))?;
-        Ok(row.map(|row| sql::session_info(session_id, row)))
+        row.map(|row| InfoRow::from(row).decode()).transpose()
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: look the session up (refusing with
+    /// [`Error::Conflict`](fusion_core::Error::Conflict) if it exists), then insert its
+    /// row with the owner, its messages, its `session_meta` row (when it has a title, tags
+    /// or data) and one `session_tags` row per tag. Cost: what an append of `messages`
+    /// costs, plus a row per tag; runs on the calling thread like a small append.
+    async fn create_session(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+    ) -> Result<u64> {
+        check_creation(session_id, meta, messages)?;
+        fusion_core::check_storable(BACKEND, session_id, messages)?;
+        let write = Write::create(session_id, meta, messages)?;
+        match self.run(write, "create_session", session_id).await? {
+            Written::Committed(generation) => Ok(generation.unwrap_or_default()),
+            written => {
+                let found = refused(written);
+                let absent = Expect::Generation(0);
+                Err(absent.conflict(BACKEND, session_id, found.generation, Some(found.len)))
+            }
+        }
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: read the session's facts, apply `update` and
+    /// validate the result in Rust, then write the owner and `updated_at` (moved, never
+    /// back), the `session_meta` row and the `session_tags` rows; or roll back, writing
+    /// nothing, when the session is absent (`None`), the result is invalid
+    /// ([`Error::InvalidMeta`](fusion_core::Error::InvalidMeta)) or the stored metadata is
+    /// damaged. Concurrent updates queue on the write lock, so none undoes another. An
+    /// empty `update` only reads. Cost: O(tags).
+    async fn update_session(
+        &self,
+        session_id: &str,
+        update: &MetaUpdate,
+    ) -> Result<Option<SessionInfo>> {
+        SessionId::validate(session_id)?;
+        if update.is_empty() {
+            return self.session_info(session_id).await;
+        }
+        let write = Write::update_meta(session_id, update);
+        match self.run(write, "update_session", session_id).await? {
+            Written::Updated(info) => Ok(info.map(|info| *info)),
+            Written::Rejected(e) => Err(e),
+            other => unreachable!("a metadata update ended as {other:?}"),
+        }
+    }
+
+    /// One keyset query on the pool walking one index from the cursor, `limit + 1` rows:
+    /// O(limit) however many sessions are stored, except an owner's sessions with a tag
+    /// (O(the owner's sessions) at worst) and a tag's sessions newest first (O(the tag's
+    /// sessions)). See `crate::listing` for the queries and their plans.
+    async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
+        listing::page(&self.pool, query, self.op("list_page", None)).await
     }
 
     fn backend_name(&self) -> &'static str {
         BACKEND
+    }
+}
+
+/// What a conditional write that did not commit found: the only other way it ends.
+fn refused(written: Written) -> Revision {
+    match written {
+        Written::Refused(found) => found,
+        other => unreachable!("a conditional write ended as {other:?}"),
     }
 }

@@ -1,5 +1,6 @@
-//! The shared conformance suite over a database file and over `sqlite::memory:`, plus how
-//! URLs and existing pools open.
+//! The shared conformance suites (histories, then metadata and listing) over a database
+//! file, whose writes go through the direct path, and over `sqlite::memory:`, whose writes
+//! go through sqlx; plus how URLs and existing pools open.
 
 use async_trait::async_trait;
 use fusion_core::{ChatMessage, ConversationStorage, Result};
@@ -43,6 +44,8 @@ async fn memory_harness() -> Option<MemoryHarness> {
 
 fusion_core::conformance_suite!(conformance_sqlite, file_harness);
 fusion_core::conformance_suite!(conformance_sqlite_memory, memory_harness);
+fusion_core::metadata_conformance_suite!(metadata_sqlite, file_harness);
+fusion_core::metadata_conformance_suite!(metadata_sqlite_memory, memory_harness);
 
 #[tokio::test]
 async fn each_memory_url_is_a_separate_database() {

@@ -13,7 +13,7 @@
 //!   write lock. It then waits for nothing: its busy timeout is zero, and a busy database sends
 //!   it down the next path instead of blocking the thread;
 //! - every other write (a save or truncate of any size, a big append, any write at
-//!   [`Durability::Full`](crate::Durability::Full), which waits for an fsync, and a small
+//!   [`Durability::Full`], which waits for an fsync, and a small
 //!   append that met a busy database) runs on a Tokio blocking thread with the configured
 //!   busy timeout;
 //! - loads run on a blocking thread, on a connection from a small set of idle readers, and
@@ -40,7 +40,8 @@ use crate::busy::wait_while_busy;
 use crate::checkpoint::{self, Checkpointer, Due};
 use crate::config::{DirectOptions, Durability};
 use crate::error::{DirectError, MaybeBusy};
-use crate::sql::{BEGIN_WRITE, READ_REVISION, Value, Write, Written};
+use crate::meta::InfoRow;
+use crate::sql::{BEGIN_WRITE, Check, Found, Value, Verdict, Write, Written};
 
 use open::open;
 
@@ -129,7 +130,7 @@ impl Direct {
             }
             None => self.write_blocking(write).await,
         };
-        if let Ok(Written::Committed(_)) = result {
+        if result.as_ref().is_ok_and(Written::committed) {
             match self.checkpoints.wrote(units) {
                 Due::No => {}
                 Due::Background => self.checkpoint_in_background(),
@@ -345,30 +346,36 @@ struct Failure {
     still_in_transaction: bool,
 }
 
-/// Runs `write`'s statements in one [`BEGIN_WRITE`] transaction, after checking its
-/// condition, if it has one, against the revision read in that transaction (rolling back
-/// when it is not met). On failure the transaction is rolled back, if SQLite did not
-/// already.
+/// Runs `write`'s statements in one [`BEGIN_WRITE`] transaction, after its check, if it
+/// has one, decided from the row it read in that transaction (rolling back when the check
+/// stops the write). On failure the transaction is rolled back, if SQLite did not already.
 fn run(conn: &Connection, write: &Write) -> Result<Written, Failure> {
     let steps = || -> rusqlite::Result<Written> {
         conn.prepare_cached(BEGIN_WRITE)?.raw_execute()?;
-        let generation = match &write.condition {
-            None => None,
-            Some(condition) => match condition.check(read_revision(conn, write)?) {
-                Ok(generation) => Some(generation),
-                Err(found) => {
+        let (extra, written) = match &write.check {
+            None => (Vec::new(), Written::Committed(None)),
+            Some(check) => match check.decide(read_found(conn, check, write)?) {
+                Verdict::Go { extra, written } => (extra, written),
+                Verdict::Stop(written) => {
                     conn.prepare_cached("ROLLBACK")?.raw_execute()?;
-                    return Ok(Written::Refused(found));
+                    return Ok(written);
                 }
             },
         };
+        let decided;
+        let values = if extra.is_empty() {
+            &write.values[..]
+        } else {
+            decided = [&write.values[..], &extra[..]].concat();
+            &decided[..]
+        };
         for sql in write.sql.statements {
             let mut statement = conn.prepare_cached(sql)?;
-            bind(&mut statement, &write.values)?;
+            bind(&mut statement, values)?;
             statement.raw_execute()?;
         }
         conn.prepare_cached("COMMIT")?.raw_execute()?;
-        Ok(Written::Committed(generation))
+        Ok(written)
     };
     let error = match steps() {
         Ok(written) => return Ok(written),
@@ -388,16 +395,22 @@ fn run(conn: &Connection, write: &Write) -> Result<Written, Failure> {
     })
 }
 
-/// The revision of `write`'s session, [`READ_REVISION`] inside its transaction.
-fn read_revision(conn: &Connection, write: &Write) -> rusqlite::Result<fusion_core::Revision> {
-    let mut statement = conn.prepare_cached(READ_REVISION)?;
+/// What `check` of `write` decides on, read by [`Check::read`] inside its transaction.
+fn read_found(conn: &Connection, check: &Check, write: &Write) -> rusqlite::Result<Found> {
+    let mut statement = conn.prepare_cached(check.read())?;
     bind(&mut statement, &write.values)?;
     let mut rows = statement.raw_query();
-    let row = match rows.next()? {
-        Some(row) => Some((row.get(0)?, row.get(1)?)),
-        None => None,
-    };
-    Ok(revision_of(row))
+    let row = rows.next()?;
+    Ok(match check {
+        Check::Revision(_) => {
+            let row = match row {
+                Some(row) => Some((row.get(0)?, row.get(1)?)),
+                None => None,
+            };
+            Found::Revision(revision_of(row))
+        }
+        Check::Meta { .. } => Found::Info(row.map(InfoRow::from_rusqlite).transpose()?),
+    })
 }
 
 /// Binds a statement's parameters ?1..?n to the first n of a write's values.
@@ -406,6 +419,7 @@ fn bind(statement: &mut rusqlite::Statement<'_>, values: &[Value]) -> rusqlite::
         match value {
             Value::Text(text) => statement.raw_bind_parameter(index, text.as_str())?,
             Value::Int(n) => statement.raw_bind_parameter(index, n)?,
+            Value::Null => statement.raw_bind_parameter(index, rusqlite::types::Null)?,
         }
     }
     Ok(())
@@ -439,6 +453,11 @@ mod tests {
             .unwrap();
         setup
             .execute_batch(include_str!("../../migrations/0002_session_generation.sql"))
+            .unwrap();
+        setup
+            .execute_batch(include_str!(
+                "../../migrations/0003_session_metadata_and_listing.sql"
+            ))
             .unwrap();
         drop(setup);
         let options = DirectOptions {

@@ -2,27 +2,41 @@
 //! it binds and how a stored row becomes a message again.
 //!
 //! Each write is one `BEGIN IMMEDIATE` transaction ([`BEGIN_WRITE`], spelled here only) of
-//! the statements of one [`WriteSql`], defined once by [`write_sql!`] and run either
-//! statement by statement (`crate::direct`) or as one script (`crate::pooled`). A
-//! conditional write ([`Write::conditional`]) first reads the session's revision
-//! ([`READ_REVISION`]) inside the same transaction and lets `crate::generation` decide
-//! whether its statements run or it rolls back.
+//! the statements of one [`WriteSql`], defined once by `write_sql!` and run either
+//! statement by statement (`crate::direct`) or as one script (`crate::pooled`). A write
+//! with a [`Check`] first reads the session's row inside the same transaction and lets the
+//! check decide ([`Verdict`]) whether its statements run or it rolls back: a conditional
+//! write or a creation ([`Write::conditional`], [`Write::create`]) reads its revision
+//! ([`READ_REVISION`]) and `crate::generation` decides; a metadata update
+//! ([`Write::update_meta`]) reads its facts ([`READ_INFO`]) and `crate::meta` decides, and
+//! what it decided is bound after the write's own values.
 //! Parameters: ?1 the session id, ?2 now in Unix milliseconds, ?3 a message count, ?4 a
 //! fresh generation (stored where `crate::generation` says a write stores one), ?5 the
 //! messages as one JSON array whose elements are each message as `serde_json` writes it.
+//! A creation ([`CREATE`]) and a metadata update ([`UPDATE_META`]) number their own.
 //! `json_each(?5)` yields the elements in order, with `key` the index and `value` an
 //! object's JSON text: minified JSON goes in, so the same text comes out and is what the
 //! `message` column stores (`tests/write_scripts.rs` checks it).
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//!
+//! sqlx binds a script's parameters statement by statement, and a slot a statement skips
+//! (?2 in a statement that uses only ?1 and ?3) takes the next value of a count that runs
+//! on through the script; once that count passes the last value, sqlx stops binding the
+//! statement, and its later parameters are silently NULL. So each write's parameters are
+//! numbered for few gaps, and a unit test below replays sqlx's rule on every write.
 
 use fusion_core::sql::{corrupt_row, missing_row, to_column};
-use fusion_core::{Change, ChatMessage, Expect, Result, Revision, SessionInfo, new_generation};
+use fusion_core::{Change, ChatMessage, Expect, MetaUpdate, Result, SessionMeta, new_generation};
 
 use crate::error::{BACKEND, not_text};
 use crate::generation::Condition;
+pub(crate) use crate::meta::READ_INFO;
+use crate::meta::{now_millis, read_info};
 
-/// The statement that opens every write, as a literal for [`write_sql!`]'s `concat!`.
+mod check;
+
+pub(crate) use check::{Check, Found, Verdict, Written};
+
+/// The statement that opens every write, as a literal for `write_sql!`'s `concat!`.
 macro_rules! begin_write {
     () => {
         "BEGIN IMMEDIATE"
@@ -52,6 +66,10 @@ pub(crate) const READ_REVISION: &str = read_revision!();
 /// A conditional write's first round trip on the sqlx path: take the write lock and read
 /// the revision to check. The rest of the write follows as [`WriteSql::rest`].
 pub(crate) const BEGIN_AND_READ_REVISION: &str = concat!(begin_write!(), "; ", read_revision!());
+
+/// A metadata update's first round trip on the sqlx path: take the write lock and read the
+/// session's facts ([`READ_INFO`]).
+pub(crate) const BEGIN_AND_READ_INFO: &str = concat!(begin_write!(), "; ", read_info!());
 
 /// One write transaction's SQL, in the forms its two runners need.
 #[derive(Debug)]
@@ -123,11 +141,42 @@ static TRUNCATE: WriteSql = write_sql!(
 // A conditional append of no messages: nothing to write once the check has passed.
 static NOTHING: WriteSql = write_sql!(bounded: true);
 
-// Both tables explicitly: a pool given to `from_pool` may have foreign keys (and so the
-// cascade) off.
+/// A creation with metadata, run only after its check found no session: the row with its
+/// owner, the messages, a `session_meta` row when there is a title, a tag or data, and one
+/// `session_tags` row per tag. The tags are the JSON `SessionMeta::tags_json` writes, so
+/// `json_each` yields each tag as text. Its own parameters (see the module documentation
+/// on gaps): ?1 the id, ?2 the messages, ?3 the tags, ?4 now, ?5 the count, ?6 the fresh
+/// generation, ?7 the owner, ?8 the title, ?9 the data.
+static CREATE: WriteSql = write_sql!(
+    bounded: true,
+    "INSERT INTO sessions (id, created_at, updated_at, message_count, generation, owner) \
+     VALUES (?1, ?4, ?4, ?5, ?6, ?7)",
+    "INSERT INTO messages (session_id, seq, message) SELECT ?1, j.key, j.value FROM json_each(?2) AS j",
+    "INSERT INTO session_meta (session_id, tags, title, data) SELECT ?1, ?3, ?8, ?9 \
+     WHERE ?3 <> '[]' OR ?8 IS NOT NULL OR ?9 <> '{}'",
+    "INSERT INTO session_tags (tag, session_id) SELECT j.value, ?1 FROM json_each(?3) AS j",
+);
+
+/// A metadata update, run with what `crate::meta` decided from the facts it read: ?2 the
+/// new updated_at, ?3 the owner, ?4 the tags (JSON array), ?5 the title, ?6 the data. The
+/// tag rows are replaced whole (at most `fusion_core::MAX_TAGS`).
+static UPDATE_META: WriteSql = write_sql!(
+    bounded: true,
+    "UPDATE sessions SET updated_at = ?2, owner = ?3 WHERE id = ?1",
+    "INSERT INTO session_meta (session_id, tags, title, data) VALUES (?1, ?4, ?5, ?6) \
+     ON CONFLICT (session_id) DO UPDATE \
+     SET tags = excluded.tags, title = excluded.title, data = excluded.data",
+    "DELETE FROM session_tags WHERE session_id = ?1",
+    "INSERT INTO session_tags (tag, session_id) SELECT j.value, ?1 FROM json_each(?4) AS j",
+);
+
+// Every table explicitly: a pool given to `from_pool` may have foreign keys (and so the
+// cascade) off. The metadata goes with the session.
 static REMOVE: WriteSql = write_sql!(
     bounded: false,
     "DELETE FROM messages WHERE session_id = ?1",
+    "DELETE FROM session_tags WHERE session_id = ?1",
+    "DELETE FROM session_meta WHERE session_id = ?1",
     "DELETE FROM sessions WHERE id = ?1",
 );
 
@@ -159,36 +208,28 @@ pub(crate) const LOAD_REVISION_ARRAY: &str = "\
 /// Every session id, from the `sessions` table only.
 pub(crate) const LIST_SESSIONS: &str = "SELECT id FROM sessions ORDER BY id";
 
-/// One session's `sessions` row, read by [`session_info`].
-pub(crate) const SESSION_INFO: &str =
-    "SELECT message_count, created_at, updated_at FROM sessions WHERE id = ?1";
-
 /// A value bound to a write's parameters `?1`, `?2`, ... in order.
 #[derive(Debug, Clone)]
 pub(crate) enum Value {
     Text(String),
     Int(i64),
+    Null,
 }
 
-/// A write ready to run: its SQL, the values of its parameters and, for a conditional
-/// write, what it requires of the session.
+impl Value {
+    pub(crate) fn text_or_null(text: Option<&str>) -> Self {
+        text.map_or(Value::Null, |text| Value::Text(text.to_owned()))
+    }
+}
+
+/// A write ready to run: its SQL, the values of its parameters and what it checks first,
+/// if anything.
 #[derive(Debug)]
 pub(crate) struct Write {
     pub(crate) sql: &'static WriteSql,
     pub(crate) values: Vec<Value>,
-    /// Checked against [`READ_REVISION`] after `BEGIN` and before the statements.
-    pub(crate) condition: Option<Condition>,
-}
-
-/// How a write that met no error ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Written {
-    /// Its statements committed. A conditional write also says the session's generation
-    /// after it (0 when it left the session empty); the others do not read it.
-    Committed(Option<u64>),
-    /// A conditional write found the session at this revision, which its condition does not
-    /// admit: it rolled back and wrote nothing.
-    Refused(Revision),
+    /// Decided after `BEGIN` and before the statements.
+    pub(crate) check: Option<Check>,
 }
 
 impl Write {
@@ -236,9 +277,44 @@ impl Write {
         Self::new(&TRUNCATE, session_id, values)
     }
 
-    /// Deletes the rows of `session_id` from both tables.
+    /// Deletes the rows of `session_id` from every table.
     pub(crate) fn remove(session_id: &str) -> Self {
         Self::new(&REMOVE, session_id, Vec::new())
+    }
+
+    /// Creates `session_id` holding `messages` (not empty) with `meta`, with a fresh
+    /// generation, if it does not exist; otherwise refuses with what it found.
+    pub(crate) fn create(
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+    ) -> Result<Self> {
+        let fresh = new_generation();
+        let values = vec![
+            Value::Text(encode(messages)?),
+            Value::Text(meta.tags_json()),
+            Value::Int(now_millis()),
+            Value::Int(count(messages.len())),
+            Value::Int(to_column(fresh)),
+            Value::text_or_null(meta.owner.as_deref()),
+            Value::text_or_null(meta.title.as_deref()),
+            Value::Text(meta.data_json()),
+        ];
+        let mut write = Self::new(&CREATE, session_id, values);
+        let absent = Condition::new(Expect::Generation(0), Change::Append(messages), fresh);
+        write.check = Some(Check::Revision(absent));
+        Ok(write)
+    }
+
+    /// Applies `update` to the metadata of `session_id`, if it exists and the result is
+    /// valid.
+    pub(crate) fn update_meta(session_id: &str, update: &MetaUpdate) -> Self {
+        let mut write = Self::new(&UPDATE_META, session_id, Vec::new());
+        write.check = Some(Check::Meta {
+            update: update.clone(),
+            now: now_millis(),
+        });
+        write
     }
 
     /// `change` to `session_id`, run only if the session meets `expected` when the
@@ -257,7 +333,7 @@ impl Write {
             Change::Truncate(len) => Self::truncate_with(session_id, len, fresh),
             Change::Replace(history) => Self::with_messages(&SAVE, session_id, history, fresh)?,
         };
-        write.condition = Some(Condition::new(expected, change, fresh));
+        write.check = Some(Check::Revision(Condition::new(expected, change, fresh)));
         Ok(write)
     }
 
@@ -269,7 +345,7 @@ impl Write {
         Self {
             sql,
             values,
-            condition: None,
+            check: None,
         }
     }
 
@@ -279,7 +355,7 @@ impl Write {
             .iter()
             .map(|value| match value {
                 Value::Text(text) => text.len(),
-                Value::Int(_) => 8,
+                Value::Int(_) | Value::Null => 8,
             })
             .sum()
     }
@@ -307,34 +383,8 @@ pub(crate) fn decode_row(
     serde_json::from_str(json).map_err(|e| corrupt_row(BACKEND, session_id, seq, &e))
 }
 
-/// The [`SESSION_INFO`] row `(message_count, created_at, updated_at)` of `session_id`.
-pub(crate) fn session_info(session_id: &str, row: (i64, i64, i64)) -> SessionInfo {
-    let (message_count, created, updated) = row;
-    {
-        let mut info = SessionInfo::new(
-            session_id.to_string(),
-            usize::try_from(message_count).unwrap_or(0),
-        );
-        info.created_at = from_millis(created);
-        info.updated_at = from_millis(updated);
-        info
-    }
-}
-
 fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn from_millis(ms: i64) -> Option<SystemTime> {
-    u64::try_from(ms)
-        .ok()
-        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -346,11 +396,16 @@ mod tests {
         assert_eq!(
             REMOVE.script,
             "BEGIN IMMEDIATE; DELETE FROM messages WHERE session_id = ?1; \
+             DELETE FROM session_tags WHERE session_id = ?1; \
+             DELETE FROM session_meta WHERE session_id = ?1; \
              DELETE FROM sessions WHERE id = ?1; COMMIT"
         );
         assert_eq!(
             REMOVE.rest,
-            "DELETE FROM messages WHERE session_id = ?1; DELETE FROM sessions WHERE id = ?1; COMMIT"
+            "DELETE FROM messages WHERE session_id = ?1; \
+             DELETE FROM session_tags WHERE session_id = ?1; \
+             DELETE FROM session_meta WHERE session_id = ?1; \
+             DELETE FROM sessions WHERE id = ?1; COMMIT"
         );
         assert!(APPEND.script.starts_with(BEGIN_WRITE));
         assert_eq!(NOTHING.script, "BEGIN IMMEDIATE; COMMIT");
@@ -375,12 +430,59 @@ mod tests {
             let write = Write::conditional("s", expect, change).unwrap();
             assert!(std::ptr::eq(write.sql, sql), "{change:?}");
             assert_eq!(write.values.len(), values, "{change:?}");
-            assert!(write.condition.is_some());
+            assert!(matches!(write.check, Some(Check::Revision(_))));
         }
-        assert!(Write::append("s", &one).unwrap().condition.is_none());
+        assert!(Write::append("s", &one).unwrap().check.is_none());
         assert_eq!(
             BEGIN_AND_READ_REVISION,
             "BEGIN IMMEDIATE; SELECT generation, message_count FROM sessions WHERE id = ?1"
         );
+    }
+
+    /// Replays how sqlx binds a script (see the module documentation): every parameter a
+    /// statement names must be bound, for each write with the number of values it binds.
+    #[test]
+    fn sqlx_binds_every_parameter_of_every_write() {
+        let one = [ChatMessage::user("m")];
+        let meta = SessionMeta::new();
+        let writes = [
+            (&APPEND, Write::append("s", &one).unwrap().values.len()),
+            (&SAVE, Write::save("s", &one).unwrap().values.len()),
+            (&TRUNCATE, Write::truncate("s", 1).values.len()),
+            (&REMOVE, Write::remove("s").values.len()),
+            (
+                &CREATE,
+                Write::create("s", &meta, &one).unwrap().values.len(),
+            ),
+            // The id, then the five values the check decides (`check.rs`).
+            (&UPDATE_META, 6),
+        ];
+        for (sql, values) in writes {
+            let mut anonymous = 0;
+            for statement in sql.statements {
+                let named: Vec<usize> = statement
+                    .split('?')
+                    .skip(1)
+                    .map(|rest| {
+                        let digits: String =
+                            rest.chars().take_while(char::is_ascii_digit).collect();
+                        digits.parse().unwrap()
+                    })
+                    .collect();
+                let slots = named.iter().copied().max().unwrap_or(0);
+                assert!(slots <= values, "{statement}: ?{slots} of {values} values");
+                for slot in 1..=slots {
+                    if named.contains(&slot) {
+                        continue;
+                    }
+                    anonymous += 1;
+                    let unbound_after = named.iter().any(|&n| n > slot);
+                    assert!(
+                        anonymous <= values || !unbound_after,
+                        "{statement}: sqlx would stop at ?{slot} and leave later ones NULL"
+                    );
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,276 @@
+//! A session's facts as stored (migration 0003): the columns of `sessions` and
+//! `session_meta` that make a [`SessionInfo`], how a row read back becomes one, and what a
+//! metadata update writes.
+//!
+//! Timestamps are Unix milliseconds in the columns; [`SessionInfo`] carries them as
+//! `SystemTime`s of whole milliseconds, so a listing cursor made from one (microseconds,
+//! `fusion_core::Position`) converts back exactly (see `crate::listing`).
+//! `owner` and `title` are plain nullable text; `tags` and `data` are the JSON forms of
+//! [`SessionMeta::tags_json`] and [`SessionMeta::data_json`]. A cell that does not hold
+//! them (damaged by hand or by another program) is [`Error::Corrupt`] naming the session,
+//! never a panic and never a silently empty value.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fusion_core::{Error, MetaUpdate, Result, SessionInfo, SessionMeta};
+use serde_json::{Map, Value};
+
+use crate::error::BACKEND;
+
+/// The columns of one session's facts, in the order of [`InfoRow`], for a query that
+/// reads [`from_sessions!`]. A session without a `session_meta` row reads the defaults;
+/// `tags` and `data` read NULL when the cell is not text, so both drivers decode every row
+/// and a damaged cell is reported as corrupt, by session.
+macro_rules! info_columns {
+    () => {
+        "s.id, s.message_count, s.created_at, s.updated_at, s.generation, s.owner, m.title, \
+         CASE WHEN m.session_id IS NULL THEN '[]' WHEN typeof(m.tags) = 'text' THEN m.tags END, \
+         CASE WHEN m.session_id IS NULL THEN '{}' WHEN typeof(m.data) = 'text' THEN m.data END"
+    };
+}
+pub(crate) use info_columns;
+
+/// The tables [`info_columns!`] reads: `sessions` as `s`, and its `session_meta` row as `m`
+/// when it has one.
+macro_rules! from_sessions {
+    () => {
+        "sessions AS s LEFT JOIN session_meta AS m ON m.session_id = s.id"
+    };
+}
+pub(crate) use from_sessions;
+
+/// The statement that reads one session's facts, as a literal for `concat!`.
+macro_rules! read_info {
+    () => {
+        concat!(
+            "SELECT ",
+            $crate::meta::info_columns!(),
+            " FROM ",
+            $crate::meta::from_sessions!(),
+            " WHERE s.id = ?1"
+        )
+    };
+}
+pub(crate) use read_info;
+
+/// One session's facts, [`InfoRow`], or no row when it is absent: `session_info`, and
+/// the read of a metadata update inside its write transaction. One lookup of the
+/// session's key in each table.
+pub(crate) const READ_INFO: &str = read_info!();
+
+/// A row of [`info_columns!`] as sqlx decodes it: id, message_count, created_at,
+/// updated_at, generation, owner, title, tags, data.
+pub(crate) type InfoTuple = (
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// A row of [`info_columns!`], not yet checked.
+#[derive(Debug, Clone)]
+pub(crate) struct InfoRow {
+    id: String,
+    message_count: i64,
+    created_at: i64,
+    updated_at: i64,
+    generation: i64,
+    owner: Option<String>,
+    title: Option<String>,
+    /// `None` when the cell is not text.
+    tags: Option<String>,
+    /// `None` when the cell is not text.
+    data: Option<String>,
+}
+
+impl From<InfoTuple> for InfoRow {
+    fn from(row: InfoTuple) -> Self {
+        let (id, message_count, created_at, updated_at, generation, owner, title, tags, data) = row;
+        Self {
+            id,
+            message_count,
+            created_at,
+            updated_at,
+            generation,
+            owner,
+            title,
+            tags,
+            data,
+        }
+    }
+}
+
+impl InfoRow {
+    /// Reads the row of [`info_columns!`] that `row` (rusqlite) holds.
+    pub(crate) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            message_count: row.get(1)?,
+            created_at: row.get(2)?,
+            updated_at: row.get(3)?,
+            generation: row.get(4)?,
+            owner: row.get(5)?,
+            title: row.get(6)?,
+            tags: row.get(7)?,
+            data: row.get(8)?,
+        })
+    }
+
+    /// The session's facts, or [`Error::Corrupt`] naming it when `tags` or `data` is not
+    /// the JSON Fusion writes there.
+    pub(crate) fn decode(self) -> Result<SessionInfo> {
+        let tags = parse_cell(&self.id, "tags", "array of strings", self.tags, |text| {
+            serde_json::from_str::<Vec<String>>(text)
+        })?;
+        let data = parse_cell(&self.id, "data", "object", self.data, |text| {
+            serde_json::from_str::<Map<String, Value>>(text)
+        })?;
+        let mut info = SessionInfo::new(self.id, usize::try_from(self.message_count).unwrap_or(0));
+        info.created_at = from_millis(self.created_at);
+        info.updated_at = from_millis(self.updated_at);
+        info.generation = self.generation.cast_unsigned();
+        let mut meta = SessionMeta::new();
+        meta.owner = self.owner;
+        meta.title = self.title;
+        meta.tags = tags;
+        meta.data = data;
+        info.meta = meta;
+        Ok(info)
+    }
+}
+
+/// The `column` cell of `session_id` parsed by `parse`, which reads the JSON `shape`.
+fn parse_cell<T>(
+    session_id: &str,
+    column: &str,
+    shape: &str,
+    cell: Option<String>,
+    parse: impl FnOnce(&str) -> serde_json::Result<T>,
+) -> Result<T> {
+    let corrupt = |why: String| {
+        Error::corrupt(
+            BACKEND,
+            session_id,
+            format!("its stored `{column}` is not a JSON {shape}: {why}"),
+        )
+    };
+    let text = cell.ok_or_else(|| corrupt("the cell does not hold text".to_owned()))?;
+    parse(&text).map_err(|e| corrupt(e.to_string()))
+}
+
+/// What a metadata update writes, decided from the session's row read inside the write
+/// transaction: the session's facts after it, and its new `updated_at` in milliseconds.
+#[derive(Debug)]
+pub(crate) struct Updated {
+    pub(crate) info: SessionInfo,
+    pub(crate) updated_ms: i64,
+}
+
+/// Applies `update` at `now_ms` to the session read as `row`: `Ok(None)` when there is no
+/// session (nothing is written), [`Error::InvalidMeta`] when the result breaks a rule of
+/// [`SessionMeta::validate`] and [`Error::Corrupt`] when the row is damaged (nothing is
+/// written either way). `updated_at` moves to `now_ms`, or stays if the clock stepped back.
+pub(crate) fn apply_update(
+    row: Option<InfoRow>,
+    update: &MetaUpdate,
+    now_ms: i64,
+) -> Result<Option<Updated>> {
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let updated_ms = row.updated_at.max(now_ms);
+    let mut info = row.decode()?;
+    update.apply_to(&mut info.meta);
+    info.meta.validate()?;
+    info.updated_at = from_millis(updated_ms);
+    Ok(Some(Updated { info, updated_ms }))
+}
+
+/// Now, in Unix milliseconds: what every write stores in `created_at` and `updated_at`.
+pub(crate) fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A timestamp column as a time; `None` for a negative (damaged) one.
+fn from_millis(ms: i64) -> Option<SystemTime> {
+    u64::try_from(ms)
+        .ok()
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(tags: Option<&str>, data: Option<&str>) -> InfoRow {
+        InfoRow::from((
+            "s".to_owned(),
+            2,
+            1_000,
+            2_000,
+            7,
+            Some("o".to_owned()),
+            None,
+            tags.map(str::to_owned),
+            data.map(str::to_owned),
+        ))
+    }
+
+    #[test]
+    fn a_row_decodes_to_the_facts_it_holds() {
+        let info = row(Some(r#"["a","b"]"#), Some(r#"{"k":1}"#))
+            .decode()
+            .unwrap();
+        assert_eq!(info.message_count, 2);
+        assert_eq!(info.generation, 7);
+        assert_eq!(info.updated_at, Some(UNIX_EPOCH + Duration::from_secs(2)));
+        assert_eq!(info.meta.owner.as_deref(), Some("o"));
+        assert_eq!(info.meta.tags, ["a", "b"]);
+        assert_eq!(info.meta.data["k"], 1);
+    }
+
+    #[test]
+    fn a_damaged_cell_is_corrupt_and_names_the_session_and_column() {
+        let cases = [
+            (row(Some("{"), Some("{}")), "`tags`"),
+            (row(Some("[1]"), Some("{}")), "`tags`"),
+            (row(None, Some("{}")), "does not hold text"),
+            (row(Some("[]"), Some("[]")), "`data`"),
+        ];
+        for (row, expected) in cases {
+            match row.decode().unwrap_err() {
+                Error::Corrupt {
+                    session_id, detail, ..
+                } => {
+                    assert_eq!(session_id, "s");
+                    assert!(detail.contains(expected), "{detail}");
+                }
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_update_moves_updated_at_but_never_back() {
+        let update = MetaUpdate::new().add_tag("x");
+        let later = apply_update(Some(row(Some("[]"), Some("{}"))), &update, 5_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!((later.updated_ms, later.info.meta.tags.len()), (5_000, 1));
+        let stepped_back = apply_update(Some(row(Some("[]"), Some("{}"))), &update, 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stepped_back.updated_ms, 2_000);
+        assert!(apply_update(None, &update, 1).unwrap().is_none());
+        let bad = MetaUpdate::new().add_tag("a,b");
+        let err = apply_update(Some(row(Some("[]"), Some("{}"))), &bad, 1).unwrap_err();
+        assert!(matches!(err, Error::InvalidMeta(_)), "{err:?}");
+    }
+}

@@ -1,0 +1,113 @@
+//! What a write checks inside its transaction before its statements run ([`Check`]), what
+//! it read for that ([`Found`]), what the check decided ([`Verdict`]) and how the write
+//! ended ([`Written`]). Both runners (`crate::direct`, `crate::pooled`) read the row a
+//! check names and call [`Check::decide`], so they cannot disagree on a decision.
+
+use fusion_core::{Error, MetaUpdate, Revision, SessionInfo};
+
+use super::{BEGIN_AND_READ_INFO, BEGIN_AND_READ_REVISION, READ_INFO, READ_REVISION, Value};
+use crate::generation::Condition;
+use crate::meta::{self, InfoRow, Updated};
+
+/// What a write reads and decides inside its transaction before its statements run.
+#[derive(Debug)]
+pub(crate) enum Check {
+    /// A conditional write or a creation: the session's revision ([`READ_REVISION`]) must
+    /// meet the condition.
+    Revision(Condition),
+    /// A metadata update at `now` (Unix ms): the session's facts ([`READ_INFO`]) with the
+    /// update applied must be valid metadata.
+    Meta { update: MetaUpdate, now: i64 },
+}
+
+/// The row a [`Check`] read: a revision for [`Check::Revision`], the facts (if the session
+/// exists) for [`Check::Meta`].
+#[derive(Debug)]
+pub(crate) enum Found {
+    Revision(Revision),
+    Info(Option<InfoRow>),
+}
+
+/// What a [`Check`] decided.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Run the statements, binding `extra` after the write's own values; once committed,
+    /// the write ended as `written`.
+    Go { extra: Vec<Value>, written: Written },
+    /// Roll back: the write ended as this, having written nothing.
+    Stop(Written),
+}
+
+/// How a write that met no SQLite error ended.
+#[derive(Debug)]
+pub(crate) enum Written {
+    /// Its statements committed. A conditional write also says the session's generation
+    /// after it (0 when it left the session empty); the others do not read it.
+    Committed(Option<u64>),
+    /// A conditional write found the session at this revision, which its condition does not
+    /// admit: it rolled back and wrote nothing.
+    Refused(Revision),
+    /// A metadata update committed and left the session as this; `None`: there was no
+    /// session, and nothing was written.
+    Updated(Option<Box<SessionInfo>>),
+    /// A metadata update was refused (its result broke a rule, or the row is damaged): it
+    /// rolled back and wrote nothing.
+    Rejected(Error),
+}
+
+impl Written {
+    /// Whether something was committed (what counts towards a WAL checkpoint).
+    pub(crate) fn committed(&self) -> bool {
+        matches!(self, Written::Committed(_) | Written::Updated(Some(_)))
+    }
+}
+
+impl Check {
+    /// The statement that reads what the check decides on, bound to ?1 only.
+    pub(crate) fn read(&self) -> &'static str {
+        match self {
+            Check::Revision(_) => READ_REVISION,
+            Check::Meta { .. } => READ_INFO,
+        }
+    }
+
+    /// [`read`](Self::read) after `BEGIN IMMEDIATE`, as one script for sqlx.
+    pub(crate) fn begin_and_read(&self) -> &'static str {
+        match self {
+            Check::Revision(_) => BEGIN_AND_READ_REVISION,
+            Check::Meta { .. } => BEGIN_AND_READ_INFO,
+        }
+    }
+
+    /// Decides from the row read by [`read`](Self::read).
+    pub(crate) fn decide(&self, found: Found) -> Verdict {
+        match (self, found) {
+            (Check::Revision(condition), Found::Revision(revision)) => {
+                match condition.check(revision) {
+                    Ok(generation) => Verdict::Go {
+                        extra: Vec::new(),
+                        written: Written::Committed(Some(generation)),
+                    },
+                    Err(found) => Verdict::Stop(Written::Refused(found)),
+                }
+            }
+            (Check::Meta { update, now }, Found::Info(row)) => {
+                match meta::apply_update(row, update, *now) {
+                    Ok(Some(Updated { info, updated_ms })) => Verdict::Go {
+                        extra: vec![
+                            Value::Int(updated_ms),
+                            Value::text_or_null(info.meta.owner.as_deref()),
+                            Value::Text(info.meta.tags_json()),
+                            Value::text_or_null(info.meta.title.as_deref()),
+                            Value::Text(info.meta.data_json()),
+                        ],
+                        written: Written::Updated(Some(Box::new(info))),
+                    },
+                    Ok(None) => Verdict::Stop(Written::Updated(None)),
+                    Err(e) => Verdict::Stop(Written::Rejected(e)),
+                }
+            }
+            (check, found) => unreachable!("{check:?} read {found:?}: a runner bug"),
+        }
+    }
+}
