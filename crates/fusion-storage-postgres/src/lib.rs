@@ -34,10 +34,15 @@
 //! (`migrations/`) are embedded and run at connect under an advisory lock, so processes
 //! starting at once create the schema once:
 //!
-//! - `sessions (id text PRIMARY KEY, created_at timestamptz, updated_at timestamptz,
-//!   message_count bigint, generation bigint)`: one row per session that has messages;
-//!   `generation` is the session's [`Revision`](fusion_core::Revision) generation, fresh
-//!   on every save, shortening truncate and creation, kept by appends.
+//! - `sessions (id text COLLATE "C" PRIMARY KEY, created_at timestamptz, updated_at
+//!   timestamptz, message_count bigint, generation bigint, owner text, title text, tags
+//!   text[], data text)`: one row per session that has messages; `generation` is the
+//!   session's [`Revision`](fusion_core::Revision) generation, fresh on every save,
+//!   shortening truncate and creation, kept by appends; owner, title, tags and data are its
+//!   [`SessionMeta`](fusion_core::SessionMeta) (`tags` NULL when there are none, `data`
+//!   the JSON object `serde_json` wrote).
+//!   Indexed for the listing by `(updated_at DESC, id DESC)`, by `(owner, updated_at DESC,
+//!   id DESC)` where an owner is set and by tag (GIN) where tags are set.
 //! - `messages (session_id text REFERENCES sessions ON DELETE CASCADE, seq bigint, body
 //!   text, PRIMARY KEY (session_id, seq))`: seqs are exactly `0..message_count`.
 //!
@@ -51,6 +56,11 @@
 //! 3.2 MiB. `jsonb` would only pay off for queries into message fields, which this crate
 //! never runs (`psql` can still cast: `body::jsonb ->> 'role'`).
 //!
+//! Version 2 (`migrations/0002_...`) added the metadata columns and the listing's indexes
+//! and made ids compare byte by byte (collation `"C"`, the listing's order whatever the
+//! database's collation); a version 1 schema upgrades in place when a storage opens it,
+//! keeping every row as it was (`tests/upgrade.rs`).
+//!
 //! # Operations
 //!
 //! - `append` is one statement, one round trip whatever the history length: it bumps the
@@ -58,6 +68,15 @@
 //!   numbered from it. Appenders in any number of processes queue on that lock, so none
 //!   loses a message and each keeps its order.
 //! - `load` and `load_revision` are one query each (one snapshot).
+//! - `create_session` is the append's statement, writing the row with its metadata and
+//!   the messages only if the row does not exist; `update_session` a transaction that
+//!   locks the row (`SELECT ... FOR UPDATE`), applies the change, validates it and writes
+//!   it; `session_info` one key lookup.
+//! - `list_page` is one keyset query: it walks the index of the query's order from the
+//!   cursor's `(updated_at, id)` (or id) on and stops after `limit + 1` rows, so a page
+//!   costs the same at any depth and with any number of sessions. Every write moves
+//!   `updated_at` with `greatest(updated_at, now())`, never backwards, so a written
+//!   session moves ahead of every cursor handed out and is never listed twice.
 //! - `save`, `truncate` and `delete` are transactions that lock the session row first.
 //! - `write_if` locks the row with `SELECT ... FOR UPDATE`, checks the generation (and
 //!   count) and writes or rolls back with [`Error::Conflict`](fusion_core::Error::Conflict);
@@ -89,7 +108,9 @@
 //!   newer release upgraded it): connect fails, not retryable, and writes nothing.
 //! - Wrong password, missing database, missing privileges: not retryable, saying which.
 //! - A stored row that is not a message, or a gap in the seqs:
-//!   [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq.
+//!   [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq; tags or data edited
+//!   into something that does not read back (a NULL tag, data that is not a JSON object):
+//!   `Error::Corrupt` naming the session and the column.
 //! - Invalid session ids and messages that could not be read back are refused before any
 //!   SQL runs, as by every backend.
 //!
@@ -97,13 +118,15 @@
 //!
 //! 1. `config` (options and URL parsing) and `error` (every driver error mapped to a
 //!    [`fusion_core::Error`]);
-//! 2. `sql`: the SQL of every operation and turning rows back into messages;
+//! 2. `sql`: the SQL of every operation and turning rows back into messages, and `meta`:
+//!    a session row as [`SessionInfo`](fusion_core::SessionInfo) and a page's query;
 //! 3. `write`: the statements of each write and the conditional write's check, and
 //!    `migrate`: the schema;
 //! 4. `storage`: [`PostgresStorage`], its constructors and its `ConversationStorage` impl.
 
 mod config;
 mod error;
+mod meta;
 mod migrate;
 mod sql;
 mod storage;

@@ -1,4 +1,5 @@
-//! The SQL of every operation, and how stored rows become messages and session facts again.
+//! The SQL of every operation, and how stored rows become messages again (session facts
+//! and the listing's query are `crate::meta`'s).
 //!
 //! Every write locks the session's `sessions` row before it touches `messages` (an
 //! append in the same statement, the others in their first statement), so writers of one
@@ -7,10 +8,8 @@
 //! numbered by `unnest(...) WITH ORDINALITY`, so the round trips of a write do not grow
 //! with the number of messages.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use fusion_core::sql::{check_count, corrupt_row, missing_row, revision_of};
-use fusion_core::{ChatMessage, Result, Revision, SessionInfo};
+use fusion_core::{ChatMessage, Result, Revision};
 
 use crate::error::BACKEND;
 
@@ -23,13 +22,16 @@ use crate::error::BACKEND;
 ///
 /// $1 session id, $2 number of messages, $3 a fresh generation (stored only when the
 /// statement creates the row), $4 the messages, $5 `true` to write only if the row does
-/// not exist yet (a conditional write that found the session absent: a row created
-/// meanwhile is locked but not updated, and no messages go in). Returns the session's
-/// generation, or no row when $5 refused.
+/// not exist yet (a conditional write that found the session absent, or
+/// `create_session`: a row created meanwhile is locked but not updated, and no messages
+/// go in), $6-$9 the owner, title, tags and data of a session the statement creates
+/// (an existing session's metadata is left alone). Returns the session's generation, or
+/// no row when $5 refused.
 pub(crate) const APPEND: &str = "\
     WITH bumped AS ( \
-        INSERT INTO sessions AS cur (id, created_at, updated_at, message_count, generation) \
-        VALUES ($1, now(), now(), $2, $3) \
+        INSERT INTO sessions AS cur \
+            (id, created_at, updated_at, message_count, generation, owner, title, tags, data) \
+        VALUES ($1, now(), now(), $2, $3, $6, $7, $8, $9) \
         ON CONFLICT (id) DO UPDATE SET \
             updated_at = greatest(cur.updated_at, now()), \
             message_count = cur.message_count + excluded.message_count \
@@ -106,12 +108,42 @@ pub(crate) const LOAD_REVISION: &str = "\
 /// Every session id, from the `sessions` table only.
 pub(crate) const LIST_SESSIONS: &str = "SELECT id FROM sessions ORDER BY id";
 
-/// One session's count and timestamps in Unix microseconds, read by [`session_info`].
-pub(crate) const SESSION_INFO: &str = "\
-    SELECT message_count, \
-        (extract(epoch FROM created_at) * 1000000)::int8, \
-        (extract(epoch FROM updated_at) * 1000000)::int8 \
-    FROM sessions WHERE id = $1";
+/// The columns of a session's facts, as [`crate::meta::decode_info`] reads them: the
+/// timestamps in whole Unix microseconds, their stored precision, so a listing's cursor
+/// and `session_info` give the same instant. (`extract` returns `numeric` from
+/// PostgreSQL 14 on: exact.)
+macro_rules! info_columns {
+    () => {
+        "id, message_count, generation, owner, title, tags, data, \
+         (extract(epoch FROM created_at) * 1000000)::int8 AS created_us, \
+         (extract(epoch FROM updated_at) * 1000000)::int8 AS updated_us"
+    };
+}
+pub(crate) use info_columns;
+
+/// One session's facts ([`info_columns`]).
+pub(crate) const SESSION_INFO: &str =
+    concat!("SELECT ", info_columns!(), " FROM sessions WHERE id = $1");
+
+/// An update's first statement: the session's facts, locking its row until the
+/// transaction ends (no row: absent).
+pub(crate) const LOCK_INFO: &str = concat!(
+    "SELECT ",
+    info_columns!(),
+    " FROM sessions WHERE id = $1 FOR UPDATE"
+);
+
+/// An update's write, after [`LOCK_INFO`]: $1 session id, $2-$5 the owner, title, tags
+/// and data that replace the old ones. A metadata change is a write, so `updated_at`
+/// moves as in [`APPEND`] (never backwards, so the session moves to the front of the
+/// newest-first listing, before every cursor already handed out). Returns the facts
+/// after it.
+pub(crate) const UPDATE_META: &str = concat!(
+    "UPDATE sessions SET owner = $2, title = $3, tags = $4, data = $5, \
+        updated_at = greatest(updated_at, now()) \
+     WHERE id = $1 RETURNING ",
+    info_columns!()
+);
 
 /// The messages as the JSON texts the `body` column stores.
 pub(crate) fn encode(messages: &[ChatMessage]) -> Result<Vec<String>> {
@@ -161,34 +193,9 @@ pub(crate) fn decode_revision(
     Ok((history, revision))
 }
 
-/// A [`SESSION_INFO`] row as [`SessionInfo`].
-pub(crate) fn session_info(session_id: &str, row: (i64, i64, i64)) -> SessionInfo {
-    let (message_count, created, updated) = row;
-    let at = |micros: i64| {
-        u64::try_from(micros)
-            .ok()
-            .map(|us| UNIX_EPOCH + Duration::from_micros(us))
-    };
-    {
-        let mut info = SessionInfo::new(
-            session_id.to_string(),
-            usize::try_from(message_count).unwrap_or(0),
-        );
-        info.created_at = at(created);
-        info.updated_at = at(updated);
-        info
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
-
-    fn recent(at: Option<SystemTime>) -> bool {
-        at.is_some_and(|t| t > UNIX_EPOCH + Duration::from_secs(1_600_000_000))
-    }
 
     #[test]
     fn rows_decode_in_order_and_gaps_are_corrupt() {
@@ -212,13 +219,5 @@ mod tests {
         assert!(decode_revision("s", short).is_err());
         let empty = vec![(7, 1, None, None)];
         assert!(decode_revision("s", empty).is_err());
-    }
-
-    #[test]
-    fn timestamps_read_back_as_system_times() {
-        let info = session_info("s", (3, 1_700_000_000_000_000, 1_700_000_000_000_001));
-        assert_eq!(info.message_count, 3);
-        assert!(recent(info.created_at) && recent(info.updated_at));
-        assert_eq!(session_info("s", (1, -1, 0)).created_at, None);
     }
 }

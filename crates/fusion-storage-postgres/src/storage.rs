@@ -17,14 +17,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Expect, Result, Revision, SessionId, SessionInfo,
-    check_storable,
+    Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_storable,
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
 use crate::config::{PostgresOptions, parse};
 use crate::error::{BACKEND, Op, PLACE, connect_timed_out, parse_postgres_error};
+use crate::meta::{decode_info, page_query};
 use crate::sql::{self, LIST_SESSIONS, LOAD, LOAD_REVISION, SESSION_INFO, decode_revision, encode};
 use crate::{migrate, write};
 
@@ -214,7 +215,7 @@ impl ConversationStorage for PostgresStorage {
         }
         check_storable(BACKEND, session_id, messages)?;
         let bodies = encode(messages)?;
-        write::append(&self.pool, session_id, &bodies, false)
+        write::append(&self.pool, session_id, &bodies, &SessionMeta::new(), false)
             .await
             .map_err(|e| self.error(e, "append", session_id))?;
         Ok(())
@@ -281,15 +282,106 @@ impl ConversationStorage for PostgresStorage {
         })
     }
 
-    /// Reads one row of the `sessions` table. Cost: O(1).
+    /// Reads one row of the `sessions` table (one key lookup). Tags or data that do not
+    /// read back (edited by hand) are [`Error::Corrupt`](fusion_core::Error::Corrupt).
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
-        let row: Option<(i64, i64, i64)> = sqlx::query_as(SESSION_INFO)
+        let row = sqlx::query(SESSION_INFO)
             .bind(session_id)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(e, "session_info", session_id))?;
-        Ok(row.map(|row| sql::session_info(session_id, row)))
+        row.as_ref().map(decode_info).transpose()
+    }
+
+    /// One statement, one round trip: the statement of `append`, writing the row with its
+    /// metadata and the messages only if the row does not exist. When it does, a second
+    /// statement reads the revision the [`Error::Conflict`](fusion_core::Error::Conflict)
+    /// reports. Nothing is written when the id, the metadata or a message is refused.
+    async fn create_session(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+    ) -> Result<u64> {
+        check_creation(session_id, meta, messages)?;
+        check_storable(BACKEND, session_id, messages)?;
+        let bodies = encode(messages)?;
+        let run = async {
+            match write::append(&self.pool, session_id, &bodies, meta, true).await? {
+                Some(generation) => Ok(Ok(generation)),
+                None => Ok(Err(write::revision(&self.pool, session_id).await?)),
+            }
+        };
+        let created = run
+            .await
+            .map_err(|e| self.error(e, "create_session", session_id))?;
+        created.map_err(|found| {
+            Expect::Generation(0).conflict(BACKEND, session_id, found.generation, Some(found.len))
+        })
+    }
+
+    /// One transaction: lock the session's row with `SELECT ... FOR UPDATE` (one key
+    /// lookup), apply `update` to the metadata read there and validate the result, then
+    /// write it, moving `updated_at`. Concurrent updates queue on the row lock, so none
+    /// undoes another's change. Four round trips (`BEGIN` and `COMMIT` included); an
+    /// absent session or a refused result rolls back, writing nothing.
+    async fn update_session(
+        &self,
+        session_id: &str,
+        update: &MetaUpdate,
+    ) -> Result<Option<SessionInfo>> {
+        SessionId::validate(session_id)?;
+        let err = |e| self.error(e, "update_session", session_id);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let outcome = async {
+            let Some(row) = write::lock_info(&mut tx, session_id).await.map_err(err)? else {
+                return Ok(None);
+            };
+            let mut meta = decode_info(&row)?.meta;
+            update.apply_to(&mut meta);
+            meta.validate()?;
+            let row = write::store_meta(&mut tx, session_id, &meta)
+                .await
+                .map_err(err)?;
+            decode_info(&row).map(Some)
+        }
+        .await;
+        match outcome {
+            Ok(Some(info)) => {
+                tx.commit().await.map_err(err)?;
+                Ok(Some(info))
+            }
+            // Rolled back here, not left to the drop of `tx`: that queues the ROLLBACK
+            // until the pool next touches the connection, and the row stays locked until
+            // then. A failed rollback means a broken connection, whose transaction the
+            // server ends; what the caller needs is the outcome.
+            other => {
+                let _ = tx.rollback().await;
+                other
+            }
+        }
+    }
+
+    /// One statement that walks an index from the cursor on and reads `limit + 1` rows
+    /// (see `crate::meta`), planned for its arguments: two round trips (parse, execute).
+    /// Cost: O(page) however many sessions are stored; filtered by a tag, plus the entries
+    /// without the tag it skips; one owner's sessions by id, O(that owner's sessions).
+    async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
+        query.validate()?;
+        let start = query.start()?;
+        let op = || self.op("list_page", None);
+        let (sql, args) =
+            page_query(query, start.as_ref()).map_err(|e| parse_postgres_error(e, op()))?;
+        let rows = sqlx::query_with(&sql, args)
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| parse_postgres_error(e, op()))?;
+        let infos = rows.iter().map(decode_info).collect::<Result<Vec<_>>>()?;
+        // The rows come in the query's order and after its cursor already; `page_of`
+        // keeps the first `limit` and makes the cursor from the last of them.
+        query.page_of(infos)
     }
 
     fn backend_name(&self) -> &'static str {

@@ -1,6 +1,6 @@
 //! The writes, statement by statement, and the conditional write's check: what runs inside
-//! the transaction of a `save`, `truncate`, `delete` or `write_if`, and the one-statement
-//! append.
+//! the transaction of a `save`, `truncate`, `delete`, `write_if` or `update_session`, and
+//! the one-statement append (which also creates sessions with their metadata).
 //!
 //! Generations follow the rules of [`fusion_core::Revision`] exactly as the SQLite
 //! backend's: a fresh one ([`new_generation`]) whenever a write creates the session
@@ -10,21 +10,24 @@
 //! no table of its own of which change leaves which generation.
 
 use fusion_core::sql::{revision_of, to_column};
-use fusion_core::{Change, Expect, Revision, new_generation};
+use fusion_core::{Change, Expect, Revision, SessionMeta, new_generation};
+use sqlx::postgres::PgRow;
 use sqlx::{Executor, PgConnection, Postgres};
 
 use crate::sql::{
-    APPEND, DELETE_MESSAGES, DELETE_SESSION, DELETE_TAIL, INSERT_MESSAGES, LOCK_REVISION,
-    READ_REVISION, SAVE_SESSION, TRUNCATE_SESSION, count,
+    APPEND, DELETE_MESSAGES, DELETE_SESSION, DELETE_TAIL, INSERT_MESSAGES, LOCK_INFO,
+    LOCK_REVISION, READ_REVISION, SAVE_SESSION, TRUNCATE_SESSION, UPDATE_META, count,
 };
 
 /// Appends `bodies` (not empty) to `session_id` in one statement ([`APPEND`]), creating
-/// the session with a fresh generation when it has none. With `must_create`, writes only
-/// if the session does not exist, and returns `None` when it does.
+/// the session with a fresh generation and the metadata `meta` when it has none (an
+/// existing session keeps its own). With `must_create`, writes only if the session does
+/// not exist, and returns `None` when it does.
 pub(crate) async fn append<'c>(
     executor: impl Executor<'c, Database = Postgres>,
     session_id: &str,
     bodies: &[String],
+    meta: &SessionMeta,
     must_create: bool,
 ) -> sqlx::Result<Option<u64>> {
     let generation: Option<i64> = sqlx::query_scalar(APPEND)
@@ -33,9 +36,61 @@ pub(crate) async fn append<'c>(
         .bind(to_column(new_generation()))
         .bind(bodies)
         .bind(must_create)
+        .bind(meta.owner.as_deref())
+        .bind(meta.title.as_deref())
+        .bind(stored_tags(meta))
+        .bind(meta.data_json())
         .fetch_optional(executor)
         .await?;
     Ok(generation.map(i64::cast_unsigned))
+}
+
+/// The tags as the `tags` column stores them: NULL for none, so untagged sessions stay
+/// out of the partial GIN index `sessions_tags`.
+fn stored_tags(meta: &SessionMeta) -> Option<&[String]> {
+    (!meta.tags.is_empty()).then_some(meta.tags.as_slice())
+}
+
+/// The revision of `session_id` as a statement of its own sees it: what a refused
+/// creation reports.
+pub(crate) async fn revision<'c>(
+    executor: impl Executor<'c, Database = Postgres>,
+    session_id: &str,
+) -> sqlx::Result<Revision> {
+    let row = sqlx::query_as(READ_REVISION)
+        .bind(session_id)
+        .fetch_optional(executor)
+        .await?;
+    Ok(revision_of(row))
+}
+
+/// The facts of `session_id` ([`LOCK_INFO`]), its row locked until `tx` ends; `None` when
+/// it does not exist.
+pub(crate) async fn lock_info(
+    tx: &mut PgConnection,
+    session_id: &str,
+) -> sqlx::Result<Option<PgRow>> {
+    sqlx::query(LOCK_INFO)
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await
+}
+
+/// Replaces the metadata of `session_id`, whose row `tx` has locked ([`lock_info`]), with
+/// `meta` (validated), moving `updated_at`; returns the facts after it ([`UPDATE_META`]).
+pub(crate) async fn store_meta(
+    tx: &mut PgConnection,
+    session_id: &str,
+    meta: &SessionMeta,
+) -> sqlx::Result<PgRow> {
+    sqlx::query(UPDATE_META)
+        .bind(session_id)
+        .bind(meta.owner.as_deref())
+        .bind(meta.title.as_deref())
+        .bind(stored_tags(meta))
+        .bind(meta.data_json())
+        .fetch_one(&mut *tx)
+        .await
 }
 
 /// Replaces the history of `session_id` with `bodies` (not empty) under a fresh
@@ -135,7 +190,10 @@ pub(crate) async fn conditional(
     let must_create = !found.exists();
     let after = match change {
         Change::Append([]) => Some(found.generation),
-        Change::Append(_) => append(&mut *tx, session_id, bodies, must_create).await?,
+        Change::Append(_) => {
+            let none = SessionMeta::new();
+            append(&mut *tx, session_id, bodies, &none, must_create).await?
+        }
         Change::Truncate(0) | Change::Replace([]) => {
             remove(tx, session_id).await?;
             Some(0)
@@ -151,12 +209,6 @@ pub(crate) async fn conditional(
         Some(generation) => Ok(Ok(generation)),
         // Another writer created the session after the check: report what it wrote. This
         // statement's snapshot is newer than the refused write's, so it sees that row.
-        None => {
-            let row = sqlx::query_as(READ_REVISION)
-                .bind(session_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            Ok(Err(revision_of(row)))
-        }
+        None => Ok(Err(revision(&mut *tx, session_id).await?)),
     }
 }

@@ -121,6 +121,10 @@ async fn a_schema_from_a_newer_release_is_refused_and_nothing_is_written() {
         .unwrap();
     storage.close().await;
     let mut raw = harness.raw().await;
+    let ours: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
     raw.execute(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
          VALUES (9999, 'from the future', true, '\\x00', 0)",
@@ -140,7 +144,7 @@ async fn a_schema_from_a_newer_release_is_refused_and_nothing_is_written() {
         .fetch_one(&mut raw)
         .await
         .unwrap();
-    assert_eq!(recorded, 2, "ours and the future one, nothing more");
+    assert_eq!(recorded, ours + 1, "ours and the future one, nothing more");
 }
 
 #[tokio::test]

@@ -21,11 +21,15 @@ async fn storages_opening_a_new_schema_at_once_create_it_once() {
         storages.push(task.await.unwrap().expect("every storage opens"));
     }
     let mut raw = harness.raw().await;
-    let migrations: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
-        .fetch_one(&mut raw)
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY 1")
+        .fetch_all(&mut raw)
         .await
         .unwrap();
-    assert_eq!(migrations, 1);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .expect("reading migrations/")
+        .count();
+    let each_once: Vec<i64> = (1..).take(files).collect();
+    assert_eq!(applied, each_once, "every migration applied once");
     storages[0]
         .append("s", &[ChatMessage::user("hi")])
         .await
