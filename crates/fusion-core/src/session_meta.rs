@@ -11,7 +11,8 @@
 //!   characters, no comma (the CLI separates tags with commas) and no leading or trailing
 //!   space; tags are kept sorted and without duplicates;
 //! - `data` is at most [`MAX_DATA_BYTES`] of JSON, nesting at most [`MAX_DATA_DEPTH`]
-//!   levels.
+//!   levels, and holds no `null` value at its top level (a key is either there or not; in
+//!   a [`MetaUpdate`], `null` removes a key).
 
 use std::time::SystemTime;
 
@@ -118,6 +119,12 @@ impl SessionMeta {
         }
         for tag in &self.tags {
             validate_tag(tag)?;
+        }
+        if let Some(key) = self.data.iter().find_map(|(k, v)| v.is_null().then_some(k)) {
+            return invalid(format!(
+                "the data value of {key:?} is null; leave the key out instead \
+                 (in a MetaUpdate, null removes a key)"
+            ));
         }
         if self
             .data
@@ -359,6 +366,7 @@ mod tests {
                 SessionMeta::new().tags((0..=MAX_TAGS).map(|i| format!("t{i}"))),
                 "tags; the limit",
             ),
+            (SessionMeta::new().data("gone", Value::Null), "null"),
             (
                 SessionMeta::new().data("big", "x".repeat(MAX_DATA_BYTES)),
                 "bytes of JSON",
