@@ -6,7 +6,8 @@
 //! Every public item has one path. The crate root holds what building and driving a
 //! session needs:
 //! - the session: [`AgentSession`], [`SessionBuilder`], [`StorageSource`],
-//!   [`DEFAULT_MAX_ITERATIONS`], [`DEFAULT_SYSTEM_PROMPT`];
+//!   [`DEFAULT_MAX_ITERATIONS`], [`DEFAULT_SYSTEM_PROMPT`]; how a new session is titled:
+//!   [`TitlePolicy`], [`title_from_message`], [`AUTO_TITLE_CHARS`];
 //! - what a turn reports: [`TaskResult`], [`Step`], [`AgentEvent`];
 //! - the model: [`LlmClient`], [`ChatRequest`], [`ChatResponse`], [`SamplingOptions`],
 //!   [`ToolDefinition`], [`Usage`], and the bundled [`OpenAiClient`] with [`OpenAiConfig`],
@@ -57,7 +58,8 @@ pub use openai::{
 };
 pub use react_text::{ReactStep, parse_react, render_observation, render_react_prompt};
 pub use session::{
-    AgentSession, DEFAULT_MAX_ITERATIONS, DEFAULT_SYSTEM_PROMPT, SessionBuilder, TurnStream,
+    AUTO_TITLE_CHARS, AgentSession, DEFAULT_MAX_ITERATIONS, DEFAULT_SYSTEM_PROMPT, SessionBuilder,
+    TitlePolicy, TurnStream, title_from_message,
 };
 pub use storage_source::StorageSource;
 pub use tools::registry::ToolRegistry;

@@ -1,5 +1,5 @@
-//! The `fusion` command: chat with an agent, and list, show, export, import, delete and
-//! migrate stored sessions on any backend.
+//! The `fusion` command: chat with an agent, and list, show, tag, retitle, export, import,
+//! delete and migrate stored sessions on any backend.
 //!
 //! This file holds the clap definitions and the dispatch; each command lives in its own
 //! module. Every failure ends up in [`main`], which prints it as one line
@@ -8,16 +8,19 @@
 
 mod chat;
 mod export;
+mod listing;
+mod meta;
 mod migrate;
 mod render;
 mod sessions;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use fusion::storage::StorageType;
+use fusion::storage::{ConversationStorage, StorageType};
 use tracing_subscriber::EnvFilter;
 
 /// Chat with a Fusion agent and manage its stored sessions.
@@ -42,7 +45,7 @@ struct Cli {
 enum Command {
     /// Talk to the agent in an interactive session (reads plain lines when stdin is not a terminal).
     Chat(ChatArgs),
-    /// List, show, export, import and delete stored sessions.
+    /// List, show, tag, retitle, export, import and delete stored sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
     /// Copy every session from one storage to another, never overwriting newer target history.
@@ -65,20 +68,90 @@ pub struct ChatArgs {
     /// one that answers a streaming request with an error is asked without streaming anyway).
     #[arg(long)]
     pub no_stream: bool,
+    /// Chat as this owner: only that owner's session can be opened, and a new session is
+    /// created with it.
+    #[arg(long, value_name = "OWNER")]
+    pub owner: Option<String>,
+    /// The title of a new session (default: its first message, cut to one short line).
+    #[arg(long, value_name = "TITLE")]
+    pub title: Option<String>,
+    /// A tag for a new session (repeat it, or separate tags with commas).
+    #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
+    pub tags: Vec<String>,
+}
+
+/// Options of `fusion sessions list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only sessions of this owner.
+    #[arg(long, value_name = "OWNER")]
+    pub owner: Option<String>,
+    /// Only sessions carrying this tag.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// The most sessions to print (1 to 1000); a cursor for the next page follows when
+    /// there are more.
+    #[arg(long, value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub limit: u16,
+    /// Start after this cursor (printed at the end of the previous page).
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+    /// The order: newest first, or by id.
+    #[arg(long, value_enum, default_value_t = ListOrder::Updated)]
+    pub order: ListOrder,
+    /// Print a JSON object {"sessions": [...], "next": CURSOR or null} instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The orders of `sessions list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListOrder {
+    /// Most recently written first.
+    Updated,
+    /// By session id, ascending.
+    Id,
 }
 
 #[derive(Debug, Subcommand)]
 enum SessionsCommand {
-    /// List stored sessions with their message counts and last update.
-    List {
-        /// Print a JSON array instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print a session's transcript: every message, tool call and tool result.
+    /// List stored sessions, newest first, a page at a time: id, message count, last
+    /// update, owner, tags and title.
+    List(ListArgs),
+    /// Print a session's metadata and transcript: every message, tool call and tool result.
     Show {
         /// The session id.
         id: String,
+    },
+    /// Add tags to a session or remove them.
+    Tag {
+        /// The session id.
+        id: String,
+        /// A tag to add (repeat it, or separate tags with commas).
+        #[arg(long, value_name = "TAG", value_delimiter = ',')]
+        add: Vec<String>,
+        /// A tag to remove (repeat it, or separate tags with commas).
+        #[arg(long, value_name = "TAG", value_delimiter = ',')]
+        remove: Vec<String>,
+    },
+    /// Set a session's title ("" removes it).
+    Retitle {
+        /// The session id.
+        id: String,
+        /// The new title.
+        title: String,
+    },
+    /// Give a session to another owner, or (with --none) to nobody.
+    SetOwner {
+        /// The session id.
+        id: String,
+        /// The new owner.
+        #[arg(required_unless_present = "none", conflicts_with = "none")]
+        owner: Option<String>,
+        /// Remove the owner.
+        #[arg(long)]
+        none: bool,
     },
     /// Delete a session and all its messages.
     Delete {
@@ -117,7 +190,7 @@ enum SessionsCommand {
 /// The formats `sessions export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// One JSON object: {"id": ..., "messages": [...]}.
+    /// One JSON object: {"id": ..., "meta": {...}, "messages": [...]}.
     Json,
     /// One message per line (the file-system backend's own format).
     Jsonl,
@@ -163,8 +236,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sessions(command) => {
             let storage = storage_type(cli.storage.as_deref())?;
             match command {
-                SessionsCommand::List { json } => sessions::list(&storage, json).await,
+                SessionsCommand::List(args) => {
+                    listing::list(&storage, cli.storage.as_deref(), &args).await
+                }
                 SessionsCommand::Show { id } => sessions::show(&storage, &id).await,
+                SessionsCommand::Tag { id, add, remove } => {
+                    meta::tag(&storage, &id, add, remove).await
+                }
+                SessionsCommand::Retitle { id, title } => {
+                    meta::retitle(&storage, &id, &title).await
+                }
+                SessionsCommand::SetOwner { id, owner, none: _ } => {
+                    meta::set_owner(&storage, &id, owner).await
+                }
                 SessionsCommand::Delete { id, force } => {
                     sessions::delete(&storage, &id, force).await
                 }
@@ -191,6 +275,14 @@ pub fn storage_type(url: Option<&str>) -> Result<StorageType> {
             Ok(StorageType::FileSystem(dir.join("fusion").join("sessions")))
         }
     }
+}
+
+/// Opens `storage_type`, naming it in the error.
+pub async fn open(storage_type: &StorageType) -> Result<Arc<dyn ConversationStorage>> {
+    storage_type
+        .open()
+        .await
+        .with_context(|| format!("cannot open storage {storage_type}"))
 }
 
 /// Parses one storage URL, naming it in the error.

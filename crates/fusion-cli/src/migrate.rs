@@ -16,16 +16,24 @@
 //! read-back as the target holding more than the source: the session is reported
 //! diverged with every message kept. Safe to re-run, also after the application switched
 //! to the target.
+//!
+//! Metadata (owner, title, tags, data) travels with the messages: a copied session is
+//! created with the source's in the same step
+//! ([`create_session`](ConversationStorage::create_session)); a target that already
+//! exists gets what it lacks (an owner or title it has none of, tags, data keys), and one
+//! holding a different owner, title or data value is reported diverged and left as it is,
+//! unless `--force` makes it the source's. A replaced history takes the source's metadata
+//! whole.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use fusion::ChatMessage;
-use fusion::storage::{Change, ConversationStorage, Expect};
+use fusion::storage::{Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionMeta};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::{MigrateArgs, parse_storage, render, sessions};
+use crate::{MigrateArgs, meta, parse_storage, render, sessions};
 
 /// How many times one session is read, decided and conditionally written before migrate
 /// gives up on it: each failed try means another writer changed the target session in the
@@ -45,6 +53,8 @@ enum Outcome {
     Diverged(String),
     /// The target held a different history, replaced because of `--force`.
     Replaced(usize),
+    /// The target held different metadata (what differed), replaced because of `--force`.
+    MetaReplaced(String),
 }
 
 /// Counts for the summary line.
@@ -73,8 +83,8 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
     {
         bail!("--from and --to are the same storage ({place})");
     }
-    let from = sessions::open(&from_type).await?;
-    let to = sessions::open(&to_type).await?;
+    let from = crate::open(&from_type).await?;
+    let to = crate::open(&to_type).await?;
 
     let mut ids = from
         .list_sessions()
@@ -119,14 +129,17 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
             }
             Ok(Outcome::Replaced(previous)) => {
                 summary.replaced += 1;
-                let verb = if args.dry_run {
-                    "would replace"
-                } else {
-                    "replaced"
-                };
                 Some(format!(
-                    "{verb} {id}: the target held a different history ({})",
+                    "{} {id}: the target held a different history ({})",
+                    replace_verb(&args),
                     render::plural(previous, "message")
+                ))
+            }
+            Ok(Outcome::MetaReplaced(why)) => {
+                summary.replaced += 1;
+                Some(format!(
+                    "{} the metadata of {id}: the target held different metadata ({why})",
+                    replace_verb(&args)
                 ))
             }
             Err(err) => {
@@ -187,6 +200,15 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
     }
 }
 
+/// "replaced", or "would replace" in a dry run.
+fn replace_verb(args: &MigrateArgs) -> &'static str {
+    if args.dry_run {
+        "would replace"
+    } else {
+        "replaced"
+    }
+}
+
 /// Brings one session of the target up to date with the source, never removing a target
 /// message unless `--force` is given, then reads it back to verify.
 async fn migrate_one(
@@ -195,6 +217,9 @@ async fn migrate_one(
     id: &str,
     args: &MigrateArgs,
 ) -> Result<Outcome> {
+    let source_meta = meta::read(from, id)
+        .await
+        .context("cannot read the source")?;
     let source = from.load(id).await.context("cannot read the source")?;
     // Deleted from the source since it was listed: nothing to copy, and whatever the
     // target holds is not this command's to delete, even with --force.
@@ -207,7 +232,7 @@ async fn migrate_one(
             .await
             .context("cannot read the target")?;
         let (outcome, change) = if source == target {
-            return Ok(Outcome::UpToDate);
+            return sync_meta(to, id, &source_meta, Outcome::UpToDate, args).await;
         } else if source.starts_with(&target) {
             // Only what the target lacks, so a re-run after an interrupted one never
             // duplicates.
@@ -223,11 +248,26 @@ async fn migrate_one(
             return Ok(Outcome::Diverged(divergence(&source, &target)));
         };
         if args.dry_run {
-            return Ok(outcome);
+            return match outcome {
+                // A copy would carry the metadata with it.
+                Outcome::Copied => Ok(outcome),
+                _ => sync_meta(to, id, &source_meta, outcome, args).await,
+            };
         }
-        // `at` is `Revision::ABSENT` for an empty target: then the write only creates.
-        match to.write_if(id, Expect::Exactly(at), change).await {
-            Ok(_) => return verify_written(to, id, &source, outcome).await,
+        // `at` is `Revision::ABSENT` for an empty target: then the write only creates,
+        // with the source's metadata in the same step.
+        let written = if at == Revision::ABSENT {
+            sessions::create(to, id, &source_meta, &source).await
+        } else {
+            to.write_if(id, Expect::Exactly(at), change).await
+        };
+        match written {
+            Ok(_) => {
+                return match verify_written(to, id, &source, outcome).await? {
+                    diverged @ Outcome::Diverged(_) => Ok(diverged),
+                    outcome => sync_meta(to, id, &source_meta, outcome, args).await,
+                };
+            }
             // Another writer changed the target since it was read; nothing was written.
             // Read it again: what it holds now decides.
             Err(fusion::Error::Conflict { .. }) => continue,
@@ -239,6 +279,56 @@ async fn migrate_one(
          between each of {ATTEMPTS} reads and the write that followed); nothing of the source \
          was written, re-run when that writer is idle"
     )
+}
+
+/// Brings the target's metadata in line with the source's after its messages were
+/// (`outcome`): fills in what the target lacks; a value both hold differently makes the
+/// session diverged, or with `--force` the target takes the source's metadata, as it does
+/// whenever its history was replaced. In a dry run, says what would happen.
+async fn sync_meta(
+    to: &dyn ConversationStorage,
+    id: &str,
+    source: &SessionMeta,
+    outcome: Outcome,
+    args: &MigrateArgs,
+) -> Result<Outcome> {
+    let target = meta::read(to, id)
+        .await
+        .context("cannot read the target's metadata")?;
+    if target == *source {
+        return Ok(outcome);
+    }
+    let merge = meta::merge(source, &target);
+    let (update, outcome) = match outcome {
+        Outcome::Replaced(_) => (meta::overwrite(&target, source), outcome),
+        _ if merge.differs.is_empty() => (merge.fill, outcome),
+        _ if args.force => (
+            meta::overwrite(&target, source),
+            Outcome::MetaReplaced(merge.differs.join("; ")),
+        ),
+        _ => {
+            return Ok(Outcome::Diverged(format!(
+                "the metadata differs ({})",
+                merge.differs.join("; ")
+            )));
+        }
+    };
+    if !args.dry_run && !update.is_empty() {
+        write_meta(to, id, &update).await?;
+    }
+    Ok(outcome)
+}
+
+/// Applies `update` to the target session, which must still exist.
+async fn write_meta(to: &dyn ConversationStorage, id: &str, update: &MetaUpdate) -> Result<()> {
+    let updated = to
+        .update_session(id, update)
+        .await
+        .context("cannot write the target's metadata")?;
+    if updated.is_none() {
+        bail!("the target session was deleted while its metadata was written; re-run to copy it");
+    }
+    Ok(())
 }
 
 /// Reads the target back after a successful write of `outcome` and checks that it starts

@@ -1,5 +1,5 @@
 //! Human-readable renderings: the session table of `sessions list` (and `/sessions` in
-//! chat), the terminal transcript of `sessions show`, the Markdown of
+//! chat), the metadata and terminal transcript of `sessions show`, the Markdown of
 //! `sessions export --format markdown`, and UTC timestamps.
 //!
 //! Both renderings show every message, including tool calls with their raw arguments and
@@ -10,55 +10,108 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fusion::storage::SessionInfo;
+use fusion::storage::{SessionInfo, SessionMeta};
 use fusion::{ChatMessage, Role};
 
-/// The table of `sessions list`: id, message count and last update, one session a line.
+/// The table of `sessions list`: id, message count, last update, owner, tags and title,
+/// one session a line (the title last, as the one column with spaces in it).
 ///
-/// A session whose info could not be read shows its error in place of the figures. With
-/// `current`, a first column marks that session with `*` (chat's `/sessions`).
-pub fn session_table(
-    sessions: &[(String, fusion::Result<SessionInfo>)],
-    current: Option<&str>,
-) -> String {
-    let width = sessions
-        .iter()
-        .map(|(id, _)| id.len())
-        .max()
-        .unwrap_or(0)
-        .max(2);
+/// With `current`, a first column marks that session with `*` (chat's `/sessions`).
+pub fn session_table(sessions: &[SessionInfo], current: Option<&str>) -> String {
+    let width = |column: &dyn Fn(&SessionInfo) -> usize, header: &str| {
+        sessions
+            .iter()
+            .map(column)
+            .max()
+            .unwrap_or(0)
+            .max(header.len())
+    };
+    let id_width = width(&|info| info.id.len(), "ID");
+    let owner_width = width(&|info| owner(info).chars().count(), "OWNER");
+    let tags_width = width(&|info| tags(info).chars().count(), "TAGS");
     let marker = |id: Option<&str>| match current {
         None => "",
         Some(current) if id == Some(current) => "* ",
         Some(_) => "  ",
     };
     let mut out = format!(
-        "{}{:<width$}  {:>8}  UPDATED\n",
+        "{}{:<id_width$}  {:>8}  {:<20}  {:<owner_width$}  {:<tags_width$}  TITLE\n",
         marker(None),
         "ID",
-        "MESSAGES"
+        "MESSAGES",
+        "UPDATED",
+        "OWNER",
+        "TAGS",
     );
-    for (id, info) in sessions {
-        let marker = marker(Some(id));
-        let _ = match info {
-            Ok(info) => {
-                let updated = info.updated_at.map_or_else(|| "-".into(), rfc3339);
-                writeln!(
-                    out,
-                    "{marker}{id:<width$}  {:>8}  {updated}",
-                    info.message_count
-                )
-            }
-            Err(err) => writeln!(out, "{marker}{id:<width$}  {:>8}  error: {err}", "?"),
-        };
+    for info in sessions {
+        let updated = info.updated_at.map_or_else(|| "-".into(), rfc3339);
+        let line = format!(
+            "{}{:<id_width$}  {:>8}  {updated:<20}  {:<owner_width$}  {:<tags_width$}  {}",
+            marker(Some(&info.id)),
+            info.id,
+            info.message_count,
+            owner(info),
+            tags(info),
+            info.meta.title.as_deref().unwrap_or("-"),
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
 
-/// The plain-text transcript printed by `sessions show` (and `/history` in chat).
-pub fn transcript(id: &str, messages: &[ChatMessage]) -> String {
+fn owner(info: &SessionInfo) -> &str {
+    info.meta.owner.as_deref().unwrap_or("-")
+}
+
+fn tags(info: &SessionInfo) -> String {
+    if info.meta.tags.is_empty() {
+        "-".into()
+    } else {
+        info.meta.tags.join(",")
+    }
+}
+
+/// The metadata lines `sessions show` prints above the transcript: title, owner, tags,
+/// data, and the times the backend keeps; fields that are not set are left out.
+pub fn meta_lines(info: &SessionInfo) -> String {
+    let meta = &info.meta;
+    let mut out = String::new();
+    let mut line = |name: &str, value: &str| {
+        let _ = writeln!(out, "{name:<8} {value}");
+    };
+    if let Some(title) = &meta.title {
+        line("title:", title);
+    }
+    if let Some(owner) = &meta.owner {
+        line("owner:", owner);
+    }
+    if !meta.tags.is_empty() {
+        line("tags:", &meta.tags.join(", "));
+    }
+    if !meta.data.is_empty() {
+        line(
+            "data:",
+            &serde_json::Value::Object(meta.data.clone()).to_string(),
+        );
+    }
+    if let Some(created) = info.created_at {
+        line("created:", &rfc3339(created));
+    }
+    if let Some(updated) = info.updated_at {
+        line("updated:", &rfc3339(updated));
+    }
+    out
+}
+
+/// The plain-text transcript printed by `sessions show`, its metadata lines (if `info`)
+/// under the heading.
+pub fn transcript(id: &str, info: Option<&SessionInfo>, messages: &[ChatMessage]) -> String {
     let tools = tool_names(messages);
     let mut out = format!("session {id} ({})\n", plural(messages.len(), "message"));
+    if let Some(info) = info {
+        out.push_str(&meta_lines(info));
+    }
     for (index, message) in messages.iter().enumerate() {
         out.push('\n');
         let _ = writeln!(out, "[{}] {}", index + 1, heading(message, &tools));
@@ -76,13 +129,22 @@ pub fn transcript(id: &str, messages: &[ChatMessage]) -> String {
     out
 }
 
-/// A Markdown transcript: one section per message, tool calls and results in code blocks.
-pub fn markdown(id: &str, messages: &[ChatMessage]) -> String {
+/// A Markdown transcript: the title, owner and tags, then one section per message, tool
+/// calls and results in code blocks.
+pub fn markdown(id: &str, meta: &SessionMeta, messages: &[ChatMessage]) -> String {
     let tools = tool_names(messages);
-    let mut out = format!(
-        "# Session `{id}`\n\n{}\n",
-        plural(messages.len(), "message")
-    );
+    let mut out = format!("# Session `{id}`\n\n");
+    if let Some(title) = &meta.title {
+        let _ = writeln!(out, "Title: {title}  ");
+    }
+    if let Some(owner) = &meta.owner {
+        let _ = writeln!(out, "Owner: `{owner}`  ");
+    }
+    if !meta.tags.is_empty() {
+        let tags: Vec<String> = meta.tags.iter().map(|tag| format!("`{tag}`")).collect();
+        let _ = writeln!(out, "Tags: {}  ", tags.join(", "));
+    }
+    let _ = writeln!(out, "{}", plural(messages.len(), "message"));
     for (index, message) in messages.iter().enumerate() {
         let _ = write!(out, "\n## {}. {}\n\n", index + 1, heading(message, &tools));
         if !message.content.is_empty() {
@@ -209,7 +271,7 @@ mod tests {
 
     #[test]
     fn transcript_shows_tool_calls_with_arguments_and_labelled_results() {
-        let text = transcript("s1", &sample());
+        let text = transcript("s1", None, &sample());
         assert!(text.starts_with("session s1 (4 messages)"), "{text}");
         assert!(
             text.contains(r#"-> list_directory({"path":"/tmp"})  [call call_1]"#),
@@ -223,7 +285,7 @@ mod tests {
 
     #[test]
     fn markdown_fences_outlast_backticks_in_tool_output() {
-        let text = markdown("s1", &sample());
+        let text = markdown("s1", &SessionMeta::new(), &sample());
         assert!(text.contains("## 2. assistant"), "{text}");
         assert!(text.contains("````\nnotes.txt\n```x```\n````"), "{text}");
         assert!(text.contains("```json\n{\"path\":\"/tmp\"}\n```"), "{text}");
@@ -241,34 +303,49 @@ mod tests {
     }
 
     #[test]
-    fn session_table_marks_the_current_session_and_shows_errors_in_place() {
+    fn session_table_marks_the_current_session_and_puts_the_title_last() {
         let info = |id: &str, count| {
             let mut info = SessionInfo::new(id, count);
-            info.created_at = None;
             info.updated_at = Some(UNIX_EPOCH);
             info
         };
-        let sessions = vec![
-            ("a".to_string(), Ok(info("a", 3))),
-            (
-                "broken".to_string(),
-                Err(fusion::Error::Config("corrupt".into())),
-            ),
-            ("me".to_string(), Ok(info("me", 1))),
-        ];
+        let mut titled = info("a", 3);
+        titled.meta = SessionMeta::new()
+            .owner("alice")
+            .title("Logs, and more")
+            .tags(["ops", "x"]);
+        let sessions = vec![titled, info("me", 1)];
         let plain = session_table(&sessions, None);
         let lines: Vec<&str> = plain.lines().collect();
-        assert_eq!(lines[0], "ID      MESSAGES  UPDATED");
-        assert_eq!(lines[1], "a              3  1970-01-01T00:00:00Z");
-        assert!(
-            lines[2].starts_with("broken         ?  error: ") && lines[2].contains("corrupt"),
-            "{plain}"
+        assert_eq!(
+            lines[0],
+            "ID  MESSAGES  UPDATED               OWNER  TAGS   TITLE"
+        );
+        assert_eq!(
+            lines[1],
+            "a          3  1970-01-01T00:00:00Z  alice  ops,x  Logs, and more"
+        );
+        assert_eq!(
+            lines[2],
+            "me         1  1970-01-01T00:00:00Z  -      -      -"
         );
 
         let marked = session_table(&sessions, Some("me"));
         let lines: Vec<&str> = marked.lines().collect();
         assert!(lines[0].starts_with("  ID "), "{marked}");
         assert!(lines[1].starts_with("  a "), "{marked}");
-        assert!(lines[3].starts_with("* me "), "{marked}");
+        assert!(lines[2].starts_with("* me "), "{marked}");
+    }
+
+    #[test]
+    fn metadata_lines_show_what_is_set() {
+        let mut info = SessionInfo::new("s", 1);
+        info.meta = SessionMeta::new().title("T").tags(["a", "b"]).data("n", 1);
+        info.created_at = Some(UNIX_EPOCH);
+        assert_eq!(
+            meta_lines(&info),
+            "title:   T\ntags:    a, b\ndata:    {\"n\":1}\ncreated: 1970-01-01T00:00:00Z\n"
+        );
+        assert_eq!(meta_lines(&SessionInfo::new("s", 1)), "");
     }
 }

@@ -1,4 +1,5 @@
-//! `fusion sessions ...`: list, show, delete, export and import stored sessions.
+//! `fusion sessions ...`: show, delete, export and import stored sessions (`list` is in
+//! `listing`, `tag`, `retitle` and `set-owner` in `meta`).
 //!
 //! Every command validates a session id before touching storage, so `../x` is refused
 //! with the same message whatever the backend. Data (tables, transcripts, exports) goes to
@@ -7,118 +8,23 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use fusion::SessionId;
 use fusion::api::session;
 use fusion::storage::{
-    Change, ConversationStorage, Expect, Revision, SessionInfo, StorageType,
-    list_sessions_with_info, session_id_from_file_name,
+    Change, ConversationStorage, Expect, Revision, SessionInfo, SessionMeta, StorageType,
+    session_id_from_file_name,
 };
-use serde::Serialize;
 
-use crate::ExportFormat;
-use crate::{export, render};
+use crate::{ExportFormat, open};
+use crate::{export, meta, render};
 
-/// Opens `storage_type`, naming it in the error.
-pub async fn open(storage_type: &StorageType) -> Result<Arc<dyn ConversationStorage>> {
-    storage_type
-        .open()
-        .await
-        .with_context(|| format!("cannot open storage {storage_type}"))
-}
-
-/// One element of `sessions list --json`; a struct so the keys keep this order.
-#[derive(Serialize)]
-struct ListEntry<'a> {
-    id: &'a str,
-    message_count: Option<usize>,
-    created_at: Option<String>,
-    updated_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-/// `sessions list`: id, message count and last update of every session.
-pub async fn list(storage_type: &StorageType, json: bool) -> Result<()> {
-    let storage = open(storage_type).await?;
-    if !json {
-        return print_table(storage.as_ref(), storage_type, None).await;
-    }
-    let sessions = list_with_info(storage.as_ref(), storage_type).await?;
-    let entries: Vec<_> = sessions
-        .iter()
-        .map(|(id, info)| match info {
-            Ok(info) => ListEntry {
-                id,
-                message_count: Some(info.message_count),
-                created_at: info.created_at.map(render::rfc3339),
-                updated_at: info.updated_at.map(render::rfc3339),
-                error: None,
-            },
-            Err(err) => ListEntry {
-                id,
-                message_count: None,
-                created_at: None,
-                updated_at: None,
-                error: Some(err.to_string()),
-            },
-        })
-        .collect();
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &entries)?;
-    writeln!(out)?;
-    out.flush()?;
-    warn_unreadable(&sessions);
-    Ok(())
-}
-
-/// The table of `sessions list` for `storage` (opened from `storage_type`), also shown by
-/// `/sessions` in chat, which marks its own session as `current`.
-pub async fn print_table(
-    storage: &dyn ConversationStorage,
-    storage_type: &StorageType,
-    current: Option<&str>,
-) -> Result<()> {
-    let sessions = list_with_info(storage, storage_type).await?;
-    if sessions.is_empty() {
-        eprintln!("no sessions in {storage_type}");
-        return Ok(());
-    }
-    let mut out = std::io::stdout().lock();
-    out.write_all(render::session_table(&sessions, current).as_bytes())?;
-    out.flush()?;
-    warn_unreadable(&sessions);
-    Ok(())
-}
-
-/// Every session with its info or its error, naming the storage when the listing fails.
-async fn list_with_info(
-    storage: &dyn ConversationStorage,
-    storage_type: &StorageType,
-) -> Result<Vec<(String, fusion::Result<SessionInfo>)>> {
-    list_sessions_with_info(storage)
-        .await
-        .with_context(|| format!("cannot list sessions in {storage_type}"))
-}
-
-/// One unreadable session is listed with its error; this says on stderr that some were.
-fn warn_unreadable(sessions: &[(String, fusion::Result<SessionInfo>)]) {
-    let failed = sessions.iter().filter(|(_, info)| info.is_err()).count();
-    if failed > 0 {
-        eprintln!(
-            "fusion: warning: {} could not be read",
-            render::plural(failed, "session")
-        );
-    }
-}
-
-/// `sessions show ID`: the readable transcript.
+/// `sessions show ID`: the metadata and the readable transcript.
 pub async fn show(storage_type: &StorageType, id: &str) -> Result<()> {
-    let messages = load_existing(storage_type, id).await?;
+    let (info, messages) = load_existing(storage_type, id).await?;
     let mut out = std::io::stdout().lock();
-    out.write_all(render::transcript(id, &messages).as_bytes())?;
+    out.write_all(render::transcript(id, info.as_ref(), &messages).as_bytes())?;
     out.flush()?;
     Ok(())
 }
@@ -152,8 +58,9 @@ pub async fn export(
     format: ExportFormat,
     output: Option<&Path>,
 ) -> Result<()> {
-    let messages = load_existing(storage_type, id).await?;
-    let text = export::write(format, id, &messages)?;
+    let (info, messages) = load_existing(storage_type, id).await?;
+    let meta = info.map(|info| info.meta).unwrap_or_default();
+    let text = export::write(format, id, &meta, &messages)?;
     match output {
         Some(path) => {
             std::fs::write(path, text)
@@ -209,29 +116,14 @@ pub async fn import(
     if replace {
         // An explicit overwrite: whatever the session holds now is what the user asked
         // to replace, so there is nothing to compare against.
-        let existed = storage
-            .session_info(id)
-            .await
-            .with_context(|| format!("cannot read session \"{id}\""))?
-            .is_some();
-        storage
-            .save(id, messages)
-            .await
-            .with_context(|| format!("cannot save session \"{id}\""))?;
+        let existed = replace_session(storage.as_ref(), id, &imported.meta, messages).await?;
         let verb = if existed { "replaced" } else { "imported" };
         println!("{verb} session {id} ({count})");
         return Ok(());
     }
     // Create-only in one atomic step: a check followed by a save would overwrite a session
     // another writer created in between.
-    let created = storage
-        .write_if(
-            id,
-            Expect::Exactly(Revision::ABSENT),
-            Change::Replace(messages),
-        )
-        .await;
-    match created {
+    match create(storage.as_ref(), id, &imported.meta, messages).await {
         Ok(_) => {
             println!("imported session {id} ({count})");
             Ok(())
@@ -250,6 +142,62 @@ pub async fn import(
     }
 }
 
+/// Creates session `id` holding `messages` with `meta`, in one step that fails with
+/// [`fusion::Error::Conflict`] if it exists. Without metadata it is the conditional write
+/// every backend has, so an export without `meta` imports anywhere.
+pub async fn create(
+    storage: &dyn ConversationStorage,
+    id: &str,
+    meta: &SessionMeta,
+    messages: &[fusion::ChatMessage],
+) -> fusion::Result<u64> {
+    if meta.is_empty() {
+        storage
+            .write_if(
+                id,
+                Expect::Exactly(Revision::ABSENT),
+                Change::Replace(messages),
+            )
+            .await
+    } else {
+        storage.create_session(id, meta, messages).await
+    }
+}
+
+/// `import --replace`: session `id` ends up holding `messages`, and `meta` too when the
+/// export has any (an export without metadata leaves the session's own). Returns whether
+/// the session existed.
+async fn replace_session(
+    storage: &dyn ConversationStorage,
+    id: &str,
+    meta: &SessionMeta,
+    messages: &[fusion::ChatMessage],
+) -> Result<bool> {
+    let context = || format!("cannot save session \"{id}\"");
+    // A new session gets its metadata with its messages, in one step.
+    if !meta.is_empty() {
+        match storage.create_session(id, meta, messages).await {
+            Ok(_) => return Ok(false),
+            Err(fusion::Error::Conflict { .. }) => {}
+            Err(err) => return Err(err).with_context(context),
+        }
+    }
+    let current = storage
+        .session_info(id)
+        .await
+        .with_context(|| format!("cannot read session \"{id}\""))?;
+    storage.save(id, messages).await.with_context(context)?;
+    if !meta.is_empty() {
+        let current = current.as_ref().map(|info| info.meta.clone());
+        let update = meta::overwrite(&current.unwrap_or_default(), meta);
+        storage
+            .update_session(id, &update)
+            .await
+            .with_context(|| format!("cannot set the metadata of session \"{id}\""))?;
+    }
+    Ok(current.is_some())
+}
+
 /// The session id a file's name gives: the id an fs-backend session file is named after
 /// (decoded), else the plain stem (`user-1` for `user-1.jsonl`, `export` for `export.json`).
 fn id_from_file_name(file: &Path) -> Option<String> {
@@ -257,10 +205,18 @@ fn id_from_file_name(file: &Path) -> Option<String> {
     session_id_from_file_name(name).or_else(|| Some(file.file_stem()?.to_str()?.to_string()))
 }
 
-/// Loads session `id`, failing when it has no messages (a session that does not exist).
-async fn load_existing(storage_type: &StorageType, id: &str) -> Result<Vec<fusion::ChatMessage>> {
+/// Loads session `id` and what storage knows of it, failing when it has no messages (a
+/// session that does not exist).
+async fn load_existing(
+    storage_type: &StorageType,
+    id: &str,
+) -> Result<(Option<SessionInfo>, Vec<fusion::ChatMessage>)> {
     SessionId::validate(id)?;
     let storage = open(storage_type).await?;
+    let info = storage
+        .session_info(id)
+        .await
+        .with_context(|| format!("cannot read session \"{id}\""))?;
     let messages = storage
         .load(id)
         .await
@@ -268,5 +224,5 @@ async fn load_existing(storage_type: &StorageType, id: &str) -> Result<Vec<fusio
     if messages.is_empty() {
         bail!("session \"{id}\" not found in {storage_type}");
     }
-    Ok(messages)
+    Ok((info, messages))
 }

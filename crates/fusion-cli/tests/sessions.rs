@@ -18,16 +18,17 @@ fn list_show_and_delete_work_on_stored_sessions() {
     seed(&storage, "alice@example.com", &conversation(1));
     seed(&storage, "tenant:42:chat-7", &conversation(2)[..2]);
 
+    // Newest first: the session written last leads.
     let table = ok(tmp.path(), ["sessions", "list", "--storage", &url]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     assert!(lines[0].starts_with("ID"), "{table}");
     assert!(
-        lines[1].starts_with("alice@example.com") && lines[1].contains(" 7 "),
+        lines[1].starts_with("tenant:42:chat-7") && lines[1].contains(" 2 "),
         "{table}"
     );
     assert!(
-        lines[2].starts_with("tenant:42:chat-7") && lines[2].contains(" 2 "),
+        lines[2].starts_with("alice@example.com") && lines[2].contains(" 7 "),
         "{table}"
     );
 
@@ -36,9 +37,10 @@ fn list_show_and_delete_work_on_stored_sessions() {
         ["sessions", "list", "--json", "--storage", &url],
     ))
     .unwrap();
-    assert_eq!(json[0]["id"], "alice@example.com");
-    assert_eq!(json[0]["message_count"], 7);
-    assert_eq!(json[1]["message_count"], 2);
+    assert_eq!(json["sessions"][0]["id"], "tenant:42:chat-7");
+    assert_eq!(json["sessions"][0]["message_count"], 2);
+    assert_eq!(json["sessions"][1]["message_count"], 7);
+    assert_eq!(json["next"], serde_json::Value::Null);
 
     let shown = ok(
         tmp.path(),

@@ -5,7 +5,10 @@
 //! from the environment; [`SessionBuilder`] chooses the storage, LLM client, tools, system
 //! prompt and workspace roots in code. `.storage(..)` takes a
 //! [`StorageType`](crate::storage::StorageType) or an open storage (`Arc<S>`); the LLM
-//! defaults to the environment's.
+//! defaults to the environment's. `.owner(..)`, `.title(..)`, `.tags(..)` and
+//! `.title_policy(TitlePolicy::FirstUserMessage)` give a session the agent creates its
+//! metadata in the same write as its first messages; with an owner the session sees only
+//! that owner's sessions (see [`OwnerScope`](crate::storage::OwnerScope)).
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fusion_core::{Error, Result, SessionId};
+use fusion_core::{Error, Result, SessionId, SessionMeta};
+use serde_json::Value;
 
+use super::creation::{Creation, TitlePolicy};
 use super::turn::check_max_iterations;
 use super::{AgentSession, Shared};
 use crate::context::counter_for_model;
@@ -49,6 +51,10 @@ pub struct SessionBuilder {
     context: ContextPolicy,
     token_counter: Option<Arc<dyn TokenCounter>>,
     observer: Option<EventObserver>,
+    owner: Option<String>,
+    /// Title, tags and data for a session the agent creates.
+    meta: SessionMeta,
+    title_policy: TitlePolicy,
 }
 
 impl SessionBuilder {
@@ -67,6 +73,9 @@ impl SessionBuilder {
             context: ContextPolicy::default(),
             token_counter: None,
             observer: None,
+            owner: None,
+            meta: SessionMeta::new(),
+            title_policy: TitlePolicy::default(),
         }
     }
 
@@ -155,11 +164,57 @@ impl SessionBuilder {
         self
     }
 
+    /// Scopes the session to `owner` (a user or tenant id, checked like a session id): its
+    /// storage is wrapped in an [`OwnerScope`](fusion_core::OwnerScope), so the session
+    /// only ever reads and writes a session of that owner, and creates it with that owner
+    /// in the same write as its first messages. If the id is another owner's session (or
+    /// one without an owner), the session starts empty and its first write fails with
+    /// [`Error::NotOwner`].
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// The title of the session if the agent creates it. A session that already exists
+    /// keeps its own metadata: resuming never rewrites it.
+    pub fn title(mut self, title: impl Into<String>) -> Self {
+        self.meta = self.meta.title(title);
+        self
+    }
+
+    /// Tags for the session if the agent creates it (added to any set before).
+    pub fn tags<T: Into<String>>(mut self, tags: impl IntoIterator<Item = T>) -> Self {
+        self.meta = self.meta.tags(tags);
+        self
+    }
+
+    /// One entry of the session's data map, if the agent creates the session.
+    pub fn data(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.meta = self.meta.data(key, value);
+        self
+    }
+
+    /// Where the title of a session the agent creates comes from when
+    /// [`title`](Self::title) sets none: [`TitlePolicy::FirstUserMessage`] titles it
+    /// after the first thing the user says. [`TitlePolicy::AsGiven`] unless set.
+    ///
+    /// Metadata (owner, title, tags, data) is written in the same step as the session's
+    /// first messages ([`create_session`](fusion_core::ConversationStorage::create_session)).
+    /// A backend that cannot store metadata (a user-written one with only the four methods
+    /// of the product description) fails that write with [`Error::Unsupported`] when the
+    /// metadata was given here; a title the policy derives is left out there instead.
+    pub fn title_policy(mut self, policy: TitlePolicy) -> Self {
+        self.title_policy = policy;
+        self
+    }
+
     /// Validates the settings, loads the session's stored history and returns the session.
     ///
     /// Fails with [`Error::InvalidSessionId`] for a bad id, [`Error::Config`] for a missing
-    /// client or storage, a zero iteration limit or an unusable workspace root, and with
-    /// the storage's error if the history cannot be loaded.
+    /// client or storage, a zero iteration limit or an unusable workspace root,
+    /// [`Error::InvalidMeta`] for an owner, title, tag or data entry that breaks a rule of
+    /// [`SessionMeta::validate`], and with the storage's error if the history cannot be
+    /// loaded.
     pub async fn build(self) -> Result<AgentSession> {
         let id = SessionId::new(self.session_id)?;
         let storage = self.storage.ok_or_else(|| {
@@ -170,7 +225,17 @@ impl SessionBuilder {
             Some(llm) => llm,
             None => Arc::new(OpenAiClient::from_env()?),
         };
-        let storage = storage.open_storage().await?;
+        // Checked before storage is opened: a typo in a tag should not cost a connection.
+        self.meta.validate()?;
+        if let Some(owner) = &self.owner {
+            fusion_core::validate_owner(owner)?;
+        }
+        let (creation, storage) = Creation::new(
+            storage.open_storage().await?,
+            self.owner,
+            self.meta,
+            self.title_policy,
+        )?;
         let tools = match (self.tools, self.workspace_roots) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(
@@ -193,6 +258,7 @@ impl SessionBuilder {
         let (history, revision) = storage.load_revision(id.as_str()).await?;
         tracing::info!(
             session_id = %id,
+            owner = creation.owner(),
             messages = history.len(),
             generation = revision.generation,
             backend = storage.backend_name(),
@@ -219,6 +285,7 @@ impl SessionBuilder {
             definitions,
             react_prompt,
             observer: self.observer,
+            creation,
         };
         Ok(AgentSession {
             id,
@@ -245,6 +312,9 @@ impl fmt::Debug for SessionBuilder {
             .field("tool_timeout", &self.tool_timeout)
             .field("context", &self.context)
             .field("observer", &self.observer.is_some())
+            .field("owner", &self.owner)
+            .field("meta", &self.meta)
+            .field("title_policy", &self.title_policy)
             .finish_non_exhaustive()
     }
 }

@@ -189,9 +189,9 @@ impl AgentSession {
         Ok(removed)
     }
 
-    /// Copies this session's stored history (context records included) to `new_id` and
-    /// returns a session on the copy, with the same client, tools, storage and settings.
-    /// The two then evolve independently.
+    /// Copies this session's stored history (context records included) and metadata
+    /// (owner, title, tags, data) to `new_id` and returns a session on the copy, with the
+    /// same client, tools, storage and settings. The two then evolve independently.
     ///
     /// Fails with [`Error::Config`] when `new_id` already holds messages, rather than
     /// overwriting them. The copy is written only if `new_id` does not exist at that
@@ -202,13 +202,24 @@ impl AgentSession {
         // A write of this session that a cancelled future left running lands first.
         drop(self.in_flight.lock().await);
         let storage = &self.shared.storage;
+        // The copy carries the session's title, tags and data (and owner), written with
+        // its first messages.
+        let meta = storage
+            .session_info(self.id.as_str())
+            .await?
+            .map(|info| info.meta)
+            .unwrap_or_default();
         // Storage, not memory, is the truth (memory may be stale after a failed turn).
         let (history, _) = storage.load_revision(self.id.as_str()).await?;
-        let written = storage
-            .write_if(
+        let written = self
+            .shared
+            .creation
+            .write(
+                storage.as_ref(),
                 id.as_str(),
                 Expect::Exactly(Revision::ABSENT),
                 Change::Replace(&history),
+                Some(&meta),
             )
             .await;
         let generation = match written {

@@ -34,18 +34,22 @@
 
 mod builder;
 mod context_ops;
+mod creation;
 mod store;
 mod stream;
 mod turn;
 
 pub use builder::{DEFAULT_MAX_ITERATIONS, DEFAULT_SYSTEM_PROMPT, SessionBuilder};
+pub use creation::{AUTO_TITLE_CHARS, TitlePolicy, title_from_message};
 pub use stream::TurnStream;
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use fusion_core::{ChatMessage, ConversationStorage, Result, Revision, SessionId};
+use fusion_core::{
+    ChatMessage, ConversationStorage, MetaUpdate, Result, Revision, SessionId, SessionInfo,
+};
 use tokio::sync::Mutex;
 
 use crate::context::policy::ContextPolicy;
@@ -135,6 +139,8 @@ struct Shared {
     react_prompt: String,
     /// Hears about tool calls as they run (see [`crate::events`]).
     observer: Option<EventObserver>,
+    /// The metadata a session created by these settings starts with, and its owner.
+    creation: creation::Creation,
 }
 
 impl AgentSession {
@@ -146,6 +152,28 @@ impl AgentSession {
     /// The session id.
     pub fn session_id(&self) -> &str {
         self.id.as_str()
+    }
+
+    /// The owner the session is scoped to ([`SessionBuilder::owner`]), if any.
+    pub fn owner(&self) -> Option<&str> {
+        self.shared.creation.owner()
+    }
+
+    /// What storage knows of the session now: message count, timestamps and metadata
+    /// (owner, title, tags, data); `None` while it holds no messages. One read of storage.
+    pub async fn info(&self) -> Result<Option<SessionInfo>> {
+        self.shared.storage.session_info(self.id.as_str()).await
+    }
+
+    /// Changes the session's stored metadata ([`ConversationStorage::update_session`]):
+    /// retitle it, add or remove tags, set data. Returns what storage holds after it, or
+    /// `None` (writing nothing) while the session holds no messages. An owner-scoped
+    /// session cannot change its owner ([`Error::InvalidMeta`](fusion_core::Error::InvalidMeta)).
+    pub async fn update_meta(&self, update: &MetaUpdate) -> Result<Option<SessionInfo>> {
+        self.shared
+            .storage
+            .update_session(self.id.as_str(), update)
+            .await
     }
 
     /// How many messages the session holds (0 for a new session).

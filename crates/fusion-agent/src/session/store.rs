@@ -7,7 +7,8 @@
 //! fine, but a session deleted, expired, replaced or truncated since makes the write an
 //! [`Error::Conflict`] that stores nothing. Undo requires the exact revision
 //! ([`Expect::Exactly`]). The callers in `turn` and `context_ops` decide what a conflict
-//! means for them.
+//! means for them. An append that expects no session (generation 0) creates it, with the
+//! metadata the builder gave in the same step (see `creation`).
 //!
 //! Why a task per write: a storage future dropped mid-write (Ctrl-C drops the turn) may
 //! still land later, because SQLite and the file system run it on a blocking thread. A
@@ -48,16 +49,19 @@ impl AgentSession {
     pub(super) async fn write(&mut self, write: Write) -> Result<(u64, Vec<ChatMessage>)> {
         // Waits for a write a dropped future left running, so writes land in order.
         let guard = Arc::clone(&self.in_flight).lock_owned().await;
-        let storage = Arc::clone(&self.shared.storage);
+        let shared = Arc::clone(&self.shared);
         let id = self.id.clone();
         let task = tokio::spawn(async move {
             // Held until the write is done, even if nobody awaits this task any more.
             let _guard = guard;
             let id = id.as_str();
+            let storage = shared.storage.as_ref();
             match write {
                 Write::Append(expect, messages) => {
-                    let result = storage
-                        .write_if(id, expect, Change::Append(&messages))
+                    // An append that expects no session creates it, with its metadata.
+                    let result = shared
+                        .creation
+                        .write(storage, id, expect, Change::Append(&messages), None)
                         .await;
                     result.map(|generation| (generation, messages))
                 }

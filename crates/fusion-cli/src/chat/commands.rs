@@ -6,13 +6,13 @@ use anyhow::{Context, Result};
 
 use super::events::spinner;
 use super::{Chat, Flow};
-use crate::{render, sessions};
+use crate::{listing, render};
 
 const HELP: &str = "\
 commands:
   /help          show this help
   /history       show how many messages the session holds
-  /sessions      list the sessions in this storage (* marks this one)
+  /sessions      list the newest sessions in this storage, or of this owner (* marks this one)
   /undo          remove your last message and everything the agent did after it
   /summarize [N] summarize all but the last N messages for the model (default 10; stored history is kept)
   /clear         delete this session's whole history
@@ -40,7 +40,8 @@ impl Chat {
                 println!("cleared session {id}");
             }
             "sessions" => {
-                sessions::print_table(self.storage.as_ref(), &self.storage_type, Some(id)).await?
+                let owner = self.session.owner();
+                listing::print_table(self.storage.as_ref(), &self.storage_type, owner, id).await?
             }
             "undo" => self.undo().await?,
             "summarize" => {

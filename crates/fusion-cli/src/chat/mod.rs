@@ -24,14 +24,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use fusion::SessionId;
-use fusion::agent::{AgentEvent, AgentSession, OpenAiConfig, SessionBuilder};
+use fusion::agent::{AgentEvent, AgentSession, OpenAiConfig, SessionBuilder, TitlePolicy};
 use fusion::api::session;
 use fusion::storage::{ConversationStorage, StorageType};
 use futures::StreamExt;
 
 use self::events::TurnView;
 use self::input::Input;
-use crate::{ChatArgs, render, sessions};
+use crate::{ChatArgs, render};
 
 /// Printed instead of starting when the environment names no LLM.
 const NO_LLM: &str = "\
@@ -77,11 +77,24 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
         return Ok(ExitCode::FAILURE);
     }
     SessionId::validate(&args.session)?;
-    let storage = sessions::open(&storage_type).await?;
+    let storage = crate::open(&storage_type).await?;
+    if let Some(owner) = &args.owner {
+        check_owner(storage.as_ref(), &args.session, owner).await?;
+    }
     let llm = OpenAiConfig::from_env()?.stream(!args.no_stream).build()?;
+    // A new session is titled after its first message unless --title names it, so
+    // `fusion sessions list` shows what each conversation is about.
     let mut builder = SessionBuilder::new(args.session.clone())
         .llm(Arc::new(llm))
-        .storage(storage.clone());
+        .storage(storage.clone())
+        .tags(args.tags.iter().cloned())
+        .title_policy(TitlePolicy::FirstUserMessage);
+    if let Some(owner) = &args.owner {
+        builder = builder.owner(owner.clone());
+    }
+    if let Some(title) = &args.title {
+        builder = builder.title(title.clone());
+    }
     if let Some(prompt) = &args.system {
         builder = builder.system_prompt(prompt.clone());
     }
@@ -150,6 +163,29 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
     }
     input.save_history();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses, before the chat starts, a session that exists and is not `owner`'s: scoped
+/// to `owner`, the agent would see it as empty and fail at the first message.
+async fn check_owner(storage: &dyn ConversationStorage, id: &str, owner: &str) -> Result<()> {
+    fusion::storage::validate_owner(owner)?;
+    let info = storage
+        .session_info(id)
+        .await
+        .with_context(|| format!("cannot read session \"{id}\""))?;
+    let Some(info) = info else {
+        return Ok(());
+    };
+    match info.meta.owner.as_deref() {
+        Some(held) if held == owner => Ok(()),
+        Some(_) => {
+            anyhow::bail!("session \"{id}\" belongs to another owner; pick another --session")
+        }
+        None => anyhow::bail!(
+            "session \"{id}\" has no owner, so --owner {owner} cannot open it; give it one with \
+             `fusion sessions set-owner {id} {owner}` or pick another --session"
+        ),
+    }
 }
 
 impl Chat {

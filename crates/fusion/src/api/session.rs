@@ -4,8 +4,9 @@
 //! storage, loads the session's history if it has one, and connects to the LLM configured
 //! in the environment (`OPENAI_BASE_URL`, `OPENAI_API_KEY`, `FUSION_MODEL`). Use
 //! [`SessionBuilder`] to choose the client, tools, system prompt or workspace roots in
-//! code. The other functions list, inspect and delete stored
-//! sessions on any [`StorageType`], without an LLM.
+//! code (including the session's owner, title and tags). The other functions list (a page
+//! at a time: [`list_sessions_page`]), inspect, update and delete stored sessions on any
+//! [`StorageType`], without an LLM.
 //!
 //! ```no_run
 //! use fusion::api::session::{self, StorageType};
@@ -18,7 +19,7 @@
 //! # Ok(()) }
 //! ```
 
-use fusion_core::{Result, SessionId};
+use fusion_core::{MetaUpdate, Result, SessionId, SessionPage, SessionQuery};
 
 use crate::storage::SessionInfo;
 // The product description imports `StorageType` from here; its home is `crate::storage`.
@@ -69,13 +70,55 @@ pub async fn list_all_sessions(storage: &StorageType) -> Result<Vec<String>> {
     Ok(ids)
 }
 
+/// One page of the sessions in `storage` that `query` selects (an owner, a tag), newest
+/// first unless the query orders by id; see
+/// [`storage::list_sessions_page`](crate::storage::list_sessions_page), which does the
+/// same on a storage that is already open.
+///
+/// ```no_run
+/// use fusion::api::session::{self, StorageType};
+/// use fusion::storage::SessionQuery;
+///
+/// # async fn demo() -> fusion::Result<()> {
+/// let storage = StorageType::Sqlite("sqlite://sessions.db".into());
+/// let page = session::list_sessions_page(&storage, &SessionQuery::new().owner("user-42").limit(20)).await?;
+/// for info in &page.sessions {
+///     println!("{}  {}", info.id, info.meta.title.as_deref().unwrap_or("(untitled)"));
+/// }
+/// if let Some(next) = page.next {
+///     println!("more: pass the cursor {next}");
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn list_sessions_page(
+    storage: &StorageType,
+    query: &SessionQuery,
+) -> Result<SessionPage> {
+    storage.open().await?.list_page(query).await
+}
+
+/// Changes the metadata of `session_id` in `storage` (title, tags, owner, data) in one
+/// atomic step and returns the session's facts after it, or `None` if it does not exist.
+pub async fn update_session(
+    session_id: &str,
+    update: &MetaUpdate,
+    storage: &StorageType,
+) -> Result<Option<SessionInfo>> {
+    storage
+        .open()
+        .await?
+        .update_session(session_id, update)
+        .await
+}
+
 /// Deletes session `session_id` from `storage`. Deleting an unknown session is not an error.
 pub async fn delete_session(session_id: &str, storage: &StorageType) -> Result<()> {
     SessionId::validate(session_id)?;
     storage.open().await?.delete(session_id).await
 }
 
-/// Message count and timestamps of `session_id`, or `None` if it holds no messages.
+/// Message count, timestamps and metadata of `session_id`, or `None` if it holds no
+/// messages.
 pub async fn session_info(session_id: &str, storage: &StorageType) -> Result<Option<SessionInfo>> {
     storage.open().await?.session_info(session_id).await
 }

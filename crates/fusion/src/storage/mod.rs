@@ -5,7 +5,15 @@
 //! [`StorageType::same_storage`] tells whether two values name the same data (by its
 //! [`StorageLocation`], not by the URL's spelling).
 //! Implement [`ConversationStorage`] to bring your own. [`list_sessions_with_info`] lists an
-//! open storage's sessions with their message counts and timestamps.
+//! open storage's sessions with their message counts and timestamps;
+//! [`list_sessions_page`] lists them a page at a time, newest first, filtered by owner or
+//! tag ([`SessionQuery`]), and [`list_all_pages`] follows the cursors to the end.
+//!
+//! A session carries metadata besides its messages ([`SessionMeta`]: owner, title, tags,
+//! a small data map), set when it is created
+//! ([`create_session`](ConversationStorage::create_session)) and changed with
+//! [`update_session`](ConversationStorage::update_session) ([`MetaUpdate`]).
+//! [`OwnerScope`] is a storage seen by one owner, who never sees another owner's sessions.
 //!
 //! ```no_run
 //! use fusion::storage::StorageType;
@@ -25,8 +33,10 @@ pub use self::storage_type::StorageType;
 use fusion_core::Result;
 #[doc(inline)]
 pub use fusion_core::{
-    Change, ConversationStorage, Expect, LEGACY_GENERATION, MAX_METADATA_DEPTH, Revision,
-    SessionInfo, check_storable, new_generation,
+    Change, ConversationStorage, Cursor, Expect, LEGACY_GENERATION, MAX_DATA_BYTES, MAX_DATA_DEPTH,
+    MAX_METADATA_DEPTH, MAX_TAG_LEN, MAX_TAGS, MAX_TITLE_CHARS, MetaUpdate, OwnerScope, Revision,
+    SessionInfo, SessionMeta, SessionOrder, SessionPage, SessionQuery, check_creation,
+    check_storable, new_generation, validate_owner,
 };
 
 #[cfg(feature = "memory")]
@@ -82,6 +92,57 @@ pub async fn list_sessions_with_info(
         }
     }
     Ok(sessions)
+}
+
+/// One page of the sessions `query` selects, in its order: the first page without a
+/// cursor, else the one after it; [`SessionPage::next`] is where the next one starts.
+///
+/// ```no_run
+/// use fusion::storage::{SessionQuery, StorageType, list_sessions_page};
+///
+/// # async fn demo() -> fusion::Result<()> {
+/// let storage = StorageType::Sqlite("sqlite://sessions.db".into()).open().await?;
+/// let mut query = SessionQuery::new().owner("user-42").limit(20);
+/// loop {
+///     let page = list_sessions_page(storage.as_ref(), &query).await?;
+///     for session in &page.sessions {
+///         println!("{} {:?}", session.id, session.meta.title);
+///     }
+///     match page.next {
+///         Some(next) => query = query.after(Some(next)),
+///         None => break,
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// Costs what the backend's [`list_page`](ConversationStorage::list_page) costs: O(page)
+/// on every bundled backend, however many sessions are stored.
+pub async fn list_sessions_page(
+    storage: &dyn ConversationStorage,
+    query: &SessionQuery,
+) -> Result<SessionPage> {
+    storage.list_page(query).await
+}
+
+/// Every session `query` selects, in its order, read a page of `query.limit` at a time.
+///
+/// For a listing that must see everything (an export, a report); costs one
+/// [`list_sessions_page`] per page. The query's cursor, if any, is where it starts.
+pub async fn list_all_pages(
+    storage: &dyn ConversationStorage,
+    query: &SessionQuery,
+) -> Result<Vec<SessionInfo>> {
+    let mut query = query.clone();
+    let mut sessions = Vec::new();
+    loop {
+        let page = storage.list_page(&query).await?;
+        sessions.extend(page.sessions);
+        match page.next {
+            Some(next) => query = query.after(Some(next)),
+            None => return Ok(sessions),
+        }
+    }
 }
 
 // The test needs a backend that can be damaged on disk.

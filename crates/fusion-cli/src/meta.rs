@@ -1,0 +1,203 @@
+//! `fusion sessions tag / retitle / set-owner`: change a session's metadata in one atomic
+//! step ([`ConversationStorage::update_session`]); and how `import --replace` and
+//! `migrate` bring one copy of a session's metadata in line with another.
+//!
+//! Metadata follows the same "nothing lost" rule as messages in `migrate`: what the target
+//! lacks is filled in from the source ([`merge`]), a value both hold differently is a
+//! difference to report, and only an explicit overwrite (`--replace`, `--force`) makes the
+//! target equal to the source ([`overwrite`]).
+
+use anyhow::{Context, Result, bail};
+use fusion::SessionId;
+use fusion::storage::{ConversationStorage, MetaUpdate, SessionInfo, SessionMeta, StorageType};
+
+/// `sessions tag ID --add T --remove T`.
+pub async fn tag(
+    storage_type: &StorageType,
+    id: &str,
+    add: Vec<String>,
+    remove: Vec<String>,
+) -> Result<()> {
+    if add.is_empty() && remove.is_empty() {
+        bail!("nothing to change: pass --add TAG or --remove TAG");
+    }
+    let mut update = MetaUpdate::new();
+    update.add_tags = add;
+    update.remove_tags = remove;
+    let info = apply(storage_type, id, &update).await?;
+    let tags = match info.meta.tags.as_slice() {
+        [] => "none".to_string(),
+        tags => tags.join(", "),
+    };
+    println!("session {id} tags: {tags}");
+    Ok(())
+}
+
+/// `sessions retitle ID TITLE` (an empty title removes it).
+pub async fn retitle(storage_type: &StorageType, id: &str, title: &str) -> Result<()> {
+    let title = (!title.is_empty()).then_some(title);
+    apply(storage_type, id, &MetaUpdate::new().title(title)).await?;
+    match title {
+        Some(title) => println!("retitled session {id}: {title}"),
+        None => println!("removed the title of session {id}"),
+    }
+    Ok(())
+}
+
+/// `sessions set-owner ID OWNER` (`None`: `--none`).
+pub async fn set_owner(storage_type: &StorageType, id: &str, owner: Option<String>) -> Result<()> {
+    let update = MetaUpdate::new().owner(owner.as_deref());
+    apply(storage_type, id, &update).await?;
+    match owner {
+        Some(owner) => println!("session {id} now belongs to {owner}"),
+        None => println!("session {id} now has no owner"),
+    }
+    Ok(())
+}
+
+/// Applies `update` to session `id`, failing when it does not exist.
+async fn apply(storage_type: &StorageType, id: &str, update: &MetaUpdate) -> Result<SessionInfo> {
+    SessionId::validate(id)?;
+    let storage = crate::open(storage_type).await?;
+    let updated = storage
+        .update_session(id, update)
+        .await
+        .with_context(|| format!("cannot update session \"{id}\" in {storage_type}"))?;
+    match updated {
+        Some(info) => Ok(info),
+        None => bail!("session \"{id}\" not found in {storage_type}"),
+    }
+}
+
+/// The change that makes metadata `current` equal to `wanted` (every field).
+pub fn overwrite(current: &SessionMeta, wanted: &SessionMeta) -> MetaUpdate {
+    let mut update = MetaUpdate::new()
+        .owner(wanted.owner.as_deref())
+        .title(wanted.title.as_deref());
+    update.add_tags.clone_from(&wanted.tags);
+    update.remove_tags = current
+        .tags
+        .iter()
+        .filter(|tag| !wanted.tags.contains(tag))
+        .cloned()
+        .collect();
+    for key in current.data.keys() {
+        if !wanted.data.contains_key(key) {
+            update.data.insert(key.clone(), serde_json::Value::Null);
+        }
+    }
+    update.data.extend(wanted.data.clone());
+    update
+}
+
+/// How a target's metadata compares with a source's.
+pub struct Merge {
+    /// What the target lacks: the source's owner and title where the target has none, its
+    /// tags, and its data entries the target has no key for. Empty when nothing is missing.
+    pub fill: MetaUpdate,
+    /// The values both hold differently ("title: source "A", target "B""), which a fill
+    /// leaves as the target has them.
+    pub differs: Vec<String>,
+}
+
+/// Compares `target` with `source` (see [`Merge`]).
+pub fn merge(source: &SessionMeta, target: &SessionMeta) -> Merge {
+    let mut fill = MetaUpdate::new();
+    let mut differs = Vec::new();
+    let mut field =
+        |name: &str, source: &Option<String>, target: &Option<String>| match (source, target) {
+            (Some(value), None) => Some(Some(value.clone())),
+            (Some(source), Some(target)) if source != target => {
+                differs.push(format!("{name}: source {source:?}, target {target:?}"));
+                None
+            }
+            _ => None,
+        };
+    fill.owner = field("owner", &source.owner, &target.owner);
+    fill.title = field("title", &source.title, &target.title);
+    fill.add_tags = source
+        .tags
+        .iter()
+        .filter(|tag| !target.tags.contains(tag))
+        .cloned()
+        .collect();
+    for (key, value) in &source.data {
+        match target.data.get(key) {
+            None => {
+                fill.data.insert(key.clone(), value.clone());
+            }
+            Some(held) if held != value => {
+                differs.push(format!("data {key:?}: source {value}, target {held}"));
+            }
+            Some(_) => {}
+        }
+    }
+    Merge { fill, differs }
+}
+
+/// The metadata of session `id` in `storage` (empty when it has none or does not exist).
+pub async fn read(storage: &dyn ConversationStorage, id: &str) -> fusion::Result<SessionMeta> {
+    Ok(storage
+        .session_info(id)
+        .await?
+        .map(|info| info.meta)
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(mut meta: SessionMeta, update: &MetaUpdate) -> SessionMeta {
+        update.apply_to(&mut meta);
+        meta
+    }
+
+    #[test]
+    fn an_overwrite_makes_the_target_equal_to_the_source() {
+        let current = SessionMeta::new()
+            .owner("a")
+            .title("old")
+            .tags(["x", "y"])
+            .data("gone", 1)
+            .data("kept", 1);
+        let wanted = SessionMeta::new().tags(["y", "z"]).data("kept", 2);
+        let update = overwrite(&current, &wanted);
+        assert_eq!(applied(current, &update), wanted);
+    }
+
+    #[test]
+    fn a_merge_fills_what_is_missing_and_names_what_differs() {
+        let source = SessionMeta::new()
+            .owner("alice")
+            .title("From source")
+            .tags(["a", "b"])
+            .data("new", 1)
+            .data("same", 2)
+            .data("clash", 3);
+        let target = SessionMeta::new()
+            .title("Renamed")
+            .tags(["b", "c"])
+            .data("same", 2)
+            .data("clash", 4);
+        let merge = merge(&source, &target);
+        let filled = applied(target, &merge.fill);
+        assert_eq!(filled.owner.as_deref(), Some("alice"));
+        assert_eq!(
+            filled.title.as_deref(),
+            Some("Renamed"),
+            "the target's kept"
+        );
+        assert_eq!(filled.tags, ["a", "b", "c"]);
+        assert_eq!(filled.data["new"], 1);
+        assert_eq!(filled.data["clash"], 4);
+        assert_eq!(
+            merge.differs,
+            [
+                "title: source \"From source\", target \"Renamed\"",
+                "data \"clash\": source 3, target 4"
+            ]
+        );
+        assert!(super::merge(&source, &source).fill.is_empty());
+    }
+}
