@@ -21,6 +21,7 @@ mod w2;
 mod w3;
 mod w4;
 mod w5;
+mod w6;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

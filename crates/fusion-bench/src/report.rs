@@ -14,6 +14,7 @@ use crate::w2::W2Point;
 use crate::w3::W3Report;
 use crate::w4::W4Report;
 use crate::w5::{GROWTH, TARGET_RATIO, W5Report};
+use crate::w6::W6Report;
 
 /// What one benchmark process measured (the parent combines its children's).
 #[derive(Debug, Serialize)]
@@ -43,6 +44,8 @@ pub struct BackendReport {
     pub w4: Option<W4Report>,
     /// W5, with its own floor.
     pub w5: Option<W5Report>,
+    /// W6: paged listing at a million sessions.
+    pub w6: Option<W6Report>,
     /// Raw-driver floor and ratios.
     pub floor: Option<FloorReport>,
     /// Agent overhead per history size.
@@ -134,6 +137,9 @@ pub fn render(report: &BackendReport) -> String {
     }
     if let Some(w5) = &report.w5 {
         w5_table(o, w5);
+    }
+    if let Some(w6) = &report.w6 {
+        crate::w6::table(o, w6);
     }
     if let Some(floor) = &report.floor {
         let _ = writeln!(o, "Floor ({}):", floor.driver);

@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::backends::{Backend, Kind, Servers};
 use crate::report::BackendReport;
 use crate::sizes::Sizes;
-use crate::{agent_overhead, first_delta, floor, raw, w1, w2, w3, w4, w5, workload};
+use crate::{agent_overhead, first_delta, floor, raw, w1, w2, w3, w4, w5, w6, workload};
 
 /// The parts of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,6 +22,9 @@ pub enum Workload {
     W4,
     /// Many clients: 1, 8, 64 tasks (and 4 processes x 16) on 1,000 sessions, with its floor.
     W5,
+    /// A million sessions with owners: paged listing at 10k, 100k and 1M sessions. Only
+    /// when asked (`--workloads w6`): it takes minutes per backend.
+    W6,
     /// The raw driver doing W1's writes and W2's loads (interleaved with them).
     Floor,
     /// The agent loop's own time per iteration (memory and SQLite).
@@ -113,6 +116,10 @@ async fn workloads_on(
             report.errors.extend(w5::problems(w5));
         }
         record(report, "W5", result, |r, v| r.w5 = Some(v));
+    }
+    if wants(Workload::W6) {
+        let result = w6::run(&backend, sizes).await;
+        record(report, "W6", result, |r, v| r.w6 = Some(v));
     }
     if let Some(raw) = &raw {
         let probes = match raw.probes().await {

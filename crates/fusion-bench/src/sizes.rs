@@ -30,6 +30,10 @@ pub struct Sizes {
     /// How many times each W5 configuration measures both sides, alternating which goes
     /// first; the rounds' counts and samples are pooled.
     pub w5_rounds: usize,
+    /// The session counts W6 grows through, measuring at each.
+    pub w6_scales: Vec<usize>,
+    /// How many owners W6's sessions are spread over.
+    pub w6_owners: usize,
 }
 
 impl Sizes {
@@ -48,6 +52,8 @@ impl Sizes {
                 w5_turns: 2000,
                 w5_run: Duration::from_millis(250),
                 w5_rounds: 1,
+                w6_scales: vec![1_000, 10_000],
+                w6_owners: 100,
             }
         } else {
             Self {
@@ -62,6 +68,8 @@ impl Sizes {
                 w5_turns: 10_000,
                 w5_run: Duration::from_millis(1500),
                 w5_rounds: 3,
+                w6_scales: vec![10_000, 100_000, 1_000_000],
+                w6_owners: 10_000,
             }
         }
     }
