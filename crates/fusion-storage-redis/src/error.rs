@@ -22,8 +22,8 @@ pub(crate) struct Op<'a> {
     /// The session involved, if any.
     pub(crate) session_id: Option<&'a str>,
     /// The keys the command addressed, when known: a write touches the session's list
-    /// and meta hash, and the index.
-    pub(crate) keys: [Option<&'a str>; 3],
+    /// and meta hash, and on one server the indexes of every session.
+    pub(crate) keys: [Option<&'a str>; 4],
 }
 
 impl<'a> Op<'a> {
@@ -33,7 +33,7 @@ impl<'a> Op<'a> {
             name,
             url,
             session_id,
-            keys: [None; 3],
+            keys: [None; 4],
         }
     }
 
@@ -42,9 +42,9 @@ impl<'a> Op<'a> {
         self.on_keys(&[key])
     }
 
-    /// The same operation, naming the keys it addressed (at most three are kept).
+    /// The same operation, naming the keys it addressed (at most four are kept).
     pub(crate) fn on_keys(mut self, keys: &[&'a str]) -> Self {
-        self.keys = [None; 3];
+        self.keys = [None; 4];
         for (slot, key) in self.keys.iter_mut().zip(keys) {
             *slot = Some(key);
         }

@@ -1,17 +1,28 @@
-//! The Redis key layout: which keys hold a session and the index of sessions.
+//! The Redis key layout: which keys hold a session, and the indexes that list sessions.
 //!
-//! For prefix `fusion` and session `user-1`:
+//! For prefix `fusion`, session `user-1` and owner `alice`:
 //! - `fusion:s:{user-1}`: a LIST, one JSON message per element, oldest first;
-//! - `fusion:m:{user-1}`: a HASH with `created_at` and `updated_at` (ms since the epoch)
-//!   and `gen`, the session's generation (absent for sessions stored before generations
-//!   existed, which read as `LEGACY_GENERATION`);
-//! - `fusion:sessions`: a SET of session ids, so listing never needs `KEYS` or `SCAN`.
+//! - `fusion:m:{user-1}`: a HASH with `created_at` and `updated_at` (ms since the epoch),
+//!   `gen`, the session's generation (absent for sessions stored before generations
+//!   existed, which read as `LEGACY_GENERATION`), and the metadata: `owner`, `title`,
+//!   `tags` (a JSON array) and `data` (a JSON object), each absent when unset;
+//! - `fusion:ids`: a ZSET of every session id, all at score 0, so it is ordered by id
+//!   (`ZRANGE ... BYLEX`);
+//! - `fusion:updated`: a ZSET of every session id scored by its `updated_at`, for the
+//!   newest-first listing;
+//! - `fusion:owner:{alice}:ids` and `fusion:owner:{alice}:updated`: the same two for the
+//!   sessions owned by `alice`;
+//! - `fusion:sessions`: the SET of session ids that releases before the ZSETs kept; read
+//!   only to move its ids into the ZSETs (see `storage/index.rs`), then gone.
 //!
 //! The braces are a Redis Cluster hash tag: both keys of one session hash to the same
-//! slot, so the Lua scripts that change them together are valid on a cluster. The index
-//! lives in another slot and is only ever changed by single-key commands. Session ids are
-//! validated by [`fusion_core::SessionId`], which rules out braces, so an id can never end
-//! or shift the tag.
+//! slot, so the Lua scripts that change them together are valid on a cluster, and both
+//! indexes of one owner share a slot too. The indexes live in other slots than the
+//! sessions, so on a cluster they are changed by requests of their own. Session ids and
+//! owners are validated by [`fusion_core::SessionId`], which rules out braces, so neither
+//! can end or shift a tag; every key starts with the prefix, so an ACL rule on the prefix
+//! (`~fusion:*`) covers them all. The write scripts name an owner's keys themselves on one
+//! server (see `scripts/mod.rs`), with the same format as [`Keys::owner_ids`] here.
 
 use std::sync::Arc;
 
@@ -19,7 +30,18 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     prefix: Arc<str>,
-    index: Arc<str>,
+    ids: Arc<str>,
+    updated: Arc<str>,
+    legacy: Arc<str>,
+}
+
+/// Which sessions an index pair covers: all of them, or one owner's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Scope<'a> {
+    /// Every session.
+    All,
+    /// The sessions of one owner.
+    Owner(&'a str),
 }
 
 impl Keys {
@@ -27,7 +49,9 @@ impl Keys {
     pub(crate) fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.into(),
-            index: format!("{prefix}:sessions").into(),
+            ids: format!("{prefix}:ids").into(),
+            updated: format!("{prefix}:updated").into(),
+            legacy: format!("{prefix}:sessions").into(),
         }
     }
 
@@ -41,14 +65,42 @@ impl Keys {
         format!("{}:s:{{{session_id}}}", self.prefix)
     }
 
-    /// The HASH holding the timestamps and generation of `session_id`.
+    /// The HASH holding the timestamps, generation and metadata of `session_id`.
     pub(crate) fn meta(&self, session_id: &str) -> String {
         format!("{}:m:{{{session_id}}}", self.prefix)
     }
 
-    /// The SET of every session id under this prefix.
-    pub(crate) fn index(&self) -> &str {
-        &self.index
+    /// The ZSET of every session id, by id.
+    pub(crate) fn ids(&self) -> &str {
+        &self.ids
+    }
+
+    /// The ZSET of every session id, scored by `updated_at`.
+    pub(crate) fn updated(&self) -> &str {
+        &self.updated
+    }
+
+    /// The ZSET of the ids of `owner`'s sessions, by id.
+    pub(crate) fn owner_ids(&self, owner: &str) -> String {
+        format!("{}:owner:{{{owner}}}:ids", self.prefix)
+    }
+
+    /// The ZSET of the ids of `owner`'s sessions, scored by `updated_at`.
+    pub(crate) fn owner_updated(&self, owner: &str) -> String {
+        format!("{}:owner:{{{owner}}}:updated", self.prefix)
+    }
+
+    /// The by-id and by-update indexes of `scope`.
+    pub(crate) fn scope(&self, scope: Scope<'_>) -> (String, String) {
+        match scope {
+            Scope::All => (self.ids.to_string(), self.updated.to_string()),
+            Scope::Owner(owner) => (self.owner_ids(owner), self.owner_updated(owner)),
+        }
+    }
+
+    /// The SET index of releases before the ZSETs.
+    pub(crate) fn legacy_index(&self) -> &str {
+        &self.legacy
     }
 }
 
@@ -69,15 +121,25 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_one_session_share_a_hash_tag() {
+    fn keys_of_one_session_share_a_hash_tag_and_so_do_an_owners_indexes() {
         let keys = Keys::new("app:prod");
         for id in ["user-1", "tenant:42:chat-7", "alice@example.com", "a"] {
             assert_eq!(hash_tag(&keys.list(id)), id);
             assert_eq!(hash_tag(&keys.meta(id)), id);
+            assert_eq!(hash_tag(&keys.owner_ids(id)), id);
+            assert_eq!(hash_tag(&keys.owner_updated(id)), id);
         }
         assert_eq!(keys.list("u"), "app:prod:s:{u}");
         assert_eq!(keys.meta("u"), "app:prod:m:{u}");
-        assert_eq!(keys.index(), "app:prod:sessions");
+        assert_eq!(keys.ids(), "app:prod:ids");
+        assert_eq!(keys.updated(), "app:prod:updated");
+        assert_eq!(keys.owner_ids("o"), "app:prod:owner:{o}:ids");
+        assert_eq!(keys.owner_updated("o"), "app:prod:owner:{o}:updated");
+        assert_eq!(keys.legacy_index(), "app:prod:sessions");
+        assert_eq!(
+            keys.scope(Scope::Owner("o")),
+            (keys.owner_ids("o"), keys.owner_updated("o"))
+        );
     }
 
     #[test]
@@ -85,5 +147,6 @@ mod tests {
         let keys = Keys::new("fusion");
         assert_ne!(keys.list("on"), keys.list("one"));
         assert_ne!(keys.list("s"), keys.meta("s"));
+        assert_ne!(keys.owner_ids("ids"), keys.ids());
     }
 }

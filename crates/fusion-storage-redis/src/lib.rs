@@ -3,7 +3,10 @@
 //! Where the file-system and SQLite backends keep sessions on one machine, this one keeps
 //! them on a Redis server that several processes and machines share, with an optional
 //! TTL so abandoned sessions expire on their own. Conditional writes (`write_if`) are
-//! native: the check of the session's generation and the write are one Lua script. See
+//! native: the check of the session's generation and the write are one Lua script.
+//! Session metadata (owner, title, tags, data) lives in the session's meta hash, and
+//! sorted sets keep the sessions in order (newest first and by id, of everyone and per
+//! owner) for a paged listing that costs O(page) however many sessions there are. See
 //! [`RedisStorage`] for costs, [`RedisOptions`] for the key prefix, TTL and timeouts, and
 //! the crate README for the key layout, generations, Cluster notes and how to inspect a
 //! session with `redis-cli`.
@@ -28,6 +31,7 @@ mod error;
 mod keys;
 mod scripts;
 mod storage;
+mod stored;
 
 pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_RECONNECT_RETRIES,

@@ -43,8 +43,8 @@ async fn an_expired_session_loads_empty_and_is_not_listed() {
     assert_eq!(store.list_sessions().await.unwrap(), ["lasting"]);
     // list_sessions also dropped the ghost from the index itself.
     let mut raw = h.raw().await;
-    let indexed: bool = raw.sismember(h.index_key(), "brief").await.unwrap();
-    assert!(!indexed);
+    let indexed: Option<f64> = raw.zscore(h.ids_key(), "brief").await.unwrap();
+    assert_eq!(indexed, None);
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_redis::RedisStorage;
 
 fusion_core::conformance_suite!(conformance_redis_cluster, cluster_harness);
+fusion_core::metadata_conformance_suite!(metadata_redis_cluster, cluster_harness);
 
 async fn open(h: &Harness) -> RedisStorage {
     let storage = h.open().await;
@@ -86,16 +87,30 @@ async fn the_index_follows_creates_appends_deletes_and_expiry_across_slots() {
     };
     let storage = open(&h).await;
     let mut raw = h.raw_cluster().await;
+    // Both indexes of every session, as (id, score) pairs: by id (all at 0) and by
+    // update time.
     let members = |raw: &mut redis::cluster_async::ClusterConnection| {
         let mut raw = raw.clone();
-        let index = h.index_key();
+        let (ids, updated) = (h.ids_key(), h.updated_key());
         async move {
-            let mut ids: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(index)
-                .query_async(&mut raw)
-                .await
-                .unwrap();
+            let mut both = Vec::new();
+            for key in [ids, updated] {
+                let entries: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query_async(&mut raw)
+                    .await
+                    .unwrap();
+                both.push(entries);
+            }
+            let [by_id, by_update] = <[_; 2]>::try_from(both).unwrap();
+            assert!(by_id.iter().all(|(_, score)| *score == 0.0), "{by_id:?}");
+            let mut ids: Vec<String> = by_update.into_iter().map(|(id, _)| id).collect();
             ids.sort();
+            let listed: Vec<String> = by_id.into_iter().map(|(id, _)| id).collect();
+            assert_eq!(listed, ids, "both indexes hold the same ids");
             ids
         }
     };

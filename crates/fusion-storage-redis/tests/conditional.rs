@@ -41,7 +41,7 @@ async fn store_as_previous_release(
         ];
         let _: () = raw.hset_multiple(h.meta_key(id), &stamps).await.unwrap();
     }
-    let _: () = raw.sadd(h.index_key(), id).await.unwrap();
+    let _: () = raw.sadd(h.legacy_index_key(), id).await.unwrap();
 }
 
 fn assert_conflict(result: fusion_core::Result<u64>, what: &str) -> String {

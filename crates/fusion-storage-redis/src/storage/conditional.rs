@@ -7,11 +7,12 @@
 //! its first rewrite. `write_if` is the unconditional write's own script with an
 //! expectation, so the check and the write are one atomic step on the server.
 
-use fusion_core::{Change, ChatMessage, Error, Expect, LEGACY_GENERATION, Result, Revision};
+use fusion_core::{Change, ChatMessage, Expect, LEGACY_GENERATION, Result, Revision};
 
 use super::{RedisStorage, Request, decode};
 use crate::error::{BACKEND, parse_redis_error};
 use crate::scripts::Outcome;
+use crate::stored::generation;
 
 impl RedisStorage {
     /// The messages of `id` and its revision, read in one `MULTI` so they belong to
@@ -38,19 +39,15 @@ impl RedisStorage {
         let generation = match (history.is_empty(), stored) {
             (true, _) => 0,
             (false, None) => LEGACY_GENERATION,
-            (false, Some(text)) => self.generation(id, &text)?,
+            (false, Some(text)) => generation(&self.keys, id, &text)?,
         };
         let len = history.len();
         Ok((history, Revision { generation, len }))
     }
 
     /// Applies `change` if `id` meets `expected`; returns the generation after. `id`
-    /// and the messages are already checked.
-    ///
-    /// A change that leaves the session empty also takes it out of the index, the way
-    /// `list_sessions` prunes an expired one: after the script deleted the keys, so a
-    /// refused change never unlists a live session, and putting the id back if a
-    /// concurrent writer recreated it meanwhile.
+    /// and the messages are already checked. A change that leaves the session empty also
+    /// takes it out of the indexes: in the script on one server, after it on a cluster.
     pub(super) async fn write_conditionally(
         &self,
         id: &str,
@@ -60,43 +57,26 @@ impl RedisStorage {
         let expect = Some(expected);
         let outcome = match change {
             Change::Append(messages) => {
-                self.write("conditional append", id, "append", expect, messages)
+                self.write("conditional append", id, "append", expect, messages, None)
                     .await?
             }
             Change::Replace([]) => self.trim("conditional replace", id, 0, expect).await?,
             Change::Replace(history) => {
-                self.write("conditional replace", id, "replace", expect, history)
+                self.write("conditional replace", id, "replace", expect, history, None)
                     .await?
             }
             Change::Truncate(len) => self.trim("conditional truncate", id, len, expect).await?,
         };
         let Outcome {
             applied,
-            generation,
+            generation: stored,
             len,
+            ..
         } = outcome;
-        let generation = self.generation(id, &generation)?;
+        let generation = generation(&self.keys, id, &stored)?;
         if !applied {
             return Err(expected.conflict(BACKEND, id, generation, Some(len)));
         }
-        if generation == 0 {
-            self.prune("write_if", vec![id.to_string()]).await?;
-        }
         Ok(generation)
-    }
-
-    /// A stored generation, read back; anything else under `gen` (someone other than
-    /// Fusion wrote it) makes the session corrupt, as an unreadable message does.
-    fn generation(&self, id: &str, text: &str) -> Result<u64> {
-        text.parse().map_err(|_| {
-            Error::corrupt(
-                BACKEND,
-                id,
-                format!(
-                    "field `gen` of hash `{}` is not a generation: {text:?}",
-                    self.keys.meta(id)
-                ),
-            )
-        })
     }
 }

@@ -1,18 +1,277 @@
-//! Upkeep of the session index: which indexed ids still have a message list, and
-//! removing those that do not without dropping one a concurrent writer recreated.
+//! Upkeep of the indexes that list sessions (by id and by update time, of every session
+//! and of each owner; see `keys.rs`): following a write on a cluster, pruning and
+//! repairing what a listing finds stale, and moving the SET index of earlier releases
+//! into them.
+//!
+//! An index may hold more than it should, never less (the "superset discipline"): an id
+//! whose session expired or went, one that a write scored an instant before storing, one
+//! in the indexes of an owner the session no longer has. Readers check every entry
+//! against the session's meta hash and skip, prune or repair what disagrees. Removing an
+//! entry is always followed by a second look at the session, and an entry a concurrent
+//! writer needed is put back, so pruning never drops a live session.
 
-use fusion_core::Result;
+use fusion_core::{Result, SessionId};
 use futures::future::try_join_all;
-use redis::{Cmd, RedisResult};
+use redis::{Cmd, Pipeline, RedisResult};
 
+use super::write::{Acked, evalsha};
 use super::{RedisStorage, Request};
-use crate::error::parse_redis_error;
+use crate::error::{Op, parse_redis_error};
+use crate::keys::Scope;
+use crate::scripts::{self, Written};
+use crate::stored::Stored;
 
-/// How many commands `existing` sends per pipeline, so a huge index does not build one
+/// How many commands a pipeline carries at most, so a huge index does not build one
 /// enormous request and reply.
 const PIPELINE_CHUNK: usize = 1000;
 
+/// How many ids of the legacy SET index are moved at a time.
+const LEGACY_BATCH: usize = 500;
+
+/// Index commands, each with the key it changes (which decides its cluster slot).
+type IndexWrites = Vec<(String, Cmd)>;
+
 impl RedisStorage {
+    /// After a write script on a cluster, where the script could not reach the indexes:
+    /// scores the session at its new `updated_at` (and lists it by id when `listed`, a
+    /// write that created or replaced it), in its owner's indexes too; or, after a
+    /// delete, unindexes it. On one server the script did all this already.
+    ///
+    /// `ZADD ... GT` keeps the highest score, so of two writers whose `ZADD`s arrive in
+    /// the other order, the later write's time stays. The requests go side by side, each
+    /// with its `WAIT` when the storage waits for replicas.
+    pub(super) async fn follow(
+        &self,
+        op: Op<'_>,
+        id: &str,
+        written: &Written,
+        listed: bool,
+    ) -> Result<()> {
+        if !self.conn.is_cluster() {
+            return Ok(());
+        }
+        let Some(updated) = &written.updated else {
+            let owner = written.owner.as_deref().map(Scope::Owner);
+            let scopes = [Some(Scope::All), owner];
+            let ids = [id.to_string()];
+            let prunes = scopes
+                .into_iter()
+                .flatten()
+                .map(|scope| self.prune(op.name, scope, &ids));
+            try_join_all(prunes).await?;
+            return Ok(());
+        };
+        let mut writes = IndexWrites::new();
+        let owner = written.owner.as_deref().map(Scope::Owner);
+        for scope in [Some(Scope::All), owner].into_iter().flatten() {
+            let (ids, by_update) = self.keys.scope(scope);
+            writes.push((by_update.clone(), zadd(&by_update, "GT", updated, id)));
+            if listed {
+                writes.push((ids.clone(), zadd(&ids, "NX", "0", id)));
+            }
+        }
+        self.send_index(op, writes, true).await
+    }
+
+    /// Removes `ids` from the indexes of `scope`, then puts back those that, looked at
+    /// again, exist and belong there (a writer created or changed them meanwhile);
+    /// returns those.
+    pub(super) async fn prune(
+        &self,
+        name: &'static str,
+        scope: Scope<'_>,
+        ids: &[String],
+    ) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let op = self.op(name, None);
+        let (by_id, by_update) = self.keys.scope(scope);
+        let mut writes = IndexWrites::new();
+        for chunk in ids.chunks(PIPELINE_CHUNK) {
+            for key in [&by_id, &by_update] {
+                let mut zrem = redis::cmd("ZREM");
+                zrem.arg(key).arg(chunk);
+                writes.push((key.clone(), zrem));
+            }
+        }
+        self.send_index(op, writes, false).await?;
+        // On a cluster a writer stores before it indexes: if the session appeared after
+        // the caller looked, its writer either indexes after our ZREM (fine) or already
+        // did, and we see the session now.
+        let found = self.stored_many(name, ids).await?;
+        let back: Vec<(&String, Stored)> = ids
+            .iter()
+            .zip(found)
+            .filter_map(|(id, stored)| {
+                let stored = stored?;
+                let belongs = match scope {
+                    Scope::All => true,
+                    Scope::Owner(owner) => stored.owner() == Some(owner),
+                };
+                belongs.then_some((id, stored))
+            })
+            .collect();
+        let mut writes = IndexWrites::new();
+        for (id, stored) in &back {
+            let updated = stored.updated_ms().to_string();
+            writes.push((by_id.clone(), zadd(&by_id, "NX", "0", id)));
+            writes.push((by_update.clone(), zadd(&by_update, "GT", &updated, id)));
+        }
+        self.send_index(op, writes, false).await?;
+        Ok(back.into_iter().map(|(id, _)| id.clone()).collect())
+    }
+
+    /// Sets the scores of `stale` entries of the by-update index `key` — (id, score as
+    /// read, the session's `updated_at`) — to the session's time, each only if its score
+    /// is still the one read (a writer may have moved it since).
+    pub(super) async fn repair(
+        &self,
+        name: &'static str,
+        key: &str,
+        stale: Vec<(String, String, i64)>,
+    ) -> Result<()> {
+        let calls = stale
+            .iter()
+            .map(|(id, read, updated)| {
+                let mut call = evalsha(&scripts::REINDEX, &[key]);
+                call.arg(id).arg(read).arg(updated);
+                call
+            })
+            .collect();
+        self.eval_all(&scripts::REINDEX, calls)
+            .await
+            .map_err(|err| parse_redis_error(err, self.op(name, None).on_key(key)))?;
+        Ok(())
+    }
+
+    /// The sessions `ids` as they are now (`None`: absent, or a key of another type),
+    /// each read atomically with the `INFO` script: in pipelines on one server, side by
+    /// side on a cluster.
+    pub(super) async fn stored_many(
+        &self,
+        name: &'static str,
+        ids: &[String],
+    ) -> Result<Vec<Option<Stored>>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(PIPELINE_CHUNK) {
+            let calls = chunk
+                .iter()
+                .map(|id| {
+                    let mut call =
+                        evalsha(&scripts::INFO, &[self.keys.list(id), self.keys.meta(id)]);
+                    call.arg("lenient");
+                    call
+                })
+                .collect();
+            let replies = self
+                .eval_all(&scripts::INFO, calls)
+                .await
+                .map_err(|err| parse_redis_error(err, self.op(name, None)))?;
+            for reply in replies {
+                let stored = Stored::from_reply(reply)
+                    .map_err(|err| parse_redis_error(err.into(), self.op(name, None)))?;
+                found.push(stored);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Moves the ids of the SET index that releases before the ZSETs kept into the
+    /// ZSETs, a batch at a time; returns whether there were any.
+    ///
+    /// Every listing calls it first (the one `SRANDMEMBER` costs nothing when the SET is
+    /// gone), so a keyspace written by an earlier release is upgraded on first use, and
+    /// so are sessions an old process still running creates later. Processes doing it at
+    /// once are safe: indexing uses `ZADD NX`/`GT`, which another process's newer entry
+    /// wins over, and an id leaves the SET only after it was indexed. An id whose session
+    /// is gone is dropped.
+    pub(super) async fn upgrade_legacy(&self, name: &'static str) -> Result<bool> {
+        let legacy = self.keys.legacy_index();
+        let op = self.op(name, None).on_key(legacy);
+        let mut moved = false;
+        loop {
+            let ids: Vec<String> = self
+                .run(Request::Cmd(
+                    redis::cmd("SRANDMEMBER").arg(legacy).arg(LEGACY_BATCH),
+                ))
+                .await
+                .map_err(|err| parse_redis_error(err, op))?;
+            if ids.is_empty() {
+                return Ok(moved);
+            }
+            let (valid, invalid): (Vec<String>, Vec<String>) = ids
+                .iter()
+                .cloned()
+                .partition(|id| SessionId::validate(id).is_ok());
+            if !invalid.is_empty() {
+                tracing::warn!(
+                    legacy,
+                    ?invalid,
+                    "dropping invalid session ids from the old index"
+                );
+            }
+            self.adopt(name, &valid).await?;
+            self.run::<()>(Request::Cmd(redis::cmd("SREM").arg(legacy).arg(&ids)))
+                .await
+                .map_err(|err| parse_redis_error(err, op))?;
+            moved = true;
+        }
+    }
+
+    /// Indexes those of `ids` that exist, as they are now: by id, by update time, and in
+    /// their owner's indexes.
+    async fn adopt(&self, name: &'static str, ids: &[String]) -> Result<()> {
+        let found = self.stored_many(name, ids).await?;
+        let mut writes = IndexWrites::new();
+        for (id, stored) in ids.iter().zip(found) {
+            let Some(stored) = stored else { continue };
+            let updated = stored.updated_ms().to_string();
+            let owner = stored.owner().map(Scope::Owner);
+            for scope in [Some(Scope::All), owner].into_iter().flatten() {
+                let (by_id, by_update) = self.keys.scope(scope);
+                writes.push((by_id.clone(), zadd(&by_id, "NX", "0", id)));
+                writes.push((by_update.clone(), zadd(&by_update, "GT", &updated, id)));
+            }
+        }
+        self.send_index(self.op(name, None), writes, false).await
+    }
+
+    /// Sends index commands, their replies ignored: one pipeline on one server; on a
+    /// cluster one per key, side by side. With `acked`, each request also waits for the
+    /// replicas when the storage asks for them.
+    async fn send_index(&self, op: Op<'_>, writes: IndexWrites, acked: bool) -> Result<()> {
+        let mut requests: Vec<(String, Pipeline)> = Vec::new();
+        for (key, cmd) in writes {
+            let at = if self.conn.is_cluster() {
+                requests.iter().position(|(k, _)| *k == key)
+            } else {
+                requests.first().map(|_| 0)
+            };
+            let at = at.unwrap_or_else(|| {
+                requests.push((key, redis::pipe()));
+                requests.len() - 1
+            });
+            requests[at].1.add_command(cmd).ignore();
+        }
+        let acks = self.replica_acks.filter(|_| acked);
+        let sends = requests.iter_mut().map(|(key, pipe)| async move {
+            let op = op.on_key(key);
+            let Some(acks) = acks else {
+                let sent: RedisResult<()> = self.run(Request::Pipe(pipe)).await;
+                return sent.map_err(|err| parse_redis_error(err, op));
+            };
+            let timeout = u64::try_from(acks.timeout.as_millis()).unwrap_or(u64::MAX);
+            pipe.cmd("WAIT").arg(acks.replicas).arg(timeout);
+            let (replicas,): (usize,) = self
+                .run(Request::Pipe(pipe))
+                .await
+                .map_err(|err| parse_redis_error(err, op))?;
+            self.acknowledged(Acked::new((), Some(replicas)), op)
+        });
+        try_join_all(sends).await.map(drop)
+    }
+
     /// Which of `ids` still have a message list, in chunks of pipelined `TYPE`s. A key
     /// of another type under the list's name (something else wrote there, and our
     /// writes to it failed) is no session either. `name` is the operation, for errors.
@@ -41,28 +300,11 @@ impl RedisStorage {
         }
         Ok(exists)
     }
+}
 
-    /// Removes `gone` from the index, then puts back any that a concurrent write
-    /// recreated in between; returns those. `name` is the operation, for errors.
-    pub(super) async fn prune(&self, name: &'static str, gone: Vec<String>) -> Result<Vec<String>> {
-        let index = self.keys.index();
-        let op = self.op(name, None).on_key(index);
-        self.run::<()>(Request::Cmd(redis::cmd("SREM").arg(index).arg(&gone)))
-            .await
-            .map_err(|err| parse_redis_error(err, op))?;
-        // A writer stores before it indexes. If its list appeared after our first check,
-        // it either indexes after our SREM (fine) or already did, and we see the list now.
-        let again = self.existing(name, &gone).await?;
-        let back: Vec<String> = gone
-            .into_iter()
-            .zip(again)
-            .filter_map(|(id, exists)| exists.then_some(id))
-            .collect();
-        if !back.is_empty() {
-            self.run::<()>(Request::Cmd(redis::cmd("SADD").arg(index).arg(&back)))
-                .await
-                .map_err(|err| parse_redis_error(err, op))?;
-        }
-        Ok(back)
-    }
+/// `ZADD key <flag> score member`.
+fn zadd(key: &str, flag: &str, score: &str, member: &str) -> Cmd {
+    let mut cmd = redis::cmd("ZADD");
+    cmd.arg(key).arg(flag).arg(score).arg(member);
+    cmd
 }

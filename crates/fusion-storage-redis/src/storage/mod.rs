@@ -1,34 +1,31 @@
 //! `RedisStorage`: the `ConversationStorage` implementation on a Redis server.
 //!
-//! Each write is a Lua script on the session's own keys (atomic, Cluster-slot-local)
-//! that indexes the session when it creates or replaces it. The index is always a
-//! superset of the stored sessions: writes index with or after storing, deletes unindex
-//! before removing, and `list_sessions` drops ids that have no message list (expired, a
-//! foreign key of another type) after checking again, so a concurrent writer's session
-//! is never dropped from the index.
+//! Each write is a Lua script on the session's own keys (atomic, Cluster-slot-local).
+//! On one server the script also keeps the indexes that list sessions (by id and by
+//! update time, of every session and of the session's owner; see `keys.rs`), so every
+//! write is one round trip. A Redis Cluster refuses a script whose keys live in different
+//! slots, and each index has a slot of its own, so there the indexes follow the script as
+//! requests of their own (`index.rs`): every write is two round trips. Either way an
+//! index may hold more than the stored sessions but never less, and readers check each
+//! entry against its session (`listing.rs`).
 //!
-//! On one server the script adds the id to the index itself, so every write is one
-//! round trip. A Redis Cluster refuses a script whose keys live in different slots, and
-//! the index has a slot of its own, so there a write that created (or replaced) the
-//! session indexes it in a second request after its script: an append to an existing
-//! session stays one round trip. Deletes unindex, then remove (one pipeline on one
-//! server, two requests on a cluster).
-//!
-//! The same scripts make the conditional writes of issue #13 (`conditional.rs`); the
-//! index upkeep of `list_sessions` is in `index.rs`.
+//! The same scripts make the conditional writes of issue #13 (`conditional.rs`); session
+//! metadata is in `meta.rs`; how requests reach the server in `write.rs`.
 
 mod conditional;
 mod index;
+mod listing;
+mod meta;
 mod write;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Expect, Result, Revision, SessionId, SessionInfo,
-    check_storable,
+    Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_storable,
 };
 use redis::{Cmd, FromRedisValue, Pipeline, RedisResult};
 
@@ -38,7 +35,8 @@ use crate::connection::Connection;
 use crate::error::{BACKEND, Op, corrupt_element, parse_redis_error};
 use crate::keys::Keys;
 
-/// Conversation storage on Redis: one LIST per session, a SET indexing the session ids.
+/// Conversation storage on Redis: one LIST and one HASH per session, sorted sets indexing
+/// the sessions by id and by update time (of every session and per owner).
 ///
 /// Clones share one connection. To one server it is a `redis` `ConnectionManager`: when
 /// it drops, the next call reconnects (with bounded retries), so a server restart costs
@@ -49,13 +47,15 @@ use crate::keys::Keys;
 /// primary is being replaced, calls on its slots fail with a retryable error.
 ///
 /// Costs: `append` is one round trip (the write script, which on one server also
-/// indexes a session it creates; on a cluster that `SADD` is a second request, sent only
-/// when the append creates the session), O(new messages) whatever the history's length; `load` is one `LRANGE`;
-/// `list_sessions` is O(sessions) and never scans the keyspace; `truncate` is an
-/// in-place `LTRIM`. `load_revision` is one `MULTI` (`LRANGE` and `HGET` of the
-/// generation); `write_if` is the same script as the unconditional write, which checks
-/// the generation (and for [`Expect::Exactly`] the `LLEN`) before writing, so a
-/// conditional append costs what `append` costs.
+/// scores the session in the by-update indexes; on a cluster those `ZADD`s are a second
+/// request), O(new messages) whatever the history's length; `load` is one `LRANGE`;
+/// `list_sessions` is O(sessions) and never scans the keyspace; `list_page` is
+/// O(page) (see `listing.rs` for the tag filter); `session_info` is one read of the
+/// session's two keys; `truncate` is an in-place `LTRIM`. `load_revision` is one `MULTI`
+/// (`LRANGE` and `HGET` of the generation); `write_if` is the same script as the
+/// unconditional write, which checks the generation (and for [`Expect::Exactly`] the
+/// `LLEN`) before writing, so a conditional append costs what `append` costs.
+/// Listing needs Redis 6.2 or newer (`ZADD ... GT`, `ZRANGE ... REV`).
 #[derive(Clone)]
 pub struct RedisStorage {
     conn: Connection,
@@ -169,7 +169,7 @@ impl ConversationStorage for RedisStorage {
             return self.delete(session_id).await;
         }
         check_storable(BACKEND, session_id, history)?;
-        self.write("save", session_id, "replace", None, history)
+        self.write("save", session_id, "replace", None, history, None)
             .await
             .map(drop)
     }
@@ -188,58 +188,11 @@ impl ConversationStorage for RedisStorage {
 
     async fn delete(&self, session_id: &str) -> Result<()> {
         SessionId::validate(session_id)?;
-        let (list, meta) = (self.keys.list(session_id), self.keys.meta(session_id));
-        let index = self.keys.index();
-        let op = self.op("delete", Some(session_id));
-        // Unindex first: if the DEL then fails, the data is still there but unlisted
-        // until the next write, rather than listed with nothing behind it. On a cluster
-        // the index is in another slot, so that is a request of its own.
-        let mut pipe = redis::pipe();
-        if self.conn.is_cluster() {
-            self.run::<()>(Request::Cmd(redis::cmd("SREM").arg(index).arg(session_id)))
-                .await
-                .map_err(|err| parse_redis_error(err, op.on_key(index)))?;
-        } else {
-            pipe.cmd("SREM").arg(index).arg(session_id).ignore();
-        }
-        pipe.cmd("DEL").arg(&list).arg(&meta);
-        let deleted = self
-            .send_acked::<i64>(Request::Pipe(&pipe))
-            .await
-            .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))?;
-        self.acknowledged(deleted, op).map(drop)
+        self.remove(session_id).await.map(drop)
     }
 
     async fn list_sessions(&self) -> Result<Vec<String>> {
-        let index = self.keys.index();
-        let ids: Vec<String> = self
-            .run(Request::Cmd(redis::cmd("SMEMBERS").arg(index)))
-            .await
-            .map_err(|err| parse_redis_error(err, self.op("list_sessions", None).on_key(index)))?;
-        let exists = self.existing("list_sessions", &ids).await?;
-        let (mut live, mut gone) = (Vec::with_capacity(ids.len()), Vec::new());
-        for (id, exists) in ids.into_iter().zip(exists) {
-            if !exists {
-                gone.push(id);
-            } else if SessionId::validate(&id).is_ok() {
-                live.push(id);
-            } else {
-                tracing::warn!(
-                    index,
-                    id,
-                    "ignoring an invalid session id in the Redis index"
-                );
-            }
-        }
-        if !gone.is_empty() {
-            tracing::debug!(
-                index,
-                count = gone.len(),
-                "pruning expired sessions from the index"
-            );
-            live.extend(self.prune("list_sessions", gone).await?);
-        }
-        Ok(live)
+        self.all_ids().await
     }
 
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
@@ -248,7 +201,7 @@ impl ConversationStorage for RedisStorage {
             return Ok(());
         }
         check_storable(BACKEND, session_id, messages)?;
-        self.write("append", session_id, "append", None, messages)
+        self.write("append", session_id, "append", None, messages, None)
             .await
             .map(drop)
     }
@@ -278,30 +231,39 @@ impl ConversationStorage for RedisStorage {
         self.write_conditionally(session_id, expected, change).await
     }
 
+    /// One atomic read of the session's list length and meta hash (a script), one round
+    /// trip.
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
-        let (list, meta) = (self.keys.list(session_id), self.keys.meta(session_id));
-        // Both keys share a slot, so one MULTI gives a count and timestamps from the
-        // same moment.
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LLEN")
-            .arg(&list)
-            .cmd("HMGET")
-            .arg(&meta)
-            .arg("created_at")
-            .arg("updated_at");
-        let (count, (created, updated)): (usize, (Option<String>, Option<String>)) =
-            self.run(Request::Pipe(&pipe)).await.map_err(|err| {
-                let op = self.op("session_info", Some(session_id));
-                parse_redis_error(err, op.on_keys(&[&list, &meta]))
-            })?;
-        Ok((count > 0).then(|| {
-            let mut info = SessionInfo::new(session_id.to_string(), count);
-            info.created_at = created.as_deref().and_then(parse_millis);
-            info.updated_at = updated.as_deref().and_then(parse_millis);
-            info
-        }))
+        self.info(session_id).await
+    }
+
+    /// The write script of a conditional append expecting no session, storing `meta`
+    /// beside the first messages: one round trip on one server, two on a cluster.
+    async fn create_session(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+    ) -> Result<u64> {
+        self.create(session_id, meta, messages).await
+    }
+
+    /// A read, then a compare-and-set script of the metadata fields (retried when another
+    /// writer changed them in between); moves `updated_at`, the indexes and the TTL.
+    async fn update_session(
+        &self,
+        session_id: &str,
+        update: &MetaUpdate,
+    ) -> Result<Option<SessionInfo>> {
+        SessionId::validate(session_id)?;
+        self.update(session_id, update).await
+    }
+
+    /// O(limit) reads of the index of the query's order and owner, then of those
+    /// sessions; see `listing.rs`.
+    async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
+        self.page(query).await
     }
 
     fn backend_name(&self) -> &'static str {
@@ -334,11 +296,4 @@ fn decode(session_id: &str, list: &str, raw: &[Vec<u8>]) -> Result<Vec<ChatMessa
             serde_json::from_slice(bytes).map_err(|err| corrupt_element(session_id, list, i, &err))
         })
         .collect()
-}
-
-/// A timestamp written by the scripts (ms since the epoch); `None` if someone else
-/// wrote something unreadable there, since timestamps are informative only.
-fn parse_millis(text: &str) -> Option<SystemTime> {
-    let ms: u64 = text.parse().ok()?;
-    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }

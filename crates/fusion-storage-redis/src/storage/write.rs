@@ -1,18 +1,23 @@
-//! How a write reaches the server: the scripts' arguments, the index (inside the write
-//! script on one server, a request of its own after it on a cluster), the `NOSCRIPT`
-//! retry, and the replicas' `WAIT` when [`RedisOptions::replica_acks`] asks for it.
+//! How a write reaches the server: the scripts' arguments, the indexes (inside the write
+//! script on one server, requests of their own after it on a cluster: `index.rs`), the
+//! `NOSCRIPT` retry, and the replicas' `WAIT` when [`RedisOptions::replica_acks`] asks
+//! for it.
 //!
 //! [`RedisOptions::replica_acks`]: crate::RedisOptions::replica_acks
 
-use fusion_core::{ChatMessage, Expect, Result, Revision, new_generation};
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, RedisWrite, Script, ServerErrorKind};
+use fusion_core::{ChatMessage, Expect, Result, Revision, SessionMeta, new_generation};
+use futures::future::try_join_all;
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, RedisWrite, Script, ServerErrorKind,
+    ToRedisArgs, Value,
+};
 
 use super::{RedisStorage, Request};
 use crate::error::{BACKEND, Op, parse_redis_error};
-use crate::scripts;
+use crate::{scripts, stored};
 
 impl RedisStorage {
-    /// The condition arguments of the scripts (see `scripts.rs`): `fresh`, the
+    /// The condition arguments of the scripts (see `scripts/mod.rs`): `fresh`, the
     /// generation for a session the script creates or rewrites, then what is expected of
     /// the session.
     fn condition(fresh: u64, expected: Option<Expect>) -> [String; 4] {
@@ -29,14 +34,23 @@ impl RedisStorage {
         ]
     }
 
+    /// The keys a session script is given: the session's `list` and `meta` hash, and on
+    /// one server the indexes of every session (a cluster keeps those in other slots, so
+    /// there the caller updates them after the script).
+    pub(super) fn script_keys<'a>(&'a self, list: &'a str, meta: &'a str) -> ScriptKeys<'a> {
+        let all = [list, meta, self.keys.ids(), self.keys.updated()];
+        let len = if self.conn.is_cluster() { 2 } else { 4 };
+        ScriptKeys { all, len }
+    }
+
     /// Replaces (`mode = "replace"`) or extends (`"append"`) a session if it meets
-    /// `expected` (always, for `None`), and indexes it if the write gave it the fresh
-    /// generation: it created or replaced it.
+    /// `expected` (always, for `None`), giving it `meta` if the write creates it, and
+    /// indexes it.
     ///
-    /// On one server the script itself adds the id to the index, so the write is one
-    /// round trip and the session is listed from the moment it exists. On a cluster the
-    /// index is in another slot, so the `SADD` follows as a request of its own; if that
-    /// request fails, the session is stored but unlisted until a write replaces it.
+    /// On one server the script itself updates the indexes, so the write is one round
+    /// trip and the session is listed from the moment it exists. On a cluster the
+    /// indexes are in other slots, so their `ZADD`s follow as requests of their own (see
+    /// `index.rs`); if they fail, the write is reported as failed although stored.
     pub(super) async fn write(
         &self,
         name: &'static str,
@@ -44,44 +58,42 @@ impl RedisStorage {
         mode: &str,
         expected: Option<Expect>,
         messages: &[ChatMessage],
+        meta: Option<&SessionMeta>,
     ) -> Result<scripts::Outcome> {
-        let (list, meta, index) = (self.keys.list(id), self.keys.meta(id), self.keys.index());
-        let cluster = self.conn.is_cluster();
-        let all_keys = [list.as_str(), meta.as_str(), index];
-        let keys = if cluster {
-            &all_keys[..2]
-        } else {
-            &all_keys[..]
-        };
+        let (list, meta_key) = (self.keys.list(id), self.keys.meta(id));
+        let keys = self.script_keys(&list, &meta_key);
         let fresh = new_generation();
-        let mut script = evalsha(&scripts::WRITE, keys);
+        let fields: Vec<(&str, String)> = meta.map(stored::fields).unwrap_or_default();
+        let mut script = evalsha(&scripts::WRITE, &keys);
         script
             .arg(mode)
             .arg(self.ttl_ms())
             .arg(&Self::condition(fresh, expected))
-            .arg(id);
+            .arg(id)
+            .arg(self.keys.prefix())
+            .arg(fields.len());
+        for (field, value) in &fields {
+            script.arg(*field).arg(value);
+        }
         for message in messages {
             serde_json::to_writer(script.writer_for_next_arg(), message)?;
         }
         let op = self.op(name, Some(id));
-        let outcome = self
+        let outcome: scripts::Outcome = self
             .run_script(&scripts::WRITE, &script)
             .await
-            .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta, index])))?;
-        let outcome = self.acknowledged(outcome, op)?;
-        if cluster && outcome.applied && outcome.generation == fresh.to_string() {
-            let mut sadd = redis::cmd("SADD");
-            sadd.arg(index).arg(id);
-            let added = self.send_acked::<i64>(Request::Cmd(&sadd)).await;
-            let added = added.map_err(|err| parse_redis_error(err, op.on_key(index)))?;
-            self.acknowledged(added, op)?;
+            .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
+            .and_then(|acked| self.acknowledged(acked, op))?;
+        if let Some(written) = &outcome.wrote {
+            let listed = outcome.generation == fresh.to_string();
+            self.follow(op, id, written, listed).await?;
         }
         Ok(outcome)
     }
 
-    /// Keeps the first `len` messages of a session (`0` deletes its keys, but leaves the
-    /// index to the caller) if it meets `expected` (always, for `None`). One script, one
-    /// round trip.
+    /// Keeps the first `len` messages of a session (`0` deletes its keys and unindexes
+    /// it) if it meets `expected` (always, for `None`). One script, one round trip on one
+    /// server; on a cluster the indexes follow.
     pub(super) async fn trim(
         &self,
         name: &'static str,
@@ -90,17 +102,46 @@ impl RedisStorage {
         expected: Option<Expect>,
     ) -> Result<scripts::Outcome> {
         let (list, meta) = (self.keys.list(id), self.keys.meta(id));
-        let mut script = evalsha(&scripts::TRUNCATE, &[&list, &meta]);
+        let keys = self.script_keys(&list, &meta);
+        let mut script = evalsha(&scripts::TRUNCATE, &keys);
         script
             .arg(len)
             .arg(self.ttl_ms())
-            .arg(&Self::condition(new_generation(), expected));
+            .arg(&Self::condition(new_generation(), expected))
+            .arg(id)
+            .arg(self.keys.prefix());
         let op = self.op(name, Some(id));
-        let outcome = self
+        let outcome: scripts::Outcome = self
             .run_script(&scripts::TRUNCATE, &script)
             .await
-            .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))?;
-        self.acknowledged(outcome, op)
+            .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
+            .and_then(|acked| self.acknowledged(acked, op))?;
+        if let Some(written) = &outcome.wrote {
+            self.follow(op, id, written, false).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes a session's keys, whatever they hold, and unindexes it: in the script on
+    /// one server, after it on a cluster (where a session created again meanwhile is put
+    /// back). Returns how many keys went.
+    pub(super) async fn remove(&self, id: &str) -> Result<i64> {
+        let (list, meta) = (self.keys.list(id), self.keys.meta(id));
+        let keys = self.script_keys(&list, &meta);
+        let mut script = evalsha(&scripts::DELETE, &keys);
+        script.arg(id).arg(self.keys.prefix());
+        let op = self.op("delete", Some(id));
+        let (deleted, owner): (i64, Option<String>) = self
+            .run_script(&scripts::DELETE, &script)
+            .await
+            .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
+            .and_then(|acked| self.acknowledged(acked, op))?;
+        let written = scripts::Written {
+            updated: None,
+            owner,
+        };
+        self.follow(op, id, &written, false).await?;
+        Ok(deleted)
     }
 
     /// Sends `call`, the `EVALSHA` of `script`, in one round trip (with the replicas'
@@ -110,13 +151,13 @@ impl RedisStorage {
     /// script did not run) the call is sent again behind a `SCRIPT LOAD`: in one pipeline
     /// on one server; on a cluster after it, as a request of its own. On a cluster the
     /// keyless `WAIT` goes to the node of the script's keys.
-    async fn run_script(
+    pub(super) async fn run_script<T: FromRedisValue>(
         &self,
         script: &Script,
         call: &Cmd,
-    ) -> RedisResult<Acked<scripts::Outcome>> {
+    ) -> RedisResult<Acked<T>> {
         match self.send_acked(Request::Cmd(call)).await {
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            Err(err) if is_noscript(&err) => {
                 if !self.conn.is_cluster() {
                     let mut pipe = redis::pipe();
                     pipe.load_script(script).ignore().add_command(call.clone());
@@ -130,6 +171,49 @@ impl RedisStorage {
                 self.send_acked(Request::Cmd(call)).await
             }
             sent => sent,
+        }
+    }
+
+    /// Sends `call`, the `EVALSHA` of a script that only reads (or repairs an index and
+    /// may run twice), loading the script first if the server does not know it.
+    pub(super) async fn eval<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        call: &Cmd,
+    ) -> RedisResult<T> {
+        match self.run(Request::Cmd(call)).await {
+            Err(err) if is_noscript(&err) => {
+                script.load_async(&mut self.conn.clone()).await?;
+                self.run(Request::Cmd(call)).await
+            }
+            done => done,
+        }
+    }
+
+    /// Sends `calls`, `EVALSHA`s of `script` as [`eval`](Self::eval) takes them, and
+    /// returns their replies in order: one pipeline on one server; on a cluster, where
+    /// each may be for another slot, side by side.
+    pub(super) async fn eval_all(
+        &self,
+        script: &Script,
+        calls: Vec<Cmd>,
+    ) -> RedisResult<Vec<Value>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.conn.is_cluster() {
+            return try_join_all(calls.iter().map(|call| self.eval(script, call))).await;
+        }
+        let mut pipe = redis::pipe();
+        for call in calls {
+            pipe.add_command(call);
+        }
+        match self.run(Request::Pipe(&pipe)).await {
+            Err(err) if is_noscript(&err) => {
+                script.load_async(&mut self.conn.clone()).await?;
+                self.run(Request::Pipe(&pipe)).await
+            }
+            done => done,
         }
     }
 
@@ -193,11 +277,37 @@ pub(super) struct Acked<T> {
     replicas: Option<usize>,
 }
 
+impl<T> Acked<T> {
+    /// `value`, which `replicas` acknowledged (`None`: nobody asked them).
+    pub(super) fn new(value: T, replicas: Option<usize>) -> Self {
+        Self { value, replicas }
+    }
+}
+
 /// The `EVALSHA` of `script` on `keys`, for its arguments to follow. Built as one command
 /// rather than through a `ScriptInvocation`, which copies every argument, then copies them
 /// again into the command it makes: each message is serialised straight into the request.
-fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
+pub(super) fn evalsha<K: ToRedisArgs>(script: &Script, keys: &[K]) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
     cmd
+}
+
+/// Whether the server did not know a script's sha (and so did not run it).
+fn is_noscript(err: &RedisError) -> bool {
+    err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// The keys of a session script ([`RedisStorage::script_keys`]), without allocating.
+pub(super) struct ScriptKeys<'a> {
+    all: [&'a str; 4],
+    len: usize,
+}
+
+impl<'a> std::ops::Deref for ScriptKeys<'a> {
+    type Target = [&'a str];
+
+    fn deref(&self) -> &[&'a str] {
+        &self.all[..self.len]
+    }
 }

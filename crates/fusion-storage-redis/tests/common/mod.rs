@@ -115,6 +115,15 @@ impl Harness {
             .expect("connecting to the cluster")
     }
 
+    /// A plain connection to the server or cluster of this harness, whichever it is.
+    pub async fn raw_any(&self) -> Raw {
+        if self.url.contains("+cluster://") {
+            Raw::Cluster(self.raw_cluster().await)
+        } else {
+            Raw::Single(self.raw().await)
+        }
+    }
+
     /// The list key of `session_id` (the layout documented in the README).
     pub fn list_key(&self, session_id: &str) -> String {
         format!("{}:s:{{{session_id}}}", self.prefix)
@@ -125,9 +134,64 @@ impl Harness {
         format!("{}:m:{{{session_id}}}", self.prefix)
     }
 
-    /// The session index key.
-    pub fn index_key(&self) -> String {
+    /// The index of every session by id (a ZSET).
+    pub fn ids_key(&self) -> String {
+        format!("{}:ids", self.prefix)
+    }
+
+    /// The index of every session by update time (a ZSET).
+    pub fn updated_key(&self) -> String {
+        format!("{}:updated", self.prefix)
+    }
+
+    /// The index of `owner`'s sessions by id.
+    pub fn owner_ids_key(&self, owner: &str) -> String {
+        format!("{}:owner:{{{owner}}}:ids", self.prefix)
+    }
+
+    /// The index of `owner`'s sessions by update time.
+    pub fn owner_updated_key(&self, owner: &str) -> String {
+        format!("{}:owner:{{{owner}}}:updated", self.prefix)
+    }
+
+    /// The SET index of releases before the ZSETs.
+    pub fn legacy_index_key(&self) -> String {
         format!("{}:sessions", self.prefix)
+    }
+}
+
+/// A plain connection to one server or to a cluster, for tests that run on both.
+#[derive(Clone)]
+pub enum Raw {
+    Single(MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Raw {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Raw::Single(conn) => conn.req_packed_command(cmd),
+            Raw::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Raw::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Raw::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
     }
 }
 

@@ -1,0 +1,73 @@
+//! The Lua of the scripts a listing runs: a session's facts in one atomic read ([`INFO`]),
+//! a page of an index by update time after a cursor ([`WALK`]), and the repair of an
+//! index score that lags its session ([`REINDEX`]). Each uses one slot's keys only, so
+//! all are valid on a cluster.
+
+/// A session's count, timestamps, generation and metadata, read in one atomic step.
+///
+/// KEYS: list, meta. ARGV: `strict`, to fail on a key of another type as any command
+/// would (`session_info`), or `lenient`, to report it as `{-1}` (a listing skips it, as
+/// `list_sessions` skips a foreign key). Returns `{0}` for an absent session, else
+/// `{length, created_at, updated_at, gen, owner, title, tags, data}` with `nil` for each
+/// field the meta hash lacks.
+pub(super) const INFO: &str = r#"
+local call = redis.pcall
+if ARGV[1] == 'strict' then call = redis.call end
+local len = call('LLEN', KEYS[1])
+if type(len) == 'table' then return {-1} end
+if len == 0 then return {0} end
+local f = call('HMGET', KEYS[2], 'created_at', 'updated_at', 'gen', 'owner', 'title', 'tags', 'data')
+if f.err then return {-1} end
+return {len, f[1], f[2], f[3], f[4], f[5], f[6], f[7]}
+"#;
+
+/// Up to `n` members of a ZSET scored by update time, newest first (ties: the greater
+/// member first), strictly after a position.
+///
+/// KEYS: the ZSET. ARGV: the position's score (empty: start at the top), its member
+/// (empty: the whole group at that score comes after it), and `n`. Returns members and
+/// scores, alternating (`WITHSCORES`).
+///
+/// Keyset paging needs "at the same score, members below this one", which no single
+/// command gives: `ZREVRANK` of the cursor's member does when it is still at the cursor's
+/// score; when it moved or left since (written or deleted between two pages), the first
+/// member of the group below it is found by bisection over the group's ranks, O(log n)
+/// each. Members compare bytewise, as Redis orders them (Lua's `<` on strings follows the
+/// server's locale).
+pub(super) const WALK: &str = r#"
+local key, score, member, n = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function from(rank)
+  return redis.call('ZRANGE', key, rank, rank + n - 1, 'REV', 'WITHSCORES')
+end
+if score == '' then return from(0) end
+local above = redis.call('ZCOUNT', key, '(' .. score, '+inf')
+if member == '' then return from(above) end
+local at = redis.call('ZSCORE', key, member)
+if at and tonumber(at) == tonumber(score) then
+  return from(redis.call('ZREVRANK', key, member) + 1)
+end
+local function below(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local lo, hi = above, above + redis.call('ZCOUNT', key, score, score)
+while lo < hi do
+  local mid = math.floor((lo + hi) / 2)
+  if below(redis.call('ZRANGE', key, mid, mid, 'REV')[1], member) then hi = mid else lo = mid + 1 end
+end
+return from(lo)
+"#;
+
+/// Sets a member's score if it still has the one a listing read, so a writer's newer
+/// score is never undone by a repair based on an older read.
+///
+/// KEYS: the ZSET. ARGV: the member, the score as read (the text Redis replied), the new
+/// score. Returns 1 if it changed the score, else 0.
+pub(super) const REINDEX: &str = r#"
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"#;

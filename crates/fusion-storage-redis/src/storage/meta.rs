@@ -1,0 +1,143 @@
+//! A session's facts and metadata (issue #16): `session_info`, `create_session` and
+//! `update_session`.
+//!
+//! The metadata lives in the session's meta hash (see `stored.rs`), beside its
+//! timestamps and generation, so it shares the session's slot, TTL and lifetime: `DEL`
+//! removes it with the list. `create_session` is the write script creating the session
+//! with the metadata as extra fields, so nobody ever sees the session without its owner.
+//! `update_session` reads the fields, applies the change and validates the result in
+//! Rust (the rules live in `fusion_core` once), then writes them back with a script that
+//! first checks they still hold what was read, and starts over when they do not.
+
+use fusion_core::{
+    ChatMessage, Error, Expect, MetaUpdate, Result, SessionInfo, SessionMeta, check_creation,
+    check_storable,
+};
+use redis::{FromRedisValue, Value};
+
+use super::RedisStorage;
+use super::write::evalsha;
+use crate::error::{BACKEND, parse_redis_error};
+use crate::keys::Scope;
+use crate::scripts::{self, Written};
+use crate::stored::{self, Stored};
+
+/// How many times `update_session` starts over when the metadata changed between its
+/// read and its write, before it reports a conflict. Each retry means another update
+/// got through, so this only bounds how long one caller can lose the race.
+const UPDATE_ATTEMPTS: usize = 32;
+
+impl RedisStorage {
+    /// The facts of `id` (already validated), or `None` if it holds no messages: one
+    /// atomic read (the `INFO` script), one round trip.
+    pub(super) async fn info(&self, id: &str) -> Result<Option<SessionInfo>> {
+        let stored = self.stored_one("session_info", id).await?;
+        stored.map(|stored| stored.info(&self.keys, id)).transpose()
+    }
+
+    /// `id` as the `INFO` script reads it; a key of another type fails, naming it.
+    async fn stored_one(&self, name: &'static str, id: &str) -> Result<Option<Stored>> {
+        let (list, meta) = (self.keys.list(id), self.keys.meta(id));
+        let mut call = evalsha(&scripts::INFO, &[&list, &meta]);
+        call.arg("strict");
+        let op = self.op(name, Some(id)).on_keys(&[&list, &meta]);
+        let reply: Value = self
+            .eval(&scripts::INFO, &call)
+            .await
+            .map_err(|err| parse_redis_error(err, op))?;
+        Stored::from_reply(reply).map_err(|err| parse_redis_error(err.into(), op))
+    }
+
+    /// Creates `id` with `meta` and `messages` in one script: the conditional append
+    /// expecting no session (so a taken id is a conflict) that stores `meta` with the
+    /// timestamps and generation.
+    pub(super) async fn create(
+        &self,
+        id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+    ) -> Result<u64> {
+        check_creation(id, meta, messages)?;
+        check_storable(BACKEND, id, messages)?;
+        let expected = Expect::Generation(0);
+        let outcome = self
+            .write(
+                "create_session",
+                id,
+                "append",
+                Some(expected),
+                messages,
+                Some(meta),
+            )
+            .await?;
+        let generation = stored::generation(&self.keys, id, &outcome.generation)?;
+        if !outcome.applied {
+            return Err(expected.conflict(BACKEND, id, generation, Some(outcome.len)));
+        }
+        Ok(generation)
+    }
+
+    /// Applies `update` to the metadata of `id` (already validated): read, apply and
+    /// validate, then the compare-and-set script, again while another writer changed the
+    /// metadata in between. Two round trips when nobody races it (three on a cluster:
+    /// the indexes follow).
+    pub(super) async fn update(
+        &self,
+        id: &str,
+        update: &MetaUpdate,
+    ) -> Result<Option<SessionInfo>> {
+        if update.is_empty() {
+            return self.info(id).await;
+        }
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(found) = self.stored_one("update_session", id).await? else {
+                return Ok(None);
+            };
+            let mut meta = found.info(&self.keys, id)?.meta;
+            update.apply_to(&mut meta);
+            meta.validate()?;
+            let (list, meta_key) = (self.keys.list(id), self.keys.meta(id));
+            let keys = self.script_keys(&list, &meta_key);
+            let mut call = evalsha(&scripts::UPDATE, &keys);
+            call.arg(id).arg(self.ttl_ms()).arg(self.keys.prefix());
+            for value in found.meta.iter().cloned().chain(stored::values(&meta)) {
+                call.arg(value.map_or_else(|| "-".to_string(), |value| format!("+{value}")));
+            }
+            let op = self.op("update_session", Some(id));
+            let reply: Value = self
+                .run_script(&scripts::UPDATE, &call)
+                .await
+                .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
+                .and_then(|acked| self.acknowledged(acked, op))?;
+            let items: Vec<Value> = FromRedisValue::from_redis_value(reply)
+                .map_err(|err| parse_redis_error(err.into(), op))?;
+            if matches!(items.first(), Some(Value::Int(-1))) {
+                continue;
+            }
+            let Some(after) = Stored::from_reply(Value::Array(items))
+                .map_err(|err| parse_redis_error(err.into(), op))?
+            else {
+                return Ok(None);
+            };
+            let (old, new) = (found.owner(), after.owner());
+            let written = Written {
+                updated: Some(after.updated_ms().to_string()),
+                owner: new.map(str::to_string),
+            };
+            self.follow(op, id, &written, old != new).await?;
+            if let Some(old) = old.filter(|old| self.conn.is_cluster() && Some(*old) != new) {
+                self.prune(op.name, Scope::Owner(old), &[id.to_string()])
+                    .await?;
+            }
+            return after.info(&self.keys, id).map(Some);
+        }
+        Err(Error::Conflict {
+            backend: BACKEND,
+            session_id: id.to_string(),
+            detail: format!(
+                "its metadata changed between the read and the write of {UPDATE_ATTEMPTS} \
+                 attempts in a row to update it; try again"
+            ),
+        })
+    }
+}
