@@ -23,4 +23,3 @@ async fn harness() -> Option<Harness> {
 }
 
 fusion_core::conformance_suite!(conformance_memory, harness);
-fusion_core::metadata_conformance_suite!(metadata_memory, harness);

@@ -11,4 +11,3 @@ mod support;
 use support::harness;
 
 fusion_core::conformance_suite!(conformance_postgres, harness);
-fusion_core::metadata_conformance_suite!(metadata_postgres, harness);

@@ -14,7 +14,6 @@ use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_redis::RedisStorage;
 
 fusion_core::conformance_suite!(conformance_redis_cluster, cluster_harness);
-fusion_core::metadata_conformance_suite!(metadata_redis_cluster, cluster_harness);
 
 async fn open(h: &Harness) -> RedisStorage {
     let storage = h.open().await;

@@ -9,4 +9,3 @@ mod common;
 use common::harness;
 
 fusion_core::conformance_suite!(conformance_redis, harness);
-fusion_core::metadata_conformance_suite!(metadata_redis, harness);

@@ -44,8 +44,6 @@ async fn memory_harness() -> Option<MemoryHarness> {
 
 fusion_core::conformance_suite!(conformance_sqlite, file_harness);
 fusion_core::conformance_suite!(conformance_sqlite_memory, memory_harness);
-fusion_core::metadata_conformance_suite!(metadata_sqlite, file_harness);
-fusion_core::metadata_conformance_suite!(metadata_sqlite_memory, memory_harness);
 
 #[tokio::test]
 async fn each_memory_url_is_a_separate_database() {

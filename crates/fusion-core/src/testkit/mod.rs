@@ -175,19 +175,6 @@ macro_rules! conformance_suite {
                 racing_rewrites_of_one_revision_let_exactly_one_through,
                 a_conditional_write_refuses_unstorable_messages,
             );
-        }
-    };
-}
-
-/// Expands to a module `$module` holding one `#[tokio::test]` per metadata and listing
-/// case ([`metadata`]), the way [`conformance_suite!`](crate::conformance_suite) does.
-#[macro_export]
-macro_rules! metadata_conformance_suite {
-    ($module:ident, $setup:path) => {
-        #[cfg(test)]
-        mod $module {
-            #[allow(unused_imports)]
-            use super::*;
             $crate::__conformance_cases!(
                 $setup, metadata;
                 metadata_round_trips_and_survives_rewrites,
