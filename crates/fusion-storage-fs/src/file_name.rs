@@ -85,6 +85,27 @@ pub(crate) fn temp_file_name(id: &str) -> String {
     format!(".{}.tmp", stem(id))
 }
 
+/// The session's metadata file (see [`crate::meta_file`]), hidden like the lock file.
+pub(crate) fn meta_file_name(id: &str) -> String {
+    format!(".{}.meta", stem(id))
+}
+
+/// The temporary file a metadata write renames over the metadata file.
+pub(crate) fn meta_temp_file_name(id: &str) -> String {
+    format!(".{}.meta.tmp", stem(id))
+}
+
+/// The id whose [`stem`] is `stem`, or `None` if `stem` is not the canonical stem of a
+/// valid id (the names of the index's marker files, see [`crate::index`]).
+pub(crate) fn id_from_stem(stem: &str) -> Option<String> {
+    let id = match stem.strip_prefix(BASE32_MARK) {
+        Some(encoded) => base32_decode(encoded)?,
+        None => percent_decode(stem)?,
+    };
+    let id = String::from_utf8(id).ok()?;
+    (SessionId::validate(&id).is_ok() && self::stem(&id) == stem).then_some(id)
+}
+
 /// The session id a directory entry stores, or `None` for any other file (lock and temp
 /// files, non-canonical names, files of other programs).
 ///
@@ -98,13 +119,7 @@ pub(crate) fn temp_file_name(id: &str) -> String {
 /// assert_eq!(session_id_from_file_name("notes.txt"), None);
 /// ```
 pub fn id_from_file_name(name: &str) -> Option<String> {
-    let stem = name.strip_suffix(SESSION_SUFFIX)?;
-    let id = match stem.strip_prefix(BASE32_MARK) {
-        Some(encoded) => base32_decode(encoded)?,
-        None => percent_decode(stem)?,
-    };
-    let id = String::from_utf8(id).ok()?;
-    (SessionId::validate(&id).is_ok() && self::stem(&id) == stem).then_some(id)
+    id_from_stem(name.strip_suffix(SESSION_SUFFIX)?)
 }
 
 /// Bytes written as themselves: lowercase so no two names differ only in case, and

@@ -4,7 +4,10 @@
 //! sessions/
 //!   user-123.jsonl               one message per line, oldest first
 //!   tenant%3A42%3Achat-7.jsonl   the session `tenant:42:chat-7`
-//!   .user-123.lock               locked by every operation on `user-123`; holds its generation
+//!   .user-123.lock               locked by every operation on `user-123`; holds its
+//!                                generation and counters (times, message count)
+//!   .user-123.meta               its owner, title, tags and data, if any
+//!   .fusion-index/               what paged listings read (journal, ids, markers)
 //! ```
 //!
 //! - **Format**: each line is one [`ChatMessage`](fusion_core::ChatMessage) in the OpenAI
@@ -41,14 +44,28 @@
 //!   removes, so a batch is stored whole or not at all. Any other unreadable line is
 //!   [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the line, for that session
 //!   only. [`SyncPolicy`] chooses whether appends are also fsynced.
+//! - **Metadata and listing**: `create_session` writes the metadata file before the
+//!   session's first line, under the session's lock; every write updates the counters in
+//!   the lock file in place, so `session_info` reads two small files. `list_page` reads
+//!   `.fusion-index/`: journals of writes in time order, one per storage instance so
+//!   appends share no lock (newest first is the journals read backwards and merged, a
+//!   cursor a binary search in each), the sorted ids and per-owner and per-tag markers,
+//!   never every session file. The index may name too much after a crash, never too
+//!   little, and listings check each row against the session itself. A directory of an
+//!   earlier version gets its index built by its first listing. The crate README has the
+//!   formats, costs and measurements.
 //!
 //! See [`FileSystemStorage`] to get started.
 
+mod counters;
 mod error;
 mod file_name;
+mod index;
 mod jsonl;
+mod listing;
 mod location;
 mod lock;
+mod meta_file;
 mod options;
 mod session_files;
 mod storage;

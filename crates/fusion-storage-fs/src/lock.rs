@@ -4,17 +4,14 @@
 //! is removed) is described in [`crate::session_files`]; this module holds the handle.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::path::Path;
+use std::time::SystemTime;
 
 use fusion_core::{LEGACY_GENERATION, Result};
 
+use crate::counters::{self, Counters, LockContents};
 use crate::error::{BACKEND, IoContext};
-
-/// How many digits a stored generation takes. Generations are below 2^53 (16 digits), and
-/// writing them zero-padded to one width makes every store a single in-place `write()` of
-/// the same size, which a killed process cannot leave half done.
-const WIDTH: usize = 16;
 
 /// A session's lock, held until dropped.
 #[derive(Debug)]
@@ -67,55 +64,51 @@ impl SessionLock {
         }
     }
 
+    /// What the lock file stores (generation and counters), read in one `read()`.
+    pub(crate) fn contents(&self, path: &Path) -> Result<LockContents> {
+        let Some(file) = self.file.as_ref() else {
+            return Ok(counters::parse(b""));
+        };
+        let mut bytes = vec![0; counters::FORMATTED_LEN + 1];
+        let read = read_at(file, &mut bytes).at(path)?;
+        bytes.truncate(read);
+        Ok(counters::parse(&bytes))
+    }
+
     /// The generation stored in the lock file, for a session whose data file holds
     /// messages: [`LEGACY_GENERATION`] if none is stored (an empty lock file, written
     /// before generations existed) or if what is stored is not one.
     pub(crate) fn generation(&self, path: &Path) -> Result<u64> {
-        let Some(mut file) = self.file.as_ref() else {
-            return Ok(LEGACY_GENERATION);
-        };
-        let mut text = String::with_capacity(WIDTH);
-        file.seek(SeekFrom::Start(0)).at(path)?;
-        match file.take(64).read_to_string(&mut text) {
-            Ok(_) => {}
-            // Not UTF-8, so not a generation either: handled like other junk below.
-            Err(err) if err.kind() == io::ErrorKind::InvalidData => text.push('?'),
-            Err(err) => return Err(err).at(path),
-        }
-        let text = text.trim();
-        match text.parse::<u64>() {
-            // 0 is "absent", which a session with messages is not.
-            Ok(generation) if generation > LEGACY_GENERATION => Ok(generation),
-            Ok(_) => Ok(LEGACY_GENERATION),
-            Err(_) if text.is_empty() => Ok(LEGACY_GENERATION),
-            Err(_) => {
-                tracing::warn!(
-                    backend = BACKEND,
-                    path = %path.display(),
-                    "the lock file does not hold a generation; reporting the legacy one \
-                     until the next rewrite of the session stores a fresh one"
-                );
-                Ok(LEGACY_GENERATION)
-            }
-        }
+        Ok(generation_of(&self.contents(path)?, path))
     }
 
-    /// Stores `generation`, fsyncing it if `sync`. Only for an exclusive lock.
-    pub(crate) fn set_generation(&self, path: &Path, generation: u64, sync: bool) -> Result<()> {
-        let Some(mut file) = self.file.as_ref() else {
+    /// Stores `generation` and `counters` with one `write()` of a fixed length, fsyncing
+    /// them if `sync`. Only for an exclusive lock.
+    pub(crate) fn store(
+        &self,
+        path: &Path,
+        generation: u64,
+        counters: &Counters,
+        sync: bool,
+    ) -> Result<()> {
+        let Some(file) = self.file.as_ref() else {
             return Ok(());
         };
-        let text = format!("{generation:0WIDTH$}");
-        file.seek(SeekFrom::Start(0)).at(path)?;
-        file.write_all(text.as_bytes()).at(path)?;
-        // Only a hand-edited file can be longer; cut what would follow the number.
-        if file.metadata().at(path)?.len() > text.len() as u64 {
-            file.set_len(text.len() as u64).at(path)?;
-        }
+        // Always the same length, so this overwrites what was stored before (a shorter
+        // bare generation, written by earlier versions, included). Whatever a hand edit
+        // left after it is never read: the counters end at their line's `\n`.
+        write_at(file, &counters::format(generation, counters)).at(path)?;
         if sync {
             file.sync_data().at(path)?;
         }
         Ok(())
+    }
+
+    /// When the lock file was created, where the file system records it: it is created
+    /// by a session's first write and lives as long as the session, so for a session
+    /// written before counters were stored it is the best record of its creation.
+    pub(crate) fn created(&self) -> Option<SystemTime> {
+        self.file.as_ref()?.metadata().ok()?.created().ok()
     }
 
     /// Removes the lock file, whose session is being deleted under this (exclusive) lock.
@@ -131,6 +124,75 @@ impl SessionLock {
         }
         Ok(())
     }
+}
+
+/// The generation `contents` hold, for a session whose data file holds messages (see
+/// [`SessionLock::generation`]).
+pub(crate) fn generation_of(contents: &LockContents, path: &Path) -> u64 {
+    match contents.generation {
+        // 0 is "absent", which a session with messages is not.
+        Some(generation) if generation > LEGACY_GENERATION => generation,
+        Some(_) => LEGACY_GENERATION,
+        None if !contents.generation_text => LEGACY_GENERATION,
+        None => {
+            tracing::warn!(
+                backend = BACKEND,
+                path = %path.display(),
+                "the lock file does not hold a generation; reporting the legacy one \
+                 until the next rewrite of the session stores a fresh one"
+            );
+            LEGACY_GENERATION
+        }
+    }
+}
+
+/// Reads from the start of `file` into `buf`, returning how many bytes were read. The
+/// contents are rewritten in place with one `write()` of a fixed size, so one read at
+/// offset 0 sees them whole (the holder of the lock is the only writer).
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(not(unix))]
+fn read_at(mut file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    let mut done = 0;
+    loop {
+        match file.read(&mut buf[done..]) {
+            Ok(0) => return Ok(done),
+            Ok(n) => done += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+        if done == buf.len() {
+            return Ok(done);
+        }
+    }
+}
+
+/// Writes `bytes` at the start of `file`.
+#[cfg(unix)]
+fn write_at(file: &File, bytes: &[u8]) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, 0)
+}
+
+#[cfg(not(unix))]
+fn write_at(mut file: &File, bytes: &[u8]) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(bytes)
 }
 
 fn open_lock_file(path: &Path) -> io::Result<File> {

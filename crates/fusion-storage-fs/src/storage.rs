@@ -2,8 +2,10 @@
 //!
 //! Compared with its neighbours: unlike the in-memory backend it survives restarts; unlike
 //! SQLite or Redis it needs no server or driver and its data is plain text a person can
-//! read, grep and back up with ordinary tools. It suits single machines, CLIs and agents
-//! with up to tens of thousands of sessions; several processes may share one directory.
+//! read, grep and back up with ordinary tools. It suits single machines, CLIs and agents;
+//! several processes may share one directory, and its listing index pages through a
+//! million sessions without reading their files (each session costs a few small files,
+//! though: SQLite stores many sessions more compactly).
 //!
 //! ```no_run
 //! # async fn demo() -> fusion_core::Result<()> {
@@ -21,13 +23,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Expect, Result, Revision, SessionId, SessionInfo,
-    check_storable,
+    Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_storable,
 };
 
-use crate::error::{BACKEND, IoContext, from_join};
+use crate::error::{BACKEND, from_join};
 use crate::file_name;
+use crate::index::Index;
 use crate::jsonl::{self, Tail};
+use crate::listing::{self, Lister};
 use crate::location;
 use crate::options::{FileSystemOptions, SyncPolicy};
 use crate::session_files::{FileChange, SessionFiles};
@@ -52,6 +56,7 @@ pub struct FileSystemStorage {
 struct Inner {
     dir: PathBuf,
     options: FileSystemOptions,
+    index: Arc<Index>,
 }
 
 impl FileSystemStorage {
@@ -118,7 +123,11 @@ impl FileSystemStorage {
 
     fn from_parts(dir: PathBuf, options: FileSystemOptions) -> Self {
         Self {
-            inner: Arc::new(Inner { dir, options }),
+            inner: Arc::new(Inner {
+                index: Arc::new(Index::new(&dir)),
+                dir,
+                options,
+            }),
         }
     }
 
@@ -158,18 +167,39 @@ impl FileSystemStorage {
         op: impl FnOnce(&SessionFiles) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         SessionId::validate(session_id)?;
-        let files = SessionFiles::new(&self.inner.dir, session_id);
+        let files = SessionFiles::new(
+            &self.inner.dir,
+            session_id,
+            self.inner.index.clone(),
+            self.inner.options.sync,
+        );
         tokio::task::spawn_blocking(move || op(&files))
             .await
             .map_err(from_join)?
     }
 
-    /// Reads and parses a session, warning about a torn tail: its messages, the file's
-    /// metadata and its revision.
-    async fn read(
-        &self,
-        session_id: &str,
-    ) -> Result<Option<(Vec<ChatMessage>, std::fs::Metadata, Revision)>> {
+    /// Rebuilds the listing index from the session files, for a directory whose index
+    /// was lost or damaged beyond what listings repair on their own (see the crate docs):
+    /// O(sessions), like the build the first listing of a directory from an earlier
+    /// version runs. Other processes may go on reading and writing meanwhile.
+    pub async fn rebuild_index(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.index.invalidate()?;
+            let lister = Lister {
+                dir: &inner.dir,
+                index: &inner.index,
+                sync: inner.options.sync,
+            };
+            lister.page(&SessionQuery::new().limit(1)).map(drop)
+        })
+        .await
+        .map_err(from_join)?
+    }
+
+    /// Reads and parses a session, warning about a torn tail: its messages and its
+    /// revision.
+    async fn read(&self, session_id: &str) -> Result<Option<(Vec<ChatMessage>, Revision)>> {
         self.on_session(session_id, |files| {
             let Some(stored) = files.read()? else {
                 return Ok(None);
@@ -194,7 +224,7 @@ impl FileSystemStorage {
                     len: decoded.messages.len(),
                 }
             };
-            Ok(Some((decoded.messages, stored.metadata, revision)))
+            Ok(Some((decoded.messages, revision)))
         })
         .await
     }
@@ -204,7 +234,7 @@ impl FileSystemStorage {
 impl ConversationStorage for FileSystemStorage {
     /// Replaces the session file atomically: a fresh generation is stored (and fsynced) in
     /// the lock file, then a temporary file is written and fsynced, renamed over the
-    /// session file, and the directory is fsynced. O(len of `history`).
+    /// session file, and the directory is fsynced. Metadata is kept. O(len of `history`).
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if history.is_empty() {
@@ -212,7 +242,8 @@ impl ConversationStorage for FileSystemStorage {
         }
         check_storable(BACKEND, session_id, history)?;
         let contents = jsonl::encode(history)?;
-        self.on_session(session_id, move |files| files.replace(&contents))
+        let count = history.len() as u64;
+        self.on_session(session_id, move |files| files.replace(&contents, count))
             .await
     }
 
@@ -222,11 +253,12 @@ impl ConversationStorage for FileSystemStorage {
         Ok(self
             .read(session_id)
             .await?
-            .map(|(messages, ..)| messages)
+            .map(|(messages, _)| messages)
             .unwrap_or_default())
     }
 
-    /// Removes the session file, then its hidden lock file (see the crate docs).
+    /// Removes the session file and its metadata, then its hidden lock file (see the crate
+    /// docs).
     async fn delete(&self, session_id: &str) -> Result<()> {
         self.on_session(session_id, SessionFiles::remove).await
     }
@@ -235,7 +267,7 @@ impl ConversationStorage for FileSystemStorage {
     /// directory). A missing directory has no sessions.
     async fn list_sessions(&self) -> Result<Vec<String>> {
         let dir = self.inner.dir.clone();
-        tokio::task::spawn_blocking(move || list_dir(&dir))
+        tokio::task::spawn_blocking(move || listing::list_dir(&dir))
             .await
             .map_err(from_join)?
     }
@@ -244,7 +276,10 @@ impl ConversationStorage for FileSystemStorage {
     /// all of them or none) and writes it with a single `write()` in append mode, under the
     /// session's exclusive lock. O(`messages`), independent of the history length: besides
     /// the write, a few bytes of the file's end are read to check it ends on a complete
-    /// batch. See [`SyncPolicy`] for durability.
+    /// batch. The index adds one short line to this instance's own journal and the lock
+    /// file's counters are read and rewritten in place: three small system calls, under
+    /// no lock but the session's.
+    /// See [`SyncPolicy`] for durability.
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if messages.is_empty() {
@@ -253,8 +288,7 @@ impl ConversationStorage for FileSystemStorage {
         check_storable(BACKEND, session_id, messages)?;
         // Serialised before locking, so the lock is held only for the write itself.
         let lines = jsonl::encode_batch(messages)?;
-        let sync = self.inner.options.sync;
-        self.on_session(session_id, move |files| files.append(&lines, sync))
+        self.on_session(session_id, move |files| files.append(&lines))
             .await
     }
 
@@ -268,19 +302,70 @@ impl ConversationStorage for FileSystemStorage {
             .await
     }
 
-    /// Counts the messages by parsing the file (so a corrupt session is an error here as
-    /// in `load`); `updated_at` is the file's modification time. `created_at` is `None`:
-    /// `save` replaces the file, so no file-system timestamp records the first write.
+    /// Reads the counters in the lock file and the metadata file under the session's
+    /// shared lock: O(1), unless the counters do not describe the session file (a crash
+    /// between a write and its counters, a hand edit, a session written by an earlier
+    /// version), when the file's lines are counted (O(size of the file)) and the
+    /// timestamps of such an earlier session come from the file system: `updated_at` is
+    /// the session file's modification time, `created_at` the earliest of the creation
+    /// times the file system keeps for its files and that modification time. A damaged
+    /// metadata file is [`fusion_core::Error::Corrupt`].
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
-        let Some((messages, metadata, _)) = self.read(session_id).await? else {
-            return Ok(None);
-        };
-        Ok((!messages.is_empty()).then(|| {
-            let mut info = SessionInfo::new(session_id.to_string(), messages.len());
-            info.created_at = None;
-            info.updated_at = metadata.modified().ok();
-            info
-        }))
+        self.on_session(session_id, SessionFiles::info).await
+    }
+
+    /// Writes the metadata file and the owner's and tags' markers, then the counters and
+    /// the lines, all under the session's exclusive lock taken once: no reader sees the
+    /// session without its metadata. O(`messages`).
+    async fn create_session(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+    ) -> Result<u64> {
+        check_creation(session_id, meta, messages)?;
+        check_storable(BACKEND, session_id, messages)?;
+        let lines = jsonl::encode_batch(messages)?;
+        let meta = meta.clone();
+        self.on_session(session_id, move |files| files.create(&meta, &lines))
+            .await
+    }
+
+    /// Reads, changes, validates and replaces the metadata file under the session's
+    /// exclusive lock, moving the owner's and tags' markers; O(metadata).
+    async fn update_session(
+        &self,
+        session_id: &str,
+        update: &MetaUpdate,
+    ) -> Result<Option<SessionInfo>> {
+        if update.is_empty() {
+            // Nothing to change, so nothing is written and `updated_at` stays.
+            return self.session_info(session_id).await;
+        }
+        let update = update.clone();
+        self.on_session(session_id, move |files| files.update(&update))
+            .await
+    }
+
+    /// Reads the listing index (see the crate docs), never every session file: a page
+    /// reads the facts of its rows, plus the stale index entries between them, found
+    /// by a binary search for the cursor. An owner or tag with few sessions (up to 2,000)
+    /// reads the facts of all of them. The first listing of a directory that has no
+    /// index yet (written by an earlier version) builds it: O(sessions), once.
+    async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
+        query.validate()?;
+        let inner = self.inner.clone();
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || {
+            Lister {
+                dir: &inner.dir,
+                index: &inner.index,
+                sync: inner.options.sync,
+            }
+            .page(&query)
+        })
+        .await
+        .map_err(from_join)?
     }
 
     /// Reads the session file and the generation stored in its lock file under one shared
@@ -289,9 +374,7 @@ impl ConversationStorage for FileSystemStorage {
         Ok(self
             .read(session_id)
             .await?
-            .map_or((Vec::new(), Revision::ABSENT), |(messages, _, revision)| {
-                (messages, revision)
-            }))
+            .unwrap_or((Vec::new(), Revision::ABSENT)))
     }
 
     /// Checks and writes under the session's exclusive lock. The check reads the stored
@@ -312,45 +395,11 @@ impl ConversationStorage for FileSystemStorage {
             Change::Truncate(len) => FileChange::Truncate(len),
             Change::Replace(history) => FileChange::Replace(jsonl::encode(history)?),
         };
-        let sync = self.inner.options.sync;
-        self.on_session(session_id, move |files| {
-            files.write_if(expected, change, sync)
-        })
-        .await
+        self.on_session(session_id, move |files| files.write_if(expected, change))
+            .await
     }
 
     fn backend_name(&self) -> &'static str {
         BACKEND
     }
-}
-
-/// The sessions stored in `dir`: every canonical `{stem}.jsonl` with some content.
-fn list_dir(dir: &Path) -> Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        other => other.at(dir)?,
-    };
-    let mut ids = Vec::new();
-    for entry in entries {
-        let entry = entry.at(dir)?;
-        let Some(id) = entry
-            .file_name()
-            .to_str()
-            .and_then(file_name::id_from_file_name)
-        else {
-            continue;
-        };
-        // An empty file is what a process killed between creating the file and writing
-        // its first line leaves behind; it holds no messages, so it is no session. The
-        // stat is one per session, in line with this method's cost.
-        // Followed through symlinks, as `load` would.
-        match std::fs::metadata(entry.path()) {
-            Ok(metadata) if metadata.is_file() && metadata.len() > 0 => ids.push(id),
-            Ok(_) => {}
-            // Deleted since the directory was read.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err).at(&entry.path()),
-        }
-    }
-    Ok(ids)
 }

@@ -2,7 +2,8 @@
 //! directory, once per [`SyncPolicy`].
 //!
 //! `cargo test -p fusion-storage-fs conformance_fs::` runs it with the default policy,
-//! `conformance_fs_sync_every_write::` with an fsync on every append.
+//! `conformance_fs_sync_every_write::` with an fsync on every append; `metadata_fs::` and
+//! `metadata_fs_sync_every_write::` run the metadata and listing cases.
 
 use async_trait::async_trait;
 use fusion_core::Result;

@@ -118,6 +118,13 @@ async fn directory_is_created_on_first_write_only() {
     assert!(storage.load("s").await.unwrap().is_empty());
     assert!(storage.list_sessions().await.unwrap().is_empty());
     assert!(storage.session_info("s").await.unwrap().is_none());
+    let page = storage
+        .list_page(&fusion_core::SessionQuery::new())
+        .await
+        .unwrap();
+    assert!(page.sessions.is_empty());
+    let update = fusion_core::MetaUpdate::new().title(Some("t"));
+    assert_eq!(storage.update_session("s", &update).await.unwrap(), None);
     storage.delete("s").await.unwrap();
     storage.truncate("s", 0).await.unwrap();
     storage.append("s", &[]).await.unwrap();

@@ -177,6 +177,19 @@ fn append_after_crash_keeps_every_acknowledged_message() {
         let acked = acked.expect("the writer acknowledged nothing") + 1;
 
         let loaded = rt.block_on(storage.load(SESSION)).unwrap();
+        // Whatever the kill interrupted (the index line, the counters, the lines), the
+        // session's facts agree with its history and a listing shows it at its place.
+        let info = rt.block_on(storage.session_info(SESSION)).unwrap().unwrap();
+        assert_eq!(info.message_count, loaded.len(), "round {round}");
+        let page = rt
+            .block_on(storage.list_page(&fusion_core::SessionQuery::new()))
+            .unwrap();
+        assert_eq!(page.sessions.len(), 1, "round {round}: listed once");
+        assert_eq!(
+            page.sessions[0].message_count,
+            loaded.len(),
+            "round {round}"
+        );
         let earlier: usize = stored.iter().sum();
         let this_round = &loaded[earlier..];
         assert!(

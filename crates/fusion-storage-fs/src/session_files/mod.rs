@@ -27,34 +27,47 @@
 //! removed, as before. A reader that races a delete may leave an empty lock file behind;
 //! the next `delete` of that id removes it.
 //!
-//! # Generations
+//! # Generations and counters
 //!
-//! The lock file also stores the session's generation (see [`fusion_core::Revision`]), as
-//! 16 zero-padded decimal digits. The generation of a session is 0 (absent) if its file
-//! holds no data, whatever the lock file says; otherwise it is the stored number, or
-//! [`LEGACY_GENERATION`](fusion_core::LEGACY_GENERATION) for an empty lock file (a session
-//! written before generations existed). A rewrite stores a fresh generation, fsynced,
-//! *before* it replaces the session file, and an append that creates the session stores
-//! one before writing its lines, so a crash in between leaves a new generation with the
-//! old content: a spurious conflict later, never a missed one. Other appends neither read
-//! nor write it. The generation is fsynced when the data is (always for a rewrite, which
-//! also fsyncs the new file and the directory; for a creating append only under
-//! [`SyncPolicy::EveryWrite`]).
+//! The lock file also stores the session's generation (see [`fusion_core::Revision`]) and
+//! its counters: creation and update times, message count and the file length they
+//! describe (see [`crate::counters`]). The generation of a session is 0 (absent) if its
+//! file holds no data, whatever the lock file says; otherwise it is the stored number, or
+//! [`LEGACY_GENERATION`](fusion_core::LEGACY_GENERATION) for a lock file without one (a
+//! session written before generations existed). A rewrite stores a fresh generation,
+//! fsynced, *before* it replaces the session file, and an append that creates the
+//! session stores one before writing its lines, so a crash in between leaves a new
+//! generation with the old content: a spurious conflict later, never a missed one. Other
+//! appends keep the generation and store their counters after their lines: counters
+//! whose length is not the file's (a crash in between) are recomputed by counting lines.
+//!
+//! # Metadata and the index
+//!
+//! Every write first asks the [`Index`] for its timestamp, which appends the journal
+//! line that places the session in listings, and only then changes the session (see
+//! [`crate::index`] for why that order keeps the index a superset). Owner, title, tags
+//! and data live in the metadata file ([`crate::meta_file`]), written only by
+//! `create_session` and `update_session`; the membership markers of the owner and tags
+//! are added before the metadata names them and removed after it stops.
 //!
 //! Advisory locks bind only programs that take them; a person appending with `echo >>`
 //! while Fusion runs is not excluded. On network file systems `flock` may be local to
 //! one machine (older NFS), so share a directory between hosts only on a file system with
 //! working locks.
 
-use std::borrow::Cow;
-use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+mod meta;
+mod write;
 
-use fusion_core::{Expect, Result, new_generation};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fusion_core::{Expect, Result};
 
 use crate::error::{BACKEND, IoContext};
 use crate::file_name;
+use crate::index::{Index, Recorded};
 use crate::jsonl;
 use crate::lock::SessionLock;
 use crate::options::SyncPolicy;
@@ -70,8 +83,6 @@ const TAIL_CHUNK: u64 = 64 * 1024;
 pub(crate) struct Stored {
     /// The whole file.
     pub(crate) bytes: Vec<u8>,
-    /// Its metadata.
-    pub(crate) metadata: Metadata,
     /// The generation, if the file holds any message (see the module docs).
     pub(crate) generation: u64,
 }
@@ -117,7 +128,7 @@ impl Current {
     }
 }
 
-/// The paths of one session's files.
+/// The paths of one session's files, and what every write of it needs.
 #[derive(Debug)]
 pub(crate) struct SessionFiles {
     id: String,
@@ -125,17 +136,25 @@ pub(crate) struct SessionFiles {
     data: PathBuf,
     lock: PathBuf,
     temp: PathBuf,
+    meta: PathBuf,
+    meta_temp: PathBuf,
+    index: Arc<Index>,
+    sync: SyncPolicy,
 }
 
 impl SessionFiles {
-    /// The files of the already validated session `id` in `dir`.
-    pub(crate) fn new(dir: &Path, id: &str) -> Self {
+    /// The files of the already validated session `id` in `dir`, written with `sync`.
+    pub(crate) fn new(dir: &Path, id: &str, index: Arc<Index>, sync: SyncPolicy) -> Self {
         Self {
             id: id.to_string(),
             dir: dir.to_path_buf(),
             data: dir.join(file_name::session_file_name(id)),
             lock: dir.join(file_name::lock_file_name(id)),
             temp: dir.join(file_name::temp_file_name(id)),
+            meta: dir.join(file_name::meta_file_name(id)),
+            meta_temp: dir.join(file_name::meta_temp_file_name(id)),
+            index,
+            sync,
         }
     }
 
@@ -147,6 +166,11 @@ impl SessionFiles {
     /// The session file.
     pub(crate) fn data(&self) -> &Path {
         &self.data
+    }
+
+    /// Whether appends are fsynced.
+    fn sync_appends(&self) -> bool {
+        self.sync == SyncPolicy::EveryWrite
     }
 
     /// The session file and its generation, read at one instant, or `None` if the session
@@ -166,36 +190,40 @@ impl SessionFiles {
         let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
         file.read_to_end(&mut bytes).at(&self.data)?;
         let generation = lock.generation(&self.lock)?;
-        Ok(Some(Stored {
-            bytes,
-            metadata,
-            generation,
-        }))
+        Ok(Some(Stored { bytes, generation }))
     }
 
     /// Appends complete lines with one `write()`, first cutting off a torn tail.
-    pub(crate) fn append(&self, lines: &[u8], sync: SyncPolicy) -> Result<()> {
+    pub(crate) fn append(&self, lines: &[u8]) -> Result<()> {
         let lock = self.lock_exclusive()?;
         let current = self.inspect()?;
-        self.append_locked(&lock, current, lines, sync)?;
+        let (_, recorded) = self.append_locked(&lock, current, lines, None)?;
+        self.finish(lock, recorded);
         Ok(())
     }
 
-    /// Replaces the whole session file with `contents`, atomically and durably.
-    pub(crate) fn replace(&self, contents: &[u8]) -> Result<()> {
+    /// Replaces the whole session file with `contents` (`count` messages), atomically and
+    /// durably.
+    pub(crate) fn replace(&self, contents: &[u8], count: u64) -> Result<()> {
         let lock = self.lock_exclusive()?;
-        self.rewrite_locked(&lock, contents)?;
+        let current = self.inspect()?;
+        let (_, recorded) = self.rewrite_locked(&lock, &current, contents, count)?;
+        self.finish(lock, Some(recorded));
         Ok(())
     }
 
-    /// Removes the session file and its lock file. An unknown session is not an error.
+    /// Removes the session file, its metadata and its lock file. An unknown session is not
+    /// an error.
     pub(crate) fn remove(&self) -> Result<()> {
         // A lock file alone is what a crash mid-delete, or a read racing one, leaves.
         if !exists(&self.data)? && !exists(&self.lock)? {
             return Ok(());
         }
         let lock = self.lock_exclusive()?;
-        self.remove_locked(&lock)
+        let current = self.inspect()?;
+        let recorded = self.remove_locked(&lock, current.exists())?;
+        self.finish(lock, recorded);
+        Ok(())
     }
 
     /// Keeps the first `len` lines, atomically and durably.
@@ -208,18 +236,14 @@ impl SessionFiles {
         }
         let lock = self.lock_exclusive()?;
         let current = self.inspect()?;
-        self.truncate_locked(&lock, current, len)?;
+        let (_, recorded) = self.truncate_locked(&lock, current, len)?;
+        self.finish(lock, recorded);
         Ok(())
     }
 
     /// Applies `change` if the session meets `expected`, all under the exclusive lock;
     /// returns the generation after it. See the module docs for what is read.
-    pub(crate) fn write_if(
-        &self,
-        expected: Expect,
-        change: FileChange,
-        sync: SyncPolicy,
-    ) -> Result<u64> {
+    pub(crate) fn write_if(&self, expected: Expect, change: FileChange) -> Result<u64> {
         let lock = self.lock_exclusive()?;
         let current = self.inspect()?;
         let generation = if current.exists() {
@@ -241,20 +265,34 @@ impl SessionFiles {
             }
             return Err(expected.conflict(BACKEND, &self.id, generation, len));
         }
-        let outcome = match change {
-            FileChange::Append(lines) => self.append_locked(&lock, current, &lines, sync)?,
+        let (outcome, recorded) = match change {
+            FileChange::Append(lines) => self.append_locked(&lock, current, &lines, None)?,
             FileChange::Truncate(len) => self.truncate_locked(&lock, current, len)?,
             FileChange::Replace(contents) if contents.is_empty() => {
-                self.remove_locked(&lock)?;
-                Outcome::Removed
+                let recorded = self.remove_locked(&lock, current.exists())?;
+                (Outcome::Removed, recorded)
             }
-            FileChange::Replace(contents) => self.rewrite_locked(&lock, &contents)?,
+            FileChange::Replace(contents) => {
+                let count = jsonl::line_count(&contents) as u64;
+                let (outcome, recorded) = self.rewrite_locked(&lock, &current, &contents, count)?;
+                (outcome, Some(recorded))
+            }
         };
+        self.finish(lock, recorded);
         Ok(match outcome {
             Outcome::Kept => generation,
             Outcome::New(generation) => generation,
             Outcome::Removed => 0,
         })
+    }
+
+    /// Releases the session's lock, then runs the index upkeep the write made due, so
+    /// that no other writer of this session waits for it.
+    fn finish(&self, lock: SessionLock, recorded: Option<Recorded>) {
+        drop(lock);
+        if let Some(recorded) = recorded {
+            self.index.upkeep(recorded);
+        }
     }
 
     /// Opens the session file, if any, and finds where its data ends.
@@ -278,144 +316,6 @@ impl SessionFiles {
             data_end,
             needs_newline,
         })
-    }
-
-    /// Appends `lines` after cutting off a torn tail; an append that creates the session
-    /// stores a fresh generation first.
-    fn append_locked(
-        &self,
-        lock: &SessionLock,
-        current: Current,
-        lines: &[u8],
-        sync: SyncPolicy,
-    ) -> Result<Outcome> {
-        if lines.is_empty() {
-            return Ok(Outcome::Kept);
-        }
-        let file = match current.file {
-            Some(file) => file,
-            None => OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(&self.data)
-                .at(&self.data)?,
-        };
-        let kept = current.data_end;
-        if kept < current.len {
-            tracing::warn!(
-                backend = BACKEND,
-                session_id = %self.id,
-                path = %self.data.display(),
-                bytes = current.len - kept,
-                "removing a torn tail left by an interrupted append"
-            );
-            file.set_len(kept).at(&self.data)?;
-        }
-        let outcome = if kept == 0 {
-            let generation = new_generation();
-            lock.set_generation(&self.lock, generation, sync == SyncPolicy::EveryWrite)?;
-            Outcome::New(generation)
-        } else {
-            Outcome::Kept
-        };
-        let buf = if current.needs_newline {
-            Cow::Owned([b"\n", lines].concat())
-        } else {
-            Cow::Borrowed(lines)
-        };
-        if let Err(err) = (&file).write_all(&buf) {
-            // A failed write (disk full, quota) may have stored part of the batch; cut it
-            // off so the append is all or nothing, and leave no empty session behind.
-            // Should this cleanup fail too, the partial batch is a torn tail that the next
-            // append removes.
-            let _ = file.set_len(kept);
-            if kept == 0 {
-                let _ = fs::remove_file(&self.data);
-            }
-            return Err(err).at(&self.data);
-        }
-        if sync == SyncPolicy::EveryWrite {
-            file.sync_data().at(&self.data)?;
-            if kept == 0 {
-                // The files may be new: make their directory entries durable too.
-                sync_dir(&self.dir)?;
-            }
-        }
-        Ok(outcome)
-    }
-
-    /// Keeps the first `len` lines of the data; a shorter history gets a new generation.
-    fn truncate_locked(&self, lock: &SessionLock, current: Current, len: usize) -> Result<Outcome> {
-        if !current.exists() {
-            return Ok(Outcome::Kept);
-        }
-        let bytes = self.read_locked(&current)?;
-        let keep = jsonl::prefix_len(&bytes, len);
-        if keep >= jsonl::data_len(&bytes) {
-            // No message removed; a torn tail is left for the next append to cut.
-            Ok(Outcome::Kept)
-        } else if keep == 0 {
-            self.remove_locked(lock)?;
-            Ok(Outcome::Removed)
-        } else {
-            let mut kept = bytes;
-            kept.truncate(keep);
-            // A cut inside a batch must leave a complete one, not a torn tail.
-            jsonl::unmark_last_line(&mut kept);
-            self.rewrite_locked(lock, &kept)
-        }
-    }
-
-    /// Stores a fresh generation, then replaces the session file with `contents`.
-    fn rewrite_locked(&self, lock: &SessionLock, contents: &[u8]) -> Result<Outcome> {
-        let generation = new_generation();
-        // Fsynced because the rewrite is: the new content must never be durable with the
-        // old generation.
-        lock.set_generation(&self.lock, generation, true)?;
-        self.replace_locked(contents)?;
-        Ok(Outcome::New(generation))
-    }
-
-    /// Writes a temporary file, fsyncs it, renames it over the session file and fsyncs
-    /// the directory, so a crash at any point leaves the old history or the new one.
-    fn replace_locked(&self, contents: &[u8]) -> Result<()> {
-        let result = (|| {
-            let mut temp = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&self.temp)
-                .at(&self.temp)?;
-            // Keep permissions a person set on the session file (say, `chmod 600`), which
-            // the rename would otherwise silently reset. Best effort: a new file has none.
-            if let Ok(existing) = fs::metadata(&self.data) {
-                let _ = temp.set_permissions(existing.permissions());
-            }
-            temp.write_all(contents).at(&self.temp)?;
-            temp.sync_all().at(&self.temp)?;
-            drop(temp);
-            fs::rename(&self.temp, &self.data).at(&self.data)?;
-            sync_dir(&self.dir)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&self.temp);
-        }
-        result
-    }
-
-    /// Removes the session file, then the lock file (see the module docs), durably.
-    fn remove_locked(&self, lock: &SessionLock) -> Result<()> {
-        match fs::remove_file(&self.data) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            other => other.at(&self.data)?,
-        }
-        // A temp file can only outlive its `save` if that process crashed; tidy it up
-        // while the lock still excludes every other writer.
-        let _ = fs::remove_file(&self.temp);
-        // Last: once it is gone, a newcomer can lock a new lock file at once.
-        lock.unlink(&self.lock)?;
-        sync_dir(&self.dir)
     }
 
     /// The whole session file, read through the handle `inspect` opened.
@@ -479,7 +379,7 @@ fn exists(path: &Path) -> Result<bool> {
 
 /// Makes renames, creations and removals in `dir` durable.
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     match File::open(dir).and_then(|dir| dir.sync_all()) {
         // Some file systems cannot fsync a directory; their entries are as durable as
         // they get.
@@ -490,6 +390,6 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Windows cannot open a directory through `std::fs::File`; NTFS journals renames itself.
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(_dir: &Path) -> Result<()> {
     Ok(())
 }

@@ -1,0 +1,170 @@
+//! What a session's lock file stores: its generation and its counters (when it was
+//! created and last written, how many messages it holds and how long its file is), in a
+//! fixed-width text form that every write stores with one in-place `write()`.
+//!
+//! ```text
+//! 0000004242424242                                               <- generation, padded to 64 bytes
+//! created +0001733000000123456 updated +0001733000000654321 messages 00000000000000000012 bytes 00000000000000001234
+//! ```
+//!
+//! The generation keeps the place and width earlier versions gave it (they read the first
+//! 64 bytes and trim them), so they still read it. The counters are a cache of facts the
+//! session file also holds: `bytes` is the length of the session file they describe, and a
+//! reader that finds another length (a crash between a write and its counters, a hand
+//! edit, an earlier version's write) counts the lines again instead of trusting them.
+//! Timestamps are Unix microseconds, the precision listings sort by.
+
+use std::fmt::Write as _;
+
+/// Where the counters start: the generation field before them is this long.
+pub(crate) const GENERATION_FIELD: usize = 64;
+/// How many digits a stored generation takes (below 2^53, so 16 decimal digits).
+const GENERATION_WIDTH: usize = 16;
+/// A `bytes` value that matches no file: stored before a rewrite replaces the session
+/// file, so a crash before the final counters are stored makes readers count again.
+pub(crate) const UNKNOWN_LEN: u64 = u64::MAX;
+
+/// A session's counters; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counters {
+    /// When the session was created, in Unix microseconds.
+    pub(crate) created_us: i64,
+    /// When the session was last written (messages or metadata), in Unix microseconds.
+    pub(crate) updated_us: i64,
+    /// How many messages the session file holds when it is `len` bytes long.
+    pub(crate) count: u64,
+    /// The length of the session file these counters describe, or [`UNKNOWN_LEN`].
+    pub(crate) len: u64,
+}
+
+/// The lock file's contents, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LockContents {
+    /// The stored generation; `None` if none is stored (an empty lock file) or what is
+    /// stored is not one.
+    pub(crate) generation: Option<u64>,
+    /// Whether anything at all was stored in the generation field.
+    pub(crate) generation_text: bool,
+    /// The counters, if stored and well formed.
+    pub(crate) counters: Option<Counters>,
+}
+
+/// The whole lock file for `generation` and `counters`: always the same length.
+pub(crate) fn format(generation: u64, counters: &Counters) -> Vec<u8> {
+    let mut text = format!("{generation:0GENERATION_WIDTH$}");
+    while text.len() < GENERATION_FIELD - 1 {
+        text.push(' ');
+    }
+    text.push('\n');
+    let Counters {
+        created_us,
+        updated_us,
+        count,
+        len,
+    } = *counters;
+    let _ = writeln!(
+        text,
+        "created {created_us:+020} updated {updated_us:+020} messages {count:020} bytes {len:020}"
+    );
+    text.into_bytes()
+}
+
+/// The length of every lock file [`format()`] writes: the generation field, then
+/// `created ` (8), `updated `, `messages `, `bytes ` with their separators (9, 10, 7), four
+/// 20-character numbers and the `\n`.
+pub(crate) const FORMATTED_LEN: usize = GENERATION_FIELD + 8 + 9 + 10 + 7 + 4 * 20 + 1;
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            created_us: 0,
+            updated_us: 0,
+            count: 0,
+            len: UNKNOWN_LEN,
+        }
+    }
+}
+
+/// Parses a lock file's first bytes (at least [`FORMATTED_LEN`] of them if there are
+/// that many). Never fails: what is not well formed reads as absent.
+pub(crate) fn parse(bytes: &[u8]) -> LockContents {
+    let head = &bytes[..bytes.len().min(GENERATION_FIELD)];
+    let head = String::from_utf8_lossy(head);
+    let head = head.trim();
+    let generation = head.parse::<u64>().ok();
+    let counters = bytes
+        .get(GENERATION_FIELD..)
+        .and_then(|rest| std::str::from_utf8(rest).ok())
+        .and_then(|rest| rest.split('\n').next())
+        .and_then(parse_counters);
+    LockContents {
+        generation,
+        generation_text: !head.is_empty(),
+        counters,
+    }
+}
+
+fn parse_counters(line: &str) -> Option<Counters> {
+    let mut words = line.split(' ');
+    let mut field = |name: &str| -> Option<&str> {
+        (words.next()? == name).then_some(())?;
+        let value = words.next()?;
+        (value.len() == 20).then_some(value)
+    };
+    let created_us = field("created")?.parse().ok()?;
+    let updated_us = field("updated")?.parse().ok()?;
+    let count = field("messages")?.parse().ok()?;
+    let len = field("bytes")?.parse().ok()?;
+    words.next().is_none().then_some(Counters {
+        created_us,
+        updated_us,
+        count,
+        len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contents_round_trip_at_one_fixed_length() {
+        let counters = Counters {
+            created_us: -5,
+            updated_us: 1_733_000_000_123_456,
+            count: 12,
+            len: UNKNOWN_LEN,
+        };
+        let bytes = format(4_242_424_242, &counters);
+        assert_eq!(bytes.len(), FORMATTED_LEN);
+        assert_eq!(
+            format(u64::from(u32::MAX), &Counters::default()).len(),
+            bytes.len()
+        );
+        let parsed = parse(&bytes);
+        assert_eq!(parsed.generation, Some(4_242_424_242));
+        assert_eq!(parsed.counters, Some(counters));
+    }
+
+    #[test]
+    fn earlier_lock_files_and_junk_read_as_absent_counters() {
+        // What earlier versions store: the bare generation, or nothing.
+        let old = parse(b"0000000000000042");
+        assert_eq!((old.generation, old.counters), (Some(42), None));
+        let empty = parse(b"");
+        assert_eq!(
+            (empty.generation, empty.generation_text, empty.counters),
+            (None, false, None)
+        );
+        let mut torn = format(7, &Counters::default());
+        torn.truncate(torn.len() - 10);
+        assert_eq!(parse(&torn).counters, None);
+        assert_eq!(parse(&torn).generation, Some(7));
+        let junk = parse(b"not a number at all");
+        assert_eq!((junk.generation, junk.generation_text), (None, true));
+        // Earlier versions read the generation from the first 64 bytes, trimmed.
+        let new = format(99, &Counters::default());
+        let head = String::from_utf8_lossy(&new[..64]);
+        assert_eq!(head.trim().parse::<u64>().unwrap(), 99);
+    }
+}

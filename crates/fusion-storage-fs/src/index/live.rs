@@ -1,0 +1,165 @@
+//! Each storage instance's own journal, `live/<random>`: where its writes append their
+//! lines without any lock shared with other instances or processes.
+//!
+//! An instance appends only to its own file, with timestamps it makes strictly
+//! increasing, so the file is sorted; a listing merges the sorted files. The instance
+//! holds an exclusive `flock` on its file for as long as it may write to it: a file
+//! whose lock can be taken belongs to nobody any more (its instance moved on to a new
+//! file, was dropped, or its process died), and compaction folds it into the compacted
+//! journal and deletes it. A file is created under a hidden name, locked, and only then
+//! renamed into `live/`, so nobody ever finds it unlocked while its instance lives.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use fusion_core::{Result, new_generation};
+
+use super::lines;
+use crate::error::IoContext;
+
+/// The directory of the live journals, under the index root.
+pub(crate) const LIVE_DIR: &str = "live";
+
+/// This instance's journal, open and locked.
+#[derive(Debug)]
+pub(crate) struct Live {
+    file: File,
+    path: PathBuf,
+    /// Where the next line goes: the end of the last complete line written.
+    len: u64,
+    /// The newest timestamp in the file.
+    last_t: i64,
+}
+
+impl Live {
+    /// A new journal in `root/live`, locked, and how many journals the directory then
+    /// holds (a crowd of them, from many short-lived processes, calls for a compaction).
+    pub(crate) fn create(root: &Path) -> Result<(Self, usize)> {
+        let dir = root.join(LIVE_DIR);
+        fs::create_dir_all(&dir).at(&dir)?;
+        let (file, path) = loop {
+            let name = format!("{:016x}", new_generation());
+            let hidden = dir.join(format!(".{name}"));
+            let path = dir.join(&name);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&hidden)
+                .at(&hidden)?;
+            super::lock(&file, true).at(&hidden)?;
+            match fs::rename(&hidden, &path) {
+                Ok(()) => break (file, path),
+                // A sweep took it for a crash's leftover before it was locked: again.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err).at(&path),
+            }
+        };
+        let count = fs::read_dir(&dir).at(&dir)?.count();
+        Ok((
+            Live {
+                file,
+                path,
+                len: 0,
+                last_t: i64::MIN,
+            },
+            count,
+        ))
+    }
+
+    /// The newest timestamp written here.
+    pub(crate) fn last_t(&self) -> i64 {
+        self.last_t
+    }
+
+    /// How long the file is.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Writes `line` (stamped `t`, later than [`Live::last_t`]) after the last one.
+    /// A failed write leaves at most junk after the valid end, which the next write
+    /// overwrites and readers never reach.
+    pub(crate) fn append(&mut self, line: &[u8], t: i64, sync: bool) -> Result<()> {
+        super::write_at(&self.file, line, self.len).at(&self.path)?;
+        if sync {
+            self.file.sync_data().at(&self.path)?;
+        }
+        self.len += line.len() as u64;
+        self.last_t = t;
+        Ok(())
+    }
+}
+
+/// A live journal as a reader or compactor finds it.
+#[derive(Debug)]
+pub(crate) struct Found {
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    /// The end of its last complete line: a write under way is not read.
+    pub(crate) end: u64,
+}
+
+/// Every live journal in `root/live`.
+pub(crate) fn list(root: &Path) -> Result<Vec<Found>> {
+    let dir = root.join(LIVE_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.at(&dir)?,
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.at(&dir)?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            // Being created, or what a crash left of a creation.
+            continue;
+        }
+        let path = entry.path();
+        let file = match File::open(&path) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            other => other.at(&path)?,
+        };
+        let end = complete_end(&file).at(&path)?;
+        found.push(Found { path, file, end });
+    }
+    Ok(found)
+}
+
+/// Deletes what crashed creations left in `root/live`: hidden files nobody holds.
+pub(crate) fn sweep(root: &Path) -> Result<()> {
+    let dir = root.join(LIVE_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other.at(&dir)?,
+    };
+    for entry in entries {
+        let entry = entry.at(&dir)?;
+        if !entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        // Locked means a creation under way; gone means it just completed.
+        if let Ok(file) = File::open(&path)
+            && file.try_lock().is_ok()
+        {
+            let _ = fs::remove_file(&path);
+        }
+    }
+    Ok(())
+}
+
+/// The length of `file` up to its last `\n`.
+pub(crate) fn complete_end(file: &File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let mut from = len;
+    while from > 0 {
+        let start = from.saturating_sub(4096);
+        let chunk = lines::read_range(file, start, from)?;
+        if let Some(newline) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + newline as u64 + 1);
+        }
+        from = start;
+    }
+    Ok(0)
+}

@@ -1,0 +1,208 @@
+//! Replacing index files: folding finished live journals into the compacted one,
+//! merging the id log into the sorted ids, and building the whole index from a scan of
+//! the session directory.
+//!
+//! Each holds `compact.lock` throughout, so one runs at a time in the directory, and does
+//! its long part (reading the old files, writing the new ones) without the index lock.
+//! It then takes the index lock only to copy what writers appended meanwhile, rename the
+//! new files into place and store the new state with a new epoch (so cached handles are
+//! reopened). A crash before the renames leaves the old files; after them, the new ones.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+
+use fusion_core::Result;
+
+use super::journal::{self, Source};
+use super::live::{self, Found};
+use super::state::State;
+use super::{COMPACT_LOCK, IDS, IDS_LOG, Index, JOURNAL, LOCK, ids, lines, lock};
+use crate::error::IoContext;
+
+impl Index {
+    /// Folds the live journals nobody holds any more into the compacted journal and
+    /// deletes them.
+    pub(super) fn fold(&self) -> Result<()> {
+        let Some(_compacting) = self.try_compact_lock()? else {
+            return Ok(());
+        };
+        let (state, journal) = self.read_under_lock(|_| self.open(JOURNAL))?;
+        live::sweep(&self.root)?;
+        // Keeping the lock taken here keeps the file finished while it is folded.
+        let finished: Vec<Found> = live::list(&self.root)?
+            .into_iter()
+            .filter(|found| found.file.try_lock().is_ok())
+            .collect();
+        // Folding costs the compacted journal's length, so it waits until the finished
+        // journals are half as long (O(1) per write amortised), or many.
+        let finished_len: u64 = finished.iter().map(|f| f.end).sum();
+        let due = finished_len > (state.journal_len / 2).max(self.limits.0)
+            || finished.len() > super::LIVE_FILES_MAX;
+        if finished.is_empty() || !due {
+            return Ok(());
+        }
+        let mut sources = vec![Source::File(&journal, state.journal_len)];
+        sources.extend(finished.iter().map(|f| Source::File(&f.file, f.end)));
+        let (temp, len) = self.write_temp(JOURNAL, |out| {
+            journal::compact_into(&sources, out).map(drop)
+        })?;
+        self.swap(|state| {
+            fs::rename(&temp, self.root.join(JOURNAL)).at(&self.root.join(JOURNAL))?;
+            state.journal_len = len;
+            remove_all(&finished)
+        })
+    }
+
+    /// Merges the id log into the sorted ids if that is still due.
+    pub(super) fn merge_ids(&self) -> Result<()> {
+        let Some(_compacting) = self.try_compact_lock()? else {
+            return Ok(());
+        };
+        let (state, (sorted, log)) =
+            self.read_under_lock(|_| Ok((self.open(IDS)?, self.open(IDS_LOG)?)))?;
+        if !self.ids_due(&state) {
+            return Ok(());
+        }
+        let log_end = state.ids_log_len;
+        let (temp, ids_len) = self.write_temp(IDS, |out| {
+            ids::merge_into(&sorted, state.ids_len, &log, log_end, out).map(drop)
+        })?;
+        self.swap(|state| {
+            let tail =
+                lines::read_range(&log, log_end, state.ids_log_len).at(&self.root.join(IDS_LOG))?;
+            let (log_temp, log_len) = self.write_temp(IDS_LOG, |out| out.write_all(&tail))?;
+            fs::rename(&temp, self.root.join(IDS)).at(&self.root.join(IDS))?;
+            fs::rename(&log_temp, self.root.join(IDS_LOG)).at(&self.root.join(IDS_LOG))?;
+            state.ids_len = ids_len;
+            state.ids_log_len = log_len;
+            Ok(())
+        })
+    }
+
+    /// Builds the index from `scan`, which lists every session as `(updated_us, id)`
+    /// (and restores its set markers), unless it is built already. Writers go on
+    /// meanwhile: what they append during the scan is merged in at the end.
+    pub(crate) fn build(&self, scan: impl FnOnce() -> Result<Vec<(i64, String)>>) -> Result<()> {
+        fs::create_dir_all(&self.root).at(&self.root)?;
+        let compact_path = self.root.join(COMPACT_LOCK);
+        let compacting = self.open(COMPACT_LOCK)?;
+        lock(&compacting, true).at(&compact_path)?;
+        let (state, (journal, log)) =
+            self.read_under_lock(|_| Ok((self.open(JOURNAL)?, self.open(IDS_LOG)?)))?;
+        if state.built {
+            return Ok(());
+        }
+        let mut records = scan()?;
+        records.sort_unstable();
+        records.dedup();
+        // The scan misses a session created while it ran (its file appears after the scan
+        // passed it), so what the journals and the id log hold is kept too: the index may
+        // name more than exists, never less.
+        let (logged, _) = ids::read_log(&log, state.ids_log_len).at(&self.root.join(IDS_LOG))?;
+        let mut sorted_ids: Vec<&str> = records.iter().map(|(_, id)| id.as_str()).collect();
+        sorted_ids.extend(
+            logged
+                .iter()
+                .filter(|(_, created)| **created)
+                .map(|(id, _)| id.as_str()),
+        );
+        sorted_ids.sort_unstable();
+        sorted_ids.dedup();
+        let (ids_temp, ids_len) = self.write_temp(IDS, |out| {
+            sorted_ids.iter().try_for_each(|id| writeln!(out, "{id}"))
+        })?;
+        let lives = live::list(&self.root)?;
+        let finished: Vec<&Found> = lives.iter().filter(|f| f.file.try_lock().is_ok()).collect();
+        let mut sources = vec![
+            Source::File(&journal, state.journal_len),
+            Source::Scanned(&records),
+        ];
+        sources.extend(lives.iter().map(|f| Source::File(&f.file, f.end)));
+        let (journal_temp, journal_len) = self.write_temp(JOURNAL, |out| {
+            journal::compact_into(&sources, out).map(drop)
+        })?;
+        let log_start = state.ids_log_len;
+        self.swap(|state| {
+            // The creations and deletions logged during the scan stay in the log.
+            let log_tail = lines::read_range(&log, log_start, state.ids_log_len)
+                .at(&self.root.join(IDS_LOG))?;
+            let (log_temp, log_len) = self.write_temp(IDS_LOG, |out| out.write_all(&log_tail))?;
+            fs::rename(&ids_temp, self.root.join(IDS)).at(&self.root.join(IDS))?;
+            fs::rename(&log_temp, self.root.join(IDS_LOG)).at(&self.root.join(IDS_LOG))?;
+            fs::rename(&journal_temp, self.root.join(JOURNAL)).at(&self.root.join(JOURNAL))?;
+            state.built = true;
+            state.journal_len = journal_len;
+            state.ids_len = ids_len;
+            state.ids_log_len = log_len;
+            remove_all(finished.iter().copied())
+        })
+    }
+
+    /// Marks the index as not built, so that the next listing rebuilds it from the
+    /// session files.
+    pub(crate) fn invalidate(&self) -> Result<()> {
+        fs::create_dir_all(&self.root).at(&self.root)?;
+        let path = self.root.join(LOCK);
+        let lock_file = self.open(LOCK)?;
+        lock(&lock_file, true).at(&path)?;
+        let result = (|| {
+            let mut state = self.read_state(&lock_file)?;
+            state.built = false;
+            self.write_state(&lock_file, &state, true)
+        })();
+        let _ = lock_file.unlock();
+        result
+    }
+
+    /// `compact.lock`, if nobody else holds it.
+    fn try_compact_lock(&self) -> Result<Option<File>> {
+        let path = self.root.join(COMPACT_LOCK);
+        let file = self.open(COMPACT_LOCK)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(err)) => Err(err).at(&path),
+        }
+    }
+
+    /// Reads the state and opens files with `open`, under the exclusive index lock.
+    fn read_under_lock<T>(&self, open: impl FnOnce(&State) -> Result<T>) -> Result<(State, T)> {
+        let path = self.root.join(LOCK);
+        let lock_file = self.open(LOCK)?;
+        lock(&lock_file, true).at(&path)?;
+        let result = self.read_state(&lock_file).and_then(|state| {
+            let opened = open(&state)?;
+            Ok((state, opened))
+        });
+        let _ = lock_file.unlock();
+        result
+    }
+
+    /// Runs `replace` under the exclusive index lock with the current state, then stores
+    /// the state it left with a new epoch, durably.
+    fn swap(&self, replace: impl FnOnce(&mut State) -> Result<()>) -> Result<()> {
+        let path = self.root.join(LOCK);
+        let lock_file = self.open(LOCK)?;
+        lock(&lock_file, true).at(&path)?;
+        let result = (|| {
+            let mut state = self.read_state(&lock_file)?;
+            replace(&mut state)?;
+            crate::session_files::sync_dir(&self.root)?;
+            state.epoch = state.epoch.wrapping_add(1);
+            self.write_state(&lock_file, &state, true)
+        })();
+        let _ = lock_file.unlock();
+        result
+    }
+}
+
+/// Deletes folded live journals.
+fn remove_all<'a>(finished: impl IntoIterator<Item = &'a Found>) -> Result<()> {
+    for found in finished {
+        match fs::remove_file(&found.path) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            other => other.at(&found.path)?,
+        }
+    }
+    Ok(())
+}

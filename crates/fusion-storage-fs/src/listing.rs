@@ -1,0 +1,324 @@
+//! One page of a listing, read from the index and checked against the sessions' own
+//! facts: the blocking half of [`FileSystemStorage::list_page`](crate::FileSystemStorage).
+//!
+//! Three ways to find the candidates, whichever reads least:
+//! - an owner or tag with few sessions: its markers, each session's facts read and
+//!   sorted, O(that set);
+//! - otherwise, newest first: the journals backwards from the cursor (a binary search in
+//!   each, merged), O(page + the lines between its rows), each line's session first
+//!   checked against the filters' markers (one `stat`, far cheaper than reading its facts);
+//! - otherwise, by id: the sorted ids from the cursor, merged with the id log.
+//!
+//! "Few" weighs the two: reading a set of `m` costs `m` reads of facts; scanning for a
+//! page costs about `limit × n / m` marker checks among `n` sessions. The set is read
+//! when `m² ≤ limit × n / 8` (a fact read costs about eight `stat`s), capped at
+//! [`MAX_SET`]: an owner among 10,000 owners of a million sessions (100 each) is read
+//! whole, a tag on a tenth of them is found by scanning.
+//!
+//! Every candidate shown has had its facts read under its lock (which is also what the
+//! page shows): a journal line counts only if the session's `updated_at` is that line's
+//! timestamp, and filters are checked on its metadata. A candidate whose metadata file is
+//! damaged is left out with a warning (its `session_info` reports
+//! `Error::Corrupt`); it never hides another session.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use fusion_core::{
+    Error, Position, Result, SessionInfo, SessionOrder, SessionPage, SessionQuery, unix_micros,
+};
+
+use crate::error::{BACKEND, IoContext};
+use crate::file_name;
+use crate::index::{Index, Kind, SetKey, Snapshot};
+use crate::options::SyncPolicy;
+use crate::session_files::SessionFiles;
+
+/// The most members an owner or tag may have for its markers to be read whole.
+const MAX_SET: usize = 5000;
+/// The fewest: below this a set is read whole whatever the total.
+const MIN_SET: usize = 200;
+
+/// Where a listing runs: the directory, its index and the write policy (for repairs).
+pub(crate) struct Lister<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) index: &'a Arc<Index>,
+    pub(crate) sync: SyncPolicy,
+}
+
+impl Lister<'_> {
+    fn files(&self, id: &str) -> SessionFiles {
+        SessionFiles::new(self.dir, id, self.index.clone(), self.sync)
+    }
+
+    /// A session's facts; a damaged session is reported and counts as absent here.
+    fn info(&self, id: &str) -> Result<Option<SessionInfo>> {
+        skip_corrupt(self.files(id).info())
+    }
+
+    /// One page of `query` (already validated). An index found damaged on the way is
+    /// rebuilt from the session files and the page read again.
+    pub(crate) fn page(&self, query: &SessionQuery) -> Result<SessionPage> {
+        match std::fs::metadata(self.dir) {
+            // No directory, no sessions; and a listing creates nothing.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return query.page_of(Vec::new());
+            }
+            other => {
+                other.at(self.dir)?;
+            }
+        }
+        match self.try_page(query)? {
+            Some(page) => Ok(page),
+            None => {
+                tracing::warn!(
+                    backend = BACKEND,
+                    dir = %self.dir.display(),
+                    "the session index is damaged; rebuilding it from the session files"
+                );
+                self.index.invalidate()?;
+                self.try_page(query)?.ok_or_else(|| Error::Backend {
+                    backend: BACKEND,
+                    message: "the session index is still damaged after a rebuild".into(),
+                    retryable: true,
+                    source: None,
+                })
+            }
+        }
+    }
+
+    /// One page, or `None` if the index turned out to be damaged.
+    fn try_page(&self, query: &SessionQuery) -> Result<Option<SessionPage>> {
+        let snapshot = match self.snapshot() {
+            Ok(snapshot) => snapshot,
+            Err(Error::Io { source, .. }) if is_unwritable(&source) => {
+                // No index can be kept here (a read-only directory): read every session.
+                return query.page_of(self.scan_infos()?).map(Some);
+            }
+            Err(err) => return Err(err),
+        };
+        let Some(snapshot) = snapshot else {
+            return Ok(None);
+        };
+        let scan_cost = (query.limit as u64 + 1) * snapshot.approx_sessions() / 8;
+        let small = (scan_cost as f64).sqrt() as usize;
+        let small = small.clamp(MIN_SET, MAX_SET);
+        for key in set_keys(query) {
+            if let Some(members) = self.index.members_up_to(key, small)? {
+                return self.page_of_members(query, members).map(Some);
+            }
+        }
+        match query.order {
+            SessionOrder::UpdatedDesc => self.newest_first(query, &snapshot),
+            SessionOrder::Id => self.by_id(query, &snapshot),
+        }
+    }
+
+    /// The index, built first if it does not cover every session yet; `None` if it is
+    /// damaged.
+    fn snapshot(&self) -> Result<Option<Snapshot>> {
+        if let Some(snapshot) = self.index.snapshot()? {
+            return Ok((!snapshot.is_damaged()).then_some(snapshot));
+        }
+        self.index.build(|| self.scan())?;
+        Ok(self.index.snapshot()?.filter(|s| !s.is_damaged()))
+    }
+
+    /// Every session's place in the journal, restoring its markers: what a build needs.
+    fn scan(&self) -> Result<Vec<(i64, String)>> {
+        let mut records = Vec::new();
+        for id in list_dir(self.dir)? {
+            let Some(info) = self.info(&id)? else {
+                continue;
+            };
+            if let Some(owner) = &info.meta.owner {
+                self.index.add_member(SetKey::Owner(owner), &id)?;
+            }
+            for tag in &info.meta.tags {
+                self.index.add_member(SetKey::Tag(tag), &id)?;
+            }
+            records.push((info.updated_at.map_or(0, unix_micros), id));
+        }
+        Ok(records)
+    }
+
+    fn scan_infos(&self) -> Result<Vec<SessionInfo>> {
+        let mut infos = Vec::new();
+        for id in list_dir(self.dir)? {
+            infos.extend(self.info(&id)?);
+        }
+        Ok(infos)
+    }
+
+    fn page_of_members(
+        &self,
+        query: &SessionQuery,
+        mut members: Vec<String>,
+    ) -> Result<SessionPage> {
+        let mut infos = Vec::new();
+        if query.order == SessionOrder::Id {
+            // Only the ids after the cursor, in order, until the page is full.
+            let after = match query.start()? {
+                Some(Position::Id(id)) => Some(id),
+                _ => None,
+            };
+            members.retain(|id| after.as_ref().is_none_or(|a| id > a));
+            members.sort_unstable();
+            for id in members {
+                if infos.len() > query.limit {
+                    break;
+                }
+                infos.extend(self.info(&id)?.filter(|info| query.admits(info)));
+            }
+        } else {
+            for id in members {
+                infos.extend(self.info(&id)?);
+            }
+        }
+        query.page_of(infos)
+    }
+
+    /// Whether `id` may pass the query's filters, judged by markers alone (no marker:
+    /// certainly not; a marker: its metadata decides).
+    fn may_pass(&self, query: &SessionQuery, id: &str) -> Result<bool> {
+        for key in set_keys(query) {
+            if !self.index.is_member(key, id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn newest_first(
+        &self,
+        query: &SessionQuery,
+        snapshot: &Snapshot,
+    ) -> Result<Option<SessionPage>> {
+        let before = match query.start()? {
+            Some(Position::Updated { micros, id }) => Some((micros, id)),
+            _ => None,
+        };
+        let mut entries =
+            snapshot.newest_first(before.as_ref().map(|(t, id)| (*t, id.as_str())))?;
+        // Sessions already judged: each counts at its newest line this scan meets.
+        let mut done = HashSet::new();
+        let mut rows = Vec::new();
+        while rows.len() <= query.limit {
+            let Some(entry) = entries.next_entry()? else {
+                break;
+            };
+            if !done.insert(entry.id.clone()) || entry.kind == Kind::Delete {
+                // Lines older than a delete belong to an earlier session of that id.
+                continue;
+            }
+            if !self.may_pass(query, &entry.id)? {
+                continue;
+            }
+            let Some(mut info) = self.info(&entry.id)? else {
+                continue;
+            };
+            let updated = info.updated_at.map_or(0, unix_micros);
+            if updated < entry.t {
+                // The line is newer than the session: its write was cut short.
+                match skip_corrupt(self.files(&entry.id).repair_updated(entry.t))? {
+                    Some(repaired) => info = repaired,
+                    None => continue,
+                }
+            }
+            // Otherwise a newer line places the session (before the cursor, or written
+            // since this listing began): this one is stale.
+            if info.updated_at.map_or(0, unix_micros) == entry.t && query.admits(&info) {
+                rows.push(info);
+            }
+        }
+        if entries.damaged() {
+            return Ok(None);
+        }
+        query.page_of(rows).map(Some)
+    }
+
+    fn by_id(&self, query: &SessionQuery, snapshot: &Snapshot) -> Result<Option<SessionPage>> {
+        let after = match query.start()? {
+            Some(Position::Id(id)) => Some(id),
+            _ => None,
+        };
+        let mut rows = Vec::new();
+        let Some(mut ids) = snapshot.ids_after(after.as_deref())? else {
+            return query.page_of(rows).map(Some);
+        };
+        while rows.len() <= query.limit {
+            let Some(id) = ids.next_id().at(self.index.root())? else {
+                break;
+            };
+            if self.may_pass(query, &id)? {
+                rows.extend(self.info(&id)?.filter(|info| query.admits(info)));
+            }
+        }
+        if ids.damaged() {
+            return Ok(None);
+        }
+        query.page_of(rows).map(Some)
+    }
+}
+
+/// The sets whose markers narrow `query`: its owner's, then its tag's.
+fn set_keys(query: &SessionQuery) -> impl Iterator<Item = SetKey<'_>> {
+    query
+        .owner
+        .as_deref()
+        .map(SetKey::Owner)
+        .into_iter()
+        .chain(query.tag.as_deref().map(SetKey::Tag))
+}
+
+/// A damaged session counts as absent in listings, with a warning.
+fn skip_corrupt(result: Result<Option<SessionInfo>>) -> Result<Option<SessionInfo>> {
+    match result {
+        Err(Error::Corrupt {
+            session_id, detail, ..
+        }) => {
+            tracing::warn!(backend = BACKEND, %session_id, %detail, "leaving a damaged session out of a listing");
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+fn is_unwritable(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+/// The sessions stored in `dir`: every canonical `{stem}.jsonl` with some content.
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.at(dir)?,
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.at(dir)?;
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(file_name::id_from_file_name)
+        else {
+            continue;
+        };
+        // An empty file is what a process killed between creating the file and writing
+        // its first line leaves behind; it holds no messages, so it is no session. The
+        // stat is one per session, in line with this method's cost.
+        // Followed through symlinks, as `load` would.
+        match std::fs::metadata(entry.path()) {
+            Ok(metadata) if metadata.is_file() && metadata.len() > 0 => ids.push(id),
+            Ok(_) => {}
+            // Deleted since the directory was read.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).at(&entry.path()),
+        }
+    }
+    Ok(ids)
+}

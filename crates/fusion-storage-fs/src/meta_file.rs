@@ -1,0 +1,179 @@
+//! A session's metadata file, `.{stem}.meta`: its owner, title, tags and data as one JSON
+//! object, replaced whole (temporary file, then rename) so that a crash leaves the old
+//! metadata or the new, never half of it.
+//!
+//! ```json
+//! {"created_us":1733000000123456,"owner":"user-42","title":"Clean up","tags":["ops"],"data":{"ticket":7}}
+//! ```
+//!
+//! Only the holder of the session's exclusive lock writes it, and readers read it under
+//! the shared lock. `created_us` is the creation time of the session it belongs to: a
+//! metadata file whose `created_us` differs from the session's counters belongs to an
+//! earlier session of the same id (a crash in the middle of a `delete`) and is ignored.
+//! A session without metadata has no file.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+use fusion_core::{Error, Result, SessionMeta};
+use serde_json::{Map, Value, json};
+
+use crate::error::{BACKEND, IoContext};
+
+/// The metadata of one session as its file stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredMeta {
+    /// The creation time of the session it belongs to, in Unix microseconds.
+    pub(crate) created_us: i64,
+    /// Owner, title, tags and data.
+    pub(crate) meta: SessionMeta,
+}
+
+/// Reads the metadata file at `path` of session `id`: `None` if there is none, and
+/// [`Error::Corrupt`] naming the file if it is not what [`write()`] writes.
+pub(crate) fn read(path: &Path, id: &str) -> Result<Option<StoredMeta>> {
+    let bytes = match fs::read(path) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        other => other.at(path)?,
+    };
+    decode(&bytes).map(Some).map_err(|why| {
+        Error::corrupt(
+            BACKEND,
+            id,
+            format!(
+                "the metadata file {} {why}; `delete` the session, or replace the file",
+                path.display()
+            ),
+        )
+    })
+}
+
+/// Replaces the metadata file at `path` through `temp` (or writes it in place when `temp`
+/// is `None`: for a session that has no data yet, whose half-written metadata nobody
+/// would read). With `sync`, the new file and the directory entry are flushed to disk
+/// before this returns.
+pub(crate) fn write(
+    path: &Path,
+    temp: Option<&Path>,
+    dir: &Path,
+    stored: &StoredMeta,
+    sync: bool,
+) -> Result<()> {
+    let bytes = encode(stored);
+    let temp = temp.unwrap_or(path);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(temp)
+            .at(temp)?;
+        file.write_all(&bytes).at(temp)?;
+        if sync {
+            file.sync_all().at(temp)?;
+        }
+        drop(file);
+        if temp != path {
+            fs::rename(temp, path).at(path)?;
+        }
+        if sync {
+            crate::session_files::sync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(temp);
+    }
+    result
+}
+
+/// Removes the metadata file at `path`, if any.
+pub(crate) fn remove(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other.at(path),
+    }
+}
+
+fn encode(stored: &StoredMeta) -> Vec<u8> {
+    let meta = &stored.meta;
+    let mut bytes = serde_json::to_vec(&json!({
+        "created_us": stored.created_us,
+        "owner": meta.owner,
+        "title": meta.title,
+        "tags": meta.tags,
+        "data": meta.data,
+    }))
+    .expect("JSON values serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+fn decode(bytes: &[u8]) -> std::result::Result<StoredMeta, String> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|err| format!("is not valid JSON ({err})"))?;
+    let Value::Object(mut object) = value else {
+        return Err("is not a JSON object".into());
+    };
+    let created_us = object
+        .get("created_us")
+        .and_then(Value::as_i64)
+        .ok_or("has no created_us")?;
+    let text = |object: &mut Map<String, Value>, key: &str| match object.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("has a {key} that is not a string")),
+    };
+    let owner = text(&mut object, "owner")?;
+    let title = text(&mut object, "title")?;
+    let tags: Vec<String> = match object.remove("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(tags) => serde_json::from_value(tags).map_err(|_| "has tags that are not strings")?,
+    };
+    let data = match object.remove("data") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(data)) => data,
+        Some(_) => return Err("has data that is not an object".into()),
+    };
+    let mut meta = SessionMeta::new().tags(tags);
+    meta.owner = owner;
+    meta.title = title;
+    meta.data = data;
+    meta.validate()
+        .map_err(|err| format!("breaks a metadata rule ({err})"))?;
+    Ok(StoredMeta { created_us, meta })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_and_damage_is_named() {
+        let stored = StoredMeta {
+            created_us: 17,
+            meta: SessionMeta::new()
+                .owner("u")
+                .title("t \"q\"")
+                .tags(["b", "a"])
+                .data("k", json!([1])),
+        };
+        assert_eq!(decode(&encode(&stored)).unwrap(), stored);
+        let bare = StoredMeta {
+            created_us: -1,
+            meta: SessionMeta::new(),
+        };
+        assert_eq!(decode(&encode(&bare)).unwrap(), bare);
+        let whole = encode(&stored);
+        for bad in [
+            &whole[..whole.len() / 2],
+            b"[]".as_slice(),
+            br#"{"owner":"u"}"#,
+            br#"{"created_us":1,"owner":"../x"}"#,
+            br#"{"created_us":1,"tags":[1]}"#,
+        ] {
+            assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

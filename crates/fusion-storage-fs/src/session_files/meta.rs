@@ -1,0 +1,241 @@
+//! What a session is besides its messages, read and written under its lock: its facts for
+//! `session_info` and listings, its creation with metadata, and metadata updates.
+
+use std::fs::Metadata;
+use std::io;
+use std::time::SystemTime;
+
+use fusion_core::{
+    Expect, MetaUpdate, Result, SessionInfo, SessionMeta, from_unix_micros, unix_micros,
+};
+
+use super::write::set_keys;
+use super::{SessionFiles, exists};
+use crate::counters::{Counters, LockContents};
+use crate::error::{BACKEND, IoContext};
+use crate::jsonl;
+use crate::lock::{SessionLock, generation_of};
+use crate::meta_file::{self, StoredMeta};
+
+/// The counters of a session file of `len` bytes: the stored ones if they describe it,
+/// else derived: the message count by `count_lines` (O(file)), the timestamps kept from
+/// stored counters or, for a session written before counters existed, from the files:
+/// `updated_at` is the session file's modification time and `created_at` the earliest
+/// time the file system keeps for the session's files (the lock file's or the session
+/// file's creation, or the session file's modification).
+pub(super) fn derive_counters(
+    contents: &LockContents,
+    len: u64,
+    files: impl FnOnce() -> Result<(Metadata, Option<SystemTime>)>,
+    count_lines: impl FnOnce() -> Result<u64>,
+) -> Result<Counters> {
+    if let Some(counters) = contents.counters.filter(|c| c.len == len) {
+        return Ok(counters);
+    }
+    let count = count_lines()?;
+    let (created_us, updated_us) = match contents.counters {
+        Some(counters) => (counters.created_us, counters.updated_us),
+        None => {
+            let (metadata, lock_created) = files()?;
+            let modified = metadata.modified().ok();
+            let updated = modified.map_or(0, unix_micros);
+            let created = [lock_created, metadata.created().ok(), modified]
+                .into_iter()
+                .flatten()
+                .map(unix_micros)
+                .min()
+                .unwrap_or(updated);
+            (created, updated)
+        }
+    };
+    Ok(Counters {
+        created_us,
+        updated_us,
+        count,
+        len,
+    })
+}
+
+impl SessionFiles {
+    /// The session's facts (count, timestamps, generation, metadata) under its shared
+    /// lock, or `None` if it holds no message. Reads the lock file and the metadata file;
+    /// the session file only when the stored counters do not describe it, and then parses
+    /// it, so a damaged line is [`fusion_core::Error::Corrupt`] as in `load`.
+    pub(crate) fn info(&self) -> Result<Option<SessionInfo>> {
+        if !exists(&self.data)? {
+            return Ok(None);
+        }
+        let lock = SessionLock::shared(&self.lock)?;
+        let metadata = match std::fs::metadata(&self.data) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            other => other.at(&self.data)?,
+        };
+        let contents = lock.contents(&self.lock)?;
+        let counters = derive_counters(
+            &contents,
+            metadata.len(),
+            || Ok((metadata.clone(), lock.created())),
+            || {
+                // Read whole anyway, so checked as `load` would: a damaged line is
+                // reported here too.
+                let bytes = std::fs::read(&self.data).at(&self.data)?;
+                Ok(jsonl::decode(&self.id, &bytes)?.messages.len() as u64)
+            },
+        )?;
+        if counters.count == 0 {
+            return Ok(None);
+        }
+        let (created_us, meta) = self.stored_meta(&contents, &counters)?;
+        Ok(Some(self.facts(
+            generation_of(&contents, &self.lock),
+            &Counters {
+                created_us,
+                ..counters
+            },
+            meta,
+        )))
+    }
+
+    /// The metadata that belongs to the session these counters describe, and its
+    /// creation time. [`fusion_core::Error::Corrupt`] if the metadata file is damaged.
+    fn stored_meta(
+        &self,
+        contents: &LockContents,
+        counters: &Counters,
+    ) -> Result<(i64, SessionMeta)> {
+        let Some(stored) = meta_file::read(&self.meta, &self.id)? else {
+            return Ok((counters.created_us, SessionMeta::new()));
+        };
+        match contents.counters {
+            // Written with counters: the metadata must be of this session, not of an
+            // earlier one of the same id whose delete was cut short.
+            Some(_) if stored.created_us != counters.created_us => {
+                Ok((counters.created_us, SessionMeta::new()))
+            }
+            Some(_) => Ok((counters.created_us, stored.meta)),
+            // Counters lost (an earlier version rewrote the lock file): the metadata file
+            // is the better record of the creation.
+            None => Ok((stored.created_us, stored.meta)),
+        }
+    }
+
+    fn facts(&self, generation: u64, counters: &Counters, meta: SessionMeta) -> SessionInfo {
+        let mut info = SessionInfo::new(
+            self.id.clone(),
+            usize::try_from(counters.count).unwrap_or(usize::MAX),
+        );
+        info.created_at = Some(from_unix_micros(counters.created_us));
+        info.updated_at = Some(from_unix_micros(counters.updated_us));
+        info.generation = generation;
+        info.meta = meta;
+        info
+    }
+
+    /// Creates the session with `meta` and `lines` (`encode_batch` of at least one
+    /// message), or fails with a conflict if it exists; returns the new generation.
+    pub(crate) fn create(&self, meta: &SessionMeta, lines: &[u8]) -> Result<u64> {
+        let lock = self.lock_exclusive()?;
+        let current = self.inspect()?;
+        if current.exists() {
+            let generation = lock.generation(&self.lock)?;
+            return Err(Expect::Generation(0).conflict(BACKEND, &self.id, generation, None));
+        }
+        let (outcome, recorded) = self.append_locked(&lock, current, lines, Some(meta))?;
+        self.finish(lock, recorded);
+        match outcome {
+            super::Outcome::New(generation) => Ok(generation),
+            other => unreachable!("a creation gives a new generation, not {other:?}"),
+        }
+    }
+
+    /// Applies `update` to the metadata atomically and returns the facts after it, or
+    /// `None` if the session does not exist. The result is validated before anything is
+    /// written; a change moves `updated_at` (and the session in newest-first listings).
+    pub(crate) fn update(&self, update: &MetaUpdate) -> Result<Option<SessionInfo>> {
+        if !exists(&self.data)? {
+            return Ok(None);
+        }
+        let lock = self.lock_exclusive()?;
+        let current = self.inspect()?;
+        let Some((generation, counters)) = self.counters_locked(&lock, &current)? else {
+            if current.file.is_none() {
+                lock.unlink(&self.lock)?;
+            }
+            return Ok(None);
+        };
+        let contents = lock.contents(&self.lock)?;
+        let (created_us, old) = self.stored_meta(&contents, &counters)?;
+        let mut new = old.clone();
+        update.apply_to(&mut new);
+        new.validate()?;
+        let sync = self.sync_appends();
+        let floor = counters.updated_us.saturating_add(1);
+        let recorded = self
+            .index
+            .record(&self.id, crate::index::Change::Write, floor, sync)?;
+        let old_keys: Vec<_> = set_keys(&old).collect();
+        let new_keys: Vec<_> = set_keys(&new).collect();
+        for key in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+            self.index.add_member(*key, &self.id)?;
+        }
+        if new.is_empty() {
+            meta_file::remove(&self.meta)?;
+        } else {
+            let stored = StoredMeta {
+                created_us,
+                meta: new.clone(),
+            };
+            meta_file::write(&self.meta, Some(&self.meta_temp), &self.dir, &stored, sync)?;
+        }
+        let counters = Counters {
+            created_us,
+            updated_us: recorded.t,
+            ..counters
+        };
+        lock.store(&self.lock, generation, &counters, sync)?;
+        for key in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+            self.index.remove_member(*key, &self.id)?;
+        }
+        let info = self.facts(generation, &counters, new);
+        self.finish(lock, Some(recorded));
+        Ok(Some(info))
+    }
+
+    /// Repairs a session whose journal line at `t` is newer than its counters, which only
+    /// a write that stopped between the two leaves (a crash, a full disk): under the
+    /// exclusive lock, so no write is under way, its `updated_at` becomes `t`. Returns the
+    /// facts after it, or `None` if the session is gone.
+    pub(crate) fn repair_updated(&self, t: i64) -> Result<Option<SessionInfo>> {
+        if !exists(&self.data)? {
+            return Ok(None);
+        }
+        let lock = self.lock_exclusive()?;
+        let current = self.inspect()?;
+        let Some((generation, mut counters)) = self.counters_locked(&lock, &current)? else {
+            if current.file.is_none() {
+                lock.unlink(&self.lock)?;
+            }
+            return Ok(None);
+        };
+        if counters.updated_us < t {
+            tracing::warn!(
+                backend = BACKEND,
+                session_id = %self.id,
+                "a write was cut short after the index recorded it; moving the session's \
+                 updated_at to that write"
+            );
+            counters.updated_us = t;
+            lock.store(&self.lock, generation, &counters, false)?;
+        }
+        let contents = lock.contents(&self.lock)?;
+        let (created_us, meta) = self.stored_meta(&contents, &counters)?;
+        Ok(Some(self.facts(
+            generation,
+            &Counters {
+                created_us,
+                ..counters
+            },
+            meta,
+        )))
+    }
+}

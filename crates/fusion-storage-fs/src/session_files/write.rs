@@ -1,0 +1,312 @@
+//! The writes of one session under its exclusive lock: append, truncate, rewrite and
+//! remove, each keeping the counters in the lock file and recording itself in the index.
+
+use std::borrow::Cow;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+
+use fusion_core::{Result, SessionMeta, new_generation};
+
+use super::{Current, Outcome, SessionFiles, sync_dir};
+use crate::counters::{Counters, UNKNOWN_LEN};
+use crate::error::{BACKEND, IoContext};
+use crate::index::{Change, Recorded, SetKey};
+use crate::jsonl;
+use crate::lock::SessionLock;
+use crate::meta_file::{self, StoredMeta};
+
+impl SessionFiles {
+    /// The generation and counters of the session as the lock holder finds it (counting
+    /// its lines when the stored counters do not describe the file), or `None` if it
+    /// holds no message.
+    pub(super) fn counters_locked(
+        &self,
+        lock: &SessionLock,
+        current: &Current,
+    ) -> Result<Option<(u64, Counters)>> {
+        let Some(file) = current.file.as_ref().filter(|_| current.exists()) else {
+            return Ok(None);
+        };
+        let contents = lock.contents(&self.lock)?;
+        let generation = crate::lock::generation_of(&contents, &self.lock);
+        let counters = super::meta::derive_counters(
+            &contents,
+            current.len,
+            || Ok((file.metadata().at(&self.data)?, lock.created())),
+            || Ok(jsonl::line_count(&self.read_locked(current)?) as u64),
+        )?;
+        Ok(Some((generation, counters)))
+    }
+
+    /// Appends `lines` after cutting off a torn tail. An append that creates the session
+    /// gives it a fresh generation and, if `meta` holds any, its metadata and markers,
+    /// all before its lines are written: nobody sees it without them.
+    pub(super) fn append_locked(
+        &self,
+        lock: &SessionLock,
+        current: Current,
+        lines: &[u8],
+        meta: Option<&SessionMeta>,
+    ) -> Result<(Outcome, Option<Recorded>)> {
+        if lines.is_empty() {
+            return Ok((Outcome::Kept, None));
+        }
+        let sync = self.sync_appends();
+        let before = self.counters_locked(lock, &current)?;
+        let change = if before.is_some() {
+            Change::Write
+        } else {
+            Change::Create
+        };
+        let recorded = self
+            .index
+            .record(&self.id, change, floor(before.as_ref()), sync)?;
+        let t = recorded.t;
+        let file = match current.file {
+            Some(file) => file,
+            None => OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(&self.data)
+                .at(&self.data)?,
+        };
+        let kept = current.data_end;
+        if kept < current.len {
+            tracing::warn!(
+                backend = BACKEND,
+                session_id = %self.id,
+                path = %self.data.display(),
+                bytes = current.len - kept,
+                "removing a torn tail left by an interrupted append"
+            );
+            file.set_len(kept).at(&self.data)?;
+        }
+        let buf = if current.needs_newline {
+            Cow::Owned([b"\n", lines].concat())
+        } else {
+            Cow::Borrowed(lines)
+        };
+        let added = lines.iter().filter(|&&b| b == b'\n').count() as u64;
+        let len = kept + buf.len() as u64;
+        let outcome = match before {
+            Some(_) => Outcome::Kept,
+            None => {
+                self.prepare_creation(t, meta.unwrap_or(&SessionMeta::new()), sync)?;
+                let generation = new_generation();
+                let counters = Counters {
+                    created_us: t,
+                    updated_us: t,
+                    count: added,
+                    len,
+                };
+                lock.store(&self.lock, generation, &counters, sync)?;
+                Outcome::New(generation)
+            }
+        };
+        if let Err(err) = (&file).write_all(&buf) {
+            // A failed write (disk full, quota) may have stored part of the batch; cut it
+            // off so the append is all or nothing, and leave no empty session behind.
+            // Should this cleanup fail too, the partial batch is a torn tail that the next
+            // append removes.
+            let _ = file.set_len(kept);
+            if kept == 0 {
+                let _ = fs::remove_file(&self.data);
+            }
+            return Err(err).at(&self.data);
+        }
+        if let Some((generation, counters)) = before {
+            let counters = Counters {
+                updated_us: t,
+                count: counters.count + added,
+                len,
+                ..counters
+            };
+            lock.store(&self.lock, generation, &counters, false)?;
+        }
+        if sync {
+            file.sync_data().at(&self.data)?;
+            if kept == 0 {
+                // The files may be new: make their directory entries durable too.
+                sync_dir(&self.dir)?;
+            }
+        }
+        Ok((outcome, Some(recorded)))
+    }
+
+    /// What a creation does before the session has data: removes what a crashed delete
+    /// may have left of an earlier session of this id, then adds the markers and writes
+    /// the metadata of the new one.
+    fn prepare_creation(&self, created_us: i64, meta: &SessionMeta, sync: bool) -> Result<()> {
+        if meta.is_empty() {
+            return meta_file::remove(&self.meta);
+        }
+        for key in set_keys(meta) {
+            self.index.add_member(key, &self.id)?;
+        }
+        let stored = StoredMeta {
+            created_us,
+            meta: meta.clone(),
+        };
+        // Written in place: the session has no data yet, so nobody reads this file before
+        // it is whole, and a crash before the data leaves no session to read it for.
+        meta_file::write(&self.meta, None, &self.dir, &stored, sync)
+    }
+
+    /// Keeps the first `len` lines of the data; a shorter history gets a new generation.
+    pub(super) fn truncate_locked(
+        &self,
+        lock: &SessionLock,
+        current: Current,
+        len: usize,
+    ) -> Result<(Outcome, Option<Recorded>)> {
+        if !current.exists() {
+            return Ok((Outcome::Kept, None));
+        }
+        let bytes = self.read_locked(&current)?;
+        let keep = jsonl::prefix_len(&bytes, len);
+        if keep >= jsonl::data_len(&bytes) {
+            // No message removed; a torn tail is left for the next append to cut.
+            Ok((Outcome::Kept, None))
+        } else if keep == 0 {
+            let recorded = self.remove_locked(lock, true)?;
+            Ok((Outcome::Removed, recorded))
+        } else {
+            let mut kept = bytes;
+            kept.truncate(keep);
+            // A cut inside a batch must leave a complete one, not a torn tail.
+            jsonl::unmark_last_line(&mut kept);
+            let (outcome, recorded) = self.rewrite_locked(lock, &current, &kept, len as u64)?;
+            Ok((outcome, Some(recorded)))
+        }
+    }
+
+    /// Stores a fresh generation, then replaces the session file with `contents`
+    /// (`count` messages).
+    pub(super) fn rewrite_locked(
+        &self,
+        lock: &SessionLock,
+        current: &Current,
+        contents: &[u8],
+        count: u64,
+    ) -> Result<(Outcome, Recorded)> {
+        let before = self.counters_locked(lock, current)?;
+        let change = if before.is_some() {
+            Change::Write
+        } else {
+            Change::Create
+        };
+        let recorded = self.index.record(
+            &self.id,
+            change,
+            floor(before.as_ref()),
+            self.sync_appends(),
+        )?;
+        let t = recorded.t;
+        let created_us = match before {
+            Some((_, counters)) => counters.created_us,
+            None => {
+                self.prepare_creation(t, &SessionMeta::new(), false)?;
+                t
+            }
+        };
+        let generation = new_generation();
+        let mut counters = Counters {
+            created_us,
+            updated_us: t,
+            count,
+            len: UNKNOWN_LEN,
+        };
+        // Fsynced because the rewrite is: the new content must never be durable with the
+        // old generation. The length is unknown until the new file is in place.
+        lock.store(&self.lock, generation, &counters, true)?;
+        self.replace_locked(contents)?;
+        counters.len = contents.len() as u64;
+        lock.store(&self.lock, generation, &counters, false)?;
+        Ok((Outcome::New(generation), recorded))
+    }
+
+    /// Writes a temporary file, fsyncs it, renames it over the session file and fsyncs
+    /// the directory, so a crash at any point leaves the old history or the new one.
+    fn replace_locked(&self, contents: &[u8]) -> Result<()> {
+        let result = (|| {
+            let mut temp = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&self.temp)
+                .at(&self.temp)?;
+            // Keep permissions a person set on the session file (say, `chmod 600`), which
+            // the rename would otherwise silently reset. Best effort: a new file has none.
+            if let Ok(existing) = fs::metadata(&self.data) {
+                let _ = temp.set_permissions(existing.permissions());
+            }
+            temp.write_all(contents).at(&self.temp)?;
+            temp.sync_all().at(&self.temp)?;
+            drop(temp);
+            fs::rename(&self.temp, &self.data).at(&self.data)?;
+            sync_dir(&self.dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&self.temp);
+        }
+        result
+    }
+
+    /// Removes the session file, its metadata, its index entries and then the lock file
+    /// (see the module docs), durably. `existed` says whether the session held messages.
+    pub(super) fn remove_locked(
+        &self,
+        lock: &SessionLock,
+        existed: bool,
+    ) -> Result<Option<Recorded>> {
+        // Read first: its owner and tags name the markers to remove. A damaged file names
+        // none; its markers stay behind, and listings skip them.
+        let meta = meta_file::read(&self.meta, &self.id).ok().flatten();
+        // The deletion's line must be the session's newest, after its last write's.
+        let last = lock
+            .contents(&self.lock)?
+            .counters
+            .map_or(i64::MIN, |c| c.updated_us);
+        match fs::remove_file(&self.data) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            other => other.at(&self.data)?,
+        }
+        // A temp file can only outlive its `save` if that process crashed; tidy it up
+        // while the lock still excludes every other writer.
+        let _ = fs::remove_file(&self.temp);
+        meta_file::remove(&self.meta)?;
+        let recorded = if existed {
+            let floor = last.saturating_add(1);
+            Some(self.index.record(&self.id, Change::Delete, floor, false)?)
+        } else {
+            None
+        };
+        if let Some(stored) = meta {
+            for key in set_keys(&stored.meta) {
+                self.index.remove_member(key, &self.id)?;
+            }
+        }
+        // Last: once it is gone, a newcomer can lock a new lock file at once.
+        lock.unlink(&self.lock)?;
+        sync_dir(&self.dir)?;
+        Ok(recorded)
+    }
+}
+
+/// The lowest timestamp a write may get: after the session's last one, so that its
+/// journal line is the session's newest whichever instance wrote the last one.
+pub(super) fn floor(before: Option<&(u64, Counters)>) -> i64 {
+    before.map_or(i64::MIN, |(_, counters)| {
+        counters.updated_us.saturating_add(1)
+    })
+}
+
+/// The sets a session with `meta` belongs to: its owner's and its tags'.
+pub(super) fn set_keys(meta: &SessionMeta) -> impl Iterator<Item = SetKey<'_>> {
+    meta.owner
+        .as_deref()
+        .map(SetKey::Owner)
+        .into_iter()
+        .chain(meta.tags.iter().map(|tag| SetKey::Tag(tag)))
+}
