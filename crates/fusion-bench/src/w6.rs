@@ -120,7 +120,9 @@ async fn create(
         let (storage, pair, range) = (storage.clone(), pair.clone(), range.clone());
         tasks.push(tokio::spawn(async move {
             for i in range.skip(w).step_by(WRITERS) {
-                storage.create_session(&id(i), &meta(i, owners), &pair).await?;
+                storage
+                    .create_session(&id(i), &meta(i, owners), &pair)
+                    .await?;
             }
             Ok::<(), fusion_core::Error>(())
         }));
@@ -143,9 +145,9 @@ async fn measure(
         .await?
         .ok_or_else(|| anyhow::anyhow!("W6: session {} missing", id(total / 2)))?;
     let newest = SessionQuery::new().limit(PAGE);
-    let deep = newest
-        .clone()
-        .after(Some(Position::of(SessionOrder::UpdatedDesc, &middle).cursor()));
+    let deep = newest.clone().after(Some(
+        Position::of(SessionOrder::UpdatedDesc, &middle).cursor(),
+    ));
     let owner = SessionQuery::new().owner(format!("o{:05}", 0)).limit(PAGE);
     let owner_first = storage.list_page(&owner).await?;
     let owner_next = owner.clone().after(owner_first.next.clone());
@@ -159,12 +161,18 @@ async fn measure(
     let first = storage.list_page(&newest).await?;
     ensure!(
         first.sessions.len() == PAGE.min(total)
-            && first.sessions.windows(2).all(|w| w[0].updated_at >= w[1].updated_at),
+            && first
+                .sessions
+                .windows(2)
+                .all(|w| w[0].updated_at >= w[1].updated_at),
         "W6: the first page is not {PAGE} sessions newest first"
     );
     ensure!(
         owner_first.sessions.len() == PAGE.min(total.div_ceil(owners))
-            && owner_first.sessions.iter().all(|s| s.meta.owner.as_deref() == Some("o00000")),
+            && owner_first
+                .sessions
+                .iter()
+                .all(|s| s.meta.owner.as_deref() == Some("o00000")),
         "W6: the owner's first page holds {} sessions or another owner's",
         owner_first.sessions.len()
     );

@@ -28,8 +28,13 @@ use crate::{
 /// write, before it reports the conflict.
 const ATTEMPTS: usize = 16;
 
-/// A [`ConversationStorage`] limited to the sessions of one owner. See the
-/// [module documentation](self).
+/// A [`ConversationStorage`] limited to the sessions of one owner: it never shows that
+/// owner a session of another owner or of none (`load` is empty, `session_info` is `None`,
+/// listings leave it out, `delete` does nothing, and a write that would create it fails
+/// with [`Error::NotOwner`]), and it creates sessions with their owner in the same step as
+/// their first messages. Each call checks the session's owner and generation and then
+/// writes through the backend's conditional write on that generation, so a session
+/// deleted and recreated by someone else in between is never written.
 ///
 /// ```
 /// # async fn demo(storage: std::sync::Arc<dyn fusion_core::ConversationStorage>) -> fusion_core::Result<()> {

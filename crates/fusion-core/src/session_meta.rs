@@ -97,8 +97,13 @@ impl SessionMeta {
         self.owner.is_none() && self.title.is_none() && self.tags.is_empty() && self.data.is_empty()
     }
 
-    /// Checks every rule in the [module documentation](self), returning
-    /// [`Error::InvalidMeta`] naming the first one broken.
+    /// Checks the rules every backend stores metadata under, returning
+    /// [`Error::InvalidMeta`] naming the first one broken: an owner follows the session-id
+    /// rule ([`SessionId`]); a title is at most [`MAX_TITLE_CHARS`] characters with no
+    /// control character; at most [`MAX_TAGS`] tags, each 1 to [`MAX_TAG_LEN`] bytes with
+    /// no control character, no comma and no leading or trailing space; `data` is at most
+    /// [`MAX_DATA_BYTES`] of JSON, nests at most [`MAX_DATA_DEPTH`] levels and holds no
+    /// top-level `null`.
     pub fn validate(&self) -> Result<()> {
         if let Some(owner) = &self.owner {
             validate_owner(owner)?;

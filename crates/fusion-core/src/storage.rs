@@ -409,7 +409,16 @@ mod tests {
             .create_session("e", &owned, &[ChatMessage::user("e")])
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Unsupported { backend: "custom", .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::Unsupported {
+                    backend: "custom",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(store.load("e").await.unwrap().is_empty(), "nothing written");
         let err = store
             .update_session("d", &MetaUpdate::new().title(Some("t")))
