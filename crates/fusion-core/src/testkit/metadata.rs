@@ -253,7 +253,7 @@ pub async fn pages_follow_the_order_and_filters<H: StorageHarness>(harness: &H) 
             .unwrap();
     }
     store.append("unowned", &said("hi")).await.unwrap();
-    // Backends keep `updated_at` in milliseconds: let the clock move past the writes above
+    // SQLite and Redis keep `updated_at` in milliseconds: let the clock move past the writes above
     // so the bump below is strictly the newest, not tied with one of them.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     store.append("s03", &said("bump")).await.unwrap();
