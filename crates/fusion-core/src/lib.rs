@@ -9,6 +9,7 @@ mod listing;
 mod message;
 mod owner_scope;
 mod redact;
+mod retention;
 mod revision;
 mod session_id;
 mod session_meta;
@@ -27,6 +28,9 @@ pub use listing::{
 pub use message::{ChatMessage, Role, ToolCall};
 pub use owner_scope::OwnerScope;
 pub use redact::redact_url;
+pub use retention::{
+    Expiry, MAX_IDLE, MAX_PURGE_BATCH, MIN_IDLE, StoredExpiry, check_purge_batch, is_expired,
+};
 pub use revision::{Change, Expect, LEGACY_GENERATION, Revision, new_generation};
 pub use session_id::SessionId;
 pub use session_meta::{

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 
 use crate::storable::nests_deeper_than;
-use crate::{Error, Result, SessionId};
+use crate::{Error, Expiry, Result, SessionId};
 
 /// The longest accepted title, in characters.
 pub const MAX_TITLE_CHARS: usize = 512;
@@ -59,6 +59,8 @@ pub struct SessionMeta {
     pub tags: Vec<String>,
     /// A small free-form map of the application's own data.
     pub data: Map<String, Value>,
+    /// When the session expires, if ever (see [`Expiry`]).
+    pub expiry: Option<Expiry>,
 }
 
 impl SessionMeta {
@@ -92,9 +94,19 @@ impl SessionMeta {
         self
     }
 
+    /// Sets when the session expires.
+    pub fn expiry(mut self, expiry: Expiry) -> Self {
+        self.expiry = Some(expiry);
+        self
+    }
+
     /// Whether nothing is set.
     pub fn is_empty(&self) -> bool {
-        self.owner.is_none() && self.title.is_none() && self.tags.is_empty() && self.data.is_empty()
+        self.owner.is_none()
+            && self.title.is_none()
+            && self.tags.is_empty()
+            && self.data.is_empty()
+            && self.expiry.is_none()
     }
 
     /// Checks the rules every backend stores metadata under, returning
@@ -103,8 +115,11 @@ impl SessionMeta {
     /// control character; at most [`MAX_TAGS`] tags, each 1 to [`MAX_TAG_LEN`] bytes with
     /// no control character, no comma and no leading or trailing space; `data` is at most
     /// [`MAX_DATA_BYTES`] of JSON, nests at most [`MAX_DATA_DEPTH`] levels and holds no
-    /// top-level `null`.
+    /// top-level `null`; an expiry is in range ([`Expiry::validate`]).
     pub fn validate(&self) -> Result<()> {
+        if let Some(expiry) = &self.expiry {
+            expiry.validate()?;
+        }
         if let Some(owner) = &self.owner {
             validate_owner(owner)?;
         }
@@ -238,6 +253,9 @@ pub struct MetaUpdate {
     pub remove_tags: Vec<String>,
     /// Entries to set in the data map; a `null` value removes its key.
     pub data: Map<String, Value>,
+    /// `Some(expiry)` sets the expiry (`Some(None)`: the session never expires); `None`
+    /// keeps it.
+    pub expiry: Option<Option<Expiry>>,
 }
 
 impl MetaUpdate {
@@ -276,6 +294,12 @@ impl MetaUpdate {
         self
     }
 
+    /// Sets (`Some`) or removes (`None`) the expiry.
+    pub fn expiry(mut self, expiry: Option<Expiry>) -> Self {
+        self.expiry = Some(expiry);
+        self
+    }
+
     /// Whether this changes nothing.
     pub fn is_empty(&self) -> bool {
         self.owner.is_none()
@@ -283,6 +307,7 @@ impl MetaUpdate {
             && self.add_tags.is_empty()
             && self.remove_tags.is_empty()
             && self.data.is_empty()
+            && self.expiry.is_none()
     }
 
     /// Applies the change to `meta`. Validate the result before storing it.
@@ -292,6 +317,9 @@ impl MetaUpdate {
         }
         if let Some(title) = &self.title {
             meta.title.clone_from(title);
+        }
+        if let Some(expiry) = self.expiry {
+            meta.expiry = expiry;
         }
         meta.tags.extend(self.add_tags.iter().cloned());
         meta.tags.retain(|tag| !self.remove_tags.contains(tag));
@@ -321,7 +349,10 @@ pub struct SessionInfo {
     /// The session's generation (see [`Revision`](crate::Revision)); `LEGACY_GENERATION`
     /// from a backend that keeps none.
     pub generation: u64,
-    /// Owner, title, tags and data.
+    /// When the session expires, if ever: for an [`Expiry::Idle`] session, `updated_at`
+    /// plus the span.
+    pub expires_at: Option<SystemTime>,
+    /// Owner, title, tags, data and expiry.
     pub meta: SessionMeta,
 }
 
@@ -335,6 +366,7 @@ impl SessionInfo {
             created_at: None,
             updated_at: None,
             generation: crate::LEGACY_GENERATION,
+            expires_at: None,
             meta: SessionMeta::default(),
         }
     }

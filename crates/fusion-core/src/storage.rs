@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use crate::{
     Change, ChatMessage, Error, Expect, LEGACY_GENERATION, MetaUpdate, Result, Revision, SessionId,
-    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_storable,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_purge_batch, check_storable,
 };
 
 /// Persistent storage for conversation histories, keyed by session id.
@@ -189,7 +189,7 @@ pub trait ConversationStorage: Send + Sync {
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        check_creation(session_id, meta, messages)?;
+        check_creation(self.backend_name(), session_id, meta, messages)?;
         if !meta.is_empty() {
             return Err(Error::Unsupported {
                 backend: self.backend_name(),
@@ -239,6 +239,20 @@ pub trait ConversationStorage: Send + Sync {
         query.page_of(infos)
     }
 
+    /// Deletes up to `batch` sessions whose [`Expiry`](crate::Expiry) has passed and
+    /// returns how many it deleted; call it again until it returns less than `batch`. A
+    /// session written again after it expired is a new session and is kept. `batch` is 1
+    /// to [`MAX_PURGE_BATCH`](crate::MAX_PURGE_BATCH) ([`check_purge_batch`]).
+    ///
+    /// Expired sessions are already invisible to every reader; this frees their space.
+    /// Cost: bundled backends read an index of expiry instants, O(batch) however many
+    /// sessions are stored. The default returns 0: a backend that cannot store an expiry
+    /// ([`create_session`](Self::create_session) refuses one) has nothing to purge.
+    async fn purge_expired(&self, batch: usize) -> Result<usize> {
+        check_purge_batch(batch)?;
+        Ok(0)
+    }
+
     /// A short name for messages and logs (`memory`, `fs`, `sqlite`, `redis`, ...).
     fn backend_name(&self) -> &'static str {
         "custom"
@@ -246,9 +260,10 @@ pub trait ConversationStorage: Send + Sync {
 }
 
 /// The checks every [`ConversationStorage::create_session`] runs before writing: a valid
-/// id, valid metadata and at least one message (each message is then checked with
-/// [`check_storable`], as by any write).
+/// id, valid metadata, at least one message, and every message one `backend` can read
+/// back ([`check_storable`]).
 pub fn check_creation(
+    backend: &'static str,
     session_id: &str,
     meta: &SessionMeta,
     messages: &[ChatMessage],
@@ -260,7 +275,7 @@ pub fn check_creation(
             "session \"{session_id}\" must be created with at least one message; none were given"
         )));
     }
-    Ok(())
+    check_storable(backend, session_id, messages)
 }
 
 #[cfg(test)]

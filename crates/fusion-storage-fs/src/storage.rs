@@ -323,8 +323,7 @@ impl ConversationStorage for FileSystemStorage {
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        check_creation(session_id, meta, messages)?;
-        check_storable(BACKEND, session_id, messages)?;
+        check_creation(BACKEND, session_id, meta, messages)?;
         let lines = jsonl::encode_batch(messages)?;
         let meta = meta.clone();
         self.on_session(session_id, move |files| files.create(&meta, &lines))

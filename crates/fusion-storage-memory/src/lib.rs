@@ -148,8 +148,7 @@ impl ConversationStorage for InMemoryStorage {
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        check_creation(session_id, meta, messages)?;
-        check_storable(BACKEND, session_id, messages)?;
+        check_creation(BACKEND, session_id, meta, messages)?;
         let mut store = self.write();
         let now = store.revision(session_id);
         if now.exists() {

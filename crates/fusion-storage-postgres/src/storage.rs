@@ -304,8 +304,7 @@ impl ConversationStorage for PostgresStorage {
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        check_creation(session_id, meta, messages)?;
-        check_storable(BACKEND, session_id, messages)?;
+        check_creation(BACKEND, session_id, meta, messages)?;
         let bodies = encode(messages)?;
         let run = async {
             match write::append(&self.pool, session_id, &bodies, meta, true).await? {

@@ -352,8 +352,7 @@ impl ConversationStorage for SqliteStorage {
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        check_creation(session_id, meta, messages)?;
-        fusion_core::check_storable(BACKEND, session_id, messages)?;
+        check_creation(BACKEND, session_id, meta, messages)?;
         let write = Write::create(session_id, meta, messages)?;
         match self.run(write, "create_session", session_id).await? {
             Written::Committed(generation) => Ok(generation.unwrap_or_default()),

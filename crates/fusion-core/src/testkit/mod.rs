@@ -34,6 +34,7 @@
 pub mod cases;
 pub mod conditional;
 pub mod metadata;
+pub mod retention;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -184,6 +185,13 @@ macro_rules! conformance_suite {
                 cursors_stay_correct_while_sessions_are_written,
                 listing_refuses_a_bad_query,
                 owners_never_see_each_others_sessions,
+            );
+            $crate::__conformance_cases!(
+                $setup, retention;
+                an_expiry_round_trips_and_an_idle_one_moves_with_writes,
+                an_expired_session_is_gone_for_every_reader,
+                a_write_to_an_expired_session_starts_it_afresh,
+                purge_removes_expired_sessions_in_bounded_batches,
             );
         }
     };

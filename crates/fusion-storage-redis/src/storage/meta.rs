@@ -11,7 +11,6 @@
 
 use fusion_core::{
     ChatMessage, Error, Expect, MetaUpdate, Result, SessionInfo, SessionMeta, check_creation,
-    check_storable,
 };
 use redis::{FromRedisValue, Value};
 
@@ -57,8 +56,7 @@ impl RedisStorage {
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        check_creation(id, meta, messages)?;
-        check_storable(BACKEND, id, messages)?;
+        check_creation(BACKEND, id, meta, messages)?;
         let expected = Expect::Generation(0);
         let outcome = self
             .write(

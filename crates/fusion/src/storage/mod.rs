@@ -33,10 +33,11 @@ pub use self::storage_type::StorageType;
 use fusion_core::Result;
 #[doc(inline)]
 pub use fusion_core::{
-    Change, ConversationStorage, Cursor, Expect, LEGACY_GENERATION, MAX_DATA_BYTES, MAX_DATA_DEPTH,
-    MAX_METADATA_DEPTH, MAX_TAG_LEN, MAX_TAGS, MAX_TITLE_CHARS, MetaUpdate, OwnerScope, Revision,
-    SessionInfo, SessionMeta, SessionOrder, SessionPage, SessionQuery, check_creation,
-    check_storable, new_generation, validate_owner,
+    Change, ConversationStorage, Cursor, Expect, Expiry, LEGACY_GENERATION, MAX_DATA_BYTES,
+    MAX_DATA_DEPTH, MAX_IDLE, MAX_METADATA_DEPTH, MAX_PURGE_BATCH, MAX_TAG_LEN, MAX_TAGS,
+    MAX_TITLE_CHARS, MIN_IDLE, MetaUpdate, OwnerScope, Revision, SessionInfo, SessionMeta,
+    SessionOrder, SessionPage, SessionQuery, StoredExpiry, check_creation, check_purge_batch,
+    check_storable, is_expired, new_generation, validate_owner,
 };
 
 #[cfg(feature = "memory")]
