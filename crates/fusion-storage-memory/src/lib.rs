@@ -19,11 +19,13 @@
 mod store;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
-    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_storable,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_purge_batch,
+    check_storable, unix_micros,
 };
 
 use store::Store;
@@ -32,8 +34,8 @@ use store::Store;
 const BACKEND: &str = "memory";
 
 /// Conversation storage in a `HashMap` behind a `RwLock`, with ordered indexes for
-/// paged listing (by id and newest first, for all sessions and per owner). Clones share
-/// one store.
+/// paged listing (by id and newest first, for all sessions and per owner) and for
+/// purging expired sessions. Clones share one store.
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryStorage {
     sessions: Arc<RwLock<Store>>,
@@ -67,7 +69,7 @@ impl ConversationStorage for InMemoryStorage {
         // Refused here too, though memory could hold it, so behaviour does not depend on
         // the backend and a session can always be migrated to a persistent one.
         check_storable(BACKEND, session_id, history)?;
-        self.write().replace(session_id, history);
+        self.write().replace(session_id, history, now());
         Ok(())
     }
 
@@ -75,7 +77,7 @@ impl ConversationStorage for InMemoryStorage {
         SessionId::validate(session_id)?;
         Ok(self
             .read()
-            .messages(session_id)
+            .messages(session_id, now())
             .map(<[ChatMessage]>::to_vec)
             .unwrap_or_default())
     }
@@ -87,7 +89,7 @@ impl ConversationStorage for InMemoryStorage {
     }
 
     async fn list_sessions(&self) -> Result<Vec<String>> {
-        Ok(self.read().ids())
+        Ok(self.read().ids(now()))
     }
 
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
@@ -96,21 +98,21 @@ impl ConversationStorage for InMemoryStorage {
             return Ok(());
         }
         check_storable(BACKEND, session_id, messages)?;
-        self.write().append(session_id, messages);
+        self.write().append(session_id, messages, now());
         Ok(())
     }
 
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
         SessionId::validate(session_id)?;
-        self.write().truncate(session_id, len);
+        self.write().truncate(session_id, len, now());
         Ok(())
     }
 
     async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
         SessionId::validate(session_id)?;
-        let store = self.read();
-        let history = store.messages(session_id).unwrap_or_default().to_vec();
-        Ok((history, store.revision(session_id)))
+        let (store, now) = (self.read(), now());
+        let history = store.messages(session_id, now).unwrap_or_default().to_vec();
+        Ok((history, store.revision(session_id, now)))
     }
 
     /// The check and the write happen under one lock of the whole store.
@@ -122,23 +124,23 @@ impl ConversationStorage for InMemoryStorage {
     ) -> Result<u64> {
         SessionId::validate(session_id)?;
         check_storable(BACKEND, session_id, change.messages())?;
-        let mut store = self.write();
-        let now = store.revision(session_id);
+        let (mut store, at) = (self.write(), now());
+        let now = store.revision(session_id, at);
         if !expected.is_met_by(now.generation, || now.len) {
             return Err(expected.conflict(BACKEND, session_id, now.generation, Some(now.len)));
         }
         match change {
             Change::Append([]) => {}
-            Change::Append(messages) => store.append(session_id, messages),
-            Change::Truncate(len) => store.truncate(session_id, len),
-            Change::Replace(history) => store.replace(session_id, history),
+            Change::Append(messages) => store.append(session_id, messages, at),
+            Change::Truncate(len) => store.truncate(session_id, len, at),
+            Change::Replace(history) => store.replace(session_id, history, at),
         }
-        Ok(store.revision(session_id).generation)
+        Ok(store.revision(session_id, at).generation)
     }
 
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
-        Ok(self.read().info(session_id))
+        Ok(self.read().info(session_id, now()))
     }
 
     /// The check and the creation happen under one lock of the whole store.
@@ -149,13 +151,13 @@ impl ConversationStorage for InMemoryStorage {
         messages: &[ChatMessage],
     ) -> Result<u64> {
         check_creation(BACKEND, session_id, meta, messages)?;
-        let mut store = self.write();
-        let now = store.revision(session_id);
+        let (mut store, at) = (self.write(), now());
+        let now = store.revision(session_id, at);
         if now.exists() {
             let absent = Expect::Generation(0);
             return Err(absent.conflict(BACKEND, session_id, now.generation, Some(now.len)));
         }
-        Ok(store.create(session_id, meta.clone(), messages.to_vec()))
+        Ok(store.create(session_id, meta.clone(), messages.to_vec(), at))
     }
 
     async fn update_session(
@@ -164,15 +166,26 @@ impl ConversationStorage for InMemoryStorage {
         update: &MetaUpdate,
     ) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
-        self.write().update(session_id, update)
+        self.write().update(session_id, update, now())
     }
 
     async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
         query.validate()?;
-        self.read().page(query)
+        self.read().page(query, now())
+    }
+
+    /// Walks the index of expiry instants: O(batch).
+    async fn purge_expired(&self, batch: usize) -> Result<usize> {
+        check_purge_batch(batch)?;
+        Ok(self.write().purge(batch, now()))
     }
 
     fn backend_name(&self) -> &'static str {
         BACKEND
     }
+}
+
+/// The instant one storage call works at, in Unix microseconds (see [`store`]).
+fn now() -> i64 {
+    unix_micros(SystemTime::now())
 }

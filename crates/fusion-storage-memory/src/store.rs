@@ -5,6 +5,11 @@
 //! Ids are shared (`Arc<str>`) between the map and the indexes, so moving a session to the
 //! front of the newest-first order on an append costs two B-tree updates and no copy of
 //! its id.
+//!
+//! Every method takes the caller's `now` (Unix microseconds), read once per storage call,
+//! so one call sees one instant: a session is expired for all of it or for none. Readers
+//! skip an expired session; writers drop it first ([`Store::drop_expired`]), so they see
+//! it absent; [`Store::purge`] walks an index of expiry instants.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
@@ -14,7 +19,7 @@ use std::time::SystemTime;
 
 use fusion_core::{
     ChatMessage, MetaUpdate, Position, Result, Revision, SessionInfo, SessionMeta, SessionOrder,
-    SessionPage, SessionQuery, from_unix_micros, new_generation, unix_micros,
+    SessionPage, SessionQuery, StoredExpiry, from_unix_micros, new_generation,
 };
 
 /// A session's place in the newest-first order: `updated_at` in microseconds, then id,
@@ -30,10 +35,21 @@ struct Entry {
     created_at: SystemTime,
     /// `updated_at` in Unix microseconds, the precision listings sort by.
     updated_micros: i64,
+    /// `meta.expiry` as stored: its instant moves with each write of an idle expiry.
+    expiry: StoredExpiry,
     meta: SessionMeta,
 }
 
 impl Entry {
+    fn is_live(&self, now: i64) -> bool {
+        !self.expiry.is_expired_at(now)
+    }
+
+    /// The key of the expiry index, for a session that expires.
+    fn expiry_key(&self) -> Option<(i64, Arc<str>)> {
+        Some((self.expiry.expires_at?, self.id.clone()))
+    }
+
     fn newest_key(&self) -> NewestKey {
         (Reverse(self.updated_micros), Reverse(self.id.clone()))
     }
@@ -43,6 +59,7 @@ impl Entry {
         info.created_at = Some(self.created_at);
         info.updated_at = Some(from_unix_micros(self.updated_micros));
         info.generation = self.generation;
+        info.expires_at = self.expiry.expires_at_time();
         info.meta = self.meta.clone();
         info
     }
@@ -100,45 +117,74 @@ pub(crate) struct Store {
     sessions: HashMap<String, Entry>,
     all: Index,
     by_owner: HashMap<String, Index>,
+    /// Sessions that expire, by expiry instant.
+    expiring: BTreeSet<(i64, Arc<str>)>,
 }
 
 impl Store {
-    pub(crate) fn messages(&self, id: &str) -> Option<&[ChatMessage]> {
-        self.sessions.get(id).map(|e| e.messages.as_slice())
+    /// The session `id` if it is there and has not expired at `now`.
+    fn live(&self, id: &str, now: i64) -> Option<&Entry> {
+        self.sessions.get(id).filter(|e| e.is_live(now))
     }
 
-    pub(crate) fn ids(&self) -> Vec<String> {
-        self.sessions.keys().cloned().collect()
+    pub(crate) fn messages(&self, id: &str, now: i64) -> Option<&[ChatMessage]> {
+        self.live(id, now).map(|e| e.messages.as_slice())
     }
 
-    pub(crate) fn revision(&self, id: &str) -> Revision {
-        self.sessions
-            .get(id)
-            .map_or(Revision::ABSENT, |e| Revision {
-                generation: e.generation,
-                len: e.messages.len(),
-            })
+    pub(crate) fn ids(&self, now: i64) -> Vec<String> {
+        let live = self.sessions.values().filter(|e| e.is_live(now));
+        live.map(|e| e.id.to_string()).collect()
     }
 
-    pub(crate) fn info(&self, id: &str) -> Option<SessionInfo> {
-        self.sessions.get(id).map(Entry::info)
+    pub(crate) fn revision(&self, id: &str, now: i64) -> Revision {
+        self.live(id, now).map_or(Revision::ABSENT, |e| Revision {
+            generation: e.generation,
+            len: e.messages.len(),
+        })
+    }
+
+    pub(crate) fn info(&self, id: &str, now: i64) -> Option<SessionInfo> {
+        self.live(id, now).map(Entry::info)
+    }
+
+    /// Removes `id` if it has expired at `now`, so a write that follows finds it absent.
+    pub(crate) fn drop_expired(&mut self, id: &str, now: i64) {
+        if self.sessions.get(id).is_some_and(|e| !e.is_live(now)) {
+            self.remove(id);
+        }
+    }
+
+    /// Removes up to `batch` sessions expired at `now`, oldest expiry first.
+    pub(crate) fn purge(&mut self, batch: usize, now: i64) -> usize {
+        let due: Vec<Arc<str>> = self
+            .expiring
+            .range(..(now.saturating_add(1), Arc::from("")))
+            .take(batch)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in &due {
+            self.remove(id);
+        }
+        due.len()
     }
 
     /// Adds `messages` (not empty) to a session, creating it without metadata if needed.
-    pub(crate) fn append(&mut self, id: &str, messages: &[ChatMessage]) {
+    pub(crate) fn append(&mut self, id: &str, messages: &[ChatMessage], now: i64) {
+        self.drop_expired(id, now);
         if !self.sessions.contains_key(id) {
-            self.create(id, SessionMeta::default(), messages.to_vec());
+            self.create(id, SessionMeta::default(), messages.to_vec(), now);
             return;
         }
-        self.change(id, |entry| entry.messages.extend_from_slice(messages));
+        self.change(id, now, |entry| entry.messages.extend_from_slice(messages));
     }
 
     /// Keeps the first `len` messages; a shorter history gets a new generation.
-    pub(crate) fn truncate(&mut self, id: &str, len: usize) {
+    pub(crate) fn truncate(&mut self, id: &str, len: usize, now: i64) {
+        self.drop_expired(id, now);
         match self.sessions.get(id) {
             None => {}
             Some(_) if len == 0 => self.remove(id),
-            Some(entry) if entry.messages.len() > len => self.change(id, |entry| {
+            Some(entry) if entry.messages.len() > len => self.change(id, now, |entry| {
                 entry.messages.truncate(len);
                 entry.generation = new_generation();
             }),
@@ -148,43 +194,47 @@ impl Store {
 
     /// Replaces a history (an empty one removes the session) under a new generation,
     /// keeping the session's metadata and `created_at`.
-    pub(crate) fn replace(&mut self, id: &str, history: &[ChatMessage]) {
+    pub(crate) fn replace(&mut self, id: &str, history: &[ChatMessage], now: i64) {
+        self.drop_expired(id, now);
         if history.is_empty() {
             self.remove(id);
         } else if self.sessions.contains_key(id) {
-            self.change(id, |entry| {
+            self.change(id, now, |entry| {
                 entry.messages = history.to_vec();
                 entry.generation = new_generation();
             });
         } else {
-            self.create(id, SessionMeta::default(), history.to_vec());
+            self.create(id, SessionMeta::default(), history.to_vec(), now);
         }
     }
 
     pub(crate) fn remove(&mut self, id: &str) {
         if let Some(entry) = self.sessions.remove(id) {
-            self.all.remove(&entry);
-            if let Some(owner) = &entry.meta.owner {
-                self.remove_from_owner(owner, &entry);
-            }
+            self.unfile(&entry);
         }
     }
 
-    /// Creates a session (which must not exist) and returns its generation.
+    /// Creates a session (which must not exist, or have expired) at `now` and returns
+    /// its generation.
     pub(crate) fn create(
         &mut self,
         id: &str,
-        meta: SessionMeta,
+        mut meta: SessionMeta,
         messages: Vec<ChatMessage>,
+        now: i64,
     ) -> u64 {
-        // Both timestamps at the listing's precision, so `updated_at >= created_at`.
-        let now = unix_micros(SystemTime::now());
+        self.drop_expired(id, now);
+        let expiry = StoredExpiry::of(meta.expiry.as_ref(), now);
+        // Kept to the microsecond, as every backend keeps it.
+        meta.expiry = expiry.expiry();
         let entry = Entry {
             id: Arc::from(id),
             messages,
             generation: new_generation(),
+            // Both timestamps at the listing's precision, so `updated_at >= created_at`.
             created_at: from_unix_micros(now),
             updated_micros: now,
+            expiry,
             meta,
         };
         let generation = entry.generation;
@@ -194,6 +244,7 @@ impl Store {
 
     /// Stores `entry` and adds it to the indexes.
     fn file(&mut self, entry: Entry) {
+        self.expiring.extend(entry.expiry_key());
         self.all.insert(&entry);
         if let Some(owner) = &entry.meta.owner {
             self.by_owner
@@ -205,8 +256,13 @@ impl Store {
     }
 
     /// Applies `update` to an existing session's metadata if the result is valid.
-    pub(crate) fn update(&mut self, id: &str, update: &MetaUpdate) -> Result<Option<SessionInfo>> {
-        let Some(entry) = self.sessions.get(id) else {
+    pub(crate) fn update(
+        &mut self,
+        id: &str,
+        update: &MetaUpdate,
+        now: i64,
+    ) -> Result<Option<SessionInfo>> {
+        let Some(entry) = self.live(id, now) else {
             return Ok(None);
         };
         let mut meta = entry.meta.clone();
@@ -214,12 +270,14 @@ impl Store {
         meta.validate()?;
         // Rare enough to re-file the session from scratch: its owner may change.
         let mut entry = self.sessions.remove(id).expect("checked above");
-        self.all.remove(&entry);
-        if let Some(owner) = &entry.meta.owner {
-            self.remove_from_owner(owner, &entry);
-        }
+        self.unfile(&entry);
+        entry.updated_micros = entry.updated_micros.max(now);
+        entry.expiry = match update.expiry {
+            Some(expiry) => StoredExpiry::of(expiry.as_ref(), entry.updated_micros),
+            None => entry.expiry.at_write(entry.updated_micros),
+        };
+        meta.expiry = entry.expiry.expiry();
         entry.meta = meta;
-        entry.updated_micros = entry.updated_micros.max(unix_micros(SystemTime::now()));
         let info = entry.info();
         self.file(entry);
         Ok(Some(info))
@@ -227,7 +285,7 @@ impl Store {
 
     /// One page of `query`: walks the narrowest index from the cursor on, so the cost is
     /// the page (plus the sessions a tag filter skips), not the number of sessions.
-    pub(crate) fn page(&self, query: &SessionQuery) -> Result<SessionPage> {
+    pub(crate) fn page(&self, query: &SessionQuery, now: i64) -> Result<SessionPage> {
         let index = match &query.owner {
             Some(owner) => match self.by_owner.get(owner) {
                 Some(index) => index,
@@ -237,7 +295,7 @@ impl Store {
         };
         let candidates = index
             .ids_after(query.order, query.start()?)
-            .filter_map(|id| self.sessions.get(&**id))
+            .filter_map(|id| self.live(id, now))
             .map(Entry::info)
             .filter(|info| query.admits(info))
             .take(query.limit + 1);
@@ -245,18 +303,26 @@ impl Store {
     }
 
     /// Runs `edit` on an existing session's messages, then moves its `updated_at`
-    /// forward (never back, whatever the clock does) and its place in the newest-first
-    /// indexes with it. Owners do not change here (see [`update`](Self::update)).
-    fn change(&mut self, id: &str, edit: impl FnOnce(&mut Entry)) {
+    /// forward to `now` (never back, whatever the clock does), an idle expiry with it, and
+    /// its place in the indexes. Owners do not change here (see [`update`](Self::update)).
+    fn change(&mut self, id: &str, now: i64, edit: impl FnOnce(&mut Entry)) {
         let Some(entry) = self.sessions.get_mut(id) else {
             return;
         };
         let old_key = entry.newest_key();
         edit(entry);
-        entry.updated_micros = entry.updated_micros.max(unix_micros(SystemTime::now()));
+        entry.updated_micros = entry.updated_micros.max(now);
         if entry.updated_micros == old_key.0.0 {
             return;
         }
+        let old_expiry = entry.expiry_key();
+        entry.expiry = entry.expiry.at_write(entry.updated_micros);
+        if entry.expiry.idle.is_some() {
+            let new_expiry = entry.expiry_key();
+            self.expiring.remove(&old_expiry.expect("an idle expiry has an instant"));
+            self.expiring.extend(new_expiry);
+        }
+        let entry = &self.sessions[id];
         let new_key = entry.newest_key();
         let owner_index = entry
             .meta
@@ -272,6 +338,17 @@ impl Store {
         {
             newest.remove(&old_key);
             newest.insert(new_key.clone());
+        }
+    }
+
+    /// Removes `entry` from every index.
+    fn unfile(&mut self, entry: &Entry) {
+        if let Some(key) = entry.expiry_key() {
+            self.expiring.remove(&key);
+        }
+        self.all.remove(entry);
+        if let Some(owner) = &entry.meta.owner {
+            self.remove_from_owner(owner, entry);
         }
     }
 
