@@ -57,7 +57,7 @@ pub struct OwnerScope {
 /// What the scope found when it checked a session.
 enum Found {
     Absent,
-    Mine(SessionInfo),
+    Mine(Box<SessionInfo>),
     NotMine,
 }
 
@@ -99,7 +99,7 @@ impl OwnerScope {
         Ok(match self.storage.session_info(session_id).await? {
             None => Found::Absent,
             Some(info) if info.meta.owner.as_deref() == Some(self.owner.as_str()) => {
-                Found::Mine(info)
+                Found::Mine(Box::new(info))
             }
             Some(_) => Found::NotMine,
         })
@@ -237,7 +237,7 @@ impl ConversationStorage for OwnerScope {
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
         Ok(match self.check(session_id).await? {
-            Found::Mine(info) => Some(info),
+            Found::Mine(info) => Some(*info),
             Found::Absent | Found::NotMine => None,
         })
     }
