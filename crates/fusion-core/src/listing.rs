@@ -267,6 +267,31 @@ impl Cursor {
         &self.0
     }
 
+    /// A cursor that starts a newest-first ([`SessionOrder::UpdatedDesc`]) listing at the
+    /// sessions last written strictly before `time`: the page after it holds the newest of
+    /// those, so paging on from it visits every session older than `time` (what `fusion
+    /// sessions purge --older-than` deletes).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use fusion_core::{Cursor, SessionQuery};
+    ///
+    /// let month_ago = SystemTime::now() - Duration::from_secs(30 * 24 * 3600);
+    /// let stale = SessionQuery::new().after(Some(Cursor::updated_before(month_ago)));
+    /// stale.validate()?;
+    /// # Ok::<(), fusion_core::Error>(())
+    /// ```
+    pub fn updated_before(time: SystemTime) -> Cursor {
+        // Pages start after the cursor in the order (updated desc, id desc). "+" is the
+        // smallest valid session id, so no session written at `time` itself sorts after
+        // this one, and every session written before it does.
+        Position::Updated {
+            micros: unix_micros(time),
+            id: "+".to_string(),
+        }
+        .cursor()
+    }
+
     /// The position this cursor holds, checked against the order it is used with.
     pub fn position(&self, order: SessionOrder) -> Result<Position> {
         let bad = |why: &str| Error::InvalidMeta(format!("invalid cursor {:?}: {why}", self.0));

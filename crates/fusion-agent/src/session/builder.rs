@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fusion_core::{Error, Result, SessionId, SessionMeta};
+use fusion_core::{Error, Expiry, Result, SessionId, SessionMeta};
 use serde_json::Value;
 
 use super::creation::{Creation, TitlePolicy};
@@ -191,6 +191,15 @@ impl SessionBuilder {
     /// One entry of the session's data map, if the agent creates the session.
     pub fn data(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         self.meta = self.meta.data(key, value);
+        self
+    }
+
+    /// When the session expires, if the agent creates it: [`Expiry::At`] an instant, or
+    /// [`Expiry::Idle`] a span after its last write, which every turn pushes back. Once
+    /// expired the session is gone for every reader, and a write starts it afresh; see
+    /// [`Expiry`].
+    pub fn expiry(mut self, expiry: Expiry) -> Self {
+        self.meta = self.meta.expiry(expiry);
         self
     }
 

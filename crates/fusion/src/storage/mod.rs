@@ -15,6 +15,11 @@
 //! [`update_session`](ConversationStorage::update_session) ([`MetaUpdate`]).
 //! [`OwnerScope`] is a storage seen by one owner, who never sees another owner's sessions.
 //!
+//! A session may expire ([`Expiry`]: at an instant, or after a span without writes); it
+//! is then gone for every reader at once. [`purge_all_expired`] frees the space expired
+//! sessions still take, and [`purge_not_written_since`] deletes sessions nobody has
+//! written for a while.
+//!
 //! ```no_run
 //! use fusion::storage::StorageType;
 //!
@@ -26,9 +31,13 @@
 //! ```
 
 mod location;
+mod retention;
 mod storage_type;
 
 pub use self::location::StorageLocation;
+pub use self::retention::{
+    StalePurge, StalePurgeReport, purge_all_expired, purge_not_written_since,
+};
 pub use self::storage_type::StorageType;
 use fusion_core::Result;
 #[doc(inline)]

@@ -1,0 +1,179 @@
+//! Removing old sessions: every expired one ([`purge_all_expired`]), or every one nobody
+//! has written for a while ([`purge_not_written_since`], what `fusion sessions purge
+//! --older-than 30d` runs).
+
+use std::time::SystemTime;
+
+use fusion_core::{
+    Change, ConversationStorage, Cursor, Error, Expect, Result, Revision, SessionInfo, SessionQuery,
+};
+
+/// Calls [`purge_expired`](ConversationStorage::purge_expired) with batches of `batch`
+/// sessions until one comes back short, and returns how many sessions it deleted in all.
+///
+/// Each batch is bounded, so the storage is never held for long; run it from a periodic
+/// job. Expired sessions are invisible to readers before this runs: it frees their space.
+pub async fn purge_all_expired(storage: &dyn ConversationStorage, batch: usize) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        let purged = storage.purge_expired(batch).await?;
+        total += purged;
+        if purged < batch {
+            return Ok(total);
+        }
+    }
+}
+
+/// Which sessions [`purge_not_written_since`] removes.
+#[derive(Debug, Clone)]
+pub struct StalePurge {
+    /// Sessions last written strictly before this instant.
+    pub before: SystemTime,
+    /// Only this owner's sessions, if set.
+    pub owner: Option<String>,
+    /// Report what would be deleted, deleting nothing.
+    pub dry_run: bool,
+    /// How many sessions to read per page (1 to [`SessionQuery::MAX_LIMIT`]).
+    pub page: usize,
+}
+
+impl StalePurge {
+    /// Every session last written before `before`, a page of 500 at a time.
+    pub fn before(before: SystemTime) -> Self {
+        Self {
+            before,
+            owner: None,
+            dry_run: false,
+            page: 500,
+        }
+    }
+}
+
+/// What [`purge_not_written_since`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StalePurgeReport {
+    /// Sessions deleted (or, in a dry run, that would be).
+    pub deleted: usize,
+    /// Sessions kept because someone wrote them between the listing and the delete.
+    pub written_meanwhile: usize,
+}
+
+/// Deletes every session `purge` selects (last written before `purge.before`, of
+/// `purge.owner` if set), calling `on_session` with each one before it goes.
+///
+/// Walks the newest-first listing from [`Cursor::updated_before`], a page at a time, so
+/// it reads only the sessions it deletes. Each delete is conditional on the session being
+/// exactly as listed ([`Expect::Exactly`]): a session written meanwhile is kept and
+/// counted in [`StalePurgeReport::written_meanwhile`], so nothing a writer just added is
+/// lost.
+pub async fn purge_not_written_since(
+    storage: &dyn ConversationStorage,
+    purge: &StalePurge,
+    mut on_session: impl FnMut(&SessionInfo),
+) -> Result<StalePurgeReport> {
+    let mut query = SessionQuery::new()
+        .limit(purge.page)
+        .after(Some(Cursor::updated_before(purge.before)));
+    if let Some(owner) = &purge.owner {
+        query = query.owner(owner.clone());
+    }
+    let mut report = StalePurgeReport::default();
+    loop {
+        let page = storage.list_page(&query).await?;
+        for info in &page.sessions {
+            if purge.dry_run {
+                on_session(info);
+                report.deleted += 1;
+                continue;
+            }
+            let listed = Revision {
+                generation: info.generation,
+                len: info.message_count,
+            };
+            match storage
+                .write_if(&info.id, Expect::Exactly(listed), Change::Truncate(0))
+                .await
+            {
+                Ok(_) => {
+                    on_session(info);
+                    report.deleted += 1;
+                }
+                Err(Error::Conflict { .. }) => report.written_meanwhile += 1,
+                Err(err) => return Err(err),
+            }
+        }
+        match page.next {
+            Some(next) => query = query.after(Some(next)),
+            None => return Ok(report),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use std::time::Duration;
+
+    use fusion_core::{ChatMessage, Expiry, SessionMeta};
+    use fusion_storage_memory::InMemoryStorage;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn stale_sessions_go_and_fresh_or_rewritten_ones_stay() {
+        let store = InMemoryStorage::new();
+        let said = [ChatMessage::user("hi")];
+        for id in ["old-a", "old-b", "old-c"] {
+            let meta = SessionMeta::new().owner(if id == "old-c" { "bob" } else { "amy" });
+            store.create_session(id, &meta, &said).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let cutoff = SystemTime::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        store.append("new", &said).await.unwrap();
+
+        let mut seen = Vec::new();
+        let dry = StalePurge {
+            dry_run: true,
+            page: 1,
+            ..StalePurge::before(cutoff)
+        };
+        let report = purge_not_written_since(&store, &dry, |i| seen.push(i.id.clone()))
+            .await
+            .unwrap();
+        assert_eq!(report.deleted, 3);
+        seen.sort();
+        assert_eq!(seen, ["old-a", "old-b", "old-c"]);
+        assert_eq!(store.list_sessions().await.unwrap().len(), 4, "dry run");
+
+        let amy = StalePurge {
+            owner: Some("amy".into()),
+            ..StalePurge::before(cutoff)
+        };
+        let report = purge_not_written_since(&store, &amy, |_| {}).await.unwrap();
+        assert_eq!(report.deleted, 2);
+        let mut left = store.list_sessions().await.unwrap();
+        left.sort();
+        assert_eq!(left, ["new", "old-c"]);
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_purged_batch_after_batch() {
+        let store = InMemoryStorage::new();
+        let soon = SessionMeta::new().expiry(Expiry::after(Duration::from_millis(1)));
+        for i in 0..7 {
+            let id = format!("s{i}");
+            store
+                .create_session(&id, &soon, &[ChatMessage::user("x")])
+                .await
+                .unwrap();
+        }
+        store
+            .append("kept", &[ChatMessage::user("y")])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(purge_all_expired(&store, 3).await.unwrap(), 7);
+        assert_eq!(store.list_sessions().await.unwrap(), ["kept"]);
+        assert!(purge_all_expired(&store, 0).await.is_err());
+    }
+}
