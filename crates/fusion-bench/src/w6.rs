@@ -11,6 +11,12 @@
 //! - one tag's first page (a tenth of the sessions carry it);
 //! - a page by id from the middle.
 //!
+//! Every tenth session (`i % 10 == 9`, the ones tagged `t9`) is written with an expiry
+//! 1 ms ahead, so by the time the pages are read a tenth of the store has expired and
+//! every listing skips it, as in a store whose expired sessions wait for the next purge.
+//! After the pages, [`purge_all_expired`] removes them in batches of [`PURGE_BATCH`],
+//! timed; the sessions column counts every session written, purged ones included.
+//!
 //! A page holds [`PAGE`] sessions. Alongside, this process's peak resident memory (which
 //! for the in-process backends, memory, SQLite and fs, includes the storage itself) and how
 //! much that peak grew over all the listing calls at that scale: a listing whose memory
@@ -22,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use fusion_core::{
-    ChatMessage, ConversationStorage, Position, SessionMeta, SessionOrder, SessionQuery,
+    ChatMessage, ConversationStorage, Expiry, Position, SessionMeta, SessionOrder, SessionQuery,
+    purge_all_expired,
 };
 use serde::Serialize;
 
@@ -36,6 +43,8 @@ pub const PAGE: usize = 50;
 pub const REPEATS: usize = 21;
 /// Concurrent writer tasks.
 const WRITERS: usize = 8;
+/// Sessions per `purge_expired` call.
+pub const PURGE_BATCH: usize = 1000;
 
 /// W6's result.
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +80,11 @@ pub struct W6Scale {
     pub listing_rss_growth_kib: u64,
     /// This process's peak resident memory so far, MiB.
     pub peak_rss_mib: f64,
+    /// Expired sessions `purge_expired` deleted at this scale (the tenth written since the
+    /// previous one).
+    pub purged: usize,
+    /// Seconds those purges took, all batches together.
+    pub purge_s: f64,
 }
 
 fn id(i: usize) -> String {
@@ -78,10 +92,20 @@ fn id(i: usize) -> String {
 }
 
 fn meta(i: usize, owners: usize) -> SessionMeta {
-    SessionMeta::new()
+    let meta = SessionMeta::new()
         .owner(format!("o{:05}", i % owners))
         .title(format!("chat {i}"))
-        .tags([format!("t{}", i % 10)])
+        .tags([format!("t{}", i % 10)]);
+    if expires(i) {
+        meta.expiry(Expiry::after(Duration::from_millis(1)))
+    } else {
+        meta
+    }
+}
+
+/// Whether session `i` is one of the tenth written to expire at once.
+fn expires(i: usize) -> bool {
+    i % 10 == 9
 }
 
 /// Runs W6 in namespace `w6`.
@@ -100,7 +124,17 @@ pub async fn run(backend: &Backend, sizes: &Sizes) -> Result<W6Report> {
         let write = started.elapsed();
         let added = total - written;
         written = total;
-        rows.push(measure(&storage, total, owners, write, added).await?);
+        let mut row = measure(&storage, total, owners, write, added).await?;
+        let expected = (total - added..total).filter(|&i| expires(i)).count();
+        let started = Instant::now();
+        row.purged = purge_all_expired(storage.as_ref(), PURGE_BATCH).await?;
+        row.purge_s = started.elapsed().as_secs_f64();
+        ensure!(
+            row.purged == expected,
+            "W6: purge_expired deleted {} sessions, not the {expected} that expired",
+            row.purged
+        );
+        rows.push(row);
     }
     Ok(W6Report {
         owners,
@@ -140,10 +174,12 @@ async fn measure(
     write: Duration,
     added: usize,
 ) -> Result<W6Scale> {
+    // A multiple of ten, so not one of the sessions that expired.
+    let middle_id = id(total / 20 * 10);
     let middle = storage
-        .session_info(&id(total / 2))
+        .session_info(&middle_id)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("W6: session {} missing", id(total / 2)))?;
+        .ok_or_else(|| anyhow::anyhow!("W6: session {middle_id} missing"))?;
     let newest = SessionQuery::new().limit(PAGE);
     let deep = newest.clone().after(Some(
         Position::of(SessionOrder::UpdatedDesc, &middle).cursor(),
@@ -189,6 +225,8 @@ async fn measure(
         id_page_ms: timed(storage, &by_id).await?,
         listing_rss_growth_kib: 0,
         peak_rss_mib: 0.0,
+        purged: 0,
+        purge_s: 0.0,
     };
     let rss_after = peak_rss_kib();
     scale.listing_rss_growth_kib = rss_after.saturating_sub(rss_before);
@@ -218,7 +256,7 @@ pub fn table(o: &mut String, w6: &W6Report) {
     );
     let _ = writeln!(
         o,
-        "  {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "  {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
         "sessions",
         "write_s",
         "writes/s",
@@ -229,12 +267,14 @@ pub fn table(o: &mut String, w6: &W6Report) {
         "tag",
         "by_id",
         "rss+KiB",
-        "rss_MiB"
+        "rss_MiB",
+        "purged",
+        "purge_s"
     );
     for s in &w6.scales {
         let _ = writeln!(
             o,
-            "  {:>9} {:>9.1} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>8.0}",
+            "  {:>9} {:>9.1} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>8.0} {:>8} {:>9.2}",
             s.sessions,
             s.write_s,
             s.write_per_s,
@@ -245,7 +285,9 @@ pub fn table(o: &mut String, w6: &W6Report) {
             s.tag_page_ms,
             s.id_page_ms,
             s.listing_rss_growth_kib,
-            s.peak_rss_mib
+            s.peak_rss_mib,
+            s.purged,
+            s.purge_s
         );
     }
 }

@@ -30,6 +30,7 @@ pub use owner_scope::OwnerScope;
 pub use redact::redact_url;
 pub use retention::{
     Expiry, MAX_IDLE, MAX_PURGE_BATCH, MIN_IDLE, StoredExpiry, check_purge_batch, is_expired,
+    purge_all_expired,
 };
 pub use revision::{Change, Expect, LEGACY_GENERATION, Revision, new_generation};
 pub use session_id::SessionId;

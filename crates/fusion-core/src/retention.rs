@@ -22,7 +22,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::{Error, Result, from_unix_micros, unix_micros};
+use crate::{ConversationStorage, Error, Result, from_unix_micros, unix_micros};
 
 /// The shortest idle span accepted.
 pub const MIN_IDLE: Duration = Duration::from_millis(1);
@@ -159,6 +159,22 @@ impl StoredExpiry {
 /// at `now`.
 pub fn is_expired(expires_at: Option<i64>, now: i64) -> bool {
     expires_at.is_some_and(|at| at <= now)
+}
+
+/// Calls [`purge_expired`](ConversationStorage::purge_expired) with batches of `batch`
+/// sessions until one comes back short, and returns how many sessions it deleted in all.
+///
+/// Each batch is bounded, so the storage is never held for long; run it from a periodic
+/// job. Expired sessions are invisible to readers before this runs: it frees their space.
+pub async fn purge_all_expired(storage: &dyn ConversationStorage, batch: usize) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        let purged = storage.purge_expired(batch).await?;
+        total += purged;
+        if purged < batch {
+            return Ok(total);
+        }
+    }
 }
 
 /// The largest batch one [`purge_expired`](crate::ConversationStorage::purge_expired)

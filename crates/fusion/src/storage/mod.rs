@@ -35,9 +35,7 @@ mod retention;
 mod storage_type;
 
 pub use self::location::StorageLocation;
-pub use self::retention::{
-    StalePurge, StalePurgeReport, purge_all_expired, purge_not_written_since,
-};
+pub use self::retention::{StalePurge, StalePurgeReport, purge_not_written_since};
 pub use self::storage_type::StorageType;
 use fusion_core::Result;
 #[doc(inline)]
@@ -46,7 +44,7 @@ pub use fusion_core::{
     MAX_DATA_DEPTH, MAX_IDLE, MAX_METADATA_DEPTH, MAX_PURGE_BATCH, MAX_TAG_LEN, MAX_TAGS,
     MAX_TITLE_CHARS, MIN_IDLE, MetaUpdate, OwnerScope, Revision, SessionInfo, SessionMeta,
     SessionOrder, SessionPage, SessionQuery, StoredExpiry, check_creation, check_purge_batch,
-    check_storable, is_expired, new_generation, validate_owner,
+    check_storable, is_expired, new_generation, purge_all_expired, validate_owner,
 };
 
 #[cfg(feature = "memory")]

@@ -1,28 +1,12 @@
-//! Removing old sessions: every expired one ([`purge_all_expired`]), or every one nobody
-//! has written for a while ([`purge_not_written_since`], what `fusion sessions purge
-//! --older-than 30d` runs).
+//! Removing the sessions nobody has written for a while ([`purge_not_written_since`],
+//! what `fusion sessions purge --older-than 30d` runs). Expired sessions go with
+//! [`purge_all_expired`](fusion_core::purge_all_expired).
 
 use std::time::SystemTime;
 
 use fusion_core::{
     Change, ConversationStorage, Cursor, Error, Expect, Result, Revision, SessionInfo, SessionQuery,
 };
-
-/// Calls [`purge_expired`](ConversationStorage::purge_expired) with batches of `batch`
-/// sessions until one comes back short, and returns how many sessions it deleted in all.
-///
-/// Each batch is bounded, so the storage is never held for long; run it from a periodic
-/// job. Expired sessions are invisible to readers before this runs: it frees their space.
-pub async fn purge_all_expired(storage: &dyn ConversationStorage, batch: usize) -> Result<usize> {
-    let mut total = 0;
-    loop {
-        let purged = storage.purge_expired(batch).await?;
-        total += purged;
-        if purged < batch {
-            return Ok(total);
-        }
-    }
-}
 
 /// Which sessions [`purge_not_written_since`] removes.
 #[derive(Debug, Clone)]
@@ -117,6 +101,7 @@ mod tests {
     use fusion_storage_memory::InMemoryStorage;
 
     use super::*;
+    use fusion_core::purge_all_expired;
 
     #[tokio::test]
     async fn stale_sessions_go_and_fresh_or_rewritten_ones_stay() {
