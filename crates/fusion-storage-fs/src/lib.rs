@@ -5,9 +5,10 @@
 //!   user-123.jsonl               one message per line, oldest first
 //!   tenant%3A42%3Achat-7.jsonl   the session `tenant:42:chat-7`
 //!   .user-123.lock               locked by every operation on `user-123`; holds its
-//!                                generation and counters (times, message count)
-//!   .user-123.meta               its owner, title, tags and data, if any
-//!   .fusion-index/               what paged listings read (journal, ids, markers)
+//!                                generation and counters (times, message count, expiry)
+//!   .user-123.meta               its owner, title, tags, data and expiry, if any
+//!   .fusion-index/               what paged listings and purges read (journal, ids,
+//!                                owner, tag and expiry markers)
 //! ```
 //!
 //! - **Format**: each line is one [`ChatMessage`](fusion_core::ChatMessage) in the OpenAI
@@ -54,6 +55,14 @@
 //!   little, and listings check each row against the session itself. A directory of an
 //!   earlier version gets its index built by its first listing. The crate README has the
 //!   formats, costs and measurements.
+//! - **Retention**: a session's [`Expiry`](fusion_core::Expiry) is kept in its counters
+//!   (where it expires now, and an idle expiry's span), which every reader checks and
+//!   every write moves at no extra cost, and in its metadata file (what it was set to, in
+//!   case the counters are lost). An expired session is absent to every reader, and every
+//!   write removes it first, under its lock, as `delete` does. A session that gets an
+//!   expiry gets a marker in `.fusion-index/expiry/`, named by an instant at or before
+//!   its expiry, which appends never touch; `purge_expired` reads the markers that are
+//!   due, earliest first, and deletes each session that is still expired under its lock.
 //!
 //! See [`FileSystemStorage`] to get started.
 
@@ -67,6 +76,7 @@ mod location;
 mod lock;
 mod meta_file;
 mod options;
+mod retention;
 mod session_files;
 mod storage;
 

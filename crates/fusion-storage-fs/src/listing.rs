@@ -19,7 +19,8 @@
 //! page shows): a journal line counts only if the session's `updated_at` is that line's
 //! timestamp, and filters are checked on its metadata. A candidate whose metadata file is
 //! damaged is left out with a warning (its `session_info` reports
-//! `Error::Corrupt`); it never hides another session.
+//! `Error::Corrupt`); it never hides another session. So is one that has expired, like a
+//! stale line: until a purge removes it, it costs its page one more read of facts.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -31,7 +32,7 @@ use fusion_core::{
 
 use crate::error::{BACKEND, IoContext};
 use crate::file_name;
-use crate::index::{Index, Kind, SetKey, Snapshot};
+use crate::index::{Index, Kind, SetKey, Snapshot, marker_instant};
 use crate::options::SyncPolicy;
 use crate::session_files::SessionFiles;
 
@@ -125,13 +126,18 @@ impl Lister<'_> {
         Ok(self.index.snapshot()?.filter(|s| !s.is_damaged()))
     }
 
-    /// Every session's place in the journal, restoring its markers: what a build needs.
+    /// Every session's place in the journal, restoring its markers (an expired session's
+    /// expiry marker included, so that a purge finds it): what a build needs.
     fn scan(&self) -> Result<Vec<(i64, String)>> {
         let mut records = Vec::new();
         for id in list_dir(self.dir)? {
-            let Some(info) = self.info(&id)? else {
+            let Some(info) = skip_corrupt(self.files(&id).stored_info())? else {
                 continue;
             };
+            if let Some(expires_at) = info.expires_at {
+                let at = marker_instant(unix_micros(expires_at));
+                self.index.add_expiry(at, &id)?;
+            }
             if let Some(owner) = &info.meta.owner {
                 self.index.add_member(SetKey::Owner(owner), &id)?;
             }

@@ -1,10 +1,18 @@
-//! A session's metadata file, `.{stem}.meta`: its owner, title, tags and data as one JSON
-//! object, replaced whole (temporary file, then rename) so that a crash leaves the old
-//! metadata or the new, never half of it.
+//! A session's metadata file, `.{stem}.meta`: its owner, title, tags, data and expiry as
+//! one JSON object, replaced whole (temporary file, then rename) so that a crash leaves
+//! the old metadata or the new, never half of it.
 //!
 //! ```json
 //! {"created_us":1733000000123456,"owner":"user-42","title":"Clean up","tags":["ops"],"data":{"ticket":7}}
+//! {"created_us":1733000000123456,"owner":null,"title":null,"tags":[],"data":{},"expiry":{"idle_us":3600000000}}
 //! ```
+//!
+//! `expiry` is there only for a session that expires: `{"at_us":N}` (a fixed instant, Unix
+//! microseconds) or `{"idle_us":N}` (a span after each write, microseconds). Where the
+//! session expires *now* is in its lock file's counters ([`crate::counters`]), which every
+//! write moves and every reader checks; this is what the expiry was set to, read only
+//! when those counters are lost (a lock file rewritten by an earlier version, or not
+//! copied with the session) so that the session still expires.
 //!
 //! Only the holder of the session's exclusive lock writes it, and readers read it under
 //! the shared lock. `created_us` is the creation time of the session it belongs to: a
@@ -16,7 +24,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
-use fusion_core::{Error, Result, SessionMeta};
+use fusion_core::{Error, Expiry, Result, SessionMeta, StoredExpiry};
 use serde_json::{Map, Value, json};
 
 use crate::error::{BACKEND, IoContext};
@@ -26,7 +34,7 @@ use crate::error::{BACKEND, IoContext};
 pub(crate) struct StoredMeta {
     /// The creation time of the session it belongs to, in Unix microseconds.
     pub(crate) created_us: i64,
-    /// Owner, title, tags and data.
+    /// Owner, title, tags, data and expiry.
     pub(crate) meta: SessionMeta,
 }
 
@@ -98,14 +106,22 @@ pub(crate) fn remove(path: &Path) -> Result<()> {
 
 fn encode(stored: &StoredMeta) -> Vec<u8> {
     let meta = &stored.meta;
-    let mut bytes = serde_json::to_vec(&json!({
+    let mut object = json!({
         "created_us": stored.created_us,
         "owner": meta.owner,
         "title": meta.title,
         "tags": meta.tags,
         "data": meta.data,
-    }))
-    .expect("JSON values serialize");
+    });
+    if let Some(expiry) = &meta.expiry {
+        // Through the stored numbers, which name each kind of expiry.
+        let numbers = StoredExpiry::of(Some(expiry), 0);
+        object["expiry"] = match (numbers.idle, numbers.expires_at) {
+            (Some(idle), _) => json!({ "idle_us": idle }),
+            (None, at) => json!({ "at_us": at }),
+        };
+    }
+    let mut bytes = serde_json::to_vec(&object).expect("JSON values serialize");
     bytes.push(b'\n');
     bytes
 }
@@ -136,13 +152,35 @@ fn decode(bytes: &[u8]) -> std::result::Result<StoredMeta, String> {
         Some(Value::Object(data)) => data,
         Some(_) => return Err("has data that is not an object".into()),
     };
+    let expiry = match object.remove("expiry") {
+        None | Some(Value::Null) => None,
+        Some(expiry) => Some(decode_expiry(&expiry).ok_or("has an expiry it cannot read")?),
+    };
     let mut meta = SessionMeta::new().tags(tags);
     meta.owner = owner;
     meta.title = title;
     meta.data = data;
+    meta.expiry = expiry;
     meta.validate()
         .map_err(|err| format!("breaks a metadata rule ({err})"))?;
     Ok(StoredMeta { created_us, meta })
+}
+
+/// `{"at_us":N}` or `{"idle_us":N}`, and nothing else.
+fn decode_expiry(value: &Value) -> Option<Expiry> {
+    let object = value.as_object().filter(|o| o.len() == 1)?;
+    let numbers = match (object.get("at_us"), object.get("idle_us")) {
+        (Some(at), None) => StoredExpiry {
+            expires_at: Some(at.as_i64()?),
+            idle: None,
+        },
+        (None, Some(idle)) => StoredExpiry {
+            expires_at: None,
+            idle: Some(idle.as_i64()?),
+        },
+        _ => return None,
+    };
+    numbers.expiry()
 }
 
 #[cfg(test)]
@@ -165,6 +203,16 @@ mod tests {
             meta: SessionMeta::new(),
         };
         assert_eq!(decode(&encode(&bare)).unwrap(), bare);
+        for expiry in [
+            Expiry::Idle(std::time::Duration::from_secs(60)),
+            Expiry::At(fusion_core::from_unix_micros(1_733_000_000_123_456)),
+        ] {
+            let expiring = StoredMeta {
+                created_us: 1,
+                meta: SessionMeta::new().expiry(expiry),
+            };
+            assert_eq!(decode(&encode(&expiring)).unwrap(), expiring);
+        }
         let whole = encode(&stored);
         for bad in [
             &whole[..whole.len() / 2],
@@ -172,6 +220,9 @@ mod tests {
             br#"{"owner":"u"}"#,
             br#"{"created_us":1,"owner":"../x"}"#,
             br#"{"created_us":1,"tags":[1]}"#,
+            br#"{"created_us":1,"expiry":{"idle_us":0}}"#,
+            br#"{"created_us":1,"expiry":{"at_us":1,"idle_us":2}}"#,
+            br#"{"created_us":1,"expiry":"soon"}"#,
         ] {
             assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }

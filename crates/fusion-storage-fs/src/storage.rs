@@ -24,7 +24,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
-    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_storable,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_purge_batch,
+    check_storable,
 };
 
 use crate::error::{BACKEND, from_join};
@@ -34,6 +35,7 @@ use crate::jsonl::{self, Tail};
 use crate::listing::{self, Lister};
 use crate::location;
 use crate::options::{FileSystemOptions, SyncPolicy};
+use crate::retention::Retention;
 use crate::session_files::{FileChange, SessionFiles};
 
 /// Conversation storage in a directory: one JSON Lines file per session.
@@ -180,8 +182,10 @@ impl FileSystemStorage {
 
     /// Rebuilds the listing index from the session files, for a directory whose index
     /// was lost or damaged beyond what listings repair on their own (see the crate docs):
-    /// O(sessions), like the build the first listing of a directory from an earlier
-    /// version runs. Other processes may go on reading and writing meanwhile.
+    /// the journal, the ids, and the owner, tag and expiry markers of every session
+    /// (expired ones included, for [`purge_expired`](ConversationStorage::purge_expired)
+    /// to find). O(sessions), like the build the first listing of a directory from an
+    /// earlier version runs. Other processes may go on reading and writing meanwhile.
     pub async fn rebuild_index(&self) -> Result<()> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
@@ -248,7 +252,8 @@ impl ConversationStorage for FileSystemStorage {
     }
 
     /// Reads the session file under a shared lock. A torn final line is skipped with a
-    /// warning; any other unparseable line is [`fusion_core::Error::Corrupt`].
+    /// warning; any other unparseable line is [`fusion_core::Error::Corrupt`]. A session
+    /// that has expired loads as empty (its expiry is in the lock file read anyway).
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
         Ok(self
             .read(session_id)
@@ -257,19 +262,28 @@ impl ConversationStorage for FileSystemStorage {
             .unwrap_or_default())
     }
 
-    /// Removes the session file and its metadata, then its hidden lock file (see the crate
-    /// docs).
+    /// Removes the session file, its metadata and its index markers (owner, tags,
+    /// expiry), then its hidden lock file (see the crate docs).
     async fn delete(&self, session_id: &str) -> Result<()> {
         self.on_session(session_id, SessionFiles::remove).await
     }
 
-    /// Lists the directory, decoding file names; nothing is opened. O(files in the
-    /// directory). A missing directory has no sessions.
+    /// Lists the directory, decoding file names, and leaves out the sessions that have
+    /// expired: those whose markers in the expiry index are due are checked (one lock
+    /// file each), no other session file is opened. O(files in the directory). A missing
+    /// directory has no sessions. In a directory no listing has indexed yet (written by
+    /// an earlier version), every session's lock file is read instead.
     async fn list_sessions(&self) -> Result<Vec<String>> {
-        let dir = self.inner.dir.clone();
-        tokio::task::spawn_blocking(move || listing::list_dir(&dir))
-            .await
-            .map_err(from_join)?
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let ids = listing::list_dir(&inner.dir)?;
+            if ids.is_empty() {
+                return Ok(ids);
+            }
+            inner.retention().without_expired(ids)
+        })
+        .await
+        .map_err(from_join)?
     }
 
     /// Serialises `messages` into one buffer (with batch markers, so that a crash stores
@@ -278,7 +292,10 @@ impl ConversationStorage for FileSystemStorage {
     /// the write, a few bytes of the file's end are read to check it ends on a complete
     /// batch. The index adds one short line to this instance's own journal and the lock
     /// file's counters are read and rewritten in place: three small system calls, under
-    /// no lock but the session's.
+    /// no lock but the session's. The expiry is checked in the counters read anyway, and
+    /// an idle one moves in the counters written anyway: no call more, with an expiry or
+    /// without. A session that has expired is removed first (as `delete` does), and the
+    /// append starts a new one.
     /// See [`SyncPolicy`] for durability.
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
@@ -309,14 +326,15 @@ impl ConversationStorage for FileSystemStorage {
     /// timestamps of such an earlier session come from the file system: `updated_at` is
     /// the session file's modification time, `created_at` the earliest of the creation
     /// times the file system keeps for its files and that modification time. A damaged
-    /// metadata file is [`fusion_core::Error::Corrupt`].
+    /// metadata file is [`fusion_core::Error::Corrupt`]. An expired session is `None`.
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         self.on_session(session_id, SessionFiles::info).await
     }
 
-    /// Writes the metadata file and the owner's and tags' markers, then the counters and
-    /// the lines, all under the session's exclusive lock taken once: no reader sees the
-    /// session without its metadata. O(`messages`).
+    /// Writes the metadata file and the owner's, tags' and expiry's markers, then the
+    /// counters and the lines, all under the session's exclusive lock taken once: no
+    /// reader sees the session without its metadata. An expired session of that id is
+    /// removed first, so the creation succeeds. O(`messages`).
     async fn create_session(
         &self,
         session_id: &str,
@@ -331,7 +349,9 @@ impl ConversationStorage for FileSystemStorage {
     }
 
     /// Reads, changes, validates and replaces the metadata file under the session's
-    /// exclusive lock, moving the owner's and tags' markers; O(metadata).
+    /// exclusive lock, moving the owner's and tags' markers, and the expiry marker if the
+    /// new expiry comes before it; O(metadata). An expired session is removed and `None`
+    /// returned.
     async fn update_session(
         &self,
         session_id: &str,
@@ -350,7 +370,9 @@ impl ConversationStorage for FileSystemStorage {
     /// reads the facts of its rows, plus the stale index entries between them, found
     /// by a binary search for the cursor. An owner or tag with few sessions (up to 2,000)
     /// reads the facts of all of them. The first listing of a directory that has no
-    /// index yet (written by an earlier version) builds it: O(sessions), once.
+    /// index yet (written by an earlier version) builds it: O(sessions), once. An expired
+    /// session is left out like a stale entry (its facts read, then skipped) until
+    /// [`purge_expired`](ConversationStorage::purge_expired) removes it.
     async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
         query.validate()?;
         let inner = self.inner.clone();
@@ -398,7 +420,30 @@ impl ConversationStorage for FileSystemStorage {
             .await
     }
 
+    /// Walks the expiry index from its earliest markers (see the crate docs) and deletes
+    /// each session that is still expired under its exclusive lock, as `delete` does.
+    /// O(batch), whatever the number of sessions, plus one move of the marker of each
+    /// idle session written since its marker was placed (at most one per such session
+    /// per idle span).
+    async fn purge_expired(&self, batch: usize) -> Result<usize> {
+        check_purge_batch(batch)?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.retention().purge(batch))
+            .await
+            .map_err(from_join)?
+    }
+
     fn backend_name(&self) -> &'static str {
         BACKEND
+    }
+}
+
+impl Inner {
+    fn retention(&self) -> Retention<'_> {
+        Retention {
+            dir: &self.dir,
+            index: &self.index,
+            sync: self.options.sync,
+        }
     }
 }

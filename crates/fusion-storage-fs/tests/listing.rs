@@ -101,6 +101,7 @@ async fn a_directory_from_the_last_release_keeps_everything_and_is_listed() {
         let info = storage.session_info(id).await.unwrap().unwrap();
         assert_eq!(info.message_count, history.len(), "{id}: counted");
         assert_eq!(info.meta, SessionMeta::new(), "{id}: no metadata yet");
+        assert_eq!(info.expires_at, None, "{id}: never expires");
         assert!(info.generation >= LEGACY_GENERATION, "{id}");
         let (created, updated) = (info.created_at.unwrap(), info.updated_at.unwrap());
         assert!(created <= updated, "{id}: from the file times");
@@ -156,6 +157,15 @@ async fn a_directory_from_the_last_release_keeps_everything_and_is_listed() {
     );
     let owned = all_pages(&storage, SessionQuery::new().owner("alice").tag("old")).await;
     assert_eq!(owned, ["plain"]);
+    // Written and indexed by this version, they still never expire: nothing to purge.
+    for id in ["plain", "truncated"] {
+        let info = storage.session_info(id).await.unwrap().unwrap();
+        assert_eq!((info.expires_at, info.meta.expiry), (None, None), "{id}");
+    }
+    assert_eq!(storage.purge_expired(100).await.unwrap(), 0);
+    let mut kept = storage.list_sessions().await.unwrap();
+    kept.sort();
+    assert_eq!(kept, ids);
     assert_eq!(
         storage.load("plain").await.unwrap(),
         expected_history(&expected, "plain")

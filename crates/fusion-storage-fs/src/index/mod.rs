@@ -9,6 +9,7 @@
 //!   journal         the compacted journal: the lines of finished live journals, merged
 //!   ids, ids-log    every id, sorted, and the creations/deletions since (ids.rs): by id
 //!   owner/<owner>/<id>, tag/<hex>/<id>   membership markers (sets.rs): filters
+//!   expiry/<hex>/<hex>/<hex>/<µs>.<id>   expiry markers (expiry.rs): what a purge reads
 //! ```
 //!
 //! # Consistency
@@ -19,7 +20,9 @@
 //! exists before the session reports that `updated_at`; a listing checks every session it
 //! shows against the session's own counters and metadata, skipping stale lines. A crash
 //! after the line but before the session's counters leaves a line newer than the
-//! session, which the next listing that meets it repairs (see `crate::listing`).
+//! session, which the next listing that meets it repairs (see `crate::listing`). The
+//! expiry markers are a superset too: every session that expires has one at or before
+//! its expiry, and a purge checks each against the session (see [`expiry`]).
 //!
 //! Appends, the hot path, share no lock: each instance writes its own live journal, in
 //! which it keeps timestamps strictly increasing (and later than the session's previous
@@ -41,6 +44,7 @@
 //! directory written by an earlier version has no index: the first listing builds it by
 //! scanning the directory once.
 
+mod expiry;
 mod ids;
 mod journal;
 mod lines;
@@ -54,6 +58,7 @@ mod upkeep;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
@@ -62,6 +67,7 @@ use fusion_core::{Result, new_generation, unix_micros};
 
 use self::live::Live;
 
+pub(crate) use self::expiry::marker_instant;
 pub(crate) use self::journal::Kind;
 pub(crate) use self::sets::SetKey;
 pub(crate) use self::snapshot::Snapshot;
@@ -287,6 +293,42 @@ impl Index {
         limit: usize,
     ) -> Result<Option<Vec<String>>> {
         sets::members_up_to(&self.root, key, limit)
+    }
+
+    /// Adds the expiry marker of `id` at `at` (a [`marker_instant`]; see [`expiry`]).
+    pub(crate) fn add_expiry(&self, at: i64, id: &str) -> Result<()> {
+        expiry::add(&self.root, at, id)
+    }
+
+    /// Removes the expiry marker of `id` at `at`, if any.
+    pub(crate) fn remove_expiry(&self, at: i64, id: &str) -> Result<()> {
+        expiry::remove(&self.root, at, id)
+    }
+
+    /// Calls `f` with every expiry marker at or before `now`, earliest first, until it
+    /// breaks: O(those markers), whatever the number of sessions.
+    pub(crate) fn for_each_due(
+        &self,
+        now: i64,
+        f: impl FnMut(i64, String) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        expiry::for_each_due(&self.root, now, f)
+    }
+
+    /// Whether the index holds every session, its expiry markers included (see
+    /// [`State::built`]); `false` if there is no index or it cannot be read.
+    pub(crate) fn is_built(&self) -> bool {
+        let Ok(lock_file) = File::open(self.root.join(LOCK)) else {
+            return false;
+        };
+        if lock(&lock_file, false).is_err() {
+            return false;
+        }
+        let head = read_head(&lock_file);
+        let _ = lock_file.unlock();
+        head.ok()
+            .and_then(|head| State::parse(&head))
+            .is_some_and(|state| state.built)
     }
 
     fn open(&self, name: &str) -> Result<File> {

@@ -1,18 +1,21 @@
 //! What a session is besides its messages, read and written under its lock: its facts for
-//! `session_info` and listings, its creation with metadata, and metadata updates.
+//! `session_info` and listings, its creation with metadata, and metadata updates (its
+//! expiry included).
 
 use std::fs::Metadata;
 use std::io;
 use std::time::SystemTime;
 
 use fusion_core::{
-    Expect, MetaUpdate, Result, SessionInfo, SessionMeta, from_unix_micros, unix_micros,
+    Expect, Expiry, MetaUpdate, Result, SessionInfo, SessionMeta, StoredExpiry, from_unix_micros,
+    is_expired, unix_micros,
 };
 
 use super::write::set_keys;
-use super::{SessionFiles, exists};
+use super::{SessionFiles, exists, now_micros};
 use crate::counters::{Counters, LockContents};
 use crate::error::{BACKEND, IoContext};
+use crate::index::marker_instant;
 use crate::jsonl;
 use crate::lock::{SessionLock, generation_of};
 use crate::meta_file::{self, StoredMeta};
@@ -22,46 +25,63 @@ use crate::meta_file::{self, StoredMeta};
 /// stored counters or, for a session written before counters existed, from the files:
 /// `updated_at` is the session file's modification time and `created_at` the earliest
 /// time the file system keeps for the session's files (the lock file's or the session
-/// file's creation, or the session file's modification).
+/// file's creation, or the session file's modification). Lost counters also lose the
+/// expiry's numbers: they come from the expiry the metadata file records (`meta_expiry`),
+/// from that `updated_at`.
 pub(super) fn derive_counters(
     contents: &LockContents,
     len: u64,
     files: impl FnOnce() -> Result<(Metadata, Option<SystemTime>)>,
     count_lines: impl FnOnce() -> Result<u64>,
+    meta_expiry: impl FnOnce() -> Option<Expiry>,
 ) -> Result<Counters> {
     if let Some(counters) = contents.counters.filter(|c| c.len == len) {
         return Ok(counters);
     }
     let count = count_lines()?;
-    let (created_us, updated_us) = match contents.counters {
-        Some(counters) => (counters.created_us, counters.updated_us),
-        None => {
-            let (metadata, lock_created) = files()?;
-            let modified = metadata.modified().ok();
-            let updated = modified.map_or(0, unix_micros);
-            let created = [lock_created, metadata.created().ok(), modified]
-                .into_iter()
-                .flatten()
-                .map(unix_micros)
-                .min()
-                .unwrap_or(updated);
-            (created, updated)
-        }
-    };
+    if let Some(counters) = contents.counters {
+        // They describe an earlier length; all but the count still hold.
+        return Ok(Counters {
+            count,
+            len,
+            ..counters
+        });
+    }
+    let (metadata, lock_created) = files()?;
+    let modified = metadata.modified().ok();
+    let updated_us = modified.map_or(0, unix_micros);
+    let created_us = [lock_created, metadata.created().ok(), modified]
+        .into_iter()
+        .flatten()
+        .map(unix_micros)
+        .min()
+        .unwrap_or(updated_us);
     Ok(Counters {
         created_us,
         updated_us,
         count,
         len,
+        expiry: StoredExpiry::of(meta_expiry().as_ref(), updated_us),
+        indexed: None,
     })
 }
 
 impl SessionFiles {
-    /// The session's facts (count, timestamps, generation, metadata) under its shared
-    /// lock, or `None` if it holds no message. Reads the lock file and the metadata file;
-    /// the session file only when the stored counters do not describe it, and then parses
-    /// it, so a damaged line is [`fusion_core::Error::Corrupt`] as in `load`.
+    /// The session's facts (count, timestamps, generation, metadata, expiry) under its
+    /// shared lock, or `None` if it holds no message or has expired. Reads the lock file
+    /// and the metadata file; the session file only when the stored counters do not
+    /// describe it, and then parses it, so a damaged line is
+    /// [`fusion_core::Error::Corrupt`] as in `load`.
     pub(crate) fn info(&self) -> Result<Option<SessionInfo>> {
+        let now = now_micros();
+        Ok(self
+            .stored_info()?
+            .filter(|info| !is_expired(info.expires_at.map(unix_micros), now)))
+    }
+
+    /// The session's facts as [`Self::info`] reads them, whether or not it has expired:
+    /// what a rebuild of the index needs.
+    pub(crate) fn stored_info(&self) -> Result<Option<SessionInfo>> {
         if !exists(&self.data)? {
             return Ok(None);
         }
@@ -81,6 +101,7 @@ impl SessionFiles {
                 let bytes = std::fs::read(&self.data).at(&self.data)?;
                 Ok(jsonl::decode(&self.id, &bytes)?.messages.len() as u64)
             },
+            || self.meta_expiry(),
         )?;
         if counters.count == 0 {
             return Ok(None);
@@ -119,7 +140,9 @@ impl SessionFiles {
         }
     }
 
-    fn facts(&self, generation: u64, counters: &Counters, meta: SessionMeta) -> SessionInfo {
+    /// The facts `counters` and `meta` describe; the expiry is the counters' (where it
+    /// stands now), whatever the metadata file recorded.
+    fn facts(&self, generation: u64, counters: &Counters, mut meta: SessionMeta) -> SessionInfo {
         let mut info = SessionInfo::new(
             self.id.clone(),
             usize::try_from(counters.count).unwrap_or(usize::MAX),
@@ -127,21 +150,24 @@ impl SessionFiles {
         info.created_at = Some(from_unix_micros(counters.created_us));
         info.updated_at = Some(from_unix_micros(counters.updated_us));
         info.generation = generation;
+        info.expires_at = counters.expiry.expires_at_time();
+        meta.expiry = counters.expiry.expiry();
         info.meta = meta;
         info
     }
 
     /// Creates the session with `meta` and `lines` (`encode_batch` of at least one
-    /// message), or fails with a conflict if it exists; returns the new generation.
+    /// message), or fails with a conflict if it exists (and has not expired); returns the
+    /// new generation.
     pub(crate) fn create(&self, meta: &SessionMeta, lines: &[u8]) -> Result<u64> {
         let lock = self.lock_exclusive()?;
-        let current = self.inspect()?;
+        let (current, expired) = self.expire_locked(&lock, self.inspect()?)?;
         if current.exists() {
             let generation = lock.generation(&self.lock)?;
             return Err(Expect::Generation(0).conflict(BACKEND, &self.id, generation, None));
         }
         let (outcome, recorded) = self.append_locked(&lock, current, lines, Some(meta))?;
-        self.finish(lock, recorded);
+        self.finish(lock, &[expired, recorded]);
         match outcome {
             super::Outcome::New(generation) => Ok(generation),
             other => unreachable!("a creation gives a new generation, not {other:?}"),
@@ -149,22 +175,28 @@ impl SessionFiles {
     }
 
     /// Applies `update` to the metadata atomically and returns the facts after it, or
-    /// `None` if the session does not exist. The result is validated before anything is
-    /// written; a change moves `updated_at` (and the session in newest-first listings).
+    /// `None` if the session does not exist (or has expired: it is removed, and nothing
+    /// else is written). The result is validated before anything is written; a change
+    /// moves `updated_at` (and the session in newest-first listings) and an idle expiry.
     pub(crate) fn update(&self, update: &MetaUpdate) -> Result<Option<SessionInfo>> {
         if !exists(&self.data)? {
             return Ok(None);
         }
         let lock = self.lock_exclusive()?;
-        let current = self.inspect()?;
+        let (current, expired) = self.expire_locked(&lock, self.inspect()?)?;
         let Some((generation, counters)) = self.counters_locked(&lock, &current)? else {
             if current.file.is_none() {
                 lock.unlink(&self.lock)?;
             }
+            self.finish(lock, &[expired]);
             return Ok(None);
         };
-        let contents = lock.contents(&self.lock)?;
-        let (created_us, old) = self.stored_meta(&contents, &counters)?;
+        let contents = match current.contents {
+            Some(contents) => contents,
+            None => lock.contents(&self.lock)?,
+        };
+        let (created_us, mut old) = self.stored_meta(&contents, &counters)?;
+        old.expiry = counters.expiry.expiry();
         let mut new = old.clone();
         update.apply_to(&mut new);
         new.validate()?;
@@ -173,6 +205,21 @@ impl SessionFiles {
         let recorded = self
             .index
             .record(&self.id, crate::index::Change::Write, floor, sync)?;
+        let expiry = match &update.expiry {
+            Some(expiry) => StoredExpiry::of(expiry.as_ref(), recorded.t),
+            None => counters.expiry.at_write(recorded.t),
+        };
+        new.expiry = expiry.expiry();
+        // The marker stays while it is at or before the new instant; otherwise one is
+        // added before the counters name it, and the old one removed after.
+        let indexed = match expiry.expires_at.map(marker_instant) {
+            Some(at) if counters.indexed.is_none_or(|old| old > at) => {
+                self.index.add_expiry(at, &self.id)?;
+                Some(at)
+            }
+            Some(_) => counters.indexed,
+            None => None,
+        };
         let old_keys: Vec<_> = set_keys(&old).collect();
         let new_keys: Vec<_> = set_keys(&new).collect();
         for key in new_keys.iter().filter(|k| !old_keys.contains(k)) {
@@ -187,24 +234,30 @@ impl SessionFiles {
             };
             meta_file::write(&self.meta, Some(&self.meta_temp), &self.dir, &stored, sync)?;
         }
-        let counters = Counters {
+        let new_counters = Counters {
             created_us,
             updated_us: recorded.t,
+            expiry,
+            indexed,
             ..counters
         };
-        lock.store(&self.lock, generation, &counters, sync)?;
+        lock.store(&self.lock, generation, &new_counters, sync)?;
         for key in old_keys.iter().filter(|k| !new_keys.contains(k)) {
             self.index.remove_member(*key, &self.id)?;
         }
-        let info = self.facts(generation, &counters, new);
-        self.finish(lock, Some(recorded));
+        if let Some(old) = counters.indexed.filter(|old| Some(*old) != indexed) {
+            self.index.remove_expiry(old, &self.id)?;
+        }
+        let info = self.facts(generation, &new_counters, new);
+        self.finish(lock, &[expired, Some(recorded)]);
         Ok(Some(info))
     }
 
     /// Repairs a session whose journal line at `t` is newer than its counters, which only
     /// a write that stopped between the two leaves (a crash, a full disk): under the
-    /// exclusive lock, so no write is under way, its `updated_at` becomes `t`. Returns the
-    /// facts after it, or `None` if the session is gone.
+    /// exclusive lock, so no write is under way, its `updated_at` becomes `t` (and an idle
+    /// expiry moves with it, as that write would have moved it). Returns the facts after
+    /// it, or `None` if the session is gone or has expired.
     pub(crate) fn repair_updated(&self, t: i64) -> Result<Option<SessionInfo>> {
         if !exists(&self.data)? {
             return Ok(None);
@@ -217,6 +270,10 @@ impl SessionFiles {
             }
             return Ok(None);
         };
+        if counters.expiry.is_expired_at(now_micros()) {
+            // Gone for readers; the next write or purge removes it.
+            return Ok(None);
+        }
         if counters.updated_us < t {
             tracing::warn!(
                 backend = BACKEND,
@@ -225,6 +282,8 @@ impl SessionFiles {
                  updated_at to that write"
             );
             counters.updated_us = t;
+            // Not expired now, so not at `t` either: the write was to this session.
+            counters.expiry = counters.expiry.at_write(t);
             lock.store(&self.lock, generation, &counters, false)?;
         }
         let contents = lock.contents(&self.lock)?;

@@ -50,12 +50,21 @@
 //! `create_session` and `update_session`; the membership markers of the owner and tags
 //! are added before the metadata names them and removed after it stops.
 //!
+//! # Expiry
+//!
+//! A session's expiry lives in its counters ([`crate::counters`]), so every reader checks
+//! it with the lock file it reads anyway, and every write moves an idle one with the
+//! counters it stores anyway. From its instant on, the session is absent: readers report
+//! nothing, and every write, under its exclusive lock, first removes it as `delete` does
+//! but keeps the lock file it holds ([`retention`]), then goes on as for a new session.
+//!
 //! Advisory locks bind only programs that take them; a person appending with `echo >>`
 //! while Fusion runs is not excluded. On network file systems `flock` may be local to
 //! one machine (older NFS), so share a directory between hosts only on a file system with
 //! working locks.
 
 mod meta;
+mod retention;
 mod write;
 
 use std::fs::{self, File, OpenOptions};
@@ -63,8 +72,11 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fusion_core::{Expect, Result};
+use std::time::SystemTime;
 
+use fusion_core::{Expect, Result, unix_micros};
+
+use crate::counters::LockContents;
 use crate::error::{BACKEND, IoContext};
 use crate::file_name;
 use crate::index::{Index, Recorded};
@@ -120,11 +132,25 @@ struct Current {
     data_end: u64,
     /// Whether the data ends with a complete message missing its `\n`.
     needs_newline: bool,
+    /// The lock file's contents, once read under this lock and until a write stores new
+    /// ones: the expiry check reads them, and what follows it uses them again.
+    contents: Option<LockContents>,
 }
 
 impl Current {
     fn exists(&self) -> bool {
         self.data_end > 0
+    }
+
+    /// No session file.
+    fn absent() -> Self {
+        Current {
+            file: None,
+            len: 0,
+            data_end: 0,
+            needs_newline: false,
+            contents: None,
+        }
     }
 }
 
@@ -174,7 +200,7 @@ impl SessionFiles {
     }
 
     /// The session file and its generation, read at one instant, or `None` if the session
-    /// was never written.
+    /// was never written or has expired (checked in the lock file read for the generation).
     pub(crate) fn read(&self) -> Result<Option<Stored>> {
         // Checked before locking so reading an unknown session creates neither the
         // directory nor a lock file.
@@ -187,18 +213,23 @@ impl SessionFiles {
             other => other.at(&self.data)?,
         };
         let metadata = file.metadata().at(&self.data)?;
+        let contents = lock.contents(&self.lock)?;
+        let expiry = self.expiry_of(&contents, || modified_us(&metadata));
+        if expiry.is_expired_at(now_micros()) {
+            return Ok(None);
+        }
         let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
         file.read_to_end(&mut bytes).at(&self.data)?;
-        let generation = lock.generation(&self.lock)?;
+        let generation = crate::lock::generation_of(&contents, &self.lock);
         Ok(Some(Stored { bytes, generation }))
     }
 
     /// Appends complete lines with one `write()`, first cutting off a torn tail.
     pub(crate) fn append(&self, lines: &[u8]) -> Result<()> {
         let lock = self.lock_exclusive()?;
-        let current = self.inspect()?;
+        let (current, expired) = self.expire_locked(&lock, self.inspect()?)?;
         let (_, recorded) = self.append_locked(&lock, current, lines, None)?;
-        self.finish(lock, recorded);
+        self.finish(lock, &[expired, recorded]);
         Ok(())
     }
 
@@ -206,9 +237,9 @@ impl SessionFiles {
     /// durably.
     pub(crate) fn replace(&self, contents: &[u8], count: u64) -> Result<()> {
         let lock = self.lock_exclusive()?;
-        let current = self.inspect()?;
+        let (current, expired) = self.expire_locked(&lock, self.inspect()?)?;
         let (_, recorded) = self.rewrite_locked(&lock, &current, contents, count)?;
-        self.finish(lock, Some(recorded));
+        self.finish(lock, &[expired, Some(recorded)]);
         Ok(())
     }
 
@@ -221,8 +252,8 @@ impl SessionFiles {
         }
         let lock = self.lock_exclusive()?;
         let current = self.inspect()?;
-        let recorded = self.remove_locked(&lock, current.exists())?;
-        self.finish(lock, recorded);
+        let recorded = self.remove_locked(&lock, current.exists(), true)?;
+        self.finish(lock, &[recorded]);
         Ok(())
     }
 
@@ -235,9 +266,13 @@ impl SessionFiles {
             return Ok(());
         }
         let lock = self.lock_exclusive()?;
-        let current = self.inspect()?;
+        let (current, expired) = self.expire_locked(&lock, self.inspect()?)?;
+        if expired.is_some() {
+            // Nothing is left to keep; nor is the lock file, as after a `delete`.
+            lock.unlink(&self.lock)?;
+        }
         let (_, recorded) = self.truncate_locked(&lock, current, len)?;
-        self.finish(lock, recorded);
+        self.finish(lock, &[expired, recorded]);
         Ok(())
     }
 
@@ -245,11 +280,11 @@ impl SessionFiles {
     /// returns the generation after it. See the module docs for what is read.
     pub(crate) fn write_if(&self, expected: Expect, change: FileChange) -> Result<u64> {
         let lock = self.lock_exclusive()?;
-        let current = self.inspect()?;
-        let generation = if current.exists() {
-            lock.generation(&self.lock)?
-        } else {
-            0
+        let (current, expired) = self.expire_locked(&lock, self.inspect()?)?;
+        let generation = match &current.contents {
+            Some(contents) if current.exists() => crate::lock::generation_of(contents, &self.lock),
+            _ if current.exists() => lock.generation(&self.lock)?,
+            _ => 0,
         };
         // Messages are counted only where the answer depends on them.
         let len = match expected {
@@ -263,13 +298,20 @@ impl SessionFiles {
                 // No session: leave no lock file behind for it (say, after a delete).
                 lock.unlink(&self.lock)?;
             }
+            self.finish(lock, &[expired]);
             return Err(expected.conflict(BACKEND, &self.id, generation, len));
         }
         let (outcome, recorded) = match change {
             FileChange::Append(lines) => self.append_locked(&lock, current, &lines, None)?,
+            FileChange::Truncate(_) if current.file.is_none() => {
+                // Nothing to truncate: leave no lock file behind (nor the counters of an
+                // expired session just removed).
+                lock.unlink(&self.lock)?;
+                (Outcome::Kept, None)
+            }
             FileChange::Truncate(len) => self.truncate_locked(&lock, current, len)?,
             FileChange::Replace(contents) if contents.is_empty() => {
-                let recorded = self.remove_locked(&lock, current.exists())?;
+                let recorded = self.remove_locked(&lock, current.exists(), true)?;
                 (Outcome::Removed, recorded)
             }
             FileChange::Replace(contents) => {
@@ -278,7 +320,7 @@ impl SessionFiles {
                 (outcome, Some(recorded))
             }
         };
-        self.finish(lock, recorded);
+        self.finish(lock, &[expired, recorded]);
         Ok(match outcome {
             Outcome::Kept => generation,
             Outcome::New(generation) => generation,
@@ -286,12 +328,13 @@ impl SessionFiles {
         })
     }
 
-    /// Releases the session's lock, then runs the index upkeep the write made due, so
-    /// that no other writer of this session waits for it.
-    fn finish(&self, lock: SessionLock, recorded: Option<Recorded>) {
+    /// Releases the session's lock, then runs the index upkeep the write (and the removal
+    /// of an expired session before it) made due, so that no other writer of this session
+    /// waits for it.
+    fn finish(&self, lock: SessionLock, recorded: &[Option<Recorded>]) {
         drop(lock);
-        if let Some(recorded) = recorded {
-            self.index.upkeep(recorded);
+        for recorded in recorded.iter().flatten() {
+            self.index.upkeep(*recorded);
         }
     }
 
@@ -299,12 +342,7 @@ impl SessionFiles {
     fn inspect(&self) -> Result<Current> {
         let file = match OpenOptions::new().read(true).append(true).open(&self.data) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                return Ok(Current {
-                    file: None,
-                    len: 0,
-                    data_end: 0,
-                    needs_newline: false,
-                });
+                return Ok(Current::absent());
             }
             other => other.at(&self.data)?,
         };
@@ -315,6 +353,7 @@ impl SessionFiles {
             len,
             data_end,
             needs_newline,
+            contents: None,
         })
     }
 
@@ -367,6 +406,16 @@ fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
 fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     file.seek(SeekFrom::Start(offset))?;
     file.read_exact(buf)
+}
+
+/// The clock, as expiries are compared with it.
+pub(crate) fn now_micros() -> i64 {
+    unix_micros(SystemTime::now())
+}
+
+/// A file's modification time: the `updated_at` of a session written before counters.
+fn modified_us(metadata: &fs::Metadata) -> i64 {
+    metadata.modified().map_or(0, unix_micros)
 }
 
 fn exists(path: &Path) -> Result<bool> {

@@ -1,16 +1,17 @@
 //! The writes of one session under its exclusive lock: append, truncate, rewrite and
-//! remove, each keeping the counters in the lock file and recording itself in the index.
+//! remove, each keeping the counters (and the expiry in them) in the lock file and
+//! recording itself in the index.
 
 use std::borrow::Cow;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 
-use fusion_core::{Result, SessionMeta, new_generation};
+use fusion_core::{Result, SessionMeta, StoredExpiry, new_generation};
 
 use super::{Current, Outcome, SessionFiles, sync_dir};
 use crate::counters::{Counters, UNKNOWN_LEN};
 use crate::error::{BACKEND, IoContext};
-use crate::index::{Change, Recorded, SetKey};
+use crate::index::{Change, Recorded, SetKey, marker_instant};
 use crate::jsonl;
 use crate::lock::SessionLock;
 use crate::meta_file::{self, StoredMeta};
@@ -27,20 +28,26 @@ impl SessionFiles {
         let Some(file) = current.file.as_ref().filter(|_| current.exists()) else {
             return Ok(None);
         };
-        let contents = lock.contents(&self.lock)?;
+        let contents = match current.contents {
+            Some(contents) => contents,
+            None => lock.contents(&self.lock)?,
+        };
         let generation = crate::lock::generation_of(&contents, &self.lock);
         let counters = super::meta::derive_counters(
             &contents,
             current.len,
             || Ok((file.metadata().at(&self.data)?, lock.created())),
             || Ok(jsonl::line_count(&self.read_locked(current)?) as u64),
+            || self.meta_expiry(),
         )?;
         Ok(Some((generation, counters)))
     }
 
     /// Appends `lines` after cutting off a torn tail. An append that creates the session
-    /// gives it a fresh generation and, if `meta` holds any, its metadata and markers,
-    /// all before its lines are written: nobody sees it without them.
+    /// gives it a fresh generation and, if `meta` holds any, its metadata, markers and
+    /// expiry, all before its lines are written: nobody sees it without them. An append
+    /// to an existing session moves an idle expiry to its own time plus the span, in the
+    /// counters it stores anyway (its expiry marker stays: an earlier one still finds it).
     pub(super) fn append_locked(
         &self,
         lock: &SessionLock,
@@ -92,13 +99,18 @@ impl SessionFiles {
         let outcome = match before {
             Some(_) => Outcome::Kept,
             None => {
-                self.prepare_creation(t, meta.unwrap_or(&SessionMeta::new()), sync)?;
+                let none = SessionMeta::new();
+                let meta = meta.unwrap_or(&none);
+                let expiry = StoredExpiry::of(meta.expiry.as_ref(), t);
+                let indexed = self.prepare_creation(t, meta, expiry, sync)?;
                 let generation = new_generation();
                 let counters = Counters {
                     created_us: t,
                     updated_us: t,
                     count: added,
                     len,
+                    expiry,
+                    indexed,
                 };
                 lock.store(&self.lock, generation, &counters, sync)?;
                 Outcome::New(generation)
@@ -120,6 +132,7 @@ impl SessionFiles {
                 updated_us: t,
                 count: counters.count + added,
                 len,
+                expiry: counters.expiry.at_write(t),
                 ..counters
             };
             lock.store(&self.lock, generation, &counters, false)?;
@@ -136,13 +149,25 @@ impl SessionFiles {
 
     /// What a creation does before the session has data: removes what a crashed delete
     /// may have left of an earlier session of this id, then adds the markers and writes
-    /// the metadata of the new one.
-    fn prepare_creation(&self, created_us: i64, meta: &SessionMeta, sync: bool) -> Result<()> {
+    /// the metadata of the new one. Returns the instant of its expiry marker, if it
+    /// expires (`expiry`, from `meta`).
+    fn prepare_creation(
+        &self,
+        created_us: i64,
+        meta: &SessionMeta,
+        expiry: StoredExpiry,
+        sync: bool,
+    ) -> Result<Option<i64>> {
         if meta.is_empty() {
-            return meta_file::remove(&self.meta);
+            meta_file::remove(&self.meta)?;
+            return Ok(None);
         }
         for key in set_keys(meta) {
             self.index.add_member(key, &self.id)?;
+        }
+        let indexed = expiry.expires_at.map(marker_instant);
+        if let Some(at) = indexed {
+            self.index.add_expiry(at, &self.id)?;
         }
         let stored = StoredMeta {
             created_us,
@@ -150,7 +175,8 @@ impl SessionFiles {
         };
         // Written in place: the session has no data yet, so nobody reads this file before
         // it is whole, and a crash before the data leaves no session to read it for.
-        meta_file::write(&self.meta, None, &self.dir, &stored, sync)
+        meta_file::write(&self.meta, None, &self.dir, &stored, sync)?;
+        Ok(indexed)
     }
 
     /// Keeps the first `len` lines of the data; a shorter history gets a new generation.
@@ -169,7 +195,7 @@ impl SessionFiles {
             // No message removed; a torn tail is left for the next append to cut.
             Ok((Outcome::Kept, None))
         } else if keep == 0 {
-            let recorded = self.remove_locked(lock, true)?;
+            let recorded = self.remove_locked(lock, true, true)?;
             Ok((Outcome::Removed, recorded))
         } else {
             let mut kept = bytes;
@@ -203,11 +229,16 @@ impl SessionFiles {
             self.sync_appends(),
         )?;
         let t = recorded.t;
-        let created_us = match before {
-            Some((_, counters)) => counters.created_us,
+        let (created_us, expiry, indexed) = match before {
+            Some((_, counters)) => (
+                counters.created_us,
+                counters.expiry.at_write(t),
+                counters.indexed,
+            ),
             None => {
-                self.prepare_creation(t, &SessionMeta::new(), false)?;
-                t
+                let none = StoredExpiry::NEVER;
+                self.prepare_creation(t, &SessionMeta::new(), none, false)?;
+                (t, none, None)
             }
         };
         let generation = new_generation();
@@ -216,6 +247,8 @@ impl SessionFiles {
             updated_us: t,
             count,
             len: UNKNOWN_LEN,
+            expiry,
+            indexed,
         };
         // Fsynced because the rewrite is: the new content must never be durable with the
         // old generation. The length is unknown until the new file is in place.
@@ -253,21 +286,22 @@ impl SessionFiles {
         result
     }
 
-    /// Removes the session file, its metadata, its index entries and then the lock file
-    /// (see the module docs), durably. `existed` says whether the session held messages.
+    /// Removes the session file, its metadata, its index entries and then, if `unlink`,
+    /// the lock file (see the module docs), durably. `existed` says whether the session
+    /// held messages. A write that removes an expired session before it goes on keeps the
+    /// lock file: it stores new counters in it before the new session has data.
     pub(super) fn remove_locked(
         &self,
         lock: &SessionLock,
         existed: bool,
+        unlink: bool,
     ) -> Result<Option<Recorded>> {
         // Read first: its owner and tags name the markers to remove. A damaged file names
         // none; its markers stay behind, and listings skip them.
         let meta = meta_file::read(&self.meta, &self.id).ok().flatten();
+        let counters = lock.contents(&self.lock)?.counters;
         // The deletion's line must be the session's newest, after its last write's.
-        let last = lock
-            .contents(&self.lock)?
-            .counters
-            .map_or(i64::MIN, |c| c.updated_us);
+        let last = counters.map_or(i64::MIN, |c| c.updated_us);
         match fs::remove_file(&self.data) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             other => other.at(&self.data)?,
@@ -287,8 +321,14 @@ impl SessionFiles {
                 self.index.remove_member(key, &self.id)?;
             }
         }
-        // Last: once it is gone, a newcomer can lock a new lock file at once.
-        lock.unlink(&self.lock)?;
+        // A marker the counters do not name (they were lost) stays until a purge meets it.
+        if let Some(at) = counters.and_then(|c| c.indexed) {
+            self.index.remove_expiry(at, &self.id)?;
+        }
+        if unlink {
+            // Last: once it is gone, a newcomer can lock a new lock file at once.
+            lock.unlink(&self.lock)?;
+        }
         sync_dir(&self.dir)?;
         Ok(recorded)
     }

@@ -1,0 +1,135 @@
+//! What an expiry does to a session under its lock: where it is read from, the removal of
+//! an expired session before a write (which then finds it absent), and the purge of the
+//! session an expiry marker names.
+
+use fusion_core::{Result, StoredExpiry};
+
+use super::{Current, SessionFiles, exists, modified_us, now_micros};
+use crate::counters::{Counters, LockContents};
+use crate::index::{Recorded, marker_instant};
+use crate::lock::SessionLock;
+use crate::meta_file;
+
+impl SessionFiles {
+    /// The expiry of the session whose lock file holds `contents`: the counters' numbers,
+    /// or, if the counters are lost, the one its metadata file was set to, from the
+    /// session's last write (`updated_us`, read only then). A damaged metadata file counts
+    /// as no expiry here: its session is reported corrupt where the metadata is read.
+    pub(super) fn expiry_of(
+        &self,
+        contents: &LockContents,
+        updated_us: impl FnOnce() -> i64,
+    ) -> StoredExpiry {
+        match contents.counters {
+            Some(counters) => counters.expiry,
+            None => match self.meta_expiry() {
+                Some(expiry) => StoredExpiry::of(Some(&expiry), updated_us()),
+                None => StoredExpiry::NEVER,
+            },
+        }
+    }
+
+    /// Whether the session has expired, read under its shared lock: its lock file (and its
+    /// metadata file only if the counters are lost). A session that does not exist has
+    /// not.
+    pub(crate) fn has_expired(&self) -> Result<bool> {
+        if !exists(&self.data)? {
+            return Ok(false);
+        }
+        let lock = SessionLock::shared(&self.lock)?;
+        let contents = lock.contents(&self.lock)?;
+        let expiry = self.expiry_of(&contents, || {
+            std::fs::metadata(&self.data).map_or(0, |metadata| modified_us(&metadata))
+        });
+        Ok(expiry.is_expired_at(now_micros()))
+    }
+
+    /// The expiry the metadata file records, if any (see [`Self::expiry_of`]).
+    pub(super) fn meta_expiry(&self) -> Option<fusion_core::Expiry> {
+        meta_file::read(&self.meta, &self.id)
+            .ok()
+            .flatten()
+            .and_then(|stored| stored.meta.expiry)
+    }
+
+    /// Under the exclusive lock, before a write: removes the session if it has expired,
+    /// as `delete` does but keeping the lock file, which the write goes on holding. Returns
+    /// the session file as the write must find it (absent after a removal, with the lock
+    /// file's contents read for what follows otherwise) and the removal's index record.
+    pub(super) fn expire_locked(
+        &self,
+        lock: &SessionLock,
+        mut current: Current,
+    ) -> Result<(Current, Option<Recorded>)> {
+        if !current.exists() {
+            return Ok((current, None));
+        }
+        let contents = lock.contents(&self.lock)?;
+        let expiry = self.expiry_of(&contents, || {
+            current
+                .file
+                .as_ref()
+                .and_then(|file| file.metadata().ok())
+                .map_or(0, |metadata| modified_us(&metadata))
+        });
+        if !expiry.is_expired_at(now_micros()) {
+            current.contents = Some(contents);
+            return Ok((current, None));
+        }
+        drop(current);
+        let recorded = self.remove_locked(lock, true, false)?;
+        Ok((Current::absent(), recorded))
+    }
+
+    /// Purges this session for its expiry marker at `at`, if it has expired: under its
+    /// exclusive lock, checked against the clock then, so a session written since it
+    /// expired is kept (a write removed the expired one and began a new one). Returns
+    /// whether it deleted the session. Whatever it finds, the marker at `at` is gone
+    /// afterwards: with the session, as stale, or moved to the session's current expiry.
+    pub(crate) fn purge_if_expired(&self, at: i64) -> Result<bool> {
+        if !exists(&self.data)? && !exists(&self.lock)? {
+            self.index.remove_expiry(at, &self.id)?;
+            return Ok(false);
+        }
+        let lock = self.lock_exclusive()?;
+        let current = self.inspect()?;
+        let Some((generation, counters)) = self.counters_locked(&lock, &current)? else {
+            // No session (a lock file alone, from a crash or a racing reader).
+            if current.file.is_none() {
+                lock.unlink(&self.lock)?;
+            }
+            self.index.remove_expiry(at, &self.id)?;
+            return Ok(false);
+        };
+        if counters.expiry.is_expired_at(now_micros()) {
+            let recorded = self.remove_locked(&lock, true, true)?;
+            if counters.indexed != Some(at) {
+                self.index.remove_expiry(at, &self.id)?;
+            }
+            self.finish(lock, &[recorded]);
+            return Ok(true);
+        }
+        // Alive: an idle session written since its marker was placed, an expiry moved
+        // later, or none any more. One marker at its current instant replaces the others,
+        // added before the counters name it.
+        let indexed = counters.expiry.expires_at.map(marker_instant);
+        if let Some(new) = indexed
+            && counters.indexed != indexed
+        {
+            self.index.add_expiry(new, &self.id)?;
+        }
+        if counters.indexed != indexed {
+            let counters = Counters {
+                indexed,
+                ..counters
+            };
+            lock.store(&self.lock, generation, &counters, false)?;
+        }
+        for old in [Some(at), counters.indexed] {
+            if let Some(old) = old.filter(|old| Some(*old) != indexed) {
+                self.index.remove_expiry(old, &self.id)?;
+            }
+        }
+        Ok(false)
+    }
+}
