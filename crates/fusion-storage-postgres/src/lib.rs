@@ -36,13 +36,16 @@
 //!
 //! - `sessions (id text COLLATE "C" PRIMARY KEY, created_at timestamptz, updated_at
 //!   timestamptz, message_count bigint, generation bigint, owner text, title text, tags
-//!   text[], data text)`: one row per session that has messages; `generation` is the
-//!   session's [`Revision`](fusion_core::Revision) generation, fresh on every save,
-//!   shortening truncate and creation, kept by appends; owner, title, tags and data are its
-//!   [`SessionMeta`](fusion_core::SessionMeta) (`tags` NULL when there are none, `data`
-//!   the JSON object `serde_json` wrote).
+//!   text[], data text, expires_at bigint, expiry_idle bigint)`: one row per session that
+//!   has messages; `generation` is the session's [`Revision`](fusion_core::Revision)
+//!   generation, fresh on every save, shortening truncate and creation, kept by appends;
+//!   owner, title, tags and data are its [`SessionMeta`](fusion_core::SessionMeta)
+//!   (`tags` NULL when there are none, `data` the JSON object `serde_json` wrote);
+//!   `expires_at` and `expiry_idle` its [`Expiry`](fusion_core::Expiry) in microseconds
+//!   ([`StoredExpiry`](fusion_core::StoredExpiry); NULL: never, or not idle).
 //!   Indexed for the listing by `(updated_at DESC, id DESC)`, by `(owner, updated_at DESC,
-//!   id DESC)` where an owner is set and by tag (GIN) where tags are set.
+//!   id DESC)` where an owner is set and by tag (GIN) where tags are set; for the purge by
+//!   `expires_at` where one is set (`sessions_expiry`).
 //! - `messages (session_id text REFERENCES sessions ON DELETE CASCADE, seq bigint, body
 //!   text, PRIMARY KEY (session_id, seq))`: seqs are exactly `0..message_count`.
 //!
@@ -58,8 +61,9 @@
 //!
 //! Version 2 (`migrations/0002_...`) added the metadata columns and the listing's indexes
 //! and made ids compare byte by byte (collation `"C"`, the listing's order whatever the
-//! database's collation); a version 1 schema upgrades in place when a storage opens it,
-//! keeping every row as it was (`tests/upgrade.rs`).
+//! database's collation); version 3 (`migrations/0003_...`) the two expiry columns and
+//! `sessions_expiry`. An older schema upgrades in place when a storage opens it, keeping
+//! every row as it was, no session expiring (`tests/upgrade.rs`).
 //!
 //! # Operations
 //!
@@ -81,6 +85,29 @@
 //! - `write_if` locks the row with `SELECT ... FOR UPDATE`, checks the generation (and
 //!   count) and writes or rolls back with [`Error::Conflict`](fusion_core::Error::Conflict);
 //!   a write that would create the session is refused if another writer created it since.
+//!
+//! # Retention
+//!
+//! A session whose [`Expiry`](fusion_core::Expiry) has passed, on the server's clock
+//! (`now()`, the clock of `updated_at`), is absent: every read skips it in its SQL, and
+//! every write treats it as absent. An idle expiry is `updated_at` plus its span after
+//! every write, computed in the write's own statement.
+//!
+//! - `append` stays one statement: its upsert's `ON CONFLICT DO UPDATE ... WHERE` refuses
+//!   an expired row, and only then (no row back) a transaction deletes the session, if it
+//!   still has expired, and runs the append again, which creates it afresh (new
+//!   generation, no metadata). For a session with no expiry the statement does what it
+//!   did before, plus a `NULL` test; one with an expiry also rewrites its
+//!   `sessions_expiry` entry, which every append of any session already does for
+//!   `sessions_updated` (appends are not HOT updates).
+//! - `save` does the same inside its transaction; `create_session` after its statement
+//!   finds the row; `write_if` reads the expiry with the row it locks, counts an expired
+//!   session as absent and deletes it before writing; `truncate` and `update_session` find
+//!   no session and write nothing.
+//! - `purge_expired(batch)` is one statement: it locks the first `batch` expired sessions
+//!   of `sessions_expiry` (`FOR UPDATE SKIP LOCKED`: each still expired when deleted, and
+//!   sessions other transactions hold left for later) and deletes them with their
+//!   messages. O(batch) however many sessions are stored.
 //!
 //! # Durability
 //!
@@ -116,8 +143,9 @@
 //!
 //! # Layers
 //!
-//! 1. `config` (options and URL parsing) and `error` (every driver error mapped to a
-//!    [`fusion_core::Error`]);
+//! 1. `config` (options and URL parsing), `error` (every driver error mapped to a
+//!    [`fusion_core::Error`]) and `expiry` (the server's clock in SQL, which expired
+//!    sessions every statement skips, and the expiry a write binds);
 //! 2. `sql`: the SQL of every operation and turning rows back into messages, and `meta`:
 //!    a session row as [`SessionInfo`](fusion_core::SessionInfo) and a page's query;
 //! 3. `write`: the statements of each write and the conditional write's check, and
@@ -126,6 +154,7 @@
 
 mod config;
 mod error;
+mod expiry;
 mod meta;
 mod migrate;
 mod sql;

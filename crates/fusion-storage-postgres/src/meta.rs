@@ -8,16 +8,20 @@
 //! first id after the cursor's. Its cost is the page, however many sessions are stored.
 //! A tag filter skips the entries without the tag (or, for a rare tag, PostgreSQL reads
 //! the tag's entries in `sessions_tags` and sorts them); ordering one owner's sessions by
-//! id sorts that owner's sessions.
+//! id sorts that owner's sessions. Every page also skips the sessions that have expired
+//! (`crate::expiry`), a test of each row it walks: an expired session no purge has
+//! removed yet still costs its index step.
 
 use fusion_core::{
-    Error, Position, Result, SessionInfo, SessionMeta, SessionOrder, SessionQuery, from_unix_micros,
+    Error, Position, Result, SessionInfo, SessionMeta, SessionOrder, SessionQuery, StoredExpiry,
+    from_unix_micros,
 };
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Arguments, Decode, Postgres, Row, Type};
 
 use crate::error::BACKEND;
+use crate::expiry::unexpired;
 use crate::sql::info_columns;
 
 /// One `sessions` row's columns ([`info_columns`]), decoded to their SQL types.
@@ -32,6 +36,8 @@ pub(crate) struct Columns {
     pub(crate) tags: Option<Vec<String>>,
     /// The data map's JSON text.
     pub(crate) data: String,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) expiry_idle: Option<i64>,
     pub(crate) created_us: i64,
     pub(crate) updated_us: i64,
 }
@@ -51,6 +57,8 @@ pub(crate) fn decode_info(row: &PgRow) -> Result<SessionInfo> {
         title: column(row, &id, "title")?,
         tags: column(row, &id, "tags")?,
         data: column(row, &id, "data")?,
+        expires_at: column(row, &id, "expires_at")?,
+        expiry_idle: column(row, &id, "expiry_idle")?,
         created_us: column(row, &id, "created_us")?,
         updated_us: column(row, &id, "updated_us")?,
         id,
@@ -87,10 +95,15 @@ pub(crate) fn info_of(columns: Columns) -> Result<SessionInfo> {
             format!("the data column is not a JSON object: {e}"),
         )
     })?;
+    let expiry = StoredExpiry {
+        expires_at: columns.expires_at,
+        idle: columns.expiry_idle,
+    };
     let mut meta = SessionMeta::new().tags(columns.tags.unwrap_or_default());
     meta.owner = columns.owner;
     meta.title = columns.title;
     meta.data = data;
+    meta.expiry = expiry.expiry();
     let mut info = SessionInfo::new(
         columns.id,
         usize::try_from(columns.message_count).unwrap_or(0),
@@ -98,6 +111,7 @@ pub(crate) fn info_of(columns: Columns) -> Result<SessionInfo> {
     info.created_at = Some(from_unix_micros(columns.created_us));
     info.updated_at = Some(from_unix_micros(columns.updated_us));
     info.generation = columns.generation.cast_unsigned();
+    info.expires_at = expiry.expires_at_time();
     info.meta = meta;
     Ok(info)
 }
@@ -142,11 +156,8 @@ pub(crate) fn page_query(
         Some(Position::Id(id)) => conditions.push(format!("id > {}", bind(&mut args, id.clone())?)),
         None => {}
     }
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
-    };
+    conditions.push(unexpired!("").to_owned());
+    let filter = format!(" WHERE {}", conditions.join(" AND "));
     let order = match query.order {
         SessionOrder::UpdatedDesc => "updated_at DESC, id DESC",
         SessionOrder::Id => "id",
@@ -190,6 +201,8 @@ mod tests {
             title: None,
             tags: Some(vec!["b".into(), "a".into(), "b".into()]),
             data: r#"{"k":[1,"x"]}"#.into(),
+            expires_at: None,
+            expiry_idle: None,
             created_us: 1_700_000_000_000_000,
             updated_us: 1_700_000_000_000_001,
         }
@@ -215,6 +228,20 @@ mod tests {
             info_of(untagged).unwrap().meta.tags.is_empty(),
             "NULL is no tags"
         );
+        assert_eq!((info.expires_at, info.meta.expiry), (None, None));
+        let idle = Columns {
+            expires_at: Some(1_700_000_060_000_001),
+            expiry_idle: Some(60_000_000),
+            ..columns()
+        };
+        let info = info_of(idle).unwrap();
+        assert_eq!(
+            info.meta.expiry,
+            Some(fusion_core::Expiry::Idle(std::time::Duration::from_secs(
+                60
+            )))
+        );
+        assert_eq!(unix_micros(info.expires_at.unwrap()), 1_700_000_060_000_001);
     }
 
     #[test]
@@ -245,6 +272,10 @@ mod tests {
             sql.ends_with("ORDER BY updated_at DESC, id DESC LIMIT $3"),
             "{sql}"
         );
+        assert!(
+            sql.contains("AND (expires_at IS NULL OR expires_at > "),
+            "{sql}"
+        );
         assert_eq!(args.len(), 3);
 
         let after = Position::Updated {
@@ -260,6 +291,10 @@ mod tests {
 
         let by_id = SessionQuery::new().order(SessionOrder::Id).limit(1);
         let (sql, _) = page_query(&by_id, Some(&Position::Id("x".into()))).unwrap();
-        assert!(sql.ends_with("WHERE id > $1 ORDER BY id LIMIT $2"), "{sql}");
+        assert!(
+            sql.contains("WHERE id > $1 AND (expires_at IS NULL"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("ORDER BY id LIMIT $2"), "{sql}");
     }
 }

@@ -18,7 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
-    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_storable,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_purge_batch,
+    check_storable,
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
@@ -26,7 +27,9 @@ use sqlx::{ConnectOptions, Connection};
 use crate::config::{PostgresOptions, parse};
 use crate::error::{BACKEND, Op, PLACE, connect_timed_out, parse_postgres_error};
 use crate::meta::{decode_info, page_query};
-use crate::sql::{self, LIST_SESSIONS, LOAD, LOAD_REVISION, SESSION_INFO, decode_revision, encode};
+use crate::sql::{
+    self, LIST_SESSIONS, LOAD, LOAD_REVISION, PURGE, SESSION_INFO, decode_revision, encode,
+};
 use crate::{migrate, write};
 
 /// How long a pooled connection may sit idle before it is checked with a ping when next
@@ -155,7 +158,8 @@ impl PostgresStorage {
 impl ConversationStorage for PostgresStorage {
     /// Replaces the history in one transaction: lock and update the session row, delete
     /// the old messages, insert the new ones. Five round trips whatever the length; cost
-    /// O(len of `history`) on the server.
+    /// O(len of `history`) on the server. A session that has expired is removed first
+    /// (two more), and the history saved as a fresh session.
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         check_storable(BACKEND, session_id, history)?;
@@ -173,9 +177,9 @@ impl ConversationStorage for PostgresStorage {
         run.await.map_err(|e| self.error(e, "save", session_id))
     }
 
-    /// One query, rows in seq order. Cost: O(history). A row that is not a valid message,
-    /// or a gap in the seqs, is [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the
-    /// seq.
+    /// One query, rows in seq order; none for a session that has expired (one lookup of
+    /// its row). Cost: O(history). A row that is not a valid message, or a gap in the
+    /// seqs, is [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq.
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
         SessionId::validate(session_id)?;
         let rows: Vec<(i64, String)> = sqlx::query_as(LOAD)
@@ -197,7 +201,8 @@ impl ConversationStorage for PostgresStorage {
         run.await.map_err(|e| self.error(e, "delete", session_id))
     }
 
-    /// Reads the `sessions` table only. Cost: O(number of sessions).
+    /// Reads the `sessions` table only, skipping expired sessions. Cost: O(number of
+    /// sessions).
     async fn list_sessions(&self) -> Result<Vec<String>> {
         sqlx::query_scalar(LIST_SESSIONS)
             .fetch_all(&self.pool)
@@ -205,9 +210,12 @@ impl ConversationStorage for PostgresStorage {
             .map_err(|e| parse_postgres_error(e, self.op("list_sessions", None)))
     }
 
-    /// One statement, so one round trip: bump the session's count under its row lock and
-    /// insert the new rows numbered from it (see `crate::sql::APPEND`). Cost:
-    /// O(`messages.len()`), independent of history length.
+    /// One statement, so one round trip: bump the session's count under its row lock
+    /// (moving an idle expiry) and insert the new rows numbered from it (see
+    /// `crate::sql::APPEND`). Cost: O(`messages.len()`), independent of history length.
+    /// When the session has expired the statement writes nothing, and then one
+    /// transaction removes it and appends again, creating it afresh
+    /// (`crate::write::append`).
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if messages.is_empty() {
@@ -222,7 +230,8 @@ impl ConversationStorage for PostgresStorage {
     }
 
     /// Lowers the count (with a fresh generation) and deletes the rows from seq `len` on,
-    /// in one transaction; nothing changes when the history is not longer than `len`.
+    /// in one transaction; nothing changes when the history is not longer than `len`, or
+    /// the session has expired.
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
         SessionId::validate(session_id)?;
         let run = async {
@@ -238,7 +247,8 @@ impl ConversationStorage for PostgresStorage {
     }
 
     /// One statement joining the session row to its messages, so the revision and the
-    /// history come from one snapshot. Cost: what `load` costs.
+    /// history come from one snapshot; an expired session is
+    /// [`Revision::ABSENT`]. Cost: what `load` costs.
     async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
         SessionId::validate(session_id)?;
         let rows = sqlx::query_as(LOAD_REVISION)
@@ -250,8 +260,9 @@ impl ConversationStorage for PostgresStorage {
     }
 
     /// One transaction: `SELECT ... FOR UPDATE` of the session's row (one key lookup),
-    /// compare its generation and count with `expected`, then run the statements of
-    /// `append`, `truncate` or `save`, or roll back with
+    /// compare its generation and count with `expected` (an expired session is absent, and
+    /// is removed before the write), then run the statements of `append`, `truncate` or
+    /// `save`, or roll back with
     /// [`Error::Conflict`](fusion_core::Error::Conflict). A write that would create the
     /// session is refused if another writer created it after the check. Cost: the lookup
     /// plus what the plain write costs, and the `BEGIN`/`COMMIT` round trips.
@@ -282,8 +293,9 @@ impl ConversationStorage for PostgresStorage {
         })
     }
 
-    /// Reads one row of the `sessions` table (one key lookup). Tags or data that do not
-    /// read back (edited by hand) are [`Error::Corrupt`](fusion_core::Error::Corrupt).
+    /// Reads one row of the `sessions` table (one key lookup); `None` for a session that
+    /// has expired. Tags or data that do not read back (edited by hand) are
+    /// [`Error::Corrupt`](fusion_core::Error::Corrupt).
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
         let row = sqlx::query(SESSION_INFO)
@@ -295,9 +307,11 @@ impl ConversationStorage for PostgresStorage {
     }
 
     /// One statement, one round trip: the statement of `append`, writing the row with its
-    /// metadata and the messages only if the row does not exist. When it does, a second
-    /// statement reads the revision the [`Error::Conflict`](fusion_core::Error::Conflict)
-    /// reports. Nothing is written when the id, the metadata or a message is refused.
+    /// metadata and expiry and the messages only if the row does not exist. When it does,
+    /// a transaction removes it if it has expired and runs the statement again; if it has
+    /// not, a statement reads the revision the
+    /// [`Error::Conflict`](fusion_core::Error::Conflict) reports. Nothing is written when
+    /// the id, the metadata or a message is refused.
     async fn create_session(
         &self,
         session_id: &str,
@@ -322,9 +336,10 @@ impl ConversationStorage for PostgresStorage {
 
     /// One transaction: lock the session's row with `SELECT ... FOR UPDATE` (one key
     /// lookup), apply `update` to the metadata read there and validate the result, then
-    /// write it, moving `updated_at`. Concurrent updates queue on the row lock, so none
-    /// undoes another's change. Four round trips (`BEGIN` and `COMMIT` included); an
-    /// absent session or a refused result rolls back, writing nothing.
+    /// write it, moving `updated_at` and an idle expiry (or storing the expiry `update`
+    /// sets). Concurrent updates queue on the row lock, so none undoes another's change.
+    /// Four round trips (`BEGIN` and `COMMIT` included); an absent or expired session or a
+    /// refused result rolls back, writing nothing.
     async fn update_session(
         &self,
         session_id: &str,
@@ -381,6 +396,22 @@ impl ConversationStorage for PostgresStorage {
         // The rows come in the query's order and after its cursor already; `page_of`
         // keeps the first `limit` and makes the cursor from the last of them.
         query.page_of(infos)
+    }
+
+    /// One statement, one round trip: delete the first `batch` sessions of the
+    /// `sessions_expiry` index that have expired (server clock), with their messages, each
+    /// locked first (`FOR UPDATE SKIP LOCKED`), so still expired when deleted; see
+    /// `crate::sql::PURGE`. Cost: O(`batch`) index entries plus the deleted rows, however
+    /// many sessions are stored. Sessions another transaction holds are left for a later
+    /// call, so concurrent purges (from any process) delete different sessions.
+    async fn purge_expired(&self, batch: usize) -> Result<usize> {
+        check_purge_batch(batch)?;
+        let done = sqlx::query(PURGE)
+            .bind(sql::count(batch))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| parse_postgres_error(e, self.op("purge_expired", None)))?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
     }
 
     fn backend_name(&self) -> &'static str {

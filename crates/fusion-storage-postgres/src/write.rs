@@ -8,28 +8,65 @@
 //! the old one kept by an append to an existing session, and 0 for a deleted session.
 //! Here each statement *returns* the generation it leaves, so the conditional write needs
 //! no table of its own of which change leaves which generation.
+//!
+//! A session that has expired (`crate::expiry`) is absent to every write: the append and
+//! the save find their upsert refused and only then remove it and write again, a
+//! conditional write removes it after its check, a truncate and a metadata update find
+//! nothing.
 
 use fusion_core::sql::{revision_of, to_column};
 use fusion_core::{Change, Expect, Revision, SessionMeta, new_generation};
 use sqlx::postgres::PgRow;
-use sqlx::{Executor, PgConnection, Postgres};
+use sqlx::{Executor, PgConnection, PgPool, Postgres};
 
+use crate::expiry;
 use crate::sql::{
-    APPEND, DELETE_MESSAGES, DELETE_SESSION, DELETE_TAIL, INSERT_MESSAGES, LOCK_INFO,
-    LOCK_REVISION, READ_REVISION, SAVE_SESSION, TRUNCATE_SESSION, UPDATE_META, count,
+    APPEND, DELETE_EXPIRED, DELETE_MESSAGES, DELETE_SESSION, DELETE_TAIL, INSERT_MESSAGES,
+    LOCK_INFO, LOCK_REVISION, READ_REVISION, SAVE_SESSION, TRUNCATE_SESSION, UPDATE_META, count,
 };
 
-/// Appends `bodies` (not empty) to `session_id` in one statement ([`APPEND`]), creating
-/// the session with a fresh generation and the metadata `meta` when it has none (an
-/// existing session keeps its own). With `must_create`, writes only if the session does
-/// not exist, and returns `None` when it does.
-pub(crate) async fn append<'c>(
+/// Appends `bodies` (not empty) to `session_id` ([`append_once`]), creating the session
+/// with a fresh generation and the metadata `meta` when it has none (an existing session
+/// keeps its own). With `must_create`, writes only if the session does not exist, and
+/// returns `None` when it does.
+///
+/// One statement, one round trip, unless the statement was refused: then the session has
+/// expired (or, with `must_create`, exists), and a transaction removes it if it has
+/// expired ([`remove_expired`]) and runs the statement again, creating the session
+/// afresh. A session written again meanwhile is no longer expired, is kept, and takes the
+/// append (or, with `must_create`, refuses it).
+pub(crate) async fn append(
+    pool: &PgPool,
+    session_id: &str,
+    bodies: &[String],
+    meta: &SessionMeta,
+    must_create: bool,
+) -> sqlx::Result<Option<u64>> {
+    if let Some(generation) = append_once(pool, session_id, bodies, meta, must_create).await? {
+        return Ok(Some(generation));
+    }
+    // Dropping an uncommitted transaction (an error, a cancelled call) rolls it back.
+    let mut tx = pool.begin().await?;
+    let removed = remove_expired(&mut tx, session_id).await?;
+    let generation = if removed || !must_create {
+        append_once(&mut *tx, session_id, bodies, meta, must_create).await?
+    } else {
+        None
+    };
+    tx.commit().await?;
+    Ok(generation)
+}
+
+/// The one statement of an append ([`APPEND`]); `None` when it was refused (`must_create`
+/// and the session exists, or the session has expired).
+pub(crate) async fn append_once<'c>(
     executor: impl Executor<'c, Database = Postgres>,
     session_id: &str,
     bodies: &[String],
     meta: &SessionMeta,
     must_create: bool,
 ) -> sqlx::Result<Option<u64>> {
+    let (expires_at, idle) = expiry::bound(meta.expiry.as_ref());
     let generation: Option<i64> = sqlx::query_scalar(APPEND)
         .bind(session_id)
         .bind(count(bodies.len()))
@@ -40,6 +77,8 @@ pub(crate) async fn append<'c>(
         .bind(meta.title.as_deref())
         .bind(stored_tags(meta))
         .bind(meta.data_json())
+        .bind(expires_at)
+        .bind(idle)
         .fetch_optional(executor)
         .await?;
     Ok(generation.map(i64::cast_unsigned))
@@ -76,26 +115,31 @@ pub(crate) async fn lock_info(
         .await
 }
 
-/// Replaces the metadata of `session_id`, whose row `tx` has locked ([`lock_info`]), with
-/// `meta` (validated), moving `updated_at`; returns the facts after it ([`UPDATE_META`]).
+/// Replaces the metadata and expiry of `session_id`, whose row `tx` has locked
+/// ([`lock_info`]), with `meta` (validated), moving `updated_at` (and an idle expiry with
+/// it); returns the facts after it ([`UPDATE_META`]).
 pub(crate) async fn store_meta(
     tx: &mut PgConnection,
     session_id: &str,
     meta: &SessionMeta,
 ) -> sqlx::Result<PgRow> {
+    let (expires_at, idle) = expiry::bound(meta.expiry.as_ref());
     sqlx::query(UPDATE_META)
         .bind(session_id)
         .bind(meta.owner.as_deref())
         .bind(meta.title.as_deref())
         .bind(stored_tags(meta))
         .bind(meta.data_json())
+        .bind(expires_at)
+        .bind(idle)
         .fetch_one(&mut *tx)
         .await
 }
 
 /// Replaces the history of `session_id` with `bodies` (not empty) under a fresh
 /// generation, which it returns. With `must_create`, writes only if the session does not
-/// exist, and returns `None` when it does.
+/// exist, and returns `None` when it does. A session that has expired is removed first
+/// (its upsert refused, the row locked), and the history written as a fresh session.
 pub(crate) async fn replace(
     tx: &mut PgConnection,
     session_id: &str,
@@ -103,13 +147,19 @@ pub(crate) async fn replace(
     must_create: bool,
 ) -> sqlx::Result<Option<u64>> {
     let fresh = new_generation();
-    let locked: Option<i64> = sqlx::query_scalar(SAVE_SESSION)
-        .bind(session_id)
-        .bind(count(bodies.len()))
-        .bind(to_column(fresh))
-        .bind(must_create)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let save = || {
+        sqlx::query_scalar::<_, i64>(SAVE_SESSION)
+            .bind(session_id)
+            .bind(count(bodies.len()))
+            .bind(to_column(fresh))
+            .bind(must_create)
+    };
+    let mut locked = save().fetch_optional(&mut *tx).await?;
+    if locked.is_none() && !must_create {
+        // Refused only because the session has expired: its row is locked, so it still has.
+        remove(tx, session_id).await?;
+        locked = save().fetch_optional(&mut *tx).await?;
+    }
     if locked.is_none() {
         return Ok(None);
     }
@@ -150,6 +200,22 @@ pub(crate) async fn truncate(
     Ok(Some(fresh))
 }
 
+/// Deletes `session_id` from both tables if it has expired ([`DELETE_EXPIRED`], which
+/// takes its row's lock); returns whether it did.
+pub(crate) async fn remove_expired(tx: &mut PgConnection, session_id: &str) -> sqlx::Result<bool> {
+    let deleted: Option<String> = sqlx::query_scalar(DELETE_EXPIRED)
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if deleted.is_some() {
+        sqlx::query(DELETE_MESSAGES)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(deleted.is_some())
+}
+
 /// Deletes `session_id` from both tables.
 pub(crate) async fn remove(tx: &mut PgConnection, session_id: &str) -> sqlx::Result<()> {
     sqlx::query(DELETE_SESSION)
@@ -166,7 +232,8 @@ pub(crate) async fn remove(tx: &mut PgConnection, session_id: &str) -> sqlx::Res
 /// A conditional write inside the transaction `tx`: lock the session's row and read its
 /// revision ([`LOCK_REVISION`]), then apply `change` (whose messages are `bodies`) if
 /// `expected` admits it. `Ok(generation after)` means the caller commits; `Err(found)`
-/// means the write was refused at that revision and the caller rolls back.
+/// means the write was refused at that revision and the caller rolls back. A session
+/// that has expired counts as absent, and is removed before `change` is applied.
 ///
 /// The row lock holds off every other writer of an existing session until the
 /// transaction ends. An absent session has no row to lock, so a write that would create
@@ -179,20 +246,27 @@ pub(crate) async fn conditional(
     change: Change<'_>,
     bodies: &[String],
 ) -> sqlx::Result<Result<u64, Revision>> {
-    let row = sqlx::query_as(LOCK_REVISION)
+    let row: Option<(i64, i64, bool)> = sqlx::query_as(LOCK_REVISION)
         .bind(session_id)
         .fetch_optional(&mut *tx)
         .await?;
-    let found = revision_of(row);
+    let expired = row.is_some_and(|(.., expired)| expired);
+    let found = revision_of(
+        row.filter(|_| !expired)
+            .map(|(generation, count, _)| (generation, count)),
+    );
     if !expected.is_met_by(found.generation, || found.len) {
         return Ok(Err(found));
+    }
+    if expired {
+        remove(tx, session_id).await?;
     }
     let must_create = !found.exists();
     let after = match change {
         Change::Append([]) => Some(found.generation),
         Change::Append(_) => {
             let none = SessionMeta::new();
-            append(&mut *tx, session_id, bodies, &none, must_create).await?
+            append_once(&mut *tx, session_id, bodies, &none, must_create).await?
         }
         Change::Truncate(0) | Change::Replace([]) => {
             remove(tx, session_id).await?;

@@ -1,6 +1,7 @@
 //! A schema written by the first release (schema version 1 of this crate) opens, upgrades
-//! in place to version 2 and keeps every message, id, count, generation and timestamp;
-//! its sessions then list, take metadata and take writes like new ones.
+//! in place to the current version (3) and keeps every message, id, count, generation and
+//! timestamp; no session expires; its sessions then list, take metadata, an expiry and
+//! writes like new ones.
 //!
 //! The fixture, `fixtures/schema_v1.sql`, was produced with the released code: at commit
 //! 421d2a2 (schema version 1), a throwaway test opened `PostgresStorage` on the schema
@@ -15,11 +16,12 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use fusion_core::testkit::StorageHarness;
 use fusion_core::{
-    ChatMessage, ConversationStorage, MetaUpdate, Role, SessionMeta, SessionOrder, SessionQuery,
-    unix_micros,
+    ChatMessage, ConversationStorage, Expiry, MetaUpdate, Role, SessionMeta, SessionOrder,
+    SessionQuery, unix_micros,
 };
 use sqlx::Connection;
 use support::{Harness, harness};
@@ -95,7 +97,7 @@ async fn a_version_1_schema_upgrades_in_place_and_keeps_every_session() {
             .fetch_all(&mut raw)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     let collation: String = sqlx::query_scalar(
         "SELECT c.collname::text FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation \
          WHERE a.attrelid = 'sessions'::regclass AND a.attname = 'id'",
@@ -115,6 +117,7 @@ async fn a_version_1_schema_upgrades_in_place_and_keeps_every_session() {
         assert_eq!(unix_micros(info.created_at.unwrap()), created, "{id}");
         assert_eq!(unix_micros(info.updated_at.unwrap()), updated, "{id}");
         assert_eq!(info.meta, SessionMeta::new(), "{id}: no metadata yet");
+        assert_eq!(info.expires_at, None, "{id}: no expiry");
         let history = storage.load(id).await.unwrap();
         let reencoded: Vec<String> = history
             .iter()
@@ -124,6 +127,13 @@ async fn a_version_1_schema_upgrades_in_place_and_keeps_every_session() {
         let (_, revision) = storage.load_revision(id).await.unwrap();
         assert_eq!(revision.generation, generation.cast_unsigned(), "{id}");
     }
+    let expiries: Vec<(Option<i64>, Option<i64>)> =
+        sqlx::query_as("SELECT expires_at, expiry_idle FROM sessions")
+            .fetch_all(&mut raw)
+            .await
+            .unwrap();
+    assert_eq!(expiries, [(None, None); 5], "no upgraded session expires");
+    assert_eq!(storage.purge_expired(100).await.unwrap(), 0);
     // What the fixture's writer wrote, so a fixture restored wrongly cannot pass.
     let tool_turn = storage.load("user-123").await.unwrap();
     assert_eq!(tool_turn.len(), 5);
@@ -199,6 +209,24 @@ async fn a_version_1_schema_upgrades_in_place_and_keeps_every_session() {
     let history = storage.load("tenant:42:chat-7").await.unwrap();
     assert_eq!(history[4].role, Role::User);
     assert_eq!(history.len(), 5);
+
+    // An old session takes an idle expiry, which its next write moves.
+    let hour = Duration::from_secs(3600);
+    let idle = storage
+        .update_session(
+            "user-123",
+            &MetaUpdate::new().expiry(Some(Expiry::Idle(hour))),
+        )
+        .await
+        .unwrap()
+        .expect("the session exists");
+    assert_eq!(idle.expires_at, Some(idle.updated_at.unwrap() + hour));
+    storage
+        .append("user-123", &[ChatMessage::user("later")])
+        .await
+        .unwrap();
+    let moved = storage.session_info("user-123").await.unwrap().unwrap();
+    assert_eq!(moved.expires_at, Some(moved.updated_at.unwrap() + hour));
 
     // A second instance finds the schema current and sees the same.
     let again = harness.open().await.expect("reopening");

@@ -10,8 +10,9 @@
 //!
 //! 1. `config` (options, URL parsing, how the direct connections open), `error` (every
 //!    driver error mapped to a [`fusion_core::Error`], and which ones mean a busy
-//!    database) and `generation` (where a session's generation lives, what a conditional
-//!    write checks and which generation each write leaves);
+//!    database), `expiry` (the clock of every operation, and the SQL that reads an
+//!    expired session as absent) and `generation` (where a session's generation lives,
+//!    what a conditional write checks and which generation each write leaves);
 //! 2. `busy`: the one loop that repeats a step of opening while the database is busy,
 //!    `meta`: a session's facts as stored (the columns of its metadata, a row read back
 //!    as a `SessionInfo`, what a metadata update writes), and `sql`: the SQL of every
@@ -30,6 +31,7 @@ mod checkpoint;
 mod config;
 mod direct;
 mod error;
+mod expiry;
 mod generation;
 mod listing;
 mod meta;

@@ -19,6 +19,11 @@
 //! the tag, O(the tag's sessions) (migration 0003 says why `session_tags` keeps no
 //! `updated_at`). A unit test below checks each plan with `EXPLAIN QUERY PLAN`.
 //!
+//! Every query also skips the sessions that have expired (`crate::expiry`), by a test of
+//! the row it reads anyway, bound to now in microseconds as its last parameter. An
+//! expired session no purge has removed yet still costs its index step, so a walk past
+//! many of them reads more than `limit + 1` entries; `purge_expired` keeps that bounded.
+//!
 //! # Cursors and milliseconds
 //!
 //! `updated_at` is kept in milliseconds; a cursor holds microseconds
@@ -36,6 +41,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::Sqlite;
 
 use crate::error::{Op, parse_sqlite_error};
+use crate::expiry::unexpired;
 use crate::meta::{InfoRow, InfoTuple, from_sessions, info_columns};
 
 /// The newest-first pages: filters, then the keyset bound `(ms, id)`, then the limit.
@@ -44,15 +50,18 @@ const BY_UPDATED: &str = concat!(
     info_columns!(),
     " FROM ",
     from_sessions!(),
-    " WHERE (s.updated_at, s.id) < (?1, ?2) ORDER BY s.updated_at DESC, s.id DESC LIMIT ?3"
+    " WHERE (s.updated_at, s.id) < (?1, ?2) AND ",
+    unexpired!("s", "?4"),
+    " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?3"
 );
 const OWNER_BY_UPDATED: &str = concat!(
     "SELECT ",
     info_columns!(),
     " FROM ",
     from_sessions!(),
-    " WHERE s.owner = ?1 AND (s.updated_at, s.id) < (?2, ?3) \
-     ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4"
+    " WHERE s.owner = ?1 AND (s.updated_at, s.id) < (?2, ?3) AND ",
+    unexpired!("s", "?5"),
+    " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4"
 );
 // The tag's rows by key and each of their sessions by key, keeping the newest `limit + 1`
 // ids (a top-n sort); only then the page's rows are read whole, so the sort carries ids,
@@ -62,8 +71,9 @@ const TAG_BY_UPDATED: &str = concat!(
     "SELECT ",
     info_columns!(),
     " FROM (SELECT s.id AS id FROM session_tags AS t CROSS JOIN sessions AS s \
-       WHERE t.tag = ?1 AND s.id = t.session_id AND (s.updated_at, s.id) < (?2, ?3) \
-       ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4) AS p CROSS JOIN ",
+       WHERE t.tag = ?1 AND s.id = t.session_id AND (s.updated_at, s.id) < (?2, ?3) AND ",
+    unexpired!("s", "?5"),
+    " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4) AS p CROSS JOIN ",
     from_sessions!(),
     " WHERE s.id = p.id ORDER BY s.updated_at DESC, s.id DESC"
 );
@@ -74,8 +84,9 @@ const OWNER_TAG_BY_UPDATED: &str = concat!(
     from_sessions!(),
     " WHERE s.owner = ?1 \
      AND EXISTS (SELECT 1 FROM session_tags AS t WHERE t.tag = ?2 AND t.session_id = s.id) \
-     AND (s.updated_at, s.id) < (?3, ?4) \
-     ORDER BY s.updated_at DESC, s.id DESC LIMIT ?5"
+     AND (s.updated_at, s.id) < (?3, ?4) AND ",
+    unexpired!("s", "?6"),
+    " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?5"
 );
 
 /// The pages by id: filters, then the id the page starts after, then the limit.
@@ -84,22 +95,27 @@ const BY_ID: &str = concat!(
     info_columns!(),
     " FROM ",
     from_sessions!(),
-    " WHERE s.id > ?1 ORDER BY s.id LIMIT ?2"
+    " WHERE s.id > ?1 AND ",
+    unexpired!("s", "?3"),
+    " ORDER BY s.id LIMIT ?2"
 );
 const OWNER_BY_ID: &str = concat!(
     "SELECT ",
     info_columns!(),
     " FROM ",
     from_sessions!(),
-    " WHERE s.owner = ?1 AND s.id > ?2 ORDER BY s.id LIMIT ?3"
+    " WHERE s.owner = ?1 AND s.id > ?2 AND ",
+    unexpired!("s", "?4"),
+    " ORDER BY s.id LIMIT ?3"
 );
 const TAG_BY_ID: &str = concat!(
     "SELECT ",
     info_columns!(),
     " FROM session_tags AS t CROSS JOIN ",
     from_sessions!(),
-    " WHERE t.tag = ?1 AND s.id = t.session_id AND t.session_id > ?2 \
-     ORDER BY t.session_id LIMIT ?3"
+    " WHERE t.tag = ?1 AND s.id = t.session_id AND t.session_id > ?2 AND ",
+    unexpired!("s", "?4"),
+    " ORDER BY t.session_id LIMIT ?3"
 );
 const OWNER_TAG_BY_ID: &str = concat!(
     "SELECT ",
@@ -108,7 +124,9 @@ const OWNER_TAG_BY_ID: &str = concat!(
     from_sessions!(),
     " WHERE s.owner = ?1 \
      AND EXISTS (SELECT 1 FROM session_tags AS t WHERE t.tag = ?2 AND t.session_id = s.id) \
-     AND s.id > ?3 ORDER BY s.id LIMIT ?4"
+     AND s.id > ?3 AND ",
+    unexpired!("s", "?5"),
+    " ORDER BY s.id LIMIT ?4"
 );
 
 /// The bound of a first newest-first page: after every stored session.
@@ -121,12 +139,14 @@ pub(crate) enum Arg<'a> {
     Int(i64),
 }
 
-/// The SQL of the page `query` asks for, starting after `start`, and its arguments.
+/// The SQL of the page `query` asks for, starting after `start`, and its arguments, the
+/// last being `now` (Unix µs): the sessions expired by then are left out.
 pub(crate) fn page_sql<'q>(
     query: &'q SessionQuery,
     start: Option<&'q Position>,
+    now: i64,
 ) -> (&'static str, Vec<Arg<'q>>) {
-    let mut args = Vec::with_capacity(5);
+    let mut args = Vec::with_capacity(6);
     args.extend(query.owner.as_deref().map(Arg::Text));
     args.extend(query.tag.as_deref().map(Arg::Text));
     let filters = (query.owner.is_some(), query.tag.is_some());
@@ -162,6 +182,7 @@ pub(crate) fn page_sql<'q>(
     // One row past the page says whether another page follows.
     let fetch = i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX);
     args.push(Arg::Int(fetch));
+    args.push(Arg::Int(now));
     (sql, args)
 }
 
@@ -177,16 +198,18 @@ fn updated_bound(micros: i64, id: &str) -> (i64, &str) {
     }
 }
 
-/// One page of `query`, read through `pool` in one statement (one snapshot). A session
-/// whose metadata cells are damaged fails the page with `Error::Corrupt` naming it.
+/// One page of `query` as of `now` (Unix µs), read through `pool` in one statement (one
+/// snapshot). A session whose metadata cells are damaged fails the page with
+/// `Error::Corrupt` naming it.
 pub(crate) async fn page(
     pool: &SqlitePool,
     query: &SessionQuery,
+    now: i64,
     op: Op<'_>,
 ) -> Result<SessionPage> {
     query.validate()?;
     let start = query.start()?;
-    let (sql, args) = page_sql(query, start.as_ref());
+    let (sql, args) = page_sql(query, start.as_ref(), now);
     let mut statement = sqlx::query_as::<Sqlite, InfoTuple>(sql);
     for arg in args {
         statement = match arg {
@@ -253,7 +276,7 @@ mod tests {
             micros: 2_000,
             id: "s".into(),
         };
-        let (sql, args) = page_sql(&query, Some(&start));
+        let (sql, args) = page_sql(&query, Some(&start), 9);
         assert_eq!(sql, OWNER_TAG_BY_UPDATED);
         assert_eq!(
             args,
@@ -262,15 +285,20 @@ mod tests {
                 Arg::Text("t"),
                 Arg::Int(2),
                 Arg::Text("s"),
-                Arg::Int(6)
+                Arg::Int(6),
+                Arg::Int(9)
             ]
         );
+        assert!(
+            sql.contains("s.expires_at > ?6"),
+            "now is the last parameter"
+        );
         let by_id = SessionQuery::new().order(SessionOrder::Id).limit(1);
-        let (sql, args) = page_sql(&by_id, None);
+        let (sql, args) = page_sql(&by_id, None, 9);
         assert_eq!(sql, BY_ID);
-        assert_eq!(args, [Arg::Text(""), Arg::Int(2)]);
+        assert_eq!(args, [Arg::Text(""), Arg::Int(2), Arg::Int(9)]);
         let newest = SessionQuery::new();
-        let (_, args) = page_sql(&newest, None);
+        let (_, args) = page_sql(&newest, None, 9);
         assert_eq!(args[..2], [Arg::Int(i64::MAX), Arg::Text("~")]);
     }
 

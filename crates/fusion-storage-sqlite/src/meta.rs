@@ -1,8 +1,11 @@
-//! A session's facts as stored (migration 0003): the columns of `sessions` and
+//! A session's facts as stored (migrations 0003 and 0004): the columns of `sessions` and
 //! `session_meta` that make a [`SessionInfo`], how a row read back becomes one, and what a
 //! metadata update writes.
 //!
-//! Timestamps are Unix milliseconds in the columns; [`SessionInfo`] carries them as
+//! The expiry is the two microsecond columns of [`StoredExpiry`] (see `crate::expiry`): a
+//! row read back carries them, [`InfoRow::is_expired_at`] says whether the session is gone,
+//! and a metadata update stores the expiry it sets, or moves an idle one with its
+//! `updated_at`. Timestamps are Unix milliseconds in the columns; [`SessionInfo`] carries them as
 //! `SystemTime`s of whole milliseconds, so a listing cursor made from one (microseconds,
 //! `fusion_core::Position`) converts back exactly (see `crate::listing`).
 //! `owner` and `title` are plain nullable text; `tags` and `data` are the JSON forms of
@@ -12,10 +15,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fusion_core::{Error, MetaUpdate, Result, SessionInfo, SessionMeta};
+use fusion_core::{Error, MetaUpdate, Result, SessionInfo, SessionMeta, StoredExpiry};
 use serde_json::{Map, Value};
 
 use crate::error::BACKEND;
+use crate::expiry::millis;
 
 /// The columns of one session's facts, in the order of [`InfoRow`], for a query that
 /// reads [`from_sessions!`]. A session without a `session_meta` row reads the defaults;
@@ -25,7 +29,8 @@ macro_rules! info_columns {
     () => {
         "s.id, s.message_count, s.created_at, s.updated_at, s.generation, s.owner, m.title, \
          CASE WHEN m.session_id IS NULL THEN '[]' WHEN typeof(m.tags) = 'text' THEN m.tags END, \
-         CASE WHEN m.session_id IS NULL THEN '{}' WHEN typeof(m.data) = 'text' THEN m.data END"
+         CASE WHEN m.session_id IS NULL THEN '{}' WHEN typeof(m.data) = 'text' THEN m.data END, \
+         s.expires_at, s.expiry_idle"
     };
 }
 pub(crate) use info_columns;
@@ -55,11 +60,12 @@ pub(crate) use read_info;
 
 /// One session's facts, [`InfoRow`], or no row when it is absent: `session_info`, and
 /// the read of a metadata update inside its write transaction. One lookup of the
-/// session's key in each table.
+/// session's key in each table. An expired row is read too: the caller drops it
+/// ([`InfoRow::is_expired_at`]).
 pub(crate) const READ_INFO: &str = read_info!();
 
 /// A row of [`info_columns!`] as sqlx decodes it: id, message_count, created_at,
-/// updated_at, generation, owner, title, tags, data.
+/// updated_at, generation, owner, title, tags, data, expires_at, expiry_idle.
 pub(crate) type InfoTuple = (
     String,
     i64,
@@ -70,6 +76,8 @@ pub(crate) type InfoTuple = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<i64>,
+    Option<i64>,
 );
 
 /// A row of [`info_columns!`], not yet checked.
@@ -86,11 +94,24 @@ pub(crate) struct InfoRow {
     tags: Option<String>,
     /// `None` when the cell is not text.
     data: Option<String>,
+    expiry: StoredExpiry,
 }
 
 impl From<InfoTuple> for InfoRow {
     fn from(row: InfoTuple) -> Self {
-        let (id, message_count, created_at, updated_at, generation, owner, title, tags, data) = row;
+        let (
+            id,
+            message_count,
+            created_at,
+            updated_at,
+            generation,
+            owner,
+            title,
+            tags,
+            data,
+            expires_at,
+            idle,
+        ) = row;
         Self {
             id,
             message_count,
@@ -101,6 +122,7 @@ impl From<InfoTuple> for InfoRow {
             title,
             tags,
             data,
+            expiry: StoredExpiry { expires_at, idle },
         }
     }
 }
@@ -118,7 +140,16 @@ impl InfoRow {
             title: row.get(6)?,
             tags: row.get(7)?,
             data: row.get(8)?,
+            expiry: StoredExpiry {
+                expires_at: row.get(9)?,
+                idle: row.get(10)?,
+            },
         })
+    }
+
+    /// Whether the session has expired at `now` (microseconds): then it is absent.
+    pub(crate) fn is_expired_at(&self, now: i64) -> bool {
+        self.expiry.is_expired_at(now)
     }
 
     /// The session's facts, or [`Error::Corrupt`] naming it when `tags` or `data` is not
@@ -134,11 +165,13 @@ impl InfoRow {
         info.created_at = from_millis(self.created_at);
         info.updated_at = from_millis(self.updated_at);
         info.generation = self.generation.cast_unsigned();
+        info.expires_at = self.expiry.expires_at_time();
         let mut meta = SessionMeta::new();
         meta.owner = self.owner;
         meta.title = self.title;
         meta.tags = tags;
         meta.data = data;
+        meta.expiry = self.expiry.expiry();
         info.meta = meta;
         Ok(info)
     }
@@ -164,38 +197,48 @@ fn parse_cell<T>(
 }
 
 /// What a metadata update writes, decided from the session's row read inside the write
-/// transaction: the session's facts after it, and its new `updated_at` in milliseconds.
+/// transaction: the session's facts after it, its new `updated_at` in milliseconds and
+/// its expiry.
 #[derive(Debug)]
 pub(crate) struct Updated {
     pub(crate) info: SessionInfo,
     pub(crate) updated_ms: i64,
+    pub(crate) expiry: StoredExpiry,
 }
 
-/// Applies `update` at `now_ms` to the session read as `row`: `Ok(None)` when there is no
-/// session (nothing is written), [`Error::InvalidMeta`] when the result breaks a rule of
-/// [`SessionMeta::validate`] and [`Error::Corrupt`] when the row is damaged (nothing is
-/// written either way). `updated_at` moves to `now_ms`, or stays if the clock stepped back.
+/// Applies `update` at `now` (microseconds) to the session read as `row`: `Ok(None)`
+/// when there is no session or it has expired (nothing is written),
+/// [`Error::InvalidMeta`] when the result breaks a rule of [`SessionMeta::validate`] and
+/// [`Error::Corrupt`] when the row is damaged (nothing is written either way).
+/// `updated_at` moves to `now`'s millisecond, or stays if the clock stepped back; the
+/// expiry is the one `update` sets, or the stored one after a write at that `updated_at`
+/// (an idle one moves with it).
 pub(crate) fn apply_update(
     row: Option<InfoRow>,
     update: &MetaUpdate,
-    now_ms: i64,
+    now: i64,
 ) -> Result<Option<Updated>> {
-    let Some(row) = row else {
+    let Some(row) = row.filter(|row| !row.is_expired_at(now)) else {
         return Ok(None);
     };
-    let updated_ms = row.updated_at.max(now_ms);
+    let updated_ms = row.updated_at.max(millis(now));
+    let written_at = updated_ms.saturating_mul(1000);
+    let stored = row.expiry;
     let mut info = row.decode()?;
     update.apply_to(&mut info.meta);
     info.meta.validate()?;
+    let expiry = match &update.expiry {
+        Some(expiry) => StoredExpiry::of(expiry.as_ref(), written_at),
+        None => stored.at_write(written_at),
+    };
     info.updated_at = from_millis(updated_ms);
-    Ok(Some(Updated { info, updated_ms }))
-}
-
-/// Now, in Unix milliseconds: what every write stores in `created_at` and `updated_at`.
-pub(crate) fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    info.expires_at = expiry.expires_at_time();
+    info.meta.expiry = expiry.expiry();
+    Ok(Some(Updated {
+        info,
+        updated_ms,
+        expiry,
+    }))
 }
 
 /// A timestamp column as a time; `None` for a negative (damaged) one.
@@ -210,6 +253,10 @@ mod tests {
     use super::*;
 
     fn row(tags: Option<&str>, data: Option<&str>) -> InfoRow {
+        expiring(tags, data, StoredExpiry::NEVER)
+    }
+
+    fn expiring(tags: Option<&str>, data: Option<&str>, expiry: StoredExpiry) -> InfoRow {
         InfoRow::from((
             "s".to_owned(),
             2,
@@ -220,6 +267,8 @@ mod tests {
             None,
             tags.map(str::to_owned),
             data.map(str::to_owned),
+            expiry.expires_at,
+            expiry.idle,
         ))
     }
 
@@ -260,7 +309,7 @@ mod tests {
     #[test]
     fn an_update_moves_updated_at_but_never_back() {
         let update = MetaUpdate::new().add_tag("x");
-        let later = apply_update(Some(row(Some("[]"), Some("{}"))), &update, 5_000)
+        let later = apply_update(Some(row(Some("[]"), Some("{}"))), &update, 5_000_321)
             .unwrap()
             .unwrap();
         assert_eq!((later.updated_ms, later.info.meta.tags.len()), (5_000, 1));
@@ -272,5 +321,37 @@ mod tests {
         let bad = MetaUpdate::new().add_tag("a,b");
         let err = apply_update(Some(row(Some("[]"), Some("{}"))), &bad, 1).unwrap_err();
         assert!(matches!(err, Error::InvalidMeta(_)), "{err:?}");
+    }
+
+    /// An update is a write: an idle expiry moves to the new `updated_at` plus its span, a
+    /// new expiry replaces the stored one, and an expired session is absent.
+    #[test]
+    fn an_update_moves_an_idle_expiry_and_skips_an_expired_session() {
+        const MINUTE: i64 = 60_000_000;
+        // Written at updated_at = 2,000 ms, so it expires a minute after that.
+        let idle = StoredExpiry {
+            expires_at: Some(2_000_000 + MINUTE),
+            idle: Some(MINUTE),
+        };
+        let row = || Some(expiring(Some("[]"), Some("{}"), idle));
+        let update = MetaUpdate::new().title(Some("t"));
+        let stepped_back = apply_update(row(), &update, 1_500).unwrap().unwrap();
+        assert_eq!(
+            stepped_back.expiry, idle,
+            "updated_at did not move, nor does it"
+        );
+        let later = apply_update(row(), &update, 5_000_321).unwrap().unwrap();
+        assert_eq!(later.updated_ms, 5_000);
+        assert_eq!(later.expiry.expires_at, Some(5_000_000 + MINUTE));
+        assert_eq!(
+            later.info.expires_at,
+            Some(UNIX_EPOCH + Duration::from_micros((5_000_000 + MINUTE).cast_unsigned()))
+        );
+        let gone = apply_update(row(), &update, 2_000_000 + MINUTE).unwrap();
+        assert!(gone.is_none(), "expired at its instant");
+        let never = MetaUpdate::new().expiry(None);
+        let kept = apply_update(row(), &never, 5_000_000).unwrap().unwrap();
+        assert_eq!(kept.expiry, StoredExpiry::NEVER);
+        assert_eq!((kept.info.expires_at, kept.info.meta.expiry), (None, None));
     }
 }

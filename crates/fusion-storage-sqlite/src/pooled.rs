@@ -16,9 +16,15 @@
 //! the script or `ROLLBACK`. A load is one query ([`LOAD_ARRAY`]) returning the whole
 //! history as one JSON array; `load_revision` is one query too ([`LOAD_REVISION_ARRAY`]),
 //! the revision beside the array.
+//!
+//! A plain append or save runs as [`WriteSql::counted`], the same script ending by reading
+//! what its last statement changed (one trivial statement more, still one round trip).
+//! When that is nothing the session had expired (`crate::expiry`) and the script wrote
+//! nothing; then a second script removes the session and runs the write again. A check
+//! that finds the session expired has it removed at the start of the rest of the script.
 
 use fusion_core::sql::{check_count, revision_of};
-use fusion_core::{ChatMessage, Result, Revision};
+use fusion_core::{ChatMessage, Result, Revision, is_expired};
 use sqlx::Arguments;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool};
@@ -26,12 +32,12 @@ use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool};
 use crate::error::{BACKEND, Op, is_no_transaction, parse_sqlite_error};
 use crate::meta::{InfoRow, InfoTuple};
 use crate::sql::{
-    Check, Found, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, READ_REVISION, Value, Verdict, Write,
-    Written, decode_row,
+    BEGIN_WRITE, Check, Ends, Found, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, READ_REVISION,
+    REMOVE, REMOVE_EXPIRED, Value, Verdict, Write, WriteSql, Written, decode_row,
 };
 
 /// Runs `write` as one script on a connection from `pool`, in one round trip (two for a
-/// conditional write).
+/// conditional write, or for a plain write that found its session expired).
 ///
 /// On success every statement ran, `COMMIT` included, or a conditional write's check
 /// failed and it rolled back. On failure whatever the script left open is rolled back
@@ -41,14 +47,33 @@ pub(crate) async fn write(pool: &SqlitePool, write: Write) -> sqlx::Result<Writt
     let Write { sql, values, check } = write;
     let mut conn = Unfinished(Some(pool.acquire().await?));
     let result = async {
-        match check {
-            None => {
+        match (check, sql.ends) {
+            (None, Ends::Written) => {
                 sqlx::query_with(sql.script, arguments(values)?)
                     .execute(conn.get())
                     .await?;
                 Ok(Written::Committed(None))
             }
-            Some(check) => write_checked(&mut conn, sql.rest, values, check).await,
+            (None, ends) => {
+                let changed: Vec<i64> =
+                    sqlx::query_scalar_with(sql.counted, arguments(values.iter().cloned())?)
+                        .fetch_all(conn.get())
+                        .await?;
+                let changed = changed.first().copied().unwrap_or_default();
+                if ends == Ends::Counted {
+                    return Ok(Written::Purged(usize::try_from(changed).unwrap_or(0)));
+                }
+                if changed == 0 {
+                    // Expired: remove it and write again, checking again in a transaction
+                    // of its own.
+                    let again = format!("{BEGIN_WRITE}; {}{}", REMOVE_EXPIRED.body, sql.rest);
+                    sqlx::query_with(&again, arguments(values)?)
+                        .execute(conn.get())
+                        .await?;
+                }
+                Ok(Written::Committed(None))
+            }
+            (Some(check), _) => write_checked(&mut conn, sql, values, check).await,
         }
     }
     .await;
@@ -64,11 +89,12 @@ pub(crate) async fn write(pool: &SqlitePool, write: Write) -> sqlx::Result<Writt
     }
 }
 
-/// A write with a check on `conn`: begin and read the row the check names, then run
-/// `rest` (the write's statements and `COMMIT`) with what the check decided, or roll back.
+/// A write with a check on `conn`: begin and read the row the check names, then run the
+/// write's statements and `COMMIT` ([`WriteSql::rest`]) with what the check decided, after
+/// removing the session if it found it expired, or roll back.
 async fn write_checked(
     conn: &mut Unfinished,
-    rest: &'static str,
+    sql: &'static WriteSql,
     values: Vec<Value>,
     check: Check,
 ) -> sqlx::Result<Written> {
@@ -76,11 +102,16 @@ async fn write_checked(
     let read = || arguments(values.iter().take(1).cloned());
     // `fetch_all` rather than `fetch_optional`: it drives the script to its end.
     let found = match &check {
-        Check::Revision(_) => {
-            let rows: Vec<(i64, i64)> = sqlx::query_as_with(check.begin_and_read(), read()?)
-                .fetch_all(conn.get())
-                .await?;
-            Found::Revision(revision_of(rows.first().copied()))
+        Check::Revision { .. } => {
+            let rows: Vec<(i64, i64, Option<i64>)> =
+                sqlx::query_as_with(check.begin_and_read(), read()?)
+                    .fetch_all(conn.get())
+                    .await?;
+            let row = rows.first().copied();
+            Found::Revision {
+                revision: revision_of(row.map(|(generation, count, _)| (generation, count))),
+                expires_at: row.and_then(|(_, _, expires_at)| expires_at),
+            }
         }
         Check::Meta { .. } => {
             let rows: Vec<InfoTuple> = sqlx::query_as_with(check.begin_and_read(), read()?)
@@ -90,10 +121,22 @@ async fn write_checked(
         }
     };
     match check.decide(found) {
-        Verdict::Go { extra, written } => {
-            sqlx::query_with(rest, arguments(values.into_iter().chain(extra))?)
-                .execute(conn.get())
-                .await?;
+        Verdict::Go {
+            extra,
+            written,
+            remove_first,
+        } => {
+            let arguments = arguments(values.into_iter().chain(extra))?;
+            if remove_first {
+                let rest = format!("{}{}", REMOVE.body, sql.rest);
+                sqlx::query_with(&rest, arguments)
+                    .execute(conn.get())
+                    .await?;
+            } else {
+                sqlx::query_with(sql.rest, arguments)
+                    .execute(conn.get())
+                    .await?;
+            }
             Ok(written)
         }
         Verdict::Stop(written) => {
@@ -179,10 +222,12 @@ async fn roll_back_pooled(conn: &mut PoolConnection<Sqlite>) {
 pub(crate) async fn load(
     pool: &SqlitePool,
     session_id: &str,
+    now: i64,
     op: Op<'_>,
 ) -> Result<Vec<ChatMessage>> {
     let (seqs, array): (String, String) = sqlx::query_as(LOAD_ARRAY)
         .bind(session_id)
+        .bind(now)
         .fetch_one(pool)
         .await
         .map_err(|e| parse_sqlite_error(e, op))?;
@@ -193,7 +238,7 @@ pub(crate) async fn load(
     {
         return Ok(history);
     }
-    load_row_by_row(pool, session_id, op).await
+    load_row_by_row(pool, session_id, now, op).await
 }
 
 /// Loads `session_id` and its revision in one query ([`LOAD_REVISION_ARRAY`]), like
@@ -204,15 +249,18 @@ pub(crate) async fn load(
 pub(crate) async fn load_revision(
     pool: &SqlitePool,
     session_id: &str,
+    now: i64,
     op: Op<'_>,
 ) -> Result<(Vec<ChatMessage>, Revision)> {
     let (generation, count, seqs, array): (i64, i64, String, String) =
         sqlx::query_as(LOAD_REVISION_ARRAY)
             .bind(session_id)
+            .bind(now)
             .fetch_one(pool)
             .await
             .map_err(|e| parse_sqlite_error(e, op))?;
-    // `generation` is 0 only when there is no `sessions` row (the column is above 0).
+    // `generation` is 0 only when there is no `sessions` row (the column is above 0), or
+    // it has expired.
     let revision = revision_of(Some((generation, count)));
     if !revision.exists() {
         return Ok((Vec::new(), Revision::ABSENT));
@@ -228,11 +276,14 @@ pub(crate) async fn load_revision(
         None => {
             let read = async {
                 let mut snapshot = pool.begin().await?;
-                let row = sqlx::query_as(READ_REVISION)
+                let row: Option<(i64, i64, Option<i64>)> = sqlx::query_as(READ_REVISION)
                     .bind(session_id)
                     .fetch_optional(&mut *snapshot)
                     .await?;
-                let rows = rows(&mut *snapshot, session_id).await?;
+                let row = row
+                    .filter(|&(_, _, expires_at)| !is_expired(expires_at, now))
+                    .map(|(generation, count, _)| (generation, count));
+                let rows = rows(&mut *snapshot, session_id, now).await?;
                 snapshot.rollback().await?;
                 Ok((revision_of(row), rows))
             };
@@ -253,21 +304,25 @@ pub(crate) async fn load_revision(
 async fn load_row_by_row(
     pool: &SqlitePool,
     session_id: &str,
+    now: i64,
     op: Op<'_>,
 ) -> Result<Vec<ChatMessage>> {
-    let rows = rows(pool, session_id)
+    let rows = rows(pool, session_id, now)
         .await
         .map_err(|e| parse_sqlite_error(e, op))?;
     decode_rows(session_id, rows)
 }
 
-/// The `(seq, message)` rows of `session_id`, in seq order ([`LOAD_ROWS`]).
+/// The `(seq, message)` rows of `session_id`, in seq order, none if it has expired at
+/// `now` ([`LOAD_ROWS`]).
 async fn rows<'c>(
     executor: impl sqlx::Executor<'c, Database = Sqlite>,
     session_id: &str,
+    now: i64,
 ) -> sqlx::Result<Vec<(i64, String)>> {
     sqlx::query_as(LOAD_ROWS)
         .bind(session_id)
+        .bind(now)
         .fetch_all(executor)
         .await
 }

@@ -7,7 +7,9 @@
 //! inspected with the `sqlite3` shell (see the crate README). Sessions carry an owner, a
 //! title, tags and data, and are listed a page at a time by walking an index from a
 //! cursor, so a page of one owner's sessions costs the same at a thousand sessions as at
-//! a million (`crate::listing`).
+//! a million (`crate::listing`). A session may expire ([`fusion_core::Expiry`]): from
+//! then on it is absent for every read and write, and `purge_expired` deletes it
+//! (`crate::expiry`).
 //!
 //! ```no_run
 //! # async fn demo() -> fusion_core::Result<()> {
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
-    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_purge_batch,
 };
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
@@ -38,6 +40,7 @@ use crate::busy::wait_while_busy;
 use crate::config::{Location, SqliteOptions, ensure_parent_dir, parse_url};
 use crate::direct::Direct;
 use crate::error::{BACKEND, Op, PLACE, parse_direct_error, parse_sqlite_error};
+use crate::expiry::now_micros;
 use crate::listing;
 use crate::meta::{InfoRow, InfoTuple};
 use crate::migrate;
@@ -200,12 +203,18 @@ impl SqliteStorage {
     /// Runs `write` for operation `name`: through the direct connections when this
     /// storage opened the file itself, otherwise as one script on the pool.
     async fn write(&self, write: Write, name: &'static str, session_id: &str) -> Result<()> {
-        self.run(write, name, session_id).await.map(drop)
+        self.run(write, name, Some(session_id)).await.map(drop)
     }
 
-    /// [`write`](Self::write), telling how it ended: what a conditional write needs.
-    async fn run(&self, write: Write, name: &'static str, session_id: &str) -> Result<Written> {
-        let op = self.op(name, Some(session_id));
+    /// [`write`](Self::write), telling how it ended: what a conditional write needs. A
+    /// purge names no session.
+    async fn run(
+        &self,
+        write: Write,
+        name: &'static str,
+        session_id: Option<&str>,
+    ) -> Result<Written> {
+        let op = self.op(name, session_id);
         match &self.direct {
             Some(direct) => direct
                 .write(write)
@@ -235,15 +244,21 @@ impl ConversationStorage for SqliteStorage {
 
     /// Reads the rows in seq order: on a database file opened by this crate, on a blocking
     /// thread while this task parses them (`crate::direct`); otherwise as one JSON array
-    /// that SQLite assembles, parsed once (`crate::pooled`). Cost: O(history). A row that
-    /// is not a valid message, or a gap in the seqs, is
+    /// that SQLite assembles, parsed once (`crate::pooled`). An expired session reads
+    /// empty (its statement looks its `sessions` row up once). Cost: O(history). A row
+    /// that is not a valid message, or a gap in the seqs, is
     /// [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq.
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
         SessionId::validate(session_id)?;
         let op = self.op("load", Some(session_id));
+        let now = now_micros();
         match &self.direct {
-            Some(direct) => direct.load(session_id, |e| parse_direct_error(e, op)).await,
-            None => pooled::load(&self.pool, session_id, op).await,
+            Some(direct) => {
+                direct
+                    .load(session_id, now, |e| parse_direct_error(e, op))
+                    .await
+            }
+            None => pooled::load(&self.pool, session_id, now, op).await,
         }
     }
 
@@ -254,19 +269,24 @@ impl ConversationStorage for SqliteStorage {
             .await
     }
 
-    /// Reads the `sessions` table only. Cost: O(number of sessions).
+    /// Reads the `sessions` table only, skipping expired sessions. Cost: O(number of
+    /// sessions).
     async fn list_sessions(&self) -> Result<Vec<String>> {
         sqlx::query_scalar(LIST_SESSIONS)
+            .bind(now_micros())
             .fetch_all(&self.pool)
             .await
             .map_err(|e| parse_sqlite_error(e, self.op("list_sessions", None)))
     }
 
-    /// One `BEGIN IMMEDIATE` transaction: bump the session's count, insert the new rows.
-    /// Cost: O(`messages.len()`), independent of history length. On a database file this
-    /// crate opened a small append runs on the calling thread when the database is free
-    /// (see `crate::direct`); otherwise on a blocking thread, or in one round trip to a
-    /// pooled connection's worker thread.
+    /// One `BEGIN IMMEDIATE` transaction: bump the session's count (moving an idle
+    /// expiry), insert the new rows. Cost: O(`messages.len()`), independent of history
+    /// length. On a database file this crate opened a small append runs on the calling
+    /// thread when the database is free (see `crate::direct`); otherwise on a blocking
+    /// thread, or in one round trip to a pooled connection's worker thread. An append to
+    /// an expired session writes nothing in those statements; then the session is removed
+    /// and the append runs again, creating it afresh (in the same transaction, or a second
+    /// round trip on the pool).
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if messages.is_empty() {
@@ -277,7 +297,8 @@ impl ConversationStorage for SqliteStorage {
         self.write(write, "append", session_id).await
     }
 
-    /// Deletes the rows from seq `len` on and lowers the count, in one transaction.
+    /// Deletes the rows from seq `len` on and lowers the count, in one transaction. An
+    /// expired session is absent: nothing is truncated.
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
         SessionId::validate(session_id)?;
         let write = if len == 0 {
@@ -290,23 +311,26 @@ impl ConversationStorage for SqliteStorage {
 
     /// Reads the session's `sessions` row, then its messages, in one read transaction (on a
     /// database file this crate opened), or both in one statement (the pool): the revision
-    /// and the history come from one snapshot. Cost: what `load` costs, plus one lookup.
+    /// and the history come from one snapshot. An expired session is
+    /// [`Revision::ABSENT`]. Cost: what `load` costs, plus one lookup.
     async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
         SessionId::validate(session_id)?;
         let op = self.op("load_revision", Some(session_id));
+        let now = now_micros();
         match &self.direct {
             Some(direct) => {
                 direct
-                    .load_revision(session_id, |e| parse_direct_error(e, op))
+                    .load_revision(session_id, now, |e| parse_direct_error(e, op))
                     .await
             }
-            None => pooled::load_revision(&self.pool, session_id, op).await,
+            None => pooled::load_revision(&self.pool, session_id, now, op).await,
         }
     }
 
-    /// One `BEGIN IMMEDIATE` transaction: read the session's generation and count (one
-    /// lookup of its `sessions` row), compare them with `expected`, then run the
-    /// statements of `append`, `truncate` or `save`, or roll back with
+    /// One `BEGIN IMMEDIATE` transaction: read the session's generation, count and expiry
+    /// (one lookup of its `sessions` row), compare them with `expected` (an expired
+    /// session is absent), then run the statements of `append`, `truncate` or `save`
+    /// (removing an expired session first), or roll back with
     /// [`Error::Conflict`](fusion_core::Error::Conflict). Cost: the lookup plus what the
     /// plain write costs; a small conditional append runs on the calling thread like an
     /// append. On the pool it is two round trips instead of one.
@@ -319,7 +343,7 @@ impl ConversationStorage for SqliteStorage {
         SessionId::validate(session_id)?;
         fusion_core::check_storable(BACKEND, session_id, change.messages())?;
         let write = Write::conditional(session_id, expected, change)?;
-        match self.run(write, "write_if", session_id).await? {
+        match self.run(write, "write_if", Some(session_id)).await? {
             Written::Committed(generation) => Ok(generation.unwrap_or_default()),
             written => {
                 let found = refused(written);
@@ -328,24 +352,30 @@ impl ConversationStorage for SqliteStorage {
         }
     }
 
-    /// Reads the session's `sessions` row (count, timestamps, generation, owner) and its
-    /// `session_meta` row (title, tags, data): one lookup each, O(1). Damaged `tags` or
-    /// `data` cells are [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the session.
+    /// Reads the session's `sessions` row (count, timestamps, generation, owner, expiry)
+    /// and its `session_meta` row (title, tags, data): one lookup each, O(1). An expired
+    /// session is `None`. Damaged `tags` or `data` cells are
+    /// [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the session.
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
+        let now = now_micros();
         let row: Option<InfoTuple> = sqlx::query_as(READ_INFO)
             .bind(session_id)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| parse_sqlite_error(e, self.op("session_info", Some(session_id))))?;
-        row.map(|row| InfoRow::from(row).decode()).transpose()
+        row.map(InfoRow::from)
+            .filter(|row| !row.is_expired_at(now))
+            .map(InfoRow::decode)
+            .transpose()
     }
 
     /// One `BEGIN IMMEDIATE` transaction: look the session up (refusing with
-    /// [`Error::Conflict`](fusion_core::Error::Conflict) if it exists), then insert its
-    /// row with the owner, its messages, its `session_meta` row (when it has a title, tags
-    /// or data) and one `session_tags` row per tag. Cost: what an append of `messages`
-    /// costs, plus a row per tag; runs on the calling thread like a small append.
+    /// [`Error::Conflict`](fusion_core::Error::Conflict) if it exists and has not expired;
+    /// removing it if it has), then insert its row with the owner and expiry, its
+    /// messages, its `session_meta` row (when it has a title, tags or data) and one
+    /// `session_tags` row per tag. Cost: what an append of `messages` costs, plus a row
+    /// per tag; runs on the calling thread like a small append.
     async fn create_session(
         &self,
         session_id: &str,
@@ -354,7 +384,7 @@ impl ConversationStorage for SqliteStorage {
     ) -> Result<u64> {
         check_creation(BACKEND, session_id, meta, messages)?;
         let write = Write::create(session_id, meta, messages)?;
-        match self.run(write, "create_session", session_id).await? {
+        match self.run(write, "create_session", Some(session_id)).await? {
             Written::Committed(generation) => Ok(generation.unwrap_or_default()),
             written => {
                 let found = refused(written);
@@ -365,9 +395,10 @@ impl ConversationStorage for SqliteStorage {
     }
 
     /// One `BEGIN IMMEDIATE` transaction: read the session's facts, apply `update` and
-    /// validate the result in Rust, then write the owner and `updated_at` (moved, never
-    /// back), the `session_meta` row and the `session_tags` rows; or roll back, writing
-    /// nothing, when the session is absent (`None`), the result is invalid
+    /// validate the result in Rust, then write the owner, `updated_at` (moved, never back)
+    /// and the expiry (the one set, or an idle one moved), the `session_meta` row and the
+    /// `session_tags` rows; or roll back, writing nothing, when the session is absent or
+    /// expired (`None`), the result is invalid
     /// ([`Error::InvalidMeta`](fusion_core::Error::InvalidMeta)) or the stored metadata is
     /// damaged. Concurrent updates queue on the write lock, so none undoes another. An
     /// empty `update` only reads. Cost: O(tags).
@@ -381,7 +412,7 @@ impl ConversationStorage for SqliteStorage {
             return self.session_info(session_id).await;
         }
         let write = Write::update_meta(session_id, update);
-        match self.run(write, "update_session", session_id).await? {
+        match self.run(write, "update_session", Some(session_id)).await? {
             Written::Updated(info) => Ok(info.map(|info| *info)),
             Written::Rejected(e) => Err(e),
             other => unreachable!("a metadata update ended as {other:?}"),
@@ -393,7 +424,22 @@ impl ConversationStorage for SqliteStorage {
     /// (O(the owner's sessions) at worst) and a tag's sessions newest first (O(the tag's
     /// sessions)). See `crate::listing` for the queries and their plans.
     async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
-        listing::page(&self.pool, query, self.op("list_page", None)).await
+        let op = self.op("list_page", None);
+        listing::page(&self.pool, query, now_micros(), op).await
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: delete, from every table, the first `batch`
+    /// sessions of the `sessions_by_expiry` index whose expiry is not after now. The
+    /// transaction holds the write lock, so each is still expired when deleted (a session
+    /// written again since has a later expiry, or none, and is not among them). Cost:
+    /// O(`batch`) index steps plus the deleted rows, however many sessions are stored; on a
+    /// blocking thread, or one round trip on the pool.
+    async fn purge_expired(&self, batch: usize) -> Result<usize> {
+        check_purge_batch(batch)?;
+        match self.run(Write::purge(batch), "purge_expired", None).await? {
+            Written::Purged(deleted) => Ok(deleted),
+            other => unreachable!("a purge ended as {other:?}"),
+        }
     }
 
     fn backend_name(&self) -> &'static str {

@@ -1,7 +1,7 @@
 //! A database written by the release before session metadata (schema version 2) opens
 //! with this build, is upgraded in place to the current schema and keeps every message,
-//! id, count, timestamp and generation; its sessions have no metadata until some is set,
-//! and then metadata and listing work on them as on new sessions.
+//! id, count, timestamp and generation; its sessions have no metadata and no expiry until
+//! some is set, and then metadata, expiry and listing work on them as on new sessions.
 //!
 //! # The fixture
 //!
@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fusion_core::{
-    ChatMessage, ConversationStorage, MetaUpdate, SessionMeta, SessionOrder, SessionQuery, ToolCall,
+    ChatMessage, ConversationStorage, Expiry, MetaUpdate, SessionMeta, SessionOrder, SessionQuery,
+    ToolCall,
 };
 use fusion_storage_sqlite::SqliteStorage;
 use serde_json::json;
@@ -115,6 +116,14 @@ async fn raw_contents(path: &Path) -> (Vec<i64>, Vec<V2Session>, Vec<(String, i6
     (versions, sessions, messages)
 }
 
+/// The `(expires_at, expiry_idle)` columns of every session, by id.
+async fn stored_expiries(pool: &SqlitePool) -> Vec<(Option<i64>, Option<i64>)> {
+    sqlx::query_as("SELECT expires_at, expiry_idle FROM sessions ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
 /// Opens `path` through the direct path (`connect`) or through a caller's pool
 /// (`from_pool`, where every write goes through sqlx).
 async fn open(path: &Path, pooled: bool) -> SqliteStorage {
@@ -146,7 +155,7 @@ async fn a_version_2_database_upgrades_in_place_and_keeps_every_session() {
 
         let storage = open(&path, pooled).await;
         let (versions_after, _, messages_after) = raw_contents(&path).await;
-        assert_eq!(versions_after, [1, 2, 3], "upgraded to version 3");
+        assert_eq!(versions_after, [1, 2, 3, 4], "upgraded to version 4");
         assert_eq!(
             messages_after, messages,
             "every message row kept, byte for byte"
@@ -160,7 +169,14 @@ async fn a_version_2_database_upgrades_in_place_and_keeps_every_session() {
             assert_eq!(info.updated_at, at_millis(*updated), "{id}");
             assert_eq!(info.generation, generation.cast_unsigned(), "{id}");
             assert_eq!(info.meta, SessionMeta::new(), "{id}: no metadata yet");
+            assert_eq!(info.expires_at, None, "{id}: no expiry");
         }
+        assert_eq!(
+            stored_expiries(storage.pool()).await,
+            [(None, None); 3],
+            "every upgraded row reads as never expiring"
+        );
+        assert_eq!(storage.purge_expired(100).await.unwrap(), 0);
         for (id, history) in histories() {
             let (loaded, revision) = storage.load_revision(id).await.unwrap();
             assert_eq!(loaded, history, "{id}");
@@ -196,7 +212,7 @@ async fn a_version_2_database_upgrades_in_place_and_keeps_every_session() {
         assert_eq!(info.meta.owner.as_deref(), Some("alice"));
         assert_eq!(info.meta.tags, ["upgraded"]);
         again.close().await;
-        assert_eq!(raw_contents(&path).await.0, [1, 2, 3]);
+        assert_eq!(raw_contents(&path).await.0, [1, 2, 3, 4]);
     }
 }
 
@@ -256,4 +272,23 @@ async fn metadata_works_on_upgraded_sessions(storage: &SqliteStorage, sessions: 
         .await
         .unwrap();
     assert_eq!(unowned.sessions.len(), 4);
+
+    // An upgraded session takes an idle expiry like a new one, and its next write moves it.
+    let hour = Duration::from_secs(3600);
+    let idle = storage
+        .update_session(
+            "rewritten",
+            &MetaUpdate::new().expiry(Some(Expiry::Idle(hour))),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(idle.expires_at, Some(idle.updated_at.unwrap() + hour));
+    storage
+        .append("rewritten", &[ChatMessage::user("later")])
+        .await
+        .unwrap();
+    let moved = storage.session_info("rewritten").await.unwrap().unwrap();
+    assert_eq!(moved.expires_at, Some(moved.updated_at.unwrap() + hour));
+    assert_eq!(moved.meta.expiry, Some(Expiry::Idle(hour)));
 }

@@ -226,7 +226,7 @@ async fn version_1_sessions_read_as_legacy_until_their_first_rewrite() {
 
 /// A database at every schema version up to this build's own opens and reads its
 /// sessions' generations as stored: 1 for the versions before the column existed, the
-/// stored value from version 2 on (so reopening never resets one).
+/// stored value from version 2 on (so reopening never resets one); none of them expires.
 #[tokio::test]
 async fn a_database_at_each_schema_version_opens_with_its_generations() {
     const STORED: u64 = 4_503_599_627_370_497; // 2^52 + 1: below 2^53, as every generation
@@ -260,6 +260,12 @@ async fn a_database_at_each_schema_version_opens_with_its_generations() {
                     len: 4
                 },
                 "version {version}"
+            );
+            let info = storage.session_info("s").await.unwrap().unwrap();
+            assert_eq!(
+                (info.expires_at, info.meta.expiry),
+                (None, None),
+                "version {version}: no expiry"
             );
             storage.close().await;
         }

@@ -10,12 +10,16 @@
 //!
 //! `load_revision` is the same load with the session's revision read first, in the same
 //! read transaction as the rows, so both come from one snapshot of the database.
+//!
+//! Both read a session that has expired at `now` (`crate::expiry`) as absent: `load`'s
+//! statement skips its rows, `load_revision` skips them once the revision's row shows
+//! the expiry.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use fusion_core::sql::{check_count, revision_of};
-use fusion_core::{ChatMessage, Result, Revision};
+use fusion_core::{ChatMessage, Result, Revision, is_expired};
 use rusqlite::OptionalExtension;
 use tokio::sync::mpsc;
 
@@ -44,27 +48,31 @@ struct Batch {
 }
 
 impl Direct {
-    /// Loads `session_id`: rows read on a blocking thread, parsed here as they arrive. A
-    /// damaged row is [`Error::Corrupt`](fusion_core::Error::Corrupt) naming its seq;
-    /// `on_error` maps SQLite's own errors.
+    /// Loads `session_id` as of `now` (Unix µs): rows read on a blocking thread, parsed
+    /// here as they arrive. A damaged row is
+    /// [`Error::Corrupt`](fusion_core::Error::Corrupt) naming its seq; `on_error` maps
+    /// SQLite's own errors.
     pub(crate) async fn load(
         self: &Arc<Self>,
         session_id: &str,
+        now: i64,
         on_error: impl FnOnce(DirectError) -> fusion_core::Error,
     ) -> Result<Vec<ChatMessage>> {
-        self.load_rows(session_id, false, on_error)
+        self.load_rows(session_id, now, false, on_error)
             .await
             .map(|(history, _)| history)
     }
 
-    /// Loads `session_id` and its revision, read in one transaction: a `sessions` row whose
-    /// count disagrees with the rows is [`Error::Corrupt`](fusion_core::Error::Corrupt).
+    /// Loads `session_id` and its revision as of `now` (Unix µs), read in one
+    /// transaction: a `sessions` row whose count disagrees with the rows is
+    /// [`Error::Corrupt`](fusion_core::Error::Corrupt).
     pub(crate) async fn load_revision(
         self: &Arc<Self>,
         session_id: &str,
+        now: i64,
         on_error: impl FnOnce(DirectError) -> fusion_core::Error,
     ) -> Result<(Vec<ChatMessage>, Revision)> {
-        let (history, revision) = self.load_rows(session_id, true, on_error).await?;
+        let (history, revision) = self.load_rows(session_id, now, true, on_error).await?;
         let revision = revision.unwrap_or(Revision::ABSENT);
         check_count(BACKEND, session_id, revision.len, history.len())?;
         Ok((history, revision))
@@ -74,6 +82,7 @@ impl Direct {
     async fn load_rows(
         self: &Arc<Self>,
         session_id: &str,
+        now: i64,
         with_revision: bool,
         on_error: impl FnOnce(DirectError) -> fusion_core::Error,
     ) -> Result<(Vec<ChatMessage>, Option<Revision>)> {
@@ -81,9 +90,9 @@ impl Direct {
         let id = session_id.to_owned();
         let reading = self.read(move |conn| {
             if with_revision {
-                read_revision_and_batches(conn, &id, &batches).map(Some)
+                read_revision_and_batches(conn, &id, now, &batches).map(Some)
             } else {
-                read_batches(conn, &id, &batches).map(|()| None)
+                read_batches(conn, &id, now, &batches).map(|()| None)
             }
         });
         // Owns the receiver: `join!` drops a finished future at once, so when parsing stops
@@ -106,35 +115,42 @@ impl Direct {
     }
 }
 
-/// [`READ_REVISION`], then (for a session that exists) the rows, in one read transaction:
-/// in WAL mode its snapshot is taken by the first read and holds for the second.
+/// [`READ_REVISION`], then (for a session that exists and has not expired at `now`) the
+/// rows, in one read transaction: in WAL mode its snapshot is taken by the first read and
+/// holds for the second.
 fn read_revision_and_batches(
     conn: &rusqlite::Connection,
     session_id: &str,
+    now: i64,
     batches: &mpsc::Sender<Batch>,
 ) -> rusqlite::Result<Revision> {
     // Dropping it ends the transaction (a rollback, which for a read changes nothing).
     let _snapshot = conn.unchecked_transaction()?;
-    let row = conn
+    let row: Option<(i64, i64, Option<i64>)> = conn
         .prepare_cached(READ_REVISION)?
-        .query_row([session_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row([session_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
         .optional()?;
-    let revision = revision_of(row);
+    let row = row.filter(|&(_, _, expires_at)| !is_expired(expires_at, now));
+    let revision = revision_of(row.map(|(generation, count, _)| (generation, count)));
     if revision.exists() {
-        read_batches(conn, session_id, batches)?;
+        read_batches(conn, session_id, now, batches)?;
     }
     Ok(revision)
 }
 
-/// Steps through the rows of `session_id`, sending them in batches. Stops early, without
-/// an error, when the receiving side is gone (a damaged row, or the load was cancelled).
+/// Steps through the rows of `session_id` (none if it has expired at `now`), sending them
+/// in batches. Stops early, without an error, when the receiving side is gone (a damaged
+/// row, or the load was cancelled).
 fn read_batches(
     conn: &rusqlite::Connection,
     session_id: &str,
+    now: i64,
     batches: &mpsc::Sender<Batch>,
 ) -> rusqlite::Result<()> {
     let mut statement = conn.prepare_cached(LOAD_ROWS)?;
-    let mut rows = statement.query([session_id])?;
+    let mut rows = statement.query(rusqlite::params![session_id, now])?;
     let mut batch = Batch::default();
     let mut batch_bytes = BATCH_FIRST_BYTES;
     while let Some(row) = rows.next()? {

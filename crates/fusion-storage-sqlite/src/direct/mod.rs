@@ -13,9 +13,9 @@
 //!   write lock. It then waits for nothing: its busy timeout is zero, and a busy database sends
 //!   it down the next path instead of blocking the thread;
 //! - every other write (a save or truncate of any size, a big append, any write at
-//!   [`Durability::Full`], which waits for an fsync, and a small
-//!   append that met a busy database) runs on a Tokio blocking thread with the configured
-//!   busy timeout;
+//!   [`Durability::Full`], which waits for an fsync, a small append that met a busy
+//!   database, and one that found its session expired and must first remove it: see
+//!   `run.rs`) runs on a Tokio blocking thread with the configured busy timeout;
 //! - loads run on a blocking thread, on a connection from a small set of idle readers, and
 //!   step through the rows straight from SQLite's buffers.
 //!
@@ -28,22 +28,22 @@
 
 mod load;
 mod open;
+mod run;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use fusion_core::sql::revision_of;
 use rusqlite::Connection;
 
 use crate::busy::wait_while_busy;
 use crate::checkpoint::{self, Checkpointer, Due};
 use crate::config::{DirectOptions, Durability};
 use crate::error::{DirectError, MaybeBusy};
-use crate::meta::InfoRow;
-use crate::sql::{BEGIN_WRITE, Check, Found, Value, Verdict, Write, Written};
+use crate::sql::{Write, Written};
 
 use open::open;
+use run::{Failure, run};
 
 /// The largest bound payload (the messages' JSON) a write may carry to run on an async
 /// task's thread: SQLite parses the bound JSON as part of the write, so a bigger payload
@@ -191,8 +191,8 @@ impl Direct {
 
     /// Runs `write` (binding `bound_bytes`) on this thread if it is small and bounded, no
     /// other write of this storage is running or queued, and no other connection holds
-    /// the write lock. `None` when it did not run (or met a busy database and rolled
-    /// back): it goes to a blocking thread then.
+    /// the write lock. `None` when it did not run (or met a busy database, or an expired
+    /// session to remove, and rolled back): it goes to a blocking thread then.
     fn write_inline(
         &self,
         write: &Write,
@@ -207,7 +207,9 @@ impl Direct {
         let mut writer = self.writer.try_lock().ok()?;
         let conn = writer.conn.as_ref()?;
         // The writer's busy timeout is zero except while a blocking write runs.
-        match run(conn, write) {
+        match run(conn, write, true) {
+            // It must remove an expired session first: a blocking thread's job.
+            Ok(Written::Deferred) => None,
             Ok(written) => Some(Ok(written)),
             Err(failure) => {
                 // Another connection holds the lock the write needs.
@@ -226,7 +228,7 @@ impl Direct {
         }
         let options = self.options.clone();
         tokio::task::spawn_blocking(move || {
-            let result = writer.waiting(&options, |conn| run(conn, &write))?;
+            let result = writer.waiting(&options, |conn| run(conn, &write, false))?;
             result.map_err(|failure| writer.after(failure))
         })
         .await?
@@ -340,91 +342,6 @@ impl Writer {
     }
 }
 
-/// A failed write, and whether its connection may still be in the transaction.
-struct Failure {
-    error: rusqlite::Error,
-    still_in_transaction: bool,
-}
-
-/// Runs `write`'s statements in one [`BEGIN_WRITE`] transaction, after its check, if it
-/// has one, decided from the row it read in that transaction (rolling back when the check
-/// stops the write). On failure the transaction is rolled back, if SQLite did not already.
-fn run(conn: &Connection, write: &Write) -> Result<Written, Failure> {
-    let steps = || -> rusqlite::Result<Written> {
-        conn.prepare_cached(BEGIN_WRITE)?.raw_execute()?;
-        let (extra, written) = match &write.check {
-            None => (Vec::new(), Written::Committed(None)),
-            Some(check) => match check.decide(read_found(conn, check, write)?) {
-                Verdict::Go { extra, written } => (extra, written),
-                Verdict::Stop(written) => {
-                    conn.prepare_cached("ROLLBACK")?.raw_execute()?;
-                    return Ok(written);
-                }
-            },
-        };
-        let decided;
-        let values = if extra.is_empty() {
-            &write.values[..]
-        } else {
-            decided = [&write.values[..], &extra[..]].concat();
-            &decided[..]
-        };
-        for sql in write.sql.statements {
-            let mut statement = conn.prepare_cached(sql)?;
-            bind(&mut statement, values)?;
-            statement.raw_execute()?;
-        }
-        conn.prepare_cached("COMMIT")?.raw_execute()?;
-        Ok(written)
-    };
-    let error = match steps() {
-        Ok(written) => return Ok(written),
-        Err(error) => error,
-    };
-    let still_in_transaction = !conn.is_autocommit()
-        && match conn.execute_batch("ROLLBACK") {
-            Ok(()) => false,
-            Err(e) => {
-                tracing::warn!(error = %e, "closing a SQLite connection whose failed write could not be rolled back");
-                true
-            }
-        };
-    Err(Failure {
-        error,
-        still_in_transaction,
-    })
-}
-
-/// What `check` of `write` decides on, read by [`Check::read`] inside its transaction.
-fn read_found(conn: &Connection, check: &Check, write: &Write) -> rusqlite::Result<Found> {
-    let mut statement = conn.prepare_cached(check.read())?;
-    bind(&mut statement, &write.values)?;
-    let mut rows = statement.raw_query();
-    let row = rows.next()?;
-    Ok(match check {
-        Check::Revision(_) => {
-            let row = match row {
-                Some(row) => Some((row.get(0)?, row.get(1)?)),
-                None => None,
-            };
-            Found::Revision(revision_of(row))
-        }
-        Check::Meta { .. } => Found::Info(row.map(InfoRow::from_rusqlite).transpose()?),
-    })
-}
-
-/// Binds a statement's parameters ?1..?n to the first n of a write's values.
-fn bind(statement: &mut rusqlite::Statement<'_>, values: &[Value]) -> rusqlite::Result<()> {
-    for (index, value) in (1..=statement.parameter_count()).zip(values) {
-        match value {
-            Value::Text(text) => statement.raw_bind_parameter(index, text.as_str())?,
-            Value::Int(n) => statement.raw_bind_parameter(index, n)?,
-            Value::Null => statement.raw_bind_parameter(index, rusqlite::types::Null)?,
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -458,6 +375,9 @@ mod tests {
             .execute_batch(include_str!(
                 "../../migrations/0003_session_metadata_and_listing.sql"
             ))
+            .unwrap();
+        setup
+            .execute_batch(include_str!("../../migrations/0004_session_expiry.sql"))
             .unwrap();
         drop(setup);
         let options = DirectOptions {

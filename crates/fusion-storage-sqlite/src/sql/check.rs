@@ -2,8 +2,12 @@
 //! it read for that ([`Found`]), what the check decided ([`Verdict`]) and how the write
 //! ended ([`Written`]). Both runners (`crate::direct`, `crate::pooled`) read the row a
 //! check names and call [`Check::decide`], so they cannot disagree on a decision.
+//!
+//! A check reads the row whatever its expiry and decides here, at the write's own `now`,
+//! whether it has expired (`crate::expiry`): then the session counts as absent, and a
+//! write that goes ahead removes it first ([`Verdict::Go`]'s `remove_first`).
 
-use fusion_core::{Error, MetaUpdate, Revision, SessionInfo};
+use fusion_core::{Error, MetaUpdate, Revision, SessionInfo, is_expired};
 
 use super::{BEGIN_AND_READ_INFO, BEGIN_AND_READ_REVISION, READ_INFO, READ_REVISION, Value};
 use crate::generation::Condition;
@@ -12,28 +16,37 @@ use crate::meta::{self, InfoRow, Updated};
 /// What a write reads and decides inside its transaction before its statements run.
 #[derive(Debug)]
 pub(crate) enum Check {
-    /// A conditional write or a creation: the session's revision ([`READ_REVISION`]) must
-    /// meet the condition.
-    Revision(Condition),
-    /// A metadata update at `now` (Unix ms): the session's facts ([`READ_INFO`]) with the
+    /// A conditional write or a creation at `now` (Unix µs, the instant its statements
+    /// bind): the session's revision ([`READ_REVISION`]) must meet the condition.
+    Revision { condition: Condition, now: i64 },
+    /// A metadata update at `now` (Unix µs): the session's facts ([`READ_INFO`]) with the
     /// update applied must be valid metadata.
     Meta { update: MetaUpdate, now: i64 },
 }
 
-/// The row a [`Check`] read: a revision for [`Check::Revision`], the facts (if the session
-/// exists) for [`Check::Meta`].
+/// The row a [`Check`] read: a revision and the row's `expires_at` for
+/// [`Check::Revision`] (absent: [`Revision::ABSENT`] and `None`), the facts (if the
+/// session exists) for [`Check::Meta`].
 #[derive(Debug)]
 pub(crate) enum Found {
-    Revision(Revision),
+    Revision {
+        revision: Revision,
+        expires_at: Option<i64>,
+    },
     Info(Option<InfoRow>),
 }
 
 /// What a [`Check`] decided.
 #[derive(Debug)]
 pub(crate) enum Verdict {
-    /// Run the statements, binding `extra` after the write's own values; once committed,
-    /// the write ended as `written`.
-    Go { extra: Vec<Value>, written: Written },
+    /// Run the statements, binding `extra` after the write's own values, after removing
+    /// the session when `remove_first` (it had expired); once committed, the write ended
+    /// as `written`.
+    Go {
+        extra: Vec<Value>,
+        written: Written,
+        remove_first: bool,
+    },
     /// Roll back: the write ended as this, having written nothing.
     Stop(Written),
 }
@@ -53,12 +66,26 @@ pub(crate) enum Written {
     /// A metadata update was refused (its result broke a rule, or the row is damaged): it
     /// rolled back and wrote nothing.
     Rejected(Error),
+    /// A purge committed, deleting this many sessions.
+    Purged(usize),
+    /// A write on an async task's thread found it must first remove an expired session
+    /// (work that grows with that session's history): it rolled back, wrote nothing, and
+    /// runs again on a blocking thread. Only `crate::direct` ends a write so, and only
+    /// there.
+    Deferred,
 }
 
 impl Written {
     /// Whether something was committed (what counts towards a WAL checkpoint).
     pub(crate) fn committed(&self) -> bool {
-        matches!(self, Written::Committed(_) | Written::Updated(Some(_)))
+        match self {
+            Written::Committed(_) | Written::Updated(Some(_)) => true,
+            Written::Purged(deleted) => *deleted > 0,
+            Written::Refused(_)
+            | Written::Updated(None)
+            | Written::Rejected(_)
+            | Written::Deferred => false,
+        }
     }
 }
 
@@ -66,7 +93,7 @@ impl Check {
     /// The statement that reads what the check decides on, bound to ?1 only.
     pub(crate) fn read(&self) -> &'static str {
         match self {
-            Check::Revision(_) => READ_REVISION,
+            Check::Revision { .. } => READ_REVISION,
             Check::Meta { .. } => READ_INFO,
         }
     }
@@ -74,7 +101,7 @@ impl Check {
     /// [`read`](Self::read) after `BEGIN IMMEDIATE`, as one script for sqlx.
     pub(crate) fn begin_and_read(&self) -> &'static str {
         match self {
-            Check::Revision(_) => BEGIN_AND_READ_REVISION,
+            Check::Revision { .. } => BEGIN_AND_READ_REVISION,
             Check::Meta { .. } => BEGIN_AND_READ_INFO,
         }
     }
@@ -82,26 +109,42 @@ impl Check {
     /// Decides from the row read by [`read`](Self::read).
     pub(crate) fn decide(&self, found: Found) -> Verdict {
         match (self, found) {
-            (Check::Revision(condition), Found::Revision(revision)) => {
+            (
+                Check::Revision { condition, now },
+                Found::Revision {
+                    revision,
+                    expires_at,
+                },
+            ) => {
+                let expired = is_expired(expires_at, *now);
+                let revision = if expired { Revision::ABSENT } else { revision };
                 match condition.check(revision) {
                     Ok(generation) => Verdict::Go {
                         extra: Vec::new(),
                         written: Written::Committed(Some(generation)),
+                        remove_first: expired,
                     },
                     Err(found) => Verdict::Stop(Written::Refused(found)),
                 }
             }
             (Check::Meta { update, now }, Found::Info(row)) => {
                 match meta::apply_update(row, update, *now) {
-                    Ok(Some(Updated { info, updated_ms })) => Verdict::Go {
+                    Ok(Some(Updated {
+                        info,
+                        updated_ms,
+                        expiry,
+                    })) => Verdict::Go {
                         extra: vec![
                             Value::Int(updated_ms),
                             Value::text_or_null(info.meta.owner.as_deref()),
                             Value::Text(info.meta.tags_json()),
                             Value::text_or_null(info.meta.title.as_deref()),
                             Value::Text(info.meta.data_json()),
+                            Value::int_or_null(expiry.expires_at),
+                            Value::int_or_null(expiry.idle),
                         ],
                         written: Written::Updated(Some(Box::new(info))),
+                        remove_first: false,
                     },
                     Ok(None) => Verdict::Stop(Written::Updated(None)),
                     Err(e) => Verdict::Stop(Written::Rejected(e)),

@@ -1,0 +1,125 @@
+//! Session retention as this backend stores it (migration 0003, issue #16): the server's
+//! clock in microseconds, the SQL that treats an expired session as absent, and the
+//! expiry a write binds.
+//!
+//! A session's [`StoredExpiry`] lives in two `bigint` columns of its `sessions` row,
+//! microseconds: `expires_at` (indexed by `sessions_expiry` where set) and `expiry_idle`.
+//! Every instant comes from the server's clock, `now()`, as `updated_at` always has: a
+//! write computes an idle session's `expires_at` in its own statement from the
+//! `updated_at` it stores ([`micros!`]), and every check compares `expires_at` with
+//! [`now_us!`] of the statement's transaction. No client clock is involved, so processes
+//! on machines whose clocks disagree still agree on which sessions have expired.
+//!
+//! - Readers skip an expired row in their SQL ([`unexpired!`]; `load` by one lookup of the
+//!   session's row, [`expired!`]).
+//! - The append's upsert refuses an expired row (`ON CONFLICT DO UPDATE ... WHERE`): no
+//!   row comes back, and only then a transaction removes the session and runs the append
+//!   again (`crate::write::append`). A save does the same inside its transaction; a
+//!   conditional write reads the expiry with the row it locks; a metadata update and a
+//!   truncate find no session.
+//! - `purge_expired` is one statement deleting the first `batch` sessions of
+//!   `sessions_expiry` that have expired, each locked (`FOR UPDATE SKIP LOCKED`) and so
+//!   still expired when deleted.
+
+use fusion_core::{Expiry, StoredExpiry};
+
+/// SQL: `$t` (a `timestamptz` expression) in whole microseconds since the Unix epoch, as
+/// `updated_at` is read back (`extract` is exact, `numeric`, from PostgreSQL 14 on).
+macro_rules! micros {
+    ($t:literal) => {
+        concat!("(extract(epoch FROM ", $t, ") * 1000000)::int8")
+    };
+}
+pub(crate) use micros;
+
+/// SQL: the server's clock in microseconds: `now()`, the start of the transaction.
+macro_rules! now_us {
+    () => {
+        $crate::expiry::micros!("now()")
+    };
+}
+pub(crate) use now_us;
+
+/// SQL: the row (columns prefixed by `$p`, e.g. `"cur."` or `""`) has not expired.
+macro_rules! unexpired {
+    ($p:literal) => {
+        concat!(
+            "(",
+            $p,
+            "expires_at IS NULL OR ",
+            $p,
+            "expires_at > ",
+            $crate::expiry::now_us!(),
+            ")"
+        )
+    };
+}
+pub(crate) use unexpired;
+
+/// SQL: the session $1 has a row that has expired. Uncorrelated, so PostgreSQL runs it
+/// once per statement (an InitPlan): one lookup of the row's key.
+macro_rules! expired {
+    () => {
+        concat!(
+            "EXISTS (SELECT FROM sessions WHERE id = $1 AND expires_at <= ",
+            $crate::expiry::now_us!(),
+            ")"
+        )
+    };
+}
+pub(crate) use expired;
+
+/// SQL: the `expires_at` a write that sets `updated_at` to the `timestamptz` expression
+/// `$t` stores for a row whose idle span is `$idle` and fixed instant `$fixed`: `$t` in
+/// microseconds plus the span, or the fixed instant (NULL: none).
+macro_rules! expires_at {
+    ($t:literal, $fixed:literal, $idle:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $idle,
+            " IS NULL THEN ",
+            $fixed,
+            " ELSE ",
+            $crate::expiry::micros!($t),
+            " + ",
+            $idle,
+            " END"
+        )
+    };
+}
+pub(crate) use expires_at;
+
+/// The `(fixed instant, idle span)` a write binds for `expiry`, microseconds: the statement
+/// computes an idle session's `expires_at` from the `updated_at` it writes
+/// ([`expires_at!`]), so only the span is bound.
+pub(crate) fn bound(expiry: Option<&Expiry>) -> (Option<i64>, Option<i64>) {
+    let stored = StoredExpiry::of(expiry, 0);
+    match stored.idle {
+        Some(idle) => (None, Some(idle)),
+        None => (stored.expires_at, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn a_write_binds_the_instant_or_the_span() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_001);
+        assert_eq!(
+            bound(Some(&Expiry::At(at))),
+            (Some(1_700_000_000_000_001), None)
+        );
+        let idle = Expiry::Idle(Duration::from_secs(60));
+        assert_eq!(bound(Some(&idle)), (None, Some(60_000_000)));
+        assert_eq!(bound(None), (None, None));
+        assert_eq!(
+            unexpired!("cur."),
+            "(cur.expires_at IS NULL OR cur.expires_at > \
+             (extract(epoch FROM now()) * 1000000)::int8)"
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! The direct path's write transaction: one [`Write`] stepped statement by statement on
+//! the writer connection, with its check decided inside the transaction and an expired
+//! session removed before the write runs again.
+//!
+//! Removing a session deletes its whole history, work that grows with what is stored: a
+//! write running on an async task's thread (`inline`) that finds it must do so rolls back
+//! instead ([`Written::Deferred`]), and runs again on a blocking thread.
+
+use fusion_core::sql::revision_of;
+use rusqlite::Connection;
+
+use crate::meta::InfoRow;
+use crate::sql::{
+    BEGIN_WRITE, Check, Ends, Found, REMOVE, REMOVE_EXPIRED, Value, Verdict, Write, Written,
+};
+
+/// A failed write, and whether its connection may still be in the transaction.
+pub(super) struct Failure {
+    pub(super) error: rusqlite::Error,
+    pub(super) still_in_transaction: bool,
+}
+
+/// Runs `write`'s statements in one [`BEGIN_WRITE`] transaction, after its check, if it
+/// has one, decided from the row it read in that transaction (rolling back when the check
+/// stops the write, removing the session first when it found it expired). A write whose
+/// last statement changed no row because the session had expired ([`Ends::UnlessExpired`])
+/// removes it and runs again in the same transaction. When `inline`, a write that would
+/// remove a session rolls back instead ([`Written::Deferred`]). On failure the transaction
+/// is rolled back, if SQLite did not already.
+pub(super) fn run(conn: &Connection, write: &Write, inline: bool) -> Result<Written, Failure> {
+    let steps = || -> rusqlite::Result<Written> {
+        conn.prepare_cached(BEGIN_WRITE)?.raw_execute()?;
+        let (extra, written, remove_first) = match &write.check {
+            None => (Vec::new(), Written::Committed(None), false),
+            Some(check) => match check.decide(read_found(conn, check, write)?) {
+                Verdict::Go {
+                    extra,
+                    written,
+                    remove_first,
+                } => (extra, written, remove_first),
+                Verdict::Stop(written) => {
+                    conn.prepare_cached("ROLLBACK")?.raw_execute()?;
+                    return Ok(written);
+                }
+            },
+        };
+        let decided;
+        let values = if extra.is_empty() {
+            &write.values[..]
+        } else {
+            decided = [&write.values[..], &extra[..]].concat();
+            &decided[..]
+        };
+        let defer = || -> rusqlite::Result<Written> {
+            conn.prepare_cached("ROLLBACK")?.raw_execute()?;
+            Ok(Written::Deferred)
+        };
+        if remove_first {
+            if inline {
+                return defer();
+            }
+            execute(conn, REMOVE.statements, values)?;
+        }
+        let changed = execute(conn, write.sql.statements, values)?;
+        let written = match write.sql.ends {
+            Ends::Written => written,
+            Ends::UnlessExpired => {
+                if changed == 0 {
+                    if inline {
+                        return defer();
+                    }
+                    execute(conn, REMOVE_EXPIRED.statements, values)?;
+                    execute(conn, write.sql.statements, values)?;
+                }
+                written
+            }
+            Ends::Counted => Written::Purged(changed),
+        };
+        conn.prepare_cached("COMMIT")?.raw_execute()?;
+        Ok(written)
+    };
+    let error = match steps() {
+        Ok(written) => return Ok(written),
+        Err(error) => error,
+    };
+    let still_in_transaction = !conn.is_autocommit()
+        && match conn.execute_batch("ROLLBACK") {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "closing a SQLite connection whose failed write could not be rolled back");
+                true
+            }
+        };
+    Err(Failure {
+        error,
+        still_in_transaction,
+    })
+}
+
+/// Steps each of `statements` with `values` bound, returning how many rows the last one
+/// changed.
+fn execute(conn: &Connection, statements: &[&str], values: &[Value]) -> rusqlite::Result<usize> {
+    let mut changed = 0;
+    for sql in statements {
+        let mut statement = conn.prepare_cached(sql)?;
+        bind(&mut statement, values)?;
+        changed = statement.raw_execute()?;
+    }
+    Ok(changed)
+}
+
+/// What `check` of `write` decides on, read by [`Check::read`] inside its transaction.
+fn read_found(conn: &Connection, check: &Check, write: &Write) -> rusqlite::Result<Found> {
+    let mut statement = conn.prepare_cached(check.read())?;
+    bind(&mut statement, &write.values)?;
+    let mut rows = statement.raw_query();
+    let row = rows.next()?;
+    Ok(match check {
+        Check::Revision { .. } => match row {
+            Some(row) => Found::Revision {
+                revision: revision_of(Some((row.get(0)?, row.get(1)?))),
+                expires_at: row.get(2)?,
+            },
+            None => Found::Revision {
+                revision: revision_of(None),
+                expires_at: None,
+            },
+        },
+        Check::Meta { .. } => Found::Info(row.map(InfoRow::from_rusqlite).transpose()?),
+    })
+}
+
+/// Binds a statement's parameters ?1..?n to the first n of a write's values.
+fn bind(statement: &mut rusqlite::Statement<'_>, values: &[Value]) -> rusqlite::Result<()> {
+    for (index, value) in (1..=statement.parameter_count()).zip(values) {
+        match value {
+            Value::Text(text) => statement.raw_bind_parameter(index, text.as_str())?,
+            Value::Int(n) => statement.raw_bind_parameter(index, n)?,
+            Value::Null => statement.raw_bind_parameter(index, rusqlite::types::Null)?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! The statements that read histories and ids. Each binds ?1 the session id (where there
+//! is one) and now in microseconds, and reads an expired session as absent
+//! (`crate::expiry`).
+
+use crate::expiry::{expired, unexpired};
+
+/// A history row by row, in seq order; nothing for an expired session (?2 now).
+pub(crate) const LOAD_ROWS: &str = concat!(
+    "SELECT seq, message FROM messages WHERE session_id = ?1 AND NOT ",
+    expired!(),
+    " ORDER BY seq"
+);
+
+/// The rows of a history in seq order, for the one-row loads below; nothing for an
+/// expired session (?2 now).
+macro_rules! ordered_rows {
+    () => {
+        concat!(
+            "(SELECT seq, message FROM messages WHERE session_id = ?1 AND NOT ",
+            expired!(),
+            " ORDER BY seq)"
+        )
+    };
+}
+
+/// A whole history as one row, for sqlx: the stored JSON texts joined into one JSON
+/// array, and the seqs joined the same way. sqlx hands each result row across from the
+/// connection's worker thread on its own, which for a long history costs several times
+/// SQLite's scan; one row and one serde parse avoid that. The rows reach the aggregate in
+/// the order of the inner ORDER BY (SQLite runs an ordered subquery under an aggregate as
+/// is), and because both lists are built in that one pass, seqs reading 0,1,2,... prove
+/// the messages are complete and in order. `group_concat(x ORDER BY seq)` would say so
+/// itself but sorts a copy of every message, doubling the cost.
+pub(crate) const LOAD_ARRAY: &str = concat!(
+    "SELECT coalesce(group_concat(seq), ''), '[' || coalesce(group_concat(message), '') || ']' \
+     FROM ",
+    ordered_rows!()
+);
+
+/// A whole history as one row, like [`LOAD_ARRAY`], and the session's revision
+/// `(generation, message_count)` (0 and 0 when there is no `sessions` row, or it has
+/// expired at ?2): one statement, so one snapshot of both tables.
+pub(crate) const LOAD_REVISION_ARRAY: &str = concat!(
+    "SELECT coalesce((SELECT generation FROM sessions AS s WHERE s.id = ?1 AND ",
+    unexpired!("s", "?2"),
+    "), 0), \
+     coalesce((SELECT message_count FROM sessions AS s WHERE s.id = ?1 AND ",
+    unexpired!("s", "?2"),
+    "), 0), \
+     coalesce(group_concat(seq), ''), '[' || coalesce(group_concat(message), '') || ']' \
+     FROM ",
+    ordered_rows!()
+);
+
+/// Every session id that has not expired at ?1, from the `sessions` table only.
+pub(crate) const LIST_SESSIONS: &str = concat!(
+    "SELECT s.id FROM sessions AS s WHERE ",
+    unexpired!("s", "?1"),
+    " ORDER BY s.id"
+);

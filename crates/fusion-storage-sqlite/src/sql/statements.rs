@@ -1,0 +1,228 @@
+//! The statements of every write transaction, each a [`WriteSql`] that both runners run
+//! (see the parent module for the parameters and how they are numbered).
+//!
+//! The writes that leave messages treat an expired session (`crate::expiry`) as absent:
+//! APPEND and SAVE refuse its row in their upsert's `DO UPDATE ... WHERE` and skip it in
+//! their later statements ([`Ends::UnlessExpired`]), TRUNCATE leaves it alone. An idle
+//! expiry moves with `updated_at` in the UPDATE these writes run anyway:
+//! `expires_at = updated_at * 1000 + expiry_idle`, with the `updated_at` just written.
+
+use super::{Ends, WriteSql};
+use crate::expiry::{expired, unexpired};
+
+// An append: bump the session's count (creating the row, with the fresh generation ?4;
+// an existing row keeps its generation, and moves an idle expiry), then insert the new
+// messages after the old ones. The seqs come from the count read inside the write
+// transaction, so concurrent appenders in any process queue on the write lock and never
+// collide. `MAX` keeps updated_at monotonic if the clock steps back. An expired row is
+// neither updated nor appended to: no row changes, and the runner starts the session
+// afresh (`Ends::UnlessExpired`).
+pub(crate) static APPEND: WriteSql = write_sql!(
+    bounded: true,
+    ends: Ends::UnlessExpired,
+    concat!(
+        "INSERT INTO sessions (id, created_at, updated_at, message_count, generation) \
+         VALUES (?1, ?2 / 1000, ?2 / 1000, ?3, ?4) \
+         ON CONFLICT (id) DO UPDATE SET \
+             updated_at = MAX(excluded.updated_at, sessions.updated_at), \
+             message_count = sessions.message_count + excluded.message_count, \
+             expires_at = CASE WHEN sessions.expiry_idle IS NULL THEN sessions.expires_at \
+                 ELSE MAX(excluded.updated_at, sessions.updated_at) * 1000 \
+                     + sessions.expiry_idle END \
+         WHERE ",
+        unexpired!("sessions", "?2")
+    ),
+    concat!(
+        "INSERT INTO messages (session_id, seq, message) \
+         SELECT ?1, s.message_count - ?3 + j.key, j.value \
+         FROM sessions AS s, json_each(?5) AS j WHERE s.id = ?1 AND ",
+        unexpired!("s", "?2")
+    ),
+);
+
+// A full save: set the count and the fresh generation (keeping created_at, the metadata
+// and the expiry of an existing session, moving an idle one) and replace every message.
+// Like an append, it changes nothing on an expired session.
+pub(crate) static SAVE: WriteSql = write_sql!(
+    bounded: false,
+    ends: Ends::UnlessExpired,
+    concat!(
+        "INSERT INTO sessions (id, created_at, updated_at, message_count, generation) \
+         VALUES (?1, ?2 / 1000, ?2 / 1000, ?3, ?4) \
+         ON CONFLICT (id) DO UPDATE SET \
+             updated_at = MAX(excluded.updated_at, sessions.updated_at), \
+             message_count = excluded.message_count, \
+             generation = excluded.generation, \
+             expires_at = CASE WHEN sessions.expiry_idle IS NULL THEN sessions.expires_at \
+                 ELSE MAX(excluded.updated_at, sessions.updated_at) * 1000 \
+                     + sessions.expiry_idle END \
+         WHERE ",
+        unexpired!("sessions", "?2")
+    ),
+    concat!("DELETE FROM messages WHERE session_id = ?1 AND NOT ", expired!()),
+    concat!(
+        "INSERT INTO messages (session_id, seq, message) \
+         SELECT ?1, j.key, j.value FROM json_each(?5) AS j WHERE NOT ",
+        expired!()
+    ),
+);
+
+// Keeps the first ?3 messages. The count only ever goes down, and only then do the
+// generation, updated_at and an idle expiry change; the DELETE finds nothing when the
+// session was already that short. An expired session is absent: nothing to truncate.
+pub(crate) static TRUNCATE: WriteSql = write_sql!(
+    bounded: false,
+    ends: Ends::Written,
+    concat!(
+        "UPDATE sessions SET message_count = ?3, updated_at = MAX(?2 / 1000, updated_at), \
+             generation = ?4, \
+             expires_at = CASE WHEN expiry_idle IS NULL THEN expires_at \
+                 ELSE MAX(?2 / 1000, updated_at) * 1000 + expiry_idle END \
+         WHERE id = ?1 AND message_count > ?3 AND ",
+        unexpired!("sessions", "?2")
+    ),
+    concat!(
+        "DELETE FROM messages WHERE session_id = ?1 AND seq >= ?3 AND NOT ",
+        expired!()
+    ),
+);
+
+// A conditional append of no messages: nothing to write once the check has passed.
+pub(crate) static NOTHING: WriteSql = write_sql!(bounded: true, ends: Ends::Written);
+
+/// A creation with metadata, run only after its check found no session (or removed an
+/// expired one): the row with its owner and expiry, the messages, a `session_meta` row
+/// when there is a title, a tag or data, and one `session_tags` row per tag. The tags are
+/// the JSON `SessionMeta::tags_json` writes, so `json_each` yields each tag as text. Its
+/// own parameters (see the module documentation on gaps): ?1 the id, ?2 the messages, ?3
+/// the tags, ?4 now in milliseconds, ?5 the count, ?6 the fresh generation, ?7 the owner,
+/// ?8 the title, ?9 the data, ?10 `expires_at`, ?11 `expiry_idle`.
+pub(crate) static CREATE: WriteSql = write_sql!(
+    bounded: true,
+    ends: Ends::Written,
+    "INSERT INTO sessions \
+     (id, created_at, updated_at, message_count, generation, owner, expires_at, expiry_idle) \
+     VALUES (?1, ?4, ?4, ?5, ?6, ?7, ?10, ?11)",
+    "INSERT INTO messages (session_id, seq, message) SELECT ?1, j.key, j.value FROM json_each(?2) AS j",
+    "INSERT INTO session_meta (session_id, tags, title, data) SELECT ?1, ?3, ?8, ?9 \
+     WHERE ?3 <> '[]' OR ?8 IS NOT NULL OR ?9 <> '{}'",
+    "INSERT INTO session_tags (tag, session_id) SELECT j.value, ?1 FROM json_each(?3) AS j",
+);
+
+/// A metadata update, run with what `crate::meta` decided from the facts it read: ?2 the
+/// new updated_at, ?3 the owner, ?4 the tags (JSON array), ?5 the title, ?6 the data, ?7
+/// `expires_at`, ?8 `expiry_idle`. The tag rows are replaced whole (at most
+/// `fusion_core::MAX_TAGS`).
+pub(crate) static UPDATE_META: WriteSql = write_sql!(
+    bounded: true,
+    ends: Ends::Written,
+    "UPDATE sessions SET updated_at = ?2, owner = ?3, expires_at = ?7, expiry_idle = ?8 \
+     WHERE id = ?1",
+    "INSERT INTO session_meta (session_id, tags, title, data) VALUES (?1, ?4, ?5, ?6) \
+     ON CONFLICT (session_id) DO UPDATE \
+     SET tags = excluded.tags, title = excluded.title, data = excluded.data",
+    "DELETE FROM session_tags WHERE session_id = ?1",
+    "INSERT INTO session_tags (tag, session_id) SELECT j.value, ?1 FROM json_each(?4) AS j",
+);
+
+// Every table explicitly: a pool given to `from_pool` may have foreign keys (and so the
+// cascade) off. The metadata goes with the session.
+pub(crate) static REMOVE: WriteSql = write_sql!(
+    bounded: false,
+    ends: Ends::Written,
+    "DELETE FROM messages WHERE session_id = ?1",
+    "DELETE FROM session_tags WHERE session_id = ?1",
+    "DELETE FROM session_meta WHERE session_id = ?1",
+    "DELETE FROM sessions WHERE id = ?1",
+);
+
+/// REMOVE, only if the session has expired at ?2: what a write that found its session
+/// expired runs before running again (`Ends::UnlessExpired`). On the pool that second run
+/// is a transaction of its own, so this checks again rather than trusting the first.
+pub(crate) static REMOVE_EXPIRED: WriteSql = write_sql!(
+    bounded: false,
+    ends: Ends::Written,
+    concat!("DELETE FROM messages WHERE session_id = ?1 AND ", expired!()),
+    concat!("DELETE FROM session_tags WHERE session_id = ?1 AND ", expired!()),
+    concat!("DELETE FROM session_meta WHERE session_id = ?1 AND ", expired!()),
+    "DELETE FROM sessions WHERE id = ?1 AND expires_at <= ?2",
+);
+
+/// The first ?2 sessions expired at ?1 (microseconds), oldest expiry first: a walk of
+/// `sessions_by_expiry` from its start. Deterministic, so each statement of [`PURGE`]
+/// finds the same sessions (nothing else writes during its transaction).
+macro_rules! purged {
+    () => {
+        "(SELECT id FROM sessions WHERE expires_at <= ?1 ORDER BY expires_at, id LIMIT ?2)"
+    };
+}
+
+/// Deletes the sessions of `purged!` from every table, the `sessions` rows last: their
+/// count is what `purge_expired` returns ([`Ends::Counted`]). Parameters: ?1 now, ?2 the
+/// batch.
+pub(crate) static PURGE: WriteSql = write_sql!(
+    bounded: false,
+    ends: Ends::Counted,
+    concat!("DELETE FROM messages WHERE session_id IN ", purged!()),
+    concat!("DELETE FROM session_tags WHERE session_id IN ", purged!()),
+    concat!("DELETE FROM session_meta WHERE session_id IN ", purged!()),
+    concat!("DELETE FROM sessions WHERE id IN ", purged!()),
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::LOAD_ROWS;
+
+    /// The steps of SQLite's plan for `sql`.
+    async fn plan(storage: &crate::SqliteStorage, sql: &str) -> Vec<String> {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(storage.pool())
+                .await
+                .unwrap();
+        rows.into_iter().map(|row| row.3).collect()
+    }
+
+    /// A purge walks `sessions_by_expiry` from its start (O(batch)) and reaches each
+    /// session's rows by key; the expiry probe of a write or a load is one lookup of the
+    /// session's key, run once per statement (not once per row).
+    #[tokio::test]
+    async fn a_purge_walks_the_expiry_index_and_an_expiry_probe_is_one_lookup() {
+        let storage = crate::SqliteStorage::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let walk = "SEARCH sessions USING COVERING INDEX sessions_by_expiry (expires_at<?)";
+        for (sql, (table, key)) in PURGE.statements.iter().zip([
+            ("messages", "(session_id=?)"),
+            ("session_tags", "(session_id=?)"),
+            ("session_meta", "(session_id=?)"),
+            ("sessions", "(id=?)"),
+        ]) {
+            let steps = plan(&storage, sql).await;
+            let by_key = &steps[0];
+            assert!(
+                by_key.starts_with(&format!("SEARCH {table} USING ")) && by_key.ends_with(key),
+                "{sql}: {steps:?}"
+            );
+            assert_eq!(steps[1..3], ["LIST SUBQUERY 1", walk], "{sql}");
+            // Then, for the `sessions` rows, the foreign keys' cascade: by key too.
+            assert!(
+                steps[3..].iter().all(|step| step.starts_with("SEARCH ")),
+                "{sql}: {steps:?}"
+            );
+        }
+        let probes = [REMOVE_EXPIRED.statements[0], SAVE.statements[1], LOAD_ROWS];
+        for sql in probes {
+            let steps = plan(&storage, sql).await;
+            assert_eq!(
+                steps[1..],
+                [
+                    "SCALAR SUBQUERY 1",
+                    "SEARCH sessions USING PRIMARY KEY (id=?)"
+                ],
+                "{sql}"
+            );
+        }
+    }
+}

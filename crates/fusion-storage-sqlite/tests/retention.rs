@@ -1,0 +1,174 @@
+//! Session retention in this backend beyond the shared suite: the two columns that store
+//! an expiry and how an idle one follows `updated_at`, what an expired session's rows
+//! look like to writes that must not revive it, and that a purge removes its rows from
+//! every table, even on a pool with foreign keys (and so the cascade) off. Each test runs
+//! on a database file (writes through the direct path), on `sqlite::memory:` and on a
+//! caller's pool without foreign keys (both through sqlx).
+
+use std::time::{Duration, SystemTime};
+
+use fusion_core::{
+    ChatMessage, ConversationStorage, Expiry, MetaUpdate, SessionMeta, from_unix_micros,
+    unix_micros,
+};
+use fusion_storage_sqlite::{SqlitePool, SqliteStorage};
+use sqlx::sqlite::SqliteConnectOptions;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Storages on a new file, a new in-memory database and a caller's pool with foreign keys
+/// off, with what keeps the files.
+async fn every_path() -> Vec<(Option<tempfile::TempDir>, SqliteStorage)> {
+    let file = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", file.path().join("r.db").display());
+    let direct = SqliteStorage::connect(&url).await.unwrap();
+    let memory = SqliteStorage::connect("sqlite::memory:").await.unwrap();
+    let pooled = tempfile::tempdir().unwrap();
+    let options = SqliteConnectOptions::new()
+        .filename(pooled.path().join("p.db"))
+        .create_if_missing(true)
+        .foreign_keys(false);
+    let pool = SqlitePool::connect_with(options).await.unwrap();
+    let caller = SqliteStorage::from_pool(pool).await.unwrap();
+    vec![(Some(file), direct), (None, memory), (Some(pooled), caller)]
+}
+
+fn said(text: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
+}
+
+/// Now, to the microsecond.
+fn now() -> SystemTime {
+    from_unix_micros(unix_micros(SystemTime::now()))
+}
+
+/// Sleeps until the wall clock is past `instant`, however long the scheduler takes.
+async fn wait_past(instant: SystemTime) {
+    while let Ok(left) = instant.duration_since(SystemTime::now()) {
+        tokio::time::sleep(left + Duration::from_millis(1)).await;
+    }
+}
+
+/// The `(updated_at, expires_at, expiry_idle)` columns of `id`.
+async fn columns(storage: &SqliteStorage, id: &str) -> (i64, Option<i64>, Option<i64>) {
+    sqlx::query_as("SELECT updated_at, expires_at, expiry_idle FROM sessions WHERE id = ?1")
+        .bind(id)
+        .fetch_one(storage.pool())
+        .await
+        .unwrap()
+}
+
+/// How many rows of `id` each table holds: sessions, messages, session_meta, session_tags.
+async fn rows_of(storage: &SqliteStorage, id: &str) -> [i64; 4] {
+    let mut counts = [0; 4];
+    let queries = [
+        "SELECT count(*) FROM sessions WHERE id = ?1",
+        "SELECT count(*) FROM messages WHERE session_id = ?1",
+        "SELECT count(*) FROM session_meta WHERE session_id = ?1",
+        "SELECT count(*) FROM session_tags WHERE session_id = ?1",
+    ];
+    for (count, sql) in counts.iter_mut().zip(queries) {
+        *count = sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_one(storage.pool())
+            .await
+            .unwrap();
+    }
+    counts
+}
+
+#[tokio::test]
+async fn an_expiry_is_stored_in_microseconds_and_an_idle_one_follows_updated_at() {
+    for (_dir, storage) in every_path().await {
+        let at = now() + HOUR;
+        let fixed = SessionMeta::new().expiry(Expiry::At(at));
+        storage
+            .create_session("fixed", &fixed, &said("a"))
+            .await
+            .unwrap();
+        let (_, expires_at, idle) = columns(&storage, "fixed").await;
+        assert_eq!((expires_at, idle), (Some(unix_micros(at)), None));
+
+        let span = i64::try_from(HOUR.as_micros()).unwrap();
+        let idle = SessionMeta::new().expiry(Expiry::Idle(HOUR));
+        storage
+            .create_session("idle", &idle, &said("b"))
+            .await
+            .unwrap();
+        for write in 0..3 {
+            match write {
+                0 => {}
+                1 => storage.append("idle", &said("c")).await.unwrap(),
+                _ => storage.save("idle", &said("d")).await.unwrap(),
+            }
+            let (updated_ms, expires_at, stored_span) = columns(&storage, "idle").await;
+            assert_eq!(stored_span, Some(span), "write {write}");
+            assert_eq!(expires_at, Some(updated_ms * 1000 + span), "write {write}");
+        }
+        // A truncate that cuts nothing writes nothing, so the expiry stays.
+        let before = columns(&storage, "idle").await;
+        storage.truncate("idle", 5).await.unwrap();
+        assert_eq!(columns(&storage, "idle").await, before);
+        storage.close().await;
+    }
+}
+
+#[tokio::test]
+async fn writes_that_must_not_revive_an_expired_session_leave_it_for_the_purge() {
+    for (_dir, storage) in every_path().await {
+        let soon = now() + Duration::from_millis(200);
+        let meta = SessionMeta::new()
+            .owner("o")
+            .title("t")
+            .tags(["a", "b"])
+            .expiry(Expiry::At(soon));
+        storage
+            .create_session("gone", &meta, &said("old"))
+            .await
+            .unwrap();
+        storage.append("kept", &said("k")).await.unwrap();
+        let stored = rows_of(&storage, "gone").await;
+        assert_eq!(stored, [1, 2, 1, 2]);
+        wait_past(soon).await;
+
+        let update = MetaUpdate::new().title(Some("new")).expiry(None);
+        assert_eq!(storage.update_session("gone", &update).await.unwrap(), None);
+        storage.truncate("gone", 1).await.unwrap();
+        assert_eq!(rows_of(&storage, "gone").await, stored, "nothing written");
+        let (_, expires_at, _) = columns(&storage, "gone").await;
+        assert_eq!(expires_at, Some(unix_micros(soon)), "still expired");
+
+        assert_eq!(storage.purge_expired(10).await.unwrap(), 1);
+        assert_eq!(rows_of(&storage, "gone").await, [0; 4], "every table");
+        assert_eq!(rows_of(&storage, "kept").await, [1, 2, 0, 0]);
+        assert_eq!(storage.purge_expired(10).await.unwrap(), 0);
+        storage.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_append_to_an_expired_idle_session_starts_it_afresh_in_place() {
+    for (_dir, storage) in every_path().await {
+        let idle = SessionMeta::new()
+            .tags(["t"])
+            .expiry(Expiry::Idle(Duration::from_millis(150)));
+        let old = storage
+            .create_session("s", &idle, &said("old"))
+            .await
+            .unwrap();
+        let until = storage.session_info("s").await.unwrap().unwrap().expires_at;
+        wait_past(until.unwrap()).await;
+
+        storage
+            .append("s", &[ChatMessage::user("new")])
+            .await
+            .unwrap();
+        assert_eq!(storage.load("s").await.unwrap(), [ChatMessage::user("new")]);
+        let info = storage.session_info("s").await.unwrap().unwrap();
+        assert_ne!(info.generation, old);
+        assert_eq!((info.expires_at, info.meta), (None, SessionMeta::new()));
+        assert_eq!(rows_of(&storage, "s").await, [1, 1, 0, 0]);
+        assert_eq!(columns(&storage, "s").await.1, None);
+        storage.close().await;
+    }
+}
