@@ -6,18 +6,22 @@
 //! chat-completions shape of [`ChatMessage`], so exports are readable by other tools.
 //! Import accepts both formats and tells them apart by content, not by file extension.
 //!
-//! `meta` (owner, title, tags, data) is left out when the session has none, and is
-//! optional on import, so exports written before sessions had metadata still import;
-//! `jsonl` has nowhere to keep it.
+//! `meta` (owner, title, tags, data, expiry) is left out when the session has none, and is
+//! optional on import, so exports written before sessions had metadata (or expiry) still
+//! import; `jsonl` has nowhere to keep it. An expiry is `"expiry": {"at": "<RFC 3339>"}`
+//! (a fixed instant, to the microsecond) or `"expiry": {"idle_seconds": N}` (a span after
+//! the last write; a fraction when it is not whole seconds).
 
-use anyhow::{Context, Result, bail};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
 use fusion::ChatMessage;
-use fusion::storage::SessionMeta;
+use fusion::storage::{Expiry, SessionMeta};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::ExportFormat;
-use crate::render;
+use crate::{render, time};
 
 /// The `json` export document.
 #[derive(Serialize)]
@@ -50,26 +54,81 @@ struct MetaDoc {
     tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     data: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expiry: Option<ExpiryDoc>,
+}
+
+/// An [`Expiry`] in an export: one key saying which kind, its value saying when.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ExpiryDoc {
+    /// A fixed instant, RFC 3339 in UTC with the fraction of a second it holds.
+    At(String),
+    /// A span after the last write, in seconds: a whole number, or a fraction when the
+    /// span is not whole seconds.
+    IdleSeconds(Number),
+}
+
+impl ExpiryDoc {
+    fn of(expiry: &Expiry) -> Result<Self> {
+        Ok(match expiry {
+            Expiry::At(at) => ExpiryDoc::At(time::rfc3339_exact(*at)),
+            Expiry::Idle(span) if span.subsec_nanos() == 0 => {
+                ExpiryDoc::IdleSeconds(span.as_secs().into())
+            }
+            Expiry::Idle(span) => ExpiryDoc::IdleSeconds(
+                Number::from_f64(span.as_micros() as f64 / 1e6)
+                    .context("an idle span has no JSON number")?,
+            ),
+            other => bail!("this version cannot export the expiry {other:?}"),
+        })
+    }
+
+    fn into_expiry(self) -> Result<Expiry> {
+        match self {
+            ExpiryDoc::At(text) => time::parse_rfc3339(&text)
+                .map(Expiry::At)
+                .map_err(|err| anyhow!("\"expiry\": {err}")),
+            ExpiryDoc::IdleSeconds(number) => {
+                let span = match (number.as_u64(), number.as_f64()) {
+                    (Some(secs), _) => Some(Duration::from_secs(secs)),
+                    // Backends keep spans to the microsecond: round there, not below.
+                    (None, Some(secs)) if secs.is_finite() && secs >= 0.0 => {
+                        Some(Duration::from_micros((secs * 1e6).round() as u64))
+                    }
+                    _ => None,
+                };
+                span.map(Expiry::Idle).with_context(|| {
+                    format!("\"expiry\": idle_seconds is {number}, not a number of seconds")
+                })
+            }
+        }
+    }
 }
 
 impl MetaDoc {
-    fn of(meta: &SessionMeta) -> Option<Self> {
-        (!meta.is_empty()).then(|| MetaDoc {
+    fn of(meta: &SessionMeta) -> Result<Option<Self>> {
+        if meta.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(MetaDoc {
             owner: meta.owner.clone(),
             title: meta.title.clone(),
             tags: meta.tags.clone(),
             data: meta.data.clone(),
-        })
+            expiry: meta.expiry.as_ref().map(ExpiryDoc::of).transpose()?,
+        }))
     }
 
-    fn into_meta(self) -> SessionMeta {
+    fn into_meta(self) -> Result<SessionMeta> {
         // Through the setters: `SessionMeta` is non-exhaustive, and `tags` sorts and
         // deduplicates what a hand-edited file may hold.
         let mut meta = SessionMeta::new().tags(self.tags);
         meta.owner = self.owner;
         meta.title = self.title;
         meta.data = self.data;
-        meta
+        meta.expiry = self.expiry.map(ExpiryDoc::into_expiry).transpose()?;
+        Ok(meta)
     }
 }
 
@@ -95,7 +154,7 @@ pub fn write(
         ExportFormat::Json => {
             let doc = ExportDoc {
                 id,
-                meta: MetaDoc::of(meta),
+                meta: MetaDoc::of(meta)?,
                 messages,
             };
             let mut text = serde_json::to_string_pretty(&doc)?;
@@ -133,9 +192,12 @@ pub fn read(text: &str) -> Result<Imported> {
         let doc: ImportDoc = serde_json::from_str(text).context(
             "not a valid json export ({\"id\": ..., \"meta\": {...}, \"messages\": [...]}) or jsonl file (one message per line)",
         )?;
+        let meta = doc.meta.map(MetaDoc::into_meta).transpose();
         Imported {
             id: doc.id,
-            meta: doc.meta.map(MetaDoc::into_meta).unwrap_or_default(),
+            meta: meta
+                .context("the export's \"meta\" cannot be read")?
+                .unwrap_or_default(),
             messages: doc.messages,
         }
     };
@@ -185,11 +247,17 @@ mod tests {
     }
 
     fn meta() -> SessionMeta {
+        let at = std::time::UNIX_EPOCH + Duration::from_micros(4_102_444_800_123_456);
         SessionMeta::new()
             .owner("alice")
             .title("Logs")
             .tags(["ops", "b"])
             .data("ticket", serde_json::json!({"n": [1, 2]}))
+            .expiry(Expiry::At(at))
+    }
+
+    fn with_meta(meta: &str) -> String {
+        format!(r#"{{"meta":{meta},"messages":[{{"role":"user","content":"hi"}}]}}"#)
     }
 
     #[test]
@@ -223,6 +291,58 @@ mod tests {
             err.contains("\"meta\" cannot be stored") && err.contains("comma"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_expiry_is_exported_as_an_instant_or_idle_seconds() {
+        let text = write(ExportFormat::Json, "s", &meta(), &sample()).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            doc["meta"]["expiry"],
+            serde_json::json!({"at": "2100-01-01T00:00:00.123456Z"})
+        );
+        for (span, json) in [
+            (
+                Duration::from_secs(30 * 86_400),
+                serde_json::json!(2_592_000),
+            ),
+            (Duration::from_millis(1_500), serde_json::json!(1.5)),
+            (Duration::from_micros(1_001), serde_json::json!(0.001001)),
+        ] {
+            let idle = SessionMeta::new().expiry(Expiry::Idle(span));
+            let text = write(ExportFormat::Json, "s", &idle, &sample()).unwrap();
+            let doc: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                doc["meta"],
+                serde_json::json!({"expiry": {"idle_seconds": json}})
+            );
+            assert_eq!(read(&text).unwrap().meta, idle, "{span:?} reads back");
+        }
+    }
+
+    #[test]
+    fn a_malformed_expiry_is_named() {
+        let cases = [
+            (r#"{"expiry":{"at":"tomorrow"}}"#, "2026-01-31T09:00:00Z"),
+            (
+                r#"{"expiry":{"idle_seconds":-3}}"#,
+                "not a number of seconds",
+            ),
+            (r#"{"expiry":{"idle_seconds":0}}"#, "idle expiry"),
+            (r#"{"expiry":{"at":"1960-01-01T00:00:00Z"}}"#, "epoch"),
+        ];
+        for (meta, expected) in cases {
+            let err = format!("{:#}", read(&with_meta(meta)).unwrap_err());
+            assert!(
+                err.contains("\"meta\"") && err.contains(expected),
+                "{meta}: {err}"
+            );
+        }
+        let err = format!(
+            "{:#}",
+            read(&with_meta(r#"{"expiry":{"never":1}}"#)).unwrap_err()
+        );
+        assert!(err.contains("at") && err.contains("idle_seconds"), "{err}");
     }
 
     #[test]

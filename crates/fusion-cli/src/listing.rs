@@ -15,7 +15,7 @@ use fusion::storage::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{ListArgs, ListOrder, render};
+use crate::{ListArgs, ListOrder, render, time};
 
 /// `sessions list --json`: one page and where the next starts.
 #[derive(Serialize)]
@@ -35,6 +35,8 @@ struct Entry<'a> {
     message_count: usize,
     created_at: Option<String>,
     updated_at: Option<String>,
+    /// When the session expires (for an idle expiry, if nobody writes it before), or null.
+    expires_at: Option<String>,
 }
 
 impl<'a> Entry<'a> {
@@ -46,8 +48,9 @@ impl<'a> Entry<'a> {
             tags: &info.meta.tags,
             data: &info.meta.data,
             message_count: info.message_count,
-            created_at: info.created_at.map(render::rfc3339),
-            updated_at: info.updated_at.map(render::rfc3339),
+            created_at: info.created_at.map(time::rfc3339),
+            updated_at: info.updated_at.map(time::rfc3339),
+            expires_at: info.expires_at.map(time::rfc3339),
         }
     }
 }
@@ -278,5 +281,32 @@ mod tests {
         let err = format!("{:#}", query(&args(&["--owner", "../x"])).unwrap_err());
         assert!(err.contains("invalid owner"), "{err}");
         assert_eq!(query(&args(&[])).unwrap().limit, 50);
+    }
+
+    /// A page read from the memory backend the way `sessions list --json` reads it.
+    #[tokio::test]
+    async fn json_entries_carry_the_expiry_instant_or_null() {
+        use fusion::ChatMessage;
+        use fusion::storage::{Expiry, InMemoryStorage, SessionMeta};
+        use std::time::{Duration, UNIX_EPOCH};
+        let store = InMemoryStorage::new();
+        let at = UNIX_EPOCH + Duration::from_secs(4_102_444_800);
+        let meta = SessionMeta::new().expiry(Expiry::At(at));
+        let said = [ChatMessage::user("hi")];
+        store.create_session("fixed", &meta, &said).await.unwrap();
+        store.append("forever", &said).await.unwrap();
+        let page = read_page(
+            &store,
+            &StorageType::Memory,
+            &query(&args(&["--order", "id"])).unwrap(),
+        )
+        .await
+        .unwrap();
+        let json =
+            serde_json::to_value(page.sessions.iter().map(Entry::of).collect::<Vec<_>>()).unwrap();
+        assert_eq!(json[0]["id"], "fixed");
+        assert_eq!(json[0]["expires_at"], "2100-01-01T00:00:00Z");
+        assert_eq!(json[1]["id"], "forever");
+        assert_eq!(json[1]["expires_at"], Value::Null);
     }
 }

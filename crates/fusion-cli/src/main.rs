@@ -1,5 +1,5 @@
-//! The `fusion` command: chat with an agent, and list, show, tag, retitle, export, import,
-//! delete and migrate stored sessions on any backend.
+//! The `fusion` command: chat with an agent, and list, show, tag, retitle, expire, export,
+//! import, delete, purge and migrate stored sessions on any backend.
 //!
 //! This file holds the clap definitions and the dispatch; each command lives in its own
 //! module. Every failure ends up in [`main`], which prints it as one line
@@ -12,15 +12,18 @@ mod listing;
 mod meta;
 mod migrate;
 mod render;
+mod retention;
 mod sessions;
+mod time;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use fusion::storage::{ConversationStorage, StorageType};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use fusion::storage::{ConversationStorage, MAX_PURGE_BATCH, StorageType};
 use tracing_subscriber::EnvFilter;
 
 /// Chat with a Fusion agent and manage its stored sessions.
@@ -45,7 +48,7 @@ struct Cli {
 enum Command {
     /// Talk to the agent in an interactive session (reads plain lines when stdin is not a terminal).
     Chat(ChatArgs),
-    /// List, show, tag, retitle, export, import and delete stored sessions.
+    /// List, show, tag, retitle, expire, export, import, delete and purge stored sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
     /// Copy every session from one storage to another, never overwriting newer target history.
@@ -78,6 +81,15 @@ pub struct ChatArgs {
     /// A tag for a new session (repeat it, or separate tags with commas).
     #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
     pub tags: Vec<String>,
+    /// A new session expires this long after the chat starts, whatever is written
+    /// meanwhile (30d, 12h, 90m, 45s, 2w).
+    #[arg(long, value_name = "DUR", value_parser = time::parse_span,
+          conflicts_with = "expire_idle")]
+    pub expire_in: Option<Duration>,
+    /// A new session expires once nobody has written it for this long; every message
+    /// pushes it back (30d, 12h, 90m, 45s, 2w).
+    #[arg(long, value_name = "DUR", value_parser = time::parse_span)]
+    pub expire_idle: Option<Duration>,
 }
 
 /// Options of `fusion sessions list`.
@@ -103,6 +115,49 @@ pub struct ListArgs {
     /// Print a JSON object {"sessions": [...], "next": CURSOR or null} instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `fusion sessions purge`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).multiple(true).args(["older_than", "expired"])))]
+pub struct PurgeArgs {
+    /// Delete the sessions nobody has written for this long (30d, 12h, 90m, 45s, 2w); a
+    /// session written while the purge runs is kept.
+    #[arg(long, value_name = "DUR", value_parser = time::parse_span)]
+    pub older_than: Option<Duration>,
+    /// Free the space of expired sessions, which readers stopped seeing when they expired.
+    #[arg(long)]
+    pub expired: bool,
+    /// Only this owner's sessions (with --older-than).
+    #[arg(long, value_name = "OWNER")]
+    pub owner: Option<String>,
+    /// List the sessions --older-than would delete, deleting nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How many sessions each step deletes (--expired) or reads (--older-than, at most
+    /// 1000 a page).
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_PURGE_BATCH as i64))]
+    pub batch: u32,
+}
+
+/// The new expiry `fusion sessions expire` sets: exactly one of its flags.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ExpiryChoice {
+    /// Expire this long from now, whatever is written meanwhile (30d, 12h, 90m, 45s, 2w).
+    #[arg(long = "in", value_name = "DUR", value_parser = time::parse_span)]
+    pub expire_in: Option<Duration>,
+    /// Expire at this instant, whatever is written meanwhile (2026-01-31T09:00:00Z).
+    #[arg(long, value_name = "RFC3339", value_parser = time::parse_rfc3339)]
+    pub at: Option<SystemTime>,
+    /// Expire once nobody has written the session for this long; every write pushes it
+    /// back (30d, 12h, 90m, 45s, 2w).
+    #[arg(long, value_name = "DUR", value_parser = time::parse_span)]
+    pub idle: Option<Duration>,
+    /// Never expire (removes the expiry).
+    #[arg(long)]
+    pub never: bool,
 }
 
 /// The orders of `sessions list`.
@@ -153,6 +208,17 @@ enum SessionsCommand {
         #[arg(long)]
         none: bool,
     },
+    /// Set when a session expires: from then on it is gone for every reader, and
+    /// `sessions purge --expired` frees its space.
+    Expire {
+        /// The session id.
+        id: String,
+        #[command(flatten)]
+        when: ExpiryChoice,
+    },
+    /// Delete the sessions nobody has written for a while (--older-than), or free the
+    /// space of expired ones (--expired); both together do both.
+    Purge(PurgeArgs),
     /// Delete a session and all its messages.
     Delete {
         /// The session id.
@@ -249,6 +315,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 SessionsCommand::SetOwner { id, owner, none: _ } => {
                     meta::set_owner(&storage, &id, owner).await
                 }
+                SessionsCommand::Expire { id, when } => {
+                    retention::expire(&storage, &id, &when).await
+                }
+                SessionsCommand::Purge(args) => retention::purge(&storage, &args).await,
                 SessionsCommand::Delete { id, force } => {
                     sessions::delete(&storage, &id, force).await
                 }
@@ -352,6 +422,24 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn chat_takes_one_kind_of_expiry_for_a_new_session() {
+        let chat = |extra: &[&str]| {
+            let argv = ["fusion", "chat"].iter().chain(extra).copied();
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Chat(args) => (args.expire_in, args.expire_idle),
+                other => panic!("parsed as {other:?}"),
+            })
+        };
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(chat(&["--expire-in", "1d"]).unwrap(), (Some(day), None));
+        assert_eq!(chat(&["--expire-idle", "24h"]).unwrap(), (None, Some(day)));
+        let err = chat(&["--expire-in", "1d", "--expire-idle", "1d"]).unwrap_err();
+        assert!(err.to_string().contains("cannot be used with"), "{err}");
+        let err = chat(&["--expire-idle", "1 day"]).unwrap_err();
+        assert!(err.to_string().contains("--expire-idle"), "{err}");
     }
 
     #[test]

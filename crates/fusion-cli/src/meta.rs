@@ -1,5 +1,5 @@
-//! `fusion sessions tag / retitle / set-owner`: change a session's metadata in one atomic
-//! step ([`ConversationStorage::update_session`]); and how `import --replace` and
+//! `fusion sessions tag / retitle / set-owner` (and `expire`, in `retention`): change a
+//! session's metadata in one atomic step ([`ConversationStorage::update_session`]); and how `import --replace` and
 //! `migrate` bring one copy of a session's metadata in line with another.
 //!
 //! Metadata follows the same "nothing lost" rule as messages in `migrate`: what the target
@@ -10,6 +10,8 @@
 use anyhow::{Context, Result, bail};
 use fusion::SessionId;
 use fusion::storage::{ConversationStorage, MetaUpdate, SessionInfo, SessionMeta, StorageType};
+
+use crate::render;
 
 /// `sessions tag ID --add T --remove T`.
 pub async fn tag(
@@ -56,7 +58,11 @@ pub async fn set_owner(storage_type: &StorageType, id: &str, owner: Option<Strin
 }
 
 /// Applies `update` to session `id`, failing when it does not exist.
-async fn apply(storage_type: &StorageType, id: &str, update: &MetaUpdate) -> Result<SessionInfo> {
+pub async fn apply(
+    storage_type: &StorageType,
+    id: &str,
+    update: &MetaUpdate,
+) -> Result<SessionInfo> {
     SessionId::validate(id)?;
     let storage = crate::open(storage_type).await?;
     let updated = storage
@@ -70,10 +76,16 @@ async fn apply(storage_type: &StorageType, id: &str, update: &MetaUpdate) -> Res
 }
 
 /// The change that makes metadata `current` equal to `wanted` (every field).
+///
+/// The expiry is set only when it differs: setting one is a write that restarts an idle
+/// expiry from now, which leaving an equal one alone does anyway.
 pub fn overwrite(current: &SessionMeta, wanted: &SessionMeta) -> MetaUpdate {
     let mut update = MetaUpdate::new()
         .owner(wanted.owner.as_deref())
         .title(wanted.title.as_deref());
+    if current.expiry != wanted.expiry {
+        update = update.expiry(wanted.expiry);
+    }
     update.add_tags.clone_from(&wanted.tags);
     update.remove_tags = current
         .tags
@@ -92,8 +104,9 @@ pub fn overwrite(current: &SessionMeta, wanted: &SessionMeta) -> MetaUpdate {
 
 /// How a target's metadata compares with a source's.
 pub struct Merge {
-    /// What the target lacks: the source's owner and title where the target has none, its
-    /// tags, and its data entries the target has no key for. Empty when nothing is missing.
+    /// What the target lacks: the source's owner, title and expiry where the target has
+    /// none, its tags, and its data entries the target has no key for. Empty when nothing
+    /// is missing.
     pub fill: MetaUpdate,
     /// The values both hold differently ("title: source "A", target "B""), which a fill
     /// leaves as the target has them.
@@ -115,6 +128,15 @@ pub fn merge(source: &SessionMeta, target: &SessionMeta) -> Merge {
         };
     fill.owner = field("owner", &source.owner, &target.owner);
     fill.title = field("title", &source.title, &target.title);
+    match (&source.expiry, &target.expiry) {
+        (Some(expiry), None) => fill.expiry = Some(Some(*expiry)),
+        (Some(source), Some(target)) if source != target => differs.push(format!(
+            "expiry: source {}, target {}",
+            render::expiry(source),
+            render::expiry(target)
+        )),
+        _ => {}
+    }
     fill.add_tags = source
         .tags
         .iter()
@@ -146,6 +168,10 @@ pub async fn read(storage: &dyn ConversationStorage, id: &str) -> fusion::Result
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use fusion::storage::Expiry;
+
     use super::*;
 
     fn applied(mut meta: SessionMeta, update: &MetaUpdate) -> SessionMeta {
@@ -160,10 +186,19 @@ mod tests {
             .title("old")
             .tags(["x", "y"])
             .data("gone", 1)
-            .data("kept", 1);
+            .data("kept", 1)
+            .expiry(Expiry::Idle(Duration::from_secs(60)));
         let wanted = SessionMeta::new().tags(["y", "z"]).data("kept", 2);
         let update = overwrite(&current, &wanted);
-        assert_eq!(applied(current, &update), wanted);
+        assert_eq!(update.expiry, Some(None), "the expiry is removed");
+        assert_eq!(applied(current.clone(), &update), wanted);
+        let at = SessionMeta::new().expiry(Expiry::At(UNIX_EPOCH));
+        assert_eq!(applied(current.clone(), &overwrite(&current, &at)), at);
+        assert_eq!(
+            overwrite(&current, &current).expiry,
+            None,
+            "an equal expiry is left alone"
+        );
     }
 
     #[test]
@@ -174,14 +209,16 @@ mod tests {
             .tags(["a", "b"])
             .data("new", 1)
             .data("same", 2)
-            .data("clash", 3);
+            .data("clash", 3)
+            .expiry(Expiry::Idle(Duration::from_secs(30 * 86_400)));
         let target = SessionMeta::new()
             .title("Renamed")
             .tags(["b", "c"])
             .data("same", 2)
-            .data("clash", 4);
+            .data("clash", 4)
+            .expiry(Expiry::At(UNIX_EPOCH + Duration::from_millis(1_500)));
         let merge = merge(&source, &target);
-        let filled = applied(target, &merge.fill);
+        let filled = applied(target.clone(), &merge.fill);
         assert_eq!(filled.owner.as_deref(), Some("alice"));
         assert_eq!(
             filled.title.as_deref(),
@@ -191,13 +228,27 @@ mod tests {
         assert_eq!(filled.tags, ["a", "b", "c"]);
         assert_eq!(filled.data["new"], 1);
         assert_eq!(filled.data["clash"], 4);
+        assert_eq!(filled.expiry, target.expiry, "the target's kept");
         assert_eq!(
             merge.differs,
             [
                 "title: source \"From source\", target \"Renamed\"",
+                "expiry: source after 30d idle, target at 1970-01-01T00:00:01.5Z",
                 "data \"clash\": source 3, target 4"
             ]
         );
         assert!(super::merge(&source, &source).fill.is_empty());
+        let fill = super::merge(&source, &SessionMeta::new()).fill;
+        assert_eq!(
+            fill.expiry,
+            Some(source.expiry),
+            "a missing expiry is filled"
+        );
+        assert!(
+            super::merge(&SessionMeta::new(), &target)
+                .differs
+                .is_empty(),
+            "an expiry only the target has is the target's own"
+        );
     }
 }

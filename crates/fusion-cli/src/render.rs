@@ -1,6 +1,6 @@
 //! Human-readable renderings: the session table of `sessions list` (and `/sessions` in
 //! chat), the metadata and terminal transcript of `sessions show`, the Markdown of
-//! `sessions export --format markdown`, and UTC timestamps.
+//! `sessions export --format markdown`, and how a session's expiry reads.
 //!
 //! Both renderings show every message, including tool calls with their raw arguments and
 //! tool results labelled with the tool that produced them, because "what did the agent
@@ -8,10 +8,11 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use fusion::storage::{SessionInfo, SessionMeta};
+use fusion::storage::{Expiry, SessionInfo, SessionMeta};
 use fusion::{ChatMessage, Role};
+
+use crate::time::{format_span, rfc3339, rfc3339_exact};
 
 /// The table of `sessions list`: id, message count, last update, owner, tags and title,
 /// one session a line (the title last, as the one column with spaces in it).
@@ -73,7 +74,8 @@ fn tags(info: &SessionInfo) -> String {
 }
 
 /// The metadata lines `sessions show` prints above the transcript: title, owner, tags,
-/// data, and the times the backend keeps; fields that are not set are left out.
+/// data, the times the backend keeps, and when the session expires; fields that are not
+/// set are left out.
 pub fn meta_lines(info: &SessionInfo) -> String {
     let meta = &info.meta;
     let mut out = String::new();
@@ -101,7 +103,41 @@ pub fn meta_lines(info: &SessionInfo) -> String {
     if let Some(updated) = info.updated_at {
         line("updated:", &rfc3339(updated));
     }
+    if let Some(expires) = expires(info) {
+        line("expires:", &expires);
+    }
     out
+}
+
+/// When session `info` expires, `None` if never: the instant, followed for an idle expiry
+/// by its span (`2026-03-01T09:00:00Z (after 30d idle)`), as `sessions show` and
+/// `sessions expire` print it.
+pub fn expires(info: &SessionInfo) -> Option<String> {
+    let at = info.expires_at.or(match info.meta.expiry {
+        Some(Expiry::At(at)) => Some(at),
+        _ => None,
+    });
+    let idle = match info.meta.expiry {
+        Some(Expiry::Idle(span)) => Some(format!("after {} idle", format_span(span))),
+        _ => None,
+    };
+    match (at, idle) {
+        (Some(at), Some(idle)) => Some(format!("{} ({idle})", rfc3339(at))),
+        (Some(at), None) => Some(rfc3339(at)),
+        // A backend that reports the span but not the instant it leads to.
+        (None, idle) => idle,
+    }
+}
+
+/// An expiry in a few words, exact to the microsecond so two that differ never read the
+/// same: `at 2026-03-01T09:00:00.5Z`, `after 30d idle`.
+pub fn expiry(expiry: &Expiry) -> String {
+    match expiry {
+        Expiry::At(at) => format!("at {}", rfc3339_exact(*at)),
+        Expiry::Idle(span) => format!("after {} idle", format_span(*span)),
+        // `Expiry` may grow; its debug form still says what it is.
+        other => format!("{other:?}"),
+    }
 }
 
 /// The plain-text transcript printed by `sessions show`, its metadata lines (if `info`)
@@ -143,6 +179,9 @@ pub fn markdown(id: &str, meta: &SessionMeta, messages: &[ChatMessage]) -> Strin
     if !meta.tags.is_empty() {
         let tags: Vec<String> = meta.tags.iter().map(|tag| format!("`{tag}`")).collect();
         let _ = writeln!(out, "Tags: {}  ", tags.join(", "));
+    }
+    if let Some(expiry) = &meta.expiry {
+        let _ = writeln!(out, "Expires: {}  ", self::expiry(expiry));
     }
     let _ = writeln!(out, "{}", plural(messages.len(), "message"));
     for (index, message) in messages.iter().enumerate() {
@@ -217,41 +256,11 @@ pub fn plural(count: usize, noun: &str) -> String {
     }
 }
 
-/// RFC 3339 in UTC (`2025-01-31T09:05:00Z`), computed here to avoid a date crate for one format.
-pub fn rfc3339(time: SystemTime) -> String {
-    let secs = match time.duration_since(UNIX_EPOCH) {
-        Ok(elapsed) => elapsed.as_secs() as i64,
-        Err(before) => -(before.duration().as_secs() as i64),
-    };
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use fusion::ToolCall;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn sample() -> Vec<ChatMessage> {
         vec![
@@ -289,17 +298,6 @@ mod tests {
         assert!(text.contains("## 2. assistant"), "{text}");
         assert!(text.contains("````\nnotes.txt\n```x```\n````"), "{text}");
         assert!(text.contains("```json\n{\"path\":\"/tmp\"}\n```"), "{text}");
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let leap_day = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3_723);
-        assert_eq!(rfc3339(leap_day), "2000-02-29T01:02:03Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH - Duration::from_secs(1)),
-            "1969-12-31T23:59:59Z"
-        );
     }
 
     #[test]
@@ -347,5 +345,50 @@ mod tests {
             "title:   T\ntags:    a, b\ndata:    {\"n\":1}\ncreated: 1970-01-01T00:00:00Z\n"
         );
         assert_eq!(meta_lines(&SessionInfo::new("s", 1)), "");
+    }
+
+    #[test]
+    fn an_expiry_shows_its_instant_and_an_idle_one_its_span() {
+        let at = UNIX_EPOCH + Duration::from_secs(86_400);
+        let mut fixed = SessionInfo::new("s", 1);
+        fixed.meta = SessionMeta::new().expiry(Expiry::At(at));
+        assert_eq!(meta_lines(&fixed), "expires: 1970-01-02T00:00:00Z\n");
+        fixed.expires_at = Some(at);
+        assert_eq!(meta_lines(&fixed), "expires: 1970-01-02T00:00:00Z\n");
+
+        let mut idle = SessionInfo::new("s", 1);
+        idle.meta = SessionMeta::new().expiry(Expiry::Idle(Duration::from_secs(30 * 86_400)));
+        assert_eq!(expires(&idle).as_deref(), Some("after 30d idle"));
+        idle.expires_at = Some(at);
+        assert_eq!(
+            meta_lines(&idle),
+            "expires: 1970-01-02T00:00:00Z (after 30d idle)\n"
+        );
+        assert_eq!(expires(&SessionInfo::new("s", 1)), None);
+        assert_eq!(
+            expiry(&Expiry::At(at + Duration::from_millis(5))),
+            "at 1970-01-02T00:00:00.005Z"
+        );
+    }
+
+    /// What `sessions show` prints for a session the memory backend holds, read back the
+    /// way the command reads it.
+    #[tokio::test]
+    async fn show_prints_the_expiry_a_backend_reports() {
+        use fusion::storage::{ConversationStorage, InMemoryStorage};
+        let store = InMemoryStorage::new();
+        let idle = SessionMeta::new().expiry(Expiry::Idle(Duration::from_secs(2 * 3_600)));
+        store
+            .create_session("s", &idle, &[ChatMessage::user("hi")])
+            .await
+            .unwrap();
+        let info = store.session_info("s").await.unwrap().unwrap();
+        let updated = info.updated_at.expect("the memory backend keeps times");
+        let text = transcript("s", Some(&info), &[ChatMessage::user("hi")]);
+        let line = format!(
+            "expires: {} (after 2h idle)\n",
+            rfc3339(updated + Duration::from_secs(2 * 3_600))
+        );
+        assert!(text.contains(&line), "{text}");
     }
 }

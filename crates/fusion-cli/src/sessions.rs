@@ -8,12 +8,13 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use fusion::SessionId;
 use fusion::api::session;
 use fusion::storage::{
-    Change, ConversationStorage, Expect, Revision, SessionInfo, SessionMeta, StorageType,
+    Change, ConversationStorage, Expect, Expiry, Revision, SessionInfo, SessionMeta, StorageType,
     session_id_from_file_name,
 };
 
@@ -100,6 +101,16 @@ pub async fn import(
     };
     let imported =
         export::read(&text).with_context(|| format!("cannot import {}", file.display()))?;
+    if let Some(Expiry::At(at)) = imported.meta.expiry
+        && at <= SystemTime::now()
+    {
+        // Stored as it is, the session would be gone for every reader at once.
+        bail!(
+            "cannot import {}: its expiry ({}) has passed; remove \"expiry\" from its \"meta\" to import it",
+            file.display(),
+            crate::time::rfc3339(at)
+        );
+    }
 
     // A jsonl file carries no id, so the file name (`user-1.jsonl`) is the natural default;
     // a file copied out of an fs sessions directory is named by the encoded id

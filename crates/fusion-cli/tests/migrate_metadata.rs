@@ -1,14 +1,15 @@
-//! `fusion migrate` carrying session metadata, run as a process between real file-system
-//! and SQLite storage: a copy is created with the source's metadata, an existing target
-//! gets what it lacks, and a target holding different metadata is reported diverged and
-//! left as it is unless `--force` is given.
+//! `fusion migrate` carrying session metadata (expiry included), run as a process between
+//! real file-system and SQLite storage: a copy is created with the source's metadata, an
+//! existing target gets what it lacks, and a target holding different metadata is reported
+//! diverged and left as it is unless `--force` is given.
 
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::{block_on, conversation, load, run, text};
-use fusion::storage::{SessionMeta, StorageType};
+use fusion::storage::{Expiry, SessionMeta, StorageType};
 
 fn open_and<T>(
     url: &str,
@@ -57,7 +58,8 @@ fn migrate_carries_metadata(from: &str, to: &str) {
         .owner("alice")
         .title("From the source")
         .tags(["a", "shared"])
-        .data("n", 1);
+        .data("n", 1)
+        .expiry(Expiry::Idle(Duration::from_secs(30 * 86_400)));
     for id in ["new", "prefix", "retitled"] {
         create(from, id, &source_meta, messages);
     }

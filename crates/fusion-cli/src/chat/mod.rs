@@ -21,12 +21,13 @@ mod input;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use fusion::SessionId;
 use fusion::agent::{AgentEvent, AgentSession, OpenAiConfig, SessionBuilder, TitlePolicy};
 use fusion::api::session;
-use fusion::storage::{ConversationStorage, StorageType};
+use fusion::storage::{ConversationStorage, Expiry, StorageType};
 use futures::StreamExt;
 
 use self::events::TurnView;
@@ -95,6 +96,18 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
     if let Some(title) = &args.title {
         builder = builder.title(title.clone());
     }
+    let expiry = match (args.expire_in, args.expire_idle) {
+        (Some(span), _) => Some(Expiry::At(crate::time::after(
+            SystemTime::now(),
+            span,
+            "--expire-in",
+        )?)),
+        (None, Some(span)) => Some(Expiry::Idle(span)),
+        (None, None) => None,
+    };
+    if let Some(expiry) = expiry {
+        builder = builder.expiry(expiry);
+    }
     if let Some(prompt) = &args.system {
         builder = builder.system_prompt(prompt.clone());
     }
@@ -106,6 +119,15 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
         .await
         .with_context(|| format!("cannot open session \"{}\"", args.session))?;
 
+    if expiry.is_some() && session.message_count() > 0 {
+        // Like --title and --tag, the expiry is for a session this chat creates; saying so
+        // keeps the user from believing a resumed session now expires.
+        eprintln!(
+            "note: session {} already exists, so it keeps its expiry; \
+             `fusion sessions expire` changes it",
+            args.session
+        );
+    }
     let interactive = std::io::stdin().is_terminal();
     let mut chat = Chat {
         session,
