@@ -93,7 +93,9 @@ impl RedisOptions {
     /// millisecond precision, checked when connecting).
     ///
     /// Every write (save, append, truncate) sets the expiry of the session's keys again;
-    /// reads do not. Without a TTL, a write makes the session's keys persistent again.
+    /// reads do not. Without a TTL, a write makes the session's keys persistent again. A
+    /// session with an expiry of its own ([`fusion_core::Expiry`]) has its keys dropped at
+    /// that instant instead, or after the TTL if that comes first.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self

@@ -164,9 +164,10 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
 }
 
 /// The server's error code (`WRONGTYPE`, `LOADING`, ...) and detail, also from inside a
-/// pipeline or transaction, where the first failing command's error counts.
+/// pipeline or transaction, where the first failing command's error counts (a `MULTI`
+/// the server refused to queue is `EXECABORT`, with the reason in its commands' errors).
 fn server_error(err: &RedisError) -> Option<(String, Option<String>)> {
-    if let Some(code) = err.code() {
+    if let Some(code) = err.code().filter(|code| *code != "EXECABORT") {
         return Some((code.to_string(), err.detail().map(str::to_string)));
     }
     let errors = err.clone().into_server_errors()?;

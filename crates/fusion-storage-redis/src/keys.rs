@@ -5,13 +5,20 @@
 //! - `fusion:m:{user-1}`: a HASH with `created_at` and `updated_at` (ms since the epoch),
 //!   `gen`, the session's generation (absent for sessions stored before generations
 //!   existed, which read as `LEGACY_GENERATION`), and the metadata: `owner`, `title`,
-//!   `tags` (a JSON array) and `data` (a JSON object), each absent when unset;
+//!   `tags` (a JSON array) and `data` (a JSON object), each absent when unset; for a
+//!   session with an expiry, `expires_at` (µs since the epoch) and, for an idle one,
+//!   `idle` (the span in µs);
 //! - `fusion:ids`: a ZSET of every session id, all at score 0, so it is ordered by id
 //!   (`ZRANGE ... BYLEX`);
 //! - `fusion:updated`: a ZSET of every session id scored by its `updated_at`, for the
 //!   newest-first listing;
 //! - `fusion:owner:{alice}:ids` and `fusion:owner:{alice}:updated`: the same two for the
 //!   sessions owned by `alice`;
+//! - `fusion:expiry`: a ZSET of the sessions that have an expiry, scored by the
+//!   millisecond they expire (their `expires_at` rounded up), each as its member
+//!   (`expiry_member`): the id, then `/` and the owner if it has one, so a purge can
+//!   clear an owner's indexes after Redis dropped the meta hash naming it.
+//!   Sessions without an expiry are not in it;
 //! - `fusion:sessions`: the SET of session ids that releases before the ZSETs kept; read
 //!   only to move its ids into the ZSETs (see `storage/index.rs`), then gone.
 //!
@@ -32,6 +39,7 @@ pub(crate) struct Keys {
     prefix: Arc<str>,
     ids: Arc<str>,
     updated: Arc<str>,
+    expiry: Arc<str>,
     legacy: Arc<str>,
 }
 
@@ -51,6 +59,7 @@ impl Keys {
             prefix: prefix.into(),
             ids: format!("{prefix}:ids").into(),
             updated: format!("{prefix}:updated").into(),
+            expiry: format!("{prefix}:expiry").into(),
             legacy: format!("{prefix}:sessions").into(),
         }
     }
@@ -80,6 +89,11 @@ impl Keys {
         &self.updated
     }
 
+    /// The ZSET of the sessions that have an expiry, by the millisecond they expire.
+    pub(crate) fn expiry(&self) -> &str {
+        &self.expiry
+    }
+
     /// The ZSET of the ids of `owner`'s sessions, by id.
     pub(crate) fn owner_ids(&self, owner: &str) -> String {
         format!("{}:owner:{{{owner}}}:ids", self.prefix)
@@ -101,6 +115,25 @@ impl Keys {
     /// The SET index of releases before the ZSETs.
     pub(crate) fn legacy_index(&self) -> &str {
         &self.legacy
+    }
+}
+
+/// The member of the expiry index for session `id` owned by `owner`: `id`, or
+/// `id/owner`. Neither an id nor an owner can hold a `/` ([`fusion_core::SessionId`]), so
+/// the member splits back unambiguously ([`split_member`]). The write scripts build it
+/// the same way (`member()` in `scripts/mod.rs`).
+pub(crate) fn expiry_member(id: &str, owner: Option<&str>) -> String {
+    match owner {
+        Some(owner) => format!("{id}/{owner}"),
+        None => id.to_string(),
+    }
+}
+
+/// The session id and owner an expiry index member names.
+pub(crate) fn split_member(member: &str) -> (&str, Option<&str>) {
+    match member.split_once('/') {
+        Some((id, owner)) => (id, Some(owner)),
+        None => (member, None),
     }
 }
 
@@ -136,6 +169,7 @@ mod tests {
         assert_eq!(keys.owner_ids("o"), "app:prod:owner:{o}:ids");
         assert_eq!(keys.owner_updated("o"), "app:prod:owner:{o}:updated");
         assert_eq!(keys.legacy_index(), "app:prod:sessions");
+        assert_eq!(keys.expiry(), "app:prod:expiry");
         assert_eq!(
             keys.scope(Scope::Owner("o")),
             (keys.owner_ids("o"), keys.owner_updated("o"))
@@ -148,5 +182,13 @@ mod tests {
         assert_ne!(keys.list("on"), keys.list("one"));
         assert_ne!(keys.list("s"), keys.meta("s"));
         assert_ne!(keys.owner_ids("ids"), keys.ids());
+    }
+
+    #[test]
+    fn an_expiry_member_names_its_session_and_owner() {
+        assert_eq!(expiry_member("s-1", Some("alice")), "s-1/alice");
+        assert_eq!(expiry_member("s-1", None), "s-1");
+        assert_eq!(split_member("s-1/alice"), ("s-1", Some("alice")));
+        assert_eq!(split_member("a:b@c"), ("a:b@c", None));
     }
 }

@@ -6,10 +6,13 @@
 //! native: the check of the session's generation and the write are one Lua script.
 //! Session metadata (owner, title, tags, data) lives in the session's meta hash, and
 //! sorted sets keep the sessions in order (newest first and by id, of everyone and per
-//! owner) for a paged listing that costs O(page) however many sessions there are. See
+//! owner) for a paged listing that costs O(page) however many sessions there are. A
+//! session's own expiry ([`fusion_core::Expiry`]) is Redis's key expiry (`PEXPIREAT`,
+//! refreshed by the write scripts for an idle one) plus an index of expiry instants, so
+//! `purge_expired` removes what Redis leaves (index entries) in O(batch). See
 //! [`RedisStorage`] for costs, [`RedisOptions`] for the key prefix, TTL and timeouts, and
-//! the crate README for the key layout, generations, Cluster notes and how to inspect a
-//! session with `redis-cli`.
+//! the crate README for the key layout, generations, expiry, Cluster notes and how to
+//! inspect a session with `redis-cli`.
 //!
 //! ```no_run
 //! # async fn demo() -> fusion_core::Result<()> {

@@ -2,16 +2,22 @@
 //! [`SessionMeta`] is stored as, and the reply of the `INFO` script (a session's count
 //! and meta hash, read in one step) turned into a [`SessionInfo`].
 //!
-//! Fields the hash lacks mean "unset": no owner, no title, no tags, an empty data map.
-//! Sessions stored by earlier releases have none of them, and read as sessions without
-//! metadata; sessions stored before generations have no `gen` either and read as
+//! Fields the hash lacks mean "unset": no owner, no title, no tags, an empty data map,
+//! no expiry. Sessions stored by earlier releases have none of them, and read as sessions
+//! without metadata; sessions stored before generations have no `gen` either and read as
 //! [`LEGACY_GENERATION`]. A field that is not what Fusion writes (tags that are not a JSON
 //! array of strings, say) makes the session [`Error::Corrupt`], naming it and the field.
+//!
+//! An expiry is two fields, both microseconds ([`StoredExpiry`]): `expires_at`, the
+//! instant, and for an idle expiry `idle`, the span each write adds to its `updated_at`.
+//! The scripts compute `expires_at` from the same clock reading they store as
+//! `updated_at`, so an idle session's `expires_at` is exactly `updated_at` plus `idle`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fusion_core::{
-    Error, LEGACY_GENERATION, Result, SessionInfo, SessionMeta, unix_micros, validate_owner,
+    Error, Expiry, LEGACY_GENERATION, Result, SessionInfo, SessionMeta, StoredExpiry, is_expired,
+    unix_micros, validate_owner,
 };
 use redis::{FromRedisValue, ParsingError, Value};
 
@@ -34,13 +40,26 @@ pub(crate) fn values(meta: &SessionMeta) -> [Option<String>; 4] {
 }
 
 /// The metadata fields `meta` stores, as (field, value): only those set, so a session
-/// without metadata stores none.
+/// without metadata stores none. Its expiry comes last, as [`expiry_arg`] gives it.
 pub(crate) fn fields(meta: &SessionMeta) -> Vec<(&'static str, String)> {
     META_FIELDS
         .into_iter()
         .zip(values(meta))
         .filter_map(|(field, value)| Some((field, value?)))
+        .chain(expiry_arg(meta.expiry.as_ref()))
         .collect()
+}
+
+/// How a script is told of an expiry: `("expires_at", µs since the epoch)` for a fixed
+/// instant, `("idle", µs)` for an idle span, from which the script computes `expires_at`
+/// with the clock reading it stores as `updated_at`.
+pub(crate) fn expiry_arg(expiry: Option<&Expiry>) -> Option<(&'static str, String)> {
+    let StoredExpiry { expires_at, idle } = StoredExpiry::of(expiry, 0);
+    match (idle, expires_at) {
+        (Some(idle), _) => Some(("idle", idle.to_string())),
+        (None, Some(at)) => Some(("expires_at", at.to_string())),
+        (None, None) => None,
+    }
 }
 
 /// One session as the `INFO` script read it: its length and its meta hash's fields, raw.
@@ -52,6 +71,8 @@ pub(crate) struct Stored {
     generation: Option<String>,
     /// `owner`, `title`, `tags`, `data` as stored ([`META_FIELDS`] order).
     pub(crate) meta: [Option<String>; 4],
+    /// `expires_at` and `idle` as stored.
+    expiry: [Option<String>; 2],
 }
 
 impl Stored {
@@ -67,23 +88,43 @@ impl Stored {
         let Ok(len @ 1..) = usize::try_from(len) else {
             return Ok(None);
         };
-        let mut fields = [(); 7].map(|()| None);
+        let mut fields = [(); 9].map(|()| None);
         for (slot, value) in fields.iter_mut().zip(items) {
             *slot = FromRedisValue::from_redis_value(value)?;
         }
-        let [created_at, updated_at, generation, owner, title, tags, data] = fields;
+        let [
+            created_at,
+            updated_at,
+            generation,
+            owner,
+            title,
+            tags,
+            data,
+            expires_at,
+            idle,
+        ] = fields;
         Ok(Some(Self {
             len,
             created_at,
             updated_at,
             generation,
             meta: [owner, title, tags, data],
+            expiry: [expires_at, idle],
         }))
     }
 
     /// The owner, as stored.
     pub(crate) fn owner(&self) -> Option<&str> {
         self.meta[0].as_deref()
+    }
+
+    /// The expiry member of this session in the expiry index, if it has an expiry, and
+    /// the millisecond it is scored at; `None` also for an `expires_at` that is not a
+    /// number (reading the session reports that).
+    pub(crate) fn expiry_entry(&self, id: &str) -> Option<(String, i64)> {
+        let at: i64 = self.expiry[0].as_deref()?.parse().ok()?;
+        let member = crate::keys::expiry_member(id, self.owner());
+        Some((member, due_ms(at)))
     }
 
     /// `updated_at` in ms since the epoch, as the listing sorts by it: 0 when unknown
@@ -130,6 +171,21 @@ impl Stored {
             info.meta.data = serde_json::from_str(data)
                 .map_err(|err| corrupt("data", "a JSON object", err.to_string()))?;
         }
+        let [expires_at, idle] = &self.expiry;
+        let micros = |field: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|text| {
+                    text.parse::<i64>()
+                        .map_err(|err| corrupt(field, "a number of microseconds", err.to_string()))
+                })
+                .transpose()
+        };
+        let expiry = StoredExpiry {
+            expires_at: micros("expires_at", expires_at)?,
+            idle: micros("idle", idle)?,
+        };
+        info.expires_at = expiry.expires_at_time();
+        info.meta.expiry = expiry.expiry();
         Ok(info)
     }
 }
@@ -147,6 +203,20 @@ pub(crate) fn generation(keys: &Keys, id: &str, text: &str) -> Result<u64> {
             ),
         )
     })
+}
+
+/// Whether a session whose `expires_at` field holds `expires_at` has expired at the
+/// server time `(seconds, microseconds)` that `TIME` replied. A value Fusion did not write
+/// never expires here: `session_info` reports it as corrupt.
+pub(crate) fn is_past(expires_at: Option<&str>, (secs, micros): (i64, i64)) -> bool {
+    let at = expires_at.and_then(|text| text.parse::<i64>().ok());
+    is_expired(at, secs.saturating_mul(1_000_000).saturating_add(micros))
+}
+
+/// The millisecond Redis is told to drop a session expiring at `micros`: rounded up, so
+/// the keys never go before the instant the session reports.
+pub(crate) fn due_ms(micros: i64) -> i64 {
+    micros.div_euclid(1000) + i64::from(micros.rem_euclid(1000) != 0)
 }
 
 /// A timestamp written by the scripts (ms since the epoch); `None` if someone else
@@ -177,10 +247,11 @@ mod tests {
         let meta = SessionMeta::new()
             .owner("o")
             .tags(["b", "a"])
-            .data("k", json!([1]));
+            .data("k", json!([1]))
+            .expiry(Expiry::Idle(Duration::from_micros(90_000_500)));
         let stored = fields(&meta);
         let names: Vec<&str> = stored.iter().map(|(field, _)| *field).collect();
-        assert_eq!(names, ["owner", "tags", "data"]);
+        assert_eq!(names, ["owner", "tags", "data", "idle"]);
         let value = |name: &str| {
             stored
                 .iter()
@@ -196,6 +267,8 @@ mod tests {
             None,
             value("tags"),
             value("data"),
+            Some("1700000090456500"),
+            value("idle"),
         ]))
         .unwrap()
         .unwrap();
@@ -203,6 +276,27 @@ mod tests {
         let info = read.info(&keys, "s").unwrap();
         assert_eq!((info.message_count, info.generation), (2, 42));
         assert_eq!(info.meta, meta);
+        assert_eq!(
+            info.expires_at,
+            Some(info.updated_at.unwrap() + Duration::from_micros(90_000_500))
+        );
+        let entry = read.expiry_entry("s");
+        assert_eq!(entry, Some(("s/o".to_string(), 1_700_000_090_457)));
+    }
+
+    #[test]
+    fn a_fixed_expiry_is_stored_as_its_instant_and_due_rounds_up() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_800_000_000_000_001);
+        let arg = expiry_arg(Some(&Expiry::At(at)));
+        assert_eq!(arg, Some(("expires_at", "1800000000000001".to_string())));
+        assert_eq!(expiry_arg(None), None);
+        assert_eq!(due_ms(1_000), 1);
+        assert_eq!(due_ms(1_001), 2);
+        assert_eq!(due_ms(0), 0);
+        assert!(is_past(Some("1700000000000000"), (1_700_000_000, 0)));
+        assert!(!is_past(Some("1700000000000001"), (1_700_000_000, 0)));
+        assert!(!is_past(None, (i64::MAX, 0)));
+        assert!(!is_past(Some("soon"), (i64::MAX, 0)));
     }
 
     #[test]
@@ -211,7 +305,7 @@ mod tests {
             let value = Value::Array(vec![Value::Int(len)]);
             assert_eq!(Stored::from_reply(value).unwrap(), None);
         }
-        let bare = Stored::from_reply(reply(&[None; 7])).unwrap().unwrap();
+        let bare = Stored::from_reply(reply(&[None; 9])).unwrap().unwrap();
         let info = bare.info(&Keys::new("p"), "s").unwrap();
         assert_eq!(info.generation, LEGACY_GENERATION);
         assert_eq!((info.created_at, info.updated_at), (None, None));
@@ -221,15 +315,17 @@ mod tests {
 
     #[test]
     fn a_field_fusion_did_not_write_is_corrupt_naming_session_and_field() {
-        let cases: [(usize, &str, &str); 5] = [
+        let cases: [(usize, &str, &str); 7] = [
             (2, "x7", "`gen`"),
             (3, "no spaces allowed", "`owner`"),
             (5, "{\"not\": \"a list\"}", "`tags`"),
             (5, "[1, 2]", "`tags`"),
             (6, "[\"not an object\"]", "`data`"),
+            (7, "soon", "`expires_at`"),
+            (8, "1e6", "`idle`"),
         ];
         for (at, text, field) in cases {
-            let mut items = [None; 7];
+            let mut items = [None; 9];
             items[at] = Some(text);
             let stored = Stored::from_reply(reply(&items)).unwrap().unwrap();
             match stored.info(&Keys::new("p"), "s1") {

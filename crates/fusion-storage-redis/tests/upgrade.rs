@@ -1,5 +1,6 @@
 //! Upgrading in place (issue #16): a keyspace written by the release before session
-//! metadata opens, and lists and keeps every session, on one server and on a cluster.
+//! metadata opens, and lists and keeps every session, without an expiry, on one server
+//! and on a cluster.
 //!
 //! The keyspace is `fixtures/keyspace-421d2a2.json`: every key that the RedisStorage of
 //! commit 421d2a2 left after appends, a save, a truncate, a delete and a conditional
@@ -13,11 +14,12 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Harness, Raw, cluster_harness, harness};
 use fusion_core::{
-    ChatMessage, ConversationStorage, LEGACY_GENERATION, MetaUpdate, SessionOrder, SessionQuery,
+    ChatMessage, ConversationStorage, Expiry, LEGACY_GENERATION, MetaUpdate, SessionOrder,
+    SessionQuery,
 };
 use redis::AsyncCommands;
 use serde_json::Value;
@@ -136,6 +138,7 @@ async fn an_old_keyspace_opens_lists_and_keeps_everything(h: Harness) {
             info.meta.is_empty(),
             "{id}: no metadata before this release"
         );
+        assert_eq!(info.expires_at, None, "{id}: no expiry before this release");
         let hash = fixture_value(&format!("PREFIX:m:{{{id}}}")).unwrap_or_default();
         let stamp = |field: &str| {
             hash.get(field)
@@ -153,11 +156,17 @@ async fn an_old_keyspace_opens_lists_and_keeps_everything(h: Harness) {
         );
     }
 
-    // New writes and metadata on old sessions.
+    // New writes and metadata on old sessions, a millisecond apart (the listing's order
+    // is by the ms; a tie would put `legacy-bare` first, by id).
     store
         .append("legacy-bare", &[ChatMessage::user("after the upgrade")])
         .await
         .unwrap();
+    let appended = store.session_info("legacy-bare").await.unwrap().unwrap();
+    let next_ms = appended.updated_at.unwrap() + Duration::from_millis(1);
+    while let Ok(left) = next_ms.duration_since(SystemTime::now()) {
+        tokio::time::sleep(left + Duration::from_micros(100)).await;
+    }
     let retitled = store
         .update_session(
             "chat-b",
@@ -181,6 +190,25 @@ async fn an_old_keyspace_opens_lists_and_keeps_everything(h: Harness) {
         .unwrap();
     assert_eq!(owned.sessions.len(), 1);
     assert_eq!(owned.sessions[0].meta.title.as_deref(), Some("old, titled"));
+
+    // Nothing expires, so there is nothing to purge; an old session takes an expiry.
+    assert_eq!(store.purge_expired(100).await.unwrap(), 0);
+    assert_eq!(store.list_sessions().await.unwrap(), by_id);
+    let idle = Duration::from_secs(3600);
+    let expiring = store
+        .update_session(
+            "legacy-stamped",
+            &MetaUpdate::new().expiry(Some(Expiry::Idle(idle))),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        expiring.expires_at,
+        Some(expiring.updated_at.unwrap() + idle)
+    );
+    let entries: Vec<String> = raw.zrange(h.expiry_key(), 0, -1).await.unwrap();
+    assert_eq!(entries, ["legacy-stamped"]);
 }
 
 /// Processes that meet the old index at once all list everything; and a session an old

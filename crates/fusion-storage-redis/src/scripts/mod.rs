@@ -1,5 +1,5 @@
 //! The Lua scripts that change a session's keys, and its indexes on one server, in one
-//! atomic step, and those a listing reads with.
+//! atomic step, and those a listing or a purge reads with.
 //!
 //! A script runs atomically on the server, unlike `MULTI`, where a command that fails
 //! (say `RPUSH` on a key of the wrong type) leaves the others applied. But Redis keeps
@@ -8,10 +8,11 @@
 //! keys, which the first command on each key checks by failing (`HMGET` on a meta key
 //! that is not a hash; `LLEN`, or the append's `RPUSH`, on a list key that is not a list)
 //! before anything is written. After that the scripts only run commands that cannot fail
-//! on their arguments (the TTL is a whole number Redis accepts, the push is chunked below
-//! Lua's `unpack` limit). Both keys of a session share a hash tag (see `keys.rs`), so the
-//! scripts are valid on Redis Cluster too. Timestamps come from the server's clock, so
-//! writers on machines with skewed clocks still agree.
+//! on their arguments (the TTL and the expiry are whole numbers Redis accepts, the push
+//! is chunked below Lua's `unpack` limit). Both keys of a session share a hash tag (see
+//! `keys.rs`), so the scripts are valid on Redis Cluster too. Timestamps come from the
+//! server's clock, read once per script, so writers on machines with skewed clocks still
+//! agree.
 //!
 //! Every write script is also a conditional write (issue #13): it reads the session's
 //! generation (the meta hash's `gen` field) and length, compares them with what the
@@ -23,160 +24,53 @@
 //! the key of an owner's indexes named by the script from the prefix and the owner it
 //! reads (a server without slots lets a script reach keys it was not given; a cluster
 //! does not, and there the caller updates the indexes after the script, from the
-//! `updated_at` and owner it returns). They change the indexes before the session, so an
-//! index is never behind the session it lists.
+//! `updated_at`, owner and expiry it returns). They change the indexes before the
+//! session, so an index is never behind the session it lists.
+//!
+//! Retention: a session's expiry is two fields of its meta hash (`stored.rs`), a
+//! `PEXPIREAT` on both its keys, and an entry in the expiry index; every script treats a
+//! session whose instant has passed as absent (`parts.rs`), and `retention.rs` has the
+//! purge.
 //!
 //! Each `redis.call` costs the server about as much as a command of its own, and a busy
 //! server's throughput is what its scripts cost (issue #15's W5), so the common append
 //! makes only the calls it needs; `writes.rs` counts them.
 
+mod parts;
 mod reads;
+mod retention;
 mod writes;
 
 use std::sync::LazyLock;
 
-use fusion_core::LEGACY_GENERATION;
+use fusion_core::{LEGACY_GENERATION, MAX_IDLE};
 use redis::{FromRedisValue, ParsingError, Script, Value};
 
 use crate::config::MAX_TTL;
+use parts::{CLOCK, COMMON, CONDITION, DIGITS, DROP, INDEX, TTL, UNINDEX};
 
-/// What every script that writes starts with: effect replication (implicit since Redis 5,
-/// needed before `TIME` on older servers; asked for only before Redis 7), and the helpers
-/// that check arguments.
-const COMMON: &str = r#"
--- Since Redis 5 effects are what replicates, and since 7 (which has REDIS_VERSION)
--- the call is deprecated, yet still costs about as much as a command.
-if redis.replicate_commands and not redis.REDIS_VERSION then redis.replicate_commands() end
-local function bad_arg(what, value)
-  return redis.error_reply('ERR fusion: invalid ' .. what .. ' argument ' .. tostring(value) .. '; nothing was written')
-end
--- Digits without a leading zero: the integers Redis itself parses.
-local function whole(text)
-  return type(text) == 'string' and (text == '0' or string.match(text, '^[1-9]%d*$') ~= nil)
-end
--- Compared digit by digit: a Lua number is a double, which rounds above 2^53.
-local function at_most(text, max)
-  if #text ~= #max then return #text < #max end
-  for i = 1, #text do
-    local a, b = string.byte(text, i), string.byte(max, i)
-    if a ~= b then return a < b end
-  end
-  return true
-end
-"#;
-
-/// `ARGV[2]` of every script that sets a TTL is the TTL in ms, `0` for none. It must be
-/// a whole number as Redis parses one (digits, no leading zero) and at most
-/// `@MAX_TTL_MS@` (substituted from [`MAX_TTL`]), which `RedisOptions` already ensures;
-/// checked again here because a failing `PEXPIRE` would come after the writes. It is
-/// handed to `PEXPIRE` as the string it arrived as: a Lua number would be formatted in
-/// exponent notation above 10^17, which `PEXPIRE` refuses. Then the helpers `now_ms()`
-/// and `touch()`.
-const TTL: &str = r#"
-local ttl_arg = ARGV[2]
-if not (whole(ttl_arg) and at_most(ttl_arg, '@MAX_TTL_MS@')) then
-  return bad_arg('TTL', ttl_arg)
-end
--- TIME gives seconds and microseconds as decimal strings; the milliseconds are the
--- seconds followed by the microseconds' first three of six digits. Joining strings
--- costs the server less than arithmetic and formatting.
-local function now_ms()
-  local t = redis.call('TIME')
-  return t[1] .. string.sub('00000' .. t[2], -6, -4)
-end
--- Sets the TTL on both keys, or without one makes them persistent again. The scripts
--- give both keys the same expiry, so the list's (the messages, which must not expire
--- when no TTL is set) tells whether there is any to remove.
-local function touch()
-  if ttl_arg ~= '0' then
-    redis.call('PEXPIRE', KEYS[1], ttl_arg)
-    redis.call('PEXPIRE', KEYS[2], ttl_arg)
-  elseif redis.call('PTTL', KEYS[1]) ~= -1 then
-    redis.call('PERSIST', KEYS[1])
-    redis.call('PERSIST', KEYS[2])
-  end
-end
-"#;
-
-/// `ARGV[3..=6]` of the message scripts are the condition: the fresh generation the
-/// script gives the session if it creates or rewrites it (made by the client, so the
-/// script stays deterministic), the expectation (`any`, `gen` or `exact`), and the
-/// expected generation and length (`0` where unused). Generations are compared as the
-/// decimal strings they are stored as, never as Lua numbers. A session whose list exists
-/// but whose meta has no `gen` (stored before generations existed) is at
-/// `@LEGACY_GENERATION@`. Then `check()`.
-const CONDITION: &str = r#"
-local fresh, expect, want_gen, want_len = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if not whole(fresh) or fresh == '0' or fresh == '@LEGACY_GENERATION@' then
-  return bad_arg('generation', fresh)
-end
-if expect ~= 'any' and expect ~= 'gen' and expect ~= 'exact' then
-  return bad_arg('expectation', expect)
-end
-if not (whole(want_gen) and whole(want_len)) then
-  return bad_arg('expected revision', tostring(want_gen) .. '/' .. tostring(want_len))
-end
--- The session's revision and owner now, and whether it is what the caller expects: nil
--- if so, else the reply that reports the conflict (and writes nothing). Reading both
--- keys also checks their types: HMGET and LLEN fail on a key of another type. `stored`
--- is the meta hash's `gen` and `owner` if the caller already read them.
-local function check(stored)
-  stored = stored or redis.call('HMGET', KEYS[2], 'gen', 'owner')
-  local len = redis.call('LLEN', KEYS[1])
-  local gen, owner = '0', false
-  if len > 0 then gen, owner = stored[1] or '@LEGACY_GENERATION@', stored[2] end
-  if expect == 'any' or (gen == want_gen
-      and (expect == 'gen' or gen == '0' or tonumber(want_len) == len)) then
-    return nil, gen, len, owner
-  end
-  return {0, gen, len}, gen, len, owner
-end
-"#;
-
-/// The indexes on one server: `KEYS[3]` and `KEYS[4]` are those of every session (by id,
-/// by update time), absent on a cluster, where these helpers do nothing. An owner's two
-/// are named here as `keys.rs` names them. (Each `local function` costs every run of the
-/// script a closure, about what a command costs the server, so a script takes only the
-/// parts it calls: [`UNINDEX`] is apart.)
-const INDEX: &str = r#"
-local indexed = KEYS[4] ~= nil
--- Scores the session at `now` in the by-update indexes, its owner's too; when `listed`,
--- also adds it to the by-id ones, which never move.
-local function index(prefix, id, owner, now, listed)
-  if not indexed then return end
-  redis.call('ZADD', KEYS[4], now, id)
-  if listed then redis.call('ZADD', KEYS[3], 0, id) end
-  if owner then
-    local key = prefix .. ':owner:{' .. owner .. '}:'
-    redis.call('ZADD', key .. 'updated', now, id)
-    if listed then redis.call('ZADD', key .. 'ids', 0, id) end
-  end
-end
-"#;
-
-/// Removing a session from the indexes on one server, after [`INDEX`].
-const UNINDEX: &str = r#"
-local function unindex_owner(prefix, id, owner)
-  if not (indexed and owner) then return end
-  local key = prefix .. ':owner:{' .. owner .. '}:'
-  redis.call('ZREM', key .. 'ids', id)
-  redis.call('ZREM', key .. 'updated', id)
-end
-local function unindex(prefix, id, owner)
-  if not indexed then return end
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('ZREM', KEYS[4], id)
-  unindex_owner(prefix, id, owner)
-end
-"#;
+/// The latest expiry instant the scripts accept, in µs since the epoch: the end of the
+/// year 9999, as `fusion_core::Expiry::validate` checks first. It keeps the `PEXPIREAT`
+/// the scripts set far inside what Redis accepts.
+const LATEST_MICROS: &str = "253402300799999999";
 
 /// The save/append script; see [`writes::WRITE`].
 pub(crate) static WRITE: LazyLock<Script> =
-    LazyLock::new(|| script(&[COMMON, TTL, CONDITION, INDEX, writes::WRITE]));
+    LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, TTL, CONDITION, INDEX, writes::WRITE]));
 
 /// The truncate script; see [`writes::TRUNCATE`].
-pub(crate) static TRUNCATE: LazyLock<Script> =
-    LazyLock::new(|| script(&[COMMON, TTL, CONDITION, INDEX, UNINDEX, writes::TRUNCATE]));
+pub(crate) static TRUNCATE: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        COMMON,
+        DIGITS,
+        CLOCK,
+        TTL,
+        CONDITION,
+        INDEX,
+        UNINDEX,
+        writes::TRUNCATE,
+    ])
+});
 
 /// The delete script; see [`writes::DELETE`].
 pub(crate) static DELETE: LazyLock<Script> =
@@ -184,10 +78,10 @@ pub(crate) static DELETE: LazyLock<Script> =
 
 /// The metadata compare-and-set script; see [`writes::UPDATE`].
 pub(crate) static UPDATE: LazyLock<Script> =
-    LazyLock::new(|| script(&[COMMON, TTL, INDEX, UNINDEX, writes::UPDATE]));
+    LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, TTL, INDEX, UNINDEX, writes::UPDATE]));
 
 /// The read of one session's facts; see [`reads::INFO`].
-pub(crate) static INFO: LazyLock<Script> = LazyLock::new(|| script(&[reads::INFO]));
+pub(crate) static INFO: LazyLock<Script> = LazyLock::new(|| script(&[DIGITS, reads::INFO]));
 
 /// The walk of a by-update index; see [`reads::WALK`].
 pub(crate) static WALK: LazyLock<Script> = LazyLock::new(|| script(&[reads::WALK]));
@@ -195,17 +89,39 @@ pub(crate) static WALK: LazyLock<Script> = LazyLock::new(|| script(&[reads::WALK
 /// The repair of one index score; see [`reads::REINDEX`].
 pub(crate) static REINDEX: LazyLock<Script> = LazyLock::new(|| script(&[reads::REINDEX]));
 
+/// A batch of `purge_expired` on one server; see [`retention::PURGE`].
+pub(crate) static PURGE: LazyLock<Script> =
+    LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, retention::SWEEP, retention::PURGE]));
+
+/// The purge of one session on a cluster; see [`retention::PURGE_ONE`].
+pub(crate) static PURGE_ONE: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        COMMON,
+        DIGITS,
+        CLOCK,
+        retention::SWEEP,
+        retention::PURGE_ONE,
+    ])
+});
+
+/// The due entries of the expiry index on a cluster; see [`retention::DUE`].
+pub(crate) static DUE: LazyLock<Script> =
+    LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, retention::DUE]));
+
 fn script(parts: &[&str]) -> Script {
     Script::new(&source(parts))
 }
 
-/// The full text of a script made of `parts`, with the TTL bound and the legacy
-/// generation filled in.
+/// The full text of a script made of `parts`, with the removal of an expired session,
+/// the bounds and the legacy generation filled in.
 fn source(parts: &[&str]) -> String {
     parts
         .concat()
+        .replace("@DROP@", DROP)
         .replace("@MAX_TTL_MS@", &MAX_TTL.as_millis().to_string())
         .replace("@LEGACY_GENERATION@", &LEGACY_GENERATION.to_string())
+        .replace("@LATEST_MICROS@", LATEST_MICROS)
+        .replace("@MAX_IDLE_MICROS@", &MAX_IDLE.as_micros().to_string())
 }
 
 /// What a message script reports: whether it wrote, the session's generation (as
@@ -228,17 +144,23 @@ pub(crate) struct Written {
     pub(crate) updated: Option<String>,
     /// The session's owner, if it has one (before the delete, for a delete).
     pub(crate) owner: Option<String>,
+    /// After a write that moved the session's entry in the expiry index (it created the
+    /// session, or its expiry is idle), the ms it expires, rounded up: the entry's new
+    /// score. After a delete, its `expires_at` if it had one: it had an entry there.
+    pub(crate) due: Option<String>,
 }
 
 impl FromRedisValue for Outcome {
     fn from_redis_value(value: Value) -> Result<Self, ParsingError> {
         let mut items: Vec<Value> = FromRedisValue::from_redis_value(value)?;
-        let wrote = if items.len() >= 5 {
+        let wrote = if items.len() >= 6 {
+            let due = items.pop().expect("six items");
             let owner = items.pop().expect("five items");
             let updated = items.pop().expect("four items");
             Some(Written {
                 updated: FromRedisValue::from_redis_value(updated)?,
                 owner: FromRedisValue::from_redis_value(owner)?,
+                due: FromRedisValue::from_redis_value(due)?,
             })
         } else {
             None
@@ -283,11 +205,8 @@ mod tests {
     #[test]
     fn the_scripts_carry_the_ttl_bound_and_legacy_generation_of_the_crate() {
         let bound = MAX_TTL.as_millis().to_string();
-        for parts in [
-            [COMMON, TTL, CONDITION, INDEX, writes::WRITE],
-            [COMMON, TTL, CONDITION, INDEX, writes::TRUNCATE],
-        ] {
-            let text = source(&parts);
+        for last in [writes::WRITE, writes::TRUNCATE] {
+            let text = source(&[COMMON, DIGITS, CLOCK, TTL, CONDITION, INDEX, last]);
             assert!(!text.contains('@'), "placeholder left in the script");
             assert!(
                 text.contains(&format!("at_most(ttl_arg, '{bound}')")),
@@ -310,7 +229,7 @@ mod tests {
         let no_meta: &[&str] = &["0"];
         // Mode, TTL, condition, metadata arguments, messages.
         type Write<'a> = (&'a str, &'a str, [&'a str; 4], &'a [&'a str], &'a [&'a str]);
-        let bad_writes: [Write; 15] = [
+        let bad_writes: [Write; 19] = [
             ("append", "9223372036854775808", good, no_meta, &[message]), // 2^63
             ("append", "4611686018427387905", good, no_meta, &[message]), // MAX_TTL + 1 ms
             ("append", "abc", good, no_meta, &[message]),
@@ -338,6 +257,22 @@ mod tests {
             ("append", "0", good, &["x"], &[message]),
             ("append", "0", good, &["3", "title", "t"], &[message]), // more pairs than given
             ("append", "0", good, &["1", "colour", "red"], &[message]),
+            ("append", "0", good, &["1", "idle", "0"], &[message]),
+            (
+                "append",
+                "0",
+                good,
+                &["1", "idle", "3153600000000001"],
+                &[message],
+            ), // MAX_IDLE + 1 µs
+            (
+                "append",
+                "0",
+                good,
+                &["1", "expires_at", "253402300800000000"],
+                &[message],
+            ), // 10000
+            ("append", "0", good, &["1", "expires_at", "-5"], &[message]),
         ];
         for (mode, ttl, condition, meta_args, messages) in bad_writes {
             let result: redis::RedisResult<Outcome> = WRITE
@@ -381,6 +316,7 @@ mod tests {
         let written = created.wrote.expect("the script wrote");
         assert_eq!(written.owner.as_deref(), Some("o"));
         assert!(written.updated.is_some());
+        assert_eq!(written.due, None, "no expiry");
         for length in ["-1", "01", "x"] {
             let truncate: redis::RedisResult<Outcome> = TRUNCATE
                 .key(&list)
@@ -398,6 +334,75 @@ mod tests {
             .arg(&meta)
             .query(&mut conn)
             .unwrap();
+    }
+
+    /// The expiry arithmetic is exact over the whole range: the ms Redis is told is the
+    /// µs instant rounded up (as strings past 2^53), an idle span in µs is added to the
+    /// time in ms the script stores, an instant is compared with the clock to the µs, and
+    /// values Fusion did not write are no expiry.
+    #[test]
+    fn the_expiry_arithmetic_of_the_scripts_is_exact_to_the_year_9999() {
+        let Some(mut conn) = server() else { return };
+        let probe = Script::new(&source(&[
+            COMMON,
+            DIGITS,
+            CLOCK,
+            r#"
+            local gone, at, due = expiry(ARGV[1], ARGV[2] ~= '' and ARGV[2], ARGV[3] == 'check', clock)
+            if ARGV[2] ~= '' and at then
+              at = string.format('%.0f', tonumber(string.sub(at, 1, -4)) - tonumber(now))
+                .. string.sub(at, -3)
+            end
+            return {tostring(gone), tostring(at), tostring(due)}
+            "#,
+        ]));
+        let cases = [
+            ("0", "", "", ["false", "0", "0"]),
+            ("1", "", "", ["false", "1", "1"]),
+            ("999", "", "", ["false", "999", "1"]),
+            ("1000", "", "", ["false", "1000", "1"]),
+            ("1001", "", "", ["false", "1001", "2"]),
+            ("1700000000123456", "", "check", ["true", "nil", "nil"]),
+            (
+                LATEST_MICROS,
+                "",
+                "check",
+                ["false", LATEST_MICROS, "253402300800000"],
+            ),
+            (
+                "253402300799000000",
+                "",
+                "",
+                ["false", "253402300799000000", "253402300799000"],
+            ),
+            ("soon", "", "check", ["false", "false", "false"]),
+            // With an idle span the instant is the script's time (subtracted here) plus it.
+            ("1", "1500", "", ["false", "1500", ""]),
+            (
+                "",
+                "3153600000000000",
+                "",
+                ["false", "3153600000000000", ""],
+            ),
+            ("", "x", "", ["false", "false", "false"]),
+        ];
+        for (at, idle, check, want) in cases {
+            let got: [String; 3] = probe
+                .arg(at)
+                .arg(idle)
+                .arg(check)
+                .invoke(&mut conn)
+                .unwrap();
+            let [gone, at_got, due] = &got;
+            assert_eq!(
+                (gone, at_got),
+                (&want[0].to_string(), &want[1].to_string()),
+                "{at} {idle}"
+            );
+            if !want[2].is_empty() {
+                assert_eq!(due, want[2], "{at} {idle}");
+            }
+        }
     }
 
     /// The walk's order is (score, member) descending, and it resumes strictly after any

@@ -1,24 +1,33 @@
-//! The Lua of the scripts a listing runs: a session's facts in one atomic read ([`INFO`]),
-//! a page of an index by update time after a cursor ([`WALK`]), and the repair of an
-//! index score that lags its session ([`REINDEX`]). Each uses one slot's keys only, so
-//! all are valid on a cluster.
+//! The Lua of the scripts a listing runs: a session's facts in one atomic read ([`INFO`],
+//! after the `DIGITS` part), a page of an index by update time after a cursor
+//! ([`WALK`]), and the repair of an index score that lags its session ([`REINDEX`]).
+//! Each uses one slot's keys only, so all are valid on a cluster.
 
-/// A session's count, timestamps, generation and metadata, read in one atomic step.
+/// A session's count, timestamps, generation, metadata and expiry, read in one atomic
+/// step; a session whose expiry has passed is absent, even in the instant before Redis
+/// drops its keys (`PEXPIREAT` is in whole ms, rounded up).
 ///
 /// KEYS: list, meta. ARGV: `strict`, to fail on a key of another type as any command
-/// would (`session_info`), or `lenient`, to report it as `{-1}` (a listing skips it, as
-/// `list_sessions` skips a foreign key). Returns `{0}` for an absent session, else
-/// `{length, created_at, updated_at, gen, owner, title, tags, data}` with `nil` for each
-/// field the meta hash lacks.
+/// would (`session_info`), `lenient`, to report it as `{-1}` (a listing skips it, as
+/// `list_sessions` skips a foreign key), or `exists`, as `lenient` but returning only
+/// `{length}`. Returns `{0}` for an absent session, else `{length, created_at,
+/// updated_at, gen, owner, title, tags, data, expires_at, idle}` with `nil` for each
+/// field the meta hash lacks. Reads the clock (`TIME`) only for a session with an expiry.
 pub(super) const INFO: &str = r#"
 local call = redis.pcall
 if ARGV[1] == 'strict' then call = redis.call end
 local len = call('LLEN', KEYS[1])
 if type(len) == 'table' then return {-1} end
 if len == 0 then return {0} end
-local f = call('HMGET', KEYS[2], 'created_at', 'updated_at', 'gen', 'owner', 'title', 'tags', 'data')
+local f = call('HMGET', KEYS[2], 'created_at', 'updated_at', 'gen', 'owner', 'title', 'tags',
+  'data', 'expires_at', 'idle')
 if f.err then return {-1} end
-return {len, f[1], f[2], f[3], f[4], f[5], f[6], f[7]}
+if f[8] and whole(f[8]) then
+  local t = redis.call('TIME')
+  if at_most(f[8], t[1] .. string.sub('00000' .. t[2], -6)) then return {0} end
+end
+if ARGV[1] == 'exists' then return {len} end
+return {len, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]}
 "#;
 
 /// Up to `n` members of a ZSET scored by update time, newest first (ties: the greater

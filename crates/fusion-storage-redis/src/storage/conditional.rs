@@ -12,11 +12,12 @@ use fusion_core::{Change, ChatMessage, Expect, LEGACY_GENERATION, Result, Revisi
 use super::{RedisStorage, Request, decode};
 use crate::error::{BACKEND, parse_redis_error};
 use crate::scripts::Outcome;
-use crate::stored::generation;
+use crate::stored::{generation, is_past};
 
 impl RedisStorage {
     /// The messages of `id` and its revision, read in one `MULTI` so they belong to
-    /// the same instant. `id` is already validated.
+    /// the same instant, with the server's `TIME`: a session whose expiry has passed is
+    /// absent. `id` is already validated.
     pub(super) async fn read_revision(&self, id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
         let (list, meta) = (self.keys.list(id), self.keys.meta(id));
         let mut pipe = redis::pipe();
@@ -25,14 +26,20 @@ impl RedisStorage {
             .arg(&list)
             .arg(0)
             .arg(-1)
-            .cmd("HGET")
+            .cmd("HMGET")
             .arg(&meta)
-            .arg("gen");
-        let (raw, stored): (Vec<Vec<u8>>, Option<String>) =
+            .arg("gen")
+            .arg("expires_at")
+            .cmd("TIME");
+        type Read = (Vec<Vec<u8>>, (Option<String>, Option<String>), (i64, i64));
+        let (raw, (stored, expires_at), time): Read =
             self.run(Request::Pipe(&pipe)).await.map_err(|err| {
                 let op = self.op("load_revision", Some(id));
                 parse_redis_error(err, op.on_keys(&[&list, &meta]))
             })?;
+        if is_past(expires_at.as_deref(), time) {
+            return Ok((Vec::new(), Revision::ABSENT));
+        }
         let history = decode(id, &list, &raw)?;
         // Without a list there is no session, whatever a leftover meta hash says; the
         // scripts read it the same way.

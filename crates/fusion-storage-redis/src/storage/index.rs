@@ -1,14 +1,18 @@
 //! Upkeep of the indexes that list sessions (by id and by update time, of every session
-//! and of each owner; see `keys.rs`): following a write on a cluster, pruning and
-//! repairing what a listing finds stale, and moving the SET index of earlier releases
-//! into them.
+//! and of each owner) and of the expiry index (see `keys.rs`): following a write on a
+//! cluster, taking sessions that went out of them all on a cluster (`forget`, after a
+//! delete or a purge), pruning and repairing what a listing finds stale, and moving the
+//! SET index of earlier releases into them.
 //!
 //! An index may hold more than it should, never less (the "superset discipline"): an id
 //! whose session expired or went, one that a write scored an instant before storing, one
-//! in the indexes of an owner the session no longer has. Readers check every entry
-//! against the session's meta hash and skip, prune or repair what disagrees. Removing an
-//! entry is always followed by a second look at the session, and an entry a concurrent
-//! writer needed is put back, so pruning never drops a live session.
+//! in the indexes of an owner the session no longer has, an expiry entry of a session
+//! written again since it expired (a purge meets it and replaces it). Readers check
+//! every entry against the session's meta hash and skip, prune or repair what disagrees.
+//! Removing an entry is always followed by a second look at the session, and an entry a
+//! concurrent writer needed is put back, so pruning never drops a live session.
+
+use std::collections::BTreeSet;
 
 use fusion_core::{Result, SessionId};
 use futures::future::try_join_all;
@@ -17,7 +21,7 @@ use redis::{Cmd, Pipeline, RedisResult};
 use super::write::{Acked, evalsha};
 use super::{RedisStorage, Request};
 use crate::error::{Op, parse_redis_error};
-use crate::keys::Scope;
+use crate::keys::{Scope, expiry_member, split_member};
 use crate::scripts::{self, Written};
 use crate::stored::Stored;
 
@@ -31,11 +35,20 @@ const LEGACY_BATCH: usize = 500;
 /// Index commands, each with the key it changes (which decides its cluster slot).
 type IndexWrites = Vec<(String, Cmd)>;
 
+/// A session taken out of the indexes on a cluster: its id and the owners whose indexes
+/// may list it.
+pub(super) struct Gone<'a> {
+    pub(super) id: &'a str,
+    pub(super) owners: Vec<&'a str>,
+}
+
 impl RedisStorage {
     /// After a write script on a cluster, where the script could not reach the indexes:
     /// scores the session at its new `updated_at` (and lists it by id when `listed`, a
-    /// write that created or replaced it), in its owner's indexes too; or, after a
-    /// delete, unindexes it. On one server the script did all this already.
+    /// write that created or replaced it), in its owner's indexes too, and at the
+    /// millisecond it expires in the expiry index if it has an expiry; or, after a
+    /// delete, unindexes it ([`forget`](Self::forget)). On one server the script did all
+    /// this already.
     ///
     /// `ZADD ... GT` keeps the highest score, so of two writers whose `ZADD`s arrive in
     /// the other order, the later write's time stays. The requests go side by side, each
@@ -50,25 +63,35 @@ impl RedisStorage {
         if !self.conn.is_cluster() {
             return Ok(());
         }
+        let owner = written.owner.as_deref();
         let Some(updated) = &written.updated else {
-            let owner = written.owner.as_deref().map(Scope::Owner);
-            let scopes = [Some(Scope::All), owner];
-            let ids = [id.to_string()];
-            let prunes = scopes
-                .into_iter()
-                .flatten()
-                .map(|scope| self.prune(op.name, scope, &ids));
-            try_join_all(prunes).await?;
+            let gone = Gone {
+                id,
+                owners: owner.into_iter().collect(),
+            };
+            let members: Vec<String> = written
+                .due
+                .iter()
+                .map(|_| expiry_member(id, owner))
+                .collect();
+            self.forget(op.name, &[gone], &members).await?;
             return Ok(());
         };
         let mut writes = IndexWrites::new();
-        let owner = written.owner.as_deref().map(Scope::Owner);
-        for scope in [Some(Scope::All), owner].into_iter().flatten() {
+        for scope in [Some(Scope::All), owner.map(Scope::Owner)]
+            .into_iter()
+            .flatten()
+        {
             let (ids, by_update) = self.keys.scope(scope);
             writes.push((by_update.clone(), zadd(&by_update, "GT", updated, id)));
             if listed {
                 writes.push((ids.clone(), zadd(&ids, "NX", "0", id)));
             }
+        }
+        if let Some(due) = &written.due {
+            let expiry = self.keys.expiry();
+            let member = expiry_member(id, owner);
+            writes.push((expiry.to_string(), zadd(expiry, "", due, &member)));
         }
         self.send_index(op, writes, true).await
     }
@@ -120,6 +143,77 @@ impl RedisStorage {
         }
         self.send_index(op, writes, false).await?;
         Ok(back.into_iter().map(|(id, _)| id.clone()).collect())
+    }
+
+    /// On a cluster, after sessions went (purged, or deleted): takes each of `gone` out
+    /// of the indexes of every session and of the owners named, and `members` out of the
+    /// expiry index, then looks at those sessions again and puts back what is there now:
+    /// a session a writer created again is listed again, and one with an expiry gets the
+    /// expiry entry its meta hash calls for. Returns those expiry entries (member, ms).
+    ///
+    /// The removals come first and the second look after, as in
+    /// [`prune`](Self::prune): a writer stores before it indexes, so a session written
+    /// meanwhile is either indexed by its writer after the removals or seen here.
+    pub(super) async fn forget(
+        &self,
+        name: &'static str,
+        gone: &[Gone<'_>],
+        members: &[String],
+    ) -> Result<Vec<(String, i64)>> {
+        let op = self.op(name, None);
+        let mut writes = IndexWrites::new();
+        for Gone { id, owners } in gone {
+            let scopes = owners.iter().copied().map(Scope::Owner);
+            for scope in [Scope::All].into_iter().chain(scopes) {
+                let (by_id, by_update) = self.keys.scope(scope);
+                for key in [by_id, by_update] {
+                    let mut zrem = redis::cmd("ZREM");
+                    zrem.arg(&key).arg(id);
+                    writes.push((key, zrem));
+                }
+            }
+        }
+        let expiry = self.keys.expiry();
+        if !members.is_empty() {
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(expiry).arg(members);
+            writes.push((expiry.to_string(), zrem));
+        }
+        self.send_index(op, writes, false).await?;
+
+        let listed: BTreeSet<&str> = gone.iter().map(|g| g.id).collect();
+        let ids: Vec<String> = listed
+            .iter()
+            .copied()
+            .chain(members.iter().map(|m| split_member(m).0))
+            .filter(|id| SessionId::validate(id).is_ok())
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let found = self.stored_many(name, &ids).await?;
+        let (mut writes, mut kept) = (IndexWrites::new(), Vec::new());
+        for (id, stored) in ids.iter().zip(found) {
+            let Some(stored) = stored else { continue };
+            if listed.contains(id.as_str()) {
+                let updated = stored.updated_ms().to_string();
+                let owner = stored.owner().map(Scope::Owner);
+                for scope in [Some(Scope::All), owner].into_iter().flatten() {
+                    let (by_id, by_update) = self.keys.scope(scope);
+                    writes.push((by_id.clone(), zadd(&by_id, "NX", "0", id)));
+                    writes.push((by_update.clone(), zadd(&by_update, "GT", &updated, id)));
+                }
+            }
+            if let Some((member, due)) = stored.expiry_entry(id) {
+                writes.push((
+                    expiry.to_string(),
+                    zadd(expiry, "", &due.to_string(), &member),
+                ));
+                kept.push((member, due));
+            }
+        }
+        self.send_index(op, writes, false).await?;
+        Ok(kept)
     }
 
     /// Sets the scores of `stale` entries of the by-update index `key` — (id, score as
@@ -272,39 +366,45 @@ impl RedisStorage {
         try_join_all(sends).await.map(drop)
     }
 
-    /// Which of `ids` still have a message list, in chunks of pipelined `TYPE`s. A key
-    /// of another type under the list's name (something else wrote there, and our
-    /// writes to it failed) is no session either. `name` is the operation, for errors.
-    ///
-    /// A cluster refuses a pipeline across slots, and each session has a slot of its
-    /// own, so there a chunk's commands are sent side by side instead: the cluster
-    /// client multiplexes them over its connection to each node.
+    /// Which of `ids` are sessions now: a message list and no expiry passed (the `INFO`
+    /// script's `exists` mode, which reads the clock only for a session with an expiry),
+    /// in chunks: pipelined on one server, side by side on a cluster, where each session
+    /// has a slot of its own. A key of another type under the list's name (something
+    /// else wrote there, and our writes to it failed) is no session either. `name` is the
+    /// operation, for errors.
     pub(super) async fn existing(&self, name: &'static str, ids: &[String]) -> Result<Vec<bool>> {
         let mut exists = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(PIPELINE_CHUNK) {
-            let commands: Vec<Cmd> = chunk
+            let calls = chunk
                 .iter()
-                .map(|id| redis::cmd("TYPE").arg(self.keys.list(id)).clone())
+                .map(|id| {
+                    let mut call =
+                        evalsha(&scripts::INFO, &[self.keys.list(id), self.keys.meta(id)]);
+                    call.arg("exists");
+                    call
+                })
                 .collect();
-            let types: RedisResult<Vec<String>> = if self.conn.is_cluster() {
-                try_join_all(commands.iter().map(|cmd| self.run(Request::Cmd(cmd)))).await
-            } else {
-                let mut pipe = redis::pipe();
-                for cmd in commands {
-                    pipe.add_command(cmd);
-                }
-                self.run(Request::Pipe(&pipe)).await
-            };
-            let types = types.map_err(|err| parse_redis_error(err, self.op(name, None)))?;
-            exists.extend(types.into_iter().map(|kind| kind == "list"));
+            let replies = self
+                .eval_all(&scripts::INFO, calls)
+                .await
+                .map_err(|err| parse_redis_error(err, self.op(name, None)))?;
+            for reply in replies {
+                let (len,): (i64,) = redis::FromRedisValue::from_redis_value(reply)
+                    .map_err(|err| parse_redis_error(err.into(), self.op(name, None)))?;
+                exists.push(len > 0);
+            }
         }
         Ok(exists)
     }
 }
 
-/// `ZADD key <flag> score member`.
+/// `ZADD key <flag> score member`; an empty `flag` is none.
 fn zadd(key: &str, flag: &str, score: &str, member: &str) -> Cmd {
     let mut cmd = redis::cmd("ZADD");
-    cmd.arg(key).arg(flag).arg(score).arg(member);
+    cmd.arg(key);
+    if !flag.is_empty() {
+        cmd.arg(flag);
+    }
+    cmd.arg(score).arg(member);
     cmd
 }

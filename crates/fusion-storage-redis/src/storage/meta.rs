@@ -7,7 +7,9 @@
 //! with the metadata as extra fields, so nobody ever sees the session without its owner.
 //! `update_session` reads the fields, applies the change and validates the result in
 //! Rust (the rules live in `fusion_core` once), then writes them back with a script that
-//! first checks they still hold what was read, and starts over when they do not.
+//! first checks they still hold what was read, and starts over when they do not. The
+//! expiry is not compared: an update that sets it sets it, one that does not keeps the
+//! one the session has when the script runs.
 
 use fusion_core::{
     ChatMessage, Error, Expect, MetaUpdate, Result, SessionInfo, SessionMeta, check_creation,
@@ -101,6 +103,15 @@ impl RedisStorage {
             for value in found.meta.iter().cloned().chain(stored::values(&meta)) {
                 call.arg(value.map_or_else(|| "-".to_string(), |value| format!("+{value}")));
             }
+            // Whatever the read saw, `keep` keeps the expiry the session has when the
+            // script runs (moving an idle one, as any write does).
+            match &update.expiry {
+                None => call.arg("keep").arg(""),
+                Some(expiry) => match stored::expiry_arg(expiry.as_ref()) {
+                    None => call.arg("none").arg(""),
+                    Some((kind, value)) => call.arg(kind).arg(value),
+                },
+            };
             let op = self.op("update_session", Some(id));
             let reply: Value = self
                 .run_script(&scripts::UPDATE, &call)
@@ -118,14 +129,25 @@ impl RedisStorage {
                 return Ok(None);
             };
             let (old, new) = (found.owner(), after.owner());
+            let entry = after.expiry_entry(id);
             let written = Written {
                 updated: Some(after.updated_ms().to_string()),
                 owner: new.map(str::to_string),
+                due: entry.as_ref().map(|(_, due)| due.to_string()),
             };
             self.follow(op, id, &written, old != new).await?;
-            if let Some(old) = old.filter(|old| self.conn.is_cluster() && Some(*old) != new) {
-                self.prune(op.name, Scope::Owner(old), &[id.to_string()])
-                    .await?;
+            if self.conn.is_cluster() {
+                if let Some(old) = old.filter(|old| Some(*old) != new) {
+                    self.prune(op.name, Scope::Owner(old), &[id.to_string()])
+                        .await?;
+                }
+                // The entry of the expiry index the session had, if it has another now
+                // (another owner) or none.
+                if let Some((was, _)) = found.expiry_entry(id)
+                    && entry.is_none_or(|(member, _)| member != was)
+                {
+                    self.forget(op.name, &[], &[was]).await?;
+                }
             }
             return after.info(&self.keys, id).map(Some);
         }

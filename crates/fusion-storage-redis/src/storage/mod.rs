@@ -2,20 +2,23 @@
 //!
 //! Each write is a Lua script on the session's own keys (atomic, Cluster-slot-local).
 //! On one server the script also keeps the indexes that list sessions (by id and by
-//! update time, of every session and of the session's owner; see `keys.rs`), so every
-//! write is one round trip. A Redis Cluster refuses a script whose keys live in different
-//! slots, and each index has a slot of its own, so there the indexes follow the script as
-//! requests of their own (`index.rs`): every write is two round trips. Either way an
-//! index may hold more than the stored sessions but never less, and readers check each
-//! entry against its session (`listing.rs`).
+//! update time, of every session and of the session's owner) and the expiry index (see
+//! `keys.rs`), so every write is one round trip. A Redis Cluster refuses a script whose
+//! keys live in different slots, and each index has a slot of its own, so there the
+//! indexes follow the script as requests of their own (`index.rs`): every write is two
+//! round trips. Either way an index may hold more than the stored sessions but never
+//! less, and readers check each entry against its session (`listing.rs`).
 //!
 //! The same scripts make the conditional writes of issue #13 (`conditional.rs`); session
-//! metadata is in `meta.rs`; how requests reach the server in `write.rs`.
+//! metadata is in `meta.rs`; retention (a session past its expiry is absent to every
+//! reader and writer; `purge_expired`) in the scripts and `retention.rs`; how requests
+//! reach the server in `write.rs`.
 
 mod conditional;
 mod index;
 mod listing;
 mod meta;
+mod retention;
 mod write;
 
 use std::fmt;
@@ -34,6 +37,7 @@ use crate::connect;
 use crate::connection::Connection;
 use crate::error::{BACKEND, Op, corrupt_element, parse_redis_error};
 use crate::keys::Keys;
+use crate::stored::is_past;
 
 /// Conversation storage on Redis: one LIST and one HASH per session, sorted sets indexing
 /// the sessions by id and by update time (of every session and per owner).
@@ -48,13 +52,16 @@ use crate::keys::Keys;
 ///
 /// Costs: `append` is one round trip (the write script, which on one server also
 /// scores the session in the by-update indexes; on a cluster those `ZADD`s are a second
-/// request), O(new messages) whatever the history's length; `load` is one `LRANGE`;
+/// request), O(new messages) whatever the history's length, and a session with an
+/// expiry costs it three or four calls more inside the script, one without none; `load`
+/// is one `MULTI` (`LRANGE`, the session's `expires_at` and the server's `TIME`);
 /// `list_sessions` is O(sessions) and never scans the keyspace; `list_page` is
 /// O(page) (see `listing.rs` for the tag filter); `session_info` is one read of the
 /// session's two keys; `truncate` is an in-place `LTRIM`. `load_revision` is one `MULTI`
-/// (`LRANGE` and `HGET` of the generation); `write_if` is the same script as the
+/// (`LRANGE`, `HMGET` of the generation and expiry, `TIME`); `write_if` is the same script as the
 /// unconditional write, which checks the generation (and for [`Expect::Exactly`] the
 /// `LLEN`) before writing, so a conditional append costs what `append` costs.
+/// `purge_expired` reads only the due entries of the expiry index: O(batch).
 /// Listing needs Redis 6.2 or newer (`ZADD ... GT`, `ZRANGE ... REV`).
 #[derive(Clone)]
 pub struct RedisStorage {
@@ -174,15 +181,30 @@ impl ConversationStorage for RedisStorage {
             .map(drop)
     }
 
+    /// One `MULTI`: `LRANGE 0 -1`, `HGET expires_at` and the server's `TIME`, so a
+    /// session whose expiry has passed loads empty even in the millisecond before Redis
+    /// drops its keys.
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
         SessionId::validate(session_id)?;
-        let list = self.keys.list(session_id);
-        let raw: Vec<Vec<u8>> = self
-            .run(Request::Cmd(redis::cmd("LRANGE").arg(&list).arg(0).arg(-1)))
-            .await
-            .map_err(|err| {
-                parse_redis_error(err, self.op("load", Some(session_id)).on_key(&list))
+        let (list, meta) = (self.keys.list(session_id), self.keys.meta(session_id));
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LRANGE")
+            .arg(&list)
+            .arg(0)
+            .arg(-1)
+            .cmd("HGET")
+            .arg(&meta)
+            .arg("expires_at")
+            .cmd("TIME");
+        let (raw, expires_at, time): (Vec<Vec<u8>>, Option<String>, (i64, i64)) =
+            self.run(Request::Pipe(&pipe)).await.map_err(|err| {
+                let op = self.op("load", Some(session_id));
+                parse_redis_error(err, op.on_keys(&[&list, &meta]))
             })?;
+        if is_past(expires_at.as_deref(), time) {
+            return Ok(Vec::new());
+        }
         decode(session_id, &list, &raw)
     }
 
@@ -264,6 +286,13 @@ impl ConversationStorage for RedisStorage {
     /// sessions; see `listing.rs`.
     async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
         self.page(query).await
+    }
+
+    /// Reads the entries of the expiry index that are due, O(batch): one script on one
+    /// server; on a cluster a script on the expiry index, one per session, then the
+    /// index updates. See `retention.rs`.
+    async fn purge_expired(&self, batch: usize) -> Result<usize> {
+        self.purge(batch).await
     }
 
     fn backend_name(&self) -> &'static str {

@@ -36,7 +36,8 @@ impl RedisStorage {
 
     /// The keys a session script is given: the session's `list` and `meta` hash, and on
     /// one server the indexes of every session (a cluster keeps those in other slots, so
-    /// there the caller updates them after the script).
+    /// there the caller updates them after the script). The scripts name an owner's
+    /// indexes and the expiry index themselves, on one server, when they need them.
     pub(super) fn script_keys<'a>(&'a self, list: &'a str, meta: &'a str) -> ScriptKeys<'a> {
         let all = [list, meta, self.keys.ids(), self.keys.updated()];
         let len = if self.conn.is_cluster() { 2 } else { 4 };
@@ -44,8 +45,8 @@ impl RedisStorage {
     }
 
     /// Replaces (`mode = "replace"`) or extends (`"append"`) a session if it meets
-    /// `expected` (always, for `None`), giving it `meta` if the write creates it, and
-    /// indexes it.
+    /// `expected` (always, for `None`), giving it `meta` (expiry included) if the write
+    /// creates it, and indexes it. A session whose expiry has passed is absent to it.
     ///
     /// On one server the script itself updates the indexes, so the write is one round
     /// trip and the session is listed from the moment it exists. On a cluster the
@@ -131,7 +132,7 @@ impl RedisStorage {
         let mut script = evalsha(&scripts::DELETE, &keys);
         script.arg(id).arg(self.keys.prefix());
         let op = self.op("delete", Some(id));
-        let (deleted, owner): (i64, Option<String>) = self
+        let (deleted, owner, due): (i64, Option<String>, Option<String>) = self
             .run_script(&scripts::DELETE, &script)
             .await
             .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
@@ -139,6 +140,7 @@ impl RedisStorage {
         let written = scripts::Written {
             updated: None,
             owner,
+            due,
         };
         self.follow(op, id, &written, false).await?;
         Ok(deleted)

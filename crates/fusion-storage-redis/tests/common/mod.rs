@@ -154,6 +154,11 @@ impl Harness {
         format!("{}:owner:{{{owner}}}:updated", self.prefix)
     }
 
+    /// The index of the sessions that have an expiry, by the ms they expire (a ZSET).
+    pub fn expiry_key(&self) -> String {
+        format!("{}:expiry", self.prefix)
+    }
+
     /// The SET index of releases before the ZSETs.
     pub fn legacy_index_key(&self) -> String {
         format!("{}:sessions", self.prefix)

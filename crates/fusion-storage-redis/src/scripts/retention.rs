@@ -1,0 +1,91 @@
+//! The Lua of `purge_expired`: the expiry index (`PREFIX:expiry`, see `keys.rs`) names
+//! the sessions that have an expiry, scored by the millisecond they expire; a purge takes
+//! those whose score has passed and removes each session that is still expired.
+//!
+//! On one server [`PURGE`] does a batch in one atomic step, reaching each session's keys
+//! and its owner's indexes by name (a server without slots allows that). On a cluster
+//! the expiry index and each session live in different slots, so the client reads the
+//! due entries with [`DUE`], removes each session with [`PURGE_ONE`] on its own slot, then
+//! updates the indexes itself (`storage/retention.rs`).
+
+/// `sweep(list, meta)`: removes what is left of the session with these keys if it is
+/// expired (its list is gone, or its `expires_at` has passed) and returns `true` and the
+/// owner its meta hash named; for a live session returns `false`, its owner and its
+/// `expires_at`, and changes nothing. A key of another type where a session's key goes
+/// is no session, and is left alone.
+pub(super) const SWEEP: &str = r#"
+local function sweep(list, meta)
+  local len = redis.pcall('LLEN', list)
+  if type(len) ~= 'number' then len = 0 end
+  local found = redis.pcall('HMGET', meta, 'expires_at', 'owner')
+  local foreign = found.err ~= nil
+  if foreign then found = {false, false} end
+  if len > 0 and not (found[1] and expiry(found[1], false, true, clock)) then
+    return false, found[2], found[1]
+  end
+  if len > 0 then redis.call('DEL', list) end
+  if not foreign then redis.call('DEL', meta) end
+  return true, found[2], false
+end
+"#;
+
+/// Purges up to a batch of expired sessions on one server, in one atomic step.
+///
+/// KEYS: the indexes of every session by id and by update time, the expiry index. ARGV:
+/// the key prefix, how many entries of the expiry index to look at. Takes that many
+/// entries due by the server's clock; for each, a session still expired is removed with
+/// every index entry it has (of every session, of the owner its entry names and of the
+/// owner its meta hash names), and counted once; a live one (written again since it
+/// expired) is kept, its entry replaced by the one its meta hash calls for, if any, at a
+/// score after now. Returns `{sessions purged, entries looked at}`: fewer entries than
+/// asked means none is due any more.
+pub(super) const PURGE: &str = r#"
+local prefix, limit = ARGV[1], tonumber(ARGV[2])
+if not (whole(ARGV[2]) and limit > 0) then return bad_arg('batch', ARGV[2]) end
+local due = redis.call('ZRANGE', KEYS[3], '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+local purged, seen = 0, {}
+local function unlist(id, owner)
+  local key = prefix .. ':owner:{' .. owner .. '}:'
+  redis.call('ZREM', key .. 'ids', id)
+  redis.call('ZREM', key .. 'updated', id)
+end
+for _, entry in ipairs(due) do
+  local id, owner = entry, false
+  local slash = string.find(entry, '/', 1, true)
+  if slash then id, owner = string.sub(entry, 1, slash - 1), string.sub(entry, slash + 1) end
+  redis.call('ZREM', KEYS[3], entry)
+  local gone, now_owner, at = sweep(prefix .. ':s:{' .. id .. '}', prefix .. ':m:{' .. id .. '}')
+  if gone then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    if owner then unlist(id, owner) end
+    if now_owner and now_owner ~= owner then unlist(id, now_owner) end
+    if not seen[id] then
+      seen[id] = true
+      purged = purged + 1
+    end
+  elseif at then
+    local _, _, score = expiry(at, false, false, clock)
+    if now_owner then id = id .. '/' .. now_owner end
+    if score then redis.call('ZADD', KEYS[3], score, id) end
+  end
+end
+return {purged, #due}
+"#;
+
+/// Removes one session if it is still expired, on its own slot (a cluster's purge).
+///
+/// KEYS: list, meta. Returns `{1, owner}` once removed (or found gone), `{0, owner}` for
+/// a live session, untouched; the owner is the one its meta hash named.
+pub(super) const PURGE_ONE: &str = r#"
+local gone, owner = sweep(KEYS[1], KEYS[2])
+if gone then return {1, owner or false} end
+return {0, owner or false}
+"#;
+
+/// The entries of the expiry index due by this server's clock (a cluster's purge).
+///
+/// KEYS: the expiry index. ARGV: how many at most. Returns `{now in ms, {members}}`.
+pub(super) const DUE: &str = r#"
+return {now, redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))}
+"#;

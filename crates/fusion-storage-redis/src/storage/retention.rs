@@ -1,0 +1,120 @@
+//! Retention (issue #16): `purge_expired`, and on a cluster the upkeep of the indexes
+//! after sessions went.
+//!
+//! Redis drops an expired session's keys itself (`PEXPIREAT`, set by every write), but
+//! its index entries stay: the ZSETs have no per-member expiry. The expiry index
+//! (`PREFIX:expiry`) names every session that has an expiry, with its owner, scored by
+//! the millisecond it expires, so a purge reads only the entries due, O(batch) however
+//! many sessions are stored. For each, a session still expired (its keys gone, or its
+//! instant passed in the millisecond before Redis drops them) loses what is left of its
+//! keys and every index entry, and counts; a session written again since it expired is a
+//! new session and is kept, its entry replaced by the one it calls for.
+//!
+//! On one server a batch is one script, atomic. On a cluster the expiry index, the
+//! sessions and the other indexes live in different slots, so a purge follows the
+//! cluster discipline of `index.rs`: the due entries (one script on the expiry index),
+//! then each session's own script, then the index removals, then a second look at those
+//! sessions that puts back whatever a writer stored meanwhile.
+
+use std::collections::BTreeSet;
+
+use fusion_core::{Result, SessionId, check_purge_batch};
+use futures::future::try_join_all;
+
+use super::RedisStorage;
+use super::index::Gone;
+use super::write::evalsha;
+use crate::error::parse_redis_error;
+use crate::keys::split_member;
+use crate::scripts;
+
+/// How many entries of the expiry index one script (one server) or one round of
+/// requests (a cluster) looks at, so a large batch does not hold the server for long.
+const PURGE_CHUNK: usize = 500;
+
+impl RedisStorage {
+    /// Deletes up to `batch` expired sessions; see the module documentation. Looks at
+    /// entries until `batch` sessions are purged or none is due, so a batch that met
+    /// sessions written again since they expired still purges what it can.
+    pub(super) async fn purge(&self, batch: usize) -> Result<usize> {
+        check_purge_batch(batch)?;
+        let mut purged = 0;
+        while purged < batch {
+            let limit = (batch - purged).min(PURGE_CHUNK);
+            let (done, more) = if self.conn.is_cluster() {
+                self.purge_spread(limit).await?
+            } else {
+                self.purge_here(limit).await?
+            };
+            purged += done;
+            if !more {
+                break;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// One server: the `PURGE` script on up to `limit` due entries. Returns how many
+    /// sessions it purged and whether more entries may be due.
+    async fn purge_here(&self, limit: usize) -> Result<(usize, bool)> {
+        let keys = [self.keys.ids(), self.keys.updated(), self.keys.expiry()];
+        let mut call = evalsha(&scripts::PURGE, &keys);
+        call.arg(self.keys.prefix()).arg(limit);
+        let op = self.op("purge_expired", None);
+        let (purged, looked): (usize, usize) = self
+            .run_script(&scripts::PURGE, &call)
+            .await
+            .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
+            .and_then(|acked| self.acknowledged(acked, op))?;
+        Ok((purged, looked == limit))
+    }
+
+    /// A cluster: up to `limit` due entries (the `DUE` script on the expiry index), each
+    /// session's `PURGE_ONE` on its own slot, side by side, then [`forget`](Self::forget)
+    /// the purged sessions and every entry looked at. Returns how many sessions it purged
+    /// and whether another round may purge more: not when fewer entries were due, nor when
+    /// every one belonged to a live session that is still due by the expiry index's clock
+    /// (the nodes' clocks differ a little).
+    async fn purge_spread(&self, limit: usize) -> Result<(usize, bool)> {
+        const NAME: &str = "purge_expired";
+        let expiry = self.keys.expiry();
+        let mut call = evalsha(&scripts::DUE, &[expiry]);
+        call.arg(limit);
+        let (now, due): (i64, Vec<String>) = self
+            .eval(&scripts::DUE, &call)
+            .await
+            .map_err(|err| parse_redis_error(err, self.op(NAME, None).on_key(expiry)))?;
+        let entries: Vec<(&str, Option<&str>)> = due
+            .iter()
+            .map(|entry| split_member(entry))
+            .filter(|(id, _)| SessionId::validate(id).is_ok())
+            .collect();
+        let sweeps = entries.iter().map(|(id, _)| async move {
+            let (list, meta) = (self.keys.list(id), self.keys.meta(id));
+            let call = evalsha(&scripts::PURGE_ONE, &[&list, &meta]);
+            let op = self.op(NAME, Some(id));
+            let swept: (i64, Option<String>) = self
+                .run_script(&scripts::PURGE_ONE, &call)
+                .await
+                .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))
+                .and_then(|acked| self.acknowledged(acked, op))?;
+            Ok::<_, fusion_core::Error>(swept)
+        });
+        let swept = try_join_all(sweeps).await?;
+        let mut gone: Vec<Gone<'_>> = Vec::new();
+        for ((id, owner), (removed, meta_owner)) in entries.iter().zip(&swept) {
+            if *removed == 1 {
+                let mut owners: Vec<&str> = owner.iter().copied().collect();
+                if let Some(meta_owner) = meta_owner.as_deref().filter(|o| Some(*o) != *owner) {
+                    owners.push(meta_owner);
+                }
+                gone.push(Gone { id, owners });
+            }
+        }
+        let purged = gone.iter().map(|g| g.id).collect::<BTreeSet<_>>().len();
+        let kept = self.forget(NAME, &gone, &due).await?;
+        let stuck = kept.iter().filter(|(_, score)| *score <= now).count();
+        let progress = purged > 0 || stuck < due.len();
+        Ok((purged, due.len() == limit && progress))
+    }
+}

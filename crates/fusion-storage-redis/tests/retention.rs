@@ -1,0 +1,329 @@
+//! Retention on Redis (issue #16), on one server and on a cluster: what an expiry stores
+//! (the exact µs in the meta hash, a `PEXPIREAT` rounded up on both keys, an entry of
+//! the expiry index), a session past its instant is absent in the millisecond before
+//! Redis drops its keys, and a purge clears every index entry of sessions Redis already
+//! dropped. The cross-backend cases are the conformance suite's `retention` ones.
+//!
+//! `PEXPIRETIME` needs Redis 7.0 or newer (the crate itself needs 6.2).
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{Harness, Raw, cluster_harness, harness};
+use fusion_core::{
+    ChatMessage, ConversationStorage, Expiry, MetaUpdate, Revision, SessionMeta, SessionQuery,
+    from_unix_micros, unix_micros,
+};
+use redis::AsyncCommands;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn said(text: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
+}
+
+/// Sleeps until the wall clock is past `instant` (the server runs on this machine, so
+/// its clock is ours), however long the scheduler takes.
+async fn wait_past(instant: SystemTime) {
+    let past = instant + Duration::from_millis(5);
+    while let Ok(left) = past.duration_since(SystemTime::now()) {
+        tokio::time::sleep(left + Duration::from_millis(1)).await;
+    }
+}
+
+/// The ms at which Redis drops `key`, -1 without an expiry, -2 once it is gone.
+async fn pexpiretime(raw: &mut Raw, key: &str) -> i64 {
+    redis::cmd("PEXPIRETIME")
+        .arg(key)
+        .query_async(raw)
+        .await
+        .unwrap()
+}
+
+/// A field of the session's meta hash.
+async fn field(raw: &mut Raw, h: &Harness, id: &str, name: &str) -> Option<String> {
+    raw.hget(h.meta_key(id), name).await.unwrap()
+}
+
+/// The ms `micros` rounds up to.
+fn ceil_ms(micros: i64) -> i64 {
+    micros.div_euclid(1000) + i64::from(micros.rem_euclid(1000) != 0)
+}
+
+/// The session's keys expire at `due` (ms), and its entry `member` of the expiry index
+/// is scored there.
+async fn assert_due(raw: &mut Raw, h: &Harness, id: &str, member: &str, due: i64) {
+    for key in [h.list_key(id), h.meta_key(id)] {
+        assert_eq!(pexpiretime(raw, &key).await, due, "{key}");
+    }
+    let score: Option<f64> = raw.zscore(h.expiry_key(), member).await.unwrap();
+    assert_eq!(score, Some(due as f64), "{member}");
+}
+
+/// A fixed expiry and an idle one (with a part below the ms, which rounds up) are stored
+/// to the µs, set on both keys and indexed; an idle one moves with each write, computed
+/// in the script from the same clock reading as `updated_at`; an owner change moves the
+/// entry, removing the expiry removes it and the keys' expiry; a session without one has
+/// neither.
+async fn an_expiry_is_stored_exactly_set_on_both_keys_and_indexed(h: Harness) {
+    let store = h.open().await;
+    let mut raw = h.raw_any().await;
+    let at = unix_micros(SystemTime::now() + HOUR) / 1000 * 1000 + 123;
+    let fixed = SessionMeta::new()
+        .owner("o")
+        .expiry(Expiry::At(from_unix_micros(at)));
+    store
+        .create_session("fixed", &fixed, &said("a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        field(&mut raw, &h, "fixed", "expires_at").await,
+        Some(at.to_string())
+    );
+    assert_eq!(field(&mut raw, &h, "fixed", "idle").await, None);
+    assert_due(&mut raw, &h, "fixed", "fixed/o", ceil_ms(at)).await;
+
+    let span = HOUR + Duration::from_micros(500);
+    let idle = SessionMeta::new().expiry(Expiry::Idle(span));
+    store
+        .create_session("idle", &idle, &said("b"))
+        .await
+        .unwrap();
+    for step in ["created", "appended", "truncated", "saved", "retitled"] {
+        match step {
+            "appended" => store.append("idle", &said("c")).await.unwrap(),
+            "truncated" => store.truncate("idle", 3).await.unwrap(),
+            "saved" => store.save("idle", &said("d")).await.unwrap(),
+            "retitled" => drop(
+                store
+                    .update_session("idle", &MetaUpdate::new().title(Some("t")))
+                    .await
+                    .unwrap(),
+            ),
+            _ => {}
+        }
+        let updated: i64 = field(&mut raw, &h, "idle", "updated_at")
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expires: i64 = field(&mut raw, &h, "idle", "expires_at")
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(expires, updated * 1000 + span.as_micros() as i64, "{step}");
+        assert_eq!(
+            field(&mut raw, &h, "idle", "idle").await,
+            Some(span.as_micros().to_string())
+        );
+        assert_due(&mut raw, &h, "idle", "idle", ceil_ms(expires)).await;
+    }
+
+    store
+        .update_session("fixed", &MetaUpdate::new().owner(Some("p")))
+        .await
+        .unwrap();
+    assert_due(&mut raw, &h, "fixed", "fixed/p", ceil_ms(at)).await;
+    let old: Option<f64> = raw.zscore(h.expiry_key(), "fixed/o").await.unwrap();
+    assert_eq!(old, None, "the entry of the old owner went");
+    store
+        .update_session("fixed", &MetaUpdate::new().expiry(None))
+        .await
+        .unwrap();
+    for key in [h.list_key("fixed"), h.meta_key("fixed")] {
+        assert_eq!(pexpiretime(&mut raw, &key).await, -1, "{key}");
+    }
+    assert_eq!(field(&mut raw, &h, "fixed", "expires_at").await, None);
+    let entries: Vec<String> = raw.zrange(h.expiry_key(), 0, -1).await.unwrap();
+    assert_eq!(entries, ["idle"]);
+
+    store.append("plain", &said("p")).await.unwrap();
+    for key in [h.list_key("plain"), h.meta_key("plain")] {
+        assert_eq!(pexpiretime(&mut raw, &key).await, -1, "{key}");
+    }
+    let entries: Vec<String> = raw.zrange(h.expiry_key(), 0, -1).await.unwrap();
+    assert_eq!(entries, ["idle"], "a session without expiry is not indexed");
+}
+
+#[tokio::test]
+async fn an_expiry_is_stored_exactly_set_on_both_keys_and_indexed_on_one_server() {
+    if let Some(h) = harness().await {
+        an_expiry_is_stored_exactly_set_on_both_keys_and_indexed(h).await;
+    }
+}
+
+#[tokio::test]
+async fn an_expiry_is_stored_exactly_set_on_both_keys_and_indexed_on_a_cluster() {
+    if let Some(h) = cluster_harness().await {
+        an_expiry_is_stored_exactly_set_on_both_keys_and_indexed(h).await;
+    }
+}
+
+/// A session whose stored instant has passed while Redis still holds its keys (they go
+/// in the whole ms after it; here the instant, and the score of its entry, are moved
+/// back by hand, the keys kept for an hour) is absent to every reader; an update finds
+/// nothing and writes nothing; an append starts a fresh session whose keys do not
+/// inherit the old expiry; a purge removes the others and counts them.
+async fn a_session_past_its_instant_is_absent_before_redis_drops_its_keys(h: Harness) {
+    let store = h.open().await;
+    let mut raw = h.raw_any().await;
+    let meta = SessionMeta::new().owner("o").expiry(Expiry::Idle(HOUR));
+    let mut generations = Vec::new();
+    for id in ["read", "written", "purged"] {
+        generations.push(store.create_session(id, &meta, &said("old")).await.unwrap());
+        let _: () = raw.hset(h.meta_key(id), "expires_at", "1").await.unwrap();
+        let _: () = raw
+            .zadd(h.expiry_key(), format!("{id}/o"), 1)
+            .await
+            .unwrap();
+    }
+    for id in ["read", "written", "purged"] {
+        assert!(store.load(id).await.unwrap().is_empty(), "{id}");
+        assert_eq!(store.load_revision(id).await.unwrap().1, Revision::ABSENT);
+        assert_eq!(store.session_info(id).await.unwrap(), None, "{id}");
+    }
+    assert!(store.list_sessions().await.unwrap().is_empty());
+    for query in [SessionQuery::new(), SessionQuery::new().owner("o")] {
+        let page = store.list_page(&query).await.unwrap();
+        assert!(page.sessions.is_empty(), "{query:?}");
+    }
+    let update = MetaUpdate::new().title(Some("t"));
+    assert_eq!(store.update_session("read", &update).await.unwrap(), None);
+    assert_eq!(
+        field(&mut raw, &h, "read", "title").await,
+        None,
+        "nothing written"
+    );
+    let left: usize = raw
+        .exists(&[h.list_key("read"), h.meta_key("read")])
+        .await
+        .unwrap();
+    assert_eq!(left, 2, "readers leave the keys for Redis to drop");
+
+    let fresh = [ChatMessage::user("fresh")];
+    store.append("written", &fresh).await.unwrap();
+    assert_eq!(store.load("written").await.unwrap(), fresh);
+    let info = store.session_info("written").await.unwrap().unwrap();
+    assert_ne!(info.generation, generations[1]);
+    assert_eq!((info.meta.owner, info.expires_at), (None, None));
+    for key in [h.list_key("written"), h.meta_key("written")] {
+        assert_eq!(pexpiretime(&mut raw, &key).await, -1, "{key}");
+    }
+
+    assert_eq!(
+        store.purge_expired(10).await.unwrap(),
+        2,
+        "`read` and `purged`"
+    );
+    for id in ["read", "purged"] {
+        let left: usize = raw.exists(&[h.list_key(id), h.meta_key(id)]).await.unwrap();
+        assert_eq!(left, 0, "{id}");
+    }
+    assert_eq!(store.list_sessions().await.unwrap(), ["written"]);
+}
+
+#[tokio::test]
+async fn a_session_past_its_instant_is_absent_before_redis_drops_its_keys_on_one_server() {
+    if let Some(h) = harness().await {
+        a_session_past_its_instant_is_absent_before_redis_drops_its_keys(h).await;
+    }
+}
+
+#[tokio::test]
+async fn a_session_past_its_instant_is_absent_before_redis_drops_its_keys_on_a_cluster() {
+    if let Some(h) = cluster_harness().await {
+        a_session_past_its_instant_is_absent_before_redis_drops_its_keys(h).await;
+    }
+}
+
+/// After Redis dropped the keys of expired sessions (done here by hand for one, at once),
+/// a purge removes every index entry they left, a batch at a time: of every session, of
+/// the owner each had (named by the expiry index entry, the meta hash being gone), and
+/// of the expiry index.
+async fn purge_clears_every_index_entry_expired_sessions_left(h: Harness) {
+    let store = h.open().await;
+    let mut raw = h.raw_any().await;
+    let soon = SystemTime::now() + Duration::from_millis(300);
+    let expiring = |owner: Option<&str>| {
+        let meta = SessionMeta::new().expiry(Expiry::At(soon));
+        match owner {
+            Some(owner) => meta.owner(owner),
+            None => meta,
+        }
+    };
+    for (id, owner) in [("a", Some("o")), ("b", None), ("c", Some("p"))] {
+        store
+            .create_session(id, &expiring(owner), &said(id))
+            .await
+            .unwrap();
+    }
+    store.append("kept", &said("k")).await.unwrap();
+    let _: () = raw.del(h.list_key("a")).await.unwrap();
+    let _: () = raw.del(h.meta_key("a")).await.unwrap();
+    wait_past(soon).await;
+
+    assert_eq!(store.purge_expired(2).await.unwrap(), 2);
+    assert_eq!(store.purge_expired(2).await.unwrap(), 1);
+    assert_eq!(store.purge_expired(2).await.unwrap(), 0);
+    for key in [
+        h.expiry_key(),
+        h.owner_ids_key("o"),
+        h.owner_updated_key("o"),
+        h.owner_ids_key("p"),
+        h.owner_updated_key("p"),
+    ] {
+        let exists: bool = raw.exists(&key).await.unwrap();
+        assert!(!exists, "{key} should be gone with its last entry");
+    }
+    for key in [h.ids_key(), h.updated_key()] {
+        let ids: Vec<String> = raw.zrange(&key, 0, -1).await.unwrap();
+        assert_eq!(ids, ["kept"], "{key}");
+    }
+    for id in ["a", "b", "c"] {
+        let left: usize = raw.exists(&[h.list_key(id), h.meta_key(id)]).await.unwrap();
+        assert_eq!(left, 0, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn purge_clears_every_index_entry_expired_sessions_left_on_one_server() {
+    if let Some(h) = harness().await {
+        purge_clears_every_index_entry_expired_sessions_left(h).await;
+    }
+}
+
+#[tokio::test]
+async fn purge_clears_every_index_entry_expired_sessions_left_on_a_cluster() {
+    if let Some(h) = cluster_harness().await {
+        purge_clears_every_index_entry_expired_sessions_left(h).await;
+    }
+}
+
+/// With the storage's TTL and a session's expiry, the keys go at whichever comes first;
+/// the session reports its own expiry either way.
+#[tokio::test]
+async fn the_keys_go_at_the_ttl_or_the_expiry_whichever_comes_first() {
+    let Some(h) = harness().await else { return };
+    let ttl = Duration::from_secs(60);
+    let store = h.connect(h.options().ttl(ttl)).await.unwrap();
+    let mut raw = h.raw_any().await;
+    let later = unix_micros(SystemTime::now() + HOUR);
+    let sooner = unix_micros(SystemTime::now() + Duration::from_secs(30));
+    for (id, at) in [("later", later), ("sooner", sooner)] {
+        let meta = SessionMeta::new().expiry(Expiry::At(from_unix_micros(at)));
+        store.create_session(id, &meta, &said(id)).await.unwrap();
+        let info = store.session_info(id).await.unwrap().unwrap();
+        assert_eq!(info.expires_at, Some(from_unix_micros(at)));
+    }
+    let now_ms = unix_micros(SystemTime::now()) / 1000;
+    for key in [h.list_key("later"), h.meta_key("later")] {
+        let due = pexpiretime(&mut raw, &key).await;
+        assert!(
+            due > now_ms && due <= now_ms + ttl.as_millis() as i64 + 1,
+            "{key}: the TTL comes first, not {due}"
+        );
+    }
+    assert_due(&mut raw, &h, "sooner", "sooner", ceil_ms(sooner)).await;
+}
