@@ -319,7 +319,8 @@ impl Store {
         entry.expiry = entry.expiry.at_write(entry.updated_micros);
         if entry.expiry.idle.is_some() {
             let new_expiry = entry.expiry_key();
-            self.expiring.remove(&old_expiry.expect("an idle expiry has an instant"));
+            self.expiring
+                .remove(&old_expiry.expect("an idle expiry has an instant"));
             self.expiring.extend(new_expiry);
         }
         let entry = &self.sessions[id];
