@@ -11,6 +11,7 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use fusion_core::testkit::said;
 use fusion_core::{
     ChatMessage, ConversationStorage, Position, SessionMeta, SessionOrder, SessionQuery,
 };
@@ -65,10 +66,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn said(text: &str) -> Vec<ChatMessage> {
-    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
 }
 
 /// Every id of every page, and whether any appeared twice within the pass.

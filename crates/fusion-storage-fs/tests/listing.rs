@@ -5,15 +5,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use fusion_core::testkit::said;
 use fusion_core::{
     ChatMessage, ConversationStorage, Error, LEGACY_GENERATION, MetaUpdate, SessionMeta,
     SessionOrder, SessionQuery, unix_micros,
 };
 use fusion_storage_fs::FileSystemStorage;
-
-fn said(text: &str) -> Vec<ChatMessage> {
-    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
-}
 
 /// Every id of every page of `query`.
 async fn all_pages(storage: &FileSystemStorage, query: SessionQuery) -> Vec<String> {

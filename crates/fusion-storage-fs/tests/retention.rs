@@ -11,33 +11,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use fusion_core::{
-    ChatMessage, ConversationStorage, Expiry, MetaUpdate, SessionMeta, from_unix_micros,
-    unix_micros,
-};
+use fusion_core::testkit::{now_micros, said, wait_past};
+use fusion_core::{ConversationStorage, Expiry, MetaUpdate, SessionMeta, unix_micros};
 use fusion_storage_fs::{FileSystemStorage, session_id_from_file_name};
 
 /// How soon the sessions meant to expire do.
 const SOON: Duration = Duration::from_millis(300);
 /// Longer than any test runs.
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn said(text: &str) -> Vec<ChatMessage> {
-    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
-}
-
-/// Now, to the microsecond the backend keeps.
-fn now() -> SystemTime {
-    from_unix_micros(unix_micros(SystemTime::now()))
-}
-
-/// Sleeps until the wall clock is past `instant`, however long the scheduler takes.
-async fn wait_past(instant: SystemTime) {
-    let past = instant + Duration::from_millis(5);
-    while let Ok(left) = past.duration_since(SystemTime::now()) {
-        tokio::time::sleep(left + Duration::from_millis(1)).await;
-    }
-}
 
 /// Every marker of the expiry index, as `(instant, session id)`, sorted.
 fn markers(dir: &Path) -> Vec<(i64, String)> {
@@ -76,7 +57,7 @@ async fn the_lock_file_and_the_index_hold_the_expiry_and_a_purge_leaves_no_file_
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let storage = FileSystemStorage::new(dir);
-    let soon = now() + SOON;
+    let soon = now_micros() + SOON;
     let fixed = SessionMeta::new()
         .owner("o")
         .tags(["t"])
@@ -157,7 +138,7 @@ async fn a_marker_moves_only_when_a_purge_passes_it_or_the_expiry_comes_sooner()
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let storage = FileSystemStorage::new(dir);
-    let soon = now() + SOON;
+    let soon = now_micros() + SOON;
     storage
         .create_session(
             "s",
@@ -184,7 +165,7 @@ async fn a_marker_moves_only_when_a_purge_passes_it_or_the_expiry_comes_sooner()
     let lock = read(dir.join(".s.lock"));
     assert!(lock.contains(&format!("indexed {expires:+020}")), "{lock}");
 
-    let sooner = now() + HOUR / 2;
+    let sooner = now_micros() + HOUR / 2;
     let update = MetaUpdate::new().expiry(Some(Expiry::At(sooner)));
     storage.update_session("s", &update).await.unwrap().unwrap();
     assert_eq!(markers(dir), [(unix_micros(sooner), "s".to_string())]);
@@ -200,7 +181,7 @@ async fn a_lost_index_is_rebuilt_with_its_expiry_markers() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let storage = FileSystemStorage::new(dir);
-    let soon = now() + SOON;
+    let soon = now_micros() + SOON;
     for i in 0..4 {
         let meta = SessionMeta::new().owner("o").expiry(Expiry::At(soon));
         storage
@@ -247,7 +228,7 @@ async fn an_expiry_outlives_lost_counters_through_the_metadata_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let storage = FileSystemStorage::new(dir);
-    let soon = now() + SOON;
+    let soon = now_micros() + SOON;
     let meta = SessionMeta::new().title("t").expiry(Expiry::At(soon));
     storage
         .create_session("s", &meta, &said("a"))
@@ -365,7 +346,7 @@ fn child_writer() {
 fn processes_purging_while_others_write_delete_each_expired_session_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let soon = now() + SOON;
+    let soon = now_micros() + SOON;
     runtime().block_on(async {
         let storage = FileSystemStorage::new(dir);
         let expiring = SessionMeta::new().owner("o").expiry(Expiry::At(soon));

@@ -7,35 +7,15 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use fusion_core::testkit::StorageHarness;
-use fusion_core::{
-    ChatMessage, ConversationStorage, Expiry, MetaUpdate, SessionMeta, from_unix_micros,
-    unix_micros,
-};
+use fusion_core::testkit::{now_micros, said, wait_past};
+use fusion_core::{ConversationStorage, Expiry, MetaUpdate, SessionMeta, unix_micros};
 use sqlx::{Connection, PgConnection};
 use support::harness;
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn said(text: &str) -> Vec<ChatMessage> {
-    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
-}
-
-/// Now, to the microsecond.
-fn now() -> SystemTime {
-    from_unix_micros(unix_micros(SystemTime::now()))
-}
-
-/// Sleeps until the wall clock is past `instant` (plus a little: the server's clock is
-/// the one that counts, and it may read slightly behind this one).
-async fn wait_past(instant: SystemTime) {
-    let past = instant + Duration::from_millis(20);
-    while let Ok(left) = past.duration_since(SystemTime::now()) {
-        tokio::time::sleep(left + Duration::from_millis(1)).await;
-    }
-}
 
 /// `(updated_at in µs, expires_at, expiry_idle)` of `id`, as the row holds them.
 async fn columns(raw: &mut PgConnection, id: &str) -> (i64, Option<i64>, Option<i64>) {
@@ -91,7 +71,7 @@ async fn an_idle_expiry_is_updated_at_plus_its_span_after_every_write() {
     storage.truncate("idle", 5).await.unwrap();
     assert_eq!(columns(&mut raw, "idle").await, before);
 
-    let at = now() + HOUR;
+    let at = now_micros() + HOUR;
     let fixed = SessionMeta::new().expiry(Expiry::At(at));
     storage
         .create_session("fixed", &fixed, &said("a"))
@@ -108,7 +88,7 @@ async fn writes_that_must_not_revive_an_expired_session_leave_it_for_the_purge()
         return;
     };
     let storage = harness.open().await.unwrap();
-    let soon = now() + Duration::from_millis(200);
+    let soon = now_micros() + Duration::from_millis(200);
     let meta = SessionMeta::new()
         .owner("o")
         .tags(["t"])
@@ -145,7 +125,7 @@ async fn a_purge_passes_over_a_session_another_transaction_holds() {
         return;
     };
     let storage = harness.open().await.unwrap();
-    let soon = now() + Duration::from_millis(200);
+    let soon = now_micros() + Duration::from_millis(200);
     let expiring = SessionMeta::new().expiry(Expiry::At(soon));
     for id in ["held", "free"] {
         storage

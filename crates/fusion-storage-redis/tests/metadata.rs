@@ -8,16 +8,12 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, Raw, cluster_harness, harness};
+use fusion_core::testkit::said;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, SessionMeta, SessionQuery,
-    unix_micros,
+    Change, ConversationStorage, Error, Expect, MetaUpdate, SessionMeta, SessionQuery, unix_micros,
 };
 use fusion_storage_redis::RedisStorage;
 use redis::AsyncCommands;
-
-fn said(text: &str) -> Vec<ChatMessage> {
-    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
-}
 
 /// The ids of a ZSET with their scores, lowest first.
 async fn zset(raw: &mut Raw, key: &str) -> Vec<(String, i64)> {

@@ -11,6 +11,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::{Harness, Raw, cluster_harness, harness};
+use fusion_core::testkit::{said, wait_past};
 use fusion_core::{
     ChatMessage, ConversationStorage, Expiry, MetaUpdate, Revision, SessionMeta, SessionQuery,
     from_unix_micros, unix_micros,
@@ -18,19 +19,6 @@ use fusion_core::{
 use redis::AsyncCommands;
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn said(text: &str) -> Vec<ChatMessage> {
-    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
-}
-
-/// Sleeps until the wall clock is past `instant` (the server runs on this machine, so
-/// its clock is ours), however long the scheduler takes.
-async fn wait_past(instant: SystemTime) {
-    let past = instant + Duration::from_millis(5);
-    while let Ok(left) = past.duration_since(SystemTime::now()) {
-        tokio::time::sleep(left + Duration::from_millis(1)).await;
-    }
-}
 
 /// The ms at which Redis drops `key`, -1 without an expiry, -2 once it is gone.
 async fn pexpiretime(raw: &mut Raw, key: &str) -> i64 {

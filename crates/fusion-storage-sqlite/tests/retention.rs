@@ -5,12 +5,10 @@
 //! on a database file (writes through the direct path), on `sqlite::memory:` and on a
 //! caller's pool without foreign keys (both through sqlx).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use fusion_core::{
-    ChatMessage, ConversationStorage, Expiry, MetaUpdate, SessionMeta, from_unix_micros,
-    unix_micros,
-};
+use fusion_core::testkit::{now_micros, said, wait_past};
+use fusion_core::{ChatMessage, ConversationStorage, Expiry, MetaUpdate, SessionMeta, unix_micros};
 use fusion_storage_sqlite::{SqlitePool, SqliteStorage};
 use sqlx::sqlite::SqliteConnectOptions;
 
@@ -31,22 +29,6 @@ async fn every_path() -> Vec<(Option<tempfile::TempDir>, SqliteStorage)> {
     let pool = SqlitePool::connect_with(options).await.unwrap();
     let caller = SqliteStorage::from_pool(pool).await.unwrap();
     vec![(Some(file), direct), (None, memory), (Some(pooled), caller)]
-}
-
-fn said(text: &str) -> Vec<ChatMessage> {
-    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
-}
-
-/// Now, to the microsecond.
-fn now() -> SystemTime {
-    from_unix_micros(unix_micros(SystemTime::now()))
-}
-
-/// Sleeps until the wall clock is past `instant`, however long the scheduler takes.
-async fn wait_past(instant: SystemTime) {
-    while let Ok(left) = instant.duration_since(SystemTime::now()) {
-        tokio::time::sleep(left + Duration::from_millis(1)).await;
-    }
 }
 
 /// The `(updated_at, expires_at, expiry_idle)` columns of `id`.
@@ -80,7 +62,7 @@ async fn rows_of(storage: &SqliteStorage, id: &str) -> [i64; 4] {
 #[tokio::test]
 async fn an_expiry_is_stored_in_microseconds_and_an_idle_one_follows_updated_at() {
     for (_dir, storage) in every_path().await {
-        let at = now() + HOUR;
+        let at = now_micros() + HOUR;
         let fixed = SessionMeta::new().expiry(Expiry::At(at));
         storage
             .create_session("fixed", &fixed, &said("a"))
@@ -116,7 +98,7 @@ async fn an_expiry_is_stored_in_microseconds_and_an_idle_one_follows_updated_at(
 #[tokio::test]
 async fn writes_that_must_not_revive_an_expired_session_leave_it_for_the_purge() {
     for (_dir, storage) in every_path().await {
-        let soon = now() + Duration::from_millis(200);
+        let soon = now_micros() + Duration::from_millis(200);
         let meta = SessionMeta::new()
             .owner("o")
             .title("t")

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::StorageHarness;
+use super::{StorageHarness, said};
 use crate::{
     ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, OwnerScope, Position, SessionInfo,
     SessionMeta, SessionOrder, SessionPage, SessionQuery,
@@ -20,10 +20,6 @@ async fn open<H: StorageHarness>(harness: &H) -> H::Storage {
         .open()
         .await
         .expect("opening the storage under test")
-}
-
-fn said(text: &str) -> Vec<ChatMessage> {
-    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
 }
 
 async fn info(store: &(impl ConversationStorage + ?Sized), id: &str) -> SessionInfo {

@@ -38,6 +38,7 @@ pub mod retention;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -59,6 +60,27 @@ pub trait StorageHarness: Send + Sync + 'static {
 
     /// Opens a new storage instance on this harness's location.
     async fn open(&self) -> Result<Self::Storage>;
+}
+
+/// A turn as most cases write it: the user's `text` and the reply `ok`.
+pub fn said(text: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
+}
+
+/// Now, cut to the microsecond every backend keeps, so an instant built from it round
+/// trips exactly.
+pub fn now_micros() -> SystemTime {
+    crate::from_unix_micros(crate::unix_micros(SystemTime::now()))
+}
+
+/// Sleeps until the wall clock is past `instant`, plus 20 ms for backends that round to
+/// the millisecond or read a server's clock, however long the scheduler takes: tests of
+/// expiry wait on the clock, never on a sleep being long enough.
+pub async fn wait_past(instant: SystemTime) {
+    let past = instant + Duration::from_millis(20);
+    while let Ok(left) = past.duration_since(SystemTime::now()) {
+        tokio::time::sleep(left + Duration::from_millis(1)).await;
+    }
 }
 
 /// Reports a backend whose server is not available to the tests.

@@ -9,12 +9,12 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use super::StorageHarness;
+use super::{StorageHarness, now_micros, said, wait_past};
 use crate::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Expiry, MetaUpdate, OwnerScope,
-    Revision, SessionInfo, SessionMeta, SessionOrder, SessionQuery, from_unix_micros, unix_micros,
+    Revision, SessionInfo, SessionMeta, SessionOrder, SessionQuery,
 };
 
 /// How soon the sessions meant to expire do.
@@ -27,24 +27,6 @@ async fn open<H: StorageHarness>(harness: &H) -> H::Storage {
         .open()
         .await
         .expect("opening the storage under test")
-}
-
-fn said(text: &str) -> Vec<ChatMessage> {
-    vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
-}
-
-/// Now, to the microsecond every backend keeps.
-fn now_micros() -> SystemTime {
-    from_unix_micros(unix_micros(SystemTime::now()))
-}
-
-/// Sleeps until the wall clock is past `instant` (plus a little for backends that round
-/// to the millisecond), however long the scheduler takes.
-async fn wait_past(instant: SystemTime) {
-    let past = instant + Duration::from_millis(20);
-    while let Ok(left) = past.duration_since(SystemTime::now()) {
-        tokio::time::sleep(left + Duration::from_millis(1)).await;
-    }
 }
 
 async fn info(store: &(impl ConversationStorage + ?Sized), id: &str) -> SessionInfo {
