@@ -441,27 +441,6 @@ fn fs_export_then_import_carries_metadata() {
     export_then_import_carries_metadata(&fs(tmp.path()));
 }
 
-/// `fusion chat` with `input` on stdin, pointed at `server`.
-async fn chat(
-    dir: &Path,
-    server: &fusion_agent::testing::MockLlmServer,
-    args: &[&str],
-    input: &str,
-) -> std::process::Output {
-    use tokio::io::AsyncWriteExt;
-    let mut command = common::chat_command(dir, &server.base_url());
-    command
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = common::spawn_chat(command);
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).await.unwrap();
-    drop(stdin); // End of input ends the REPL.
-    child.wait_with_output().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn chat_titles_a_new_session_after_its_first_message_and_keeps_its_owner_and_tags() {
     let tmp = tempfile::tempdir().unwrap();
@@ -480,7 +459,8 @@ async fn chat_titles_a_new_session_after_its_first_message_and_keeps_its_owner_a
         "--storage",
         &url,
     ];
-    let first = chat(dir, &server, &args, "  Rotate the logs\tin /var/log\n").await;
+    let first =
+        common::chat_with_input(dir, &server, &args, "  Rotate the logs\tin /var/log\n").await;
     assert!(first.status.success(), "{}", text(&first.stderr));
     let expected = SessionMeta::new()
         .owner("alice")
@@ -500,7 +480,8 @@ async fn chat_titles_a_new_session_after_its_first_message_and_keeps_its_owner_a
         "--storage",
         &url,
     ];
-    let second = chat(dir, &server, &again, "and compress them\n/sessions\n").await;
+    let second =
+        common::chat_with_input(dir, &server, &again, "and compress them\n/sessions\n").await;
     assert!(second.status.success(), "{}", text(&second.stderr));
     assert_eq!(meta_async(&url, "c1").await, expected);
     let stdout = text(&second.stdout);
@@ -512,7 +493,7 @@ async fn chat_titles_a_new_session_after_its_first_message_and_keeps_its_owner_a
 
     // Another owner's session is refused before anything is sent.
     let bob = ["--session", "c1", "--owner", "bob", "--storage", &url];
-    let refused = chat(dir, &server, &bob, "let me in\n").await;
+    let refused = common::chat_with_input(dir, &server, &bob, "let me in\n").await;
     assert!(!refused.status.success());
     assert!(
         text(&refused.stderr).contains("session \"c1\" belongs to another owner"),

@@ -314,27 +314,6 @@ fn fs_expiry_is_set_shown_listed_exported_and_purged() {
     expiry_is_set_shown_listed_exported_and_purged(&fs(tmp.path()), tmp.path());
 }
 
-/// `fusion chat` with `input` on stdin, pointed at `server`.
-async fn chat(
-    dir: &Path,
-    server: &fusion_agent::testing::MockLlmServer,
-    args: &[&str],
-    input: &str,
-) -> std::process::Output {
-    use tokio::io::AsyncWriteExt;
-    let mut command = common::chat_command(dir, &server.base_url());
-    command
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = common::spawn_chat(command);
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).await.unwrap();
-    drop(stdin); // End of input ends the REPL.
-    child.wait_with_output().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn chat_gives_a_new_session_its_expiry_and_leaves_a_resumed_one_alone() {
     use fusion::storage::Expiry;
@@ -350,13 +329,13 @@ async fn chat_gives_a_new_session_its_expiry_and_leaves_a_resumed_one_alone() {
     };
 
     let args = ["--session", "c", "--expire-idle", "2w", "--storage", &url];
-    let first = chat(dir, &server, &args, "hello\n").await;
+    let first = common::chat_with_input(dir, &server, &args, "hello\n").await;
     assert!(first.status.success(), "{}", text(&first.stderr));
     let two_weeks = Some(Expiry::Idle(Duration::from_secs(14 * 86_400)));
     assert_eq!(expiry(url.clone()).await, two_weeks);
 
     let again = ["--session", "c", "--expire-in", "1h", "--storage", &url];
-    let second = chat(dir, &server, &again, "more\n").await;
+    let second = common::chat_with_input(dir, &server, &again, "more\n").await;
     assert!(second.status.success(), "{}", text(&second.stderr));
     let stderr = text(&second.stderr);
     assert!(

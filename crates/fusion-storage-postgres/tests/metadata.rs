@@ -12,20 +12,7 @@ use fusion_core::{
 };
 use serde_json::json;
 use sqlx::PgConnection;
-use support::harness;
-
-/// Every row of both tables, as text, so a test can tell that nothing at all changed.
-async fn snapshot(raw: &mut PgConnection) -> (Vec<String>, Vec<String>) {
-    let sessions = sqlx::query_scalar("SELECT s::text FROM sessions AS s ORDER BY id")
-        .fetch_all(&mut *raw)
-        .await
-        .unwrap();
-    let messages = sqlx::query_scalar("SELECT m::text FROM messages AS m ORDER BY 1")
-        .fetch_all(&mut *raw)
-        .await
-        .unwrap();
-    (sessions, messages)
-}
+use support::{harness, snapshot};
 
 #[tokio::test]
 async fn refused_metadata_writes_nothing_at_all() {

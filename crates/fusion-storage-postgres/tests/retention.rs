@@ -13,7 +13,7 @@ use fusion_core::testkit::StorageHarness;
 use fusion_core::testkit::{now_micros, said, wait_past};
 use fusion_core::{ConversationStorage, Expiry, MetaUpdate, SessionMeta, unix_micros};
 use sqlx::{Connection, PgConnection};
-use support::harness;
+use support::{harness, snapshot};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -27,19 +27,6 @@ async fn columns(raw: &mut PgConnection, id: &str) -> (i64, Option<i64>, Option<
     .fetch_one(raw)
     .await
     .unwrap()
-}
-
-/// Every row of both tables, as text, so a test can tell that nothing at all changed.
-async fn snapshot(raw: &mut PgConnection) -> (Vec<String>, Vec<String>) {
-    let sessions = sqlx::query_scalar("SELECT s::text FROM sessions AS s ORDER BY id")
-        .fetch_all(&mut *raw)
-        .await
-        .unwrap();
-    let messages = sqlx::query_scalar("SELECT m::text FROM messages AS m ORDER BY 1")
-        .fetch_all(&mut *raw)
-        .await
-        .unwrap();
-    (sessions, messages)
 }
 
 #[tokio::test]

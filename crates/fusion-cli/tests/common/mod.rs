@@ -53,6 +53,27 @@ pub fn spawn_chat(command: Command) -> tokio::process::Child {
         .expect("fusion chat starts")
 }
 
+/// `fusion chat ARGS` with `input` on stdin (its end ends the REPL), pointed at `server`.
+pub async fn chat_with_input(
+    dir: &Path,
+    server: &fusion_agent::testing::MockLlmServer,
+    args: &[&str],
+    input: &str,
+) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut command = chat_command(dir, &server.base_url());
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn_chat(command);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
 /// Runs `fusion ARGS` and returns its output.
 pub fn run<I, S>(data_dir: &Path, args: I) -> Output
 where

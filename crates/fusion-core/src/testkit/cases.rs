@@ -4,15 +4,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{StorageHarness, assert_nothing_lost_in_writer_order};
+use super::{StorageHarness, assert_nothing_lost_in_writer_order, open};
 use crate::{ChatMessage, ConversationStorage, Error, MAX_METADATA_DEPTH, ToolCall};
-
-async fn open<H: StorageHarness>(harness: &H) -> H::Storage {
-    harness
-        .open()
-        .await
-        .expect("opening the storage under test")
-}
 
 /// A history exercising every field: unicode, empty content, tool calls (one with invalid
 /// JSON arguments), a tool result, a name, metadata, and characters that need escaping.

@@ -5,15 +5,8 @@
 
 use std::sync::Arc;
 
-use super::StorageHarness;
+use super::{StorageHarness, open};
 use crate::{Change, ChatMessage, ConversationStorage, Error, Expect, Revision};
-
-async fn open<H: StorageHarness>(harness: &H) -> H::Storage {
-    harness
-        .open()
-        .await
-        .expect("opening the storage under test")
-}
 
 fn users(prefix: &str, n: usize) -> Vec<ChatMessage> {
     (0..n)

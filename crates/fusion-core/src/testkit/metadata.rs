@@ -9,26 +9,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{StorageHarness, said};
+use super::{StorageHarness, info, open, said};
 use crate::{
     ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, OwnerScope, Position, SessionInfo,
     SessionMeta, SessionOrder, SessionPage, SessionQuery,
 };
-
-async fn open<H: StorageHarness>(harness: &H) -> H::Storage {
-    harness
-        .open()
-        .await
-        .expect("opening the storage under test")
-}
-
-async fn info(store: &(impl ConversationStorage + ?Sized), id: &str) -> SessionInfo {
-    store
-        .session_info(id)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("session {id} should exist"))
-}
 
 /// Every page of `query`, concatenated, checking that no page is larger than the limit
 /// and that only the last page has no cursor.

@@ -62,6 +62,26 @@ pub trait StorageHarness: Send + Sync + 'static {
     async fn open(&self) -> Result<Self::Storage>;
 }
 
+/// A fresh instance of `harness`'s storage.
+pub(crate) async fn open<H: StorageHarness>(harness: &H) -> H::Storage {
+    harness
+        .open()
+        .await
+        .expect("opening the storage under test")
+}
+
+/// What `session_info` reports of `id`, which must exist.
+pub(crate) async fn info(
+    store: &(impl ConversationStorage + ?Sized),
+    id: &str,
+) -> crate::SessionInfo {
+    store
+        .session_info(id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("session {id} should exist"))
+}
+
 /// A turn as most cases write it: the user's `text` and the reply `ok`.
 pub fn said(text: &str) -> Vec<ChatMessage> {
     vec![ChatMessage::user(text), ChatMessage::assistant("ok")]

@@ -11,31 +11,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{StorageHarness, now_micros, said, wait_past};
+use super::{StorageHarness, info, now_micros, open, said, wait_past};
 use crate::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Expiry, MetaUpdate, OwnerScope,
-    Revision, SessionInfo, SessionMeta, SessionOrder, SessionQuery,
+    Revision, SessionMeta, SessionOrder, SessionQuery,
 };
 
 /// How soon the sessions meant to expire do.
 const SOON: Duration = Duration::from_millis(300);
 /// Longer than any case runs: these sessions must still be there at its end.
 const HOUR: Duration = Duration::from_secs(3600);
-
-async fn open<H: StorageHarness>(harness: &H) -> H::Storage {
-    harness
-        .open()
-        .await
-        .expect("opening the storage under test")
-}
-
-async fn info(store: &(impl ConversationStorage + ?Sized), id: &str) -> SessionInfo {
-    store
-        .session_info(id)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("session {id} should exist"))
-}
 
 /// Every id `query` lists, page after page.
 async fn listed(store: &(impl ConversationStorage + ?Sized), query: SessionQuery) -> Vec<String> {

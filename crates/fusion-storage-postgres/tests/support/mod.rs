@@ -10,3 +10,16 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     listener.local_addr().expect("local address").port()
 }
+
+/// Every row of both tables, as text, so a test can tell that nothing at all changed.
+pub async fn snapshot(raw: &mut sqlx::PgConnection) -> (Vec<String>, Vec<String>) {
+    let sessions = sqlx::query_scalar("SELECT s::text FROM sessions AS s ORDER BY id")
+        .fetch_all(&mut *raw)
+        .await
+        .unwrap();
+    let messages = sqlx::query_scalar("SELECT m::text FROM messages AS m ORDER BY 1")
+        .fetch_all(&mut *raw)
+        .await
+        .unwrap();
+    (sessions, messages)
+}
