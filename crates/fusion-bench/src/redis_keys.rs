@@ -1,4 +1,4 @@
-//! Removing a run's Redis keys: every key under one prefix, by `SCAN` + `DEL`. Shared by
+//! Removing a run's Redis keys: every key under one prefix, by `SCAN` + `UNLINK`. Shared by
 //! the benchmark runner and the stress checker (`fusion-stress`), which both store each
 //! run under a prefix of its own on a server other data may live on.
 
@@ -37,7 +37,7 @@ pub async fn delete_under_prefix(url: &str, prefix: &str) -> Result<usize> {
     Ok(deleted)
 }
 
-/// `SCAN`s the keys matching `pattern` (on `node`, for a cluster) and deletes them.
+/// `SCAN`s the keys matching `pattern` (on `node`, for a cluster) and unlinks them.
 async fn scan_and_delete(
     conn: &mut RedisConn,
     node: Option<SingleNodeRoutingInfo>,
@@ -60,8 +60,11 @@ async fn scan_and_delete(
             _ => scan.query_async(conn).await?,
         };
         if !keys.is_empty() {
-            // On a cluster the driver splits a multi-key DEL by slot and sums the counts.
-            let n: usize = redis::cmd("DEL").arg(&keys).query_async(conn).await?;
+            // UNLINK, not DEL: W6 leaves sorted sets of a million members, which DEL frees
+            // inline for longer than the client waits for a reply; UNLINK frees them in
+            // the background. On a cluster the driver splits a multi-key UNLINK by slot and
+            // sums the counts.
+            let n: usize = redis::cmd("UNLINK").arg(&keys).query_async(conn).await?;
             deleted += n;
         }
         if next == 0 {
