@@ -1,6 +1,7 @@
 //! Sessions that belong to someone: create sessions per owner with a title and tags, list
-//! one owner's newest first a page at a time, filter by tag, retitle, and see that an owner
-//! never sees another owner's sessions. Storage only, no LLM.
+//! one owner's newest first a page at a time, filter by tag, retitle, see that an owner
+//! never sees another owner's sessions, and let a session expire and be purged. Storage
+//! only, no LLM.
 //!
 //! ```bash
 //! cargo run --example owned_sessions                          # in memory
@@ -8,12 +9,13 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use fusion::ChatMessage;
 use fusion::storage::{
-    ConversationStorage, MetaUpdate, OwnerScope, SessionMeta, SessionQuery, StorageType,
-    list_sessions_page,
+    ConversationStorage, Expiry, MetaUpdate, OwnerScope, SessionMeta, SessionQuery, StorageType,
+    list_sessions_page, purge_all_expired,
 };
 
 #[tokio::main]
@@ -97,5 +99,24 @@ async fn main() -> anyhow::Result<()> {
         Err(err) => println!("bob writing to alice-chat-0: {err}"),
         Ok(()) => anyhow::bail!("an owner wrote another owner's session"),
     }
+
+    // A scratch session that expires 200 ms after its last write: gone for every reader
+    // from then on, and purged (its space freed) in bounded batches.
+    storage.delete("scratch").await?;
+    let idle = SessionMeta::new().expiry(Expiry::Idle(Duration::from_millis(200)));
+    storage
+        .create_session("scratch", &idle, &[ChatMessage::user("temporary")])
+        .await?;
+    let expires = storage
+        .session_info("scratch")
+        .await?
+        .and_then(|i| i.expires_at);
+    println!("scratch expires at {expires:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    println!(
+        "after 300 ms scratch holds {} messages; purged {} expired session(s)",
+        storage.load("scratch").await?.len(),
+        purge_all_expired(storage.as_ref(), 100).await?
+    );
     Ok(())
 }
