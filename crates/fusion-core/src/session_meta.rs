@@ -9,7 +9,8 @@
 //! - a title is at most [`MAX_TITLE_CHARS`] characters with no control characters;
 //! - at most [`MAX_TAGS`] tags, each 1 to [`MAX_TAG_LEN`] bytes with no control
 //!   characters, no comma (the CLI separates tags with commas) and no leading or trailing
-//!   space; tags are kept sorted and without duplicates;
+//!   space; tags are kept sorted and without duplicates (a list set on the field directly
+//!   must be so too);
 //! - `data` is at most [`MAX_DATA_BYTES`] of JSON, nesting at most [`MAX_DATA_DEPTH`]
 //!   levels, and holds no `null` value at its top level (a key is either there or not; in
 //!   a [`MetaUpdate`], `null` removes a key).
@@ -113,7 +114,8 @@ impl SessionMeta {
     /// [`Error::InvalidMeta`] naming the first one broken: an owner follows the session-id
     /// rule ([`SessionId`]); a title is at most [`MAX_TITLE_CHARS`] characters with no
     /// control character; at most [`MAX_TAGS`] tags, each 1 to [`MAX_TAG_LEN`] bytes with
-    /// no control character, no comma and no leading or trailing space; `data` is at most
+    /// no control character, no comma and no leading or trailing space, sorted and without
+    /// duplicates (as [`tags`](Self::tags) keeps them); `data` is at most
     /// [`MAX_DATA_BYTES`] of JSON, nests at most [`MAX_DATA_DEPTH`] levels and holds no
     /// top-level `null`; an expiry is in range ([`Expiry::validate`]).
     pub fn validate(&self) -> Result<()> {
@@ -139,6 +141,15 @@ impl SessionMeta {
         }
         for tag in &self.tags {
             validate_tag(tag)?;
+        }
+        // The setters keep tags sorted and unique, and every backend stores and returns
+        // them so; a list assigned to the field directly could otherwise read back in
+        // another order than it was written.
+        if self.tags.windows(2).any(|pair| pair[0] >= pair[1]) {
+            return invalid(
+                "the tags are not sorted or hold a duplicate; set them with \
+                 SessionMeta::tags, which sorts them and drops duplicates",
+            );
         }
         if let Some(key) = self.data.iter().find_map(|(k, v)| v.is_null().then_some(k)) {
             return invalid(format!(
@@ -402,6 +413,14 @@ mod tests {
             (
                 SessionMeta::new().tags((0..=MAX_TAGS).map(|i| format!("t{i}"))),
                 "tags; the limit",
+            ),
+            (
+                {
+                    let mut meta = SessionMeta::new();
+                    meta.tags = vec!["b".into(), "a".into()];
+                    meta
+                },
+                "not sorted",
             ),
             (SessionMeta::new().data("gone", Value::Null), "null"),
             (
