@@ -247,28 +247,8 @@ impl RedisStorage {
         name: &'static str,
         ids: &[String],
     ) -> Result<Vec<Option<Stored>>> {
-        let mut found = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(PIPELINE_CHUNK) {
-            let calls = chunk
-                .iter()
-                .map(|id| {
-                    let mut call =
-                        evalsha(&scripts::INFO, &[self.keys.list(id), self.keys.meta(id)]);
-                    call.arg("lenient");
-                    call
-                })
-                .collect();
-            let replies = self
-                .eval_all(&scripts::INFO, calls)
-                .await
-                .map_err(|err| parse_redis_error(err, self.op(name, None)))?;
-            for reply in replies {
-                let stored = Stored::from_reply(reply)
-                    .map_err(|err| parse_redis_error(err.into(), self.op(name, None)))?;
-                found.push(stored);
-            }
-        }
-        Ok(found)
+        self.info_each(name, ids, "lenient", |reply| Ok(Stored::from_reply(reply)?))
+            .await
     }
 
     /// Moves the ids of the SET index that releases before the ZSETs kept into the
@@ -373,14 +353,31 @@ impl RedisStorage {
     /// else wrote there, and our writes to it failed) is no session either. `name` is the
     /// operation, for errors.
     pub(super) async fn existing(&self, name: &'static str, ids: &[String]) -> Result<Vec<bool>> {
-        let mut exists = Vec::with_capacity(ids.len());
+        self.info_each(name, ids, "exists", |reply| {
+            let (len,): (i64,) = redis::FromRedisValue::from_redis_value(reply)?;
+            Ok(len > 0)
+        })
+        .await
+    }
+
+    /// Runs the `INFO` script in `mode` on each of `ids`, in chunks (pipelined on one
+    /// server, side by side on a cluster), and reads each reply with `read`. `name` is
+    /// the operation, for errors.
+    async fn info_each<T>(
+        &self,
+        name: &'static str,
+        ids: &[String],
+        mode: &str,
+        read: impl Fn(redis::Value) -> RedisResult<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(PIPELINE_CHUNK) {
             let calls = chunk
                 .iter()
                 .map(|id| {
                     let mut call =
                         evalsha(&scripts::INFO, &[self.keys.list(id), self.keys.meta(id)]);
-                    call.arg("exists");
+                    call.arg(mode);
                     call
                 })
                 .collect();
@@ -389,12 +386,10 @@ impl RedisStorage {
                 .await
                 .map_err(|err| parse_redis_error(err, self.op(name, None)))?;
             for reply in replies {
-                let (len,): (i64,) = redis::FromRedisValue::from_redis_value(reply)
-                    .map_err(|err| parse_redis_error(err.into(), self.op(name, None)))?;
-                exists.push(len > 0);
+                out.push(read(reply).map_err(|err| parse_redis_error(err, self.op(name, None)))?);
             }
         }
-        Ok(exists)
+        Ok(out)
     }
 }
 
