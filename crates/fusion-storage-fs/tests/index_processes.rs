@@ -11,7 +11,7 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use fusion_core::testkit::said;
+use fusion_core::testkit::{all_pages, said};
 use fusion_core::{
     ChatMessage, ConversationStorage, Position, SessionMeta, SessionOrder, SessionQuery,
 };
@@ -66,20 +66,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// Every id of every page, and whether any appeared twice within the pass.
-async fn all_pages(storage: &FileSystemStorage, query: SessionQuery) -> Vec<String> {
-    let mut query = query;
-    let mut ids = Vec::new();
-    loop {
-        let page = storage.list_page(&query).await.unwrap();
-        ids.extend(page.sessions.into_iter().map(|s| s.id));
-        match page.next {
-            Some(next) => query = query.after(Some(next)),
-            None => return ids,
-        }
-    }
 }
 
 /// Child: creates [`CREATED`] sessions owned by its tag, appends to each as it goes, and

@@ -5,26 +5,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use fusion_core::testkit::said;
+use fusion_core::testkit::{all_pages, said};
 use fusion_core::{
     ChatMessage, ConversationStorage, Error, LEGACY_GENERATION, MetaUpdate, SessionMeta,
     SessionOrder, SessionQuery, unix_micros,
 };
 use fusion_storage_fs::FileSystemStorage;
-
-/// Every id of every page of `query`.
-async fn all_pages(storage: &FileSystemStorage, query: SessionQuery) -> Vec<String> {
-    let mut query = query;
-    let mut ids = Vec::new();
-    loop {
-        let page = storage.list_page(&query).await.unwrap();
-        ids.extend(page.sessions.into_iter().map(|s| s.id));
-        match page.next {
-            Some(next) => query = query.after(Some(next)),
-            None => return ids,
-        }
-    }
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -9,34 +9,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{StorageHarness, info, open, said};
+use super::{StorageHarness, all_pages, info, open, said};
 use crate::{
     ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, OwnerScope, Position, SessionInfo,
     SessionMeta, SessionOrder, SessionPage, SessionQuery,
 };
-
-/// Every page of `query`, concatenated, checking that no page is larger than the limit
-/// and that only the last page has no cursor.
-async fn all_pages(
-    store: &(impl ConversationStorage + ?Sized),
-    query: SessionQuery,
-) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut query = query;
-    for _ in 0..10_000 {
-        let SessionPage { sessions, next } = store.list_page(&query).await.unwrap();
-        assert!(
-            sessions.len() <= query.limit,
-            "a page holds at most its limit"
-        );
-        ids.extend(sessions.into_iter().map(|s| s.id));
-        match next {
-            Some(cursor) => query = query.after(Some(cursor)),
-            None => return ids,
-        }
-    }
-    panic!("paging did not end");
-}
 
 /// The ids of `infos` in `order`, computed from what `session_info` reports.
 fn expected_order(mut infos: Vec<SessionInfo>, order: SessionOrder) -> Vec<String> {

@@ -82,6 +82,29 @@ pub(crate) async fn info(
         .unwrap_or_else(|| panic!("session {id} should exist"))
 }
 
+/// Every page of `query`, concatenated, checking that no page is larger than the limit
+/// and that only the last page has no cursor.
+pub async fn all_pages(
+    store: &(impl ConversationStorage + ?Sized),
+    query: crate::SessionQuery,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut query = query;
+    for _ in 0..10_000 {
+        let crate::SessionPage { sessions, next } = store.list_page(&query).await.unwrap();
+        assert!(
+            sessions.len() <= query.limit,
+            "a page holds at most its limit"
+        );
+        ids.extend(sessions.into_iter().map(|s| s.id));
+        match next {
+            Some(cursor) => query = query.after(Some(cursor)),
+            None => return ids,
+        }
+    }
+    panic!("paging did not end");
+}
+
 /// A turn as most cases write it: the user's `text` and the reply `ok`.
 pub fn said(text: &str) -> Vec<ChatMessage> {
     vec![ChatMessage::user(text), ChatMessage::assistant("ok")]

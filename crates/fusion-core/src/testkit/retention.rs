@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{StorageHarness, info, now_micros, open, said, wait_past};
+use super::{StorageHarness, all_pages, info, now_micros, open, said, wait_past};
 use crate::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Expiry, MetaUpdate, OwnerScope,
     Revision, SessionMeta, SessionOrder, SessionQuery,
@@ -21,21 +21,6 @@ use crate::{
 const SOON: Duration = Duration::from_millis(300);
 /// Longer than any case runs: these sessions must still be there at its end.
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// Every id `query` lists, page after page.
-async fn listed(store: &(impl ConversationStorage + ?Sized), query: SessionQuery) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut query = query.limit(2);
-    for _ in 0..1000 {
-        let page = store.list_page(&query).await.unwrap();
-        ids.extend(page.sessions.into_iter().map(|s| s.id));
-        match page.next {
-            Some(cursor) => query = query.after(Some(cursor)),
-            None => return ids,
-        }
-    }
-    panic!("paging did not end");
-}
 
 /// An expiry round trips through `session_info`; an idle one is `updated_at` plus its span
 /// and moves with every write, a fixed one never moves; an update sets or removes it; an
@@ -171,12 +156,15 @@ pub async fn an_expired_session_is_gone_for_every_reader<H: StorageHarness>(harn
             SessionQuery::new().owner("o").order(SessionOrder::Id),
             SessionQuery::new().tag("t"),
         ] {
-            let ids: BTreeSet<String> = listed(&store, query.clone()).await.into_iter().collect();
+            let ids: BTreeSet<String> = all_pages(&store, query.clone().limit(2))
+                .await
+                .into_iter()
+                .collect();
             assert_eq!(ids, alive, "{query:?}");
         }
         let scope = OwnerScope::new(Arc::new(store), "o").unwrap();
         assert!(scope.load("at").await.unwrap().is_empty());
-        let ids: BTreeSet<String> = listed(&scope, SessionQuery::new())
+        let ids: BTreeSet<String> = all_pages(&scope, SessionQuery::new().limit(2))
             .await
             .into_iter()
             .collect();
