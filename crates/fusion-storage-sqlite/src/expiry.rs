@@ -55,6 +55,18 @@ macro_rules! unexpired {
 }
 pub(crate) use unexpired;
 
+/// SQL, for the `DO UPDATE SET` of an upsert into `sessions`: an idle expiry moves to the
+/// row's new `updated_at` (milliseconds, the `MAX` of the old and the new) plus its span;
+/// a fixed one, or none, stays.
+macro_rules! moved_expiry {
+    () => {
+        "expires_at = CASE WHEN sessions.expiry_idle IS NULL THEN sessions.expires_at \
+             ELSE MAX(excluded.updated_at, sessions.updated_at) * 1000 \
+                 + sessions.expiry_idle END"
+    };
+}
+pub(crate) use moved_expiry;
+
 /// SQL: the session ?1 has a row that has expired at ?2 (microseconds). SQLite runs this
 /// uncorrelated subquery once per statement: one lookup of the row's key.
 macro_rules! expired {

@@ -8,7 +8,7 @@
 //! `expires_at = updated_at * 1000 + expiry_idle`, with the `updated_at` just written.
 
 use super::{Ends, WriteSql};
-use crate::expiry::{expired, unexpired};
+use crate::expiry::{expired, moved_expiry, unexpired};
 
 // An append: bump the session's count (creating the row, with the fresh generation ?4;
 // an existing row keeps its generation, and moves an idle expiry), then insert the new
@@ -25,11 +25,9 @@ pub(crate) static APPEND: WriteSql = write_sql!(
          VALUES (?1, ?2 / 1000, ?2 / 1000, ?3, ?4) \
          ON CONFLICT (id) DO UPDATE SET \
              updated_at = MAX(excluded.updated_at, sessions.updated_at), \
-             message_count = sessions.message_count + excluded.message_count, \
-             expires_at = CASE WHEN sessions.expiry_idle IS NULL THEN sessions.expires_at \
-                 ELSE MAX(excluded.updated_at, sessions.updated_at) * 1000 \
-                     + sessions.expiry_idle END \
-         WHERE ",
+             message_count = sessions.message_count + excluded.message_count, ",
+        moved_expiry!(),
+        " WHERE ",
         unexpired!("sessions", "?2")
     ),
     concat!(
@@ -52,11 +50,9 @@ pub(crate) static SAVE: WriteSql = write_sql!(
          ON CONFLICT (id) DO UPDATE SET \
              updated_at = MAX(excluded.updated_at, sessions.updated_at), \
              message_count = excluded.message_count, \
-             generation = excluded.generation, \
-             expires_at = CASE WHEN sessions.expiry_idle IS NULL THEN sessions.expires_at \
-                 ELSE MAX(excluded.updated_at, sessions.updated_at) * 1000 \
-                     + sessions.expiry_idle END \
-         WHERE ",
+             generation = excluded.generation, ",
+        moved_expiry!(),
+        " WHERE ",
         unexpired!("sessions", "?2")
     ),
     concat!("DELETE FROM messages WHERE session_id = ?1 AND NOT ", expired!()),
