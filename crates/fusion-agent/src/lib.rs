@@ -11,7 +11,8 @@
 //! - what a turn reports: [`TaskResult`], [`Step`], [`AgentEvent`];
 //! - the model: [`LlmClient`], [`ChatRequest`], [`ChatResponse`], [`SamplingOptions`],
 //!   [`ToolDefinition`], [`Usage`], and the bundled [`OpenAiClient`] with [`OpenAiConfig`],
-//!   [`DEFAULT_BASE_URL`], [`DEFAULT_MODEL`], [`OLLAMA_BASE_URL`];
+//!   [`DEFAULT_BASE_URL`], [`DEFAULT_MODEL`], [`OLLAMA_BASE_URL`], and [`http_client_builder`],
+//!   where every HTTP client of Fusion gets its TLS set-up;
 //! - tools: [`Tool`], [`ToolRegistry`], [`Workspace`], and the [`ToolExecutor`] that runs
 //!   calls ([`ExecutorConfig`], [`ToolOutcome`], [`DEFAULT_TOOL_TIMEOUT`]);
 //! - the text ReAct format: [`ReactStep`], [`parse_react`], [`render_react_prompt`],
@@ -32,6 +33,7 @@
 pub mod context;
 mod events;
 mod executor;
+mod http;
 mod llm;
 mod openai;
 mod react_text;
@@ -48,6 +50,7 @@ pub use context::summary::SummaryReport;
 pub use context::tokens::TokenCounter;
 pub use events::{AgentEvent, Step, TaskResult};
 pub use executor::{DEFAULT_TOOL_TIMEOUT, ExecutorConfig, ToolExecutor, ToolOutcome};
+pub use http::http_client_builder;
 pub use llm::{
     ChatDelta, ChatRequest, ChatResponse, ChatStream, LlmClient, RequestCache, SamplingOptions,
     ToolDefinition, Usage, replay_as_deltas,

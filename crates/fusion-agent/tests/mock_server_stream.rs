@@ -29,7 +29,13 @@ async fn post(server: &MockLlmServer, body: &Value) -> reqwest::Response {
     let url = format!("{}/chat/completions", server.base_url());
     within(
         "the response headers",
-        reqwest::Client::new().post(url).json(body).send(),
+        fusion_agent::http_client_builder()
+            .unwrap()
+            .build()
+            .unwrap()
+            .post(url)
+            .json(body)
+            .send(),
     )
     .await
     .expect("the request reaches the mock server")
@@ -253,7 +259,10 @@ async fn a_plain_request_gets_only_the_ending_of_a_partial_reply() {
     let server = MockLlmServer::start().await;
     let url = format!("{}/chat/completions", server.base_url());
     let plain = json!({"model": "m", "messages": []});
-    let client = reqwest::Client::new();
+    let client = fusion_agent::http_client_builder()
+        .unwrap()
+        .build()
+        .unwrap();
 
     server.push_partial(partial_deltas(), MockStreamEnd::Error("boom".to_owned()));
     let response = post(&server, &plain).await;

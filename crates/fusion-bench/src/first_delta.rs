@@ -54,7 +54,7 @@ pub async fn run(backend: &Backend, plan: &[(usize, usize)]) -> Result<Vec<First
         .base_url(server.base_url())
         .max_retries(0)
         .build()?;
-    let raw_http = reqwest::Client::new();
+    let raw_http = fusion_agent::http_client_builder()?.build()?;
     let endpoint = format!("{}/chat/completions", server.base_url());
     let storage = backend.open("first_delta").await?;
     let mut points = Vec::new();

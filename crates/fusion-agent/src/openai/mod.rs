@@ -108,10 +108,9 @@ impl OpenAiClient {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let http = crate::http::http_client_builder()?
             .default_headers(headers)
             .connect_timeout(config.connect_timeout)
-            .user_agent(concat!("fusion/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Llm {
                 message: format!("could not build the HTTP client: {e}"),
