@@ -13,7 +13,8 @@
 //!   [`ToolDefinition`], [`Usage`], and the bundled [`OpenAiClient`] with [`OpenAiConfig`],
 //!   [`DEFAULT_BASE_URL`], [`DEFAULT_MODEL`], [`OLLAMA_BASE_URL`], and [`http_client_builder`],
 //!   where every HTTP client of Fusion gets its TLS set-up;
-//! - tools: [`Tool`], [`ToolRegistry`], [`Workspace`], and the [`ToolExecutor`] that runs
+//! - tools: [`Tool`] with its [`ToolEffects`], [`ToolSource`], [`ToolRegistry`],
+//!   [`Workspace`], and the [`ToolExecutor`] that runs
 //!   calls ([`ExecutorConfig`], [`ToolOutcome`], [`DEFAULT_TOOL_TIMEOUT`]);
 //! - the text ReAct format: [`ReactStep`], [`parse_react`], [`render_react_prompt`],
 //!   [`render_observation`];
@@ -66,5 +67,5 @@ pub use session::{
 };
 pub use storage_source::StorageSource;
 pub use tools::registry::ToolRegistry;
-pub use tools::tool::Tool;
+pub use tools::tool::{Tool, ToolEffects, ToolSource};
 pub use tools::workspace::Workspace;

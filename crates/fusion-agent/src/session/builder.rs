@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::creation::{Creation, TitlePolicy};
 use super::turn::check_max_iterations;
-use super::{AgentSession, Shared};
+use super::{AgentSession, Shared, ToolView};
 use crate::context::counter_for_model;
 use crate::context::policy::ContextPolicy;
 use crate::context::tokens::TokenCounter;
@@ -19,7 +19,6 @@ use crate::events::{AgentEvent, EventObserver};
 use crate::executor::{DEFAULT_TOOL_TIMEOUT, ExecutorConfig, ToolExecutor};
 use crate::llm::{LlmClient, RequestCache, SamplingOptions};
 use crate::openai::OpenAiClient;
-use crate::react_text::render_react_prompt;
 use crate::storage_source::StorageSource;
 use crate::tools::registry::ToolRegistry;
 
@@ -274,8 +273,7 @@ impl SessionBuilder {
             model = llm.model(),
             "session opened"
         );
-        let definitions = tools.definitions();
-        let react_prompt = render_react_prompt(&definitions);
+        let tool_view = std::sync::Mutex::new(Arc::new(ToolView::of(&tools)));
         let token_counter = self
             .token_counter
             .unwrap_or_else(|| counter_for_model(llm.model()));
@@ -291,8 +289,7 @@ impl SessionBuilder {
             system_prompt: self.system_prompt,
             max_iterations: self.max_iterations,
             sampling: self.sampling,
-            definitions,
-            react_prompt,
+            tool_view,
             observer: self.observer,
             creation,
         };

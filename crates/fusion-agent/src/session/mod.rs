@@ -133,14 +133,45 @@ struct Shared {
     system_prompt: String,
     max_iterations: usize,
     sampling: SamplingOptions,
-    /// Computed once: tools do not change during a session.
-    definitions: Vec<ToolDefinition>,
-    /// The text ReAct instructions for these tools, for a client without native tools.
-    react_prompt: String,
+    /// The tool definitions requests carry, rebuilt when the registry's tools change (an
+    /// MCP server's list did).
+    tool_view: std::sync::Mutex<Arc<ToolView>>,
     /// Hears about tool calls as they run (see [`crate::events`]).
     observer: Option<EventObserver>,
     /// The metadata a session created by these settings starts with, and its owner.
     creation: creation::Creation,
+}
+
+/// What requests say about the tools, for one revision of the registry.
+struct ToolView {
+    revision: u64,
+    definitions: Vec<ToolDefinition>,
+    /// The text ReAct instructions for these tools, for a client without native tools.
+    react_prompt: String,
+}
+
+impl ToolView {
+    fn of(tools: &crate::ToolRegistry) -> Self {
+        let definitions = tools.definitions();
+        Self {
+            revision: tools.revision(),
+            react_prompt: crate::react_text::render_react_prompt(&definitions),
+            definitions,
+        }
+    }
+}
+
+impl Shared {
+    /// The tool definitions for the registry as it is now: the cached ones unless a
+    /// source's tools changed since they were built.
+    fn tool_view(&self) -> Arc<ToolView> {
+        let tools = self.executor.tools();
+        let mut view = self.tool_view.lock().unwrap_or_else(|e| e.into_inner());
+        if view.revision != tools.revision() {
+            *view = Arc::new(ToolView::of(tools));
+        }
+        view.clone()
+    }
 }
 
 impl AgentSession {
@@ -215,11 +246,12 @@ impl AgentSession {
     /// the messages a token budget keeps).
     pub fn request_view(&self) -> Vec<Cow<'_, ChatMessage>> {
         let react = self.uses_text_react();
+        let tools = self.shared.tool_view();
         request_view(
             &self.history,
             &self.context,
             self.token_counter.as_ref(),
-            react.then_some(self.shared.react_prompt.as_str()),
+            react.then_some(tools.react_prompt.as_str()),
         )
     }
 

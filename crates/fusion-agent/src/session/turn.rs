@@ -277,7 +277,7 @@ impl AgentSession {
                 tools: if text_mode {
                     Vec::new()
                 } else {
-                    self.shared.definitions.clone()
+                    self.shared.tool_view().definitions.clone()
                 },
                 options: self.shared.sampling.clone(),
                 cache: Some(&self.request_cache),

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use fusion_core::{Error, Result};
 use serde_json::{Value, json};
 
-use super::tool::Tool;
+use super::tool::{Tool, ToolEffects};
 use super::workspace::{Workspace, describe_io};
 
 /// The default cap on what `read_file` returns: 1 MiB.
@@ -49,6 +49,10 @@ impl ReadFile {
 
 #[async_trait]
 impl Tool for ReadFile {
+    fn effects(&self) -> ToolEffects {
+        ToolEffects::READ_ONLY
+    }
+
     fn name(&self) -> &str {
         "read_file"
     }
@@ -128,6 +132,10 @@ impl WriteFile {
 
 #[async_trait]
 impl Tool for WriteFile {
+    fn effects(&self) -> ToolEffects {
+        ToolEffects::DESTRUCTIVE
+    }
+
     fn name(&self) -> &str {
         "write_file"
     }
@@ -193,6 +201,10 @@ impl ListDirectory {
 
 #[async_trait]
 impl Tool for ListDirectory {
+    fn effects(&self) -> ToolEffects {
+        ToolEffects::READ_ONLY
+    }
+
     fn name(&self) -> &str {
         "list_directory"
     }
@@ -273,6 +285,10 @@ impl DeleteFile {
 
 #[async_trait]
 impl Tool for DeleteFile {
+    fn effects(&self) -> ToolEffects {
+        ToolEffects::DESTRUCTIVE
+    }
+
     fn name(&self) -> &str {
         "delete_file"
     }

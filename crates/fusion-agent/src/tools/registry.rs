@@ -7,19 +7,23 @@ use std::sync::Arc;
 use fusion_core::Result;
 
 use super::files::{DeleteFile, ListDirectory, ReadFile, WriteFile};
-use super::tool::Tool;
+use super::tool::{Tool, ToolSource};
 use super::workspace::Workspace;
 use crate::llm::ToolDefinition;
 
-/// The tools offered to the model, in registration order (which is the order the model sees).
+/// The tools offered to the model: the tools registered one by one, in registration order,
+/// then the current tools of each [`ToolSource`] (such as an MCP server), in the order the
+/// sources were added. That is the order the model sees.
 ///
-/// Cheap to clone: tools are shared behind `Arc`s.
+/// Cheap to clone: tools and sources are shared behind `Arc`s, so a clone sees a source's
+/// tools change too.
 #[derive(Clone, Default)]
 pub struct ToolRegistry {
     // A Vec rather than a map: registries hold a handful of tools, lookups by scanning are
     // as fast as hashing, and the order stays stable so prompts (and server-side prompt
     // caches) do not change between requests.
     tools: Vec<Arc<dyn Tool>>,
+    sources: Vec<Arc<dyn ToolSource>>,
 }
 
 impl ToolRegistry {
@@ -69,35 +73,70 @@ impl ToolRegistry {
         self
     }
 
-    /// The tool called `name`, if registered.
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
-        self.tools.iter().find(|t| t.name() == name)
+    /// Adds a source of tools that may change while sessions run (an MCP server). Its
+    /// tools come after the ones registered one by one; a name a registered tool already
+    /// has stays the registered tool's.
+    pub fn register_source(&mut self, source: Arc<dyn ToolSource>) -> &mut Self {
+        self.sources.push(source);
+        self
     }
 
-    /// Removes the tool called `name`, returning it.
+    /// The tool called `name`, if registered or offered by a source now.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Tool>> {
+        if let Some(tool) = self.tools.iter().find(|t| t.name() == name) {
+            return Some(tool.clone());
+        }
+        self.sources
+            .iter()
+            .find_map(|source| source.tools().iter().find(|t| t.name() == name).cloned())
+    }
+
+    /// Removes the tool called `name` (one registered one by one), returning it.
     pub fn remove(&mut self, name: &str) -> Option<Arc<dyn Tool>> {
         let at = self.tools.iter().position(|t| t.name() == name)?;
         Some(self.tools.remove(at))
     }
 
-    /// The registered tool names, in order.
-    pub fn names(&self) -> Vec<&str> {
-        self.tools.iter().map(|t| t.name()).collect()
+    /// Every tool offered now, in order, sources included.
+    pub fn all(&self) -> Vec<Arc<dyn Tool>> {
+        let mut all = self.tools.clone();
+        for source in &self.sources {
+            for tool in source.tools().iter() {
+                if !all.iter().any(|t| t.name() == tool.name()) {
+                    all.push(tool.clone());
+                }
+            }
+        }
+        all
     }
 
-    /// How many tools are registered.
+    /// The names of the tools offered now, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.all().iter().map(|t| t.name().to_owned()).collect()
+    }
+
+    /// How many tools are offered now.
     pub fn len(&self) -> usize {
-        self.tools.len()
+        self.all().len()
     }
 
-    /// True when no tool is registered.
+    /// True when no tool is offered now.
     pub fn is_empty(&self) -> bool {
-        self.tools.is_empty()
+        self.len() == 0
+    }
+
+    /// A number that changes whenever a source's tools change; constant for a registry
+    /// without sources. Sessions rebuild their tool definitions when it moves.
+    pub fn revision(&self) -> u64 {
+        // Each source's revision only grows, so their sum moves whenever one does.
+        self.sources
+            .iter()
+            .fold(0u64, |sum, source| sum.wrapping_add(source.revision()))
     }
 
     /// The definitions to advertise in a request, in order.
     pub fn definitions(&self) -> Vec<ToolDefinition> {
-        self.tools
+        self.all()
             .iter()
             .map(|t| ToolDefinition {
                 name: t.name().to_owned(),
@@ -110,8 +149,10 @@ impl ToolRegistry {
 
 impl fmt::Debug for ToolRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sources: Vec<&str> = self.sources.iter().map(|s| s.source_name()).collect();
         f.debug_struct("ToolRegistry")
             .field("tools", &self.names())
+            .field("sources", &sources)
             .finish()
     }
 }
@@ -149,6 +190,43 @@ mod tests {
         assert!(registry.remove("a").is_some());
         assert_eq!(registry.names(), ["b"]);
         assert!(registry.get("a").is_none());
+    }
+
+    /// A source whose tool list the test swaps.
+    type Snapshot = (u64, Arc<[Arc<dyn Tool>]>);
+    struct Swapping(std::sync::Mutex<Snapshot>);
+
+    impl ToolSource for Swapping {
+        fn source_name(&self) -> &str {
+            "swapping"
+        }
+        fn tools(&self) -> Arc<[Arc<dyn Tool>]> {
+            self.0.lock().unwrap().1.clone()
+        }
+        fn revision(&self) -> u64 {
+            self.0.lock().unwrap().0
+        }
+    }
+
+    #[test]
+    fn a_source_offers_its_current_tools_after_the_registered_ones() {
+        let source = Arc::new(Swapping(std::sync::Mutex::new((
+            1,
+            Arc::from(vec![
+                Arc::new(Echo("s1")) as Arc<dyn Tool>,
+                Arc::new(Echo("a")),
+            ]),
+        ))));
+        let mut registry = ToolRegistry::new().with(Echo("a"));
+        registry.register_source(source.clone());
+        let clone = registry.clone();
+        assert_eq!(registry.names(), ["a", "s1"]);
+        assert_eq!(registry.revision(), 1);
+        *source.0.lock().unwrap() = (2, Arc::from(vec![Arc::new(Echo("s2")) as Arc<dyn Tool>]));
+        assert_eq!(clone.names(), ["a", "s2"]);
+        assert_eq!(clone.revision(), 2);
+        assert!(clone.get("s2").is_some() && clone.get("s1").is_none());
+        assert_eq!(clone.definitions()[1].name, "s2");
     }
 
     #[test]
