@@ -47,6 +47,9 @@ pub struct Step {
     pub iteration: usize,
     /// How long the call took.
     pub duration: Duration,
+    /// How approval went, when the session's [`ApprovalPolicy`](crate::ApprovalPolicy)
+    /// asked or refused.
+    pub approval: Option<crate::Approval>,
 }
 
 /// Something the agent is doing during a turn, in the order it happens.

@@ -27,6 +27,7 @@ use futures::FutureExt;
 use serde_json::Value;
 use tracing::{Instrument, debug, field, info, info_span, trace};
 
+use crate::approval::{Approval, ApprovalPolicy, ApprovalRequest, Gate};
 use crate::tools::check_arguments;
 use crate::tools::registry::ToolRegistry;
 
@@ -64,8 +65,11 @@ pub struct ToolOutcome {
     pub output: String,
     /// Whether the tool ran and returned `Ok`.
     pub success: bool,
-    /// How long the call took, checks included.
+    /// How long the call took, checks and any wait for a person's approval included.
     pub duration: Duration,
+    /// How approval went, when an [`ApprovalPolicy`] asked or refused; `None` when the
+    /// call ran without one (or never got as far: an unknown tool, invalid arguments).
+    pub approval: Option<Approval>,
 }
 
 impl ToolOutcome {
@@ -80,12 +84,25 @@ impl ToolOutcome {
 pub struct ToolExecutor {
     tools: ToolRegistry,
     config: ExecutorConfig,
+    /// The approval policy in force, if any; without one every call runs.
+    gate: Option<Gate>,
 }
 
 impl ToolExecutor {
-    /// An executor for `tools` with `config`.
+    /// An executor for `tools` with `config`; every call runs without asking.
     pub fn new(tools: ToolRegistry, config: ExecutorConfig) -> Self {
-        Self { tools, config }
+        Self {
+            tools,
+            config,
+            gate: None,
+        }
+    }
+
+    /// Checks every call against `policy` before it runs (see [`ApprovalPolicy`]). A
+    /// policy that may ask needs an approver; without one, such calls are declined.
+    pub fn with_approval(mut self, policy: ApprovalPolicy) -> Self {
+        self.gate = Some(Gate::new(policy));
+        self
     }
 
     /// The tools calls are dispatched to.
@@ -117,7 +134,7 @@ impl ToolExecutor {
         async {
             debug!(arguments = %call.arguments, "tool call started");
             let started = Instant::now();
-            let result = self.run(call).await;
+            let (result, approval) = self.run(call).await;
             let duration = started.elapsed();
             let success = result.is_ok();
             let span = tracing::Span::current();
@@ -137,14 +154,48 @@ impl ToolExecutor {
                 output,
                 success,
                 duration,
+                approval,
             }
         }
         .instrument(span)
         .await
     }
 
-    /// The tool's output, or the observation explaining why there is none.
-    async fn run(&self, call: &ToolCall) -> Result<String, String> {
+    /// The tool's output, or the observation explaining why there is none, and how
+    /// approval went. A person's approval is noted before the output.
+    async fn run(&self, call: &ToolCall) -> (Result<String, String>, Option<Approval>) {
+        let (tool, args) = match self.prepare(call) {
+            Ok(ready) => ready,
+            Err(observation) => return (Err(observation), None),
+        };
+        let approval = match &self.gate {
+            Some(gate) => {
+                let request = ApprovalRequest {
+                    tool: call.name.clone(),
+                    call_id: call.id.clone(),
+                    arguments: args.clone(),
+                    effects: tool.effects(),
+                };
+                gate.check(tool.as_ref(), request).await
+            }
+            None => None,
+        };
+        if let Some(refusal) = approval.and_then(|a| a.refusal(&call.name)) {
+            return (Err(refusal), approval);
+        }
+        let result = self.call(tool.as_ref(), args).await;
+        let result = match approval.and_then(Approval::note) {
+            Some(note) => match result {
+                Ok(output) => Ok(format!("{note}\n{output}")),
+                Err(error) => Err(format!("{note}\n{error}")),
+            },
+            None => result,
+        };
+        (result, approval)
+    }
+
+    /// The tool and its checked arguments, or the observation saying what is wrong.
+    fn prepare(&self, call: &ToolCall) -> Result<(std::sync::Arc<dyn crate::Tool>, Value), String> {
         let name = call.name.as_str();
         let Some(tool) = self.tools.get(name) else {
             let available = self.tools.names();
@@ -176,6 +227,12 @@ impl ToolExecutor {
                  arguments matching this schema: {schema}"
             )
         })?;
+        Ok((tool, args))
+    }
+
+    /// Runs the tool under the timeout, turning an error or a panic into an observation.
+    async fn call(&self, tool: &dyn crate::Tool, args: Value) -> Result<String, String> {
+        let name = tool.name();
         // Tools are user code: a panic must not take the agent (or the process) down.
         let call = AssertUnwindSafe(tool.call(args)).catch_unwind();
         match tokio::time::timeout(self.config.tool_timeout, call).await {

@@ -16,6 +16,8 @@
 //! - tools: [`Tool`] with its [`ToolEffects`], [`ToolSource`], [`ToolRegistry`],
 //!   [`Workspace`], and the [`ToolExecutor`] that runs
 //!   calls ([`ExecutorConfig`], [`ToolOutcome`], [`DEFAULT_TOOL_TIMEOUT`]);
+//! - approval before a call runs: [`ApprovalPolicy`], [`ApprovalMode`], [`Approver`],
+//!   [`ApprovalRequest`], [`ApprovalDecision`], [`Approval`];
 //! - the text ReAct format: [`ReactStep`], [`parse_react`], [`render_react_prompt`],
 //!   [`render_observation`];
 //! - the context types a session takes and returns: [`ContextPolicy`], [`PruneSettings`],
@@ -29,8 +31,9 @@
 //! With the `mock-server` feature, [`testing`] has a scripted OpenAI-compatible server.
 //!
 //! Inside, modules form layers: `llm`, `events` and `storage_source` at the bottom;
-//! `react_text`, `tools`, `executor`, `context` and `openai` over them; `session` on top.
+//! `react_text`, `tools`, `approval`, `executor`, `context` and `openai` over them; `session` on top.
 
+mod approval;
 pub mod context;
 mod events;
 mod executor;
@@ -45,6 +48,9 @@ mod storage_source;
 pub mod testing;
 pub mod tools;
 
+pub use approval::{
+    Approval, ApprovalDecision, ApprovalMode, ApprovalPolicy, ApprovalRequest, Approver,
+};
 pub use context::policy::{ContextPolicy, PruneSettings};
 pub use context::prune::PruneReport;
 pub use context::summary::SummaryReport;

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::creation::{Creation, TitlePolicy};
 use super::turn::check_max_iterations;
 use super::{AgentSession, Shared, ToolView};
+use crate::approval::ApprovalPolicy;
 use crate::context::counter_for_model;
 use crate::context::policy::ContextPolicy;
 use crate::context::tokens::TokenCounter;
@@ -54,6 +55,7 @@ pub struct SessionBuilder {
     /// Title, tags and data for a session the agent creates.
     meta: SessionMeta,
     title_policy: TitlePolicy,
+    approval: Option<ApprovalPolicy>,
 }
 
 impl SessionBuilder {
@@ -75,6 +77,7 @@ impl SessionBuilder {
             owner: None,
             meta: SessionMeta::new(),
             title_policy: TitlePolicy::default(),
+            approval: None,
         }
     }
 
@@ -115,6 +118,14 @@ impl SessionBuilder {
     /// The default iteration limit (LLM requests per turn); 10 unless set.
     pub fn max_iterations(mut self, iterations: usize) -> Self {
         self.max_iterations = iterations;
+        self
+    }
+
+    /// Checks tool calls against `policy` before they run: some wait for a person's
+    /// decision, some are refused (see [`ApprovalPolicy`]). Without it every call runs,
+    /// as before. Building fails when the policy may ask and has no approver.
+    pub fn approval(mut self, policy: ApprovalPolicy) -> Self {
+        self.approval = Some(policy);
         self
     }
 
@@ -229,6 +240,16 @@ impl SessionBuilder {
             Error::Config("an AgentSession needs storage: call .storage(...)".into())
         })?;
         check_max_iterations(self.max_iterations)?;
+        if let Some(policy) = &self.approval
+            && policy.may_ask()
+            && !policy.has_approver()
+        {
+            return Err(Error::Config(
+                "the approval policy asks about some calls but has no approver: set one \
+                 with ApprovalPolicy::approver or ask_with"
+                    .into(),
+            ));
+        }
         let llm: Arc<dyn LlmClient> = match self.llm {
             Some(llm) => llm,
             None => Arc::new(OpenAiClient::from_env()?),
@@ -279,12 +300,18 @@ impl SessionBuilder {
             .unwrap_or_else(|| counter_for_model(llm.model()));
         let shared = Shared {
             llm,
-            executor: ToolExecutor::new(
-                tools,
-                ExecutorConfig {
-                    tool_timeout: self.tool_timeout,
-                },
-            ),
+            executor: {
+                let executor = ToolExecutor::new(
+                    tools,
+                    ExecutorConfig {
+                        tool_timeout: self.tool_timeout,
+                    },
+                );
+                match self.approval {
+                    Some(policy) => executor.with_approval(policy),
+                    None => executor,
+                }
+            },
             storage,
             system_prompt: self.system_prompt,
             max_iterations: self.max_iterations,
@@ -321,6 +348,7 @@ impl fmt::Debug for SessionBuilder {
             .field("owner", &self.owner)
             .field("meta", &self.meta)
             .field("title_policy", &self.title_policy)
+            .field("approval", &self.approval)
             .finish_non_exhaustive()
     }
 }

@@ -471,6 +471,7 @@ fn step(outcome: ToolOutcome, iteration: usize) -> Step {
         success: outcome.success,
         iteration,
         duration: outcome.duration,
+        approval: outcome.approval,
     }
 }
 
