@@ -2,6 +2,7 @@
 //! by [`build`](SessionBuilder::build), which also opens the storage and loads the history.
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,8 @@ use crate::llm::{LlmClient, RequestCache, SamplingOptions};
 use crate::openai::OpenAiClient;
 use crate::storage_source::StorageSource;
 use crate::tools::registry::ToolRegistry;
+use crate::tools::tool::ToolSource;
+use futures::future::BoxFuture;
 
 /// The iteration limit of [`AgentSession::send_message`] unless configured otherwise.
 pub const DEFAULT_MAX_ITERATIONS: usize = 10;
@@ -56,7 +59,12 @@ pub struct SessionBuilder {
     meta: SessionMeta,
     title_policy: TitlePolicy,
     approval: Option<ApprovalPolicy>,
+    /// Sources of tools started when the session is built (MCP servers).
+    source_loaders: Vec<SourceLoader>,
 }
+
+/// Starts sources of tools when a session is built: see [`SessionBuilder::tool_sources_from`].
+type SourceLoader = BoxFuture<'static, Result<Vec<Arc<dyn ToolSource>>>>;
 
 impl SessionBuilder {
     /// A builder for session `session_id` with default settings.
@@ -78,6 +86,7 @@ impl SessionBuilder {
             meta: SessionMeta::new(),
             title_policy: TitlePolicy::default(),
             approval: None,
+            source_loaders: Vec::new(),
         }
     }
 
@@ -118,6 +127,18 @@ impl SessionBuilder {
     /// The default iteration limit (LLM requests per turn); 10 unless set.
     pub fn max_iterations(mut self, iterations: usize) -> Self {
         self.max_iterations = iterations;
+        self
+    }
+
+    /// Adds the tool sources `load` resolves to, awaited when the session is built, after
+    /// the tools of [`tools`](Self::tools) or the built-in file tools: how servers that
+    /// must start first (MCP servers, `fusion_mcp`'s `mcp_config`) join a session. A
+    /// failing `load` fails the build with its error.
+    pub fn tool_sources_from(
+        mut self,
+        load: impl Future<Output = Result<Vec<Arc<dyn ToolSource>>>> + Send + 'static,
+    ) -> Self {
+        self.source_loaders.push(Box::pin(load));
         self
     }
 
@@ -283,6 +304,12 @@ impl SessionBuilder {
                 ToolRegistry::with_file_tools([dir])?
             }
         };
+        let mut tools = tools;
+        for load in self.source_loaders {
+            for source in load.await? {
+                tools.register_source(source);
+            }
+        }
         // Read with its revision: the session's writes are conditional on it.
         let (history, revision) = storage.load_revision(id.as_str()).await?;
         tracing::info!(
@@ -349,6 +376,7 @@ impl fmt::Debug for SessionBuilder {
             .field("meta", &self.meta)
             .field("title_policy", &self.title_policy)
             .field("approval", &self.approval)
+            .field("tool_source_loaders", &self.source_loaders.len())
             .finish_non_exhaustive()
     }
 }
