@@ -90,6 +90,11 @@ pub struct ChatArgs {
     /// pushes it back (30d, 12h, 90m, 45s, 2w).
     #[arg(long, value_name = "DUR", value_parser = time::parse_span)]
     pub expire_idle: Option<Duration>,
+    /// Whether to ask before a tool call that changes something (writing or deleting a
+    /// file, most MCP tools): ask on the terminal (the default there), run all, or refuse
+    /// them all. Input from a pipe needs `all` or `none`.
+    #[arg(long, value_enum, value_name = "MODE", env = "FUSION_APPROVE")]
+    pub approve: Option<chat::ApproveMode>,
 }
 
 /// Options of `fusion sessions list`.

@@ -256,10 +256,24 @@ pub fn plural(count: usize, noun: &str) -> String {
     }
 }
 
+/// `text` cut to `max_chars` characters, with `…` when something was cut.
+pub fn shorten(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use fusion::ToolCall;
+
+    #[test]
+    fn shorten_cuts_on_characters_and_marks_the_cut() {
+        assert_eq!(shorten("héllo", 10), "héllo");
+        assert_eq!(shorten("héllo", 2), "hé…");
+    }
     use std::time::{Duration, UNIX_EPOCH};
 
     fn sample() -> Vec<ChatMessage> {

@@ -10,29 +10,11 @@ use common::{fusion, load_async, text};
 use fusion::Role;
 use fusion::storage::StorageType;
 use fusion_agent::testing::MockLlmServer;
-use tokio::io::AsyncWriteExt;
 
 /// Runs `fusion chat ARGS` with `input` on stdin, pointed at `server`, in `data_dir`
 /// (which is also the file tools' workspace).
 async fn chat(data_dir: &Path, server: &MockLlmServer, args: &[&str], input: &str) -> Output {
-    let mut command = fusion(data_dir);
-    command
-        .current_dir(data_dir)
-        .arg("chat")
-        .args(args)
-        .env("OPENAI_BASE_URL", server.base_url())
-        .env("OPENAI_API_KEY", "test-key")
-        .env("FUSION_MODEL", "mock-model")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = tokio::process::Command::from(command)
-        .spawn()
-        .expect("fusion chat starts");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).await.unwrap();
-    drop(stdin); // End of input ends the REPL.
-    child.wait_with_output().await.unwrap()
+    common::chat_with_input(data_dir, server, args, input).await
 }
 
 fn storage(dir: &Path) -> (String, StorageType) {

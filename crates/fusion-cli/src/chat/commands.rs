@@ -3,6 +3,7 @@
 //! model.
 
 use anyhow::{Context, Result};
+use fusion::agent::ApprovalMode;
 
 use super::events::spinner;
 use super::{Chat, Flow};
@@ -12,6 +13,7 @@ const HELP: &str = "\
 commands:
   /help          show this help
   /history       show how many messages the session holds
+  /tools         list the tools the agent can call, and which ask before they run
   /sessions      list the newest sessions in this storage, or of this owner (* marks this one)
   /undo          remove your last message and everything the agent did after it
   /summarize [N] summarize all but the last N messages for the model (default 10; stored history is kept)
@@ -44,6 +46,7 @@ impl Chat {
                 listing::print_table(self.storage.as_ref(), &self.storage_type, owner, id).await?
             }
             "undo" => self.undo().await?,
+            "tools" => self.list_tools(),
             "summarize" => {
                 let keep = if arg.is_empty() {
                     DEFAULT_KEEP
@@ -56,6 +59,30 @@ impl Chat {
             other => anyhow::bail!("unknown command /{other}; /help lists the commands"),
         }
         Ok(Flow::Continue)
+    }
+
+    /// One line per tool: its name, whether a call asks first or is refused, and the
+    /// first line of its description.
+    fn list_tools(&self) {
+        let tools = self.session.tools().all();
+        if tools.is_empty() {
+            println!("no tools");
+            return;
+        }
+        let width = tools.iter().map(|t| t.name().len()).max().unwrap_or(0);
+        for tool in tools {
+            let mode = match self.approval.mode_for(tool.as_ref()) {
+                ApprovalMode::Auto => "",
+                ApprovalMode::Ask => " [asks first]",
+                ApprovalMode::Deny => " [refused]",
+            };
+            let about = tool.description().lines().next().unwrap_or("");
+            println!(
+                "  {:<width$}  {}{mode}",
+                tool.name(),
+                render::shorten(about, 100)
+            );
+        }
     }
 
     /// Removes the last user message and everything after it, from storage too.

@@ -5,7 +5,7 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
-use fusion::agent::{AgentEvent, Step, TaskResult};
+use fusion::agent::{AgentEvent, Approval, Step, TaskResult};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::render;
@@ -49,7 +49,7 @@ impl TurnView {
                 tool, arguments, ..
             } => {
                 self.answer_shown = false;
-                let line = format!("  -> {tool}({})", shorten(arguments, EXCERPT_CHARS));
+                let line = format!("  -> {tool}({})", render::shorten(arguments, EXCERPT_CHARS));
                 self.line(&line)?;
             }
             AgentEvent::ToolCallFinished(step) => self.line(&result_line(step))?,
@@ -93,6 +93,13 @@ impl TurnView {
         self.end_line()
     }
 
+    /// Makes room for a question: clears the spinner and ends any partial line. The
+    /// spinner comes back when the model is asked again.
+    pub fn pause(&mut self) -> io::Result<()> {
+        self.spinner.finish_and_clear();
+        self.end_line()
+    }
+
     /// Prints `line` on a line of its own, above the spinner.
     fn line(&mut self, line: &str) -> io::Result<()> {
         self.end_line()?;
@@ -115,23 +122,25 @@ impl TurnView {
 /// `     <- first line of the output (+N lines)`, marked when the call failed.
 fn result_line(step: &Step) -> String {
     let mut output = step.observation.lines();
-    let first = shorten(output.next().unwrap_or(""), EXCERPT_CHARS);
+    if matches!(
+        step.approval,
+        Some(Approval::Approved | Approval::ApprovedAlways)
+    ) {
+        output.next(); // the approval note the model reads; the user gave it
+    }
+    let first = render::shorten(output.next().unwrap_or(""), EXCERPT_CHARS);
     let more = output.count();
     let more = if more > 0 {
         format!(" (+{more} lines)")
     } else {
         String::new()
     };
-    let failed = if step.success { "" } else { " [failed]" };
+    let failed = match step.approval {
+        Some(Approval::Declined | Approval::Refused) => " [declined]",
+        _ if !step.success => " [failed]",
+        _ => "",
+    };
     format!("     <- {first}{more}{failed}")
-}
-
-/// `text` cut to `max_chars` characters, with `…` when something was cut.
-fn shorten(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
 }
 
 /// A spinner (on stderr) while the model thinks, only when a person is watching: typing
@@ -147,15 +156,4 @@ pub fn spinner() -> ProgressBar {
     spinner.set_message("thinking…");
     spinner.enable_steady_tick(Duration::from_millis(100));
     spinner
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shorten_cuts_on_characters_and_marks_the_cut() {
-        assert_eq!(shorten("héllo", 10), "héllo");
-        assert_eq!(shorten("héllo", 2), "hé…");
-    }
 }

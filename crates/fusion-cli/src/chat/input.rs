@@ -54,6 +54,23 @@ impl Input {
         }
     }
 
+    /// Asks `prompt` on the terminal and returns the answer, kept out of the line history:
+    /// `None` when the user pressed Ctrl-C or Ctrl-D instead (or input ended).
+    pub fn ask(&mut self, prompt: &str) -> Result<Option<String>> {
+        match self {
+            Input::Piped(lines) => tokio::task::block_in_place(|| lines.next())
+                .transpose()
+                .context("cannot read stdin"),
+            Input::Editor(editor) => {
+                match tokio::task::block_in_place(|| editor.readline(prompt)) {
+                    Ok(line) => Ok(Some(line)),
+                    Err(ReadlineError::Interrupted | ReadlineError::Eof) => Ok(None),
+                    Err(err) => Err(err).context("cannot read the terminal"),
+                }
+            }
+        }
+    }
+
     /// Keeps the terminal's line history for the next run; a no-op for a pipe.
     pub fn save_history(&mut self) {
         if let (Input::Editor(editor), Some(path)) = (self, history_file()) {

@@ -14,9 +14,12 @@
 //! This file is the loop and one turn; [`commands`] holds the slash commands, [`events`]
 //! what is shown while a turn runs, [`input`] where lines come from.
 
+mod approve;
 mod commands;
 mod events;
 mod input;
+
+pub use approve::ApproveMode;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -25,11 +28,17 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use fusion::SessionId;
-use fusion::agent::{AgentEvent, AgentSession, OpenAiConfig, SessionBuilder, TitlePolicy};
+use fusion::agent::{
+    AgentEvent, AgentSession, ApprovalDecision, ApprovalPolicy, OpenAiConfig, SessionBuilder,
+    TitlePolicy,
+};
 use fusion::api::session;
 use fusion::storage::{ConversationStorage, Expiry, StorageType};
 use futures::StreamExt;
 
+use tokio::sync::mpsc;
+
+use self::approve::Question;
 use self::events::TurnView;
 use self::input::Input;
 use crate::{ChatArgs, render};
@@ -51,6 +60,10 @@ struct Chat {
     storage_type: StorageType,
     id: String,
     interactive: bool,
+    /// Which calls ask first, for `/tools`.
+    approval: ApprovalPolicy,
+    /// Where the agent's questions arrive, when the policy asks.
+    questions: Option<mpsc::UnboundedReceiver<Question>>,
 }
 
 /// What the loop does after a line.
@@ -83,13 +96,16 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
         check_owner(storage.as_ref(), &args.session, owner).await?;
     }
     let llm = OpenAiConfig::from_env()?.stream(!args.no_stream).build()?;
+    let interactive = std::io::stdin().is_terminal();
+    let (approval, questions) = approve::policy(args.approve, interactive)?;
     // A new session is titled after its first message unless --title names it, so
     // `fusion sessions list` shows what each conversation is about.
     let mut builder = SessionBuilder::new(args.session.clone())
         .llm(Arc::new(llm))
         .storage(storage.clone())
         .tags(args.tags.iter().cloned())
-        .title_policy(TitlePolicy::FirstUserMessage);
+        .title_policy(TitlePolicy::FirstUserMessage)
+        .approval(approval.clone());
     if let Some(owner) = &args.owner {
         builder = builder.owner(owner.clone());
     }
@@ -128,13 +144,14 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
             args.session
         );
     }
-    let interactive = std::io::stdin().is_terminal();
     let mut chat = Chat {
         session,
         storage,
         storage_type,
         id: args.session,
         interactive,
+        approval,
+        questions,
     };
     let mut input = if interactive {
         let model = std::env::var("FUSION_MODEL").map_or(String::new(), |m| format!(", model {m}"));
@@ -168,7 +185,7 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
                     None => chat.interrupted().await,
                 }
             }
-            None => chat.turn(line).await,
+            None => chat.turn(line, &mut input).await,
         };
         let outcome = match outcome {
             Err(err) => Err(chat.explain_conflict(err).await),
@@ -185,6 +202,34 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
     }
     input.save_history();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The next question of the approval policy; never resolves when it asks none.
+async fn next_question(
+    questions: &mut Option<mpsc::UnboundedReceiver<Question>>,
+) -> Option<Question> {
+    match questions {
+        Some(questions) => questions.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Asks `question` until the answer means something and sends the decision; `false` when
+/// the user pressed Ctrl-C (or ended input) instead, which declines the call and stops
+/// the turn.
+fn answer(question: Question, input: &mut Input) -> Result<bool> {
+    let prompt = approve::prompt(&question.request);
+    loop {
+        let Some(line) = input.ask(&prompt)? else {
+            let _ = question.answer.send(ApprovalDecision::Deny);
+            return Ok(false);
+        };
+        if let Some(decision) = approve::parse_answer(&line) {
+            // The turn may have ended meanwhile; then nobody waits for the answer.
+            let _ = question.answer.send(decision);
+            return Ok(true);
+        }
+    }
 }
 
 /// Refuses, before the chat starts, a session that exists and is not `owner`'s: scoped
@@ -213,7 +258,7 @@ async fn check_owner(storage: &dyn ConversationStorage, id: &str, owner: &str) -
 impl Chat {
     /// One user message: run the agent, showing its reply as it is written and its tool
     /// calls as they run. Ctrl-C (on a terminal) stops the turn and keeps the session.
-    async fn turn(&mut self, message: &str) -> Result<Flow> {
+    async fn turn(&mut self, message: &str, input: &mut Input) -> Result<Flow> {
         let mut view = TurnView::start();
         // One listener for the whole turn, polled before the turn can ask the model
         // anything (`biased`): a SIGINT arriving while no one listens would kill the process.
@@ -224,6 +269,12 @@ impl Chat {
             tokio::select! {
                 biased;
                 _ = &mut ctrl_c => break None,
+                Some(question) = next_question(&mut self.questions) => {
+                    view.pause()?;
+                    if !answer(question, input)? {
+                        break None;
+                    }
+                }
                 event = events.next() => match event {
                     Some(Ok(AgentEvent::Finished(result))) => break Some(Ok(result)),
                     Some(Ok(event)) => view.show(&event)?,

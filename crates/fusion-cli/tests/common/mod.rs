@@ -40,7 +40,10 @@ pub fn chat_command(data_dir: &Path, llm_url: &str) -> Command {
         .arg("chat")
         .env("OPENAI_BASE_URL", llm_url)
         .env("OPENAI_API_KEY", "test-key")
-        .env("FUSION_MODEL", "mock-model");
+        .env("FUSION_MODEL", "mock-model")
+        // Most tests script the chat through a pipe, which needs an explicit choice; the
+        // approval tests pass --approve, which wins over this.
+        .env("FUSION_APPROVE", "all");
     command
 }
 

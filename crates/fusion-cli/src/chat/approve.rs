@@ -1,0 +1,125 @@
+//! `--approve`: whether `fusion chat` asks before a tool changes something.
+//!
+//! On a terminal the default is to ask about every call of a tool that is destructive or
+//! not declared read-only (the built-in `write_file` and `delete_file`, most MCP tools):
+//! the call is shown as `delete_file(path="old.log")` and the user answers `[y]es`, `[n]o`
+//! or `[a]lways for this tool`. Reading from a pipe nobody can answer, so there the
+//! choice must be explicit: `--approve all` runs every call, `--approve none` refuses the
+//! ones that would ask.
+//!
+//! The agent asks through [`ask_the_loop`]: each question goes to the chat loop, which
+//! owns the terminal and answers it between the events of the turn.
+
+use anyhow::{Result, bail};
+use clap::ValueEnum;
+use fusion::agent::{ApprovalDecision, ApprovalPolicy, ApprovalRequest};
+use tokio::sync::{mpsc, oneshot};
+
+/// The values of `--approve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApproveMode {
+    /// Ask before each call of a tool that may change something (on a terminal only).
+    Ask,
+    /// Run every call without asking.
+    All,
+    /// Refuse every call of a tool that may change something.
+    None,
+}
+
+/// A question for the user and where the answer goes.
+pub struct Question {
+    /// The call waiting for a decision.
+    pub request: ApprovalRequest,
+    /// Receives the decision; dropping it declines the call.
+    pub answer: oneshot::Sender<ApprovalDecision>,
+}
+
+/// Sends `request` to the chat loop and waits for the user's answer.
+async fn ask_the_loop(
+    questions: mpsc::UnboundedSender<Question>,
+    request: ApprovalRequest,
+) -> ApprovalDecision {
+    let (answer, decision) = oneshot::channel();
+    if questions.send(Question { request, answer }).is_err() {
+        return ApprovalDecision::Deny;
+    }
+    // No answer (the turn was stopped) is no approval.
+    decision.await.unwrap_or(ApprovalDecision::Deny)
+}
+
+/// The policy for `mode`, and where its questions arrive when it asks.
+///
+/// Fails when nobody could answer: asking (explicitly or by default) with input from a
+/// pipe.
+pub fn policy(
+    mode: Option<ApproveMode>,
+    interactive: bool,
+) -> Result<(ApprovalPolicy, Option<mpsc::UnboundedReceiver<Question>>)> {
+    let mode = match (mode, interactive) {
+        (Some(ApproveMode::Ask), false) => bail!(
+            "--approve ask needs a terminal to ask on, and input comes from a pipe; \
+             pass --approve all or --approve none"
+        ),
+        (None, false) => bail!(
+            "input comes from a pipe, so nobody can approve a tool call that changes \
+             something (writing or deleting a file, most MCP tools); pass --approve all to \
+             run them or --approve none to refuse them (or set FUSION_APPROVE)"
+        ),
+        (Some(mode), _) => mode,
+        (None, true) => ApproveMode::Ask,
+    };
+    Ok(match mode {
+        ApproveMode::All => (ApprovalPolicy::auto(), None),
+        ApproveMode::None => (ApprovalPolicy::deny_destructive(), None),
+        ApproveMode::Ask => {
+            let (questions, asked) = mpsc::unbounded_channel();
+            let policy = ApprovalPolicy::ask_destructive()
+                .ask_with(move |request| ask_the_loop(questions.clone(), request));
+            (policy, Some(asked))
+        }
+    })
+}
+
+/// The prompt for `request`.
+pub fn prompt(request: &ApprovalRequest) -> String {
+    format!(
+        "  allow {}? [y]es / [n]o / [a]lways for this tool: ",
+        request.display()
+    )
+}
+
+/// The decision a typed answer means, if it means one.
+pub fn parse_answer(line: &str) -> Option<ApprovalDecision> {
+    match line.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Some(ApprovalDecision::Approve),
+        "n" | "no" => Some(ApprovalDecision::Deny),
+        "a" | "always" => Some(ApprovalDecision::AlwaysApprove),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_read_loosely_and_anything_else_is_asked_again() {
+        assert_eq!(parse_answer(" Y "), Some(ApprovalDecision::Approve));
+        assert_eq!(parse_answer("no"), Some(ApprovalDecision::Deny));
+        assert_eq!(parse_answer("a"), Some(ApprovalDecision::AlwaysApprove));
+        assert_eq!(parse_answer(""), None);
+        assert_eq!(parse_answer("maybe"), None);
+    }
+
+    #[test]
+    fn a_pipe_needs_an_explicit_choice() {
+        let err = policy(None, false).unwrap_err().to_string();
+        assert!(
+            err.contains("--approve all") && err.contains("--approve none"),
+            "{err}"
+        );
+        assert!(policy(Some(ApproveMode::Ask), false).is_err());
+        assert!(policy(Some(ApproveMode::None), false).unwrap().1.is_none());
+        assert!(policy(None, true).unwrap().1.is_some());
+    }
+}

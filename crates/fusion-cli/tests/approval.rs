@@ -1,0 +1,199 @@
+//! `fusion chat --approve`: on a terminal a call that changes something waits for
+//! `[y]es / [n]o / [a]lways`; from a pipe the choice must be explicit, and `--approve none`
+//! refuses every such call. What was decided is stored with the tool result.
+
+mod common;
+
+use std::path::Path;
+
+use common::repl::Repl;
+use common::{chat_with_input, load_async, text};
+use fusion::Role;
+use fusion::storage::StorageType;
+use fusion_agent::testing::MockLlmServer;
+
+fn storage(dir: &Path) -> (String, StorageType) {
+    let url = dir.join("sessions").display().to_string();
+    let storage = url.parse().unwrap();
+    (url, storage)
+}
+
+/// The stored tool results of session `id`.
+async fn tool_results(storage: &StorageType, id: &str) -> Vec<String> {
+    load_async(storage, id)
+        .await
+        .into_iter()
+        .filter(|m| m.role == Role::Tool)
+        .map(|m| m.content)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn yes_no_and_always_on_the_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    for name in ["old.log", "keep.txt", "a.tmp", "b.tmp"] {
+        std::fs::write(tmp.path().join(name), name).unwrap();
+    }
+    let server = MockLlmServer::start().await;
+    server
+        .push_tool_call("delete_file", r#"{"path":"old.log"}"#)
+        .push_text("Deleted old.log.")
+        .push_tool_call("delete_file", r#"{"path":"keep.txt"}"#)
+        .push_text("I left keep.txt alone.")
+        .push_tool_call("delete_file", r#"{"path":"a.tmp"}"#)
+        .push_tool_call("delete_file", r#"{"path":"b.tmp"}"#)
+        .push_text("Both gone.");
+    let args = ["--session", "s", "--storage", &url, "--approve", "ask"];
+    let mut repl = Repl::start(tmp.path(), &server.base_url(), &args);
+
+    repl.send("delete old.log");
+    repl.stdout(r#"allow delete_file(path="old.log")? [y]es / [n]o / [a]lways for this tool: "#)
+        .await;
+    repl.send("y");
+    repl.stdout("Deleted old.log.").await;
+    assert!(!tmp.path().join("old.log").exists());
+
+    repl.send("delete keep.txt");
+    repl.stdout(r#"allow delete_file(path="keep.txt")?"#).await;
+    repl.send("maybe"); // not an answer: asked again
+    repl.stdout(r#"allow delete_file(path="keep.txt")?"#).await;
+    repl.send("n");
+    let shown = repl.stdout("I left keep.txt alone.").await;
+    assert!(shown.contains("[declined]"), "{shown}");
+    assert!(tmp.path().join("keep.txt").exists());
+
+    repl.send("delete the temp files");
+    repl.stdout(r#"allow delete_file(path="a.tmp")?"#).await;
+    repl.send("a");
+    let shown = repl.stdout("Both gone.").await;
+    // What was printed since the question about a.tmp: no second question.
+    let since = &shown[shown.rfind(r#"allow delete_file(path="a.tmp")"#).unwrap()..];
+    assert!(!since[1..].contains("allow "), "asked again: {since}");
+    assert!(
+        since.contains("<- Deleted `a.tmp`."),
+        "the output, not the note: {shown}"
+    );
+    assert!(!tmp.path().join("a.tmp").exists() && !tmp.path().join("b.tmp").exists());
+
+    repl.send("/tools");
+    let listing = repl.stdout("list_directory").await;
+    assert!(listing.contains("read_file"), "{listing}");
+    let (status, _) = repl.exit().await;
+    assert!(status.success());
+
+    let results = tool_results(&storage, "s").await;
+    assert!(
+        results[0].starts_with("[The user approved this call.]"),
+        "{results:?}"
+    );
+    assert!(
+        results[1].contains("the user declined this call"),
+        "{results:?}"
+    );
+    assert!(
+        results[3].starts_with("[The user approved every call"),
+        "{results:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tools_command_marks_what_asks_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    let output = chat_with_input(
+        tmp.path(),
+        &server,
+        &["--session", "t", "--storage", &url, "--approve", "none"],
+        "/tools\n",
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .to_owned()
+    };
+    assert!(line("delete_file").contains("[refused]"), "{stdout}");
+    assert!(line("write_file").contains("[refused]"), "{stdout}");
+    assert!(!line("read_file").contains('['), "{stdout}");
+    assert!(
+        server.requests().is_empty(),
+        "/tools asks the model nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approve_none_in_a_script_refuses_every_destructive_call_and_a_restart_knows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    std::fs::write(tmp.path().join("data.txt"), "keep me").unwrap();
+    let server = MockLlmServer::start().await;
+    server
+        .push_tool_call("delete_file", r#"{"path":"data.txt"}"#)
+        .push_tool_call("write_file", r#"{"path":"data.txt","content":"gone"}"#)
+        .push_tool_call("read_file", r#"{"path":"data.txt"}"#)
+        .push_text("I could not change it.");
+    let args = ["--session", "n", "--storage", &url, "--approve", "none"];
+    let output = chat_with_input(tmp.path(), &server, &args, "wipe data.txt\n").await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("data.txt")).unwrap(),
+        "keep me"
+    );
+    let stdout = text(&output.stdout);
+    assert_eq!(stdout.matches("[declined]").count(), 2, "{stdout}");
+
+    let results = tool_results(&storage, "n").await;
+    assert!(results[0].contains("refuses `delete_file`"), "{results:?}");
+    assert!(results[1].contains("refuses `write_file`"), "{results:?}");
+    assert_eq!(results[2], "keep me");
+
+    // A second run on the same session sends the refusals to the model again.
+    server.push_text("Earlier you refused.");
+    let output = chat_with_input(tmp.path(), &server, &args, "what happened?\n").await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let last = server.requests().last().unwrap().to_string();
+    assert!(last.contains("the user declined this call"), "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_must_choose_and_cannot_ask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    let mut command = common::chat_command(tmp.path(), &server.base_url());
+    command
+        .env_remove("FUSION_APPROVE")
+        .args(["--session", "x", "--storage", &url])
+        .stdin(std::process::Stdio::null());
+    let output = tokio::process::Command::from(command)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("--approve all") && stderr.contains("--approve none"),
+        "{stderr}"
+    );
+
+    let output = chat_with_input(
+        tmp.path(),
+        &server,
+        &["--session", "x", "--storage", &url, "--approve", "ask"],
+        "hi\n",
+    )
+    .await;
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("needs a terminal"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(server.requests().is_empty());
+}
