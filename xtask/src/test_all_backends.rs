@@ -44,6 +44,7 @@ pub fn run() -> Result<()> {
         "xtask: Redis Cluster for the failover test at {}",
         failover.url
     );
+    services::node_and_npm()?;
     let postgres = services::postgres()?;
     eprintln!(
         "xtask: PostgreSQL at {} ({})",

@@ -1,10 +1,13 @@
 //! Finds or starts the servers the test suite needs, so `test-all-backends` runs on a
 //! fresh machine with nothing configured: Redis ([`redis()`]), Redis Clusters
-//! ([`redis_cluster()`], [`failover_cluster()`]) and PostgreSQL ([`postgres()`]). Each is taken from its environment variable, else from the standard
+//! ([`redis_cluster()`], [`failover_cluster()`]) and PostgreSQL ([`postgres()`]), and
+//! checks for Node.js and npm ([`node_and_npm()`]), which the MCP suites need. Each server
+//! is taken from its environment variable, else from the standard
 //! port on loopback, else started here as a throwaway server (installed with apt-get when
 //! missing and this runs as root), and the task fails, naming what to install, when none
 //! of that works.
 
+mod npm;
 mod postgres;
 mod redis;
 mod redis_cluster;
@@ -14,6 +17,7 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
+pub use npm::node_and_npm;
 pub use postgres::postgres;
 pub use redis::redis;
 pub use redis_cluster::{failover_cluster, redis_cluster};
