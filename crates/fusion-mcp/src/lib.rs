@@ -1,1 +1,96 @@
-//! Tools from Model Context Protocol servers for the Fusion agent.
+//! Tools from Model Context Protocol servers for the Fusion agent, on the official `rmcp`
+//! SDK: stdio servers (a command this crate starts and stops) and streamable-HTTP servers
+//! (a URL, optional headers and bearer token).
+//!
+//! Where `fusion-agent`'s file tools are written in Rust and compiled in, these tools come
+//! from other programs at run time: each server's tools join a
+//! [`ToolRegistry`](fusion_agent::ToolRegistry) as a
+//! [`ToolSource`](fusion_agent::ToolSource), and follow the server when its list changes.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use fusion_agent::{AgentSession, OpenAiConfig, ToolRegistry};
+//! use fusion_mcp::{McpConfig, McpOptions, McpServers};
+//!
+//! # async fn demo() -> fusion_core::Result<()> {
+//! let mut config = McpConfig::from_json_str(
+//!     r#"{"mcpServers": {"everything": {"command": "npx",
+//!          "args": ["-y", "@modelcontextprotocol/server-everything"]}}}"#,
+//! )?;
+//! config.add_command_line("npx -y @modelcontextprotocol/server-filesystem ./docs")?;
+//! let servers = McpServers::start(&config, McpOptions::default()).await?;
+//! let mut registry = ToolRegistry::with_file_tools(["."])?;
+//! servers.register_into(&mut registry);
+//! let mut session = AgentSession::builder("user-1")
+//!     .llm(Arc::new(OpenAiConfig::new("gpt-4o-mini").build()?))
+//!     .tools(registry)
+//!     .build()
+//!     .await?;
+//! session.send_message("Echo 'hello' with the everything server.").await?;
+//! servers.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Configuration
+//! [`McpConfig`] reads the `{"mcpServers": {NAME: {"command", "args", "env"} | {"url",
+//! "headers"}}}` JSON of desktop MCP clients (`"disabled": true` honoured, other extra
+//! fields ignored), or takes servers in code, or one command line such as `npx -y
+//! @modelcontextprotocol/server-filesystem ./docs` ([`McpConfig::add_command_line`]).
+//! [`McpOptions`] sets the per-call timeout (30 s), the startup timeout (30 s, since `npx
+//! -y` may download first) and the most text one result may give the model (256 KiB).
+//!
+//! # Names
+//! A tool is offered as `{server}__{tool}`, sanitized to OpenAI's `[a-zA-Z0-9_-]{1,64}`;
+//! a name that is too long or taken is cut and given a short stable hash. The rules are in
+//! [`naming`]. A tool whose input schema is not a JSON object schema is not offered;
+//! [`McpServer::skipped_tools`] says which and why.
+//!
+//! # Effects
+//! [`Tool::effects`](fusion_agent::Tool::effects) comes from the tool's annotations:
+//! read-only when `readOnlyHint` is true; destructive when `destructiveHint` is true or the
+//! tool is not marked read-only. Approval policies decide from these.
+//!
+//! # Observations
+//! A result's text content is joined with newlines; `structuredContent` is shown as JSON
+//! when there is no text; images, audio and binary resources become a short note (`[image
+//! image/png, 12.3 KiB, not shown]`), never base64; resource links become `[resource
+//! URI]`. A result over the size limit is cut with a note. `isError: true` becomes
+//! [`fusion_core::Error::Tool`] carrying the content, which the agent shows the model.
+//!
+//! # Faults
+//! Nothing a server does ends a turn or the program:
+//! - a server that cannot start fails [`McpServers::start`] with an
+//!   [`Error::Config`](fusion_core::Error::Config) naming the server, the command and the
+//!   reason (not found; exited, with its status and last stderr lines; no handshake
+//!   within the startup timeout; the HTTP error);
+//! - a call past the per-call timeout is cancelled (`notifications/cancelled`) and the
+//!   model is told; a server that exits mid-call gives an observation saying so, with its
+//!   exit status, and is started again on the next call, its tools listed again;
+//! - a result of any size is cut to the limit;
+//! - child processes run in their own process group, killed when the server is shut down
+//!   or dropped, so nothing is left behind (see [`McpServer`]).
+//!
+//! Inside, modules form layers: `options`, `command_line`, `server_config`, `config`,
+//! `naming` and `result` at the bottom; `process` and `connection` over them; `core`
+//! (the connection, restarts and calls); `tool` and `server`; `servers` on top.
+
+mod command_line;
+mod config;
+mod connection;
+mod core;
+pub mod naming;
+mod options;
+mod process;
+mod result;
+mod server;
+mod server_config;
+mod servers;
+mod tool;
+
+pub use config::McpConfig;
+pub use options::{
+    DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_OBSERVATION_BYTES, DEFAULT_STARTUP_TIMEOUT, McpOptions,
+};
+pub use server::{McpServer, SkippedTool};
+pub use server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
+pub use servers::McpServers;

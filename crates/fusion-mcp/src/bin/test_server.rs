@@ -1,0 +1,122 @@
+//! `fusion-mcp-test-server`: a small stdio MCP server for fusion-mcp's own tests of process
+//! faults. Built only with the `test-server` feature.
+//!
+//! Arguments choose how it misbehaves:
+//! - `--exit-at-once CODE`: writes a line to stderr and exits with `CODE` before reading
+//!   anything;
+//! - `--silent`: reads its input but never answers, not even `initialize`;
+//! - `--grandchild`: starts `sleep 600` as a child first, standing for the `node` that
+//!   `npx` starts, so tests can check a whole process group is stopped.
+//!
+//! Otherwise it serves three tools: `echo {text}`; `pids`, answering
+//! `{"pid": …, "grandchild": …}`; and `exit {code}`, which exits mid-call.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ErrorData, ServerHandler, ServiceExt};
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+
+struct TestServer {
+    grandchild: Mutex<Option<Child>>,
+}
+
+fn tool(name: &'static str, description: &'static str, schema: Value) -> Tool {
+    let Value::Object(schema) = schema else {
+        unreachable!("schemas here are objects")
+    };
+    Tool::new(name, description, std::sync::Arc::new(schema))
+}
+
+impl ServerHandler for TestServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(vec![
+            tool(
+                "echo",
+                "Returns its text.",
+                json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+            ),
+            tool(
+                "pids",
+                "Returns this process's pid and its grandchild's.",
+                json!({"type": "object"}),
+            ),
+            tool(
+                "exit",
+                "Exits the server process with the given code, mid-call.",
+                json!({"type": "object", "properties": {"code": {"type": "integer"}}}),
+            ),
+        ]))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        let text = match request.name.as_ref() {
+            "echo" => args["text"].as_str().unwrap_or_default().to_owned(),
+            "pids" => {
+                let grandchild = self.grandchild.lock().unwrap().as_ref().map(Child::id);
+                json!({"pid": std::process::id(), "grandchild": grandchild}).to_string()
+            }
+            "exit" => {
+                let code = args["code"].as_i64().unwrap_or(3) as i32;
+                eprintln!("test server: exiting with {code} as asked");
+                std::process::exit(code);
+            }
+            other => return Err(ErrorData::invalid_params(format!("no tool {other}"), None)),
+        };
+        Ok(CallToolResponse::Complete(CallToolResult::success(vec![
+            ContentBlock::text(text),
+        ])))
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--exit-at-once") {
+        let code = args.get(at + 1).and_then(|c| c.parse().ok()).unwrap_or(1);
+        eprintln!("test server: failing at start as asked");
+        std::process::exit(code);
+    }
+    if args.iter().any(|a| a == "--silent") {
+        // Keep reading so the client's writes never block, and never answer.
+        let mut sink = Vec::new();
+        let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+        std::future::pending::<()>().await;
+    }
+    let grandchild = args.iter().any(|a| a == "--grandchild").then(|| {
+        Command::new("sleep")
+            .arg("600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("test server: cannot start `sleep`")
+    });
+    let server = TestServer {
+        grandchild: Mutex::new(grandchild),
+    };
+    match server.serve(rmcp::transport::io::stdio()).await {
+        Ok(running) => {
+            let _ = running.waiting().await;
+        }
+        Err(e) => eprintln!("test server: {e}"),
+    }
+}

@@ -1,0 +1,163 @@
+//! A server given as one command line (`--mcp "npx -y @modelcontextprotocol/server-filesystem
+//! ./docs"`): split into words as a POSIX shell would, and a server name derived from it.
+
+use crate::naming;
+
+/// Splits `line` into words: whitespace separates words; `'…'` keeps everything literally;
+/// `"…"` keeps everything but lets `\` escape `"`, `\`, `$` and `` ` ``; outside quotes `\`
+/// escapes any character. No variables, globs or pipes: the words go to the program as
+/// they are. Fails on an unterminated quote or a trailing `\`.
+pub fn split(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated single quote".to_owned()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err("unterminated double quote".to_owned()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated double quote".to_owned()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => word.push(c),
+                    None => return Err("the line ends with a lone `\\`".to_owned()),
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+/// Programs that run another program or package named by a later word.
+const LAUNCHERS: &[&str] = &[
+    "npx", "bunx", "uvx", "pipx", "pnpm", "yarn", "npm", "uv", "node", "deno", "bun", "python",
+    "python3", "docker", "podman",
+];
+
+/// Words after a launcher that are sub-commands, not the thing launched.
+const SUBCOMMANDS: &[&str] = &["run", "dlx", "exec", "x", "tool"];
+
+/// A server name for `program args…`: the package or script a launcher runs (`npx -y
+/// @scope/server-files@1.2` → `server-files`, `node ./dist/index.js` → `index`), else the
+/// program's own name, made a valid [prefix](naming::server_prefix).
+pub fn derive_name(program: &str, args: &[String]) -> String {
+    let stem = |word: &str| {
+        let last = word.rsplit(['/', '\\']).next().unwrap_or(word);
+        match last.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() && ext.chars().all(char::is_alphanumeric) => {
+                stem.to_owned()
+            }
+            _ => last.to_owned(),
+        }
+    };
+    let program_stem = stem(program);
+    let launched = if LAUNCHERS.contains(&program_stem.as_str()) {
+        args.iter()
+            .map(String::as_str)
+            .find(|a| !a.starts_with('-') && !SUBCOMMANDS.contains(a))
+    } else {
+        None
+    };
+    let name = match launched {
+        // An npm package: drop the scope (`@scope/`) and the version (`@1.2.3`).
+        Some(package) if package.starts_with('@') || !package.contains(['/', '\\']) => {
+            let unscoped = package.rsplit('/').next().unwrap_or(package);
+            let unversioned = match unscoped.find('@') {
+                Some(at) if at > 0 => &unscoped[..at],
+                _ => unscoped,
+            };
+            if package.starts_with('.') || unversioned.contains('.') {
+                stem(unversioned)
+            } else {
+                unversioned.to_owned()
+            }
+        }
+        Some(path) => stem(path),
+        None => program_stem,
+    };
+    naming::server_prefix(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<String> {
+        split(line).unwrap()
+    }
+
+    #[test]
+    fn quotes_and_escapes_group_words_like_a_shell() {
+        assert_eq!(
+            words("  npx -y  pkg ./docs "),
+            ["npx", "-y", "pkg", "./docs"]
+        );
+        assert_eq!(
+            words(r#"server --dir "My Documents" 'it''s' a\ b "q\"x\n""#),
+            ["server", "--dir", "My Documents", "its", "a b", "q\"x\\n"]
+        );
+        assert_eq!(words(r#"run """#), ["run", ""]);
+        assert!(split("echo 'open").unwrap_err().contains("single quote"));
+        assert!(split("echo \"open").unwrap_err().contains("double quote"));
+        assert!(split("echo \\").is_err());
+        assert!(words("   ").is_empty());
+    }
+
+    #[test]
+    fn names_come_from_the_launched_package_or_script() {
+        let name = |line: &str| {
+            let w = words(line);
+            derive_name(&w[0], &w[1..])
+        };
+        assert_eq!(
+            name("npx -y @modelcontextprotocol/server-filesystem ./docs"),
+            "server-filesystem"
+        );
+        assert_eq!(name("npx -y @scope/pkg@1.2.3"), "pkg");
+        assert_eq!(name("pnpm dlx some-server@latest"), "some-server");
+        assert_eq!(name("uvx mcp-server-git --repo ."), "mcp-server-git");
+        assert_eq!(name("node ./dist/index.js stdio"), "index");
+        assert_eq!(name("python -m mcp_server_time"), "mcp_server_time");
+        assert_eq!(name("/usr/local/bin/my-server --flag"), "my-server");
+        assert_eq!(name("npx"), "npx");
+    }
+}

@@ -1,0 +1,278 @@
+//! What to start: [`McpConfig`], the servers by name, from the `mcpServers` JSON of desktop
+//! MCP clients, from command lines, or added in code.
+//!
+//! ```no_run
+//! use fusion_mcp::{McpConfig, McpServerConfig, StdioServerConfig};
+//!
+//! # fn demo() -> fusion_core::Result<()> {
+//! let mut config = McpConfig::from_file("mcp.json")?;
+//! config.add("time", StdioServerConfig::new("uvx").arg("mcp-server-time"));
+//! let name = config.add_command_line("npx -y @modelcontextprotocol/server-everything")?;
+//! assert_eq!(name, "server-everything");
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use fusion_core::{Error, Result};
+use serde::Deserialize;
+
+use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
+
+/// The servers to start, by name (iterated in name order).
+///
+/// Read from the JSON desktop MCP clients use:
+/// ```json
+/// {"mcpServers": {
+///   "files": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "./docs"],
+///             "env": {"DEBUG": "1"}},
+///   "remote": {"url": "https://mcp.example.com/mcp", "headers": {"Authorization": "Bearer …"}},
+///   "off": {"command": "old-server", "disabled": true}
+/// }}
+/// ```
+/// A server has either `command` (with optional `args`, `env`, `cwd`) or `url` (with
+/// optional `headers`). Other fields (`type`, `alwaysAllow`, …) are ignored, except that
+/// `"disabled": true` leaves the server out and `"type": "sse"` (the legacy transport,
+/// which this client does not speak) is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct McpConfig {
+    servers: BTreeMap<String, McpServerConfig>,
+}
+
+impl McpConfig {
+    /// No servers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses the `{"mcpServers": {...}}` JSON. Fails with [`Error::Config`] saying which
+    /// server is wrong and how.
+    pub fn from_json_str(json: &str) -> Result<Self> {
+        Self::parse(json).map_err(|e| Error::Config(format!("MCP configuration: {e}")))
+    }
+
+    /// Reads and parses a configuration file. Fails with [`Error::Config`] naming the file
+    /// and what is wrong with it (unreadable, not JSON, a server without a command, …).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let describe =
+            |e: String| Error::Config(format!("MCP configuration file `{}`: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| describe(e.to_string()))?;
+        Self::parse(&text).map_err(describe)
+    }
+
+    /// Adds (or replaces) the server called `name`.
+    pub fn add(
+        &mut self,
+        name: impl Into<String>,
+        server: impl Into<McpServerConfig>,
+    ) -> &mut Self {
+        self.servers.insert(name.into(), server.into());
+        self
+    }
+
+    /// [`add`](Self::add) for building a configuration in one expression.
+    pub fn with(mut self, name: impl Into<String>, server: impl Into<McpServerConfig>) -> Self {
+        self.add(name, server);
+        self
+    }
+
+    /// Adds a server given as a command line (see [`McpServerConfig::command_line`]) under
+    /// its [suggested name](McpServerConfig::suggested_name), with `-2`, `-3`, … appended
+    /// if that name is taken. Returns the name.
+    pub fn add_command_line(&mut self, line: &str) -> Result<String> {
+        let server = McpServerConfig::command_line(line)?;
+        let base = server.suggested_name();
+        let mut name = base.clone();
+        let mut n = 1;
+        while self.servers.contains_key(&name) {
+            n += 1;
+            name = format!("{base}-{n}");
+        }
+        self.servers.insert(name.clone(), server);
+        Ok(name)
+    }
+
+    /// The server called `name`.
+    pub fn get(&self, name: &str) -> Option<&McpServerConfig> {
+        self.servers.get(name)
+    }
+
+    /// Every server with its name, in name order.
+    pub fn servers(&self) -> impl Iterator<Item = (&str, &McpServerConfig)> {
+        self.servers
+            .iter()
+            .map(|(name, server)| (name.as_str(), server))
+    }
+
+    /// How many servers there are.
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// True when there are no servers.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    fn parse(json: &str) -> std::result::Result<Self, String> {
+        let file: RawFile = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let mut config = McpConfig::new();
+        for (name, raw) in file.mcp_servers {
+            if raw.disabled {
+                tracing::debug!(server = %name, "MCP server disabled in the configuration");
+                continue;
+            }
+            let server = raw
+                .into_config()
+                .map_err(|e| format!("server `{name}`: {e}"))?;
+            config.servers.insert(name, server);
+        }
+        Ok(config)
+    }
+}
+
+/// The file as written; unknown fields are ignored.
+#[derive(Deserialize)]
+struct RawFile {
+    #[serde(rename = "mcpServers")]
+    mcp_servers: BTreeMap<String, RawServer>,
+}
+
+#[derive(Deserialize)]
+struct RawServer {
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+    url: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    disabled: bool,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+impl RawServer {
+    fn into_config(self) -> std::result::Result<McpServerConfig, String> {
+        if self.kind.as_deref() == Some("sse") {
+            return Err(
+                "`\"type\": \"sse\"` is the legacy HTTP+SSE transport, which is not \
+                        supported; give the server's streamable-HTTP endpoint instead"
+                    .to_owned(),
+            );
+        }
+        match (self.command, self.url) {
+            (Some(_), Some(_)) => Err("has both `command` and `url`; give one".to_owned()),
+            (None, None) => Err("needs `command` (a program to start) or `url` (a \
+                                 streamable-HTTP endpoint)"
+                .to_owned()),
+            (Some(command), None) if command.trim().is_empty() => {
+                Err("`command` is empty".to_owned())
+            }
+            (Some(command), None) => Ok(McpServerConfig::Stdio(StdioServerConfig {
+                command,
+                args: self.args,
+                env: self.env,
+                cwd: self.cwd,
+            })),
+            (None, Some(url)) => Ok(McpServerConfig::Http(HttpServerConfig {
+                url,
+                headers: self.headers,
+                bearer_token: None,
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DESKTOP: &str = r#"{
+      "mcpServers": {
+        "files": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "./docs"],
+                  "env": {"API_KEY": "sk-secret"}, "type": "stdio", "alwaysAllow": ["read_file"]},
+        "remote": {"url": "https://mcp.example.com/mcp", "headers": {"Authorization": "Bearer tok-secret"}},
+        "off": {"command": "old-server", "disabled": true}
+      },
+      "globalShortcut": "Ctrl+Space"
+    }"#;
+
+    #[test]
+    fn the_desktop_format_parses_with_extra_fields_and_disabled_servers() {
+        let config = McpConfig::from_json_str(DESKTOP).unwrap();
+        let names: Vec<&str> = config.servers().map(|(n, _)| n).collect();
+        assert_eq!(names, ["files", "remote"]);
+        let McpServerConfig::Stdio(files) = config.get("files").unwrap() else {
+            panic!("files is a stdio server")
+        };
+        assert_eq!(files.command, "npx");
+        assert_eq!(files.args[2], "./docs");
+        assert_eq!(files.env["API_KEY"], "sk-secret");
+        let McpServerConfig::Http(remote) = config.get("remote").unwrap() else {
+            panic!("remote is an HTTP server")
+        };
+        assert_eq!(remote.headers["Authorization"], "Bearer tok-secret");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(
+            debug.contains("API_KEY") && debug.contains("Authorization"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named_with_the_server_and_the_file() {
+        let err = |json: &str| McpConfig::from_json_str(json).unwrap_err().to_string();
+        assert!(err(r#"{"mcpServers": {"a": {}}}"#).contains("server `a`: needs `command`"));
+        assert!(
+            err(r#"{"mcpServers": {"a": {"command": "x", "url": "http://h"}}}"#)
+                .contains("both `command` and `url`")
+        );
+        assert!(
+            err(r#"{"mcpServers": {"a": {"url": "http://h", "type": "sse"}}}"#).contains("legacy")
+        );
+        assert!(err(r#"{"mcpServers": {"a": {"command": 3}}}"#).contains("line 1"));
+        assert!(err(r#"{"servers": {}}"#).contains("mcpServers"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mcp.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let message = McpConfig::from_file(&path).unwrap_err().to_string();
+        assert!(
+            message.contains("mcp.json") && message.contains("line 1"),
+            "{message}"
+        );
+        let missing = McpConfig::from_file(dir.path().join("nope.json")).unwrap_err();
+        assert!(missing.to_string().contains("nope.json"), "{missing}");
+    }
+
+    #[test]
+    fn command_lines_become_servers_with_unique_derived_names() {
+        let mut config = McpConfig::new();
+        let first = config
+            .add_command_line("npx -y @modelcontextprotocol/server-filesystem './my docs'")
+            .unwrap();
+        let second = config
+            .add_command_line("npx -y @modelcontextprotocol/server-filesystem /tmp")
+            .unwrap();
+        assert_eq!(
+            (first.as_str(), second.as_str()),
+            ("server-filesystem", "server-filesystem-2")
+        );
+        let McpServerConfig::Stdio(stdio) = config.get("server-filesystem").unwrap() else {
+            panic!("stdio")
+        };
+        assert_eq!(stdio.args.last().unwrap(), "./my docs");
+        let http = McpServerConfig::command_line("https://mcp.example.com/mcp").unwrap();
+        assert_eq!(http.suggested_name(), "mcp-example-com");
+        assert!(McpServerConfig::command_line("  ").is_err());
+        let secret = HttpServerConfig::new("http://h").bearer_token("tok-secret");
+        assert!(!format!("{secret:?}").contains("tok-secret"));
+    }
+}

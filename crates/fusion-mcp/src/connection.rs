@@ -1,0 +1,274 @@
+//! One live MCP session with a server: the rmcp client service, and for stdio servers the
+//! [`ChildProcess`] behind it. Opening it spawns or connects, runs `initialize` and lists
+//! the tools, all under the startup timeout; every failure becomes a message naming the
+//! server and what went wrong.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderName, HeaderValue};
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, ClientRequest, CustomRequest, Implementation, ServerResult,
+};
+use rmcp::service::{NotificationContext, Peer, RoleClient, RunningService, ServiceError};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, serve_client};
+use serde_json::{Value, json};
+
+use crate::process::ChildProcess;
+use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
+
+/// How long to wait for a server whose pipe closed to report its exit status.
+pub const EXIT_REPORT_BOUND: Duration = Duration::from_secs(5);
+
+/// Called when the server announces `notifications/tools/list_changed`.
+pub type ListChanged = Arc<dyn Fn() + Send + Sync>;
+
+/// A tool as listed, or why it could not be read: `(name, reason)`.
+pub type Listed = Result<rmcp::model::Tool, (String, String)>;
+
+/// A connected, initialized server.
+pub struct Connection {
+    service: RunningService<RoleClient, Handler>,
+    process: Option<ChildProcess>,
+}
+
+impl Connection {
+    /// Starts or connects to `config`, initializes and lists its tools, all within
+    /// `startup`. The error is the reason, for a message that already names the server.
+    pub async fn open(
+        server: &str,
+        config: &McpServerConfig,
+        startup: Duration,
+        on_change: ListChanged,
+    ) -> Result<(Self, Vec<Listed>), String> {
+        let handler = Handler { on_change };
+        match config {
+            McpServerConfig::Stdio(stdio) => open_stdio(server, stdio, startup, handler).await,
+            McpServerConfig::Http(http) => open_http(http, startup, handler).await,
+        }
+    }
+
+    /// The client, for requests.
+    pub fn peer(&self) -> &Peer<RoleClient> {
+        self.service.peer()
+    }
+
+    /// The server's process, for stdio servers.
+    pub fn process(&self) -> Option<&ChildProcess> {
+        self.process.as_ref()
+    }
+
+    /// Whether requests can still reach the server: the session runs and, for stdio, the
+    /// process has not exited.
+    pub fn is_alive(&self) -> bool {
+        !self.service.is_closed()
+            && !self.service.peer().is_transport_closed()
+            && self
+                .process
+                .as_ref()
+                .is_none_or(|p| p.exit_status().is_none())
+    }
+
+    /// Ends the session (closing a stdio server's stdin) and stops the process, giving it
+    /// `grace` to exit by itself before its group is killed.
+    pub async fn close(&self, grace: Duration) {
+        self.service.cancellation_token().cancel();
+        if let Some(process) = &self.process {
+            process.stop(grace).await;
+        }
+    }
+
+    /// How the session ended, for an observation: "exited (exit status: 3)" for a stdio
+    /// server (with the tail of its stderr after), else the transport's word.
+    pub async fn describe_end(&self, error: &ServiceError) -> String {
+        match &self.process {
+            Some(process) => format!(
+                "{} during the call; it will be restarted on the next call{}",
+                exit_status_text(process).await,
+                stderr_note(process)
+            ),
+            None => format!(
+                "closed the connection during the call ({error}); it will be reconnected on \
+                 the next call"
+            ),
+        }
+    }
+}
+
+/// "exited (exit status: 3)", or "closed its output" for a process still running.
+pub async fn exit_status_text(process: &ChildProcess) -> String {
+    match process.exit_within(EXIT_REPORT_BOUND).await {
+        Some(status) => format!("exited ({status})"),
+        None => "closed its output (exit status unknown)".to_owned(),
+    }
+}
+
+/// "; its stderr ended with: …" and the last stderr lines, or nothing.
+pub fn stderr_note(process: &ChildProcess) -> String {
+    let tail = process.stderr_tail();
+    if tail.is_empty() {
+        return String::new();
+    }
+    format!(". Its stderr ended with:\n  {}", tail.join("\n  "))
+}
+
+async fn open_stdio(
+    server: &str,
+    config: &StdioServerConfig,
+    startup: Duration,
+    handler: Handler,
+) -> Result<(Connection, Vec<Listed>), String> {
+    let command = config.display_command();
+    let mut process = ChildProcess::spawn(server, config).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "cannot start `{command}`: command `{}` not found (is it installed and on PATH?)",
+            config.command
+        ),
+        _ => format!("cannot start `{command}`: {e}"),
+    })?;
+    let stdio = process.take_stdio().ok_or("the process has no pipes")?;
+    let started = tokio::time::timeout(startup, async {
+        let service = serve_client(handler, stdio)
+            .await
+            .map_err(|e| e.to_string())?;
+        let tools = list_tools(service.peer())
+            .await
+            .map_err(|e| format!("tools/list failed: {e}"))?;
+        Ok::<_, String>((service, tools))
+    })
+    .await;
+    match started {
+        Ok(Ok((service, tools))) => Ok((
+            Connection {
+                service,
+                process: Some(process),
+            },
+            tools,
+        )),
+        Ok(Err(reason)) if process.exit_within(EXIT_REPORT_BOUND).await.is_some() => Err(format!(
+            "`{command}` {} before the MCP handshake completed ({reason}){}",
+            exit_status_text(&process).await,
+            stderr_note(&process)
+        )),
+        Ok(Err(reason)) => Err(format!("`{command}` failed the MCP handshake: {reason}")),
+        Err(_) => Err(format!(
+            "`{command}` did not complete the MCP handshake within {} s (servers started \
+                 with `npx` may be downloading; raise the startup timeout if so){}",
+            startup.as_secs_f32(),
+            stderr_note(&process)
+        )),
+    }
+}
+
+async fn open_http(
+    config: &HttpServerConfig,
+    startup: Duration,
+    handler: Handler,
+) -> Result<(Connection, Vec<Listed>), String> {
+    let url = &config.url;
+    let mut headers = std::collections::HashMap::new();
+    for (name, value) in &config.headers {
+        let header = HeaderName::try_from(name.as_str())
+            .map_err(|_| format!("header name `{name}` is not valid"))?;
+        // The value is a secret: never quoted back.
+        let mut value = HeaderValue::try_from(value.as_str())
+            .map_err(|_| format!("the value of header `{name}` is not a valid header value"))?;
+        value.set_sensitive(true);
+        headers.insert(header, value);
+    }
+    let mut transport_config =
+        StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(headers);
+    if let Some(token) = &config.bearer_token {
+        transport_config = transport_config.auth_header(token.as_str());
+    }
+    let client = fusion_agent::http_client_builder()
+        .and_then(|b| {
+            b.build()
+                .map_err(|e| fusion_core::Error::Config(e.to_string()))
+        })
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let transport = StreamableHttpClientTransport::with_client(client, transport_config);
+    let started = tokio::time::timeout(startup, async {
+        let service = serve_client(handler, transport)
+            .await
+            .map_err(|e| e.to_string())?;
+        let tools = list_tools(service.peer())
+            .await
+            .map_err(|e| format!("tools/list failed: {e}"))?;
+        Ok::<_, String>((service, tools))
+    })
+    .await;
+    match started {
+        Ok(Ok((service, tools))) => Ok((
+            Connection {
+                service,
+                process: None,
+            },
+            tools,
+        )),
+        Ok(Err(reason)) => Err(format!("connecting to {url} failed: {reason}")),
+        Err(_) => Err(format!(
+            "{url} did not complete the MCP handshake within {} s",
+            startup.as_secs_f32()
+        )),
+    }
+}
+
+/// Every tool of the server, following `nextCursor` to the last page.
+///
+/// Sent as a raw `tools/list` and read one tool at a time, so that one tool the SDK's types
+/// cannot hold (an `inputSchema` that is not an object, say) is reported and skipped
+/// instead of failing the whole list.
+pub async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Listed>, ServiceError> {
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
+        let request = ClientRequest::CustomRequest(CustomRequest::new("tools/list", params));
+        let page: Value = match peer.send_request(request).await? {
+            ServerResult::ListToolsResult(page) => {
+                listed.extend(page.tools.into_iter().map(Ok));
+                cursor = page.next_cursor;
+                if cursor.is_none() {
+                    return Ok(listed);
+                }
+                continue;
+            }
+            ServerResult::CustomResult(page) => page.0,
+            ServerResult::EmptyResult(_) => return Ok(listed),
+            _ => return Err(ServiceError::UnexpectedResponse),
+        };
+        for tool in page["tools"].as_array().into_iter().flatten() {
+            let name = tool["name"].as_str().unwrap_or("(unnamed)").to_owned();
+            listed.push(
+                serde_json::from_value::<rmcp::model::Tool>(tool.clone())
+                    .map_err(|e| (name, format!("its definition is malformed: {e}"))),
+            );
+        }
+        cursor = page["nextCursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            return Ok(listed);
+        }
+    }
+}
+
+/// What the client does with a server's requests and notifications: introduces itself as
+/// Fusion, and passes `notifications/tools/list_changed` on.
+pub struct Handler {
+    on_change: ListChanged,
+}
+
+impl ClientHandler for Handler {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("fusion", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        (self.on_change)();
+    }
+}

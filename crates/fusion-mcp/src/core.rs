@@ -1,0 +1,241 @@
+//! The running state of one server: its connection (opened again after a crash), the tools
+//! it last listed, and calls. [`McpServer`](crate::McpServer) is the public face of it.
+//!
+//! The connection sits in a slot behind an async mutex. A call takes the live connection
+//! out of the slot, or, when the server has died since, opens a new one first (a restart
+//! for stdio servers), so concurrent calls after a crash wait for one restart rather than
+//! start one each. The call itself runs without the lock.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use fusion_core::{Error, Result};
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::ServiceError;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::connection::{Connection, ListChanged, Listed, list_tools};
+use crate::options::McpOptions;
+use crate::result;
+use crate::server_config::McpServerConfig;
+
+/// How long a server being shut down may take to exit by itself before it is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The tools as last listed, numbered: the number grows with every listing.
+#[derive(Clone, Default)]
+pub struct Listing {
+    /// Grows by one with every listing.
+    pub revision: u64,
+    /// The tools, or why each unreadable one could not be read.
+    pub tools: Arc<Vec<Listed>>,
+}
+
+/// One server's connection, tools and calls.
+pub struct Core {
+    name: String,
+    config: McpServerConfig,
+    options: McpOptions,
+    slot: tokio::sync::Mutex<Slot>,
+    listing: watch::Sender<Listing>,
+    me: Weak<Core>,
+}
+
+#[derive(Default)]
+struct Slot {
+    connection: Option<Arc<Connection>>,
+    /// Counts the connections opened, so a late notification from an old one is ignored.
+    generation: u64,
+    shut_down: bool,
+}
+
+impl Core {
+    /// Starts the server: opens a connection and lists its tools. Fails with
+    /// [`Error::Config`] naming the server and saying why.
+    pub async fn start(
+        name: &str,
+        config: McpServerConfig,
+        options: McpOptions,
+    ) -> Result<Arc<Self>> {
+        let core = Arc::new_cyclic(|me| Core {
+            name: name.to_owned(),
+            config,
+            options,
+            slot: tokio::sync::Mutex::new(Slot::default()),
+            listing: watch::channel(Listing::default()).0,
+            me: me.clone(),
+        });
+        let mut slot = core.slot.lock().await;
+        core.connect(&mut slot)
+            .await
+            .map_err(|reason| Error::Config(format!("MCP server `{name}`: {reason}")))?;
+        drop(slot);
+        Ok(core)
+    }
+
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How the server is reached.
+    pub fn config(&self) -> &McpServerConfig {
+        &self.config
+    }
+
+    /// The tools as last listed. Cheap.
+    pub fn listing(&self) -> Listing {
+        self.listing.borrow().clone()
+    }
+
+    /// Waits until a listing newer than `revision` is published.
+    pub async fn changed_since(&self, revision: u64) {
+        let mut listing = self.listing.subscribe();
+        let _ = listing.wait_for(|l| l.revision > revision).await;
+    }
+
+    /// The process id of a stdio server's current process.
+    pub async fn process_id(&self) -> Option<u32> {
+        let slot = self.slot.lock().await;
+        Some(slot.connection.as_ref()?.process()?.pid())
+    }
+
+    /// Calls `mcp_name` with `args`; `tool` is the name the model knows it by. Every
+    /// failure is an [`Error::Tool`] written for the model.
+    pub async fn call(&self, tool: &str, mcp_name: &str, args: Value) -> Result<String> {
+        let name = &self.name;
+        let fail = |message: String| Error::Tool {
+            tool: tool.to_owned(),
+            message,
+        };
+        let mut params = CallToolRequestParams::new(mcp_name.to_owned());
+        match args {
+            Value::Object(arguments) => params = params.with_arguments(arguments),
+            Value::Null => {}
+            other => {
+                return Err(fail(format!(
+                    "the arguments must be a JSON object, not {other}"
+                )));
+            }
+        }
+        let connection = self.live_connection().await.map_err(fail)?;
+        let timeout = self.options.call_timeout;
+        // Dropping the call on timeout makes rmcp send `notifications/cancelled`.
+        match tokio::time::timeout(timeout, connection.peer().call_tool(params)).await {
+            Ok(Ok(result)) => result::observation(tool, result, self.options.max_observation_bytes),
+            Err(_) => Err(fail(format!(
+                "MCP server `{name}` did not answer within {} s, so the call was cancelled; it \
+                 may have done part of its work",
+                timeout.as_secs_f32()
+            ))),
+            Ok(Err(ServiceError::McpError(error))) => Err(fail(format!(
+                "MCP server `{name}` refused the call: {} (JSON-RPC error {})",
+                error.message, error.code.0
+            ))),
+            Ok(Err(error)) if !connection.is_alive() || ends_session(&error) => Err(fail(format!(
+                "MCP server `{name}` {}",
+                connection.describe_end(&error).await
+            ))),
+            Ok(Err(error)) => Err(fail(format!(
+                "MCP server `{name}`: the call failed: {error}"
+            ))),
+        }
+    }
+
+    /// Ends the session and stops the process. Later calls fail, saying so.
+    pub async fn shutdown(&self) {
+        let connection = {
+            let mut slot = self.slot.lock().await;
+            slot.shut_down = true;
+            slot.connection.take()
+        };
+        if let Some(connection) = connection {
+            connection.close(SHUTDOWN_GRACE).await;
+        }
+    }
+
+    /// The current connection, opened again first if the server died since.
+    async fn live_connection(&self) -> std::result::Result<Arc<Connection>, String> {
+        let mut slot = self.slot.lock().await;
+        if slot.shut_down {
+            return Err(format!("MCP server `{}` has been shut down", self.name));
+        }
+        if let Some(connection) = &slot.connection
+            && connection.is_alive()
+        {
+            return Ok(connection.clone());
+        }
+        tracing::info!(server = %self.name, "MCP server is gone; starting it again");
+        self.connect(&mut slot).await.map_err(|reason| {
+            format!(
+                "MCP server `{}` could not be restarted: {reason}",
+                self.name
+            )
+        })
+    }
+
+    /// Opens a new connection into `slot` (dropping the old one, which kills its process)
+    /// and publishes the tools it lists.
+    async fn connect(&self, slot: &mut Slot) -> std::result::Result<Arc<Connection>, String> {
+        slot.connection = None;
+        slot.generation += 1;
+        let generation = slot.generation;
+        let me = self.me.clone();
+        let on_change: ListChanged = Arc::new(move || {
+            if let Some(core) = me.upgrade() {
+                tokio::spawn(async move { core.relist(generation).await });
+            }
+        });
+        let (connection, tools) = Connection::open(
+            &self.name,
+            &self.config,
+            self.options.startup_timeout,
+            on_change,
+        )
+        .await?;
+        let connection = Arc::new(connection);
+        slot.connection = Some(connection.clone());
+        self.publish(tools);
+        Ok(connection)
+    }
+
+    /// Lists the tools again after `notifications/tools/list_changed` from connection
+    /// `generation`.
+    async fn relist(&self, generation: u64) {
+        let connection = {
+            let slot = self.slot.lock().await;
+            match &slot.connection {
+                Some(c) if slot.generation == generation => c.clone(),
+                _ => return,
+            }
+        };
+        match list_tools(connection.peer()).await {
+            Ok(tools) => {
+                let slot = self.slot.lock().await;
+                if slot.generation == generation {
+                    tracing::debug!(server = %self.name, "MCP server's tools changed");
+                    self.publish(tools);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(server = %self.name, error = %e, "listing changed tools failed")
+            }
+        }
+    }
+
+    fn publish(&self, tools: Vec<Listed>) {
+        self.listing.send_modify(|listing| {
+            listing.revision += 1;
+            listing.tools = Arc::new(tools);
+        });
+    }
+}
+
+/// Errors that mean the session is over rather than that one call failed.
+fn ends_session(error: &ServiceError) -> bool {
+    matches!(
+        error,
+        ServiceError::TransportClosed | ServiceError::TransportSend(_)
+    )
+}

@@ -1,0 +1,39 @@
+//! [`McpOptions`]: the timeouts and size limit every server of a set runs with.
+
+use std::time::Duration;
+
+/// How long one `tools/call` may take unless configured otherwise.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long starting a server (spawn or connect, `initialize`, listing its tools) may take
+/// unless configured otherwise. Generous because `npx -y` may first download the package.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most text of one result shown to the model unless configured otherwise: 256 KiB.
+pub const DEFAULT_MAX_OBSERVATION_BYTES: usize = 256 * 1024;
+
+/// Settings shared by every server of a set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpOptions {
+    /// How long one tool call may take; then it is cancelled (`notifications/cancelled`)
+    /// and the model is told. Keep the session's `tool_timeout` at least this long, or the
+    /// session gives up first with its own, vaguer message.
+    pub call_timeout: Duration,
+    /// How long starting (or restarting) a server may take. Servers started through
+    /// `npx -y` download their package on first use, which can take well over ten seconds
+    /// on a slow network: raise this rather than lower it.
+    pub startup_timeout: Duration,
+    /// The most bytes of text one result may give the model; more is cut, with a note
+    /// saying how much was cut.
+    pub max_observation_bytes: usize,
+}
+
+impl Default for McpOptions {
+    fn default() -> Self {
+        Self {
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            max_observation_bytes: DEFAULT_MAX_OBSERVATION_BYTES,
+        }
+    }
+}

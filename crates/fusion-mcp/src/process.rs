@@ -1,0 +1,186 @@
+//! The child process of a stdio server: started in its own process group, its stderr
+//! drained into a short tail for error messages, its exit watched, and the whole group
+//! killed when it is dropped.
+//!
+//! Killing the group rather than the child matters for launchers: `npx` runs the server as
+//! a grandchild `node`, which would outlive a killed `npx`. Dropping kills synchronously
+//! (a signal, no task), so it works while a runtime shuts down; if the program itself is
+//! killed outright, the server sees its stdin close, which the MCP specification tells
+//! servers to treat as the end.
+
+use std::collections::VecDeque;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::watch;
+
+use crate::server_config::StdioServerConfig;
+
+/// How many of the last stderr lines are kept for error messages.
+const TAIL_LINES: usize = 20;
+
+/// The longest stderr line kept; the rest of a longer line is dropped.
+const TAIL_LINE_CHARS: usize = 400;
+
+/// A running (or exited) server process.
+pub struct ChildProcess {
+    pid: u32,
+    status: watch::Receiver<Option<ExitStatus>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    stdio: Option<(ChildStdout, ChildStdin)>,
+}
+
+impl ChildProcess {
+    /// Starts `config`'s command with piped stdio, as the leader of a new process group.
+    ///
+    /// Must be called inside a tokio runtime: two tasks watch the process.
+    pub fn spawn(server: &str, config: &StdioServerConfig) -> std::io::Result<Self> {
+        let mut command = Command::new(&config.command);
+        command
+            .args(&config.args)
+            .envs(&config.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // A backstop for the direct child; `Drop` below kills the whole group.
+            .kill_on_drop(true);
+        if let Some(dir) = &config.cwd {
+            command.current_dir(dir);
+        }
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut child = command.spawn()?;
+        let pid = child.id().unwrap_or_default();
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (Some(stdin), Some(stdout), Some(stderr)) = (stdin, stdout, stderr) else {
+            return Err(std::io::Error::other("the child's stdio pipes are missing"));
+        };
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        tokio::spawn(drain_stderr(server.to_owned(), stderr, tail.clone()));
+        let (report, status) = watch::channel(None);
+        let name = server.to_owned();
+        tokio::spawn(async move {
+            // The task owns the child so its exit is reaped as soon as it happens.
+            match child.wait().await {
+                Ok(status) => {
+                    tracing::debug!(server = %name, %status, "MCP server process exited");
+                    let _ = report.send(Some(status));
+                }
+                Err(e) => {
+                    tracing::warn!(server = %name, error = %e, "waiting for MCP server failed")
+                }
+            }
+        });
+        Ok(Self {
+            pid,
+            status,
+            tail,
+            stdio: Some((stdout, stdin)),
+        })
+    }
+
+    /// The pipes to talk MCP over: the child's stdout and stdin. Once only.
+    pub fn take_stdio(&mut self) -> Option<(ChildStdout, ChildStdin)> {
+        self.stdio.take()
+    }
+
+    /// The process id (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        *self.status.borrow()
+    }
+
+    /// The exit status, waiting up to `bound` for the process to exit. A process that
+    /// closed its stdout is usually exiting; this gives it the moment it needs.
+    pub async fn exit_within(&self, bound: Duration) -> Option<ExitStatus> {
+        let mut status = self.status.clone();
+        let exited = tokio::time::timeout(bound, status.wait_for(Option::is_some)).await;
+        exited.ok().and_then(|r| r.ok().and_then(|s| *s))
+    }
+
+    /// The last lines the process wrote to stderr, oldest first.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.tail
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops the process: waits up to `grace` for it to exit by itself (its stdin should be
+    /// closed by now), then kills its group and waits for the exit.
+    pub async fn stop(&self, grace: Duration) -> Option<ExitStatus> {
+        if let Some(status) = self.exit_within(grace).await {
+            self.kill_group();
+            return Some(status);
+        }
+        self.kill_group();
+        self.exit_within(grace).await
+    }
+
+    /// Sends SIGKILL to the process group. Harmless when the group is gone. A group id is
+    /// the leader's pid, and pids are handed out cyclically, so the id cannot name another
+    /// group before the kernel wraps around `pid_max`.
+    fn kill_group(&self) {
+        #[cfg(unix)]
+        if let Ok(pid) = i32::try_from(self.pid)
+            && pid > 0
+        {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill_group();
+    }
+}
+
+/// Reads `stderr` to its end, logging each line and keeping the last [`TAIL_LINES`].
+///
+/// Reads raw bytes rather than lines of text so that invalid UTF-8 or a line without end
+/// never stops the draining: a server blocked on a full stderr pipe would hang.
+async fn drain_stderr(server: String, mut stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+    let mut buffer = [0u8; 8192];
+    let mut line: Vec<u8> = Vec::new();
+    let push = |line: &mut Vec<u8>| {
+        let text = String::from_utf8_lossy(line).trim_end().to_owned();
+        line.clear();
+        if text.is_empty() {
+            return;
+        }
+        tracing::debug!(server = %server, "stderr: {text}");
+        let text: String = text.chars().take(TAIL_LINE_CHARS).collect();
+        if let Ok(mut tail) = tail.lock() {
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text);
+        }
+    };
+    loop {
+        let n = match stderr.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &byte in &buffer[..n] {
+            if byte == b'\n' {
+                push(&mut line);
+            } else if line.len() < TAIL_LINE_CHARS * 4 {
+                line.push(byte);
+            }
+        }
+    }
+    push(&mut line);
+}

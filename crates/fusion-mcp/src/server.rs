@@ -1,0 +1,218 @@
+//! [`McpServer`]: one connected MCP server, whose tools join a
+//! [`ToolRegistry`](fusion_agent::ToolRegistry) as a [`ToolSource`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use fusion_agent::ToolRegistry;
+//! use fusion_mcp::{McpOptions, McpServer, StdioServerConfig};
+//!
+//! # async fn demo() -> fusion_core::Result<()> {
+//! let config = StdioServerConfig::new("npx").args(["-y", "@modelcontextprotocol/server-everything"]);
+//! let server = McpServer::start("everything", config, McpOptions::default()).await?;
+//! for skipped in server.skipped_tools() {
+//!     eprintln!("skipped {}: {}", skipped.name, skipped.reason);
+//! }
+//! let mut registry = ToolRegistry::new();
+//! registry.register_source(Arc::new(server.clone()));
+//! // ... run sessions ...
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::sync::{Arc, Mutex};
+
+use fusion_agent::{Tool, ToolSource};
+use fusion_core::Result;
+
+use crate::core::Core;
+use crate::naming;
+use crate::options::McpOptions;
+use crate::server_config::McpServerConfig;
+use crate::tool::McpTool;
+
+/// A tool a server listed that is not offered to the model, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedTool {
+    /// The tool's name on the server.
+    pub name: String,
+    /// Why it is not offered (a malformed schema, say).
+    pub reason: String,
+}
+
+/// One connected MCP server and its tools.
+///
+/// Cheap to clone: clones share the connection. The server's process is stopped by
+/// [`shutdown`](Self::shutdown), or when the last clone is dropped (including the ones a
+/// [`ToolRegistry`](fusion_agent::ToolRegistry) holds, so a session's servers live as long
+/// as its registry).
+///
+/// A stdio server that exits is started again on the next call, and its tools listed
+/// again. When the server announces `notifications/tools/list_changed`, its tools are
+/// listed again in the background and [`revision`](ToolSource::revision) moves, so
+/// sessions offer the new list from their next request.
+#[derive(Clone)]
+pub struct McpServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    core: Arc<Core>,
+    prefix: String,
+    view: Mutex<View>,
+}
+
+/// The tools built from one listing.
+#[derive(Default)]
+struct View {
+    revision: u64,
+    tools: Option<Arc<[Arc<dyn Tool>]>>,
+    skipped: Vec<SkippedTool>,
+}
+
+impl McpServer {
+    /// Starts the server called `name` and lists its tools, named `{name}__{tool}` (see
+    /// [`naming`](crate::naming)).
+    ///
+    /// Fails with [`fusion_core::Error::Config`] naming the server and the reason: a
+    /// command not found, a process that exited (with its status and last stderr lines),
+    /// a handshake that did not finish within the startup timeout, an HTTP error.
+    pub async fn start(
+        name: &str,
+        config: impl Into<McpServerConfig>,
+        options: McpOptions,
+    ) -> Result<Self> {
+        Self::start_with_prefix(name, naming::server_prefix(name), config.into(), options).await
+    }
+
+    pub(crate) async fn start_with_prefix(
+        name: &str,
+        prefix: String,
+        config: McpServerConfig,
+        options: McpOptions,
+    ) -> Result<Self> {
+        let core = Core::start(name, config, options).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                core,
+                prefix,
+                view: Mutex::new(View::default()),
+            }),
+        })
+    }
+
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        self.inner.core.name()
+    }
+
+    /// The prefix of its tools' names (`{prefix}__{tool}`).
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// How the server is reached.
+    pub fn config(&self) -> &McpServerConfig {
+        self.inner.core.config()
+    }
+
+    /// The tools the server listed that are not offered, with the reason for each; they
+    /// are also logged with `tracing::warn!` when first seen.
+    pub fn skipped_tools(&self) -> Vec<SkippedTool> {
+        self.view(|view| view.skipped.clone())
+    }
+
+    /// Waits until the tools have changed since [`revision`](ToolSource::revision) was
+    /// `revision`: re-listed after `notifications/tools/list_changed` or a restart.
+    pub async fn changed_since(&self, revision: u64) {
+        self.inner.core.changed_since(revision).await;
+    }
+
+    /// The process id of a stdio server's current process (a new one after a restart);
+    /// `None` for HTTP servers and after shutdown.
+    pub async fn process_id(&self) -> Option<u32> {
+        self.inner.core.process_id().await
+    }
+
+    /// Ends the session and stops the server's process (closing its stdin, then killing
+    /// its process group if it has not exited within two seconds). Later calls of its
+    /// tools fail with an observation saying the server was shut down.
+    pub async fn shutdown(&self) {
+        self.inner.core.shutdown().await;
+    }
+
+    /// Runs `read` on the tools of the latest listing, building them first if it is new.
+    fn view<T>(&self, read: impl FnOnce(&View) -> T) -> T {
+        let listing = self.inner.core.listing();
+        let mut view = self.inner.view.lock().unwrap_or_else(|e| e.into_inner());
+        if view.tools.is_none() || view.revision != listing.revision {
+            *view = self.build(&listing);
+        }
+        read(&view)
+    }
+
+    fn build(&self, listing: &crate::core::Listing) -> View {
+        let server = self.name();
+        let listed: Vec<&rmcp::model::Tool> = listing
+            .tools
+            .iter()
+            .filter_map(|t| t.as_ref().ok())
+            .collect();
+        let names: Vec<&str> = listed.iter().map(|t| t.name.as_ref()).collect();
+        let fusion_names = naming::tool_names(&self.inner.prefix, &names);
+        let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
+        let mut skipped = Vec::new();
+        for failed in listing.tools.iter().filter_map(|t| t.as_ref().err()) {
+            skipped.push(SkippedTool {
+                name: failed.0.clone(),
+                reason: failed.1.clone(),
+            });
+        }
+        for (tool, name) in listed.into_iter().zip(fusion_names) {
+            let Some(name) = name else {
+                skipped.push(SkippedTool {
+                    name: tool.name.to_string(),
+                    reason: "it is listed twice, or no unique name could be made for it".into(),
+                });
+                continue;
+            };
+            match McpTool::new(name, tool, Arc::downgrade(&self.inner.core)) {
+                Ok(tool) => tools.push(Arc::new(tool)),
+                Err(reason) => skipped.push(SkippedTool {
+                    name: tool.name.to_string(),
+                    reason,
+                }),
+            }
+        }
+        for tool in &skipped {
+            tracing::warn!(server, tool = %tool.name, reason = %tool.reason, "MCP tool skipped");
+        }
+        View {
+            revision: listing.revision,
+            tools: Some(tools.into()),
+            skipped,
+        }
+    }
+}
+
+impl ToolSource for McpServer {
+    fn source_name(&self) -> &str {
+        self.name()
+    }
+
+    fn tools(&self) -> Arc<[Arc<dyn Tool>]> {
+        self.view(|view| view.tools.clone().unwrap_or_else(|| Arc::from(Vec::new())))
+    }
+
+    fn revision(&self) -> u64 {
+        self.inner.core.listing().revision
+    }
+}
+
+impl std::fmt::Debug for McpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpServer")
+            .field("name", &self.name())
+            .field("config", self.config())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,193 @@
+//! How to reach one server: [`McpServerConfig`], a [`StdioServerConfig`] (a program to
+//! start) or an [`HttpServerConfig`] (a streamable-HTTP endpoint). `Debug` never shows the
+//! secrets they may hold (environment values, header values, tokens).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use fusion_core::{Error, Result};
+
+use crate::command_line;
+
+/// How to reach one MCP server.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum McpServerConfig {
+    /// A program started as a child process, speaking MCP over its stdin and stdout.
+    Stdio(StdioServerConfig),
+    /// A streamable-HTTP endpoint.
+    Http(HttpServerConfig),
+}
+
+impl McpServerConfig {
+    /// A server given as one shell-like command line, as the CLI's `--mcp` flag takes it:
+    /// `npx -y @modelcontextprotocol/server-filesystem ./docs`, quotes allowed (see
+    /// [`StdioServerConfig`]). A single `http://` or `https://` URL is an HTTP server.
+    ///
+    /// Fails with [`Error::Config`] on an empty line or an unterminated quote.
+    pub fn command_line(line: &str) -> Result<Self> {
+        let words = command_line::split(line)
+            .map_err(|e| Error::Config(format!("MCP server command `{line}`: {e}")))?;
+        match words.as_slice() {
+            [] => Err(Error::Config("MCP server command is empty".to_owned())),
+            [url] if url.starts_with("http://") || url.starts_with("https://") => {
+                Ok(HttpServerConfig::new(url.as_str()).into())
+            }
+            [program, args @ ..] => Ok(StdioServerConfig::new(program.as_str())
+                .args(args.iter().cloned())
+                .into()),
+        }
+    }
+
+    /// A name for this server when none is given: the package or script a launcher like
+    /// `npx` or `node` runs (`server-filesystem`), else the program's name, else the URL's
+    /// host. Always a valid tool-name prefix.
+    pub fn suggested_name(&self) -> String {
+        match self {
+            McpServerConfig::Stdio(stdio) => command_line::derive_name(&stdio.command, &stdio.args),
+            McpServerConfig::Http(http) => {
+                let rest = http.url.split_once("://").map_or(&*http.url, |(_, r)| r);
+                let host = rest.split(['/', ':', '?']).next().unwrap_or(rest);
+                crate::naming::server_prefix(&host.replace('.', "-"))
+            }
+        }
+    }
+}
+
+impl From<StdioServerConfig> for McpServerConfig {
+    fn from(config: StdioServerConfig) -> Self {
+        McpServerConfig::Stdio(config)
+    }
+}
+
+impl From<HttpServerConfig> for McpServerConfig {
+    fn from(config: HttpServerConfig) -> Self {
+        McpServerConfig::Http(config)
+    }
+}
+
+/// A server started as a child process: `command` with `args`, in `cwd` (else the current
+/// directory), with the current environment plus `env`.
+///
+/// The command is run directly, not through a shell; it is looked up on `PATH`. The
+/// process is started in its own process group, and stopping the server stops the whole
+/// group, so the `node` that `npx` starts goes too. `Debug` shows `env`'s names only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StdioServerConfig {
+    /// The program to run (`npx`, `uvx`, `/usr/local/bin/server`).
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Variables added to the inherited environment (often API keys).
+    pub env: BTreeMap<String, String>,
+    /// The working directory, if not the current one.
+    pub cwd: Option<PathBuf>,
+}
+
+impl StdioServerConfig {
+    /// Runs `command` without arguments.
+    pub fn new(command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+        }
+    }
+
+    /// Adds one argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable for the server.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// The command line for messages: the command and its arguments, space-separated.
+    pub fn display_command(&self) -> String {
+        std::iter::once(self.command.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl fmt::Debug for StdioServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values often hold API keys: names only.
+        f.debug_struct("StdioServerConfig")
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("cwd", &self.cwd)
+            .finish()
+    }
+}
+
+/// A server reached over streamable HTTP at `url`, with extra `headers` and an optional
+/// bearer token on every request.
+///
+/// Header values and the token are secrets: they are sent marked sensitive and never
+/// appear in `Debug`, logs or error messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpServerConfig {
+    /// The endpoint, e.g. `https://mcp.example.com/mcp`.
+    pub url: String,
+    /// Headers sent with every request (`X-Api-Key`, or `Authorization` in desktop configs).
+    pub headers: BTreeMap<String, String>,
+    /// Sent as `Authorization: Bearer {token}`.
+    pub bearer_token: Option<String>,
+}
+
+impl HttpServerConfig {
+    /// The server at `url`, without extra headers.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            headers: BTreeMap::new(),
+            bearer_token: None,
+        }
+    }
+
+    /// Adds a header sent with every request.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sends `Authorization: Bearer {token}` with every request.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
+    }
+}
+
+impl fmt::Debug for HttpServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpServerConfig")
+            .field("url", &self.url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}

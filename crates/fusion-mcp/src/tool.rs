@@ -1,0 +1,165 @@
+//! [`McpTool`]: one tool of an MCP server as the agent sees it: the server's description
+//! and input schema, its effects from the server's annotations, and calls forwarded to the
+//! server.
+
+use std::sync::Weak;
+
+use async_trait::async_trait;
+use fusion_agent::{Tool, ToolEffects};
+use fusion_core::{Error, Result};
+use serde_json::Value;
+
+use crate::core::Core;
+
+/// A tool of an MCP server, under its [collision-free name](crate::naming).
+pub struct McpTool {
+    name: String,
+    mcp_name: String,
+    description: String,
+    parameters: Value,
+    effects: ToolEffects,
+    // Weak: the server owns its tools' snapshot, so a strong link would keep it (and its
+    // process) alive forever.
+    core: Weak<Core>,
+}
+
+impl McpTool {
+    /// The tool `listed` by the server behind `core`, called `name` by the model. Fails,
+    /// with the reason, when its input schema is not a JSON Schema for an object (the only
+    /// kind of arguments a model can send).
+    pub fn new(name: String, listed: &rmcp::model::Tool, core: Weak<Core>) -> Result<Self, String> {
+        let schema = &listed.input_schema;
+        match schema.get("type") {
+            Some(Value::String(kind)) if kind == "object" => {}
+            Some(other) => {
+                return Err(format!(
+                    "its inputSchema has \"type\": {other}; tool arguments must be an object"
+                ));
+            }
+            None => return Err("its inputSchema has no \"type\": \"object\"".to_owned()),
+        }
+        if let Some(properties) = schema.get("properties")
+            && !properties.is_object()
+        {
+            return Err("its inputSchema's \"properties\" is not an object".to_owned());
+        }
+        let description = listed
+            .description
+            .as_deref()
+            .or(listed.title.as_deref())
+            .unwrap_or("")
+            .to_owned();
+        Ok(Self {
+            name,
+            mcp_name: listed.name.to_string(),
+            description,
+            parameters: Value::Object((**schema).clone()),
+            effects: effects(listed.annotations.as_ref()),
+            core,
+        })
+    }
+}
+
+/// The hints read cautiously: read-only only when `readOnlyHint` is true; destructive
+/// when `destructiveHint` is true or the tool is not marked read-only, because a tool that
+/// does not promise to only read may change things, and a server's `destructiveHint:
+/// false` is a claim an approval policy should not rest on alone.
+fn effects(annotations: Option<&rmcp::model::ToolAnnotations>) -> ToolEffects {
+    let read_only = annotations.and_then(|a| a.read_only_hint) == Some(true);
+    let destructive = annotations.and_then(|a| a.destructive_hint) == Some(true) || !read_only;
+    ToolEffects {
+        read_only,
+        destructive,
+    }
+}
+
+#[async_trait]
+impl Tool for McpTool {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn parameters(&self) -> Value {
+        self.parameters.clone()
+    }
+
+    fn effects(&self) -> ToolEffects {
+        self.effects
+    }
+
+    async fn call(&self, args: Value) -> Result<String> {
+        let Some(core) = self.core.upgrade() else {
+            return Err(Error::Tool {
+                tool: self.name.clone(),
+                message: "its MCP server has been shut down".to_owned(),
+            });
+        };
+        core.call(&self.name, &self.mcp_name, args).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::ToolAnnotations;
+    use serde_json::json;
+
+    fn listed(schema: Value, annotations: Option<ToolAnnotations>) -> rmcp::model::Tool {
+        let mut tool = rmcp::model::Tool::new(
+            "t",
+            "does t",
+            std::sync::Arc::new(schema.as_object().unwrap().clone()),
+        );
+        tool.annotations = annotations;
+        tool
+    }
+
+    #[test]
+    fn only_object_schemas_are_accepted() {
+        let ok = McpTool::new(
+            "s__t".into(),
+            &listed(json!({"type": "object"}), None),
+            Weak::new(),
+        );
+        let ok = ok.unwrap();
+        assert_eq!((ok.name(), ok.description()), ("s__t", "does t"));
+        assert_eq!(ok.parameters(), json!({"type": "object"}));
+        for (schema, says) in [
+            (json!({"type": "string"}), "\"type\": \"string\""),
+            (json!({"properties": {}}), "no \"type\""),
+            (
+                json!({"type": "object", "properties": []}),
+                "\"properties\"",
+            ),
+        ] {
+            let reason = McpTool::new("s__t".into(), &listed(schema, None), Weak::new())
+                .err()
+                .unwrap();
+            assert!(reason.contains(says), "{reason}");
+        }
+    }
+
+    #[test]
+    fn effects_follow_the_hints_with_mcp_defaults() {
+        let hints = |read_only: Option<bool>, destructive: Option<bool>| {
+            let mut a = ToolAnnotations::default();
+            a.read_only_hint = read_only;
+            a.destructive_hint = destructive;
+            effects(Some(&a))
+        };
+        assert_eq!(effects(None), ToolEffects::DESTRUCTIVE);
+        assert_eq!(hints(Some(true), None), ToolEffects::READ_ONLY);
+        assert_eq!(hints(Some(false), Some(false)), ToolEffects::DESTRUCTIVE);
+        assert_eq!(
+            hints(Some(true), Some(true)),
+            ToolEffects {
+                read_only: true,
+                destructive: true
+            }
+        );
+    }
+}

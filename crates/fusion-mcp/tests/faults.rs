@@ -1,0 +1,319 @@
+//! Faults that need no process, against an in-process rmcp server over streamable HTTP on
+//! a loopback port: a hang past the per-call timeout (cancelled), a malformed schema
+//! (skipped), a 10 MB result (cut), `isError`, structured and image content,
+//! `notifications/tools/list_changed`, and the headers an HTTP server is sent.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{PATIENCE, offered, session};
+use fusion_agent::testing::MockLlmServer;
+use fusion_agent::{Tool, ToolRegistry, ToolSource};
+use fusion_core::Error;
+use fusion_mcp::{HttpServerConfig, McpOptions, McpServer};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool as McpToolDef,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, ServerHandler};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// What the server saw, shared with the test.
+#[derive(Default)]
+struct Seen {
+    /// Requests' `Authorization` and `X-Team` headers.
+    headers: Vec<(Option<String>, Option<String>)>,
+}
+
+#[derive(Clone)]
+struct FaultyServer {
+    tools: Arc<Mutex<Vec<McpToolDef>>>,
+    cancelled: mpsc::UnboundedSender<()>,
+}
+
+fn def(name: &'static str, schema: Value) -> McpToolDef {
+    let Value::Object(schema) = schema else {
+        unreachable!("schemas here are objects")
+    };
+    McpToolDef::new(name, format!("The {name} tool."), Arc::new(schema))
+}
+
+fn object() -> Value {
+    json!({"type": "object"})
+}
+
+impl FaultyServer {
+    fn new(cancelled: mpsc::UnboundedSender<()>) -> Self {
+        let tools = vec![
+            def("hang", object()),
+            def("bad_schema", json!({"type": "string"})),
+            def("huge", object()),
+            def("fails", object()),
+            def("weather", object()),
+            def("picture", object()),
+            def("grow", object()),
+        ];
+        Self {
+            tools: Arc::new(Mutex::new(tools)),
+            cancelled,
+        }
+    }
+}
+
+impl ServerHandler for FaultyServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(
+            self.tools.lock().unwrap().clone(),
+        ))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let result = match request.name.as_ref() {
+            "hang" => {
+                // Until the client's `notifications/cancelled` arrives.
+                context.ct.cancelled().await;
+                let _ = self.cancelled.send(());
+                return Err(ErrorData::internal_error("cancelled", None));
+            }
+            "huge" => CallToolResult::success(vec![ContentBlock::text("x".repeat(10 << 20))]),
+            "fails" => CallToolResult::error(vec![ContentBlock::text("no such city: Atlantis")]),
+            "weather" => {
+                let mut result = CallToolResult::success(vec![]);
+                result.structured_content = Some(json!({"city": "Oslo", "celsius": -3}));
+                result
+            }
+            // 3000 bytes of PNG, as base64.
+            "picture" => CallToolResult::success(vec![
+                ContentBlock::text("Here it is:"),
+                ContentBlock::image("iVBO".repeat(1000), "image/png"),
+            ]),
+            "grow" => {
+                self.tools.lock().unwrap().push(def("extra", object()));
+                context
+                    .peer
+                    .notify_tool_list_changed()
+                    .await
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                CallToolResult::success(vec![ContentBlock::text("grown")])
+            }
+            "extra" => CallToolResult::success(vec![ContentBlock::text("extra works")]),
+            other => return Err(ErrorData::invalid_params(format!("no tool {other}"), None)),
+        };
+        Ok(CallToolResponse::Complete(result))
+    }
+}
+
+/// The server on a loopback port; dropped with the test's runtime.
+struct Harness {
+    url: String,
+    seen: Arc<Mutex<Seen>>,
+    cancelled: mpsc::UnboundedReceiver<()>,
+}
+
+async fn harness() -> Harness {
+    let (cancel_tx, cancelled) = mpsc::unbounded_channel();
+    let server = FaultyServer::new(cancel_tx);
+    let service: StreamableHttpService<FaultyServer, LocalSessionManager> =
+        StreamableHttpService::new(
+            move || Ok(server.clone()),
+            Default::default(),
+            StreamableHttpServerConfig::default(),
+        );
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let record = seen.clone();
+    let app = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let header = |name: &str| {
+                    request
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let pair = (header("authorization"), header("x-team"));
+                record.lock().unwrap().headers.push(pair);
+                next.run(request)
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Harness {
+        url,
+        seen,
+        cancelled,
+    }
+}
+
+async fn start(h: &Harness, options: McpOptions) -> McpServer {
+    let config = HttpServerConfig::new(h.url.clone())
+        .bearer_token("tok-123")
+        .header("X-Team", "blue");
+    McpServer::start("faulty", config, options).await.unwrap()
+}
+
+fn tool(server: &McpServer, name: &str) -> Arc<dyn Tool> {
+    let full = format!("faulty__{name}");
+    let tools = server.tools();
+    tools
+        .iter()
+        .find(|t| t.name() == full)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {full}"))
+}
+
+fn tool_error(result: fusion_core::Result<String>) -> String {
+    match result {
+        Err(Error::Tool { message, .. }) => message,
+        other => panic!("expected a tool error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_call_is_cancelled_at_the_timeout_and_the_server_is_told() {
+    let mut h = harness().await;
+    let options = McpOptions {
+        call_timeout: Duration::from_secs(1),
+        ..McpOptions::default()
+    };
+    let server = start(&h, options).await;
+    let message = tool_error(tool(&server, "hang").call(json!({})).await);
+    assert!(
+        message.contains("MCP server `faulty` did not answer within 1 s"),
+        "{message}"
+    );
+    assert!(message.contains("cancelled"), "{message}");
+    tokio::time::timeout(PATIENCE, h.cancelled.recv())
+        .await
+        .expect("the server heard of the cancellation")
+        .unwrap();
+    // The server still answers.
+    assert!(tool(&server, "weather").call(json!({})).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_tool_with_a_malformed_schema_is_skipped_with_its_reason() {
+    let h = harness().await;
+    let server = start(&h, McpOptions::default()).await;
+    let skipped = server.skipped_tools();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].name, "bad_schema");
+    assert!(
+        skipped[0].reason.contains("\"type\": \"string\""),
+        "{}",
+        skipped[0].reason
+    );
+    let names: Vec<String> = server.tools().iter().map(|t| t.name().to_owned()).collect();
+    assert!(!names.contains(&"faulty__bad_schema".to_owned()));
+    assert!(names.contains(&"faulty__hang".to_owned()));
+}
+
+#[tokio::test]
+async fn a_ten_megabyte_result_is_cut_to_the_limit_with_a_note() {
+    let h = harness().await;
+    let options = McpOptions {
+        max_observation_bytes: 64 * 1024,
+        ..McpOptions::default()
+    };
+    let server = start(&h, options).await;
+    let out = tool(&server, "huge").call(json!({})).await.unwrap();
+    let (kept, note) = out.split_once('\n').unwrap();
+    assert_eq!(kept.len(), 64 * 1024);
+    assert_eq!(
+        note,
+        "[output cut: 64.0 KiB of 10.0 MiB shown; 9.9 MiB more not shown]"
+    );
+}
+
+#[tokio::test]
+async fn error_structured_and_image_results_read_well_in_a_session() {
+    let h = harness().await;
+    let server = start(&h, McpOptions::default()).await;
+    let mut registry = ToolRegistry::new();
+    registry.register_source(Arc::new(server.clone()));
+    let llm = MockLlmServer::start().await;
+    llm.push_tool_calls([
+        ("faulty__fails", "{}"),
+        ("faulty__weather", "{}"),
+        ("faulty__picture", "{}"),
+    ])
+    .push_text("Done.");
+    let mut session = session(&llm, registry).await;
+    let result = session.send_message("Go.").await.unwrap();
+    let steps = &result.steps;
+
+    assert!(!steps[0].success);
+    assert!(
+        steps[0].observation.contains("no such city: Atlantis"),
+        "{}",
+        steps[0].observation
+    );
+    assert_eq!(steps[1].observation, r#"{"celsius":-3,"city":"Oslo"}"#);
+    assert_eq!(
+        steps[2].observation,
+        "Here it is:\n[image image/png, 2.9 KiB, not shown]"
+    );
+    let seen = h.seen.lock().unwrap();
+    assert!(
+        seen.headers
+            .iter()
+            .all(|(auth, team)| auth.as_deref() == Some("Bearer tok-123")
+                && team.as_deref() == Some("blue")),
+        "{:?}",
+        seen.headers
+    );
+    assert!(!format!("{server:?}").contains("tok-123"));
+}
+
+#[tokio::test]
+async fn a_list_changed_notification_relists_the_tools_and_moves_the_revision() {
+    let h = harness().await;
+    let server = start(&h, McpOptions::default()).await;
+    let mut registry = ToolRegistry::new();
+    registry.register_source(Arc::new(server.clone()));
+    let revision = registry.revision();
+    assert!(registry.get("faulty__extra").is_none());
+
+    let llm = MockLlmServer::start().await;
+    llm.push_tool_call("faulty__grow", "{}").push_text("Grown.");
+    let mut session = session(&llm, registry.clone()).await;
+    session.send_message("Grow.").await.unwrap();
+    tokio::time::timeout(PATIENCE, server.changed_since(revision))
+        .await
+        .expect("the tools were listed again");
+
+    assert!(registry.revision() > revision);
+    let extra = registry
+        .get("faulty__extra")
+        .expect("the new tool is offered");
+    assert_eq!(extra.call(json!({})).await.unwrap(), "extra works");
+    llm.push_text("I see it.");
+    session.send_message("Anything new?").await.unwrap();
+    assert!(offered(&llm, 2).contains(&"faulty__extra".to_owned()));
+    assert!(!offered(&llm, 0).contains(&"faulty__extra".to_owned()));
+}

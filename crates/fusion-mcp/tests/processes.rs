@@ -1,0 +1,195 @@
+//! Process faults of stdio servers, with this crate's `fusion-mcp-test-server`: servers
+//! that cannot start, that exit mid-call (and are started again on the next call), and no
+//! process left behind after shutdown or drop.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{PATIENCE, assert_process_ends, test_server};
+use fusion_agent::{Tool, ToolRegistry, ToolSource};
+use fusion_core::Error;
+use fusion_mcp::{McpConfig, McpOptions, McpServer, McpServers, StdioServerConfig};
+use serde_json::{Value, json};
+
+fn server(args: &[&str]) -> StdioServerConfig {
+    StdioServerConfig::new(test_server()).args(args.iter().copied())
+}
+
+async fn start_error(config: StdioServerConfig, options: McpOptions) -> String {
+    let config = McpConfig::new().with("flaky", config);
+    match McpServers::start(&config, options).await {
+        Err(Error::Config(message)) => message,
+        Err(other) => panic!("expected a configuration error, got {other}"),
+        Ok(_) => panic!("the server should not have started"),
+    }
+}
+
+async fn pids(server: &McpServer) -> (u32, Option<u32>) {
+    let tool = tool(server, "pids");
+    let out: Value = serde_json::from_str(&tool.call(json!({})).await.unwrap()).unwrap();
+    (
+        out["pid"].as_u64().unwrap() as u32,
+        out["grandchild"].as_u64().map(|p| p as u32),
+    )
+}
+
+fn tool(server: &McpServer, name: &str) -> std::sync::Arc<dyn Tool> {
+    let full = format!("{}__{name}", server.prefix());
+    server
+        .tools()
+        .iter()
+        .find(|t| t.name() == full)
+        .cloned()
+        .unwrap_or_else(|| panic!("no tool {full}"))
+}
+
+#[tokio::test]
+async fn a_missing_command_fails_startup_naming_the_server_and_command() {
+    let message = start_error(
+        StdioServerConfig::new("fusion-no-such-mcp-server").arg("--x"),
+        McpOptions::default(),
+    )
+    .await;
+    assert!(message.contains("MCP server `flaky`"), "{message}");
+    assert!(
+        message.contains("`fusion-no-such-mcp-server --x`"),
+        "{message}"
+    );
+    assert!(message.contains("not found"), "{message}");
+}
+
+#[tokio::test]
+async fn a_server_that_exits_at_once_fails_startup_with_its_status_and_stderr() {
+    let message = start_error(server(&["--exit-at-once", "7"]), McpOptions::default()).await;
+    assert!(message.contains("MCP server `flaky`"), "{message}");
+    assert!(message.contains("exit status: 7"), "{message}");
+    assert!(message.contains("failing at start as asked"), "{message}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_fails_startup_at_the_startup_timeout() {
+    let options = McpOptions {
+        startup_timeout: Duration::from_secs(2),
+        ..McpOptions::default()
+    };
+    let message = start_error(server(&["--silent"]), options).await;
+    assert!(message.contains("MCP server `flaky`"), "{message}");
+    assert!(
+        message.contains("did not complete the MCP handshake within 2 s"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_exiting_mid_call_is_reported_then_restarted_on_the_next_call() {
+    let server = McpServer::start("proc", server(&[]), McpOptions::default())
+        .await
+        .unwrap();
+    let (first_pid, _) = pids(&server).await;
+    let revision = server.revision();
+
+    let error = tool(&server, "exit")
+        .call(json!({"code": 3}))
+        .await
+        .unwrap_err();
+    let Error::Tool {
+        tool: name,
+        message,
+    } = error
+    else {
+        panic!("a tool error")
+    };
+    assert_eq!(name, "proc__exit");
+    assert!(message.contains("MCP server `proc` exited"), "{message}");
+    assert!(message.contains("exit status: 3"), "{message}");
+    assert!(message.contains("restarted on the next call"), "{message}");
+    assert!(message.contains("exiting with 3 as asked"), "{message}");
+
+    let echoed = tool(&server, "echo")
+        .call(json!({"text": "back"}))
+        .await
+        .unwrap();
+    assert_eq!(echoed, "back");
+    let (second_pid, _) = pids(&server).await;
+    assert_ne!(first_pid, second_pid, "a new process serves the calls");
+    assert!(server.revision() > revision, "the tools were listed again");
+    assert_process_ends(first_pid);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_server_and_everything_it_started() {
+    let servers = McpServers::start(
+        &McpConfig::new().with("proc", server(&["--grandchild"])),
+        McpOptions::default(),
+    )
+    .await
+    .unwrap();
+    let server = servers.get("proc").unwrap().clone();
+    let (pid, grandchild) = pids(&server).await;
+    assert_eq!(server.process_id().await, Some(pid));
+    servers.shutdown().await;
+    assert_process_ends(pid);
+    assert_process_ends(grandchild.unwrap());
+    let error = tool(&server, "echo")
+        .call(json!({"text": "x"}))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("shut down"), "{error}");
+}
+
+#[tokio::test]
+async fn dropping_the_servers_and_registry_leaves_no_process_behind() {
+    let servers = McpServers::start(
+        &McpConfig::new().with("proc", server(&["--grandchild"])),
+        McpOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut registry = ToolRegistry::new();
+    servers.register_into(&mut registry);
+    let (pid, grandchild) = pids(servers.get("proc").unwrap()).await;
+    drop(servers);
+    // The registry still holds the server: it keeps running for the session.
+    let echo = registry.get("proc__echo").unwrap();
+    assert_eq!(echo.call(json!({"text": "alive"})).await.unwrap(), "alive");
+    drop(echo);
+    drop(registry);
+    assert_process_ends(pid);
+    assert_process_ends(grandchild.unwrap());
+}
+
+#[tokio::test]
+async fn calls_after_the_process_vanished_between_calls_restart_it() {
+    let server = McpServer::start("proc", server(&[]), McpOptions::default())
+        .await
+        .unwrap();
+    let (pid, _) = pids(&server).await;
+    // Killed from outside while idle, as an OOM killer would.
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert_process_ends(pid);
+    let echoed = tokio::time::timeout(
+        PATIENCE,
+        tool(&server, "echo").call(json!({"text": "again"})),
+    )
+    .await
+    .unwrap();
+    // The death may be noticed before the call (restart at once) or by the call itself
+    // (reported, then restarted on the next one).
+    let echoed = match echoed {
+        Ok(text) => text,
+        Err(e) => {
+            assert!(e.to_string().contains("restarted on the next call"), "{e}");
+            tool(&server, "echo")
+                .call(json!({"text": "again"}))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(echoed, "again");
+    server.shutdown().await;
+}
