@@ -95,6 +95,15 @@ pub struct ChatArgs {
     /// them all. Input from a pipe needs `all` or `none`.
     #[arg(long, value_enum, value_name = "MODE", env = "FUSION_APPROVE")]
     pub approve: Option<chat::ApproveMode>,
+    /// MCP servers whose tools the agent gets, from a JSON file in the desktop clients'
+    /// format: {"mcpServers": {NAME: {"command", "args", "env"} | {"url", "headers"}}}.
+    #[arg(long, value_name = "FILE")]
+    pub mcp_config: Option<PathBuf>,
+    /// An MCP server to start, as a command line (repeat for more), e.g.
+    /// --mcp "npx -y @modelcontextprotocol/server-filesystem ./docs"; a URL is a
+    /// streamable-HTTP server.
+    #[arg(long, value_name = "COMMAND")]
+    pub mcp: Vec<String>,
 }
 
 /// Options of `fusion sessions list`.

@@ -70,9 +70,13 @@
 //! - child processes run in their own process group, killed when the server is shut down
 //!   or dropped, so nothing is left behind (see [`McpServer`]).
 //!
+//! [`McpSessionExt`] gives `SessionBuilder` an `mcp_config(..)`: the servers start with
+//! the session and their tools join its own.
+//!
 //! Inside, modules form layers: `options`, `command_line`, `server_config`, `config`,
 //! `naming` and `result` at the bottom; `process` and `connection` over them; `core`
-//! (the connection, restarts and calls); `tool` and `server`; `servers` on top.
+//! (the connection, restarts and calls); `tool` and `server`; `servers` and `session_ext`
+//! on top.
 
 mod command_line;
 mod config;
@@ -85,6 +89,10 @@ mod result;
 mod server;
 mod server_config;
 mod servers;
+mod session_ext;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 mod tool;
 
 pub use config::McpConfig;
@@ -94,3 +102,4 @@ pub use options::{
 pub use server::{McpServer, SkippedTool};
 pub use server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
 pub use servers::McpServers;
+pub use session_ext::McpSessionExt;

@@ -7,9 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{EVERYTHING, FILESYSTEM, npm_server, offered, session};
+use common::{offered, session};
 use fusion_agent::testing::MockLlmServer;
 use fusion_agent::{ToolEffects, ToolRegistry};
+use fusion_mcp::testing::{EVERYTHING, FILESYSTEM, npm_server};
 use fusion_mcp::{McpConfig, McpOptions, McpServers, StdioServerConfig};
 
 fn everything() -> StdioServerConfig {

@@ -20,7 +20,8 @@
 //!
 //! Modules: [`storage`] (the trait, [`StorageType`](storage::StorageType) and the backends
 //! compiled in), [`api::session`] (creating, listing and deleting sessions), [`agent`]
-//! ([`AgentSession`](agent::AgentSession), LLM clients, tools, the ReAct loop). Each public
+//! ([`AgentSession`](agent::AgentSession), LLM clients, tools, the ReAct loop), and with
+//! the `mcp` feature `mcp` (tools from MCP servers). Each public
 //! item has one home there; `api::session` also re-exports `StorageType`, because the
 //! product description imports it from there.
 //!
@@ -30,6 +31,9 @@
 
 pub mod agent;
 pub mod api;
+#[cfg(feature = "mcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
+pub mod mcp;
 pub mod storage;
 
 #[doc(inline)]

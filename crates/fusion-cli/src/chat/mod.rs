@@ -18,6 +18,7 @@ mod approve;
 mod commands;
 mod events;
 mod input;
+mod mcp;
 
 pub use approve::ApproveMode;
 
@@ -98,6 +99,7 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
     let llm = OpenAiConfig::from_env()?.stream(!args.no_stream).build()?;
     let interactive = std::io::stdin().is_terminal();
     let (approval, questions) = approve::policy(args.approve, interactive)?;
+    let (tools, mcp_servers) = mcp::tools(&args).await?;
     // A new session is titled after its first message unless --title names it, so
     // `fusion sessions list` shows what each conversation is about.
     let mut builder = SessionBuilder::new(args.session.clone())
@@ -105,7 +107,8 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
         .storage(storage.clone())
         .tags(args.tags.iter().cloned())
         .title_policy(TitlePolicy::FirstUserMessage)
-        .approval(approval.clone());
+        .approval(approval.clone())
+        .tools(tools);
     if let Some(owner) = &args.owner {
         builder = builder.owner(owner.clone());
     }
@@ -201,6 +204,10 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
         }
     }
     input.save_history();
+    if let Some(servers) = mcp_servers {
+        drop(chat);
+        servers.shutdown().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

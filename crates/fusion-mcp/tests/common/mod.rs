@@ -1,118 +1,19 @@
-//! Shared support for the MCP suites: the npm reference servers installed once into a
-//! cache directory, the stdio test server of this crate, an agent session on the loopback
-//! LLM server, and a check that a process is gone.
+//! Shared support for the MCP suites (the npm reference servers are in
+//! `fusion_mcp::testing`): the stdio test server of this crate, an agent session on the
+//! loopback LLM server, and a check that a process is gone.
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fusion_agent::testing::MockLlmServer;
 use fusion_agent::{AgentSession, OpenAiConfig, ToolRegistry};
 use fusion_storage_memory::InMemoryStorage;
 
-/// The reference servers, pinned: the versions current when these tests were written.
-pub const EVERYTHING: (&str, &str) = ("@modelcontextprotocol/server-everything", "2026.8.31");
-pub const FILESYSTEM: (&str, &str) = ("@modelcontextprotocol/server-filesystem", "2026.8.31");
-
 /// A bound for things that should happen promptly; generous for a busy CI machine. Only a
 /// failure bound: nothing asserts how long anything took.
 pub const PATIENCE: Duration = Duration::from_secs(60);
-
-/// The entry script of an installed npm server, run with `node <script>`.
-pub fn npm_server(package: (&str, &str)) -> PathBuf {
-    let root = npm_servers_dir();
-    let script = root
-        .join("node_modules")
-        .join(package.0)
-        .join("dist/index.js");
-    assert!(
-        script.is_file(),
-        "{} is missing after install",
-        script.display()
-    );
-    script
-}
-
-/// Installs the reference servers with the machine's `npm` once, into
-/// `$FUSION_MCP_SERVERS_DIR` or `<workspace>/target/mcp-servers/<versions>`.
-///
-/// Safe when several test binaries and threads race: each installs into its own temporary
-/// directory and renames it into place; the first rename wins and the others discard
-/// theirs. A finished install holds a marker file, so a half-written directory is never
-/// taken for one.
-fn npm_servers_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let versions = format!("everything-{}_filesystem-{}", EVERYTHING.1, FILESYSTEM.1);
-        let dir = match std::env::var_os("FUSION_MCP_SERVERS_DIR") {
-            Some(dir) => PathBuf::from(dir).join(&versions),
-            None => Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/mcp-servers")
-                .join(&versions),
-        };
-        install(&dir);
-        dir
-    })
-    .clone()
-}
-
-const MARKER: &str = ".fusion-installed";
-
-fn install(dir: &Path) {
-    if dir.join(MARKER).is_file() {
-        return;
-    }
-    let parent = dir.parent().unwrap();
-    std::fs::create_dir_all(parent).unwrap();
-    let staging = tempfile::Builder::new()
-        .prefix(".installing-")
-        .tempdir_in(parent)
-        .unwrap();
-    let packages: Vec<String> = [EVERYTHING, FILESYSTEM]
-        .iter()
-        .map(|(name, version)| format!("{name}@{version}"))
-        .collect();
-    let output = Command::new("npm")
-        .args([
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--no-save",
-            "--prefix",
-        ])
-        .arg(staging.path())
-        .args(&packages)
-        .output();
-    let output = match output {
-        Ok(output) => output,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "`npm` was not found: the MCP suites need Node.js 20 or newer with npm on PATH \
-             (https://nodejs.org, or your package manager's `nodejs` and `npm`) to install \
-             the reference servers {packages:?}"
-        ),
-        Err(e) => panic!("running `npm install` failed: {e}"),
-    };
-    assert!(
-        output.status.success(),
-        "`npm install {packages:?}` failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::write(staging.path().join(MARKER), packages.join("\n")).unwrap();
-    let staged = staging.keep();
-    if std::fs::rename(&staged, dir).is_err() {
-        // Another process finished first; its install is as good as ours.
-        let _ = std::fs::remove_dir_all(&staged);
-        assert!(
-            dir.join(MARKER).is_file(),
-            "{} exists but holds no finished install; remove it and run again",
-            dir.display()
-        );
-    }
-}
 
 /// The stdio test server of this crate (`src/bin/test_server.rs`).
 pub fn test_server() -> &'static str {

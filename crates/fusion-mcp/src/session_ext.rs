@@ -1,0 +1,53 @@
+//! [`McpSessionExt`]: `SessionBuilder::mcp_config(..)`, servers started with the session.
+
+use std::sync::Arc;
+
+use fusion_agent::{SessionBuilder, ToolSource};
+
+use crate::config::McpConfig;
+use crate::options::McpOptions;
+use crate::servers::McpServers;
+
+/// Adds MCP servers to a [`SessionBuilder`]: their tools join the session's tools (the
+/// built-in file tools, or the registry given to `.tools(..)`).
+///
+/// The servers start when the session is built; one that cannot start fails the build
+/// with an error naming it. They live as long as the session and its forks, and are
+/// stopped (child processes killed) when the last of them is dropped.
+///
+/// ```no_run
+/// use fusion_agent::AgentSession;
+/// use fusion_mcp::{McpConfig, McpSessionExt};
+///
+/// # async fn demo(storage: std::sync::Arc<dyn fusion_core::ConversationStorage>) -> fusion_core::Result<()> {
+/// let session = AgentSession::builder("user-1")
+///     .storage(storage)
+///     .mcp_config(McpConfig::from_file("mcp.json")?)
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub trait McpSessionExt {
+    /// The servers of `config`, with [`McpOptions::default`].
+    fn mcp_config(self, config: McpConfig) -> Self;
+
+    /// The servers of `config`, with `options` (timeouts, observation size).
+    fn mcp_config_with(self, config: McpConfig, options: McpOptions) -> Self;
+}
+
+impl McpSessionExt for SessionBuilder {
+    fn mcp_config(self, config: McpConfig) -> Self {
+        self.mcp_config_with(config, McpOptions::default())
+    }
+
+    fn mcp_config_with(self, config: McpConfig, options: McpOptions) -> Self {
+        self.tool_sources_from(async move {
+            let servers = McpServers::start(&config, options).await?;
+            Ok(servers
+                .servers()
+                .iter()
+                .map(|server| Arc::new(server.clone()) as Arc<dyn ToolSource>)
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! `SessionBuilder::mcp_config(..)` ([`McpSessionExt`]): the servers start with the
+//! session, their tools join the built-in ones, a server that cannot start fails the
+//! build naming it, and the server's process ends when the session is dropped.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{assert_process_ends, offered, test_server};
+use fusion_agent::testing::MockLlmServer;
+use fusion_agent::{AgentSession, OpenAiConfig};
+use fusion_core::Error;
+use fusion_mcp::{McpConfig, McpSessionExt, StdioServerConfig};
+use fusion_storage_memory::InMemoryStorage;
+use serde_json::Value;
+
+fn builder(llm: &MockLlmServer, workspace: &std::path::Path) -> fusion_agent::SessionBuilder {
+    let client = OpenAiConfig::new("mock-model")
+        .base_url(llm.base_url())
+        .max_retries(0)
+        .build()
+        .unwrap();
+    AgentSession::builder("mcp-ext")
+        .llm(Arc::new(client))
+        .storage(Arc::new(InMemoryStorage::new()))
+        .workspace_roots([workspace])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_start_with_the_session_beside_the_file_tools_and_stop_with_it() {
+    let llm = MockLlmServer::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let config = McpConfig::new().with("probe", StdioServerConfig::new(test_server()));
+    let mut session = builder(&llm, workspace.path())
+        .mcp_config(config)
+        .build()
+        .await
+        .unwrap();
+    llm.push_tool_call("probe__pids", "{}").push_text("done");
+    let result = session.send_message("which pid?").await.unwrap();
+
+    let names = offered(&llm, 0);
+    assert_eq!(
+        &names[..4],
+        ["read_file", "write_file", "list_directory", "delete_file"]
+    );
+    assert!(names.contains(&"probe__echo".to_owned()), "{names:?}");
+    let pids: Value = serde_json::from_str(&result.steps[0].observation).unwrap();
+    let pid = pids["pid"].as_u64().unwrap() as u32;
+
+    drop(session);
+    assert_process_ends(pid);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_cannot_start_fails_the_build_naming_it() {
+    let llm = MockLlmServer::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let config = McpConfig::new().with(
+        "broken",
+        StdioServerConfig::new(test_server()).args(["--exit-at-once", "5"]),
+    );
+    let err = builder(&llm, workspace.path())
+        .mcp_config(config)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(err.to_string().contains("broken"), "{err}");
+    assert!(llm.requests().is_empty());
+}
