@@ -77,7 +77,7 @@ const LAUNCHERS: &[&str] = &[
 const SUBCOMMANDS: &[&str] = &["run", "dlx", "exec", "x", "tool"];
 
 /// A server name for `program args…`: the package or script a launcher runs (`npx -y
-/// @scope/server-files@1.2` → `server-files`, `node ./dist/index.js` → `index`), else the
+/// @scope/server-files@1.2` → `server-files`, `node pkg/dist/index.js` → `pkg`), else the
 /// program's own name, made a valid [prefix](naming::server_prefix).
 pub fn derive_name(program: &str, args: &[String]) -> String {
     let stem = |word: &str| {
@@ -111,10 +111,29 @@ pub fn derive_name(program: &str, args: &[String]) -> String {
                 unversioned.to_owned()
             }
         }
-        Some(path) => stem(path),
+        Some(path) => script_name(path, stem),
         None => program_stem,
     };
     naming::server_prefix(&name)
+}
+
+/// Entry-point file names and build directories that say nothing about a server.
+const GENERIC_PARTS: &[&str] = &[
+    "index", "main", "cli", "server", "dist", "build", "lib", "bin", "src", "out", ".", "..",
+];
+
+/// The name of the script at `path`: its file name, unless that is generic (`index.js`),
+/// then the nearest directory above it that is not a build directory (`pkg/dist/index.js`
+/// → `pkg`).
+fn script_name(path: &str, stem: impl Fn(&str) -> String) -> String {
+    let file = stem(path);
+    if !GENERIC_PARTS.contains(&file.as_str()) {
+        return file;
+    }
+    path.rsplit(['/', '\\'])
+        .skip(1)
+        .find(|dir| !dir.is_empty() && !GENERIC_PARTS.contains(dir))
+        .map_or(file, str::to_owned)
 }
 
 #[cfg(test)]
@@ -156,6 +175,11 @@ mod tests {
         assert_eq!(name("pnpm dlx some-server@latest"), "some-server");
         assert_eq!(name("uvx mcp-server-git --repo ."), "mcp-server-git");
         assert_eq!(name("node ./dist/index.js stdio"), "index");
+        assert_eq!(
+            name("node /m/node_modules/@x/server-everything/dist/index.js stdio"),
+            "server-everything"
+        );
+        assert_eq!(name("python3 tools/weather.py"), "weather");
         assert_eq!(name("python -m mcp_server_time"), "mcp_server_time");
         assert_eq!(name("/usr/local/bin/my-server --flag"), "my-server");
         assert_eq!(name("npx"), "npx");
