@@ -4,11 +4,12 @@
 //! them to the tests as `REDIS_URL`, `FUSION_REDIS_CLUSTER_URL`,
 //! `FUSION_REDIS_FAILOVER_CLUSTER_URL` and `FUSION_POSTGRES_URL`. Sets `FUSION_REQUIRE_BACKENDS=1` so a backend
 //! whose server is missing fails instead of printing `skipped:`, runs `cargo test --workspace --all-features`, and reads libtest's
-//! output to report, per backend, which conformance cases passed.
+//! output to report, per backend, which conformance cases passed, and how the suites that
+//! must run beside them went ([`SUITES`]: MCP, approval).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
@@ -23,6 +24,26 @@ const BACKENDS: &[&str] = &[
     "redis",
     "redis_cluster",
     "postgres",
+];
+
+/// Suites beyond the conformance cases that must run, by test binary (`tests/<name>.rs`),
+/// with what they cover: the MCP suites against the npm reference servers and the
+/// approval tests.
+const SUITES: &[(&str, &str)] = &[
+    (
+        "mcp_npm_servers",
+        "MCP: the npm server-everything and server-filesystem",
+    ),
+    ("mcp_faults", "MCP: faults, from an in-process rmcp server"),
+    (
+        "mcp_processes",
+        "MCP: stdio servers that fail, crash and restart",
+    ),
+    ("mcp_session", "MCP: SessionBuilder::mcp_config"),
+    ("mcp_chat", "MCP: fusion chat --mcp and --mcp-config"),
+    ("mcp_tools", "MCP: examples/mcp_tools.rs"),
+    ("approval", "approval: the agent's policy and approver"),
+    ("approval_chat", "approval: fusion chat --approve"),
 ];
 
 #[derive(Default)]
@@ -54,6 +75,9 @@ pub fn run() -> Result<()> {
 
     let args = ["test", "--workspace", "--all-features", "--no-fail-fast"];
     eprintln!("xtask: cargo {}", args.join(" "));
+    // cargo's `Running tests/x.rs` lines (stderr) and the tests' results (stdout) in one
+    // stream, in the order they were written, so each result belongs to its binary.
+    let (output, writer) = std::io::pipe().context("creating a pipe")?;
     let mut child = Command::new(cargo_bin())
         .args(args)
         .current_dir(workspace_root())
@@ -62,19 +86,29 @@ pub fn run() -> Result<()> {
         .env("FUSION_REDIS_FAILOVER_CLUSTER_URL", &failover.url)
         .env("FUSION_POSTGRES_URL", &postgres.url)
         .env("FUSION_REQUIRE_BACKENDS", "1")
-        .stdout(Stdio::piped())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
         .spawn()
         .context("running cargo test")?;
 
     let mut conformance: BTreeMap<String, Outcome> = BTreeMap::new();
+    let mut suites: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut binary: Option<String> = None;
     let (mut passed, mut failed) = (0usize, 0usize);
-    let stdout = child.stdout.take().context("capturing cargo test output")?;
-    for line in BufReader::new(stdout).lines() {
+    for line in BufReader::new(output).lines() {
         let line = line?;
         println!("{line}");
+        if let Some(name) = parse_running_line(&line) {
+            binary = Some(name);
+        }
         if let Some((p, f)) = parse_result_line(&line) {
             passed += p;
             failed += f;
+            if let Some(name) = binary.take() {
+                let counts = suites.entry(name).or_default();
+                counts.0 += p;
+                counts.1 += f;
+            }
         }
         if let Some((backend, case, ok)) = parse_conformance_line(&line) {
             let outcome = conformance.entry(backend).or_default();
@@ -89,7 +123,8 @@ pub fn run() -> Result<()> {
     let status = child.wait()?;
     drop((redis, cluster, failover, postgres));
 
-    let problems = report(&conformance);
+    let mut problems = report(&conformance);
+    problems.extend(report_suites(&suites));
     println!("\ntest-all-backends: {passed} passed, {failed} failed");
     if !status.success() || failed > 0 {
         bail!("cargo test failed ({status}); see the output above");
@@ -141,6 +176,28 @@ fn report(conformance: &BTreeMap<String, Outcome>) -> Vec<String> {
     problems
 }
 
+/// Prints how each of [`SUITES`] went and returns what is wrong: a suite that did not run,
+/// or ran no test.
+fn report_suites(suites: &BTreeMap<String, (usize, usize)>) -> Vec<String> {
+    println!("\nother suites that must run:");
+    let mut problems = Vec::new();
+    for (name, covers) in SUITES {
+        let (passed, failed) = suites.get(*name).copied().unwrap_or_default();
+        println!("  {name:<16} {passed} passed, {failed} failed   ({covers})");
+        if passed + failed == 0 {
+            problems.push(format!("suite `{name}` ({covers}) ran no test"));
+        }
+    }
+    problems
+}
+
+/// `     Running tests/mcp_chat.rs (target/debug/deps/mcp_chat-0a1b)` → `mcp_chat`.
+fn parse_running_line(line: &str) -> Option<String> {
+    let path = line.trim_start().strip_prefix("Running ")?;
+    let file = path.split_whitespace().next()?.strip_prefix("tests/")?;
+    Some(file.strip_suffix(".rs")?.to_string())
+}
+
 /// `test path::conformance_fs::case ... ok` → `("fs", "case", true)`.
 fn parse_conformance_line(line: &str) -> Option<(String, String, bool)> {
     let (name, status) = line.strip_prefix("test ")?.split_once(" ... ")?;
@@ -188,6 +245,14 @@ mod tests {
             Some(("sqlite_memory".into(), "x".into(), false))
         );
         assert_eq!(parse_conformance_line("test other::thing ... ok"), None);
+        assert_eq!(
+            parse_running_line("     Running tests/mcp_chat.rs (target/debug/deps/mcp_chat-0a1b)"),
+            Some("mcp_chat".into())
+        );
+        assert_eq!(
+            parse_running_line("     Running unittests src/lib.rs (target/debug/deps/x-1)"),
+            None
+        );
         assert_eq!(
             parse_result_line(
                 "test result: ok. 12 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out"

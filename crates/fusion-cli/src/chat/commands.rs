@@ -73,14 +73,14 @@ impl Chat {
         for tool in tools {
             let mode = match self.approval.mode_for(tool.as_ref()) {
                 ApprovalMode::Auto => "",
-                ApprovalMode::Ask => " [asks first]",
-                ApprovalMode::Deny => " [refused]",
+                ApprovalMode::Ask => "[asks first]",
+                ApprovalMode::Deny => "[refused]",
             };
             let about = tool.description().lines().next().unwrap_or("");
             println!(
-                "  {:<width$}  {}{mode}",
+                "  {:<width$}  {mode:<12}  {}",
                 tool.name(),
-                render::shorten(about, 100)
+                render::shorten(about, 80)
             );
         }
     }
