@@ -24,6 +24,25 @@ pub fn explain(err: &Error) -> String {
     }
 }
 
+/// The first two command-line arguments, each replaced by its default when missing.
+pub fn two_args(first: &str, second: &str) -> (String, String) {
+    let mut args = std::env::args().skip(1);
+    let first = args.next().unwrap_or_else(|| first.to_string());
+    let second = args.next().unwrap_or_else(|| second.to_string());
+    (first, second)
+}
+
+/// The exit code for what an example's `run` returned, printing its error explained.
+pub fn exit_code(result: Result<(), Error>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{}", explain(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Installs a `tracing` subscriber that honours `RUST_LOG` (e.g. `RUST_LOG=info`).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -44,13 +63,7 @@ pub async fn remember_across_runs(
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| default_url.to_string());
-    match remember(session_id, storage(url)).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("{}", explain(&err));
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(remember(session_id, storage(url)).await)
 }
 
 async fn remember(session_id: &str, storage: StorageType) -> fusion::Result<()> {

@@ -17,25 +17,15 @@ use fusion::agent::{
 };
 use fusion::mcp::{McpConfig, McpOptions, McpServers};
 use fusion::storage::StorageType;
-use fusion_examples::{explain, init_tracing};
+use fusion_examples::{exit_code, init_tracing, two_args};
 
 const DEFAULT_SERVER: &str = "npx -y @modelcontextprotocol/server-everything";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    let mut args = std::env::args().skip(1);
-    let message = args
-        .next()
-        .unwrap_or_else(|| "Add 2 and 3 with your tools.".to_string());
-    let server = args.next().unwrap_or_else(|| DEFAULT_SERVER.to_string());
-    match run(&message, &server).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("{}", explain(&err));
-            ExitCode::FAILURE
-        }
-    }
+    let (message, server) = two_args("Add 2 and 3 with your tools.", DEFAULT_SERVER);
+    exit_code(run(&message, &server).await)
 }
 
 async fn run(message: &str, server: &str) -> fusion::Result<()> {

@@ -12,24 +12,14 @@ use std::process::ExitCode;
 
 use fusion::agent::AgentEvent;
 use fusion::api::session::{self, StorageType};
-use fusion_examples::{explain, init_tracing};
+use fusion_examples::{exit_code, init_tracing, two_args};
 use futures::StreamExt;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    let mut args = std::env::args().skip(1);
-    let message = args
-        .next()
-        .unwrap_or_else(|| "Which files are in this directory?".to_string());
-    let storage = args.next().unwrap_or_else(|| "./sessions".to_string());
-    match run(&message, &storage).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("{}", explain(&err));
-            ExitCode::FAILURE
-        }
-    }
+    let (message, storage) = two_args("Which files are in this directory?", "./sessions");
+    exit_code(run(&message, &storage).await)
 }
 
 async fn run(message: &str, storage: &str) -> fusion::Result<()> {

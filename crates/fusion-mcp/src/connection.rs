@@ -11,8 +11,8 @@ use rmcp::model::{
     ClientCapabilities, ClientConfig, ClientRequest, CustomRequest, Implementation, ServerResult,
 };
 use rmcp::service::{NotificationContext, Peer, RoleClient, RunningService, ServiceError};
-use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{IntoTransport, StreamableHttpClientTransport};
 use rmcp::{ClientHandler, serve_client};
 use serde_json::{Value, json};
 
@@ -129,16 +129,7 @@ async fn open_stdio(
         _ => format!("cannot start `{command}`: {e}"),
     })?;
     let stdio = process.take_stdio().ok_or("the process has no pipes")?;
-    let started = tokio::time::timeout(startup, async {
-        let service = serve_client(handler, stdio)
-            .await
-            .map_err(|e| e.to_string())?;
-        let tools = list_tools(service.peer())
-            .await
-            .map_err(|e| format!("tools/list failed: {e}"))?;
-        Ok::<_, String>((service, tools))
-    })
-    .await;
+    let started = tokio::time::timeout(startup, handshake(handler, stdio)).await;
     match started {
         Ok(Ok((service, tools))) => Ok((
             Connection {
@@ -190,16 +181,7 @@ async fn open_http(
         })
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
     let transport = StreamableHttpClientTransport::with_client(client, transport_config);
-    let started = tokio::time::timeout(startup, async {
-        let service = serve_client(handler, transport)
-            .await
-            .map_err(|e| e.to_string())?;
-        let tools = list_tools(service.peer())
-            .await
-            .map_err(|e| format!("tools/list failed: {e}"))?;
-        Ok::<_, String>((service, tools))
-    })
-    .await;
+    let started = tokio::time::timeout(startup, handshake(handler, transport)).await;
     match started {
         Ok(Ok((service, tools))) => Ok((
             Connection {
@@ -214,6 +196,25 @@ async fn open_http(
             startup.as_secs_f32()
         )),
     }
+}
+
+/// The client side of the MCP handshake over `transport` (`initialize`), then the server's
+/// tools. The caller bounds it with the startup timeout.
+async fn handshake<T, E, A>(
+    handler: Handler,
+    transport: T,
+) -> Result<(RunningService<RoleClient, Handler>, Vec<Listed>), String>
+where
+    T: IntoTransport<RoleClient, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let service = serve_client(handler, transport)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tools = list_tools(service.peer())
+        .await
+        .map_err(|e| format!("tools/list failed: {e}"))?;
+    Ok((service, tools))
 }
 
 /// Every tool of the server, following `nextCursor` to the last page.

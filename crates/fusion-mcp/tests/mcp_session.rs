@@ -4,26 +4,14 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::{assert_process_ends, offered, test_server};
 use fusion_agent::testing::MockLlmServer;
-use fusion_agent::{AgentSession, OpenAiConfig};
 use fusion_core::Error;
 use fusion_mcp::{McpConfig, McpSessionExt, StdioServerConfig};
-use fusion_storage_memory::InMemoryStorage;
 use serde_json::Value;
 
 fn builder(llm: &MockLlmServer, workspace: &std::path::Path) -> fusion_agent::SessionBuilder {
-    let client = OpenAiConfig::new("mock-model")
-        .base_url(llm.base_url())
-        .max_retries(0)
-        .build()
-        .unwrap();
-    AgentSession::builder("mcp-ext")
-        .llm(Arc::new(client))
-        .storage(Arc::new(InMemoryStorage::new()))
-        .workspace_roots([workspace])
+    common::builder(llm).workspace_roots([workspace])
 }
 
 #[tokio::test(flavor = "multi_thread")]

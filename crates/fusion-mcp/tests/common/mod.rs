@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fusion_agent::testing::MockLlmServer;
-use fusion_agent::{AgentSession, OpenAiConfig, ToolRegistry};
+use fusion_agent::{AgentSession, OpenAiConfig, SessionBuilder, ToolRegistry};
 use fusion_storage_memory::InMemoryStorage;
 
 /// A bound for things that should happen promptly; generous for a busy CI machine. Only a
@@ -20,8 +20,8 @@ pub fn test_server() -> &'static str {
     env!("CARGO_BIN_EXE_fusion-mcp-test-server")
 }
 
-/// A session `SESSION` with `tools`, talking to `llm` (a scripted loopback server).
-pub async fn session(llm: &MockLlmServer, tools: ToolRegistry) -> AgentSession {
+/// A session builder talking to `llm` (a scripted loopback server), storing in memory.
+pub fn builder(llm: &MockLlmServer) -> SessionBuilder {
     let client = OpenAiConfig::new("mock-model")
         .base_url(llm.base_url())
         .max_retries(0)
@@ -30,11 +30,12 @@ pub async fn session(llm: &MockLlmServer, tools: ToolRegistry) -> AgentSession {
     AgentSession::builder("mcp-user")
         .llm(Arc::new(client))
         .storage(Arc::new(InMemoryStorage::new()))
-        .tools(tools)
         .system_prompt("You are a test agent.")
-        .build()
-        .await
-        .unwrap()
+}
+
+/// A session with `tools`, talking to `llm`.
+pub async fn session(llm: &MockLlmServer, tools: ToolRegistry) -> AgentSession {
+    builder(llm).tools(tools).build().await.unwrap()
 }
 
 /// The names of the tools offered in request `n` the LLM server received.
