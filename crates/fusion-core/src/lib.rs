@@ -5,6 +5,7 @@
 //! through the `fusion` facade.
 
 mod error;
+mod layer;
 mod listing;
 mod message;
 mod owner_scope;
@@ -22,6 +23,7 @@ mod url_param;
 pub mod testkit;
 
 pub use error::{Error, Result};
+pub use layer::{Intercept, Intercepted, Layer, StorageExt};
 pub use listing::{
     Cursor, Position, SessionOrder, SessionPage, SessionQuery, from_unix_micros, unix_micros,
 };
