@@ -20,6 +20,10 @@
 //! sessions still take, and [`purge_not_written_since`] deletes sessions nobody has
 //! written for a while.
 //!
+//! A [`Layer`] wraps any storage in another that adds something to every call
+//! (`storage.layer(a).layer(b)`, [`StorageExt`]); [`Intercept`] is how one is written.
+//! The bundled layers (encryption at rest, observability) are in `fusion::layers`.
+//!
 //! ```no_run
 //! use fusion::storage::StorageType;
 //!
@@ -40,11 +44,12 @@ pub use self::storage_type::StorageType;
 use fusion_core::Result;
 #[doc(inline)]
 pub use fusion_core::{
-    Change, ConversationStorage, Cursor, Expect, Expiry, LEGACY_GENERATION, MAX_DATA_BYTES,
-    MAX_DATA_DEPTH, MAX_IDLE, MAX_METADATA_DEPTH, MAX_PURGE_BATCH, MAX_TAG_LEN, MAX_TAGS,
-    MAX_TITLE_CHARS, MIN_IDLE, MetaUpdate, OwnerScope, Revision, SessionInfo, SessionMeta,
-    SessionOrder, SessionPage, SessionQuery, StoredExpiry, check_creation, check_purge_batch,
-    check_storable, is_expired, new_generation, purge_all_expired, validate_owner,
+    Change, ConversationStorage, Cursor, Expect, Expiry, Intercept, Intercepted, LEGACY_GENERATION,
+    Layer, MAX_DATA_BYTES, MAX_DATA_DEPTH, MAX_IDLE, MAX_METADATA_DEPTH, MAX_PURGE_BATCH,
+    MAX_TAG_LEN, MAX_TAGS, MAX_TITLE_CHARS, MIN_IDLE, MetaUpdate, OwnerScope, Revision,
+    SessionInfo, SessionMeta, SessionOrder, SessionPage, SessionQuery, StorageExt, StoredExpiry,
+    check_creation, check_purge_batch, check_storable, is_expired, new_generation,
+    purge_all_expired, validate_owner,
 };
 
 #[cfg(feature = "memory")]
