@@ -218,6 +218,11 @@ impl Core {
                     self.publish(tools);
                 }
             }
+            // A server shut down or gone meanwhile is not news: the next call starts it
+            // again and lists its tools then.
+            Err(e) if self.slot.lock().await.shut_down || !connection.is_alive() => {
+                tracing::debug!(server = %self.name, error = %e, "listing changed tools stopped")
+            }
             Err(e) => {
                 tracing::warn!(server = %self.name, error = %e, "listing changed tools failed")
             }
