@@ -26,6 +26,19 @@ const BACKENDS: &[&str] = &[
     "postgres",
 ];
 
+/// Conformance suites run through a layer that must run too (`conformance_<name>`): the
+/// encryption layer on every backend, the observability layer and a pass-through layer.
+const LAYERED: &[&str] = &[
+    "encrypted_memory",
+    "encrypted_fs",
+    "encrypted_sqlite",
+    "encrypted_redis",
+    "encrypted_redis_cluster",
+    "encrypted_postgres",
+    "observed_memory",
+    "layered_memory",
+];
+
 /// Suites beyond the conformance cases that must run, by test binary (`tests/<name>.rs`),
 /// with what they cover: the MCP suites against the npm reference servers and the
 /// approval tests.
@@ -168,10 +181,23 @@ fn report(conformance: &BTreeMap<String, Outcome>) -> Vec<String> {
         .keys()
         .filter(|b| !BACKENDS.contains(&b.as_str()))
     {
+        let outcome = &conformance[backend];
+        let layered = if LAYERED.contains(&backend.as_str()) {
+            "layered suite"
+        } else {
+            "extra suite"
+        };
         println!(
-            "  {backend:<14} (extra suite) {} passed",
-            conformance[backend].passed.len()
+            "  {backend:<14} ({layered}) {} passed, {} failed",
+            outcome.passed.len(),
+            outcome.failed.len()
         );
+        if !outcome.failed.is_empty() {
+            problems.push(format!("suite `conformance_{backend}` failed"));
+        }
+    }
+    for name in LAYERED.iter().filter(|n| !conformance.contains_key(**n)) {
+        problems.push(format!("no case of the layered suite `conformance_{name}` ran"));
     }
     problems
 }

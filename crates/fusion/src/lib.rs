@@ -21,7 +21,8 @@
 //! Modules: [`storage`] (the trait, [`StorageType`](storage::StorageType) and the backends
 //! compiled in), [`api::session`] (creating, listing and deleting sessions), [`agent`]
 //! ([`AgentSession`](agent::AgentSession), LLM clients, tools, the ReAct loop), and with
-//! the `mcp` feature `mcp` (tools from MCP servers). Each public
+//! the `mcp` feature `mcp` (tools from MCP servers), with `encryption` or `observability`
+//! `layers` (storage layers). Each public
 //! item has one home there; `api::session` also re-exports `StorageType`, because the
 //! product description imports it from there.
 //!
@@ -31,6 +32,12 @@
 
 pub mod agent;
 pub mod api;
+#[cfg(any(feature = "encryption", feature = "observability"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "encryption", feature = "observability")))
+)]
+pub mod layers;
 #[cfg(feature = "mcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
 pub mod mcp;

@@ -1,0 +1,278 @@
+//! The stored form of an encrypted message and the cryptography behind it: one
+//! [`ChatMessage`] in, one [`ChatMessage`] out, so every backend stores it unchanged.
+//!
+//! Stored form: `role` in clear, `content` =
+//! `fusion:enc:v1:<key id>:<base64url(nonce || ciphertext || tag)>`, no other field. The
+//! plaintext is the whole message's JSON, so tool calls, names and metadata are inside.
+//!
+//! - Cipher: XChaCha20-Poly1305 with a fresh random 192-bit nonce per message.
+//! - Key: HKDF-SHA256 of the master key, salt [`SESSION_KEY_SALT`], info = key id and
+//!   session id, so each session has a key of its own.
+//! - Associated data: the format version, key id, session id and role, so a message
+//!   copied into another session, relabelled with another key id or given another role
+//!   fails to decrypt.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::Aead;
+use chacha20poly1305::aead::Payload;
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use fusion_core::{ChatMessage, Error, Result, Role};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::keys::{EncryptionKeys, KEY_LEN, is_key_id};
+
+/// What every encrypted message's content starts with, whatever the format version.
+pub const ENCRYPTED_PREFIX: &str = "fusion:enc:";
+
+/// The prefix of format version 1, the one this release writes.
+const V1_PREFIX: &str = "fusion:enc:v1:";
+
+/// The HKDF salt of per-session keys: a fixed label, so a change of derivation gets a
+/// new label rather than silently different keys.
+pub const SESSION_KEY_SALT: &[u8] = b"fusion-session-key/v1";
+
+/// The first field of the associated data: the format version it belongs to.
+const AAD_LABEL: &[u8] = b"fusion:enc:v1";
+
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+/// The settings every encrypting storage of one layer shares.
+#[derive(Clone)]
+pub(crate) struct Codec {
+    pub(crate) keys: EncryptionKeys,
+    /// Whether a stored message in clear text (written before encryption) is returned as
+    /// is, or refused.
+    pub(crate) accept_clear_text: bool,
+}
+
+/// How a stored message reads.
+pub(crate) enum Stored<'a> {
+    /// Not encrypted: written before the layer was added.
+    Clear,
+    /// Encrypted under format v1 with the key `key_id`.
+    V1 { key_id: &'a str, payload: &'a str },
+    /// Starts like an encrypted message but is not one this release can read.
+    Unreadable(&'static str),
+}
+
+impl Stored<'_> {
+    /// How `message`, as a backend returned it, reads.
+    pub(crate) fn of(message: &ChatMessage) -> Stored<'_> {
+        let Some(rest) = message.content.strip_prefix(ENCRYPTED_PREFIX) else {
+            return Stored::Clear;
+        };
+        let Some(rest) = rest.strip_prefix("v1:") else {
+            return Stored::Unreadable("a format version this release does not know");
+        };
+        match rest.split_once(':') {
+            Some((key_id, payload)) if is_key_id(key_id) => Stored::V1 { key_id, payload },
+            _ => Stored::Unreadable("no valid key id after the format version"),
+        }
+    }
+}
+
+/// The ciphers of one session, derived from the master keys when first needed: every
+/// call that reads or writes messages makes one, so a call derives each key it uses once.
+pub(crate) struct SessionCrypt<'a> {
+    codec: &'a Codec,
+    backend: &'static str,
+    session_id: &'a str,
+    ciphers: Vec<(String, XChaCha20Poly1305)>,
+}
+
+impl<'a> SessionCrypt<'a> {
+    /// The ciphers of `session_id` (already validated) on `backend`.
+    pub(crate) fn new(codec: &'a Codec, backend: &'static str, session_id: &'a str) -> Self {
+        Self {
+            codec,
+            backend,
+            session_id,
+            ciphers: Vec::new(),
+        }
+    }
+
+    /// `message` (at `index` in the write) encrypted with the current key, in its stored
+    /// form.
+    pub(crate) fn seal(&mut self, index: usize, message: &ChatMessage) -> Result<ChatMessage> {
+        let codec = self.codec;
+        let (key_id, _) = codec.keys.current();
+        let plaintext = Zeroizing::new(serde_json::to_vec(message)?);
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| Error::Backend {
+            backend: self.backend,
+            message: format!(
+                "encrypting a message of session \"{}\": the operating system's random source \
+                 failed: {e}",
+                self.session_id
+            ),
+            retryable: true,
+            source: None,
+        })?;
+        let aad = associated_data(key_id, self.session_id, message.role);
+        let payload = Payload {
+            msg: &plaintext,
+            aad: &aad,
+        };
+        let ciphertext = self
+            .cipher(key_id)?
+            .encrypt(&XNonce::from(nonce), payload)
+            .map_err(|_| {
+                // Only a message beyond 256 GiB gets here.
+                Error::InvalidMessage {
+                    backend: self.backend,
+                    session_id: self.session_id.to_string(),
+                    index,
+                    detail: "too large to encrypt".into(),
+                }
+            })?;
+        let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ciphertext);
+        let mut content =
+            String::with_capacity(V1_PREFIX.len() + key_id.len() + 1 + sealed.len() * 4 / 3 + 4);
+        content.push_str(V1_PREFIX);
+        content.push_str(key_id);
+        content.push(':');
+        URL_SAFE_NO_PAD.encode_string(&sealed, &mut content);
+        Ok(ChatMessage::new(message.role, content))
+    }
+
+    /// Every message of `messages` sealed with the current key.
+    pub(crate) fn seal_all(&mut self, messages: &[ChatMessage]) -> Result<Vec<ChatMessage>> {
+        messages
+            .iter()
+            .enumerate()
+            .map(|(index, m)| self.seal(index, m))
+            .collect()
+    }
+
+    /// The message `stored` (at `index` in its session) decrypted, or as is if it is clear
+    /// text and the layer accepts clear text.
+    pub(crate) fn open(&mut self, index: usize, stored: ChatMessage) -> Result<ChatMessage> {
+        let (key_id, payload) = match Stored::of(&stored) {
+            Stored::Clear if self.codec.accept_clear_text => return Ok(stored),
+            Stored::Clear => {
+                return Err(self.corrupt(format!(
+                    "message {index} is stored in clear text, and this encryption layer \
+                     refuses clear text; run a rekey to encrypt the session"
+                )));
+            }
+            Stored::Unreadable(why) => {
+                return Err(self.corrupt(format!(
+                    "message {index} looks encrypted but cannot be read: {why}"
+                )));
+            }
+            Stored::V1 { key_id, payload } => (key_id, payload),
+        };
+        let (backend, session_id) = (self.backend, self.session_id);
+        let undecryptable = || {
+            let detail = format!(
+                "message {index} (key \"{key_id}\") does not decrypt: the key loaded as \
+                 \"{key_id}\" is not the one it was written with, or the message was altered, \
+                 copied from another session or given another role"
+            );
+            Error::corrupt(backend, session_id, detail)
+        };
+        let sealed = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| undecryptable())?;
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return Err(undecryptable());
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce = XNonce::try_from(nonce).map_err(|_| undecryptable())?;
+        let aad = associated_data(key_id, self.session_id, stored.role);
+        let payload = Payload {
+            msg: ciphertext,
+            aad: &aad,
+        };
+        let plaintext = Zeroizing::new(
+            self.cipher(key_id)?
+                .decrypt(&nonce, payload)
+                .map_err(|_| undecryptable())?,
+        );
+        // Authentic, so the JSON is what this layer wrote; a failure here is a bug or a
+        // newer writer, reported without any of the plaintext.
+        let mut message: ChatMessage = serde_json::from_slice(&plaintext).map_err(|_| {
+            self.corrupt(format!(
+                "message {index} (key \"{key_id}\") decrypts to something that is not a message"
+            ))
+        })?;
+        message.role = stored.role;
+        Ok(message)
+    }
+
+    /// Every message of `stored`, decrypted.
+    pub(crate) fn open_all(&mut self, stored: Vec<ChatMessage>) -> Result<Vec<ChatMessage>> {
+        stored
+            .into_iter()
+            .enumerate()
+            .map(|(index, m)| self.open(index, m))
+            .collect()
+    }
+
+    /// The cipher of this session under the key `key_id`, derived on first use.
+    fn cipher(&mut self, key_id: &str) -> Result<&XChaCha20Poly1305> {
+        if let Some(position) = self.ciphers.iter().position(|(id, _)| id == key_id) {
+            return Ok(&self.ciphers[position].1);
+        }
+        let master = self
+            .codec
+            .keys
+            .key(key_id)
+            .ok_or_else(|| self.unknown_key(key_id))?;
+        let cipher = derive_cipher(master, key_id, self.session_id);
+        self.ciphers.push((key_id.to_string(), cipher));
+        Ok(&self.ciphers[self.ciphers.len() - 1].1)
+    }
+
+    fn corrupt(&self, detail: String) -> Error {
+        Error::corrupt(self.backend, self.session_id, detail)
+    }
+
+    /// A key the stored data names but the layer was not given: a configuration mistake.
+    fn unknown_key(&self, key_id: &str) -> Error {
+        Error::Config(format!(
+            "{}: session \"{}\" holds messages encrypted with key \"{key_id}\", which is not \
+             among the encryption keys loaded ({}); add it to {} or the key file",
+            self.backend,
+            self.session_id,
+            self.codec.keys.describe_ids(),
+            super::keys::KEY_ENV,
+        ))
+    }
+}
+
+/// The XChaCha20-Poly1305 cipher of `session_id` under the master key `master` (id
+/// `key_id`): HKDF-SHA256, salt [`SESSION_KEY_SALT`], info = both ids, length-prefixed.
+fn derive_cipher(master: &[u8; KEY_LEN], key_id: &str, session_id: &str) -> XChaCha20Poly1305 {
+    let mut info = Vec::with_capacity(8 + key_id.len() + session_id.len());
+    push_field(&mut info, key_id.as_bytes());
+    push_field(&mut info, session_id.as_bytes());
+    let mut okm = Zeroizing::new([0u8; KEY_LEN]);
+    Hkdf::<Sha256>::new(Some(SESSION_KEY_SALT), master)
+        .expand(&info, okm.as_mut_slice())
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    XChaCha20Poly1305::new_from_slice(okm.as_slice()).expect("the key is 32 bytes")
+}
+
+/// The associated data: the format label, then key id, session id and role, each
+/// length-prefixed so no two different triples make the same bytes.
+fn associated_data(key_id: &str, session_id: &str, role: Role) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_LABEL.len() + 12 + key_id.len() + session_id.len() + 9);
+    aad.extend_from_slice(AAD_LABEL);
+    push_field(&mut aad, key_id.as_bytes());
+    push_field(&mut aad, session_id.as_bytes());
+    push_field(&mut aad, role.as_str().as_bytes());
+    aad
+}
+
+fn push_field(out: &mut Vec<u8>, field: &[u8]) {
+    let len = u32::try_from(field.len()).expect("ids are far below 4 GiB");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(field);
+}

@@ -1,0 +1,297 @@
+//! Master keys of the encryption layer: several keys, each named by a short id, the first
+//! one current; from bytes in code, from `FUSION_ENCRYPTION_KEY` or from a key file.
+//!
+//! Key material lives only in [`Zeroizing`] buffers, which wipe it when dropped, and never
+//! reaches a `Debug` line or an error message: errors name a key by its id or its position,
+//! never by its value (not even the one bad character of a base64 text).
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use fusion_core::{Error, Result};
+use zeroize::Zeroizing;
+
+/// The environment variable [`EncryptionKeys::from_env`] reads.
+pub const KEY_ENV: &str = "FUSION_ENCRYPTION_KEY";
+
+/// The id of a key given without one (a bare base64 key).
+pub const DEFAULT_KEY_ID: &str = "default";
+
+/// The length of a master key in bytes (256 bits).
+pub const KEY_LEN: usize = 32;
+
+/// The longest key id, in bytes. Ids are stored in every encrypted message.
+pub const MAX_KEY_ID_LEN: usize = 32;
+
+/// The master keys the encryption layer writes and reads with.
+///
+/// The current key encrypts every new message; every key (current or not) decrypts the
+/// messages stored under its id. Rotation is adding a new current key and keeping the old
+/// one until [`rekey`](crate::encryption::EncryptionLayer::rekey_store) has re-encrypted
+/// the store.
+///
+/// Text syntax, shared by [`parse`](Self::parse), [`from_env`](Self::from_env) and
+/// [`from_file`](Self::from_file): entries `id:base64` (or a bare `base64`, whose id is
+/// [`DEFAULT_KEY_ID`]), each the base64 (standard or URL-safe, padding optional) of
+/// [`KEY_LEN`] random bytes, separated by commas or new lines; the first entry is current.
+/// In a key file, blank lines and lines starting with `#` are ignored. An id is 1 to
+/// [`MAX_KEY_ID_LEN`] ASCII letters, digits, `-`, `_` or `.`.
+///
+/// ```
+/// use fusion_layers::encryption::EncryptionKeys;
+///
+/// let keys = EncryptionKeys::parse(
+///     "2025-06:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,\
+///      2024-01:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=",
+/// )?;
+/// assert_eq!(keys.current_id(), "2025-06");
+/// assert_eq!(keys.ids().collect::<Vec<_>>(), ["2025-06", "2024-01"]);
+/// // Debug names the ids only.
+/// assert!(!format!("{keys:?}").contains("AAEC"));
+/// # Ok::<(), fusion_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct EncryptionKeys {
+    /// The current key first; ids are unique.
+    entries: Vec<Entry>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    id: String,
+    key: Zeroizing<[u8; KEY_LEN]>,
+}
+
+impl EncryptionKeys {
+    /// One current key, `key` under `id`. The caller's copy of `key` stays theirs to wipe.
+    pub fn new(id: &str, key: &[u8; KEY_LEN]) -> Result<Self> {
+        check_key_id(id)?;
+        Ok(Self {
+            entries: vec![Entry {
+                id: id.to_string(),
+                key: Zeroizing::new(*key),
+            }],
+        })
+    }
+
+    /// These keys plus `key` under `id`, which decrypts the messages stored under that id
+    /// but encrypts nothing: an older key kept for reading after a rotation.
+    pub fn with_previous(mut self, id: &str, key: &[u8; KEY_LEN]) -> Result<Self> {
+        check_key_id(id)?;
+        if self.key(id).is_some() {
+            return Err(Error::Config(format!(
+                "encryption key id \"{id}\" is given twice; each key needs an id of its own"
+            )));
+        }
+        self.entries.push(Entry {
+            id: id.to_string(),
+            key: Zeroizing::new(*key),
+        });
+        Ok(self)
+    }
+
+    /// Keys from `text` in the syntax described on [`EncryptionKeys`] (commas or new lines
+    /// between entries, `#` comments).
+    pub fn parse(text: &str) -> Result<Self> {
+        parse_entries(text, "encryption keys")
+    }
+
+    /// Keys from the environment variable [`KEY_ENV`], or `None` if it is unset or blank.
+    pub fn from_env() -> Result<Option<Self>> {
+        let Some(value) = std::env::var_os(KEY_ENV) else {
+            return Ok(None);
+        };
+        let value = Zeroizing::new(
+            value
+                .into_string()
+                .map_err(|_| Error::Config(format!("{KEY_ENV} is not valid UTF-8 text")))?,
+        );
+        if value.trim().is_empty() {
+            return Ok(None);
+        }
+        parse_entries(&value, KEY_ENV).map(Some)
+    }
+
+    /// Keys from the file at `path`, one entry per line, in the syntax described on
+    /// [`EncryptionKeys`].
+    ///
+    /// On Unix a file that others than its owner may read is used, with a warning in the
+    /// log: it should be mode 0600 (or 0400).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?);
+        warn_if_readable_by_others(path);
+        parse_entries(&text, &format!("key file {}", path.display()))
+    }
+
+    /// The id of the current key, the one new messages are encrypted with.
+    pub fn current_id(&self) -> &str {
+        &self.entries[0].id
+    }
+
+    /// Every key id, the current one first.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.id.as_str())
+    }
+
+    /// The current key.
+    pub(crate) fn current(&self) -> (&str, &[u8; KEY_LEN]) {
+        (&self.entries[0].id, &self.entries[0].key)
+    }
+
+    /// The key named `id`, if loaded.
+    pub(crate) fn key(&self, id: &str) -> Option<&[u8; KEY_LEN]> {
+        self.entries.iter().find(|e| e.id == id).map(|e| &*e.key)
+    }
+
+    /// The loaded ids, quoted and comma-separated, for error messages.
+    pub(crate) fn describe_ids(&self) -> String {
+        let ids: Vec<String> = self.ids().map(|id| format!("\"{id}\"")).collect();
+        ids.join(", ")
+    }
+}
+
+/// Ids only: the keys themselves never reach a log line.
+impl std::fmt::Debug for EncryptionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptionKeys")
+            .field("current", &self.current_id())
+            .field("ids", &self.ids().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses an id that could not be stored in the `fusion:enc:v1:<id>:` prefix unambiguously.
+pub(crate) fn check_key_id(id: &str) -> Result<()> {
+    if is_key_id(id) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "invalid encryption key id {:?}: an id is 1 to {MAX_KEY_ID_LEN} ASCII letters, \
+             digits, '-', '_' or '.'",
+            id.chars().take(MAX_KEY_ID_LEN + 8).collect::<String>()
+        )))
+    }
+}
+
+/// Whether `id` is a valid key id: 1 to [`MAX_KEY_ID_LEN`] of `[A-Za-z0-9._-]`.
+pub(crate) fn is_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_KEY_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Parses entries separated by commas or new lines; `source` names where they came from
+/// in errors, which cite an entry by its position and id, never by its text.
+fn parse_entries(text: &str, source: &str) -> Result<EncryptionKeys> {
+    let mut keys: Option<EncryptionKeys> = None;
+    let entries = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty());
+    for (n, entry) in entries.enumerate() {
+        let (id, encoded) = entry.split_once(':').unwrap_or((DEFAULT_KEY_ID, entry));
+        let id = id.trim();
+        // Not echoed: text before a misplaced ':' may be key material.
+        if !is_key_id(id) {
+            return Err(Error::Config(format!(
+                "{source}, entry {}: the text before ':' is not a key id (1 to {MAX_KEY_ID_LEN} \
+                 ASCII letters, digits, '-', '_' or '.')",
+                n + 1
+            )));
+        }
+        let key = decode_key(encoded.trim()).ok_or_else(|| {
+            Error::Config(format!(
+                "{source}, entry {} (key \"{id}\"): not the base64 of {KEY_LEN} bytes; make a key \
+                 with `openssl rand -base64 {KEY_LEN}`",
+                n + 1
+            ))
+        })?;
+        keys = Some(match keys {
+            None => EncryptionKeys::new(id, &key)?,
+            Some(keys) => keys
+                .with_previous(id, &key)
+                .map_err(|e| Error::Config(format!("{source}: {e}")))?,
+        });
+    }
+    keys.ok_or_else(|| Error::Config(format!("{source} holds no key")))
+}
+
+/// The 32 bytes `encoded` is the base64 of, in either alphabet, padded or not.
+fn decode_key(encoded: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
+    let config =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let engines = [
+        GeneralPurpose::new(&base64::alphabet::STANDARD, config),
+        GeneralPurpose::new(&base64::alphabet::URL_SAFE, config),
+    ];
+    engines.iter().find_map(|engine| {
+        let bytes = Zeroizing::new(engine.decode(encoded).ok()?);
+        let key: [u8; KEY_LEN] = bytes.as_slice().try_into().ok()?;
+        Some(Zeroizing::new(key))
+    })
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the encryption key file may be read by other users; make it mode 0600"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &Path) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    #[test]
+    fn a_bare_key_is_the_default_id_and_padding_and_alphabet_do_not_matter() {
+        let keys = EncryptionKeys::parse(A).unwrap();
+        assert_eq!(keys.current_id(), DEFAULT_KEY_ID);
+        let unpadded = EncryptionKeys::parse(A.trim_end_matches('=')).unwrap();
+        assert_eq!(keys.current().1, unpadded.current().1);
+        let url_safe = "_-8AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(
+            EncryptionKeys::parse(url_safe).unwrap().current().1[..2],
+            [0xff, 0xef]
+        );
+    }
+
+    #[test]
+    fn entries_split_on_commas_and_lines_and_skip_comments() {
+        let text = format!("# rotated in June\nnew:{A}\n\n  # old one\nold:{A}, older:{A}\n");
+        let keys = EncryptionKeys::parse(&text).unwrap();
+        assert_eq!(keys.ids().collect::<Vec<_>>(), ["new", "old", "older"]);
+    }
+
+    #[test]
+    fn bad_entries_are_refused_by_position_without_their_text() {
+        let short = "k1:AAECAwQ=";
+        let err = EncryptionKeys::parse(&format!("k0:{A},{short}")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("entry 2 (key \"k1\")"), "{text}");
+        assert!(!text.contains("AAECAwQ"), "{text}");
+        let err = EncryptionKeys::parse(&format!("a:{A},a:{A}")).unwrap_err();
+        assert!(err.to_string().contains("given twice"), "{err}");
+        let err = EncryptionKeys::parse(&format!("{A}:{A}")).unwrap_err();
+        assert!(err.to_string().contains("not a key id"), "{err}");
+        assert!(!err.to_string().contains("AAEC"), "{err}");
+        assert!(EncryptionKeys::parse(" # nothing\n").is_err());
+    }
+}

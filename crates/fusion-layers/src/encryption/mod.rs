@@ -1,0 +1,137 @@
+//! Encryption at rest for any storage: [`EncryptionLayer`] encrypts every message before
+//! the backend sees it and decrypts it on the way back.
+//!
+//! Unlike a backend's own encryption (an encrypted disk, TLS to Redis, PostgreSQL's
+//! storage encryption), this protects the messages from whoever can read the stored data
+//! itself — a copied SQLite file, a Redis dump, a backup — on every backend alike,
+//! user-written ones included. What it leaves visible (session ids, session metadata,
+//! message count, order and roles, sizes, timestamps) and how keys are handled is in
+//! `docs/security.md`.
+//!
+//! Each message is stored as a [`ChatMessage`](fusion_core::ChatMessage) with its role in
+//! clear and `content` = `fusion:enc:v1:<key id>:<base64url(nonce‖ciphertext)>`; the
+//! ciphertext holds the whole message (content, tool calls, name, metadata), under
+//! XChaCha20-Poly1305 with a key derived for the session (HKDF-SHA256 of the master key
+//! and the session id) and a fresh random nonce. A stored message not in that form is
+//! clear text written before encryption was turned on and is returned as is (see
+//! [`EncryptionLayer::accept_clear_text`]); [`EncryptionLayer::rekey_store`] encrypts it.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use fusion_core::{ChatMessage, ConversationStorage, StorageExt};
+//! use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
+//! use fusion_storage_memory::InMemoryStorage;
+//!
+//! # async fn demo() -> fusion_core::Result<()> {
+//! // FUSION_ENCRYPTION_KEY="2025-06:<base64 of 32 random bytes>,2024-01:<older key>"
+//! let keys = EncryptionKeys::from_env()?.expect("FUSION_ENCRYPTION_KEY is set");
+//! let layer = EncryptionLayer::new(keys);
+//! let raw = Arc::new(InMemoryStorage::new());
+//! let storage = raw.clone().layer(layer.clone());
+//! storage.append("user-1", &[ChatMessage::user("my card is 4111 1111 1111 1111")]).await?;
+//! // After a rotation: re-encrypt every message still under an older key (or in clear).
+//! let done = layer.rekey_store(raw.as_ref()).await?;
+//! println!("{} sessions rewritten", done.rewritten);
+//! # Ok(())
+//! # }
+//! ```
+
+mod envelope;
+mod keys;
+mod rekey;
+mod storage;
+
+use std::sync::Arc;
+
+use fusion_core::{ConversationStorage, Intercepted, Layer, Result};
+
+pub use envelope::{ENCRYPTED_PREFIX, SESSION_KEY_SALT};
+pub use keys::{DEFAULT_KEY_ID, EncryptionKeys, KEY_ENV, KEY_LEN, MAX_KEY_ID_LEN};
+pub use rekey::Rekeyed;
+
+use envelope::Codec;
+use storage::EncryptedStorage;
+
+/// Encrypts every message stored through it; see the [module docs](self).
+///
+/// Cheap to clone: clones share the keys.
+#[derive(Clone)]
+pub struct EncryptionLayer {
+    codec: Arc<Codec>,
+}
+
+impl EncryptionLayer {
+    /// A layer that writes with the current key of `keys` and reads with any of them.
+    pub fn new(keys: EncryptionKeys) -> Self {
+        Self {
+            codec: Arc::new(Codec {
+                keys,
+                accept_clear_text: true,
+            }),
+        }
+    }
+
+    /// Whether a stored message in clear text is returned as is (`true`, the default:
+    /// sessions written before encryption stay readable) or refused with
+    /// [`Error::Corrupt`](fusion_core::Error::Corrupt) (`false`: once a store is
+    /// encrypted, a clear message can only be one written around the layer).
+    pub fn accept_clear_text(self, accept: bool) -> Self {
+        Self {
+            codec: Arc::new(Codec {
+                accept_clear_text: accept,
+                ..Arc::unwrap_or_clone(self.codec)
+            }),
+        }
+    }
+
+    /// The keys this layer uses.
+    pub fn keys(&self) -> &EncryptionKeys {
+        &self.codec.keys
+    }
+
+    /// Re-encrypts, with the current key, every message of `session_id` that is under
+    /// another key or in clear text, and returns what it did.
+    ///
+    /// `storage` is the raw storage *under* the layer, so that messages already under the
+    /// current key are left as they are. The session is replaced only if it did not
+    /// change since it was read (its generation and length); a session that keeps
+    /// changing is read again a few times, then the [`Error::Conflict`](fusion_core::Error::Conflict)
+    /// is returned. A session with nothing to re-encrypt is not written.
+    ///
+    /// Cost: O(length of the session), one read and at most one write.
+    pub async fn rekey_session(
+        &self,
+        storage: &dyn ConversationStorage,
+        session_id: &str,
+    ) -> Result<Rekeyed> {
+        rekey::rekey_session(&self.codec, storage, session_id).await
+    }
+
+    /// [`rekey_session`](Self::rekey_session) of every session of the raw `storage`, one
+    /// after the other. Run on a store written in clear text, it encrypts the store.
+    ///
+    /// Stops at the first session that fails (a message under a key not loaded, a
+    /// session that kept changing); running it again skips what is already done.
+    pub async fn rekey_store(&self, storage: &dyn ConversationStorage) -> Result<Rekeyed> {
+        rekey::rekey_store(&self.codec, storage).await
+    }
+}
+
+impl Layer for EncryptionLayer {
+    fn layer(&self, inner: Arc<dyn ConversationStorage>) -> Arc<dyn ConversationStorage> {
+        Arc::new(Intercepted(EncryptedStorage {
+            inner,
+            codec: self.codec.clone(),
+        }))
+    }
+}
+
+/// Key ids only, as [`EncryptionKeys`] shows them.
+impl std::fmt::Debug for EncryptionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptionLayer")
+            .field("keys", &self.codec.keys)
+            .field("accept_clear_text", &self.codec.accept_clear_text)
+            .finish()
+    }
+}

@@ -1,0 +1,109 @@
+//! Re-encryption in place: every message of a session (or of a store) not yet under the
+//! current key — under an older key, or in clear text — is rewritten under it.
+//!
+//! A rewrite is conditional: the session is read with its revision and replaced only if
+//! it still has that generation *and* length, so neither a rewrite nor an append that
+//! happens in between is lost (an append keeps the generation, so the generation alone
+//! would not see it). On a conflict the session is read again, a few times.
+
+use fusion_core::{Change, ConversationStorage, Error, Expect, Result};
+
+use super::envelope::{Codec, SessionCrypt, Stored};
+
+/// How often a session that keeps changing is read again before the conflict is returned.
+const ATTEMPTS: usize = 5;
+
+/// What a rekey did. Counts add up over sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rekeyed {
+    /// Sessions read.
+    pub sessions: usize,
+    /// Sessions rewritten: those holding at least one message not under the current key.
+    pub rewritten: usize,
+    /// Messages re-encrypted from an older key to the current one.
+    pub reencrypted: usize,
+    /// Messages that were clear text and are now encrypted.
+    pub encrypted: usize,
+}
+
+impl Rekeyed {
+    fn add(&mut self, other: Rekeyed) {
+        self.sessions += other.sessions;
+        self.rewritten += other.rewritten;
+        self.reencrypted += other.reencrypted;
+        self.encrypted += other.encrypted;
+    }
+}
+
+/// Rekeys `session_id` of the raw (not encrypting) `storage`.
+pub(crate) async fn rekey_session(
+    codec: &Codec,
+    storage: &dyn ConversationStorage,
+    session_id: &str,
+) -> Result<Rekeyed> {
+    let mut attempt = 1;
+    loop {
+        match rekey_once(codec, storage, session_id).await {
+            Err(Error::Conflict { .. }) if attempt < ATTEMPTS => attempt += 1,
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Rekeys every session of the raw `storage`, one after the other; stops at the first
+/// session that fails (a rerun skips what is already done).
+pub(crate) async fn rekey_store(
+    codec: &Codec,
+    storage: &dyn ConversationStorage,
+) -> Result<Rekeyed> {
+    let mut total = Rekeyed::default();
+    for session_id in storage.list_sessions().await? {
+        total.add(rekey_session(codec, storage, &session_id).await?);
+    }
+    Ok(total)
+}
+
+async fn rekey_once(
+    codec: &Codec,
+    storage: &dyn ConversationStorage,
+    session_id: &str,
+) -> Result<Rekeyed> {
+    let (stored, revision) = storage.load_revision(session_id).await?;
+    if !revision.exists() {
+        return Ok(Rekeyed::default());
+    }
+    let current = codec.keys.current_id();
+    let mut crypt = SessionCrypt::new(codec, storage.backend_name(), session_id);
+    let mut done = Rekeyed {
+        sessions: 1,
+        ..Rekeyed::default()
+    };
+    let mut rewritten = Vec::with_capacity(stored.len());
+    for (index, message) in stored.into_iter().enumerate() {
+        match Stored::of(&message) {
+            Stored::V1 { key_id, .. } if key_id == current => rewritten.push(message),
+            Stored::Clear => {
+                done.encrypted += 1;
+                rewritten.push(crypt.seal(index, &message)?);
+            }
+            Stored::V1 { .. } | Stored::Unreadable(_) => {
+                done.reencrypted += 1;
+                let plain = crypt.open(index, message)?;
+                rewritten.push(crypt.seal(index, &plain)?);
+            }
+        }
+    }
+    if done.encrypted + done.reencrypted == 0 {
+        return Ok(done);
+    }
+    storage
+        .write_if(
+            session_id,
+            Expect::Exactly(revision),
+            Change::Replace(&rewritten),
+        )
+        .await?;
+    done.rewritten = 1;
+    Ok(done)
+}
