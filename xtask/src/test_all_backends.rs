@@ -197,7 +197,9 @@ fn report(conformance: &BTreeMap<String, Outcome>) -> Vec<String> {
         }
     }
     for name in LAYERED.iter().filter(|n| !conformance.contains_key(**n)) {
-        problems.push(format!("no case of the layered suite `conformance_{name}` ran"));
+        problems.push(format!(
+            "no case of the layered suite `conformance_{name}` ran"
+        ));
     }
     problems
 }
