@@ -15,6 +15,7 @@ use fusion::storage::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::store::Store;
 use crate::{ListArgs, ListOrder, render, time};
 
 /// `sessions list --json`: one page and where the next starts.
@@ -57,13 +58,10 @@ impl<'a> Entry<'a> {
 
 /// `sessions list`: the page `args` asks for. `storage_url` is the `--storage` given (or
 /// `FUSION_STORAGE`), repeated in the command for the next page.
-pub async fn list(
-    storage_type: &StorageType,
-    storage_url: Option<&str>,
-    args: &ListArgs,
-) -> Result<()> {
+pub async fn list(store: &Store, storage_url: Option<&str>, args: &ListArgs) -> Result<()> {
     let query = query(args)?;
-    let storage = crate::open(storage_type).await?;
+    let storage = store.open().await?;
+    let storage_type = store.kind();
     let page = read_page(storage.as_ref(), storage_type, &query).await?;
     let mut out = std::io::stdout().lock();
     if args.json {

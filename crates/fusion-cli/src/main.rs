@@ -1,5 +1,5 @@
 //! The `fusion` command: chat with an agent, and list, show, tag, retitle, expire, export,
-//! import, delete, purge and migrate stored sessions on any backend.
+//! import, delete, purge, rekey and migrate stored sessions on any backend, encrypted or not.
 //!
 //! This file holds the clap definitions and the dispatch; each command lives in its own
 //! module. Every failure ends up in [`main`], which prints it as one line
@@ -11,20 +11,23 @@ mod export;
 mod listing;
 mod meta;
 mod migrate;
+mod rekey;
 mod render;
 mod retention;
 mod sessions;
+mod store;
 mod time;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use fusion::storage::{ConversationStorage, MAX_PURGE_BATCH, StorageType};
+use fusion::storage::{MAX_PURGE_BATCH, StorageType};
 use tracing_subscriber::EnvFilter;
+
+use store::Store;
 
 /// Chat with a Fusion agent and manage its stored sessions.
 #[derive(Debug, Parser)]
@@ -35,6 +38,11 @@ struct Cli {
     /// Default: a directory under your data dir.
     #[arg(long, global = true, env = "FUSION_STORAGE", value_name = "URL")]
     storage: Option<String>,
+
+    /// Encrypt the messages written and decrypt those read with the keys in FILE (one
+    /// `ID:BASE64` per line, the current key first). Default: FUSION_ENCRYPTION_KEY.
+    #[arg(long, global = true, value_name = "FILE")]
+    encryption_key_file: Option<PathBuf>,
 
     /// Log what happens (-v info, -vv debug, -vvv trace). Without it RUST_LOG applies.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -233,6 +241,13 @@ enum SessionsCommand {
     /// Delete the sessions nobody has written for a while (--older-than), or free the
     /// space of expired ones (--expired); both together do both.
     Purge(PurgeArgs),
+    /// Re-encrypt every message not under the current key (an older key, or clear text:
+    /// a clear store becomes encrypted), in place.
+    Rekey {
+        /// Count what would be re-encrypted, decrypting it, without writing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Delete a session and all its messages.
     Delete {
         /// The session id.
@@ -294,6 +309,11 @@ pub struct MigrateArgs {
     /// the source's history, deleting those messages.
     #[arg(long)]
     pub force: bool,
+    /// Make sure the target ends up encrypted with the current key: fail without a key,
+    /// and also encrypt what migrated sessions already held in clear text. (With a key,
+    /// every copy is written encrypted; an encrypted source decrypts with the key.)
+    #[arg(long)]
+    pub encrypt: bool,
 }
 
 fn main() -> ExitCode {
@@ -310,11 +330,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    let encryption = store::encryption(cli.encryption_key_file.as_deref())?;
     match cli.command {
-        Command::Chat(args) => chat::run(storage_type(cli.storage.as_deref())?, args).await,
-        Command::Migrate(args) => migrate::run(args).await,
+        Command::Chat(args) => {
+            let storage = Store::new(storage_type(cli.storage.as_deref())?, encryption);
+            chat::run(storage, args).await
+        }
+        Command::Migrate(args) => migrate::run(args, encryption).await,
         Command::Sessions(command) => {
-            let storage = storage_type(cli.storage.as_deref())?;
+            let storage = Store::new(storage_type(cli.storage.as_deref())?, encryption);
             match command {
                 SessionsCommand::List(args) => {
                     listing::list(&storage, cli.storage.as_deref(), &args).await
@@ -333,6 +357,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     retention::expire(&storage, &id, &when).await
                 }
                 SessionsCommand::Purge(args) => retention::purge(&storage, &args).await,
+                SessionsCommand::Rekey { dry_run } => rekey::run(&storage, dry_run).await,
                 SessionsCommand::Delete { id, force } => {
                     sessions::delete(&storage, &id, force).await
                 }
@@ -359,14 +384,6 @@ pub fn storage_type(url: Option<&str>) -> Result<StorageType> {
             Ok(StorageType::FileSystem(dir.join("fusion").join("sessions")))
         }
     }
-}
-
-/// Opens `storage_type`, naming it in the error.
-pub async fn open(storage_type: &StorageType) -> Result<Arc<dyn ConversationStorage>> {
-    storage_type
-        .open()
-        .await
-        .with_context(|| format!("cannot open storage {storage_type}"))
 }
 
 /// Parses one storage URL, naming it in the error.

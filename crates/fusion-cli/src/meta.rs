@@ -9,24 +9,20 @@
 
 use anyhow::{Context, Result, bail};
 use fusion::SessionId;
-use fusion::storage::{ConversationStorage, MetaUpdate, SessionInfo, SessionMeta, StorageType};
+use fusion::storage::{ConversationStorage, MetaUpdate, SessionInfo, SessionMeta};
 
 use crate::render;
+use crate::store::Store;
 
 /// `sessions tag ID --add T --remove T`.
-pub async fn tag(
-    storage_type: &StorageType,
-    id: &str,
-    add: Vec<String>,
-    remove: Vec<String>,
-) -> Result<()> {
+pub async fn tag(store: &Store, id: &str, add: Vec<String>, remove: Vec<String>) -> Result<()> {
     if add.is_empty() && remove.is_empty() {
         bail!("nothing to change: pass --add TAG or --remove TAG");
     }
     let mut update = MetaUpdate::new();
     update.add_tags = add;
     update.remove_tags = remove;
-    let info = apply(storage_type, id, &update).await?;
+    let info = apply(store, id, &update).await?;
     let tags = match info.meta.tags.as_slice() {
         [] => "none".to_string(),
         tags => tags.join(", "),
@@ -36,9 +32,9 @@ pub async fn tag(
 }
 
 /// `sessions retitle ID TITLE` (an empty title removes it).
-pub async fn retitle(storage_type: &StorageType, id: &str, title: &str) -> Result<()> {
+pub async fn retitle(store: &Store, id: &str, title: &str) -> Result<()> {
     let title = (!title.is_empty()).then_some(title);
-    apply(storage_type, id, &MetaUpdate::new().title(title)).await?;
+    apply(store, id, &MetaUpdate::new().title(title)).await?;
     match title {
         Some(title) => println!("retitled session {id}: {title}"),
         None => println!("removed the title of session {id}"),
@@ -47,9 +43,9 @@ pub async fn retitle(storage_type: &StorageType, id: &str, title: &str) -> Resul
 }
 
 /// `sessions set-owner ID OWNER` (`None`: `--none`).
-pub async fn set_owner(storage_type: &StorageType, id: &str, owner: Option<String>) -> Result<()> {
+pub async fn set_owner(store: &Store, id: &str, owner: Option<String>) -> Result<()> {
     let update = MetaUpdate::new().owner(owner.as_deref());
-    apply(storage_type, id, &update).await?;
+    apply(store, id, &update).await?;
     match owner {
         Some(owner) => println!("session {id} now belongs to {owner}"),
         None => println!("session {id} now has no owner"),
@@ -58,20 +54,16 @@ pub async fn set_owner(storage_type: &StorageType, id: &str, owner: Option<Strin
 }
 
 /// Applies `update` to session `id`, failing when it does not exist.
-pub async fn apply(
-    storage_type: &StorageType,
-    id: &str,
-    update: &MetaUpdate,
-) -> Result<SessionInfo> {
+pub async fn apply(store: &Store, id: &str, update: &MetaUpdate) -> Result<SessionInfo> {
     SessionId::validate(id)?;
-    let storage = crate::open(storage_type).await?;
+    let storage = store.open().await?;
     let updated = storage
         .update_session(id, update)
         .await
-        .with_context(|| format!("cannot update session \"{id}\" in {storage_type}"))?;
+        .with_context(|| format!("cannot update session \"{id}\" in {store}"))?;
     match updated {
         Some(info) => Ok(info),
-        None => bail!("session \"{id}\" not found in {storage_type}"),
+        None => bail!("session \"{id}\" not found in {store}"),
     }
 }
 

@@ -24,15 +24,27 @@
 //! holding a different owner, title or data value is reported diverged and left as it is,
 //! unless `--force` makes it the source's. A replaced history takes the source's metadata
 //! whole.
+//!
+//! Both sides are read through the encryption layer (see [`crate::store`]), so histories
+//! are compared as clear text whatever each side stores: an encrypted source decrypts with
+//! the key given, or its sessions fail naming the key they need. The target is written
+//! encrypted whenever a key is given, as every command writes. `--encrypt` insists on it
+//! (a missing key is an error rather than a clear-text copy) and converts the rest: each
+//! migrated session is then rekeyed in the target, so messages it already held in clear
+//! text (an earlier plain migrate) or under an older key are encrypted with the current key.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use fusion::ChatMessage;
-use fusion::storage::{Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionMeta};
+use fusion::layers::encryption::EncryptionLayer;
+use fusion::storage::{
+    Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionMeta, StorageExt,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::store::{Store, require_key};
 use crate::{MigrateArgs, meta, parse_storage, render, sessions};
 
 /// How many times one session is read, decided and conditionally written before migrate
@@ -66,10 +78,16 @@ struct Summary {
     diverged: usize,
     replaced: usize,
     failed: usize,
+    /// Messages the target already held, in clear text or under an older key, that
+    /// `--encrypt` encrypted with the current key.
+    sealed: usize,
 }
 
 /// Runs `fusion migrate`.
-pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
+pub async fn run(args: MigrateArgs, encryption: EncryptionLayer) -> Result<ExitCode> {
+    if args.encrypt {
+        require_key(&encryption, "migrate --encrypt")?;
+    }
     let from_type = parse_storage(&args.from).context("bad --from")?;
     let to_type = parse_storage(&args.to).context("bad --to")?;
     // By what the URLs open, not how they are spelled: `./d` and `/abs/d` are one place.
@@ -83,8 +101,14 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
     {
         bail!("--from and --to are the same storage ({place})");
     }
-    let from = crate::open(&from_type).await?;
-    let to = crate::open(&to_type).await?;
+    let from = Store::new(from_type.clone(), encryption.clone())
+        .open()
+        .await?;
+    // The raw target too, for the rekey of `--encrypt`, which has to see the stored form.
+    let to_raw = Store::new(to_type.clone(), encryption.clone())
+        .open_raw()
+        .await?;
+    let to = to_raw.clone().layer(encryption.clone());
 
     let mut ids = from
         .list_sessions()
@@ -107,7 +131,22 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
     // serialise writes anyway.
     for id in &ids {
         bar.set_message(id.clone());
-        let outcome = migrate_one(from.as_ref(), to.as_ref(), id, &args).await;
+        let outcome = match migrate_one(from.as_ref(), to.as_ref(), id, &args).await {
+            // A diverged session is left as it is, in whatever form it is stored.
+            Ok(outcome)
+                if args.encrypt && !args.dry_run && !matches!(outcome, Outcome::Diverged(_)) =>
+            {
+                encryption
+                    .rekey_session(to_raw.as_ref(), id)
+                    .await
+                    .context("cannot encrypt what the target already held")
+                    .map(|done| {
+                        summary.sealed += done.encrypted + done.reencrypted;
+                        outcome
+                    })
+            }
+            other => other,
+        };
         let line = match outcome {
             Ok(Outcome::Copied) => {
                 summary.copied += 1;
@@ -161,6 +200,7 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
         diverged,
         replaced,
         failed,
+        sealed,
     } = summary;
     let head = if args.dry_run {
         "dry run, nothing written"
@@ -177,6 +217,12 @@ pub async fn run(args: MigrateArgs) -> Result<ExitCode> {
          {up_to_date} up to date, {diverged} diverged, {replaced} {replaced_word}, {failed} failed",
         render::plural(ids.len(), "session"),
     );
+    if sealed > 0 {
+        println!(
+            "encrypted {} the target already held in clear text or under an older key",
+            render::plural(sealed, "message")
+        );
+    }
     if target_only > 0 {
         println!(
             "{} only in {to_type} left as they are",

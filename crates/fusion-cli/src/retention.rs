@@ -14,20 +14,21 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use fusion::storage::{
-    ConversationStorage, Expiry, MetaUpdate, SessionInfo, SessionQuery, StalePurge, StorageType,
+    ConversationStorage, Expiry, MetaUpdate, SessionInfo, SessionQuery, StalePurge,
     purge_all_expired, purge_not_written_since, validate_owner,
 };
 
+use crate::store::Store;
 use crate::time::{self, format_span};
 use crate::{ExpiryChoice, PurgeArgs, meta, render};
 
 /// `sessions expire ID (--in DUR | --at TIME | --idle DUR | --never)`: sets the expiry and
 /// prints the one storage now holds.
-pub async fn expire(storage_type: &StorageType, id: &str, when: &ExpiryChoice) -> Result<()> {
+pub async fn expire(store: &Store, id: &str, when: &ExpiryChoice) -> Result<()> {
     let expiry = chosen(when, SystemTime::now())?;
-    let info = meta::apply(storage_type, id, &MetaUpdate::new().expiry(expiry)).await?;
+    let info = meta::apply(store, id, &MetaUpdate::new().expiry(expiry)).await?;
     if expiry.is_some() && info.meta.expiry.is_none() {
-        bail!("storage {storage_type} did not keep the expiry of session \"{id}\"");
+        bail!("storage {store} did not keep the expiry of session \"{id}\"");
     }
     println!("{}", expire_line(id, &info));
     Ok(())
@@ -68,9 +69,9 @@ fn expire_line(id: &str, info: &SessionInfo) -> String {
 
 /// `sessions purge`: refuses flag combinations it cannot honour before opening storage,
 /// then purges and prints what it did.
-pub async fn purge(storage_type: &StorageType, args: &PurgeArgs) -> Result<()> {
+pub async fn purge(store: &Store, args: &PurgeArgs) -> Result<()> {
     check(args)?;
-    let storage = crate::open(storage_type).await?;
+    let storage = store.open().await?;
     run_purge(
         storage.as_ref(),
         args,
@@ -78,7 +79,7 @@ pub async fn purge(storage_type: &StorageType, args: &PurgeArgs) -> Result<()> {
         &mut std::io::stdout(),
     )
     .await
-    .with_context(|| format!("cannot purge sessions in {storage_type}"))
+    .with_context(|| format!("cannot purge sessions in {store}"))
 }
 
 /// Refuses `--dry-run` and `--owner` with `--expired` (see the module docs), and a bad

@@ -14,16 +14,16 @@ use anyhow::{Context, Result, bail};
 use fusion::SessionId;
 use fusion::api::session;
 use fusion::storage::{
-    Change, ConversationStorage, Expect, Expiry, Revision, SessionInfo, SessionMeta, StorageType,
+    Change, ConversationStorage, Expect, Expiry, Revision, SessionInfo, SessionMeta,
     session_id_from_file_name,
 };
 
-use crate::{ExportFormat, open};
-use crate::{export, meta, render};
+use crate::store::Store;
+use crate::{ExportFormat, export, meta, render};
 
 /// `sessions show ID`: the metadata and the readable transcript.
-pub async fn show(storage_type: &StorageType, id: &str) -> Result<()> {
-    let (info, messages) = load_existing(storage_type, id).await?;
+pub async fn show(store: &Store, id: &str) -> Result<()> {
+    let (info, messages) = load_existing(store, id).await?;
     let mut out = std::io::stdout().lock();
     out.write_all(render::transcript(id, info.as_ref(), &messages).as_bytes())?;
     out.flush()?;
@@ -31,17 +31,20 @@ pub async fn show(storage_type: &StorageType, id: &str) -> Result<()> {
 }
 
 /// `sessions delete ID`.
-pub async fn delete(storage_type: &StorageType, id: &str, force: bool) -> Result<()> {
+///
+/// The library's calls, which open the storage without the encryption layer: neither
+/// reads a message, so a session is deleted alike with or without its key.
+pub async fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
     SessionId::validate(id)?;
-    let info = session::session_info(id, storage_type)
+    let info = session::session_info(id, store.kind())
         .await
-        .with_context(|| format!("cannot read session \"{id}\" in {storage_type}"))?;
+        .with_context(|| format!("cannot read session \"{id}\" in {store}"))?;
     if info.is_none() && !force {
-        bail!("session \"{id}\" not found in {storage_type}");
+        bail!("session \"{id}\" not found in {store}");
     }
-    session::delete_session(id, storage_type)
+    session::delete_session(id, store.kind())
         .await
-        .with_context(|| format!("cannot delete session \"{id}\" in {storage_type}"))?;
+        .with_context(|| format!("cannot delete session \"{id}\" in {store}"))?;
     match info {
         Some(info) => println!(
             "deleted session {id} ({})",
@@ -54,12 +57,12 @@ pub async fn delete(storage_type: &StorageType, id: &str, force: bool) -> Result
 
 /// `sessions export ID`: json, jsonl or markdown to stdout or a file.
 pub async fn export(
-    storage_type: &StorageType,
+    store: &Store,
     id: &str,
     format: ExportFormat,
     output: Option<&Path>,
 ) -> Result<()> {
-    let (info, messages) = load_existing(storage_type, id).await?;
+    let (info, messages) = load_existing(store, id).await?;
     let meta = info.map(|info| info.meta).unwrap_or_default();
     let text = export::write(format, id, &meta, &messages)?;
     match output {
@@ -82,12 +85,7 @@ pub async fn export(
 }
 
 /// `sessions import FILE`: creates (or with `replace`, overwrites) a session from an export.
-pub async fn import(
-    storage_type: &StorageType,
-    file: &Path,
-    id: Option<&str>,
-    replace: bool,
-) -> Result<()> {
+pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool) -> Result<()> {
     let from_stdin = file == Path::new("-");
     let text = if from_stdin {
         let mut text = String::new();
@@ -121,7 +119,7 @@ pub async fn import(
     };
     SessionId::validate(id).context("pass --id with a valid session id")?;
 
-    let storage = open(storage_type).await?;
+    let storage = store.open().await?;
     let messages = &imported.messages;
     let count = render::plural(messages.len(), "message");
     if replace {
@@ -146,7 +144,7 @@ pub async fn import(
                 _ => String::new(),
             };
             bail!(
-                "session \"{id}\" already exists in {storage_type}{held}; pass --replace to overwrite it"
+                "session \"{id}\" already exists in {store}{held}; pass --replace to overwrite it"
             )
         }
         Err(err) => Err(err).with_context(|| format!("cannot save session \"{id}\"")),
@@ -219,11 +217,11 @@ fn id_from_file_name(file: &Path) -> Option<String> {
 /// Loads session `id` and what storage knows of it, failing when it has no messages (a
 /// session that does not exist).
 async fn load_existing(
-    storage_type: &StorageType,
+    store: &Store,
     id: &str,
 ) -> Result<(Option<SessionInfo>, Vec<fusion::ChatMessage>)> {
     SessionId::validate(id)?;
-    let storage = open(storage_type).await?;
+    let storage = store.open().await?;
     let info = storage
         .session_info(id)
         .await
@@ -233,7 +231,7 @@ async fn load_existing(
         .await
         .with_context(|| format!("cannot load session \"{id}\""))?;
     if messages.is_empty() {
-        bail!("session \"{id}\" not found in {storage_type}");
+        bail!("session \"{id}\" not found in {store}");
     }
     Ok((info, messages))
 }

@@ -4,26 +4,11 @@
 //!
 //! `cargo test -p fusion-storage-fs conformance_encrypted_fs::` runs it.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use fusion_core::testkit::StorageHarness;
-use fusion_core::{ConversationStorage, Intercepted, Result, StorageExt};
+use fusion_core::Result;
+use fusion_core::testkit::{Layered, StorageHarness};
 use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
 use fusion_storage_fs::FileSystemStorage;
-
-/// The storage `H` opens, seen through one [`EncryptionLayer`] (the same key for every
-/// instance, as processes sharing a store share its key).
-struct Encrypted<H>(H, EncryptionLayer);
-
-#[async_trait]
-impl<H: StorageHarness> StorageHarness for Encrypted<H> {
-    type Storage = Intercepted<Arc<dyn ConversationStorage>>;
-    async fn open(&self) -> Result<Self::Storage> {
-        let inner = self.0.open().await?;
-        Ok(Intercepted(Arc::new(inner).layer(self.1.clone())))
-    }
-}
 
 fn layer() -> EncryptionLayer {
     let keys = EncryptionKeys::new("conformance", &[7; 32]).expect("a valid key id");
@@ -40,8 +25,11 @@ impl StorageHarness for Fs {
     }
 }
 
-async fn harness() -> Option<Encrypted<Fs>> {
-    Some(Encrypted(Fs(tempfile::tempdir().unwrap()), layer()))
+async fn harness() -> Option<Layered<Fs, EncryptionLayer>> {
+    Some(Layered {
+        harness: Fs(tempfile::tempdir().unwrap()),
+        layer: layer(),
+    })
 }
 
 fusion_core::conformance_suite!(conformance_encrypted_fs, harness);

@@ -8,37 +8,26 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use fusion_core::testkit::StorageHarness;
-use fusion_core::{ConversationStorage, Intercepted, Result, StorageExt};
+use fusion_core::testkit::Layered;
 use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
-
-/// The storage `H` opens, seen through one [`EncryptionLayer`] (the same key for every
-/// instance, as processes sharing a store share its key).
-struct Encrypted<H>(H, EncryptionLayer);
-
-#[async_trait]
-impl<H: StorageHarness> StorageHarness for Encrypted<H> {
-    type Storage = Intercepted<Arc<dyn ConversationStorage>>;
-    async fn open(&self) -> Result<Self::Storage> {
-        let inner = self.0.open().await?;
-        Ok(Intercepted(Arc::new(inner).layer(self.1.clone())))
-    }
-}
 
 fn layer() -> EncryptionLayer {
     let keys = EncryptionKeys::new("conformance", &[7; 32]).expect("a valid key id");
     EncryptionLayer::new(keys)
 }
 
-async fn harness() -> Option<Encrypted<common::Harness>> {
-    Some(Encrypted(common::harness().await?, layer()))
+async fn harness() -> Option<Layered<common::Harness, EncryptionLayer>> {
+    Some(Layered {
+        harness: common::harness().await?,
+        layer: layer(),
+    })
 }
 
-async fn cluster_harness() -> Option<Encrypted<common::Harness>> {
-    Some(Encrypted(common::cluster_harness().await?, layer()))
+async fn cluster_harness() -> Option<Layered<common::Harness, EncryptionLayer>> {
+    Some(Layered {
+        harness: common::cluster_harness().await?,
+        layer: layer(),
+    })
 }
 
 fusion_core::conformance_suite!(conformance_encrypted_redis, harness);

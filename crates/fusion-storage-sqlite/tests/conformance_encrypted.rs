@@ -3,26 +3,11 @@
 //!
 //! `cargo test -p fusion-storage-sqlite conformance_encrypted_sqlite::` runs it.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use fusion_core::testkit::StorageHarness;
-use fusion_core::{ConversationStorage, Intercepted, Result, StorageExt};
+use fusion_core::Result;
+use fusion_core::testkit::{Layered, StorageHarness};
 use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
 use fusion_storage_sqlite::SqliteStorage;
-
-/// The storage `H` opens, seen through one [`EncryptionLayer`] (the same key for every
-/// instance, as processes sharing a store share its key).
-struct Encrypted<H>(H, EncryptionLayer);
-
-#[async_trait]
-impl<H: StorageHarness> StorageHarness for Encrypted<H> {
-    type Storage = Intercepted<Arc<dyn ConversationStorage>>;
-    async fn open(&self) -> Result<Self::Storage> {
-        let inner = self.0.open().await?;
-        Ok(Intercepted(Arc::new(inner).layer(self.1.clone())))
-    }
-}
 
 fn layer() -> EncryptionLayer {
     let keys = EncryptionKeys::new("conformance", &[7; 32]).expect("a valid key id");
@@ -43,10 +28,13 @@ impl StorageHarness for File {
     }
 }
 
-async fn harness() -> Option<Encrypted<File>> {
+async fn harness() -> Option<Layered<File, EncryptionLayer>> {
     let dir = tempfile::tempdir().expect("creating a temp dir");
     let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
-    Some(Encrypted(File { _dir: dir, url }, layer()))
+    Some(Layered {
+        harness: File { _dir: dir, url },
+        layer: layer(),
+    })
 }
 
 fusion_core::conformance_suite!(conformance_encrypted_sqlite, harness);

@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 use self::approve::Question;
 use self::events::TurnView;
 use self::input::Input;
+use crate::store::Store;
 use crate::{ChatArgs, render};
 
 /// Printed instead of starting when the environment names no LLM.
@@ -83,8 +84,18 @@ async fn ctrl_c(interactive: bool) {
     std::future::pending().await
 }
 
+/// How a new session is titled: after its first message, except on an encrypting store,
+/// where the title (metadata, stored in clear for listing) would leak the message's words.
+fn title_policy(store: &Store) -> TitlePolicy {
+    if store.encrypts() {
+        TitlePolicy::AsGiven
+    } else {
+        TitlePolicy::FirstUserMessage
+    }
+}
+
 /// Runs `fusion chat`.
-pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> {
+pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
     // The client would default to OpenAI's endpoint without a key, which can only fail on
     // the first message, so say how to configure one up front instead.
     if !session::llm_configured() {
@@ -92,7 +103,8 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
         return Ok(ExitCode::FAILURE);
     }
     SessionId::validate(&args.session)?;
-    let storage = crate::open(&storage_type).await?;
+    let storage = store.open().await?;
+    let storage_type = store.kind().clone();
     if let Some(owner) = &args.owner {
         check_owner(storage.as_ref(), &args.session, owner).await?;
     }
@@ -100,13 +112,13 @@ pub async fn run(storage_type: StorageType, args: ChatArgs) -> Result<ExitCode> 
     let interactive = std::io::stdin().is_terminal();
     let (approval, questions) = approve::policy(args.approve, interactive)?;
     let (tools, mcp_servers) = mcp::tools(&args).await?;
-    // A new session is titled after its first message unless --title names it, so
-    // `fusion sessions list` shows what each conversation is about.
+    // A new session is titled after its first message unless --title names it (or the
+    // store encrypts), so `fusion sessions list` shows what each conversation is about.
     let mut builder = SessionBuilder::new(args.session.clone())
         .llm(Arc::new(llm))
         .storage(storage.clone())
         .tags(args.tags.iter().cloned())
-        .title_policy(TitlePolicy::FirstUserMessage)
+        .title_policy(title_policy(&store))
         .approval(approval.clone())
         .tools(tools);
     if let Some(owner) = &args.owner {

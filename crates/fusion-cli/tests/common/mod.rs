@@ -13,8 +13,9 @@ use std::process::{Command, Output, Stdio};
 use fusion::storage::StorageType;
 use fusion::{ChatMessage, ToolCall};
 
-/// A `fusion` command isolated from the caller's environment: no inherited storage, LLM
-/// or log settings, and a private data dir so the default storage is never the user's.
+/// A `fusion` command isolated from the caller's environment: no inherited storage, LLM,
+/// encryption key or log settings, and a private data dir so the default storage is never
+/// the user's.
 pub fn fusion(data_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fusion"));
     for var in [
@@ -23,6 +24,7 @@ pub fn fusion(data_dir: &Path) -> Command {
         "OPENAI_API_KEY",
         "OPENAI_BASE_URL",
         "FUSION_MODEL",
+        "FUSION_ENCRYPTION_KEY",
     ] {
         command.env_remove(var);
     }

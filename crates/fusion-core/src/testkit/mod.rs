@@ -38,11 +38,12 @@ pub mod retention;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::{ChatMessage, ConversationStorage, Result};
+use crate::{ChatMessage, ConversationStorage, Intercepted, Layer, Result};
 
 /// When this environment variable is set, an unavailable backend fails its tests instead
 /// of skipping them.
@@ -60,6 +61,26 @@ pub trait StorageHarness: Send + Sync + 'static {
 
     /// Opens a new storage instance on this harness's location.
     async fn open(&self) -> Result<Self::Storage>;
+}
+
+/// `harness`'s storage seen through `layer`: how the conformance suite runs on a layered
+/// storage (`conformance_encrypted_<backend>`, ...). Every instance goes through the same
+/// layer value, as processes sharing a store share its configuration.
+pub struct Layered<H, L> {
+    /// The backend's own harness.
+    pub harness: H,
+    /// The layer every instance is wrapped in.
+    pub layer: L,
+}
+
+#[async_trait]
+impl<H: StorageHarness, L: Layer + Send + Sync + 'static> StorageHarness for Layered<H, L> {
+    type Storage = Intercepted<Arc<dyn ConversationStorage>>;
+
+    async fn open(&self) -> Result<Self::Storage> {
+        let inner = self.harness.open().await?;
+        Ok(Intercepted(self.layer.layer(Arc::new(inner))))
+    }
 }
 
 /// A fresh instance of `harness`'s storage.

@@ -43,7 +43,9 @@ const TAG_LEN: usize = 16;
 /// The settings every encrypting storage of one layer shares.
 #[derive(Clone)]
 pub(crate) struct Codec {
-    pub(crate) keys: EncryptionKeys,
+    /// `None`: a layer without keys, which stores what it is given and refuses to read an
+    /// encrypted message (see `EncryptionLayer::without_keys`).
+    pub(crate) keys: Option<EncryptionKeys>,
     /// Whether a stored message in clear text (written before encryption) is returned as
     /// is, or refused.
     pub(crate) accept_clear_text: bool,
@@ -96,10 +98,13 @@ impl<'a> SessionCrypt<'a> {
     }
 
     /// `message` (at `index` in the write) encrypted with the current key, in its stored
-    /// form.
+    /// form; as it is when the layer has no keys.
     pub(crate) fn seal(&mut self, index: usize, message: &ChatMessage) -> Result<ChatMessage> {
         let codec = self.codec;
-        let (key_id, _) = codec.keys.current();
+        let Some(keys) = &codec.keys else {
+            return Ok(message.clone());
+        };
+        let (key_id, _) = keys.current();
         let plaintext = Zeroizing::new(serde_json::to_vec(message)?);
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|e| Error::Backend {
@@ -166,6 +171,9 @@ impl<'a> SessionCrypt<'a> {
                     "message {index} looks encrypted but cannot be read: {why}"
                 )));
             }
+            Stored::V1 { key_id, .. } if self.codec.keys.is_none() => {
+                return Err(self.no_keys(index, key_id));
+            }
             Stored::V1 { key_id, payload } => (key_id, payload),
         };
         let (backend, session_id) = (self.backend, self.session_id);
@@ -223,7 +231,8 @@ impl<'a> SessionCrypt<'a> {
         let master = self
             .codec
             .keys
-            .key(key_id)
+            .as_ref()
+            .and_then(|keys| keys.key(key_id))
             .ok_or_else(|| self.unknown_key(key_id))?;
         let cipher = derive_cipher(master, key_id, self.session_id);
         self.ciphers.push((key_id.to_string(), cipher));
@@ -236,12 +245,25 @@ impl<'a> SessionCrypt<'a> {
 
     /// A key the stored data names but the layer was not given: a configuration mistake.
     fn unknown_key(&self, key_id: &str) -> Error {
+        let loaded = self.codec.keys.as_ref().map(EncryptionKeys::describe_ids);
         Error::Config(format!(
             "{}: session \"{}\" holds messages encrypted with key \"{key_id}\", which is not \
              among the encryption keys loaded ({}); add it to {} or the key file",
             self.backend,
             self.session_id,
-            self.codec.keys.describe_ids(),
+            loaded.as_deref().unwrap_or("none"),
+            super::keys::KEY_ENV,
+        ))
+    }
+
+    /// An encrypted message read by a layer without keys: the caller has to give the key,
+    /// and says how (the `fusion` command's flag, or the variable any program reads).
+    fn no_keys(&self, index: usize, key_id: &str) -> Error {
+        Error::Config(format!(
+            "{}: session \"{}\" is encrypted (message {index} is under key \"{key_id}\") and \
+             no encryption key is loaded: pass --encryption-key-file FILE or set {}",
+            self.backend,
+            self.session_id,
             super::keys::KEY_ENV,
         ))
     }

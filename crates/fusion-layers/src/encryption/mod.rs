@@ -50,6 +50,7 @@ pub use keys::{DEFAULT_KEY_ID, EncryptionKeys, KEY_ENV, KEY_LEN, MAX_KEY_ID_LEN}
 pub use rekey::Rekeyed;
 
 use envelope::Codec;
+use rekey::Mode;
 use storage::EncryptedStorage;
 
 /// Encrypts every message stored through it; see the [module docs](self).
@@ -65,7 +66,24 @@ impl EncryptionLayer {
     pub fn new(keys: EncryptionKeys) -> Self {
         Self {
             codec: Arc::new(Codec {
-                keys,
+                keys: Some(keys),
+                accept_clear_text: true,
+            }),
+        }
+    }
+
+    /// A layer with no keys, for a program that takes its key from its user and has to
+    /// behave safely when none is given: messages are written as given (clear text),
+    /// clear messages read as they are, and an encrypted message is refused with an
+    /// [`Error::Config`](fusion_core::Error::Config) naming the session and the message's
+    /// key id — never returned as ciphertext.
+    ///
+    /// Wrapping every storage in a layer, with keys or without, puts that refusal on every
+    /// read path at once (the `fusion` command does this). A rekey needs keys and refuses.
+    pub fn without_keys() -> Self {
+        Self {
+            codec: Arc::new(Codec {
+                keys: None,
                 accept_clear_text: true,
             }),
         }
@@ -84,9 +102,9 @@ impl EncryptionLayer {
         }
     }
 
-    /// The keys this layer uses.
-    pub fn keys(&self) -> &EncryptionKeys {
-        &self.codec.keys
+    /// The keys this layer uses; `None` for a layer [`without_keys`](Self::without_keys).
+    pub fn keys(&self) -> Option<&EncryptionKeys> {
+        self.codec.keys.as_ref()
     }
 
     /// Re-encrypts, with the current key, every message of `session_id` that is under
@@ -104,7 +122,7 @@ impl EncryptionLayer {
         storage: &dyn ConversationStorage,
         session_id: &str,
     ) -> Result<Rekeyed> {
-        rekey::rekey_session(&self.codec, storage, session_id).await
+        rekey::rekey_session(&self.codec, storage, session_id, Mode::Write).await
     }
 
     /// [`rekey_session`](Self::rekey_session) of every session of the raw `storage`, one
@@ -113,7 +131,15 @@ impl EncryptionLayer {
     /// Stops at the first session that fails (a message under a key not loaded, a
     /// session that kept changing); running it again skips what is already done.
     pub async fn rekey_store(&self, storage: &dyn ConversationStorage) -> Result<Rekeyed> {
-        rekey::rekey_store(&self.codec, storage).await
+        rekey::rekey_store(&self.codec, storage, Mode::Write).await
+    }
+
+    /// What [`rekey_store`](Self::rekey_store) would do, writing nothing: the same counts
+    /// (`rewritten` = sessions it would rewrite), after decrypting every message it would
+    /// re-encrypt, so a key that is not loaded or an altered message fails here as it
+    /// would there.
+    pub async fn rekey_store_dry_run(&self, storage: &dyn ConversationStorage) -> Result<Rekeyed> {
+        rekey::rekey_store(&self.codec, storage, Mode::DryRun).await
     }
 }
 

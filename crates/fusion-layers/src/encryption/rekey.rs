@@ -36,15 +36,26 @@ impl Rekeyed {
     }
 }
 
+/// Whether a rekey writes what it re-encrypts, or only counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Rewrite each session that needs it.
+    Write,
+    /// Read and decrypt as a rewrite would, write nothing.
+    DryRun,
+}
+
 /// Rekeys `session_id` of the raw (not encrypting) `storage`.
 pub(crate) async fn rekey_session(
     codec: &Codec,
     storage: &dyn ConversationStorage,
     session_id: &str,
+    mode: Mode,
 ) -> Result<Rekeyed> {
+    let current = current_key_id(codec)?;
     let mut attempt = 1;
     loop {
-        match rekey_once(codec, storage, session_id).await {
+        match rekey_once(codec, current, storage, session_id, mode).await {
             Err(Error::Conflict { .. }) if attempt < ATTEMPTS => attempt += 1,
             outcome => return outcome,
         }
@@ -56,24 +67,40 @@ pub(crate) async fn rekey_session(
 pub(crate) async fn rekey_store(
     codec: &Codec,
     storage: &dyn ConversationStorage,
+    mode: Mode,
 ) -> Result<Rekeyed> {
+    // Checked before listing, so a store with no sessions still says a key is needed.
+    current_key_id(codec)?;
     let mut total = Rekeyed::default();
     for session_id in storage.list_sessions().await? {
-        total.add(rekey_session(codec, storage, &session_id).await?);
+        total.add(rekey_session(codec, storage, &session_id, mode).await?);
     }
     Ok(total)
 }
 
+/// The id of the key a rekey writes with; a layer without keys has none to write with.
+fn current_key_id(codec: &Codec) -> Result<&str> {
+    match &codec.keys {
+        Some(keys) => Ok(keys.current_id()),
+        None => Err(Error::Config(
+            "a rekey encrypts with the current key, and this encryption layer has no keys; \
+             load one (FUSION_ENCRYPTION_KEY or a key file)"
+                .into(),
+        )),
+    }
+}
+
 async fn rekey_once(
     codec: &Codec,
+    current: &str,
     storage: &dyn ConversationStorage,
     session_id: &str,
+    mode: Mode,
 ) -> Result<Rekeyed> {
     let (stored, revision) = storage.load_revision(session_id).await?;
     if !revision.exists() {
         return Ok(Rekeyed::default());
     }
-    let current = codec.keys.current_id();
     let mut crypt = SessionCrypt::new(codec, storage.backend_name(), session_id);
     let mut done = Rekeyed {
         sessions: 1,
@@ -95,6 +122,10 @@ async fn rekey_once(
         }
     }
     if done.encrypted + done.reencrypted == 0 {
+        return Ok(done);
+    }
+    if mode == Mode::DryRun {
+        done.rewritten = 1;
         return Ok(done);
     }
     storage
