@@ -22,6 +22,8 @@ use fusion_storage_sqlite::SqliteStorage;
 use sqlx::Connection;
 use tempfile::TempDir;
 
+use crate::layer::StorageLayer;
+
 /// The backends this runner knows.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -134,6 +136,8 @@ pub struct Backend {
     root: Root,
     /// The durability settings in effect, for the report.
     pub durability: String,
+    /// The layer [`Backend::open`] wraps every storage in.
+    pub layer: StorageLayer,
 }
 
 impl Backend {
@@ -217,6 +221,7 @@ impl Backend {
             kind,
             root,
             durability,
+            layer: StorageLayer::None,
         })
     }
 
@@ -263,12 +268,24 @@ impl Backend {
             kind,
             root,
             durability: String::new(),
+            layer: StorageLayer::None,
         })
     }
 
+    /// This backend with every storage [`Backend::open`] returns wrapped in `layer`.
+    pub fn wrapped_in(self, layer: StorageLayer) -> Self {
+        Self { layer, ..self }
+    }
+
     /// A new storage instance in namespace `ns`: a new directory handle, SQLite pool or
-    /// Redis connection each time (memory: a clone of the namespace's store).
+    /// Redis connection each time (memory: a clone of the namespace's store), wrapped in
+    /// this backend's layer.
     pub async fn open(&self, ns: &str) -> Result<Arc<dyn ConversationStorage>> {
+        Ok(self.layer.wrap(self.open_bare(ns).await?))
+    }
+
+    /// [`Backend::open`] without the layer.
+    async fn open_bare(&self, ns: &str) -> Result<Arc<dyn ConversationStorage>> {
         Ok(match &self.root {
             Root::Memory(stores) => {
                 let mut stores = stores.lock().unwrap_or_else(|e| e.into_inner());

@@ -11,6 +11,7 @@ mod agent_overhead;
 mod backends;
 mod first_delta;
 mod floor;
+mod layer;
 mod raw;
 mod report;
 mod run;
@@ -34,6 +35,7 @@ use serde_json::{Value, json};
 use fusion_bench::workload;
 
 use crate::backends::{Kind, Servers};
+use crate::layer::StorageLayer;
 use crate::report::Report;
 use crate::run::Workload;
 use crate::sizes::Sizes;
@@ -61,6 +63,10 @@ struct Args {
         default_value = "w1,w2,w3,w4,w5,floor,agent,first-delta"
     )]
     workloads: Vec<Workload>,
+    /// The layer every backend's storage is wrapped in (library side only: the raw-driver
+    /// floor stays bare). Run `none` beside it in the same sitting to see what it costs.
+    #[arg(long, value_enum, default_value = "none")]
+    layer: StorageLayer,
     /// Smaller sizes for a smoke run: W1 to 1,000, W2 1k only, W3 100 sessions, W4 8x50,
     /// W5 2,000 turns (or 0.25 s) per measurement.
     #[arg(long)]
@@ -158,6 +164,7 @@ fn orchestrate(args: &Args) -> Result<bool> {
         child
             .args(["--in-process", "--backends", kind.name()])
             .args(["--workloads", &workloads])
+            .args(["--layer", args.layer.name()])
             .arg("--json")
             .arg(&json);
         args.servers().pass_to(&mut child);
@@ -186,6 +193,7 @@ fn orchestrate(args: &Args) -> Result<bool> {
         // A Redis URL given as an argument may hold a password.
         "args": std::env::args().skip(1).map(|a| fusion_core::redact_url(&a)).collect::<Vec<_>>(),
         "quick": args.quick,
+        "layer": args.layer.name(),
         "cpus": std::thread::available_parallelism().map_or(1, usize::from),
         "backends": backends,
     });
@@ -221,7 +229,7 @@ async fn in_process(args: &Args) -> Result<bool> {
         backends: Vec::new(),
     };
     for &kind in &args.backends {
-        let backend = run::backend(kind, &args.workloads, &sizes, &servers).await;
+        let backend = run::backend(kind, args.layer, &args.workloads, &sizes, &servers).await;
         print!("{}", report::render(&backend));
         report.backends.push(backend);
     }
@@ -270,5 +278,21 @@ mod tests {
             "redis+cluster://127.0.0.1:7100"
         );
         assert!(Args::try_parse_from(["fusion-bench", "--w5-worker", "{}"]).is_ok());
+    }
+
+    #[test]
+    fn the_layer_is_none_unless_asked_for() {
+        let args = Args::try_parse_from(["fusion-bench"]).unwrap();
+        assert_eq!(args.layer, StorageLayer::None);
+        for (name, layer) in [
+            ("encryption", StorageLayer::Encryption),
+            ("observability", StorageLayer::Observability),
+        ] {
+            let args = Args::try_parse_from(["fusion-bench", "--layer", name]).unwrap();
+            assert_eq!(args.layer, layer);
+            // What the parent passes to its children parses back to the same layer.
+            assert_eq!(args.layer.name(), name);
+        }
+        assert!(Args::try_parse_from(["fusion-bench", "--layer", "retry"]).is_err());
     }
 }

@@ -30,6 +30,9 @@ pub struct Report {
 pub struct BackendReport {
     /// `memory`, `fs`, `sqlite`, `redis`, `postgres` or `redis-cluster`.
     pub backend: String,
+    /// The layer the library's storage was wrapped in (`none`, `encryption`,
+    /// `observability`); the floor never is.
+    pub layer: String,
     /// The durability settings in effect.
     pub durability: String,
     /// Failures, each prefixed with the workload.
@@ -61,6 +64,12 @@ pub fn render(report: &BackendReport) -> String {
     let mut out = String::new();
     let o = &mut out;
     let _ = writeln!(o, "\n== {} ({:.1} s) ==", report.backend, report.elapsed_s);
+    // Said on every table, so a layered run is never read as a plain one.
+    let _ = writeln!(
+        o,
+        "layer: {} (library side only; the floor is bare)",
+        report.layer
+    );
     if !report.durability.is_empty() {
         let _ = writeln!(o, "durability: {}", report.durability);
     }

@@ -5,6 +5,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::backends::{Backend, Kind, Servers};
+use crate::layer::StorageLayer;
 use crate::report::BackendReport;
 use crate::sizes::Sizes;
 use crate::{agent_overhead, first_delta, floor, raw, w1, w2, w3, w4, w5, w6, workload};
@@ -33,9 +34,11 @@ pub enum Workload {
     FirstDelta,
 }
 
-/// Runs `workloads` on backend `kind`; every failure lands in the report's `errors`.
+/// Runs `workloads` on backend `kind`, its storage wrapped in `layer`; every failure lands
+/// in the report's `errors`.
 pub async fn backend(
     kind: Kind,
+    layer: StorageLayer,
     workloads: &[Workload],
     sizes: &Sizes,
     servers: &Servers,
@@ -43,22 +46,24 @@ pub async fn backend(
     let started = Instant::now();
     let mut report = BackendReport {
         backend: kind.name().to_string(),
+        layer: layer.name().to_string(),
         ..BackendReport::default()
     };
-    workloads_on(kind, workloads, sizes, servers, &mut report).await;
+    workloads_on(kind, layer, workloads, sizes, servers, &mut report).await;
     report.elapsed_s = started.elapsed().as_secs_f64();
     report
 }
 
 async fn workloads_on(
     kind: Kind,
+    layer: StorageLayer,
     workloads: &[Workload],
     sizes: &Sizes,
     servers: &Servers,
     report: &mut BackendReport,
 ) {
     let backend = match Backend::setup(kind, servers).await {
-        Ok(backend) => backend,
+        Ok(backend) => backend.wrapped_in(layer),
         Err(err) => {
             report.errors.push(format!("setup: {err:#}"));
             return;

@@ -21,6 +21,7 @@ use tokio::process::Command;
 use super::outcome::Outcome;
 use super::{Client, Limit, Side, Work, drive};
 use crate::backends::{Backend, Kind, Servers};
+use crate::layer::StorageLayer;
 use crate::report;
 
 /// What a worker prints once it is ready to start.
@@ -52,6 +53,8 @@ pub struct WorkerSpec {
     pub kind: Kind,
     /// The parent's [`Backend::root_id`].
     pub root: String,
+    /// The parent's layer, so both sides of a comparison run through the same one.
+    pub layer: StorageLayer,
     /// Which side runs.
     pub side: Side,
     /// Sessions to pick from.
@@ -77,6 +80,7 @@ pub async fn run(backend: &Backend, servers: &Servers, plan: &Plan) -> Result<Ou
         let spec = WorkerSpec {
             kind: backend.kind,
             root: backend.root_id(),
+            layer: backend.layer,
             side: plan.side,
             sessions: plan.sessions,
             first_task: p * plan.tasks_per_process,
@@ -123,7 +127,7 @@ pub async fn run(backend: &Backend, servers: &Servers, plan: &Plan) -> Result<Ou
 /// The worker side: runs the tasks `spec` (JSON) describes once the parent says go.
 pub async fn worker(spec: &str, servers: &Servers) -> Result<()> {
     let spec: WorkerSpec = serde_json::from_str(spec).context("parsing --w5-worker")?;
-    let backend = Backend::attach(spec.kind, servers, &spec.root)?;
+    let backend = Backend::attach(spec.kind, servers, &spec.root)?.wrapped_in(spec.layer);
     let client = Arc::new(Client::open(&backend, spec.side, false).await?);
     let work = Arc::new(Work::new(spec.sessions));
     {
@@ -157,6 +161,7 @@ mod tests {
         let spec = WorkerSpec {
             kind: Kind::RedisCluster,
             root: "fusion-bench:00ff".into(),
+            layer: StorageLayer::Encryption,
             side: Side::Floor,
             sessions: 1000,
             first_task: 48,
@@ -168,6 +173,7 @@ mod tests {
         let json = serde_json::to_string(&spec).unwrap();
         assert!(json.contains(r#""kind":"redis-cluster""#), "{json}");
         assert!(json.contains(r#""side":"floor""#), "{json}");
+        assert!(json.contains(r#""layer":"encryption""#), "{json}");
         assert_eq!(serde_json::from_str::<WorkerSpec>(&json).unwrap(), spec);
     }
 }
