@@ -33,7 +33,7 @@ pub enum StorageLayer {
     /// The backend's storage as it is.
     #[default]
     None,
-    /// `EncryptionLayer`: XChaCha20-Poly1305, a key per session (HKDF of a fixed master
+    /// `EncryptionLayer`: AES-256-GCM, a key per session (HKDF of a fixed master
     /// key and the session id).
     Encryption,
     /// `ObservabilityLayer` with its defaults; the runner installs no `tracing`

@@ -5,7 +5,8 @@
 //! `fusion:enc:v1:<key id>:<base64url(nonce || ciphertext || tag)>`, no other field. The
 //! plaintext is the whole message's JSON, so tool calls, names and metadata are inside.
 //!
-//! - Cipher: XChaCha20-Poly1305 with a fresh random 192-bit nonce per message.
+//! - Cipher: AES-256-GCM with a fresh random 96-bit nonce per message (safe with random
+//!   nonces up to 2^32 messages per key, and each session has a key of its own).
 //! - Key: HKDF-SHA256 of the master key, salt [`SESSION_KEY_SALT`], info = key id and
 //!   session id, so each session has a key of its own.
 //! - Associated data: the format version, key id, session id and role, so a message
@@ -14,9 +15,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::Aead;
-use chacha20poly1305::aead::Payload;
-use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use aes_gcm::aead::Aead;
+use aes_gcm::aead::Payload;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use fusion_core::{ChatMessage, Error, Result, Role};
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -37,7 +38,7 @@ pub const SESSION_KEY_SALT: &[u8] = b"fusion-session-key/v1";
 /// The first field of the associated data: the format version it belongs to.
 const AAD_LABEL: &[u8] = b"fusion:enc:v1";
 
-const NONCE_LEN: usize = 24;
+const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
 /// The settings every encrypting storage of one layer shares.
@@ -83,7 +84,7 @@ pub(crate) struct SessionCrypt<'a> {
     codec: &'a Codec,
     backend: &'static str,
     session_id: &'a str,
-    ciphers: Vec<(String, XChaCha20Poly1305)>,
+    ciphers: Vec<(String, Aes256Gcm)>,
 }
 
 impl<'a> SessionCrypt<'a> {
@@ -124,7 +125,7 @@ impl<'a> SessionCrypt<'a> {
         };
         let ciphertext = self
             .cipher(key_id)?
-            .encrypt(&XNonce::from(nonce), payload)
+            .encrypt(&Nonce::from(nonce), payload)
             .map_err(|_| {
                 // Only a message beyond 256 GiB gets here.
                 Error::InvalidMessage {
@@ -192,7 +193,7 @@ impl<'a> SessionCrypt<'a> {
             return Err(undecryptable());
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let nonce = XNonce::try_from(nonce).map_err(|_| undecryptable())?;
+        let nonce = Nonce::try_from(nonce).map_err(|_| undecryptable())?;
         let aad = associated_data(key_id, self.session_id, stored.role);
         let payload = Payload {
             msg: ciphertext,
@@ -224,7 +225,7 @@ impl<'a> SessionCrypt<'a> {
     }
 
     /// The cipher of this session under the key `key_id`, derived on first use.
-    fn cipher(&mut self, key_id: &str) -> Result<&XChaCha20Poly1305> {
+    fn cipher(&mut self, key_id: &str) -> Result<&Aes256Gcm> {
         if let Some(position) = self.ciphers.iter().position(|(id, _)| id == key_id) {
             return Ok(&self.ciphers[position].1);
         }
@@ -269,9 +270,9 @@ impl<'a> SessionCrypt<'a> {
     }
 }
 
-/// The XChaCha20-Poly1305 cipher of `session_id` under the master key `master` (id
+/// The AES-256-GCM cipher of `session_id` under the master key `master` (id
 /// `key_id`): HKDF-SHA256, salt [`SESSION_KEY_SALT`], info = both ids, length-prefixed.
-fn derive_cipher(master: &[u8; KEY_LEN], key_id: &str, session_id: &str) -> XChaCha20Poly1305 {
+fn derive_cipher(master: &[u8; KEY_LEN], key_id: &str, session_id: &str) -> Aes256Gcm {
     let mut info = Vec::with_capacity(8 + key_id.len() + session_id.len());
     push_field(&mut info, key_id.as_bytes());
     push_field(&mut info, session_id.as_bytes());
@@ -279,7 +280,7 @@ fn derive_cipher(master: &[u8; KEY_LEN], key_id: &str, session_id: &str) -> XCha
     Hkdf::<Sha256>::new(Some(SESSION_KEY_SALT), master)
         .expand(&info, okm.as_mut_slice())
         .expect("32 bytes is a valid HKDF-SHA256 output length");
-    XChaCha20Poly1305::new_from_slice(okm.as_slice()).expect("the key is 32 bytes")
+    Aes256Gcm::new_from_slice(okm.as_slice()).expect("the key is 32 bytes")
 }
 
 /// The associated data: the format label, then key id, session id and role, each

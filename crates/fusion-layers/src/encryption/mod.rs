@@ -11,7 +11,7 @@
 //! Each message is stored as a [`ChatMessage`](fusion_core::ChatMessage) with its role in
 //! clear and `content` = `fusion:enc:v1:<key id>:<base64url(nonce‖ciphertext)>`; the
 //! ciphertext holds the whole message (content, tool calls, name, metadata), under
-//! XChaCha20-Poly1305 with a key derived for the session (HKDF-SHA256 of the master key
+//! AES-256-GCM with a key derived for the session (HKDF-SHA256 of the master key
 //! and the session id) and a fresh random nonce. A stored message not in that form is
 //! clear text written before encryption was turned on and is returned as is (see
 //! [`EncryptionLayer::accept_clear_text`]); [`EncryptionLayer::rekey_store`] encrypts it.
