@@ -13,11 +13,11 @@
 //!   copied into another session, relabelled with another key id or given another role
 //!   fails to decrypt.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use aes_gcm::aead::Aead;
 use aes_gcm::aead::Payload;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fusion_core::{ChatMessage, Error, Result, Role};
 use hkdf::Hkdf;
 use sha2::Sha256;
