@@ -58,9 +58,8 @@ impl Input {
     /// `None` when the user pressed Ctrl-C or Ctrl-D instead (or input ended).
     pub fn ask(&mut self, prompt: &str) -> Result<Option<String>> {
         match self {
-            Input::Piped(lines) => tokio::task::block_in_place(|| lines.next())
-                .transpose()
-                .context("cannot read stdin"),
+            // A pipe has no prompt: the answer is its next line.
+            Input::Piped(_) => self.read_line(),
             Input::Editor(editor) => {
                 match tokio::task::block_in_place(|| editor.readline(prompt)) {
                     Ok(line) => Ok(Some(line)),
