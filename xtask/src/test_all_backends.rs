@@ -40,8 +40,8 @@ const LAYERED: &[&str] = &[
 ];
 
 /// Suites beyond the conformance cases that must run, by test binary (`tests/<name>.rs`),
-/// with what they cover: the MCP suites against the npm reference servers and the
-/// approval tests.
+/// with what they cover: the MCP suites against the npm reference servers, the approval
+/// tests, and the exactly-once suites (a write applied whose reply is lost, retried).
 const SUITES: &[(&str, &str)] = &[
     (
         "mcp_npm_servers",
@@ -57,6 +57,27 @@ const SUITES: &[(&str, &str)] = &[
     ("mcp_tools", "MCP: examples/mcp_tools.rs"),
     ("approval", "approval: the agent's policy and approver"),
     ("approval_chat", "approval: fusion chat --approve"),
+    (
+        "exactly_once_memory",
+        "exactly-once: lost replies retried, memory",
+    ),
+    ("exactly_once_fs", "exactly-once: lost replies retried, fs"),
+    (
+        "exactly_once_sqlite",
+        "exactly-once: lost replies retried, SQLite",
+    ),
+    (
+        "exactly_once_redis",
+        "exactly-once: replies cut by a TCP proxy, Redis",
+    ),
+    (
+        "exactly_once_postgres",
+        "exactly-once: replies cut by a TCP proxy, PostgreSQL",
+    ),
+    (
+        "retry",
+        "RetryLayer: layer order, writers under lost replies",
+    ),
 ];
 
 #[derive(Default)]
@@ -211,7 +232,7 @@ fn report_suites(suites: &BTreeMap<String, (usize, usize)>) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, covers) in SUITES {
         let (passed, failed) = suites.get(*name).copied().unwrap_or_default();
-        println!("  {name:<16} {passed} passed, {failed} failed   ({covers})");
+        println!("  {name:<22} {passed} passed, {failed} failed   ({covers})");
         if passed + failed == 0 {
             problems.push(format!("suite `{name}` ({covers}) ran no test"));
         }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use fusion_core::{ConversationStorage, StorageExt};
-use fusion_layers::{EncryptionKeys, EncryptionLayer, ObservabilityLayer};
+use fusion_layers::{EncryptionKeys, EncryptionLayer, ObservabilityLayer, RetryLayer};
 
 /// The benchmark's fixed master key: every process of a run (W5's workers too) must read
 /// what the others wrote, and a benchmark protects nothing, so a constant is enough.
@@ -39,6 +39,10 @@ pub enum StorageLayer {
     /// `ObservabilityLayer` with its defaults; the runner installs no `tracing`
     /// subscriber or `metrics` recorder, so this is its cost when nothing collects.
     Observability,
+    /// `RetryLayer` with its defaults: it gives every message without an id one before
+    /// the first attempt, so this measures ids and the layer (a fault-free run never
+    /// retries).
+    Retry,
 }
 
 impl StorageLayer {
@@ -48,6 +52,7 @@ impl StorageLayer {
             StorageLayer::None => "none",
             StorageLayer::Encryption => "encryption",
             StorageLayer::Observability => "observability",
+            StorageLayer::Retry => "retry",
         }
     }
 
@@ -57,6 +62,7 @@ impl StorageLayer {
             StorageLayer::None => storage,
             StorageLayer::Encryption => storage.layer(encryption()),
             StorageLayer::Observability => storage.layer(ObservabilityLayer::new()),
+            StorageLayer::Retry => storage.layer(RetryLayer::new()),
         }
     }
 }

@@ -67,6 +67,10 @@ struct Args {
     /// floor stays bare). Run `none` beside it in the same sitting to see what it costs.
     #[arg(long, value_enum, default_value = "none")]
     layer: StorageLayer,
+    /// Give every workload message an id (made with the messages, before anything is
+    /// timed), as an agent session does: what ids cost storage, beside a run without.
+    #[arg(long)]
+    message_ids: bool,
     /// Smaller sizes for a smoke run: W1 to 1,000, W2 1k only, W3 100 sessions, W4 8x50,
     /// W5 2,000 turns (or 0.25 s) per measurement.
     #[arg(long)]
@@ -129,6 +133,8 @@ async fn main() -> ExitCode {
         eprintln!("fusion-bench: {err:#}");
         return ExitCode::FAILURE;
     }
+    // After the check: the published check values are of the messages without ids.
+    workload::give_message_ids(args.message_ids);
     let result = if let Some(spec) = &args.w5_worker {
         w5::worker(spec, &args.servers()).await.map(|()| true)
     } else if args.in_process {
@@ -171,6 +177,9 @@ fn orchestrate(args: &Args) -> Result<bool> {
         if args.quick {
             child.arg("--quick");
         }
+        if args.message_ids {
+            child.arg("--message-ids");
+        }
         let status = child.status().context("starting a benchmark process")?;
         match read_child(&json) {
             Ok(reports) if status.success() => backends.extend(reports),
@@ -194,6 +203,7 @@ fn orchestrate(args: &Args) -> Result<bool> {
         "args": std::env::args().skip(1).map(|a| fusion_core::redact_url(&a)).collect::<Vec<_>>(),
         "quick": args.quick,
         "layer": args.layer.name(),
+        "message_ids": args.message_ids,
         "cpus": std::thread::available_parallelism().map_or(1, usize::from),
         "backends": backends,
     });
@@ -287,12 +297,13 @@ mod tests {
         for (name, layer) in [
             ("encryption", StorageLayer::Encryption),
             ("observability", StorageLayer::Observability),
+            ("retry", StorageLayer::Retry),
         ] {
             let args = Args::try_parse_from(["fusion-bench", "--layer", name]).unwrap();
             assert_eq!(args.layer, layer);
             // What the parent passes to its children parses back to the same layer.
             assert_eq!(args.layer.name(), name);
         }
-        assert!(Args::try_parse_from(["fusion-bench", "--layer", "retry"]).is_err());
+        assert!(Args::try_parse_from(["fusion-bench", "--layer", "tls"]).is_err());
     }
 }

@@ -49,7 +49,7 @@ pub async fn run(backend: &Backend, per_writer: usize) -> Result<W4Report> {
     let contents: Vec<Vec<ChatMessage>> = (0..WRITERS)
         .map(|w| {
             (0..per_writer)
-                .map(|k| ChatMessage::user(workload::w4_content(w, k)))
+                .map(|k| workload::identified(ChatMessage::user(workload::w4_content(w, k))))
                 .collect()
         })
         .collect();
@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn tally_counts_losses_duplicates_and_reordering() {
-        let msg = |w, k| ChatMessage::user(workload::w4_content(w, k));
+        let msg = |w, k| workload::identified(ChatMessage::user(workload::w4_content(w, k)));
         // Writer 0: 0, 2, 1, 2 (one duplicate; one step backwards, 2 -> 1); writer 1: only 0.
         let history = [msg(0, 0), msg(1, 0), msg(0, 2), msg(0, 1), msg(0, 2)];
         let mut report = W4Report::default();

@@ -6,6 +6,7 @@
 //! values docs/benchmarks.md publishes.
 
 use fusion_core::{ChatMessage, ToolCall};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The 64 words `gen_text` draws from, in docs/benchmarks.md's order.
 pub const VOCAB: [&str; 64] = [
@@ -129,8 +130,38 @@ pub fn tool_name(i: u64) -> &'static str {
     TOOL_NAMES[(splitmix64(&mut state) % 4) as usize]
 }
 
+/// Whether workload messages carry ids (`--message-ids`): set once at start-up.
+static MESSAGE_IDS: AtomicBool = AtomicBool::new(false);
+
+/// Gives every workload message made from now on a fresh id (`--message-ids`), the way
+/// an agent session does, so a run measures what the ids cost storage. The ids are made
+/// with the messages, before anything is timed.
+pub fn give_message_ids(on: bool) {
+    MESSAGE_IDS.store(on, Ordering::Relaxed);
+}
+
+/// `message`, with a fresh id if the run gives messages ids.
+pub fn identified(message: ChatMessage) -> ChatMessage {
+    if MESSAGE_IDS.load(Ordering::Relaxed) {
+        message.with_new_id()
+    } else {
+        message
+    }
+}
+
 /// The messages of canonical turn `t`, whose first message has global index `i`.
 fn turn(t: u64, i: u64) -> Vec<ChatMessage> {
+    let mut messages = canonical_turn(t, i);
+    if MESSAGE_IDS.load(Ordering::Relaxed) {
+        for message in &mut messages {
+            message.ensure_id();
+        }
+    }
+    messages
+}
+
+/// [`turn`] without ids: the published workload.
+fn canonical_turn(t: u64, i: u64) -> Vec<ChatMessage> {
     let user = ChatMessage::user(gen_text(seed(i, field::USER), 120));
     let assistant_text = gen_text(seed(i + 1, field::ASSISTANT), 400);
     if t % 5 != 4 {
@@ -258,7 +289,7 @@ pub const CONTENT_BYTES_10K: usize = 2_545_320;
 /// The full W4 set: 8 writers x 250 messages, writer-major.
 pub fn w4_set() -> Vec<ChatMessage> {
     (0..8)
-        .flat_map(|w| (0..250).map(move |k| ChatMessage::user(w4_content(w, k))))
+        .flat_map(|w| (0..250).map(move |k| identified(ChatMessage::user(w4_content(w, k)))))
         .collect()
 }
 

@@ -79,6 +79,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// A message id that breaks the rules of [`MessageId::parse`](crate::MessageId::parse).
+    #[error("invalid message id {id:?}: {reason}")]
+    InvalidMessageId {
+        /// The id as given.
+        id: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+
     /// Session metadata (owner, title, tags, data) or a listing query breaks a rule of
     /// [`SessionMeta`](crate::SessionMeta) or [`SessionQuery`](crate::SessionQuery).
     /// Nothing was read or written.

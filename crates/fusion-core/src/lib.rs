@@ -8,6 +8,7 @@ mod error;
 mod layer;
 mod listing;
 mod message;
+mod message_id;
 mod owner_scope;
 mod redact;
 mod retention;
@@ -28,6 +29,7 @@ pub use listing::{
     Cursor, Position, SessionOrder, SessionPage, SessionQuery, from_unix_micros, unix_micros,
 };
 pub use message::{ChatMessage, Role, ToolCall};
+pub use message_id::{DEDUP_WINDOW, MessageId, unstored};
 pub use owner_scope::OwnerScope;
 pub use redact::redact_url;
 pub use retention::{

@@ -1,14 +1,17 @@
 //! The chat message model, serialised in the OpenAI chat-completions message shape.
 //!
 //! Stored JSON is the same JSON an OpenAI-compatible endpoint accepts, so a person (or
-//! another tool) can read a stored session without knowing Fusion. The only addition is an
-//! optional `metadata` object for Fusion's own annotations (for example a stored history
-//! summary); LLM clients leave it out of requests.
+//! another tool) can read a stored session without knowing Fusion. The only additions are
+//! an optional `id` (first, so a backend finds it without parsing the rest: see
+//! [`MessageId`]) and an optional `metadata` object for Fusion's own annotations (for
+//! example a stored history summary); LLM clients leave both out of requests.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::MessageId;
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -133,6 +136,13 @@ impl<'de> Deserialize<'de> for ToolCall {
 /// of text parts reads as their concatenation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
+    /// The message's stable id, if it has one: what lets storage recognise an append it
+    /// already stored ([`DEDUP_WINDOW`](crate::DEDUP_WINDOW)). The agent's sessions give
+    /// every message they create one; [`ChatMessage::with_new_id`] gives one by hand.
+    /// Serialised first, and not at all when `None`, so histories written before ids
+    /// existed load unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<MessageId>,
     /// Who wrote the message.
     pub role: Role,
     /// The text. Empty for an assistant message that only calls tools.
@@ -159,6 +169,7 @@ impl ChatMessage {
     /// A message with `role` and `content` and nothing else.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
         Self {
+            id: None,
             role,
             content: content.into(),
             tool_calls: Vec::new(),
@@ -206,6 +217,22 @@ impl ChatMessage {
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
+    }
+
+    /// Sets the message's id.
+    pub fn with_id(mut self, id: MessageId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Gives the message a fresh id ([`MessageId::new`]), replacing any it had.
+    pub fn with_new_id(self) -> Self {
+        self.with_id(MessageId::new())
+    }
+
+    /// The message's id, giving it a fresh one first if it has none.
+    pub fn ensure_id(&mut self) -> &MessageId {
+        self.id.get_or_insert_with(MessageId::new)
     }
 
     /// Adds one metadata entry.
@@ -325,5 +352,19 @@ mod tests {
         let back: ChatMessage =
             serde_json::from_str(&serde_json::to_string(&tagged).unwrap()).unwrap();
         assert_eq!(back, tagged);
+    }
+
+    #[test]
+    fn an_id_is_written_first_and_only_when_there_is_one() {
+        let id = MessageId::parse("m-1").unwrap();
+        let text = serde_json::to_string(&ChatMessage::user("hi").with_id(id.clone())).unwrap();
+        assert_eq!(text, r#"{"id":"m-1","role":"user","content":"hi"}"#);
+        let back: ChatMessage = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.id, Some(id));
+        let mut fresh = ChatMessage::user("x");
+        let given = fresh.ensure_id().clone();
+        assert_eq!(fresh.ensure_id(), &given, "kept once given");
+        let err = serde_json::from_str::<ChatMessage>(r#"{"id":"a b","role":"user"}"#).unwrap_err();
+        assert!(err.to_string().contains("invalid message id"), "{err}");
     }
 }

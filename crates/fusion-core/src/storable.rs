@@ -5,8 +5,13 @@
 //! stored and then make its whole session unreadable, so [`check_storable`] refuses it
 //! first, the same way on every backend (memory included, so behaviour never depends on
 //! where a session lives). Only `metadata` can nest; the other fields are strings.
+//!
+//! It also refuses two messages with the same id in one write: an id names one message,
+//! and a backend that stores each id once could not tell which of the two was meant.
 
-use crate::{ChatMessage, Error, Result};
+use std::collections::HashSet;
+
+use crate::{ChatMessage, Error, MessageId, Result};
 
 /// How deeply a message's metadata values may nest: arrays and objects inside one
 /// another, a string or number counting 0 and `{"covers": 3}` counting 1.
@@ -25,6 +30,8 @@ pub const MAX_METADATA_DEPTH: usize = 100;
 /// own `save`. The error is [`Error::InvalidMessage`] naming `backend`, `session_id`, the
 /// index of the first refused message within `messages` and the limit, and is not
 /// retryable.
+///
+/// It also refuses a write in which two messages share an [`id`](ChatMessage::id).
 ///
 /// Cost: one branch per message without metadata, so it is free on an ordinary turn;
 /// metadata values are walked once, never further than [`MAX_METADATA_DEPTH`] + 1
@@ -71,7 +78,33 @@ pub fn check_storable(
             });
         }
     }
+    if let Some((index, id)) = repeated_id(messages) {
+        return Err(Error::InvalidMessage {
+            backend,
+            session_id: session_id.to_string(),
+            index,
+            detail: format!("its id {id} is the id of an earlier message of the same write"),
+        });
+    }
     Ok(())
+}
+
+/// The first message whose id an earlier message of `messages` already has.
+///
+/// A turn's few messages are compared pairwise; a long history goes through a set.
+fn repeated_id(messages: &[ChatMessage]) -> Option<(usize, &MessageId)> {
+    let ids = || {
+        messages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| Some((i, m.id.as_ref()?)))
+    };
+    if messages.len() <= 16 {
+        ids().find(|&(i, id)| messages[..i].iter().any(|m| m.id.as_ref() == Some(id)))
+    } else {
+        let mut seen = HashSet::new();
+        ids().find(|&(_, id)| !seen.insert(id))
+    }
 }
 
 /// Whether `value` nests more than `limit` arrays and objects inside one another.
@@ -159,6 +192,28 @@ mod tests {
         let unreadable = serde_json::to_string(&deep_message(126)).unwrap();
         let err = serde_json::from_str::<ChatMessage>(&unreadable).unwrap_err();
         assert!(err.to_string().contains("recursion limit"), "{err}");
+    }
+
+    #[test]
+    fn two_messages_with_one_id_are_refused_in_short_and_long_writes() {
+        let id = MessageId::parse("m-1").unwrap();
+        for len in [2, 40] {
+            let mut batch: Vec<ChatMessage> = (0..len)
+                .map(|_| ChatMessage::user("x").with_new_id())
+                .collect();
+            batch.push(ChatMessage::user("no id"));
+            batch.push(ChatMessage::user("no id"));
+            check_storable("fs", "s", &batch).unwrap();
+            batch[0].id = Some(id.clone());
+            batch[len - 1].id = Some(id.clone());
+            let err = check_storable("fs", "s", &batch).unwrap_err();
+            let index = len - 1;
+            assert!(
+                matches!(&err, Error::InvalidMessage { index: i, .. } if *i == index),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("m-1"), "{err}");
+        }
     }
 
     #[test]

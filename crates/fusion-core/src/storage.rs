@@ -68,6 +68,13 @@ pub trait ConversationStorage: Send + Sync {
     /// not read back ([`check_storable`](crate::check_storable)), with
     /// [`Error::InvalidMessage`](crate::Error::InvalidMessage); the default does too. An
     /// implementation of [`save`](Self::save) should call `check_storable` likewise.
+    ///
+    /// **Exactly once.** A message whose [`id`](ChatMessage::id) is the id of one of the
+    /// session's last [`DEDUP_WINDOW`](crate::DEDUP_WINDOW) messages is not stored again;
+    /// the rest of the batch is, in order. So an append retried after an error that left
+    /// its outcome unknown (the server applied it, the reply was lost) stores nothing
+    /// twice. Every bundled backend checks inside its write, atomically with it; the
+    /// default checks the history it loads anyway ([`unstored`](crate::unstored)).
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if messages.is_empty() {
@@ -75,7 +82,13 @@ pub trait ConversationStorage: Send + Sync {
         }
         check_storable(self.backend_name(), session_id, messages)?;
         let mut history = self.load(session_id).await?;
-        history.extend_from_slice(messages);
+        let fresh = crate::unstored(messages, |id| {
+            history.iter().any(|m| m.id.as_ref() == Some(id))
+        });
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        history.extend_from_slice(&fresh);
         self.save(session_id, &history).await
     }
 

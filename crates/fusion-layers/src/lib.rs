@@ -1,5 +1,5 @@
 //! Layers for any Fusion storage ([`fusion_core::Layer`]): encryption at rest (feature
-//! `encryption`) and observability (feature `observability`).
+//! `encryption`), retries (feature `retry`) and observability (feature `observability`).
 
 #[cfg(feature = "observability")]
 #[cfg_attr(docsrs, doc(cfg(feature = "observability")))]
@@ -16,3 +16,11 @@ pub mod encryption;
 #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
 #[doc(inline)]
 pub use encryption::{EncryptionKeys, EncryptionLayer};
+
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+pub mod retry;
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+#[doc(inline)]
+pub use retry::RetryLayer;

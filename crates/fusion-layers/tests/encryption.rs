@@ -49,19 +49,20 @@ fn stored_key_id(message: &ChatMessage) -> &str {
 }
 
 #[tokio::test]
-async fn every_field_round_trips_and_only_the_role_is_stored_in_clear() {
+async fn every_field_round_trips_and_only_the_role_and_id_are_stored_in_clear() {
     let layer = layer("k1", &OLD);
     let (raw, encrypted) = stores(&layer);
     let history = vec![
         ChatMessage::system("be brief"),
         full_message(),
-        ChatMessage::tool_result("call_1", "rain"),
+        ChatMessage::tool_result("call_1", "rain").with_new_id(),
     ];
     encrypted.save("s", &history).await.unwrap();
     assert_eq!(encrypted.load("s").await.unwrap(), history);
     let stored = raw.load("s").await.unwrap();
     for (stored, plain) in stored.iter().zip(&history) {
         assert_eq!(stored.role, plain.role);
+        assert_eq!(stored.id, plain.id);
         assert_eq!(stored_key_id(stored), "k1");
         assert!(stored.tool_calls.is_empty() && stored.tool_call_id.is_none());
         assert!(stored.name.is_none() && stored.metadata.is_empty());
@@ -115,6 +116,27 @@ async fn a_message_whose_role_was_changed_fails_to_decrypt() {
     let err = encrypted.load("s").await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains("session \"s\""), "{err}");
+}
+
+#[tokio::test]
+async fn the_id_stays_in_clear_for_deduplication_and_changing_it_fails_to_decrypt() {
+    let layer = layer("k1", &OLD);
+    let (raw, encrypted) = stores(&layer);
+    let message = ChatMessage::user("pay invoice 7").with_new_id();
+    encrypted.append("s", &[message.clone()]).await.unwrap();
+    // A retried append of the same message is recognised by the backend below the layer.
+    encrypted.append("s", &[message.clone()]).await.unwrap();
+    assert_eq!(encrypted.load("s").await.unwrap(), [message.clone()]);
+    let mut stored = raw.load("s").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].id, message.id, "the id is in clear");
+    assert!(!stored[0].content.contains("invoice"));
+
+    stored[0].id = Some(fusion_core::MessageId::new());
+    raw.save("s", &stored).await.unwrap();
+    let err = encrypted.load("s").await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("role or id"), "{err}");
 }
 
 #[tokio::test]

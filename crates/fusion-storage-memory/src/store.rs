@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fusion_core::{
-    ChatMessage, MetaUpdate, Position, Result, Revision, SessionInfo, SessionMeta, SessionOrder,
-    SessionPage, SessionQuery, StoredExpiry, from_unix_micros, new_generation,
+    ChatMessage, DEDUP_WINDOW, MetaUpdate, Position, Result, Revision, SessionInfo, SessionMeta,
+    SessionOrder, SessionPage, SessionQuery, StoredExpiry, from_unix_micros, new_generation,
+    unstored,
 };
 
 /// A session's place in the newest-first order: `updated_at` in microseconds, then id,
@@ -168,14 +169,24 @@ impl Store {
         due.len()
     }
 
-    /// Adds `messages` (not empty) to a session, creating it without metadata if needed.
+    /// Adds `messages` (not empty) to a session, creating it without metadata if needed,
+    /// except those whose id is among its last [`DEDUP_WINDOW`] messages' (a retried
+    /// append). An append that adds nothing changes nothing.
     pub(crate) fn append(&mut self, id: &str, messages: &[ChatMessage], now: i64) {
         self.drop_expired(id, now);
-        if !self.sessions.contains_key(id) {
+        let Some(entry) = self.sessions.get(id) else {
             self.create(id, SessionMeta::default(), messages.to_vec(), now);
             return;
+        };
+        let recent = &entry.messages[entry.messages.len().saturating_sub(DEDUP_WINDOW)..];
+        let fresh = unstored(messages, |new| {
+            recent.iter().any(|m| m.id.as_ref() == Some(new))
+        });
+        if fresh.is_empty() {
+            return;
         }
-        self.change(id, now, |entry| entry.messages.extend_from_slice(messages));
+        let fresh = fresh.into_owned();
+        self.change(id, now, |entry| entry.messages.extend(fresh));
     }
 
     /// Keeps the first `len` messages; a shorter history gets a new generation.

@@ -32,10 +32,10 @@
 
 pub mod agent;
 pub mod api;
-#[cfg(any(feature = "encryption", feature = "observability"))]
+#[cfg(any(feature = "encryption", feature = "observability", feature = "retry"))]
 #[cfg_attr(
     docsrs,
-    doc(cfg(any(feature = "encryption", feature = "observability")))
+    doc(cfg(any(feature = "encryption", feature = "observability", feature = "retry")))
 )]
 pub mod layers;
 #[cfg(feature = "mcp")]
@@ -44,4 +44,4 @@ pub mod mcp;
 pub mod storage;
 
 #[doc(inline)]
-pub use fusion_core::{ChatMessage, Error, Result, Role, SessionId, ToolCall};
+pub use fusion_core::{ChatMessage, Error, MessageId, Result, Role, SessionId, ToolCall};

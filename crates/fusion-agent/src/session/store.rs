@@ -93,7 +93,13 @@ impl AgentSession {
 
     /// Appends `batch` if the session was not rewritten or deleted since memory was read,
     /// then adds it to memory: memory never holds what storage refused.
-    pub(super) async fn append(&mut self, batch: Vec<ChatMessage>) -> Result<()> {
+    ///
+    /// Every message gets its id here, when the session first stores it, so a storage
+    /// that retries the write (a `RetryLayer`) stores it once however often it is sent.
+    pub(super) async fn append(&mut self, mut batch: Vec<ChatMessage>) -> Result<()> {
+        for message in &mut batch {
+            message.ensure_id();
+        }
         let expect = Expect::Generation(self.generation);
         let (generation, batch) = self.write(Write::Append(expect, batch)).await?;
         self.generation = generation;

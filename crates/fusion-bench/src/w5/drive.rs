@@ -62,9 +62,16 @@ impl Work {
     pub(super) fn new(sessions: usize) -> Self {
         Self {
             ids: (0..sessions).map(|s| format!("w5-{s:04}")).collect(),
+            // Without ids even under `--message-ids`: the pairs are appended again and
+            // again, and with ids a session would store each pair once.
             pairs: workload::turns_reaching(1000)
                 .into_iter()
                 .filter(|turn| turn.len() == 2)
+                .map(|turn| {
+                    turn.into_iter()
+                        .map(|m| ChatMessage { id: None, ..m })
+                        .collect()
+                })
                 .collect(),
         }
     }

@@ -33,6 +33,8 @@
 
 pub mod cases;
 pub mod conditional;
+pub mod exactly_once;
+pub mod faults;
 pub mod metadata;
 pub mod retention;
 
@@ -271,6 +273,14 @@ macro_rules! conformance_suite {
                 cursors_stay_correct_while_sessions_are_written,
                 listing_refuses_a_bad_query,
                 owners_never_see_each_others_sessions,
+            );
+            $crate::__conformance_cases!(
+                $setup, exactly_once;
+                an_append_stores_each_id_once,
+                a_retry_finds_its_messages_after_others_appended,
+                ids_survive_rewrites_and_repeats_are_refused,
+                conditional_writes_and_creation_store_each_id_once,
+                racing_copies_of_one_batch_store_it_once,
             );
             $crate::__conformance_cases!(
                 $setup, retention;

@@ -1,24 +1,27 @@
 //! The stored form of an encrypted message and the cryptography behind it: one
 //! [`ChatMessage`] in, one [`ChatMessage`] out, so every backend stores it unchanged.
 //!
-//! Stored form: `role` in clear, `content` =
+//! Stored form: `id` (if the message has one) and `role` in clear, `content` =
 //! `fusion:enc:v1:<key id>:<base64url(nonce || ciphertext || tag)>`, no other field. The
 //! plaintext is the whole message's JSON, so tool calls, names and metadata are inside.
+//! The id stays in clear because the backend needs it to store a retried append once
+//! ([`fusion_core::DEDUP_WINDOW`]).
 //!
 //! - Cipher: AES-256-GCM with a fresh random 96-bit nonce per message (safe with random
 //!   nonces up to 2^32 messages per key, and each session has a key of its own).
 //! - Key: HKDF-SHA256 of the master key, salt [`SESSION_KEY_SALT`], info = key id and
 //!   session id, so each session has a key of its own.
-//! - Associated data: the format version, key id, session id and role, so a message
-//!   copied into another session, relabelled with another key id or given another role
-//!   fails to decrypt.
+//! - Associated data: the format version, key id, session id, role and (when there is
+//!   one) message id, so a message copied into another session, relabelled with another
+//!   key id or given another role or id fails to decrypt. A message without an id has
+//!   the associated data of messages written before ids existed.
 
 use aes_gcm::aead::Aead;
 use aes_gcm::aead::Payload;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use fusion_core::{ChatMessage, Error, Result, Role};
+use fusion_core::{ChatMessage, Error, MessageId, Result, Role};
 use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -118,7 +121,7 @@ impl<'a> SessionCrypt<'a> {
             retryable: true,
             source: None,
         })?;
-        let aad = associated_data(key_id, self.session_id, message.role);
+        let aad = associated_data(key_id, self.session_id, message.role, message.id.as_ref());
         let payload = Payload {
             msg: &plaintext,
             aad: &aad,
@@ -144,7 +147,9 @@ impl<'a> SessionCrypt<'a> {
         content.push_str(key_id);
         content.push(':');
         URL_SAFE_NO_PAD.encode_string(&sealed, &mut content);
-        Ok(ChatMessage::new(message.role, content))
+        let mut stored = ChatMessage::new(message.role, content);
+        stored.id = message.id.clone();
+        Ok(stored)
     }
 
     /// Every message of `messages` sealed with the current key.
@@ -182,7 +187,7 @@ impl<'a> SessionCrypt<'a> {
             let detail = format!(
                 "message {index} (key \"{key_id}\") does not decrypt: the key loaded as \
                  \"{key_id}\" is not the one it was written with, or the message was altered, \
-                 copied from another session or given another role"
+                 copied from another session or given another role or id"
             );
             Error::corrupt(backend, session_id, detail)
         };
@@ -194,7 +199,7 @@ impl<'a> SessionCrypt<'a> {
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_from(nonce).map_err(|_| undecryptable())?;
-        let aad = associated_data(key_id, self.session_id, stored.role);
+        let aad = associated_data(key_id, self.session_id, stored.role, stored.id.as_ref());
         let payload = Payload {
             msg: ciphertext,
             aad: &aad,
@@ -212,6 +217,7 @@ impl<'a> SessionCrypt<'a> {
             ))
         })?;
         message.role = stored.role;
+        message.id = stored.id;
         Ok(message)
     }
 
@@ -283,14 +289,20 @@ fn derive_cipher(master: &[u8; KEY_LEN], key_id: &str, session_id: &str) -> Aes2
     Aes256Gcm::new_from_slice(okm.as_slice()).expect("the key is 32 bytes")
 }
 
-/// The associated data: the format label, then key id, session id and role, each
-/// length-prefixed so no two different triples make the same bytes.
-fn associated_data(key_id: &str, session_id: &str, role: Role) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(AAD_LABEL.len() + 12 + key_id.len() + session_id.len() + 9);
+/// The associated data: the format label, then key id, session id, role and message id
+/// (when there is one), each length-prefixed so no two different lists make the same
+/// bytes.
+fn associated_data(key_id: &str, session_id: &str, role: Role, id: Option<&MessageId>) -> Vec<u8> {
+    let id_len = id.map_or(0, |id| 4 + id.as_str().len());
+    let mut aad =
+        Vec::with_capacity(AAD_LABEL.len() + 12 + key_id.len() + session_id.len() + 9 + id_len);
     aad.extend_from_slice(AAD_LABEL);
     push_field(&mut aad, key_id.as_bytes());
     push_field(&mut aad, session_id.as_bytes());
     push_field(&mut aad, role.as_str().as_bytes());
+    if let Some(id) = id {
+        push_field(&mut aad, id.as_str().as_bytes());
+    }
     aad
 }
 

@@ -1,0 +1,383 @@
+//! Retries for any storage: a call that failed with an error that may pass on a second try
+//! (a dropped connection, a failover, a timeout) is tried again after a short, growing,
+//! jittered pause.
+//!
+//! Retrying a write is only safe if a write that *did* apply, but whose reply was lost,
+//! is not applied twice. Every write here is safe to repeat:
+//! - `append` (and a conditional append, and `create_session`): each message carries an
+//!   id ([`ChatMessage::id`]); the layer gives one to every message that has none before
+//!   the first attempt, so every attempt sends the same ids, and the backend stores a
+//!   message whose id it already holds at most once
+//!   ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW));
+//! - `save`, `truncate`, `delete` and `update_session` leave the same state however
+//!   often they run;
+//! - a conditional write ([`ConversationStorage::write_if`]) whose earlier attempt may
+//!   have applied can meet a session that no longer looks as expected, because of that
+//!   very attempt: the layer then reads the session, and reports success if it holds
+//!   what the write wrote (the appended messages, the replaced history, the created
+//!   session), or the [`Error::Conflict`] otherwise, for the caller to re-read and decide.
+//!
+//! What is retried: errors whose [`is_retryable`](Error::is_retryable) is true, except a
+//! [`Conflict`](Error::Conflict), which is an answer (another writer changed the
+//! session), not a fault. Anything else is returned at once, and the last error is
+//! returned when the attempts run out.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use fusion_core::{ChatMessage, ConversationStorage, StorageExt};
+//! use fusion_layers::RetryLayer;
+//! # async fn demo(storage: Arc<dyn ConversationStorage>) -> fusion_core::Result<()> {
+//! let storage = storage.layer(
+//!     RetryLayer::new()
+//!         .max_attempts(5)
+//!         .backoff(Duration::from_millis(20), Duration::from_secs(1)),
+//! );
+//! storage.append("user-1", &[ChatMessage::user("hello")]).await?;
+//! # Ok(()) }
+//! ```
+
+use std::borrow::Cow;
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Layer,
+    MetaUpdate, Result, Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery,
+};
+
+/// Retries failed storage calls with exponential backoff: see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct RetryLayer {
+    policy: Policy,
+}
+
+/// How often and how long to wait.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    max_attempts: u32,
+    first: Duration,
+    max: Duration,
+}
+
+impl Default for RetryLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RetryLayer {
+    /// Up to 4 attempts, waiting about 25 ms, then 50 ms, then 100 ms (each pause drawn
+    /// between half and all of that, so clients that failed together do not retry in
+    /// step), at most 1 s.
+    pub fn new() -> Self {
+        Self {
+            policy: Policy {
+                max_attempts: 4,
+                first: Duration::from_millis(25),
+                max: Duration::from_secs(1),
+            },
+        }
+    }
+
+    /// How many times a call is tried in all (at least 1: no retry).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.policy.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The pause before the first retry, doubled before each later one up to `max`.
+    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.policy.first = first;
+        self.policy.max = max.max(first);
+        self
+    }
+}
+
+impl Layer for RetryLayer {
+    fn layer(&self, inner: Arc<dyn ConversationStorage>) -> Arc<dyn ConversationStorage> {
+        Arc::new(Intercepted(Retrying {
+            inner,
+            policy: self.policy,
+        }))
+    }
+}
+
+impl Policy {
+    /// The pause after failed attempt `attempt` (1-based): `first * 2^(attempt-1)`, at
+    /// most `max`, scaled by a random factor in [0.5, 1].
+    fn pause(&self, attempt: u32) -> Duration {
+        let full = self
+            .first
+            .saturating_mul(1 << (attempt - 1).min(20))
+            .min(self.max);
+        let random = RandomState::new().hash_one(attempt);
+        let factor = 0.5 + (random % 1024) as f64 / 2046.0;
+        full.mul_f64(factor)
+    }
+}
+
+/// Whether `err` may pass on another attempt of the same call.
+fn transient(err: &Error) -> bool {
+    err.is_retryable() && !matches!(err, Error::Conflict { .. })
+}
+
+/// `messages`, each with an id: borrowed when they all have one.
+fn identified(messages: &[ChatMessage]) -> Cow<'_, [ChatMessage]> {
+    if messages.iter().all(|m| m.id.is_some()) {
+        return Cow::Borrowed(messages);
+    }
+    let mut owned = messages.to_vec();
+    for message in &mut owned {
+        message.ensure_id();
+    }
+    Cow::Owned(owned)
+}
+
+/// The storage a [`RetryLayer`] makes.
+struct Retrying {
+    inner: Arc<dyn ConversationStorage>,
+    policy: Policy,
+}
+
+/// A call's result, and whether an earlier attempt failed in a way that may have
+/// applied it.
+struct Attempts<T> {
+    result: Result<T>,
+    uncertain: bool,
+}
+
+impl Retrying {
+    /// Runs `call` until it succeeds, fails with an error not worth retrying, or the
+    /// attempts run out.
+    async fn attempts<'a, T, F, Fut>(&self, operation: &str, mut call: F) -> Attempts<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>> + 'a,
+    {
+        let mut uncertain = false;
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Err(err) if transient(&err) && attempt < self.policy.max_attempts => {
+                    let pause = self.policy.pause(attempt);
+                    tracing::debug!(
+                        backend = self.inner.backend_name(),
+                        operation,
+                        attempt,
+                        pause_ms = pause.as_millis() as u64,
+                        error = %err,
+                        "storage call failed; retrying"
+                    );
+                    tokio::time::sleep(pause).await;
+                    uncertain = true;
+                    attempt += 1;
+                }
+                result => return Attempts { result, uncertain },
+            }
+        }
+    }
+
+    /// After a conditional write was refused following an attempt that may have applied
+    /// it: the session's generation if it holds what `change` wrote (so the refusal was
+    /// caused by that attempt), `None` if not or if it cannot be read.
+    async fn applied(&self, session_id: &str, change: Change<'_>) -> Option<u64> {
+        let (history, revision) = self.inner.load_revision(session_id).await.ok()?;
+        let holds = match change {
+            Change::Append(messages) => {
+                !messages.is_empty()
+                    && messages
+                        .iter()
+                        .all(|m| history.iter().rev().any(|h| h.id == m.id))
+            }
+            Change::Replace(messages) => history == messages,
+            Change::Truncate(_) => false,
+        };
+        holds.then_some(revision.generation)
+    }
+}
+
+#[async_trait]
+impl Intercept for Retrying {
+    fn inner(&self) -> &dyn ConversationStorage {
+        self.inner.as_ref()
+    }
+
+    async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
+        self.attempts("save", || self.inner.save(session_id, history))
+            .await
+            .result
+    }
+
+    async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
+        self.attempts("load", || self.inner.load(session_id))
+            .await
+            .result
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<()> {
+        self.attempts("delete", || self.inner.delete(session_id))
+            .await
+            .result
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<String>> {
+        self.attempts("list_sessions", || self.inner.list_sessions())
+            .await
+            .result
+    }
+
+    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
+        let messages = identified(messages);
+        self.attempts("append", || self.inner.append(session_id, &messages))
+            .await
+            .result
+    }
+
+    async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
+        self.attempts("truncate", || self.inner.truncate(session_id, len))
+            .await
+            .result
+    }
+
+    async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        self.attempts("load_revision", || self.inner.load_revision(session_id))
+            .await
+            .result
+    }
+
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        let appended;
+        let change = match change {
+            Change::Append(messages) => {
+                appended = identified(messages);
+                Change::Append(&appended)
+            }
+            other => other,
+        };
+        let Attempts { result, uncertain } = self
+            .attempts("write_if", || {
+                self.inner.write_if(session_id, expected, change)
+            })
+            .await;
+        match result {
+            Err(conflict @ Error::Conflict { .. }) if uncertain => {
+                match self.applied(session_id, change).await {
+                    Some(generation) => Ok(generation),
+                    None => Err(conflict),
+                }
+            }
+            result => result,
+        }
+    }
+
+    async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
+        self.attempts("session_info", || self.inner.session_info(session_id))
+            .await
+            .result
+    }
+
+    async fn create_session(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+    ) -> Result<u64> {
+        let messages = identified(messages);
+        let Attempts { result, uncertain } = self
+            .attempts("create_session", || {
+                self.inner.create_session(session_id, meta, &messages)
+            })
+            .await;
+        match result {
+            Err(conflict @ Error::Conflict { .. }) if uncertain => {
+                // Created by the attempt whose reply was lost if the session opens with
+                // these very messages (their ids are fresh, so no one else wrote them).
+                match self.inner.load_revision(session_id).await {
+                    Ok((history, revision)) if history.starts_with(&messages) => {
+                        Ok(revision.generation)
+                    }
+                    _ => Err(conflict),
+                }
+            }
+            result => result,
+        }
+    }
+
+    async fn update_session(
+        &self,
+        session_id: &str,
+        update: &MetaUpdate,
+    ) -> Result<Option<SessionInfo>> {
+        self.attempts("update_session", || {
+            self.inner.update_session(session_id, update)
+        })
+        .await
+        .result
+    }
+
+    async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
+        self.attempts("list_page", || self.inner.list_page(query))
+            .await
+            .result
+    }
+
+    async fn purge_expired(&self, batch: usize) -> Result<usize> {
+        self.attempts("purge_expired", || self.inner.purge_expired(batch))
+            .await
+            .result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_double_up_to_the_maximum_with_jitter() {
+        let policy = RetryLayer::new()
+            .backoff(Duration::from_millis(10), Duration::from_millis(50))
+            .policy;
+        for _ in 0..100 {
+            let first = policy.pause(1);
+            assert!(first >= Duration::from_millis(5) && first <= Duration::from_millis(10));
+            let third = policy.pause(3);
+            assert!(third >= Duration::from_millis(20) && third <= Duration::from_millis(40));
+            let late = policy.pause(30);
+            assert!(late >= Duration::from_millis(25) && late <= Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn conflicts_are_answers_not_faults() {
+        let conflict = Expect::Generation(3).conflict("memory", "s", 4, None);
+        assert!(conflict.is_retryable() && !transient(&conflict));
+        let dropped = Error::Backend {
+            backend: "redis",
+            message: "connection reset".into(),
+            retryable: true,
+            source: None,
+        };
+        assert!(transient(&dropped));
+        assert!(!transient(&Error::Config("bad".into())));
+    }
+
+    #[test]
+    fn only_messages_without_ids_get_one() {
+        let kept = ChatMessage::user("a").with_new_id();
+        let batch = [kept.clone(), ChatMessage::user("b")];
+        let given = identified(&batch);
+        assert_eq!(given[0], kept);
+        assert!(given[1].id.is_some());
+        assert!(matches!(identified(&given), Cow::Borrowed(_)));
+    }
+}
