@@ -64,17 +64,23 @@ pub(crate) fn encode_batch(messages: &[ChatMessage]) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(messages.len() * 150);
     for (index, message) in messages.iter().enumerate() {
         serde_json::to_writer(&mut buf, message)?;
-        let more = messages.len() - 1 - index;
-        if more > 0 {
-            // A message always serialises as an object, so the last byte is its `}`.
-            buf.pop();
-            buf.extend_from_slice(BATCH_KEY);
-            buf.extend_from_slice(more.to_string().as_bytes());
-            buf.push(b'}');
-        }
+        mark(&mut buf, messages.len() - 1 - index);
         buf.push(b'\n');
     }
     Ok(buf)
+}
+
+/// Ends the unmarked line at the end of `buf` (an object, without its `\n`) with the
+/// marker saying `more` lines of its batch follow; the last line of a batch (`more` 0)
+/// stays as it is.
+pub(crate) fn mark(buf: &mut Vec<u8>, more: usize) {
+    if more > 0 {
+        // A message always serialises as an object, so the last byte is its `}`.
+        buf.pop();
+        buf.extend_from_slice(BATCH_KEY);
+        buf.extend_from_slice(more.to_string().as_bytes());
+        buf.push(b'}');
+    }
 }
 
 /// The length of the marker that ends `line` (without its `\n`), if it has one. `line`

@@ -22,6 +22,12 @@
 //! - **Cost**: `append` is one `write()` of the new lines in append mode after reading a
 //!   few bytes of the file's end, independent of the history length; `save` and
 //!   `truncate` rewrite the file; `load` reads it.
+//! - **Message ids**: a message's id is its line's first key (`{"id":"...",...}`). An
+//!   append of messages with ids first reads the ids of the session's last
+//!   [`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW) lines, under the session's lock, and
+//!   writes only the messages whose ids are not among them: a retried append stores each
+//!   message once. That reads those lines backwards from the file's end (their first
+//!   bytes give the ids), never the whole file; a batch without ids reads nothing more.
 //! - **Concurrency**: every operation first locks the session's own hidden lock file
 //!   with the OS's advisory locks ([`std::fs::File::lock`]: exclusive for writes, shared
 //!   for reads), so any number of instances and processes can share a directory without
@@ -66,6 +72,7 @@
 //!
 //! See [`FileSystemStorage`] to get started.
 
+mod batch;
 mod counters;
 mod error;
 mod file_name;
@@ -79,6 +86,7 @@ mod options;
 mod retention;
 mod session_files;
 mod storage;
+mod tail_ids;
 
 pub use file_name::id_from_file_name as session_id_from_file_name;
 pub use options::{FileSystemOptions, SyncPolicy};

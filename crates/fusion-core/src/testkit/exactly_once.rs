@@ -1,5 +1,5 @@
 //! The conformance cases of message ids: an append never stores a message whose id is
-//! among the session's last [`DEDUP_WINDOW`](crate::DEDUP_WINDOW) messages, whichever
+//! among the session's last [`DEDUP_WINDOW`] messages, whichever
 //! write path it takes (`append`, a conditional append, `create_session`), while others
 //! append in between, across rewrites, and when two instances race with one batch.
 //!
@@ -47,8 +47,14 @@ pub async fn an_append_stores_each_id_once<H: StorageHarness>(harness: &H) {
     assert_eq!(history[2], next);
 
     let plain = ChatMessage::user("no id");
-    store.append("ids", &[plain.clone()]).await.unwrap();
-    store.append("ids", &[plain.clone()]).await.unwrap();
+    store
+        .append("ids", std::slice::from_ref(&plain))
+        .await
+        .unwrap();
+    store
+        .append("ids", std::slice::from_ref(&plain))
+        .await
+        .unwrap();
     let history = store.load("ids").await.unwrap();
     assert_eq!(
         contents(&history)[3..],

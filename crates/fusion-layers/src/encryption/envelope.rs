@@ -21,6 +21,9 @@ use aes_gcm::aead::Payload;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use fusion_core::{ChatMessage, Error, MessageId, Result, Role};
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -53,6 +56,57 @@ pub(crate) struct Codec {
     /// Whether a stored message in clear text (written before encryption) is returned as
     /// is, or refused.
     pub(crate) accept_clear_text: bool,
+    /// The per-session ciphers derived lately.
+    pub(crate) ciphers: CipherCache,
+}
+
+impl Codec {
+    pub(crate) fn new(keys: Option<EncryptionKeys>, accept_clear_text: bool) -> Self {
+        Self {
+            keys,
+            accept_clear_text,
+            ciphers: CipherCache::default(),
+        }
+    }
+}
+
+/// Per-session ciphers by key id and session id, so an agent's turns in one session
+/// derive its key once rather than on every append (HKDF costs about as much as sealing
+/// a turn). At most [`CipherCache::CAPACITY`] entries, emptied when full. The expanded
+/// AES key schedules it holds stay in memory as long as the layer, as the master keys
+/// they come from do.
+#[derive(Default)]
+pub(crate) struct CipherCache(Mutex<HashMap<(Box<str>, Box<str>), Arc<Aes256Gcm>>>);
+
+impl CipherCache {
+    const CAPACITY: usize = 4096;
+
+    /// The cipher of `session_id` under `key_id`, derived from `master` if not cached.
+    fn get(&self, master: &[u8; KEY_LEN], key_id: &str, session_id: &str) -> Arc<Aes256Gcm> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The map's keys are owned, so a lookup builds one: two short allocations, far
+        // cheaper than the derivation they save.
+        let key = (Box::from(key_id), Box::from(session_id));
+        if let Some(cipher) = map.get(&key) {
+            return Arc::clone(cipher);
+        }
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        let cipher = Arc::new(derive_cipher(master, key_id, session_id));
+        map.insert(key, Arc::clone(&cipher));
+        cipher
+    }
+}
+
+/// A clone starts empty: ciphers are derived again on demand.
+impl Clone for CipherCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 /// How a stored message reads.
@@ -87,7 +141,7 @@ pub(crate) struct SessionCrypt<'a> {
     codec: &'a Codec,
     backend: &'static str,
     session_id: &'a str,
-    ciphers: Vec<(String, Aes256Gcm)>,
+    ciphers: Vec<(String, Arc<Aes256Gcm>)>,
 }
 
 impl<'a> SessionCrypt<'a> {
@@ -241,7 +295,7 @@ impl<'a> SessionCrypt<'a> {
             .as_ref()
             .and_then(|keys| keys.key(key_id))
             .ok_or_else(|| self.unknown_key(key_id))?;
-        let cipher = derive_cipher(master, key_id, self.session_id);
+        let cipher = self.codec.ciphers.get(master, key_id, self.session_id);
         self.ciphers.push((key_id.to_string(), cipher));
         Ok(&self.ciphers[self.ciphers.len() - 1].1)
     }

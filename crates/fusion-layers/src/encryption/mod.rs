@@ -65,10 +65,7 @@ impl EncryptionLayer {
     /// A layer that writes with the current key of `keys` and reads with any of them.
     pub fn new(keys: EncryptionKeys) -> Self {
         Self {
-            codec: Arc::new(Codec {
-                keys: Some(keys),
-                accept_clear_text: true,
-            }),
+            codec: Arc::new(Codec::new(Some(keys), true)),
         }
     }
 
@@ -82,10 +79,7 @@ impl EncryptionLayer {
     /// read path at once (the `fusion` command does this). A rekey needs keys and refuses.
     pub fn without_keys() -> Self {
         Self {
-            codec: Arc::new(Codec {
-                keys: None,
-                accept_clear_text: true,
-            }),
+            codec: Arc::new(Codec::new(None, true)),
         }
     }
 

@@ -13,6 +13,7 @@ use fusion_core::{
 
 use super::write::set_keys;
 use super::{SessionFiles, exists, now_micros};
+use crate::batch::Batch;
 use crate::counters::{Counters, LockContents};
 use crate::error::{BACKEND, IoContext};
 use crate::index::marker_instant;
@@ -156,17 +157,17 @@ impl SessionFiles {
         info
     }
 
-    /// Creates the session with `meta` and `lines` (`encode_batch` of at least one
-    /// message), or fails with a conflict if it exists (and has not expired); returns the
-    /// new generation.
-    pub(crate) fn create(&self, meta: &SessionMeta, lines: &[u8]) -> Result<u64> {
+    /// Creates the session with `meta` and `batch` (at least one message, whose ids are
+    /// distinct: a new session has no other to compare them with), or fails with a
+    /// conflict if it exists (and has not expired); returns the new generation.
+    pub(crate) fn create(&self, meta: &SessionMeta, batch: &Batch) -> Result<u64> {
         let lock = self.lock_exclusive()?;
         let (current, expired) = self.expire_locked(&lock, self.inspect()?)?;
         if current.exists() {
             let generation = lock.generation(&self.lock)?;
             return Err(Expect::Generation(0).conflict(BACKEND, &self.id, generation, None));
         }
-        let (outcome, recorded) = self.append_locked(&lock, current, lines, Some(meta))?;
+        let (outcome, recorded) = self.append_locked(&lock, current, batch, Some(meta))?;
         self.finish(lock, &[expired, recorded]);
         match outcome {
             super::Outcome::New(generation) => Ok(generation),

@@ -76,6 +76,7 @@ use std::time::SystemTime;
 
 use fusion_core::{Expect, Result, unix_micros};
 
+use crate::batch::Batch;
 use crate::counters::LockContents;
 use crate::error::{BACKEND, IoContext};
 use crate::file_name;
@@ -102,8 +103,8 @@ pub(crate) struct Stored {
 /// The write of a conditional write, serialised.
 #[derive(Debug)]
 pub(crate) enum FileChange {
-    /// Lines to append (with batch markers).
-    Append(Vec<u8>),
+    /// Messages to append, those the session holds already left out.
+    Append(Batch),
     /// How many lines to keep.
     Truncate(usize),
     /// The new file contents; empty deletes the session.
@@ -224,11 +225,12 @@ impl SessionFiles {
         Ok(Some(Stored { bytes, generation }))
     }
 
-    /// Appends complete lines with one `write()`, first cutting off a torn tail.
-    pub(crate) fn append(&self, lines: &[u8]) -> Result<()> {
+    /// Appends the messages of `batch` the session does not hold yet with one `write()`,
+    /// first cutting off a torn tail.
+    pub(crate) fn append(&self, batch: &Batch) -> Result<()> {
         let lock = self.lock_exclusive()?;
         let (current, expired) = self.expire_locked(&lock, self.inspect()?)?;
-        let (_, recorded) = self.append_locked(&lock, current, lines, None)?;
+        let (_, recorded) = self.append_locked(&lock, current, batch, None)?;
         self.finish(lock, &[expired, recorded]);
         Ok(())
     }
@@ -302,7 +304,7 @@ impl SessionFiles {
             return Err(expected.conflict(BACKEND, &self.id, generation, len));
         }
         let (outcome, recorded) = match change {
-            FileChange::Append(lines) => self.append_locked(&lock, current, &lines, None)?,
+            FileChange::Append(batch) => self.append_locked(&lock, current, &batch, None)?,
             FileChange::Truncate(_) if current.file.is_none() => {
                 // Nothing to truncate: leave no lock file behind (nor the counters of an
                 // expired session just removed).

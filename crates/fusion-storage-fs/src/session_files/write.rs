@@ -1,20 +1,30 @@
-//! The writes of one session under its exclusive lock: append, truncate, rewrite and
-//! remove, each keeping the counters (and the expiry in them) in the lock file and
-//! recording itself in the index.
+//! The writes of one session under its exclusive lock: append (which leaves out the
+//! messages whose ids the session's last lines hold), truncate, rewrite and remove, each
+//! keeping the counters (and the expiry in them) in the lock file and recording itself in
+//! the index.
 
 use std::borrow::Cow;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 
-use fusion_core::{Result, SessionMeta, StoredExpiry, new_generation};
+use fusion_core::{DEDUP_WINDOW, Result, SessionMeta, StoredExpiry, new_generation};
 
-use super::{Current, Outcome, SessionFiles, sync_dir};
+use super::{Current, Outcome, SessionFiles, TAIL_CHUNK, read_exact_at, sync_dir};
+use crate::batch::Batch;
 use crate::counters::{Counters, UNKNOWN_LEN};
 use crate::error::{BACKEND, IoContext};
 use crate::index::{Change, Recorded, SetKey, marker_instant};
 use crate::jsonl;
 use crate::lock::SessionLock;
 use crate::meta_file::{self, StoredMeta};
+use crate::tail_ids::{self, Chunks, Source};
+
+/// The reads of the id check: a first one that holds the last lines of most sessions
+/// (64 messages of 128 bytes), then larger ones for longer messages.
+const ID_CHUNKS: Chunks = Chunks {
+    first: 8 * 1024,
+    max: TAIL_CHUNK as usize,
+};
 
 impl SessionFiles {
     /// The generation and counters of the session as the lock holder finds it (counting
@@ -43,18 +53,22 @@ impl SessionFiles {
         Ok(Some((generation, counters)))
     }
 
-    /// Appends `lines` after cutting off a torn tail. An append that creates the session
-    /// gives it a fresh generation and, if `meta` holds any, its metadata, markers and
-    /// expiry, all before its lines are written: nobody sees it without them. An append
-    /// to an existing session moves an idle expiry to its own time plus the span, in the
-    /// counters it stores anyway (its expiry marker stays: an earlier one still finds it).
+    /// Appends the messages of `batch` the session does not hold yet (see
+    /// [`unstored_lines`](Self::unstored_lines)) after cutting off a torn tail; when it
+    /// holds them all, writes nothing and keeps the generation. An append that creates the
+    /// session gives it a fresh generation and, if `meta` holds any, its metadata, markers
+    /// and expiry, all before its lines are written: nobody sees it without them. An
+    /// append to an existing session moves an idle expiry to its own time plus the span,
+    /// in the counters it stores anyway (its expiry marker stays: an earlier one still
+    /// finds it).
     pub(super) fn append_locked(
         &self,
         lock: &SessionLock,
         current: Current,
-        lines: &[u8],
+        batch: &Batch,
         meta: Option<&SessionMeta>,
     ) -> Result<(Outcome, Option<Recorded>)> {
+        let lines = self.unstored_lines(&current, batch)?;
         if lines.is_empty() {
             return Ok((Outcome::Kept, None));
         }
@@ -89,12 +103,13 @@ impl SessionFiles {
             );
             file.set_len(kept).at(&self.data)?;
         }
-        let buf = if current.needs_newline {
-            Cow::Owned([b"\n", lines].concat())
-        } else {
-            Cow::Borrowed(lines)
-        };
+        // What is written, not what was asked for: the counters count stored messages.
         let added = lines.iter().filter(|&&b| b == b'\n').count() as u64;
+        let buf = if current.needs_newline {
+            Cow::Owned([b"\n", &lines[..]].concat())
+        } else {
+            lines
+        };
         let len = kept + buf.len() as u64;
         let outcome = match before {
             Some(_) => Outcome::Kept,
@@ -145,6 +160,37 @@ impl SessionFiles {
             }
         }
         Ok((outcome, Some(recorded)))
+    }
+
+    /// The lines of `batch` to write: those of its messages whose ids are not among the
+    /// ids of the session's last [`DEDUP_WINDOW`] messages, marked as a batch of their
+    /// own. Under the exclusive lock, so that a retry racing its first attempt finds what
+    /// that attempt wrote.
+    ///
+    /// A batch without ids, or a session without data, costs nothing here. Otherwise the
+    /// file is read backwards from its data end, through the last `DEDUP_WINDOW` lines at
+    /// most, stopping early once every id of the batch is found (see [`tail_ids`]): the
+    /// bytes of those lines, in reads of [`ID_CHUNKS`] growing sizes.
+    fn unstored_lines<'b>(&self, current: &Current, batch: &'b Batch) -> Result<Cow<'b, [u8]>> {
+        let file = current.file.as_ref().filter(|_| current.exists());
+        let (Some(file), false) = (file, batch.ids().is_empty()) else {
+            return Ok(Cow::Borrowed(batch.lines()));
+        };
+        let source = Source {
+            data_end: current.data_end,
+            terminated: !current.needs_newline,
+            read_at: |buf: &mut [u8], offset| read_exact_at(file, buf, offset),
+        };
+        let found =
+            tail_ids::find_stored(batch.ids(), DEDUP_WINDOW, ID_CHUNKS, source).at(&self.data)?;
+        tracing::trace!(
+            backend = BACKEND,
+            session_id = %self.id,
+            bytes_read = found.bytes_read,
+            stored = found.stored.iter().filter(|&&stored| stored).count(),
+            "checked the batch's ids against the session's last lines"
+        );
+        Ok(batch.unstored_lines(&found.stored))
     }
 
     /// What a creation does before the session has data: removes what a crashed delete

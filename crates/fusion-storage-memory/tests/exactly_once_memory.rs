@@ -2,7 +2,7 @@
 //! [`LoseReplies`](fusion_core::testkit::faults::LoseReplies), whose writes apply and then
 //! fail retryably, runs the scenarios of [`fusion_core::testkit::faults::cases`].
 //!
-//! `cargo test -p fusion-storage-memory --test exactly_once` runs them.
+//! `cargo test -p fusion-storage-memory --test exactly_once_memory` runs them.
 
 use std::time::Duration;
 

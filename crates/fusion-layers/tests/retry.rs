@@ -1,0 +1,220 @@
+//! The retry layer: what it retries and what it returns at once, how it settles a
+//! conditional write whose earlier attempt may have applied, and, on the memory and SQLite
+//! backends behind [`LoseReplies`], that it stores one copy of each message whose reply
+//! was lost whether it sits outside the encryption layer or inside it.
+#![cfg(all(feature = "retry", feature = "encryption"))]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fusion_core::testkit::StorageHarness;
+use fusion_core::testkit::faults::{LoseReplies, Lossy, cases};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Result,
+    StorageExt,
+};
+use fusion_layers::RetryLayer;
+use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
+use fusion_storage_memory::InMemoryStorage;
+use fusion_storage_sqlite::SqliteStorage;
+
+fn retry() -> RetryLayer {
+    RetryLayer::new()
+        .max_attempts(4)
+        .backoff(Duration::from_millis(1), Duration::from_millis(10))
+}
+
+fn encryption() -> EncryptionLayer {
+    EncryptionLayer::new(EncryptionKeys::new("retry", &[9; 32]).expect("a valid key id"))
+}
+
+/// Fails the first `failures` writes it sees with `error()` before they reach the inner
+/// storage, appending `meddle` (another writer's message) to the session first if set.
+/// Counts the calls.
+struct Flaky {
+    inner: Arc<dyn ConversationStorage>,
+    failures: AtomicUsize,
+    error: fn() -> Error,
+    meddle: Option<ChatMessage>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Flaky {
+    fn new(failures: usize, error: fn() -> Error) -> Self {
+        Self {
+            inner: Arc::new(InMemoryStorage::new()),
+            failures: AtomicUsize::new(failures),
+            error,
+            meddle: None,
+            calls: Arc::default(),
+        }
+    }
+
+    /// Whether this call fails (before reaching the inner storage).
+    async fn fails(&self, session_id: &str) -> Option<Error> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let left = self.failures.load(Ordering::SeqCst);
+        if left == 0 {
+            return None;
+        }
+        self.failures.store(left - 1, Ordering::SeqCst);
+        if let Some(other) = &self.meddle {
+            self.inner
+                .append(session_id, &[other.clone()])
+                .await
+                .unwrap();
+        }
+        Some((self.error)())
+    }
+}
+
+#[async_trait]
+impl Intercept for Flaky {
+    fn inner(&self) -> &dyn ConversationStorage {
+        self.inner.as_ref()
+    }
+
+    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
+        match self.fails(session_id).await {
+            Some(err) => Err(err),
+            None => self.inner.append(session_id, messages).await,
+        }
+    }
+
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        match self.fails(session_id).await {
+            Some(err) => Err(err),
+            None => self.inner.write_if(session_id, expected, change).await,
+        }
+    }
+}
+
+fn dropped() -> Error {
+    Error::Backend {
+        backend: "flaky",
+        message: "connection reset".into(),
+        retryable: true,
+        source: None,
+    }
+}
+
+/// `flaky` behind the retry layer, and its count of calls.
+fn retried(flaky: Flaky) -> (Arc<dyn ConversationStorage>, Arc<AtomicUsize>) {
+    let calls = Arc::clone(&flaky.calls);
+    (Arc::new(Intercepted(flaky)).layer(retry()), calls)
+}
+
+#[tokio::test]
+async fn a_retryable_error_is_retried_until_the_call_passes() {
+    let (store, calls) = retried(Flaky::new(3, dropped));
+    store.append("s", &[ChatMessage::user("hi")]).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    let history = store.load("s").await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert!(history[0].id.is_some(), "the layer gave the message an id");
+}
+
+#[tokio::test]
+async fn the_last_error_is_returned_when_the_attempts_run_out() {
+    let (store, calls) = retried(Flaky::new(10, dropped));
+    let err = store
+        .append("s", &[ChatMessage::user("hi")])
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "max_attempts(4)");
+}
+
+#[tokio::test]
+async fn errors_a_retry_cannot_fix_and_conflicts_are_returned_at_once() {
+    let errors: [fn() -> Error; 2] = [
+        || Error::Config("bad".into()),
+        || Expect::Generation(1).conflict("flaky", "s", 2, None),
+    ];
+    for error in errors {
+        let (store, calls) = retried(Flaky::new(1, error));
+        let result = store.append("s", &[ChatMessage::user("hi")]).await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{result:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_conflict_after_an_attempt_that_did_not_apply_is_reported() {
+    // The first attempt fails before writing, and meanwhile another writer appends: the
+    // second attempt's expectation is stale, and the layer finds its messages absent.
+    let mut flaky = Flaky::new(1, dropped);
+    flaky.meddle = Some(ChatMessage::user("someone else"));
+    let (store, _) = retried(flaky);
+    let (_, revision) = store.load_revision("s").await.unwrap();
+    let mine = [ChatMessage::user("mine")];
+    let result = store
+        .write_if("s", Expect::Exactly(revision), Change::Append(&mine))
+        .await;
+    assert!(matches!(result, Err(Error::Conflict { .. })), "{result:?}");
+    let history = store.load("s").await.unwrap();
+    assert_eq!(history.len(), 1, "only the other writer's message");
+}
+
+#[tokio::test]
+async fn a_reply_lost_on_every_attempt_still_stores_one_copy() {
+    let store = Arc::new(LoseReplies::new(InMemoryStorage::new()));
+    store.lose_with_probability(1.0, 1);
+    let batch = [ChatMessage::user("a"), ChatMessage::user("b")];
+    let err = Arc::clone(&store)
+        .layer(retry())
+        .append("s", &batch)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(store.lost(), 4, "each attempt applied and lost its reply");
+    assert_eq!(store.load("s").await.unwrap().len(), 2, "stored once");
+}
+
+/// Every instance is a clone of one store, as clones share their sessions.
+struct Memory(InMemoryStorage);
+
+#[async_trait]
+impl StorageHarness for Memory {
+    type Storage = InMemoryStorage;
+    async fn open(&self) -> Result<InMemoryStorage> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A database file; every instance is a new pool on it.
+struct Sqlite {
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+#[async_trait]
+impl StorageHarness for Sqlite {
+    type Storage = SqliteStorage;
+    async fn open(&self) -> Result<SqliteStorage> {
+        SqliteStorage::connect(&self.url).await
+    }
+}
+
+#[tokio::test]
+async fn retry_outside_or_inside_encryption_stores_one_copy_on_memory() {
+    let harness = Lossy::new(Memory(InMemoryStorage::new()));
+    cases::retry_outside_or_inside_encryption_stores_one_copy(&harness, &retry(), &encryption())
+        .await;
+}
+
+#[tokio::test]
+async fn retry_outside_or_inside_encryption_stores_one_copy_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+    let harness = Lossy::new(Sqlite { _dir: dir, url });
+    cases::retry_outside_or_inside_encryption_stores_one_copy(&harness, &retry(), &encryption())
+        .await;
+}

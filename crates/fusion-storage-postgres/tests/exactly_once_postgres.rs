@@ -1,0 +1,144 @@
+//! Exactly once when replies are lost, on the PostgreSQL server at `FUSION_POSTGRES_URL`
+//! (a private schema per test, see `support`) reached through a [`FaultProxy`]: the proxy
+//! lets a statement naming the session through (the id travels in its `Bind` message),
+//! waits for the server's answer, then drops it and closes the connection. Runs the
+//! scenarios of [`fusion_core::testkit::faults::cases`], with the retry layer outside and
+//! inside the encryption layer too.
+//!
+//! An append is one statement, so its answer comes once it committed. A conditional
+//! write is a transaction whose first statement names the session: cutting there rolls
+//! it back, so one more case loses the answer to its `COMMIT` instead.
+//!
+//! `cargo test -p fusion-storage-postgres --test exactly_once_postgres` runs them; without a
+//! server each prints a skip (or fails under `FUSION_REQUIRE_BACKENDS`).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fusion_core::testkit::StorageHarness;
+use fusion_core::testkit::exactly_once::with_ids;
+use fusion_core::testkit::faults::{FaultProxy, ReplyFault, cases};
+use fusion_core::{Change, Expect, StorageExt};
+use fusion_layers::RetryLayer;
+use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
+use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
+
+/// A private schema on the server (dropped by `support::Harness`), every instance
+/// connected through one proxy.
+struct Proxied {
+    harness: support::Harness,
+    proxy: FaultProxy,
+    /// The server's URL with the proxy's address, without TLS: the proxy must see the
+    /// session id go by.
+    url: String,
+}
+
+#[async_trait]
+impl StorageHarness for Proxied {
+    type Storage = PostgresStorage;
+    async fn open(&self) -> fusion_core::Result<PostgresStorage> {
+        let options = PostgresOptions::new(&self.url)
+            .schema(&self.harness.schema)
+            .max_connections(4);
+        PostgresStorage::connect_with(options).await
+    }
+}
+
+impl ReplyFault for Proxied {
+    fn lose_next_reply(&self, session_id: &str) {
+        self.proxy.lose_next_reply(session_id);
+    }
+
+    fn lose_replies_at_random(&self, session_id: &str, probability: f64, seed: u64) {
+        self.proxy
+            .lose_replies_at_random(session_id, probability, seed);
+    }
+
+    fn replies_lost(&self) -> usize {
+        self.proxy.replies_lost()
+    }
+}
+
+async fn harness() -> Option<Proxied> {
+    let harness = support::harness().await?;
+    let (proxy, url) = FaultProxy::start_for_url(&harness.url, 5432).await;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}sslmode=disable");
+    Some(Proxied {
+        harness,
+        proxy,
+        url,
+    })
+}
+
+fn retry() -> RetryLayer {
+    RetryLayer::new()
+        .max_attempts(10)
+        .backoff(Duration::from_millis(1), Duration::from_millis(10))
+}
+
+#[tokio::test]
+async fn lost_append_replies_are_retried_exactly_once() {
+    let Some(h) = harness().await else { return };
+    cases::lost_append_replies_are_retried_exactly_once(&h, &retry()).await;
+}
+
+#[tokio::test]
+async fn a_lost_append_reply_fails_retryably_and_the_same_batch_again_stores_once() {
+    let Some(h) = harness().await else { return };
+    cases::a_lost_append_reply_fails_retryably_and_the_same_batch_again_stores_once(&h).await;
+}
+
+#[tokio::test]
+async fn lost_replies_of_conditional_writes_and_creations_are_retried_to_success() {
+    let Some(h) = harness().await else { return };
+    cases::lost_replies_of_conditional_writes_and_creations_are_retried_to_success(&h, &retry())
+        .await;
+}
+
+#[tokio::test]
+async fn a_conditional_append_whose_commit_answer_was_lost_succeeds_once() {
+    let Some(h) = harness().await else { return };
+    let store = Arc::new(h.open().await.unwrap()).layer(retry());
+    let opening = with_ids("open", 2);
+    store.append("committed", &opening).await.unwrap();
+    let (_, revision) = store.load_revision("committed").await.unwrap();
+    let more = with_ids("more", 2);
+    h.proxy.cut_after_reply_to(b"COMMIT");
+    let generation = store
+        .write_if(
+            "committed",
+            Expect::Exactly(revision),
+            Change::Append(&more),
+        )
+        .await
+        .expect("the retry finds its committed append");
+    assert_eq!(h.proxy.cuts(), 1, "the answer to COMMIT was lost");
+    assert_eq!(generation, revision.generation);
+    let history = store.load("committed").await.unwrap();
+    assert_eq!(history[..2], opening);
+    assert_eq!(history[2..], more, "appended once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_losing_replies_at_random_store_every_message_once() {
+    let Some(h) = harness().await else { return };
+    let lost =
+        cases::writers_losing_replies_at_random_store_every_message_once(&h, &retry(), 18).await;
+    eprintln!("postgres: {lost} connections cut after the server replied");
+}
+
+#[tokio::test]
+async fn retry_outside_or_inside_encryption_stores_one_copy() {
+    let Some(h) = harness().await else { return };
+    let keys = EncryptionKeys::new("exactly-once", &[3; 32]).expect("a valid key id");
+    cases::retry_outside_or_inside_encryption_stores_one_copy(
+        &h,
+        &retry(),
+        &EncryptionLayer::new(keys),
+    )
+    .await;
+}
