@@ -10,6 +10,38 @@
 //!
 //! Every statement reads a session that has expired as absent, and every write that
 //! stores `updated_at` also moves an idle expiry with it (`crate::expiry`).
+//!
+//! # Exactly once: the ids live on the session's row
+//!
+//! An append stores no message whose id is among the ids of the session's last
+//! [`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW) messages, and the check must be atomic with
+//! the write, because a retry may race its own first attempt. The append is one
+//! statement, and under READ COMMITTED every table it reads, `messages` included, is read
+//! at the statement's snapshot, taken before it waits for the row lock: a `NOT EXISTS` on
+//! `messages` misses the rows of an appender that held the lock and committed meanwhile,
+//! and would store them a second time. What the statement does see as it is now is the
+//! row its `ON CONFLICT DO UPDATE` locked: `SET` and `WHERE` read the latest version of
+//! the `sessions` row. So the ids to check against live on that row, in `recent_ids`,
+//! and every write of the history keeps them true under the same lock: an append adds the
+//! ids it stores ([`APPEND_WITH_IDS`]), a save sets the saved history's last ids
+//! ([`SAVE_SESSION`]), a truncate recomputes them from the messages it keeps
+//! ([`CUT_TAIL`]), a delete or a purge removes the row. Whatever the interleaving, an
+//! append checks against exactly what the writers before it left, so any number of
+//! instances appending one batch at once store it once by construction: the first to
+//! take the lock stores it, each later one finds all of its ids. `crate::races` forces
+//! each interleaving (behind a first attempt, a creation, a truncate, a save, a delete).
+//!
+//! A unique index on `messages (session_id, message_id)`, the other way, is not used,
+//! not even as a backstop. A statement that hits it can only fail (`ON CONFLICT DO
+//! NOTHING` would leave a gap in the seqs the upsert already counted), so the append
+//! would need a retry loop, and its `NOT EXISTS` would still read the snapshot in the
+//! other direction too: a message a concurrent truncate or save removed would look
+//! stored, and be skipped and lost. It would also cost a `message_id` column and an index
+//! entry per message (about 90 bytes measured) and, on upgrade, a pass over all of
+//! `messages` with writes blocked; `recent_ids` is one column, added without a rewrite.
+//!
+//! What the window costs is measured in the crate docs (`lib.rs`, "Exactly once"). A
+//! batch without ids runs [`APPEND`], which reads and writes nothing of it.
 
 use fusion_core::sql::{check_count, corrupt_row, missing_row, revision_of};
 use fusion_core::{ChatMessage, Result, Revision};
@@ -17,12 +49,14 @@ use fusion_core::{ChatMessage, Result, Revision};
 use crate::error::BACKEND;
 use crate::expiry::{expired, expires_at, now_us, unexpired};
 
-/// An append in one statement, so one round trip whatever the history length:
-/// upsert the session row, bumping `message_count` by the number of new messages
-/// under the row's lock, and insert the messages numbered from the count before the
-/// bump. A concurrent appender (in any process) blocks on that row lock until this
+/// An append of messages without ids in one statement, so one round trip whatever the
+/// history length: upsert the session row, bumping `message_count` by the number of
+/// messages under the row's lock, and insert the messages numbered from the count before
+/// the bump. A concurrent appender (in any process) blocks on that row lock until this
 /// statement's transaction ends, then reads the bumped count: nothing collides and each
-/// writer's messages stay contiguous and in order.
+/// writer's messages stay contiguous and in order. Messages without ids are always
+/// stored and never enter `recent_ids`, so this statement reads and writes nothing of
+/// the window: it is the append of schema version 3, unchanged.
 ///
 /// $1 session id, $2 number of messages, $3 a fresh generation (stored only when the
 /// statement creates the row), $4 the messages, $5 `true` to write only if the row does
@@ -62,18 +96,86 @@ pub(crate) const APPEND: &str = concat!(
     SELECT generation FROM bumped"
 );
 
-/// A save's first statement: set the count and a fresh generation (keeping `created_at`,
-/// the metadata and the expiry of an existing session, moving an idle one), taking the
-/// row's lock. $1 session id, $2 count, $3 fresh generation, $4 `true` to write only if
-/// the row does not exist yet (as in [`APPEND`]). Returns the generation, or no row when
-/// $4 refused or the row has expired (the row stays locked either way).
+/// [`APPEND`] for a batch in which some message has an id, exactly once (the module docs
+/// say why it is done here): the `ON CONFLICT DO UPDATE` compares the batch's ids with
+/// the locked row's `recent_ids` (`cur.recent_ids`, the latest version, whoever wrote it
+/// while this statement waited), counts only the messages whose ids it does not find
+/// (and those without ids), appends their ids to the window, dropping the oldest beyond
+/// $14, and records the positions it left out in `append_skipped`, which `RETURNING`
+/// hands to the insert: it inserts the others, numbered contiguously (a kept message's
+/// seq is the new count less the number of kept messages from it on). The window is read
+/// once (the `OFFSET 0` keeps PostgreSQL from copying the expression, and with it the
+/// fetch of the out-of-line array, into each use), and kept as it is (not rewritten)
+/// when no id is new. When nothing was left out, `append_skipped` is NULL and the
+/// insert's checks are a NULL test per row.
+///
+/// $1-$11 as for [`APPEND`], $12 the messages' ids (NULL for a message without), $13 the
+/// batch's own window, stored when the statement creates the session
+/// (`crate::batch::Batch`), $14 the window's length
+/// ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW)). Returns what [`APPEND`] returns. An
+/// append whose messages were all stored already stores and counts nothing, and still
+/// moves `updated_at` like any write.
+pub(crate) const APPEND_WITH_IDS: &str = concat!(
+    "WITH bumped AS ( \
+        INSERT INTO sessions AS cur \
+            (id, created_at, updated_at, message_count, generation, owner, title, tags, data, \
+             expires_at, expiry_idle, recent_ids) \
+        VALUES ($1, now(), now(), $2, $3, $6, $7, $8, $9, ",
+    expires_at!("now()", "$10::int8", "$11::int8"),
+    ", $11, $13) \
+        ON CONFLICT (id) DO UPDATE SET \
+            updated_at = greatest(cur.updated_at, now()), \
+            expires_at = ",
+    expires_at!(
+        "greatest(cur.updated_at, now())",
+        "cur.expires_at",
+        "cur.expiry_idle"
+    ),
+    ", (message_count, recent_ids, append_skipped) = ( \
+                SELECT cur.message_count + $2 - coalesce(cardinality(d.skipped), 0), \
+                    CASE WHEN d.fresh IS NULL THEN cur.recent_ids \
+                        ELSE (k.known || d.fresh)[greatest( \
+                            cardinality(k.known) + cardinality(d.fresh) - $14::int4 + 1, 1):] \
+                    END, \
+                    d.skipped \
+                FROM (SELECT cur.recent_ids || '{}'::text[] AS known OFFSET 0) AS k, \
+                    LATERAL (SELECT \
+                        array_agg(b.ord) FILTER (WHERE b.id = ANY (k.known)) AS skipped, \
+                        array_agg(b.id ORDER BY b.ord) FILTER (WHERE b.id <> ALL (k.known)) \
+                            AS fresh \
+                        FROM unnest($12::text[]) WITH ORDINALITY AS b (id, ord)) AS d) \
+        WHERE NOT $5 AND ",
+    unexpired!("cur."),
+    " RETURNING message_count, generation, append_skipped \
+    ), inserted AS ( \
+        INSERT INTO messages (session_id, seq, body) \
+        SELECT $1, bumped.message_count - $2 + m.ord - 1 \
+            + CASE WHEN bumped.append_skipped IS NULL THEN 0 \
+                ELSE (SELECT count(*) FROM unnest(bumped.append_skipped) AS s WHERE s > m.ord) \
+            END, \
+            m.body \
+        FROM bumped, unnest($4::text[]) WITH ORDINALITY AS m (body, ord) \
+        WHERE bumped.append_skipped IS NULL OR m.ord <> ALL (bumped.append_skipped) \
+    ) \
+    SELECT generation FROM bumped"
+);
+
+/// A save's first statement: set the count, a fresh generation and the ids of the saved
+/// history's last messages (keeping `created_at`, the metadata and the expiry of an
+/// existing session, moving an idle one), taking the row's lock. $1 session id, $2 count,
+/// $3 fresh generation, $4 `true` to write only if the row does not exist yet (as in
+/// [`APPEND`]), $5 the history's window (`crate::batch::Batch::window`). Returns the
+/// generation, or no row when $4 refused or the row has expired (the row stays locked
+/// either way).
 pub(crate) const SAVE_SESSION: &str = concat!(
-    "INSERT INTO sessions AS cur (id, created_at, updated_at, message_count, generation) \
-    VALUES ($1, now(), now(), $2, $3) \
+    "INSERT INTO sessions AS cur \
+        (id, created_at, updated_at, message_count, generation, recent_ids) \
+    VALUES ($1, now(), now(), $2, $3, $5) \
     ON CONFLICT (id) DO UPDATE SET \
         updated_at = greatest(cur.updated_at, now()), \
         message_count = excluded.message_count, \
         generation = excluded.generation, \
+        recent_ids = excluded.recent_ids, \
         expires_at = ",
     expires_at!(
         "greatest(cur.updated_at, now())",
@@ -109,8 +211,32 @@ pub(crate) const TRUNCATE_SESSION: &str = concat!(
     " RETURNING generation"
 );
 
-/// The messages of $1 from seq $2 on, after a truncate has locked and updated its row.
-pub(crate) const DELETE_TAIL: &str = "DELETE FROM messages WHERE session_id = $1 AND seq >= $2";
+/// SQL: the id at the start of a stored message's text (`{"id":"...",`), NULL when it
+/// has none.
+macro_rules! id_of_body {
+    () => {
+        r#"substring(body FROM '^\{"id":"([^"]+)"')"#
+    };
+}
+
+/// A truncate's second statement, after [`TRUNCATE_SESSION`] has locked and updated the
+/// row of $1: delete its messages from seq $2 on, and recompute `recent_ids` from the ids
+/// of the last $3 ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW)) messages kept, so the ids
+/// cut are forgotten. A statement of its own, so its snapshot, taken after the lock, sees
+/// every message an appender committed before (the first statement's may not). The id is
+/// read from the start of the stored text, where `serde_json` writes it (ids need no
+/// escaping), without parsing the JSON. A session whose window is empty (it never stored
+/// an id) keeps its row as it is.
+pub(crate) const CUT_TAIL: &str = concat!(
+    "WITH cut AS (DELETE FROM messages WHERE session_id = $1 AND seq >= $2) \
+    UPDATE sessions SET recent_ids = ( \
+        SELECT array_agg(k.id ORDER BY k.seq) FILTER (WHERE k.id IS NOT NULL) \
+        FROM (SELECT seq, ",
+    id_of_body!(),
+    " AS id FROM messages WHERE session_id = $1 AND seq < $2 \
+            ORDER BY seq DESC LIMIT $3) AS k) \
+    WHERE id = $1 AND recent_ids IS NOT NULL"
+);
 
 /// A delete's first statement, taking the row's lock; [`DELETE_MESSAGES`] follows in the
 /// same transaction. (The foreign key's cascade would do, but the explicit statement
@@ -231,14 +357,6 @@ pub(crate) const UPDATE_META: &str = concat!(
     " WHERE id = $1 RETURNING ",
     info_columns!()
 );
-
-/// The messages as the JSON texts the `body` column stores.
-pub(crate) fn encode(messages: &[ChatMessage]) -> Result<Vec<String>> {
-    messages
-        .iter()
-        .map(|m| serde_json::to_string(m).map_err(Into::into))
-        .collect()
-}
 
 /// A count or position as a `bigint`.
 pub(crate) fn count(n: usize) -> i64 {

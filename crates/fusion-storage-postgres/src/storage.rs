@@ -24,12 +24,11 @@ use fusion_core::{
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
+use crate::batch::Batch;
 use crate::config::{PostgresOptions, parse};
 use crate::error::{BACKEND, Op, PLACE, connect_timed_out, parse_postgres_error};
 use crate::meta::{decode_info, page_query};
-use crate::sql::{
-    self, LIST_SESSIONS, LOAD, LOAD_REVISION, PURGE, SESSION_INFO, decode_revision, encode,
-};
+use crate::sql::{self, LIST_SESSIONS, LOAD, LOAD_REVISION, PURGE, SESSION_INFO, decode_revision};
 use crate::{migrate, write};
 
 /// How long a pooled connection may sit idle before it is checked with a ping when next
@@ -156,21 +155,21 @@ impl PostgresStorage {
 
 #[async_trait]
 impl ConversationStorage for PostgresStorage {
-    /// Replaces the history in one transaction: lock and update the session row, delete
-    /// the old messages, insert the new ones. Five round trips whatever the length; cost
-    /// O(len of `history`) on the server. A session that has expired is removed first
+    /// Replaces the history in one transaction: lock and update the session row (with the
+    /// ids of the history's last messages), delete the old messages, insert the new ones.
+    /// Five round trips whatever the length; cost O(len of `history`) on the server. A session that has expired is removed first
     /// (two more), and the history saved as a fresh session.
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         check_storable(BACKEND, session_id, history)?;
-        let bodies = encode(history)?;
+        let batch = Batch::of(history)?;
         // Dropping an uncommitted transaction (an error, a cancelled call) rolls it back.
         let run = async {
             let mut tx = self.pool.begin().await?;
-            if bodies.is_empty() {
+            if batch.is_empty() {
                 write::remove(&mut tx, session_id).await?;
             } else {
-                write::replace(&mut tx, session_id, &bodies, false).await?;
+                write::replace(&mut tx, session_id, &batch, false).await?;
             }
             tx.commit().await
         };
@@ -211,8 +210,10 @@ impl ConversationStorage for PostgresStorage {
     }
 
     /// One statement, so one round trip: bump the session's count under its row lock
-    /// (moving an idle expiry) and insert the new rows numbered from it (see
-    /// `crate::sql::APPEND`). Cost: O(`messages.len()`), independent of history length.
+    /// (moving an idle expiry) and insert the new rows numbered from it, leaving out the
+    /// messages whose ids the row's window holds (see `crate::sql::APPEND_WITH_IDS`).
+    /// Cost: O(`messages.len()`), independent of history length, plus, when a message has
+    /// an id, reading the window and, when one is stored, rewriting it: O(`DEDUP_WINDOW`).
     /// When the session has expired the statement writes nothing, and then one
     /// transaction removes it and appends again, creating it afresh
     /// (`crate::write::append`).
@@ -222,16 +223,18 @@ impl ConversationStorage for PostgresStorage {
             return Ok(());
         }
         check_storable(BACKEND, session_id, messages)?;
-        let bodies = encode(messages)?;
-        write::append(&self.pool, session_id, &bodies, &SessionMeta::new(), false)
+        let batch = Batch::of(messages)?;
+        write::append(&self.pool, session_id, &batch, &SessionMeta::new(), false)
             .await
             .map_err(|e| self.error(e, "append", session_id))?;
         Ok(())
     }
 
-    /// Lowers the count (with a fresh generation) and deletes the rows from seq `len` on,
-    /// in one transaction; nothing changes when the history is not longer than `len`, or
-    /// the session has expired.
+    /// Lowers the count (with a fresh generation), then deletes the rows from seq `len` on
+    /// and recomputes the known ids from the last messages kept (`crate::sql::CUT_TAIL`,
+    /// reading up to `DEDUP_WINDOW` rows when the session has ids), in one transaction;
+    /// nothing changes when the history is not longer than `len`, or the session has
+    /// expired.
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
         SessionId::validate(session_id)?;
         let run = async {
@@ -264,8 +267,10 @@ impl ConversationStorage for PostgresStorage {
     /// is removed before the write), then run the statements of `append`, `truncate` or
     /// `save`, or roll back with
     /// [`Error::Conflict`](fusion_core::Error::Conflict). A write that would create the
-    /// session is refused if another writer created it after the check. Cost: the lookup
-    /// plus what the plain write costs, and the `BEGIN`/`COMMIT` round trips.
+    /// session is refused if another writer created it after the check. An append checks
+    /// ids as `append` does: one whose messages are all stored already adds nothing and
+    /// returns the generation unchanged. Cost: the lookup plus what the plain write costs,
+    /// and the `BEGIN`/`COMMIT` round trips.
     async fn write_if(
         &self,
         session_id: &str,
@@ -274,11 +279,10 @@ impl ConversationStorage for PostgresStorage {
     ) -> Result<u64> {
         SessionId::validate(session_id)?;
         check_storable(BACKEND, session_id, change.messages())?;
-        let bodies = encode(change.messages())?;
+        let batch = Batch::of(change.messages())?;
         let run = async {
             let mut tx = self.pool.begin().await?;
-            let outcome =
-                write::conditional(&mut tx, session_id, expected, change, &bodies).await?;
+            let outcome = write::conditional(&mut tx, session_id, expected, change, &batch).await?;
             match outcome {
                 Ok(_) => tx.commit().await?,
                 Err(_) => tx.rollback().await?,
@@ -319,9 +323,9 @@ impl ConversationStorage for PostgresStorage {
         messages: &[ChatMessage],
     ) -> Result<u64> {
         check_creation(BACKEND, session_id, meta, messages)?;
-        let bodies = encode(messages)?;
+        let batch = Batch::of(messages)?;
         let run = async {
-            match write::append(&self.pool, session_id, &bodies, meta, true).await? {
+            match write::append(&self.pool, session_id, &batch, meta, true).await? {
                 Some(generation) => Ok(Ok(generation)),
                 None => Ok(Err(write::revision(&self.pool, session_id).await?)),
             }

@@ -19,16 +19,19 @@ use fusion_core::{Change, Expect, Revision, SessionMeta, new_generation};
 use sqlx::postgres::PgRow;
 use sqlx::{Executor, PgConnection, PgPool, Postgres};
 
+use crate::batch::{Batch, window_len};
 use crate::expiry;
 use crate::sql::{
-    APPEND, DELETE_EXPIRED, DELETE_MESSAGES, DELETE_SESSION, DELETE_TAIL, INSERT_MESSAGES,
-    LOCK_INFO, LOCK_REVISION, READ_REVISION, SAVE_SESSION, TRUNCATE_SESSION, UPDATE_META, count,
+    APPEND, APPEND_WITH_IDS, CUT_TAIL, DELETE_EXPIRED, DELETE_MESSAGES, DELETE_SESSION,
+    INSERT_MESSAGES, LOCK_INFO, LOCK_REVISION, READ_REVISION, SAVE_SESSION, TRUNCATE_SESSION,
+    UPDATE_META, count,
 };
 
-/// Appends `bodies` (not empty) to `session_id` ([`append_once`]), creating the session
+/// Appends `batch` (not empty) to `session_id` ([`append_once`]), creating the session
 /// with a fresh generation and the metadata `meta` when it has none (an existing session
 /// keeps its own). With `must_create`, writes only if the session does not exist, and
-/// returns `None` when it does.
+/// returns `None` when it does. Messages whose ids the session holds already are left out
+/// (`crate::sql::APPEND_WITH_IDS`), whichever attempt below stores the batch.
 ///
 /// One statement, one round trip, unless the statement was refused: then the session has
 /// expired (or, with `must_create`, exists), and a transaction removes it if it has
@@ -38,18 +41,18 @@ use crate::sql::{
 pub(crate) async fn append(
     pool: &PgPool,
     session_id: &str,
-    bodies: &[String],
+    batch: &Batch<'_>,
     meta: &SessionMeta,
     must_create: bool,
 ) -> sqlx::Result<Option<u64>> {
-    if let Some(generation) = append_once(pool, session_id, bodies, meta, must_create).await? {
+    if let Some(generation) = append_once(pool, session_id, batch, meta, must_create).await? {
         return Ok(Some(generation));
     }
     // Dropping an uncommitted transaction (an error, a cancelled call) rolls it back.
     let mut tx = pool.begin().await?;
     let removed = remove_expired(&mut tx, session_id).await?;
     let generation = if removed || !must_create {
-        append_once(&mut *tx, session_id, bodies, meta, must_create).await?
+        append_once(&mut *tx, session_id, batch, meta, must_create).await?
     } else {
         None
     };
@@ -57,30 +60,38 @@ pub(crate) async fn append(
     Ok(generation)
 }
 
-/// The one statement of an append ([`APPEND`]); `None` when it was refused (`must_create`
-/// and the session exists, or the session has expired).
+/// The one statement of an append: [`APPEND_WITH_IDS`] when a message of `batch` has an
+/// id, else [`APPEND`], which skips every id check. `None` when it was refused
+/// (`must_create` and the session exists, or the session has expired).
 pub(crate) async fn append_once<'c>(
     executor: impl Executor<'c, Database = Postgres>,
     session_id: &str,
-    bodies: &[String],
+    batch: &Batch<'_>,
     meta: &SessionMeta,
     must_create: bool,
 ) -> sqlx::Result<Option<u64>> {
     let (expires_at, idle) = expiry::bound(meta.expiry.as_ref());
-    let generation: Option<i64> = sqlx::query_scalar(APPEND)
+    let statement = if batch.ids.is_some() {
+        APPEND_WITH_IDS
+    } else {
+        APPEND
+    };
+    let mut query = sqlx::query_scalar(statement)
         .bind(session_id)
-        .bind(count(bodies.len()))
+        .bind(count(batch.bodies.len()))
         .bind(to_column(new_generation()))
-        .bind(bodies)
+        .bind(&batch.bodies)
         .bind(must_create)
         .bind(meta.owner.as_deref())
         .bind(meta.title.as_deref())
         .bind(stored_tags(meta))
         .bind(meta.data_json())
         .bind(expires_at)
-        .bind(idle)
-        .fetch_optional(executor)
-        .await?;
+        .bind(idle);
+    if let Some(ids) = &batch.ids {
+        query = query.bind(ids).bind(&batch.window).bind(window_len());
+    }
+    let generation: Option<i64> = query.fetch_optional(executor).await?;
     Ok(generation.map(i64::cast_unsigned))
 }
 
@@ -136,23 +147,25 @@ pub(crate) async fn store_meta(
         .await
 }
 
-/// Replaces the history of `session_id` with `bodies` (not empty) under a fresh
-/// generation, which it returns. With `must_create`, writes only if the session does not
-/// exist, and returns `None` when it does. A session that has expired is removed first
-/// (its upsert refused, the row locked), and the history written as a fresh session.
+/// Replaces the history of `session_id` with `batch` (not empty) under a fresh
+/// generation, which it returns, and the session's known ids with the last ones of
+/// `batch`. With `must_create`, writes only if the session does not exist, and returns
+/// `None` when it does. A session that has expired is removed first (its upsert refused,
+/// the row locked), and the history written as a fresh session.
 pub(crate) async fn replace(
     tx: &mut PgConnection,
     session_id: &str,
-    bodies: &[String],
+    batch: &Batch<'_>,
     must_create: bool,
 ) -> sqlx::Result<Option<u64>> {
     let fresh = new_generation();
     let save = || {
         sqlx::query_scalar::<_, i64>(SAVE_SESSION)
             .bind(session_id)
-            .bind(count(bodies.len()))
+            .bind(count(batch.bodies.len()))
             .bind(to_column(fresh))
             .bind(must_create)
+            .bind(&batch.window)
     };
     let mut locked = save().fetch_optional(&mut *tx).await?;
     if locked.is_none() && !must_create {
@@ -169,14 +182,15 @@ pub(crate) async fn replace(
         .await?;
     sqlx::query(INSERT_MESSAGES)
         .bind(session_id)
-        .bind(bodies)
+        .bind(&batch.bodies)
         .execute(&mut *tx)
         .await?;
     Ok(Some(fresh))
 }
 
-/// Keeps the first `len` (more than 0) messages of `session_id`. Returns the fresh
-/// generation when that shortened the history, `None` when there was nothing to cut.
+/// Keeps the first `len` (more than 0) messages of `session_id`, and of its known ids
+/// those of the messages kept ([`CUT_TAIL`]). Returns the fresh generation when that
+/// shortened the history, `None` when there was nothing to cut.
 pub(crate) async fn truncate(
     tx: &mut PgConnection,
     session_id: &str,
@@ -192,9 +206,10 @@ pub(crate) async fn truncate(
     if cut.is_none() {
         return Ok(None);
     }
-    sqlx::query(DELETE_TAIL)
+    sqlx::query(CUT_TAIL)
         .bind(session_id)
         .bind(count(len))
+        .bind(i64::from(window_len()))
         .execute(&mut *tx)
         .await?;
     Ok(Some(fresh))
@@ -230,7 +245,7 @@ pub(crate) async fn remove(tx: &mut PgConnection, session_id: &str) -> sqlx::Res
 }
 
 /// A conditional write inside the transaction `tx`: lock the session's row and read its
-/// revision ([`LOCK_REVISION`]), then apply `change` (whose messages are `bodies`) if
+/// revision ([`LOCK_REVISION`]), then apply `change` (whose messages are `batch`) if
 /// `expected` admits it. `Ok(generation after)` means the caller commits; `Err(found)`
 /// means the write was refused at that revision and the caller rolls back. A session
 /// that has expired counts as absent, and is removed before `change` is applied.
@@ -244,7 +259,7 @@ pub(crate) async fn conditional(
     session_id: &str,
     expected: Expect,
     change: Change<'_>,
-    bodies: &[String],
+    batch: &Batch<'_>,
 ) -> sqlx::Result<Result<u64, Revision>> {
     let row: Option<(i64, i64, bool)> = sqlx::query_as(LOCK_REVISION)
         .bind(session_id)
@@ -266,7 +281,7 @@ pub(crate) async fn conditional(
         Change::Append([]) => Some(found.generation),
         Change::Append(_) => {
             let none = SessionMeta::new();
-            append_once(&mut *tx, session_id, bodies, &none, must_create).await?
+            append_once(&mut *tx, session_id, batch, &none, must_create).await?
         }
         Change::Truncate(0) | Change::Replace([]) => {
             remove(tx, session_id).await?;
@@ -277,7 +292,7 @@ pub(crate) async fn conditional(
                 .await?
                 .unwrap_or(found.generation),
         ),
-        Change::Replace(_) => replace(tx, session_id, bodies, must_create).await?,
+        Change::Replace(_) => replace(tx, session_id, batch, must_create).await?,
     };
     match after {
         Some(generation) => Ok(Ok(generation)),

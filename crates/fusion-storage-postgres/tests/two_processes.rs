@@ -1,34 +1,66 @@
-//! Two OS processes appending to one session in one schema lose nothing and keep order.
+//! Two OS processes appending to one session in one schema lose nothing and keep order,
+//! and two processes appending the same batches (a retry racing its first attempt, from
+//! another machine) store each batch once.
 //!
-//! The children are this same test binary, re-executed to run only
-//! `child_appends_when_asked`; an environment variable tells them which server and schema
-//! to use and how to tag their messages. Without it that test does nothing, so a plain
-//! `cargo test` run of it passes trivially.
+//! The children are this same test binary, re-executed to run only one `child_...` test;
+//! an environment variable tells them which server and schema to use and how to tag their
+//! messages. Without it those tests do nothing, so a plain `cargo test` run of them passes
+//! trivially.
 
 mod support;
 
 use std::process::Command;
 
 use fusion_core::testkit::assert_nothing_lost_in_writer_order;
-use fusion_core::{ChatMessage, ConversationStorage};
+use fusion_core::{ChatMessage, ConversationStorage, MessageId};
 use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
 
 /// `<server url>|<schema>|<writer tag>`, set only in child processes.
 const CHILD_ENV: &str = "FUSION_POSTGRES_TEST_CHILD";
+/// The same, for the children that append the shared batches.
+const RACER_ENV: &str = "FUSION_POSTGRES_TEST_RACER";
 const SESSION: &str = "shared";
 const PER_PROCESS: usize = 1000;
+/// Shared batches each racing child appends, two messages each.
+const ROUNDS: usize = 300;
 
-#[tokio::test]
-async fn child_appends_when_asked() {
-    let Ok(task) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+/// The storage a child opens from its environment variable `var`, and its writer tag.
+async fn child_storage(var: &str) -> Option<(PostgresStorage, String)> {
+    let task = std::env::var(var).ok()?;
     let mut parts = task.splitn(3, '|');
     let (Some(url), Some(schema), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
-        panic!("{CHILD_ENV} is url|schema|tag");
+        panic!("{var} is url|schema|tag");
     };
     let options = PostgresOptions::new(url).schema(schema);
     let storage = PostgresStorage::connect_with(options).await.unwrap();
+    Some((storage, tag.to_string()))
+}
+
+/// Runs this binary's test `child` once per tag, with `var` naming the harness's schema,
+/// and waits for every child to succeed.
+fn run_children(harness: &support::Harness, child: &str, var: &str, tags: &[&str]) {
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = tags
+        .iter()
+        .map(|tag| {
+            Command::new(&exe)
+                .args(["--exact", child, "--nocapture"])
+                .env(var, format!("{}|{}|{tag}", harness.url, harness.schema))
+                .spawn()
+                .expect("starting a child test process")
+        })
+        .collect();
+    for mut child in children {
+        let status = child.wait().unwrap();
+        assert!(status.success(), "a child process failed: {status}");
+    }
+}
+
+#[tokio::test]
+async fn child_appends_when_asked() {
+    let Some((storage, tag)) = child_storage(CHILD_ENV).await else {
+        return;
+    };
     for i in 0..PER_PROCESS {
         let message = ChatMessage::user(format!("{tag}-{i:04}"));
         storage.append(SESSION, &[message]).await.unwrap();
@@ -44,29 +76,67 @@ async fn two_processes_appending_to_one_session_lose_nothing_and_keep_order() {
     let storage = PostgresStorage::connect_with(harness.options())
         .await
         .unwrap();
-
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = ["a", "b"]
-        .into_iter()
-        .map(|tag| {
-            Command::new(&exe)
-                .args(["--exact", "child_appends_when_asked", "--nocapture"])
-                .env(
-                    CHILD_ENV,
-                    format!("{}|{}|{tag}", harness.url, harness.schema),
-                )
-                .spawn()
-                .expect("starting a child test process")
-        })
-        .collect();
-    for mut child in children {
-        let status = child.wait().unwrap();
-        assert!(status.success(), "a child process failed: {status}");
-    }
+    run_children(&harness, "child_appends_when_asked", CHILD_ENV, &["a", "b"]);
 
     let loaded = storage.load(SESSION).await.unwrap();
     assert_nothing_lost_in_writer_order(&loaded, &["a", "b"], PER_PROCESS);
     let info = storage.session_info(SESSION).await.unwrap().unwrap();
     assert_eq!(info.message_count, 2 * PER_PROCESS);
+    storage.close().await;
+}
+
+/// The shared batch of `round`: `shared-{2 round}` and `shared-{2 round + 1}`, with ids
+/// every process derives alike.
+fn shared_batch(round: usize) -> Vec<ChatMessage> {
+    (2 * round..2 * round + 2)
+        .map(|k| {
+            let id: MessageId = format!("shared-{k}").parse().unwrap();
+            ChatMessage::user(format!("shared-{k}")).with_id(id)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn child_races_when_asked() {
+    let Some((storage, tag)) = child_storage(RACER_ENV).await else {
+        return;
+    };
+    for round in 0..ROUNDS {
+        storage.append(SESSION, &shared_batch(round)).await.unwrap();
+        let own: Vec<ChatMessage> = (2 * round..2 * round + 2)
+            .map(|k| ChatMessage::user(format!("{tag}-{k}")))
+            .collect();
+        storage.append(SESSION, &own).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn two_processes_appending_the_same_batches_store_each_once() {
+    let Some(harness) = support::harness().await else {
+        return;
+    };
+    let storage = PostgresStorage::connect_with(harness.options())
+        .await
+        .unwrap();
+
+    run_children(&harness, "child_races_when_asked", RACER_ENV, &["a", "b"]);
+
+    // Every shared message once and in order, every own message kept, in order.
+    let loaded = storage.load(SESSION).await.unwrap();
+    assert_nothing_lost_in_writer_order(&loaded, &["shared", "a", "b"], 2 * ROUNDS);
+    // Each batch contiguous: its second message right after its first.
+    for (pos, message) in loaded.iter().enumerate() {
+        let Some(k) = message.content.strip_prefix("shared-") else {
+            continue;
+        };
+        if k.parse::<usize>().unwrap() % 2 == 1 {
+            assert!(
+                loaded[pos - 1].content.starts_with("shared-"),
+                "batch split at {pos}"
+            );
+        }
+    }
+    let info = storage.session_info(SESSION).await.unwrap().unwrap();
+    assert_eq!(info.message_count, 3 * 2 * ROUNDS);
     storage.close().await;
 }

@@ -1,7 +1,7 @@
 //! A schema written by the first release (schema version 1 of this crate) opens, upgrades
-//! in place to the current version (3) and keeps every message, id, count, generation and
+//! in place to the current version (4) and keeps every message, id, count, generation and
 //! timestamp; no session expires; its sessions then list, take metadata, an expiry and
-//! writes like new ones.
+//! writes (message ids included) like new ones.
 //!
 //! The fixture, `fixtures/schema_v1.sql`, was produced with the released code: at commit
 //! 421d2a2 (schema version 1), a throwaway test opened `PostgresStorage` on the schema
@@ -97,7 +97,7 @@ async fn a_version_1_schema_upgrades_in_place_and_keeps_every_session() {
             .fetch_all(&mut raw)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let collation: String = sqlx::query_scalar(
         "SELECT c.collname::text FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation \
          WHERE a.attrelid = 'sessions'::regclass AND a.attname = 'id'",
@@ -227,6 +227,14 @@ async fn a_version_1_schema_upgrades_in_place_and_keeps_every_session() {
         .unwrap();
     let moved = storage.session_info("user-123").await.unwrap().unwrap();
     assert_eq!(moved.expires_at, Some(moved.updated_at.unwrap() + hour));
+
+    // An old session, which knows no id yet, takes ids like a new one: each stored once.
+    let turn = fusion_core::testkit::exactly_once::with_ids("after", 2);
+    for _ in 0..2 {
+        storage.append("back-again", &turn).await.unwrap();
+    }
+    let history = storage.load("back-again").await.unwrap();
+    assert_eq!(history[1..], turn);
 
     // A second instance finds the schema current and sees the same.
     let again = harness.open().await.expect("reopening");

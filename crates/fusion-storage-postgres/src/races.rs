@@ -1,0 +1,179 @@
+//! The interleavings an exactly-once append must survive, forced rather than hoped for: a
+//! transaction of the test's own runs a write and holds the session's row lock, an append
+//! through a storage starts behind it (its statement's snapshot taken before that write
+//! commits, so it does not see that write's rows), and only once the server reports the
+//! append waiting for the lock does the test commit. The append must then check the ids
+//! the committed write left, whether it added ids (a first attempt the append retries),
+//! dropped them (a truncate, a save, a delete) or created the session.
+//!
+//! Nothing here waits for time to pass: each step waits for the server to say the append
+//! is blocked (`pg_stat_activity`, found by an `application_name` of the test's own).
+
+use std::time::Duration;
+
+use fusion_core::testkit::exactly_once::with_ids;
+use fusion_core::testkit::{StorageHarness, said};
+use fusion_core::{ChatMessage, ConversationStorage, SessionMeta};
+use sqlx::{Connection, PgConnection};
+
+use crate::batch::Batch;
+use crate::testing::Harness;
+use crate::{PostgresOptions, PostgresStorage, write};
+
+/// A storage whose connections say `application_name` = the harness's schema, so the test
+/// can find them blocked.
+async fn tagged(harness: &Harness) -> PostgresStorage {
+    let separator = if harness.url.contains('?') { '&' } else { '?' };
+    let url = format!(
+        "{}{separator}application_name={}",
+        harness.url, harness.schema
+    );
+    let options = PostgresOptions::new(&url)
+        .schema(&harness.schema)
+        .max_connections(2);
+    PostgresStorage::connect_with(options).await.unwrap()
+}
+
+/// Returns once `n` connections of [`tagged`] storages wait for a lock.
+async fn until_blocked(harness: &Harness, n: i64) {
+    let mut watcher = harness.raw().await;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(&harness.schema)
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Appends `batch` to `session` through `storage` in a task of its own.
+fn append_behind(
+    storage: &PostgresStorage,
+    session: &'static str,
+    batch: &[ChatMessage],
+) -> tokio::task::JoinHandle<()> {
+    let (storage, batch) = (storage.clone(), batch.to_vec());
+    tokio::spawn(async move { storage.append(session, &batch).await.unwrap() })
+}
+
+/// The harness, a storage opened on it, a tagged one and a raw connection.
+async fn setup() -> Option<(Harness, PostgresStorage, PostgresStorage, PgConnection)> {
+    let harness = crate::testing::harness().await?;
+    let storage = harness.open().await.unwrap();
+    let racer = tagged(&harness).await;
+    let raw = harness.raw().await;
+    Some((harness, storage, racer, raw))
+}
+
+#[tokio::test]
+async fn retries_waiting_behind_their_first_attempt_find_its_ids() {
+    let Some((harness, storage, racer, mut raw)) = setup().await else {
+        return;
+    };
+    let other = tagged(&harness).await;
+    let batch = with_ids("b", 3);
+    storage.append("s", &said("before")).await.unwrap();
+    let mut first = raw.begin().await.unwrap();
+    let none = SessionMeta::new();
+    write::append_once(&mut *first, "s", &Batch::of(&batch).unwrap(), &none, false)
+        .await
+        .unwrap();
+    let retries = [
+        append_behind(&racer, "s", &batch),
+        append_behind(&other, "s", &batch[1..]),
+    ];
+    until_blocked(&harness, 2).await;
+    first.commit().await.unwrap();
+    for retry in retries {
+        retry.await.unwrap();
+    }
+    let history = storage.load("s").await.unwrap();
+    assert_eq!(history[2..], batch[..], "stored once: {history:?}");
+    let info = storage.session_info("s").await.unwrap().unwrap();
+    assert_eq!(info.message_count, 5);
+}
+
+#[tokio::test]
+async fn a_retry_waiting_behind_the_creating_attempt_finds_its_ids() {
+    let Some((harness, storage, racer, mut raw)) = setup().await else {
+        return;
+    };
+    let batch = with_ids("c", 2);
+    let mut first = raw.begin().await.unwrap();
+    let none = SessionMeta::new();
+    write::append_once(&mut *first, "s", &Batch::of(&batch).unwrap(), &none, false)
+        .await
+        .unwrap();
+    let retry = append_behind(&racer, "s", &batch);
+    until_blocked(&harness, 1).await;
+    first.commit().await.unwrap();
+    retry.await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), batch);
+}
+
+#[tokio::test]
+async fn an_append_waiting_behind_a_truncate_stores_what_it_cut() {
+    let Some((harness, storage, racer, mut raw)) = setup().await else {
+        return;
+    };
+    let batch = with_ids("t", 3);
+    storage.append("s", &batch).await.unwrap();
+    let mut cut = raw.begin().await.unwrap();
+    write::truncate(&mut cut, "s", 2).await.unwrap();
+    // The append's snapshot still holds the last message, id and all.
+    let again = append_behind(&racer, "s", &batch[2..]);
+    until_blocked(&harness, 1).await;
+    cut.commit().await.unwrap();
+    again.await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), batch, "stored again");
+}
+
+#[tokio::test]
+async fn appends_waiting_behind_a_save_check_the_saved_ids() {
+    let Some((harness, storage, racer, mut raw)) = setup().await else {
+        return;
+    };
+    let old = with_ids("old", 2);
+    let saved = with_ids("new", 2);
+    storage.append("s", &old).await.unwrap();
+    let mut save = raw.begin().await.unwrap();
+    write::replace(&mut save, "s", &Batch::of(&saved).unwrap(), false)
+        .await
+        .unwrap();
+    let other = tagged(&harness).await;
+    let appends = [
+        append_behind(&racer, "s", &old[..1]),
+        append_behind(&other, "s", &saved[1..]),
+    ];
+    until_blocked(&harness, 2).await;
+    save.commit().await.unwrap();
+    for append in appends {
+        append.await.unwrap();
+    }
+    let history = storage.load("s").await.unwrap();
+    assert_eq!(history[..2], saved, "the saved history, its last id known");
+    assert_eq!(history[2..], old[..1], "the replaced message stored again");
+}
+
+#[tokio::test]
+async fn an_append_waiting_behind_a_delete_starts_the_session_afresh() {
+    let Some((harness, storage, racer, mut raw)) = setup().await else {
+        return;
+    };
+    let batch = with_ids("d", 2);
+    storage.append("s", &batch).await.unwrap();
+    let mut delete = raw.begin().await.unwrap();
+    write::remove(&mut delete, "s").await.unwrap();
+    let again = append_behind(&racer, "s", &batch);
+    until_blocked(&harness, 1).await;
+    delete.commit().await.unwrap();
+    again.await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), batch);
+}
