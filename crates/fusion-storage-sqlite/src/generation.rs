@@ -18,7 +18,8 @@ use fusion_core::{Change, Expect, Revision};
 /// What a conditional write requires of its session, and which generation it leaves.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Condition {
-    expected: Expect,
+    /// `None`: any revision will do (a plain append whose check is for its ids).
+    expected: Option<Expect>,
     after: After,
 }
 
@@ -43,6 +44,16 @@ impl Condition {
     /// The condition of `change` under `expected`, for statements that store `fresh` as the
     /// new generation where the rules call for one.
     pub(crate) fn new(expected: Expect, change: Change<'_>, fresh: u64) -> Self {
+        Self::of(Some(expected), change, fresh)
+    }
+
+    /// The condition of `change` whatever the session's revision: only which generation it
+    /// leaves. What a plain append checks when it reads the session's row anyway.
+    pub(crate) fn always(change: Change<'_>, fresh: u64) -> Self {
+        Self::of(None, change, fresh)
+    }
+
+    fn of(expected: Option<Expect>, change: Change<'_>, fresh: u64) -> Self {
         let after = match change {
             Change::Append([]) => After::Unchanged,
             Change::Append(_) => After::Appended { fresh },
@@ -56,7 +67,9 @@ impl Condition {
     /// Whether the write may run on a session `found` at this revision: `Ok` with the
     /// generation the session has once it has run, or `Err(found)` to refuse it.
     pub(crate) fn check(&self, found: Revision) -> Result<u64, Revision> {
-        if !self.expected.is_met_by(found.generation, || found.len) {
+        if let Some(expected) = self.expected
+            && !expected.is_met_by(found.generation, || found.len)
+        {
             return Err(found);
         }
         Ok(match self.after {
@@ -104,6 +117,10 @@ mod tests {
         );
         assert_eq!(create(Change::Append(&[])), Ok(0), "absent stays absent");
         assert_eq!(create(Change::Truncate(2)), Ok(0));
+
+        let always = |found| Condition::always(Change::Append(&one), fresh).check(found);
+        assert_eq!(always(AT), Ok(7), "any revision admits it");
+        assert_eq!(always(Revision::ABSENT), Ok(fresh));
     }
 
     #[test]

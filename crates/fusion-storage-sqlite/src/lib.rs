@@ -17,8 +17,9 @@
 //!    `meta`: a session's facts as stored (the columns of its metadata, a row read back
 //!    as a `SessionInfo`, what a metadata update writes), and `sql`: the SQL of every
 //!    operation and the write model both paths run (`Write`, `Value`, `write_sql!`, the
-//!    one `BEGIN IMMEDIATE`, the checks a write decides inside its transaction, turning a
-//!    row back into a message);
+//!    one `BEGIN IMMEDIATE`, the checks a write decides inside its transaction, the
+//!    messages an append leaves out because their ids are stored, turning a row back
+//!    into a message);
 //! 3. `checkpoint`: when the WAL is checkpointed, and the bound on its size;
 //! 4. the paths: `direct` (SQLite called directly on a database file this crate opened:
 //!    `direct/open.rs` opens its connections, `direct/load.rs` is its load), `pooled` (sqlx

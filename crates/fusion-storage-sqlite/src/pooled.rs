@@ -11,9 +11,9 @@
 //! `Transaction` cannot do this (it sends `BEGIN` and `COMMIT` as calls of their own), so
 //! this module does the job of its guard: a script that fails or is cancelled can stop
 //! after `BEGIN` with the write lock held, and its connection must not be used again like
-//! that. A write with a check (a conditional write, a creation, a metadata update) takes
-//! two round trips: `BEGIN IMMEDIATE` and the read of the row to check, then the rest of
-//! the script or `ROLLBACK`. A load is one query ([`LOAD_ARRAY`]) returning the whole
+//! that. A write with a check (a conditional write, a creation, a metadata update, an
+//! append whose messages carry ids) takes two round trips: `BEGIN IMMEDIATE` and the read
+//! of the row to check, then the rest of the script or `ROLLBACK`. A load is one query ([`LOAD_ARRAY`]) returning the whole
 //! history as one JSON array; `load_revision` is one query too ([`LOAD_REVISION_ARRAY`]),
 //! the revision beside the array.
 //!
@@ -22,6 +22,8 @@
 //! When that is nothing the session had expired (`crate::expiry`) and the script wrote
 //! nothing; then a second script removes the session and runs the write again. A check
 //! that finds the session expired has it removed at the start of the rest of the script.
+
+use std::borrow::Cow;
 
 use fusion_core::sql::{check_count, revision_of};
 use fusion_core::{ChatMessage, Result, Revision, is_expired};
@@ -90,27 +92,46 @@ pub(crate) async fn write(pool: &SqlitePool, write: Write) -> sqlx::Result<Writt
 }
 
 /// A write with a check on `conn`: begin and read the row the check names, then run the
-/// write's statements and `COMMIT` ([`WriteSql::rest`]) with what the check decided, after
-/// removing the session if it found it expired, or roll back.
+/// write's statements and `COMMIT` ([`WriteSql::rest`]) with what the check decided (an
+/// append's batch cut down to the messages not stored yet), after removing the session if
+/// it found it expired, or roll back.
 async fn write_checked(
     conn: &mut Unfinished,
     sql: &'static WriteSql,
     values: Vec<Value>,
     check: Check,
 ) -> sqlx::Result<Written> {
-    // ?1, the session id, is all the read binds.
-    let read = || arguments(values.iter().take(1).cloned());
+    // ?1, the session id, is all the read binds, and ?2 the batch's ids for a check with
+    // them.
+    let ids = check.ids().map(|ids| Value::Text(ids.to_owned()));
+    let read = || arguments(values.iter().take(1).cloned().chain(ids.clone()));
     // `fetch_all` rather than `fetch_optional`: it drives the script to its end.
     let found = match &check {
         Check::Revision { .. } => {
-            let rows: Vec<(i64, i64, Option<i64>)> =
+            let rows: Vec<(i64, i64, Option<i64>, Option<String>)> = if ids.is_some() {
                 sqlx::query_as_with(check.begin_and_read(), read()?)
                     .fetch_all(conn.get())
-                    .await?;
-            let row = rows.first().copied();
+                    .await?
+            } else {
+                let rows: Vec<(i64, i64, Option<i64>)> =
+                    sqlx::query_as_with(check.begin_and_read(), read()?)
+                        .fetch_all(conn.get())
+                        .await?;
+                let with_none_stored =
+                    |(generation, count, expires_at)| (generation, count, expires_at, None);
+                rows.into_iter().map(with_none_stored).collect()
+            };
+            let row = rows.into_iter().next();
+            let (revision, expires_at, stored) = match row {
+                Some((generation, count, expires_at, stored)) => {
+                    (revision_of(Some((generation, count))), expires_at, stored)
+                }
+                None => (revision_of(None), None, None),
+            };
             Found::Revision {
-                revision: revision_of(row.map(|(generation, count, _)| (generation, count))),
-                expires_at: row.and_then(|(_, _, expires_at)| expires_at),
+                revision,
+                expires_at,
+                stored,
             }
         }
         Check::Meta { .. } => {
@@ -125,8 +146,10 @@ async fn write_checked(
             extra,
             written,
             remove_first,
+            kept,
         } => {
-            let arguments = arguments(values.into_iter().chain(extra))?;
+            let values = Write::decided_values(Cow::Owned(values), &kept, extra);
+            let arguments = arguments(values.into_owned())?;
             if remove_first {
                 let rest = format!("{}{}", REMOVE.body, sql.rest);
                 sqlx::query_with(&rest, arguments)

@@ -287,6 +287,13 @@ impl ConversationStorage for SqliteStorage {
     /// an expired session writes nothing in those statements; then the session is removed
     /// and the append runs again, creating it afresh (in the same transaction, or a second
     /// round trip on the pool).
+    ///
+    /// When messages carry ids, the transaction first reads which of those ids the session
+    /// stores (one probe of an index per id, and the lookup of the session's row; on the
+    /// pool that read is a round trip of its own), and stores only the other messages, in
+    /// order and numbered on from the count. If none is left it writes nothing at all. The
+    /// whole session is looked at, not only its last `DEDUP_WINDOW` messages. A batch
+    /// without ids does none of this.
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if messages.is_empty() {
@@ -331,9 +338,12 @@ impl ConversationStorage for SqliteStorage {
     /// (one lookup of its `sessions` row), compare them with `expected` (an expired
     /// session is absent), then run the statements of `append`, `truncate` or `save`
     /// (removing an expired session first), or roll back with
-    /// [`Error::Conflict`](fusion_core::Error::Conflict). Cost: the lookup plus what the
-    /// plain write costs; a small conditional append runs on the calling thread like an
-    /// append. On the pool it is two round trips instead of one.
+    /// [`Error::Conflict`](fusion_core::Error::Conflict). An append whose messages carry
+    /// ids reads which are stored in the same lookup and leaves them out, as `append`
+    /// does; when none is left it writes nothing and returns the generation unchanged.
+    /// Cost: the lookup plus what the plain write costs; a small conditional append runs
+    /// on the calling thread like an append. On the pool it is two round trips instead of
+    /// one.
     async fn write_if(
         &self,
         session_id: &str,
@@ -345,6 +355,7 @@ impl ConversationStorage for SqliteStorage {
         let write = Write::conditional(session_id, expected, change)?;
         match self.run(write, "write_if", Some(session_id)).await? {
             Written::Committed(generation) => Ok(generation.unwrap_or_default()),
+            Written::AllStored(generation) => Ok(generation),
             written => {
                 let found = refused(written);
                 Err(expected.conflict(BACKEND, session_id, found.generation, Some(found.len)))

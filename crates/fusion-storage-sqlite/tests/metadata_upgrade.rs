@@ -155,7 +155,7 @@ async fn a_version_2_database_upgrades_in_place_and_keeps_every_session() {
 
         let storage = open(&path, pooled).await;
         let (versions_after, _, messages_after) = raw_contents(&path).await;
-        assert_eq!(versions_after, [1, 2, 3, 4], "upgraded to version 4");
+        assert_eq!(versions_after, [1, 2, 3, 4, 5], "upgraded to version 5");
         assert_eq!(
             messages_after, messages,
             "every message row kept, byte for byte"
@@ -212,7 +212,7 @@ async fn a_version_2_database_upgrades_in_place_and_keeps_every_session() {
         assert_eq!(info.meta.owner.as_deref(), Some("alice"));
         assert_eq!(info.meta.tags, ["upgraded"]);
         again.close().await;
-        assert_eq!(raw_contents(&path).await.0, [1, 2, 3, 4]);
+        assert_eq!(raw_contents(&path).await.0, [1, 2, 3, 4, 5]);
     }
 }
 

@@ -1,6 +1,7 @@
 //! A database written by the first release (schema version 1, before sessions had
 //! generations) opens with this build, is upgraded to the current schema, and keeps every
-//! message; its sessions read as [`LEGACY_GENERATION`] until their first rewrite. The
+//! message; its sessions read as [`LEGACY_GENERATION`] until their first rewrite. One of
+//! schema version 4 gains message ids and stores each new one once. The
 //! fixtures are built by running only a version's migrations
 //! ([`database_at_version`]), so each later schema version gets its fixture for free.
 
@@ -269,5 +270,79 @@ async fn a_database_at_each_schema_version_opens_with_its_generations() {
             );
             storage.close().await;
         }
+    }
+}
+
+/// A database of schema version 4 (the release before message ids) opens on either path,
+/// gains the `message_id` column (NULL on every old row) and its index, keeps every
+/// message, and stores each new message with an id once.
+#[tokio::test]
+async fn a_version_4_database_upgrades_and_stores_new_ids_once() {
+    for pooled in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        let pool = database_at_version(&path, 4).await;
+        insert_v1_session(&pool, "user-123", &V1_ROWS).await;
+        pool.close().await;
+
+        let storage = if pooled {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .connect_with(options)
+                .await
+                .unwrap();
+            SqliteStorage::from_pool(pool).await.unwrap()
+        } else {
+            SqliteStorage::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap()
+        };
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(storage.pool())
+                .await
+                .unwrap();
+        assert_eq!(versions, [1, 2, 3, 4, 5], "pooled: {pooled}");
+        let (history, at) = storage.load_revision("user-123").await.unwrap();
+        assert_eq!(history, v1_history(), "pooled: {pooled}");
+        assert_eq!(at.len, 4);
+        let old_ids: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT message_id FROM messages ORDER BY seq")
+                .fetch_all(storage.pool())
+                .await
+                .unwrap();
+        assert_eq!(old_ids, [None, None, None, None]);
+
+        let batch = fusion_core::testkit::exactly_once::with_ids("new", 2);
+        storage.append("user-123", &batch).await.unwrap();
+        storage.append("user-123", &batch).await.unwrap();
+        let generation = storage
+            .write_if(
+                "user-123",
+                Expect::Generation(at.generation),
+                Change::Append(&batch[1..]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(generation, LEGACY_GENERATION, "an append keeps it");
+        let mut expected = v1_history();
+        expected.extend(batch.iter().cloned());
+        let (history, at) = storage.load_revision("user-123").await.unwrap();
+        assert_eq!(history, expected, "pooled: {pooled}");
+        assert_eq!(at.len, 6, "pooled: {pooled}");
+
+        // The index refuses a second row with one id in a session, whoever writes it.
+        let id = batch[0].id.as_ref().unwrap().as_str();
+        let repeat = sqlx::query(
+            "INSERT INTO messages (session_id, seq, message, message_id) \
+             VALUES ('user-123', 6, '{}', ?1)",
+        )
+        .bind(id)
+        .execute(storage.pool())
+        .await;
+        assert!(repeat.is_err(), "pooled: {pooled}");
+        storage.close().await;
     }
 }

@@ -76,7 +76,10 @@ impl Codec {
 /// AES key schedules it holds stay in memory as long as the layer, as the master keys
 /// they come from do.
 #[derive(Default)]
-pub(crate) struct CipherCache(Mutex<HashMap<(Box<str>, Box<str>), Arc<Aes256Gcm>>>);
+pub(crate) struct CipherCache(Mutex<HashMap<CipherKey, Arc<Aes256Gcm>>>);
+
+/// A cached cipher's key id and session id.
+type CipherKey = (Box<str>, Box<str>);
 
 impl CipherCache {
     const CAPACITY: usize = 4096;

@@ -8,7 +8,8 @@
 //! caller's own thread instead, through `rusqlite` (the same SQLite library sqlx links):
 //!
 //! - a small append, the write an agent makes every turn (conditional or not: the check of
-//!   a conditional write is one lookup inside the transaction), runs right on the async
+//!   a conditional write, or of an append whose messages carry ids, is one lookup inside
+//!   the transaction, plus one index probe per id), runs right on the async
 //!   task's thread when nothing in this process is writing and no other process holds the
 //!   write lock. It then waits for nothing: its busy timeout is zero, and a busy database sends
 //!   it down the next path instead of blocking the thread;

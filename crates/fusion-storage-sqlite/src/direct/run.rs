@@ -6,12 +6,14 @@
 //! write running on an async task's thread (`inline`) that finds it must do so rolls back
 //! instead ([`Written::Deferred`]), and runs again on a blocking thread.
 
+use std::borrow::Cow;
+
 use fusion_core::sql::revision_of;
 use rusqlite::Connection;
 
 use crate::meta::InfoRow;
 use crate::sql::{
-    BEGIN_WRITE, Check, Ends, Found, REMOVE, REMOVE_EXPIRED, Value, Verdict, Write, Written,
+    BEGIN_WRITE, Check, Ends, Found, Kept, REMOVE, REMOVE_EXPIRED, Value, Verdict, Write, Written,
 };
 
 /// A failed write, and whether its connection may still be in the transaction.
@@ -22,7 +24,8 @@ pub(super) struct Failure {
 
 /// Runs `write`'s statements in one [`BEGIN_WRITE`] transaction, after its check, if it
 /// has one, decided from the row it read in that transaction (rolling back when the check
-/// stops the write, removing the session first when it found it expired). A write whose
+/// stops the write, removing the session first when it found it expired, leaving out the
+/// messages of an append that are stored already). A write whose
 /// last statement changed no row because the session had expired ([`Ends::UnlessExpired`])
 /// removes it and runs again in the same transaction. When `inline`, a write that would
 /// remove a session rolls back instead ([`Written::Deferred`]). On failure the transaction
@@ -30,27 +33,23 @@ pub(super) struct Failure {
 pub(super) fn run(conn: &Connection, write: &Write, inline: bool) -> Result<Written, Failure> {
     let steps = || -> rusqlite::Result<Written> {
         conn.prepare_cached(BEGIN_WRITE)?.raw_execute()?;
-        let (extra, written, remove_first) = match &write.check {
-            None => (Vec::new(), Written::Committed(None), false),
+        let (extra, written, remove_first, kept) = match &write.check {
+            None => (Vec::new(), Written::Committed(None), false, Kept::All),
             Some(check) => match check.decide(read_found(conn, check, write)?) {
                 Verdict::Go {
                     extra,
                     written,
                     remove_first,
-                } => (extra, written, remove_first),
+                    kept,
+                } => (extra, written, remove_first, kept),
                 Verdict::Stop(written) => {
                     conn.prepare_cached("ROLLBACK")?.raw_execute()?;
                     return Ok(written);
                 }
             },
         };
-        let decided;
-        let values = if extra.is_empty() {
-            &write.values[..]
-        } else {
-            decided = [&write.values[..], &extra[..]].concat();
-            &decided[..]
-        };
+        let values = Write::decided_values(Cow::Borrowed(&write.values), &kept, extra);
+        let values = &values[..];
         let defer = || -> rusqlite::Result<Written> {
             conn.prepare_cached("ROLLBACK")?.raw_execute()?;
             Ok(Written::Deferred)
@@ -109,10 +108,14 @@ fn execute(conn: &Connection, statements: &[&str], values: &[Value]) -> rusqlite
     Ok(changed)
 }
 
-/// What `check` of `write` decides on, read by [`Check::read`] inside its transaction.
+/// What `check` of `write` decides on, read by [`Check::read`] inside its transaction:
+/// ?1 the session id, and ?2 the batch's ids for a check that has them.
 fn read_found(conn: &Connection, check: &Check, write: &Write) -> rusqlite::Result<Found> {
     let mut statement = conn.prepare_cached(check.read())?;
-    bind(&mut statement, &write.values)?;
+    bind(&mut statement, &write.values[..1])?;
+    if let Some(ids) = check.ids() {
+        statement.raw_bind_parameter(2, ids)?;
+    }
     let mut rows = statement.raw_query();
     let row = rows.next()?;
     Ok(match check {
@@ -120,10 +123,15 @@ fn read_found(conn: &Connection, check: &Check, write: &Write) -> rusqlite::Resu
             Some(row) => Found::Revision {
                 revision: revision_of(Some((row.get(0)?, row.get(1)?))),
                 expires_at: row.get(2)?,
+                stored: match check.ids() {
+                    Some(_) => row.get(3)?,
+                    None => None,
+                },
             },
             None => Found::Revision {
                 revision: revision_of(None),
                 expires_at: None,
+                stored: None,
             },
         },
         Check::Meta { .. } => Found::Info(row.map(InfoRow::from_rusqlite).transpose()?),

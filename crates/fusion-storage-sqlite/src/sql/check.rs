@@ -5,33 +5,48 @@
 //!
 //! A check reads the row whatever its expiry and decides here, at the write's own `now`,
 //! whether it has expired (`crate::expiry`): then the session counts as absent, and a
-//! write that goes ahead removes it first ([`Verdict::Go`]'s `remove_first`).
+//! write that goes ahead removes it first ([`Verdict::Go`]'s `remove_first`). The check of
+//! an append with ids also reads which of them the session stores, and decides which
+//! messages the append stores (`dedup.rs`); an expired session stores none.
 
 use fusion_core::{Error, MetaUpdate, Revision, SessionInfo, is_expired};
 
-use super::{BEGIN_AND_READ_INFO, BEGIN_AND_READ_REVISION, READ_INFO, READ_REVISION, Value};
+use super::dedup::Dedup;
+use super::{
+    BEGIN_AND_READ_INFO, BEGIN_AND_READ_REVISION, BEGIN_AND_READ_REVISION_AND_STORED, Kept,
+    READ_INFO, READ_REVISION, READ_REVISION_AND_STORED, Value,
+};
 use crate::generation::Condition;
 use crate::meta::{self, InfoRow, Updated};
 
 /// What a write reads and decides inside its transaction before its statements run.
 #[derive(Debug)]
 pub(crate) enum Check {
-    /// A conditional write or a creation at `now` (Unix µs, the instant its statements
-    /// bind): the session's revision ([`READ_REVISION`]) must meet the condition.
-    Revision { condition: Condition, now: i64 },
+    /// A conditional write, a creation or an append with ids at `now` (Unix µs, the
+    /// instant its statements bind): the session's revision ([`READ_REVISION`]) must meet
+    /// the condition. With `dedup` (an append whose messages carry ids), the read also
+    /// finds which ids the session stores ([`READ_REVISION_AND_STORED`]), and those
+    /// messages are left out.
+    Revision {
+        condition: Condition,
+        now: i64,
+        dedup: Option<Dedup>,
+    },
     /// A metadata update at `now` (Unix µs): the session's facts ([`READ_INFO`]) with the
     /// update applied must be valid metadata.
     Meta { update: MetaUpdate, now: i64 },
 }
 
-/// The row a [`Check`] read: a revision and the row's `expires_at` for
-/// [`Check::Revision`] (absent: [`Revision::ABSENT`] and `None`), the facts (if the
-/// session exists) for [`Check::Meta`].
+/// The row a [`Check`] read: a revision, the row's `expires_at` and, for a check with
+/// `dedup`, the ids it stores (separated by spaces; `None`: none) for [`Check::Revision`]
+/// (absent: [`Revision::ABSENT`], `None` and `None`), the facts (if the session exists)
+/// for [`Check::Meta`].
 #[derive(Debug)]
 pub(crate) enum Found {
     Revision {
         revision: Revision,
         expires_at: Option<i64>,
+        stored: Option<String>,
     },
     Info(Option<InfoRow>),
 }
@@ -39,13 +54,15 @@ pub(crate) enum Found {
 /// What a [`Check`] decided.
 #[derive(Debug)]
 pub(crate) enum Verdict {
-    /// Run the statements, binding `extra` after the write's own values, after removing
-    /// the session when `remove_first` (it had expired); once committed, the write ended
-    /// as `written`.
+    /// Run the statements, binding `extra` after the write's own values (with an append's
+    /// batch cut down to what is `kept`: `Write::decided_values`), after removing the
+    /// session when `remove_first` (it had expired); once committed, the write ended as
+    /// `written`.
     Go {
         extra: Vec<Value>,
         written: Written,
         remove_first: bool,
+        kept: Kept,
     },
     /// Roll back: the write ended as this, having written nothing.
     Stop(Written),
@@ -68,6 +85,9 @@ pub(crate) enum Written {
     Rejected(Error),
     /// A purge committed, deleting this many sessions.
     Purged(usize),
+    /// An append found every message of its batch stored already (by their ids): it
+    /// rolled back, having written nothing, and the session is at this generation.
+    AllStored(u64),
     /// A write on an async task's thread found it must first remove an expired session
     /// (work that grows with that session's history): it rolled back, wrote nothing, and
     /// runs again on a blocking thread. Only `crate::direct` ends a write so, and only
@@ -82,6 +102,7 @@ impl Written {
             Written::Committed(_) | Written::Updated(Some(_)) => true,
             Written::Purged(deleted) => *deleted > 0,
             Written::Refused(_)
+            | Written::AllStored(_)
             | Written::Updated(None)
             | Written::Rejected(_)
             | Written::Deferred => false,
@@ -90,10 +111,12 @@ impl Written {
 }
 
 impl Check {
-    /// The statement that reads what the check decides on, bound to ?1 only.
+    /// The statement that reads what the check decides on, bound to ?1, the session id,
+    /// and for a check with `dedup` to ?2, [`ids`](Self::ids).
     pub(crate) fn read(&self) -> &'static str {
         match self {
-            Check::Revision { .. } => READ_REVISION,
+            Check::Revision { dedup: None, .. } => READ_REVISION,
+            Check::Revision { dedup: Some(_), .. } => READ_REVISION_AND_STORED,
             Check::Meta { .. } => READ_INFO,
         }
     }
@@ -101,8 +124,20 @@ impl Check {
     /// [`read`](Self::read) after `BEGIN IMMEDIATE`, as one script for sqlx.
     pub(crate) fn begin_and_read(&self) -> &'static str {
         match self {
-            Check::Revision { .. } => BEGIN_AND_READ_REVISION,
+            Check::Revision { dedup: None, .. } => BEGIN_AND_READ_REVISION,
+            Check::Revision { dedup: Some(_), .. } => BEGIN_AND_READ_REVISION_AND_STORED,
             Check::Meta { .. } => BEGIN_AND_READ_INFO,
+        }
+    }
+
+    /// The batch's ids, a JSON array bound to ?2 of [`read`](Self::read), for a check
+    /// with `dedup`; `None` for the others, whose read binds ?1 only.
+    pub(crate) fn ids(&self) -> Option<&str> {
+        match self {
+            Check::Revision {
+                dedup: Some(dedup), ..
+            } => Some(dedup.ids()),
+            Check::Revision { .. } | Check::Meta { .. } => None,
         }
     }
 
@@ -110,21 +145,36 @@ impl Check {
     pub(crate) fn decide(&self, found: Found) -> Verdict {
         match (self, found) {
             (
-                Check::Revision { condition, now },
+                Check::Revision {
+                    condition,
+                    now,
+                    dedup,
+                },
                 Found::Revision {
                     revision,
                     expires_at,
+                    stored,
                 },
             ) => {
                 let expired = is_expired(expires_at, *now);
                 let revision = if expired { Revision::ABSENT } else { revision };
-                match condition.check(revision) {
-                    Ok(generation) => Verdict::Go {
+                let generation = match condition.check(revision) {
+                    Ok(generation) => generation,
+                    Err(found) => return Verdict::Stop(Written::Refused(found)),
+                };
+                // An expired session is absent: its ids are not stored any more.
+                let kept = match dedup {
+                    Some(dedup) if !expired => dedup.kept(stored.as_deref()),
+                    _ => Some(Kept::All),
+                };
+                match kept {
+                    Some(kept) => Verdict::Go {
                         extra: Vec::new(),
                         written: Written::Committed(Some(generation)),
                         remove_first: expired,
+                        kept,
                     },
-                    Err(found) => Verdict::Stop(Written::Refused(found)),
+                    None => Verdict::Stop(Written::AllStored(generation)),
                 }
             }
             (Check::Meta { update, now }, Found::Info(row)) => {
@@ -145,6 +195,7 @@ impl Check {
                         ],
                         written: Written::Updated(Some(Box::new(info))),
                         remove_first: false,
+                        kept: Kept::All,
                     },
                     Ok(None) => Verdict::Stop(Written::Updated(None)),
                     Err(e) => Verdict::Stop(Written::Rejected(e)),

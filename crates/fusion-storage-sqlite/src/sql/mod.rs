@@ -8,8 +8,10 @@
 //! same transaction and lets the check decide ([`Verdict`]) whether its statements run or
 //! it rolls back: a conditional write or a creation ([`Write::conditional`],
 //! [`Write::create`]) reads its revision ([`READ_REVISION`]) and `crate::generation`
-//! decides; a metadata update ([`Write::update_meta`]) reads its facts ([`READ_INFO`]) and
-//! `crate::meta` decides, and what it decided is bound after the write's own values. A
+//! decides; an append whose messages carry ids, plain or conditional, also reads which of
+//! them the session stores ([`READ_REVISION_AND_STORED`]) and binds only the others
+//! (`dedup.rs`); a metadata update ([`Write::update_meta`]) reads its facts ([`READ_INFO`])
+//! and `crate::meta` decides, and what it decided is bound after the write's own values. A
 //! check that finds the session expired (`crate::expiry`) counts it as absent and has
 //! [`REMOVE`] run first. A write without a check learns that its session had expired from
 //! its own last statement ([`Ends`]).
@@ -27,6 +29,8 @@
 //! on through the script; once that count passes the last value, sqlx stops binding the
 //! statement, and its later parameters are silently NULL. So each write's parameters are
 //! numbered for few gaps, and a unit test below replays sqlx's rule on every write.
+
+use std::borrow::Cow;
 
 use fusion_core::sql::{corrupt_row, missing_row, to_column};
 use fusion_core::{
@@ -62,12 +66,18 @@ macro_rules! write_sql {
 }
 
 mod check;
+mod dedup;
 mod reads;
 mod statements;
 
 pub(crate) use check::{Check, Found, Verdict, Written};
+use dedup::Dedup;
+pub(crate) use dedup::{BEGIN_AND_READ_REVISION_AND_STORED, Kept, READ_REVISION_AND_STORED};
 pub(crate) use reads::{LIST_SESSIONS, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS};
-use statements::{APPEND, CREATE, NOTHING, PURGE, SAVE, TRUNCATE, UPDATE_META};
+use statements::{
+    APPEND, APPEND_WITH_IDS, CREATE, CREATE_WITH_IDS, NOTHING, PURGE, SAVE, SAVE_WITH_IDS,
+    TRUNCATE, UPDATE_META,
+};
 pub(crate) use statements::{REMOVE, REMOVE_EXPIRED};
 
 /// Every write starts with this, so the transaction holds SQLite's write lock from its
@@ -163,41 +173,92 @@ pub(crate) struct Write {
     pub(crate) check: Option<Check>,
 }
 
+/// Where APPEND's values hold the number of messages (?3), which the check of an append
+/// with ids may lower ([`Write::decided_values`]).
+const COUNT_AT: usize = 2;
+/// Where APPEND's values hold the messages (?5), which the check of an append with ids may
+/// cut down.
+const BATCH_AT: usize = 4;
+
 impl Write {
     /// Appends `messages` (not empty) after the stored history of `session_id`, creating
-    /// the session with a fresh generation if it has none (or it has expired).
+    /// the session with a fresh generation if it has none (or it has expired). Messages
+    /// whose ids the session stores already are left out (`dedup.rs`): a batch with ids
+    /// reads which inside the transaction, a check that admits any revision.
     pub(crate) fn append(session_id: &str, messages: &[ChatMessage]) -> Result<Self> {
-        Self::with_messages(
-            &APPEND,
-            session_id,
-            messages,
-            new_generation(),
-            now_micros(),
-        )
+        let fresh = new_generation();
+        let now = now_micros();
+        let (mut write, dedup) = Self::appending(session_id, messages, fresh, now)?;
+        if let Some(dedup) = dedup {
+            let condition = Condition::always(Change::Append(messages), fresh);
+            write.check = Some(Check::Revision {
+                condition,
+                now,
+                dedup: Some(dedup),
+            });
+        }
+        Ok(write)
     }
 
-    /// Replaces the history of `session_id` with `history` (not empty), with a fresh
-    /// generation.
-    pub(crate) fn save(session_id: &str, history: &[ChatMessage]) -> Result<Self> {
-        Self::with_messages(&SAVE, session_id, history, new_generation(), now_micros())
-    }
-
-    /// APPEND and SAVE bind the same values: the time, how many messages, the generation
-    /// of a new or rewritten row, and the messages as one JSON array.
-    fn with_messages(
-        sql: &'static WriteSql,
+    /// APPEND of `messages`, or for a batch with ids APPEND_WITH_IDS and what its check
+    /// needs to leave out the messages already stored.
+    fn appending(
         session_id: &str,
         messages: &[ChatMessage],
         fresh: u64,
         now: i64,
-    ) -> Result<Self> {
+    ) -> Result<(Self, Option<Dedup>)> {
+        let (batch, dedup) = dedup::encode(messages)?;
+        let sql = if dedup.is_some() {
+            &APPEND_WITH_IDS
+        } else {
+            &APPEND
+        };
+        let write = Self::with_batch(sql, session_id, messages.len(), batch, fresh, now);
+        Ok((write, dedup))
+    }
+
+    /// Replaces the history of `session_id` with `history` (not empty), with a fresh
+    /// generation. Its ids are stored as they are: `check_storable` refused a repeated one.
+    pub(crate) fn save(session_id: &str, history: &[ChatMessage]) -> Result<Self> {
+        Self::saving(session_id, history, new_generation(), now_micros())
+    }
+
+    fn saving(session_id: &str, history: &[ChatMessage], fresh: u64, now: i64) -> Result<Self> {
+        let sql = if has_ids(history) {
+            &SAVE_WITH_IDS
+        } else {
+            &SAVE
+        };
+        let batch = encode(history)?;
+        Ok(Self::with_batch(
+            sql,
+            session_id,
+            history.len(),
+            batch,
+            fresh,
+            now,
+        ))
+    }
+
+    /// APPEND and SAVE bind the same values: the time, how many messages, the generation
+    /// of a new or rewritten row, and the messages as one JSON array (at [`COUNT_AT`] and
+    /// [`BATCH_AT`]).
+    fn with_batch(
+        sql: &'static WriteSql,
+        session_id: &str,
+        len: usize,
+        batch: String,
+        fresh: u64,
+        now: i64,
+    ) -> Self {
         let values = vec![
             Value::Int(now),
-            Value::Int(count(messages.len())),
+            Value::Int(count(len)),
             Value::Int(to_column(fresh)),
-            Value::Text(encode(messages)?),
+            Value::Text(batch),
         ];
-        Ok(Self::new(sql, session_id, values))
+        Self::new(sql, session_id, values)
     }
 
     /// Keeps the first `len` (more than 0) messages of `session_id`, with a fresh
@@ -244,9 +305,19 @@ impl Write {
             Value::int_or_null(expiry.expires_at),
             Value::int_or_null(expiry.idle),
         ];
-        let mut write = Self::new(&CREATE, session_id, values);
+        // A new session stores no id yet: nothing to leave out, only ids to store.
+        let sql = if has_ids(messages) {
+            &CREATE_WITH_IDS
+        } else {
+            &CREATE
+        };
+        let mut write = Self::new(sql, session_id, values);
         let condition = Condition::new(Expect::Generation(0), Change::Append(messages), fresh);
-        write.check = Some(Check::Revision { condition, now });
+        write.check = Some(Check::Revision {
+            condition,
+            now,
+            dedup: None,
+        });
         Ok(write)
     }
 
@@ -271,19 +342,19 @@ impl Write {
     ) -> Result<Self> {
         let fresh = new_generation();
         let now = now_micros();
-        let mut write = match change {
-            Change::Append([]) => Self::new(&NOTHING, session_id, Vec::new()),
-            Change::Append(messages) => {
-                Self::with_messages(&APPEND, session_id, messages, fresh, now)?
-            }
-            Change::Truncate(0) | Change::Replace([]) => Self::remove(session_id),
-            Change::Truncate(len) => Self::truncate_with(session_id, len, fresh, now),
-            Change::Replace(history) => {
-                Self::with_messages(&SAVE, session_id, history, fresh, now)?
-            }
+        let (mut write, dedup) = match change {
+            Change::Append([]) => (Self::new(&NOTHING, session_id, Vec::new()), None),
+            Change::Append(messages) => Self::appending(session_id, messages, fresh, now)?,
+            Change::Truncate(0) | Change::Replace([]) => (Self::remove(session_id), None),
+            Change::Truncate(len) => (Self::truncate_with(session_id, len, fresh, now), None),
+            Change::Replace(history) => (Self::saving(session_id, history, fresh, now)?, None),
         };
         let condition = Condition::new(expected, change, fresh);
-        write.check = Some(Check::Revision { condition, now });
+        write.check = Some(Check::Revision {
+            condition,
+            now,
+            dedup,
+        });
         Ok(write)
     }
 
@@ -308,6 +379,29 @@ impl Write {
         }
     }
 
+    /// The values to bind to the statements once the check has decided: the write's own
+    /// (`values`, borrowed or not), the batch cut down to what is `kept`, then `extra`.
+    pub(crate) fn decided_values<'a>(
+        values: Cow<'a, [Value]>,
+        kept: &Kept,
+        extra: Vec<Value>,
+    ) -> Cow<'a, [Value]> {
+        let cut = match values.get(BATCH_AT) {
+            Some(Value::Text(batch)) => kept.cut(batch),
+            _ => None,
+        };
+        if cut.is_none() && extra.is_empty() {
+            return values;
+        }
+        let mut values = values.into_owned();
+        if let Some((batch, len)) = cut {
+            values[COUNT_AT] = Value::Int(count(len));
+            values[BATCH_AT] = Value::Text(batch);
+        }
+        values.extend(extra);
+        Cow::Owned(values)
+    }
+
     /// The bytes bound to the write, which is what its cost grows with when it is bounded.
     pub(crate) fn bound_bytes(&self) -> usize {
         self.values
@@ -325,6 +419,11 @@ impl Write {
 /// elements are exactly each message's `serde_json::to_string`.
 fn encode(messages: &[ChatMessage]) -> Result<String> {
     serde_json::to_string(messages).map_err(Into::into)
+}
+
+/// Whether any of `messages` carries an id, so that its insert fills `message_id`.
+fn has_ids(messages: &[ChatMessage]) -> bool {
+    messages.iter().any(|m| m.id.is_some())
 }
 
 /// One stored row as a message: its `seq` must be the `expected` next one, and its text
@@ -347,107 +446,4 @@ fn count(n: usize) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn both_forms_of_a_write_come_from_one_text() {
-        assert_eq!(
-            REMOVE.script,
-            "BEGIN IMMEDIATE; DELETE FROM messages WHERE session_id = ?1; \
-             DELETE FROM session_tags WHERE session_id = ?1; \
-             DELETE FROM session_meta WHERE session_id = ?1; \
-             DELETE FROM sessions WHERE id = ?1; COMMIT"
-        );
-        assert_eq!(
-            REMOVE.rest,
-            "DELETE FROM messages WHERE session_id = ?1; \
-             DELETE FROM session_tags WHERE session_id = ?1; \
-             DELETE FROM session_meta WHERE session_id = ?1; \
-             DELETE FROM sessions WHERE id = ?1; COMMIT"
-        );
-        assert!(APPEND.script.starts_with(BEGIN_WRITE));
-        assert_eq!(NOTHING.script, "BEGIN IMMEDIATE; COMMIT");
-        assert_eq!(NOTHING.counted, "BEGIN IMMEDIATE; SELECT changes(); COMMIT");
-        assert_eq!(format!("{}COMMIT", REMOVE.body), REMOVE.rest);
-        assert_eq!(Write::remove("s").values.len(), 1);
-    }
-
-    /// A conditional write runs the plain write's statements with the same values, so the
-    /// generation rules live in one set of statements.
-    #[test]
-    fn a_conditional_write_is_the_plain_write_after_a_check() {
-        let one = [ChatMessage::user("m")];
-        let expect = Expect::Generation(0);
-        let cases = [
-            (Change::Append(&one), &APPEND, 5),
-            (Change::Append(&[]), &NOTHING, 1),
-            (Change::Truncate(2), &TRUNCATE, 4),
-            (Change::Truncate(0), &REMOVE, 1),
-            (Change::Replace(&one), &SAVE, 5),
-            (Change::Replace(&[]), &REMOVE, 1),
-        ];
-        for (change, sql, values) in cases {
-            let write = Write::conditional("s", expect, change).unwrap();
-            assert!(std::ptr::eq(write.sql, sql), "{change:?}");
-            assert_eq!(write.values.len(), values, "{change:?}");
-            assert!(matches!(write.check, Some(Check::Revision { .. })));
-        }
-        assert!(Write::append("s", &one).unwrap().check.is_none());
-        assert_eq!(
-            BEGIN_AND_READ_REVISION,
-            "BEGIN IMMEDIATE; SELECT generation, message_count, expires_at FROM sessions WHERE id = ?1"
-        );
-    }
-
-    /// Replays how sqlx binds a script (see the module documentation): every parameter a
-    /// statement names must be bound, for each write with the number of values it binds.
-    #[test]
-    fn sqlx_binds_every_parameter_of_every_write() {
-        let one = [ChatMessage::user("m")];
-        let meta = SessionMeta::new();
-        let writes = [
-            (&APPEND, Write::append("s", &one).unwrap().values.len()),
-            (&SAVE, Write::save("s", &one).unwrap().values.len()),
-            (&TRUNCATE, Write::truncate("s", 1).values.len()),
-            (&REMOVE, Write::remove("s").values.len()),
-            (
-                &CREATE,
-                Write::create("s", &meta, &one).unwrap().values.len(),
-            ),
-            // The id, then the seven values the check decides (`check.rs`).
-            (&UPDATE_META, 8),
-            // The id and now, bound from a plain append or save that found its session
-            // expired.
-            (&REMOVE_EXPIRED, 5),
-            (&PURGE, Write::purge(10).values.len()),
-        ];
-        for (sql, values) in writes {
-            let mut anonymous = 0;
-            for statement in sql.statements {
-                let named: Vec<usize> = statement
-                    .split('?')
-                    .skip(1)
-                    .map(|rest| {
-                        let digits: String =
-                            rest.chars().take_while(char::is_ascii_digit).collect();
-                        digits.parse().unwrap()
-                    })
-                    .collect();
-                let slots = named.iter().copied().max().unwrap_or(0);
-                assert!(slots <= values, "{statement}: ?{slots} of {values} values");
-                for slot in 1..=slots {
-                    if named.contains(&slot) {
-                        continue;
-                    }
-                    anonymous += 1;
-                    let unbound_after = named.iter().any(|&n| n > slot);
-                    assert!(
-                        anonymous <= values || !unbound_after,
-                        "{statement}: sqlx would stop at ?{slot} and leave later ones NULL"
-                    );
-                }
-            }
-        }
-    }
-}
+mod tests;

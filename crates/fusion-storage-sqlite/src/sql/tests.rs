@@ -1,0 +1,181 @@
+//! The write model's unit tests: one text per write in both forms, a conditional write as
+//! the plain one after a check, the values an append's check leaves bound, and sqlx's
+//! binding replayed over every write.
+
+use super::*;
+
+#[test]
+fn both_forms_of_a_write_come_from_one_text() {
+    assert_eq!(
+        REMOVE.script,
+        "BEGIN IMMEDIATE; DELETE FROM messages WHERE session_id = ?1; \
+         DELETE FROM session_tags WHERE session_id = ?1; \
+         DELETE FROM session_meta WHERE session_id = ?1; \
+         DELETE FROM sessions WHERE id = ?1; COMMIT"
+    );
+    assert_eq!(
+        REMOVE.rest,
+        "DELETE FROM messages WHERE session_id = ?1; \
+         DELETE FROM session_tags WHERE session_id = ?1; \
+         DELETE FROM session_meta WHERE session_id = ?1; \
+         DELETE FROM sessions WHERE id = ?1; COMMIT"
+    );
+    assert!(APPEND.script.starts_with(BEGIN_WRITE));
+    assert_eq!(NOTHING.script, "BEGIN IMMEDIATE; COMMIT");
+    assert_eq!(NOTHING.counted, "BEGIN IMMEDIATE; SELECT changes(); COMMIT");
+    assert_eq!(format!("{}COMMIT", REMOVE.body), REMOVE.rest);
+    assert_eq!(Write::remove("s").values.len(), 1);
+}
+
+/// A conditional write runs the plain write's statements with the same values, so the
+/// generation rules live in one set of statements.
+#[test]
+fn a_conditional_write_is_the_plain_write_after_a_check() {
+    let one = [ChatMessage::user("m")];
+    let expect = Expect::Generation(0);
+    let cases = [
+        (Change::Append(&one), &APPEND, 5),
+        (Change::Append(&[]), &NOTHING, 1),
+        (Change::Truncate(2), &TRUNCATE, 4),
+        (Change::Truncate(0), &REMOVE, 1),
+        (Change::Replace(&one), &SAVE, 5),
+        (Change::Replace(&[]), &REMOVE, 1),
+    ];
+    for (change, sql, values) in cases {
+        let write = Write::conditional("s", expect, change).unwrap();
+        assert!(std::ptr::eq(write.sql, sql), "{change:?}");
+        assert_eq!(write.values.len(), values, "{change:?}");
+        assert!(matches!(write.check, Some(Check::Revision { .. })));
+    }
+    assert!(Write::append("s", &one).unwrap().check.is_none());
+
+    // Messages with ids: the variants that store them, and a plain append that checks
+    // which are stored already, whatever the revision.
+    let with_id = [ChatMessage::user("m").with_new_id()];
+    let cases = [
+        (Change::Append(&with_id), &APPEND_WITH_IDS, true),
+        (Change::Replace(&with_id), &SAVE_WITH_IDS, false),
+    ];
+    for (change, sql, dedup) in cases {
+        let write = Write::conditional("s", expect, change).unwrap();
+        assert!(std::ptr::eq(write.sql, sql), "{change:?}");
+        assert_eq!(write.values.len(), 5, "{change:?}");
+        let check = write.check.unwrap();
+        assert_eq!(check.ids().is_some(), dedup, "{change:?}");
+    }
+    let append = Write::append("s", &with_id).unwrap();
+    assert!(std::ptr::eq(append.sql, &APPEND_WITH_IDS));
+    let check = append.check.unwrap();
+    assert_eq!(check.read(), READ_REVISION_AND_STORED);
+    let ids: Vec<String> = serde_json::from_str(check.ids().unwrap()).unwrap();
+    assert_eq!(ids, [with_id[0].id.as_ref().unwrap().as_str()]);
+    let create = Write::create("s", &SessionMeta::new(), &with_id).unwrap();
+    assert!(std::ptr::eq(create.sql, &CREATE_WITH_IDS));
+    assert_eq!(
+        create.check.unwrap().ids(),
+        None,
+        "a new session stores no id"
+    );
+    assert_eq!(
+        BEGIN_AND_READ_REVISION,
+        "BEGIN IMMEDIATE; SELECT generation, message_count, expires_at FROM sessions WHERE id = ?1"
+    );
+}
+
+/// An append's check that finds some ids stored cuts the batch down to the others and
+/// the count with it; other values stay, and `extra` comes after them.
+#[test]
+fn the_values_bound_are_what_the_check_decided() {
+    let batch = [
+        ChatMessage::user("stored").with_new_id(),
+        ChatMessage::user("new").with_new_id(),
+    ];
+    let write = Write::append("s", &batch).unwrap();
+    let kept = match &write.check {
+        Some(Check::Revision {
+            dedup: Some(dedup), ..
+        }) => dedup
+            .kept(batch[0].id.as_ref().map(|id| id.as_str()))
+            .unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let values = Write::decided_values(Cow::Borrowed(&write.values), &kept, Vec::new());
+    let Value::Text(json) = &values[BATCH_AT] else {
+        panic!("{values:?}")
+    };
+    assert_eq!(*json, serde_json::to_string(&batch[1..]).unwrap());
+    assert!(matches!(values[COUNT_AT], Value::Int(1)), "{values:?}");
+    assert!(matches!(&values[0], Value::Text(id) if id == "s"));
+
+    let all = Write::decided_values(Cow::Borrowed(&write.values), &Kept::All, Vec::new());
+    assert!(
+        matches!(all, Cow::Borrowed(_)),
+        "nothing cut, nothing copied"
+    );
+    let extra = vec![Value::Null];
+    let extra = Write::decided_values(Cow::Borrowed(&write.values), &Kept::All, extra);
+    assert_eq!(extra.len(), write.values.len() + 1);
+}
+
+/// Replays how sqlx binds a script (see the module documentation): every parameter a
+/// statement names must be bound, for each write with the number of values it binds.
+#[test]
+fn sqlx_binds_every_parameter_of_every_write() {
+    let one = [ChatMessage::user("m")];
+    let with_id = [ChatMessage::user("m").with_new_id()];
+    let meta = SessionMeta::new();
+    let writes = [
+        (&APPEND, Write::append("s", &one).unwrap().values.len()),
+        (
+            &APPEND_WITH_IDS,
+            Write::append("s", &with_id).unwrap().values.len(),
+        ),
+        (&SAVE, Write::save("s", &one).unwrap().values.len()),
+        (
+            &SAVE_WITH_IDS,
+            Write::save("s", &with_id).unwrap().values.len(),
+        ),
+        (
+            &CREATE_WITH_IDS,
+            Write::create("s", &meta, &with_id).unwrap().values.len(),
+        ),
+        (&TRUNCATE, Write::truncate("s", 1).values.len()),
+        (&REMOVE, Write::remove("s").values.len()),
+        (
+            &CREATE,
+            Write::create("s", &meta, &one).unwrap().values.len(),
+        ),
+        // The id, then the seven values the check decides (`check.rs`).
+        (&UPDATE_META, 8),
+        // The id and now, bound from a plain append or save that found its session
+        // expired.
+        (&REMOVE_EXPIRED, 5),
+        (&PURGE, Write::purge(10).values.len()),
+    ];
+    for (sql, values) in writes {
+        let mut anonymous = 0;
+        for statement in sql.statements {
+            let named: Vec<usize> = statement
+                .split('?')
+                .skip(1)
+                .map(|rest| {
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    digits.parse().unwrap()
+                })
+                .collect();
+            let slots = named.iter().copied().max().unwrap_or(0);
+            assert!(slots <= values, "{statement}: ?{slots} of {values} values");
+            for slot in 1..=slots {
+                if named.contains(&slot) {
+                    continue;
+                }
+                anonymous += 1;
+                let unbound_after = named.iter().any(|&n| n > slot);
+                assert!(
+                    anonymous <= values || !unbound_after,
+                    "{statement}: sqlx would stop at ?{slot} and leave later ones NULL"
+                );
+            }
+        }
+    }
+}
