@@ -123,10 +123,11 @@ async fn the_id_stays_in_clear_for_deduplication_and_changing_it_fails_to_decryp
     let layer = layer("k1", &OLD);
     let (raw, encrypted) = stores(&layer);
     let message = ChatMessage::user("pay invoice 7").with_new_id();
-    encrypted.append("s", &[message.clone()]).await.unwrap();
+    let batch = std::slice::from_ref(&message);
+    encrypted.append("s", batch).await.unwrap();
     // A retried append of the same message is recognised by the backend below the layer.
-    encrypted.append("s", &[message.clone()]).await.unwrap();
-    assert_eq!(encrypted.load("s").await.unwrap(), [message.clone()]);
+    encrypted.append("s", batch).await.unwrap();
+    assert_eq!(encrypted.load("s").await.unwrap(), batch);
     let mut stored = raw.load("s").await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].id, message.id, "the id is in clear");

@@ -62,7 +62,7 @@ impl Flaky {
         self.failures.store(left - 1, Ordering::SeqCst);
         if let Some(other) = &self.meddle {
             self.inner
-                .append(session_id, &[other.clone()])
+                .append(session_id, std::slice::from_ref(other))
                 .await
                 .unwrap();
         }
