@@ -9,7 +9,9 @@
 //! owner) for a paged listing that costs O(page) however many sessions there are. A
 //! session's own expiry ([`fusion_core::Expiry`]) is Redis's key expiry (`PEXPIREAT`,
 //! refreshed by the write scripts for an idle one) plus an index of expiry instants, so
-//! `purge_expired` removes what Redis leaves (index entries) in O(batch). See
+//! `purge_expired` removes what Redis leaves (index entries) in O(batch). An append
+//! stores a message with an id once (issue #18), checked in its write script against a
+//! window of the session's last ids kept in its meta hash, so a retry is safe. See
 //! [`RedisStorage`] for costs, [`RedisOptions`] for the key prefix, TTL and timeouts, and
 //! the crate README for the key layout, generations, expiry, Cluster notes and how to
 //! inspect a session with `redis-cli`.

@@ -114,19 +114,30 @@ if not (whole(ttl_arg) and at_most(ttl_arg, '@MAX_TTL_MS@')) then
   return bad_arg('TTL', ttl_arg)
 end
 -- The meta hash's `gen`, `owner`, `expires_at` and `idle` (the last two only if it has
--- an expiry), and the list's PTTL if it read it. HMGET fails on a meta key of another
--- type.
-local function read_meta(ttl_arg)
+-- an expiry), with `recent` (the window of exactly-once appends, `window.rs`) fifth when
+-- asked for, read by the same HMGET; and the list's PTTL if it read it. HMGET fails on a
+-- meta key of another type.
+local function read_meta(ttl_arg, with_recent)
   local stored, pttl
   if ttl_arg == '0' then
-    stored = redis.call('HMGET', KEYS[2], 'gen', 'owner')
+    if with_recent then
+      stored = redis.call('HMGET', KEYS[2], 'gen', 'owner', 'recent')
+      stored[3], stored[5] = false, stored[3]
+    else
+      stored = redis.call('HMGET', KEYS[2], 'gen', 'owner')
+    end
     pttl = redis.call('PTTL', KEYS[1])
     if pttl >= 0 then
       local more = redis.call('HMGET', KEYS[2], 'expires_at', 'idle')
       stored[3], stored[4] = more[1], more[2]
     end
   else
-    stored = redis.call('HMGET', KEYS[2], 'gen', 'owner', 'expires_at')
+    if with_recent then
+      stored = redis.call('HMGET', KEYS[2], 'gen', 'owner', 'expires_at', 'recent')
+      stored[4], stored[5] = false, stored[4]
+    else
+      stored = redis.call('HMGET', KEYS[2], 'gen', 'owner', 'expires_at')
+    end
     if stored[3] then stored[4] = redis.call('HGET', KEYS[2], 'idle') end
   end
   return stored, pttl

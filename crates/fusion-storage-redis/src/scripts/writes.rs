@@ -23,8 +23,19 @@
 /// fields `k`, then `k` field/value pairs (`owner`, `title`, `tags`, `data`, and the
 /// expiry as `expires_at` or `idle`, in µs: stored only when this write creates the
 /// session, which is how `create_session` gives a session its metadata in the same step
-/// as its first messages), then the messages as JSON: at least one to replace, any number
-/// to append (none only checks).
+/// as its first messages), then a number `n` and the fingerprints of the last `n`
+/// messages' ids (`''` for a message without one; `n` is `0` when no message has an
+/// id, else every message's for an append and the last `DEDUP_WINDOW`'s for a replace),
+/// then the messages as JSON, id first: at least one to replace, any number to append
+/// (none only checks).
+///
+/// Exactly once (`window.rs`): an append with ids to an existing session skips each
+/// message it finds stored already (its fingerprint in the window, then its id at the
+/// place the entry names), stores the rest in order and rolls the window; when it skips
+/// all of them it writes nothing at all (as an append of none) and reports the session
+/// as it is. A write that creates or replaces the session starts the window from its
+/// fingerprints. Without ids (`n` = 0) none of this runs: not even the window's
+/// functions are made.
 ///
 /// Returns `{1, generation, length}` after a write on one server (which has updated the
 /// indexes) and when there was nothing to write, `{1, generation, length, updated_at,
@@ -36,23 +47,47 @@
 /// to an existing session keeps the one it has.
 ///
 /// The common append (`any`, with messages, on a session that has a generation) makes six
-/// calls, seven for an owned session: `HMGET` of the generation and owner, `PTTL` (which
-/// says whether it has an expiry to read; see `TTL`), `TIME`, the `ZADD`s of the new
-/// `updated_at`, `RPUSH` (whose reply is the length, so no `LLEN`), `HSET updated_at`.
-/// One with an expiry makes three more: the `HMGET` of it and a `PEXPIREAT` per key, and
-/// with an idle one a fourth, the `ZADD` that moves its entry in the expiry index (a
-/// fixed expiry's entry stays where the session's creation put it). A session without a generation (a new one, or one
-/// stored before generations) takes the path that counts its list first.
+/// calls, seven for an owned session: `HMGET` of the generation and owner (and the
+/// window, when the batch has ids), `PTTL` (which says whether it has an expiry to read;
+/// see `TTL`), `TIME`, the `ZADD`s of the new `updated_at`, `RPUSH` (whose reply is the
+/// length, so no `LLEN`), `HSET updated_at` (and the rolled window). One with an expiry
+/// makes three more: the `HMGET` of it and a `PEXPIREAT` per key, and with an idle one a
+/// fourth, the `ZADD` that moves its entry in the expiry index (a fixed expiry's entry
+/// stays where the session's creation put it). A batch with a message whose fingerprint
+/// the window holds (a retry) makes an `LLEN` (a list gone under its meta hash is a new
+/// session, which stores all) and an `LINDEX` per such entry. A session without a
+/// generation (a new one, or one stored before generations) takes the path that counts
+/// its list first.
 pub(super) const WRITE: &str = r#"
 local mode, id, prefix, fields = ARGV[1], ARGV[7], ARGV[8], tonumber(ARGV[9])
 if mode ~= 'replace' and mode ~= 'append' then return bad_arg('mode', mode) end
-if not fields or fields < 0 or fields % 1 ~= 0 then return bad_arg('metadata count', ARGV[9]) end
-local first = 10 + 2 * fields
+if not fields or fields < 0 or fields % 1 ~= 0 or #ARGV < 10 + 2 * fields then
+  return bad_arg('metadata count', ARGV[9])
+end
+-- The metadata pairs end at `pairs_end`; then come the number of fingerprints, the
+-- fingerprints from `ids`, and the messages from `first`.
+local pairs_end = 9 + 2 * fields
+local n = ARGV[pairs_end + 1]
+if n == '0' then
+  n = 0
+elseif whole(n) then
+  n = tonumber(n)
+else
+  return bad_arg('fingerprint count', n)
+end
+local ids = pairs_end + 2
+local first = ids + n
 local count = #ARGV - first + 1
-if count < 0 then return bad_arg('metadata count', ARGV[9]) end
+if count < n or (mode == 'append' and n > 0 and n < count) then
+  return bad_arg('fingerprint count', n)
+end
 if mode == 'replace' and count < 1 then return bad_arg('message count', count) end
+local held, roll
+if n > 0 then
+@WINDOW@
+end
 local new_owner, new_at, new_idle = false, false, false
-for i = 10, first - 1, 2 do
+for i = 10, pairs_end, 2 do
   local field, value = ARGV[i], ARGV[i + 1]
   if field == 'owner' then
     new_owner = value
@@ -68,19 +103,20 @@ for i = 10, first - 1, 2 do
     return bad_arg('metadata field', field)
   end
 end
--- Lua's unpack() is limited to a few thousand values, so push in chunks; the script
--- is atomic either way. Returns the length after.
-local function push()
+-- Pushes list[from..to]. Lua's unpack() is limited to a few thousand values, so in
+-- chunks; the script is atomic either way. Returns the length after.
+local function push(list, from, to)
   local len
-  for i = first, #ARGV, 1000 do
-    len = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  for i = from, to, 1000 do
+    len = redis.call('RPUSH', KEYS[1], unpack(list, i, math.min(i + 999, to)))
   end
   return len
 end
+local dedup = mode == 'append' and n > 0
 local gen, owner, at, idle, due, before, stored, pttl = false, false, false, false, false
 if mode == 'append' and expect == 'any' and count > 0 then
   -- Nothing to compare.
-  stored, pttl = read_meta(ttl_arg)
+  stored, pttl = read_meta(ttl_arg, dedup)
   gen, owner, at, idle = stored[1], stored[2], stored[3] or false, stored[4] or false
   if at then
     local gone
@@ -90,22 +126,12 @@ if mode == 'append' and expect == 'any' and count > 0 then
     if gone then gen, stored = false, nil end
   end
 end
-if gen then
-  -- A session with a generation: score it (its expiry entry moves with an idle expiry
-  -- only), then push (RPUSH fails on a list key of another type before writing), whose
-  -- reply tells the length before.
-  index(prefix, id, owner, now, false, idle and due)
-  before = push() - count
-  if before == 0 then
-    -- Its list had vanished on its own, under a meta hash that outlived it: a new
-    -- session after all, without that hash's owner or expiry, to be listed by id (after
-    -- the push, the one index write that follows a session write).
-    owner, at, idle, due = false, false, false, false
-    if indexed then redis.call('ZADD', KEYS[3], 0, id) end
-  end
-else
+-- `quick`: a session with a generation, whose length the push tells (`before` is nil
+-- until then).
+local quick = gen
+if not quick then
   local conflict
-  if not stored then stored, pttl = read_meta(ttl_arg) end
+  if not stored then stored, pttl = read_meta(ttl_arg, dedup) end
   conflict, gen, before, owner, at, due, idle = check(stored)
   if conflict then return conflict end
   if count == 0 then return {1, gen, before} end
@@ -117,38 +143,106 @@ else
       idle = at and idle
     end
   end
+end
+-- What to push: the messages list[from..to], whose fingerprints are in fps from
+-- fps_from; all of ARGV's unless some of them are stored already.
+local list, from, to, fps, fps_from = ARGV, first, #ARGV, ARGV, ids
+local recent = dedup and before ~= 0 and stored[5]
+if recent then
+  local suspect = false
+  for i = ids, first - 1 do
+    if ARGV[i] ~= '' and held(recent, ARGV[i], 1) then
+      suspect = true
+      break
+    end
+  end
+  -- Only a retry (or a message in thousands) gets here: check each message whose
+  -- fingerprint the window holds at the position its entry names (the largest below
+  -- the length with that remainder modulo 64), where it would be. A list gone under its
+  -- meta hash is a new session, which stores everything.
+  if suspect and not before then before = redis.call('LLEN', KEYS[1]) end
+  if suspect and before > 0 then
+    local kept, kept_fps = {}, {}
+    for i = 0, count - 1 do
+      local fp, message, found = ARGV[ids + i], ARGV[first + i], false
+      if fp ~= '' then
+        local prefix = string.match(message, '^{"id":"[^"]*"')
+        local entry = held(recent, fp, 1)
+        while entry and not found do
+          local place = before - 1 - (before - 1 - (string.byte(recent, entry + 3) - 48)) % 64
+          local there = place >= 0 and redis.call('LINDEX', KEYS[1], place)
+          found = there and string.sub(there, 1, #prefix) == prefix
+          entry = held(recent, fp, entry + 4)
+        end
+      end
+      if not found then
+        kept[#kept + 1] = message
+        kept_fps[#kept_fps + 1] = fp
+      end
+    end
+    -- All stored already: nothing changes, not even the session's time.
+    if #kept == 0 then return {1, gen, before} end
+    list, from, to, fps, fps_from = kept, 1, #kept, kept_fps, 1
+  end
+end
+local pushed = to - from + 1
+if quick then
+  -- Score the session (its expiry entry moves with an idle expiry only), then push
+  -- (RPUSH fails on a list key of another type before writing), whose reply tells the
+  -- length before.
+  index(prefix, id, owner, now, false, idle and due)
+  before = push(list, from, to) - pushed
+  if before == 0 then
+    -- Its list had vanished on its own, under a meta hash that outlived it: a new
+    -- session after all, without that hash's owner or expiry, to be listed by id (after
+    -- the push, the one index write that follows a session write).
+    owner, at, idle, due = false, false, false, false
+    if indexed then redis.call('ZADD', KEYS[3], 0, id) end
+  end
+else
   index(prefix, id, owner, now, before == 0 or mode == 'replace', (before == 0 or idle) and due)
   if mode == 'replace' and before > 0 then
     redis.call('DEL', KEYS[1])
   end
-  push()
+  push(list, from, to)
 end
-if before == 0 then
-  -- A new session has only the metadata it is created with, whatever a meta hash left
-  -- behind by a vanished list held.
-  redis.call('DEL', KEYS[2])
-  if idle then
-    redis.call('HSET', KEYS[2], 'created_at', now, 'gen', fresh, 'updated_at', now,
-      'expires_at', at, unpack(ARGV, 10, first - 1))
-  else
-    redis.call('HSET', KEYS[2], 'created_at', now, 'gen', fresh, 'updated_at', now,
-      unpack(ARGV, 10, first - 1))
+-- The window of the history after this write.
+local w = false
+if n > 0 and (before == 0 or mode == 'replace') then
+  w = roll(false, ARGV, ids, first - 1, count - n)
+elseif n > 0 then
+  w = roll(recent, fps, fps_from, fps_from + pushed - 1, before)
+end
+if before == 0 or mode == 'replace' then
+  local set = {'gen', fresh, 'updated_at', now}
+  if before == 0 then
+    -- A new session has only the metadata it is created with, whatever a meta hash
+    -- left behind by a vanished list held.
+    redis.call('DEL', KEYS[2])
+    set[5], set[6] = 'created_at', now
+    for i = 10, pairs_end do set[#set + 1] = ARGV[i] end
   end
-  gen = fresh
-elseif mode == 'replace' then
   if idle then
-    redis.call('HSET', KEYS[2], 'gen', fresh, 'updated_at', now, 'expires_at', at)
-  else
-    redis.call('HSET', KEYS[2], 'gen', fresh, 'updated_at', now)
+    set[#set + 1] = 'expires_at'
+    set[#set + 1] = at
   end
+  if w then
+    set[#set + 1] = 'recent'
+    set[#set + 1] = w
+  end
+  redis.call('HSET', KEYS[2], unpack(set))
   gen = fresh
+elseif idle and w then
+  redis.call('HSET', KEYS[2], 'updated_at', now, 'expires_at', at, 'recent', w)
 elseif idle then
   redis.call('HSET', KEYS[2], 'updated_at', now, 'expires_at', at)
+elseif w then
+  redis.call('HSET', KEYS[2], 'updated_at', now, 'recent', w)
 else
   redis.call('HSET', KEYS[2], 'updated_at', now)
 end
 touch(due, pttl, now)
-local len = before + count
+local len = before + pushed
 if mode == 'replace' then len = count end
 -- On one server the indexes are done: the caller needs no more.
 if indexed then return {1, gen, len} end
@@ -163,11 +257,12 @@ return {1, gen, len, now, owner, (before == 0 or idle) and due}
 /// too: `expires_at` says it had an entry in the expiry index), and `{1, generation,
 /// length}` when it had nothing to remove (then it changes nothing, not even the TTL). A
 /// truncate that removes messages gives the session the fresh generation and moves an
-/// idle expiry.
+/// idle expiry, and rebuilds the window of exactly-once appends (`window.rs`)
+/// from the ids of the last `DEDUP_WINDOW` messages it keeps, if the session has one.
 pub(super) const TRUNCATE: &str = r#"
 if not whole(ARGV[1]) then return bad_arg('length', ARGV[1]) end
 local keep, id, prefix = tonumber(ARGV[1]), ARGV[7], ARGV[8]
-local stored, pttl = read_meta(ttl_arg)
+local stored, pttl = read_meta(ttl_arg, true)
 local conflict, gen, len, owner, at, due, idle = check(stored)
 if conflict then return conflict end
 if len <= keep then return {1, gen, len} end
@@ -176,13 +271,28 @@ if keep == 0 then
   redis.call('DEL', KEYS[1], KEYS[2])
   return {1, '0', 0, false, owner, at}
 end
+local set = {'gen', fresh, 'updated_at', now}
+if idle then
+  set[#set + 1] = 'expires_at'
+  set[#set + 1] = at
+end
+if stored[5] then
+  -- The session holds ids: the window of what it keeps, from the ids at the start of
+  -- its last messages' JSON.
+  local from = math.max(keep - @DEDUP_WINDOW@, 0)
+  local last = redis.call('LRANGE', KEYS[1], from, keep - 1)
+  for i = 1, #last do
+    local message_id = string.match(last[i], '^{"id":"([^"]+)"')
+    last[i] = message_id and fingerprint(message_id) or ''
+  end
+  local held, roll
+@WINDOW@
+  set[#set + 1] = 'recent'
+  set[#set + 1] = roll(false, last, 1, #last, from)
+end
 index(prefix, id, owner, now, false, idle and due)
 redis.call('LTRIM', KEYS[1], 0, keep - 1)
-if idle then
-  redis.call('HSET', KEYS[2], 'gen', fresh, 'updated_at', now, 'expires_at', at)
-else
-  redis.call('HSET', KEYS[2], 'gen', fresh, 'updated_at', now)
-end
+redis.call('HSET', KEYS[2], unpack(set))
 touch(due, pttl, now)
 if indexed then return {1, fresh, keep} end
 return {1, fresh, keep, now, owner, idle and due}

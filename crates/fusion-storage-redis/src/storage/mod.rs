@@ -53,7 +53,9 @@ use crate::stored::is_past;
 /// Costs: `append` is one round trip (the write script, which on one server also
 /// scores the session in the by-update indexes; on a cluster those `ZADD`s are a second
 /// request), O(new messages) whatever the history's length, and a session with an
-/// expiry costs it three or four calls more inside the script, one without none; `load`
+/// expiry costs it three or four calls more inside the script, one without none;
+/// messages with ids are stored once, checked against a window of the session's last
+/// ones read and rewritten by the same script (no call more: `scripts/window.rs`); `load`
 /// is one `MULTI` (`LRANGE`, the session's `expires_at` and the server's `TIME`);
 /// `list_sessions` is O(sessions) and never scans the keyspace; `list_page` is
 /// O(page) (see `listing.rs` for the tag filter); `session_info` is one read of the

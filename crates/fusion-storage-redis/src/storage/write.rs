@@ -5,7 +5,9 @@
 //!
 //! [`RedisOptions::replica_acks`]: crate::RedisOptions::replica_acks
 
-use fusion_core::{ChatMessage, Expect, Result, Revision, SessionMeta, new_generation};
+use fusion_core::{
+    ChatMessage, DEDUP_WINDOW, Expect, Result, Revision, SessionMeta, new_generation,
+};
 use futures::future::try_join_all;
 use redis::{
     Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, RedisWrite, Script, ServerErrorKind,
@@ -48,6 +50,9 @@ impl RedisStorage {
     /// `expected` (always, for `None`), giving it `meta` (expiry included) if the write
     /// creates it, and indexes it. A session whose expiry has passed is absent to it.
     ///
+    /// Messages with ids are stored once (issue #18): the script skips those whose id is
+    /// among the session's last ones, in the same atomic step as the push.
+    ///
     /// On one server the script itself updates the indexes, so the write is one round
     /// trip and the session is listed from the moment it exists. On a cluster the
     /// indexes are in other slots, so their `ZADD`s follow as requests of their own (see
@@ -75,6 +80,14 @@ impl RedisStorage {
             .arg(fields.len());
         for (field, value) in &fields {
             script.arg(*field).arg(value);
+        }
+        let checked = with_fingerprints(mode, messages);
+        script.arg(checked.len());
+        for message in checked {
+            match &message.id {
+                Some(id) => script.arg(&scripts::fingerprint(id.as_str())[..]),
+                None => script.arg(""),
+            };
         }
         for message in messages {
             serde_json::to_writer(script.writer_for_next_arg(), message)?;
@@ -222,6 +235,8 @@ impl RedisStorage {
     /// Sends `request`, a command or a pipeline whose one reply that is not ignored is a
     /// `T`, followed in one pipeline by a `WAIT` for the replicas when
     /// [`RedisOptions::replica_acks`] asks for one.
+    ///
+    /// [`RedisOptions::replica_acks`]: crate::RedisOptions::replica_acks
     pub(super) async fn send_acked<T: FromRedisValue>(
         &self,
         request: Request<'_>,
@@ -293,6 +308,22 @@ pub(super) fn evalsha<K: ToRedisArgs>(script: &Script, keys: &[K]) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
     cmd
+}
+
+/// The messages whose id fingerprints the write script is given (see
+/// `scripts/window.rs`): none when no message has an id, which spares the script all
+/// window work; else every message of an append, which it checks, and the last
+/// [`DEDUP_WINDOW`] of a replace, which start the window. A history with ids only further
+/// back still passes its last ones (without ids), so the script keeps a window that a
+/// truncate then rebuilds.
+fn with_fingerprints<'a>(mode: &str, messages: &'a [ChatMessage]) -> &'a [ChatMessage] {
+    if !messages.iter().any(|message| message.id.is_some()) {
+        return &[];
+    }
+    match mode {
+        "replace" => &messages[messages.len().saturating_sub(DEDUP_WINDOW)..],
+        _ => messages,
+    }
 }
 
 /// Whether the server did not know a script's sha (and so did not run it).
