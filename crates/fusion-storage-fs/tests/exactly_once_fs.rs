@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fusion_core::Result;
 use fusion_core::testkit::StorageHarness;
-use fusion_core::testkit::faults::{Lossy, cases};
+use fusion_core::testkit::faults::Lossy;
 use fusion_layers::RetryLayer;
 use fusion_storage_fs::FileSystemStorage;
 
@@ -24,8 +24,8 @@ impl StorageHarness for Fs {
     }
 }
 
-fn harness() -> Lossy<Fs> {
-    Lossy::new(Fs(tempfile::tempdir().unwrap()))
+async fn harness() -> Option<Lossy<Fs>> {
+    Some(Lossy::new(Fs(tempfile::tempdir().unwrap())))
 }
 
 fn retry() -> RetryLayer {
@@ -34,30 +34,4 @@ fn retry() -> RetryLayer {
         .backoff(Duration::from_millis(1), Duration::from_millis(10))
 }
 
-#[tokio::test]
-async fn lost_append_replies_are_retried_exactly_once() {
-    cases::lost_append_replies_are_retried_exactly_once(&harness(), &retry()).await;
-}
-
-#[tokio::test]
-async fn a_lost_append_reply_fails_retryably_and_the_same_batch_again_stores_once() {
-    cases::a_lost_append_reply_fails_retryably_and_the_same_batch_again_stores_once(&harness())
-        .await;
-}
-
-#[tokio::test]
-async fn lost_replies_of_conditional_writes_and_creations_are_retried_to_success() {
-    cases::lost_replies_of_conditional_writes_and_creations_are_retried_to_success(
-        &harness(),
-        &retry(),
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn writers_losing_replies_at_random_store_every_message_once() {
-    let lost =
-        cases::writers_losing_replies_at_random_store_every_message_once(&harness(), &retry(), 18)
-            .await;
-    eprintln!("fs: {lost} replies lost and retried");
-}
+fusion_core::lost_reply_suite!(harness, retry());

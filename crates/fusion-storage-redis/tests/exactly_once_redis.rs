@@ -69,32 +69,7 @@ fn retry() -> RetryLayer {
         .backoff(Duration::from_millis(1), Duration::from_millis(10))
 }
 
-#[tokio::test]
-async fn lost_append_replies_are_retried_exactly_once() {
-    let Some(h) = harness().await else { return };
-    cases::lost_append_replies_are_retried_exactly_once(&h, &retry()).await;
-}
-
-#[tokio::test]
-async fn a_lost_append_reply_fails_retryably_and_the_same_batch_again_stores_once() {
-    let Some(h) = harness().await else { return };
-    cases::a_lost_append_reply_fails_retryably_and_the_same_batch_again_stores_once(&h).await;
-}
-
-#[tokio::test]
-async fn lost_replies_of_conditional_writes_and_creations_are_retried_to_success() {
-    let Some(h) = harness().await else { return };
-    cases::lost_replies_of_conditional_writes_and_creations_are_retried_to_success(&h, &retry())
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn writers_losing_replies_at_random_store_every_message_once() {
-    let Some(h) = harness().await else { return };
-    let lost =
-        cases::writers_losing_replies_at_random_store_every_message_once(&h, &retry(), 18).await;
-    eprintln!("redis: {lost} connections cut after the server replied");
-}
+fusion_core::lost_reply_suite!(harness, retry());
 
 #[tokio::test]
 async fn retry_outside_or_inside_encryption_stores_one_copy() {

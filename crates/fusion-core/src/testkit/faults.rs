@@ -359,6 +359,49 @@ impl<H: Send + Sync> ReplyFault for Lossy<H> {
     }
 }
 
+/// The lost-reply scenarios of [`cases`] as `#[tokio::test]`s, for one backend's
+/// `tests/exactly_once_<backend>.rs`: `$setup` is an async fn returning `Option<H>`
+/// (`None` when the backend's server is unavailable, through
+/// [`unavailable`](crate::testkit::unavailable)), `H` both the harness and its fault
+/// ([`ReplyFault`]), and `$retry` a retry layer (`fusion_layers::RetryLayer`, which this
+/// crate cannot name) with a short backoff and enough attempts for the random case.
+///
+/// ```ignore
+/// fusion_core::lost_reply_suite!(harness, retry());
+/// ```
+#[macro_export]
+macro_rules! lost_reply_suite {
+    ($setup:path, $retry:expr) => {
+        #[tokio::test]
+        async fn lost_append_replies_are_retried_exactly_once() {
+            let Some(harness) = $setup().await else { return };
+            $crate::testkit::faults::cases::lost_append_replies_are_retried_exactly_once(
+                &harness, &$retry,
+            )
+            .await;
+        }
+
+        #[tokio::test]
+        async fn a_lost_append_reply_fails_retryably_and_the_same_batch_again_stores_once() {
+            let Some(harness) = $setup().await else { return };
+            $crate::testkit::faults::cases::a_lost_append_reply_fails_retryably_and_the_same_batch_again_stores_once(&harness).await;
+        }
+
+        #[tokio::test]
+        async fn lost_replies_of_conditional_writes_and_creations_are_retried_to_success() {
+            let Some(harness) = $setup().await else { return };
+            $crate::testkit::faults::cases::lost_replies_of_conditional_writes_and_creations_are_retried_to_success(&harness, &$retry).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn writers_losing_replies_at_random_store_every_message_once() {
+            let Some(harness) = $setup().await else { return };
+            let lost = $crate::testkit::faults::cases::writers_losing_replies_at_random_store_every_message_once(&harness, &$retry, 18).await;
+            eprintln!("{lost} replies lost after the write applied, and retried");
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
