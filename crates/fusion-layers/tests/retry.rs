@@ -165,8 +165,8 @@ async fn a_conflict_after_an_attempt_that_did_not_apply_is_reported() {
 
 #[tokio::test]
 async fn a_reply_lost_on_every_attempt_still_stores_one_copy() {
-    let store = Arc::new(LoseReplies::new(InMemoryStorage::new()));
-    store.lose_with_probability(1.0, 1);
+    let store = Arc::new(Intercepted(LoseReplies::new(InMemoryStorage::new())));
+    store.0.lose_with_probability(1.0, 1);
     let batch = [ChatMessage::user("a"), ChatMessage::user("b")];
     let err = Arc::clone(&store)
         .layer(retry())
@@ -174,7 +174,7 @@ async fn a_reply_lost_on_every_attempt_still_stores_one_copy() {
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
-    assert_eq!(store.lost(), 4, "each attempt applied and lost its reply");
+    assert_eq!(store.0.lost(), 4, "each attempt applied and lost its reply");
     assert_eq!(store.load("s").await.unwrap().len(), 2, "stored once");
 }
 

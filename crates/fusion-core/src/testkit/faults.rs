@@ -39,8 +39,8 @@ use async_trait::async_trait;
 
 use super::StorageHarness;
 use crate::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, Result, Revision,
-    SessionInfo, SessionMeta, SessionPage, SessionQuery,
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Result,
+    SessionMeta,
 };
 
 /// Something that loses replies on request: what the [`cases`] need of a fault.
@@ -159,8 +159,8 @@ impl ReplyFault for FaultSwitch {
     }
 }
 
-/// A storage whose writes (`append`, `save`, `write_if`, `create_session`, `truncate`,
-/// `delete`) may apply and then fail with a retryable [`Error::Backend`], as a write
+/// A storage (inside [`Intercepted`]) whose writes (`append`, `save`, `write_if`,
+/// `create_session`, `truncate`, `delete`) may apply and then fail with a retryable [`Error::Backend`], as a write
 /// whose reply a dropped connection lost; see the [module docs](self).
 ///
 /// Reads and the other calls go to the inner storage untouched, and so does a write that
@@ -236,24 +236,22 @@ impl<S: ConversationStorage> ReplyFault for LoseReplies<S> {
     }
 }
 
+/// Only the writes are intercepted; every other call goes to the inner storage through
+/// [`Intercept`]'s forwarding.
 #[async_trait]
-impl<S: ConversationStorage> ConversationStorage for LoseReplies<S> {
+impl<S: ConversationStorage> Intercept for LoseReplies<S> {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.inner
+    }
+
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
         let result = self.inner.save(session_id, history).await;
         self.reply("save", session_id, result)
     }
 
-    async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
-        self.inner.load(session_id).await
-    }
-
     async fn delete(&self, session_id: &str) -> Result<()> {
         let result = self.inner.delete(session_id).await;
         self.reply("delete", session_id, result)
-    }
-
-    async fn list_sessions(&self) -> Result<Vec<String>> {
-        self.inner.list_sessions().await
     }
 
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
@@ -266,10 +264,6 @@ impl<S: ConversationStorage> ConversationStorage for LoseReplies<S> {
         self.reply("truncate", session_id, result)
     }
 
-    async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
-        self.inner.load_revision(session_id).await
-    }
-
     async fn write_if(
         &self,
         session_id: &str,
@@ -280,10 +274,6 @@ impl<S: ConversationStorage> ConversationStorage for LoseReplies<S> {
         self.reply("write_if", session_id, result)
     }
 
-    async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
-        self.inner.session_info(session_id).await
-    }
-
     async fn create_session(
         &self,
         session_id: &str,
@@ -292,26 +282,6 @@ impl<S: ConversationStorage> ConversationStorage for LoseReplies<S> {
     ) -> Result<u64> {
         let result = self.inner.create_session(session_id, meta, messages).await;
         self.reply("create_session", session_id, result)
-    }
-
-    async fn update_session(
-        &self,
-        session_id: &str,
-        update: &MetaUpdate,
-    ) -> Result<Option<SessionInfo>> {
-        self.inner.update_session(session_id, update).await
-    }
-
-    async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
-        self.inner.list_page(query).await
-    }
-
-    async fn purge_expired(&self, batch: usize) -> Result<usize> {
-        self.inner.purge_expired(batch).await
-    }
-
-    fn backend_name(&self) -> &'static str {
-        self.inner.backend_name()
     }
 }
 
@@ -336,11 +306,14 @@ impl<H> Lossy<H> {
 
 #[async_trait]
 impl<H: StorageHarness> StorageHarness for Lossy<H> {
-    type Storage = LoseReplies<H::Storage>;
+    type Storage = Intercepted<LoseReplies<H::Storage>>;
 
     async fn open(&self) -> Result<Self::Storage> {
         let inner = self.harness.open().await?;
-        Ok(LoseReplies::with_switch(inner, self.switch.clone()))
+        Ok(Intercepted(LoseReplies::with_switch(
+            inner,
+            self.switch.clone(),
+        )))
     }
 }
 
