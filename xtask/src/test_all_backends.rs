@@ -128,10 +128,12 @@ pub fn run() -> Result<()> {
     let mut conformance: BTreeMap<String, Outcome> = BTreeMap::new();
     let mut suites: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut binary: Option<String> = None;
+    let mut failures = Failures::default();
     let (mut passed, mut failed) = (0usize, 0usize);
     for line in BufReader::new(output).lines() {
         let line = line?;
         println!("{line}");
+        failures.read(&line);
         if let Some(name) = parse_running_line(&line) {
             binary = Some(name);
         }
@@ -159,6 +161,7 @@ pub fn run() -> Result<()> {
 
     let mut problems = report(&conformance);
     problems.extend(report_suites(&suites));
+    failures.report();
     println!("\ntest-all-backends: {passed} passed, {failed} failed");
     if !status.success() || failed > 0 {
         bail!("cargo test failed ({status}); see the output above");
@@ -167,6 +170,57 @@ pub fn run() -> Result<()> {
         bail!("{}", problems.join("; "));
     }
     Ok(())
+}
+
+/// The tests that failed, with the output libtest printed for each, gathered so the end of
+/// a long log says which test failed and why (a CI log is often read from its tail).
+#[derive(Default)]
+struct Failures {
+    /// The test binary running now: `unittests src/lib.rs (target/debug/deps/x-1)`.
+    binary: String,
+    /// `(binary, test, its output)` for each failure, in the order libtest reported them.
+    tests: Vec<(String, String, Vec<String>)>,
+    /// Whether the lines being read belong to the last failure's `---- name stdout ----`.
+    in_output: bool,
+}
+
+impl Failures {
+    /// Longest output kept per failure; the whole of it is in the log above.
+    const KEEP: usize = 40;
+
+    fn read(&mut self, line: &str) {
+        if let Some(binary) = line.trim_start().strip_prefix("Running ") {
+            self.binary = binary.to_string();
+            self.in_output = false;
+        } else if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|l| l.strip_suffix(" stdout ----"))
+        {
+            self.tests
+                .push((self.binary.clone(), name.to_string(), Vec::new()));
+            self.in_output = true;
+        } else if line == "failures:" || line.starts_with("test result: ") {
+            self.in_output = false;
+        } else if self.in_output
+            && let Some((_, _, output)) = self.tests.last_mut()
+            && output.len() < Self::KEEP
+        {
+            output.push(line.to_string());
+        }
+    }
+
+    fn report(&self) {
+        if self.tests.is_empty() {
+            return;
+        }
+        println!("\nfailed tests:");
+        for (binary, test, output) in &self.tests {
+            println!("  {test}   (in {binary})");
+            for line in output {
+                println!("      {line}");
+            }
+        }
+    }
 }
 
 /// Prints the per-backend table and returns what is wrong with it.
@@ -307,6 +361,38 @@ mod tests {
                 "test result: ok. 12 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out"
             ),
             Some((12, 1))
+        );
+    }
+
+    #[test]
+    fn gathers_each_failure_with_its_output() {
+        let mut failures = Failures::default();
+        for line in [
+            "     Running tests/retry.rs (target/debug/deps/retry-1)",
+            "test a ... FAILED",
+            "failures:",
+            "",
+            "---- a stdout ----",
+            "thread 'a' panicked at tests/retry.rs:3:5:",
+            "lost a message",
+            "",
+            "failures:",
+            "    a",
+            "test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        ] {
+            failures.read(line);
+        }
+        assert_eq!(failures.tests.len(), 1);
+        let (binary, test, output) = &failures.tests[0];
+        assert_eq!(binary, "tests/retry.rs (target/debug/deps/retry-1)");
+        assert_eq!(test, "a");
+        assert_eq!(
+            output,
+            &[
+                "thread 'a' panicked at tests/retry.rs:3:5:",
+                "lost a message",
+                ""
+            ]
         );
     }
 }
