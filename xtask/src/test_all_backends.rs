@@ -189,8 +189,12 @@ impl Failures {
     const KEEP: usize = 40;
 
     fn read(&mut self, line: &str) {
-        if let Some(binary) = line.trim_start().strip_prefix("Running ") {
+        let trimmed = line.trim_start();
+        if let Some(binary) = trimmed.strip_prefix("Running ") {
             self.binary = binary.to_string();
+            self.in_output = false;
+        } else if trimmed.starts_with("Doc-tests ") {
+            self.binary = trimmed.to_string();
             self.in_output = false;
         } else if let Some(name) = line
             .strip_prefix("---- ")

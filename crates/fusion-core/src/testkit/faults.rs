@@ -15,11 +15,12 @@
 //! the same exactly-once scenarios on either (`tests/exactly_once.rs` of each backend):
 //!
 //! ```no_run
-//! use fusion_core::testkit::faults::{LoseReplies, ReplyFault};
-//! use fusion_core::{ChatMessage, ConversationStorage};
+//! use fusion_core::testkit::faults::LoseReplies;
+//! use fusion_core::{ChatMessage, ConversationStorage, Intercepted};
 //! # async fn demo(inner: impl ConversationStorage) {
-//! let store = LoseReplies::new(inner);
-//! store.lose_next_reply("s");
+//! // An `Intercept`: wrapped in `Intercepted` it is a storage.
+//! let store = Intercepted(LoseReplies::new(inner));
+//! store.0.arm(); // the next write loses its reply
 //! let batch = [ChatMessage::user("hi").with_new_id()];
 //! assert!(store.append("s", &batch).await.unwrap_err().is_retryable());
 //! store.append("s", &batch).await.unwrap(); // stored once, by the first call
