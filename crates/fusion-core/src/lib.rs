@@ -10,6 +10,7 @@ mod listing;
 mod message;
 mod message_id;
 mod owner_scope;
+mod recent_ids;
 mod redact;
 mod retention;
 mod revision;
@@ -31,6 +32,7 @@ pub use listing::{
 pub use message::{ChatMessage, Role, ToolCall};
 pub use message_id::{DEDUP_WINDOW, MessageId, unstored};
 pub use owner_scope::OwnerScope;
+pub use recent_ids::RecentIds;
 pub use redact::redact_url;
 pub use retention::{
     Expiry, MAX_IDLE, MAX_PURGE_BATCH, MIN_IDLE, StoredExpiry, check_purge_batch, is_expired,

@@ -32,7 +32,7 @@ use crate::{ChatMessage, Error};
 /// retry of an append is exactly-once as long as fewer than `DEDUP_WINDOW` messages were
 /// appended to the session by others between the first attempt and the retry; a
 /// [`RetryLayer`](https://docs.rs/fusion-layers) retries within milliseconds. Backends
-/// may look further (the SQL backends see every id of the session). Messages without an
+/// may look further. Messages without an
 /// id are always stored.
 pub const DEDUP_WINDOW: usize = 64;
 

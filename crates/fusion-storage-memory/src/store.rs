@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fusion_core::{
-    ChatMessage, DEDUP_WINDOW, MetaUpdate, Position, Result, Revision, SessionInfo, SessionMeta,
-    SessionOrder, SessionPage, SessionQuery, StoredExpiry, from_unix_micros, new_generation,
-    unstored,
+    ChatMessage, DEDUP_WINDOW, MetaUpdate, Position, RecentIds, Result, Revision, SessionInfo,
+    SessionMeta, SessionOrder, SessionPage, SessionQuery, StoredExpiry, from_unix_micros,
+    new_generation, unstored,
 };
 
 /// A session's place in the newest-first order: `updated_at` in microseconds, then id,
@@ -32,6 +32,9 @@ type NewestKey = (Reverse<i64>, Reverse<Arc<str>>);
 struct Entry {
     id: Arc<str>,
     messages: Vec<ChatMessage>,
+    /// The fingerprints of the last ids of `messages`, so an append looks at a stored
+    /// message only when one of its ids may be stored; rebuilt whenever `messages` is.
+    recent: RecentIds,
     generation: u64,
     created_at: SystemTime,
     /// `updated_at` in Unix microseconds, the precision listings sort by.
@@ -180,13 +183,16 @@ impl Store {
         };
         let recent = &entry.messages[entry.messages.len().saturating_sub(DEDUP_WINDOW)..];
         let fresh = unstored(messages, |new| {
-            recent.iter().any(|m| m.id.as_ref() == Some(new))
+            entry.recent.may_hold(new) && recent.iter().any(|m| m.id.as_ref() == Some(new))
         });
         if fresh.is_empty() {
             return;
         }
         let fresh = fresh.into_owned();
-        self.change(id, now, |entry| entry.messages.extend(fresh));
+        self.change(id, now, |entry| {
+            entry.recent.record(&fresh);
+            entry.messages.extend(fresh);
+        });
     }
 
     /// Keeps the first `len` messages; a shorter history gets a new generation.
@@ -197,6 +203,7 @@ impl Store {
             Some(_) if len == 0 => self.remove(id),
             Some(entry) if entry.messages.len() > len => self.change(id, now, |entry| {
                 entry.messages.truncate(len);
+                entry.recent = RecentIds::of(&entry.messages);
                 entry.generation = new_generation();
             }),
             Some(_) => {}
@@ -212,6 +219,7 @@ impl Store {
         } else if self.sessions.contains_key(id) {
             self.change(id, now, |entry| {
                 entry.messages = history.to_vec();
+                entry.recent = RecentIds::of(history);
                 entry.generation = new_generation();
             });
         } else {
@@ -240,6 +248,7 @@ impl Store {
         meta.expiry = expiry.expiry();
         let entry = Entry {
             id: Arc::from(id),
+            recent: RecentIds::of(&messages),
             messages,
             generation: new_generation(),
             // Both timestamps at the listing's precision, so `updated_at >= created_at`.

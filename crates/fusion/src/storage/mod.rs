@@ -47,9 +47,9 @@ pub use fusion_core::{
     Change, ConversationStorage, Cursor, DEDUP_WINDOW, Expect, Expiry, Intercept, Intercepted,
     LEGACY_GENERATION, Layer, MAX_DATA_BYTES, MAX_DATA_DEPTH, MAX_IDLE, MAX_METADATA_DEPTH,
     MAX_PURGE_BATCH, MAX_TAG_LEN, MAX_TAGS, MAX_TITLE_CHARS, MIN_IDLE, MetaUpdate, OwnerScope,
-    Revision, SessionInfo, SessionMeta, SessionOrder, SessionPage, SessionQuery, StorageExt,
-    StoredExpiry, check_creation, check_purge_batch, check_storable, is_expired, new_generation,
-    purge_all_expired, unstored, validate_owner,
+    RecentIds, Revision, SessionInfo, SessionMeta, SessionOrder, SessionPage, SessionQuery,
+    StorageExt, StoredExpiry, check_creation, check_purge_batch, check_storable, is_expired,
+    new_generation, purge_all_expired, unstored, validate_owner,
 };
 
 #[cfg(feature = "memory")]

@@ -1,0 +1,208 @@
+//! [`RecentIds`]: a short summary of the ids a session stored last, which tells most
+//! appends that none of their ids is stored without looking at a stored message.
+//!
+//! Exactly-once appends ([`DEDUP_WINDOW`]) ask, for every message of a batch that carries
+//! an id, whether the session's last messages hold that id. Nearly always the answer is no
+//! (only a retry repeats an id), and finding it by comparing the id with each of 64 stored
+//! ids, or by probing an index, costs more than the rest of a small append. A backend that
+//! keeps a `RecentIds` beside a session answers no with a few integer comparisons, and
+//! looks at the stored messages only when it answers maybe.
+//!
+//! It holds one 32-bit [`fingerprint`](MessageId::fingerprint) per id, for the last
+//! [`DEDUP_WINDOW`] messages with ids that were recorded, oldest first. It may say maybe
+//! for an id that is not stored (another id with the same fingerprint: chance about
+//! 64 in 2^32 per id, or an id that has left the window), never no for one that is,
+//! provided every write of the session keeps it: [`record`](RecentIds::record) after each
+//! append, [`of`](RecentIds::of) the whole history after any other change.
+
+use std::collections::VecDeque;
+
+use crate::{ChatMessage, DEDUP_WINDOW, MessageId};
+
+/// The fingerprints of the ids of a session's last messages (see the module docs): a
+/// superset of the ids among its last [`DEDUP_WINDOW`] messages.
+///
+/// ```
+/// use fusion_core::{ChatMessage, RecentIds};
+///
+/// let stored = vec![ChatMessage::user("hi").with_new_id()];
+/// let mut recent = RecentIds::of(&stored);
+/// assert!(recent.may_hold(stored[0].id.as_ref().unwrap()));
+///
+/// let reply = ChatMessage::assistant("hello").with_new_id();
+/// assert!(!recent.may_hold(reply.id.as_ref().unwrap()));
+/// recent.record(std::slice::from_ref(&reply));
+/// assert!(recent.may_hold(reply.id.as_ref().unwrap()));
+///
+/// // Stored as bytes beside a session, and read back.
+/// assert_eq!(RecentIds::from_bytes(&recent.to_bytes()), Some(recent));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecentIds {
+    /// At most [`DEDUP_WINDOW`], oldest first.
+    fingerprints: VecDeque<u32>,
+}
+
+impl RecentIds {
+    /// The bytes one fingerprint takes in [`to_bytes`](Self::to_bytes).
+    pub const BYTES_PER_ID: usize = 4;
+
+    /// The fingerprints of the ids among the last [`DEDUP_WINDOW`] messages of `history`.
+    pub fn of(history: &[ChatMessage]) -> Self {
+        let mut recent = Self::default();
+        recent.record(&history[history.len().saturating_sub(DEDUP_WINDOW)..]);
+        recent
+    }
+
+    /// Adds the ids of `appended`, messages just stored after the others, forgetting the
+    /// oldest beyond [`DEDUP_WINDOW`].
+    pub fn record(&mut self, appended: &[ChatMessage]) {
+        self.record_ids(appended.iter().filter_map(|m| m.id.as_ref()));
+    }
+
+    /// [`record`](Self::record) from the ids alone, in the order they were stored.
+    pub fn record_ids<'a>(&mut self, ids: impl IntoIterator<Item = &'a MessageId>) {
+        for id in ids {
+            if self.fingerprints.len() == DEDUP_WINDOW {
+                self.fingerprints.pop_front();
+            }
+            self.fingerprints.push_back(id.fingerprint());
+        }
+    }
+
+    /// Whether `id` may be stored: `false` means it is not among the ids recorded.
+    pub fn may_hold(&self, id: &MessageId) -> bool {
+        let fingerprint = id.fingerprint();
+        self.fingerprints.iter().any(|&f| f == fingerprint)
+    }
+
+    /// How many fingerprints it holds.
+    pub fn len(&self) -> usize {
+        self.fingerprints.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.fingerprints.is_empty()
+    }
+
+    /// The fingerprints as bytes, oldest first, [`BYTES_PER_ID`](Self::BYTES_PER_ID)
+    /// each (little-endian): at most 256 bytes, for a backend to store beside a session.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.fingerprints
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect()
+    }
+
+    /// Reads what [`to_bytes`](Self::to_bytes) wrote; `None` when `bytes` cannot be that
+    /// (a length that is not a whole number of fingerprints, or more than the window).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let (chunks, rest) = bytes.as_chunks::<{ Self::BYTES_PER_ID }>();
+        if !rest.is_empty() || chunks.len() > DEDUP_WINDOW {
+            return None;
+        }
+        let fingerprints = chunks.iter().map(|c| u32::from_le_bytes(*c)).collect();
+        Some(Self { fingerprints })
+    }
+}
+
+impl MessageId {
+    /// A 32-bit hash of the id, the same in every process and every version of this crate
+    /// (backends store it: [`RecentIds`]). Two ids may share one; equal ids always do.
+    pub fn fingerprint(&self) -> u32 {
+        // Eight bytes at a time (ids are short), each word folded in with a multiply, then
+        // the length; the 64-bit result's halves folded together. Fixed constants, so the
+        // value never changes.
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let bytes = self.as_str().as_bytes();
+        let (words, tail) = bytes.as_chunks::<8>();
+        let mut h: u64 = 0x243f_6a88_85a3_08d3;
+        let mut fold = |word: u64| h = (h ^ word).wrapping_mul(K).rotate_left(29);
+        for word in words {
+            fold(u64::from_le_bytes(*word));
+        }
+        if !tail.is_empty() {
+            let mut last = [0u8; 8];
+            last[..tail.len()].copy_from_slice(tail);
+            fold(u64::from_le_bytes(last));
+        }
+        fold(bytes.len() as u64);
+        let h = (h ^ (h >> 32)).wrapping_mul(K);
+        (h >> 32) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_id(id: &str) -> ChatMessage {
+        ChatMessage::user(id).with_id(id.parse().unwrap())
+    }
+
+    /// Stored fingerprints must read the same in every later version: pinned values.
+    #[test]
+    fn fingerprints_never_change() {
+        let pinned: Vec<u32> = ["a", "evt_01J9Z3", "0193a5c4-0000-7000-8000-000000000000"]
+            .iter()
+            .map(|id| id.parse::<MessageId>().unwrap().fingerprint())
+            .collect();
+        assert_eq!(pinned, [PINNED_A, PINNED_EVT, PINNED_UUID]);
+    }
+    const PINNED_A: u32 = 3_418_391_828;
+    const PINNED_EVT: u32 = 2_659_916_138;
+    const PINNED_UUID: u32 = 930_691_689;
+
+    #[test]
+    fn fresh_ids_rarely_share_a_fingerprint() {
+        let fingerprints: std::collections::HashSet<u32> = (0..100_000)
+            .map(|_| MessageId::new().fingerprint())
+            .collect();
+        // 100,000 random 32-bit values collide about once; allow a few.
+        assert!(fingerprints.len() >= 100_000 - 5, "{}", fingerprints.len());
+    }
+
+    #[test]
+    fn holds_the_last_window_of_ids_and_never_misses_one() {
+        let history: Vec<ChatMessage> = (0..100)
+            .map(|i| {
+                if i % 3 == 0 {
+                    ChatMessage::user("no id")
+                } else {
+                    with_id(&format!("m{i}"))
+                }
+            })
+            .collect();
+        let recent = RecentIds::of(&history);
+        let last = &history[history.len() - DEDUP_WINDOW..];
+        for id in last.iter().filter_map(|m| m.id.as_ref()) {
+            assert!(recent.may_hold(id), "{id}");
+        }
+        assert!(recent.len() <= DEDUP_WINDOW);
+
+        let mut grown = RecentIds::default();
+        for chunk in history.chunks(7) {
+            grown.record(chunk);
+        }
+        assert_eq!(grown.len(), DEDUP_WINDOW, "bounded by the window");
+        for id in last.iter().filter_map(|m| m.id.as_ref()) {
+            assert!(grown.may_hold(id), "{id}");
+        }
+        assert!(!grown.may_hold(&"m1".parse().unwrap()), "left the window");
+    }
+
+    #[test]
+    fn bytes_round_trip_and_garbage_is_refused() {
+        let recent = RecentIds::of(&[with_id("a"), with_id("b")]);
+        let bytes = recent.to_bytes();
+        assert_eq!(bytes.len(), 2 * RecentIds::BYTES_PER_ID);
+        assert_eq!(RecentIds::from_bytes(&bytes), Some(recent));
+        assert_eq!(RecentIds::from_bytes(&[]), Some(RecentIds::default()));
+        assert_eq!(RecentIds::from_bytes(&[1, 2, 3]), None);
+        assert_eq!(
+            RecentIds::from_bytes(&vec![0; (DEDUP_WINDOW + 1) * RecentIds::BYTES_PER_ID]),
+            None
+        );
+    }
+}
