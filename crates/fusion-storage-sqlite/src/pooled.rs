@@ -34,8 +34,8 @@ use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool};
 use crate::error::{BACKEND, Op, is_no_transaction, parse_sqlite_error};
 use crate::meta::{InfoRow, InfoTuple};
 use crate::sql::{
-    BEGIN_WRITE, Check, Ends, Found, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, READ_REVISION,
-    REMOVE, REMOVE_EXPIRED, Value, Verdict, Write, WriteSql, Written, decode_row,
+    BEGIN_WRITE, Check, Ends, Found, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, READ_LAST_IDS,
+    READ_REVISION, REMOVE, REMOVE_EXPIRED, Value, Verdict, Write, WriteSql, Written, decode_row,
 };
 
 /// Runs `write` as one script on a connection from `pool`, in one round trip (two for a
@@ -101,14 +101,12 @@ async fn write_checked(
     values: Vec<Value>,
     check: Check,
 ) -> sqlx::Result<Written> {
-    // ?1, the session id, is all the read binds, and ?2 the batch's ids for a check with
-    // them.
-    let ids = check.ids().map(|ids| Value::Text(ids.to_owned()));
-    let read = || arguments(values.iter().take(1).cloned().chain(ids.clone()));
+    // ?1, the session id, is all the read binds.
+    let read = || arguments(values.iter().take(1).cloned());
     // `fetch_all` rather than `fetch_optional`: it drives the script to its end.
-    let found = match &check {
+    let mut found = match &check {
         Check::Revision { .. } => {
-            let rows: Vec<(i64, i64, Option<i64>, Option<String>)> = if ids.is_some() {
+            let rows: Vec<RevisionRow> = if check.reads_recent() {
                 sqlx::query_as_with(check.begin_and_read(), read()?)
                     .fetch_all(conn.get())
                     .await?
@@ -117,21 +115,22 @@ async fn write_checked(
                     sqlx::query_as_with(check.begin_and_read(), read()?)
                         .fetch_all(conn.get())
                         .await?;
-                let with_none_stored =
+                let without_recent =
                     |(generation, count, expires_at)| (generation, count, expires_at, None);
-                rows.into_iter().map(with_none_stored).collect()
+                rows.into_iter().map(without_recent).collect()
             };
             let row = rows.into_iter().next();
-            let (revision, expires_at, stored) = match row {
-                Some((generation, count, expires_at, stored)) => {
-                    (revision_of(Some((generation, count))), expires_at, stored)
+            let (revision, expires_at, recent) = match row {
+                Some((generation, count, expires_at, recent)) => {
+                    (revision_of(Some((generation, count))), expires_at, recent)
                 }
                 None => (revision_of(None), None, None),
             };
             Found::Revision {
                 revision,
                 expires_at,
-                stored,
+                recent,
+                stored: None,
             }
         }
         Check::Meta { .. } => {
@@ -141,14 +140,28 @@ async fn write_checked(
             Found::Info(rows.into_iter().next().map(InfoRow::from))
         }
     };
+    // A second round trip in the same transaction, only when the fingerprints of the
+    // session's last ids cannot decide (`Check::confirm_from`).
+    if let Some(from) = check.confirm_from(&found)
+        && let Found::Revision { stored, .. } = &mut found
+    {
+        let ids: Vec<Option<String>> = sqlx::query_scalar_with(
+            READ_LAST_IDS,
+            arguments(values.iter().take(1).cloned().chain([Value::Int(from)]))?,
+        )
+        .fetch_all(conn.get())
+        .await?;
+        *stored = Some(ids);
+    }
     match check.decide(found) {
         Verdict::Go {
             extra,
             written,
             remove_first,
             kept,
+            recent,
         } => {
-            let values = Write::decided_values(Cow::Owned(values), &kept, extra);
+            let values = Write::decided_values(Cow::Owned(values), &kept, recent, extra);
             let arguments = arguments(values.into_owned())?;
             if remove_first {
                 let rest = format!("{}{}", REMOVE.body, sql.rest);
@@ -176,12 +189,17 @@ fn arguments(values: impl IntoIterator<Item = Value>) -> sqlx::Result<SqliteArgu
         match value {
             Value::Text(text) => arguments.add(text),
             Value::Int(n) => arguments.add(n),
+            Value::Blob(bytes) => arguments.add(bytes),
             Value::Null => arguments.add(None::<String>),
         }
         .map_err(sqlx::Error::Encode)?;
     }
     Ok(arguments)
 }
+
+/// A row of a check's read of a revision: generation, count, `expires_at` and, for an
+/// append with ids, `recent_ids`.
+type RevisionRow = (i64, i64, Option<i64>, Option<Vec<u8>>);
 
 /// A pooled connection whose script has not been seen to finish.
 ///

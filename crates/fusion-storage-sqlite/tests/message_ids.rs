@@ -1,6 +1,8 @@
-//! Message ids as this backend stores them (migration 0005): the `message_id` column
-//! beside the JSON, what an append of messages already stored leaves untouched, an
-//! expired session's ids, and appends cancelled partway then retried. Each test runs on
+//! Message ids as this backend keeps them (migration 0005): the fingerprints of each
+//! session's last ids in `recent_ids`, kept by every write and only ever a shortcut (what
+//! it holds never makes an append store a message twice or leave one out), what an append
+//! of messages already stored leaves untouched, an expired session's ids, and appends
+//! cancelled partway then retried. Each test runs on
 //! both paths: `sqlite::memory:` (sqlx) and a database file (the direct path).
 
 use std::future::Future;
@@ -8,7 +10,7 @@ use std::pin::pin;
 use std::task::Poll;
 
 use fusion_core::testkit::exactly_once::with_ids;
-use fusion_core::{Change, ChatMessage, ConversationStorage, Expect, SessionMeta};
+use fusion_core::{Change, ChatMessage, ConversationStorage, Expect, RecentIds, SessionMeta};
 use fusion_storage_sqlite::SqliteStorage;
 
 /// Runs `test` on `sqlite::memory:` and on a fresh database file.
@@ -26,29 +28,32 @@ where
     }
 }
 
-/// `(message_id, the id in the JSON)` of every row of `session_id`, in seq order.
-async fn stored_ids(
-    storage: &SqliteStorage,
-    session_id: &str,
-) -> Vec<(Option<String>, Option<String>)> {
-    sqlx::query_as(
-        "SELECT message_id, message ->> '$.id' FROM messages WHERE session_id = ?1 ORDER BY seq",
-    )
-    .bind(session_id)
-    .fetch_all(storage.pool())
-    .await
-    .unwrap()
+/// The `recent_ids` column of `session_id`'s row (`None`: NULL).
+async fn recent_ids(storage: &SqliteStorage, session_id: &str) -> Option<Vec<u8>> {
+    sqlx::query_scalar("SELECT recent_ids FROM sessions WHERE id = ?1")
+        .bind(session_id)
+        .fetch_one(storage.pool())
+        .await
+        .unwrap()
 }
 
-fn ids_of(history: &[ChatMessage]) -> Vec<Option<String>> {
-    history
-        .iter()
-        .map(|m| m.id.as_ref().map(|id| id.as_str().to_owned()))
-        .collect()
+async fn set_recent_ids(storage: &SqliteStorage, session_id: &str, value: Option<Vec<u8>>) {
+    sqlx::query("UPDATE sessions SET recent_ids = ?2 WHERE id = ?1")
+        .bind(session_id)
+        .bind(value)
+        .execute(storage.pool())
+        .await
+        .unwrap();
 }
 
+fn fingerprints_of(history: &[ChatMessage]) -> Option<Vec<u8>> {
+    Some(RecentIds::of(history).to_bytes())
+}
+
+/// Every write that stores messages leaves `recent_ids` holding the fingerprints of the
+/// session's last ids; an append without ids keeps them; a truncate makes them unknown.
 #[tokio::test]
-async fn every_write_stores_each_id_beside_its_json() {
+async fn every_write_keeps_the_fingerprints_of_the_last_ids() {
     on_both_paths(|storage, path| async move {
         let mut mixed = with_ids("m", 2);
         mixed.insert(1, ChatMessage::user("no id"));
@@ -72,18 +77,69 @@ async fn every_write_stores_each_id_beside_its_json() {
             .write_if("replaced", Expect::Generation(0), Change::Replace(&more))
             .await
             .unwrap();
+        // Longer than the window: only the last 64 ids are kept.
+        let long = with_ids("long", 100);
+        storage.append("long", &long[..50]).await.unwrap();
+        storage.append("long", &long[50..]).await.unwrap();
 
-        for session in ["appended", "saved", "created", "replaced"] {
+        for session in ["appended", "saved", "created", "replaced", "long"] {
             let history = storage.load(session).await.unwrap();
-            let rows = stored_ids(&storage, session).await;
-            let columns: Vec<Option<String>> = rows.iter().map(|row| row.0.clone()).collect();
-            assert_eq!(columns, ids_of(&history), "{path} {session}");
-            assert!(
-                rows.iter().all(|(column, json)| column == json),
+            assert_eq!(
+                recent_ids(&storage, session).await,
+                fingerprints_of(&history),
                 "{path} {session}"
             );
         }
-        assert_eq!(stored_ids(&storage, "appended").await.len(), 4, "{path}");
+        assert_eq!(storage.load("appended").await.unwrap().len(), 4, "{path}");
+
+        storage.truncate("long", 70).await.unwrap();
+        assert_eq!(recent_ids(&storage, "long").await, None, "{path}: unknown");
+        // The next append with ids reads the ids themselves, and knows them again.
+        storage.append("long", &long[60..70]).await.unwrap();
+        let history = storage.load("long").await.unwrap();
+        assert_eq!(history, long[..70], "{path}: every id was stored already");
+        storage.append("long", &long[70..71]).await.unwrap();
+        let history = storage.load("long").await.unwrap();
+        assert_eq!(history, long[..71], "{path}");
+        assert_eq!(
+            recent_ids(&storage, "long").await,
+            fingerprints_of(&history),
+            "{path}"
+        );
+    })
+    .await;
+}
+
+/// What is in `recent_ids` only ever costs a read of the stored ids: unknown (a session
+/// written before version 5), unreadable, or a fingerprint that matches an id that is not
+/// stored, an append stores exactly the messages whose ids are not among the last ones.
+#[tokio::test]
+async fn fingerprints_that_cannot_decide_send_the_append_to_the_stored_ids() {
+    on_both_paths(|storage, path| async move {
+        let batch = with_ids("f", 3);
+        for (case, recent) in [("unknown", None), ("unreadable", Some(vec![1, 2, 3]))] {
+            let session = format!("s-{case}");
+            storage.append(&session, &batch[..2]).await.unwrap();
+            set_recent_ids(&storage, &session, recent).await;
+            storage.append(&session, &batch).await.unwrap();
+            let history = storage.load(&session).await.unwrap();
+            assert_eq!(history, batch, "{path} {case}: the third stored once");
+            assert_eq!(
+                recent_ids(&storage, &session).await,
+                fingerprints_of(&history),
+                "{path} {case}: rebuilt"
+            );
+        }
+
+        // A fingerprint that matches a new id whose message is not stored: stored anyway.
+        let fresh = with_ids("g", 1);
+        let mut claimed = RecentIds::default();
+        claimed.record(&fresh);
+        storage.append("collides", &batch[..1]).await.unwrap();
+        set_recent_ids(&storage, "collides", Some(claimed.to_bytes())).await;
+        storage.append("collides", &fresh).await.unwrap();
+        let history = storage.load("collides").await.unwrap();
+        assert_eq!(history, [batch[0].clone(), fresh[0].clone()], "{path}");
     })
     .await;
 }
@@ -148,7 +204,11 @@ async fn the_ids_of_an_expired_session_are_gone_with_it() {
         let (history, at) = storage.load_revision("s").await.unwrap();
         assert_eq!(history, batch, "{path}: stored afresh");
         assert_ne!(at.generation, old.generation, "{path}: a new session");
-        assert_eq!(stored_ids(&storage, "s").await.len(), 2, "{path}");
+        assert_eq!(
+            recent_ids(&storage, "s").await,
+            fingerprints_of(&batch),
+            "{path}: only the new session's ids"
+        );
     })
     .await;
 }

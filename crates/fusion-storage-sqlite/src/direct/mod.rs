@@ -380,6 +380,9 @@ mod tests {
         setup
             .execute_batch(include_str!("../../migrations/0004_session_expiry.sql"))
             .unwrap();
+        setup
+            .execute_batch(include_str!("../../migrations/0005_message_ids.sql"))
+            .unwrap();
         drop(setup);
         let options = DirectOptions {
             path: path.clone(),

@@ -13,7 +13,8 @@ use rusqlite::Connection;
 
 use crate::meta::InfoRow;
 use crate::sql::{
-    BEGIN_WRITE, Check, Ends, Found, Kept, REMOVE, REMOVE_EXPIRED, Value, Verdict, Write, Written,
+    BEGIN_WRITE, Check, Ends, Found, Kept, READ_LAST_IDS, REMOVE, REMOVE_EXPIRED, Value, Verdict,
+    Write, Written,
 };
 
 /// A failed write, and whether its connection may still be in the transaction.
@@ -33,22 +34,23 @@ pub(super) struct Failure {
 pub(super) fn run(conn: &Connection, write: &Write, inline: bool) -> Result<Written, Failure> {
     let steps = || -> rusqlite::Result<Written> {
         conn.prepare_cached(BEGIN_WRITE)?.raw_execute()?;
-        let (extra, written, remove_first, kept) = match &write.check {
-            None => (Vec::new(), Written::Committed(None), false, Kept::All),
+        let (extra, written, remove_first, kept, recent) = match &write.check {
+            None => (Vec::new(), Written::Committed(None), false, Kept::All, None),
             Some(check) => match check.decide(read_found(conn, check, write)?) {
                 Verdict::Go {
                     extra,
                     written,
                     remove_first,
                     kept,
-                } => (extra, written, remove_first, kept),
+                    recent,
+                } => (extra, written, remove_first, kept, recent),
                 Verdict::Stop(written) => {
                     conn.prepare_cached("ROLLBACK")?.raw_execute()?;
                     return Ok(written);
                 }
             },
         };
-        let values = Write::decided_values(Cow::Borrowed(&write.values), &kept, extra);
+        let values = Write::decided_values(Cow::Borrowed(&write.values), &kept, recent, extra);
         let values = &values[..];
         let defer = || -> rusqlite::Result<Written> {
             conn.prepare_cached("ROLLBACK")?.raw_execute()?;
@@ -108,34 +110,50 @@ fn execute(conn: &Connection, statements: &[&str], values: &[Value]) -> rusqlite
     Ok(changed)
 }
 
-/// What `check` of `write` decides on, read by [`Check::read`] inside its transaction:
-/// ?1 the session id, and ?2 the batch's ids for a check that has them.
+/// What `check` of `write` decides on, read by [`Check::read`] inside its transaction
+/// (bound to ?1, the session id), and then the ids of the session's last messages when
+/// the check asks for them ([`Check::confirm_from`]).
 fn read_found(conn: &Connection, check: &Check, write: &Write) -> rusqlite::Result<Found> {
     let mut statement = conn.prepare_cached(check.read())?;
     bind(&mut statement, &write.values[..1])?;
-    if let Some(ids) = check.ids() {
-        statement.raw_bind_parameter(2, ids)?;
-    }
     let mut rows = statement.raw_query();
     let row = rows.next()?;
-    Ok(match check {
+    let mut found = match check {
         Check::Revision { .. } => match row {
             Some(row) => Found::Revision {
                 revision: revision_of(Some((row.get(0)?, row.get(1)?))),
                 expires_at: row.get(2)?,
-                stored: match check.ids() {
-                    Some(_) => row.get(3)?,
-                    None => None,
+                recent: if check.reads_recent() {
+                    row.get(3)?
+                } else {
+                    None
                 },
+                stored: None,
             },
             None => Found::Revision {
                 revision: revision_of(None),
                 expires_at: None,
+                recent: None,
                 stored: None,
             },
         },
         Check::Meta { .. } => Found::Info(row.map(InfoRow::from_rusqlite).transpose()?),
-    })
+    };
+    drop(rows);
+    if let Some(from) = check.confirm_from(&found)
+        && let Found::Revision { stored, .. } = &mut found
+    {
+        let mut statement = conn.prepare_cached(READ_LAST_IDS)?;
+        bind(&mut statement, &write.values[..1])?;
+        statement.raw_bind_parameter(2, from)?;
+        let mut rows = statement.raw_query();
+        let mut ids = Vec::new();
+        while let Some(row) = rows.next()? {
+            ids.push(row.get(0)?);
+        }
+        *stored = Some(ids);
+    }
+    Ok(found)
 }
 
 /// Binds a statement's parameters ?1..?n to the first n of a write's values.
@@ -144,6 +162,7 @@ fn bind(statement: &mut rusqlite::Statement<'_>, values: &[Value]) -> rusqlite::
         match value {
             Value::Text(text) => statement.raw_bind_parameter(index, text.as_str())?,
             Value::Int(n) => statement.raw_bind_parameter(index, n)?,
+            Value::Blob(bytes) => statement.raw_bind_parameter(index, bytes.as_slice())?,
             Value::Null => statement.raw_bind_parameter(index, rusqlite::types::Null)?,
         }
     }

@@ -6,15 +6,16 @@
 //! A check reads the row whatever its expiry and decides here, at the write's own `now`,
 //! whether it has expired (`crate::expiry`): then the session counts as absent, and a
 //! write that goes ahead removes it first ([`Verdict::Go`]'s `remove_first`). The check of
-//! an append with ids also reads which of them the session stores, and decides which
-//! messages the append stores (`dedup.rs`); an expired session stores none.
+//! an append with ids also reads the fingerprints of the session's last ids, and when
+//! they cannot decide, the ids of its last messages ([`Check::confirm_from`]), and decides
+//! which messages the append stores (`dedup.rs`); an expired session stores none.
 
 use fusion_core::{Error, MetaUpdate, Revision, SessionInfo, is_expired};
 
-use super::dedup::Dedup;
+use super::dedup::{Decided, Dedup};
 use super::{
-    BEGIN_AND_READ_INFO, BEGIN_AND_READ_REVISION, BEGIN_AND_READ_REVISION_AND_STORED, Kept,
-    READ_INFO, READ_REVISION, READ_REVISION_AND_STORED, Value,
+    BEGIN_AND_READ_INFO, BEGIN_AND_READ_REVISION, BEGIN_AND_READ_REVISION_AND_RECENT, Kept,
+    READ_INFO, READ_REVISION, READ_REVISION_AND_RECENT, Value,
 };
 use crate::generation::Condition;
 use crate::meta::{self, InfoRow, Updated};
@@ -25,8 +26,8 @@ pub(crate) enum Check {
     /// A conditional write, a creation or an append with ids at `now` (Unix µs, the
     /// instant its statements bind): the session's revision ([`READ_REVISION`]) must meet
     /// the condition. With `dedup` (an append whose messages carry ids), the read also
-    /// finds which ids the session stores ([`READ_REVISION_AND_STORED`]), and those
-    /// messages are left out.
+    /// finds the session's `recent_ids` ([`READ_REVISION_AND_RECENT`]), and the messages
+    /// whose ids are stored are left out.
     Revision {
         condition: Condition,
         now: i64,
@@ -38,15 +39,16 @@ pub(crate) enum Check {
 }
 
 /// The row a [`Check`] read: a revision, the row's `expires_at` and, for a check with
-/// `dedup`, the ids it stores (separated by spaces; `None`: none) for [`Check::Revision`]
-/// (absent: [`Revision::ABSENT`], `None` and `None`), the facts (if the session exists)
-/// for [`Check::Meta`].
+/// `dedup`, its `recent_ids` and, when [`Check::confirm_from`] asked for them, the ids of
+/// its last messages in order, for [`Check::Revision`] (absent: [`Revision::ABSENT`] and
+/// `None`s); the facts (if the session exists) for [`Check::Meta`].
 #[derive(Debug)]
 pub(crate) enum Found {
     Revision {
         revision: Revision,
         expires_at: Option<i64>,
-        stored: Option<String>,
+        recent: Option<Vec<u8>>,
+        stored: Option<Vec<Option<String>>>,
     },
     Info(Option<InfoRow>),
 }
@@ -55,14 +57,15 @@ pub(crate) enum Found {
 #[derive(Debug)]
 pub(crate) enum Verdict {
     /// Run the statements, binding `extra` after the write's own values (with an append's
-    /// batch cut down to what is `kept`: `Write::decided_values`), after removing the
-    /// session when `remove_first` (it had expired); once committed, the write ended as
-    /// `written`.
+    /// batch cut down to what is `kept`, and its `recent_ids` when it decided them:
+    /// `Write::decided_values`), after removing the session when `remove_first` (it had
+    /// expired); once committed, the write ended as `written`.
     Go {
         extra: Vec<Value>,
         written: Written,
         remove_first: bool,
         kept: Kept,
+        recent: Option<Vec<u8>>,
     },
     /// Roll back: the write ended as this, having written nothing.
     Stop(Written),
@@ -111,33 +114,52 @@ impl Written {
 }
 
 impl Check {
-    /// The statement that reads what the check decides on, bound to ?1, the session id,
-    /// and for a check with `dedup` to ?2, [`ids`](Self::ids).
+    /// The statement that reads what the check decides on, bound to ?1, the session id.
     pub(crate) fn read(&self) -> &'static str {
         match self {
             Check::Revision { dedup: None, .. } => READ_REVISION,
-            Check::Revision { dedup: Some(_), .. } => READ_REVISION_AND_STORED,
+            Check::Revision { dedup: Some(_), .. } => READ_REVISION_AND_RECENT,
             Check::Meta { .. } => READ_INFO,
         }
+    }
+
+    /// Whether [`read`](Self::read) returns `recent_ids`, a fourth column.
+    pub(crate) fn reads_recent(&self) -> bool {
+        matches!(self, Check::Revision { dedup: Some(_), .. })
     }
 
     /// [`read`](Self::read) after `BEGIN IMMEDIATE`, as one script for sqlx.
     pub(crate) fn begin_and_read(&self) -> &'static str {
         match self {
             Check::Revision { dedup: None, .. } => BEGIN_AND_READ_REVISION,
-            Check::Revision { dedup: Some(_), .. } => BEGIN_AND_READ_REVISION_AND_STORED,
+            Check::Revision { dedup: Some(_), .. } => BEGIN_AND_READ_REVISION_AND_RECENT,
             Check::Meta { .. } => BEGIN_AND_READ_INFO,
         }
     }
 
-    /// The batch's ids, a JSON array bound to ?2 of [`read`](Self::read), for a check
-    /// with `dedup`; `None` for the others, whose read binds ?1 only.
-    pub(crate) fn ids(&self) -> Option<&str> {
-        match self {
-            Check::Revision {
-                dedup: Some(dedup), ..
-            } => Some(dedup.ids()),
-            Check::Revision { .. } | Check::Meta { .. } => None,
+    /// For a check with `dedup` that `found` a live session whose fingerprints cannot
+    /// decide, the seq from which the runner reads the ids of its last messages
+    /// ([`READ_LAST_IDS`](super::READ_LAST_IDS), bound to ?1 the session id and ?2 this)
+    /// into `found`'s `stored`, before [`decide`](Self::decide). `None`: decide now.
+    pub(crate) fn confirm_from(&self, found: &Found) -> Option<i64> {
+        match (self, found) {
+            (
+                Check::Revision {
+                    dedup: Some(dedup),
+                    now,
+                    ..
+                },
+                Found::Revision {
+                    revision,
+                    expires_at,
+                    recent,
+                    ..
+                },
+            ) if *revision != Revision::ABSENT && !is_expired(*expires_at, *now) => {
+                let count = i64::try_from(revision.len).unwrap_or(i64::MAX);
+                dedup.confirm_from(count, recent.as_deref())
+            }
+            _ => None,
         }
     }
 
@@ -153,6 +175,7 @@ impl Check {
                 Found::Revision {
                     revision,
                     expires_at,
+                    recent,
                     stored,
                 },
             ) => {
@@ -162,10 +185,17 @@ impl Check {
                     Ok(generation) => generation,
                     Err(found) => return Verdict::Stop(Written::Refused(found)),
                 };
-                // An expired session is absent: its ids are not stored any more.
-                let kept = match dedup {
-                    Some(dedup) if !expired => dedup.kept(stored.as_deref()),
-                    _ => Some(Kept::All),
+                // An expired (or absent) session stores no id.
+                let decided = dedup.as_ref().map(|dedup| {
+                    if expired {
+                        dedup.decide(None, None)
+                    } else {
+                        dedup.decide(recent.as_deref(), stored.as_deref())
+                    }
+                });
+                let (kept, recent) = match decided {
+                    Some(Decided { kept, recent }) => (kept, Some(recent)),
+                    None => (Some(Kept::All), None),
                 };
                 match kept {
                     Some(kept) => Verdict::Go {
@@ -173,6 +203,7 @@ impl Check {
                         written: Written::Committed(Some(generation)),
                         remove_first: expired,
                         kept,
+                        recent,
                     },
                     None => Verdict::Stop(Written::AllStored(generation)),
                 }
@@ -196,6 +227,7 @@ impl Check {
                         written: Written::Updated(Some(Box::new(info))),
                         remove_first: false,
                         kept: Kept::All,
+                        recent: None,
                     },
                     Ok(None) => Verdict::Stop(Written::Updated(None)),
                     Err(e) => Verdict::Stop(Written::Rejected(e)),

@@ -1,33 +1,33 @@
 //! Exactly-once appends (issue #18): an append whose messages carry ids stores only those
-//! whose id its session does not store yet, deciding so inside its write transaction.
+//! whose id is not among the session's last `fusion_core::DEDUP_WINDOW` messages,
+//! deciding so inside its write transaction.
 //!
-//! A message's id is stored twice: in its JSON (the `message` column) and in the
-//! `message_id` column (migration 0005), whose unique partial index `messages_by_id`
-//! answers "does this session store this id" in one probe. Such an append reads, in the
-//! transaction that then writes, the session's revision and which ids of its batch the
-//! session stores ([`READ_REVISION_AND_STORED`]: one probe per id, never a scan), and
-//! [`Dedup::kept`] says which messages are left ([`Kept`]); their seqs run on from the
-//! count, and the count grows by what is stored. When none is left the write rolls back,
-//! having changed nothing (`Written::AllStored`). SQLite admits one writer at a time, so
-//! no other append stores one of those ids between the read and the write. The SQL backends
-//! look at every id of the session, further back than `fusion_core::DEDUP_WINDOW`.
+//! Each session's row keeps, in `recent_ids` (migration 0005), the fingerprints of the ids
+//! of its last messages (`fusion_core::RecentIds`), rewritten by the statement that bumps
+//! the count, which every append runs anyway. An append with ids reads them with the
+//! revision ([`READ_REVISION_AND_RECENT`]): when none of its ids may be stored (nearly
+//! always: only a retry repeats an id) it stores its whole batch and binds the new
+//! fingerprints, having read no message. Otherwise (a fingerprint matched, or the column is
+//! NULL: after a truncate, or in a session last written before version 5) it reads the ids
+//! of the session's last messages themselves ([`READ_LAST_IDS`]), in the same
+//! transaction, and leaves out exactly those stored. When none is left the write rolls
+//! back, having changed nothing (`Written::AllStored`). SQLite admits one writer at a
+//! time, so no other append stores one of those ids between the read and the write.
 //!
-//! A batch without ids skips all of this and runs the statements it ran before ids existed,
-//! leaving `message_id` NULL. The inserts of messages with ids (APPEND, SAVE and CREATE
-//! each have a variant) fill `message_id` from the JSON text itself ([`message_id!`]):
-//! `fusion_core` serialises the id first and it never needs escaping, so it is the text
-//! between `{"id":"` and the next `"`, read from the text's first bytes without parsing the
-//! rest. Each message's text is taken from `json_each` once ([`batch_rows!`]): `json_each`
-//! renders an element's text afresh each time a statement names it.
+//! Why not a unique index on `(session_id, message_id)`, the obvious design: it costs every
+//! append with ids one index probe and one index entry per message, about 50,000
+//! instructions per W1 append and one more page to the WAL, against a few hundred for
+//! the fingerprints on a row that is written anyway (docs/performance.md).
+//!
+//! A message's id is in its JSON, first (`fusion_core` serialises it first, and it never
+//! needs escaping), so [`READ_LAST_IDS`] reads it from each text's first bytes
+//! ([`message_id!`]) without parsing the rest.
 
-use std::collections::HashSet;
 use std::ops::Range;
 
-use fusion_core::{ChatMessage, Result};
+use fusion_core::{ChatMessage, DEDUP_WINDOW, MessageId, RecentIds, Result};
 
-/// SQL: the id in the message JSON text `$json`, or NULL when it has none. `$json` must be
-/// a column of [`batch_rows!`], which SQLite computes once per row, so that naming it three
-/// times costs three short string functions, not three renderings of the message. 65 is
+/// SQL: the id in the message JSON text `$json`, or NULL when it has none. 65 is
 /// `MessageId::MAX_LEN` and the closing quote.
 macro_rules! message_id {
     ($json:literal) => {
@@ -42,55 +42,39 @@ macro_rules! message_id {
         )
     };
 }
-pub(crate) use message_id;
 
-/// SQL: the rows `(key, message)` of the JSON array bound to `$param`, in order, as a
-/// subquery that SQLite does not flatten into the statement around it (a subquery with an
-/// `OFFSET` is never flattened): it runs as a co-routine whose row holds each message's
-/// text once, however often the statement names `message`. A unit test counts the reads.
-macro_rules! batch_rows {
-    ($param:literal) => {
-        concat!(
-            "(SELECT j.key AS key, j.value AS message FROM json_each(",
-            $param,
-            ") AS j LIMIT -1 OFFSET 0)"
-        )
-    };
-}
-pub(crate) use batch_rows;
-
-/// The statement that reads a session's revision and which ids of a batch it stores, as a
-/// literal for `concat!`.
-macro_rules! read_revision_and_stored {
+/// The statement that reads a session's revision and `recent_ids`, as a literal for
+/// `concat!`.
+macro_rules! read_revision_and_recent {
     () => {
-        "SELECT generation, message_count, expires_at, \
-         (SELECT group_concat(m.message_id, ' ') FROM json_each(?2) AS i \
-          CROSS JOIN messages AS m WHERE m.session_id = ?1 AND m.message_id = i.value) \
-         FROM sessions WHERE id = ?1"
+        "SELECT generation, message_count, expires_at, recent_ids FROM sessions WHERE id = ?1"
     };
 }
 
-/// `READ_REVISION`'s columns and, fourth, the ids among ?2 (a JSON array of strings) that
-/// session ?1 stores, separated by spaces (ids hold none), NULL when it stores none: what
-/// the check of an append with ids reads inside its transaction. One lookup of the
-/// `sessions` row, and one probe of `messages_by_id` per id (`CROSS JOIN` keeps the ids
-/// the outer loop, so no message is scanned). No row when the session is absent: then it
-/// stores nothing. A unit test checks the plan.
-pub(crate) const READ_REVISION_AND_STORED: &str = read_revision_and_stored!();
+/// `READ_REVISION`'s columns and, fourth, `recent_ids` (a blob, NULL when unknown): what the
+/// check of an append with ids reads first inside its transaction. One lookup of the
+/// `sessions` row's key.
+pub(crate) const READ_REVISION_AND_RECENT: &str = read_revision_and_recent!();
 
 /// The first round trip of an append with ids on the sqlx path: take the write lock, then
-/// [`READ_REVISION_AND_STORED`].
-pub(crate) const BEGIN_AND_READ_REVISION_AND_STORED: &str =
-    concat!(begin_write!(), "; ", read_revision_and_stored!());
+/// [`READ_REVISION_AND_RECENT`].
+pub(crate) const BEGIN_AND_READ_REVISION_AND_RECENT: &str =
+    concat!(begin_write!(), "; ", read_revision_and_recent!());
+
+/// The ids (NULL for a message without one) of session ?1's messages from seq ?2 on, in
+/// order: a range of the `messages` key, read only when the fingerprints cannot decide.
+pub(crate) const READ_LAST_IDS: &str = concat!(
+    "SELECT ",
+    message_id!("message"),
+    " FROM messages WHERE session_id = ?1 AND seq >= ?2 ORDER BY seq"
+);
 
 /// What an append whose messages carry ids needs to store only those not stored yet.
 #[derive(Debug, Clone)]
 pub(crate) struct Dedup {
-    /// The batch's ids, as a JSON array of strings: ?2 of [`READ_REVISION_AND_STORED`].
-    ids: String,
-    /// Each message of the batch in order: where its id lies in `ids`, if it has one, and
-    /// where its JSON text lies in the batch array the write binds.
-    messages: Vec<(Option<Range<usize>>, Range<usize>)>,
+    /// Each message of the batch in order: its id, if it has one, and where its JSON text
+    /// lies in the batch array the write binds.
+    messages: Vec<(Option<MessageId>, Range<usize>)>,
 }
 
 /// Which messages of its batch an append stores.
@@ -103,81 +87,108 @@ pub(crate) enum Kept {
     Only(Vec<Range<usize>>),
 }
 
+/// What an append with ids decided: which messages it stores (`None`: none), and the
+/// session's `recent_ids` after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decided {
+    pub(crate) kept: Option<Kept>,
+    pub(crate) recent: Vec<u8>,
+}
+
 /// `messages` as one JSON array whose elements are exactly each message's
 /// `serde_json::to_string`, and, when any of them carries an id, the [`Dedup`] of an
-/// append of them. Both are written in one pass each, without a string per message: this
-/// runs on every append.
+/// append of them. Written in one pass, without a string per message: this runs on every
+/// append.
 pub(crate) fn encode(messages: &[ChatMessage]) -> Result<(String, Option<Dedup>)> {
     if messages.iter().all(|m| m.id.is_none()) {
         return Ok((serde_json::to_string(messages)?, None));
     }
     let mut batch = Vec::with_capacity(messages.len() * 256);
-    let mut ids = String::with_capacity(messages.len() * 40);
     let mut dedup = Vec::with_capacity(messages.len());
     batch.push(b'[');
-    ids.push('[');
     for message in messages {
         if !dedup.is_empty() {
             batch.push(b',');
         }
         let start = batch.len();
         serde_json::to_writer(&mut batch, message)?;
-        // A `MessageId` never needs escaping, so its JSON string is the id in quotes.
-        let id = message.id.as_ref().map(|id| {
-            if ids.len() > 1 {
-                ids.push(',');
-            }
-            ids.push('"');
-            let start = ids.len();
-            ids.push_str(id.as_str());
-            let id = start..ids.len();
-            ids.push('"');
-            id
-        });
-        dedup.push((id, start..batch.len()));
+        dedup.push((message.id.clone(), start..batch.len()));
     }
     batch.push(b']');
-    ids.push(']');
     let batch = String::from_utf8(batch).expect("serde_json writes UTF-8");
-    let dedup = Dedup {
-        ids,
-        messages: dedup,
-    };
-    Ok((batch, Some(dedup)))
+    Ok((batch, Some(Dedup { messages: dedup })))
+}
+
+/// The `recent_ids` of a session whose history is `history`, as a SAVE or a CREATE stores
+/// it.
+pub(crate) fn recent_of(history: &[ChatMessage]) -> Vec<u8> {
+    RecentIds::of(history).to_bytes()
 }
 
 impl Dedup {
-    /// The batch's ids as a JSON array of strings, to bind to ?2 of the check's read.
-    pub(crate) fn ids(&self) -> &str {
-        &self.ids
+    /// The seq from which [`READ_LAST_IDS`] must read the stored ids, for a session of
+    /// `count` messages whose `recent_ids` is `recent`: `None` when the fingerprints show
+    /// that no id of the batch is stored, the usual case.
+    pub(crate) fn confirm_from(&self, count: i64, recent: Option<&[u8]>) -> Option<i64> {
+        let window = i64::try_from(DEDUP_WINDOW).expect("a small constant");
+        let from = (count - window).max(0);
+        let Some(recent) = recent.and_then(RecentIds::from_bytes) else {
+            return Some(from);
+        };
+        self.ids().any(|id| recent.may_hold(id)).then_some(from)
     }
 
-    /// What to store once the read found `stored`, the batch's ids that the session stores
-    /// already (separated by spaces, as [`READ_REVISION_AND_STORED`] returns them): every
-    /// message without an id and every one whose id is not among them, in order. `None`
-    /// when that leaves nothing.
-    pub(crate) fn kept(&self, stored: Option<&str>) -> Option<Kept> {
-        let Some(stored) = stored else {
-            return Some(Kept::All);
+    /// What to store, given the session's `recent_ids` (`recent`) and, when
+    /// [`confirm_from`](Self::confirm_from) asked for them, the `stored` ids of its last
+    /// messages in order: every message without an id and every one whose id is not
+    /// stored.
+    pub(crate) fn decide(
+        &self,
+        recent: Option<&[u8]>,
+        stored: Option<&[Option<String>]>,
+    ) -> Decided {
+        let mut window = match stored {
+            Some(stored) => {
+                let mut window = RecentIds::default();
+                // An id that is not a valid `MessageId` was written by hand: no batch id
+                // equals it, and it has no fingerprint to keep.
+                let ids: Vec<MessageId> = stored
+                    .iter()
+                    .flatten()
+                    .filter_map(|id| id.parse().ok())
+                    .collect();
+                window.record_ids(&ids);
+                window
+            }
+            None => recent.and_then(RecentIds::from_bytes).unwrap_or_default(),
         };
-        let stored: HashSet<&str> = stored.split(' ').collect();
-        let is_stored = |id: &Option<Range<usize>>| {
-            id.as_ref()
-                .is_some_and(|id| stored.contains(&self.ids[id.clone()]))
+        let is_stored = |id: &Option<MessageId>| match (id, stored) {
+            (Some(id), Some(stored)) => stored.iter().flatten().any(|s| s == id.as_str()),
+            _ => false,
         };
-        let kept: Vec<Range<usize>> = self
+        let kept: Vec<&(Option<MessageId>, Range<usize>)> = self
             .messages
             .iter()
             .filter(|(id, _)| !is_stored(id))
-            .map(|(_, message)| message.clone())
             .collect();
-        if kept.is_empty() {
+        window.record_ids(kept.iter().filter_map(|(id, _)| id.as_ref()));
+        let kept = if kept.is_empty() {
             None
         } else if kept.len() == self.messages.len() {
             Some(Kept::All)
         } else {
-            Some(Kept::Only(kept))
+            Some(Kept::Only(
+                kept.into_iter().map(|(_, r)| r.clone()).collect(),
+            ))
+        };
+        Decided {
+            kept,
+            recent: window.to_bytes(),
         }
+    }
+
+    fn ids(&self) -> impl Iterator<Item = &MessageId> {
+        self.messages.iter().filter_map(|(id, _)| id.as_ref())
     }
 }
 
@@ -203,8 +214,6 @@ impl Kept {
 
 #[cfg(test)]
 mod tests {
-    use fusion_core::MessageId;
-
     use super::*;
 
     fn batch() -> Vec<ChatMessage> {
@@ -215,20 +224,19 @@ mod tests {
         ]
     }
 
+    fn id(message: &ChatMessage) -> MessageId {
+        message.id.clone().unwrap()
+    }
+
     #[test]
     fn a_batch_with_ids_is_encoded_as_one_without() {
         let batch = batch();
         let (json, dedup) = encode(&batch).unwrap();
         assert_eq!(json, serde_json::to_string(&batch).unwrap());
         let dedup = dedup.unwrap();
-        let ids: Vec<String> = serde_json::from_str(dedup.ids()).unwrap();
-        assert_eq!(
-            ids,
-            [batch[0].id.clone().unwrap(), batch[2].id.clone().unwrap()]
-                .map(|id| id.as_str().to_owned())
-        );
-        for ((_, range), message) in dedup.messages.iter().zip(&batch) {
+        for ((id, range), message) in dedup.messages.iter().zip(&batch) {
             assert_eq!(json[range.clone()], serde_json::to_string(message).unwrap());
+            assert_eq!(id, &message.id);
         }
 
         let plain = [ChatMessage::user("x")];
@@ -237,35 +245,67 @@ mod tests {
         assert!(dedup.is_none(), "no ids, no dedup work");
     }
 
+    /// Fingerprints that cannot hold the batch's ids decide alone; a match, or none known,
+    /// asks for the stored ids of the window.
+    #[test]
+    fn the_stored_ids_are_read_only_when_the_fingerprints_cannot_decide() {
+        let batch = batch();
+        let (_, dedup) = encode(&batch).unwrap();
+        let dedup = dedup.unwrap();
+        let others = recent_of(&[ChatMessage::user("x").with_new_id()]);
+        assert_eq!(dedup.confirm_from(100, Some(&others)), None);
+        assert_eq!(dedup.confirm_from(100, None), Some(100 - 64), "unknown");
+        assert_eq!(dedup.confirm_from(3, None), Some(0));
+        let holding = recent_of(&batch[2..]);
+        assert_eq!(dedup.confirm_from(100, Some(&holding)), Some(36));
+        assert_eq!(
+            dedup.confirm_from(100, Some(b"bad")),
+            Some(36),
+            "unreadable"
+        );
+
+        let decided = dedup.decide(Some(&others), None);
+        assert_eq!(decided.kept, Some(Kept::All));
+        let mut expected = RecentIds::from_bytes(&others).unwrap();
+        expected.record(&batch);
+        assert_eq!(decided.recent, expected.to_bytes());
+    }
+
     #[test]
     fn only_messages_whose_ids_are_stored_are_dropped() {
         let batch = batch();
         let (json, dedup) = encode(&batch).unwrap();
         let dedup = dedup.unwrap();
-        let id = |i: usize| batch[i].id.clone().unwrap();
-        assert_eq!(dedup.kept(None), Some(Kept::All));
-        assert_eq!(dedup.kept(Some("someone-else")), Some(Kept::All));
+        let stored = |ids: &[&MessageId]| -> Vec<Option<String>> {
+            std::iter::once(None)
+                .chain(ids.iter().map(|id| Some(id.as_str().to_owned())))
+                .collect()
+        };
 
-        let kept = dedup.kept(Some(id(0).as_str())).unwrap();
+        let none = dedup.decide(None, Some(&stored(&[])));
+        assert_eq!(none.kept, Some(Kept::All));
+        assert_eq!(none.recent, recent_of(&batch));
+
+        let first = dedup.decide(None, Some(&stored(&[&id(&batch[0])])));
+        let kept = first.kept.unwrap();
         let (cut, count) = kept.cut(&json).unwrap();
         assert_eq!(count, 2);
         assert_eq!(cut, serde_json::to_string(&batch[1..]).unwrap());
+        assert_eq!(first.recent, recent_of(&batch), "the stored id, then b");
 
-        let both = format!("{} {}", id(2).as_str(), id(0).as_str());
-        let kept = dedup.kept(Some(&both)).unwrap();
+        let both = dedup.decide(None, Some(&stored(&[&id(&batch[2]), &id(&batch[0])])));
         assert_eq!(
-            kept.cut(&json).unwrap().0,
+            both.kept.unwrap().cut(&json).unwrap().0,
             serde_json::to_string(&batch[1..2]).unwrap()
         );
         assert_eq!(Kept::All.cut(&json), None);
 
         let only_ids = [batch[0].clone(), batch[2].clone()];
         let (_, dedup) = encode(&only_ids).unwrap();
-        assert_eq!(
-            dedup.unwrap().kept(Some(&both)),
-            None,
-            "nothing left to store"
-        );
+        let all = dedup
+            .unwrap()
+            .decide(None, Some(&stored(&[&id(&batch[0]), &id(&batch[2])])));
+        assert_eq!(all.kept, None, "nothing left to store");
     }
 
     /// `message_id!` reads from a message's first bytes what its JSON says its id is.

@@ -8,9 +8,10 @@
 //! same transaction and lets the check decide ([`Verdict`]) whether its statements run or
 //! it rolls back: a conditional write or a creation ([`Write::conditional`],
 //! [`Write::create`]) reads its revision ([`READ_REVISION`]) and `crate::generation`
-//! decides; an append whose messages carry ids, plain or conditional, also reads which of
-//! them the session stores ([`READ_REVISION_AND_STORED`]) and binds only the others
-//! (`dedup.rs`); a metadata update ([`Write::update_meta`]) reads its facts ([`READ_INFO`])
+//! decides; an append whose messages carry ids, plain or conditional, also reads the
+//! fingerprints of the session's last ids ([`READ_REVISION_AND_RECENT`]), and the ids
+//! themselves only when those cannot decide ([`READ_LAST_IDS`]), and binds only the
+//! messages not stored and the new fingerprints (`dedup.rs`); a metadata update ([`Write::update_meta`]) reads its facts ([`READ_INFO`])
 //! and `crate::meta` decides, and what it decided is bound after the write's own values. A
 //! check that finds the session expired (`crate::expiry`) counts it as absent and has
 //! [`REMOVE`] run first. A write without a check learns that its session had expired from
@@ -18,7 +19,8 @@
 //! Parameters: ?1 the session id, ?2 now in Unix microseconds (stored as `?2 / 1000` in
 //! the millisecond columns), ?3 a message count, ?4 a fresh generation (stored where
 //! `crate::generation` says a write stores one), ?5 the messages as one JSON array whose
-//! elements are each message as `serde_json` writes it. A creation ([`CREATE`]), a
+//! elements are each message as `serde_json` writes it, ?6 the session's `recent_ids`
+//! after the write (NULL: an append that keeps it). A creation ([`CREATE`]), a
 //! metadata update ([`UPDATE_META`]) and a purge ([`PURGE`]) number their own.
 //! `json_each(?5)` yields the elements in order, with `key` the index and `value` an
 //! object's JSON text: minified JSON goes in, so the same text comes out and is what the
@@ -71,13 +73,12 @@ mod reads;
 mod statements;
 
 pub(crate) use check::{Check, Found, Verdict, Written};
-use dedup::Dedup;
-pub(crate) use dedup::{BEGIN_AND_READ_REVISION_AND_STORED, Kept, READ_REVISION_AND_STORED};
-pub(crate) use reads::{LIST_SESSIONS, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS};
-use statements::{
-    APPEND, APPEND_WITH_IDS, CREATE, CREATE_WITH_IDS, NOTHING, PURGE, SAVE, SAVE_WITH_IDS,
-    TRUNCATE, UPDATE_META,
+pub(crate) use dedup::{
+    BEGIN_AND_READ_REVISION_AND_RECENT, Kept, READ_LAST_IDS, READ_REVISION_AND_RECENT,
 };
+use dedup::{Dedup, recent_of};
+pub(crate) use reads::{LIST_SESSIONS, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS};
+use statements::{APPEND, CREATE, NOTHING, PURGE, SAVE, TRUNCATE, UPDATE_META};
 pub(crate) use statements::{REMOVE, REMOVE_EXPIRED};
 
 /// Every write starts with this, so the transaction holds SQLite's write lock from its
@@ -150,6 +151,7 @@ pub(crate) enum Ends {
 pub(crate) enum Value {
     Text(String),
     Int(i64),
+    Blob(Vec<u8>),
     Null,
 }
 
@@ -179,6 +181,9 @@ const COUNT_AT: usize = 2;
 /// Where APPEND's values hold the messages (?5), which the check of an append with ids may
 /// cut down.
 const BATCH_AT: usize = 4;
+/// Where APPEND's values hold `recent_ids` (?6), which the check of an append with ids
+/// decides.
+const RECENT_AT: usize = 5;
 
 impl Write {
     /// Appends `messages` (not empty) after the stored history of `session_id`, creating
@@ -200,8 +205,9 @@ impl Write {
         Ok(write)
     }
 
-    /// APPEND of `messages`, or for a batch with ids APPEND_WITH_IDS and what its check
-    /// needs to leave out the messages already stored.
+    /// APPEND of `messages`, and for a batch with ids what its check needs to leave out
+    /// the messages already stored and to decide `recent_ids` (?6, NULL until then: an
+    /// append without ids keeps it).
     fn appending(
         session_id: &str,
         messages: &[ChatMessage],
@@ -209,12 +215,15 @@ impl Write {
         now: i64,
     ) -> Result<(Self, Option<Dedup>)> {
         let (batch, dedup) = dedup::encode(messages)?;
-        let sql = if dedup.is_some() {
-            &APPEND_WITH_IDS
-        } else {
-            &APPEND
-        };
-        let write = Self::with_batch(sql, session_id, messages.len(), batch, fresh, now);
+        let write = Self::with_batch(
+            &APPEND,
+            session_id,
+            messages.len(),
+            batch,
+            fresh,
+            now,
+            Value::Null,
+        );
         Ok((write, dedup))
     }
 
@@ -225,25 +234,21 @@ impl Write {
     }
 
     fn saving(session_id: &str, history: &[ChatMessage], fresh: u64, now: i64) -> Result<Self> {
-        let sql = if has_ids(history) {
-            &SAVE_WITH_IDS
-        } else {
-            &SAVE
-        };
         let batch = encode(history)?;
         Ok(Self::with_batch(
-            sql,
+            &SAVE,
             session_id,
             history.len(),
             batch,
             fresh,
             now,
+            Value::Blob(recent_of(history)),
         ))
     }
 
     /// APPEND and SAVE bind the same values: the time, how many messages, the generation
-    /// of a new or rewritten row, and the messages as one JSON array (at [`COUNT_AT`] and
-    /// [`BATCH_AT`]).
+    /// of a new or rewritten row, the messages as one JSON array and `recent_ids` (at
+    /// [`COUNT_AT`], [`BATCH_AT`] and [`RECENT_AT`]).
     fn with_batch(
         sql: &'static WriteSql,
         session_id: &str,
@@ -251,12 +256,14 @@ impl Write {
         batch: String,
         fresh: u64,
         now: i64,
+        recent: Value,
     ) -> Self {
         let values = vec![
             Value::Int(now),
             Value::Int(count(len)),
             Value::Int(to_column(fresh)),
             Value::Text(batch),
+            recent,
         ];
         Self::new(sql, session_id, values)
     }
@@ -304,14 +311,10 @@ impl Write {
             Value::Text(meta.data_json()),
             Value::int_or_null(expiry.expires_at),
             Value::int_or_null(expiry.idle),
+            Value::Blob(recent_of(messages)),
         ];
-        // A new session stores no id yet: nothing to leave out, only ids to store.
-        let sql = if has_ids(messages) {
-            &CREATE_WITH_IDS
-        } else {
-            &CREATE
-        };
-        let mut write = Self::new(sql, session_id, values);
+        // A new session stores no id yet: nothing to leave out.
+        let mut write = Self::new(&CREATE, session_id, values);
         let condition = Condition::new(Expect::Generation(0), Change::Append(messages), fresh);
         write.check = Some(Check::Revision {
             condition,
@@ -380,23 +383,28 @@ impl Write {
     }
 
     /// The values to bind to the statements once the check has decided: the write's own
-    /// (`values`, borrowed or not), the batch cut down to what is `kept`, then `extra`.
+    /// (`values`, borrowed or not), the batch cut down to what is `kept` and the `recent`
+    /// ids an append with ids decided, then `extra`.
     pub(crate) fn decided_values<'a>(
         values: Cow<'a, [Value]>,
         kept: &Kept,
+        recent: Option<Vec<u8>>,
         extra: Vec<Value>,
     ) -> Cow<'a, [Value]> {
         let cut = match values.get(BATCH_AT) {
             Some(Value::Text(batch)) => kept.cut(batch),
             _ => None,
         };
-        if cut.is_none() && extra.is_empty() {
+        if cut.is_none() && recent.is_none() && extra.is_empty() {
             return values;
         }
         let mut values = values.into_owned();
         if let Some((batch, len)) = cut {
             values[COUNT_AT] = Value::Int(count(len));
             values[BATCH_AT] = Value::Text(batch);
+        }
+        if let Some(recent) = recent {
+            values[RECENT_AT] = Value::Blob(recent);
         }
         values.extend(extra);
         Cow::Owned(values)
@@ -408,6 +416,7 @@ impl Write {
             .iter()
             .map(|value| match value {
                 Value::Text(text) => text.len(),
+                Value::Blob(bytes) => bytes.len(),
                 Value::Int(_) | Value::Null => 8,
             })
             .sum()
@@ -419,11 +428,6 @@ impl Write {
 /// elements are exactly each message's `serde_json::to_string`.
 fn encode(messages: &[ChatMessage]) -> Result<String> {
     serde_json::to_string(messages).map_err(Into::into)
-}
-
-/// Whether any of `messages` carries an id, so that its insert fills `message_id`.
-fn has_ids(messages: &[ChatMessage]) -> bool {
-    messages.iter().any(|m| m.id.is_some())
 }
 
 /// One stored row as a message: its `seq` must be the `expected` next one, and its text

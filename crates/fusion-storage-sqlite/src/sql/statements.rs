@@ -1,10 +1,10 @@
 //! The statements of every write transaction, each a [`WriteSql`] that both runners run
 //! (see the parent module for the parameters and how they are numbered).
 //!
-//! APPEND, SAVE and CREATE each have a variant `_WITH_IDS` for a batch in which some
-//! message carries an id: the same statements, except that the insert of messages also
-//! fills `message_id`, reading each message's text once (`dedup.rs`). A batch without ids
-//! runs the plain one, which leaves `message_id` NULL, exactly as before ids existed.
+//! The writes that store messages keep the session's `recent_ids` (`dedup.rs`): APPEND
+//! sets it to ?6 when its check decided one (an append with ids) and leaves it otherwise,
+//! SAVE sets it to ?6 and CREATE to ?12 (the fingerprints of the history they store),
+//! TRUNCATE sets it to NULL (unknown: the next append with ids reads the ids themselves).
 //!
 //! The writes that leave messages treat an expired session (`crate::expiry`) as absent:
 //! APPEND and SAVE refuse its row in their upsert's `DO UPDATE ... WHERE` and skip it in
@@ -12,21 +12,23 @@
 //! expiry moves with `updated_at` in the UPDATE these writes run anyway:
 //! `expires_at = updated_at * 1000 + expiry_idle`, with the `updated_at` just written.
 
-use super::dedup::{batch_rows, message_id};
 use super::{Ends, WriteSql};
 use crate::expiry::{expired, moved_expiry, unexpired};
 
 /// APPEND's first statement: bump the session's count by ?3 (creating the row, with the
-/// fresh generation ?4; an existing row keeps its generation, and moves an idle expiry).
+/// fresh generation ?4; an existing row keeps its generation, and moves an idle expiry),
+/// and set `recent_ids` to ?6 unless it is NULL.
 /// `MAX` keeps updated_at monotonic if the clock steps back. An expired row is not updated.
 macro_rules! append_to_session {
     () => {
         concat!(
-            "INSERT INTO sessions (id, created_at, updated_at, message_count, generation) \
-             VALUES (?1, ?2 / 1000, ?2 / 1000, ?3, ?4) \
+            "INSERT INTO sessions \
+                 (id, created_at, updated_at, message_count, generation, recent_ids) \
+             VALUES (?1, ?2 / 1000, ?2 / 1000, ?3, ?4, ?6) \
              ON CONFLICT (id) DO UPDATE SET \
                  updated_at = MAX(excluded.updated_at, sessions.updated_at), \
-                 message_count = sessions.message_count + excluded.message_count, ",
+                 message_count = sessions.message_count + excluded.message_count, \
+                 recent_ids = coalesce(excluded.recent_ids, sessions.recent_ids), ",
             moved_expiry!(),
             " WHERE ",
             unexpired!("sessions", "?2")
@@ -51,38 +53,20 @@ pub(crate) static APPEND: WriteSql = write_sql!(
     ),
 );
 
-// APPEND of a batch with ids, once its check has left out the messages already stored
-// (so ?3 and ?5 are what is left, and the seqs stay contiguous). The count is read once
-// (an uncorrelated subquery), like the expiry. Its check has removed an expired session
-// already; the test of the expiry stays for the form's sake (one lookup per statement).
-pub(crate) static APPEND_WITH_IDS: WriteSql = write_sql!(
-    bounded: true,
-    ends: Ends::UnlessExpired,
-    append_to_session!(),
-    concat!(
-        "INSERT INTO messages (session_id, seq, message, message_id) \
-         SELECT ?1, (SELECT message_count FROM sessions WHERE id = ?1) - ?3 + b.key, \
-             b.message, ",
-        message_id!("b.message"),
-        " FROM ",
-        batch_rows!("?5"),
-        " AS b WHERE NOT ",
-        expired!()
-    ),
-);
-
-/// SAVE's first two statements: set the count and the fresh generation (keeping
+/// SAVE's first two statements: set the count, the fresh generation and `recent_ids` (keeping
 /// created_at, the metadata and the expiry of an existing session, moving an idle one),
 /// and delete every message; neither touches an expired session.
 macro_rules! save_to_session {
     () => {
         concat!(
-            "INSERT INTO sessions (id, created_at, updated_at, message_count, generation) \
-             VALUES (?1, ?2 / 1000, ?2 / 1000, ?3, ?4) \
+            "INSERT INTO sessions \
+                 (id, created_at, updated_at, message_count, generation, recent_ids) \
+             VALUES (?1, ?2 / 1000, ?2 / 1000, ?3, ?4, ?6) \
              ON CONFLICT (id) DO UPDATE SET \
                  updated_at = MAX(excluded.updated_at, sessions.updated_at), \
                  message_count = excluded.message_count, \
-                 generation = excluded.generation, ",
+                 generation = excluded.generation, \
+                 recent_ids = excluded.recent_ids, ",
             moved_expiry!(),
             " WHERE ",
             unexpired!("sessions", "?2")
@@ -104,24 +88,6 @@ pub(crate) static SAVE: WriteSql = write_sql!(
     ),
 );
 
-// SAVE of a history with ids, every one of them stored (`check_storable` refused a
-// repeated id; `messages_by_id` would refuse it too).
-pub(crate) static SAVE_WITH_IDS: WriteSql = write_sql!(
-    bounded: false,
-    ends: Ends::UnlessExpired,
-    save_to_session!(),
-    concat!("DELETE FROM messages WHERE session_id = ?1 AND NOT ", expired!()),
-    concat!(
-        "INSERT INTO messages (session_id, seq, message, message_id) \
-         SELECT ?1, b.key, b.message, ",
-        message_id!("b.message"),
-        " FROM ",
-        batch_rows!("?5"),
-        " AS b WHERE NOT ",
-        expired!()
-    ),
-);
-
 // Keeps the first ?3 messages. The count only ever goes down, and only then do the
 // generation, updated_at and an idle expiry change; the DELETE finds nothing when the
 // session was already that short. An expired session is absent: nothing to truncate.
@@ -130,7 +96,7 @@ pub(crate) static TRUNCATE: WriteSql = write_sql!(
     ends: Ends::Written,
     concat!(
         "UPDATE sessions SET message_count = ?3, updated_at = MAX(?2 / 1000, updated_at), \
-             generation = ?4, \
+             generation = ?4, recent_ids = NULL, \
              expires_at = CASE WHEN expiry_idle IS NULL THEN expires_at \
                  ELSE MAX(?2 / 1000, updated_at) * 1000 + expiry_idle END \
          WHERE id = ?1 AND message_count > ?3 AND ",
@@ -149,8 +115,9 @@ pub(crate) static NOTHING: WriteSql = write_sql!(bounded: true, ends: Ends::Writ
 macro_rules! create_session {
     () => {
         "INSERT INTO sessions \
-         (id, created_at, updated_at, message_count, generation, owner, expires_at, expiry_idle) \
-         VALUES (?1, ?4, ?4, ?5, ?6, ?7, ?10, ?11)"
+         (id, created_at, updated_at, message_count, generation, owner, expires_at, expiry_idle, \
+          recent_ids) \
+         VALUES (?1, ?4, ?4, ?5, ?6, ?7, ?10, ?11, ?12)"
     };
 }
 
@@ -174,29 +141,12 @@ macro_rules! create_tags {
 /// expired one): the row, the messages, the metadata. Its own parameters (see the module
 /// documentation on gaps): ?1 the id, ?2 the messages, ?3 the tags, ?4 now in
 /// milliseconds, ?5 the count, ?6 the fresh generation, ?7 the owner, ?8 the title, ?9 the
-/// data, ?10 `expires_at`, ?11 `expiry_idle`.
+/// data, ?10 `expires_at`, ?11 `expiry_idle`, ?12 `recent_ids`.
 pub(crate) static CREATE: WriteSql = write_sql!(
     bounded: true,
     ends: Ends::Written,
     create_session!(),
     "INSERT INTO messages (session_id, seq, message) SELECT ?1, j.key, j.value FROM json_each(?2) AS j",
-    create_meta!(),
-    create_tags!(),
-);
-
-/// CREATE of messages with ids: a new session stores none yet, so every message is stored
-/// (`check_storable` refused a repeated id).
-pub(crate) static CREATE_WITH_IDS: WriteSql = write_sql!(
-    bounded: true,
-    ends: Ends::Written,
-    create_session!(),
-    concat!(
-        "INSERT INTO messages (session_id, seq, message, message_id) SELECT ?1, b.key, b.message, ",
-        message_id!("b.message"),
-        " FROM ",
-        batch_rows!("?2"),
-        " AS b"
-    ),
     create_meta!(),
     create_tags!(),
 );
@@ -318,60 +268,23 @@ mod tests {
         }
     }
 
-    /// The opcodes SQLite compiles `sql` to.
-    async fn opcodes(storage: &crate::SqliteStorage, sql: &str) -> Vec<String> {
-        let rows = sqlx::query(&format!("EXPLAIN {sql}"))
-            .fetch_all(storage.pool())
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|row| sqlx::Row::get::<String, _>(row, 1))
-            .collect()
-    }
-
-    /// An insert of messages with ids takes each message from `json_each` once (two reads
-    /// of the virtual table a row: its key and its text), through a co-routine rather than
-    /// a copy, and reads the count and the expiry once per statement. The read of an append
-    /// with ids probes `messages_by_id` once per id of the batch: no message is scanned.
+    /// The reads of an append with ids are lookups by key: the session's row, then (only
+    /// when its fingerprints cannot decide) a range of the session's last messages.
     #[tokio::test]
-    async fn messages_with_ids_are_read_once_and_their_ids_probed_by_key() {
+    async fn the_reads_of_an_append_with_ids_go_by_key() {
         let storage = crate::SqliteStorage::connect("sqlite::memory:")
             .await
             .unwrap();
-        let once = "SEARCH sessions USING PRIMARY KEY (id=?)";
-        for sql in [
-            APPEND_WITH_IDS.statements[1],
-            SAVE_WITH_IDS.statements[2],
-            CREATE_WITH_IDS.statements[1],
-        ] {
-            let ops = opcodes(&storage, sql).await;
-            let reads = ops.iter().filter(|op| *op == "VColumn").count();
-            assert_eq!(reads, 2, "{sql}: {ops:?}");
-            assert!(
-                !ops.iter().any(|op| op == "OpenEphemeral"),
-                "{sql}: {ops:?}"
-            );
-            let steps = plan(&storage, sql).await;
-            assert_eq!(
-                steps[..3],
-                ["CO-ROUTINE b", "SCAN j VIRTUAL TABLE INDEX 1:", "SCAN b"],
-                "{sql}"
-            );
-            assert!(
-                steps[3..]
-                    .iter()
-                    .all(|step| step.starts_with("SCALAR SUBQUERY ") || step == once),
-                "{sql}: {steps:?}"
-            );
-        }
         assert_eq!(
-            plan(&storage, crate::sql::READ_REVISION_AND_STORED).await,
-            [
-                once,
-                "SCALAR SUBQUERY 1",
-                "SCAN i VIRTUAL TABLE INDEX 1:",
-                "SEARCH m USING COVERING INDEX messages_by_id (session_id=? AND message_id=?)"
-            ]
+            plan(&storage, crate::sql::READ_REVISION_AND_RECENT).await,
+            ["SEARCH sessions USING PRIMARY KEY (id=?)"]
+        );
+        let steps = plan(&storage, crate::sql::READ_LAST_IDS).await;
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert!(
+            steps[0].starts_with("SEARCH messages USING ")
+                && steps[0].ends_with("(session_id=? AND seq>?)"),
+            "{steps:?}"
         );
     }
 }

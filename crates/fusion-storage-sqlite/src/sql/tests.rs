@@ -34,11 +34,11 @@ fn a_conditional_write_is_the_plain_write_after_a_check() {
     let one = [ChatMessage::user("m")];
     let expect = Expect::Generation(0);
     let cases = [
-        (Change::Append(&one), &APPEND, 5),
+        (Change::Append(&one), &APPEND, 6),
         (Change::Append(&[]), &NOTHING, 1),
         (Change::Truncate(2), &TRUNCATE, 4),
         (Change::Truncate(0), &REMOVE, 1),
-        (Change::Replace(&one), &SAVE, 5),
+        (Change::Replace(&one), &SAVE, 6),
         (Change::Replace(&[]), &REMOVE, 1),
     ];
     for (change, sql, values) in cases {
@@ -49,31 +49,34 @@ fn a_conditional_write_is_the_plain_write_after_a_check() {
     }
     assert!(Write::append("s", &one).unwrap().check.is_none());
 
-    // Messages with ids: the variants that store them, and a plain append that checks
-    // which are stored already, whatever the revision.
+    // Messages with ids: the same statements; an append checks which are stored already,
+    // whatever the revision, reading the session's `recent_ids`.
     let with_id = [ChatMessage::user("m").with_new_id()];
-    let cases = [
-        (Change::Append(&with_id), &APPEND_WITH_IDS, true),
-        (Change::Replace(&with_id), &SAVE_WITH_IDS, false),
-    ];
-    for (change, sql, dedup) in cases {
+    for (change, sql, dedup) in [
+        (Change::Append(&with_id), &APPEND, true),
+        (Change::Replace(&with_id), &SAVE, false),
+    ] {
         let write = Write::conditional("s", expect, change).unwrap();
         assert!(std::ptr::eq(write.sql, sql), "{change:?}");
-        assert_eq!(write.values.len(), 5, "{change:?}");
-        let check = write.check.unwrap();
-        assert_eq!(check.ids().is_some(), dedup, "{change:?}");
+        assert_eq!(write.values.len(), 6, "{change:?}");
+        assert_eq!(write.check.unwrap().reads_recent(), dedup, "{change:?}");
     }
     let append = Write::append("s", &with_id).unwrap();
-    assert!(std::ptr::eq(append.sql, &APPEND_WITH_IDS));
-    let check = append.check.unwrap();
-    assert_eq!(check.read(), READ_REVISION_AND_STORED);
-    let ids: Vec<String> = serde_json::from_str(check.ids().unwrap()).unwrap();
-    assert_eq!(ids, [with_id[0].id.as_ref().unwrap().as_str()]);
+    assert!(std::ptr::eq(append.sql, &APPEND));
+    assert!(
+        matches!(append.values[RECENT_AT], Value::Null),
+        "decided by the check"
+    );
+    assert_eq!(append.check.unwrap().read(), READ_REVISION_AND_RECENT);
+    let save = Write::save("s", &with_id).unwrap();
+    assert!(
+        matches!(&save.values[RECENT_AT], Value::Blob(b) if *b == recent_of(&with_id)),
+        "a save stores the fingerprints of its history"
+    );
     let create = Write::create("s", &SessionMeta::new(), &with_id).unwrap();
-    assert!(std::ptr::eq(create.sql, &CREATE_WITH_IDS));
-    assert_eq!(
-        create.check.unwrap().ids(),
-        None,
+    assert!(std::ptr::eq(create.sql, &CREATE));
+    assert!(
+        !create.check.unwrap().reads_recent(),
         "a new session stores no id"
     );
     assert_eq!(
@@ -91,29 +94,31 @@ fn the_values_bound_are_what_the_check_decided() {
         ChatMessage::user("new").with_new_id(),
     ];
     let write = Write::append("s", &batch).unwrap();
-    let kept = match &write.check {
+    let stored = [None, batch[0].id.as_ref().map(|id| id.as_str().to_owned())];
+    let decided = match &write.check {
         Some(Check::Revision {
             dedup: Some(dedup), ..
-        }) => dedup
-            .kept(batch[0].id.as_ref().map(|id| id.as_str()))
-            .unwrap(),
+        }) => dedup.decide(None, Some(&stored)),
         other => panic!("{other:?}"),
     };
-    let values = Write::decided_values(Cow::Borrowed(&write.values), &kept, Vec::new());
+    let kept = decided.kept.unwrap();
+    let recent = Some(decided.recent.clone());
+    let values = Write::decided_values(Cow::Borrowed(&write.values), &kept, recent, Vec::new());
     let Value::Text(json) = &values[BATCH_AT] else {
         panic!("{values:?}")
     };
     assert_eq!(*json, serde_json::to_string(&batch[1..]).unwrap());
     assert!(matches!(values[COUNT_AT], Value::Int(1)), "{values:?}");
     assert!(matches!(&values[0], Value::Text(id) if id == "s"));
+    assert!(matches!(&values[RECENT_AT], Value::Blob(b) if *b == decided.recent));
 
-    let all = Write::decided_values(Cow::Borrowed(&write.values), &Kept::All, Vec::new());
+    let all = Write::decided_values(Cow::Borrowed(&write.values), &Kept::All, None, Vec::new());
     assert!(
         matches!(all, Cow::Borrowed(_)),
         "nothing cut, nothing copied"
     );
     let extra = vec![Value::Null];
-    let extra = Write::decided_values(Cow::Borrowed(&write.values), &Kept::All, extra);
+    let extra = Write::decided_values(Cow::Borrowed(&write.values), &Kept::All, None, extra);
     assert_eq!(extra.len(), write.values.len() + 1);
 }
 
@@ -126,17 +131,10 @@ fn sqlx_binds_every_parameter_of_every_write() {
     let meta = SessionMeta::new();
     let writes = [
         (&APPEND, Write::append("s", &one).unwrap().values.len()),
-        (
-            &APPEND_WITH_IDS,
-            Write::append("s", &with_id).unwrap().values.len(),
-        ),
+        (&APPEND, Write::append("s", &with_id).unwrap().values.len()),
         (&SAVE, Write::save("s", &one).unwrap().values.len()),
         (
-            &SAVE_WITH_IDS,
-            Write::save("s", &with_id).unwrap().values.len(),
-        ),
-        (
-            &CREATE_WITH_IDS,
+            &CREATE,
             Write::create("s", &meta, &with_id).unwrap().values.len(),
         ),
         (&TRUNCATE, Write::truncate("s", 1).values.len()),
@@ -149,7 +147,7 @@ fn sqlx_binds_every_parameter_of_every_write() {
         (&UPDATE_META, 8),
         // The id and now, bound from a plain append or save that found its session
         // expired.
-        (&REMOVE_EXPIRED, 5),
+        (&REMOVE_EXPIRED, 6),
         (&PURGE, Write::purge(10).values.len()),
     ];
     for (sql, values) in writes {
