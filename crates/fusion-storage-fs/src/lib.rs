@@ -28,6 +28,9 @@
 //!   writes only the messages whose ids are not among them: a retried append stores each
 //!   message once. That reads those lines backwards from the file's end (their first
 //!   bytes give the ids), never the whole file; a batch without ids reads nothing more.
+//!   Each instance remembers the ids of the last lines of the sessions it appended to,
+//!   with what identifies the file's exact state (generation, data end, inode): an
+//!   append to a session in that state whose ids are all new reads nothing either.
 //! - **Concurrency**: every operation first locks the session's own hidden lock file
 //!   with the OS's advisory locks ([`std::fs::File::lock`]: exclusive for writes, shared
 //!   for reads), so any number of instances and processes can share a directory without
@@ -83,6 +86,7 @@ mod location;
 mod lock;
 mod meta_file;
 mod options;
+mod recent_cache;
 mod retention;
 mod session_files;
 mod storage;

@@ -24,7 +24,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
 
 use fusion_core::{
     Error, Position, Result, SessionInfo, SessionOrder, SessionPage, SessionQuery, unix_micros,
@@ -32,9 +31,8 @@ use fusion_core::{
 
 use crate::error::{BACKEND, IoContext};
 use crate::file_name;
-use crate::index::{Index, Kind, SetKey, Snapshot, marker_instant};
-use crate::options::SyncPolicy;
-use crate::session_files::SessionFiles;
+use crate::index::{Kind, SetKey, Snapshot, marker_instant};
+use crate::session_files::Directory;
 
 /// The most members an owner or tag may have for its markers to be read whole.
 const MAX_SET: usize = 5000;
@@ -43,31 +41,26 @@ const MIN_SET: usize = 200;
 
 /// Where a listing runs: the directory, its index and the write policy (for repairs).
 pub(crate) struct Lister<'a> {
-    pub(crate) dir: &'a Path,
-    pub(crate) index: &'a Arc<Index>,
-    pub(crate) sync: SyncPolicy,
+    /// The directory, its index, write policy and remembered ids (which a removal drops).
+    pub(crate) at: Directory<'a>,
 }
 
 impl Lister<'_> {
-    fn files(&self, id: &str) -> SessionFiles {
-        SessionFiles::new(self.dir, id, self.index.clone(), self.sync)
-    }
-
     /// A session's facts; a damaged session is reported and counts as absent here.
     fn info(&self, id: &str) -> Result<Option<SessionInfo>> {
-        skip_corrupt(self.files(id).info())
+        skip_corrupt(self.at.files(id).info())
     }
 
     /// One page of `query` (already validated). An index found damaged on the way is
     /// rebuilt from the session files and the page read again.
     pub(crate) fn page(&self, query: &SessionQuery) -> Result<SessionPage> {
-        match std::fs::metadata(self.dir) {
+        match std::fs::metadata(self.at.dir) {
             // No directory, no sessions; and a listing creates nothing.
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 return query.page_of(Vec::new());
             }
             other => {
-                other.at(self.dir)?;
+                other.at(self.at.dir)?;
             }
         }
         match self.try_page(query)? {
@@ -75,10 +68,10 @@ impl Lister<'_> {
             None => {
                 tracing::warn!(
                     backend = BACKEND,
-                    dir = %self.dir.display(),
+                    dir = %self.at.dir.display(),
                     "the session index is damaged; rebuilding it from the session files"
                 );
-                self.index.invalidate()?;
+                self.at.index.invalidate()?;
                 self.try_page(query)?.ok_or_else(|| Error::Backend {
                     backend: BACKEND,
                     message: "the session index is still damaged after a rebuild".into(),
@@ -106,7 +99,7 @@ impl Lister<'_> {
         let small = (scan_cost as f64).sqrt() as usize;
         let small = small.clamp(MIN_SET, MAX_SET);
         for key in set_keys(query) {
-            if let Some(members) = self.index.members_up_to(key, small)? {
+            if let Some(members) = self.at.index.members_up_to(key, small)? {
                 return self.page_of_members(query, members).map(Some);
             }
         }
@@ -119,30 +112,30 @@ impl Lister<'_> {
     /// The index, built first if it does not cover every session yet; `None` if it is
     /// damaged.
     fn snapshot(&self) -> Result<Option<Snapshot>> {
-        if let Some(snapshot) = self.index.snapshot()? {
+        if let Some(snapshot) = self.at.index.snapshot()? {
             return Ok((!snapshot.is_damaged()).then_some(snapshot));
         }
-        self.index.build(|| self.scan())?;
-        Ok(self.index.snapshot()?.filter(|s| !s.is_damaged()))
+        self.at.index.build(|| self.scan())?;
+        Ok(self.at.index.snapshot()?.filter(|s| !s.is_damaged()))
     }
 
     /// Every session's place in the journal, restoring its markers (an expired session's
     /// expiry marker included, so that a purge finds it): what a build needs.
     fn scan(&self) -> Result<Vec<(i64, String)>> {
         let mut records = Vec::new();
-        for id in list_dir(self.dir)? {
-            let Some(info) = skip_corrupt(self.files(&id).stored_info())? else {
+        for id in list_dir(self.at.dir)? {
+            let Some(info) = skip_corrupt(self.at.files(&id).stored_info())? else {
                 continue;
             };
             if let Some(expires_at) = info.expires_at {
                 let at = marker_instant(unix_micros(expires_at));
-                self.index.add_expiry(at, &id)?;
+                self.at.index.add_expiry(at, &id)?;
             }
             if let Some(owner) = &info.meta.owner {
-                self.index.add_member(SetKey::Owner(owner), &id)?;
+                self.at.index.add_member(SetKey::Owner(owner), &id)?;
             }
             for tag in &info.meta.tags {
-                self.index.add_member(SetKey::Tag(tag), &id)?;
+                self.at.index.add_member(SetKey::Tag(tag), &id)?;
             }
             records.push((info.updated_at.map_or(0, unix_micros), id));
         }
@@ -151,7 +144,7 @@ impl Lister<'_> {
 
     fn scan_infos(&self) -> Result<Vec<SessionInfo>> {
         let mut infos = Vec::new();
-        for id in list_dir(self.dir)? {
+        for id in list_dir(self.at.dir)? {
             infos.extend(self.info(&id)?);
         }
         Ok(infos)
@@ -189,7 +182,7 @@ impl Lister<'_> {
     /// certainly not; a marker: its metadata decides).
     fn may_pass(&self, query: &SessionQuery, id: &str) -> Result<bool> {
         for key in set_keys(query) {
-            if !self.index.is_member(key, id)? {
+            if !self.at.index.is_member(key, id)? {
                 return Ok(false);
             }
         }
@@ -227,7 +220,7 @@ impl Lister<'_> {
             let updated = info.updated_at.map_or(0, unix_micros);
             if updated < entry.t {
                 // The line is newer than the session: its write was cut short.
-                match skip_corrupt(self.files(&entry.id).repair_updated(entry.t))? {
+                match skip_corrupt(self.at.files(&entry.id).repair_updated(entry.t))? {
                     Some(repaired) => info = repaired,
                     None => continue,
                 }
@@ -254,7 +247,7 @@ impl Lister<'_> {
             return query.page_of(rows).map(Some);
         };
         while rows.len() <= query.limit {
-            let Some(id) = ids.next_id().at(self.index.root())? else {
+            let Some(id) = ids.next_id().at(self.at.index.root())? else {
                 break;
             };
             if self.may_pass(query, &id)? {

@@ -4,35 +4,26 @@
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
-use std::path::Path;
-use std::sync::Arc;
 
 use fusion_core::Result;
 
-use crate::index::Index;
-use crate::options::SyncPolicy;
-use crate::session_files::{SessionFiles, now_micros};
+use crate::session_files::{Directory, now_micros};
 
 /// A session directory, its index and the write policy its removals follow.
 pub(crate) struct Retention<'a> {
-    pub(crate) dir: &'a Path,
-    pub(crate) index: &'a Arc<Index>,
-    pub(crate) sync: SyncPolicy,
+    /// The directory, its index, write policy and remembered ids (which a removal drops).
+    pub(crate) at: Directory<'a>,
 }
 
 impl Retention<'_> {
-    fn files(&self, id: &str) -> SessionFiles {
-        SessionFiles::new(self.dir, id, self.index.clone(), self.sync)
-    }
-
     /// Deletes up to `batch` (1 or more) expired sessions, earliest expiry first, and
     /// returns how many it deleted. Reads the expiry markers due by now, each once: a
     /// marker of a session written since it was placed is moved to the session's current
     /// expiry, and one of a session that is gone is removed, without counting.
     pub(crate) fn purge(&self, batch: usize) -> Result<usize> {
         let mut purged = 0;
-        self.index.for_each_due(now_micros(), |at, id| {
-            if self.files(&id).purge_if_expired(at)? {
+        self.at.index.for_each_due(now_micros(), |at, id| {
+            if self.at.files(&id).purge_if_expired(at)? {
                 purged += 1;
             }
             Ok(if purged >= batch {
@@ -50,9 +41,9 @@ impl Retention<'_> {
     /// and nothing has listed yet), every session's lock file is read.
     pub(crate) fn without_expired(&self, ids: Vec<String>) -> Result<Vec<String>> {
         let mut suspects = None;
-        if self.index.is_built() {
+        if self.at.index.is_built() {
             let mut due = HashSet::new();
-            self.index.for_each_due(now_micros(), |_, id| {
+            self.at.index.for_each_due(now_micros(), |_, id| {
                 due.insert(id);
                 Ok(ControlFlow::Continue(()))
             })?;
@@ -61,7 +52,7 @@ impl Retention<'_> {
         let mut alive = Vec::with_capacity(ids.len());
         for id in ids {
             let suspect = suspects.as_ref().is_none_or(|due| due.contains(&id));
-            if !suspect || !self.files(&id).has_expired()? {
+            if !suspect || !self.at.files(&id).has_expired()? {
                 alive.push(id);
             }
         }

@@ -36,8 +36,9 @@ use crate::jsonl::{self, Tail};
 use crate::listing::{self, Lister};
 use crate::location;
 use crate::options::{FileSystemOptions, SyncPolicy};
+use crate::recent_cache::RecentCache;
 use crate::retention::Retention;
-use crate::session_files::{FileChange, SessionFiles};
+use crate::session_files::{Directory, FileChange, SessionFiles};
 
 /// Conversation storage in a directory: one JSON Lines file per session.
 ///
@@ -60,6 +61,8 @@ struct Inner {
     dir: PathBuf,
     options: FileSystemOptions,
     index: Arc<Index>,
+    /// The last ids of the sessions this instance appended to (see [`RecentCache`]).
+    recent: Arc<RecentCache>,
 }
 
 impl FileSystemStorage {
@@ -128,6 +131,7 @@ impl FileSystemStorage {
         Self {
             inner: Arc::new(Inner {
                 index: Arc::new(Index::new(&dir)),
+                recent: Arc::default(),
                 dir,
                 options,
             }),
@@ -170,12 +174,7 @@ impl FileSystemStorage {
         op: impl FnOnce(&SessionFiles) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         SessionId::validate(session_id)?;
-        let files = SessionFiles::new(
-            &self.inner.dir,
-            session_id,
-            self.inner.index.clone(),
-            self.inner.options.sync,
-        );
+        let files = self.inner.directory().files(session_id);
         tokio::task::spawn_blocking(move || op(&files))
             .await
             .map_err(from_join)?
@@ -192,9 +191,7 @@ impl FileSystemStorage {
         tokio::task::spawn_blocking(move || {
             inner.index.invalidate()?;
             let lister = Lister {
-                dir: &inner.dir,
-                index: &inner.index,
-                sync: inner.options.sync,
+                at: inner.directory(),
             };
             lister.page(&SessionQuery::new().limit(1)).map(drop)
         })
@@ -304,7 +301,10 @@ impl ConversationStorage for FileSystemStorage {
     /// the id): the bytes of those lines at most, in reads of 8, 16, 32 and 64 KiB, fewer
     /// when every id is found sooner (a retry). Messages found there are not written
     /// again, nor counted; if all are, nothing is written. A batch without ids skips this.
-    /// See [`SyncPolicy`] for durability.
+    /// So does an append whose ids are all new to a session whose last ids this instance
+    /// (or a clone) remembers from its own previous append, the file unchanged since
+    /// (same generation, data end and inode): a few integer comparisons instead of the
+    /// read. See [`SyncPolicy`] for durability.
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if messages.is_empty() {
@@ -387,9 +387,7 @@ impl ConversationStorage for FileSystemStorage {
         let query = query.clone();
         tokio::task::spawn_blocking(move || {
             Lister {
-                dir: &inner.dir,
-                index: &inner.index,
-                sync: inner.options.sync,
+                at: inner.directory(),
             }
             .page(&query)
         })
@@ -451,9 +449,16 @@ impl ConversationStorage for FileSystemStorage {
 impl Inner {
     fn retention(&self) -> Retention<'_> {
         Retention {
+            at: self.directory(),
+        }
+    }
+
+    fn directory(&self) -> Directory<'_> {
+        Directory {
             dir: &self.dir,
             index: &self.index,
             sync: self.options.sync,
+            recent: &self.recent,
         }
     }
 }

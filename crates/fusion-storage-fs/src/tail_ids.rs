@@ -2,10 +2,9 @@
 //! append checks, under the session's lock, so that it stores each id once.
 //!
 //! The file is read backwards from where its data ends, a chunk at a time, and only as
-//! far back as the last [`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW) lines reach (sooner
-//! when every id of the batch has been found), so the check costs a read of those lines
-//! at most, whatever the history's length, and holds a chunk in memory, whatever the
-//! lines' length.
+//! far back as the last [`DEDUP_WINDOW`] lines reach (sooner when every id of the batch
+//! has been found), so the check costs a read of those lines at most, whatever the
+//! history's length, and holds a chunk in memory, whatever the lines' length.
 //!
 //! Lines are not parsed. This backend writes a message's id as its first key, so a line
 //! with an id starts with `{"id":"` and the id is the text up to the next `"` (ids never
@@ -18,11 +17,15 @@
 //! existed pays for those lines when a batch with ids comes. Searching for `"id"` rather
 //! than `"id":` also catches a hand-written `"id" :`; inside a JSON string a `"` is
 //! always escaped, so message text never matches.
+//!
+//! A search that looked at every line of the window also reports the window's ids as
+//! [`RecentIds`], which the append keeps ([`crate::recent_cache`]) so that its next append
+//! need not search at all.
 
 use std::io;
 use std::ops::Range;
 
-use fusion_core::MessageId;
+use fusion_core::{DEDUP_WINDOW, MessageId, RecentIds};
 use serde::Deserialize;
 
 /// How a line whose message has an id starts, as this backend writes it.
@@ -58,6 +61,10 @@ pub(crate) struct Found {
     pub(crate) stored: Vec<bool>,
     /// How many bytes of the file were read.
     pub(crate) bytes_read: u64,
+    /// The ids of the window's lines (at most [`DEDUP_WINDOW`] of them, the last), if
+    /// the search looked at every line of the window; `None` if it stopped sooner, every
+    /// id of the batch found.
+    pub(crate) window: Option<RecentIds>,
 }
 
 /// Which of `ids` are among the ids of the last `window` lines of `source`'s data.
@@ -90,9 +97,12 @@ where
         if end == 0 && !scan.is_done() {
             // The file's first line has no `\n` before it.
             scan.line_done(&[], 0);
+            scan.at_start = true;
         }
         for line in std::mem::take(&mut scan.to_parse) {
             if scan.missing == 0 {
+                // The ids of the lines left unparsed stay unknown: no window reported.
+                scan.unparsed = true;
                 break;
             }
             buf.resize(usize::try_from(line.end - line.start).unwrap_or(0), 0);
@@ -101,10 +111,15 @@ where
             // A line that does not parse is corrupt (`load` says so) and has no id.
             if let Ok(IdOnly { id: Some(id) }) = serde_json::from_slice(&buf) {
                 scan.found(id.as_str().as_bytes());
+                scan.seen.push((line.start, id.fingerprint()));
             }
         }
     }
+    let whole = scan.at_start || scan.lines >= scan.window || source.data_end == 0;
     Ok(Found {
+        window: (whole && !scan.unparsed)
+            .then(|| scan.window_ids())
+            .flatten(),
         stored: scan.stored,
         bytes_read,
     })
@@ -134,6 +149,13 @@ struct Scan<'a> {
     line_end: u64,
     /// The lines to parse whole (see the module docs).
     to_parse: Vec<Range<u64>>,
+    /// Where each line with an id starts, and its id's fingerprint, as met (not in order:
+    /// the lines parsed whole come last).
+    seen: Vec<(u64, u32)>,
+    /// Whether the first line of the data was looked at (the window reaches it).
+    at_start: bool,
+    /// Whether a line to parse was left unparsed, every id of the batch found sooner.
+    unparsed: bool,
 }
 
 impl<'a> Scan<'a> {
@@ -148,7 +170,20 @@ impl<'a> Scan<'a> {
             mentions_id: false,
             line_end: data_end,
             to_parse: Vec::new(),
+            seen: Vec::new(),
+            at_start: false,
+            unparsed: false,
         }
+    }
+
+    /// The ids of the lines looked at, oldest first.
+    fn window_ids(&mut self) -> Option<RecentIds> {
+        self.seen.sort_unstable_by_key(|&(start, _)| start);
+        let last = &self.seen[self.seen.len().saturating_sub(DEDUP_WINDOW)..];
+        let bytes: Vec<u8> = last.iter().flat_map(|(_, f)| f.to_le_bytes()).collect();
+        // `RecentIds` is rebuilt from fingerprints through its byte form (which refuses
+        // only more than `DEDUP_WINDOW` of them).
+        RecentIds::from_bytes(&bytes)
     }
 
     fn is_done(&self) -> bool {
@@ -194,7 +229,12 @@ impl<'a> Scan<'a> {
             // No closing quote within an id's length: the line is corrupt and has no id.
             let rest = &rest[..rest.len().min(MessageId::MAX_LEN + 1)];
             if let Some(close) = memchr::memchr(b'"', rest) {
-                self.found(&rest[..close]);
+                let id = &rest[..close];
+                self.found(id);
+                // An id that does not parse cannot equal one a batch brings.
+                if let Some(id) = std::str::from_utf8(id).ok().and_then(|s| s.parse().ok()) {
+                    self.seen.push((start, MessageId::fingerprint(&id)));
+                }
             }
         } else if (spans_reads && self.mentions_id) || (!spans_reads && mentions_id(first, &[])) {
             // Searched only now, for the lines without an id first: most lines have one.
@@ -379,6 +419,30 @@ mod tests {
                 [false, true, true, false, false],
                 "chunk {chunk}"
             );
+        }
+    }
+
+    #[test]
+    fn a_search_through_the_whole_window_reports_its_ids_in_order() {
+        let messages: Vec<ChatMessage> = (0..10)
+            .map(|i| {
+                message(
+                    &format!("m{i}"),
+                    (i != 7).then(|| format!("id-{i}")).as_deref(),
+                )
+            })
+            .collect();
+        let bytes = file(&messages);
+        let expected = |from: usize| RecentIds::of(&messages[from..]);
+        for chunk in [1, 16, 4096] {
+            let found = search(&bytes, &["new"], 4, chunk);
+            assert_eq!(found.window, Some(expected(6)), "chunk {chunk}");
+            // Shorter than the window: its first line too.
+            let found = search(&bytes, &["new"], 64, chunk);
+            assert_eq!(found.window, Some(expected(0)), "chunk {chunk}");
+            // Stopped once every id was found: not the whole window.
+            let found = search(&bytes, &["id-9"], 4, chunk);
+            assert_eq!(found.window, None, "chunk {chunk}");
         }
     }
 

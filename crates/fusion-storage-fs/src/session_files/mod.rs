@@ -63,6 +63,7 @@
 //! one machine (older NFS), so share a directory between hosts only on a file system with
 //! working locks.
 
+mod dedup;
 mod meta;
 mod retention;
 mod write;
@@ -84,6 +85,7 @@ use crate::index::{Index, Recorded};
 use crate::jsonl;
 use crate::lock::SessionLock;
 use crate::options::SyncPolicy;
+use crate::recent_cache::{FileIdentity, RecentCache};
 
 /// How much of the end of the file an append reads first to check it ends on a complete
 /// batch: enough for any batch marker, so a clean file needs this one read.
@@ -133,6 +135,8 @@ struct Current {
     data_end: u64,
     /// Whether the data ends with a complete message missing its `\n`.
     needs_newline: bool,
+    /// Which file it is.
+    identity: FileIdentity,
     /// The lock file's contents, once read under this lock and until a write stores new
     /// ones: the expiry check reads them, and what follows it uses them again.
     contents: Option<LockContents>,
@@ -150,8 +154,33 @@ impl Current {
             len: 0,
             data_end: 0,
             needs_newline: false,
+            identity: FileIdentity::default(),
             contents: None,
         }
+    }
+}
+
+/// A session directory and what writing any of its sessions needs: what single-session
+/// calls, listings and purges open a session's files from.
+#[derive(Clone, Copy)]
+pub(crate) struct Directory<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) index: &'a Arc<Index>,
+    pub(crate) sync: SyncPolicy,
+    /// The instance's remembered ids of its sessions (`crate::recent_cache`).
+    pub(crate) recent: &'a Arc<RecentCache>,
+}
+
+impl Directory<'_> {
+    /// The files of the already validated session `id`.
+    pub(crate) fn files(&self, id: &str) -> SessionFiles {
+        SessionFiles::new(
+            self.dir,
+            id,
+            self.index.clone(),
+            self.sync,
+            self.recent.clone(),
+        )
     }
 }
 
@@ -167,11 +196,20 @@ pub(crate) struct SessionFiles {
     meta_temp: PathBuf,
     index: Arc<Index>,
     sync: SyncPolicy,
+    /// The last ids of the sessions this instance appended to.
+    recent: Arc<RecentCache>,
 }
 
 impl SessionFiles {
-    /// The files of the already validated session `id` in `dir`, written with `sync`.
-    pub(crate) fn new(dir: &Path, id: &str, index: Arc<Index>, sync: SyncPolicy) -> Self {
+    /// The files of the already validated session `id` in `dir`, written with `sync`, with
+    /// the instance's `recent` ids of its sessions.
+    pub(crate) fn new(
+        dir: &Path,
+        id: &str,
+        index: Arc<Index>,
+        sync: SyncPolicy,
+        recent: Arc<RecentCache>,
+    ) -> Self {
         Self {
             id: id.to_string(),
             dir: dir.to_path_buf(),
@@ -182,6 +220,7 @@ impl SessionFiles {
             meta_temp: dir.join(file_name::meta_temp_file_name(id)),
             index,
             sync,
+            recent,
         }
     }
 
@@ -348,13 +387,15 @@ impl SessionFiles {
             }
             other => other.at(&self.data)?,
         };
-        let len = file.metadata().at(&self.data)?.len();
+        let metadata = file.metadata().at(&self.data)?;
+        let len = metadata.len();
         let (data_end, needs_newline) = self.find_data_end(&file, len)?;
         Ok(Current {
             file: Some(file),
             len,
             data_end,
             needs_newline,
+            identity: FileIdentity::of(&metadata),
             contents: None,
         })
     }

@@ -7,9 +7,9 @@ use std::borrow::Cow;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 
-use fusion_core::{DEDUP_WINDOW, Result, SessionMeta, StoredExpiry, new_generation};
+use fusion_core::{Result, SessionMeta, StoredExpiry, new_generation};
 
-use super::{Current, Outcome, SessionFiles, TAIL_CHUNK, read_exact_at, sync_dir};
+use super::{Current, Outcome, SessionFiles, sync_dir};
 use crate::batch::Batch;
 use crate::counters::{Counters, UNKNOWN_LEN};
 use crate::error::{BACKEND, IoContext};
@@ -17,14 +17,7 @@ use crate::index::{Change, Recorded, SetKey, marker_instant};
 use crate::jsonl;
 use crate::lock::SessionLock;
 use crate::meta_file::{self, StoredMeta};
-use crate::tail_ids::{self, Chunks, Source};
-
-/// The reads of the id check: a first one that holds the last lines of most sessions
-/// (64 messages of 128 bytes), then larger ones for longer messages.
-const ID_CHUNKS: Chunks = Chunks {
-    first: 8 * 1024,
-    max: TAIL_CHUNK as usize,
-};
+use crate::recent_cache::{FileIdentity, FileState};
 
 impl SessionFiles {
     /// The generation and counters of the session as the lock holder finds it (counting
@@ -60,7 +53,8 @@ impl SessionFiles {
     /// and expiry, all before its lines are written: nobody sees it without them. An
     /// append to an existing session moves an idle expiry to its own time plus the span,
     /// in the counters it stores anyway (its expiry marker stays: an earlier one still
-    /// finds it).
+    /// finds it). Once all of it succeeded, the instance remembers the session's last ids
+    /// (see [`remember`](Self::remember)).
     pub(super) fn append_locked(
         &self,
         lock: &SessionLock,
@@ -68,8 +62,9 @@ impl SessionFiles {
         batch: &Batch,
         meta: Option<&SessionMeta>,
     ) -> Result<(Outcome, Option<Recorded>)> {
-        let lines = self.unstored_lines(&current, batch)?;
+        let (lines, known) = self.unstored_lines(&current, batch)?;
         if lines.is_empty() {
+            self.remember(known, batch, None);
             return Ok((Outcome::Kept, None));
         }
         let sync = self.sync_appends();
@@ -83,6 +78,8 @@ impl SessionFiles {
             .index
             .record(&self.id, change, floor(before.as_ref()), sync)?;
         let t = recorded.t;
+        let identity = current.identity;
+        let created = current.file.is_none();
         let file = match current.file {
             Some(file) => file,
             None => OpenOptions::new()
@@ -111,6 +108,10 @@ impl SessionFiles {
             lines
         };
         let len = kept + buf.len() as u64;
+        let generation = match before {
+            Some((generation, _)) => generation,
+            None => new_generation(),
+        };
         let outcome = match before {
             Some(_) => Outcome::Kept,
             None => {
@@ -118,7 +119,6 @@ impl SessionFiles {
                 let meta = meta.unwrap_or(&none);
                 let expiry = StoredExpiry::of(meta.expiry.as_ref(), t);
                 let indexed = self.prepare_creation(t, meta, expiry, sync)?;
-                let generation = new_generation();
                 let counters = Counters {
                     created_us: t,
                     updated_us: t,
@@ -159,38 +159,21 @@ impl SessionFiles {
                 sync_dir(&self.dir)?;
             }
         }
+        // A new file's identity costs an `fstat`, spent only when there are ids to remember.
+        let identity = match created {
+            false => Some(identity),
+            true if batch.ids().is_empty() => None,
+            true => file.metadata().ok().map(|m| FileIdentity::of(&m)),
+        };
+        if let Some(file) = identity {
+            let after = FileState {
+                generation,
+                data_end: len,
+                file,
+            };
+            self.remember(known, batch, Some(after));
+        }
         Ok((outcome, Some(recorded)))
-    }
-
-    /// The lines of `batch` to write: those of its messages whose ids are not among the
-    /// ids of the session's last [`DEDUP_WINDOW`] messages, marked as a batch of their
-    /// own. Under the exclusive lock, so that a retry racing its first attempt finds what
-    /// that attempt wrote.
-    ///
-    /// A batch without ids, or a session without data, costs nothing here. Otherwise the
-    /// file is read backwards from its data end, through the last `DEDUP_WINDOW` lines at
-    /// most, stopping early once every id of the batch is found (see [`tail_ids`]): the
-    /// bytes of those lines, in reads of [`ID_CHUNKS`] growing sizes.
-    fn unstored_lines<'b>(&self, current: &Current, batch: &'b Batch) -> Result<Cow<'b, [u8]>> {
-        let file = current.file.as_ref().filter(|_| current.exists());
-        let (Some(file), false) = (file, batch.ids().is_empty()) else {
-            return Ok(Cow::Borrowed(batch.lines()));
-        };
-        let source = Source {
-            data_end: current.data_end,
-            terminated: !current.needs_newline,
-            read_at: |buf: &mut [u8], offset| read_exact_at(file, buf, offset),
-        };
-        let found =
-            tail_ids::find_stored(batch.ids(), DEDUP_WINDOW, ID_CHUNKS, source).at(&self.data)?;
-        tracing::trace!(
-            backend = BACKEND,
-            session_id = %self.id,
-            bytes_read = found.bytes_read,
-            stored = found.stored.iter().filter(|&&stored| stored).count(),
-            "checked the batch's ids against the session's last lines"
-        );
-        Ok(batch.unstored_lines(&found.stored))
     }
 
     /// What a creation does before the session has data: removes what a crashed delete
@@ -262,6 +245,8 @@ impl SessionFiles {
         contents: &[u8],
         count: u64,
     ) -> Result<(Outcome, Recorded)> {
+        // Its ids are those of `contents` from now on, whatever happens next.
+        self.recent.forget(&self.id);
         let before = self.counters_locked(lock, current)?;
         let change = if before.is_some() {
             Change::Write
@@ -342,6 +327,7 @@ impl SessionFiles {
         existed: bool,
         unlink: bool,
     ) -> Result<Option<Recorded>> {
+        self.recent.forget(&self.id);
         // Read first: its owner and tags name the markers to remove. A damaged file names
         // none; its markers stay behind, and listings skip them.
         let meta = meta_file::read(&self.meta, &self.id).ok().flatten();
