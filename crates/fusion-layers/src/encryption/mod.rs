@@ -16,6 +16,10 @@
 //! clear text written before encryption was turned on and is returned as is (see
 //! [`EncryptionLayer::accept_clear_text`]); [`EncryptionLayer::rekey_store`] encrypts it.
 //!
+//! A load of 1,024 messages or more is decrypted on one thread per core the process may use
+//! (scoped threads, joined before the load returns), so a long history costs its caller
+//! about half the time on two cores; a shorter one is decrypted on the caller's thread.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use fusion_core::{ChatMessage, ConversationStorage, StorageExt};
