@@ -140,6 +140,13 @@ pub async fn lost_replies_of_conditional_writes_and_creations_are_retried_to_suc
 /// `w{k}-{i}` to one session while replies are lost at random (seeded): nothing is lost
 /// or stored twice, and each writer's order holds. Returns how many replies were lost
 /// (at least one, or the case proved nothing).
+///
+/// The writers go in rounds, each appending its `i`-th message (with every retry it
+/// takes) before any starts its next: exactly-once holds while fewer than
+/// [`DEDUP_WINDOW`](crate::DEDUP_WINDOW) messages are appended by others between an
+/// attempt and its retry, and unpaced writers on a slow machine can exceed that while one
+/// of them retries a run of lost replies (a CI run saw a writer's message stored again
+/// 64 positions later). In rounds, at most `WRITERS - 1` come between.
 pub async fn writers_losing_replies_at_random_store_every_message_once<H>(
     harness: &H,
     retry: &dyn Layer,
@@ -157,8 +164,10 @@ where
     }
     let before = harness.replies_lost();
     harness.lose_replies_at_random(SESSION, 0.2, seed);
+    let rounds = Arc::new(tokio::sync::Barrier::new(WRITERS));
     let mut tasks = Vec::new();
     for (k, store) in writers.into_iter().enumerate() {
+        let rounds = rounds.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..PER_WRITER {
                 let message = [ChatMessage::user(format!("w{k}-{i}"))];
@@ -166,6 +175,7 @@ where
                     .append(SESSION, &message)
                     .await
                     .unwrap_or_else(|err| panic!("writer {k}, message {i}: {err}"));
+                rounds.wait().await;
             }
         }));
     }
