@@ -206,7 +206,11 @@ pub fn assert_nothing_lost_in_writer_order<S: AsRef<str>>(
         match k.cmp(expected) {
             Ordering::Equal => *expected += 1,
             Ordering::Less => {
-                panic!("writer {tag}: message {k} duplicated or out of order at position {pos}")
+                let first = history.iter().position(|m| m.content == content);
+                panic!(
+                    "writer {tag}: message {k} duplicated or out of order at position {pos} \
+                     (first at {first:?})"
+                )
             }
             Ordering::Greater => panic!(
                 "writer {tag}: message {expected} lost or out of order ({k} found first, at position {pos})"

@@ -144,9 +144,10 @@ pub async fn lost_replies_of_conditional_writes_and_creations_are_retried_to_suc
 /// The writers go in rounds, each appending its `i`-th message (with every retry it
 /// takes) before any starts its next: exactly-once holds while fewer than
 /// [`DEDUP_WINDOW`](crate::DEDUP_WINDOW) messages are appended by others between an
-/// attempt and its retry, and unpaced writers on a slow machine can exceed that while one
-/// of them retries a run of lost replies (a CI run saw a writer's message stored again
-/// 64 positions later). In rounds, at most `WRITERS - 1` come between.
+/// attempt and its retry, and unpaced writers on a busy machine exceed that: one retrying
+/// a run of lost replies can be kept waiting for SQLite's write lock while the others
+/// append dozens (unpaced, under a CI build, 2 runs in 25 stored a message again 107 and
+/// 71 positions after its first copy). In rounds, at most `WRITERS - 1` come between.
 pub async fn writers_losing_replies_at_random_store_every_message_once<H>(
     harness: &H,
     retry: &dyn Layer,
