@@ -62,11 +62,23 @@ impl RecentIds {
 
     /// [`record`](Self::record) from the ids alone, in the order they were stored.
     pub fn record_ids<'a>(&mut self, ids: impl IntoIterator<Item = &'a MessageId>) {
-        for id in ids {
+        self.record_fingerprints(ids.into_iter().map(MessageId::fingerprint));
+    }
+
+    /// The last [`DEDUP_WINDOW`] of `fingerprints` ([`MessageId::fingerprint`]), given
+    /// oldest first: for a backend that found them without the ids.
+    pub fn from_fingerprints(fingerprints: impl IntoIterator<Item = u32>) -> Self {
+        let mut recent = Self::default();
+        recent.record_fingerprints(fingerprints);
+        recent
+    }
+
+    fn record_fingerprints(&mut self, fingerprints: impl IntoIterator<Item = u32>) {
+        for fingerprint in fingerprints {
             if self.fingerprints.len() == DEDUP_WINDOW {
                 self.fingerprints.pop_front();
             }
-            self.fingerprints.push_back(id.fingerprint());
+            self.fingerprints.push_back(fingerprint);
         }
     }
 
@@ -102,8 +114,9 @@ impl RecentIds {
         if !rest.is_empty() || chunks.len() > DEDUP_WINDOW {
             return None;
         }
-        let fingerprints = chunks.iter().map(|c| u32::from_le_bytes(*c)).collect();
-        Some(Self { fingerprints })
+        Some(Self::from_fingerprints(
+            chunks.iter().map(|c| u32::from_le_bytes(*c)),
+        ))
     }
 }
 

@@ -2,9 +2,10 @@
 //! append checks, under the session's lock, so that it stores each id once.
 //!
 //! The file is read backwards from where its data ends, a chunk at a time, and only as
-//! far back as the last [`DEDUP_WINDOW`] lines reach (sooner when every id of the batch
-//! has been found), so the check costs a read of those lines at most, whatever the
-//! history's length, and holds a chunk in memory, whatever the lines' length.
+//! far back as the last [`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW) lines reach (sooner
+//! when every id of the batch has been found), so the check costs a read of those lines
+//! at most, whatever the history's length, and holds a chunk in memory, whatever the
+//! lines' length.
 //!
 //! Lines are not parsed. This backend writes a message's id as its first key, so a line
 //! with an id starts with `{"id":"` and the id is the text up to the next `"` (ids never
@@ -25,7 +26,7 @@
 use std::io;
 use std::ops::Range;
 
-use fusion_core::{DEDUP_WINDOW, MessageId, RecentIds};
+use fusion_core::{MessageId, RecentIds};
 use serde::Deserialize;
 
 /// How a line whose message has an id starts, as this backend writes it.
@@ -61,9 +62,9 @@ pub(crate) struct Found {
     pub(crate) stored: Vec<bool>,
     /// How many bytes of the file were read.
     pub(crate) bytes_read: u64,
-    /// The ids of the window's lines (at most [`DEDUP_WINDOW`] of them, the last), if
-    /// the search looked at every line of the window; `None` if it stopped sooner, every
-    /// id of the batch found.
+    /// The ids of the window's lines (the last
+    /// [`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW) at most), if the search looked at
+    /// every line of the window; `None` if it stopped sooner, every id of the batch found.
     pub(crate) window: Option<RecentIds>,
 }
 
@@ -117,9 +118,7 @@ where
     }
     let whole = scan.at_start || scan.lines >= scan.window || source.data_end == 0;
     Ok(Found {
-        window: (whole && !scan.unparsed)
-            .then(|| scan.window_ids())
-            .flatten(),
+        window: (whole && !scan.unparsed).then(|| scan.window_ids()),
         stored: scan.stored,
         bytes_read,
     })
@@ -177,13 +176,9 @@ impl<'a> Scan<'a> {
     }
 
     /// The ids of the lines looked at, oldest first.
-    fn window_ids(&mut self) -> Option<RecentIds> {
+    fn window_ids(&mut self) -> RecentIds {
         self.seen.sort_unstable_by_key(|&(start, _)| start);
-        let last = &self.seen[self.seen.len().saturating_sub(DEDUP_WINDOW)..];
-        let bytes: Vec<u8> = last.iter().flat_map(|(_, f)| f.to_le_bytes()).collect();
-        // `RecentIds` is rebuilt from fingerprints through its byte form (which refuses
-        // only more than `DEDUP_WINDOW` of them).
-        RecentIds::from_bytes(&bytes)
+        RecentIds::from_fingerprints(self.seen.iter().map(|&(_, fingerprint)| fingerprint))
     }
 
     fn is_done(&self) -> bool {
