@@ -1,10 +1,16 @@
 //! Messages as the write statements bind them: their JSON texts, their ids lined up with
-//! them, and the ids a session keeps when these messages end its history.
+//! them, and the fingerprints of those ids a session keeps when these messages end its
+//! history.
 //!
 //! Everything here is computed once in Rust, before any SQL runs, so the statements only
-//! compare and copy ids (`crate::sql::APPEND_WITH_IDS`), and a batch without ids costs
-//! nothing more than its bodies: it has no id lists, and its append runs
-//! `crate::sql::APPEND`, which checks no id.
+//! compare and copy integers (`crate::sql::APPEND_WITH_IDS`), and a batch without ids
+//! costs nothing more than its bodies: it has no ids, and its append runs
+//! `crate::sql::APPEND`, which checks none.
+//!
+//! A session's window (`sessions.recent_ids`) holds one [`MessageId::fingerprint`] per id,
+//! as PostgreSQL's `int4` (the same 32 bits, read as signed), the content of a
+//! [`RecentIds`](fusion_core::RecentIds) built from the same ids: the fingerprints of the
+//! last [`DEDUP_WINDOW`] ids stored, oldest first.
 
 use fusion_core::{ChatMessage, DEDUP_WINDOW, MessageId, Result};
 
@@ -14,13 +20,16 @@ pub(crate) struct Batch<'a> {
     /// Each message's JSON as the `body` column stores it (`serde_json`, minified, the id
     /// first).
     pub bodies: Vec<String>,
-    /// Each message's id, NULL for one without; `None` when no message has one, which is
-    /// what makes the append skip every id check.
-    pub ids: Option<Vec<Option<&'a str>>>,
-    /// The ids of the batch's last [`DEDUP_WINDOW`] messages that have one, oldest first:
-    /// the `recent_ids` of a session whose history these messages are (a save) or start (an
-    /// append that creates it). `None` (NULL) when there are none.
-    pub window: Option<Vec<&'a str>>,
+    /// Each message's id, `None` for one without, lined up with `bodies`; `None` when no
+    /// message has one, which is what makes the append skip every id check.
+    pub ids: Option<Vec<Option<&'a MessageId>>>,
+    /// The fingerprints of the batch's ids, in order (messages without an id have none):
+    /// what an append compares with the session's window and adds to it. `Some` exactly
+    /// when `ids` is.
+    pub fingerprints: Option<Vec<i32>>,
+    /// The window of a session whose history these messages are (a save) or start (an
+    /// append that creates it): `{}` when no message has an id.
+    pub window: Vec<i32>,
 }
 
 impl<'a> Batch<'a> {
@@ -31,22 +40,18 @@ impl<'a> Batch<'a> {
             .iter()
             .map(|m| serde_json::to_string(m).map_err(Into::into))
             .collect::<Result<Vec<String>>>()?;
-        let id = |m: &'a ChatMessage| m.id.as_ref().map(MessageId::as_str);
         let ids = messages
             .iter()
             .any(|m| m.id.is_some())
-            .then(|| messages.iter().map(id).collect());
-        let mut window: Vec<&str> = messages
-            .iter()
-            .rev()
-            .filter_map(id)
-            .take(DEDUP_WINDOW)
-            .collect();
-        window.reverse();
+            .then(|| messages.iter().map(|m| m.id.as_ref()).collect::<Vec<_>>());
+        let fingerprints = ids
+            .as_ref()
+            .map(|ids| ids.iter().flatten().map(|id| fingerprint(id)).collect());
         Ok(Self {
             bodies,
+            window: window(messages.iter().filter_map(|m| m.id.as_ref())),
             ids,
-            window: (!window.is_empty()).then_some(window),
+            fingerprints,
         })
     }
 
@@ -54,6 +59,41 @@ impl<'a> Batch<'a> {
     pub fn is_empty(&self) -> bool {
         self.bodies.is_empty()
     }
+
+    /// The bodies of the messages an append stores when the session's last messages hold
+    /// the ids `stored`: those without an id and those whose id is not stored, in order
+    /// (`fusion_core::unstored`'s rule, by position so no message is encoded again), with
+    /// their ids.
+    pub fn unstored(&self, stored: &[MessageId]) -> (Vec<&str>, Vec<&'a MessageId>) {
+        let mut bodies = Vec::with_capacity(self.bodies.len());
+        let mut ids = Vec::new();
+        let no_ids = vec![None; self.bodies.len()];
+        let lined_up = self.ids.as_ref().unwrap_or(&no_ids);
+        for (body, id) in self.bodies.iter().zip(lined_up) {
+            match id {
+                Some(id) if stored.contains(id) => {}
+                Some(id) => {
+                    bodies.push(body.as_str());
+                    ids.push(*id);
+                }
+                None => bodies.push(body.as_str()),
+            }
+        }
+        (bodies, ids)
+    }
+}
+
+/// The fingerprint of `id` as an `int4` column holds it.
+pub(crate) fn fingerprint(id: &MessageId) -> i32 {
+    id.fingerprint().cast_signed()
+}
+
+/// The window of a session whose ids, oldest first, are `ids`: the fingerprints of the
+/// last [`DEDUP_WINDOW`] of them, oldest first (only those are hashed).
+pub(crate) fn window<'i>(ids: impl DoubleEndedIterator<Item = &'i MessageId>) -> Vec<i32> {
+    let mut window: Vec<i32> = ids.rev().take(DEDUP_WINDOW).map(fingerprint).collect();
+    window.reverse();
+    window
 }
 
 /// [`DEDUP_WINDOW`] as the statements bind it.
@@ -65,22 +105,28 @@ pub(crate) fn window_len() -> i32 {
 mod tests {
     use super::*;
 
+    fn with_id(id: &str) -> ChatMessage {
+        ChatMessage::user(id).with_id(id.parse().unwrap())
+    }
+
     #[test]
     fn ids_line_up_with_bodies_and_the_window_keeps_the_last_ones() {
         let plain = [ChatMessage::user("a"), ChatMessage::user("b")];
         let plain = Batch::of(&plain).unwrap();
         assert_eq!(plain.bodies.len(), 2);
         assert!(
-            plain.ids.is_none() && plain.window.is_none(),
+            plain.ids.is_none() && plain.fingerprints.is_none() && plain.window.is_empty(),
             "no ids, no checks"
         );
 
-        let a = ChatMessage::user("a").with_id("m-a".parse().unwrap());
-        let mixed = [a, ChatMessage::user("b")];
+        let mixed = [with_id("m-a"), ChatMessage::user("b")];
         let batch = Batch::of(&mixed).unwrap();
-        assert_eq!(batch.ids, Some(vec![Some("m-a"), None]));
-        assert_eq!(batch.window, Some(vec!["m-a"]));
-        // A truncate reads ids back from the start of the stored text (`sql::CUT_TAIL`).
+        let a: MessageId = "m-a".parse().unwrap();
+        assert_eq!(batch.ids, Some(vec![Some(&a), None]));
+        assert_eq!(batch.fingerprints, Some(vec![fingerprint(&a)]));
+        assert_eq!(batch.window, [fingerprint(&a)]);
+        // The exact check reads ids back from the start of the stored text
+        // (`sql::LAST_IDS`).
         assert!(
             batch.bodies[0].starts_with(r#"{"id":"m-a","#),
             "{}",
@@ -88,11 +134,51 @@ mod tests {
         );
 
         let many: Vec<ChatMessage> = (0..DEDUP_WINDOW + 3)
-            .map(|i| ChatMessage::user("x").with_id(format!("m{i}").parse().unwrap()))
+            .map(|i| with_id(&format!("m{i}")))
             .collect();
-        let window = Batch::of(&many).unwrap().window.unwrap();
-        assert_eq!(window.len(), DEDUP_WINDOW);
-        assert_eq!(window[0], "m3");
-        assert_eq!(window[DEDUP_WINDOW - 1], format!("m{}", DEDUP_WINDOW + 2));
+        let batch = Batch::of(&many).unwrap();
+        let id = |i: usize| many[i].id.as_ref().unwrap();
+        assert_eq!(
+            batch.fingerprints.unwrap().len(),
+            DEDUP_WINDOW + 3,
+            "all checked"
+        );
+        assert_eq!(batch.window.len(), DEDUP_WINDOW);
+        assert_eq!(batch.window[0], fingerprint(id(3)));
+        assert_eq!(
+            batch.window[DEDUP_WINDOW - 1],
+            fingerprint(id(DEDUP_WINDOW + 2))
+        );
+    }
+
+    #[test]
+    fn the_window_is_what_recent_ids_holds() {
+        let history: Vec<ChatMessage> = (0..DEDUP_WINDOW * 2)
+            .map(|i| with_id(&format!("h{i}")))
+            .collect();
+        let recent = fusion_core::RecentIds::of(&history).to_bytes();
+        let ours: Vec<u8> = Batch::of(&history)
+            .unwrap()
+            .window
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        assert_eq!(ours, recent);
+    }
+
+    #[test]
+    fn unstored_keeps_messages_without_ids_and_with_new_ones_in_order() {
+        let messages = [with_id("a"), ChatMessage::user("plain"), with_id("b")];
+        let batch = Batch::of(&messages).unwrap();
+        let a: MessageId = "a".parse().unwrap();
+        let (bodies, ids) = batch.unstored(std::slice::from_ref(&a));
+        assert_eq!(bodies, [&batch.bodies[1], &batch.bodies[2]]);
+        assert_eq!(ids, [messages[2].id.as_ref().unwrap()]);
+        let expected = fusion_core::unstored(&messages, |id| *id == a);
+        assert_eq!(bodies.len(), expected.len(), "the rule of every backend");
+
+        let plain = [ChatMessage::user("x")];
+        let plain = Batch::of(&plain).unwrap();
+        assert_eq!(plain.unstored(&[a]).0.len(), 1);
     }
 }

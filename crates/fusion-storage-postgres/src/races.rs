@@ -6,6 +6,12 @@
 //! the committed write left, whether it added ids (a first attempt the append retries),
 //! dropped them (a truncate, a save, a delete) or created the session.
 //!
+//! Most of these appends end on the exact path (`crate::write::append_checked`): a retry
+//! finds its fingerprints on the row, a truncate leaves them unknown. The last cases force
+//! it where only a collision would: the window written by hand to hold the fingerprint of
+//! an id that is not stored, as another id sharing it would leave it; and one holds a
+//! retry that is already on the exact path at its row lock.
+//!
 //! Nothing here waits for time to pass: each step waits for the server to say the append
 //! is blocked (`pg_stat_activity`, found by an `application_name` of the test's own).
 
@@ -16,7 +22,7 @@ use fusion_core::testkit::{StorageHarness, said};
 use fusion_core::{ChatMessage, ConversationStorage, SessionMeta};
 use sqlx::{Connection, PgConnection};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, window};
 use crate::testing::Harness;
 use crate::{PostgresOptions, PostgresStorage, write};
 
@@ -61,6 +67,18 @@ fn append_behind(
 ) -> tokio::task::JoinHandle<()> {
     let (storage, batch) = (storage.clone(), batch.to_vec());
     tokio::spawn(async move { storage.append(session, &batch).await.unwrap() })
+}
+
+/// Writes the window of `session` by hand: the fingerprints of `ids`, as if other ids
+/// stored there shared them.
+async fn collide(raw: &mut PgConnection, session: &str, ids: &[ChatMessage]) {
+    let crafted = window(ids.iter().filter_map(|m| m.id.as_ref()));
+    sqlx::query("UPDATE sessions SET recent_ids = $2 WHERE id = $1")
+        .bind(session)
+        .bind(crafted)
+        .execute(raw)
+        .await
+        .unwrap();
 }
 
 /// The harness, a storage opened on it, a tagged one and a raw connection.
@@ -176,4 +194,90 @@ async fn an_append_waiting_behind_a_delete_starts_the_session_afresh() {
     delete.commit().await.unwrap();
     again.await.unwrap();
     assert_eq!(storage.load("s").await.unwrap(), batch);
+}
+
+#[tokio::test]
+async fn a_retry_waiting_behind_a_first_attempt_on_the_exact_path_finds_its_ids() {
+    let Some((harness, storage, racer, mut raw)) = setup().await else {
+        return;
+    };
+    let batch = with_ids("x", 3);
+    storage.append("s", &said("before")).await.unwrap();
+    collide(&mut raw, "s", &batch).await;
+    let mut first = raw.begin().await.unwrap();
+    let none = SessionMeta::new();
+    let stored = write::append_locked(&mut first, "s", &Batch::of(&batch).unwrap(), &none, false)
+        .await
+        .unwrap();
+    assert!(stored.is_some());
+    let retry = append_behind(&racer, "s", &batch);
+    until_blocked(&harness, 1).await;
+    first.commit().await.unwrap();
+    retry.await.unwrap();
+    let history = storage.load("s").await.unwrap();
+    assert_eq!(history[2..], batch[..], "stored once: {history:?}");
+}
+
+#[tokio::test]
+async fn a_retry_on_the_exact_path_waiting_behind_its_first_attempt_finds_its_ids() {
+    let Some((harness, storage, racer, mut raw)) = setup().await else {
+        return;
+    };
+    let batch = with_ids("e", 2);
+    storage.append("s", &said("before")).await.unwrap();
+    let mut first = raw.begin().await.unwrap();
+    let none = SessionMeta::new();
+    write::append_once(&mut *first, "s", &Batch::of(&batch).unwrap(), &none, false)
+        .await
+        .unwrap();
+    // The retry's exact check, on a tagged connection: it waits at its row lock, and its
+    // read of the messages comes after.
+    let (pool, retried) = (racer.pool().clone(), batch.clone());
+    let retry = tokio::spawn(async move {
+        let mut tx = pool.begin().await.unwrap();
+        let batch = Batch::of(&retried).unwrap();
+        write::append_locked(&mut tx, "s", &batch, &SessionMeta::new(), false)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    });
+    until_blocked(&harness, 1).await;
+    first.commit().await.unwrap();
+    retry.await.unwrap();
+    let history = storage.load("s").await.unwrap();
+    assert_eq!(history[2..], batch[..], "stored once: {history:?}");
+}
+
+#[tokio::test]
+async fn a_colliding_append_waiting_behind_another_append_stores_after_it() {
+    let Some((harness, storage, racer, mut raw)) = setup().await else {
+        return;
+    };
+    let stored = with_ids("a", 2);
+    let fresh = with_ids("f", 1);
+    let other = with_ids("o", 2);
+    storage.append("s", &stored).await.unwrap();
+    collide(&mut raw, "s", &[stored.clone(), fresh.clone()].concat()).await;
+    let mut first = raw.begin().await.unwrap();
+    let none = SessionMeta::new();
+    write::append_once(&mut *first, "s", &Batch::of(&other).unwrap(), &none, false)
+        .await
+        .unwrap();
+    let colliding = append_behind(&racer, "s", &fresh);
+    until_blocked(&harness, 1).await;
+    first.commit().await.unwrap();
+    colliding.await.unwrap();
+    let all = [stored, other, fresh].concat();
+    assert_eq!(storage.load("s").await.unwrap(), all);
+    let known: Option<Vec<i32>> =
+        sqlx::query_scalar("SELECT recent_ids FROM sessions WHERE id = 's'")
+            .fetch_one(&mut raw)
+            .await
+            .unwrap();
+    let rebuilt = window(all.iter().filter_map(|m| m.id.as_ref()));
+    assert_eq!(
+        known,
+        Some(rebuilt),
+        "the window rebuilt from what is stored"
+    );
 }

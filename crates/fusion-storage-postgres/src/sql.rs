@@ -11,7 +11,7 @@
 //! Every statement reads a session that has expired as absent, and every write that
 //! stores `updated_at` also moves an idle expiry with it (`crate::expiry`).
 //!
-//! # Exactly once: the ids live on the session's row
+//! # Exactly once: fingerprints on the session's row, ids confirmed under its lock
 //!
 //! An append stores no message whose id is among the ids of the session's last
 //! [`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW) messages, and the check must be atomic with
@@ -21,15 +21,37 @@
 //! `messages` misses the rows of an appender that held the lock and committed meanwhile,
 //! and would store them a second time. What the statement does see as it is now is the
 //! row its `ON CONFLICT DO UPDATE` locked: `SET` and `WHERE` read the latest version of
-//! the `sessions` row. So the ids to check against live on that row, in `recent_ids`,
-//! and every write of the history keeps them true under the same lock: an append adds the
-//! ids it stores ([`APPEND_WITH_IDS`]), a save sets the saved history's last ids
-//! ([`SAVE_SESSION`]), a truncate recomputes them from the messages it keeps
-//! ([`CUT_TAIL`]), a delete or a purge removes the row. Whatever the interleaving, an
-//! append checks against exactly what the writers before it left, so any number of
-//! instances appending one batch at once store it once by construction: the first to
-//! take the lock stores it, each later one finds all of its ids. `crate::races` forces
-//! each interleaving (behind a first attempt, a creation, a truncate, a save, a delete).
+//! the `sessions` row. So what the check needs lives on that row, in `recent_ids`: the
+//! 32-bit fingerprints of the session's last ids (`crate::batch`, 4 bytes an id where
+//! the ids themselves took about 37), which every write of the history keeps true under
+//! the same lock: an append adds the fingerprints of the ids it stores
+//! ([`APPEND_WITH_IDS`], [`APPEND_CHECKED`]), a save sets those of the saved history
+//! ([`SAVE_SESSION`]), a truncate makes them unknown, NULL ([`TRUNCATE_SESSION`]), a
+//! delete or a purge removes the row. The window holds the last 64 ids, whatever number
+//! of id-less messages sits between them, so it covers every id among the last 64
+//! messages; the exact check looks at those messages only, which is what
+//! [`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW) promises.
+//!
+//! A fingerprint says "not stored" for certain and "stored" only maybe (another id may
+//! share it, about 64 in 2^32 per id, or the id may be older than the last
+//! `DEDUP_WINDOW` messages), so the statement acts only on the certain answer: when no
+//! fingerprint of the batch is on the row, the usual case, it stores the batch and adds
+//! them; when one is, or the row's are unknown, its `WHERE` refuses, it writes nothing
+//! and returns the session's revision and the ids of its last `DEDUP_WINDOW` messages
+//! as its snapshot holds them. The append then keeps the messages whose ids are not among
+//! those and stores them, with the window rebuilt from the ids, in a statement guarded
+//! by that revision ([`APPEND_CHECKED`]): every write that changes the messages changes
+//! the revision, so the guard holds exactly when the ids read are still the last ones
+//! (the snapshot is stale only when the statement waited for a writer, and then the guard
+//! fails). When it fails, a transaction locks the row ([`LOCK_REVISION`]) and reads the
+//! ids in a statement of its own ([`LAST_IDS`], whose snapshot, taken after the lock,
+//! holds every message an appender committed before), and the guarded write cannot fail
+//! (`crate::write::append_locked`). Whatever the interleaving, each check reads what the
+//! writers before it left, so any number of instances appending one batch at once store
+//! it once by construction: the first to take the lock stores it, each later one finds
+//! all of its fingerprints and then all of its ids. `crate::races` forces each
+//! interleaving (behind a first attempt, a creation, a truncate, a save, a delete, a
+//! first attempt that took the exact path, a retry on the exact path held at its lock).
 //!
 //! A unique index on `messages (session_id, message_id)`, the other way, is not used,
 //! not even as a backstop. A statement that hits it can only fail (`ON CONFLICT DO
@@ -49,6 +71,47 @@ use fusion_core::{ChatMessage, Result, Revision};
 use crate::error::BACKEND;
 use crate::expiry::{expired, expires_at, now_us, unexpired};
 
+/// SQL: the one-statement append, with `$column` and `$value` added to the row a
+/// creation inserts, `$set` to the update of an existing row, `$check` to the conditions
+/// of that update and `$returns` after its `SELECT ... FROM bumped` ([`APPEND`],
+/// [`APPEND_WITH_IDS`]).
+macro_rules! append {
+    ($column:literal, $value:literal, $set:literal, $check:literal, $returns:expr) => {
+        concat!(
+            "WITH bumped AS ( \
+                INSERT INTO sessions AS cur \
+                    (id, created_at, updated_at, message_count, generation, owner, title, \
+                     tags, data, expires_at, expiry_idle",
+            $column,
+            ") VALUES ($1, now(), now(), $2, $3, $6, $7, $8, $9, ",
+            expires_at!("now()", "$10::int8", "$11::int8"),
+            ", $11",
+            $value,
+            ") ON CONFLICT (id) DO UPDATE SET \
+                    updated_at = greatest(cur.updated_at, now()), \
+                    message_count = cur.message_count + excluded.message_count, \
+                    expires_at = ",
+            expires_at!(
+                "greatest(cur.updated_at, now())",
+                "cur.expires_at",
+                "cur.expiry_idle"
+            ),
+            $set,
+            " WHERE NOT $5 AND ",
+            unexpired!("cur."),
+            $check,
+            " RETURNING message_count, generation \
+            ), inserted AS ( \
+                INSERT INTO messages (session_id, seq, body) \
+                SELECT $1, bumped.message_count - $2 + m.ord - 1, m.body \
+                FROM bumped, unnest($4::text[]) WITH ORDINALITY AS m (body, ord) \
+            ) \
+            SELECT ",
+            $returns
+        )
+    };
+}
+
 /// An append of messages without ids in one statement, so one round trip whatever the
 /// history length: upsert the session row, bumping `message_count` by the number of
 /// messages under the row's lock, and insert the messages numbered from the count before
@@ -66,107 +129,111 @@ use crate::expiry::{expired, expires_at, now_us, unexpired};
 /// and idle span (`crate::expiry::bound`) of a session the statement creates (an
 /// existing session's metadata and expiry are left alone, an idle expiry moved with
 /// `updated_at`). Returns the session's generation, or no row when $5 refused or the
-/// existing row has expired (a plain append then removes it and runs again:
+/// existing row has expired (an append then takes the locked path:
 /// `crate::write::append`).
-pub(crate) const APPEND: &str = concat!(
+pub(crate) const APPEND: &str = append!("", "", "", "", "generation FROM bumped");
+
+/// SQL: the id at the start of a stored message's text (`{"id":"...",`), NULL when it
+/// has none. Only the first 72 characters are read (the 7 before the longest id,
+/// [`MessageId::MAX_LEN`](fusion_core::MessageId::MAX_LEN), and the quote after it):
+/// `substr` fetches only that slice of a long message's out-of-line text, where a
+/// pattern on the whole text would fetch and decompress all of it.
+macro_rules! id_of_body {
+    () => {
+        r#"substring(substr(body, 1, 72) FROM '^\{"id":"([^"]+)"')"#
+    };
+}
+
+/// SQL: the ids of the last `$n` messages of session $1 that have one, oldest first, as
+/// a `text[]` (NULL when none has): one backward walk of the primary key.
+macro_rules! last_ids {
+    ($n:literal) => {
+        concat!(
+            "(SELECT array_agg(k.id ORDER BY k.seq) FILTER (WHERE k.id IS NOT NULL) \
+            FROM (SELECT seq, ",
+            id_of_body!(),
+            " AS id FROM messages WHERE session_id = $1 ORDER BY seq DESC LIMIT ",
+            $n,
+            ") AS k)"
+        )
+    };
+}
+
+/// [`APPEND`] for a batch in which some message has an id, when none of them is stored
+/// (the module docs say why it is done here): the `ON CONFLICT DO UPDATE ... WHERE`
+/// refuses, writing nothing, unless the locked row's window (`cur.recent_ids`, the latest
+/// version, whoever wrote it while this statement waited) is known and shares no
+/// fingerprint with the batch's; otherwise the statement does what [`APPEND`] does and
+/// appends the batch's fingerprints to the window, dropping the oldest beyond $14. The
+/// window is about 280 bytes, kept in the row (not TOASTed), and the check is one array
+/// overlap of integers.
+///
+/// $1-$11 as for [`APPEND`], $12 the fingerprints of the batch's ids, $13 the batch's own
+/// window, stored when the statement creates the session (`crate::batch::Batch`), $14
+/// the window's length ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW)).
+///
+/// Returns `(stored, generation, message_count, ids)`: `(true, generation, ..)` when it
+/// stored the batch. When a fingerprint matched or the window is unknown, what the exact
+/// check needs, read at the statement's snapshot: `(false, generation, message_count,
+/// ids of the last $14 messages)` of the session as the snapshot holds it (the part after
+/// `UNION ALL` runs only then: its `NOT EXISTS` is checked once, before the scan). That
+/// snapshot may predate a writer this statement waited for, which
+/// [`APPEND_CHECKED`]'s guard finds out. No row when the row has expired or $5 refused.
+pub(crate) const APPEND_WITH_IDS: &str = append!(
+    ", recent_ids",
+    ", $13",
+    ", recent_ids = (cur.recent_ids || $12::int4[])[greatest( \
+        cardinality(cur.recent_ids) + cardinality($12::int4[]) - $14::int4 + 1, 1):]",
+    " AND NOT coalesce(cur.recent_ids && $12::int4[], true)",
+    concat!(
+        "true, generation, message_count, NULL::text[] FROM bumped \
+        UNION ALL \
+        SELECT false, s.generation, s.message_count, ",
+        last_ids!("$14"),
+        " FROM sessions AS s WHERE s.id = $1 AND NOT EXISTS (SELECT FROM bumped) \
+            AND NOT $5 AND ",
+        unexpired!("s.")
+    )
+);
+
+/// The exact path's read, in a transaction that has locked the row of $1: the ids of
+/// its last $2 ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW)) messages that have one,
+/// oldest first (NULL: none). A statement of its own, so its snapshot, taken after the
+/// lock, sees every message an appender committed before.
+pub(crate) const LAST_IDS: &str = concat!("SELECT ", last_ids!("$2"));
+
+/// The exact path's write: store the messages $3 (those of the batch whose ids were not
+/// among the last messages' ids; none when all were stored: the write still moves
+/// `updated_at`, like any) numbered from the count before the bump of $2, set the window
+/// to $4, move `updated_at` (and an idle expiry) as an [`APPEND`] does, all only if the
+/// session is unexpired and still at generation $5 and count $6, the revision at which
+/// those ids were read. Any write that changes a session's messages changes one of the
+/// two (an append the count, a save, a shortening truncate or a re-creation the
+/// generation), so the guard holds exactly when the ids read are still the last
+/// messages' ids: always under the row's lock, usually after [`APPEND_WITH_IDS`]'s read.
+/// Returns the generation, or no row when the guard failed.
+pub(crate) const APPEND_CHECKED: &str = concat!(
     "WITH bumped AS ( \
-        INSERT INTO sessions AS cur \
-            (id, created_at, updated_at, message_count, generation, owner, title, tags, data, \
-             expires_at, expiry_idle) \
-        VALUES ($1, now(), now(), $2, $3, $6, $7, $8, $9, ",
-    expires_at!("now()", "$10::int8", "$11::int8"),
-    ", $11) \
-        ON CONFLICT (id) DO UPDATE SET \
-            updated_at = greatest(cur.updated_at, now()), \
-            message_count = cur.message_count + excluded.message_count, \
-            expires_at = ",
-    expires_at!(
-        "greatest(cur.updated_at, now())",
-        "cur.expires_at",
-        "cur.expiry_idle"
-    ),
-    " WHERE NOT $5 AND ",
-    unexpired!("cur."),
+        UPDATE sessions SET message_count = message_count + $2, recent_ids = $4, \
+            updated_at = greatest(updated_at, now()), expires_at = ",
+    expires_at!("greatest(updated_at, now())", "expires_at", "expiry_idle"),
+    " WHERE id = $1 AND generation = $5 AND message_count = $6 AND ",
+    unexpired!(""),
     " RETURNING message_count, generation \
     ), inserted AS ( \
         INSERT INTO messages (session_id, seq, body) \
         SELECT $1, bumped.message_count - $2 + m.ord - 1, m.body \
-        FROM bumped, unnest($4::text[]) WITH ORDINALITY AS m (body, ord) \
+        FROM bumped, unnest($3::text[]) WITH ORDINALITY AS m (body, ord) \
     ) \
     SELECT generation FROM bumped"
 );
 
-/// [`APPEND`] for a batch in which some message has an id, exactly once (the module docs
-/// say why it is done here): the `ON CONFLICT DO UPDATE` compares the batch's ids with
-/// the locked row's `recent_ids` (`cur.recent_ids`, the latest version, whoever wrote it
-/// while this statement waited), counts only the messages whose ids it does not find
-/// (and those without ids), appends their ids to the window, dropping the oldest beyond
-/// $14, and records the positions it left out in `append_skipped`, which `RETURNING`
-/// hands to the insert: it inserts the others, numbered contiguously (a kept message's
-/// seq is the new count less the number of kept messages from it on). The window is read
-/// once (the `OFFSET 0` keeps PostgreSQL from copying the expression, and with it the
-/// fetch of the out-of-line array, into each use), and kept as it is (not rewritten)
-/// when no id is new. When nothing was left out, `append_skipped` is NULL and the
-/// insert's checks are a NULL test per row.
-///
-/// $1-$11 as for [`APPEND`], $12 the messages' ids (NULL for a message without), $13 the
-/// batch's own window, stored when the statement creates the session
-/// (`crate::batch::Batch`), $14 the window's length
-/// ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW)). Returns what [`APPEND`] returns. An
-/// append whose messages were all stored already stores and counts nothing, and still
-/// moves `updated_at` like any write.
-pub(crate) const APPEND_WITH_IDS: &str = concat!(
-    "WITH bumped AS ( \
-        INSERT INTO sessions AS cur \
-            (id, created_at, updated_at, message_count, generation, owner, title, tags, data, \
-             expires_at, expiry_idle, recent_ids) \
-        VALUES ($1, now(), now(), $2, $3, $6, $7, $8, $9, ",
-    expires_at!("now()", "$10::int8", "$11::int8"),
-    ", $11, $13) \
-        ON CONFLICT (id) DO UPDATE SET \
-            updated_at = greatest(cur.updated_at, now()), \
-            expires_at = ",
-    expires_at!(
-        "greatest(cur.updated_at, now())",
-        "cur.expires_at",
-        "cur.expiry_idle"
-    ),
-    ", (message_count, recent_ids, append_skipped) = ( \
-                SELECT cur.message_count + $2 - coalesce(cardinality(d.skipped), 0), \
-                    CASE WHEN d.fresh IS NULL THEN cur.recent_ids \
-                        ELSE (k.known || d.fresh)[greatest( \
-                            cardinality(k.known) + cardinality(d.fresh) - $14::int4 + 1, 1):] \
-                    END, \
-                    d.skipped \
-                FROM (SELECT cur.recent_ids || '{}'::text[] AS known OFFSET 0) AS k, \
-                    LATERAL (SELECT \
-                        array_agg(b.ord) FILTER (WHERE b.id = ANY (k.known)) AS skipped, \
-                        array_agg(b.id ORDER BY b.ord) FILTER (WHERE b.id <> ALL (k.known)) \
-                            AS fresh \
-                        FROM unnest($12::text[]) WITH ORDINALITY AS b (id, ord)) AS d) \
-        WHERE NOT $5 AND ",
-    unexpired!("cur."),
-    " RETURNING message_count, generation, append_skipped \
-    ), inserted AS ( \
-        INSERT INTO messages (session_id, seq, body) \
-        SELECT $1, bumped.message_count - $2 + m.ord - 1 \
-            + CASE WHEN bumped.append_skipped IS NULL THEN 0 \
-                ELSE (SELECT count(*) FROM unnest(bumped.append_skipped) AS s WHERE s > m.ord) \
-            END, \
-            m.body \
-        FROM bumped, unnest($4::text[]) WITH ORDINALITY AS m (body, ord) \
-        WHERE bumped.append_skipped IS NULL OR m.ord <> ALL (bumped.append_skipped) \
-    ) \
-    SELECT generation FROM bumped"
-);
-
-/// A save's first statement: set the count, a fresh generation and the ids of the saved
-/// history's last messages (keeping `created_at`, the metadata and the expiry of an
-/// existing session, moving an idle one), taking the row's lock. $1 session id, $2 count,
-/// $3 fresh generation, $4 `true` to write only if the row does not exist yet (as in
-/// [`APPEND`]), $5 the history's window (`crate::batch::Batch::window`). Returns the
-/// generation, or no row when $4 refused or the row has expired (the row stays locked
-/// either way).
+/// A save's first statement: set the count, a fresh generation and the window of the
+/// saved history (keeping `created_at`, the metadata and the expiry of an existing
+/// session, moving an idle one), taking the row's lock. $1 session id, $2 count, $3 fresh
+/// generation, $4 `true` to write only if the row does not exist yet (as in [`APPEND`]),
+/// $5 the history's window (`crate::batch::Batch::window`). Returns the generation, or no
+/// row when $4 refused or the row has expired (the row stays locked either way).
 pub(crate) const SAVE_SESSION: &str = concat!(
     "INSERT INTO sessions AS cur \
         (id, created_at, updated_at, message_count, generation, recent_ids) \
@@ -198,11 +265,14 @@ pub(crate) const INSERT_MESSAGES: &str = "\
     SELECT $1, m.ord - 1, m.body FROM unnest($2::text[]) WITH ORDINALITY AS m (body, ord)";
 
 /// A truncate's first statement: keep $2 messages of session $1 with the fresh
-/// generation $3, only if it holds more, moving an idle expiry. Returns the new
-/// generation, or no row when there was nothing to cut (or no session, or it has
-/// expired).
+/// generation $3, only if it holds more, moving an idle expiry. Its window becomes
+/// unknown (NULL): the messages kept may hold ids older than the window's, so the next
+/// append with ids takes the exact path, which rebuilds it from the messages kept (a
+/// fingerprint cannot be computed in SQL, and a truncate that read the kept ids back
+/// would cost a round trip more). Returns the new generation, or no row when there was
+/// nothing to cut (or no session, or it has expired).
 pub(crate) const TRUNCATE_SESSION: &str = concat!(
-    "UPDATE sessions SET message_count = $2, generation = $3, \
+    "UPDATE sessions SET message_count = $2, generation = $3, recent_ids = NULL, \
         updated_at = greatest(updated_at, now()), \
         expires_at = ",
     expires_at!("greatest(updated_at, now())", "expires_at", "expiry_idle"),
@@ -211,48 +281,20 @@ pub(crate) const TRUNCATE_SESSION: &str = concat!(
     " RETURNING generation"
 );
 
-/// SQL: the id at the start of a stored message's text (`{"id":"...",`), NULL when it
-/// has none.
-macro_rules! id_of_body {
-    () => {
-        r#"substring(body FROM '^\{"id":"([^"]+)"')"#
-    };
-}
-
 /// A truncate's second statement, after [`TRUNCATE_SESSION`] has locked and updated the
-/// row of $1: delete its messages from seq $2 on, and recompute `recent_ids` from the ids
-/// of the last $3 ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW)) messages kept, so the ids
-/// cut are forgotten. A statement of its own, so its snapshot, taken after the lock, sees
-/// every message an appender committed before (the first statement's may not). The id is
-/// read from the start of the stored text, where `serde_json` writes it (ids need no
-/// escaping), without parsing the JSON. A session whose window is empty (it never stored
-/// an id) keeps its row as it is.
-pub(crate) const CUT_TAIL: &str = concat!(
-    "WITH cut AS (DELETE FROM messages WHERE session_id = $1 AND seq >= $2) \
-    UPDATE sessions SET recent_ids = ( \
-        SELECT array_agg(k.id ORDER BY k.seq) FILTER (WHERE k.id IS NOT NULL) \
-        FROM (SELECT seq, ",
-    id_of_body!(),
-    " AS id FROM messages WHERE session_id = $1 AND seq < $2 \
-            ORDER BY seq DESC LIMIT $3) AS k) \
-    WHERE id = $1 AND recent_ids IS NOT NULL"
-);
+/// row of $1: delete its messages from seq $2 on. A statement of its own, so its
+/// snapshot, taken after the lock, sees every message an appender committed before (the
+/// first statement's may not).
+pub(crate) const CUT_TAIL: &str = "DELETE FROM messages WHERE session_id = $1 AND seq >= $2";
 
 /// A delete's first statement, taking the row's lock; [`DELETE_MESSAGES`] follows in the
 /// same transaction. (The foreign key's cascade would do, but the explicit statement
 /// also covers a schema whose constraint was dropped by hand.)
 pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id = $1";
 
-/// [`DELETE_SESSION`] only if the session has expired, taking the row's lock: what a
-/// write that found it expired runs first. Returns the id when it deleted the row.
-pub(crate) const DELETE_EXPIRED: &str = concat!(
-    "DELETE FROM sessions WHERE id = $1 AND expires_at <= ",
-    now_us!(),
-    " RETURNING id"
-);
-
-/// A conditional write's check: the session's `(generation, message_count)` and whether
-/// it has expired, locking the row until the transaction ends (no row: absent).
+/// A conditional write's check, and the first statement of an append whose one
+/// statement was refused: the session's `(generation, message_count)` and whether it has
+/// expired, locking the row until the transaction ends (no row: absent).
 pub(crate) const LOCK_REVISION: &str = concat!(
     "SELECT generation, message_count, coalesce(expires_at <= ",
     now_us!(),

@@ -210,13 +210,14 @@ impl ConversationStorage for PostgresStorage {
     }
 
     /// One statement, so one round trip: bump the session's count under its row lock
-    /// (moving an idle expiry) and insert the new rows numbered from it, leaving out the
-    /// messages whose ids the row's window holds (see `crate::sql::APPEND_WITH_IDS`).
-    /// Cost: O(`messages.len()`), independent of history length, plus, when a message has
-    /// an id, reading the window and, when one is stored, rewriting it: O(`DEDUP_WINDOW`).
-    /// When the session has expired the statement writes nothing, and then one
-    /// transaction removes it and appends again, creating it afresh
-    /// (`crate::write::append`).
+    /// (moving an idle expiry) and insert the new rows numbered from it, when a message
+    /// has an id only if no fingerprint of the batch's ids is in the row's window (see
+    /// `crate::sql::APPEND_WITH_IDS`). Cost: O(`messages.len()`), independent of history
+    /// length, plus, with ids, comparing and appending to the window of 64 integers.
+    /// When a fingerprint matches (a retry), the statement returns the ids of the last 64
+    /// messages and a second statement stores what they lack. When the session has
+    /// expired, or a writer came in between, one transaction sorts it out under the row's
+    /// lock, removing an expired session and creating it afresh (`crate::write::append`).
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         if messages.is_empty() {
@@ -230,11 +231,10 @@ impl ConversationStorage for PostgresStorage {
         Ok(())
     }
 
-    /// Lowers the count (with a fresh generation), then deletes the rows from seq `len` on
-    /// and recomputes the known ids from the last messages kept (`crate::sql::CUT_TAIL`,
-    /// reading up to `DEDUP_WINDOW` rows when the session has ids), in one transaction;
-    /// nothing changes when the history is not longer than `len`, or the session has
-    /// expired.
+    /// Lowers the count (with a fresh generation) and marks the window of id
+    /// fingerprints unknown (the next append with ids reads the last ids instead), then
+    /// deletes the rows from seq `len` on, in one transaction; nothing changes when the
+    /// history is not longer than `len`, or the session has expired.
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
         SessionId::validate(session_id)?;
         let run = async {

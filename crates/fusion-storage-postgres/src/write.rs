@@ -1,6 +1,7 @@
 //! The writes, statement by statement, and the conditional write's check: what runs inside
 //! the transaction of a `save`, `truncate`, `delete`, `write_if` or `update_session`, and
-//! the one-statement append (which also creates sessions with their metadata).
+//! the append: one statement (which also creates sessions with their metadata) and, when
+//! that statement refuses, a transaction that locks the session first.
 //!
 //! Generations follow the rules of [`fusion_core::Revision`] exactly as the SQLite
 //! backend's: a fresh one ([`new_generation`]) whenever a write creates the session
@@ -15,29 +16,31 @@
 //! nothing.
 
 use fusion_core::sql::{revision_of, to_column};
-use fusion_core::{Change, Expect, Revision, SessionMeta, new_generation};
+use fusion_core::{Change, Expect, MessageId, Revision, SessionMeta, new_generation};
 use sqlx::postgres::PgRow;
 use sqlx::{Executor, PgConnection, PgPool, Postgres};
 
-use crate::batch::{Batch, window_len};
+use crate::batch::{Batch, window, window_len};
 use crate::expiry;
 use crate::sql::{
-    APPEND, APPEND_WITH_IDS, CUT_TAIL, DELETE_EXPIRED, DELETE_MESSAGES, DELETE_SESSION,
-    INSERT_MESSAGES, LOCK_INFO, LOCK_REVISION, READ_REVISION, SAVE_SESSION, TRUNCATE_SESSION,
-    UPDATE_META, count,
+    APPEND, APPEND_CHECKED, APPEND_WITH_IDS, CUT_TAIL, DELETE_MESSAGES, DELETE_SESSION,
+    INSERT_MESSAGES, LAST_IDS, LOCK_INFO, LOCK_REVISION, READ_REVISION, SAVE_SESSION,
+    TRUNCATE_SESSION, UPDATE_META, count,
 };
 
 /// Appends `batch` (not empty) to `session_id` ([`append_once`]), creating the session
 /// with a fresh generation and the metadata `meta` when it has none (an existing session
 /// keeps its own). With `must_create`, writes only if the session does not exist, and
-/// returns `None` when it does. Messages whose ids the session holds already are left out
-/// (`crate::sql::APPEND_WITH_IDS`), whichever attempt below stores the batch.
+/// returns `None` when it does. Messages whose ids the session's last messages hold are
+/// left out, whichever path below stores the batch.
 ///
-/// One statement, one round trip, unless the statement was refused: then the session has
-/// expired (or, with `must_create`, exists), and a transaction removes it if it has
-/// expired ([`remove_expired`]) and runs the statement again, creating the session
-/// afresh. A session written again meanwhile is no longer expired, is kept, and takes the
-/// append (or, with `must_create`, refuses it).
+/// One statement, one round trip ([`append_once`]), unless it did not store the batch:
+/// - a fingerprint of the batch's ids is on the session's row (a retry, or another id
+///   sharing a fingerprint) or the row's are unknown: the statement returned the ids of
+///   the last messages, and one more statement stores what they lack if no writer came
+///   in between ([`append_checked`]);
+/// - that write's guard failed, the session has expired or (with `must_create`) exists:
+///   one transaction sorts it out under the row's lock ([`append_locked`]).
 pub(crate) async fn append(
     pool: &PgPool,
     session_id: &str,
@@ -45,38 +48,150 @@ pub(crate) async fn append(
     meta: &SessionMeta,
     must_create: bool,
 ) -> sqlx::Result<Option<u64>> {
-    if let Some(generation) = append_once(pool, session_id, batch, meta, must_create).await? {
-        return Ok(Some(generation));
+    match append_once(pool, session_id, batch, meta, must_create).await? {
+        Appended::Stored(generation) => return Ok(Some(generation)),
+        Appended::Check(seen) => {
+            if let Some(generation) = append_checked(pool, session_id, batch, &seen).await? {
+                return Ok(Some(generation));
+            }
+        }
+        Appended::Refused => {}
     }
     // Dropping an uncommitted transaction (an error, a cancelled call) rolls it back.
     let mut tx = pool.begin().await?;
-    let removed = remove_expired(&mut tx, session_id).await?;
-    let generation = if removed || !must_create {
-        append_once(&mut *tx, session_id, batch, meta, must_create).await?
-    } else {
-        None
-    };
+    let generation = append_locked(&mut tx, session_id, batch, meta, must_create).await?;
     tx.commit().await?;
     Ok(generation)
 }
 
+/// What the one statement of an append did ([`append_once`]).
+#[derive(Debug)]
+pub(crate) enum Appended {
+    /// It stored the batch, leaving this generation.
+    Stored(u64),
+    /// It stored nothing: the batch's ids must be checked against the last messages'.
+    Check(Seen),
+    /// It stored nothing: the session has expired, or exists and `must_create` was set.
+    Refused,
+}
+
+/// A session's revision and the ids of its last messages, read together.
+#[derive(Debug)]
+pub(crate) struct Seen {
+    generation: i64,
+    count: i64,
+    /// The ids of the last [`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW) messages that
+    /// have one, oldest first.
+    ids: Vec<String>,
+}
+
+/// An append inside `tx`, the session's row locked first ([`LOCK_REVISION`]): a session
+/// that has expired is removed and the batch appended as a fresh one (this transaction
+/// holds the deleted row, so a writer that would create the session waits for it); an
+/// existing one refuses a `must_create` append and otherwise takes the exact check with
+/// ids read after the lock ([`LAST_IDS`], [`append_checked`]); an absent one is created
+/// by [`append_once`].
+///
+/// Each round but the last follows a change that another writer made after this
+/// transaction's lookup (it created the session), after which this transaction holds
+/// the row's lock or has deleted the row: three rounds at most.
+pub(crate) async fn append_locked(
+    tx: &mut PgConnection,
+    session_id: &str,
+    batch: &Batch<'_>,
+    meta: &SessionMeta,
+    must_create: bool,
+) -> sqlx::Result<Option<u64>> {
+    loop {
+        let row: Option<(i64, i64, bool)> = sqlx::query_as(LOCK_REVISION)
+            .bind(session_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let seen = match row {
+            Some((.., true)) => {
+                remove(tx, session_id).await?;
+                continue;
+            }
+            Some(_) if must_create => return Ok(None),
+            Some((generation, count, _)) => {
+                let ids: Option<Vec<String>> = sqlx::query_scalar(LAST_IDS)
+                    .bind(session_id)
+                    .bind(i64::from(window_len()))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let ids = ids.unwrap_or_default();
+                Seen {
+                    generation,
+                    count,
+                    ids,
+                }
+            }
+            None => match append_once(&mut *tx, session_id, batch, meta, must_create).await? {
+                Appended::Stored(generation) => return Ok(Some(generation)),
+                Appended::Check(seen) => seen,
+                Appended::Refused => continue,
+            },
+        };
+        if let Some(generation) = append_checked(&mut *tx, session_id, batch, &seen).await? {
+            return Ok(Some(generation));
+        }
+    }
+}
+
+/// The exact check: store the messages of `batch` whose ids are not among the ids
+/// `seen` read, with the window rebuilt from those ids and the ones stored, if the
+/// session is still at the revision `seen` was read at ([`APPEND_CHECKED`]). `None` when
+/// it is not (a writer came in between), or has expired.
+pub(crate) async fn append_checked<'c>(
+    executor: impl Executor<'c, Database = Postgres>,
+    session_id: &str,
+    batch: &Batch<'_>,
+    seen: &Seen,
+) -> sqlx::Result<Option<u64>> {
+    // An id edited by hand into something that is not an id matches no message's id.
+    let stored: Vec<MessageId> = seen.ids.iter().filter_map(|id| id.parse().ok()).collect();
+    let (bodies, ids) = batch.unstored(&stored);
+    let window = window(stored.iter().chain(ids.iter().copied()));
+    let generation: Option<i64> = sqlx::query_scalar(APPEND_CHECKED)
+        .bind(session_id)
+        .bind(count(bodies.len()))
+        .bind(&bodies)
+        .bind(&window)
+        .bind(seen.generation)
+        .bind(seen.count)
+        .fetch_optional(executor)
+        .await?;
+    Ok(generation.map(i64::cast_unsigned))
+}
+
 /// The one statement of an append: [`APPEND_WITH_IDS`] when a message of `batch` has an
-/// id, else [`APPEND`], which skips every id check. `None` when it was refused
-/// (`must_create` and the session exists, or the session has expired).
+/// id, else [`APPEND`], which checks no id.
 pub(crate) async fn append_once<'c>(
     executor: impl Executor<'c, Database = Postgres>,
     session_id: &str,
     batch: &Batch<'_>,
     meta: &SessionMeta,
     must_create: bool,
-) -> sqlx::Result<Option<u64>> {
+) -> sqlx::Result<Appended> {
     let (expires_at, idle) = expiry::bound(meta.expiry.as_ref());
-    let statement = if batch.ids.is_some() {
-        APPEND_WITH_IDS
-    } else {
-        APPEND
+    let Some(fingerprints) = &batch.fingerprints else {
+        let generation: Option<i64> = sqlx::query_scalar(APPEND)
+            .bind(session_id)
+            .bind(count(batch.bodies.len()))
+            .bind(to_column(new_generation()))
+            .bind(&batch.bodies)
+            .bind(must_create)
+            .bind(meta.owner.as_deref())
+            .bind(meta.title.as_deref())
+            .bind(stored_tags(meta))
+            .bind(meta.data_json())
+            .bind(expires_at)
+            .bind(idle)
+            .fetch_optional(executor)
+            .await?;
+        return Ok(generation.map_or(Appended::Refused, |g| Appended::Stored(g.cast_unsigned())));
     };
-    let mut query = sqlx::query_scalar(statement)
+    let row: Option<(bool, i64, i64, Option<Vec<String>>)> = sqlx::query_as(APPEND_WITH_IDS)
         .bind(session_id)
         .bind(count(batch.bodies.len()))
         .bind(to_column(new_generation()))
@@ -87,12 +202,21 @@ pub(crate) async fn append_once<'c>(
         .bind(stored_tags(meta))
         .bind(meta.data_json())
         .bind(expires_at)
-        .bind(idle);
-    if let Some(ids) = &batch.ids {
-        query = query.bind(ids).bind(&batch.window).bind(window_len());
-    }
-    let generation: Option<i64> = query.fetch_optional(executor).await?;
-    Ok(generation.map(i64::cast_unsigned))
+        .bind(idle)
+        .bind(fingerprints)
+        .bind(&batch.window)
+        .bind(window_len())
+        .fetch_optional(executor)
+        .await?;
+    Ok(match row {
+        None => Appended::Refused,
+        Some((true, generation, ..)) => Appended::Stored(generation.cast_unsigned()),
+        Some((false, generation, count, ids)) => Appended::Check(Seen {
+            generation,
+            count,
+            ids: ids.unwrap_or_default(),
+        }),
+    })
 }
 
 /// The tags as the `tags` column stores them: NULL for none, so untagged sessions stay
@@ -148,8 +272,8 @@ pub(crate) async fn store_meta(
 }
 
 /// Replaces the history of `session_id` with `batch` (not empty) under a fresh
-/// generation, which it returns, and the session's known ids with the last ones of
-/// `batch`. With `must_create`, writes only if the session does not exist, and returns
+/// generation, which it returns, and the session's window with the fingerprints of the
+/// last ids of `batch`. With `must_create`, writes only if the session does not exist, and returns
 /// `None` when it does. A session that has expired is removed first (its upsert refused,
 /// the row locked), and the history written as a fresh session.
 pub(crate) async fn replace(
@@ -188,9 +312,9 @@ pub(crate) async fn replace(
     Ok(Some(fresh))
 }
 
-/// Keeps the first `len` (more than 0) messages of `session_id`, and of its known ids
-/// those of the messages kept ([`CUT_TAIL`]). Returns the fresh generation when that
-/// shortened the history, `None` when there was nothing to cut.
+/// Keeps the first `len` (more than 0) messages of `session_id` ([`TRUNCATE_SESSION`],
+/// which leaves its window unknown, then [`CUT_TAIL`]). Returns the fresh generation
+/// when that shortened the history, `None` when there was nothing to cut.
 pub(crate) async fn truncate(
     tx: &mut PgConnection,
     session_id: &str,
@@ -209,26 +333,9 @@ pub(crate) async fn truncate(
     sqlx::query(CUT_TAIL)
         .bind(session_id)
         .bind(count(len))
-        .bind(i64::from(window_len()))
         .execute(&mut *tx)
         .await?;
     Ok(Some(fresh))
-}
-
-/// Deletes `session_id` from both tables if it has expired ([`DELETE_EXPIRED`], which
-/// takes its row's lock); returns whether it did.
-pub(crate) async fn remove_expired(tx: &mut PgConnection, session_id: &str) -> sqlx::Result<bool> {
-    let deleted: Option<String> = sqlx::query_scalar(DELETE_EXPIRED)
-        .bind(session_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if deleted.is_some() {
-        sqlx::query(DELETE_MESSAGES)
-            .bind(session_id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(deleted.is_some())
 }
 
 /// Deletes `session_id` from both tables.
@@ -281,7 +388,12 @@ pub(crate) async fn conditional(
         Change::Append([]) => Some(found.generation),
         Change::Append(_) => {
             let none = SessionMeta::new();
-            append_once(&mut *tx, session_id, batch, &none, must_create).await?
+            match append_once(&mut *tx, session_id, batch, &none, must_create).await? {
+                Appended::Stored(generation) => Some(generation),
+                // Read after this transaction's lock: the guard holds.
+                Appended::Check(seen) => append_checked(&mut *tx, session_id, batch, &seen).await?,
+                Appended::Refused => None,
+            }
         }
         Change::Truncate(0) | Change::Replace([]) => {
             remove(tx, session_id).await?;

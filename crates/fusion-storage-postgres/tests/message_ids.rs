@@ -1,34 +1,51 @@
-//! The window of known ids as this backend keeps it on the session's row (`recent_ids`,
-//! migration 0004): what enters it, what rolls out, what a truncate and a save leave in
-//! it, and that appends without ids never touch it. The conformance suite checks the
+//! The window of id fingerprints as this backend keeps it on the session's row
+//! (`recent_ids int4[]`, migration 0004): what enters it, what rolls out, what a truncate
+//! and a save leave in it, that appends without ids never touch it, and that a fingerprint
+//! matching an id that is not stored (a collision, forced here by writing the window by
+//! hand) costs the exact check and never a message. The conformance suite checks the
 //! contract; these check the column behind it, through a raw connection.
 
 mod support;
 
 use fusion_core::testkit::StorageHarness;
 use fusion_core::testkit::exactly_once::with_ids;
-use fusion_core::{ChatMessage, ConversationStorage, DEDUP_WINDOW, MessageId};
+use fusion_core::{Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Expect, MessageId};
 use sqlx::PgConnection;
 use support::harness;
 
-/// The session's `(recent_ids, append_skipped)`.
-async fn window(raw: &mut PgConnection, session: &str) -> (Option<Vec<String>>, Option<Vec<i64>>) {
-    sqlx::query_as("SELECT recent_ids, append_skipped FROM sessions WHERE id = $1")
+/// The session's `recent_ids`.
+async fn window(raw: &mut PgConnection, session: &str) -> Option<Vec<i32>> {
+    sqlx::query_scalar("SELECT recent_ids FROM sessions WHERE id = $1")
         .bind(session)
         .fetch_one(raw)
         .await
         .unwrap()
 }
 
-fn ids(messages: &[ChatMessage]) -> Vec<String> {
+/// Sets the session's `recent_ids` by hand.
+async fn set_window(raw: &mut PgConnection, session: &str, window: &[i32]) {
+    sqlx::query("UPDATE sessions SET recent_ids = $2 WHERE id = $1")
+        .bind(session)
+        .bind(window)
+        .execute(raw)
+        .await
+        .unwrap();
+}
+
+fn fingerprint(id: &MessageId) -> i32 {
+    id.fingerprint().cast_signed()
+}
+
+/// The fingerprints of the ids of `messages`, in order.
+fn fingerprints(messages: &[ChatMessage]) -> Vec<i32> {
     messages
         .iter()
-        .filter_map(|m| m.id.as_ref().map(|id| id.as_str().to_string()))
+        .filter_map(|m| m.id.as_ref().map(fingerprint))
         .collect()
 }
 
 #[tokio::test]
-async fn the_window_holds_the_last_ids_whatever_comes_between() {
+async fn the_window_holds_the_last_fingerprints_and_rolls_the_oldest_out() {
     let Some(harness) = harness().await else {
         return;
     };
@@ -41,47 +58,125 @@ async fn the_window_holds_the_last_ids_whatever_comes_between() {
         .unwrap();
     assert_eq!(
         window(&mut raw, "s").await,
-        (None, None),
-        "no ids, no window"
+        Some(vec![]),
+        "no ids, an empty window"
     );
 
     let first = with_ids("first", 2);
     storage.append("s", &first).await.unwrap();
-    let plain: Vec<ChatMessage> = (0..100)
+    let plain: Vec<ChatMessage> = (0..10)
         .map(|i| ChatMessage::user(format!("p{i}")))
         .collect();
     storage.append("s", &plain).await.unwrap();
+    assert_eq!(window(&mut raw, "s").await, Some(fingerprints(&first)));
     storage.append("s", &first).await.unwrap();
     assert_eq!(
         storage.load("s").await.unwrap().len(),
-        103,
-        "id-less messages push no id out"
+        13,
+        "the retry stored nothing"
     );
-    let (known, skipped) = window(&mut raw, "s").await;
-    assert_eq!(known, Some(ids(&first)));
-    assert_eq!(skipped, Some(vec![1, 2]), "the retry left both out");
+    assert_eq!(
+        window(&mut raw, "s").await,
+        Some(fingerprints(&first)),
+        "rebuilt by the exact check from the last messages' ids"
+    );
 
     let later = with_ids("later", DEDUP_WINDOW - 1);
     storage.append("s", &later).await.unwrap();
-    let (known, skipped) = window(&mut raw, "s").await;
-    let mut expected = ids(&first)[1..].to_vec();
-    expected.extend(ids(&later));
-    assert_eq!(known, Some(expected), "the oldest id rolled out, 64 kept");
+    let mut expected = fingerprints(&first)[1..].to_vec();
+    expected.extend(fingerprints(&later));
     assert_eq!(
-        skipped, None,
-        "an append that stores all of its batch says so"
+        window(&mut raw, "s").await,
+        Some(expected),
+        "the oldest rolled out, 64 kept"
     );
 
     // The window's edge, which the contract allows: an id older than the last 64 ids is
-    // stored again; the one after it is still known.
-    storage.append("s", &first).await.unwrap();
+    // stored again.
+    storage.append("s", &first[..1]).await.unwrap();
     let history = storage.load("s").await.unwrap();
-    assert_eq!(history.len(), 103 + DEDUP_WINDOW - 1 + 1);
+    assert_eq!(history.len(), 13 + DEDUP_WINDOW - 1 + 1);
     assert_eq!(history.last(), Some(&first[0]));
 }
 
 #[tokio::test]
-async fn truncate_and_save_rewrite_the_window_from_what_they_keep() {
+async fn the_contract_is_the_last_messages_whatever_the_fingerprints_say() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = harness.open().await.unwrap();
+    let mut raw = harness.raw().await;
+    let first = with_ids("first", 2);
+    storage.append("s", &first).await.unwrap();
+    let plain: Vec<ChatMessage> = (0..DEDUP_WINDOW)
+        .map(|i| ChatMessage::user(format!("p{i}")))
+        .collect();
+    storage.append("s", &plain).await.unwrap();
+    // Still fingerprinted (id-less messages push none out), but no longer among the
+    // last 64 messages: the exact check stores them again, as `DEDUP_WINDOW` allows.
+    assert_eq!(window(&mut raw, "s").await, Some(fingerprints(&first)));
+    storage.append("s", &first).await.unwrap();
+    let history = storage.load("s").await.unwrap();
+    assert_eq!(history.len(), 2 + DEDUP_WINDOW + 2);
+    assert_eq!(history[2 + DEDUP_WINDOW..], first);
+    assert_eq!(window(&mut raw, "s").await, Some(fingerprints(&first)));
+}
+
+#[tokio::test]
+async fn a_fingerprint_of_an_id_not_stored_costs_a_check_and_no_message() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = harness.open().await.unwrap();
+    let mut raw = harness.raw().await;
+    let stored = with_ids("stored", 3);
+    storage.append("s", &stored).await.unwrap();
+    let fresh = with_ids("fresh", 2);
+    // As if an id stored earlier shared the fresh ids' fingerprints.
+    let mut crafted = fingerprints(&stored);
+    crafted.extend(fingerprints(&fresh));
+    set_window(&mut raw, "s", &crafted).await;
+
+    storage.append("s", &fresh[..1]).await.unwrap();
+    let mut expected = stored.clone();
+    expected.push(fresh[0].clone());
+    assert_eq!(storage.load("s").await.unwrap(), expected, "stored once");
+    let mut rebuilt = fingerprints(&stored);
+    rebuilt.push(fingerprint(fresh[0].id.as_ref().unwrap()));
+    assert_eq!(
+        window(&mut raw, "s").await,
+        Some(rebuilt),
+        "the window rebuilt from the stored ids: the stray fingerprint is gone"
+    );
+
+    // A conditional append takes the same check under the lock it holds.
+    set_window(&mut raw, "s", &crafted).await;
+    let (_, revision) = storage.load_revision("s").await.unwrap();
+    let generation = storage
+        .write_if("s", Expect::Exactly(revision), Change::Append(&fresh))
+        .await
+        .unwrap();
+    assert_eq!(generation, revision.generation);
+    expected.push(fresh[1].clone());
+    assert_eq!(
+        storage.load("s").await.unwrap(),
+        expected,
+        "only the new one"
+    );
+    let retried = storage
+        .write_if("s", Expect::Generation(generation), Change::Append(&fresh))
+        .await
+        .unwrap();
+    assert_eq!(retried, generation);
+    assert_eq!(
+        storage.load("s").await.unwrap(),
+        expected,
+        "a retry adds none"
+    );
+}
+
+#[tokio::test]
+async fn truncate_forgets_the_window_and_save_rewrites_it() {
     let Some(harness) = harness().await else {
         return;
     };
@@ -90,36 +185,40 @@ async fn truncate_and_save_rewrite_the_window_from_what_they_keep() {
 
     let saved = with_ids("s", DEDUP_WINDOW + 10);
     storage.save("s", &saved).await.unwrap();
-    let last = &saved[10..];
-    assert_eq!(window(&mut raw, "s").await.0, Some(ids(last)));
+    assert_eq!(
+        window(&mut raw, "s").await,
+        Some(fingerprints(&saved[10..]))
+    );
 
     let mut mixed = saved.clone();
     mixed.insert(70, ChatMessage::user("no id"));
     storage.save("s", &mixed).await.unwrap();
     storage.truncate("s", 72).await.unwrap();
-    // The last 64 messages kept: 8..72, one of them without an id.
-    let kept = &mixed[8..72];
-    assert_eq!(window(&mut raw, "s").await.0, Some(ids(kept)));
-    storage.append("s", &mixed[72..73]).await.unwrap();
     assert_eq!(
-        storage.load("s").await.unwrap().len(),
-        73,
-        "what was cut is stored again"
+        window(&mut raw, "s").await,
+        None,
+        "unknown after a truncate"
+    );
+    // The cut message goes in again; the one before the cut is found by the exact check.
+    storage.append("s", &mixed[71..73]).await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), mixed[..73]);
+    // Rebuilt from the ids of the last 64 messages (one has none) and the new one.
+    assert_eq!(
+        window(&mut raw, "s").await,
+        Some(fingerprints(&mixed[8..73]))
     );
 
     storage.truncate("s", 1).await.unwrap();
-    assert_eq!(window(&mut raw, "s").await.0, Some(ids(&saved[..1])));
+    storage.append("s", &saved[..1]).await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), saved[..1]);
+    assert_eq!(window(&mut raw, "s").await, Some(fingerprints(&saved[..1])));
 
-    storage
-        .save("p", &[ChatMessage::user("a"), ChatMessage::user("b")])
-        .await
-        .unwrap();
-    storage.truncate("p", 1).await.unwrap();
-    assert_eq!(
-        window(&mut raw, "p").await.0,
-        None,
-        "sessions without ids keep none"
-    );
+    // Appends without ids leave an unknown window unknown: they never read it.
+    let plain = [ChatMessage::user("plain")];
+    storage.append("s", &plain).await.unwrap();
+    storage.truncate("s", 1).await.unwrap();
+    storage.append("s", &plain).await.unwrap();
+    assert_eq!(window(&mut raw, "s").await, None);
 }
 
 #[tokio::test]
@@ -128,7 +227,6 @@ async fn an_id_need_not_be_a_uuid() {
         return;
     };
     let storage = harness.open().await.unwrap();
-    let mut raw = harness.raw().await;
     let id: MessageId = "evt_01J9Z3:part-1.2".parse().unwrap();
     let message = ChatMessage::user("hi").with_id(id.clone());
     for _ in 0..2 {
@@ -141,12 +239,34 @@ async fn an_id_need_not_be_a_uuid() {
         .append("s", &[ChatMessage::user("cut")])
         .await
         .unwrap();
-    // Read back from the stored text, punctuation and all.
+    // Read back from the stored text, punctuation and all, by the exact check.
     storage.truncate("s", 1).await.unwrap();
-    assert_eq!(
-        window(&mut raw, "s").await.0,
-        Some(vec![id.as_str().to_string()])
-    );
     storage.append("s", &[message]).await.unwrap();
     assert_eq!(storage.load("s").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_longest_id_is_read_back_from_a_long_message() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = harness.open().await.unwrap();
+    // The longest id, and a text far past the row's size, stored out of line.
+    let id: MessageId = "x".repeat(MessageId::MAX_LEN).parse().unwrap();
+    let long = ChatMessage::user("y".repeat(100_000)).with_id(id);
+    storage
+        .append("s", std::slice::from_ref(&long))
+        .await
+        .unwrap();
+    storage
+        .append("s", &[ChatMessage::user("cut")])
+        .await
+        .unwrap();
+    storage.truncate("s", 1).await.unwrap();
+    storage.append("s", &[long]).await.unwrap();
+    assert_eq!(
+        storage.load("s").await.unwrap().len(),
+        1,
+        "its id was found"
+    );
 }

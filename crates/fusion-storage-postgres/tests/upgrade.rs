@@ -133,6 +133,15 @@ async fn a_version_1_schema_upgrades_in_place_and_keeps_every_session() {
             .await
             .unwrap();
     assert_eq!(expiries, [(None, None); 5], "no upgraded session expires");
+    let windows: Vec<Option<Vec<i32>>> = sqlx::query_scalar("SELECT recent_ids FROM sessions")
+        .fetch_all(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        windows,
+        vec![Some(vec![]); 5],
+        "no upgraded session holds an id"
+    );
     assert_eq!(storage.purge_expired(100).await.unwrap(), 0);
     // What the fixture's writer wrote, so a fixture restored wrongly cannot pass.
     let tool_turn = storage.load("user-123").await.unwrap();
