@@ -16,11 +16,12 @@ use std::borrow::Cow;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{ChatMessage, Error};
 
@@ -80,9 +81,12 @@ pub fn unstored<'a>(
 /// assert!("two words".parse::<MessageId>().is_err());
 /// # Ok::<(), fusion_core::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct MessageId(String);
+///
+/// Cheap to clone (a reference count, no copy of the text): an id travels with its message
+/// into every store, layer and retry, and a clone per message per append must cost next
+/// to nothing beside the append itself. Stored and sent as a plain JSON string.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(Arc<str>);
 
 impl MessageId {
     /// The longest id, in bytes.
@@ -111,7 +115,9 @@ impl MessageId {
         let b = mix(a ^ 0x9e37_79b9_7f4a_7c15);
         let high = (millis << 16) | 0x7000 | (b >> 52); // version 7 and 12 bits
         let low = (a >> 2) | 0x8000_0000_0000_0000; // variant 10 and 62 bits
-        let mut text = String::with_capacity(36);
+        // Written on the stack, so the id's one allocation is the shared text itself.
+        let mut text = [0u8; 36];
+        let mut at = 0;
         for (value, digits) in [
             (high >> 32, 8),
             (high >> 16, 4),
@@ -119,12 +125,15 @@ impl MessageId {
             (low >> 48, 4),
             (low, 12),
         ] {
-            if !text.is_empty() {
-                text.push('-');
+            if at > 0 {
+                text[at] = b'-';
+                at += 1;
             }
-            push_hex(&mut text, value, digits);
+            push_hex(&mut text[at..at + digits], value);
+            at += digits;
         }
-        MessageId(text)
+        let text = std::str::from_utf8(&text).expect("hex digits and dashes are ASCII");
+        MessageId(Arc::from(text))
     }
 
     /// Checks `id` against the rules above; [`Error::InvalidMessageId`] says which it
@@ -132,7 +141,7 @@ impl MessageId {
     pub fn parse(id: impl Into<String>) -> Result<Self, Error> {
         let id = id.into();
         match invalid_because(&id) {
-            None => Ok(MessageId(id)),
+            None => Ok(MessageId(Arc::from(id))),
             Some(reason) => Err(Error::InvalidMessageId { id, reason }),
         }
     }
@@ -140,6 +149,15 @@ impl MessageId {
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// `id` if it is valid: the one check every way in shares, before the text is copied
+    /// into its shared allocation.
+    fn checked(id: &str) -> Result<Self, &'static str> {
+        match invalid_because(id) {
+            None => Ok(MessageId(Arc::from(id))),
+            Some(reason) => Err(reason),
+        }
     }
 }
 
@@ -166,10 +184,12 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn push_hex(out: &mut String, value: u64, digits: u32) {
+/// Fills `out` with the low `out.len()` hex digits of `value`, most significant first.
+fn push_hex(out: &mut [u8], value: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        out.push(HEX[((value >> (4 * i)) & 0xf) as usize] as char);
+    let digits = out.len();
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = HEX[((value >> (4 * (digits - 1 - i))) & 0xf) as usize];
     }
 }
 
@@ -199,17 +219,44 @@ impl AsRef<str> for MessageId {
     }
 }
 
+/// A JSON string, as `String` would be.
+impl Serialize for MessageId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 /// Stored ids are checked when read, so a hand-edited file cannot smuggle an id that a
 /// backend's own encoding (a Lua pattern, a separator) would misread.
+///
+/// The text is checked where the deserializer holds it (borrowed from the input, or in its
+/// scratch buffer) and copied once, into the id's shared allocation: no `String` first.
 impl<'de> Deserialize<'de> for MessageId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let id = String::deserialize(deserializer)?;
-        match invalid_because(&id) {
-            None => Ok(MessageId(id)),
-            Some(reason) => Err(serde::de::Error::custom(format!(
-                "invalid message id {id:?}: {reason}"
-            ))),
-        }
+        deserializer.deserialize_str(IdVisitor)
+    }
+}
+
+/// Builds a [`MessageId`] from whichever string the deserializer hands over.
+struct IdVisitor;
+
+impl Visitor<'_> for IdVisitor {
+    type Value = MessageId;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a message id (a string)")
+    }
+
+    fn visit_str<E: de::Error>(self, id: &str) -> Result<MessageId, E> {
+        MessageId::checked(id)
+            .map_err(|reason| E::custom(format!("invalid message id {id:?}: {reason}")))
+    }
+
+    /// UTF-8 bytes, as `String` accepts them from formats that send text so.
+    fn visit_bytes<E: de::Error>(self, id: &[u8]) -> Result<MessageId, E> {
+        let id = std::str::from_utf8(id)
+            .map_err(|_| E::invalid_value(de::Unexpected::Bytes(id), &self))?;
+        self.visit_str(id)
     }
 }
 
@@ -261,6 +308,32 @@ mod tests {
             );
             assert!(err.to_string().contains(why), "{err}");
         }
+    }
+
+    #[test]
+    fn a_clone_shares_the_text() {
+        let id = MessageId::new();
+        let copy = id.clone();
+        assert!(Arc::ptr_eq(&id.0, &copy.0));
+        assert_eq!(copy, id);
+        assert_eq!(format!("{copy:?}"), format!("MessageId({id})"));
+    }
+
+    #[test]
+    fn every_string_a_deserializer_hands_over_is_read_and_checked() {
+        let borrowed: MessageId = serde_json::from_str(r#""abc-1""#).unwrap();
+        // An escape makes serde_json unescape into its scratch buffer: a transient `&str`.
+        let unescaped: MessageId = serde_json::from_str(r#""abc\u002d1""#).unwrap();
+        // A `Value` hands over its owned `String`.
+        let owned: MessageId = serde_json::from_value(serde_json::json!("abc-1")).unwrap();
+        assert_eq!(
+            [&borrowed, &unescaped, &owned].map(MessageId::as_str),
+            ["abc-1"; 3]
+        );
+        let bad = serde_json::from_value::<MessageId>(serde_json::json!("a b")).unwrap_err();
+        assert!(bad.to_string().contains("invalid message id"), "{bad}");
+        let not_text = serde_json::from_str::<MessageId>("17").unwrap_err();
+        assert!(not_text.to_string().contains("a message id"), "{not_text}");
     }
 
     #[test]

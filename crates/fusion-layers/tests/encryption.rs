@@ -62,7 +62,10 @@ async fn every_field_round_trips_and_only_the_role_and_id_are_stored_in_clear() 
     let stored = raw.load("s").await.unwrap();
     for (stored, plain) in stored.iter().zip(&history) {
         assert_eq!(stored.role, plain.role);
-        assert_eq!(stored.id, plain.id);
+        match &plain.id {
+            Some(id) => assert_eq!(stored.id.as_ref(), Some(id)),
+            None => assert!(stored.id.is_some(), "every envelope carries an id"),
+        }
         assert_eq!(stored_key_id(stored), "k1");
         assert!(stored.tool_calls.is_empty() && stored.tool_call_id.is_none());
         assert!(stored.name.is_none() && stored.metadata.is_empty());
@@ -137,6 +140,29 @@ async fn the_id_stays_in_clear_for_deduplication_and_changing_it_fails_to_decryp
     raw.save("s", &stored).await.unwrap();
     let err = encrypted.load("s").await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("role or id"), "{err}");
+}
+
+/// A message given without an id is sealed under a fresh id, bound like any other: so a
+/// layer below that gives id-less messages ids (a `RetryLayer`) finds one already there,
+/// and the message still opens. It loads back as it was given, without an id.
+#[tokio::test]
+async fn a_message_without_an_id_is_sealed_under_a_fresh_one_and_loads_without_it() {
+    let layer = layer("k1", &OLD);
+    let (raw, encrypted) = stores(&layer);
+    let given = [
+        ChatMessage::user("no id"),
+        ChatMessage::assistant("none here"),
+    ];
+    encrypted.append("s", &given).await.unwrap();
+    assert_eq!(encrypted.load("s").await.unwrap(), given);
+    let mut stored = raw.load("s").await.unwrap();
+    assert!(stored.iter().all(|m| m.id.is_some()));
+    assert_ne!(stored[0].id, stored[1].id);
+
+    stored[0].id = None;
+    raw.save("s", &stored).await.unwrap();
+    let err = encrypted.load("s").await.unwrap_err();
     assert!(err.to_string().contains("role or id"), "{err}");
 }
 

@@ -49,17 +49,18 @@ async fn a_long_history_loads_whole_and_in_order() {
 async fn the_earliest_message_that_does_not_decrypt_is_the_one_reported() {
     let (raw, encrypted) = stores();
     encrypted.save("long", &history(LONG)).await.unwrap();
-    encrypted
-        .append("other", &[ChatMessage::user("from elsewhere")])
-        .await
-        .unwrap();
-    let foreign = raw.load("other").await.unwrap().remove(0);
+    let elsewhere: Vec<_> = (0..3)
+        .map(|i| ChatMessage::user(format!("from elsewhere {i}")))
+        .collect();
+    encrypted.append("other", &elsewhere).await.unwrap();
+    // Distinct messages, so their envelopes' ids differ: a write refuses two equal ids.
+    let mut foreign = raw.load("other").await.unwrap().into_iter();
 
     // One bad message late in the history, then another earlier, in a different run of
     // messages when the load is split: each time the earliest is named.
     let mut stored = raw.load("long").await.unwrap();
     for bad in [LONG - 3, LONG / 2 + 1, 5] {
-        stored[bad] = foreign.clone();
+        stored[bad] = foreign.next().unwrap();
         raw.save("long", &stored).await.unwrap();
         let err = encrypted.load("long").await.unwrap_err();
         assert!(

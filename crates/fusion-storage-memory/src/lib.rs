@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+mod recent;
 mod store;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -18,10 +18,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fusion_core::{
-    ChatMessage, DEDUP_WINDOW, MetaUpdate, Position, RecentIds, Result, Revision, SessionInfo,
-    SessionMeta, SessionOrder, SessionPage, SessionQuery, StoredExpiry, from_unix_micros,
-    new_generation, unstored,
+    ChatMessage, DEDUP_WINDOW, MetaUpdate, Position, Result, Revision, SessionInfo, SessionMeta,
+    SessionOrder, SessionPage, SessionQuery, StoredExpiry, from_unix_micros, new_generation,
+    unstored,
 };
+
+use crate::recent::RecentFingerprints;
 
 /// A session's place in the newest-first order: `updated_at` in microseconds, then id,
 /// both descending, exactly as [`Position`] orders them.
@@ -34,7 +36,7 @@ struct Entry {
     messages: Vec<ChatMessage>,
     /// The fingerprints of the last ids of `messages`, so an append looks at a stored
     /// message only when one of its ids may be stored; rebuilt whenever `messages` is.
-    recent: RecentIds,
+    recent: RecentFingerprints,
     generation: u64,
     created_at: SystemTime,
     /// `updated_at` in Unix microseconds, the precision listings sort by.
@@ -181,6 +183,14 @@ impl Store {
             self.create(id, SessionMeta::default(), messages.to_vec(), now);
             return;
         };
+        if let Some(fingerprints) = entry.recent.all_fresh(messages) {
+            // The usual append: no id of the batch was stored lately.
+            self.change(id, now, |entry| {
+                entry.recent.record_fresh(&fingerprints);
+                entry.messages.extend_from_slice(messages);
+            });
+            return;
+        }
         let recent = &entry.messages[entry.messages.len().saturating_sub(DEDUP_WINDOW)..];
         let fresh = unstored(messages, |new| {
             entry.recent.may_hold(new) && recent.iter().any(|m| m.id.as_ref() == Some(new))
@@ -188,10 +198,9 @@ impl Store {
         if fresh.is_empty() {
             return;
         }
-        let fresh = fresh.into_owned();
         self.change(id, now, |entry| {
             entry.recent.record(&fresh);
-            entry.messages.extend(fresh);
+            entry.messages.extend_from_slice(&fresh);
         });
     }
 
@@ -203,7 +212,7 @@ impl Store {
             Some(_) if len == 0 => self.remove(id),
             Some(entry) if entry.messages.len() > len => self.change(id, now, |entry| {
                 entry.messages.truncate(len);
-                entry.recent = RecentIds::of(&entry.messages);
+                entry.recent = RecentFingerprints::of(&entry.messages);
                 entry.generation = new_generation();
             }),
             Some(_) => {}
@@ -219,7 +228,7 @@ impl Store {
         } else if self.sessions.contains_key(id) {
             self.change(id, now, |entry| {
                 entry.messages = history.to_vec();
-                entry.recent = RecentIds::of(history);
+                entry.recent = RecentFingerprints::of(history);
                 entry.generation = new_generation();
             });
         } else {
@@ -248,7 +257,7 @@ impl Store {
         meta.expiry = expiry.expiry();
         let entry = Entry {
             id: Arc::from(id),
-            recent: RecentIds::of(&messages),
+            recent: RecentFingerprints::of(&messages),
             messages,
             generation: new_generation(),
             // Both timestamps at the listing's precision, so `updated_at >= created_at`.

@@ -192,7 +192,13 @@ impl<'a> SessionCrypt<'a> {
             retryable: true,
             source: None,
         })?;
-        let aad = associated_data(key_id, self.session_id, message.role, message.id.as_ref());
+        // The envelope always carries an id, bound into the associated data: a message
+        // given without one gets a fresh id here. Otherwise a layer below this one that
+        // gives id-less messages ids (a `RetryLayer`, so that its attempts dedupe) would
+        // store an id the seal did not bind, and the message would never decrypt. The
+        // plaintext is the message as given, so it loads back without an id.
+        let id = message.id.clone().unwrap_or_else(MessageId::new);
+        let aad = associated_data(key_id, self.session_id, message.role, Some(&id));
         let payload = Payload {
             msg: &plaintext,
             aad: &aad,
@@ -219,7 +225,7 @@ impl<'a> SessionCrypt<'a> {
         content.push(':');
         URL_SAFE_NO_PAD.encode_string(&sealed, &mut content);
         let mut stored = ChatMessage::new(message.role, content);
-        stored.id = message.id.clone();
+        stored.id = Some(id);
         Ok(stored)
     }
 
@@ -296,8 +302,9 @@ impl<'a> SessionCrypt<'a> {
                 "message {index} (key \"{key_id}\") decrypts to something that is not a message"
             ))
         })?;
+        // The id stays the plaintext's: a message sealed without one keeps none, though
+        // its envelope carries the id `seal` gave it (bound above, so not forgeable).
         message.role = stored.role;
-        message.id = stored.id.clone();
         Ok(message)
     }
 

@@ -234,5 +234,31 @@ pub async fn retry_outside_or_inside_encryption_stores_one_copy<H>(
         );
         let ids = |h: &[ChatMessage]| h.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&stored), ids(&history), "{session}: ids kept in clear");
+
+        // Messages given without ids: the retry layer gives them ids, and the encryption
+        // layer binds an id into what it seals, so under either order every attempt must
+        // send the same ids, and every message must still decrypt.
+        let session = format!("{session}-no-ids");
+        let mut expected = Vec::new();
+        for turn in 0..4 {
+            let batch = [
+                ChatMessage::user(format!("{session} {turn} question")),
+                ChatMessage::assistant(format!("{session} {turn} answer")),
+            ];
+            if turn % 2 == 0 {
+                harness.lose_next_reply(&session);
+            }
+            store
+                .append(&session, &batch)
+                .await
+                .unwrap_or_else(|err| panic!("{session} turn {turn}: {err}"));
+            expected.extend(batch);
+        }
+        let history = reader.load(&session).await.unwrap();
+        assert_eq!(
+            contents(&history),
+            contents(&expected),
+            "{session}: every message once, in order, and readable"
+        );
     }
 }
