@@ -5,6 +5,8 @@
 //! - `bench [ARGS]`: the shared benchmark workload (see `crates/fusion-bench`).
 //! - `stress --seconds N [--backends ..]`: the randomized multi-process check of shared
 //!   sessions (see `crates/fusion-stress`), N seconds per backend.
+//! - `ui-screenshots`: the PNGs of the web app's pages in docs/ui/, taken in headless
+//!   Chromium (see `crates/fusion-ui/tests/browser.rs`).
 //! - `tidy`: file docs, file lengths, import circles, references outside the repo.
 //! - `ci`: formatting, clippy, tidy, docs, `cargo package` and `test-all-backends`, as
 //!   `.ci/run` does.
@@ -14,6 +16,7 @@ mod services;
 mod stress;
 mod test_all_backends;
 mod tidy;
+mod ui_screenshots;
 
 use std::process::{Command, ExitCode};
 
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("stress") => stress::run(&args[1..]),
         Some("tidy") => tidy::run(),
+        Some("ui-screenshots") => ui_screenshots::run(),
         Some("ci") => ci(),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
@@ -49,6 +53,7 @@ tasks:
   bench [ARGS]        run the benchmark workload (cargo xtask bench --help for ARGS)
   stress --seconds N [--backends fs,sqlite,redis] [--seed S] [--workers W] [--sessions K]
                       randomized multi-process check of shared sessions, N s per backend
+  ui-screenshots      write PNGs of the web app's pages to docs/ui/ (headless Chromium)
   tidy                file docs, file lengths, import circles, paths outside the repo
   ci                  fmt --check, clippy -D warnings, tidy, docs -D warnings, cargo package,
                       test-all-backends";

@@ -2,10 +2,11 @@
 //!
 //! Finds or starts Redis, two Redis Clusters and PostgreSQL ([`services`]) and passes
 //! them to the tests as `REDIS_URL`, `FUSION_REDIS_CLUSTER_URL`,
-//! `FUSION_REDIS_FAILOVER_CLUSTER_URL` and `FUSION_POSTGRES_URL`. Sets `FUSION_REQUIRE_BACKENDS=1` so a backend
+//! `FUSION_REDIS_FAILOVER_CLUSTER_URL` and `FUSION_POSTGRES_URL`; makes sure of Chromium
+//! and chromedriver and passes axe-core's script as `FUSION_AXE_JS` (the browser suite). Sets `FUSION_REQUIRE_BACKENDS=1` so a backend
 //! whose server is missing fails instead of printing `skipped:`, runs `cargo test --workspace --all-features`, and reads libtest's
 //! output to report, per backend, which conformance cases passed, and how the suites that
-//! must run beside them went ([`SUITES`]: MCP, approval).
+//! must run beside them went ([`SUITES`]: MCP, approval, the UI in a browser).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -40,8 +41,9 @@ const LAYERED: &[&str] = &[
 ];
 
 /// Suites beyond the conformance cases that must run, by test binary (`tests/<name>.rs`),
-/// with what they cover: the MCP suites against the npm reference servers, the approval
-/// tests, and the exactly-once suites (a write applied whose reply is lost, retried).
+/// with what they cover: the MCP suites against the npm reference servers, the UI's
+/// browser suite, the approval tests, and the exactly-once suites (a write applied whose
+/// reply is lost, retried).
 const SUITES: &[(&str, &str)] = &[
     (
         "mcp_npm_servers",
@@ -55,6 +57,10 @@ const SUITES: &[(&str, &str)] = &[
     ("mcp_session", "MCP: SessionBuilder::mcp_config"),
     ("mcp_chat", "MCP: fusion chat --mcp and --mcp-config"),
     ("mcp_tools", "MCP: examples/mcp_tools.rs"),
+    (
+        "browser",
+        "UI: the pages in headless Chromium, XSS, CSP, axe-core",
+    ),
     ("approval", "approval: the agent's policy and approver"),
     ("approval_chat", "approval: fusion chat --approve"),
     (
@@ -100,6 +106,12 @@ pub fn run() -> Result<()> {
         failover.url
     );
     services::node_and_npm()?;
+    services::chromium_and_driver()?;
+    let axe = services::axe_core()?;
+    eprintln!(
+        "xtask: Chromium and chromedriver on PATH; axe-core at {}",
+        axe.display()
+    );
     let postgres = services::postgres()?;
     eprintln!(
         "xtask: PostgreSQL at {} ({})",
@@ -119,6 +131,7 @@ pub fn run() -> Result<()> {
         .env("FUSION_REDIS_CLUSTER_URL", &cluster.url)
         .env("FUSION_REDIS_FAILOVER_CLUSTER_URL", &failover.url)
         .env("FUSION_POSTGRES_URL", &postgres.url)
+        .env("FUSION_AXE_JS", &axe)
         .env("FUSION_REQUIRE_BACKENDS", "1")
         .stdout(writer.try_clone()?)
         .stderr(writer)

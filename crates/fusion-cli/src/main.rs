@@ -17,6 +17,8 @@ mod retention;
 mod sessions;
 mod store;
 mod time;
+#[cfg(feature = "ui")]
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +46,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     encryption_key_file: Option<PathBuf>,
 
+    /// Fail at the first storage error instead of retrying those that may pass (a dropped
+    /// connection, a timeout) up to 3 more times with backoff.
+    #[arg(long, global = true, env = "FUSION_NO_RETRY")]
+    no_retry: bool,
+
     /// Log what happens (-v info, -vv debug, -vvv trace). Without it RUST_LOG applies.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -61,6 +68,9 @@ enum Command {
     Sessions(SessionsCommand),
     /// Copy every session from one storage to another, never overwriting newer target history.
     Migrate(MigrateArgs),
+    /// Serve a local web app to browse, read and delete sessions (127.0.0.1:8765 by default).
+    #[cfg(feature = "ui")]
+    Ui(ui::UiArgs),
 }
 
 /// Options of `fusion chat`.
@@ -330,15 +340,21 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let encryption = store::encryption(cli.encryption_key_file.as_deref())?;
+    let layers = store::Layers::from_args(cli.encryption_key_file.as_deref(), cli.no_retry)?;
     match cli.command {
         Command::Chat(args) => {
-            let storage = Store::new(storage_type(cli.storage.as_deref())?, encryption);
+            let storage = Store::new(storage_type(cli.storage.as_deref())?, layers);
             chat::run(storage, args).await
         }
-        Command::Migrate(args) => migrate::run(args, encryption).await,
+        Command::Migrate(args) => migrate::run(args, layers).await,
+        #[cfg(feature = "ui")]
+        Command::Ui(args) => {
+            let storage = Store::new(storage_type(cli.storage.as_deref())?, layers);
+            ui::run(storage, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sessions(command) => {
-            let storage = Store::new(storage_type(cli.storage.as_deref())?, encryption);
+            let storage = Store::new(storage_type(cli.storage.as_deref())?, layers);
             match command {
                 SessionsCommand::List(args) => {
                     listing::list(&storage, cli.storage.as_deref(), &args).await

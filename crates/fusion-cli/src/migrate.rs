@@ -32,20 +32,26 @@
 //! (a missing key is an error rather than a clear-text copy) and converts the rest: each
 //! migrated session is then rekeyed in the target, so messages it already held in clear
 //! text (an earlier plain migrate) or under an older key are encrypted with the current key.
+//! A dry run with `--encrypt` says, per session, what it would copy and what it would
+//! encrypt ([`encrypt`]).
+//!
+//! Reads of both sides go through the retry layer; the copies are written around it, and a
+//! write whose reply was lost is settled by reading the target again (see `migrate_one`).
+
+mod compare;
+mod encrypt;
 
 use std::collections::HashSet;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use fusion::ChatMessage;
-use fusion::layers::encryption::EncryptionLayer;
-use fusion::storage::{
-    Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionMeta, StorageExt,
-};
+use fusion::storage::{Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionMeta};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::store::{Store, require_key};
+use crate::store::{Layers, Store, Views, require_key};
 use crate::{MigrateArgs, meta, parse_storage, render, sessions};
+use compare::{copied, divergence, verify};
 
 /// How many times one session is read, decided and conditionally written before migrate
 /// gives up on it: each failed try means another writer changed the target session in the
@@ -55,18 +61,34 @@ const ATTEMPTS: usize = 5;
 
 /// What happened (or, in a dry run, would happen) to one session.
 enum Outcome {
-    /// The target was empty and now holds the source's history.
-    Copied,
-    /// The target held a prefix of the source's history; the rest was appended.
-    Extended,
+    /// The target was empty and now holds the source's history (this many messages).
+    Copied(usize),
+    /// The target held a prefix of the source's history; the rest (this many messages)
+    /// was appended.
+    Extended(usize),
     /// The target already held exactly the source's history.
     UpToDate,
     /// The target holds messages the source lacks; it was left as it is.
     Diverged(String),
-    /// The target held a different history, replaced because of `--force`.
-    Replaced(usize),
-    /// The target held different metadata (what differed), replaced because of `--force`.
-    MetaReplaced(String),
+    /// The target held a different history (`previous` messages), replaced because of
+    /// `--force` by the source's (`written` messages).
+    Replaced { previous: usize, written: usize },
+    /// The target held different metadata (`why`: what differed), replaced because of
+    /// `--force`; `written` messages were copied too.
+    MetaReplaced { why: String, written: usize },
+}
+
+impl Outcome {
+    /// How many messages were (or would be) written to the target.
+    fn written(&self) -> usize {
+        match self {
+            Outcome::Copied(written)
+            | Outcome::Extended(written)
+            | Outcome::Replaced { written, .. }
+            | Outcome::MetaReplaced { written, .. } => *written,
+            Outcome::UpToDate | Outcome::Diverged(_) => 0,
+        }
+    }
 }
 
 /// Counts for the summary line.
@@ -79,12 +101,13 @@ struct Summary {
     replaced: usize,
     failed: usize,
     /// Messages the target already held, in clear text or under an older key, that
-    /// `--encrypt` encrypted with the current key.
+    /// `--encrypt` encrypted (or, in a dry run, would encrypt) with the current key.
     sealed: usize,
 }
 
 /// Runs `fusion migrate`.
-pub async fn run(args: MigrateArgs, encryption: EncryptionLayer) -> Result<ExitCode> {
+pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
+    let encryption = layers.encryption().clone();
     if args.encrypt {
         require_key(&encryption, "migrate --encrypt")?;
     }
@@ -101,14 +124,11 @@ pub async fn run(args: MigrateArgs, encryption: EncryptionLayer) -> Result<ExitC
     {
         bail!("--from and --to are the same storage ({place})");
     }
-    let from = Store::new(from_type.clone(), encryption.clone())
-        .open()
-        .await?;
-    // The raw target too, for the rekey of `--encrypt`, which has to see the stored form.
-    let to_raw = Store::new(to_type.clone(), encryption.clone())
-        .open_raw()
-        .await?;
-    let to = to_raw.clone().layer(encryption.clone());
+    let from = Store::new(from_type.clone(), layers.clone()).open().await?;
+    // Its copies are written unretried (see `migrate_one`), and the raw target is there for
+    // the rekey of `--encrypt`, which has to see the stored form.
+    let target = Store::new(to_type.clone(), layers).open_views().await?;
+    let (to, to_raw) = (target.storage.clone(), target.raw.clone());
 
     let mut ids = from
         .list_sessions()
@@ -131,34 +151,42 @@ pub async fn run(args: MigrateArgs, encryption: EncryptionLayer) -> Result<ExitC
     // serialise writes anyway.
     for id in &ids {
         bar.set_message(id.clone());
-        let outcome = match migrate_one(from.as_ref(), to.as_ref(), id, &args).await {
+        let mut sealed = None;
+        let outcome = match migrate_one(from.as_ref(), &target, id, &args).await {
             // A diverged session is left as it is, in whatever form it is stored.
-            Ok(outcome)
-                if args.encrypt && !args.dry_run && !matches!(outcome, Outcome::Diverged(_)) =>
-            {
-                encryption
-                    .rekey_session(to_raw.as_ref(), id)
-                    .await
-                    .context("cannot encrypt what the target already held")
+            Ok(outcome) if args.encrypt && !matches!(outcome, Outcome::Diverged(_)) => {
+                let done = if args.dry_run {
+                    encrypt::would_seal(&encryption, to_raw.as_ref(), id, &outcome).await
+                } else {
+                    encryption.rekey_session(to_raw.as_ref(), id).await
+                };
+                done.context("cannot encrypt what the target already held")
                     .map(|done| {
                         summary.sealed += done.encrypted + done.reencrypted;
+                        sealed = Some(done);
                         outcome
                     })
             }
             other => other,
         };
+        // In a dry run with `--encrypt`, every session that would be written gets a line
+        // saying what would be copied and encrypted; elsewhere only the unusual ones do.
+        let plan = sealed
+            .filter(|_| args.dry_run)
+            .zip(outcome.as_ref().ok())
+            .map(|(sealed, outcome)| encrypt::plan(&encryption, outcome, &sealed));
         let line = match outcome {
-            Ok(Outcome::Copied) => {
+            Ok(Outcome::Copied(_)) => {
                 summary.copied += 1;
-                None
+                plan.map(|plan| format!("would copy {id}: {plan}"))
             }
-            Ok(Outcome::Extended) => {
+            Ok(Outcome::Extended(_)) => {
                 summary.extended += 1;
-                None
+                plan.map(|plan| format!("would extend {id}: {plan}"))
             }
             Ok(Outcome::UpToDate) => {
                 summary.up_to_date += 1;
-                None
+                plan.map(|plan| format!("up to date {id}: {plan}"))
             }
             Ok(Outcome::Diverged(why)) => {
                 summary.diverged += 1;
@@ -166,19 +194,21 @@ pub async fn run(args: MigrateArgs, encryption: EncryptionLayer) -> Result<ExitC
                     "diverged {id}: {why}; left as it is (--force replaces it)"
                 ))
             }
-            Ok(Outcome::Replaced(previous)) => {
+            Ok(Outcome::Replaced { previous, .. }) => {
                 summary.replaced += 1;
                 Some(format!(
-                    "{} {id}: the target held a different history ({})",
+                    "{} {id}: the target held a different history ({}){}",
                     replace_verb(&args),
-                    render::plural(previous, "message")
+                    render::plural(previous, "message"),
+                    plan.map(|plan| format!("; {plan}")).unwrap_or_default()
                 ))
             }
-            Ok(Outcome::MetaReplaced(why)) => {
+            Ok(Outcome::MetaReplaced { why, .. }) => {
                 summary.replaced += 1;
                 Some(format!(
-                    "{} the metadata of {id}: the target held different metadata ({why})",
-                    replace_verb(&args)
+                    "{} the metadata of {id}: the target held different metadata ({why}){}",
+                    replace_verb(&args),
+                    plan.map(|plan| format!("; {plan}")).unwrap_or_default()
                 ))
             }
             Err(err) => {
@@ -218,8 +248,13 @@ pub async fn run(args: MigrateArgs, encryption: EncryptionLayer) -> Result<ExitC
         render::plural(ids.len(), "session"),
     );
     if sealed > 0 {
+        let verb = if args.dry_run {
+            "would encrypt"
+        } else {
+            "encrypted"
+        };
         println!(
-            "encrypted {} the target already held in clear text or under an older key",
+            "{verb} {} the target already held in clear text or under an older key",
             render::plural(sealed, "message")
         );
     }
@@ -257,12 +292,20 @@ fn replace_verb(args: &MigrateArgs) -> &'static str {
 
 /// Brings one session of the target up to date with the source, never removing a target
 /// message unless `--force` is given, then reads it back to verify.
+///
+/// The copy is written without the retry layer, which would give the source's messages
+/// without an id one, and the copy would no longer be the source's history. A lost reply
+/// needs no such help here: the write was conditional on the revision read, so the
+/// session is read again and decided anew, like after a conflict. If the write applied,
+/// the target now holds the source's history; if not, it is written again, on the same
+/// condition, so never twice.
 async fn migrate_one(
     from: &dyn ConversationStorage,
-    to: &dyn ConversationStorage,
+    views: &Views,
     id: &str,
     args: &MigrateArgs,
 ) -> Result<Outcome> {
+    let to = views.storage.as_ref();
     let source_meta = meta::read(from, id)
         .await
         .context("cannot read the source")?;
@@ -272,40 +315,52 @@ async fn migrate_one(
     if source.is_empty() {
         return Ok(Outcome::UpToDate);
     }
+    // The outcome of the last write whose reply was lost, and that reply's error.
+    let mut unanswered: Option<(Outcome, fusion::Error)> = None;
     for _ in 0..ATTEMPTS {
         let (target, at) = to
             .load_revision(id)
             .await
             .context("cannot read the target")?;
-        let (outcome, change) = if source == target {
-            return sync_meta(to, id, &source_meta, Outcome::UpToDate, args).await;
-        } else if source.starts_with(&target) {
+        let held = copied(&source, &target);
+        let (outcome, change) = if held == source.len() && held == target.len() {
+            // Up to date, or made so by a write whose reply was lost: then that is what
+            // this run did (the read just verified it).
+            let outcome = unanswered.map_or(Outcome::UpToDate, |(outcome, _)| outcome);
+            return sync_meta(to, id, &source_meta, outcome, args).await;
+        } else if held == target.len() {
             // Only what the target lacks, so a re-run after an interrupted one never
             // duplicates.
+            let missing = &source[target.len()..];
             let outcome = if target.is_empty() {
-                Outcome::Copied
+                Outcome::Copied(missing.len())
             } else {
-                Outcome::Extended
+                Outcome::Extended(missing.len())
             };
-            (outcome, Change::Append(&source[target.len()..]))
+            (outcome, Change::Append(missing))
         } else if args.force {
-            (Outcome::Replaced(target.len()), Change::Replace(&source))
+            let outcome = Outcome::Replaced {
+                previous: target.len(),
+                written: source.len(),
+            };
+            (outcome, Change::Replace(&source))
         } else {
             return Ok(Outcome::Diverged(divergence(&source, &target)));
         };
         if args.dry_run {
             return match outcome {
                 // A copy would carry the metadata with it.
-                Outcome::Copied => Ok(outcome),
+                Outcome::Copied(_) => Ok(outcome),
                 _ => sync_meta(to, id, &source_meta, outcome, args).await,
             };
         }
         // `at` is `Revision::ABSENT` for an empty target: then the write only creates,
         // with the source's metadata in the same step.
+        let writer = views.unretried.as_ref();
         let written = if at == Revision::ABSENT {
-            sessions::create(to, id, &source_meta, &source).await
+            sessions::create(writer, id, &source_meta, &source).await
         } else {
-            to.write_if(id, Expect::Exactly(at), change).await
+            writer.write_if(id, Expect::Exactly(at), change).await
         };
         match written {
             Ok(_) => {
@@ -317,8 +372,17 @@ async fn migrate_one(
             // Another writer changed the target since it was read; nothing was written.
             // Read it again: what it holds now decides.
             Err(fusion::Error::Conflict { .. }) => continue,
+            // The write may have applied or not; the next read tells.
+            Err(err) if err.is_retryable() && views.retries() => {
+                unanswered = Some((outcome, err));
+            }
             Err(err) => return Err(err).context("cannot write the target"),
         }
+    }
+    if let Some((_, err)) = unanswered {
+        return Err(err).context(format!(
+            "cannot write the target: the reply to the last of {ATTEMPTS} writes was lost too"
+        ));
     }
     bail!(
         "the target session kept changing while it was migrated (another writer changed it \
@@ -346,11 +410,14 @@ async fn sync_meta(
     }
     let merge = meta::merge(source, &target);
     let (update, outcome) = match outcome {
-        Outcome::Replaced(_) => (meta::overwrite(&target, source), outcome),
+        Outcome::Replaced { .. } => (meta::overwrite(&target, source), outcome),
         _ if merge.differs.is_empty() => (merge.fill, outcome),
         _ if args.force => (
             meta::overwrite(&target, source),
-            Outcome::MetaReplaced(merge.differs.join("; ")),
+            Outcome::MetaReplaced {
+                why: merge.differs.join("; "),
+                written: outcome.written(),
+            },
         ),
         _ => {
             return Ok(Outcome::Diverged(format!(
@@ -386,7 +453,7 @@ async fn verify_written(
     outcome: Outcome,
 ) -> Result<Outcome> {
     let stored = to.load(id).await.context("cannot read the copy back")?;
-    if stored.len() > source.len() && stored.starts_with(source) {
+    if stored.len() > source.len() && copied(source, &stored) == source.len() {
         // Another writer stored messages in this session right after the copy landed.
         return Ok(Outcome::Diverged(format!(
             "the target gained messages while it was migrated ({})",
@@ -395,46 +462,6 @@ async fn verify_written(
     }
     verify(&stored, source)?;
     Ok(outcome)
-}
-
-/// Says how `target` differs from `source`, for a "diverged" line.
-fn divergence(source: &[ChatMessage], target: &[ChatMessage]) -> String {
-    if target.starts_with(source) {
-        return format!(
-            "the target has {} the source lacks",
-            render::plural(target.len() - source.len(), "message")
-        );
-    }
-    let first = source
-        .iter()
-        .zip(target)
-        .take_while(|(a, b)| a == b)
-        .count();
-    format!(
-        "the histories differ from message {} (source {}, target {})",
-        first + 1,
-        render::plural(source.len(), "message"),
-        render::plural(target.len(), "message")
-    )
-}
-
-/// Checks that the target, read back, holds exactly `expected`: the count first, for a
-/// clear message, then every message.
-fn verify(copy: &[ChatMessage], expected: &[ChatMessage]) -> Result<()> {
-    if copy.len() != expected.len() {
-        bail!(
-            "verification failed: the target holds {} after copying {}",
-            render::plural(copy.len(), "message"),
-            expected.len()
-        );
-    }
-    if let Some(index) = (0..expected.len()).find(|&index| copy[index] != expected[index]) {
-        bail!(
-            "verification failed: message {} of the copy differs from the source",
-            index + 1
-        );
-    }
-    Ok(())
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.

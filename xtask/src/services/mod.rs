@@ -1,12 +1,14 @@
 //! Finds or starts the servers the test suite needs, so `test-all-backends` runs on a
 //! fresh machine with nothing configured: Redis ([`redis()`]), Redis Clusters
 //! ([`redis_cluster()`], [`failover_cluster()`]) and PostgreSQL ([`postgres()`]), and
-//! checks for Node.js and npm ([`node_and_npm()`]), which the MCP suites need. Each server
-//! is taken from its environment variable, else from the standard
-//! port on loopback, else started here as a throwaway server (installed with apt-get when
-//! missing and this runs as root), and the task fails, naming what to install, when none
-//! of that works.
+//! checks for Node.js and npm ([`node_and_npm()`]), which the MCP suites need, and for
+//! Chromium, chromedriver and axe-core ([`chromium_and_driver()`], [`axe_core()`]), which
+//! the UI's browser suite needs. Each server is taken from its environment variable, else
+//! from the standard port on loopback, else started here as a throwaway server (installed
+//! with apt-get when missing and this runs as root), and the task fails, naming what to
+//! install, when none of that works.
 
+mod browser;
 mod npm;
 mod postgres;
 mod redis;
@@ -17,6 +19,7 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
+pub use browser::{axe_core, chromium_and_driver};
 pub use npm::node_and_npm;
 pub use postgres::postgres;
 pub use redis::redis;

@@ -1,0 +1,85 @@
+//! `fusion ui`: the local web app of `fusion-ui` over the storage the other commands use
+//! (encrypted and retried the same way), served until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fusion_ui::UiConfig;
+
+use crate::store::Store;
+
+/// Options of `fusion ui`.
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// The address to listen on. A loopback address (the default) needs no token; any
+    /// other gets one (given with --token, or a random one) that the printed URL carries.
+    #[arg(long, value_name = "ADDR", default_value_t = UiConfig::DEFAULT_BIND)]
+    pub bind: SocketAddr,
+    /// The access token to require (16 to 256 characters of A-Z a-z 0-9 - . _ ~).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "FUSION_UI_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Another host name the pages may be reached by (a name on your LAN, say), with its
+    /// port: `box.lan:8765`. Requests naming any other host are refused.
+    #[arg(long = "allow-host", value_name = "HOST:PORT")]
+    pub allow_hosts: Vec<String>,
+    /// Open the URL in the default browser once the app listens.
+    #[arg(long)]
+    pub open: bool,
+}
+
+/// Opens the storage, binds, prints the URL (with the token, if any) and serves.
+pub async fn run(storage: Store, args: UiArgs) -> Result<()> {
+    let storage = storage.open().await?;
+    let mut config = UiConfig::new(args.bind);
+    if let Some(token) = args.token {
+        config = config.token(token);
+    }
+    for host in args.allow_hosts {
+        config = config.allow_host(host);
+    }
+    let bound = fusion_ui::bind(&config).await?;
+    let url = bound.url();
+    println!("Fusion UI: {url}");
+    println!("Press Ctrl-C to stop.");
+    if args.open {
+        open_in_browser(&url);
+    }
+    bound
+        .serve(storage, async {
+            // An error here means no Ctrl-C can ever arrive: serve until killed.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+        .await
+        .context("serving the web app")
+}
+
+/// Starts the platform's opener on `url`; a failure is a warning, since the URL is
+/// printed anyway.
+fn open_in_browser(url: &str) {
+    let (program, args): (&str, &[&str]) = if cfg!(target_os = "macos") {
+        ("open", &[])
+    } else if cfg!(windows) {
+        ("cmd", &["/C", "start", ""])
+    } else {
+        ("xdg-open", &[])
+    };
+    let started = Command::new(program)
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Err(err) = started {
+        eprintln!("fusion: could not open a browser with `{program}` ({err}); open the URL above");
+    }
+}

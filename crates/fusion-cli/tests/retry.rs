@@ -1,0 +1,159 @@
+//! The `fusion` command retries what may pass on a second try, and still stores each
+//! message once: run as a process against the Redis server at `REDIS_URL`, reached through
+//! a [`FaultProxy`] that lets one write through, waits for the server's answer, then drops
+//! it and closes the connection. The server applied the write; the command saw a dropped
+//! connection. `--no-retry` shows what the retries save.
+//!
+//! `cargo test -p fusion-cli --test retry`; without `REDIS_URL` each test prints a skip
+//! (or fails under `FUSION_REQUIRE_BACKENDS`).
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{clean_up_async, load_async, redis_url, seed_async, text};
+use fusion::ChatMessage;
+use fusion::storage::StorageType;
+use fusion_core::testkit::faults::FaultProxy;
+
+/// Runs `fusion ARGS` without blocking the runtime, so the proxy's tasks keep relaying.
+async fn fusion(dir: &Path, args: &[&str]) -> Output {
+    let mut command = common::fusion(dir);
+    command.env_remove("FUSION_NO_RETRY").args(args);
+    tokio::process::Command::from(command)
+        .output()
+        .await
+        .expect("the fusion binary runs")
+}
+
+/// A session's messages, the last naming `marker`, which only a write of them carries.
+fn conversation(marker: &str) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::system("You answer briefly."),
+        ChatMessage::user("What is the capital of France?"),
+        ChatMessage::assistant(format!("Paris. ({marker})")),
+    ]
+}
+
+/// `messages` as a jsonl export file (one message per line) in `dir`.
+fn export_file(dir: &Path, name: &str, messages: &[ChatMessage]) -> String {
+    let lines: Vec<String> = messages
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap())
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn an_import_whose_reply_was_lost_is_retried_and_stored_once() {
+    let Some(url) = redis_url("retry-import") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (proxy, through) = FaultProxy::start_for_url(&url, 6379).await;
+    let storage: StorageType = url.parse().unwrap();
+
+    let retried = conversation("marker-retried");
+    let file = export_file(dir, "retried.jsonl", &retried);
+    proxy.cut_after_reply_to("marker-retried");
+    let args = [
+        "sessions",
+        "import",
+        &file,
+        "--id",
+        "s1",
+        "--storage",
+        &through,
+    ];
+    let out = fusion(dir, &args).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(proxy.cuts(), 1, "the write applied and lost its reply");
+    assert_eq!(load_async(&storage, "s1").await, retried, "stored once");
+
+    let lost = conversation("marker-no-retry");
+    let file = export_file(dir, "lost.jsonl", &lost);
+    proxy.cut_after_reply_to("marker-no-retry");
+    let args = [
+        "sessions",
+        "import",
+        &file,
+        "--id",
+        "s2",
+        "--storage",
+        &through,
+    ];
+    let out = fusion(dir, &[&args[..], &["--no-retry"]].concat()).await;
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the lost reply is the command's error"
+    );
+    assert!(
+        stderr.starts_with("fusion: error: cannot save session \"s2\""),
+        "{stderr}"
+    );
+    assert_eq!(proxy.cuts(), 2);
+    assert_eq!(
+        load_async(&storage, "s2").await,
+        lost,
+        "though the server applied it"
+    );
+    clean_up_async(&storage).await;
+}
+
+#[tokio::test]
+async fn a_migrate_whose_copy_lost_its_reply_reads_the_target_again_and_copies_once() {
+    let Some(url) = redis_url("retry-migrate") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (proxy, through) = FaultProxy::start_for_url(&url, 6379).await;
+    let target: StorageType = url.parse().unwrap();
+    let from_url = dir.join("source").display().to_string();
+    let source: StorageType = from_url.parse().unwrap();
+    // No ids, as histories written before ids existed: the copy must not gain any.
+    seed_async(&source, "s1", &conversation("marker-copy")).await;
+    let migrate = ["migrate", "--from", &from_url, "--to", &through];
+
+    proxy.cut_after_reply_to("marker-copy");
+    let out = fusion(dir, &migrate).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("1 copied, 0 extended, 0 up to date"),
+        "{stdout}"
+    );
+    assert_eq!(proxy.cuts(), 1, "the copy applied and lost its reply");
+    assert_eq!(
+        load_async(&target, "s1").await,
+        conversation("marker-copy"),
+        "one exact copy"
+    );
+
+    // Without retries the lost reply fails the session, though the copy landed; a re-run
+    // finds it there.
+    seed_async(&source, "s2", &conversation("marker-again")).await;
+    proxy.cut_after_reply_to("marker-again");
+    let out = fusion(dir, &[&migrate[..], &["--no-retry"]].concat()).await;
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("failed s2: "), "{stdout}");
+    assert_eq!(proxy.cuts(), 2);
+    let out = fusion(dir, &migrate).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("0 copied, 0 extended, 2 up to date"),
+        "{stdout}"
+    );
+    assert_eq!(
+        load_async(&target, "s2").await,
+        conversation("marker-again")
+    );
+    clean_up_async(&target).await;
+}

@@ -1,0 +1,139 @@
+//! `fusion ui` as a person starts it: the real binary on a port the system picks, its
+//! printed URL, pages over real HTTP from the storage named by `--storage`, and the
+//! defences it is started with (a token when the bind is not loopback).
+
+#![cfg(feature = "ui")]
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use fusion::storage::StorageType;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// `fusion ui` started with `args`, and the URL it printed.
+async fn start(data_dir: &std::path::Path, args: &[&str]) -> (Child, String) {
+    let mut command = Command::from(common::fusion(data_dir));
+    command
+        .arg("ui")
+        .args(args)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("fusion ui starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    // Generous: the first line comes once the storage is open and the port bound.
+    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .expect("fusion ui prints its URL")
+        .unwrap()
+        .expect("a line on stdout");
+    let url = line
+        .strip_prefix("Fusion UI: ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string();
+    // Keep reading so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+fn client() -> reqwest::Client {
+    fusion::agent::http_client_builder()
+        .unwrap()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ui_serves_the_sessions_and_transcripts_of_the_storage_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ui.db");
+    let url_arg = format!("sqlite://{}", db.display());
+    let storage = StorageType::Sqlite(url_arg.clone());
+    common::seed_async(&storage, "first-session", &common::conversation(1)).await;
+    let (mut child, url) = start(
+        dir.path(),
+        &["--storage", &url_arg, "--bind", "127.0.0.1:0"],
+    )
+    .await;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(!url.contains("token"), "loopback needs no token: {url}");
+
+    let client = client();
+    let list = client.get(format!("{url}sessions")).send().await.unwrap();
+    assert_eq!(list.status(), 200);
+    let body = list.text().await.unwrap();
+    assert!(body.contains("first-session"), "{body}");
+
+    let page = client
+        .get(format!("{url}sessions/first-session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(
+        body.contains("list_directory"),
+        "the tool call's card: {body}"
+    );
+    assert!(body.contains("notes.txt"), "its result: {body}");
+
+    // A name other than the one it was bound by is refused (DNS rebinding).
+    let rebound = client
+        .get(format!("{url}sessions"))
+        .header("Host", "attacker.example:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bind_beyond_loopback_prints_a_url_with_a_token_and_requires_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = start(
+        dir.path(),
+        &["--storage", "memory://", "--bind", "0.0.0.0:0"],
+    )
+    .await;
+    let (base, token) = url.split_once("?token=").expect("the URL carries a token");
+    assert!(token.len() >= 16, "{token}");
+    let port = base
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let local = format!("http://127.0.0.1:{port}/sessions");
+
+    let client = client();
+    let refused = client.get(&local).send().await.unwrap();
+    assert_eq!(refused.status(), 401, "no token");
+    let with_bearer = client.get(&local).bearer_auth(token).send().await.unwrap();
+    assert_eq!(with_bearer.status(), 200);
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_given_on_the_command_line_must_be_well_formed() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = common::fusion(dir.path())
+        .args(["ui", "--storage", "memory://", "--bind", "127.0.0.1:0"])
+        .args(["--token", "short"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = common::text(&output.stderr);
+    assert!(stderr.contains("fusion: error"), "{stderr}");
+    assert!(stderr.contains("token"), "{stderr}");
+    assert!(
+        !stderr.contains("short"),
+        "the token is not echoed: {stderr}"
+    );
+}

@@ -1,0 +1,104 @@
+//! The static files the pages load, embedded in the binary and served from `/assets/`.
+//!
+//! Each is served under a name that changes whenever its bytes do (the vendored files
+//! carry their version, our stylesheet a hash of its content), so a browser may keep
+//! them for a year without ever using a stale copy.
+
+use std::sync::LazyLock;
+
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Where the assets are served, below the site root.
+pub(crate) const PREFIX: &str = "/assets/";
+
+const APP_CSS: &[u8] = include_bytes!("../assets/app.css");
+const HTMX: &[u8] = include_bytes!("../assets/vendor/htmx-2.0.11.min.js");
+const HTMX_SSE: &[u8] = include_bytes!("../assets/vendor/htmx-ext-sse-2.2.4.min.js");
+
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// One embedded file.
+struct Asset {
+    /// The name it is served under.
+    name: String,
+    bytes: &'static [u8],
+    content_type: &'static str,
+}
+
+/// Every embedded file, named once.
+static ASSETS: LazyLock<[Asset; 3]> = LazyLock::new(|| {
+    [
+        Asset {
+            name: format!("app-{:016x}.css", fnv1a(APP_CSS)),
+            bytes: APP_CSS,
+            content_type: CSS,
+        },
+        Asset {
+            name: "htmx-2.0.11.min.js".into(),
+            bytes: HTMX,
+            content_type: JS,
+        },
+        Asset {
+            name: "htmx-ext-sse-2.2.4.min.js".into(),
+            bytes: HTMX_SSE,
+            content_type: JS,
+        },
+    ]
+});
+
+/// The URLs the page layout links to.
+#[derive(Debug)]
+pub(crate) struct AssetUrls {
+    /// Our stylesheet.
+    pub css: String,
+    /// htmx itself.
+    pub htmx: String,
+}
+
+/// The URLs of the embedded files.
+pub(crate) static URLS: LazyLock<AssetUrls> = LazyLock::new(|| {
+    // The SSE extension is served for the streaming pages to come; no page loads it yet.
+    let [css, htmx, _sse] = &*ASSETS;
+    AssetUrls {
+        css: format!("{PREFIX}{}", css.name),
+        htmx: format!("{PREFIX}{}", htmx.name),
+    }
+});
+
+/// `GET /assets/{name}`: the embedded file, cacheable for a year, or 404.
+pub(crate) async fn serve(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|asset| asset.name == name) {
+        Some(asset) => (
+            [
+                (header::CONTENT_TYPE, asset.content_type),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            asset.bytes,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
+}
+
+/// FNV-1a, 64 bits: a stable fingerprint of a file's bytes for its served name (not a
+/// defence against anything; the files are our own).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_names_follow_the_content() {
+        assert!(URLS.css.starts_with("/assets/app-") && URLS.css.ends_with(".css"));
+        assert_ne!(fnv1a(b"a{}"), fnv1a(b"b{}"));
+        assert_eq!(URLS.htmx, "/assets/htmx-2.0.11.min.js");
+    }
+}

@@ -1,0 +1,133 @@
+//! [`PageError`]: a request that cannot be answered with its page, answered with an
+//! error page that says why (bad input, an unknown session, a refused request).
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::page::render;
+use crate::assets::{AssetUrls, URLS};
+
+/// Why a page cannot be shown, with the status it is answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PageError {
+    status: StatusCode,
+    message: String,
+    hint: Option<String>,
+}
+
+impl PageError {
+    /// 400: the request's input is invalid; `message` says which and why.
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404: nothing is stored under what the request names.
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 403: the request was refused (wrong `Host`, cross-site).
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// 409: the session changed since the page that asked for this change was shown;
+    /// `message` says what changed and nothing was written.
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+            .hint("Reload the session's page to see it as it is now, then try again.")
+    }
+
+    /// 401: a token is in force and the request did not carry it.
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message).hint(
+            "Open the URL that `fusion ui` printed when it started (it ends in ?token=...): \
+             it sets a cookie for this browser. Programs can send the header \
+             `Authorization: Bearer <token>` instead.",
+        )
+    }
+
+    /// The status and message of a storage error: the caller's input for an invalid id
+    /// or query (400), the server's problem otherwise (500).
+    pub(crate) fn storage(err: &fusion::Error) -> Self {
+        match err {
+            fusion::Error::InvalidSessionId { .. } | fusion::Error::InvalidMeta(_) => {
+                Self::bad_request(err.to_string())
+            }
+            _ => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the storage failed: {err}"),
+            ),
+        }
+    }
+
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    assets: &'static AssetUrls,
+    heading: &'a str,
+    message: &'a str,
+    hint: Option<&'a str>,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let heading = match self.status {
+            StatusCode::BAD_REQUEST => "Invalid request",
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::FORBIDDEN => "Refused",
+            StatusCode::UNAUTHORIZED => "Token required",
+            StatusCode::CONFLICT => "Changed meanwhile",
+            _ => "Something went wrong",
+        };
+        let page = ErrorPage {
+            title: heading,
+            assets: &URLS,
+            heading,
+            message: &self.message,
+            hint: self.hint.as_deref(),
+        };
+        render(self.status, &page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_page_renders_its_message_escaped() {
+        let page = ErrorPage {
+            title: "Invalid request",
+            assets: &URLS,
+            heading: "Invalid request",
+            message: "bad <cursor>",
+            hint: Some("try again"),
+        };
+        let html = page.render().unwrap();
+        assert!(html.contains("bad &#60;cursor&#62;") || html.contains("bad &lt;cursor&gt;"));
+        assert!(html.contains("<p>try again</p>"), "{html}");
+        assert_eq!(
+            PageError::storage(&fusion::Error::InvalidMeta("x".into()))
+                .into_response()
+                .status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! The transcript page: a session's facts and actions, then its messages a window at a
+//! time, each with its role, its text as safe markdown, its tool calls as cards holding
+//! their results, context records marked as such, and its raw JSON; the first message of
+//! each turn shows the turn's size in tokens and a "fork before" button.
+//!
+//! A window is [`WINDOW`] messages ending where the request says (the newest by default),
+//! so a 10,000-message session costs the browser 200 messages, with a link that loads
+//! the window before it. A tool result is shown in the card of the call it answers,
+//! found by `tool_call_id` anywhere in the history, and only pointed to where it is
+//! stored, so long output appears once.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use askama::Template;
+use fusion::agent::TokenCounter;
+use fusion::agent::context::{
+    Encoding, INTERRUPTED_METADATA_KEY, PRUNE_KEY, SUMMARY_KEY, TiktokenCounter, is_context_record,
+};
+use fusion::storage::SessionInfo;
+use fusion::{ChatMessage, Role, ToolCall};
+
+use crate::assets::{AssetUrls, URLS};
+use crate::format::{Cut, utc, utc_or_dash};
+use crate::markdown::to_safe_html;
+use crate::turns::{cut_keeps_tool_pairs, turn_starts};
+
+/// How many messages one window shows.
+pub(crate) const WINDOW: usize = 200;
+/// How many characters of tool output, arguments or raw JSON are shown before "show all".
+pub(crate) const CUT_CHARS: usize = 2_000;
+
+/// The session's facts at the top of the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub id: String,
+    pub label: String,
+    pub title: Option<String>,
+    pub owner: Option<String>,
+    pub tags: Vec<String>,
+    pub created: String,
+    pub updated: String,
+    pub expires: Option<String>,
+    pub count: usize,
+}
+
+impl Head {
+    /// The facts of `info`.
+    pub(crate) fn new(info: &SessionInfo) -> Self {
+        Self {
+            id: info.id.clone(),
+            label: info.meta.title.clone().unwrap_or_else(|| info.id.clone()),
+            title: info.meta.title.clone(),
+            owner: info.meta.owner.clone(),
+            tags: info.meta.tags.clone(),
+            created: utc_or_dash(info.created_at),
+            updated: utc_or_dash(info.updated_at),
+            expires: info.expires_at.map(utc),
+            count: info.message_count,
+        }
+    }
+}
+
+/// The link that loads the window before the one shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Earlier {
+    /// How many messages come before the window.
+    pub before: usize,
+    /// The whole page ending there (without htmx).
+    pub page_href: String,
+    /// The fragment ending there (for htmx, swapped in place of the link).
+    pub fragment_href: String,
+}
+
+/// What a message shows as its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// Nothing (an assistant message that only calls tools).
+    Empty,
+    /// Text rendered from markdown and sanitized.
+    Markdown(String),
+    /// Tool output, as escaped text.
+    Output(Cut),
+    /// A tool result shown in the card of the call it answers.
+    ShownWithCall(CallLink),
+}
+
+/// Where the card holding a tool result is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CallLink {
+    pub call_id: String,
+    /// The index of the message that made the call.
+    pub at: usize,
+    pub href: String,
+}
+
+/// One tool call, with its result when one is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CallCard {
+    pub id: String,
+    pub name: String,
+    /// Pretty-printed when they are JSON, else as the model wrote them.
+    pub arguments: Cut,
+    pub result: Option<ResultCard>,
+}
+
+/// The result of a tool call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResultCard {
+    /// The index of the result message.
+    pub at: usize,
+    pub output: Cut,
+    pub badges: Vec<String>,
+}
+
+/// One message as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Item {
+    pub index: usize,
+    pub role: &'static str,
+    pub name: Option<String>,
+    /// A context record (a stored summary or pruning decision), not a turn.
+    pub record: bool,
+    pub badges: Vec<String>,
+    pub body: Body,
+    pub calls: Vec<CallCard>,
+    /// The turn this message starts, when it starts one.
+    pub turn: Option<TurnMark>,
+    /// The stored JSON, pretty-printed (escaped by the template).
+    pub raw: String,
+}
+
+/// What the first message of a turn shows about the turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TurnMark {
+    /// 1 for the session's first turn.
+    pub number: usize,
+    /// What the turn's messages (this one up to the next turn) cost in a request, counted
+    /// with the o200k_base encoding (GPT-4o and later): storage does not record which
+    /// model a session talks to, and the count is a guide to the turn's size.
+    pub tokens: usize,
+    /// Whether a fork can be made before it: something comes before it, and no tool call
+    /// would be cut from its result.
+    pub can_fork: bool,
+}
+
+/// A window of messages: the fragment the "load earlier" link fetches.
+#[derive(Template, Debug)]
+#[template(path = "messages.html")]
+pub(crate) struct Messages {
+    id: String,
+    /// The session's generation when it was read: a fork names positions, which stay
+    /// true while it is unchanged (appends keep it).
+    generation: u64,
+    earlier: Option<Earlier>,
+    items: Vec<Item>,
+}
+
+impl Messages {
+    /// The [`WINDOW`] messages of `history` that end before index `end` (clamped to the
+    /// history), of session `id` read at `generation`.
+    pub(crate) fn window(id: &str, history: &[ChatMessage], generation: u64, end: usize) -> Self {
+        let end = end.min(history.len());
+        let start = end.saturating_sub(WINDOW);
+        let index = Index::of(history);
+        let mut turns = turn_marks(history, start..end);
+        let items = (start..end)
+            .map(|at| Item {
+                turn: turns.remove(&at),
+                ..item(id, history, &index, start, at)
+            })
+            .collect();
+        let earlier = (start > 0).then(|| Earlier {
+            before: start,
+            page_href: format!("/sessions/{id}?before={start}"),
+            fragment_href: format!("/sessions/{id}/messages?before={start}"),
+        });
+        Self {
+            id: id.to_string(),
+            generation,
+            earlier,
+            items,
+        }
+    }
+}
+
+/// The whole transcript page.
+#[derive(Template, Debug)]
+#[template(path = "transcript.html")]
+pub(crate) struct TranscriptPage {
+    title: String,
+    assets: &'static AssetUrls,
+    head: Head,
+    messages: Messages,
+}
+
+impl TranscriptPage {
+    /// The page of the session `head` describes, showing `messages`.
+    pub(crate) fn new(head: Head, messages: Messages) -> Self {
+        Self {
+            title: head.label.clone(),
+            assets: &URLS,
+            head,
+            messages,
+        }
+    }
+}
+
+/// How a later prune record shortened a message in the model's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    ToolOutput,
+    Chatter,
+}
+
+/// What the whole history says about each message: where each call and result is, and
+/// which messages a prune record shortened.
+struct Index<'a> {
+    call_at: HashMap<&'a str, usize>,
+    result_at: HashMap<&'a str, usize>,
+    marks: HashMap<usize, Mark>,
+}
+
+impl<'a> Index<'a> {
+    fn of(history: &'a [ChatMessage]) -> Self {
+        let mut index = Index {
+            call_at: HashMap::new(),
+            result_at: HashMap::new(),
+            marks: HashMap::new(),
+        };
+        for (at, message) in history.iter().enumerate() {
+            for call in &message.tool_calls {
+                index.call_at.entry(call.id.as_str()).or_insert(at);
+            }
+            if let Some(id) = &message.tool_call_id {
+                index.result_at.entry(id.as_str()).or_insert(at);
+            }
+            index.read_prune_record(message, at);
+        }
+        index
+    }
+
+    /// The marks of a prune record stored at `at`: `{"tool_outputs": [..], "chatter":
+    /// [..]}` (fusion-agent's context records). Indices at or after the record cannot
+    /// have been decided by it and are ignored, as the agent ignores them.
+    fn read_prune_record(&mut self, message: &ChatMessage, at: usize) {
+        let Some(record) = message.metadata.get(PRUNE_KEY) else {
+            return;
+        };
+        for (field, mark) in [
+            ("tool_outputs", Mark::ToolOutput),
+            ("chatter", Mark::Chatter),
+        ] {
+            let indices = record.get(field).and_then(|v| v.as_array());
+            for index in indices.into_iter().flatten().filter_map(|v| v.as_u64()) {
+                if let Ok(index) = usize::try_from(index)
+                    && index < at
+                {
+                    self.marks.insert(index, mark);
+                }
+            }
+        }
+    }
+}
+
+/// The marks of the turns that start in `window`, by the index of their first message.
+/// Only those turns are counted, so a page costs its window (and the tail of its last
+/// turn), not the whole session.
+fn turn_marks(history: &[ChatMessage], window: Range<usize>) -> HashMap<usize, TurnMark> {
+    let counter = TiktokenCounter::new(Encoding::O200kBase);
+    let starts = turn_starts(history);
+    let ends = starts.iter().skip(1).copied().chain([history.len()]);
+    starts
+        .iter()
+        .zip(ends)
+        .enumerate()
+        .filter(|(_, (at, _))| window.contains(at))
+        .map(|(turn, (&at, end))| {
+            let tokens = history[at..end]
+                .iter()
+                .map(|message| counter.count_message(message))
+                .sum();
+            let mark = TurnMark {
+                number: turn + 1,
+                tokens,
+                can_fork: at > 0 && cut_keeps_tool_pairs(history, at),
+            };
+            (at, mark)
+        })
+        .collect()
+}
+
+/// The link to message `at`: an anchor on this page, or the window that ends with it.
+fn link_to(id: &str, start: usize, at: usize) -> String {
+    if at >= start {
+        format!("#m{at}")
+    } else {
+        format!("/sessions/{id}?before={}#m{at}", at + 1)
+    }
+}
+
+fn item(id: &str, history: &[ChatMessage], index: &Index<'_>, start: usize, at: usize) -> Item {
+    let message = &history[at];
+    let body = match (message.role, &message.tool_call_id) {
+        (Role::Tool, Some(call_id)) if index.call_at.contains_key(call_id.as_str()) => {
+            let call_at = index.call_at[call_id.as_str()];
+            Body::ShownWithCall(CallLink {
+                call_id: call_id.clone(),
+                at: call_at,
+                href: link_to(id, start, call_at),
+            })
+        }
+        (Role::Tool, _) => Body::Output(Cut::new(&message.content, CUT_CHARS)),
+        _ if message.content.is_empty() => Body::Empty,
+        _ => Body::Markdown(to_safe_html(&message.content)),
+    };
+    let calls = message
+        .tool_calls
+        .iter()
+        .map(|call| card(call, history, index))
+        .collect();
+    Item {
+        index: at,
+        role: message.role.as_str(),
+        name: message.name.clone(),
+        record: is_context_record(message),
+        badges: badges(message, index.marks.get(&at).copied()),
+        body,
+        calls,
+        turn: None,
+        raw: serde_json::to_string_pretty(message)
+            .unwrap_or_else(|err| format!("(cannot show as JSON: {err})")),
+    }
+}
+
+fn card(call: &ToolCall, history: &[ChatMessage], index: &Index<'_>) -> CallCard {
+    let arguments = match serde_json::from_str::<serde_json::Value>(&call.arguments) {
+        Ok(json) => serde_json::to_string_pretty(&json).unwrap_or_else(|_| call.arguments.clone()),
+        Err(_) => call.arguments.clone(),
+    };
+    let result = index.result_at.get(call.id.as_str()).map(|&at| {
+        let message = &history[at];
+        ResultCard {
+            at,
+            output: Cut::new(&message.content, CUT_CHARS),
+            badges: badges(message, index.marks.get(&at).copied()),
+        }
+    });
+    CallCard {
+        id: call.id.clone(),
+        name: call.name.clone(),
+        arguments: Cut::new(&arguments, CUT_CHARS),
+        result,
+    }
+}
+
+/// What the stored metadata says about a message, in words.
+fn badges(message: &ChatMessage, mark: Option<Mark>) -> Vec<String> {
+    let mut badges = Vec::new();
+    if let Some(summary) = message.metadata.get(SUMMARY_KEY) {
+        badges.push(match summary.get("covers").and_then(|v| v.as_u64()) {
+            Some(covers) => format!("stored summary of the messages before #{covers}"),
+            None => "stored summary".to_string(),
+        });
+    }
+    if let Some(record) = message.metadata.get(PRUNE_KEY) {
+        let list = |field: &str| {
+            let indices = record.get(field).and_then(|v| v.as_array());
+            let shown: Vec<String> = indices
+                .into_iter()
+                .flatten()
+                .map(|v| format!("#{v}"))
+                .collect();
+            shown.join(", ")
+        };
+        badges.push(format!(
+            "prune record: tool output of [{}] and assistant notes of [{}] shortened in the \
+             model's view",
+            list("tool_outputs"),
+            list("chatter")
+        ));
+    }
+    match mark {
+        Some(Mark::ToolOutput) => badges.push("pruned in the model's view".to_string()),
+        Some(Mark::Chatter) => badges.push("text pruned from the model's view".to_string()),
+        None => {}
+    }
+    if message.metadata.contains_key(INTERRUPTED_METADATA_KEY) {
+        badges.push("interrupted: written when the turn was cancelled".to_string());
+    }
+    badges
+}

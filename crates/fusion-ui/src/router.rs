@@ -1,0 +1,63 @@
+//! [`router`]: the whole app as an axum [`Router`], defences included, without a socket.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+use fusion::storage::ConversationStorage;
+
+use crate::assets;
+use crate::config::UiSettings;
+use crate::routes::{bulk, delete, export, fork, meta, not_found, sessions, transcript, undo};
+use crate::security::{Guard, add_headers, check_host, check_origin, check_token};
+use crate::state::AppState;
+
+/// The app over `storage`, enforcing `settings` (the `Host` names, the token).
+///
+/// Every route, the fallback included, sits behind the defences in this order: security
+/// headers on the response, the `Host` check, the token, the same-origin check on
+/// changes. [`serve`](crate::serve) uses exactly this router; tests can drive it with
+/// `tower::ServiceExt::oneshot`.
+///
+/// ```
+/// use fusion::storage::{ConversationStorage, InMemoryStorage};
+/// use fusion_ui::{UiConfig, router};
+/// use std::sync::Arc;
+///
+/// let address = "127.0.0.1:8765".parse()?;
+/// let settings = UiConfig::new(address).settings(address)?;
+/// let storage: Arc<dyn ConversationStorage> = Arc::new(InMemoryStorage::new());
+/// let app: axum::Router = router(storage, &settings);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn router(storage: Arc<dyn ConversationStorage>, settings: &UiSettings) -> Router {
+    let guard = Arc::new(Guard::new(settings));
+    Router::new()
+        .route("/", get(sessions::home))
+        .route("/sessions", get(sessions::list))
+        .route("/go", get(sessions::go))
+        .route(
+            "/sessions/{id}",
+            get(transcript::show).delete(delete::delete_now),
+        )
+        .route("/sessions/{id}/messages", get(transcript::messages))
+        .route(
+            "/sessions/{id}/delete",
+            get(delete::confirm).post(delete::delete),
+        )
+        .route("/sessions/{id}/export", get(export::download))
+        .route("/sessions/{id}/title", post(meta::rename))
+        .route("/sessions/{id}/tags", post(meta::tags))
+        .route("/sessions/{id}/fork", post(fork::fork))
+        .route("/sessions/{id}/undo", get(undo::confirm).post(undo::undo))
+        .route("/bulk-delete", get(bulk::confirm).post(bulk::delete))
+        .route("/assets/{name}", get(assets::serve))
+        .fallback(not_found)
+        .with_state(AppState { storage })
+        // The last layer added runs first.
+        .layer(from_fn(check_origin))
+        .layer(from_fn_with_state(guard.clone(), check_token))
+        .layer(from_fn_with_state(guard, check_host))
+        .layer(from_fn(add_headers))
+}

@@ -1,0 +1,93 @@
+//! Deleting several sessions: `GET /bulk-delete?id=..&id=..` (the sessions page's
+//! "Delete selected" form) lists them and asks; `POST /bulk-delete` with the same `id`
+//! fields deletes each and reports, session by session, what was deleted and what failed.
+//!
+//! Not under `/sessions/`, where any name is a session id. Each deletion is the same
+//! call as the single delete ([`delete`](fusion::storage::ConversationStorage::delete));
+//! one failing does not stop the rest.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use fusion::SessionId;
+
+use super::form::FormFields;
+use crate::html::bulk::{BulkDone, ConfirmBulk, Failure, Listed};
+use crate::html::{PageError, render};
+use crate::state::AppState;
+
+/// The most sessions one request may delete: a page of the listing holds at most
+/// this many, and it bounds the work one click starts.
+const MAX_SELECTED: usize = 500;
+
+/// `GET /bulk-delete`: the confirmation page (400 when nothing or too much is selected,
+/// or an id is invalid).
+pub(crate) async fn confirm(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, PageError> {
+    let fields = FormFields::parse(&Bytes::from(raw.unwrap_or_default()));
+    let ids = selected(&fields)?;
+    let mut listed = Vec::with_capacity(ids.len());
+    for id in ids {
+        SessionId::validate(&id).map_err(|err| PageError::bad_request(err.to_string()))?;
+        let info = state
+            .storage
+            .session_info(&id)
+            .await
+            .map_err(|err| PageError::storage(&err))?;
+        listed.push(Listed::new(id, info.as_ref()));
+    }
+    Ok(render(StatusCode::OK, &ConfirmBulk::new(listed)))
+}
+
+/// `POST /bulk-delete`: deletes each selected session; 200 with the list when all went,
+/// 500 with what failed and why otherwise. A session already gone counts as deleted.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let ids = selected(&FormFields::parse(&body))?;
+    let mut deleted = Vec::new();
+    let mut failed = Vec::new();
+    for id in ids {
+        let result = match SessionId::validate(&id) {
+            Ok(()) => state.storage.delete(&id).await,
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => deleted.push(id),
+            Err(err) => failed.push(Failure {
+                id,
+                reason: err.to_string(),
+            }),
+        }
+    }
+    let status = if failed.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    Ok(render(status, &BulkDone::new(deleted, failed)))
+}
+
+/// The `id` fields, each once: 400 for none or more than [`MAX_SELECTED`].
+fn selected(fields: &FormFields) -> Result<Vec<String>, PageError> {
+    let mut ids = fields.all("id");
+    // Kept in the order given, duplicates (a resubmitted form) dropped.
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    if ids.is_empty() {
+        return Err(PageError::bad_request(
+            "No session selected: tick the sessions to delete on the sessions page.",
+        ));
+    }
+    if ids.len() > MAX_SELECTED {
+        return Err(PageError::bad_request(format!(
+            "{} sessions selected; at most {MAX_SELECTED} can be deleted at once.",
+            ids.len()
+        )));
+    }
+    Ok(ids)
+}

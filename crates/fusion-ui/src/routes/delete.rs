@@ -1,0 +1,50 @@
+//! Deleting a session: `GET /sessions/{id}/delete` asks, `POST` to the same address
+//! deletes and returns to the sessions page; `DELETE /sessions/{id}` is the same for
+//! programs. The CSRF check has run before either change.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Redirect, Response};
+use fusion::SessionId;
+
+use super::request::existing;
+use crate::html::delete::ConfirmDelete;
+use crate::html::{PageError, render};
+use crate::state::AppState;
+
+/// `GET /sessions/{id}/delete`: the confirmation page (404 for an unknown session).
+pub(crate) async fn confirm(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let info = existing(state.storage.as_ref(), &id).await?;
+    Ok(render(StatusCode::OK, &ConfirmDelete::new(&info)))
+}
+
+/// `POST /sessions/{id}/delete`: deletes, then 303 to the sessions page. Deleting a
+/// session that is already gone is not an error (a second click, another tab).
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Redirect, PageError> {
+    remove(&state, &id).await?;
+    Ok(Redirect::to("/sessions"))
+}
+
+/// `DELETE /sessions/{id}`: deletes, then 204.
+pub(crate) async fn delete_now(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, PageError> {
+    remove(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove(state: &AppState, id: &str) -> Result<(), PageError> {
+    SessionId::validate(id).map_err(|err| PageError::bad_request(err.to_string()))?;
+    state
+        .storage
+        .delete(id)
+        .await
+        .map_err(|err| PageError::storage(&err))
+}

@@ -1,0 +1,92 @@
+//! `GET /sessions/{id}/export?format=json|jsonl|markdown`: the whole session as a file
+//! download ([`crate::export`]), named after the session.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::request::{existing, query};
+use crate::export::{ExportFormat, export};
+use crate::html::PageError;
+use crate::state::AppState;
+
+/// The query of the route.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExportParams {
+    #[serde(default)]
+    format: String,
+}
+
+/// `GET /sessions/{id}/export`: 200 with the file as an attachment; 400 for an unknown
+/// format, 404 for an unknown session.
+pub(crate) async fn download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Result<Query<ExportParams>, QueryRejection>,
+) -> Result<Response, PageError> {
+    let format: ExportFormat = query(params)?
+        .format
+        .parse()
+        .map_err(|err: crate::export::ExportError| PageError::bad_request(err.to_string()))?;
+    let info = existing(state.storage.as_ref(), &id).await?;
+    let messages = state
+        .storage
+        .load(&id)
+        .await
+        .map_err(|err| PageError::storage(&err))?;
+    if messages.is_empty() {
+        // Deleted between the two reads.
+        return Err(PageError::not_found(format!(
+            "No session {id:?} is stored."
+        )));
+    }
+    let text = export(format, &id, &info.meta, &messages)
+        .map_err(|err| PageError::bad_request(err.to_string()))?;
+    let disposition = format!(
+        "attachment; filename=\"{}.{}\"",
+        file_stem(&id),
+        format.extension()
+    );
+    Ok((
+        [
+            (CONTENT_TYPE, format.content_type().to_string()),
+            (CONTENT_DISPOSITION, disposition),
+        ],
+        text,
+    )
+        .into_response())
+}
+
+/// `id` as a file name any system accepts and no header can be broken by: letters,
+/// digits, `-`, `_` and `.` kept, anything else (`:`, `/`, quotes, non-ASCII) made `_`,
+/// and no leading dot (a hidden file).
+fn file_stem(id: &str) -> String {
+    let stem: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match stem.strip_prefix('.') {
+        Some(rest) => format!("_{rest}"),
+        None => stem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_keep_only_safe_characters() {
+        assert_eq!(file_stem("chat-1.v2"), "chat-1.v2");
+        assert_eq!(file_stem("team:a/\"b\"é"), "team_a__b__");
+        assert_eq!(file_stem(".hidden"), "_hidden");
+    }
+}

@@ -1,0 +1,99 @@
+//! `POST /sessions/{id}/fork` with fields `at` and `generation`: a new session holding the
+//! history before message `at` (a turn's first message), then 303 to it; 409 when the
+//! session was rewritten (undone, replaced) since the page showing `at` was read.
+//!
+//! The fork is created with one
+//! [`create_session`](fusion::storage::ConversationStorage::create_session), which
+//! refuses an id that exists: it never overwrites. Its id is `<id>-fork-<n>` with the
+//! first `n` not taken, so forking twice gives two sessions. It carries the source's
+//! owner and tags and the title `Fork of <title or id> at turn N`; not its data map or
+//! expiry, which belong to the source.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Redirect;
+use fusion::storage::MAX_TITLE_CHARS;
+use fusion::storage::{SessionInfo, SessionMeta};
+use fusion::{Error, SessionId};
+
+use super::form::FormFields;
+use super::request::existing;
+use crate::html::PageError;
+use crate::state::AppState;
+use crate::turns::{cut_keeps_tool_pairs, turn_starts};
+
+/// How many `-fork-<n>` ids are tried before giving up: more forks of one session than
+/// anyone reads means something else is wrong.
+const MAX_FORK_NUMBER: usize = 1_000;
+
+/// `POST /sessions/{id}/fork`.
+pub(crate) async fn fork(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let form = FormFields::parse(&body);
+    let at: usize = form.number("at")?;
+    let shown: u64 = form.number("generation")?;
+    let info = existing(state.storage.as_ref(), &id).await?;
+    let (history, now) = state
+        .storage
+        .load_revision(&id)
+        .await
+        .map_err(|err| PageError::storage(&err))?;
+    // Appends keep the generation and leave every position as it was; anything else
+    // (an undo, a rewrite) may have put another message at `at`.
+    if now.generation != shown {
+        return Err(PageError::conflict(format!(
+            "No fork was made: session {id:?} was rewritten since its page was shown, so              message #{at} may not be the one you chose."
+        )));
+    }
+    let Some(turn) = turn_starts(&history).iter().position(|&start| start == at) else {
+        return Err(PageError::bad_request(format!(
+            "Message #{at} of session {id:?} does not start a turn: fork at a message the \
+             user wrote."
+        )));
+    };
+    if at == 0 {
+        return Err(PageError::bad_request(
+            "Nothing comes before the first message: a fork there would be empty.",
+        ));
+    }
+    if !cut_keeps_tool_pairs(&history, at) {
+        return Err(PageError::bad_request(format!(
+            "Forking before message #{at} would separate a tool call from its result."
+        )));
+    }
+    let meta = fork_meta(&info, turn + 1);
+    let kept = &history[..at];
+    for n in 1..=MAX_FORK_NUMBER {
+        let fork_id = format!("{id}-fork-{n}");
+        SessionId::validate(&fork_id).map_err(|err| {
+            PageError::bad_request(format!("The fork's id cannot be made from {id:?}: {err}"))
+        })?;
+        match state.storage.create_session(&fork_id, &meta, kept).await {
+            Ok(_) => return Ok(Redirect::to(&format!("/sessions/{fork_id}"))),
+            // Taken (an earlier fork, or one made at this instant): try the next number.
+            Err(Error::Conflict { .. }) => continue,
+            Err(err) => return Err(PageError::storage(&err)),
+        }
+    }
+    Err(PageError::conflict(format!(
+        "Session {id:?} already has forks numbered 1 to {MAX_FORK_NUMBER}; nothing was created."
+    )))
+}
+
+/// The fork's metadata: the source's owner and tags, and a title saying where it came
+/// from, cut to the longest title storage accepts.
+fn fork_meta(info: &SessionInfo, turn: usize) -> SessionMeta {
+    let label = info.meta.title.as_deref().unwrap_or(&info.id);
+    let title: String = format!("Fork of {label} at turn {turn}")
+        .chars()
+        .take(MAX_TITLE_CHARS)
+        .collect();
+    let meta = SessionMeta::new().title(title).tags(info.meta.tags.clone());
+    match &info.meta.owner {
+        Some(owner) => meta.owner(owner.clone()),
+        None => meta,
+    }
+}

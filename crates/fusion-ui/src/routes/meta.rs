@@ -1,0 +1,72 @@
+//! `POST /sessions/{id}/title` (rename; an empty title removes it) and
+//! `POST /sessions/{id}/tags` (add and remove tags), each one atomic
+//! [`update_session`](fusion::storage::ConversationStorage::update_session), then 303
+//! back to the transcript.
+//!
+//! The rules are those of `fusion sessions retitle` and `fusion sessions tag`
+//! (`fusion-cli/src/meta.rs`), which live in the CLI, so they are restated here against
+//! the trait: an empty title removes it; a tag change needs at least one tag to add or
+//! remove; the storage validates the result (`SessionMeta::validate`) and refuses it
+//! whole. One difference of form only: the "add" box takes several tags separated by
+//! commas, which no tag may contain, so nothing is ambiguous.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Redirect;
+use fusion::SessionId;
+use fusion::storage::MetaUpdate;
+
+use super::form::FormFields;
+use crate::html::PageError;
+use crate::state::AppState;
+
+/// `POST /sessions/{id}/title` with field `title`.
+pub(crate) async fn rename(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let form = FormFields::parse(&body);
+    let title = form.required("title")?.trim();
+    let update = MetaUpdate::new().title((!title.is_empty()).then_some(title));
+    apply(&state, &id, &update).await
+}
+
+/// `POST /sessions/{id}/tags` with fields `add` (tags, comma-separated) and `remove` (one
+/// tag each), any number of either.
+pub(crate) async fn tags(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let form = FormFields::parse(&body);
+    let mut update = MetaUpdate::new();
+    update.add_tags = form
+        .all("add")
+        .iter()
+        .flat_map(|field| field.split(','))
+        .map(str::trim)
+        .filter(|tag| !tag.is_empty())
+        .map(str::to_string)
+        .collect();
+    update.remove_tags = form.all("remove");
+    if update.add_tags.is_empty() && update.remove_tags.is_empty() {
+        return Err(PageError::bad_request(
+            "Nothing to change: name a tag to add or to remove.",
+        ));
+    }
+    apply(&state, &id, &update).await
+}
+
+/// Applies `update` to session `id` and returns to its page: 404 when it does not exist,
+/// 400 when the result breaks a metadata rule (nothing is changed then).
+async fn apply(state: &AppState, id: &str, update: &MetaUpdate) -> Result<Redirect, PageError> {
+    SessionId::validate(id).map_err(|err| PageError::bad_request(err.to_string()))?;
+    match state.storage.update_session(id, update).await {
+        Ok(Some(_)) => Ok(Redirect::to(&format!("/sessions/{id}"))),
+        Ok(None) => Err(PageError::not_found(format!(
+            "No session {id:?} is stored."
+        ))),
+        Err(err) => Err(PageError::storage(&err)),
+    }
+}

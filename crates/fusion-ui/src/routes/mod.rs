@@ -1,0 +1,18 @@
+//! The page handlers: what each route reads from storage and which template it fills.
+//!
+//! Every handler answers a problem with a [`PageError`](crate::html::PageError) page:
+//! invalid input (an id, a cursor, a sort order) is a 400 that says what was wrong, an
+//! unknown session a 404, a storage failure a 500 naming the error.
+
+pub(crate) mod bulk;
+pub(crate) mod delete;
+pub(crate) mod export;
+pub(crate) mod fork;
+mod form;
+pub(crate) mod meta;
+mod request;
+pub(crate) mod sessions;
+pub(crate) mod transcript;
+pub(crate) mod undo;
+
+pub(crate) use request::not_found;

@@ -1,0 +1,104 @@
+//! Undo the last turn: `GET /sessions/{id}/undo` asks, showing what would go and
+//! carrying the session's [`Revision`] as the page read it; `POST` to the same address
+//! removes the last turn only if the session is still exactly that revision.
+//!
+//! The storage calls are those of fusion-agent's `AgentSession::undo_last_turn`: one
+//! [`write_if`](fusion::storage::ConversationStorage::write_if) with
+//! `Expect::Exactly(revision)` and `Change::Truncate(start of the last turn)`. If
+//! anything was written since the page was shown (a message appended by a running
+//! agent, a rewrite, a delete), nothing is removed and the answer is a 409 page, so
+//! another writer's messages are never lost.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Redirect, Response};
+use fusion::storage::{Change, Expect, Revision};
+use fusion::{ChatMessage, Error};
+
+use super::form::FormFields;
+use super::request::existing;
+use crate::html::undo::ConfirmUndo;
+use crate::html::{PageError, render};
+use crate::state::AppState;
+use crate::turns::turn_starts;
+
+/// `GET /sessions/{id}/undo`: the confirmation page (404 unknown session, 400 when it
+/// holds no turn to undo).
+pub(crate) async fn confirm(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let info = existing(state.storage.as_ref(), &id).await?;
+    let (history, revision) = read(&state, &id).await?;
+    let at = last_turn(&id, &history)?;
+    Ok(render(
+        StatusCode::OK,
+        &ConfirmUndo::new(&info, revision, history.len() - at),
+    ))
+}
+
+/// `POST /sessions/{id}/undo` with the fields `generation` and `len` of the revision the
+/// confirmation page showed: 303 to the session (to the sessions page when the undo
+/// removed its only turn), or 409 when it changed since.
+pub(crate) async fn undo(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let form = FormFields::parse(&body);
+    let shown = Revision {
+        generation: form.number("generation")?,
+        len: form.number("len")?,
+    };
+    existing(state.storage.as_ref(), &id).await?;
+    let (history, now) = read(&state, &id).await?;
+    if now != shown {
+        return Err(changed(&id, now));
+    }
+    let at = last_turn(&id, &history)?;
+    // The check above saves a write in the common case; this condition is what makes
+    // the undo safe against a writer that comes between the read and the write.
+    match state
+        .storage
+        .write_if(&id, Expect::Exactly(shown), Change::Truncate(at))
+        .await
+    {
+        Ok(_) if at == 0 => Ok(Redirect::to("/sessions")),
+        Ok(_) => Ok(Redirect::to(&format!("/sessions/{id}"))),
+        Err(Error::Conflict { .. }) => {
+            let (_, now) = read(&state, &id).await?;
+            Err(changed(&id, now))
+        }
+        Err(err) => Err(PageError::storage(&err)),
+    }
+}
+
+async fn read(state: &AppState, id: &str) -> Result<(Vec<ChatMessage>, Revision), PageError> {
+    state
+        .storage
+        .load_revision(id)
+        .await
+        .map_err(|err| PageError::storage(&err))
+}
+
+/// Where the last turn starts, or a 400 when the session has none.
+fn last_turn(id: &str, history: &[ChatMessage]) -> Result<usize, PageError> {
+    turn_starts(history).last().copied().ok_or_else(|| {
+        PageError::bad_request(format!(
+            "Session {id:?} holds no message from the user: there is no turn to undo."
+        ))
+    })
+}
+
+/// The 409 for a session that is now at `now`.
+fn changed(id: &str, now: Revision) -> PageError {
+    let state = if now.exists() {
+        format!("it now holds {} messages", now.len)
+    } else {
+        "it has been deleted".to_string()
+    };
+    PageError::conflict(format!(
+        "Nothing was undone: session {id:?} changed since its page was shown ({state})."
+    ))
+}

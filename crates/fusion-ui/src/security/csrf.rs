@@ -1,0 +1,52 @@
+//! The same-origin check on every request that may change something (anything but GET
+//! and HEAD), refused with 403 otherwise.
+//!
+//! A page on another site can make a browser post a form here, cookie included (except
+//! where `SameSite=Strict` keeps it back, and there is no cookie at all when no token is
+//! in force). Browsers mark such a request: `Origin` names the other site, and
+//! `Sec-Fetch-Site` says `cross-site`. So a change is accepted only with `Origin` equal
+//! to this server's origin, or, when `Origin` is absent or `null`, with
+//! `Sec-Fetch-Site: same-origin` or the bearer token (a header no other site can make a
+//! browser send).
+//!
+//! `null` needs that second look because our own pages produce it: under
+//! `Referrer-Policy: no-referrer` a browser sends `Origin: null` with a form post even to
+//! its own origin (the Fetch standard's "serializing a request origin"). A sandboxed
+//! frame on another site sends `null` too, but with `Sec-Fetch-Site: cross-site`, which no
+//! page can change.
+
+use axum::extract::Request;
+use axum::http::Method;
+use axum::http::header::{HOST, ORIGIN};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::token::Auth;
+use crate::html::PageError;
+
+/// Middleware: lets reads through, and changes only from this origin.
+pub(crate) async fn check_origin(request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // The Host check ran first, so this is one of our own names.
+    let served = format!("http://{}", header(HOST.as_str()).unwrap_or_default());
+    let allowed = match header(ORIGIN.as_str()) {
+        Some(origin) if origin != "null" => origin.eq_ignore_ascii_case(&served),
+        _ => {
+            header("sec-fetch-site") == Some("same-origin")
+                || request.extensions().get::<Auth>() == Some(&Auth::Bearer)
+        }
+    };
+    if allowed {
+        next.run(request).await
+    } else {
+        PageError::forbidden(
+            "A change must come from this app's own pages: this request came from another \
+             site or did not say where it came from (Origin).",
+        )
+        .into_response()
+    }
+}

@@ -1,0 +1,134 @@
+//! [`Guard`]: the host names and token the middleware checks requests against.
+
+use std::net::SocketAddr;
+
+use subtle::ConstantTimeEq;
+
+use crate::config::{UiSettings, is_loopback};
+
+/// What requests are checked against, derived once from [`UiSettings`].
+#[derive(Debug)]
+pub(crate) struct Guard {
+    port: u16,
+    /// Accepted `Host` values, lower case.
+    hosts: Vec<String>,
+    /// A bind on every interface (`0.0.0.0`, `::`): any IP address with our port is a
+    /// fine `Host`, since DNS rebinding needs a name and an address is not one.
+    any_address: bool,
+    token: Option<String>,
+}
+
+impl Guard {
+    /// The checks `settings` call for.
+    pub(crate) fn new(settings: &UiSettings) -> Self {
+        let address = settings.address();
+        let port = address.port();
+        let mut hosts = vec![address.to_string()];
+        if is_loopback(address.ip()) || address.ip().is_unspecified() {
+            for name in ["localhost", "127.0.0.1", "[::1]"] {
+                hosts.push(format!("{name}:{port}"));
+            }
+        }
+        hosts.extend(settings.extra_hosts().iter().cloned());
+        if port == 80 {
+            // Browsers leave the default port out of `Host`.
+            let bare: Vec<String> = hosts
+                .iter()
+                .filter_map(|h| h.strip_suffix(":80").map(str::to_string))
+                .collect();
+            hosts.extend(bare);
+        }
+        Self {
+            port,
+            hosts,
+            any_address: address.ip().is_unspecified(),
+            token: settings.token().map(str::to_string),
+        }
+    }
+
+    /// Whether a request whose `Host` header is `host` is meant for this server.
+    pub(crate) fn host_allowed(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.hosts.contains(&host)
+            || (self.any_address
+                && host
+                    .parse::<SocketAddr>()
+                    .is_ok_and(|addr| addr.port() == self.port))
+    }
+
+    /// Whether a token is in force.
+    pub(crate) fn requires_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Whether `candidate` is the token, compared in constant time so the time a refusal
+    /// takes says nothing about how much of a guess was right.
+    pub(crate) fn token_matches(&self, candidate: &str) -> bool {
+        self.token
+            .as_deref()
+            .is_some_and(|token| bool::from(token.as_bytes().ct_eq(candidate.as_bytes())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UiConfig;
+
+    fn guard(bind: &str) -> Guard {
+        let addr = bind.parse().unwrap();
+        Guard::new(
+            &UiConfig::new(addr)
+                .allow_host("DevBox:9")
+                .settings(addr)
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn loopback_accepts_its_local_names_and_nothing_else() {
+        let local = guard("127.0.0.1:8765");
+        for ok in [
+            "127.0.0.1:8765",
+            "localhost:8765",
+            "LOCALHOST:8765",
+            "[::1]:8765",
+            "devbox:9",
+        ] {
+            assert!(local.host_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8765",
+            "localhost:8766",
+            "localhost",
+            "127.0.0.2:8765",
+            "",
+        ] {
+            assert!(!local.host_allowed(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bind_on_every_interface_accepts_addresses_but_not_names() {
+        let open = guard("0.0.0.0:8765");
+        assert!(open.requires_token());
+        assert!(open.host_allowed("192.168.1.20:8765"));
+        assert!(open.host_allowed("localhost:8765"));
+        assert!(!open.host_allowed("192.168.1.20:8766"));
+        assert!(!open.host_allowed("evil.example:8765"));
+        let specific = guard("10.0.0.5:80");
+        assert!(specific.host_allowed("10.0.0.5"));
+        assert!(!specific.host_allowed("localhost:80"));
+        assert!(!specific.host_allowed("10.0.0.6:80"));
+    }
+
+    #[test]
+    fn the_token_must_match_exactly() {
+        let open = guard("0.0.0.0:1");
+        let token = open.token.clone().unwrap();
+        assert!(open.token_matches(&token));
+        assert!(!open.token_matches(&token[1..]));
+        assert!(!open.token_matches(""));
+        assert!(!guard("127.0.0.1:1").token_matches(""));
+    }
+}

@@ -1,0 +1,149 @@
+//! The access token, when one is in force: a request must carry it, as the cookie
+//! [`COOKIE`] or as `Authorization: Bearer <token>`, or it is refused with 401.
+//!
+//! Opening any page with `?token=<token>` sets the cookie (`HttpOnly`, so no script can
+//! read it; `SameSite=Strict`, so no other site's request carries it) and redirects to
+//! the same address without the token, so it does not linger in the address bar or the
+//! history. The embedded assets need no token: they are public files, and the refusal
+//! page uses the stylesheet.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, COOKIE as COOKIE_HEADER, LOCATION, SET_COOKIE};
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::guard::Guard;
+use crate::assets::PREFIX;
+use crate::html::PageError;
+
+/// The name of the cookie that carries the token.
+pub(crate) const COOKIE: &str = "fusion_ui_token";
+
+/// How a request proved it may be served; the CSRF check reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Auth {
+    /// No token is in force.
+    Open,
+    /// The cookie carried the token.
+    Cookie,
+    /// An `Authorization: Bearer` header carried it: a program, not a browser form, since
+    /// no page on another site can make a browser send that header here.
+    Bearer,
+}
+
+/// Middleware: lets a request through with its [`Auth`], exchanges `?token=` for the
+/// cookie, or refuses with 401.
+pub(crate) async fn check_token(
+    State(guard): State<Arc<Guard>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if !guard.requires_token() {
+        request.extensions_mut().insert(Auth::Open);
+        return next.run(request).await;
+    }
+    if request.uri().path().starts_with(PREFIX) {
+        return next.run(request).await;
+    }
+    if let Some((given, rest)) = split_token_param(request.uri()) {
+        let reading = matches!(*request.method(), Method::GET | Method::HEAD);
+        return if reading && guard.token_matches(&given) {
+            set_cookie_and_redirect(&given, &rest)
+        } else {
+            PageError::unauthorized("The token in this address is not this server's token.")
+                .into_response()
+        };
+    }
+    let auth = if bearer(&request).is_some_and(|t| guard.token_matches(t)) {
+        Auth::Bearer
+    } else if cookies(&request).any(|t| guard.token_matches(t)) {
+        Auth::Cookie
+    } else {
+        return PageError::unauthorized("This server needs its access token.").into_response();
+    };
+    request.extensions_mut().insert(auth);
+    next.run(request).await
+}
+
+/// The `token` query parameter, and the path with the rest of the query, if the
+/// request has one.
+fn split_token_param(uri: &Uri) -> Option<(String, String)> {
+    let query = uri.query()?;
+    let mut token = None;
+    let mut rest = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if key == "token" {
+            token = Some(value.into_owned());
+        } else {
+            rest.append_pair(&key, &value);
+        }
+    }
+    let rest = rest.finish();
+    let path = uri.path();
+    let target = if rest.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{rest}")
+    };
+    Some((token?, target))
+}
+
+fn set_cookie_and_redirect(token: &str, target: &str) -> Response {
+    // The token was checked against ours, whose characters are all cookie-safe, and the
+    // target is our own path: both are valid header values.
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    match (
+        HeaderValue::from_str(&cookie),
+        HeaderValue::from_str(target),
+    ) {
+        (Ok(cookie), Ok(location)) => (
+            StatusCode::SEE_OTHER,
+            [(SET_COOKIE, cookie), (LOCATION, location)],
+        )
+            .into_response(),
+        _ => PageError::bad_request("This address cannot be redirected to.").into_response(),
+    }
+}
+
+fn bearer(request: &Request) -> Option<&str> {
+    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Every value of our cookie the request carries (a browser may send several `Cookie`
+/// headers, or the same name twice from different paths).
+fn cookies(request: &Request) -> impl Iterator<Item = &str> {
+    request
+        .headers()
+        .get_all(COOKIE_HEADER)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_taken_out_of_the_query_and_the_rest_kept() {
+        let uri: Uri = "/sessions?owner=a&token=T0k&tag=x%20y".parse().unwrap();
+        assert_eq!(
+            split_token_param(&uri),
+            Some(("T0k".into(), "/sessions?owner=a&tag=x+y".into()))
+        );
+        let uri: Uri = "/?token=abc".parse().unwrap();
+        assert_eq!(split_token_param(&uri), Some(("abc".into(), "/".into())));
+        assert_eq!(
+            split_token_param(&"/sessions?owner=a".parse().unwrap()),
+            None
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! The transcript's metadata actions and exports, and bulk delete, through the router:
+//! rename, tags, the three export formats as downloads, and the select / confirm /
+//! delete pages, with their refusals and bad input.
+
+mod common;
+
+use axum::http::StatusCode;
+use fusion::ChatMessage;
+use fusion::storage::{ConversationStorage, InMemoryStorage, SessionMeta};
+
+use common::*;
+
+async fn meta_of(storage: &InMemoryStorage, id: &str) -> SessionMeta {
+    storage.session_info(id).await.unwrap().unwrap().meta
+}
+
+#[tokio::test]
+async fn renaming_sets_and_an_empty_title_removes_it() {
+    let storage = store();
+    put(
+        &storage,
+        "s-1",
+        SessionMeta::new().title("Old"),
+        &exchange(),
+    )
+    .await;
+    let app = app(storage.clone());
+    let reply = send(
+        &app,
+        post_form("/sessions/s-1/title", "title=New+%3Cname%3E"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.header("location"), "/sessions/s-1");
+    assert_eq!(
+        meta_of(&storage, "s-1").await.title.as_deref(),
+        Some("New <name>")
+    );
+    let page = send(&app, get("/sessions/s-1")).await.body;
+    assert!(page.contains("<h1>New &#60;name&#62;</h1>"), "{page}");
+    assert_inert(&page);
+    let reply = send(&app, post_form("/sessions/s-1/title", "title=++")).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(meta_of(&storage, "s-1").await.title, None);
+}
+
+#[tokio::test]
+async fn renaming_refuses_bad_input_unknown_sessions_and_other_sites() {
+    let storage = store();
+    put(
+        &storage,
+        "s-1",
+        SessionMeta::new().title("Kept"),
+        &exchange(),
+    )
+    .await;
+    let app = app(storage.clone());
+    let long = "x".repeat(fusion::storage::MAX_TITLE_CHARS + 1);
+    let reply = send(
+        &app,
+        post_form("/sessions/s-1/title", &format!("title={long}")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.body.contains("title"), "{}", reply.body);
+    let reply = send(&app, post_form("/sessions/s-1/title", "name=x")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.body.contains("no field"), "{}", reply.body);
+    let reply = send(&app, post_form("/sessions/nope/title", "title=x")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let reply = send(&app, post_cross_site("/sessions/s-1/title", "title=pwned")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = send(&app, get("/sessions/s-1/title")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "a GET changes nothing"
+    );
+    assert_eq!(
+        meta_of(&storage, "s-1").await.title.as_deref(),
+        Some("Kept")
+    );
+}
+
+#[tokio::test]
+async fn tags_are_added_comma_separated_and_removed_one_by_one() {
+    let storage = store();
+    put(
+        &storage,
+        "s-1",
+        SessionMeta::new().tags(["old"]),
+        &exchange(),
+    )
+    .await;
+    let app = app(storage.clone());
+    let reply = send(
+        &app,
+        post_form("/sessions/s-1/tags", "add=ops%2C+urgent+%2C"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        meta_of(&storage, "s-1").await.tags,
+        ["old", "ops", "urgent"]
+    );
+    let page = send(&app, get("/sessions/s-1")).await.body;
+    assert!(
+        page.contains(
+            r#"<button type="submit" name="remove" value="ops" aria-label="Remove tag ops">"#
+        ),
+        "{page}"
+    );
+    let reply = send(
+        &app,
+        post_form("/sessions/s-1/tags", "remove=old&remove=urgent"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(meta_of(&storage, "s-1").await.tags, ["ops"]);
+    for bad in ["", "add=&remove=", "add=tab%09inside"] {
+        let reply = send(&app, post_form("/sessions/s-1/tags", bad)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{bad:?}: {}",
+            reply.body
+        );
+    }
+    let reply = send(&app, post_cross_site("/sessions/s-1/tags", "add=x")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = send(&app, post_form("/sessions/nope/tags", "add=x")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(meta_of(&storage, "s-1").await.tags, ["ops"]);
+}
+
+#[tokio::test]
+async fn each_export_format_downloads_with_a_safe_file_name() {
+    let storage = store();
+    let meta = SessionMeta::new()
+        .owner("ann")
+        .title("Chores")
+        .tags(["ops"]);
+    put(&storage, "team:a.1", meta, &exchange()).await;
+    let app = app(storage.clone());
+    let page = send(&app, get("/sessions/team:a.1")).await.body;
+    assert!(
+        page.contains(r#"href="/sessions/team:a.1/export?format=jsonl" download"#),
+        "{page}"
+    );
+
+    let reply = send(&app, get("/sessions/team:a.1/export?format=json")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-type"), "application/json");
+    assert_eq!(
+        reply.header("content-disposition"),
+        r#"attachment; filename="team_a.1.json""#
+    );
+    let doc: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(doc["id"], "team:a.1");
+    assert_eq!(
+        doc["meta"],
+        serde_json::json!({"owner": "ann", "title": "Chores", "tags": ["ops"]})
+    );
+    let messages: Vec<ChatMessage> = serde_json::from_value(doc["messages"].clone()).unwrap();
+    assert_eq!(messages, storage.load("team:a.1").await.unwrap());
+
+    let reply = send(&app, get("/sessions/team:a.1/export?format=jsonl")).await;
+    assert_eq!(reply.header("content-type"), "application/x-ndjson");
+    assert!(
+        reply
+            .header("content-disposition")
+            .ends_with(r#"filename="team_a.1.jsonl""#)
+    );
+    assert_eq!(reply.body.lines().count(), exchange().len());
+
+    let reply = send(&app, get("/sessions/team:a.1/export?format=markdown")).await;
+    assert_eq!(reply.header("content-type"), "text/markdown; charset=utf-8");
+    assert!(
+        reply
+            .header("content-disposition")
+            .ends_with(r#"filename="team_a.1.md""#)
+    );
+    assert!(
+        reply
+            .body
+            .starts_with("# Session `team:a.1`\n\nTitle: Chores  \n"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply
+            .body
+            .contains("## 4. tool result (list_files, call call-1)"),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn exports_refuse_unknown_formats_and_sessions() {
+    let storage = store();
+    put(&storage, "s-1", SessionMeta::new(), &exchange()).await;
+    let app = app(storage);
+    for path in ["/sessions/s-1/export?format=xml", "/sessions/s-1/export"] {
+        let reply = send(&app, get(path)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(
+            reply.body.contains("json, jsonl or markdown"),
+            "{}",
+            reply.body
+        );
+    }
+    let reply = send(&app, get("/sessions/nope/export?format=json")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let reply = send(&app, get("/sessions/bad%20id/export?format=json")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn bulk_delete_lists_the_selection_then_deletes_each() {
+    let storage = store();
+    for id in ["a", "b", "c"] {
+        put(
+            &storage,
+            id,
+            SessionMeta::new().title(format!("T {id}")),
+            &exchange(),
+        )
+        .await;
+    }
+    let app = app(storage.clone());
+    let page = send(&app, get("/sessions")).await.body;
+    assert!(page.contains(r#"<form id="bulk" class="bulk" method="get" action="/bulk-delete">"#));
+    assert!(
+        page.contains(r#"<input type="checkbox" name="id" value="b" aria-label="Select T b">"#)
+    );
+    assert_inert(&page);
+
+    let reply = send(&app, get("/bulk-delete?id=a&id=b&id=a&id=gone")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let html = &reply.body;
+    assert!(html.contains("<h1>Delete 3 sessions?</h1>"), "{html}");
+    assert!(html.contains("<code>a</code> T a"), "{html}");
+    assert!(html.contains("(not stored: already deleted?)"), "{html}");
+    assert!(
+        html.contains(r#"<input type="hidden" name="id" value="b">"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<form method="post" action="/bulk-delete" class="confirm">"#));
+    assert_eq!(
+        storage.list_sessions().await.unwrap().len(),
+        3,
+        "asking deletes nothing"
+    );
+
+    let reply = send(&app, post_form("/bulk-delete", "id=a&id=b&id=gone")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.body.contains("<h1>Deleted 3 sessions</h1>"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(storage.list_sessions().await.unwrap(), ["c"]);
+}
+
+#[tokio::test]
+async fn bulk_delete_reports_failures_and_refuses_bad_requests() {
+    let storage = store();
+    put(&storage, "a", SessionMeta::new(), &exchange()).await;
+    let app = app(storage.clone());
+    let reply = send(&app, post_form("/bulk-delete", "id=a&id=bad+id%21")).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let html = &reply.body;
+    assert!(html.contains("<h2>Not deleted</h2>"), "{html}");
+    assert!(
+        html.contains("<code>bad id!</code>: <span class=\"error\">"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<ul class=\"deleted\">\n<li><code>a</code></li>"),
+        "{html}"
+    );
+    assert!(storage.list_sessions().await.unwrap().is_empty());
+
+    put(&storage, "b", SessionMeta::new(), &exchange()).await;
+    for bad in [
+        "/bulk-delete",
+        "/bulk-delete?id=",
+        "/bulk-delete?id=bad%20id",
+    ] {
+        let reply = send(&app, get(bad)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let many: Vec<String> = (0..501).map(|n| format!("id=s{n}")).collect();
+    let reply = send(&app, post_form("/bulk-delete", &many.join("&"))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.body.contains("at most 500"), "{}", reply.body);
+    let reply = send(&app, post_cross_site("/bulk-delete", "id=b")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(storage.list_sessions().await.unwrap(), ["b"]);
+}
+
+#[test]
+fn escaped_text_in_a_field_value_is_inert_but_handlers_and_urls_are_not() {
+    assert_inert(r#"<input name="title" value="&#60;img onerror=x&#62; javascript:">"#);
+    for active in [
+        r#"<input value="x" onfocus="alert(1)">"#,
+        r#"<a title="t" href="javascript:alert(1)">"#,
+        r#"<img alt="a" src=x onerror=alert(1)>"#,
+        r#"<b style="color:red">"#,
+    ] {
+        let caught = std::panic::catch_unwind(|| assert_inert(active));
+        assert!(caught.is_err(), "not caught: {active}");
+    }
+}

@@ -1,0 +1,262 @@
+//! The defences, through the router: the `Host` check, the token (cookie, bearer, the
+//! `?token=` exchange), the same-origin check on changes, and the headers every
+//! response carries.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use fusion::ChatMessage;
+use fusion::storage::{ConversationStorage, SessionMeta};
+
+use common::*;
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' \
+    data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn post_delete(id: &str) -> axum::http::request::Builder {
+    request("POST", &format!("/sessions/{id}/delete"))
+}
+
+#[tokio::test]
+async fn a_foreign_or_missing_host_is_refused_and_local_names_are_served() {
+    let app = app(store());
+    for host in [
+        "evil.example",
+        "evil.example:8765",
+        "127.0.0.1:9999",
+        "localhost",
+    ] {
+        let request = axum::http::Request::get("/sessions")
+            .header("host", host)
+            .body(Body::empty())
+            .unwrap();
+        let reply = send(&app, request).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{host}");
+        assert!(
+            reply.body.contains("does not answer to the host name"),
+            "{host}"
+        );
+    }
+    let no_host = axum::http::Request::get("/sessions")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, no_host).await.status, StatusCode::FORBIDDEN);
+    let absolute = axum::http::Request::get("http://evil.example/sessions")
+        .header("host", HOST)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, absolute).await.status, StatusCode::FORBIDDEN);
+    for host in [HOST, "localhost:8765", "[::1]:8765"] {
+        let request = axum::http::Request::get("/sessions")
+            .header("host", host)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&app, request).await.status, StatusCode::OK, "{host}");
+    }
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let storage = store();
+    put(&storage, "s1", SessionMeta::new(), &exchange()).await;
+    let app = app(storage);
+    let foreign = axum::http::Request::get("/")
+        .header("host", "evil.example")
+        .body(Body::empty())
+        .unwrap();
+    let replies = [
+        send(&app, get("/sessions")).await,
+        send(&app, get("/sessions/s1")).await,
+        send(&app, get("/no/such/page")).await,
+        send(&app, get("/sessions?order=sideways")).await,
+        send(&app, foreign).await,
+        send(&app, post_delete("s1").body(Body::empty()).unwrap()).await,
+        send(&app, get("/assets/htmx-2.0.11.min.js")).await,
+    ];
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 404, 400, 403, 403, 200]);
+    for reply in &replies {
+        assert_eq!(reply.header("content-security-policy"), CSP);
+        assert_eq!(reply.header("x-content-type-options"), "nosniff");
+        assert_eq!(reply.header("referrer-policy"), "no-referrer");
+        assert_eq!(reply.header("x-frame-options"), "DENY");
+    }
+    assert_eq!(replies[0].header("cache-control"), "no-store");
+    assert!(replies[6].header("cache-control").contains("immutable"));
+    assert_eq!(
+        replies[6].header("content-type"),
+        "text/javascript; charset=utf-8"
+    );
+}
+
+#[tokio::test]
+async fn with_a_token_in_force_a_request_without_it_is_refused() {
+    let app = app_with_token(store());
+    let reply = send(&app, get("/sessions")).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        reply.body.contains("?token="),
+        "the page says how to get in"
+    );
+    let wrong_cookie = request("GET", "/sessions")
+        .header("cookie", "fusion_ui_token=nope")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        send(&app, wrong_cookie).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let wrong_bearer = request("GET", "/sessions")
+        .header("authorization", format!("Bearer {TOKEN}x"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        send(&app, wrong_bearer).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let wrong_query = send(&app, get("/sessions?token=guess-guess-guess-guess")).await;
+    assert_eq!(wrong_query.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong_query.header("set-cookie"), "");
+    // The stylesheet of the refusal page itself needs no token.
+    let css = reply
+        .body
+        .split("<link rel=\"stylesheet\" href=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(css.starts_with("/assets/app-"), "{css}");
+    let css = send(&app, get(css)).await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert_eq!(css.header("content-type"), "text/css; charset=utf-8");
+}
+
+#[tokio::test]
+async fn the_token_in_the_url_becomes_a_strict_cookie_and_leaves_the_address() {
+    let app = app_with_token(store());
+    let reply = send(
+        &app,
+        get(&format!("/sessions?owner=ann&token={TOKEN}&tag=x")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.header("location"), "/sessions?owner=ann&tag=x");
+    assert_eq!(
+        reply.header("set-cookie"),
+        format!("fusion_ui_token={TOKEN}; HttpOnly; SameSite=Strict; Path=/")
+    );
+    let with_cookie = request("GET", "/sessions?owner=ann&tag=x")
+        .header("cookie", format!("other=1; fusion_ui_token={TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, with_cookie).await.status, StatusCode::OK);
+    let with_bearer = request("GET", "/sessions")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, with_bearer).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_change_from_another_origin_or_from_nowhere_is_refused() {
+    let storage = store();
+    put(&storage, "s1", SessionMeta::new(), &exchange()).await;
+    let app = app(storage.clone());
+    let refused = [
+        post_delete("s1").body(Body::empty()).unwrap(),
+        post_delete("s1")
+            .header("origin", "http://evil.example")
+            .body(Body::empty())
+            .unwrap(),
+        post_delete("s1")
+            .header("origin", "null")
+            .body(Body::empty())
+            .unwrap(),
+        post_delete("s1")
+            .header("origin", "http://127.0.0.1:9999")
+            .body(Body::empty())
+            .unwrap(),
+        post_delete("s1")
+            .header("sec-fetch-site", "cross-site")
+            .body(Body::empty())
+            .unwrap(),
+        // A right-looking Sec-Fetch-Site does not outvote a wrong Origin.
+        post_delete("s1")
+            .header("origin", "http://evil.example")
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::empty())
+            .unwrap(),
+        request("DELETE", "/sessions/s1")
+            .body(Body::empty())
+            .unwrap(),
+    ];
+    for request in refused {
+        let what = format!("{} {:?}", request.method(), request.headers());
+        let reply = send(&app, request).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{what}");
+        assert!(reply.body.contains("own pages"), "{}", reply.body);
+    }
+    assert_eq!(
+        storage.load("s1").await.unwrap().len(),
+        5,
+        "nothing was deleted"
+    );
+
+    let same_origin = post_delete("s1")
+        .header("origin", ORIGIN)
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&app, same_origin).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.header("location"), "/sessions");
+    assert!(storage.load("s1").await.unwrap().is_empty());
+
+    put(&storage, "s2", SessionMeta::new(), &exchange()).await;
+    let fetch_metadata = post_delete("s2")
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        send(&app, fetch_metadata).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert!(storage.load("s2").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_bearer_may_change_without_origin_and_a_cookie_may_not() {
+    let storage = store();
+    put(
+        &storage,
+        "s1",
+        SessionMeta::new(),
+        &[ChatMessage::user("hi")],
+    )
+    .await;
+    let app = app_with_token(storage.clone());
+    let by_cookie = request("DELETE", "/sessions/s1")
+        .header("cookie", format!("fusion_ui_token={TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, by_cookie).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(storage.load("s1").await.unwrap().len(), 1);
+    let by_bearer = request("DELETE", "/sessions/s1")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, by_bearer).await.status, StatusCode::NO_CONTENT);
+    assert!(storage.load("s1").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_get_never_deletes() {
+    let storage = store();
+    put(&storage, "s1", SessionMeta::new(), &exchange()).await;
+    let app = app(storage.clone());
+    let reply = send(&app, get("/sessions/s1/delete")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.contains("Delete session s1?"), "{}", reply.body);
+    assert_eq!(storage.load("s1").await.unwrap().len(), 5);
+}
