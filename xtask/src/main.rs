@@ -7,6 +7,8 @@
 //!   sessions (see `crates/fusion-stress`), N seconds per backend.
 //! - `ui-screenshots`: the PNGs of the web app's pages in docs/ui/, taken in headless
 //!   Chromium (see `crates/fusion-ui/tests/browser.rs`).
+//! - `ui-speed [ARGS]`: the web app's speed figures in docs/performance.md (see
+//!   `crates/fusion-ui/examples/ui_speed`).
 //! - `tidy`: file docs, file lengths, import circles, references outside the repo.
 //! - `ci`: formatting, clippy, tidy, docs, `cargo package` and `test-all-backends`, as
 //!   `.ci/run` does.
@@ -17,6 +19,7 @@ mod stress;
 mod test_all_backends;
 mod tidy;
 mod ui_screenshots;
+mod ui_speed;
 
 use std::process::{Command, ExitCode};
 
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
         Some("stress") => stress::run(&args[1..]),
         Some("tidy") => tidy::run(),
         Some("ui-screenshots") => ui_screenshots::run(),
+        Some("ui-speed") => ui_speed::run(&args[1..]),
         Some("ci") => ci(),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
@@ -54,6 +58,8 @@ tasks:
   stress --seconds N [--backends fs,sqlite,redis] [--seed S] [--workers W] [--sessions K]
                       randomized multi-process check of shared sessions, N s per backend
   ui-screenshots      write PNGs of the web app's pages to docs/ui/ (headless Chromium)
+  ui-speed [ARGS]     time the web app: the sessions page over 1M SQLite sessions, a
+                      10,000-message transcript in headless Chromium (ARGS: --help)
   tidy                file docs, file lengths, import circles, paths outside the repo
   ci                  fmt --check, clippy -D warnings, tidy, docs -D warnings, cargo package,
                       test-all-backends";

@@ -1,5 +1,6 @@
 //! `fusion sessions list`: one page of sessions, newest first (or by id), filtered by
-//! owner and tag, as a table or JSON, and the cursor (with the command) for the next page.
+//! owner, tag and a search of ids and titles, as a table or JSON, and the cursor (with the
+//! command) for the next page.
 //!
 //! A page costs what the backend's paged listing costs
 //! ([`fusion::storage::list_sessions_page`]), not a read of every session, so listing stays
@@ -115,7 +116,8 @@ pub async fn print_table(
     Ok(())
 }
 
-/// The query `args` describe, checked (owner, tag, cursor) before any storage is opened.
+/// The query `args` describe, checked (owner, tag, search, cursor) before any storage is
+/// opened.
 fn query(args: &ListArgs) -> Result<SessionQuery> {
     let order = match args.order {
         ListOrder::Updated => SessionOrder::UpdatedDesc,
@@ -133,6 +135,7 @@ fn query(args: &ListArgs) -> Result<SessionQuery> {
         .after(cursor);
     query.owner.clone_from(&args.owner);
     query.tag.clone_from(&args.tag);
+    query.search.clone_from(&args.search);
     query
         .validate()
         .map_err(|err| match (&err, &query.cursor) {
@@ -165,6 +168,9 @@ fn nothing_found(storage_type: &StorageType, args: &ListArgs) -> String {
     if let Some(tag) = &args.tag {
         filters.push(format!("tagged {tag}"));
     }
+    if let Some(text) = &args.search {
+        filters.push(format!("with {text:?} in the id or title"));
+    }
     let after = if args.cursor.is_some() {
         " after the cursor"
     } else {
@@ -194,6 +200,9 @@ fn next_command(
     }
     if let Some(tag) = &args.tag {
         command.push_str(&format!(" --tag {}", shell_quote(tag)));
+    }
+    if let Some(text) = &args.search {
+        command.push_str(&format!(" --search {}", shell_quote(text)));
     }
     if args.order == ListOrder::Id {
         command.push_str(" --order id");
@@ -257,6 +266,16 @@ mod tests {
             "fusion sessions list --owner u-1 --tag 'to do' --limit 2 --cursor u.17.chat-1 \
              --storage sqlite://s.db"
         );
+        let line = next_command(
+            &args(&["--search", "50% of it's", "--order", "id"]),
+            &cursor,
+            &storage,
+            None,
+        );
+        assert_eq!(
+            line,
+            r"fusion sessions list --search '50% of it'\''s' --order id --limit 50 --cursor u.17.chat-1"
+        );
         let secret: StorageType = "postgres://app:pw@db/x".parse().unwrap();
         let line = next_command(&args(&[]), &cursor, &secret, Some("postgres://app:pw@db/x"));
         assert!(!line.contains("pw"), "{line}");
@@ -278,6 +297,10 @@ mod tests {
         assert!(err.contains("--order"), "{err}");
         let err = format!("{:#}", query(&args(&["--owner", "../x"])).unwrap_err());
         assert!(err.contains("invalid owner"), "{err}");
+        let err = format!("{:#}", query(&args(&["--search", " "])).unwrap_err());
+        assert!(err.contains("invalid search text"), "{err}");
+        let found = query(&args(&["--search", "Deploy"])).unwrap();
+        assert_eq!(found.search.as_deref(), Some("Deploy"));
         assert_eq!(query(&args(&[])).unwrap().limit, 50);
     }
 

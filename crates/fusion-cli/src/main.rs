@@ -7,7 +7,6 @@
 //! stderr and the exit code.
 
 mod chat;
-mod export;
 mod listing;
 mod meta;
 mod migrate;
@@ -133,6 +132,10 @@ pub struct ListArgs {
     /// Only sessions carrying this tag.
     #[arg(long, value_name = "TAG")]
     pub tag: Option<String>,
+    /// Only sessions whose id or title contains TEXT (ASCII letters in either case,
+    /// anything else exactly; `%` and `_` are plain characters).
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
     /// The most sessions to print (1 to 1000); a cursor for the next page follows when
     /// there are more.
     #[arg(long, value_name = "N", default_value_t = 50,

@@ -1,18 +1,24 @@
-//! Human-readable renderings: the session table of `sessions list` (and `/sessions` in
-//! chat), the metadata and terminal transcript of `sessions show`, the Markdown of
-//! `sessions export --format markdown`, and how a session's expiry reads.
+//! Human-readable renderings for the terminal: the session table of `sessions list` (and
+//! `/sessions` in chat), the metadata and transcript of `sessions show`, and how a
+//! session's expiry reads.
 //!
-//! Both renderings show every message, including tool calls with their raw arguments and
+//! The transcript shows every message, including tool calls with their raw arguments and
 //! tool results labelled with the tool that produced them, because "what did the agent
-//! actually do" is the usual reason to look at a transcript.
+//! actually do" is the usual reason to look at one. Its labels are the markdown export's
+//! ([`export::message_headings`]), so `show` and `export --format markdown` name a message
+//! alike; the markdown itself is the library's, with the other export formats.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use fusion::storage::{Expiry, SessionInfo, SessionMeta};
-use fusion::{ChatMessage, Role};
+use fusion::ChatMessage;
+use fusion::api::export;
+use fusion::storage::{Expiry, SessionInfo};
 
-use crate::time::{format_span, rfc3339, rfc3339_exact};
+use crate::time::{format_span, rfc3339};
+
+// `sessions show`, `expire` and the metadata comparisons of import and migrate word an
+// expiry as the markdown export does.
+pub use fusion::api::time::describe_expiry as expiry;
 
 /// The table of `sessions list`: id, message count, last update, owner, tags and title,
 /// one session a line (the title last, as the one column with spaces in it).
@@ -129,28 +135,17 @@ pub fn expires(info: &SessionInfo) -> Option<String> {
     }
 }
 
-/// An expiry in a few words, exact to the microsecond so two that differ never read the
-/// same: `at 2026-03-01T09:00:00.5Z`, `after 30d idle`.
-pub fn expiry(expiry: &Expiry) -> String {
-    match expiry {
-        Expiry::At(at) => format!("at {}", rfc3339_exact(*at)),
-        Expiry::Idle(span) => format!("after {} idle", format_span(*span)),
-        // `Expiry` may grow; its debug form still says what it is.
-        other => format!("{other:?}"),
-    }
-}
-
 /// The plain-text transcript printed by `sessions show`, its metadata lines (if `info`)
 /// under the heading.
 pub fn transcript(id: &str, info: Option<&SessionInfo>, messages: &[ChatMessage]) -> String {
-    let tools = tool_names(messages);
     let mut out = format!("session {id} ({})\n", plural(messages.len(), "message"));
     if let Some(info) = info {
         out.push_str(&meta_lines(info));
     }
-    for (index, message) in messages.iter().enumerate() {
+    let headings = export::message_headings(messages);
+    for ((index, message), heading) in messages.iter().enumerate().zip(headings) {
         out.push('\n');
-        let _ = writeln!(out, "[{}] {}", index + 1, heading(message, &tools));
+        let _ = writeln!(out, "[{}] {heading}", index + 1);
         if !message.content.is_empty() {
             out.push_str(&indent(&message.content, "    "));
         }
@@ -165,86 +160,10 @@ pub fn transcript(id: &str, info: Option<&SessionInfo>, messages: &[ChatMessage]
     out
 }
 
-/// A Markdown transcript: the title, owner and tags, then one section per message, tool
-/// calls and results in code blocks.
-pub fn markdown(id: &str, meta: &SessionMeta, messages: &[ChatMessage]) -> String {
-    let tools = tool_names(messages);
-    let mut out = format!("# Session `{id}`\n\n");
-    if let Some(title) = &meta.title {
-        let _ = writeln!(out, "Title: {title}  ");
-    }
-    if let Some(owner) = &meta.owner {
-        let _ = writeln!(out, "Owner: `{owner}`  ");
-    }
-    if !meta.tags.is_empty() {
-        let tags: Vec<String> = meta.tags.iter().map(|tag| format!("`{tag}`")).collect();
-        let _ = writeln!(out, "Tags: {}  ", tags.join(", "));
-    }
-    if let Some(expiry) = &meta.expiry {
-        let _ = writeln!(out, "Expires: {}  ", self::expiry(expiry));
-    }
-    let _ = writeln!(out, "{}", plural(messages.len(), "message"));
-    for (index, message) in messages.iter().enumerate() {
-        let _ = write!(out, "\n## {}. {}\n\n", index + 1, heading(message, &tools));
-        if !message.content.is_empty() {
-            if message.role == Role::Tool {
-                // Tool output is usually file contents or listings: keep it verbatim.
-                out.push_str(&fenced(&message.content, ""));
-            } else {
-                out.push_str(message.content.trim_end());
-                out.push('\n');
-            }
-        }
-        for (nth, call) in message.tool_calls.iter().enumerate() {
-            if nth > 0 || !message.content.is_empty() {
-                out.push('\n');
-            }
-            let _ = write!(out, "Tool call `{}` (id `{}`):\n\n", call.name, call.id);
-            out.push_str(&fenced(&call.arguments, "json"));
-        }
-    }
-    out
-}
-
-/// "user", "assistant", or "tool result (read_file, call call_1)".
-fn heading(message: &ChatMessage, tools: &HashMap<&str, &str>) -> String {
-    let mut heading = match (&message.role, &message.tool_call_id) {
-        (Role::Tool, Some(call_id)) => match tools.get(call_id.as_str()) {
-            Some(tool) => format!("tool result ({tool}, call {call_id})"),
-            None => format!("tool result (call {call_id})"),
-        },
-        (role, _) => role.as_str().to_string(),
-    };
-    if let Some(name) = &message.name {
-        let _ = write!(heading, " [{name}]");
-    }
-    if let Some(kind) = message.metadata.get("kind").and_then(|kind| kind.as_str()) {
-        // Stored summaries and similar annotations would otherwise look like ordinary messages.
-        let _ = write!(heading, " <{kind}>");
-    }
-    heading
-}
-
-/// Tool call id -> tool name, so a result can say which tool produced it.
-fn tool_names(messages: &[ChatMessage]) -> HashMap<&str, &str> {
-    messages
-        .iter()
-        .flat_map(|message| &message.tool_calls)
-        .map(|call| (call.id.as_str(), call.name.as_str()))
-        .collect()
-}
-
 fn indent(text: &str, prefix: &str) -> String {
     text.lines()
         .map(|line| format!("{prefix}{line}\n"))
         .collect()
-}
-
-/// A fenced code block whose fence is longer than any backtick run inside `text`.
-fn fenced(text: &str, lang: &str) -> String {
-    let longest_run = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
-    let fence = "`".repeat(longest_run.max(2) + 1);
-    format!("{fence}{lang}\n{}\n{fence}\n", text.trim_end_matches('\n'))
 }
 
 /// "1 message", "3 messages".
@@ -268,6 +187,7 @@ pub fn shorten(text: &str, max_chars: usize) -> String {
 mod tests {
     use super::*;
     use fusion::ToolCall;
+    use fusion::storage::SessionMeta;
 
     #[test]
     fn shorten_cuts_on_characters_and_marks_the_cut() {
@@ -304,14 +224,6 @@ mod tests {
             text.contains("[3] tool result (list_directory, call call_1)\n    notes.txt"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn markdown_fences_outlast_backticks_in_tool_output() {
-        let text = markdown("s1", &SessionMeta::new(), &sample());
-        assert!(text.contains("## 2. assistant"), "{text}");
-        assert!(text.contains("````\nnotes.txt\n```x```\n````"), "{text}");
-        assert!(text.contains("```json\n{\"path\":\"/tmp\"}\n```"), "{text}");
     }
 
     #[test]
@@ -379,10 +291,6 @@ mod tests {
             "expires: 1970-01-02T00:00:00Z (after 30d idle)\n"
         );
         assert_eq!(expires(&SessionInfo::new("s", 1)), None);
-        assert_eq!(
-            expiry(&Expiry::At(at + Duration::from_millis(5))),
-            "at 1970-01-02T00:00:00.005Z"
-        );
     }
 
     /// What `sessions show` prints for a session the memory backend holds, read back the

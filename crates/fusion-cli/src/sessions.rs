@@ -12,14 +12,14 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use fusion::SessionId;
-use fusion::api::session;
+use fusion::api::{export, session};
 use fusion::storage::{
     Change, ConversationStorage, Expect, Expiry, Revision, SessionInfo, SessionMeta,
     session_id_from_file_name,
 };
 
 use crate::store::Store;
-use crate::{ExportFormat, export, meta, render};
+use crate::{ExportFormat, meta, render};
 
 /// `sessions show ID`: the metadata and the readable transcript.
 pub async fn show(store: &Store, id: &str) -> Result<()> {
@@ -64,7 +64,13 @@ pub async fn export(
 ) -> Result<()> {
     let (info, messages) = load_existing(store, id).await?;
     let meta = info.map(|info| info.meta).unwrap_or_default();
-    let text = export::write(format, id, &meta, &messages)?;
+    let format = match format {
+        ExportFormat::Json => export::ExportFormat::Json,
+        ExportFormat::Jsonl => export::ExportFormat::Jsonl,
+        ExportFormat::Markdown => export::ExportFormat::Markdown,
+    };
+    let text = export::write(format, id, &meta, &messages)
+        .with_context(|| format!("cannot export session \"{id}\""))?;
     match output {
         Some(path) => {
             std::fs::write(path, text)

@@ -1,13 +1,22 @@
 //! `fusion ui`: the local web app of `fusion-ui` over the storage the other commands use
 //! (encrypted and retried the same way), served until Ctrl-C.
+//!
+//! When the environment names an LLM (as for `fusion chat`), the transcript page can chat
+//! with the session's agent: the same file tools, confined to the current directory, and
+//! the same approval policy, with the page's Approve / Deny buttons in place of the
+//! terminal's question.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fusion_ui::UiConfig;
+use fusion::agent::{ApprovalPolicy, OpenAiConfig, ToolRegistry};
+use fusion::api::session;
+use fusion_ui::{ChatAgent, UiConfig};
 
+use crate::chat::ApproveMode;
 use crate::store::Store;
 
 /// Options of `fusion ui`.
@@ -32,6 +41,13 @@ pub struct UiArgs {
     /// Open the URL in the default browser once the app listens.
     #[arg(long)]
     pub open: bool,
+    /// Whether the chat's tool calls that may change something wait for the page's
+    /// Approve / Deny buttons (ask, the default), run at once (all) or are refused (none).
+    #[arg(long, value_enum, value_name = "MODE", env = "FUSION_APPROVE")]
+    pub approve: Option<ApproveMode>,
+    /// Serve the pages without the chat even when an LLM is configured.
+    #[arg(long)]
+    pub no_chat: bool,
 }
 
 /// Opens the storage, binds, prints the URL (with the token, if any) and serves.
@@ -44,9 +60,25 @@ pub async fn run(storage: Store, args: UiArgs) -> Result<()> {
     for host in args.allow_hosts {
         config = config.allow_host(host);
     }
+    let chat = if args.no_chat {
+        None
+    } else {
+        chat_agent(args.approve)?
+    };
+    let chat_line = match &chat {
+        Some(_) => "Chat: on, with the file tools in the current directory.".to_string(),
+        None if args.no_chat => "Chat: off (--no-chat).".to_string(),
+        None => {
+            "Chat: off; set OPENAI_API_KEY (or OPENAI_BASE_URL) to chat with sessions.".to_string()
+        }
+    };
+    if let Some(agent) = chat {
+        config = config.chat(agent);
+    }
     let bound = fusion_ui::bind(&config).await?;
     let url = bound.url();
     println!("Fusion UI: {url}");
+    println!("{chat_line}");
     println!("Press Ctrl-C to stop.");
     if args.open {
         open_in_browser(&url);
@@ -60,6 +92,27 @@ pub async fn run(storage: Store, args: UiArgs) -> Result<()> {
         })
         .await
         .context("serving the web app")
+}
+
+/// The chat's agent when the environment names an LLM: the client `fusion chat` would
+/// use, the file tools confined to the current directory, and `approve`'s policy.
+fn chat_agent(approve: Option<ApproveMode>) -> Result<Option<ChatAgent>> {
+    if !session::llm_configured() {
+        return Ok(None);
+    }
+    let llm = OpenAiConfig::from_env()?.build()?;
+    let here = std::env::current_dir().context("the current directory cannot be used")?;
+    let tools = ToolRegistry::with_file_tools([here])?;
+    let approval = match approve.unwrap_or(ApproveMode::Ask) {
+        ApproveMode::Ask => ApprovalPolicy::ask_destructive(),
+        ApproveMode::All => ApprovalPolicy::auto(),
+        ApproveMode::None => ApprovalPolicy::deny_destructive(),
+    };
+    Ok(Some(
+        ChatAgent::new(Arc::new(llm))
+            .tools(tools)
+            .approval(approval),
+    ))
 }
 
 /// Starts the platform's opener on `url`; a failure is a warning, since the URL is

@@ -125,6 +125,34 @@ fn list_pages_newest_first_and_filters(url: &str) {
         ],
     );
     assert_eq!(listed(&both), ["s2"]);
+    // A search of ids and titles, ASCII letters in either case, paged like any filter.
+    let searched = ok(
+        dir,
+        [
+            "sessions",
+            "list",
+            "--search",
+            "NUMBER",
+            "--owner",
+            "alice",
+            "--limit",
+            "2",
+            "--storage",
+            url,
+        ],
+    );
+    assert_eq!(listed(&searched), ["s5", "s3"], "{searched}");
+    let next = page(&searched).expect("a next page of the search");
+    assert!(
+        next.windows(2).any(|w| w == ["--search", "NUMBER"]),
+        "{searched}"
+    );
+    assert_eq!(listed(&ok(dir, &next)), ["s1"]);
+    let by_id_text = ok(
+        dir,
+        ["sessions", "list", "--search", "S4", "--storage", url],
+    );
+    assert_eq!(listed(&by_id_text), ["s4"]);
     let by_id = ok(
         dir,
         [
@@ -155,6 +183,17 @@ fn list_pages_newest_first_and_filters(url: &str) {
         "{}",
         text(&none.stderr)
     );
+    let unmatched = run(
+        dir,
+        ["sessions", "list", "--search", "50%", "--storage", url],
+    );
+    assert!(
+        text(&unmatched.stderr).contains(r#"no sessions with "50%" in the id or title"#),
+        "{}",
+        text(&unmatched.stderr)
+    );
+    let err = fails(dir, ["sessions", "list", "--search", " ", "--storage", url]);
+    assert!(err.contains("invalid search text"), "{err}");
     let err = fails(
         dir,
         ["sessions", "list", "--cursor", "garbage", "--storage", url],

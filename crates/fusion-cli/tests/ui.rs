@@ -9,16 +9,21 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
+use fusion::agent::testing::MockLlmServer;
 use fusion::storage::StorageType;
+use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// `fusion ui` started with `args`, and the URL it printed.
-async fn start(data_dir: &std::path::Path, args: &[&str]) -> (Child, String) {
+/// `fusion ui` started with `args` and the environment variables `env`, and the URL it
+/// printed.
+async fn start(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut command = Command::from(common::fusion(data_dir));
     command
+        .current_dir(data_dir)
         .arg("ui")
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .kill_on_drop(true);
     let mut child = command.spawn().expect("fusion ui starts");
@@ -57,6 +62,7 @@ async fn ui_serves_the_sessions_and_transcripts_of_the_storage_it_is_given() {
     let (mut child, url) = start(
         dir.path(),
         &["--storage", &url_arg, "--bind", "127.0.0.1:0"],
+        &[],
     )
     .await;
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
@@ -98,6 +104,7 @@ async fn a_bind_beyond_loopback_prints_a_url_with_a_token_and_requires_it() {
     let (mut child, url) = start(
         dir.path(),
         &["--storage", "memory://", "--bind", "0.0.0.0:0"],
+        &[],
     )
     .await;
     let (base, token) = url.split_once("?token=").expect("the URL carries a token");
@@ -136,4 +143,66 @@ async fn a_token_given_on_the_command_line_must_be_well_formed() {
         !stderr.contains("short"),
         "the token is not echoed: {stderr}"
     );
+}
+
+#[tokio::test]
+async fn the_transcript_chats_through_the_llm_the_environment_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ui.db");
+    let url_arg = format!("sqlite://{}", db.display());
+    let storage = StorageType::Sqlite(url_arg.clone());
+    common::seed_async(&storage, "chatty", &common::conversation(1)).await;
+    let llm = MockLlmServer::start().await;
+    llm.push_text("Hello from the page.");
+    let base_url = llm.base_url();
+    let (mut child, url) = start(
+        dir.path(),
+        &["--storage", &url_arg, "--bind", "127.0.0.1:0"],
+        &[
+            ("OPENAI_BASE_URL", &base_url),
+            ("OPENAI_API_KEY", "test-key"),
+        ],
+    )
+    .await;
+    let origin = url.trim_end_matches('/');
+    let client = client();
+    let started = client
+        .post(format!("{url}sessions/chatty/chat"))
+        .header("Origin", origin)
+        .header("HX-Request", "true")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("message=say+hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    let panel = started.text().await.unwrap();
+    let events = panel
+        .split("sse-connect=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("a live panel: {panel}"))
+        .to_string();
+    let mut stream = client
+        .get(format!("{origin}{events}"))
+        .send()
+        .await
+        .unwrap()
+        .bytes_stream();
+    // The server closes the stream after the turn's `end` event.
+    let mut seen = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(120), stream.next())
+        .await
+        .expect("the turn ends")
+    {
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let end = seen.split("event: end").nth(1).expect("an end event");
+    assert!(
+        end.contains("Hello from the page."),
+        "the stored reply: {seen}"
+    );
+    let stored = storage.open().await.unwrap().load("chatty").await.unwrap();
+    assert_eq!(stored.last().unwrap().content, "Hello from the page.");
+    child.kill().await.unwrap();
 }

@@ -18,6 +18,18 @@
 //!
 //! A cursor is opaque text: pass back what [`SessionPage::next`] returned, with the same
 //! query otherwise.
+//!
+//! # Search
+//!
+//! [`SessionQuery::search`] keeps the sessions whose id or title contains a text, ASCII
+//! letters in either case (the `search` module says why not Unicode case folding). It is a
+//! filter like the owner and the tag: the order and the cursors are unchanged, so a
+//! search's next page continues after its cursor in the same order. Unlike them it has no
+//! index in any backend: a page walks the order's index until `limit + 1` sessions match,
+//! so a text few sessions contain costs a walk of most of them (per backend in
+//! `docs/storage-backends.md`).
+
+mod search;
 
 use std::fmt;
 use std::str::FromStr;
@@ -43,6 +55,8 @@ pub enum SessionOrder {
 ///
 /// let first = SessionQuery::new().owner("user-42").tag("ops").limit(20);
 /// first.validate()?;
+/// let found = SessionQuery::new().search("deploy").limit(20);
+/// found.validate()?;
 /// # Ok::<(), fusion_core::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +66,9 @@ pub struct SessionQuery {
     pub owner: Option<String>,
     /// Only sessions carrying this tag.
     pub tag: Option<String>,
+    /// Only sessions whose id or title contains this text, ASCII letters in either case
+    /// and every other character exactly (see [`SessionQuery::search`]).
+    pub search: Option<String>,
     /// The sort order.
     pub order: SessionOrder,
     /// The most sessions one page holds: 1 to [`SessionQuery::MAX_LIMIT`].
@@ -66,6 +83,7 @@ impl Default for SessionQuery {
         Self {
             owner: None,
             tag: None,
+            search: None,
             order: SessionOrder::default(),
             limit: Self::DEFAULT_LIMIT,
             cursor: None,
@@ -78,6 +96,8 @@ impl SessionQuery {
     pub const DEFAULT_LIMIT: usize = 50;
     /// The largest page.
     pub const MAX_LIMIT: usize = 1000;
+    /// The longest search text, in characters.
+    pub const MAX_SEARCH_CHARS: usize = 200;
 
     /// The first page of every session, newest first, [`DEFAULT_LIMIT`](Self::DEFAULT_LIMIT)
     /// at a time.
@@ -94,6 +114,18 @@ impl SessionQuery {
     /// Only sessions tagged `tag`.
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tag = Some(tag.into());
+        self
+    }
+
+    /// Only sessions whose id or title contains `text`. ASCII letters match in either
+    /// case (`"ops"` finds `"Ops review"`); every other character only matches itself
+    /// (`"é"` does not find `"É"`): the case folding SQLite's `LIKE` and PostgreSQL's
+    /// `ILIKE` under collation `"C"` both do natively, so every backend lists the same
+    /// sessions. `%`, `_` and `\` are plain characters. The text is matched as given,
+    /// spaces included; [`validate`](Self::validate) refuses one that is blank, longer
+    /// than [`MAX_SEARCH_CHARS`](Self::MAX_SEARCH_CHARS) or holds a control character.
+    pub fn search(mut self, text: impl Into<String>) -> Self {
+        self.search = Some(text.into());
         self
     }
 
@@ -115,14 +147,17 @@ impl SessionQuery {
         self
     }
 
-    /// Checks the owner, tag, limit and cursor, returning [`Error::InvalidMeta`].
-    /// Backends call this before reading anything.
+    /// Checks the owner, tag, search text, limit and cursor, returning
+    /// [`Error::InvalidMeta`]. Backends call this before reading anything.
     pub fn validate(&self) -> Result<()> {
         if let Some(owner) = &self.owner {
             validate_owner(owner)?;
         }
         if let Some(tag) = &self.tag {
             SessionMeta::new().tags([tag.as_str()]).validate()?;
+        }
+        if let Some(text) = &self.search {
+            search::validate(text)?;
         }
         if !(1..=Self::MAX_LIMIT).contains(&self.limit) {
             return Err(Error::InvalidMeta(format!(
@@ -145,7 +180,7 @@ impl SessionQuery {
             .transpose()
     }
 
-    /// Whether `info` passes the owner and tag filters.
+    /// Whether `info` passes the owner, tag and search filters.
     pub fn admits(&self, info: &SessionInfo) -> bool {
         self.owner
             .as_ref()
@@ -154,6 +189,18 @@ impl SessionQuery {
                 .tag
                 .as_ref()
                 .is_none_or(|t| info.meta.tags.iter().any(|x| x == t))
+            && self
+                .search
+                .as_deref()
+                .is_none_or(|text| search::matches(text, info))
+    }
+
+    /// The search as a SQL `LIKE` pattern, `None` without one: `%text%` with `%`, `_`
+    /// and `\` in the text escaped by `\`. It matches what [`admits`](Self::admits) does
+    /// as `id LIKE pattern ESCAPE '\' OR title LIKE pattern ESCAPE '\'` in SQLite (whose
+    /// `LIKE` folds ASCII case only) and with `COLLATE "C" ILIKE` in PostgreSQL.
+    pub fn like_pattern(&self) -> Option<String> {
+        self.search.as_deref().map(search::like_pattern)
     }
 
     /// The page holding the first `limit` of `candidates` that come after the cursor and
@@ -425,6 +472,7 @@ mod tests {
         assert!(SessionQuery::new().limit(0).validate().is_err());
         assert!(SessionQuery::new().limit(1001).validate().is_err());
         assert!(SessionQuery::new().owner("a b").validate().is_err());
+        assert!(SessionQuery::new().search(" \t").validate().is_err());
     }
 
     #[test]

@@ -236,11 +236,12 @@ pub trait ConversationStorage: Send + Sync {
         self.session_info(session_id).await
     }
 
-    /// One page of the sessions `query` selects (owner, tag), in its order, starting
-    /// after its cursor: see [`SessionQuery`] for the order and what a cursor guarantees
-    /// while sessions are written.
+    /// One page of the sessions `query` selects (owner, tag, search), in its order,
+    /// starting after its cursor: see [`SessionQuery`] for the order and what a cursor
+    /// guarantees while sessions are written.
     ///
-    /// Cost: bundled backends read an index, O(page) however many sessions are stored.
+    /// Cost: bundled backends read an index, O(page) however many sessions are stored,
+    /// plus, for a tag or a search, the entries they skip until a page's worth match.
     /// The default reads [`session_info`](Self::session_info) of every session and sorts
     /// them, O(all sessions); a user-written backend with many sessions overrides it.
     async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {

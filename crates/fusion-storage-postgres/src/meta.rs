@@ -11,6 +11,15 @@
 //! id sorts that owner's sessions. Every page also skips the sessions that have expired
 //! (`crate::expiry`), a test of each row it walks: an expired session no purge has
 //! removed yet still costs its index step.
+//!
+//! A search (`SessionQuery::search`) is one more test of each row walked:
+//! `id COLLATE "C" ILIKE $p ESCAPE E'\\' OR title COLLATE "C" ILIKE $p ESCAPE E'\\'`,
+//! with the pattern of `SessionQuery::like_pattern` (`E'\\'`, one backslash whatever
+//! `standard_conforming_strings` says). Under collation `"C"`, `ILIKE` folds the
+//! case of ASCII letters only, whatever the database's locale: the search's rule, on every
+//! server. No index serves a substring (a trigram index would need the `pg_trgm`
+//! extension and a migration), so a page walks its index until `limit + 1` rows match:
+//! O(page) for a common text, up to every session the other filters leave for a rare one.
 
 use fusion_core::{
     Error, Position, Result, SessionInfo, SessionMeta, SessionOrder, SessionQuery, StoredExpiry,
@@ -141,6 +150,12 @@ pub(crate) fn page_query(
         // index `sessions_tags`: the planner may use it.
         let tag = bind(&mut args, tag.clone())?;
         conditions.push(format!("tags @> ARRAY[{tag}]::text[]"));
+    }
+    if let Some(pattern) = query.like_pattern() {
+        let pattern = bind(&mut args, pattern)?;
+        conditions.push(format!(
+            r#"(id COLLATE "C" ILIKE {pattern} ESCAPE E'\\' OR title COLLATE "C" ILIKE {pattern} ESCAPE E'\\')"#
+        ));
     }
     match start {
         Some(Position::Updated { micros, id }) => {
@@ -296,5 +311,15 @@ mod tests {
             "{sql}"
         );
         assert!(sql.ends_with("ORDER BY id LIMIT $2"), "{sql}");
+
+        let searched = SessionQuery::new().owner("o").search("50%");
+        let (sql, args) = page_query(&searched, None).unwrap();
+        assert!(
+            sql.contains(
+                r#"WHERE owner = $1 AND (id COLLATE "C" ILIKE $2 ESCAPE E'\\' OR title COLLATE "C" ILIKE $2 ESCAPE E'\\')"#
+            ),
+            "{sql}"
+        );
+        assert_eq!(args.len(), 3, "the pattern is bound once");
     }
 }

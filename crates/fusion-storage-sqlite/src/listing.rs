@@ -20,9 +20,21 @@
 //! `updated_at`). A unit test below checks each plan with `EXPLAIN QUERY PLAN`.
 //!
 //! Every query also skips the sessions that have expired (`crate::expiry`), by a test of
-//! the row it reads anyway, bound to now in microseconds as its last parameter. An
+//! the row it reads anyway, bound to now in microseconds as its next to last parameter. An
 //! expired session no purge has removed yet still costs its index step, so a walk past
 //! many of them reads more than `limit + 1` entries; `purge_expired` keeps that bounded.
+//!
+//! # Search
+//!
+//! A search (`SessionQuery::search`) is one more test of each row the walk reads, in the
+//! same statement: `s.id LIKE ?p ESCAPE '\' OR title LIKE ?p ESCAPE '\'`, the pattern
+//! (`SessionQuery::like_pattern`) bound as the last parameter, NULL when there is no
+//! search (then the test is `?p IS NULL`, and passes). SQLite's `LIKE` folds the case of
+//! ASCII letters only, which is the search's rule. No index serves a substring, so a page
+//! walks its index until `limit + 1` rows match: O(page) for a common text, up to every
+//! session the filters leave for a rare one. The title is `session_meta`'s, read by key
+//! (the tag's newest-first subquery reads it with a scalar subquery, only for rows whose
+//! id does not match).
 //!
 //! # Cursors and milliseconds
 //!
@@ -44,6 +56,24 @@ use crate::error::{Op, parse_sqlite_error};
 use crate::expiry::unexpired;
 use crate::meta::{InfoRow, InfoTuple, from_sessions, info_columns};
 
+/// The search test of session `s` whose title is `$title`, with the `LIKE` pattern bound
+/// as `$pattern`: every row passes when the pattern is NULL (no search).
+macro_rules! searched {
+    ($title:literal, $pattern:literal) => {
+        concat!(
+            "(",
+            $pattern,
+            " IS NULL OR s.id LIKE ",
+            $pattern,
+            " ESCAPE '\\' OR ",
+            $title,
+            " LIKE ",
+            $pattern,
+            " ESCAPE '\\')"
+        )
+    };
+}
+
 /// The newest-first pages: filters, then the keyset bound `(ms, id)`, then the limit.
 const BY_UPDATED: &str = concat!(
     "SELECT ",
@@ -52,6 +82,8 @@ const BY_UPDATED: &str = concat!(
     from_sessions!(),
     " WHERE (s.updated_at, s.id) < (?1, ?2) AND ",
     unexpired!("s", "?4"),
+    " AND ",
+    searched!("m.title", "?5"),
     " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?3"
 );
 const OWNER_BY_UPDATED: &str = concat!(
@@ -61,6 +93,8 @@ const OWNER_BY_UPDATED: &str = concat!(
     from_sessions!(),
     " WHERE s.owner = ?1 AND (s.updated_at, s.id) < (?2, ?3) AND ",
     unexpired!("s", "?5"),
+    " AND ",
+    searched!("m.title", "?6"),
     " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4"
 );
 // The tag's rows by key and each of their sessions by key, keeping the newest `limit + 1`
@@ -73,6 +107,11 @@ const TAG_BY_UPDATED: &str = concat!(
     " FROM (SELECT s.id AS id FROM session_tags AS t CROSS JOIN sessions AS s \
        WHERE t.tag = ?1 AND s.id = t.session_id AND (s.updated_at, s.id) < (?2, ?3) AND ",
     unexpired!("s", "?5"),
+    " AND ",
+    searched!(
+        "(SELECT m.title FROM session_meta AS m WHERE m.session_id = s.id)",
+        "?6"
+    ),
     " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4) AS p CROSS JOIN ",
     from_sessions!(),
     " WHERE s.id = p.id ORDER BY s.updated_at DESC, s.id DESC"
@@ -86,6 +125,8 @@ const OWNER_TAG_BY_UPDATED: &str = concat!(
      AND EXISTS (SELECT 1 FROM session_tags AS t WHERE t.tag = ?2 AND t.session_id = s.id) \
      AND (s.updated_at, s.id) < (?3, ?4) AND ",
     unexpired!("s", "?6"),
+    " AND ",
+    searched!("m.title", "?7"),
     " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?5"
 );
 
@@ -97,6 +138,8 @@ const BY_ID: &str = concat!(
     from_sessions!(),
     " WHERE s.id > ?1 AND ",
     unexpired!("s", "?3"),
+    " AND ",
+    searched!("m.title", "?4"),
     " ORDER BY s.id LIMIT ?2"
 );
 const OWNER_BY_ID: &str = concat!(
@@ -106,6 +149,8 @@ const OWNER_BY_ID: &str = concat!(
     from_sessions!(),
     " WHERE s.owner = ?1 AND s.id > ?2 AND ",
     unexpired!("s", "?4"),
+    " AND ",
+    searched!("m.title", "?5"),
     " ORDER BY s.id LIMIT ?3"
 );
 const TAG_BY_ID: &str = concat!(
@@ -115,6 +160,8 @@ const TAG_BY_ID: &str = concat!(
     from_sessions!(),
     " WHERE t.tag = ?1 AND s.id = t.session_id AND t.session_id > ?2 AND ",
     unexpired!("s", "?4"),
+    " AND ",
+    searched!("m.title", "?5"),
     " ORDER BY t.session_id LIMIT ?3"
 );
 const OWNER_TAG_BY_ID: &str = concat!(
@@ -126,6 +173,8 @@ const OWNER_TAG_BY_ID: &str = concat!(
      AND EXISTS (SELECT 1 FROM session_tags AS t WHERE t.tag = ?2 AND t.session_id = s.id) \
      AND s.id > ?3 AND ",
     unexpired!("s", "?5"),
+    " AND ",
+    searched!("m.title", "?6"),
     " ORDER BY s.id LIMIT ?4"
 );
 
@@ -137,16 +186,19 @@ const FIRST_UPDATED: (i64, &str) = (i64::MAX, "~");
 pub(crate) enum Arg<'a> {
     Text(&'a str),
     Int(i64),
+    /// The search's `LIKE` pattern, NULL for none.
+    Pattern(Option<String>),
 }
 
 /// The SQL of the page `query` asks for, starting after `start`, and its arguments, the
-/// last being `now` (Unix µs): the sessions expired by then are left out.
+/// last two being `now` (Unix µs: the sessions expired by then are left out) and the
+/// search's pattern.
 pub(crate) fn page_sql<'q>(
     query: &'q SessionQuery,
     start: Option<&'q Position>,
     now: i64,
 ) -> (&'static str, Vec<Arg<'q>>) {
-    let mut args = Vec::with_capacity(6);
+    let mut args = Vec::with_capacity(7);
     args.extend(query.owner.as_deref().map(Arg::Text));
     args.extend(query.tag.as_deref().map(Arg::Text));
     let filters = (query.owner.is_some(), query.tag.is_some());
@@ -183,6 +235,7 @@ pub(crate) fn page_sql<'q>(
     let fetch = i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX);
     args.push(Arg::Int(fetch));
     args.push(Arg::Int(now));
+    args.push(Arg::Pattern(query.like_pattern()));
     (sql, args)
 }
 
@@ -215,6 +268,7 @@ pub(crate) async fn page(
         statement = match arg {
             Arg::Text(text) => statement.bind(text),
             Arg::Int(n) => statement.bind(n),
+            Arg::Pattern(pattern) => statement.bind(pattern),
         };
     }
     let rows = statement
@@ -286,17 +340,33 @@ mod tests {
                 Arg::Int(2),
                 Arg::Text("s"),
                 Arg::Int(6),
-                Arg::Int(9)
+                Arg::Int(9),
+                Arg::Pattern(None)
             ]
         );
         assert!(
             sql.contains("s.expires_at > ?6"),
-            "now is the last parameter"
+            "now is the next to last parameter"
         );
-        let by_id = SessionQuery::new().order(SessionOrder::Id).limit(1);
+        assert!(
+            sql.contains("?7 IS NULL OR s.id LIKE ?7 ESCAPE '\\'"),
+            "the search pattern is the last one: {sql}"
+        );
+        let by_id = SessionQuery::new()
+            .order(SessionOrder::Id)
+            .limit(1)
+            .search("50%");
         let (sql, args) = page_sql(&by_id, None, 9);
         assert_eq!(sql, BY_ID);
-        assert_eq!(args, [Arg::Text(""), Arg::Int(2), Arg::Int(9)]);
+        assert_eq!(
+            args,
+            [
+                Arg::Text(""),
+                Arg::Int(2),
+                Arg::Int(9),
+                Arg::Pattern(Some("%50\\%%".into()))
+            ]
+        );
         let newest = SessionQuery::new();
         let (_, args) = page_sql(&newest, None, 9);
         assert_eq!(args[..2], [Arg::Int(i64::MAX), Arg::Text("~")]);

@@ -1,7 +1,7 @@
 //! The static files the pages load, embedded in the binary and served from `/assets/`.
 //!
 //! Each is served under a name that changes whenever its bytes do (the vendored files
-//! carry their version, our stylesheet a hash of its content), so a browser may keep
+//! carry their version, our own files a hash of their content), so a browser may keep
 //! them for a year without ever using a stale copy.
 
 use std::sync::LazyLock;
@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 pub(crate) const PREFIX: &str = "/assets/";
 
 const APP_CSS: &[u8] = include_bytes!("../assets/app.css");
+const COPY_JS: &[u8] = include_bytes!("../assets/copy.js");
 const HTMX: &[u8] = include_bytes!("../assets/vendor/htmx-2.0.11.min.js");
 const HTMX_SSE: &[u8] = include_bytes!("../assets/vendor/htmx-ext-sse-2.2.4.min.js");
 
@@ -29,12 +30,17 @@ struct Asset {
 }
 
 /// Every embedded file, named once.
-static ASSETS: LazyLock<[Asset; 3]> = LazyLock::new(|| {
+static ASSETS: LazyLock<[Asset; 4]> = LazyLock::new(|| {
     [
         Asset {
             name: format!("app-{:016x}.css", fnv1a(APP_CSS)),
             bytes: APP_CSS,
             content_type: CSS,
+        },
+        Asset {
+            name: format!("copy-{:016x}.js", fnv1a(COPY_JS)),
+            bytes: COPY_JS,
+            content_type: JS,
         },
         Asset {
             name: "htmx-2.0.11.min.js".into(),
@@ -56,15 +62,20 @@ pub(crate) struct AssetUrls {
     pub css: String,
     /// htmx itself.
     pub htmx: String,
+    /// htmx's SSE extension, for the chat's streamed turns.
+    pub sse: String,
+    /// The copy buttons' script (`assets/copy.js`).
+    pub copy: String,
 }
 
 /// The URLs of the embedded files.
 pub(crate) static URLS: LazyLock<AssetUrls> = LazyLock::new(|| {
-    // The SSE extension is served for the streaming pages to come; no page loads it yet.
-    let [css, htmx, _sse] = &*ASSETS;
+    let [css, copy, htmx, sse] = &*ASSETS;
     AssetUrls {
         css: format!("{PREFIX}{}", css.name),
         htmx: format!("{PREFIX}{}", htmx.name),
+        sse: format!("{PREFIX}{}", sse.name),
+        copy: format!("{PREFIX}{}", copy.name),
     }
 });
 
@@ -98,6 +109,7 @@ mod tests {
     #[test]
     fn served_names_follow_the_content() {
         assert!(URLS.css.starts_with("/assets/app-") && URLS.css.ends_with(".css"));
+        assert!(URLS.copy.starts_with("/assets/copy-") && URLS.copy.ends_with(".js"));
         assert_ne!(fnv1a(b"a{}"), fnv1a(b"b{}"));
         assert_eq!(URLS.htmx, "/assets/htmx-2.0.11.min.js");
     }

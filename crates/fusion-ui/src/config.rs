@@ -1,5 +1,6 @@
 //! What the UI is asked to serve on ([`UiConfig`]) and what its router enforces once the
-//! address is bound ([`UiSettings`]): the address, the access token and the host names.
+//! address is bound ([`UiSettings`]): the address, the access token, the host names, and
+//! the agent the chat talks to, if any.
 //!
 //! The token policy lives here, in one place: a loopback bind needs no token unless one
 //! is given; any other bind gets the given token or a random one, because anyone who can
@@ -9,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use base64::Engine;
 
+use crate::chat::ChatAgent;
 use crate::error::UiError;
 
 /// The shortest token accepted: shorter ones could be guessed over the network.
@@ -18,7 +20,8 @@ const MAX_TOKEN_CHARS: usize = 256;
 /// Random bytes in a generated token (256 bits).
 const TOKEN_BYTES: usize = 32;
 
-/// What the UI is asked for: where to listen, an access token, extra host names.
+/// What the UI is asked for: where to listen, an access token, extra host names, and the
+/// agent of the transcript page's chat (none: the page has no chat).
 ///
 /// ```
 /// use fusion_ui::UiConfig;
@@ -29,11 +32,12 @@ const TOKEN_BYTES: usize = 32;
 /// assert_eq!(config.address().port(), 8765);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct UiConfig {
     address: SocketAddr,
     token: Option<String>,
     hosts: Vec<String>,
+    chat: Option<ChatAgent>,
 }
 
 impl Default for UiConfig {
@@ -53,6 +57,7 @@ impl UiConfig {
             address,
             token: None,
             hosts: Vec::new(),
+            chat: None,
         }
     }
 
@@ -67,6 +72,14 @@ impl UiConfig {
     /// `devbox.lan:8765`), for a bind reached by a name rather than by its address.
     pub fn allow_host(mut self, host: impl Into<String>) -> Self {
         self.hosts.push(host.into().to_ascii_lowercase());
+        self
+    }
+
+    /// Gives the transcript page a chat with `agent`: a message box, the reply streamed
+    /// as it is written, Approve / Deny buttons for the calls the agent's policy asks
+    /// about, and a Stop button.
+    pub fn chat(mut self, agent: ChatAgent) -> Self {
+        self.chat = Some(agent);
         self
     }
 
@@ -92,18 +105,20 @@ impl UiConfig {
             address: bound,
             token,
             hosts: self.hosts.clone(),
+            chat: self.chat.clone(),
         })
     }
 }
 
 /// What the router enforces: the bound address (for the `Host` and `Origin` checks), the
-/// access token if one is in force, and extra host names. Made by
+/// access token if one is in force, and extra host names; and the chat's agent. Made by
 /// [`UiConfig::settings`].
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct UiSettings {
     address: SocketAddr,
     token: Option<String>,
     hosts: Vec<String>,
+    chat: Option<ChatAgent>,
 }
 
 impl std::fmt::Debug for UiSettings {
@@ -113,6 +128,7 @@ impl std::fmt::Debug for UiSettings {
             .field("address", &self.address)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("hosts", &self.hosts)
+            .field("chat", &self.chat)
             .finish()
     }
 }
@@ -131,6 +147,11 @@ impl UiSettings {
     /// Extra `Host` values accepted besides the address itself (lower case).
     pub fn extra_hosts(&self) -> &[String] {
         &self.hosts
+    }
+
+    /// The agent of the transcript page's chat, if it has one.
+    pub fn chat(&self) -> Option<&ChatAgent> {
+        self.chat.as_ref()
     }
 
     /// The URL to open: the bound address (loopback for a bind on every interface), with

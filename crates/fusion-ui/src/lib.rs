@@ -33,17 +33,17 @@
 //! [`bind`] and [`BoundUi::serve`] split the same steps for a caller that wants the bound
 //! address first (a test on port 0); [`router`] is the app without a socket.
 //!
-//! [`export`] writes a session as a json, jsonl or markdown file, the formats of
-//! `fusion sessions export`, for any caller.
+//! Its downloads are json, jsonl or markdown files written by the library's
+//! [`fusion::api::export`], the formats of `fusion sessions export`.
 //!
 //! Inside, the modules form layers: `error`, `config`, `format`, `turns` and `state` at
-//! the bottom; `markdown`, `assets` and `export`; `html` (the templates); `security` (the middleware) and
+//! the bottom; `markdown` and `assets`; `html` (the templates); `security` (the middleware) and
 //! `routes` (the pages); `router` and `serve` on top.
 
 mod assets;
+mod chat;
 mod config;
 mod error;
-pub mod export;
 mod format;
 mod html;
 mod markdown;
@@ -54,6 +54,7 @@ mod serve;
 mod state;
 mod turns;
 
+pub use chat::ChatAgent;
 pub use config::{UiConfig, UiSettings};
 pub use error::UiError;
 pub use router::router;

@@ -8,12 +8,18 @@ use axum::routing::{get, post};
 use fusion::storage::ConversationStorage;
 
 use crate::assets;
+use crate::chat::Chats;
 use crate::config::UiSettings;
-use crate::routes::{bulk, delete, export, fork, meta, not_found, sessions, transcript, undo};
+use crate::routes::{
+    bulk, chat, delete, export, fork, meta, not_found, sessions, transcript, undo,
+};
 use crate::security::{Guard, add_headers, check_host, check_origin, check_token};
 use crate::state::AppState;
 
 /// The app over `storage`, enforcing `settings` (the `Host` names, the token).
+///
+/// With a [`ChatAgent`](crate::ChatAgent) in `settings` (from
+/// [`UiConfig::chat`](crate::UiConfig::chat)), the transcript page chats with it.
 ///
 /// Every route, the fallback included, sits behind the defences in this order: security
 /// headers on the response, the `Host` check, the token, the same-origin check on
@@ -32,8 +38,20 @@ use crate::state::AppState;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn router(storage: Arc<dyn ConversationStorage>, settings: &UiSettings) -> Router {
+    app(storage, settings).0
+}
+
+/// [`router`], and its chat (when it has one) for the server to close at shutdown.
+pub(crate) fn app(
+    storage: Arc<dyn ConversationStorage>,
+    settings: &UiSettings,
+) -> (Router, Option<Arc<Chats>>) {
     let guard = Arc::new(Guard::new(settings));
-    Router::new()
+    let chat = settings
+        .chat()
+        .cloned()
+        .map(|agent| Arc::new(Chats::new(agent)));
+    let router = Router::new()
         .route("/", get(sessions::home))
         .route("/sessions", get(sessions::list))
         .route("/go", get(sessions::go))
@@ -42,6 +60,7 @@ pub fn router(storage: Arc<dyn ConversationStorage>, settings: &UiSettings) -> R
             get(transcript::show).delete(delete::delete_now),
         )
         .route("/sessions/{id}/messages", get(transcript::messages))
+        .route("/sessions/{id}/tokens", crate::routes::tokens::route())
         .route(
             "/sessions/{id}/delete",
             get(delete::confirm).post(delete::delete),
@@ -51,13 +70,24 @@ pub fn router(storage: Arc<dyn ConversationStorage>, settings: &UiSettings) -> R
         .route("/sessions/{id}/tags", post(meta::tags))
         .route("/sessions/{id}/fork", post(fork::fork))
         .route("/sessions/{id}/undo", get(undo::confirm).post(undo::undo))
+        .route("/sessions/{id}/chat", post(chat::send))
+        .route("/sessions/{id}/turns/{number}/events", get(chat::events))
+        .route(
+            "/sessions/{id}/turns/{number}/approvals/{question}",
+            post(chat::approve),
+        )
+        .route("/sessions/{id}/turns/{number}/stop", post(chat::stop))
         .route("/bulk-delete", get(bulk::confirm).post(bulk::delete))
         .route("/assets/{name}", get(assets::serve))
         .fallback(not_found)
-        .with_state(AppState { storage })
+        .with_state(AppState {
+            storage,
+            chat: chat.clone(),
+        })
         // The last layer added runs first.
         .layer(from_fn(check_origin))
         .layer(from_fn_with_state(guard.clone(), check_token))
         .layer(from_fn_with_state(guard, check_host))
-        .layer(from_fn(add_headers))
+        .layer(from_fn(add_headers));
+    (router, chat)
 }

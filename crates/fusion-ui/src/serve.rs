@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{UiConfig, UiSettings};
 use crate::error::UiError;
-use crate::router::router;
+use crate::router::app;
 
 /// The UI listening on its address, not yet serving: its URL is known (with the real
 /// port when port 0 was asked for) and nothing has been printed.
@@ -54,7 +54,15 @@ impl BoundUi {
         storage: Arc<dyn ConversationStorage>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), UiError> {
-        let app = router(storage, &self.settings);
+        let (app, chat) = app(storage, &self.settings);
+        // Pages watching a turn hold their connections open; the graceful shutdown waits
+        // for open connections, so the chat ends their streams (and stops its turns) first.
+        let shutdown = async move {
+            shutdown.await;
+            if let Some(chat) = chat {
+                chat.close();
+            }
+        };
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await

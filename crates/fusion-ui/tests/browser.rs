@@ -1,12 +1,21 @@
 //! The app in a real browser: headless Chromium, driven over WebDriver, clicks through
 //! the pages the way a person would (filter, page, open, expand, load earlier, delete),
 //! checks that hostile text runs nothing and that the CSP holds (`browser/safety.rs`),
-//! runs axe-core on every page, and takes the screenshots in docs/ui/
+//! that the copy buttons copy the stored text (`browser/copy.rs`), runs axe-core on every
+//! page, and takes the screenshots in docs/ui/
 //! (`cargo xtask ui-screenshots`).
 //!
 //! Needs `chromium` and `chromedriver` (and axe-core for the accessibility case): see
 //! `browser/harness.rs` for how they are found and what happens when they are not.
 
+#[path = "browser/chat.rs"]
+mod chat;
+#[path = "browser/chromium.rs"]
+mod chromium;
+#[path = "browser/copy.rs"]
+mod copy;
+#[path = "browser/fork.rs"]
+mod fork;
 #[path = "browser/harness.rs"]
 mod harness;
 #[path = "browser/safety.rs"]
@@ -338,16 +347,27 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 
 /// Takes the screenshots shown in docs/ui.md, at [`WINDOW`]'s size, and writes them to
 /// `$FUSION_UI_SCREENSHOTS_DIR` when it is set (`cargo xtask ui-screenshots`).
+/// Waits until the sessions table is shown and every token cell in view has its count.
+async fn tokens_counted(page: &Page) {
+    page.browser.find("#sessions-table tbody tr").await;
+    page.browser
+        .wait_for("the token cells to be counted", || async {
+            let cells = page.browser.texts("#sessions-table td.tokens").await;
+            (!cells.is_empty() && cells.iter().all(|cell| !cell.contains("counting"))).then_some(())
+        })
+        .await;
+}
+
 #[tokio::test]
 async fn screenshots_of_each_page_are_window_sized_pngs() {
     with_page(seed::demo_store().await, |page| async move {
         let mut shots = Vec::new();
         page.open("/sessions").await;
-        page.browser.find("#sessions-table tbody tr").await;
+        tokens_counted(&page).await;
         shots.push(("sessions.png", page.browser.screenshot().await));
 
         page.open("/sessions?owner=ann&tag=ops").await;
-        page.browser.find("#sessions-table tbody tr").await;
+        tokens_counted(&page).await;
         shots.push(("sessions-filtered.png", page.browser.screenshot().await));
 
         page.open(&format!("/sessions/{CHORES}")).await;

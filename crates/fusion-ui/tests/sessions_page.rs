@@ -1,12 +1,15 @@
-//! The sessions page through the router: the listing with its filters, sort orders and
-//! cursor pages, the htmx fragment, go-to-session, and the 400s for bad input.
+//! The sessions page through the router: the listing with its filters (a search of ids
+//! and titles among them), sort orders and cursor pages, the htmx fragment, each row's
+//! token total fetched on its own, go-to-session, and the 400s for bad input.
 
 mod common;
 
 use axum::body::Body;
 use axum::http::StatusCode;
 use fusion::ChatMessage;
-use fusion::storage::{InMemoryStorage, SessionMeta};
+use fusion::agent::TokenCounter;
+use fusion::agent::context::{Encoding, TiktokenCounter};
+use fusion::storage::{ConversationStorage, InMemoryStorage, SessionMeta};
 
 use common::*;
 
@@ -139,6 +142,136 @@ async fn the_newest_first_order_lists_each_session_once_with_its_facts() {
 }
 
 #[tokio::test]
+async fn a_search_of_ids_and_titles_stays_across_pages_and_filters() {
+    let app = app(seeded().await);
+    // By title, in another case, the spaces a form may send trimmed: s0..s6 are "Ops n".
+    let mut path = "/sessions?search=+oPS+&order=id&limit=3".to_string();
+    let mut pages = Vec::new();
+    loop {
+        let reply = send(&app, get(&path)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+        assert!(
+            reply
+                .body
+                .contains(r#"<input type="search" name="search" value="oPS""#),
+            "the form shows the search: {}",
+            reply.body
+        );
+        pages.push(listed(&reply.body));
+        match next_page(&reply.body) {
+            Some(next) => {
+                assert!(
+                    next.contains("search=oPS") && next.contains("order=id"),
+                    "{next}"
+                );
+                path = next;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(
+        pages,
+        [vec!["s0", "s1", "s2"], vec!["s3", "s4", "s5"], vec!["s6"]]
+    );
+
+    // By id, with an owner; the row's owner and tag links keep the search.
+    let bob = send(&app, get("/sessions?owner=bob&search=S1")).await;
+    assert_eq!(listed(&bob.body), ["s11", "s10"]);
+    assert!(
+        bob.body.contains(
+            r#"<a class="tag" href="/sessions?owner=bob&#38;tag=ops&#38;search=S1">ops</a>"#
+        ),
+        "{}",
+        bob.body
+    );
+    let none = send(&app, get("/sessions?search=50%25_off")).await;
+    assert!(
+        none.body.contains("No sessions match these filters."),
+        "{}",
+        none.body
+    );
+    assert_inert(&bob.body);
+}
+
+#[tokio::test]
+async fn each_row_fetches_its_token_total_which_follows_the_session() {
+    let storage = seeded().await;
+    let app = app(storage.clone());
+    let page = send(&app, get("/sessions?owner=bob")).await;
+    assert!(
+        page.body
+            .contains(r#"<th scope="col" class="num">Tokens</th>"#),
+        "{}",
+        page.body
+    );
+    // The page itself counts nothing: each row asks once it is in view.
+    assert!(
+        page.body.contains(
+            r#"<td class="num tokens" hx-get="/sessions/s11/tokens" hx-trigger="revealed" hx-swap="outerHTML">counting…</td>"#
+        ),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(" tokens</td>"), "{}", page.body);
+
+    let counter = TiktokenCounter::new(Encoding::O200kBase);
+    let count = |messages: &[ChatMessage]| -> usize {
+        messages.iter().map(|m| counter.count_message(m)).sum()
+    };
+    let hello = count(&[ChatMessage::user("hello")]);
+    let cell = send(&app, get("/sessions/s11/tokens")).await;
+    assert_eq!(cell.status, StatusCode::OK);
+    assert!(
+        cell.body
+            .starts_with(r#"<td class="num tokens" title="The 1 stored message, each with its framing, counted with the o200k_base encoding"#),
+        "{}",
+        cell.body
+    );
+    assert!(
+        cell.body.ends_with(&format!(">{hello} tokens</td>")),
+        "{}",
+        cell.body
+    );
+    assert_inert(&cell.body);
+    // Asked again, unchanged: the same answer (from the cache).
+    assert_eq!(
+        send(&app, get("/sessions/s11/tokens")).await.body,
+        cell.body
+    );
+
+    // A write is counted at once, in groups of three digits.
+    let long = [ChatMessage::assistant(
+        "tokens and more tokens ".repeat(300),
+    )];
+    storage.append("s11", &long).await.unwrap();
+    let total = hello + count(&long);
+    assert!((1_000..1_000_000).contains(&total), "{total}");
+    let grown = send(&app, get("/sessions/s11/tokens")).await;
+    assert!(
+        grown.body.ends_with(&format!(
+            ">{},{:03} tokens</td>",
+            total / 1000,
+            total % 1000
+        )),
+        "{total}: {}",
+        grown.body
+    );
+    assert!(
+        grown.body.contains("The 2 stored messages,"),
+        "{}",
+        grown.body
+    );
+
+    // Deleted since its row was shown: a dash; an id no backend accepts: a 400.
+    storage.delete("s11").await.unwrap();
+    let gone = send(&app, get("/sessions/s11/tokens")).await;
+    assert_eq!(gone.status, StatusCode::OK);
+    assert!(gone.body.ends_with(">—</td>"), "{}", gone.body);
+    let bad = send(&app, get("/sessions/a%20b/tokens")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn htmx_gets_the_table_alone() {
     let app = app(seeded().await);
     let fragment = request("GET", "/sessions?owner=bob")
@@ -189,7 +322,12 @@ async fn bad_listing_input_is_a_400_that_says_what_is_wrong() {
         ("/sessions?limit=0", "out of range"),
         ("/sessions?owner=a%2Fb", "invalid owner"),
         ("/sessions?tag=a,b", "comma"),
+        ("/sessions?search=a%07b", "invalid search text"),
     ];
+    let long = format!("/sessions?search={}", "x".repeat(201));
+    let cases = cases
+        .into_iter()
+        .chain([(long.as_str(), "the limit is 200")]);
     for (path, expected) in cases {
         let reply = send(&app, get(path)).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");

@@ -9,17 +9,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{StorageHarness, all_pages, info, open, said};
+use super::{StorageHarness, all_pages, expected_order, info, open, said};
 use crate::{
-    ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, OwnerScope, Position, SessionInfo,
+    ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, OwnerScope, SessionInfo,
     SessionMeta, SessionOrder, SessionPage, SessionQuery,
 };
-
-/// The ids of `infos` in `order`, computed from what `session_info` reports.
-fn expected_order(mut infos: Vec<SessionInfo>, order: SessionOrder) -> Vec<String> {
-    infos.sort_by_key(|i| Position::of(order, i));
-    infos.into_iter().map(|i| i.id).collect()
-}
 
 /// A session created with metadata reports it, with its count, timestamps and the
 /// generation the creation returned; appends, saves and truncates keep it; another

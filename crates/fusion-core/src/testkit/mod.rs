@@ -37,6 +37,7 @@ pub mod exactly_once;
 pub mod faults;
 pub mod metadata;
 pub mod retention;
+pub mod search;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -103,6 +104,15 @@ pub(crate) async fn info(
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("session {id} should exist"))
+}
+
+/// The ids of `infos` in `order`, computed from what `session_info` reports.
+pub(crate) fn expected_order(
+    mut infos: Vec<crate::SessionInfo>,
+    order: crate::SessionOrder,
+) -> Vec<String> {
+    infos.sort_by_key(|i| crate::Position::of(order, i));
+    infos.into_iter().map(|i| i.id).collect()
 }
 
 /// Every page of `query`, concatenated, checking that no page is larger than the limit
@@ -277,6 +287,13 @@ macro_rules! conformance_suite {
                 cursors_stay_correct_while_sessions_are_written,
                 listing_refuses_a_bad_query,
                 owners_never_see_each_others_sessions,
+            );
+            $crate::__conformance_cases!(
+                $setup, search;
+                search_finds_ids_and_titles_in_either_ascii_case,
+                search_combines_with_owner_tag_and_order,
+                search_pages_continue_after_their_cursor,
+                listing_refuses_a_bad_search,
             );
             $crate::__conformance_cases!(
                 $setup, exactly_once;

@@ -13,9 +13,17 @@
 //! sessions are. A page therefore costs O(limit) reads however many sessions are stored
 //! and however deep the cursor is, plus whatever stale entries it meets on the way (each
 //! pruned or repaired once). A tag filter is the exception: it reads batches of at least
-//! [`TAG_BATCH`] until enough sessions carry the tag, O(limit / the share of sessions
+//! [`FILTER_BATCH`] until enough sessions carry the tag, O(limit / the share of sessions
 //! tagged so) — there is no index per tag, which would cost every append a `ZADD` per
 //! tag.
+//!
+//! A search (`SessionQuery::search`) is checked the same way, on the sessions the walk
+//! reads anyway (`SessionQuery::admits`: the id, and the title in the meta hash): batches
+//! of at least [`FILTER_BATCH`] in the index's order, stopping at the batch that completes
+//! the page, so O(limit / the share of sessions that match) reads and round trips, up to
+//! every session of the index (or owner) for a text nothing matches. Nothing cheaper is
+//! honest here: a Lua script cannot read the sessions of a Cluster's other slots, and an
+//! index of titles' substrings would cost every title change many writes.
 
 use std::collections::BTreeMap;
 
@@ -29,9 +37,9 @@ use crate::error::parse_redis_error;
 use crate::keys::Scope;
 use crate::scripts;
 
-/// The smallest batch a listing filtered by tag reads, so a rare tag takes fewer round
-/// trips.
-const TAG_BATCH: usize = 200;
+/// The smallest batch a listing filtered by tag or searched reads, so a rare tag or text
+/// takes fewer round trips (each batch is two: the walk, then one pipeline of sessions).
+const FILTER_BATCH: usize = 200;
 
 /// An index entry: a session id and, in a by-update index, its score as Redis replied it
 /// and in ms.
@@ -108,8 +116,8 @@ impl RedisStorage {
             SessionOrder::Id => by_id,
         };
         let want = query.limit + 1;
-        let batch = if query.tag.is_some() {
-            want.max(TAG_BATCH)
+        let batch = if query.tag.is_some() || query.search.is_some() {
+            want.max(FILTER_BATCH)
         } else {
             want
         };

@@ -7,6 +7,7 @@
 //! it and hand these types plain data.
 
 pub(crate) mod bulk;
+pub(crate) mod chat;
 pub(crate) mod delete;
 pub(crate) mod error;
 mod page;

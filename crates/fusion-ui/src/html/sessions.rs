@@ -1,5 +1,6 @@
 //! The sessions page: a filter form, and a table of one page of sessions with a link to
-//! the next; the table alone is the fragment htmx swaps in.
+//! the next; the table alone is the fragment htmx swaps in. Each row's token total is a
+//! cell of its own ([`TokensCell`]), fetched once the row is in view.
 
 use askama::Template;
 use fusion::storage::{SessionInfo, SessionPage};
@@ -14,6 +15,8 @@ pub(crate) struct Filter {
     pub owner: String,
     /// Only sessions with this tag ("" for any).
     pub tag: String,
+    /// Only sessions whose id or title contains this ("" for any).
+    pub search: String,
     /// Sorted by id rather than newest first.
     pub by_id: bool,
     /// The page size, when the request chose one.
@@ -29,6 +32,9 @@ impl Filter {
         }
         if !self.tag.is_empty() {
             query.append_pair("tag", &self.tag);
+        }
+        if !self.search.is_empty() {
+            query.append_pair("search", &self.search);
         }
         if self.by_id {
             query.append_pair("order", "id");
@@ -48,7 +54,7 @@ impl Filter {
     }
 
     fn is_filtered(&self) -> bool {
-        !self.owner.is_empty() || !self.tag.is_empty()
+        !self.owner.is_empty() || !self.tag.is_empty() || !self.search.is_empty()
     }
 }
 
@@ -136,6 +142,56 @@ fn row(filter: &Filter, info: SessionInfo) -> Row {
     }
 }
 
+/// One session's token total: the cell a row's `hx-get` swaps in for its "counting…"
+/// placeholder.
+#[derive(Template, Debug)]
+#[template(
+    source = r#"<td class="num tokens" title="{{ how }}">{{ text }}</td>"#,
+    ext = "html"
+)]
+pub(crate) struct TokensCell {
+    text: String,
+    how: String,
+}
+
+impl TokensCell {
+    /// `tokens` in the `messages` stored messages.
+    pub(crate) fn counted(tokens: usize, messages: usize) -> Self {
+        let plural = if messages == 1 { "" } else { "s" };
+        Self {
+            text: format!("{} tokens", with_thousands(tokens)),
+            how: format!(
+                "The {} stored message{plural}, each with its framing, counted with \
+                 the o200k_base encoding (GPT-4o and later) as the transcript counts its \
+                 turns: the model a session talks to is not stored, so this is a guide to \
+                 its size.",
+                with_thousands(messages)
+            ),
+        }
+    }
+
+    /// The cell of a session deleted since its row was shown.
+    pub(crate) fn gone() -> Self {
+        Self {
+            text: "—".to_string(),
+            how: "This session is no longer stored.".to_string(),
+        }
+    }
+}
+
+/// `n` with a comma between each group of three digits: `1,234,567`.
+fn with_thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut text = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
+
 /// The whole sessions page.
 #[derive(Template, Debug)]
 #[template(path = "sessions.html")]
@@ -196,6 +252,20 @@ mod tests {
             "{html}"
         );
         assert!(html.contains(r#"<option value="id" selected>"#), "{html}");
+    }
+
+    #[test]
+    fn token_cells_group_thousands_and_say_how_they_counted() {
+        assert_eq!(with_thousands(0), "0");
+        assert_eq!(with_thousands(999), "999");
+        assert_eq!(with_thousands(1_234), "1,234");
+        assert_eq!(with_thousands(12_345_678), "12,345,678");
+        let html = TokensCell::counted(1_234, 1).render().unwrap();
+        assert!(
+            html.starts_with(r#"<td class="num tokens" title="The 1 stored message, "#),
+            "{html}"
+        );
+        assert!(html.ends_with(">1,234 tokens</td>"), "{html}");
     }
 
     #[test]

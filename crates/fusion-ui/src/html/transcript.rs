@@ -1,7 +1,9 @@
 //! The transcript page: a session's facts and actions, then its messages a window at a
 //! time, each with its role, its text as safe markdown, its tool calls as cards holding
 //! their results, context records marked as such, and its raw JSON; the first message of
-//! each turn shows the turn's size in tokens and a "fork before" button.
+//! each turn shows the turn's size in tokens and a "fork before" button. The text, each
+//! card's arguments and result, and the raw JSON have copy buttons, which copy the text as
+//! stored (`assets/copy.js`).
 //!
 //! A window is [`WINDOW`] messages ending where the request says (the newest by default),
 //! so a 10,000-message session costs the browser 200 messages, with a link that loads
@@ -110,6 +112,9 @@ pub(crate) struct ResultCard {
     /// The index of the result message.
     pub at: usize,
     pub output: Cut,
+    /// The output as stored, for the copy button ([`copy_value`]), when the result message
+    /// is not in the window: in it, the button copies from that message's raw JSON.
+    pub copy_output: Option<String>,
     pub badges: Vec<String>,
 }
 
@@ -123,6 +128,8 @@ pub(crate) struct Item {
     pub record: bool,
     pub badges: Vec<String>,
     pub body: Body,
+    /// Whether the body shows the message's own text (so it has a copy button).
+    pub copy_text: bool,
     pub calls: Vec<CallCard>,
     /// The turn this message starts, when it starts one.
     pub turn: Option<TurnMark>,
@@ -167,7 +174,7 @@ impl Messages {
         let items = (start..end)
             .map(|at| Item {
                 turn: turns.remove(&at),
-                ..item(id, history, &index, start, at)
+                ..item(id, history, &index, &(start..end), at)
             })
             .collect();
         let earlier = (start > 0).then(|| Earlier {
@@ -184,6 +191,15 @@ impl Messages {
     }
 }
 
+/// The chat at the foot of the transcript page, already rendered.
+#[derive(Debug, Default)]
+pub(crate) struct ChatSection {
+    /// The input form; `None` when the app has no agent.
+    pub form: Option<String>,
+    /// The live panel of the turn running on the session, if one runs.
+    pub live: Option<String>,
+}
+
 /// The whole transcript page.
 #[derive(Template, Debug)]
 #[template(path = "transcript.html")]
@@ -192,16 +208,18 @@ pub(crate) struct TranscriptPage {
     assets: &'static AssetUrls,
     head: Head,
     messages: Messages,
+    chat: ChatSection,
 }
 
 impl TranscriptPage {
-    /// The page of the session `head` describes, showing `messages`.
-    pub(crate) fn new(head: Head, messages: Messages) -> Self {
+    /// The page of the session `head` describes, showing `messages` and `chat`.
+    pub(crate) fn new(head: Head, messages: Messages, chat: ChatSection) -> Self {
         Self {
             title: head.label.clone(),
             assets: &URLS,
             head,
             messages,
+            chat,
         }
     }
 }
@@ -290,6 +308,15 @@ fn turn_marks(history: &[ChatMessage], window: Range<usize>) -> HashMap<usize, T
         .collect()
 }
 
+/// What a copy button's `data-copy` attribute holds: `text` as a JSON string, which
+/// `assets/copy.js` parses back. Not the bare text, because HTML parsing turns a carriage
+/// return into a line feed even inside an attribute; JSON spells it `\r`, so what is
+/// copied is exactly what is stored. Only for text no message of the window holds: the
+/// other buttons name a field of their message's raw JSON, already in the page.
+fn copy_value(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
 /// The link to message `at`: an anchor on this page, or the window that ends with it.
 fn link_to(id: &str, start: usize, at: usize) -> String {
     if at >= start {
@@ -299,7 +326,14 @@ fn link_to(id: &str, start: usize, at: usize) -> String {
     }
 }
 
-fn item(id: &str, history: &[ChatMessage], index: &Index<'_>, start: usize, at: usize) -> Item {
+/// Message `at` of `history` as shown in `window`.
+fn item(
+    id: &str,
+    history: &[ChatMessage],
+    index: &Index<'_>,
+    window: &Range<usize>,
+    at: usize,
+) -> Item {
     let message = &history[at];
     let body = match (message.role, &message.tool_call_id) {
         (Role::Tool, Some(call_id)) if index.call_at.contains_key(call_id.as_str()) => {
@@ -307,7 +341,7 @@ fn item(id: &str, history: &[ChatMessage], index: &Index<'_>, start: usize, at: 
             Body::ShownWithCall(CallLink {
                 call_id: call_id.clone(),
                 at: call_at,
-                href: link_to(id, start, call_at),
+                href: link_to(id, window.start, call_at),
             })
         }
         (Role::Tool, _) => Body::Output(Cut::new(&message.content, CUT_CHARS)),
@@ -317,7 +351,7 @@ fn item(id: &str, history: &[ChatMessage], index: &Index<'_>, start: usize, at: 
     let calls = message
         .tool_calls
         .iter()
-        .map(|call| card(call, history, index))
+        .map(|call| card(call, history, index, window))
         .collect();
     Item {
         index: at,
@@ -325,6 +359,7 @@ fn item(id: &str, history: &[ChatMessage], index: &Index<'_>, start: usize, at: 
         name: message.name.clone(),
         record: is_context_record(message),
         badges: badges(message, index.marks.get(&at).copied()),
+        copy_text: matches!(body, Body::Markdown(_) | Body::Output(_)),
         body,
         calls,
         turn: None,
@@ -333,7 +368,12 @@ fn item(id: &str, history: &[ChatMessage], index: &Index<'_>, start: usize, at: 
     }
 }
 
-fn card(call: &ToolCall, history: &[ChatMessage], index: &Index<'_>) -> CallCard {
+fn card(
+    call: &ToolCall,
+    history: &[ChatMessage],
+    index: &Index<'_>,
+    window: &Range<usize>,
+) -> CallCard {
     let arguments = match serde_json::from_str::<serde_json::Value>(&call.arguments) {
         Ok(json) => serde_json::to_string_pretty(&json).unwrap_or_else(|_| call.arguments.clone()),
         Err(_) => call.arguments.clone(),
@@ -343,6 +383,7 @@ fn card(call: &ToolCall, history: &[ChatMessage], index: &Index<'_>) -> CallCard
         ResultCard {
             at,
             output: Cut::new(&message.content, CUT_CHARS),
+            copy_output: (!window.contains(&at)).then(|| copy_value(&message.content)),
             badges: badges(message, index.marks.get(&at).copied()),
         }
     });

@@ -1,14 +1,15 @@
 //! `GET /sessions/{id}/export?format=json|jsonl|markdown`: the whole session as a file
-//! download ([`crate::export`]), named after the session.
+//! download in the formats of `fusion sessions export` (the library's
+//! [`fusion::api::export`]), named after the session.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
+use fusion::api::export::{self, ExportError, ExportFormat};
 use serde::Deserialize;
 
 use super::request::{existing, query};
-use crate::export::{ExportFormat, export};
 use crate::html::PageError;
 use crate::state::AppState;
 
@@ -29,7 +30,7 @@ pub(crate) async fn download(
     let format: ExportFormat = query(params)?
         .format
         .parse()
-        .map_err(|err: crate::export::ExportError| PageError::bad_request(err.to_string()))?;
+        .map_err(|err: ExportError| PageError::bad_request(err.to_string()))?;
     let info = existing(state.storage.as_ref(), &id).await?;
     let messages = state
         .storage
@@ -42,7 +43,7 @@ pub(crate) async fn download(
             "No session {id:?} is stored."
         )));
     }
-    let text = export(format, &id, &info.meta, &messages)
+    let text = export::write(format, &id, &info.meta, &messages)
         .map_err(|err| PageError::bad_request(err.to_string()))?;
     let disposition = format!(
         "attachment; filename=\"{}.{}\"",

@@ -5,6 +5,7 @@
 //! unknown session a 404, a storage failure a 500 naming the error.
 
 pub(crate) mod bulk;
+pub(crate) mod chat;
 pub(crate) mod delete;
 pub(crate) mod export;
 pub(crate) mod fork;
@@ -12,6 +13,7 @@ mod form;
 pub(crate) mod meta;
 mod request;
 pub(crate) mod sessions;
+pub(crate) mod tokens;
 pub(crate) mod transcript;
 pub(crate) mod undo;
 

@@ -1,5 +1,6 @@
-//! `GET /` (to the sessions page), `GET /sessions` (one page of the listing, filtered
-//! and sorted) and `GET /go?id=` (to a session by its id).
+//! `GET /` (to the sessions page), `GET /sessions` (one page of the listing, filtered by
+//! owner, tag and a search of ids and titles, and sorted) and `GET /go?id=` (to a session
+//! by its id).
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -24,6 +25,7 @@ pub(crate) async fn home() -> Redirect {
 pub(crate) struct ListParams {
     owner: Option<String>,
     tag: Option<String>,
+    search: Option<String>,
     order: Option<String>,
     cursor: Option<String>,
     limit: Option<String>,
@@ -52,7 +54,8 @@ pub(crate) async fn list(
 
 /// The filter the page shows and the query it runs, from the request's text.
 fn parse(params: ListParams) -> Result<(Filter, SessionQuery), PageError> {
-    // A form sends empty fields for "any", and pasted ids may carry spaces.
+    // A form sends empty fields for "any", and pasted ids (or a search typed with a
+    // trailing space) may carry spaces.
     let given = |field: Option<String>| {
         field
             .map(|text| text.trim().to_string())
@@ -83,6 +86,7 @@ fn parse(params: ListParams) -> Result<(Filter, SessionQuery), PageError> {
     let filter = Filter {
         owner: given(params.owner).unwrap_or_default(),
         tag: given(params.tag).unwrap_or_default(),
+        search: given(params.search).unwrap_or_default(),
         by_id,
         limit,
     };
@@ -99,6 +103,9 @@ fn parse(params: ListParams) -> Result<(Filter, SessionQuery), PageError> {
     }
     if !filter.tag.is_empty() {
         listing = listing.tag(filter.tag.clone());
+    }
+    if !filter.search.is_empty() {
+        listing = listing.search(filter.search.clone());
     }
     listing
         .validate()

@@ -1,6 +1,7 @@
 //! `GET /sessions/{id}` (the transcript page) and `GET /sessions/{id}/messages` (a
 //! window of messages alone, for the "load earlier" link).
 
+use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -10,7 +11,8 @@ use fusion::storage::SessionInfo;
 use serde::Deserialize;
 
 use super::request::{existing, query};
-use crate::html::transcript::{Head, Messages, TranscriptPage};
+use crate::html::chat::{ChatForm, ChatLive};
+use crate::html::transcript::{ChatSection, Head, Messages, TranscriptPage};
 use crate::html::{PageError, render};
 use crate::state::AppState;
 
@@ -34,8 +36,22 @@ pub(crate) async fn show(
     let messages = Messages::window(&id, &history, generation, end);
     Ok(render(
         StatusCode::OK,
-        &TranscriptPage::new(Head::new(&info), messages),
+        &TranscriptPage::new(Head::new(&info), messages, chat_section(&state, &id)),
     ))
+}
+
+/// The chat's form, and the panel of the turn running on session `id` (a reload while
+/// it runs picks up its stream).
+fn chat_section(state: &AppState, id: &str) -> ChatSection {
+    let Some(chats) = &state.chat else {
+        return ChatSection::default();
+    };
+    ChatSection {
+        form: ChatForm::new(id, false).render().ok(),
+        live: chats
+            .running(id)
+            .and_then(|turn| ChatLive::new(&turn, None).render().ok()),
+    }
 }
 
 /// `GET /sessions/{id}/messages?before=N`: the window ending before message N, as a

@@ -1,5 +1,6 @@
 //! A small W3C WebDriver client over the workspace's reqwest: the dozen commands the
-//! browser tests use (navigate, find, click, type, read, run script, screenshot, logs).
+//! browser tests use (navigate, find, click, type, read, run script, screenshot, logs),
+//! also used by the UI's speed measurement (`examples/ui_speed`).
 //!
 //! Written here rather than taken from fantoccini, which would bring hyper-util, its own
 //! connector stack and Mozilla's `webdriver` crate (with ICU segmentation) into the
@@ -196,6 +197,15 @@ impl Session {
         self.call("POST", "/execute/async", Some(body)).await
     }
 
+    /// Runs the Chrome DevTools Protocol command `command` with `params` (chromedriver's
+    /// `goog/cdp/execute`) and returns its result: what WebDriver has no command for, such
+    /// as the renderer's time spent in script, style and layout (`Performance.getMetrics`).
+    #[allow(dead_code)] // examples/ui_speed's; no test needs it
+    pub async fn devtools(&self, command: &str, params: Value) -> Value {
+        let body = json!({ "cmd": command, "params": params });
+        self.call("POST", "/goog/cdp/execute", Some(body)).await
+    }
+
     /// Sets how long an asynchronous script may run.
     pub async fn set_script_timeout(&self, timeout: Duration) {
         let body = json!({ "script": timeout.as_millis() as u64 });
@@ -206,6 +216,31 @@ impl Session {
     pub async fn set_window_size(&self, width: u32, height: u32) {
         let body = json!({ "width": width, "height": height });
         self.call("POST", "/window/rect", Some(body)).await;
+    }
+
+    /// Sets the current origin's permission `name` (`clipboard-read`, ...) to `state`
+    /// (`granted`, `denied`, `prompt`), as the W3C Permissions extension of WebDriver does.
+    pub async fn set_permission(&self, name: &str, state: &str) {
+        let body = json!({ "descriptor": { "name": name }, "state": state });
+        self.call("POST", "/permissions", Some(body)).await;
+    }
+
+    /// Presses Control with `key` (`'c'`: copy), as a person at the keyboard would.
+    pub async fn press_ctrl(&self, key: char) {
+        // WebDriver's code point for the Control key.
+        const CONTROL: &str = "\u{E009}";
+        let key = key.to_string();
+        let body = json!({ "actions": [{
+            "type": "key",
+            "id": "keyboard",
+            "actions": [
+                { "type": "keyDown", "value": CONTROL },
+                { "type": "keyDown", "value": key },
+                { "type": "keyUp", "value": key },
+                { "type": "keyUp", "value": CONTROL },
+            ],
+        }] });
+        self.call("POST", "/actions", Some(body)).await;
     }
 
     /// A PNG of the viewport.

@@ -1,0 +1,201 @@
+//! The chat on the transcript page: the agent it talks to ([`ChatAgent`]) and the turns
+//! it runs ([`Chats`]).
+//!
+//! A turn runs on its own task, not on the request that started it: the page watches it
+//! through a server-sent event stream, and a dropped connection (a laptop lid, a proxy
+//! timeout, a reload) neither stops nor loses it. Everything the turn reported is kept
+//! as [`Frame`]s until the session's next turn, so a reconnecting page gets what it
+//! missed. Destructive tool calls wait for the page's Approve / Deny buttons, and Stop
+//! cancels the turn as Ctrl-C does in `fusion chat`: whatever was stored stays stored, a
+//! reply cut off mid-stream is not.
+//!
+//! Nothing here renders HTML: `html::chat` turns frames into fragments, `routes::chat`
+//! serves them.
+
+mod turn;
+
+pub(crate) use turn::{AnswerError, Asked, Frame, Outcome, Turn};
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fusion::agent::{ApprovalPolicy, LlmClient, ToolRegistry};
+use fusion::storage::ConversationStorage;
+use tokio::sync::watch;
+
+/// The agent the transcript page's chat talks to: its model, its tools and which of their
+/// calls wait for a person.
+///
+/// Each turn opens the session afresh from storage with these settings, so the chat
+/// continues from what is stored even when another writer (`fusion chat`, an undo on
+/// this page) changed the session in between.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use fusion::agent::{OpenAiConfig, ToolRegistry};
+/// use fusion_ui::{ChatAgent, UiConfig};
+///
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let llm = OpenAiConfig::from_env()?.build()?;
+/// let agent = ChatAgent::new(Arc::new(llm))
+///     .tools(ToolRegistry::with_file_tools(["."])?)
+///     .system_prompt("You are a careful assistant.");
+/// let config = UiConfig::new(UiConfig::DEFAULT_BIND).chat(agent);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ChatAgent {
+    pub(crate) llm: Arc<dyn LlmClient>,
+    pub(crate) tools: ToolRegistry,
+    pub(crate) approval: ApprovalPolicy,
+    pub(crate) system_prompt: Option<String>,
+    pub(crate) max_iterations: Option<usize>,
+}
+
+impl ChatAgent {
+    /// An agent on `llm`, without tools, asking before any call of a tool that may
+    /// change something (the policy `fusion chat` uses on a terminal).
+    pub fn new(llm: Arc<dyn LlmClient>) -> Self {
+        Self {
+            llm,
+            tools: ToolRegistry::default(),
+            approval: ApprovalPolicy::ask_destructive(),
+            system_prompt: None,
+            max_iterations: None,
+        }
+    }
+
+    /// The tools the agent may call.
+    pub fn tools(mut self, tools: ToolRegistry) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// Which calls run at once, which are refused and which wait for the page's buttons.
+    /// The page is the approver: one set on `policy` is replaced.
+    pub fn approval(mut self, policy: ApprovalPolicy) -> Self {
+        self.approval = policy;
+        self
+    }
+
+    /// The system prompt of every session the chat opens.
+    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.system_prompt = Some(prompt.into());
+        self
+    }
+
+    /// The most LLM requests one turn may make.
+    pub fn max_iterations(mut self, iterations: usize) -> Self {
+        self.max_iterations = Some(iterations);
+        self
+    }
+}
+
+impl fmt::Debug for ChatAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatAgent")
+            .field("tools", &self.tools.names())
+            .field("approval", &self.approval)
+            .field("system_prompt", &self.system_prompt.is_some())
+            .field("max_iterations", &self.max_iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The most sessions whose last turn is kept after it ended. A page reconnecting to a
+/// turn that was dropped is told to reload, so the bound costs nothing but that.
+const KEPT_TURNS: usize = 256;
+
+/// The turns of every session: the one running or the last one, per session.
+pub(crate) struct Chats {
+    agent: ChatAgent,
+    turns: Mutex<HashMap<String, Arc<Turn>>>,
+    /// Numbers turns across sessions, so a page never mistakes one turn for another.
+    next_number: AtomicU64,
+    /// True once the server shuts down: event streams end, so the graceful shutdown,
+    /// which waits for open connections, is not held up by a page watching a turn.
+    closing: watch::Sender<bool>,
+}
+
+/// Why a turn could not start.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// The session's previous turn still runs.
+    Busy(u64),
+}
+
+impl Chats {
+    /// No turns yet, for `agent`.
+    pub(crate) fn new(agent: ChatAgent) -> Self {
+        Self {
+            agent,
+            turns: Mutex::new(HashMap::new()),
+            next_number: AtomicU64::new(1),
+            closing: watch::Sender::new(false),
+        }
+    }
+
+    /// Becomes true when the server shuts down.
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// For the server's shutdown: ends every event stream and stops every running turn
+    /// (as its Stop button would).
+    pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
+        let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        for turn in turns.values() {
+            turn.stop();
+        }
+    }
+
+    /// Starts a turn sending `message` to session `id` on `storage`, on its own task.
+    /// Refused while the session's previous turn runs: two turns on one session at once
+    /// would each be refused by storage when the other wrote first.
+    pub(crate) fn start(
+        &self,
+        storage: Arc<dyn ConversationStorage>,
+        id: &str,
+        message: String,
+    ) -> Result<Arc<Turn>, StartError> {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = turns.get(id).filter(|turn| !turn.is_over()) {
+            return Err(StartError::Busy(running.number));
+        }
+        let number = self.next_number.fetch_add(1, Ordering::Relaxed);
+        let turn = Arc::new(Turn::new(number, id.to_string(), message));
+        if turns.len() >= KEPT_TURNS && !turns.contains_key(id) {
+            forget_oldest_ended(&mut turns);
+        }
+        turns.insert(id.to_string(), turn.clone());
+        tokio::spawn(turn::run(turn.clone(), self.agent.clone(), storage));
+        Ok(turn)
+    }
+
+    /// The turn `number` of session `id`, while it is kept.
+    pub(crate) fn turn(&self, id: &str, number: u64) -> Option<Arc<Turn>> {
+        let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        turns.get(id).filter(|turn| turn.number == number).cloned()
+    }
+
+    /// The turn running on session `id`, if one is.
+    pub(crate) fn running(&self, id: &str) -> Option<Arc<Turn>> {
+        let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        turns.get(id).filter(|turn| !turn.is_over()).cloned()
+    }
+}
+
+/// Drops the turn that ended first, if any has ended; running turns are never dropped.
+fn forget_oldest_ended(turns: &mut HashMap<String, Arc<Turn>>) {
+    let oldest = turns
+        .iter()
+        .filter(|(_, turn)| turn.is_over())
+        .min_by_key(|(_, turn)| turn.number)
+        .map(|(id, _)| id.clone());
+    if let Some(id) = oldest {
+        turns.remove(&id);
+    }
+}

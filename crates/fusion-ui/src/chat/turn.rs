@@ -1,0 +1,401 @@
+//! One turn of the chat: what it has reported so far, the questions it waits on, and
+//! [`run`], the task that drives the agent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use fusion::agent::{
+    AgentEvent, ApprovalDecision, ApprovalRequest, SessionBuilder, Step, TaskResult,
+};
+use fusion::storage::ConversationStorage;
+use futures::StreamExt;
+use tokio::sync::{Notify, oneshot, watch};
+
+use super::ChatAgent;
+
+/// Something a turn reported, in order. Frames are what the page's live view shows and
+/// what a reconnecting page is sent again.
+#[derive(Debug, Clone)]
+pub(crate) enum Frame {
+    /// More of the reply's text.
+    Text(String),
+    /// A tool call is about to run.
+    ToolStarted { tool: String, arguments: String },
+    /// A tool call finished (or failed).
+    ToolFinished(Step),
+    /// A call waits for the page's decision, or got it.
+    Approval {
+        question: u32,
+        request: ApprovalRequest,
+        state: Asked,
+    },
+    /// The model rejected native tool calling and is asked again with the tools in the
+    /// prompt.
+    Notice(String),
+}
+
+/// Where an approval question stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asked {
+    Waiting,
+    Answered(ApprovalDecision),
+    /// The turn ended (stopped, failed) before anyone answered.
+    Unanswered,
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    /// The model answered (or ran out of iterations): what the turn produced.
+    Finished(TaskResult),
+    /// Stop was pressed.
+    Stopped,
+    /// The session could not be opened or a request failed.
+    Failed(String),
+}
+
+/// Why an answer to a question was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AnswerError {
+    /// The turn never asked it.
+    Unknown,
+    /// It was answered already, or the turn ended first.
+    Closed,
+}
+
+/// A turn's state, shared by its task, the event streams of the pages watching it and
+/// the approve and stop requests.
+pub(crate) struct Turn {
+    /// Unique across sessions for the process's life.
+    pub number: u64,
+    /// The session it runs on.
+    pub session: String,
+    /// What the user sent.
+    pub message: String,
+    inner: Mutex<Inner>,
+    /// Bumped on every change; event streams wait on it.
+    changed: watch::Sender<u64>,
+    stop: Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    frames: Vec<Frame>,
+    outcome: Option<Outcome>,
+    /// Open questions: the frame showing each, and where its answer goes.
+    waiting: HashMap<u32, (usize, oneshot::Sender<ApprovalDecision>)>,
+    asked: u32,
+    /// Calls asked about whose start has not been reported yet: the agent asks before
+    /// its "started" event reaches this turn, and the question's card already shows the
+    /// call, so that event is not shown again.
+    asked_calls: Vec<(String, serde_json::Value)>,
+}
+
+/// A copy of what a turn reported from some frame on.
+pub(crate) struct Snapshot {
+    /// The frames from the one asked for.
+    pub frames: Vec<Frame>,
+    /// How many frames the turn has reported in all.
+    pub total: usize,
+    /// How it ended, once it has.
+    pub outcome: Option<Outcome>,
+}
+
+impl Turn {
+    pub(crate) fn new(number: u64, session: String, message: String) -> Self {
+        Self {
+            number,
+            session,
+            message,
+            inner: Mutex::new(Inner::default()),
+            changed: watch::Sender::new(0),
+            stop: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self) {
+        self.changed.send_modify(|version| *version += 1);
+    }
+
+    /// Whether the turn has ended.
+    pub(crate) fn is_over(&self) -> bool {
+        self.lock().outcome.is_some()
+    }
+
+    /// Resolves at the turn's next change (a new frame, an answer, the end).
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The frames from index `from` on (none when `from` is past the end), the total and
+    /// the outcome, read together.
+    pub(crate) fn snapshot(&self, from: usize) -> Snapshot {
+        let inner = self.lock();
+        Snapshot {
+            frames: inner.frames.get(from..).unwrap_or_default().to_vec(),
+            total: inner.frames.len(),
+            outcome: inner.outcome.clone(),
+        }
+    }
+
+    fn push(&self, frame: Frame) {
+        {
+            let mut inner = self.lock();
+            if let Frame::ToolStarted { tool, arguments } = &frame
+                && let Ok(arguments) = serde_json::from_str::<serde_json::Value>(arguments)
+                && let Some(at) = inner
+                    .asked_calls
+                    .iter()
+                    .position(|asked| asked.0 == *tool && asked.1 == arguments)
+            {
+                inner.asked_calls.remove(at);
+                return;
+            }
+            inner.frames.push(frame);
+        }
+        self.touch();
+    }
+
+    /// Asks the page about `request`; the receiver gets the decision.
+    fn ask(&self, request: ApprovalRequest) -> oneshot::Receiver<ApprovalDecision> {
+        let (answer, decision) = oneshot::channel();
+        {
+            let mut inner = self.lock();
+            inner.asked += 1;
+            let question = inner.asked;
+            inner
+                .asked_calls
+                .push((request.tool.clone(), request.arguments.clone()));
+            let at = inner.frames.len();
+            inner.frames.push(Frame::Approval {
+                question,
+                request,
+                state: Asked::Waiting,
+            });
+            inner.waiting.insert(question, (at, answer));
+        }
+        self.touch();
+        decision
+    }
+
+    /// Answers question `question` with `decision`, returning the question's frame as
+    /// it now stands.
+    pub(crate) fn answer(
+        &self,
+        question: u32,
+        decision: ApprovalDecision,
+    ) -> Result<Frame, (AnswerError, Option<Frame>)> {
+        let mut inner = self.lock();
+        let Some((at, answer)) = inner.waiting.remove(&question) else {
+            let shown = inner.frames.iter().find(
+                |frame| matches!(frame, Frame::Approval { question: q, .. } if *q == question),
+            );
+            return Err(match shown {
+                Some(frame) => (AnswerError::Closed, Some(frame.clone())),
+                None => (AnswerError::Unknown, None),
+            });
+        };
+        // The turn may have been stopped since; then nobody waits for the answer.
+        let taken = answer.send(decision).is_ok();
+        if let Frame::Approval { state, .. } = &mut inner.frames[at] {
+            *state = if taken {
+                Asked::Answered(decision)
+            } else {
+                Asked::Unanswered
+            };
+        }
+        let frame = inner.frames[at].clone();
+        drop(inner);
+        self.touch();
+        if taken {
+            Ok(frame)
+        } else {
+            Err((AnswerError::Closed, Some(frame)))
+        }
+    }
+
+    /// Asks the turn to stop; `false` when it had already ended.
+    pub(crate) fn stop(&self) -> bool {
+        if self.is_over() {
+            return false;
+        }
+        // A stored permit: the task sees it even if it is not waiting at this instant.
+        self.stop.notify_one();
+        true
+    }
+
+    fn finish(&self, outcome: Outcome) {
+        {
+            let mut inner = self.lock();
+            let open: Vec<usize> = inner.waiting.drain().map(|(_, (at, _))| at).collect();
+            for at in open {
+                if let Frame::Approval { state, .. } = &mut inner.frames[at] {
+                    *state = Asked::Unanswered;
+                }
+            }
+            inner.outcome = Some(outcome);
+        }
+        self.touch();
+    }
+}
+
+/// Runs `turn` to its end: opens the session from storage with `agent`'s settings, sends
+/// the message and records every event, until the reply is done, Stop is pressed or
+/// something fails.
+pub(crate) async fn run(turn: Arc<Turn>, agent: ChatAgent, storage: Arc<dyn ConversationStorage>) {
+    let outcome = drive(&turn, agent, storage).await;
+    turn.finish(outcome);
+}
+
+async fn drive(
+    turn: &Arc<Turn>,
+    agent: ChatAgent,
+    storage: Arc<dyn ConversationStorage>,
+) -> Outcome {
+    // Weak: a question outliving the turn must not keep it alive.
+    let asking = Arc::downgrade(turn);
+    let approval = agent
+        .approval
+        .ask_with(move |request| ask_the_page(asking.clone(), request));
+    let mut builder = SessionBuilder::new(turn.session.clone())
+        .llm(agent.llm)
+        .storage(storage)
+        .tools(agent.tools)
+        .approval(approval);
+    if let Some(prompt) = agent.system_prompt {
+        builder = builder.system_prompt(prompt);
+    }
+    if let Some(iterations) = agent.max_iterations {
+        builder = builder.max_iterations(iterations);
+    }
+    let mut session = match builder.build().await {
+        Ok(session) => session,
+        Err(err) => return Outcome::Failed(format!("cannot open the session: {err}")),
+    };
+    let mut events = session.send_message_stream(&turn.message);
+    loop {
+        tokio::select! {
+            biased;
+            // Dropping the stream (on return) cancels the turn, as Ctrl-C in `fusion chat`:
+            // what was stored stays stored, a reply cut off mid-stream is not stored.
+            () = turn.stop.notified() => return Outcome::Stopped,
+            event = events.next() => match event {
+                Some(Ok(AgentEvent::Finished(result))) => return Outcome::Finished(result),
+                Some(Ok(event)) => {
+                    if let Some(frame) = frame_of(event) {
+                        turn.push(frame);
+                    }
+                }
+                Some(Err(err)) => return Outcome::Failed(err.to_string()),
+                None => return Outcome::Failed("the turn ended without a result".into()),
+            },
+        }
+    }
+}
+
+/// The frame showing `event`, for the events the page shows.
+fn frame_of(event: AgentEvent) -> Option<Frame> {
+    match event {
+        AgentEvent::TextDelta { text, .. } => Some(Frame::Text(text)),
+        AgentEvent::ToolCallStarted {
+            tool, arguments, ..
+        } => Some(Frame::ToolStarted { tool, arguments }),
+        AgentEvent::ToolCallFinished(step) => Some(Frame::ToolFinished(step)),
+        AgentEvent::SwitchedToTextReact { reason } => Some(Frame::Notice(format!(
+            "The model refused native tool calls ({reason}); asking again with the tools \
+             described in the prompt."
+        ))),
+        _ => None,
+    }
+}
+
+/// Shows `request` on the page and waits for its buttons. No answer (the turn was
+/// stopped, the turn is gone) is no approval.
+async fn ask_the_page(turn: Weak<Turn>, request: ApprovalRequest) -> ApprovalDecision {
+    let Some(decision) = turn.upgrade().map(|turn| turn.ask(request)) else {
+        return ApprovalDecision::Deny;
+    };
+    decision.await.unwrap_or(ApprovalDecision::Deny)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fusion::agent::ToolEffects;
+
+    fn request() -> ApprovalRequest {
+        ApprovalRequest {
+            tool: "delete_file".into(),
+            call_id: "c1".into(),
+            arguments: serde_json::json!({"path": "a.txt"}),
+            effects: ToolEffects::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_reaches_the_asker_once_and_is_shown() {
+        let turn = Turn::new(1, "s".into(), "hi".into());
+        let decision = turn.ask(request());
+        let frame = turn.answer(1, ApprovalDecision::Approve).unwrap();
+        assert!(matches!(
+            frame,
+            Frame::Approval {
+                state: Asked::Answered(ApprovalDecision::Approve),
+                ..
+            }
+        ));
+        assert_eq!(decision.await.unwrap(), ApprovalDecision::Approve);
+        let (again, shown) = turn.answer(1, ApprovalDecision::Deny).unwrap_err();
+        assert_eq!(again, AnswerError::Closed);
+        assert!(shown.is_some());
+        assert_eq!(
+            turn.answer(7, ApprovalDecision::Deny).unwrap_err().0,
+            AnswerError::Unknown
+        );
+    }
+
+    #[tokio::test]
+    async fn the_end_closes_open_questions_and_stop_is_refused_after_it() {
+        let turn = Turn::new(1, "s".into(), "hi".into());
+        let decision = turn.ask(request());
+        assert!(turn.stop());
+        turn.finish(Outcome::Stopped);
+        assert!(
+            decision.await.is_err(),
+            "the asker hears no answer: a denial"
+        );
+        let snapshot = turn.snapshot(0);
+        assert!(matches!(
+            snapshot.frames[0],
+            Frame::Approval {
+                state: Asked::Unanswered,
+                ..
+            }
+        ));
+        assert!(matches!(snapshot.outcome, Some(Outcome::Stopped)));
+        assert!(!turn.stop());
+        assert_eq!(turn.snapshot(5).frames.len(), 0);
+    }
+
+    #[test]
+    fn a_call_asked_about_is_not_announced_again_but_the_next_one_is() {
+        let turn = Turn::new(1, "s".into(), "hi".into());
+        let _decision = turn.ask(request());
+        let started = || Frame::ToolStarted {
+            tool: "delete_file".into(),
+            arguments: r#"{ "path": "a.txt" }"#.into(),
+        };
+        turn.push(started());
+        assert_eq!(turn.snapshot(0).total, 1, "the card shows the call");
+        turn.push(started());
+        assert_eq!(
+            turn.snapshot(0).total,
+            2,
+            "a second call of the same is shown"
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! The chat's fragments: the input form, the live panel of a running turn, one reported
+//! [`Frame`] as the live panel shows it, and the line that replaces the panel when the
+//! turn ends.
+//!
+//! Model text and tool output arrive here as plain strings and leave escaped; while a
+//! turn runs its text is shown as written (no markdown), and once it ends the transcript
+//! shows the stored messages through the same safe markdown as every other message.
+
+use askama::Template;
+use fusion::agent::ApprovalDecision;
+
+use crate::chat::{Asked, Frame, Outcome, Turn};
+use crate::format::Cut;
+use crate::html::transcript::CUT_CHARS;
+
+/// How many characters of a starting call's arguments the live panel shows.
+const ARGUMENT_CHARS: usize = 200;
+
+/// The chat's input form. `oob` sends it out of band, replacing the one on the page (the
+/// answer to a send does, to empty it).
+#[derive(Template, Debug)]
+#[template(path = "chat_form.html")]
+pub(crate) struct ChatForm<'a> {
+    id: &'a str,
+    oob: bool,
+}
+
+impl<'a> ChatForm<'a> {
+    /// The form of session `id`.
+    pub(crate) fn new(id: &'a str, oob: bool) -> Self {
+        Self { id, oob }
+    }
+}
+
+/// The live panel of a running turn, watching its events; with `form`, also a fresh
+/// input form out of band.
+#[derive(Template, Debug)]
+#[template(path = "chat_live.html")]
+pub(crate) struct ChatLive<'a> {
+    id: &'a str,
+    number: u64,
+    message: &'a str,
+    form: Option<String>,
+}
+
+impl<'a> ChatLive<'a> {
+    /// The panel of `turn`.
+    pub(crate) fn new(turn: &'a Turn, form: Option<String>) -> Self {
+        Self {
+            id: &turn.session,
+            number: turn.number,
+            message: &turn.message,
+            form,
+        }
+    }
+}
+
+/// A finished tool call as the live panel shows it.
+#[derive(Debug)]
+pub(crate) struct StepShown {
+    tool: String,
+    success: bool,
+    millis: u128,
+    arguments: Cut,
+    observation: Cut,
+}
+
+/// An approval question as the live panel shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AskedShown {
+    Waiting,
+    Approved,
+    Denied,
+    Unanswered,
+}
+
+/// One frame, ready for its template.
+#[derive(Debug)]
+pub(crate) enum Shown {
+    Text(String),
+    ToolStarted {
+        tool: String,
+        arguments: String,
+    },
+    ToolFinished(StepShown),
+    Approval {
+        card_id: String,
+        href: String,
+        call: String,
+        state: AskedShown,
+    },
+    Notice(String),
+}
+
+/// One frame of turn `number` of session `id`.
+#[derive(Template, Debug)]
+#[template(path = "chat_frame.html")]
+pub(crate) struct ChatFrame {
+    frame: Shown,
+}
+
+impl ChatFrame {
+    /// `frame` of turn `number` of session `id`.
+    pub(crate) fn new(id: &str, number: u64, frame: &Frame) -> Self {
+        let frame = match frame {
+            Frame::Text(text) => Shown::Text(text.clone()),
+            Frame::ToolStarted { tool, arguments } => Shown::ToolStarted {
+                tool: tool.clone(),
+                arguments: Cut::new(arguments, ARGUMENT_CHARS).head,
+            },
+            Frame::ToolFinished(step) => Shown::ToolFinished(StepShown {
+                tool: step.tool.clone(),
+                success: step.success,
+                millis: step.duration.as_millis(),
+                arguments: Cut::new(&step.arguments, CUT_CHARS),
+                observation: Cut::new(&step.observation, CUT_CHARS),
+            }),
+            Frame::Approval {
+                question,
+                request,
+                state,
+            } => Shown::Approval {
+                card_id: format!("turn-{number}-q{question}"),
+                href: format!("/sessions/{id}/turns/{number}/approvals/{question}"),
+                call: request.display(),
+                state: match state {
+                    Asked::Waiting => AskedShown::Waiting,
+                    Asked::Answered(ApprovalDecision::Deny) => AskedShown::Denied,
+                    Asked::Answered(_) => AskedShown::Approved,
+                    Asked::Unanswered => AskedShown::Unanswered,
+                },
+            },
+            Frame::Notice(text) => Shown::Notice(text.clone()),
+        };
+        Self { frame }
+    }
+}
+
+/// What replaces the live panel when turn `number` ends, with the transcript's newest
+/// messages (already rendered) out of band.
+#[derive(Template, Debug)]
+#[template(path = "chat_end.html")]
+pub(crate) struct ChatEnd {
+    number: u64,
+    class: &'static str,
+    summary: String,
+    messages: Option<String>,
+}
+
+impl ChatEnd {
+    /// The end of turn `number` as `outcome` says, and the messages to show now.
+    pub(crate) fn new(number: u64, outcome: &Outcome, messages: Option<String>) -> Self {
+        let (class, summary) = match outcome {
+            Outcome::Finished(result) => {
+                let requests = plural(result.iterations, "request");
+                let tokens = result
+                    .usage
+                    .as_ref()
+                    .map(|usage| format!(", {}", plural(usage.total_tokens as usize, "token")))
+                    .unwrap_or_default();
+                let how = if result.success {
+                    "Finished"
+                } else {
+                    "Stopped at the iteration limit"
+                };
+                ("done", format!("{how}: {requests}{tokens}."))
+            }
+            Outcome::Stopped => (
+                "stopped",
+                "Stopped. What was stored before stays stored; a reply cut off mid-stream is \
+                 not stored."
+                    .to_string(),
+            ),
+            Outcome::Failed(error) => ("failed", format!("The turn failed: {error}")),
+        };
+        Self {
+            number,
+            class,
+            summary,
+            messages,
+        }
+    }
+
+    /// The end shown for a turn this process no longer keeps.
+    pub(crate) fn forgotten(number: u64) -> Self {
+        Self {
+            number,
+            class: "failed",
+            summary: "This turn is no longer kept here; reload the page to see the session \
+                      as stored."
+                .to_string(),
+            messages: None,
+        }
+    }
+}
+
+/// `count` and `noun`, plural unless one.
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}

@@ -1,0 +1,232 @@
+//! The chat in the browser: a message typed and sent from the transcript page, the reply
+//! appearing while the model still writes it, a delete approved and another denied with
+//! the page's buttons, Stop, and a reload in the middle of a turn picking its stream up
+//! again. The model is a real OpenAI-protocol server on loopback.
+
+use std::sync::Arc;
+
+use fusion::ChatMessage;
+use fusion::agent::testing::{MockDelta, MockLlmServer, MockStreamEnd};
+use fusion::agent::{OpenAiConfig, ToolRegistry};
+use fusion::storage::{ConversationStorage, InMemoryStorage, SessionMeta};
+use fusion_ui::ChatAgent;
+
+use crate::harness::{Page, axe_source, axe_violations, with_chat_page};
+
+/// A store holding session `talk` with one exchange.
+async fn store() -> Arc<InMemoryStorage> {
+    let storage = Arc::new(InMemoryStorage::new());
+    let history = [ChatMessage::user("hello"), ChatMessage::assistant("hi")];
+    storage
+        .create_session("talk", &SessionMeta::new().title("Talk"), &history)
+        .await
+        .unwrap();
+    storage
+}
+
+/// The agent on `server`, with `tools`.
+fn agent(server: &MockLlmServer, tools: ToolRegistry) -> ChatAgent {
+    let llm = OpenAiConfig::new("mock-model")
+        .base_url(server.base_url())
+        .build()
+        .unwrap();
+    ChatAgent::new(Arc::new(llm)).tools(tools)
+}
+
+/// Types `message` into the chat box and presses Send.
+async fn send(page: &Page, message: &str) {
+    page.browser
+        .find("#chat-message")
+        .await
+        .replace_text(message)
+        .await;
+    page.browser
+        .find("#chat-form button[type=submit]")
+        .await
+        .click()
+        .await;
+}
+
+/// Waits until an element matching `css` holds `text`, reading the page in one step each
+/// time: the live panel's elements are replaced as events arrive, so a found element may
+/// be gone by the time its text is read.
+async fn wait_text(page: &Page, css: &str, text: &str) -> String {
+    page.browser
+        .wait_for(&format!("`{css}` with text {text:?}"), || async {
+            let texts = page.browser.texts(css).await;
+            texts.into_iter().find(|shown| shown.contains(text))
+        })
+        .await
+}
+
+/// Waits until the turn has ended, returning its status line.
+async fn turn_end(page: &Page) -> String {
+    wait_text(page, "div.turn-end p[role=status]", "").await
+}
+
+/// No serious or critical axe violation on the page as it is now.
+async fn assert_accessible(page: &Page, state: &str) {
+    let Some(axe) = axe_source() else { return };
+    let serious: Vec<String> = axe_violations(&page.browser, &axe)
+        .await
+        .into_iter()
+        .filter(|violation| violation.is_serious())
+        .map(|violation| format!("[{}] {}", violation.impact, violation.summary))
+        .collect();
+    assert!(serious.is_empty(), "axe, {state}:\n{}", serious.join("\n"));
+}
+
+#[tokio::test]
+async fn the_reply_appears_while_the_model_still_writes_it() {
+    let server = MockLlmServer::start().await;
+    server.push_text("Foxes jump over lazy dogs.");
+    let gate = server.hold_next_stream();
+    let agent = agent(&server, ToolRegistry::default());
+    with_chat_page(store().await, agent, |page| async move {
+        page.open("/sessions/talk").await;
+        send(&page, "Tell me about <b>foxes</b>").await;
+        gate.first_part_sent().await;
+        wait_text(&page, "div.turn-steps", "Foxes").await;
+        assert!(
+            page.browser.find_all("div.turn-end").await.is_empty(),
+            "the first word is shown while the reply is still being written"
+        );
+        assert_accessible(&page, "while a turn runs").await;
+
+        gate.release();
+        let status = turn_end(&page).await;
+        assert!(status.contains("Finished"), "{status}");
+        // The stored turn replaced the live panel in the transcript, rendered as markdown.
+        page.browser
+            .find_with_text(
+                "#transcript article.role-assistant",
+                "Foxes jump over lazy dogs.",
+            )
+            .await;
+        page.browser
+            .find_with_text(
+                "#transcript article.role-user",
+                "Tell me about <b>foxes</b>",
+            )
+            .await;
+        assert_eq!(
+            page.browser
+                .find("#chat-message")
+                .await
+                .property("value")
+                .await,
+            "",
+            "the box is emptied for the next message"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_delete_is_approved_and_another_denied_in_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "a").unwrap();
+    std::fs::write(dir.path().join("b.txt"), "b").unwrap();
+    let server = MockLlmServer::start().await;
+    server
+        .push_tool_call("delete_file", r#"{"path":"a.txt"}"#)
+        .push_text("Deleted a.txt.")
+        .push_tool_call("delete_file", r#"{"path":"b.txt"}"#)
+        .push_text("Left b.txt alone.");
+    let tools = ToolRegistry::with_file_tools([dir.path()]).unwrap();
+    let agent = agent(&server, tools);
+    let root = dir.path().to_path_buf();
+    with_chat_page(store().await, agent, |page| async move {
+        page.open("/sessions/talk").await;
+        for (file, button, end) in [
+            ("a.txt", "approve", "Deleted a.txt."),
+            ("b.txt", "deny", "Left b.txt alone."),
+        ] {
+            send(&page, &format!("delete {file}")).await;
+            wait_text(&page, "div.approval", file).await;
+            assert!(root.join(file).exists(), "nothing runs before the answer");
+            if button == "approve" {
+                assert_accessible(&page, "with a question waiting").await;
+            }
+            page.browser
+                .find(&format!("div.approval button[value={button}]"))
+                .await
+                .click()
+                .await;
+            // The answered card lasts until the turn ends and the stored turn replaces the
+            // panel, which may come first; the stored reply is what must appear.
+            wait_text(&page, "#transcript article.role-assistant", end).await;
+            let status = turn_end(&page).await;
+            assert!(status.contains("Finished"), "{status}");
+        }
+        assert!(!root.join("a.txt").exists(), "approved: deleted");
+        assert!(root.join("b.txt").exists(), "denied: kept");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stop_ends_the_turn_and_a_reload_mid_turn_resumes_its_stream() {
+    let server = MockLlmServer::start().await;
+    server.push_partial(
+        [MockDelta::text("Thinking "), MockDelta::text("hard")],
+        MockStreamEnd::Stall,
+    );
+    let agent = agent(&server, ToolRegistry::default());
+    let storage = store().await;
+    let kept = storage.clone();
+    with_chat_page(storage, agent, |page| async move {
+        page.open("/sessions/talk").await;
+        send(&page, "think").await;
+        wait_text(&page, "div.turn-steps", "Thinking hard").await;
+
+        // A reload while the turn runs shows it again, with everything written so far.
+        page.open("/sessions/talk").await;
+        wait_text(&page, "div.turn-steps", "Thinking hard").await;
+
+        page.browser.find("form.stop button").await.click().await;
+        let status = turn_end(&page).await;
+        assert!(status.contains("Stopped"), "{status}");
+        let history = kept.load("talk").await.unwrap();
+        assert!(
+            !history.iter().any(|m| m.content.contains("Thinking")),
+            "a reply cut off mid-stream is not stored"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_screenshot_of_the_chat_with_a_question_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("old.log"), "old").unwrap();
+    let server = MockLlmServer::start().await;
+    server.push_tool_call("delete_file", r#"{"path":"old.log"}"#);
+    let tools = ToolRegistry::with_file_tools([dir.path()]).unwrap();
+    let agent = agent(&server, tools);
+    with_chat_page(store().await, agent, |page| async move {
+        page.open("/sessions/talk").await;
+        send(&page, "Clean up the old log, please.").await;
+        wait_text(&page, "div.approval", "old.log").await;
+        page.browser
+            .execute(
+                "document.querySelector('div.approval').scrollIntoView({ block: 'center' });",
+                vec![],
+            )
+            .await;
+        let png = page.browser.screenshot().await;
+        assert_eq!(crate::png_size(&png), crate::WINDOW);
+        if let Some(dir) = std::env::var_os("FUSION_UI_SCREENSHOTS_DIR") {
+            let dir = std::path::PathBuf::from(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("chat.png"), png).unwrap();
+        }
+        page.browser
+            .find("div.approval button[value=deny]")
+            .await
+            .click()
+            .await;
+        turn_end(&page).await;
+    })
+    .await;
+}

@@ -1,0 +1,131 @@
+//! The JSON shapes of the `json` export: the document, its `meta` and an expiry, with the
+//! conversions to and from [`SessionMeta`] and [`Expiry`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value};
+
+use super::error::{ExportError, ImportError};
+use crate::ChatMessage;
+use crate::api::time;
+use crate::storage::{Expiry, SessionMeta};
+
+/// The `json` export as written.
+#[derive(Serialize)]
+pub(super) struct ExportDoc<'a> {
+    pub(super) id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) meta: Option<MetaDoc>,
+    pub(super) messages: &'a [ChatMessage],
+}
+
+/// The `json` export as read; `id` and `meta` are optional so a hand-written file needs
+/// only messages.
+#[derive(Deserialize)]
+pub(super) struct ImportDoc {
+    #[serde(default)]
+    pub(super) id: Option<String>,
+    #[serde(default)]
+    pub(super) meta: Option<MetaDoc>,
+    pub(super) messages: Vec<ChatMessage>,
+}
+
+/// A session's metadata in an export: [`SessionMeta`] in JSON, unset fields left out, in
+/// this order (a struct, not a map, which would sort the keys).
+#[derive(Serialize, Deserialize, Default)]
+pub(super) struct MetaDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    title: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    data: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expiry: Option<ExpiryDoc>,
+}
+
+/// An [`Expiry`] in an export: one key saying which kind, its value saying when.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ExpiryDoc {
+    /// A fixed instant, RFC 3339 in UTC with the fraction of a second it holds.
+    At(String),
+    /// A span after the last write, in seconds: a whole number, or a fraction when the
+    /// span is not whole seconds.
+    IdleSeconds(Number),
+}
+
+impl ExpiryDoc {
+    fn of(expiry: &Expiry) -> Result<Self, ExportError> {
+        Ok(match expiry {
+            Expiry::At(at) => ExpiryDoc::At(time::rfc3339_exact(*at)),
+            Expiry::Idle(span) if span.subsec_nanos() == 0 => {
+                ExpiryDoc::IdleSeconds(span.as_secs().into())
+            }
+            Expiry::Idle(span) => ExpiryDoc::IdleSeconds(
+                Number::from_f64(span.as_micros() as f64 / 1e6).ok_or_else(|| {
+                    ExportError::Unsupported(format!("the idle span {span:?} has no JSON number"))
+                })?,
+            ),
+            other => {
+                return Err(ExportError::Unsupported(format!(
+                    "this version cannot export the expiry {other:?}"
+                )));
+            }
+        })
+    }
+
+    fn into_expiry(self) -> Result<Expiry, ImportError> {
+        match self {
+            ExpiryDoc::At(text) => time::parse_rfc3339(&text)
+                .map(Expiry::At)
+                .map_err(|err| ImportError::UnreadableExpiry(err.to_string())),
+            ExpiryDoc::IdleSeconds(number) => {
+                let span = match (number.as_u64(), number.as_f64()) {
+                    (Some(secs), _) => Some(Duration::from_secs(secs)),
+                    // Backends keep spans to the microsecond: round there, not below.
+                    (None, Some(secs)) if secs.is_finite() && secs >= 0.0 => {
+                        Some(Duration::from_micros((secs * 1e6).round() as u64))
+                    }
+                    _ => None,
+                };
+                span.map(Expiry::Idle).ok_or_else(|| {
+                    ImportError::UnreadableExpiry(format!(
+                        "idle_seconds is {number}, not a number of seconds"
+                    ))
+                })
+            }
+        }
+    }
+}
+
+impl MetaDoc {
+    /// `meta` as an export writes it, `None` when it is empty.
+    pub(super) fn of(meta: &SessionMeta) -> Result<Option<Self>, ExportError> {
+        if meta.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(MetaDoc {
+            owner: meta.owner.clone(),
+            title: meta.title.clone(),
+            tags: meta.tags.clone(),
+            data: meta.data.clone(),
+            expiry: meta.expiry.as_ref().map(ExpiryDoc::of).transpose()?,
+        }))
+    }
+
+    /// The metadata the document holds, not yet validated.
+    pub(super) fn into_meta(self) -> Result<SessionMeta, ImportError> {
+        // Through the setters: `SessionMeta` is non-exhaustive, and `tags` sorts and
+        // deduplicates what a hand-edited file may hold.
+        let mut meta = SessionMeta::new().tags(self.tags);
+        meta.owner = self.owner;
+        meta.title = self.title;
+        meta.data = self.data;
+        meta.expiry = self.expiry.map(ExpiryDoc::into_expiry).transpose()?;
+        Ok(meta)
+    }
+}

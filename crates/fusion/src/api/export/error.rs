@@ -1,0 +1,53 @@
+//! Why an export could not be written or read: what [`write`](super::write) and
+//! [`read`](super::read) return, and what parsing an [`ExportFormat`](super::ExportFormat)
+//! name returns.
+
+/// Why a session could not be exported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The format asked for is not one of `json`, `jsonl`, `markdown`.
+    #[error("unknown export format {0:?}: use json, jsonl or markdown")]
+    UnknownFormat(String),
+    /// The session holds something this version cannot write (an expiry of a kind it
+    /// does not know, a span with no JSON number).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Serializing the messages failed.
+    #[error("cannot write the session as JSON")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Why a file could not be read as an export. Each error says what is wrong and where
+/// (the line of a `jsonl` file; serde's line and column, in the source, for `json`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The file holds nothing but blanks.
+    #[error("the file is empty")]
+    Empty,
+    /// A line of a `jsonl` file is not a message.
+    #[error("line {line} is not a valid message")]
+    Line {
+        /// The line, counted from 1.
+        line: usize,
+        /// What serde found wrong with it.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file is neither a `json` export nor `jsonl` (its first line is not a message).
+    #[error(
+        "not a valid json export ({{\"id\": ..., \"meta\": {{...}}, \"messages\": [...]}}) or jsonl file (one message per line)"
+    )]
+    Document(#[source] serde_json::Error),
+    /// The `meta` of a `json` export holds an expiry that is neither an instant nor a span.
+    #[error("the export's \"meta\" cannot be read: \"expiry\": {0}")]
+    UnreadableExpiry(String),
+    /// The `meta` of a `json` export reads, but no storage would accept it (a tag with a
+    /// comma, an expiry out of range).
+    #[error("the export's \"meta\" cannot be stored")]
+    InvalidMeta(#[source] crate::Error),
+    /// The file holds no message, and a stored session has at least one.
+    #[error("the file holds no messages")]
+    NoMessages,
+}
