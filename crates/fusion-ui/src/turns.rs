@@ -6,7 +6,7 @@
 //! the rule of fusion-agent's `latest_user_message` (private to that crate), restated so
 //! the UI's "undo last turn" removes exactly what `AgentSession::undo_last_turn` would.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use fusion::agent::context::is_context_record;
 use fusion::agent::{ReactStep, parse_react};
@@ -47,17 +47,43 @@ fn is_observation(previous: &ChatMessage, message: &ChatMessage) -> bool {
 /// result: no result is left without its call, and no call whose result is stored loses
 /// it. (A call whose result was never stored, as after an interrupted turn, stays so.)
 pub(crate) fn cut_keeps_tool_pairs(history: &[ChatMessage], len: usize) -> bool {
-    let len = len.min(history.len());
-    let kept_calls: HashSet<&str> = history[..len]
+    safe_cuts(history)[len.min(history.len())]
+}
+
+/// [`cut_keeps_tool_pairs`] for every length from 0 to `history.len()`, in one pass: the
+/// transcript asks it for every turn in a window, and asking one length at a time cost a
+/// pass over the whole history per turn.
+///
+/// A result at `r` whose call's id first appears at `c < r` is separated from it by any
+/// cut to a length in `c + 1..=r`; the cuts no such range covers are safe.
+pub(crate) fn safe_cuts(history: &[ChatMessage]) -> Vec<bool> {
+    let mut first_call: HashMap<&str, usize> = HashMap::new();
+    for (at, message) in history.iter().enumerate() {
+        for call in &message.tool_calls {
+            first_call.entry(call.id.as_str()).or_insert(at);
+        }
+    }
+    // +1 where a separating range starts, -1 after it ends; the running sum counts the
+    // pairs a cut to each length would separate.
+    let mut change = vec![0i64; history.len() + 2];
+    for (result_at, message) in history.iter().enumerate() {
+        let call_at = message
+            .tool_call_id
+            .as_deref()
+            .and_then(|id| first_call.get(id).copied());
+        if let Some(call_at) = call_at.filter(|&call_at| call_at < result_at) {
+            change[call_at + 1] += 1;
+            change[result_at + 1] -= 1;
+        }
+    }
+    let mut separated = 0;
+    change[..=history.len()]
         .iter()
-        .flat_map(|message| &message.tool_calls)
-        .map(|call| call.id.as_str())
-        .collect();
-    let answered_later = history[len..]
-        .iter()
-        .filter_map(|message| message.tool_call_id.as_deref())
-        .any(|id| kept_calls.contains(id));
-    !answered_later
+        .map(|step| {
+            separated += step;
+            separated == 0
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -90,5 +116,28 @@ mod tests {
         assert!(cut_keeps_tool_pairs(&history, 3));
         assert!(cut_keeps_tool_pairs(&history, 1));
         assert!(!cut_keeps_tool_pairs(&history, 2));
+        assert_eq!(safe_cuts(&history), [true, true, false, true, true]);
+    }
+
+    #[test]
+    fn overlapping_calls_repeated_ids_and_unanswered_calls() {
+        let call = |id: &str| {
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new(id, "ls", "{}")])
+        };
+        let history = [
+            ChatMessage::user("go"),           // 0
+            call("a"),                         // 1
+            call("b"),                         // 2
+            ChatMessage::tool_result("a", ""), // 3: separates cuts 2..=3
+            ChatMessage::tool_result("b", ""), // 4: separates cuts 3..=4
+            call("never answered"),            // 5
+            ChatMessage::tool_result("z", ""), // 6: no call anywhere
+            ChatMessage::tool_result("a", ""), // 7: a again, first called at 1: cuts 2..=7
+            call("a"),                         // 8: a repeated after its results
+        ];
+        let expected: Vec<bool> = (0..=history.len())
+            .map(|len| !(2..=7).contains(&len))
+            .collect();
+        assert_eq!(safe_cuts(&history), expected);
     }
 }

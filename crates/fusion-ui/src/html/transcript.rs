@@ -25,7 +25,7 @@ use fusion::{ChatMessage, Role, ToolCall};
 use crate::assets::{AssetUrls, URLS};
 use crate::format::{Cut, utc, utc_or_dash};
 use crate::markdown::to_safe_html;
-use crate::turns::{cut_keeps_tool_pairs, turn_starts};
+use crate::turns::{safe_cuts, turn_starts};
 
 /// How many messages one window shows.
 pub(crate) const WINDOW: usize = 200;
@@ -287,6 +287,7 @@ impl<'a> Index<'a> {
 fn turn_marks(history: &[ChatMessage], window: Range<usize>) -> HashMap<usize, TurnMark> {
     let counter = TiktokenCounter::new(Encoding::O200kBase);
     let starts = turn_starts(history);
+    let safe = safe_cuts(history);
     let ends = starts.iter().skip(1).copied().chain([history.len()]);
     starts
         .iter()
@@ -301,7 +302,7 @@ fn turn_marks(history: &[ChatMessage], window: Range<usize>) -> HashMap<usize, T
             let mark = TurnMark {
                 number: turn + 1,
                 tokens,
-                can_fork: at > 0 && cut_keeps_tool_pairs(history, at),
+                can_fork: at > 0 && safe[at],
             };
             (at, mark)
         })
