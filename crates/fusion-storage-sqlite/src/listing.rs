@@ -10,14 +10,16 @@
 //! | an owner's by id | `sessions_by_owner_id` | — |
 //! | an owner's with a tag, by id | `sessions_by_owner_id` | a probe of `session_tags`' key |
 //! | a tag's by id | the `session_tags` primary key | the `sessions` row by key |
-//! | a tag's, newest first | all of the tag's `session_tags` rows | the `sessions` row by key, then a top-n sort |
+//! | a tag's, newest first | for a tag on more than 2,000 sessions `sessions_by_updated`, backwards, at most 2,000 entries; else (or when those hold too few) all of the tag's `session_tags` rows | a probe of `session_tags`' key; else the `sessions` row by key, then a top-n sort |
 //!
 //! Each row also reads its `session_meta` row by key, if it has one. So a page costs
 //! O(limit) index steps however many sessions are stored, with two exceptions: an owner
 //! and a tag together walk the owner's sessions until `limit + 1` carry the tag, O(the
-//! owner's sessions) at worst; and a tag's page newest first reads every session carrying
-//! the tag, O(the tag's sessions) (migration 0003 says why `session_tags` keeps no
-//! `updated_at`). A unit test below checks each plan with `EXPLAIN QUERY PLAN`.
+//! owner's sessions) at worst; and a tag's page newest first, for a tag more than 2,000
+//! sessions carry, looks through at most 2,000 sessions in update order for the page, and
+//! when fewer than `limit + 1` of them carry the tag (or the tag is on fewer sessions)
+//! reads every session carrying it, O(the tag's sessions) (migration 0003 says why
+//! `session_tags` keeps no `updated_at`). A unit test below checks each plan with `EXPLAIN QUERY PLAN`.
 //!
 //! Every query also skips the sessions that have expired (`crate::expiry`), by a test of
 //! the row it reads anyway, bound to now in microseconds as its next to last parameter. An
@@ -97,22 +99,50 @@ const OWNER_BY_UPDATED: &str = concat!(
     searched!("m.title", "?6"),
     " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4"
 );
-// The tag's rows by key and each of their sessions by key, keeping the newest `limit + 1`
-// ids (a top-n sort); only then the page's rows are read whole, so the sort carries ids,
-// not every candidate's metadata (half the time of sorting whole rows at 10,000 tagged
-// sessions). CROSS JOIN keeps each join in the order written.
+// A tag's page newest first, in two ways decided inside the statement (one snapshot):
+// - `near`, for a tag more than 2,000 sessions carry (counted on its key, at most 2,001
+//   rows): the sessions after the cursor in update order, each probed for the tag, down
+//   to the 2,000th one (`OFFSET 1999`; its `updated_at`, found on the covering index, bounds
+//   the walk), stopping once `limit + 1` carry the tag. Those are the page whenever that
+//   many are found: any other tagged session is older than the whole window. A tag carried
+//   by more than one session in 40 fills a page this way, at O(limit / share) steps.
+// - `far`, only when `near` found fewer (SQLite tests such constant conditions before the
+//   loop): the tag's rows by key and each of their sessions by key, keeping the newest
+//   `limit + 1` ids (a top-n sort over every session carrying the tag: at most 2,000 for a
+//   tag `near` skips).
+// Only then the page's rows are read whole, so the sort carries ids, not every candidate's
+// metadata. CROSS JOIN keeps each join in the order written.
 const TAG_BY_UPDATED: &str = concat!(
-    "SELECT ",
-    info_columns!(),
-    " FROM (SELECT s.id AS id FROM session_tags AS t CROSS JOIN sessions AS s \
-       WHERE t.tag = ?1 AND s.id = t.session_id AND (s.updated_at, s.id) < (?2, ?3) AND ",
+    "WITH near AS (SELECT s.id AS id FROM sessions AS s \
+       WHERE (SELECT count(*) FROM (SELECT 1 FROM session_tags AS k WHERE k.tag = ?1 LIMIT 2001)) > 2000 \
+       AND (s.updated_at, s.id) < (?2, ?3) \
+       AND s.updated_at >= coalesce((SELECT w.updated_at FROM sessions AS w \
+         WHERE (w.updated_at, w.id) < (?2, ?3) \
+         ORDER BY w.updated_at DESC, w.id DESC LIMIT 1 OFFSET 1999), -9223372036854775808) \
+       AND EXISTS (SELECT 1 FROM session_tags AS t WHERE t.tag = ?1 AND t.session_id = s.id) \
+       AND ",
     unexpired!("s", "?5"),
     " AND ",
     searched!(
         "(SELECT m.title FROM session_meta AS m WHERE m.session_id = s.id)",
         "?6"
     ),
-    " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4) AS p CROSS JOIN ",
+    " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4), \
+     far AS (SELECT s.id AS id FROM session_tags AS t CROSS JOIN sessions AS s \
+       WHERE (SELECT count(*) FROM near) < ?4 \
+       AND t.tag = ?1 AND s.id = t.session_id AND (s.updated_at, s.id) < (?2, ?3) AND ",
+    unexpired!("s", "?5"),
+    " AND ",
+    searched!(
+        "(SELECT m.title FROM session_meta AS m WHERE m.session_id = s.id)",
+        "?6"
+    ),
+    " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4), \
+     picked AS (SELECT id FROM near WHERE (SELECT count(*) FROM near) >= ?4 \
+       UNION ALL SELECT id FROM far) \
+     SELECT ",
+    info_columns!(),
+    " FROM picked AS p CROSS JOIN ",
     from_sessions!(),
     " WHERE s.id = p.id ORDER BY s.updated_at DESC, s.id DESC"
 );
@@ -386,7 +416,6 @@ mod tests {
                 OWNER_BY_UPDATED,
                 "SEARCH s USING INDEX sessions_by_owner_updated (owner=? AND",
             ),
-            (TAG_BY_UPDATED, "CO-ROUTINE p"),
             (
                 OWNER_TAG_BY_UPDATED,
                 "SEARCH s USING INDEX sessions_by_owner_updated (owner=? AND",
@@ -411,28 +440,47 @@ mod tests {
             "CORRELATED SCALAR SUBQUERY",
             "SEARCH t USING PRIMARY KEY (tag=? AND session_id=?)",
         ];
-        // A tag's page newest first: its rows by key, the sort of their ids, then the
-        // page's `limit + 1` rows (`SCAN p`) and their sort.
-        let tag_newest = [
-            "SEARCH t USING PRIMARY KEY (tag=?)",
-            "USE TEMP B-TREE FOR ORDER BY",
-            "SCAN p",
-        ];
         for (sql, walk) in cases {
-            let plan: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                    .fetch_all(storage.pool())
-                    .await
-                    .unwrap();
-            let steps: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+            let steps = plan(&storage, sql).await;
             assert!(steps[0].starts_with(walk), "{sql}: {steps:?}");
             for step in &steps[1..] {
-                let sorted = sql == TAG_BY_UPDATED && tag_newest.contains(step);
                 assert!(
-                    sorted || by_key.iter().any(|k| step.starts_with(k)),
+                    by_key.iter().any(|k| step.starts_with(k)),
                     "{sql}: {steps:?}"
                 );
             }
         }
+
+        // A tag's page newest first: the tag's count on its key, the window's walk in update
+        // order (bounded below by its 2,000th entry, found on the covering index), and the
+        // tag's rows by key; the
+        // only scans are of the statement's own short lists (`near`, `far`), and the only
+        // sorts of ids and of the page's rows.
+        let steps = plan(&storage, TAG_BY_UPDATED).await;
+        for walk in [
+            "SEARCH k USING PRIMARY KEY (tag=?)",
+            "SEARCH s USING INDEX sessions_by_updated (updated_at>? AND (updated_at,id)<(?,?))",
+            "SEARCH w USING COVERING INDEX sessions_by_updated ((updated_at,id)<(?,?))",
+            "SEARCH t USING PRIMARY KEY (tag=?)",
+        ] {
+            assert!(steps.iter().any(|s| s == walk), "{walk}: {steps:?}");
+        }
+        for step in &steps {
+            // `(subquery-N)` is the tag's count, at most 2,001 rows of its key.
+            let table_scan = step.starts_with("SCAN ")
+                && !["SCAN near", "SCAN far", "SCAN p", "SCAN picked"].contains(&step.as_str())
+                && !step.starts_with("SCAN (subquery-");
+            assert!(!table_scan, "{step}: {steps:?}");
+        }
+    }
+
+    /// The steps of SQLite's plan for `sql`.
+    async fn plan(storage: &crate::SqliteStorage, sql: &str) -> Vec<String> {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(storage.pool())
+                .await
+                .unwrap();
+        plan.into_iter().map(|row| row.3).collect()
     }
 }

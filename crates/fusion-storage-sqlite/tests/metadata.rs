@@ -280,3 +280,84 @@ async fn a_crafted_cursor_between_milliseconds_resumes_where_the_order_says() {
         assert_eq!(first.next.unwrap().as_str(), "u.2000000.c");
     }
 }
+
+/// Every page of `query`'s listing, walked by its cursors: the ids in order.
+async fn walk(storage: &SqliteStorage, query: SessionQuery) -> Vec<String> {
+    let mut listed = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = storage
+            .list_page(&query.clone().after(cursor))
+            .await
+            .unwrap();
+        listed.extend(page.sessions.into_iter().map(|s| s.id));
+        cursor = page.next;
+        if cursor.is_none() {
+            return listed;
+        }
+    }
+}
+
+/// A tag on more than 2,000 sessions has its newest-first page looked for among the 2,000
+/// sessions after the cursor in update order first, and reads the tag's rows when those
+/// hold too few (or the tag is on fewer sessions): every way, and across the window's
+/// edge, the pages list what the unfiltered listing lists with the tag.
+#[tokio::test]
+async fn a_tags_newest_first_pages_are_right_inside_and_beyond_the_window() {
+    let storage = SqliteStorage::connect("sqlite::memory:").await.unwrap();
+    for i in 0..4_100 {
+        let mut tags = Vec::new();
+        // On 3,690 sessions, in every window: found in the window.
+        if i % 10 != 0 {
+            tags.push("dense");
+        }
+        // On the 2,050 oldest: none in the first window, then the walk reaches them.
+        if i < 2_050 {
+            tags.push("old");
+        }
+        // On 6 sessions: read by the tag's rows alone.
+        if i < 5 || i == 3_000 {
+            tags.push("sparse");
+        }
+        let meta = SessionMeta::new().tags(tags);
+        storage
+            .create_session(&format!("s{i:04}"), &meta, &said("hi"))
+            .await
+            .unwrap();
+    }
+    let every: Vec<(String, Vec<String>)> = {
+        let mut infos = Vec::new();
+        let mut cursor = None;
+        loop {
+            let query = SessionQuery::new().limit(1000).after(cursor);
+            let page = storage.list_page(&query).await.unwrap();
+            infos.extend(page.sessions.into_iter().map(|s| (s.id, s.meta.tags)));
+            cursor = page.next;
+            if cursor.is_none() {
+                break infos;
+            }
+        }
+    };
+    assert_eq!(every.len(), 4_100);
+    for (tag, limit) in [
+        ("dense", 50),
+        ("dense", 700),
+        ("old", 50),
+        ("sparse", 2),
+        ("sparse", 50),
+    ] {
+        let expected: Vec<String> = every
+            .iter()
+            .filter(|(_, tags)| tags.iter().any(|t| t == tag))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let listed = walk(&storage, SessionQuery::new().tag(tag).limit(limit)).await;
+        let first_difference = listed.iter().zip(&expected).position(|(a, b)| a != b);
+        assert!(
+            listed == expected,
+            "{tag}, {limit} a page: {} listed, {} expected, first difference at {first_difference:?}",
+            listed.len(),
+            expected.len()
+        );
+    }
+}
