@@ -164,6 +164,28 @@ pub(crate) async fn append_checked<'c>(
     Ok(generation.map(i64::cast_unsigned))
 }
 
+/// Binds $1-$11, the parameters [`APPEND`] and [`APPEND_WITH_IDS`] share, in their order
+/// onto `$query`, a `query_scalar` or a `query_as`: sqlx gives the two no common trait
+/// for `bind`, and one list keeps a column from being bound for one statement and
+/// forgotten for the other.
+macro_rules! bind_append {
+    ($query:expr, $session_id:expr, $batch:expr, $meta:expr, $must_create:expr) => {{
+        let (expires_at, idle) = expiry::bound($meta.expiry.as_ref());
+        $query
+            .bind($session_id)
+            .bind(count($batch.bodies.len()))
+            .bind(to_column(new_generation()))
+            .bind(&$batch.bodies)
+            .bind($must_create)
+            .bind($meta.owner.as_deref())
+            .bind($meta.title.as_deref())
+            .bind(stored_tags($meta))
+            .bind($meta.data_json())
+            .bind(expires_at)
+            .bind(idle)
+    }};
+}
+
 /// The one statement of an append: [`APPEND_WITH_IDS`] when a message of `batch` has an
 /// id, else [`APPEND`], which checks no id.
 pub(crate) async fn append_once<'c>(
@@ -173,41 +195,30 @@ pub(crate) async fn append_once<'c>(
     meta: &SessionMeta,
     must_create: bool,
 ) -> sqlx::Result<Appended> {
-    let (expires_at, idle) = expiry::bound(meta.expiry.as_ref());
     let Some(fingerprints) = &batch.fingerprints else {
-        let generation: Option<i64> = sqlx::query_scalar(APPEND)
-            .bind(session_id)
-            .bind(count(batch.bodies.len()))
-            .bind(to_column(new_generation()))
-            .bind(&batch.bodies)
-            .bind(must_create)
-            .bind(meta.owner.as_deref())
-            .bind(meta.title.as_deref())
-            .bind(stored_tags(meta))
-            .bind(meta.data_json())
-            .bind(expires_at)
-            .bind(idle)
-            .fetch_optional(executor)
-            .await?;
-        return Ok(generation.map_or(Appended::Refused, |g| Appended::Stored(g.cast_unsigned())));
-    };
-    let row: Option<(bool, i64, i64, Option<Vec<String>>)> = sqlx::query_as(APPEND_WITH_IDS)
-        .bind(session_id)
-        .bind(count(batch.bodies.len()))
-        .bind(to_column(new_generation()))
-        .bind(&batch.bodies)
-        .bind(must_create)
-        .bind(meta.owner.as_deref())
-        .bind(meta.title.as_deref())
-        .bind(stored_tags(meta))
-        .bind(meta.data_json())
-        .bind(expires_at)
-        .bind(idle)
-        .bind(fingerprints)
-        .bind(&batch.window)
-        .bind(window_len())
+        let generation: Option<i64> = bind_append!(
+            sqlx::query_scalar(APPEND),
+            session_id,
+            batch,
+            meta,
+            must_create
+        )
         .fetch_optional(executor)
         .await?;
+        return Ok(generation.map_or(Appended::Refused, |g| Appended::Stored(g.cast_unsigned())));
+    };
+    let row: Option<(bool, i64, i64, Option<Vec<String>>)> = bind_append!(
+        sqlx::query_as(APPEND_WITH_IDS),
+        session_id,
+        batch,
+        meta,
+        must_create
+    )
+    .bind(fingerprints)
+    .bind(&batch.window)
+    .bind(window_len())
+    .fetch_optional(executor)
+    .await?;
     Ok(match row {
         None => Appended::Refused,
         Some((true, generation, ..)) => Appended::Stored(generation.cast_unsigned()),

@@ -4,6 +4,7 @@
 
 mod common;
 
+use axum::Router;
 use axum::body::Body;
 use axum::http::StatusCode;
 use fusion::ChatMessage;
@@ -62,6 +63,27 @@ fn next_page(html: &str) -> Option<String> {
     )
 }
 
+/// The pages from `start` to the last, following each "Next page" address, as their
+/// bodies: each must be a 200, and each next address must keep every one of `keeps` (the
+/// filters, order and limit that a cursor must not drop).
+async fn walk_pages(app: &Router, start: &str, keeps: &[&str]) -> Vec<String> {
+    let mut path = start.to_string();
+    let mut pages = Vec::new();
+    loop {
+        let reply = send(app, get(&path)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+        let next = next_page(&reply.body);
+        pages.push(reply.body);
+        let Some(next) = next else {
+            return pages;
+        };
+        for kept in keeps {
+            assert!(next.contains(kept), "{kept} dropped from {next}");
+        }
+        path = next;
+    }
+}
+
 #[tokio::test]
 async fn the_home_page_leads_to_the_sessions() {
     let reply = send(&app(store()), get("/")).await;
@@ -76,29 +98,11 @@ async fn the_home_page_leads_to_the_sessions() {
 #[tokio::test]
 async fn filtered_pages_follow_their_cursors_to_the_end() {
     let app = app(seeded().await);
-    let mut path = "/sessions?owner=ann&tag=ops&order=id&limit=3".to_string();
-    let mut pages = Vec::new();
-    loop {
-        let reply = send(&app, get(&path)).await;
-        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
-        pages.push(listed(&reply.body));
-        match next_page(&reply.body) {
-            Some(next) => {
-                assert!(
-                    next.contains("owner=ann") && next.contains("tag=ops"),
-                    "{next}"
-                );
-                assert!(
-                    next.contains("order=id") && next.contains("limit=3"),
-                    "{next}"
-                );
-                path = next;
-            }
-            None => break,
-        }
-    }
+    let start = "/sessions?owner=ann&tag=ops&order=id&limit=3";
+    let keeps = ["owner=ann", "tag=ops", "order=id", "limit=3"];
+    let pages = walk_pages(&app, start, &keeps).await;
     assert_eq!(
-        pages,
+        pages.iter().map(|body| listed(body)).collect::<Vec<_>>(),
         [vec!["s0", "s1", "s2"], vec!["s3", "s4", "s5"], vec!["s6"]]
     );
 }
@@ -145,32 +149,16 @@ async fn the_newest_first_order_lists_each_session_once_with_its_facts() {
 async fn a_search_of_ids_and_titles_stays_across_pages_and_filters() {
     let app = app(seeded().await);
     // By title, in another case, the spaces a form may send trimmed: s0..s6 are "Ops n".
-    let mut path = "/sessions?search=+oPS+&order=id&limit=3".to_string();
-    let mut pages = Vec::new();
-    loop {
-        let reply = send(&app, get(&path)).await;
-        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+    let start = "/sessions?search=+oPS+&order=id&limit=3";
+    let pages = walk_pages(&app, start, &["search=oPS", "order=id"]).await;
+    for body in &pages {
         assert!(
-            reply
-                .body
-                .contains(r#"<input type="search" name="search" value="oPS""#),
-            "the form shows the search: {}",
-            reply.body
+            body.contains(r#"<input type="search" name="search" value="oPS""#),
+            "the form shows the search: {body}"
         );
-        pages.push(listed(&reply.body));
-        match next_page(&reply.body) {
-            Some(next) => {
-                assert!(
-                    next.contains("search=oPS") && next.contains("order=id"),
-                    "{next}"
-                );
-                path = next;
-            }
-            None => break,
-        }
     }
     assert_eq!(
-        pages,
+        pages.iter().map(|body| listed(body)).collect::<Vec<_>>(),
         [vec!["s0", "s1", "s2"], vec!["s3", "s4", "s5"], vec!["s6"]]
     );
 
