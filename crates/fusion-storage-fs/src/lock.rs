@@ -69,7 +69,9 @@ impl SessionLock {
         let Some(file) = self.file.as_ref() else {
             return Ok(counters::parse(b""));
         };
-        let mut bytes = vec![0; counters::FORMATTED_LEN + 1];
+        // Exactly what `format` writes, `\n` included: a buffer one byte longer would
+        // cost every read a second `pread` to find the end of the file.
+        let mut bytes = vec![0; counters::FORMATTED_LEN];
         let read = read_at(file, &mut bytes).at(path)?;
         bytes.truncate(read);
         Ok(counters::parse(&bytes))
