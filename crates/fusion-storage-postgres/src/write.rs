@@ -34,13 +34,11 @@ use crate::sql::{
 /// returns `None` when it does. Messages whose ids the session's last messages hold are
 /// left out, whichever path below stores the batch.
 ///
-/// One statement, one round trip ([`append_once`]), unless it did not store the batch:
-/// - a fingerprint of the batch's ids is on the session's row (a retry, or another id
-///   sharing a fingerprint) or the row's are unknown: the statement returned the ids of
-///   the last messages, and one more statement stores what they lack if no writer came
-///   in between ([`append_checked`]);
-/// - that write's guard failed, the session has expired or (with `must_create`) exists:
-///   one transaction sorts it out under the row's lock ([`append_locked`]).
+/// One statement, one round trip ([`append_once`]), unless it did not store the batch
+/// (a fingerprint of the batch's ids is on the session's row: a retry, or another id
+/// sharing a fingerprint; the row's are unknown; the session has expired; or, with
+/// `must_create`, it exists): then one transaction sorts it out under the row's lock
+/// ([`append_locked`]).
 pub(crate) async fn append(
     pool: &PgPool,
     session_id: &str,
@@ -48,14 +46,10 @@ pub(crate) async fn append(
     meta: &SessionMeta,
     must_create: bool,
 ) -> sqlx::Result<Option<u64>> {
-    match append_once(pool, session_id, batch, meta, must_create).await? {
-        Appended::Stored(generation) => return Ok(Some(generation)),
-        Appended::Check(seen) => {
-            if let Some(generation) = append_checked(pool, session_id, batch, &seen).await? {
-                return Ok(Some(generation));
-            }
-        }
-        Appended::Refused => {}
+    if let Appended::Stored(generation) =
+        append_once(pool, session_id, batch, meta, must_create).await?
+    {
+        return Ok(Some(generation));
     }
     // Dropping an uncommitted transaction (an error, a cancelled call) rolls it back.
     let mut tx = pool.begin().await?;
@@ -69,9 +63,9 @@ pub(crate) async fn append(
 pub(crate) enum Appended {
     /// It stored the batch, leaving this generation.
     Stored(u64),
-    /// It stored nothing: the batch's ids must be checked against the last messages'.
-    Check(Seen),
-    /// It stored nothing: the session has expired, or exists and `must_create` was set.
+    /// It stored nothing: a fingerprint of the batch is on the session's row or the
+    /// row's are unknown (the ids must be checked under the row's lock), the session has
+    /// expired, or it exists and `must_create` was set.
     Refused,
 }
 
@@ -113,22 +107,9 @@ pub(crate) async fn append_locked(
                 continue;
             }
             Some(_) if must_create => return Ok(None),
-            Some((generation, count, _)) => {
-                let ids: Option<Vec<String>> = sqlx::query_scalar(LAST_IDS)
-                    .bind(session_id)
-                    .bind(i64::from(window_len()))
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let ids = ids.unwrap_or_default();
-                Seen {
-                    generation,
-                    count,
-                    ids,
-                }
-            }
+            Some((generation, count, _)) => seen_locked(tx, session_id, generation, count).await?,
             None => match append_once(&mut *tx, session_id, batch, meta, must_create).await? {
                 Appended::Stored(generation) => return Ok(Some(generation)),
-                Appended::Check(seen) => seen,
                 Appended::Refused => continue,
             },
         };
@@ -136,6 +117,28 @@ pub(crate) async fn append_locked(
             return Ok(Some(generation));
         }
     }
+}
+
+/// What the exact check compares a batch with: the revision `generation` and `count` of
+/// the session whose row `tx` has locked, and the ids of its last messages, read in a
+/// statement of its own ([`LAST_IDS`]) so that its snapshot, taken after the lock, holds
+/// every message an appender committed before.
+async fn seen_locked(
+    tx: &mut PgConnection,
+    session_id: &str,
+    generation: i64,
+    count: i64,
+) -> sqlx::Result<Seen> {
+    let ids: Option<Vec<String>> = sqlx::query_scalar(LAST_IDS)
+        .bind(session_id)
+        .bind(i64::from(window_len()))
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(Seen {
+        generation,
+        count,
+        ids: ids.unwrap_or_default(),
+    })
 }
 
 /// The exact check: store the messages of `batch` whose ids are not among the ids
@@ -164,28 +167,6 @@ pub(crate) async fn append_checked<'c>(
     Ok(generation.map(i64::cast_unsigned))
 }
 
-/// Binds $1-$11, the parameters [`APPEND`] and [`APPEND_WITH_IDS`] share, in their order
-/// onto `$query`, a `query_scalar` or a `query_as`: sqlx gives the two no common trait
-/// for `bind`, and one list keeps a column from being bound for one statement and
-/// forgotten for the other.
-macro_rules! bind_append {
-    ($query:expr, $session_id:expr, $batch:expr, $meta:expr, $must_create:expr) => {{
-        let (expires_at, idle) = expiry::bound($meta.expiry.as_ref());
-        $query
-            .bind($session_id)
-            .bind(count($batch.bodies.len()))
-            .bind(to_column(new_generation()))
-            .bind(&$batch.bodies)
-            .bind($must_create)
-            .bind($meta.owner.as_deref())
-            .bind($meta.title.as_deref())
-            .bind(stored_tags($meta))
-            .bind($meta.data_json())
-            .bind(expires_at)
-            .bind(idle)
-    }};
-}
-
 /// The one statement of an append: [`APPEND_WITH_IDS`] when a message of `batch` has an
 /// id, else [`APPEND`], which checks no id.
 pub(crate) async fn append_once<'c>(
@@ -195,39 +176,33 @@ pub(crate) async fn append_once<'c>(
     meta: &SessionMeta,
     must_create: bool,
 ) -> sqlx::Result<Appended> {
-    let Some(fingerprints) = &batch.fingerprints else {
-        let generation: Option<i64> = bind_append!(
-            sqlx::query_scalar(APPEND),
-            session_id,
-            batch,
-            meta,
-            must_create
-        )
-        .fetch_optional(executor)
-        .await?;
-        return Ok(generation.map_or(Appended::Refused, |g| Appended::Stored(g.cast_unsigned())));
+    // $1-$11 as both statements take them; $12-$14 the check's, for the one with ids.
+    let (expires_at, idle) = expiry::bound(meta.expiry.as_ref());
+    let statement = match batch.fingerprints {
+        Some(_) => APPEND_WITH_IDS,
+        None => APPEND,
     };
-    let row: Option<(bool, i64, i64, Option<Vec<String>>)> = bind_append!(
-        sqlx::query_as(APPEND_WITH_IDS),
-        session_id,
-        batch,
-        meta,
-        must_create
-    )
-    .bind(fingerprints)
-    .bind(&batch.window)
-    .bind(window_len())
-    .fetch_optional(executor)
-    .await?;
-    Ok(match row {
-        None => Appended::Refused,
-        Some((true, generation, ..)) => Appended::Stored(generation.cast_unsigned()),
-        Some((false, generation, count, ids)) => Appended::Check(Seen {
-            generation,
-            count,
-            ids: ids.unwrap_or_default(),
-        }),
-    })
+    let query = sqlx::query_scalar(statement)
+        .bind(session_id)
+        .bind(count(batch.bodies.len()))
+        .bind(to_column(new_generation()))
+        .bind(&batch.bodies)
+        .bind(must_create)
+        .bind(meta.owner.as_deref())
+        .bind(meta.title.as_deref())
+        .bind(stored_tags(meta))
+        .bind(meta.data_json())
+        .bind(expires_at)
+        .bind(idle);
+    let query = match &batch.fingerprints {
+        Some(fingerprints) => query
+            .bind(fingerprints)
+            .bind(&batch.window)
+            .bind(window_len()),
+        None => query,
+    };
+    let generation: Option<i64> = query.fetch_optional(executor).await?;
+    Ok(generation.map_or(Appended::Refused, |g| Appended::Stored(g.cast_unsigned())))
 }
 
 /// The tags as the `tags` column stores them: NULL for none, so untagged sessions stay
@@ -401,9 +376,14 @@ pub(crate) async fn conditional(
             let none = SessionMeta::new();
             match append_once(&mut *tx, session_id, batch, &none, must_create).await? {
                 Appended::Stored(generation) => Some(generation),
-                // Read after this transaction's lock: the guard holds.
-                Appended::Check(seen) => append_checked(&mut *tx, session_id, batch, &seen).await?,
-                Appended::Refused => None,
+                // A session created by another writer after the check.
+                Appended::Refused if must_create => None,
+                // Its ids, read under this transaction's lock: the guard holds.
+                Appended::Refused => {
+                    let (generation, count) = (to_column(found.generation), count(found.len));
+                    let seen = seen_locked(tx, session_id, generation, count).await?;
+                    append_checked(&mut *tx, session_id, batch, &seen).await?
+                }
             }
         }
         Change::Truncate(0) | Change::Replace([]) => {
