@@ -123,6 +123,7 @@ impl RecentIds {
 impl MessageId {
     /// A 32-bit hash of the id, the same in every process and every version of this crate
     /// (backends store it: [`RecentIds`]). Two ids may share one; equal ids always do.
+    #[inline]
     pub fn fingerprint(&self) -> u32 {
         // Eight bytes at a time (ids are short), each word folded in with a multiply, then
         // the length; the 64-bit result's halves folded together. Fixed constants, so the
@@ -136,13 +137,26 @@ impl MessageId {
             fold(u64::from_le_bytes(*word));
         }
         if !tail.is_empty() {
-            let mut last = [0u8; 8];
-            last[..tail.len()].copy_from_slice(tail);
-            fold(u64::from_le_bytes(last));
+            fold(tail_word(bytes, tail.len()));
         }
         fold(bytes.len() as u64);
         let h = (h ^ (h >> 32)).wrapping_mul(K);
         (h >> 32) as u32
+    }
+}
+
+/// The last `tail` (1 to 7) bytes of `bytes` as the low bytes of a little-endian word,
+/// the others zero. An id of 8 bytes or more reads its last 8 and shifts out those its
+/// words already took: one load, where copying a tail of varying length into a zeroed
+/// word compiles to a call to `memcpy`, about a fifth of an id's fingerprint.
+fn tail_word(bytes: &[u8], tail: usize) -> u64 {
+    match bytes.last_chunk::<8>() {
+        Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - tail)),
+        None => {
+            let mut last = [0u8; 8];
+            last[..tail].copy_from_slice(&bytes[bytes.len() - tail..]);
+            u64::from_le_bytes(last)
+        }
     }
 }
 
@@ -166,6 +180,25 @@ mod tests {
     const PINNED_A: u32 = 3_418_391_828;
     const PINNED_EVT: u32 = 2_659_916_138;
     const PINNED_UUID: u32 = 930_691_689;
+
+    #[test]
+    fn a_tail_word_is_the_tail_padded_with_zeros() {
+        let bytes = b"0123456789abcdef-tail";
+        for len in 1..=bytes.len() {
+            let id = &bytes[..len];
+            let tail = len % 8;
+            if tail == 0 {
+                continue;
+            }
+            let mut padded = [0u8; 8];
+            padded[..tail].copy_from_slice(&id[len - tail..]);
+            assert_eq!(
+                tail_word(id, tail),
+                u64::from_le_bytes(padded),
+                "{len} bytes"
+            );
+        }
+    }
 
     #[test]
     fn fresh_ids_rarely_share_a_fingerprint() {
