@@ -49,7 +49,7 @@ impl RecentIds {
 
     /// The fingerprints of the ids among the last [`DEDUP_WINDOW`] messages of `history`.
     pub fn of(history: &[ChatMessage]) -> Self {
-        let mut recent = Self::default();
+        let mut recent = Self::with_room();
         recent.record(&history[history.len().saturating_sub(DEDUP_WINDOW)..]);
         recent
     }
@@ -68,9 +68,17 @@ impl RecentIds {
     /// The last [`DEDUP_WINDOW`] of `fingerprints` ([`MessageId::fingerprint`]), given
     /// oldest first: for a backend that found them without the ids.
     pub fn from_fingerprints(fingerprints: impl IntoIterator<Item = u32>) -> Self {
-        let mut recent = Self::default();
+        let mut recent = Self::with_room();
         recent.record_fingerprints(fingerprints);
         recent
+    }
+
+    /// Empty, with room for a whole window: a backend rebuilds one on every append with
+    /// ids, and growing it one push at a time would allocate five times on the way to 64.
+    fn with_room() -> Self {
+        Self {
+            fingerprints: VecDeque::with_capacity(DEDUP_WINDOW),
+        }
     }
 
     fn record_fingerprints(&mut self, fingerprints: impl IntoIterator<Item = u32>) {
@@ -85,7 +93,15 @@ impl RecentIds {
     /// Whether `id` may be stored: `false` means it is not among the ids recorded.
     pub fn may_hold(&self, id: &MessageId) -> bool {
         let fingerprint = id.fingerprint();
-        self.fingerprints.iter().any(|&f| f == fingerprint)
+        // Every slot, folded with `|` rather than stopping at the first match: without the
+        // early exit the loop vectorises, and a match is rare (only a retry repeats an id).
+        let (front, back) = self.fingerprints.as_slices();
+        let holds = |slots: &[u32]| {
+            slots
+                .iter()
+                .fold(false, |seen, &f| seen | (f == fingerprint))
+        };
+        holds(front) | holds(back)
     }
 
     /// How many fingerprints it holds.
@@ -101,10 +117,14 @@ impl RecentIds {
     /// The fingerprints as bytes, oldest first, [`BYTES_PER_ID`](Self::BYTES_PER_ID)
     /// each (little-endian): at most 256 bytes, for a backend to store beside a session.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.fingerprints
-            .iter()
-            .flat_map(|f| f.to_le_bytes())
-            .collect()
+        // Four bytes at a time into a buffer of the final size: a byte-by-byte `collect`
+        // cannot tell the size ahead and checks the capacity at every byte.
+        let mut bytes = vec![0; self.fingerprints.len() * Self::BYTES_PER_ID];
+        let slots = bytes.as_chunks_mut::<{ Self::BYTES_PER_ID }>().0;
+        for (slot, fingerprint) in slots.iter_mut().zip(&self.fingerprints) {
+            *slot = fingerprint.to_le_bytes();
+        }
+        bytes
     }
 
     /// Reads what [`to_bytes`](Self::to_bytes) wrote; `None` when `bytes` cannot be that
@@ -114,9 +134,12 @@ impl RecentIds {
         if !rest.is_empty() || chunks.len() > DEDUP_WINDOW {
             return None;
         }
-        Some(Self::from_fingerprints(
-            chunks.iter().map(|c| u32::from_le_bytes(*c)),
-        ))
+        // At most a window: nothing to forget, so no check per fingerprint.
+        let mut recent = Self::with_room();
+        recent
+            .fingerprints
+            .extend(chunks.iter().map(|c| u32::from_le_bytes(*c)));
+        Some(recent)
     }
 }
 
