@@ -26,7 +26,7 @@
 use std::borrow::Cow;
 
 use fusion_core::sql::{check_count, revision_of};
-use fusion_core::{ChatMessage, Result, Revision, is_expired};
+use fusion_core::{ChatMessage, RecentIds, Result, Revision, is_expired};
 use sqlx::Arguments;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool};
@@ -121,9 +121,11 @@ async fn write_checked(
             };
             let row = rows.into_iter().next();
             let (revision, expires_at, recent) = match row {
-                Some((generation, count, expires_at, recent)) => {
-                    (revision_of(Some((generation, count))), expires_at, recent)
-                }
+                Some((generation, count, expires_at, recent)) => (
+                    revision_of(Some((generation, count))),
+                    expires_at,
+                    recent.as_deref().and_then(RecentIds::from_bytes),
+                ),
                 None => (revision_of(None), None, None),
             };
             Found::Revision {

@@ -8,8 +8,10 @@
 
 use std::borrow::Cow;
 
+use fusion_core::RecentIds;
 use fusion_core::sql::revision_of;
 use rusqlite::Connection;
+use rusqlite::types::ValueRef;
 
 use crate::meta::InfoRow;
 use crate::sql::{
@@ -123,10 +125,15 @@ fn read_found(conn: &Connection, check: &Check, write: &Write) -> rusqlite::Resu
             Some(row) => Found::Revision {
                 revision: revision_of(Some((row.get(0)?, row.get(1)?))),
                 expires_at: row.get(2)?,
-                recent: if check.reads_recent() {
-                    row.get(3)?
-                } else {
-                    None
+                // Parsed where it is read, without copying the blob out of SQLite; what is
+                // not a blob of fingerprints (NULL after a truncate, a hand edit) is unknown,
+                // which makes the check read the stored ids.
+                recent: match check.reads_recent() {
+                    true => match row.get_ref(3)? {
+                        ValueRef::Blob(bytes) => RecentIds::from_bytes(bytes),
+                        _ => None,
+                    },
+                    false => None,
                 },
                 stored: None,
             },

@@ -10,7 +10,7 @@
 //! they cannot decide, the ids of its last messages ([`Check::confirm_from`]), and decides
 //! which messages the append stores (`dedup.rs`); an expired session stores none.
 
-use fusion_core::{Error, MetaUpdate, Revision, SessionInfo, is_expired};
+use fusion_core::{Error, MetaUpdate, RecentIds, Revision, SessionInfo, is_expired};
 
 use super::dedup::{Decided, Dedup};
 use super::{
@@ -39,7 +39,8 @@ pub(crate) enum Check {
 }
 
 /// The row a [`Check`] read: a revision, the row's `expires_at` and, for a check with
-/// `dedup`, its `recent_ids` and, when [`Check::confirm_from`] asked for them, the ids of
+/// `dedup`, its `recent_ids` (read once, as the row is: `None` when the column is NULL
+/// or does not hold fingerprints) and, when [`Check::confirm_from`] asked for them, the ids of
 /// its last messages in order, for [`Check::Revision`] (absent: [`Revision::ABSENT`] and
 /// `None`s); the facts (if the session exists) for [`Check::Meta`].
 #[derive(Debug)]
@@ -47,7 +48,7 @@ pub(crate) enum Found {
     Revision {
         revision: Revision,
         expires_at: Option<i64>,
-        recent: Option<Vec<u8>>,
+        recent: Option<RecentIds>,
         stored: Option<Vec<Option<String>>>,
     },
     Info(Option<InfoRow>),
@@ -157,7 +158,7 @@ impl Check {
                 },
             ) if *revision != Revision::ABSENT && !is_expired(*expires_at, *now) => {
                 let count = i64::try_from(revision.len).unwrap_or(i64::MAX);
-                dedup.confirm_from(count, recent.as_deref())
+                dedup.confirm_from(count, recent.as_ref())
             }
             _ => None,
         }
@@ -190,7 +191,7 @@ impl Check {
                     if expired {
                         dedup.decide(None, None)
                     } else {
-                        dedup.decide(recent.as_deref(), stored.as_deref())
+                        dedup.decide(recent, stored.as_deref())
                     }
                 });
                 let (kept, recent) = match decided {

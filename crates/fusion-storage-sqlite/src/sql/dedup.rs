@@ -129,10 +129,10 @@ impl Dedup {
     /// The seq from which [`READ_LAST_IDS`] must read the stored ids, for a session of
     /// `count` messages whose `recent_ids` is `recent`: `None` when the fingerprints show
     /// that no id of the batch is stored, the usual case.
-    pub(crate) fn confirm_from(&self, count: i64, recent: Option<&[u8]>) -> Option<i64> {
+    pub(crate) fn confirm_from(&self, count: i64, recent: Option<&RecentIds>) -> Option<i64> {
         let window = i64::try_from(DEDUP_WINDOW).expect("a small constant");
         let from = (count - window).max(0);
-        let Some(recent) = recent.and_then(RecentIds::from_bytes) else {
+        let Some(recent) = recent else {
             return Some(from);
         };
         self.ids().any(|id| recent.may_hold(id)).then_some(from)
@@ -144,7 +144,7 @@ impl Dedup {
     /// stored.
     pub(crate) fn decide(
         &self,
-        recent: Option<&[u8]>,
+        recent: Option<RecentIds>,
         stored: Option<&[Option<String>]>,
     ) -> Decided {
         let mut window = match stored {
@@ -160,7 +160,7 @@ impl Dedup {
                 window.record_ids(&ids);
                 window
             }
-            None => recent.and_then(RecentIds::from_bytes).unwrap_or_default(),
+            None => recent.unwrap_or_default(),
         };
         let is_stored = |id: &Option<MessageId>| match (id, stored) {
             (Some(id), Some(stored)) => stored.iter().flatten().any(|s| s == id.as_str()),
@@ -252,21 +252,18 @@ mod tests {
         let batch = batch();
         let (_, dedup) = encode(&batch).unwrap();
         let dedup = dedup.unwrap();
-        let others = recent_of(&[ChatMessage::user("x").with_new_id()]);
-        assert_eq!(dedup.confirm_from(100, Some(&others)), None);
+        let others = RecentIds::from_bytes(&recent_of(&[ChatMessage::user("x").with_new_id()]));
+        assert_eq!(dedup.confirm_from(100, others.as_ref()), None);
         assert_eq!(dedup.confirm_from(100, None), Some(100 - 64), "unknown");
         assert_eq!(dedup.confirm_from(3, None), Some(0));
-        let holding = recent_of(&batch[2..]);
-        assert_eq!(dedup.confirm_from(100, Some(&holding)), Some(36));
-        assert_eq!(
-            dedup.confirm_from(100, Some(b"bad")),
-            Some(36),
-            "unreadable"
-        );
+        let holding = RecentIds::from_bytes(&recent_of(&batch[2..]));
+        assert_eq!(dedup.confirm_from(100, holding.as_ref()), Some(36));
+        // Bytes that are not fingerprints read as unknown.
+        assert_eq!(RecentIds::from_bytes(b"bad"), None);
 
-        let decided = dedup.decide(Some(&others), None);
+        let decided = dedup.decide(others.clone(), None);
         assert_eq!(decided.kept, Some(Kept::All));
-        let mut expected = RecentIds::from_bytes(&others).unwrap();
+        let mut expected = others.unwrap();
         expected.record(&batch);
         assert_eq!(decided.recent, expected.to_bytes());
     }
