@@ -99,6 +99,23 @@ const OWNER_BY_UPDATED: &str = concat!(
     searched!("m.title", "?6"),
     " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4"
 );
+
+/// The test both walks of [`TAG_BY_UPDATED`] keep a candidate `s` by, written once:
+/// unexpired at ?5 and matching the search ?6, its title read by key (neither walk joins
+/// the metadata).
+macro_rules! tag_candidate {
+    () => {
+        concat!(
+            unexpired!("s", "?5"),
+            " AND ",
+            searched!(
+                "(SELECT m.title FROM session_meta AS m WHERE m.session_id = s.id)",
+                "?6"
+            )
+        )
+    };
+}
+
 // A tag's page newest first, in two ways decided inside the statement (one snapshot):
 // - `near`, for a tag more than 2,000 sessions carry (counted on its key, at most 2,001
 //   rows): the sessions after the cursor in update order, each probed for the tag, down
@@ -121,22 +138,12 @@ const TAG_BY_UPDATED: &str = concat!(
          ORDER BY w.updated_at DESC, w.id DESC LIMIT 1 OFFSET 1999), -9223372036854775808) \
        AND EXISTS (SELECT 1 FROM session_tags AS t WHERE t.tag = ?1 AND t.session_id = s.id) \
        AND ",
-    unexpired!("s", "?5"),
-    " AND ",
-    searched!(
-        "(SELECT m.title FROM session_meta AS m WHERE m.session_id = s.id)",
-        "?6"
-    ),
+    tag_candidate!(),
     " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4), \
      far AS (SELECT s.id AS id FROM session_tags AS t CROSS JOIN sessions AS s \
        WHERE (SELECT count(*) FROM near) < ?4 \
        AND t.tag = ?1 AND s.id = t.session_id AND (s.updated_at, s.id) < (?2, ?3) AND ",
-    unexpired!("s", "?5"),
-    " AND ",
-    searched!(
-        "(SELECT m.title FROM session_meta AS m WHERE m.session_id = s.id)",
-        "?6"
-    ),
+    tag_candidate!(),
     " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?4), \
      picked AS (SELECT id FROM near WHERE (SELECT count(*) FROM near) >= ?4 \
        UNION ALL SELECT id FROM far) \
@@ -441,7 +448,7 @@ mod tests {
             "SEARCH t USING PRIMARY KEY (tag=? AND session_id=?)",
         ];
         for (sql, walk) in cases {
-            let steps = plan(&storage, sql).await;
+            let steps = storage.query_plan(sql).await;
             assert!(steps[0].starts_with(walk), "{sql}: {steps:?}");
             for step in &steps[1..] {
                 assert!(
@@ -456,7 +463,7 @@ mod tests {
         // tag's rows by key; the
         // only scans are of the statement's own short lists (`near`, `far`), and the only
         // sorts of ids and of the page's rows.
-        let steps = plan(&storage, TAG_BY_UPDATED).await;
+        let steps = storage.query_plan(TAG_BY_UPDATED).await;
         for walk in [
             "SEARCH k USING PRIMARY KEY (tag=?)",
             "SEARCH s USING INDEX sessions_by_updated (updated_at>? AND (updated_at,id)<(?,?))",
@@ -472,15 +479,5 @@ mod tests {
                 && !step.starts_with("SCAN (subquery-");
             assert!(!table_scan, "{step}: {steps:?}");
         }
-    }
-
-    /// The steps of SQLite's plan for `sql`.
-    async fn plan(storage: &crate::SqliteStorage, sql: &str) -> Vec<String> {
-        let plan: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .fetch_all(storage.pool())
-                .await
-                .unwrap();
-        plan.into_iter().map(|row| row.3).collect()
     }
 }

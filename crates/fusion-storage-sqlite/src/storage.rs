@@ -169,6 +169,18 @@ impl SqliteStorage {
         &self.pool
     }
 
+    /// The steps of SQLite's plan for `sql` (`EXPLAIN QUERY PLAN`), for the tests that pin
+    /// which index a statement walks.
+    #[cfg(test)]
+    pub(crate) async fn query_plan(&self, sql: &str) -> Vec<String> {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&self.pool)
+                .await
+                .unwrap();
+        rows.into_iter().map(|row| row.3).collect()
+    }
+
     /// The database's path as given in the URL, or `:memory:`.
     pub fn database(&self) -> &str {
         &self.db

@@ -216,16 +216,6 @@ mod tests {
     use super::*;
     use crate::sql::LOAD_ROWS;
 
-    /// The steps of SQLite's plan for `sql`.
-    async fn plan(storage: &crate::SqliteStorage, sql: &str) -> Vec<String> {
-        let rows: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .fetch_all(storage.pool())
-                .await
-                .unwrap();
-        rows.into_iter().map(|row| row.3).collect()
-    }
-
     /// A purge walks `sessions_by_expiry` from its start (O(batch)) and reaches each
     /// session's rows by key; the expiry probe of a write or a load is one lookup of the
     /// session's key, run once per statement (not once per row).
@@ -241,7 +231,7 @@ mod tests {
             ("session_meta", "(session_id=?)"),
             ("sessions", "(id=?)"),
         ]) {
-            let steps = plan(&storage, sql).await;
+            let steps = storage.query_plan(sql).await;
             let by_key = &steps[0];
             assert!(
                 by_key.starts_with(&format!("SEARCH {table} USING ")) && by_key.ends_with(key),
@@ -256,7 +246,7 @@ mod tests {
         }
         let probes = [REMOVE_EXPIRED.statements[0], SAVE.statements[1], LOAD_ROWS];
         for sql in probes {
-            let steps = plan(&storage, sql).await;
+            let steps = storage.query_plan(sql).await;
             assert_eq!(
                 steps[1..],
                 [
@@ -276,10 +266,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            plan(&storage, crate::sql::READ_REVISION_AND_RECENT).await,
+            storage
+                .query_plan(crate::sql::READ_REVISION_AND_RECENT)
+                .await,
             ["SEARCH sessions USING PRIMARY KEY (id=?)"]
         );
-        let steps = plan(&storage, crate::sql::READ_LAST_IDS).await;
+        let steps = storage.query_plan(crate::sql::READ_LAST_IDS).await;
         assert_eq!(steps.len(), 1, "{steps:?}");
         assert!(
             steps[0].starts_with("SEARCH messages USING ")
