@@ -141,6 +141,47 @@ impl RecentIds {
             .extend(chunks.iter().map(|c| u32::from_le_bytes(*c)));
         Some(recent)
     }
+
+    /// Writes `id`'s fingerprint after `bytes` as [`to_bytes`](Self::to_bytes) writes it:
+    /// the ids of a batch written so, in order, are the bytes of a window that recorded
+    /// only them (if they are at most a window), the `batch` of
+    /// [`record_bytes`](Self::record_bytes), made with no `RecentIds`.
+    pub fn push_bytes(bytes: &mut Vec<u8>, id: &MessageId) {
+        bytes.extend_from_slice(&id.fingerprint().to_le_bytes());
+    }
+
+    /// The bytes of `stored` with `batch` recorded after it, both in the form
+    /// [`to_bytes`](Self::to_bytes) writes: `batch` the fingerprints of an append's ids (at
+    /// most a window of them). `None` when `stored` may hold one of `batch`'s fingerprints
+    /// (a retry, or a rare collision), or either is not that form: then the caller must
+    /// look at the stored ids. The same answer as [`from_bytes`](Self::from_bytes),
+    /// [`may_hold`](Self::may_hold) and [`record`](Self::record), worked out on the bytes
+    /// as stored: for a store that runs it inside its own write (SQLite's SQL function),
+    /// on every append with ids.
+    pub fn record_bytes(stored: &[u8], batch: &[u8]) -> Option<Vec<u8>> {
+        let (slots, rest) = stored.as_chunks::<{ Self::BYTES_PER_ID }>();
+        let (new, new_rest) = batch.as_chunks::<{ Self::BYTES_PER_ID }>();
+        if !rest.is_empty() || !new_rest.is_empty() || slots.len() > DEDUP_WINDOW {
+            return None;
+        }
+        if new.len() > DEDUP_WINDOW {
+            return None;
+        }
+        // Every slot for each new fingerprint, as in `may_hold`: the loop vectorises.
+        let held = new
+            .iter()
+            .any(|f| slots.iter().fold(false, |seen, s| seen | (s == f)));
+        if held {
+            return None;
+        }
+        // `new` is at most a window long, so what is forgotten comes from `stored`.
+        let forgotten = (slots.len() + new.len()).saturating_sub(DEDUP_WINDOW);
+        let kept = &stored[forgotten * Self::BYTES_PER_ID..];
+        let mut bytes = Vec::with_capacity(kept.len() + batch.len());
+        bytes.extend_from_slice(kept);
+        bytes.extend_from_slice(batch);
+        Some(bytes)
+    }
 }
 
 impl MessageId {
@@ -259,6 +300,46 @@ mod tests {
             assert!(grown.may_hold(id), "{id}");
         }
         assert!(!grown.may_hold(&"m1".parse().unwrap()), "left the window");
+    }
+
+    /// `record_bytes` answers as parsing, checking and recording would, at every length of
+    /// the stored window and of the batch.
+    #[test]
+    fn recording_on_the_bytes_agrees_with_the_window() {
+        let ids: Vec<ChatMessage> = (0..200).map(|i| with_id(&format!("r{i}"))).collect();
+        for stored_len in [0, 1, 30, 63, 64] {
+            let stored = RecentIds::of(&ids[..stored_len]);
+            for batch_len in [1, 2, 40, 64] {
+                let batch = &ids[100..100 + batch_len];
+                let mut expected = stored.clone();
+                expected.record(batch);
+                let batch_bytes = RecentIds::of(batch).to_bytes();
+                let mut pushed = Vec::new();
+                for id in batch.iter().filter_map(|m| m.id.as_ref()) {
+                    RecentIds::push_bytes(&mut pushed, id);
+                }
+                assert_eq!(pushed, batch_bytes);
+                assert_eq!(
+                    RecentIds::record_bytes(&stored.to_bytes(), &batch_bytes),
+                    Some(expected.to_bytes()),
+                    "{stored_len} stored, {batch_len} new"
+                );
+            }
+            if let Some(last) = ids[..stored_len].last() {
+                let retry = RecentIds::of(&[ids[150].clone(), last.clone()]).to_bytes();
+                assert_eq!(RecentIds::record_bytes(&stored.to_bytes(), &retry), None);
+            }
+        }
+        let one = RecentIds::of(&ids[..1]).to_bytes();
+        assert_eq!(
+            RecentIds::record_bytes(b"bad", &one),
+            None,
+            "not fingerprints"
+        );
+        assert_eq!(RecentIds::record_bytes(&one, b"bad"), None);
+        let too_many = vec![0u8; (DEDUP_WINDOW + 1) * RecentIds::BYTES_PER_ID];
+        assert_eq!(RecentIds::record_bytes(&too_many, &one), None);
+        assert_eq!(RecentIds::record_bytes(&[], &too_many), None);
     }
 
     #[test]

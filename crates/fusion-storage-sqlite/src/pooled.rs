@@ -46,7 +46,11 @@ use crate::sql::{
 /// before the error is returned, and if the call is cancelled midway the rollback still
 /// happens, in the background, before the connection is reused.
 pub(crate) async fn write(pool: &SqlitePool, write: Write) -> sqlx::Result<Written> {
-    let Write { sql, values, check } = write;
+    // `deciding` statements call functions only the direct path's writer has: the check
+    // decides here.
+    let Write {
+        sql, values, check, ..
+    } = write;
     let mut conn = Unfinished(Some(pool.acquire().await?));
     let result = async {
         match (check, sql.ends) {

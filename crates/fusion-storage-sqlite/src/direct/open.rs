@@ -6,10 +6,12 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::{DirectOptions, Durability};
+use crate::sql::register;
 
 /// Opens a connection the way sqlx opens the pool's (same flags, same per-connection
 /// settings). The writer also leaves checkpoints to `crate::checkpoint` (no
-/// `wal_autocheckpoint`) and starts with a zero busy timeout (see `Direct::write_inline`).
+/// `wal_autocheckpoint`), starts with a zero busy timeout (see `Direct::write_inline`) and
+/// has the SQL functions of the writes' `deciding` statements (`crate::sql::register`).
 pub(super) fn open(options: &DirectOptions, writer: bool) -> rusqlite::Result<Connection> {
     let access = if options.read_only || options.immutable {
         OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -45,6 +47,7 @@ pub(super) fn open(options: &DirectOptions, writer: bool) -> rusqlite::Result<Co
             conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         }
         conn.busy_timeout(Duration::ZERO)?;
+        register(&conn)?;
     }
     Ok(conn)
 }

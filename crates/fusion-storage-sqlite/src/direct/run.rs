@@ -16,7 +16,7 @@ use rusqlite::types::ValueRef;
 use crate::meta::InfoRow;
 use crate::sql::{
     BEGIN_WRITE, Check, Ends, Found, Kept, READ_LAST_IDS, REMOVE, REMOVE_EXPIRED, Value, Verdict,
-    Write, Written,
+    Write, WriteSql, Written, is_undecided,
 };
 
 /// A failed write, and whether its connection may still be in the transaction.
@@ -28,7 +28,9 @@ pub(super) struct Failure {
 /// Runs `write`'s statements in one [`BEGIN_WRITE`] transaction, after its check, if it
 /// has one, decided from the row it read in that transaction (rolling back when the check
 /// stops the write, removing the session first when it found it expired, leaving out the
-/// messages of an append that are stored already). A write whose
+/// messages of an append that are stored already). A write with
+/// [`deciding`](Write::deciding) statements runs those first, with no check, and only
+/// when they cannot decide goes on as above in the same transaction. A write whose
 /// last statement changed no row because the session had expired ([`Ends::UnlessExpired`])
 /// removes it and runs again in the same transaction. When `inline`, a write that would
 /// remove a session rolls back instead ([`Written::Deferred`]). On failure the transaction
@@ -36,51 +38,14 @@ pub(super) struct Failure {
 pub(super) fn run(conn: &Connection, write: &Write, inline: bool) -> Result<Written, Failure> {
     let steps = || -> rusqlite::Result<Written> {
         conn.prepare_cached(BEGIN_WRITE)?.raw_execute()?;
-        let (extra, written, remove_first, kept, recent) = match &write.check {
-            None => (Vec::new(), Written::Committed(None), false, Kept::All, None),
-            Some(check) => match check.decide(read_found(conn, check, write)?) {
-                Verdict::Go {
-                    extra,
-                    written,
-                    remove_first,
-                    kept,
-                    recent,
-                } => (extra, written, remove_first, kept, recent),
-                Verdict::Stop(written) => {
-                    conn.prepare_cached("ROLLBACK")?.raw_execute()?;
-                    return Ok(written);
-                }
-            },
-        };
-        let values = Write::decided_values(Cow::Borrowed(&write.values), &kept, recent, extra);
-        let values = &values[..];
-        let defer = || -> rusqlite::Result<Written> {
-            conn.prepare_cached("ROLLBACK")?.raw_execute()?;
-            Ok(Written::Deferred)
-        };
-        if remove_first {
-            if inline {
-                return defer();
+        if let Some(deciding) = write.deciding {
+            match checked(conn, deciding, None, &write.values, inline) {
+                // The statement that could not decide changed nothing.
+                Err(e) if is_undecided(&e) => {}
+                done => return done,
             }
-            execute(conn, REMOVE.statements, values)?;
         }
-        let changed = execute(conn, write.sql.statements, values)?;
-        let written = match write.sql.ends {
-            Ends::Written => written,
-            Ends::UnlessExpired => {
-                if changed == 0 {
-                    if inline {
-                        return defer();
-                    }
-                    execute(conn, REMOVE_EXPIRED.statements, values)?;
-                    execute(conn, write.sql.statements, values)?;
-                }
-                written
-            }
-            Ends::Counted => Written::Purged(changed),
-        };
-        conn.prepare_cached("COMMIT")?.raw_execute()?;
-        Ok(written)
+        checked(conn, write.sql, write.check.as_ref(), &write.values, inline)
     };
     let error = match steps() {
         Ok(written) => return Ok(written),
@@ -100,6 +65,62 @@ pub(super) fn run(conn: &Connection, write: &Write, inline: bool) -> Result<Writ
     })
 }
 
+/// Inside the transaction: `sql`'s statements with `values`, after `check` (if any), to
+/// `COMMIT` or `ROLLBACK` (see [`run`]).
+fn checked(
+    conn: &Connection,
+    sql: &WriteSql,
+    check: Option<&Check>,
+    values: &[Value],
+    inline: bool,
+) -> rusqlite::Result<Written> {
+    let (extra, written, remove_first, kept, recent) = match check {
+        None => (Vec::new(), Written::Committed(None), false, Kept::All, None),
+        Some(check) => match check.decide(read_found(conn, check, values)?) {
+            Verdict::Go {
+                extra,
+                written,
+                remove_first,
+                kept,
+                recent,
+            } => (extra, written, remove_first, kept, recent),
+            Verdict::Stop(written) => {
+                conn.prepare_cached("ROLLBACK")?.raw_execute()?;
+                return Ok(written);
+            }
+        },
+    };
+    let values = Write::decided_values(Cow::Borrowed(values), &kept, recent, extra);
+    let values = &values[..];
+    let defer = || -> rusqlite::Result<Written> {
+        conn.prepare_cached("ROLLBACK")?.raw_execute()?;
+        Ok(Written::Deferred)
+    };
+    if remove_first {
+        if inline {
+            return defer();
+        }
+        execute(conn, REMOVE.statements, values)?;
+    }
+    let changed = execute(conn, sql.statements, values)?;
+    let written = match sql.ends {
+        Ends::Written => written,
+        Ends::UnlessExpired => {
+            if changed == 0 {
+                if inline {
+                    return defer();
+                }
+                execute(conn, REMOVE_EXPIRED.statements, values)?;
+                execute(conn, sql.statements, values)?;
+            }
+            written
+        }
+        Ends::Counted => Written::Purged(changed),
+    };
+    conn.prepare_cached("COMMIT")?.raw_execute()?;
+    Ok(written)
+}
+
 /// Steps each of `statements` with `values` bound, returning how many rows the last one
 /// changed.
 fn execute(conn: &Connection, statements: &[&str], values: &[Value]) -> rusqlite::Result<usize> {
@@ -112,12 +133,12 @@ fn execute(conn: &Connection, statements: &[&str], values: &[Value]) -> rusqlite
     Ok(changed)
 }
 
-/// What `check` of `write` decides on, read by [`Check::read`] inside its transaction
-/// (bound to ?1, the session id), and then the ids of the session's last messages when
-/// the check asks for them ([`Check::confirm_from`]).
-fn read_found(conn: &Connection, check: &Check, write: &Write) -> rusqlite::Result<Found> {
+/// What `check` decides on, read by [`Check::read`] inside its transaction (bound to ?1,
+/// the session id, the first of the write's `values`), and then the ids of the session's
+/// last messages when the check asks for them ([`Check::confirm_from`]).
+fn read_found(conn: &Connection, check: &Check, values: &[Value]) -> rusqlite::Result<Found> {
     let mut statement = conn.prepare_cached(check.read())?;
-    bind(&mut statement, &write.values[..1])?;
+    bind(&mut statement, &values[..1])?;
     let mut rows = statement.raw_query();
     let row = rows.next()?;
     let mut found = match check {
@@ -151,7 +172,7 @@ fn read_found(conn: &Connection, check: &Check, write: &Write) -> rusqlite::Resu
         && let Found::Revision { stored, .. } = &mut found
     {
         let mut statement = conn.prepare_cached(READ_LAST_IDS)?;
-        bind(&mut statement, &write.values[..1])?;
+        bind(&mut statement, &values[..1])?;
         statement.raw_bind_parameter(2, from)?;
         let mut rows = statement.raw_query();
         let mut ids = Vec::new();

@@ -4,15 +4,25 @@
 //!
 //! Each session's row keeps, in `recent_ids` (migration 0005), the fingerprints of the ids
 //! of its last messages (`fusion_core::RecentIds`), rewritten by the statement that bumps
-//! the count, which every append runs anyway. An append with ids reads them with the
-//! revision ([`READ_REVISION_AND_RECENT`]): when none of its ids may be stored (nearly
-//! always: only a retry repeats an id) it stores its whole batch and binds the new
-//! fingerprints, having read no message. Otherwise (a fingerprint matched, or the column is
-//! NULL: after a truncate, or in a session last written before version 5) it reads the ids
-//! of the session's last messages themselves ([`READ_LAST_IDS`]), in the same
-//! transaction, and leaves out exactly those stored. When none is left the write rolls
-//! back, having changed nothing (`Written::AllStored`). SQLite admits one writer at a
-//! time, so no other append stores one of those ids between the read and the write.
+//! the count, which every append runs anyway.
+//!
+//! On the direct path that statement decides on its own ([`APPEND_RECORDING_IDS`]): the
+//! writer connection has an SQL function, `fusion_record_ids` ([`register`]), that appends
+//! the batch's fingerprints to the row's unless one of them may be stored (nearly never:
+//! only a retry repeats an id), so the usual append with ids is the same two statements as
+//! one without. When it cannot decide, the function fails the statement, which changes
+//! nothing ([`is_undecided`]), and the append goes on, in the same transaction, as below.
+//!
+//! Otherwise (on the sqlx path, which cannot add functions to its connections, and when
+//! the function could not decide) an append with ids reads the fingerprints with the
+//! revision ([`READ_REVISION_AND_RECENT`]): when none of its ids may be stored it stores
+//! its whole batch and binds the new fingerprints, having read no message. Otherwise (a
+//! fingerprint matched, or the column is NULL: after a truncate, or in a session last
+//! written before version 5) it reads the ids of the session's last messages themselves
+//! ([`READ_LAST_IDS`]), in the same transaction, and leaves out exactly those stored.
+//! When none is left the write rolls back, having changed nothing (`Written::AllStored`).
+//! SQLite admits one writer at a time, so no other append stores one of those ids between
+//! the read and the write.
 //!
 //! Why not a unique index on `(session_id, message_id)`, the obvious design: it costs every
 //! append with ids one index probe and one index entry per message, about 50,000
@@ -23,9 +33,52 @@
 //! needs escaping), so [`READ_LAST_IDS`] reads it from each text's first bytes
 //! ([`message_id!`]) without parsing the rest.
 
-use std::ops::Range;
-
 use fusion_core::{ChatMessage, DEDUP_WINDOW, MessageId, RecentIds, Result};
+use rusqlite::functions::{Context, FunctionFlags};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, ffi};
+
+#[cfg(doc)]
+use super::statements::APPEND_RECORDING_IDS;
+
+/// The name [`APPEND_RECORDING_IDS`] calls the function [`register`] adds by.
+const RECORD_IDS: &str = "fusion_record_ids";
+
+/// Adds `fusion_record_ids(stored, batch)` to `conn`: `RecentIds::record_bytes` of the
+/// two blobs, or, when it returns `None` or `stored` is not a blob (NULL: unknown), a
+/// failure that [`is_undecided`] recognises: `SQLITE_CONSTRAINT_FUNCTION` (a constraint
+/// failed in a function), which SQLite answers by undoing the statement while the
+/// transaction goes on, and which no built-in function raises. Deterministic, and not
+/// callable from a schema object (`SQLITE_DIRECTONLY`), so a database file cannot make it
+/// run.
+pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8
+        | FunctionFlags::SQLITE_DETERMINISTIC
+        | FunctionFlags::SQLITE_DIRECTONLY;
+    conn.create_scalar_function(RECORD_IDS, 2, flags, record_ids)
+}
+
+fn record_ids(ctx: &Context<'_>) -> rusqlite::Result<Vec<u8>> {
+    let recorded = match (ctx.get_raw(0), ctx.get_raw(1)) {
+        (ValueRef::Blob(stored), ValueRef::Blob(batch)) => RecentIds::record_bytes(stored, batch),
+        _ => None,
+    };
+    // No message: SQLite would report a function's error with one as plain `SQLITE_ERROR`.
+    recorded.ok_or_else(|| {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_CONSTRAINT_FUNCTION), None)
+    })
+}
+
+/// Whether `error` is `fusion_record_ids` failing to decide: the statement that called it
+/// changed nothing, and the write's check must decide instead.
+pub(crate) fn is_undecided(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.code == ErrorCode::ConstraintViolation
+                && e.extended_code == ffi::SQLITE_CONSTRAINT_FUNCTION
+    )
+}
 
 /// SQL: the id in the message JSON text `$json`, or NULL when it has none. 65 is
 /// `MessageId::MAX_LEN` and the closing quote.
@@ -72,9 +125,11 @@ pub(crate) const READ_LAST_IDS: &str = concat!(
 /// What an append whose messages carry ids needs to store only those not stored yet.
 #[derive(Debug, Clone)]
 pub(crate) struct Dedup {
-    /// Each message of the batch in order: its id, if it has one, and where its JSON text
-    /// lies in the batch array the write binds.
-    messages: Vec<(Option<MessageId>, Range<usize>)>,
+    /// The id of each message of the batch, in order, if it has one.
+    ids: Vec<Option<MessageId>>,
+    /// The fingerprints of those ids, in order, as `recent_ids` stores them
+    /// (`RecentIds::push_bytes`).
+    fingerprints: Vec<u8>,
 }
 
 /// Which messages of its batch an append stores.
@@ -82,9 +137,8 @@ pub(crate) struct Dedup {
 pub(crate) enum Kept {
     /// All of them, as bound: the usual case.
     All,
-    /// Only those whose JSON texts lie at these ranges of the bound batch array, in order:
-    /// the others are stored already.
-    Only(Vec<Range<usize>>),
+    /// Only those at these places of the batch, in order: the others are stored already.
+    Only(Vec<usize>),
 }
 
 /// What an append with ids decided: which messages it stores (`None`: none), and the
@@ -97,26 +151,20 @@ pub(crate) struct Decided {
 
 /// `messages` as one JSON array whose elements are exactly each message's
 /// `serde_json::to_string`, and, when any of them carries an id, the [`Dedup`] of an
-/// append of them. Written in one pass, without a string per message: this runs on every
-/// append.
+/// append of them. The array is written as for a batch without ids: which messages an
+/// append leaves out is known only in the rare case that one is stored already, and only
+/// then is the array taken apart ([`Kept::cut`]).
 pub(crate) fn encode(messages: &[ChatMessage]) -> Result<(String, Option<Dedup>)> {
+    let batch = serde_json::to_string(messages)?;
     if messages.iter().all(|m| m.id.is_none()) {
-        return Ok((serde_json::to_string(messages)?, None));
+        return Ok((batch, None));
     }
-    let mut batch = Vec::with_capacity(messages.len() * 256);
-    let mut dedup = Vec::with_capacity(messages.len());
-    batch.push(b'[');
-    for message in messages {
-        if !dedup.is_empty() {
-            batch.push(b',');
-        }
-        let start = batch.len();
-        serde_json::to_writer(&mut batch, message)?;
-        dedup.push((message.id.clone(), start..batch.len()));
+    let mut fingerprints = Vec::with_capacity(messages.len() * RecentIds::BYTES_PER_ID);
+    for id in messages.iter().filter_map(|m| m.id.as_ref()) {
+        RecentIds::push_bytes(&mut fingerprints, id);
     }
-    batch.push(b']');
-    let batch = String::from_utf8(batch).expect("serde_json writes UTF-8");
-    Ok((batch, Some(Dedup { messages: dedup })))
+    let ids = messages.iter().map(|m| m.id.clone()).collect();
+    Ok((batch, Some(Dedup { ids, fingerprints })))
 }
 
 /// The `recent_ids` of a session whose history is `history`, as a SAVE or a CREATE stores
@@ -166,20 +214,16 @@ impl Dedup {
             (Some(id), Some(stored)) => stored.iter().flatten().any(|s| s == id.as_str()),
             _ => false,
         };
-        let kept: Vec<&(Option<MessageId>, Range<usize>)> = self
-            .messages
-            .iter()
-            .filter(|(id, _)| !is_stored(id))
+        let kept: Vec<usize> = (0..self.ids.len())
+            .filter(|&i| !is_stored(&self.ids[i]))
             .collect();
-        window.record_ids(kept.iter().filter_map(|(id, _)| id.as_ref()));
+        window.record_ids(kept.iter().filter_map(|&i| self.ids[i].as_ref()));
         let kept = if kept.is_empty() {
             None
-        } else if kept.len() == self.messages.len() {
+        } else if kept.len() == self.ids.len() {
             Some(Kept::All)
         } else {
-            Some(Kept::Only(
-                kept.into_iter().map(|(_, r)| r.clone()).collect(),
-            ))
+            Some(Kept::Only(kept))
         };
         Decided {
             kept,
@@ -187,8 +231,16 @@ impl Dedup {
         }
     }
 
+    /// The fingerprints of the batch's ids as `recent_ids` stores them, for
+    /// [`APPEND_RECORDING_IDS`]; `None` for a batch of more ids than a window, of which
+    /// `RecentIds::record_bytes` would see only the last.
+    pub(crate) fn fingerprints(&self) -> Option<Vec<u8>> {
+        let ids = self.fingerprints.len() / RecentIds::BYTES_PER_ID;
+        (ids <= DEDUP_WINDOW).then(|| self.fingerprints.clone())
+    }
+
     fn ids(&self) -> impl Iterator<Item = &MessageId> {
-        self.messages.iter().filter_map(|(id, _)| id.as_ref())
+        self.ids.iter().flatten()
     }
 }
 
@@ -196,20 +248,57 @@ impl Kept {
     /// The JSON array of the kept messages, cut from `batch`, the bound array; and how many
     /// they are. `None` for [`Kept::All`]: the batch as it is.
     pub(crate) fn cut(&self, batch: &str) -> Option<(String, usize)> {
-        let Kept::Only(ranges) = self else {
+        let Kept::Only(places) = self else {
             return None;
         };
+        let elements = elements(batch);
         let mut kept = String::with_capacity(batch.len());
         kept.push('[');
-        for (i, range) in ranges.iter().enumerate() {
+        for (i, &place) in places.iter().enumerate() {
             if i > 0 {
                 kept.push(',');
             }
-            kept.push_str(&batch[range.clone()]);
+            kept.push_str(elements[place]);
         }
         kept.push(']');
-        Some((kept, ranges.len()))
+        Some((kept, places.len()))
     }
+}
+
+/// The texts of the elements of `array`, a JSON array as `serde_json` writes it (no
+/// whitespace): split at each comma outside a string and outside any nested value.
+fn elements(array: &str) -> Vec<&str> {
+    let bytes = array.as_bytes();
+    let mut elements = Vec::new();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut start = 1;
+    for (i, &byte) in bytes.iter().enumerate() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => {
+                depth -= 1;
+                if depth == 0 && i > start {
+                    elements.push(&array[start..i]);
+                }
+            }
+            b',' if depth == 1 => {
+                elements.push(&array[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    elements
 }
 
 #[cfg(test)]
@@ -234,8 +323,10 @@ mod tests {
         let (json, dedup) = encode(&batch).unwrap();
         assert_eq!(json, serde_json::to_string(&batch).unwrap());
         let dedup = dedup.unwrap();
-        for ((id, range), message) in dedup.messages.iter().zip(&batch) {
-            assert_eq!(json[range.clone()], serde_json::to_string(message).unwrap());
+        let elements = elements(&json);
+        assert_eq!(elements.len(), batch.len());
+        for ((id, element), message) in dedup.ids.iter().zip(elements).zip(&batch) {
+            assert_eq!(element, serde_json::to_string(message).unwrap());
             assert_eq!(id, &message.id);
         }
 
@@ -243,6 +334,26 @@ mod tests {
         let (json, dedup) = encode(&plain).unwrap();
         assert_eq!(json, serde_json::to_string(&plain).unwrap());
         assert!(dedup.is_none(), "no ids, no dedup work");
+    }
+
+    /// The array is split only at its own commas, whatever the messages' texts hold.
+    #[test]
+    fn elements_are_the_messages_as_serialised_one_by_one() {
+        let tricky = [
+            ChatMessage::user(r#"a, "b" ] } [ { \" \\ , ü 🦀"#).with_new_id(),
+            ChatMessage::assistant("\\").with_new_id(),
+            ChatMessage::tool_result("call_1", r#"{"k": [1, 2, {"x": "]"}]}"#),
+            ChatMessage::user(""),
+        ];
+        for len in 0..=tricky.len() {
+            let messages = &tricky[..len];
+            let json = serde_json::to_string(messages).unwrap();
+            let expected: Vec<String> = messages
+                .iter()
+                .map(|m| serde_json::to_string(m).unwrap())
+                .collect();
+            assert_eq!(elements(&json), expected, "{json}");
+        }
     }
 
     /// Fingerprints that cannot hold the batch's ids decide alone; a match, or none known,
@@ -303,6 +414,45 @@ mod tests {
             .unwrap()
             .decide(None, Some(&stored(&[&id(&batch[0]), &id(&batch[2])])));
         assert_eq!(all.kept, None, "nothing left to store");
+    }
+
+    /// `fusion_record_ids` records a batch's fingerprints after a row's, and when it cannot
+    /// decide fails only its statement: the transaction goes on, the row as it was.
+    #[test]
+    fn the_sql_function_records_or_undoes_its_statement_alone() {
+        let conn = Connection::open_in_memory().unwrap();
+        register(&conn).unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, recent BLOB)")
+            .unwrap();
+        let stored = recent_of(&[ChatMessage::user("a").with_new_id()]);
+        let batch = batch();
+        let (_, dedup) = encode(&batch).unwrap();
+        let fingerprints = dedup.unwrap().fingerprints().unwrap();
+        assert_eq!(fingerprints, recent_of(&batch));
+        conn.execute("INSERT INTO t VALUES (1, ?1), (2, NULL)", [&stored])
+            .unwrap();
+
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let record = "UPDATE t SET recent = fusion_record_ids(recent, ?2) WHERE id = ?1";
+        conn.execute(record, (1, &fingerprints)).unwrap();
+        let retried = conn.execute(record, (1, &fingerprints)).unwrap_err();
+        assert!(is_undecided(&retried), "{retried:?}");
+        let unknown = conn.execute(record, (2, &fingerprints)).unwrap_err();
+        assert!(is_undecided(&unknown), "{unknown:?}");
+        assert!(!conn.is_autocommit(), "still in the transaction");
+        conn.execute_batch("COMMIT").unwrap();
+
+        let recent = |id: i64| -> Option<Vec<u8>> {
+            conn.query_row("SELECT recent FROM t WHERE id = ?1", [id], |row| row.get(0))
+                .unwrap()
+        };
+        let mut expected = RecentIds::from_bytes(&stored).unwrap();
+        expected.record(&batch);
+        assert_eq!(recent(1), Some(expected.to_bytes()), "recorded once");
+        assert_eq!(recent(2), None, "unknown stays unknown");
+        let other =
+            rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_CONSTRAINT_UNIQUE), None);
+        assert!(!is_undecided(&other));
     }
 
     /// `message_id!` reads from a message's first bytes what its JSON says its id is.

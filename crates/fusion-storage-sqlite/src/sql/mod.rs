@@ -75,10 +75,13 @@ mod statements;
 pub(crate) use check::{Check, Found, Verdict, Written};
 pub(crate) use dedup::{
     BEGIN_AND_READ_REVISION_AND_RECENT, Kept, READ_LAST_IDS, READ_REVISION_AND_RECENT,
+    is_undecided, register,
 };
 use dedup::{Dedup, recent_of};
 pub(crate) use reads::{LIST_SESSIONS, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS};
-use statements::{APPEND, CREATE, NOTHING, PURGE, SAVE, TRUNCATE, UPDATE_META};
+use statements::{
+    APPEND, APPEND_RECORDING_IDS, CREATE, NOTHING, PURGE, SAVE, TRUNCATE, UPDATE_META,
+};
 pub(crate) use statements::{REMOVE, REMOVE_EXPIRED};
 
 /// Every write starts with this, so the transaction holds SQLite's write lock from its
@@ -173,6 +176,12 @@ pub(crate) struct Write {
     pub(crate) values: Vec<Value>,
     /// Decided after `BEGIN` and before the statements.
     pub(crate) check: Option<Check>,
+    /// Statements that answer the check's question themselves, with the same values, for
+    /// the direct path's writer, which has the SQL functions they call ([`register`]) to
+    /// run first: an append with ids whose statement records them
+    /// ([`APPEND_RECORDING_IDS`]). When they cannot decide ([`is_undecided`]) they change
+    /// nothing, and the write runs as `sql` after its check.
+    pub(crate) deciding: Option<&'static WriteSql>,
 }
 
 /// Where APPEND's values hold the number of messages (?3), which the check of an append
@@ -189,12 +198,18 @@ impl Write {
     /// Appends `messages` (not empty) after the stored history of `session_id`, creating
     /// the session with a fresh generation if it has none (or it has expired). Messages
     /// whose ids the session stores already are left out (`dedup.rs`): a batch with ids
-    /// reads which inside the transaction, a check that admits any revision.
+    /// reads which inside the transaction, a check that admits any revision, unless its
+    /// statement can tell ([`deciding`](Self::deciding), binding the batch's fingerprints
+    /// as ?6, which the check replaces with what it decides).
     pub(crate) fn append(session_id: &str, messages: &[ChatMessage]) -> Result<Self> {
         let fresh = new_generation();
         let now = now_micros();
         let (mut write, dedup) = Self::appending(session_id, messages, fresh, now)?;
         if let Some(dedup) = dedup {
+            if let Some(fingerprints) = dedup.fingerprints() {
+                write.values[RECENT_AT] = Value::Blob(fingerprints);
+                write.deciding = Some(&APPEND_RECORDING_IDS);
+            }
             let condition = Condition::always(Change::Append(messages), fresh);
             write.check = Some(Check::Revision {
                 condition,
@@ -367,6 +382,7 @@ impl Write {
             sql: &PURGE,
             values: vec![Value::Int(now_micros()), Value::Int(count(batch))],
             check: None,
+            deciding: None,
         }
     }
 
@@ -379,6 +395,7 @@ impl Write {
             sql,
             values,
             check: None,
+            deciding: None,
         }
     }
 

@@ -1,10 +1,12 @@
 //! The statements of every write transaction, each a [`WriteSql`] that both runners run
-//! (see the parent module for the parameters and how they are numbered).
+//! (see the parent module for the parameters and how they are numbered), but for
+//! APPEND_RECORDING_IDS, which only the direct path's writer can run.
 //!
 //! The writes that store messages keep the session's `recent_ids` (`dedup.rs`): APPEND
 //! sets it to ?6 when its check decided one (an append with ids) and leaves it otherwise,
-//! SAVE sets it to ?6 and CREATE to ?12 (the fingerprints of the history they store),
-//! TRUNCATE sets it to NULL (unknown: the next append with ids reads the ids themselves).
+//! APPEND_RECORDING_IDS records the batch's fingerprints (?6) after it, SAVE sets it to ?6
+//! and CREATE to ?12 (the fingerprints of the history they store), TRUNCATE sets it to
+//! NULL (unknown: the next append with ids reads the ids themselves).
 //!
 //! The writes that leave messages treat an expired session (`crate::expiry`) as absent:
 //! APPEND and SAVE refuse its row in their upsert's `DO UPDATE ... WHERE` and skip it in
@@ -17,10 +19,10 @@ use crate::expiry::{expired, moved_expiry, unexpired};
 
 /// APPEND's first statement: bump the session's count by ?3 (creating the row, with the
 /// fresh generation ?4; an existing row keeps its generation, and moves an idle expiry),
-/// and set `recent_ids` to ?6 unless it is NULL.
+/// and set an existing row's `recent_ids` to `$recent` (a new row's is ?6).
 /// `MAX` keeps updated_at monotonic if the clock steps back. An expired row is not updated.
 macro_rules! append_to_session {
-    () => {
+    ($recent:literal) => {
         concat!(
             "INSERT INTO sessions \
                  (id, created_at, updated_at, message_count, generation, recent_ids) \
@@ -28,10 +30,24 @@ macro_rules! append_to_session {
              ON CONFLICT (id) DO UPDATE SET \
                  updated_at = MAX(excluded.updated_at, sessions.updated_at), \
                  message_count = sessions.message_count + excluded.message_count, \
-                 recent_ids = coalesce(excluded.recent_ids, sessions.recent_ids), ",
+                 recent_ids = ",
+            $recent,
+            ", ",
             moved_expiry!(),
             " WHERE ",
             unexpired!("sessions", "?2")
+        )
+    };
+}
+
+/// APPEND's second statement: insert the new messages after the old ones.
+macro_rules! append_messages {
+    () => {
+        concat!(
+            "INSERT INTO messages (session_id, seq, message) \
+             SELECT ?1, s.message_count - ?3 + j.key, j.value \
+             FROM sessions AS s, json_each(?5) AS j WHERE s.id = ?1 AND ",
+            unexpired!("s", "?2")
         )
     };
 }
@@ -40,17 +56,25 @@ macro_rules! append_to_session {
 // The seqs come from the count read inside the write transaction, so concurrent appenders
 // in any process queue on the write lock and never collide. An expired row is neither
 // updated nor appended to: no row changes, and the runner starts the session afresh
-// (`Ends::UnlessExpired`).
+// (`Ends::UnlessExpired`). `recent_ids` becomes ?6 unless that is NULL (an append without
+// ids keeps it).
 pub(crate) static APPEND: WriteSql = write_sql!(
     bounded: true,
     ends: Ends::UnlessExpired,
-    append_to_session!(),
-    concat!(
-        "INSERT INTO messages (session_id, seq, message) \
-         SELECT ?1, s.message_count - ?3 + j.key, j.value \
-         FROM sessions AS s, json_each(?5) AS j WHERE s.id = ?1 AND ",
-        unexpired!("s", "?2")
-    ),
+    append_to_session!("coalesce(excluded.recent_ids, sessions.recent_ids)"),
+    append_messages!(),
+);
+
+// An append with ids that records them itself (`dedup.rs`): ?6 holds the fingerprints of
+// the batch's ids, which `fusion_record_ids` appends to the row's `recent_ids` unless it
+// may hold one of them (or holds none known). Then it fails with
+// `SQLITE_CONSTRAINT_FUNCTION`, having changed nothing, and the runner decides with the
+// check instead (APPEND). Only the direct path's writer has the function.
+pub(crate) static APPEND_RECORDING_IDS: WriteSql = write_sql!(
+    bounded: true,
+    ends: Ends::UnlessExpired,
+    append_to_session!("fusion_record_ids(sessions.recent_ids, excluded.recent_ids)"),
+    append_messages!(),
 );
 
 /// SAVE's first two statements: set the count, the fresh generation and `recent_ids` (keeping

@@ -3,6 +3,7 @@
 //! binding replayed over every write.
 
 use super::*;
+use fusion_core::DEDUP_WINDOW;
 
 #[test]
 fn both_forms_of_a_write_come_from_one_text() {
@@ -61,13 +62,32 @@ fn a_conditional_write_is_the_plain_write_after_a_check() {
         assert_eq!(write.values.len(), 6, "{change:?}");
         assert_eq!(write.check.unwrap().reads_recent(), dedup, "{change:?}");
     }
+    // A plain append with ids: its statement decides where it can (binding the batch's
+    // fingerprints), the check where it cannot; none without ids, or with more ids than
+    // a window.
     let append = Write::append("s", &with_id).unwrap();
     assert!(std::ptr::eq(append.sql, &APPEND));
+    assert!(std::ptr::eq(
+        append.deciding.unwrap(),
+        &APPEND_RECORDING_IDS
+    ));
     assert!(
-        matches!(append.values[RECENT_AT], Value::Null),
-        "decided by the check"
+        matches!(&append.values[RECENT_AT], Value::Blob(b) if *b == recent_of(&with_id)),
+        "the batch's fingerprints"
     );
     assert_eq!(append.check.unwrap().read(), READ_REVISION_AND_RECENT);
+    assert!(Write::append("s", &one).unwrap().deciding.is_none());
+    let long: Vec<ChatMessage> = (0..=DEDUP_WINDOW)
+        .map(|_| ChatMessage::user("m").with_new_id())
+        .collect();
+    let long = Write::append("s", &long).unwrap();
+    assert!(long.deciding.is_none() && matches!(long.values[RECENT_AT], Value::Null));
+    assert!(
+        Write::conditional("s", expect, Change::Append(&with_id))
+            .unwrap()
+            .deciding
+            .is_none()
+    );
     let save = Write::save("s", &with_id).unwrap();
     assert!(
         matches!(&save.values[RECENT_AT], Value::Blob(b) if *b == recent_of(&with_id)),
