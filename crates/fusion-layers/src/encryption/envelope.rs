@@ -16,11 +16,9 @@
 //!   key id or given another role or id fails to decrypt. A message without an id has
 //!   the associated data of messages written before ids existed.
 
-use aes_gcm::aead::Aead;
-use aes_gcm::aead::Payload;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use aes_gcm::aead::AeadInOut;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use base64_simd::URL_SAFE_NO_PAD;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -180,7 +178,6 @@ impl<'a> SessionCrypt<'a> {
             return Ok(message.clone());
         };
         let (key_id, _) = keys.current();
-        let plaintext = Zeroizing::new(serde_json::to_vec(message)?);
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|e| Error::Backend {
             backend: self.backend,
@@ -199,13 +196,16 @@ impl<'a> SessionCrypt<'a> {
         // plaintext is the message as given, so it loads back without an id.
         let id = message.id.clone().unwrap_or_else(MessageId::new);
         let aad = associated_data(key_id, self.session_id, message.role, Some(&id));
-        let payload = Payload {
-            msg: &plaintext,
-            aad: &aad,
-        };
-        let ciphertext = self
+        // Nonce, plaintext and tag in one buffer, the plaintext encrypted where it lies:
+        // no copy of it, and one buffer to zero (it holds the plaintext until then).
+        let mut sealed = Zeroizing::new(Vec::with_capacity(
+            NONCE_LEN + message.content.len() + 128 + TAG_LEN,
+        ));
+        sealed.extend_from_slice(&nonce);
+        serde_json::to_writer(&mut *sealed, message)?;
+        let tag = self
             .cipher(key_id)?
-            .encrypt(&Nonce::from(nonce), payload)
+            .encrypt_inout_detached(&Nonce::from(nonce), &aad, (&mut sealed[NONCE_LEN..]).into())
             .map_err(|_| {
                 // Only a message beyond 256 GiB gets here.
                 Error::InvalidMessage {
@@ -215,15 +215,14 @@ impl<'a> SessionCrypt<'a> {
                     detail: "too large to encrypt".into(),
                 }
             })?;
-        let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ciphertext);
-        let mut content =
-            String::with_capacity(V1_PREFIX.len() + key_id.len() + 1 + sealed.len() * 4 / 3 + 4);
+        sealed.extend_from_slice(&tag);
+        let mut content = String::with_capacity(
+            V1_PREFIX.len() + key_id.len() + 1 + URL_SAFE_NO_PAD.encoded_length(sealed.len()),
+        );
         content.push_str(V1_PREFIX);
         content.push_str(key_id);
         content.push(':');
-        URL_SAFE_NO_PAD.encode_string(&sealed, &mut content);
+        URL_SAFE_NO_PAD.encode_append(&*sealed, &mut content);
         let mut stored = ChatMessage::new(message.role, content);
         stored.id = Some(id);
         Ok(stored)
@@ -277,27 +276,27 @@ impl<'a> SessionCrypt<'a> {
             );
             Error::corrupt(backend, session_id, detail)
         };
-        let sealed = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| undecryptable())?;
+        // Decrypted where it was decoded: no copy, and one buffer to zero (it holds the
+        // plaintext once decrypted).
+        let mut sealed = Zeroizing::new(
+            URL_SAFE_NO_PAD
+                .decode_to_vec(payload)
+                .map_err(|_| undecryptable())?,
+        );
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return Err(undecryptable());
         }
-        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_from(nonce).map_err(|_| undecryptable())?;
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (plaintext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let nonce = Nonce::try_from(&*nonce).map_err(|_| undecryptable())?;
+        let tag = Tag::try_from(&*tag).map_err(|_| undecryptable())?;
         let aad = associated_data(key_id, self.session_id, stored.role, stored.id.as_ref());
-        let payload = Payload {
-            msg: ciphertext,
-            aad: &aad,
-        };
-        let plaintext = Zeroizing::new(
-            self.cipher(key_id)?
-                .decrypt(&nonce, payload)
-                .map_err(|_| undecryptable())?,
-        );
+        self.cipher(key_id)?
+            .decrypt_inout_detached(&nonce, &aad, (&mut *plaintext).into(), &tag)
+            .map_err(|_| undecryptable())?;
         // Authentic, so the JSON is what this layer wrote; a failure here is a bug or a
         // newer writer, reported without any of the plaintext.
-        let mut message: ChatMessage = serde_json::from_slice(&plaintext).map_err(|_| {
+        let mut message: ChatMessage = serde_json::from_slice(plaintext).map_err(|_| {
             self.corrupt(format!(
                 "message {index} (key \"{key_id}\") decrypts to something that is not a message"
             ))
@@ -437,4 +436,76 @@ fn push_field(out: &mut Vec<u8>, field: &[u8]) {
     let len = u32::try_from(field.len()).expect("ids are far below 4 GiB");
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(field);
+}
+
+#[cfg(test)]
+mod tests {
+    use aes_gcm::aead::{Aead, Payload};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64_URL;
+
+    use super::*;
+
+    const KEY: [u8; KEY_LEN] = [7; KEY_LEN];
+
+    fn codec() -> Codec {
+        Codec::new(Some(EncryptionKeys::new("k1", &KEY).unwrap()), false)
+    }
+
+    /// The stored form is what earlier releases wrote and read (made there with
+    /// `Aead::encrypt` and the `base64` crate): a message sealed now opens that way, and one
+    /// sealed that way opens now.
+    #[test]
+    fn the_stored_form_is_the_one_earlier_releases_wrote() {
+        let codec = codec();
+        let mut crypt = SessionCrypt::new(&codec, "test", "s1");
+        let message = ChatMessage::assistant("a reply, \"quoted\" 🦀").with_new_id();
+        let id = message.id.clone().unwrap();
+        let aad = associated_data("k1", "s1", message.role, Some(&id));
+        let cipher = derive_cipher(&KEY, "k1", "s1");
+
+        let stored = crypt.seal(0, &message).unwrap();
+        let payload = stored.content.strip_prefix("fusion:enc:v1:k1:").unwrap();
+        let sealed = BASE64_URL.decode(payload).unwrap();
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let payload = Payload {
+            msg: ciphertext,
+            aad: &aad,
+        };
+        let plaintext = cipher
+            .decrypt(&Nonce::try_from(nonce).unwrap(), payload)
+            .unwrap();
+        assert_eq!(plaintext, serde_json::to_vec(&message).unwrap());
+
+        let nonce = [9u8; NONCE_LEN];
+        let plaintext = serde_json::to_vec(&message).unwrap();
+        let payload = Payload {
+            msg: &plaintext,
+            aad: &aad,
+        };
+        let mut sealed = nonce.to_vec();
+        sealed.extend(cipher.encrypt(&Nonce::from(nonce), payload).unwrap());
+        let mut earlier = ChatMessage::new(
+            message.role,
+            format!("fusion:enc:v1:k1:{}", BASE64_URL.encode(&sealed)),
+        );
+        earlier.id = Some(id);
+        assert_eq!(crypt.open(0, earlier).unwrap(), message);
+    }
+
+    /// Payloads that are not base64, or too short to hold a nonce and a tag, are refused
+    /// as undecryptable, naming the message and the key.
+    #[test]
+    fn a_payload_that_is_not_a_sealed_message_is_refused() {
+        let codec = codec();
+        let mut crypt = SessionCrypt::new(&codec, "test", "s1");
+        for payload in ["not base64!", "AAAA", "", "A"] {
+            let stored = ChatMessage::user(format!("fusion:enc:v1:k1:{payload}"));
+            let error = crypt.open(3, stored).unwrap_err().to_string();
+            assert!(
+                error.contains("message 3 (key \"k1\") does not decrypt"),
+                "{payload}: {error}"
+            );
+        }
+    }
 }
