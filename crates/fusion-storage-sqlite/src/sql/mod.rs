@@ -11,7 +11,9 @@
 //! decides; an append whose messages carry ids, plain or conditional, also reads the
 //! fingerprints of the session's last ids ([`READ_REVISION_AND_RECENT`]), and the ids
 //! themselves only when those cannot decide ([`READ_LAST_IDS`]), and binds only the
-//! messages not stored and the new fingerprints (`dedup.rs`); a metadata update ([`Write::update_meta`]) reads its facts ([`READ_INFO`])
+//! messages not stored and the new fingerprints (`dedup.rs`), unless, on the direct path,
+//! a plain append's own statement decided first ([`Write::deciding`]); a metadata update
+//! ([`Write::update_meta`]) reads its facts ([`READ_INFO`])
 //! and `crate::meta` decides, and what it decided is bound after the write's own values. A
 //! check that finds the session expired (`crate::expiry`) counts it as absent and has
 //! [`REMOVE`] run first. A write without a check learns that its session had expired from
@@ -20,7 +22,8 @@
 //! the millisecond columns), ?3 a message count, ?4 a fresh generation (stored where
 //! `crate::generation` says a write stores one), ?5 the messages as one JSON array whose
 //! elements are each message as `serde_json` writes it, ?6 the session's `recent_ids`
-//! after the write (NULL: an append that keeps it). A creation ([`CREATE`]), a
+//! after the write (NULL: an append that keeps it; the batch's fingerprints, for the
+//! statement that records them itself). A creation ([`CREATE`]), a
 //! metadata update ([`UPDATE_META`]) and a purge ([`PURGE`]) number their own.
 //! `json_each(?5)` yields the elements in order, with `key` the index and `value` an
 //! object's JSON text: minified JSON goes in, so the same text comes out and is what the
