@@ -136,6 +136,29 @@ impl Stored<'_> {
     }
 }
 
+/// A buffer for plaintext that zeroes what it leaves behind as it grows: a `Vec` that
+/// outgrows its allocation frees the old one as it is, which would leave a copy of the
+/// text written so far in freed memory.
+struct ZeroizingWriter(Zeroizing<Vec<u8>>);
+
+impl std::io::Write for ZeroizingWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.capacity() - self.0.len() < bytes.len() {
+            let room = (self.0.len() + bytes.len()).max(2 * self.0.capacity());
+            let mut grown = Zeroizing::new(Vec::with_capacity(room));
+            grown.extend_from_slice(&self.0);
+            // The old buffer is zeroed as it drops.
+            self.0 = grown;
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The ciphers of one session, derived from the master keys when first needed: every
 /// call that reads or writes messages makes one, so a call derives each key it uses once.
 pub(crate) struct SessionCrypt<'a> {
@@ -198,11 +221,12 @@ impl<'a> SessionCrypt<'a> {
         let aad = associated_data(key_id, self.session_id, message.role, Some(&id));
         // Nonce, plaintext and tag in one buffer, the plaintext encrypted where it lies:
         // no copy of it, and one buffer to zero (it holds the plaintext until then).
-        let mut sealed = Zeroizing::new(Vec::with_capacity(
+        let mut writer = ZeroizingWriter(Zeroizing::new(Vec::with_capacity(
             NONCE_LEN + message.content.len() + 128 + TAG_LEN,
-        ));
-        sealed.extend_from_slice(&nonce);
-        serde_json::to_writer(&mut *sealed, message)?;
+        )));
+        writer.0.extend_from_slice(&nonce);
+        serde_json::to_writer(&mut writer, message)?;
+        let mut sealed = writer.0;
         let tag = self
             .cipher(key_id)?
             .encrypt_inout_detached(&Nonce::from(nonce), &aad, (&mut sealed[NONCE_LEN..]).into())
@@ -439,73 +463,4 @@ fn push_field(out: &mut Vec<u8>, field: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use aes_gcm::aead::{Aead, Payload};
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64_URL;
-
-    use super::*;
-
-    const KEY: [u8; KEY_LEN] = [7; KEY_LEN];
-
-    fn codec() -> Codec {
-        Codec::new(Some(EncryptionKeys::new("k1", &KEY).unwrap()), false)
-    }
-
-    /// The stored form is what earlier releases wrote and read (made there with
-    /// `Aead::encrypt` and the `base64` crate): a message sealed now opens that way, and one
-    /// sealed that way opens now.
-    #[test]
-    fn the_stored_form_is_the_one_earlier_releases_wrote() {
-        let codec = codec();
-        let mut crypt = SessionCrypt::new(&codec, "test", "s1");
-        let message = ChatMessage::assistant("a reply, \"quoted\" 🦀").with_new_id();
-        let id = message.id.clone().unwrap();
-        let aad = associated_data("k1", "s1", message.role, Some(&id));
-        let cipher = derive_cipher(&KEY, "k1", "s1");
-
-        let stored = crypt.seal(0, &message).unwrap();
-        let payload = stored.content.strip_prefix("fusion:enc:v1:k1:").unwrap();
-        let sealed = BASE64_URL.decode(payload).unwrap();
-        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let payload = Payload {
-            msg: ciphertext,
-            aad: &aad,
-        };
-        let plaintext = cipher
-            .decrypt(&Nonce::try_from(nonce).unwrap(), payload)
-            .unwrap();
-        assert_eq!(plaintext, serde_json::to_vec(&message).unwrap());
-
-        let nonce = [9u8; NONCE_LEN];
-        let plaintext = serde_json::to_vec(&message).unwrap();
-        let payload = Payload {
-            msg: &plaintext,
-            aad: &aad,
-        };
-        let mut sealed = nonce.to_vec();
-        sealed.extend(cipher.encrypt(&Nonce::from(nonce), payload).unwrap());
-        let mut earlier = ChatMessage::new(
-            message.role,
-            format!("fusion:enc:v1:k1:{}", BASE64_URL.encode(&sealed)),
-        );
-        earlier.id = Some(id);
-        assert_eq!(crypt.open(0, earlier).unwrap(), message);
-    }
-
-    /// Payloads that are not base64, or too short to hold a nonce and a tag, are refused
-    /// as undecryptable, naming the message and the key.
-    #[test]
-    fn a_payload_that_is_not_a_sealed_message_is_refused() {
-        let codec = codec();
-        let mut crypt = SessionCrypt::new(&codec, "test", "s1");
-        for payload in ["not base64!", "AAAA", "", "A"] {
-            let stored = ChatMessage::user(format!("fusion:enc:v1:k1:{payload}"));
-            let error = crypt.open(3, stored).unwrap_err().to_string();
-            assert!(
-                error.contains("message 3 (key \"k1\") does not decrypt"),
-                "{payload}: {error}"
-            );
-        }
-    }
-}
+mod tests;

@@ -1,0 +1,93 @@
+//! Unit tests of the stored form: what earlier releases wrote, payloads that are not
+//! sealed messages, and a plaintext that outgrows its first buffer.
+
+use aes_gcm::aead::{Aead, Payload};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64_URL;
+
+use super::*;
+
+const KEY: [u8; KEY_LEN] = [7; KEY_LEN];
+
+fn codec() -> Codec {
+    Codec::new(Some(EncryptionKeys::new("k1", &KEY).unwrap()), false)
+}
+
+/// The stored form is what earlier releases wrote and read (made there with
+/// `Aead::encrypt` and the `base64` crate): a message sealed now opens that way, and one
+/// sealed that way opens now.
+#[test]
+fn the_stored_form_is_the_one_earlier_releases_wrote() {
+    let codec = codec();
+    let mut crypt = SessionCrypt::new(&codec, "test", "s1");
+    let message = ChatMessage::assistant("a reply, \"quoted\" 🦀").with_new_id();
+    let id = message.id.clone().unwrap();
+    let aad = associated_data("k1", "s1", message.role, Some(&id));
+    let cipher = derive_cipher(&KEY, "k1", "s1");
+
+    let stored = crypt.seal(0, &message).unwrap();
+    let payload = stored.content.strip_prefix("fusion:enc:v1:k1:").unwrap();
+    let sealed = BASE64_URL.decode(payload).unwrap();
+    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    let payload = Payload {
+        msg: ciphertext,
+        aad: &aad,
+    };
+    let plaintext = cipher
+        .decrypt(&Nonce::try_from(nonce).unwrap(), payload)
+        .unwrap();
+    assert_eq!(plaintext, serde_json::to_vec(&message).unwrap());
+
+    let nonce = [9u8; NONCE_LEN];
+    let plaintext = serde_json::to_vec(&message).unwrap();
+    let payload = Payload {
+        msg: &plaintext,
+        aad: &aad,
+    };
+    let mut sealed = nonce.to_vec();
+    sealed.extend(cipher.encrypt(&Nonce::from(nonce), payload).unwrap());
+    let mut earlier = ChatMessage::new(
+        message.role,
+        format!("fusion:enc:v1:k1:{}", BASE64_URL.encode(&sealed)),
+    );
+    earlier.id = Some(id);
+    assert_eq!(crypt.open(0, earlier).unwrap(), message);
+}
+
+/// A message longer than the buffer's first guess is sealed whole (the buffer grows,
+/// zeroing what it leaves) and opens again.
+#[test]
+fn a_message_that_outgrows_the_first_buffer_round_trips() {
+    use std::io::Write;
+    let mut writer = ZeroizingWriter(Zeroizing::new(Vec::with_capacity(4)));
+    writer.write_all(b"abc").unwrap();
+    writer.write_all(&[b'x'; 100]).unwrap();
+    writer.write_all(b"!").unwrap();
+    assert_eq!(writer.0.len(), 104);
+    assert_eq!(&writer.0[..4], b"abcx");
+    assert!(writer.0.ends_with(b"x!"));
+
+    let codec = codec();
+    let mut crypt = SessionCrypt::new(&codec, "test", "s1");
+    let arguments = format!("{{\"path\": \"{}\"}}", "a/".repeat(5_000));
+    let call = fusion_core::ToolCall::new("call_1", "read_file", arguments);
+    let message = ChatMessage::assistant_with_tool_calls("short", vec![call]);
+    let stored = crypt.seal(0, &message).unwrap();
+    assert_eq!(crypt.open(0, stored).unwrap(), message);
+}
+
+/// Payloads that are not base64, or too short to hold a nonce and a tag, are refused
+/// as undecryptable, naming the message and the key.
+#[test]
+fn a_payload_that_is_not_a_sealed_message_is_refused() {
+    let codec = codec();
+    let mut crypt = SessionCrypt::new(&codec, "test", "s1");
+    for payload in ["not base64!", "AAAA", "", "A"] {
+        let stored = ChatMessage::user(format!("fusion:enc:v1:k1:{payload}"));
+        let error = crypt.open(3, stored).unwrap_err().to_string();
+        assert!(
+            error.contains("message 3 (key \"k1\") does not decrypt"),
+            "{payload}: {error}"
+        );
+    }
+}
