@@ -141,17 +141,37 @@ impl Stored<'_> {
 /// text written so far in freed memory.
 struct ZeroizingWriter(Zeroizing<Vec<u8>>);
 
-impl std::io::Write for ZeroizingWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+impl ZeroizingWriter {
+    fn push(&mut self, bytes: &[u8]) {
         if self.0.capacity() - self.0.len() < bytes.len() {
-            let room = (self.0.len() + bytes.len()).max(2 * self.0.capacity());
-            let mut grown = Zeroizing::new(Vec::with_capacity(room));
-            grown.extend_from_slice(&self.0);
-            // The old buffer is zeroed as it drops.
-            self.0 = grown;
+            self.grow(bytes.len());
         }
         self.0.extend_from_slice(bytes);
+    }
+
+    #[cold]
+    fn grow(&mut self, more: usize) {
+        let room = (self.0.len() + more).max(2 * self.0.capacity());
+        let mut grown = Zeroizing::new(Vec::with_capacity(room));
+        grown.extend_from_slice(&self.0);
+        // The old buffer is zeroed as it drops.
+        self.0 = grown;
+    }
+}
+
+/// `write_all` as well as `write`: serde_json writes every token with `write_all`, whose
+/// default loops over `write`.
+impl std::io::Write for ZeroizingWriter {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.push(bytes);
         Ok(bytes.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.push(bytes);
+        Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
