@@ -155,7 +155,7 @@ pub(crate) struct Decided {
 /// append leaves out is known only in the rare case that one is stored already, and only
 /// then is the array taken apart ([`Kept::cut`]).
 pub(crate) fn encode(messages: &[ChatMessage]) -> Result<(String, Option<Dedup>)> {
-    let batch = serde_json::to_string(messages)?;
+    let batch = super::encode(messages)?;
     if messages.iter().all(|m| m.id.is_none()) {
         return Ok((batch, None));
     }
