@@ -1,8 +1,9 @@
-//! Each storage instance's own journal, `live/<random>`: where its writes append their
+//! A storage instance's own journals, `live/<random>`: where its writes append their
 //! lines without any lock shared with other instances or processes.
 //!
-//! An instance appends only to its own file, with timestamps it makes strictly
-//! increasing, so the file is sorted; a listing merges the sorted files. The instance
+//! An instance appends only to its own files (one, or a few while several of its threads
+//! write at once: see `LIVE_SLOTS`), with timestamps it makes strictly increasing, so
+//! each file is sorted; a listing merges the sorted files. The instance
 //! holds an exclusive `flock` on its file for as long as it may write to it: a file
 //! whose lock can be taken belongs to nobody any more (its instance moved on to a new
 //! file, was dropped, or its process died), and compaction folds it into the compacted
@@ -28,8 +29,6 @@ pub(crate) struct Live {
     path: PathBuf,
     /// Where the next line goes: the end of the last complete line written.
     len: u64,
-    /// The newest timestamp in the file.
-    last_t: i64,
 }
 
 impl Live {
@@ -57,20 +56,7 @@ impl Live {
             }
         };
         let count = fs::read_dir(&dir).at(&dir)?.count();
-        Ok((
-            Live {
-                file,
-                path,
-                len: 0,
-                last_t: i64::MIN,
-            },
-            count,
-        ))
-    }
-
-    /// The newest timestamp written here.
-    pub(crate) fn last_t(&self) -> i64 {
-        self.last_t
+        Ok((Live { file, path, len: 0 }, count))
     }
 
     /// How long the file is.
@@ -78,16 +64,15 @@ impl Live {
         self.len
     }
 
-    /// Writes `line` (stamped `t`, later than [`Live::last_t`]) after the last one.
+    /// Writes `line` (stamped later than every line before it) after the last one.
     /// A failed write leaves at most junk after the valid end, which the next write
     /// overwrites and readers never reach.
-    pub(crate) fn append(&mut self, line: &[u8], t: i64, sync: bool) -> Result<()> {
+    pub(crate) fn append(&mut self, line: &[u8], sync: bool) -> Result<()> {
         super::write_at(&self.file, line, self.len).at(&self.path)?;
         if sync {
             self.file.sync_data().at(&self.path)?;
         }
         self.len += line.len() as u64;
-        self.last_t = t;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! .fusion-index/
 //!   lock            locked to change the shared files below; holds the state (state.rs)
 //!   compact.lock    held by whoever compacts or builds
-//!   live/<random>   one journal per storage instance: `<µs> w|d <id>` per write (live.rs)
+//!   live/<random>   a storage instance's journals: `<µs> w|d <id>` per write (live.rs)
 //!   journal         the compacted journal: the lines of finished live journals, merged
 //!   ids, ids-log    every id, sorted, and the creations/deletions since (ids.rs): by id
 //!   owner/<owner>/<id>, tag/<hex>/<id>   membership markers (sets.rs): filters
@@ -24,10 +24,14 @@
 //! expiry markers are a superset too: every session that expires has one at or before
 //! its expiry, and a purge checks each against the session (see [`expiry`]).
 //!
-//! Appends, the hot path, share no lock: each instance writes its own live journal, in
-//! which it keeps timestamps strictly increasing (and later than the session's previous
-//! `updated_at`), so every journal is sorted by `(timestamp, id)` and a listing merges
-//! them newest first, each found by binary search. Creations and deletions also append to
+//! Appends, the hot path, share no lock with other instances: each instance writes its
+//! own live journals, handing out timestamps that increase strictly across all of them
+//! (and are later than the session's previous `updated_at`), so every journal is sorted
+//! by `(timestamp, id)` and a listing merges them newest first, each found by binary
+//! search. An instance has one journal while its writes come one at a time; a write
+//! that finds it busy (another thread of the instance is writing its line) takes the
+//! next of [`LIVE_SLOTS`] journals instead of waiting, so many threads never queue
+//! behind one holder's system call (or behind a holder the scheduler paused). Creations and deletions also append to
 //! the shared id log, under the index lock, at the valid length the state records, so
 //! junk a crash left after it is overwritten. Readers take the lock shared only to read
 //! the state and open the files, then read without it.
@@ -60,7 +64,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::SystemTime;
 
 use fusion_core::{Result, new_generation, unix_micros};
@@ -86,6 +91,10 @@ const IDS_LOG: &str = "ids-log";
 
 /// An instance starts a new live journal once its own passes this.
 const LIVE_MAX: u64 = 1 << 20;
+/// How many live journals one instance may write at once: a write takes the first that
+/// no other thread is writing. W5's 64 tasks on this machine's two cores (docs/
+/// performance.md) made one journal's lock their bottleneck; four leave it idle there.
+const LIVE_SLOTS: usize = 4;
 /// An instance that finds more live journals than this when it starts one folds the
 /// finished ones, however short.
 const LIVE_FILES_MAX: usize = 16;
@@ -99,15 +108,20 @@ pub(crate) struct Index {
     root: PathBuf,
     /// [`LIVE_MAX`] and [`IDS_LOG_MIN`]; smaller in tests.
     limits: (u64, u64),
-    /// The writer's files, kept between writes. The mutex orders this instance's writers:
-    /// timestamps must reach its live journal in order, and the lock file's lock is per
-    /// open file, not per thread.
+    /// This instance's live journals, each opened by the first write that takes its
+    /// slot. A slot's mutex orders the lines of its journal.
+    lives: [Mutex<Option<Live>>; LIVE_SLOTS],
+    /// The latest timestamp handed out, by any slot: each write's is later, so the
+    /// instance's writes stay in one order whichever journals they reach.
+    last_t: AtomicI64,
+    /// The files creations and deletions write, kept between writes. The mutex orders
+    /// this instance's writers of them: the lock file's lock is per open file, not per
+    /// thread.
     handles: Mutex<Handles>,
 }
 
 #[derive(Debug, Default)]
 struct Handles {
-    live: Option<Live>,
     lock: Option<File>,
     epoch: u64,
     ids_log: Option<File>,
@@ -141,6 +155,8 @@ impl Index {
         Self {
             root: dir.join(INDEX_DIR),
             limits: (LIVE_MAX, IDS_LOG_MIN),
+            lives: Default::default(),
+            last_t: AtomicI64::new(i64::MIN),
             handles: Mutex::new(Handles::default()),
         }
     }
@@ -166,34 +182,66 @@ impl Index {
         floor: i64,
         sync: bool,
     ) -> Result<Recorded> {
-        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut fold = false;
-        if handles.live.is_none() {
-            let (live, count) = Live::create(&self.root)?;
-            fold = count > LIVE_FILES_MAX;
-            handles.live = Some(live);
-        }
-        let live = handles.live.as_mut().expect("created above");
-        let t = unix_micros(SystemTime::now())
-            .max(live.last_t().saturating_add(1))
-            .max(floor);
         let kind = match change {
             Change::Delete => Kind::Delete,
             Change::Write | Change::Create => Kind::Write,
         };
-        live.append(&journal::encode(t, kind, id), t, sync)?;
+        let mut slot = self.free_slot();
+        let mut fold = false;
+        if slot.is_none() {
+            let (live, count) = Live::create(&self.root)?;
+            fold = count > LIVE_FILES_MAX;
+            *slot = Some(live);
+        }
+        let live = slot.as_mut().expect("created above");
+        // Handed out under the slot's lock, so the journal gets its lines in order; and
+        // later than every timestamp the instance handed out, in any slot.
+        let t = self.next_t(floor);
+        live.append(&journal::encode(t, kind, id), sync)?;
         if live.len() > self.limits.0 {
             // Closing the file releases its lock: the next fold takes its lines.
-            handles.live = None;
+            *slot = None;
             fold = true;
         }
+        drop(slot);
         let merge_ids = match change {
             Change::Write => false,
             Change::Create | Change::Delete => {
+                let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
                 self.log_id(&mut handles, id, change == Change::Create, sync)?
             }
         };
         Ok(Recorded { t, fold, merge_ids })
+    }
+
+    /// The first live journal slot no other thread holds, or, when all are held, the
+    /// first once it is free.
+    fn free_slot(&self) -> MutexGuard<'_, Option<Live>> {
+        for slot in &self.lives {
+            match slot.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.lives[0].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A timestamp later than `floor` and than every one handed out before: the clock's
+    /// now if it is.
+    fn next_t(&self, floor: i64) -> i64 {
+        let now = unix_micros(SystemTime::now());
+        let mut last = self.last_t.load(Ordering::Relaxed);
+        loop {
+            let t = now.max(last.saturating_add(1)).max(floor);
+            match self
+                .last_t
+                .compare_exchange_weak(last, t, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return t,
+                Err(newer) => last = newer,
+            }
+        }
     }
 
     /// Appends a creation or deletion to the id log under the index lock; returns whether
@@ -598,6 +646,84 @@ mod tests {
         let mut expected: Vec<String> = newest.into_keys().collect();
         expected.sort();
         assert_eq!(ids(&index), expected);
+    }
+
+    #[test]
+    fn a_write_that_finds_the_journal_busy_takes_the_next_in_the_same_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(dir.path());
+        index.build(|| Ok(Vec::new())).unwrap();
+        let record = |id: &str, change, floor| {
+            let recorded = index.record(id, change, floor, false).unwrap();
+            index.upkeep(recorded);
+            recorded.t
+        };
+        let first = record("a", Change::Create, i64::MIN);
+        // Another thread of the instance writing its line: the next writes go elsewhere.
+        let busy = index.lives[0].lock().unwrap();
+        let second = record("b", Change::Create, i64::MIN);
+        let third = record("a", Change::Write, first + 1);
+        assert_eq!(live_files(dir.path()), 2);
+        drop(busy);
+        let fourth = record("c", Change::Create, i64::MIN);
+        assert_eq!(live_files(dir.path()), 2, "the first journal is free again");
+        assert!(first < second && second < third && third < fourth);
+        let listed = newest_first(&index);
+        let expected = [(fourth, "c"), (third, "a"), (second, "b"), (first, "a")];
+        assert_eq!(
+            listed,
+            expected.map(|(t, id)| (t, id.to_string())),
+            "both journals merged, newest first"
+        );
+        assert_eq!(ids(&index), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn threads_of_one_instance_lose_no_line_and_keep_one_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(dir.path());
+        index.build(|| Ok(Vec::new())).unwrap();
+        // However the threads interleave (one journal or several), each id's newest line
+        // is found, and the timestamps are unique across the instance's journals.
+        let newest: HashMap<String, i64> = std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..8)
+                .map(|w| {
+                    let index = &index;
+                    scope.spawn(move || {
+                        let mut last = HashMap::new();
+                        for i in 0..300 {
+                            let id = format!("t{w}-{}", i % 30);
+                            let floor = last.get(&id).map_or(i64::MIN, |t: &i64| t + 1);
+                            let change = if i < 30 {
+                                Change::Create
+                            } else {
+                                Change::Write
+                            };
+                            let recorded = index.record(&id, change, floor, false).unwrap();
+                            assert!(recorded.t >= floor);
+                            last.insert(id, recorded.t);
+                            index.upkeep(recorded);
+                        }
+                        last
+                    })
+                })
+                .collect();
+            writers
+                .into_iter()
+                .flat_map(|writer| writer.join().unwrap())
+                .collect()
+        });
+        let listed = newest_first(&index);
+        assert!(
+            listed.windows(2).all(|w| w[0].0 > w[1].0),
+            "one strict order"
+        );
+        let mut seen = HashMap::new();
+        for (t, id) in listed {
+            seen.entry(id).or_insert(t);
+        }
+        assert_eq!(seen, newest, "each id's newest line survives");
+        assert_eq!(ids(&index).len(), 8 * 30);
     }
 
     #[test]
