@@ -9,10 +9,12 @@
 //!
 //! - a small append, the write an agent makes every turn (conditional or not: the check of
 //!   a conditional write, or of an append whose messages carry ids, is one lookup inside
-//!   the transaction, plus one index probe per id), runs right on the async
-//!   task's thread when nothing in this process is writing and no other process holds the
-//!   write lock. It then waits for nothing: its busy timeout is zero, and a busy database sends
-//!   it down the next path instead of blocking the thread;
+//!   the transaction, plus one index probe per id), runs right on the async task's thread
+//!   once its turn comes, when no other process holds the write lock. It then waits for
+//!   nothing: its busy timeout is zero, and a busy database sends it down the next path
+//!   instead of blocking the thread. An append that waited its turn behind other writes
+//!   of this storage runs there too: handing it to a blocking thread would add two
+//!   wake-ups to every write while several tasks write, halving what they get through;
 //! - every other write (a save or truncate of any size, a big append, any write at
 //!   [`Durability::Full`], which waits for an fsync, a small append that met a busy
 //!   database, and one that found its session expired and must first remove it: see
@@ -36,6 +38,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::Connection;
+use tokio::sync::OwnedMutexGuard;
 
 use crate::busy::wait_while_busy;
 use crate::checkpoint::{self, Checkpointer, Due};
@@ -122,14 +125,18 @@ impl Direct {
     pub(crate) async fn write(self: &Arc<Self>, write: Write) -> Result<Written, DirectError> {
         let bound_bytes = write.bound_bytes();
         let units = checkpoint::units(bound_bytes);
-        let result = match self.write_inline(&write, bound_bytes) {
+        // The queue of this storage's writes, first come first served.
+        let mut writer = Arc::clone(&self.writer).lock_owned().await;
+        let result = match self.write_inline(&mut writer, &write, bound_bytes) {
             Some(result) => {
-                // Nothing above awaited: let a task that writes in a loop give way to the
-                // others on its thread now and then, as an awaited write would.
+                drop(writer);
+                // The lock may not have made it wait: let a task that writes in a loop
+                // give way to the others on its thread now and then, as an awaited write
+                // would.
                 tokio::task::consume_budget().await;
                 result
             }
-            None => self.write_blocking(write).await,
+            None => self.write_blocking(writer, write).await,
         };
         if result.as_ref().is_ok_and(Written::committed) {
             match self.checkpoints.wrote(units) {
@@ -190,12 +197,13 @@ impl Direct {
         self.checkpoints.give_up();
     }
 
-    /// Runs `write` (binding `bound_bytes`) on this thread if it is small and bounded, no
-    /// other write of this storage is running or queued, and no other connection holds
-    /// the write lock. `None` when it did not run (or met a busy database, or an expired
-    /// session to remove, and rolled back): it goes to a blocking thread then.
+    /// Runs `write` (binding `bound_bytes`) on this thread with the `writer` its turn
+    /// gave it, if it is small and bounded and no other connection holds the write lock.
+    /// `None` when it did not run (or met a busy database, or an expired session to
+    /// remove, and rolled back): it goes to a blocking thread then.
     fn write_inline(
         &self,
+        writer: &mut Writer,
         write: &Write,
         bound_bytes: usize,
     ) -> Option<Result<Written, DirectError>> {
@@ -205,7 +213,6 @@ impl Direct {
         if !inline {
             return None;
         }
-        let mut writer = self.writer.try_lock().ok()?;
         let conn = writer.conn.as_ref()?;
         // The writer's busy timeout is zero except while a blocking write runs.
         match run(conn, write, true) {
@@ -221,9 +228,13 @@ impl Direct {
         }
     }
 
-    /// Runs `write` on a blocking thread, waiting up to the busy timeout for the lock.
-    async fn write_blocking(&self, write: Write) -> Result<Written, DirectError> {
-        let mut writer = Arc::clone(&self.writer).lock_owned().await;
+    /// Runs `write` on a blocking thread with the `writer` its turn gave it, waiting up to
+    /// the busy timeout for the lock.
+    async fn write_blocking(
+        &self,
+        mut writer: OwnedMutexGuard<Writer>,
+        write: Write,
+    ) -> Result<Written, DirectError> {
         if writer.closed {
             return Err(DirectError::Closed);
         }
