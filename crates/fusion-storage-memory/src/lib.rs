@@ -99,6 +99,8 @@ impl ConversationStorage for InMemoryStorage {
             return Ok(());
         }
         check_storable(BACKEND, session_id, messages)?;
+        // Copied before the lock, so that other callers wait only for the move.
+        let messages = messages.to_vec();
         self.write().append(session_id, messages, now());
         Ok(())
     }
@@ -132,7 +134,7 @@ impl ConversationStorage for InMemoryStorage {
         }
         match change {
             Change::Append([]) => {}
-            Change::Append(messages) => store.append(session_id, messages, at),
+            Change::Append(messages) => store.append(session_id, messages.to_vec(), at),
             Change::Truncate(len) => store.truncate(session_id, len, at),
             Change::Replace(history) => store.replace(session_id, history, at),
         }

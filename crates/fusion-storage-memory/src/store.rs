@@ -176,23 +176,29 @@ impl Store {
 
     /// Adds `messages` (not empty) to a session, creating it without metadata if needed,
     /// except those whose id is among its last [`DEDUP_WINDOW`] messages' (a retried
-    /// append). An append that adds nothing changes nothing.
-    pub(crate) fn append(&mut self, id: &str, messages: &[ChatMessage], now: i64) {
-        self.drop_expired(id, now);
-        let Some(entry) = self.sessions.get(id) else {
-            self.create(id, SessionMeta::default(), messages.to_vec(), now);
-            return;
+    /// append). An append that adds nothing changes nothing. The messages are the
+    /// caller's copy, moved in: the lock is not held while they are copied.
+    pub(crate) fn append(&mut self, id: &str, messages: Vec<ChatMessage>, now: i64) {
+        let entry = match self.sessions.get(id) {
+            Some(entry) if entry.is_live(now) => entry,
+            absent_or_expired => {
+                if absent_or_expired.is_some() {
+                    self.remove(id);
+                }
+                self.create(id, SessionMeta::default(), messages, now);
+                return;
+            }
         };
-        if let Some(fingerprints) = entry.recent.all_fresh(messages) {
+        if let Some(fingerprints) = entry.recent.all_fresh(&messages) {
             // The usual append: no id of the batch was stored lately.
             self.change(id, now, |entry| {
                 entry.recent.record_fresh(&fingerprints);
-                entry.messages.extend_from_slice(messages);
+                entry.messages.extend(messages);
             });
             return;
         }
         let recent = &entry.messages[entry.messages.len().saturating_sub(DEDUP_WINDOW)..];
-        let fresh = unstored(messages, |new| {
+        let fresh = unstored(&messages, |new| {
             entry.recent.may_hold(new) && recent.iter().any(|m| m.id.as_ref() == Some(new))
         });
         if fresh.is_empty() {
@@ -335,7 +341,13 @@ impl Store {
     /// forward to `now` (never back, whatever the clock does), an idle expiry with it, and
     /// its place in the indexes. Owners do not change here (see [`update`](Self::update)).
     fn change(&mut self, id: &str, now: i64, edit: impl FnOnce(&mut Entry)) {
-        let Some(entry) = self.sessions.get_mut(id) else {
+        let Store {
+            sessions,
+            all,
+            by_owner,
+            expiring,
+        } = self;
+        let Some(entry) = sessions.get_mut(id) else {
             return;
         };
         let old_key = entry.newest_key();
@@ -348,23 +360,14 @@ impl Store {
         entry.expiry = entry.expiry.at_write(entry.updated_micros);
         if entry.expiry.idle.is_some() {
             let new_expiry = entry.expiry_key();
-            self.expiring
-                .remove(&old_expiry.expect("an idle expiry has an instant"));
-            self.expiring.extend(new_expiry);
+            expiring.remove(&old_expiry.expect("an idle expiry has an instant"));
+            expiring.extend(new_expiry);
         }
-        let entry = &self.sessions[id];
         let new_key = entry.newest_key();
-        let owner_index = entry
-            .meta
-            .owner
-            .as_ref()
-            .and_then(|o| self.by_owner.get_mut(o));
-        for newest in [
-            Some(&mut self.all.newest),
-            owner_index.map(|i| &mut i.newest),
-        ]
-        .into_iter()
-        .flatten()
+        let owner_index = entry.meta.owner.as_ref().and_then(|o| by_owner.get_mut(o));
+        for newest in [Some(&mut all.newest), owner_index.map(|i| &mut i.newest)]
+            .into_iter()
+            .flatten()
         {
             newest.remove(&old_key);
             newest.insert(new_key.clone());
