@@ -30,7 +30,7 @@
 //! by `(timestamp, id)` and a listing merges them newest first, each found by binary
 //! search. An instance has one journal while its writes come one at a time; a write
 //! that finds it busy (another thread of the instance is writing its line) takes the
-//! next of [`LIVE_SLOTS`] journals instead of waiting, so many threads never queue
+//! next of `live::LIVE_SLOTS` journals instead of waiting, so many threads never queue
 //! behind one holder's system call (or behind a holder the scheduler paused). Creations and deletions also append to
 //! the shared id log, under the index lock, at the valid length the state records, so
 //! junk a crash left after it is overwritten. Readers take the lock shared only to read
@@ -64,13 +64,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
-use std::time::SystemTime;
+use std::sync::{Mutex, PoisonError};
 
-use fusion_core::{Result, new_generation, unix_micros};
+use fusion_core::{Result, new_generation};
 
-use self::live::Live;
+use self::live::Lives;
 
 pub(crate) use self::expiry::marker_instant;
 pub(crate) use self::journal::Kind;
@@ -91,10 +89,6 @@ const IDS_LOG: &str = "ids-log";
 
 /// An instance starts a new live journal once its own passes this.
 const LIVE_MAX: u64 = 1 << 20;
-/// How many live journals one instance may write at once: a write takes the first that
-/// no other thread is writing. With one, W5's 64 tasks on a 2-core machine queued behind
-/// its lock (p99 3.2–4.4 ms); with four, 1.7–1.8 ms (docs/performance.md).
-const LIVE_SLOTS: usize = 4;
 /// An instance that finds more live journals than this when it starts one folds the
 /// finished ones, however short.
 const LIVE_FILES_MAX: usize = 16;
@@ -108,12 +102,8 @@ pub(crate) struct Index {
     root: PathBuf,
     /// [`LIVE_MAX`] and [`IDS_LOG_MIN`]; smaller in tests.
     limits: (u64, u64),
-    /// This instance's live journals, each opened by the first write that takes its
-    /// slot. A slot's mutex orders the lines of its journal.
-    lives: [Mutex<Option<Live>>; LIVE_SLOTS],
-    /// The latest timestamp handed out, by any slot: each write's is later, so the
-    /// instance's writes stay in one order whichever journals they reach.
-    last_t: AtomicI64,
+    /// This instance's live journals.
+    lives: Lives,
     /// The files creations and deletions write, kept between writes. The mutex orders
     /// this instance's writers of them: the lock file's lock is per open file, not per
     /// thread.
@@ -155,8 +145,7 @@ impl Index {
         Self {
             root: dir.join(INDEX_DIR),
             limits: (LIVE_MAX, IDS_LOG_MIN),
-            lives: Default::default(),
-            last_t: AtomicI64::new(i64::MIN),
+            lives: Lives::new(),
             handles: Mutex::new(Handles::default()),
         }
     }
@@ -186,24 +175,11 @@ impl Index {
             Change::Delete => Kind::Delete,
             Change::Write | Change::Create => Kind::Write,
         };
-        let mut slot = self.free_slot();
-        let mut fold = false;
-        if slot.is_none() {
-            let (live, count) = Live::create(&self.root)?;
-            fold = count > LIVE_FILES_MAX;
-            *slot = Some(live);
-        }
-        let live = slot.as_mut().expect("created above");
-        // Handed out under the slot's lock, so the journal gets its lines in order; and
-        // later than every timestamp the instance handed out, in any slot.
-        let t = self.next_t(floor);
-        live.append(&journal::encode(t, kind, id), sync)?;
-        if live.len() > self.limits.0 {
-            // Closing the file releases its lock: the next fold takes its lines.
-            *slot = None;
-            fold = true;
-        }
-        drop(slot);
+        let (t, fold) = self
+            .lives
+            .append(&self.root, floor, self.limits.0, sync, |t| {
+                journal::encode(t, kind, id)
+            })?;
         let merge_ids = match change {
             Change::Write => false,
             Change::Create | Change::Delete => {
@@ -212,36 +188,6 @@ impl Index {
             }
         };
         Ok(Recorded { t, fold, merge_ids })
-    }
-
-    /// The first live journal slot no other thread holds, or, when all are held, the
-    /// first once it is free.
-    fn free_slot(&self) -> MutexGuard<'_, Option<Live>> {
-        for slot in &self.lives {
-            match slot.try_lock() {
-                Ok(guard) => return guard,
-                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => {}
-            }
-        }
-        self.lives[0].lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A timestamp later than `floor` and than every one handed out before: the clock's
-    /// now if it is.
-    fn next_t(&self, floor: i64) -> i64 {
-        let now = unix_micros(SystemTime::now());
-        let mut last = self.last_t.load(Ordering::Relaxed);
-        loop {
-            let t = now.max(last.saturating_add(1)).max(floor);
-            match self
-                .last_t
-                .compare_exchange_weak(last, t, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return t,
-                Err(newer) => last = newer,
-            }
-        }
     }
 
     /// Appends a creation or deletion to the id log under the index lock; returns whether
@@ -660,7 +606,7 @@ mod tests {
         };
         let first = record("a", Change::Create, i64::MIN);
         // Another thread of the instance writing its line: the next writes go elsewhere.
-        let busy = index.lives[0].lock().unwrap();
+        let busy = index.lives.hold_first();
         let second = record("b", Change::Create, i64::MIN);
         let third = record("a", Change::Write, first + 1);
         assert_eq!(live_files(dir.path()), 2);
