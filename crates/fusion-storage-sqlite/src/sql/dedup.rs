@@ -127,9 +127,6 @@ pub(crate) const READ_LAST_IDS: &str = concat!(
 pub(crate) struct Dedup {
     /// The id of each message of the batch, in order, if it has one.
     ids: Vec<Option<MessageId>>,
-    /// The fingerprints of those ids, in order, as `recent_ids` stores them
-    /// (`RecentIds::push_bytes`).
-    fingerprints: Vec<u8>,
 }
 
 /// Which messages of its batch an append stores.
@@ -159,12 +156,8 @@ pub(crate) fn encode(messages: &[ChatMessage]) -> Result<(String, Option<Dedup>)
     if messages.iter().all(|m| m.id.is_none()) {
         return Ok((batch, None));
     }
-    let mut fingerprints = Vec::with_capacity(messages.len() * RecentIds::BYTES_PER_ID);
-    for id in messages.iter().filter_map(|m| m.id.as_ref()) {
-        RecentIds::push_bytes(&mut fingerprints, id);
-    }
     let ids = messages.iter().map(|m| m.id.clone()).collect();
-    Ok((batch, Some(Dedup { ids, fingerprints })))
+    Ok((batch, Some(Dedup { ids })))
 }
 
 /// The `recent_ids` of a session whose history is `history`, as a SAVE or a CREATE stores
@@ -235,8 +228,15 @@ impl Dedup {
     /// [`APPEND_RECORDING_IDS`]; `None` for a batch of more ids than a window, of which
     /// `RecentIds::record_bytes` would see only the last.
     pub(crate) fn fingerprints(&self) -> Option<Vec<u8>> {
-        let ids = self.fingerprints.len() / RecentIds::BYTES_PER_ID;
-        (ids <= DEDUP_WINDOW).then(|| self.fingerprints.clone())
+        let ids = self.ids().count();
+        if ids > DEDUP_WINDOW {
+            return None;
+        }
+        let mut fingerprints = Vec::with_capacity(ids * RecentIds::BYTES_PER_ID);
+        for id in self.ids() {
+            RecentIds::push_bytes(&mut fingerprints, id);
+        }
+        Some(fingerprints)
     }
 
     fn ids(&self) -> impl Iterator<Item = &MessageId> {
