@@ -160,14 +160,8 @@ async fn write_checked(
         *stored = Some(ids);
     }
     match check.decide(found) {
-        Verdict::Go {
-            extra,
-            written,
-            remove_first,
-            kept,
-            recent,
-        } => {
-            let values = Write::decided_values(Cow::Owned(values), &kept, recent, extra);
+        Verdict::Go(go) => {
+            let (values, remove_first, written) = go.bind(Cow::Owned(values));
             let arguments = arguments(values.into_owned())?;
             if remove_first {
                 let rest = format!("{}{}", REMOVE.body, sql.rest);

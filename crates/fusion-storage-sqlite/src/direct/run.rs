@@ -15,7 +15,7 @@ use rusqlite::types::ValueRef;
 
 use crate::meta::InfoRow;
 use crate::sql::{
-    BEGIN_WRITE, Check, Ends, Found, Kept, READ_LAST_IDS, REMOVE, REMOVE_EXPIRED, Value, Verdict,
+    BEGIN_WRITE, Check, Ends, Found, Go, READ_LAST_IDS, REMOVE, REMOVE_EXPIRED, Value, Verdict,
     Write, WriteSql, Written, is_undecided,
 };
 
@@ -74,23 +74,17 @@ fn checked(
     values: &[Value],
     inline: bool,
 ) -> rusqlite::Result<Written> {
-    let (extra, written, remove_first, kept, recent) = match check {
-        None => (Vec::new(), Written::Committed(None), false, Kept::All, None),
+    let go = match check {
+        None => Go::unchecked(),
         Some(check) => match check.decide(read_found(conn, check, values)?) {
-            Verdict::Go {
-                extra,
-                written,
-                remove_first,
-                kept,
-                recent,
-            } => (extra, written, remove_first, kept, recent),
+            Verdict::Go(go) => go,
             Verdict::Stop(written) => {
                 conn.prepare_cached("ROLLBACK")?.raw_execute()?;
                 return Ok(written);
             }
         },
     };
-    let values = Write::decided_values(Cow::Borrowed(values), &kept, recent, extra);
+    let (values, remove_first, written) = go.bind(Cow::Borrowed(values));
     let values = &values[..];
     let defer = || -> rusqlite::Result<Written> {
         conn.prepare_cached("ROLLBACK")?.raw_execute()?;

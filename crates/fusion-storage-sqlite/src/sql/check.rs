@@ -5,17 +5,19 @@
 //!
 //! A check reads the row whatever its expiry and decides here, at the write's own `now`,
 //! whether it has expired (`crate::expiry`): then the session counts as absent, and a
-//! write that goes ahead removes it first ([`Verdict::Go`]'s `remove_first`). The check of
+//! write that goes ahead removes it first ([`Go`]'s `remove_first`). The check of
 //! an append with ids also reads the fingerprints of the session's last ids, and when
 //! they cannot decide, the ids of its last messages ([`Check::confirm_from`]), and decides
 //! which messages the append stores (`dedup.rs`); an expired session stores none.
+
+use std::borrow::Cow;
 
 use fusion_core::{Error, MetaUpdate, RecentIds, Revision, SessionInfo, is_expired};
 
 use super::dedup::{Decided, Dedup};
 use super::{
     BEGIN_AND_READ_INFO, BEGIN_AND_READ_REVISION, BEGIN_AND_READ_REVISION_AND_RECENT, Kept,
-    READ_INFO, READ_REVISION, READ_REVISION_AND_RECENT, Value,
+    READ_INFO, READ_REVISION, READ_REVISION_AND_RECENT, Value, Write,
 };
 use crate::generation::Condition;
 use crate::meta::{self, InfoRow, Updated};
@@ -57,19 +59,44 @@ pub(crate) enum Found {
 /// What a [`Check`] decided.
 #[derive(Debug)]
 pub(crate) enum Verdict {
-    /// Run the statements, binding `extra` after the write's own values (with an append's
-    /// batch cut down to what is `kept`, and its `recent_ids` when it decided them:
-    /// `Write::decided_values`), after removing the session when `remove_first` (it had
-    /// expired); once committed, the write ended as `written`.
-    Go {
-        extra: Vec<Value>,
-        written: Written,
-        remove_first: bool,
-        kept: Kept,
-        recent: Option<Vec<u8>>,
-    },
+    /// Run the statements as this says.
+    Go(Go),
     /// Roll back: the write ended as this, having written nothing.
     Stop(Written),
+}
+
+/// How a write runs once let through: binding `extra` after the write's own values (with
+/// an append's batch cut down to what is `kept`, and its `recent_ids` when it decided
+/// them), after removing the session when `remove_first` (it had expired); once
+/// committed, the write ended as `written`.
+#[derive(Debug)]
+pub(crate) struct Go {
+    extra: Vec<Value>,
+    written: Written,
+    remove_first: bool,
+    kept: Kept,
+    recent: Option<Vec<u8>>,
+}
+
+impl Go {
+    /// A write without a check: its own values, committed.
+    pub(crate) fn unchecked() -> Self {
+        Self {
+            extra: Vec::new(),
+            written: Written::Committed(None),
+            remove_first: false,
+            kept: Kept::All,
+            recent: None,
+        }
+    }
+
+    /// What the runners need, in place of the write's `values`: the values to bind
+    /// ([`Write::decided_values`]), whether to remove the session first, and how the write
+    /// ended once committed.
+    pub(crate) fn bind(self, values: Cow<'_, [Value]>) -> (Cow<'_, [Value]>, bool, Written) {
+        let values = Write::decided_values(values, &self.kept, self.recent, self.extra);
+        (values, self.remove_first, self.written)
+    }
 }
 
 /// How a write that met no SQLite error ended.
@@ -199,13 +226,13 @@ impl Check {
                     None => (Some(Kept::All), None),
                 };
                 match kept {
-                    Some(kept) => Verdict::Go {
+                    Some(kept) => Verdict::Go(Go {
                         extra: Vec::new(),
                         written: Written::Committed(Some(generation)),
                         remove_first: expired,
                         kept,
                         recent,
-                    },
+                    }),
                     None => Verdict::Stop(Written::AllStored(generation)),
                 }
             }
@@ -215,7 +242,7 @@ impl Check {
                         info,
                         updated_ms,
                         expiry,
-                    })) => Verdict::Go {
+                    })) => Verdict::Go(Go {
                         extra: vec![
                             Value::Int(updated_ms),
                             Value::text_or_null(info.meta.owner.as_deref()),
@@ -229,7 +256,7 @@ impl Check {
                         remove_first: false,
                         kept: Kept::All,
                         recent: None,
-                    },
+                    }),
                     Ok(None) => Verdict::Stop(Written::Updated(None)),
                     Err(e) => Verdict::Stop(Written::Rejected(e)),
                 }

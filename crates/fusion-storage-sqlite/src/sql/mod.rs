@@ -75,7 +75,7 @@ mod dedup;
 mod reads;
 mod statements;
 
-pub(crate) use check::{Check, Found, Verdict, Written};
+pub(crate) use check::{Check, Found, Go, Verdict, Written};
 pub(crate) use dedup::{
     BEGIN_AND_READ_REVISION_AND_RECENT, Kept, READ_LAST_IDS, READ_REVISION_AND_RECENT,
     is_undecided, register,
