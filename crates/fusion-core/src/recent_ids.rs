@@ -161,10 +161,11 @@ impl RecentIds {
     pub fn record_bytes(stored: &[u8], batch: &[u8]) -> Option<Vec<u8>> {
         let (slots, rest) = stored.as_chunks::<{ Self::BYTES_PER_ID }>();
         let (new, new_rest) = batch.as_chunks::<{ Self::BYTES_PER_ID }>();
-        if !rest.is_empty() || !new_rest.is_empty() || slots.len() > DEDUP_WINDOW {
-            return None;
-        }
-        if new.len() > DEDUP_WINDOW {
+        if !rest.is_empty()
+            || !new_rest.is_empty()
+            || slots.len() > DEDUP_WINDOW
+            || new.len() > DEDUP_WINDOW
+        {
             return None;
         }
         // Every slot for each new fingerprint, as in `may_hold`: the loop vectorises.
