@@ -31,10 +31,10 @@
 //! search. An instance has one journal while its writes come one at a time; a write
 //! that finds it busy (another thread of the instance is writing its line) takes the
 //! next of `live::LIVE_SLOTS` journals instead of waiting, so many threads never queue
-//! behind one holder's system call (or behind a holder the scheduler paused). Creations and deletions also append to
-//! the shared id log, under the index lock, at the valid length the state records, so
-//! junk a crash left after it is overwritten. Readers take the lock shared only to read
-//! the state and open the files, then read without it.
+//! behind one holder's system call (or behind a holder the scheduler paused). Creations
+//! and deletions also append to the shared id log, under the index lock, at the valid
+//! length the state records, so junk a crash left after it is overwritten. Readers take
+//! the lock shared only to read the state and open the files, then read without it.
 //!
 //! # Upkeep, paid by the writes that cause it
 //!
