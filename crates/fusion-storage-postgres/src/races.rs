@@ -14,13 +14,21 @@
 //!
 //! Nothing here waits for time to pass: each step waits for the server to say the append
 //! is blocked (`pg_stat_activity`, found by an `application_name` of the test's own).
+//!
+//! One interleaving has no lock to wait on: a delete whose first statement found no row,
+//! and a writer that creates the session before its second. For that one, `write::remove`
+//! stops between its statements at [`pause_point`] when a test has armed it for the
+//! session.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use fusion_core::testkit::exactly_once::with_ids;
 use fusion_core::testkit::{StorageHarness, said};
 use fusion_core::{ChatMessage, ConversationStorage, SessionMeta};
 use sqlx::{Connection, PgConnection};
+use tokio::sync::oneshot;
 
 use crate::batch::{Batch, window};
 use crate::testing::Harness;
@@ -280,4 +288,55 @@ async fn a_colliding_append_waiting_behind_another_append_stores_after_it() {
         Some(rebuilt),
         "the window rebuilt from what is stored"
     );
+}
+
+/// The armed pauses of [`pause_point`], by session id: whom to tell it was reached, and
+/// what to wait for before going on.
+type Pauses = HashMap<String, (oneshot::Sender<()>, oneshot::Receiver<()>)>;
+static PAUSES: LazyLock<Mutex<Pauses>> = LazyLock::new(Mutex::default);
+
+/// Where `write::remove` stops between its statements, once, if a test armed it for
+/// `session_id` ([`arm_pause`]); other sessions (other tests) go straight on.
+pub(crate) async fn pause_point(session_id: &str) {
+    let armed = PAUSES.lock().unwrap().remove(session_id);
+    if let Some((reached, release)) = armed {
+        let _ = reached.send(());
+        let _ = release.await;
+    }
+}
+
+/// Arms [`pause_point`] for `session_id`: returns what resolves once a delete has reached
+/// it, and what lets that delete go on.
+fn arm_pause(session_id: &str) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+    let (reached_tx, reached) = oneshot::channel();
+    let (release, release_rx) = oneshot::channel();
+    PAUSES
+        .lock()
+        .unwrap()
+        .insert(session_id.to_string(), (reached_tx, release_rx));
+    (reached, release)
+}
+
+#[tokio::test]
+async fn a_delete_that_found_no_session_leaves_the_one_created_meanwhile_whole() {
+    let Some((_harness, storage, racer, _raw)) = setup().await else {
+        return;
+    };
+    // A session id of this test's own: the pause is armed process-wide.
+    let session = "created-behind-a-delete";
+    let (reached, release) = arm_pause(session);
+    let delete = {
+        let racer = racer.clone();
+        tokio::spawn(async move { racer.delete(session).await.unwrap() })
+    };
+    reached.await.unwrap();
+    // The delete's first statement found no row; the session is created and committed
+    // before its second.
+    let batch = said("created meanwhile");
+    storage.append(session, &batch).await.unwrap();
+    release.send(()).unwrap();
+    delete.await.unwrap();
+    let (history, revision) = storage.load_revision(session).await.unwrap();
+    assert_eq!(history, batch, "the new session keeps its messages");
+    assert_eq!(revision.len, 2);
 }

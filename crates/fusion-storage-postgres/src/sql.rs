@@ -278,8 +278,9 @@ pub(crate) const TRUNCATE_SESSION: &str = concat!(
 pub(crate) const CUT_TAIL: &str = "DELETE FROM messages WHERE session_id = $1 AND seq >= $2";
 
 /// A delete's first statement, taking the row's lock; [`DELETE_MESSAGES`] follows in the
-/// same transaction. (The foreign key's cascade would do, but the explicit statement
-/// also covers a schema whose constraint was dropped by hand.)
+/// same transaction when it deleted a row (`crate::write::remove`). (The foreign key's
+/// cascade would do, but the explicit statement also covers a schema whose constraint
+/// was dropped by hand.)
 pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id = $1";
 
 /// A conditional write's check, and the first statement of an append whose one

@@ -132,15 +132,22 @@ impl Drop for Harness {
 /// A harness on the server, or `None` when none answers (skip, or panic under
 /// `FUSION_REQUIRE_BACKENDS`).
 pub async fn harness() -> Option<Harness> {
+    Some(Harness {
+        url: reachable_url().await?,
+        schema: unique_schema(),
+    })
+}
+
+/// [`server_url`] once a connection to it succeeded, for a test that makes its own schemas
+/// (or has another program make them); `None` when no server answers within 5 s (skip, or
+/// panic under `FUSION_REQUIRE_BACKENDS`).
+pub async fn reachable_url() -> Option<String> {
     let url = server_url();
     let probe = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&url)).await;
     let reason = match probe {
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
-            return Some(Harness {
-                url,
-                schema: unique_schema(),
-            });
+            return Some(url);
         }
         Ok(Err(e)) => e.to_string(),
         Err(_) => "no answer within 5 s".to_string(),

@@ -324,12 +324,24 @@ pub(crate) async fn truncate(
     Ok(Some(fresh))
 }
 
-/// Deletes `session_id` from both tables.
+/// Deletes `session_id` from both tables: its row ([`DELETE_SESSION`], which takes the
+/// row's lock), then, only if there was one, its messages ([`DELETE_MESSAGES`]). With no
+/// row there is nothing of the session to remove, and the messages of a writer that
+/// creates it after the first statement's snapshot, committed before the second's, are
+/// that new session's: deleting them would leave its row counting messages it no longer
+/// holds. (With a row, this transaction holds its lock, and a writer that would create
+/// the session again waits for the commit.)
 pub(crate) async fn remove(tx: &mut PgConnection, session_id: &str) -> sqlx::Result<()> {
-    sqlx::query(DELETE_SESSION)
+    let deleted = sqlx::query(DELETE_SESSION)
         .bind(session_id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+    #[cfg(test)]
+    crate::races::pause_point(session_id).await;
+    if deleted == 0 {
+        return Ok(());
+    }
     sqlx::query(DELETE_MESSAGES)
         .bind(session_id)
         .execute(&mut *tx)
