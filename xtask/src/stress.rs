@@ -1,13 +1,13 @@
-//! `cargo xtask stress --seconds N [--backends fs,sqlite,redis] [--seed S] [--workers W]
-//! [--sessions K]`: the randomized multi-process check of shared sessions, for N seconds
-//! per backend.
+//! `cargo xtask stress --seconds N [--backends fs,sqlite,redis,redis-cluster,postgres]
+//! [--seed S] [--workers W] [--sessions K]`: the randomized multi-process check of shared
+//! sessions, for N seconds per backend.
 //!
 //! Builds `fusion-stress` in release, then per backend runs rounds of at most
 //! [`ROUND_SECONDS`] with successive seeds until its N seconds are used, each round on a
-//! fresh location (directory, database file, Redis key prefix), and adds up the counts each
-//! round prints. Short rounds keep histories small enough that every round checks many
-//! operations rather than a few long loads. Redis is found or started as
-//! `test-all-backends` does. Fails when any round reports a violation (naming its seed,
+//! fresh location (directory, database file, key prefix, PostgreSQL schema), and adds up the
+//! counts each round prints. Short rounds keep histories small enough that every round
+//! checks many operations rather than a few long loads. Redis, the Redis Cluster and
+//! PostgreSQL are found or started as `test-all-backends` does. Fails when any round reports a violation (naming its seed,
 //! which replays the same choices with `fusion-stress run --seed`).
 
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ use crate::{services, workspace_root};
 /// The longest single round, in seconds.
 const ROUND_SECONDS: f64 = 10.0;
 
-const ALL_BACKENDS: &[&str] = &["fs", "sqlite", "redis"];
+const ALL_BACKENDS: &[&str] = &["fs", "sqlite", "redis", "redis-cluster", "postgres"];
 
 struct Options {
     seconds: f64,
@@ -45,13 +45,30 @@ pub fn run(args: &[String]) -> Result<()> {
     let options = parse(args)?;
     crate::cargo(&["build", "--release", "-p", "fusion-stress"])?;
     let binary = target_dir().join("release").join("fusion-stress");
-    let redis = if options.backends.iter().any(|b| b == "redis") {
-        let redis = services::redis()?;
+    // The servers the chosen backends need, each as an argument of every round; their
+    // guards (which stop what was started here) live until the last round is done.
+    let wanted = |name: &str| options.backends.iter().any(|b| b == name);
+    let mut server_args = Vec::new();
+    let redis = wanted("redis").then(services::redis).transpose()?;
+    if let Some(redis) = &redis {
         eprintln!("xtask: Redis at {} ({})", redis.url, redis.origin);
-        Some(redis)
-    } else {
-        None
-    };
+        server_args.extend(["--redis-url".to_string(), redis.url.clone()]);
+    }
+    let cluster = wanted("redis-cluster")
+        .then(services::redis_cluster)
+        .transpose()?;
+    if let Some(cluster) = &cluster {
+        eprintln!(
+            "xtask: Redis Cluster at {} ({})",
+            cluster.url, cluster.origin
+        );
+        server_args.extend(["--redis-cluster-url".to_string(), cluster.url.clone()]);
+    }
+    let postgres = wanted("postgres").then(services::postgres).transpose()?;
+    if let Some(postgres) = &postgres {
+        eprintln!("xtask: PostgreSQL at {}", postgres.shown());
+        server_args.extend(["--postgres-url".to_string(), postgres.url.clone()]);
+    }
 
     let mut seed = options.seed;
     let mut results = Vec::new();
@@ -73,9 +90,7 @@ pub fn run(args: &[String]) -> Result<()> {
             if let Some(sessions) = &options.sessions {
                 command.args(["--sessions", sessions]);
             }
-            if let Some(redis) = &redis {
-                command.args(["--redis-url", &redis.url]);
-            }
+            command.args(&server_args);
             let passed = round_of(&mut command, &mut totals.counts)
                 .with_context(|| format!("running fusion-stress on {backend}, seed {seed}"))?;
             totals.rounds += 1;
@@ -86,7 +101,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         results.push((backend.clone(), totals));
     }
-    drop(redis);
+    drop((redis, cluster, postgres));
 
     println!("\nstress: {} s per backend", options.seconds);
     let mut failures = Vec::new();
@@ -163,7 +178,7 @@ fn parse(args: &[String]) -> Result<Options> {
                     .iter()
                     .find(|b| !ALL_BACKENDS.contains(&b.as_str()))
                 {
-                    bail!("unknown backend `{bad}` (fs, sqlite, redis)");
+                    bail!("unknown backend `{bad}` ({})", ALL_BACKENDS.join(", "));
                 }
             }
             "--seed" => options.seed = value()?.parse().context("--seed")?,
@@ -171,7 +186,8 @@ fn parse(args: &[String]) -> Result<Options> {
             "--sessions" => options.sessions = Some(value()?),
             other => bail!(
                 "unknown argument `{other}`; usage: cargo xtask stress --seconds N \
-                 [--backends fs,sqlite,redis] [--seed S] [--workers W] [--sessions K]"
+                 [--backends fs,sqlite,redis,redis-cluster,postgres] [--seed S] [--workers W] \
+                 [--sessions K]"
             ),
         }
     }

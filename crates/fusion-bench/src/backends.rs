@@ -394,7 +394,9 @@ impl Backend {
             Root::Redis { url, prefix, .. } => {
                 fusion_bench::redis_keys::delete_under_prefix(url, prefix).await
             }
-            Root::Postgres { url, prefix, .. } => drop_schemas(url, prefix).await,
+            Root::Postgres { url, prefix, .. } => {
+                fusion_bench::postgres_schemas::drop_under_prefix(url, prefix).await
+            }
             _ => Ok(0),
         }
     }
@@ -434,22 +436,4 @@ async fn postgres_commit_setting(url: &str) -> Result<String> {
         .await?;
     conn.close().await?;
     Ok(setting)
-}
-
-/// Drops every schema whose name starts with `{prefix}_`; returns how many.
-async fn drop_schemas(url: &str, prefix: &str) -> Result<usize> {
-    let mut conn = sqlx::PgConnection::connect(url).await?;
-    let schemas: Vec<String> =
-        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1)")
-            .bind(format!("{prefix}_"))
-            .fetch_all(&mut conn)
-            .await?;
-    for schema in &schemas {
-        // The names are this run's own, made of [a-z0-9_] (see `postgres_schema`).
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .execute(&mut conn)
-            .await?;
-    }
-    conn.close().await?;
-    Ok(schemas.len())
 }

@@ -1,8 +1,9 @@
 //! Where a run stores its sessions, and opening that storage from any process.
 //!
-//! Each run gets a fresh location: a new directory (fs), a new SQLite file, or a Redis key
-//! prefix unique to the run (its keys are deleted afterwards). A [`Location`] travels to
-//! the workers as command-line arguments; each process opens its own storage instance.
+//! Each run gets a fresh location: a new directory (fs), a new SQLite file, a key prefix
+//! unique to the run on Redis or a Redis Cluster (its keys are deleted afterwards), or a
+//! schema of its own on PostgreSQL (dropped afterwards). A [`Location`] travels to the
+//! workers as command-line arguments; each process opens its own storage instance.
 
 use std::fmt;
 use std::path::Path;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use fusion_core::ConversationStorage;
 use fusion_storage_fs::FileSystemStorage;
+use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use fusion_storage_sqlite::SqliteStorage;
 
@@ -24,15 +26,37 @@ pub enum Backend {
     Sqlite,
     /// `fusion-storage-redis` under a fresh key prefix.
     Redis,
+    /// `fusion-storage-redis` on a Redis Cluster, under a fresh key prefix.
+    RedisCluster,
+    /// `fusion-storage-postgres` in a fresh schema.
+    Postgres,
+}
+
+impl Backend {
+    /// Every backend, in the order `cargo xtask stress` runs them.
+    pub const ALL: [Backend; 5] = [
+        Backend::Fs,
+        Backend::Sqlite,
+        Backend::Redis,
+        Backend::RedisCluster,
+        Backend::Postgres,
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Fs => "fs",
+            Backend::Sqlite => "sqlite",
+            Backend::Redis => "redis",
+            Backend::RedisCluster => "redis-cluster",
+            Backend::Postgres => "postgres",
+        }
+    }
 }
 
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Fs => "fs",
-            Backend::Sqlite => "sqlite",
-            Backend::Redis => "redis",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -40,82 +64,108 @@ impl FromStr for Backend {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "fs" => Ok(Backend::Fs),
-            "sqlite" => Ok(Backend::Sqlite),
-            "redis" => Ok(Backend::Redis),
-            other => Err(format!("unknown backend `{other}` (fs, sqlite or redis)")),
-        }
+        Backend::ALL
+            .into_iter()
+            .find(|backend| backend.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Backend::ALL.iter().map(|b| b.name()).collect();
+                format!("unknown backend `{s}` ({})", names.join(", "))
+            })
     }
 }
 
-/// One run's storage: the backend and what it opens (a directory, a `sqlite://` URL, or a
-/// Redis URL with a key prefix).
+/// One run's storage: the backend and what it opens (a directory, a `sqlite://` URL, a
+/// Redis or `redis+cluster://` URL with a key prefix, or a PostgreSQL URL with a schema).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     /// The backend.
     pub backend: Backend,
-    /// The directory, `sqlite://` URL or Redis URL.
+    /// The directory, `sqlite://` URL or server URL.
     pub target: String,
-    /// The Redis key prefix (Redis only).
+    /// The key prefix (Redis), or what the schema's name starts with (PostgreSQL: the
+    /// schema is `{prefix}_sessions`).
     pub prefix: Option<String>,
 }
 
 impl Location {
-    /// A fresh location for `backend` inside `run_dir` (fs, SQLite) or on `redis_url`.
-    pub fn fresh(backend: Backend, run_dir: &Path, redis_url: &str) -> Location {
-        match backend {
-            Backend::Fs => Location {
-                backend,
-                target: run_dir.join("sessions").display().to_string(),
-                prefix: None,
-            },
-            Backend::Sqlite => Location {
-                backend,
-                target: format!("sqlite://{}", run_dir.join("sessions.db").display()),
-                prefix: None,
-            },
-            Backend::Redis => Location {
-                backend,
-                target: redis_url.to_string(),
-                prefix: Some(format!("fusion-stress:{:016x}", rand::random::<u64>())),
-            },
+    /// A fresh location for `backend` inside `run_dir` (fs, SQLite) or on the server at
+    /// `server_url` (the others).
+    pub fn fresh(backend: Backend, run_dir: &Path, server_url: &str) -> Location {
+        let (target, prefix) = match backend {
+            Backend::Fs => (run_dir.join("sessions").display().to_string(), None),
+            Backend::Sqlite => (
+                format!("sqlite://{}", run_dir.join("sessions.db").display()),
+                None,
+            ),
+            Backend::Redis | Backend::RedisCluster => (
+                server_url.to_string(),
+                Some(format!("fusion-stress:{:016x}", rand::random::<u64>())),
+            ),
+            Backend::Postgres => (
+                server_url.to_string(),
+                Some(format!("fusion_stress_{:016x}", rand::random::<u64>())),
+            ),
+        };
+        Location {
+            backend,
+            target,
+            prefix,
         }
     }
 
     /// Opens a new storage instance on this location.
     pub async fn open(&self) -> Result<Arc<dyn ConversationStorage>> {
+        let unreachable = || {
+            format!(
+                "{} at {} is unreachable",
+                self.backend,
+                fusion_core::redact_url(&self.target)
+            )
+        };
         let opened: Arc<dyn ConversationStorage> = match self.backend {
             Backend::Fs => Arc::new(FileSystemStorage::connect(&self.target).await?),
             Backend::Sqlite => Arc::new(SqliteStorage::connect(&self.target).await?),
-            Backend::Redis => {
-                let prefix = self
-                    .prefix
-                    .clone()
-                    .context("a Redis location needs a prefix")?;
-                let options = RedisOptions::new().key_prefix(prefix);
+            Backend::Redis | Backend::RedisCluster => {
+                let options = RedisOptions::new().key_prefix(self.prefix()?);
                 Arc::new(
                     RedisStorage::connect_with(&self.target, options)
                         .await
-                        .with_context(|| {
-                            format!(
-                                "Redis at {} is unreachable",
-                                fusion_core::redact_url(&self.target)
-                            )
-                        })?,
+                        .with_context(unreachable)?,
+                )
+            }
+            Backend::Postgres => {
+                let options = PostgresOptions::new(&self.target)
+                    .schema(format!("{}_sessions", self.prefix()?))
+                    .max_connections(4);
+                Arc::new(
+                    PostgresStorage::connect_with(options)
+                        .await
+                        .with_context(unreachable)?,
                 )
             }
         };
         Ok(opened)
     }
 
-    /// Removes what the run stored in Redis (every key under its prefix); directories and
-    /// database files go with the run's temporary directory. Returns the keys deleted.
+    /// Removes what the run stored on a server (every key under its prefix, or its schema);
+    /// directories and database files go with the run's temporary directory. Returns the
+    /// keys or schemas deleted.
     pub async fn cleanup(&self) -> Result<usize> {
-        let (Backend::Redis, Some(prefix)) = (self.backend, &self.prefix) else {
-            return Ok(0);
-        };
-        fusion_bench::redis_keys::delete_under_prefix(&self.target, prefix).await
+        match (self.backend, &self.prefix) {
+            (Backend::Redis | Backend::RedisCluster, Some(prefix)) => {
+                fusion_bench::redis_keys::delete_under_prefix(&self.target, prefix).await
+            }
+            (Backend::Postgres, Some(prefix)) => {
+                fusion_bench::postgres_schemas::drop_under_prefix(&self.target, prefix).await
+            }
+            _ => Ok(0),
+        }
+    }
+
+    fn prefix(&self) -> Result<&str> {
+        self.prefix
+            .as_deref()
+            .with_context(|| format!("a {} location needs a prefix", self.backend))
     }
 
     /// The worker arguments naming this location.

@@ -18,6 +18,10 @@
 //!    names every tag of the user messages there (the mock summarizer names every tag it
 //!    is shown, and each summary folds in the previous one, so a summary that misses a
 //!    tag hides that message from every later request).
+//! 7. No operation fails because the storage found the session corrupt: concurrent
+//!    writers must never leave a state its readers refuse (a session row counting
+//!    messages a racing delete removed, say), which fails every later call on that
+//!    session until someone deletes it.
 //!
 //! Rules 3 to 5 are checked after the run, and also against every successful reload's
 //! snapshot (what the worker's session read from storage during the run): there, a turn
@@ -68,7 +72,23 @@ pub fn check(run: &RunRecord<'_>) -> Report {
         check_acknowledged(&log, &final_point(id, history), &mut report);
     }
     check_undo_reports(run.journal, &mut report.violations);
+    check_no_corruption(run.journal, &mut report.violations);
     report
+}
+
+/// Rule 7.
+fn check_no_corruption(journal: &[Entry], out: &mut Vec<String>) {
+    for entry in journal {
+        if let Some(failure) = entry.op.failure().filter(|f| f.corrupt) {
+            out.push(format!(
+                "{}: worker {}'s {} found the session corrupt: {}",
+                entry.session,
+                entry.worker,
+                entry.op.kind(),
+                failure.text
+            ));
+        }
+    }
 }
 
 /// Rule 5, first half: what each successful undo says it removed.
@@ -497,6 +517,7 @@ mod tests {
             *answer = None;
             *failure = Some(Failure {
                 conflict: true,
+                corrupt: false,
                 text: "conflict".into(),
             });
         }
@@ -646,6 +667,7 @@ mod tests {
     fn a_conflicting_undo_excuses_nothing_and_an_unknown_failure_excuses_its_own_turn() {
         let conflict = Failure {
             conflict: true,
+            corrupt: false,
             text: "conflict".into(),
         };
         let report = check_one(
@@ -655,6 +677,7 @@ mod tests {
         assert_violation(&report, "acknowledged turn w0-s0-k1");
         let io = Failure {
             conflict: false,
+            corrupt: false,
             text: "io".into(),
         };
         let report = check_one(
@@ -662,6 +685,24 @@ mod tests {
             session(vec![]),
         );
         assert!(report.passed(), "{:#?}", report.violations);
+    }
+
+    #[test]
+    fn a_failure_on_a_corrupt_session_is_a_violation() {
+        let mut reload = reload(1, 50, 60, &[]);
+        reload.op = Op::Reload {
+            failure: Some(Failure {
+                conflict: false,
+                corrupt: true,
+                text: "session is corrupt: message seq 0 is missing".into(),
+            }),
+            snapshot: Vec::new(),
+        };
+        let report = check_one(&[reload], Vec::new());
+        assert_violation(
+            &report,
+            "worker 1's reload found the session corrupt: session is corrupt",
+        );
     }
 
     #[test]

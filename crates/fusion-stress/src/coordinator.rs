@@ -42,8 +42,8 @@ pub struct RunConfig {
     pub ops: Option<usize>,
     /// How long the workers run, instead of a count.
     pub seconds: Option<f64>,
-    /// The Redis server (Redis only).
-    pub redis_url: String,
+    /// The server of a Redis, Redis Cluster or PostgreSQL run (unused by fs and SQLite).
+    pub server_url: String,
     /// Keep the run directory even when the run passed.
     pub keep: bool,
 }
@@ -63,11 +63,11 @@ pub async fn run(config: &RunConfig) -> Result<Outcome> {
         .prefix("fusion-stress-")
         .tempdir()
         .context("creating the run directory")?;
-    let location = Location::fresh(config.backend, dir.path(), &config.redis_url);
+    let location = Location::fresh(config.backend, dir.path(), &config.server_url);
     let result = run_in(config, dir.path(), &location).await;
     let cleaned = location.cleanup().await;
     let outcome = result?;
-    cleaned.context("removing the run's Redis keys")?;
+    cleaned.context("removing what the run stored on the server")?;
     let kept = if outcome.passed() && !config.keep {
         None
     } else {

@@ -27,6 +27,10 @@ pub fn now_ns() -> u64 {
 pub struct Failure {
     /// Whether it was `Error::Conflict` (another writer changed the session first).
     pub conflict: bool,
+    /// Whether it was `Error::Corrupt`: the storage held what its readers refuse, which
+    /// no interleaving of writers may leave (checker rule 7).
+    #[serde(default)]
+    pub corrupt: bool,
     /// The error's text.
     pub text: String,
 }
@@ -36,6 +40,7 @@ impl Failure {
     pub fn of(err: &fusion_core::Error) -> Self {
         Failure {
             conflict: matches!(err, fusion_core::Error::Conflict { .. }),
+            corrupt: matches!(err, fusion_core::Error::Corrupt { .. }),
             text: err.to_string(),
         }
     }
@@ -223,6 +228,7 @@ mod tests {
                 op: Op::Delete {
                     failure: Some(Failure {
                         conflict: true,
+                        corrupt: false,
                         text: "x".into(),
                     }),
                 },

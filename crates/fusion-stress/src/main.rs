@@ -1,8 +1,9 @@
 //! `fusion-stress`: the randomized multi-process check of shared sessions.
 //!
-//! `fusion-stress run --backend fs|sqlite|redis [--seed N] [--workers 4] [--sessions 3]
-//! [--ops 40 | --seconds S] [--redis-url URL] [--keep]` coordinates one run and exits 1 when the
-//! checker finds a violation (2 when the run itself could not be made). The `worker` role
+//! `fusion-stress run --backend fs|sqlite|redis|redis-cluster|postgres [--seed N] [--workers 4]
+//! [--sessions 3] [--ops 40 | --seconds S] [--redis-url URL] [--redis-cluster-url URL]
+//! [--postgres-url URL] [--keep]` coordinates one run and exits 1 when the checker finds a
+//! violation (2 when the run itself could not be made). The `worker` role
 //! is what the coordinator starts, re-executing this binary; it is not for people.
 //!
 //! The last line of a run is `counts: key=value ...`, which `cargo xtask stress` reads.
@@ -36,7 +37,7 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
-    /// fs, sqlite or redis.
+    /// fs, sqlite, redis, redis-cluster or postgres.
     #[arg(long)]
     backend: Backend,
     /// The seed of every worker's choices; random (and printed) unless given.
@@ -57,6 +58,17 @@ struct RunArgs {
     /// The Redis server of `--backend redis`.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// The Redis Cluster of `--backend redis-cluster`: `redis+cluster://HOST:PORT,...`.
+    #[arg(long, env = "FUSION_REDIS_CLUSTER_URL")]
+    redis_cluster_url: Option<String>,
+    /// The PostgreSQL server of `--backend postgres`; the run makes a schema of its own there
+    /// and drops it afterwards.
+    #[arg(
+        long,
+        env = "FUSION_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    postgres_url: String,
     /// Keep the run directory (journals, worker stderr, stored.json) even when it passes.
     #[arg(long)]
     keep: bool,
@@ -120,6 +132,21 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
+    let server_url = match args.backend {
+        Backend::Fs | Backend::Sqlite => String::new(),
+        Backend::Redis => args.redis_url,
+        Backend::Postgres => args.postgres_url,
+        Backend::RedisCluster => match args.redis_cluster_url {
+            Some(url) => url,
+            None => {
+                eprintln!(
+                    "fusion-stress: error: --backend redis-cluster needs --redis-cluster-url or \
+                     FUSION_REDIS_CLUSTER_URL (redis+cluster://HOST:PORT,...)"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
     let config = RunConfig {
         backend: args.backend,
         seed: args.seed.unwrap_or_else(rand::random),
@@ -130,7 +157,7 @@ async fn run(args: RunArgs) -> ExitCode {
             (ops, _) => ops,
         },
         seconds: args.seconds,
-        redis_url: args.redis_url,
+        server_url,
         keep: args.keep,
     };
     let plan = match (config.ops, config.seconds) {

@@ -209,6 +209,7 @@ async fn turn(session: &mut AgentSession, tag: Tag) -> Op {
             None,
             Some(Failure {
                 conflict: false,
+                corrupt: false,
                 text: format!("no final answer: {}", result.result),
             }),
         ),

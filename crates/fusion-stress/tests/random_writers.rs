@@ -1,6 +1,7 @@
 //! The fixed-seed stress run inside `cargo test` (and so in `cargo xtask test-all-backends`):
 //! four worker processes, a fixed seed and a fixed number of operations each, on fs,
-//! SQLite and Redis. `cargo xtask stress --seconds N` is the longer, timed version.
+//! SQLite, Redis, a Redis Cluster and PostgreSQL. `cargo xtask stress --seconds N` is the
+//! longer, timed version.
 //!
 //! Each test passes when the checker found no violation. Its counts are checked only for
 //! what the seed fixes (how many operations ran), never for what the scheduler decides
@@ -79,6 +80,34 @@ fn random_writers_lose_nothing_on_redis() {
         return;
     }
     assert_accounted(&stress("redis", &["--redis-url", &url]));
+}
+
+#[test]
+fn random_writers_lose_nothing_on_redis_cluster() {
+    let Some(url) = std::env::var("FUSION_REDIS_CLUSTER_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+    else {
+        let _: Option<()> = unavailable(
+            "redis-cluster",
+            "set FUSION_REDIS_CLUSTER_URL=redis+cluster://HOST:PORT,... (a cluster with every \
+             slot covered; `cargo xtask test-all-backends` starts one)",
+        );
+        return;
+    };
+    assert_accounted(&stress("redis-cluster", &["--redis-cluster-url", &url]));
+}
+
+#[test]
+fn random_writers_lose_nothing_on_postgres() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let Some(url) = runtime.block_on(fusion_storage_postgres::testing::reachable_url()) else {
+        return;
+    };
+    assert_accounted(&stress("postgres", &["--postgres-url", &url]));
 }
 
 fn ping(url: &str) -> Result<(), String> {
