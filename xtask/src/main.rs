@@ -56,7 +56,7 @@ tasks:
   test-all-backends   run every test with every backend enabled, against real servers
   bench [ARGS]        run the benchmark workload (cargo xtask bench --help for ARGS)
   stress --seconds N [--backends fs,sqlite,redis,redis-cluster,postgres] [--seed S]
-         [--workers W] [--sessions K]
+         [--workers W] [--sessions K] [--layer L]
                       randomized multi-process check of shared sessions, N s per backend
   ui-screenshots      write PNGs of the web app's pages to docs/ui/ (headless Chromium)
   ui-speed [ARGS]     time the web app: the sessions page over 1M SQLite sessions, a

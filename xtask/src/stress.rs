@@ -1,6 +1,7 @@
 //! `cargo xtask stress --seconds N [--backends fs,sqlite,redis,redis-cluster,postgres]
-//! [--seed S] [--workers W] [--sessions K]`: the randomized multi-process check of shared
-//! sessions, for N seconds per backend.
+//! [--seed S] [--workers W] [--sessions K] [--layer none|encryption|observability|retry]`:
+//! the randomized multi-process check of shared sessions, for N seconds per backend, with
+//! every storage wrapped in the layer if one is given.
 //!
 //! Builds `fusion-stress` in release, then per backend runs rounds of at most
 //! [`ROUND_SECONDS`] with successive seeds until its N seconds are used, each round on a
@@ -31,6 +32,7 @@ struct Options {
     seed: u64,
     workers: Option<String>,
     sessions: Option<String>,
+    layer: Option<String>,
 }
 
 /// What one backend's rounds added up to.
@@ -89,6 +91,9 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             if let Some(sessions) = &options.sessions {
                 command.args(["--sessions", sessions]);
+            }
+            if let Some(layer) = &options.layer {
+                command.args(["--layer", layer]);
             }
             command.args(&server_args);
             let passed = round_of(&mut command, &mut totals.counts)
@@ -160,6 +165,7 @@ fn parse(args: &[String]) -> Result<Options> {
             .map_or(1, |d| d.as_secs()),
         workers: None,
         sessions: None,
+        layer: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -184,10 +190,11 @@ fn parse(args: &[String]) -> Result<Options> {
             "--seed" => options.seed = value()?.parse().context("--seed")?,
             "--workers" => options.workers = Some(value()?),
             "--sessions" => options.sessions = Some(value()?),
+            "--layer" => options.layer = Some(value()?),
             other => bail!(
                 "unknown argument `{other}`; usage: cargo xtask stress --seconds N \
                  [--backends fs,sqlite,redis,redis-cluster,postgres] [--seed S] [--workers W] \
-                 [--sessions K]"
+                 [--sessions K] [--layer none|encryption|observability|retry]"
             ),
         }
     }

@@ -22,7 +22,7 @@ use fusion_storage_sqlite::SqliteStorage;
 use sqlx::Connection;
 use tempfile::TempDir;
 
-use crate::layer::StorageLayer;
+use fusion_bench::layer::StorageLayer;
 
 /// The backends this runner knows.
 #[derive(

@@ -1,16 +1,19 @@
 //! `--layer`: the storage layer (crates/fusion-layers) every backend's storage is wrapped
 //! in, so a run measures what the layer adds beside a plain run of the same workloads.
+//! The stress checker (`fusion-stress --layer`) wraps its storages the same way, to check
+//! the layers under writers that share sessions.
 //!
-//! Only the library side is wrapped ([`crate::backends::Backend::open`]); the raw-driver
-//! floor stays bare, so with a layer the library/floor ratios include the layer's cost.
+//! Only the library side is wrapped (the runner's `Backend::open`); the raw-driver floor
+//! stays bare, so with a layer the library/floor ratios include the layer's cost.
 
 use std::sync::Arc;
 
 use fusion_core::{ConversationStorage, StorageExt};
 use fusion_layers::{EncryptionKeys, EncryptionLayer, ObservabilityLayer, RetryLayer};
 
-/// The benchmark's fixed master key: every process of a run (W5's workers too) must read
-/// what the others wrote, and a benchmark protects nothing, so a constant is enough.
+/// The benchmark's fixed master key: every process of a run (W5's workers, the stress
+/// checker's) must read what the others wrote, and a benchmark protects nothing, so a
+/// constant is enough.
 const BENCH_KEY: [u8; 32] = [0x5a; 32];
 
 /// The key id the benchmark's messages are stored under.

@@ -11,7 +11,6 @@ mod agent_overhead;
 mod backends;
 mod first_delta;
 mod floor;
-mod layer;
 mod raw;
 mod report;
 mod run;
@@ -35,10 +34,10 @@ use serde_json::{Value, json};
 use fusion_bench::workload;
 
 use crate::backends::{Kind, Servers};
-use crate::layer::StorageLayer;
 use crate::report::Report;
 use crate::run::Workload;
 use crate::sizes::Sizes;
+use fusion_bench::layer::StorageLayer;
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]

@@ -5,10 +5,10 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::backends::{Backend, Kind, Servers};
-use crate::layer::StorageLayer;
 use crate::report::BackendReport;
 use crate::sizes::Sizes;
 use crate::{agent_overhead, first_delta, floor, raw, w1, w2, w3, w4, w5, w6, workload};
+use fusion_bench::layer::StorageLayer;
 
 /// The parts of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use fusion_bench::layer::StorageLayer;
 use fusion_core::ConversationStorage;
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
@@ -85,12 +86,20 @@ pub struct Location {
     /// The key prefix (Redis), or what the schema's name starts with (PostgreSQL: the
     /// schema is `{prefix}_sessions`).
     pub prefix: Option<String>,
+    /// The layer every storage opened here is wrapped in (`fusion_bench::layer`: one
+    /// fixed key for encryption, so every process reads what the others wrote).
+    pub layer: StorageLayer,
 }
 
 impl Location {
     /// A fresh location for `backend` inside `run_dir` (fs, SQLite) or on the server at
-    /// `server_url` (the others).
-    pub fn fresh(backend: Backend, run_dir: &Path, server_url: &str) -> Location {
+    /// `server_url` (the others), its storages wrapped in `layer`.
+    pub fn fresh(
+        backend: Backend,
+        run_dir: &Path,
+        server_url: &str,
+        layer: StorageLayer,
+    ) -> Location {
         let (target, prefix) = match backend {
             Backend::Fs => (run_dir.join("sessions").display().to_string(), None),
             Backend::Sqlite => (
@@ -110,10 +119,11 @@ impl Location {
             backend,
             target,
             prefix,
+            layer,
         }
     }
 
-    /// Opens a new storage instance on this location.
+    /// Opens a new storage instance on this location, wrapped in its layer.
     pub async fn open(&self) -> Result<Arc<dyn ConversationStorage>> {
         let unreachable = || {
             format!(
@@ -144,7 +154,7 @@ impl Location {
                 )
             }
         };
-        Ok(opened)
+        Ok(self.layer.wrap(opened))
     }
 
     /// Removes what the run stored on a server (every key under its prefix, or its schema);
@@ -175,6 +185,8 @@ impl Location {
             self.backend.to_string(),
             "--target".into(),
             self.target.clone(),
+            "--layer".into(),
+            self.layer.name().into(),
         ];
         if let Some(prefix) = &self.prefix {
             args.extend(["--prefix".into(), prefix.clone()]);

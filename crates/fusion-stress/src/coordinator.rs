@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use fusion_agent::testing::MockLlmServer;
+use fusion_bench::layer::StorageLayer;
 use fusion_core::ChatMessage;
 
 use crate::backend::{Backend, Location};
@@ -44,6 +45,8 @@ pub struct RunConfig {
     pub seconds: Option<f64>,
     /// The server of a Redis, Redis Cluster or PostgreSQL run (unused by fs and SQLite).
     pub server_url: String,
+    /// The layer every storage of the run is wrapped in.
+    pub layer: StorageLayer,
     /// Keep the run directory even when the run passed.
     pub keep: bool,
 }
@@ -63,7 +66,7 @@ pub async fn run(config: &RunConfig) -> Result<Outcome> {
         .prefix("fusion-stress-")
         .tempdir()
         .context("creating the run directory")?;
-    let location = Location::fresh(config.backend, dir.path(), &config.server_url);
+    let location = Location::fresh(config.backend, dir.path(), &config.server_url, config.layer);
     let result = run_in(config, dir.path(), &location).await;
     let cleaned = location.cleanup().await;
     let outcome = result?;

@@ -2,7 +2,7 @@
 //!
 //! `fusion-stress run --backend fs|sqlite|redis|redis-cluster|postgres [--seed N] [--workers 4]
 //! [--sessions 3] [--ops 40 | --seconds S] [--redis-url URL] [--redis-cluster-url URL]
-//! [--postgres-url URL] [--keep]` coordinates one run and exits 1 when the checker finds a
+//! [--postgres-url URL] [--layer none|encryption|observability|retry] [--keep]` coordinates one run and exits 1 when the checker finds a
 //! violation (2 when the run itself could not be made). The `worker` role
 //! is what the coordinator starts, re-executing this binary; it is not for people.
 //!
@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use fusion_bench::layer::StorageLayer;
 use fusion_stress::backend::{Backend, Location};
 use fusion_stress::coordinator::{self, RunConfig};
 use fusion_stress::worker::{self, WorkerConfig};
@@ -69,6 +70,9 @@ struct RunArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     postgres_url: String,
+    /// The storage layer every process wraps its storage in.
+    #[arg(long, value_enum, default_value_t = StorageLayer::None)]
+    layer: StorageLayer,
     /// Keep the run directory (journals, worker stderr, stored.json) even when it passes.
     #[arg(long)]
     keep: bool,
@@ -82,6 +86,8 @@ struct WorkerArgs {
     target: String,
     #[arg(long)]
     prefix: Option<String>,
+    #[arg(long, value_enum)]
+    layer: StorageLayer,
     #[arg(long)]
     llm_url: String,
     #[arg(long)]
@@ -110,6 +116,7 @@ async fn main() -> ExitCode {
                     backend: args.backend,
                     target: args.target,
                     prefix: args.prefix,
+                    layer: args.layer,
                 },
                 llm_url: args.llm_url,
                 index: args.index,
@@ -158,6 +165,7 @@ async fn run(args: RunArgs) -> ExitCode {
         },
         seconds: args.seconds,
         server_url,
+        layer: args.layer,
         keep: args.keep,
     };
     let plan = match (config.ops, config.seconds) {
@@ -166,8 +174,12 @@ async fn run(args: RunArgs) -> ExitCode {
         (None, None) => String::new(),
     };
     println!(
-        "fusion-stress: backend={} seed={} workers={} sessions={} ({plan})",
-        config.backend, config.seed, config.workers, config.sessions
+        "fusion-stress: backend={} layer={} seed={} workers={} sessions={} ({plan})",
+        config.backend,
+        config.layer.name(),
+        config.seed,
+        config.workers,
+        config.sessions
     );
     let outcome = match coordinator::run(&config).await {
         Ok(outcome) => outcome,
@@ -185,10 +197,11 @@ async fn run(args: RunArgs) -> ExitCode {
         println!("run files kept in {}", dir.display());
     }
     println!(
-        "{}: {} violations (backend={} seed={})",
+        "{}: {} violations (backend={} layer={} seed={})",
         if report.passed() { "PASS" } else { "FAIL" },
         report.violations.len(),
         config.backend,
+        config.layer.name(),
         config.seed
     );
     println!("counts: {}", report.counts.line());

@@ -1,7 +1,7 @@
 //! The fixed-seed stress run inside `cargo test` (and so in `cargo xtask test-all-backends`):
 //! four worker processes, a fixed seed and a fixed number of operations each, on fs,
-//! SQLite, Redis, a Redis Cluster and PostgreSQL. `cargo xtask stress --seconds N` is the
-//! longer, timed version.
+//! SQLite, Redis, a Redis Cluster and PostgreSQL, and through the encryption and retry
+//! layers. `cargo xtask stress --seconds N` is the longer, timed version.
 //!
 //! Each test passes when the checker found no violation. Its counts are checked only for
 //! what the seed fixes (how many operations ran), never for what the scheduler decides
@@ -80,6 +80,18 @@ fn random_writers_lose_nothing_on_redis() {
         return;
     }
     assert_accounted(&stress("redis", &["--redis-url", &url]));
+}
+
+/// The layers pass conditional writes through (encryption seals each message on its way
+/// in, retry gives ids and retries what is retryable): they must keep the same promises.
+#[test]
+fn random_writers_lose_nothing_through_the_encryption_layer() {
+    assert_accounted(&stress("sqlite", &["--layer", "encryption"]));
+}
+
+#[test]
+fn random_writers_lose_nothing_through_the_retry_layer() {
+    assert_accounted(&stress("fs", &["--layer", "retry"]));
 }
 
 #[test]

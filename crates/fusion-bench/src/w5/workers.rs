@@ -21,8 +21,8 @@ use tokio::process::Command;
 use super::outcome::Outcome;
 use super::{Client, Limit, Side, Work, drive};
 use crate::backends::{Backend, Kind, Servers};
-use crate::layer::StorageLayer;
 use crate::report;
+use fusion_bench::layer::StorageLayer;
 
 /// What a worker prints once it is ready to start.
 const READY: &str = "ready";
