@@ -22,6 +22,8 @@
 //!    writers must never leave a state its readers refuse (a session row counting
 //!    messages a racing delete removed, say), which fails every later call on that
 //!    session until someone deletes it.
+//! 8. The storage's listings agree with the histories (checked by [`crate::listing`], on
+//!    what the storage listed after the run).
 //!
 //! Rules 3 to 5 are checked after the run, and also against every successful reload's
 //! snapshot (what the worker's session read from storage during the run): there, a turn

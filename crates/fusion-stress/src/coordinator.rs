@@ -20,6 +20,7 @@ use fusion_core::ChatMessage;
 use crate::backend::{Backend, Location};
 use crate::checker::{RunRecord, check};
 use crate::journal::{self, Entry, Op, now_ns};
+use crate::listing;
 use crate::mock;
 use crate::report::Report;
 use crate::worker::{SYSTEM_PROMPT, shared_id};
@@ -163,15 +164,16 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
         _ => None,
     }));
     let mut stored: BTreeMap<String, Vec<ChatMessage>> = BTreeMap::new();
-    for id in ids {
+    for id in &ids {
         let history = storage
             .load(&id)
             .await
             .with_context(|| format!("loading session {id} after the run"))?;
         if !history.is_empty() {
-            stored.insert(id, history);
+            stored.insert(id.clone(), history);
         }
     }
+    let listings = listing::read(&*storage, &ids).await?;
     let mut report = check(&RunRecord {
         system_prompt: SYSTEM_PROMPT,
         shared: &shared,
@@ -179,6 +181,7 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
         stored: &stored,
     });
     violations.append(&mut report.violations);
+    violations.extend(listing::check(&listings, &stored));
     report.violations = violations;
     if !report.passed() || config.keep {
         std::fs::write(dir.join("stored.json"), serde_json::to_vec_pretty(&stored)?)?;

@@ -4,17 +4,19 @@
 //! deletes and reloads on a few shared sessions, against one loopback LLM server; each
 //! journals what it was told. Afterwards the [`checker`] verifies that every acknowledged
 //! message is stored, in its writer's order, unless that writer's own undo or a delete
-//! removed it, that the system prompt is stored exactly once, and that no summary hides a
-//! message it does not name. Run it with `cargo xtask stress --seconds N`, or as
-//! `fusion-stress run --backend fs|sqlite|redis`.
+//! removed it, that the system prompt is stored exactly once, that no summary hides a
+//! message it does not name, and that no call finds a session corrupt; and [`listing`],
+//! that the storage's listings agree with what it stores. Run it with `cargo xtask stress
+//! --seconds N`, or as `fusion-stress run --backend fs|sqlite|redis|redis-cluster|postgres`.
 //!
-//! Layers, bottom up: [`tags`], [`journal`], [`report`] and [`backend`]; [`mock`] and
-//! [`checker`] over them; [`worker`], then [`coordinator`] on top.
+//! Layers, bottom up: [`tags`], [`journal`], [`report`] and [`backend`]; [`mock`],
+//! [`checker`] and [`listing`] over them; [`worker`], then [`coordinator`] on top.
 
 pub mod backend;
 pub mod checker;
 pub mod coordinator;
 pub mod journal;
+pub mod listing;
 pub mod mock;
 pub mod report;
 pub mod tags;
