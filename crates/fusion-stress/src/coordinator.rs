@@ -166,7 +166,7 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
     let mut stored: BTreeMap<String, Vec<ChatMessage>> = BTreeMap::new();
     for id in &ids {
         let history = storage
-            .load(&id)
+            .load(id)
             .await
             .with_context(|| format!("loading session {id} after the run"))?;
         if !history.is_empty() {
