@@ -42,8 +42,8 @@ const LAYERED: &[&str] = &[
 
 /// Suites beyond the conformance cases that must run, by test binary (`tests/<name>.rs`),
 /// with what they cover: the MCP suites against the npm reference servers, the UI's
-/// browser suite, the approval tests, and the exactly-once suites (a write applied whose
-/// reply is lost, retried).
+/// browser suite, the approval tests, the exactly-once suites (a write applied whose
+/// reply is lost, retried) and the fixed-seed stress check (`fusion-stress`).
 const SUITES: &[(&str, &str)] = &[
     (
         "mcp_npm_servers",
@@ -83,6 +83,10 @@ const SUITES: &[(&str, &str)] = &[
     (
         "retry",
         "RetryLayer: layer order, writers under lost replies",
+    ),
+    (
+        "random_writers",
+        "stress: 4 processes of agents sharing sessions, each shared backend, 2 layers",
     ),
 ];
 
