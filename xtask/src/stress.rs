@@ -8,8 +8,9 @@
 //! fresh location (directory, database file, key prefix, PostgreSQL schema), and adds up the
 //! counts each round prints. Short rounds keep histories small enough that every round
 //! checks many operations rather than a few long loads. Redis, the Redis Cluster and
-//! PostgreSQL are found or started as `test-all-backends` does. Fails when any round reports a violation (naming its seed,
-//! which replays the same choices with `fusion-stress run --seed`).
+//! PostgreSQL are found or started as `test-all-backends` does. Fails when any round
+//! reports a violation (naming its seed, which replays the same choices with
+//! `fusion-stress run --seed`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

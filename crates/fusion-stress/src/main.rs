@@ -1,10 +1,12 @@
 //! `fusion-stress`: the randomized multi-process check of shared sessions.
 //!
-//! `fusion-stress run --backend fs|sqlite|redis|redis-cluster|postgres [--seed N] [--workers 4]
-//! [--sessions 3] [--ops 40 | --seconds S] [--redis-url URL] [--redis-cluster-url URL]
-//! [--postgres-url URL] [--layer none|encryption|observability|retry] [--keep]` coordinates one run and exits 1 when the checker finds a
-//! violation (2 when the run itself could not be made). The `worker` role
-//! is what the coordinator starts, re-executing this binary; it is not for people.
+//! `fusion-stress run --backend fs|sqlite|redis|redis-cluster|postgres [--seed N]
+//! [--workers 4] [--sessions 3] [--ops 40 | --seconds S] [--redis-url URL]
+//! [--redis-cluster-url URL] [--postgres-url URL]
+//! [--layer none|encryption|observability|retry] [--keep]` coordinates one run and exits 1
+//! when the checker finds a violation (2 when the run itself could not be made). The
+//! `worker` role is what the coordinator starts, re-executing this binary; it is not for
+//! people.
 //!
 //! The last line of a run is `counts: key=value ...`, which `cargo xtask stress` reads.
 
