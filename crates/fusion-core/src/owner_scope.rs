@@ -6,7 +6,10 @@
 //! acts through the backend's conditional write, expecting that generation. If the
 //! session was deleted and created again (perhaps by another owner) in between, the
 //! generation differs, the write is refused and the call starts over; so a scoped write
-//! lands only on a session that was the owner's when it was checked. A session this
+//! lands only on a session that was the owner's when it was checked. A write that
+//! requires the session absent, on a session the check found, is refused without
+//! writing: passed on, it could create the session without its owner had it been deleted
+//! in between. A session this
 //! scope creates gets its owner in the same step as its first messages
 //! ([`create_session`](ConversationStorage::create_session)).
 //!
@@ -133,6 +136,19 @@ impl OwnerScope {
             };
             let wanted = expected.unwrap_or(Expect::Generation(generation));
             let result = match found {
+                // The session existed when checked. A write that requires it absent is
+                // refused here, as the backend would refuse it: passed on, it would find
+                // the session absent if someone deleted it after the check, and create it
+                // without its owner, locking the owner out. Any other expectation names
+                // the (non-zero) generation checked, so the write cannot create it.
+                Found::Mine(info) if wanted.is_met_by(0, || 0) => {
+                    return Err(wanted.conflict(
+                        self.backend_name(),
+                        session_id,
+                        info.generation,
+                        Some(info.message_count),
+                    ));
+                }
                 Found::Mine(_) => self.storage.write_if(session_id, wanted, change).await,
                 Found::Absent | Found::NotMine if !wanted.is_met_by(0, || 0) => {
                     return Err(wanted.conflict(self.backend_name(), session_id, 0, Some(0)));

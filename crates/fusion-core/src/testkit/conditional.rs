@@ -4,9 +4,15 @@
 //! are one step even between separate instances.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{StorageHarness, open};
-use crate::{Change, ChatMessage, ConversationStorage, Error, Expect, Revision};
+use async_trait::async_trait;
+
+use super::{StorageHarness, info, open, said};
+use crate::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, OwnerScope,
+    Revision, SessionInfo,
+};
 
 fn users(prefix: &str, n: usize) -> Vec<ChatMessage> {
     (0..n)
@@ -314,4 +320,65 @@ pub async fn a_conditional_write_refuses_unstorable_messages<H: StorageHarness>(
         );
     }
     assert_eq!(revision(&store, "deep").await, Revision::ABSENT);
+}
+
+/// The storage under an [`OwnerScope`] as another writer's delete would leave it: when
+/// armed, `session_info` answers and then the session is deleted, so the scope's write
+/// finds it gone after its check found it.
+struct DeletedAfterCheck {
+    inner: Arc<dyn ConversationStorage>,
+    armed: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Intercept for DeletedAfterCheck {
+    fn inner(&self) -> &dyn ConversationStorage {
+        self.inner.as_ref()
+    }
+
+    async fn session_info(&self, session_id: &str) -> crate::Result<Option<SessionInfo>> {
+        let found = self.inner.session_info(session_id).await?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.inner.delete(session_id).await?;
+        }
+        Ok(found)
+    }
+}
+
+/// An [`OwnerScope`] whose session is deleted between its check and its write never
+/// creates it again without its owner (which would lock the owner out of it): a write
+/// that requires the session absent is refused, since the check found it, and an
+/// unconditional one starts over and creates it with its owner.
+pub async fn a_scope_never_creates_a_session_without_its_owner<H: StorageHarness>(harness: &H) {
+    let shared: Arc<dyn ConversationStorage> = Arc::new(open(harness).await);
+    let armed = Arc::new(AtomicBool::new(false));
+    let racing = Intercepted(DeletedAfterCheck {
+        inner: shared.clone(),
+        armed: armed.clone(),
+    });
+    let alice = OwnerScope::new(Arc::new(racing), "alice").unwrap();
+    for expected in [Expect::Generation(0), Expect::Exactly(Revision::ABSENT)] {
+        alice.append("s", &said("first")).await.unwrap();
+        armed.store(true, Ordering::SeqCst);
+        let written = alice
+            .write_if("s", expected, Change::Append(&said("second")))
+            .await;
+        assert!(
+            matches!(written, Err(Error::Conflict { .. })),
+            "{expected:?}: {written:?}"
+        );
+        assert_eq!(
+            shared.session_info("s").await.unwrap(),
+            None,
+            "{expected:?}: deleted, and not created again without an owner"
+        );
+    }
+    alice.append("s", &said("first")).await.unwrap();
+    armed.store(true, Ordering::SeqCst);
+    alice.append("s", &said("again")).await.unwrap();
+    assert_eq!(
+        info(shared.as_ref(), "s").await.meta.owner.as_deref(),
+        Some("alice")
+    );
+    assert_eq!(shared.load("s").await.unwrap(), said("again"));
 }

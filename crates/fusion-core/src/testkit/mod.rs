@@ -277,6 +277,7 @@ macro_rules! conformance_suite {
                 concurrent_creators_store_the_opening_once,
                 racing_rewrites_of_one_revision_let_exactly_one_through,
                 a_conditional_write_refuses_unstorable_messages,
+                a_scope_never_creates_a_session_without_its_owner,
             );
             $crate::__conformance_cases!(
                 $setup, metadata;
