@@ -18,10 +18,11 @@
 //!    names every tag of the user messages there (the mock summarizer names every tag it
 //!    is shown, and each summary folds in the previous one, so a summary that misses a
 //!    tag hides that message from every later request).
-//! 7. No operation fails because the storage found the session corrupt: concurrent
-//!    writers must never leave a state its readers refuse (a session row counting
-//!    messages a racing delete removed, say), which fails every later call on that
-//!    session until someone deletes it.
+//! 7. No operation fails in a way no interleaving of writers may cause: the storage
+//!    finding the session corrupt (a session row counting messages a racing delete
+//!    removed, say), which fails every later call on that session until someone deletes
+//!    it; or refusing a writer as not the session's owner, when every writer of a session
+//!    is its owner (a racing delete let a write create it without its owner, say).
 //! 8. The storage's listings agree with the histories (checked by [`crate::listing`], on
 //!    what the storage listed after the run).
 //!
@@ -74,16 +75,16 @@ pub fn check(run: &RunRecord<'_>) -> Report {
         check_acknowledged(&log, &final_point(id, history), &mut report);
     }
     check_undo_reports(run.journal, &mut report.violations);
-    check_no_corruption(run.journal, &mut report.violations);
+    check_no_impossible_failure(run.journal, &mut report.violations);
     report
 }
 
 /// Rule 7.
-fn check_no_corruption(journal: &[Entry], out: &mut Vec<String>) {
+fn check_no_impossible_failure(journal: &[Entry], out: &mut Vec<String>) {
     for entry in journal {
-        if let Some(failure) = entry.op.failure().filter(|f| f.corrupt) {
+        if let Some(failure) = entry.op.failure().filter(|f| f.impossible) {
             out.push(format!(
-                "{}: worker {}'s {} found the session corrupt: {}",
+                "{}: worker {}'s {} failed as no interleaving may: {}",
                 entry.session,
                 entry.worker,
                 entry.op.kind(),
@@ -519,7 +520,7 @@ mod tests {
             *answer = None;
             *failure = Some(Failure {
                 conflict: true,
-                corrupt: false,
+                impossible: false,
                 text: "conflict".into(),
             });
         }
@@ -669,7 +670,7 @@ mod tests {
     fn a_conflicting_undo_excuses_nothing_and_an_unknown_failure_excuses_its_own_turn() {
         let conflict = Failure {
             conflict: true,
-            corrupt: false,
+            impossible: false,
             text: "conflict".into(),
         };
         let report = check_one(
@@ -679,7 +680,7 @@ mod tests {
         assert_violation(&report, "acknowledged turn w0-s0-k1");
         let io = Failure {
             conflict: false,
-            corrupt: false,
+            impossible: false,
             text: "io".into(),
         };
         let report = check_one(
@@ -690,12 +691,12 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_on_a_corrupt_session_is_a_violation() {
+    fn a_failure_no_interleaving_may_cause_is_a_violation() {
         let mut reload = reload(1, 50, 60, &[]);
         reload.op = Op::Reload {
             failure: Some(Failure {
                 conflict: false,
-                corrupt: true,
+                impossible: true,
                 text: "session is corrupt: message seq 0 is missing".into(),
             }),
             snapshot: Vec::new(),
@@ -703,7 +704,7 @@ mod tests {
         let report = check_one(&[reload], Vec::new());
         assert_violation(
             &report,
-            "worker 1's reload found the session corrupt: session is corrupt",
+            "worker 1's reload failed as no interleaving may: session is corrupt",
         );
     }
 

@@ -27,10 +27,11 @@ pub fn now_ns() -> u64 {
 pub struct Failure {
     /// Whether it was `Error::Conflict` (another writer changed the session first).
     pub conflict: bool,
-    /// Whether it was `Error::Corrupt`: the storage held what its readers refuse, which
-    /// no interleaving of writers may leave (checker rule 7).
+    /// Whether it was an error no interleaving of the run's writers may cause (checker
+    /// rule 7): `Error::Corrupt` (the storage held what its readers refuse) or
+    /// `Error::NotOwner` (every writer of a session is its owner).
     #[serde(default)]
-    pub corrupt: bool,
+    pub impossible: bool,
     /// The error's text.
     pub text: String,
 }
@@ -40,7 +41,10 @@ impl Failure {
     pub fn of(err: &fusion_core::Error) -> Self {
         Failure {
             conflict: matches!(err, fusion_core::Error::Conflict { .. }),
-            corrupt: matches!(err, fusion_core::Error::Corrupt { .. }),
+            impossible: matches!(
+                err,
+                fusion_core::Error::Corrupt { .. } | fusion_core::Error::NotOwner { .. }
+            ),
             text: err.to_string(),
         }
     }
@@ -228,7 +232,7 @@ mod tests {
                 op: Op::Delete {
                     failure: Some(Failure {
                         conflict: true,
-                        corrupt: false,
+                        impossible: false,
                         text: "x".into(),
                     }),
                 },

@@ -5,7 +5,7 @@
 //! journals what it was told. Afterwards the [`checker`] verifies that every acknowledged
 //! message is stored, in its writer's order, unless that writer's own undo or a delete
 //! removed it, that the system prompt is stored exactly once, that no summary hides a
-//! message it does not name, and that no call finds a session corrupt; and [`listing`],
+//! message it does not name, and that no call fails as no interleaving may; and [`listing`],
 //! that the storage's listings agree with what it stores. Run it with `cargo xtask stress
 //! --seconds N`, or as `fusion-stress run --backend fs|sqlite|redis|redis-cluster|postgres`.
 //!

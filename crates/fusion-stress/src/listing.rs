@@ -8,7 +8,9 @@
 //! - `session_info` counts the messages `load` returns, and finds nothing where it
 //!   returns none;
 //! - `list_page`, read page by page in both orders, lists each of those sessions once,
-//!   in order (each page starts strictly after the last), with the same counts.
+//!   in order (each page starts strictly after the last), with the same counts; and so
+//!   does each owner's listing for that owner's sessions (the workers give every shared
+//!   session an owner, and forks copy it), which backends keep in indexes of their own.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,9 +31,33 @@ pub struct Listings {
     /// `session_info` of every session the run may have left: the shared ones, the forks
     /// and whatever was listed.
     pub infos: BTreeMap<String, Option<SessionInfo>>,
-    /// Every page of `list_page` in each order, concatenated in the order read; `false`
-    /// beside it when the pages did not end within as many pages as the run could fill.
-    pub pages: Vec<(SessionOrder, Vec<SessionInfo>, bool)>,
+    /// Every page of `list_page` in each order, for all sessions and for each owner
+    /// `session_info` named.
+    pub listed: Vec<Listed>,
+}
+
+/// One listing read page by page: `list_page` with one order and owner filter.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The owner filter, if any.
+    pub owner: Option<String>,
+    /// The order asked for.
+    pub order: SessionOrder,
+    /// The pages' sessions, concatenated in the order read.
+    pub sessions: Vec<SessionInfo>,
+    /// Whether the last page said there was no next one (within as many pages as the run
+    /// could fill).
+    pub ended: bool,
+}
+
+impl Listed {
+    /// How the violations name it.
+    fn name(&self) -> String {
+        match &self.owner {
+            Some(owner) => format!("list_page ({:?}, owner {owner})", self.order),
+            None => format!("list_page ({:?})", self.order),
+        }
+    }
 }
 
 /// Reads the listings of `storage`: `session_info` of each of `candidates` and of every
@@ -49,28 +75,46 @@ pub async fn read(
             .with_context(|| format!("session_info of {id}"))?;
         infos.insert(id.clone(), info);
     }
+    let owners: BTreeSet<Option<String>> = infos
+        .values()
+        .flatten()
+        .filter_map(|info| info.meta.owner.clone())
+        .map(Some)
+        .chain([None])
+        .collect();
     // Every page holds at least one session until the last: more pages than sessions
     // means the listing does not end.
     let most_pages = candidates.len() + ids.len() + 2;
-    let mut pages = Vec::new();
-    for order in [SessionOrder::UpdatedDesc, SessionOrder::Id] {
-        let (mut listed, mut cursor, mut ended) = (Vec::new(), None::<Cursor>, false);
-        for _ in 0..most_pages {
-            let query = SessionQuery::new().order(order).limit(PAGE).after(cursor);
-            let page = storage
-                .list_page(&query)
-                .await
-                .with_context(|| format!("list_page ({order:?})"))?;
-            listed.extend(page.sessions);
-            cursor = page.next;
-            if cursor.is_none() {
-                ended = true;
-                break;
+    let mut listed = Vec::new();
+    for owner in owners {
+        for order in [SessionOrder::UpdatedDesc, SessionOrder::Id] {
+            let mut read = Listed {
+                owner: owner.clone(),
+                order,
+                sessions: Vec::new(),
+                ended: false,
+            };
+            let mut cursor = None::<Cursor>;
+            for _ in 0..most_pages {
+                let mut query = SessionQuery::new().order(order).limit(PAGE).after(cursor);
+                if let Some(owner) = &owner {
+                    query = query.owner(owner);
+                }
+                let page = storage
+                    .list_page(&query)
+                    .await
+                    .with_context(|| read.name())?;
+                read.sessions.extend(page.sessions);
+                cursor = page.next;
+                if cursor.is_none() {
+                    read.ended = true;
+                    break;
+                }
             }
+            listed.push(read);
         }
-        pages.push((order, listed, ended));
     }
-    Ok(Listings { ids, infos, pages })
+    Ok(Listings { ids, infos, listed })
 }
 
 /// Rule 8: `listings` against the histories `stored` (every session that holds
@@ -78,7 +122,7 @@ pub async fn read(
 pub fn check(listings: &Listings, stored: &BTreeMap<String, Vec<ChatMessage>>) -> Vec<String> {
     let mut out = Vec::new();
     let holding: BTreeSet<&String> = stored.keys().collect();
-    compare_ids("list_sessions", &listings.ids, &holding, &mut out);
+    compare_ids("list_sessions", &listings.ids, &holding, "", &mut out);
     for (id, info) in &listings.infos {
         let counted = info.as_ref().map(|info| info.message_count);
         let loaded = stored.get(id).map(Vec::len);
@@ -88,21 +132,21 @@ pub fn check(listings: &Listings, stored: &BTreeMap<String, Vec<ChatMessage>>) -
             ));
         }
     }
-    for (order, listed, ended) in &listings.pages {
-        let what = format!("list_page ({order:?})");
-        if !ended {
+    for listed in &listings.listed {
+        let what = listed.name();
+        if !listed.ended {
             out.push(format!("{what}: the pages did not end"));
         }
-        for pair in listed.windows(2) {
+        for pair in listed.sessions.windows(2) {
             let (a, b) = (
-                Position::of(*order, &pair[0]),
-                Position::of(*order, &pair[1]),
+                Position::of(listed.order, &pair[0]),
+                Position::of(listed.order, &pair[1]),
             );
             if a >= b {
                 out.push(format!("{what}: {a:?} is listed before {b:?}"));
             }
         }
-        for info in listed {
+        for info in &listed.sessions {
             let loaded = stored.get(&info.id).map(Vec::len);
             if loaded.is_some_and(|len| len != info.message_count) {
                 out.push(format!(
@@ -110,26 +154,59 @@ pub fn check(listings: &Listings, stored: &BTreeMap<String, Vec<ChatMessage>>) -
                     info.id, info.message_count
                 ));
             }
+            if listed.owner.is_some() && info.meta.owner != listed.owner {
+                out.push(format!(
+                    "{what}: {} listed, owned by {:?}",
+                    info.id, info.meta.owner
+                ));
+            }
         }
-        let ids: Vec<String> = listed.iter().map(|info| info.id.clone()).collect();
-        compare_ids(&what, &ids, &holding, &mut out);
+        // An owner's listing holds the stored sessions `session_info` says it owns.
+        let owned: BTreeSet<&String> = holding
+            .iter()
+            .copied()
+            .filter(|id| {
+                listed.owner.is_none()
+                    || listings.infos.get(*id).is_some_and(|info| {
+                        info.as_ref().and_then(|i| i.meta.owner.as_ref()) == listed.owner.as_ref()
+                    })
+            })
+            .collect();
+        let ids: Vec<String> = listed.sessions.iter().map(|info| info.id.clone()).collect();
+        let scope = if listed.owner.is_some() {
+            " of that owner"
+        } else {
+            ""
+        };
+        compare_ids(&what, &ids, &owned, scope, &mut out);
     }
     out
 }
 
-/// That `listed` names each of `holding` once and nothing else.
-fn compare_ids(what: &str, listed: &[String], holding: &BTreeSet<&String>, out: &mut Vec<String>) {
+/// That `listed` names each of `expected` once and nothing else; `scope` says what
+/// `expected` is beyond "stored" (an owner's listing lists that owner's sessions).
+fn compare_ids(
+    what: &str,
+    listed: &[String],
+    expected: &BTreeSet<&String>,
+    scope: &str,
+    out: &mut Vec<String>,
+) {
     let mut seen = BTreeSet::new();
     for id in listed {
         if !seen.insert(id) {
             out.push(format!("{what}: {id} is listed twice"));
         }
-        if !holding.contains(id) {
-            out.push(format!("{what}: {id} is listed but holds no message"));
+        if !expected.contains(id) {
+            out.push(format!(
+                "{what}: {id} is listed but is not a stored session{scope}"
+            ));
         }
     }
-    for id in holding.iter().filter(|id| !seen.contains(*id)) {
-        out.push(format!("{what}: {id} holds messages but is not listed"));
+    for id in expected.iter().filter(|id| !seen.contains(*id)) {
+        out.push(format!(
+            "{what}: {id} is a stored session{scope} but is not listed"
+        ));
     }
 }
 
@@ -152,9 +229,19 @@ mod tests {
             .collect()
     }
 
-    /// A listing that agrees with `a` (2 messages, written last) and `b` (1).
+    fn listed(owner: Option<&str>, order: SessionOrder, sessions: &[&SessionInfo]) -> Listed {
+        Listed {
+            owner: owner.map(str::to_string),
+            order,
+            sessions: sessions.iter().map(|info| (*info).clone()).collect(),
+            ended: true,
+        }
+    }
+
+    /// A listing that agrees with `a` (2 messages, written last, owned by `o`) and `b` (1).
     fn agreeing() -> Listings {
-        let (a, b) = (info("a", 2, 20), info("b", 1, 10));
+        let (mut a, b) = (info("a", 2, 20), info("b", 1, 10));
+        a.meta.owner = Some("o".into());
         Listings {
             ids: vec!["a".into(), "b".into()],
             infos: [
@@ -165,9 +252,11 @@ mod tests {
             .into_iter()
             .map(|(id, info)| (id.to_string(), info))
             .collect(),
-            pages: vec![
-                (SessionOrder::UpdatedDesc, vec![a.clone(), b.clone()], true),
-                (SessionOrder::Id, vec![a, b], true),
+            listed: vec![
+                listed(None, SessionOrder::UpdatedDesc, &[&a, &b]),
+                listed(None, SessionOrder::Id, &[&a, &b]),
+                listed(Some("o"), SessionOrder::UpdatedDesc, &[&a]),
+                listed(Some("o"), SessionOrder::Id, &[&a]),
             ],
         }
     }
@@ -183,15 +272,39 @@ mod tests {
         let violations = check(&agreeing(), &stored(&[("a", 2), ("c", 1)]));
         let text = violations.join("\n");
         assert!(
-            text.contains("list_sessions: b is listed but holds no message"),
+            text.contains("list_sessions: b is listed but is not a stored session"),
             "{text}"
         );
         assert!(
-            text.contains("list_sessions: c holds messages but is not listed"),
+            text.contains("list_sessions: c is a stored session but is not listed"),
             "{text}"
         );
         assert!(
-            text.contains("list_page (Id): c holds messages but is not listed"),
+            text.contains("list_page (Id): c is a stored session but is not listed"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_owners_listing_holds_that_owners_sessions_only() {
+        let mut listings = agreeing();
+        let b = info("b", 1, 10);
+        listings.listed[3] = listed(Some("o"), SessionOrder::Id, &[&b]);
+        let text = check(&listings, &stored(&[("a", 2), ("b", 1)])).join("\n");
+        assert!(
+            text.contains("list_page (Id, owner o): b listed, owned by None"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "list_page (Id, owner o): b is listed but is not a stored session of that owner"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "list_page (Id, owner o): a is a stored session of that owner but is not listed"
+            ),
             "{text}"
         );
     }
@@ -213,11 +326,16 @@ mod tests {
     #[test]
     fn pages_out_of_order_twice_or_without_end_are_a_violation() {
         let mut listings = agreeing();
-        let (a, b) = (info("a", 2, 20), info("b", 1, 10));
-        listings.pages = vec![
-            (SessionOrder::UpdatedDesc, vec![b.clone(), a.clone()], true),
-            (SessionOrder::Id, vec![a.clone(), a, b], false),
-        ];
+        let (a, b) = (
+            &listings.listed[0].sessions[0],
+            &listings.listed[0].sessions[1],
+        );
+        let (a, b) = (a.clone(), b.clone());
+        listings.listed[0] = listed(None, SessionOrder::UpdatedDesc, &[&b, &a]);
+        listings.listed[1] = Listed {
+            ended: false,
+            ..listed(None, SessionOrder::Id, &[&a, &a, &b])
+        };
         let text = check(&listings, &stored(&[("a", 2), ("b", 1)])).join("\n");
         assert!(
             text.contains(

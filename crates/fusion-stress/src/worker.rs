@@ -34,6 +34,13 @@ pub fn shared_id(index: usize) -> String {
     format!("shared-{index}")
 }
 
+/// The owner of shared session `index`, the same in every worker: sessions alternate
+/// between two owners, so each owner's listing (`crate::listing`) holds some of them, and
+/// the forks of theirs.
+pub fn shared_owner(index: usize) -> String {
+    format!("owner-{}", index % 2)
+}
+
 /// What a worker is told by the coordinator.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -98,6 +105,7 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
     let mut sessions = Vec::with_capacity(config.sessions);
     for index in 0..config.sessions {
         let session = AgentSession::builder(shared_id(index))
+            .owner(shared_owner(index))
             .llm(llm.clone())
             .storage(storage.clone())
             .system_prompt(SYSTEM_PROMPT)
@@ -209,7 +217,7 @@ async fn turn(session: &mut AgentSession, tag: Tag) -> Op {
             None,
             Some(Failure {
                 conflict: false,
-                corrupt: false,
+                impossible: false,
                 text: format!("no final answer: {}", result.result),
             }),
         ),
