@@ -97,6 +97,13 @@ pub enum Op {
         /// Why it failed (a failed delete may still have deleted).
         failure: Option<Failure>,
     },
+    /// `update_meta(add_tag(tag))`: the worker's own tag on a shared session's metadata.
+    Label {
+        /// The tag added.
+        tag: String,
+        /// Why it failed.
+        failure: Option<Failure>,
+    },
     /// `reload()`.
     Reload {
         /// Why it failed.
@@ -116,6 +123,7 @@ impl Op {
             Op::Summarize { .. } => "summarize",
             Op::Fork { .. } => "fork",
             Op::Delete { .. } => "delete",
+            Op::Label { .. } => "label",
             Op::Reload { .. } => "reload",
         }
     }
@@ -128,6 +136,7 @@ impl Op {
             | Op::Summarize { failure, .. }
             | Op::Fork { failure, .. }
             | Op::Delete { failure }
+            | Op::Label { failure, .. }
             | Op::Reload { failure, .. } => failure.as_ref(),
         }
     }

@@ -10,7 +10,8 @@
 //! - `list_page`, read page by page in both orders, lists each of those sessions once,
 //!   in order (each page starts strictly after the last), with the same counts; and so
 //!   does each owner's listing for that owner's sessions (the workers give every shared
-//!   session an owner, and forks copy it), which backends keep in indexes of their own.
+//!   session an owner, and forks copy it) and each tag's for the sessions with that tag
+//!   (the workers' labels), which backends keep in indexes of their own.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,16 +32,56 @@ pub struct Listings {
     /// `session_info` of every session the run may have left: the shared ones, the forks
     /// and whatever was listed.
     pub infos: BTreeMap<String, Option<SessionInfo>>,
-    /// Every page of `list_page` in each order, for all sessions and for each owner
-    /// `session_info` named.
+    /// Every page of `list_page` in each order, for all sessions and for each owner and
+    /// each tag `session_info` named.
     pub listed: Vec<Listed>,
 }
 
-/// One listing read page by page: `list_page` with one order and owner filter.
+/// Which sessions a listing selects.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Filter {
+    /// All of them.
+    All,
+    /// An owner's.
+    Owner(String),
+    /// Those with a tag.
+    Tag(String),
+}
+
+impl Filter {
+    /// `query` with this filter.
+    fn apply(&self, query: SessionQuery) -> SessionQuery {
+        match self {
+            Filter::All => query,
+            Filter::Owner(owner) => query.owner(owner),
+            Filter::Tag(tag) => query.tag(tag),
+        }
+    }
+
+    /// Whether it selects the session `info` describes.
+    fn admits(&self, info: &SessionInfo) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Owner(owner) => info.meta.owner.as_ref() == Some(owner),
+            Filter::Tag(tag) => info.meta.tags.contains(tag),
+        }
+    }
+
+    /// What the sessions it selects are, beyond stored: `""`, `" of that owner"`, ...
+    fn scope(&self) -> &'static str {
+        match self {
+            Filter::All => "",
+            Filter::Owner(_) => " of that owner",
+            Filter::Tag(_) => " with that tag",
+        }
+    }
+}
+
+/// One listing read page by page: `list_page` with one order and filter.
 #[derive(Debug, Clone)]
 pub struct Listed {
-    /// The owner filter, if any.
-    pub owner: Option<String>,
+    /// Which sessions it selects.
+    pub filter: Filter,
     /// The order asked for.
     pub order: SessionOrder,
     /// The pages' sessions, concatenated in the order read.
@@ -53,9 +94,10 @@ pub struct Listed {
 impl Listed {
     /// How the violations name it.
     fn name(&self) -> String {
-        match &self.owner {
-            Some(owner) => format!("list_page ({:?}, owner {owner})", self.order),
-            None => format!("list_page ({:?})", self.order),
+        match &self.filter {
+            Filter::All => format!("list_page ({:?})", self.order),
+            Filter::Owner(owner) => format!("list_page ({:?}, owner {owner})", self.order),
+            Filter::Tag(tag) => format!("list_page ({:?}, tag {tag})", self.order),
         }
     }
 }
@@ -75,33 +117,28 @@ pub async fn read(
             .with_context(|| format!("session_info of {id}"))?;
         infos.insert(id.clone(), info);
     }
-    let owners: BTreeSet<Option<String>> = infos
-        .values()
-        .flatten()
-        .filter_map(|info| info.meta.owner.clone())
-        .map(Some)
-        .chain([None])
-        .collect();
+    let mut filters = BTreeSet::from([Filter::All]);
+    for info in infos.values().flatten() {
+        filters.extend(info.meta.owner.clone().map(Filter::Owner));
+        filters.extend(info.meta.tags.iter().cloned().map(Filter::Tag));
+    }
     // Every page holds at least one session until the last: more pages than sessions
     // means the listing does not end.
     let most_pages = candidates.len() + ids.len() + 2;
     let mut listed = Vec::new();
-    for owner in owners {
+    for filter in filters {
         for order in [SessionOrder::UpdatedDesc, SessionOrder::Id] {
             let mut read = Listed {
-                owner: owner.clone(),
+                filter: filter.clone(),
                 order,
                 sessions: Vec::new(),
                 ended: false,
             };
             let mut cursor = None::<Cursor>;
             for _ in 0..most_pages {
-                let mut query = SessionQuery::new().order(order).limit(PAGE).after(cursor);
-                if let Some(owner) = &owner {
-                    query = query.owner(owner);
-                }
+                let query = SessionQuery::new().order(order).limit(PAGE).after(cursor);
                 let page = storage
-                    .list_page(&query)
+                    .list_page(&filter.apply(query))
                     .await
                     .with_context(|| read.name())?;
                 read.sessions.extend(page.sessions);
@@ -154,37 +191,34 @@ pub fn check(listings: &Listings, stored: &BTreeMap<String, Vec<ChatMessage>>) -
                     info.id, info.message_count
                 ));
             }
-            if listed.owner.is_some() && info.meta.owner != listed.owner {
+            if !listed.filter.admits(info) {
                 out.push(format!(
-                    "{what}: {} listed, owned by {:?}",
-                    info.id, info.meta.owner
+                    "{what}: {} listed, which it does not select (owner {:?}, tags {:?})",
+                    info.id, info.meta.owner, info.meta.tags
                 ));
             }
         }
-        // An owner's listing holds the stored sessions `session_info` says it owns.
-        let owned: BTreeSet<&String> = holding
+        // A filtered listing holds the stored sessions `session_info` says it selects.
+        let selected: BTreeSet<&String> = holding
             .iter()
             .copied()
             .filter(|id| {
-                listed.owner.is_none()
-                    || listings.infos.get(*id).is_some_and(|info| {
-                        info.as_ref().and_then(|i| i.meta.owner.as_ref()) == listed.owner.as_ref()
-                    })
+                listed.filter == Filter::All
+                    || listings
+                        .infos
+                        .get(*id)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|info| listed.filter.admits(info))
             })
             .collect();
         let ids: Vec<String> = listed.sessions.iter().map(|info| info.id.clone()).collect();
-        let scope = if listed.owner.is_some() {
-            " of that owner"
-        } else {
-            ""
-        };
-        compare_ids(&what, &ids, &owned, scope, &mut out);
+        compare_ids(&what, &ids, &selected, listed.filter.scope(), &mut out);
     }
     out
 }
 
 /// That `listed` names each of `expected` once and nothing else; `scope` says what
-/// `expected` is beyond "stored" (an owner's listing lists that owner's sessions).
+/// `expected` is beyond "stored" (an owner's listing lists that owner's sessions, say).
 fn compare_ids(
     what: &str,
     listed: &[String],
@@ -229,9 +263,9 @@ mod tests {
             .collect()
     }
 
-    fn listed(owner: Option<&str>, order: SessionOrder, sessions: &[&SessionInfo]) -> Listed {
+    fn listed(filter: Filter, order: SessionOrder, sessions: &[&SessionInfo]) -> Listed {
         Listed {
-            owner: owner.map(str::to_string),
+            filter,
             order,
             sessions: sessions.iter().map(|info| (*info).clone()).collect(),
             ended: true,
@@ -253,10 +287,10 @@ mod tests {
             .map(|(id, info)| (id.to_string(), info))
             .collect(),
             listed: vec![
-                listed(None, SessionOrder::UpdatedDesc, &[&a, &b]),
-                listed(None, SessionOrder::Id, &[&a, &b]),
-                listed(Some("o"), SessionOrder::UpdatedDesc, &[&a]),
-                listed(Some("o"), SessionOrder::Id, &[&a]),
+                listed(Filter::All, SessionOrder::UpdatedDesc, &[&a, &b]),
+                listed(Filter::All, SessionOrder::Id, &[&a, &b]),
+                listed(Filter::Owner("o".into()), SessionOrder::UpdatedDesc, &[&a]),
+                listed(Filter::Owner("o".into()), SessionOrder::Id, &[&a]),
             ],
         }
     }
@@ -289,10 +323,10 @@ mod tests {
     fn an_owners_listing_holds_that_owners_sessions_only() {
         let mut listings = agreeing();
         let b = info("b", 1, 10);
-        listings.listed[3] = listed(Some("o"), SessionOrder::Id, &[&b]);
+        listings.listed[3] = listed(Filter::Owner("o".into()), SessionOrder::Id, &[&b]);
         let text = check(&listings, &stored(&[("a", 2), ("b", 1)])).join("\n");
         assert!(
-            text.contains("list_page (Id, owner o): b listed, owned by None"),
+            text.contains("list_page (Id, owner o): b listed, which it does not select"),
             "{text}"
         );
         assert!(
@@ -304,6 +338,24 @@ mod tests {
         assert!(
             text.contains(
                 "list_page (Id, owner o): a is a stored session of that owner but is not listed"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_tags_listing_holds_the_sessions_with_that_tag() {
+        let mut listings = agreeing();
+        let mut b = info("b", 1, 10);
+        b.meta.tags = vec!["t".into()];
+        listings.infos.insert("b".into(), Some(b));
+        listings
+            .listed
+            .push(listed(Filter::Tag("t".into()), SessionOrder::Id, &[]));
+        let text = check(&listings, &stored(&[("a", 2), ("b", 1)])).join("\n");
+        assert!(
+            text.contains(
+                "list_page (Id, tag t): b is a stored session with that tag but is not listed"
             ),
             "{text}"
         );
@@ -331,10 +383,10 @@ mod tests {
             &listings.listed[0].sessions[1],
         );
         let (a, b) = (a.clone(), b.clone());
-        listings.listed[0] = listed(None, SessionOrder::UpdatedDesc, &[&b, &a]);
+        listings.listed[0] = listed(Filter::All, SessionOrder::UpdatedDesc, &[&b, &a]);
         listings.listed[1] = Listed {
             ended: false,
-            ..listed(None, SessionOrder::Id, &[&a, &a, &b])
+            ..listed(Filter::All, SessionOrder::Id, &[&a, &a, &b])
         };
         let text = check(&listings, &stored(&[("a", 2), ("b", 1)])).join("\n");
         assert!(

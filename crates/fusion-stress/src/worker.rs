@@ -1,5 +1,6 @@
-//! One worker process: a seeded random mix of turns, undos, summaries, forks, deletes and
-//! reloads on the run's shared sessions, each journaled as it ends.
+//! One worker process: a seeded random mix of turns, undos, summaries, forks, deletes,
+//! labels (a tag added to the session's metadata) and reloads on the run's shared
+//! sessions, each journaled as it ends.
 //!
 //! The worker opens its own storage instance and keeps one `AgentSession` per shared
 //! session for its whole life, as a long-running application would; other workers change
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use fusion_agent::{AgentSession, LlmClient, OpenAiConfig};
-use fusion_core::{ChatMessage, Role};
+use fusion_core::{ChatMessage, MetaUpdate, Role};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -77,10 +78,11 @@ enum Kind {
     Summarize,
     Fork,
     Delete,
+    Label,
     Reload,
 }
 
-/// Turn 55%, undo 10%, summarize 10%, fork 5%, delete 5%, reload 15%.
+/// Turn 55%, undo 10%, summarize 10%, fork 5%, delete 5%, label 5%, reload 10%.
 fn pick(rng: &mut StdRng) -> Kind {
     match rng.random_range(0..100u32) {
         0..55 => Kind::Turn,
@@ -88,6 +90,7 @@ fn pick(rng: &mut StdRng) -> Kind {
         65..75 => Kind::Summarize,
         75..80 => Kind::Fork,
         80..85 => Kind::Delete,
+        85..90 => Kind::Label,
         _ => Kind::Reload,
     }
 }
@@ -183,6 +186,18 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
             Kind::Delete => Op::Delete {
                 failure: session.clear_history().await.err().map(|e| Failure::of(&e)),
             },
+            Kind::Label => {
+                let tag = format!("w{}", config.index);
+                let update = MetaUpdate::new().add_tag(tag.clone());
+                Op::Label {
+                    failure: session
+                        .update_meta(&update)
+                        .await
+                        .err()
+                        .map(|e| Failure::of(&e)),
+                    tag,
+                }
+            }
             Kind::Reload => match session.reload().await {
                 Ok(()) => Op::Reload {
                     failure: None,
