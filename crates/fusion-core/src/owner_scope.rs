@@ -9,9 +9,8 @@
 //! lands only on a session that was the owner's when it was checked. A write that
 //! requires the session absent, on a session the check found, is refused without
 //! writing: passed on, it could create the session without its owner had it been deleted
-//! in between. A session this
-//! scope creates gets its owner in the same step as its first messages
-//! ([`create_session`](ConversationStorage::create_session)).
+//! in between. A session this scope creates gets its owner in the same step as its first
+//! messages ([`create_session`](ConversationStorage::create_session)).
 //!
 //! What the scope shows of a session that is not its owner's (another owner's, or one
 //! with no owner): nothing. `load` returns an empty history, `session_info` `None`,

@@ -158,11 +158,14 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
     }
     let shared: Vec<String> = (0..config.sessions).map(shared_id).collect();
     let mut ids: BTreeSet<String> = shared.iter().cloned().collect();
-    ids.extend(storage.list_sessions().await?);
     ids.extend(entries.iter().filter_map(|e| match &e.op {
         Op::Fork { new_id, .. } => Some(new_id.clone()),
         _ => None,
     }));
+    // The workers are done: what the storage lists now is what it will list while the
+    // sessions are loaded below, and names whatever else the run left.
+    let listings = listing::read(&*storage, &ids).await?;
+    ids.extend(listings.ids.iter().cloned());
     let mut stored: BTreeMap<String, Vec<ChatMessage>> = BTreeMap::new();
     for id in &ids {
         let history = storage
@@ -173,7 +176,6 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
             stored.insert(id.clone(), history);
         }
     }
-    let listings = listing::read(&*storage, &ids).await?;
     let mut report = check(&RunRecord {
         system_prompt: SYSTEM_PROMPT,
         shared: &shared,
