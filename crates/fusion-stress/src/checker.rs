@@ -25,6 +25,9 @@
 //!    is its owner (a racing delete let a write create it without its owner, say).
 //! 8. The storage's listings agree with the histories (checked by [`crate::listing`], on
 //!    what the storage listed after the run).
+//! 9. Sessions that expired during the run lost what was written before their instant and
+//!    nothing written after it, and the purges removed no more than expired (checked by
+//!    [`crate::brief`]).
 //!
 //! Rules 3 to 5 are checked after the run, and also against every successful reload's
 //! snapshot (what the worker's session read from storage during the run): there, a turn
@@ -40,6 +43,7 @@ use std::collections::{BTreeMap, HashMap};
 use fusion_agent::context::SUMMARY_KEY;
 use fusion_core::{ChatMessage, Role};
 
+use crate::brief::{self, Brief};
 use crate::journal::{Entry, Op};
 use crate::report::{Counts, Report};
 use crate::tags::{Tag, tags_in};
@@ -52,7 +56,9 @@ pub struct RunRecord<'a> {
     pub shared: &'a [String],
     /// Every worker's journal entries, each worker's in its own order.
     pub journal: &'a [Entry],
-    /// Every stored session (shared ones and forks) as loaded after the run.
+    /// The sessions that expired during the run, as the coordinator created them.
+    pub brief: &'a [Brief],
+    /// Every stored session (shared ones, forks, brief ones) as loaded after the run.
     pub stored: &'a BTreeMap<String, Vec<ChatMessage>>,
 }
 
@@ -62,7 +68,9 @@ pub fn check(run: &RunRecord<'_>) -> Report {
     count_ops(run.journal, &mut report.counts);
     for (id, history) in run.stored {
         report.counts.sessions += 1;
-        check_session_shape(run.system_prompt, id, history, &mut report);
+        if !run.brief.iter().any(|b| b.id == *id) {
+            check_session_shape(run.system_prompt, id, history, &mut report);
+        }
     }
     let empty = Vec::new();
     for (index, id) in run.shared.iter().enumerate() {
@@ -76,6 +84,13 @@ pub fn check(run: &RunRecord<'_>) -> Report {
     }
     check_undo_reports(run.journal, &mut report.violations);
     check_no_impossible_failure(run.journal, &mut report.violations);
+    brief::check(
+        run.brief,
+        run.journal,
+        run.stored,
+        &mut report.counts,
+        &mut report.violations,
+    );
     report
 }
 
@@ -593,6 +608,7 @@ mod tests {
             system_prompt: PROMPT,
             shared: &shared,
             journal,
+            brief: &[],
             stored: &stored,
         })
     }

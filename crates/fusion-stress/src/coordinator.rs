@@ -1,6 +1,7 @@
-//! The coordinator: prepares a fresh storage location and the loopback LLM, starts the
-//! worker processes (this same binary, role `worker`), waits for them, loads every
-//! session and runs the checker.
+//! The coordinator: prepares a fresh storage location and the loopback LLM, creates the
+//! brief sessions ([`crate::brief`]), starts the worker processes (this same binary, role
+//! `worker`), waits for them and for every brief session's expiry, loads every session
+//! and runs the checker.
 //!
 //! The coordinator opens the storage once before any worker starts, so a new SQLite
 //! database is created and migrated by one process: the run tests shared sessions, not
@@ -18,6 +19,7 @@ use fusion_bench::layer::StorageLayer;
 use fusion_core::ChatMessage;
 
 use crate::backend::{Backend, Location};
+use crate::brief::Brief;
 use crate::checker::{RunRecord, check};
 use crate::journal::{self, Entry, Op, now_ns};
 use crate::listing;
@@ -88,9 +90,17 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
     let server = MockLlmServer::start_with(mock::rule).await;
     // Nothing reads the bodies back; recording them would grow memory with every request.
     server.set_record_requests(false);
+    let start_ns = now_ns();
     let deadline_ns = config
         .seconds
-        .map(|s| now_ns().saturating_add((s * 1e9) as u64));
+        .map(|s| start_ns.saturating_add((s * 1e9) as u64));
+    let mut brief = Vec::new();
+    for (index, at) in Brief::instants(start_ns, config.seconds)
+        .into_iter()
+        .enumerate()
+    {
+        brief.push(Brief::create(&*storage, index, at).await?);
+    }
     let exe = std::env::current_exe().context("finding this binary to start workers")?;
 
     let mut children = Vec::new();
@@ -148,6 +158,14 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
         }
     }
     drop(server);
+    // Rule 9 judges the brief sessions as expired: wait for the last instant when the
+    // workers finished first.
+    if let Some(last) = brief.iter().map(|b| b.expires_ns).max() {
+        let left = last
+            .saturating_add(crate::brief::MARGIN_NS)
+            .saturating_sub(now_ns());
+        tokio::time::sleep(Duration::from_nanos(left)).await;
+    }
 
     let mut entries: Vec<Entry> = Vec::new();
     for index in 0..config.workers {
@@ -158,6 +176,7 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
     }
     let shared: Vec<String> = (0..config.sessions).map(shared_id).collect();
     let mut ids: BTreeSet<String> = shared.iter().cloned().collect();
+    ids.extend(brief.iter().map(|b| b.id.clone()));
     ids.extend(entries.iter().filter_map(|e| match &e.op {
         Op::Fork { new_id, .. } => Some(new_id.clone()),
         _ => None,
@@ -180,6 +199,7 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
         system_prompt: SYSTEM_PROMPT,
         shared: &shared,
         journal: &entries,
+        brief: &brief,
         stored: &stored,
     });
     violations.append(&mut report.violations);

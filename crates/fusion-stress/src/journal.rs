@@ -104,6 +104,32 @@ pub enum Op {
         /// Why it failed.
         failure: Option<Failure>,
     },
+    /// `update_meta(expiry(..))` of a shared session: none, or one far past the run's end
+    /// (so the expiry code of every write runs, and nothing expires).
+    Retain {
+        /// The expiry set, as `none`, `idle` or `at`.
+        expiry: String,
+        /// Why it failed.
+        failure: Option<Failure>,
+    },
+    /// `append` of one note to a brief session, straight through the storage
+    /// ([`crate::brief`]).
+    Brief {
+        /// The note's text.
+        note: String,
+        /// Why it failed.
+        failure: Option<Failure>,
+    },
+    /// `purge_expired(batch)` of the whole storage (journaled under
+    /// [`crate::brief::PURGE_SESSION`]).
+    Purge {
+        /// The batch asked for.
+        batch: usize,
+        /// How many sessions it said it removed, when it succeeded.
+        removed: Option<usize>,
+        /// Why it failed.
+        failure: Option<Failure>,
+    },
     /// `reload()`.
     Reload {
         /// Why it failed.
@@ -124,6 +150,9 @@ impl Op {
             Op::Fork { .. } => "fork",
             Op::Delete { .. } => "delete",
             Op::Label { .. } => "label",
+            Op::Retain { .. } => "retain",
+            Op::Brief { .. } => "brief",
+            Op::Purge { .. } => "purge",
             Op::Reload { .. } => "reload",
         }
     }
@@ -137,6 +166,9 @@ impl Op {
             | Op::Fork { failure, .. }
             | Op::Delete { failure }
             | Op::Label { failure, .. }
+            | Op::Retain { failure, .. }
+            | Op::Brief { failure, .. }
+            | Op::Purge { failure, .. }
             | Op::Reload { failure, .. } => failure.as_ref(),
         }
     }

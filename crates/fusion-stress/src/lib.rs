@@ -1,19 +1,22 @@
 //! Fusion's randomized multi-process checker of shared sessions (issue #13's stress test).
 //!
 //! Several worker processes run seeded random mixes of turns, undos, summaries, forks,
-//! deletes, labels and reloads on a few shared sessions, against one loopback LLM server;
-//! each journals what it was told. Afterwards the [`checker`] verifies that every
+//! deletes, labels, expiry changes and reloads on a few shared sessions, against one
+//! loopback LLM server, and append to sessions that expire mid-run while purging; each
+//! journals what it was told. Afterwards the [`checker`] verifies that every
 //! acknowledged message is stored, in its writer's order, unless that writer's own undo or
 //! a delete removed it, that the system prompt is stored exactly once, that no summary
-//! hides a message it does not name, and that no call fails as no interleaving may; and
+//! hides a message it does not name, and that no call fails as no interleaving may;
+//! [`brief`], that an expired session's messages stay gone and its successor's stay; and
 //! [`listing`], that the storage's listings agree with what it stores. Run it with `cargo
 //! xtask stress --seconds N`, or as `fusion-stress run --backend
 //! fs|sqlite|redis|redis-cluster|postgres`.
 //!
 //! Layers, bottom up: [`tags`], [`journal`], [`report`] and [`backend`]; [`mock`],
-//! [`checker`] and [`listing`] over them; [`worker`], then [`coordinator`] on top.
+//! [`brief`], [`checker`] and [`listing`] over them; [`worker`], then [`coordinator`] on top.
 
 pub mod backend;
+pub mod brief;
 pub mod checker;
 pub mod coordinator;
 pub mod journal;

@@ -18,7 +18,7 @@ pub struct OpCount {
 /// The counts of one run (or, added up, of several).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Per operation kind (`turn`, `undo`, `summarize`, `fork`, `delete`, `reload`).
+    /// Per operation kind (`turn`, `undo`, `summarize`, ..., as [`crate::journal::Op::kind`]).
     pub ops: BTreeMap<String, OpCount>,
     /// Acknowledged messages: a user message and its final answer per acknowledged turn.
     pub acknowledged: usize,
@@ -36,6 +36,12 @@ pub struct Counts {
     pub sessions: usize,
     /// Stored summary records checked.
     pub summaries: usize,
+    /// Notes of brief sessions written before they expired, and gone as they must be.
+    pub expired_notes: usize,
+    /// Acknowledged notes written after a brief session expired, found in its successor.
+    pub notes_after_expiry: usize,
+    /// Sessions the workers' purges removed.
+    pub purged: usize,
 }
 
 impl Counts {
@@ -60,6 +66,9 @@ impl Counts {
         self.verified_at_reloads += other.verified_at_reloads;
         self.sessions += other.sessions;
         self.summaries += other.summaries;
+        self.expired_notes += other.expired_notes;
+        self.notes_after_expiry += other.notes_after_expiry;
+        self.purged += other.purged;
     }
 
     /// One `key=value` line, which `cargo xtask stress` reads back to add rounds up.
@@ -78,6 +87,9 @@ impl Counts {
         parts.push(format!("verified_at_reloads={}", self.verified_at_reloads));
         parts.push(format!("sessions={}", self.sessions));
         parts.push(format!("summaries={}", self.summaries));
+        parts.push(format!("expired_notes={}", self.expired_notes));
+        parts.push(format!("notes_after_expiry={}", self.notes_after_expiry));
+        parts.push(format!("purged={}", self.purged));
         parts.join(" ")
     }
 }
@@ -101,6 +113,12 @@ impl fmt::Display for Counts {
             f,
             "  during the run: {} acknowledged messages verified in {} reload snapshots",
             self.verified_at_reloads, self.reloads_checked
+        )?;
+        writeln!(
+            f,
+            "  expiring sessions: {} notes gone with the session they were written to, {} \
+             acknowledged after it expired verified present; {} sessions purged",
+            self.expired_notes, self.notes_after_expiry, self.purged
         )?;
         write!(
             f,

@@ -1,6 +1,7 @@
 //! One worker process: a seeded random mix of turns, undos, summaries, forks, deletes,
-//! labels (a tag added to the session's metadata) and reloads on the run's shared
-//! sessions, each journaled as it ends.
+//! labels (a tag added to the session's metadata), expiry changes and reloads on the run's
+//! shared sessions, and of appends to the brief sessions and purges ([`crate::brief`]),
+//! each journaled as it ends.
 //!
 //! The worker opens its own storage instance and keeps one `AgentSession` per shared
 //! session for its whole life, as a long-running application would; other workers change
@@ -15,14 +16,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 use fusion_agent::{AgentSession, LlmClient, OpenAiConfig};
-use fusion_core::{ChatMessage, MetaUpdate, Role};
+use fusion_core::{ChatMessage, Expiry, MetaUpdate, Role};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::backend::Location;
+use crate::brief::{BRIEF_SESSIONS, PURGE_SESSION, brief_id, note};
 use crate::journal::{Entry, Failure, Journal, Op, now_ns, snapshot};
 use crate::tags::{Tag, tags_in, user_message};
 
@@ -79,21 +82,31 @@ enum Kind {
     Fork,
     Delete,
     Label,
+    Retain,
+    Brief,
+    Purge,
     Reload,
 }
 
-/// Turn 55%, undo 10%, summarize 10%, fork 5%, delete 5%, label 5%, reload 10%.
+/// Turn 48%, undo 10%, summarize 8%, fork 4%, delete 5%, label 4%, retain 3%, brief 6%,
+/// purge 2%, reload 10%.
 fn pick(rng: &mut StdRng) -> Kind {
     match rng.random_range(0..100u32) {
-        0..55 => Kind::Turn,
-        55..65 => Kind::Undo,
-        65..75 => Kind::Summarize,
-        75..80 => Kind::Fork,
-        80..85 => Kind::Delete,
-        85..90 => Kind::Label,
+        0..48 => Kind::Turn,
+        48..58 => Kind::Undo,
+        58..66 => Kind::Summarize,
+        66..70 => Kind::Fork,
+        70..75 => Kind::Delete,
+        75..79 => Kind::Label,
+        79..82 => Kind::Retain,
+        82..88 => Kind::Brief,
+        88..90 => Kind::Purge,
         _ => Kind::Reload,
     }
 }
+
+/// How far past any run's end a retained shared session expires: never during it.
+const FAR: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs the worker until its operation count or deadline; storage and LLM failures of
 /// single operations are journaled, not returned.
@@ -121,7 +134,7 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(worker_seed(config.seed, config.index));
     // Per session: this worker's acknowledged turn, while it is its last operation there.
     let mut undoable: Vec<Option<Tag>> = vec![None; config.sessions];
-    let (mut turns, mut forks) = (0usize, 0usize);
+    let (mut turns, mut forks, mut notes) = (0usize, 0usize, 0usize);
     let mut done = 0usize;
     loop {
         if config.ops.is_some_and(|ops| done >= ops)
@@ -138,6 +151,7 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
         if kind == Kind::Undo && undoable[index].is_none() {
             kind = Kind::Turn;
         }
+        let mut on = shared_id(index);
         let start_ns = now_ns();
         let op = match kind {
             Kind::Turn => {
@@ -198,6 +212,44 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
                     tag,
                 }
             }
+            Kind::Retain => {
+                let (name, expiry) = match rng.random_range(0..3u32) {
+                    0 => ("none", None),
+                    1 => ("idle", Some(Expiry::Idle(FAR))),
+                    _ => ("at", Some(Expiry::At(SystemTime::now() + FAR))),
+                };
+                let update = MetaUpdate::new().expiry(expiry);
+                Op::Retain {
+                    expiry: name.to_string(),
+                    failure: session
+                        .update_meta(&update)
+                        .await
+                        .err()
+                        .map(|e| Failure::of(&e)),
+                }
+            }
+            Kind::Brief => {
+                on = brief_id(rng.random_range(0..BRIEF_SESSIONS));
+                let note = note(config.index, notes);
+                notes += 1;
+                let result = storage
+                    .append(&on, &[ChatMessage::user(note.clone())])
+                    .await;
+                Op::Brief {
+                    note,
+                    failure: result.err().map(|e| Failure::of(&e)),
+                }
+            }
+            Kind::Purge => {
+                on = PURGE_SESSION.to_string();
+                let batch = rng.random_range(1..=4usize);
+                let result = storage.purge_expired(batch).await;
+                Op::Purge {
+                    batch,
+                    removed: result.as_ref().ok().copied(),
+                    failure: result.err().map(|e| Failure::of(&e)),
+                }
+            }
             Kind::Reload => match session.reload().await {
                 Ok(()) => Op::Reload {
                     failure: None,
@@ -215,7 +267,7 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
         }
         journal.record(&Entry {
             worker: config.index,
-            session: shared_id(index),
+            session: on,
             start_ns,
             end_ns,
             op,
