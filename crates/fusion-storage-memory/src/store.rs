@@ -12,7 +12,7 @@
 //! it absent; [`Store::purge`] walks an index of expiry instants.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -24,6 +24,12 @@ use fusion_core::{
 };
 
 use crate::recent::RecentFingerprints;
+
+/// The maps by session id and by owner. foldhash rather than std's SipHash: an append
+/// looks its session up twice, and SipHash took about 160 instructions a lookup of a W5
+/// id, a tenth of the append's work under the lock. Its seed is random per map, as
+/// SipHash's is, so ids chosen to collide would have to be chosen for this process.
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 /// A session's place in the newest-first order: `updated_at` in microseconds, then id,
 /// both descending, exactly as [`Position`] orders them.
