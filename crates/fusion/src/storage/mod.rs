@@ -197,3 +197,58 @@ mod tests {
         assert!(listed[2].1.is_err(), "{:?}", listed[2].1);
     }
 }
+
+/// What the product description's `cargo test --lib storage::memory` runs: the
+/// cross-backend conformance suite on the in-memory backend. Its crate runs the same suite
+/// and the layered variants (`cargo test -p fusion-storage-memory`).
+#[cfg(all(test, feature = "memory"))]
+mod memory {
+    use async_trait::async_trait;
+    use fusion_core::testkit::StorageHarness;
+
+    use super::{InMemoryStorage, Result};
+
+    /// Every instance is a clone of one store, as clones share their sessions.
+    struct Harness(InMemoryStorage);
+
+    #[async_trait]
+    impl StorageHarness for Harness {
+        type Storage = InMemoryStorage;
+        async fn open(&self) -> Result<InMemoryStorage> {
+            Ok(self.0.clone())
+        }
+    }
+
+    async fn harness() -> Option<Harness> {
+        Some(Harness(InMemoryStorage::new()))
+    }
+
+    fusion_core::conformance_suite!(conformance, harness);
+}
+
+/// What the product description's `cargo test --lib storage::filesystem` runs: the
+/// conformance suite on the file-system backend, in a temporary directory. Its crate runs
+/// it under every sync policy, with its own fault tests (`cargo test -p fusion-storage-fs`).
+#[cfg(all(test, feature = "fs"))]
+mod filesystem {
+    use async_trait::async_trait;
+    use fusion_core::testkit::StorageHarness;
+
+    use super::{FileSystemStorage, Result};
+
+    struct Harness(tempfile::TempDir);
+
+    #[async_trait]
+    impl StorageHarness for Harness {
+        type Storage = FileSystemStorage;
+        async fn open(&self) -> Result<FileSystemStorage> {
+            Ok(FileSystemStorage::new(self.0.path().join("sessions")))
+        }
+    }
+
+    async fn harness() -> Option<Harness> {
+        Some(Harness(tempfile::tempdir().expect("a temporary directory")))
+    }
+
+    fusion_core::conformance_suite!(conformance, harness);
+}
