@@ -14,13 +14,13 @@
 //!    expired session as absent) and `generation` (where a session's generation lives,
 //!    what a conditional write checks and which generation each write leaves);
 //! 2. `busy`: the one loop that repeats a step of opening while the database is busy,
-//!    `meta`: a session's facts as stored (the columns of its metadata, a row read back
-//!    as a `SessionInfo`, what a metadata update writes), and `sql`: the SQL of every
-//!    operation and the write model both paths run (`Write`, `Value`, `write_sql!`, the
-//!    one `BEGIN IMMEDIATE`, the checks a write decides inside its transaction, the
-//!    messages an append leaves out because their ids are stored, turning a row back
-//!    into a message);
-//! 3. `checkpoint`: when the WAL is checkpointed, and the bound on its size;
+//!    and `meta`: a session's facts as stored (the columns of its metadata, a row read
+//!    back as a `SessionInfo`, what a metadata update writes);
+//! 3. `sql`: the SQL of every operation and the write model both paths run (`Write`,
+//!    `Value`, `write_sql!`, the one `BEGIN IMMEDIATE`, the checks a write decides inside
+//!    its transaction, the messages an append leaves out because their ids are stored,
+//!    turning a row back into a message), and `checkpoint`: when the WAL is
+//!    checkpointed, and the bound on its size;
 //! 4. the paths: `direct` (SQLite called directly on a database file this crate opened:
 //!    `direct/open.rs` opens its connections, `direct/load.rs` is its load), `pooled` (sqlx
 //!    only, for `sqlite::memory:` and a caller's pool), `listing` (a page of sessions,
