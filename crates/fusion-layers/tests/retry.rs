@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fusion_core::testkit::StorageHarness;
 use fusion_core::testkit::faults::{LoseReplies, Lossy, cases};
+use fusion_core::testkit::{Clones, StorageHarness};
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Result,
     StorageExt,
@@ -178,17 +178,6 @@ async fn a_reply_lost_on_every_attempt_still_stores_one_copy() {
     assert_eq!(store.load("s").await.unwrap().len(), 2, "stored once");
 }
 
-/// Every instance is a clone of one store, as clones share their sessions.
-struct Memory(InMemoryStorage);
-
-#[async_trait]
-impl StorageHarness for Memory {
-    type Storage = InMemoryStorage;
-    async fn open(&self) -> Result<InMemoryStorage> {
-        Ok(self.0.clone())
-    }
-}
-
 /// A database file; every instance is a new pool on it.
 struct Sqlite {
     _dir: tempfile::TempDir,
@@ -205,7 +194,7 @@ impl StorageHarness for Sqlite {
 
 #[tokio::test]
 async fn retry_outside_or_inside_encryption_stores_one_copy_on_memory() {
-    let harness = Lossy::new(Memory(InMemoryStorage::new()));
+    let harness = Lossy::new(Clones(InMemoryStorage::new()));
     cases::retry_outside_or_inside_encryption_stores_one_copy(&harness, &retry(), &encryption())
         .await;
 }

@@ -3,9 +3,7 @@
 //!
 //! `cargo test -p fusion-storage-memory conformance_encrypted_memory::` runs it.
 
-use async_trait::async_trait;
-use fusion_core::Result;
-use fusion_core::testkit::{Layered, StorageHarness};
+use fusion_core::testkit::{Clones, Layered};
 use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
 use fusion_storage_memory::InMemoryStorage;
 
@@ -15,19 +13,9 @@ fn layer() -> EncryptionLayer {
 }
 
 /// Every instance is a clone of one store, as clones share their sessions.
-struct Memory(InMemoryStorage);
-
-#[async_trait]
-impl StorageHarness for Memory {
-    type Storage = InMemoryStorage;
-    async fn open(&self) -> Result<InMemoryStorage> {
-        Ok(self.0.clone())
-    }
-}
-
-async fn harness() -> Option<Layered<Memory, EncryptionLayer>> {
+async fn harness() -> Option<Layered<Clones<InMemoryStorage>, EncryptionLayer>> {
     Some(Layered {
-        harness: Memory(InMemoryStorage::new()),
+        harness: Clones(InMemoryStorage::new()),
         layer: layer(),
     })
 }

@@ -6,26 +6,14 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use fusion_core::Result;
-use fusion_core::testkit::StorageHarness;
+use fusion_core::testkit::Clones;
 use fusion_core::testkit::faults::Lossy;
 use fusion_layers::RetryLayer;
 use fusion_storage_memory::InMemoryStorage;
 
 /// Every instance is a clone of one store, as clones share their sessions.
-struct Memory(InMemoryStorage);
-
-#[async_trait]
-impl StorageHarness for Memory {
-    type Storage = InMemoryStorage;
-    async fn open(&self) -> Result<InMemoryStorage> {
-        Ok(self.0.clone())
-    }
-}
-
-async fn harness() -> Option<Lossy<Memory>> {
-    Some(Lossy::new(Memory(InMemoryStorage::new())))
+async fn harness() -> Option<Lossy<Clones<InMemoryStorage>>> {
+    Some(Lossy::new(Clones(InMemoryStorage::new())))
 }
 
 fn retry() -> RetryLayer {

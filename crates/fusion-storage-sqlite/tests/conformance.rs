@@ -3,6 +3,7 @@
 //! go through sqlx; plus how URLs and existing pools open.
 
 use async_trait::async_trait;
+use fusion_core::testkit::Clones;
 use fusion_core::{ChatMessage, ConversationStorage, Result};
 use fusion_storage_sqlite::{SqlitePool, SqliteStorage};
 
@@ -27,19 +28,9 @@ async fn file_harness() -> Option<FileHarness> {
 }
 
 /// One in-memory database per case; `open` hands out clones so they share it.
-struct MemoryHarness(SqliteStorage);
-
-#[async_trait]
-impl fusion_core::testkit::StorageHarness for MemoryHarness {
-    type Storage = SqliteStorage;
-    async fn open(&self) -> Result<SqliteStorage> {
-        Ok(self.0.clone())
-    }
-}
-
-async fn memory_harness() -> Option<MemoryHarness> {
+async fn memory_harness() -> Option<Clones<SqliteStorage>> {
     let storage = SqliteStorage::connect("sqlite::memory:").await.unwrap();
-    Some(MemoryHarness(storage))
+    Some(Clones(storage))
 }
 
 fusion_core::conformance_suite!(conformance_sqlite, file_harness);

@@ -82,7 +82,7 @@ enum When {
 
 impl Brief {
     /// The expiry instants of a run starting at `start_ns`: spread evenly over its
-    /// `seconds` when it has a duration, else from [`FIRST_WITHOUT_DURATION`] on, each
+    /// `seconds` when it has a duration, else from 30 ms after the start on, each
     /// four times as far as the one before.
     pub fn instants(start_ns: u64, seconds: Option<f64>) -> Vec<u64> {
         let offset = |k: usize| match seconds {

@@ -66,6 +66,20 @@ pub trait StorageHarness: Send + Sync + 'static {
     async fn open(&self) -> Result<Self::Storage>;
 }
 
+/// A harness whose every instance is a clone of one storage value: for storages whose
+/// clones share their sessions (`InMemoryStorage`, SQLite's `sqlite::memory:`), where a
+/// second connection would open a different, empty store.
+pub struct Clones<S>(pub S);
+
+#[async_trait]
+impl<S: ConversationStorage + Clone + 'static> StorageHarness for Clones<S> {
+    type Storage = S;
+
+    async fn open(&self) -> Result<S> {
+        Ok(self.0.clone())
+    }
+}
+
 /// `harness`'s storage seen through `layer`: how the conformance suite runs on a layered
 /// storage (`conformance_encrypted_<backend>`, ...). Every instance goes through the same
 /// layer value, as processes sharing a store share its configuration.

@@ -203,24 +203,13 @@ mod tests {
 /// and the layered variants (`cargo test -p fusion-storage-memory`).
 #[cfg(all(test, feature = "memory"))]
 mod memory {
-    use async_trait::async_trait;
-    use fusion_core::testkit::StorageHarness;
+    use fusion_core::testkit::Clones;
 
-    use super::{InMemoryStorage, Result};
+    use super::InMemoryStorage;
 
     /// Every instance is a clone of one store, as clones share their sessions.
-    struct Harness(InMemoryStorage);
-
-    #[async_trait]
-    impl StorageHarness for Harness {
-        type Storage = InMemoryStorage;
-        async fn open(&self) -> Result<InMemoryStorage> {
-            Ok(self.0.clone())
-        }
-    }
-
-    async fn harness() -> Option<Harness> {
-        Some(Harness(InMemoryStorage::new()))
+    async fn harness() -> Option<Clones<InMemoryStorage>> {
+        Some(Clones(InMemoryStorage::new()))
     }
 
     fusion_core::conformance_suite!(conformance, harness);
