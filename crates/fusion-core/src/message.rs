@@ -166,6 +166,18 @@ pub struct ChatMessage {
 }
 
 impl ChatMessage {
+    /// About how many bytes the JSON of `messages` takes: their texts and tool calls, and
+    /// room for field names and the rest. For sizing a buffer before serialising into it,
+    /// so it does not grow step by step; neither a bound nor exact (escapes, metadata).
+    pub fn json_len_hint(messages: &[ChatMessage]) -> usize {
+        let one = |m: &ChatMessage| {
+            let calls = m.tool_calls.iter();
+            let calls = calls.map(|c| c.id.len() + c.name.len() + c.arguments.len() + 64);
+            m.content.len() + calls.sum::<usize>() + 96
+        };
+        messages.iter().map(one).sum()
+    }
+
     /// A message with `role` and `content` and nothing else.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
         Self {
@@ -298,6 +310,31 @@ fn content_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D:
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_json_length_hint_covers_plain_messages_and_tool_calls() {
+        let messages = [
+            ChatMessage::user("x".repeat(300)).with_new_id(),
+            ChatMessage::assistant_with_tool_calls(
+                "",
+                vec![ToolCall::new(
+                    "call_1",
+                    "list_directory",
+                    r#"{"path":"/tmp"}"#,
+                )],
+            ),
+            ChatMessage::tool_result("call_1", "notes.txt\ntodo.txt"),
+        ];
+        let json: usize = messages
+            .iter()
+            .map(|m| serde_json::to_vec(m).unwrap().len())
+            .sum();
+        let hint = ChatMessage::json_len_hint(&messages);
+        assert!(
+            hint >= json && hint < json * 2,
+            "hint {hint} for {json} bytes"
+        );
+    }
 
     #[test]
     fn serialises_in_the_openai_message_shape() {

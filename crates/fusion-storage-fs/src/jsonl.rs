@@ -61,7 +61,7 @@ pub(crate) fn encode(messages: &[ChatMessage]) -> Result<Vec<u8>> {
 /// Like [`encode`], but marks every line but the last with how many lines follow it, so
 /// that the batch is appended all or nothing (see the module docs).
 pub(crate) fn encode_batch(messages: &[ChatMessage]) -> Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(messages.len() * 150);
+    let mut buf = Vec::with_capacity(ChatMessage::json_len_hint(messages) + 16 * messages.len());
     for (index, message) in messages.iter().enumerate() {
         serde_json::to_writer(&mut buf, message)?;
         mark(&mut buf, messages.len() - 1 - index);

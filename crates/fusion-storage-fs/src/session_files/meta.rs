@@ -125,7 +125,7 @@ impl SessionFiles {
         contents: &LockContents,
         counters: &Counters,
     ) -> Result<(i64, SessionMeta)> {
-        let Some(stored) = meta_file::read(&self.meta, &self.id)? else {
+        let Some(stored) = meta_file::read(&self.meta(), &self.id)? else {
             return Ok((counters.created_us, SessionMeta::new()));
         };
         match contents.counters {
@@ -227,13 +227,19 @@ impl SessionFiles {
             self.index.add_member(*key, &self.id)?;
         }
         if new.is_empty() {
-            meta_file::remove(&self.meta)?;
+            meta_file::remove(&self.meta())?;
         } else {
             let stored = StoredMeta {
                 created_us,
                 meta: new.clone(),
             };
-            meta_file::write(&self.meta, Some(&self.meta_temp), &self.dir, &stored, sync)?;
+            meta_file::write(
+                &self.meta(),
+                Some(&self.meta_temp()),
+                &self.dir,
+                &stored,
+                sync,
+            )?;
         }
         let new_counters = Counters {
             created_us,

@@ -191,9 +191,6 @@ pub(crate) struct SessionFiles {
     dir: PathBuf,
     data: PathBuf,
     lock: PathBuf,
-    temp: PathBuf,
-    meta: PathBuf,
-    meta_temp: PathBuf,
     index: Arc<Index>,
     sync: SyncPolicy,
     /// The last ids of the sessions this instance appended to.
@@ -215,9 +212,6 @@ impl SessionFiles {
             dir: dir.to_path_buf(),
             data: dir.join(file_name::session_file_name(id)),
             lock: dir.join(file_name::lock_file_name(id)),
-            temp: dir.join(file_name::temp_file_name(id)),
-            meta: dir.join(file_name::meta_file_name(id)),
-            meta_temp: dir.join(file_name::meta_temp_file_name(id)),
             index,
             sync,
             recent,
@@ -232,6 +226,22 @@ impl SessionFiles {
     /// The session file.
     pub(crate) fn data(&self) -> &Path {
         &self.data
+    }
+
+    /// The temporary file a `save` writes. This and the two below are built when needed
+    /// rather than with the others: an append, the usual call, touches none of them.
+    fn temp(&self) -> PathBuf {
+        self.dir.join(file_name::temp_file_name(&self.id))
+    }
+
+    /// The metadata file.
+    fn meta(&self) -> PathBuf {
+        self.dir.join(file_name::meta_file_name(&self.id))
+    }
+
+    /// The temporary file a metadata write renames over the metadata file.
+    fn meta_temp(&self) -> PathBuf {
+        self.dir.join(file_name::meta_temp_file_name(&self.id))
     }
 
     /// Whether appends are fsynced.

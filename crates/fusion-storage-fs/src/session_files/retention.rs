@@ -46,7 +46,7 @@ impl SessionFiles {
 
     /// The expiry the metadata file records, if any (see [`Self::expiry_of`]).
     pub(super) fn meta_expiry(&self) -> Option<fusion_core::Expiry> {
-        meta_file::read(&self.meta, &self.id)
+        meta_file::read(&self.meta(), &self.id)
             .ok()
             .flatten()
             .and_then(|stored| stored.meta.expiry)

@@ -188,7 +188,7 @@ impl SessionFiles {
         sync: bool,
     ) -> Result<Option<i64>> {
         if meta.is_empty() {
-            meta_file::remove(&self.meta)?;
+            meta_file::remove(&self.meta())?;
             return Ok(None);
         }
         for key in set_keys(meta) {
@@ -204,7 +204,7 @@ impl SessionFiles {
         };
         // Written in place: the session has no data yet, so nobody reads this file before
         // it is whole, and a crash before the data leaves no session to read it for.
-        meta_file::write(&self.meta, None, &self.dir, &stored, sync)?;
+        meta_file::write(&self.meta(), None, &self.dir, &stored, sync)?;
         Ok(indexed)
     }
 
@@ -293,26 +293,27 @@ impl SessionFiles {
     /// Writes a temporary file, fsyncs it, renames it over the session file and fsyncs
     /// the directory, so a crash at any point leaves the old history or the new one.
     fn replace_locked(&self, contents: &[u8]) -> Result<()> {
+        let temp_path = self.temp();
         let result = (|| {
             let mut temp = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .open(&self.temp)
-                .at(&self.temp)?;
+                .open(&temp_path)
+                .at(&temp_path)?;
             // Keep permissions a person set on the session file (say, `chmod 600`), which
             // the rename would otherwise silently reset. Best effort: a new file has none.
             if let Ok(existing) = fs::metadata(&self.data) {
                 let _ = temp.set_permissions(existing.permissions());
             }
-            temp.write_all(contents).at(&self.temp)?;
-            temp.sync_all().at(&self.temp)?;
+            temp.write_all(contents).at(&temp_path)?;
+            temp.sync_all().at(&temp_path)?;
             drop(temp);
-            fs::rename(&self.temp, &self.data).at(&self.data)?;
+            fs::rename(&temp_path, &self.data).at(&self.data)?;
             sync_dir(&self.dir)
         })();
         if result.is_err() {
-            let _ = fs::remove_file(&self.temp);
+            let _ = fs::remove_file(&temp_path);
         }
         result
     }
@@ -330,7 +331,8 @@ impl SessionFiles {
         self.recent.forget(&self.id);
         // Read first: its owner and tags name the markers to remove. A damaged file names
         // none; its markers stay behind, and listings skip them.
-        let meta = meta_file::read(&self.meta, &self.id).ok().flatten();
+        let meta_path = self.meta();
+        let meta = meta_file::read(&meta_path, &self.id).ok().flatten();
         let counters = lock.contents(&self.lock)?.counters;
         // The deletion's line must be the session's newest, after its last write's.
         let last = counters.map_or(i64::MIN, |c| c.updated_us);
@@ -340,8 +342,8 @@ impl SessionFiles {
         }
         // A temp file can only outlive its `save` if that process crashed; tidy it up
         // while the lock still excludes every other writer.
-        let _ = fs::remove_file(&self.temp);
-        meta_file::remove(&self.meta)?;
+        let _ = fs::remove_file(self.temp());
+        meta_file::remove(&meta_path)?;
         let recorded = if existed {
             let floor = last.saturating_add(1);
             Some(self.index.record(&self.id, Change::Delete, floor, false)?)

@@ -22,18 +22,14 @@ impl RedisStorage {
     /// The condition arguments of the scripts (see `scripts/mod.rs`): `fresh`, the
     /// generation for a session the script creates or rewrites, then what is expected of
     /// the session.
-    fn condition(fresh: u64, expected: Option<Expect>) -> [String; 4] {
+    /// Four arguments, as numbers and a word (the command writes numbers in decimal).
+    fn condition(fresh: u64, expected: Option<Expect>) -> (u64, &'static str, u64, usize) {
         let (kind, generation, len) = match expected {
             None => ("any", 0, 0),
             Some(Expect::Generation(generation)) => ("gen", generation, 0),
             Some(Expect::Exactly(Revision { generation, len })) => ("exact", generation, len),
         };
-        [
-            fresh.to_string(),
-            kind.to_string(),
-            generation.to_string(),
-            len.to_string(),
-        ]
+        (fresh, kind, generation, len)
     }
 
     /// The keys a session script is given: the session's `list` and `meta` hash, and on
@@ -70,7 +66,12 @@ impl RedisStorage {
         let keys = self.script_keys(&list, &meta_key);
         let fresh = new_generation();
         let fields: Vec<(&str, String)> = meta.map(stored::fields).unwrap_or_default();
-        let mut script = evalsha(&scripts::WRITE, &keys);
+        let checked = with_fingerprints(mode, messages);
+        // Mostly the messages' JSON, and per message its fingerprint and RESP framing; the
+        // other arguments are short.
+        let bytes = ChatMessage::json_len_hint(messages) + 32 * messages.len() + 256;
+        let args = 11 + fields.len() * 2 + checked.len() + messages.len();
+        let mut script = evalsha_with_room(&scripts::WRITE, &keys, args, bytes);
         script
             .arg(mode)
             .arg(self.ttl_ms())
@@ -81,7 +82,6 @@ impl RedisStorage {
         for (field, value) in &fields {
             script.arg(*field).arg(value);
         }
-        let checked = with_fingerprints(mode, messages);
         script.arg(checked.len());
         for message in checked {
             match &message.id {
@@ -99,7 +99,7 @@ impl RedisStorage {
             .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
             .and_then(|acked| self.acknowledged(acked, op))?;
         if let Some(written) = &outcome.wrote {
-            let listed = outcome.generation == fresh.to_string();
+            let listed = outcome.generation.parse() == Ok(fresh);
             self.follow(op, id, written, listed).await?;
         }
         Ok(outcome)
@@ -305,8 +305,22 @@ impl<T> Acked<T> {
 /// rather than through a `ScriptInvocation`, which copies every argument, then copies them
 /// again into the command it makes: each message is serialised straight into the request.
 pub(super) fn evalsha<K: ToRedisArgs>(script: &Script, keys: &[K]) -> Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+    evalsha_with_room(script, keys, 0, 0)
+}
+
+/// [`evalsha`] with room for `args` more arguments of `bytes` in all, so a command whose
+/// size is known roughly beforehand does not grow its buffers step by step.
+fn evalsha_with_room<K: ToRedisArgs>(
+    script: &Script,
+    keys: &[K],
+    args: usize,
+    bytes: usize,
+) -> Cmd {
+    let mut cmd = Cmd::with_capacity(3 + keys.len() + args, 128 + bytes);
+    cmd.arg("EVALSHA")
+        .arg(script.get_hash())
+        .arg(keys.len())
+        .arg(keys);
     cmd
 }
 
