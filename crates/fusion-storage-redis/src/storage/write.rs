@@ -75,7 +75,7 @@ impl RedisStorage {
         script
             .arg(mode)
             .arg(self.ttl_ms())
-            .arg(&Self::condition(fresh, expected))
+            .arg(Self::condition(fresh, expected))
             .arg(id)
             .arg(self.keys.prefix())
             .arg(fields.len());
@@ -121,7 +121,7 @@ impl RedisStorage {
         script
             .arg(len)
             .arg(self.ttl_ms())
-            .arg(&Self::condition(new_generation(), expected))
+            .arg(Self::condition(new_generation(), expected))
             .arg(id)
             .arg(self.keys.prefix());
         let op = self.op(name, Some(id));
