@@ -313,17 +313,11 @@ mod tests {
 
     #[test]
     fn the_json_length_hint_covers_plain_messages_and_tool_calls() {
+        let call = ToolCall::new("call_9", "read_file", r#"{"path":"notes.txt"}"#);
         let messages = [
             ChatMessage::user("x".repeat(300)).with_new_id(),
-            ChatMessage::assistant_with_tool_calls(
-                "",
-                vec![ToolCall::new(
-                    "call_1",
-                    "list_directory",
-                    r#"{"path":"/tmp"}"#,
-                )],
-            ),
-            ChatMessage::tool_result("call_1", "notes.txt\ntodo.txt"),
+            ChatMessage::assistant_with_tool_calls("", vec![call]),
+            ChatMessage::tool_result("call_9", "first line\nsecond line"),
         ];
         let json: usize = messages
             .iter()
