@@ -48,6 +48,11 @@ impl Failure {
             text: err.to_string(),
         }
     }
+
+    /// The failure of `result`, if it failed.
+    pub fn of_result<T>(result: &fusion_core::Result<T>) -> Option<Self> {
+        result.as_ref().err().map(Self::of)
+    }
 }
 
 /// What one operation was and how it ended.

@@ -185,7 +185,7 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
                         .as_ref()
                         .ok()
                         .and_then(|r| r.as_ref().map(|r| r.covers)),
-                    failure: result.err().map(|e| Failure::of(&e)),
+                    failure: Failure::of_result(&result),
                 }
             }
             Kind::Fork => {
@@ -194,21 +194,17 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
                 let result = session.fork(&new_id).await;
                 Op::Fork {
                     new_id,
-                    failure: result.err().map(|e| Failure::of(&e)),
+                    failure: Failure::of_result(&result),
                 }
             }
             Kind::Delete => Op::Delete {
-                failure: session.clear_history().await.err().map(|e| Failure::of(&e)),
+                failure: Failure::of_result(&session.clear_history().await),
             },
             Kind::Label => {
                 let tag = format!("w{}", config.index);
                 let update = MetaUpdate::new().add_tag(tag.clone());
                 Op::Label {
-                    failure: session
-                        .update_meta(&update)
-                        .await
-                        .err()
-                        .map(|e| Failure::of(&e)),
+                    failure: Failure::of_result(&session.update_meta(&update).await),
                     tag,
                 }
             }
@@ -221,11 +217,7 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
                 let update = MetaUpdate::new().expiry(expiry);
                 Op::Retain {
                     expiry: name.to_string(),
-                    failure: session
-                        .update_meta(&update)
-                        .await
-                        .err()
-                        .map(|e| Failure::of(&e)),
+                    failure: Failure::of_result(&session.update_meta(&update).await),
                 }
             }
             Kind::Brief => {
@@ -237,7 +229,7 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
                     .await;
                 Op::Brief {
                     note,
-                    failure: result.err().map(|e| Failure::of(&e)),
+                    failure: Failure::of_result(&result),
                 }
             }
             Kind::Purge => {
@@ -247,7 +239,7 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
                 Op::Purge {
                     batch,
                     removed: result.as_ref().ok().copied(),
-                    failure: result.err().map(|e| Failure::of(&e)),
+                    failure: Failure::of_result(&result),
                 }
             }
             Kind::Reload => match session.reload().await {
@@ -319,7 +311,7 @@ async fn undo(session: &mut AgentSession, intended: String) -> Op {
         intended,
         removed,
         count: *result.as_ref().unwrap_or(&0),
-        failure: result.err().map(|e| Failure::of(&e)),
+        failure: Failure::of_result(&result),
     }
 }
 

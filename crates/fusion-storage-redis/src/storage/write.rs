@@ -19,10 +19,10 @@ use crate::error::{BACKEND, Op, parse_redis_error};
 use crate::{scripts, stored};
 
 impl RedisStorage {
-    /// The condition arguments of the scripts (see `scripts/mod.rs`): `fresh`, the
+    /// The four condition arguments of the scripts (see `scripts/mod.rs`): `fresh`, the
     /// generation for a session the script creates or rewrites, then what is expected of
-    /// the session.
-    /// Four arguments, as numbers and a word (the command writes numbers in decimal).
+    /// the session (a word, a generation, a length). Numbers go as they are; the command
+    /// writes them in decimal.
     fn condition(fresh: u64, expected: Option<Expect>) -> (u64, &'static str, u64, usize) {
         let (kind, generation, len) = match expected {
             None => ("any", 0, 0),
