@@ -174,7 +174,18 @@ impl ConversationStorage for InMemoryStorage {
 
     async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
         query.validate()?;
-        self.read().page(query, now())
+        let at = now();
+        {
+            let store = self.read();
+            if !store.must_settle_for(query) {
+                return store.page(query, at);
+            }
+        }
+        // Sessions moved since the last newest-first listing are re-filed first, under the
+        // write lock, and the page read under the same lock sees the order just settled.
+        let mut store = self.write();
+        store.settle();
+        store.page(query, at)
     }
 
     /// Walks the index of expiry instants: O(batch).

@@ -2,9 +2,15 @@
 //! ordered indexes for listing (by id, and newest first; each for all sessions and per
 //! owner), kept in step by the few functions here that change a session.
 //!
-//! Ids are shared (`Arc<str>`) between the map and the indexes, so moving a session to the
-//! front of the newest-first order on an append costs two B-tree updates and no copy of
-//! its id.
+//! Ids are shared (`Arc<str>`) between the map and the indexes, so filing a session in an
+//! index copies no id.
+//!
+//! The newest-first order is brought up to date lazily. An append moves its session to the
+//! front of it, and at a thousand sessions the two B-tree updates that took were half of
+//! what an append did under the lock (docs/performance.md). So an append only notes that
+//! the session moved; the next listing in that order re-files each moved session once,
+//! however many appends moved it ([`Store::settle`]). The note holds at most
+//! [`MOVED_CAP`] sessions, which bounds the work a listing can find waiting.
 //!
 //! Every method takes the caller's `now` (Unix microseconds), read once per storage call,
 //! so one call sees one instant: a session is expired for all of it or for none. Readers
@@ -35,6 +41,17 @@ type HashMap<K, V> = foldhash::HashMap<K, V>;
 /// both descending, exactly as [`Position`] orders them.
 type NewestKey = (Reverse<i64>, Reverse<Arc<str>>);
 
+fn newest_key(micros: i64, id: &Arc<str>) -> NewestKey {
+    (Reverse(micros), Reverse(id.clone()))
+}
+
+/// How many moved sessions [`Store::moved`] holds at most. Once it is full, an append
+/// that moves a session not on it re-files that session itself, as every append did
+/// before the list existed (its entry is at hand, so that costs no more than it did).
+/// It bounds what a listing can find waiting: re-filing 1,024 sessions took it 0.4 ms
+/// at 10,000 sessions and 1.2–1.7 ms at 1,000,000 (docs/performance.md).
+const MOVED_CAP: usize = 1024;
+
 /// A stored session.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -47,6 +64,9 @@ struct Entry {
     created_at: SystemTime,
     /// `updated_at` in Unix microseconds, the precision listings sort by.
     updated_micros: i64,
+    /// The `updated_micros` the newest-first indexes file the session under: older than
+    /// `updated_micros` after an append, until [`Store::settle`] re-files it.
+    filed_micros: i64,
     /// `meta.expiry` as stored: its instant moves with each write of an idle expiry.
     expiry: StoredExpiry,
     meta: SessionMeta,
@@ -62,8 +82,13 @@ impl Entry {
         Some((self.expiry.expires_at?, self.id.clone()))
     }
 
-    fn newest_key(&self) -> NewestKey {
-        (Reverse(self.updated_micros), Reverse(self.id.clone()))
+    /// The session's key in the newest-first indexes as they are now.
+    fn filed_key(&self) -> NewestKey {
+        newest_key(self.filed_micros, &self.id)
+    }
+
+    fn is_filed_where_it_belongs(&self) -> bool {
+        self.filed_micros == self.updated_micros
     }
 
     fn info(&self) -> SessionInfo {
@@ -87,12 +112,12 @@ struct Index {
 impl Index {
     fn insert(&mut self, entry: &Entry) {
         self.by_id.insert(entry.id.clone());
-        self.newest.insert(entry.newest_key());
+        self.newest.insert(entry.filed_key());
     }
 
     fn remove(&mut self, entry: &Entry) {
         self.by_id.remove(&entry.id);
-        self.newest.remove(&entry.newest_key());
+        self.newest.remove(&entry.filed_key());
     }
 
     /// Ids from just after `start` on, in `order`.
@@ -131,6 +156,12 @@ pub(crate) struct Store {
     by_owner: HashMap<String, Index>,
     /// Sessions that expire, by expiry instant.
     expiring: BTreeSet<(i64, Arc<str>)>,
+    /// Sessions an append moved in the newest-first order since the last [`settle`]:
+    /// each once, unless something else re-filed it meanwhile (a metadata update, a
+    /// removal and re-creation) and an append moved it again. At most [`MOVED_CAP`].
+    ///
+    /// [`settle`]: Self::settle
+    moved: Vec<Arc<str>>,
 }
 
 impl Store {
@@ -275,6 +306,7 @@ impl Store {
             // Both timestamps at the listing's precision, so `updated_at >= created_at`.
             created_at: from_unix_micros(now),
             updated_micros: now,
+            filed_micros: now,
             expiry,
             meta,
         };
@@ -284,7 +316,8 @@ impl Store {
     }
 
     /// Stores `entry` and adds it to the indexes.
-    fn file(&mut self, entry: Entry) {
+    fn file(&mut self, mut entry: Entry) {
+        entry.filed_micros = entry.updated_micros;
         self.expiring.extend(entry.expiry_key());
         self.all.insert(&entry);
         if let Some(owner) = &entry.meta.owner {
@@ -324,8 +357,33 @@ impl Store {
         Ok(Some(info))
     }
 
-    /// One page of `query`: walks the narrowest index from the cursor on, so the cost is
-    /// the page (plus the sessions a tag filter skips), not the number of sessions.
+    /// Whether a page of `query` needs [`settle`](Self::settle) first.
+    pub(crate) fn must_settle_for(&self, query: &SessionQuery) -> bool {
+        query.order == SessionOrder::UpdatedDesc && !self.moved.is_empty()
+    }
+
+    /// Re-files every session an append moved since the last call at its `updated_at` in
+    /// the newest-first indexes: O(moved sessions · log sessions), paid by the listing
+    /// that needs the order rather than by every append.
+    pub(crate) fn settle(&mut self) {
+        let Store {
+            sessions,
+            all,
+            by_owner,
+            moved,
+            ..
+        } = self;
+        for id in moved.drain(..) {
+            // Skipped if removed since it moved, or re-filed since.
+            if let Some(entry) = sessions.get_mut(&*id) {
+                refile(entry, all, by_owner);
+            }
+        }
+    }
+
+    /// One page of `query`, which must not need [`settle`](Self::settle): walks the
+    /// narrowest index from the cursor on, so the cost is the page (plus the sessions a
+    /// tag filter skips), not the number of sessions.
     pub(crate) fn page(&self, query: &SessionQuery, now: i64) -> Result<SessionPage> {
         let index = match &query.owner {
             Some(owner) => match self.by_owner.get(owner) {
@@ -344,22 +402,25 @@ impl Store {
     }
 
     /// Runs `edit` on an existing session's messages, then moves its `updated_at`
-    /// forward to `now` (never back, whatever the clock does), an idle expiry with it, and
-    /// its place in the indexes. Owners do not change here (see [`update`](Self::update)).
+    /// forward to `now` (never back, whatever the clock does) and an idle expiry with it,
+    /// and notes that its place in the newest-first indexes is out of date (see
+    /// [`settle`](Self::settle)). Owners do not change here (see [`update`](Self::update)).
     fn change(&mut self, id: &str, now: i64, edit: impl FnOnce(&mut Entry)) {
         let Store {
             sessions,
             all,
             by_owner,
             expiring,
+            moved,
         } = self;
         let Some(entry) = sessions.get_mut(id) else {
             return;
         };
-        let old_key = entry.newest_key();
+        let was_filed_where_it_belongs = entry.is_filed_where_it_belongs();
+        let old_updated = entry.updated_micros;
         edit(entry);
         entry.updated_micros = entry.updated_micros.max(now);
-        if entry.updated_micros == old_key.0.0 {
+        if entry.updated_micros == old_updated {
             return;
         }
         let old_expiry = entry.expiry_key();
@@ -369,14 +430,12 @@ impl Store {
             expiring.remove(&old_expiry.expect("an idle expiry has an instant"));
             expiring.extend(new_expiry);
         }
-        let new_key = entry.newest_key();
-        let owner_index = entry.meta.owner.as_ref().and_then(|o| by_owner.get_mut(o));
-        for newest in [Some(&mut all.newest), owner_index.map(|i| &mut i.newest)]
-            .into_iter()
-            .flatten()
-        {
-            newest.remove(&old_key);
-            newest.insert(new_key.clone());
+        if !was_filed_where_it_belongs {
+            // Already on the list of moved sessions.
+        } else if moved.len() < MOVED_CAP {
+            moved.push(entry.id.clone());
+        } else {
+            refile(entry, all, by_owner);
         }
     }
 
@@ -398,5 +457,175 @@ impl Store {
                 self.by_owner.remove(owner);
             }
         }
+    }
+}
+
+/// Files `entry` at its `updated_at` in the newest-first indexes (of all sessions and of
+/// its owner's) if it is filed elsewhere.
+fn refile(entry: &mut Entry, all: &mut Index, by_owner: &mut HashMap<String, Index>) {
+    if entry.is_filed_where_it_belongs() {
+        return;
+    }
+    let owner_index = entry.meta.owner.as_ref().and_then(|o| by_owner.get_mut(o));
+    for newest in [Some(&mut all.newest), owner_index.map(|i| &mut i.newest)]
+        .into_iter()
+        .flatten()
+    {
+        newest.remove(&entry.filed_key());
+        newest.insert(newest_key(entry.updated_micros, &entry.id));
+    }
+    entry.filed_micros = entry.updated_micros;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ids of `query`'s first page, after settling as `list_page` does.
+    fn newest_first(store: &mut Store, query: SessionQuery, now: i64) -> Vec<String> {
+        if store.must_settle_for(&query) {
+            store.settle();
+        }
+        let page = store.page(&query, now).unwrap();
+        page.sessions.into_iter().map(|info| info.id).collect()
+    }
+
+    fn append(store: &mut Store, id: &str, now: i64) {
+        store.append(id, vec![ChatMessage::user(format!("at {now}"))], now);
+    }
+
+    /// Every newest-first index holds each of its sessions once, under its `updated_at`.
+    fn assert_settled_indexes_agree(store: &Store) {
+        let expected: BTreeSet<NewestKey> = store
+            .sessions
+            .values()
+            .map(|e| newest_key(e.updated_micros, &e.id))
+            .collect();
+        assert_eq!(store.all.newest, expected);
+        for (owner, index) in &store.by_owner {
+            let owned = expected.iter().filter(|(_, Reverse(id))| {
+                store.sessions[&**id].meta.owner.as_deref() == Some(owner)
+            });
+            assert_eq!(index.newest, owned.cloned().collect::<BTreeSet<_>>());
+        }
+    }
+
+    #[test]
+    fn appends_move_sessions_to_the_front_once_listed() {
+        let mut store = Store::default();
+        for (now, id) in [(10, "a"), (20, "b"), (30, "c")] {
+            append(&mut store, id, now);
+        }
+        assert_eq!(
+            newest_first(&mut store, SessionQuery::new(), 40),
+            ["c", "b", "a"]
+        );
+        append(&mut store, "a", 50);
+        append(&mut store, "b", 60);
+        append(&mut store, "a", 70);
+        // Moved twice, noted once.
+        assert_eq!(store.moved.len(), 2);
+        assert_eq!(
+            newest_first(&mut store, SessionQuery::new(), 80),
+            ["a", "b", "c"]
+        );
+        assert!(store.moved.is_empty());
+        assert_settled_indexes_agree(&store);
+    }
+
+    #[test]
+    fn listing_by_id_needs_no_settling() {
+        let mut store = Store::default();
+        append(&mut store, "b", 10);
+        append(&mut store, "a", 20);
+        append(&mut store, "b", 30);
+        let by_id = SessionQuery::new().order(SessionOrder::Id);
+        assert!(!store.must_settle_for(&by_id));
+        assert!(store.must_settle_for(&SessionQuery::new()));
+        assert_eq!(newest_first(&mut store, by_id, 40), ["a", "b"]);
+    }
+
+    #[test]
+    fn an_owners_index_is_settled_with_the_rest() {
+        let mut store = Store::default();
+        for (now, id) in [(10, "x"), (20, "y")] {
+            store.create(id, SessionMeta::new().owner("ann"), Vec::new(), now);
+        }
+        append(&mut store, "z", 25);
+        append(&mut store, "x", 30);
+        let anns = SessionQuery::new().owner("ann");
+        assert_eq!(newest_first(&mut store, anns, 40), ["x", "y"]);
+        assert_eq!(
+            newest_first(&mut store, SessionQuery::new(), 40),
+            ["x", "z", "y"]
+        );
+        assert_settled_indexes_agree(&store);
+    }
+
+    #[test]
+    fn sessions_removed_or_refiled_after_they_moved_settle_cleanly() {
+        let mut store = Store::default();
+        append(&mut store, "gone", 10);
+        append(&mut store, "back", 20);
+        append(&mut store, "meta", 30);
+        append(&mut store, "gone", 40);
+        append(&mut store, "back", 50);
+        append(&mut store, "meta", 60);
+        // Removed while moved; removed and re-created, then moved again; re-filed by a
+        // metadata update, then moved again.
+        store.remove("gone");
+        store.remove("back");
+        append(&mut store, "back", 70);
+        append(&mut store, "back", 80);
+        let owner = MetaUpdate::new().owner(Some("ann"));
+        store.update("meta", &owner, 90).unwrap();
+        append(&mut store, "meta", 100);
+        assert_eq!(store.moved.len(), 5);
+        assert_eq!(
+            newest_first(&mut store, SessionQuery::new(), 110),
+            ["meta", "back"]
+        );
+        assert_settled_indexes_agree(&store);
+    }
+
+    #[test]
+    fn once_the_list_is_full_appends_refile_their_own_session() {
+        let mut store = Store::default();
+        let ids: Vec<String> = (0..MOVED_CAP + 10).map(|i| format!("s{i:05}")).collect();
+        for (now, id) in (1..).zip(&ids) {
+            append(&mut store, id, now);
+        }
+        for (now, id) in (10_000..).zip(&ids) {
+            append(&mut store, id, now);
+        }
+        assert_eq!(store.moved.len(), MOVED_CAP);
+        let refiled = |store: &Store, id: &str| store.sessions[id].is_filed_where_it_belongs();
+        assert!(!ids[..MOVED_CAP].iter().any(|id| refiled(&store, id)));
+        assert!(ids[MOVED_CAP..].iter().all(|id| refiled(&store, id)));
+        let newest = newest_first(&mut store, SessionQuery::new().limit(2), 20_000);
+        assert_eq!(
+            newest,
+            [ids[MOVED_CAP + 9].clone(), ids[MOVED_CAP + 8].clone()]
+        );
+        assert_settled_indexes_agree(&store);
+    }
+
+    #[test]
+    fn the_moved_list_stays_bounded_without_listings() {
+        let mut store = Store::default();
+        append(&mut store, "kept", 1);
+        for round in 0..2 * MOVED_CAP as i64 {
+            let now = 10 + 3 * round;
+            append(&mut store, "churn", now);
+            append(&mut store, "churn", now + 1);
+            append(&mut store, "kept", now + 2);
+            store.remove("churn");
+            assert!(store.moved.len() <= MOVED_CAP);
+        }
+        assert_eq!(
+            newest_first(&mut store, SessionQuery::new(), 10_000),
+            ["kept"]
+        );
+        assert_settled_indexes_agree(&store);
     }
 }
