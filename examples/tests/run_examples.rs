@@ -279,3 +279,31 @@ async fn postgres_session_continues_the_conversation_on_the_second_run() {
     assert_eq!(storage.load("postgres-demo").await.unwrap().len(), 5);
     storage.close().await;
 }
+
+#[test]
+fn redis_changes_prints_each_change_in_the_order_it_was_made() {
+    let Some(url) = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+    else {
+        fusion_core::testkit::unavailable::<()>("redis", "set REDIS_URL to run");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_example_with_args("redis_changes", &[&url], dir.path(), None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = [
+        "subscribed to redis-changes-demo:changes",
+        "created demo: 1 message",
+        "appended demo: 2 messages",
+        "replaced demo: 1 message",
+        "deleted demo: 0 messages",
+        "4 changes followed",
+    ];
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), expected, "{stdout}");
+}

@@ -27,8 +27,9 @@ const BACKENDS: &[&str] = &[
     "postgres",
 ];
 
-/// Conformance suites run through a layer that must run too (`conformance_<name>`): the
-/// encryption layer on every backend, the observability layer and a pass-through layer.
+/// Conformance suites run through a layer or in another form that must run too
+/// (`conformance_<name>`): the encryption layer on every backend, the observability layer,
+/// a pass-through layer, and Redis's write scripts in the form that publishes changes.
 const LAYERED: &[&str] = &[
     "encrypted_memory",
     "encrypted_fs",
@@ -38,6 +39,8 @@ const LAYERED: &[&str] = &[
     "encrypted_postgres",
     "observed_memory",
     "layered_memory",
+    "redis_publishing",
+    "redis_cluster_publishing",
 ];
 
 /// Suites beyond the conformance cases that must run, by test binary (`tests/<name>.rs`),
@@ -83,6 +86,10 @@ const SUITES: &[(&str, &str)] = &[
     (
         "retry",
         "RetryLayer: layer order, writers under lost replies",
+    ),
+    (
+        "changes",
+        "Redis: changes published and followed (pub/sub), one server and a cluster",
     ),
     (
         "random_writers",

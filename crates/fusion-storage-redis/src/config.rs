@@ -48,6 +48,7 @@ pub struct RedisOptions {
     pub(crate) response_timeout: Duration,
     pub(crate) reconnect_retries: usize,
     pub(crate) replica_acks: Option<ReplicaAcks>,
+    pub(crate) publish_changes: bool,
 }
 
 /// How many replicas must acknowledge each write, and how long to wait for them
@@ -69,6 +70,7 @@ impl Default for RedisOptions {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             reconnect_retries: DEFAULT_RECONNECT_RETRIES,
             replica_acks: None,
+            publish_changes: false,
         }
     }
 }
@@ -135,6 +137,23 @@ impl RedisOptions {
     /// connecting.
     pub fn replica_acks(mut self, replicas: usize, timeout: Duration) -> Self {
         self.replica_acks = Some(ReplicaAcks { replicas, timeout });
+        self
+    }
+
+    /// Publish every change this storage makes to a session on the Redis channel
+    /// `PREFIX:changes`, for [`RedisStorage::subscribe_changes`] in any process. Default
+    /// off.
+    ///
+    /// The write's own script publishes, in the same atomic step as the change, so events
+    /// arrive in the order the changes were made, each with the session's generation and
+    /// length after it. Every storage that writes the sessions must have it on for
+    /// subscribers to see all their changes. Publishing costs each write one more call
+    /// inside its script (docs/performance.md measures it). Redis channels are not per
+    /// database: applications that share a server need different key prefixes.
+    ///
+    /// [`RedisStorage::subscribe_changes`]: crate::RedisStorage::subscribe_changes
+    pub fn publish_changes(mut self, publish: bool) -> Self {
+        self.publish_changes = publish;
         self
     }
 

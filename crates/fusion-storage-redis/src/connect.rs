@@ -29,6 +29,9 @@ pub(crate) struct Opened {
     pub(crate) conn: Connection,
     /// The URL for messages and `Debug`, password replaced by `***`.
     pub(crate) redacted_url: String,
+    /// The server, or each seed node of a cluster: where a subscription to the changes
+    /// channel connects (a cluster forwards every `PUBLISH` to every node).
+    pub(crate) subscribe_to: Vec<redis::Client>,
 }
 
 /// Checks `url` and `options`, then connects.
@@ -45,11 +48,21 @@ pub(crate) async fn open(url: &str, options: &RedisOptions) -> Result<Opened> {
     // The redis crate's URL errors are fixed strings, so quoting them leaks nothing.
     let invalid =
         |err: redis::RedisError| Error::Config(format!("invalid Redis URL {redacted}: {err}"));
+    let nodes = if cluster {
+        cluster_nodes(url, &redacted)?
+    } else {
+        vec![url.to_string()]
+    };
+    let subscribe_to = nodes
+        .iter()
+        .map(|node| redis::Client::open(node.as_str()))
+        .collect::<redis::RedisResult<Vec<_>>>()
+        .map_err(invalid)?;
     let connecting: BoxFuture<'_, redis::RedisResult<Connection>> = if cluster {
-        let client = cluster_client(url, &redacted, options)?;
+        let client = cluster_client(nodes, &redacted, options)?;
         Box::pin(async move { client.get_async_connection().await.map(Connection::Cluster) })
     } else {
-        let client = redis::Client::open(url).map_err(invalid)?;
+        let client = subscribe_to[0].clone();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(response_timeout(options)))
@@ -86,13 +99,17 @@ pub(crate) async fn open(url: &str, options: &RedisOptions) -> Result<Opened> {
     Ok(Opened {
         conn,
         redacted_url: redacted,
+        subscribe_to,
     })
 }
 
-/// The client of the cluster a `redis+cluster://` URL names, with the options' timeouts
-/// and retries.
-fn cluster_client(url: &str, redacted: &str, options: &RedisOptions) -> Result<ClusterClient> {
-    let nodes = cluster_nodes(url, redacted)?;
+/// The client of the cluster whose seed nodes' URLs are `nodes`, with the options'
+/// timeouts and retries.
+fn cluster_client(
+    nodes: Vec<String>,
+    redacted: &str,
+    options: &RedisOptions,
+) -> Result<ClusterClient> {
     let retries = u32::try_from(options.reconnect_retries).unwrap_or(u32::MAX);
     ClusterClient::builder(nodes)
         .connection_timeout(options.connect_timeout)

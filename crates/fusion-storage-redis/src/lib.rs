@@ -11,7 +11,10 @@
 //! refreshed by the write scripts for an idle one) plus an index of expiry instants, so
 //! `purge_expired` removes what Redis leaves (index entries) in O(batch). An append
 //! stores a message with an id once (issue #18), checked in its write script against a
-//! window of the session's last ids kept in its meta hash, so a retry is safe. See
+//! window of the session's last ids kept in its meta hash, so a retry is safe. With
+//! [`RedisOptions::publish_changes`] every write also publishes what it changed, and
+//! [`RedisStorage::subscribe_changes`] lets any process follow those changes as they
+//! happen (Redis pub/sub). See
 //! [`RedisStorage`] for costs, [`RedisOptions`] for the key prefix, TTL and timeouts, and
 //! the crate README for the key layout, generations, expiry, Cluster notes and how to
 //! inspect a session with `redis-cli`.
@@ -29,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+mod changes;
 mod config;
 mod connect;
 mod connection;
@@ -38,6 +42,7 @@ mod scripts;
 mod storage;
 mod stored;
 
+pub use changes::{ChangeKind, SessionChange, SessionChanges};
 pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_RECONNECT_RETRIES,
     DEFAULT_RESPONSE_TIMEOUT, MAX_TTL, RedisOptions,

@@ -9,11 +9,16 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Harness, cluster_harness, primaries};
+use common::{Harness, cluster_harness, primaries, publishing_cluster_harness};
 use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_redis::RedisStorage;
 
 fusion_core::conformance_suite!(conformance_redis_cluster, cluster_harness);
+// Every write script in its publishing form (`RedisOptions::publish_changes`).
+fusion_core::conformance_suite!(
+    conformance_redis_cluster_publishing,
+    publishing_cluster_harness
+);
 
 async fn open(h: &Harness) -> RedisStorage {
     let storage = h.open().await;

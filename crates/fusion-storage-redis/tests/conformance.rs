@@ -6,6 +6,8 @@
 
 mod common;
 
-use common::harness;
+use common::{harness, publishing_harness};
 
 fusion_core::conformance_suite!(conformance_redis, harness);
+// Every write script in its publishing form (`RedisOptions::publish_changes`).
+fusion_core::conformance_suite!(conformance_redis_publishing, publishing_harness);

@@ -128,6 +128,7 @@ async fn a_moved_slot_and_a_killed_primary_are_ridden_out_and_acknowledged_write
         .expect("the failover cluster's URL parses")
         .expect("a redis+cluster:// URL");
     let h = Harness {
+        publish: false,
         url,
         prefix: unique_prefix(),
     };

@@ -1,4 +1,6 @@
-//! A Redis restart mid-run: writes during the outage fail loudly, and the storage reconnects.
+//! A Redis restart mid-run: writes during the outage fail loudly, and the storage
+//! reconnects; a subscription to its changes ends, subscribing during the outage fails
+//! loudly, and subscribing again afterwards works.
 //!
 //! This case kills a server, so it starts its own throwaway `redis-server` on a free port
 //! instead of touching the one at `REDIS_URL`.
@@ -12,7 +14,8 @@ use std::time::Duration;
 use common::{NO_HANG, free_port, wait_until};
 use fusion_core::testkit::unavailable;
 use fusion_core::{ChatMessage, ConversationStorage};
-use fusion_storage_redis::{RedisOptions, RedisStorage};
+use fusion_storage_redis::{ChangeKind, RedisOptions, RedisStorage};
+use futures::StreamExt;
 use tokio::process::{Child, Command};
 
 fn redis_server_on_path() -> Option<PathBuf> {
@@ -38,6 +41,31 @@ async fn start_server(binary: &PathBuf, port: u16) -> Child {
     child
 }
 
+/// A throwaway server on a free port, or `None` (a skip, or a failure under
+/// `FUSION_REQUIRE_BACKENDS`) without `redis-server` on `PATH`.
+struct Throwaway {
+    binary: PathBuf,
+    port: u16,
+    url: String,
+}
+
+impl Throwaway {
+    /// Finds `redis-server` and picks the port; [`start`](Self::start) runs it.
+    fn new() -> Option<Self> {
+        let Some(binary) = redis_server_on_path() else {
+            return unavailable("redis", "install redis-server");
+        };
+        let port = free_port();
+        let url = format!("redis://127.0.0.1:{port}");
+        Some(Self { binary, port, url })
+    }
+
+    /// Starts the server (again), killed when the handle drops.
+    async fn start(&self) -> Child {
+        start_server(&self.binary, self.port).await
+    }
+}
+
 /// Whether a server answers PING at `url`, on a fresh connection.
 async fn ping(url: &str) -> bool {
     let Ok(client) = redis::Client::open(url) else {
@@ -54,13 +82,11 @@ async fn ping(url: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_fails_writes_during_the_outage_then_the_next_call_reconnects() {
-    let Some(binary) = redis_server_on_path() else {
-        unavailable::<()>("redis", "install redis-server");
+    let Some(throwaway) = Throwaway::new() else {
         return;
     };
-    let port = free_port();
-    let url = format!("redis://127.0.0.1:{port}");
-    let mut server = start_server(&binary, port).await;
+    let url = &throwaway.url;
+    let mut server = throwaway.start().await;
 
     // No reconnect retries: each reconnect is one refused attempt that fails at once, so
     // when the server is back the manager still holds a stale refusal. That is the case
@@ -68,7 +94,7 @@ async fn a_restart_fails_writes_during_the_outage_then_the_next_call_reconnects(
     let options = RedisOptions::new()
         .connect_timeout(Duration::from_secs(1))
         .reconnect_retries(0);
-    let store = RedisStorage::connect_with(&url, options).await.unwrap();
+    let store = RedisStorage::connect_with(url, options).await.unwrap();
     store
         .append("s", &[ChatMessage::user("before")])
         .await
@@ -84,14 +110,14 @@ async fn a_restart_fails_writes_during_the_outage_then_the_next_call_reconnects(
             .expect("a write to a dead server must fail, not hang");
         let err = result.expect_err("a write to a dead server must not be reported as stored");
         assert!(err.is_retryable(), "{err}");
-        assert!(err.to_string().contains(&url), "{err}");
+        assert!(err.to_string().contains(url.as_str()), "{err}");
     }
     let read = tokio::time::timeout(NO_HANG, store.load("s"))
         .await
         .expect("no hang");
     assert!(read.is_err(), "load from a dead server: {read:?}");
 
-    let _server = start_server(&binary, port).await;
+    let _server = throwaway.start().await;
 
     // The very next call after the server is back succeeds on the same storage.
     store
@@ -103,4 +129,55 @@ async fn a_restart_fails_writes_during_the_outage_then_the_next_call_reconnects(
     let loaded = store.load("s").await.unwrap();
     assert_eq!(loaded, vec![ChatMessage::user("after")]);
     assert_eq!(store.list_sessions().await.unwrap(), ["s"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_ends_a_subscription_and_subscribing_again_works_once_it_is_back() {
+    let Some(throwaway) = Throwaway::new() else {
+        return;
+    };
+    let url = &throwaway.url;
+    let mut server = throwaway.start().await;
+    let options = RedisOptions::new()
+        .connect_timeout(Duration::from_secs(1))
+        .publish_changes(true);
+    let store = RedisStorage::connect_with(url, options).await.unwrap();
+    let mut changes = store.subscribe_changes().await.unwrap();
+
+    server.kill().await.expect("killing redis-server");
+
+    let ended = tokio::time::timeout(NO_HANG, changes.next())
+        .await
+        .expect("a subscription to a dead server ends, not hangs");
+    assert!(ended.is_none(), "{ended:?}");
+    let err = tokio::time::timeout(NO_HANG, store.subscribe_changes())
+        .await
+        .expect("subscribing to a dead server fails, not hangs")
+        .expect_err("no server to subscribe on");
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string().contains("subscribe_changes") && err.to_string().contains(url.as_str()),
+        "{err}"
+    );
+
+    let _server = throwaway.start().await;
+    let mut changes = store.subscribe_changes().await.unwrap();
+    // Written by a storage of its own: `store` made no call during the outage, so its
+    // first write may still meet the dropped connection (the case above covers that).
+    let writer = RedisStorage::connect_with(url, RedisOptions::new().publish_changes(true))
+        .await
+        .unwrap();
+    writer
+        .append("s", &[ChatMessage::user("after")])
+        .await
+        .unwrap();
+    let change = tokio::time::timeout(NO_HANG, changes.next())
+        .await
+        .expect("the change arrives")
+        .expect("the subscription is open")
+        .unwrap();
+    assert_eq!(
+        (change.kind, change.session_id.as_str()),
+        (ChangeKind::Created, "s")
+    );
 }

@@ -36,10 +36,15 @@
 //! session's last ones, kept in its meta hash, in the same atomic step as the push
 //! (`window.rs`), so two copies of one batch racing store it once.
 //!
+//! Changes published (`RedisOptions::publish_changes`): each script that changes
+//! sessions comes in two forms ([`Writing`]), one calling `PUBLISH` after each change it
+//! makes and one that does not (`notify.rs`).
+//!
 //! Each `redis.call` costs the server about as much as a command of its own, and a busy
 //! server's throughput is what its scripts cost (issue #15's W5), so the common append
 //! makes only the calls it needs; `writes.rs` counts them.
 
+mod notify;
 mod parts;
 mod reads;
 mod retention;
@@ -63,12 +68,12 @@ pub(crate) use window::fingerprint;
 const LATEST_MICROS: &str = "253402300799999999";
 
 /// The save/append script; see [`writes::WRITE`].
-pub(crate) static WRITE: LazyLock<Script> =
-    LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, TTL, CONDITION, INDEX, writes::WRITE]));
+pub(crate) static WRITE: LazyLock<Writing> =
+    LazyLock::new(|| Writing::of(&[COMMON, DIGITS, CLOCK, TTL, CONDITION, INDEX, writes::WRITE]));
 
 /// The truncate script; see [`writes::TRUNCATE`].
-pub(crate) static TRUNCATE: LazyLock<Script> = LazyLock::new(|| {
-    script(&[
+pub(crate) static TRUNCATE: LazyLock<Writing> = LazyLock::new(|| {
+    Writing::of(&[
         COMMON,
         DIGITS,
         CLOCK,
@@ -82,12 +87,12 @@ pub(crate) static TRUNCATE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// The delete script; see [`writes::DELETE`].
-pub(crate) static DELETE: LazyLock<Script> =
-    LazyLock::new(|| script(&[COMMON, INDEX, UNINDEX, writes::DELETE]));
+pub(crate) static DELETE: LazyLock<Writing> =
+    LazyLock::new(|| Writing::of(&[COMMON, INDEX, UNINDEX, writes::DELETE]));
 
 /// The metadata compare-and-set script; see [`writes::UPDATE`].
-pub(crate) static UPDATE: LazyLock<Script> =
-    LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, TTL, INDEX, UNINDEX, writes::UPDATE]));
+pub(crate) static UPDATE: LazyLock<Writing> =
+    LazyLock::new(|| Writing::of(&[COMMON, DIGITS, CLOCK, TTL, INDEX, UNINDEX, writes::UPDATE]));
 
 /// The read of one session's facts; see [`reads::INFO`].
 pub(crate) static INFO: LazyLock<Script> = LazyLock::new(|| script(&[DIGITS, reads::INFO]));
@@ -99,12 +104,12 @@ pub(crate) static WALK: LazyLock<Script> = LazyLock::new(|| script(&[reads::WALK
 pub(crate) static REINDEX: LazyLock<Script> = LazyLock::new(|| script(&[reads::REINDEX]));
 
 /// A batch of `purge_expired` on one server; see [`retention::PURGE`].
-pub(crate) static PURGE: LazyLock<Script> =
-    LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, retention::SWEEP, retention::PURGE]));
+pub(crate) static PURGE: LazyLock<Writing> =
+    LazyLock::new(|| Writing::of(&[COMMON, DIGITS, CLOCK, retention::SWEEP, retention::PURGE]));
 
 /// The purge of one session on a cluster; see [`retention::PURGE_ONE`].
-pub(crate) static PURGE_ONE: LazyLock<Script> = LazyLock::new(|| {
-    script(&[
+pub(crate) static PURGE_ONE: LazyLock<Writing> = LazyLock::new(|| {
+    Writing::of(&[
         COMMON,
         DIGITS,
         CLOCK,
@@ -119,6 +124,33 @@ pub(crate) static DUE: LazyLock<Script> =
 
 fn script(parts: &[&str]) -> Script {
     Script::new(&source(parts))
+}
+
+/// A script that changes sessions, in the two forms a storage picks from by
+/// [`RedisOptions::publish_changes`](crate::RedisOptions::publish_changes): with
+/// `notify.rs`'s quiet or publishing `notify` in front of its parts.
+pub(crate) struct Writing {
+    quiet: Script,
+    publishing: Script,
+}
+
+impl Writing {
+    fn of(parts: &[&str]) -> Self {
+        let with = |notify| script(&[&[notify], parts].concat());
+        Self {
+            quiet: with(notify::QUIET),
+            publishing: with(notify::PUBLISH),
+        }
+    }
+
+    /// The form that publishes each change, or the one that does not.
+    pub(crate) fn publishing(&self, publish: bool) -> &Script {
+        if publish {
+            &self.publishing
+        } else {
+            &self.quiet
+        }
+    }
 }
 
 /// The full text of a script made of `parts`, with the removal of an expired session,

@@ -169,7 +169,8 @@ end
 /// On one server (`KEYS[4]` given) its index entries go too, first: a `ZREM` on a key of
 /// another type fails before anything is deleted. On a cluster the entries stay for a
 /// listing or a purge to clear, as when Redis drops the keys. The expiry index entry is
-/// the id, then `/` and the owner if any, as `keys.rs` builds it.
+/// the id, then `/` and the owner if any, as `keys.rs` builds it. Published as
+/// `expired` (`notify.rs`).
 pub(super) const DROP: &str = r#"
   if KEYS[4] then
     local entry = id
@@ -183,6 +184,7 @@ pub(super) const DROP: &str = r#"
     redis.call('ZREM', prefix .. ':expiry', entry)
   end
   redis.call('DEL', KEYS[1], KEYS[2])
+  notify(prefix, 'expired', 0, 0, id)
 "#;
 
 /// `ARGV[3..=6]` of the message scripts are the condition: the fresh generation the

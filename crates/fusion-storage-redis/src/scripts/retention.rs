@@ -63,6 +63,7 @@ for _, entry in ipairs(due) do
     if not seen[id] then
       seen[id] = true
       purged = purged + 1
+      notify(prefix, 'expired', 0, 0, id)
     end
   elseif at then
     local _, _, score = expiry(at, false, false, clock)
@@ -75,11 +76,15 @@ return {purged, #due}
 
 /// Removes one session if it is still expired, on its own slot (a cluster's purge).
 ///
-/// KEYS: list, meta. Returns `{1, owner}` once removed (or found gone), `{0, owner}` for
-/// a live session, untouched; the owner is the one its meta hash named.
+/// KEYS: list, meta. ARGV: the key prefix, the session id. Returns `{1, owner}` once
+/// removed (or found gone), `{0, owner}` for a live session, untouched; the owner is the
+/// one its meta hash named.
 pub(super) const PURGE_ONE: &str = r#"
 local gone, owner = sweep(KEYS[1], KEYS[2])
-if gone then return {1, owner or false} end
+if gone then
+  notify(ARGV[1], 'expired', 0, 0, ARGV[2])
+  return {1, owner or false}
+end
 return {0, owner or false}
 "#;
 

@@ -130,6 +130,7 @@ fn a_write_with_an_argument_that_would_fail_later_fails_first_and_writes_nothing
     ];
     for (mode, ttl, condition, meta_args, messages) in bad_writes {
         let result: redis::RedisResult<Outcome> = WRITE
+            .publishing(false)
             .key(&list)
             .key(&meta)
             .arg(mode)
@@ -152,6 +153,7 @@ fn a_write_with_an_argument_that_would_fail_later_fails_first_and_writes_nothing
     }
     let bound = MAX_TTL.as_millis().to_string();
     let created: Outcome = WRITE
+        .publishing(false)
         .key(&list)
         .key(&meta)
         .arg("append")
@@ -173,6 +175,7 @@ fn a_write_with_an_argument_that_would_fail_later_fails_first_and_writes_nothing
     assert_eq!(written.due, None, "no expiry");
     for length in ["-1", "01", "x"] {
         let truncate: redis::RedisResult<Outcome> = TRUNCATE
+            .publishing(false)
             .key(&list)
             .key(&meta)
             .arg(length)

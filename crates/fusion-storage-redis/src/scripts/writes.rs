@@ -243,7 +243,13 @@ else
 end
 touch(due, pttl, now)
 local len = before + pushed
-if mode == 'replace' then len = count end
+local kind = 'appended'
+if before == 0 then
+  kind = 'created'
+elseif mode == 'replace' then
+  kind, len = 'replaced', count
+end
+notify(prefix, kind, gen, len, id)
 -- On one server the indexes are done: the caller needs no more.
 if indexed then return {1, gen, len} end
 return {1, gen, len, now, owner, (before == 0 or idle) and due}
@@ -269,6 +275,7 @@ if len <= keep then return {1, gen, len} end
 if keep == 0 then
   unindex(prefix, id, owner, at)
   redis.call('DEL', KEYS[1], KEYS[2])
+  notify(prefix, 'deleted', 0, 0, id)
   return {1, '0', 0, false, owner, at}
 end
 local set = {'gen', fresh, 'updated_at', now}
@@ -294,6 +301,7 @@ index(prefix, id, owner, now, false, idle and due)
 redis.call('LTRIM', KEYS[1], 0, keep - 1)
 redis.call('HSET', KEYS[2], unpack(set))
 touch(due, pttl, now)
+notify(prefix, 'truncated', fresh, keep, id)
 if indexed then return {1, fresh, keep} end
 return {1, fresh, keep, now, owner, idle and due}
 "#;
@@ -311,7 +319,9 @@ local found = redis.pcall('HMGET', KEYS[2], 'owner', 'expires_at')
 local owner, at = false, false
 if not found.err then owner, at = found[1], found[2] end
 unindex(prefix, id, owner, at)
-return {redis.call('DEL', KEYS[1], KEYS[2]), owner, at}
+local deleted = redis.call('DEL', KEYS[1], KEYS[2])
+if deleted > 0 then notify(prefix, 'deleted', 0, 0, id) end
+return {deleted, owner, at}
 "#;
 
 /// Replaces a session's metadata fields if they still hold what the caller read: the
@@ -411,5 +421,6 @@ if #gone > 0 then redis.call('HDEL', KEYS[2], unpack(gone)) end
 local f = redis.call('HMGET', KEYS[2], 'created_at', 'updated_at', 'gen', 'owner', 'title',
   'tags', 'data', 'expires_at', 'idle')
 touch(due, nil, now)
+notify(prefix, 'updated', f[3] or '@LEGACY_GENERATION@', len, id)
 return {len, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]}
 "#;

@@ -98,7 +98,7 @@ impl RedisStorage {
             meta.validate()?;
             let (list, meta_key) = (self.keys.list(id), self.keys.meta(id));
             let keys = self.script_keys(&list, &meta_key);
-            let mut call = evalsha(&scripts::UPDATE, &keys);
+            let mut call = evalsha(self.writing(&scripts::UPDATE), &keys);
             call.arg(id).arg(self.ttl_ms()).arg(self.keys.prefix());
             for value in found.meta.iter().cloned().chain(stored::values(&meta)) {
                 call.arg(value.map_or_else(|| "-".to_string(), |value| format!("+{value}")));
@@ -114,7 +114,7 @@ impl RedisStorage {
             };
             let op = self.op("update_session", Some(id));
             let reply: Value = self
-                .run_script(&scripts::UPDATE, &call)
+                .run_script(self.writing(&scripts::UPDATE), &call)
                 .await
                 .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
                 .and_then(|acked| self.acknowledged(acked, op))?;

@@ -32,11 +32,13 @@ use fusion_core::{
 };
 use redis::{Cmd, FromRedisValue, Pipeline, RedisResult};
 
+use crate::changes::SessionChanges;
 use crate::config::{RedisOptions, ReplicaAcks};
 use crate::connect;
 use crate::connection::Connection;
 use crate::error::{BACKEND, Op, corrupt_element, parse_redis_error};
 use crate::keys::Keys;
+use crate::scripts;
 use crate::stored::is_past;
 
 /// Conversation storage on Redis: one LIST and one HASH per session, sorted sets indexing
@@ -71,6 +73,12 @@ pub struct RedisStorage {
     keys: Keys,
     ttl: Option<Duration>,
     replica_acks: Option<ReplicaAcks>,
+    connect_timeout: Duration,
+    /// Whether the write scripts publish each change (`RedisOptions::publish_changes`).
+    publish_changes: bool,
+    /// Where [`subscribe_changes`](Self::subscribe_changes) connects: the server, or each
+    /// seed node of a cluster in turn.
+    subscribe_to: Arc<[redis::Client]>,
     url: Arc<str>,
 }
 
@@ -126,8 +134,69 @@ impl RedisStorage {
             keys: Keys::new(&options.key_prefix),
             ttl: options.ttl,
             replica_acks: options.replica_acks,
+            connect_timeout: options.connect_timeout,
+            publish_changes: options.publish_changes,
+            subscribe_to: opened.subscribe_to.into(),
             url: opened.redacted_url.into(),
         })
+    }
+
+    /// Follows the changes made to this storage's sessions (its key prefix) by every
+    /// storage that publishes them ([`RedisOptions::publish_changes`]), in any process,
+    /// from now on, in the order they were made.
+    ///
+    /// Opens a connection of its own for the subscription: to the server, or to the
+    /// first seed node of a cluster that answers (a cluster forwards every published
+    /// message to every node). Fails with a retryable [`Error::Backend`] when none can
+    /// be reached within the connect timeout. See [`SessionChanges`] for what a
+    /// subscriber may miss.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> fusion_core::Result<()> {
+    /// use futures::StreamExt;
+    /// use fusion_storage_redis::{RedisOptions, RedisStorage};
+    ///
+    /// let options = RedisOptions::new().publish_changes(true);
+    /// let storage = RedisStorage::connect_with("redis://127.0.0.1:6379", options).await?;
+    /// let mut changes = storage.subscribe_changes().await?;
+    /// while let Some(change) = changes.next().await {
+    ///     let change = change?;
+    ///     println!("{} {}: {} messages", change.session_id, change.kind, change.len);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`Error::Backend`]: fusion_core::Error::Backend
+    /// [`SessionChanges`]: crate::SessionChanges
+    pub async fn subscribe_changes(&self) -> Result<SessionChanges> {
+        let channel = format!("{}:changes", self.keys.prefix());
+        let op = self.op("subscribe_changes", None);
+        let mut failure = None;
+        for client in self.subscribe_to.iter() {
+            let subscribing = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok(pubsub.into_on_message())
+            };
+            failure = Some(
+                match tokio::time::timeout(self.connect_timeout, subscribing).await {
+                    Ok(Ok(messages)) => {
+                        return Ok(SessionChanges::new(messages, channel, self.url.clone()));
+                    }
+                    Ok(Err(err)) => parse_redis_error(err, op),
+                    Err(_elapsed) => fusion_core::Error::Backend {
+                        backend: BACKEND,
+                        message: format!(
+                            "{op}: no connection within {:?}; is the server up?",
+                            self.connect_timeout
+                        ),
+                        retryable: true,
+                        source: None,
+                    },
+                },
+            );
+        }
+        Err(failure.expect("a storage has a server or a seed node to subscribe on"))
     }
 
     /// The prefix of every key this storage uses.
@@ -143,6 +212,12 @@ impl RedisStorage {
     /// Whether this storage talks to a Redis Cluster (a `redis+cluster://` URL).
     pub fn is_cluster(&self) -> bool {
         self.conn.is_cluster()
+    }
+
+    /// The form of a script that changes sessions this storage runs: publishing each
+    /// change or not.
+    fn writing<'a>(&self, script: &'a scripts::Writing) -> &'a redis::Script {
+        script.publishing(self.publish_changes)
     }
 
     fn op<'a>(&'a self, name: &'static str, session_id: Option<&'a str>) -> Op<'a> {

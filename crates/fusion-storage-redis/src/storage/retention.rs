@@ -58,11 +58,11 @@ impl RedisStorage {
     /// sessions it purged and whether more entries may be due.
     async fn purge_here(&self, limit: usize) -> Result<(usize, bool)> {
         let keys = [self.keys.ids(), self.keys.updated(), self.keys.expiry()];
-        let mut call = evalsha(&scripts::PURGE, &keys);
+        let mut call = evalsha(self.writing(&scripts::PURGE), &keys);
         call.arg(self.keys.prefix()).arg(limit);
         let op = self.op("purge_expired", None);
         let (purged, looked): (usize, usize) = self
-            .run_script(&scripts::PURGE, &call)
+            .run_script(self.writing(&scripts::PURGE), &call)
             .await
             .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
             .and_then(|acked| self.acknowledged(acked, op))?;
@@ -91,10 +91,11 @@ impl RedisStorage {
             .collect();
         let sweeps = entries.iter().map(|(id, _)| async move {
             let (list, meta) = (self.keys.list(id), self.keys.meta(id));
-            let call = evalsha(&scripts::PURGE_ONE, &[&list, &meta]);
+            let mut call = evalsha(self.writing(&scripts::PURGE_ONE), &[&list, &meta]);
+            call.arg(self.keys.prefix()).arg(*id);
             let op = self.op(NAME, Some(id));
             let swept: (i64, Option<String>) = self
-                .run_script(&scripts::PURGE_ONE, &call)
+                .run_script(self.writing(&scripts::PURGE_ONE), &call)
                 .await
                 .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))
                 .and_then(|acked| self.acknowledged(acked, op))?;

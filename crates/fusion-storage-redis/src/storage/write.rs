@@ -71,7 +71,7 @@ impl RedisStorage {
         // other arguments are short.
         let bytes = ChatMessage::json_len_hint(messages) + 32 * messages.len() + 256;
         let args = 11 + fields.len() * 2 + checked.len() + messages.len();
-        let mut script = evalsha_with_room(&scripts::WRITE, &keys, args, bytes);
+        let mut script = evalsha_with_room(self.writing(&scripts::WRITE), &keys, args, bytes);
         script
             .arg(mode)
             .arg(self.ttl_ms())
@@ -94,7 +94,7 @@ impl RedisStorage {
         }
         let op = self.op(name, Some(id));
         let outcome: scripts::Outcome = self
-            .run_script(&scripts::WRITE, &script)
+            .run_script(self.writing(&scripts::WRITE), &script)
             .await
             .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
             .and_then(|acked| self.acknowledged(acked, op))?;
@@ -117,7 +117,7 @@ impl RedisStorage {
     ) -> Result<scripts::Outcome> {
         let (list, meta) = (self.keys.list(id), self.keys.meta(id));
         let keys = self.script_keys(&list, &meta);
-        let mut script = evalsha(&scripts::TRUNCATE, &keys);
+        let mut script = evalsha(self.writing(&scripts::TRUNCATE), &keys);
         script
             .arg(len)
             .arg(self.ttl_ms())
@@ -126,7 +126,7 @@ impl RedisStorage {
             .arg(self.keys.prefix());
         let op = self.op(name, Some(id));
         let outcome: scripts::Outcome = self
-            .run_script(&scripts::TRUNCATE, &script)
+            .run_script(self.writing(&scripts::TRUNCATE), &script)
             .await
             .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
             .and_then(|acked| self.acknowledged(acked, op))?;
@@ -142,11 +142,11 @@ impl RedisStorage {
     pub(super) async fn remove(&self, id: &str) -> Result<i64> {
         let (list, meta) = (self.keys.list(id), self.keys.meta(id));
         let keys = self.script_keys(&list, &meta);
-        let mut script = evalsha(&scripts::DELETE, &keys);
+        let mut script = evalsha(self.writing(&scripts::DELETE), &keys);
         script.arg(id).arg(self.keys.prefix());
         let op = self.op("delete", Some(id));
         let (deleted, owner, due): (i64, Option<String>, Option<String>) = self
-            .run_script(&scripts::DELETE, &script)
+            .run_script(self.writing(&scripts::DELETE), &script)
             .await
             .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
             .and_then(|acked| self.acknowledged(acked, op))?;

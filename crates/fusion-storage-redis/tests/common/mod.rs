@@ -54,6 +54,8 @@ pub fn unique_prefix() -> String {
 pub struct Harness {
     pub url: String,
     pub prefix: String,
+    /// Whether the storages it opens publish their changes (`publish_changes`).
+    pub publish: bool,
 }
 
 impl Harness {
@@ -74,7 +76,9 @@ impl Harness {
 
     /// Options for a new storage instance on this harness's prefix.
     pub fn options(&self) -> RedisOptions {
-        RedisOptions::new().key_prefix(&self.prefix)
+        RedisOptions::new()
+            .key_prefix(&self.prefix)
+            .publish_changes(self.publish)
     }
 
     /// A new storage instance on this harness's server with `options`.
@@ -339,6 +343,7 @@ pub async fn harness() -> Option<Harness> {
     Some(Harness {
         url,
         prefix: unique_prefix(),
+        publish: false,
     })
 }
 
@@ -351,6 +356,7 @@ pub async fn cluster_harness() -> Option<Harness> {
     Some(Harness {
         url,
         prefix: unique_prefix(),
+        publish: false,
     })
 }
 
@@ -377,4 +383,19 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// [`harness`] whose storages publish their changes, so the publishing form of every
+/// write script runs.
+pub async fn publishing_harness() -> Option<Harness> {
+    let mut h = harness().await?;
+    h.publish = true;
+    Some(h)
+}
+
+/// [`cluster_harness`] whose storages publish their changes.
+pub async fn publishing_cluster_harness() -> Option<Harness> {
+    let mut h = cluster_harness().await?;
+    h.publish = true;
+    Some(h)
 }

@@ -72,7 +72,9 @@ pub use fusion_storage_sqlite::{Durability, SqliteOptions, SqliteStorage};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
-pub use fusion_storage_redis::{RedisOptions, RedisStorage};
+pub use fusion_storage_redis::{
+    ChangeKind, RedisOptions, RedisStorage, SessionChange, SessionChanges,
+};
 
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

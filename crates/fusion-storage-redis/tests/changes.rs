@@ -1,0 +1,243 @@
+//! Changes published by the write scripts (`RedisOptions::publish_changes`) and followed
+//! with `RedisStorage::subscribe_changes`, on one server and on a cluster: every kind of
+//! change, in the order made, with the generation and length the session has after it;
+//! nothing from storages that do not publish or from other prefixes; a foreign message
+//! on the channel; a cluster seed node that is down. A server that goes away mid-subscription:
+//! `restart.rs`.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{Harness, NO_HANG, cluster_harness, free_port, harness};
+use fusion_core::testkit::wait_past;
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, Expiry, MetaUpdate, SessionMeta,
+};
+use fusion_storage_redis::{ChangeKind, RedisStorage, SessionChange, SessionChanges};
+use futures::StreamExt;
+
+/// The next item of `changes`; panics if none comes within [`NO_HANG`] (a hang, not a
+/// timing: every change awaited here was made before).
+async fn next_item(changes: &mut SessionChanges) -> fusion_core::Result<SessionChange> {
+    tokio::time::timeout(NO_HANG, changes.next())
+        .await
+        .expect("a published change arrives")
+        .expect("the subscription is open")
+}
+
+async fn next(changes: &mut SessionChanges) -> SessionChange {
+    next_item(changes).await.expect("a session change")
+}
+
+/// A storage on `h` that publishes its changes.
+async fn publishing(h: &Harness) -> RedisStorage {
+    h.connect(h.options().publish_changes(true)).await.unwrap()
+}
+
+/// A subscription and the storage whose changes it follows.
+struct Follow<'a> {
+    changes: SessionChanges,
+    store: &'a RedisStorage,
+}
+
+impl Follow<'_> {
+    /// Asserts that the next change is `kind` of `id`, leaving it with `len` messages
+    /// and the generation the storage reads now.
+    async fn expect(&mut self, kind: ChangeKind, id: &str, len: usize) {
+        let change = next(&mut self.changes).await;
+        let (_, now) = self.store.load_revision(id).await.unwrap();
+        assert_eq!(
+            (change.kind, change.session_id.as_str(), change.len),
+            (kind, id, len),
+            "{change:?}"
+        );
+        assert_eq!(change.generation, now.generation, "{change:?}");
+    }
+}
+
+async fn every_kind_of_change_arrives_in_order(h: Harness) {
+    let store = publishing(&h).await;
+    let changes = store.subscribe_changes().await.unwrap();
+    assert_eq!(changes.channel(), format!("{}:changes", h.prefix));
+    let mut follow = Follow {
+        changes,
+        store: &store,
+    };
+    let (a, b, c) = (
+        ChatMessage::user("a"),
+        ChatMessage::assistant("b"),
+        ChatMessage::user("c"),
+    );
+
+    store.append("s", std::slice::from_ref(&a)).await.unwrap();
+    follow.expect(ChangeKind::Created, "s", 1).await;
+    store.append("s", &[b.clone(), c.clone()]).await.unwrap();
+    follow.expect(ChangeKind::Appended, "s", 3).await;
+    let (_, before) = store.load_revision("s").await.unwrap();
+    let append = Change::Append(std::slice::from_ref(&a));
+    let expected = Expect::Exactly(before);
+    store.write_if("s", expected, append).await.unwrap();
+    follow.expect(ChangeKind::Appended, "s", 4).await;
+    store.save("s", &[a.clone(), b.clone()]).await.unwrap();
+    follow.expect(ChangeKind::Replaced, "s", 2).await;
+    store.truncate("s", 1).await.unwrap();
+    follow.expect(ChangeKind::Truncated, "s", 1).await;
+    let titled = MetaUpdate::new().title(Some("titled"));
+    store.update_session("s", &titled).await.unwrap();
+    follow.expect(ChangeKind::Updated, "s", 1).await;
+    store.delete("s").await.unwrap();
+    follow.expect(ChangeKind::Deleted, "s", 0).await;
+    // Deleting what is not there changes nothing, and publishes nothing.
+    store.delete("s").await.unwrap();
+    store.append("t", &[a.clone(), b.clone()]).await.unwrap();
+    follow.expect(ChangeKind::Created, "t", 2).await;
+    store.truncate("t", 0).await.unwrap();
+    follow.expect(ChangeKind::Deleted, "t", 0).await;
+
+    let soon = SystemTime::now() + Duration::from_millis(300);
+    let brief = SessionMeta::new().expiry(Expiry::At(soon));
+    store.create_session("u", &brief, &[c]).await.unwrap();
+    follow.expect(ChangeKind::Created, "u", 1).await;
+    wait_past(soon).await;
+    assert_eq!(store.purge_expired(10).await.unwrap(), 1);
+    follow.expect(ChangeKind::Expired, "u", 0).await;
+}
+
+#[tokio::test]
+async fn every_kind_of_change_arrives_in_order_on_one_server() {
+    let Some(h) = harness().await else { return };
+    every_kind_of_change_arrives_in_order(h).await;
+}
+
+#[tokio::test]
+async fn every_kind_of_change_arrives_in_order_on_a_cluster() {
+    let Some(h) = cluster_harness().await else {
+        return;
+    };
+    every_kind_of_change_arrives_in_order(h).await;
+}
+
+/// What a storage that does not publish, and one on another prefix, write comes to no
+/// subscriber of this prefix: the first change to arrive is the marker written after them.
+async fn only_publishing_writes_on_this_prefix_arrive(h: Harness, other: Harness) {
+    let store = publishing(&h).await;
+    let mut changes = store.subscribe_changes().await.unwrap();
+    let quiet = h.open().await;
+    let elsewhere = publishing(&other).await;
+    let message = [ChatMessage::user("hello")];
+    quiet.append("q", &message).await.unwrap();
+    quiet.save("q", &message).await.unwrap();
+    quiet.truncate("q", 0).await.unwrap();
+    elsewhere.append("e", &message).await.unwrap();
+    store.append("marker", &message).await.unwrap();
+    let first = next(&mut changes).await;
+    assert_eq!(
+        (first.kind, first.session_id.as_str()),
+        (ChangeKind::Created, "marker")
+    );
+    elsewhere.delete("e").await.unwrap();
+    store.delete("marker").await.unwrap();
+}
+
+#[tokio::test]
+async fn only_publishing_writes_on_this_prefix_arrive_on_one_server() {
+    let (Some(h), Some(other)) = (harness().await, harness().await) else {
+        return;
+    };
+    only_publishing_writes_on_this_prefix_arrive(h, other).await;
+}
+
+#[tokio::test]
+async fn only_publishing_writes_on_this_prefix_arrive_on_a_cluster() {
+    let (Some(h), Some(other)) = (cluster_harness().await, cluster_harness().await) else {
+        return;
+    };
+    only_publishing_writes_on_this_prefix_arrive(h, other).await;
+}
+
+/// Two storages appending to one session at once: one change per append, in the order
+/// the appends were made, so the lengths count up one by one.
+#[tokio::test]
+async fn racing_writers_changes_arrive_in_the_order_they_were_made() {
+    let Some(h) = harness().await else { return };
+    let (one, two) = (publishing(&h).await, publishing(&h).await);
+    let mut changes = one.subscribe_changes().await.unwrap();
+    const EACH: usize = 50;
+    let writer = |store: RedisStorage, name: &'static str| async move {
+        for i in 0..EACH {
+            let message = ChatMessage::user(format!("{name} {i}"));
+            store.append("shared", &[message]).await.unwrap();
+        }
+    };
+    tokio::join!(writer(one.clone(), "one"), writer(two, "two"));
+    for len in 1..=2 * EACH {
+        let change = next(&mut changes).await;
+        assert_eq!((change.session_id.as_str(), change.len), ("shared", len));
+        let first = if len == 1 {
+            ChangeKind::Created
+        } else {
+            ChangeKind::Appended
+        };
+        assert_eq!(change.kind, first);
+    }
+    one.delete("shared").await.unwrap();
+}
+
+/// Someone else's `PUBLISH` on the channel is an error item naming the channel, and the
+/// changes after it still arrive.
+#[tokio::test]
+async fn a_foreign_message_on_the_channel_is_an_error_and_the_stream_goes_on() {
+    let Some(h) = harness().await else { return };
+    let store = publishing(&h).await;
+    let mut changes = store.subscribe_changes().await.unwrap();
+    let mut raw = h.raw().await;
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(changes.channel())
+        .arg("hello there")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    store
+        .append("after", &[ChatMessage::user("hi")])
+        .await
+        .unwrap();
+    let err = next_item(&mut changes).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                retryable: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(changes.channel()) && text.contains("hello there"),
+        "{text}"
+    );
+    assert_eq!(next(&mut changes).await.session_id, "after");
+    store.delete("after").await.unwrap();
+}
+
+/// On a cluster the subscription goes to the first seed node that answers.
+#[tokio::test]
+async fn a_cluster_subscription_skips_a_seed_node_that_is_down() {
+    let Some(h) = cluster_harness().await else {
+        return;
+    };
+    let nodes = h
+        .url
+        .strip_prefix("redis+cluster://")
+        .expect("a cluster URL");
+    let url = format!("redis+cluster://127.0.0.1:{},{nodes}", free_port());
+    let store = RedisStorage::connect_with(&url, h.options().publish_changes(true))
+        .await
+        .unwrap();
+    let mut changes = store.subscribe_changes().await.unwrap();
+    store.append("s", &[ChatMessage::user("hi")]).await.unwrap();
+    assert_eq!(next(&mut changes).await.session_id, "s");
+    store.delete("s").await.unwrap();
+}
