@@ -181,3 +181,33 @@ async fn a_restart_ends_a_subscription_and_subscribing_again_works_once_it_is_ba
         (ChangeKind::Created, "s")
     );
 }
+
+/// A restart while the storage makes no call: its next read meets the dropped connection
+/// and is sent once more, on the connection the manager opens again, so it succeeds, and
+/// so does the write after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_idle_costs_no_read() {
+    let Some(throwaway) = Throwaway::new() else {
+        return;
+    };
+    let mut server = throwaway.start().await;
+    let store = RedisStorage::connect(&throwaway.url).await.unwrap();
+    store
+        .append("s", &[ChatMessage::user("before")])
+        .await
+        .unwrap();
+
+    server.kill().await.expect("killing redis-server");
+    let _server = throwaway.start().await;
+
+    // The new server started empty (no persistence).
+    let loaded = tokio::time::timeout(NO_HANG, store.load("s"))
+        .await
+        .expect("no hang");
+    assert_eq!(loaded.unwrap(), Vec::new());
+    store
+        .append("s", &[ChatMessage::user("after")])
+        .await
+        .unwrap();
+    assert_eq!(store.load("s").await.unwrap().len(), 1);
+}

@@ -33,7 +33,7 @@ impl RedisStorage {
             .cmd("TIME");
         type Read = (Vec<Vec<u8>>, (Option<String>, Option<String>), (i64, i64));
         let (raw, (stored, expires_at), time): Read =
-            self.run(Request::Pipe(&pipe)).await.map_err(|err| {
+            self.read(Request::Pipe(&pipe)).await.map_err(|err| {
                 let op = self.op("load_revision", Some(id));
                 parse_redis_error(err, op.on_keys(&[&list, &meta]))
             })?;

@@ -237,7 +237,7 @@ impl RedisStorage {
             .arg("LIMIT")
             .arg(0)
             .arg(n);
-        let ids: Vec<String> = self.run(Request::Cmd(&zrange)).await?;
+        let ids: Vec<String> = self.read(Request::Cmd(&zrange)).await?;
         Ok(ids
             .into_iter()
             .map(|id| Entry { id, score: None })
@@ -268,7 +268,7 @@ impl RedisStorage {
         let mut zrange = redis::cmd("ZRANGE");
         zrange.arg(index).arg(0).arg(-1);
         let ids: Vec<String> = self
-            .run(Request::Cmd(&zrange))
+            .read(Request::Cmd(&zrange))
             .await
             .map_err(|err| parse_redis_error(err, self.op("list_sessions", None).on_key(index)))?;
         let exists = self.existing("list_sessions", &ids).await?;

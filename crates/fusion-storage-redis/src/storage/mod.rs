@@ -30,7 +30,7 @@ use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
     SessionInfo, SessionMeta, SessionPage, SessionQuery, check_storable,
 };
-use redis::{Cmd, FromRedisValue, Pipeline, RedisResult};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
 use crate::changes::SessionChanges;
 use crate::config::{RedisOptions, ReplicaAcks};
@@ -238,9 +238,30 @@ impl RedisStorage {
     /// keeps the refusal from its attempts during the outage and only starts a fresh
     /// reconnect when a call sees it, so the second try is the one that gets through.
     async fn run<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
+        self.send_again_if(request, RedisError::is_connection_refusal)
+            .await
+    }
+
+    /// Sends `request`, which only reads (or repairs what it reads, so that running it
+    /// twice does no harm), as [`run`](Self::run) does, and once more when the connection
+    /// had dropped. That is what the first call meets after the server restarted while
+    /// the storage was idle: the manager learns of the drop from it and reconnects for
+    /// the second try. A write is not sent again so: a connection that drops may have
+    /// carried it to the server first.
+    async fn read<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
+        let refused_or_dropped =
+            |err: &RedisError| err.is_connection_refusal() || err.is_connection_dropped();
+        self.send_again_if(request, refused_or_dropped).await
+    }
+
+    async fn send_again_if<T: FromRedisValue>(
+        &self,
+        request: Request<'_>,
+        again: impl Fn(&RedisError) -> bool,
+    ) -> RedisResult<T> {
         let mut conn = self.conn.clone();
         match request.send(&mut conn).await {
-            Err(err) if err.is_connection_refusal() => request.send(&mut conn).await,
+            Err(err) if again(&err) => request.send(&mut conn).await,
             done => done,
         }
     }
@@ -275,7 +296,7 @@ impl ConversationStorage for RedisStorage {
             .arg("expires_at")
             .cmd("TIME");
         let (raw, expires_at, time): (Vec<Vec<u8>>, Option<String>, (i64, i64)) =
-            self.run(Request::Pipe(&pipe)).await.map_err(|err| {
+            self.read(Request::Pipe(&pipe)).await.map_err(|err| {
                 let op = self.op("load", Some(session_id));
                 parse_redis_error(err, op.on_keys(&[&list, &meta]))
             })?;

@@ -196,10 +196,10 @@ impl RedisStorage {
         script: &Script,
         call: &Cmd,
     ) -> RedisResult<T> {
-        match self.run(Request::Cmd(call)).await {
+        match self.read(Request::Cmd(call)).await {
             Err(err) if is_noscript(&err) => {
                 script.load_async(&mut self.conn.clone()).await?;
-                self.run(Request::Cmd(call)).await
+                self.read(Request::Cmd(call)).await
             }
             done => done,
         }
@@ -223,10 +223,10 @@ impl RedisStorage {
         for call in calls {
             pipe.add_command(call);
         }
-        match self.run(Request::Pipe(&pipe)).await {
+        match self.read(Request::Pipe(&pipe)).await {
             Err(err) if is_noscript(&err) => {
                 script.load_async(&mut self.conn.clone()).await?;
-                self.run(Request::Pipe(&pipe)).await
+                self.read(Request::Pipe(&pipe)).await
             }
             done => done,
         }
