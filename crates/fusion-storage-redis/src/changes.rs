@@ -50,9 +50,11 @@ pub enum ChangeKind {
     Updated,
     /// It was deleted (`delete`, `save` of nothing, `truncate` to 0).
     Deleted,
-    /// It was removed because its expiry had passed: by `purge_expired`, or by a call
-    /// that met it expired. A session whose keys Redis dropped at their expiry is
-    /// reported when a purge removes what is left of it.
+    /// It was removed because its expiry had passed: by `purge_expired`, or by a write
+    /// that met it expired; or a write gave it an expiry already past, so Redis dropped
+    /// it at once (this follows that write's own change). A session whose keys Redis
+    /// dropped at their expiry is reported when a purge removes what is left of it, and
+    /// not at all if a write creates it again first (that write reports `Created`).
     Expired,
 }
 
@@ -109,8 +111,8 @@ impl SessionChange {
     }
 }
 
-/// The changes published on one storage's channel, in the order they were made: a
-/// [`Stream`] of [`SessionChange`]s from
+/// The changes published on one storage's channel, each session's in the order they
+/// were made: a [`Stream`] of [`SessionChange`]s from
 /// [`RedisStorage::subscribe_changes`](crate::RedisStorage::subscribe_changes).
 ///
 /// It ends when the connection to the server drops; subscribe again, and reload what

@@ -144,9 +144,10 @@ impl RedisOptions {
     /// `PREFIX:changes`, for [`RedisStorage::subscribe_changes`] in any process. Default
     /// off.
     ///
-    /// The write's own script publishes, in the same atomic step as the change, so events
-    /// arrive in the order the changes were made, each with the session's generation and
-    /// length after it. Every storage that writes the sessions must have it on for
+    /// The write's own script publishes, in the same atomic step as the change, so a
+    /// session's changes arrive in the order they were made, each with the session's
+    /// generation and length after it (on one server, all changes do; on a cluster,
+    /// changes to sessions on different primaries may arrive in either order). Every storage that writes the sessions must have it on for
     /// subscribers to see all their changes. Publishing costs each write one more call
     /// inside its script (docs/performance.md measures it). Redis channels are not per
     /// database: applications that share a server need different key prefixes.

@@ -45,14 +45,22 @@ impl Follow<'_> {
     /// Asserts that the next change is `kind` of `id`, leaving it with `len` messages
     /// and the generation the storage reads now.
     async fn expect(&mut self, kind: ChangeKind, id: &str, len: usize) {
-        let change = next(&mut self.changes).await;
         let (_, now) = self.store.load_revision(id).await.unwrap();
-        assert_eq!(
-            (change.kind, change.session_id.as_str(), change.len),
-            (kind, id, len),
-            "{change:?}"
+        self.expect_generation(kind, id, len, now.generation).await;
+    }
+
+    /// Asserts that the next change is `kind` of `id`, leaving it with `len` messages
+    /// and `generation`.
+    async fn expect_generation(&mut self, kind: ChangeKind, id: &str, len: usize, generation: u64) {
+        let change = next(&mut self.changes).await;
+        let expected = (kind, id, len, generation);
+        let got = (
+            change.kind,
+            change.session_id.as_str(),
+            change.len,
+            change.generation,
         );
-        assert_eq!(change.generation, now.generation, "{change:?}");
+        assert_eq!(got, expected, "{change:?}");
     }
 }
 
@@ -94,11 +102,33 @@ async fn every_kind_of_change_arrives_in_order(h: Harness) {
     follow.expect(ChangeKind::Created, "t", 2).await;
     store.truncate("t", 0).await.unwrap();
     follow.expect(ChangeKind::Deleted, "t", 0).await;
+    store.append("t", &[a.clone(), b.clone()]).await.unwrap();
+    follow.expect(ChangeKind::Created, "t", 2).await;
+    let (_, now) = store.load_revision("t").await.unwrap();
+    let replace = Change::Replace(std::slice::from_ref(&c));
+    store
+        .write_if("t", Expect::Exactly(now), replace)
+        .await
+        .unwrap();
+    follow.expect(ChangeKind::Replaced, "t", 1).await;
+    store.append("t", &[a.clone(), b.clone()]).await.unwrap();
+    follow.expect(ChangeKind::Appended, "t", 3).await;
+    let (_, now) = store.load_revision("t").await.unwrap();
+    store
+        .write_if("t", Expect::Exactly(now), Change::Truncate(2))
+        .await
+        .unwrap();
+    follow.expect(ChangeKind::Truncated, "t", 2).await;
+    store.save("t", &[]).await.unwrap();
+    follow.expect(ChangeKind::Deleted, "t", 0).await;
 
     let soon = SystemTime::now() + Duration::from_millis(300);
     let brief = SessionMeta::new().expiry(Expiry::At(soon));
-    store.create_session("u", &brief, &[c]).await.unwrap();
-    follow.expect(ChangeKind::Created, "u", 1).await;
+    let generation = store.create_session("u", &brief, &[c]).await.unwrap();
+    // Compared with what the creation returned: the session may have expired already.
+    follow
+        .expect_generation(ChangeKind::Created, "u", 1, generation)
+        .await;
     wait_past(soon).await;
     assert_eq!(store.purge_expired(10).await.unwrap(), 1);
     follow.expect(ChangeKind::Expired, "u", 0).await;
@@ -125,19 +155,21 @@ async fn only_publishing_writes_on_this_prefix_arrive(h: Harness, other: Harness
     let mut changes = store.subscribe_changes().await.unwrap();
     let quiet = h.open().await;
     let elsewhere = publishing(&other).await;
+    // One session id throughout, so on a cluster every write runs on one primary and
+    // what it published would come before the marker.
     let message = [ChatMessage::user("hello")];
     quiet.append("q", &message).await.unwrap();
     quiet.save("q", &message).await.unwrap();
     quiet.truncate("q", 0).await.unwrap();
-    elsewhere.append("e", &message).await.unwrap();
-    store.append("marker", &message).await.unwrap();
+    elsewhere.append("q", &message).await.unwrap();
+    store.append("q", &message).await.unwrap();
     let first = next(&mut changes).await;
     assert_eq!(
-        (first.kind, first.session_id.as_str()),
-        (ChangeKind::Created, "marker")
+        (first.kind, first.session_id.as_str(), first.len),
+        (ChangeKind::Created, "q", 1)
     );
-    elsewhere.delete("e").await.unwrap();
-    store.delete("marker").await.unwrap();
+    elsewhere.delete("q").await.unwrap();
+    store.delete("q").await.unwrap();
 }
 
 #[tokio::test]
@@ -240,4 +272,116 @@ async fn a_cluster_subscription_skips_a_seed_node_that_is_down() {
     store.append("s", &[ChatMessage::user("hi")]).await.unwrap();
     assert_eq!(next(&mut changes).await.session_id, "s");
     store.delete("s").await.unwrap();
+}
+
+/// Calls that change nothing publish nothing: a refused conditional write, an append of
+/// messages all stored already or of none, a truncate to the length or more, a delete or
+/// a metadata update of a session that is not there. The next change to arrive is the
+/// append made after them.
+#[tokio::test]
+async fn calls_that_change_nothing_publish_nothing() {
+    let Some(h) = harness().await else { return };
+    let store = publishing(&h).await;
+    let changes = store.subscribe_changes().await.unwrap();
+    let mut follow = Follow {
+        changes,
+        store: &store,
+    };
+    let stored = ChatMessage::user("once").with_new_id();
+    store
+        .append("n", std::slice::from_ref(&stored))
+        .await
+        .unwrap();
+    follow.expect(ChangeKind::Created, "n", 1).await;
+
+    let stale = Expect::Generation(1);
+    let refused = store
+        .write_if("n", stale, Change::Append(std::slice::from_ref(&stored)))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Conflict { .. })),
+        "{refused:?}"
+    );
+    store
+        .append("n", std::slice::from_ref(&stored))
+        .await
+        .unwrap();
+    store.append("n", &[]).await.unwrap();
+    store.truncate("n", 5).await.unwrap();
+    store.delete("absent").await.unwrap();
+    let titled = MetaUpdate::new().title(Some("t"));
+    assert_eq!(store.update_session("absent", &titled).await.unwrap(), None);
+
+    store
+        .append("n", &[ChatMessage::assistant("next")])
+        .await
+        .unwrap();
+    follow.expect(ChangeKind::Appended, "n", 2).await;
+}
+
+/// A write that meets its session past its expiry (here set by hand, before Redis drops
+/// the keys) removes it and says so, then reports its own change; a metadata update that
+/// meets it so changes, and publishes, nothing.
+#[tokio::test]
+async fn a_write_that_meets_an_expired_session_reports_the_expiry_first() {
+    let Some(h) = harness().await else { return };
+    let store = publishing(&h).await;
+    let changes = store.subscribe_changes().await.unwrap();
+    let mut follow = Follow {
+        changes,
+        store: &store,
+    };
+    let mut raw = h.raw().await;
+    for id in ["w", "m"] {
+        store.append(id, &[ChatMessage::user("hi")]).await.unwrap();
+        follow.expect(ChangeKind::Created, id, 1).await;
+        // An instant long past, with keys Redis has not dropped yet (as in the moment
+        // between the instant and the `PEXPIREAT` rounded up to the next ms): expired for
+        // every reader and writer from now on.
+        let _: i64 = redis::cmd("HSET")
+            .arg(h.meta_key(id))
+            .arg("expires_at")
+            .arg("1")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        for key in [h.list_key(id), h.meta_key(id)] {
+            let _: i64 = redis::cmd("PEXPIRE")
+                .arg(key)
+                .arg(3_600_000)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+        }
+    }
+    store
+        .append("w", &[ChatMessage::user("again")])
+        .await
+        .unwrap();
+    follow
+        .expect_generation(ChangeKind::Expired, "w", 0, 0)
+        .await;
+    follow.expect(ChangeKind::Created, "w", 1).await;
+    // A metadata update finds it absent in its first read and changes nothing.
+    let titled = MetaUpdate::new().title(Some("t"));
+    assert_eq!(store.update_session("m", &titled).await.unwrap(), None);
+
+    // A creation with an expiry already past: created, then dropped at once.
+    let past = SystemTime::now() - Duration::from_secs(1);
+    let meta = SessionMeta::new().expiry(Expiry::At(past));
+    let generation = store
+        .create_session("p", &meta, &[ChatMessage::user("x")])
+        .await
+        .unwrap();
+    follow
+        .expect_generation(ChangeKind::Created, "p", 1, generation)
+        .await;
+    follow
+        .expect_generation(ChangeKind::Expired, "p", 0, 0)
+        .await;
+    store
+        .append("w", &[ChatMessage::user("last")])
+        .await
+        .unwrap();
+    follow.expect(ChangeKind::Appended, "w", 2).await;
 }

@@ -38,7 +38,7 @@
 //!
 //! Changes published (`RedisOptions::publish_changes`): each script that changes
 //! sessions comes in two forms ([`Writing`]), one calling `PUBLISH` after each change it
-//! makes and one that does not (`notify.rs`).
+//! makes and one in which those lines are comments (`notify.rs`).
 //!
 //! Each `redis.call` costs the server about as much as a command of its own, and a busy
 //! server's throughput is what its scripts cost (issue #15's W5), so the common append
@@ -127,8 +127,8 @@ fn script(parts: &[&str]) -> Script {
 }
 
 /// A script that changes sessions, in the two forms a storage picks from by
-/// [`RedisOptions::publish_changes`](crate::RedisOptions::publish_changes): with
-/// `notify.rs`'s quiet or publishing `notify` in front of its parts.
+/// [`RedisOptions::publish_changes`](crate::RedisOptions::publish_changes): as written,
+/// its `--publish` lines comments, or with them run (`notify.rs`).
 pub(crate) struct Writing {
     quiet: Script,
     publishing: Script,
@@ -136,10 +136,10 @@ pub(crate) struct Writing {
 
 impl Writing {
     fn of(parts: &[&str]) -> Self {
-        let with = |notify| script(&[&[notify], parts].concat());
+        let quiet = source(parts);
         Self {
-            quiet: with(notify::QUIET),
-            publishing: with(notify::PUBLISH),
+            publishing: Script::new(&notify::publishing(&quiet)),
+            quiet: Script::new(&quiet),
         }
     }
 

@@ -184,7 +184,7 @@ pub(super) const DROP: &str = r#"
     redis.call('ZREM', prefix .. ':expiry', entry)
   end
   redis.call('DEL', KEYS[1], KEYS[2])
-  notify(prefix, 'expired', 0, 0, id)
+  --publish notify(prefix, 'expired', 0, 0, id)
 "#;
 
 /// `ARGV[3..=6]` of the message scripts are the condition: the fresh generation the

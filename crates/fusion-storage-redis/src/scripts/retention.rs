@@ -63,7 +63,7 @@ for _, entry in ipairs(due) do
     if not seen[id] then
       seen[id] = true
       purged = purged + 1
-      notify(prefix, 'expired', 0, 0, id)
+      --publish notify(prefix, 'expired', 0, 0, id)
     end
   elseif at then
     local _, _, score = expiry(at, false, false, clock)
@@ -82,7 +82,7 @@ return {purged, #due}
 pub(super) const PURGE_ONE: &str = r#"
 local gone, owner = sweep(KEYS[1], KEYS[2])
 if gone then
-  notify(ARGV[1], 'expired', 0, 0, ARGV[2])
+  --publish notify(ARGV[1], 'expired', 0, 0, ARGV[2])
   return {1, owner or false}
 end
 return {0, owner or false}

@@ -52,6 +52,29 @@ fn the_scripts_carry_the_ttl_bound_and_legacy_generation_of_the_crate() {
 }
 
 #[test]
+fn only_the_publishing_form_publishes_and_it_keeps_no_mark() {
+    let scripts = [
+        writes::WRITE,
+        writes::TRUNCATE,
+        writes::DELETE,
+        writes::UPDATE,
+        retention::PURGE,
+        retention::PURGE_ONE,
+    ];
+    for last in scripts {
+        let quiet = source(&[COMMON, DIGITS, CLOCK, TTL, CONDITION, INDEX, UNINDEX, last]);
+        assert!(quiet.contains(notify::MARK), "{last}");
+        // In the quiet form every call of notify() is behind the mark, a comment.
+        for line in quiet.lines().filter(|line| line.contains("notify(")) {
+            assert!(line.trim_start().starts_with(notify::MARK), "{line}");
+        }
+        let publishing = notify::publishing(&quiet);
+        assert!(!publishing.contains(notify::MARK), "{last}");
+        assert!(publishing.starts_with(notify::NOTIFY));
+    }
+}
+
+#[test]
 fn a_write_with_an_argument_that_would_fail_later_fails_first_and_writes_nothing() {
     let Some(mut conn) = server() else { return };
     let prefix = prefix("scripts");

@@ -243,13 +243,9 @@ else
 end
 touch(due, pttl, now)
 local len = before + pushed
-local kind = 'appended'
-if before == 0 then
-  kind = 'created'
-elseif mode == 'replace' then
-  kind, len = 'replaced', count
-end
-notify(prefix, kind, gen, len, id)
+if mode == 'replace' then len = count end
+--publish notify(prefix, before == 0 and 'created' or mode == 'replace' and 'replaced' or 'appended', gen, len, id)
+--publish if due and tonumber(due) <= tonumber(now) then notify(prefix, 'expired', 0, 0, id) end
 -- On one server the indexes are done: the caller needs no more.
 if indexed then return {1, gen, len} end
 return {1, gen, len, now, owner, (before == 0 or idle) and due}
@@ -275,7 +271,7 @@ if len <= keep then return {1, gen, len} end
 if keep == 0 then
   unindex(prefix, id, owner, at)
   redis.call('DEL', KEYS[1], KEYS[2])
-  notify(prefix, 'deleted', 0, 0, id)
+  --publish notify(prefix, 'deleted', 0, 0, id)
   return {1, '0', 0, false, owner, at}
 end
 local set = {'gen', fresh, 'updated_at', now}
@@ -301,7 +297,7 @@ index(prefix, id, owner, now, false, idle and due)
 redis.call('LTRIM', KEYS[1], 0, keep - 1)
 redis.call('HSET', KEYS[2], unpack(set))
 touch(due, pttl, now)
-notify(prefix, 'truncated', fresh, keep, id)
+--publish notify(prefix, 'truncated', fresh, keep, id)
 if indexed then return {1, fresh, keep} end
 return {1, fresh, keep, now, owner, idle and due}
 "#;
@@ -320,7 +316,7 @@ local owner, at = false, false
 if not found.err then owner, at = found[1], found[2] end
 unindex(prefix, id, owner, at)
 local deleted = redis.call('DEL', KEYS[1], KEYS[2])
-if deleted > 0 then notify(prefix, 'deleted', 0, 0, id) end
+--publish if deleted > 0 then notify(prefix, 'deleted', 0, 0, id) end
 return {deleted, owner, at}
 "#;
 
@@ -421,6 +417,7 @@ if #gone > 0 then redis.call('HDEL', KEYS[2], unpack(gone)) end
 local f = redis.call('HMGET', KEYS[2], 'created_at', 'updated_at', 'gen', 'owner', 'title',
   'tags', 'data', 'expires_at', 'idle')
 touch(due, nil, now)
-notify(prefix, 'updated', f[3] or '@LEGACY_GENERATION@', len, id)
+--publish notify(prefix, 'updated', f[3] or '@LEGACY_GENERATION@', len, id)
+--publish if due and tonumber(due) <= tonumber(now) then notify(prefix, 'expired', 0, 0, id) end
 return {len, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]}
 "#;

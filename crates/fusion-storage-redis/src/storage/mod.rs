@@ -143,7 +143,7 @@ impl RedisStorage {
 
     /// Follows the changes made to this storage's sessions (its key prefix) by every
     /// storage that publishes them ([`RedisOptions::publish_changes`]), in any process,
-    /// from now on, in the order they were made.
+    /// from now on, each session's in the order they were made.
     ///
     /// Opens a connection of its own for the subscription: to the server, or to the
     /// first seed node of a cluster that answers (a cluster forwards every published

@@ -16,7 +16,7 @@
 //! then each session's own script, then the index removals, then a second look at those
 //! sessions that puts back whatever a writer stored meanwhile.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use fusion_core::{Result, SessionId, check_purge_batch};
 use futures::future::try_join_all;
@@ -89,7 +89,12 @@ impl RedisStorage {
             .map(|entry| split_member(entry))
             .filter(|(id, _)| SessionId::validate(id).is_ok())
             .collect();
-        let sweeps = entries.iter().map(|(id, _)| async move {
+        // A session has two entries while an owner change is settling (`id` and
+        // `id/owner`): swept once, so its removal is published once.
+        let mut ids: Vec<&str> = entries.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let sweeps = ids.iter().map(|id| async move {
             let (list, meta) = (self.keys.list(id), self.keys.meta(id));
             let mut call = evalsha(self.writing(&scripts::PURGE_ONE), &[&list, &meta]);
             call.arg(self.keys.prefix()).arg(*id);
@@ -101,9 +106,14 @@ impl RedisStorage {
                 .and_then(|acked| self.acknowledged(acked, op))?;
             Ok::<_, fusion_core::Error>(swept)
         });
-        let swept = try_join_all(sweeps).await?;
+        let swept: HashMap<&str, (i64, Option<String>)> = ids
+            .iter()
+            .copied()
+            .zip(try_join_all(sweeps).await?)
+            .collect();
         let mut gone: Vec<Gone<'_>> = Vec::new();
-        for ((id, owner), (removed, meta_owner)) in entries.iter().zip(&swept) {
+        for (id, owner) in &entries {
+            let (removed, meta_owner) = &swept[id];
             if *removed == 1 {
                 let mut owners: Vec<&str> = owner.iter().copied().collect();
                 if let Some(meta_owner) = meta_owner.as_deref().filter(|o| Some(*o) != *owner) {
