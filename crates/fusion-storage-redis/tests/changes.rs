@@ -41,7 +41,13 @@ struct Follow<'a> {
     store: &'a RedisStorage,
 }
 
-impl Follow<'_> {
+impl<'a> Follow<'a> {
+    /// Subscribes to `store`'s changes.
+    async fn new(store: &'a RedisStorage) -> Self {
+        let changes = store.subscribe_changes().await.unwrap();
+        Self { changes, store }
+    }
+
     /// Asserts that the next change is `kind` of `id`, leaving it with `len` messages
     /// and the generation the storage reads now.
     async fn expect(&mut self, kind: ChangeKind, id: &str, len: usize) {
@@ -66,12 +72,8 @@ impl Follow<'_> {
 
 async fn every_kind_of_change_arrives_in_order(h: Harness) {
     let store = publishing(&h).await;
-    let changes = store.subscribe_changes().await.unwrap();
-    assert_eq!(changes.channel(), format!("{}:changes", h.prefix));
-    let mut follow = Follow {
-        changes,
-        store: &store,
-    };
+    let mut follow = Follow::new(&store).await;
+    assert_eq!(follow.changes.channel(), format!("{}:changes", h.prefix));
     let (a, b, c) = (
         ChatMessage::user("a"),
         ChatMessage::assistant("b"),
@@ -282,11 +284,7 @@ async fn a_cluster_subscription_skips_a_seed_node_that_is_down() {
 async fn calls_that_change_nothing_publish_nothing() {
     let Some(h) = harness().await else { return };
     let store = publishing(&h).await;
-    let changes = store.subscribe_changes().await.unwrap();
-    let mut follow = Follow {
-        changes,
-        store: &store,
-    };
+    let mut follow = Follow::new(&store).await;
     let stored = ChatMessage::user("once").with_new_id();
     store
         .append("n", std::slice::from_ref(&stored))
@@ -326,11 +324,7 @@ async fn calls_that_change_nothing_publish_nothing() {
 async fn a_write_that_meets_an_expired_session_reports_the_expiry_first() {
     let Some(h) = harness().await else { return };
     let store = publishing(&h).await;
-    let changes = store.subscribe_changes().await.unwrap();
-    let mut follow = Follow {
-        changes,
-        store: &store,
-    };
+    let mut follow = Follow::new(&store).await;
     let mut raw = h.raw().await;
     for id in ["w", "m"] {
         store.append(id, &[ChatMessage::user("hi")]).await.unwrap();
