@@ -92,6 +92,10 @@ const SUITES: &[(&str, &str)] = &[
         "Redis: changes published and followed (pub/sub), one server and a cluster",
     ),
     (
+        "watch",
+        "Redis: fusion sessions watch, one server and a cluster",
+    ),
+    (
         "random_writers",
         "stress: 4 processes of agents sharing sessions, each shared backend, 2 layers",
     ),

@@ -1,5 +1,6 @@
 //! The `fusion` command: chat with an agent, and list, show, tag, retitle, expire, export,
-//! import, delete, purge, rekey and migrate stored sessions on any backend, encrypted or not.
+//! import, delete, purge, rekey, migrate and (on Redis) watch stored sessions on any backend,
+//! encrypted or not.
 //!
 //! This file holds the clap definitions and the dispatch; each command lives in its own
 //! module. Every failure ends up in [`main`], which prints it as one line
@@ -18,6 +19,7 @@ mod store;
 mod time;
 #[cfg(feature = "ui")]
 mod ui;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,7 +64,7 @@ struct Cli {
 enum Command {
     /// Talk to the agent in an interactive session (reads plain lines when stdin is not a terminal).
     Chat(ChatArgs),
-    /// List, show, tag, retitle, expire, export, import, delete and purge stored sessions.
+    /// List, show, tag, retitle, expire, export, import, delete, purge and watch stored sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
     /// Copy every session from one storage to another, never overwriting newer target history.
@@ -261,6 +263,13 @@ enum SessionsCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print each change to the sessions of a Redis storage as it happens (writers
+    /// publish them with publish_changes=true in their storage URL).
+    Watch {
+        /// Stop after this many changes (default: until interrupted).
+        #[arg(long, value_name = "N")]
+        count: Option<usize>,
+    },
     /// Delete a session and all its messages.
     Delete {
         /// The session id.
@@ -377,6 +386,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 SessionsCommand::Purge(args) => retention::purge(&storage, &args).await,
                 SessionsCommand::Rekey { dry_run } => rekey::run(&storage, dry_run).await,
+                SessionsCommand::Watch { count } => watch::watch(&storage, count).await,
                 SessionsCommand::Delete { id, force } => {
                     sessions::delete(&storage, &id, force).await
                 }

@@ -44,7 +44,9 @@ pub enum StorageType {
     /// `rediss://...` for one server, `redis+cluster://[:password@]host:port,host:port,...`
     /// or `rediss+cluster://...` for a Redis Cluster (feature `redis`). The `key_prefix`
     /// parameter picks the prefix of every key (default `fusion`), like
-    /// `RedisOptions::key_prefix`.
+    /// `RedisOptions::key_prefix`; `publish_changes=true` makes every write publish what
+    /// it changed, like `RedisOptions::publish_changes` (see
+    /// [`open_redis`](StorageType::open_redis)).
     Redis(String),
     /// A PostgreSQL URL: `postgres://[user[:password]@]host[:port]/database[?params]` or
     /// `postgresql://...` (feature `postgres`). `sslmode` and the driver's other parameters
@@ -110,6 +112,30 @@ impl StorageType {
         })
     }
 
+    /// Opens the Redis storage this value names, as itself rather than behind the trait:
+    /// for what only Redis offers, such as following changes
+    /// ([`RedisStorage::subscribe_changes`](fusion_storage_redis::RedisStorage::subscribe_changes)).
+    /// Any other storage is [`Error::Config`], since only Redis publishes changes.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> fusion::Result<()> {
+    /// use fusion::storage::StorageType;
+    ///
+    /// let storage = StorageType::Redis("redis://127.0.0.1:6379?publish_changes=true".into());
+    /// let mut changes = storage.open_redis().await?.subscribe_changes().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub async fn open_redis(&self) -> Result<fusion_storage_redis::RedisStorage> {
+        match self {
+            StorageType::Redis(url) => connect_redis(url).await,
+            other => Err(Error::Config(format!(
+                "storage {other} is not Redis: only a Redis storage publishes session changes"
+            ))),
+        }
+    }
+
     /// Opens the storage this value names.
     ///
     /// `Memory` opens the process-wide in-memory store, so sessions created through it are
@@ -134,18 +160,7 @@ impl StorageType {
                 fusion_storage_sqlite::SqliteStorage::connect(url).await?,
             )),
             #[cfg(feature = "redis")]
-            StorageType::Redis(url) => {
-                let (url, key_prefix) =
-                    fusion_core::split_url_param(url, location::KEY_PREFIX_PARAM);
-                let options = fusion_storage_redis::RedisOptions::new();
-                let options = match key_prefix {
-                    Some(prefix) => options.key_prefix(prefix),
-                    None => options,
-                };
-                Ok(Arc::new(
-                    fusion_storage_redis::RedisStorage::connect_with(&url, options).await?,
-                ))
-            }
+            StorageType::Redis(url) => Ok(Arc::new(connect_redis(url).await?)),
             #[cfg(feature = "postgres")]
             StorageType::Postgres(url) => Ok(Arc::new(
                 fusion_storage_postgres::PostgresStorage::connect(url).await?,
@@ -226,6 +241,42 @@ impl FromStr for StorageType {
         Ok(StorageType::FileSystem(PathBuf::from(url)))
     }
 }
+
+/// Connects to a Redis URL, its `key_prefix` and `publish_changes` parameters taken off
+/// as the options they name (the driver never sees them).
+#[cfg(feature = "redis")]
+async fn connect_redis(url: &str) -> Result<fusion_storage_redis::RedisStorage> {
+    let (url, options) = redis_options(url)?;
+    fusion_storage_redis::RedisStorage::connect_with(&url, options).await
+}
+
+/// The driver's URL and the options of a Redis URL's own parameters.
+#[cfg(feature = "redis")]
+fn redis_options(url: &str) -> Result<(String, fusion_storage_redis::RedisOptions)> {
+    let (url, key_prefix) = fusion_core::split_url_param(url, location::KEY_PREFIX_PARAM);
+    let (url, publish) = fusion_core::split_url_param(&url, PUBLISH_CHANGES_PARAM);
+    let mut options = fusion_storage_redis::RedisOptions::new();
+    if let Some(prefix) = key_prefix {
+        options = options.key_prefix(prefix);
+    }
+    if let Some(publish) = publish {
+        let publish = match publish.as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            other => {
+                return Err(Error::Config(format!(
+                    "{PUBLISH_CHANGES_PARAM}={other:?} in a Redis URL: use true or false"
+                )));
+            }
+        };
+        options = options.publish_changes(publish);
+    }
+    Ok((url, options))
+}
+
+/// The query parameter of a Redis URL that turns on `RedisOptions::publish_changes`.
+#[cfg(feature = "redis")]
+const PUBLISH_CHANGES_PARAM: &str = "publish_changes";
 
 #[cfg(test)]
 mod tests {
@@ -463,6 +514,39 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_redis_urls_own_parameters_become_options() {
+        use fusion_storage_redis::RedisOptions;
+        let (url, options) =
+            redis_options("redis://h/0?key_prefix=app&publish_changes=true&protocol=resp3")
+                .unwrap();
+        assert_eq!(url, "redis://h/0?protocol=resp3");
+        let expected = RedisOptions::new().key_prefix("app").publish_changes(true);
+        assert_eq!(options, expected);
+        for (quiet, driver) in [
+            ("redis://h?publish_changes=0", "redis://h"),
+            (
+                "redis+cluster://a:1,b:2?publish_changes=false",
+                "redis+cluster://a:1,b:2",
+            ),
+            ("redis://h", "redis://h"),
+        ] {
+            let (url, options) = redis_options(quiet).unwrap();
+            assert_eq!(
+                (url.as_str(), options),
+                (driver, RedisOptions::new()),
+                "{quiet}"
+            );
+        }
+        let err = redis_options("redis://h?publish_changes=maybe").unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("publish_changes=\"maybe\""),
+            "{err}"
+        );
     }
 
     #[cfg(feature = "redis")]
