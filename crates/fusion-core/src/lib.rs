@@ -5,6 +5,7 @@
 //! through the `fusion` facade.
 
 mod error;
+mod flag;
 mod layer;
 mod listing;
 mod message;
@@ -25,6 +26,7 @@ mod url_param;
 pub mod testkit;
 
 pub use error::{Error, Result};
+pub use flag::parse_flag;
 pub use layer::{Intercept, Intercepted, Layer, StorageExt};
 pub use listing::{
     Cursor, Position, SessionOrder, SessionPage, SessionQuery, from_unix_micros, unix_micros,

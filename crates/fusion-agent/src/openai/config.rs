@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use fusion_core::{Error, Result};
+use fusion_core::{Error, Result, parse_flag};
 use reqwest::Url;
 
 use super::OpenAiClient;
@@ -271,18 +271,6 @@ pub(super) fn display_url(url: &Url) -> String {
         let _ = shown.set_password(Some("***"));
     }
     shown.to_string().trim_end_matches('/').to_owned()
-}
-
-/// The value of the boolean variable `name`, or an error naming it.
-fn parse_flag(name: &str, text: &str) -> Result<bool> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(Error::Config(format!(
-            "{name} must be true or false (or 1/0), not \"{}\"",
-            text.trim()
-        ))),
-    }
 }
 
 #[cfg(test)]

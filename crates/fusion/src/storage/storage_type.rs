@@ -260,16 +260,8 @@ fn redis_options(url: &str) -> Result<(String, fusion_storage_redis::RedisOption
         options = options.key_prefix(prefix);
     }
     if let Some(publish) = publish {
-        let publish = match publish.as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            other => {
-                return Err(Error::Config(format!(
-                    "{PUBLISH_CHANGES_PARAM}={other:?} in a Redis URL: use true or false"
-                )));
-            }
-        };
-        options = options.publish_changes(publish);
+        let name = format!("{PUBLISH_CHANGES_PARAM} in a Redis URL");
+        options = options.publish_changes(fusion_core::parse_flag(&name, &publish)?);
     }
     Ok((url, options))
 }
@@ -544,7 +536,9 @@ mod tests {
         let err = redis_options("redis://h?publish_changes=maybe").unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err:?}");
         assert!(
-            err.to_string().contains("publish_changes=\"maybe\""),
+            err.to_string().contains(
+                "publish_changes in a Redis URL must be true or false (or 1/0), not \"maybe\""
+            ),
             "{err}"
         );
     }
