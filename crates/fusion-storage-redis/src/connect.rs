@@ -12,7 +12,7 @@ use redis::cluster::ClusterClient;
 
 use crate::config::RedisOptions;
 use crate::connection::Connection;
-use crate::error::{BACKEND, Op, parse_redis_error};
+use crate::error::{Op, no_connection, parse_redis_error};
 
 // Backoff between connection attempts (and, on a cluster, between tries of a request
 // the cluster refused for now): 100 ms doubling, capped at 1 s, so the default two
@@ -86,14 +86,7 @@ pub(crate) async fn open(url: &str, options: &RedisOptions) -> Result<Opened> {
     let conn = match tokio::time::timeout(budget, connecting).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(err)) => return Err(parse_redis_error(err, op)),
-        Err(_elapsed) => {
-            return Err(Error::Backend {
-                backend: BACKEND,
-                message: format!("{op}: no connection within {budget:?}; is the server up?"),
-                retryable: true,
-                source: None,
-            });
-        }
+        Err(_elapsed) => return Err(no_connection(op, budget)),
     };
     tracing::debug!(url = %redacted, prefix = %options.key_prefix, cluster = conn.is_cluster(), "connected to Redis");
     Ok(Opened {

@@ -80,6 +80,17 @@ impl fmt::Display for Op<'_> {
     }
 }
 
+/// The error of `op` when no connection was made within `waited`: retryable, since the
+/// server may be up again on the next try.
+pub(crate) fn no_connection(op: Op<'_>, waited: std::time::Duration) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        message: format!("{op}: no connection within {waited:?}; is the server up?"),
+        retryable: true,
+        source: None,
+    }
+}
+
 /// Maps a driver error to a Fusion error, naming the server, operation and session.
 ///
 /// Dropped, refused and timed-out connections and a server that is loading or failing

@@ -19,6 +19,8 @@
 //!   (`expiry_member`): the id, then `/` and the owner if it has one, so a purge can
 //!   clear an owner's indexes after Redis dropped the meta hash naming it.
 //!   Sessions without an expiry are not in it;
+//! - `fusion:changes`: not a key but the pub/sub channel the write scripts publish each
+//!   change on, with `RedisOptions::publish_changes` (`scripts/notify.rs`);
 //! - `fusion:sessions`: the SET of session ids that releases before the ZSETs kept; read
 //!   only to move its ids into the ZSETs (see `storage/index.rs`), then gone.
 //!
@@ -106,6 +108,12 @@ impl Keys {
     /// The ZSET of the sessions that have an expiry, by the millisecond they expire.
     pub(crate) fn expiry(&self) -> &str {
         &self.expiry
+    }
+
+    /// The pub/sub channel the write scripts publish changes on (`scripts/notify.rs`
+    /// names it the same way).
+    pub(crate) fn changes(&self) -> String {
+        format!("{}:changes", self.prefix)
     }
 
     /// The ZSET of the ids of `owner`'s sessions, by id.

@@ -36,7 +36,7 @@ use crate::changes::SessionChanges;
 use crate::config::{RedisOptions, ReplicaAcks};
 use crate::connect;
 use crate::connection::Connection;
-use crate::error::{BACKEND, Op, corrupt_element, parse_redis_error};
+use crate::error::{BACKEND, Op, corrupt_element, no_connection, parse_redis_error};
 use crate::keys::Keys;
 use crate::scripts;
 use crate::stored::is_past;
@@ -169,7 +169,7 @@ impl RedisStorage {
     /// [`Error::Backend`]: fusion_core::Error::Backend
     /// [`SessionChanges`]: crate::SessionChanges
     pub async fn subscribe_changes(&self) -> Result<SessionChanges> {
-        let channel = format!("{}:changes", self.keys.prefix());
+        let channel = self.keys.changes();
         let op = self.op("subscribe_changes", None);
         let mut failure = None;
         for client in self.subscribe_to.iter() {
@@ -184,15 +184,7 @@ impl RedisStorage {
                         return Ok(SessionChanges::new(messages, channel, self.url.clone()));
                     }
                     Ok(Err(err)) => parse_redis_error(err, op),
-                    Err(_elapsed) => fusion_core::Error::Backend {
-                        backend: BACKEND,
-                        message: format!(
-                            "{op}: no connection within {:?}; is the server up?",
-                            self.connect_timeout
-                        ),
-                        retryable: true,
-                        source: None,
-                    },
+                    Err(_elapsed) => no_connection(op, self.connect_timeout),
                 },
             );
         }
