@@ -3,7 +3,7 @@
 //! The protocol (why a separate file, why its identity is checked after locking, when it
 //! is removed) is described in [`crate::session_files`]; this module holds the handle.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::Path;
 use std::time::SystemTime;
@@ -37,6 +37,34 @@ impl SessionLock {
                 return Ok(Self { file: Some(file) });
             }
         }
+    }
+
+    /// Takes the exclusive lock on `path` if that needs no waiting and no creating:
+    /// `None` when the lock file does not exist, another handle holds the lock, or the
+    /// file was removed before this took it (see [`exclusive`](Self::exclusive)).
+    pub(crate) fn try_exclusive(path: &Path) -> Result<Option<Self>> {
+        Self::try_taking(path, File::try_lock)
+    }
+
+    /// Takes the shared lock on `path` on the terms of [`try_exclusive`](Self::try_exclusive).
+    pub(crate) fn try_shared(path: &Path) -> Result<Option<Self>> {
+        Self::try_taking(path, File::try_lock_shared)
+    }
+
+    fn try_taking(
+        path: &Path,
+        try_lock: impl FnOnce(&File) -> std::result::Result<(), TryLockError>,
+    ) -> Result<Option<Self>> {
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            other => other.at(path)?,
+        };
+        match try_lock(&file) {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(err)) => return Err(err).at(path),
+        }
+        Ok(still_linked(&file, path)?.then_some(Self { file: Some(file) }))
     }
 
     /// Takes the shared lock on `path`, so a reader never sees half of a write.

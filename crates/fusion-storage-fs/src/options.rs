@@ -46,15 +46,27 @@ pub enum SyncPolicy {
 /// assert_eq!(storage.sync_policy(), SyncPolicy::EveryWrite);
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FileSystemOptions {
     /// Which writes are fsynced; see [`SyncPolicy`].
     pub sync: SyncPolicy,
+    /// Whether the common append and short loads may run on the calling task's thread;
+    /// see [`inline_calls`](Self::inline_calls).
+    pub inline_calls: bool,
+}
+
+impl Default for FileSystemOptions {
+    fn default() -> Self {
+        Self {
+            sync: SyncPolicy::default(),
+            inline_calls: true,
+        }
+    }
 }
 
 impl FileSystemOptions {
-    /// The defaults: [`SyncPolicy::OnReplace`].
+    /// The defaults: [`SyncPolicy::OnReplace`], inline calls.
     pub fn new() -> Self {
         Self::default()
     }
@@ -62,6 +74,28 @@ impl FileSystemOptions {
     /// Sets which writes are fsynced.
     pub fn sync_policy(mut self, sync: SyncPolicy) -> Self {
         self.sync = sync;
+        self
+    }
+
+    /// Whether the common append and the load of a short session may run on the calling
+    /// task's thread instead of Tokio's blocking pool (on by default).
+    ///
+    /// Handing a call to a blocking thread and back costs two thread wake-ups, several
+    /// times what the common append's dozen small system calls cost, and on a busy
+    /// machine a blocking thread also waits for a CPU behind the runtime's (figures in
+    /// docs/performance.md). So these run right where they are called:
+    /// - an append of at most 16 KiB of JSON to an existing session, not fsynced, whose
+    ///   lock nobody holds at that moment (tried without waiting), and whose file ends
+    ///   where its counters say;
+    /// - a load of a session file of at most 64 KiB (about 200 messages of an agent's
+    ///   turns, parsed in about 0.1 ms) whose lock no writer holds at that moment.
+    ///
+    /// Any other call, and one that meets anything else (a lock held by another process
+    /// or task, a torn tail, an expired session), goes to a blocking thread, as every
+    /// call does with this off. Turn it off where each file system call is a network
+    /// round trip (NFS, SMB), so that no call holds a runtime thread for one.
+    pub fn inline_calls(mut self, inline: bool) -> Self {
+        self.inline_calls = inline;
         self
     }
 }

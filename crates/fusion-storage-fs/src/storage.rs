@@ -32,13 +32,22 @@ use crate::batch::Batch;
 use crate::error::{BACKEND, from_join};
 use crate::file_name;
 use crate::index::Index;
-use crate::jsonl::{self, Tail};
+use crate::jsonl;
 use crate::listing::{self, Lister};
 use crate::location;
 use crate::options::{FileSystemOptions, SyncPolicy};
 use crate::recent_cache::RecentCache;
 use crate::retention::Retention;
 use crate::session_files::{Directory, FileChange, SessionFiles};
+
+/// The most JSON an append may write on the calling task's thread (see
+/// [`FileSystemOptions::inline_calls`]): an agent's turn is a few kB, and a bigger write
+/// would hold the thread for longer than a short call should.
+const INLINE_MAX_BYTES: usize = 16 * 1024;
+/// The longest session file a load may read and parse on the calling task's thread:
+/// about 200 messages of an agent's turns, parsed in about 0.1 ms, the most Tokio
+/// advises a task to run between two awaits.
+const INLINE_LOAD_MAX_BYTES: u64 = 64 * 1024;
 
 /// Conversation storage in a directory: one JSON Lines file per session.
 ///
@@ -48,9 +57,11 @@ use crate::session_files::{Directory, FileChange, SessionFiles};
 /// configuration; any number of instances, in any number of processes, may use the same
 /// directory at once (see the crate docs for the locking protocol).
 ///
-/// All file work runs on Tokio's blocking thread pool, so a Tokio runtime must be running.
-/// If a call's future is dropped midway, the file operation still runs to completion (or
-/// failure) under its lock; it is never left half-done.
+/// File work runs on Tokio's blocking thread pool, so a Tokio runtime must be running;
+/// only the common append and the load of a short session run on the calling task's
+/// thread, never waiting there for a lock (see [`FileSystemOptions::inline_calls`]). If a call's future is dropped
+/// midway, the file operation still runs to completion (or failure) under its lock; it
+/// is never left half-done.
 #[derive(Debug, Clone)]
 pub struct FileSystemStorage {
     inner: Arc<Inner>,
@@ -108,9 +119,7 @@ impl FileSystemStorage {
         options: FileSystemOptions,
     ) -> Result<Self> {
         let dir = location::directory(location.as_ref())?;
-        let dir = tokio::task::spawn_blocking(move || location::create(&dir).map(|()| dir))
-            .await
-            .map_err(from_join)??;
+        let dir = blocking(move || location::create(&dir).map(|()| dir)).await?;
         Ok(Self::from_parts(dir, options))
     }
 
@@ -175,9 +184,7 @@ impl FileSystemStorage {
     ) -> Result<T> {
         SessionId::validate(session_id)?;
         let files = self.inner.directory().files(session_id);
-        tokio::task::spawn_blocking(move || op(&files))
-            .await
-            .map_err(from_join)?
+        blocking(move || op(&files)).await
     }
 
     /// Rebuilds the listing index from the session files, for a directory whose index
@@ -188,7 +195,7 @@ impl FileSystemStorage {
     /// earlier version runs. Other processes may go on reading and writing meanwhile.
     pub async fn rebuild_index(&self) -> Result<()> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             inner.index.invalidate()?;
             let lister = Lister {
                 at: inner.directory(),
@@ -196,37 +203,25 @@ impl FileSystemStorage {
             lister.page(&SessionQuery::new().limit(1)).map(drop)
         })
         .await
-        .map_err(from_join)?
     }
 
     /// Reads and parses a session, warning about a torn tail: its messages and its
     /// revision.
     async fn read(&self, session_id: &str) -> Result<Option<(Vec<ChatMessage>, Revision)>> {
-        self.on_session(session_id, |files| {
-            let Some(stored) = files.read()? else {
-                return Ok(None);
-            };
-            // Parsed after `read` released the lock: a long history never holds up writers.
-            let decoded = jsonl::decode(files.id(), &stored.bytes)?;
-            if let Tail::Torn { len } = decoded.tail {
-                tracing::warn!(
-                    backend = BACKEND,
-                    session_id = files.id(),
-                    path = %files.data().display(),
-                    bytes = len,
-                    "skipping a torn tail left by an interrupted append; \
-                     the next append to this session removes it"
-                );
-            }
-            let revision = if decoded.messages.is_empty() {
-                Revision::ABSENT
-            } else {
-                Revision {
-                    generation: stored.generation,
-                    len: decoded.messages.len(),
-                }
-            };
-            Ok(Some((decoded.messages, revision)))
+        SessionId::validate(session_id)?;
+        let files = self.inner.directory().files(session_id);
+        if self.inner.options.inline_calls
+            && let Some(stored) = files.try_read_now(INLINE_LOAD_MAX_BYTES)
+        {
+            let read = stored.map(|stored| stored.into_history(&files)).transpose();
+            tokio::task::consume_budget().await;
+            return read;
+        }
+        blocking(move || {
+            files
+                .read()?
+                .map(|stored| stored.into_history(&files))
+                .transpose()
         })
         .await
     }
@@ -273,7 +268,7 @@ impl ConversationStorage for FileSystemStorage {
     /// an earlier version), every session's lock file is read instead.
     async fn list_sessions(&self) -> Result<Vec<String>> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let ids = listing::list_dir(&inner.dir)?;
             if ids.is_empty() {
                 return Ok(ids);
@@ -281,7 +276,6 @@ impl ConversationStorage for FileSystemStorage {
             inner.retention().without_expired(ids)
         })
         .await
-        .map_err(from_join)?
     }
 
     /// Serialises `messages` into one buffer (with batch markers, so that a crash stores
@@ -313,8 +307,25 @@ impl ConversationStorage for FileSystemStorage {
         check_storable(BACKEND, session_id, messages)?;
         // Serialised before locking, so the lock is held only for the write itself.
         let batch = Batch::encode(messages)?;
-        self.on_session(session_id, move |files| files.append(&batch))
-            .await
+        let files = self.inner.directory().files(session_id);
+        if self.inner.options.inline_calls
+            && batch.lines().len() <= INLINE_MAX_BYTES
+            && let Some(appended) = files.try_append_now(&batch)
+        {
+            if let Some(due) = appended? {
+                let index = self.inner.index.clone();
+                blocking(move || {
+                    index.upkeep(due);
+                    Ok(())
+                })
+                .await?;
+            }
+            // Nothing here waited: let a task that appends in a loop give way to the
+            // others on its thread now and then, as an awaited append would.
+            tokio::task::consume_budget().await;
+            return Ok(());
+        }
+        blocking(move || files.append(&batch)).await
     }
 
     /// Rewrites the first `len` lines atomically with a fresh generation, like `save`
@@ -385,14 +396,13 @@ impl ConversationStorage for FileSystemStorage {
         query.validate()?;
         let inner = self.inner.clone();
         let query = query.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             Lister {
                 at: inner.directory(),
             }
             .page(&query)
         })
         .await
-        .map_err(from_join)?
     }
 
     /// Reads the session file and the generation stored in its lock file under one shared
@@ -436,14 +446,17 @@ impl ConversationStorage for FileSystemStorage {
     async fn purge_expired(&self, batch: usize) -> Result<usize> {
         check_purge_batch(batch)?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.retention().purge(batch))
-            .await
-            .map_err(from_join)?
+        blocking(move || inner.retention().purge(batch)).await
     }
 
     fn backend_name(&self) -> &'static str {
         BACKEND
     }
+}
+
+/// Runs `op` on Tokio's blocking pool.
+async fn blocking<T: Send + 'static>(op: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(op).await.map_err(from_join)?
 }
 
 impl Inner {

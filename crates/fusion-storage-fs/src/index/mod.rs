@@ -139,6 +139,13 @@ pub(crate) struct Recorded {
     merge_ids: bool,
 }
 
+impl Recorded {
+    /// Whether [`Index::upkeep`] has work to do for this write.
+    pub(crate) fn is_due(&self) -> bool {
+        self.fold || self.merge_ids
+    }
+}
+
 impl Index {
     /// The index of the sessions in `dir`.
     pub(crate) fn new(dir: &Path) -> Self {

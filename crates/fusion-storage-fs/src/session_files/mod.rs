@@ -64,12 +64,14 @@
 //! working locks.
 
 mod dedup;
+mod inspect;
 mod meta;
+mod read;
 mod retention;
 mod write;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -78,29 +80,15 @@ use std::time::SystemTime;
 use fusion_core::{Expect, Result, unix_micros};
 
 use crate::batch::Batch;
-use crate::counters::LockContents;
 use crate::error::{BACKEND, IoContext};
 use crate::file_name;
 use crate::index::{Index, Recorded};
 use crate::jsonl;
 use crate::lock::SessionLock;
 use crate::options::SyncPolicy;
-use crate::recent_cache::{FileIdentity, RecentCache};
+use crate::recent_cache::RecentCache;
 
-/// How much of the end of the file an append reads first to check it ends on a complete
-/// batch: enough for any batch marker, so a clean file needs this one read.
-const TAIL_PEEK: u64 = 128;
-/// How far back to read at a time when looking for the start of a torn tail.
-const TAIL_CHUNK: u64 = 64 * 1024;
-
-/// A session file as read under the shared lock.
-#[derive(Debug)]
-pub(crate) struct Stored {
-    /// The whole file.
-    pub(crate) bytes: Vec<u8>,
-    /// The generation, if the file holds any message (see the module docs).
-    pub(crate) generation: u64,
-}
+use inspect::{Current, TAIL_CHUNK, read_exact_at};
 
 /// The write of a conditional write, serialised.
 #[derive(Debug)]
@@ -122,42 +110,6 @@ enum Outcome {
     New(u64),
     /// Removed the session.
     Removed,
-}
-
-/// The session file as the holder of the exclusive lock finds it.
-#[derive(Debug)]
-struct Current {
-    /// Open for reading and appending, if it exists.
-    file: Option<File>,
-    /// Its length.
-    len: u64,
-    /// The length of its data (all but a torn tail).
-    data_end: u64,
-    /// Whether the data ends with a complete message missing its `\n`.
-    needs_newline: bool,
-    /// Which file it is.
-    identity: FileIdentity,
-    /// The lock file's contents, once read under this lock and until a write stores new
-    /// ones: the expiry check reads them, and what follows it uses them again.
-    contents: Option<LockContents>,
-}
-
-impl Current {
-    fn exists(&self) -> bool {
-        self.data_end > 0
-    }
-
-    /// No session file.
-    fn absent() -> Self {
-        Current {
-            file: None,
-            len: 0,
-            data_end: 0,
-            needs_newline: false,
-            identity: FileIdentity::default(),
-            contents: None,
-        }
-    }
 }
 
 /// A session directory and what writing any of its sessions needs: what single-session
@@ -249,31 +201,6 @@ impl SessionFiles {
         self.sync == SyncPolicy::EveryWrite
     }
 
-    /// The session file and its generation, read at one instant, or `None` if the session
-    /// was never written or has expired (checked in the lock file read for the generation).
-    pub(crate) fn read(&self) -> Result<Option<Stored>> {
-        // Checked before locking so reading an unknown session creates neither the
-        // directory nor a lock file.
-        if !exists(&self.data)? {
-            return Ok(None);
-        }
-        let lock = SessionLock::shared(&self.lock)?;
-        let mut file = match File::open(&self.data) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            other => other.at(&self.data)?,
-        };
-        let metadata = file.metadata().at(&self.data)?;
-        let contents = lock.contents(&self.lock)?;
-        let expiry = self.expiry_of(&contents, || modified_us(&metadata));
-        if expiry.is_expired_at(now_micros()) {
-            return Ok(None);
-        }
-        let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
-        file.read_to_end(&mut bytes).at(&self.data)?;
-        let generation = crate::lock::generation_of(&contents, &self.lock);
-        Ok(Some(Stored { bytes, generation }))
-    }
-
     /// Appends the messages of `batch` the session does not hold yet with one `write()`,
     /// first cutting off a torn tail.
     pub(crate) fn append(&self, batch: &Batch) -> Result<()> {
@@ -282,6 +209,32 @@ impl SessionFiles {
         let (_, recorded) = self.append_locked(&lock, current, batch, None)?;
         self.finish(lock, &[expired, recorded]);
         Ok(())
+    }
+
+    /// The common append, made only if it can be made without waiting, for a caller that
+    /// must not block: `None`, having changed nothing, unless the session exists, nobody
+    /// holds its lock, its file ends in a complete batch (checked with the one read of its
+    /// end every append makes) that its counters describe, it has not expired, and appends
+    /// are not fsynced. Then it is [`append`](Self::append), but the index upkeep it made
+    /// due, if any, is returned for the caller to run where a long call may block.
+    ///
+    /// Every error also reads as `None` until the write starts: the caller then makes the
+    /// append the usual way, which reports it.
+    pub(crate) fn try_append_now(&self, batch: &Batch) -> Option<Result<Option<Recorded>>> {
+        if self.sync_appends() {
+            return None;
+        }
+        let lock = SessionLock::try_exclusive(&self.lock).ok()??;
+        let mut current = self.inspect_peeking().ok()??;
+        let contents = lock.contents(&self.lock).ok()?;
+        let counters = contents.counters.filter(|c| c.len == current.len)?;
+        if !current.exists() || counters.expiry.is_expired_at(now_micros()) {
+            return None;
+        }
+        current.contents = Some(contents);
+        let appended = self.append_locked(&lock, current, batch, None);
+        drop(lock);
+        Some(appended.map(|(_, recorded)| recorded.filter(Recorded::is_due)))
     }
 
     /// Replaces the whole session file with `contents` (`count` messages), atomically and
@@ -389,76 +342,10 @@ impl SessionFiles {
         }
     }
 
-    /// Opens the session file, if any, and finds where its data ends.
-    fn inspect(&self) -> Result<Current> {
-        let file = match OpenOptions::new().read(true).append(true).open(&self.data) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                return Ok(Current::absent());
-            }
-            other => other.at(&self.data)?,
-        };
-        let metadata = file.metadata().at(&self.data)?;
-        let len = metadata.len();
-        let (data_end, needs_newline) = self.find_data_end(&file, len)?;
-        Ok(Current {
-            file: Some(file),
-            len,
-            data_end,
-            needs_newline,
-            identity: FileIdentity::of(&metadata),
-            contents: None,
-        })
-    }
-
-    /// The whole session file, read through the handle `inspect` opened.
-    fn read_locked(&self, current: &Current) -> Result<Vec<u8>> {
-        let Some(mut file) = current.file.as_ref() else {
-            return Ok(Vec::new());
-        };
-        let mut bytes = Vec::with_capacity(usize::try_from(current.len).unwrap_or(0));
-        file.seek(SeekFrom::Start(0)).at(&self.data)?;
-        file.read_to_end(&mut bytes).at(&self.data)?;
-        Ok(bytes)
-    }
-
-    /// Where the data of a file of `len` bytes ends (before its torn tail), and whether it
-    /// ends with a complete message missing its `\n`.
-    ///
-    /// Reads [`TAIL_PEEK`] bytes when the file ends with a complete batch, which is always
-    /// the case unless an earlier append was interrupted; otherwise reads back as far as
-    /// the torn tail reaches.
-    fn find_data_end(&self, file: &File, len: u64) -> Result<(u64, bool)> {
-        let mut size = TAIL_PEEK;
-        loop {
-            let start = len.saturating_sub(size);
-            let mut chunk = vec![0; usize::try_from(len - start).unwrap_or(0)];
-            read_exact_at(file, &mut chunk, start).at(&self.data)?;
-            if let Some(end) = jsonl::data_end(&chunk, start == 0) {
-                let needs_newline = end > 0 && chunk[end - 1] != b'\n';
-                return Ok((start + end as u64, needs_newline));
-            }
-            size = size.max(TAIL_CHUNK / 2) * 2;
-        }
-    }
-
     /// Takes the session's exclusive lock, creating the directory on first use.
     fn lock_exclusive(&self) -> Result<SessionLock> {
         SessionLock::exclusive(&self.dir, &self.lock)
     }
-}
-
-/// Fills `buf` from `offset` of `file`: one `pread` on Unix (every append peeks at the
-/// tail, so the seek a plain read needs is a system call saved per append), a seek and a
-/// read elsewhere.
-#[cfg(unix)]
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-}
-
-#[cfg(not(unix))]
-fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(buf)
 }
 
 /// The clock, as expiries are compared with it.
@@ -494,4 +381,72 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(not(unix))]
 pub(crate) fn sync_dir(_dir: &Path) -> Result<()> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
+    use fusion_core::ChatMessage;
+
+    use super::inspect::TAIL_PEEK;
+    use super::*;
+
+    pub(super) fn session(dir: &Path, id: &str, sync: SyncPolicy) -> SessionFiles {
+        SessionFiles::new(dir, id, Arc::new(Index::new(dir)), sync, Arc::default())
+    }
+
+    pub(super) fn batch(text: &str) -> Batch {
+        Batch::encode(&[ChatMessage::user(text)]).unwrap()
+    }
+
+    pub(super) fn stored(files: &SessionFiles) -> Vec<u8> {
+        fs::read(files.data()).unwrap()
+    }
+
+    #[test]
+    fn only_the_common_append_is_made_at_once_and_the_others_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::OnReplace);
+        // A creation is not the common append.
+        assert!(files.try_append_now(&batch("a")).is_none());
+        assert!(!files.data().exists());
+        files.append(&batch("a")).unwrap();
+        assert!(matches!(files.try_append_now(&batch("b")), Some(Ok(None))));
+        assert_eq!(jsonl::line_count(&stored(&files)), 2);
+
+        // The lock is held by another handle (another task or process).
+        let held = SessionLock::exclusive(dir.path(), &files.lock).unwrap();
+        let before = stored(&files);
+        assert!(files.try_append_now(&batch("c")).is_none());
+        assert_eq!(stored(&files), before);
+        drop(held);
+
+        // A line the counters do not describe (written by hand).
+        let mut file = OpenOptions::new().append(true).open(files.data()).unwrap();
+        file.write_all(b"{\"role\":\"user\",\"content\":\"by hand\"}\n")
+            .unwrap();
+        let before = stored(&files);
+        assert!(files.try_append_now(&batch("c")).is_none());
+        assert_eq!(stored(&files), before);
+        // The usual append counts the lines again; then the common one is back.
+        files.append(&batch("c")).unwrap();
+        assert!(matches!(files.try_append_now(&batch("d")), Some(Ok(None))));
+
+        // A torn tail longer than the one read of the end.
+        file.write_all(&[b'x'; 2 * TAIL_PEEK as usize]).unwrap();
+        let before = stored(&files);
+        assert!(files.try_append_now(&batch("e")).is_none());
+        assert_eq!(stored(&files), before);
+        files.append(&batch("e")).unwrap();
+        let text = String::from_utf8(stored(&files)).unwrap();
+        assert_eq!(jsonl::line_count(text.as_bytes()), 6, "{text}");
+        assert!(!text.contains("xxx"), "the torn tail is cut: {text}");
+
+        // Appends that are fsynced wait for the disk.
+        let synced = session(dir.path(), "s", SyncPolicy::EveryWrite);
+        assert!(synced.try_append_now(&batch("f")).is_none());
+        assert_eq!(jsonl::line_count(&stored(&files)), 6);
+    }
 }
