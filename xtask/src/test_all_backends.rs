@@ -29,7 +29,8 @@ const BACKENDS: &[&str] = &[
 
 /// Conformance suites run through a layer or in another form that must run too
 /// (`conformance_<name>`): the encryption layer on every backend, the observability layer,
-/// a pass-through layer, and Redis's write scripts in the form that publishes changes.
+/// a pass-through layer, Redis's write scripts in the form that publishes changes, and fs
+/// with every call on the blocking pool.
 const LAYERED: &[&str] = &[
     "encrypted_memory",
     "encrypted_fs",
@@ -41,6 +42,7 @@ const LAYERED: &[&str] = &[
     "layered_memory",
     "redis_publishing",
     "redis_cluster_publishing",
+    "fs_blocking",
 ];
 
 /// Suites beyond the conformance cases that must run, by test binary (`tests/<name>.rs`),

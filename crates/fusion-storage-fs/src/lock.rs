@@ -43,19 +43,21 @@ impl SessionLock {
     /// `None` when the lock file does not exist, another handle holds the lock, or the
     /// file was removed before this took it (see [`exclusive`](Self::exclusive)).
     pub(crate) fn try_exclusive(path: &Path) -> Result<Option<Self>> {
-        Self::try_taking(path, File::try_lock)
+        Self::try_taking(path, true, File::try_lock)
     }
 
     /// Takes the shared lock on `path` on the terms of [`try_exclusive`](Self::try_exclusive).
+    /// The file is opened for reading only, so this works where it cannot be written.
     pub(crate) fn try_shared(path: &Path) -> Result<Option<Self>> {
-        Self::try_taking(path, File::try_lock_shared)
+        Self::try_taking(path, false, File::try_lock_shared)
     }
 
     fn try_taking(
         path: &Path,
+        write: bool,
         try_lock: impl FnOnce(&File) -> std::result::Result<(), TryLockError>,
     ) -> Result<Option<Self>> {
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
+        let file = match OpenOptions::new().read(true).write(write).open(path) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             other => other.at(path)?,
         };

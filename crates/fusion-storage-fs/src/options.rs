@@ -85,8 +85,10 @@ impl FileSystemOptions {
     /// machine a blocking thread also waits for a CPU behind the runtime's (figures in
     /// docs/performance.md). So these run right where they are called:
     /// - an append of at most 16 KiB of JSON to an existing session, not fsynced, whose
-    ///   lock nobody holds at that moment (tried without waiting), and whose file ends
-    ///   where its counters say;
+    ///   lock nobody holds at that moment (tried without waiting), whose file ends where
+    ///   its counters say, and whose messages' ids, if they have any, this storage's
+    ///   memory of the session's last ids rules out (it does for every append after the
+    ///   first of this process, unless another process wrote in between);
     /// - a load of a session file of at most 64 KiB (about 200 messages of an agent's
     ///   turns, parsed in about 0.1 ms) whose lock no writer holds at that moment.
     ///

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::fs::Metadata;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use fusion_core::RecentIds;
+use fusion_core::{MessageId, RecentIds};
 
 /// The most sessions an instance remembers: about 1.5 MB.
 pub(crate) const CAPACITY: usize = 4096;
@@ -114,6 +114,21 @@ impl RecentCache {
             .remove(session)
             .filter(|entry| entry.state == state)
             .map(|entry| entry.recent)
+    }
+
+    /// Whether the entry of `session` describes `state` and rules out every one of `ids`
+    /// (see [`RecentIds::may_hold`]): then an append of them needs no read. Leaves the
+    /// entry where it is.
+    pub(crate) fn rules_out(
+        &self,
+        session: &str,
+        state: FileState,
+        ids: &[Option<MessageId>],
+    ) -> bool {
+        let entries = self.entries();
+        entries.get(session).is_some_and(|entry| {
+            entry.state == state && !ids.iter().flatten().any(|id| entry.recent.may_hold(id))
+        })
     }
 
     /// Remembers that `session` in `state` has `recent` as its last ids, evicting an

@@ -59,7 +59,8 @@ const INLINE_LOAD_MAX_BYTES: u64 = 64 * 1024;
 ///
 /// File work runs on Tokio's blocking thread pool, so a Tokio runtime must be running;
 /// only the common append and the load of a short session run on the calling task's
-/// thread, never waiting there for a lock (see [`FileSystemOptions::inline_calls`]). If a call's future is dropped
+/// thread, never waiting there for a session's lock (see
+/// [`FileSystemOptions::inline_calls`]). If a call's future is dropped
 /// midway, the file operation still runs to completion (or failure) under its lock; it
 /// is never left half-done.
 #[derive(Debug, Clone)]
@@ -313,12 +314,12 @@ impl ConversationStorage for FileSystemStorage {
             && let Some(appended) = files.try_append_now(&batch)
         {
             if let Some(due) = appended? {
+                // The messages are stored: a failure from here on is no failed append
+                // (the upkeep logs its own, and the next write retries it).
                 let index = self.inner.index.clone();
-                blocking(move || {
-                    index.upkeep(due);
-                    Ok(())
-                })
-                .await?;
+                if let Err(err) = tokio::task::spawn_blocking(move || index.upkeep(due)).await {
+                    tracing::warn!(backend = BACKEND, error = %err, "index upkeep did not run; retried later");
+                }
             }
             // Nothing here waited: let a task that appends in a loop give way to the
             // others on its thread now and then, as an awaited append would.

@@ -1,9 +1,10 @@
 //! The cross-backend conformance suite, run against [`FileSystemStorage`] in a temporary
-//! directory, once per [`SyncPolicy`].
+//! directory, once per [`SyncPolicy`] and once with every call on the blocking pool.
 //!
-//! `cargo test -p fusion-storage-fs conformance_fs::` runs it with the default policy,
-//! `conformance_fs_sync_every_write::` with an fsync on every append; `metadata_fs::` and
-//! `metadata_fs_sync_every_write::` run the metadata and listing cases.
+//! `cargo test -p fusion-storage-fs conformance_fs::` runs it with the default options,
+//! `conformance_fs_sync_every_write::` with an fsync on every append (so no append is made
+//! on the task's thread), `conformance_fs_blocking::` with
+//! [`FileSystemOptions::inline_calls`] off (no load either).
 
 use async_trait::async_trait;
 use fusion_core::Result;
@@ -38,5 +39,13 @@ async fn harness_sync_every_write() -> Option<Harness> {
     })
 }
 
+async fn harness_blocking() -> Option<Harness> {
+    Some(Harness {
+        dir: tempfile::tempdir().unwrap(),
+        options: FileSystemOptions::new().inline_calls(false),
+    })
+}
+
 fusion_core::conformance_suite!(conformance_fs, harness);
 fusion_core::conformance_suite!(conformance_fs_sync_every_write, harness_sync_every_write);
+fusion_core::conformance_suite!(conformance_fs_blocking, harness_blocking);

@@ -168,3 +168,55 @@ async fn inline_and_blocking_appends_share_a_directory() {
     assert_eq!(info.message_count, 800);
     assert_eq!(blocking.load("s").await.unwrap(), loaded);
 }
+
+/// The common append and a short load need no blocking thread: with the runtime's only
+/// one taken, they still complete, and with inline calls off they wait for it.
+#[test]
+fn the_common_calls_need_no_blocking_thread_unless_inline_calls_are_off() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let inline = FileSystemStorage::connect(dir.path()).await.unwrap();
+        let blocking = FileSystemStorage::connect_with(
+            dir.path(),
+            FileSystemOptions::new().inline_calls(false),
+        )
+        .await
+        .unwrap();
+        inline.append("s", &turn("first")).await.unwrap();
+
+        let (release, released) = mpsc::channel::<()>();
+        let taken = tokio::task::spawn_blocking(move || {
+            released.recv_timeout(Duration::from_secs(60)).is_ok()
+        });
+        // Bounded so a regression fails instead of hanging; not a timing assertion.
+        let patience = Duration::from_secs(60);
+        tokio::time::timeout(patience, inline.append("s", &turn("inline")))
+            .await
+            .expect("the inline append waited for the blocking thread")
+            .unwrap();
+        let loaded = tokio::time::timeout(patience, inline.load("s"))
+            .await
+            .expect("the inline load waited for the blocking thread")
+            .unwrap();
+        assert_eq!(loaded.len(), 4);
+
+        let waiting = tokio::spawn(async move { blocking.append("s", &turn("queued")).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "with inline calls off, the append needs the blocking thread"
+        );
+        release.send(()).unwrap();
+        assert!(
+            taken.await.unwrap(),
+            "the blocking thread was released in time"
+        );
+        waiting.await.unwrap().unwrap();
+        assert_eq!(inline.load("s").await.unwrap().len(), 6);
+    });
+}

@@ -98,6 +98,19 @@ impl SessionFiles {
         ))
     }
 
+    /// Whether [`unstored_lines`](Self::unstored_lines) would choose the lines of `batch`
+    /// without reading the file: the batch has no ids, the session has no data, or this
+    /// instance remembers the session's last ids as the file is and none of the batch's
+    /// may be among them.
+    pub(super) fn knows_unstored(&self, current: &Current, batch: &Batch) -> bool {
+        let ids = batch.ids();
+        ids.is_empty()
+            || !current.exists()
+            || self
+                .file_state(current)
+                .is_some_and(|state| self.recent.rules_out(&self.id, state, ids))
+    }
+
     /// Remembers the ids of the session now that the append that learnt `known` wrote
     /// the lines of `batch` it chose, leaving the file in state `after`; or, with `after`
     /// `None`, now that it wrote nothing (every message was stored).

@@ -63,7 +63,7 @@ impl SessionFiles {
 
     /// [`inspect`](Self::inspect), if the data end is found in the first read of the
     /// file's end, which it is unless an interrupted append left a long torn tail: `None`
-    /// if there is no session file, or more must be read.
+    /// if more must be read.
     pub(super) fn inspect_peeking(&self) -> Result<Option<Current>> {
         self.inspect_with(|file, len| self.peek_data_end(file, len))
     }
@@ -152,4 +152,33 @@ pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Res
 pub(super) fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     file.seek(SeekFrom::Start(offset))?;
     file.read_exact(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::super::tests::{batch, session};
+    use super::*;
+    use crate::options::SyncPolicy;
+
+    #[test]
+    fn a_peek_gives_up_on_a_torn_tail_longer_than_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::OnReplace);
+        files.append(&batch("a")).unwrap();
+        let clean = files.inspect().unwrap();
+        let peeked = files.inspect_peeking().unwrap().unwrap();
+        assert_eq!((peeked.len, peeked.data_end), (clean.len, clean.len));
+        let mut file = OpenOptions::new().append(true).open(files.data()).unwrap();
+        file.write_all(&[b'x'; TAIL_PEEK as usize / 2]).unwrap();
+        let short = files.inspect_peeking().unwrap().unwrap();
+        assert_eq!(
+            short.data_end, clean.len,
+            "a short torn tail is found at once"
+        );
+        file.write_all(&[b'x'; TAIL_PEEK as usize]).unwrap();
+        assert!(files.inspect_peeking().unwrap().is_none());
+        assert_eq!(files.inspect().unwrap().data_end, clean.len);
+    }
 }

@@ -214,9 +214,11 @@ impl SessionFiles {
     /// The common append, made only if it can be made without waiting, for a caller that
     /// must not block: `None`, having changed nothing, unless the session exists, nobody
     /// holds its lock, its file ends in a complete batch (checked with the one read of its
-    /// end every append makes) that its counters describe, it has not expired, and appends
-    /// are not fsynced. Then it is [`append`](Self::append), but the index upkeep it made
-    /// due, if any, is returned for the caller to run where a long call may block.
+    /// end every append makes) that its counters describe, it has not expired, the
+    /// batch's ids (if any) need no read of the session's last lines to check, and
+    /// appends are not fsynced. Then it is [`append`](Self::append), but the index upkeep
+    /// it made due, if any, is returned for the caller to run where a long call may
+    /// block.
     ///
     /// Every error also reads as `None` until the write starts: the caller then makes the
     /// append the usual way, which reports it.
@@ -232,6 +234,9 @@ impl SessionFiles {
             return None;
         }
         current.contents = Some(contents);
+        if !self.knows_unstored(&current, batch) {
+            return None;
+        }
         let appended = self.append_locked(&lock, current, batch, None);
         drop(lock);
         Some(appended.map(|(_, recorded)| recorded.filter(Recorded::is_due)))
@@ -448,5 +453,76 @@ mod tests {
         let synced = session(dir.path(), "s", SyncPolicy::EveryWrite);
         assert!(synced.try_append_now(&batch("f")).is_none());
         assert_eq!(jsonl::line_count(&stored(&files)), 6);
+    }
+
+    #[test]
+    fn an_expired_session_and_one_without_counters_are_left_to_the_usual_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::OnReplace);
+        files.append(&batch("a")).unwrap();
+        let lock = SessionLock::exclusive(dir.path(), &files.lock).unwrap();
+        let contents = lock.contents(&files.lock).unwrap();
+        let counters = contents.counters.unwrap();
+        let expired = crate::counters::Counters {
+            expiry: fusion_core::StoredExpiry {
+                expires_at: Some(now_micros() - 1),
+                idle: None,
+            },
+            ..counters
+        };
+        lock.store(&files.lock, contents.generation.unwrap(), &expired, false)
+            .unwrap();
+        drop(lock);
+        let before = stored(&files);
+        assert!(files.try_append_now(&batch("b")).is_none());
+        assert_eq!(stored(&files), before);
+        // The usual append removes the expired session and starts a new one.
+        files.append(&batch("b")).unwrap();
+        assert_eq!(jsonl::line_count(&stored(&files)), 1);
+
+        // A lock file as earlier versions wrote it: a generation, no counters.
+        fs::write(&files.lock, b"0000000000000042").unwrap();
+        let before = stored(&files);
+        assert!(files.try_append_now(&batch("c")).is_none());
+        assert_eq!(stored(&files), before);
+        files.append(&batch("c")).unwrap();
+        assert!(matches!(files.try_append_now(&batch("d")), Some(Ok(None))));
+        assert_eq!(jsonl::line_count(&stored(&files)), 3);
+    }
+
+    #[test]
+    fn an_append_with_ids_is_made_at_once_only_when_its_ids_need_no_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_ids =
+            |text: &str| Batch::encode(&[ChatMessage::user(text).with_new_id()]).unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::OnReplace);
+        files.append(&with_ids("a")).unwrap();
+        // This instance wrote the last lines: it knows their ids.
+        assert!(matches!(
+            files.try_append_now(&with_ids("b")),
+            Some(Ok(None))
+        ));
+        // Another instance (another process) does not, and would read them.
+        let other = session(dir.path(), "s", SyncPolicy::OnReplace);
+        let before = stored(&files);
+        assert!(other.try_append_now(&with_ids("c")).is_none());
+        assert_eq!(stored(&files), before);
+        other.append(&with_ids("c")).unwrap();
+        assert!(matches!(
+            other.try_append_now(&with_ids("d")),
+            Some(Ok(None))
+        ));
+        // Now the first instance's memory no longer describes the file.
+        assert!(files.try_append_now(&with_ids("e")).is_none());
+        // A retry of ids it may hold is checked by reading.
+        let retry = Batch::encode(&[ChatMessage::user("f").with_new_id()]).unwrap();
+        other.append(&retry).unwrap();
+        assert!(other.try_append_now(&retry).is_none());
+        other.append(&retry).unwrap();
+        assert_eq!(
+            jsonl::line_count(&stored(&files)),
+            5,
+            "the retry stored nothing"
+        );
     }
 }
