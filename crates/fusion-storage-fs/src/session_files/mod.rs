@@ -214,15 +214,21 @@ impl SessionFiles {
     /// The common append, made only if it can be made without waiting, for a caller that
     /// must not block: `None`, having changed nothing, unless the session exists, nobody
     /// holds its lock, its file ends in a complete batch (checked with the one read of its
-    /// end every append makes) that its counters describe, it has not expired, the
-    /// batch's ids (if any) need no read of the session's last lines to check, and
-    /// appends are not fsynced. Then it is [`append`](Self::append), but the index upkeep
-    /// it made due, if any, is returned for the caller to run where a long call may
+    /// end every append makes, no torn tail) that its counters describe, it has not
+    /// expired, the batch's ids (if any) need no read of the session's last lines to
+    /// check, and appends are not fsynced. Then it is [`append`](Self::append), or with
+    /// `expected` the append of [`write_if`](Self::write_if) (the counters give the
+    /// length [`Expect::Exactly`] compares), and returns the generation after it and the
+    /// index upkeep it made due, if any, for the caller to run where a long call may
     /// block.
     ///
     /// Every error also reads as `None` until the write starts: the caller then makes the
     /// append the usual way, which reports it.
-    pub(crate) fn try_append_now(&self, batch: &Batch) -> Option<Result<Option<Recorded>>> {
+    pub(crate) fn try_append_now(
+        &self,
+        expected: Option<Expect>,
+        batch: &Batch,
+    ) -> Option<Result<(u64, Option<Recorded>)>> {
         if self.sync_appends() {
             return None;
         }
@@ -230,16 +236,29 @@ impl SessionFiles {
         let mut current = self.inspect_peeking().ok()??;
         let contents = lock.contents(&self.lock).ok()?;
         let counters = contents.counters.filter(|c| c.len == current.len)?;
-        if !current.exists() || counters.expiry.is_expired_at(now_micros()) {
+        let clean = current.exists() && current.data_end == current.len;
+        if !clean || counters.expiry.is_expired_at(now_micros()) {
             return None;
         }
+        let generation = crate::lock::generation_of(&contents, &self.lock);
         current.contents = Some(contents);
         if !self.knows_unstored(&current, batch) {
             return None;
         }
+        if let Some(expected) = expected {
+            let len = match expected {
+                Expect::Exactly(read) if read.generation == generation => {
+                    usize::try_from(counters.count).ok()
+                }
+                _ => None,
+            };
+            if !expected.is_met_by(generation, || len.unwrap_or(0)) {
+                return Some(Err(expected.conflict(BACKEND, &self.id, generation, len)));
+            }
+        }
         let appended = self.append_locked(&lock, current, batch, None);
         drop(lock);
-        Some(appended.map(|(_, recorded)| recorded.filter(Recorded::is_due)))
+        Some(appended.map(|(_, recorded)| (generation, recorded.filter(Recorded::is_due))))
     }
 
     /// Replaces the whole session file with `contents` (`count` messages), atomically and
@@ -415,16 +434,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = session(dir.path(), "s", SyncPolicy::OnReplace);
         // A creation is not the common append.
-        assert!(files.try_append_now(&batch("a")).is_none());
+        assert!(files.try_append_now(None, &batch("a")).is_none());
         assert!(!files.data().exists());
         files.append(&batch("a")).unwrap();
-        assert!(matches!(files.try_append_now(&batch("b")), Some(Ok(None))));
+        assert!(matches!(
+            files.try_append_now(None, &batch("b")),
+            Some(Ok((_, None)))
+        ));
         assert_eq!(jsonl::line_count(&stored(&files)), 2);
 
         // The lock is held by another handle (another task or process).
         let held = SessionLock::exclusive(dir.path(), &files.lock).unwrap();
         let before = stored(&files);
-        assert!(files.try_append_now(&batch("c")).is_none());
+        assert!(files.try_append_now(None, &batch("c")).is_none());
         assert_eq!(stored(&files), before);
         drop(held);
 
@@ -433,16 +455,19 @@ mod tests {
         file.write_all(b"{\"role\":\"user\",\"content\":\"by hand\"}\n")
             .unwrap();
         let before = stored(&files);
-        assert!(files.try_append_now(&batch("c")).is_none());
+        assert!(files.try_append_now(None, &batch("c")).is_none());
         assert_eq!(stored(&files), before);
         // The usual append counts the lines again; then the common one is back.
         files.append(&batch("c")).unwrap();
-        assert!(matches!(files.try_append_now(&batch("d")), Some(Ok(None))));
+        assert!(matches!(
+            files.try_append_now(None, &batch("d")),
+            Some(Ok((_, None)))
+        ));
 
         // A torn tail longer than the one read of the end.
         file.write_all(&[b'x'; 2 * TAIL_PEEK as usize]).unwrap();
         let before = stored(&files);
-        assert!(files.try_append_now(&batch("e")).is_none());
+        assert!(files.try_append_now(None, &batch("e")).is_none());
         assert_eq!(stored(&files), before);
         files.append(&batch("e")).unwrap();
         let text = String::from_utf8(stored(&files)).unwrap();
@@ -451,8 +476,52 @@ mod tests {
 
         // Appends that are fsynced wait for the disk.
         let synced = session(dir.path(), "s", SyncPolicy::EveryWrite);
-        assert!(synced.try_append_now(&batch("f")).is_none());
+        assert!(synced.try_append_now(None, &batch("f")).is_none());
         assert_eq!(jsonl::line_count(&stored(&files)), 6);
+    }
+
+    #[test]
+    fn a_conditional_append_is_checked_against_the_counters_it_reads() {
+        use fusion_core::{Error, Revision};
+
+        let dir = tempfile::tempdir().unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::OnReplace);
+        files.append(&batch("a")).unwrap();
+        let generation = SessionLock::shared(&files.lock)
+            .unwrap()
+            .generation(&files.lock)
+            .unwrap();
+        let exactly = |len| Expect::Exactly(Revision { generation, len });
+        let refused = [
+            Expect::Generation(generation + 1),
+            exactly(2),
+            Expect::Exactly(Revision {
+                generation: generation + 1,
+                len: 1,
+            }),
+        ];
+        for expected in refused {
+            let before = stored(&files);
+            let outcome = files.try_append_now(Some(expected), &batch("b"));
+            assert!(
+                matches!(outcome, Some(Err(Error::Conflict { .. }))),
+                "{expected:?}: {outcome:?}"
+            );
+            assert_eq!(stored(&files), before);
+        }
+        // Each accepted append moves the count `Exactly` compares with.
+        for (expected, lines) in [
+            (exactly(1), 2),
+            (Expect::Generation(generation), 3),
+            (exactly(3), 4),
+        ] {
+            let outcome = files.try_append_now(Some(expected), &batch("b"));
+            assert!(
+                matches!(outcome, Some(Ok((g, None))) if g == generation),
+                "{expected:?}: {outcome:?}"
+            );
+            assert_eq!(jsonl::line_count(&stored(&files)), lines);
+        }
     }
 
     #[test]
@@ -474,7 +543,7 @@ mod tests {
             .unwrap();
         drop(lock);
         let before = stored(&files);
-        assert!(files.try_append_now(&batch("b")).is_none());
+        assert!(files.try_append_now(None, &batch("b")).is_none());
         assert_eq!(stored(&files), before);
         // The usual append removes the expired session and starts a new one.
         files.append(&batch("b")).unwrap();
@@ -483,10 +552,13 @@ mod tests {
         // A lock file as earlier versions wrote it: a generation, no counters.
         fs::write(&files.lock, b"0000000000000042").unwrap();
         let before = stored(&files);
-        assert!(files.try_append_now(&batch("c")).is_none());
+        assert!(files.try_append_now(None, &batch("c")).is_none());
         assert_eq!(stored(&files), before);
         files.append(&batch("c")).unwrap();
-        assert!(matches!(files.try_append_now(&batch("d")), Some(Ok(None))));
+        assert!(matches!(
+            files.try_append_now(None, &batch("d")),
+            Some(Ok((_, None)))
+        ));
         assert_eq!(jsonl::line_count(&stored(&files)), 3);
     }
 
@@ -499,25 +571,25 @@ mod tests {
         files.append(&with_ids("a")).unwrap();
         // This instance wrote the last lines: it knows their ids.
         assert!(matches!(
-            files.try_append_now(&with_ids("b")),
-            Some(Ok(None))
+            files.try_append_now(None, &with_ids("b")),
+            Some(Ok((_, None)))
         ));
         // Another instance (another process) does not, and would read them.
         let other = session(dir.path(), "s", SyncPolicy::OnReplace);
         let before = stored(&files);
-        assert!(other.try_append_now(&with_ids("c")).is_none());
+        assert!(other.try_append_now(None, &with_ids("c")).is_none());
         assert_eq!(stored(&files), before);
         other.append(&with_ids("c")).unwrap();
         assert!(matches!(
-            other.try_append_now(&with_ids("d")),
-            Some(Ok(None))
+            other.try_append_now(None, &with_ids("d")),
+            Some(Ok((_, None)))
         ));
         // Now the first instance's memory no longer describes the file.
-        assert!(files.try_append_now(&with_ids("e")).is_none());
+        assert!(files.try_append_now(None, &with_ids("e")).is_none());
         // A retry of ids it may hold is checked by reading.
         let retry = Batch::encode(&[ChatMessage::user("f").with_new_id()]).unwrap();
         other.append(&retry).unwrap();
-        assert!(other.try_append_now(&retry).is_none());
+        assert!(other.try_append_now(None, &retry).is_none());
         other.append(&retry).unwrap();
         assert_eq!(
             jsonl::line_count(&stored(&files)),

@@ -29,7 +29,7 @@ use fusion_core::{
 };
 
 use crate::batch::Batch;
-use crate::error::{BACKEND, from_join};
+use crate::error::BACKEND;
 use crate::file_name;
 use crate::index::Index;
 use crate::jsonl;
@@ -40,14 +40,9 @@ use crate::recent_cache::RecentCache;
 use crate::retention::Retention;
 use crate::session_files::{Directory, FileChange, SessionFiles};
 
-/// The most JSON an append may write on the calling task's thread (see
-/// [`FileSystemOptions::inline_calls`]): an agent's turn is a few kB, and a bigger write
-/// would hold the thread for longer than a short call should.
-const INLINE_MAX_BYTES: usize = 16 * 1024;
-/// The longest session file a load may read and parse on the calling task's thread:
-/// about 200 messages of an agent's turns, parsed in about 0.1 ms, the most Tokio
-/// advises a task to run between two awaits.
-const INLINE_LOAD_MAX_BYTES: u64 = 64 * 1024;
+mod calls;
+
+use calls::blocking;
 
 /// Conversation storage in a directory: one JSON Lines file per session.
 ///
@@ -177,17 +172,6 @@ impl FileSystemStorage {
             .join(file_name::session_file_name(session_id)))
     }
 
-    /// Validates `session_id`, then runs `op` on its files on the blocking pool.
-    async fn on_session<T: Send + 'static>(
-        &self,
-        session_id: &str,
-        op: impl FnOnce(&SessionFiles) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        SessionId::validate(session_id)?;
-        let files = self.inner.directory().files(session_id);
-        blocking(move || op(&files)).await
-    }
-
     /// Rebuilds the listing index from the session files, for a directory whose index
     /// was lost or damaged beyond what listings repair on their own (see the crate docs):
     /// the journal, the ids, and the owner, tag and expiry markers of every session
@@ -202,27 +186,6 @@ impl FileSystemStorage {
                 at: inner.directory(),
             };
             lister.page(&SessionQuery::new().limit(1)).map(drop)
-        })
-        .await
-    }
-
-    /// Reads and parses a session, warning about a torn tail: its messages and its
-    /// revision.
-    async fn read(&self, session_id: &str) -> Result<Option<(Vec<ChatMessage>, Revision)>> {
-        SessionId::validate(session_id)?;
-        let files = self.inner.directory().files(session_id);
-        if self.inner.options.inline_calls
-            && let Some(stored) = files.try_read_now(INLINE_LOAD_MAX_BYTES)
-        {
-            let read = stored.map(|stored| stored.into_history(&files)).transpose();
-            tokio::task::consume_budget().await;
-            return read;
-        }
-        blocking(move || {
-            files
-                .read()?
-                .map(|stored| stored.into_history(&files))
-                .transpose()
         })
         .await
     }
@@ -309,22 +272,8 @@ impl ConversationStorage for FileSystemStorage {
         // Serialised before locking, so the lock is held only for the write itself.
         let batch = Batch::encode(messages)?;
         let files = self.inner.directory().files(session_id);
-        if self.inner.options.inline_calls
-            && batch.lines().len() <= INLINE_MAX_BYTES
-            && let Some(appended) = files.try_append_now(&batch)
-        {
-            if let Some(due) = appended? {
-                // The messages are stored: a failure from here on is no failed append
-                // (the upkeep logs its own, and the next write retries it).
-                let index = self.inner.index.clone();
-                if let Err(err) = tokio::task::spawn_blocking(move || index.upkeep(due)).await {
-                    tracing::warn!(backend = BACKEND, error = %err, "index upkeep did not run; retried later");
-                }
-            }
-            // Nothing here waited: let a task that appends in a loop give way to the
-            // others on its thread now and then, as an awaited append would.
-            tokio::task::consume_budget().await;
-            return Ok(());
+        if let Some(appended) = self.append_now(&files, None, &batch).await {
+            return appended.map(drop);
         }
         blocking(move || files.append(&batch)).await
     }
@@ -420,7 +369,10 @@ impl ConversationStorage for FileSystemStorage {
     /// existing session, counts the lines of the session file (O(size of the file)); the
     /// write then costs what `append`, `truncate` or `save` costs. An append of messages
     /// the session holds already (by id, as `append` checks) writes nothing and returns
-    /// the generation unchanged.
+    /// the generation unchanged. An append that `append` would make on the calling task's
+    /// thread is checked and made there (with [`Expect::Exactly`], against the message
+    /// count of the counters, which then describe the file): an agent's session appends
+    /// this way.
     async fn write_if(
         &self,
         session_id: &str,
@@ -431,7 +383,14 @@ impl ConversationStorage for FileSystemStorage {
         check_storable(BACKEND, session_id, change.messages())?;
         // Serialised before locking, so the lock is held only for the file work.
         let change = match change {
-            Change::Append(messages) => FileChange::Append(Batch::encode(messages)?),
+            Change::Append(messages) => {
+                let batch = Batch::encode(messages)?;
+                let files = self.inner.directory().files(session_id);
+                if let Some(appended) = self.append_now(&files, Some(expected), &batch).await {
+                    return appended;
+                }
+                FileChange::Append(batch)
+            }
             Change::Truncate(len) => FileChange::Truncate(len),
             Change::Replace(history) => FileChange::Replace(jsonl::encode(history)?),
         };
@@ -453,11 +412,6 @@ impl ConversationStorage for FileSystemStorage {
     fn backend_name(&self) -> &'static str {
         BACKEND
     }
-}
-
-/// Runs `op` on Tokio's blocking pool.
-async fn blocking<T: Send + 'static>(op: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(op).await.map_err(from_join)?
 }
 
 impl Inner {

@@ -1,0 +1,92 @@
+//! Where a call's file work runs: the common append and the load of a short session on
+//! the calling task's thread when that needs no waiting ([`FileSystemOptions::inline_calls`]),
+//! everything else on Tokio's blocking pool.
+//!
+//! [`FileSystemOptions::inline_calls`]: crate::FileSystemOptions::inline_calls
+
+use fusion_core::{ChatMessage, Expect, Result, Revision, SessionId};
+
+use super::FileSystemStorage;
+use crate::batch::Batch;
+use crate::error::{BACKEND, from_join};
+use crate::session_files::SessionFiles;
+
+/// The most JSON an append may write on the calling task's thread (see
+/// [`crate::FileSystemOptions::inline_calls`]): an agent's turn is a few kB, and a bigger write
+/// would hold the thread for longer than a short call should.
+const INLINE_MAX_BYTES: usize = 16 * 1024;
+/// The longest session file a load may read and parse on the calling task's thread:
+/// about 200 messages of an agent's turns, parsed in about 0.1 ms, the most Tokio
+/// advises a task to run between two awaits.
+const INLINE_LOAD_MAX_BYTES: u64 = 64 * 1024;
+
+impl FileSystemStorage {
+    /// Validates `session_id`, then runs `op` on its files on the blocking pool.
+    pub(super) async fn on_session<T: Send + 'static>(
+        &self,
+        session_id: &str,
+        op: impl FnOnce(&SessionFiles) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        SessionId::validate(session_id)?;
+        let files = self.inner.directory().files(session_id);
+        blocking(move || op(&files)).await
+    }
+
+    /// Appends `batch` (if the session meets `expected`) on this task's thread, when
+    /// inline calls are on and [`SessionFiles::try_append_now`] finds it can: the
+    /// generation after it, or `None` if it must be made on a blocking thread.
+    pub(super) async fn append_now(
+        &self,
+        files: &SessionFiles,
+        expected: Option<Expect>,
+        batch: &Batch,
+    ) -> Option<Result<u64>> {
+        if !self.inner.options.inline_calls || batch.lines().len() > INLINE_MAX_BYTES {
+            return None;
+        }
+        let appended = files.try_append_now(expected, batch)?;
+        if let Ok((_, Some(due))) = appended {
+            // The messages are stored: a failure from here on is no failed append (the
+            // upkeep logs its own, and the next write retries it).
+            let index = self.inner.index.clone();
+            if let Err(err) = tokio::task::spawn_blocking(move || index.upkeep(due)).await {
+                tracing::warn!(backend = BACKEND, error = %err, "index upkeep did not run; retried later");
+            }
+        }
+        // Nothing here waited: let a task that appends in a loop give way to the others on
+        // its thread now and then, as an awaited append would.
+        tokio::task::consume_budget().await;
+        Some(appended.map(|(generation, _)| generation))
+    }
+
+    /// Reads and parses a session, warning about a torn tail: its messages and its
+    /// revision.
+    pub(super) async fn read(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(Vec<ChatMessage>, Revision)>> {
+        SessionId::validate(session_id)?;
+        let files = self.inner.directory().files(session_id);
+        if self.inner.options.inline_calls
+            && let Some(stored) = files.try_read_now(INLINE_LOAD_MAX_BYTES)
+        {
+            let read = stored.map(|stored| stored.into_history(&files)).transpose();
+            tokio::task::consume_budget().await;
+            return read;
+        }
+        blocking(move || {
+            files
+                .read()?
+                .map(|stored| stored.into_history(&files))
+                .transpose()
+        })
+        .await
+    }
+}
+
+/// Runs `op` on Tokio's blocking pool.
+pub(super) async fn blocking<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(op).await.map_err(from_join)?
+}
