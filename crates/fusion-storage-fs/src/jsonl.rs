@@ -135,27 +135,78 @@ pub(crate) struct Decoded {
 
 /// Parses a whole session file. Fails with [`Error::Corrupt`] naming the first bad line.
 pub(crate) fn decode(session_id: &str, bytes: &[u8]) -> Result<Decoded> {
-    let end = data_len(bytes);
-    let data = &bytes[..end];
-    let mut messages = Vec::with_capacity(data.len() / 128);
-    // A final piece without `\n` here is a complete message (`data_len` checked it); the
-    // empty piece after a final `\n` is no line.
-    let lines = data.strip_suffix(b"\n").unwrap_or(data);
-    if !data.is_empty() {
-        for (index, line) in lines.split(|&b| b == b'\n').enumerate() {
-            messages.push(parse_line(session_id, index + 1, line)?);
+    let mut decoder = Decoder::new(session_id, bytes);
+    decoder.parse_some(usize::MAX)?;
+    Ok(decoder.finish())
+}
+
+/// A session file parsed a part at a time, so that a long one can be parsed between the
+/// awaits of an async task.
+#[derive(Debug)]
+pub(crate) struct Decoder<'a> {
+    session_id: &'a str,
+    bytes: &'a [u8],
+    /// Where the data ends (see [`data_len`]).
+    end: usize,
+    /// The data's lines not parsed yet, without the final `\n`; `None` once all are.
+    rest: Option<&'a [u8]>,
+    messages: Vec<ChatMessage>,
+}
+
+impl<'a> Decoder<'a> {
+    /// Ready to parse `bytes`, the whole file of `session_id`.
+    pub(crate) fn new(session_id: &'a str, bytes: &'a [u8]) -> Self {
+        let end = data_len(bytes);
+        let data = &bytes[..end];
+        // A final piece without `\n` here is a complete message (`data_len` checked it);
+        // the empty piece after a final `\n` is no line.
+        let rest = (!data.is_empty()).then(|| data.strip_suffix(b"\n").unwrap_or(data));
+        Self {
+            session_id,
+            bytes,
+            end,
+            rest,
+            messages: Vec::with_capacity(end / 128),
         }
     }
-    let tail = if end < bytes.len() {
-        Tail::Torn {
-            len: bytes.len() - end,
+
+    /// Parses the next lines, at least one and no more once `budget` bytes of them are;
+    /// returns whether every line is parsed.
+    pub(crate) fn parse_some(&mut self, budget: usize) -> Result<bool> {
+        let mut spent = 0;
+        while let Some(rest) = self.rest {
+            let (line, next) = match memchr::memchr(b'\n', rest) {
+                Some(newline) => (&rest[..newline], Some(&rest[newline + 1..])),
+                None => (rest, None),
+            };
+            let number = self.messages.len() + 1;
+            self.messages
+                .push(parse_line(self.session_id, number, line)?);
+            self.rest = next;
+            spent += line.len() + 1;
+            if spent >= budget {
+                break;
+            }
         }
-    } else if bytes.last().is_some_and(|&b| b != b'\n') {
-        Tail::Unterminated
-    } else {
-        Tail::Clean
-    };
-    Ok(Decoded { messages, tail })
+        Ok(self.rest.is_none())
+    }
+
+    /// The messages parsed, and what follows the data.
+    pub(crate) fn finish(self) -> Decoded {
+        let tail = if self.end < self.bytes.len() {
+            Tail::Torn {
+                len: self.bytes.len() - self.end,
+            }
+        } else if self.bytes.last().is_some_and(|&b| b != b'\n') {
+            Tail::Unterminated
+        } else {
+            Tail::Clean
+        };
+        Decoded {
+            messages: self.messages,
+            tail,
+        }
+    }
 }
 
 /// The length of the data of a whole file: everything but its torn tail.
@@ -300,6 +351,44 @@ mod tests {
         );
         let blank = decode("user-1", b"\n").unwrap_err().to_string();
         assert!(blank.contains("line 1 is blank"), "{blank}");
+    }
+
+    #[test]
+    fn a_file_parsed_a_part_at_a_time_gives_what_one_parse_gives() {
+        let history = fusion_core::testkit::cases::sample_history();
+        let mut bytes = lines(&history);
+        bytes.extend_from_slice(br#"{"role":"user","cont"#);
+        for budget in [0, 1, 40, 200, usize::MAX] {
+            let mut decoder = Decoder::new("s", &bytes);
+            let mut parts = 1;
+            while !decoder.parse_some(budget).unwrap() {
+                parts += 1;
+            }
+            let decoded = decoder.finish();
+            assert_eq!(decoded.messages, history, "budget {budget}");
+            assert_eq!(decoded.tail, Tail::Torn { len: 20 });
+            // Each part parses at least one line, and a part within its budget.
+            assert!(parts <= history.len() + 1, "budget {budget}: {parts} parts");
+            if budget == usize::MAX {
+                assert_eq!(parts, 1);
+            }
+        }
+        // A bad line is named by its number in the file, whichever part it is in.
+        let mut bad = lines(&history);
+        bad.extend_from_slice(b"{broken\n");
+        let mut decoder = Decoder::new("s", &bad);
+        let err = loop {
+            match decoder.parse_some(1) {
+                Ok(false) => {}
+                Ok(true) => panic!("the bad line was parsed"),
+                Err(err) => break err.to_string(),
+            }
+        };
+        let number = history.len() + 1;
+        assert!(err.contains(&format!("line {number} ")), "{err}");
+        let mut empty = Decoder::new("s", b"");
+        assert!(empty.parse_some(0).unwrap());
+        assert!(empty.finish().messages.is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use fusion_core::{ChatMessage, Result, Revision};
 
 use super::{SessionFiles, exists, modified_us, now_micros};
 use crate::error::{BACKEND, IoContext};
-use crate::jsonl::{self, Tail};
+use crate::jsonl::{self, Decoded, Tail};
 use crate::lock::SessionLock;
 
 /// A session file as read under the shared lock.
@@ -36,6 +36,22 @@ impl Stored {
     /// holds up writers.
     pub(crate) fn into_history(self, files: &SessionFiles) -> Result<(Vec<ChatMessage>, Revision)> {
         let decoded = jsonl::decode(files.id(), &self.bytes)?;
+        Ok(self.history(files, decoded))
+    }
+
+    /// The file as read, for a caller that parses it itself (a part at a time, with
+    /// [`jsonl::Decoder`]) and then hands the result to [`history`](Self::history).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The messages and revision of this read, given its `decoded` bytes: see
+    /// [`into_history`](Self::into_history).
+    pub(crate) fn history(
+        &self,
+        files: &SessionFiles,
+        decoded: Decoded,
+    ) -> (Vec<ChatMessage>, Revision) {
         if let Tail::Torn { len } = decoded.tail {
             tracing::warn!(
                 backend = BACKEND,
@@ -54,7 +70,7 @@ impl Stored {
                 len: decoded.messages.len(),
             }
         };
-        Ok((decoded.messages, revision))
+        (decoded.messages, revision)
     }
 }
 

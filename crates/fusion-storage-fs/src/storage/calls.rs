@@ -9,12 +9,16 @@ use fusion_core::{ChatMessage, Expect, Result, Revision, SessionId};
 use super::FileSystemStorage;
 use crate::batch::Batch;
 use crate::error::{BACKEND, from_join};
+use crate::jsonl;
 use crate::session_files::SessionFiles;
 
 /// The most JSON an append may write on the calling task's thread (see
 /// [`crate::FileSystemOptions::inline_calls`]): an agent's turn is a few kB, and a bigger write
 /// would hold the thread for longer than a short call should.
 const INLINE_MAX_BYTES: usize = 16 * 1024;
+/// How much of a longer session a load parses on the task's thread between two yields:
+/// about 0.1 ms of parsing.
+const PARSE_PART_BYTES: usize = 64 * 1024;
 /// The longest session file a load may read and parse on the calling task's thread:
 /// about 200 messages of an agent's turns, parsed in about 0.1 ms, the most Tokio
 /// advises a task to run between two awaits.
@@ -74,13 +78,19 @@ impl FileSystemStorage {
             tokio::task::consume_budget().await;
             return read;
         }
-        blocking(move || {
-            files
-                .read()?
-                .map(|stored| stored.into_history(&files))
-                .transpose()
-        })
-        .await
+        // Read on a blocking thread, parsed here: the blocking thread's part stays short,
+        // so it gets a CPU soon however busy the runtime's threads are, and the parse
+        // gives way to the other tasks of this thread between parts.
+        let (stored, files) = blocking(move || Ok((files.read()?, files))).await?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let mut decoder = jsonl::Decoder::new(files.id(), stored.bytes());
+        while !decoder.parse_some(PARSE_PART_BYTES)? {
+            tokio::task::yield_now().await;
+        }
+        let decoded = decoder.finish();
+        Ok(Some(stored.history(&files, decoded)))
     }
 }
 
