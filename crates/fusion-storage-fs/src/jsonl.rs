@@ -367,12 +367,29 @@ mod tests {
             let decoded = decoder.finish();
             assert_eq!(decoded.messages, history, "budget {budget}");
             assert_eq!(decoded.tail, Tail::Torn { len: 20 });
-            // Each part parses at least one line, and a part within its budget.
-            assert!(parts <= history.len() + 1, "budget {budget}: {parts} parts");
-            if budget == usize::MAX {
-                assert_eq!(parts, 1);
+            // At least one line a part, and no more once the budget is spent.
+            match budget {
+                0 | 1 => assert_eq!(parts, history.len(), "one line a part"),
+                40 => assert!(parts <= history.len(), "{parts}"),
+                200 => assert!(parts > 1 && parts < history.len(), "{parts}"),
+                _ => assert_eq!(parts, 1),
             }
         }
+        // A final message without its `\n`, and a blank line, a part at a time.
+        let mut unterminated = lines(&history);
+        unterminated.extend_from_slice(br#"{"role":"user","content":"last"}"#);
+        let mut decoder = Decoder::new("s", &unterminated);
+        while !decoder.parse_some(1).unwrap() {}
+        let decoded = decoder.finish();
+        assert_eq!(decoded.messages.len(), history.len() + 1);
+        assert_eq!(decoded.tail, Tail::Unterminated);
+        let mut blank = lines(&history[..1]);
+        blank.extend_from_slice(b"\n");
+        blank.extend_from_slice(&lines(&history[1..2]));
+        let mut decoder = Decoder::new("s", &blank);
+        assert!(!decoder.parse_some(1).unwrap());
+        let err = decoder.parse_some(1).unwrap_err().to_string();
+        assert!(err.contains("line 2 is blank"), "{err}");
         // A bad line is named by its number in the file, whichever part it is in.
         let mut bad = lines(&history);
         bad.extend_from_slice(b"{broken\n");

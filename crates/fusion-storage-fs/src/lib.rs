@@ -23,8 +23,8 @@
 //!   few bytes of the file's end, independent of the history length; `save` and
 //!   `truncate` rewrite the file; `load` reads it. The common append and the load of a
 //!   short session run on the calling task's thread when the session's lock is free at
-//!   that instant, everything else on Tokio's blocking pool
-//!   ([`FileSystemOptions::inline_calls`]).
+//!   that instant, every other file system call on Tokio's blocking pool
+//!   ([`FileSystemOptions::inline_calls`]); loads are parsed on the task.
 //! - **Message ids**: a message's id is its line's first key (`{"id":"...",...}`). An
 //!   append of messages with ids first reads the ids of the session's last
 //!   [`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW) lines, under the session's lock, and

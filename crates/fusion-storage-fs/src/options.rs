@@ -84,18 +84,22 @@ impl FileSystemOptions {
     /// times what the common append's dozen small system calls cost, and on a busy
     /// machine a blocking thread also waits for a CPU behind the runtime's (figures in
     /// docs/performance.md). So these run right where they are called:
-    /// - an append of at most 16 KiB of JSON to an existing session, not fsynced, whose
-    ///   lock nobody holds at that moment (tried without waiting), whose file ends where
-    ///   its counters say, and whose messages' ids, if they have any, this storage's
+    /// - an append (by `append`, or by `write_if` with `Change::Append`, as an agent's
+    ///   session sends it) of at most 16 KiB of JSON to an existing session, not fsynced,
+    ///   whose lock nobody holds at that moment (tried without waiting), whose file ends
+    ///   where its counters say, and whose messages' ids, if they have any, this storage's
     ///   memory of the session's last ids rules out (it does for every append after the
     ///   first of this process, unless another process wrote in between);
     /// - a load of a session file of at most 64 KiB (about 200 messages of an agent's
     ///   turns, parsed in about 0.1 ms) whose lock no writer holds at that moment.
     ///
     /// Any other call, and one that meets anything else (a lock held by another process
-    /// or task, a torn tail, an expired session), goes to a blocking thread, as every
-    /// call does with this off. Turn it off where each file system call is a network
-    /// round trip (NFS, SMB), so that no call holds a runtime thread for one.
+    /// or task, a torn tail, an expired session), makes its file system calls on a
+    /// blocking thread, as every call does with this off. (A load's parse runs on the
+    /// task either way, 64 KiB of lines at a time with a yield between parts; a single
+    /// message of many megabytes is parsed in one piece there, as on SQLite.) Turn it off
+    /// where each file system call is a network round trip (NFS, SMB), so that no call
+    /// holds a runtime thread for one.
     pub fn inline_calls(mut self, inline: bool) -> Self {
         self.inline_calls = inline;
         self

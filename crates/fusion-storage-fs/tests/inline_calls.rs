@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use fusion_core::{ChatMessage, ConversationStorage};
+use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect};
 use fusion_storage_fs::{FileSystemOptions, FileSystemStorage};
 
 fn turn(text: &str) -> Vec<ChatMessage> {
@@ -204,6 +204,24 @@ fn the_common_calls_need_no_blocking_thread_unless_inline_calls_are_off() {
             .expect("the inline load waited for the blocking thread")
             .unwrap();
         assert_eq!(loaded.len(), 4);
+        // The conditional append an agent's session makes.
+        let (_, revision) = inline.load_revision("s").await.unwrap();
+        let expected = Expect::Generation(revision.generation);
+        let turn_two = turn("conditional");
+        let generation = tokio::time::timeout(
+            patience,
+            inline.write_if("s", expected, Change::Append(&turn_two)),
+        )
+        .await
+        .expect("the inline conditional append waited for the blocking thread")
+        .unwrap();
+        assert_eq!(generation, revision.generation);
+        let stale = Expect::Generation(revision.generation + 1);
+        let refused = inline.write_if("s", stale, Change::Append(&turn_two)).await;
+        assert!(
+            matches!(refused, Err(Error::Conflict { .. })),
+            "{refused:?}"
+        );
 
         let waiting = tokio::spawn(async move { blocking.append("s", &turn("queued")).await });
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -217,6 +235,6 @@ fn the_common_calls_need_no_blocking_thread_unless_inline_calls_are_off() {
             "the blocking thread was released in time"
         );
         waiting.await.unwrap().unwrap();
-        assert_eq!(inline.load("s").await.unwrap().len(), 6);
+        assert_eq!(inline.load("s").await.unwrap().len(), 8);
     });
 }

@@ -222,8 +222,13 @@ impl SessionFiles {
     /// index upkeep it made due, if any, for the caller to run where a long call may
     /// block.
     ///
-    /// Every error also reads as `None` until the write starts: the caller then makes the
-    /// append the usual way, which reports it.
+    /// Every error but the expectation's conflict also reads as `None` until the write
+    /// starts: the caller then makes the append the usual way, which reports it.
+    ///
+    /// Should this instance's memory of the session's last ids lose the session's entry
+    /// between the check here and the append (another session's entry evicting it from a
+    /// full cache, at that instant), the append reads the last lines as the usual one
+    /// does: rare, and still correct.
     pub(crate) fn try_append_now(
         &self,
         expected: Option<Expect>,
@@ -586,15 +591,23 @@ mod tests {
         ));
         // Now the first instance's memory no longer describes the file.
         assert!(files.try_append_now(None, &with_ids("e")).is_none());
-        // A retry of ids it may hold is checked by reading.
+        // A retry of ids it may hold is checked by reading, conditional or not.
         let retry = Batch::encode(&[ChatMessage::user("f").with_new_id()]).unwrap();
         other.append(&retry).unwrap();
         assert!(other.try_append_now(None, &retry).is_none());
+        let generation = SessionLock::shared(&files.lock)
+            .unwrap()
+            .generation(&files.lock)
+            .unwrap();
+        let expected = Expect::Generation(generation);
+        assert!(other.try_append_now(Some(expected), &retry).is_none());
         other.append(&retry).unwrap();
+        let change = FileChange::Append(retry);
+        assert_eq!(other.write_if(expected, change).unwrap(), generation);
         assert_eq!(
             jsonl::line_count(&stored(&files)),
             5,
-            "the retry stored nothing"
+            "the retries stored nothing"
         );
     }
 }

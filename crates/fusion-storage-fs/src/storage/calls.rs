@@ -1,6 +1,7 @@
 //! Where a call's file work runs: the common append and the load of a short session on
 //! the calling task's thread when that needs no waiting ([`FileSystemOptions::inline_calls`]),
-//! everything else on Tokio's blocking pool.
+//! every other file system call on Tokio's blocking pool; and a load's parse on the task,
+//! a part at a time.
 //!
 //! [`FileSystemOptions::inline_calls`]: crate::FileSystemOptions::inline_calls
 
