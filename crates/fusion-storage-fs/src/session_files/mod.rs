@@ -434,6 +434,14 @@ mod tests {
         fs::read(files.data()).unwrap()
     }
 
+    /// Asserts that `files` declines to append `batch` at once, and leaves the file as it
+    /// was.
+    fn assert_declined(files: &SessionFiles, batch: &Batch) {
+        let before = stored(files);
+        assert!(files.try_append_now(None, batch).is_none());
+        assert_eq!(stored(files), before);
+    }
+
     #[test]
     fn only_the_common_append_is_made_at_once_and_the_others_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -450,18 +458,14 @@ mod tests {
 
         // The lock is held by another handle (another task or process).
         let held = SessionLock::exclusive(dir.path(), &files.lock).unwrap();
-        let before = stored(&files);
-        assert!(files.try_append_now(None, &batch("c")).is_none());
-        assert_eq!(stored(&files), before);
+        assert_declined(&files, &batch("c"));
         drop(held);
 
         // A line the counters do not describe (written by hand).
         let mut file = OpenOptions::new().append(true).open(files.data()).unwrap();
         file.write_all(b"{\"role\":\"user\",\"content\":\"by hand\"}\n")
             .unwrap();
-        let before = stored(&files);
-        assert!(files.try_append_now(None, &batch("c")).is_none());
-        assert_eq!(stored(&files), before);
+        assert_declined(&files, &batch("c"));
         // The usual append counts the lines again; then the common one is back.
         files.append(&batch("c")).unwrap();
         assert!(matches!(
@@ -471,9 +475,7 @@ mod tests {
 
         // A torn tail longer than the one read of the end.
         file.write_all(&[b'x'; 2 * TAIL_PEEK as usize]).unwrap();
-        let before = stored(&files);
-        assert!(files.try_append_now(None, &batch("e")).is_none());
-        assert_eq!(stored(&files), before);
+        assert_declined(&files, &batch("e"));
         files.append(&batch("e")).unwrap();
         let text = String::from_utf8(stored(&files)).unwrap();
         assert_eq!(jsonl::line_count(text.as_bytes()), 6, "{text}");
@@ -547,18 +549,14 @@ mod tests {
         lock.store(&files.lock, contents.generation.unwrap(), &expired, false)
             .unwrap();
         drop(lock);
-        let before = stored(&files);
-        assert!(files.try_append_now(None, &batch("b")).is_none());
-        assert_eq!(stored(&files), before);
+        assert_declined(&files, &batch("b"));
         // The usual append removes the expired session and starts a new one.
         files.append(&batch("b")).unwrap();
         assert_eq!(jsonl::line_count(&stored(&files)), 1);
 
         // A lock file as earlier versions wrote it: a generation, no counters.
         fs::write(&files.lock, b"0000000000000042").unwrap();
-        let before = stored(&files);
-        assert!(files.try_append_now(None, &batch("c")).is_none());
-        assert_eq!(stored(&files), before);
+        assert_declined(&files, &batch("c"));
         files.append(&batch("c")).unwrap();
         assert!(matches!(
             files.try_append_now(None, &batch("d")),
@@ -581,9 +579,7 @@ mod tests {
         ));
         // Another instance (another process) does not, and would read them.
         let other = session(dir.path(), "s", SyncPolicy::OnReplace);
-        let before = stored(&files);
-        assert!(other.try_append_now(None, &with_ids("c")).is_none());
-        assert_eq!(stored(&files), before);
+        assert_declined(&other, &with_ids("c"));
         other.append(&with_ids("c")).unwrap();
         assert!(matches!(
             other.try_append_now(None, &with_ids("d")),
