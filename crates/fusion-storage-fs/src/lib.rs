@@ -21,7 +21,7 @@
 //!   ignore.
 //! - **Cost**: `append` is one `write()` of the new lines in append mode after reading a
 //!   few bytes of the file's end, independent of the history length; `save` and
-//!   `truncate` rewrite the file; `load` reads it. The common append and the load of a
+//!   `truncate` rewrite the file; `load` reads it. The common append and the read of a
 //!   short session run on the calling task's thread when the session's lock is free at
 //!   that instant, every other file system call on Tokio's blocking pool
 //!   ([`FileSystemOptions::inline_calls`]); loads are parsed on the task.

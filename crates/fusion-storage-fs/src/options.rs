@@ -90,8 +90,9 @@ impl FileSystemOptions {
     ///   where its counters say, and whose messages' ids, if they have any, this storage's
     ///   memory of the session's last ids rules out (it does for every append after the
     ///   first of this process, unless another process wrote in between);
-    /// - a load of a session file of at most 64 KiB (about 200 messages of an agent's
-    ///   turns, parsed in about 0.1 ms) whose lock no writer holds at that moment.
+    /// - the read of a load of a session file of at most 256 KiB (about 800 messages of
+    ///   an agent's turns, copied from the page cache in well under 0.1 ms) whose lock no
+    ///   writer holds at that moment.
     ///
     /// Any other call, and one that meets anything else (a lock held by another process
     /// or task, a torn tail, an expired session), makes its file system calls on a

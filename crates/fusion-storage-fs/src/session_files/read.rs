@@ -7,7 +7,7 @@ use fusion_core::{ChatMessage, Result, Revision};
 
 use super::{SessionFiles, exists, modified_us, now_micros};
 use crate::error::{BACKEND, IoContext};
-use crate::jsonl::{self, Decoded, Tail};
+use crate::jsonl::{Decoded, Tail};
 use crate::lock::SessionLock;
 
 /// A session file as read under the shared lock.
@@ -31,22 +31,15 @@ enum Found {
 }
 
 impl Stored {
-    /// The messages and revision of this read of the session of `files`, warning about a
-    /// torn tail. Called after the read released the lock: parsing a long history never
-    /// holds up writers.
-    pub(crate) fn into_history(self, files: &SessionFiles) -> Result<(Vec<ChatMessage>, Revision)> {
-        let decoded = jsonl::decode(files.id(), &self.bytes)?;
-        Ok(self.history(files, decoded))
-    }
-
-    /// The file as read, for a caller that parses it itself (a part at a time, with
-    /// [`jsonl::Decoder`]) and then hands the result to [`history`](Self::history).
+    /// The file as read, for the caller to parse (a part at a time, with
+    /// [`Decoder`](crate::jsonl::Decoder)) after the read released the lock, so that parsing a long
+    /// history never holds up writers; then [`history`](Self::history) gives the result.
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
-    /// The messages and revision of this read, given its `decoded` bytes: see
-    /// [`into_history`](Self::into_history).
+    /// The messages and revision of this read of the session of `files`, given its
+    /// `decoded` bytes, warning about a torn tail.
     pub(crate) fn history(
         &self,
         files: &SessionFiles,

@@ -1,4 +1,4 @@
-//! Where a call's file work runs: the common append and the load of a short session on
+//! Where a call's file work runs: the common append and the read of a short session on
 //! the calling task's thread when that needs no waiting ([`FileSystemOptions::inline_calls`]),
 //! every other file system call on Tokio's blocking pool; and a load's parse on the task,
 //! a part at a time.
@@ -20,10 +20,11 @@ const INLINE_MAX_BYTES: usize = 16 * 1024;
 /// How much of a longer session a load parses on the task's thread between two yields:
 /// about 0.1 ms of parsing.
 const PARSE_PART_BYTES: usize = 64 * 1024;
-/// The longest session file a load may read and parse on the calling task's thread:
-/// about 200 messages of an agent's turns, parsed in about 0.1 ms, the most Tokio
-/// advises a task to run between two awaits.
-const INLINE_LOAD_MAX_BYTES: u64 = 64 * 1024;
+/// The longest session file a load may read on the calling task's thread: about 800
+/// messages of an agent's turns, copied from the page cache in well under 0.1 ms, the
+/// most Tokio advises a task to run between two awaits (the parse that follows yields
+/// every [`PARSE_PART_BYTES`]).
+const INLINE_READ_MAX_BYTES: u64 = 256 * 1024;
 
 impl FileSystemStorage {
     /// Validates `session_id`, then runs `op` on its files on the blocking pool.
@@ -72,17 +73,17 @@ impl FileSystemStorage {
     ) -> Result<Option<(Vec<ChatMessage>, Revision)>> {
         SessionId::validate(session_id)?;
         let files = self.inner.directory().files(session_id);
-        if self.inner.options.inline_calls
-            && let Some(stored) = files.try_read_now(INLINE_LOAD_MAX_BYTES)
-        {
-            let read = stored.map(|stored| stored.into_history(&files)).transpose();
-            tokio::task::consume_budget().await;
-            return read;
-        }
-        // Read on a blocking thread, parsed here: the blocking thread's part stays short,
-        // so it gets a CPU soon however busy the runtime's threads are, and the parse
-        // gives way to the other tasks of this thread between parts.
-        let (stored, files) = blocking(move || Ok((files.read()?, files))).await?;
+        let inline = match self.inner.options.inline_calls {
+            true => files.try_read_now(INLINE_READ_MAX_BYTES),
+            false => None,
+        };
+        // Read here or on a blocking thread, parsed here either way: the blocking thread's
+        // part stays short, so it gets a CPU soon however busy the runtime's threads are,
+        // and the parse gives way to the other tasks of this thread between parts.
+        let (stored, files) = match inline {
+            Some(stored) => (stored, files),
+            None => blocking(move || Ok((files.read()?, files))).await?,
+        };
         let Some(stored) = stored else {
             return Ok(None);
         };

@@ -53,7 +53,7 @@ use calls::blocking;
 /// directory at once (see the crate docs for the locking protocol).
 ///
 /// File work runs on Tokio's blocking thread pool, so a Tokio runtime must be running;
-/// only the common append (by `append` or `write_if`) and the load of a short session run
+/// only the common append (by `append` or `write_if`) and the read of a short session run
 /// on the calling task's thread, never waiting there for a session's lock (see
 /// [`FileSystemOptions::inline_calls`]), and loads are parsed there, a part at a time
 /// with yields between. If a call's future is dropped
