@@ -127,8 +127,30 @@ async fn fit_viewport(browser: &Session) {
         .await;
 }
 
-/// Starts chromedriver on a port it picks (`--port=0`) and returns it with its URL.
+/// How many times chromedriver is started before a test gives up on it. On a loaded
+/// machine it has been seen to exit at start (once in a CI run of 16 tests), which is no
+/// fault of the pages under test.
+const DRIVER_ATTEMPTS: usize = 3;
+
+/// Starts chromedriver on a port it picks (`--port=0`) and returns it with its URL,
+/// starting it again if it exits before saying its port.
 async fn start_chromedriver(program: &Path) -> (Child, String) {
+    let mut failures = Vec::new();
+    for _ in 0..DRIVER_ATTEMPTS {
+        match try_start_chromedriver(program).await {
+            Ok(started) => return started,
+            Err(why) => failures.push(why),
+        }
+    }
+    panic!(
+        "{} did not start in {DRIVER_ATTEMPTS} attempts: {}",
+        program.display(),
+        failures.join("; ")
+    );
+}
+
+/// One start of chromedriver: it and its URL, or why it exited before saying its port.
+async fn try_start_chromedriver(program: &Path) -> Result<(Child, String), String> {
     let mut child = Command::new(program)
         .arg("--port=0")
         .stdout(Stdio::piped())
@@ -138,11 +160,10 @@ async fn start_chromedriver(program: &Path) -> (Child, String) {
         .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let port = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("{} exited before saying its port", program.display()));
+        let Some(line) = lines.next_line().await.unwrap() else {
+            let status = child.wait().await.map(|s| s.to_string());
+            return Err(format!("exited before saying its port ({status:?})"));
+        };
         // "ChromeDriver was started successfully on port 37863."
         if let Some(rest) = line.split("started successfully on port ").nth(1) {
             break rest.trim_end_matches('.').trim().to_string();
@@ -150,5 +171,5 @@ async fn start_chromedriver(program: &Path) -> (Child, String) {
     };
     // Keep reading, so chromedriver never blocks (or dies) writing to a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://127.0.0.1:{port}"))
+    Ok((child, format!("http://127.0.0.1:{port}")))
 }
