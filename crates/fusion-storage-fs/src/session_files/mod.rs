@@ -77,7 +77,7 @@ use std::sync::Arc;
 
 use std::time::SystemTime;
 
-use fusion_core::{Expect, Result, unix_micros};
+use fusion_core::{Error, Expect, Result, unix_micros};
 
 use crate::batch::Batch;
 use crate::error::{BACKEND, IoContext};
@@ -251,14 +251,9 @@ impl SessionFiles {
             return None;
         }
         if let Some(expected) = expected {
-            let len = match expected {
-                Expect::Exactly(read) if read.generation == generation => {
-                    usize::try_from(counters.count).ok()
-                }
-                _ => None,
-            };
-            if !expected.is_met_by(generation, || len.unwrap_or(0)) {
-                return Some(Err(expected.conflict(BACKEND, &self.id, generation, len)));
+            let count = usize::try_from(counters.count).ok()?;
+            if let Some(conflict) = self.unmet(expected, generation, || Ok(count)).ok()? {
+                return Some(Err(conflict));
             }
         }
         let appended = self.append_locked(&lock, current, batch, None);
@@ -319,20 +314,14 @@ impl SessionFiles {
             _ if current.exists() => lock.generation(&self.lock)?,
             _ => 0,
         };
-        // Messages are counted only where the answer depends on them.
-        let len = match expected {
-            Expect::Exactly(read) if generation != 0 && read.generation == generation => {
-                Some(jsonl::line_count(&self.read_locked(&current)?))
-            }
-            _ => None,
-        };
-        if !expected.is_met_by(generation, || len.unwrap_or(0)) {
+        let count = || Ok(jsonl::line_count(&self.read_locked(&current)?));
+        if let Some(conflict) = self.unmet(expected, generation, count)? {
             if current.file.is_none() {
                 // No session: leave no lock file behind for it (say, after a delete).
                 lock.unlink(&self.lock)?;
             }
             self.finish(lock, &[expired]);
-            return Err(expected.conflict(BACKEND, &self.id, generation, len));
+            return Err(conflict);
         }
         let (outcome, recorded) = match change {
             FileChange::Append(batch) => self.append_locked(&lock, current, &batch, None)?,
@@ -359,6 +348,25 @@ impl SessionFiles {
             Outcome::New(generation) => generation,
             Outcome::Removed => 0,
         })
+    }
+
+    /// The conflict if the session, at `generation` (0: it does not exist), does not meet
+    /// `expected`; its messages are counted by `count` only where the answer depends on
+    /// them.
+    fn unmet(
+        &self,
+        expected: Expect,
+        generation: u64,
+        count: impl FnOnce() -> Result<usize>,
+    ) -> Result<Option<Error>> {
+        let len = match expected {
+            Expect::Exactly(read) if generation != 0 && read.generation == generation => {
+                Some(count()?)
+            }
+            _ => None,
+        };
+        Ok((!expected.is_met_by(generation, || len.unwrap_or(0)))
+            .then(|| expected.conflict(BACKEND, &self.id, generation, len)))
     }
 
     /// Releases the session's lock, then runs the index upkeep the write (and the removal
@@ -434,6 +442,12 @@ mod tests {
         fs::read(files.data()).unwrap()
     }
 
+    /// The generation stored for the session of `files`.
+    fn generation(files: &SessionFiles) -> u64 {
+        let lock = SessionLock::shared(&files.lock).unwrap();
+        lock.generation(&files.lock).unwrap()
+    }
+
     /// Asserts that `files` declines to append `batch` at once, and leaves the file as it
     /// was.
     fn assert_declined(files: &SessionFiles, batch: &Batch) {
@@ -489,15 +503,12 @@ mod tests {
 
     #[test]
     fn a_conditional_append_is_checked_against_the_counters_it_reads() {
-        use fusion_core::{Error, Revision};
+        use fusion_core::Revision;
 
         let dir = tempfile::tempdir().unwrap();
         let files = session(dir.path(), "s", SyncPolicy::OnReplace);
         files.append(&batch("a")).unwrap();
-        let generation = SessionLock::shared(&files.lock)
-            .unwrap()
-            .generation(&files.lock)
-            .unwrap();
+        let generation = generation(&files);
         let exactly = |len| Expect::Exactly(Revision { generation, len });
         let refused = [
             Expect::Generation(generation + 1),
@@ -591,10 +602,7 @@ mod tests {
         let retry = Batch::encode(&[ChatMessage::user("f").with_new_id()]).unwrap();
         other.append(&retry).unwrap();
         assert!(other.try_append_now(None, &retry).is_none());
-        let generation = SessionLock::shared(&files.lock)
-            .unwrap()
-            .generation(&files.lock)
-            .unwrap();
+        let generation = generation(&files);
         let expected = Expect::Generation(generation);
         assert!(other.try_append_now(Some(expected), &retry).is_none());
         other.append(&retry).unwrap();
