@@ -97,7 +97,7 @@ impl FileSystemOptions {
     /// Any other call, and one that meets anything else (a lock held by another process
     /// or task, a torn tail, an expired session), makes its file system calls on a
     /// blocking thread, as every call does with this off. (A load's parse runs on the
-    /// task either way, 64 KiB of lines at a time with a yield between parts; a single
+    /// task either way, 256 KiB of lines at a time with a yield between parts; a single
     /// message of many megabytes is parsed in one piece there, as on SQLite.) Turn it off
     /// where each file system call is a network round trip (NFS, SMB), so that no call
     /// holds a runtime thread for one.

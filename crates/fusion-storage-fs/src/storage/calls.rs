@@ -17,14 +17,16 @@ use crate::session_files::SessionFiles;
 /// [`crate::FileSystemOptions::inline_calls`]): an agent's turn is a few kB, and a bigger write
 /// would hold the thread for longer than a short call should.
 const INLINE_MAX_BYTES: usize = 16 * 1024;
-/// How much of a longer session a load parses on the task's thread between two yields:
-/// about 0.1 ms of parsing.
-const PARSE_PART_BYTES: usize = 64 * 1024;
 /// The longest session file a load may read on the calling task's thread: about 800
-/// messages of an agent's turns, copied from the page cache in well under 0.1 ms, the
-/// most Tokio advises a task to run between two awaits (the parse that follows yields
-/// every [`PARSE_PART_BYTES`]).
+/// messages of an agent's turns, copied from the page cache in some 30 µs.
 const INLINE_READ_MAX_BYTES: u64 = 256 * 1024;
+/// How much of a session a load parses on the task's thread between two yields: as much
+/// as a read there may bring (about 0.35 ms of reading and parsing here), so a load of such
+/// a session never yields. A `yield_now` on a busy multi-thread runtime puts the task back
+/// only at its worker's next maintenance, some 61 polls of other tasks later: with 64 KiB
+/// parts, every load of a session past 64 KiB waited 4 ms there in W5. A longer session,
+/// read on a blocking thread, is parsed a part of this size at a time.
+const PARSE_PART_BYTES: usize = INLINE_READ_MAX_BYTES as usize;
 
 impl FileSystemStorage {
     /// Validates `session_id`, then runs `op` on its files on the blocking pool.
