@@ -86,7 +86,7 @@ pub struct ChatArgs {
     /// The most reasoning/tool steps the agent may take for one message.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_iterations: Option<u32>,
-    /// Wait for each whole reply instead of streaming it (for servers that cannot stream;
+    /// Wait for each whole reply instead of streaming it, as `FUSION_STREAM=false` does (for servers that cannot stream;
     /// one that answers a streaming request with an error is asked without streaming anyway).
     #[arg(long)]
     pub no_stream: bool,

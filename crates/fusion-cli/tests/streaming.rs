@@ -58,9 +58,20 @@ struct Piped {
 impl Piped {
     /// Starts `fusion chat ARGS` in `data_dir` against `server`.
     fn start(data_dir: &Path, server: &MockLlmServer, args: &[&str]) -> Piped {
+        Self::start_with_env(data_dir, server, args, &[])
+    }
+
+    /// [`start`](Self::start), with the environment variables `env` set too.
+    fn start_with_env(
+        data_dir: &Path,
+        server: &MockLlmServer,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Piped {
         let mut command = common::chat_command(data_dir, &server.base_url());
         command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -114,7 +125,18 @@ impl Piped {
 /// Runs `fusion chat ARGS` with `input` on stdin to its end; returns its stdout after
 /// checking that it succeeded.
 async fn script(data_dir: &Path, server: &MockLlmServer, args: &[&str], input: &str) -> String {
-    let mut chat = Piped::start(data_dir, server, args);
+    script_with_env(data_dir, server, args, &[], input).await
+}
+
+/// [`script`], with the environment variables `env` set too.
+async fn script_with_env(
+    data_dir: &Path,
+    server: &MockLlmServer,
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: &str,
+) -> String {
+    let mut chat = Piped::start_with_env(data_dir, server, args, env);
     for line in input.lines() {
         chat.send(line).await;
     }
@@ -206,19 +228,26 @@ async fn a_chat_on_a_terminal_prints_the_first_words_before_the_server_sends_the
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn no_stream_asks_for_whole_replies_and_prints_them() {
+async fn no_stream_or_fusion_stream_false_asks_for_whole_replies_and_prints_them() {
     let tmp = tempfile::tempdir().unwrap();
     let (url, _) = storage(tmp.path());
     let server = MockLlmServer::start().await;
-    server.push_text("A whole answer at once.");
-
-    let mut args = chat_args("whole", &url).to_vec();
-    args.push("--no-stream");
-    let stdout = script(tmp.path(), &server, &args, "hello\n").await;
-    assert_eq!(stdout, "A whole answer at once.\n");
+    let mut flag = chat_args("flag", &url).to_vec();
+    flag.push("--no-stream");
+    let ways: [(&[&str], &[(&str, &str)]); 2] = [
+        (&flag, &[]),
+        (&chat_args("variable", &url), &[("FUSION_STREAM", "false")]),
+    ];
+    for (args, env) in ways {
+        server.push_text("A whole answer at once.");
+        let stdout = script_with_env(tmp.path(), &server, args, env, "hello\n").await;
+        assert_eq!(stdout, "A whole answer at once.\n", "{args:?} {env:?}");
+    }
     let requests = server.requests();
-    assert_eq!(requests.len(), 1, "{requests:?}");
-    assert!(!streamed(&requests[0]), "{}", requests[0]);
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for request in &requests {
+        assert!(!streamed(request), "{request}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

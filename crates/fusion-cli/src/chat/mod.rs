@@ -108,7 +108,12 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
     if let Some(owner) = &args.owner {
         check_owner(storage.as_ref(), &args.session, owner).await?;
     }
-    let llm = OpenAiConfig::from_env()?.stream(!args.no_stream).build()?;
+    // `--no-stream` turns streaming off; without it, `FUSION_STREAM` decides (default on).
+    let mut config = OpenAiConfig::from_env()?;
+    if args.no_stream {
+        config = config.stream(false);
+    }
+    let llm = config.build()?;
     let interactive = std::io::stdin().is_terminal();
     let (approval, questions) = approve::policy(args.approve, interactive)?;
     let (tools, mcp_servers) = mcp::tools(&args).await?;
