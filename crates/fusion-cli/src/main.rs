@@ -86,8 +86,9 @@ pub struct ChatArgs {
     /// The most reasoning/tool steps the agent may take for one message.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_iterations: Option<u32>,
-    /// Wait for each whole reply instead of streaming it, as `FUSION_STREAM=false` does (for servers that cannot stream;
-    /// one that answers a streaming request with an error is asked without streaming anyway).
+    /// Wait for each whole reply instead of streaming it, as `FUSION_STREAM=false` does
+    /// (for servers that cannot stream; one that answers a streaming request with an error
+    /// is asked without streaming anyway).
     #[arg(long)]
     pub no_stream: bool,
     /// Chat as this owner: only that owner's session can be opened, and a new session is
