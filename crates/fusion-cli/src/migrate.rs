@@ -40,6 +40,7 @@
 
 mod compare;
 mod encrypt;
+mod summary;
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -52,6 +53,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::store::{Layers, Store, Views, require_key};
 use crate::{MigrateArgs, meta, parse_storage, render, sessions};
 use compare::{copied, divergence, verify};
+use summary::Summary;
 
 /// How many times one session is read, decided and conditionally written before migrate
 /// gives up on it: each failed try means another writer changed the target session in the
@@ -89,20 +91,6 @@ impl Outcome {
             Outcome::UpToDate | Outcome::Diverged(_) => 0,
         }
     }
-}
-
-/// Counts for the summary line.
-#[derive(Default)]
-struct Summary {
-    copied: usize,
-    extended: usize,
-    up_to_date: usize,
-    diverged: usize,
-    replaced: usize,
-    failed: usize,
-    /// Messages the target already held, in clear text or under an older key, that
-    /// `--encrypt` encrypted (or, in a dry run, would encrypt) with the current key.
-    sealed: usize,
 }
 
 /// Runs `fusion migrate`.
@@ -149,7 +137,7 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
     let mut summary = Summary::default();
     // Sessions are copied one at a time: output stays in order, and the embedded backends
     // serialise writes anyway.
-    for id in &ids {
+    for (done, id) in ids.iter().enumerate() {
         bar.set_message(id.clone());
         let mut sealed = None;
         let outcome = match migrate_one(from.as_ref(), &target, id, &args).await {
@@ -213,6 +201,9 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
             }
             Err(err) => {
                 summary.failed += 1;
+                if stops_the_run(&err) {
+                    summary.not_tried = ids.len() - done - 1;
+                }
                 Some(format!("failed {id}: {}", crate::one_line(&err)))
             }
         };
@@ -220,65 +211,29 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
             bar.suspend(|| println!("{line}"));
         }
         bar.inc(1);
+        if summary.not_tried > 0 {
+            bar.suspend(|| {
+                println!(
+                    "stopped: the failure of {id} outlasted every retry, so the storage is \
+                     unreachable or failing; {} not tried",
+                    render::plural(summary.not_tried, "session")
+                )
+            });
+            break;
+        }
     }
     bar.finish_and_clear();
+    summary.report(&args, ids.len(), &from_type, &to_type, target_only)
+}
 
-    let Summary {
-        copied,
-        extended,
-        up_to_date,
-        diverged,
-        replaced,
-        failed,
-        sealed,
-    } = summary;
-    let head = if args.dry_run {
-        "dry run, nothing written"
-    } else {
-        "migrated"
-    };
-    let (copied_word, extended_word, replaced_word) = if args.dry_run {
-        ("to copy", "to extend", "to replace")
-    } else {
-        ("copied", "extended", "replaced")
-    };
-    println!(
-        "{head}: {} from {from_type} to {to_type}: {copied} {copied_word}, {extended} {extended_word}, \
-         {up_to_date} up to date, {diverged} diverged, {replaced} {replaced_word}, {failed} failed",
-        render::plural(ids.len(), "session"),
-    );
-    if sealed > 0 {
-        let verb = if args.dry_run {
-            "would encrypt"
-        } else {
-            "encrypted"
-        };
-        println!(
-            "{verb} {} the target already held in clear text or under an older key",
-            render::plural(sealed, "message")
-        );
-    }
-    if target_only > 0 {
-        println!(
-            "{} only in {to_type} left as they are",
-            render::plural(target_only, "session")
-        );
-    }
-    let total = render::plural(ids.len(), "session");
-    match (failed, diverged) {
-        (0, 0) => Ok(ExitCode::SUCCESS),
-        (0, diverged) => bail!(
-            "{diverged} of {total} diverged in the target and were left as they are; \
-             check them, or re-run with --force to replace them with the source's history"
-        ),
-        (failed, 0) => bail!(
-            "{failed} of {total} failed to migrate; fix the cause and re-run (finished sessions are skipped)"
-        ),
-        (failed, diverged) => bail!(
-            "{failed} of {total} failed to migrate and {diverged} diverged in the target \
-             (left as they are); fix the cause and re-run, with --force to replace diverged sessions"
-        ),
-    }
+/// Whether a session's failure should stop the run: a retryable error (an unreachable or
+/// failing server) that outlasted the retry layer's attempts would meet every session
+/// after it too, each waiting out the same timeouts. A conflict is retryable but is an
+/// answer about one busy session, and any other error is about the session itself.
+fn stops_the_run(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|cause| cause.downcast_ref::<fusion::Error>())
+        .any(|err| err.is_retryable() && !matches!(err, fusion::Error::Conflict { .. }))
 }
 
 /// "replaced", or "would replace" in a dry run.

@@ -157,3 +157,48 @@ async fn a_migrate_whose_copy_lost_its_reply_reads_the_target_again_and_copies_o
     );
     clean_up_async(&target).await;
 }
+
+#[tokio::test]
+async fn a_migrate_whose_target_fails_past_every_retry_stops_instead_of_trying_every_session() {
+    let Some(url) = redis_url("retry-migrate-stops") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let from_url = dir.join("from").display().to_string();
+    let from: StorageType = from_url.parse().unwrap();
+    for id in ["s1", "s2", "s3", "s4"] {
+        seed_async(&from, id, &conversation(id)).await;
+    }
+    // Every request naming a session's list (`PREFIX:s:{id}`) loses its answer, as from a
+    // server that went away: the listing at the start goes through, each session's first
+    // read of the target does not, however often it is retried.
+    let (proxy, through) = FaultProxy::start_for_url(&url, 6379).await;
+    proxy.cut_randomly_containing(":s:{", 1.0, 1);
+
+    let output = fusion(dir, &["migrate", "--from", &from_url, "--to", &through]).await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(!output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("failed s1:"), "{stdout}");
+    assert!(
+        stdout.contains("stopped: the failure of s1 outlasted every retry")
+            && stdout.contains("3 sessions not tried"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("failed s2"), "{stdout}");
+    assert!(
+        stderr.contains("1 of 4 sessions failed to migrate and 3 were not tried"),
+        "{stderr}"
+    );
+    assert!(proxy.cuts() > 0);
+
+    // Once the server answers again, the same command finishes the job.
+    proxy.stop_cutting();
+    let output = fusion(dir, &["migrate", "--from", &from_url, "--to", &through]).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let to: StorageType = url.parse().unwrap();
+    for id in ["s1", "s2", "s3", "s4"] {
+        assert_eq!(load_async(&to, id).await, conversation(id), "{id}");
+    }
+    clean_up_async(&to).await;
+}
