@@ -275,7 +275,8 @@ enum SessionsCommand {
     Delete {
         /// The session id.
         id: String,
-        /// Succeed even when the session does not exist.
+        /// Succeed even when the session does not exist, and delete it even when its
+        /// metadata cannot be read (a damaged file).
         #[arg(long, short)]
         force: bool,
     },
@@ -286,9 +287,12 @@ enum SessionsCommand {
         /// Output format.
         #[arg(long, short, value_enum, default_value_t = ExportFormat::Json)]
         format: ExportFormat,
-        /// Write to this file instead of stdout.
+        /// Write to this file instead of stdout (a new file, unless --force).
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Replace the --output file if it exists.
+        #[arg(long, requires = "output")]
+        force: bool,
     },
     /// Create a session from a json or jsonl export (`-` reads stdin).
     Import {
@@ -391,9 +395,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 SessionsCommand::Delete { id, force } => {
                     sessions::delete(&storage, &id, force).await
                 }
-                SessionsCommand::Export { id, format, output } => {
-                    sessions::export(&storage, &id, format, output.as_deref()).await
-                }
+                SessionsCommand::Export {
+                    id,
+                    format,
+                    output,
+                    force,
+                } => sessions::export(&storage, &id, format, output.as_deref(), force).await,
                 SessionsCommand::Import { file, id, replace } => {
                     sessions::import(&storage, &file, id.as_deref(), replace).await
                 }

@@ -34,11 +34,30 @@ pub async fn show(store: &Store, id: &str) -> Result<()> {
 ///
 /// The library's calls, which open the storage without the encryption layer: neither
 /// reads a message, so a session is deleted alike with or without its key.
+///
+/// With `force`, a session whose facts cannot be read (a damaged metadata file, say) is
+/// deleted all the same: that is when deleting it is most wanted, and the delete itself
+/// reads none of them.
 pub async fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
     SessionId::validate(id)?;
-    let info = session::session_info(id, store.kind())
-        .await
-        .with_context(|| format!("cannot read session \"{id}\" in {store}"))?;
+    let info = match session::session_info(id, store.kind()).await {
+        Ok(info) => info,
+        Err(err) if force => {
+            session::delete_session(id, store.kind())
+                .await
+                .with_context(|| format!("cannot delete session \"{id}\" in {store}"))?;
+            println!(
+                "deleted session {id} (its facts could not be read: {})",
+                crate::one_line(&err.into())
+            );
+            return Ok(());
+        }
+        Err(err) => {
+            return Err(anyhow::Error::from(err).context(format!(
+                "cannot read session \"{id}\" in {store} (pass --force to delete it anyway)"
+            )));
+        }
+    };
     if info.is_none() && !force {
         bail!("session \"{id}\" not found in {store}");
     }
@@ -56,11 +75,16 @@ pub async fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
 }
 
 /// `sessions export ID`: json, jsonl or markdown to stdout or a file.
+///
+/// A file is written whole or not at all: a new one (an existing file is refused, so a
+/// mistyped name never overwrites a session file or anything else), or with `force` a
+/// temporary file beside it renamed over it.
 pub async fn export(
     store: &Store,
     id: &str,
     format: ExportFormat,
     output: Option<&Path>,
+    force: bool,
 ) -> Result<()> {
     let (info, messages) = load_existing(store, id).await?;
     let meta = info.map(|info| info.meta).unwrap_or_default();
@@ -73,7 +97,7 @@ pub async fn export(
         .with_context(|| format!("cannot export session \"{id}\""))?;
     match output {
         Some(path) => {
-            std::fs::write(path, text)
+            write_file(path, text.as_bytes(), force)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             println!(
                 "exported session {id} ({}) to {}",
@@ -90,17 +114,65 @@ pub async fn export(
     Ok(())
 }
 
+/// The longest import read: about a million agent messages of 250 bytes. Anything longer
+/// is a mistake (`/dev/zero`, an endless pipe) that would otherwise take all the memory.
+const MAX_IMPORT_BYTES: u64 = 256 << 20;
+
+/// Reads an import whole, refusing one longer than [`MAX_IMPORT_BYTES`].
+fn read_import(input: impl Read) -> Result<String> {
+    let mut text = String::new();
+    input.take(MAX_IMPORT_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_IMPORT_BYTES {
+        bail!(
+            "it is longer than {} MiB, more than any export holds",
+            MAX_IMPORT_BYTES >> 20
+        );
+    }
+    Ok(text)
+}
+
+/// Writes `bytes` to `path`: to a new file (refusing an existing one), or with `replace` to
+/// a temporary file beside it, renamed over `path`. Either way a failed write leaves no
+/// partial file behind.
+fn write_file(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
+    let target = if replace {
+        let name = path.file_name().context("no file name")?.to_string_lossy();
+        path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    } else {
+        path.to_path_buf()
+    };
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+    {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && !replace => {
+            bail!("the file exists; pass --force to replace it")
+        }
+        opened => opened?,
+    };
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| match replace {
+            true => std::fs::rename(&target, path),
+            false => Ok(()),
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&target);
+    }
+    Ok(written?)
+}
+
 /// `sessions import FILE`: creates (or with `replace`, overwrites) a session from an export.
 pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool) -> Result<()> {
     let from_stdin = file == Path::new("-");
     let text = if from_stdin {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read the import from stdin")?;
-        text
+        read_import(std::io::stdin().lock()).context("cannot read the import from stdin")?
     } else {
-        std::fs::read_to_string(file)
+        std::fs::File::open(file)
+            .map_err(anyhow::Error::from)
+            .and_then(read_import)
             .with_context(|| format!("cannot read import file {}", file.display()))?
     };
     let imported =

@@ -1,0 +1,164 @@
+//! A command given by mistake fails clearly and loses nothing: an export aimed at a file
+//! that exists, an import of something endless, and the way out of a damaged session.
+
+mod common;
+
+use common::{conversation, fails, load, ok, seed};
+use fusion::storage::StorageType;
+
+/// A file-system store in `dir/sessions`, as a URL and as a storage.
+fn fs_storage(dir: &std::path::Path) -> (String, StorageType) {
+    let url = dir.join("sessions").display().to_string();
+    let storage = url.parse().unwrap();
+    (url, storage)
+}
+
+#[test]
+fn an_export_never_overwrites_a_file_unless_forced_and_then_replaces_it_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = fs_storage(tmp.path());
+    seed(&storage, "s1", &conversation(2));
+    // The session's own file, named by mistake.
+    let own = tmp.path().join("sessions").join("s1.jsonl");
+    let stored = std::fs::read(&own).unwrap();
+    let own_path = own.to_str().unwrap();
+
+    let err = fails(
+        tmp.path(),
+        [
+            "sessions",
+            "export",
+            "s1",
+            "--format",
+            "markdown",
+            "-o",
+            own_path,
+            "--storage",
+            &url,
+        ],
+    );
+    assert!(
+        err.contains(own_path) && err.contains("the file exists; pass --force to replace it"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&own).unwrap(),
+        stored,
+        "the session file is untouched"
+    );
+    assert_eq!(load(&storage, "s1"), conversation(2));
+
+    // A new file is written; a second export to it needs --force, which replaces it whole
+    // and leaves no temporary file behind.
+    let out = tmp.path().join("s1.json");
+    let out_path = out.to_str().unwrap();
+    ok(
+        tmp.path(),
+        [
+            "sessions",
+            "export",
+            "s1",
+            "-o",
+            out_path,
+            "--storage",
+            &url,
+        ],
+    );
+    let json = std::fs::read_to_string(&out).unwrap();
+    std::fs::write(&out, "old").unwrap();
+    fails(
+        tmp.path(),
+        [
+            "sessions",
+            "export",
+            "s1",
+            "-o",
+            out_path,
+            "--storage",
+            &url,
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "old");
+    let stdout = ok(
+        tmp.path(),
+        [
+            "sessions",
+            "export",
+            "s1",
+            "-o",
+            out_path,
+            "--force",
+            "--storage",
+            &url,
+        ],
+    );
+    assert!(stdout.starts_with("exported session s1"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), json);
+    let left: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn an_endless_import_is_refused_before_it_takes_the_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = fs_storage(tmp.path());
+    let err = fails(
+        tmp.path(),
+        [
+            "sessions",
+            "import",
+            "/dev/zero",
+            "--id",
+            "z",
+            "--storage",
+            &url,
+        ],
+    );
+    assert!(
+        err.contains("cannot read import file /dev/zero") && err.contains("longer than 256 MiB"),
+        "{err}"
+    );
+    assert!(load_absent(&storage, "z"));
+}
+
+#[test]
+fn a_session_whose_metadata_is_damaged_is_deleted_with_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = fs_storage(tmp.path());
+    seed(&storage, "m1", &conversation(1));
+    seed(&storage, "kept", &conversation(1));
+    let meta = tmp.path().join("sessions").join(".m1.meta");
+    std::fs::write(&meta, "{garbage").unwrap();
+
+    // Without --force the error says what would get past it.
+    let err = fails(tmp.path(), ["sessions", "delete", "m1", "--storage", &url]);
+    assert!(
+        err.contains("cannot read session \"m1\"") && err.contains("pass --force to delete it"),
+        "{err}"
+    );
+    assert_eq!(load(&storage, "m1"), conversation(1), "nothing deleted");
+
+    let stdout = ok(
+        tmp.path(),
+        ["sessions", "delete", "m1", "--force", "--storage", &url],
+    );
+    assert!(
+        stdout.starts_with("deleted session m1 (its facts could not be read:"),
+        "{stdout}"
+    );
+    assert!(load_absent(&storage, "m1"));
+    assert!(!meta.exists(), "the damaged file went with the session");
+    assert_eq!(load(&storage, "kept"), conversation(1));
+}
+
+/// Whether session `id` is absent from `storage`.
+fn load_absent(storage: &StorageType, id: &str) -> bool {
+    common::block_on(async {
+        let store = storage.open().await.expect("storage opens");
+        store.session_info(id).await.expect("reads").is_none()
+    })
+}
