@@ -234,11 +234,9 @@ async fn no_stream_or_fusion_stream_false_asks_for_whole_replies_and_prints_them
     let server = MockLlmServer::start().await;
     let mut flag = chat_args("flag", &url).to_vec();
     flag.push("--no-stream");
-    let ways: [(&[&str], &[(&str, &str)]); 2] = [
-        (&flag, &[]),
-        (&chat_args("variable", &url), &[("FUSION_STREAM", "false")]),
-    ];
-    for (args, env) in ways {
+    let variable = chat_args("variable", &url);
+    let off = [("FUSION_STREAM", "false")];
+    for (args, env) in [(&flag[..], &[][..]), (&variable[..], &off[..])] {
         server.push_text("A whole answer at once.");
         let stdout = script_with_env(tmp.path(), &server, args, env, "hello\n").await;
         assert_eq!(stdout, "A whole answer at once.\n", "{args:?} {env:?}");
