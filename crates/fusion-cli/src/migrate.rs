@@ -47,7 +47,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use fusion::ChatMessage;
-use fusion::storage::{Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionMeta};
+use fusion::storage::{
+    Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionMeta, StorageLocation,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::store::{Layers, Store, Views, require_key};
@@ -107,11 +109,13 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
     // database) is the same as nothing.
     let from_location = from_type.location().context("bad --from")?;
     let to_location = to_type.location().context("bad --to")?;
-    if let Some(place) =
-        from_location.filter(|at| to_location.as_ref().is_some_and(|to| at.same_data(to)))
+    if let Some(place) = from_location
+        .as_ref()
+        .filter(|at| to_location.as_ref().is_some_and(|to| at.same_data(to)))
     {
         bail!("--from and --to are the same storage ({place})");
     }
+    check_ends(from_location.as_ref(), to_location.as_ref())?;
     let from = Store::new(from_type.clone(), layers.clone()).open().await?;
     // Its copies are written unretried (see `migrate_one`), and the raw target is there for
     // the rekey of `--encrypt`, which has to see the stored form.
@@ -224,6 +228,27 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
     summary.report(&args, ids.len(), &from_type, &to_type, target_only)
+}
+
+/// Refuses ends a migrate cannot mean: `memory://`, which holds nothing before this
+/// process and keeps nothing after it, and a source directory or database file that does
+/// not exist (a typo, not an empty store: opening it would create it and report 0
+/// sessions migrated).
+fn check_ends(from: Option<&StorageLocation>, to: Option<&StorageLocation>) -> Result<()> {
+    for (flag, location) in [("--from", from), ("--to", to)] {
+        if let Some(StorageLocation::ProcessMemory) = location {
+            bail!(
+                "{flag} memory:// holds nothing before this command and keeps nothing after \
+                 it; name a storage that persists"
+            );
+        }
+    }
+    if let Some(StorageLocation::Directory(path) | StorageLocation::SqliteFile(path)) = from
+        && !path.exists()
+    {
+        bail!("--from {}: no such storage", path.display());
+    }
+    Ok(())
 }
 
 /// Whether a session's failure should stop the run: a retryable error (an unreachable or

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use fusion::SessionId;
 use fusion::api::{export, session};
 use fusion::storage::{
-    Change, ConversationStorage, Expect, Expiry, Revision, SessionInfo, SessionMeta,
+    Change, ConversationStorage, Expect, Expiry, Revision, SessionInfo, SessionMeta, StorageType,
     session_id_from_file_name,
 };
 
@@ -197,6 +197,9 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
     };
     SessionId::validate(id).context("pass --id with a valid session id")?;
 
+    if let StorageType::Memory = store.kind() {
+        bail!("memory:// keeps nothing after this command; import into a storage that persists");
+    }
     let storage = store.open().await?;
     let messages = &imported.messages;
     let count = render::plural(messages.len(), "message");

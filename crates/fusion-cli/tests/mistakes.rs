@@ -162,3 +162,45 @@ fn load_absent(storage: &StorageType, id: &str) -> bool {
         store.session_info(id).await.expect("reads").is_none()
     })
 }
+
+#[test]
+fn a_migrate_from_a_storage_that_does_not_exist_or_into_memory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = fs_storage(tmp.path());
+    seed(&storage, "s1", &conversation(1));
+    let typo = tmp.path().join("sesions").display().to_string();
+    let typo_db = format!("sqlite://{}", tmp.path().join("typo.db").display());
+    for from in [&typo, &typo_db] {
+        let err = fails(tmp.path(), ["migrate", "--from", from, "--to", &url]);
+        assert!(
+            err.contains("--from") && err.contains("no such storage"),
+            "{err}"
+        );
+    }
+    assert!(
+        !tmp.path().join("sesions").exists() && !tmp.path().join("typo.db").exists(),
+        "a refused source was created"
+    );
+    let err = fails(tmp.path(), ["migrate", "--from", &url, "--to", "memory://"]);
+    assert!(
+        err.contains("--to memory:// holds nothing before this command and keeps nothing after it"),
+        "{err}"
+    );
+    let file = tmp.path().join("s1.jsonl");
+    std::fs::write(&file, "{\"role\":\"user\",\"content\":\"hi\"}\n").unwrap();
+    let err = fails(
+        tmp.path(),
+        [
+            "sessions",
+            "import",
+            file.to_str().unwrap(),
+            "--storage",
+            "memory://",
+        ],
+    );
+    assert!(
+        err.contains("memory:// keeps nothing after this command"),
+        "{err}"
+    );
+    assert_eq!(load(&storage, "s1"), conversation(1));
+}
