@@ -61,7 +61,7 @@ impl<'a> Entry<'a> {
 /// `FUSION_STORAGE`), repeated in the command for the next page.
 pub async fn list(store: &Store, storage_url: Option<&str>, args: &ListArgs) -> Result<()> {
     let query = query(args)?;
-    let storage = store.open().await?;
+    let storage = store.open_existing().await?;
     let storage_type = store.kind();
     let page = read_page(storage.as_ref(), storage_type, &query).await?;
     let mut out = std::io::stdout().lock();

@@ -56,7 +56,7 @@ pub async fn set_owner(store: &Store, id: &str, owner: Option<String>) -> Result
 /// Applies `update` to session `id`, failing when it does not exist.
 pub async fn apply(store: &Store, id: &str, update: &MetaUpdate) -> Result<SessionInfo> {
     SessionId::validate(id)?;
-    let storage = store.open().await?;
+    let storage = store.open_existing().await?;
     let updated = storage
         .update_session(id, update)
         .await

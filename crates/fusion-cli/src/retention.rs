@@ -71,7 +71,7 @@ fn expire_line(id: &str, info: &SessionInfo) -> String {
 /// then purges and prints what it did.
 pub async fn purge(store: &Store, args: &PurgeArgs) -> Result<()> {
     check(args)?;
-    let storage = store.open().await?;
+    let storage = store.open_existing().await?;
     run_purge(
         storage.as_ref(),
         args,

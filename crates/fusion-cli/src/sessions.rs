@@ -40,6 +40,14 @@ pub async fn show(store: &Store, id: &str) -> Result<()> {
 /// reads none of them.
 pub async fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
     SessionId::validate(id)?;
+    if store.missing_file() {
+        // The library's calls would create the database to find nothing in it.
+        if !force {
+            bail!("session \"{id}\" not found in {store}");
+        }
+        println!("session {id} did not exist");
+        return Ok(());
+    }
     let info = match session::session_info(id, store.kind()).await {
         Ok(info) => info,
         Err(err) if force => {
@@ -302,7 +310,7 @@ async fn load_existing(
     id: &str,
 ) -> Result<(Option<SessionInfo>, Vec<fusion::ChatMessage>)> {
     SessionId::validate(id)?;
-    let storage = store.open().await?;
+    let storage = store.open_existing().await?;
     let info = storage
         .session_info(id)
         .await

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use fusion::layers::RetryLayer;
 use fusion::layers::encryption::{EncryptionKeys, EncryptionLayer, KEY_ENV};
-use fusion::storage::{ConversationStorage, StorageExt, StorageType};
+use fusion::storage::{
+    ConversationStorage, InMemoryStorage, StorageExt, StorageLocation, StorageType,
+};
 
 /// The layers every storage a command opens is wrapped in, as the command line asks for
 /// them. Cheap to clone.
@@ -99,6 +101,26 @@ impl Store {
     /// Opens the storage, wrapped in the encryption layer and the retry layer.
     pub async fn open(&self) -> Result<Arc<dyn ConversationStorage>> {
         Ok(self.layers.wrap(self.connect().await?))
+    }
+
+    /// [`open`](Self::open) for a command that reads sessions or changes ones that exist:
+    /// a SQLite database file that does not exist (a typo, or a store not written yet) is
+    /// an empty storage, not a file to create, as a missing file-system directory already
+    /// is. So `sessions list --storage sqlite://typo.db` says there are no sessions and
+    /// leaves no `typo.db` behind.
+    pub async fn open_existing(&self) -> Result<Arc<dyn ConversationStorage>> {
+        if self.missing_file() {
+            return Ok(Arc::new(InMemoryStorage::new()));
+        }
+        self.open().await
+    }
+
+    /// Whether this is a SQLite storage whose database file does not exist.
+    pub fn missing_file(&self) -> bool {
+        matches!(
+            self.kind.location(),
+            Ok(Some(StorageLocation::SqliteFile(path))) if !path.exists()
+        )
     }
 
     /// Opens the storage without the encryption layer, still retried: for a rekey, which

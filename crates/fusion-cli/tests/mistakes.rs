@@ -204,3 +204,33 @@ fn a_migrate_from_a_storage_that_does_not_exist_or_into_memory_is_refused() {
     );
     assert_eq!(load(&storage, "s1"), conversation(1));
 }
+
+#[test]
+fn reading_a_sqlite_file_that_does_not_exist_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}",
+        tmp.path().join("no").join("such.db").display()
+    );
+    let stderr =
+        common::text(&common::run(tmp.path(), ["sessions", "list", "--storage", &url]).stderr);
+    assert!(stderr.starts_with("no sessions in"), "{stderr}");
+    for args in [
+        vec!["sessions", "show", "a"],
+        vec!["sessions", "export", "a"],
+        vec!["sessions", "delete", "a"],
+        vec!["sessions", "expire", "a", "--never"],
+        vec!["sessions", "retitle", "a", "t"],
+    ] {
+        let err = fails(tmp.path(), args.iter().copied().chain(["--storage", &url]));
+        assert!(err.contains("session \"a\" not found"), "{args:?}: {err}");
+    }
+    ok(
+        tmp.path(),
+        ["sessions", "purge", "--older-than", "1d", "--storage", &url],
+    );
+    assert!(
+        !tmp.path().join("no").exists(),
+        "a read created the database"
+    );
+}
