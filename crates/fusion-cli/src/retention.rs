@@ -113,12 +113,17 @@ async fn run_purge(
     out: &mut dyn Write,
 ) -> Result<()> {
     if let Some(span) = args.older_than {
-        let before = now.checked_sub(span).with_context(|| {
-            format!(
-                "--older-than {} reaches back past what the clock can hold",
-                format_span(span)
-            )
-        })?;
+        // Nothing was written before the epoch, and no instant before it can be printed
+        // or stored.
+        let before = now
+            .checked_sub(span)
+            .filter(|before| *before >= SystemTime::UNIX_EPOCH)
+            .with_context(|| {
+                format!(
+                    "--older-than {} reaches back before 1970 (the Unix epoch)",
+                    format_span(span)
+                )
+            })?;
         let purge = StalePurge {
             owner: args.owner.clone(),
             dry_run: args.dry_run,
@@ -199,6 +204,28 @@ mod tests {
         while SystemTime::now() <= instant {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn older_than_reaching_back_before_the_epoch_is_refused() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 * 365 * 50);
+        let mut out = Vec::new();
+        for span in ["9223372036854775807s", "60000d"] {
+            let err = run_purge(
+                &InMemoryStorage::new(),
+                &args(&["--older-than", span, "--dry-run"]),
+                now,
+                &mut out,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.ends_with("reaches back before 1970 (the Unix epoch)"),
+                "{err}"
+            );
+        }
+        assert!(out.is_empty());
     }
 
     #[tokio::test]
