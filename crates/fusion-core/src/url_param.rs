@@ -7,6 +7,9 @@
 /// URL readers; a `#fragment` is not part of the query). Not percent-decoded: every
 /// character a key prefix or a schema name may hold is allowed in a query as it is.
 ///
+/// For telling which data a URL names, never for connecting: the backends refuse a URL
+/// that gives their own parameter more than once ([`split_url_param`] leaves it in).
+///
 /// ```
 /// assert_eq!(fusion_core::url_param("postgres://h/db?sslmode=require&schema=chat", "schema"), Some("chat"));
 /// assert_eq!(fusion_core::url_param("redis://h/0", "key_prefix"), None);
@@ -25,22 +28,37 @@ pub fn url_param<'u>(url: &'u str, name: &str) -> Option<&'u str> {
 /// `url` without query parameter `name`, and the parameter's value ([`url_param`]). The
 /// other parameters and any `#fragment` are kept in order; a query left empty is dropped.
 ///
+/// Only a parameter given exactly once, as `name=value`, is taken out. Given twice (even
+/// with the same value) or without a value, it is ambiguous: `url` comes back unchanged
+/// with `None`, so that the backend, which refuses its own parameter in the URL it
+/// connects with, names the mistake instead of one reading silently winning.
+///
 /// ```
 /// let (url, schema) = fusion_core::split_url_param("postgres://h/db?schema=chat&sslmode=require", "schema");
 /// assert_eq!((url.as_str(), schema.as_deref()), ("postgres://h/db?sslmode=require", Some("chat")));
+/// let twice = "postgres://h/db?schema=a&schema=b";
+/// assert_eq!(fusion_core::split_url_param(twice, "schema"), (twice.to_string(), None));
 /// ```
 pub fn split_url_param(url: &str, name: &str) -> (String, Option<String>) {
-    let value = url_param(url, name).map(str::to_string);
     let (base, fragment) = match url.split_once('#') {
         Some((base, fragment)) => (base, Some(fragment)),
         None => (url, None),
     };
     let Some((before_query, query)) = base.split_once('?') else {
-        return (url.to_string(), value);
+        return (url.to_string(), None);
+    };
+    let is_name = |pair: &&str| pair.split_once('=').map_or(*pair, |(key, _)| key) == name;
+    let mut named = query.split('&').filter(is_name);
+    let once = match (named.next(), named.next()) {
+        (Some(pair), None) => pair.split_once('=').map(|(_, value)| value.to_string()),
+        _ => None,
+    };
+    let Some(value) = once else {
+        return (url.to_string(), None);
     };
     let others: Vec<&str> = query
         .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(key, _)| key) != name)
+        .filter(|pair| !is_name(pair))
         .filter(|pair| !pair.is_empty())
         .collect();
     let mut rest = before_query.to_string();
@@ -52,7 +70,7 @@ pub fn split_url_param(url: &str, name: &str) -> (String, Option<String>) {
         rest.push('#');
         rest.push_str(fragment);
     }
-    (rest, value)
+    (rest, Some(value))
 }
 
 #[cfg(test)]
@@ -82,12 +100,6 @@ mod tests {
                 Some("p"),
             ),
             (
-                "postgres://h/db?schema=a&schema=b",
-                "schema",
-                "postgres://h/db",
-                Some("b"),
-            ),
-            (
                 "postgres://h/db#schema=x",
                 "schema",
                 "postgres://h/db#schema=x",
@@ -103,5 +115,27 @@ mod tests {
             );
             assert_eq!(url_param(url, name), value, "{url}");
         }
+    }
+
+    #[test]
+    fn an_ambiguous_parameter_is_left_in_for_the_backend_to_refuse() {
+        for url in [
+            "postgres://h/db?schema=a&schema=b",
+            "postgres://h/db?schema=a&sslmode=require&schema=a",
+            "redis://h/0?key_prefix",
+            "redis://h/0?key_prefix=a&key_prefix#insecure",
+        ] {
+            let name = if url.starts_with("redis") {
+                "key_prefix"
+            } else {
+                "schema"
+            };
+            assert_eq!(split_url_param(url, name), (url.to_string(), None), "{url}");
+        }
+        // What names the data still reads one value; connecting is what refuses it.
+        assert_eq!(
+            url_param("postgres://h/db?schema=a&schema=b", "schema"),
+            Some("b")
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! Unlike the raw `sqlx` options, these only expose what a conversation store needs to
 //! tune (the schema its tables live in, pool size, timeouts, how durable a commit is) and
 //! pass everything else in the URL (`sslmode`, `sslrootcert`, `application_name`, ...)
-//! through to sqlx unchanged. Per-connection settings (`search_path`, `statement_timeout`,
+//! through to sqlx unchanged; a parameter neither reads is refused (`crate::url_query`).
+//! Per-connection settings (`search_path`, `statement_timeout`,
 //! `synchronous_commit`) travel in the startup packet, so they cost no round trip.
 
 use std::str::FromStr;
@@ -13,10 +14,10 @@ use std::time::Duration;
 use fusion_core::{Error, Result, redact_url};
 use sqlx::postgres::PgConnectOptions;
 
+use crate::url_query::{self, SCHEMA_PARAM};
+
 /// The schema of a storage whose options or URL name none.
 const DEFAULT_SCHEMA: &str = "fusion";
-/// The URL parameter that picks the schema (Fusion's, not the driver's).
-const SCHEMA_PARAM: &str = "schema";
 
 /// How hard the server works to make a commit survive a crash (`synchronous_commit`).
 ///
@@ -68,6 +69,10 @@ impl PostgresOptions {
     /// `fusion` (or the URL's `schema` parameter, which is Fusion's and is taken out of the
     /// URL before the driver sees it), 8 connections, 5 s connect timeout, 30 s statement
     /// timeout, [`Durability::Server`].
+    ///
+    /// The URL is checked when connecting: a query parameter that neither Fusion
+    /// (`schema`) nor sqlx reads, or `schema` given twice or without a value, is an
+    /// [`Error::Config`] naming it.
     pub fn new(url: impl Into<String>) -> Self {
         let (url, schema) = fusion_core::split_url_param(&url.into(), SCHEMA_PARAM);
         Self {
@@ -127,7 +132,7 @@ pub(crate) struct Target {
 }
 
 /// Parses `postgres://...` or `postgresql://...` (with any libpq query parameters sqlx
-/// knows, `sslmode` among them) and applies `options`.
+/// knows, `sslmode` among them; any other is refused) and applies `options`.
 pub(crate) fn parse(options: &PostgresOptions) -> Result<Target> {
     let url = options.url.as_str();
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -138,6 +143,7 @@ pub(crate) fn parse(options: &PostgresOptions) -> Result<Target> {
         )));
     }
     let label = redact_url(url);
+    url_query::check(url)?;
     check_schema(&options.schema)?;
     let connect = PgConnectOptions::from_str(url)
         .map_err(|e| Error::Config(format!("invalid PostgreSQL URL {label}: {e}")))?;

@@ -171,10 +171,15 @@
 //!   `Error::Corrupt` naming the session and the column.
 //! - Invalid session ids and messages that could not be read back are refused before any
 //!   SQL runs, as by every backend.
+//! - A URL query parameter that neither Fusion (`schema`) nor sqlx reads (a misspelt
+//!   `schma=`), or `schema` given twice: [`Error::Config`](fusion_core::Error::Config)
+//!   naming it and listing the accepted ones, before connecting (sqlx alone would only
+//!   log a warning and use the default schema).
 //!
 //! # Layers
 //!
-//! 1. `config` (options and URL parsing), `error` (every driver error mapped to a
+//! 1. `config` (options and URL parsing, with `url_query`: the query parameters a URL may
+//!    carry), `error` (every driver error mapped to a
 //!    [`fusion_core::Error`]), `expiry` (the server's clock in SQL, which expired
 //!    sessions every statement skips, and the expiry a write binds) and `batch` (messages
 //!    as a write binds them: bodies, ids, window);
@@ -198,6 +203,7 @@ mod sql;
 mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod url_query;
 mod write;
 
 pub use config::{Durability, PostgresOptions};

@@ -1,12 +1,12 @@
 //! How storages open: many at once on a new schema, both URL schemes, schemas keeping
-//! applications in one database apart, and the pool's first connection ready for the
-//! first call.
+//! applications in one database apart, the pool's first connection ready for the first
+//! call, and URL parameters checked before connecting.
 
 mod support;
 
-use fusion_core::{ChatMessage, ConversationStorage};
+use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
-use support::harness;
+use support::{free_port, harness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn storages_opening_a_new_schema_at_once_create_it_once() {
@@ -95,4 +95,34 @@ async fn the_first_call_finds_a_connection_open_in_the_pool() {
         assert_eq!(pool.size(), 1, "the first call reused it");
         storage.close().await;
     }
+}
+
+/// sqlx would only log a warning for `schma=x` and create the default schema: the URL is
+/// refused before any connection is tried (nothing listens on the port, so trying would
+/// give a retryable `Backend` error instead). The accepted parameters still connect.
+#[tokio::test]
+async fn url_parameters_are_checked_before_connecting() {
+    let port = free_port();
+    for (query, name) in [
+        ("schma=x", "`schma`"),
+        ("schema=a&schema=a", "`schema` is given 2 times"),
+        ("sslmode=disable&ssl_mode=disable", "`ssl_mode`"),
+    ] {
+        let url = format!("postgres://u:s3cret@127.0.0.1:{port}/app?{query}");
+        let err = PostgresStorage::connect(&url).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Config(_)), "{url}: {text}");
+        assert!(text.contains(name), "{url}: {text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let url = format!(
+        "{}&sslmode=disable&application_name=fusion-test",
+        harness.storage_url()
+    );
+    let storage = PostgresStorage::connect(&url).await.unwrap();
+    assert_eq!(storage.schema(), harness.schema);
+    storage.close().await;
 }

@@ -13,6 +13,7 @@ use redis::cluster::ClusterClient;
 use crate::config::RedisOptions;
 use crate::connection::Connection;
 use crate::error::{Op, no_connection, parse_redis_error};
+use crate::url_query;
 
 // Backoff between connection attempts (and, on a cluster, between tries of a request
 // the cluster refused for now): 100 ms doubling, capped at 1 s, so the default two
@@ -32,19 +33,25 @@ pub(crate) struct Opened {
     /// The server, or each seed node of a cluster: where a subscription to the changes
     /// channel connects (a cluster forwards every `PUBLISH` to every node).
     pub(crate) subscribe_to: Vec<redis::Client>,
+    /// The options with the URL's own parameters (`key_prefix`, `publish_changes`)
+    /// applied.
+    pub(crate) options: RedisOptions,
 }
 
 /// Checks `url` and `options`, then connects.
 ///
-/// Fails with [`Error::Config`] for a bad URL, prefix or TTL, with
+/// Fails with [`Error::Config`] for a bad URL (a query parameter neither Fusion nor the
+/// driver reads among them; see `crate::url_query`), prefix or TTL, with
 /// [`Error::FeatureDisabled`] for `rediss://` without the `tls` feature, and with a
 /// retryable [`Error::Backend`] when the server (or every seed node of a cluster) cannot
 /// be reached within roughly `(reconnect_retries + 1) × connect_timeout` plus the
 /// backoff.
-pub(crate) async fn open(url: &str, options: &RedisOptions) -> Result<Opened> {
+pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
     let redacted = redact_url(url);
-    options.check()?;
     let cluster = check_scheme(url, &redacted)?;
+    let (driver_url, options) = url_query::apply(url, options)?;
+    let url = driver_url.as_str();
+    options.check()?;
     // The redis crate's URL errors are fixed strings, so quoting them leaks nothing.
     let invalid =
         |err: redis::RedisError| Error::Config(format!("invalid Redis URL {redacted}: {err}"));
@@ -59,13 +66,13 @@ pub(crate) async fn open(url: &str, options: &RedisOptions) -> Result<Opened> {
         .collect::<redis::RedisResult<Vec<_>>>()
         .map_err(invalid)?;
     let connecting: BoxFuture<'_, redis::RedisResult<Connection>> = if cluster {
-        let client = cluster_client(nodes, &redacted, options)?;
+        let client = cluster_client(nodes, &redacted, &options)?;
         Box::pin(async move { client.get_async_connection().await.map(Connection::Cluster) })
     } else {
         let client = subscribe_to[0].clone();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(response_timeout(options)))
+            .set_response_timeout(Some(response_timeout(&options)))
             .set_number_of_retries(options.reconnect_retries)
             .set_min_delay(RETRY_MIN_DELAY)
             .set_max_delay(RETRY_MAX_DELAY);
@@ -93,6 +100,7 @@ pub(crate) async fn open(url: &str, options: &RedisOptions) -> Result<Opened> {
         conn,
         redacted_url: redacted,
         subscribe_to,
+        options,
     })
 }
 
@@ -129,10 +137,13 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// The seed nodes of a `redis+cluster://` or `rediss+cluster://` URL, as one `redis://`
-/// (or `rediss://`) URL each carrying the credentials and query; `None` for any other URL.
+/// (or `rediss://`) URL each carrying the credentials, the driver's query parameters and
+/// any `#insecure`; `None` for any other URL. Fusion's own parameters (`key_prefix`,
+/// `publish_changes`) are left out: the redis crate does not read them.
 ///
 /// For tools that talk to the same cluster with the redis crate directly. Fails with
-/// [`Error::Config`] (password hidden) for an empty node or a database other than 0.
+/// [`Error::Config`] (password hidden) for an empty node, a database other than 0, or a
+/// query parameter that neither Fusion nor the driver reads, as connecting would.
 ///
 /// ```
 /// let nodes = fusion_storage_redis::cluster_node_urls("redis+cluster://:pw@h1:7000,h2")?;
@@ -147,11 +158,13 @@ pub fn cluster_node_urls(url: &str) -> Result<Option<Vec<String>>> {
     if !cluster {
         return Ok(None);
     }
-    cluster_nodes(url, &redact_url(url)).map(Some)
+    let driver_url = url_query::split(url)?.driver_url;
+    cluster_nodes(&driver_url, &redact_url(url)).map(Some)
 }
 
-/// The seed nodes of `redis+cluster://[user[:password]@]host[:port],host[:port]...[/0][?query]`
-/// as one `redis://` (or `rediss://`) URL each, every one with the credentials and query.
+/// The seed nodes of `redis+cluster://[user[:password]@]host[:port],host[:port]...[/0][?query][#fragment]`
+/// as one `redis://` (or `rediss://`) URL each, every one with the credentials, query and
+/// fragment (`#insecure`).
 ///
 /// A cluster has only database 0, so any other database number is refused rather than
 /// silently ignored.
@@ -163,6 +176,8 @@ fn cluster_nodes(url: &str, redacted: &str) -> Result<Vec<String>> {
         .strip_suffix("+cluster")
         .map(str::to_string)
         .ok_or_else(|| bad("not a +cluster scheme"))?;
+    // The fragment goes first: it follows the query, and `#insecure` may come without one.
+    let (rest, fragment) = rest.split_once('#').map_or((rest, ""), |(r, f)| (r, f));
     let (rest, query) = rest.split_once('?').map_or((rest, ""), |(r, q)| (r, q));
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if !matches!(path, "" | "0") {
@@ -178,11 +193,15 @@ fn cluster_nodes(url: &str, redacted: &str) -> Result<Vec<String>> {
     } else {
         format!("{credentials}@")
     };
-    let query = if query.is_empty() {
+    let mut query = if query.is_empty() {
         String::new()
     } else {
         format!("/?{query}")
     };
+    if !fragment.is_empty() {
+        query.push('#');
+        query.push_str(fragment);
+    }
     hosts
         .split(',')
         .map(|node| {
@@ -320,6 +339,17 @@ mod tests {
         assert_eq!(
             cluster_nodes("rediss+cluster://:pw@[::1]", "x").unwrap(),
             ["rediss://:pw@[::1]:6379"]
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://h1,h2:7001?protocol=3#insecure", "x").unwrap(),
+            [
+                "rediss://h1:6379/?protocol=3#insecure",
+                "rediss://h2:7001/?protocol=3#insecure"
+            ]
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://h1,h2:7001#insecure", "x").unwrap(),
+            ["rediss://h1:6379#insecure", "rediss://h2:7001#insecure"]
         );
         assert!(check_scheme("redis+cluster://h:1", "redis+cluster://h:1").unwrap());
         assert!(!check_scheme("redis://h:1", "redis://h:1").unwrap());

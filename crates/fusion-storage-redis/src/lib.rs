@@ -41,6 +41,7 @@ mod keys;
 mod scripts;
 mod storage;
 mod stored;
+mod url_query;
 
 pub use changes::{ChangeKind, SessionChange, SessionChanges};
 pub use config::{

@@ -105,6 +105,43 @@ async fn the_url_password_never_appears_in_errors() {
     }
 }
 
+/// A query parameter the backend would ignore is refused before any connection is
+/// tried (nothing listens on the port, so a connection attempt would give a
+/// `Backend` error instead); `key_prefix` in the URL picks the prefix.
+#[tokio::test]
+async fn url_parameters_are_checked_before_connecting_and_key_prefix_is_honoured() {
+    let port = free_port();
+    for (query, name) in [
+        ("keyprefix=mine", "`keyprefix`"),
+        ("key_prefix=a&key_prefix=b", "`key_prefix` is given 2 times"),
+        ("protocol=resp3&db=1", "`db`"),
+    ] {
+        for url in [
+            format!("redis://:hunter2@127.0.0.1:{port}/0?{query}"),
+            format!("redis+cluster://:hunter2@127.0.0.1:{port},127.0.0.1:1?{query}"),
+        ] {
+            let err = tokio::time::timeout(NO_HANG, RedisStorage::connect(&url))
+                .await
+                .expect("no hang")
+                .expect_err(&url);
+            let shown = err.to_string();
+            assert!(matches!(err, Error::Config(_)), "{url}: {shown}");
+            assert!(shown.contains(name), "{url}: {shown}");
+            assert!(!shown.contains("hunter2"), "password leaked: {shown}");
+        }
+    }
+    let Some(h) = harness().await else { return };
+    let separator = if h.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}key_prefix={}&protocol=resp3", h.url, h.prefix);
+    let store = RedisStorage::connect(&url).await.expect("connects");
+    assert_eq!(store.key_prefix(), h.prefix);
+    store
+        .append("via-url", &[ChatMessage::user("hi")])
+        .await
+        .unwrap();
+    assert_eq!(h.open().await.load("via-url").await.unwrap().len(), 1);
+}
+
 /// `Debug` of a connected storage names the server with its password hidden. A server
 /// whose default user has no password accepts any, so the made-up one connects.
 #[tokio::test]

@@ -100,14 +100,21 @@ impl RedisStorage {
     /// `redis+cluster://[user[:password]@]host:port,host:port,...` for a Redis Cluster
     /// (any reachable seed nodes; the client finds the rest), or `rediss://...` and
     /// `rediss+cluster://...` with the `tls` feature. See
-    /// [`connect_with`](Self::connect_with) for the errors.
+    /// [`connect_with`](Self::connect_with) for the query parameters and the errors.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with(url, RedisOptions::default()).await
     }
 
     /// Connects to `url` with `options` (key prefix, TTL, timeouts).
     ///
-    /// Fails with [`Error::Config`] for a bad URL, prefix or TTL, with
+    /// The URL's query may hold Fusion's `key_prefix=PREFIX` and `publish_changes=true`,
+    /// which set those options (a value contradicting one the options set otherwise than
+    /// the default is refused), and the driver's `protocol=resp3`. Any other parameter,
+    /// or `key_prefix` / `publish_changes` given twice, is refused before connecting: the
+    /// redis crate would ignore it silently.
+    ///
+    /// Fails with [`Error::Config`] for a bad URL (naming the parameter and listing the
+    /// accepted ones for a bad query), prefix or TTL, with
     /// [`Error::FeatureDisabled`] for `rediss://` without the `tls` feature, and with a
     /// retryable [`Error::Backend`] when the server cannot be reached within roughly
     /// `(reconnect_retries + 1) × connect_timeout` plus the backoff. No message or
@@ -128,7 +135,8 @@ impl RedisStorage {
     /// [`Error::FeatureDisabled`]: fusion_core::Error::FeatureDisabled
     /// [`Error::Backend`]: fusion_core::Error::Backend
     pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self> {
-        let opened = connect::open(url, &options).await?;
+        let opened = connect::open(url, options).await?;
+        let options = opened.options;
         Ok(Self {
             conn: opened.conn,
             keys: Keys::new(&options.key_prefix),

@@ -1,0 +1,309 @@
+//! The query parameters a Redis URL may carry, checked before connecting: Fusion's own
+//! (`key_prefix`, `publish_changes`), taken out and applied to the options, and the few
+//! the redis crate reads.
+//!
+//! The redis crate ignores every parameter it does not read, so a misspelt
+//! `keyprefix=mine` would connect with the default prefix, into another application's
+//! keys, and `key_prefix=a&key_prefix=b` would pick one silently. Both are refused here,
+//! as the SQLite backend's driver refuses an unknown parameter.
+
+use fusion_core::{Error, Result, parse_flag, redact_url, split_url_param};
+
+use crate::config::{DEFAULT_KEY_PREFIX, RedisOptions};
+
+/// The URL parameter that picks the key prefix ([`RedisOptions::key_prefix`]).
+const KEY_PREFIX_PARAM: &str = "key_prefix";
+/// The URL parameter that turns on [`RedisOptions::publish_changes`].
+const PUBLISH_CHANGES_PARAM: &str = "publish_changes";
+/// Fusion's parameters, which the driver never sees.
+const FUSION_PARAMS: [&str; 2] = [KEY_PREFIX_PARAM, PUBLISH_CHANGES_PARAM];
+/// What redis 1.8 reads from the query of the URLs this backend accepts (`redis://`,
+/// `rediss://`): `url_to_tcp_connection_info` (redis 1.8.1, `src/connection.rs`, line 651)
+/// passes the query to `parse_protocol` (line 566), which reads `protocol` alone.
+const DRIVER_PARAMS: [&str; 1] = ["protocol"];
+/// What the redis crate reads only from unix-socket URLs (`url_to_unix_connection_info`,
+/// lines 699 to 707), which this backend does not accept: on a TCP URL they would be
+/// ignored, so they are refused with a pointer to where a TCP URL puts them.
+const UNIX_ONLY_PARAMS: [&str; 3] = ["db", "user", "pass"];
+
+/// A Redis URL without Fusion's parameters, and their values.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Split {
+    /// The URL the driver gets: only parameters it reads are left.
+    pub(crate) driver_url: String,
+    /// The URL's `key_prefix`, if given.
+    key_prefix: Option<String>,
+    /// The URL's `publish_changes`, if given.
+    publish_changes: Option<bool>,
+}
+
+/// Takes Fusion's parameters out of `url` and refuses what is left unless the driver
+/// reads it: an unknown parameter, or one of Fusion's given twice or without a value
+/// ([`split_url_param`] leaves those in), is an [`Error::Config`] naming it.
+pub(crate) fn split(url: &str) -> Result<Split> {
+    let (rest, key_prefix) = split_url_param(url, KEY_PREFIX_PARAM);
+    let (driver_url, publish) = split_url_param(&rest, PUBLISH_CHANGES_PARAM);
+    check_driver_query(&driver_url, url)?;
+    let publish_changes = match publish {
+        Some(text) => Some(parse_flag(
+            &format!("{PUBLISH_CHANGES_PARAM} in a Redis URL"),
+            &text,
+        )?),
+        None => None,
+    };
+    Ok(Split {
+        driver_url,
+        key_prefix,
+        publish_changes,
+    })
+}
+
+/// [`split`], then the URL's parameters applied to `options`. A parameter that
+/// contradicts an option set to something other than its default is refused rather
+/// than one of the two silently winning.
+pub(crate) fn apply(url: &str, mut options: RedisOptions) -> Result<(String, RedisOptions)> {
+    let split = split(url)?;
+    if let Some(prefix) = split.key_prefix {
+        if options.key_prefix != DEFAULT_KEY_PREFIX && options.key_prefix != prefix {
+            return Err(bad(
+                url,
+                format!(
+                    "`{KEY_PREFIX_PARAM}={prefix}` contradicts RedisOptions::key_prefix({:?}); \
+                     give the prefix once",
+                    options.key_prefix
+                ),
+            ));
+        }
+        options.key_prefix = prefix;
+    }
+    if let Some(publish) = split.publish_changes {
+        if options.publish_changes && !publish {
+            return Err(bad(
+                url,
+                format!(
+                    "`{PUBLISH_CHANGES_PARAM}` off contradicts RedisOptions::publish_changes(true)"
+                ),
+            ));
+        }
+        options.publish_changes = publish;
+    }
+    Ok((split.driver_url, options))
+}
+
+/// Refuses any parameter of `driver_url` the driver does not read; `url` is the URL as
+/// given, for the message.
+fn check_driver_query(driver_url: &str, url: &str) -> Result<()> {
+    let base = driver_url
+        .split_once('#')
+        .map_or(driver_url, |(base, _)| base);
+    let Some((_, query)) = base.split_once('?') else {
+        return Ok(());
+    };
+    // Empty pieces (`?&protocol=3`, a trailing `&`) are skipped by the driver too.
+    let keys: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').map_or(pair, |(key, _)| key))
+        .collect();
+    for name in FUSION_PARAMS {
+        match keys.iter().filter(|key| **key == name).count() {
+            0 => {}
+            1 => {
+                return Err(bad(
+                    url,
+                    format!("query parameter `{name}` has no value; use {name}=VALUE"),
+                ));
+            }
+            times => {
+                return Err(bad(
+                    url,
+                    format!("query parameter `{name}` is given {times} times; give it once"),
+                ));
+            }
+        }
+    }
+    // The driver matches the decoded key, so `protoc%6Fl` is as good as `protocol`.
+    let Some(unknown) = keys
+        .iter()
+        .find(|key| !DRIVER_PARAMS.contains(&&*decode(key)))
+    else {
+        return Ok(());
+    };
+    let hint = if UNIX_ONLY_PARAMS.contains(&&*decode(unknown)) {
+        " (the driver reads it only from unix-socket URLs; in redis://[user[:password]@]host[:port][/db] \
+         the database is the path and the credentials come before the host)"
+    } else {
+        ""
+    };
+    Err(bad(
+        url,
+        format!(
+            "unknown query parameter `{unknown}`{hint}; accepted: `{}` (Fusion's) and the \
+             driver's `{}`",
+            FUSION_PARAMS.join("`, `"),
+            DRIVER_PARAMS.join("`, `")
+        ),
+    ))
+}
+
+/// [`Error::Config`] for `url`, shown without its query and password: a parameter's value
+/// is never printed, so a misspelt `pass=` cannot leak one.
+fn bad(url: &str, what: String) -> Error {
+    let redacted = redact_url(url);
+    let shown = redacted
+        .split_once('?')
+        .map_or(&*redacted, |(head, _)| head);
+    let kind = if url.contains("+cluster://") {
+        "Redis Cluster URL"
+    } else {
+        "Redis URL"
+    };
+    Error::Config(format!("invalid {kind} {shown}: {what}"))
+}
+
+/// A query key as the driver sees it (`application/x-www-form-urlencoded`): `+` is a
+/// space and `%XX` a byte; an invalid escape stays as it is, invalid UTF-8 becomes U+FFFD.
+fn decode(key: &str) -> String {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'+', ..) => out.push(b' '),
+            (b'%', Some(high), Some(low)) => {
+                // Two hex digits make at most 255.
+                out.push(u8::try_from(high * 16 + low).unwrap_or(u8::MAX));
+                i += 2;
+            }
+            (byte, ..) => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(url: &str) -> String {
+        let err = apply(url, RedisOptions::new()).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{url}: {err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn unknown_and_misspelt_parameters_are_refused_by_name() {
+        for (url, name) in [
+            ("redis://127.0.0.1:6379/0?keyprefix=mine", "keyprefix"),
+            ("redis://h/0?key_prefix=a&protocl=resp3", "protocl"),
+            ("redis://h/0?key-prefix=a", "key-prefix"),
+            ("rediss://h?publish=true#insecure", "publish"),
+            ("redis+cluster://h1:7000,h2:7001?keyprefix=x", "keyprefix"),
+            ("redis://h?db=2", "db"),
+            ("redis://h?bare", "bare"),
+        ] {
+            let text = refusal(url);
+            assert!(
+                text.contains(&format!("unknown query parameter `{name}`")),
+                "{text}"
+            );
+            assert!(
+                text.contains("`key_prefix`, `publish_changes` (Fusion's)"),
+                "{text}"
+            );
+            assert!(text.contains("`protocol`"), "{text}");
+        }
+        assert!(refusal("redis://h?user=u").contains("unix-socket"));
+        let cluster = refusal("redis+cluster://h1:7000,h2:7001?keyprefix=x");
+        assert!(
+            cluster.contains("invalid Redis Cluster URL redis+cluster://h1"),
+            "{cluster}"
+        );
+    }
+
+    #[test]
+    fn fusions_parameters_given_twice_or_bare_are_refused() {
+        for (url, text) in [
+            (
+                "redis://h/0?key_prefix=a&key_prefix=b",
+                "`key_prefix` is given 2 times",
+            ),
+            (
+                "redis://h/0?key_prefix=a&key_prefix=a",
+                "`key_prefix` is given 2 times",
+            ),
+            (
+                "redis+cluster://h1,h2?key_prefix=a&protocol=3&key_prefix=b",
+                "`key_prefix` is given 2 times",
+            ),
+            (
+                "redis://h?publish_changes=1&publish_changes=1",
+                "`publish_changes` is given 2 times",
+            ),
+            ("redis://h?key_prefix", "`key_prefix` has no value"),
+        ] {
+            let shown = refusal(url);
+            assert!(shown.contains(text), "{url}: {shown}");
+        }
+    }
+
+    #[test]
+    fn accepted_parameters_reach_the_options_or_the_driver() {
+        let (url, options) = apply(
+            "redis://h/0?protocol=resp3&key_prefix=a",
+            RedisOptions::new(),
+        )
+        .unwrap();
+        assert_eq!(url, "redis://h/0?protocol=resp3");
+        assert_eq!(options, RedisOptions::new().key_prefix("a"));
+        let (url, options) =
+            apply("rediss://h?key_prefix=p#insecure", RedisOptions::new()).unwrap();
+        assert_eq!(url, "rediss://h#insecure");
+        assert_eq!(options.key_prefix, "p");
+        let (url, options) = apply(
+            "redis+cluster://h1:7000,h2?publish_changes=true&protoc%6Fl=3&",
+            RedisOptions::new(),
+        )
+        .unwrap();
+        assert_eq!(url, "redis+cluster://h1:7000,h2?protoc%6Fl=3");
+        assert!(options.publish_changes);
+        let plain = apply("redis://:pw@h:6379/2", RedisOptions::new().key_prefix("x")).unwrap();
+        assert_eq!(
+            plain,
+            (
+                "redis://:pw@h:6379/2".into(),
+                RedisOptions::new().key_prefix("x")
+            )
+        );
+    }
+
+    #[test]
+    fn a_parameter_that_contradicts_an_option_is_refused() {
+        let options = RedisOptions::new().key_prefix("other");
+        let err = apply("redis://h?key_prefix=a", options.clone()).unwrap_err();
+        assert!(
+            err.to_string().contains("RedisOptions::key_prefix"),
+            "{err}"
+        );
+        // Saying the same thing twice is no contradiction.
+        apply("redis://h?key_prefix=other", options).unwrap();
+        let publishing = RedisOptions::new().publish_changes(true);
+        assert!(apply("redis://h?publish_changes=0", publishing).is_err());
+        assert!(apply("redis://h?publish_changes=maybe", RedisOptions::new()).is_err());
+    }
+
+    #[test]
+    fn refusals_never_show_a_password() {
+        for url in [
+            "redis://:hunter2@h/0?pass=hunter2",
+            "redis://app:hunter2@h/0?passwd=hunter2&key_prefix=a",
+            "rediss+cluster://:hunter2@h1,h2?key_prefix=a&key_prefix=b",
+        ] {
+            let shown = refusal(url);
+            assert!(shown.contains(":***@h"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+    }
+}
