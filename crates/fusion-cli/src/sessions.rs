@@ -311,10 +311,16 @@ async fn load_existing(
 ) -> Result<(Option<SessionInfo>, Vec<fusion::ChatMessage>)> {
     SessionId::validate(id)?;
     let storage = store.open_existing().await?;
-    let info = storage
-        .session_info(id)
-        .await
-        .with_context(|| format!("cannot read session \"{id}\""))?;
+    let info = match storage.session_info(id).await {
+        Ok(info) => info,
+        // Damaged facts (a file-system session's metadata file, say) need not keep its
+        // messages from being read: show or export them, and say what is missing.
+        Err(err @ fusion::Error::Corrupt { .. }) => {
+            eprintln!("warning: {err}; going on without the session's metadata");
+            None
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot read session \"{id}\"")),
+    };
     let messages = storage
         .load(id)
         .await

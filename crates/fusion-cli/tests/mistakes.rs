@@ -126,13 +126,47 @@ fn an_endless_import_is_refused_before_it_takes_the_memory() {
 }
 
 #[test]
-fn a_session_whose_metadata_is_damaged_is_deleted_with_force() {
+fn a_session_whose_metadata_is_damaged_keeps_its_messages_readable_and_is_deleted_with_force() {
     let tmp = tempfile::tempdir().unwrap();
     let (url, storage) = fs_storage(tmp.path());
     seed(&storage, "m1", &conversation(1));
     seed(&storage, "kept", &conversation(1));
     let meta = tmp.path().join("sessions").join(".m1.meta");
     std::fs::write(&meta, "{garbage").unwrap();
+
+    // Its messages are still shown and exported, with a warning saying what is missing.
+    let output = common::run(tmp.path(), ["sessions", "show", "m1", "--storage", &url]);
+    let (stdout, stderr) = (common::text(&output.stdout), common::text(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("notes.txt and todo.txt (1)"), "{stdout}");
+    assert!(
+        stderr.starts_with("warning: ") && stderr.contains(".m1.meta is not valid JSON"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the messages are intact: move the file aside"),
+        "{stderr}"
+    );
+    let jsonl = ok(
+        tmp.path(),
+        [
+            "sessions",
+            "export",
+            "m1",
+            "--format",
+            "jsonl",
+            "--storage",
+            &url,
+        ],
+    );
+    assert_eq!(jsonl.lines().count(), conversation(1).len(), "{jsonl}");
+    // As the warning says, the file moved aside leaves a session without metadata.
+    let aside = tmp.path().join("m1.meta.damaged");
+    std::fs::rename(&meta, &aside).unwrap();
+    let output = common::run(tmp.path(), ["sessions", "show", "m1", "--storage", &url]);
+    assert!(output.status.success() && output.stderr.is_empty());
+    assert_eq!(load(&storage, "m1"), conversation(1));
+    std::fs::rename(&aside, &meta).unwrap();
 
     // Without --force the error says what would get past it.
     let err = fails(tmp.path(), ["sessions", "delete", "m1", "--storage", &url]);

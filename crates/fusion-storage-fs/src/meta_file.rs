@@ -50,7 +50,9 @@ pub(crate) fn read(path: &Path, id: &str) -> Result<Option<StoredMeta>> {
             BACKEND,
             id,
             format!(
-                "the metadata file {} {why}; `delete` the session, or replace the file",
+                "the metadata file {} {why}; the messages are intact: move the file aside \
+                 to keep them without the session's title, owner and tags, or `delete` the \
+                 session",
                 path.display()
             ),
         )
