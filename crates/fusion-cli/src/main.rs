@@ -8,6 +8,7 @@
 //! stderr and the exit code.
 
 mod chat;
+mod files;
 mod listing;
 mod meta;
 mod migrate;

@@ -48,11 +48,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use fusion::ChatMessage;
 use fusion::storage::{
-    Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionMeta, StorageLocation,
+    Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionMeta, StorageType,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::store::{Layers, Store, Views, require_key};
+use crate::store::{self, Layers, Store, Views, require_key};
 use crate::{MigrateArgs, meta, parse_storage, render, sessions};
 use compare::{copied, divergence, verify};
 use summary::Summary;
@@ -115,11 +115,13 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
     {
         bail!("--from and --to are the same storage ({place})");
     }
-    check_ends(from_location.as_ref(), to_location.as_ref())?;
+    check_ends(&from_type, &to_type)?;
     let from = Store::new(from_type.clone(), layers.clone()).open().await?;
     // Its copies are written unretried (see `migrate_one`), and the raw target is there for
     // the rekey of `--encrypt`, which has to see the stored form.
-    let target = Store::new(to_type.clone(), layers).open_views().await?;
+    let target = Store::new(to_type.clone(), layers)
+        .open_views(args.dry_run)
+        .await?;
     let (to, to_raw) = (target.storage.clone(), target.raw.clone());
 
     let mut ids = from
@@ -139,6 +141,7 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
 
     let bar = progress_bar(ids.len() as u64);
     let mut summary = Summary::default();
+    let mut storage_failures_in_a_row = 0;
     // Sessions are copied one at a time: output stays in order, and the embedded backends
     // serialise writes anyway.
     for (done, id) in ids.iter().enumerate() {
@@ -167,6 +170,9 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
             .filter(|_| args.dry_run)
             .zip(outcome.as_ref().ok())
             .map(|(sealed, outcome)| encrypt::plan(&encryption, outcome, &sealed));
+        if outcome.is_ok() {
+            storage_failures_in_a_row = 0;
+        }
         let line = match outcome {
             Ok(Outcome::Copied(_)) => {
                 summary.copied += 1;
@@ -205,8 +211,8 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
             }
             Err(err) => {
                 summary.failed += 1;
-                if stops_the_run(&err) {
-                    summary.not_tried = ids.len() - done - 1;
+                if storage_failure(&err) {
+                    storage_failures_in_a_row += 1;
                 }
                 Some(format!("failed {id}: {}", crate::one_line(&err)))
             }
@@ -215,12 +221,14 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
             bar.suspend(|| println!("{line}"));
         }
         bar.inc(1);
-        if summary.not_tried > 0 {
+        let left = ids.len() - done - 1;
+        if storage_failures_in_a_row == STOP_AFTER && left > 0 {
+            summary.not_tried = left;
             bar.suspend(|| {
                 println!(
-                    "stopped: the failure of {id} outlasted every retry, so the storage is \
-                     unreachable or failing; {} not tried",
-                    render::plural(summary.not_tried, "session")
+                    "stopped: {STOP_AFTER} sessions in a row failed as they do when a storage \
+                     is unreachable or failing; {} not tried",
+                    render::plural(left, "session")
                 )
             });
             break;
@@ -230,32 +238,36 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
     summary.report(&args, ids.len(), &from_type, &to_type, target_only)
 }
 
-/// Refuses ends a migrate cannot mean: `memory://`, which holds nothing before this
-/// process and keeps nothing after it, and a source directory or database file that does
-/// not exist (a typo, not an empty store: opening it would create it and report 0
-/// sessions migrated).
-fn check_ends(from: Option<&StorageLocation>, to: Option<&StorageLocation>) -> Result<()> {
-    for (flag, location) in [("--from", from), ("--to", to)] {
-        if let Some(StorageLocation::ProcessMemory) = location {
+/// Refuses ends a migrate cannot mean: a storage that keeps nothing after this process
+/// (`memory://`, an in-memory SQLite database), and a source directory or database file
+/// that does not exist (a typo, not an empty store: opening it would create it and report
+/// 0 sessions migrated).
+fn check_ends(from: &StorageType, to: &StorageType) -> Result<()> {
+    for (flag, kind) in [("--from", from), ("--to", to)] {
+        if store::ephemeral(kind) {
             bail!(
-                "{flag} memory:// holds nothing before this command and keeps nothing after \
-                 it; name a storage that persists"
+                "{flag} {kind} holds nothing before this command and keeps nothing after it; \
+                 name a storage that persists"
             );
         }
     }
-    if let Some(StorageLocation::Directory(path) | StorageLocation::SqliteFile(path)) = from
-        && !path.exists()
-    {
+    if let Some(path) = store::missing(from) {
         bail!("--from {}: no such storage", path.display());
     }
     Ok(())
 }
 
-/// Whether a session's failure should stop the run: a retryable error (an unreachable or
-/// failing server) that outlasted the retry layer's attempts would meet every session
-/// after it too, each waiting out the same timeouts. A conflict is retryable but is an
-/// answer about one busy session, and any other error is about the session itself.
-fn stops_the_run(err: &anyhow::Error) -> bool {
+/// How many sessions in a row may fail as with an unreachable or failing storage
+/// ([`storage_failure`]) before the run stops: each waits out the storage's timeouts and
+/// retries, which would otherwise repeat for every session left. One such failure alone
+/// may be one session's (a statement timeout on a very long history, a lock another
+/// writer holds), so the run goes on after it.
+const STOP_AFTER: usize = 3;
+
+/// Whether a session failed as it does when the storage is unreachable or failing: a
+/// retryable error that outlasted the retry layer's attempts. A conflict is retryable but
+/// is an answer about one busy session, and any other error is about the session itself.
+fn storage_failure(err: &anyhow::Error) -> bool {
     err.chain()
         .filter_map(|cause| cause.downcast_ref::<fusion::Error>())
         .any(|err| err.is_retryable() && !matches!(err, fusion::Error::Conflict { .. }))

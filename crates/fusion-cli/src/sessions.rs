@@ -6,7 +6,7 @@
 //! stdout; a missing session is an error, not an empty result, so a typo in a script fails
 //! loudly instead of exporting nothing.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -14,16 +14,16 @@ use anyhow::{Context, Result, bail};
 use fusion::SessionId;
 use fusion::api::{export, session};
 use fusion::storage::{
-    Change, ConversationStorage, Expect, Expiry, Revision, SessionInfo, SessionMeta, StorageType,
+    Change, ConversationStorage, Expect, Expiry, Revision, SessionInfo, SessionMeta,
     session_id_from_file_name,
 };
 
 use crate::store::Store;
-use crate::{ExportFormat, meta, render};
+use crate::{ExportFormat, files, meta, render};
 
 /// `sessions show ID`: the metadata and the readable transcript.
 pub async fn show(store: &Store, id: &str) -> Result<()> {
-    let (info, messages) = load_existing(store, id).await?;
+    let (info, messages) = load_existing(store, id, true).await?;
     let mut out = std::io::stdout().lock();
     out.write_all(render::transcript(id, info.as_ref(), &messages).as_bytes())?;
     out.flush()?;
@@ -94,7 +94,7 @@ pub async fn export(
     output: Option<&Path>,
     force: bool,
 ) -> Result<()> {
-    let (info, messages) = load_existing(store, id).await?;
+    let (info, messages) = load_existing(store, id, false).await?;
     let meta = info.map(|info| info.meta).unwrap_or_default();
     let format = match format {
         ExportFormat::Json => export::ExportFormat::Json,
@@ -105,7 +105,7 @@ pub async fn export(
         .with_context(|| format!("cannot export session \"{id}\""))?;
     match output {
         Some(path) => {
-            write_file(path, text.as_bytes(), force)
+            files::write(path, text.as_bytes(), force)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             println!(
                 "exported session {id} ({}) to {}",
@@ -122,65 +122,13 @@ pub async fn export(
     Ok(())
 }
 
-/// The longest import read: about a million agent messages of 250 bytes. Anything longer
-/// is a mistake (`/dev/zero`, an endless pipe) that would otherwise take all the memory.
-const MAX_IMPORT_BYTES: u64 = 256 << 20;
-
-/// Reads an import whole, refusing one longer than [`MAX_IMPORT_BYTES`].
-fn read_import(input: impl Read) -> Result<String> {
-    let mut text = String::new();
-    input.take(MAX_IMPORT_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_IMPORT_BYTES {
-        bail!(
-            "it is longer than {} MiB, more than any export holds",
-            MAX_IMPORT_BYTES >> 20
-        );
-    }
-    Ok(text)
-}
-
-/// Writes `bytes` to `path`: to a new file (refusing an existing one), or with `replace` to
-/// a temporary file beside it, renamed over `path`. Either way a failed write leaves no
-/// partial file behind.
-fn write_file(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
-    let target = if replace {
-        let name = path.file_name().context("no file name")?.to_string_lossy();
-        path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-    } else {
-        path.to_path_buf()
-    };
-    let mut file = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&target)
-    {
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && !replace => {
-            bail!("the file exists; pass --force to replace it")
-        }
-        opened => opened?,
-    };
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| match replace {
-            true => std::fs::rename(&target, path),
-            false => Ok(()),
-        });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&target);
-    }
-    Ok(written?)
-}
-
 /// `sessions import FILE`: creates (or with `replace`, overwrites) a session from an export.
 pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool) -> Result<()> {
     let from_stdin = file == Path::new("-");
     let text = if from_stdin {
-        read_import(std::io::stdin().lock()).context("cannot read the import from stdin")?
+        files::read_import(std::io::stdin().lock()).context("cannot read the import from stdin")?
     } else {
-        std::fs::File::open(file)
-            .map_err(anyhow::Error::from)
-            .and_then(read_import)
+        files::read_import_file(file)
             .with_context(|| format!("cannot read import file {}", file.display()))?
     };
     let imported =
@@ -205,8 +153,8 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
     };
     SessionId::validate(id).context("pass --id with a valid session id")?;
 
-    if let StorageType::Memory = store.kind() {
-        bail!("memory:// keeps nothing after this command; import into a storage that persists");
+    if store.ephemeral() {
+        bail!("{store} keeps nothing after this command; import into a storage that persists");
     }
     let storage = store.open().await?;
     let messages = &imported.messages;
@@ -304,18 +252,20 @@ fn id_from_file_name(file: &Path) -> Option<String> {
 }
 
 /// Loads session `id` and what storage knows of it, failing when it has no messages (a
-/// session that does not exist).
+/// session that does not exist). With `without_damaged_facts`, facts that cannot be read
+/// (a file-system session's damaged metadata file, say) are left out with a warning
+/// rather than keep its messages from being shown; an export, which would silently lose
+/// the owner, title and tags, fails instead, with the error saying how to keep them.
 async fn load_existing(
     store: &Store,
     id: &str,
+    without_damaged_facts: bool,
 ) -> Result<(Option<SessionInfo>, Vec<fusion::ChatMessage>)> {
     SessionId::validate(id)?;
     let storage = store.open_existing().await?;
     let info = match storage.session_info(id).await {
         Ok(info) => info,
-        // Damaged facts (a file-system session's metadata file, say) need not keep its
-        // messages from being read: show or export them, and say what is missing.
-        Err(err @ fusion::Error::Corrupt { .. }) => {
+        Err(err @ fusion::Error::Corrupt { .. }) if without_damaged_facts => {
             eprintln!("warning: {err}; going on without the session's metadata");
             None
         }

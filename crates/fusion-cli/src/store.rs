@@ -16,7 +16,7 @@
 //! kept in clear, lets the backend store a message whose reply was lost only once.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -100,7 +100,7 @@ impl Store {
 
     /// Opens the storage, wrapped in the encryption layer and the retry layer.
     pub async fn open(&self) -> Result<Arc<dyn ConversationStorage>> {
-        Ok(self.layers.wrap(self.connect().await?))
+        Ok(self.layers.wrap(self.connect(false).await?))
     }
 
     /// [`open`](Self::open) for a command that reads sessions or changes ones that exist:
@@ -109,29 +109,31 @@ impl Store {
     /// is. So `sessions list --storage sqlite://typo.db` says there are no sessions and
     /// leaves no `typo.db` behind.
     pub async fn open_existing(&self) -> Result<Arc<dyn ConversationStorage>> {
-        if self.missing_file() {
-            return Ok(Arc::new(InMemoryStorage::new()));
-        }
-        self.open().await
+        Ok(self.layers.wrap(self.connect(true).await?))
     }
 
     /// Whether this is a SQLite storage whose database file does not exist.
     pub fn missing_file(&self) -> bool {
-        matches!(
-            self.kind.location(),
-            Ok(Some(StorageLocation::SqliteFile(path))) if !path.exists()
-        )
+        matches!(self.kind, StorageType::Sqlite(_)) && missing(&self.kind).is_some()
+    }
+
+    /// Whether this storage keeps nothing after the process ([`ephemeral`]).
+    pub fn ephemeral(&self) -> bool {
+        ephemeral(&self.kind)
     }
 
     /// Opens the storage without the encryption layer, still retried: for a rekey, which
-    /// has to see the stored form.
+    /// has to see the stored form (and finds nothing to do in a SQLite file that does not
+    /// exist, as [`open_existing`](Self::open_existing)).
     pub async fn open_raw(&self) -> Result<Arc<dyn ConversationStorage>> {
-        Ok(self.layers.retried(self.connect().await?))
+        Ok(self.layers.retried(self.connect(true).await?))
     }
 
     /// One connection seen the three ways a migrate needs of its target: see [`Views`].
-    pub async fn open_views(&self) -> Result<Views> {
-        let raw = self.connect().await?;
+    /// For a dry run, which writes nothing, a SQLite file that does not exist is an empty
+    /// target rather than a file to create.
+    pub async fn open_views(&self, dry_run: bool) -> Result<Views> {
+        let raw = self.connect(dry_run).await?;
         let unretried = raw.clone().layer(self.layers.encryption.clone());
         Ok(Views {
             storage: self.layers.retried(unretried.clone()),
@@ -141,8 +143,12 @@ impl Store {
         })
     }
 
-    /// The storage itself, no layer.
-    async fn connect(&self) -> Result<Arc<dyn ConversationStorage>> {
+    /// The storage itself, no layer; with `existing`, a SQLite database file that does not
+    /// exist is an empty storage in memory instead of a file to create.
+    async fn connect(&self, existing: bool) -> Result<Arc<dyn ConversationStorage>> {
+        if existing && self.missing_file() {
+            return Ok(Arc::new(InMemoryStorage::new()));
+        }
         self.kind
             .open()
             .await
@@ -188,6 +194,28 @@ fn encryption(key_file: Option<&Path>) -> Result<EncryptionLayer> {
         None => EncryptionKeys::from_env().with_context(|| format!("bad {KEY_ENV}"))?,
     };
     Ok(keys.map_or_else(EncryptionLayer::without_keys, EncryptionLayer::new))
+}
+
+/// Whether `kind` keeps nothing after the process: `memory://`, or an in-memory SQLite
+/// database (which has no location).
+pub fn ephemeral(kind: &StorageType) -> bool {
+    match kind.location() {
+        Ok(Some(StorageLocation::ProcessMemory)) => true,
+        Ok(None) => matches!(kind, StorageType::Sqlite(_)),
+        _ => false,
+    }
+}
+
+/// The directory or database file of a file-system or SQLite storage, when it surely does
+/// not exist. One that cannot be looked at (permissions) counts as existing, so that
+/// opening it reports why.
+pub fn missing(kind: &StorageType) -> Option<PathBuf> {
+    match kind.location() {
+        Ok(Some(StorageLocation::Directory(path) | StorageLocation::SqliteFile(path))) => {
+            matches!(path.try_exists(), Ok(false)).then_some(path)
+        }
+        _ => None,
+    }
 }
 
 /// Fails, saying how to give a key, when `encryption` has none: for what cannot work

@@ -119,7 +119,7 @@ fn an_endless_import_is_refused_before_it_takes_the_memory() {
         ],
     );
     assert!(
-        err.contains("cannot read import file /dev/zero") && err.contains("longer than 256 MiB"),
+        err.contains("cannot read import file /dev/zero") && err.contains("goes on past 256 MiB"),
         "{err}"
     );
     assert!(load_absent(&storage, "z"));
@@ -134,7 +134,8 @@ fn a_session_whose_metadata_is_damaged_keeps_its_messages_readable_and_is_delete
     let meta = tmp.path().join("sessions").join(".m1.meta");
     std::fs::write(&meta, "{garbage").unwrap();
 
-    // Its messages are still shown and exported, with a warning saying what is missing.
+    // Its messages are still shown, with a warning saying what is missing; an export,
+    // which would lose the owner, title and tags, fails saying how to keep the messages.
     let output = common::run(tmp.path(), ["sessions", "show", "m1", "--storage", &url]);
     let (stdout, stderr) = (common::text(&output.stdout), common::text(&output.stderr));
     assert!(output.status.success(), "{stderr}");
@@ -147,6 +148,27 @@ fn a_session_whose_metadata_is_damaged_keeps_its_messages_readable_and_is_delete
         stderr.contains("the messages are intact: move the file aside"),
         "{stderr}"
     );
+    let err = fails(
+        tmp.path(),
+        [
+            "sessions",
+            "export",
+            "m1",
+            "--format",
+            "jsonl",
+            "--storage",
+            &url,
+        ],
+    );
+    assert!(
+        err.contains("the messages are intact: move the file aside"),
+        "{err}"
+    );
+    // As the warning says, the file moved aside leaves a session without metadata.
+    let aside = tmp.path().join("m1.meta.damaged");
+    std::fs::rename(&meta, &aside).unwrap();
+    let output = common::run(tmp.path(), ["sessions", "show", "m1", "--storage", &url]);
+    assert!(output.status.success() && output.stderr.is_empty());
     let jsonl = ok(
         tmp.path(),
         [
@@ -160,12 +182,6 @@ fn a_session_whose_metadata_is_damaged_keeps_its_messages_readable_and_is_delete
         ],
     );
     assert_eq!(jsonl.lines().count(), conversation(1).len(), "{jsonl}");
-    // As the warning says, the file moved aside leaves a session without metadata.
-    let aside = tmp.path().join("m1.meta.damaged");
-    std::fs::rename(&meta, &aside).unwrap();
-    let output = common::run(tmp.path(), ["sessions", "show", "m1", "--storage", &url]);
-    assert!(output.status.success() && output.stderr.is_empty());
-    assert_eq!(load(&storage, "m1"), conversation(1));
     std::fs::rename(&aside, &meta).unwrap();
 
     // Without --force the error says what would get past it.
@@ -220,6 +236,23 @@ fn a_migrate_from_a_storage_that_does_not_exist_or_into_memory_is_refused() {
         err.contains("--to memory:// holds nothing before this command and keeps nothing after it"),
         "{err}"
     );
+    let err = fails(
+        tmp.path(),
+        ["migrate", "--from", &url, "--to", "sqlite::memory:"],
+    );
+    assert!(err.contains("--to sqlite::memory: holds nothing"), "{err}");
+    // A dry run into a SQLite file that does not exist says what it would copy and
+    // creates nothing.
+    let new_db = format!("sqlite://{}", tmp.path().join("new.db").display());
+    let stdout = ok(
+        tmp.path(),
+        ["migrate", "--from", &url, "--to", &new_db, "--dry-run"],
+    );
+    assert!(stdout.contains("1 to copy"), "{stdout}");
+    assert!(
+        !tmp.path().join("new.db").exists(),
+        "a dry run created the target"
+    );
     let file = tmp.path().join("s1.jsonl");
     std::fs::write(&file, "{\"role\":\"user\",\"content\":\"hi\"}\n").unwrap();
     let err = fails(
@@ -236,6 +269,17 @@ fn a_migrate_from_a_storage_that_does_not_exist_or_into_memory_is_refused() {
         err.contains("memory:// keeps nothing after this command"),
         "{err}"
     );
+    let err = fails(
+        tmp.path(),
+        [
+            "sessions",
+            "import",
+            file.to_str().unwrap(),
+            "--storage",
+            "sqlite::memory:",
+        ],
+    );
+    assert!(err.contains("keeps nothing after this command"), "{err}");
     assert_eq!(load(&storage, "s1"), conversation(1));
 }
 
@@ -263,6 +307,16 @@ fn reading_a_sqlite_file_that_does_not_exist_creates_nothing() {
         tmp.path(),
         ["sessions", "purge", "--older-than", "1d", "--storage", &url],
     );
+    // Nor does a rekey find anything to do there.
+    let output = common::fusion(tmp.path())
+        .env(
+            "FUSION_ENCRYPTION_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .args(["sessions", "rekey", "--dry-run", "--storage", &url])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", common::text(&output.stderr));
     assert!(
         !tmp.path().join("no").exists(),
         "a read created the database"

@@ -80,9 +80,14 @@ impl Summary {
         }
         let total = render::plural(sessions, "session");
         if not_tried > 0 {
+            let diverged = match diverged {
+                0 => String::new(),
+                n => format!(", {n} diverged (left as they are; --force replaces them)"),
+            };
+            let untried = if not_tried == 1 { "was" } else { "were" };
             bail!(
-                "{failed} of {total} failed to migrate and {not_tried} were not tried; fix the cause \
-                 and re-run (finished sessions are skipped)"
+                "{failed} of {total} failed to migrate{diverged}, and {not_tried} {untried} not \
+                 tried; fix the cause and re-run (finished sessions are skipped)"
             );
         }
         match (failed, diverged) {

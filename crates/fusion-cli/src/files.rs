@@ -1,0 +1,170 @@
+//! The files `sessions export -o` writes and `sessions import` reads, handled so that a
+//! mistake loses nothing: an export never overwrites a file unless told to, and then
+//! replaces it whole; an import of something endless fails instead of taking the memory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Result, bail};
+
+/// The most an import reads from something that is not a regular file (stdin, a pipe, a
+/// device): about a million agent messages of 250 bytes. More is a mistake (`/dev/zero`,
+/// an endless pipe) that would otherwise take all the memory. A regular file is read
+/// whatever its size: its length is known, and it is what the user asked for.
+const MAX_STREAMED_IMPORT: u64 = 256 << 20;
+
+/// Reads the import file at `path` whole (see [`MAX_STREAMED_IMPORT`]).
+pub fn read_import_file(path: &Path) -> Result<String> {
+    let file = File::open(path)?;
+    if file.metadata()?.is_file() {
+        let mut text = String::new();
+        (&file).read_to_string(&mut text)?;
+        return Ok(text);
+    }
+    read_import(file)
+}
+
+/// Reads a streamed import whole, refusing one longer than [`MAX_STREAMED_IMPORT`].
+pub fn read_import(input: impl Read) -> Result<String> {
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_STREAMED_IMPORT + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_STREAMED_IMPORT {
+        bail!(
+            "it goes on past {} MiB, the most read from a stream; save it to a file and import that",
+            MAX_STREAMED_IMPORT >> 20
+        );
+    }
+    Ok(String::from_utf8(bytes)?)
+}
+
+/// Writes `bytes` to `path`, whole or not at all:
+/// - nothing there: a new file (a failed write removes it);
+/// - a regular file (or a link to one): refused unless `replace`, and then a temporary
+///   file beside it, with its permissions, renamed over it;
+/// - anything else that can be written (`/dev/stdout`, a pipe): written to directly, as a
+///   shell redirection would.
+pub fn write(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
+    let existing = match fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(err) if err.kind() == ErrorKind::NotFound => return write_new(path, bytes),
+        Err(err) => return Err(err.into()),
+    };
+    if existing.is_dir() {
+        bail!("it is a directory");
+    }
+    if !existing.is_file() {
+        let mut file = OpenOptions::new().write(true).open(path)?;
+        file.write_all(bytes)?;
+        return Ok(file.flush()?);
+    }
+    if !replace {
+        bail!("the file exists; pass --force to replace it");
+    }
+    // Through a link, the file it names is replaced, not the link.
+    let target = fs::canonicalize(path)?;
+    let (temp_path, mut temp) = temp_beside(&target)?;
+    let written = temp
+        .write_all(bytes)
+        .and_then(|()| temp.set_permissions(existing.permissions()))
+        .and_then(|()| temp.sync_all())
+        .and_then(|()| fs::rename(&temp_path, &target));
+    if written.is_err() {
+        let _ = fs::remove_file(&temp_path);
+    }
+    Ok(written?)
+}
+
+/// A new file at `path` holding `bytes`; an existing one is refused, and a failed write
+/// removes what it began.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = match OpenOptions::new().write(true).create_new(true).open(path) {
+        Err(err) if err.kind() == ErrorKind::AlreadyExists => {
+            // Created between the look and the open.
+            bail!("the file exists; pass --force to replace it")
+        }
+        opened => opened?,
+    };
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if written.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    Ok(written?)
+}
+
+/// A new temporary file in `target`'s directory, named after it, the process and the
+/// clock, so that one left by a killed run never stands in the way of the next.
+fn temp_beside(target: &Path) -> Result<(PathBuf, File)> {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    for attempt in 0u32..16 {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let temp = target.with_file_name(format!(
+            ".{name}.{}.{nanos}.{attempt}.tmp",
+            std::process::id()
+        ));
+        match OpenOptions::new().write(true).create_new(true).open(&temp) {
+            Ok(file) => return Ok((temp, file)),
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    bail!("cannot make a temporary file beside {}", target.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_file_keeps_its_permissions_and_a_link_keeps_pointing_at_it() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("export.json");
+        fs::write(&file, "old").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+
+        let err = write(&link, b"new", false).unwrap_err().to_string();
+        assert!(err.contains("pass --force"), "{err}");
+        write(&link, b"new", true).unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "new");
+        assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+        let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn a_directory_is_refused_and_a_device_is_written_to() {
+        use std::os::unix::fs::FileTypeExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let err = write(dir.path(), b"x", true).unwrap_err().to_string();
+        assert_eq!(err, "it is a directory");
+        write(Path::new("/dev/null"), b"x", false).unwrap();
+        write(Path::new("/dev/null"), b"x", true).unwrap();
+        assert!(
+            fs::metadata("/dev/null")
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+    }
+
+    #[test]
+    fn a_stream_past_the_limit_is_refused_whatever_byte_it_ends_on() {
+        let long = std::io::repeat(0xC3).take(MAX_STREAMED_IMPORT + 10);
+        let err = read_import(long).unwrap_err().to_string();
+        assert!(err.contains("256 MiB"), "{err}");
+        assert_eq!(read_import(&b"{}"[..]).unwrap(), "{}");
+    }
+}
