@@ -48,4 +48,6 @@ pub use session_meta::{
 };
 pub use storable::{MAX_METADATA_DEPTH, check_storable};
 pub use storage::{ConversationStorage, check_creation};
-pub use url_param::{split_url_param, url_param};
+pub use url_param::{
+    UrlQueryProblem, split_url_param, url_param, url_query_problem, url_without_query,
+};

@@ -73,6 +73,102 @@ pub fn split_url_param(url: &str, name: &str) -> (String, Option<String>) {
     (rest, Some(value))
 }
 
+/// What is wrong with the query of a URL a backend is about to connect with, after it took
+/// its own parameters out ([`split_url_param`]): see [`url_query_problem`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlQueryProblem {
+    /// One of the backend's own parameters is still there: given more than once (`times`)
+    /// or without a value (`times` is 1), either way ambiguous.
+    Ambiguous {
+        /// The parameter.
+        name: &'static str,
+        /// How often the query names it.
+        times: usize,
+    },
+    /// A parameter the driver does not read, as written in the URL.
+    Unknown {
+        /// The parameter's key (its value is never kept: it may be a misspelt password).
+        key: String,
+        /// The key as the driver would read it, percent-decoded.
+        decoded: String,
+    },
+}
+
+/// The first problem with the query of `url`, which should hold only parameters the driver
+/// reads (`driver_reads`, given each key percent-decoded as an
+/// `application/x-www-form-urlencoded` reader decodes it) now that the backend took its own
+/// (`ours`) out. Drivers tend to ignore what they do not read, so a misspelt parameter
+/// would connect with a default instead: the backends refuse it. Empty pieces (`?&a=1`, a
+/// trailing `&`) and a `#fragment` are not parameters.
+///
+/// ```
+/// use fusion_core::{UrlQueryProblem, url_query_problem};
+/// let reads = |key: &str| key == "protocol";
+/// assert_eq!(url_query_problem("redis://h/0?protocol=resp3&", &["key_prefix"], reads), None);
+/// assert!(matches!(
+///     url_query_problem("redis://h/0?keyprefix=a", &["key_prefix"], reads),
+///     Some(UrlQueryProblem::Unknown { key, .. }) if key == "keyprefix"
+/// ));
+/// ```
+pub fn url_query_problem(
+    url: &str,
+    ours: &[&'static str],
+    driver_reads: impl Fn(&str) -> bool,
+) -> Option<UrlQueryProblem> {
+    let base = url.split_once('#').map_or(url, |(base, _)| base);
+    let (_, query) = base.split_once('?')?;
+    let keys: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').map_or(pair, |(key, _)| key))
+        .collect();
+    for &name in ours {
+        let times = keys.iter().filter(|key| **key == name).count();
+        if times > 0 {
+            return Some(UrlQueryProblem::Ambiguous { name, times });
+        }
+    }
+    keys.iter().find_map(|key| {
+        let decoded = form_decode(key);
+        (!driver_reads(&decoded)).then(|| UrlQueryProblem::Unknown {
+            key: key.to_string(),
+            decoded,
+        })
+    })
+}
+
+/// `url` as an error may show it: password hidden ([`redact_url`](crate::redact_url)) and
+/// query left off, so that no parameter's value (a misspelt `pasword=`) is ever printed.
+pub fn url_without_query(url: &str) -> String {
+    let redacted = crate::redact_url(url);
+    match redacted.split_once('?') {
+        Some((head, _)) => head.to_string(),
+        None => redacted,
+    }
+}
+
+/// A query key decoded as `application/x-www-form-urlencoded`: `+` is a space and `%XX` a
+/// byte; an invalid escape stays as it is, invalid UTF-8 becomes U+FFFD.
+fn form_decode(key: &str) -> String {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'+', ..) => out.push(b' '),
+            (b'%', Some(high), Some(low)) => {
+                // Two hex digits make at most 255.
+                out.push(u8::try_from(high * 16 + low).unwrap_or(u8::MAX));
+                i += 2;
+            }
+            (byte, ..) => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +232,49 @@ mod tests {
         assert_eq!(
             url_param("postgres://h/db?schema=a&schema=b", "schema"),
             Some("b")
+        );
+    }
+
+    #[test]
+    fn keys_are_decoded_as_drivers_decode_them() {
+        assert_eq!(form_decode("options%5Bx%5D"), "options[x]");
+        assert_eq!(form_decode("a+b%2"), "a b%2");
+        assert_eq!(form_decode("%zz%41"), "%zzA");
+    }
+
+    #[test]
+    fn a_query_problem_names_the_parameter_never_its_value() {
+        let reads = |key: &str| key == "sslmode" || key == "options[x]";
+        let problem = |url| url_query_problem(url, &["schema"], reads);
+        assert_eq!(problem("postgres://h/db"), None);
+        assert_eq!(
+            problem("postgres://h/db?sslmode=require&options%5Bx%5D=1#frag"),
+            None
+        );
+        assert_eq!(
+            problem("postgres://h/db?schema=a&schema=b"),
+            Some(UrlQueryProblem::Ambiguous {
+                name: "schema",
+                times: 2
+            })
+        );
+        assert_eq!(
+            problem("postgres://h/db?schema"),
+            Some(UrlQueryProblem::Ambiguous {
+                name: "schema",
+                times: 1
+            })
+        );
+        assert_eq!(
+            problem("postgres://h/db?sslmode=require&pasword=hunter2"),
+            Some(UrlQueryProblem::Unknown {
+                key: "pasword".into(),
+                decoded: "pasword".into()
+            })
+        );
+        assert_eq!(
+            url_without_query("postgres://u:pw@h/db?password=x"),
+            "postgres://u:***@h/db"
         );
     }
 }

@@ -5,7 +5,7 @@
 //! data. Every parameter is therefore checked here against what Fusion and sqlx read, and
 //! anything else is refused, as the SQLite backend's driver already does.
 
-use fusion_core::{Error, Result, redact_url};
+use fusion_core::{Error, Result, UrlQueryProblem, url_query_problem, url_without_query};
 
 /// The URL parameter that picks the schema (Fusion's, not the driver's).
 pub(crate) const SCHEMA_PARAM: &str = "schema";
@@ -44,43 +44,25 @@ const DRIVER_PARAMS: [&str; 18] = [
 ///
 /// [`PostgresOptions::new`]: crate::PostgresOptions::new
 pub(crate) fn check(url: &str) -> Result<()> {
-    let base = url.split_once('#').map_or(url, |(base, _)| base);
-    let Some((_, query)) = base.split_once('?') else {
-        return Ok(());
-    };
-    let bad = |what: String| {
-        let redacted = redact_url(url);
-        let shown = redacted
-            .split_once('?')
-            .map_or(&*redacted, |(head, _)| head);
-        Error::Config(format!("invalid PostgreSQL URL {shown}: {what}"))
-    };
-    // Empty pieces (`?&a=1`, a trailing `&`) are skipped by sqlx too.
-    let keys: Vec<&str> = query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| pair.split_once('=').map_or(pair, |(key, _)| key))
-        .collect();
-    let schemas = keys.iter().filter(|key| **key == SCHEMA_PARAM).count();
-    if schemas > 1 {
-        return Err(bad(format!(
-            "query parameter `{SCHEMA_PARAM}` is given {schemas} times; give it once"
-        )));
-    }
-    if schemas == 1 {
-        return Err(bad(format!(
-            "query parameter `{SCHEMA_PARAM}` has no value; use {SCHEMA_PARAM}=NAME"
-        )));
-    }
-    // sqlx matches the decoded key, so `options%5Bx%5D` is as good as `options[x]`.
-    match keys.iter().find(|key| !is_driver_param(&decode(key))) {
-        Some(unknown) => Err(bad(format!(
-            "unknown query parameter `{unknown}`; accepted: `{SCHEMA_PARAM}` (Fusion's) and \
-             the driver's `{}`, `options[NAME]`",
+    let what = match url_query_problem(url, &[SCHEMA_PARAM], is_driver_param) {
+        None => return Ok(()),
+        Some(UrlQueryProblem::Ambiguous { name, times: 1 }) => {
+            format!("query parameter `{name}` has no value; use {name}=NAME")
+        }
+        Some(UrlQueryProblem::Ambiguous { name, times }) => {
+            format!("query parameter `{name}` is given {times} times; give it once")
+        }
+        // sqlx matches the decoded key, so `options%5Bx%5D` is as good as `options[x]`.
+        Some(UrlQueryProblem::Unknown { key, .. }) => format!(
+            "unknown query parameter `{key}`; accepted: `{SCHEMA_PARAM}` (Fusion's) and the \
+             driver's `{}`, `options[NAME]`",
             DRIVER_PARAMS.join("`, `")
-        ))),
-        None => Ok(()),
-    }
+        ),
+    };
+    Err(Error::Config(format!(
+        "invalid PostgreSQL URL {}: {what}",
+        url_without_query(url)
+    )))
 }
 
 fn is_driver_param(key: &str) -> bool {
@@ -94,28 +76,6 @@ fn is_named_option(key: &str) -> bool {
     key.strip_prefix("options[")
         .and_then(|rest| rest.strip_suffix(']'))
         .is_some_and(|name| !name.is_empty())
-}
-
-/// A query key as sqlx sees it (`application/x-www-form-urlencoded`): `+` is a space and
-/// `%XX` a byte; an invalid escape stays as it is, invalid UTF-8 becomes U+FFFD.
-fn decode(key: &str) -> String {
-    let bytes = key.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
-        match (bytes[i], hex(i + 1), hex(i + 2)) {
-            (b'+', ..) => out.push(b' '),
-            (b'%', Some(high), Some(low)) => {
-                // Two hex digits make at most 255.
-                out.push(u8::try_from(high * 16 + low).unwrap_or(u8::MAX));
-                i += 2;
-            }
-            (byte, ..) => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -196,12 +156,5 @@ mod tests {
             );
             assert!(!text.contains("hunter2"), "{text}");
         }
-    }
-
-    #[test]
-    fn keys_are_decoded_as_the_driver_decodes_them() {
-        assert_eq!(decode("options%5Bx%5D"), "options[x]");
-        assert_eq!(decode("a+b%2"), "a b%2");
-        assert_eq!(decode("%zz%41"), "%zzA");
     }
 }

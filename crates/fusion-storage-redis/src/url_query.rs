@@ -7,7 +7,10 @@
 //! keys, and `key_prefix=a&key_prefix=b` would pick one silently. Both are refused here,
 //! as the SQLite backend's driver refuses an unknown parameter.
 
-use fusion_core::{Error, Result, parse_flag, redact_url, split_url_param};
+use fusion_core::{
+    Error, Result, UrlQueryProblem, parse_flag, split_url_param, url_query_problem,
+    url_without_query,
+};
 
 use crate::config::{DEFAULT_KEY_PREFIX, RedisOptions};
 
@@ -93,94 +96,44 @@ pub(crate) fn apply(url: &str, mut options: RedisOptions) -> Result<(String, Red
 /// Refuses any parameter of `driver_url` the driver does not read; `url` is the URL as
 /// given, for the message.
 fn check_driver_query(driver_url: &str, url: &str) -> Result<()> {
-    let base = driver_url
-        .split_once('#')
-        .map_or(driver_url, |(base, _)| base);
-    let Some((_, query)) = base.split_once('?') else {
-        return Ok(());
-    };
-    // Empty pieces (`?&protocol=3`, a trailing `&`) are skipped by the driver too.
-    let keys: Vec<&str> = query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| pair.split_once('=').map_or(pair, |(key, _)| key))
-        .collect();
-    for name in FUSION_PARAMS {
-        match keys.iter().filter(|key| **key == name).count() {
-            0 => {}
-            1 => {
-                return Err(bad(
-                    url,
-                    format!("query parameter `{name}` has no value; use {name}=VALUE"),
-                ));
-            }
-            times => {
-                return Err(bad(
-                    url,
-                    format!("query parameter `{name}` is given {times} times; give it once"),
-                ));
-            }
-        }
-    }
     // The driver matches the decoded key, so `protoc%6Fl` is as good as `protocol`.
-    let Some(unknown) = keys
-        .iter()
-        .find(|key| !DRIVER_PARAMS.contains(&&*decode(key)))
-    else {
-        return Ok(());
+    let reads = |key: &str| DRIVER_PARAMS.contains(&key);
+    let what = match url_query_problem(driver_url, &FUSION_PARAMS, reads) {
+        None => return Ok(()),
+        Some(UrlQueryProblem::Ambiguous { name, times: 1 }) => {
+            format!("query parameter `{name}` has no value; use {name}=VALUE")
+        }
+        Some(UrlQueryProblem::Ambiguous { name, times }) => {
+            format!("query parameter `{name}` is given {times} times; give it once")
+        }
+        Some(UrlQueryProblem::Unknown { key, decoded }) => {
+            let hint = if UNIX_ONLY_PARAMS.contains(&decoded.as_str()) {
+                " (the driver reads it only from unix-socket URLs; in \
+                 redis://[user[:password]@]host[:port][/db] the database is the path and the \
+                 credentials come before the host)"
+            } else {
+                ""
+            };
+            format!(
+                "unknown query parameter `{key}`{hint}; accepted: `{}` (Fusion's) and the \
+                 driver's `{}`",
+                FUSION_PARAMS.join("`, `"),
+                DRIVER_PARAMS.join("`, `")
+            )
+        }
     };
-    let hint = if UNIX_ONLY_PARAMS.contains(&&*decode(unknown)) {
-        " (the driver reads it only from unix-socket URLs; in redis://[user[:password]@]host[:port][/db] \
-         the database is the path and the credentials come before the host)"
-    } else {
-        ""
-    };
-    Err(bad(
-        url,
-        format!(
-            "unknown query parameter `{unknown}`{hint}; accepted: `{}` (Fusion's) and the \
-             driver's `{}`",
-            FUSION_PARAMS.join("`, `"),
-            DRIVER_PARAMS.join("`, `")
-        ),
-    ))
+    Err(bad(url, what))
 }
 
 /// [`Error::Config`] for `url`, shown without its query and password: a parameter's value
 /// is never printed, so a misspelt `pass=` cannot leak one.
 fn bad(url: &str, what: String) -> Error {
-    let redacted = redact_url(url);
-    let shown = redacted
-        .split_once('?')
-        .map_or(&*redacted, |(head, _)| head);
     let kind = if url.contains("+cluster://") {
         "Redis Cluster URL"
     } else {
         "Redis URL"
     };
-    Error::Config(format!("invalid {kind} {shown}: {what}"))
-}
-
-/// A query key as the driver sees it (`application/x-www-form-urlencoded`): `+` is a
-/// space and `%XX` a byte; an invalid escape stays as it is, invalid UTF-8 becomes U+FFFD.
-fn decode(key: &str) -> String {
-    let bytes = key.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
-        match (bytes[i], hex(i + 1), hex(i + 2)) {
-            (b'+', ..) => out.push(b' '),
-            (b'%', Some(high), Some(low)) => {
-                // Two hex digits make at most 255.
-                out.push(u8::try_from(high * 16 + low).unwrap_or(u8::MAX));
-                i += 2;
-            }
-            (byte, ..) => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    Error::Config(format!("invalid {kind} {}: {what}", url_without_query(url)))
 }
 
 #[cfg(test)]
