@@ -6,6 +6,11 @@ mod common;
 use common::{conversation, fails, load, ok, seed};
 use fusion::storage::StorageType;
 
+/// `args` then `--storage url`.
+fn on<'a>(url: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    args.iter().copied().chain(["--storage", url]).collect()
+}
+
 /// A file-system store in `dir/sessions`, as a URL and as a storage.
 fn fs_storage(dir: &std::path::Path) -> (String, StorageType) {
     let url = dir.join("sessions").display().to_string();
@@ -25,17 +30,12 @@ fn an_export_never_overwrites_a_file_unless_forced_and_then_replaces_it_whole() 
 
     let err = fails(
         tmp.path(),
-        [
-            "sessions",
-            "export",
-            "s1",
-            "--format",
-            "markdown",
-            "-o",
-            own_path,
-            "--storage",
+        on(
             &url,
-        ],
+            &[
+                "sessions", "export", "s1", "--format", "markdown", "-o", own_path,
+            ],
+        ),
     );
     assert!(
         err.contains(own_path) && err.contains("the file exists; pass --force to replace it"),
@@ -54,43 +54,21 @@ fn an_export_never_overwrites_a_file_unless_forced_and_then_replaces_it_whole() 
     let out_path = out.to_str().unwrap();
     ok(
         tmp.path(),
-        [
-            "sessions",
-            "export",
-            "s1",
-            "-o",
-            out_path,
-            "--storage",
-            &url,
-        ],
+        on(&url, &["sessions", "export", "s1", "-o", out_path]),
     );
     let json = std::fs::read_to_string(&out).unwrap();
     std::fs::write(&out, "old").unwrap();
     fails(
         tmp.path(),
-        [
-            "sessions",
-            "export",
-            "s1",
-            "-o",
-            out_path,
-            "--storage",
-            &url,
-        ],
+        on(&url, &["sessions", "export", "s1", "-o", out_path]),
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "old");
     let stdout = ok(
         tmp.path(),
-        [
-            "sessions",
-            "export",
-            "s1",
-            "-o",
-            out_path,
-            "--force",
-            "--storage",
+        on(
             &url,
-        ],
+            &["sessions", "export", "s1", "-o", out_path, "--force"],
+        ),
     );
     assert!(stdout.starts_with("exported session s1"), "{stdout}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), json);
@@ -108,15 +86,7 @@ fn an_endless_import_is_refused_before_it_takes_the_memory() {
     let (url, storage) = fs_storage(tmp.path());
     let err = fails(
         tmp.path(),
-        [
-            "sessions",
-            "import",
-            "/dev/zero",
-            "--id",
-            "z",
-            "--storage",
-            &url,
-        ],
+        on(&url, &["sessions", "import", "/dev/zero", "--id", "z"]),
     );
     assert!(
         err.contains("cannot read import file /dev/zero") && err.contains("goes on past 256 MiB"),
@@ -136,7 +106,7 @@ fn a_session_whose_metadata_is_damaged_keeps_its_messages_readable_and_is_delete
 
     // Its messages are still shown, with a warning saying what is missing; an export,
     // which would lose the owner, title and tags, fails saying how to keep the messages.
-    let output = common::run(tmp.path(), ["sessions", "show", "m1", "--storage", &url]);
+    let output = common::run(tmp.path(), on(&url, &["sessions", "show", "m1"]));
     let (stdout, stderr) = (common::text(&output.stdout), common::text(&output.stderr));
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("notes.txt and todo.txt (1)"), "{stdout}");
@@ -150,15 +120,7 @@ fn a_session_whose_metadata_is_damaged_keeps_its_messages_readable_and_is_delete
     );
     let err = fails(
         tmp.path(),
-        [
-            "sessions",
-            "export",
-            "m1",
-            "--format",
-            "jsonl",
-            "--storage",
-            &url,
-        ],
+        on(&url, &["sessions", "export", "m1", "--format", "jsonl"]),
     );
     assert!(
         err.contains("the messages are intact: move the file aside"),
@@ -167,25 +129,17 @@ fn a_session_whose_metadata_is_damaged_keeps_its_messages_readable_and_is_delete
     // As the warning says, the file moved aside leaves a session without metadata.
     let aside = tmp.path().join("m1.meta.damaged");
     std::fs::rename(&meta, &aside).unwrap();
-    let output = common::run(tmp.path(), ["sessions", "show", "m1", "--storage", &url]);
+    let output = common::run(tmp.path(), on(&url, &["sessions", "show", "m1"]));
     assert!(output.status.success() && output.stderr.is_empty());
     let jsonl = ok(
         tmp.path(),
-        [
-            "sessions",
-            "export",
-            "m1",
-            "--format",
-            "jsonl",
-            "--storage",
-            &url,
-        ],
+        on(&url, &["sessions", "export", "m1", "--format", "jsonl"]),
     );
     assert_eq!(jsonl.lines().count(), conversation(1).len(), "{jsonl}");
     std::fs::rename(&aside, &meta).unwrap();
 
     // Without --force the error says what would get past it.
-    let err = fails(tmp.path(), ["sessions", "delete", "m1", "--storage", &url]);
+    let err = fails(tmp.path(), on(&url, &["sessions", "delete", "m1"]));
     assert!(
         err.contains("cannot read session \"m1\"") && err.contains("pass --force to delete it"),
         "{err}"
@@ -194,7 +148,7 @@ fn a_session_whose_metadata_is_damaged_keeps_its_messages_readable_and_is_delete
 
     let stdout = ok(
         tmp.path(),
-        ["sessions", "delete", "m1", "--force", "--storage", &url],
+        on(&url, &["sessions", "delete", "m1", "--force"]),
     );
     assert!(
         stdout.starts_with("deleted session m1 (its facts could not be read:"),
@@ -255,31 +209,14 @@ fn a_migrate_from_a_storage_that_does_not_exist_or_into_memory_is_refused() {
     );
     let file = tmp.path().join("s1.jsonl");
     std::fs::write(&file, "{\"role\":\"user\",\"content\":\"hi\"}\n").unwrap();
-    let err = fails(
-        tmp.path(),
-        [
-            "sessions",
-            "import",
-            file.to_str().unwrap(),
-            "--storage",
-            "memory://",
-        ],
-    );
-    assert!(
-        err.contains("memory:// keeps nothing after this command"),
-        "{err}"
-    );
-    let err = fails(
-        tmp.path(),
-        [
-            "sessions",
-            "import",
-            file.to_str().unwrap(),
-            "--storage",
-            "sqlite::memory:",
-        ],
-    );
-    assert!(err.contains("keeps nothing after this command"), "{err}");
+    let file = file.to_str().unwrap();
+    for ephemeral in ["memory://", "sqlite::memory:"] {
+        let err = fails(tmp.path(), on(ephemeral, &["sessions", "import", file]));
+        assert!(
+            err.contains(&format!("{ephemeral} keeps nothing after this command")),
+            "{err}"
+        );
+    }
     assert_eq!(load(&storage, "s1"), conversation(1));
 }
 
@@ -290,8 +227,7 @@ fn reading_a_sqlite_file_that_does_not_exist_creates_nothing() {
         "sqlite://{}",
         tmp.path().join("no").join("such.db").display()
     );
-    let stderr =
-        common::text(&common::run(tmp.path(), ["sessions", "list", "--storage", &url]).stderr);
+    let stderr = common::text(&common::run(tmp.path(), on(&url, &["sessions", "list"])).stderr);
     assert!(stderr.starts_with("no sessions in"), "{stderr}");
     for args in [
         vec!["sessions", "show", "a"],
@@ -305,7 +241,7 @@ fn reading_a_sqlite_file_that_does_not_exist_creates_nothing() {
     }
     ok(
         tmp.path(),
-        ["sessions", "purge", "--older-than", "1d", "--storage", &url],
+        on(&url, &["sessions", "purge", "--older-than", "1d"]),
     );
     // Nor does a rekey find anything to do there.
     let output = common::fusion(tmp.path())
@@ -313,7 +249,7 @@ fn reading_a_sqlite_file_that_does_not_exist_creates_nothing() {
             "FUSION_ENCRYPTION_KEY",
             "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
         )
-        .args(["sessions", "rekey", "--dry-run", "--storage", &url])
+        .args(on(&url, &["sessions", "rekey", "--dry-run"]))
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", common::text(&output.stderr));
