@@ -263,18 +263,19 @@ async fn load_existing(
 ) -> Result<(Option<SessionInfo>, Vec<fusion::ChatMessage>)> {
     SessionId::validate(id)?;
     let storage = store.open_existing().await?;
-    let info = match storage.session_info(id).await {
-        Ok(info) => info,
-        Err(err @ fusion::Error::Corrupt { .. }) if without_damaged_facts => {
-            eprintln!("warning: {err}; going on without the session's metadata");
-            None
-        }
+    let (info, damaged) = match storage.session_info(id).await {
+        Ok(info) => (info, None),
+        Err(err @ fusion::Error::Corrupt { .. }) if without_damaged_facts => (None, Some(err)),
         Err(err) => return Err(err).with_context(|| format!("cannot read session \"{id}\"")),
     };
     let messages = storage
         .load(id)
         .await
         .with_context(|| format!("cannot load session \"{id}\""))?;
+    // Said only once the messages loaded: damage the load met too is its error alone.
+    if let Some(err) = damaged {
+        eprintln!("warning: {err}; going on without the session's metadata");
+    }
     if messages.is_empty() {
         bail!("session \"{id}\" not found in {store}");
     }
