@@ -424,10 +424,20 @@ pub fn storage_type(url: Option<&str>) -> Result<StorageType> {
     }
 }
 
-/// Parses one storage URL, naming it in the error.
+/// Parses one storage URL, naming it in the error. A path starting with `~/` is taken
+/// from the home directory, as a shell would expand it: a value of `FUSION_STORAGE` read
+/// from a file, or a quoted argument, never went through one, and a directory named `~`
+/// is never what was meant.
 pub fn parse_storage(url: &str) -> Result<StorageType> {
+    let home = std::env::var_os("HOME");
+    let expanded = match (url.strip_prefix("~/"), &home) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest).display().to_string(),
+        _ => url.to_string(),
+    };
     // The parser's own message already names the URL (with any password hidden).
-    url.parse::<StorageType>().context("invalid storage URL")
+    expanded
+        .parse::<StorageType>()
+        .context("invalid storage URL")
 }
 
 /// `-v` wins over RUST_LOG because it was typed for this run; without either only

@@ -258,3 +258,34 @@ fn reading_a_sqlite_file_that_does_not_exist_creates_nothing() {
         "a read created the database"
     );
 }
+
+#[test]
+fn a_storage_path_starting_with_a_tilde_is_in_the_home_directory() {
+    // `common::fusion` sets HOME to the test's directory, and runs no shell.
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let file = tmp.path().join("s1.jsonl");
+    std::fs::write(&file, "{\"role\":\"user\",\"content\":\"hi\"}\n").unwrap();
+    let output = common::fusion(tmp.path())
+        .current_dir(&work)
+        .args([
+            "sessions",
+            "import",
+            file.to_str().unwrap(),
+            "--storage",
+            "~/mine",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", common::text(&output.stderr));
+    assert!(!work.join("~").exists(), "a directory named ~ was made");
+    let home: StorageType = tmp
+        .path()
+        .join("mine")
+        .display()
+        .to_string()
+        .parse()
+        .unwrap();
+    assert_eq!(load(&home, "s1").len(), 1);
+}
