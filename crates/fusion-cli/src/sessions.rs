@@ -40,45 +40,35 @@ pub async fn show(store: &Store, id: &str) -> Result<()> {
 /// reads none of them.
 pub async fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
     SessionId::validate(id)?;
-    if store.missing_file() {
-        // The library's calls would create the database to find nothing in it.
-        if !force {
-            bail!("session \"{id}\" not found in {store}");
-        }
-        println!("session {id} did not exist");
-        return Ok(());
-    }
-    let info = match session::session_info(id, store.kind()).await {
-        Ok(info) => info,
-        Err(err) if force => {
-            session::delete_session(id, store.kind())
-                .await
-                .with_context(|| format!("cannot delete session \"{id}\" in {store}"))?;
-            println!(
-                "deleted session {id} (its facts could not be read: {})",
-                crate::one_line(&err.into())
-            );
-            return Ok(());
-        }
+    // The library's calls would create a missing database file to find nothing in it.
+    let no_file = store.missing_file();
+    let found = match no_file {
+        true => Ok(None),
+        false => session::session_info(id, store.kind()).await,
+    };
+    let said = match found {
+        Ok(Some(info)) => format!(
+            "deleted session {id} ({})",
+            render::plural(info.message_count, "message")
+        ),
+        Ok(None) if force => format!("session {id} did not exist"),
+        Ok(None) => bail!("session \"{id}\" not found in {store}"),
+        Err(err) if force => format!(
+            "deleted session {id} (its facts could not be read: {})",
+            crate::one_line(&err.into())
+        ),
         Err(err) => {
             return Err(anyhow::Error::from(err).context(format!(
                 "cannot read session \"{id}\" in {store} (pass --force to delete it anyway)"
             )));
         }
     };
-    if info.is_none() && !force {
-        bail!("session \"{id}\" not found in {store}");
+    if !no_file {
+        session::delete_session(id, store.kind())
+            .await
+            .with_context(|| format!("cannot delete session \"{id}\" in {store}"))?;
     }
-    session::delete_session(id, store.kind())
-        .await
-        .with_context(|| format!("cannot delete session \"{id}\" in {store}"))?;
-    match info {
-        Some(info) => println!(
-            "deleted session {id} ({})",
-            render::plural(info.message_count, "message")
-        ),
-        None => println!("session {id} did not exist"),
-    }
+    println!("{said}");
     Ok(())
 }
 
