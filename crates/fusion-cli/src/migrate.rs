@@ -170,9 +170,10 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
             .filter(|_| args.dry_run)
             .zip(outcome.as_ref().ok())
             .map(|(sealed, outcome)| encrypt::plan(&encryption, outcome, &sealed));
-        if outcome.is_ok() {
-            storage_failures_in_a_row = 0;
-        }
+        storage_failures_in_a_row = match &outcome {
+            Err(err) if storage_failure(err) => storage_failures_in_a_row + 1,
+            _ => 0,
+        };
         let line = match outcome {
             Ok(Outcome::Copied(_)) => {
                 summary.copied += 1;
@@ -211,9 +212,6 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
             }
             Err(err) => {
                 summary.failed += 1;
-                if storage_failure(&err) {
-                    storage_failures_in_a_row += 1;
-                }
                 Some(format!("failed {id}: {}", crate::one_line(&err)))
             }
         };
