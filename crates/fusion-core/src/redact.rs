@@ -1,12 +1,17 @@
 //! Hiding secrets in connection URLs before they reach an error message or a log line.
 
 /// Returns `url` with any password replaced by `***`: the password of
-/// `scheme://user:password@host` (a lone `scheme://token@host` userinfo is hidden whole) and
-/// the values of `password=` / `pass=` query parameters.
+/// `scheme://user:password@host` (a lone `scheme://token@host` userinfo is hidden whole),
+/// and the value of every query parameter not known to hold no secret
+/// (Fusion's and the bundled drivers' settings, such as `key_prefix` or `sslmode`):
+/// `password=` and `pass=`, and also a misspelt `pasword=`, whose value is as secret.
+/// A bare piece of query that is not a known key is hidden whole.
 ///
 /// ```
-/// assert_eq!(fusion_core::redact_url("redis://app:s3cret@db:6379/0"), "redis://app:***@db:6379/0");
-/// assert_eq!(fusion_core::redact_url("sqlite://x.db?password=p"), "sqlite://x.db?password=***");
+/// use fusion_core::redact_url;
+/// assert_eq!(redact_url("redis://app:s3cret@db:6379/0"), "redis://app:***@db:6379/0");
+/// assert_eq!(redact_url("sqlite://x.db?password=p"), "sqlite://x.db?password=***");
+/// assert_eq!(redact_url("postgres://h/db?sslmode=require&pasword=p"), "postgres://h/db?sslmode=require&pasword=***");
 /// ```
 pub fn redact_url(url: &str) -> String {
     let (head, query) = match url.split_once('?') {
@@ -15,14 +20,12 @@ pub fn redact_url(url: &str) -> String {
     };
     let mut shown = redact_userinfo(head);
     if let Some(query) = query {
+        let shown_key = |key: &str| SHOWN_QUERY_KEYS.contains(&key);
         let pairs: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((key, _))
-                    if key.eq_ignore_ascii_case("pass") || key.eq_ignore_ascii_case("password") =>
-                {
-                    format!("{key}=***")
-                }
+                Some((key, _)) if !shown_key(key) => format!("{key}=***"),
+                None if !pair.is_empty() && !shown_key(pair) => "***".to_string(),
                 _ => pair.to_string(),
             })
             .collect();
@@ -31,6 +34,41 @@ pub fn redact_url(url: &str) -> String {
     }
     shown
 }
+
+/// Query parameters whose values [`redact_url`] shows: names the bundled backends and
+/// their drivers read that never hold a secret (Fusion's `key_prefix`, `publish_changes`
+/// and `schema`; Redis's `protocol`, `db` and `user`; SQLite's `mode`, `cache`,
+/// `immutable` and `vfs`; PostgreSQL's connection and TLS settings, whose `ssl*` values
+/// are file paths; an OpenAI-compatible endpoint's `api-version`). Anything else,
+/// `options` included (it may set anything), is hidden.
+const SHOWN_QUERY_KEYS: &[&str] = &[
+    "key_prefix",
+    "publish_changes",
+    "schema",
+    "protocol",
+    "db",
+    "user",
+    "mode",
+    "cache",
+    "immutable",
+    "vfs",
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "application_name",
+    "api-version",
+];
 
 fn redact_userinfo(url: &str) -> String {
     let scheme_end = url.find("://").map_or(0, |i| i + 3);
@@ -69,6 +107,15 @@ mod tests {
             ),
             ("redis://u:p@ss:s3cret@host", "redis://u:***@host"),
             ("redis://u:pa/s3cret@host", "redis://u:***@host"),
+            (
+                "redis://h/0?key_prefix=app&pasword=s3cret&protocol=resp3",
+                "redis://h/0?key_prefix=app&pasword=***&protocol=resp3",
+            ),
+            ("sqlite://x.db?mode=ro&s3cret", "sqlite://x.db?mode=ro&***"),
+            (
+                "postgres://h/db?options=-c%20pw%3Ds3cret&schema=chat",
+                "postgres://h/db?options=***&schema=chat",
+            ),
             ("not a url", "not a url"),
         ];
         for (url, want) in cases {

@@ -256,6 +256,54 @@ async fn rotation_reads_old_and_new_messages_and_rekey_leaves_only_the_new_key()
     );
 }
 
+/// A rekey whose current key has the right id but other bytes (a typo in the key file)
+/// would leave each session under two keys of one name; it refuses, writing nothing.
+#[tokio::test]
+async fn a_rekey_with_other_bytes_under_the_current_id_refuses_and_writes_nothing() {
+    let (raw, old) = stores(&layer("old", &OLD));
+    old.append("s", &[ChatMessage::user("one")]).await.unwrap();
+    let rotated = |new: &[u8; 32]| {
+        EncryptionLayer::new(
+            EncryptionKeys::new("new", new)
+                .unwrap()
+                .with_previous("old", &OLD)
+                .unwrap(),
+        )
+    };
+    let right = raw.clone().layer(rotated(&NEW));
+    right
+        .append("s", &[ChatMessage::user("two")])
+        .await
+        .unwrap();
+    let before = raw.load("s").await.unwrap();
+
+    let typo = rotated(&[0x5D; 32]);
+    for dry_run in [true, false] {
+        let err = if dry_run {
+            typo.rekey_store_dry_run(raw.as_ref()).await.unwrap_err()
+        } else {
+            typo.rekey_store(raw.as_ref()).await.unwrap_err()
+        };
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("\"s\"") && text.contains("message 1"),
+            "{text}"
+        );
+        assert!(text.contains("two different keys named \"new\""), "{text}");
+        assert_eq!(raw.load("s").await.unwrap(), before);
+    }
+    // The right key still rekeys it.
+    assert_eq!(
+        rotated(&NEW)
+            .rekey_store(raw.as_ref())
+            .await
+            .unwrap()
+            .reencrypted,
+        1
+    );
+}
+
 #[tokio::test]
 async fn clear_sessions_from_before_encryption_load_and_rekey_encrypts_them() {
     let layer = layer("k1", &OLD);

@@ -6,7 +6,7 @@
 //! happens in between is lost (an append keeps the generation, so the generation alone
 //! would not see it). On a conflict the session is read again, a few times.
 
-use fusion_core::{Change, ConversationStorage, Error, Expect, Result};
+use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect, Result};
 
 use super::envelope::{Codec, SessionCrypt, Stored};
 
@@ -107,9 +107,15 @@ async fn rekey_once(
         ..Rekeyed::default()
     };
     let mut rewritten = Vec::with_capacity(stored.len());
+    // The last message already under the current key, which the key must open before
+    // anything else is re-encrypted with it (see `check_current_key`).
+    let mut under_current = None;
     for (index, message) in stored.into_iter().enumerate() {
         match Stored::of(&message) {
-            Stored::V1 { key_id, .. } if key_id == current => rewritten.push(message),
+            Stored::V1 { key_id, .. } if key_id == current => {
+                under_current = Some(index);
+                rewritten.push(message);
+            }
             Stored::Clear => {
                 done.encrypted += 1;
                 rewritten.push(crypt.seal(index, &message)?);
@@ -124,6 +130,10 @@ async fn rekey_once(
     if done.encrypted + done.reencrypted == 0 {
         return Ok(done);
     }
+    if let Some(index) = under_current {
+        let place = (storage.backend_name(), session_id);
+        check_current_key(&mut crypt, place, current, index, &rewritten[index])?;
+    }
     if mode == Mode::DryRun {
         done.rewritten = 1;
         return Ok(done);
@@ -137,4 +147,32 @@ async fn rekey_once(
         .await?;
     done.rewritten = 1;
     Ok(done)
+}
+
+/// Fails unless the current key opens `stored`, message `index` of the session, which is
+/// already under the current key's id.
+///
+/// A key id names one key for good, but nothing stops a key file from giving an id other
+/// bytes (a typo, the wrong file). Re-encrypting the session's other messages with those
+/// bytes would leave it under two different keys both named `current`, which no set of
+/// loaded keys could read whole. One message is enough to tell: every session key derives
+/// from the same master key.
+fn check_current_key(
+    crypt: &mut SessionCrypt<'_>,
+    (backend, session_id): (&str, &str),
+    current: &str,
+    index: usize,
+    stored: &ChatMessage,
+) -> Result<()> {
+    match crypt.open(index, stored.clone()) {
+        Ok(_) => Ok(()),
+        Err(Error::Corrupt { .. }) => Err(Error::Config(format!(
+            "{backend}: session \"{session_id}\": the key loaded as \"{current}\" does not open message \
+             {index}, which is stored under \"{current}\" too, so it is not the key that wrote \
+             it (or that message was altered). Nothing was re-encrypted: doing so would leave \
+             the session under two different keys named \"{current}\". Check the key given \
+             as \"{current}\""
+        ))),
+        Err(other) => Err(other),
+    }
 }
