@@ -116,7 +116,12 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
         bail!("--from and --to are the same storage ({place})");
     }
     check_ends(&from_type, &to_type)?;
-    let from = Store::new(from_type.clone(), layers.clone()).open().await?;
+    // A PostgreSQL schema that does not exist is refused here, as `check_ends` refuses a
+    // missing directory or file: opening it would create it.
+    let from = Store::new(from_type.clone(), layers.clone())
+        .open_if_exists()
+        .await?
+        .with_context(|| format!("--from {from_type}: no such storage"))?;
     // Its copies are written unretried (see `migrate_one`), and the raw target is there for
     // the rekey of `--encrypt`, which has to see the stored form.
     let target = Store::new(to_type.clone(), layers)

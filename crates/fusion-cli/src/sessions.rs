@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use fusion::SessionId;
-use fusion::api::{export, session};
+use fusion::api::export;
 use fusion::storage::{
     Change, ConversationStorage, Expect, Expiry, Revision, SessionInfo, SessionMeta,
     session_id_from_file_name,
@@ -32,19 +32,23 @@ pub async fn show(store: &Store, id: &str) -> Result<()> {
 
 /// `sessions delete ID`.
 ///
-/// The library's calls, which open the storage without the encryption layer: neither
-/// reads a message, so a session is deleted alike with or without its key.
+/// On the storage itself, without the encryption layer: neither call reads a message, so a
+/// session is deleted alike with or without its key. A storage that does not exist (a
+/// SQLite file, a PostgreSQL schema) holds no session, and is not created to find that out.
 ///
 /// With `force`, a session whose facts cannot be read (a damaged metadata file, say) is
 /// deleted all the same: that is when deleting it is most wanted, and the delete itself
 /// reads none of them.
 pub async fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
     SessionId::validate(id)?;
-    // The library's calls would create a missing database file to find nothing in it.
-    let no_file = store.missing_file();
-    let found = match no_file {
-        true => Ok(None),
-        false => session::session_info(id, store.kind()).await,
+    let storage = store
+        .kind()
+        .open_existing()
+        .await
+        .with_context(|| format!("cannot open storage {store}"))?;
+    let found = match &storage {
+        Some(storage) => storage.session_info(id).await,
+        None => Ok(None),
     };
     let said = match found {
         Ok(Some(info)) => format!(
@@ -63,8 +67,9 @@ pub async fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
             )));
         }
     };
-    if !no_file {
-        session::delete_session(id, store.kind())
+    if let Some(storage) = storage {
+        storage
+            .delete(id)
             .await
             .with_context(|| format!("cannot delete session \"{id}\" in {store}"))?;
     }

@@ -104,17 +104,19 @@ impl Store {
     }
 
     /// [`open`](Self::open) for a command that reads sessions or changes ones that exist:
-    /// a SQLite database file that does not exist (a typo, or a store not written yet) is
-    /// an empty storage, not a file to create, as a missing file-system directory already
-    /// is. So `sessions list --storage sqlite://typo.db` says there are no sessions and
-    /// leaves no `typo.db` behind.
+    /// a storage that does not exist (a SQLite database file or a PostgreSQL schema: a
+    /// typo, or a store not written yet) is an empty storage, not one to create, as a
+    /// missing file-system directory already is ([`StorageType::open_existing`]). So
+    /// `sessions list --storage sqlite://typo.db` says there are no sessions and leaves no
+    /// `typo.db` behind, and `?schema=typo` no schema `typo`.
     pub async fn open_existing(&self) -> Result<Arc<dyn ConversationStorage>> {
         Ok(self.layers.wrap(self.connect(true).await?))
     }
 
-    /// Whether this is a SQLite storage whose database file does not exist.
-    pub fn missing_file(&self) -> bool {
-        matches!(self.kind, StorageType::Sqlite(_)) && missing(&self.kind).is_some()
+    /// [`open`](Self::open) for a storage that must exist already: `None`, having created
+    /// nothing, where [`open_existing`](Self::open_existing) would give an empty storage.
+    pub async fn open_if_exists(&self) -> Result<Option<Arc<dyn ConversationStorage>>> {
+        Ok(self.found().await?.map(|raw| self.layers.wrap(raw)))
     }
 
     /// Whether this storage keeps nothing after the process ([`ephemeral`]).
@@ -123,15 +125,15 @@ impl Store {
     }
 
     /// Opens the storage without the encryption layer, still retried: for a rekey, which
-    /// has to see the stored form (and finds nothing to do in a SQLite file that does not
-    /// exist, as [`open_existing`](Self::open_existing)).
+    /// has to see the stored form (and finds nothing to do in a SQLite file or PostgreSQL
+    /// schema that does not exist, as [`open_existing`](Self::open_existing)).
     pub async fn open_raw(&self) -> Result<Arc<dyn ConversationStorage>> {
         Ok(self.layers.retried(self.connect(true).await?))
     }
 
     /// One connection seen the three ways a migrate needs of its target: see [`Views`].
-    /// For a dry run, which writes nothing, a SQLite file that does not exist is an empty
-    /// target rather than a file to create.
+    /// For a dry run, which writes nothing, a SQLite file or PostgreSQL schema that does not
+    /// exist is an empty target rather than one to create.
     pub async fn open_views(&self, dry_run: bool) -> Result<Views> {
         let raw = self.connect(dry_run).await?;
         let unretried = raw.clone().layer(self.layers.encryption.clone());
@@ -143,14 +145,23 @@ impl Store {
         })
     }
 
-    /// The storage itself, no layer; with `existing`, a SQLite database file that does not
-    /// exist is an empty storage in memory instead of a file to create.
+    /// The storage itself, no layer; with `existing`, a storage that does not exist is an
+    /// empty storage in memory instead of one to create.
     async fn connect(&self, existing: bool) -> Result<Arc<dyn ConversationStorage>> {
-        if existing && self.missing_file() {
-            return Ok(Arc::new(InMemoryStorage::new()));
+        if existing {
+            let found = self.found().await?;
+            return Ok(found.unwrap_or_else(|| Arc::new(InMemoryStorage::new())));
         }
         self.kind
             .open()
+            .await
+            .with_context(|| format!("cannot open storage {}", self.kind))
+    }
+
+    /// The storage itself, no layer, if it exists: [`StorageType::open_existing`].
+    async fn found(&self) -> Result<Option<Arc<dyn ConversationStorage>>> {
+        self.kind
+            .open_existing()
             .await
             .with_context(|| format!("cannot open storage {}", self.kind))
     }

@@ -30,7 +30,8 @@
 //!
 //! Every table lives in the schema of [`PostgresOptions::schema`], created when missing,
 //! with sqlx's `_sqlx_migrations` beside them, so several applications can share a
-//! database. The connections' `search_path` is that schema alone. The migrations
+//! database ([`PostgresStorage::connect_existing`] creates nothing: it opens a schema only
+//! if it holds a storage). The connections' `search_path` is that schema alone. The migrations
 //! (`migrations/`) are embedded and run at connect under an advisory lock, so processes
 //! starting at once create the schema once:
 //!

@@ -21,41 +21,66 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// (the second is the hash of the schema name): "fusn" in ASCII.
 const LOCK_SPACE: i32 = 0x6675_736e;
 
+/// What [`run`] does with a schema that holds no storage (no `_sqlx_migrations` table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IfMissing {
+    /// Create the schema (when it does not exist) and its tables.
+    Create,
+    /// Create nothing: [`run`] answers `false`.
+    Leave,
+}
+
 /// Brings `schema` (the one on `conn`'s `search_path`) up to this build's version,
-/// creating it when missing and refusing newer ones. `db` names the server in errors.
+/// creating it when missing as `if_missing` says and refusing newer ones: `true` when the
+/// storage is there now, `false`, having written nothing, when it holds no storage and
+/// `if_missing` is [`IfMissing::Leave`]. `db` names the server in errors.
 ///
 /// An up-to-date schema is only read, so a user without CREATE rights can open it.
 /// Otherwise the work runs in one transaction holding an advisory lock on the schema's
 /// name, so processes opening a new schema at once do not race to create it: the later
 /// ones wait, then find it current.
-pub(crate) async fn run(conn: &mut PgConnection, schema: &str, db: &str) -> Result<()> {
+pub(crate) async fn run(
+    conn: &mut PgConnection,
+    schema: &str,
+    db: &str,
+    if_missing: IfMissing,
+) -> Result<bool> {
     let op = Op::open(PLACE, db);
-    let found = match look(conn, schema)
-        .await
-        .map_err(|e| parse_postgres_error(e, op))?
-    {
-        Some(found) => found,
-        None => migrate_locked(conn, schema)
-            .await
-            .map_err(|e| parse_postgres_error(e, op))?,
-    };
+    let found = async {
+        match look(conn, schema).await? {
+            Found::Done(found) => Ok(Some(found)),
+            Found::Nothing if if_missing == IfMissing::Leave => Ok(None),
+            Found::Nothing | Found::Behind => migrate_locked(conn, schema, if_missing).await,
+        }
+    }
+    .await
+    .map_err(|e| parse_postgres_error(e, op))?;
     match found {
-        Schema::Current => Ok(()),
-        Schema::Newer(unknown) => Err(newer_schema(db, Some(schema), &unknown)),
+        None => Ok(false),
+        Some(Schema::Current) => Ok(true),
+        Some(Schema::Newer(unknown)) => Err(newer_schema(db, Some(schema), &unknown)),
     }
 }
 
 /// Creates and migrates `schema` under the advisory lock, unless a look under the lock
-/// finds nothing to do. Dropping the transaction on an error rolls everything back.
-async fn migrate_locked(conn: &mut PgConnection, schema: &str) -> sqlx::Result<Schema> {
+/// finds nothing to do, or (with [`IfMissing::Leave`]) no storage any more: `None`.
+/// Dropping the transaction on an error rolls everything back.
+async fn migrate_locked(
+    conn: &mut PgConnection,
+    schema: &str,
+    if_missing: IfMissing,
+) -> sqlx::Result<Option<Schema>> {
     let mut tx = conn.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .bind(LOCK_SPACE)
         .bind(schema)
         .execute(&mut *tx)
         .await?;
-    if let Some(found) = look(&mut tx, schema).await? {
-        return Ok(found);
+    match look(&mut tx, schema).await? {
+        Found::Done(found) => return Ok(Some(found)),
+        // Dropped since the first look, by hand.
+        Found::Nothing if if_missing == IfMissing::Leave => return Ok(None),
+        Found::Nothing | Found::Behind => {}
     }
     // The name is checked (`crate::config`) to need no quoting.
     sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
@@ -70,25 +95,34 @@ async fn migrate_locked(conn: &mut PgConnection, schema: &str) -> sqlx::Result<S
         schema,
         "PostgreSQL conversation storage schema is up to date"
     );
-    Ok(Schema::Current)
+    Ok(Some(Schema::Current))
 }
 
-/// The schema when nothing is left to do: every migration of this build applied,
-/// unchanged, or a migration recorded that this build does not have. `None` when the
-/// schema must be created or migrated.
-async fn look(conn: &mut PgConnection, schema: &str) -> sqlx::Result<Option<Schema>> {
+/// What [`look`] found in a schema.
+enum Found {
+    /// No `_sqlx_migrations` table: no storage (the schema itself may not exist).
+    Nothing,
+    /// A storage with migrations of this build still to apply.
+    Behind,
+    /// Nothing left to do: every migration of this build applied, unchanged, or a
+    /// migration recorded that this build does not have.
+    Done(Schema),
+}
+
+/// Reads `schema`'s `_sqlx_migrations`, if it has one, writing nothing.
+async fn look(conn: &mut PgConnection, schema: &str) -> sqlx::Result<Found> {
     let has_table: bool =
         sqlx::query_scalar("SELECT to_regclass(format('%I._sqlx_migrations', $1)) IS NOT NULL")
             .bind(schema)
             .fetch_one(&mut *conn)
             .await?;
     if !has_table {
-        return Ok(None);
+        return Ok(Found::Nothing);
     }
     let applied: Vec<(i64, Vec<u8>, bool)> =
         sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
             .fetch_all(&mut *conn)
             .await?;
     let known = MIGRATOR.iter().map(|m| (m.version, &*m.checksum));
-    Ok(check_migrations(&applied, known))
+    Ok(check_migrations(&applied, known).map_or(Found::Behind, Found::Done))
 }

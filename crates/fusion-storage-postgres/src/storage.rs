@@ -28,6 +28,7 @@ use crate::batch::Batch;
 use crate::config::{PostgresOptions, parse};
 use crate::error::{BACKEND, Op, PLACE, connect_timed_out, parse_postgres_error};
 use crate::meta::{decode_info, page_query};
+use crate::migrate::IfMissing;
 use crate::sql::{self, LIST_SESSIONS, LOAD, LOAD_REVISION, PURGE, SESSION_INFO, decode_revision};
 use crate::{migrate, write};
 
@@ -73,6 +74,42 @@ impl PostgresStorage {
     /// Fails, writing nothing, when the schema records a migration this build does not
     /// know: a newer release wrote it.
     pub async fn connect_with(options: PostgresOptions) -> Result<Self> {
+        let opened = Self::open(options, IfMissing::Create).await?;
+        Ok(opened.expect("IfMissing::Create creates a missing storage"))
+    }
+
+    /// Connects with `options` only if the schema holds a storage already: `None`, having
+    /// created nothing, when it has no `_sqlx_migrations` table (the schema does not
+    /// exist, or holds other tables only).
+    ///
+    /// For a program that reads, or changes only what exists, and must not leave an empty
+    /// schema behind for a mistyped name (the `fusion` CLI's `sessions list`, a dry run's
+    /// target). Otherwise as [`connect_with`](Self::connect_with): the same connection
+    /// handling, timeouts and errors; a storage of an older release is upgraded in place,
+    /// as every open upgrades it (this build could not read it otherwise), and one a newer
+    /// release wrote is refused. A missing storage costs one connection and one query; no
+    /// pool is opened for it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> fusion_core::Result<()> {
+    /// use fusion_core::ConversationStorage;
+    /// use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
+    ///
+    /// let options = PostgresOptions::new("postgres://app@localhost/app").schema("chat");
+    /// match PostgresStorage::connect_existing(options).await? {
+    ///     Some(storage) => println!("{} sessions", storage.list_sessions().await?.len()),
+    ///     None => println!("no storage in schema chat"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_existing(options: PostgresOptions) -> Result<Option<Self>> {
+        Self::open(options, IfMissing::Leave).await
+    }
+
+    /// The body of both constructors: check (and, as `if_missing` says, create) the
+    /// schema on one connection, then open the pool; `None` when the schema holds no
+    /// storage and `if_missing` leaves it so.
+    async fn open(options: PostgresOptions, if_missing: IfMissing) -> Result<Option<Self>> {
         let target = parse(&options)?;
         let db = target.label;
         let op = Op::open(PLACE, &db);
@@ -81,11 +118,14 @@ impl PostgresStorage {
             .await
             .map_err(|_| connect_timed_out(op, options.connect_timeout))?
             .map_err(|e| parse_postgres_error(e, op))?;
-        let migrated = migrate::run(&mut conn, &options.schema, &db).await;
+        let migrated = migrate::run(&mut conn, &options.schema, &db, if_missing).await;
         // Closing politely is a courtesy to the server; the connection is done either way.
         // sqlx cannot adopt a connection into a pool, so the pool opens its own below.
         let _ = conn.close().await;
-        migrated?;
+        if !migrated? {
+            tracing::debug!(db, schema = options.schema, "no PostgreSQL storage to open");
+            return Ok(None);
+        }
         // sqlx pings every connection before handing it out by default: a second round
         // trip on every call, which would double the cost of `append`. Only connections
         // idle for a while are pinged (those a firewall or the server's idle timeout may
@@ -114,11 +154,11 @@ impl PostgresStorage {
             schema = options.schema,
             "opened PostgreSQL conversation storage"
         );
-        Ok(Self {
+        Ok(Some(Self {
             pool,
             db: db.into(),
             schema: options.schema.into(),
-        })
+        }))
     }
 
     /// The underlying pool, for backups, inspection or running other queries. Its

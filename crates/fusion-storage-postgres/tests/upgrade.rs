@@ -1,7 +1,7 @@
 //! A schema written by the first release (schema version 1 of this crate) opens, upgrades
 //! in place to the current version (4) and keeps every message, id, count, generation and
 //! timestamp; no session expires; its sessions then list, take metadata, an expiry and
-//! writes (message ids included) like new ones.
+//! writes (message ids included) like new ones. `connect_existing` upgrades it the same way.
 //!
 //! The fixture, `fixtures/schema_v1.sql`, was produced with the released code: at commit
 //! 421d2a2 (schema version 1), a throwaway test opened `PostgresStorage` on the schema
@@ -248,4 +248,29 @@ async fn a_version_1_schema_upgrades_in_place_and_keeps_every_session() {
     // A second instance finds the schema current and sees the same.
     let again = harness.open().await.expect("reopening");
     assert_eq!(again.list_sessions().await.unwrap(), ids);
+}
+
+/// `connect_existing` upgrades an older storage as every open does: this build could not
+/// read version 1's tables otherwise, and the schema exists, so nothing new is made.
+#[tokio::test]
+async fn connect_existing_upgrades_a_version_1_schema_too() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    restore(&harness).await;
+    let (before, _) = stored(&harness).await;
+    let storage = fusion_storage_postgres::PostgresStorage::connect_existing(harness.options())
+        .await
+        .unwrap()
+        .expect("the version 1 storage exists");
+    let mut raw = harness.raw().await;
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut raw)
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    let ids: Vec<String> = before.keys().cloned().collect();
+    assert_eq!(storage.list_sessions().await.unwrap(), ids);
+    storage.close().await;
 }

@@ -1,7 +1,8 @@
 //! Conversation storage: the [`ConversationStorage`] trait and the backends compiled in.
 //!
 //! Pick a backend by value with [`StorageType`] (or a URL) and open it with
-//! [`StorageType::open`], or construct a backend directly when you need its options.
+//! [`StorageType::open`] ([`StorageType::open_existing`] to create nothing), or construct a
+//! backend directly when you need its options.
 //! [`StorageType::same_storage`] tells whether two values name the same data (by its
 //! [`StorageLocation`], not by the URL's spelling).
 //! Implement [`ConversationStorage`] to bring your own. [`list_sessions_with_info`] lists an

@@ -140,7 +140,8 @@ impl StorageType {
     ///
     /// `Memory` opens the process-wide in-memory store, so sessions created through it are
     /// visible to `list_all_sessions(&StorageType::Memory)`; the others connect to (and
-    /// create, where needed) the named location.
+    /// create, where needed) the named location. [`open_existing`](StorageType::open_existing)
+    /// creates nothing.
     pub async fn open(&self) -> Result<Arc<dyn ConversationStorage>> {
         match self {
             #[cfg(feature = "memory")]
@@ -170,6 +171,59 @@ impl StorageType {
                 what: format!("storage `{other}`"),
                 feature: other.feature(),
             }),
+        }
+    }
+
+    /// Opens the storage this value names only if it exists already, creating nothing:
+    /// `None` for a SQLite database file that does not exist and for a PostgreSQL schema
+    /// without Fusion's tables (a mistyped name, or a store never written).
+    ///
+    /// For a program that reads sessions, or changes only ones that exist, and must not
+    /// leave an empty database or schema behind (the `fusion` CLI's `sessions list`, or a
+    /// dry run's target). The others open as with [`open`](StorageType::open), which
+    /// creates nothing for them either: `memory://`, an in-memory SQLite database (nothing
+    /// on disk), a file-system directory (made by the first write) and Redis (keys are
+    /// made by writes). A SQLite path that cannot be looked at (no permission) counts as
+    /// existing, so that opening it says why; an existing PostgreSQL storage of an older
+    /// release is upgraded in place, as `open` upgrades it
+    /// (`PostgresStorage::connect_existing`). Writes through the storage returned create
+    /// what they need, as ever.
+    ///
+    /// ```no_run
+    /// use fusion::storage::StorageType;
+    ///
+    /// # async fn demo() -> fusion::Result<()> {
+    /// let storage: StorageType = "postgres://app@db.internal/app?schema=chat".parse()?;
+    /// match storage.open_existing().await? {
+    ///     Some(store) => println!("{} sessions", store.list_sessions().await?.len()),
+    ///     None => println!("no sessions stored in {storage}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn open_existing(&self) -> Result<Option<Arc<dyn ConversationStorage>>> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            StorageType::Sqlite(_) if self.missing_file() => Ok(None),
+            #[cfg(feature = "postgres")]
+            StorageType::Postgres(url) => {
+                let options = fusion_storage_postgres::PostgresOptions::new(url);
+                let opened = fusion_storage_postgres::PostgresStorage::connect_existing(options);
+                Ok(opened
+                    .await?
+                    .map(|storage| Arc::new(storage) as Arc<dyn ConversationStorage>))
+            }
+            _ => self.open().await.map(Some),
+        }
+    }
+
+    /// Whether this names a database file that surely does not exist: one that cannot be
+    /// looked at counts as existing, and so does a URL `location` refuses (`open` says
+    /// why).
+    #[cfg(feature = "sqlite")]
+    fn missing_file(&self) -> bool {
+        match self.location() {
+            Ok(Some(StorageLocation::SqliteFile(path))) => matches!(path.try_exists(), Ok(false)),
+            _ => false,
         }
     }
 }
@@ -550,6 +604,47 @@ mod tests {
             location::DEFAULT_REDIS_KEY_PREFIX,
             fusion_storage_redis::DEFAULT_KEY_PREFIX
         );
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn open_existing_creates_no_sqlite_file_and_opens_one_that_exists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("typo").join("sessions.db");
+        let storage = StorageType::Sqlite(format!("sqlite://{}", file.display()));
+        assert!(storage.open_existing().await.unwrap().is_none());
+        assert!(
+            !file.exists() && !file.parent().unwrap().exists(),
+            "created"
+        );
+
+        std::fs::create_dir(file.parent().unwrap()).unwrap();
+        let written = storage.open().await.unwrap();
+        written
+            .append("s", &[fusion_core::ChatMessage::user("hi")])
+            .await
+            .unwrap();
+        let found = storage
+            .open_existing()
+            .await
+            .unwrap()
+            .expect("the file exists");
+        assert_eq!(found.load("s").await.unwrap().len(), 1);
+
+        // In memory there is nothing on disk to create: it opens.
+        let in_memory = StorageType::Sqlite("sqlite::memory:".into());
+        assert!(in_memory.open_existing().await.unwrap().is_some());
+    }
+
+    #[cfg(feature = "fs")]
+    #[tokio::test]
+    async fn open_existing_opens_a_missing_directory_as_open_does_without_making_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sessions");
+        let storage = StorageType::FileSystem(dir.clone());
+        let found = storage.open_existing().await.unwrap().expect("fs opens");
+        assert!(found.list_sessions().await.unwrap().is_empty());
+        assert!(!dir.exists(), "opening made the directory");
     }
 
     #[tokio::test]
