@@ -6,18 +6,47 @@ use std::path::Path;
 use fusion_core::Error;
 use tokio::task::JoinError;
 
+use crate::file_name;
+use crate::regular_file::NotRegular;
+
 /// The backend name in every error and log line.
 pub(crate) const BACKEND: &str = "fs";
 
 /// Attaches the path an I/O operation was working on, giving [`Error::Io`].
 pub(crate) trait IoContext<T> {
-    /// Maps the error to [`Error::Io`] naming `path`.
+    /// Maps the error to [`Error::Io`] naming `path`, or, for a file refused as not
+    /// regular, to the error [`not_regular`] gives.
     fn at(self, path: &Path) -> Result<T, Error>;
 }
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: &Path) -> Result<T, Error> {
-        self.map_err(|err| Error::io(path, err))
+        self.map_err(|err| match NotRegular::of(&err) {
+            Some(refusal) => not_regular(path, refusal),
+            None => Error::io(path, err),
+        })
+    }
+}
+
+/// A FIFO, directory, socket or device at `path`, where a regular file belongs (see
+/// [`crate::regular_file`]): [`Error::Corrupt`] for the session whose file it is (its id
+/// read back from the file's name), like any damaged file of one session, or a
+/// non-retryable [`Error::Backend`] for an index file. Either names the path and says
+/// how to get past it; nothing was read or written through it.
+fn not_regular(path: &Path, refusal: &NotRegular) -> Error {
+    let what = format!("{} {refusal}, and was left as it is", path.display());
+    match file_name::id_from_path(path) {
+        Some(id) => Error::corrupt(
+            BACKEND,
+            id,
+            format!("{what}: move it aside to use the session again"),
+        ),
+        None => Error::Backend {
+            backend: BACKEND,
+            message: format!("{what}: move it aside, then rebuild the index"),
+            retryable: false,
+            source: None,
+        },
     }
 }
 

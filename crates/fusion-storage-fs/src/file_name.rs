@@ -20,10 +20,16 @@
 //! stray files such as `notes.jsonl` or a hand-made `%61.jsonl` are never mistaken for a
 //! session, and each session has exactly one file name.
 
+use std::path::Path;
+
 use fusion_core::SessionId;
 
 /// The extension of session files.
 pub(crate) const SESSION_SUFFIX: &str = ".jsonl";
+
+/// The listing index's directory inside the session directory (see [`crate::index`]).
+/// Hidden, and never a session file name (session files end in `.jsonl`).
+pub(crate) const INDEX_DIR: &str = ".fusion-index";
 
 /// The longest readable stem; longer ones use the base32 form. Chosen so that the longest
 /// derived name (`.{stem}.lock`) stays well under the common 255-byte limit.
@@ -120,6 +126,25 @@ pub(crate) fn id_from_stem(stem: &str) -> Option<String> {
 /// ```
 pub fn id_from_file_name(name: &str) -> Option<String> {
     id_from_stem(name.strip_suffix(SESSION_SUFFIX)?)
+}
+
+/// The session one of whose files `path` names (its data, lock, metadata or temporary
+/// file), or `None` for any other file, such as those of the index: what an error about
+/// the file is reported against.
+pub(crate) fn id_from_path(path: &Path) -> Option<String> {
+    if path.components().any(|part| part.as_os_str() == INDEX_DIR) {
+        // Marker files there are named by a session's stem, and `x.jsonl` is one.
+        return None;
+    }
+    let name = path.file_name()?.to_str()?;
+    if let Some(id) = id_from_file_name(name) {
+        return Some(id);
+    }
+    let hidden = name.strip_prefix('.')?;
+    // `.x.meta.tmp` is also the save's temporary file of `x.meta`; either is that id's.
+    [".meta.tmp", ".lock", ".meta", ".tmp"]
+        .iter()
+        .find_map(|suffix| id_from_stem(hidden.strip_suffix(suffix)?))
 }
 
 /// Bytes written as themselves: lowercase so no two names differ only in case, and
@@ -281,6 +306,31 @@ mod tests {
         );
         assert_eq!(session_file_name("con"), "%63on.jsonl");
         assert!(session_file_name(&"X".repeat(128)).starts_with('+'));
+    }
+
+    #[test]
+    fn every_file_of_a_session_names_it() {
+        for id in ["user-1", "Tenant:42", &"X".repeat(128)] {
+            for name in [
+                session_file_name(id),
+                lock_file_name(id),
+                meta_file_name(id),
+                temp_file_name(id),
+                meta_temp_file_name(id),
+            ] {
+                let path = Path::new("sessions").join(&name);
+                assert_eq!(id_from_path(&path).as_deref(), Some(id), "{name}");
+            }
+        }
+        for path in [
+            "sessions/.fusion-index/lock",
+            "sessions/.fusion-index/owner/u/x.jsonl",
+            "sessions/.fusion-index/journal.tmp",
+            "sessions/notes.txt",
+            "sessions/.user",
+        ] {
+            assert_eq!(id_from_path(Path::new(path)), None, "{path}");
+        }
     }
 
     #[test]

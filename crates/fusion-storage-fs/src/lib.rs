@@ -90,6 +90,7 @@ mod lock;
 mod meta_file;
 mod options;
 mod recent_cache;
+mod regular_file;
 mod retention;
 mod session_files;
 mod storage;

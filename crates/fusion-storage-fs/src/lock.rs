@@ -3,7 +3,7 @@
 //! The protocol (why a separate file, why its identity is checked after locking, when it
 //! is removed) is described in [`crate::session_files`]; this module holds the handle.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, Metadata, OpenOptions, TryLockError};
 use std::io;
 use std::path::Path;
 use std::time::SystemTime;
@@ -12,6 +12,7 @@ use fusion_core::{LEGACY_GENERATION, Result};
 
 use crate::counters::{self, Counters, LockContents};
 use crate::error::{BACKEND, IoContext};
+use crate::regular_file;
 
 /// A session's lock, held until dropped.
 #[derive(Debug)]
@@ -24,7 +25,7 @@ impl SessionLock {
     /// Takes the exclusive lock on `path`, creating it (and `dir`) if needed.
     pub(crate) fn exclusive(dir: &Path, path: &Path) -> Result<Self> {
         loop {
-            let file = match open_lock_file(path) {
+            let (file, opened) = match open_lock_file(path) {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir_all(dir).at(dir)?;
                     open_lock_file(path)
@@ -33,7 +34,7 @@ impl SessionLock {
             }
             .at(path)?;
             retry_interrupted(|| file.lock()).at(path)?;
-            if still_linked(&file, path)? {
+            if still_linked(&opened, path)? {
                 return Ok(Self { file: Some(file) });
             }
         }
@@ -57,7 +58,8 @@ impl SessionLock {
         write: bool,
         try_lock: impl FnOnce(&File) -> std::result::Result<(), TryLockError>,
     ) -> Result<Option<Self>> {
-        let file = match OpenOptions::new().read(true).write(write).open(path) {
+        let opened = regular_file::open(OpenOptions::new().read(true).write(write), path);
+        let (file, opened) = match opened {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             other => other.at(path)?,
         };
@@ -66,7 +68,7 @@ impl SessionLock {
             Err(TryLockError::WouldBlock) => return Ok(None),
             Err(TryLockError::Error(err)) => return Err(err).at(path),
         }
-        Ok(still_linked(&file, path)?.then_some(Self { file: Some(file) }))
+        Ok(still_linked(&opened, path)?.then_some(Self { file: Some(file) }))
     }
 
     /// Takes the shared lock on `path`, so a reader never sees half of a write.
@@ -76,19 +78,21 @@ impl SessionLock {
     /// this backend there without having created it, so reading unlocked is safe.
     pub(crate) fn shared(path: &Path) -> Result<Self> {
         loop {
-            let file = match open_lock_file(path) {
-                Ok(file) => file,
-                Err(err) if is_unwritable(&err) => match File::open(path) {
-                    Ok(file) => file,
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                        return Ok(Self { file: None });
+            let (file, opened) = match open_lock_file(path) {
+                Ok(opened) => opened,
+                Err(err) if is_unwritable(&err) => {
+                    match regular_file::open(OpenOptions::new().read(true), path) {
+                        Ok(opened) => opened,
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                            return Ok(Self { file: None });
+                        }
+                        Err(err) => return Err(err).at(path),
                     }
-                    Err(err) => return Err(err).at(path),
-                },
+                }
                 Err(err) => return Err(err).at(path),
             };
             retry_interrupted(|| file.lock_shared()).at(path)?;
-            if still_linked(&file, path)? {
+            if still_linked(&opened, path)? {
                 return Ok(Self { file: Some(file) });
             }
         }
@@ -227,23 +231,26 @@ fn write_at(mut file: &File, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)
 }
 
-fn open_lock_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+/// The lock file, and what `fstat` said of it when it was opened.
+fn open_lock_file(path: &Path) -> io::Result<(File, Metadata)> {
+    regular_file::open(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+        path,
+    )
 }
 
-/// Whether `path` still names the file locked through `file`. A `delete` removes the lock
-/// file while holding it; whoever opened that file before and locked it after holds a lock
-/// nobody else will take, and must open the path again.
+/// Whether `path` still names the file locked through a handle that was `held` when it
+/// was opened (its device and inode stay those of the handle). A `delete` removes the
+/// lock file while holding it; whoever opened that file before and locked it after holds
+/// a lock nobody else will take, and must open the path again.
 #[cfg(unix)]
-fn still_linked(file: &File, path: &Path) -> Result<bool> {
+fn still_linked(held: &Metadata, path: &Path) -> Result<bool> {
     use std::os::unix::fs::MetadataExt;
 
-    let held = file.metadata().at(path)?;
     match fs::metadata(path) {
         Ok(named) => Ok(named.dev() == held.dev() && named.ino() == held.ino()),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -253,7 +260,7 @@ fn still_linked(file: &File, path: &Path) -> Result<bool> {
 
 /// Lock files are never removed where this cannot be checked (see [`SessionLock::unlink`]).
 #[cfg(not(unix))]
-fn still_linked(_file: &File, _path: &Path) -> Result<bool> {
+fn still_linked(_held: &Metadata, _path: &Path) -> Result<bool> {
     Ok(true)
 }
 

@@ -28,6 +28,7 @@ use fusion_core::{Error, Expiry, Result, SessionMeta, StoredExpiry};
 use serde_json::{Map, Value, json};
 
 use crate::error::{BACKEND, IoContext};
+use crate::regular_file;
 
 /// The metadata of one session as its file stores it.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +42,7 @@ pub(crate) struct StoredMeta {
 /// Reads the metadata file at `path` of session `id`: `None` if there is none, and
 /// [`Error::Corrupt`] naming the file if it is not what [`write()`] writes.
 pub(crate) fn read(path: &Path, id: &str) -> Result<Option<StoredMeta>> {
-    let bytes = match fs::read(path) {
+    let bytes = match regular_file::read(path) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         other => other.at(path)?,
     };
@@ -72,13 +73,13 @@ pub(crate) fn write(
 ) -> Result<()> {
     let bytes = encode(stored);
     let temp = temp.unwrap_or(path);
+    // A file this call could not open is not its own to remove.
+    let (mut file, _) = regular_file::open(
+        OpenOptions::new().write(true).create(true).truncate(true),
+        temp,
+    )
+    .at(temp)?;
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(temp)
-            .at(temp)?;
         file.write_all(&bytes).at(temp)?;
         if sync {
             file.sync_all().at(temp)?;

@@ -5,8 +5,9 @@
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
-use fusion_core::Result;
+use fusion_core::{Error, Result};
 
+use crate::error::BACKEND;
 use crate::session_files::{Directory, now_micros};
 
 /// A session directory, its index and the write policy its removals follow.
@@ -19,12 +20,21 @@ impl Retention<'_> {
     /// Deletes up to `batch` (1 or more) expired sessions, earliest expiry first, and
     /// returns how many it deleted. Reads the expiry markers due by now, each once: a
     /// marker of a session written since it was placed is moved to the session's current
-    /// expiry, and one of a session that is gone is removed, without counting.
+    /// expiry, and one of a session that is gone is removed, without counting. A damaged
+    /// session (a FIFO where its file belongs) is left as it is, with its marker and a
+    /// warning, so that it holds up no other.
     pub(crate) fn purge(&self, batch: usize) -> Result<usize> {
         let mut purged = 0;
         self.at.index.for_each_due(now_micros(), |at, id| {
-            if self.at.files(&id).purge_if_expired(at)? {
-                purged += 1;
+            match self.at.files(&id).purge_if_expired(at) {
+                Ok(true) => purged += 1,
+                Ok(false) => {}
+                Err(Error::Corrupt {
+                    session_id, detail, ..
+                }) => {
+                    tracing::warn!(backend = BACKEND, %session_id, %detail, "leaving a damaged session out of a purge");
+                }
+                Err(err) => return Err(err),
             }
             Ok(if purged >= batch {
                 ControlFlow::Break(())
@@ -38,7 +48,8 @@ impl Retention<'_> {
     /// `ids` (every session file in the directory) without the sessions that have
     /// expired. With an index that covers the directory, only the sessions whose expiry
     /// markers are due are checked; without one (a directory an earlier version wrote
-    /// and nothing has listed yet), every session's lock file is read.
+    /// and nothing has listed yet), every session's lock file is read. A session whose
+    /// lock file is damaged is kept: its own calls report the damage.
     pub(crate) fn without_expired(&self, ids: Vec<String>) -> Result<Vec<String>> {
         let mut suspects = None;
         if self.at.index.is_built() {
@@ -52,8 +63,14 @@ impl Retention<'_> {
         let mut alive = Vec::with_capacity(ids.len());
         for id in ids {
             let suspect = suspects.as_ref().is_none_or(|due| due.contains(&id));
-            if !suspect || !self.at.files(&id).has_expired()? {
-                alive.push(id);
+            let expired = match suspect {
+                true => self.at.files(&id).has_expired(),
+                false => Ok(false),
+            };
+            match expired {
+                Ok(false) | Err(Error::Corrupt { .. }) => alive.push(id),
+                Ok(true) => {}
+                Err(err) => return Err(err),
             }
         }
         Ok(alive)

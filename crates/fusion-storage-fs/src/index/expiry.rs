@@ -28,6 +28,7 @@ use fusion_core::Result;
 
 use crate::error::IoContext;
 use crate::file_name;
+use crate::regular_file;
 
 /// The directory of the markers, under the index root.
 const EXPIRY_DIR: &str = "expiry";
@@ -64,12 +65,10 @@ fn marker(root: &Path, at: i64, id: &str) -> PathBuf {
 pub(crate) fn add(root: &Path, at: i64, id: &str) -> Result<()> {
     let path = marker(root, at, id);
     loop {
-        match OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-        {
+        match regular_file::open(
+            OpenOptions::new().write(true).create(true).truncate(false),
+            &path,
+        ) {
             Ok(_) => return Ok(()),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // A concurrent `remove` may take the empty directories away again between

@@ -22,6 +22,7 @@ use fusion_core::{Result, new_generation, unix_micros};
 
 use super::lines;
 use crate::error::IoContext;
+use crate::regular_file;
 
 /// The directory of the live journals, under the index root.
 pub(crate) const LIVE_DIR: &str = "live";
@@ -193,9 +194,9 @@ pub(crate) fn list(root: &Path) -> Result<Vec<Found>> {
             continue;
         }
         let path = entry.path();
-        let file = match File::open(&path) {
+        let file = match regular_file::open(OpenOptions::new().read(true), &path) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            other => other.at(&path)?,
+            other => other.at(&path)?.0,
         };
         let end = complete_end(&file).at(&path)?;
         found.push(Found { path, file, end });
@@ -217,7 +218,7 @@ pub(crate) fn sweep(root: &Path) -> Result<()> {
         }
         let path = entry.path();
         // Locked means a creation under way; gone means it just completed.
-        if let Ok(file) = File::open(&path)
+        if let Ok((file, _)) = regular_file::open(OpenOptions::new().read(true), &path)
             && file.try_lock().is_ok()
         {
             let _ = fs::remove_file(&path);

@@ -76,10 +76,8 @@ pub(crate) use self::sets::SetKey;
 pub(crate) use self::snapshot::Snapshot;
 use self::state::State;
 use crate::error::{BACKEND, IoContext};
-
-/// The index's directory inside the session directory. Hidden, and never a session file
-/// name (session files end in `.jsonl`).
-pub(crate) const INDEX_DIR: &str = ".fusion-index";
+use crate::file_name::INDEX_DIR;
+use crate::regular_file;
 
 const LOCK: &str = "lock";
 const COMPACT_LOCK: &str = "compact.lock";
@@ -249,9 +247,9 @@ impl Index {
     /// index yet.
     pub(crate) fn snapshot(&self) -> Result<Option<Snapshot>> {
         let lock_path = self.root.join(LOCK);
-        let lock_file = match File::open(&lock_path) {
+        let lock_file = match regular_file::open(OpenOptions::new().read(true), &lock_path) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            other => other.at(&lock_path)?,
+            other => other.at(&lock_path)?.0,
         };
         lock(&lock_file, false).at(&lock_path)?;
         let result = (|| {
@@ -319,7 +317,9 @@ impl Index {
     /// Whether the index holds every session, its expiry markers included (see
     /// [`State::built`]); `false` if there is no index or it cannot be read.
     pub(crate) fn is_built(&self) -> bool {
-        let Ok(lock_file) = File::open(self.root.join(LOCK)) else {
+        let Ok((lock_file, _)) =
+            regular_file::open(OpenOptions::new().read(true), &self.root.join(LOCK))
+        else {
             return false;
         };
         if lock(&lock_file, false).is_err() {
@@ -334,21 +334,24 @@ impl Index {
 
     fn open(&self, name: &str) -> Result<File> {
         let path = self.root.join(name);
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .at(&path)
+        regular_file::open(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            &path,
+        )
+        .at(&path)
+        .map(|(file, _)| file)
     }
 
     /// A file opened for reading; a missing one reads as empty.
     fn open_read(&self, name: &str) -> Result<Option<File>> {
         let path = self.root.join(name);
-        match File::open(&path) {
+        match regular_file::open(OpenOptions::new().read(true), &path) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-            other => other.at(&path).map(Some),
+            other => other.at(&path).map(|(file, _)| Some(file)),
         }
     }
 
@@ -421,12 +424,11 @@ impl Index {
         fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
     ) -> Result<(PathBuf, u64)> {
         let path = self.root.join(format!("{name}.tmp"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .at(&path)?;
+        let (file, _) = regular_file::open(
+            OpenOptions::new().write(true).create(true).truncate(true),
+            &path,
+        )
+        .at(&path)?;
         let mut out = BufWriter::with_capacity(256 * 1024, &file);
         fill(&mut out).and_then(|()| out.flush()).at(&path)?;
         drop(out);

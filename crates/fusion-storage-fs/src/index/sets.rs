@@ -24,6 +24,7 @@ use fusion_core::Result;
 
 use crate::error::IoContext;
 use crate::file_name;
+use crate::regular_file;
 
 /// A set of sessions: those of one owner or those carrying one tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +59,10 @@ pub(crate) fn add(root: &Path, key: SetKey<'_>, id: &str) -> Result<()> {
     let dir = key.dir(root);
     let marker = dir.join(file_name::stem(id));
     loop {
-        match OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&marker)
-        {
+        match regular_file::open(
+            OpenOptions::new().write(true).create(true).truncate(false),
+            &marker,
+        ) {
             Ok(_) => return Ok(()),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // A concurrent `remove` may take the empty directory away again between

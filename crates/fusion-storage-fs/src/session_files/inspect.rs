@@ -11,6 +11,7 @@ use crate::counters::LockContents;
 use crate::error::IoContext;
 use crate::jsonl;
 use crate::recent_cache::FileIdentity;
+use crate::regular_file;
 
 /// How much of the end of the file an append reads first to check it ends on a complete
 /// batch: enough for any batch marker, so a clean file needs this one read.
@@ -74,13 +75,13 @@ impl SessionFiles {
         &self,
         data_end: impl FnOnce(&File, u64) -> Result<Option<(u64, bool)>>,
     ) -> Result<Option<Current>> {
-        let file = match OpenOptions::new().read(true).append(true).open(&self.data) {
+        let opened = regular_file::open(OpenOptions::new().read(true).append(true), &self.data);
+        let (file, metadata) = match opened {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 return Ok(Some(Current::absent()));
             }
             other => other.at(&self.data)?,
         };
-        let metadata = file.metadata().at(&self.data)?;
         let len = metadata.len();
         let Some((data_end, needs_newline)) = data_end(&file, len)? else {
             return Ok(None);

@@ -20,6 +20,7 @@ use crate::index::marker_instant;
 use crate::jsonl;
 use crate::lock::{SessionLock, generation_of};
 use crate::meta_file::{self, StoredMeta};
+use crate::regular_file;
 
 /// The counters of a session file of `len` bytes: the stored ones if they describe it,
 /// else derived: the message count by `count_lines` (O(file)), the timestamps kept from
@@ -91,6 +92,9 @@ impl SessionFiles {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             other => other.at(&self.data)?,
         };
+        // Checked here too, though the file is opened only below, if at all: what the
+        // path names is no session whatever the counters say.
+        regular_file::check(&metadata).at(&self.data)?;
         let contents = lock.contents(&self.lock)?;
         let counters = derive_counters(
             &contents,
@@ -99,7 +103,7 @@ impl SessionFiles {
             || {
                 // Read whole anyway, so checked as `load` would: a damaged line is
                 // reported here too.
-                let bytes = std::fs::read(&self.data).at(&self.data)?;
+                let bytes = regular_file::read(&self.data).at(&self.data)?;
                 Ok(jsonl::decode(&self.id, &bytes)?.messages.len() as u64)
             },
             || self.meta_expiry(),

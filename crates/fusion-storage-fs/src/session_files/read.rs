@@ -1,6 +1,6 @@
 //! Reading a session under its shared lock: the whole file and its generation.
 
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::{self, Read};
 
 use fusion_core::{ChatMessage, Result, Revision};
@@ -9,6 +9,7 @@ use super::{SessionFiles, exists, modified_us, now_micros};
 use crate::error::{BACKEND, IoContext};
 use crate::jsonl::{Decoded, Tail};
 use crate::lock::SessionLock;
+use crate::regular_file;
 
 /// A session file as read under the shared lock.
 #[derive(Debug)]
@@ -99,11 +100,11 @@ impl SessionFiles {
     /// The session file and its generation, under `lock` (shared or exclusive), unless
     /// the file is longer than `max_len`.
     fn read_locked_up_to(&self, lock: &SessionLock, max_len: u64) -> Result<Found> {
-        let mut file = match File::open(&self.data) {
+        let opened = regular_file::open(OpenOptions::new().read(true), &self.data);
+        let (mut file, metadata) = match opened {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Found::Nothing),
             other => other.at(&self.data)?,
         };
-        let metadata = file.metadata().at(&self.data)?;
         if metadata.len() > max_len {
             return Ok(Found::Longer);
         }

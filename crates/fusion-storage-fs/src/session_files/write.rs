@@ -18,6 +18,7 @@ use crate::jsonl;
 use crate::lock::SessionLock;
 use crate::meta_file::{self, StoredMeta};
 use crate::recent_cache::{FileIdentity, FileState};
+use crate::regular_file;
 
 impl SessionFiles {
     /// The generation and counters of the session as the lock holder finds it (counting
@@ -78,16 +79,16 @@ impl SessionFiles {
             .index
             .record(&self.id, change, floor(before.as_ref()), sync)?;
         let t = recorded.t;
-        let identity = current.identity;
-        let created = current.file.is_none();
-        let file = match current.file {
-            Some(file) => file,
-            None => OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(&self.data)
-                .at(&self.data)?,
+        let (file, identity) = match current.file {
+            Some(file) => (file, current.identity),
+            None => {
+                let (file, metadata) = regular_file::open(
+                    OpenOptions::new().read(true).append(true).create(true),
+                    &self.data,
+                )
+                .at(&self.data)?;
+                (file, FileIdentity::of(&metadata))
+            }
         };
         let kept = current.data_end;
         if kept < current.len {
@@ -159,20 +160,12 @@ impl SessionFiles {
                 sync_dir(&self.dir)?;
             }
         }
-        // A new file's identity costs an `fstat`, spent only when there are ids to remember.
-        let identity = match created {
-            false => Some(identity),
-            true if batch.ids().is_empty() => None,
-            true => file.metadata().ok().map(|m| FileIdentity::of(&m)),
+        let after = FileState {
+            generation,
+            data_end: len,
+            file: identity,
         };
-        if let Some(file) = identity {
-            let after = FileState {
-                generation,
-                data_end: len,
-                file,
-            };
-            self.remember(known, batch, Some(after));
-        }
+        self.remember(known, batch, Some(after));
         Ok((outcome, Some(recorded)))
     }
 
@@ -294,13 +287,13 @@ impl SessionFiles {
     /// the directory, so a crash at any point leaves the old history or the new one.
     fn replace_locked(&self, contents: &[u8]) -> Result<()> {
         let temp_path = self.temp();
+        // A temporary file this call could not open is not its own to remove.
+        let (mut temp, _) = regular_file::open(
+            OpenOptions::new().write(true).create(true).truncate(true),
+            &temp_path,
+        )
+        .at(&temp_path)?;
         let result = (|| {
-            let mut temp = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&temp_path)
-                .at(&temp_path)?;
             // Keep permissions a person set on the session file (say, `chmod 600`), which
             // the rename would otherwise silently reset. Best effort: a new file has none.
             if let Ok(existing) = fs::metadata(&self.data) {
