@@ -97,8 +97,13 @@ pub(crate) fn meta_file_name(id: &str) -> String {
 }
 
 /// The temporary file a metadata write renames over the metadata file.
+///
+/// Its suffix is one no other file of any session ends with: `.x.meta.tmp`, the name of
+/// earlier releases, is also the save's temporary file of session `x.meta`, and the two
+/// are written under different locks, so a metadata write on `x` and a save of `x.meta`
+/// at once could rename one's content over the other's file.
 pub(crate) fn meta_temp_file_name(id: &str) -> String {
-    format!(".{}.meta.tmp", stem(id))
+    format!(".{}.meta-tmp", stem(id))
 }
 
 /// The id whose [`stem`] is `stem`, or `None` if `stem` is not the canonical stem of a
@@ -141,8 +146,7 @@ pub(crate) fn id_from_path(path: &Path) -> Option<String> {
         return Some(id);
     }
     let hidden = name.strip_prefix('.')?;
-    // `.x.meta.tmp` is also the save's temporary file of `x.meta`; either is that id's.
-    [".meta.tmp", ".lock", ".meta", ".tmp"]
+    [".meta-tmp", ".lock", ".meta", ".tmp"]
         .iter()
         .find_map(|suffix| id_from_stem(hidden.strip_suffix(suffix)?))
 }
@@ -330,6 +334,34 @@ mod tests {
             "sessions/.user",
         ] {
             assert_eq!(id_from_path(Path::new(path)), None, "{path}");
+        }
+    }
+
+    /// Ids may hold dots, so one id's file must never be named like another's: a suffix
+    /// one kind of file ends with must not end another kind's name plus some stem.
+    #[test]
+    fn no_two_files_of_any_two_sessions_share_a_name() {
+        let names = |id: &str| {
+            [
+                session_file_name(id),
+                lock_file_name(id),
+                meta_file_name(id),
+                temp_file_name(id),
+                meta_temp_file_name(id),
+            ]
+        };
+        let mut ids = vec!["x".to_string()];
+        for suffix in ["jsonl", "lock", "meta", "tmp", "meta-tmp", "meta.tmp"] {
+            ids.push(format!("x.{suffix}"));
+            ids.push(format!("x-{suffix}"));
+        }
+        let mut seen = std::collections::HashMap::new();
+        for id in &ids {
+            for name in names(id) {
+                if let Some(other) = seen.insert(name.clone(), id.clone()) {
+                    assert_eq!(&other, id, "{name} is a file of both {other:?} and {id:?}");
+                }
+            }
         }
     }
 
