@@ -204,8 +204,10 @@ impl ToolExecutor {
             } else {
                 available.join(", ")
             };
+            // The name is the model's text, of any length: quoted, cut.
             return Err(format!(
-                "Error: there is no tool named `{name}`. Available tools: {available}."
+                "Error: there is no tool named {}. Available tools: {available}.",
+                quote(name)
             ));
         };
         let schema = tool.parameters();
@@ -243,8 +245,8 @@ impl ToolExecutor {
                 panic_message(panic.as_ref())
             )),
             Err(_) => Err(format!(
-                "Error: tool `{name}` did not finish within {:?} and was stopped; it may \
-                 have done part of its work.",
+                "Error: tool `{name}` did not finish within {:?} and was abandoned; it may \
+                 have done part of its work, and may still finish it.",
                 self.config.tool_timeout
             )),
         }
@@ -366,5 +368,14 @@ mod tests {
             out[7].output
         );
         assert_eq!(out[1].to_message().tool_call_id.as_deref(), Some("2"));
+        // A made-up name of any length is quoted cut, not echoed whole.
+        let long = ToolCall::new("9", "T".repeat(100_000), "{}");
+        let out = executor().execute_all(&[long]).await;
+        assert!(
+            out[0].output.contains("no tool named `TTT"),
+            "{}",
+            out[0].output
+        );
+        assert!(out[0].output.len() < 500, "{} bytes", out[0].output.len());
     }
 }

@@ -219,3 +219,90 @@ async fn an_escape_attempt_through_the_agent_becomes_an_observation() {
             .exists()
     );
 }
+
+/// A FIFO would make an open wait for its other end for ever, holding a thread of the
+/// blocking pool (and, at exit, the process): it is refused at once, and left as it is.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fifo_in_the_workspace_is_refused_without_waiting() {
+    use std::os::unix::fs::FileTypeExt;
+    let f = fixture();
+    let fifo = f.workspace.path().join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success(), "mkfifo (coreutils) is needed");
+    for tool in ["read_file", "write_file"] {
+        // A hang detector, not a timing: a regression fails here instead of hanging CI.
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            call(&f.registry, tool, args(tool, "pipe")),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{tool} waited on a FIFO"));
+        assert_refused(
+            refused,
+            tool,
+            "pipe",
+            "is a FIFO (named pipe), not a regular file",
+        );
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+    }
+}
+
+/// `write_file` replaces the file whole: a hard link to a file outside the workspace keeps
+/// the outside file's content, and the permissions of a replaced file stay.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_write_replaces_the_file_and_never_writes_through_a_hard_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    let linked = f.workspace.path().join("linked.txt");
+    std::fs::hard_link(f.outside.path().join("secret.txt"), &linked).unwrap();
+    std::fs::set_permissions(&linked, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let written = call(&f.registry, "write_file", args("write_file", "linked.txt")).await;
+    assert_eq!(
+        written.unwrap(),
+        "Wrote 5 bytes to `linked.txt` (replaced)."
+    );
+    assert_eq!(std::fs::read_to_string(&linked).unwrap(), "pwned");
+    assert_outside_untouched(f.outside.path());
+    let mode = std::fs::metadata(&linked).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+    let names: Vec<_> = std::fs::read_dir(f.workspace.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+}
+
+#[tokio::test]
+async fn an_endless_cap_and_an_endless_path_are_handled() {
+    let f = fixture();
+    let workspace = std::sync::Arc::new(Workspace::new([f.workspace.path()]).unwrap());
+    let reader = ReadFile::new(workspace).max_bytes(usize::MAX);
+    let out = reader.call(json!({"path": "inside.txt"})).await.unwrap();
+    assert_eq!(out, "inside");
+    let long = "a/".repeat(1 << 20);
+    for tool in TOOLS {
+        let refused = call(&f.registry, tool, args(tool, &long)).await;
+        assert_refused(
+            refused,
+            tool,
+            "a/a/…",
+            "bytes long; a path is at most 4096 bytes",
+        );
+        let Err(Error::Tool { message, .. }) = call(&f.registry, tool, args(tool, &long)).await
+        else {
+            unreachable!()
+        };
+        assert!(
+            message.len() < 200,
+            "the path is not echoed: {} bytes",
+            message.len()
+        );
+    }
+}

@@ -4,10 +4,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
 
 use anyhow::{Result, bail};
+use fusion_core::regular_file;
 
 /// The most an import reads from something that is not a regular file (stdin, a pipe, a
 /// device): about a million agent messages of 250 bytes. More is a mistake (`/dev/zero`,
@@ -66,16 +66,11 @@ pub fn write(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     }
     // Through a link, the file it names is replaced, not the link.
     let target = fs::canonicalize(path)?;
-    let (temp_path, mut temp) = temp_beside(&target)?;
-    let written = temp
-        .write_all(bytes)
-        .and_then(|()| temp.set_permissions(existing.permissions()))
-        .and_then(|()| temp.sync_all())
-        .and_then(|()| fs::rename(&temp_path, &target));
-    if written.is_err() {
-        let _ = fs::remove_file(&temp_path);
-    }
-    Ok(written?)
+    Ok(regular_file::replace(
+        &target,
+        bytes,
+        Some(existing.permissions()),
+    )?)
 }
 
 /// A new file at `path` holding `bytes`; an existing one is refused, and a failed write
@@ -93,28 +88,6 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(path);
     }
     Ok(written?)
-}
-
-/// A new temporary file in `target`'s directory, named after it, the process and the
-/// clock, so that one left by a killed run never stands in the way of the next.
-fn temp_beside(target: &Path) -> Result<(PathBuf, File)> {
-    let name = target.file_name().unwrap_or_default().to_string_lossy();
-    for attempt in 0u32..16 {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos();
-        let temp = target.with_file_name(format!(
-            ".{name}.{}.{nanos}.{attempt}.tmp",
-            std::process::id()
-        ));
-        match OpenOptions::new().write(true).create_new(true).open(&temp) {
-            Ok(file) => return Ok((temp, file)),
-            Err(err) if err.kind() == ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(err.into()),
-        }
-    }
-    bail!("cannot make a temporary file beside {}", target.display())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod message_id;
 mod owner_scope;
 mod recent_ids;
 mod redact;
+pub mod regular_file;
 mod retention;
 mod revision;
 mod session_id;

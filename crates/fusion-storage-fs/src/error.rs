@@ -7,7 +7,7 @@ use fusion_core::Error;
 use tokio::task::JoinError;
 
 use crate::file_name;
-use crate::regular_file::NotRegular;
+use fusion_core::regular_file::NotRegular;
 
 /// The backend name in every error and log line.
 pub(crate) const BACKEND: &str = "fs";
@@ -29,7 +29,7 @@ impl<T> IoContext<T> for io::Result<T> {
 }
 
 /// A FIFO, directory, socket or device at `path`, where a regular file belongs (see
-/// [`crate::regular_file`]): [`Error::Corrupt`] for the session whose file it is (its id
+/// [`fusion_core::regular_file`]): [`Error::Corrupt`] for the session whose file it is (its id
 /// read back from the file's name), like any damaged file of one session, or a
 /// non-retryable [`Error::Backend`] for an index file. Either names the path and says
 /// how to get past it; nothing was read or written through it.

@@ -90,11 +90,14 @@ mod lock;
 mod meta_file;
 mod options;
 mod recent_cache;
-mod regular_file;
 mod retention;
 mod session_files;
 mod storage;
 mod tail_ids;
+
+// Every file is opened through it: a FIFO where a session file belongs is refused, not
+// waited on.
+use fusion_core::regular_file;
 
 pub use file_name::id_from_file_name as session_id_from_file_name;
 pub use options::{FileSystemOptions, SyncPolicy};

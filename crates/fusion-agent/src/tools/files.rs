@@ -8,11 +8,12 @@
 //! the model. The file system is used through `std::fs` inside `spawn_blocking`, one hop
 //! per call rather than one per syscall as `tokio::fs` would take.
 
+use std::fs::OpenOptions;
 use std::io::{self, Read};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fusion_core::{Error, Result};
+use fusion_core::{Error, Result, regular_file};
 use serde_json::{Value, json};
 
 use super::tool::{Tool, ToolEffects};
@@ -20,6 +21,9 @@ use super::workspace::{Workspace, describe_io};
 
 /// The default cap on what `read_file` returns: 1 MiB.
 pub const DEFAULT_MAX_READ_BYTES: usize = 1024 * 1024;
+
+/// Longest `path` argument accepted: Linux's `PATH_MAX`.
+const MAX_PATH_BYTES: usize = 4096;
 
 /// Longest listing `list_directory` returns, so one huge directory cannot flood the context.
 const MAX_LIST_ENTRIES: usize = 1000;
@@ -71,17 +75,18 @@ impl Tool for ReadFile {
         let (workspace, max) = (self.workspace.clone(), self.max_bytes);
         blocking("read_file", move || {
             let real = workspace.resolve_existing(&path)?;
-            let meta = real.metadata().map_err(|e| io_msg(&path, &e))?;
-            if meta.is_dir() {
+            if real.is_dir() {
                 return Err(format!(
                     "`{path}` is a directory; use list_directory to see what it holds"
                 ));
             }
-            let file = std::fs::File::open(&real).map_err(|e| io_msg(&path, &e))?;
+            // A FIFO would wait for a writer for ever, and a device give endless bytes.
+            let (file, meta) = regular_file::open(OpenOptions::new().read(true), &real)
+                .map_err(|e| io_msg(&path, &e))?;
             // One byte past the cap tells "exactly max" from "longer", without trusting the
-            // size in the metadata (it can change, and is 0 for many special files).
+            // size in the metadata (it can change).
             let mut bytes = Vec::new();
-            file.take(max as u64 + 1)
+            file.take((max as u64).saturating_add(1))
                 .read_to_end(&mut bytes)
                 .map_err(|e| io_msg(&path, &e))?;
             let truncated = bytes.len() > max;
@@ -165,18 +170,29 @@ impl Tool for WriteFile {
         let workspace = self.workspace.clone();
         blocking("write_file", move || {
             let entry = workspace.resolve_entry(&path)?;
-            let existed = match entry.symlink_metadata() {
+            let existing = match entry.symlink_metadata() {
                 Ok(meta) if meta.is_dir() => {
                     return Err(format!("`{path}` is a directory, not a file"));
                 }
-                Ok(_) => true,
-                Err(_) => false,
+                Ok(meta) => {
+                    regular_file::check(&meta).map_err(|e| io_msg(&path, &e))?;
+                    Some(meta.permissions())
+                }
+                Err(_) => None,
             };
             if let Some(parent) = entry.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| io_msg(&path, &e))?;
             }
-            std::fs::write(&entry, content.as_bytes()).map_err(|e| io_msg(&path, &e))?;
-            let verb = if existed { "replaced" } else { "created" };
+            // Whole or not at all, so a failed write (a full disk) keeps the old content;
+            // and a new file, so a hard link to one outside the workspace is not written
+            // through.
+            let verb = if existing.is_some() {
+                "replaced"
+            } else {
+                "created"
+            };
+            regular_file::replace(&entry, content.as_bytes(), existing)
+                .map_err(|e| io_msg(&path, &e))?;
             Ok(format!(
                 "Wrote {} bytes to `{path}` ({verb}).",
                 content.len()
@@ -329,8 +345,17 @@ fn path_schema(description: &str) -> Value {
 }
 
 /// The `path` argument. The executor already checked the schema; this guards direct callers.
+/// The `path` argument. One longer than any file system takes is refused without being
+/// quoted, so no message echoes megabytes of the model's text back to it.
 fn path_arg(tool: &str, args: &Value) -> Result<String> {
     match args.get("path") {
+        Some(Value::String(path)) if path.len() > MAX_PATH_BYTES => Err(tool_error(
+            tool,
+            format!(
+                "`path` is {} bytes long; a path is at most {MAX_PATH_BYTES} bytes",
+                path.len()
+            ),
+        )),
         Some(Value::String(path)) => Ok(path.clone()),
         _ => Err(tool_error(tool, "`path` must be a string")),
     }

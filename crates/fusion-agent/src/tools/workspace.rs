@@ -189,7 +189,10 @@ pub(crate) fn describe_io(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::NotFound => "it does not exist".into(),
         io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
+        _ => match fusion_core::regular_file::NotRegular::of(e) {
+            Some(refusal) => format!("it {refusal}; the file tools use regular files only"),
+            None => e.to_string(),
+        },
     }
 }
 

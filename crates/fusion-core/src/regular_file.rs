@@ -1,10 +1,12 @@
-//! Opening the backend's files only as regular files: a FIFO (named pipe), directory,
-//! socket or device standing where a session file belongs is refused at once, never waited
-//! on, read or written.
+//! Files opened only as regular files, and replaced whole: for the file-system backend's
+//! session files, the agent's file tools and the command line's exports. A FIFO (named
+//! pipe), directory, socket or device standing where a regular file belongs is refused at
+//! once, never waited on, read or written.
 //!
 //! Opening a FIFO waits for the other end: `mkfifo sessions/abc.jsonl`, by mistake or
-//! malice, would hang every call on `abc` for ever, and a symlink to `/dev/null` would
-//! swallow its appends. So every file is opened here: on Unix with `O_NONBLOCK`, which
+//! malice, would hang every call on `abc` for ever (and a tool call reading it, a thread of
+//! the blocking pool with it), and a symlink to `/dev/null` would swallow appends. So
+//! [`open`] opens: on Unix with `O_NONBLOCK`, which
 //! makes the open of a FIFO return at once (or fail with `ENXIO`, for writing with no
 //! reader), then checked with `fstat` on the handle, so the path cannot change in between,
 //! and refused with [`NotRegular`] unless it is a regular file. Symlinks are followed as
@@ -18,21 +20,22 @@
 //! handed back with the file, so the check adds no system call to an append or a load.
 
 use std::fmt;
-use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, Read};
-use std::path::Path;
+use std::fs::{self, File, Metadata, OpenOptions, Permissions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why a file was refused: what stands where a regular file belongs. Carried inside an
-/// [`io::Error`]; `crate::error` turns it into the error of the session it belongs to.
+/// [`io::Error`] ([`NotRegular::of`] finds it), for the caller to report in its own terms.
 #[derive(Debug)]
-pub(crate) struct NotRegular {
+pub struct NotRegular {
     /// What the file is, with its article: "a FIFO (named pipe)", "a directory", ...
     kind: &'static str,
 }
 
 impl NotRegular {
     /// The refusal `err` carries, if it is one.
-    pub(crate) fn of(err: &io::Error) -> Option<&NotRegular> {
+    pub fn of(err: &io::Error) -> Option<&NotRegular> {
         err.get_ref()?.downcast_ref()
     }
 }
@@ -47,7 +50,7 @@ impl std::error::Error for NotRegular {}
 
 /// Opens `path` with `options`, returning the file and its metadata, or a [`NotRegular`]
 /// error unless it is a regular file (see the module docs).
-pub(crate) fn open(options: &mut OpenOptions, path: &Path) -> io::Result<(File, Metadata)> {
+pub fn open(options: &mut OpenOptions, path: &Path) -> io::Result<(File, Metadata)> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NONBLOCK);
     let file = match options.open(path) {
@@ -68,7 +71,7 @@ pub(crate) fn open(options: &mut OpenOptions, path: &Path) -> io::Result<(File, 
 }
 
 /// The whole of the regular file at `path`: [`fs::read`], refusing the rest.
-pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     let (mut file, metadata) = open(OpenOptions::new().read(true), path)?;
     let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
     file.read_to_end(&mut bytes)?;
@@ -77,13 +80,63 @@ pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
 
 /// A [`NotRegular`] error unless `metadata` (of an open file, or followed from a path)
 /// describes a regular file.
-pub(crate) fn check(metadata: &Metadata) -> io::Result<()> {
+pub fn check(metadata: &Metadata) -> io::Result<()> {
     if metadata.is_file() {
         return Ok(());
     }
     Err(io::Error::other(NotRegular {
         kind: kind_of(&metadata.file_type()),
     }))
+}
+
+/// Replaces the file `target` with one holding `bytes`, whole or not at all: writes a new
+/// temporary file beside it (with `permissions`, if given), flushes it to disk and renames
+/// it over `target`. A failure at any step removes the temporary file and leaves `target`
+/// as it was; a crash leaves at worst a stray temporary file, named
+/// `.{name}.{pid}.{nanos}.{n}.tmp`, which no later call trips over.
+///
+/// `target` itself is replaced, never written through: a hard link to it elsewhere keeps
+/// the old content, and a symbolic link at `target` is replaced by the file (callers that
+/// mean the file a link names pass that path). Works whether `target` exists or not.
+pub fn replace(target: &Path, bytes: &[u8], permissions: Option<Permissions>) -> io::Result<()> {
+    let (temp_path, mut temp) = temp_beside(target)?;
+    let written = temp
+        .write_all(bytes)
+        .and_then(|()| match permissions {
+            Some(permissions) => temp.set_permissions(permissions),
+            None => Ok(()),
+        })
+        .and_then(|()| temp.sync_all())
+        .and_then(|()| fs::rename(&temp_path, target));
+    if written.is_err() {
+        let _ = fs::remove_file(&temp_path);
+    }
+    written
+}
+
+/// A new temporary file in `target`'s directory, named after it, the process and the
+/// clock, so that one left by a killed run never stands in the way of the next.
+fn temp_beside(target: &Path) -> io::Result<(PathBuf, File)> {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    for attempt in 0u32..16 {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let temp = target.with_file_name(format!(
+            ".{name}.{}.{nanos}.{attempt}.tmp",
+            std::process::id()
+        ));
+        match OpenOptions::new().write(true).create_new(true).open(&temp) {
+            Ok(file) => return Ok((temp, file)),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("no free temporary file name beside {}", target.display()),
+    ))
 }
 
 #[cfg(unix)]
@@ -154,5 +207,27 @@ mod tests {
         assert_eq!(read(&file).unwrap(), b"");
         let missing = open(OpenOptions::new().read(true), &dir.path().join("missing"));
         assert_eq!(missing.unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_replaced_file_is_new_and_a_hard_link_keeps_the_old_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, outside) = (dir.path().join("file"), dir.path().join("outside"));
+        fs::write(&outside, "old").unwrap();
+        fs::hard_link(&outside, &file).unwrap();
+        replace(&file, b"new", None).unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"new");
+        assert_eq!(fs::read(&outside).unwrap(), b"old");
+        replace(&dir.path().join("created"), b"x", None).unwrap();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 3, "no temporary file left: {names:?}");
+        let missing_dir = dir.path().join("no/such/dir/file");
+        assert_eq!(
+            replace(&missing_dir, b"x", None).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
     }
 }
