@@ -3,13 +3,8 @@
 
 mod common;
 
-use common::{conversation, fails, load, ok, seed};
+use common::{conversation, fails, load, ok, on, seed};
 use fusion::storage::StorageType;
-
-/// `args` then `--storage url`.
-fn on<'a>(url: &'a str, args: &[&'a str]) -> Vec<&'a str> {
-    args.iter().copied().chain(["--storage", url]).collect()
-}
 
 /// A file-system store in `dir/sessions`, as a URL and as a storage.
 fn fs_storage(dir: &std::path::Path) -> (String, StorageType) {
@@ -227,32 +222,7 @@ fn reading_a_sqlite_file_that_does_not_exist_creates_nothing() {
         "sqlite://{}",
         tmp.path().join("no").join("such.db").display()
     );
-    let stderr = common::text(&common::run(tmp.path(), on(&url, &["sessions", "list"])).stderr);
-    assert!(stderr.starts_with("no sessions in"), "{stderr}");
-    for args in [
-        vec!["sessions", "show", "a"],
-        vec!["sessions", "export", "a"],
-        vec!["sessions", "delete", "a"],
-        vec!["sessions", "expire", "a", "--never"],
-        vec!["sessions", "retitle", "a", "t"],
-    ] {
-        let err = fails(tmp.path(), args.iter().copied().chain(["--storage", &url]));
-        assert!(err.contains("session \"a\" not found"), "{args:?}: {err}");
-    }
-    ok(
-        tmp.path(),
-        on(&url, &["sessions", "purge", "--older-than", "1d"]),
-    );
-    // Nor does a rekey find anything to do there.
-    let output = common::fusion(tmp.path())
-        .env(
-            "FUSION_ENCRYPTION_KEY",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        )
-        .args(on(&url, &["sessions", "rekey", "--dry-run"]))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", common::text(&output.stderr));
+    common::assert_reads_find_nothing(tmp.path(), &url);
     assert!(
         !tmp.path().join("no").exists(),
         "a read created the database"

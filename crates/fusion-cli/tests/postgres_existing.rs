@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{block_on, conversation, fails, ok, seed};
+use common::{block_on, conversation, fails, ok, on, seed};
 use fusion::storage::StorageType;
 use fusion_storage_postgres::testing as postgres_testing;
 
@@ -22,11 +22,6 @@ fn schema() -> Option<postgres_testing::Harness> {
 /// Whether the harness's schema exists on the server.
 fn exists(schema: &postgres_testing::Harness) -> bool {
     block_on(schema.exists())
-}
-
-/// `args` then `--storage url`.
-fn on<'a>(url: &'a str, args: &[&'a str]) -> Vec<&'a str> {
-    args.iter().copied().chain(["--storage", url]).collect()
 }
 
 /// A file-system store in `dir/sessions` holding session `s1`, as a URL.
@@ -44,40 +39,7 @@ fn reading_a_postgres_schema_that_does_not_exist_creates_nothing() {
     };
     let url = schema.storage_url();
     let tmp = tempfile::tempdir().unwrap();
-    let listed = common::run(tmp.path(), on(&url, &["sessions", "list"]));
-    assert!(listed.status.success(), "{}", common::text(&listed.stderr));
-    assert_eq!(common::text(&listed.stdout), "", "no session listed");
-    let stderr = common::text(&listed.stderr);
-    assert!(stderr.starts_with("no sessions in"), "{stderr}");
-    for args in [
-        vec!["sessions", "show", "a"],
-        vec!["sessions", "export", "a"],
-        vec!["sessions", "expire", "a", "--never"],
-        vec!["sessions", "retitle", "a", "t"],
-        vec!["sessions", "tag", "a", "--add", "x"],
-        vec!["sessions", "delete", "a"],
-    ] {
-        let err = fails(tmp.path(), args.iter().copied().chain(["--storage", &url]));
-        assert!(err.contains("session \"a\" not found"), "{args:?}: {err}");
-    }
-    ok(
-        tmp.path(),
-        on(&url, &["sessions", "purge", "--older-than", "1d"]),
-    );
-    ok(tmp.path(), on(&url, &["sessions", "purge", "--expired"]));
-    ok(
-        tmp.path(),
-        on(&url, &["sessions", "delete", "a", "--force"]),
-    );
-    let rekey = common::fusion(tmp.path())
-        .env(
-            "FUSION_ENCRYPTION_KEY",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        )
-        .args(on(&url, &["sessions", "rekey", "--dry-run"]))
-        .output()
-        .unwrap();
-    assert!(rekey.status.success(), "{}", common::text(&rekey.stderr));
+    common::assert_reads_find_nothing(tmp.path(), &url);
     assert!(!exists(&schema), "a read created schema {}", schema.schema);
 }
 

@@ -38,9 +38,9 @@ pub fn redact_url(url: &str) -> String {
 /// Query parameters whose values [`redact_url`] shows: names the bundled backends and
 /// their drivers read that never hold a secret (Fusion's `key_prefix`, `publish_changes`
 /// and `schema`; Redis's `protocol`, `db` and `user`; SQLite's `mode`, `cache`,
-/// `immutable` and `vfs`; PostgreSQL's connection and TLS settings, whose `ssl*` values
-/// are file paths; an OpenAI-compatible endpoint's `api-version`). Anything else,
-/// `options` included (it may set anything), is hidden.
+/// `immutable` and `vfs`; PostgreSQL's server, database and TLS mode; an OpenAI-compatible
+/// endpoint's `api-version`). Anything else is hidden: `options` (it may set anything),
+/// and also the TLS file paths, which an error does not need.
 const SHOWN_QUERY_KEYS: &[&str] = &[
     "key_prefix",
     "publish_changes",
@@ -52,20 +52,11 @@ const SHOWN_QUERY_KEYS: &[&str] = &[
     "cache",
     "immutable",
     "vfs",
-    "sslmode",
-    "ssl-mode",
-    "sslrootcert",
-    "ssl-root-cert",
-    "ssl-ca",
-    "sslcert",
-    "ssl-cert",
-    "sslkey",
-    "ssl-key",
-    "statement-cache-capacity",
     "host",
     "hostaddr",
     "port",
     "dbname",
+    "sslmode",
     "application_name",
     "api-version",
 ];

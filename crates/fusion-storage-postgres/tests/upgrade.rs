@@ -81,6 +81,14 @@ async fn stored(harness: &Harness) -> (BTreeMap<String, Row>, BTreeMap<String, V
     (sessions, messages)
 }
 
+/// The versions of the migrations recorded as applied in the harness's schema.
+async fn applied(harness: &Harness) -> Vec<i64> {
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(&mut harness.raw().await)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_version_1_schema_upgrades_in_place_and_keeps_every_session() {
     let Some(harness) = harness().await else {
@@ -91,13 +99,8 @@ async fn a_version_1_schema_upgrades_in_place_and_keeps_every_session() {
     assert_eq!(before.len(), 5, "the fixture holds five sessions");
 
     let storage = harness.open().await.expect("opening upgrades the schema");
+    assert_eq!(applied(&harness).await, [1, 2, 3, 4]);
     let mut raw = harness.raw().await;
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(&mut raw)
-            .await
-            .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
     let collation: String = sqlx::query_scalar(
         "SELECT c.collname::text FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation \
          WHERE a.attrelid = 'sessions'::regclass AND a.attname = 'id'",
@@ -263,13 +266,7 @@ async fn connect_existing_upgrades_a_version_1_schema_too() {
         .await
         .unwrap()
         .expect("the version 1 storage exists");
-    let mut raw = harness.raw().await;
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(&mut raw)
-            .await
-            .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(applied(&harness).await, [1, 2, 3, 4]);
     let ids: Vec<String> = before.keys().cloned().collect();
     assert_eq!(storage.list_sessions().await.unwrap(), ids);
     storage.close().await;

@@ -91,6 +91,46 @@ where
         .expect("the fusion binary runs")
 }
 
+/// `args` then `--storage url`.
+pub fn on<'a>(url: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    args.iter().copied().chain(["--storage", url]).collect()
+}
+
+/// Runs every command that reads sessions or changes existing ones on `url`, a storage
+/// that does not exist, from `dir`: `list` says there are none, the others that session
+/// `a` is not found, purges and a rekey dry run find nothing to do. The caller checks
+/// that nothing was created.
+pub fn assert_reads_find_nothing(dir: &Path, url: &str) {
+    let listed = run(dir, on(url, &["sessions", "list"]));
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert_eq!(text(&listed.stdout), "", "no session listed");
+    let stderr = text(&listed.stderr);
+    assert!(stderr.starts_with("no sessions in"), "{stderr}");
+    for args in [
+        vec!["sessions", "show", "a"],
+        vec!["sessions", "export", "a"],
+        vec!["sessions", "delete", "a"],
+        vec!["sessions", "expire", "a", "--never"],
+        vec!["sessions", "retitle", "a", "t"],
+        vec!["sessions", "tag", "a", "--add", "x"],
+    ] {
+        let err = fails(dir, args.iter().copied().chain(["--storage", url]));
+        assert!(err.contains("session \"a\" not found"), "{args:?}: {err}");
+    }
+    ok(dir, on(url, &["sessions", "purge", "--older-than", "1d"]));
+    ok(dir, on(url, &["sessions", "purge", "--expired"]));
+    ok(dir, on(url, &["sessions", "delete", "a", "--force"]));
+    let rekey = fusion(dir)
+        .env(
+            "FUSION_ENCRYPTION_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .args(on(url, &["sessions", "rekey", "--dry-run"]))
+        .output()
+        .unwrap();
+    assert!(rekey.status.success(), "{}", text(&rekey.stderr));
+}
+
 /// stdout of a run that must succeed.
 pub fn ok<I, S>(data_dir: &Path, args: I) -> String
 where
