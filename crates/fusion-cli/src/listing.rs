@@ -140,7 +140,7 @@ fn query(args: &ListArgs) -> Result<SessionQuery> {
         .validate()
         .map_err(|err| match (&err, &query.cursor) {
             // A cursor handed out by the other order.
-            (fusion::Error::InvalidMeta(detail), Some(_)) if detail.contains("cursor") => {
+            (fusion::Error::InvalidQuery(detail), Some(_)) if detail.contains("cursor") => {
                 anyhow::Error::new(err)
                     .context("bad --cursor: pass it with the --order it came from")
             }

@@ -88,11 +88,17 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// Session metadata (owner, title, tags, data) or a listing query breaks a rule of
-    /// [`SessionMeta`](crate::SessionMeta) or [`SessionQuery`](crate::SessionQuery).
-    /// Nothing was read or written.
+    /// Session metadata (owner, title, tags, data, expiry) breaks a rule of
+    /// [`SessionMeta`](crate::SessionMeta), or another argument of a call is out of range
+    /// (a session created without messages, a purge batch). Nothing was read or written.
     #[error("invalid session metadata: {0}")]
     InvalidMeta(String),
+
+    /// A listing query ([`SessionQuery`](crate::SessionQuery)) cannot be run: a page limit
+    /// out of range, a cursor that is not one (or was handed out for the other order), a
+    /// search text, owner or tag that breaks a rule. Nothing was read.
+    #[error("invalid session query: {0}")]
+    InvalidQuery(String),
 
     /// A caller scoped to one owner ([`OwnerScope`](crate::OwnerScope)) tried to write a
     /// session that belongs to another owner, or to none. Nothing was written.

@@ -148,19 +148,28 @@ impl SessionQuery {
     }
 
     /// Checks the owner, tag, search text, limit and cursor, returning
-    /// [`Error::InvalidMeta`]. Backends call this before reading anything.
+    /// [`Error::InvalidQuery`]. Backends call this before reading anything.
     pub fn validate(&self) -> Result<()> {
+        // An owner or tag filter follows the rules of the metadata it matches, but it is the
+        // query that is wrong.
+        let in_query = |err| match err {
+            Error::InvalidMeta(detail) => Error::InvalidQuery(detail),
+            other => other,
+        };
         if let Some(owner) = &self.owner {
-            validate_owner(owner)?;
+            validate_owner(owner).map_err(in_query)?;
         }
         if let Some(tag) = &self.tag {
-            SessionMeta::new().tags([tag.as_str()]).validate()?;
+            SessionMeta::new()
+                .tags([tag.as_str()])
+                .validate()
+                .map_err(in_query)?;
         }
         if let Some(text) = &self.search {
             search::validate(text)?;
         }
         if !(1..=Self::MAX_LIMIT).contains(&self.limit) {
-            return Err(Error::InvalidMeta(format!(
+            return Err(Error::InvalidQuery(format!(
                 "a page limit of {} is out of range 1..={}",
                 self.limit,
                 Self::MAX_LIMIT
@@ -341,7 +350,7 @@ impl Cursor {
 
     /// The position this cursor holds, checked against the order it is used with.
     pub fn position(&self, order: SessionOrder) -> Result<Position> {
-        let bad = |why: &str| Error::InvalidMeta(format!("invalid cursor {:?}: {why}", self.0));
+        let bad = |why: &str| Error::InvalidQuery(format!("invalid cursor {:?}: {why}", self.0));
         let position = if let Some(rest) = self.0.strip_prefix("u.") {
             let (micros, id) = rest.split_once('.').ok_or_else(|| bad("no id"))?;
             Position::Updated {

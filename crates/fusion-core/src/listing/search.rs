@@ -22,7 +22,7 @@ const LIKE_ESCAPE: char = '\\';
 const MAX_SEARCH_CHARS: usize = SessionQuery::MAX_SEARCH_CHARS;
 
 /// Checks a search text: some character other than white space, at most
-/// [`MAX_SEARCH_CHARS`] characters, no control characters; else [`Error::InvalidMeta`].
+/// [`MAX_SEARCH_CHARS`] characters, no control characters; else [`Error::InvalidQuery`].
 pub(crate) fn validate(text: &str) -> Result<()> {
     let length = text.chars().count();
     let reason = if text.trim().is_empty() {
@@ -35,7 +35,7 @@ pub(crate) fn validate(text: &str) -> Result<()> {
         return Ok(());
     };
     let shown: String = text.chars().take(40).collect();
-    Err(Error::InvalidMeta(format!(
+    Err(Error::InvalidQuery(format!(
         "invalid search text {shown:?}: {reason}"
     )))
 }
@@ -110,7 +110,7 @@ mod tests {
         let long = "x".repeat(MAX_SEARCH_CHARS + 1);
         for bad in ["", "   ", "a\nb", "tab\there", long.as_str()] {
             let err = validate(bad).unwrap_err();
-            assert!(matches!(err, Error::InvalidMeta(_)), "{bad:?}: {err:?}");
+            assert!(matches!(err, Error::InvalidQuery(_)), "{bad:?}: {err:?}");
             assert!(err.to_string().contains("invalid search text"), "{err}");
         }
         validate(&"é".repeat(MAX_SEARCH_CHARS)).unwrap();

@@ -329,7 +329,7 @@ pub async fn listing_refuses_a_bad_query<H: StorageHarness>(harness: &H) {
     ];
     for query in queries {
         let err = store.list_page(&query).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidMeta(_)), "{query:?}: {err:?}");
+        assert!(matches!(err, Error::InvalidQuery(_)), "{query:?}: {err:?}");
     }
     assert!("u.1.../etc".parse::<crate::Cursor>().is_err());
 }

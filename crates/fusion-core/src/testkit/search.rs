@@ -193,7 +193,7 @@ pub async fn search_pages_continue_after_their_cursor<H: StorageHarness>(harness
 }
 
 /// A search text that is blank, longer than [`SessionQuery::MAX_SEARCH_CHARS`] or holds
-/// a control character is refused as [`Error::InvalidMeta`]; the longest valid one runs.
+/// a control character is refused as [`Error::InvalidQuery`]; the longest valid one runs.
 pub async fn listing_refuses_a_bad_search<H: StorageHarness>(harness: &H) {
     let store: Arc<dyn ConversationStorage> = Arc::new(open(harness).await);
     store.append("a", &said("x")).await.unwrap();
@@ -202,9 +202,9 @@ pub async fn listing_refuses_a_bad_search<H: StorageHarness>(harness: &H) {
     for text in ["", "  ", "line\nbreak", "nul\0", long.as_str()] {
         let query = SessionQuery::new().search(text);
         let err = store.list_page(&query).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidMeta(_)), "{text:?}: {err:?}");
+        assert!(matches!(err, Error::InvalidQuery(_)), "{text:?}: {err:?}");
         let err = scoped.list_page(&query).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidMeta(_)), "{text:?}: {err:?}");
+        assert!(matches!(err, Error::InvalidQuery(_)), "{text:?}: {err:?}");
     }
     let longest = "é".repeat(SessionQuery::MAX_SEARCH_CHARS);
     let page = store

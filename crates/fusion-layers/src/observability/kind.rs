@@ -7,7 +7,7 @@ use fusion_core::Error;
 /// The kind of `err`, stable across releases, so dashboards and alerts can key on it.
 ///
 /// One name per [`Error`] variant: `invalid_session_id`, `corrupt`, `invalid_message`,
-/// `backend`, `conflict`, `invalid_meta`, `not_owner`, `unsupported`, `io`,
+/// `backend`, `conflict`, `invalid_meta`, `invalid_query`, `not_owner`, `unsupported`, `io`,
 /// `serialization`, `config`, `feature_disabled`, `llm`, `tool`, and `other` for a variant
 /// added to [`Error`] after this layer was written.
 pub fn error_kind(err: &Error) -> &'static str {
@@ -18,6 +18,7 @@ pub fn error_kind(err: &Error) -> &'static str {
         Error::Backend { .. } => "backend",
         Error::Conflict { .. } => "conflict",
         Error::InvalidMeta(_) => "invalid_meta",
+        Error::InvalidQuery(_) => "invalid_query",
         Error::NotOwner { .. } => "not_owner",
         Error::Unsupported { .. } => "unsupported",
         Error::Io { .. } => "io",

@@ -52,9 +52,9 @@ impl PageError {
     /// or query (400), the server's problem otherwise (500).
     pub(crate) fn storage(err: &fusion::Error) -> Self {
         match err {
-            fusion::Error::InvalidSessionId { .. } | fusion::Error::InvalidMeta(_) => {
-                Self::bad_request(err.to_string())
-            }
+            fusion::Error::InvalidSessionId { .. }
+            | fusion::Error::InvalidMeta(_)
+            | fusion::Error::InvalidQuery(_) => Self::bad_request(err.to_string()),
             _ => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the storage failed: {err}"),
