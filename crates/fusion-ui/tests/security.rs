@@ -79,7 +79,7 @@ async fn every_response_carries_the_security_headers() {
     for reply in &replies {
         assert_eq!(reply.header("content-security-policy"), CSP);
         assert_eq!(reply.header("x-content-type-options"), "nosniff");
-        assert_eq!(reply.header("referrer-policy"), "no-referrer");
+        assert_eq!(reply.header("referrer-policy"), "same-origin");
         assert_eq!(reply.header("x-frame-options"), "DENY");
     }
     assert_eq!(replies[0].header("cache-control"), "no-store");
@@ -157,6 +157,10 @@ async fn the_token_in_the_url_becomes_a_strict_cookie_and_leaves_the_address() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(send(&app, with_bearer).await.status, StatusCode::OK);
+    // The address it redirects to is always ours, never another host's.
+    let reply = send(&app, get(&format!("//evil.example/x?token={TOKEN}"))).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.header("location"), "/evil.example/x");
 }
 
 #[tokio::test]

@@ -12,18 +12,40 @@ pub(crate) struct Listed {
     pub id: String,
     /// The title, when it has one.
     pub title: Option<String>,
-    /// Its message count; `None` when nothing is stored under the id (already gone).
+    /// Its message count; `None` when nothing is stored under the id (already gone) or
+    /// its facts cannot be read.
     pub count: Option<usize>,
+    /// Why its facts cannot be read (a damaged metadata file): a session that is most
+    /// wanted gone, and which the delete itself, reading none of them, can remove.
+    pub damage: Option<String>,
 }
 
 impl Listed {
-    /// Session `id`, described by `info` when it exists.
-    pub(crate) fn new(id: String, info: Option<&SessionInfo>) -> Self {
-        Self {
+    /// Session `id`, described by what reading its facts gave: `Ok(None)` when nothing is
+    /// stored under it. An error is `Err` unless it is damage to the session itself
+    /// ([`Error::Corrupt`](fusion::Error::Corrupt)), which the page shows instead.
+    pub(crate) fn read(
+        id: String,
+        info: fusion::Result<Option<SessionInfo>>,
+    ) -> Result<Self, fusion::Error> {
+        let info = match info {
+            Ok(info) => info,
+            Err(err @ fusion::Error::Corrupt { .. }) => {
+                return Ok(Self {
+                    id,
+                    title: None,
+                    count: None,
+                    damage: Some(err.to_string()),
+                });
+            }
+            Err(err) => return Err(err),
+        };
+        Ok(Self {
             id,
-            title: info.and_then(|info| info.meta.title.clone()),
-            count: info.map(|info| info.message_count),
-        }
+            title: info.as_ref().and_then(|info| info.meta.title.clone()),
+            count: info.as_ref().map(|info| info.message_count),
+            damage: None,
+        })
     }
 }
 

@@ -1,8 +1,8 @@
 //! The page that asks before a session is deleted; its form posts the deletion.
 
 use askama::Template;
-use fusion::storage::SessionInfo;
 
+use super::bulk::Listed;
 use crate::assets::{AssetUrls, URLS};
 
 /// "Delete session X?" with the form that does it.
@@ -14,17 +14,20 @@ pub(crate) struct ConfirmDelete {
     id: String,
     label: String,
     count: usize,
+    /// Why the session's facts cannot be read, if they cannot.
+    damage: Option<String>,
 }
 
 impl ConfirmDelete {
-    /// The question for the session `info` describes.
-    pub(crate) fn new(info: &SessionInfo) -> Self {
+    /// The question for the session `session` describes, one that exists or is damaged.
+    pub(crate) fn new(session: Listed) -> Self {
         Self {
-            title: format!("Delete {}?", info.id),
+            title: format!("Delete {}?", session.id),
             assets: &URLS,
-            id: info.id.clone(),
-            label: info.meta.title.clone().unwrap_or_else(|| info.id.clone()),
-            count: info.message_count,
+            label: session.title.unwrap_or_else(|| session.id.clone()),
+            id: session.id,
+            count: session.count.unwrap_or_default(),
+            damage: session.damage,
         }
     }
 }
@@ -32,16 +35,31 @@ impl ConfirmDelete {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fusion::storage::SessionInfo;
 
     #[test]
     fn the_confirmation_posts_to_the_delete_route() {
-        let html = ConfirmDelete::new(&SessionInfo::new("s:1", 4))
-            .render()
-            .unwrap();
+        let info = SessionInfo::new("s:1", 4);
+        let listed = Listed::read("s:1".into(), Ok(Some(info))).unwrap();
+        let html = ConfirmDelete::new(listed).render().unwrap();
         assert!(
             html.contains(r#"<form method="post" action="/sessions/s:1/delete""#),
             "{html}"
         );
         assert!(html.contains("its 4 messages"), "{html}");
+    }
+
+    #[test]
+    fn a_damaged_session_is_asked_about_with_its_damage() {
+        let damage = fusion::Error::corrupt("fs", "s:1", "its metadata file is not JSON");
+        let listed = Listed::read("s:1".into(), Err(damage)).unwrap();
+        let html = ConfirmDelete::new(listed).render().unwrap();
+        assert!(html.contains("its metadata file is not JSON"), "{html}");
+        assert!(
+            html.contains(r#"<form method="post" action="/sessions/s:1/delete""#),
+            "{html}"
+        );
+        let unreachable = fusion::Error::Config("no server".into());
+        assert!(Listed::read("s:1".into(), Err(unreachable)).is_err());
     }
 }

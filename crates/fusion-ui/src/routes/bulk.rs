@@ -32,12 +32,8 @@ pub(crate) async fn confirm(
     let mut listed = Vec::with_capacity(ids.len());
     for id in ids {
         SessionId::validate(&id).map_err(|err| PageError::bad_request(err.to_string()))?;
-        let info = state
-            .storage
-            .session_info(&id)
-            .await
-            .map_err(|err| PageError::storage(&err))?;
-        listed.push(Listed::new(id, info.as_ref()));
+        let info = state.storage.session_info(&id).await;
+        listed.push(Listed::read(id, info).map_err(|err| PageError::storage(&err))?);
     }
     Ok(render(StatusCode::OK, &ConfirmBulk::new(listed)))
 }

@@ -7,18 +7,28 @@ use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
 use fusion::SessionId;
 
-use super::request::existing;
+use crate::html::bulk::Listed;
 use crate::html::delete::ConfirmDelete;
 use crate::html::{PageError, render};
 use crate::state::AppState;
 
-/// `GET /sessions/{id}/delete`: the confirmation page (404 for an unknown session).
+/// `GET /sessions/{id}/delete`: the confirmation page (404 for an unknown session). A
+/// damaged session (its metadata unreadable) is asked about too, with its damage: that is
+/// when deleting it is most wanted.
 pub(crate) async fn confirm(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let info = existing(state.storage.as_ref(), &id).await?;
-    Ok(render(StatusCode::OK, &ConfirmDelete::new(&info)))
+    SessionId::validate(&id).map_err(|err| PageError::bad_request(err.to_string()))?;
+    let info = state.storage.session_info(&id).await;
+    let session = Listed::read(id, info).map_err(|err| PageError::storage(&err))?;
+    if session.count.is_none() && session.damage.is_none() {
+        return Err(PageError::not_found(format!(
+            "No session {:?} is stored.",
+            session.id
+        )));
+    }
+    Ok(render(StatusCode::OK, &ConfirmDelete::new(session)))
 }
 
 /// `POST /sessions/{id}/delete`: deletes, then 303 to the sessions page. Deleting a

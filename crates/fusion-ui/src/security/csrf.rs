@@ -9,11 +9,13 @@
 //! `Sec-Fetch-Site: same-origin` or the bearer token (a header no other site can make a
 //! browser send).
 //!
-//! `null` needs that second look because our own pages produce it: under
-//! `Referrer-Policy: no-referrer` a browser sends `Origin: null` with a form post even to
-//! its own origin (the Fetch standard's "serializing a request origin"). A sandboxed
-//! frame on another site sends `null` too, but with `Sec-Fetch-Site: cross-site`, which no
-//! page can change.
+//! Our pages are served with `Referrer-Policy: same-origin`, so their form posts carry
+//! the real `Origin`. (Under `no-referrer`, which earlier releases sent, a browser sends
+//! `Origin: null` with a form post even to its own origin, the Fetch standard's
+//! "serializing a request origin"; over plain HTTP to a LAN address Chromium sends no
+//! `Sec-Fetch-Site` either, so those posts were refused.) `null` still gets the second
+//! look, for a page cached from before: a sandboxed frame on another site sends `null`
+//! too, but with `Sec-Fetch-Site: cross-site`, which no page can change.
 
 use axum::extract::Request;
 use axum::http::Method;

@@ -27,7 +27,12 @@ pub(crate) async fn add_headers(request: Request, next: Next) -> Response {
     let headers = response.headers_mut();
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with our own forms' posts,
+    // and where it also sends no `Sec-Fetch-Site` (plain HTTP to a LAN address), the
+    // same-origin check (`csrf`) could not tell them from another site's. `same-origin`
+    // sends nothing to other sites, and the token never stays in our addresses (`token`
+    // redirects it away).
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !asset {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

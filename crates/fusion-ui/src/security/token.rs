@@ -82,7 +82,9 @@ fn split_token_param(uri: &Uri) -> Option<(String, String)> {
         }
     }
     let rest = rest.finish();
-    let path = uri.path();
+    // One leading slash: `//evil.example/` (or `/\evil.example/`) as a `Location` would
+    // send the browser to another host.
+    let path = format!("/{}", uri.path().trim_start_matches(['/', '\\']));
     let target = if rest.is_empty() {
         path.to_string()
     } else {

@@ -1,0 +1,65 @@
+//! A session whose facts cannot be read (a damaged metadata file on the fs backend) can
+//! still be deleted from the pages: the confirmations say what is wrong instead of
+//! failing, and the delete, which reads none of it, goes through.
+
+mod common;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::http::StatusCode;
+use fusion::storage::{ConversationStorage, InMemoryStorage, SessionInfo, SessionMeta};
+use fusion_core::{Error, Intercept, Intercepted, Result};
+use fusion_ui::{UiConfig, router};
+
+use common::*;
+
+/// The store, except that the facts of session `damaged` cannot be read, as when its
+/// metadata file is not JSON.
+struct Damaged(Arc<InMemoryStorage>);
+
+#[async_trait]
+impl Intercept for Damaged {
+    fn inner(&self) -> &dyn ConversationStorage {
+        self.0.as_ref()
+    }
+
+    async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
+        if session_id == "damaged" {
+            return Err(Error::corrupt(
+                "fs",
+                session_id,
+                "its metadata file is not JSON",
+            ));
+        }
+        self.0.session_info(session_id).await
+    }
+}
+
+#[tokio::test]
+async fn a_session_whose_facts_cannot_be_read_is_asked_about_and_deleted() {
+    let storage = store();
+    put(&storage, "damaged", SessionMeta::new(), &exchange()).await;
+    put(&storage, "fine", SessionMeta::new(), &exchange()).await;
+    let address = HOST.parse().unwrap();
+    let settings = UiConfig::new(address).settings(address).unwrap();
+    let app = router(Arc::new(Intercepted(Damaged(storage.clone()))), &settings);
+
+    let reply = send(&app, get("/sessions/damaged/delete")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(
+        reply.body.contains("its metadata file is not JSON"),
+        "{}",
+        reply.body
+    );
+    let reply = send(&app, get("/bulk-delete?id=damaged&id=fine")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(reply.body.contains("(damaged: "), "{}", reply.body);
+    assert!(reply.body.contains("messages)"), "{}", reply.body);
+    let reply = send(&app, get("/sessions/gone/delete")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+
+    let reply = send(&app, post_form("/sessions/damaged/delete", "")).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(storage.list_sessions().await.unwrap(), ["fine"]);
+}
