@@ -70,6 +70,19 @@ pub fn open(options: &mut OpenOptions, path: &Path) -> io::Result<(File, Metadat
     Ok((file, metadata))
 }
 
+/// [`open`] for reading and writing, the file created if missing and never truncated: a
+/// lock or state file, which every user opens alike.
+pub fn open_or_create(path: &Path) -> io::Result<(File, Metadata)> {
+    open(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+        path,
+    )
+}
+
 /// The whole of the regular file at `path`: [`fs::read`], refusing the rest.
 pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     let (mut file, metadata) = open(OpenOptions::new().read(true), path)?;

@@ -25,10 +25,10 @@ impl SessionLock {
     /// Takes the exclusive lock on `path`, creating it (and `dir`) if needed.
     pub(crate) fn exclusive(dir: &Path, path: &Path) -> Result<Self> {
         loop {
-            let (file, opened) = match open_lock_file(path) {
+            let (file, opened) = match regular_file::open_or_create(path) {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir_all(dir).at(dir)?;
-                    open_lock_file(path)
+                    regular_file::open_or_create(path)
                 }
                 other => other,
             }
@@ -78,7 +78,7 @@ impl SessionLock {
     /// this backend there without having created it, so reading unlocked is safe.
     pub(crate) fn shared(path: &Path) -> Result<Self> {
         loop {
-            let (file, opened) = match open_lock_file(path) {
+            let (file, opened) = match regular_file::open_or_create(path) {
                 Ok(opened) => opened,
                 Err(err) if is_unwritable(&err) => {
                     match regular_file::open(OpenOptions::new().read(true), path) {
@@ -229,18 +229,6 @@ fn write_at(mut file: &File, bytes: &[u8]) -> io::Result<()> {
     use std::io::{Seek, SeekFrom, Write};
     file.seek(SeekFrom::Start(0))?;
     file.write_all(bytes)
-}
-
-/// The lock file, and what `fstat` said of it when it was opened.
-fn open_lock_file(path: &Path) -> io::Result<(File, Metadata)> {
-    regular_file::open(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false),
-        path,
-    )
 }
 
 /// Whether `path` still names the file locked through a handle that was `held` when it

@@ -334,16 +334,9 @@ impl Index {
 
     fn open(&self, name: &str) -> Result<File> {
         let path = self.root.join(name);
-        regular_file::open(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false),
-            &path,
-        )
-        .at(&path)
-        .map(|(file, _)| file)
+        regular_file::open_or_create(&path)
+            .at(&path)
+            .map(|(file, _)| file)
     }
 
     /// A file opened for reading; a missing one reads as empty.
