@@ -211,24 +211,40 @@ where
     let service = serve_client(handler, transport)
         .await
         .map_err(|e| e.to_string())?;
-    let tools = list_tools(service.peer())
-        .await
-        .map_err(|e| format!("tools/list failed: {e}"))?;
+    let tools = list_tools(service.peer()).await?;
     Ok((service, tools))
 }
 
-/// Every tool of the server, following `nextCursor` to the last page.
+/// The most pages of `tools/list` read. A server whose list never ends (every page names
+/// a next one) is refused with an error saying so, rather than read until the memory
+/// runs out; a real server's tools fit in a few pages.
+pub const MAX_LIST_PAGES: usize = 100;
+
+/// Every tool of the server, following `nextCursor` to the last page; an error (as the
+/// reason, for a message) names what went wrong.
 ///
 /// Sent as a raw `tools/list` and read one tool at a time, so that one tool the SDK's types
 /// cannot hold (an `inputSchema` that is not an object, say) is reported and skipped
-/// instead of failing the whole list.
-pub async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Listed>, ServiceError> {
+/// instead of failing the whole list. A list longer than [`MAX_LIST_PAGES`] pages, or one
+/// that names a page it already gave, is refused.
+pub async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Listed>, String> {
     let mut listed = Vec::new();
     let mut cursor: Option<String> = None;
-    loop {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..MAX_LIST_PAGES {
+        if let Some(cursor) = &cursor
+            && !seen.insert(cursor.clone())
+        {
+            return Err(format!(
+                "tools/list failed: the server's tool list comes back to a page it already \
+                 gave (cursor {:?}), so it never ends",
+                cursor.chars().take(40).collect::<String>()
+            ));
+        }
         let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
         let request = ClientRequest::CustomRequest(CustomRequest::new("tools/list", params));
-        let page: Value = match peer.send_request(request).await? {
+        let reply = peer.send_request(request).await;
+        let page: Value = match reply.map_err(|e| format!("tools/list failed: {e}"))? {
             ServerResult::ListToolsResult(page) => {
                 listed.extend(page.tools.into_iter().map(Ok));
                 cursor = page.next_cursor;
@@ -239,7 +255,12 @@ pub async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Listed>, ServiceE
             }
             ServerResult::CustomResult(page) => page.0,
             ServerResult::EmptyResult(_) => return Ok(listed),
-            _ => return Err(ServiceError::UnexpectedResponse),
+            _ => {
+                return Err(format!(
+                    "tools/list failed: {}",
+                    ServiceError::UnexpectedResponse
+                ));
+            }
         };
         for tool in page["tools"].as_array().into_iter().flatten() {
             let name = tool["name"].as_str().unwrap_or("(unnamed)").to_owned();
@@ -253,6 +274,11 @@ pub async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Listed>, ServiceE
             return Ok(listed);
         }
     }
+    Err(format!(
+        "tools/list failed: the server's tool list goes on past {MAX_LIST_PAGES} pages \
+         ({} tools so far); Fusion reads at most {MAX_LIST_PAGES}",
+        listed.len()
+    ))
 }
 
 /// What the client does with a server's requests and notifications: introduces itself as

@@ -210,7 +210,18 @@ impl Core {
                 _ => return,
             }
         };
-        match list_tools(connection.peer()).await {
+        // Bounded like the first listing: a server that stops answering, or pages slowly for
+        // ever, must not keep this task (and its pages) alive.
+        let listing =
+            tokio::time::timeout(self.options.startup_timeout, list_tools(connection.peer()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "tools/list did not finish within {:?}",
+                        self.options.startup_timeout
+                    ))
+                });
+        match listing {
             Ok(tools) => {
                 let slot = self.slot.lock().await;
                 if slot.generation == generation {

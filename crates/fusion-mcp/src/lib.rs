@@ -66,7 +66,12 @@
 //! - a call past the per-call timeout is cancelled (`notifications/cancelled`) and the
 //!   model is told; a server that exits mid-call gives an observation saying so, with its
 //!   exit status, and is started again on the next call, its tools listed again;
-//! - a result of any size is cut to the limit;
+//! - a result is cut to the limit, up to what the SDK reads: over stdio one JSON-RPC line
+//!   of at most 16 MiB (rmcp discards a longer one, and the call then ends at the per-call
+//!   timeout), over HTTP the SDK's largest response body;
+//! - a tool list is read to at most [`MAX_LIST_PAGES`] pages, and one that comes back to a
+//!   page it gave is refused: a list that never ends fails the start (or, on a change, is
+//!   not taken) instead of filling the memory;
 //! - child processes run in their own process group, killed when the server is shut down
 //!   or dropped, so nothing is left behind (see [`McpServer`]).
 //!
@@ -96,6 +101,7 @@ pub mod testing;
 mod tool;
 
 pub use config::McpConfig;
+pub use connection::MAX_LIST_PAGES;
 pub use options::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_OBSERVATION_BYTES, DEFAULT_STARTUP_TIMEOUT, McpOptions,
 };
