@@ -8,6 +8,7 @@
 //! ([`export::message_headings`]), so `show` and `export --format markdown` name a message
 //! alike; the markdown itself is the library's, with the other export formats.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use fusion::ChatMessage;
@@ -157,7 +158,7 @@ pub fn transcript(id: &str, info: Option<&SessionInfo>, messages: &[ChatMessage]
             );
         }
     }
-    out
+    printable(&out).into_owned()
 }
 
 fn indent(text: &str, prefix: &str) -> String {
@@ -177,10 +178,39 @@ pub fn plural(count: usize, noun: &str) -> String {
 
 /// `text` cut to `max_chars` characters, with `…` when something was cut.
 pub fn shorten(text: &str, max_chars: usize) -> String {
+    let text = printable(text);
     match text.char_indices().nth(max_chars) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
+        None => text.into_owned(),
     }
+}
+
+/// `text` safe to print on a terminal: every control character but new line and tab
+/// written as a visible escape (`\x1b`, `\r`, `\u{9b}`).
+///
+/// What reaches the terminal (the model's text, tool results, a stored session) is
+/// untrusted: a prompt-injected model or an MCP server could otherwise clear the screen,
+/// set the window title or the clipboard (OSC 52), or overwrite a `[failed]` mark with
+/// `\r` and a line of its own.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.contains(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            c if unsafe_char(c) && u32::from(c) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if unsafe_char(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -193,6 +223,21 @@ mod tests {
     fn shorten_cuts_on_characters_and_marks_the_cut() {
         assert_eq!(shorten("héllo", 10), "héllo");
         assert_eq!(shorten("héllo", 2), "hé…");
+    }
+
+    #[test]
+    fn control_characters_print_as_escapes_but_lines_and_tabs_stay() {
+        assert!(matches!(printable("plain\n\ttext"), Cow::Borrowed(_)));
+        let hostile = "\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07ok\r\x1b[K\u{9b}31m";
+        assert_eq!(
+            printable(hostile),
+            "\\x1b[2J\\x1b]52;c;cm0gLXJmIH4=\\x07ok\\r\\x1b[K\\u{9b}31m"
+        );
+        assert_eq!(shorten("\x1b[2J", 3), "\\x1…");
+        let session = [ChatMessage::user("hi\x1b]0;owned\x07")];
+        let shown = transcript("s", None, &session);
+        assert!(shown.contains("hi\\x1b]0;owned\\x07"), "{shown}");
+        assert!(!shown.contains('\x1b'), "{shown}");
     }
     use std::time::{Duration, UNIX_EPOCH};
 

@@ -41,6 +41,8 @@ async fn yes_no_and_always_on_the_terminal() {
         .push_text("Deleted old.log.")
         .push_tool_call("delete_file", r#"{"path":"keep.txt"}"#)
         .push_text("I left keep.txt alone.")
+        .push_tool_call("delete_file", r#"{"path":"keep.txt"}"#)
+        .push_text("Still there.")
         .push_tool_call("delete_file", r#"{"path":"a.tmp"}"#)
         .push_tool_call("delete_file", r#"{"path":"b.tmp"}"#)
         .push_text("Both gone.");
@@ -60,6 +62,14 @@ async fn yes_no_and_always_on_the_terminal() {
     repl.stdout(r#"allow delete_file(path="keep.txt")?"#).await;
     repl.send("n");
     let shown = repl.stdout("I left keep.txt alone.").await;
+    assert!(shown.contains("[declined]"), "{shown}");
+    assert!(tmp.path().join("keep.txt").exists());
+
+    // Ctrl-D declines as `n` does, and the turn goes on to the model's answer.
+    repl.send("delete keep.txt again");
+    repl.stdout(r#"allow delete_file(path="keep.txt")?"#).await;
+    repl.end_of_input();
+    let shown = repl.stdout("Still there.").await;
     assert!(shown.contains("[declined]"), "{shown}");
     assert!(tmp.path().join("keep.txt").exists());
 
@@ -92,7 +102,11 @@ async fn yes_no_and_always_on_the_terminal() {
         "{results:?}"
     );
     assert!(
-        results[3].starts_with("[The user approved every call"),
+        results[2].contains("the user declined this call"),
+        "Ctrl-D: {results:?}"
+    );
+    assert!(
+        results[4].starts_with("[The user approved every call"),
         "{results:?}"
     );
 }

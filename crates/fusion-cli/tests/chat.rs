@@ -358,3 +358,40 @@ fn chat_without_an_llm_explains_how_to_configure_one() {
     }
     assert!(common::ids(&storage).is_empty());
 }
+
+/// What the model writes and what a tool returns are untrusted: escape sequences in them
+/// (clear the screen, set the clipboard, overwrite a line with `\r`) reach the terminal as
+/// visible text, and the session keeps them as they were.
+#[tokio::test(flavor = "multi_thread")]
+async fn escape_sequences_from_the_model_and_tools_are_printed_visibly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    std::fs::write(tmp.path().join("note.txt"), "fine\r\x1b[K <- looks fine").unwrap();
+    let server = MockLlmServer::start().await;
+    server
+        .push_tool_call("read_file", r#"{"path":"note.txt"}"#)
+        .push_text("\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07Done.");
+    let output = chat(
+        tmp.path(),
+        &server,
+        &["--session", "esc", "--storage", &url, "--approve", "none"],
+        "read note.txt\n",
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        !stdout.contains('\x1b') && !stdout.contains('\r'),
+        "{stdout:?}"
+    );
+    assert!(
+        stdout.contains(r"\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07Done."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r"<- fine\r\x1b[K <- looks fine"),
+        "{stdout}"
+    );
+    let stored = load_async(&storage, "esc").await;
+    assert!(stored.last().unwrap().content.starts_with("\x1b[2J"));
+}

@@ -15,6 +15,8 @@ use clap::ValueEnum;
 use fusion::agent::{ApprovalDecision, ApprovalPolicy, ApprovalRequest};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::render;
+
 /// The values of `--approve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ApproveMode {
@@ -84,7 +86,7 @@ pub fn policy(
 pub fn prompt(request: &ApprovalRequest) -> String {
     format!(
         "  allow {}? [y]es / [n]o / [a]lways for this tool: ",
-        request.display()
+        render::printable(&request.display())
     )
 }
 

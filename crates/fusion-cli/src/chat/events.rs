@@ -40,7 +40,7 @@ impl TurnView {
             AgentEvent::TextDelta { text, .. } => {
                 self.spinner.finish_and_clear();
                 let mut out = io::stdout().lock();
-                out.write_all(text.as_bytes())?;
+                out.write_all(render::printable(text).as_bytes())?;
                 out.flush()?;
                 self.mid_line = !text.ends_with('\n');
                 self.answer_shown = true;

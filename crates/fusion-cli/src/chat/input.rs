@@ -4,6 +4,17 @@
 use anyhow::{Context, Result};
 use rustyline::error::ReadlineError;
 
+/// What [`Input::ask`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// A line typed (or piped).
+    Line(String),
+    /// Ctrl-D, or the end of the input, in place of an answer.
+    Ended,
+    /// Ctrl-C in place of an answer.
+    Interrupted,
+}
+
 /// Where lines come from: rustyline on a terminal, plain lines from a pipe.
 pub enum Input {
     /// A terminal: line editing, with history kept across runs.
@@ -54,16 +65,16 @@ impl Input {
         }
     }
 
-    /// Asks `prompt` on the terminal and returns the answer, kept out of the line history:
-    /// `None` when the user pressed Ctrl-C or Ctrl-D instead (or input ended).
-    pub fn ask(&mut self, prompt: &str) -> Result<Option<String>> {
+    /// Asks `prompt` on the terminal and returns the answer, kept out of the line history.
+    pub fn ask(&mut self, prompt: &str) -> Result<Asked> {
         match self {
             // A pipe has no prompt: the answer is its next line.
-            Input::Piped(_) => self.read_line(),
+            Input::Piped(_) => Ok(self.read_line()?.map_or(Asked::Ended, Asked::Line)),
             Input::Editor(editor) => {
                 match tokio::task::block_in_place(|| editor.readline(prompt)) {
-                    Ok(line) => Ok(Some(line)),
-                    Err(ReadlineError::Interrupted | ReadlineError::Eof) => Ok(None),
+                    Ok(line) => Ok(Asked::Line(line)),
+                    Err(ReadlineError::Eof) => Ok(Asked::Ended),
+                    Err(ReadlineError::Interrupted) => Ok(Asked::Interrupted),
                     Err(err) => Err(err).context("cannot read the terminal"),
                 }
             }

@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 
 use self::approve::Question;
 use self::events::TurnView;
-use self::input::Input;
+use self::input::{Asked, Input};
 use crate::store::Store;
 use crate::{ChatArgs, render};
 
@@ -238,21 +238,23 @@ async fn next_question(
     }
 }
 
-/// Asks `question` until the answer means something and sends the decision; `false` when
-/// the user pressed Ctrl-C (or ended input) instead, which declines the call and stops
-/// the turn.
+/// Asks `question` until the answer means something and sends the decision. Ctrl-D
+/// declines, as `n` does, and the turn goes on; `false` when the user pressed Ctrl-C
+/// instead, which declines the call and stops the turn.
 fn answer(question: Question, input: &mut Input) -> Result<bool> {
     let prompt = approve::prompt(&question.request);
     loop {
-        let Some(line) = input.ask(&prompt)? else {
-            let _ = question.answer.send(ApprovalDecision::Deny);
-            return Ok(false);
+        let (decision, go_on) = match input.ask(&prompt)? {
+            Asked::Line(line) => match approve::parse_answer(&line) {
+                Some(decision) => (decision, true),
+                None => continue,
+            },
+            Asked::Ended => (ApprovalDecision::Deny, true),
+            Asked::Interrupted => (ApprovalDecision::Deny, false),
         };
-        if let Some(decision) = approve::parse_answer(&line) {
-            // The turn may have ended meanwhile; then nobody waits for the answer.
-            let _ = question.answer.send(decision);
-            return Ok(true);
-        }
+        // The turn may have ended meanwhile; then nobody waits for the answer.
+        let _ = question.answer.send(decision);
+        return Ok(go_on);
     }
 }
 

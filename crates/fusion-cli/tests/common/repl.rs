@@ -113,6 +113,13 @@ impl Repl {
         writeln!(self.terminal, "{line}").expect("the terminal takes input");
     }
 
+    /// Presses Ctrl-D (end of input) on an empty line.
+    pub fn end_of_input(&mut self) {
+        self.terminal
+            .write_all(b"\x04")
+            .expect("the terminal takes input");
+    }
+
     /// Waits until stdout shows `text` after what was already waited for; returns
     /// everything up to and including it.
     pub async fn stdout(&mut self, text: &str) -> String {
