@@ -15,6 +15,7 @@ use rmcp::service::ServiceError;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::call;
 use crate::connection::{Connection, ListChanged, Listed, list_tools};
 use crate::options::McpOptions;
 use crate::result;
@@ -122,7 +123,8 @@ impl Core {
         let connection = self.live_connection().await.map_err(fail)?;
         let timeout = self.options.call_timeout;
         // Dropping the call on timeout makes rmcp send `notifications/cancelled`.
-        match tokio::time::timeout(timeout, connection.peer().call_tool(params)).await {
+        let call = call::call_tool(connection.peer(), params);
+        match tokio::time::timeout(timeout, call).await {
             Ok(Ok(result)) => result::observation(tool, result, self.options.max_observation_bytes),
             Err(_) => Err(fail(format!(
                 "MCP server `{name}` did not answer within {} s, so the call was cancelled; it \

@@ -83,6 +83,7 @@
 //! (the connection, restarts and calls); `tool` and `server`; `servers` and `session_ext`
 //! on top.
 
+mod call;
 mod command_line;
 mod config;
 mod connection;
