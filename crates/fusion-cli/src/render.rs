@@ -186,7 +186,8 @@ pub fn shorten(text: &str, max_chars: usize) -> String {
 }
 
 /// `text` safe to print on a terminal: every control character but new line and tab
-/// written as a visible escape (`\x1b`, `\r`, `\u{9b}`).
+/// written as a visible escape (`\x1b`, `\r`, `\u{9b}`), except the `\r` of a `\r\n`
+/// line end, which is left out.
 ///
 /// What reaches the terminal (the model's text, tool results, a stored session) is
 /// untrusted: a prompt-injected model or an MCP server could otherwise clear the screen,
@@ -198,8 +199,10 @@ pub fn printable(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
             '\r' => out.push_str("\\r"),
             c if unsafe_char(c) && u32::from(c) < 0x80 => {
                 let _ = write!(out, "\\x{:02x}", u32::from(c));
@@ -234,6 +237,7 @@ mod tests {
             "\\x1b[2J\\x1b]52;c;cm0gLXJmIH4=\\x07ok\\r\\x1b[K\\u{9b}31m"
         );
         assert_eq!(shorten("\x1b[2J", 3), "\\x1…");
+        assert_eq!(printable("one\r\ntwo\r"), "one\ntwo\\r");
         let session = [ChatMessage::user("hi\x1b]0;owned\x07")];
         let shown = transcript("s", None, &session);
         assert!(shown.contains("hi\\x1b]0;owned\\x07"), "{shown}");
