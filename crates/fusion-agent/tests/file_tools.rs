@@ -277,6 +277,12 @@ async fn a_write_replaces_the_file_and_never_writes_through_a_hard_link() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+
+    // A file made read-only stays as it is, as with a write in place.
+    std::fs::set_permissions(&linked, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let refused = call(&f.registry, "write_file", args("write_file", "linked.txt")).await;
+    assert_refused(refused, "write_file", "linked.txt", "read-only");
+    assert_eq!(std::fs::read_to_string(&linked).unwrap(), "pwned");
 }
 
 #[tokio::test]

@@ -370,7 +370,7 @@ async fn escape_sequences_from_the_model_and_tools_are_printed_visibly() {
     let server = MockLlmServer::start().await;
     server
         .push_tool_call("read_file", r#"{"path":"note.txt"}"#)
-        .push_text("\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07Done.");
+        .push_text("\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07Done.\r\nBye.");
     let output = chat(
         tmp.path(),
         &server,
@@ -392,6 +392,7 @@ async fn escape_sequences_from_the_model_and_tools_are_printed_visibly() {
         stdout.contains(r"<- fine\r\x1b[K <- looks fine"),
         "{stdout}"
     );
+    assert!(stdout.contains("Done.\nBye."), "a CRLF ends a line: {stdout:?}");
     let stored = load_async(&storage, "esc").await;
     assert!(stored.last().unwrap().content.starts_with("\x1b[2J"));
 }

@@ -6,17 +6,18 @@
 //! Opening a FIFO waits for the other end: `mkfifo sessions/abc.jsonl`, by mistake or
 //! malice, would hang every call on `abc` for ever (and a tool call reading it, a thread of
 //! the blocking pool with it), and a symlink to `/dev/null` would swallow appends. So
-//! [`open`] opens: on Unix with `O_NONBLOCK`, which
-//! makes the open of a FIFO return at once (or fail with `ENXIO`, for writing with no
-//! reader), then checked with `fstat` on the handle, so the path cannot change in between,
-//! and refused with [`NotRegular`] unless it is a regular file. Symlinks are followed as
-//! before; one to anything but a regular file is refused like its target.
+//! [`open`] opens on Unix with `O_NONBLOCK`, which makes the open of a FIFO return at once
+//! (or fail with `ENXIO`, for writing with no reader), then checks the handle with `fstat`,
+//! so the path cannot change in between, and refuses it with [`NotRegular`] unless it is a
+//! regular file. Symlinks are followed; one to anything but a regular file is refused like
+//! its target.
 //!
 //! `O_NONBLOCK` stays set on the regular files that pass, as clearing it would cost an
-//! `fcntl` per open: it changes nothing for them. POSIX gives it a meaning for FIFOs,
-//! sockets and some devices only; Linux and the BSDs never apply it to the reads, writes,
-//! `ftruncate` and `fsync` of a regular file, and `flock` blocks or not by its own
-//! `LOCK_NB`. The `fstat` is the one the callers need anyway (a length, an identity),
+//! `fcntl` per open. POSIX gives it a meaning for FIFOs, sockets and some devices only;
+//! Linux and the BSDs never apply it to the reads, writes, `ftruncate` and `fsync` of a
+//! regular file, and `flock` blocks or not by its own `LOCK_NB`. The one difference: an
+//! open that would wait for a file lease (or an NFS delegation) to be given back fails
+//! with `EWOULDBLOCK` instead, a retryable error rather than a wait. The `fstat` is the one the callers need anyway (a length, an identity),
 //! handed back with the file, so the check adds no system call to an append or a load.
 
 use std::fmt;
@@ -49,7 +50,8 @@ impl fmt::Display for NotRegular {
 impl std::error::Error for NotRegular {}
 
 /// Opens `path` with `options`, returning the file and its metadata, or a [`NotRegular`]
-/// error unless it is a regular file (see the module docs).
+/// error unless it is a regular file (see the module docs). Sets `O_NONBLOCK` as
+/// `options`' custom flags on Unix, replacing any set there.
 pub fn open(options: &mut OpenOptions, path: &Path) -> io::Result<(File, Metadata)> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NONBLOCK);
@@ -113,14 +115,15 @@ pub fn check(metadata: &Metadata) -> io::Result<()> {
 /// mean the file a link names pass that path). Works whether `target` exists or not.
 pub fn replace(target: &Path, bytes: &[u8], permissions: Option<Permissions>) -> io::Result<()> {
     let (temp_path, mut temp) = temp_beside(target)?;
-    let written = temp
-        .write_all(bytes)
-        .and_then(|()| match permissions {
-            Some(permissions) => temp.set_permissions(permissions),
-            None => Ok(()),
-        })
-        .and_then(|()| temp.sync_all())
-        .and_then(|()| fs::rename(&temp_path, target));
+    // The permissions first: a private file's new content is never readable by others,
+    // not even in the temporary file.
+    let written = match permissions {
+        Some(permissions) => temp.set_permissions(permissions),
+        None => Ok(()),
+    }
+    .and_then(|()| temp.write_all(bytes))
+    .and_then(|()| temp.sync_all())
+    .and_then(|()| fs::rename(&temp_path, target));
     if written.is_err() {
         let _ = fs::remove_file(&temp_path);
     }

@@ -32,8 +32,11 @@ pub async fn call_tool(
     guard.id = None;
     match reply? {
         ServerResult::CallToolResult(result) => Ok(result),
-        // `{}`: a result without content, as the SDK's call reads it.
-        ServerResult::EmptyResult(_) => Ok(CallToolResult::success(Vec::new())),
+        // `{}`, or only `resultType` / `_meta`: a result without content, as the SDK's
+        // call reads it.
+        ServerResult::EmptyResult(_) | ServerResult::TaskAckResult(_) => {
+            Ok(CallToolResult::success(Vec::new()))
+        }
         ServerResult::CustomResult(raw) => lenient(raw.0).ok_or(ServiceError::UnexpectedResponse),
         _ => Err(ServiceError::UnexpectedResponse),
     }

@@ -122,7 +122,7 @@ impl Core {
         }
         let connection = self.live_connection().await.map_err(fail)?;
         let timeout = self.options.call_timeout;
-        // Dropping the call on timeout makes rmcp send `notifications/cancelled`.
+        // Dropping the call on timeout sends `notifications/cancelled` (`call`'s guard).
         let call = call::call_tool(connection.peer(), params);
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(result)) => result::observation(tool, result, self.options.max_observation_bytes),

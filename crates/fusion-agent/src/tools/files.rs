@@ -176,6 +176,13 @@ impl Tool for WriteFile {
                 }
                 Ok(meta) => {
                     regular_file::check(&meta).map_err(|e| io_msg(&path, &e))?;
+                    // Replacing goes through the directory, which would get past a file
+                    // made read-only to keep it as it is: refused, whoever runs the agent.
+                    if meta.permissions().readonly() {
+                        return Err(format!(
+                            "`{path}`: permission denied (the file is read-only)"
+                        ));
+                    }
                     Some(meta.permissions())
                 }
                 Err(_) => None,

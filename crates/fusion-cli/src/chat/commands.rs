@@ -112,7 +112,7 @@ impl Chat {
                     "summarized {} for the model (stored history is kept):",
                     render::plural(report.summarized, "message")
                 );
-                println!("{}", report.summary);
+                println!("{}", render::printable(&report.summary));
             }
         }
         Ok(())

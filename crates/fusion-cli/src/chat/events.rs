@@ -19,6 +19,9 @@ pub struct TurnView {
     spinner: ProgressBar,
     /// Whether the cursor is after text without a line break.
     mid_line: bool,
+    /// Whether the last piece of streamed text ended with `\r`, held back until the next
+    /// shows whether it began a `\r\n` ([`render::printable`]).
+    held_cr: bool,
     /// Whether the reply being shown is text the model wrote in the turn's last request
     /// (then the answer is already on screen when the turn ends).
     answer_shown: bool,
@@ -30,6 +33,7 @@ impl TurnView {
         TurnView {
             spinner: spinner(),
             mid_line: false,
+            held_cr: false,
             answer_shown: false,
         }
     }
@@ -39,8 +43,15 @@ impl TurnView {
         match event {
             AgentEvent::TextDelta { text, .. } => {
                 self.spinner.finish_and_clear();
+                let mut shown = String::new();
+                if std::mem::take(&mut self.held_cr) && !text.starts_with('\n') {
+                    shown.push_str("\\r");
+                }
+                let body = text.strip_suffix('\r');
+                self.held_cr = body.is_some();
+                shown.push_str(&render::printable(body.unwrap_or(text)));
                 let mut out = io::stdout().lock();
-                out.write_all(render::printable(text).as_bytes())?;
+                out.write_all(shown.as_bytes())?;
                 out.flush()?;
                 self.mid_line = !text.ends_with('\n');
                 self.answer_shown = true;
@@ -49,7 +60,11 @@ impl TurnView {
                 tool, arguments, ..
             } => {
                 self.answer_shown = false;
-                let line = format!("  -> {tool}({})", render::shorten(arguments, EXCERPT_CHARS));
+                let line = format!(
+                    "  -> {}({})",
+                    render::printable(tool),
+                    render::shorten(arguments, EXCERPT_CHARS)
+                );
                 self.line(&line)?;
             }
             AgentEvent::ToolCallFinished(step) => self.line(&result_line(step))?,
@@ -74,7 +89,7 @@ impl TurnView {
         self.end_line()?;
         let mut out = io::stdout().lock();
         if !(result.success && self.answer_shown) {
-            writeln!(out, "{}", result.result)?;
+            writeln!(out, "{}", render::printable(&result.result))?;
         }
         if !result.success {
             writeln!(
@@ -109,6 +124,9 @@ impl TurnView {
 
     /// Ends a line of streamed text.
     fn end_line(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.held_cr) {
+            io::stdout().lock().write_all(b"\\r")?;
+        }
         if self.mid_line {
             self.mid_line = false;
             let mut out = io::stdout().lock();
