@@ -392,7 +392,10 @@ async fn escape_sequences_from_the_model_and_tools_are_printed_visibly() {
         stdout.contains(r"<- fine\r\x1b[K <- looks fine"),
         "{stdout}"
     );
-    assert!(stdout.contains("Done.\nBye."), "a CRLF ends a line: {stdout:?}");
+    assert!(
+        stdout.contains("Done.\nBye."),
+        "a CRLF ends a line: {stdout:?}"
+    );
     let stored = load_async(&storage, "esc").await;
     assert!(stored.last().unwrap().content.starts_with("\x1b[2J"));
 }
