@@ -129,8 +129,20 @@ impl<'a> SseReply<'a> {
         if data == "[DONE]" {
             return Ok(true);
         }
-        let chunk = wire::decode_chunk(data)
-            .map_err(|detail| error::malformed_stream_failure(&self.ctx, &detail, data))?;
+        let chunk = match wire::decode_chunk(data) {
+            Ok(chunk) => chunk,
+            // The model already said why it stopped: the reply is whole, and what follows
+            // (a usage chunk, `[DONE]`) adds nothing worth losing it for.
+            Err(detail) if self.assembler.finish_reason.is_some() => {
+                tracing::warn!(
+                    endpoint = self.ctx.endpoint,
+                    detail,
+                    "ignoring an unreadable event after the reply's finish reason"
+                );
+                return Ok(false);
+            }
+            Err(detail) => return Err(error::malformed_stream_failure(&self.ctx, &detail, data)),
+        };
         if chunk.error.is_some() {
             return Err(error::stream_error_failure(&self.ctx, data));
         }
@@ -518,6 +530,26 @@ mod tests {
         assert_eq!(failure, None);
         assert_eq!(done(&deltas).finish_reason.as_deref(), Some("length"));
         assert_eq!(done(&deltas).message.content, "hi");
+    }
+
+    /// Junk after the finish reason (a broken usage chunk, a proxy's stray line) costs
+    /// the reply nothing; the same junk before it is an error.
+    #[tokio::test]
+    async fn an_unreadable_event_after_the_finish_reason_is_ignored_but_not_before() {
+        let after = format!(
+            "data: {}\n\ndata: {}\n\ndata: {{garbage\n\ndata: [DONE]\n\n",
+            delta(serde_json::json!({"content": "complete answer"})),
+            finish("stop"),
+        );
+        let (deltas, failure) = read_text(&after).await;
+        assert_eq!(failure, None);
+        assert_eq!(done(&deltas).message.content, "complete answer");
+        let before = format!(
+            "data: {}\n\ndata: {{garbage\n\n",
+            delta(serde_json::json!({"content": "half"}))
+        );
+        let (_, failure) = read_text(&before).await;
+        assert!(failure.is_some());
     }
 
     #[tokio::test]

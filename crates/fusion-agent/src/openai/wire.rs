@@ -164,7 +164,7 @@ fn encode_message(out: &mut Vec<u8>, message: &ChatMessage) -> serde_json::Resul
 struct WireResponse {
     #[serde(default)]
     choices: Option<Vec<WireChoice>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_usage")]
     usage: Option<WireUsage>,
     #[serde(default)]
     error: Option<Value>,
@@ -202,14 +202,37 @@ struct WireFunction {
     arguments: Option<Value>,
 }
 
+/// Token counts. Bookkeeping, never worth a reply: a count that is missing, `null`,
+/// negative, fractional or past `u32` reads as unknown (0, or no total), and a `usage`
+/// that is not an object as no usage ([`lenient_usage`]).
 #[derive(Deserialize)]
 pub(super) struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: u32,
-    #[serde(default)]
-    completion_tokens: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_count")]
+    prompt_tokens: Option<u32>,
+    #[serde(default, deserialize_with = "lenient_count")]
+    completion_tokens: Option<u32>,
+    #[serde(default, deserialize_with = "lenient_count")]
     total_tokens: Option<u32>,
+}
+
+/// `usage` if it reads as one, else none: a reply the model finished is not thrown away
+/// for its token counts.
+fn lenient_usage<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<WireUsage>, D::Error> {
+    let value = Option::<Value>::deserialize(deserializer)?;
+    Ok(value.and_then(|value| serde_json::from_value(value).ok()))
+}
+
+/// A token count if the value is one (a whole number from 0 to `u32::MAX`), else none.
+fn lenient_count<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    let value = Option::<Value>::deserialize(deserializer)?;
+    Ok(value
+        .as_ref()
+        .and_then(Value::as_u64)
+        .and_then(|count| u32::try_from(count).ok()))
 }
 
 /// Parses a 200 reply. `Err` carries a description of what is wrong with the body.
@@ -277,12 +300,14 @@ pub(super) fn arguments_text(arguments: Value) -> Option<String> {
 impl From<WireUsage> for Usage {
     /// Some servers leave out the total; it is the sum.
     fn from(usage: WireUsage) -> Self {
+        let prompt_tokens = usage.prompt_tokens.unwrap_or(0);
+        let completion_tokens = usage.completion_tokens.unwrap_or(0);
         Usage {
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
+            prompt_tokens,
+            completion_tokens,
             total_tokens: usage
                 .total_tokens
-                .unwrap_or(usage.prompt_tokens.saturating_add(usage.completion_tokens)),
+                .unwrap_or(prompt_tokens.saturating_add(completion_tokens)),
         }
     }
 }
@@ -295,7 +320,7 @@ impl From<WireUsage> for Usage {
 pub(super) struct WireChunk {
     #[serde(default)]
     pub choices: Option<Vec<WireChunkChoice>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_usage")]
     pub usage: Option<WireUsage>,
     #[serde(default)]
     pub error: Option<Value>,
@@ -553,6 +578,31 @@ mod tests {
         assert_eq!(reply.message.tool_calls[0].arguments, r#"{"x":1}"#);
         assert!(reply.message.tool_calls[0].id.starts_with("call_"));
         assert_eq!(reply.usage.unwrap().total_tokens, 7);
+    }
+
+    #[test]
+    fn odd_token_counts_read_as_unknown_and_keep_the_reply() {
+        for usage in [
+            json!({"prompt_tokens": -5, "completion_tokens": 2}),
+            json!({"prompt_tokens": null, "completion_tokens": 2}),
+            json!({"prompt_tokens": 1.5, "completion_tokens": 2}),
+            json!({"prompt_tokens": 99_999_999_999_u64, "completion_tokens": 2}),
+        ] {
+            let body = json!({"choices": [{"message": {"role": "assistant", "content": "a"}}],
+                "usage": usage});
+            let reply = decode_response(body.to_string().as_bytes()).unwrap();
+            assert_eq!(reply.message.content, "a");
+            let usage = reply.usage.unwrap();
+            assert_eq!((usage.prompt_tokens, usage.total_tokens), (0, 2), "{body}");
+        }
+        let body = json!({"choices": [{"message": {"role": "assistant", "content": "a"}}],
+            "usage": "n/a"});
+        assert!(
+            decode_response(body.to_string().as_bytes())
+                .unwrap()
+                .usage
+                .is_none()
+        );
     }
 
     #[test]
