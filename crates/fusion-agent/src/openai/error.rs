@@ -215,6 +215,24 @@ pub(super) fn cut_off_failure(
     }
 }
 
+/// A streamed reply that went on past `limit` bytes: stopped, not retried (the same
+/// request would go on the same way).
+pub(super) fn too_long_failure(ctx: &Context<'_>, limit: usize) -> Failure {
+    Failure {
+        message: format!(
+            "the streamed reply from {} for model `{}` went on past {} MiB, more than any \
+             reply a model writes, so reading stopped there",
+            ctx.endpoint,
+            ctx.model,
+            limit >> 20
+        ),
+        status: None,
+        retryable: false,
+        retry_after: None,
+        source: None,
+    }
+}
+
 /// An error the server sent inside a stream (an `event: error`, or a chunk holding an
 /// `error` object). `data` is the event's data. Final: the server chose to give up.
 pub(super) fn stream_error_failure(ctx: &Context<'_>, data: &str) -> Failure {

@@ -28,7 +28,14 @@ pub(super) enum BodyError {
     Transport(reqwest::Error),
     /// Nothing arrived within the idle timeout.
     Stalled,
+    /// More than [`MAX_REPLY_BYTES`] arrived.
+    TooLong,
 }
+
+/// The most body one streamed reply may take: far more than any model writes in one reply
+/// (a million tokens is about 4 MiB of text), so a stream that never ends (or one event
+/// that never does) is stopped with an error rather than read until the memory runs out.
+pub const MAX_REPLY_BYTES: usize = 16 << 20;
 
 /// A piece of the body as the HTTP client gave it (its buffer type is not ours to name).
 struct BodyPiece(Box<dyn AsRef<[u8]> + Send>);
@@ -69,7 +76,10 @@ impl<'a> SseReply<'a> {
                     Err(_) => Some((Err(BodyError::Stalled), None)),
                     Ok(None) => None,
                     Ok(Some(Ok(bytes))) => {
-                        counter.fetch_add(bytes.as_ref().len(), Ordering::Relaxed);
+                        let len = bytes.as_ref().len();
+                        if counter.fetch_add(len, Ordering::Relaxed) + len > MAX_REPLY_BYTES {
+                            return Some((Err(BodyError::TooLong), None));
+                        }
                         Some((Ok(BodyPiece(Box::new(bytes))), Some(body)))
                     }
                     Ok(Some(Err(err))) => Some((Err(BodyError::Transport(err)), None)),
@@ -157,6 +167,9 @@ impl<'a> SseReply<'a> {
             }
             EventStreamError::Transport(BodyError::Stalled) => {
                 error::stalled_failure(&self.ctx, "next piece of the reply")
+            }
+            EventStreamError::Transport(BodyError::TooLong) => {
+                error::too_long_failure(&self.ctx, MAX_REPLY_BYTES)
             }
             EventStreamError::Utf8(err) => error::malformed_stream_failure(
                 &self.ctx,
@@ -550,6 +563,33 @@ mod tests {
         );
         let (_, failure) = read_text(&before).await;
         assert!(failure.is_some());
+    }
+
+    /// A stream that never ends is stopped at the cap with an error that says so, not
+    /// read until the memory runs out.
+    #[tokio::test]
+    async fn an_endless_reply_stops_at_the_cap() {
+        let piece = format!(
+            "data: {}\n\n",
+            delta(serde_json::json!({"content": "x".repeat(64 << 10)}))
+        );
+        let body = stream::repeat_with(move || Ok(Bytes::from(piece.clone())));
+        let mut reply = SseReply::new(body, CTX.request_timeout, CTX);
+        let mut text = 0;
+        let failure = loop {
+            match reply.next().await.expect("a failure ends it") {
+                Ok(ChatDelta::Text(piece)) => text += piece.len(),
+                Ok(other) => panic!("{other:?}"),
+                Err(failure) => break failure,
+            }
+        };
+        assert!(
+            failure.message.contains("went on past 16 MiB"),
+            "{}",
+            failure.message
+        );
+        assert!(!failure.retryable);
+        assert!(text <= MAX_REPLY_BYTES, "{text}");
     }
 
     #[tokio::test]
