@@ -60,20 +60,34 @@ pub struct ApprovalRequest {
 
 impl ApprovalRequest {
     /// The call as a person reads it: `delete_file(path="old.log")`, each argument as
-    /// `name=JSON`, long values cut.
+    /// `name=JSON`, values longer than [`DISPLAY_VALUE_CHARS`] cut.
     pub fn display(&self) -> String {
-        const VALUE_CHARS: usize = 120;
         let arguments = match &self.arguments {
             Value::Object(map) => map
                 .iter()
-                .map(|(name, value)| format!("{name}={}", cut(&value.to_string(), VALUE_CHARS)))
+                .map(|(name, value)| {
+                    format!("{name}={}", cut(&value.to_string(), DISPLAY_VALUE_CHARS))
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
-            other => cut(&other.to_string(), VALUE_CHARS),
+            other => cut(&other.to_string(), DISPLAY_VALUE_CHARS),
         };
         format!("{}({arguments})", self.tool)
     }
+
+    /// Whether [`display`](Self::display) cuts a value: then a person asked to approve the
+    /// call has not seen all of it.
+    pub fn display_is_cut(&self) -> bool {
+        let long = |value: &Value| value.to_string().chars().count() > DISPLAY_VALUE_CHARS;
+        match &self.arguments {
+            Value::Object(map) => map.values().any(long),
+            other => long(other),
+        }
+    }
 }
+
+/// The longest argument value [`ApprovalRequest::display`] shows whole, in characters.
+pub const DISPLAY_VALUE_CHARS: usize = 120;
 
 /// `text`, cut to `max` characters with an ellipsis.
 fn cut(text: &str, max: usize) -> String {

@@ -50,6 +50,7 @@ pub mod tools;
 
 pub use approval::{
     Approval, ApprovalDecision, ApprovalMode, ApprovalPolicy, ApprovalRequest, Approver,
+    DISPLAY_VALUE_CHARS,
 };
 pub use context::policy::{ContextPolicy, PruneSettings};
 pub use context::prune::PruneReport;

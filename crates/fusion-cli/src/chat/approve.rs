@@ -82,11 +82,33 @@ pub fn policy(
     })
 }
 
-/// The prompt for `request`.
+/// The prompt for `request`; it offers `[v]iew` when the call shown is cut.
 pub fn prompt(request: &ApprovalRequest) -> String {
+    let view = if request.display_is_cut() {
+        " / [v]iew it whole"
+    } else {
+        ""
+    };
     format!(
-        "  allow {}? [y]es / [n]o / [a]lways for this tool: ",
+        "  allow {}? [y]es / [n]o / [a]lways for this tool{view}: ",
         render::printable(&request.display())
+    )
+}
+
+/// Whether a typed answer asks to see the call whole.
+pub fn wants_view(line: &str) -> bool {
+    matches!(line.trim().to_ascii_lowercase().as_str(), "v" | "view")
+}
+
+/// The call of `request` whole, its arguments as indented JSON, to print above the
+/// prompt asked again.
+pub fn whole(request: &ApprovalRequest) -> String {
+    let arguments = serde_json::to_string_pretty(&request.arguments)
+        .unwrap_or_else(|_| request.arguments.to_string());
+    format!(
+        "  {} with arguments:\n{}",
+        render::printable(&request.tool),
+        render::printable(&arguments)
     )
 }
 

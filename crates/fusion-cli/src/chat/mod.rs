@@ -245,6 +245,10 @@ fn answer(question: Question, input: &mut Input) -> Result<bool> {
     let prompt = approve::prompt(&question.request);
     loop {
         let (decision, go_on) = match input.ask(&prompt)? {
+            Asked::Line(line) if approve::wants_view(&line) => {
+                println!("{}", approve::whole(&question.request));
+                continue;
+            }
             Asked::Line(line) => match approve::parse_answer(&line) {
                 Some(decision) => (decision, true),
                 None => continue,
