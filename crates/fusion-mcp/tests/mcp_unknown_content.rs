@@ -7,7 +7,8 @@ use fusion_agent::ToolSource;
 use fusion_mcp::{McpOptions, McpServer, StdioServerConfig};
 use serde_json::json;
 
-/// Answers `initialize`, lists one tool and returns a text block and a `hologram` block.
+/// Answers `initialize` and lists two tools: `scan` returns a text block and a `hologram`
+/// block, `quiet` a result of only `resultType`.
 const SERVER: &str = r#"
 const rl = require('readline').createInterface({ input: process.stdin });
 const send = (id, result) => process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id, result }) + '\n');
@@ -18,7 +19,10 @@ rl.on('line', (line) => {
     send(msg.id, { protocolVersion: msg.params.protocolVersion, capabilities: { tools: {} },
                    serverInfo: { name: 'future', version: '1.0.0' } });
   } else if (msg.method === 'tools/list') {
-    send(msg.id, { tools: [{ name: 'scan', description: 'Scans.', inputSchema: { type: 'object' } }] });
+    send(msg.id, { tools: [{ name: 'scan', description: 'Scans.', inputSchema: { type: 'object' } },
+                           { name: 'quiet', description: 'Says nothing.', inputSchema: { type: 'object' } }] });
+  } else if (msg.method === 'tools/call' && msg.params.name === 'quiet') {
+    send(msg.id, { resultType: 'complete' });
   } else if (msg.method === 'tools/call') {
     send(msg.id, { content: [{ type: 'text', text: 'important text result' },
                              { type: 'hologram', data: 'AAAA' }] });
@@ -44,5 +48,9 @@ async fn an_unknown_content_type_becomes_a_note_and_the_text_is_kept() {
         out,
         "important text result\n[content of a type this client cannot read (\"hologram\"), not shown]"
     );
+    // A result of only `resultType` is a call that returned nothing, as the SDK reads it.
+    let quiet = tools.iter().find(|t| t.name() == "future__quiet").unwrap();
+    let out = quiet.call(json!({})).await.unwrap();
+    assert_eq!(out, "(the tool returned no content)");
     server.shutdown().await;
 }
