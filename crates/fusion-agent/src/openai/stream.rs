@@ -35,7 +35,7 @@ pub(super) enum BodyError {
 /// The most body one streamed reply may take: far more than any model writes in one reply
 /// (a million tokens is about 4 MiB of text), so a stream that never ends (or one event
 /// that never does) is stopped with an error rather than read until the memory runs out.
-pub const MAX_REPLY_BYTES: usize = 16 << 20;
+pub(super) const MAX_REPLY_BYTES: usize = 16 << 20;
 
 /// A piece of the body as the HTTP client gave it (its buffer type is not ours to name).
 struct BodyPiece(Box<dyn AsRef<[u8]> + Send>);
