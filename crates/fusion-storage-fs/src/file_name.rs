@@ -81,19 +81,19 @@ pub(crate) fn session_file_name(id: &str) -> String {
 /// The session's lock file: hidden, so a person listing the directory sees only sessions.
 /// Ids never start with `.`, so no session file can start with one either.
 pub(crate) fn lock_file_name(id: &str) -> String {
-    format!(".{}.lock", stem(id))
+    hidden_name(id, LOCK_SUFFIX)
 }
 
 /// The temporary file a `save` writes before renaming it over the session file. Only the
 /// holder of the session lock writes it, so one fixed name per session is enough, and a
 /// leftover from a crash is simply overwritten by the next `save`.
 pub(crate) fn temp_file_name(id: &str) -> String {
-    format!(".{}.tmp", stem(id))
+    hidden_name(id, TEMP_SUFFIX)
 }
 
 /// The session's metadata file (see [`crate::meta_file`]), hidden like the lock file.
 pub(crate) fn meta_file_name(id: &str) -> String {
-    format!(".{}.meta", stem(id))
+    hidden_name(id, META_SUFFIX)
 }
 
 /// The temporary file a metadata write renames over the metadata file.
@@ -103,7 +103,20 @@ pub(crate) fn meta_file_name(id: &str) -> String {
 /// are written under different locks, so a metadata write on `x` and a save of `x.meta`
 /// at once could rename one's content over the other's file.
 pub(crate) fn meta_temp_file_name(id: &str) -> String {
-    format!(".{}.meta-tmp", stem(id))
+    hidden_name(id, META_TEMP_SUFFIX)
+}
+
+/// The suffixes of a session's hidden files, named `.{stem}{suffix}`: written by the
+/// functions above and read back by [`id_from_path`] from this one list.
+const LOCK_SUFFIX: &str = ".lock";
+const TEMP_SUFFIX: &str = ".tmp";
+const META_SUFFIX: &str = ".meta";
+const META_TEMP_SUFFIX: &str = ".meta-tmp";
+const HIDDEN_SUFFIXES: [&str; 4] = [META_TEMP_SUFFIX, LOCK_SUFFIX, META_SUFFIX, TEMP_SUFFIX];
+
+/// `.{stem}{suffix}`: a hidden file of session `id`.
+fn hidden_name(id: &str, suffix: &str) -> String {
+    format!(".{}{suffix}", stem(id))
 }
 
 /// The id whose [`stem`] is `stem`, or `None` if `stem` is not the canonical stem of a
@@ -146,7 +159,7 @@ pub(crate) fn id_from_path(path: &Path) -> Option<String> {
         return Some(id);
     }
     let hidden = name.strip_prefix('.')?;
-    [".meta-tmp", ".lock", ".meta", ".tmp"]
+    HIDDEN_SUFFIXES
         .iter()
         .find_map(|suffix| id_from_stem(hidden.strip_suffix(suffix)?))
 }
