@@ -41,11 +41,7 @@ pub async fn show(store: &Store, id: &str) -> Result<()> {
 /// reads none of them.
 pub async fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
     SessionId::validate(id)?;
-    let storage = store
-        .kind()
-        .open_existing()
-        .await
-        .with_context(|| format!("cannot open storage {store}"))?;
+    let storage = store.open_raw_if_exists().await?;
     let found = match &storage {
         Some(storage) => storage.session_info(id).await,
         None => Ok(None),

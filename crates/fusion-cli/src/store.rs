@@ -116,7 +116,10 @@ impl Store {
     /// [`open`](Self::open) for a storage that must exist already: `None`, having created
     /// nothing, where [`open_existing`](Self::open_existing) would give an empty storage.
     pub async fn open_if_exists(&self) -> Result<Option<Arc<dyn ConversationStorage>>> {
-        Ok(self.found().await?.map(|raw| self.layers.wrap(raw)))
+        Ok(self
+            .open_raw_if_exists()
+            .await?
+            .map(|raw| self.layers.wrap(raw)))
     }
 
     /// Whether this storage keeps nothing after the process ([`ephemeral`]).
@@ -149,7 +152,7 @@ impl Store {
     /// empty storage in memory instead of one to create.
     async fn connect(&self, existing: bool) -> Result<Arc<dyn ConversationStorage>> {
         if existing {
-            let found = self.found().await?;
+            let found = self.open_raw_if_exists().await?;
             return Ok(found.unwrap_or_else(|| Arc::new(InMemoryStorage::new())));
         }
         self.kind
@@ -158,8 +161,9 @@ impl Store {
             .with_context(|| format!("cannot open storage {}", self.kind))
     }
 
-    /// The storage itself, no layer, if it exists: [`StorageType::open_existing`].
-    async fn found(&self) -> Result<Option<Arc<dyn ConversationStorage>>> {
+    /// The storage itself, no layer, if it exists ([`StorageType::open_existing`]): for a
+    /// call that reads no message, so needs no key, and must create nothing.
+    pub async fn open_raw_if_exists(&self) -> Result<Option<Arc<dyn ConversationStorage>>> {
         self.kind
             .open_existing()
             .await
