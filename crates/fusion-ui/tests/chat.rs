@@ -385,6 +385,30 @@ async fn model_text_streams_inert() {
 }
 
 #[tokio::test]
+async fn carriage_returns_in_model_text_add_no_lines_of_data() {
+    let storage = seeded().await;
+    let server = MockLlmServer::start().await;
+    server.push(MockReply::text("one\r\ntwo\rthree"));
+    let app = chat_app(storage, &server, ToolRegistry::default());
+    send(&app, htmx_post("/sessions/s1/chat", "message=hi")).await;
+    let response = app
+        .oneshot(
+            request("GET", "/sessions/s1/turns/1/events")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    // A browser ends a line of the stream at a `\r` too: one would split the event's data.
+    assert!(!body.contains('\r'), "{body:?}");
+    assert!(body.contains("one\ndata: two\ndata: three"), "{body:?}");
+}
+
+#[tokio::test]
 async fn refusals_say_what_is_wrong() {
     let storage = seeded().await;
     let server = MockLlmServer::start().await;

@@ -101,7 +101,7 @@ pub(crate) async fn events(
     let Some(turn) = chats.turn(&id, number) else {
         let end = ChatEnd::forgotten(number).render().unwrap_or_default();
         let once = futures::stream::once(async move {
-            Ok::<_, Infallible>(Event::default().event("end").data(end))
+            Ok::<_, Infallible>(Event::default().event("end").data(html_lines(end)))
         });
         return Ok(Sse::new(once).into_response());
     };
@@ -205,7 +205,20 @@ impl Watcher {
 }
 
 fn step_event(name: &str, id: usize, html: String) -> Event {
-    Event::default().event(name).id(id.to_string()).data(html)
+    Event::default()
+        .event(name)
+        .id(id.to_string())
+        .data(html_lines(html))
+}
+
+/// `html` with every `\r\n` and lone `\r` made `\n`, as the browser's HTML parser would
+/// make them anyway. axum ends a `data:` line at each `\r` and at each `\n`, so a `\r\n`
+/// in model text would otherwise arrive as an extra, empty line of data.
+fn html_lines(html: String) -> String {
+    if !html.contains('\r') {
+        return html;
+    }
+    html.replace("\r\n", "\n").replace('\r', "\n")
 }
 
 /// `frames` rendered one after another.
