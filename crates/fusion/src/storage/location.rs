@@ -8,6 +8,7 @@
 //! or connects to a server.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
 use fusion_core::{Error, Result, redact_url, url_param};
@@ -30,8 +31,13 @@ const SCHEMA_PARAM: &str = "schema";
 /// Where a storage keeps its sessions, in a form where equal means "the same data".
 ///
 /// Returned by [`StorageType::location`](super::StorageType::location). Paths are
-/// canonical (symlinks, `.` and `..` resolved, relative paths made absolute), Redis hosts
-/// lower-cased with the default port and database filled in. A store that every open
+/// canonical (symlinks, `.` and `..` resolved, relative paths made absolute). Server hosts
+/// are names lower-cased or IP addresses in canonical form, with the default port and
+/// database filled in, and every loopback spelling (`localhost`, `127.0.0.1`, `::1`,
+/// `0.0.0.0`) is `localhost`: two loopback addresses compare as one server even when
+/// two servers are bound to them, so that a command refusing to treat one storage as two
+/// refuses then too. Other names of one host are not unified (that would need a DNS
+/// lookup). A store that every open
 /// creates afresh (`sqlite::memory:`) has no location at all.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -44,8 +50,7 @@ pub enum StorageLocation {
     SqliteFile(PathBuf),
     /// The keys under one prefix in one database of one Redis server.
     Redis {
-        /// The host name (lower-cased) or IP address, as the URL gives it: `localhost` and
-        /// `127.0.0.1` are not unified.
+        /// The server's host, as this type's docs say.
         host: String,
         /// The port, 6379 when the URL has none.
         port: u16,
@@ -60,20 +65,21 @@ pub enum StorageLocation {
     /// ([`same_data`](StorageLocation::same_data)): two seed lists of one cluster
     /// rarely list the same nodes.
     RedisCluster {
-        /// The seed nodes, `host:port` with hosts lower-cased and port 6379 filled in,
-        /// sorted.
+        /// The seed nodes, `host:port` with hosts as this type's docs say and port 6379
+        /// filled in, sorted.
         nodes: Vec<String>,
         /// The key prefix, `fusion` when the URL has no `key_prefix` parameter.
         key_prefix: String,
     },
     /// The tables in one schema of one database of one PostgreSQL server.
     Postgres {
-        /// The host name (lower-cased) or IP address, as the URL gives it.
+        /// The server's host, as this type's docs say: the URL's, or its `host` or
+        /// `hostaddr` parameter's, which the driver connects to instead.
         host: String,
-        /// The port, 5432 when the URL has none.
+        /// The port, 5432 when the URL has none (a `port` parameter overrides it).
         port: u16,
-        /// The database, as the URL names it (the user name when it names none, as the
-        /// server's default is).
+        /// The database, as the URL or its `dbname` parameter names it (the user name when
+        /// neither does, as the server's default is).
         database: String,
         /// The schema, `fusion` when the URL has no `schema` parameter.
         schema: String,
@@ -202,14 +208,30 @@ pub(crate) fn redis(url: &str) -> Result<StorageLocation> {
 }
 
 /// The location of a `postgres://` or `postgresql://` URL: host, port, database and
-/// schema. Only URLs with a host are accepted (the backend connects over TCP).
+/// schema. The driver's `host`, `hostaddr`, `port`, `dbname` and `user` query parameters
+/// override the URL's own parts, the last one given winning, as sqlx reads them. A URL
+/// must name a host, in its authority or a parameter.
 pub(crate) fn postgres(url: &str) -> Result<StorageLocation> {
     let bad = bad_url("PostgreSQL", url);
-    let server = Server::parse(url, DEFAULT_POSTGRES_PORT, &bad)?;
-    let database = match server.path.trim_matches('/') {
-        "" => server.user.unwrap_or_default(),
-        database => percent_decode(database).ok_or_else(|| bad("invalid database name"))?,
+    let mut server = Server::parse_any_host(url, DEFAULT_POSTGRES_PORT, &bad)?;
+    let mut database = match server.path.trim_matches('/') {
+        "" => None,
+        database => Some(percent_decode(database).ok_or_else(|| bad("invalid database name"))?),
     };
+    for (key, value) in query_pairs(url) {
+        let value = percent_decode(value).ok_or_else(|| bad("invalid query parameter"))?;
+        match key {
+            "host" | "hostaddr" => server.host = host(&value),
+            "port" => server.port = value.parse().map_err(|_| bad("invalid port"))?,
+            "dbname" => database = Some(value),
+            "user" => server.user = Some(value),
+            _ => {}
+        }
+    }
+    if server.host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let database = database.or(server.user).unwrap_or_default();
     if database.is_empty() {
         return Err(bad(
             "no database (and no user, whose name would be the default)",
@@ -240,7 +262,22 @@ struct Server<'a> {
 }
 
 impl<'a> Server<'a> {
+    /// The server `url` names; fails when it names no host.
     fn parse(url: &'a str, default_port: u16, bad: &impl Fn(&str) -> Error) -> Result<Self> {
+        let server = Self::parse_any_host(url, default_port, bad)?;
+        if server.host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(server)
+    }
+
+    /// As [`parse`](Self::parse), with an empty host when the URL's authority has none
+    /// (for a driver that reads the host from a query parameter).
+    fn parse_any_host(
+        url: &'a str,
+        default_port: u16,
+        bad: &impl Fn(&str) -> Error,
+    ) -> Result<Self> {
         let (_scheme, rest) = url.split_once("://").ok_or_else(|| bad("no `://`"))?;
         let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
         let before_query = rest.split_once('?').map_or(rest, |(before, _)| before);
@@ -264,20 +301,50 @@ impl<'a> Server<'a> {
                 None => (host_port, None),
             },
         };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
         let port = match port {
             None | Some("") => default_port,
             Some(port) => port.parse().map_err(|_| bad("invalid port"))?,
         };
         Ok(Server {
-            host: host.to_ascii_lowercase(),
+            host: self::host(host),
             port,
             user,
             path,
         })
     }
+}
+
+/// A server's host as locations compare it: a name lower-cased without a trailing dot, an
+/// IP address in its canonical form, and every loopback spelling (`localhost`,
+/// `*.localhost`, `127.0.0.0/8`, `::1`, and `0.0.0.0` or `::`, which reach this machine
+/// too) as `localhost`. Telling other names of one host apart would need a DNS lookup.
+///
+/// Two loopback addresses could reach two different servers bound to each; they still
+/// compare as one, so that a command which refuses to read and write one storage as two
+/// refuses then too, rather than miss `localhost` and `127.0.0.1` naming one server.
+pub(crate) fn host(host: &str) -> String {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let literal = host.strip_prefix('[').and_then(|v6| v6.strip_suffix(']'));
+    let loopback = "localhost".to_string();
+    match literal.unwrap_or(&host).parse::<IpAddr>() {
+        Ok(ip) => {
+            let ip = ip.to_canonical();
+            if ip.is_loopback() || ip.is_unspecified() {
+                loopback
+            } else {
+                ip.to_string()
+            }
+        }
+        Err(_) if host == "localhost" || host.ends_with(".localhost") => loopback,
+        Err(_) => host,
+    }
+}
+
+/// The `key=value` pairs of `url`'s query, undecoded.
+fn query_pairs(url: &str) -> impl Iterator<Item = (&str, &str)> {
+    let base = url.split_once('#').map_or(url, |(base, _)| base);
+    let query = base.split_once('?').map_or("", |(_, query)| query);
+    query.split('&').filter_map(|pair| pair.split_once('='))
 }
 
 /// `path` made absolute with symlinks, `.` and `..` resolved, even when it does not

@@ -495,8 +495,25 @@ mod tests {
             "redis+cluster://h1:7000"
         ));
         assert!(!same("redis+cluster://h1:7000", "redis://h1:7000"));
-        // Not unified: telling two names of one host apart would need a DNS lookup.
-        assert!(!same("redis://localhost", "redis://127.0.0.1"));
+        // Every loopback spelling is one server; other names are not resolved.
+        for loopback in [
+            "redis://127.0.0.1",
+            "redis://[::1]",
+            "redis://LOCALHOST.",
+            "redis://127.0.1.1",
+            "redis://0.0.0.0",
+            "redis://[::ffff:127.0.0.1]",
+            "redis://app.localhost",
+        ] {
+            assert!(same("redis://localhost", loopback), "{loopback}");
+        }
+        assert!(same(
+            "redis+cluster://localhost:7000",
+            "redis+cluster://127.0.0.1:7000,h:7001"
+        ));
+        assert!(same("redis://[0:0::a]", "redis://[::A]"));
+        assert!(!same("redis://localhost", "redis://10.0.0.1"));
+        assert!(!same("redis://db.internal", "redis://10.0.0.1"));
         for bad in [
             "redis://",
             "redis://h:port",
@@ -522,11 +539,33 @@ mod tests {
         assert!(!same("postgres://db/app", "postgres://db:5433/app"));
         assert!(!same("postgres://db/app?schema=a", "postgres://db/app"));
         assert!(!same("postgres://db/app", "redis://db/0"));
+        assert!(same(
+            "postgres://localhost/app",
+            "postgres://127.0.0.1:5432/app"
+        ));
+        // The driver's parameters override the URL's parts, the last one given winning.
+        assert!(same(
+            "postgres://ignored:1/nope?host=db&port=5433&dbname=app",
+            "postgres://db:5433/app"
+        ));
+        assert!(same("postgres:///app?host=db", "postgres://db/app"));
+        assert!(same(
+            "postgres://x/app?host=elsewhere&hostaddr=10.0.0.1",
+            "postgres://10.0.0.1/app"
+        ));
+        assert!(same("postgres://db/?user=app", "postgres://db/app"));
+        assert!(same(
+            "postgres://db/?dbname=my%20app",
+            "postgres://db/my%20app"
+        ));
+        assert!(!same("postgres://db/app?host=other", "postgres://db/app"));
         for bad in [
             "postgres://",
             "postgres://:pw@/app",
             "postgres://db:port/app",
             "postgres://db",
+            "postgres:///app",
+            "postgres://db/app?port=x",
         ] {
             let storage: StorageType = bad.parse().unwrap();
             let err = storage.location().unwrap_err();
