@@ -178,6 +178,53 @@ async fn the_tools_work_inside_the_workspace() {
 }
 
 #[tokio::test]
+async fn a_large_directory_lists_its_first_entries_by_name_and_says_how_many_there_are() {
+    let f = fixture();
+    let big = f.workspace.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    // Created in an order unrelated to their names, a directory and a link among them.
+    for n in (0..1500).rev() {
+        std::fs::write(big.join(format!("f{n:04}")), "x".repeat(n % 7)).unwrap();
+    }
+    std::fs::create_dir(big.join("e-dir")).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("f0001", big.join("e-link")).unwrap();
+    let listing = call(&f.registry, "list_directory", args("list_directory", "big"))
+        .await
+        .unwrap();
+    let lines: Vec<&str> = listing.lines().collect();
+    let total = if cfg!(unix) { 1502 } else { 1501 };
+    assert_eq!(
+        lines.last().copied(),
+        Some(
+            format!("[list_directory: showing the first 1000 of {total} entries by name]").as_str()
+        )
+    );
+    let entries = &lines[..lines.len() - 1];
+    assert_eq!(entries.len(), 1000);
+    assert_eq!(entries[0], "e-dir/");
+    #[cfg(unix)]
+    assert_eq!(entries[1], "e-link@");
+    let first_file = entries
+        .iter()
+        .position(|line| line.starts_with('f'))
+        .unwrap();
+    assert_eq!(entries[first_file], "f0000 (0 bytes)");
+    assert_eq!(entries[first_file + 6], "f0006 (6 bytes)");
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|line| line.split([' ', '/', '@']).next().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    assert_eq!(
+        *names.last().unwrap(),
+        format!("f{:04}", 1000 - first_file - 1)
+    );
+}
+
+#[tokio::test]
 async fn large_files_are_cut_at_the_cap_and_the_output_says_so() {
     let f = fixture();
     std::fs::write(f.workspace.path().join("big.txt"), "é".repeat(10)).unwrap();

@@ -8,6 +8,7 @@
 //! the model. The file system is used through `std::fs` inside `spawn_blocking`, one hop
 //! per call rather than one per syscall as `tokio::fs` would take.
 
+use std::collections::BinaryHeap;
 use std::fs::OpenOptions;
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -260,36 +261,53 @@ impl Tool for ListDirectory {
                     "`{path}` is a file, not a directory; use read_file to read it"
                 ));
             }
-            let mut entries = Vec::new();
+            // The first entries by name, kept in a heap whose top is the last of them, so a
+            // huge directory costs a pass over its names, not memory and a `stat` each.
+            let mut first = BinaryHeap::with_capacity(MAX_LIST_ENTRIES + 1);
+            let mut total = 0usize;
             for entry in std::fs::read_dir(&real).map_err(|e| io_msg(&path, &e))? {
                 let entry = entry.map_err(|e| io_msg(&path, &e))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                // `file_type` does not follow links, so a link shows as a link.
-                let line = match entry.file_type() {
-                    Ok(t) if t.is_dir() => format!("{name}/"),
-                    Ok(t) if t.is_symlink() => format!("{name}@"),
-                    _ => match entry.metadata() {
-                        Ok(meta) => format!("{name} ({} bytes)", meta.len()),
-                        Err(_) => name,
-                    },
-                };
-                entries.push(line);
+                total += 1;
+                let raw = entry.file_name();
+                let name = raw.to_string_lossy().into_owned();
+                if first.len() == MAX_LIST_ENTRIES
+                    && first.peek().is_some_and(|(last, _)| &name >= last)
+                {
+                    continue;
+                }
+                first.push((name, raw));
+                if first.len() > MAX_LIST_ENTRIES {
+                    first.pop();
+                }
             }
-            if entries.is_empty() {
+            if total == 0 {
                 return Ok(format!("(`{path}` is empty)"));
             }
-            entries.sort();
-            let total = entries.len();
-            entries.truncate(MAX_LIST_ENTRIES);
-            let mut out = entries.join("\n");
+            let lines: Vec<String> = first
+                .into_sorted_vec()
+                .into_iter()
+                .map(|(name, raw)| entry_line(name, &real.join(raw)))
+                .collect();
+            let mut out = lines.join("\n");
             if total > MAX_LIST_ENTRIES {
                 out.push_str(&format!(
-                    "\n[list_directory: showing {MAX_LIST_ENTRIES} of {total} entries]"
+                    "\n[list_directory: showing the first {MAX_LIST_ENTRIES} of {total} entries by name]"
                 ));
             }
             Ok(out)
         })
         .await
+    }
+}
+
+/// The line of a listing for the entry `name` at `path`: `name/` for a directory, `name@`
+/// for a link (not followed), else `name (N bytes)`; only `name` if it went meanwhile.
+fn entry_line(name: String, path: &std::path::Path) -> String {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => format!("{name}/"),
+        Ok(meta) if meta.is_symlink() => format!("{name}@"),
+        Ok(meta) => format!("{name} ({} bytes)", meta.len()),
+        Err(_) => name,
     }
 }
 
