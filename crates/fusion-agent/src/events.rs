@@ -30,6 +30,39 @@ pub struct TaskResult {
     /// Tokens used, summed over the turn's requests that reported usage; `None` when the
     /// server reported none.
     pub usage: Option<Usage>,
+    /// Why the model stopped writing the final answer, as the server reported it: `stop`
+    /// for an answer it finished; `length` when it reached its output token limit and
+    /// `content_filter` when the provider's filter stopped it, both of which leave the
+    /// answer cut short or empty ([`answer_is_cut`](Self::answer_is_cut)). `None` without
+    /// a final answer or when the server gave no reason.
+    pub finish_reason: Option<String>,
+}
+
+impl TaskResult {
+    /// Whether the final answer stopped before the model finished it, by its
+    /// [`finish_reason`](Self::finish_reason): the output token limit (`length`) or the
+    /// provider's content filter (`content_filter`). The answer is stored as it came.
+    pub fn answer_is_cut(&self) -> bool {
+        self.answer_cut_because().is_some()
+    }
+
+    /// Why the final answer is cut short, in words for a person (`the model reached its
+    /// output token limit`), or `None` when it is not ([`answer_is_cut`](Self::answer_is_cut)).
+    pub fn answer_cut_because(&self) -> Option<&'static str> {
+        match self.success {
+            true => cut_because(self.finish_reason.as_deref()),
+            false => None,
+        }
+    }
+}
+
+/// Why a reply that ended for `finish_reason` is incomplete, if it is.
+pub(crate) fn cut_because(finish_reason: Option<&str>) -> Option<&'static str> {
+    match finish_reason? {
+        "length" => Some("the model reached its output token limit"),
+        "content_filter" => Some("the provider's content filter stopped it"),
+        _ => None,
+    }
 }
 
 /// One tool call made during a turn.

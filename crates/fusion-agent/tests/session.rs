@@ -262,3 +262,46 @@ async fn builder_mistakes_are_configuration_errors() {
     assert!(matches!(err, Error::Config(_)), "{err}");
     assert!(h.stored().await.is_empty());
 }
+
+#[tokio::test]
+async fn an_answer_cut_by_the_token_limit_or_the_content_filter_says_so_and_is_stored() {
+    let h = Harness::new().await;
+    let mut session = h.session().await;
+    let reply = |content: &str, reason: &str| fusion_agent::testing::MockReply::Raw {
+        status: 200,
+        body: serde_json::json!({
+            "id": "c1",
+            "object": "chat.completion",
+            "model": "mock-model",
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": reason,
+            }],
+        })
+        .to_string(),
+    };
+    h.server.push(reply("The first three steps are", "length"));
+    h.server.push(reply("", "content_filter"));
+    h.server.push(reply("Done.", "stop"));
+
+    let cut = session.send_message("explain").await.unwrap();
+    assert!(cut.success);
+    assert_eq!(cut.finish_reason.as_deref(), Some("length"));
+    assert!(cut.answer_is_cut());
+    assert_eq!(
+        cut.answer_cut_because(),
+        Some("the model reached its output token limit")
+    );
+    let filtered = session.send_message("again").await.unwrap();
+    assert_eq!(filtered.finish_reason.as_deref(), Some("content_filter"));
+    assert!(filtered.answer_is_cut());
+    let whole = session.send_message("thanks").await.unwrap();
+    assert_eq!(whole.finish_reason.as_deref(), Some("stop"));
+    assert!(!whole.answer_is_cut());
+
+    // What the model wrote is kept as it came, cut or not.
+    let stored = h.stored().await;
+    assert_eq!(stored[2].content, "The first three steps are");
+    assert_eq!(stored.len(), 7);
+}

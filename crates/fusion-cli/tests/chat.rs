@@ -399,3 +399,40 @@ async fn escape_sequences_from_the_model_and_tools_are_printed_visibly() {
     let stored = load_async(&storage, "esc").await;
     assert!(stored.last().unwrap().content.starts_with("\x1b[2J"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_cut_by_the_token_limit_says_so_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    server.push(fusion_agent::testing::MockReply::Raw {
+        status: 200,
+        body: serde_json::json!({
+            "id": "c1",
+            "object": "chat.completion",
+            "model": "mock-model",
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": "The first three steps are"},
+                "finish_reason": "length",
+            }],
+        })
+        .to_string(),
+    });
+    let output = chat(
+        tmp.path(),
+        &server,
+        &["--storage", &url, "--no-stream"],
+        "explain\n",
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(
+            "The first three steps are\n(the answer is cut short: the model reached its \
+             output token limit)\n"
+        ),
+        "{stdout}"
+    );
+}

@@ -199,13 +199,14 @@ impl AgentSession {
                 .iteration(iteration, &mut progress, events)
                 .instrument(span)
                 .await?;
-            if let Some(answer) = answer {
+            if let Some((answer, finish_reason)) = answer {
                 return Ok(TaskResult {
                     success: true,
                     result: answer,
                     steps: progress.steps,
                     iterations: iteration,
                     usage: progress.usage,
+                    finish_reason,
                 });
             }
         }
@@ -224,22 +225,25 @@ impl AgentSession {
             steps: progress.steps,
             iterations: max_iterations,
             usage: progress.usage,
+            finish_reason: None,
         })
     }
 
-    /// One request to the model and whatever it asks for. `Some(answer)` ends the turn.
+    /// One request to the model and whatever it asks for. `Some` ends the turn with the
+    /// answer and the finish reason the server gave for it.
     async fn iteration(
         &mut self,
         iteration: usize,
         progress: &mut Progress,
         events: &Emitter,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<(String, Option<String>)>> {
         let started = Instant::now();
         let (response, answer_streamed) = self.ask(iteration, events).await?;
         if let Some(usage) = response.usage {
             progress.usage = Some(progress.usage.map_or(usage, |sum| sum + usage));
             events.emit(AgentEvent::Usage { iteration, usage });
         }
+        let finish_reason = response.finish_reason;
         let mut reply = response.message;
         // The client promises an assistant message; storing anything else would corrupt the
         // conversation, so the promise is enforced here.
@@ -260,7 +264,12 @@ impl AgentSession {
             iteration,
             tool_calls: progress.steps.len() - steps_before,
         });
-        Ok(answer)
+        if let Some(because) = crate::events::cut_because(finish_reason.as_deref())
+            && answer.is_some()
+        {
+            warn!("the final answer is cut short: {because}");
+        }
+        Ok(answer.map(|answer| (answer, finish_reason)))
     }
 
     /// Asks the model for the next reply, streaming its text to `events`; returns the

@@ -98,6 +98,9 @@ impl TurnView {
                 render::plural(result.iterations, "model request")
             )?;
         }
+        if let Some(because) = result.answer_cut_because() {
+            writeln!(out, "(the answer is cut short: {because})")?;
+        }
         out.flush()
     }
 

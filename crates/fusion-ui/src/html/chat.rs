@@ -163,7 +163,11 @@ impl ChatEnd {
                 } else {
                     "Stopped at the iteration limit"
                 };
-                ("done", format!("{how}: {requests}{tokens}."))
+                let cut = result
+                    .answer_cut_because()
+                    .map(|because| format!(" The answer is cut short: {because}."))
+                    .unwrap_or_default();
+                ("done", format!("{how}: {requests}{tokens}.{cut}"))
             }
             Outcome::Stopped => (
                 "stopped",
@@ -200,5 +204,36 @@ fn plural(count: usize, noun: &str) -> String {
         format!("1 {noun}")
     } else {
         format!("{count} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fusion::agent::TaskResult;
+
+    use super::*;
+
+    fn finished(finish_reason: Option<&str>) -> String {
+        let result = TaskResult {
+            success: true,
+            result: "The first three steps are".into(),
+            steps: Vec::new(),
+            iterations: 1,
+            usage: None,
+            finish_reason: finish_reason.map(str::to_string),
+        };
+        ChatEnd::new(3, &Outcome::Finished(result), None).summary
+    }
+
+    #[test]
+    fn the_end_of_a_turn_says_when_its_answer_is_cut_short() {
+        assert_eq!(finished(Some("stop")), "Finished: 1 request.");
+        assert_eq!(finished(None), "Finished: 1 request.");
+        assert_eq!(
+            finished(Some("length")),
+            "Finished: 1 request. The answer is cut short: the model reached its output \
+             token limit."
+        );
+        assert!(finished(Some("content_filter")).ends_with("content filter stopped it."));
     }
 }
