@@ -254,7 +254,7 @@ fn check_ends(from: &StorageType, to: &StorageType) -> Result<()> {
             );
         }
     }
-    if let Some(path) = store::missing(from) {
+    if let Some(path) = from.missing_path() {
         bail!("--from {}: no such storage", path.display());
     }
     Ok(())

@@ -16,7 +16,7 @@
 //! kept in clear, lets the backend store a message whose reply was lost only once.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -218,18 +218,6 @@ pub fn ephemeral(kind: &StorageType) -> bool {
         Ok(Some(StorageLocation::ProcessMemory)) => true,
         Ok(None) => matches!(kind, StorageType::Sqlite(_)),
         _ => false,
-    }
-}
-
-/// The directory or database file of a file-system or SQLite storage, when it surely does
-/// not exist. One that cannot be looked at (permissions) counts as existing, so that
-/// opening it reports why.
-pub fn missing(kind: &StorageType) -> Option<PathBuf> {
-    match kind.location() {
-        Ok(Some(StorageLocation::Directory(path) | StorageLocation::SqliteFile(path))) => {
-            matches!(path.try_exists(), Ok(false)).then_some(path)
-        }
-        _ => None,
     }
 }
 

@@ -203,7 +203,7 @@ impl StorageType {
     pub async fn open_existing(&self) -> Result<Option<Arc<dyn ConversationStorage>>> {
         match self {
             #[cfg(feature = "sqlite")]
-            StorageType::Sqlite(_) if self.missing_file() => Ok(None),
+            StorageType::Sqlite(_) if self.missing_path().is_some() => Ok(None),
             #[cfg(feature = "postgres")]
             StorageType::Postgres(url) => {
                 let options = fusion_storage_postgres::PostgresOptions::new(url);
@@ -216,14 +216,17 @@ impl StorageType {
         }
     }
 
-    /// Whether this names a database file that surely does not exist: one that cannot be
-    /// looked at counts as existing, and so does a URL `location` refuses (`open` says
-    /// why).
-    #[cfg(feature = "sqlite")]
-    fn missing_file(&self) -> bool {
+    /// The directory of a file-system storage or the database file of a SQLite one, when
+    /// it surely does not exist: for a program that must not read a typo as an empty
+    /// store. One that cannot be looked at (no permission) counts as existing, and so does
+    /// a URL [`location`](StorageType::location) refuses, so that opening it says why.
+    /// `None` for every other storage.
+    pub fn missing_path(&self) -> Option<PathBuf> {
         match self.location() {
-            Ok(Some(StorageLocation::SqliteFile(path))) => matches!(path.try_exists(), Ok(false)),
-            _ => false,
+            Ok(Some(StorageLocation::Directory(path) | StorageLocation::SqliteFile(path))) => {
+                matches!(path.try_exists(), Ok(false)).then_some(path)
+            }
+            _ => None,
         }
     }
 }
@@ -462,6 +465,31 @@ mod tests {
         }
         assert!(same("memory://", "memory"), "one process-wide store");
         assert!(!same("memory://", "sqlite::memory:"));
+    }
+
+    #[test]
+    fn missing_path_names_a_directory_or_database_file_that_does_not_exist() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sessions");
+        let file = tmp.path().join("s.db");
+        let fs = StorageType::FileSystem(dir.clone());
+        let sqlite = StorageType::Sqlite(format!("sqlite://{}", file.display()));
+        let root = tmp.path().canonicalize().unwrap();
+        assert_eq!(fs.missing_path(), Some(root.join("sessions")));
+        assert_eq!(sqlite.missing_path(), Some(root.join("s.db")));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(&file, b"").unwrap();
+        assert_eq!(fs.missing_path(), None);
+        assert_eq!(sqlite.missing_path(), None);
+        for other in [
+            "memory://",
+            "sqlite::memory:",
+            "redis://127.0.0.1",
+            "postgres://h/db",
+        ] {
+            let storage: StorageType = other.parse().unwrap();
+            assert_eq!(storage.missing_path(), None, "{other}");
+        }
     }
 
     #[test]
