@@ -31,6 +31,7 @@ mod config;
 mod error;
 mod prefix;
 mod retry;
+mod sse;
 mod stream;
 mod stream_call;
 mod wire;

@@ -1,35 +1,36 @@
 //! Reads a streamed chat completion: server-sent events in, [`ChatDelta`]s out.
 //!
-//! The bytes go through `eventsource_stream` (which handles events cut anywhere, comments
-//! and line endings); each event's data is a `chat.completion.chunk` read with the same
-//! lenient helpers as a whole reply ([`wire`]). The [`Assembler`] keeps the reply so far:
-//! text, and tool calls by `index`, since calls may be streamed interleaved, with their id
-//! and name in the first piece and the arguments in many. Unlike the whole-reply decoder,
-//! this one must also tell a finished reply from one whose connection was cut.
+//! The bytes go through [`SseParser`] (which handles events cut anywhere, comments and
+//! line endings, in time linear in the body); each event's data is a
+//! `chat.completion.chunk` read with the same lenient helpers as a whole reply ([`wire`]).
+//! The [`Assembler`] keeps the reply so far: text, and tool calls by `index`, since calls
+//! may be streamed interleaved, with their id and name in the first piece and the
+//! arguments in many. Unlike the whole-reply decoder, this one must also tell a finished
+//! reply from one whose connection was cut.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use eventsource_stream::{Event, EventStream, EventStreamError, Eventsource};
 use fusion_core::{ChatMessage, ToolCall};
-use futures::stream::{self, BoxStream};
-use futures::{Stream, StreamExt};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
 
 use super::error::{self, Context, Failure};
+use super::sse::{InvalidUtf8, SseEvent, SseParser};
 use super::wire::{self, WireChunk, WireToolCallDelta};
 use crate::llm::{ChatDelta, ChatResponse, Usage};
 
-/// Why the body stopped before its end.
+/// Why no more events can be read, short of the body's end.
 #[derive(Debug)]
-pub(super) enum BodyError {
+enum BodyError {
     /// Reading failed (connection reset, broken chunked encoding...).
     Transport(reqwest::Error),
     /// Nothing arrived within the idle timeout.
     Stalled,
     /// More than [`MAX_REPLY_BYTES`] arrived.
     TooLong,
+    /// The body is not UTF-8, so not an event stream.
+    NotUtf8(InvalidUtf8),
 }
 
 /// The most body one streamed reply may take: far more than any model writes in one reply
@@ -37,21 +38,19 @@ pub(super) enum BodyError {
 /// that never does) is stopped with an error rather than read until the memory runs out.
 pub(super) const MAX_REPLY_BYTES: usize = 16 << 20;
 
-/// A piece of the body as the HTTP client gave it (its buffer type is not ours to name).
-struct BodyPiece(Box<dyn AsRef<[u8]> + Send>);
-
-impl AsRef<[u8]> for BodyPiece {
-    fn as_ref(&self) -> &[u8] {
-        (*self.0).as_ref()
-    }
-}
+/// A piece of the body as the HTTP client gave it, boxed (its buffer type is not ours to
+/// name).
+type BodyPiece = Box<dyn AsRef<[u8]> + Send>;
 
 /// One streamed reply being read: yields its deltas, then [`ChatDelta::Done`] or a
 /// [`Failure`], then nothing.
 pub(super) struct SseReply<'a> {
-    events: EventStream<BoxStream<'a, Result<BodyPiece, BodyError>>>,
-    /// Bytes of body received so far, counted as they pass, for the cut-off message.
-    received: Arc<AtomicUsize>,
+    body: BoxStream<'a, Result<BodyPiece, reqwest::Error>>,
+    /// The longest pause allowed between two pieces of the body.
+    idle_timeout: Duration,
+    /// Bytes of body received so far, for the cap and the cut-off message.
+    received: usize,
+    parser: SseParser,
     ctx: Context<'a>,
     assembler: Assembler,
     /// Deltas of the last chunk not yet handed out (a chunk may hold several).
@@ -66,29 +65,11 @@ impl<'a> SseReply<'a> {
         idle_timeout: Duration,
         ctx: Context<'a>,
     ) -> Self {
-        let received = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&received);
-        let watched = stream::unfold(Some(body.boxed()), move |body| {
-            let counter = Arc::clone(&counter);
-            async move {
-                let mut body = body?;
-                match tokio::time::timeout(idle_timeout, body.next()).await {
-                    Err(_) => Some((Err(BodyError::Stalled), None)),
-                    Ok(None) => None,
-                    Ok(Some(Ok(bytes))) => {
-                        let len = bytes.as_ref().len();
-                        if counter.fetch_add(len, Ordering::Relaxed) + len > MAX_REPLY_BYTES {
-                            return Some((Err(BodyError::TooLong), None));
-                        }
-                        Some((Ok(BodyPiece(Box::new(bytes))), Some(body)))
-                    }
-                    Ok(Some(Err(err))) => Some((Err(BodyError::Transport(err)), None)),
-                }
-            }
-        });
         Self {
-            events: watched.boxed().eventsource(),
-            received,
+            body: body.map_ok(|piece| Box::new(piece) as BodyPiece).boxed(),
+            idle_timeout,
+            received: 0,
+            parser: SseParser::default(),
             ctx,
             assembler: Assembler::default(),
             ready: VecDeque::new(),
@@ -106,14 +87,16 @@ impl<'a> SseReply<'a> {
                 return None;
             }
             let complete = self.assembler.finish_reason.is_some();
-            let outcome = match self.events.next().await {
-                Some(Ok(event)) => self.read_event(event),
+            let outcome = match self.next_event().await {
+                Ok(Some(event)) => self.read_event(event),
+                // Bytes that are not text are no event stream, finished reply or not.
+                Err(err @ BodyError::NotUtf8(_)) => Err(self.body_failure(err)),
                 // Once the model said why it stopped, the reply is whole: a connection
                 // that then closes, breaks or stalls before `[DONE]` (or the usage chunk)
                 // loses nothing.
-                Some(Err(EventStreamError::Transport(_))) | None if complete => Ok(true),
-                Some(Err(err)) => Err(self.body_failure(err)),
-                None => Err(error::cut_off_failure(&self.ctx, self.received(), None)),
+                Ok(None) | Err(_) if complete => Ok(true),
+                Err(err) => Err(self.body_failure(err)),
+                Ok(None) => Err(error::cut_off_failure(&self.ctx, self.received, None)),
             };
             match outcome {
                 Ok(false) => {}
@@ -130,8 +113,29 @@ impl<'a> SseReply<'a> {
         }
     }
 
+    /// The next event of the body, `None` at its end, or why it stopped early.
+    async fn next_event(&mut self) -> Result<Option<SseEvent>, BodyError> {
+        loop {
+            if let Some(event) = self.parser.next_event().map_err(BodyError::NotUtf8)? {
+                return Ok(Some(event));
+            }
+            let piece = match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
+                Err(_) => return Err(BodyError::Stalled),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(err))) => return Err(BodyError::Transport(err)),
+                Ok(Some(Ok(piece))) => piece,
+            };
+            let piece = (*piece).as_ref();
+            self.received += piece.len();
+            if self.received > MAX_REPLY_BYTES {
+                return Err(BodyError::TooLong);
+            }
+            self.parser.feed(piece);
+        }
+    }
+
     /// Takes in one event; `Ok(true)` when it ends the reply.
-    fn read_event(&mut self, event: Event) -> Result<bool, Failure> {
+    fn read_event(&mut self, event: SseEvent) -> Result<bool, Failure> {
         if event.event == "error" {
             return Err(error::stream_error_failure(&self.ctx, &event.data));
         }
@@ -160,32 +164,22 @@ impl<'a> SseReply<'a> {
         Ok(false)
     }
 
-    fn body_failure(&self, err: EventStreamError<BodyError>) -> Failure {
+    fn body_failure(&self, err: BodyError) -> Failure {
         match err {
-            EventStreamError::Transport(BodyError::Transport(err)) => {
-                error::cut_off_failure(&self.ctx, self.received(), Some(err))
+            BodyError::Transport(err) => {
+                error::cut_off_failure(&self.ctx, self.received, Some(err))
             }
-            EventStreamError::Transport(BodyError::Stalled) => {
-                error::stalled_failure(&self.ctx, "next piece of the reply")
-            }
-            EventStreamError::Transport(BodyError::TooLong) => {
-                error::too_long_failure(&self.ctx, MAX_REPLY_BYTES)
-            }
-            EventStreamError::Utf8(err) => error::malformed_stream_failure(
+            BodyError::Stalled => error::stalled_failure(&self.ctx, "next piece of the reply"),
+            BodyError::TooLong => error::too_long_failure(&self.ctx, MAX_REPLY_BYTES),
+            BodyError::NotUtf8(err) => error::malformed_stream_failure(
                 &self.ctx,
-                &format!("the body is not UTF-8 ({err})"),
-                "",
-            ),
-            EventStreamError::Parser(err) => error::malformed_stream_failure(
-                &self.ctx,
-                &format!("the body is not a server-sent event stream ({err})"),
+                &format!(
+                    "the body is not UTF-8 (an invalid sequence at byte {})",
+                    err.offset
+                ),
                 "",
             ),
         }
-    }
-
-    fn received(&self) -> usize {
-        self.received.load(Ordering::Relaxed)
     }
 }
 
@@ -313,6 +307,7 @@ impl Assembler {
 #[cfg(test)]
 mod tests {
     use axum::body::Bytes;
+    use futures::stream;
 
     use super::*;
 
@@ -700,6 +695,22 @@ mod tests {
         let calls = &done(&deltas).message.tool_calls;
         assert_eq!(calls[1].id, *second_id);
         assert_eq!(calls[1].arguments, r#"{"v":2}"#);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_utf8_is_a_clear_error() {
+        let text = format!("data: {}\n\n", delta(serde_json::json!({"content": "hi"})));
+        let mut body = text.clone().into_bytes();
+        body.extend_from_slice(b"data: \xFF\xFE\n\n");
+        let (deltas, failure) = read(vec![body]).await;
+        assert_eq!(deltas, [ChatDelta::Text("hi".into())]);
+        let failure = failure.unwrap();
+        let offset = text.len() + "data: ".len();
+        assert!(
+            failure.contains(&format!("not UTF-8 (an invalid sequence at byte {offset})")),
+            "{failure}"
+        );
+        assert!(failure.contains("FUSION_STREAM"), "{failure}");
     }
 
     #[tokio::test]
