@@ -288,7 +288,16 @@ impl ConversationStorage for OwnerScope {
             )));
         }
         match self.check(session_id).await? {
-            Found::Mine(_) => self.storage.update_session(session_id, update).await,
+            // Read as the check found it: a backend answers a change of nothing by
+            // reading, which would not check the owner again.
+            Found::Mine(info) if update.is_empty() => Ok(Some(*info)),
+            // The owner is checked again in the write's own atomic step: a session
+            // deleted and created by another owner since the check is refused, never
+            // changed (nor its facts returned).
+            Found::Mine(_) => {
+                let update = update.clone().if_owner(self.owner.clone());
+                self.storage.update_session(session_id, &update).await
+            }
             Found::Absent => Ok(None),
             Found::NotMine => Err(self.not_owner(session_id)),
         }

@@ -267,6 +267,13 @@ pub struct MetaUpdate {
     /// `Some(expiry)` sets the expiry (`Some(None)`: the session never expires); `None`
     /// keeps it.
     pub expiry: Option<Option<Expiry>>,
+    /// `Some(owner)`: apply the change only if the session's owner is `owner` when it is
+    /// applied, else refuse it with [`Error::NotOwner`], changing nothing. Checked in the
+    /// same atomic step as the change ([`apply_to_stored`](Self::apply_to_stored)), so a
+    /// session deleted and created again by another owner since the caller looked at it
+    /// is never changed. Not a change itself: an update with nothing else
+    /// [`is_empty`](Self::is_empty), and a backend answers it by reading.
+    pub if_owner: Option<String>,
 }
 
 impl MetaUpdate {
@@ -311,7 +318,14 @@ impl MetaUpdate {
         self
     }
 
-    /// Whether this changes nothing.
+    /// Applies the change only if the session's owner is `owner` then (see
+    /// [`if_owner`](Self::if_owner)).
+    pub fn if_owner(mut self, owner: impl Into<String>) -> Self {
+        self.if_owner = Some(owner.into());
+        self
+    }
+
+    /// Whether this changes nothing (a condition alone changes nothing).
     pub fn is_empty(&self) -> bool {
         self.owner.is_none()
             && self.title.is_none()
@@ -321,7 +335,26 @@ impl MetaUpdate {
             && self.expiry.is_none()
     }
 
-    /// Applies the change to `meta`. Validate the result before storing it.
+    /// What a backend's [`update_session`](crate::ConversationStorage::update_session)
+    /// does with the metadata of `session_id` it read in the atomic step (transaction,
+    /// lock or compare-and-set) that will store the result: checks the condition
+    /// ([`if_owner`](Self::if_owner): [`Error::NotOwner`]), applies the change and
+    /// validates the result ([`Error::InvalidMeta`]). On an error, store nothing.
+    pub fn apply_to_stored(&self, session_id: &str, meta: &mut SessionMeta) -> Result<()> {
+        if let Some(owner) = &self.if_owner
+            && meta.owner.as_ref() != Some(owner)
+        {
+            return Err(Error::NotOwner {
+                session_id: session_id.to_string(),
+                owner: owner.clone(),
+            });
+        }
+        self.apply_to(meta);
+        meta.validate()
+    }
+
+    /// Applies the change to `meta`, ignoring the condition
+    /// ([`if_owner`](Self::if_owner)). Validate the result before storing it.
     pub fn apply_to(&self, meta: &mut SessionMeta) {
         if let Some(owner) = &self.owner {
             meta.owner.clone_from(owner);

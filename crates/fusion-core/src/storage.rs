@@ -216,8 +216,11 @@ pub trait ConversationStorage: Send + Sync {
     /// Applies `update` to the metadata of `session_id` atomically (a concurrent update
     /// of other fields is never undone) and returns the session's facts after it, or
     /// `None`, writing nothing, if the session does not exist. A result that breaks a rule
-    /// of [`SessionMeta::validate`] is refused with [`Error::InvalidMeta`] and nothing
-    /// changes. A change counts as a write: `updated_at` moves.
+    /// of [`SessionMeta::validate`] is refused with [`Error::InvalidMeta`], and an update
+    /// whose owner condition ([`MetaUpdate::if_owner`]) fails with [`Error::NotOwner`];
+    /// nothing changes then. A change counts as a write: `updated_at` moves. A backend
+    /// applies the update with [`MetaUpdate::apply_to_stored`] in the atomic step that
+    /// stores it.
     ///
     /// The default returns [`Error::Unsupported`] for any change (an empty `update` reads
     /// [`session_info`](Self::session_info)). Every bundled backend overrides it.

@@ -340,8 +340,7 @@ impl Store {
             return Ok(None);
         };
         let mut meta = entry.meta.clone();
-        update.apply_to(&mut meta);
-        meta.validate()?;
+        update.apply_to_stored(id, &mut meta)?;
         // Rare enough to re-file the session from scratch: its owner may change.
         let mut entry = self.sessions.remove(id).expect("checked above");
         self.unfile(&entry);

@@ -397,8 +397,7 @@ impl ConversationStorage for PostgresStorage {
                 return Ok(None);
             };
             let mut meta = decode_info(&row)?.meta;
-            update.apply_to(&mut meta);
-            meta.validate()?;
+            update.apply_to_stored(session_id, &mut meta)?;
             let row = write::store_meta(&mut tx, session_id, &meta)
                 .await
                 .map_err(err)?;

@@ -208,8 +208,9 @@ pub(crate) struct Updated {
 
 /// Applies `update` at `now` (microseconds) to the session read as `row`: `Ok(None)`
 /// when there is no session or it has expired (nothing is written),
-/// [`Error::InvalidMeta`] when the result breaks a rule of [`SessionMeta::validate`] and
-/// [`Error::Corrupt`] when the row is damaged (nothing is written either way).
+/// [`Error::NotOwner`] when the update's owner condition fails, [`Error::InvalidMeta`]
+/// when the result breaks a rule of [`SessionMeta::validate`] and [`Error::Corrupt`] when
+/// the row is damaged (nothing is written in each case).
 /// `updated_at` moves to `now`'s millisecond, or stays if the clock stepped back; the
 /// expiry is the one `update` sets, or the stored one after a write at that `updated_at`
 /// (an idle one moves with it).
@@ -225,8 +226,7 @@ pub(crate) fn apply_update(
     let written_at = updated_ms.saturating_mul(1000);
     let stored = row.expiry;
     let mut info = row.decode()?;
-    update.apply_to(&mut info.meta);
-    info.meta.validate()?;
+    update.apply_to_stored(&info.id, &mut info.meta)?;
     let expiry = match &update.expiry {
         Some(expiry) => StoredExpiry::of(expiry.as_ref(), written_at),
         None => stored.at_write(written_at),

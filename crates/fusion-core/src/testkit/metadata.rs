@@ -6,13 +6,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use async_trait::async_trait;
 use serde_json::json;
 
 use super::{StorageHarness, all_pages, expected_order, info, open, said};
 use crate::{
-    ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, OwnerScope, SessionInfo,
-    SessionMeta, SessionOrder, SessionPage, SessionQuery,
+    ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, MetaUpdate,
+    OwnerScope, SessionInfo, SessionMeta, SessionOrder, SessionPage, SessionQuery,
 };
 
 /// A session created with metadata reports it, with its count, timestamps and the
@@ -431,4 +433,92 @@ pub async fn owners_never_see_each_others_sessions<H: StorageHarness>(harness: &
         "{history:?}"
     );
     assert_eq!(history.len(), 10);
+}
+
+/// The storage under an [`OwnerScope`] as another owner's delete and creation would leave
+/// it: when armed, `session_info` answers and then the session is deleted and created
+/// again as `bob`'s, with his title and data.
+struct TakenOverAfterCheck {
+    inner: Arc<dyn ConversationStorage>,
+    armed: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Intercept for TakenOverAfterCheck {
+    fn inner(&self) -> &dyn ConversationStorage {
+        self.inner.as_ref()
+    }
+
+    async fn session_info(&self, session_id: &str) -> crate::Result<Option<SessionInfo>> {
+        let found = self.inner.session_info(session_id).await?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.inner.delete(session_id).await?;
+            let bobs = SessionMeta::new()
+                .owner("bob")
+                .title("bob's own")
+                .data("secret", "bob's");
+            self.inner
+                .create_session(session_id, &bobs, &said("bob's"))
+                .await?;
+        }
+        Ok(found)
+    }
+}
+
+/// A scoped metadata update whose session another owner deleted and created again
+/// between the scope's check and the update changes nothing of it and shows nothing of
+/// it: the owner is checked again in the update's own atomic step
+/// ([`MetaUpdate::if_owner`]), which any caller can ask for too.
+pub async fn a_scoped_update_never_changes_a_session_another_owner_took_over<H: StorageHarness>(
+    harness: &H,
+) {
+    let shared: Arc<dyn ConversationStorage> = Arc::new(open(harness).await);
+    let armed = Arc::new(AtomicBool::new(false));
+    let racing = Intercepted(TakenOverAfterCheck {
+        inner: shared.clone(),
+        armed: armed.clone(),
+    });
+    let alice = OwnerScope::new(Arc::new(racing), "alice").unwrap();
+    alice.append("s", &said("alice's")).await.unwrap();
+    armed.store(true, Ordering::SeqCst);
+    let update = MetaUpdate::new()
+        .title(Some("set by alice"))
+        .expiry(Some(crate::Expiry::At(std::time::SystemTime::UNIX_EPOCH)));
+    let updated = alice.update_session("s", &update).await;
+    assert!(
+        matches!(&updated, Err(Error::NotOwner { owner, .. }) if owner == "alice"),
+        "{updated:?}"
+    );
+    let bobs = info(shared.as_ref(), "s").await;
+    assert_eq!(bobs.meta.owner.as_deref(), Some("bob"));
+    assert_eq!(bobs.meta.title.as_deref(), Some("bob's own"));
+    assert_eq!(bobs.meta.expiry, None, "not expired by alice's update");
+    assert_eq!(shared.load("s").await.unwrap(), said("bob's"));
+
+    // Asked for directly, the condition refuses the same way and lets the owner through.
+    let direct = shared
+        .update_session("s", &MetaUpdate::new().title(Some("x")).if_owner("alice"))
+        .await;
+    assert!(matches!(direct, Err(Error::NotOwner { .. })), "{direct:?}");
+    let bobs_own = MetaUpdate::new().title(Some("renamed")).if_owner("bob");
+    let renamed = shared
+        .update_session("s", &bobs_own)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renamed.meta.title.as_deref(), Some("renamed"));
+    let unowned = MetaUpdate::new().title(Some("y")).if_owner("bob");
+    shared
+        .update_session("s", &MetaUpdate::new().owner(None::<String>))
+        .await
+        .unwrap();
+    let refused = shared.update_session("s", &unowned).await;
+    assert!(
+        matches!(refused, Err(Error::NotOwner { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        info(shared.as_ref(), "s").await.meta.title.as_deref(),
+        Some("renamed")
+    );
 }

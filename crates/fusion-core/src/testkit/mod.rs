@@ -302,6 +302,7 @@ macro_rules! conformance_suite {
                 cursors_stay_correct_while_sessions_are_written,
                 listing_refuses_a_bad_query,
                 owners_never_see_each_others_sessions,
+                a_scoped_update_never_changes_a_session_another_owner_took_over,
             );
             $crate::__conformance_cases!(
                 $setup, search;

@@ -203,8 +203,7 @@ impl SessionFiles {
         let (created_us, mut old) = self.stored_meta(&contents, &counters)?;
         old.expiry = counters.expiry.expiry();
         let mut new = old.clone();
-        update.apply_to(&mut new);
-        new.validate()?;
+        update.apply_to_stored(&self.id, &mut new)?;
         let sync = self.sync_appends();
         let floor = counters.updated_us.saturating_add(1);
         let recorded = self

@@ -94,8 +94,7 @@ impl RedisStorage {
                 return Ok(None);
             };
             let mut meta = found.info(&self.keys, id)?.meta;
-            update.apply_to(&mut meta);
-            meta.validate()?;
+            update.apply_to_stored(id, &mut meta)?;
             let (list, meta_key) = (self.keys.list(id), self.keys.meta(id));
             let keys = self.script_keys(&list, &meta_key);
             let mut call = evalsha(self.writing(&scripts::UPDATE), &keys);
