@@ -15,7 +15,10 @@
 //!   have applied can meet a session that no longer looks as expected, because of that
 //!   very attempt: the layer then reads the session, and reports success if it holds
 //!   what the write wrote (the appended messages, the replaced history, the created
-//!   session), or the [`Error::Conflict`] otherwise, for the caller to re-read and decide.
+//!   session, or, for a truncate, the messages it keeps under a new generation), or the
+//!   [`Error::Conflict`] otherwise, for the caller to re-read and decide. A truncate
+//!   leaves nothing that names it, so a conditional one costs a read of the session
+//!   before its first attempt: what it keeps is known when a refusal has to be judged.
 //!
 //! What is retried: errors whose [`is_retryable`](Error::is_retryable) is true, except a
 //! [`Conflict`](Error::Conflict), which is an answer (another writer changed the
@@ -184,8 +187,16 @@ impl Retrying {
 
     /// After a conditional write was refused following an attempt that may have applied
     /// it: the session's generation if it holds what `change` wrote (so the refusal was
-    /// caused by that attempt), `None` if not or if it cannot be read.
-    async fn applied(&self, session_id: &str, change: Change<'_>) -> Option<u64> {
+    /// caused by that attempt), `None` if not or if it cannot be read. A truncate counts
+    /// as applied when the session holds exactly `kept` (read before the first attempt)
+    /// under a generation other than the one expected, which only a rewrite gives it.
+    async fn applied(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+        kept: Option<&[ChatMessage]>,
+    ) -> Option<u64> {
         let (history, revision) = self.inner.load_revision(session_id).await.ok()?;
         let holds = match change {
             Change::Append(messages) => {
@@ -195,9 +206,30 @@ impl Retrying {
                         .all(|m| history.iter().rev().any(|h| h.id == m.id))
             }
             Change::Replace(messages) => history == messages,
-            Change::Truncate(_) => false,
+            Change::Truncate(_) => {
+                kept == Some(history.as_slice())
+                    && !expected.is_met_by(revision.generation, || revision.len)
+            }
         };
         holds.then_some(revision.generation)
+    }
+
+    /// The messages a conditional truncate to `len` keeps, read before it runs: `None`
+    /// when the session cannot be read or does not meet `expected` (the write will be
+    /// refused whatever happens, and rightly).
+    async fn kept_by_truncate(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        len: usize,
+    ) -> Option<Vec<ChatMessage>> {
+        let read = self.attempts("load_revision", || self.inner.load_revision(session_id));
+        let (mut history, revision) = read.await.result.ok()?;
+        if !expected.is_met_by(revision.generation, || revision.len) {
+            return None;
+        }
+        history.truncate(len);
+        Some(history)
     }
 }
 
@@ -264,6 +296,10 @@ impl Intercept for Retrying {
             }
             other => other,
         };
+        let kept = match change {
+            Change::Truncate(len) => self.kept_by_truncate(session_id, expected, len).await,
+            _ => None,
+        };
         let Attempts { result, uncertain } = self
             .attempts("write_if", || {
                 self.inner.write_if(session_id, expected, change)
@@ -271,7 +307,10 @@ impl Intercept for Retrying {
             .await;
         match result {
             Err(conflict @ Error::Conflict { .. }) if uncertain => {
-                match self.applied(session_id, change).await {
+                match self
+                    .applied(session_id, expected, change, kept.as_deref())
+                    .await
+                {
                     Some(generation) => Ok(generation),
                     None => Err(conflict),
                 }

@@ -164,6 +164,51 @@ async fn a_conflict_after_an_attempt_that_did_not_apply_is_reported() {
 }
 
 #[tokio::test]
+async fn a_conditional_truncate_whose_reply_was_lost_reports_what_it_did() {
+    let store = Arc::new(Intercepted(LoseReplies::new(InMemoryStorage::new())));
+    let turns: Vec<ChatMessage> = (0..5).map(|i| ChatMessage::user(format!("m{i}"))).collect();
+    store.append("s", &turns).await.unwrap();
+    let layered = Arc::clone(&store).layer(retry());
+    let (_, revision) = layered.load_revision("s").await.unwrap();
+
+    // The truncate applies, its reply is lost, and the retry meets the session it made.
+    store.0.arm();
+    let generation = layered
+        .write_if("s", Expect::Exactly(revision), Change::Truncate(3))
+        .await
+        .unwrap();
+    assert_eq!(store.0.lost(), 1);
+    let (history, now) = layered.load_revision("s").await.unwrap();
+    assert_eq!(history, turns[..3]);
+    assert_eq!(now.generation, generation);
+
+    // Truncated to nothing (a deletion), the same.
+    store.0.arm();
+    layered
+        .write_if("s", Expect::Exactly(now), Change::Truncate(0))
+        .await
+        .unwrap();
+    assert!(layered.load("s").await.unwrap().is_empty());
+
+    // Another writer's change in between is still a conflict: the session does not hold
+    // what the truncate keeps.
+    let mut flaky = Flaky::new(1, dropped);
+    flaky.meddle = Some(ChatMessage::user("someone else"));
+    flaky.inner.append("u", &turns).await.unwrap();
+    let (meddled, _) = retried(flaky);
+    let (_, at) = meddled.load_revision("u").await.unwrap();
+    let result = meddled
+        .write_if("u", Expect::Exactly(at), Change::Truncate(2))
+        .await;
+    assert!(matches!(result, Err(Error::Conflict { .. })), "{result:?}");
+    assert_eq!(
+        meddled.load("u").await.unwrap().len(),
+        6,
+        "nothing truncated"
+    );
+}
+
+#[tokio::test]
 async fn a_reply_lost_on_every_attempt_still_stores_one_copy() {
     let store = Arc::new(Intercepted(LoseReplies::new(InMemoryStorage::new())));
     store.0.lose_with_probability(1.0, 1);
