@@ -89,11 +89,18 @@ impl<'a> SseReply<'a> {
             let complete = self.assembler.finish_reason.is_some();
             let outcome = match self.next_event().await {
                 Ok(Some(event)) => self.read_event(event),
-                // Bytes that are not text are no event stream, finished reply or not.
-                Err(err @ BodyError::NotUtf8(_)) => Err(self.body_failure(err)),
                 // Once the model said why it stopped, the reply is whole: a connection
-                // that then closes, breaks or stalls before `[DONE]` (or the usage chunk)
-                // loses nothing.
+                // that then closes, breaks, stalls or sends bytes that are not text before
+                // `[DONE]` (or the usage chunk) loses nothing, as an unreadable event then
+                // does not (`read_event`).
+                Err(BodyError::NotUtf8(err)) if complete => {
+                    tracing::warn!(
+                        endpoint = self.ctx.endpoint,
+                        offset = err.offset,
+                        "ignoring bytes that are not UTF-8 after the reply's finish reason"
+                    );
+                    Ok(true)
+                }
                 Ok(None) | Err(_) if complete => Ok(true),
                 Err(err) => Err(self.body_failure(err)),
                 Ok(None) => Err(error::cut_off_failure(&self.ctx, self.received, None)),
@@ -711,6 +718,18 @@ mod tests {
             "{failure}"
         );
         assert!(failure.contains("FUSION_STREAM"), "{failure}");
+
+        // After the finish reason the reply is whole, as after an unreadable event.
+        let mut after = format!(
+            "data: {}\n\ndata: {}\n\n",
+            delta(serde_json::json!({"content": "complete answer"})),
+            finish("stop"),
+        )
+        .into_bytes();
+        after.extend_from_slice(b"data: \xFF\xFE\n\n");
+        let (deltas, failure) = read(vec![after]).await;
+        assert_eq!(failure, None);
+        assert_eq!(done(&deltas).message.content, "complete answer");
     }
 
     #[tokio::test]
