@@ -13,6 +13,7 @@ use axum::response::Response;
 use fusion::SessionId;
 
 use super::form::FormFields;
+use super::request::valid_id;
 use crate::html::bulk::{BulkDone, ConfirmBulk, Failure, Listed};
 use crate::html::{PageError, render};
 use crate::state::AppState;
@@ -31,7 +32,7 @@ pub(crate) async fn confirm(
     let ids = selected(&fields)?;
     let mut listed = Vec::with_capacity(ids.len());
     for id in ids {
-        SessionId::validate(&id).map_err(|err| PageError::bad_request(err.to_string()))?;
+        valid_id(&id)?;
         let info = state.storage.session_info(&id).await;
         listed.push(Listed::read(id, info).map_err(|err| PageError::storage(&err))?);
     }

@@ -5,8 +5,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
-use fusion::SessionId;
 
+use super::request::{not_stored, valid_id};
 use crate::html::bulk::Listed;
 use crate::html::delete::ConfirmDelete;
 use crate::html::{PageError, render};
@@ -19,14 +19,11 @@ pub(crate) async fn confirm(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    SessionId::validate(&id).map_err(|err| PageError::bad_request(err.to_string()))?;
+    valid_id(&id)?;
     let info = state.storage.session_info(&id).await;
     let session = Listed::read(id, info).map_err(|err| PageError::storage(&err))?;
     if session.count.is_none() && session.damage.is_none() {
-        return Err(PageError::not_found(format!(
-            "No session {:?} is stored.",
-            session.id
-        )));
+        return Err(not_stored(&session.id));
     }
     Ok(render(StatusCode::OK, &ConfirmDelete::new(session)))
 }
@@ -51,7 +48,7 @@ pub(crate) async fn delete_now(
 }
 
 async fn remove(state: &AppState, id: &str) -> Result<(), PageError> {
-    SessionId::validate(id).map_err(|err| PageError::bad_request(err.to_string()))?;
+    valid_id(id)?;
     state
         .storage
         .delete(id)

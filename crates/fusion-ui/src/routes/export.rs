@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use fusion::api::export::{self, ExportError, ExportFormat};
 use serde::Deserialize;
 
-use super::request::{existing, query};
+use super::request::{existing, not_stored, query};
 use crate::html::PageError;
 use crate::state::AppState;
 
@@ -39,9 +39,7 @@ pub(crate) async fn download(
         .map_err(|err| PageError::storage(&err))?;
     if messages.is_empty() {
         // Deleted between the two reads.
-        return Err(PageError::not_found(format!(
-            "No session {id:?} is stored."
-        )));
+        return Err(not_stored(&id));
     }
     let text = export::write(format, &id, &info.meta, &messages)
         .map_err(|err| PageError::bad_request(err.to_string()))?;

@@ -13,10 +13,10 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Redirect;
-use fusion::SessionId;
 use fusion::storage::MetaUpdate;
 
 use super::form::FormFields;
+use super::request::{not_stored, valid_id};
 use crate::html::PageError;
 use crate::state::AppState;
 
@@ -61,12 +61,10 @@ pub(crate) async fn tags(
 /// Applies `update` to session `id` and returns to its page: 404 when it does not exist,
 /// 400 when the result breaks a metadata rule (nothing is changed then).
 async fn apply(state: &AppState, id: &str, update: &MetaUpdate) -> Result<Redirect, PageError> {
-    SessionId::validate(id).map_err(|err| PageError::bad_request(err.to_string()))?;
+    valid_id(id)?;
     match state.storage.update_session(id, update).await {
         Ok(Some(_)) => Ok(Redirect::to(&format!("/sessions/{id}"))),
-        Ok(None) => Err(PageError::not_found(format!(
-            "No session {id:?} is stored."
-        ))),
+        Ok(None) => Err(not_stored(id)),
         Err(err) => Err(PageError::storage(&err)),
     }
 }

@@ -30,12 +30,22 @@ pub(crate) async fn existing(
     storage: &dyn ConversationStorage,
     id: &str,
 ) -> Result<SessionInfo, PageError> {
-    SessionId::validate(id).map_err(|err| PageError::bad_request(err.to_string()))?;
+    valid_id(id)?;
     storage
         .session_info(id)
         .await
         .map_err(|err| PageError::storage(&err))?
-        .ok_or_else(|| PageError::not_found(format!("No session {id:?} is stored.")))
+        .ok_or_else(|| not_stored(id))
+}
+
+/// `Ok` for a session id, a 400 page saying what is wrong with anything else.
+pub(crate) fn valid_id(id: &str) -> Result<(), PageError> {
+    SessionId::validate(id).map_err(|err| PageError::bad_request(err.to_string()))
+}
+
+/// The 404 page for a session id nothing is stored under.
+pub(crate) fn not_stored(id: &str) -> PageError {
+    PageError::not_found(format!("No session {id:?} is stored."))
 }
 
 /// The fallback route: 404 for any path the app does not serve.

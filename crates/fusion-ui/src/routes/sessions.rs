@@ -6,11 +6,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Redirect, Response};
-use fusion::SessionId;
 use fusion::storage::{Cursor, SessionOrder, SessionQuery};
 use serde::Deserialize;
 
-use super::request::{query, wants_fragment};
+use super::request::{query, valid_id, wants_fragment};
 use crate::html::sessions::{Filter, SessionsPage, SessionsTable};
 use crate::html::{PageError, render};
 use crate::state::AppState;
@@ -125,6 +124,6 @@ pub(crate) async fn go(
     params: Result<Query<GoParams>, QueryRejection>,
 ) -> Result<Redirect, PageError> {
     let id = query(params)?.id.trim().to_string();
-    SessionId::validate(&id).map_err(|err| PageError::bad_request(err.to_string()))?;
+    valid_id(&id)?;
     Ok(Redirect::to(&format!("/sessions/{id}")))
 }

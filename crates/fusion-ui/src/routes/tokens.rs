@@ -16,11 +16,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
 use fusion::ChatMessage;
-use fusion::SessionId;
 use fusion::agent::TokenCounter;
 use fusion::agent::context::{Encoding, TiktokenCounter};
 use fusion::storage::SessionInfo;
 
+use super::request::valid_id;
 use crate::html::sessions::TokensCell;
 use crate::html::{PageError, render};
 use crate::state::AppState;
@@ -47,7 +47,7 @@ pub(crate) fn route() -> MethodRouter<AppState> {
 /// it was counted, else counted now. A session no longer stored is a dash (its row was
 /// listed before it was deleted), an invalid id a 400, a storage failure a 500.
 async fn count(state: &AppState, cache: &TokenCache, id: &str) -> Result<Response, PageError> {
-    SessionId::validate(id).map_err(|err| PageError::bad_request(err.to_string()))?;
+    valid_id(id)?;
     let storage = &state.storage;
     let Some(info) = storage
         .session_info(id)

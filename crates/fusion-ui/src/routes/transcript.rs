@@ -10,7 +10,7 @@ use fusion::ChatMessage;
 use fusion::storage::SessionInfo;
 use serde::Deserialize;
 
-use super::request::{existing, query};
+use super::request::{existing, not_stored, query};
 use crate::html::chat::{ChatForm, ChatLive};
 use crate::html::transcript::{ChatSection, Head, Messages, TranscriptPage};
 use crate::html::{PageError, render};
@@ -83,9 +83,7 @@ async fn read(
         .map_err(|err| PageError::storage(&err))?;
     if history.is_empty() {
         // Deleted between the two reads.
-        return Err(PageError::not_found(format!(
-            "No session {id:?} is stored."
-        )));
+        return Err(not_stored(id));
     }
     Ok((info, history, revision.generation))
 }
