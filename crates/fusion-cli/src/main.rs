@@ -125,6 +125,11 @@ pub struct ChatArgs {
     /// streamable-HTTP server.
     #[arg(long, value_name = "COMMAND")]
     pub mcp: Vec<String>,
+    /// How long one tool call may run, in whole seconds (default 30), an MCP server's
+    /// restart included; then it is abandoned and the model reads that it timed out.
+    #[arg(long, value_name = "SECONDS", value_parser = chat::parse_tool_timeout,
+          allow_negative_numbers = true)]
+    pub tool_timeout: Option<Duration>,
 }
 
 /// Options of `fusion sessions list`.
@@ -519,6 +524,31 @@ mod tests {
         assert!(err.to_string().contains("cannot be used with"), "{err}");
         let err = chat(&["--expire-idle", "1 day"]).unwrap_err();
         assert!(err.to_string().contains("--expire-idle"), "{err}");
+    }
+
+    #[test]
+    fn chat_refuses_a_tool_timeout_that_is_not_a_positive_whole_number() {
+        let chat = |value: &str| {
+            Cli::try_parse_from(["fusion", "chat", "--tool-timeout", value]).map(|cli| {
+                match cli.command {
+                    Command::Chat(args) => args.tool_timeout,
+                    other => panic!("parsed as {other:?}"),
+                }
+            })
+        };
+        assert_eq!(chat("2").unwrap(), Some(Duration::from_secs(2)));
+        // A negative number reaches the parser rather than reading as an unknown flag.
+        for (value, says) in [
+            ("0", "at least 1 second"),
+            ("-1", "at least 1 second"),
+            ("ten", "not a whole number"),
+        ] {
+            let err = chat(value).unwrap_err().to_string();
+            assert!(
+                err.contains("--tool-timeout") && err.contains(says),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! `fusion chat --approve`: on a terminal a call that changes something waits for
 //! `[y]es / [n]o / [a]lways`; from a pipe the choice must be explicit, and `--approve none`
-//! refuses every such call. What was decided is stored with the tool result.
+//! refuses every such call. What was decided is stored with the tool result. While a
+//! question waits, the other calls of the same model message go on running.
 
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::repl::Repl;
 use common::{chat_with_input, load_async, text};
@@ -241,4 +243,136 @@ async fn a_cut_call_can_be_viewed_whole_before_it_is_answered() {
     assert!(!tmp.path().join("notes.txt").exists());
     let (status, _) = repl.exit().await;
     assert!(status.success());
+}
+
+/// A few lines of Node.js speaking MCP over stdio, as any server may: `echo {text}`
+/// returns its text, `exit` ends the process mid-call. Both declare themselves read-only,
+/// so neither asks.
+const SERVER: &str = r#"
+const rl = require('readline').createInterface({ input: process.stdin });
+const send = (id, result) => process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id, result }) + '\n');
+const tool = (name, properties) => ({ name, description: name, annotations: { readOnlyHint: true },
+                                      inputSchema: { type: 'object', properties } });
+rl.on('line', (line) => {
+  const msg = JSON.parse(line);
+  if (msg.id === undefined) return;
+  if (msg.method === 'initialize') {
+    send(msg.id, { protocolVersion: msg.params.protocolVersion, capabilities: { tools: {} },
+                   serverInfo: { name: 'srv', version: '1.0.0' } });
+  } else if (msg.method === 'tools/list') {
+    send(msg.id, { tools: [tool('echo', { text: { type: 'string' } }), tool('exit', {})] });
+  } else if (msg.method === 'tools/call' && msg.params.name === 'exit') {
+    process.exit(3);
+  } else if (msg.method === 'tools/call') {
+    send(msg.id, { content: [{ type: 'text', text: msg.params.arguments.text }] });
+  } else {
+    send(msg.id, {});
+  }
+});
+"#;
+
+/// A user who takes longer to answer than a tool call may run does not time out the other
+/// calls of the same model message: the chat keeps running the turn while it waits. Here
+/// that call restarts an MCP server first (its handshake and listing, then the call), work
+/// that only moves on while the turn is polled; a chat that stopped polling it until the
+/// answer found its timeout passed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_running_while_a_question_waits_is_not_timed_out_by_the_wait() {
+    const TIMEOUT_SECS: u64 = 3;
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    // Node.js is needed here as by the MCP servers' tests.
+    let config = serde_json::json!({
+        "mcpServers": {"srv": {"command": "node", "args": ["-e", SERVER]}}
+    });
+    let config_path = tmp.path().join("mcp.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let server = MockLlmServer::start().await;
+    server
+        .push_tool_call("srv__exit", "{}")
+        .push_tool_calls([
+            ("write_file", r#"{"path":"notes.txt","content":"hi"}"#),
+            ("srv__echo", r#"{"text":"still here"}"#),
+        ])
+        .push_text("Done.");
+    let timeout = TIMEOUT_SECS.to_string();
+    let args = [
+        "--session",
+        "w",
+        "--storage",
+        &url,
+        "--approve",
+        "ask",
+        "--mcp-config",
+        config_path.to_str().unwrap(),
+        "--tool-timeout",
+        &timeout,
+    ];
+    let mut repl = Repl::start(tmp.path(), &server.base_url(), &args);
+    repl.send("write the notes");
+    let shown = repl
+        .stdout(r#"allow write_file(content="hi", path="notes.txt")? "#)
+        .await;
+    assert!(
+        shown.contains("-> srv__echo("),
+        "both start above it: {shown}"
+    );
+    // The user's pause, twice the tool timeout: the pause under test, not a wait for
+    // something to happen.
+    tokio::time::sleep(Duration::from_secs(2 * TIMEOUT_SECS)).await;
+    repl.send("y");
+    let shown = repl.stdout("Done.").await;
+    let since = &shown[shown.rfind("allow write_file").unwrap()..];
+    assert!(since.contains("<- still here"), "{since}");
+    assert!(!since.contains("[failed]"), "{since}");
+    let (status, _) = repl.exit().await;
+    assert!(status.success());
+
+    let results = tool_results(&storage, "w").await;
+    assert!(results[0].contains("exited"), "{results:?}");
+    assert!(
+        results[1].starts_with("[The user approved this call.]"),
+        "{results:?}"
+    );
+    assert_eq!(results[2], "still here", "{results:?}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("notes.txt")).unwrap(),
+        "hi"
+    );
+}
+
+/// Ctrl-C arriving as a signal while a question is on screen (a terminal without line
+/// editing, where Ctrl-C is not a key the prompt reads) stops the turn at once. The read
+/// of the answer goes on, under a fresh `> `, and what is typed next is the next message.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_while_a_question_waits_stops_the_turn_and_the_next_line_is_a_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    std::fs::write(tmp.path().join("keep.txt"), "keep").unwrap();
+    let server = MockLlmServer::start().await;
+    server
+        .push_tool_call("delete_file", r#"{"path":"keep.txt"}"#)
+        .push_text("Hello again.");
+    let args = ["--session", "c", "--storage", &url, "--approve", "ask"];
+    let mut repl = Repl::start(tmp.path(), &server.base_url(), &args);
+    repl.send("delete keep.txt");
+    repl.stdout(r#"allow delete_file(path="keep.txt")? [y]es / [n]o / [a]lways for this tool: "#)
+        .await;
+    repl.interrupt();
+    let shown = repl.stdout("(interrupted)\n> ").await;
+    assert!(
+        shown.ends_with("for this tool: \n(interrupted)\n> "),
+        "{shown:?}"
+    );
+    repl.send("hello");
+    repl.stdout("Hello again.").await;
+    let (status, _) = repl.exit().await;
+    assert!(status.success());
+    assert!(tmp.path().join("keep.txt").exists());
+
+    let last = server.requests().last().unwrap().to_string();
+    assert!(last.contains("hello"), "{last}");
+    let results = tool_results(&storage, "c").await;
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(results[0].contains("interrupted"), "{results:?}");
 }

@@ -1,26 +1,82 @@
 //! Where `fusion chat` reads lines from: rustyline (line editing, history) on a terminal,
 //! plain lines from a pipe.
+//!
+//! Each read runs on a blocking thread (`spawn_blocking`), which takes the line editor
+//! along and hands it back with the line. The chat loop stays free meanwhile: while an
+//! approval question waits for its answer it keeps polling the turn, so a call of the same
+//! model message that is already running (a slow tool, an MCP server's restart) goes on
+//! and is not cut by its timeout because the user took a while to answer.
+//!
+//! Reading is cancel-safe: a read the loop stops waiting for stays open, and the line it
+//! gets is the next one read. That happens when a turn is stopped (Ctrl-C arriving as a
+//! signal) while its question is on screen: the line typed after it is the next message.
+//! A read is never cut short, so rustyline always leaves the terminal as it found it.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use rustyline::error::ReadlineError;
+use std::io::Write;
+use tokio::task::JoinHandle;
 
-/// What [`Input::ask`] got.
+/// What a read got.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Asked {
     /// A line typed (or piped).
     Line(String),
-    /// Ctrl-D, or the end of the input, in place of an answer.
+    /// Ctrl-D, or the end of the input.
     Ended,
-    /// Ctrl-C in place of an answer.
+    /// Ctrl-C typed at the prompt.
     Interrupted,
 }
 
-/// Where lines come from: rustyline on a terminal, plain lines from a pipe.
-pub enum Input {
+/// Where lines come from, and the read under way, if any.
+pub struct Input {
+    /// The terminal or the pipe; `None` while a read holds it on its thread.
+    source: Option<Source>,
+    /// The read under way, which hands the source back when it ends.
+    open: Option<Open>,
+}
+
+/// A read running on its thread.
+struct Open {
+    reading: JoinHandle<(Source, Result<Asked>)>,
+    /// Whether its prompt is an approval question's (rather than the line prompt).
+    question: bool,
+}
+
+/// What lines are read from.
+enum Source {
     /// A terminal: line editing, with history kept across runs.
     Editor(Box<rustyline::DefaultEditor>),
     /// A pipe or file: one line at a time, no prompt.
-    Piped(std::io::Lines<std::io::StdinLock<'static>>),
+    Piped(std::io::Stdin),
+}
+
+impl Source {
+    /// Shows `prompt` (on a terminal) and reads one line; blocks until it is in.
+    fn read(&mut self, prompt: &str) -> Result<Asked> {
+        match self {
+            Source::Editor(editor) => match editor.readline(prompt) {
+                Ok(line) => Ok(Asked::Line(line)),
+                Err(ReadlineError::Eof) => Ok(Asked::Ended),
+                Err(ReadlineError::Interrupted) => Ok(Asked::Interrupted),
+                Err(err) => Err(err).context("cannot read the terminal"),
+            },
+            Source::Piped(stdin) => {
+                let mut line = String::new();
+                if stdin.read_line(&mut line).context("cannot read stdin")? == 0 {
+                    return Ok(Asked::Ended);
+                }
+                // As `BufRead::lines` reads it: without `\n` or `\r\n`.
+                if line.ends_with('\n') {
+                    line.pop();
+                    if line.ends_with('\r') {
+                        line.pop();
+                    }
+                }
+                Ok(Asked::Line(line))
+            }
+        }
+    }
 }
 
 impl Input {
@@ -31,59 +87,91 @@ impl Input {
             // No history yet is the normal first run.
             let _ = editor.load_history(&path);
         }
-        Ok(Input::Editor(Box::new(editor)))
+        Ok(Input::from(Source::Editor(Box::new(editor))))
     }
 
     /// Plain lines from stdin.
     pub fn piped() -> Self {
-        Input::Piped(std::io::stdin().lines())
+        Input::from(Source::Piped(std::io::stdin()))
     }
 
-    /// The next line, or `None` at end of input (Ctrl-D, or the end of the pipe).
-    ///
-    /// Reading blocks; `block_in_place` keeps the runtime's other workers (and the
-    /// spinner's and storage's tasks) free meanwhile.
-    pub fn read_line(&mut self) -> Result<Option<String>> {
-        match self {
-            Input::Piped(lines) => tokio::task::block_in_place(|| lines.next())
-                .transpose()
-                .context("cannot read stdin"),
-            Input::Editor(editor) => loop {
-                match tokio::task::block_in_place(|| editor.readline("> ")) {
-                    Ok(line) => {
-                        if !line.trim().is_empty() {
-                            let _ = editor.add_history_entry(line.as_str());
-                        }
-                        return Ok(Some(line));
-                    }
-                    // Ctrl-C at the prompt abandons the line, as in a shell.
-                    Err(ReadlineError::Interrupted) => continue,
-                    Err(ReadlineError::Eof) => return Ok(None),
-                    Err(err) => return Err(err).context("cannot read the terminal"),
-                }
-            },
+    fn from(source: Source) -> Self {
+        Input {
+            source: Some(source),
+            open: None,
         }
     }
 
-    /// Asks `prompt` on the terminal and returns the answer, kept out of the line history.
-    pub fn ask(&mut self, prompt: &str) -> Result<Asked> {
-        match self {
-            // A pipe has no prompt: the answer is its next line.
-            Input::Piped(_) => Ok(self.read_line()?.map_or(Asked::Ended, Asked::Line)),
-            Input::Editor(editor) => {
-                match tokio::task::block_in_place(|| editor.readline(prompt)) {
-                    Ok(line) => Ok(Asked::Line(line)),
-                    Err(ReadlineError::Eof) => Ok(Asked::Ended),
-                    Err(ReadlineError::Interrupted) => Ok(Asked::Interrupted),
-                    Err(err) => Err(err).context("cannot read the terminal"),
+    /// The next line, or `None` at end of input (Ctrl-D, or the end of the pipe).
+    pub async fn read_line(&mut self) -> Result<Option<String>> {
+        if self.open.as_ref().is_some_and(|open| open.question) {
+            // The turn that asked was stopped while its question was on screen, and the
+            // question's read goes on: what is typed now is the next message.
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(b"> ").and_then(|()| out.flush());
+        }
+        loop {
+            match self.read("> ", false).await? {
+                Asked::Line(line) => {
+                    if let Some(Source::Editor(editor)) = &mut self.source
+                        && !line.trim().is_empty()
+                    {
+                        let _ = editor.add_history_entry(line.as_str());
+                    }
+                    return Ok(Some(line));
                 }
+                // Ctrl-C at the prompt abandons the line, as in a shell.
+                Asked::Interrupted => continue,
+                Asked::Ended => return Ok(None),
             }
+        }
+    }
+
+    /// Asks `prompt` and returns the answer, kept out of the line history. A pipe has no
+    /// prompt: the answer is its next line.
+    ///
+    /// Cancel-safe: dropped before the answer, the read goes on, and the next `ask` or
+    /// [`read_line`](Self::read_line) gets its line.
+    pub async fn ask(&mut self, prompt: &str) -> Result<Asked> {
+        self.read(prompt, true).await
+    }
+
+    /// Whether a question's read is open: its prompt is on screen, waiting for a line.
+    pub fn is_asking(&self) -> bool {
+        self.open.as_ref().is_some_and(|open| open.question)
+    }
+
+    /// Reads a line on a blocking thread, or waits for the read already open.
+    async fn read(&mut self, prompt: &str, question: bool) -> Result<Asked> {
+        if self.open.is_none() {
+            let Some(mut source) = self.source.take() else {
+                bail!("the input was lost when an earlier read failed");
+            };
+            let prompt = prompt.to_owned();
+            let reading = tokio::task::spawn_blocking(move || {
+                let got = source.read(&prompt);
+                (source, got)
+            });
+            self.open = Some(Open { reading, question });
+        }
+        let Some(open) = &mut self.open else {
+            unreachable!("a read was just opened")
+        };
+        let finished = (&mut open.reading).await;
+        self.open = None;
+        match finished {
+            Ok((source, got)) => {
+                self.source = Some(source);
+                got
+            }
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(err) => Err(err).context("reading the input stopped"),
         }
     }
 
     /// Keeps the terminal's line history for the next run; a no-op for a pipe.
     pub fn save_history(&mut self) {
-        if let (Input::Editor(editor), Some(path)) = (self, history_file()) {
+        if let (Some(Source::Editor(editor)), Some(path)) = (&mut self.source, history_file()) {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }

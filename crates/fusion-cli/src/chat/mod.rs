@@ -21,6 +21,7 @@ mod input;
 mod mcp;
 
 pub use approve::ApproveMode;
+pub use mcp::parse_tool_timeout;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -150,6 +151,9 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
     if let Some(iterations) = args.max_iterations {
         builder = builder.max_iterations(iterations as usize);
     }
+    if let Some(timeout) = args.tool_timeout {
+        builder = builder.tool_timeout(timeout);
+    }
     let session = builder
         .build()
         .await
@@ -187,7 +191,7 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
         Input::piped()
     };
 
-    while let Some(line) = input.read_line()? {
+    while let Some(line) = input.read_line().await? {
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -238,13 +242,22 @@ async fn next_question(
     }
 }
 
-/// Asks `question` until the answer means something and sends the decision. Ctrl-D
-/// declines, as `n` does, and the turn goes on; `false` when the user pressed Ctrl-C
-/// instead, which declines the call and stops the turn.
-fn answer(question: Question, input: &mut Input) -> Result<bool> {
+/// Asks `question`, when there is one, until the answer means something: the decision,
+/// and whether the turn goes on. Ctrl-D declines, as `n` does, and the turn goes on;
+/// Ctrl-C declines and stops the turn. Without a question it never resolves.
+///
+/// Cancel-safe, as [`Input::ask`] is: the turn loop makes this future anew after each
+/// event of the turn, and it goes on waiting for the read already open.
+async fn answer(
+    question: Option<&Question>,
+    input: &mut Input,
+) -> Result<(ApprovalDecision, bool)> {
+    let Some(question) = question else {
+        return std::future::pending().await;
+    };
     let prompt = approve::prompt(&question.request);
     loop {
-        let (decision, go_on) = match input.ask(&prompt)? {
+        return Ok(match input.ask(&prompt).await? {
             Asked::Line(line) if approve::wants_view(&line) => {
                 println!("{}", approve::whole(&question.request));
                 continue;
@@ -255,10 +268,7 @@ fn answer(question: Question, input: &mut Input) -> Result<bool> {
             },
             Asked::Ended => (ApprovalDecision::Deny, true),
             Asked::Interrupted => (ApprovalDecision::Deny, false),
-        };
-        // The turn may have ended meanwhile; then nobody waits for the answer.
-        let _ = question.answer.send(decision);
-        return Ok(go_on);
+        });
     }
 }
 
@@ -288,6 +298,11 @@ async fn check_owner(storage: &dyn ConversationStorage, id: &str, owner: &str) -
 impl Chat {
     /// One user message: run the agent, showing its reply as it is written and its tool
     /// calls as they run. Ctrl-C (on a terminal) stops the turn and keeps the session.
+    ///
+    /// An approval question is read while the turn goes on being polled: the other calls
+    /// of the same model message keep running (their timeouts count real work, not the
+    /// user's pause). What the turn reports meanwhile is held back until the answer is
+    /// in, so nothing is printed across the prompt's line.
     async fn turn(&mut self, message: &str, input: &mut Input) -> Result<Flow> {
         let mut view = TurnView::start();
         // One listener for the whole turn, polled before the turn can ask the model
@@ -295,26 +310,53 @@ impl Chat {
         let ctrl_c = ctrl_c(self.interactive);
         tokio::pin!(ctrl_c);
         let mut events = self.session.send_message_stream(message);
+        // The question being asked (the agent asks one at a time), and the events that
+        // arrived since it was.
+        let mut asking: Option<Question> = None;
+        let mut held = Vec::new();
         let outcome = loop {
             tokio::select! {
                 biased;
                 _ = &mut ctrl_c => break None,
-                Some(question) = next_question(&mut self.questions) => {
-                    view.pause()?;
-                    if !answer(question, input)? {
+                decided = answer(asking.as_ref(), input) => {
+                    let (decision, go_on) = decided?;
+                    if let Some(question) = asking.take() {
+                        // A call dropped meanwhile waits for nothing; the answer goes nowhere.
+                        let _ = question.answer.send(decision);
+                    }
+                    for event in held.drain(..) {
+                        view.show(&event)?;
+                    }
+                    if !go_on {
                         break None;
                     }
                 }
                 event = events.next() => match event {
                     Some(Ok(AgentEvent::Finished(result))) => break Some(Ok(result)),
+                    Some(Ok(event)) if asking.is_some() => held.push(event),
                     Some(Ok(event)) => view.show(&event)?,
                     Some(Err(err)) => break Some(Err(err)),
                     None => unreachable!("a turn's stream ends with its result or its error"),
                 },
+                // After the events: the calls' start lines, queued with the question, are
+                // shown above its prompt (the turn waits for the answer, so they run out).
+                Some(question) = next_question(&mut self.questions), if asking.is_none() => {
+                    view.pause()?;
+                    asking = Some(question);
+                }
             }
         };
-        // Dropping the stream cancels the turn (if it still runs).
+        // Dropping the stream cancels the turn (if it still runs), and with it any call
+        // still waiting for an answer.
         drop(events);
+        if input.is_asking() {
+            // Stopped with the question's prompt on screen: its line ends here, and the
+            // read goes on for the next message.
+            println!();
+        }
+        for event in held {
+            view.show(&event)?;
+        }
         match outcome {
             Some(Ok(result)) => view.finish(&result)?,
             Some(Err(err)) => {
