@@ -2,19 +2,16 @@
 //! round trip and survive rewrites ([`ConversationStorage::create_session`],
 //! [`ConversationStorage::update_session`]); pages come in the documented order and a
 //! cursor stays correct while sessions are written ([`ConversationStorage::list_page`]);
-//! an [`OwnerScope`] never shows one owner another's sessions.
+//! what an [`OwnerScope`](crate::OwnerScope) shows and writes is in `owners.rs`.
 
+use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use async_trait::async_trait;
-use serde_json::json;
 
 use super::{StorageHarness, all_pages, expected_order, info, open, said};
 use crate::{
-    ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, MetaUpdate,
-    OwnerScope, SessionInfo, SessionMeta, SessionOrder, SessionPage, SessionQuery,
+    ConversationStorage, Error, MetaUpdate, SessionInfo, SessionMeta, SessionOrder, SessionPage,
+    SessionQuery,
 };
 
 /// A session created with metadata reports it, with its count, timestamps and the
@@ -334,191 +331,4 @@ pub async fn listing_refuses_a_bad_query<H: StorageHarness>(harness: &H) {
         assert!(matches!(err, Error::InvalidQuery(_)), "{query:?}: {err:?}");
     }
     assert!("u.1.../etc".parse::<crate::Cursor>().is_err());
-}
-
-/// An [`OwnerScope`] sees, loads, lists and writes only its owner's sessions, creates
-/// sessions with its owner, and of two owners racing to create one id exactly one wins.
-pub async fn owners_never_see_each_others_sessions<H: StorageHarness>(harness: &H) {
-    let shared: Arc<dyn ConversationStorage> = Arc::new(open(harness).await);
-    let alice = OwnerScope::new(shared.clone(), "alice").unwrap();
-    let bob = OwnerScope::new(shared.clone(), "bob").unwrap();
-    alice.append("a1", &said("alice's")).await.unwrap();
-    shared.append("nobody", &said("unowned")).await.unwrap();
-    assert_eq!(
-        info(shared.as_ref(), "a1").await.meta.owner.as_deref(),
-        Some("alice")
-    );
-
-    for id in ["a1", "nobody"] {
-        assert!(bob.load(id).await.unwrap().is_empty(), "{id}");
-        assert_eq!(bob.session_info(id).await.unwrap(), None, "{id}");
-        assert!(!bob.load_revision(id).await.unwrap().1.exists(), "{id}");
-        let err = bob.append(id, &said("bob's")).await.unwrap_err();
-        assert!(matches!(err, Error::NotOwner { .. }), "{id}: {err:?}");
-        let err = bob.save(id, &said("bob's")).await.unwrap_err();
-        assert!(matches!(err, Error::NotOwner { .. }), "{id}: {err:?}");
-        let err = bob
-            .update_session(id, &MetaUpdate::new().title(Some("mine")))
-            .await;
-        assert!(matches!(err, Err(Error::NotOwner { .. })), "{id}: {err:?}");
-        let err = bob
-            .write_if(id, Expect::Generation(0), crate::Change::Append(&said("x")))
-            .await;
-        assert!(matches!(err, Err(Error::NotOwner { .. })), "{id}: {err:?}");
-        bob.delete(id).await.unwrap();
-        bob.truncate(id, 0).await.unwrap();
-    }
-    assert_eq!(
-        alice.load("a1").await.unwrap(),
-        said("alice's"),
-        "bob changed nothing"
-    );
-    assert_eq!(shared.load("nobody").await.unwrap(), said("unowned"));
-
-    bob.append("b1", &said("bob's")).await.unwrap();
-    assert_eq!(alice.list_sessions().await.unwrap(), ["a1"]);
-    assert_eq!(bob.list_sessions().await.unwrap(), ["b1"]);
-    let peek = SessionQuery::new().owner("alice");
-    assert!(bob.list_page(&peek).await.unwrap().sessions.is_empty());
-    let err = alice
-        .update_session("a1", &MetaUpdate::new().owner(Some("bob")))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::InvalidMeta(_)), "{err:?}");
-    alice
-        .update_session("a1", &MetaUpdate::new().add_tag("mine"))
-        .await
-        .unwrap();
-    alice.append("a1", &said("more")).await.unwrap();
-    alice.delete("a1").await.unwrap();
-    assert_eq!(shared.session_info("a1").await.unwrap(), None);
-
-    let mut racers = Vec::new();
-    for owner in ["alice", "bob"] {
-        let scope = OwnerScope::new(Arc::new(open(harness).await), owner).unwrap();
-        racers.push(tokio::spawn(async move {
-            let mut stored = 0;
-            for i in 0..10 {
-                match scope
-                    .append("race", &[ChatMessage::user(format!("{owner}-{i}"))])
-                    .await
-                {
-                    Ok(()) => stored += 1,
-                    Err(Error::NotOwner { .. }) => {}
-                    Err(other) => panic!("{owner}: {other:?}"),
-                }
-            }
-            (owner, stored)
-        }));
-    }
-    let mut results = Vec::new();
-    for racer in racers {
-        results.push(racer.await.unwrap());
-    }
-    let winner = info(shared.as_ref(), "race")
-        .await
-        .meta
-        .owner
-        .expect("created with an owner");
-    let history = shared.load("race").await.unwrap();
-    for (owner, stored) in results {
-        let expected = if owner == winner { 10 } else { 0 };
-        assert_eq!(
-            stored, expected,
-            "{owner} stored {stored} (winner {winner})"
-        );
-    }
-    assert!(
-        history.iter().all(|m| m.content.starts_with(&winner)),
-        "{history:?}"
-    );
-    assert_eq!(history.len(), 10);
-}
-
-/// The storage under an [`OwnerScope`] as another owner's delete and creation would leave
-/// it: when armed, `session_info` answers and then the session is deleted and created
-/// again as `bob`'s, with his title and data.
-struct TakenOverAfterCheck {
-    inner: Arc<dyn ConversationStorage>,
-    armed: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl Intercept for TakenOverAfterCheck {
-    fn inner(&self) -> &dyn ConversationStorage {
-        self.inner.as_ref()
-    }
-
-    async fn session_info(&self, session_id: &str) -> crate::Result<Option<SessionInfo>> {
-        let found = self.inner.session_info(session_id).await?;
-        if self.armed.swap(false, Ordering::SeqCst) {
-            self.inner.delete(session_id).await?;
-            let bobs = SessionMeta::new()
-                .owner("bob")
-                .title("bob's own")
-                .data("secret", "bob's");
-            self.inner
-                .create_session(session_id, &bobs, &said("bob's"))
-                .await?;
-        }
-        Ok(found)
-    }
-}
-
-/// A scoped metadata update whose session another owner deleted and created again
-/// between the scope's check and the update changes nothing of it and shows nothing of
-/// it: the owner is checked again in the update's own atomic step
-/// ([`MetaUpdate::if_owner`]), which any caller can ask for too.
-pub async fn a_scoped_update_never_changes_a_session_another_owner_took_over<H: StorageHarness>(
-    harness: &H,
-) {
-    let shared: Arc<dyn ConversationStorage> = Arc::new(open(harness).await);
-    let armed = Arc::new(AtomicBool::new(false));
-    let racing = Intercepted(TakenOverAfterCheck {
-        inner: shared.clone(),
-        armed: armed.clone(),
-    });
-    let alice = OwnerScope::new(Arc::new(racing), "alice").unwrap();
-    alice.append("s", &said("alice's")).await.unwrap();
-    armed.store(true, Ordering::SeqCst);
-    let update = MetaUpdate::new()
-        .title(Some("set by alice"))
-        .expiry(Some(crate::Expiry::At(std::time::SystemTime::UNIX_EPOCH)));
-    let updated = alice.update_session("s", &update).await;
-    assert!(
-        matches!(&updated, Err(Error::NotOwner { owner, .. }) if owner == "alice"),
-        "{updated:?}"
-    );
-    let bobs = info(shared.as_ref(), "s").await;
-    assert_eq!(bobs.meta.owner.as_deref(), Some("bob"));
-    assert_eq!(bobs.meta.title.as_deref(), Some("bob's own"));
-    assert_eq!(bobs.meta.expiry, None, "not expired by alice's update");
-    assert_eq!(shared.load("s").await.unwrap(), said("bob's"));
-
-    // Asked for directly, the condition refuses the same way and lets the owner through.
-    let direct = shared
-        .update_session("s", &MetaUpdate::new().title(Some("x")).if_owner("alice"))
-        .await;
-    assert!(matches!(direct, Err(Error::NotOwner { .. })), "{direct:?}");
-    let bobs_own = MetaUpdate::new().title(Some("renamed")).if_owner("bob");
-    let renamed = shared
-        .update_session("s", &bobs_own)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(renamed.meta.title.as_deref(), Some("renamed"));
-    let unowned = MetaUpdate::new().title(Some("y")).if_owner("bob");
-    shared
-        .update_session("s", &MetaUpdate::new().owner(None::<String>))
-        .await
-        .unwrap();
-    let refused = shared.update_session("s", &unowned).await;
-    assert!(
-        matches!(refused, Err(Error::NotOwner { .. })),
-        "{refused:?}"
-    );
-    assert_eq!(
-        info(shared.as_ref(), "s").await.meta.title.as_deref(),
-        Some("renamed")
-    );
 }

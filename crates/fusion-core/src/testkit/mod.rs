@@ -36,6 +36,7 @@ pub mod conditional;
 pub mod exactly_once;
 pub mod faults;
 pub mod metadata;
+pub mod owners;
 pub mod retention;
 pub mod search;
 
@@ -301,6 +302,9 @@ macro_rules! conformance_suite {
                 pages_follow_the_order_and_filters,
                 cursors_stay_correct_while_sessions_are_written,
                 listing_refuses_a_bad_query,
+            );
+            $crate::__conformance_cases!(
+                $setup, owners;
                 owners_never_see_each_others_sessions,
                 a_scoped_update_never_changes_a_session_another_owner_took_over,
             );
