@@ -16,9 +16,11 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use serde_json::Value;
 
 use crate::tools::tool::{Tool, ToolEffects};
@@ -273,6 +275,8 @@ pub enum Approval {
     Declined,
     /// The policy refuses this tool; it did not run.
     Refused,
+    /// The approver failed (it panicked) before answering; the call did not run.
+    Failed,
 }
 
 impl Approval {
@@ -286,6 +290,11 @@ impl Approval {
                 "Error: the user declined this call: their approval policy refuses \
                  `{tool}`; it did not run."
             )),
+            Approval::Failed => Some(
+                "Error: this call could not be approved (asking the user failed); it did \
+                 not run."
+                    .into(),
+            ),
             Approval::Approved | Approval::ApprovedAlways => None,
         }
     }
@@ -297,7 +306,7 @@ impl Approval {
             Approval::ApprovedAlways => {
                 Some("[The user approved every call of this tool for this session.]")
             }
-            Approval::Declined | Approval::Refused => None,
+            Approval::Declined | Approval::Refused | Approval::Failed => None,
         }
     }
 }
@@ -341,7 +350,21 @@ impl Gate {
                     // without an approver declines rather than runs.
                     return Some(Approval::Declined);
                 };
-                Some(match approver.decide(&request).await {
+                // The approver is user code: a panic must not take the turn (or the caller's
+                // task) down, nor lose what the calls before this one did.
+                let asked = AssertUnwindSafe(approver.decide(&request)).catch_unwind();
+                let decision = match asked.await {
+                    Ok(decision) => decision,
+                    Err(panic) => {
+                        tracing::error!(
+                            tool = %request.tool,
+                            "the approver panicked ({}); the call does not run",
+                            crate::executor::panic_message(panic.as_ref())
+                        );
+                        return Some(Approval::Failed);
+                    }
+                };
+                Some(match decision {
                     ApprovalDecision::Approve => Approval::Approved,
                     ApprovalDecision::Deny => Approval::Declined,
                     ApprovalDecision::AlwaysApprove => {

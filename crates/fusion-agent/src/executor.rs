@@ -261,7 +261,7 @@ fn quote(text: &str) -> String {
     }
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         format!("panicked: {text}")
     } else if let Some(text) = panic.downcast_ref::<String>() {

@@ -195,3 +195,48 @@ async fn a_policy_that_asks_needs_an_approver_and_no_policy_changes_nothing() {
             .any(|m| m.content.contains("approved"))
     );
 }
+
+#[tokio::test]
+async fn an_approver_that_panics_refuses_that_call_and_the_turn_goes_on() {
+    use fusion_agent::testing::{MockReply, MockToolCall};
+
+    let h = Harness::new().await;
+    let policy =
+        ApprovalPolicy::ask_destructive().ask_with(|request: ApprovalRequest| async move {
+            if request.arguments["path"] == "b.txt" {
+                panic!("the approval window closed");
+            }
+            ApprovalDecision::Approve
+        });
+    let mut session = h.builder().approval(policy).build().await.unwrap();
+    let write = |path: &str| {
+        MockToolCall::new(
+            "write_file",
+            format!(r#"{{"path": "{path}", "content": "x"}}"#),
+        )
+    };
+    h.server.push(MockReply::ToolCalls {
+        content: String::new(),
+        calls: vec![write("a.txt"), write("b.txt"), write("c.txt")],
+    });
+    h.server.push_text("Two of three written.");
+    let result = session.send_message("write three files").await.unwrap();
+
+    assert!(result.success);
+    let approvals: Vec<_> = result.steps.iter().map(|s| s.approval).collect();
+    assert_eq!(
+        approvals,
+        [
+            Some(Approval::Approved),
+            Some(Approval::Failed),
+            Some(Approval::Approved)
+        ]
+    );
+    assert!(h.workspace.path().join("a.txt").exists());
+    assert!(!h.workspace.path().join("b.txt").exists());
+    assert!(h.workspace.path().join("c.txt").exists());
+    let stored = tool_results(&h.stored().await);
+    assert_eq!(stored.len(), 3, "every call answered: {stored:?}");
+    assert!(stored[1].contains("could not be approved"), "{stored:?}");
+    assert!(stored[0].contains("Wrote 1 byte"), "{stored:?}");
+}

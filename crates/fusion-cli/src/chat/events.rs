@@ -158,6 +158,7 @@ fn result_line(step: &Step) -> String {
     };
     let failed = match step.approval {
         Some(Approval::Declined | Approval::Refused) => " [declined]",
+        Some(Approval::Failed) => " [not approved: asking failed]",
         _ if !step.success => " [failed]",
         _ => "",
     };
