@@ -305,3 +305,20 @@ async fn an_answer_cut_by_the_token_limit_or_the_content_filter_says_so_and_is_s
     assert_eq!(stored[2].content, "The first three steps are");
     assert_eq!(stored.len(), 7);
 }
+
+#[tokio::test]
+async fn undo_after_a_message_that_starts_with_observation_removes_only_that_turn() {
+    let h = Harness::new().await;
+    let mut session = h.session().await;
+    h.server
+        .push_text("Hello there.")
+        .push_text("Sorry to hear that.");
+    session.send_message("hi").await.unwrap();
+    session
+        .send_message("Observation: my disk is full")
+        .await
+        .unwrap();
+    assert_eq!(session.undo_last_turn().await.unwrap(), 2);
+    let roles: Vec<Role> = h.stored().await.iter().map(|m| m.role).collect();
+    assert_eq!(roles, [Role::System, Role::User, Role::Assistant]);
+}

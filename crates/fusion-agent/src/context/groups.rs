@@ -8,7 +8,7 @@ use std::ops::Range;
 use fusion_core::{ChatMessage, Role};
 
 use super::records::{self, Mark, is_context_record};
-use crate::react_text::{OBSERVATION_PREFIX, ReactStep, parse_react};
+use crate::react_text::{OBSERVATION_PREFIX, ReactStep, UNREADABLE_REPLY, parse_react};
 
 /// A history read for building views. Building one is a single pass over the history
 /// that looks at roles and metadata (and, for user messages starting `Observation: `, the
@@ -132,17 +132,24 @@ impl<'a> Layout<'a> {
 }
 
 /// Whether `message` is a text-mode observation answering `prev`: a user message starting
-/// `Observation: ` right after an assistant reply that was not a final answer.
+/// `Observation: ` right after a text-mode `Action:` reply, or the loop's answer to a
+/// reply it could not read (`Observation: Error: your reply could not be read: ...`).
 ///
-/// A user who types `Observation: ...` as the first words after a native-mode answer
-/// that does not parse as a final answer is misread as one; the cost is only that the
-/// message is grouped with the answer before it.
+/// A native-mode answer also reads as unreadable text-mode output, so after one only that
+/// exact answer counts: a user who starts a message `Observation: ` is taken for what they
+/// are, the start of a turn, which undo and pruning rely on.
 pub(crate) fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
-    message.role == Role::User
-        && message.content.starts_with(OBSERVATION_PREFIX)
-        && prev.role == Role::Assistant
-        && !prev.has_tool_calls()
-        && !matches!(parse_react(&prev.content), ReactStep::FinalAnswer { .. })
+    if message.role != Role::User || prev.role != Role::Assistant || prev.has_tool_calls() {
+        return false;
+    }
+    let Some(observed) = message.content.strip_prefix(OBSERVATION_PREFIX) else {
+        return false;
+    };
+    match parse_react(&prev.content) {
+        ReactStep::Action { .. } => true,
+        ReactStep::Invalid { .. } => observed.starts_with(UNREADABLE_REPLY),
+        ReactStep::FinalAnswer { .. } => false,
+    }
 }
 
 /// Index of the latest message the user wrote (not a text-mode observation, not a
@@ -201,5 +208,24 @@ mod tests {
         assert_eq!(latest_user_message(&history), Some(4));
         assert_eq!(latest_user_message(&history[..3]), Some(0));
         assert_eq!(latest_user_message(&history[1..2]), None);
+    }
+
+    #[test]
+    fn a_user_message_starting_observation_after_a_plain_answer_starts_a_turn() {
+        let history = vec![
+            ChatMessage::user("hi"),
+            ChatMessage::assistant("Hello there."),
+            ChatMessage::user("Observation: my disk is full"),
+            ChatMessage::assistant("I could not read that.\nAction:"),
+            ChatMessage::user(render_observation(&format!("{UNREADABLE_REPLY}no tool"))),
+            ChatMessage::user("Observation: typed"),
+        ];
+        let layout = Layout::new(&history);
+        // The plain answer reads as unreadable text-mode output; only the loop's own
+        // answer to such a reply joins it.
+        assert_eq!(layout.units, [0..1, 1..2, 2..3, 3..5, 5..6]);
+        assert!(layout.is_turn_start(2));
+        assert_eq!(latest_user_message(&history[..3]), Some(2));
+        assert_eq!(latest_user_message(&history[..5]), Some(2));
     }
 }

@@ -84,6 +84,10 @@ pub fn render_observation(output: &str) -> String {
 /// [`render_observation`], recognised by the context policies.
 pub(crate) const OBSERVATION_PREFIX: &str = "Observation: ";
 
+/// How the observation the loop sends back for a reply it could not read begins, after
+/// [`OBSERVATION_PREFIX`]: what tells it from a user's message that starts the same way.
+pub(crate) const UNREADABLE_REPLY: &str = "Error: your reply could not be read: ";
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -46,7 +46,7 @@ use crate::events::{AgentEvent, Step, TaskResult};
 use crate::executor::ToolOutcome;
 use crate::llm::{ChatRequest, ChatResponse, Usage};
 use crate::openai::rejects_native_tools;
-use crate::react_text::{ReactStep, parse_react, render_observation};
+use crate::react_text::{ReactStep, UNREADABLE_REPLY, parse_react, render_observation};
 
 /// How many times a turn tries to store its opening when other writers keep changing the
 /// session (each conflict means another writer won a race; three in a row is not a race).
@@ -386,9 +386,8 @@ impl AgentSession {
             }
             ReactStep::Invalid { reason } => {
                 debug!(%reason, "unreadable text-mode reply");
-                let observation = ChatMessage::user(render_observation(&format!(
-                    "Error: your reply could not be read: {reason}"
-                )));
+                let observation =
+                    ChatMessage::user(render_observation(&format!("{UNREADABLE_REPLY}{reason}")));
                 self.persist(vec![reply, observation]).await?;
                 Ok(None)
             }
