@@ -353,3 +353,47 @@ async fn a_turn_cancelled_while_the_model_thinks_keeps_everything_already_said()
         ["system", "user", "assistant", "tool", "user"]
     );
 }
+
+#[tokio::test]
+async fn a_text_mode_action_cancelled_while_its_tool_runs_is_answered_as_interrupted() {
+    let h = Harness::new().await;
+    let started = Arc::new(Notify::new());
+    let tools = ToolRegistry::new().with(Stuck(started.clone()));
+    let mut session = fusion_agent::AgentSession::builder(common::SESSION)
+        .llm(Arc::new(common::text_client(&h.server)))
+        .storage(h.storage.clone())
+        .tools(tools)
+        .build()
+        .await
+        .unwrap();
+    h.server
+        .push_text("Thought: try it.\nAction: stuck\nAction Input: {}");
+    tokio::time::timeout(HANG_GUARD, async {
+        tokio::select! {
+            _ = session.send_message("Do the stuck thing") => panic!("the turn should hang"),
+            _ = started.notified() => {}
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(h.stored().await.last().unwrap().role, Role::Assistant);
+
+    h.server
+        .push_text("Thought: it stopped.\nFinal Answer: Sorry about that.");
+    let result = session.send_message("Are you there?").await.unwrap();
+    assert!(result.success);
+    let request = h.request_messages(1);
+    assert_eq!(
+        roles(&request),
+        ["system", "user", "assistant", "user", "user"]
+    );
+    let observation = request[3]["content"].as_str().unwrap();
+    assert!(
+        observation.starts_with("Observation: Error: the call to `stuck` was interrupted"),
+        "{observation}"
+    );
+    assert_eq!(request[4]["content"], "Are you there?");
+    // Stored too, and read as the action's observation: undo takes the new turn only.
+    assert_eq!(h.stored().await.len(), 6);
+    assert_eq!(session.undo_last_turn().await.unwrap(), 2);
+}

@@ -35,7 +35,7 @@ use fusion_core::{ChatMessage, Role, ToolCall};
 use super::policy::ContextPolicy;
 use super::tokens::TokenCounter;
 use super::window::apply_policy;
-use crate::react_text::render_observation;
+use crate::react_text::{ReactStep, parse_react, render_observation};
 
 /// Metadata key marking a tool result Fusion wrote for a call that never finished.
 pub const INTERRUPTED_METADATA_KEY: &str = "fusion_interrupted";
@@ -104,7 +104,7 @@ fn make_sendable<'a>(
             );
             view.extend(missing.into_iter().map(|call| {
                 Cow::Owned(ChatMessage::user(render_observation(&interrupted_text(
-                    call,
+                    &call.name,
                 ))))
             }));
         } else {
@@ -118,7 +118,9 @@ fn make_sendable<'a>(
 }
 
 /// Results for the tool calls of the history's last assistant message that have none:
-/// what a turn cancelled while its tools ran leaves behind. Empty when nothing is missing.
+/// what a turn cancelled while its tools ran leaves behind. For a text-mode `Action:`
+/// reply that nothing answered, the observation saying it was interrupted. Empty when
+/// nothing is missing.
 ///
 /// The session appends these to storage when the next turn starts, so storage itself
 /// becomes consistent again.
@@ -129,6 +131,17 @@ pub fn interrupted_results(history: &[ChatMessage]) -> Vec<ChatMessage> {
     let message = &history[at];
     if message.role != Role::Assistant {
         return Vec::new();
+    }
+    if !message.has_tool_calls() {
+        // Text mode stores an `Action:` reply before its tool runs, and its observation
+        // after: a turn cancelled in between leaves the action last.
+        return match parse_react(&message.content) {
+            ReactStep::Action { tool, .. } => vec![
+                ChatMessage::user(render_observation(&interrupted_text(&tool)))
+                    .with_metadata(INTERRUPTED_METADATA_KEY, serde_json::Value::Bool(true)),
+            ],
+            ReactStep::FinalAnswer { .. } | ReactStep::Invalid { .. } => Vec::new(),
+        };
     }
     unanswered(message, &history[at + 1..])
         .map(interrupted_result)
@@ -148,16 +161,15 @@ fn unanswered<'a, R: Borrow<ChatMessage>>(
     })
 }
 
-fn interrupted_text(call: &ToolCall) -> String {
+fn interrupted_text(tool: &str) -> String {
     format!(
-        "Error: the call to `{}` was interrupted before it returned (the turn was cancelled), \
-         so its result is unknown. It may or may not have taken effect; check before relying on it.",
-        call.name
+        "Error: the call to `{tool}` was interrupted before it returned (the turn was cancelled), \
+         so its result is unknown. It may or may not have taken effect; check before relying on it."
     )
 }
 
 fn interrupted_result(call: &ToolCall) -> ChatMessage {
-    ChatMessage::tool_result(&call.id, interrupted_text(call))
+    ChatMessage::tool_result(&call.id, interrupted_text(&call.name))
         .with_metadata(INTERRUPTED_METADATA_KEY, serde_json::Value::Bool(true))
 }
 
