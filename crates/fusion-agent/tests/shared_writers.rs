@@ -280,3 +280,92 @@ async fn case2_a_delete_while_the_model_thinks_on_fs_ends_the_turn_without_stori
     )
     .await;
 }
+
+/// A tool that says it started, then waits for `release` before it answers.
+struct Gated {
+    started: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl fusion_agent::Tool for Gated {
+    fn name(&self) -> &str {
+        "gated"
+    }
+    fn description(&self) -> &str {
+        "answers when released"
+    }
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({"type": "object", "properties": {}})
+    }
+    async fn call(&self, _args: serde_json::Value) -> fusion_core::Result<String> {
+        self.started.notify_one();
+        self.release.notified().await;
+        Ok("the real result".into())
+    }
+}
+
+#[tokio::test]
+async fn a_turn_of_another_writer_while_a_tool_runs_leaves_every_later_request_sendable() {
+    let h = Harness::new().await;
+    let (started, release) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let tools = fusion_agent::ToolRegistry::new().with(Gated {
+        started: started.clone(),
+        release: release.clone(),
+    });
+    let mut a = AgentSession::builder(SESSION)
+        .llm(Arc::new(common::client(&h.server)))
+        .storage(h.storage.clone())
+        .tools(tools)
+        .build()
+        .await
+        .unwrap();
+    let mut b = h.session().await;
+    h.server
+        .push_tool_call("gated", "{}")
+        .push_text("B answer")
+        .push_text("A answer")
+        .push_text("C answer");
+
+    let a_turn = async { a.send_message("from A").await.unwrap() };
+    let b_turn = async {
+        // B's whole turn runs while A's tool does: its opening answers A's call as
+        // interrupted, then A's real result lands after B's messages.
+        started.notified().await;
+        b.send_message("from B").await.unwrap();
+        release.notify_one();
+    };
+    let (a_result, ()) = tokio::time::timeout(HANG_GUARD, async { tokio::join!(a_turn, b_turn) })
+        .await
+        .unwrap();
+    assert_eq!(a_result.result, "A answer");
+    let stored = h.stored().await;
+    let results: Vec<&str> = stored
+        .iter()
+        .filter(|m| m.role == Role::Tool)
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(
+        results.len(),
+        2,
+        "an interrupted result, then the real one: {results:?}"
+    );
+
+    // A session reading storage afresh sends one result for the call, the real one.
+    let mut c = h.session().await;
+    c.send_message("from C").await.unwrap();
+    for i in 0..3 {
+        common::assert_every_call_answered(&h.request_messages(i));
+    }
+    let request = h.request_messages(3);
+    common::assert_every_call_answered(&request);
+    let sent: Vec<&str> = request
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(sent, ["the real result"]);
+}

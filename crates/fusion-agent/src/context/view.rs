@@ -29,6 +29,7 @@
 //! ```
 
 use std::borrow::{Borrow, Cow};
+use std::collections::HashMap;
 
 use fusion_core::{ChatMessage, Role, ToolCall};
 
@@ -62,17 +63,31 @@ pub fn request_view<'a>(
     make_sendable(apply_policy(history, policy, counter), react_prompt)
 }
 
-/// Step 2 of [`request_view`]: closes interrupted tool calls and, in text mode, rewrites
-/// native tool messages, in one pass over what the policy kept.
+/// Step 2 of [`request_view`]: gives every tool call exactly one result, right after the
+/// message that makes it, and, in text mode, rewrites native tool messages.
+///
+/// Stored histories are not always in that shape: a turn cancelled while its tools ran
+/// leaves calls unanswered (they get an "interrupted" result), and two writers on one
+/// session can leave a result after other messages, or two results for one call (one's
+/// turn opening answers a call as interrupted while the other is still running it, whose
+/// real result lands later). A result goes with the latest call of its id before it; a
+/// real result is kept over an interrupted one, and a result that answers no call the
+/// policy kept, or a call already answered, is left out, since servers refuse both.
 fn make_sendable<'a>(
     kept: Vec<Cow<'a, ChatMessage>>,
     react_prompt: Option<&str>,
 ) -> Vec<Cow<'a, ChatMessage>> {
+    let answers = answers_by_call(&kept);
     let mut view = Vec::with_capacity(kept.len() + 2);
-    let mut rest = kept.into_iter().peekable();
+    let mut slots: Vec<Option<Cow<'a, ChatMessage>>> = kept.into_iter().map(Some).collect();
+    let mut positions = 0..slots.len();
     if let Some(prompt) = react_prompt {
-        match rest.next_if(|first| first.role == Role::System) {
+        match slots
+            .first_mut()
+            .and_then(|first| first.take_if(|m| m.role == Role::System))
+        {
             Some(first) => {
+                positions.next();
                 let mut system = first.into_owned();
                 system.content = format!("{}\n\n{prompt}", system.content);
                 view.push(Cow::Owned(system));
@@ -81,20 +96,34 @@ fn make_sendable<'a>(
         }
     }
     let text_mode = react_prompt.is_some();
-    while let Some(message) = rest.next() {
+    for pos in positions {
+        // A result is taken by the call it answers; one still here answers none.
+        let Some(message) = slots[pos].take().filter(|m| m.role != Role::Tool) else {
+            continue;
+        };
         if !(message.role == Role::Assistant && message.has_tool_calls()) {
-            view.push(if text_mode && message.role == Role::Tool {
-                Cow::Owned(ChatMessage::user(render_observation(&message.content)))
-            } else {
-                message
-            });
+            view.push(message);
             continue;
         }
-        let mut results = Vec::new();
-        while let Some(result) = rest.next_if(|m| m.role == Role::Tool) {
-            results.push(result);
-        }
-        let missing: Vec<&ToolCall> = unanswered(&message, &results).collect();
+        let results: Vec<Cow<'a, ChatMessage>> = message
+            .tool_calls
+            .iter()
+            .map(|call| {
+                let mut found: Vec<Cow<'a, ChatMessage>> = answers
+                    .get(&pos)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|&at| {
+                        slots[at].take_if(|r| r.tool_call_id.as_deref() == Some(&call.id))
+                    })
+                    .collect();
+                let real = found.iter().position(|r| !is_interrupted(r)).unwrap_or(0);
+                match found.len() {
+                    0 => Cow::Owned(interrupted_result(call)),
+                    _ => found.swap_remove(real),
+                }
+            })
+            .collect();
         if text_mode {
             view.push(Cow::Owned(as_react_text(&message)));
             view.extend(
@@ -102,19 +131,41 @@ fn make_sendable<'a>(
                     .iter()
                     .map(|r| Cow::Owned(ChatMessage::user(render_observation(&r.content)))),
             );
-            view.extend(missing.into_iter().map(|call| {
-                Cow::Owned(ChatMessage::user(render_observation(&interrupted_text(
-                    &call.name,
-                ))))
-            }));
         } else {
-            let missing: Vec<ChatMessage> = missing.into_iter().map(interrupted_result).collect();
             view.push(message);
             view.extend(results);
-            view.extend(missing.into_iter().map(Cow::Owned));
         }
     }
     view
+}
+
+/// The positions of the tool results in `messages`, by the position of the message whose
+/// call each answers: the latest before it with a call of its id. One pass; only the ids
+/// of calls are kept.
+fn answers_by_call(messages: &[Cow<'_, ChatMessage>]) -> HashMap<usize, Vec<usize>> {
+    let mut caller: HashMap<&str, usize> = HashMap::new();
+    let mut answers: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (pos, message) in messages.iter().enumerate() {
+        if message.role == Role::Tool {
+            let called = message
+                .tool_call_id
+                .as_deref()
+                .and_then(|id| caller.get(id));
+            if let Some(&at) = called {
+                answers.entry(at).or_default().push(pos);
+            }
+        } else if message.role == Role::Assistant {
+            for call in &message.tool_calls {
+                caller.insert(&call.id, pos);
+            }
+        }
+    }
+    answers
+}
+
+/// Whether `result` is one Fusion wrote for a call that never finished.
+fn is_interrupted(result: &ChatMessage) -> bool {
+    result.metadata.contains_key(INTERRUPTED_METADATA_KEY)
 }
 
 /// Results for the tool calls of the history's last assistant message that have none:
@@ -230,6 +281,65 @@ mod tests {
         let repairs = interrupted_results(&history);
         assert_eq!(repairs.len(), 1);
         assert_eq!(repairs[0].metadata[INTERRUPTED_METADATA_KEY], true);
+    }
+
+    /// What two writers on one session can store: A's call, B's turn opening that
+    /// answered it as interrupted while A still ran it, B's turn, then A's real result
+    /// and answer.
+    fn overlapped() -> Vec<ChatMessage> {
+        let interrupted = interrupted_result(&call("c1"));
+        vec![
+            ChatMessage::system("sys"),
+            ChatMessage::user("from A"),
+            ChatMessage::assistant_with_tool_calls("", vec![call("c1")]),
+            interrupted,
+            ChatMessage::user("from B"),
+            ChatMessage::assistant("B answer"),
+            ChatMessage::tool_result("c1", "the real result"),
+            ChatMessage::assistant("A answer"),
+        ]
+    }
+
+    #[test]
+    fn each_call_gets_one_result_after_it_preferring_a_real_one_to_an_interrupted_one() {
+        let history = overlapped();
+        let view = view_of(&history, None);
+        let shape: Vec<(Role, &str)> = view.iter().map(|m| (m.role, m.content.as_str())).collect();
+        assert_eq!(
+            shape,
+            [
+                (Role::System, "sys"),
+                (Role::User, "from A"),
+                (Role::Assistant, ""),
+                (Role::Tool, "the real result"),
+                (Role::User, "from B"),
+                (Role::Assistant, "B answer"),
+                (Role::Assistant, "A answer"),
+            ]
+        );
+        // In text mode the same, as observations.
+        let view = view_of(&history, Some("FORMAT"));
+        assert_eq!(view[3].content, "Observation: the real result");
+        assert_eq!(view.len(), 7);
+    }
+
+    #[test]
+    fn results_of_calls_not_kept_and_second_results_are_left_out() {
+        let history = vec![
+            ChatMessage::tool_result("gone", "its call was summarized away"),
+            ChatMessage::user("go"),
+            ChatMessage::assistant_with_tool_calls("", vec![call("a")]),
+            ChatMessage::tool_result("a", "first"),
+            ChatMessage::tool_result("a", "second"),
+            ChatMessage::user("again"),
+            ChatMessage::tool_result("b", "answers nothing"),
+            // An id used again by a later reply belongs to that reply.
+            ChatMessage::assistant_with_tool_calls("", vec![call("a")]),
+            ChatMessage::tool_result("a", "third"),
+        ];
+        let view = view_of(&history, None);
+        let shape: Vec<&str> = view.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(shape, ["go", "", "first", "again", "", "third"]);
     }
 
     #[test]

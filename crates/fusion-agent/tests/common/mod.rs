@@ -104,30 +104,34 @@ pub fn roles(messages: &[Value]) -> Vec<&str> {
 }
 
 /// Panics unless every tool call in `messages` is followed, before any non-tool message,
-/// by a tool result with its id: what OpenAI-compatible servers demand.
+/// by exactly one tool result with its id, and every tool result answers a call of the
+/// message before its run of results: what OpenAI-compatible servers demand.
 pub fn assert_every_call_answered(messages: &[Value]) {
-    for (i, message) in messages.iter().enumerate() {
-        let Some(calls) = message["tool_calls"].as_array() else {
-            continue;
-        };
-        let results: Vec<&str> = messages[i + 1..]
-            .iter()
-            .take_while(|m| m["role"] == "tool")
-            .map(|m| m["tool_call_id"].as_str().unwrap())
-            .collect();
-        for call in calls {
-            let id = call["id"].as_str().unwrap();
-            assert!(
-                results.contains(&id),
-                "tool call {id} at message {i} has no result in {messages:#?}"
-            );
-        }
-    }
+    let mut calls: Vec<&str> = Vec::new();
     for (i, message) in messages.iter().enumerate() {
         if message["role"] == "tool" {
-            assert!(i > 0, "a tool result opens the conversation");
+            let id = message["tool_call_id"].as_str().unwrap();
+            let Some(at) = calls.iter().position(|call| *call == id) else {
+                panic!("tool result {id} at message {i} answers no open call in {messages:#?}");
+            };
+            calls.remove(at);
+            continue;
         }
+        assert!(
+            calls.is_empty(),
+            "tool calls {calls:?} have no result before message {i} in {messages:#?}"
+        );
+        calls = message["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|call| call["id"].as_str().unwrap())
+            .collect();
     }
+    assert!(
+        calls.is_empty(),
+        "tool calls {calls:?} have no result in {messages:#?}"
+    );
 }
 
 /// The same check on stored messages.
