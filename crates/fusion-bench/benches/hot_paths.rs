@@ -1,8 +1,8 @@
 //! Criterion micro-benchmarks of the paths every turn goes through, on docs/benchmarks.md's
 //! canonical messages: JSON encoding and decoding of messages (every backend stores JSON),
 //! the file-system and SQLite backends' append, SQLite's load of a long history, and
-//! building the chat-completions request body from a long history (done on every LLM
-//! call). Run with `cargo bench -p fusion-bench`; the
+//! building the request view and the chat-completions request body from a long history
+//! (both done on every LLM call). Run with `cargo bench -p fusion-bench`; the
 //! whole-workload numbers come from `cargo xtask bench` instead.
 
 use std::borrow::Cow;
@@ -10,7 +10,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fusion_agent::{ChatRequest, OpenAiConfig, RequestCache, SamplingOptions, ToolRegistry};
+use fusion_agent::context::{EstimateCounter, request_view};
+use fusion_agent::{
+    ChatRequest, ContextPolicy, OpenAiConfig, RequestCache, SamplingOptions, ToolRegistry,
+};
 use fusion_bench::workload;
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_fs::FileSystemStorage;
@@ -125,5 +128,35 @@ fn agent_request(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(hot_paths, message_json, fs_append, sqlite, agent_request);
+/// The request view of a history of 1,000 and 10,000 messages under the default policy
+/// (everything visible): which messages a request carries, each tool call with its one
+/// result, done before every LLM call.
+fn agent_view(c: &mut Criterion) {
+    let mut group = c.benchmark_group("agent_request_view");
+    for n in [1_000, 10_000] {
+        let history = workload::messages(n);
+        let policy = ContextPolicy::default();
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("default", n), &history, |b, history| {
+            b.iter(|| {
+                black_box(request_view(
+                    black_box(history),
+                    &policy,
+                    &EstimateCounter,
+                    None,
+                ))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    hot_paths,
+    message_json,
+    fs_append,
+    sqlite,
+    agent_view,
+    agent_request
+);
 criterion_main!(hot_paths);

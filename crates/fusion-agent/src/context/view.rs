@@ -77,17 +77,12 @@ fn make_sendable<'a>(
     kept: Vec<Cow<'a, ChatMessage>>,
     react_prompt: Option<&str>,
 ) -> Vec<Cow<'a, ChatMessage>> {
-    let answers = answers_by_call(&kept);
+    let in_order = results_follow_their_calls(&kept);
     let mut view = Vec::with_capacity(kept.len() + 2);
-    let mut slots: Vec<Option<Cow<'a, ChatMessage>>> = kept.into_iter().map(Some).collect();
-    let mut positions = 0..slots.len();
+    let mut kept = kept.into_iter().peekable();
     if let Some(prompt) = react_prompt {
-        match slots
-            .first_mut()
-            .and_then(|first| first.take_if(|m| m.role == Role::System))
-        {
+        match kept.next_if(|first| first.role == Role::System) {
             Some(first) => {
-                positions.next();
                 let mut system = first.into_owned();
                 system.content = format!("{}\n\n{prompt}", system.content);
                 view.push(Cow::Owned(system));
@@ -96,7 +91,73 @@ fn make_sendable<'a>(
         }
     }
     let text_mode = react_prompt.is_some();
-    for pos in positions {
+    if in_order {
+        answer_in_order(kept, text_mode, &mut view);
+    } else {
+        answer_reordered(kept.collect(), text_mode, &mut view);
+    }
+    view
+}
+
+/// Whether every tool result in `messages` answers a call not answered yet of the message
+/// its run of results follows: the shape of a history one writer made (a call may still
+/// lack its result). One pass, holding one message's call ids.
+fn results_follow_their_calls(messages: &[Cow<'_, ChatMessage>]) -> bool {
+    let mut open: Vec<&str> = Vec::new();
+    for message in messages {
+        if message.role != Role::Tool {
+            open.clear();
+            open.extend(message.tool_calls.iter().map(|call| call.id.as_str()));
+            continue;
+        }
+        let answered = message.tool_call_id.as_deref();
+        match open.iter().position(|id| Some(*id) == answered) {
+            Some(at) => {
+                open.swap_remove(at);
+            }
+            None => return false,
+        }
+    }
+    true
+}
+
+/// [`make_sendable`] for the usual shape ([`results_follow_their_calls`]): each call's
+/// result is where it is stored, and a call without one gets an interrupted result after
+/// the results that exist.
+fn answer_in_order<'a>(
+    mut rest: std::iter::Peekable<impl Iterator<Item = Cow<'a, ChatMessage>>>,
+    text_mode: bool,
+    view: &mut Vec<Cow<'a, ChatMessage>>,
+) {
+    while let Some(message) = rest.next() {
+        if !(message.role == Role::Assistant && message.has_tool_calls()) {
+            view.push(message);
+            continue;
+        }
+        let mut results = Vec::new();
+        while let Some(result) = rest.next_if(|m| m.role == Role::Tool) {
+            results.push(result);
+        }
+        let missing: Vec<ChatMessage> = unanswered(&message, &results)
+            .map(interrupted_result)
+            .collect();
+        results.extend(missing.into_iter().map(Cow::Owned));
+        push_answered(view, message, results, text_mode);
+    }
+}
+
+/// [`make_sendable`] for any other shape, which two writers on one session can leave: a
+/// result goes with the latest call of its id before it, a real result is kept over an
+/// interrupted one, and a result that answers no call the view carries, or one already
+/// answered, is left out. Two passes and a map of call ids.
+fn answer_reordered<'a>(
+    kept: Vec<Cow<'a, ChatMessage>>,
+    text_mode: bool,
+    view: &mut Vec<Cow<'a, ChatMessage>>,
+) {
+    let answers = answers_by_call(&kept);
+    let mut slots: Vec<Option<Cow<'a, ChatMessage>>> = kept.into_iter().map(Some).collect();
+    for pos in 0..slots.len() {
         // A result is taken by the call it answers; one still here answers none.
         let Some(message) = slots[pos].take().filter(|m| m.role != Role::Tool) else {
             continue;
@@ -105,7 +166,7 @@ fn make_sendable<'a>(
             view.push(message);
             continue;
         }
-        let results: Vec<Cow<'a, ChatMessage>> = message
+        let results = message
             .tool_calls
             .iter()
             .map(|call| {
@@ -124,19 +185,28 @@ fn make_sendable<'a>(
                 }
             })
             .collect();
-        if text_mode {
-            view.push(Cow::Owned(as_react_text(&message)));
-            view.extend(
-                results
-                    .iter()
-                    .map(|r| Cow::Owned(ChatMessage::user(render_observation(&r.content)))),
-            );
-        } else {
-            view.push(message);
-            view.extend(results);
-        }
+        push_answered(view, message, results, text_mode);
     }
-    view
+}
+
+/// Pushes a tool-call `message` and its `results`, in the text format in text mode.
+fn push_answered<'a>(
+    view: &mut Vec<Cow<'a, ChatMessage>>,
+    message: Cow<'a, ChatMessage>,
+    results: Vec<Cow<'a, ChatMessage>>,
+    text_mode: bool,
+) {
+    if text_mode {
+        view.push(Cow::Owned(as_react_text(&message)));
+        view.extend(
+            results
+                .iter()
+                .map(|r| Cow::Owned(ChatMessage::user(render_observation(&r.content)))),
+        );
+    } else {
+        view.push(message);
+        view.extend(results);
+    }
 }
 
 /// The positions of the tool results in `messages`, by the position of the message whose
