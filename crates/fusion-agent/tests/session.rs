@@ -322,3 +322,19 @@ async fn undo_after_a_message_that_starts_with_observation_removes_only_that_tur
     let roles: Vec<Role> = h.stored().await.iter().map(|m| m.role).collect();
     assert_eq!(roles, [Role::System, Role::User, Role::Assistant]);
 }
+
+#[tokio::test]
+async fn a_native_answer_with_an_action_line_is_not_answered_as_an_interrupted_action() {
+    let h = Harness::new().await;
+    let mut session = h.session().await;
+    h.server
+        .push_text("Here is the plan:\n- Action: restart nginx\n- Expected: it comes back")
+        .push_text("You're welcome.");
+    session.send_message("plan it").await.unwrap();
+    session.send_message("thanks").await.unwrap();
+    let stored = h.stored().await;
+    let roles: Vec<Role> = stored.iter().map(|m| m.role).collect();
+    use Role::*;
+    assert_eq!(roles, [System, User, Assistant, User, Assistant]);
+    assert_eq!(stored[3].content, "thanks");
+}

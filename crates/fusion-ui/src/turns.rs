@@ -2,19 +2,14 @@
 //!
 //! A turn starts at a message the user wrote. Not every `user` message is one: a
 //! text-mode (ReAct) agent stores each tool observation as a `user` message starting
-//! `Observation: ` right after its own step, and context records are not turns. This is
-//! the rule of fusion-agent's `latest_user_message` (private to that crate), restated so
-//! the UI's "undo last turn" removes exactly what `AgentSession::undo_last_turn` would.
+//! `Observation: ` right after its own step, and context records are not turns. The rule
+//! is the agent's own ([`is_observation`]), so the UI's "undo last turn" removes exactly
+//! what `AgentSession::undo_last_turn` would.
 
 use std::collections::HashMap;
 
-use fusion::agent::context::is_context_record;
-use fusion::agent::{ReactStep, parse_react};
+use fusion::agent::context::{is_context_record, is_observation};
 use fusion::{ChatMessage, Role};
-
-/// How a text-mode agent prefixes a tool observation it stores as a user message
-/// (fusion-agent's `OBSERVATION_PREFIX`).
-const OBSERVATION_PREFIX: &str = "Observation: ";
 
 /// The indices of the messages of `history` that start a turn, oldest first.
 pub(crate) fn turn_starts(history: &[ChatMessage]) -> Vec<usize> {
@@ -30,17 +25,6 @@ pub(crate) fn turn_starts(history: &[ChatMessage]) -> Vec<usize> {
         }
     }
     starts
-}
-
-/// Whether `message` is a text-mode tool observation answering `previous`.
-fn is_observation(previous: &ChatMessage, message: &ChatMessage) -> bool {
-    message.content.starts_with(OBSERVATION_PREFIX)
-        && previous.role == Role::Assistant
-        && !previous.has_tool_calls()
-        && !matches!(
-            parse_react(&previous.content),
-            ReactStep::FinalAnswer { .. }
-        )
 }
 
 /// Whether cutting `history` to its first `len` messages keeps every tool call with its
@@ -101,8 +85,10 @@ mod tests {
             ChatMessage::user("Observation: a.txt"),
             ChatMessage::assistant("Final Answer: one file"),
             ChatMessage::user("Observation: typed by a person after an answer"),
+            ChatMessage::assistant("Hello there."),
+            ChatMessage::user("Observation: typed after a plain (native) answer"),
         ];
-        assert_eq!(turn_starts(&history), [1, 5]);
+        assert_eq!(turn_starts(&history), [1, 5, 7]);
     }
 
     #[test]

@@ -131,14 +131,15 @@ impl<'a> Layout<'a> {
     }
 }
 
-/// Whether `message` is a text-mode observation answering `prev`: a user message starting
+/// Whether `message` is a text-mode observation answering `prev` (the message before it
+/// that is not a context record), so not the start of a turn: a user message starting
 /// `Observation: ` right after a text-mode `Action:` reply, or the loop's answer to a
 /// reply it could not read (`Observation: Error: your reply could not be read: ...`).
 ///
 /// A native-mode answer also reads as unreadable text-mode output, so after one only that
 /// exact answer counts: a user who starts a message `Observation: ` is taken for what they
 /// are, the start of a turn, which undo and pruning rely on.
-pub(crate) fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
+pub fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
     if message.role != Role::User || prev.role != Role::Assistant || prev.has_tool_calls() {
         return false;
     }

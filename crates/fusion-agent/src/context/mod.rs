@@ -53,6 +53,7 @@ pub(crate) mod tokens;
 mod view;
 mod window;
 
+pub use groups::is_observation;
 pub use prune::{PrunePlan, plan_prune};
 pub use records::{
     PRUNE_KEY, SUMMARY_HEADER, SUMMARY_KEY, is_context_record, pruned_tool_output, summary_record,
@@ -61,7 +62,9 @@ pub use tokens::{
     Encoding, EstimateCounter, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, TOKENS_PER_NAME,
     TOKENS_PER_TOOL_CALL, TiktokenCounter, count_request, counter_for_model,
 };
-pub use view::{INTERRUPTED_METADATA_KEY, interrupted_results, request_view};
+pub use view::{
+    INTERRUPTED_METADATA_KEY, interrupted_observation, interrupted_results, request_view,
+};
 pub use window::visible_tokens;
 
 pub(crate) use groups::{Layout, latest_user_message};

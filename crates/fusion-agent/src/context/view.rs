@@ -239,12 +239,11 @@ fn is_interrupted(result: &ChatMessage) -> bool {
 }
 
 /// Results for the tool calls of the history's last assistant message that have none:
-/// what a turn cancelled while its tools ran leaves behind. For a text-mode `Action:`
-/// reply that nothing answered, the observation saying it was interrupted. Empty when
-/// nothing is missing.
+/// what a turn cancelled while its tools ran leaves behind. Empty when nothing is missing.
 ///
 /// The session appends these to storage when the next turn starts, so storage itself
-/// becomes consistent again.
+/// becomes consistent again. In text ReAct mode it also appends
+/// [`interrupted_observation`].
 pub fn interrupted_results(history: &[ChatMessage]) -> Vec<ChatMessage> {
     let Some(at) = history.iter().rposition(|m| m.role != Role::Tool) else {
         return Vec::new();
@@ -253,20 +252,29 @@ pub fn interrupted_results(history: &[ChatMessage]) -> Vec<ChatMessage> {
     if message.role != Role::Assistant {
         return Vec::new();
     }
-    if !message.has_tool_calls() {
-        // Text mode stores an `Action:` reply before its tool runs, and its observation
-        // after: a turn cancelled in between leaves the action last.
-        return match parse_react(&message.content) {
-            ReactStep::Action { tool, .. } => vec![
-                ChatMessage::user(render_observation(&interrupted_text(&tool)))
-                    .with_metadata(INTERRUPTED_METADATA_KEY, serde_json::Value::Bool(true)),
-            ],
-            ReactStep::FinalAnswer { .. } | ReactStep::Invalid { .. } => Vec::new(),
-        };
-    }
     unanswered(message, &history[at + 1..])
         .map(interrupted_result)
         .collect()
+}
+
+/// For a history that ends with a text-mode `Action:` reply, the observation saying its
+/// call was interrupted: text mode stores the reply before its tool runs and the
+/// observation after, so a turn cancelled in between leaves the action last.
+///
+/// Only for a session in text ReAct mode: the text format is read leniently, and a
+/// native-mode answer may well hold a line starting `Action:`.
+pub fn interrupted_observation(history: &[ChatMessage]) -> Option<ChatMessage> {
+    let last = history.last()?;
+    if last.role != Role::Assistant || last.has_tool_calls() {
+        return None;
+    }
+    match parse_react(&last.content) {
+        ReactStep::Action { tool, .. } => Some(
+            ChatMessage::user(render_observation(&interrupted_text(&tool)))
+                .with_metadata(INTERRUPTED_METADATA_KEY, serde_json::Value::Bool(true)),
+        ),
+        ReactStep::FinalAnswer { .. } | ReactStep::Invalid { .. } => None,
+    }
 }
 
 /// The calls of `message` that no message in `results` answers.

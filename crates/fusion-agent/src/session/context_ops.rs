@@ -30,8 +30,7 @@ use crate::context::prune::PruneReport;
 use crate::context::summary::{SummaryJob, SummaryReport};
 use crate::context::tokens::TokenCounter;
 use crate::context::{
-    Layout, interrupted_results, latest_user_message, plan_prune, summary_record, summary_request,
-    visible_tokens_up_to,
+    Layout, latest_user_message, plan_prune, summary_record, summary_request, visible_tokens_up_to,
 };
 use crate::llm::{ChatRequest, RequestCache, SamplingOptions};
 
@@ -371,7 +370,7 @@ impl AgentSession {
     /// cancelled turn left unanswered: the record must not come between a call and the
     /// results the next turn would add.
     async fn append_record(&mut self, record: ChatMessage) -> Result<()> {
-        let mut batch = interrupted_results(&self.history);
+        let mut batch = self.interrupted_repairs();
         batch.push(record);
         self.append(batch).await
     }

@@ -238,6 +238,17 @@ impl AgentSession {
         self.native_tools_rejected || !self.shared.llm.supports_native_tools()
     }
 
+    /// What answers the calls a cancelled turn left unanswered, for the next write to
+    /// store first: an "interrupted" result per native call without one, or, in text
+    /// ReAct mode, an "interrupted" observation for an `Action:` reply left last.
+    pub(crate) fn interrupted_repairs(&self) -> Vec<ChatMessage> {
+        let mut repairs = crate::context::interrupted_results(&self.history);
+        if self.uses_text_react() {
+            repairs.extend(crate::context::interrupted_observation(&self.history));
+        }
+        repairs
+    }
+
     /// The view: the messages the next LLM request would carry, built by
     /// [`context::request_view`](crate::context::request_view) with this session's
     /// policy, token counter and mode.

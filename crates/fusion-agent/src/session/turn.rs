@@ -41,7 +41,6 @@ use tracing::{Instrument, debug, field, info, info_span, warn};
 use super::AgentSession;
 use super::store::explain_conflict;
 use super::stream::{Emitter, TurnStream, read_reply};
-use crate::context::interrupted_results;
 use crate::events::{AgentEvent, Step, TaskResult};
 use crate::executor::ToolOutcome;
 use crate::llm::{ChatRequest, ChatResponse, Usage};
@@ -400,7 +399,7 @@ impl AgentSession {
     async fn open(&mut self, message: &str) -> Result<()> {
         let mut attempt = 1;
         loop {
-            let mut opening = interrupted_results(&self.history);
+            let mut opening = self.interrupted_repairs();
             if !opening.is_empty() {
                 warn!(
                     calls = opening.len(),
