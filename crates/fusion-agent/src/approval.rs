@@ -352,7 +352,10 @@ impl Gate {
                 };
                 // The approver is user code: a panic must not take the turn (or the caller's
                 // task) down, nor lose what the calls before this one did.
-                let asked = AssertUnwindSafe(approver.decide(&request)).catch_unwind();
+                // `decide` itself inside too: a hand-written future may panic before it
+                // is first polled.
+                let asked =
+                    AssertUnwindSafe(async { approver.decide(&request).await }).catch_unwind();
                 let decision = match asked.await {
                     Ok(decision) => decision,
                     Err(panic) => {

@@ -240,3 +240,32 @@ async fn an_approver_that_panics_refuses_that_call_and_the_turn_goes_on() {
     assert!(stored[1].contains("could not be approved"), "{stored:?}");
     assert!(stored[0].contains("Wrote 1 byte"), "{stored:?}");
 }
+
+/// An approver written without `async_trait` that panics before it makes its future.
+struct PanicsAtOnce;
+
+impl fusion_agent::Approver for PanicsAtOnce {
+    fn decide<'a, 'b, 'c>(
+        &'a self,
+        _request: &'b ApprovalRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApprovalDecision> + Send + 'c>>
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        panic!("no terminal to ask on")
+    }
+}
+
+#[tokio::test]
+async fn an_approver_that_panics_before_its_future_exists_refuses_the_call_too() {
+    let h = Harness::new().await;
+    let policy = ApprovalPolicy::ask_destructive().approver(PanicsAtOnce);
+    let mut session = h.builder().approval(policy).build().await.unwrap();
+    h.server
+        .push_tool_call("write_file", r#"{"path": "a.txt", "content": "x"}"#)
+        .push_text("Not written.");
+    let result = session.send_message("write a file").await.unwrap();
+    assert_eq!(result.steps[0].approval, Some(Approval::Failed));
+    assert!(!h.workspace.path().join("a.txt").exists());
+}

@@ -17,8 +17,10 @@
 //!   what the write wrote (the appended messages, the replaced history, the created
 //!   session, or, for a truncate, the messages it keeps under a new generation), or the
 //!   [`Error::Conflict`] otherwise, for the caller to re-read and decide. A truncate
-//!   leaves nothing that names it, so a conditional one costs a read of the session
-//!   before its first attempt: what it keeps is known when a refusal has to be judged.
+//!   leaves nothing that names it, so a conditional one to a length above 0 (an undo)
+//!   costs a read of the session before its first attempt: what it keeps is known when a
+//!   refusal has to be judged. Another writer's identical truncate in between reads as
+//!   this one's, which leaves the session as this one would have.
 //!
 //! What is retried: errors whose [`is_retryable`](Error::is_retryable) is true, except a
 //! [`Conflict`](Error::Conflict), which is an answer (another writer changed the
@@ -216,13 +218,17 @@ impl Retrying {
 
     /// The messages a conditional truncate to `len` keeps, read before it runs: `None`
     /// when the session cannot be read or does not meet `expected` (the write will be
-    /// refused whatever happens, and rightly).
+    /// refused whatever happens, and rightly). A truncate to 0 (a delete) keeps nothing,
+    /// known without a read.
     async fn kept_by_truncate(
         &self,
         session_id: &str,
         expected: Expect,
         len: usize,
     ) -> Option<Vec<ChatMessage>> {
+        if len == 0 {
+            return Some(Vec::new());
+        }
         let read = self.attempts("load_revision", || self.inner.load_revision(session_id));
         let (mut history, revision) = read.await.result.ok()?;
         if !expected.is_met_by(revision.generation, || revision.len) {
