@@ -219,12 +219,13 @@ pub(crate) fn postgres(url: &str) -> Result<StorageLocation> {
         database => Some(percent_decode(database).ok_or_else(|| bad("invalid database name"))?),
     };
     for (key, value) in query_pairs(url) {
-        let value = percent_decode(value).ok_or_else(|| bad("invalid query parameter"))?;
-        match key {
+        match key.as_ref() {
+            // A path is a Unix socket's directory, whose case matters.
+            "host" if value.starts_with('/') => server.host = value.into_owned(),
             "host" | "hostaddr" => server.host = host(&value),
             "port" => server.port = value.parse().map_err(|_| bad("invalid port"))?,
-            "dbname" => database = Some(value),
-            "user" => server.user = Some(value),
+            "dbname" => database = Some(value.into_owned()),
+            "user" => server.user = Some(value.into_owned()),
             _ => {}
         }
     }
@@ -340,11 +341,12 @@ pub(crate) fn host(host: &str) -> String {
     }
 }
 
-/// The `key=value` pairs of `url`'s query, undecoded.
-fn query_pairs(url: &str) -> impl Iterator<Item = (&str, &str)> {
+/// The `key=value` pairs of `url`'s query, decoded as the `url` crate decodes them for
+/// sqlx (`%XX` escapes, and `+` as a space, in keys and values).
+fn query_pairs(url: &str) -> url::form_urlencoded::Parse<'_> {
     let base = url.split_once('#').map_or(url, |(base, _)| base);
     let query = base.split_once('?').map_or("", |(_, query)| query);
-    query.split('&').filter_map(|pair| pair.split_once('='))
+    url::form_urlencoded::parse(query.as_bytes())
 }
 
 /// `path` made absolute with symlinks, `.` and `..` resolved, even when it does not

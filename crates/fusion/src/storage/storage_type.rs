@@ -586,6 +586,18 @@ mod tests {
             "postgres://db/?dbname=my%20app",
             "postgres://db/my%20app"
         ));
+        assert!(same(
+            "postgres://db/?dbname=my+app",
+            "postgres://db/my%20app"
+        ));
+        assert!(same(
+            "postgres://db/app?%68ost=other",
+            "postgres://other/app"
+        ));
+        assert!(!same(
+            "postgres://x/app?host=/run/PG",
+            "postgres://x/app?host=/run/pg"
+        ));
         assert!(!same("postgres://db/app?host=other", "postgres://db/app"));
         for bad in [
             "postgres://",
