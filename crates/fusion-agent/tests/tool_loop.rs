@@ -222,6 +222,19 @@ async fn the_iteration_limit_stops_the_turn_with_steps_and_a_consistent_history(
     assert_every_call_answered(&h.request_messages(3));
 }
 
+/// Sends a message and drops the turn the moment its tool is running: the reply asking
+/// for the call is stored, its result never will be.
+async fn drop_turn_once_its_tool_runs(session: &mut fusion_agent::AgentSession, started: &Notify) {
+    tokio::time::timeout(HANG_GUARD, async {
+        tokio::select! {
+            _ = session.send_message("Do the stuck thing") => panic!("the turn should hang"),
+            _ = started.notified() => {}
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// A tool that says it started, then never finishes.
 struct Stuck(Arc<Notify>);
 
@@ -256,16 +269,7 @@ async fn a_turn_cancelled_while_its_tool_runs_leaves_a_history_the_next_turn_can
         .await
         .unwrap();
     h.server.push_tool_call("stuck", "{}");
-    // Drop the turn the moment its tool is running: the assistant's call is stored, its
-    // result never will be.
-    tokio::time::timeout(HANG_GUARD, async {
-        tokio::select! {
-            _ = session.send_message("Do the stuck thing") => panic!("the turn should hang"),
-            _ = started.notified() => {}
-        }
-    })
-    .await
-    .unwrap();
+    drop_turn_once_its_tool_runs(&mut session, &started).await;
     let stored = h.stored().await;
     assert_eq!(stored.last().unwrap().role, Role::Assistant);
     assert!(stored.last().unwrap().has_tool_calls());
@@ -368,14 +372,7 @@ async fn a_text_mode_action_cancelled_while_its_tool_runs_is_answered_as_interru
         .unwrap();
     h.server
         .push_text("Thought: try it.\nAction: stuck\nAction Input: {}");
-    tokio::time::timeout(HANG_GUARD, async {
-        tokio::select! {
-            _ = session.send_message("Do the stuck thing") => panic!("the turn should hang"),
-            _ = started.notified() => {}
-        }
-    })
-    .await
-    .unwrap();
+    drop_turn_once_its_tool_runs(&mut session, &started).await;
     assert_eq!(h.stored().await.last().unwrap().role, Role::Assistant);
 
     h.server

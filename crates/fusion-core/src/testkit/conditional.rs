@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use super::{StorageHarness, info, open, said};
 use crate::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, OwnerScope,
-    Revision, SessionInfo,
+    Revision, SessionInfo, SessionMeta,
 };
 
 fn users(prefix: &str, n: usize) -> Vec<ChatMessage> {
@@ -322,16 +322,18 @@ pub async fn a_conditional_write_refuses_unstorable_messages<H: StorageHarness>(
     assert_eq!(revision(&store, "deep").await, Revision::ABSENT);
 }
 
-/// The storage under an [`OwnerScope`] as another writer's delete would leave it: when
-/// armed, `session_info` answers and then the session is deleted, so the scope's write
-/// finds it gone after its check found it.
-struct DeletedAfterCheck {
-    inner: Arc<dyn ConversationStorage>,
-    armed: Arc<AtomicBool>,
+/// The storage under an [`OwnerScope`] as another writer would leave it between the
+/// scope's check and its write: when armed, `session_info` answers, then the session is
+/// deleted and, with `taken_by`, created again as that owner's (with a title, data and a
+/// message of theirs).
+pub(super) struct ChangedAfterCheck {
+    pub(super) inner: Arc<dyn ConversationStorage>,
+    pub(super) armed: Arc<AtomicBool>,
+    pub(super) taken_by: Option<&'static str>,
 }
 
 #[async_trait]
-impl Intercept for DeletedAfterCheck {
+impl Intercept for ChangedAfterCheck {
     fn inner(&self) -> &dyn ConversationStorage {
         self.inner.as_ref()
     }
@@ -340,6 +342,16 @@ impl Intercept for DeletedAfterCheck {
         let found = self.inner.session_info(session_id).await?;
         if self.armed.swap(false, Ordering::SeqCst) {
             self.inner.delete(session_id).await?;
+            if let Some(owner) = self.taken_by {
+                let theirs = SessionMeta::new()
+                    .owner(owner)
+                    .title(format!("{owner}'s own"))
+                    .data("secret", owner);
+                let said_by = said(&format!("{owner}'s"));
+                self.inner
+                    .create_session(session_id, &theirs, &said_by)
+                    .await?;
+            }
         }
         Ok(found)
     }
@@ -352,9 +364,10 @@ impl Intercept for DeletedAfterCheck {
 pub async fn a_scope_never_creates_a_session_without_its_owner<H: StorageHarness>(harness: &H) {
     let shared: Arc<dyn ConversationStorage> = Arc::new(open(harness).await);
     let armed = Arc::new(AtomicBool::new(false));
-    let racing = Intercepted(DeletedAfterCheck {
+    let racing = Intercepted(ChangedAfterCheck {
         inner: shared.clone(),
         armed: armed.clone(),
+        taken_by: None,
     });
     let alice = OwnerScope::new(Arc::new(racing), "alice").unwrap();
     for expected in [Expect::Generation(0), Expect::Exactly(Revision::ABSENT)] {

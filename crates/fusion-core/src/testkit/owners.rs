@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_trait::async_trait;
-
+use super::conditional::ChangedAfterCheck;
 use super::{StorageHarness, info, open, said};
 use crate::{
-    ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, MetaUpdate,
-    OwnerScope, SessionInfo, SessionMeta, SessionQuery,
+    ChatMessage, ConversationStorage, Error, Expect, Intercepted, MetaUpdate, OwnerScope,
+    SessionQuery,
 };
 
 /// An [`OwnerScope`] sees, loads, lists and writes only its owner's sessions, creates
@@ -112,36 +111,6 @@ pub async fn owners_never_see_each_others_sessions<H: StorageHarness>(harness: &
     assert_eq!(history.len(), 10);
 }
 
-/// The storage under an [`OwnerScope`] as another owner's delete and creation would leave
-/// it: when armed, `session_info` answers and then the session is deleted and created
-/// again as `bob`'s, with his title and data.
-struct TakenOverAfterCheck {
-    inner: Arc<dyn ConversationStorage>,
-    armed: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl Intercept for TakenOverAfterCheck {
-    fn inner(&self) -> &dyn ConversationStorage {
-        self.inner.as_ref()
-    }
-
-    async fn session_info(&self, session_id: &str) -> crate::Result<Option<SessionInfo>> {
-        let found = self.inner.session_info(session_id).await?;
-        if self.armed.swap(false, Ordering::SeqCst) {
-            self.inner.delete(session_id).await?;
-            let bobs = SessionMeta::new()
-                .owner("bob")
-                .title("bob's own")
-                .data("secret", "bob's");
-            self.inner
-                .create_session(session_id, &bobs, &said("bob's"))
-                .await?;
-        }
-        Ok(found)
-    }
-}
-
 /// A scoped metadata update whose session another owner deleted and created again
 /// between the scope's check and the update changes nothing of it and shows nothing of
 /// it: the owner is checked again in the update's own atomic step
@@ -151,9 +120,10 @@ pub async fn a_scoped_update_never_changes_a_session_another_owner_took_over<H: 
 ) {
     let shared: Arc<dyn ConversationStorage> = Arc::new(open(harness).await);
     let armed = Arc::new(AtomicBool::new(false));
-    let racing = Intercepted(TakenOverAfterCheck {
+    let racing = Intercepted(ChangedAfterCheck {
         inner: shared.clone(),
         armed: armed.clone(),
+        taken_by: Some("bob"),
     });
     let alice = OwnerScope::new(Arc::new(racing), "alice").unwrap();
     alice.append("s", &said("alice's")).await.unwrap();
