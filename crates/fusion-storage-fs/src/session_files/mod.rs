@@ -37,7 +37,9 @@
 //! session written before generations existed). A rewrite stores a fresh generation,
 //! fsynced, *before* it replaces the session file, and an append that creates the
 //! session stores one before writing its lines, so a crash in between leaves a new
-//! generation with the old content: a spurious conflict later, never a missed one. Other
+//! generation with the old content: a spurious conflict later, never a missed one. A
+//! rewrite that fails without a crash (a full disk) puts the old generation and counters
+//! back. Other
 //! appends keep the generation and store their counters after their lines: counters
 //! whose length is not the file's (a crash in between) are recomputed by counting lines.
 //!
@@ -499,6 +501,27 @@ mod tests {
         let synced = session(dir.path(), "s", SyncPolicy::EveryWrite);
         assert!(synced.try_append_now(None, &batch("f")).is_none());
         assert_eq!(jsonl::line_count(&stored(&files)), 6);
+    }
+
+    #[test]
+    fn a_rewrite_that_fails_keeps_the_generation_and_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::OnReplace);
+        files.append(&batch("a")).unwrap();
+        files.append(&batch("b")).unwrap();
+        let (before, content) = (generation(&files), stored(&files));
+        // The temporary file cannot be written (as on a full disk).
+        fs::create_dir(files.temp()).unwrap();
+        let two_lines = stored(&files);
+        assert!(files.replace(&two_lines[..two_lines.len() / 2], 1).is_err());
+        assert!(files.truncate(1).is_err());
+        assert_eq!(generation(&files), before);
+        assert_eq!(stored(&files), content);
+        // With room again, a rewrite stores a fresh generation.
+        fs::remove_dir(files.temp()).unwrap();
+        files.truncate(1).unwrap();
+        assert_ne!(generation(&files), before);
+        assert_eq!(jsonl::line_count(&stored(&files)), 1);
     }
 
     #[test]

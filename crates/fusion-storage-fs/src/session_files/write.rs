@@ -277,7 +277,16 @@ impl SessionFiles {
         // Fsynced because the rewrite is: the new content must never be durable with the
         // old generation. The length is unknown until the new file is in place.
         lock.store(&self.lock, generation, &counters, true)?;
-        self.replace_locked(contents)?;
+        if let Err(err) = self.replace_locked(contents) {
+            // The old content is still in place (a full disk, say): its generation and
+            // counters go back, so a write that failed changes nothing a reader or a
+            // conditional writer sees. Best effort: if this fails too, the fresh
+            // generation stays, a spurious conflict later, as after a crash here.
+            if let Some((generation, counters)) = before {
+                let _ = lock.store(&self.lock, generation, &counters, true);
+            }
+            return Err(err);
+        }
         counters.len = contents.len() as u64;
         lock.store(&self.lock, generation, &counters, false)?;
         Ok((Outcome::New(generation), recorded))
