@@ -19,6 +19,9 @@ use crate::url_query::{self, SCHEMA_PARAM};
 /// The schema of a storage whose options or URL name none.
 const DEFAULT_SCHEMA: &str = "fusion";
 
+/// The statement timeout of a storage whose options or URL set none.
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How hard the server works to make a commit survive a crash (`synchronous_commit`).
 ///
 /// Both levels keep the database consistent after any crash; they differ only in whether
@@ -68,19 +71,23 @@ impl PostgresOptions {
     /// The defaults for the server at `url` (`postgres://` or `postgresql://`): schema
     /// `fusion` (or the URL's `schema` parameter, which is Fusion's and is taken out of the
     /// URL before the driver sees it), 8 connections, 5 s connect timeout, 30 s statement
-    /// timeout, [`Durability::Server`].
+    /// timeout (or none of ours when the URL sets `statement_timeout` in its `options`,
+    /// as `?options=-c%20statement_timeout%3D5000` or `?options[statement_timeout]=5000`
+    /// do: the URL's then applies), [`Durability::Server`].
     ///
     /// The URL is checked when connecting: a query parameter that neither Fusion
     /// (`schema`) nor sqlx reads, or `schema` given twice or without a value, is an
     /// [`Error::Config`] naming it.
     pub fn new(url: impl Into<String>) -> Self {
         let (url, schema) = fusion_core::split_url_param(&url.into(), SCHEMA_PARAM);
+        let statement_timeout =
+            (!url_sets(&url, "statement_timeout")).then_some(DEFAULT_STATEMENT_TIMEOUT);
         Self {
             url,
             schema: schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
             max_connections: 8,
             connect_timeout: Duration::from_secs(5),
-            statement_timeout: Some(Duration::from_secs(30)),
+            statement_timeout,
             durability: Durability::Server,
         }
     }
@@ -145,6 +152,13 @@ pub(crate) fn parse(options: &PostgresOptions) -> Result<Target> {
     let label = redact_url(url);
     url_query::check(url)?;
     check_schema(&options.schema)?;
+    // Ours would come after the URL's and win unseen; the schema has a parameter of its own.
+    if url_sets(url, "search_path") {
+        return Err(Error::Config(format!(
+            "PostgreSQL URL {label} sets search_path in its options: name the schema with \
+             the `schema` parameter (or PostgresOptions::schema) instead"
+        )));
+    }
     let connect = PgConnectOptions::from_str(url)
         .map_err(|e| Error::Config(format!("invalid PostgreSQL URL {label}: {e}")))?;
     // Names stay unqualified in every statement and migration; the schema alone is
@@ -161,6 +175,42 @@ pub(crate) fn parse(options: &PostgresOptions) -> Result<Target> {
         label,
         connect: connect.options(settings),
     })
+}
+
+/// Whether the `options` of `url`'s query (libpq's `options=-c NAME=VALUE ...`, or
+/// sqlx's `options[NAME]=VALUE`) set the server setting `name`.
+fn url_sets(url: &str, name: &str) -> bool {
+    let base = url.split_once('#').map_or(url, |(base, _)| base);
+    let query = base.split_once('?').map_or("", |(_, query)| query);
+    url::form_urlencoded::parse(query.as_bytes()).any(|(key, value)| {
+        let indexed = key
+            .strip_prefix("options[")
+            .and_then(|rest| rest.strip_suffix(']'));
+        match indexed {
+            Some(setting) => setting == name,
+            None => key == "options" && sets_in_options(&value, name),
+        }
+    })
+}
+
+/// Whether a libpq `options` string (`-c NAME=VALUE`, `-cNAME=VALUE` or `--NAME=VALUE`,
+/// separated by spaces) sets `name`.
+fn sets_in_options(options: &str, name: &str) -> bool {
+    let mut words = options.split_whitespace();
+    while let Some(word) = words.next() {
+        let setting = match word {
+            "-c" => words.next().unwrap_or_default(),
+            _ => word
+                .strip_prefix("-c")
+                .or_else(|| word.strip_prefix("--"))
+                .unwrap_or_default(),
+        };
+        let key = setting.split_once('=').map_or(setting, |(key, _)| key);
+        if key.replace('-', "_") == name {
+            return true;
+        }
+    }
+    false
 }
 
 /// Refuses a schema name that would need quoting, so it is the same in `search_path`, in
@@ -198,6 +248,46 @@ mod tests {
             "postgres://u:pw@h/db?schema=Bad-Name",
         ));
         assert!(matches!(bad, Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn a_statement_timeout_in_the_urls_options_is_kept_and_a_search_path_is_refused() {
+        for url in [
+            "postgres://h/db?options=-c%20statement_timeout%3D500",
+            "postgres://h/db?options=-cstatement_timeout=500+-c+lock_timeout=100",
+            "postgres://h/db?options=--statement-timeout%3D500",
+            "postgres://h/db?options%5Bstatement_timeout%5D=500",
+        ] {
+            let options = PostgresOptions::new(url);
+            assert_eq!(options.statement_timeout, None, "{url}");
+            let target = parse(&options).unwrap();
+            // The URL's setting is sent, and no default of ours after it.
+            let sent = target.connect.get_options().unwrap_or_default().to_string();
+            assert!(sent.contains("500"), "{url}: {sent}");
+            assert!(!sent.contains("30000"), "{url}: {sent}");
+        }
+        // An explicit option still wins (it is sent after the URL's).
+        let explicit = PostgresOptions::new("postgres://h/db?options[statement_timeout]=500")
+            .statement_timeout(Some(Duration::from_secs(2)));
+        assert_eq!(explicit.statement_timeout, Some(Duration::from_secs(2)));
+        for url in [
+            "postgres://h/db",
+            "postgres://h/db?options=-c%20lock_timeout%3D100",
+            "postgres://h/db?application_name=statement_timeout",
+        ] {
+            assert_eq!(
+                PostgresOptions::new(url).statement_timeout,
+                Some(DEFAULT_STATEMENT_TIMEOUT),
+                "{url}"
+            );
+        }
+        for url in [
+            "postgres://h/db?options=-c%20search_path%3Dother",
+            "postgres://h/db?options[search_path]=other",
+        ] {
+            let err = parse(&PostgresOptions::new(url)).unwrap_err();
+            assert!(err.to_string().contains("`schema` parameter"), "{err}");
+        }
     }
 
     #[test]

@@ -276,4 +276,17 @@ async fn options_reach_the_servers_settings() {
         .await
         .unwrap();
     assert_eq!(server_sync, own, "the default leaves the server's setting");
+
+    // A statement timeout in the URL's options applies (ours no longer overrides it).
+    let separator = if harness.storage_url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!(
+        "{}{separator}options[statement_timeout]=700",
+        harness.storage_url()
+    );
+    let (_, timeout) = show(PostgresOptions::new(url).max_connections(1)).await;
+    assert_eq!(timeout, "700ms");
 }
