@@ -332,3 +332,22 @@ async fn save_keeps_the_permissions_of_the_session_file() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[tokio::test]
+async fn an_io_error_on_one_of_the_backends_own_files_names_the_call_and_the_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FileSystemStorage::new(tmp.path());
+    storage.append("s1", &numbered("a", 1)).await.unwrap();
+    // The index cannot be written: a file stands where its directory is.
+    let index = tmp.path().join(".fusion-index");
+    std::fs::remove_dir_all(&index).unwrap();
+    std::fs::write(&index, b"not a directory").unwrap();
+    let fresh = FileSystemStorage::new(tmp.path());
+    let err = fresh.append("s2", &numbered("b", 1)).await.unwrap_err();
+    match &err {
+        Error::Io { path, .. } => assert!(path.starts_with(&index), "{err}"),
+        other => panic!("expected Error::Io, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("append of session \"s2\""), "{text}");
+}

@@ -198,32 +198,41 @@ impl ConversationStorage for FileSystemStorage {
     /// the lock file, then a temporary file is written and fsynced, renamed over the
     /// session file, and the directory is fsynced. Metadata is kept. O(len of `history`).
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
-        SessionId::validate(session_id)?;
-        if history.is_empty() {
-            return self.delete(session_id).await;
-        }
-        check_storable(BACKEND, session_id, history)?;
-        let contents = jsonl::encode(history)?;
-        let count = history.len() as u64;
-        self.on_session(session_id, move |files| files.replace(&contents, count))
-            .await
+        named("save", session_id, async {
+            SessionId::validate(session_id)?;
+            if history.is_empty() {
+                return self.on_session(session_id, SessionFiles::remove).await;
+            }
+            check_storable(BACKEND, session_id, history)?;
+            let contents = jsonl::encode(history)?;
+            let count = history.len() as u64;
+            self.on_session(session_id, move |files| files.replace(&contents, count))
+                .await
+        })
+        .await
     }
 
     /// Reads the session file under a shared lock. A torn final line is skipped with a
     /// warning; any other unparseable line is [`fusion_core::Error::Corrupt`]. A session
     /// that has expired loads as empty (its expiry is in the lock file read anyway).
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
-        Ok(self
-            .read(session_id)
-            .await?
-            .map(|(messages, _)| messages)
-            .unwrap_or_default())
+        named("load", session_id, async {
+            Ok(self
+                .read(session_id)
+                .await?
+                .map(|(messages, _)| messages)
+                .unwrap_or_default())
+        })
+        .await
     }
 
     /// Removes the session file, its metadata and its index markers (owner, tags,
     /// expiry), then its hidden lock file (see the crate docs).
     async fn delete(&self, session_id: &str) -> Result<()> {
-        self.on_session(session_id, SessionFiles::remove).await
+        named("delete", session_id, async {
+            self.on_session(session_id, SessionFiles::remove).await
+        })
+        .await
     }
 
     /// Lists the directory, decoding file names, and leaves out the sessions that have
@@ -265,18 +274,21 @@ impl ConversationStorage for FileSystemStorage {
     /// (same generation, data end and inode): a few integer comparisons instead of the
     /// read. See [`SyncPolicy`] for durability.
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
-        SessionId::validate(session_id)?;
-        if messages.is_empty() {
-            return Ok(());
-        }
-        check_storable(BACKEND, session_id, messages)?;
-        // Serialised before locking, so the lock is held only for the write itself.
-        let batch = Batch::encode(messages)?;
-        let files = self.inner.directory().files(session_id);
-        if let Some(appended) = self.append_now(&files, None, &batch).await {
-            return appended.map(drop);
-        }
-        blocking(move || files.append(&batch)).await
+        named("append", session_id, async {
+            SessionId::validate(session_id)?;
+            if messages.is_empty() {
+                return Ok(());
+            }
+            check_storable(BACKEND, session_id, messages)?;
+            // Serialised before locking, so the lock is held only for the write itself.
+            let batch = Batch::encode(messages)?;
+            let files = self.inner.directory().files(session_id);
+            if let Some(appended) = self.append_now(&files, None, &batch).await {
+                return appended.map(drop);
+            }
+            blocking(move || files.append(&batch)).await
+        })
+        .await
     }
 
     /// Rewrites the first `len` lines atomically with a fresh generation, like `save`
@@ -285,8 +297,11 @@ impl ConversationStorage for FileSystemStorage {
     /// are counted, not parsed, so truncating just before a damaged line recovers a
     /// corrupt session. O(size of the file).
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
-        self.on_session(session_id, move |files| files.truncate(len))
-            .await
+        named("truncate", session_id, async {
+            self.on_session(session_id, move |files| files.truncate(len))
+                .await
+        })
+        .await
     }
 
     /// Reads the counters in the lock file and the metadata file under the session's
@@ -298,7 +313,10 @@ impl ConversationStorage for FileSystemStorage {
     /// times the file system keeps for its files and that modification time. A damaged
     /// metadata file is [`fusion_core::Error::Corrupt`]. An expired session is `None`.
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
-        self.on_session(session_id, SessionFiles::info).await
+        named("session_info", session_id, async {
+            self.on_session(session_id, SessionFiles::info).await
+        })
+        .await
     }
 
     /// Writes the metadata file and the owner's, tags' and expiry's markers, then the
@@ -311,11 +329,14 @@ impl ConversationStorage for FileSystemStorage {
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        check_creation(BACKEND, session_id, meta, messages)?;
-        let batch = Batch::encode(messages)?;
-        let meta = meta.clone();
-        self.on_session(session_id, move |files| files.create(&meta, &batch))
-            .await
+        named("create_session", session_id, async {
+            check_creation(BACKEND, session_id, meta, messages)?;
+            let batch = Batch::encode(messages)?;
+            let meta = meta.clone();
+            self.on_session(session_id, move |files| files.create(&meta, &batch))
+                .await
+        })
+        .await
     }
 
     /// Reads, changes, validates and replaces the metadata file under the session's
@@ -327,13 +348,16 @@ impl ConversationStorage for FileSystemStorage {
         session_id: &str,
         update: &MetaUpdate,
     ) -> Result<Option<SessionInfo>> {
-        if update.is_empty() {
-            // Nothing to change, so nothing is written and `updated_at` stays.
-            return self.session_info(session_id).await;
-        }
-        let update = update.clone();
-        self.on_session(session_id, move |files| files.update(&update))
-            .await
+        named("update_session", session_id, async {
+            if update.is_empty() {
+                // Nothing to change, so nothing is written and `updated_at` stays.
+                return self.session_info(session_id).await;
+            }
+            let update = update.clone();
+            self.on_session(session_id, move |files| files.update(&update))
+                .await
+        })
+        .await
     }
 
     /// Reads the listing index (see the crate docs), never every session file: a page
@@ -359,10 +383,13 @@ impl ConversationStorage for FileSystemStorage {
     /// Reads the session file and the generation stored in its lock file under one shared
     /// lock. O(len of history), like `load`.
     async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
-        Ok(self
-            .read(session_id)
-            .await?
-            .unwrap_or((Vec::new(), Revision::ABSENT)))
+        named("load_revision", session_id, async {
+            Ok(self
+                .read(session_id)
+                .await?
+                .unwrap_or((Vec::new(), Revision::ABSENT)))
+        })
+        .await
     }
 
     /// Checks and writes under the session's exclusive lock. The check reads the stored
@@ -380,23 +407,26 @@ impl ConversationStorage for FileSystemStorage {
         expected: Expect,
         change: Change<'_>,
     ) -> Result<u64> {
-        SessionId::validate(session_id)?;
-        check_storable(BACKEND, session_id, change.messages())?;
-        // Serialised before locking, so the lock is held only for the file work.
-        let change = match change {
-            Change::Append(messages) => {
-                let batch = Batch::encode(messages)?;
-                let files = self.inner.directory().files(session_id);
-                if let Some(appended) = self.append_now(&files, Some(expected), &batch).await {
-                    return appended;
+        named("write_if", session_id, async {
+            SessionId::validate(session_id)?;
+            check_storable(BACKEND, session_id, change.messages())?;
+            // Serialised before locking, so the lock is held only for the file work.
+            let change = match change {
+                Change::Append(messages) => {
+                    let batch = Batch::encode(messages)?;
+                    let files = self.inner.directory().files(session_id);
+                    if let Some(appended) = self.append_now(&files, Some(expected), &batch).await {
+                        return appended;
+                    }
+                    FileChange::Append(batch)
                 }
-                FileChange::Append(batch)
-            }
-            Change::Truncate(len) => FileChange::Truncate(len),
-            Change::Replace(history) => FileChange::Replace(jsonl::encode(history)?),
-        };
-        self.on_session(session_id, move |files| files.write_if(expected, change))
-            .await
+                Change::Truncate(len) => FileChange::Truncate(len),
+                Change::Replace(history) => FileChange::Replace(jsonl::encode(history)?),
+            };
+            self.on_session(session_id, move |files| files.write_if(expected, change))
+                .await
+        })
+        .await
     }
 
     /// Walks the expiry index from its earliest markers (see the crate docs) and deletes
@@ -430,4 +460,15 @@ impl Inner {
             recent: &self.recent,
         }
     }
+}
+
+/// `call`, an operation on session `session_id`, with an [`Error::Io`](fusion_core::Error::Io)
+/// saying which operation on which session met it: the path it names may be an index or
+/// lock file rather than the session's own.
+async fn named<T>(
+    operation: &str,
+    session_id: &str,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    call.await.map_err(|err| err.during(operation, session_id))
 }
