@@ -5,6 +5,8 @@
 //!
 //! [`FileSystemOptions::inline_calls`]: crate::FileSystemOptions::inline_calls
 
+#[cfg(doc)]
+use fusion_core::Error;
 use fusion_core::{ChatMessage, Expect, Result, Revision, SessionId};
 
 use super::FileSystemStorage;
@@ -29,15 +31,18 @@ const INLINE_READ_MAX_BYTES: u64 = 256 * 1024;
 const PARSE_PART_BYTES: usize = INLINE_READ_MAX_BYTES as usize;
 
 impl FileSystemStorage {
-    /// Validates `session_id`, then runs `op` on its files on the blocking pool.
+    /// Validates `session_id`, then runs `op` on its files on the blocking pool; an I/O
+    /// error names `operation` and the session ([`Error::during`]), since its path may be
+    /// an index or lock file.
     pub(super) async fn on_session<T: Send + 'static>(
         &self,
+        operation: &'static str,
         session_id: &str,
         op: impl FnOnce(&SessionFiles) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         SessionId::validate(session_id)?;
         let files = self.inner.directory().files(session_id);
-        blocking(move || op(&files)).await
+        blocking(move || op(&files).map_err(|err| err.during(operation, files.id()))).await
     }
 
     /// Appends `batch` (if the session meets `expected`) on this task's thread, when
@@ -45,6 +50,7 @@ impl FileSystemStorage {
     /// generation after it, or `None` if it must be made on a blocking thread.
     pub(super) async fn append_now(
         &self,
+        operation: &'static str,
         files: &SessionFiles,
         expected: Option<Expect>,
         batch: &Batch,
@@ -52,7 +58,9 @@ impl FileSystemStorage {
         if !self.inner.options.inline_calls || batch.lines().len() > INLINE_MAX_BYTES {
             return None;
         }
-        let appended = files.try_append_now(expected, batch)?;
+        let appended = files
+            .try_append_now(expected, batch)?
+            .map_err(|err| err.during(operation, files.id()));
         if let Ok((_, Some(due))) = appended {
             // The messages are stored: a failure from here on is no failed append (the
             // upkeep logs its own, and the next write retries it).
@@ -68,9 +76,10 @@ impl FileSystemStorage {
     }
 
     /// Reads and parses a session, warning about a torn tail: its messages and its
-    /// revision.
+    /// revision. An I/O error names `operation` and the session.
     pub(super) async fn read(
         &self,
+        operation: &'static str,
         session_id: &str,
     ) -> Result<Option<(Vec<ChatMessage>, Revision)>> {
         SessionId::validate(session_id)?;
@@ -84,7 +93,13 @@ impl FileSystemStorage {
         // and the parse gives way to the other tasks of this thread between parts.
         let (stored, files) = match inline {
             Some(stored) => (stored, files),
-            None => blocking(move || Ok((files.read()?, files))).await?,
+            None => {
+                blocking(move || match files.read() {
+                    Ok(stored) => Ok((stored, files)),
+                    Err(err) => Err(err.during(operation, files.id())),
+                })
+                .await?
+            }
         };
         let Some(stored) = stored else {
             return Ok(None);

@@ -198,16 +198,15 @@ impl ConversationStorage for FileSystemStorage {
     /// the lock file, then a temporary file is written and fsynced, renamed over the
     /// session file, and the directory is fsynced. Metadata is kept. O(len of `history`).
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
-        named("save", session_id, async {
-            SessionId::validate(session_id)?;
-            if history.is_empty() {
-                return self.on_session(session_id, SessionFiles::remove).await;
-            }
-            check_storable(BACKEND, session_id, history)?;
-            let contents = jsonl::encode(history)?;
-            let count = history.len() as u64;
-            self.on_session(session_id, move |files| files.replace(&contents, count))
-                .await
+        SessionId::validate(session_id)?;
+        if history.is_empty() {
+            return self.delete(session_id).await;
+        }
+        check_storable(BACKEND, session_id, history)?;
+        let contents = jsonl::encode(history)?;
+        let count = history.len() as u64;
+        self.on_session("save", session_id, move |files| {
+            files.replace(&contents, count)
         })
         .await
     }
@@ -216,23 +215,18 @@ impl ConversationStorage for FileSystemStorage {
     /// warning; any other unparseable line is [`fusion_core::Error::Corrupt`]. A session
     /// that has expired loads as empty (its expiry is in the lock file read anyway).
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
-        named("load", session_id, async {
-            Ok(self
-                .read(session_id)
-                .await?
-                .map(|(messages, _)| messages)
-                .unwrap_or_default())
-        })
-        .await
+        Ok(self
+            .read("load", session_id)
+            .await?
+            .map(|(messages, _)| messages)
+            .unwrap_or_default())
     }
 
     /// Removes the session file, its metadata and its index markers (owner, tags,
     /// expiry), then its hidden lock file (see the crate docs).
     async fn delete(&self, session_id: &str) -> Result<()> {
-        named("delete", session_id, async {
-            self.on_session(session_id, SessionFiles::remove).await
-        })
-        .await
+        self.on_session("delete", session_id, SessionFiles::remove)
+            .await
     }
 
     /// Lists the directory, decoding file names, and leaves out the sessions that have
@@ -274,19 +268,21 @@ impl ConversationStorage for FileSystemStorage {
     /// (same generation, data end and inode): a few integer comparisons instead of the
     /// read. See [`SyncPolicy`] for durability.
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
-        named("append", session_id, async {
-            SessionId::validate(session_id)?;
-            if messages.is_empty() {
-                return Ok(());
-            }
-            check_storable(BACKEND, session_id, messages)?;
-            // Serialised before locking, so the lock is held only for the write itself.
-            let batch = Batch::encode(messages)?;
-            let files = self.inner.directory().files(session_id);
-            if let Some(appended) = self.append_now(&files, None, &batch).await {
-                return appended.map(drop);
-            }
-            blocking(move || files.append(&batch)).await
+        SessionId::validate(session_id)?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        check_storable(BACKEND, session_id, messages)?;
+        // Serialised before locking, so the lock is held only for the write itself.
+        let batch = Batch::encode(messages)?;
+        let files = self.inner.directory().files(session_id);
+        if let Some(appended) = self.append_now("append", &files, None, &batch).await {
+            return appended.map(drop);
+        }
+        blocking(move || {
+            files
+                .append(&batch)
+                .map_err(|err| err.during("append", files.id()))
         })
         .await
     }
@@ -297,11 +293,8 @@ impl ConversationStorage for FileSystemStorage {
     /// are counted, not parsed, so truncating just before a damaged line recovers a
     /// corrupt session. O(size of the file).
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
-        named("truncate", session_id, async {
-            self.on_session(session_id, move |files| files.truncate(len))
-                .await
-        })
-        .await
+        self.on_session("truncate", session_id, move |files| files.truncate(len))
+            .await
     }
 
     /// Reads the counters in the lock file and the metadata file under the session's
@@ -313,10 +306,8 @@ impl ConversationStorage for FileSystemStorage {
     /// times the file system keeps for its files and that modification time. A damaged
     /// metadata file is [`fusion_core::Error::Corrupt`]. An expired session is `None`.
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
-        named("session_info", session_id, async {
-            self.on_session(session_id, SessionFiles::info).await
-        })
-        .await
+        self.on_session("session_info", session_id, SessionFiles::info)
+            .await
     }
 
     /// Writes the metadata file and the owner's, tags' and expiry's markers, then the
@@ -329,12 +320,11 @@ impl ConversationStorage for FileSystemStorage {
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        named("create_session", session_id, async {
-            check_creation(BACKEND, session_id, meta, messages)?;
-            let batch = Batch::encode(messages)?;
-            let meta = meta.clone();
-            self.on_session(session_id, move |files| files.create(&meta, &batch))
-                .await
+        check_creation(BACKEND, session_id, meta, messages)?;
+        let batch = Batch::encode(messages)?;
+        let meta = meta.clone();
+        self.on_session("create_session", session_id, move |files| {
+            files.create(&meta, &batch)
         })
         .await
     }
@@ -348,14 +338,13 @@ impl ConversationStorage for FileSystemStorage {
         session_id: &str,
         update: &MetaUpdate,
     ) -> Result<Option<SessionInfo>> {
-        named("update_session", session_id, async {
-            if update.is_empty() {
-                // Nothing to change, so nothing is written and `updated_at` stays.
-                return self.session_info(session_id).await;
-            }
-            let update = update.clone();
-            self.on_session(session_id, move |files| files.update(&update))
-                .await
+        if update.is_empty() {
+            // Nothing to change, so nothing is written and `updated_at` stays.
+            return self.session_info(session_id).await;
+        }
+        let update = update.clone();
+        self.on_session("update_session", session_id, move |files| {
+            files.update(&update)
         })
         .await
     }
@@ -383,13 +372,10 @@ impl ConversationStorage for FileSystemStorage {
     /// Reads the session file and the generation stored in its lock file under one shared
     /// lock. O(len of history), like `load`.
     async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
-        named("load_revision", session_id, async {
-            Ok(self
-                .read(session_id)
-                .await?
-                .unwrap_or((Vec::new(), Revision::ABSENT)))
-        })
-        .await
+        Ok(self
+            .read("load_revision", session_id)
+            .await?
+            .unwrap_or((Vec::new(), Revision::ABSENT)))
     }
 
     /// Checks and writes under the session's exclusive lock. The check reads the stored
@@ -407,24 +393,26 @@ impl ConversationStorage for FileSystemStorage {
         expected: Expect,
         change: Change<'_>,
     ) -> Result<u64> {
-        named("write_if", session_id, async {
-            SessionId::validate(session_id)?;
-            check_storable(BACKEND, session_id, change.messages())?;
-            // Serialised before locking, so the lock is held only for the file work.
-            let change = match change {
-                Change::Append(messages) => {
-                    let batch = Batch::encode(messages)?;
-                    let files = self.inner.directory().files(session_id);
-                    if let Some(appended) = self.append_now(&files, Some(expected), &batch).await {
-                        return appended;
-                    }
-                    FileChange::Append(batch)
+        SessionId::validate(session_id)?;
+        check_storable(BACKEND, session_id, change.messages())?;
+        // Serialised before locking, so the lock is held only for the file work.
+        let change = match change {
+            Change::Append(messages) => {
+                let batch = Batch::encode(messages)?;
+                let files = self.inner.directory().files(session_id);
+                if let Some(appended) = self
+                    .append_now("write_if", &files, Some(expected), &batch)
+                    .await
+                {
+                    return appended;
                 }
-                Change::Truncate(len) => FileChange::Truncate(len),
-                Change::Replace(history) => FileChange::Replace(jsonl::encode(history)?),
-            };
-            self.on_session(session_id, move |files| files.write_if(expected, change))
-                .await
+                FileChange::Append(batch)
+            }
+            Change::Truncate(len) => FileChange::Truncate(len),
+            Change::Replace(history) => FileChange::Replace(jsonl::encode(history)?),
+        };
+        self.on_session("write_if", session_id, move |files| {
+            files.write_if(expected, change)
         })
         .await
     }
@@ -460,15 +448,4 @@ impl Inner {
             recent: &self.recent,
         }
     }
-}
-
-/// `call`, an operation on session `session_id`, with an [`Error::Io`](fusion_core::Error::Io)
-/// saying which operation on which session met it: the path it names may be an index or
-/// lock file rather than the session's own.
-async fn named<T>(
-    operation: &str,
-    session_id: &str,
-    call: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    call.await.map_err(|err| err.during(operation, session_id))
 }
