@@ -203,7 +203,7 @@ impl Error {
 
     /// `self`, saying which call on which session met it if it is an [`Error::Io`], whose
     /// path may be one of a backend's own files (an index, a lock) rather than the
-    /// session's: `I/O error on PATH: append to session "s1": No space left on device`.
+    /// session's: `I/O error on PATH: append of session "s1": No space left on device`.
     /// The error's kind, and so [`is_retryable`](Self::is_retryable), stay as they were;
     /// any other error is returned as it is.
     pub fn during(self, operation: &str, session_id: &str) -> Self {

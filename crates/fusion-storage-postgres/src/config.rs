@@ -73,7 +73,8 @@ impl PostgresOptions {
     /// URL before the driver sees it), 8 connections, 5 s connect timeout, 30 s statement
     /// timeout (or none of ours when the URL sets `statement_timeout` in its `options`,
     /// as `?options=-c%20statement_timeout%3D5000` or `?options[statement_timeout]=5000`
-    /// do: the URL's then applies), [`Durability::Server`].
+    /// do, or the `PGOPTIONS` environment variable does: that one then applies),
+    /// [`Durability::Server`].
     ///
     /// The URL is checked when connecting: a query parameter that neither Fusion
     /// (`schema`) nor sqlx reads, or `schema` given twice or without a value, is an
@@ -116,7 +117,9 @@ impl PostgresOptions {
 
     /// The server's `statement_timeout` for this storage's connections: a statement that
     /// runs (or waits for a lock) longer is cancelled with a retryable error. `None` keeps
-    /// the server's setting. Default 30 s. Rounded up to whole milliseconds.
+    /// the server's setting (or the URL's or `PGOPTIONS`'s). Default 30 s, or none when
+    /// the URL's options or `PGOPTIONS` set one (see [`new`](Self::new)). Rounded up to
+    /// whole milliseconds; set here, it wins over the URL's.
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
         self
@@ -155,8 +158,8 @@ pub(crate) fn parse(options: &PostgresOptions) -> Result<Target> {
     // Ours would come after the URL's and win unseen; the schema has a parameter of its own.
     if url_sets(url, "search_path") {
         return Err(Error::Config(format!(
-            "PostgreSQL URL {label} sets search_path in its options: name the schema with \
-             the `schema` parameter (or PostgresOptions::schema) instead"
+            "PostgreSQL URL {label} (or PGOPTIONS) sets search_path in its options: name the \
+             schema with the `schema` parameter (or PostgresOptions::schema) instead"
         )));
     }
     let connect = PgConnectOptions::from_str(url)
@@ -177,26 +180,32 @@ pub(crate) fn parse(options: &PostgresOptions) -> Result<Target> {
     })
 }
 
-/// Whether the `options` of `url`'s query (libpq's `options=-c NAME=VALUE ...`, or
-/// sqlx's `options[NAME]=VALUE`) set the server setting `name`.
+/// Whether the server setting `name` is set where sqlx takes settings from: the
+/// `PGOPTIONS` environment variable, and the `options` of `url`'s query (libpq's
+/// `options=-c NAME=VALUE ...`, or sqlx's `options[NAME]=VALUE`). Setting names are
+/// compared as the server compares them: without case, `-` as `_`.
 fn url_sets(url: &str, name: &str) -> bool {
     let base = url.split_once('#').map_or(url, |(base, _)| base);
     let query = base.split_once('?').map_or("", |(_, query)| query);
-    url::form_urlencoded::parse(query.as_bytes()).any(|(key, value)| {
-        let indexed = key
-            .strip_prefix("options[")
-            .and_then(|rest| rest.strip_suffix(']'));
-        match indexed {
-            Some(setting) => setting == name,
-            None => key == "options" && sets_in_options(&value, name),
-        }
-    })
+    let in_env = std::env::var("PGOPTIONS").is_ok_and(|options| sets_in_options(&options, name));
+    in_env
+        || url::form_urlencoded::parse(query.as_bytes()).any(|(key, value)| {
+            let indexed = key
+                .strip_prefix("options[")
+                .and_then(|rest| rest.strip_suffix(']'));
+            match indexed {
+                Some(setting) => same_setting(setting, name),
+                None => key == "options" && sets_in_options(&value, name),
+            }
+        })
 }
 
 /// Whether a libpq `options` string (`-c NAME=VALUE`, `-cNAME=VALUE` or `--NAME=VALUE`,
-/// separated by spaces) sets `name`.
+/// separated by spaces; a backslash keeps the next character, a space included, in its
+/// word) sets `name`.
 fn sets_in_options(options: &str, name: &str) -> bool {
-    let mut words = options.split_whitespace();
+    let words = option_words(options);
+    let mut words = words.iter().map(String::as_str);
     while let Some(word) = words.next() {
         let setting = match word {
             "-c" => words.next().unwrap_or_default(),
@@ -206,11 +215,42 @@ fn sets_in_options(options: &str, name: &str) -> bool {
                 .unwrap_or_default(),
         };
         let key = setting.split_once('=').map_or(setting, |(key, _)| key);
-        if key.replace('-', "_") == name {
+        if same_setting(key, name) {
             return true;
         }
     }
     false
+}
+
+/// The words of a libpq `options` string, split at unescaped whitespace, escapes removed.
+fn option_words(options: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// Whether `key` names the setting `name` for the server: without case, `-` as `_`.
+fn same_setting(key: &str, name: &str) -> bool {
+    key.len() == name.len()
+        && key
+            .bytes()
+            .zip(name.bytes())
+            .all(|(k, n)| k.to_ascii_lowercase() == n || (k == b'-' && n == b'_'))
 }
 
 /// Refuses a schema name that would need quoting, so it is the same in `search_path`, in
@@ -257,6 +297,8 @@ mod tests {
             "postgres://h/db?options=-cstatement_timeout=500+-c+lock_timeout=100",
             "postgres://h/db?options=--statement-timeout%3D500",
             "postgres://h/db?options%5Bstatement_timeout%5D=500",
+            "postgres://h/db?options=-c%20STATEMENT_TIMEOUT%3D500",
+            "postgres://h/db?options[Statement-Timeout]=500",
         ] {
             let options = PostgresOptions::new(url);
             assert_eq!(options.statement_timeout, None, "{url}");
@@ -274,6 +316,8 @@ mod tests {
             "postgres://h/db",
             "postgres://h/db?options=-c%20lock_timeout%3D100",
             "postgres://h/db?application_name=statement_timeout",
+            // An escaped space keeps `--statement_timeout=1` inside the name's value.
+            "postgres://h/db?options=-c%20application_name%3Dmy%5C%20--statement_timeout%3D1",
         ] {
             assert_eq!(
                 PostgresOptions::new(url).statement_timeout,
@@ -284,6 +328,8 @@ mod tests {
         for url in [
             "postgres://h/db?options=-c%20search_path%3Dother",
             "postgres://h/db?options[search_path]=other",
+            "postgres://h/db?options[SEARCH_PATH]=other",
+            "postgres://h/db?options=-c%20Search_Path%3Dx",
         ] {
             let err = parse(&PostgresOptions::new(url)).unwrap_err();
             assert!(err.to_string().contains("`schema` parameter"), "{err}");

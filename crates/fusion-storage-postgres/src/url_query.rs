@@ -133,7 +133,7 @@ mod tests {
                      &ssl-ca=/ca.pem&sslcert=/c.pem&ssl-cert=/c.pem&sslkey=/k.pem&ssl-key=/k.pem\
                      &statement-cache-capacity=10&host=db&hostaddr=10.0.0.1&port=5433\
                      &dbname=app&user=u&password=p&application_name=x&options=-c%20a%3Db\
-                     &options[search_path]=x&options%5Bwork_mem%5D=4MB";
+                     &options[lock_timeout]=100&options%5Bwork_mem%5D=4MB";
         let target = parse(&PostgresOptions::new(format!("postgres://h/db?{query}"))).unwrap();
         assert_eq!(target.connect.get_port(), 5433);
         let options =

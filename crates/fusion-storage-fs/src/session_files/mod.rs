@@ -38,8 +38,9 @@
 //! fsynced, *before* it replaces the session file, and an append that creates the
 //! session stores one before writing its lines, so a crash in between leaves a new
 //! generation with the old content: a spurious conflict later, never a missed one. A
-//! rewrite that fails without a crash (a full disk) puts the old generation and counters
-//! back. Other
+//! rewrite that fails without a crash before its new file is in place (a full disk) puts
+//! the old generation and counters back; once the rename is done the new generation
+//! stays, whatever fails after it. Other
 //! appends keep the generation and store their counters after their lines: counters
 //! whose length is not the file's (a crash in between) are recomputed by counting lines.
 //!

@@ -277,7 +277,7 @@ impl SessionFiles {
         // Fsynced because the rewrite is: the new content must never be durable with the
         // old generation. The length is unknown until the new file is in place.
         lock.store(&self.lock, generation, &counters, true)?;
-        if let Err(err) = self.replace_locked(contents) {
+        if let Err(err) = self.put_in_place(contents) {
             // The old content is still in place (a full disk, say): its generation and
             // counters go back, so a write that failed changes nothing a reader or a
             // conditional writer sees. Best effort: if this fails too, the fresh
@@ -287,14 +287,18 @@ impl SessionFiles {
             }
             return Err(err);
         }
+        // Past the rename the new content is in place: whatever fails now, it keeps the
+        // fresh generation.
+        sync_dir(&self.dir)?;
         counters.len = contents.len() as u64;
         lock.store(&self.lock, generation, &counters, false)?;
         Ok((Outcome::New(generation), recorded))
     }
 
-    /// Writes a temporary file, fsyncs it, renames it over the session file and fsyncs
-    /// the directory, so a crash at any point leaves the old history or the new one.
-    fn replace_locked(&self, contents: &[u8]) -> Result<()> {
+    /// Writes a temporary file, fsyncs it and renames it over the session file, so a crash
+    /// at any point leaves the old history or the new one (the caller fsyncs the
+    /// directory). An error leaves the old file in place and the temporary file removed.
+    fn put_in_place(&self, contents: &[u8]) -> Result<()> {
         let temp_path = self.temp();
         // A temporary file this call could not open is not its own to remove.
         let (mut temp, _) = regular_file::open(
@@ -311,8 +315,7 @@ impl SessionFiles {
             temp.write_all(contents).at(&temp_path)?;
             temp.sync_all().at(&temp_path)?;
             drop(temp);
-            fs::rename(&temp_path, &self.data).at(&self.data)?;
-            sync_dir(&self.dir)
+            fs::rename(&temp_path, &self.data).at(&self.data)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&temp_path);
