@@ -267,20 +267,7 @@ async fn builder_mistakes_are_configuration_errors() {
 async fn an_answer_cut_by_the_token_limit_or_the_content_filter_says_so_and_is_stored() {
     let h = Harness::new().await;
     let mut session = h.session().await;
-    let reply = |content: &str, reason: &str| fusion_agent::testing::MockReply::Raw {
-        status: 200,
-        body: serde_json::json!({
-            "id": "c1",
-            "object": "chat.completion",
-            "model": "mock-model",
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": reason,
-            }],
-        })
-        .to_string(),
-    };
+    let reply = fusion_agent::testing::MockReply::finished;
     h.server.push(reply("The first three steps are", "length"));
     h.server.push(reply("", "content_filter"));
     h.server.push(reply("Done.", "stop"));

@@ -405,20 +405,10 @@ async fn an_answer_cut_by_the_token_limit_says_so_after_it() {
     let tmp = tempfile::tempdir().unwrap();
     let (url, _) = storage(tmp.path());
     let server = MockLlmServer::start().await;
-    server.push(fusion_agent::testing::MockReply::Raw {
-        status: 200,
-        body: serde_json::json!({
-            "id": "c1",
-            "object": "chat.completion",
-            "model": "mock-model",
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": "The first three steps are"},
-                "finish_reason": "length",
-            }],
-        })
-        .to_string(),
-    });
+    server.push(fusion_agent::testing::MockReply::finished(
+        "The first three steps are",
+        "length",
+    ));
     let output = chat(
         tmp.path(),
         &server,

@@ -77,6 +77,26 @@ impl MockReply {
         }
     }
 
+    /// A whole (not streamed) reply of `content` that ended for `finish_reason`, such as
+    /// `length` (the output token limit) or `content_filter`: a [`MockReply::Raw`], so
+    /// only for a client that does not stream.
+    pub fn finished(content: &str, finish_reason: &str) -> Self {
+        let body = serde_json::json!({
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "model": "mock-model",
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish_reason,
+            }],
+        });
+        MockReply::Raw {
+            status: 200,
+            body: body.to_string(),
+        }
+    }
+
     /// An error status with an OpenAI-shaped body.
     pub fn status(status: u16) -> Self {
         MockReply::Status {
