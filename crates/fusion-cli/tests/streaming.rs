@@ -520,3 +520,50 @@ async fn a_failed_stream_in_a_script_is_one_error_line_and_a_non_zero_exit() {
     let kept = stored(&storage, "broken").await;
     assert!(!kept.iter().any(|m| m.contains("Half an")), "{kept:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_turn_starts_from_what_another_front_end_stored_meanwhile() {
+    use fusion::ChatMessage;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    let gate = server.hold_next_stream();
+    server
+        .push_text("First answer.")
+        .push_text("Second answer.");
+
+    let mut chat = Piped::start(tmp.path(), &server, &chat_args("shared", &url));
+    chat.send("first").await;
+    tokio::time::timeout(HANG_GUARD, gate.first_part_sent())
+        .await
+        .expect("the server sends the first part of its reply");
+    // Another front end (`fusion ui`, say) stores a turn while this chat's reply is held.
+    let other = storage.open().await.unwrap();
+    let turn = [
+        ChatMessage::user("from the other front end"),
+        ChatMessage::assistant("its answer"),
+    ];
+    other.append("shared", &turn).await.unwrap();
+    gate.release();
+    chat.stdout("First answer.\n").await;
+
+    chat.send("/history").await;
+    chat.stdout("5 messages in session shared\n").await;
+    chat.send("second").await;
+    chat.stdout("Second answer.\n").await;
+    let (status, _, stderr) = chat.finish().await;
+    assert!(status.success(), "{status}\n--- stderr:\n{stderr}");
+    let second = &server.requests()[1];
+    let contents: Vec<&str> = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        contents.contains(&"from the other front end"),
+        "{contents:?}"
+    );
+    assert_eq!(contents.last(), Some(&"second"));
+}

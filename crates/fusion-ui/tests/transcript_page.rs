@@ -270,3 +270,25 @@ async fn delete_asks_first_then_deletes_and_returns_to_the_list() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn a_call_answered_interrupted_then_for_real_shows_the_real_result_in_its_card() {
+    // What two front ends on one session can store: one's turn opening answers the other's
+    // call as interrupted while it waits for approval; the real result lands later.
+    let storage = store();
+    let messages = [
+        ChatMessage::user("delete it"),
+        ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("c8", "delete_file", "{}")]),
+        ChatMessage::tool_result("c8", "interrupted")
+            .with_metadata(INTERRUPTED_METADATA_KEY, json!(true)),
+        ChatMessage::user("from the other front end"),
+        ChatMessage::assistant("ok"),
+        ChatMessage::tool_result("c8", "Deleted `gone.txt`."),
+        ChatMessage::assistant("Done."),
+    ];
+    put(&storage, "two", SessionMeta::new(), &messages).await;
+    let html = send(&app(storage), get("/sessions/two")).await.body;
+    let card = html.split("<details class=\"tool\">").nth(1).unwrap();
+    let card = card.split("</details>").next().unwrap();
+    assert!(card.contains("Deleted `gone.txt`."), "{card}");
+}

@@ -33,10 +33,14 @@ impl Chat {
         match name {
             "exit" | "quit" => return Ok(Flow::Exit),
             "help" => println!("{HELP}"),
-            "history" => println!(
-                "{} in session {id}",
-                render::plural(self.session.message_count(), "message")
-            ),
+            "history" => {
+                self.catch_up().await?;
+                println!(
+                    "{} in session {}",
+                    render::plural(self.session.message_count(), "message"),
+                    self.id
+                );
+            }
             "clear" => {
                 self.session.clear_history().await?;
                 println!("cleared session {id}");

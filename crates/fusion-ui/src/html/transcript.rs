@@ -251,7 +251,12 @@ impl<'a> Index<'a> {
                 index.call_at.entry(call.id.as_str()).or_insert(at);
             }
             if let Some(id) = &message.tool_call_id {
-                index.result_at.entry(id.as_str()).or_insert(at);
+                // A real result wins over an "interrupted" one, which another writer's
+                // turn opening stores for a call still running, as in the agent's view.
+                let shown = index.result_at.entry(id.as_str()).or_insert(at);
+                if is_interrupted(&history[*shown]) && !is_interrupted(message) {
+                    *shown = at;
+                }
             }
             index.read_prune_record(message, at);
         }
@@ -279,6 +284,12 @@ impl<'a> Index<'a> {
             }
         }
     }
+}
+
+/// Whether `result` is one Fusion wrote for a call that never finished (or was still
+/// running in another process when this one's turn opened).
+fn is_interrupted(result: &ChatMessage) -> bool {
+    result.metadata.contains_key(INTERRUPTED_METADATA_KEY)
 }
 
 /// The marks of the turns that start in `window`, by the index of their first message.
