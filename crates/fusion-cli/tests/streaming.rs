@@ -567,3 +567,35 @@ async fn a_turn_starts_from_what_another_front_end_stored_meanwhile() {
     );
     assert_eq!(contents.last(), Some(&"second"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_whose_session_another_writer_rewrites_mid_turn_stops_saying_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    let gate = server.hold_next_stream();
+    server.push_text("An answer nobody will store.");
+
+    let mut chat = Piped::start(tmp.path(), &server, &chat_args("rewritten", &url));
+    chat.send("first").await;
+    tokio::time::timeout(HANG_GUARD, gate.first_part_sent())
+        .await
+        .expect("the server sends the first part of its reply");
+    // Another front end deletes the session while the reply is held.
+    storage
+        .open()
+        .await
+        .unwrap()
+        .delete("rewritten")
+        .await
+        .unwrap();
+    gate.release();
+    chat.send("not for the changed conversation").await;
+    let (status, _, stderr) = chat.finish().await;
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("changed by another writer") && stderr.contains("the script stops here"),
+        "{stderr}"
+    );
+    assert_eq!(server.request_count(), 1, "the next line was not sent");
+}

@@ -422,9 +422,15 @@ impl Chat {
         let id = &self.id;
         // The session may already have reread storage; reading again costs one load and
         // makes the count below what storage holds now.
+        // A script stops at the error (see `run`): its next lines were written for the
+        // conversation as it was.
+        let stops = match self.interactive {
+            true => "",
+            false => "; the script stops here",
+        };
         match self.session.reload().await {
             Ok(()) => err.context(format!(
-                "session {id} was changed by another writer; reloaded {} from storage",
+                "session {id} was changed by another writer; reloaded {} from storage{stops}",
                 render::plural(self.session.message_count(), "message")
             )),
             Err(reload) => err.context(format!(
