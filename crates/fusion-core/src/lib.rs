@@ -50,5 +50,5 @@ pub use session_meta::{
 pub use storable::{MAX_METADATA_DEPTH, check_storable};
 pub use storage::{ConversationStorage, check_creation};
 pub use url_param::{
-    UrlQueryProblem, split_url_param, url_param, url_query_problem, url_without_query,
+    UrlQueryProblem, split_url_param, url_param, url_query, url_query_problem, url_without_query,
 };

@@ -3,6 +3,18 @@
 //! hands the driver the URL without them; the facade reads them to tell which data a URL
 //! names. One reading for all, so the two never disagree.
 
+/// The query of `url`: what follows its `?`, without a `#fragment`; `None` when it has no
+/// `?`. Not decoded.
+///
+/// ```
+/// assert_eq!(fusion_core::url_query("postgres://h/db?sslmode=require#x"), Some("sslmode=require"));
+/// assert_eq!(fusion_core::url_query("redis://h/0"), None);
+/// ```
+pub fn url_query(url: &str) -> Option<&str> {
+    let base = url.split_once('#').map_or(url, |(base, _)| base);
+    base.split_once('?').map(|(_, query)| query)
+}
+
 /// The value of query parameter `name` in `url`, if given (the last one wins, as in most
 /// URL readers; a `#fragment` is not part of the query). Not percent-decoded: every
 /// character a key prefix or a schema name may hold is allowed in a query as it is.
@@ -15,9 +27,7 @@
 /// assert_eq!(fusion_core::url_param("redis://h/0", "key_prefix"), None);
 /// ```
 pub fn url_param<'u>(url: &'u str, name: &str) -> Option<&'u str> {
-    let base = url.split_once('#').map_or(url, |(base, _)| base);
-    let (_, query) = base.split_once('?')?;
-    query
+    url_query(url)?
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .filter(|(key, _)| *key == name)
@@ -115,9 +125,7 @@ pub fn url_query_problem(
     ours: &[&'static str],
     driver_reads: impl Fn(&str) -> bool,
 ) -> Option<UrlQueryProblem> {
-    let base = url.split_once('#').map_or(url, |(base, _)| base);
-    let (_, query) = base.split_once('?')?;
-    let keys: Vec<&str> = query
+    let keys: Vec<&str> = url_query(url)?
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| pair.split_once('=').map_or(pair, |(key, _)| key))

@@ -185,8 +185,7 @@ pub(crate) fn parse(options: &PostgresOptions) -> Result<Target> {
 /// `options=-c NAME=VALUE ...`, or sqlx's `options[NAME]=VALUE`). Setting names are
 /// compared as the server compares them: without case, `-` as `_`.
 fn url_sets(url: &str, name: &str) -> bool {
-    let base = url.split_once('#').map_or(url, |(base, _)| base);
-    let query = base.split_once('?').map_or("", |(_, query)| query);
+    let query = fusion_core::url_query(url).unwrap_or_default();
     let in_env = std::env::var("PGOPTIONS").is_ok_and(|options| sets_in_options(&options, name));
     in_env
         || url::form_urlencoded::parse(query.as_bytes()).any(|(key, value)| {

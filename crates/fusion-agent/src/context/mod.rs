@@ -63,7 +63,8 @@ pub use tokens::{
     TOKENS_PER_TOOL_CALL, TiktokenCounter, count_request, counter_for_model,
 };
 pub use view::{
-    INTERRUPTED_METADATA_KEY, interrupted_observation, interrupted_results, request_view,
+    INTERRUPTED_METADATA_KEY, interrupted_observation, interrupted_results, is_interrupted,
+    request_view,
 };
 pub use window::visible_tokens;
 

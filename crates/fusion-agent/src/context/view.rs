@@ -233,8 +233,10 @@ fn answers_by_call(messages: &[Cow<'_, ChatMessage>]) -> HashMap<usize, Vec<usiz
     answers
 }
 
-/// Whether `result` is one Fusion wrote for a call that never finished.
-fn is_interrupted(result: &ChatMessage) -> bool {
+/// Whether `result` is one Fusion wrote for a call that never finished (or that another
+/// process was still running when this one's turn opened): it carries
+/// [`INTERRUPTED_METADATA_KEY`].
+pub fn is_interrupted(result: &ChatMessage) -> bool {
     result.metadata.contains_key(INTERRUPTED_METADATA_KEY)
 }
 

@@ -17,7 +17,7 @@ use std::ops::Range;
 use askama::Template;
 use fusion::agent::TokenCounter;
 use fusion::agent::context::{
-    Encoding, INTERRUPTED_METADATA_KEY, PRUNE_KEY, SUMMARY_KEY, TiktokenCounter, is_context_record,
+    Encoding, PRUNE_KEY, SUMMARY_KEY, TiktokenCounter, is_context_record, is_interrupted,
 };
 use fusion::storage::SessionInfo;
 use fusion::{ChatMessage, Role, ToolCall};
@@ -286,12 +286,6 @@ impl<'a> Index<'a> {
     }
 }
 
-/// Whether `result` is one Fusion wrote for a call that never finished (or was still
-/// running in another process when this one's turn opened).
-fn is_interrupted(result: &ChatMessage) -> bool {
-    result.metadata.contains_key(INTERRUPTED_METADATA_KEY)
-}
-
 /// The marks of the turns that start in `window`, by the index of their first message.
 /// Only those turns are counted, so a page costs its window (and the tail of its last
 /// turn), not the whole session.
@@ -438,7 +432,7 @@ fn badges(message: &ChatMessage, mark: Option<Mark>) -> Vec<String> {
         Some(Mark::Chatter) => badges.push("text pruned from the model's view".to_string()),
         None => {}
     }
-    if message.metadata.contains_key(INTERRUPTED_METADATA_KEY) {
+    if is_interrupted(message) {
         badges.push("interrupted: written when the turn was cancelled".to_string());
     }
     badges

@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
-use fusion_core::{Error, Result, redact_url, url_param};
+use fusion_core::{Error, Result, redact_url, url_param, url_query};
 
 /// The key prefix a Redis storage uses when its URL names none (the Redis backend's
 /// `DEFAULT_KEY_PREFIX`).
@@ -344,9 +344,7 @@ pub(crate) fn host(host: &str) -> String {
 /// The `key=value` pairs of `url`'s query, decoded as the `url` crate decodes them for
 /// sqlx (`%XX` escapes, and `+` as a space, in keys and values).
 fn query_pairs(url: &str) -> url::form_urlencoded::Parse<'_> {
-    let base = url.split_once('#').map_or(url, |(base, _)| base);
-    let query = base.split_once('?').map_or("", |(_, query)| query);
-    url::form_urlencoded::parse(query.as_bytes())
+    url::form_urlencoded::parse(url_query(url).unwrap_or_default().as_bytes())
 }
 
 /// `path` made absolute with symlinks, `.` and `..` resolved, even when it does not
