@@ -305,9 +305,24 @@ impl fusion_agent::Tool for Gated {
     }
 }
 
-#[tokio::test]
-async fn a_turn_of_another_writer_while_a_tool_runs_leaves_every_later_request_sendable() {
-    let h = Harness::new().await;
+/// The stored contents, with "<interrupted>" for a result the loop stored for a call it
+/// found unanswered.
+fn shown(history: &[ChatMessage]) -> Vec<&str> {
+    history
+        .iter()
+        .map(|m| {
+            if fusion_agent::context::is_interrupted(m) {
+                "<interrupted>"
+            } else {
+                m.content.as_str()
+            }
+        })
+        .collect()
+}
+
+/// A's turn asks for the `gated` tool; B's whole turn runs while it waits; then A's real
+/// result and answer land after B's messages. Returns the two sessions after both turns.
+async fn overlapping_turns(h: &Harness) -> (AgentSession, AgentSession) {
     let (started, release) = (
         Arc::new(tokio::sync::Notify::new()),
         Arc::new(tokio::sync::Notify::new()),
@@ -327,8 +342,7 @@ async fn a_turn_of_another_writer_while_a_tool_runs_leaves_every_later_request_s
     h.server
         .push_tool_call("gated", "{}")
         .push_text("B answer")
-        .push_text("A answer")
-        .push_text("C answer");
+        .push_text("A answer");
 
     let a_turn = async { a.send_message("from A").await.unwrap() };
     let b_turn = async {
@@ -342,20 +356,29 @@ async fn a_turn_of_another_writer_while_a_tool_runs_leaves_every_later_request_s
         .await
         .unwrap();
     assert_eq!(a_result.result, "A answer");
-    let stored = h.stored().await;
-    let results: Vec<&str> = stored
-        .iter()
-        .filter(|m| m.role == Role::Tool)
-        .map(|m| m.content.as_str())
-        .collect();
     assert_eq!(
-        results.len(),
-        2,
-        "an interrupted result, then the real one: {results:?}"
+        shown(&h.stored().await)[1..],
+        [
+            "from A",
+            "",
+            "<interrupted>",
+            "from B",
+            "B answer",
+            "the real result",
+            "A answer"
+        ]
     );
+    (a, b)
+}
+
+#[tokio::test]
+async fn a_turn_of_another_writer_while_a_tool_runs_leaves_every_later_request_sendable() {
+    let h = Harness::new().await;
+    overlapping_turns(&h).await;
 
     // A session reading storage afresh sends one result for the call, the real one.
     let mut c = h.session().await;
+    h.server.push_text("C answer");
     c.send_message("from C").await.unwrap();
     for i in 0..3 {
         common::assert_every_call_answered(&h.request_messages(i));
@@ -368,4 +391,60 @@ async fn a_turn_of_another_writer_while_a_tool_runs_leaves_every_later_request_s
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(sent, ["the real result"]);
+}
+
+#[tokio::test]
+async fn undoing_a_turn_another_writer_s_late_result_follows_removes_that_turn_alone() {
+    let h = Harness::new().await;
+    let (_a, mut b) = overlapping_turns(&h).await;
+    // B has not read A's late messages: its first undo refuses, as for any write since.
+    let err = b.undo_last_turn().await.unwrap_err();
+    assert!(err.to_string().contains("nothing was undone"), "{err}");
+
+    // Now B's turn goes, and A's real result and answer stay, after A's call.
+    assert_eq!(b.undo_last_turn().await.unwrap(), 2);
+    let stored = h.stored().await;
+    assert_eq!(
+        shown(&stored)[1..],
+        ["from A", "", "<interrupted>", "the real result", "A answer"]
+    );
+    assert_eq!(b.history(), stored.as_slice());
+    // What is left is A's turn alone, which the next undo removes whole.
+    assert_eq!(b.undo_last_turn().await.unwrap(), 5);
+    assert_eq!(h.stored().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_turn_sees_the_turns_another_writer_stored_since_its_session_last_read() {
+    let h = Harness::new().await;
+    let mut a = h.session().await;
+    let mut b = h.session().await;
+    turn(&h.server, &mut a, "A1", "answer A1").await;
+    turn(&h.server, &mut b, "B1 my name is Bob", "hello Bob").await;
+    assert_eq!(a.message_count(), 3, "A has not read B's turn yet");
+
+    turn(&h.server, &mut a, "A2 what is my name", "Bob").await;
+    let request = h.request_messages(2);
+    let sent: Vec<&str> = request
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        sent[1..],
+        [
+            "A1",
+            "answer A1",
+            "B1 my name is Bob",
+            "hello Bob",
+            "A2 what is my name"
+        ]
+    );
+    assert_eq!(a.history(), h.stored().await.as_slice());
+    assert_eq!(a.message_count(), 7);
+
+    // Between turns, catch_up reads what changed, and only then.
+    turn(&h.server, &mut b, "B2", "answer B2").await;
+    assert!(a.catch_up().await.unwrap());
+    assert!(!a.catch_up().await.unwrap());
+    assert_eq!(a.message_count(), 9);
 }

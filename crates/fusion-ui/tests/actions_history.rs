@@ -394,3 +394,55 @@ async fn undo_refuses_bad_input_and_sessions_without_a_turn() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(count(&storage, "s-1").await, 7);
 }
+
+/// A's turn asked for a call; B's turn was stored while it ran; A's result and answer
+/// came after B's answer.
+fn overlapping_turns() -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::system("prompt"),
+        ChatMessage::user("A asks"),
+        ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("a1", "slow", "{}")]),
+        ChatMessage::user("B asks"),
+        ChatMessage::assistant("B's answer"),
+        ChatMessage::tool_result("a1", "A's result"),
+        ChatMessage::assistant("A's answer"),
+    ]
+}
+
+#[tokio::test]
+async fn undo_keeps_another_writer_s_result_stored_after_the_last_turn() {
+    let storage = store();
+    put(&storage, "s-1", SessionMeta::new(), &overlapping_turns()).await;
+    let app = app(storage.clone());
+    let confirm = send(&app, get("/sessions/s-1/undo")).await.body;
+    assert!(confirm.contains("removes the last 2 messages"), "{confirm}");
+    let reply = send(
+        &app,
+        post_form("/sessions/s-1/undo", &revision_fields(&confirm)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    let mut kept = overlapping_turns();
+    kept.drain(3..5);
+    assert_eq!(storage.load("s-1").await.unwrap(), kept);
+}
+
+#[tokio::test]
+async fn undo_refuses_a_last_turn_mixed_with_another_writer_s() {
+    let storage = store();
+    let mut history = overlapping_turns();
+    // B had not answered when A's result came: B's call and result surround it.
+    history[4] =
+        ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("b1", "slow", "{}")]);
+    history.push(ChatMessage::tool_result("b1", "B's result"));
+    put(&storage, "s-1", SessionMeta::new(), &history).await;
+    let app = app(storage.clone());
+    let reply = send(&app, get("/sessions/s-1/undo")).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert!(
+        reply.body.contains("Nothing can be undone"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(storage.load("s-1").await.unwrap(), history);
+}

@@ -50,6 +50,7 @@ pub(crate) mod prune;
 mod records;
 pub(crate) mod summary;
 pub(crate) mod tokens;
+mod undo;
 mod view;
 mod window;
 
@@ -62,13 +63,14 @@ pub use tokens::{
     Encoding, EstimateCounter, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, TOKENS_PER_NAME,
     TOKENS_PER_TOOL_CALL, TiktokenCounter, count_request, counter_for_model,
 };
+pub use undo::{Interleaved, LastTurn, last_turn};
 pub use view::{
     INTERRUPTED_METADATA_KEY, interrupted_observation, interrupted_results, is_interrupted,
     request_view,
 };
 pub use window::visible_tokens;
 
-pub(crate) use groups::{Layout, latest_user_message};
+pub(crate) use groups::Layout;
 pub(crate) use summary::summary_request;
 pub(crate) use window::visible_tokens_up_to;
 

@@ -30,7 +30,7 @@ use crate::context::prune::PruneReport;
 use crate::context::summary::{SummaryJob, SummaryReport};
 use crate::context::tokens::TokenCounter;
 use crate::context::{
-    Layout, latest_user_message, plan_prune, summary_record, summary_request, visible_tokens_up_to,
+    Layout, last_turn, plan_prune, summary_record, summary_request, visible_tokens_up_to,
 };
 use crate::llm::{ChatRequest, RequestCache, SamplingOptions};
 
@@ -146,25 +146,47 @@ impl AgentSession {
         Ok(())
     }
 
-    /// Removes the last user message and everything after it, from storage and from
-    /// memory, and returns how many messages went. 0 when there is no user message.
+    /// Removes the last turn, from storage and from memory, and returns how many messages
+    /// went: the last user message and everything after it, but for another writer's
+    /// messages stored after the turn's answer. 0 when there is no user message.
     ///
     /// Summaries and prunings recorded after that message go with it.
     ///
-    /// The truncation is conditional: it happens only if storage still holds exactly what
-    /// this session read and wrote (see [`revision`](Self::revision)). If another writer
-    /// stored messages since, or rewrote or deleted the session, nothing is undone (so
-    /// another writer's messages are never removed): the session reloads from storage and
-    /// the call fails with [`Error::Conflict`] saying how many messages the session now
-    /// holds. Calling it again then undoes the latest turn in storage, whoever wrote it.
+    /// The write is conditional: it happens only if storage still holds exactly what this
+    /// session read and wrote (see [`revision`](Self::revision)), so it never removes a
+    /// message this session has not read. If another writer stored messages since, or
+    /// rewrote or deleted the session, nothing is undone: the session reloads from
+    /// storage and the call fails with [`Error::Conflict`] saying how many messages the
+    /// session now holds. Calling it again then undoes the latest turn in storage,
+    /// whoever wrote it.
+    ///
+    /// When another writer's turn was still running as the last turn was stored, that
+    /// writer's tool result or reply may follow the last turn's answer. Those stay: the
+    /// turn alone is removed and the history rewritten around it. If they are mixed into
+    /// the turn itself (it had not answered yet), or a context record after them names
+    /// positions the removal would shift, nothing is undone and the call fails with
+    /// [`Error::Conflict`] explaining it ([`context::last_turn`](crate::context::last_turn)).
     pub async fn undo_last_turn(&mut self) -> Result<usize> {
         self.settle().await?;
-        let Some(at) = latest_user_message(&self.history) else {
-            return Ok(0);
+        let turn = match last_turn(&self.history) {
+            Ok(Some(turn)) => turn,
+            Ok(None) => return Ok(0),
+            Err(interleaved) => {
+                return Err(Error::Conflict {
+                    backend: self.shared.storage.backend_name(),
+                    session_id: self.id.to_string(),
+                    detail: format!("nothing was undone: {interleaved}"),
+                });
+            }
         };
         let expect = Expect::Exactly(self.revision());
-        let generation = match self.write(Write::Truncate(expect, at)).await {
-            Ok((generation, _)) => generation,
+        let write = if turn.is_tail_of(&self.history) {
+            Write::Truncate(expect, turn.start)
+        } else {
+            Write::Replace(expect, turn.remove_from(&self.history))
+        };
+        let (generation, kept) = match self.write(write).await {
+            Ok(written) => written,
             Err(err @ Error::Conflict { .. }) => {
                 let now = match self.reload_after_conflict().await {
                     Some(len) => format!("it now holds {len} messages, reloaded here"),
@@ -182,8 +204,12 @@ impl AgentSession {
             Err(err) => return Err(err),
         };
         self.generation = generation;
-        let removed = self.history.len() - at;
-        self.history.truncate(at);
+        if turn.is_tail_of(&self.history) {
+            self.history.truncate(turn.start);
+        } else {
+            self.history = kept;
+        }
+        let removed = turn.removed();
         info!(session_id = %self.id, removed, "undid the last turn");
         Ok(removed)
     }

@@ -207,7 +207,9 @@ impl AgentSession {
             .await
     }
 
-    /// How many messages the session holds (0 for a new session).
+    /// How many messages the session holds (0 for a new session), as of its last read or
+    /// write: another writer's messages count once a turn, [`catch_up`](Self::catch_up)
+    /// or [`reload`](Self::reload) has read them.
     pub fn message_count(&self) -> usize {
         self.history.len()
     }
@@ -286,6 +288,28 @@ impl AgentSession {
         self.refresh().await?;
         self.needs_reload = false;
         Ok(())
+    }
+
+    /// Re-reads the history if storage holds what memory does not: messages another
+    /// writer (another process, another front end) stored since this session last read or
+    /// wrote, or a rewrite or delete. Returns whether it re-read. Each turn does this
+    /// first, so the model sees the whole stored conversation; call it before showing
+    /// [`history`](Self::history) between turns.
+    ///
+    /// Costs one [`session_info`](ConversationStorage::session_info) call, and a load only
+    /// when something changed.
+    pub async fn catch_up(&mut self) -> Result<bool> {
+        drop(self.in_flight.lock().await);
+        let stored = self.shared.storage.session_info(self.id.as_str()).await?;
+        let mine = self.revision();
+        let unchanged = match stored {
+            Some(info) => info.generation == mine.generation && info.message_count == mine.len,
+            None => mine.len == 0,
+        };
+        if !unchanged {
+            self.reload().await?;
+        }
+        Ok(!unchanged)
     }
 }
 

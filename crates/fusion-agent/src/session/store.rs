@@ -36,13 +36,16 @@ pub(super) enum Write {
     Append(Expect, Vec<ChatMessage>),
     /// `write_if(expect, Change::Truncate(len))`.
     Truncate(Expect, usize),
+    /// `write_if(expect, Change::Replace(messages))`.
+    Replace(Expect, Vec<ChatMessage>),
     /// An unconditional `delete` (what [`AgentSession::clear_history`] asks for).
     Delete,
 }
 
 impl AgentSession {
     /// Runs `write` as its own task and waits for it. Returns the session's generation
-    /// after the write, and the messages it appended (empty for a truncate or delete).
+    /// after the write, and the messages it appended or stored in place of the history
+    /// (empty for a truncate or delete).
     ///
     /// The session is marked for reload while the write runs and stays marked if it fails
     /// or this future is dropped: then memory may disagree with storage.
@@ -69,6 +72,10 @@ impl AgentSession {
                     .write_if(id, expect, Change::Truncate(len))
                     .await
                     .map(|generation| (generation, Vec::new())),
+                Write::Replace(expect, messages) => storage
+                    .write_if(id, expect, Change::Replace(&messages))
+                    .await
+                    .map(|generation| (generation, messages)),
                 Write::Delete => storage.delete(id).await.map(|()| (0, Vec::new())),
             }
         });

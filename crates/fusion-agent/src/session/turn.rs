@@ -159,8 +159,10 @@ impl AgentSession {
         async {
             if self.needs_reload {
                 info!("the last turn or write did not finish; reloading the history from storage");
+                self.reload().await?;
+            } else if self.catch_up().await? {
+                info!("another writer changed the session; read it again");
             }
-            self.settle().await?;
             // Cleared only on success: after an error or a dropped future, memory may hold
             // less (or more) than storage, and storage is the truth.
             self.needs_reload = true;

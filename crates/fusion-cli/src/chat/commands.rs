@@ -34,7 +34,11 @@ impl Chat {
             "exit" | "quit" => return Ok(Flow::Exit),
             "help" => println!("{HELP}"),
             "history" => {
-                self.catch_up().await?;
+                // Another front end may have written since this chat's last turn.
+                self.session
+                    .catch_up()
+                    .await
+                    .with_context(|| format!("cannot read session {id}"))?;
                 println!(
                     "{} in session {}",
                     render::plural(self.session.message_count(), "message"),

@@ -296,31 +296,6 @@ async fn check_owner(storage: &dyn ConversationStorage, id: &str, owner: &str) -
 }
 
 impl Chat {
-    /// Re-reads the session when storage holds something this chat has not read: another
-    /// front end (`fusion ui`, another `fusion chat`) wrote to it since this chat's last
-    /// turn. So a turn starts from what is stored, as a turn of `fusion ui` does, and the
-    /// model sees the other front end's messages. One `session_info` a turn; the history
-    /// is read only when it changed.
-    pub(super) async fn catch_up(&mut self) -> Result<()> {
-        let stored = self
-            .storage
-            .session_info(&self.id)
-            .await
-            .with_context(|| format!("cannot read session {}", self.id))?;
-        let mine = self.session.revision();
-        let unchanged = match stored {
-            Some(info) => info.generation == mine.generation && info.message_count == mine.len,
-            None => mine.len == 0,
-        };
-        if !unchanged {
-            self.session
-                .reload()
-                .await
-                .with_context(|| format!("cannot read session {}", self.id))?;
-        }
-        Ok(())
-    }
-
     /// One user message: run the agent, showing its reply as it is written and its tool
     /// calls as they run. Ctrl-C (on a terminal) stops the turn and keeps the session.
     ///
@@ -329,7 +304,6 @@ impl Chat {
     /// user's pause). What the turn reports meanwhile is held back until the answer is
     /// in, so nothing is printed across the prompt's line.
     async fn turn(&mut self, message: &str, input: &mut Input) -> Result<Flow> {
-        self.catch_up().await?;
         let mut view = TurnView::start();
         // One listener for the whole turn, polled before the turn can ask the model
         // anything (`biased`): a SIGINT arriving while no one listens would kill the process.

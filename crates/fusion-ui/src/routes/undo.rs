@@ -4,7 +4,10 @@
 //!
 //! The storage calls are those of fusion-agent's `AgentSession::undo_last_turn`: one
 //! [`write_if`](fusion::storage::ConversationStorage::write_if) with
-//! `Expect::Exactly(revision)` and `Change::Truncate(start of the last turn)`. If
+//! `Expect::Exactly(revision)` and `Change::Truncate(start of the last turn)`, or
+//! `Change::Replace` without the turn when another writer's messages follow it
+//! ([`last_turn`](fusion::agent::context::last_turn) says which, or that the two are mixed
+//! and nothing can be undone: a 409). If
 //! anything was written since the page was shown (a message appended by a running
 //! agent, a rewrite, a delete), nothing is removed and the answer is a 409 page, so
 //! another writer's messages are never lost.
@@ -13,6 +16,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
+use fusion::agent::context::{self, LastTurn};
 use fusion::storage::{Change, Expect, Revision};
 use fusion::{ChatMessage, Error};
 
@@ -21,7 +25,6 @@ use super::request::existing;
 use crate::html::undo::ConfirmUndo;
 use crate::html::{PageError, render};
 use crate::state::AppState;
-use crate::turns::turn_starts;
 
 /// `GET /sessions/{id}/undo`: the confirmation page (404 unknown session, 400 when it
 /// holds no turn to undo).
@@ -31,10 +34,10 @@ pub(crate) async fn confirm(
 ) -> Result<Response, PageError> {
     let info = existing(state.storage.as_ref(), &id).await?;
     let (history, revision) = read(&state, &id).await?;
-    let at = last_turn(&id, &history)?;
+    let turn = last_turn(&id, &history)?;
     Ok(render(
         StatusCode::OK,
-        &ConfirmUndo::new(&info, revision, history.len() - at),
+        &ConfirmUndo::new(&info, revision, turn.removed()),
     ))
 }
 
@@ -56,15 +59,22 @@ pub(crate) async fn undo(
     if now != shown {
         return Err(changed(&id, now));
     }
-    let at = last_turn(&id, &history)?;
+    let turn = last_turn(&id, &history)?;
+    let kept;
+    let change = if turn.is_tail_of(&history) {
+        Change::Truncate(turn.start)
+    } else {
+        kept = turn.remove_from(&history);
+        Change::Replace(&kept)
+    };
     // The check above saves a write in the common case; this condition is what makes
     // the undo safe against a writer that comes between the read and the write.
     match state
         .storage
-        .write_if(&id, Expect::Exactly(shown), Change::Truncate(at))
+        .write_if(&id, Expect::Exactly(shown), change)
         .await
     {
-        Ok(_) if at == 0 => Ok(Redirect::to("/sessions")),
+        Ok(_) if turn.removed() == history.len() => Ok(Redirect::to("/sessions")),
         Ok(_) => Ok(Redirect::to(&format!("/sessions/{id}"))),
         Err(Error::Conflict { .. }) => {
             let (_, now) = read(&state, &id).await?;
@@ -82,13 +92,18 @@ async fn read(state: &AppState, id: &str) -> Result<(Vec<ChatMessage>, Revision)
         .map_err(|err| PageError::storage(&err))
 }
 
-/// Where the last turn starts, or a 400 when the session has none.
-fn last_turn(id: &str, history: &[ChatMessage]) -> Result<usize, PageError> {
-    turn_starts(history).last().copied().ok_or_else(|| {
-        PageError::bad_request(format!(
+/// The last turn, a 400 when the session has none, or a 409 when another writer's
+/// messages are mixed into it.
+fn last_turn(id: &str, history: &[ChatMessage]) -> Result<LastTurn, PageError> {
+    match context::last_turn(history) {
+        Ok(Some(turn)) => Ok(turn),
+        Ok(None) => Err(PageError::bad_request(format!(
             "Session {id:?} holds no message from the user: there is no turn to undo."
-        ))
-    })
+        ))),
+        Err(interleaved) => Err(PageError::conflict(format!(
+            "Nothing can be undone in session {id:?}: {interleaved}."
+        ))),
+    }
 }
 
 /// The 409 for a session that is now at `now`.
