@@ -13,6 +13,7 @@
 //! before the output; a refusal is the whole result), so a resumed session, and the
 //! model, know what was refused.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
@@ -62,13 +63,19 @@ pub struct ApprovalRequest {
 
 impl ApprovalRequest {
     /// The call as a person reads it: `delete_file(path="old.log")`, each argument as
-    /// `name=JSON`, values longer than [`DISPLAY_VALUE_CHARS`] cut.
+    /// `name=JSON`, values longer than [`DISPLAY_VALUE_CHARS`] cut. A name that is not a
+    /// plain word (letters, digits, `_`, `-`, `.`) is shown as a JSON string, so that no
+    /// name can end the line or pose as another argument, and cut like a value.
     pub fn display(&self) -> String {
         let arguments = match &self.arguments {
             Value::Object(map) => map
                 .iter()
                 .map(|(name, value)| {
-                    format!("{name}={}", cut(&value.to_string(), DISPLAY_VALUE_CHARS))
+                    format!(
+                        "{}={}",
+                        cut(&display_name(name), DISPLAY_VALUE_CHARS),
+                        cut(&value.to_string(), DISPLAY_VALUE_CHARS)
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -77,14 +84,28 @@ impl ApprovalRequest {
         format!("{}({arguments})", self.tool)
     }
 
-    /// Whether [`display`](Self::display) cuts a value: then a person asked to approve the
-    /// call has not seen all of it.
+    /// Whether [`display`](Self::display) cuts a name or a value: then a person asked to
+    /// approve the call has not seen all of it.
     pub fn display_is_cut(&self) -> bool {
-        let long = |value: &Value| value.to_string().chars().count() > DISPLAY_VALUE_CHARS;
+        let long = |text: &str| text.chars().count() > DISPLAY_VALUE_CHARS;
         match &self.arguments {
-            Value::Object(map) => map.values().any(long),
-            other => long(other),
+            Value::Object(map) => map
+                .iter()
+                .any(|(name, value)| long(&display_name(name)) || long(&value.to_string())),
+            other => long(&other.to_string()),
         }
+    }
+}
+
+/// An argument's name as [`ApprovalRequest::display`] shows it: as it is when it is a
+/// plain word, else quoted and escaped as JSON (a model chooses the names, and a schema
+/// may allow any).
+fn display_name(name: &str) -> Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if !name.is_empty() && name.chars().all(plain) {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(Value::from(name).to_string())
     }
 }
 
@@ -330,6 +351,16 @@ impl Gate {
         }
     }
 
+    /// The same policy, with no tool approved "always" yet. Questions still go one at a
+    /// time across both, since they reach the same approver.
+    pub(crate) fn with_own_approvals(&self) -> Self {
+        Self {
+            policy: self.policy.clone(),
+            always: Arc::default(),
+            asking: Arc::clone(&self.asking),
+        }
+    }
+
     /// Decides whether the call may run: `None` runs it with no note (auto), otherwise
     /// how approval went.
     pub(crate) async fn check(
@@ -429,5 +460,42 @@ mod tests {
         };
         assert!(long.display().ends_with("…)"), "{}", long.display());
         assert!(long.display().chars().count() < 160);
+    }
+
+    /// A model that adds an argument whose name holds line breaks and a fake prompt could
+    /// make the person approve what they did not see (found by an audit: `precious.db`
+    /// deleted after `y` to what read as `scratch.tmp`).
+    #[test]
+    fn an_argument_name_cannot_end_the_line_or_pose_as_another_argument() {
+        let spoof = format!(
+            "~{}  -> delete_file({{\"path\":\"scratch.tmp\"}})\n  allow delete_file(path",
+            "\n".repeat(40)
+        );
+        let request = ApprovalRequest {
+            tool: "delete_file".into(),
+            call_id: "c1".into(),
+            arguments: serde_json::json!({"path": "precious.db", spoof: "scratch.tmp"}),
+            effects: ToolEffects::DESTRUCTIVE,
+        };
+        let shown = request.display();
+        assert!(!shown.contains('\n'), "{shown}");
+        assert!(
+            shown.starts_with(r#"delete_file(path="precious.db", "~\n\n"#),
+            "{shown}"
+        );
+        assert!(
+            request.display_is_cut(),
+            "the name is longer than a value may be"
+        );
+
+        let plain = ApprovalRequest {
+            arguments: serde_json::json!({"dry-run": true, "a.b_c": 1, "": 2, "with space": 3}),
+            ..request
+        };
+        assert_eq!(
+            plain.display(),
+            r#"delete_file(""=2, a.b_c=1, dry-run=true, "with space"=3)"#
+        );
+        assert!(!plain.display_is_cut());
     }
 }

@@ -105,6 +105,15 @@ impl ToolExecutor {
         self
     }
 
+    /// The same executor with approvals of its own: the same policy and approver, and no
+    /// tool approved "always" yet (for a forked session).
+    pub(crate) fn with_own_approvals(&self) -> Self {
+        Self {
+            gate: self.gate.as_ref().map(Gate::with_own_approvals),
+            ..self.clone()
+        }
+    }
+
     /// The tools calls are dispatched to.
     pub fn tools(&self) -> &ToolRegistry {
         &self.tools

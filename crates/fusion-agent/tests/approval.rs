@@ -142,6 +142,54 @@ async fn always_approves_later_calls_of_that_tool_without_asking() {
     assert_eq!(result.steps[2].observation, "c.txt");
 }
 
+/// An app forking one template session per user must not let one user's "always"
+/// approve calls in another's (found by an audit: it did, with a false note stored).
+#[tokio::test]
+async fn an_always_in_one_fork_does_not_approve_calls_in_another_or_the_parent() {
+    let h = Harness::new().await;
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        std::fs::write(h.workspace.path().join(name), name).unwrap();
+    }
+    let (policy, asked) = scripted(vec![
+        ApprovalDecision::AlwaysApprove,
+        ApprovalDecision::Deny,
+        ApprovalDecision::Deny,
+    ]);
+    let mut template = h.builder().approval(policy).build().await.unwrap();
+    h.server.push_text("ready");
+    template.send_message("set up").await.unwrap();
+    let mut first = template.fork("user-a").await.unwrap();
+    let mut second = template.fork("user-b").await.unwrap();
+
+    for (session, file) in [
+        (&mut first, "a.txt"),
+        (&mut second, "b.txt"),
+        (&mut template, "c.txt"),
+    ] {
+        h.server
+            .push_tool_call("delete_file", format!(r#"{{"path": "{file}"}}"#))
+            .push_text("done");
+        session.send_message("delete it").await.unwrap();
+    }
+    assert_eq!(
+        asked.lock().unwrap().len(),
+        3,
+        "each session asked for itself"
+    );
+    assert!(!h.workspace.path().join("a.txt").exists());
+    assert!(h.workspace.path().join("b.txt").exists());
+    assert!(h.workspace.path().join("c.txt").exists());
+
+    // The fork that said "always" keeps it.
+    std::fs::write(h.workspace.path().join("a.txt"), "again").unwrap();
+    h.server
+        .push_tool_call("delete_file", r#"{"path": "a.txt"}"#)
+        .push_text("done");
+    let result = first.send_message("again").await.unwrap();
+    assert_eq!(result.steps[0].approval, Some(Approval::ApprovedAlways));
+    assert_eq!(asked.lock().unwrap().len(), 3);
+}
+
 #[tokio::test]
 async fn a_policy_refuses_without_asking_and_rules_come_first() {
     let h = Harness::new().await;

@@ -268,7 +268,7 @@ impl AgentSession {
             history,
             generation,
             in_flight: Arc::default(),
-            shared: Arc::clone(&self.shared),
+            shared: Arc::new(self.shared.for_fork()),
             context: self.context.clone(),
             token_counter: Arc::clone(&self.token_counter),
             needs_reload: false,

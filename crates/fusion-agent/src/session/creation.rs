@@ -68,6 +68,7 @@ pub fn title_from_message(text: &str) -> Option<String> {
 }
 
 /// What a session created by the agent starts with; fixed by the builder, shared by forks.
+#[derive(Clone)]
 pub(super) struct Creation {
     /// Title, tags and data for a new session (the owner is the scope's).
     meta: SessionMeta,

@@ -142,6 +142,26 @@ struct Shared {
     creation: creation::Creation,
 }
 
+impl Shared {
+    /// The same settings for a fork, with approvals of its own: an "always" given in one
+    /// session does not carry over to its forks, nor theirs back to it.
+    fn for_fork(&self) -> Self {
+        Self {
+            llm: Arc::clone(&self.llm),
+            executor: self.executor.with_own_approvals(),
+            storage: Arc::clone(&self.storage),
+            system_prompt: self.system_prompt.clone(),
+            max_iterations: self.max_iterations,
+            sampling: self.sampling.clone(),
+            tool_view: std::sync::Mutex::new(Arc::clone(
+                &self.tool_view.lock().unwrap_or_else(|e| e.into_inner()),
+            )),
+            observer: self.observer.clone(),
+            creation: self.creation.clone(),
+        }
+    }
+}
+
 /// What requests say about the tools, for one revision of the registry.
 struct ToolView {
     revision: u64,
