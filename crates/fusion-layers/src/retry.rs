@@ -10,7 +10,9 @@
 //!   message whose id it already holds at most once
 //!   ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW));
 //! - `save`, `truncate`, `delete` and `update_session` leave the same state however
-//!   often they run;
+//!   often they run (an update that moves the session to another owner on condition of
+//!   the old one, refused as [`Error::NotOwner`] after an attempt that may have applied,
+//!   is checked against the session as a conditional write is);
 //! - a conditional write ([`ConversationStorage::write_if`]) whose earlier attempt may
 //!   have applied can meet a session that no longer looks as expected, because of that
 //!   very attempt: the layer then reads the session, and reports success if it holds
@@ -363,11 +365,23 @@ impl Intercept for Retrying {
         session_id: &str,
         update: &MetaUpdate,
     ) -> Result<Option<SessionInfo>> {
-        self.attempts("update_session", || {
-            self.inner.update_session(session_id, update)
-        })
-        .await
-        .result
+        let Attempts { result, uncertain } = self
+            .attempts("update_session", || {
+                self.inner.update_session(session_id, update)
+            })
+            .await;
+        match result {
+            Err(refused @ Error::NotOwner { .. }) if uncertain && update.owner.is_some() => {
+                // A change of owner under `if_owner` that applied, its reply lost, makes
+                // its own condition false for the next attempt. It applied if the session
+                // now holds what it writes (the change is atomic, owner and all).
+                match self.inner.session_info(session_id).await {
+                    Ok(Some(info)) if already_applied(update, &info.meta) => Ok(Some(info)),
+                    _ => Err(refused),
+                }
+            }
+            result => result,
+        }
     }
 
     async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
@@ -381,6 +395,13 @@ impl Intercept for Retrying {
             .await
             .result
     }
+}
+
+/// Whether `meta` already holds everything `update` sets, so applying it changes nothing.
+fn already_applied(update: &MetaUpdate, meta: &SessionMeta) -> bool {
+    let mut applied = meta.clone();
+    update.apply_to(&mut applied);
+    applied == *meta
 }
 
 #[cfg(test)]

@@ -252,3 +252,76 @@ async fn retry_outside_or_inside_encryption_stores_one_copy_on_sqlite() {
     cases::retry_outside_or_inside_encryption_stores_one_copy(&harness, &retry(), &encryption())
         .await;
 }
+
+/// Applies `update_session` and then loses its reply, once.
+struct LoseUpdateReply {
+    inner: InMemoryStorage,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Intercept for LoseUpdateReply {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.inner
+    }
+
+    async fn update_session(
+        &self,
+        session_id: &str,
+        update: &fusion_core::MetaUpdate,
+    ) -> Result<Option<fusion_core::SessionInfo>> {
+        let result = self.inner.update_session(session_id, update).await?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            return Err(Error::Backend {
+                backend: "lossy",
+                message: "applied, but the reply was lost (injected fault)".into(),
+                retryable: true,
+                source: None,
+            });
+        }
+        Ok(result)
+    }
+}
+
+/// Found by an audit on Redis and PostgreSQL: the retry of an owner change on condition of
+/// the old owner met its own change and reported `NotOwner`, although the session was
+/// the new owner's.
+#[tokio::test]
+async fn an_owner_change_whose_reply_was_lost_reports_that_it_applied() {
+    use fusion_core::{MetaUpdate, SessionMeta};
+    let store = Arc::new(Intercepted(LoseUpdateReply {
+        inner: InMemoryStorage::new(),
+        armed: false.into(),
+    }));
+    let meta = SessionMeta::new().owner("alice");
+    store
+        .create_session("s", &meta, &[ChatMessage::user("hi")])
+        .await
+        .unwrap();
+    let layered = Arc::clone(&store).layer(retry());
+
+    store.0.armed.store(true, Ordering::SeqCst);
+    let hand_over = MetaUpdate::new()
+        .owner(Some("bob"))
+        .title(Some("handed over"))
+        .if_owner("alice");
+    let info = layered
+        .update_session("s", &hand_over)
+        .await
+        .unwrap()
+        .expect("the session");
+    assert_eq!(info.meta.owner.as_deref(), Some("bob"));
+    assert!(!store.0.armed.load(Ordering::SeqCst), "the reply was lost");
+
+    // Refused for real (the session is bob's, and this update would change it): still
+    // NotOwner, after an attempt whose reply was lost or not.
+    for armed in [true, false] {
+        store.0.armed.store(armed, Ordering::SeqCst);
+        let take = MetaUpdate::new().owner(Some("carol")).if_owner("alice");
+        let err = layered.update_session("s", &take).await.unwrap_err();
+        assert!(matches!(err, Error::NotOwner { .. }), "{err}");
+    }
+    let info = layered.session_info("s").await.unwrap().unwrap();
+    assert_eq!(info.meta.owner.as_deref(), Some("bob"));
+    assert_eq!(info.meta.title.as_deref(), Some("handed over"));
+}
