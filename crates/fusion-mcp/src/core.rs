@@ -184,9 +184,20 @@ impl Core {
         slot.generation += 1;
         let generation = slot.generation;
         let me = self.me.clone();
+        let relisting = Arc::new(Relisting::default());
         let on_change: ListChanged = Arc::new(move || {
-            if let Some(core) = me.upgrade() {
-                tokio::spawn(async move { core.relist(generation).await });
+            if let Some(core) = me.upgrade()
+                && relisting.start()
+            {
+                let relisting = relisting.clone();
+                tokio::spawn(async move {
+                    loop {
+                        core.relist(generation).await;
+                        if !relisting.again() {
+                            break;
+                        }
+                    }
+                });
             }
         });
         let (connection, tools) = Connection::open(
@@ -247,6 +258,44 @@ impl Core {
             listing.revision += 1;
             listing.tools = Arc::new(tools);
         });
+    }
+}
+
+/// One connection's re-listing after `notifications/tools/list_changed`: at most one runs
+/// at a time, and a notification while it runs makes it list once more when it finishes.
+/// A server announcing a change thousands of times a second thus costs two listings, not
+/// one task and one `tools/list` request per notification.
+#[derive(Default)]
+struct Relisting {
+    state: std::sync::Mutex<RelistState>,
+}
+
+#[derive(Default)]
+struct RelistState {
+    running: bool,
+    changed_again: bool,
+}
+
+impl Relisting {
+    /// A change was announced: true when the caller is to start the re-listing, false
+    /// when one is running (which will then list once more).
+    fn start(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.running {
+            state.changed_again = true;
+            return false;
+        }
+        state.running = true;
+        true
+    }
+
+    /// A listing finished: true when a change was announced since it started (the flag is
+    /// then cleared for the next listing), else false and the re-listing ends.
+    fn again(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let again = std::mem::take(&mut state.changed_again);
+        state.running = again;
+        again
     }
 }
 
