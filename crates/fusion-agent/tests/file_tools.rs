@@ -359,3 +359,32 @@ async fn an_endless_cap_and_an_endless_path_are_handled() {
         );
     }
 }
+
+/// Found by an audit: a name of 244 bytes, which the file system takes, failed with "File
+/// name too long" (the temporary file beside it repeated it whole), and `newdir/` made a
+/// file named `newdir`.
+#[tokio::test]
+async fn a_long_file_name_is_written_and_a_path_ending_in_a_slash_names_no_file() {
+    let f = fixture();
+    // Two-byte characters after one of one: the temporary name's cut falls inside one.
+    let long = format!("a{}.txt", "é".repeat(125));
+    assert_eq!(long.len(), 255);
+    for verb in ["created", "replaced"] {
+        let written = call(&f.registry, "write_file", args("write_file", &long)).await;
+        assert_eq!(
+            written.unwrap(),
+            format!("Wrote 5 bytes to `{long}` ({verb}).")
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(f.workspace.path().join(&long)).unwrap(),
+        "pwned"
+    );
+
+    for (tool, path) in [("write_file", "newdir/"), ("delete_file", "inside.txt/")] {
+        let refused = call(&f.registry, tool, args(tool, path)).await;
+        assert_refused(refused, tool, path, "names a directory");
+    }
+    assert!(!f.workspace.path().join("newdir").exists());
+    assert!(f.workspace.path().join("inside.txt").exists());
+}

@@ -130,10 +130,21 @@ pub fn replace(target: &Path, bytes: &[u8], permissions: Option<Permissions>) ->
     written
 }
 
-/// A new temporary file in `target`'s directory, named after it, the process and the
-/// clock, so that one left by a killed run never stands in the way of the next.
+/// The most of `target`'s name a temporary file beside it repeats, in bytes: its dot and
+/// suffix (`.{pid}.{nanos}.{n}.tmp`, at most 30 bytes) must fit with it in the 255 bytes
+/// a file name may have, whatever the name's length.
+const TEMP_NAME_BYTES: usize = 200;
+
+/// A new temporary file in `target`'s directory, named after it (its first
+/// [`TEMP_NAME_BYTES`]), the process and the clock, so that one left by a killed run never
+/// stands in the way of the next.
 fn temp_beside(target: &Path) -> io::Result<(PathBuf, File)> {
     let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let mut end = name.len().min(TEMP_NAME_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let name = &name[..end];
     for attempt in 0u32..16 {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -168,6 +168,12 @@ impl Tool for WriteFile {
             Some(Value::String(content)) => content.clone(),
             _ => return Err(tool_error("write_file", "`content` must be a string")),
         };
+        if path.ends_with('/') {
+            return Err(tool_error(
+                "write_file",
+                format!("`{path}` ends with `/`, so it names a directory; give a file's name"),
+            ));
+        }
         let workspace = self.workspace.clone();
         blocking("write_file", move || {
             let entry = workspace.resolve_entry(&path)?;
@@ -345,6 +351,14 @@ impl Tool for DeleteFile {
 
     async fn call(&self, args: Value) -> Result<String> {
         let path = path_arg("delete_file", &args)?;
+        if path.ends_with('/') {
+            return Err(tool_error(
+                "delete_file",
+                format!(
+                    "`{path}` ends with `/`, so it names a directory; delete_file only deletes files"
+                ),
+            ));
+        }
         let workspace = self.workspace.clone();
         blocking("delete_file", move || {
             let entry = workspace.resolve_entry(&path)?;
@@ -369,8 +383,8 @@ fn path_schema(description: &str) -> Value {
     })
 }
 
-/// The `path` argument. The executor already checked the schema; this guards direct callers.
-/// The `path` argument. One longer than any file system takes is refused without being
+/// The `path` argument (the executor already checked the schema; this guards direct
+/// callers). One longer than any file system takes is refused without being
 /// quoted, so no message echoes megabytes of the model's text back to it.
 fn path_arg(tool: &str, args: &Value) -> Result<String> {
     match args.get("path") {
