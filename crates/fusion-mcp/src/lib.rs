@@ -42,8 +42,11 @@
 //! # Names
 //! A tool is offered as `{server}__{tool}`, sanitized to OpenAI's `[a-zA-Z0-9_-]{1,64}`;
 //! a name that is too long or taken is cut and given a short stable hash. The rules are in
-//! [`naming`]. A tool whose input schema is not a JSON object schema is not offered;
-//! [`McpServer::skipped_tools`] says which and why.
+//! [`naming`]. A name once given to a tool stays with that tool while the server runs,
+//! also when its list changes, and no other tool is given it: a call, or an "always"
+//! approval, made under a name reaches the tool it was given to. A tool whose input
+//! schema is not a JSON object schema is not offered; [`McpServer::skipped_tools`] says
+//! which and why.
 //!
 //! # Effects
 //! [`Tool::effects`](fusion_agent::Tool::effects) comes from the tool's annotations:

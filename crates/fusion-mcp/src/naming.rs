@@ -14,11 +14,16 @@
 //!    their original names; a name that is too long or already taken is cut and ends in `_`
 //!    and 8 hex digits of the tool's original name. The result depends only on the set of
 //!    names, not on the order a server lists them, so it is stable across restarts.
+//! 4. While a server runs, a name once given to one of its tools stays with that tool (by
+//!    its name on the server), and no other tool is given it, even after that tool leaves
+//!    the list ([`ToolNames`]). When `a.b` is named `p__a_b` and `a_b` is listed later,
+//!    `a_b` gets the hashed name: a call of `p__a_b` (or an "always" approval, which
+//!    approvals key by this name) never reaches another tool than the one it was given to.
 //!
 //! The hash is 64-bit FNV-1a, written out here so names never change with a library
 //! upgrade.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// The longest a tool name may be (OpenAI's limit).
 pub const MAX_TOOL_NAME_CHARS: usize = 64;
@@ -58,30 +63,62 @@ pub fn unique_prefix(prefix: String, name: &str, taken: &HashSet<String>) -> Str
 }
 
 /// The names for one server's tools (rules 2 and 3), in the order of `tools`; `None` for
-/// a tool that cannot be named (listed twice, or a hash collision).
+/// a tool that cannot be named (listed twice, or a hash collision). The names of a first
+/// listing: later ones go through [`ToolNames::assign`], which keeps them.
 pub fn tool_names(prefix: &str, tools: &[&str]) -> Vec<Option<String>> {
-    let mut names: Vec<Option<String>> = vec![None; tools.len()];
-    let mut taken = HashSet::new();
-    let mut seen = HashSet::new();
-    let mut order: Vec<usize> = (0..tools.len()).collect();
-    // Names needing no change first, so `a_b` keeps its name even when `a.b` sorts first.
-    order.sort_by_key(|&i| (sanitize(tools[i]) != tools[i], tools[i]));
-    for i in order {
-        let tool = tools[i];
-        if !seen.insert(tool) {
-            continue;
+    ToolNames::default().assign(prefix, tools)
+}
+
+/// The most names of tools no longer listed that [`ToolNames`] keeps from other tools;
+/// past it they are forgotten, so a server that renames its tools for ever cannot grow
+/// the memory without bound.
+pub const MAX_KEPT_UNLISTED_NAMES: usize = 4096;
+
+/// The names given so far to one server's tools (rule 4): each listing's names are made
+/// with [`assign`](Self::assign), which keeps every name given before with its tool.
+#[derive(Debug, Clone, Default)]
+pub struct ToolNames {
+    /// Name on the server → name given.
+    given: HashMap<String, String>,
+}
+
+impl ToolNames {
+    /// The names for a listing of `tools` (rules 2 to 4), in their order; `None` for a
+    /// tool that cannot be named (listed twice, or a hash collision). A tool named before
+    /// keeps its name; a new one is named by rules 2 and 3 among the names not given yet.
+    pub fn assign(&mut self, prefix: &str, tools: &[&str]) -> Vec<Option<String>> {
+        let mut names: Vec<Option<String>> = vec![None; tools.len()];
+        let mut taken: HashSet<String> = self.given.values().cloned().collect();
+        let mut seen = HashSet::new();
+        let mut order: Vec<usize> = (0..tools.len()).collect();
+        // Names needing no change first, so `a_b` keeps its name even when `a.b` sorts
+        // first.
+        order.sort_by_key(|&i| (sanitize(tools[i]) != tools[i], tools[i]));
+        for i in order {
+            let tool = tools[i];
+            if !seen.insert(tool) {
+                continue;
+            }
+            if let Some(name) = self.given.get(tool) {
+                names[i] = Some(name.clone());
+                continue;
+            }
+            let plain = format!("{prefix}__{}", sanitize(tool));
+            let name = if plain.len() <= MAX_TOOL_NAME_CHARS && !taken.contains(&plain) {
+                plain
+            } else {
+                hashed(&plain, MAX_TOOL_NAME_CHARS, '_', tool)
+            };
+            if taken.insert(name.clone()) {
+                self.given.insert(tool.to_owned(), name.clone());
+                names[i] = Some(name);
+            }
         }
-        let plain = format!("{prefix}__{}", sanitize(tool));
-        let name = if plain.len() <= MAX_TOOL_NAME_CHARS && !taken.contains(&plain) {
-            plain
-        } else {
-            hashed(&plain, MAX_TOOL_NAME_CHARS, '_', tool)
-        };
-        if taken.insert(name.clone()) {
-            names[i] = Some(name);
+        if self.given.len() > seen.len() + MAX_KEPT_UNLISTED_NAMES {
+            self.given.retain(|tool, _| seen.contains(tool.as_str()));
         }
+        names
     }
-    names
 }
 
 /// `name` with every character outside `[a-zA-Z0-9_-]` replaced by `_`.
@@ -179,6 +216,45 @@ mod tests {
             tool_names("p", &["x", "x"]),
             [Some("p__x".to_owned()), None]
         );
+    }
+
+    #[test]
+    fn a_name_stays_with_its_tool_when_the_list_changes() {
+        let mut names = ToolNames::default();
+        assert_eq!(
+            names.assign("py", &["safe.op"]),
+            [Some("py__safe_op".into())]
+        );
+        // Alone, `safe_op` would take the plain name (rule 3); it is `safe.op`'s now.
+        let changed = names.assign("py", &["safe_op", "safe.op"]);
+        assert_eq!(changed[1].as_deref(), Some("py__safe_op"));
+        let hashed = changed[0].clone().unwrap();
+        assert!(
+            hashed.starts_with("py__safe_op_") && valid(&hashed),
+            "{hashed}"
+        );
+        assert_eq!(
+            tool_names("py", &["safe_op", "safe.op"])[0].as_deref(),
+            Some("py__safe_op")
+        );
+        // Nor does it take the name once `safe.op` leaves the list; `safe.op` coming back
+        // gets its own name again.
+        assert_eq!(names.assign("py", &["safe_op"]), [Some(hashed.clone())]);
+        assert_eq!(
+            names.assign("py", &["safe.op", "safe_op"]),
+            [Some("py__safe_op".into()), Some(hashed)]
+        );
+    }
+
+    #[test]
+    fn names_of_tools_no_longer_listed_are_kept_up_to_a_bound() {
+        let mut names = ToolNames::default();
+        for round in 0..10 {
+            let tools: Vec<String> = (0..1000).map(|i| format!("t{round}_{i}")).collect();
+            let tools: Vec<&str> = tools.iter().map(String::as_str).collect();
+            assert!(names.assign("p", &tools).iter().all(Option::is_some));
+            assert!(names.given.len() <= 1000 + MAX_KEPT_UNLISTED_NAMES);
+        }
     }
 
     #[test]

@@ -49,7 +49,9 @@ pub struct SkippedTool {
 /// A stdio server that exits is started again on the next call, and its tools listed
 /// again. When the server announces `notifications/tools/list_changed`, its tools are
 /// listed again in the background and [`revision`](ToolSource::revision) moves, so
-/// sessions offer the new list from their next request.
+/// sessions offer the new list from their next request. A tool keeps the name it was
+/// first offered under for as long as the server runs, and no other tool is given that
+/// name (rule 4 of [`naming`](crate::naming)).
 #[derive(Clone)]
 pub struct McpServer {
     inner: Arc<Inner>,
@@ -67,6 +69,8 @@ struct View {
     revision: u64,
     tools: Option<Arc<[Arc<dyn Tool>]>>,
     skipped: Vec<SkippedTool>,
+    /// The names given so far, kept from listing to listing (a name stays with its tool).
+    names: naming::ToolNames,
 }
 
 impl McpServer {
@@ -145,20 +149,21 @@ impl McpServer {
         let listing = self.inner.core.listing();
         let mut view = self.inner.view.lock().unwrap_or_else(|e| e.into_inner());
         if view.tools.is_none() || view.revision != listing.revision {
-            *view = self.build(&listing);
+            let names = std::mem::take(&mut view.names);
+            *view = self.build(&listing, names);
         }
         read(&view)
     }
 
-    fn build(&self, listing: &crate::core::Listing) -> View {
+    fn build(&self, listing: &crate::core::Listing, mut names: naming::ToolNames) -> View {
         let server = self.name();
         let listed: Vec<&rmcp::model::Tool> = listing
             .tools
             .iter()
             .filter_map(|t| t.as_ref().ok())
             .collect();
-        let names: Vec<&str> = listed.iter().map(|t| t.name.as_ref()).collect();
-        let fusion_names = naming::tool_names(&self.inner.prefix, &names);
+        let listed_names: Vec<&str> = listed.iter().map(|t| t.name.as_ref()).collect();
+        let fusion_names = names.assign(&self.inner.prefix, &listed_names);
         let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
         let mut skipped = Vec::new();
         for failed in listing.tools.iter().filter_map(|t| t.as_ref().err()) {
@@ -190,6 +195,7 @@ impl McpServer {
             revision: listing.revision,
             tools: Some(tools.into()),
             skipped,
+            names,
         }
     }
 }

@@ -6,11 +6,14 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::PATIENCE;
-use fusion_agent::{Tool, ToolSource};
+use fusion_agent::testing::MockLlmServer;
+use fusion_agent::{
+    ApprovalDecision, ApprovalPolicy, ApprovalRequest, Tool, ToolRegistry, ToolSource,
+};
 use fusion_mcp::{McpOptions, McpServer, StdioServerConfig};
 use serde_json::json;
 
@@ -124,5 +127,65 @@ async fn a_flood_of_list_changed_notifications_costs_at_most_two_listings() {
     assert!(server.tools().iter().any(|t| t.name() == "py__after"));
     // The notifications that came while it was held ask for one listing more, at most.
     assert!(relistings(&server).await <= 2);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_and_its_always_approval_stay_with_their_tool_when_the_list_changes() {
+    let server = start(json!([["safe.op", "grow"], ["safe.op", "safe_op", "grow"]])).await;
+    let llm = MockLlmServer::start().await;
+    let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = asked.clone();
+    let policy = ApprovalPolicy::ask_destructive().ask_with(move |request: ApprovalRequest| {
+        seen.lock().unwrap().push(request.tool);
+        async { ApprovalDecision::AlwaysApprove }
+    });
+    let mut tools = ToolRegistry::new();
+    tools.register_source(Arc::new(server.clone()));
+    let mut session = common::builder(&llm)
+        .tools(tools)
+        .approval(policy)
+        .build()
+        .await
+        .unwrap();
+
+    // `safe.op` is offered as `py__safe_op` and approved "always"; then the server adds
+    // `safe_op`, whose plain name would be the same.
+    let revision = server.revision();
+    llm.push_tool_call("py__safe_op", "{}")
+        .push_tool_call("py__grow", "{}")
+        .push_text("done");
+    let first = session.send_message("go").await.unwrap();
+    assert!(first.steps[0].observation.contains("called safe.op"));
+    tokio::time::timeout(PATIENCE, server.changed_since(revision))
+        .await
+        .expect("the new list is published");
+
+    let names: Vec<String> = server.tools().iter().map(|t| t.name().to_owned()).collect();
+    let new = names.iter().find(|n| n.starts_with("py__safe_op_"));
+    let new = new.unwrap_or_else(|| panic!("no hashed name for safe_op in {names:?}"));
+    llm.push_tool_call("py__safe_op", "{}")
+        .push_tool_call(new, "{}")
+        .push_text("done");
+    let second = session.send_message("again").await.unwrap();
+    // The approved name still runs `safe.op` without a question; the new tool, under its
+    // own name, is asked about.
+    let observations: Vec<&str> = second
+        .steps
+        .iter()
+        .map(|s| s.observation.as_str())
+        .collect();
+    assert!(
+        observations[0].contains("called safe.op"),
+        "{observations:?}"
+    );
+    assert!(
+        observations[1].contains("called safe_op"),
+        "{observations:?}"
+    );
+    assert_eq!(
+        *asked.lock().unwrap(),
+        ["py__safe_op", "py__grow", new.as_str()]
+    );
     server.shutdown().await;
 }
