@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use fusion_core::{Error, Result};
 use serde::Deserialize;
+use serde_json::Value;
+use serde_json::error::Category;
 
 use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
 
@@ -47,7 +49,8 @@ impl McpConfig {
     }
 
     /// Parses the `{"mcpServers": {...}}` JSON. Fails with [`Error::Config`] saying which
-    /// server is wrong and how.
+    /// server is wrong and how: the server and field, the line and column, and what was
+    /// expected, never a value from the JSON (they hold tokens and keys).
     pub fn from_json_str(json: &str) -> Result<Self> {
         Self::parse(json).map_err(|e| Error::Config(format!("MCP configuration: {e}")))
     }
@@ -117,7 +120,7 @@ impl McpConfig {
     }
 
     fn parse(json: &str) -> std::result::Result<Self, String> {
-        let file: RawFile = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let file: RawFile = serde_json::from_str(json).map_err(|e| describe_error(json, &e))?;
         let mut config = McpConfig::new();
         for (name, raw) in file.mcp_servers {
             if raw.disabled {
@@ -131,6 +134,89 @@ impl McpConfig {
         }
         Ok(config)
     }
+}
+
+/// What is wrong with the file, without any value from it: the place (server and field,
+/// line and column) and what was expected. serde's messages quote the value they could
+/// not take (`invalid type: string "API_KEY=sk-…", expected a map`), and the values here
+/// are environment variables, header values and tokens, so its message is rebuilt.
+fn describe_error(json: &str, error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    let text = text.strip_suffix(&position).unwrap_or(&text);
+    let problem = match error.classify() {
+        // Syntax errors describe the text ("expected `,` or `}`"), never a value.
+        Category::Syntax | Category::Eof | Category::Io => text.to_owned(),
+        Category::Data => data_problem(text),
+    };
+    match locate(json) {
+        Some(place) => format!("{place}: {problem}{position}"),
+        None => format!("{problem}{position}"),
+    }
+}
+
+/// serde's message for a value of the wrong type or form, without the value.
+fn data_problem(text: &str) -> String {
+    for what in ["invalid type", "invalid value"] {
+        if let Some(rest) = text.strip_prefix(what).and_then(|r| r.strip_prefix(": "))
+            && let Some(at) = rest.rfind(", expected ")
+        {
+            // The value is quoted after its kind: `string "…"`, ``integer `5` ``.
+            let kind = rest[..at]
+                .split(['"', '`', '\''])
+                .next()
+                .unwrap_or("")
+                .trim();
+            let kind =
+                if !kind.is_empty() && kind.chars().all(|c| c.is_ascii_lowercase() || c == ' ') {
+                    kind
+                } else {
+                    "value"
+                };
+            let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
+            let expected = &rest[at + ", expected ".len()..];
+            let expected = if expected.starts_with("struct ") {
+                "an object"
+            } else {
+                expected
+            };
+            return format!("{what}: {article} {kind}, expected {expected}");
+        }
+    }
+    // Messages naming only this file's own fields or a count; any other may quote a value.
+    if ["missing field `", "duplicate field `", "invalid length "]
+        .iter()
+        .any(|start| text.starts_with(start))
+    {
+        return text.to_owned();
+    }
+    "a value has the wrong type or form".to_owned()
+}
+
+/// The server and field a file that is valid JSON but not a valid configuration goes
+/// wrong at: each field is read alone, so the first one that fails is the one.
+fn locate(json: &str) -> Option<String> {
+    let file: Value = serde_json::from_str(json).ok()?;
+    let servers = file.get("mcpServers")?;
+    let Some(servers) = servers.as_object() else {
+        return Some("`mcpServers`".to_owned());
+    };
+    for (name, server) in servers {
+        let Some(fields) = server.as_object() else {
+            return Some(format!("server `{name}`"));
+        };
+        for (field, value) in fields {
+            let alone = serde_json::Map::from_iter([(field.clone(), value.clone())]);
+            if serde_json::from_value::<RawServer>(Value::Object(alone)).is_err() {
+                return Some(format!("server `{name}`, field `{field}`"));
+            }
+        }
+    }
+    None
 }
 
 /// The file as written; unknown fields are ignored.
@@ -250,6 +336,59 @@ mod tests {
         );
         let missing = McpConfig::from_file(dir.path().join("nope.json")).unwrap_err();
         assert!(missing.to_string().contains("nope.json"), "{missing}");
+    }
+
+    #[test]
+    fn errors_name_the_place_and_the_expected_type_but_never_a_value_from_the_file() {
+        let err = |json: &str| McpConfig::from_json_str(json).unwrap_err().to_string();
+        let cases = [
+            (
+                r#"{"mcpServers": {"py": {"command": "x", "env": "API_KEY=sk-SUPERSECRET-123"}}}"#,
+                "server `py`, field `env`: invalid type: a string, expected a map at line 1",
+            ),
+            (
+                r#"{"mcpServers": {"web": {"url": "http://h",
+                    "headers": "Authorization: Bearer tok-SUPERSECRET"}}}"#,
+                "server `web`, field `headers`: invalid type: a string, expected a map at line 2",
+            ),
+            // Not JSON: the message describes the text, never quotes it.
+            (
+                r#"{"mcpServers": {"py": {"command": "x", "env": {"A": "sk-SUPERSECRET\q"}}}}"#,
+                "invalid escape at line 1",
+            ),
+            (
+                r#"{"mcpServers": {"py": {"command": "x", "env": {"B": 4711000SUPERSECRET}}}}"#,
+                "invalid type: an integer, expected a string at line 1",
+            ),
+            // Nested in a map and in a list, a number, a whole server, the top level.
+            (
+                r#"{"mcpServers": {"py": {"command": "x", "env": {"TOKEN": 987654321}}}}"#,
+                "server `py`, field `env`: invalid type: an integer, expected a string at line 1",
+            ),
+            (
+                r#"{"mcpServers": {"py": {"command": "x", "args": ["ok", ["sk-SUPERSECRET"], "k"]}}}"#,
+                "server `py`, field `args`: invalid type: a sequence, expected a string",
+            ),
+            (
+                r#"{"mcpServers": {"py": {"command": "x", "args": ["ok", 31415926]}}}"#,
+                "server `py`, field `args`: invalid type: an integer, expected a string",
+            ),
+            (
+                r#"{"mcpServers": {"py": "sk-SUPERSECRET, expected a map"}}"#,
+                "server `py`: invalid type: a string, expected an object at line 1",
+            ),
+            (
+                r#"{"mcpServers": "Bearer tok-SUPERSECRET"}"#,
+                "`mcpServers`: invalid type: a string, expected a map at line 1",
+            ),
+        ];
+        for (json, expected) in cases {
+            let message = err(json);
+            assert!(message.contains(expected), "{message}");
+            for secret in ["SUPERSECRET", "987654321", "31415926", "4711"] {
+                assert!(!message.contains(secret), "{message}");
+            }
+        }
     }
 
     #[test]
