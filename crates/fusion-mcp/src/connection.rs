@@ -16,6 +16,7 @@ use rmcp::transport::{IntoTransport, StreamableHttpClientTransport};
 use rmcp::{ClientHandler, serve_client};
 use serde_json::{Value, json};
 
+use crate::checked::checked;
 use crate::process::ChildProcess;
 use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
 
@@ -128,7 +129,8 @@ async fn open_stdio(
         ),
         _ => format!("cannot start `{command}`: {e}"),
     })?;
-    let stdio = process.take_stdio().ok_or("the process has no pipes")?;
+    let (stdout, stdin) = process.take_stdio().ok_or("the process has no pipes")?;
+    let stdio = (checked(stdout), stdin);
     let started = tokio::time::timeout(startup, handshake(handler, stdio)).await;
     match started {
         Ok(Ok((service, tools))) => Ok((

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::call;
+use crate::checked::{INVALID_RESPONSE, INVALID_RESPONSE_CODE};
 use crate::connection::{Connection, ListChanged, Listed, list_tools};
 use crate::options::McpOptions;
 use crate::result;
@@ -131,6 +132,15 @@ impl Core {
                  may have done part of its work",
                 timeout.as_secs_f32()
             ))),
+            Ok(Err(ServiceError::McpError(error)))
+                if error.code == INVALID_RESPONSE_CODE && error.message == INVALID_RESPONSE =>
+            {
+                Err(fail(format!(
+                    "MCP server `{name}` sent an invalid response to the call (a JSON-RPC \
+                     response with neither a valid result nor a valid error); it may have \
+                     done part of its work"
+                )))
+            }
             Ok(Err(ServiceError::McpError(error))) => Err(fail(format!(
                 "MCP server `{name}` refused the call: {} (JSON-RPC error {})",
                 error.message, error.code.0

@@ -66,6 +66,10 @@
 //!   [`Error::Config`](fusion_core::Error::Config) naming the server, the command and the
 //!   reason (not found; exited, with its status and last stderr lines; no handshake
 //!   within the startup timeout; the HTTP error);
+//! - a stdio server's response that is JSON but not a valid JSON-RPC response (neither a
+//!   result nor an error, an error without a message), which the SDK skips, ends the call
+//!   at once with an observation saying the response was invalid, rather than at the
+//!   per-call timeout (for lines up to 64 KiB; HTTP servers' responses are the SDK's);
 //! - a call past the per-call timeout is cancelled (`notifications/cancelled`) and the
 //!   model is told; a server that exits mid-call gives an observation saying so, with its
 //!   exit status, and is started again on the next call, its tools listed again;
@@ -85,11 +89,12 @@
 //! the session and their tools join its own.
 //!
 //! Inside, modules form layers: `options`, `command_line`, `server_config`, `config`,
-//! `naming` and `result` at the bottom; `process` and `connection` over them; `core`
-//! (the connection, restarts and calls); `tool` and `server`; `servers` and `session_ext`
-//! on top.
+//! `naming` and `result` at the bottom; `process`, `checked` and `connection` over them;
+//! `core` (the connection, restarts and calls); `tool` and `server`; `servers` and
+//! `session_ext` on top.
 
 mod call;
+mod checked;
 mod command_line;
 mod config;
 mod connection;

@@ -1,0 +1,58 @@
+//! A stdio server's response that is JSON but not a valid JSON-RPC response (neither
+//! `result` nor `error`, or an `error` without a `message`) ends the call at once with an
+//! observation saying the response was invalid, where the SDK alone skips the line and the
+//! call waits out its whole timeout. The server is a few lines of Node.js.
+
+mod common;
+
+use common::PATIENCE;
+use fusion_agent::ToolSource;
+use fusion_mcp::{McpOptions, McpServer, StdioServerConfig};
+use serde_json::json;
+
+/// `nothing` answers `{"jsonrpc":"2.0","id":N}`, `no_message` an error with only a code,
+/// `fine` a valid result.
+const SERVER: &str = r#"
+const write = (msg) => process.stdout.write(JSON.stringify(msg) + '\n');
+require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
+  const msg = JSON.parse(line);
+  if (msg.id === undefined) return;
+  if (msg.method === 'initialize') {
+    write({ jsonrpc: '2.0', id: msg.id, result: { protocolVersion: msg.params.protocolVersion,
+            capabilities: { tools: {} }, serverInfo: { name: 'invalid', version: '1.0.0' } } });
+  } else if (msg.method === 'tools/list') {
+    write({ jsonrpc: '2.0', id: msg.id, result: { tools: ['nothing', 'no_message', 'fine'].map(
+      (name) => ({ name, description: 'The ' + name + ' tool.', inputSchema: { type: 'object' } })) } });
+  } else if (msg.params.name === 'nothing') {
+    write({ jsonrpc: '2.0', id: msg.id });
+  } else if (msg.params.name === 'no_message') {
+    write({ jsonrpc: '2.0', id: msg.id, error: { code: -1 } });
+  } else {
+    write({ jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text: 'fine' }] } });
+  }
+});
+"#;
+
+#[tokio::test]
+async fn an_invalid_response_ends_the_call_at_once_saying_so() {
+    let config = StdioServerConfig::new("node").args(["-e", SERVER]);
+    // Were the response skipped, the call would end at this timeout, saying the server did
+    // not answer; the bound is only for the failure.
+    let options = McpOptions {
+        call_timeout: PATIENCE,
+        ..McpOptions::default()
+    };
+    let server = McpServer::start("invalid", config, options).await.unwrap();
+    let tools = server.tools();
+    let tool = |name: &str| tools.iter().find(|t| t.name() == name).unwrap().clone();
+    for name in ["invalid__nothing", "invalid__no_message"] {
+        let err = tool(name).call(json!({})).await.unwrap_err().to_string();
+        assert!(
+            err.contains("MCP server `invalid` sent an invalid response"),
+            "{name}: {err}"
+        );
+    }
+    // The session goes on.
+    assert_eq!(tool("invalid__fine").call(json!({})).await.unwrap(), "fine");
+    server.shutdown().await;
+}
