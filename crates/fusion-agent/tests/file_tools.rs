@@ -381,7 +381,14 @@ async fn a_long_file_name_is_written_and_a_path_ending_in_a_slash_names_no_file(
         "pwned"
     );
 
-    for (tool, path) in [("write_file", "newdir/"), ("delete_file", "inside.txt/")] {
+    for (tool, path) in [
+        ("write_file", "newdir/"),
+        ("write_file", "newdir/."),
+        ("write_file", "."),
+        ("delete_file", "inside.txt/"),
+        ("delete_file", "inside.txt/."),
+        ("delete_file", "inside.txt/x/.."),
+    ] {
         let refused = call(&f.registry, tool, args(tool, path)).await;
         assert_refused(refused, tool, path, "names a directory");
     }

@@ -397,10 +397,13 @@ impl Intercept for Retrying {
     }
 }
 
-/// Whether `meta` already holds everything `update` sets, so applying it changes nothing.
+/// Whether `meta` already holds everything `update` sets but its expiry, so applying it
+/// changes nothing. The expiry is left out: backends keep an instant to the microsecond,
+/// so one set to the nanosecond never reads back equal.
 fn already_applied(update: &MetaUpdate, meta: &SessionMeta) -> bool {
     let mut applied = meta.clone();
     update.apply_to(&mut applied);
+    applied.expiry = meta.expiry;
     applied == *meta
 }
 

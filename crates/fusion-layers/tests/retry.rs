@@ -301,9 +301,12 @@ async fn an_owner_change_whose_reply_was_lost_reports_that_it_applied() {
     let layered = Arc::clone(&store).layer(retry());
 
     store.0.armed.store(true, Ordering::SeqCst);
+    // An expiry to the nanosecond, which backends keep to the microsecond (review).
+    let at = std::time::SystemTime::UNIX_EPOCH + Duration::new(4_000_000_000, 123_456_789);
     let hand_over = MetaUpdate::new()
         .owner(Some("bob"))
         .title(Some("handed over"))
+        .expiry(Some(fusion_core::Expiry::At(at)))
         .if_owner("alice");
     let info = layered
         .update_session("s", &hand_over)

@@ -198,25 +198,32 @@ fn data_problem(text: &str) -> String {
 }
 
 /// The server and field a file that is valid JSON but not a valid configuration goes
-/// wrong at: each field is read alone, so the first one that fails is the one.
+/// wrong at, when only one does: each field is read alone. With several, none is named
+/// (the map is read in key order, not the file's, so the first found need not be the one
+/// the error's line and column point at).
 fn locate(json: &str) -> Option<String> {
     let file: Value = serde_json::from_str(json).ok()?;
     let servers = file.get("mcpServers")?;
     let Some(servers) = servers.as_object() else {
         return Some("`mcpServers`".to_owned());
     };
+    let mut wrong = Vec::new();
     for (name, server) in servers {
         let Some(fields) = server.as_object() else {
-            return Some(format!("server `{name}`"));
+            wrong.push(format!("server `{name}`"));
+            continue;
         };
         for (field, value) in fields {
             let alone = serde_json::Map::from_iter([(field.clone(), value.clone())]);
             if serde_json::from_value::<RawServer>(Value::Object(alone)).is_err() {
-                return Some(format!("server `{name}`, field `{field}`"));
+                wrong.push(format!("server `{name}`, field `{field}`"));
             }
         }
     }
-    None
+    match <[String; 1]>::try_from(wrong) {
+        Ok([place]) => Some(place),
+        Err(_) => None,
+    }
 }
 
 /// The file as written; unknown fields are ignored.
@@ -380,6 +387,13 @@ mod tests {
             (
                 r#"{"mcpServers": "Bearer tok-SUPERSECRET"}"#,
                 "`mcpServers`: invalid type: a string, expected a map at line 1",
+            ),
+            // Two wrong places: the keys are read sorted, not in the file's order, so
+            // neither is named; the line and column point at the first in the file.
+            (
+                r#"{"mcpServers": {"zeta": {"command": 5},
+                    "alpha": {"command": "x", "env": "A=1"}}}"#,
+                "MCP configuration: invalid type: an integer, expected a string at line 1 column 37",
             ),
         ];
         for (json, expected) in cases {

@@ -415,7 +415,10 @@ async fn undo_keeps_another_writer_s_result_stored_after_the_last_turn() {
     put(&storage, "s-1", SessionMeta::new(), &overlapping_turns()).await;
     let app = app(storage.clone());
     let confirm = send(&app, get("/sessions/s-1/undo")).await.body;
-    assert!(confirm.contains("removes the last 2 messages"), "{confirm}");
+    assert!(
+        confirm.contains("removes 2 messages") && confirm.contains("The 2 messages after them"),
+        "{confirm}"
+    );
     let reply = send(
         &app,
         post_form("/sessions/s-1/undo", &revision_fields(&confirm)),

@@ -3,19 +3,23 @@
 //! The last turn starts at the latest message the user wrote ([`latest_user_message`]).
 //! With one writer it runs to the end of the history, and undoing it is a truncate. With
 //! two, another writer's turn can still be running when this one is stored: its tool's
-//! result, or its reply, then lands after this turn's answer. Truncating would remove them
-//! too, and leave that writer's call without its result. So the turn ends where a message
-//! that cannot be its own begins:
+//! result, or its reply, then lands among or after this turn's messages. Truncating would
+//! remove them too. So the turn ends where a message that cannot be its own begins:
 //!
-//! - a tool result for a call the turn did not make (a call from before it), or
-//! - a reply right after the turn's final answer (a reply without tool calls ends a turn).
+//! - a tool result for a call the turn did not make (a call from before it), or one after
+//!   the turn's final answer;
+//! - a reply right after another reply (a turn answers each reply with tool results or,
+//!   in text mode, an observation before it replies again).
 //!
-//! What follows such a message is the other writer's, provided the turn had ended there
-//! (its last message a final answer): the undo then removes the turn alone and keeps the
-//! rest, rewriting the history. If the turn had not ended, its messages and the other
-//! writer's are mixed and nothing tells them apart; and context records after that point
-//! name stored positions that removing the turn would shift. Both are refused
-//! ([`Interleaved`]).
+//! What follows such a message is kept, and the turn alone removed (the history
+//! rewritten around it), only when nothing can be misattributed: the turn had ended there
+//! (its last message a final answer); the writer before it was not waiting for its model
+//! when it started (a reply of that writer could then sit anywhere in the turn, looking
+//! like the turn's own; waiting for its tools is fine, since its next message is then a
+//! result that names its call); no kept result answers a call of the turn; and no context
+//! record after that point names positions the removal would shift. Otherwise undo is
+//! refused ([`Interleaved`]). A turn in which nothing looks foreign is truncated whole, as
+//! with one writer.
 //!
 //! Text-mode observations carry no call id, so a late one is not recognised: it reads as
 //! a user message, the latest turn (see docs/context-management.md).
@@ -27,6 +31,8 @@ use fusion_core::{ChatMessage, Role};
 
 use super::groups::latest_user_message;
 use super::records::is_context_record;
+use super::view::is_interrupted;
+use crate::react_text::{ReactStep, parse_react};
 
 /// The last turn of a history: the messages an undo removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,27 +100,41 @@ pub fn last_turn(history: &[ChatMessage]) -> Result<Option<LastTurn>, Interleave
             end: history.len(),
         }));
     };
-    let interleaved = |reason| Interleaved {
-        start,
-        foreign,
-        reason,
+    let refuse = |reason| {
+        Err(Interleaved {
+            start,
+            foreign,
+            reason,
+        })
     };
-    let ended = history[start..foreign]
+    if waiting_for_its_model(&history[..start]) {
+        return refuse(
+            "the turn before it was still waiting for its model when it started, so its \
+             replies and this turn's cannot be told apart",
+        );
+    }
+    let turn = &history[start..foreign];
+    let ended = turn
         .iter()
         .rev()
         .find(|m| !is_context_record(m))
         .is_some_and(is_final_answer);
     if !ended {
-        return Err(interleaved(
+        return refuse(
             "the turn had not answered yet, and its messages and the other writer's cannot \
              be told apart",
-        ));
+        );
     }
-    if history[foreign..].iter().any(is_context_record) {
-        return Err(interleaved(
+    let calls: HashSet<&str> = turn.iter().flat_map(call_ids).collect();
+    let kept = &history[foreign..];
+    if kept.iter().any(|m| answers_one_of(m, &calls)) {
+        return refuse("a later message answers one of its tool calls");
+    }
+    if kept.iter().any(is_context_record) {
+        return refuse(
             "a summary or pruning stored after it names positions that removing the turn \
              would shift",
-        ));
+        );
     }
     Ok(Some(LastTurn {
         start,
@@ -123,7 +143,8 @@ pub fn last_turn(history: &[ChatMessage]) -> Result<Option<LastTurn>, Interleave
 }
 
 /// The first message after the turn starting at `start` that cannot be the turn's own: a
-/// tool result for a call the turn did not make, or a reply after its final answer.
+/// tool result for a call the turn did not make or after its final answer, or a reply
+/// right after a reply.
 fn first_foreign(history: &[ChatMessage], start: usize) -> Option<usize> {
     let mut calls: HashSet<&str> = HashSet::new();
     let mut previous: Option<&ChatMessage> = None;
@@ -132,27 +153,59 @@ fn first_foreign(history: &[ChatMessage], start: usize) -> Option<usize> {
             continue;
         }
         let foreign = match message.role {
-            Role::Tool => !message
-                .tool_call_id
-                .as_deref()
-                .is_some_and(|id| calls.contains(id)),
-            Role::Assistant => previous.is_some_and(is_final_answer),
+            Role::Tool => previous.is_some_and(is_final_answer) || !answers_one_of(message, &calls),
+            Role::Assistant => previous.is_some_and(|p| p.role == Role::Assistant),
+            // Every user message after the turn's start is an observation of the reply
+            // before it (`latest_user_message`), and system messages are not replies.
             Role::User | Role::System => false,
         };
         if foreign {
             return Some(at);
         }
-        calls.extend(message.tool_calls.iter().map(|call| call.id.as_str()));
+        calls.extend(call_ids(message));
         previous = Some(message);
     }
     None
 }
 
-/// A reply that asks for no tool call: in native mode the turn's answer. (A text-mode
-/// `Action:` reply asks for none either, but its observation, a user message, follows it,
-/// never a second reply.)
+/// Whether the writer of the messages before a turn was waiting for its model when the
+/// turn started: its last message was a question, a real tool result, an observation or a
+/// text-mode `Action:` (whose observation names no call). Not after an answer, a system
+/// prompt, a reply with tool calls, or the "interrupted" results a turn's opening stores
+/// for calls still unanswered: that writer's next message, if it is still running, is a
+/// result naming its call.
+fn waiting_for_its_model(before: &[ChatMessage]) -> bool {
+    let Some(last) = before.iter().rev().find(|m| !is_context_record(m)) else {
+        return false;
+    };
+    match last.role {
+        Role::System => false,
+        Role::Assistant => last.tool_calls.is_empty() && !is_final_answer(last),
+        Role::Tool => !is_interrupted(last),
+        Role::User => true,
+    }
+}
+
+/// A reply that ends its turn: no tool calls, and not a text-mode `Action:` (which its
+/// observation answers). A native answer reads as unreadable text-mode output, so a reply
+/// the loop could not read counts too; the observation that follows it is still the
+/// turn's own ([`is_observation`](crate::context::is_observation)).
 fn is_final_answer(message: &ChatMessage) -> bool {
-    message.role == Role::Assistant && message.tool_calls.is_empty()
+    message.role == Role::Assistant
+        && message.tool_calls.is_empty()
+        && !matches!(parse_react(&message.content), ReactStep::Action { .. })
+}
+
+fn call_ids(message: &ChatMessage) -> impl Iterator<Item = &str> {
+    message.tool_calls.iter().map(|call| call.id.as_str())
+}
+
+fn answers_one_of(message: &ChatMessage, calls: &HashSet<&str>) -> bool {
+    message.role == Role::Tool
+        && message
+            .tool_call_id
+            .as_deref()
+            .is_some_and(|id| calls.contains(id))
 }
 
 #[cfg(test)]
@@ -215,26 +268,82 @@ mod tests {
     }
 
     #[test]
-    fn a_late_reply_after_the_answer_is_another_writers() {
-        let history = vec![
-            ChatMessage::user("A asks"),
-            ChatMessage::user("B asks"),
-            ChatMessage::assistant("B's answer"),
-            ChatMessage::assistant("A's answer"),
-        ];
-        let turn = last_turn(&history).unwrap().unwrap();
-        assert_eq!((turn.start, turn.end), (1, 3));
-    }
-
-    #[test]
     fn a_turn_still_running_when_the_other_writer_stored_is_refused() {
         let mut history = interleaved();
-        // B's answer had not come yet: B's call waits, A's result lands between.
+        // B had not answered when A's result came: B's call and result surround it.
         history[4] = call("b1");
         history.push(ChatMessage::tool_result("b1", "B's result"));
         let err = last_turn(&history).unwrap_err();
         assert_eq!((err.start, err.foreign), (3, 5));
         assert!(err.to_string().contains("had not answered"), "{err}");
+
+        // A later result for one of the turn's calls would lose its call.
+        let mut history = interleaved();
+        history.splice(
+            4..4,
+            [call("b1"), ChatMessage::tool_result("b1", "B's result")],
+        );
+        history.push(ChatMessage::tool_result("b1", "a second result"));
+        assert!(last_turn(&history).unwrap_err().reason.contains("answers"));
+    }
+
+    #[test]
+    fn after_interrupted_results_the_other_writer_s_late_messages_are_told_apart() {
+        let mut history = interleaved();
+        let mut repair = ChatMessage::tool_result("a1", "interrupted");
+        repair
+            .metadata
+            .insert(crate::context::INTERRUPTED_METADATA_KEY.into(), true.into());
+        history.insert(3, repair);
+        let turn = last_turn(&history).unwrap().unwrap();
+        assert_eq!((turn.start, turn.end), (4, 6));
+    }
+
+    /// Found by review: the writer before the turn was waiting for its model, so its
+    /// answer may sit inside the turn looking like the turn's own.
+    #[test]
+    fn a_turn_started_while_the_writer_before_waited_for_its_model_is_refused_when_mixed() {
+        let answers_in_a_row = vec![
+            ChatMessage::system("prompt"),
+            ChatMessage::user("A asks"),
+            ChatMessage::user("B asks"),
+            ChatMessage::assistant("A's answer"),
+            ChatMessage::assistant("B's answer"),
+        ];
+        let during_a_tool = vec![
+            ChatMessage::user("A asks"),
+            ChatMessage::user("B asks"),
+            call("b1"),
+            ChatMessage::assistant("A's answer"),
+            ChatMessage::tool_result("b1", "B's result"),
+            ChatMessage::assistant("B's answer"),
+        ];
+        let text_mode = vec![
+            ChatMessage::user("A asks"),
+            ChatMessage::user("B asks"),
+            ChatMessage::assistant("Thought: look\nAction: read\nAction Input: {}"),
+            ChatMessage::assistant("Thought: look\nAction: list\nAction Input: {}"),
+            ChatMessage::user("Observation: b"),
+            ChatMessage::assistant("Final Answer: B"),
+        ];
+        for history in [answers_in_a_row, during_a_tool, text_mode] {
+            let err = last_turn(&history).unwrap_err();
+            assert!(err.reason.contains("waiting for its model"), "{err}");
+        }
+        // Without anything foreign, such a turn is the tail, as with one writer (a turn
+        // cancelled while its model thought, then a new one).
+        let cancelled = vec![
+            ChatMessage::user("A asks"),
+            ChatMessage::user("again"),
+            ChatMessage::assistant("answer"),
+        ];
+        assert_eq!(last_turn(&cancelled).unwrap().unwrap().start, 1);
+        assert!(
+            last_turn(&cancelled)
+                .unwrap()
+                .unwrap()
+                .is_tail_of(&cancelled)
+        );
     }
 
     #[test]

@@ -162,10 +162,12 @@ impl AgentSession {
     ///
     /// When another writer's turn was still running as the last turn was stored, that
     /// writer's tool result or reply may follow the last turn's answer. Those stay: the
-    /// turn alone is removed and the history rewritten around it. If they are mixed into
-    /// the turn itself (it had not answered yet), or a context record after them names
-    /// positions the removal would shift, nothing is undone and the call fails with
-    /// [`Error::Conflict`] explaining it ([`context::last_turn`](crate::context::last_turn)).
+    /// turn alone is removed and the history rewritten around it. Where its messages and
+    /// the turn's cannot be told apart, or a context record after them names positions
+    /// the removal would shift, nothing is undone and the call fails with
+    /// [`Error::Conflict`] saying why ([`context::last_turn`](crate::context::last_turn)
+    /// has the rules); unlike the conflict above, undoing again gives the same answer
+    /// until the session changes.
     pub async fn undo_last_turn(&mut self) -> Result<usize> {
         self.settle().await?;
         let turn = match last_turn(&self.history) {

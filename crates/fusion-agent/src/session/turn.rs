@@ -461,13 +461,17 @@ fn announce(events: &Emitter, iteration: usize, call: &ToolCall) {
 }
 
 /// Gives every call a non-empty id unique within its message: results are matched to
-/// calls by id, and some local servers leave ids out or repeat them.
+/// calls by id, and some local servers leave ids out or repeat them. An id made here holds
+/// a random tag of the reply, so that the calls of two replies (two writers' turns on one
+/// session, two iterations) never share one, which undo and the request view rely on.
 fn ensure_call_ids(calls: &mut [ToolCall], iteration: usize) {
+    let mut tag = None;
     for i in 0..calls.len() {
         let (before, rest) = calls.split_at_mut(i);
         let call = &mut rest[0];
         if call.id.is_empty() || before.iter().any(|b| b.id == call.id) {
-            call.id = format!("call_fusion_{iteration}_{i}");
+            let tag = *tag.get_or_insert_with(fusion_core::new_generation);
+            call.id = format!("call_fusion_{iteration}_{i}_{tag:x}");
         }
     }
 }
@@ -502,8 +506,16 @@ mod tests {
             ToolCall::new("x", "a", "{}"),
             ToolCall::new("x", "a", "{}"),
         ];
+        let again = calls.clone();
         ensure_call_ids(&mut calls, 2);
-        let ids: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
-        assert_eq!(ids, ["call_fusion_2_0", "x", "call_fusion_2_2"]);
+        assert_eq!(calls[1].id, "x");
+        for (i, call) in [(0, &calls[0]), (2, &calls[2])] {
+            let prefix = format!("call_fusion_2_{i}_");
+            assert!(call.id.starts_with(&prefix), "{}", call.id);
+        }
+        // Another reply's calls (another writer's turn) never get the same ids.
+        let mut other = again;
+        ensure_call_ids(&mut other, 2);
+        assert_ne!(other[0].id, calls[0].id);
     }
 }

@@ -168,10 +168,12 @@ impl Tool for WriteFile {
             Some(Value::String(content)) => content.clone(),
             _ => return Err(tool_error("write_file", "`content` must be a string")),
         };
-        if path.ends_with('/') {
+        if names_a_directory(&path) {
             return Err(tool_error(
                 "write_file",
-                format!("`{path}` ends with `/`, so it names a directory; give a file's name"),
+                format!(
+                    "`{path}` names a directory (it ends with `/`, `.` or `..`); give a file's name"
+                ),
             ));
         }
         let workspace = self.workspace.clone();
@@ -351,11 +353,12 @@ impl Tool for DeleteFile {
 
     async fn call(&self, args: Value) -> Result<String> {
         let path = path_arg("delete_file", &args)?;
-        if path.ends_with('/') {
+        if names_a_directory(&path) {
             return Err(tool_error(
                 "delete_file",
                 format!(
-                    "`{path}` ends with `/`, so it names a directory; delete_file only deletes files"
+                    "`{path}` names a directory (it ends with `/`, `.` or `..`); delete_file only \
+                     deletes files"
                 ),
             ));
         }
@@ -398,6 +401,13 @@ fn path_arg(tool: &str, args: &Value) -> Result<String> {
         Some(Value::String(path)) => Ok(path.clone()),
         _ => Err(tool_error(tool, "`path` must be a string")),
     }
+}
+
+/// Whether `path`, as the model wrote it, can only name a directory: it ends with `/`,
+/// `.` or `..`. The workspace's lexical normalisation drops such endings, so without this
+/// `newdir/` or `notes.txt/.` would name the file `newdir` or `notes.txt`.
+fn names_a_directory(path: &str) -> bool {
+    matches!(path.rsplit('/').next(), Some("" | "." | ".."))
 }
 
 fn tool_error(tool: &str, message: impl Into<String>) -> Error {

@@ -16,12 +16,14 @@ pub(crate) struct ConfirmUndo {
     label: String,
     revision: Revision,
     removed: usize,
+    /// Messages after the turn that stay (another writer's, stored while it ran).
+    kept: usize,
 }
 
 impl ConfirmUndo {
     /// The question for the session `info` describes, read at `revision`, whose last
-    /// turn holds `removed` messages.
-    pub(crate) fn new(info: &SessionInfo, revision: Revision, removed: usize) -> Self {
+    /// turn holds `removed` messages, followed by `kept` that stay.
+    pub(crate) fn new(info: &SessionInfo, revision: Revision, removed: usize, kept: usize) -> Self {
         Self {
             title: format!("Undo the last turn of {}?", info.id),
             assets: &URLS,
@@ -29,6 +31,7 @@ impl ConfirmUndo {
             label: info.meta.title.clone().unwrap_or_else(|| info.id.clone()),
             revision,
             removed,
+            kept,
         }
     }
 }
@@ -43,7 +46,7 @@ mod tests {
             generation: 42,
             len: 5,
         };
-        let html = ConfirmUndo::new(&SessionInfo::new("s:1", 5), revision, 3)
+        let html = ConfirmUndo::new(&SessionInfo::new("s:1", 5), revision, 3, 0)
             .render()
             .unwrap();
         assert!(html.contains(r#"action="/sessions/s:1/undo""#), "{html}");

@@ -37,7 +37,7 @@ pub(crate) async fn confirm(
     let turn = last_turn(&id, &history)?;
     Ok(render(
         StatusCode::OK,
-        &ConfirmUndo::new(&info, revision, turn.removed()),
+        &ConfirmUndo::new(&info, revision, turn.removed(), history.len() - turn.end),
     ))
 }
 
