@@ -17,6 +17,11 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times a failed connection attempt is retried, unless configured otherwise.
 pub const DEFAULT_RECONNECT_RETRIES: usize = 2;
+// Backoff between connection attempts (and, on a cluster, between tries of a request
+// the cluster refused for now): 100 ms doubling, capped at 1 s, so the default two
+// retries add well under a second to a refused connection.
+pub(crate) const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_MAX_DELAY: Duration = Duration::from_secs(1);
 /// The longest TTL [`RedisOptions::ttl`] accepts: 2^62 ms, about 146 million years.
 ///
 /// Redis stores an expiry as the current time plus the TTL, in milliseconds, in a signed
@@ -117,7 +122,9 @@ impl RedisOptions {
     }
 
     /// How many times a failed connection attempt is retried (with a backoff from 100 ms
-    /// up to 1 s) before the waiting call fails. Default 2.
+    /// up to 1 s) before the waiting call fails. Default 2. On a Redis Cluster, also how
+    /// many times a request is sent again after a redirection or refusal (a write only
+    /// when it was not applied: see the crate README's "Failures").
     pub fn reconnect_retries(mut self, retries: usize) -> Self {
         self.reconnect_retries = retries;
         self

@@ -1,7 +1,8 @@
 //! Opening the connection: URL checks, then either the bounded-retry
-//! `ConnectionManager` of one server or the cluster client of a Redis Cluster, and TLS
-//! set-up. [`RedisStorage::connect_with`](crate::RedisStorage::connect_with) calls
-//! [`open`] and wraps what it returns.
+//! `ConnectionManager` of one server or the cluster client of a Redis Cluster (sending
+//! requests again as `cluster.rs` says), and TLS set-up.
+//! [`RedisStorage::connect_with`](crate::RedisStorage::connect_with) calls [`open`] and
+//! wraps what it returns.
 
 use std::time::Duration;
 
@@ -10,16 +11,11 @@ use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 
-use crate::config::RedisOptions;
+use crate::cluster::Cluster;
+use crate::config::{RETRY_MAX_DELAY, RETRY_MIN_DELAY, RedisOptions};
 use crate::connection::Connection;
 use crate::error::{Op, no_connection, parse_redis_error};
 use crate::url_query;
-
-// Backoff between connection attempts (and, on a cluster, between tries of a request
-// the cluster refused for now): 100 ms doubling, capped at 1 s, so the default two
-// retries add well under a second to a refused connection.
-const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
-const RETRY_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// The port a node of a cluster URL without one listens on.
 const DEFAULT_PORT: u16 = 6379;
@@ -67,7 +63,11 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
         .map_err(invalid)?;
     let connecting: BoxFuture<'_, redis::RedisResult<Connection>> = if cluster {
         let client = cluster_client(nodes, &redacted, &options)?;
-        Box::pin(async move { client.get_async_connection().await.map(Connection::Cluster) })
+        let retries = options.reconnect_retries;
+        Box::pin(async move {
+            let conn = client.get_async_connection().await?;
+            Ok(Connection::Cluster(Cluster::new(conn, retries)))
+        })
     } else {
         let client = subscribe_to[0].clone();
         let config = ConnectionManagerConfig::new()
@@ -105,17 +105,18 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
 }
 
 /// The client of the cluster whose seed nodes' URLs are `nodes`, with the options'
-/// timeouts and retries.
+/// timeouts and no retries: its one budget covers every kind, a request whose connection
+/// dropped (and which may have been applied) included, so `cluster.rs` sends requests
+/// again itself, a write only when it was not applied.
 fn cluster_client(
     nodes: Vec<String>,
     redacted: &str,
     options: &RedisOptions,
 ) -> Result<ClusterClient> {
-    let retries = u32::try_from(options.reconnect_retries).unwrap_or(u32::MAX);
     ClusterClient::builder(nodes)
         .connection_timeout(options.connect_timeout)
         .response_timeout(response_timeout(options))
-        .retries(retries)
+        .retries(0)
         .min_retry_wait(millis(RETRY_MIN_DELAY))
         .max_retry_wait(millis(RETRY_MAX_DELAY))
         .build()

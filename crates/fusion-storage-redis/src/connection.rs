@@ -4,11 +4,14 @@
 //! Both kinds are multiplexed and cheap to clone. What differs is what the server
 //! accepts: a cluster refuses a pipeline or transaction whose keys live in different
 //! slots, so the storage asks [`Connection::is_cluster`] where it would otherwise mix a
-//! session's keys with the session index in one request.
+//! session's keys with the session index in one request. And how a request is sent
+//! again: a cluster's [`ConnectionLike`] sends reads again after a dropped connection,
+//! and a write goes through `Cluster::for_writes` (see `cluster.rs`).
 
 use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
+
+use crate::cluster::Cluster;
 
 /// The connection every clone of a `RedisStorage` shares.
 #[derive(Clone)]
@@ -17,8 +20,8 @@ pub(crate) enum Connection {
     Single(ConnectionManager),
     /// A cluster (`redis+cluster://`): the client routes each request to the node that
     /// serves its slot, follows `MOVED`/`ASK` and refreshes the slot map on a topology
-    /// change.
-    Cluster(ClusterConnection),
+    /// change. A write is sent again only where it was refused (see `cluster.rs`).
+    Cluster(Cluster),
 }
 
 impl Connection {
@@ -28,6 +31,8 @@ impl Connection {
     }
 }
 
+/// What is sent through it may be sent again on a cluster after it may have reached a
+/// node: reads (`RedisStorage::run` sends writes through `Cluster::for_writes`).
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
@@ -52,6 +57,25 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(conn) => conn.get_db(),
             Connection::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// One request to the server, kept whole so it can be sent again.
+#[derive(Clone, Copy)]
+pub(crate) enum Request<'a> {
+    Cmd(&'a Cmd),
+    Pipe(&'a Pipeline),
+}
+
+impl Request<'_> {
+    pub(crate) async fn send<T: FromRedisValue>(
+        self,
+        conn: &mut impl ConnectionLike,
+    ) -> RedisResult<T> {
+        match self {
+            Request::Cmd(cmd) => cmd.query_async(conn).await,
+            Request::Pipe(pipe) => pipe.query_async(conn).await,
         }
     }
 }

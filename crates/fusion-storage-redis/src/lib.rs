@@ -33,6 +33,7 @@
 //! ```
 
 mod changes;
+mod cluster;
 mod config;
 mod connect;
 mod connection;

@@ -30,12 +30,12 @@ use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
     SessionInfo, SessionMeta, SessionPage, SessionQuery, check_storable,
 };
-use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
+use redis::{FromRedisValue, RedisError, RedisResult};
 
 use crate::changes::SessionChanges;
 use crate::config::{RedisOptions, ReplicaAcks};
 use crate::connect;
-use crate::connection::Connection;
+use crate::connection::{Connection, Request};
 use crate::error::{BACKEND, Op, corrupt_element, no_connection, parse_redis_error};
 use crate::keys::Keys;
 use crate::scripts;
@@ -231,13 +231,20 @@ impl RedisStorage {
             .map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Sends `request` on the shared connection, once more if the connection was refused.
+    /// Sends `request`, which writes, on the shared connection, again only where the
+    /// error proves it was not applied.
     ///
-    /// A refusal happens while (re)connecting, before the command is sent, so the second
-    /// try cannot apply a write twice. It matters after a server restart: the manager
-    /// keeps the refusal from its attempts during the outage and only starts a fresh
-    /// reconnect when a call sees it, so the second try is the one that gets through.
+    /// On one server that is a refused connection: a refusal happens while
+    /// (re)connecting, before the command is sent, so the second try cannot apply a write
+    /// twice. It matters after a server restart: the manager keeps the refusal from its
+    /// attempts during the outage and only starts a fresh reconnect when a call sees it,
+    /// so the second try is the one that gets through. On a cluster it is also a
+    /// redirection or a "not now" from the cluster (see `cluster.rs`). A dropped
+    /// connection or a timeout is returned (retryable): the write may have been applied.
     async fn run<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
+        if let Connection::Cluster(cluster) = &self.conn {
+            return request.send(&mut cluster.for_writes()).await;
+        }
         self.send_again_if(request, RedisError::is_connection_refusal)
             .await
     }
@@ -395,22 +402,6 @@ impl ConversationStorage for RedisStorage {
 
     fn backend_name(&self) -> &'static str {
         BACKEND
-    }
-}
-
-/// One request to the server, kept whole so [`RedisStorage::run`] can send it twice.
-#[derive(Clone, Copy)]
-enum Request<'a> {
-    Cmd(&'a Cmd),
-    Pipe(&'a Pipeline),
-}
-
-impl Request<'_> {
-    async fn send<T: FromRedisValue>(self, conn: &mut Connection) -> RedisResult<T> {
-        match self {
-            Request::Cmd(cmd) => cmd.query_async(conn).await,
-            Request::Pipe(pipe) => pipe.query_async(conn).await,
-        }
     }
 }
 

@@ -1,0 +1,316 @@
+//! How requests reach a Redis Cluster: a write is never sent again once it may have
+//! reached a node.
+//!
+//! The redis crate's cluster client retries a request on a budget shared by every kind of
+//! failure, including a connection that dropped after the node received the request (and
+//! maybe applied it) and a reply that timed out: a non-idempotent write script sent again
+//! so is applied twice, or a conditional write meets the state its own first copy made
+//! and reports a conflict. So the client is built without retries (it still rebuilds its
+//! slot map on `MOVED` and reconnects a dropped node), and [`Cluster`] sends a request
+//! again itself, at most `reconnect_retries` times: a write only after an error proving it
+//! was not applied (`MOVED`; `ASK`, sent on to the node it names behind an `ASKING`;
+//! `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`; no connection to the
+//! slot's node; a connection refused), a read also after a dropped connection or a
+//! timeout, as the client's own retries did. A write whose connection dropped or timed
+//! out ends with that (retryable) error, as on one server.
+//!
+//! One client serves both, so a redirection a write meets updates the slot map reads use
+//! too (a transaction, such as a read's `MULTI`, learns nothing from its own `MOVED`: the
+//! server aborts it with `EXECABORT`, which the client does not act on).
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use redis::aio::ConnectionLike;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::SingleNodeRoutingInfo;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, RetryMethod, Value};
+
+use crate::config::{RETRY_MAX_DELAY, RETRY_MIN_DELAY};
+
+/// The cluster client and how requests sent through it are sent again. As a
+/// [`ConnectionLike`] it sends reads (see the module documentation);
+/// [`for_writes`](Self::for_writes) gives the one for writes.
+#[derive(Clone)]
+pub(crate) struct Cluster {
+    conn: ClusterConnection,
+    /// How many times a request is sent again at most (`reconnect_retries`).
+    retries: usize,
+    /// Whether a request may be sent again after it may have reached a node: it only
+    /// reads, or does no harm twice.
+    repeatable: bool,
+}
+
+/// What to do after a request failed.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Send again now. After `MOVED` the client takes the request only once its slot map
+    /// is rebuilt, so it goes to the slot's new node.
+    Now,
+    /// The slot is migrating and the key is on this node: send again to it, `ASKING`.
+    Ask { host: String, port: u16 },
+    /// The cluster or the connection needs a moment: wait, then send again.
+    Later,
+    /// Report the error: final, or a write that may have been applied.
+    Stop,
+}
+
+impl Cluster {
+    /// `conn`, a client built without retries, sending each read again up to `retries`
+    /// times.
+    pub(crate) fn new(conn: ClusterConnection, retries: usize) -> Self {
+        Self {
+            conn,
+            retries,
+            repeatable: true,
+        }
+    }
+
+    /// The same client, for requests that write: sent again only when refused.
+    pub(crate) fn for_writes(&self) -> Self {
+        Self {
+            repeatable: false,
+            ..self.clone()
+        }
+    }
+
+    /// Sends what `attempt` sends (to the slot's node, or to the node an `ASK` named,
+    /// `ASKING`) until it succeeds, the error calls for no other try, or the tries run out.
+    async fn send<'a, V>(
+        &self,
+        transaction: bool,
+        attempt: impl Fn(Option<Asking>) -> BoxFuture<'a, RedisResult<V>>,
+    ) -> RedisResult<V> {
+        let mut ask = None;
+        let mut tries = 0;
+        loop {
+            let err = match attempt(ask.take()).await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let next = next_after(&err, self.repeatable, transaction);
+            if next == Next::Stop || tries >= self.retries {
+                return Err(err);
+            }
+            tries += 1;
+            tracing::debug!(error = %err, tries, "sending a Redis Cluster request again");
+            match next {
+                Next::Ask { host, port } => {
+                    ask = Some(Asking {
+                        conn: self.conn.clone(),
+                        host,
+                        port,
+                    });
+                }
+                Next::Later => tokio::time::sleep(backoff(tries)).await,
+                Next::Now | Next::Stop => {}
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Cluster {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let conn = self.conn.clone();
+        let attempt = move |ask: Option<Asking>| -> BoxFuture<'a, RedisResult<Value>> {
+            let mut conn = conn.clone();
+            async move {
+                match ask {
+                    Some(mut asking) => asking.command(cmd).await,
+                    None => conn.req_packed_command(cmd).await,
+                }
+            }
+            .boxed()
+        };
+        async move { self.send(false, attempt).await }.boxed()
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let conn = self.conn.clone();
+        let attempt = move |ask: Option<Asking>| -> BoxFuture<'a, RedisResult<Vec<Value>>> {
+            let mut conn = conn.clone();
+            async move {
+                match ask {
+                    Some(mut asking) => asking.commands(pipeline).await,
+                    None => conn.req_packed_commands(pipeline, offset, count).await,
+                }
+            }
+            .boxed()
+        };
+        let transaction = pipeline.is_transaction();
+        async move { self.send(transaction, attempt).await }.boxed()
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
+
+/// What a request that failed with `err` calls for; see [`Next`]. `repeatable`: it may
+/// be sent again after it may have reached a node.
+fn next_after(err: &RedisError, repeatable: bool, transaction: bool) -> Next {
+    // A refused connection is an I/O error the client counts as a dropped one, but
+    // nothing was sent on it.
+    if err.is_connection_refusal() {
+        return Next::Later;
+    }
+    match err.retry_method() {
+        RetryMethod::MovedRedirect | RetryMethod::RefreshSlotsAndRetry => Next::Now,
+        // An `ASKING` covers the next command only, so a transaction is not followed.
+        RetryMethod::AskRedirect if !transaction => err
+            .redirect_node()
+            .and_then(|(node, _slot)| split_node(node))
+            .map_or(Next::Stop, |(host, port)| Next::Ask { host, port }),
+        // `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`; and no connection to the
+        // slot's node (`ClusterConnectionNotFound`), found before anything was sent.
+        RetryMethod::WaitAndRetry | RetryMethod::ReconnectFromInitialConnections => Next::Later,
+        // A dropped connection or a garbled reply (the client reconnects meanwhile), a
+        // timeout: the node may have applied it.
+        RetryMethod::Reconnect if repeatable => Next::Later,
+        RetryMethod::RetryImmediately if repeatable => Next::Now,
+        // Including any method a newer client adds: the conservative answer.
+        _ => Next::Stop,
+    }
+}
+
+/// The wait before the `tries`-th try: as between connection attempts, doubling from
+/// [`RETRY_MIN_DELAY`] up to [`RETRY_MAX_DELAY`].
+fn backoff(tries: usize) -> Duration {
+    let doublings = u32::try_from(tries.saturating_sub(1)).unwrap_or(u32::MAX);
+    RETRY_MIN_DELAY
+        .saturating_mul(2u32.saturating_pow(doublings))
+        .min(RETRY_MAX_DELAY)
+}
+
+/// `host:port` (the host maybe an IPv6 address, with or without brackets) as its parts.
+fn split_node(node: &str) -> Option<(String, u16)> {
+    let (host, port) = node.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+/// The cluster client sending to one node, an `ASKING` before each command: how a
+/// request follows an `ASK`. Replies are those of the request's own commands.
+struct Asking {
+    conn: ClusterConnection,
+    host: String,
+    port: u16,
+}
+
+impl Asking {
+    fn route(&self) -> SingleNodeRoutingInfo {
+        SingleNodeRoutingInfo::ByAddress {
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+
+    async fn command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ASKING").add_command(cmd.clone());
+        let route = self.route();
+        let mut replies = self.conn.route_pipeline(pipe, 1, 1, route).await?;
+        replies.pop().ok_or_else(no_reply)
+    }
+
+    /// The replies of `pipeline`, no transaction (`next_after` follows no `ASK` of one).
+    async fn commands(&mut self, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
+        let mut pipe = redis::pipe();
+        for cmd in pipeline.cmd_iter() {
+            pipe.cmd("ASKING").add_command(cmd.clone());
+        }
+        let (route, count) = (self.route(), 2 * pipeline.len());
+        let replies = self.conn.route_pipeline(pipe, 0, count, route).await?;
+        // Each command's reply follows its `ASKING`'s.
+        Ok(replies.into_iter().skip(1).step_by(2).collect())
+    }
+}
+
+fn no_reply() -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::Client,
+        "no reply to a command sent ASKING",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use redis::ErrorKind;
+
+    use super::*;
+
+    /// The error of a server's `-CODE detail` reply.
+    fn server(reply: &str) -> RedisError {
+        redis::parse_redis_value(format!("-{reply}\r\n").as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    fn io(kind: io::ErrorKind) -> RedisError {
+        RedisError::from(io::Error::new(kind, "test"))
+    }
+
+    #[test]
+    fn only_refusals_send_a_write_again() {
+        let next = |err: RedisError| next_after(&err, false, false);
+        assert_eq!(next(server("MOVED 12 10.0.0.2:7001")), Next::Now);
+        assert_eq!(next(server("READONLY no")), Next::Now);
+        assert_eq!(
+            next(server("ASK 12 10.0.0.2:7001")),
+            Next::Ask {
+                host: "10.0.0.2".into(),
+                port: 7001
+            }
+        );
+        assert_eq!(next(server("TRYAGAIN x")), Next::Later);
+        assert_eq!(next(server("CLUSTERDOWN x")), Next::Later);
+        let not_found = RedisError::from((ErrorKind::ClusterConnectionNotFound, "none"));
+        assert_eq!(next(not_found), Next::Later);
+        assert_eq!(next(io(io::ErrorKind::ConnectionRefused)), Next::Later);
+        // It may have been applied.
+        assert_eq!(next(io(io::ErrorKind::ConnectionReset)), Next::Stop);
+        assert_eq!(next(io(io::ErrorKind::UnexpectedEof)), Next::Stop);
+        assert_eq!(next(io(io::ErrorKind::TimedOut)), Next::Stop);
+        assert_eq!(next(RedisError::from((ErrorKind::Io, "gone"))), Next::Stop);
+        assert_eq!(next(server("NOSCRIPT x")), Next::Stop);
+    }
+
+    #[test]
+    fn reads_are_also_sent_again_after_a_drop_or_a_timeout() {
+        let next = |err: RedisError| next_after(&err, true, false);
+        assert_eq!(next(io(io::ErrorKind::ConnectionReset)), Next::Later);
+        assert_eq!(next(RedisError::from((ErrorKind::Io, "gone"))), Next::Later);
+        assert_eq!(next(io(io::ErrorKind::TimedOut)), Next::Now);
+        assert_eq!(next(server("MOVED 12 10.0.0.2:7001")), Next::Now);
+        assert_eq!(next(server("NOSCRIPT x")), Next::Stop);
+    }
+
+    #[test]
+    fn an_ask_is_not_followed_by_a_transaction() {
+        let ask = server("ASK 12 [::1]:7001");
+        assert_eq!(next_after(&ask, true, true), Next::Stop);
+        assert_eq!(
+            next_after(&ask, false, false),
+            Next::Ask {
+                host: "::1".into(),
+                port: 7001
+            }
+        );
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_cap() {
+        assert_eq!(backoff(1), RETRY_MIN_DELAY);
+        assert_eq!(backoff(2), RETRY_MIN_DELAY * 2);
+        assert_eq!(backoff(60), RETRY_MAX_DELAY);
+    }
+}
