@@ -72,6 +72,9 @@ enum Outcome {
     Extended(usize),
     /// The target already held exactly the source's history.
     UpToDate,
+    /// Listed in the source, but it held no message when read: deleted since, or
+    /// unreadable (a torn file). Nothing was written.
+    Gone,
     /// The target holds messages the source lacks; it was left as it is.
     Diverged(String),
     /// The target held a different history (`previous` messages), replaced because of
@@ -90,7 +93,7 @@ impl Outcome {
             | Outcome::Extended(written)
             | Outcome::Replaced { written, .. }
             | Outcome::MetaReplaced { written, .. } => *written,
-            Outcome::UpToDate | Outcome::Diverged(_) => 0,
+            Outcome::UpToDate | Outcome::Gone | Outcome::Diverged(_) => 0,
         }
     }
 }
@@ -154,7 +157,9 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
         let mut sealed = None;
         let outcome = match migrate_one(from.as_ref(), &target, id, &args).await {
             // A diverged session is left as it is, in whatever form it is stored.
-            Ok(outcome) if args.encrypt && !matches!(outcome, Outcome::Diverged(_)) => {
+            Ok(outcome)
+                if args.encrypt && !matches!(outcome, Outcome::Diverged(_) | Outcome::Gone) =>
+            {
                 let done = if args.dry_run {
                     encrypt::would_seal(&encryption, to_raw.as_ref(), id, &outcome).await
                 } else {
@@ -191,6 +196,13 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
             Ok(Outcome::UpToDate) => {
                 summary.up_to_date += 1;
                 plan.map(|plan| format!("up to date {id}: {plan}"))
+            }
+            Ok(Outcome::Gone) => {
+                summary.gone += 1;
+                Some(format!(
+                    "skipped {id}: the source held no message for it when read (deleted since \
+                     it was listed, or unreadable: see the source's warnings); nothing written"
+                ))
             }
             Ok(Outcome::Diverged(why)) => {
                 summary.diverged += 1;
@@ -305,10 +317,11 @@ async fn migrate_one(
         .await
         .context("cannot read the source")?;
     let source = from.load(id).await.context("cannot read the source")?;
-    // Deleted from the source since it was listed: nothing to copy, and whatever the
-    // target holds is not this command's to delete, even with --force.
+    // Deleted from the source since it was listed (or unreadable there): nothing to copy,
+    // and whatever the target holds is not this command's to delete, even with --force.
+    // Said as such: counted as up to date, a torn source file read as a success.
     if source.is_empty() {
-        return Ok(Outcome::UpToDate);
+        return Ok(Outcome::Gone);
     }
     // The outcome of the last write whose reply was lost, and that reply's error.
     let mut unanswered: Option<(Outcome, fusion::Error)> = None;

@@ -342,6 +342,49 @@ fn one_unreadable_session_fails_alone_and_the_exit_code_says_so() {
     assert_eq!(ids(&to), ["a", "c"]);
 }
 
+/// Found by an audit: a session whose only batch was torn (its file cut short) reads as
+/// empty, and migrate counted it "up to date" and said nothing.
+#[test]
+fn a_listed_session_that_reads_empty_is_reported_skipped_not_up_to_date() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("from");
+    let from_url = dir.display().to_string();
+    let to_url = tmp.path().join("to").display().to_string();
+    let (from, to): (StorageType, StorageType) =
+        (from_url.parse().unwrap(), to_url.parse().unwrap());
+    for id in ["a", "torn", "c"] {
+        // One append: one batch, which the file system backend stores whole or not at all.
+        append(&from, id, &conversation(3));
+    }
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.file_name().unwrap().to_string_lossy() == "torn.jsonl")
+        .unwrap();
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+
+    let out = ok(
+        tmp.path(),
+        ["migrate", "--from", &from_url, "--to", &to_url],
+    );
+    assert!(
+        out.contains("skipped torn: the source held no message for it when read"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 copied, 0 extended, 0 up to date, 0 diverged, 0 replaced, 0 failed")
+            && out.contains("1 session listed in"),
+        "{out}"
+    );
+    assert_eq!(ids(&to), ["a", "c"]);
+}
+
 #[test]
 fn migrating_a_storage_onto_itself_is_refused_however_it_is_spelled() {
     let tmp = tempfile::tempdir().unwrap();

@@ -14,6 +14,8 @@ pub(super) struct Summary {
     pub(super) copied: usize,
     pub(super) extended: usize,
     pub(super) up_to_date: usize,
+    /// Listed in the source but empty when read ([`Outcome::Gone`](super::Outcome::Gone)).
+    pub(super) gone: usize,
     pub(super) diverged: usize,
     pub(super) replaced: usize,
     pub(super) failed: usize,
@@ -40,6 +42,7 @@ impl Summary {
             copied,
             extended,
             up_to_date,
+            gone,
             diverged,
             replaced,
             failed,
@@ -61,6 +64,13 @@ impl Summary {
              {up_to_date} up to date, {diverged} diverged, {replaced} {replaced_word}, {failed} failed",
             render::plural(sessions, "session"),
         );
+        if gone > 0 {
+            println!(
+                "{} listed in {from_type} held no message when read, and {} skipped",
+                render::plural(gone, "session"),
+                if gone == 1 { "was" } else { "were" }
+            );
+        }
         if sealed > 0 {
             let verb = if args.dry_run {
                 "would encrypt"
