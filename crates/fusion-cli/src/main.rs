@@ -273,9 +273,9 @@ enum SessionsCommand {
     /// Print each change to the sessions of a Redis storage as it happens (writers
     /// publish them with publish_changes=true in their storage URL).
     Watch {
-        /// Stop after this many changes (default: until interrupted).
-        #[arg(long, value_name = "N")]
-        count: Option<usize>,
+        /// Stop after this many changes, at least 1 (default: until interrupted).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
     },
     /// Delete a session and all its messages.
     Delete {

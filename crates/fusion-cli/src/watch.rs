@@ -18,7 +18,7 @@ use crate::store::Store;
 /// `sessions watch [--count N]`: prints changes until `count` have been printed, or
 /// forever without it (Ctrl-C stops). Fails when the subscription ends (the connection
 /// to Redis dropped).
-pub async fn watch(store: &Store, count: Option<usize>) -> Result<()> {
+pub async fn watch(store: &Store, count: Option<u64>) -> Result<()> {
     let redis = store
         .kind()
         .open_redis()

@@ -129,3 +129,17 @@ async fn watching_a_storage_that_is_not_redis_is_refused() {
         "{said}"
     );
 }
+
+/// `--count 0` subscribed, said it was watching, and exited at once (found by an audit).
+#[tokio::test]
+async fn a_count_of_zero_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let refused = fusion(tmp.path(), &["sessions", "watch", "--count", "0"]).await;
+    assert!(!refused.status.success());
+    let said = text(&refused.stderr);
+    assert!(
+        said.contains("invalid value '0' for '--count <N>'"),
+        "{said}"
+    );
+    assert!(!said.contains("watching"), "{said}");
+}
