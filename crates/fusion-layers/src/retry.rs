@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Layer,
+    Change, ChatMessage, ConversationStorage, Error, Expect, Expiry, Intercept, Intercepted, Layer,
     MetaUpdate, Result, Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery,
 };
 
@@ -397,19 +397,56 @@ impl Intercept for Retrying {
     }
 }
 
-/// Whether `meta` already holds everything `update` sets but its expiry, so applying it
-/// changes nothing. The expiry is left out: backends keep an instant to the microsecond,
-/// so one set to the nanosecond never reads back equal.
+/// Whether `meta` already holds everything `update` sets, so applying it changes nothing.
+/// Expiries are compared to the millisecond, the coarsest a backend keeps (an instant set
+/// to the nanosecond never reads back equal).
 fn already_applied(update: &MetaUpdate, meta: &SessionMeta) -> bool {
     let mut applied = meta.clone();
     update.apply_to(&mut applied);
+    let expiry_kept = same_expiry(applied.expiry, meta.expiry);
     applied.expiry = meta.expiry;
-    applied == *meta
+    expiry_kept && applied == *meta
+}
+
+/// Whether two expiries are the same to the millisecond.
+fn same_expiry(a: Option<Expiry>, b: Option<Expiry>) -> bool {
+    let close = |a: Duration, b: Duration| a.abs_diff(b) < Duration::from_millis(1);
+    let since_epoch =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    match (a, b) {
+        (None, None) => true,
+        (Some(Expiry::At(a)), Some(Expiry::At(b))) => close(since_epoch(a), since_epoch(b)),
+        (Some(Expiry::Idle(a)), Some(Expiry::Idle(b))) => close(a, b),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_is_already_applied_only_with_its_expiry_to_the_millisecond() {
+        let at = std::time::UNIX_EPOCH + Duration::new(4_000_000_000, 123_456_789);
+        let update = MetaUpdate::new()
+            .owner(Some("bob"))
+            .expiry(Some(Expiry::At(at)))
+            .if_owner("alice");
+        let stored = |expiry| {
+            let mut meta = SessionMeta::new().owner("bob");
+            meta.expiry = expiry;
+            meta
+        };
+        // Kept to the microsecond by the backend: the same.
+        let micros = std::time::UNIX_EPOCH + Duration::new(4_000_000_000, 123_456_000);
+        assert!(already_applied(&update, &stored(Some(Expiry::At(micros)))));
+        // Another writer's hand-over, with another expiry or none: not this update's.
+        let later = at + Duration::from_secs(1);
+        assert!(!already_applied(&update, &stored(Some(Expiry::At(later)))));
+        assert!(!already_applied(&update, &stored(None)));
+        let idle = Some(Expiry::Idle(Duration::from_secs(60)));
+        assert!(!already_applied(&update, &stored(idle)));
+    }
 
     #[test]
     fn pauses_double_up_to_the_maximum_with_jitter() {

@@ -18,14 +18,18 @@
 //! too (a transaction, such as a read's `MULTI`, learns nothing from its own `MOVED`: the
 //! server aborts it with `EXECABORT`, which the client does not act on).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use redis::aio::ConnectionLike;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::SingleNodeRoutingInfo;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, RetryMethod, Value};
+use redis::{
+    Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, RetryMethod,
+    Value,
+};
 
 use crate::config::{RETRY_MAX_DELAY, RETRY_MIN_DELAY};
 
@@ -35,6 +39,9 @@ use crate::config::{RETRY_MAX_DELAY, RETRY_MIN_DELAY};
 #[derive(Clone)]
 pub(crate) struct Cluster {
     conn: ClusterConnection,
+    /// How to reach a node the client holds no connection to (see [`Direct`]); shared,
+    /// as every clone of the storage's connection is.
+    direct: Arc<Direct>,
     /// How many times a request is sent again at most (`reconnect_retries`).
     retries: usize,
     /// Whether a request may be sent again after it may have reached a node: it only
@@ -58,10 +65,11 @@ enum Next {
 
 impl Cluster {
     /// `conn`, a client built without retries, sending each read again up to `retries`
-    /// times.
-    pub(crate) fn new(conn: ClusterConnection, retries: usize) -> Self {
+    /// times; `direct` reaches the nodes it has no connection to.
+    pub(crate) fn new(conn: ClusterConnection, direct: Direct, retries: usize) -> Self {
         Self {
             conn,
+            direct: Arc::new(direct),
             retries,
             repeatable: true,
         }
@@ -99,6 +107,7 @@ impl Cluster {
                 Next::Ask { host, port } => {
                     ask = Some(Asking {
                         conn: self.conn.clone(),
+                        direct: Arc::clone(&self.direct),
                         host,
                         port,
                     });
@@ -195,10 +204,65 @@ fn split_node(node: &str) -> Option<(String, u16)> {
     Some((host.to_string(), port.parse().ok()?))
 }
 
+/// How to reach a cluster node the client holds no connection to: the seed node's
+/// connection settings (credentials, TLS, database) with the node's address, and the
+/// storage's timeouts.
+///
+/// The client connects only to the nodes that serve slots, and routing by address uses
+/// only those connections. A node that joined to take slots over (the usual way a cluster
+/// grows) serves none until the first has moved, so the `ASK`s of that first migration
+/// name a node the client cannot reach; such a request goes on a connection of its own.
+pub(crate) struct Direct {
+    seed: redis::ConnectionInfo,
+    config: redis::AsyncConnectionConfig,
+}
+
+impl Direct {
+    /// Settings from `seed`, a client of one seed node, and these timeouts.
+    pub(crate) fn new(seed: &redis::Client, connect: Duration, response: Duration) -> Self {
+        Self {
+            seed: seed.get_connection_info().clone(),
+            config: redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(connect))
+                .set_response_timeout(Some(response)),
+        }
+    }
+
+    /// A new connection to the node at `host:port`, with the storage's scripts loaded
+    /// there: a write sent on it is an `EVALSHA`, and the node, serving no slots until
+    /// now, got none of the loads the cluster client sends to every primary.
+    async fn connect(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {
+        let addr = match self.seed.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        let client = redis::Client::open(self.seed.clone().set_addr(addr))?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        let mut load = redis::pipe();
+        for script in crate::scripts::all() {
+            load.load_script(script).ignore();
+        }
+        load.query_async::<()>(&mut conn).await?;
+        Ok(conn)
+    }
+}
+
 /// The cluster client sending to one node, an `ASKING` before each command: how a
 /// request follows an `ASK`. Replies are those of the request's own commands.
 struct Asking {
     conn: ClusterConnection,
+    direct: Arc<Direct>,
     host: String,
     port: u16,
 }
@@ -211,11 +275,33 @@ impl Asking {
         }
     }
 
+    /// The `count` replies from `offset` of `pipe` sent to the node, through the client's
+    /// connection to it, or a connection of its own when the client holds none. The
+    /// client finds none before sending anything, so the request goes once either way.
+    async fn send(
+        &mut self,
+        pipe: Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let route = self.route();
+        match self
+            .conn
+            .route_pipeline(pipe.clone(), offset, count, route)
+            .await
+        {
+            Err(err) if err.kind() == ErrorKind::ClusterConnectionNotFound => {
+                let mut conn = self.direct.connect(&self.host, self.port).await?;
+                conn.req_packed_commands(&pipe, offset, count).await
+            }
+            sent => sent,
+        }
+    }
+
     async fn command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         let mut pipe = redis::pipe();
         pipe.cmd("ASKING").add_command(cmd.clone());
-        let route = self.route();
-        let mut replies = self.conn.route_pipeline(pipe, 1, 1, route).await?;
+        let mut replies = self.send(pipe, 1, 1).await?;
         replies.pop().ok_or_else(no_reply)
     }
 
@@ -225,8 +311,8 @@ impl Asking {
         for cmd in pipeline.cmd_iter() {
             pipe.cmd("ASKING").add_command(cmd.clone());
         }
-        let (route, count) = (self.route(), 2 * pipeline.len());
-        let replies = self.conn.route_pipeline(pipe, 0, count, route).await?;
+        let count = 2 * pipeline.len();
+        let replies = self.send(pipe, 0, count).await?;
         // Each command's reply follows its `ASKING`'s.
         Ok(replies.into_iter().skip(1).step_by(2).collect())
     }

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Direct};
 use crate::config::{RETRY_MAX_DELAY, RETRY_MIN_DELAY, RedisOptions};
 use crate::connection::Connection;
 use crate::error::{Op, no_connection, parse_redis_error};
@@ -64,9 +64,14 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
     let connecting: BoxFuture<'_, redis::RedisResult<Connection>> = if cluster {
         let client = cluster_client(nodes, &redacted, &options)?;
         let retries = options.reconnect_retries;
+        let direct = Direct::new(
+            &subscribe_to[0],
+            options.connect_timeout,
+            response_timeout(&options),
+        );
         Box::pin(async move {
             let conn = client.get_async_connection().await?;
-            Ok(Connection::Cluster(Cluster::new(conn, retries)))
+            Ok(Connection::Cluster(Cluster::new(conn, direct, retries)))
         })
     } else {
         let client = subscribe_to[0].clone();

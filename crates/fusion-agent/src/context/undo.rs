@@ -12,14 +12,17 @@
 //!   in text mode, an observation before it replies again).
 //!
 //! What follows such a message is kept, and the turn alone removed (the history
-//! rewritten around it), only when nothing can be misattributed: the turn had ended there
-//! (its last message a final answer); the writer before it was not waiting for its model
-//! when it started (a reply of that writer could then sit anywhere in the turn, looking
-//! like the turn's own; waiting for its tools is fine, since its next message is then a
-//! result that names its call); no kept result answers a call of the turn; and no context
-//! record after that point names positions the removal would shift. Otherwise undo is
-//! refused ([`Interleaved`]). A turn in which nothing looks foreign is truncated whole, as
-//! with one writer.
+//! rewritten around it), only when nothing can be misattributed: the message is a tool
+//! result (two replies in a row show two writers answered, not which answer is the
+//! turn's); the turn had ended there (its last message a final answer); no turn before it
+//! was waiting for its model when it started (its reply could then sit anywhere in the
+//! turn, looking like the turn's own; one waiting for its tools is fine, since its next
+//! message is a result naming its call), which is counted over the whole history; no kept
+//! result answers a call of the turn; and no context record after that point names
+//! positions the removal would shift. Otherwise undo is refused ([`Interleaved`]). A turn
+//! in which nothing looks foreign is truncated whole, as with one writer (a reply of a
+//! writer still waiting for its model, landed inside the turn and nothing after, cannot be
+//! told from the turn's own then).
 //!
 //! Text-mode observations carry no call id, so a late one is not recognised: it reads as
 //! a user message, the latest turn (see docs/context-management.md).
@@ -29,7 +32,7 @@ use std::fmt;
 
 use fusion_core::{ChatMessage, Role};
 
-use super::groups::latest_user_message;
+use super::groups::{is_observation, latest_user_message};
 use super::records::is_context_record;
 use super::view::is_interrupted;
 use crate::react_text::{ReactStep, parse_react};
@@ -107,10 +110,16 @@ pub fn last_turn(history: &[ChatMessage]) -> Result<Option<LastTurn>, Interleave
             reason,
         })
     };
-    if waiting_for_its_model(&history[..start]) {
+    if history[foreign].role == Role::Assistant {
         return refuse(
-            "the turn before it was still waiting for its model when it started, so its \
-             replies and this turn's cannot be told apart",
+            "two replies follow each other there, so two writers answered and which \
+             answer is the turn's cannot be told",
+        );
+    }
+    if a_writer_waited_for_its_model(&history[..start]) {
+        return refuse(
+            "a turn before it was still waiting for its model when it started, so that \
+             turn's reply may be among this one's and cannot be told apart",
         );
     }
     let turn = &history[start..foreign];
@@ -168,28 +177,52 @@ fn first_foreign(history: &[ChatMessage], start: usize) -> Option<usize> {
     None
 }
 
-/// Whether the writer of the messages before a turn was waiting for its model when the
-/// turn started: its last message was a question, a real tool result, an observation or a
-/// text-mode `Action:` (whose observation names no call). Not after an answer, a system
-/// prompt, a reply with tool calls, or the "interrupted" results a turn's opening stores
-/// for calls still unanswered: that writer's next message, if it is still running, is a
-/// result naming its call.
-fn waiting_for_its_model(before: &[ChatMessage]) -> bool {
-    let Some(last) = before.iter().rev().find(|m| !is_context_record(m)) else {
-        return false;
-    };
-    match last.role {
-        Role::System => false,
-        Role::Assistant => last.tool_calls.is_empty() && !is_final_answer(last),
-        Role::Tool => !is_interrupted(last),
-        Role::User => true,
+/// Whether some turn of `before` (the history before the last turn) was still waiting for
+/// its model when the last turn started, so that its reply may land inside the last turn
+/// looking like the turn's own. Counted, since turns of several writers interleave: each
+/// turn a user message starts ends with one final answer, or is waiting for its tools (a
+/// reply whose calls have no real result yet): that writer's next message, if it still
+/// runs, is a result naming its call. More turns started than settled so means one waits
+/// for its model, or was cut while it did; either way its reply cannot be ruled out.
+fn a_writer_waited_for_its_model(before: &[ChatMessage]) -> bool {
+    let said: Vec<&ChatMessage> = before.iter().filter(|m| !is_context_record(m)).collect();
+    let mut started = 0usize;
+    let mut ended = 0usize;
+    for (at, message) in said.iter().enumerate() {
+        let previous = at.checked_sub(1).map(|p| said[p]);
+        let next = said.get(at + 1).copied();
+        match message.role {
+            Role::User if !previous.is_some_and(|p| is_observation(p, message)) => started += 1,
+            // A reply the loop could not read is answered by an observation, not ended.
+            Role::Assistant
+                if is_final_answer(message)
+                    && !next.is_some_and(|n| is_observation(message, n)) =>
+            {
+                ended += 1;
+            }
+            Role::Assistant if waits_for_its_tools(message, &said[at + 1..]) => ended += 1,
+            _ => {}
+        }
     }
+    started > ended
+}
+
+/// Whether `reply` asks for tools none of whose real results is among `later` (none at
+/// all, or only the "interrupted" ones a later opening stored): its turn waits for its
+/// tools (or was cut while they ran), and the next message it stores, if any, is a result
+/// naming one of its calls. (A turn stores its results together, once all are in.)
+fn waits_for_its_tools(reply: &ChatMessage, later: &[&ChatMessage]) -> bool {
+    let calls: HashSet<&str> = call_ids(reply).collect();
+    !calls.is_empty()
+        && later
+            .iter()
+            .all(|m| !answers_one_of(m, &calls) || is_interrupted(m))
 }
 
 /// A reply that ends its turn: no tool calls, and not a text-mode `Action:` (which its
 /// observation answers). A native answer reads as unreadable text-mode output, so a reply
 /// the loop could not read counts too; the observation that follows it is still the
-/// turn's own ([`is_observation`](crate::context::is_observation)).
+/// turn's own ([`is_observation`]).
 fn is_final_answer(message: &ChatMessage) -> bool {
     message.role == Role::Assistant
         && message.tool_calls.is_empty()
@@ -328,7 +361,38 @@ mod tests {
         ];
         for history in [answers_in_a_row, during_a_tool, text_mode] {
             let err = last_turn(&history).unwrap_err();
-            assert!(err.reason.contains("waiting for its model"), "{err}");
+            assert!(err.reason.contains("cannot be told"), "{err}");
+        }
+        // Found by the second review: the waiting writer's question is not the message
+        // right before the turn (two writers, then three).
+        let hidden = vec![
+            ChatMessage::user("A asks"),
+            ChatMessage::user("B asks 0"),
+            ChatMessage::assistant("B's answer 0"),
+            ChatMessage::user("B asks 1"),
+            ChatMessage::assistant("A's answer"),
+            ChatMessage::assistant("B's answer 1"),
+        ];
+        let three = vec![
+            ChatMessage::user("A asks"),
+            ChatMessage::user("C asks"),
+            call("a1"),
+            ChatMessage::user("B asks"),
+            call("b1"),
+            ChatMessage::tool_result("b1", "B's result"),
+            ChatMessage::assistant("C's answer"),
+            ChatMessage::assistant("B's answer"),
+        ];
+        let behind_a_late_result = vec![
+            ChatMessage::user("X asks"),
+            ChatMessage::user("A asks"),
+            call("a1"),
+            ChatMessage::user("B asks"),
+            ChatMessage::assistant("X's answer"),
+            ChatMessage::tool_result("a1", "A's result"),
+        ];
+        for history in [hidden, three, behind_a_late_result] {
+            assert!(last_turn(&history).is_err(), "{history:?}");
         }
         // Without anything foreign, such a turn is the tail, as with one writer (a turn
         // cancelled while its model thought, then a new one).

@@ -1,0 +1,176 @@
+//! A Redis Cluster growing onto a new node: the node joins with no slots, then a slot
+//! holding a session moves to it. While the slot migrates, its old node answers `ASK`
+//! naming the new one, which the client holds no connection to (it connects only to the
+//! nodes that serve slots): a write must still reach it.
+//!
+//! Starts a throwaway two-node cluster of its own (`redis-server --cluster-enabled yes`
+//! on free ports); needs `redis-server` on `PATH` (skips without it, or fails under
+//! `FUSION_REQUIRE_BACKENDS`). The nodes are killed when the test ends.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use common::{NO_HANG, free_port, wait_until};
+use fusion_core::testkit::unavailable;
+use fusion_core::{ChatMessage, ConversationStorage};
+use fusion_storage_redis::{RedisOptions, RedisStorage};
+use redis::aio::MultiplexedConnection;
+use tokio::process::{Child, Command};
+
+/// One node of the throwaway cluster; killed, and its directory removed, when dropped.
+struct Node {
+    port: u16,
+    bus_port: u16,
+    _process: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Node {
+    fn start(binary: &PathBuf) -> Node {
+        let (port, bus_port) = (free_port(), free_port());
+        let dir = std::env::temp_dir().join(format!("fusion-cluster-growth-{port}"));
+        std::fs::create_dir_all(&dir).expect("creating the node's directory");
+        let process = Command::new(binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", "nodes.conf"])
+            .args(["--cluster-port", &bus_port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting redis-server");
+        Node {
+            port,
+            bus_port,
+            _process: process,
+            dir,
+        }
+    }
+
+    async fn conn(&self) -> redis::RedisResult<MultiplexedConnection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    /// Runs `CLUSTER args...` on this node.
+    async fn cluster<T: redis::FromRedisValue>(&self, args: &[&str]) -> redis::RedisResult<T> {
+        redis::cmd("CLUSTER")
+            .arg(args)
+            .query_async(&mut self.conn().await?)
+            .await
+    }
+}
+
+fn redis_server_on_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_reaches_a_new_node_while_the_first_slot_moves_to_it() {
+    let Some(binary) = redis_server_on_path() else {
+        unavailable::<()>("redis_cluster", "install redis-server");
+        return;
+    };
+    let (old, new) = (Node::start(&binary), Node::start(&binary));
+    // The old node takes every slot; the new one joins with none.
+    let slots_taken = wait_until(NO_HANG, || async {
+        old.cluster::<()>(&["ADDSLOTSRANGE", "0", "16383"])
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(slots_taken, "the first node never took the slots");
+    let met = wait_until(NO_HANG, || async {
+        let (port, bus_port) = (old.port.to_string(), old.bus_port.to_string());
+        new.cluster::<()>(&["MEET", "127.0.0.1", &port, &bus_port])
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(met, "the second node never met the first");
+    let (old_id, new_id): (String, String) = (
+        old.cluster(&["MYID"]).await.unwrap(),
+        new.cluster(&["MYID"]).await.unwrap(),
+    );
+    let joined = wait_until(NO_HANG, || async {
+        let nodes: String = old.cluster(&["NODES"]).await.unwrap_or_default();
+        let info: String = new.cluster(&["INFO"]).await.unwrap_or_default();
+        nodes.contains(&new_id) && info.contains("cluster_state:ok")
+    })
+    .await;
+    assert!(joined, "the two nodes never formed one cluster");
+
+    let url = format!("redis+cluster://127.0.0.1:{}", old.port);
+    let storage = RedisStorage::connect_with(&url, RedisOptions::new())
+        .await
+        .expect("connecting to the cluster");
+    const ID: &str = "moving";
+    storage.append(ID, &[ChatMessage::user("0")]).await.unwrap();
+
+    // Move the session's slot the way `redis-cli --cluster reshard` does: keys first.
+    let mut conn = old.conn().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*{ID}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "the session's keys are on the old node");
+    let slot: u16 = old.cluster(&["KEYSLOT", &keys[0]]).await.unwrap();
+    let slot = slot.to_string();
+    let _: () = new
+        .cluster(&["SETSLOT", &slot, "IMPORTING", &old_id])
+        .await
+        .unwrap();
+    let _: () = old
+        .cluster(&["SETSLOT", &slot, "MIGRATING", &new_id])
+        .await
+        .unwrap();
+    let _: () = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(new.port)
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // The old node now answers ASK for the session, naming a node the client has never
+    // connected to.
+    storage
+        .append(ID, &[ChatMessage::user("1")])
+        .await
+        .expect("an append while the slot moves to the new node");
+
+    for node in [&old, &new] {
+        let _: () = node
+            .cluster(&["SETSLOT", &slot, "NODE", &new_id])
+            .await
+            .unwrap();
+    }
+    storage
+        .append(ID, &[ChatMessage::user("2")])
+        .await
+        .expect("an append after the move (MOVED)");
+    let history = storage.load(ID).await.unwrap();
+    let contents: Vec<&str> = history.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["0", "1", "2"]);
+}
