@@ -296,27 +296,43 @@ fn a_target_that_gained_messages_after_a_migrate_is_reported_diverged_and_keeps_
     }
 }
 
+/// A file-system source (`from/`, whose sessions are `{id}.jsonl` files in `dir`) and
+/// target (`to/`) under one directory.
+struct FsPair {
+    dir: std::path::PathBuf,
+    from_url: String,
+    to_url: String,
+    from: StorageType,
+    to: StorageType,
+}
+
+fn fs_pair(tmp: &Path) -> FsPair {
+    let dir = tmp.join("from");
+    let from_url = dir.display().to_string();
+    let to_url = tmp.join("to").display().to_string();
+    FsPair {
+        from: from_url.parse().unwrap(),
+        to: to_url.parse().unwrap(),
+        dir,
+        from_url,
+        to_url,
+    }
+}
+
 #[test]
 fn one_unreadable_session_fails_alone_and_the_exit_code_says_so() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("from");
-    let from_url = dir.display().to_string();
-    let to_url = tmp.path().join("to").display().to_string();
-    let (from, to): (StorageType, StorageType) =
-        (from_url.parse().unwrap(), to_url.parse().unwrap());
+    let FsPair {
+        dir,
+        from_url,
+        to_url,
+        from,
+        to,
+    } = fs_pair(tmp.path());
     for id in ["a", "broken", "c"] {
         seed(&from, id, &conversation(1));
     }
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|path| {
-            path.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("broken")
-        })
-        .unwrap();
+    let file = dir.join("broken.jsonl");
     let stored = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, stored.replacen("{", "{{{", 1)).unwrap();
 
@@ -347,20 +363,18 @@ fn one_unreadable_session_fails_alone_and_the_exit_code_says_so() {
 #[test]
 fn a_listed_session_that_reads_empty_is_reported_skipped_not_up_to_date() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("from");
-    let from_url = dir.display().to_string();
-    let to_url = tmp.path().join("to").display().to_string();
-    let (from, to): (StorageType, StorageType) =
-        (from_url.parse().unwrap(), to_url.parse().unwrap());
+    let FsPair {
+        dir,
+        from_url,
+        to_url,
+        from,
+        to,
+    } = fs_pair(tmp.path());
     for id in ["a", "torn", "c"] {
         // One append: one batch, which the file system backend stores whole or not at all.
         append(&from, id, &conversation(3));
     }
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|path| path.file_name().unwrap().to_string_lossy() == "torn.jsonl")
-        .unwrap();
+    let file = dir.join("torn.jsonl");
     let len = std::fs::metadata(&file).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)

@@ -12,7 +12,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use common::{NO_HANG, free_port, wait_until};
+use common::{NO_HANG, free_port, redis_server_on_path, wait_until};
 use fusion_core::testkit::unavailable;
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
@@ -72,13 +72,6 @@ impl Node {
             .query_async(&mut self.conn().await?)
             .await
     }
-}
-
-fn redis_server_on_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("redis-server"))
-        .find(|candidate| candidate.is_file())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{NO_HANG, free_port, wait_until};
+use common::{NO_HANG, free_port, redis_server_on_path, wait_until};
 use fusion_core::testkit::faults::{FaultProxy, ReplyFault};
 use fusion_core::testkit::{StorageHarness, unavailable};
 use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect};
@@ -63,13 +63,6 @@ impl ReplyFault for ProxiedCluster {
     fn replies_lost(&self) -> usize {
         self.proxy.replies_lost()
     }
-}
-
-fn redis_server_on_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("redis-server"))
-        .find(|candidate| candidate.is_file())
 }
 
 /// Starts the node (announcing the proxy's port), gives it every slot and waits until it

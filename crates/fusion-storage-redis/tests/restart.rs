@@ -11,19 +11,12 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{NO_HANG, free_port, wait_until};
+use common::{NO_HANG, free_port, redis_server_on_path, wait_until};
 use fusion_core::testkit::unavailable;
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_redis::{ChangeKind, RedisOptions, RedisStorage};
 use futures::StreamExt;
 use tokio::process::{Child, Command};
-
-fn redis_server_on_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("redis-server"))
-        .find(|candidate| candidate.is_file())
-}
 
 /// A disposable server without persistence; killed when dropped, even if the test panics.
 async fn start_server(binary: &PathBuf, port: u16) -> Child {

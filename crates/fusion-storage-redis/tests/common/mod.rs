@@ -360,6 +360,14 @@ pub async fn cluster_harness() -> Option<Harness> {
     })
 }
 
+/// The `redis-server` binary on `PATH`, for tests that start servers of their own.
+pub fn redis_server_on_path() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago).
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
