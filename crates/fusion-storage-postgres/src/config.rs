@@ -162,8 +162,18 @@ pub(crate) fn parse(options: &PostgresOptions) -> Result<Target> {
              schema with the `schema` parameter (or PostgresOptions::schema) instead"
         )));
     }
-    let connect = PgConnectOptions::from_str(url)
-        .map_err(|e| Error::Config(format!("invalid PostgreSQL URL {label}: {e}")))?;
+    let connect = PgConnectOptions::from_str(url).map_err(|e| {
+        // libpq reads `postgres://user@/db?host=h`; the driver's URL parser needs a host
+        // wherever a user or password is given.
+        let hint = if e.to_string().contains("empty host") {
+            "; with a user or password, give the host before the path \
+             (postgres://USER@HOST/DATABASE), or give them all as parameters \
+             (postgres:///DATABASE?host=HOST&user=USER)"
+        } else {
+            ""
+        };
+        Error::Config(format!("invalid PostgreSQL URL {label}: {e}{hint}"))
+    })?;
     // Names stay unqualified in every statement and migration; the schema alone is
     // searched (pg_catalog is always searched first, implicitly).
     let mut settings = vec![("search_path", options.schema.clone())];
@@ -362,6 +372,29 @@ mod tests {
         let bad = PostgresOptions::new("postgres://u:hunter2@db/app?sslmode=bogus");
         let err = parse(&bad).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    /// Found by an audit: libpq's `postgresql://u@/db?host=h` failed with the driver's
+    /// bare "empty host".
+    #[test]
+    fn a_user_without_a_host_says_how_to_write_the_url() {
+        let err = parse(&PostgresOptions::new(
+            "postgresql://u:hunter2@/db?host=127.0.0.1",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("empty host"), "{err}");
+        assert!(
+            err.contains("postgres:///DATABASE?host=HOST&user=USER"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(
+            parse(&PostgresOptions::new(
+                "postgresql:///db?host=127.0.0.1&user=u"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]
