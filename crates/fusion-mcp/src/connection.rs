@@ -82,14 +82,22 @@ impl Connection {
     }
 
     /// How the session ended, for an observation: "exited (exit status: 3)" for a stdio
-    /// server (with the tail of its stderr after), else the transport's word.
-    pub async fn describe_end(&self, error: &ServiceError) -> String {
+    /// server, else the transport's word.
+    ///
+    /// The tail of a stdio server's stderr goes to the log, not into the observation: the
+    /// observation is sent to the model's provider and stored in the history, and what a
+    /// crashing server prints (its configuration, a token in a stack trace) is for the
+    /// person running it.
+    pub async fn describe_end(&self, server: &str, error: &ServiceError) -> String {
         match &self.process {
-            Some(process) => format!(
-                "{} during the call; it will be restarted on the next call{}",
-                exit_status_text(process).await,
-                stderr_note(process)
-            ),
+            Some(process) => {
+                let status = exit_status_text(process).await;
+                let note = stderr_note(process);
+                if !note.is_empty() {
+                    tracing::warn!(server, "MCP server `{server}` {status}{note}");
+                }
+                format!("{status} during the call; it will be restarted on the next call")
+            }
             None => format!(
                 "closed the connection during the call ({error}); it will be reconnected on \
                  the next call"

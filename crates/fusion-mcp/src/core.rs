@@ -147,7 +147,7 @@ impl Core {
             ))),
             Ok(Err(error)) if !connection.is_alive() || ends_session(&error) => Err(fail(format!(
                 "MCP server `{name}` {}",
-                connection.describe_end(&error).await
+                connection.describe_end(name, &error).await
             ))),
             Ok(Err(error)) => Err(fail(format!(
                 "MCP server `{name}`: the call failed: {error}"
