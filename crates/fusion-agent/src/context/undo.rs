@@ -188,7 +188,10 @@ fn a_writer_waited_for_its_model(before: &[ChatMessage]) -> bool {
     let said: Vec<&ChatMessage> = before.iter().filter(|m| !is_context_record(m)).collect();
     let mut started = 0usize;
     let mut ended = 0usize;
-    for (at, message) in said.iter().enumerate() {
+    // The calls real results answer among the messages after the one looked at: walked
+    // newest first, so each reply is checked against what came after it in one pass.
+    let mut answered_later: HashSet<&str> = HashSet::new();
+    for (at, message) in said.iter().enumerate().rev() {
         let previous = at.checked_sub(1).map(|p| said[p]);
         let next = said.get(at + 1).copied();
         match message.role {
@@ -200,23 +203,23 @@ fn a_writer_waited_for_its_model(before: &[ChatMessage]) -> bool {
             {
                 ended += 1;
             }
-            Role::Assistant if waits_for_its_tools(message, &said[at + 1..]) => ended += 1,
+            Role::Assistant if waits_for_its_tools(message, &answered_later) => ended += 1,
+            Role::Tool if !is_interrupted(message) => {
+                answered_later.extend(message.tool_call_id.as_deref());
+            }
             _ => {}
         }
     }
     started > ended
 }
 
-/// Whether `reply` asks for tools none of whose real results is among `later` (none at
-/// all, or only the "interrupted" ones a later opening stored): its turn waits for its
-/// tools (or was cut while they ran), and the next message it stores, if any, is a result
-/// naming one of its calls. (A turn stores its results together, once all are in.)
-fn waits_for_its_tools(reply: &ChatMessage, later: &[&ChatMessage]) -> bool {
-    let calls: HashSet<&str> = call_ids(reply).collect();
-    !calls.is_empty()
-        && later
-            .iter()
-            .all(|m| !answers_one_of(m, &calls) || is_interrupted(m))
+/// Whether `reply` asks for tools none of whose calls a real result after it answers
+/// (`answered_later`; none at all, or only the "interrupted" ones a later opening stored):
+/// its turn waits for its tools (or was cut while they ran), and the next message it
+/// stores, if any, is a result naming one of its calls. (A turn stores its results
+/// together, once all are in.)
+fn waits_for_its_tools(reply: &ChatMessage, answered_later: &HashSet<&str>) -> bool {
+    !reply.tool_calls.is_empty() && call_ids(reply).all(|id| !answered_later.contains(id))
 }
 
 /// A reply that ends its turn: no tool calls, and not a text-mode `Action:` (which its

@@ -182,7 +182,8 @@ impl AgentSession {
             }
         };
         let expect = Expect::Exactly(self.revision());
-        let write = if turn.is_tail_of(&self.history) {
+        let tail = turn.is_tail_of(&self.history);
+        let write = if tail {
             Write::Truncate(expect, turn.start)
         } else {
             Write::Replace(expect, turn.remove_from(&self.history))
@@ -206,7 +207,7 @@ impl AgentSession {
             Err(err) => return Err(err),
         };
         self.generation = generation;
-        if turn.is_tail_of(&self.history) {
+        if tail {
             self.history.truncate(turn.start);
         } else {
             self.history = kept;

@@ -40,9 +40,8 @@ impl Chat {
                     .await
                     .with_context(|| format!("cannot read session {id}"))?;
                 println!(
-                    "{} in session {}",
-                    render::plural(self.session.message_count(), "message"),
-                    self.id
+                    "{} in session {id}",
+                    render::plural(self.session.message_count(), "message")
                 );
             }
             "clear" => {
