@@ -153,7 +153,9 @@ impl OwnerScope {
                     return Err(wanted.conflict(self.backend_name(), session_id, 0, Some(0)));
                 }
                 Found::Absent => match change {
-                    Change::Append(messages) | Change::Replace(messages)
+                    Change::Append(messages)
+                    | Change::Replace(messages)
+                    | Change::Rewrite(messages)
                         if !messages.is_empty() =>
                     {
                         self.storage
@@ -163,7 +165,10 @@ impl OwnerScope {
                     _ => return Ok(0),
                 },
                 Found::NotMine => match change {
-                    Change::Append([]) | Change::Replace([]) | Change::Truncate(_) => {
+                    Change::Append([])
+                    | Change::Replace([])
+                    | Change::Rewrite([])
+                    | Change::Truncate(_) => {
                         return Ok(0);
                     }
                     _ => return Err(self.not_owner(session_id)),

@@ -127,13 +127,23 @@ pub enum Change<'a> {
     Truncate(usize),
     /// Replace the whole history (an empty one deletes the session).
     Replace(&'a [ChatMessage]),
+    /// Replace the whole history with the same conversation stored another way (say,
+    /// re-encrypted under a new key), as a rewrite rather than a write: an existing
+    /// session keeps its `updated_at`, its idle expiry's instant and its place in
+    /// newest-first listings, where [`Replace`](Self::Replace) counts as the session's
+    /// latest activity. It still gets a fresh generation, so every reader of the old
+    /// revision reads again. On an absent session, and with no messages, it is
+    /// `Replace`.
+    Rewrite(&'a [ChatMessage]),
 }
 
 impl Change<'_> {
     /// The messages this change writes, to check with [`check_storable`](crate::check_storable).
     pub fn messages(&self) -> &[ChatMessage] {
         match self {
-            Change::Append(messages) | Change::Replace(messages) => messages,
+            Change::Append(messages) | Change::Replace(messages) | Change::Rewrite(messages) => {
+                messages
+            }
             Change::Truncate(_) => &[],
         }
     }

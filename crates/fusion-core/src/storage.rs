@@ -137,12 +137,13 @@ pub trait ConversationStorage: Send + Sync {
     ///
     /// Cost: an append under [`Expect::Generation`] costs what `append` costs (the check
     /// reads one number); [`Expect::Exactly`] may cost a count of the messages, and
-    /// `Truncate` and `Replace` cost what `truncate` and `save` cost.
+    /// `Truncate`, `Replace` and `Rewrite` cost what `truncate` and `save` cost.
     ///
     /// The default is built on `load`, `save` and `append`: it checks the length (and
     /// whether the session exists) and then writes, which is *not* atomic, and it cannot
-    /// see a rewrite that kept the length. Backends shared by several writers must
-    /// override it; every bundled backend does.
+    /// see a rewrite that kept the length; it writes a [`Change::Rewrite`] as a save,
+    /// which moves the session's times. Backends shared by several writers must override
+    /// it; every bundled backend does.
     async fn write_if(
         &self,
         session_id: &str,
@@ -170,7 +171,8 @@ pub trait ConversationStorage: Send + Sync {
                 self.truncate(session_id, len).await?;
                 len.min(now.len) > 0
             }
-            Change::Replace(messages) => {
+            // Without a way to keep the session's times, a rewrite is a save.
+            Change::Replace(messages) | Change::Rewrite(messages) => {
                 self.save(session_id, messages).await?;
                 !messages.is_empty()
             }

@@ -209,7 +209,7 @@ impl Retrying {
                         .iter()
                         .all(|m| history.iter().rev().any(|h| h.id == m.id))
             }
-            Change::Replace(messages) => history == messages,
+            Change::Replace(messages) | Change::Rewrite(messages) => history == messages,
             Change::Truncate(_) => {
                 kept == Some(history.as_slice())
                     && !expected.is_met_by(revision.generation, || revision.len)

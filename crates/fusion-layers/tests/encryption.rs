@@ -232,6 +232,14 @@ async fn rotation_reads_old_and_new_messages_and_rekey_leaves_only_the_new_key()
         .collect();
     assert_eq!(ids, ["old", "old", "new"]);
 
+    let times = |info: fusion_core::SessionInfo| (info.created_at, info.updated_at);
+    let mut before = Vec::new();
+    for id in ["s", "other"] {
+        before.push(raw.session_info(id).await.unwrap().unwrap());
+    }
+    // Past the last write at any backend's precision: a rekey that counted as a write
+    // would show.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let done = rotated.rekey_store(raw.as_ref()).await.unwrap();
     assert_eq!(
         (
@@ -242,10 +250,13 @@ async fn rotation_reads_old_and_new_messages_and_rekey_leaves_only_the_new_key()
         ),
         (2, 2, 3, 0)
     );
-    for id in ["s", "other"] {
+    for (id, before) in ["s", "other"].into_iter().zip(before) {
         for message in raw.load(id).await.unwrap() {
             assert_eq!(stored_key_id(&message), "new");
         }
+        let after = raw.session_info(id).await.unwrap().unwrap();
+        assert_ne!(after.generation, before.generation, "{id}: rewritten");
+        assert_eq!(times(after), times(before), "{id}: a rekey keeps the times");
     }
     // The old key is no longer needed, and a second run has nothing to do.
     let new_only = raw.clone().layer(layer("new", &NEW));

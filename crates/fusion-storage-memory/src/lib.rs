@@ -137,6 +137,7 @@ impl ConversationStorage for InMemoryStorage {
             Change::Append(messages) => store.append(session_id, messages.to_vec(), at),
             Change::Truncate(len) => store.truncate(session_id, len, at),
             Change::Replace(history) => store.replace(session_id, history, at),
+            Change::Rewrite(history) => store.rewrite(session_id, history, at),
         }
         Ok(store.revision(session_id, at).generation)
     }

@@ -279,6 +279,21 @@ impl Store {
         }
     }
 
+    /// Replaces a history under a new generation as [`replace`](Self::replace) does, but
+    /// as a rewrite of the same conversation: an existing session keeps its times, so its
+    /// place in every index too.
+    pub(crate) fn rewrite(&mut self, id: &str, history: &[ChatMessage], now: i64) {
+        self.drop_expired(id, now);
+        match self.sessions.get_mut(id) {
+            Some(entry) if !history.is_empty() => {
+                entry.messages = history.to_vec();
+                entry.recent = RecentFingerprints::of(history);
+                entry.generation = new_generation();
+            }
+            _ => self.replace(id, history, now),
+        }
+    }
+
     pub(crate) fn remove(&mut self, id: &str) {
         if let Some(entry) = self.sessions.remove(id) {
             self.unfile(&entry);

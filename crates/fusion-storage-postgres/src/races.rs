@@ -170,9 +170,15 @@ async fn appends_waiting_behind_a_save_check_the_saved_ids() {
     let saved = with_ids("new", 2);
     storage.append("s", &old).await.unwrap();
     let mut save = raw.begin().await.unwrap();
-    write::replace(&mut save, "s", &Batch::of(&saved).unwrap(), false)
-        .await
-        .unwrap();
+    write::replace(
+        &mut save,
+        "s",
+        &Batch::of(&saved).unwrap(),
+        false,
+        write::Times::Write,
+    )
+    .await
+    .unwrap();
     let other = tagged(&harness).await;
     let appends = [
         append_behind(&racer, "s", &old[..1]),

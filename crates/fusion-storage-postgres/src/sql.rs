@@ -220,26 +220,29 @@ pub(crate) const APPEND_CHECKED: &str = concat!(
 
 /// A save's first statement: set the count, a fresh generation and the window of the
 /// saved history (keeping `created_at`, the metadata and the expiry of an existing
-/// session, moving an idle one), taking the row's lock. $1 session id, $2 count, $3 fresh
-/// generation, $4 `true` to write only if the row does not exist yet (as in [`APPEND`]),
-/// $5 the history's window (`crate::batch::Batch::window`). Returns the generation, or no
-/// row when $4 refused or the row has expired (the row stays locked either way).
+/// session, moving an idle one unless $6), taking the row's lock. $1 session id, $2
+/// count, $3 fresh generation, $4 `true` to write only if the row does not exist yet (as
+/// in [`APPEND`]), $5 the history's window (`crate::batch::Batch::window`), $6 `true`
+/// for a rewrite that keeps an existing session's `updated_at` and expiry
+/// (`Change::Rewrite`). Returns the generation, or no row when $4 refused or the row has
+/// expired (the row stays locked either way).
 pub(crate) const SAVE_SESSION: &str = concat!(
     "INSERT INTO sessions AS cur \
         (id, created_at, updated_at, message_count, generation, recent_ids) \
     VALUES ($1, now(), now(), $2, $3, $5) \
     ON CONFLICT (id) DO UPDATE SET \
-        updated_at = greatest(cur.updated_at, now()), \
+        updated_at = CASE WHEN $6 THEN cur.updated_at \
+            ELSE greatest(cur.updated_at, now()) END, \
         message_count = excluded.message_count, \
         generation = excluded.generation, \
         recent_ids = excluded.recent_ids, \
-        expires_at = ",
+        expires_at = CASE WHEN $6 THEN cur.expires_at ELSE ",
     expires_at!(
         "greatest(cur.updated_at, now())",
         "cur.expires_at",
         "cur.expiry_idle"
     ),
-    " WHERE NOT $4 AND ",
+    " END WHERE NOT $4 AND ",
     unexpired!("cur."),
     " RETURNING generation"
 );

@@ -209,7 +209,7 @@ impl ConversationStorage for PostgresStorage {
             if batch.is_empty() {
                 write::remove(&mut tx, session_id).await?;
             } else {
-                write::replace(&mut tx, session_id, &batch, false).await?;
+                write::replace(&mut tx, session_id, &batch, false, write::Times::Write).await?;
             }
             tx.commit().await
         };

@@ -257,16 +257,27 @@ pub(crate) async fn store_meta(
         .await
 }
 
+/// Whether a save is the session's latest write or a rewrite that keeps its times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Times {
+    /// It moves `updated_at` and an idle expiry.
+    Write,
+    /// An existing session keeps both (`Change::Rewrite`).
+    Keep,
+}
+
 /// Replaces the history of `session_id` with `batch` (not empty) under a fresh
 /// generation, which it returns, and the session's window with the fingerprints of the
 /// last ids of `batch`. With `must_create`, writes only if the session does not exist, and returns
 /// `None` when it does. A session that has expired is removed first (its upsert refused,
-/// the row locked), and the history written as a fresh session.
+/// the row locked), and the history written as a fresh session. With [`Times::Keep`] an
+/// existing session keeps its `updated_at` and expiry.
 pub(crate) async fn replace(
     tx: &mut PgConnection,
     session_id: &str,
     batch: &Batch<'_>,
     must_create: bool,
+    times: Times,
 ) -> sqlx::Result<Option<u64>> {
     let fresh = new_generation();
     let save = || {
@@ -276,6 +287,7 @@ pub(crate) async fn replace(
             .bind(to_column(fresh))
             .bind(must_create)
             .bind(&batch.window)
+            .bind(times == Times::Keep)
     };
     let mut locked = save().fetch_optional(&mut *tx).await?;
     if locked.is_none() && !must_create {
@@ -398,7 +410,7 @@ pub(crate) async fn conditional(
                 }
             }
         }
-        Change::Truncate(0) | Change::Replace([]) => {
+        Change::Truncate(0) | Change::Replace([]) | Change::Rewrite([]) => {
             remove(tx, session_id).await?;
             Some(0)
         }
@@ -407,7 +419,8 @@ pub(crate) async fn conditional(
                 .await?
                 .unwrap_or(found.generation),
         ),
-        Change::Replace(_) => replace(tx, session_id, batch, must_create).await?,
+        Change::Replace(_) => replace(tx, session_id, batch, must_create, Times::Write).await?,
+        Change::Rewrite(_) => replace(tx, session_id, batch, must_create, Times::Keep).await?,
     };
     match after {
         Some(generation) => Ok(Ok(generation)),

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{NO_HANG, harness};
-use fusion_core::{ChatMessage, ConversationStorage, Error};
+use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect};
 use fusion_storage_redis::MAX_TTL;
 use redis::AsyncCommands;
 
@@ -111,6 +111,20 @@ async fn every_write_refreshes_the_ttl_of_list_and_meta() {
                 "{step}: {key} has PTTL {pttl}"
             );
         }
+    }
+    // A rewrite (`Change::Rewrite`) is not a write to refresh the TTL for: the list,
+    // written anew, gets the expiry both keys had.
+    for key in [&list, &meta] {
+        let _: () = raw.pexpire(key, 5_000).await.unwrap();
+    }
+    let (_, read) = store.load_revision("s").await.unwrap();
+    store
+        .write_if("s", Expect::Exactly(read), Change::Rewrite(&turn))
+        .await
+        .unwrap();
+    for key in [&list, &meta] {
+        let pttl: i64 = raw.pttl(key).await.unwrap();
+        assert!(pttl > 0 && pttl <= 5_000, "rewrite: {key} has PTTL {pttl}");
     }
     // A storage without TTL makes the keys persistent again on its next write.
     let untimed = h.open().await;

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 use common::{Harness, Raw, cluster_harness, harness};
 use fusion_core::testkit::{said, wait_past};
 use fusion_core::{
-    ChatMessage, ConversationStorage, Expiry, MetaUpdate, Revision, SessionMeta, SessionQuery,
-    from_unix_micros, unix_micros,
+    Change, ChatMessage, ConversationStorage, Expect, Expiry, MetaUpdate, Revision, SessionMeta,
+    SessionQuery, from_unix_micros, unix_micros,
 };
 use redis::AsyncCommands;
 
@@ -146,6 +146,81 @@ async fn an_expiry_is_stored_exactly_set_on_both_keys_and_indexed_on_one_server(
 async fn an_expiry_is_stored_exactly_set_on_both_keys_and_indexed_on_a_cluster() {
     if let Some(h) = cluster_harness().await {
         an_expiry_is_stored_exactly_set_on_both_keys_and_indexed(h).await;
+    }
+}
+
+/// A rewrite (`Change::Rewrite`, what `fusion sessions rekey` writes) of a session with
+/// an expiry keeps everything a write would move: `updated_at` and `expires_at` in the
+/// meta hash, the keys' expiry (the list is written anew, so its expiry is carried
+/// over) and the session's entries in the by-update and expiry indexes.
+async fn a_rewrite_keeps_the_keys_expiry_and_index_entries(h: Harness) {
+    let store = h.open().await;
+    let mut raw = h.raw_any().await;
+    let owner = SessionMeta::new().owner("o");
+    let idle = owner.clone().expiry(Expiry::Idle(HOUR));
+    let fixed = owner.expiry(Expiry::At(from_unix_micros(
+        unix_micros(SystemTime::now() + HOUR) / 1000 * 1000 + 123,
+    )));
+    for (id, meta) in [("idle", &idle), ("fixed", &fixed)] {
+        store.create_session(id, meta, &said("a")).await.unwrap();
+        let member = format!("{id}/o");
+        let before = (
+            field(&mut raw, &h, id, "updated_at").await,
+            field(&mut raw, &h, id, "expires_at").await,
+            pexpiretime(&mut raw, &h.list_key(id)).await,
+            raw.zscore::<_, _, Option<f64>>(h.owner_updated_key("o"), id)
+                .await
+                .unwrap(),
+            raw.zscore::<_, _, Option<f64>>(h.expiry_key(), &member)
+                .await
+                .unwrap(),
+        );
+        assert!(
+            before.2 > 0 && before.3.is_some() && before.4.is_some(),
+            "{id}: {before:?}"
+        );
+        wait_past(SystemTime::now()).await;
+        let (_, read) = store.load_revision(id).await.unwrap();
+        let rewritten = said("b");
+        store
+            .write_if(id, Expect::Exactly(read), Change::Rewrite(&rewritten))
+            .await
+            .unwrap();
+        assert_eq!(store.load(id).await.unwrap(), rewritten);
+        let after = (
+            field(&mut raw, &h, id, "updated_at").await,
+            field(&mut raw, &h, id, "expires_at").await,
+            pexpiretime(&mut raw, &h.list_key(id)).await,
+            raw.zscore::<_, _, Option<f64>>(h.owner_updated_key("o"), id)
+                .await
+                .unwrap(),
+            raw.zscore::<_, _, Option<f64>>(h.expiry_key(), &member)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            after, before,
+            "{id}: (updated_at, expires_at, list expiry, scores)"
+        );
+        assert_eq!(
+            pexpiretime(&mut raw, &h.meta_key(id)).await,
+            before.2,
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rewrite_keeps_the_keys_expiry_and_index_entries_on_one_server() {
+    if let Some(h) = harness().await {
+        a_rewrite_keeps_the_keys_expiry_and_index_entries(h).await;
+    }
+}
+
+#[tokio::test]
+async fn a_rewrite_keeps_the_keys_expiry_and_index_entries_on_a_cluster() {
+    if let Some(h) = cluster_harness().await {
+        a_rewrite_keeps_the_keys_expiry_and_index_entries(h).await;
     }
 }
 

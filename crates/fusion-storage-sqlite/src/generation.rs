@@ -34,7 +34,7 @@ enum After {
     /// A truncate to `len` (more than 0) messages: the fresh generation its statements
     /// store when that shortens the history, otherwise the one found.
     Truncated { len: usize, fresh: u64 },
-    /// A replace by a non-empty history, which stores this fresh generation.
+    /// A replace (or rewrite) by a non-empty history, which stores this fresh generation.
     Replaced { fresh: u64 },
     /// A truncate to 0 or a replace by nothing: the row is deleted.
     Deleted,
@@ -57,9 +57,9 @@ impl Condition {
         let after = match change {
             Change::Append([]) => After::Unchanged,
             Change::Append(_) => After::Appended { fresh },
-            Change::Truncate(0) | Change::Replace([]) => After::Deleted,
+            Change::Truncate(0) | Change::Replace([]) | Change::Rewrite([]) => After::Deleted,
             Change::Truncate(len) => After::Truncated { len, fresh },
-            Change::Replace(_) => After::Replaced { fresh },
+            Change::Replace(_) | Change::Rewrite(_) => After::Replaced { fresh },
         };
         Self { expected, after }
     }

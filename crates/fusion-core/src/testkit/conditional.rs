@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
-use super::{StorageHarness, info, open, said};
+use std::time::Duration;
+
+use super::{StorageHarness, all_pages, info, open, said, wait_past};
 use crate::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, OwnerScope,
-    Revision, SessionInfo, SessionMeta,
+    Change, ChatMessage, ConversationStorage, Error, Expect, Expiry, Intercept, Intercepted,
+    OwnerScope, Revision, SessionInfo, SessionMeta, SessionOrder, SessionQuery,
 };
 
 fn users(prefix: &str, n: usize) -> Vec<ChatMessage> {
@@ -355,6 +357,101 @@ impl Intercept for ChangedAfterCheck {
         }
         Ok(found)
     }
+}
+
+/// A [`Change::Rewrite`] stores the new history under a fresh generation, as a replace
+/// does, but keeps the session's times: `created_at`, `updated_at`, an idle expiry's
+/// instant and its place in a newest-first listing, which a replace moves. It keeps the
+/// metadata, obeys its expectation, creates an absent session and deletes with no
+/// messages, as a replace does.
+pub async fn a_rewrite_keeps_the_sessions_times<H: StorageHarness>(harness: &H) {
+    let store = open(harness).await;
+    let meta = SessionMeta::new()
+        .owner("rw-owner")
+        .title("kept")
+        .expiry(Expiry::Idle(Duration::from_secs(3600)));
+    store
+        .create_session("rw-old", &meta, &users("a", 3))
+        .await
+        .unwrap();
+    let before = info(&store, "rw-old").await;
+    // Every write from here on is past the creation's instant at any backend's precision,
+    // so a write that moved the times could not go unseen.
+    wait_past(before.updated_at.unwrap()).await;
+    store
+        .create_session("rw-new", &meta, &users("n", 1))
+        .await
+        .unwrap();
+    let newest_first = || {
+        let query = SessionQuery::new()
+            .owner("rw-owner")
+            .order(SessionOrder::UpdatedDesc)
+            .limit(10);
+        all_pages(&store, query)
+    };
+    assert_eq!(newest_first().await, ["rw-new", "rw-old"]);
+
+    let (_, read) = store.load_revision("rw-old").await.unwrap();
+    let rewritten = users("b", 2);
+    let generation = store
+        .write_if("rw-old", Expect::Exactly(read), Change::Rewrite(&rewritten))
+        .await
+        .unwrap();
+    assert!(generation != read.generation && generation != 0);
+    let other = open(harness).await;
+    assert_eq!(other.load("rw-old").await.unwrap(), rewritten);
+    let after = info(&other, "rw-old").await;
+    assert_eq!(after.generation, generation, "a fresh generation");
+    assert_eq!(after.message_count, 2);
+    assert_eq!(after.meta, before.meta, "the metadata is kept");
+    assert_eq!(
+        (after.created_at, after.updated_at, after.expires_at),
+        (before.created_at, before.updated_at, before.expires_at),
+        "a rewrite keeps the session's times"
+    );
+    assert_eq!(newest_first().await, ["rw-new", "rw-old"], "and its place");
+    // Appends after it count as writes again.
+    other.append("rw-old", &users("c", 1)).await.unwrap();
+    let appended = info(&other, "rw-old").await;
+    assert!(
+        appended.updated_at > before.updated_at,
+        "an append moves it"
+    );
+    assert_eq!(newest_first().await, ["rw-old", "rw-new"]);
+
+    assert_conflict(
+        store
+            .write_if("rw-old", Expect::Exactly(read), Change::Rewrite(&rewritten))
+            .await,
+        store.backend_name(),
+        "a rewrite of a stale revision",
+    );
+    assert_eq!(
+        store.load("rw-old").await.unwrap().len(),
+        3,
+        "nothing written"
+    );
+
+    // An absent session is created, as by a replace; no messages delete it.
+    let created = store
+        .write_if(
+            "rw-absent",
+            Expect::Generation(0),
+            Change::Rewrite(&users("d", 1)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.load("rw-absent").await.unwrap(), users("d", 1));
+    let deleted = store
+        .write_if(
+            "rw-absent",
+            Expect::Generation(created),
+            Change::Rewrite(&[]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted, 0);
+    assert_eq!(revision(&store, "rw-absent").await, Revision::ABSENT);
 }
 
 /// An [`OwnerScope`] whose session is deleted between its check and its write never

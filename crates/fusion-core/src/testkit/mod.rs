@@ -293,6 +293,7 @@ macro_rules! conformance_suite {
                 racing_rewrites_of_one_revision_let_exactly_one_through,
                 a_conditional_write_refuses_unstorable_messages,
                 a_scope_never_creates_a_session_without_its_owner,
+                a_rewrite_keeps_the_sessions_times,
             );
             $crate::__conformance_cases!(
                 $setup, metadata;

@@ -142,7 +142,7 @@ async fn rekey_once(
         .write_if(
             session_id,
             Expect::Exactly(revision),
-            Change::Replace(&rewritten),
+            Change::Rewrite(&rewritten),
         )
         .await?;
     done.rewritten = 1;

@@ -72,6 +72,7 @@ impl Intercept for EncryptedStorage {
         let change = match change {
             Change::Append(_) => Change::Append(&sealed),
             Change::Replace(_) => Change::Replace(&sealed),
+            Change::Rewrite(_) => Change::Rewrite(&sealed),
             truncate @ Change::Truncate(_) => truncate,
         };
         self.inner.write_if(session_id, expected, change).await

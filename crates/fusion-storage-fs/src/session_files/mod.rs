@@ -92,6 +92,7 @@ use crate::options::SyncPolicy;
 use crate::recent_cache::RecentCache;
 
 use inspect::{Current, TAIL_CHUNK, read_exact_at};
+pub(crate) use write::Times;
 
 /// The write of a conditional write, serialised.
 #[derive(Debug)]
@@ -100,8 +101,9 @@ pub(crate) enum FileChange {
     Append(Batch),
     /// How many lines to keep.
     Truncate(usize),
-    /// The new file contents; empty deletes the session.
-    Replace(Vec<u8>),
+    /// The new file contents (empty deletes the session), and whether that is the
+    /// session's latest write or a rewrite that keeps its times.
+    Replace(Vec<u8>, Times),
 }
 
 /// What a write did to the generation.
@@ -269,8 +271,8 @@ impl SessionFiles {
     pub(crate) fn replace(&self, contents: &[u8], count: u64) -> Result<()> {
         let lock = self.lock_exclusive()?;
         let (current, expired) = self.expire_locked(&lock, self.inspect()?)?;
-        let (_, recorded) = self.rewrite_locked(&lock, &current, contents, count)?;
-        self.finish(lock, &[expired, Some(recorded)]);
+        let (_, recorded) = self.rewrite_locked(&lock, &current, contents, count, Times::Write)?;
+        self.finish(lock, &[expired, recorded]);
         Ok(())
     }
 
@@ -335,14 +337,13 @@ impl SessionFiles {
                 (Outcome::Kept, None)
             }
             FileChange::Truncate(len) => self.truncate_locked(&lock, current, len)?,
-            FileChange::Replace(contents) if contents.is_empty() => {
+            FileChange::Replace(contents, _) if contents.is_empty() => {
                 let recorded = self.remove_locked(&lock, current.exists(), true)?;
                 (Outcome::Removed, recorded)
             }
-            FileChange::Replace(contents) => {
+            FileChange::Replace(contents, times) => {
                 let count = jsonl::line_count(&contents) as u64;
-                let (outcome, recorded) = self.rewrite_locked(&lock, &current, &contents, count)?;
-                (outcome, Some(recorded))
+                self.rewrite_locked(&lock, &current, &contents, count, times)?
             }
         };
         self.finish(lock, &[expired, recorded]);

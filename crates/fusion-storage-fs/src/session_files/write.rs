@@ -20,6 +20,15 @@ use crate::meta_file::{self, StoredMeta};
 use crate::recent_cache::{FileIdentity, FileState};
 use crate::regular_file;
 
+/// Whether a rewrite of a session's file is its latest write or keeps its times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Times {
+    /// It moves `updated_at` (and an idle expiry) and re-files the session in the index.
+    Write,
+    /// An existing session keeps its times: the same conversation stored another way.
+    Keep,
+}
+
 impl SessionFiles {
     /// The generation and counters of the session as the lock holder finds it (counting
     /// its lines when the stored counters do not describe the file), or `None` if it
@@ -224,56 +233,48 @@ impl SessionFiles {
             kept.truncate(keep);
             // A cut inside a batch must leave a complete one, not a torn tail.
             jsonl::unmark_last_line(&mut kept);
-            let (outcome, recorded) = self.rewrite_locked(lock, &current, &kept, len as u64)?;
-            Ok((outcome, Some(recorded)))
+            self.rewrite_locked(lock, &current, &kept, len as u64, Times::Write)
         }
     }
 
     /// Stores a fresh generation, then replaces the session file with `contents`
-    /// (`count` messages).
+    /// (`count` messages). With [`Times::Write`] that is the session's latest write, as
+    /// the index records; with [`Times::Keep`] an existing session keeps its times and
+    /// its place in the index.
     pub(super) fn rewrite_locked(
         &self,
         lock: &SessionLock,
         current: &Current,
         contents: &[u8],
         count: u64,
-    ) -> Result<(Outcome, Recorded)> {
+        times: Times,
+    ) -> Result<(Outcome, Option<Recorded>)> {
         // Its ids are those of `contents` from now on, whatever happens next.
         self.recent.forget(&self.id);
         let before = self.counters_locked(lock, current)?;
-        let change = if before.is_some() {
-            Change::Write
-        } else {
-            Change::Create
-        };
-        let recorded = self.index.record(
-            &self.id,
-            change,
-            floor(before.as_ref()),
-            self.sync_appends(),
-        )?;
-        let t = recorded.t;
-        let (created_us, expiry, indexed) = match before {
-            Some((_, counters)) => (
-                counters.created_us,
-                counters.expiry.at_write(t),
-                counters.indexed,
-            ),
-            None => {
-                let none = StoredExpiry::NEVER;
-                self.prepare_creation(t, &SessionMeta::new(), none, false)?;
-                (t, none, None)
+        let (mut counters, recorded) = match before {
+            Some((_, kept)) if times == Times::Keep => (kept, None),
+            _ => {
+                let change = if before.is_some() {
+                    Change::Write
+                } else {
+                    Change::Create
+                };
+                let recorded = self.index.record(
+                    &self.id,
+                    change,
+                    floor(before.as_ref()),
+                    self.sync_appends(),
+                )?;
+                (
+                    self.written_counters(before.as_ref(), recorded.t)?,
+                    Some(recorded),
+                )
             }
         };
+        counters.count = count;
+        counters.len = UNKNOWN_LEN;
         let generation = new_generation();
-        let mut counters = Counters {
-            created_us,
-            updated_us: t,
-            count,
-            len: UNKNOWN_LEN,
-            expiry,
-            indexed,
-        };
         // Fsynced because the rewrite is: the new content must never be durable with the
         // old generation. The length is unknown until the new file is in place.
         lock.store(&self.lock, generation, &counters, true)?;
@@ -293,6 +294,32 @@ impl SessionFiles {
         counters.len = contents.len() as u64;
         lock.store(&self.lock, generation, &counters, false)?;
         Ok((Outcome::New(generation), recorded))
+    }
+
+    /// The counters of a session written at `t` (their count and length still to be
+    /// set): `before`'s with the new time, an idle expiry moved with it, or those of a
+    /// session created then, whose files this prepares.
+    fn written_counters(&self, before: Option<&(u64, Counters)>, t: i64) -> Result<Counters> {
+        let (created_us, expiry, indexed) = match before {
+            Some((_, counters)) => (
+                counters.created_us,
+                counters.expiry.at_write(t),
+                counters.indexed,
+            ),
+            None => {
+                let none = StoredExpiry::NEVER;
+                self.prepare_creation(t, &SessionMeta::new(), none, false)?;
+                (t, none, None)
+            }
+        };
+        Ok(Counters {
+            created_us,
+            updated_us: t,
+            count: 0,
+            len: UNKNOWN_LEN,
+            expiry,
+            indexed,
+        })
     }
 
     /// Writes a temporary file, fsyncs it and renames it over the session file, so a crash

@@ -38,7 +38,7 @@ use crate::location;
 use crate::options::{FileSystemOptions, SyncPolicy};
 use crate::recent_cache::RecentCache;
 use crate::retention::Retention;
-use crate::session_files::{Directory, FileChange, SessionFiles};
+use crate::session_files::{Directory, FileChange, SessionFiles, Times};
 
 mod calls;
 
@@ -409,7 +409,8 @@ impl ConversationStorage for FileSystemStorage {
                 FileChange::Append(batch)
             }
             Change::Truncate(len) => FileChange::Truncate(len),
-            Change::Replace(history) => FileChange::Replace(jsonl::encode(history)?),
+            Change::Replace(history) => FileChange::Replace(jsonl::encode(history)?, Times::Write),
+            Change::Rewrite(history) => FileChange::Replace(jsonl::encode(history)?, Times::Keep),
         };
         self.on_session("write_if", session_id, move |files| {
             files.write_if(expected, change)

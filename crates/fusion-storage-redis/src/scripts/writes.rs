@@ -17,8 +17,12 @@
 /// Replaces or extends a session, if it meets the expectation, and scores it in the
 /// by-update indexes (and lists it in the by-id ones when it creates or replaces it).
 ///
+/// A `rewrite` is a replace that leaves an existing session's `updated_at`, expiry, index
+/// entries and keys' expiry as they are (`Change::Rewrite`); on an absent session it is a
+/// replace.
+///
 /// KEYS: list, meta, and on one server the indexes of every session by id and by update
-/// time and the expiry index. ARGV: `replace` or `append`, TTL in ms (0 = none), the
+/// time and the expiry index. ARGV: `replace`, `rewrite` or `append`, TTL in ms (0 = none), the
 /// condition (see `CONDITION`), the session id, the key prefix, the number of metadata
 /// fields `k`, then `k` field/value pairs (`owner`, `title`, `tags`, `data`, and the
 /// expiry as `expires_at` or `idle`, in µs: stored only when this write creates the
@@ -60,6 +64,9 @@
 /// its list first.
 pub(super) const WRITE: &str = r#"
 local mode, id, prefix, fields = ARGV[1], ARGV[7], ARGV[8], tonumber(ARGV[9])
+-- `rewrite` is a replace that keeps an existing session's times (`keep`, once known).
+local keep = mode == 'rewrite'
+if keep then mode = 'replace' end
 if mode ~= 'replace' and mode ~= 'append' then return bad_arg('mode', mode) end
 if not fields or fields < 0 or fields % 1 ~= 0 or #ARGV < 10 + 2 * fields then
   return bad_arg('metadata count', ARGV[9])
@@ -136,12 +143,18 @@ if not quick then
   if conflict then return conflict end
   if count == 0 then return {1, gen, before} end
   if before == 0 then
+    keep = false
     owner, at, idle, due = new_owner, new_at, new_idle, false
     if at or idle then
       local _
       _, at, due = expiry(at, idle, false, clock)
       idle = at and idle
     end
+  elseif keep then
+    -- The instant as stored, not moved: the expiry index and the keys' expiry stay.
+    local _
+    _, at, due = expiry(stored[3], false, false, clock)
+    idle = false
   end
 end
 -- What to push: the messages list[from..to], whose fingerprints are in fps from
@@ -200,11 +213,18 @@ if quick then
     if indexed then redis.call('ZADD', KEYS[3], 0, id) end
   end
 else
-  index(prefix, id, owner, now, before == 0 or mode == 'replace', (before == 0 or idle) and due)
+  local pttl_kept
+  if keep then
+    -- Already listed and scored where it stays; its keys' expiry is all to carry over.
+    pttl_kept = redis.call('PTTL', KEYS[1])
+  else
+    index(prefix, id, owner, now, before == 0 or mode == 'replace', (before == 0 or idle) and due)
+  end
   if mode == 'replace' and before > 0 then
     redis.call('DEL', KEYS[1])
   end
   push(list, from, to)
+  if pttl_kept and pttl_kept > 0 then redis.call('PEXPIRE', KEYS[1], pttl_kept) end
 end
 -- The window of the history after this write.
 local w = false
@@ -213,7 +233,14 @@ if n > 0 and (before == 0 or mode == 'replace') then
 elseif n > 0 then
   w = roll(recent, fps, fps_from, fps_from + pushed - 1, before)
 end
-if before == 0 or mode == 'replace' then
+if keep then
+  if w then
+    redis.call('HSET', KEYS[2], 'gen', fresh, 'recent', w)
+  else
+    redis.call('HSET', KEYS[2], 'gen', fresh)
+  end
+  gen = fresh
+elseif before == 0 or mode == 'replace' then
   local set = {'gen', fresh, 'updated_at', now}
   if before == 0 then
     -- A new session has only the metadata it is created with, whatever a meta hash
@@ -241,13 +268,15 @@ elseif w then
 else
   redis.call('HSET', KEYS[2], 'updated_at', now)
 end
-touch(due, pttl, now)
+if not keep then touch(due, pttl, now) end
 local len = before + pushed
 if mode == 'replace' then len = count end
 --publish notify(prefix, before == 0 and 'created' or mode == 'replace' and 'replaced' or 'appended', gen, len, id)
 --publish if due and tonumber(due) <= tonumber(now) then notify(prefix, 'expired', 0, 0, id) end
 -- On one server the indexes are done: the caller needs no more.
-if indexed then return {1, gen, len} end
+-- On one server the indexes are done, and a rewrite leaves them as they are: the caller
+-- needs no more.
+if indexed or keep then return {1, gen, len} end
 return {1, gen, len, now, owner, (before == 0 or idle) and due}
 "#;
 

@@ -67,9 +67,15 @@ impl RedisStorage {
                 self.write("conditional append", id, "append", expect, messages, None)
                     .await?
             }
-            Change::Replace([]) => self.trim("conditional replace", id, 0, expect).await?,
+            Change::Replace([]) | Change::Rewrite([]) => {
+                self.trim("conditional replace", id, 0, expect).await?
+            }
             Change::Replace(history) => {
                 self.write("conditional replace", id, "replace", expect, history, None)
+                    .await?
+            }
+            Change::Rewrite(history) => {
+                self.write("conditional rewrite", id, "rewrite", expect, history, None)
                     .await?
             }
             Change::Truncate(len) => self.trim("conditional truncate", id, len, expect).await?,

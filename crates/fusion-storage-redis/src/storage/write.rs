@@ -42,9 +42,10 @@ impl RedisStorage {
         ScriptKeys { all, len }
     }
 
-    /// Replaces (`mode = "replace"`) or extends (`"append"`) a session if it meets
-    /// `expected` (always, for `None`), giving it `meta` (expiry included) if the write
-    /// creates it, and indexes it. A session whose expiry has passed is absent to it.
+    /// Replaces (`mode = "replace"`, or `"rewrite"` keeping its times) or extends
+    /// (`"append"`) a session if it meets `expected` (always, for `None`), giving it
+    /// `meta` (expiry included) if the write creates it, and indexes it. A session whose
+    /// expiry has passed is absent to it.
     ///
     /// Messages with ids are stored once (issue #18): the script skips those whose id is
     /// among the session's last ones, in the same atomic step as the push.
@@ -335,7 +336,7 @@ fn with_fingerprints<'a>(mode: &str, messages: &'a [ChatMessage]) -> &'a [ChatMe
         return &[];
     }
     match mode {
-        "replace" => &messages[messages.len().saturating_sub(DEDUP_WINDOW)..],
+        "replace" | "rewrite" => &messages[messages.len().saturating_sub(DEDUP_WINDOW)..],
         _ => messages,
     }
 }

@@ -83,7 +83,7 @@ pub(crate) use dedup::{
 use dedup::{Dedup, recent_of};
 pub(crate) use reads::{LIST_SESSIONS, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS};
 use statements::{
-    APPEND, APPEND_RECORDING_IDS, CREATE, NOTHING, PURGE, SAVE, TRUNCATE, UPDATE_META,
+    APPEND, APPEND_RECORDING_IDS, CREATE, NOTHING, PURGE, REWRITE, SAVE, TRUNCATE, UPDATE_META,
 };
 pub(crate) use statements::{REMOVE, REMOVE_EXPIRED};
 
@@ -248,13 +248,20 @@ impl Write {
     /// Replaces the history of `session_id` with `history` (not empty), with a fresh
     /// generation. Its ids are stored as they are: `check_storable` refused a repeated one.
     pub(crate) fn save(session_id: &str, history: &[ChatMessage]) -> Result<Self> {
-        Self::saving(session_id, history, new_generation(), now_micros())
+        Self::saving(&SAVE, session_id, history, new_generation(), now_micros())
     }
 
-    fn saving(session_id: &str, history: &[ChatMessage], fresh: u64, now: i64) -> Result<Self> {
+    /// SAVE, or REWRITE, which binds the same values.
+    fn saving(
+        sql: &'static WriteSql,
+        session_id: &str,
+        history: &[ChatMessage],
+        fresh: u64,
+        now: i64,
+    ) -> Result<Self> {
         let batch = encode(history)?;
         Ok(Self::with_batch(
-            &SAVE,
+            sql,
             session_id,
             history.len(),
             batch,
@@ -366,9 +373,17 @@ impl Write {
         let (mut write, dedup) = match change {
             Change::Append([]) => (Self::new(&NOTHING, session_id, Vec::new()), None),
             Change::Append(messages) => Self::appending(session_id, messages, fresh, now)?,
-            Change::Truncate(0) | Change::Replace([]) => (Self::remove(session_id), None),
+            Change::Truncate(0) | Change::Replace([]) | Change::Rewrite([]) => {
+                (Self::remove(session_id), None)
+            }
             Change::Truncate(len) => (Self::truncate_with(session_id, len, fresh, now), None),
-            Change::Replace(history) => (Self::saving(session_id, history, fresh, now)?, None),
+            Change::Replace(history) => {
+                (Self::saving(&SAVE, session_id, history, fresh, now)?, None)
+            }
+            Change::Rewrite(history) => (
+                Self::saving(&REWRITE, session_id, history, fresh, now)?,
+                None,
+            ),
         };
         let condition = Condition::new(expected, change, fresh);
         write.check = Some(Check::Revision {

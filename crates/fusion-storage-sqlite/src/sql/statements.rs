@@ -98,18 +98,64 @@ macro_rules! save_to_session {
     };
 }
 
+/// REWRITE's first statement: SAVE's, except that an existing session keeps its
+/// `updated_at` and expiry (a new one is created as by SAVE).
+macro_rules! rewrite_session {
+    () => {
+        concat!(
+            "INSERT INTO sessions \
+                 (id, created_at, updated_at, message_count, generation, recent_ids) \
+             VALUES (?1, ?2 / 1000, ?2 / 1000, ?3, ?4, ?6) \
+             ON CONFLICT (id) DO UPDATE SET \
+                 message_count = excluded.message_count, \
+                 generation = excluded.generation, \
+                 recent_ids = excluded.recent_ids \
+             WHERE ",
+            unexpired!("sessions", "?2")
+        )
+    };
+}
+
+/// SAVE's and REWRITE's second statement: every message removed...
+macro_rules! delete_messages {
+    () => {
+        concat!(
+            "DELETE FROM messages WHERE session_id = ?1 AND NOT ",
+            expired!()
+        )
+    };
+}
+
+/// ... and their third: those of ?5 stored instead.
+macro_rules! insert_messages {
+    () => {
+        concat!(
+            "INSERT INTO messages (session_id, seq, message) \
+             SELECT ?1, j.key, j.value FROM json_each(?5) AS j WHERE NOT ",
+            expired!()
+        )
+    };
+}
+
 // A full save: the session's row and every message replaced. Like an append, it changes
 // nothing on an expired session.
 pub(crate) static SAVE: WriteSql = write_sql!(
     bounded: false,
     ends: Ends::UnlessExpired,
     save_to_session!(),
-    concat!("DELETE FROM messages WHERE session_id = ?1 AND NOT ", expired!()),
-    concat!(
-        "INSERT INTO messages (session_id, seq, message) \
-         SELECT ?1, j.key, j.value FROM json_each(?5) AS j WHERE NOT ",
-        expired!()
-    ),
+    delete_messages!(),
+    insert_messages!(),
+);
+
+// A save that is not the session's latest activity (`Change::Rewrite`: the same
+// conversation stored another way): its times, its expiry and so its place in the
+// indexes by update time stay as they were.
+pub(crate) static REWRITE: WriteSql = write_sql!(
+    bounded: false,
+    ends: Ends::UnlessExpired,
+    rewrite_session!(),
+    delete_messages!(),
+    insert_messages!(),
 );
 
 // Keeps the first ?3 messages. The count only ever goes down, and only then do the

@@ -41,6 +41,8 @@ fn a_conditional_write_is_the_plain_write_after_a_check() {
         (Change::Truncate(0), &REMOVE, 1),
         (Change::Replace(&one), &SAVE, 6),
         (Change::Replace(&[]), &REMOVE, 1),
+        (Change::Rewrite(&one), &REWRITE, 6),
+        (Change::Rewrite(&[]), &REMOVE, 1),
     ];
     for (change, sql, values) in cases {
         let write = Write::conditional("s", expect, change).unwrap();
@@ -153,6 +155,13 @@ fn sqlx_binds_every_parameter_of_every_write() {
         (&APPEND, Write::append("s", &one).unwrap().values.len()),
         (&APPEND, Write::append("s", &with_id).unwrap().values.len()),
         (&SAVE, Write::save("s", &one).unwrap().values.len()),
+        (
+            &REWRITE,
+            Write::conditional("s", Expect::Generation(0), Change::Rewrite(&one))
+                .unwrap()
+                .values
+                .len(),
+        ),
         (
             &CREATE,
             Write::create("s", &meta, &with_id).unwrap().values.len(),
