@@ -367,6 +367,22 @@ async fn ollama_whole_tool_calls_in_one_piece_each_are_read() {
     .await;
 }
 
+/// Ollama numbers every parallel call 0 (ollama/ollama#15457); the ids tell them apart.
+#[tokio::test]
+async fn ollama_parallel_calls_all_at_index_0_stay_separate_calls() {
+    let message = calls(&[
+        ("call_a1", "echo", r#"{"x":"hello.py"}"#),
+        ("call_b2", "count", "{}"),
+    ]);
+    check_fixture(
+        "ollama_parallel_calls_all_index_0.sse",
+        message,
+        usage(170, 31),
+        "tool_calls",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn llamacpp_text_reply_with_usage_in_the_finish_chunk_streams() {
     let message = ChatMessage::assistant("Hi there");

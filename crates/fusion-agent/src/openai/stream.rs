@@ -5,10 +5,11 @@
 //! `chat.completion.chunk` read with the same lenient helpers as a whole reply ([`wire`]).
 //! The [`Assembler`] keeps the reply so far: text, and tool calls by `index`, since calls
 //! may be streamed interleaved, with their id and name in the first piece and the
-//! arguments in many. Unlike the whole-reply decoder, this one must also tell a finished
+//! arguments in many; a piece bringing a new id to an index whose call has another one
+//! starts a new call (Ollama numbers every parallel call 0). Unlike the whole-reply decoder, this one must also tell a finished
 //! reply from one whose connection was cut.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use fusion_core::{ChatMessage, ToolCall};
@@ -196,9 +197,15 @@ struct Assembler {
     content: String,
     /// A refusal is the model's answer when it sends no content (as in a whole reply).
     refusal: String,
-    /// Calls by their `index`, which orders them in the reply.
+    /// Calls by their slot, which orders them in the reply: the streamed `index`, unless
+    /// that was taken (see `slots`).
     calls: BTreeMap<usize, PartialCall>,
-    /// The index of the call the last piece went to, for servers that omit `index`.
+    /// The slot the pieces of each streamed `index` go to. Usually the index itself; but
+    /// a piece bringing a new id to an index whose call has another one starts a new call
+    /// in the next free slot, and the later pieces of that index go there (Ollama numbers
+    /// every parallel call 0).
+    slots: HashMap<usize, usize>,
+    /// The slot of the call the last piece went to, for servers that omit `index`.
     last_call: Option<usize>,
     usage: Option<Usage>,
     finish_reason: Option<String>,
@@ -207,6 +214,8 @@ struct Assembler {
 #[derive(Default)]
 struct PartialCall {
     id: String,
+    /// Whether the server gave `id` (rather than Fusion making one up).
+    id_given: bool,
     name: String,
     /// `None` until some arguments arrive; a call without any gets `{}`, as in a whole reply.
     arguments: Option<String>,
@@ -250,17 +259,19 @@ impl Assembler {
             None => (None, None),
         };
         let id = piece.id.filter(|id| !id.is_empty());
-        let index = piece.index.unwrap_or_else(|| {
+        let index = match piece.index {
+            Some(index) => self.slot_of(index, id.as_deref()),
             // Without an index, an id or a name starts the next call; anything else
             // continues the last one.
-            match self.last_call {
+            None => match self.last_call {
                 Some(last) if id.is_none() && name.is_none() => last,
-                _ => self.calls.keys().next_back().map_or(0, |last| last + 1),
-            }
-        });
+                _ => self.next_slot(),
+            },
+        };
         self.last_call = Some(index);
         let call = self.calls.entry(index).or_insert_with(|| {
             let call = PartialCall {
+                id_given: id.is_some(),
                 id: wire::call_id(id.clone()),
                 name: name.clone().unwrap_or_default(),
                 arguments: None,
@@ -285,6 +296,33 @@ impl Assembler {
                 out.push_back(ChatDelta::ToolCallArguments { index, fragment });
             }
         }
+    }
+
+    /// The slot a piece streamed at `index` (bringing `id`, if any) goes to. A piece with
+    /// an id other than the one the server gave the call in that slot is another call,
+    /// not more of it: servers that number every parallel call 0 (Ollama) tell their
+    /// calls apart only by id, and merging them would run one call with both calls'
+    /// arguments run together and silently drop the other.
+    fn slot_of(&mut self, index: usize, id: Option<&str>) -> usize {
+        let slot = match self.slots.get(&index) {
+            Some(&slot) => slot,
+            // First sight of this index: its own slot, unless a call moved there.
+            None if self.calls.contains_key(&index) => self.next_slot(),
+            None => index,
+        };
+        let another = id.is_some_and(|id| {
+            self.calls
+                .get(&slot)
+                .is_some_and(|call| call.id_given && call.id != id)
+        });
+        let slot = if another { self.next_slot() } else { slot };
+        self.slots.insert(index, slot);
+        slot
+    }
+
+    /// The slot after every call so far.
+    fn next_slot(&self) -> usize {
+        self.calls.keys().next_back().map_or(0, |last| last + 1)
     }
 
     /// The whole reply.
@@ -472,6 +510,51 @@ mod tests {
                 ToolCall::new("call_1", "tool_1", r#"{"b":2}"#),
             ]
         );
+    }
+
+    /// A piece bringing a new id at an index whose call has another id is a new call, and
+    /// the pieces after it at that index are its own; a piece repeating its call's id (or
+    /// bringing none) is more of the same call.
+    #[tokio::test]
+    async fn a_new_id_at_a_taken_index_starts_another_call() {
+        let piece = |id: Option<&str>, name: Option<&str>, arguments: &str| {
+            let mut piece = serde_json::json!({"index": 0, "function": {"arguments": arguments}});
+            if let Some(id) = id {
+                piece["id"] = id.into();
+            }
+            if let Some(name) = name {
+                piece["function"]["name"] = name.into();
+            }
+            delta(serde_json::json!({"tool_calls": [piece]}))
+        };
+        let text = sse(&[
+            piece(Some("call_a1"), Some("echo"), "{\"x\""),
+            piece(Some("call_a1"), Some("echo"), ":\"hello.py\"}"),
+            piece(Some("call_b2"), Some("count"), "{"),
+            piece(None, None, "}"),
+            finish("tool_calls"),
+        ]);
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        assert_eq!(
+            done(&deltas).message.tool_calls,
+            vec![
+                ToolCall::new("call_a1", "echo", r#"{"x":"hello.py"}"#),
+                ToolCall::new("call_b2", "count", "{}"),
+            ]
+        );
+        let started: Vec<(usize, &str)> = deltas
+            .iter()
+            .filter_map(|d| match d {
+                ChatDelta::ToolCallStarted { index, id, .. } => Some((*index, id.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started, [(0, "call_a1"), (1, "call_b2")]);
+        assert!(deltas.contains(&ChatDelta::ToolCallArguments {
+            index: 1,
+            fragment: "}".into()
+        }));
     }
 
     #[tokio::test]
