@@ -83,15 +83,17 @@
 //!   notifications while it runs make it list once more when it finishes, so a server
 //!   sending thousands costs two listings, not a request (and a task) each;
 //! - child processes run in their own process group, killed when the server is shut down
-//!   or dropped, so nothing is left behind (see [`McpServer`]).
+//!   or dropped, so nothing is left behind (see [`McpServer`]); on Unix a watchdog in the
+//!   group stops it also when the program is killed outright (SIGKILL), with no chance to
+//!   clean up.
 //!
 //! [`McpSessionExt`] gives `SessionBuilder` an `mcp_config(..)`: the servers start with
 //! the session and their tools join its own.
 //!
 //! Inside, modules form layers: `options`, `command_line`, `server_config`, `config`,
-//! `naming` and `result` at the bottom; `process`, `checked` and `connection` over them;
-//! `core` (the connection, restarts and calls); `tool` and `server`; `servers` and
-//! `session_ext` on top.
+//! `naming`, `result` and `watchdog` at the bottom; `process`, `checked` and `connection`
+//! over them; `core` (the connection, restarts and calls); `tool` and `server`; `servers`
+//! and `session_ext` on top.
 
 mod call;
 mod checked;
@@ -111,6 +113,8 @@ mod session_ext;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod tool;
+#[cfg(unix)]
+mod watchdog;
 
 pub use config::McpConfig;
 pub use connection::MAX_LIST_PAGES;

@@ -4,9 +4,10 @@
 //!
 //! Killing the group rather than the child matters for launchers: `npx` runs the server as
 //! a grandchild `node`, which would outlive a killed `npx`. Dropping kills synchronously
-//! (a signal, no task), so it works while a runtime shuts down; if the program itself is
+//! (a signal, no task), so it works while a runtime shuts down. If the program itself is
 //! killed outright, the server sees its stdin close, which the MCP specification tells
-//! servers to treat as the end.
+//! servers to treat as the end, and on Unix the group's [`watchdog`](crate::watchdog)
+//! stops what does not.
 
 use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
@@ -31,6 +32,8 @@ pub struct ChildProcess {
     status: watch::Receiver<Option<ExitStatus>>,
     tail: Arc<Mutex<VecDeque<String>>>,
     stdio: Option<(ChildStdout, ChildStdin)>,
+    /// Holds the watchdog's pipe open while the server runs; `None` without one.
+    _watchdog: Option<tokio::process::Child>,
 }
 
 impl ChildProcess {
@@ -54,6 +57,12 @@ impl ChildProcess {
         command.process_group(0);
         let mut child = command.spawn()?;
         let pid = child.id().unwrap_or_default();
+        // Before anything can reap the server: its group lasts until then, so the watchdog
+        // can join it even if the server has exited already.
+        #[cfg(unix)]
+        let watchdog = crate::watchdog::start(server, pid);
+        #[cfg(not(unix))]
+        let watchdog = None;
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let (Some(stdin), Some(stdout), Some(stderr)) = (stdin, stdout, stderr) else {
@@ -80,6 +89,7 @@ impl ChildProcess {
             status,
             tail,
             stdio: Some((stdout, stdin)),
+            _watchdog: watchdog,
         })
     }
 

@@ -5,10 +5,14 @@
 //!
 //! A missing `npm` panics with what to install: a test that needs these servers fails,
 //! it never skips.
+//!
+//! Also [`assert_process_ends`], for tests that a server's process does not outlive what
+//! should stop it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// `@modelcontextprotocol/server-everything` and its version, pinned: the one current
 /// when these tests were written.
@@ -108,5 +112,32 @@ fn install(dir: &Path) {
             "{} exists but holds no finished install; remove it and run again",
             dir.display()
         );
+    }
+}
+
+/// A bound for things that should happen promptly; generous for a busy CI machine. Only a
+/// failure bound: nothing asserts how long anything took.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Whether process `pid` is gone (or a zombie, which runs nothing and is only waiting to
+/// be reaped by its parent). Reads `/proc`: Linux only.
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name in parentheses: "123 (sleep) S ...".
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// Panics unless process `pid` is gone within [`PATIENCE`]. A killed process disappears
+/// asynchronously, and nothing announces it to a process that is not its parent, so this
+/// looks every few milliseconds.
+pub fn assert_process_ends(pid: u32) {
+    let deadline = Instant::now() + PATIENCE;
+    while !process_gone(pid) {
+        assert!(Instant::now() < deadline, "process {pid} is still running");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -1,19 +1,16 @@
-//! Shared support for the MCP suites (the npm reference servers are in
-//! `fusion_mcp::testing`): the stdio test server of this crate, an agent session on the
-//! loopback LLM server, and a check that a process is gone.
+//! Shared support for the MCP suites: the stdio test server of this crate and an agent
+//! session on the loopback LLM server. The npm reference servers and the check that a
+//! process is gone are `fusion_mcp::testing`'s, shared with the CLI's tests.
 
-#![allow(dead_code)] // Each test binary uses a different subset.
+#![allow(dead_code, unused_imports)] // Each test binary uses a different subset.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use fusion_agent::testing::MockLlmServer;
 use fusion_agent::{AgentSession, OpenAiConfig, SessionBuilder, ToolRegistry};
 use fusion_storage_memory::InMemoryStorage;
 
-/// A bound for things that should happen promptly; generous for a busy CI machine. Only a
-/// failure bound: nothing asserts how long anything took.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub use fusion_mcp::testing::{PATIENCE, assert_process_ends};
 
 /// The stdio test server of this crate (`src/bin/test_server.rs`).
 pub fn test_server() -> &'static str {
@@ -46,27 +43,4 @@ pub fn offered(llm: &MockLlmServer, n: usize) -> Vec<String> {
         .iter()
         .map(|t| t["function"]["name"].as_str().unwrap().to_owned())
         .collect()
-}
-
-/// Whether process `pid` is gone (or a zombie, which runs nothing and is only waiting to
-/// be reaped by its parent).
-pub fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // The state follows the command name in parentheses: "123 (sleep) S ...".
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
-}
-
-/// Panics unless process `pid` is gone within [`PATIENCE`]. A killed process disappears
-/// asynchronously, and nothing announces it to a process that is not its parent, so this
-/// looks every few milliseconds.
-pub fn assert_process_ends(pid: u32) {
-    let deadline = Instant::now() + PATIENCE;
-    while !process_gone(pid) {
-        assert!(Instant::now() < deadline, "process {pid} is still running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
