@@ -8,13 +8,14 @@
 //! ones that would ask.
 //!
 //! The agent asks through [`ask_the_loop`]: each question goes to the chat loop, which
-//! owns the terminal and answers it between the events of the turn.
+//! owns the terminal and asks it ([`answer`]) between the events of the turn.
 
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 use fusion::agent::{ApprovalDecision, ApprovalPolicy, ApprovalRequest};
 use tokio::sync::{mpsc, oneshot};
 
+use super::input::{Asked, Input};
 use crate::render;
 
 /// The values of `--approve`.
@@ -119,6 +120,46 @@ pub fn parse_answer(line: &str) -> Option<ApprovalDecision> {
         "n" | "no" => Some(ApprovalDecision::Deny),
         "a" | "always" => Some(ApprovalDecision::AlwaysApprove),
         _ => None,
+    }
+}
+
+/// The next question of the approval policy; never resolves when it asks none.
+pub async fn next_question(
+    questions: &mut Option<mpsc::UnboundedReceiver<Question>>,
+) -> Option<Question> {
+    match questions {
+        Some(questions) => questions.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Asks `question`, when there is one, until the answer means something: the decision,
+/// and whether the turn goes on. Ctrl-D declines, as `n` does, and the turn goes on;
+/// Ctrl-C declines and stops the turn. Without a question it never resolves.
+///
+/// Cancel-safe, as [`Input::ask`] is: the turn loop makes this future anew after each
+/// event of the turn, and it goes on waiting for the read already open.
+pub async fn answer(
+    question: Option<&Question>,
+    input: &mut Input,
+) -> Result<(ApprovalDecision, bool)> {
+    let Some(question) = question else {
+        return std::future::pending().await;
+    };
+    let prompt = prompt(&question.request);
+    loop {
+        return Ok(match input.ask(&prompt).await? {
+            Asked::Line(line) if wants_view(&line) => {
+                println!("{}", whole(&question.request));
+                continue;
+            }
+            Asked::Line(line) => match parse_answer(&line) {
+                Some(decision) => (decision, true),
+                None => continue,
+            },
+            Asked::Ended => (ApprovalDecision::Deny, true),
+            Asked::Interrupted => (ApprovalDecision::Deny, false),
+        });
     }
 }
 

@@ -10,7 +10,9 @@
 //! Reading is cancel-safe: a read the loop stops waiting for stays open, and the line it
 //! gets is the next one read. That happens when a turn is stopped (Ctrl-C arriving as a
 //! signal) while its question is on screen: the line typed after it is the next message.
-//! A read is never cut short, so rustyline always leaves the terminal as it found it.
+//! A read is never cut short, so rustyline always leaves the terminal as it found it;
+//! only an exit that cannot wait for the read (SIGTERM, SIGHUP) puts the terminal back
+//! itself ([`Input::release_terminal`]).
 
 use anyhow::{Context, Result, bail};
 use rustyline::error::ReadlineError;
@@ -34,6 +36,9 @@ pub struct Input {
     source: Option<Source>,
     /// The read under way, which hands the source back when it ends.
     open: Option<Open>,
+    /// The terminal's settings before line editing changed them (raw mode during a read).
+    #[cfg(unix)]
+    terminal: Option<nix::sys::termios::Termios>,
 }
 
 /// A read running on its thread.
@@ -82,12 +87,19 @@ impl Source {
 impl Input {
     /// Line editing on the terminal, with the history of earlier runs loaded.
     pub fn editor() -> Result<Self> {
+        #[cfg(unix)]
+        let terminal = nix::sys::termios::tcgetattr(std::io::stdin()).ok();
         let mut editor = rustyline::DefaultEditor::new().context("cannot start line editing")?;
         if let Some(path) = history_file() {
             // No history yet is the normal first run.
             let _ = editor.load_history(&path);
         }
-        Ok(Input::from(Source::Editor(Box::new(editor))))
+        Ok(Input {
+            source: Some(Source::Editor(Box::new(editor))),
+            open: None,
+            #[cfg(unix)]
+            terminal,
+        })
     }
 
     /// Plain lines from stdin.
@@ -99,6 +111,8 @@ impl Input {
         Input {
             source: Some(source),
             open: None,
+            #[cfg(unix)]
+            terminal: None,
         }
     }
 
@@ -166,6 +180,19 @@ impl Input {
             }
             Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
             Err(err) => Err(err).context("reading the input stopped"),
+        }
+    }
+
+    /// Puts the terminal back as it was before line editing, when a read still holds it
+    /// (in raw mode): for an exit that cannot wait for the read to end. A no-op for a pipe,
+    /// and when the terminal is gone (a hangup).
+    pub fn release_terminal(&self) {
+        #[cfg(unix)]
+        if self.open.is_some()
+            && let Some(settings) = &self.terminal
+        {
+            use nix::sys::termios::{SetArg, tcsetattr};
+            let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, settings);
         }
     }
 

@@ -10,15 +10,20 @@
 //! the conversation goes on. When another writer (a second chat, an import, a delete)
 //! changed the session under a turn or a command, storage refuses the write and the
 //! error says so, with how many messages the session holds after rereading storage.
+//! SIGTERM and SIGHUP, on a terminal or in a script, stop the turn as Ctrl-C does, then
+//! end the chat: its MCP servers are shut down as at `/exit`, and the exit status is 143
+//! or 129 ([`signals`]).
 //!
 //! This file is the loop and one turn; [`commands`] holds the slash commands, [`events`]
-//! what is shown while a turn runs, [`input`] where lines come from.
+//! what is shown while a turn runs, [`input`] where lines come from, [`signals`] what
+//! stops a turn from outside.
 
 mod approve;
 mod commands;
 mod events;
 mod input;
 mod mcp;
+mod signals;
 
 pub use approve::ApproveMode;
 pub use mcp::parse_tool_timeout;
@@ -31,8 +36,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use fusion::SessionId;
 use fusion::agent::{
-    AgentEvent, AgentSession, ApprovalDecision, ApprovalPolicy, OpenAiConfig, SessionBuilder,
-    TitlePolicy,
+    AgentEvent, AgentSession, ApprovalPolicy, OpenAiConfig, SessionBuilder, TitlePolicy,
 };
 use fusion::api::session;
 use fusion::storage::{ConversationStorage, Expiry, StorageType};
@@ -40,9 +44,10 @@ use futures::StreamExt;
 
 use tokio::sync::mpsc;
 
-use self::approve::Question;
+use self::approve::{Question, answer, next_question};
 use self::events::TurnView;
-use self::input::{Asked, Input};
+use self::input::Input;
+use self::signals::{Ending, Endings, Stop};
 use crate::store::Store;
 use crate::{ChatArgs, render};
 
@@ -73,16 +78,8 @@ struct Chat {
 enum Flow {
     Continue,
     Exit,
-}
-
-/// Resolves at Ctrl-C on a terminal. In a script it never does: Ctrl-C keeps its default
-/// meaning there (end the process; everything acknowledged is already stored), which a
-/// listener, once made, would take away for the rest of the run.
-async fn ctrl_c(interactive: bool) {
-    if interactive && tokio::signal::ctrl_c().await.is_ok() {
-        return;
-    }
-    std::future::pending().await
+    /// A signal stopped the line's turn or command, and ends the chat.
+    End(Ending),
 }
 
 /// How a new session is titled: after its first message, except on an encrypting store,
@@ -117,7 +114,20 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
     let llm = config.build()?;
     let interactive = std::io::stdin().is_terminal();
     let (approval, questions) = approve::policy(args.approve, interactive)?;
-    let (tools, mcp_servers) = mcp::tools(&args).await?;
+    // From here SIGTERM and SIGHUP are answered, not fatal: the servers started next must
+    // be stopped. One arriving while they start drops the start, which kills what it
+    // started; one arriving while the session opens waits for the loop (the opening may be
+    // writing the new session).
+    let mut endings = Endings::listen()?;
+    let started = tokio::select! {
+        biased;
+        ending = endings.next() => Err(ending),
+        started = mcp::tools(&args) => Ok(started),
+    };
+    let (tools, mcp_servers) = match started {
+        Ok(started) => started?,
+        Err(ending) => signals::exit(ending),
+    };
     // A new session is titled after its first message unless --title names it (or the
     // store encrypts), so `fusion sessions list` shows what each conversation is about.
     let mut builder = SessionBuilder::new(args.session.clone())
@@ -191,84 +201,19 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
         Input::piped()
     };
 
-    while let Some(line) = input.read_line().await? {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let outcome = match line.strip_prefix('/') {
-            // `/summarize` asks the model too, so Ctrl-C stops a command as it stops a turn.
-            Some(command) => {
-                let stopped = tokio::select! {
-                    biased;
-                    _ = ctrl_c(interactive) => None,
-                    outcome = chat.command(command) => Some(outcome),
-                };
-                match stopped {
-                    Some(outcome) => outcome,
-                    None => chat.interrupted().await,
-                }
-            }
-            None => chat.turn(line, &mut input).await,
-        };
-        let outcome = match outcome {
-            Err(err) => Err(chat.explain_conflict(err).await),
-            done => done,
-        };
-        match outcome {
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Exit) => break,
-            // On a terminal the user can react; in a script, carrying on would send later
-            // lines into a conversation that is not the one the script expects.
-            Err(err) if interactive => eprintln!("error: {}", crate::one_line(&err)),
-            Err(err) => return Err(err),
-        }
-    }
+    let ended = chat.converse(&mut input, &mut endings).await;
     input.save_history();
+    if matches!(ended, Ok(Some(_))) {
+        input.release_terminal();
+    }
+    drop(chat);
+    // However the chat ended (`/exit`, a signal, an error), its servers stop here.
     if let Some(servers) = mcp_servers {
-        drop(chat);
         servers.shutdown().await;
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The next question of the approval policy; never resolves when it asks none.
-async fn next_question(
-    questions: &mut Option<mpsc::UnboundedReceiver<Question>>,
-) -> Option<Question> {
-    match questions {
-        Some(questions) => questions.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Asks `question`, when there is one, until the answer means something: the decision,
-/// and whether the turn goes on. Ctrl-D declines, as `n` does, and the turn goes on;
-/// Ctrl-C declines and stops the turn. Without a question it never resolves.
-///
-/// Cancel-safe, as [`Input::ask`] is: the turn loop makes this future anew after each
-/// event of the turn, and it goes on waiting for the read already open.
-async fn answer(
-    question: Option<&Question>,
-    input: &mut Input,
-) -> Result<(ApprovalDecision, bool)> {
-    let Some(question) = question else {
-        return std::future::pending().await;
-    };
-    let prompt = approve::prompt(&question.request);
-    loop {
-        return Ok(match input.ask(&prompt).await? {
-            Asked::Line(line) if approve::wants_view(&line) => {
-                println!("{}", approve::whole(&question.request));
-                continue;
-            }
-            Asked::Line(line) => match approve::parse_answer(&line) {
-                Some(decision) => (decision, true),
-                None => continue,
-            },
-            Asked::Ended => (ApprovalDecision::Deny, true),
-            Asked::Interrupted => (ApprovalDecision::Deny, false),
-        });
+    match ended? {
+        None => Ok(ExitCode::SUCCESS),
+        Some(ending) => signals::exit(ending),
     }
 }
 
@@ -296,19 +241,78 @@ async fn check_owner(storage: &dyn ConversationStorage, id: &str, owner: &str) -
 }
 
 impl Chat {
+    /// Reads lines and answers them until the input ends, `/exit`, or a signal that ends
+    /// the chat (returned).
+    async fn converse(
+        &mut self,
+        input: &mut Input,
+        endings: &mut Endings,
+    ) -> Result<Option<Ending>> {
+        loop {
+            let line = tokio::select! {
+                biased;
+                ending = endings.next() => return Ok(Some(ending)),
+                line = input.read_line() => line?,
+            };
+            let Some(line) = line else {
+                return Ok(None);
+            };
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let outcome = match line.strip_prefix('/') {
+                // `/summarize` asks the model too, so Ctrl-C stops a command as it stops a
+                // turn.
+                Some(command) => {
+                    let interactive = self.interactive;
+                    let stopped = tokio::select! {
+                        biased;
+                        stop = signals::stop(interactive, endings) => Err(stop),
+                        outcome = self.command(command) => Ok(outcome),
+                    };
+                    match stopped {
+                        Ok(outcome) => outcome,
+                        Err(stop) => self.stopped(stop).await,
+                    }
+                }
+                None => self.turn(line, input, endings).await,
+            };
+            let outcome = match outcome {
+                Err(err) => Err(self.explain_conflict(err).await),
+                done => done,
+            };
+            match outcome {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Exit) => return Ok(None),
+                Ok(Flow::End(ending)) => return Ok(Some(ending)),
+                // On a terminal the user can react; in a script, carrying on would send
+                // later lines into a conversation that is not the one the script expects.
+                Err(err) if self.interactive => eprintln!("error: {}", crate::one_line(&err)),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
     /// One user message: run the agent, showing its reply as it is written and its tool
-    /// calls as they run. Ctrl-C (on a terminal) stops the turn and keeps the session.
+    /// calls as they run. Ctrl-C (on a terminal) stops the turn and keeps the session;
+    /// SIGTERM and SIGHUP stop it the same way and end the chat.
     ///
     /// An approval question is read while the turn goes on being polled: the other calls
     /// of the same model message keep running (their timeouts count real work, not the
     /// user's pause). What the turn reports meanwhile is held back until the answer is
     /// in, so nothing is printed across the prompt's line.
-    async fn turn(&mut self, message: &str, input: &mut Input) -> Result<Flow> {
+    async fn turn(
+        &mut self,
+        message: &str,
+        input: &mut Input,
+        endings: &mut Endings,
+    ) -> Result<Flow> {
         let mut view = TurnView::start();
         // One listener for the whole turn, polled before the turn can ask the model
         // anything (`biased`): a SIGINT arriving while no one listens would kill the process.
-        let ctrl_c = ctrl_c(self.interactive);
-        tokio::pin!(ctrl_c);
+        let stop = signals::stop(self.interactive, endings);
+        tokio::pin!(stop);
         let mut events = self.session.send_message_stream(message);
         // The question being asked (the agent asks one at a time), and the events that
         // arrived since it was.
@@ -317,7 +321,7 @@ impl Chat {
         let outcome = loop {
             tokio::select! {
                 biased;
-                _ = &mut ctrl_c => break None,
+                stop = &mut stop => break Err(stop),
                 decided = answer(asking.as_ref(), input) => {
                     let (decision, go_on) = decided?;
                     if let Some(question) = asking.take() {
@@ -328,14 +332,14 @@ impl Chat {
                         view.show(&event)?;
                     }
                     if !go_on {
-                        break None;
+                        break Err(Stop::Interrupt);
                     }
                 }
                 event = events.next() => match event {
-                    Some(Ok(AgentEvent::Finished(result))) => break Some(Ok(result)),
+                    Some(Ok(AgentEvent::Finished(result))) => break Ok(Ok(result)),
                     Some(Ok(event)) if asking.is_some() => held.push(event),
                     Some(Ok(event)) => view.show(&event)?,
-                    Some(Err(err)) => break Some(Err(err)),
+                    Some(Err(err)) => break Ok(Err(err)),
                     None => unreachable!("a turn's stream ends with its result or its error"),
                 },
                 // After the events: the calls' start lines, queued with the question, are
@@ -349,6 +353,12 @@ impl Chat {
         // Dropping the stream cancels the turn (if it still runs), and with it any call
         // still waiting for an answer.
         drop(events);
+        if let Err(Stop::End(ending)) = outcome {
+            // On the way out nothing more is shown (held events, the question's line), and
+            // the terminal may be gone (a hangup): nothing here may fail.
+            let _ = view.stop();
+            return Ok(Flow::End(ending));
+        }
         if input.is_asking() {
             // Stopped with the question's prompt on screen: its line ends here, and the
             // read goes on for the next message.
@@ -358,17 +368,26 @@ impl Chat {
             view.show(&event)?;
         }
         match outcome {
-            Some(Ok(result)) => view.finish(&result)?,
-            Some(Err(err)) => {
+            Ok(Ok(result)) => view.finish(&result)?,
+            Ok(Err(err)) => {
                 view.stop()?;
                 return Err(err.into());
             }
-            None => {
+            Err(stop) => {
                 view.stop()?;
-                return self.interrupted().await;
+                return self.stopped(stop).await;
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// After a turn or a command was stopped from outside: Ctrl-C goes on with the chat
+    /// ([`interrupted`](Self::interrupted)); SIGTERM and SIGHUP end it.
+    async fn stopped(&mut self, stop: Stop) -> Result<Flow> {
+        match stop {
+            Stop::Interrupt => self.interrupted().await,
+            Stop::End(ending) => Ok(Flow::End(ending)),
+        }
     }
 
     /// After Ctrl-C stopped a turn or a command: whatever was stored before it stays stored
