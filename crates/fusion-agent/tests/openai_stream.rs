@@ -549,6 +549,34 @@ async fn a_stream_cut_before_its_first_delta_is_retried() {
     assert_eq!(server.request_count(), 2);
 }
 
+/// `[DONE]` alone is no answer (as `{"choices":[]}` is none for a plain call): retried,
+/// and an error when the retries run out, never an empty answer.
+#[tokio::test]
+async fn a_stream_of_only_done_is_retried_and_never_an_empty_answer() {
+    let done_only = Reply::sse(&b"data: [DONE]\n\n"[..]);
+    let server = RawServer::serving(vec![
+        done_only.clone(),
+        Reply::sse(fixture("vllm_text.sse")),
+    ])
+    .await;
+    let (deltas, error) = collect(&client(&server)).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        assembled(&deltas).0,
+        ChatMessage::assistant("Bonjour \u{e0} tous.")
+    );
+    assert_eq!(server.request_count(), 2);
+
+    let server = RawServer::serving(vec![done_only; 3]).await;
+    let (deltas, error) = collect(&client(&server)).await;
+    assert_eq!(deltas, []);
+    let Some(Error::Llm { message, .. }) = error else {
+        panic!("expected Error::Llm, got {error:?}");
+    };
+    assert!(message.contains("no answer"), "{message}");
+    assert_eq!(server.request_count(), 3);
+}
+
 #[tokio::test]
 async fn a_server_that_refuses_streaming_is_asked_again_without_it_from_then_on() {
     let whole = |text: &str| {

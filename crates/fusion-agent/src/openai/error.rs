@@ -215,6 +215,21 @@ pub(super) fn cut_off_failure(
     }
 }
 
+/// A stream that ended with `[DONE]` after `received` bytes holding no answer: no text,
+/// no tool call, no finish reason. Retryable, like a reply cut off before it finished.
+pub(super) fn empty_stream_failure(ctx: &Context<'_>, received: usize) -> Failure {
+    Failure {
+        message: format!(
+            "the stream from {} ended after {received} bytes with no answer in it (no text,              tool call or finish reason before `[DONE]`), as if the reply had been cut off",
+            ctx.endpoint
+        ),
+        status: None,
+        retryable: true,
+        retry_after: None,
+        source: None,
+    }
+}
+
 /// A streamed reply that went on past `limit` bytes: stopped, not retried (the same
 /// request would go on the same way).
 pub(super) fn too_long_failure(ctx: &Context<'_>, limit: usize) -> Failure {

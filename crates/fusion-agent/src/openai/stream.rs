@@ -149,6 +149,12 @@ impl<'a> SseReply<'a> {
         }
         let data = event.data.trim();
         if data == "[DONE]" {
+            // `[DONE]` with nothing before it is no answer, whatever it says: as
+            // `{"choices":[]}` is for a whole reply, and as the same stream closed
+            // without `[DONE]` is.
+            if self.assembler.finish_reason.is_none() && self.assembler.is_empty() {
+                return Err(error::empty_stream_failure(&self.ctx, self.received));
+            }
             return Ok(true);
         }
         let chunk = match wire::decode_chunk(data) {
@@ -296,6 +302,11 @@ impl Assembler {
                 out.push_back(ChatDelta::ToolCallArguments { index, fragment });
             }
         }
+    }
+
+    /// Whether nothing of an answer arrived: no text, refusal or tool call.
+    fn is_empty(&self) -> bool {
+        self.content.is_empty() && self.refusal.is_empty() && self.calls.is_empty()
     }
 
     /// The slot a piece streamed at `index` (bringing `id`, if any) goes to. A piece with
@@ -720,6 +731,29 @@ mod tests {
             "{failure}"
         );
         assert!(failure.contains(CTX.endpoint), "{failure}");
+    }
+
+    /// Like a whole reply with no choices, and like a stream that closes without a finish
+    /// reason: a failure to retry, not an empty answer to store.
+    #[tokio::test]
+    async fn a_stream_of_only_done_is_a_retryable_failure_not_an_empty_answer() {
+        let usage_only = sse(&[serde_json::json!({"choices": [], "usage": {"prompt_tokens": 3}})]);
+        for text in ["data: [DONE]\n\n", usage_only.as_str()] {
+            let body = stream::iter([Ok(Bytes::from(text.to_owned()))]);
+            let mut reply = SseReply::new(body, CTX.request_timeout, CTX);
+            let failure = match reply.next().await {
+                Some(Err(failure)) => failure,
+                Some(Ok(delta)) => panic!("{text:?} read as {delta:?}"),
+                None => panic!("{text:?} ended silently"),
+            };
+            assert!(failure.retryable, "{}", failure.message);
+            assert!(failure.message.contains("no answer"), "{}", failure.message);
+            assert!(reply.next().await.is_none());
+        }
+        // `[DONE]` after a finish reason alone is still a (blank) answer the model gave.
+        let (deltas, failure) = read_text(&sse(&[finish("stop")])).await;
+        assert_eq!(failure, None);
+        assert_eq!(done(&deltas).finish_reason.as_deref(), Some("stop"));
     }
 
     #[tokio::test]
