@@ -479,6 +479,50 @@ async fn an_error_event_mid_stream_is_an_err_item_with_the_servers_message() {
     assert_eq!(server.request_count(), 1);
 }
 
+/// An error event before any delta is the streamed form of an error status: retried when
+/// its code is one a plain call retries (OpenRouter's upstream 502, a 503 "overloaded").
+/// The same error after a delta is final.
+#[tokio::test]
+async fn an_error_event_before_the_first_delta_is_retried_when_its_code_says_so() {
+    let openrouter = concat!(
+        ": OPENROUTER PROCESSING\n\n",
+        "data: {\"id\":\"gen-1\",\"object\":\"chat.completion.chunk\",\"error\":{\"code\":502,",
+        "\"message\":\"Provider returned error\"},\"choices\":[{\"index\":0,\"delta\":",
+        "{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\n",
+    );
+    let overloaded = "data: {\"error\":{\"message\":\"overloaded\",\"code\":503}}\n\n";
+    let server = RawServer::serving(vec![
+        Reply::sse(openrouter),
+        Reply::sse(overloaded),
+        Reply::sse(fixture("llamacpp_text.sse")),
+    ])
+    .await;
+    let (deltas, error) = collect(&client(&server)).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(assembled(&deltas).0, ChatMessage::assistant("Hi there"));
+    assert_eq!(server.request_count(), 3);
+
+    let after_a_delta = format!(
+        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"Hel\"}}}}]}}\n\n{overloaded}"
+    );
+    let server = RawServer::serving(vec![
+        Reply::sse(after_a_delta),
+        Reply::sse(fixture("llamacpp_text.sse")),
+    ])
+    .await;
+    let (deltas, error) = collect(&client(&server)).await;
+    assert_eq!(deltas, [ChatDelta::Text("Hel".into())]);
+    let Some(Error::Llm {
+        message, retryable, ..
+    }) = error
+    else {
+        panic!("expected Error::Llm, got {error:?}");
+    };
+    assert!(message.contains("overloaded"), "{message}");
+    assert!(!retryable);
+    assert_eq!(server.request_count(), 1);
+}
+
 #[tokio::test]
 async fn a_connection_closed_mid_reply_is_an_err_without_done() {
     let body = fixture("openai_text.sse");

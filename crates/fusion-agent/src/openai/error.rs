@@ -8,7 +8,8 @@
 //!
 //! A streamed reply can also fail after it began: the connection may close or stall
 //! mid-reply (retryable, though the caller retries only until the first delta was
-//! delivered), or the server may send an error event (final).
+//! delivered), or the server may send an error event (retryable before the first delta
+//! when its code says so, final after it).
 
 use std::time::Duration;
 
@@ -249,19 +250,63 @@ pub(super) fn too_long_failure(ctx: &Context<'_>, limit: usize) -> Failure {
 }
 
 /// An error the server sent inside a stream (an `event: error`, or a chunk holding an
-/// `error` object). `data` is the event's data. Final: the server chose to give up.
-pub(super) fn stream_error_failure(ctx: &Context<'_>, data: &str) -> Failure {
+/// `error` object). `data` is the event's data; `delivered` says whether any of the reply
+/// was handed out before it.
+///
+/// Before the first delta such an event is the streamed form of an error status (OpenRouter
+/// sends its upstream's 502 that way, others `{"error":{"code":503,...}}`), and it is
+/// retryable when its code is one a plain call retries ([`stream_error_is_transient`]).
+/// After a delta it is final: a retry would show the reply's start twice.
+pub(super) fn stream_error_failure(ctx: &Context<'_>, data: &str, delivered: bool) -> Failure {
     let said = quote(ctx, &wire::error_message(data.as_bytes()));
+    let when = if delivered {
+        "mid-reply"
+    } else {
+        "before the reply began"
+    };
     Failure {
         message: format!(
-            "{} reported an error mid-reply for model `{}`: {said}",
+            "{} reported an error {when} for model `{}`: {said}",
             ctx.endpoint, ctx.model
         ),
         status: None,
-        retryable: false,
+        retryable: !delivered && stream_error_is_transient(data),
         retry_after: None,
         source: None,
     }
+}
+
+/// Whether the error in a stream event's `data` is one retrying may get past, by the rules
+/// of [`status_failure`]: its code (or status) is 408, 409, 429 (not for exhausted quota)
+/// or 5xx, or its code or type says the server is overloaded or rate limited, or failed
+/// itself (`server_error`).
+fn stream_error_is_transient(data: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(data) else {
+        return false;
+    };
+    let error = value
+        .get("error")
+        .filter(|e| e.is_object())
+        .unwrap_or(&value);
+    let names: Vec<String> = ["code", "type"]
+        .iter()
+        .filter_map(|key| error.get(*key)?.as_str())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if names.iter().any(|name| name == "insufficient_quota") {
+        return false;
+    }
+    let status = ["code", "status"]
+        .iter()
+        .find_map(|key| match error.get(*key)? {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        });
+    matches!(status, Some(408 | 409 | 429 | 500..=599))
+        || names.iter().any(|name| {
+            name.contains("overloaded") || name.contains("rate_limit") || name == "server_error"
+        })
 }
 
 /// A stream that is not a chat-completion event stream. Final, like a malformed reply.
@@ -419,6 +464,31 @@ mod tests {
         assert!(!status_failure(&ctx(None), StatusCode::TOO_MANY_REQUESTS, &none, quota).retryable);
         assert!(status_failure(&ctx(None), StatusCode::TOO_MANY_REQUESTS, &none, b"").retryable);
         assert!(status_failure(&ctx(None), StatusCode::BAD_GATEWAY, &none, b"").retryable);
+    }
+
+    #[test]
+    fn stream_errors_before_the_reply_are_retried_as_their_status_would_be() {
+        let retried = |data: &str| stream_error_failure(&ctx(None), data, false).retryable;
+        for data in [
+            r#"{"error":{"code":502,"message":"Provider returned error"},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}"#,
+            r#"{"error":{"message":"overloaded","code":503}}"#,
+            r#"{"error":{"message":"slow down","code":"429"}}"#,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            r#"{"error":{"message":"upstream failed","type":"server_error"}}"#,
+        ] {
+            assert!(retried(data), "{data}");
+            let after = stream_error_failure(&ctx(None), data, true);
+            assert!(!after.retryable, "{data}");
+            assert!(after.message.contains("mid-reply"), "{}", after.message);
+        }
+        for data in [
+            r#"{"error":{"message":"bad request","code":400}}"#,
+            r#"{"error":{"message":"quota","code":429,"type":"insufficient_quota"}}"#,
+            r#"{"error":{"message":"content policy","type":"invalid_request_error"}}"#,
+            "model crashed",
+        ] {
+            assert!(!retried(data), "{data}");
+        }
     }
 
     #[test]

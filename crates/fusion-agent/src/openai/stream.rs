@@ -56,6 +56,9 @@ pub(super) struct SseReply<'a> {
     assembler: Assembler,
     /// Deltas of the last chunk not yet handed out (a chunk may hold several).
     ready: VecDeque<ChatDelta>,
+    /// Whether a delta was handed out: an error event after that is final (a retry would
+    /// show the reply's start twice).
+    delivered: bool,
     finished: bool,
 }
 
@@ -74,6 +77,7 @@ impl<'a> SseReply<'a> {
             ctx,
             assembler: Assembler::default(),
             ready: VecDeque::new(),
+            delivered: false,
             finished: false,
         }
     }
@@ -82,6 +86,7 @@ impl<'a> SseReply<'a> {
     pub async fn next(&mut self) -> Option<Result<ChatDelta, Failure>> {
         loop {
             if let Some(delta) = self.ready.pop_front() {
+                self.delivered = true;
                 return Some(Ok(delta));
             }
             if self.finished {
@@ -145,7 +150,11 @@ impl<'a> SseReply<'a> {
     /// Takes in one event; `Ok(true)` when it ends the reply.
     fn read_event(&mut self, event: SseEvent) -> Result<bool, Failure> {
         if event.event == "error" {
-            return Err(error::stream_error_failure(&self.ctx, &event.data));
+            return Err(error::stream_error_failure(
+                &self.ctx,
+                &event.data,
+                self.delivered,
+            ));
         }
         let data = event.data.trim();
         if data == "[DONE]" {
@@ -172,7 +181,7 @@ impl<'a> SseReply<'a> {
             Err(detail) => return Err(error::malformed_stream_failure(&self.ctx, &detail, data)),
         };
         if chunk.error.is_some() {
-            return Err(error::stream_error_failure(&self.ctx, data));
+            return Err(error::stream_error_failure(&self.ctx, data, self.delivered));
         }
         self.assembler.add(chunk, &mut self.ready);
         Ok(false)
@@ -763,11 +772,14 @@ mod tests {
             delta(serde_json::json!({"content": "hi"}))
         );
         let named = "event: error\ndata: model crashed\n\n";
-        for (text, said) in [(chunk.as_str(), "out of memory"), (named, "model crashed")] {
+        for (text, said, when) in [
+            (chunk.as_str(), "out of memory", "mid-reply"),
+            (named, "model crashed", "before the reply began"),
+        ] {
             let (_, failure) = read_text(text).await;
             let failure = failure.unwrap();
             assert!(failure.contains(said), "{failure}");
-            assert!(failure.contains("mid-reply"), "{failure}");
+            assert!(failure.contains(when), "{failure}");
         }
     }
 
