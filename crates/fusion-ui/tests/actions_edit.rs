@@ -66,6 +66,17 @@ async fn renaming_refuses_bad_input_unknown_sessions_and_other_sites() {
     let reply = send(&app, post_form("/sessions/s-1/title", "name=x")).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(reply.body.contains("no field"), "{}", reply.body);
+    // Bytes that are not UTF-8 (no page of ours sends them) are refused, not stored
+    // with U+FFFD in their place; so is such a tag.
+    for (path, body) in [
+        ("/sessions/s-1/title", "title=%FF%FEabc"),
+        ("/sessions/s-1/tags", "add=%C3%28"),
+    ] {
+        let reply = send(&app, post_form(path, body)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(reply.body.contains("not text"), "{}", reply.body);
+    }
+    assert!(meta_of(&storage, "s-1").await.tags.is_empty());
     let reply = send(&app, post_form("/sessions/nope/title", "title=x")).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     let reply = send(&app, post_cross_site("/sessions/s-1/title", "title=pwned")).await;

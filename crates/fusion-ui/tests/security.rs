@@ -182,6 +182,11 @@ async fn a_change_from_another_origin_or_from_nowhere_is_refused() {
             .header("origin", "http://127.0.0.1:9999")
             .body(Body::empty())
             .unwrap(),
+        // Our name, but not our port: over HTTPS that is someone else's server.
+        post_delete("s1")
+            .header("origin", "https://127.0.0.1")
+            .body(Body::empty())
+            .unwrap(),
         post_delete("s1")
             .header("sec-fetch-site", "cross-site")
             .body(Body::empty())
@@ -215,6 +220,15 @@ async fn a_change_from_another_origin_or_from_nowhere_is_refused() {
     let reply = send(&app, same_origin).await;
     assert_eq!(reply.status, StatusCode::SEE_OTHER);
     assert_eq!(reply.header("location"), "/sessions");
+    assert!(storage.load("s1").await.unwrap().is_empty());
+
+    // The page served through a proxy that ends TLS and passes the browser's Host on.
+    put(&storage, "s1", SessionMeta::new(), &exchange()).await;
+    let through_tls = post_delete("s1")
+        .header("origin", format!("https://{HOST}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, through_tls).await.status, StatusCode::SEE_OTHER);
     assert!(storage.load("s1").await.unwrap().is_empty());
 
     put(&storage, "s2", SessionMeta::new(), &exchange()).await;

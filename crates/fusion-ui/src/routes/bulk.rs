@@ -71,7 +71,7 @@ pub(crate) async fn delete(
 
 /// The `id` fields, each once: 400 for none or more than [`MAX_SELECTED`].
 fn selected(fields: &FormFields) -> Result<Vec<String>, PageError> {
-    let mut ids = fields.all("id");
+    let mut ids = fields.all("id")?;
     // Kept in the order given, duplicates (a resubmitted form) dropped.
     let mut seen = std::collections::HashSet::new();
     ids.retain(|id| seen.insert(id.clone()));

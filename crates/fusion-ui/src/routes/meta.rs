@@ -42,14 +42,14 @@ pub(crate) async fn tags(
     let form = FormFields::parse(&body);
     let mut update = MetaUpdate::new();
     update.add_tags = form
-        .all("add")
+        .all("add")?
         .iter()
         .flat_map(|field| field.split(','))
         .map(str::trim)
         .filter(|tag| !tag.is_empty())
         .map(str::to_string)
         .collect();
-    update.remove_tags = form.all("remove");
+    update.remove_tags = form.all("remove")?;
     if update.add_tags.is_empty() && update.remove_tags.is_empty() {
         return Err(PageError::bad_request(
             "Nothing to change: name a tag to add or to remove.",

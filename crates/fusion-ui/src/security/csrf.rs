@@ -34,9 +34,9 @@ pub(crate) async fn check_origin(request: Request, next: Next) -> Response {
     let headers = request.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     // The Host check ran first, so this is one of our own names.
-    let served = format!("http://{}", header(HOST.as_str()).unwrap_or_default());
+    let host = header(HOST.as_str()).unwrap_or_default();
     let allowed = match header(ORIGIN.as_str()) {
-        Some(origin) if origin != "null" => origin.eq_ignore_ascii_case(&served),
+        Some(origin) if origin != "null" => is_served_at(origin, host),
         _ => {
             header("sec-fetch-site") == Some("same-origin")
                 || request.extensions().get::<Auth>() == Some(&Auth::Bearer)
@@ -50,5 +50,45 @@ pub(crate) async fn check_origin(request: Request, next: Next) -> Response {
              site or did not say where it came from (Origin).",
         )
         .into_response()
+    }
+}
+
+/// Whether `origin` is this server's, reached as `host`: over HTTP, or over HTTPS through
+/// a proxy that ends TLS in front of it (docs/ui.md, "On another machine"), which passes
+/// the browser's `Host` on. Either way the name and port are ours (the Host check ran
+/// first), and nothing but this server answers there.
+fn is_served_at(origin: &str, host: &str) -> bool {
+    ["http://", "https://"].into_iter().any(|scheme| {
+        origin.len() == scheme.len() + host.len()
+            && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
+            && origin[scheme.len()..].eq_ignore_ascii_case(host)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_served_at;
+
+    #[test]
+    fn the_origin_is_this_host_over_http_or_https_and_nothing_else() {
+        let host = "fusion.example.com:18443";
+        for origin in [
+            "http://fusion.example.com:18443",
+            "https://fusion.example.com:18443",
+            "HTTPS://Fusion.Example.com:18443",
+        ] {
+            assert!(is_served_at(origin, host), "{origin}");
+        }
+        for origin in [
+            "https://fusion.example.com",
+            "https://fusion.example.com:18443/",
+            "https://evil.example.com:18443",
+            "wss://fusion.example.com:18443",
+            "https://fusion.example.com:184430",
+            "https://",
+            "",
+        ] {
+            assert!(!is_served_at(origin, host), "{origin}");
+        }
     }
 }
