@@ -436,6 +436,43 @@ async fn a_fixture_written_in_two_pieces_cut_at_every_byte_reads_the_same() {
     assert_eq!(server.request_count(), body.len() - 1);
 }
 
+/// A 64,000-token answer in OpenAI's framing (an event of some 270 bytes per token) has
+/// 250 KiB of text in a body past 16 MiB: the cap is on what is assembled, not the body.
+#[tokio::test]
+async fn a_long_answer_one_token_an_event_is_read_whole_past_16_mib_of_body() {
+    let tokens = 64_000;
+    let event = |delta: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"chatcmpl-AaBbCcDdEeFfGgHhIiJjKkLlMmNn\",\"object\":\"chat.completion.chunk\",\
+             \"created\":1744446075,\"model\":\"gpt-4o-2024-08-06\",\"service_tier\":\"default\",\
+             \"system_fingerprint\":\"fp_f5bdcc3276\",\"choices\":[{{\"index\":0,\"delta\":{delta},\
+             \"logprobs\":null,\"finish_reason\":{finish}}}],\"usage\":null}}\n\n"
+        )
+    };
+    let mut body = event(
+        r#"{"role":"assistant","content":"","refusal":null}"#,
+        "null",
+    );
+    for _ in 0..tokens {
+        body.push_str(&event(r#"{"content":" tok"}"#, "null"));
+    }
+    body.push_str(&event("{}", r#""stop""#));
+    body.push_str("data: [DONE]\n\n");
+    assert!(body.len() > 16 << 20, "{}", body.len());
+    let pieces = body
+        .as_bytes()
+        .chunks(64 << 10)
+        .map(<[u8]>::to_vec)
+        .collect();
+    let server = RawServer::serving(vec![Reply::sse_pieces(pieces, Framing::Chunked)]).await;
+    let (deltas, error) = collect(&client(&server)).await;
+    assert!(error.is_none(), "{error:?}");
+    let (message, _, finish) = assembled(&deltas);
+    assert_eq!(message.content.len(), tokens * " tok".len());
+    assert_eq!(finish.as_deref(), Some("stop"));
+    assert_eq!(server.request_count(), 1);
+}
+
 #[tokio::test]
 async fn the_streaming_request_asks_for_a_stream_with_usage_and_a_plain_one_does_not() {
     let server = RawServer::serving(vec![

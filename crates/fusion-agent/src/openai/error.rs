@@ -231,13 +231,13 @@ pub(super) fn empty_stream_failure(ctx: &Context<'_>, received: usize) -> Failur
     }
 }
 
-/// A streamed reply that went on past `limit` bytes: stopped, not retried (the same
-/// request would go on the same way).
-pub(super) fn too_long_failure(ctx: &Context<'_>, limit: usize) -> Failure {
+/// A streamed reply that went on past `limit` bytes (`what` says of what): stopped, not
+/// retried (the same request would go on the same way).
+pub(super) fn too_long_failure(ctx: &Context<'_>, what: &str, limit: usize) -> Failure {
     Failure {
         message: format!(
-            "the streamed reply from {} for model `{}` went on past {} MiB, more than any \
-             reply a model writes, so reading stopped there",
+            "the streamed reply from {} for model `{}` went on past {} MiB {what}, more than \
+             any reply a model writes, so reading stopped there",
             ctx.endpoint,
             ctx.model,
             limit >> 20

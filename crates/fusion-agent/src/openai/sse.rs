@@ -11,7 +11,7 @@
 //! unfinished line or event is dropped, as the rules say.
 //!
 //! The parser does no I/O: [`super::stream`] waits for pieces, times the pauses and caps
-//! the size. Unlike `eventsource-stream`, which it replaces and which searched an
+//! the size of an unfinished event ([`SseParser::unfinished_len`]). Unlike `eventsource-stream`, which it replaces and which searched an
 //! unfinished line from its start again for every piece (minutes for one large event),
 //! it remembers how far it has searched, so each byte is looked at a bounded number of
 //! times however the body is cut.
@@ -87,6 +87,14 @@ impl SseParser {
             self.start = 0;
         }
         self.buf.extend_from_slice(piece);
+    }
+
+    /// Bytes held for the event not yet complete: its unfinished line and its data so
+    /// far. Once [`next_event`](Self::next_event) returned `None`, this is what the parser
+    /// holds (but for lines already read and not yet dropped), so a caller bounds the
+    /// parser's memory by checking it then.
+    pub fn unfinished_len(&self) -> usize {
+        self.buf.len() - self.start + self.pending.data.len() + self.pending.event.len()
     }
 
     /// The next event the pieces fed so far complete, or `None` until more arrive.

@@ -28,16 +28,25 @@ enum BodyError {
     Transport(reqwest::Error),
     /// Nothing arrived within the idle timeout.
     Stalled,
-    /// More than [`MAX_REPLY_BYTES`] arrived.
-    TooLong,
+    /// One event went on past [`MAX_EVENT_BYTES`] without ending.
+    EventTooLong,
     /// The body is not UTF-8, so not an event stream.
     NotUtf8(InvalidUtf8),
 }
 
-/// The most body one streamed reply may take: far more than any model writes in one reply
-/// (a million tokens is about 4 MiB of text), so a stream that never ends (or one event
-/// that never does) is stopped with an error rather than read until the memory runs out.
+/// The most one streamed reply may assemble (its text, refusal and tool-call arguments):
+/// far more than any model writes in one reply (a million tokens is about 4 MiB of text),
+/// so a stream that never ends is stopped with an error rather than read until the memory
+/// runs out. It caps what is kept, not the body: OpenAI sends each token in an event of
+/// its own, some 270 bytes of JSON, so the body of a long but real reply (64,000 tokens:
+/// 256 KiB of text, 17 MB of body) is many times its text.
 pub(super) const MAX_REPLY_BYTES: usize = 16 << 20;
+
+/// The most one event (its unfinished line and the data lines before it) may take before
+/// it ends, so that a server sending one endless line cannot exhaust the memory either.
+/// Four times [`MAX_REPLY_BYTES`]: one event may carry a whole reply (Ollama sends a tool
+/// call's arguments in one piece), and JSON escapes make it longer than its text.
+pub(super) const MAX_EVENT_BYTES: usize = 4 * MAX_REPLY_BYTES;
 
 /// A piece of the body as the HTTP client gave it, boxed (its buffer type is not ours to
 /// name).
@@ -49,7 +58,7 @@ pub(super) struct SseReply<'a> {
     body: BoxStream<'a, Result<BodyPiece, reqwest::Error>>,
     /// The longest pause allowed between two pieces of the body.
     idle_timeout: Duration,
-    /// Bytes of body received so far, for the cap and the cut-off message.
+    /// Bytes of body received so far, for the cut-off message.
     received: usize,
     parser: SseParser,
     ctx: Context<'a>,
@@ -120,6 +129,8 @@ impl<'a> SseReply<'a> {
                 }
                 Err(failure) => {
                     self.finished = true;
+                    // Deltas of the event that failed (one past the cap) are not handed out.
+                    self.ready.clear();
                     return Some(Err(failure));
                 }
             }
@@ -132,6 +143,10 @@ impl<'a> SseReply<'a> {
             if let Some(event) = self.parser.next_event().map_err(BodyError::NotUtf8)? {
                 return Ok(Some(event));
             }
+            // Every whole event was taken: what the parser holds is one unfinished event.
+            if self.parser.unfinished_len() > MAX_EVENT_BYTES {
+                return Err(BodyError::EventTooLong);
+            }
             let piece = match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
                 Err(_) => return Err(BodyError::Stalled),
                 Ok(None) => return Ok(None),
@@ -140,9 +155,6 @@ impl<'a> SseReply<'a> {
             };
             let piece = (*piece).as_ref();
             self.received += piece.len();
-            if self.received > MAX_REPLY_BYTES {
-                return Err(BodyError::TooLong);
-            }
             self.parser.feed(piece);
         }
     }
@@ -184,6 +196,13 @@ impl<'a> SseReply<'a> {
             return Err(error::stream_error_failure(&self.ctx, data, self.delivered));
         }
         self.assembler.add(chunk, &mut self.ready);
+        if self.assembler.size > MAX_REPLY_BYTES {
+            return Err(error::too_long_failure(
+                &self.ctx,
+                "of text and tool-call arguments",
+                MAX_REPLY_BYTES,
+            ));
+        }
         Ok(false)
     }
 
@@ -193,7 +212,9 @@ impl<'a> SseReply<'a> {
                 error::cut_off_failure(&self.ctx, self.received, Some(err))
             }
             BodyError::Stalled => error::stalled_failure(&self.ctx, "next piece of the reply"),
-            BodyError::TooLong => error::too_long_failure(&self.ctx, MAX_REPLY_BYTES),
+            BodyError::EventTooLong => {
+                error::too_long_failure(&self.ctx, "in one event that did not end", MAX_EVENT_BYTES)
+            }
             BodyError::NotUtf8(err) => error::malformed_stream_failure(
                 &self.ctx,
                 &format!(
@@ -224,6 +245,8 @@ struct Assembler {
     last_call: Option<usize>,
     usage: Option<Usage>,
     finish_reason: Option<String>,
+    /// Bytes of text, refusal and arguments so far, for [`MAX_REPLY_BYTES`].
+    size: usize,
 }
 
 #[derive(Default)]
@@ -255,10 +278,12 @@ impl Assembler {
         let Some(delta) = choice.delta else { return };
         let text = delta.content.map(wire::content_text).unwrap_or_default();
         if !text.is_empty() {
+            self.size += text.len();
             self.content.push_str(&text);
             out.push_back(ChatDelta::Text(text));
         }
         if let Some(refusal) = delta.refusal.filter(|r| !r.is_empty()) {
+            self.size += refusal.len();
             self.refusal.push_str(&refusal);
             out.push_back(ChatDelta::Text(refusal));
         }
@@ -307,6 +332,7 @@ impl Assembler {
         if let Some(fragment) = arguments.and_then(wire::arguments_text) {
             let arguments = call.arguments.get_or_insert_with(String::new);
             if !fragment.is_empty() {
+                self.size += fragment.len();
                 arguments.push_str(&fragment);
                 out.push_back(ChatDelta::ToolCallArguments { index, fragment });
             }
@@ -689,12 +715,42 @@ mod tests {
             }
         };
         assert!(
-            failure.message.contains("went on past 16 MiB"),
+            failure
+                .message
+                .contains("went on past 16 MiB of text and tool-call arguments"),
             "{}",
             failure.message
         );
         assert!(!failure.retryable);
         assert!(text <= MAX_REPLY_BYTES, "{text}");
+    }
+
+    /// One line that never ends holds no event to count: the parser's share is capped too.
+    #[tokio::test]
+    async fn an_endless_line_stops_at_the_event_cap() {
+        let mut first = true;
+        let body = stream::repeat_with(move || {
+            let piece = if std::mem::take(&mut first) {
+                format!(
+                    "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}",
+                    "x".repeat(1 << 20)
+                )
+            } else {
+                "x".repeat(1 << 20)
+            };
+            Ok(Bytes::from(piece))
+        });
+        let mut reply = SseReply::new(body, CTX.request_timeout, CTX);
+        let Some(Err(failure)) = reply.next().await else {
+            panic!("an endless line must fail");
+        };
+        assert!(
+            failure.message.contains("went on past 64 MiB in one event"),
+            "{}",
+            failure.message
+        );
+        assert!(!failure.retryable);
+        assert!(reply.parser.unfinished_len() <= MAX_EVENT_BYTES + (2 << 20));
     }
 
     #[tokio::test]
