@@ -115,7 +115,9 @@ impl AgentSession {
     /// later turns or a restarted process, and everything it covers stays stored. An
     /// earlier summary is folded into the new one, so each call condenses only what is new.
     /// Returns `None`, without calling the model, when nothing is left to condense. A tool
-    /// call and its results are never split: the boundary moves earlier instead.
+    /// call and its results are never split: the boundary moves earlier instead. A summary
+    /// that is empty or cut short (`finish_reason` `length` or `content_filter`) is an
+    /// [`Error::Llm`], and nothing is stored.
     ///
     /// It summarizes the history as storage holds it when called (other writers' messages
     /// included), and stores the summary only if the session was not rewritten or deleted
@@ -364,6 +366,20 @@ impl AgentSession {
             cache: None,
         };
         let response = self.shared.llm.chat(&request).await?;
+        // A summary stands in for what it covers from then on: one cut short would lose
+        // its end for good, so it is refused like an empty one.
+        if let Some(because) = crate::events::cut_because(response.finish_reason.as_deref()) {
+            return Err(Error::Llm {
+                message: format!(
+                    "the model's summary was cut short ({because}: finish_reason `{}`); \
+                     nothing was stored",
+                    response.finish_reason.as_deref().unwrap_or_default()
+                ),
+                status: None,
+                retryable: false,
+                source: None,
+            });
+        }
         let summary = response.message.content.trim().to_owned();
         if summary.is_empty() {
             return Err(Error::Llm {

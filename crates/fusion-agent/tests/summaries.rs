@@ -1,0 +1,72 @@
+//! Summaries that must not be stored, and what a summary may cover: a reply cut short is
+//! refused like an empty one (by hand and automatically), and the latest user message is
+//! never condensed away.
+
+mod common;
+
+use common::Harness;
+use fusion_agent::ContextPolicy;
+use fusion_agent::context::is_context_record;
+use fusion_agent::testing::MockReply;
+use fusion_core::Error;
+
+/// A session with two short turns stored.
+async fn two_turns(h: &Harness) -> fusion_agent::AgentSession {
+    let mut session = h.session().await;
+    h.server.push_text("a0").push_text("a1");
+    session
+        .send_message("My name is Ada and I want a report on X by Friday")
+        .await
+        .unwrap();
+    session.send_message("ok").await.unwrap();
+    session
+}
+
+#[tokio::test]
+async fn a_summary_cut_short_is_refused_and_nothing_is_stored() {
+    for (reason, said) in [
+        ("length", "output token limit"),
+        ("content_filter", "content filter"),
+    ] {
+        let h = Harness::new().await;
+        let mut session = two_turns(&h).await;
+        let before = h.stored().await;
+        h.server.push(MockReply::finished(
+            "The user's name is Ada and she wa",
+            reason,
+        ));
+        let error = session.summarize_history(0).await.unwrap_err();
+        let Error::Llm { message, .. } = &error else {
+            panic!("expected Error::Llm, got {error:?}");
+        };
+        assert!(message.contains("cut short"), "{message}");
+        assert!(
+            message.contains(said) && message.contains(reason),
+            "{message}"
+        );
+        assert!(message.contains("nothing was stored"), "{message}");
+        assert_eq!(h.stored().await, before, "{reason}");
+        assert!(!session.history().iter().any(is_context_record));
+    }
+}
+
+#[tokio::test]
+async fn an_automatic_summary_cut_short_is_not_stored_and_the_turn_goes_on() {
+    let h = Harness::new().await;
+    let mut session = two_turns(&h).await;
+    session.set_context_policy(ContextPolicy {
+        summary_keep_last: 0,
+        auto_summarize_at_tokens: Some(1),
+        ..ContextPolicy::default()
+    });
+    h.server
+        .push(MockReply::finished(
+            "The user's name is Ada and she wa",
+            "length",
+        ))
+        .push_text("still here");
+    let result = session.send_message("and now?").await.unwrap();
+    assert_eq!(result.result, "still here");
+    assert_eq!(h.server.request_count(), 4);
+    assert!(!h.stored().await.iter().any(is_context_record));
+}
