@@ -70,3 +70,33 @@ async fn an_automatic_summary_cut_short_is_not_stored_and_the_turn_goes_on() {
     assert_eq!(h.server.request_count(), 4);
     assert!(!h.stored().await.iter().any(is_context_record));
 }
+
+/// "The latest user message is always sent" holds for summaries too: `summarize_history`
+/// stops before it however few messages it is told to keep.
+#[tokio::test]
+async fn summarize_history_never_condenses_the_latest_user_message_away() {
+    let h = Harness::new().await;
+    let mut session = two_turns(&h).await;
+    h.server.push_text("Ada wants a report on X by Friday.");
+    let report = session.summarize_history(0).await.unwrap().unwrap();
+    // System prompt, Ada's message, a0 condensed; "ok" and a1 kept.
+    assert_eq!((report.covers, report.summarized), (3, 2));
+    let transcript = h.request_messages(2)[1]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(transcript.contains("report on X"), "{transcript}");
+    assert!(!transcript.contains("User: ok"), "{transcript}");
+    let view: Vec<(String, String)> = session
+        .request_view()
+        .iter()
+        .map(|m| (format!("{:?}", m.role), m.content.clone()))
+        .collect();
+    assert_eq!(view.len(), 3, "{view:?}");
+    assert!(view[0].1.ends_with("Ada wants a report on X by Friday."));
+    assert_eq!(view[1].1, "ok");
+    assert_eq!(view[2].1, "a1");
+    // Nothing before the latest user message is left to condense.
+    assert!(session.summarize_history(0).await.unwrap().is_none());
+    assert_eq!(h.server.request_count(), 3);
+}

@@ -71,7 +71,7 @@ pub use view::{
 pub use window::visible_tokens;
 
 pub(crate) use groups::Layout;
-pub(crate) use summary::summary_request;
+pub(crate) use summary::{summary_request, summary_request_sparing_latest_turn};
 pub(crate) use window::visible_tokens_up_to;
 
 #[cfg(test)]

@@ -58,8 +58,26 @@ pub(crate) struct SummaryJob {
 /// The boundary moves back to the start of a group so a kept tool result never loses its
 /// call to the summary.
 pub(crate) fn summary_request(history: &[ChatMessage], keep_last: usize) -> Option<SummaryJob> {
+    plan(history, keep_last, false)
+}
+
+/// [`summary_request`] that also leaves the latest user message, and what follows it, as
+/// they are: every view carries that message (the model cannot continue the turn without
+/// it), so a summary must not be the only place it is left in. For a summary asked for by
+/// hand; an automatic one is made on the history before the turn's own message.
+pub(crate) fn summary_request_sparing_latest_turn(
+    history: &[ChatMessage],
+    keep_last: usize,
+) -> Option<SummaryJob> {
+    plan(history, keep_last, true)
+}
+
+fn plan(history: &[ChatMessage], keep_last: usize, spare_latest_turn: bool) -> Option<SummaryJob> {
     let layout = Layout::new(history);
     let mut keep_from = layout.body.len().saturating_sub(keep_last);
+    if spare_latest_turn && let Some(unit) = layout.turn_starts_newest_first().next() {
+        keep_from = keep_from.min(layout.units[unit].start);
+    }
     if keep_from < layout.body.len() {
         let unit = layout.units.partition_point(|u| u.end <= keep_from);
         keep_from = layout.units[unit].start;
@@ -152,6 +170,32 @@ mod tests {
         assert_eq!(job.summarized, 1);
         assert!(summary_request(&history, 4).is_none());
         assert_eq!(summary_request(&history, 0).unwrap().covers, 5);
+    }
+
+    #[test]
+    fn a_summary_by_hand_never_covers_the_latest_user_message() {
+        let history = vec![
+            ChatMessage::system("sys"),
+            ChatMessage::user("my name is Ada"),
+            ChatMessage::assistant("hello Ada"),
+            ChatMessage::user("read a"),
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("a", "t", "{}")]),
+            ChatMessage::tool_result("a", "x"),
+            ChatMessage::assistant("done"),
+        ];
+        for keep_last in 0..4 {
+            let job = summary_request_sparing_latest_turn(&history, keep_last).unwrap();
+            assert_eq!((job.covers, job.summarized), (3, 2), "keep {keep_last}");
+            assert!(!job.request[1].content.contains("read a"));
+        }
+        assert_eq!(
+            summary_request_sparing_latest_turn(&history, 5)
+                .unwrap()
+                .covers,
+            2
+        );
+        // Nothing before the latest user message: nothing to condense.
+        assert!(summary_request_sparing_latest_turn(&history[3..], 0).is_none());
     }
 
     #[test]

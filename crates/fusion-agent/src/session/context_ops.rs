@@ -30,7 +30,8 @@ use crate::context::prune::PruneReport;
 use crate::context::summary::{SummaryJob, SummaryReport};
 use crate::context::tokens::TokenCounter;
 use crate::context::{
-    Layout, last_turn, plan_prune, summary_record, summary_request, visible_tokens_up_to,
+    Layout, last_turn, plan_prune, summary_record, summary_request,
+    summary_request_sparing_latest_turn, visible_tokens_up_to,
 };
 use crate::llm::{ChatRequest, RequestCache, SamplingOptions};
 
@@ -109,7 +110,10 @@ impl AgentSession {
     }
 
     /// Asks the model to condense everything before the last `last_n_messages` visible
-    /// messages into a summary, which requests then carry instead of those messages.
+    /// messages into a summary, which requests then carry instead of those messages. The
+    /// latest user message, which every request carries, is never condensed: the summary
+    /// stops before it even when `last_n_messages` would reach past it (0 condenses
+    /// everything before the latest turn).
     ///
     /// The summary is appended to storage as a context record, so it is not recomputed by
     /// later turns or a restarted process, and everything it covers stays stored. An
@@ -129,7 +133,7 @@ impl AgentSession {
     ) -> Result<Option<SummaryReport>> {
         // `covers` names a stored position: summarize what storage holds.
         self.reload().await?;
-        let job = summary_request(&self.history, last_n_messages);
+        let job = summary_request_sparing_latest_turn(&self.history, last_n_messages);
         let Some((record, report)) = self.write_summary(job).await? else {
             return Ok(None);
         };
