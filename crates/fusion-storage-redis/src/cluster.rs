@@ -188,6 +188,18 @@ fn next_after(err: &RedisError, repeatable: bool, transaction: bool) -> Next {
     }
 }
 
+/// Whether a write that failed with `err` may have been applied all the same: its
+/// connection dropped or its reply was garbled or timed out after the node received it.
+/// The errors [`next_after`] sends a write again for prove it was not applied; so do a
+/// server's error replies (the scripts check everything before their first write).
+pub(crate) fn may_have_applied(err: &RedisError) -> bool {
+    !err.is_connection_refusal()
+        && matches!(
+            err.retry_method(),
+            RetryMethod::Reconnect | RetryMethod::RetryImmediately
+        )
+}
+
 /// The wait before the `tries`-th try: as between connection attempts, doubling from
 /// [`RETRY_MIN_DELAY`] up to [`RETRY_MAX_DELAY`].
 fn backoff(tries: usize) -> Duration {
@@ -368,6 +380,25 @@ mod tests {
         assert_eq!(next(io(io::ErrorKind::TimedOut)), Next::Stop);
         assert_eq!(next(RedisError::from((ErrorKind::Io, "gone"))), Next::Stop);
         assert_eq!(next(server("NOSCRIPT x")), Next::Stop);
+    }
+
+    #[test]
+    fn a_write_may_have_applied_only_when_its_reply_was_lost() {
+        assert!(may_have_applied(&io(io::ErrorKind::ConnectionReset)));
+        assert!(may_have_applied(&io(io::ErrorKind::UnexpectedEof)));
+        assert!(may_have_applied(&io(io::ErrorKind::TimedOut)));
+        assert!(may_have_applied(&RedisError::from((ErrorKind::Io, "gone"))));
+        assert!(!may_have_applied(&io(io::ErrorKind::ConnectionRefused)));
+        let not_found = RedisError::from((ErrorKind::ClusterConnectionNotFound, "none"));
+        assert!(!may_have_applied(&not_found));
+        for reply in [
+            "MOVED 12 10.0.0.2:7001",
+            "TRYAGAIN x",
+            "NOSCRIPT x",
+            "ERR fusion: no",
+        ] {
+            assert!(!may_have_applied(&server(reply)), "{reply}");
+        }
     }
 
     #[test]

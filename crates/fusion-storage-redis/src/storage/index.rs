@@ -1,8 +1,9 @@
 //! Upkeep of the indexes that list sessions (by id and by update time, of every session
 //! and of each owner) and of the expiry index (see `keys.rs`): following a write on a
-//! cluster, taking sessions that went out of them all on a cluster (`forget`, after a
-//! delete or a purge), pruning and repairing what a listing finds stale, and moving the
-//! SET index of earlier releases into them.
+//! cluster, indexing a session as it is stored after a write on a cluster whose own index
+//! requests may never have been sent (`reindex`), taking sessions that went out of them
+//! all on a cluster (`forget`, after a delete or a purge), pruning and repairing what a
+//! listing finds stale, and moving the SET index of earlier releases into them.
 //!
 //! An index may hold more than it should, never less (the "superset discipline"): an id
 //! whose session expired or went, one that a write scored an instant before storing, one
@@ -11,6 +12,11 @@
 //! every entry against the session's meta hash and skip, prune or repair what disagrees.
 //! Removing an entry is always followed by a second look at the session, and an entry a
 //! concurrent writer needed is put back, so pruning never drops a live session.
+//!
+//! On a cluster the discipline needs the index requests that follow each write: a write
+//! whose reply was lost never sent them, so `reindex` sends them from the session as
+//! stored, at once and again when the retry meets what its first copy did. A listing
+//! could not: it never meets a session its index lacks.
 
 use std::collections::BTreeSet;
 
@@ -94,6 +100,61 @@ impl RedisStorage {
             writes.push((expiry.to_string(), zadd(expiry, "", due, &member)));
         }
         self.send_index(op, writes, true).await
+    }
+
+    /// On a cluster, sends the index entries of session `id` as it is stored now: by id
+    /// and by update time (`ZADD NX`, `ZADD GT`), of every session and of its owner, and
+    /// its entry of the expiry index if it has an expiry; or, when it is gone, takes it
+    /// out of the indexes of every session ([`forget`](Self::forget)). Nothing on one
+    /// server, where the scripts keep the indexes. With `acked`, the `ZADD`s wait for the
+    /// replicas as a write's do when the storage asks for them.
+    ///
+    /// The repair after a write that may have applied without its index requests being
+    /// sent: its reply was lost (`run_write`), or its retry met what it did (`write`,
+    /// `trim`). Computed from the stored session rather than from the lost reply, it is
+    /// right whatever the write was and whatever wrote since, and sending it twice, or
+    /// after another writer's, changes nothing: `GT` keeps the later time.
+    ///
+    /// A writer between the read and the `ZADD`s leaves what the superset discipline
+    /// allows: a session deleted meanwhile (or moved to another owner) keeps entries
+    /// that the listings skip and prune when they meet them (its expiry entry, the
+    /// purge), as they do for sessions Redis dropped; a session written meanwhile is
+    /// scored by its writer, whose later time `GT` keeps. The owner of a session gone
+    /// before the read is unknown: its owner's entries wait for that owner's listing.
+    pub(super) async fn reindex(&self, name: &'static str, id: &str, acked: bool) -> Result<()> {
+        if !self.conn.is_cluster() {
+            return Ok(());
+        }
+        let found = self.stored_many(name, &[id.to_string()]).await?;
+        let Some(stored) = found.into_iter().next().flatten() else {
+            let gone = Gone {
+                id,
+                owners: Vec::new(),
+            };
+            self.forget(name, &[gone], &[]).await?;
+            return Ok(());
+        };
+        let mut writes = IndexWrites::new();
+        self.list_as_stored(&mut writes, id, &stored);
+        if let Some((member, due)) = stored.expiry_entry(id) {
+            let expiry = self.keys.expiry();
+            let due = due.to_string();
+            writes.push((expiry.to_string(), zadd(expiry, "", &due, &member)));
+        }
+        self.send_index(self.op(name, Some(id)), writes, acked)
+            .await
+    }
+
+    /// Pushes the `ZADD`s that list `id` as `stored` holds it: by id and by update time,
+    /// of every session and of its owner.
+    fn list_as_stored(&self, writes: &mut IndexWrites, id: &str, stored: &Stored) {
+        let updated = stored.updated_ms().to_string();
+        let owner = stored.owner().map(Scope::Owner);
+        for scope in [Some(Scope::All), owner].into_iter().flatten() {
+            let (by_id, by_update) = self.keys.scope(scope);
+            writes.push((by_id.clone(), zadd(&by_id, "NX", "0", id)));
+            writes.push((by_update.clone(), zadd(&by_update, "GT", &updated, id)));
+        }
     }
 
     /// Removes `ids` from the indexes of `scope`, then puts back those that, looked at
@@ -196,13 +257,7 @@ impl RedisStorage {
         for (id, stored) in ids.iter().zip(found) {
             let Some(stored) = stored else { continue };
             if listed.contains(id.as_str()) {
-                let updated = stored.updated_ms().to_string();
-                let owner = stored.owner().map(Scope::Owner);
-                for scope in [Some(Scope::All), owner].into_iter().flatten() {
-                    let (by_id, by_update) = self.keys.scope(scope);
-                    writes.push((by_id.clone(), zadd(&by_id, "NX", "0", id)));
-                    writes.push((by_update.clone(), zadd(&by_update, "GT", &updated, id)));
-                }
+                self.list_as_stored(&mut writes, id, &stored);
             }
             if let Some((member, due)) = stored.expiry_entry(id) {
                 writes.push((
@@ -300,13 +355,7 @@ impl RedisStorage {
         let mut writes = IndexWrites::new();
         for (id, stored) in ids.iter().zip(found) {
             let Some(stored) = stored else { continue };
-            let updated = stored.updated_ms().to_string();
-            let owner = stored.owner().map(Scope::Owner);
-            for scope in [Some(Scope::All), owner].into_iter().flatten() {
-                let (by_id, by_update) = self.keys.scope(scope);
-                writes.push((by_id.clone(), zadd(&by_id, "NX", "0", id)));
-                writes.push((by_update.clone(), zadd(&by_update, "GT", &updated, id)));
-            }
+            self.list_as_stored(&mut writes, id, &stored);
         }
         self.send_index(self.op(name, None), writes, false).await
     }
@@ -314,6 +363,11 @@ impl RedisStorage {
     /// Sends index commands, their replies ignored: one pipeline on one server; on a
     /// cluster one per key, side by side. With `acked`, each request also waits for the
     /// replicas when the storage asks for them.
+    ///
+    /// Each is sent again after a dropped connection, as a read is: an index command
+    /// does no harm twice (`ZADD NX` or `GT`, `ZREM`, the `ZADD` of an expiry entry
+    /// computed once), and one whose reply was lost would otherwise fail the write it
+    /// follows.
     async fn send_index(&self, op: Op<'_>, writes: IndexWrites, acked: bool) -> Result<()> {
         let mut requests: Vec<(String, Pipeline)> = Vec::new();
         for (key, cmd) in writes {
@@ -332,13 +386,13 @@ impl RedisStorage {
         let sends = requests.iter_mut().map(|(key, pipe)| async move {
             let op = op.on_key(key);
             let Some(acks) = acks else {
-                let sent: RedisResult<()> = self.run(Request::Pipe(pipe)).await;
+                let sent: RedisResult<()> = self.read(Request::Pipe(pipe)).await;
                 return sent.map_err(|err| parse_redis_error(err, op));
             };
             let timeout = u64::try_from(acks.timeout.as_millis()).unwrap_or(u64::MAX);
             pipe.cmd("WAIT").arg(acks.replicas).arg(timeout);
             let (replicas,): (usize,) = self
-                .run(Request::Pipe(pipe))
+                .read(Request::Pipe(pipe))
                 .await
                 .map_err(|err| parse_redis_error(err, op))?;
             self.acknowledged(Acked::new((), Some(replicas)), op)

@@ -113,10 +113,8 @@ impl RedisStorage {
             };
             let op = self.op("update_session", Some(id));
             let reply: Value = self
-                .run_script(self.writing(&scripts::UPDATE), &call)
-                .await
-                .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
-                .and_then(|acked| self.acknowledged(acked, op))?;
+                .run_write(self.writing(&scripts::UPDATE), &call, op, &keys)
+                .await?;
             let items: Vec<Value> = FromRedisValue::from_redis_value(reply)
                 .map_err(|err| parse_redis_error(err.into(), op))?;
             if matches!(items.first(), Some(Value::Int(-1))) {
@@ -134,7 +132,12 @@ impl RedisStorage {
                 owner: new.map(str::to_string),
                 due: entry.as_ref().map(|(_, due)| due.to_string()),
             };
-            self.follow(op, id, &written, old != new).await?;
+            // Listed by id too, whether or not the owner changed: the retry of an update
+            // whose reply was lost applies it again and finds the owner already changed,
+            // and that first copy's index requests were never sent. On a cluster this
+            // costs an update a `ZADD` more to the index of every session, side by side
+            // with the others; on one server the script did it all.
+            self.follow(op, id, &written, true).await?;
             if self.conn.is_cluster() {
                 if let Some(old) = old.filter(|old| Some(*old) != new) {
                     self.prune(op.name, Scope::Owner(old), &[id.to_string()])

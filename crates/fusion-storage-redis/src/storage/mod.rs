@@ -7,7 +7,10 @@
 //! keys live in different slots, and each index has a slot of its own, so there the
 //! indexes follow the script as requests of their own (`index.rs`): every write is two
 //! round trips. Either way an index may hold more than the stored sessions but never
-//! less, and readers check each entry against its session (`listing.rs`).
+//! less, and readers check each entry against its session (`listing.rs`). On a cluster a
+//! write that failed after its script may have run (its reply lost) never sent its index
+//! requests: the session's entries are then sent from the session as stored, at once and
+//! again by the retry that meets what the write did (`reindex` in `index.rs`).
 //!
 //! The same scripts make the conditional writes of issue #13 (`conditional.rs`); session
 //! metadata is in `meta.rs`; retention (a session past its expiry is absent to every

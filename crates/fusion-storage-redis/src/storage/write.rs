@@ -1,5 +1,6 @@
 //! How a write reaches the server: the scripts' arguments, the indexes (inside the write
-//! script on one server, requests of their own after it on a cluster: `index.rs`), the
+//! script on one server, requests of their own after it on a cluster: `index.rs`, and
+//! their repair on a cluster when a write may have applied unheard: `run_write`), the
 //! `NOSCRIPT` retry, and the replicas' `WAIT` when [`RedisOptions::replica_acks`] asks
 //! for it.
 //!
@@ -15,6 +16,7 @@ use redis::{
 };
 
 use super::{RedisStorage, Request};
+use crate::cluster::may_have_applied;
 use crate::error::{BACKEND, Op, parse_redis_error};
 use crate::{scripts, stored};
 
@@ -53,7 +55,11 @@ impl RedisStorage {
     /// On one server the script itself updates the indexes, so the write is one round
     /// trip and the session is listed from the moment it exists. On a cluster the
     /// indexes are in other slots, so their `ZADD`s follow as requests of their own (see
-    /// `index.rs`); if they fail, the write is reported as failed although stored.
+    /// `index.rs`); if they fail, the write is reported as failed although stored. What
+    /// such a write, or one whose reply was lost, left unindexed is indexed again by the
+    /// retry: it meets what its first copy did (a conflict, or an append whose messages
+    /// are all stored already), and on a cluster that sends the session's index entries
+    /// as it is stored ([`reindex`](Self::reindex)).
     pub(super) async fn write(
         &self,
         name: &'static str,
@@ -95,20 +101,32 @@ impl RedisStorage {
         }
         let op = self.op(name, Some(id));
         let outcome: scripts::Outcome = self
-            .run_script(self.writing(&scripts::WRITE), &script)
-            .await
-            .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
-            .and_then(|acked| self.acknowledged(acked, op))?;
-        if let Some(written) = &outcome.wrote {
-            let listed = outcome.generation.parse() == Ok(fresh);
-            self.follow(op, id, written, listed).await?;
+            .run_write(self.writing(&scripts::WRITE), &script, op, &keys)
+            .await?;
+        match &outcome.wrote {
+            Some(written) => {
+                let listed = outcome.generation.parse() == Ok(fresh);
+                self.follow(op, id, written, listed).await?;
+            }
+            // What a retry meets when its first copy applied and lost its reply: a
+            // conflict (a creation or a conditional write), or an append all of whose
+            // messages are stored already. Rare either way, so a read and the index
+            // requests more cost nothing the common append pays.
+            None if !outcome.applied || (mode == "append" && !messages.is_empty()) => {
+                self.reindex(name, id, true).await?;
+            }
+            // A rewrite of an existing session leaves its index entries as they are; a
+            // conditional append of nothing only checked.
+            None => {}
         }
         Ok(outcome)
     }
 
     /// Keeps the first `len` messages of a session (`0` deletes its keys and unindexes
     /// it) if it meets `expected` (always, for `None`). One script, one round trip on one
-    /// server; on a cluster the indexes follow.
+    /// server; on a cluster the indexes follow, and a truncate that changed nothing (a
+    /// conflict, or a session no longer than `len`: what the retry of a truncate whose
+    /// reply was lost meets) sends the session's index entries as it is stored.
     pub(super) async fn trim(
         &self,
         name: &'static str,
@@ -127,12 +145,11 @@ impl RedisStorage {
             .arg(self.keys.prefix());
         let op = self.op(name, Some(id));
         let outcome: scripts::Outcome = self
-            .run_script(self.writing(&scripts::TRUNCATE), &script)
-            .await
-            .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
-            .and_then(|acked| self.acknowledged(acked, op))?;
-        if let Some(written) = &outcome.wrote {
-            self.follow(op, id, written, false).await?;
+            .run_write(self.writing(&scripts::TRUNCATE), &script, op, &keys)
+            .await?;
+        match &outcome.wrote {
+            Some(written) => self.follow(op, id, written, false).await?,
+            None => self.reindex(name, id, true).await?,
         }
         Ok(outcome)
     }
@@ -147,10 +164,8 @@ impl RedisStorage {
         script.arg(id).arg(self.keys.prefix());
         let op = self.op("delete", Some(id));
         let (deleted, owner, due): (i64, Option<String>, Option<String>) = self
-            .run_script(self.writing(&scripts::DELETE), &script)
-            .await
-            .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
-            .and_then(|acked| self.acknowledged(acked, op))?;
+            .run_write(self.writing(&scripts::DELETE), &script, op, &keys)
+            .await?;
         let written = scripts::Written {
             updated: None,
             owner,
@@ -158,6 +173,54 @@ impl RedisStorage {
         };
         self.follow(op, id, &written, false).await?;
         Ok(deleted)
+    }
+
+    /// Sends `call`, the `EVALSHA` of `script`, a write script on the session of `op`
+    /// (whose `keys` name errors), and returns its reply once the replicas acknowledged
+    /// it (when the storage waits for them).
+    ///
+    /// On a cluster a write that failed but may have applied (its reply lost with its
+    /// connection or timed out, see [`may_have_applied`], or too few replicas
+    /// acknowledged it) also left its index requests unsent. They are sent at once,
+    /// computed from the session as it is stored ([`reindex`](Self::reindex)), so the
+    /// session is listed without waiting for a retry that may never come; then the
+    /// write's own error is returned. That repair is best effort and takes at most the
+    /// connect timeout: when it fails too (the node still out of reach), the retry of the
+    /// write repairs the indexes instead (see [`write`](Self::write)). One server needs
+    /// none of this: there the script keeps the indexes in the same atomic step.
+    pub(super) async fn run_write<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        call: &Cmd,
+        op: Op<'_>,
+        keys: &[&str],
+    ) -> Result<T> {
+        let unheard = match self.run_script(script, call).await {
+            Ok(acked) => match self.acknowledged(acked, op) {
+                Ok(value) => return Ok(value),
+                Err(short) => short,
+            },
+            Err(err) if may_have_applied(&err) => parse_redis_error(err, op.on_keys(keys)),
+            Err(err) => return Err(parse_redis_error(err, op.on_keys(keys))),
+        };
+        if let (true, Some(id)) = (self.conn.is_cluster(), op.session_id) {
+            // Not waiting for the replicas (the write's error is returned whatever they
+            // say), nor longer than a connection attempt: a node that does not answer
+            // the repair soon would only delay the error, and the retry repairs it then.
+            let repair = self.reindex(op.name, id, false);
+            let failed = match tokio::time::timeout(self.connect_timeout, repair).await {
+                Ok(done) => done.err().map(|err| err.to_string()),
+                Err(_elapsed) => Some(format!("no answer within {:?}", self.connect_timeout)),
+            };
+            if let Some(error) = failed {
+                tracing::debug!(
+                    session_id = id,
+                    error,
+                    "the indexes of a session whose write may have applied are left to its retry"
+                );
+            }
+        }
+        Err(unheard)
     }
 
     /// Sends `call`, the `EVALSHA` of `script`, in one round trip (with the replicas'
