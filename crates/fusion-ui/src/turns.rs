@@ -38,26 +38,25 @@ pub(crate) fn cut_keeps_tool_pairs(history: &[ChatMessage], len: usize) -> bool 
 /// transcript asks it for every turn in a window, and asking one length at a time cost a
 /// pass over the whole history per turn.
 ///
-/// A result at `r` whose call's id first appears at `c < r` is separated from it by any
-/// cut to a length in `c + 1..=r`; the cuts no such range covers are safe.
+/// A result at `r` answers the nearest call before it with its id, at `c < r` (servers
+/// that give every turn's calls the same ids make an id name several calls); any cut to a
+/// length in `c + 1..=r` separates the two. The cuts no such range covers are safe.
 pub(crate) fn safe_cuts(history: &[ChatMessage]) -> Vec<bool> {
-    let mut first_call: HashMap<&str, usize> = HashMap::new();
-    for (at, message) in history.iter().enumerate() {
-        for call in &message.tool_calls {
-            first_call.entry(call.id.as_str()).or_insert(at);
-        }
-    }
     // +1 where a separating range starts, -1 after it ends; the running sum counts the
     // pairs a cut to each length would separate.
     let mut change = vec![0i64; history.len() + 2];
+    let mut latest_call: HashMap<&str, usize> = HashMap::new();
     for (result_at, message) in history.iter().enumerate() {
         let call_at = message
             .tool_call_id
             .as_deref()
-            .and_then(|id| first_call.get(id).copied());
-        if let Some(call_at) = call_at.filter(|&call_at| call_at < result_at) {
+            .and_then(|id| latest_call.get(id).copied());
+        if let Some(call_at) = call_at {
             change[call_at + 1] += 1;
             change[result_at + 1] -= 1;
+        }
+        for call in &message.tool_calls {
+            latest_call.insert(call.id.as_str(), result_at);
         }
     }
     let mut separated = 0;
@@ -119,10 +118,12 @@ mod tests {
             call("never answered"),            // 5
             ChatMessage::tool_result("z", ""), // 6: no call anywhere
             ChatMessage::tool_result("a", ""), // 7: a again, first called at 1: cuts 2..=7
-            call("a"),                         // 8: a repeated after its results
+            call("a"),                         // 8: a called again (ids repeat)...
+            ChatMessage::user("more"),         // 9
+            ChatMessage::tool_result("a", ""), // 10: ...answered here: cuts 9..=10
         ];
         let expected: Vec<bool> = (0..=history.len())
-            .map(|len| !(2..=7).contains(&len))
+            .map(|len| !(2..=7).contains(&len) && !(9..=10).contains(&len))
             .collect();
         assert_eq!(safe_cuts(&history), expected);
     }

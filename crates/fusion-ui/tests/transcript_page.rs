@@ -292,3 +292,59 @@ async fn a_call_answered_interrupted_then_for_real_shows_the_real_result_in_its_
     let card = card.split("</details>").next().unwrap();
     assert!(card.contains("Deleted `gone.txt`."), "{card}");
 }
+
+#[tokio::test]
+async fn calls_with_the_same_id_in_two_turns_each_show_their_own_result_and_fork_between() {
+    // Some OpenAI-compatible servers give every turn's calls the same ids.
+    let storage = store();
+    let read = |path: &str| {
+        ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![ToolCall::new(
+                "call_0",
+                "read_file",
+                format!(r#"{{"path":"{path}"}}"#),
+            )],
+        )
+    };
+    let messages = [
+        ChatMessage::user("read a"),
+        read("a.txt"),
+        ChatMessage::tool_result("call_0", "AAA"),
+        ChatMessage::assistant("a says AAA"),
+        ChatMessage::user("read b"),
+        read("b.txt"),
+        ChatMessage::tool_result("call_0", "BBB"),
+        ChatMessage::assistant("b says BBB"),
+    ];
+    put(&storage, "ids", SessionMeta::new(), &messages).await;
+    let app = app(storage.clone());
+    let html = send(&app, get("/sessions/ids")).await.body;
+    let cards: Vec<&str> = html
+        .split("<details class=\"tool\">")
+        .skip(1)
+        .map(|card| card.split("</details>").next().unwrap())
+        .collect();
+    assert_eq!(cards.len(), 2);
+    assert!(
+        cards[0].contains("AAA") && !cards[0].contains("BBB"),
+        "{}",
+        cards[0]
+    );
+    assert!(
+        cards[1].contains("BBB") && !cards[1].contains("AAA"),
+        "{}",
+        cards[1]
+    );
+    assert!(
+        html.contains(r##"shown in the tool card of <a href="#m5">message #5</a>"##),
+        "b's result points to b's call"
+    );
+    // Cutting before the second turn separates no call from its result.
+    assert!(html.contains("Fork before turn 2"), "{html}");
+    let (_, revision) = storage.load_revision("ids").await.unwrap();
+    let form = format!("at=4&generation={}", revision.generation);
+    let reply = send(&app, post_form("/sessions/ids/fork", &form)).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert_eq!(storage.load("ids-fork-1").await.unwrap(), messages[..4]);
+}

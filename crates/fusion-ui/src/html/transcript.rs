@@ -231,32 +231,44 @@ enum Mark {
     Chatter,
 }
 
-/// What the whole history says about each message: where each call and result is, and
-/// which messages a prune record shortened.
+/// What the whole history says about each message: which call each result answers, which
+/// result each call's card shows, and which messages a prune record shortened.
+///
+/// A result answers the nearest call before it with its id: some servers give every
+/// turn's calls the same ids (`call_0`), so an id alone does not name one call.
 struct Index<'a> {
-    call_at: HashMap<&'a str, usize>,
-    result_at: HashMap<&'a str, usize>,
+    /// The call each result answers, by the result's index: the index of the message
+    /// holding the call.
+    call_of: HashMap<usize, usize>,
+    /// The result shown in each call's card, by the index of the message holding the call
+    /// and the call's id.
+    result_of: HashMap<(usize, &'a str), usize>,
     marks: HashMap<usize, Mark>,
 }
 
 impl<'a> Index<'a> {
     fn of(history: &'a [ChatMessage]) -> Self {
         let mut index = Index {
-            call_at: HashMap::new(),
-            result_at: HashMap::new(),
+            call_of: HashMap::new(),
+            result_of: HashMap::new(),
             marks: HashMap::new(),
         };
+        // The latest message so far that calls each id.
+        let mut latest_call: HashMap<&str, usize> = HashMap::new();
         for (at, message) in history.iter().enumerate() {
-            for call in &message.tool_calls {
-                index.call_at.entry(call.id.as_str()).or_insert(at);
-            }
-            if let Some(id) = &message.tool_call_id {
+            if let Some(id) = &message.tool_call_id
+                && let Some(&call_at) = latest_call.get(id.as_str())
+            {
+                index.call_of.insert(at, call_at);
                 // A real result wins over an "interrupted" one, which another writer's
                 // turn opening stores for a call still running, as in the agent's view.
-                let shown = index.result_at.entry(id.as_str()).or_insert(at);
+                let shown = index.result_of.entry((call_at, id.as_str())).or_insert(at);
                 if is_interrupted(&history[*shown]) && !is_interrupted(message) {
                     *shown = at;
                 }
+            }
+            for call in &message.tool_calls {
+                latest_call.insert(call.id.as_str(), at);
             }
             index.read_prune_record(message, at);
         }
@@ -341,23 +353,20 @@ fn item(
     at: usize,
 ) -> Item {
     let message = &history[at];
-    let body = match (message.role, &message.tool_call_id) {
-        (Role::Tool, Some(call_id)) if index.call_at.contains_key(call_id.as_str()) => {
-            let call_at = index.call_at[call_id.as_str()];
-            Body::ShownWithCall(CallLink {
-                call_id: call_id.clone(),
-                at: call_at,
-                href: link_to(id, window.start, call_at),
-            })
-        }
-        (Role::Tool, _) => Body::Output(Cut::new(&message.content, CUT_CHARS)),
+    let body = match (message.role, &message.tool_call_id, index.call_of.get(&at)) {
+        (Role::Tool, Some(call_id), Some(&call_at)) => Body::ShownWithCall(CallLink {
+            call_id: call_id.clone(),
+            at: call_at,
+            href: link_to(id, window.start, call_at),
+        }),
+        (Role::Tool, ..) => Body::Output(Cut::new(&message.content, CUT_CHARS)),
         _ if message.content.is_empty() => Body::Empty,
         _ => Body::Markdown(to_safe_html(&message.content)),
     };
     let calls = message
         .tool_calls
         .iter()
-        .map(|call| card(call, history, index, window))
+        .map(|call| card(call, at, history, index, window))
         .collect();
     Item {
         index: at,
@@ -374,8 +383,10 @@ fn item(
     }
 }
 
+/// The card of `call`, made by message `at`.
 fn card(
     call: &ToolCall,
+    at: usize,
     history: &[ChatMessage],
     index: &Index<'_>,
     window: &Range<usize>,
@@ -384,7 +395,7 @@ fn card(
         Ok(json) => serde_json::to_string_pretty(&json).unwrap_or_else(|_| call.arguments.clone()),
         Err(_) => call.arguments.clone(),
     };
-    let result = index.result_at.get(call.id.as_str()).map(|&at| {
+    let result = index.result_of.get(&(at, call.id.as_str())).map(|&at| {
         let message = &history[at];
         ResultCard {
             at,

@@ -45,7 +45,8 @@ pub(crate) async fn fork(
     // (an undo, a rewrite) may have put another message at `at`.
     if now.generation != shown {
         return Err(PageError::conflict(format!(
-            "No fork was made: session {id:?} was rewritten since its page was shown, so              message #{at} may not be the one you chose."
+            "No fork was made: session {id:?} was rewritten since its page was shown, so \
+             message #{at} may not be the one you chose."
         )));
     }
     let Some(turn) = turn_starts(&history).iter().position(|&start| start == at) else {
