@@ -1,8 +1,9 @@
 //! `ToolExecutor`: runs the tool calls of one assistant message and turns every outcome,
 //! good or bad, into a result the model can read.
 //!
-//! The calls of one message run concurrently (`join_all` on the agent's task, so a
-//! cancelled turn also cancels its tools), each under a timeout. Nothing a tool or the
+//! The calls of one message run concurrently (on the agent's task, so a cancelled turn
+//! also cancels its tools), each under a timeout: all at once ([`ToolExecutor::execute_all`])
+//! or yielded one by one as each finishes ([`ToolExecutor::execute_each`]). Nothing a tool or the
 //! model does ends the turn: an unknown tool, arguments that are not JSON or do not fit
 //! the tool's schema, a tool error, a timeout and a panic each become an observation
 //! starting with `Error:` that says what went wrong, and the loop goes on. Errors that do
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use fusion_core::{ChatMessage, ToolCall};
 use futures::FutureExt;
+use futures::stream::{FuturesUnordered, Stream};
 use serde_json::Value;
 use tracing::{Instrument, debug, field, info, info_span, trace};
 
@@ -129,6 +131,21 @@ impl ToolExecutor {
     /// Cost: the calls themselves, plus one schema check each.
     pub async fn execute_all(&self, calls: &[ToolCall]) -> Vec<ToolOutcome> {
         futures::future::join_all(calls.iter().map(|call| self.execute(call))).await
+    }
+
+    /// Runs `calls` concurrently, yielding each outcome as its call finishes, with the
+    /// call's position in `calls`: for a caller that keeps each result at once rather than
+    /// when the slowest call is done. The calls run while the stream is polled, on the
+    /// polling task; dropping it cancels those still running.
+    pub fn execute_each<'a>(
+        &'a self,
+        calls: &'a [ToolCall],
+    ) -> impl Stream<Item = (usize, ToolOutcome)> + Send + 'a {
+        calls
+            .iter()
+            .enumerate()
+            .map(|(at, call)| self.execute(call).map(move |outcome| (at, outcome)))
+            .collect::<FuturesUnordered<_>>()
     }
 
     /// Runs one call. Never fails: every problem is reported in the outcome.

@@ -65,8 +65,8 @@ pub use tokens::{
 };
 pub use undo::{Interleaved, LastTurn, last_turn};
 pub use view::{
-    INTERRUPTED_METADATA_KEY, interrupted_observation, interrupted_results, is_interrupted,
-    request_view,
+    INTERRUPTED_METADATA_KEY, LATE_RESULT_METADATA_KEY, interrupted_observation,
+    interrupted_results, is_interrupted, is_repair, request_view,
 };
 pub use window::visible_tokens;
 

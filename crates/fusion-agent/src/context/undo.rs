@@ -34,7 +34,7 @@ use fusion_core::{ChatMessage, Role};
 
 use super::groups::{is_observation, latest_user_message};
 use super::records::is_context_record;
-use super::view::is_interrupted;
+use super::view::is_repair;
 use crate::react_text::{ReactStep, parse_react};
 
 /// The last turn of a history: the messages an undo removes.
@@ -181,8 +181,8 @@ fn first_foreign(history: &[ChatMessage], start: usize) -> Option<usize> {
 /// its model when the last turn started, so that its reply may land inside the last turn
 /// looking like the turn's own. Counted, since turns of several writers interleave: each
 /// turn a user message starts ends with one final answer, or is waiting for its tools (a
-/// reply whose calls have no real result yet): that writer's next message, if it still
-/// runs, is a result naming its call. More turns started than settled so means one waits
+/// reply whose calls have no result of its own turn yet): that writer's next message, if it
+/// still runs, is a result naming its call. More turns started than settled so means one waits
 /// for its model, or was cut while it did; either way its reply cannot be ruled out.
 fn a_writer_waited_for_its_model(before: &[ChatMessage]) -> bool {
     let said: Vec<&ChatMessage> = before.iter().filter(|m| !is_context_record(m)).collect();
@@ -204,7 +204,7 @@ fn a_writer_waited_for_its_model(before: &[ChatMessage]) -> bool {
                 ended += 1;
             }
             Role::Assistant if waits_for_its_tools(message, &answered_later) => ended += 1,
-            Role::Tool if !is_interrupted(message) => {
+            Role::Tool if !is_repair(message) => {
                 answered_later.extend(message.tool_call_id.as_deref());
             }
             _ => {}
@@ -213,8 +213,9 @@ fn a_writer_waited_for_its_model(before: &[ChatMessage]) -> bool {
     started > ended
 }
 
-/// Whether `reply` asks for tools none of whose calls a real result after it answers
-/// (`answered_later`; none at all, or only the "interrupted" ones a later opening stored):
+/// Whether `reply` asks for tools none of whose calls its own turn answered after it
+/// (`answered_later`; none at all, or only the results a later opening stored for a
+/// cancelled turn, "interrupted" or real ([`is_repair`])):
 /// its turn waits for its tools (or was cut while they ran), and the next message it
 /// stores, if any, is a result naming one of its calls. (A turn stores its results
 /// together, once all are in.)
@@ -333,6 +334,28 @@ mod tests {
         history.insert(3, repair);
         let turn = last_turn(&history).unwrap().unwrap();
         assert_eq!((turn.start, turn.end), (4, 6));
+    }
+
+    /// The same with the real result of a call that finished before the cancel, which the
+    /// next opening stored beside the "interrupted" one of the call that had not: the
+    /// cancelled turn still counts as over.
+    #[test]
+    fn after_a_cancelled_turn_s_late_real_result_the_other_writer_s_messages_are_told_apart() {
+        let mut history = interleaved();
+        history[2] = ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![
+                ToolCall::new("a1", "slow", "{}"),
+                ToolCall::new("a0", "quick", "{}"),
+            ],
+        );
+        let late = ChatMessage::tool_result("a0", "quick result")
+            .with_metadata(crate::context::LATE_RESULT_METADATA_KEY, true.into());
+        let interrupted = ChatMessage::tool_result("a1", "interrupted")
+            .with_metadata(crate::context::INTERRUPTED_METADATA_KEY, true.into());
+        history.splice(3..3, [late, interrupted]);
+        let turn = last_turn(&history).unwrap().unwrap();
+        assert_eq!((turn.start, turn.end), (5, 7));
     }
 
     /// Found by review: the writer before the turn was waiting for its model, so its

@@ -41,6 +41,11 @@ use crate::react_text::{ReactStep, parse_react, render_observation};
 /// Metadata key marking a tool result Fusion wrote for a call that never finished.
 pub const INTERRUPTED_METADATA_KEY: &str = "fusion_interrupted";
 
+/// Metadata key marking the real result of a call that finished in a turn cancelled before
+/// all its calls were done, stored by the next write (a turn's opening) instead of an
+/// "interrupted" one.
+pub const LATE_RESULT_METADATA_KEY: &str = "fusion_result_of_cancelled_turn";
+
 /// The messages the model is sent for the next request on `history`: what `policy`
 /// (with tokens counted by `counter`) and the stored context records let it see, made
 /// sendable.
@@ -238,6 +243,14 @@ fn answers_by_call(messages: &[Cow<'_, ChatMessage>]) -> HashMap<usize, Vec<usiz
 /// [`INTERRUPTED_METADATA_KEY`].
 pub fn is_interrupted(result: &ChatMessage) -> bool {
     result.metadata.contains_key(INTERRUPTED_METADATA_KEY)
+}
+
+/// Whether `result` was stored by a later write for a call of a cancelled turn, rather than
+/// by the turn that made the call: an "interrupted" result ([`is_interrupted`]) or the
+/// real result of a call that finished before the cancel ([`LATE_RESULT_METADATA_KEY`]).
+/// Either way the turn that made the call stored nothing after it.
+pub fn is_repair(result: &ChatMessage) -> bool {
+    is_interrupted(result) || result.metadata.contains_key(LATE_RESULT_METADATA_KEY)
 }
 
 /// Results for the tool calls of the history's last assistant message that have none:

@@ -358,6 +358,7 @@ impl SessionBuilder {
             needs_reload: false,
             native_tools_rejected: false,
             request_cache: RequestCache::new(),
+            finished_calls: None,
         })
     }
 }

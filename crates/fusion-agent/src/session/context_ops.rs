@@ -283,6 +283,7 @@ impl AgentSession {
             needs_reload: false,
             native_tools_rejected: self.native_tools_rejected,
             request_cache: RequestCache::new(),
+            finished_calls: None,
         })
     }
 
@@ -421,7 +422,10 @@ impl AgentSession {
     async fn append_record(&mut self, record: ChatMessage) -> Result<()> {
         let mut batch = self.interrupted_repairs();
         batch.push(record);
-        self.append(batch).await
+        self.append(batch).await?;
+        // Stored, or (for another reply's calls) of no use any more.
+        self.finished_calls = None;
+        Ok(())
     }
 
     /// [`append_record`](Self::append_record) outside a turn: on a conflict, reloads and

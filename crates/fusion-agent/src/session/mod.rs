@@ -48,7 +48,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use fusion_core::{
-    ChatMessage, ConversationStorage, MetaUpdate, Result, Revision, SessionId, SessionInfo,
+    ChatMessage, ConversationStorage, MetaUpdate, Result, Revision, Role, SessionId, SessionInfo,
 };
 use tokio::sync::Mutex;
 
@@ -122,6 +122,18 @@ pub struct AgentSession {
     /// What the LLM client keeps between this conversation's requests (see
     /// [`RequestCache`]); not shared with forks.
     request_cache: RequestCache,
+    /// The results of the tool calls that finished while their reply's other calls still
+    /// ran, until the turn stores them all. A turn cancelled then leaves them here, and
+    /// the next write stores them in place of "interrupted" ones ([`Self::interrupted_repairs`]).
+    finished_calls: Option<FinishedCalls>,
+}
+
+/// Results of some of the calls of one stored reply, not stored yet.
+struct FinishedCalls {
+    /// The id of the reply whose calls they answer.
+    reply: fusion_core::MessageId,
+    /// One tool-result message per finished call, in the order they finished.
+    results: Vec<ChatMessage>,
 }
 
 /// The settings a [`SessionBuilder`] fixes, which never change afterwards: a fork shares
@@ -261,10 +273,31 @@ impl AgentSession {
     }
 
     /// What answers the calls a cancelled turn left unanswered, for the next write to
-    /// store first: an "interrupted" result per native call without one, or, in text
-    /// ReAct mode, an "interrupted" observation for an `Action:` reply left last.
+    /// store first: per native call without a result, the result it got if it finished
+    /// before the cancel (marked [`LATE_RESULT_METADATA_KEY`](crate::context::LATE_RESULT_METADATA_KEY)),
+    /// else an "interrupted" one; or, in text ReAct mode, an "interrupted" observation for
+    /// an `Action:` reply left last. The results kept are used only while the reply whose
+    /// calls they answer is still the last one storage holds.
     pub(crate) fn interrupted_repairs(&self) -> Vec<ChatMessage> {
         let mut repairs = crate::context::interrupted_results(&self.history);
+        let last_reply = self.history.iter().rev().find(|m| m.role != Role::Tool);
+        let kept = self.finished_calls.as_ref().filter(|finished| {
+            last_reply.is_some_and(|reply| reply.id.as_ref() == Some(&finished.reply))
+        });
+        if let Some(finished) = kept {
+            for repair in &mut repairs {
+                let real = finished
+                    .results
+                    .iter()
+                    .find(|result| result.tool_call_id == repair.tool_call_id);
+                if let Some(real) = real {
+                    *repair = real.clone().with_metadata(
+                        crate::context::LATE_RESULT_METADATA_KEY,
+                        serde_json::Value::Bool(true),
+                    );
+                }
+            }
+        }
         if self.uses_text_react() {
             repairs.extend(crate::context::interrupted_observation(&self.history));
         }

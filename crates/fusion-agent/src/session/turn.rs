@@ -9,7 +9,8 @@
 //! as soon as they are all in. A crash or a cancelled turn therefore loses nothing already
 //! said. A reply cut off mid-stream is not stored at all (its text was shown, but half a
 //! reply, or half a tool call, would corrupt the conversation). At worst an assistant
-//! message is stored without its tool results, and the next turn answers those calls with
+//! message is stored without its tool results: the session keeps the result of each call
+//! that finished meanwhile, and the next turn stores those and answers the other calls with
 //! "interrupted" results ([`crate::context::interrupted_results`]). With native tool calling the model's calls
 //! arrive as structured `tool_calls`; otherwise (text ReAct mode) its reply is parsed with
 //! [`parse_react`] and tool output goes back as a user message made by
@@ -32,15 +33,16 @@
 //!   reply. The next turn rereads storage and, for a deleted session, starts a whole new
 //!   conversation with the system prompt.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use fusion_core::{ChatMessage, Error, Result, Role, ToolCall};
 use futures::StreamExt;
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
-use super::AgentSession;
 use super::store::explain_conflict;
 use super::stream::{Emitter, TurnStream, read_reply};
+use super::{AgentSession, FinishedCalls};
 use crate::events::{AgentEvent, Step, TaskResult};
 use crate::executor::ToolOutcome;
 use crate::llm::{ChatRequest, ChatResponse, Usage};
@@ -106,9 +108,13 @@ impl AgentSession {
     ///
     /// The turn runs while the stream is polled. Dropping the stream cancels it: what was
     /// stored stays stored (the user message, every complete assistant message, the
-    /// results of finished tool calls), a reply cut off mid-stream is not stored at all (so
-    /// no half-written text or tool call ever reaches the history), and the next turn
-    /// answers tool calls left without results as interrupted.
+    /// results of the tool calls of earlier replies), and a reply cut off mid-stream is not
+    /// stored at all (so no half-written text or tool call ever reaches the history). The
+    /// results of one reply's calls are stored together once all are in; if the turn is
+    /// cancelled before, this session keeps the results of the calls that had finished,
+    /// and its next turn (or summary, or prune) stores them, answering only the calls still
+    /// running at the cancel as interrupted. (A session dropped with the turn, or a process
+    /// that exits, loses them: the calls are then answered as interrupted.)
     ///
     /// ```no_run
     /// use futures::StreamExt;
@@ -342,15 +348,10 @@ impl AgentSession {
         // Native calls are honoured even from a text-mode client that sends them.
         if reply.has_tool_calls() {
             self.persist(vec![reply]).await?;
-            let outcomes = {
-                let calls = &self.history[self.history.len() - 1].tool_calls;
-                for call in calls {
-                    announce(events, iteration, call);
-                }
-                self.shared.executor.execute_all(calls).await
-            };
+            let outcomes = self.run_calls(iteration, events).await;
             self.persist(outcomes.iter().map(ToolOutcome::to_message).collect())
                 .await?;
+            self.finished_calls = None;
             for outcome in outcomes {
                 progress.record(events, step(outcome, iteration));
             }
@@ -395,6 +396,38 @@ impl AgentSession {
         }
     }
 
+    /// Runs the calls of the reply just stored (the history's last message) and returns
+    /// their outcomes in call order. Each result is kept in `finished_calls` as its call
+    /// finishes, so that if the turn is cancelled while other calls still run, the next
+    /// write stores the results of those that finished rather than "interrupted" ones.
+    /// The results are stored together by the caller, once all are in: one append, right
+    /// after the reply, as every reader of the history expects of one writer.
+    async fn run_calls(&mut self, iteration: usize, events: &Emitter) -> Vec<ToolOutcome> {
+        let reply = &self.history[self.history.len() - 1];
+        let calls = reply.tool_calls.clone();
+        for call in &calls {
+            announce(events, iteration, call);
+        }
+        self.finished_calls = reply.id.clone().map(|reply| FinishedCalls {
+            reply,
+            results: Vec::with_capacity(calls.len()),
+        });
+        // Its own handle on the executor, so that the calls borrow nothing of `self`.
+        let shared = Arc::clone(&self.shared);
+        let mut running = shared.executor.execute_each(&calls);
+        let mut outcomes: Vec<Option<ToolOutcome>> = vec![None; calls.len()];
+        while let Some((at, outcome)) = running.next().await {
+            if let Some(finished) = &mut self.finished_calls {
+                finished.results.push(outcome.to_message());
+            }
+            outcomes[at] = Some(outcome);
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("execute_each yields one outcome per call"))
+            .collect()
+    }
+
     /// Stores the turn's opening: answers for calls an earlier turn left unanswered, the
     /// system prompt if the conversation is new, and the user message, in one append.
     /// Rereads and retries on a conflict (see the module docs).
@@ -412,7 +445,12 @@ impl AgentSession {
                 opening.push(ChatMessage::system(&self.shared.system_prompt));
             }
             opening.push(ChatMessage::user(message));
-            match self.append(opening).await {
+            let stored = self.append(opening).await;
+            if stored.is_ok() {
+                // Stored, or (for another reply's calls) of no use any more.
+                self.finished_calls = None;
+            }
+            match stored {
                 Err(err @ Error::Conflict { .. }) if attempt < OPENING_ATTEMPTS => {
                     info!(
                         attempt,

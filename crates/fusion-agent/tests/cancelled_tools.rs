@@ -1,0 +1,138 @@
+//! A turn cancelled while some of one reply's tool calls have finished and others still
+//! run: the finished calls' real results are stored by the next turn (not "interrupted"),
+//! the others are answered as interrupted, every call exactly once, and undo still works.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use common::{Harness, SESSION, assert_history_consistent, client};
+use fusion_agent::context::{LATE_RESULT_METADATA_KEY, is_interrupted, is_repair};
+use fusion_agent::testing::{MockReply, MockToolCall};
+use fusion_agent::{AgentEvent, SessionBuilder, Tool, ToolRegistry};
+use fusion_core::{Result, Role};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+/// Answers at once, counting its calls.
+struct Quick(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Tool for Quick {
+    fn name(&self) -> &str {
+        "quick"
+    }
+    fn description(&self) -> &str {
+        "answers at once"
+    }
+    fn parameters(&self) -> Value {
+        json!({"type": "object", "properties": {}})
+    }
+    async fn call(&self, _args: Value) -> Result<String> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok("quick result".into())
+    }
+}
+
+/// Says it has started, then never returns.
+struct Stuck(Arc<Notify>);
+
+#[async_trait]
+impl Tool for Stuck {
+    fn name(&self) -> &str {
+        "stuck"
+    }
+    fn description(&self) -> &str {
+        "never returns"
+    }
+    fn parameters(&self) -> Value {
+        json!({"type": "object", "properties": {}})
+    }
+    async fn call(&self, _args: Value) -> Result<String> {
+        self.0.notify_one();
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_call_that_finished_before_the_cancel_keeps_its_real_result() {
+    let h = Harness::new().await;
+    let ran = Arc::new(AtomicUsize::new(0));
+    let stuck = Arc::new(Notify::new());
+    let tools = ToolRegistry::new()
+        .with(Quick(ran.clone()))
+        .with(Stuck(stuck.clone()));
+    let mut session = SessionBuilder::new(SESSION)
+        .llm(Arc::new(client(&h.server)))
+        .storage(h.storage.clone())
+        .system_prompt("You are a test agent.")
+        .tools(tools)
+        .build()
+        .await
+        .unwrap();
+    h.server.push(MockReply::ToolCalls {
+        content: String::new(),
+        calls: vec![
+            MockToolCall {
+                id: Some("call_stuck".into()),
+                ..MockToolCall::new("stuck", "{}")
+            },
+            MockToolCall {
+                id: Some("call_quick".into()),
+                ..MockToolCall::new("quick", "{}")
+            },
+        ],
+    });
+    {
+        let mut events = session.send_message_stream("run both");
+        // Polling the turn until it waits for `stuck` runs `quick` to its end: it never
+        // waits. Then the stream is dropped, cancelling the turn.
+        loop {
+            tokio::select! {
+                _ = stuck.notified() => break,
+                event = events.next() => match event {
+                    Some(Ok(AgentEvent::Usage { .. } | AgentEvent::ToolCallStarted { .. })) => {}
+                    other => panic!("the turn moved on: {other:?}"),
+                },
+            }
+        }
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    // The cancelled turn stored the reply; no result yet.
+    assert!(!h.stored().await.iter().any(|m| m.role == Role::Tool));
+
+    h.server.push_text("Next answer.");
+    session.send_message("next").await.unwrap();
+    let stored = h.stored().await;
+    assert_history_consistent(&stored);
+    let result = |id: &str| {
+        let found: Vec<_> = stored
+            .iter()
+            .filter(|m| m.tool_call_id.as_deref() == Some(id))
+            .collect();
+        assert_eq!(found.len(), 1, "{id} answered once: {stored:#?}");
+        found[0].clone()
+    };
+    let quick = result("call_quick");
+    assert_eq!(quick.content, "quick result");
+    assert!(!is_interrupted(&quick) && is_repair(&quick));
+    assert_eq!(quick.metadata[LATE_RESULT_METADATA_KEY], json!(true));
+    assert!(is_interrupted(&result("call_stuck")));
+    // The model is sent the real result, right after its call.
+    let sent = h.server.requests().last().unwrap()["messages"].clone();
+    let sent = sent.as_array().unwrap();
+    assert!(
+        sent.iter()
+            .any(|m| m["tool_call_id"] == "call_quick" && m["content"] == "quick result"),
+        "{sent:#?}"
+    );
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "nothing ran twice");
+
+    // The cancelled turn counts as ended: undo takes the last turn only.
+    assert_eq!(session.undo_last_turn().await.unwrap(), 2);
+    assert_eq!(session.undo_last_turn().await.unwrap(), 4);
+    assert_eq!(h.stored().await.len(), 1);
+}
