@@ -35,6 +35,7 @@
 mod builder;
 mod context_ops;
 mod creation;
+mod opening;
 mod store;
 mod stream;
 mod turn;

@@ -25,7 +25,7 @@
 //!   started the session first, or deleted or rewrote it since this session last read it,
 //!   nothing of the turn is stored yet, so the turn rereads storage, rebuilds its opening
 //!   (with no system prompt if the session now exists, with one if it is gone) and tries
-//!   again, up to [`OPENING_ATTEMPTS`] times. The system prompt is stored exactly once,
+//!   again, up to [`OPENING_ATTEMPTS`](super::opening::OPENING_ATTEMPTS) times. The system prompt is stored exactly once,
 //!   whoever starts the session.
 //! - If the session is deleted (or expires, or is rewritten) while the turn runs, the
 //!   turn's next append stores nothing and the turn ends with a clear
@@ -40,7 +40,6 @@ use fusion_core::{ChatMessage, Error, Result, Role, ToolCall};
 use futures::StreamExt;
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
-use super::store::explain_conflict;
 use super::stream::{Emitter, TurnStream, read_reply};
 use super::{AgentSession, FinishedCalls};
 use crate::events::{AgentEvent, Step, TaskResult};
@@ -48,10 +47,6 @@ use crate::executor::ToolOutcome;
 use crate::llm::{ChatRequest, ChatResponse, Usage};
 use crate::openai::rejects_native_tools;
 use crate::react_text::{ReactStep, UNREADABLE_REPLY, parse_react, render_observation};
-
-/// How many times a turn tries to store its opening when other writers keep changing the
-/// session (each conflict means another writer won a race; three in a row is not a race).
-const OPENING_ATTEMPTS: usize = 3;
 
 /// Rejects an iteration limit of 0, for the builder's default and for one turn's: a turn
 /// makes at least one request.
@@ -426,51 +421,6 @@ impl AgentSession {
             .into_iter()
             .map(|outcome| outcome.expect("execute_each yields one outcome per call"))
             .collect()
-    }
-
-    /// Stores the turn's opening: answers for calls an earlier turn left unanswered, the
-    /// system prompt if the conversation is new, and the user message, in one append.
-    /// Rereads and retries on a conflict (see the module docs).
-    async fn open(&mut self, message: &str) -> Result<()> {
-        let mut attempt = 1;
-        loop {
-            let mut opening = self.interrupted_repairs();
-            if !opening.is_empty() {
-                warn!(
-                    calls = opening.len(),
-                    "storing 'interrupted' results for tool calls of a cancelled turn"
-                );
-            }
-            if self.history.is_empty() && !self.shared.system_prompt.is_empty() {
-                opening.push(ChatMessage::system(&self.shared.system_prompt));
-            }
-            opening.push(ChatMessage::user(message));
-            let stored = self.append(opening).await;
-            if stored.is_ok() {
-                // Stored, or (for another reply's calls) of no use any more.
-                self.finished_calls = None;
-            }
-            match stored {
-                Err(err @ Error::Conflict { .. }) if attempt < OPENING_ATTEMPTS => {
-                    info!(
-                        attempt,
-                        error = %err,
-                        "another writer started or rewrote the session; rereading it"
-                    );
-                    self.refresh().await?;
-                    attempt += 1;
-                }
-                result => {
-                    return result.map_err(|err| {
-                        explain_conflict(
-                            err,
-                            "other writers kept changing the session while this turn tried to \
-                             store its first message; nothing of this turn was stored",
-                        )
-                    });
-                }
-            }
-        }
     }
 }
 

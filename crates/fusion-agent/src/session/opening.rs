@@ -1,0 +1,59 @@
+//! A turn's opening: what is stored before anything else happens in a turn (see the
+//! module docs of `turn.rs`, "Other writers").
+
+use fusion_core::{ChatMessage, Error, Result};
+use tracing::{info, warn};
+
+use super::AgentSession;
+use super::store::explain_conflict;
+
+/// How many times a turn tries to store its opening when other writers keep changing the
+/// session (each conflict means another writer won a race; three in a row is not a race).
+pub(super) const OPENING_ATTEMPTS: usize = 3;
+
+impl AgentSession {
+    /// Stores the turn's opening: answers for calls an earlier turn left unanswered, the
+    /// system prompt if the conversation is new, and the user message, in one append.
+    /// Rereads and retries on a conflict (see the module docs).
+    pub(super) async fn open(&mut self, message: &str) -> Result<()> {
+        let mut attempt = 1;
+        loop {
+            let mut opening = self.interrupted_repairs();
+            if !opening.is_empty() {
+                warn!(
+                    calls = opening.len(),
+                    "storing 'interrupted' results for tool calls of a cancelled turn"
+                );
+            }
+            if self.history.is_empty() && !self.shared.system_prompt.is_empty() {
+                opening.push(ChatMessage::system(&self.shared.system_prompt));
+            }
+            opening.push(ChatMessage::user(message));
+            let stored = self.append(opening).await;
+            if stored.is_ok() {
+                // Stored, or (for another reply's calls) of no use any more.
+                self.finished_calls = None;
+            }
+            match stored {
+                Err(err @ Error::Conflict { .. }) if attempt < OPENING_ATTEMPTS => {
+                    info!(
+                        attempt,
+                        error = %err,
+                        "another writer started or rewrote the session; rereading it"
+                    );
+                    self.refresh().await?;
+                    attempt += 1;
+                }
+                result => {
+                    return result.map_err(|err| {
+                        explain_conflict(
+                            err,
+                            "other writers kept changing the session while this turn tried to \
+                             store its first message; nothing of this turn was stored",
+                        )
+                    });
+                }
+            }
+        }
+    }
+}
