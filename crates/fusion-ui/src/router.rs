@@ -71,12 +71,12 @@ pub(crate) fn app(
         .route("/sessions/{id}/fork", post(fork::fork))
         .route("/sessions/{id}/undo", get(undo::confirm).post(undo::undo))
         .route("/sessions/{id}/chat", post(chat::send))
-        .route("/sessions/{id}/turns/{number}/events", get(chat::events))
+        .route("/sessions/{id}/turns/{turn}/events", get(chat::events))
         .route(
-            "/sessions/{id}/turns/{number}/approvals/{question}",
+            "/sessions/{id}/turns/{turn}/approvals/{question}",
             post(chat::approve),
         )
-        .route("/sessions/{id}/turns/{number}/stop", post(chat::stop))
+        .route("/sessions/{id}/turns/{turn}/stop", post(chat::stop))
         .route("/bulk-delete", get(bulk::confirm).post(bulk::delete))
         .route("/assets/{name}", get(assets::serve))
         .fallback(not_found)

@@ -2,148 +2,23 @@
 //! events from a real OpenAI-protocol server on loopback, approvals answered by posts,
 //! Stop, resuming a dropped stream, and every refusal.
 
+mod chat_support;
 mod common;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use fusion::agent::testing::{MockDelta, MockLlmServer, MockReply, MockStreamEnd};
 use fusion::agent::{OpenAiConfig, ToolRegistry};
-use fusion::storage::{ConversationStorage, InMemoryStorage, SessionMeta};
+use fusion::storage::ConversationStorage;
 use fusion::{ChatMessage, Role};
-use fusion_ui::{ChatAgent, UiConfig, router};
+use fusion_ui::{ChatAgent, UiConfig};
 use futures::StreamExt;
 use tower::ServiceExt;
 
-use common::{HOST, ORIGIN, assert_inert, post_cross_site, put, request, send, store};
-
-/// The app over `storage` chatting through `server`, with `tools`.
-fn chat_app(storage: Arc<InMemoryStorage>, server: &MockLlmServer, tools: ToolRegistry) -> Router {
-    let llm = OpenAiConfig::new("mock-model")
-        .base_url(server.base_url())
-        .stream(true)
-        .build()
-        .unwrap();
-    let address = HOST.parse().unwrap();
-    let settings = UiConfig::new(address)
-        .chat(ChatAgent::new(Arc::new(llm)).tools(tools))
-        .settings(address)
-        .unwrap();
-    router(storage as Arc<dyn ConversationStorage>, &settings)
-}
-
-/// A same-origin htmx form post.
-fn htmx_post(path: &str, form: &str) -> Request<Body> {
-    request("POST", path)
-        .header("origin", ORIGIN)
-        .header("hx-request", "true")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from(form.to_string()))
-        .unwrap()
-}
-
-/// One server-sent event.
-#[derive(Debug, Clone)]
-struct Sse {
-    name: String,
-    id: Option<String>,
-    data: String,
-}
-
-/// The events of one SSE response, read as they arrive.
-struct Events {
-    body: axum::body::BodyDataStream,
-    buffer: String,
-}
-
-impl Events {
-    /// Opens the turn's stream, resuming after `last_id` when given.
-    async fn open(app: &Router, path: &str, last_id: Option<&str>) -> Events {
-        let mut get = request("GET", path);
-        if let Some(id) = last_id {
-            get = get.header("last-event-id", id);
-        }
-        let response = app
-            .clone()
-            .oneshot(get.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        Events {
-            body: response.into_body().into_data_stream(),
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event (keep-alive comments skipped), or `None` when the stream ended.
-    async fn next(&mut self) -> Option<Sse> {
-        loop {
-            if let Some(at) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..at + 2).collect();
-                let mut event = Sse {
-                    name: "message".into(),
-                    id: None,
-                    data: String::new(),
-                };
-                let mut data = Vec::new();
-                for line in block.lines() {
-                    if let Some(value) = line.strip_prefix("event:") {
-                        event.name = value.trim().to_string();
-                    } else if let Some(value) = line.strip_prefix("id:") {
-                        event.id = Some(value.trim().to_string());
-                    } else if let Some(value) = line.strip_prefix("data:") {
-                        data.push(value.strip_prefix(' ').unwrap_or(value).to_string());
-                    }
-                }
-                if data.is_empty() && event.id.is_none() {
-                    continue; // a comment
-                }
-                event.data = data.join("\n");
-                return Some(event);
-            }
-            let chunk = self.body.next().await?.unwrap();
-            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-
-    /// Events until one whose data contains `text` (returned last).
-    async fn until(&mut self, text: &str) -> Vec<Sse> {
-        let mut seen = Vec::new();
-        while let Some(event) = self.next().await {
-            let found = event.data.contains(text);
-            seen.push(event);
-            if found {
-                return seen;
-            }
-        }
-        panic!("the stream ended without {text:?}: {seen:#?}");
-    }
-
-    /// Every event up to and including `end`.
-    async fn through_end(&mut self) -> Vec<Sse> {
-        let mut seen = Vec::new();
-        while let Some(event) = self.next().await {
-            let end = event.name == "end";
-            seen.push(event);
-            if end {
-                assert!(self.next().await.is_none(), "nothing follows the end");
-                return seen;
-            }
-        }
-        panic!("the stream ended without an end event: {seen:#?}");
-    }
-}
-
-/// A store holding session `s1` with one earlier exchange.
-async fn seeded() -> Arc<InMemoryStorage> {
-    let storage = store();
-    let history = [ChatMessage::user("hello"), ChatMessage::assistant("hi")];
-    put(&storage, "s1", SessionMeta::new().title("Chat"), &history).await;
-    storage
-}
+use chat_support::{Events, answer_of, chat_app, htmx_post, seeded, start_turn, turn_path};
+use common::{assert_inert, post_cross_site, request, send};
 
 #[tokio::test]
 async fn the_reply_streams_before_it_ends_and_the_end_shows_it_as_stored() {
@@ -159,11 +34,8 @@ async fn the_reply_streams_before_it_ends_and_the_end_shows_it_as_stored() {
     )
     .await;
     assert_eq!(started.status, StatusCode::OK, "{}", started.body);
-    assert!(
-        started
-            .body
-            .contains("sse-connect=\"/sessions/s1/turns/1/events\"")
-    );
+    let turn = turn_path(&started.body);
+    assert!(turn.starts_with("/sessions/s1/turns/"), "{turn}");
     assert!(
         started.body.contains("Tell me &#60;b&#62;more&#60;/b&#62;"),
         "{}",
@@ -175,7 +47,7 @@ async fn the_reply_streams_before_it_ends_and_the_end_shows_it_as_stored() {
     );
     assert_inert(&started.body);
 
-    let mut events = Events::open(&app, "/sessions/s1/turns/1/events", None).await;
+    let mut events = Events::open(&app, &format!("{turn}/events"), None).await;
     let first = events.next().await.unwrap();
     assert_eq!(
         first.name, "reset",
@@ -214,11 +86,9 @@ async fn a_resumed_stream_gets_only_what_it_missed() {
     let server = MockLlmServer::start().await;
     server.push_text("one two three four");
     let app = chat_app(storage, &server, ToolRegistry::default());
-    send(&app, htmx_post("/sessions/s1/chat", "message=count")).await;
-    let whole = Events::open(&app, "/sessions/s1/turns/1/events", None)
-        .await
-        .through_end()
-        .await;
+    let turn = start_turn(&app, "s1", "count").await;
+    let events = format!("{turn}/events");
+    let whole = Events::open(&app, &events, None).await.through_end().await;
     let text: String = whole
         .iter()
         .filter(|e| e.name != "end")
@@ -227,18 +97,15 @@ async fn a_resumed_stream_gets_only_what_it_missed() {
     for word in ["one", "two", "three", "four"] {
         assert!(text.contains(word), "{text}");
     }
-    let total: usize = whole
-        .last()
-        .unwrap()
-        .id
-        .as_deref()
-        .unwrap()
-        .parse()
-        .unwrap();
+    // Each id names the turn and how many frames the page holds after it.
+    let last_id = whole.last().unwrap().id.clone().unwrap();
+    let (key, total) = last_id.rsplit_once(':').unwrap();
+    assert!(turn.ends_with(&format!("/{key}")), "{last_id} of {turn}");
+    let total: usize = total.parse().unwrap();
     assert!(total >= 2, "one frame per word or so: {total}");
 
     // A browser resuming after frame 1 gets frames 2.. and the end, no reset.
-    let resumed = Events::open(&app, "/sessions/s1/turns/1/events", Some("1"))
+    let resumed = Events::open(&app, &events, Some(&format!("{key}:1")))
         .await
         .through_end()
         .await;
@@ -248,12 +115,17 @@ async fn a_resumed_stream_gets_only_what_it_missed() {
         "frame 0 is not sent again"
     );
     assert_eq!(resumed.last().unwrap().name, "end");
-    // An id the turn never sent, or none, starts over with a reset.
-    for id in [Some("999"), Some("x"), None] {
-        let again = Events::open(&app, "/sessions/s1/turns/1/events", id)
-            .await
-            .through_end()
-            .await;
+    // An id the turn never sent (past its end, another turn's, a bare count), or none,
+    // starts over with a reset.
+    let past = format!("{key}:999");
+    for id in [
+        Some(past.as_str()),
+        Some("0-1:1"),
+        Some("1"),
+        Some("x"),
+        None,
+    ] {
+        let again = Events::open(&app, &events, id).await.through_end().await;
         assert_eq!(again[0].name, "reset", "{id:?}");
         assert!(again[0].data.contains("one"));
     }
@@ -274,17 +146,12 @@ async fn destructive_calls_wait_for_approve_and_deny() {
     let tools = ToolRegistry::with_file_tools([dir.path()]).unwrap();
     let app = chat_app(storage.clone(), &server, tools);
 
-    for (turn, file, decision, shown) in [
-        (1, "a.txt", "approve", "Approved."),
-        (2, "b.txt", "deny", "Denied."),
+    for (file, decision, shown) in [
+        ("a.txt", "approve", "Approved."),
+        ("b.txt", "deny", "Denied."),
     ] {
-        send(
-            &app,
-            htmx_post("/sessions/s1/chat", &format!("message=delete+{file}")),
-        )
-        .await;
-        let path = format!("/sessions/s1/turns/{turn}/events");
-        let mut events = Events::open(&app, &path, None).await;
+        let turn = start_turn(&app, "s1", &format!("delete {file}")).await;
+        let mut events = Events::open(&app, &format!("{turn}/events"), None).await;
         let asked = events.until("wants to run").await;
         let card = &asked.last().unwrap().data;
         assert!(
@@ -292,26 +159,39 @@ async fn destructive_calls_wait_for_approve_and_deny() {
             "{card}"
         );
         assert!(
+            !card.contains("<details"),
+            "a call shown whole needs no second view: {card}"
+        );
+        assert!(
             dir.path().join(file).exists(),
             "nothing runs before the answer"
         );
-        let answer_path = format!("/sessions/s1/turns/{turn}/approvals/1");
-        assert!(card.contains(&answer_path), "{card}");
+        let (answer_path, answer) = answer_of(card, decision);
+        assert_eq!(answer_path, format!("{turn}/approvals/1"), "{card}");
 
-        let answered = send(
-            &app,
-            htmx_post(&answer_path, &format!("decision={decision}")),
-        )
-        .await;
+        let answered = send(&app, htmx_post(&answer_path, &answer)).await;
         assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
         assert!(answered.body.contains(shown), "{}", answered.body);
         assert!(!answered.body.contains("<button"), "the buttons are gone");
         let end = events.through_end().await;
         assert!(end.last().unwrap().data.contains("Finished"), "{end:#?}");
 
-        let again = send(&app, htmx_post(&answer_path, "decision=approve")).await;
+        let (_, approve) = answer_of(card, "approve");
+        let again = send(&app, htmx_post(&answer_path, &approve)).await;
         assert_eq!(again.status, StatusCode::CONFLICT, "an answer counts once");
         assert!(again.body.contains(shown));
+        // Another session's turn, a question never asked: refused.
+        let other = answer_path.replacen("/sessions/s1/", "/sessions/s2/", 1);
+        let elsewhere = send(&app, htmx_post(&other, &approve)).await;
+        assert_eq!(
+            elsewhere.status,
+            StatusCode::NOT_FOUND,
+            "{}",
+            elsewhere.body
+        );
+        let never = answer_path.replace("/approvals/1", "/approvals/2");
+        let unasked = send(&app, htmx_post(&never, &approve)).await;
+        assert_eq!(unasked.status, StatusCode::NOT_FOUND, "{}", unasked.body);
     }
     assert!(!dir.path().join("a.txt").exists(), "approved: deleted");
     assert!(dir.path().join("b.txt").exists(), "denied: kept");
@@ -328,14 +208,14 @@ async fn stop_cancels_the_turn_keeps_the_session_and_frees_it() {
     server.push_text("A whole reply.");
     let app = chat_app(storage.clone(), &server, ToolRegistry::default());
 
-    send(&app, htmx_post("/sessions/s1/chat", "message=go")).await;
-    let mut events = Events::open(&app, "/sessions/s1/turns/1/events", None).await;
+    let turn = start_turn(&app, "s1", "go").await;
+    let mut events = Events::open(&app, &format!("{turn}/events"), None).await;
     events.until("Half a rep").await;
     let busy = send(&app, htmx_post("/sessions/s1/chat", "message=again")).await;
     assert_eq!(busy.status, StatusCode::CONFLICT);
     assert!(busy.body.contains("still running"), "{}", busy.body);
 
-    let stopped = send(&app, htmx_post("/sessions/s1/turns/1/stop", "")).await;
+    let stopped = send(&app, htmx_post(&format!("{turn}/stop"), "")).await;
     assert_eq!(stopped.status, StatusCode::NO_CONTENT);
     let end = events.through_end().await;
     assert!(end.last().unwrap().data.contains("Stopped."), "{end:#?}");
@@ -351,14 +231,14 @@ async fn stop_cancels_the_turn_keeps_the_session_and_frees_it() {
     );
 
     // The session is free again, and continues from what is stored.
-    let next = send(&app, htmx_post("/sessions/s1/chat", "message=again")).await;
-    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
-    let end = Events::open(&app, "/sessions/s1/turns/2/events", None)
+    let next = start_turn(&app, "s1", "again").await;
+    assert_ne!(next, turn);
+    let end = Events::open(&app, &format!("{next}/events"), None)
         .await
         .through_end()
         .await;
     assert!(end.last().unwrap().data.contains("A whole reply."));
-    let stop_late = send(&app, htmx_post("/sessions/s1/turns/1/stop", "")).await;
+    let stop_late = send(&app, htmx_post(&format!("{turn}/stop"), "")).await;
     assert_eq!(
         stop_late.status,
         StatusCode::NOT_FOUND,
@@ -374,8 +254,8 @@ async fn model_text_streams_inert() {
         "<script>alert(1)</script> <img src=x onerror=alert(2)> [x](javascript:alert(3))",
     ));
     let app = chat_app(storage, &server, ToolRegistry::default());
-    send(&app, htmx_post("/sessions/s1/chat", "message=hi")).await;
-    for event in Events::open(&app, "/sessions/s1/turns/1/events", None)
+    let turn = start_turn(&app, "s1", "hi").await;
+    for event in Events::open(&app, &format!("{turn}/events"), None)
         .await
         .through_end()
         .await
@@ -390,10 +270,10 @@ async fn carriage_returns_in_model_text_add_no_lines_of_data() {
     let server = MockLlmServer::start().await;
     server.push(MockReply::text("one\r\ntwo\rthree"));
     let app = chat_app(storage, &server, ToolRegistry::default());
-    send(&app, htmx_post("/sessions/s1/chat", "message=hi")).await;
+    let turn = start_turn(&app, "s1", "hi").await;
     let response = app
         .oneshot(
-            request("GET", "/sessions/s1/turns/1/events")
+            request("GET", &format!("{turn}/events"))
                 .body(Body::empty())
                 .unwrap(),
         )
@@ -498,13 +378,11 @@ async fn a_reloaded_page_shows_the_running_turn_and_a_plain_post_redirects() {
     assert_eq!(plain.header("location"), "/sessions/s1#turn");
     let page = send(&app, common::get("/sessions/s1")).await;
     assert!(page.body.contains("chat-form"), "{}", page.body);
-    assert!(
-        page.body
-            .contains("sse-connect=\"/sessions/s1/turns/1/events\"")
-    );
+    let turn = turn_path(&page.body);
+    assert!(turn.starts_with("/sessions/s1/turns/"), "{turn}");
     assert_inert(&page.body);
-    send(&app, htmx_post("/sessions/s1/turns/1/stop", "")).await;
-    Events::open(&app, "/sessions/s1/turns/1/events", None)
+    send(&app, htmx_post(&format!("{turn}/stop"), "")).await;
+    Events::open(&app, &format!("{turn}/events"), None)
         .await
         .through_end()
         .await;
@@ -542,8 +420,9 @@ async fn shutdown_ends_the_streams_of_pages_watching_a_turn() {
         .await
         .unwrap();
     assert!(started.status().is_success(), "{}", started.status());
+    let turn = turn_path(&started.text().await.unwrap());
     let mut stream = http
-        .get(format!("{origin}/sessions/s1/turns/1/events"))
+        .get(format!("{origin}{turn}/events"))
         .send()
         .await
         .unwrap()

@@ -5,9 +5,11 @@
 //! through a server-sent event stream, and a dropped connection (a laptop lid, a proxy
 //! timeout, a reload) neither stops nor loses it. Everything the turn reported is kept
 //! as [`Frame`]s until the session's next turn, so a reconnecting page gets what it
-//! missed. Destructive tool calls wait for the page's Approve / Deny buttons, and Stop
-//! cancels the turn as Ctrl-C does in `fusion chat`: whatever was stored stays stored, a
-//! reply cut off mid-stream is not.
+//! missed. Destructive tool calls wait for the page's Approve / Deny buttons, whose
+//! answer names the call its card showed (a turn's key is unique across runs of the
+//! server, and each question carries a digest of its call), and Stop cancels the turn as
+//! Ctrl-C does in `fusion chat`: whatever was stored stays stored, a reply cut off
+//! mid-stream is not.
 //!
 //! Nothing here renders HTML: `html::chat` turns frames into fragments, `routes::chat`
 //! serves them.
@@ -18,6 +20,7 @@ pub(crate) use turn::{AnswerError, Asked, Frame, Outcome, Turn};
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -112,8 +115,15 @@ const KEPT_TURNS: usize = 256;
 pub(crate) struct Chats {
     agent: ChatAgent,
     turns: Mutex<HashMap<String, Arc<Turn>>>,
-    /// Numbers turns across sessions, so a page never mistakes one turn for another.
+    /// Random for each process: a turn's key is this and its number, so a page made by
+    /// an earlier run of the server never names a turn of this one (its numbers start at
+    /// 1 again), and its Approve button cannot answer another call.
+    epoch: u64,
+    /// Numbers turns across sessions; after the epoch, the number makes a turn's key.
     next_number: AtomicU64,
+    /// Keys the digests approval cards carry ([`Turn::digest`]): a model that chooses a
+    /// call's arguments cannot make two calls share one.
+    digests: RandomState,
     /// True once the server shuts down: event streams end, so the graceful shutdown,
     /// which waits for open connections, is not held up by a page watching a turn.
     closing: watch::Sender<bool>,
@@ -123,7 +133,7 @@ pub(crate) struct Chats {
 #[derive(Debug)]
 pub(crate) enum StartError {
     /// The session's previous turn still runs.
-    Busy(u64),
+    Busy,
 }
 
 impl Chats {
@@ -132,7 +142,9 @@ impl Chats {
         Self {
             agent,
             turns: Mutex::new(HashMap::new()),
+            epoch: random_epoch(),
             next_number: AtomicU64::new(1),
+            digests: RandomState::new(),
             closing: watch::Sender::new(false),
         }
     }
@@ -162,11 +174,18 @@ impl Chats {
         message: String,
     ) -> Result<Arc<Turn>, StartError> {
         let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(running) = turns.get(id).filter(|turn| !turn.is_over()) {
-            return Err(StartError::Busy(running.number));
+        if turns.get(id).is_some_and(|turn| !turn.is_over()) {
+            return Err(StartError::Busy);
         }
         let number = self.next_number.fetch_add(1, Ordering::Relaxed);
-        let turn = Arc::new(Turn::new(number, id.to_string(), message));
+        let key = format!("{:016x}-{number}", self.epoch);
+        let turn = Arc::new(Turn::new(
+            number,
+            key,
+            id.to_string(),
+            message,
+            self.digests.clone(),
+        ));
         if turns.len() >= KEPT_TURNS && !turns.contains_key(id) {
             forget_oldest_ended(&mut turns);
         }
@@ -175,16 +194,27 @@ impl Chats {
         Ok(turn)
     }
 
-    /// The turn `number` of session `id`, while it is kept.
-    pub(crate) fn turn(&self, id: &str, number: u64) -> Option<Arc<Turn>> {
+    /// The turn of session `id` whose key is `key`, while it is kept.
+    pub(crate) fn turn(&self, id: &str, key: &str) -> Option<Arc<Turn>> {
         let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
-        turns.get(id).filter(|turn| turn.number == number).cloned()
+        turns.get(id).filter(|turn| turn.key == key).cloned()
     }
 
     /// The turn running on session `id`, if one is.
     pub(crate) fn running(&self, id: &str) -> Option<Arc<Turn>> {
         let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
         turns.get(id).filter(|turn| !turn.is_over()).cloned()
+    }
+}
+
+/// 64 random bits from the operating system, or, should it refuse them, from the keys
+/// std draws for its hash maps (random per process too): either way no two runs of the
+/// server share an epoch.
+fn random_epoch() -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => RandomState::new().hash_one(std::process::id()),
     }
 }
 

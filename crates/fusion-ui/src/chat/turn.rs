@@ -2,6 +2,7 @@
 //! [`run`], the task that drives the agent.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use fusion::agent::{
@@ -23,10 +24,12 @@ pub(crate) enum Frame {
     ToolStarted { tool: String, arguments: String },
     /// A tool call finished (or failed).
     ToolFinished(Step),
-    /// A call waits for the page's decision, or got it.
+    /// A call waits for the page's decision, or got it. `digest` names the request
+    /// exactly ([`Turn::digest`]); the card's answer must carry it.
     Approval {
         question: u32,
         request: ApprovalRequest,
+        digest: String,
         state: Asked,
     },
     /// The model rejected native tool calling and is asked again with the tools in the
@@ -61,13 +64,19 @@ pub(crate) enum AnswerError {
     Unknown,
     /// It was answered already, or the turn ended first.
     Closed,
+    /// The answer names another call than the one the question asks about (its card
+    /// came from another turn): it is not taken, and the question still waits.
+    NotShown,
 }
 
 /// A turn's state, shared by its task, the event streams of the pages watching it and
 /// the approve and stop requests.
 pub(crate) struct Turn {
-    /// Unique across sessions for the process's life.
+    /// Counts turns from 1 in this process; orders them, nothing more.
     pub number: u64,
+    /// Names the turn in its addresses and event ids: its number after the process's
+    /// random epoch, so unique across sessions and across runs of the server.
+    pub key: String,
     /// The session it runs on.
     pub session: String,
     /// What the user sent.
@@ -76,6 +85,7 @@ pub(crate) struct Turn {
     /// Bumped on every change; event streams wait on it.
     changed: watch::Sender<u64>,
     stop: Notify,
+    digests: RandomState,
 }
 
 #[derive(Default)]
@@ -102,15 +112,36 @@ pub(crate) struct Snapshot {
 }
 
 impl Turn {
-    pub(crate) fn new(number: u64, session: String, message: String) -> Self {
+    /// Turn `number`, known as `key`, sending `message` to `session`; `digests` keys
+    /// the digests of the calls it asks about.
+    pub(crate) fn new(
+        number: u64,
+        key: String,
+        session: String,
+        message: String,
+        digests: RandomState,
+    ) -> Self {
         Self {
             number,
+            key,
             session,
             message,
             inner: Mutex::new(Inner::default()),
             changed: watch::Sender::new(0),
             stop: Notify::new(),
+            digests,
         }
+    }
+
+    /// A digest of `request` whole (tool, call id, every argument), keyed by a secret of
+    /// this process: the approval card carries it, and an answer is taken only for the
+    /// call it names, so what is approved is what the card showed.
+    pub(crate) fn digest(&self, request: &ApprovalRequest) -> String {
+        let mut hasher = self.digests.build_hasher();
+        request.tool.hash(&mut hasher);
+        request.call_id.hash(&mut hasher);
+        request.arguments.to_string().hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -171,9 +202,11 @@ impl Turn {
                 .asked_calls
                 .push((request.tool.clone(), request.arguments.clone()));
             let at = inner.frames.len();
+            let digest = self.digest(&request);
             inner.frames.push(Frame::Approval {
                 question,
                 request,
+                digest,
                 state: Asked::Waiting,
             });
             inner.waiting.insert(question, (at, answer));
@@ -182,20 +215,32 @@ impl Turn {
         decision
     }
 
-    /// Answers question `question` with `decision`, returning the question's frame as
-    /// it now stands.
+    /// Answers question `question`, shown as the call `call_id` whose digest is
+    /// `digest`, with `decision`, returning the question's frame as it now stands. An
+    /// answer naming another call than the question's is refused and changes nothing.
     pub(crate) fn answer(
         &self,
         question: u32,
+        call_id: &str,
+        digest: &str,
         decision: ApprovalDecision,
-    ) -> Result<Frame, (AnswerError, Option<Frame>)> {
+    ) -> Result<Frame, (AnswerError, Option<Box<Frame>>)> {
         let mut inner = self.lock();
+        if let Some(&(at, _)) = inner.waiting.get(&question) {
+            let shown = matches!(
+                &inner.frames[at],
+                Frame::Approval { request, digest: d, .. } if request.call_id == call_id && d == digest
+            );
+            if !shown {
+                return Err((AnswerError::NotShown, None));
+            }
+        }
         let Some((at, answer)) = inner.waiting.remove(&question) else {
             let shown = inner.frames.iter().find(
                 |frame| matches!(frame, Frame::Approval { question: q, .. } if *q == question),
             );
             return Err(match shown {
-                Some(frame) => (AnswerError::Closed, Some(frame.clone())),
+                Some(frame) => (AnswerError::Closed, Some(Box::new(frame.clone()))),
                 None => (AnswerError::Unknown, None),
             });
         };
@@ -214,7 +259,7 @@ impl Turn {
         if taken {
             Ok(frame)
         } else {
-            Err((AnswerError::Closed, Some(frame)))
+            Err((AnswerError::Closed, Some(Box::new(frame))))
         }
     }
 
@@ -336,11 +381,18 @@ mod tests {
         }
     }
 
+    fn turn() -> Turn {
+        Turn::new(1, "k-1".into(), "s".into(), "hi".into(), RandomState::new())
+    }
+
     #[tokio::test]
     async fn an_answer_reaches_the_asker_once_and_is_shown() {
-        let turn = Turn::new(1, "s".into(), "hi".into());
+        let turn = turn();
         let decision = turn.ask(request());
-        let frame = turn.answer(1, ApprovalDecision::Approve).unwrap();
+        let digest = turn.digest(&request());
+        let frame = turn
+            .answer(1, "c1", &digest, ApprovalDecision::Approve)
+            .unwrap();
         assert!(matches!(
             frame,
             Frame::Approval {
@@ -349,18 +401,44 @@ mod tests {
             }
         ));
         assert_eq!(decision.await.unwrap(), ApprovalDecision::Approve);
-        let (again, shown) = turn.answer(1, ApprovalDecision::Deny).unwrap_err();
+        let (again, shown) = turn
+            .answer(1, "c1", &digest, ApprovalDecision::Deny)
+            .unwrap_err();
         assert_eq!(again, AnswerError::Closed);
         assert!(shown.is_some());
         assert_eq!(
-            turn.answer(7, ApprovalDecision::Deny).unwrap_err().0,
+            turn.answer(7, "c1", &digest, ApprovalDecision::Deny)
+                .unwrap_err()
+                .0,
             AnswerError::Unknown
         );
     }
 
     #[tokio::test]
+    async fn an_answer_naming_another_call_is_refused_and_the_question_still_waits() {
+        let turn = turn();
+        let mut decision = turn.ask(request());
+        let other = ApprovalRequest {
+            arguments: serde_json::json!({"path": "b.txt"}),
+            ..request()
+        };
+        let (digest, wrong) = (turn.digest(&request()), turn.digest(&other));
+        assert_ne!(digest, wrong);
+        for (call, digest) in [("c1", wrong.as_str()), ("c2", digest.as_str())] {
+            let (refused, _) = turn
+                .answer(1, call, digest, ApprovalDecision::Approve)
+                .unwrap_err();
+            assert_eq!(refused, AnswerError::NotShown, "{call} {digest}");
+        }
+        assert!(decision.try_recv().is_err(), "no answer reached the agent");
+        turn.answer(1, "c1", &digest, ApprovalDecision::Deny)
+            .unwrap();
+        assert_eq!(decision.await.unwrap(), ApprovalDecision::Deny);
+    }
+
+    #[tokio::test]
     async fn the_end_closes_open_questions_and_stop_is_refused_after_it() {
-        let turn = Turn::new(1, "s".into(), "hi".into());
+        let turn = turn();
         let decision = turn.ask(request());
         assert!(turn.stop());
         turn.finish(Outcome::Stopped);
@@ -383,7 +461,7 @@ mod tests {
 
     #[test]
     fn a_call_asked_about_is_not_announced_again_but_the_next_one_is() {
-        let turn = Turn::new(1, "s".into(), "hi".into());
+        let turn = turn();
         let _decision = turn.ask(request());
         let started = || Frame::ToolStarted {
             tool: "delete_file".into(),

@@ -5,6 +5,8 @@
 //! Model text and tool output arrive here as plain strings and leave escaped; while a
 //! turn runs its text is shown as written (no markdown), and once it ends the transcript
 //! shows the stored messages through the same safe markdown as every other message.
+//!
+//! An approval card's form names the call it shows (call id and digest).
 
 use askama::Template;
 use fusion::agent::ApprovalDecision;
@@ -38,7 +40,7 @@ impl<'a> ChatForm<'a> {
 #[template(path = "chat_live.html")]
 pub(crate) struct ChatLive<'a> {
     id: &'a str,
-    number: u64,
+    key: &'a str,
     message: &'a str,
     form: Option<String>,
 }
@@ -48,7 +50,7 @@ impl<'a> ChatLive<'a> {
     pub(crate) fn new(turn: &'a Turn, form: Option<String>) -> Self {
         Self {
             id: &turn.session,
-            number: turn.number,
+            key: &turn.key,
             message: &turn.message,
             form,
         }
@@ -86,13 +88,17 @@ pub(crate) enum Shown {
     Approval {
         card_id: String,
         href: String,
+        /// The call in one line, as the terminal asks about it.
         call: String,
+        /// What the form posts back to name the call it shows.
+        call_id: String,
+        digest: String,
         state: AskedShown,
     },
     Notice(String),
 }
 
-/// One frame of turn `number` of session `id`.
+/// One frame of a turn.
 #[derive(Template, Debug)]
 #[template(path = "chat_frame.html")]
 pub(crate) struct ChatFrame {
@@ -100,8 +106,9 @@ pub(crate) struct ChatFrame {
 }
 
 impl ChatFrame {
-    /// `frame` of turn `number` of session `id`.
-    pub(crate) fn new(id: &str, number: u64, frame: &Frame) -> Self {
+    /// `frame` of `turn`.
+    pub(crate) fn new(turn: &Turn, frame: &Frame) -> Self {
+        let (id, key) = (&turn.session, &turn.key);
         let frame = match frame {
             Frame::Text(text) => Shown::Text(text.clone()),
             Frame::ToolStarted { tool, arguments } => Shown::ToolStarted {
@@ -118,11 +125,14 @@ impl ChatFrame {
             Frame::Approval {
                 question,
                 request,
+                digest,
                 state,
             } => Shown::Approval {
-                card_id: format!("turn-{number}-q{question}"),
-                href: format!("/sessions/{id}/turns/{number}/approvals/{question}"),
+                card_id: format!("turn-{key}-q{question}"),
+                href: format!("/sessions/{id}/turns/{key}/approvals/{question}"),
                 call: request.display(),
+                call_id: request.call_id.clone(),
+                digest: digest.clone(),
                 state: match state {
                     Asked::Waiting => AskedShown::Waiting,
                     Asked::Answered(ApprovalDecision::Deny) => AskedShown::Denied,
@@ -136,20 +146,20 @@ impl ChatFrame {
     }
 }
 
-/// What replaces the live panel when turn `number` ends, with the transcript's newest
+/// What replaces the live panel when turn `key` ends, with the transcript's newest
 /// messages (already rendered) out of band.
 #[derive(Template, Debug)]
 #[template(path = "chat_end.html")]
 pub(crate) struct ChatEnd {
-    number: u64,
+    key: String,
     class: &'static str,
     summary: String,
     messages: Option<String>,
 }
 
 impl ChatEnd {
-    /// The end of turn `number` as `outcome` says, and the messages to show now.
-    pub(crate) fn new(number: u64, outcome: &Outcome, messages: Option<String>) -> Self {
+    /// The end of turn `key` as `outcome` says, and the messages to show now.
+    pub(crate) fn new(key: &str, outcome: &Outcome, messages: Option<String>) -> Self {
         let (class, summary) = match outcome {
             Outcome::Finished(result) => {
                 let requests = plural(result.iterations, "request");
@@ -178,20 +188,21 @@ impl ChatEnd {
             Outcome::Failed(error) => ("failed", format!("The turn failed: {error}")),
         };
         Self {
-            number,
+            key: key.to_string(),
             class,
             summary,
             messages,
         }
     }
 
-    /// The end shown for a turn this process no longer keeps.
-    pub(crate) fn forgotten(number: u64) -> Self {
+    /// The end shown for a turn this process does not keep: one that ended long ago, or
+    /// one of an earlier run of the server, whose page may still show its questions.
+    pub(crate) fn forgotten(key: &str) -> Self {
         Self {
-            number,
+            key: key.to_string(),
             class: "failed",
-            summary: "This turn is no longer kept here; reload the page to see the session \
-                      as stored."
+            summary: "This turn is not kept here (it ended long ago, or the server was \
+                      restarted since): reload the page to see the session as stored."
                 .to_string(),
             messages: None,
         }
@@ -222,7 +233,7 @@ mod tests {
             usage: None,
             finish_reason: finish_reason.map(str::to_string),
         };
-        ChatEnd::new(3, &Outcome::Finished(result), None).summary
+        ChatEnd::new("k-3", &Outcome::Finished(result), None).summary
     }
 
     #[test]

@@ -1,12 +1,17 @@
-//! The chat: `POST /sessions/{id}/chat` starts a turn, `GET .../turns/{n}/events` streams
-//! it as server-sent events, `POST .../turns/{n}/approvals/{q}` answers a tool call's
-//! question and `POST .../turns/{n}/stop` stops it.
+//! The chat: `POST /sessions/{id}/chat` starts a turn, `GET .../turns/{key}/events`
+//! streams it as server-sent events, `POST .../turns/{key}/approvals/{q}` answers a tool
+//! call's question and `POST .../turns/{key}/stop` stops it.
 //!
-//! The event stream is resumable. Each event's id is how many frames the page holds
-//! after it; a browser reconnecting on its own sends that back as `Last-Event-ID` and
-//! gets only the frames after it. A connection without one (the first, or one htmx made
-//! afresh after the server refused it) starts with a `reset` holding every frame so far,
-//! so the page never shows a step twice. `end` replaces the panel once the turn is over.
+//! A turn's key is unique across runs of the server (see [`Turn::key`]): a page left open
+//! over a restart names a turn the new process does not know, and is told to reload
+//! rather than watch, or answer the questions of, a turn it never showed.
+//!
+//! The event stream is resumable. Each event's id is the turn's key and how many frames
+//! the page holds after it; a browser reconnecting on its own sends that back as
+//! `Last-Event-ID` and gets only the frames after it. A connection without one (the
+//! first, or one htmx made afresh after the server refused it), or with one this turn
+//! did not send, starts with a `reset` holding every frame so far, so the page never
+//! shows a step twice nor misses one. `end` replaces the panel once the turn is over.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -64,15 +69,13 @@ pub(crate) async fn send(
         )));
     }
     existing(state.storage.as_ref(), &id).await?;
-    let turn =
-        chats
-            .start(state.storage.clone(), &id, message)
-            .map_err(|StartError::Busy(number)| {
-                PageError::conflict(format!(
-                    "Turn {number} is still running on this session; stop it or wait for it \
-                 to end."
-                ))
-            })?;
+    let turn = chats
+        .start(state.storage.clone(), &id, message)
+        .map_err(|StartError::Busy| {
+            PageError::conflict(
+                "A turn is still running on this session; stop it or wait for it to end.",
+            )
+        })?;
     if !wants_fragment(&headers) {
         return Ok(Redirect::to(&format!("/sessions/{id}#turn")).into_response());
     }
@@ -80,26 +83,29 @@ pub(crate) async fn send(
     Ok(render(StatusCode::OK, &ChatLive::new(&turn, form)))
 }
 
-/// The turn `number` of session `id`, or a 404 page.
-fn kept_turn(state: &AppState, id: &str, number: u64) -> Result<Arc<Turn>, PageError> {
-    chats(state)?.turn(id, number).ok_or_else(|| {
+/// The turn `key` of session `id`, or a 404 page.
+fn kept_turn(state: &AppState, id: &str, key: &str) -> Result<Arc<Turn>, PageError> {
+    chats(state)?.turn(id, key).ok_or_else(|| {
         PageError::not_found(format!(
-            "Turn {number} of session {id:?} is not kept here; reload the session's page."
+            "Turn {key:?} of session {id:?} is not kept here (it ended long ago, or the \
+             server was restarted since); reload the session's page."
         ))
     })
 }
 
-/// `GET /sessions/{id}/turns/{number}/events`: the turn's frames as server-sent events,
-/// from `Last-Event-ID` on when the browser sends one. A turn no longer kept gets a
-/// single `end` saying so, not a 404, which htmx would retry forever.
+/// `GET /sessions/{id}/turns/{key}/events`: the turn's frames as server-sent events,
+/// from `Last-Event-ID` on when the browser sends one of this turn's. A turn not kept
+/// here (forgotten, or of an earlier run of the server) gets a single `end` telling the
+/// page to reload, which replaces the panel and whatever card it showed; not a 404,
+/// which htmx would retry forever.
 pub(crate) async fn events(
     State(state): State<AppState>,
-    Path((id, number)): Path<(String, u64)>,
+    Path((id, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let chats = chats(&state)?;
-    let Some(turn) = chats.turn(&id, number) else {
-        let end = ChatEnd::forgotten(number).render().unwrap_or_default();
+    let Some(turn) = chats.turn(&id, &key) else {
+        let end = ChatEnd::forgotten(&key).render().unwrap_or_default();
         let once = futures::stream::once(async move {
             Ok::<_, Infallible>(Event::default().event("end").data(html_lines(end)))
         });
@@ -108,7 +114,7 @@ pub(crate) async fn events(
     let resume_at = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok());
+        .and_then(|value| frames_held(&turn.key, value));
     let watcher = Watcher {
         closing: chats.closing(),
         changes: turn.watch(),
@@ -151,31 +157,31 @@ impl Watcher {
         loop {
             // Marked seen before reading, so a change made after the read wakes us.
             self.changes.borrow_and_update();
-            let (id, number) = (&self.turn.session, self.turn.number);
+            let turn = &self.turn;
             let Some(sent) = self.sent else {
-                let snapshot = self.turn.snapshot(0);
+                let snapshot = turn.snapshot(0);
                 self.sent = Some(snapshot.total);
-                let steps = frames_html(id, number, &snapshot.frames);
+                let steps = frames_html(turn, &snapshot.frames);
                 let html = format!(
                     "<div class=\"turn-steps\" sse-swap=\"step\" hx-swap=\"beforeend\">{steps}</div>"
                 );
-                return Some(step_event("reset", snapshot.total, html));
+                return Some(step_event(turn, "reset", snapshot.total, html));
             };
-            let snapshot = self.turn.snapshot(sent);
+            let snapshot = turn.snapshot(sent);
             if sent > snapshot.total {
-                // An id this turn never sent (another turn's, or forged): start over.
+                // An id this turn never sent (forged): start over.
                 self.sent = None;
                 continue;
             }
             if !snapshot.frames.is_empty() {
                 self.sent = Some(snapshot.total);
-                let html = frames_html(id, number, &snapshot.frames);
-                return Some(step_event("step", snapshot.total, html));
+                let html = frames_html(turn, &snapshot.frames);
+                return Some(step_event(turn, "step", snapshot.total, html));
             }
             if let Some(outcome) = snapshot.outcome {
                 self.ended = true;
                 let html = self.end_html(&outcome).await;
-                return Some(step_event("end", snapshot.total, html));
+                return Some(step_event(&self.turn, "end", snapshot.total, html));
             }
             tokio::select! {
                 changed = self.changes.changed() => if changed.is_err() {
@@ -198,17 +204,26 @@ impl Watcher {
             }
             _ => None,
         };
-        ChatEnd::new(self.turn.number, outcome, messages)
+        ChatEnd::new(&self.turn.key, outcome, messages)
             .render()
             .unwrap_or_default()
     }
 }
 
-fn step_event(name: &str, id: usize, html: String) -> Event {
+/// Event `name` of `turn`, after which the page holds `held` frames: its id says both.
+fn step_event(turn: &Turn, name: &str, held: usize, html: String) -> Event {
     Event::default()
         .event(name)
-        .id(id.to_string())
+        .id(format!("{}:{held}", turn.key))
         .data(html_lines(html))
+}
+
+/// How many frames a page holds whose `Last-Event-ID` is `last`, when that id is one of
+/// the turn `key`'s; `None` for another turn's id (or anything else), which gets a
+/// `reset`.
+fn frames_held(key: &str, last: &str) -> Option<usize> {
+    let (of, held) = last.rsplit_once(':')?;
+    (of == key).then(|| held.parse().ok()).flatten()
 }
 
 /// `html` with every `\r\n` and lone `\r` made `\n`, as the browser's HTML parser would
@@ -221,24 +236,27 @@ fn html_lines(html: String) -> String {
     html.replace("\r\n", "\n").replace('\r', "\n")
 }
 
-/// `frames` rendered one after another.
-fn frames_html(id: &str, number: u64, frames: &[Frame]) -> String {
+/// `frames` of `turn` rendered one after another.
+fn frames_html(turn: &Turn, frames: &[Frame]) -> String {
     frames
         .iter()
-        .filter_map(|frame| ChatFrame::new(id, number, frame).render().ok())
+        .filter_map(|frame| ChatFrame::new(turn, frame).render().ok())
         .collect()
 }
 
-/// `POST /sessions/{id}/turns/{number}/approvals/{question}` with the field `decision`
-/// (`approve` or `deny`): the question's card as it now stands; 409 with the card when
-/// it was closed already (answered, or the turn ended), 404 for a question never asked.
+/// `POST /sessions/{id}/turns/{key}/approvals/{question}` with the fields `decision`
+/// (`approve` or `deny`), and `call` and `digest`, naming the call the card showed: the
+/// question's card as it now stands; 409 with the card when it was closed already
+/// (answered, or the turn ended), 409 when the question asks about another call than
+/// the card showed (nothing is decided), 404 for a question never asked.
 pub(crate) async fn approve(
     State(state): State<AppState>,
-    Path((id, number, question)): Path<(String, u64, u32)>,
+    Path((id, key, question)): Path<(String, String, u32)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let decision = match FormFields::parse(&body).required("decision")? {
+    let form = FormFields::parse(&body);
+    let decision = match form.required("decision")? {
         "approve" => ApprovalDecision::Approve,
         "deny" => ApprovalDecision::Deny,
         other => {
@@ -247,30 +265,37 @@ pub(crate) async fn approve(
             )));
         }
     };
-    let turn = kept_turn(&state, &id, number)?;
-    let (status, frame) = match turn.answer(question, decision) {
+    let turn = kept_turn(&state, &id, &key)?;
+    let (call, digest) = (form.required("call")?, form.required("digest")?);
+    let (status, frame) = match turn.answer(question, call, digest, decision) {
         Ok(frame) => (StatusCode::OK, frame),
-        Err((AnswerError::Closed, Some(frame))) => (StatusCode::CONFLICT, frame),
+        Err((AnswerError::Closed, Some(frame))) => (StatusCode::CONFLICT, *frame),
+        Err((AnswerError::NotShown, _)) => {
+            return Err(PageError::conflict(format!(
+                "Nothing was approved or denied: question {question} of this turn asks \
+                 about another call than the card you answered showed."
+            )));
+        }
         Err(_) => {
             return Err(PageError::not_found(format!(
-                "Turn {number} asked no question {question}."
+                "Turn {key:?} asked no question {question}."
             )));
         }
     };
     if !wants_fragment(&headers) {
         return Ok(Redirect::to(&format!("/sessions/{id}#turn")).into_response());
     }
-    Ok(render(status, &ChatFrame::new(&id, number, &frame)))
+    Ok(render(status, &ChatFrame::new(&turn, &frame)))
 }
 
-/// `POST /sessions/{id}/turns/{number}/stop`: asks the turn to stop; its event stream
-/// says when it has. 204 for htmx (the panel updates itself), else back to the page.
+/// `POST /sessions/{id}/turns/{key}/stop`: asks the turn to stop; its event stream says
+/// when it has. 204 for htmx (the panel updates itself), else back to the page.
 pub(crate) async fn stop(
     State(state): State<AppState>,
-    Path((id, number)): Path<(String, u64)>,
+    Path((id, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    kept_turn(&state, &id, number)?.stop();
+    kept_turn(&state, &id, &key)?.stop();
     if !wants_fragment(&headers) {
         return Ok(Redirect::to(&format!("/sessions/{id}#turn")).into_response());
     }
