@@ -48,6 +48,22 @@ fn chats(state: &AppState) -> Result<&Arc<Chats>, PageError> {
     })
 }
 
+/// `Ok` unless a turn of the chat runs on session `id` in this app: then a 409 page
+/// saying to stop it first, for a change (`what`: "undoing its last turn", "deleting
+/// it") that would pull the session from under the turn. The turn would go on asking
+/// about and running calls, then fail to store them, so the session would keep no
+/// record of what its tools did.
+pub(crate) fn no_turn_running(state: &AppState, id: &str, what: &str) -> Result<(), PageError> {
+    match state.chat.as_ref().and_then(|chats| chats.running(id)) {
+        None => Ok(()),
+        Some(_) => Err(PageError::conflict(format!(
+            "A chat turn is running on session {id:?}, so {what} is refused: it would pull \
+             the session from under the turn. Stop the turn first (the Stop button on the \
+             session's page), or wait for it to end."
+        ))),
+    }
+}
+
 /// `POST /sessions/{id}/chat` with the field `message`: starts a turn. htmx gets the
 /// live panel (and an empty form out of band); a plain form post is sent back to the
 /// transcript, which shows the running turn.

@@ -11,6 +11,10 @@
 //! anything was written since the page was shown (a message appended by a running
 //! agent, a rewrite, a delete), nothing is removed and the answer is a 409 page, so
 //! another writer's messages are never lost.
+//!
+//! Both are refused (409) while a chat turn of this app runs on the session: the turn is
+//! not a writer whose messages are merely late, it waits on approvals and would run calls
+//! whose results it could then not store. Stop it first.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -20,19 +24,24 @@ use fusion::agent::context::{self, LastTurn};
 use fusion::storage::{Change, Expect, Revision};
 use fusion::{ChatMessage, Error};
 
+use super::chat::no_turn_running;
 use super::form::FormFields;
 use super::request::existing;
 use crate::html::undo::ConfirmUndo;
 use crate::html::{PageError, render};
 use crate::state::AppState;
 
+/// What is refused while a turn runs.
+const UNDOING: &str = "undoing its last turn";
+
 /// `GET /sessions/{id}/undo`: the confirmation page (404 unknown session, 400 when it
-/// holds no turn to undo).
+/// holds no turn to undo, 409 while a chat turn runs on it).
 pub(crate) async fn confirm(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let info = existing(state.storage.as_ref(), &id).await?;
+    no_turn_running(&state, &id, UNDOING)?;
     let (history, revision) = read(&state, &id).await?;
     let turn = last_turn(&id, &history)?;
     Ok(render(
@@ -43,7 +52,7 @@ pub(crate) async fn confirm(
 
 /// `POST /sessions/{id}/undo` with the fields `generation` and `len` of the revision the
 /// confirmation page showed: 303 to the session (to the sessions page when the undo
-/// removed its only turn), or 409 when it changed since.
+/// removed its only turn), or 409 when it changed since or a chat turn runs on it.
 pub(crate) async fn undo(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -55,6 +64,7 @@ pub(crate) async fn undo(
         len: form.number("len")?,
     };
     existing(state.storage.as_ref(), &id).await?;
+    no_turn_running(&state, &id, UNDOING)?;
     let (history, now) = read(&state, &id).await?;
     if now != shown {
         return Err(changed(&id, now));
