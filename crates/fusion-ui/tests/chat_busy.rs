@@ -1,7 +1,7 @@
 //! Undo and delete wait for the chat's running turn: while a turn of this app runs on a
 //! session (here, one waiting for its delete to be approved), undoing its last turn or
 //! deleting it is refused with a 409 saying to stop the turn first, on the confirmation
-//! pages and on their posts. Found by an audit: an undo went through, the card was then
+//! pages and on their posts; a bulk delete leaves it out, saying why. Found by an audit: an undo went through, the card was then
 //! approved, the file deleted, and the turn failed on its write, so the session kept no
 //! record of the deletion.
 
@@ -58,6 +58,15 @@ async fn undo_and_delete_are_refused_while_a_turn_runs_and_allowed_after() {
         );
         assert!(!reply.body.contains("<button"), "{what}: nothing to press");
     }
+    // Bulk delete leaves it too, saying why, and the page is the failure page.
+    let bulk = send(&app, post_form("/bulk-delete", "id=s1")).await;
+    assert_eq!(
+        bulk.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        bulk.body
+    );
+    assert!(bulk.body.contains("stop the turn first"), "{}", bulk.body);
     assert_eq!(
         storage.load("s1").await.unwrap(),
         history,

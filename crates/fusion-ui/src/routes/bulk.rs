@@ -49,6 +49,21 @@ pub(crate) async fn delete(
     let mut deleted = Vec::new();
     let mut failed = Vec::new();
     for id in ids {
+        // As a single delete is: a session a turn of this app is running on is left to it.
+        if state
+            .chat
+            .as_ref()
+            .and_then(|chats| chats.running(&id))
+            .is_some()
+        {
+            failed.push(Failure {
+                id,
+                reason: "a chat turn is running on it: stop the turn first (the Stop button on \
+                         the session's page), or wait for it to end"
+                    .to_string(),
+            });
+            continue;
+        }
         let result = match SessionId::validate(&id) {
             Ok(()) => state.storage.delete(&id).await,
             Err(err) => Err(err),
