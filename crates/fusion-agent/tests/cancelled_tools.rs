@@ -136,3 +136,113 @@ async fn a_call_that_finished_before_the_cancel_keeps_its_real_result() {
     assert_eq!(session.undo_last_turn().await.unwrap(), 4);
     assert_eq!(h.stored().await.len(), 1);
 }
+
+/// A client whose non-streamed calls (the summary's) wait until the test lets them go;
+/// streamed calls (the turns') pass straight through.
+struct HeldSummaries {
+    inner: fusion_agent::OpenAiClient,
+    entered: Arc<Notify>,
+    go: Arc<Notify>,
+}
+
+#[async_trait]
+impl fusion_agent::LlmClient for HeldSummaries {
+    async fn chat(
+        &self,
+        request: &fusion_agent::ChatRequest<'_>,
+    ) -> Result<fusion_agent::ChatResponse> {
+        self.entered.notify_one();
+        self.go.notified().await;
+        self.inner.chat(request).await
+    }
+    fn chat_stream<'a>(
+        &'a self,
+        request: &'a fusion_agent::ChatRequest<'_>,
+    ) -> fusion_agent::ChatStream<'a> {
+        self.inner.chat_stream(request)
+    }
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+}
+
+/// The results a cancelled turn kept are stored only while nothing followed its reply:
+/// when another writer's turn answered its calls (and went on) while a summary was being
+/// written, the summary is stored alone, and every call stays answered exactly once.
+#[tokio::test]
+async fn kept_results_are_not_stored_after_another_writers_turn_answered_the_calls() {
+    let h = Harness::new().await;
+    let ran = Arc::new(AtomicUsize::new(0));
+    let stuck = Arc::new(Notify::new());
+    let (entered, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let tools = ToolRegistry::new()
+        .with(Quick(ran.clone()))
+        .with(Stuck(stuck.clone()));
+    let llm = HeldSummaries {
+        inner: client(&h.server),
+        entered: entered.clone(),
+        go: go.clone(),
+    };
+    let mut a = SessionBuilder::new(SESSION)
+        .llm(Arc::new(llm))
+        .storage(h.storage.clone())
+        .system_prompt("You are a test agent.")
+        .tools(tools)
+        .build()
+        .await
+        .unwrap();
+    // A first turn: what the summary condenses.
+    h.server.push_text("Hello.");
+    a.send_message("hi").await.unwrap();
+    h.server.push(MockReply::ToolCalls {
+        content: String::new(),
+        calls: vec![
+            MockToolCall {
+                id: Some("call_stuck".into()),
+                ..MockToolCall::new("stuck", "{}")
+            },
+            MockToolCall {
+                id: Some("call_quick".into()),
+                ..MockToolCall::new("quick", "{}")
+            },
+        ],
+    });
+    {
+        let mut events = a.send_message_stream("run both");
+        loop {
+            tokio::select! {
+                _ = stuck.notified() => break,
+                event = events.next() => match event {
+                    Some(Ok(AgentEvent::Usage { .. } | AgentEvent::ToolCallStarted { .. })) => {}
+                    other => panic!("the turn moved on: {other:?}"),
+                },
+            }
+        }
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+
+    // A starts a summary; while its model call is held, B runs a whole turn, whose
+    // opening answers A's calls as interrupted.
+    h.server.push_text("A summary of the conversation.");
+    let summary = tokio::spawn(async move {
+        let result = a.summarize_history(0).await;
+        (a, result)
+    });
+    entered.notified().await;
+    let mut b = h.builder().build().await.unwrap();
+    h.server.push_text("B's answer.");
+    b.send_message("B asks").await.unwrap();
+    go.notify_one();
+    let (_a, result) = summary.await.unwrap();
+    assert!(result.unwrap().is_some(), "the summary was stored");
+
+    let stored = h.stored().await;
+    assert_history_consistent(&stored);
+    for id in ["call_quick", "call_stuck"] {
+        let answers = stored
+            .iter()
+            .filter(|m| m.tool_call_id.as_deref() == Some(id))
+            .count();
+        assert_eq!(answers, 1, "{id} answered once: {stored:#?}");
+    }
+}

@@ -221,7 +221,8 @@ pub(super) fn cut_off_failure(
 pub(super) fn empty_stream_failure(ctx: &Context<'_>, received: usize) -> Failure {
     Failure {
         message: format!(
-            "the stream from {} ended after {received} bytes with no answer in it (no text,              tool call or finish reason before `[DONE]`), as if the reply had been cut off",
+            "the stream from {} ended after {received} bytes with no answer in it (no text, \
+             tool call or finish reason before `[DONE]`), as if the reply had been cut off",
             ctx.endpoint
         ),
         status: None,

@@ -34,13 +34,19 @@ enum BodyError {
     NotUtf8(InvalidUtf8),
 }
 
-/// The most one streamed reply may assemble (its text, refusal and tool-call arguments):
+/// The most one streamed reply may assemble (its text, refusal, tool-call names, ids and
+/// arguments, and [`CALL_OVERHEAD`] per call):
 /// far more than any model writes in one reply (a million tokens is about 4 MiB of text),
 /// so a stream that never ends is stopped with an error rather than read until the memory
 /// runs out. It caps what is kept, not the body: OpenAI sends each token in an event of
 /// its own, some 270 bytes of JSON, so the body of a long but real reply (64,000 tokens:
 /// 256 KiB of text, 17 MB of body) is many times its text.
 pub(super) const MAX_REPLY_BYTES: usize = 16 << 20;
+
+/// What one tool call counts against [`MAX_REPLY_BYTES`] besides its name, id and
+/// arguments (about what it takes in memory), so that ever more empty calls are stopped
+/// too.
+const CALL_OVERHEAD: usize = 64;
 
 /// The most one event (its unfinished line and the data lines before it) may take before
 /// it ends, so that a server sending one endless line cannot exhaust the memory either.
@@ -199,7 +205,7 @@ impl<'a> SseReply<'a> {
         if self.assembler.size > MAX_REPLY_BYTES {
             return Err(error::too_long_failure(
                 &self.ctx,
-                "of text and tool-call arguments",
+                "of text and tool calls",
                 MAX_REPLY_BYTES,
             ));
         }
@@ -245,7 +251,8 @@ struct Assembler {
     last_call: Option<usize>,
     usage: Option<Usage>,
     finish_reason: Option<String>,
-    /// Bytes of text, refusal and arguments so far, for [`MAX_REPLY_BYTES`].
+    /// Bytes of text, refusal, calls' names, ids and arguments so far, and
+    /// [`CALL_OVERHEAD`] per call, for [`MAX_REPLY_BYTES`].
     size: usize,
 }
 
@@ -300,7 +307,7 @@ impl Assembler {
         };
         let id = piece.id.filter(|id| !id.is_empty());
         let index = match piece.index {
-            Some(index) => self.slot_of(index, id.as_deref()),
+            Some(index) => self.slot_of(index, id.as_deref(), name.is_some()),
             // Without an index, an id or a name starts the next call; anything else
             // continues the last one.
             None => match self.last_call {
@@ -309,6 +316,13 @@ impl Assembler {
             },
         };
         self.last_call = Some(index);
+        if !self.calls.contains_key(&index) {
+            // What a call costs besides its arguments, counted so that a stream of ever
+            // new calls or long names cannot grow the reply past the cap either.
+            self.size += CALL_OVERHEAD
+                + id.as_ref().map_or(0, String::len)
+                + name.as_ref().map_or(0, String::len);
+        }
         let call = self.calls.entry(index).or_insert_with(|| {
             let call = PartialCall {
                 id_given: id.is_some(),
@@ -327,6 +341,7 @@ impl Assembler {
             && let Some(name) = name
         {
             // A server that sent the name after the first piece: keep it for the reply.
+            self.size += name.len();
             call.name = name;
         }
         if let Some(fragment) = arguments.and_then(wire::arguments_text) {
@@ -344,23 +359,27 @@ impl Assembler {
         self.content.is_empty() && self.refusal.is_empty() && self.calls.is_empty()
     }
 
-    /// The slot a piece streamed at `index` (bringing `id`, if any) goes to. A piece with
-    /// an id other than the one the server gave the call in that slot is another call,
-    /// not more of it: servers that number every parallel call 0 (Ollama) tell their
-    /// calls apart only by id, and merging them would run one call with both calls'
-    /// arguments run together and silently drop the other.
-    fn slot_of(&mut self, index: usize, id: Option<&str>) -> usize {
+    /// The slot a piece streamed at `index` (bringing `id`, if any, and a name if
+    /// `named`) goes to. A piece with a name and an id other than the one the server gave
+    /// the call in that slot is another call, not more of it: servers that number every
+    /// parallel call 0 (Ollama) tell their calls apart only by id, and merging them would
+    /// run one call with both calls' arguments run together and silently drop the other.
+    /// A piece with another id but no name continues the call: some servers send a fresh
+    /// id with every piece of one call (Poolside, mlx-openai-server), and every call
+    /// starts with its name.
+    fn slot_of(&mut self, index: usize, id: Option<&str>, named: bool) -> usize {
         let slot = match self.slots.get(&index) {
             Some(&slot) => slot,
             // First sight of this index: its own slot, unless a call moved there.
             None if self.calls.contains_key(&index) => self.next_slot(),
             None => index,
         };
-        let another = id.is_some_and(|id| {
-            self.calls
-                .get(&slot)
-                .is_some_and(|call| call.id_given && call.id != id)
-        });
+        let another = named
+            && id.is_some_and(|id| {
+                self.calls
+                    .get(&slot)
+                    .is_some_and(|call| call.id_given && call.id != id)
+            });
         let slot = if another { self.next_slot() } else { slot };
         self.slots.insert(index, slot);
         slot
@@ -368,7 +387,11 @@ impl Assembler {
 
     /// The slot after every call so far.
     fn next_slot(&self) -> usize {
-        self.calls.keys().next_back().map_or(0, |last| last + 1)
+        // Saturating: a server may number a call usize::MAX (a later one then shares it).
+        self.calls
+            .keys()
+            .next_back()
+            .map_or(0, |last| last.saturating_add(1))
     }
 
     /// The whole reply.
@@ -717,12 +740,92 @@ mod tests {
         assert!(
             failure
                 .message
-                .contains("went on past 16 MiB of text and tool-call arguments"),
+                .contains("went on past 16 MiB of text and tool calls"),
             "{}",
             failure.message
         );
         assert!(!failure.retryable);
         assert!(text <= MAX_REPLY_BYTES, "{text}");
+    }
+
+    /// Calls count against the cap too: their names and ids, and each call itself, so a
+    /// stream of ever new calls with long names (and no arguments) is stopped as well.
+    #[tokio::test]
+    async fn endless_new_calls_stop_at_the_cap() {
+        let mut n = 0usize;
+        let body = stream::repeat_with(move || {
+            n += 1;
+            let piece = serde_json::json!({
+                "index": n,
+                "id": format!("c{n}"),
+                "function": {"name": "x".repeat(1 << 20)},
+            });
+            let event = format!(
+                "data: {}\n\n",
+                delta(serde_json::json!({"tool_calls": [piece]}))
+            );
+            Ok(Bytes::from(event))
+        });
+        let mut reply = SseReply::new(body, CTX.request_timeout, CTX);
+        let mut calls = 0;
+        let failure = loop {
+            match reply.next().await.expect("a failure ends it") {
+                Ok(ChatDelta::ToolCallStarted { .. }) => calls += 1,
+                Ok(other) => panic!("{other:?}"),
+                Err(failure) => break failure,
+            }
+        };
+        assert!(
+            failure.message.contains("went on past 16 MiB"),
+            "{}",
+            failure.message
+        );
+        assert!(calls <= 16, "{calls} calls of 1 MiB names kept");
+    }
+
+    /// A server that gives one call a fresh id on every piece (Poolside, mlx-openai-server)
+    /// sends its name once: the pieces without a name are more of that call.
+    #[tokio::test]
+    async fn a_fresh_id_on_every_piece_of_one_call_is_still_one_call() {
+        let piece = |id: &str, name: Option<&str>, arguments: &str| {
+            let mut piece =
+                serde_json::json!({"index": 0, "id": id, "function": {"arguments": arguments}});
+            if let Some(name) = name {
+                piece["function"]["name"] = name.into();
+            }
+            delta(serde_json::json!({"tool_calls": [piece]}))
+        };
+        let text = sse(&[
+            piece("call_first", Some("read_file"), ""),
+            piece("call_second", None, "{\"path\":"),
+            piece("call_third", None, "\"a.txt\"}"),
+            finish("tool_calls"),
+        ]);
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        assert_eq!(
+            done(&deltas).message.tool_calls,
+            vec![ToolCall::new(
+                "call_first",
+                "read_file",
+                r#"{"path":"a.txt"}"#
+            )]
+        );
+    }
+
+    /// A call numbered usize::MAX, then another at that index with another id: no
+    /// overflow (a debug build panicked), and both are kept as one rather than lost.
+    #[tokio::test]
+    async fn a_call_at_the_largest_index_does_not_overflow() {
+        let piece = |id: &str, arguments: &str| {
+            delta(serde_json::json!({"tool_calls": [{
+                "index": usize::MAX, "id": id, "function": {"name": "ls", "arguments": arguments},
+            }]}))
+        };
+        let text = sse(&[piece("a", "{}"), piece("b", ""), finish("tool_calls")]);
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        assert!(!done(&deltas).message.tool_calls.is_empty());
     }
 
     /// One line that never ends holds no event to count: the parser's share is capped too.

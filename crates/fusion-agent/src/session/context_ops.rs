@@ -420,9 +420,32 @@ impl AgentSession {
     /// cancelled turn left unanswered: the record must not come between a call and the
     /// results the next turn would add.
     async fn append_record(&mut self, record: ChatMessage) -> Result<()> {
-        let mut batch = self.interrupted_repairs();
-        batch.push(record);
-        self.append(batch).await?;
+        let read_at = self.generation;
+        loop {
+            let mut batch = self.interrupted_repairs();
+            let repairs = batch.len();
+            batch.push(record.clone());
+            match self.append_repairing(repairs, batch).await {
+                // Another writer stored something since memory was read (the model call of
+                // a summary takes a while): read it again and answer only what is still
+                // unanswered. The record still fits a history that was only appended to.
+                Err(Error::Conflict { .. }) if repairs > 0 => {
+                    self.reload().await?;
+                    if self.generation != read_at {
+                        return Err(Error::Conflict {
+                            backend: self.shared.storage.backend_name(),
+                            session_id: self.id.to_string(),
+                            detail: "another writer rewrote or deleted the session while                                      the record was made; nothing was stored"
+                                .into(),
+                        });
+                    }
+                }
+                result => {
+                    result?;
+                    break;
+                }
+            }
+        }
         // Stored, or (for another reply's calls) of no use any more.
         self.finished_calls = None;
         Ok(())

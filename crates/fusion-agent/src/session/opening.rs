@@ -19,17 +19,18 @@ impl AgentSession {
         let mut attempt = 1;
         loop {
             let mut opening = self.interrupted_repairs();
-            if !opening.is_empty() {
+            let repairs = opening.len();
+            if repairs > 0 {
                 warn!(
-                    calls = opening.len(),
-                    "storing 'interrupted' results for tool calls of a cancelled turn"
+                    calls = repairs,
+                    "storing results for the tool calls a cancelled turn left unanswered"
                 );
             }
             if self.history.is_empty() && !self.shared.system_prompt.is_empty() {
                 opening.push(ChatMessage::system(&self.shared.system_prompt));
             }
             opening.push(ChatMessage::user(message));
-            let stored = self.append(opening).await;
+            let stored = self.append_repairing(repairs, opening).await;
             if stored.is_ok() {
                 // Stored, or (for another reply's calls) of no use any more.
                 self.finished_calls = None;

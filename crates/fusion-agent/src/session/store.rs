@@ -103,11 +103,38 @@ impl AgentSession {
     ///
     /// Every message gets its id here, when the session first stores it, so a storage
     /// that retries the write (a `RetryLayer`) stores it once however often it is sent.
-    pub(super) async fn append(&mut self, mut batch: Vec<ChatMessage>) -> Result<()> {
+    pub(super) async fn append(&mut self, batch: Vec<ChatMessage>) -> Result<()> {
+        self.append_expecting(Expect::Generation(self.generation), batch)
+            .await
+    }
+
+    /// [`append`](Self::append) of a batch that opens with answers for the calls of the
+    /// last reply memory holds ([`interrupted_repairs`](Self::interrupted_repairs)): it
+    /// requires the exact revision memory was read at, so that if another writer stored
+    /// anything since (its own answers for those calls, say), nothing is written and the
+    /// caller reads the session again rather than answer the calls twice. A batch without
+    /// repairs is a plain append.
+    pub(super) async fn append_repairing(
+        &mut self,
+        repairs: usize,
+        batch: Vec<ChatMessage>,
+    ) -> Result<()> {
+        let expect = if repairs == 0 {
+            Expect::Generation(self.generation)
+        } else {
+            Expect::Exactly(self.revision())
+        };
+        self.append_expecting(expect, batch).await
+    }
+
+    async fn append_expecting(
+        &mut self,
+        expect: Expect,
+        mut batch: Vec<ChatMessage>,
+    ) -> Result<()> {
         for message in &mut batch {
             message.ensure_id();
         }
-        let expect = Expect::Generation(self.generation);
         let (generation, batch) = self.write(Write::Append(expect, batch)).await?;
         self.generation = generation;
         self.history.extend(batch);
