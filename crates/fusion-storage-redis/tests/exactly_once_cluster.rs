@@ -375,3 +375,51 @@ async fn an_owner_change_or_a_delete_whose_reply_was_lost_is_listed_as_it_applie
     }
     assert_eq!(store.list_sessions().await.unwrap(), ["neighbour"]);
 }
+
+/// A conditional hand-over (`if_owner`) whose reply was lost, with the repair that
+/// follows at once cut too: retried, it is refused (`NotOwner`: the session already has
+/// the new owner), and that refusal repairs the indexes the lost reply left unwritten, so
+/// the session is listed under its new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_retried_after_its_reply_was_lost_is_listed_under_the_new_owner() {
+    let Some(h) = harness().await else { return };
+    let options = RedisOptions::new().reconnect_retries(1);
+    let store = RedisStorage::connect_with(&h.url, options).await.unwrap();
+    neighbour(&store).await;
+    const ID: &str = "handed-over-in-the-dark";
+    let meta = SessionMeta::new().owner("alice");
+    store
+        .create_session(ID, &meta, &[ChatMessage::user("hi").with_new_id()])
+        .await
+        .unwrap();
+    let warm = fusion_core::MetaUpdate::new().title(Some("n"));
+    store.update_session("neighbour", &warm).await.unwrap();
+
+    let hand_over = fusion_core::MetaUpdate::new()
+        .owner(Some("carol"))
+        .if_owner("alice");
+    // The script's reply is lost (it alone names the new owner's value), and so is the
+    // reply to the repair's read of the session (the only `lenient` read here).
+    h.proxy.cut_after_reply_to("+carol");
+    h.proxy.cut_randomly_containing("lenient", 1.0, 11);
+    let err = store
+        .update_session(ID, &hand_over)
+        .await
+        .expect_err("the reply was lost");
+    assert!(err.is_retryable(), "{err}");
+    h.proxy.stop_cutting();
+    let by_id = SessionQuery::new().owner("carol").order(SessionOrder::Id);
+    assert!(
+        ids_listed(&store, by_id).await.is_empty(),
+        "nothing repaired it yet"
+    );
+    let info = store.session_info(ID).await.unwrap().unwrap();
+    assert_eq!(info.meta.owner.as_deref(), Some("carol"), "it applied");
+
+    let err = store
+        .update_session(ID, &hand_over)
+        .await
+        .expect_err("the owner is carol now");
+    assert!(matches!(err, Error::NotOwner { .. }), "{err}");
+    assert_listed(&store, ID, Some("carol")).await;
+}

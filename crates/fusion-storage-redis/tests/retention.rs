@@ -174,6 +174,9 @@ async fn a_rewrite_keeps_the_keys_expiry_and_index_entries(h: Harness) {
             raw.zscore::<_, _, Option<f64>>(h.expiry_key(), &member)
                 .await
                 .unwrap(),
+            raw.zscore::<_, _, Option<f64>>(h.updated_key(), id)
+                .await
+                .unwrap(),
         );
         assert!(
             before.2 > 0 && before.3.is_some() && before.4.is_some(),
@@ -195,6 +198,9 @@ async fn a_rewrite_keeps_the_keys_expiry_and_index_entries(h: Harness) {
                 .await
                 .unwrap(),
             raw.zscore::<_, _, Option<f64>>(h.expiry_key(), &member)
+                .await
+                .unwrap(),
+            raw.zscore::<_, _, Option<f64>>(h.updated_key(), id)
                 .await
                 .unwrap(),
         );

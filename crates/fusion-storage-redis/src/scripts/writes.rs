@@ -199,6 +199,8 @@ if recent then
   end
 end
 local pushed = to - from + 1
+-- A rewrite's list expiry, read before the list is written anew.
+local pttl_kept = -1
 if quick then
   -- Score the session (its expiry entry moves with an idle expiry only), then push
   -- (RPUSH fails on a list key of another type before writing), whose reply tells the
@@ -213,7 +215,6 @@ if quick then
     if indexed then redis.call('ZADD', KEYS[3], 0, id) end
   end
 else
-  local pttl_kept
   if keep then
     -- Already listed and scored where it stays; its keys' expiry is all to carry over.
     pttl_kept = redis.call('PTTL', KEYS[1])
@@ -224,7 +225,6 @@ else
     redis.call('DEL', KEYS[1])
   end
   push(list, from, to)
-  if pttl_kept and pttl_kept > 0 then redis.call('PEXPIRE', KEYS[1], pttl_kept) end
 end
 -- The window of the history after this write.
 local w = false
@@ -238,6 +238,13 @@ if keep then
     redis.call('HSET', KEYS[2], 'gen', fresh, 'recent', w)
   else
     redis.call('HSET', KEYS[2], 'gen', fresh)
+  end
+  -- Both keys go when the list would have: the list is new, and a meta hash the HSET
+  -- made (a session from before generations) has no expiry of its own. A PTTL of 0 is
+  -- a key in its last millisecond (time stands still in a script): it goes now.
+  if pttl_kept >= 0 then
+    redis.call('PEXPIRE', KEYS[1], pttl_kept)
+    redis.call('PEXPIRE', KEYS[2], pttl_kept)
   end
   gen = fresh
 elseif before == 0 or mode == 'replace' then

@@ -94,7 +94,18 @@ impl RedisStorage {
                 return Ok(None);
             };
             let mut meta = found.info(&self.keys, id)?.meta;
-            update.apply_to_stored(id, &mut meta)?;
+            if let Err(refused) = update.apply_to_stored(id, &mut meta) {
+                // A conditional hand-over (`if_owner`) retried after its reply was lost
+                // finds the session already with the new owner: its first copy applied,
+                // and on a cluster that copy's index requests may never have been sent.
+                if matches!(refused, Error::NotOwner { .. })
+                    && let Some(Some(owner)) = &update.owner
+                    && meta.owner.as_ref() == Some(owner)
+                {
+                    self.reindex("update_session", id, true).await?;
+                }
+                return Err(refused);
+            }
             let (list, meta_key) = (self.keys.list(id), self.keys.meta(id));
             let keys = self.script_keys(&list, &meta_key);
             let mut call = evalsha(self.writing(&scripts::UPDATE), &keys);
