@@ -74,6 +74,16 @@ struct Chat {
 impl Chat {
     /// Starts session `id` in `dir`, stored there, talking to `llm`.
     fn start(dir: &Path, llm: &MockLlmServer, id: &str) -> Chat {
+        Chat::start_with(dir, llm, id, |command| command)
+    }
+
+    /// [`start`](Self::start), the command passed through `wrap` first.
+    fn start_with(
+        dir: &Path,
+        llm: &MockLlmServer,
+        id: &str,
+        wrap: impl FnOnce(std::process::Command) -> std::process::Command,
+    ) -> Chat {
         let script = dir.join("pid_server.js");
         std::fs::write(&script, PID_SERVER).unwrap();
         let pids = dir.join("pids");
@@ -82,7 +92,9 @@ impl Chat {
         command
             .args(["--session", id, "--storage"])
             .arg(dir.join("sessions"))
-            .args(["--mcp", &mcp])
+            .args(["--mcp", &mcp]);
+        let mut command = wrap(command);
+        command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -211,4 +223,42 @@ async fn a_chat_killed_outright_leaves_no_mcp_server_behind() {
     for pid in pids {
         assert_process_ends(pid);
     }
+}
+
+/// `command` run by a shell that ignores SIGHUP first, as `nohup` does: the chat inherits
+/// that disposition across `exec`.
+fn with_sighup_ignored(command: std::process::Command) -> std::process::Command {
+    let mut shell = std::process::Command::new("sh");
+    shell
+        .args(["-c", "trap '' HUP; exec \"$@\"", "sh"])
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => shell.env(key, value),
+            None => shell.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        shell.current_dir(dir);
+    }
+    shell
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chat_started_with_sighup_ignored_keeps_it_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let llm = MockLlmServer::start().await;
+    let mut chat = Chat::start_with(tmp.path(), &llm, "nohup", with_sighup_ignored);
+    chat.send("/history").await;
+    chat.stdout("in session nohup").await;
+
+    // `nohup fusion chat`: a hangup does not end it, the next line is answered.
+    chat.signal(Signal::SIGHUP);
+    llm.push_text("Still here.");
+    chat.send("are you there").await;
+    chat.stdout("Still here.").await;
+    chat.signal(Signal::SIGTERM);
+    let (status, stderr) = chat.ended().await;
+    assert_eq!(status.code(), Some(143), "{status}\n--- stderr:\n{stderr}");
 }

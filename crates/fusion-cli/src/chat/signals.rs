@@ -56,21 +56,35 @@ pub enum Stop {
 ///
 /// From then on neither signal ends the process by itself, and one arriving while no one
 /// waits for it (the session being opened) is kept until [`next`](Self::next) is polled.
+///
+/// A signal the process was started with ignored (`nohup fusion chat`, a service manager
+/// that ignores SIGHUP) is left ignored: a listener would replace that disposition, and
+/// the chat meant to outlive its terminal would end with it.
 pub struct Endings {
     #[cfg(unix)]
-    terminate: Signal,
+    terminate: Option<Signal>,
     #[cfg(unix)]
-    hang_up: Signal,
+    hang_up: Option<Signal>,
 }
 
 impl Endings {
     /// Starts listening.
     pub fn listen() -> Result<Self> {
+        #[cfg(unix)]
+        let ignored = ignored_signals();
         Ok(Endings {
             #[cfg(unix)]
-            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            terminate: if ignored.contains(&15) {
+                None
+            } else {
+                Some(signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?)
+            },
             #[cfg(unix)]
-            hang_up: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+            hang_up: if ignored.contains(&1) {
+                None
+            } else {
+                Some(signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?)
+            },
         })
     }
 
@@ -79,13 +93,38 @@ impl Endings {
     pub async fn next(&mut self) -> Ending {
         #[cfg(unix)]
         tokio::select! {
-            Some(()) = self.terminate.recv() => return Ending::Terminate,
-            Some(()) = self.hang_up.recv() => return Ending::HangUp,
-            // Both streams ended with the runtime: nothing more will arrive.
+            Some(()) = recv(&mut self.terminate) => return Ending::Terminate,
+            Some(()) = recv(&mut self.hang_up) => return Ending::HangUp,
+            // Both streams ended with the runtime, or neither is listened for: nothing
+            // more will arrive.
             else => {}
         }
         std::future::pending().await
     }
+}
+
+/// The next delivery of `listener`, or `None` at once when there is none.
+#[cfg(unix)]
+async fn recv(listener: &mut Option<Signal>) -> Option<()> {
+    match listener {
+        Some(listener) => listener.recv().await,
+        None => None,
+    }
+}
+
+/// The numbers of the signals this process ignores, as the kernel reports them
+/// (`SigIgn` in `/proc/self/status`, a hexadecimal mask whose bit `n - 1` is signal `n`).
+/// Read rather than asked of `sigaction`, which this workspace's ban on `unsafe` rules
+/// out; where there is no `/proc` (other Unixes) nothing is known to be ignored.
+#[cfg(unix)]
+fn ignored_signals() -> Vec<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mask = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .unwrap_or(0);
+    (1..=64).filter(|n| mask & (1 << (n - 1)) != 0).collect()
 }
 
 /// Resolves when a turn or a command must stop: at Ctrl-C on a terminal, or at SIGTERM or
