@@ -57,22 +57,35 @@ impl Tool for Stuck {
     }
 }
 
-#[tokio::test]
-async fn a_call_that_finished_before_the_cancel_keeps_its_real_result() {
-    let h = Harness::new().await;
+/// A session over `h` running `llm` with the two tools, and the count of `quick`'s runs
+/// and the notice `stuck` gives when it starts.
+async fn session_with_both(
+    h: &Harness,
+    llm: Arc<dyn fusion_agent::LlmClient>,
+) -> (fusion_agent::AgentSession, Arc<AtomicUsize>, Arc<Notify>) {
     let ran = Arc::new(AtomicUsize::new(0));
     let stuck = Arc::new(Notify::new());
     let tools = ToolRegistry::new()
         .with(Quick(ran.clone()))
         .with(Stuck(stuck.clone()));
-    let mut session = SessionBuilder::new(SESSION)
-        .llm(Arc::new(client(&h.server)))
+    let session = SessionBuilder::new(SESSION)
+        .llm(llm)
         .storage(h.storage.clone())
         .system_prompt("You are a test agent.")
         .tools(tools)
         .build()
         .await
         .unwrap();
+    (session, ran, stuck)
+}
+
+/// Runs a turn whose reply calls `stuck` and `quick`, and cancels it once `quick` has
+/// finished and `stuck` runs.
+async fn cancel_with_one_call_finished(
+    h: &Harness,
+    session: &mut fusion_agent::AgentSession,
+    stuck: &Notify,
+) {
     h.server.push(MockReply::ToolCalls {
         content: String::new(),
         calls: vec![
@@ -86,20 +99,25 @@ async fn a_call_that_finished_before_the_cancel_keeps_its_real_result() {
             },
         ],
     });
-    {
-        let mut events = session.send_message_stream("run both");
-        // Polling the turn until it waits for `stuck` runs `quick` to its end: it never
-        // waits. Then the stream is dropped, cancelling the turn.
-        loop {
-            tokio::select! {
-                _ = stuck.notified() => break,
-                event = events.next() => match event {
-                    Some(Ok(AgentEvent::Usage { .. } | AgentEvent::ToolCallStarted { .. })) => {}
-                    other => panic!("the turn moved on: {other:?}"),
-                },
-            }
+    let mut events = session.send_message_stream("run both");
+    // Polling the turn until it waits for `stuck` runs `quick` to its end: it never
+    // waits. Then the stream is dropped, cancelling the turn.
+    loop {
+        tokio::select! {
+            _ = stuck.notified() => break,
+            event = events.next() => match event {
+                Some(Ok(AgentEvent::Usage { .. } | AgentEvent::ToolCallStarted { .. })) => {}
+                other => panic!("the turn moved on: {other:?}"),
+            },
         }
     }
+}
+
+#[tokio::test]
+async fn a_call_that_finished_before_the_cancel_keeps_its_real_result() {
+    let h = Harness::new().await;
+    let (mut session, ran, stuck) = session_with_both(&h, Arc::new(client(&h.server))).await;
+    cancel_with_one_call_finished(&h, &mut session, &stuck).await;
     assert_eq!(ran.load(Ordering::SeqCst), 1);
     // The cancelled turn stored the reply; no result yet.
     assert!(!h.stored().await.iter().any(|m| m.role == Role::Tool));
@@ -172,53 +190,17 @@ impl fusion_agent::LlmClient for HeldSummaries {
 #[tokio::test]
 async fn kept_results_are_not_stored_after_another_writers_turn_answered_the_calls() {
     let h = Harness::new().await;
-    let ran = Arc::new(AtomicUsize::new(0));
-    let stuck = Arc::new(Notify::new());
     let (entered, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let tools = ToolRegistry::new()
-        .with(Quick(ran.clone()))
-        .with(Stuck(stuck.clone()));
     let llm = HeldSummaries {
         inner: client(&h.server),
         entered: entered.clone(),
         go: go.clone(),
     };
-    let mut a = SessionBuilder::new(SESSION)
-        .llm(Arc::new(llm))
-        .storage(h.storage.clone())
-        .system_prompt("You are a test agent.")
-        .tools(tools)
-        .build()
-        .await
-        .unwrap();
+    let (mut a, ran, stuck) = session_with_both(&h, Arc::new(llm)).await;
     // A first turn: what the summary condenses.
     h.server.push_text("Hello.");
     a.send_message("hi").await.unwrap();
-    h.server.push(MockReply::ToolCalls {
-        content: String::new(),
-        calls: vec![
-            MockToolCall {
-                id: Some("call_stuck".into()),
-                ..MockToolCall::new("stuck", "{}")
-            },
-            MockToolCall {
-                id: Some("call_quick".into()),
-                ..MockToolCall::new("quick", "{}")
-            },
-        ],
-    });
-    {
-        let mut events = a.send_message_stream("run both");
-        loop {
-            tokio::select! {
-                _ = stuck.notified() => break,
-                event = events.next() => match event {
-                    Some(Ok(AgentEvent::Usage { .. } | AgentEvent::ToolCallStarted { .. })) => {}
-                    other => panic!("the turn moved on: {other:?}"),
-                },
-            }
-        }
-    }
+    cancel_with_one_call_finished(&h, &mut a, &stuck).await;
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 
     // A starts a summary; while its model call is held, B runs a whole turn, whose

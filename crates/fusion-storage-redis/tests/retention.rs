@@ -149,6 +149,37 @@ async fn an_expiry_is_stored_exactly_set_on_both_keys_and_indexed_on_a_cluster()
     }
 }
 
+/// What a write moves of session `id` (owned by `o`): `updated_at` and `expires_at` as
+/// stored, the list's expiry, and its scores in its owner's and the global by-update
+/// indexes and in the expiry index.
+#[allow(clippy::type_complexity)]
+async fn times_and_scores(
+    raw: &mut Raw,
+    h: &Harness,
+    id: &str,
+) -> (
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+) {
+    let mut score =
+        async |key: String, member: &str| -> Option<f64> { raw.zscore(key, member).await.unwrap() };
+    let owner = score(h.owner_updated_key("o"), id).await;
+    let expiry = score(h.expiry_key(), &format!("{id}/o")).await;
+    let all = score(h.updated_key(), id).await;
+    (
+        field(raw, h, id, "updated_at").await,
+        field(raw, h, id, "expires_at").await,
+        pexpiretime(raw, &h.list_key(id)).await,
+        owner,
+        expiry,
+        all,
+    )
+}
+
 /// A rewrite (`Change::Rewrite`, what `fusion sessions rekey` writes) of a session with
 /// an expiry keeps everything a write would move: `updated_at` and `expires_at` in the
 /// meta hash, the keys' expiry (the list is written anew, so its expiry is carried
@@ -163,23 +194,9 @@ async fn a_rewrite_keeps_the_keys_expiry_and_index_entries(h: Harness) {
     )));
     for (id, meta) in [("idle", &idle), ("fixed", &fixed)] {
         store.create_session(id, meta, &said("a")).await.unwrap();
-        let member = format!("{id}/o");
-        let before = (
-            field(&mut raw, &h, id, "updated_at").await,
-            field(&mut raw, &h, id, "expires_at").await,
-            pexpiretime(&mut raw, &h.list_key(id)).await,
-            raw.zscore::<_, _, Option<f64>>(h.owner_updated_key("o"), id)
-                .await
-                .unwrap(),
-            raw.zscore::<_, _, Option<f64>>(h.expiry_key(), &member)
-                .await
-                .unwrap(),
-            raw.zscore::<_, _, Option<f64>>(h.updated_key(), id)
-                .await
-                .unwrap(),
-        );
+        let before = times_and_scores(&mut raw, &h, id).await;
         assert!(
-            before.2 > 0 && before.3.is_some() && before.4.is_some(),
+            before.2 > 0 && before.3.is_some() && before.4.is_some() && before.5.is_some(),
             "{id}: {before:?}"
         );
         wait_past(SystemTime::now()).await;
@@ -190,20 +207,7 @@ async fn a_rewrite_keeps_the_keys_expiry_and_index_entries(h: Harness) {
             .await
             .unwrap();
         assert_eq!(store.load(id).await.unwrap(), rewritten);
-        let after = (
-            field(&mut raw, &h, id, "updated_at").await,
-            field(&mut raw, &h, id, "expires_at").await,
-            pexpiretime(&mut raw, &h.list_key(id)).await,
-            raw.zscore::<_, _, Option<f64>>(h.owner_updated_key("o"), id)
-                .await
-                .unwrap(),
-            raw.zscore::<_, _, Option<f64>>(h.expiry_key(), &member)
-                .await
-                .unwrap(),
-            raw.zscore::<_, _, Option<f64>>(h.updated_key(), id)
-                .await
-                .unwrap(),
-        );
+        let after = times_and_scores(&mut raw, &h, id).await;
         assert_eq!(
             after, before,
             "{id}: (updated_at, expires_at, list expiry, scores)"

@@ -77,41 +77,36 @@ pub(crate) static APPEND_RECORDING_IDS: WriteSql = write_sql!(
     append_messages!(),
 );
 
-/// SAVE's first two statements: set the count, the fresh generation and `recent_ids` (keeping
-/// created_at, the metadata and the expiry of an existing session, moving an idle one),
-/// and delete every message; neither touches an expired session.
+/// SAVE's first statement: set the count, the fresh generation and `recent_ids` (keeping
+/// created_at, the metadata and the expiry of an existing session), and `$times`: what
+/// else of an existing session changes. Neither it nor the statements after it touch an
+/// expired session.
 macro_rules! save_to_session {
-    () => {
+    ($times:expr) => {
         concat!(
             "INSERT INTO sessions \
                  (id, created_at, updated_at, message_count, generation, recent_ids) \
              VALUES (?1, ?2 / 1000, ?2 / 1000, ?3, ?4, ?6) \
-             ON CONFLICT (id) DO UPDATE SET \
-                 updated_at = MAX(excluded.updated_at, sessions.updated_at), \
-                 message_count = excluded.message_count, \
-                 generation = excluded.generation, \
-                 recent_ids = excluded.recent_ids, ",
-            moved_expiry!(),
-            " WHERE ",
+             ON CONFLICT (id) DO UPDATE SET ",
+            $times,
+            "message_count = excluded.message_count, \
+             generation = excluded.generation, \
+             recent_ids = excluded.recent_ids \
+             WHERE ",
             unexpired!("sessions", "?2")
         )
     };
 }
 
-/// REWRITE's first statement: SAVE's, except that an existing session keeps its
-/// `updated_at` and expiry (a new one is created as by SAVE).
-macro_rules! rewrite_session {
+/// SAVE's `$times`: the session's latest write, so its `updated_at` moves, and an idle
+/// expiry with it. (Every expression of a SET reads the row as it was, whatever the
+/// order.)
+macro_rules! written_now {
     () => {
         concat!(
-            "INSERT INTO sessions \
-                 (id, created_at, updated_at, message_count, generation, recent_ids) \
-             VALUES (?1, ?2 / 1000, ?2 / 1000, ?3, ?4, ?6) \
-             ON CONFLICT (id) DO UPDATE SET \
-                 message_count = excluded.message_count, \
-                 generation = excluded.generation, \
-                 recent_ids = excluded.recent_ids \
-             WHERE ",
-            unexpired!("sessions", "?2")
+            "updated_at = MAX(excluded.updated_at, sessions.updated_at), ",
+            moved_expiry!(),
+            ", "
         )
     };
 }
@@ -142,7 +137,7 @@ macro_rules! insert_messages {
 pub(crate) static SAVE: WriteSql = write_sql!(
     bounded: false,
     ends: Ends::UnlessExpired,
-    save_to_session!(),
+    save_to_session!(written_now!()),
     delete_messages!(),
     insert_messages!(),
 );
@@ -153,7 +148,8 @@ pub(crate) static SAVE: WriteSql = write_sql!(
 pub(crate) static REWRITE: WriteSql = write_sql!(
     bounded: false,
     ends: Ends::UnlessExpired,
-    rewrite_session!(),
+    // An existing session keeps its `updated_at` and expiry.
+    save_to_session!(""),
     delete_messages!(),
     insert_messages!(),
 );
