@@ -248,6 +248,44 @@ async fn an_expiry_outlives_lost_counters_through_the_metadata_file() {
     assert!(!dir.join("s.jsonl").exists() && !dir.join(".s.meta").exists());
 }
 
+/// A write to a session whose lock file lost its counters keeps what the metadata file
+/// records: the counters it stores take their creation time from that file, so the
+/// metadata stays the session's (before, the write stored the files' times, and every
+/// later read took the metadata file for an earlier session's: owner, title and tags
+/// gone, `created_at` moved).
+#[tokio::test]
+async fn a_write_after_lost_counters_keeps_the_metadata_and_creation_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let storage = FileSystemStorage::new(dir);
+    let meta = SessionMeta::new().owner("o").title("t").tags(["x"]);
+    for (id, write) in [("appended", "append"), ("rewritten", "rewrite")] {
+        storage.create_session(id, &meta, &said("a")).await.unwrap();
+        let created = storage.session_info(id).await.unwrap().unwrap().created_at;
+        // What an earlier version's rewrite leaves: the bare generation, no counters.
+        std::fs::write(dir.join(format!(".{id}.lock")), "0000000000000042").unwrap();
+        match write {
+            "append" => storage.append(id, &said("b")).await.unwrap(),
+            _ => {
+                let (_, read) = storage.load_revision(id).await.unwrap();
+                let change = fusion_core::Change::Rewrite(&said("c"));
+                let expect = fusion_core::Expect::Exactly(read);
+                storage.write_if(id, expect, change).await.unwrap();
+            }
+        }
+        let info = FileSystemStorage::new(dir)
+            .session_info(id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.meta, meta, "{write}");
+        assert_eq!(info.created_at, created, "{write}");
+        let mine = fusion_core::SessionQuery::new().owner("o").limit(10);
+        let listed = storage.list_page(&mine).await.unwrap().sessions;
+        assert!(listed.iter().any(|s| s.id == id), "{write}: {listed:?}");
+    }
+}
+
 const ROLE_ENV: &str = "FUSION_FS_RETENTION_TEST_ROLE";
 const DIR_ENV: &str = "FUSION_FS_RETENTION_TEST_DIR";
 /// Expired sessions nobody writes again, and expired ones a process writes again.

@@ -7,7 +7,7 @@ use std::io;
 use std::time::SystemTime;
 
 use fusion_core::{
-    Expect, Expiry, MetaUpdate, Result, SessionInfo, SessionMeta, StoredExpiry, from_unix_micros,
+    Expect, MetaUpdate, Result, SessionInfo, SessionMeta, StoredExpiry, from_unix_micros,
     is_expired, unix_micros,
 };
 
@@ -28,14 +28,18 @@ use crate::regular_file;
 /// `updated_at` is the session file's modification time and `created_at` the earliest
 /// time the file system keeps for the session's files (the lock file's or the session
 /// file's creation, or the session file's modification). Lost counters also lose the
-/// expiry's numbers: they come from the expiry the metadata file records (`meta_expiry`),
-/// from that `updated_at`.
+/// expiry's numbers: they come from the expiry the metadata file records, from that
+/// `updated_at`. Where the session has a metadata file (`recorded`), its creation time is
+/// the one that file records, as [`SessionFiles::stored_info`] reports it: counters
+/// stored with another would tie the session to no metadata (a later read would take the
+/// file for an earlier session's), and it would lose its owner, title and tags at its
+/// next write.
 pub(super) fn derive_counters(
     contents: &LockContents,
     len: u64,
     files: impl FnOnce() -> Result<(Metadata, Option<SystemTime>)>,
     count_lines: impl FnOnce() -> Result<u64>,
-    meta_expiry: impl FnOnce() -> Option<Expiry>,
+    recorded: impl FnOnce() -> Option<StoredMeta>,
 ) -> Result<Counters> {
     if let Some(counters) = contents.counters.filter(|c| c.len == len) {
         return Ok(counters);
@@ -52,18 +56,23 @@ pub(super) fn derive_counters(
     let (metadata, lock_created) = files()?;
     let modified = metadata.modified().ok();
     let updated_us = modified.map_or(0, unix_micros);
-    let created_us = [lock_created, metadata.created().ok(), modified]
-        .into_iter()
-        .flatten()
-        .map(unix_micros)
-        .min()
-        .unwrap_or(updated_us);
+    let recorded = recorded();
+    let created_us = match &recorded {
+        Some(stored) => stored.created_us,
+        None => [lock_created, metadata.created().ok(), modified]
+            .into_iter()
+            .flatten()
+            .map(unix_micros)
+            .min()
+            .unwrap_or(updated_us),
+    };
+    let expiry = recorded.and_then(|stored| stored.meta.expiry);
     Ok(Counters {
         created_us,
         updated_us,
         count,
         len,
-        expiry: StoredExpiry::of(meta_expiry().as_ref(), updated_us),
+        expiry: StoredExpiry::of(expiry.as_ref(), updated_us),
         indexed: None,
     })
 }
@@ -106,7 +115,7 @@ impl SessionFiles {
                 let bytes = regular_file::read(&self.data).at(&self.data)?;
                 Ok(jsonl::decode(&self.id, &bytes)?.messages.len() as u64)
             },
-            || self.meta_expiry(),
+            || self.recorded_meta(),
         )?;
         if counters.count == 0 {
             return Ok(None);

@@ -46,10 +46,13 @@ impl SessionFiles {
 
     /// The expiry the metadata file records, if any (see [`Self::expiry_of`]).
     pub(super) fn meta_expiry(&self) -> Option<fusion_core::Expiry> {
-        meta_file::read(&self.meta(), &self.id)
-            .ok()
-            .flatten()
-            .and_then(|stored| stored.meta.expiry)
+        self.recorded_meta().and_then(|stored| stored.meta.expiry)
+    }
+
+    /// What the session's metadata file records, or `None` without one; a damaged one
+    /// counts as none here too.
+    pub(super) fn recorded_meta(&self) -> Option<meta_file::StoredMeta> {
+        meta_file::read(&self.meta(), &self.id).ok().flatten()
     }
 
     /// Under the exclusive lock, before a write: removes the session if it has expired,

@@ -51,7 +51,7 @@ impl SessionFiles {
             current.len,
             || Ok((file.metadata().at(&self.data)?, lock.created())),
             || Ok(jsonl::line_count(&self.read_locked(current)?) as u64),
-            || self.meta_expiry(),
+            || self.recorded_meta(),
         )?;
         Ok(Some((generation, counters)))
     }
