@@ -84,6 +84,7 @@ impl Chat {
         id: &str,
         wrap: impl FnOnce(std::process::Command) -> std::process::Command,
     ) -> Chat {
+        hangups_reach_children();
         let script = dir.join("pid_server.js");
         std::fs::write(&script, PID_SERVER).unwrap();
         let pids = dir.join("pids");
@@ -223,6 +224,16 @@ async fn a_chat_killed_outright_leaves_no_mcp_server_behind() {
     for pid in pids {
         assert_process_ends(pid);
     }
+}
+
+/// Makes SIGHUP reach the chats these tests start, however this process was started:
+/// run under `nohup` (a CI job may be), it ignores SIGHUP, and children inherit that,
+/// which the chat keeps (see `a_chat_started_with_sighup_ignored_keeps_it_ignored`). A
+/// handler, unlike an ignored signal, is reset to the default by `exec`; tokio's stays
+/// installed for the life of the process once made.
+fn hangups_reach_children() {
+    let listener = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    drop(listener.expect("a SIGHUP listener in the test process"));
 }
 
 /// `command` run by a shell that ignores SIGHUP first, as `nohup` does: the chat inherits
