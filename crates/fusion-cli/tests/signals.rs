@@ -273,3 +273,30 @@ async fn a_chat_started_with_sighup_ignored_keeps_it_ignored() {
     let (status, stderr) = chat.ended().await;
     assert_eq!(status.code(), Some(143), "{status}\n--- stderr:\n{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_at_a_terminal_prompt_leaves_the_terminal_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let llm = MockLlmServer::start().await;
+    hangups_reach_children();
+    let sessions = tmp.path().join("sessions").display().to_string();
+    let args = ["--session", "tty", "--storage", &sessions];
+    let mut repl =
+        common::repl::Repl::start_on_screen_as(tmp.path(), &llm.base_url(), &args, "xterm");
+    repl.send("/history");
+    repl.stdout("in session tty").await;
+    // The prompt is read again: the line editor holds the terminal.
+    repl.stdout("> ").await;
+    repl.signal(Signal::SIGTERM);
+    let (status, screen) = repl.ended().await;
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "{status}\n--- screen:\n{screen:?}"
+    );
+    // Bracketed paste, which the line editor turns on for each read, is off at the end.
+    let on = screen
+        .rfind("\x1b[?2004h")
+        .expect("the line editor turned it on");
+    assert!(screen[on..].contains("\x1b[?2004l"), "{screen:?}");
+}

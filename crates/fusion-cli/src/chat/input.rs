@@ -184,8 +184,8 @@ impl Input {
     }
 
     /// Puts the terminal back as it was before line editing, when a read still holds it
-    /// (in raw mode): for an exit that cannot wait for the read to end. A no-op for a pipe,
-    /// and when the terminal is gone (a hangup).
+    /// (in raw mode, with bracketed paste on): for an exit that cannot wait for the read
+    /// to end. A no-op for a pipe, and when the terminal is gone (a hangup).
     pub fn release_terminal(&self) {
         #[cfg(unix)]
         if self.open.is_some()
@@ -193,6 +193,13 @@ impl Input {
         {
             use nix::sys::termios::{SetArg, tcsetattr};
             let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, settings);
+            // The line editor turns bracketed paste on for a read and off after it; left
+            // on, the shell would see pasted text wrapped in `ESC[200~ ... ESC[201~`.
+            let mut stdout = std::io::stdout();
+            if std::io::IsTerminal::is_terminal(&stdout) {
+                let _ = std::io::Write::write_all(&mut stdout, b"\x1b[?2004l");
+                let _ = std::io::Write::flush(&mut stdout);
+            }
         }
     }
 

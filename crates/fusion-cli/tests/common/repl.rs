@@ -78,6 +78,14 @@ impl Repl {
     /// wrote them, so what one wait returns shows what was written before `text`, on
     /// either stream; the terminal turns each `\n` into `\r\n`.
     pub fn start_on_screen(data_dir: &Path, llm_url: &str, args: &[&str]) -> Repl {
+        // The line editor reads plain lines under `emacs` as under `dumb`, but the
+        // spinner draws under anything but `dumb` (or no `TERM`).
+        Repl::start_on_screen_as(data_dir, llm_url, args, "emacs")
+    }
+
+    /// [`start_on_screen`](Self::start_on_screen) with `TERM` set to `term` (under
+    /// `xterm` the line editor takes the terminal into raw mode and bracketed paste).
+    pub fn start_on_screen_as(data_dir: &Path, llm_url: &str, args: &[&str], term: &str) -> Repl {
         let (terminal, stdin) = pseudo_terminal();
         let (screen, screen_slave) = pseudo_terminal();
         let stderr = screen_slave
@@ -86,9 +94,7 @@ impl Repl {
         let mut command = super::chat_command(data_dir, llm_url);
         command
             .args(args)
-            // The line editor reads plain lines under `emacs` as under `dumb`, but the
-            // spinner draws under anything but `dumb` (or no `TERM`).
-            .env("TERM", "emacs")
+            .env("TERM", term)
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(screen_slave))
             .stderr(Stdio::from(stderr));
@@ -162,8 +168,23 @@ impl Repl {
 
     /// Sends SIGINT, what Ctrl-C sends.
     pub fn interrupt(&self) {
+        self.signal(Signal::SIGINT);
+    }
+
+    /// Sends `signal`.
+    pub fn signal(&self, signal: Signal) {
         let pid = self.child.id().expect("the process is running");
-        kill(Pid::from_raw(pid as i32), Signal::SIGINT).expect("SIGINT is delivered");
+        kill(Pid::from_raw(pid as i32), signal).expect("the signal is delivered");
+    }
+
+    /// Waits for the process to end (without typing anything); its status and everything
+    /// its stdout showed.
+    pub async fn ended(mut self) -> (ExitStatus, String) {
+        let status = tokio::time::timeout(HANG_GUARD, self.child.wait())
+            .await
+            .expect("fusion chat ends")
+            .unwrap();
+        (status, self.stdout.all().await)
     }
 
     /// Types `/exit` and waits for the process to end; returns its status and stderr.
