@@ -275,7 +275,7 @@ async fn a_chat_started_with_sighup_ignored_keeps_it_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_at_a_terminal_prompt_leaves_the_terminal_as_it_was() {
+async fn sigterm_at_a_terminal_prompt_leaves_the_terminal_as_it_was_and_keeps_the_history() {
     let tmp = tempfile::tempdir().unwrap();
     let llm = MockLlmServer::start().await;
     hangups_reach_children();
@@ -299,4 +299,11 @@ async fn sigterm_at_a_terminal_prompt_leaves_the_terminal_as_it_was() {
         .rfind("\x1b[?2004h")
         .expect("the line editor turned it on");
     assert!(screen[on..].contains("\x1b[?2004l"), "{screen:?}");
+    // The line typed is in the line-editing history, though no exit saved it.
+    let history = std::fs::read_to_string(tmp.path().join("fusion/chat_history.txt"))
+        .expect("the history file");
+    assert!(
+        history.lines().any(|line| line == "/history"),
+        "{history:?}"
+    );
 }

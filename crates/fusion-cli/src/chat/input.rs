@@ -131,6 +131,11 @@ impl Input {
                         && !line.trim().is_empty()
                     {
                         let _ = editor.add_history_entry(line.as_str());
+                        // Kept at once, so that a chat ended by a signal (whose read is
+                        // still open at the next prompt) or killed loses no line of it.
+                        if let Some(path) = writable_history_file() {
+                            let _ = editor.append_history(&path);
+                        }
                     }
                     return Ok(Some(line));
                 }
@@ -205,10 +210,9 @@ impl Input {
 
     /// Keeps the terminal's line history for the next run; a no-op for a pipe.
     pub fn save_history(&mut self) {
-        if let (Some(Source::Editor(editor)), Some(path)) = (&mut self.source, history_file()) {
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
+        if let Some(Source::Editor(editor)) = &mut self.source
+            && let Some(path) = writable_history_file()
+        {
             // Losing line-editing history is not worth failing the exit for.
             let _ = editor.save_history(&path);
         }
@@ -217,4 +221,13 @@ impl Input {
 
 fn history_file() -> Option<std::path::PathBuf> {
     dirs::data_dir().map(|dir| dir.join("fusion").join("chat_history.txt"))
+}
+
+/// [`history_file`], its directory made if need be (best effort, as the writes are).
+fn writable_history_file() -> Option<std::path::PathBuf> {
+    let path = history_file()?;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    Some(path)
 }
