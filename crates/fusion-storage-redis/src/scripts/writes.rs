@@ -199,8 +199,9 @@ if recent then
   end
 end
 local pushed = to - from + 1
--- A rewrite's list expiry, read before the list is written anew.
-local pttl_kept = -1
+-- A rewrite's list expiry (the instant, or the ms left), read before the list is
+-- written anew; -1 for none.
+local expire_kept, pttl_kept = -1, -1
 if quick then
   -- Score the session (its expiry entry moves with an idle expiry only), then push
   -- (RPUSH fails on a list key of another type before writing), whose reply tells the
@@ -216,8 +217,15 @@ if quick then
   end
 else
   if keep then
-    -- Already listed and scored where it stays; its keys' expiry is all to carry over.
-    pttl_kept = redis.call('PTTL', KEYS[1])
+    -- Already listed and scored where it stays; its keys' expiry is all to carry over:
+    -- the instant itself where the server tells it (7.0), else what is left of it (a
+    -- millisecond may slip between reading and setting it).
+    local at_ms = redis.pcall('PEXPIRETIME', KEYS[1])
+    if type(at_ms) == 'number' then
+      expire_kept = at_ms
+    else
+      pttl_kept = redis.call('PTTL', KEYS[1])
+    end
   else
     index(prefix, id, owner, now, before == 0 or mode == 'replace', (before == 0 or idle) and due)
   end
@@ -240,9 +248,12 @@ if keep then
     redis.call('HSET', KEYS[2], 'gen', fresh)
   end
   -- Both keys go when the list would have: the list is new, and a meta hash the HSET
-  -- made (a session from before generations) has no expiry of its own. A PTTL of 0 is
-  -- a key in its last millisecond (time stands still in a script): it goes now.
-  if pttl_kept >= 0 then
+  -- made (a session from before generations) has no expiry of its own. A key in its
+  -- last millisecond (PTTL 0: time stands still in a script) goes now.
+  if expire_kept >= 0 then
+    redis.call('PEXPIREAT', KEYS[1], expire_kept)
+    redis.call('PEXPIREAT', KEYS[2], expire_kept)
+  elseif pttl_kept >= 0 then
     redis.call('PEXPIRE', KEYS[1], pttl_kept)
     redis.call('PEXPIRE', KEYS[2], pttl_kept)
   end
