@@ -39,6 +39,10 @@ use crate::llm::{ChatRequest, RequestCache, SamplingOptions};
 const RECORD_CONFLICT: &str = "nothing was stored: another writer deleted or rewrote the \
     session while this was being decided; the session has been reloaded, so try again";
 
+/// How many times a record that answers a cancelled turn's calls is tried while other
+/// writers keep appending (each try rereads the session first), as a turn's opening is.
+const RECORD_ATTEMPTS: usize = 3;
+
 impl AgentSession {
     /// The policy that shapes what each request carries.
     pub fn context_policy(&self) -> &ContextPolicy {
@@ -421,7 +425,7 @@ impl AgentSession {
     /// results the next turn would add.
     async fn append_record(&mut self, record: ChatMessage) -> Result<()> {
         let read_at = self.generation;
-        loop {
+        for attempt in 1.. {
             let mut batch = self.interrupted_repairs();
             let repairs = batch.len();
             batch.push(record.clone());
@@ -429,13 +433,14 @@ impl AgentSession {
                 // Another writer stored something since memory was read (the model call of
                 // a summary takes a while): read it again and answer only what is still
                 // unanswered. The record still fits a history that was only appended to.
-                Err(Error::Conflict { .. }) if repairs > 0 => {
+                Err(Error::Conflict { .. }) if repairs > 0 && attempt < RECORD_ATTEMPTS => {
                     self.reload().await?;
                     if self.generation != read_at {
                         return Err(Error::Conflict {
                             backend: self.shared.storage.backend_name(),
                             session_id: self.id.to_string(),
-                            detail: "another writer rewrote or deleted the session while                                      the record was made; nothing was stored"
+                            detail: "another writer rewrote or deleted the session while \
+                                     the record was made; nothing was stored"
                                 .into(),
                         });
                     }
