@@ -42,6 +42,11 @@ pub(crate) enum DirectError {
     /// The storage was closed.
     #[error("the storage was closed")]
     Closed,
+    /// The database file was deleted, or replaced by another, while this storage had it
+    /// open. `written`: the call that found it committed to the deleted file (so its
+    /// write is lost with the file); otherwise nothing was done.
+    #[error("the database file was deleted while open")]
+    Deleted { written: bool },
     /// The blocking task running the call panicked or was dropped by a shutting-down runtime.
     #[error("the task running the SQLite call stopped: {0}")]
     Stopped(#[from] tokio::task::JoinError),
@@ -95,6 +100,19 @@ pub(crate) fn parse_direct_error(err: DirectError, op: Op<'_>) -> Error {
         }
         DirectError::Sqlite(other) => (format!("{op}: {other}"), false),
         DirectError::Closed => (format!("{op}: the storage was closed"), false),
+        DirectError::Deleted { written } => (
+            format!(
+                "{op}: the database file was deleted or replaced while this storage had it \
+                 open; {} the deleted file, which goes away with every write since when the \
+                 storage closes. Open the storage again to use the file now at that path",
+                if *written {
+                    "this write went only to"
+                } else {
+                    "nothing was done: writes would go only to"
+                }
+            ),
+            false,
+        ),
         DirectError::Stopped(e) => (format!("{op}: the SQLite call stopped: {e}"), false),
     };
     Error::backend(BACKEND, message, retryable, err)
@@ -196,7 +214,7 @@ impl MaybeBusy for DirectError {
     fn is_busy(&self) -> bool {
         match self {
             DirectError::Sqlite(e) => e.is_busy(),
-            DirectError::Closed | DirectError::Stopped(_) => false,
+            DirectError::Closed | DirectError::Deleted { .. } | DirectError::Stopped(_) => false,
         }
     }
 }

@@ -340,3 +340,68 @@ async fn a_row_holding_two_messages_is_corrupt_on(url: &str) {
     assert!(matches!(err, Error::Corrupt { .. }), "{url}: {err}");
     assert!(err.to_string().contains("seq 1"), "{url}: {err}");
 }
+
+/// Deleting the file under an open storage, or moving another file over it, would leave
+/// its connections writing to a file no path leads to, gone with every write when the
+/// storage closes: the write that finds it, and every call after, fail instead.
+#[tokio::test]
+async fn a_database_file_deleted_or_replaced_while_open_refuses_to_write_into_nothing() {
+    for replaced in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.db");
+        let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+        storage.append("s", &turn("kept")).await.unwrap();
+        if replaced {
+            let other = dir.path().join("restored.db");
+            std::fs::write(&other, b"").unwrap();
+            std::fs::rename(&other, &path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+
+        let err = storage.append("s", &turn("lost")).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&*path.to_string_lossy()), "{text}");
+        assert!(text.contains("deleted or replaced"), "{text}");
+        assert!(text.contains("this write went only to"), "{text}");
+        assert!(!err.is_retryable(), "{text}");
+
+        // Later calls do nothing, and say so.
+        for err in [
+            storage.append("t", &turn("new")).await.unwrap_err(),
+            storage.load("s").await.unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(text.contains("nothing was done"), "{text}");
+            assert!(!err.is_retryable(), "{text}");
+        }
+        storage.close().await;
+    }
+}
+
+/// A file renamed while open is still the same file, found under its new name with every
+/// write: nothing is lost, and writes go on.
+#[tokio::test]
+async fn a_database_file_renamed_while_open_keeps_taking_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+    storage.append("s", &turn("one")).await.unwrap();
+    let moved = dir.path().join("moved.db");
+    std::fs::rename(&path, &moved).unwrap();
+    storage.append("s", &turn("two")).await.unwrap();
+    storage.close().await;
+    for suffix in ["-wal", "-shm"] {
+        let mut from = path.clone().into_os_string();
+        from.push(suffix);
+        let mut to = moved.clone().into_os_string();
+        to.push(suffix);
+        let _ = std::fs::rename(from, to);
+    }
+
+    let reopened = SqliteStorage::connect(&url(&moved)).await.unwrap();
+    let mut expected = turn("one");
+    expected.extend(turn("two"));
+    assert_eq!(reopened.load("s").await.unwrap(), expected);
+    reopened.close().await;
+}

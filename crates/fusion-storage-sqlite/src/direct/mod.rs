@@ -28,6 +28,13 @@
 //! back) before the next write starts, so writes land in the order they were started and
 //! no transaction is left open. Every committed write is counted towards the WAL
 //! checkpoints of `crate::checkpoint`, which this module runs.
+//!
+//! A database file deleted (or replaced by another) while open stays writable through the
+//! open connections: SQLite goes on writing to the file nobody can open any more, which
+//! disappears, with every write since, when the storage closes. So each committed write
+//! checks the file is still linked (one `fstat`; see [`Direct::deleted`]), and once it is
+//! not, the write that found it and every later call fail with
+//! [`DirectError::Deleted`] instead of succeeding into nothing.
 
 mod load;
 mod open;
@@ -69,6 +76,11 @@ pub(crate) struct Direct {
     loads: Arc<tokio::sync::Semaphore>,
     closed: AtomicBool,
     checkpoints: Arc<Checkpointer>,
+    /// The database file as opened, to notice it deleted: `None` where it cannot be
+    /// opened as a plain file (a custom VFS) or is never written (read-only).
+    file: Option<std::fs::File>,
+    /// Set once the file was found deleted: every later call fails.
+    deleted: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -105,8 +117,13 @@ impl Direct {
             }
         })
         .await?;
+        let file = (!options.read_only && !options.immutable)
+            .then(|| std::fs::File::open(&options.path).ok())
+            .flatten();
         Ok(Self {
             db,
+            file,
+            deleted: AtomicBool::new(false),
             writer: Arc::new(tokio::sync::Mutex::new(Writer {
                 conn: Some(writer),
                 closed: false,
@@ -123,6 +140,9 @@ impl Direct {
     /// committed counts towards the next checkpoint (see `crate::checkpoint`); when the
     /// log has reached its hard limit, it returns only once a checkpoint has completed.
     pub(crate) async fn write(self: &Arc<Self>, write: Write) -> Result<Written, DirectError> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(DirectError::Deleted { written: false });
+        }
         let bound_bytes = write.bound_bytes();
         let units = checkpoint::units(bound_bytes);
         // The queue of this storage's writes, first come first served.
@@ -139,6 +159,10 @@ impl Direct {
             None => self.write_blocking(writer, write).await,
         };
         if result.as_ref().is_ok_and(Written::committed) {
+            if self.deleted() {
+                self.deleted.store(true, Ordering::Release);
+                return Err(DirectError::Deleted { written: true });
+            }
             match self.checkpoints.wrote(units) {
                 Due::No => {}
                 Due::Background => self.checkpoint_in_background(),
@@ -146,6 +170,24 @@ impl Direct {
             }
         }
         result
+    }
+
+    /// Whether the database file this storage opened has been deleted (or replaced: moved
+    /// over by another), leaving the connections writing to a file no path leads to.
+    /// One `fstat` of the file: about a microsecond, where a write costs tens.
+    fn deleted(&self) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            self.file
+                .as_ref()
+                .and_then(|file| file.metadata().ok())
+                .is_some_and(|metadata| metadata.nlink() == 0)
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
     }
 
     /// Starts the periodic checkpoint on a blocking thread, on a reader connection.
@@ -159,8 +201,9 @@ impl Direct {
                 Ok(false) => {
                     tracing::debug!(db = %this.db, "background WAL checkpoint did not complete");
                 }
-                // Closing the last connection checkpoints instead.
-                Err(DirectError::Closed) => {}
+                // Closing the last connection checkpoints instead; a deleted file's log
+                // goes with it.
+                Err(DirectError::Closed | DirectError::Deleted { .. }) => {}
                 // The data is safe in the log either way; the next checkpoint retries.
                 Err(e) => {
                     tracing::warn!(db = %this.db, error = %e, "background WAL checkpoint failed");
@@ -271,6 +314,9 @@ impl Direct {
     ) -> Result<T, DirectError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(DirectError::Closed);
+        }
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(DirectError::Deleted { written: false });
         }
         let idle = self.idle_readers().pop();
         let conn = match idle {
