@@ -27,7 +27,7 @@ pub async fn tag(store: &Store, id: &str, add: Vec<String>, remove: Vec<String>)
         [] => "none".to_string(),
         tags => tags.join(", "),
     };
-    println!("session {id} tags: {tags}");
+    render::say(format_args!("session {id} tags: {tags}"))?;
     Ok(())
 }
 
@@ -36,8 +36,8 @@ pub async fn retitle(store: &Store, id: &str, title: &str) -> Result<()> {
     let title = (!title.is_empty()).then_some(title);
     apply(store, id, &MetaUpdate::new().title(title)).await?;
     match title {
-        Some(title) => println!("retitled session {id}: {title}"),
-        None => println!("removed the title of session {id}"),
+        Some(title) => render::say(format_args!("retitled session {id}: {title}"))?,
+        None => render::say(format_args!("removed the title of session {id}"))?,
     }
     Ok(())
 }
@@ -47,8 +47,8 @@ pub async fn set_owner(store: &Store, id: &str, owner: Option<String>) -> Result
     let update = MetaUpdate::new().owner(owner.as_deref());
     apply(store, id, &update).await?;
     match owner {
-        Some(owner) => println!("session {id} now belongs to {owner}"),
-        None => println!("session {id} now has no owner"),
+        Some(owner) => render::say(format_args!("session {id} now belongs to {owner}"))?,
+        None => render::say(format_args!("session {id} now has no owner"))?,
     }
     Ok(())
 }

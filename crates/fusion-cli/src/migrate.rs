@@ -233,19 +233,19 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
             }
         };
         if let Some(line) = line {
-            bar.suspend(|| println!("{line}"));
+            bar.suspend(|| summary::say(&line))?;
         }
         bar.inc(1);
         let left = ids.len() - done - 1;
         if storage_failures_in_a_row == STOP_AFTER && left > 0 {
             summary.not_tried = left;
             bar.suspend(|| {
-                println!(
+                summary::say(format_args!(
                     "stopped: {STOP_AFTER} sessions in a row failed as they do when a storage \
                      is unreachable or failing; {} not tried",
                     render::plural(left, "session")
-                )
-            });
+                ))
+            })?;
             break;
         }
     }

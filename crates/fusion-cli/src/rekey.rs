@@ -9,7 +9,7 @@
 use anyhow::{Context, Result};
 use fusion::layers::encryption::Rekeyed;
 
-use crate::render::plural;
+use crate::render::{self, plural};
 use crate::store::{Store, require_key};
 
 /// `sessions rekey [--dry-run]`: rekeys every session and prints the counts.
@@ -29,13 +29,13 @@ pub async fn run(store: &Store, dry_run: bool) -> Result<()> {
         )
     })?;
     let current = encryption.keys().map_or("", |keys| keys.current_id());
-    println!("{}", summary(&done, current, dry_run));
+    render::say(summary(&done, current, dry_run))?;
     if done.encrypted > 0 {
         let verb = if dry_run { "would be" } else { "are now" };
-        println!(
+        render::say(format_args!(
             "the store held clear-text messages: they {verb} encrypted; from now on read it \
              with the key"
-        );
+        ))?;
     }
     Ok(())
 }

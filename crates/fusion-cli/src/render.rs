@@ -176,6 +176,15 @@ pub fn plural(count: usize, noun: &str) -> String {
     }
 }
 
+/// Prints `line` and a new line to stdout, returning the write's error where `println!`
+/// would panic: a reader that went away (`fusion sessions delete x | head -0`) then ends the
+/// command through `main`'s report, which takes a closed pipe for the reader's choice, not
+/// a failure (`println!` printed a panic and a backtrace, and exited 101).
+pub fn say(line: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write as _;
+    writeln!(std::io::stdout().lock(), "{line}")
+}
+
 /// `text` cut to `max_chars` characters, with `…` when something was cut.
 pub fn shorten(text: &str, max_chars: usize) -> String {
     let text = printable(text);

@@ -30,7 +30,7 @@ pub async fn expire(store: &Store, id: &str, when: &ExpiryChoice) -> Result<()> 
     if expiry.is_some() && info.meta.expiry.is_none() {
         bail!("storage {store} did not keep the expiry of session \"{id}\"");
     }
-    println!("{}", expire_line(id, &info));
+    render::say(expire_line(id, &info))?;
     Ok(())
 }
 
@@ -105,13 +105,15 @@ fn check(args: &PurgeArgs) -> Result<()> {
 
 /// The purge `args` ask for, with `now` as the time `--older-than` counts back from,
 /// printing to `out`: the sessions a dry run would delete (as `sessions list` shows them)
-/// and a count, or the counts of what went.
+/// and a count, or the counts of what went. Printed once both purges are done, so a
+/// reader that went away after the first line (`| head -1`) does not skip `--expired`.
 async fn run_purge(
     storage: &dyn ConversationStorage,
     args: &PurgeArgs,
     now: SystemTime,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let mut said = Vec::new();
     if let Some(span) = args.older_than {
         // Nothing was written before the epoch, and no instant before it can be printed
         // or stored.
@@ -141,20 +143,27 @@ async fn run_purge(
         let before = time::rfc3339(before);
         if args.dry_run {
             if !listed.is_empty() {
-                out.write_all(render::session_table(&listed, None).as_bytes())?;
+                said.write_all(render::session_table(&listed, None).as_bytes())?;
             }
-            writeln!(out, "would delete {count} last written before {before}")?;
+            writeln!(said, "would delete {count} last written before {before}")?;
         } else {
-            writeln!(out, "deleted {count} last written before {before}")?;
+            writeln!(said, "deleted {count} last written before {before}")?;
             if report.written_meanwhile > 0 {
-                writeln!(out, "kept {} written meanwhile", report.written_meanwhile)?;
+                writeln!(said, "kept {} written meanwhile", report.written_meanwhile)?;
             }
         }
     }
     if args.expired {
-        let purged = purge_all_expired(storage, args.batch as usize).await?;
-        writeln!(out, "purged {}", render::plural(purged, "expired session"))?;
+        match purge_all_expired(storage, args.batch as usize).await {
+            Ok(purged) => writeln!(said, "purged {}", render::plural(purged, "expired session"))?,
+            // What `--older-than` did is still said.
+            Err(err) => {
+                let _ = out.write_all(&said);
+                return Err(err.into());
+            }
+        }
     }
+    out.write_all(&said)?;
     out.flush()?;
     Ok(())
 }
@@ -292,6 +301,42 @@ mod tests {
             "{both}"
         );
         assert!(both.ends_with("purged 0 expired sessions\n"), "{both}");
+    }
+
+    /// Stdout whose reader went away (`| true`): every write fails.
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    #[tokio::test]
+    async fn both_purges_run_when_nobody_reads_what_the_first_says() {
+        let store = InMemoryStorage::new();
+        let said = [ChatMessage::user("hi")];
+        let soon = SystemTime::now() + Duration::from_millis(20);
+        let meta = SessionMeta::new().expiry(Expiry::At(soon));
+        store.create_session("x", &meta, &said).await.unwrap();
+        store.append("stale", &said).await.unwrap();
+        wait_past(soon).await;
+        let later = SystemTime::now() + Duration::from_secs(2 * 3_600);
+        let argv = args(&["--older-than", "1h", "--expired"]);
+        let err = run_purge(&store, &argv, later, &mut ClosedPipe)
+            .await
+            .unwrap_err();
+        let io = err
+            .downcast_ref::<std::io::Error>()
+            .expect("the write's error");
+        assert_eq!(io.kind(), std::io::ErrorKind::BrokenPipe);
+        assert!(store.list_sessions().await.unwrap().is_empty());
+        // `x` is gone for readers either way; only the purge frees its space.
+        assert_eq!(purge_all_expired(&store, 10).await.unwrap(), 0, "purged");
     }
 
     #[test]

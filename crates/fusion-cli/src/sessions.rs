@@ -69,7 +69,7 @@ pub async fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
             .await
             .with_context(|| format!("cannot delete session \"{id}\" in {store}"))?;
     }
-    println!("{said}");
+    render::say(said)?;
     Ok(())
 }
 
@@ -98,11 +98,11 @@ pub async fn export(
         Some(path) => {
             files::write(path, text.as_bytes(), force)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            println!(
+            render::say(format_args!(
                 "exported session {id} ({}) to {}",
                 render::plural(messages.len(), "message"),
                 path.display()
-            );
+            ))?;
         }
         None => {
             let mut out = std::io::stdout().lock();
@@ -155,14 +155,14 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
         // to replace, so there is nothing to compare against.
         let existed = replace_session(storage.as_ref(), id, &imported.meta, messages).await?;
         let verb = if existed { "replaced" } else { "imported" };
-        println!("{verb} session {id} ({count})");
+        render::say(format_args!("{verb} session {id} ({count})"))?;
         return Ok(());
     }
     // Create-only in one atomic step: a check followed by a save would overwrite a session
     // another writer created in between.
     match create(storage.as_ref(), id, &imported.meta, messages).await {
         Ok(_) => {
-            println!("imported session {id} ({count})");
+            render::say(format_args!("imported session {id} ({count})"))?;
             Ok(())
         }
         Err(fusion::Error::Conflict { .. }) => {

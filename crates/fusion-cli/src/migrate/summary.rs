@@ -1,12 +1,25 @@
 //! The counts `fusion migrate` keeps as it goes, and what it prints and exits with at the
 //! end.
 
+use std::fmt::Display;
+use std::io::ErrorKind;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use fusion::storage::StorageType;
 
 use crate::{MigrateArgs, render};
+
+/// Prints one line of migrate's report to stdout. A reader that went away (`fusion migrate
+/// ... | head -1`) does not stop the run: the sessions left are migrated all the same, and the
+/// exit code still says how it went. (Stopping between two sessions would be safe, but
+/// would leave the store half migrated for want of anyone reading the lines.)
+pub(super) fn say(line: impl Display) -> Result<()> {
+    match render::say(line) {
+        Err(err) if err.kind() != ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(()),
+    }
+}
 
 /// Counts for the summary line.
 #[derive(Default)]
@@ -59,17 +72,17 @@ impl Summary {
         } else {
             ("copied", "extended", "replaced")
         };
-        println!(
+        say(format_args!(
             "{head}: {} from {from_type} to {to_type}: {copied} {copied_word}, {extended} {extended_word}, \
              {up_to_date} up to date, {diverged} diverged, {replaced} {replaced_word}, {failed} failed",
             render::plural(sessions, "session"),
-        );
+        ))?;
         if gone > 0 {
-            println!(
+            say(format_args!(
                 "{} listed in {from_type} held no message when read, and {} skipped",
                 render::plural(gone, "session"),
                 if gone == 1 { "was" } else { "were" }
-            );
+            ))?;
         }
         if sealed > 0 {
             let verb = if args.dry_run {
@@ -77,16 +90,16 @@ impl Summary {
             } else {
                 "encrypted"
             };
-            println!(
+            say(format_args!(
                 "{verb} {} the target already held in clear text or under an older key",
                 render::plural(sealed, "message")
-            );
+            ))?;
         }
         if target_only > 0 {
-            println!(
+            say(format_args!(
                 "{} only in {to_type} left as they are",
                 render::plural(target_only, "session")
-            );
+            ))?;
         }
         let total = render::plural(sessions, "session");
         if not_tried > 0 {

@@ -1,0 +1,90 @@
+//! A reader that went away (`fusion ... | head -1`) ends what a command prints, never its
+//! work half done or with a panic.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{conversation, fusion, load, seed, text};
+use fusion::ChatMessage;
+use fusion::storage::StorageType;
+
+/// `fusion ARGS` whose stdout is a pipe nobody reads any more: its read end is closed
+/// before the command starts, so its first line already fails with EPIPE.
+fn into_closed_pipe(dir: &Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    fusion(dir)
+        .args(args)
+        .stdout(writer)
+        .output()
+        .expect("the fusion binary runs")
+}
+
+fn assert_no_panic(output: &Output) {
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_command_printing_one_line_to_a_closed_pipe_succeeds_having_done_its_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    let storage: StorageType = url.parse().unwrap();
+    seed(&storage, "a", &conversation(1));
+    seed(&storage, "b", &conversation(2));
+    let file = tmp.path().join("c.jsonl");
+    std::fs::write(&file, "{\"role\":\"user\",\"content\":\"hi\"}\n").unwrap();
+
+    for args in [
+        vec!["sessions", "retitle", "a", "Logs"],
+        vec!["sessions", "tag", "a", "--add", "ops"],
+        vec!["sessions", "delete", "b"],
+        vec!["sessions", "import", file.to_str().unwrap()],
+    ] {
+        let output = into_closed_pipe(tmp.path(), &[&args[..], &["--storage", &url]].concat());
+        assert_no_panic(&output);
+        assert!(output.status.success(), "{args:?}: {:?}", output.status);
+    }
+    let info = common::block_on(async {
+        let store = storage.open().await.unwrap();
+        store.session_info("a").await.unwrap().unwrap()
+    });
+    assert_eq!(info.meta.title.as_deref(), Some("Logs"));
+    assert_eq!(info.meta.tags, ["ops"]);
+    assert!(load(&storage, "b").is_empty(), "b was deleted");
+    assert_eq!(load(&storage, "c"), [ChatMessage::user("hi")]);
+}
+
+#[test]
+fn a_migrate_whose_reader_went_away_still_migrates_every_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let from_url = tmp.path().join("from").display().to_string();
+    let to_url = tmp.path().join("to").display().to_string();
+    let (from, to): (StorageType, StorageType) =
+        (from_url.parse().unwrap(), to_url.parse().unwrap());
+    // Diverged sessions first (ids sort first), each one line of the report, then sessions
+    // to copy, which get no line of their own.
+    for n in 0..5 {
+        seed(&from, &format!("a{n}"), &[ChatMessage::user("source")]);
+        seed(&to, &format!("a{n}"), &[ChatMessage::user("target")]);
+    }
+    for n in 0..5 {
+        seed(&from, &format!("b{n}"), &conversation(n));
+    }
+
+    let output = into_closed_pipe(
+        tmp.path(),
+        &["migrate", "--from", &from_url, "--to", &to_url],
+    );
+    assert_no_panic(&output);
+    for n in 0..5 {
+        assert_eq!(load(&to, &format!("b{n}")), conversation(n), "b{n} copied");
+        assert_eq!(load(&to, &format!("a{n}")), [ChatMessage::user("target")]);
+    }
+    // The exit code still tells of the diverged sessions nobody read about.
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("5 of 10 sessions diverged"), "{stderr}");
+}
