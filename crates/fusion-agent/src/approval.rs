@@ -66,6 +66,10 @@ impl ApprovalRequest {
     /// `name=JSON`, values longer than [`DISPLAY_VALUE_CHARS`] cut. A name that is not a
     /// plain word (letters, digits, `_`, `-`, `.`) is shown as a JSON string, so that no
     /// name can end the line or pose as another argument, and cut like a value.
+    ///
+    /// Characters a screen hides or reorders (a bidi override, a zero-width space, the C1
+    /// controls) are left as they are: show the line through
+    /// [`escape_hidden`](crate::escape_hidden).
     pub fn display(&self) -> String {
         let arguments = match &self.arguments {
             Value::Object(map) => map

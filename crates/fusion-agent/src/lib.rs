@@ -17,7 +17,8 @@
 //!   [`Workspace`], and the [`ToolExecutor`] that runs
 //!   calls ([`ExecutorConfig`], [`ToolOutcome`], [`DEFAULT_TOOL_TIMEOUT`]);
 //! - approval before a call runs: [`ApprovalPolicy`], [`ApprovalMode`], [`Approver`],
-//!   [`ApprovalRequest`], [`ApprovalDecision`], [`Approval`];
+//!   [`ApprovalRequest`], [`ApprovalDecision`], [`Approval`], and [`escape_hidden`] for
+//!   showing a call to a person as it is;
 //! - the text ReAct format: [`ReactStep`], [`parse_react`], [`render_react_prompt`],
 //!   [`render_observation`];
 //! - the context types a session takes and returns: [`ContextPolicy`], [`PruneSettings`],
@@ -30,11 +31,12 @@
 //!
 //! With the `mock-server` feature, [`testing`] has a scripted OpenAI-compatible server.
 //!
-//! Inside, modules form layers: `llm`, `events` and `storage_source` at the bottom;
+//! Inside, modules form layers: `llm`, `events`, `escape` and `storage_source` at the bottom;
 //! `react_text`, `tools`, `approval`, `executor`, `context` and `openai` over them; `session` on top.
 
 mod approval;
 pub mod context;
+mod escape;
 mod events;
 mod executor;
 mod http;
@@ -56,6 +58,7 @@ pub use context::policy::{ContextPolicy, PruneSettings};
 pub use context::prune::PruneReport;
 pub use context::summary::SummaryReport;
 pub use context::tokens::TokenCounter;
+pub use escape::escape_hidden;
 pub use events::{AgentEvent, Step, TaskResult};
 pub use executor::{DEFAULT_TOOL_TIMEOUT, ExecutorConfig, ToolExecutor, ToolOutcome};
 pub use http::http_client_builder;

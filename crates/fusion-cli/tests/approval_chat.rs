@@ -245,6 +245,45 @@ async fn a_cut_call_can_be_viewed_whole_before_it_is_answered() {
     assert!(status.success());
 }
 
+/// What the model put in a call reaches the question as escapes, never as characters the
+/// terminal hides, reorders or obeys: U+202E would make `report\u202egpj.exe` read
+/// `reportexe.jpg`, and ESC or the one-character CSI (U+009B) could clear the screen or
+/// rewrite the question. So in the one-line form and in the call viewed whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_question_shows_hidden_and_control_characters_as_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _) = storage(tmp.path());
+    let content = format!("\u{1b}[2J\u{9b}31m{}", "x".repeat(200));
+    let arguments =
+        serde_json::json!({"path": "report\u{202e}gpj.exe", "content": content}).to_string();
+    let server = MockLlmServer::start().await;
+    server
+        .push_tool_call("write_file", &arguments)
+        .push_text("Not written.");
+    let args = ["--session", "e", "--storage", &url, "--approve", "ask"];
+    let mut repl = Repl::start(tmp.path(), &server.base_url(), &args);
+    repl.send("write the report");
+    repl.stdout(r#"allow write_file(content="\u001b[2J\u009b31mxxx"#)
+        .await;
+    repl.stdout(r#"path="report\u202egpj.exe")? "#).await;
+    repl.stdout("[v]iew it whole: ").await;
+    repl.send("v");
+    repl.stdout(r#""content": "\u001b[2J\u009b31mxxx"#).await;
+    repl.stdout(r#""path": "report\u202egpj.exe""#).await;
+    repl.stdout("[v]iew it whole: ").await;
+    repl.send("n");
+    // Everything printed since the start.
+    let shown = repl.stdout("Not written.").await;
+    assert!(shown.contains("[declined]"), "{shown}");
+    let hidden = ['\u{202e}', '\u{1b}', '\u{9b}'];
+    assert!(
+        !shown.contains(hidden),
+        "a hidden or control character reached the terminal: {shown:?}"
+    );
+    let (status, _) = repl.exit().await;
+    assert!(status.success());
+}
+
 /// A few lines of Node.js speaking MCP over stdio, as any server may: `echo {text}`
 /// returns its text, `exit` ends the process mid-call. Both declare themselves read-only,
 /// so neither asks.

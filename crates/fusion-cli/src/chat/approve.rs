@@ -12,11 +12,10 @@
 
 use anyhow::{Result, bail};
 use clap::ValueEnum;
-use fusion::agent::{ApprovalDecision, ApprovalPolicy, ApprovalRequest};
+use fusion::agent::{ApprovalDecision, ApprovalPolicy, ApprovalRequest, escape_hidden};
 use tokio::sync::{mpsc, oneshot};
 
 use super::input::{Asked, Input};
-use crate::render;
 
 /// The values of `--approve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,6 +83,11 @@ pub fn policy(
 }
 
 /// The prompt for `request`; it offers `[v]iew` when the call shown is cut.
+///
+/// What the model chose (the arguments) and what a tool's maker chose (its name) is shown
+/// with every character a terminal would hide, reorder or obey escaped
+/// ([`escape_hidden`]): a U+202E could make `"txt.exe"` read `"exe.txt"`, a raw ESC or
+/// CSI could rewrite the question on screen.
 pub fn prompt(request: &ApprovalRequest) -> String {
     let view = if request.display_is_cut() {
         " / [v]iew it whole"
@@ -92,8 +96,15 @@ pub fn prompt(request: &ApprovalRequest) -> String {
     };
     format!(
         "  allow {}? [y]es / [n]o / [a]lways for this tool{view}: ",
-        render::printable(&request.display())
+        one_line(&request.display())
     )
+}
+
+/// `text` as [`escape_hidden`] shows it, on one line: only a tool's name can bring a line
+/// break into [`ApprovalRequest::display`] (arguments are JSON there, and argument names
+/// quoted when they are not plain words), and it must not end the question.
+fn one_line(text: &str) -> String {
+    escape_hidden(text).replace('\n', "\\n")
 }
 
 /// Whether a typed answer asks to see the call whole.
@@ -102,14 +113,15 @@ pub fn wants_view(line: &str) -> bool {
 }
 
 /// The call of `request` whole, its arguments as indented JSON, to print above the
-/// prompt asked again.
+/// prompt asked again; escaped as the [`prompt`] is.
 pub fn whole(request: &ApprovalRequest) -> String {
     let arguments = serde_json::to_string_pretty(&request.arguments)
         .unwrap_or_else(|_| request.arguments.to_string());
+    // Pretty JSON keeps its own line breaks; inside its strings they are escaped already.
     format!(
         "  {} with arguments:\n{}",
-        render::printable(&request.tool),
-        render::printable(&arguments)
+        one_line(&request.tool),
+        escape_hidden(&arguments)
     )
 }
 
@@ -174,6 +186,27 @@ mod tests {
         assert_eq!(parse_answer("a"), Some(ApprovalDecision::AlwaysApprove));
         assert_eq!(parse_answer(""), None);
         assert_eq!(parse_answer("maybe"), None);
+    }
+
+    /// A tool's name is not the model's, but an MCP server or a library user names
+    /// tools, and the name is on the line the user approves.
+    #[test]
+    fn a_tool_name_cannot_hide_reorder_or_break_the_question() {
+        let request = ApprovalRequest {
+            tool: "rm\u{202e}\u{1b}[2J\u{9b}\nallow read_file".into(),
+            call_id: "c1".into(),
+            arguments: serde_json::json!({"path": "a\u{200b}b"}),
+            effects: fusion::agent::ToolEffects::DESTRUCTIVE,
+        };
+        let tool = r"rm\u202e\u001b[2J\u009b\nallow read_file";
+        assert_eq!(
+            prompt(&request),
+            format!(r#"  allow {tool}(path="a\u200bb")? [y]es / [n]o / [a]lways for this tool: "#)
+        );
+        assert_eq!(
+            whole(&request),
+            format!("  {tool} with arguments:\n{{\n  \"path\": \"a\\u200bb\"\n}}")
+        );
     }
 
     #[test]
