@@ -4,10 +4,11 @@
 //! not a valid one (`{"jsonrpc":"2.0","id":3}`, with neither `result` nor `error`; an
 //! `error` without a `message`) that leaves the request waiting for the whole call
 //! timeout, and the model reads that the server did not answer. Here such a line, when it
-//! carries an `id`, is replaced by a JSON-RPC error for that id saying the response was
-//! invalid, so the call ends at once and says why. Every other line passes unchanged,
-//! byte for byte; lines longer than [`CHECKED_LINE_BYTES`] pass unchecked, without being
-//! held whole.
+//! carries an `id` and no member a response does not have, is replaced by a JSON-RPC error
+//! for that id saying the response was invalid, so the call ends at once and says why. A
+//! line with other members (a JSON log line, `{"level":30,"id":3,"msg":"…"}`) is not a
+//! response, and passes to be skipped. Every other line passes unchanged, byte for byte;
+//! lines longer than [`CHECKED_LINE_BYTES`] pass unchecked, without being held whole.
 
 use rmcp::model::{ErrorCode, ServerJsonRpcMessage};
 use serde_json::{Value, json};
@@ -81,6 +82,9 @@ async fn pass_rest(
     }
 }
 
+/// The members a JSON-RPC response may have.
+const RESPONSE_MEMBERS: &[&str] = &["jsonrpc", "id", "result", "error"];
+
 /// The error line to put in place of `line`, when it is a response the SDK would skip.
 fn replacement(line: &[u8]) -> Option<Vec<u8>> {
     let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
@@ -90,12 +94,19 @@ fn replacement(line: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let value: Value = serde_json::from_slice(text).ok()?;
-    let id = value
-        .get("id")
-        .filter(|id| id.is_string() || id.is_number())?;
-    if value.get("method").is_some() {
+    // Only what can be nothing but a response: an object of response members alone. A
+    // server that logs JSON to stdout (`{"level":30,"id":3,"msg":"…"}`) must not fail
+    // the request whose id its log line happens to carry; the SDK skips such lines.
+    let object = value.as_object()?;
+    if !object
+        .keys()
+        .all(|key| RESPONSE_MEMBERS.contains(&key.as_str()))
+    {
         return None;
     }
+    let id = object
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())?;
     let error = json!({"jsonrpc": "2.0", "id": id, "error": {
         "code": INVALID_RESPONSE_CODE.0, "message": INVALID_RESPONSE}});
     let mut line = error.to_string().into_bytes();
@@ -124,6 +135,8 @@ mod tests {
             "{\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":-1,\"message\":\"no\"}}\n",
             "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n",
             "{\"jsonrpc\":\"2.0\",\"id\":null}\n",
+            // A JSON log line that carries an id of its own.
+            "{\"level\":30,\"id\":7,\"msg\":\"handling tools/call\"}\n",
             "Loading model... 50%\n",
             "\n",
         ] {

@@ -69,7 +69,8 @@
 //! - a stdio server's response that is JSON but not a valid JSON-RPC response (neither a
 //!   result nor an error, an error without a message), which the SDK skips, ends the call
 //!   at once with an observation saying the response was invalid, rather than at the
-//!   per-call timeout (for lines up to 64 KiB; HTTP servers' responses are the SDK's);
+//!   per-call timeout (for lines up to 64 KiB; HTTP servers' responses are the SDK's); a
+//!   line with members no response has (a JSON log line carrying an `id`) is not one;
 //! - a call past the per-call timeout is cancelled (`notifications/cancelled`) and the
 //!   model is told; a server that exits mid-call gives an observation saying so, with its
 //!   exit status, and is started again on the next call, its tools listed again;

@@ -1,7 +1,8 @@
 //! A stdio server's response that is JSON but not a valid JSON-RPC response (neither
 //! `result` nor `error`, or an `error` without a `message`) ends the call at once with an
 //! observation saying the response was invalid, where the SDK alone skips the line and the
-//! call waits out its whole timeout. The server is a few lines of Node.js.
+//! call waits out its whole timeout; a JSON log line on stdout that carries a request's id
+//! is not such a response. The server is a few lines of Node.js.
 
 mod common;
 
@@ -11,7 +12,8 @@ use fusion_mcp::{McpOptions, McpServer, StdioServerConfig};
 use serde_json::json;
 
 /// `nothing` answers `{"jsonrpc":"2.0","id":N}`, `no_message` an error with only a code,
-/// `fine` a valid result.
+/// `logged` logs a JSON line carrying the request's id to stdout (as servers using a JSON
+/// logger on stdout do) and then answers, `fine` a valid result.
 const SERVER: &str = r#"
 const write = (msg) => process.stdout.write(JSON.stringify(msg) + '\n');
 require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
@@ -21,12 +23,15 @@ require('readline').createInterface({ input: process.stdin }).on('line', (line) 
     write({ jsonrpc: '2.0', id: msg.id, result: { protocolVersion: msg.params.protocolVersion,
             capabilities: { tools: {} }, serverInfo: { name: 'invalid', version: '1.0.0' } } });
   } else if (msg.method === 'tools/list') {
-    write({ jsonrpc: '2.0', id: msg.id, result: { tools: ['nothing', 'no_message', 'fine'].map(
+    write({ jsonrpc: '2.0', id: msg.id, result: { tools: ['nothing', 'no_message', 'logged', 'fine'].map(
       (name) => ({ name, description: 'The ' + name + ' tool.', inputSchema: { type: 'object' } })) } });
   } else if (msg.params.name === 'nothing') {
     write({ jsonrpc: '2.0', id: msg.id });
   } else if (msg.params.name === 'no_message') {
     write({ jsonrpc: '2.0', id: msg.id, error: { code: -1 } });
+  } else if (msg.params.name === 'logged') {
+    write({ level: 30, id: msg.id, msg: 'handling tools/call' });
+    write({ jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text: 'logged' }] } });
   } else {
     write({ jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text: 'fine' }] } });
   }
@@ -54,5 +59,20 @@ async fn an_invalid_response_ends_the_call_at_once_saying_so() {
     }
     // The session goes on.
     assert_eq!(tool("invalid__fine").call(json!({})).await.unwrap(), "fine");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_json_log_line_carrying_the_call_id_is_not_taken_for_its_response() {
+    let config = StdioServerConfig::new("node").args(["-e", SERVER]);
+    let server = McpServer::start("invalid", config, McpOptions::default())
+        .await
+        .unwrap();
+    let tools = server.tools();
+    let logged = tools
+        .iter()
+        .find(|t| t.name() == "invalid__logged")
+        .unwrap();
+    assert_eq!(logged.call(json!({})).await.unwrap(), "logged");
     server.shutdown().await;
 }
