@@ -143,12 +143,27 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
         bail!("the import has no session id; pass --id ID");
     };
     SessionId::validate(id).context("pass --id with a valid session id")?;
+    // A session file copied out of an encrypted store holds its messages sealed. They are
+    // opened as a load would open them (with the key, as the session they were written
+    // in), so the store seals their text afresh: written as they are, the ciphertext
+    // itself would be sealed, and load back in place of the text.
+    let imported_messages = store
+        .encryption()
+        .open_stored("import", id, imported.messages)
+        .with_context(|| {
+            format!(
+                "cannot import {}: it holds messages sealed by an encrypted store (a session \
+                 file copied out of one), which open only with that store's key and as the \
+                 session they were written in",
+                file.display()
+            )
+        })?;
 
     if store.ephemeral() {
         bail!("{store} keeps nothing after this command; import into a storage that persists");
     }
     let storage = store.open().await?;
-    let messages = &imported.messages;
+    let messages = &imported_messages;
     let count = render::plural(messages.len(), "message");
     if replace {
         // An explicit overwrite: whatever the session holds now is what the user asked

@@ -452,3 +452,83 @@ fn seed_marmalade(url: &str) {
         seed(&storage, &format!("user-{n}"), &history);
     }
 }
+
+#[test]
+fn a_session_file_copied_out_of_an_encrypted_store_imports_as_its_text_or_not_at_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let vault = dir.join("vault").display().to_string();
+    let other = dir.join("other");
+    let other_url = other.display().to_string();
+    let k1 = key_file(dir, "k1.key", &[format!("k1:{KEY_A}")]);
+    let k2 = key_file(
+        dir,
+        "k2.key",
+        &[format!("k2:{KEY_B}"), format!("k1:{KEY_A}")],
+    );
+    let said = [ChatMessage::user("the vault code is 4711")];
+    let export = export_file(dir, "said.json", &said);
+    let key = ["--encryption-key-file", k1.as_str()];
+    ok(
+        dir,
+        [
+            &[
+                "sessions",
+                "import",
+                &export,
+                "--id",
+                "s1",
+                "--storage",
+                &vault,
+            ][..],
+            &key,
+        ]
+        .concat(),
+    );
+    // The fs backend's own file, ciphertext, copied out as a backup would be.
+    let copy = dir.join("s1.jsonl");
+    std::fs::copy(dir.join("vault").join("s1.jsonl"), &copy).unwrap();
+    let copy = copy.display().to_string();
+    let import = |extra: &[&str]| -> Vec<String> {
+        ["sessions", "import", &copy, "--storage", &other_url]
+            .iter()
+            .chain(extra)
+            .map(|arg| arg.to_string())
+            .collect()
+    };
+
+    // Without the key, with a wrong one, or as another session: refused, nothing written.
+    let err = fails(dir, import(&[]));
+    assert!(
+        err.contains("s1.jsonl") && err.contains("no encryption key is loaded"),
+        "{err}"
+    );
+    let wrong = key_file(dir, "wrong.key", &[format!("k1:{KEY_C}")]);
+    let err = fails(dir, import(&["--encryption-key-file", &wrong]));
+    assert!(
+        err.contains("session \"s1\"") && err.contains("(key \"k1\") does not decrypt"),
+        "{err}"
+    );
+    let err = fails(dir, import(&["--id", "s2", "--encryption-key-file", &k1]));
+    assert!(err.contains("session \"s2\""), "{err}");
+    assert!(!other.exists(), "nothing written");
+
+    // With the key, the session holds its text, sealed afresh under the current key.
+    ok(dir, import(&["--encryption-key-file", &k2]));
+    let shown = ok(
+        dir,
+        [
+            "sessions",
+            "show",
+            "s1",
+            "--storage",
+            &other_url,
+            "--encryption-key-file",
+            &k2,
+        ],
+    );
+    assert!(shown.contains("the vault code is 4711"), "{shown}");
+    assert!(!shown.contains("fusion:enc:"), "{shown}");
+    assert_eq!(files_containing(&other, "4711"), Vec::<PathBuf>::new());
+    assert!(!files_containing(&other, "fusion:enc:v1:k2:").is_empty());
+}

@@ -105,6 +105,30 @@ async fn a_message_copied_into_another_session_fails_naming_that_session() {
 }
 
 #[tokio::test]
+async fn stored_messages_met_outside_a_storage_open_as_their_own_session_only() {
+    let layer = layer("k1", &OLD);
+    let (raw, encrypted) = stores(&layer);
+    let said = [ChatMessage::user("plain before"), full_message()];
+    raw.append("alice", &said[..1]).await.unwrap();
+    encrypted.append("alice", &said[1..]).await.unwrap();
+    let stored = raw.load("alice").await.unwrap();
+
+    let opened = layer.open_stored("file", "alice", stored.clone()).unwrap();
+    assert_eq!(opened, said, "clear text as it is, the rest decrypted");
+    let err = layer
+        .open_stored("file", "mallory", stored.clone())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { session_id, .. } if session_id == "mallory"),
+        "{err:?}"
+    );
+    let err = EncryptionLayer::without_keys()
+        .open_stored("file", "alice", stored)
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
+
+#[tokio::test]
 async fn a_message_whose_role_was_changed_fails_to_decrypt() {
     let layer = layer("k1", &OLD);
     let (raw, encrypted) = stores(&layer);

@@ -47,13 +47,13 @@ mod storage;
 
 use std::sync::Arc;
 
-use fusion_core::{ConversationStorage, Intercepted, Layer, Result};
+use fusion_core::{ChatMessage, ConversationStorage, Intercepted, Layer, Result, SessionId};
 
 pub use envelope::{ENCRYPTED_PREFIX, SESSION_KEY_SALT};
 pub use keys::{DEFAULT_KEY_ID, EncryptionKeys, KEY_ENV, KEY_LEN, MAX_KEY_ID_LEN};
 pub use rekey::Rekeyed;
 
-use envelope::Codec;
+use envelope::{Codec, SessionCrypt};
 use rekey::Mode;
 use storage::EncryptedStorage;
 
@@ -103,6 +103,29 @@ impl EncryptionLayer {
     /// The keys this layer uses; `None` for a layer [`without_keys`](Self::without_keys).
     pub fn keys(&self) -> Option<&EncryptionKeys> {
         self.codec.keys.as_ref()
+    }
+
+    /// Messages of `session_id` in the form a backend under this layer stores them, as a
+    /// load through the layer returns them: encrypted ones decrypted, clear ones as they
+    /// are. For stored messages that reach a program other than through a storage, such as
+    /// a session file copied out of an encrypted store and imported: written through the
+    /// layer as they are, they would be sealed again, ciphertext for text, and load back as
+    /// that ciphertext.
+    ///
+    /// Fails as a load would: a layer without keys or a key id not loaded
+    /// ([`Error::Config`](fusion_core::Error::Config)), a message that does not open as one
+    /// of `session_id`'s ([`Error::Corrupt`](fusion_core::Error::Corrupt)); `backend` names
+    /// where the messages came from in those errors.
+    ///
+    /// Cost: as a load's decryption, O(total size of `stored`).
+    pub fn open_stored(
+        &self,
+        backend: &'static str,
+        session_id: &str,
+        stored: Vec<ChatMessage>,
+    ) -> Result<Vec<ChatMessage>> {
+        SessionId::validate(session_id)?;
+        SessionCrypt::new(&self.codec, backend, session_id).open_all(stored)
     }
 
     /// Re-encrypts, with the current key, every message of `session_id` that is under
