@@ -130,13 +130,8 @@ async fn open_stdio(
     handler: Handler,
 ) -> Result<(Connection, Vec<Listed>), String> {
     let command = config.display_command();
-    let mut process = ChildProcess::spawn(server, config).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!(
-            "cannot start `{command}`: command `{}` not found (is it installed and on PATH?)",
-            config.command
-        ),
-        _ => format!("cannot start `{command}`: {e}"),
-    })?;
+    let mut process = ChildProcess::spawn(server, config)
+        .map_err(|e| format!("cannot start `{command}`: {}", spawn_error(config, &e)))?;
     let (stdout, stdin) = process.take_stdio().ok_or("the process has no pipes")?;
     let stdio = (checked(stdout), stdin);
     let started = tokio::time::timeout(startup, handshake(handler, stdio)).await;
@@ -161,6 +156,43 @@ async fn open_stdio(
             stderr_note(&process)
         )),
     }
+}
+
+/// Why `config`'s command could not be started. The system says "not found" (`ENOENT`)
+/// for three different mistakes: a working directory that does not exist, a script whose
+/// `#!` interpreter does not exist, and the command itself missing; each is named.
+fn spawn_error(config: &StdioServerConfig, error: &std::io::Error) -> String {
+    if error.kind() != std::io::ErrorKind::NotFound {
+        return error.to_string();
+    }
+    if let Some(dir) = &config.cwd
+        && !dir.is_dir()
+    {
+        return format!(
+            "its working directory `{}` does not exist or is not a directory",
+            dir.display()
+        );
+    }
+    let program = std::path::Path::new(&config.command);
+    let is_path = program.components().count() > 1;
+    let exists = |p: &std::path::Path| p.is_file();
+    if is_path
+        && (exists(program)
+            || config
+                .cwd
+                .as_ref()
+                .is_some_and(|d| exists(&d.join(program))))
+    {
+        return format!(
+            "`{}` exists, but the interpreter it names was not found (a script's `#!` \
+             line, or a program's dynamic loader)",
+            config.command
+        );
+    }
+    format!(
+        "command `{}` not found (is it installed and on PATH?)",
+        config.command
+    )
 }
 
 async fn open_http(

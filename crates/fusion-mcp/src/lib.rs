@@ -64,8 +64,9 @@
 //! Nothing a server does ends a turn or the program:
 //! - a server that cannot start fails [`McpServers::start`] with an
 //!   [`Error::Config`](fusion_core::Error::Config) naming the server, the command and the
-//!   reason (not found; exited, with its status and last stderr lines; no handshake
-//!   within the startup timeout; the HTTP error);
+//!   reason (the command, its `#!` interpreter or its working directory not found;
+//!   exited, with its status and last stderr lines; no handshake within the startup
+//!   timeout; the HTTP error);
 //! - a stdio server's response that is JSON but not a valid JSON-RPC response (neither a
 //!   result nor an error, an error without a message), which the SDK skips, ends the call
 //!   at once with an observation saying the response was invalid, rather than at the

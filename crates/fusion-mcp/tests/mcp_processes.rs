@@ -60,6 +60,35 @@ async fn a_missing_command_fails_startup_naming_the_server_and_command() {
 }
 
 #[tokio::test]
+async fn a_missing_working_directory_is_named_rather_than_taken_for_a_missing_command() {
+    let missing = tempfile::tempdir().unwrap().path().join("gone");
+    let message = start_error(server(&[]).cwd(&missing), McpOptions::default()).await;
+    assert!(message.contains("MCP server `flaky`"), "{message}");
+    assert!(
+        message.contains(&format!("working directory `{}`", missing.display())),
+        "{message}"
+    );
+    assert!(!message.contains("on PATH"), "{message}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_script_whose_interpreter_is_missing_is_not_called_a_missing_command() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("server.sh");
+    std::fs::write(&script, "#!/fusion/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let command = script.to_str().unwrap();
+    let message = start_error(StdioServerConfig::new(command), McpOptions::default()).await;
+    assert!(
+        message.contains(&format!("`{command}` exists, but the interpreter it names")),
+        "{message}"
+    );
+    assert!(!message.contains("on PATH"), "{message}");
+}
+
+#[tokio::test]
 async fn a_server_that_exits_at_once_fails_startup_with_its_status_and_stderr() {
     let message = start_error(server(&["--exit-at-once", "7"]), McpOptions::default()).await;
     assert!(message.contains("MCP server `flaky`"), "{message}");
