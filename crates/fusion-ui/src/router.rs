@@ -11,7 +11,7 @@ use crate::assets;
 use crate::chat::Chats;
 use crate::config::UiSettings;
 use crate::routes::{
-    bulk, chat, delete, export, fork, meta, not_found, sessions, transcript, undo,
+    bulk, chat, delete, export, fork, meta, not_found, sessions, show_refusals, transcript, undo,
 };
 use crate::security::{Guard, add_headers, check_host, check_origin, check_token};
 use crate::state::AppState;
@@ -23,7 +23,8 @@ use crate::state::AppState;
 ///
 /// Every route, the fallback included, sits behind the defences in this order: security
 /// headers on the response, the `Host` check, the token, the same-origin check on
-/// changes. [`serve`](crate::serve) uses exactly this router; tests can drive it with
+/// changes. Between the headers and the checks, an error answered to htmx is made the
+/// refusal it shows (`routes::refusal`). [`serve`](crate::serve) uses exactly this router; tests can drive it with
 /// `tower::ServiceExt::oneshot`.
 ///
 /// ```
@@ -88,6 +89,8 @@ pub(crate) fn app(
         .layer(from_fn(check_origin))
         .layer(from_fn_with_state(guard.clone(), check_token))
         .layer(from_fn_with_state(guard, check_host))
+        // Outside the checks, so htmx is shown their refusals too.
+        .layer(from_fn(show_refusals))
         .layer(from_fn(add_headers));
     (router, chat)
 }

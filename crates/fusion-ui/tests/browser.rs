@@ -104,6 +104,74 @@ async fn filtering_by_owner_swaps_the_table_in_place() {
 }
 
 #[tokio::test]
+async fn a_refused_filter_says_why_in_the_page_and_leaves_the_address_alone() {
+    with_page(seed::demo_store().await, |page| async move {
+        page.open("/sessions").await;
+        page.browser
+            .find_with_text("#sessions-table", "Tidy /tmp")
+            .await;
+        mark_window(&page).await;
+        let address = page.browser.url().await;
+        page.browser
+            .find("form.filters input[name=owner]")
+            .await
+            .replace_text("<b>ann</b>")
+            .await;
+        page.browser
+            .find("form.filters button[type=submit]")
+            .await
+            .click()
+            .await;
+        // The listing refuses the owner (400); htmx, which swaps no error by default,
+        // showed nothing. Now the reason is in the refusal area, as text.
+        let shown = page
+            .browser
+            .find_with_text("#refusal dialog[open]", "invalid owner")
+            .await;
+        assert!(
+            shown.text().await.contains("<b>ann</b>"),
+            "{}",
+            shown.text().await
+        );
+        assert!(
+            page.browser.find_all("#refusal b").await.is_empty(),
+            "the owner is shown as text, not markup"
+        );
+        assert!(window_was_kept(&page).await, "the page was not reloaded");
+        assert_eq!(page.browser.url().await, address, "nothing was pushed");
+        if let Some(axe) = axe_source() {
+            let serious: Vec<String> = axe_violations(&page.browser, &axe)
+                .await
+                .into_iter()
+                .filter(|v| v.is_serious())
+                .map(|v| v.summary)
+                .collect();
+            assert!(serious.is_empty(), "axe, with a refusal shown: {serious:?}");
+        }
+        page.browser
+            .find_with_text("#sessions-table", "Tidy /tmp")
+            .await;
+
+        // "Dismiss" closes it, without a script of ours (a dialog's form).
+        page.browser
+            .find_with_text("#refusal button", "Dismiss")
+            .await
+            .click()
+            .await;
+        page.browser
+            .wait_for("the refusal to close", || async {
+                page.browser
+                    .find_all("#refusal dialog[open]")
+                    .await
+                    .is_empty()
+                    .then_some(())
+            })
+            .await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn next_page_walks_every_session_once() {
     with_page(seed::demo_store().await, |page| async move {
         page.open("/sessions?limit=5").await;

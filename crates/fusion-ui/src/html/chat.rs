@@ -99,6 +99,9 @@ pub(crate) enum Shown {
         call_id: String,
         digest: String,
         state: AskedShown,
+        /// Shown to an answer that came after the question was closed: the card says
+        /// the answer changed nothing, and why.
+        late: bool,
     },
     Notice(String),
 }
@@ -145,10 +148,20 @@ impl ChatFrame {
                     Asked::Answered(_) => AskedShown::Approved,
                     Asked::Unanswered => AskedShown::Unanswered,
                 },
+                late: false,
             },
             Frame::Notice(text) => Shown::Notice(text.clone()),
         };
         Self { frame }
+    }
+
+    /// The frame as shown to an answer that came too late: a question's card says the
+    /// answer changed nothing (answered first elsewhere, or the turn had ended).
+    pub(crate) fn answered_late(mut self) -> Self {
+        if let Shown::Approval { late, .. } = &mut self.frame {
+            *late = true;
+        }
+        self
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`PageError`]: a request that cannot be answered with its page, answered with an
-//! error page that says why (bad input, an unknown session, a refused request).
+//! error page that says why (bad input, an unknown session, a refused request), or, to
+//! htmx, with the same words as a fragment for the page's refusal area ([`Refusal`]).
 
 use askama::Template;
 use axum::http::StatusCode;
@@ -70,9 +71,48 @@ impl PageError {
         }
     }
 
+    /// `status` saying `message`: for an answer of the app's that is no `PageError` (a
+    /// rejection axum made before a handler ran).
+    pub(crate) fn with_status(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::new(status, message)
+    }
+
     fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// The status it is answered with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong, in a sentence.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The page's heading: what kind of problem this is.
+    fn heading(&self) -> &'static str {
+        match self.status {
+            StatusCode::BAD_REQUEST => "Invalid request",
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::FORBIDDEN => "Refused",
+            StatusCode::UNAUTHORIZED => "Token required",
+            StatusCode::CONFLICT => "Changed meanwhile",
+            _ => "Something went wrong",
+        }
+    }
+
+    /// The reason as the fragment htmx puts in the page's refusal area (`#refusal`,
+    /// templates/base.html), in place of the whole error page.
+    pub(crate) fn refusal(&self) -> Result<String, askama::Error> {
+        Refusal {
+            heading: self.heading(),
+            message: &self.message,
+            hint: self.hint.as_deref(),
+        }
+        .render()
     }
 }
 
@@ -86,16 +126,20 @@ struct ErrorPage<'a> {
     hint: Option<&'a str>,
 }
 
+/// A refused request's reason, for the refusal area of the page that sent it.
+#[derive(Template)]
+#[template(path = "refusal.html")]
+struct Refusal<'a> {
+    heading: &'a str,
+    message: &'a str,
+    hint: Option<&'a str>,
+}
+
+/// The error page, carrying the error itself as a response extension: an htmx request
+/// is answered with [`PageError::refusal`] instead (`routes::refusal`).
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let heading = match self.status {
-            StatusCode::BAD_REQUEST => "Invalid request",
-            StatusCode::NOT_FOUND => "Not found",
-            StatusCode::FORBIDDEN => "Refused",
-            StatusCode::UNAUTHORIZED => "Token required",
-            StatusCode::CONFLICT => "Changed meanwhile",
-            _ => "Something went wrong",
-        };
+        let heading = self.heading();
         let page = ErrorPage {
             title: heading,
             assets: &URLS,
@@ -103,7 +147,9 @@ impl IntoResponse for PageError {
             message: &self.message,
             hint: self.hint.as_deref(),
         };
-        render(self.status, &page)
+        let mut response = render(self.status, &page);
+        response.extensions_mut().insert(self);
+        response
     }
 }
 

@@ -177,6 +177,14 @@ impl TokensCell {
             how: "This session is no longer stored.".to_string(),
         }
     }
+
+    /// The cell of a session that could not be counted, saying why in its tooltip.
+    pub(crate) fn failed(why: &str) -> Self {
+        Self {
+            text: "not counted".to_string(),
+            how: format!("Not counted: {why}"),
+        }
+    }
 }
 
 /// `n` with a comma between each group of three digits: `1,234,567`.

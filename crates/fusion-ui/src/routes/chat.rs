@@ -284,8 +284,13 @@ pub(crate) async fn approve(
     let turn = kept_turn(&state, &id, &key)?;
     let (call, digest) = (form.required("call")?, form.required("digest")?);
     let (status, frame) = match turn.answer(question, call, digest, decision) {
-        Ok(frame) => (StatusCode::OK, frame),
-        Err((AnswerError::Closed, Some(frame))) => (StatusCode::CONFLICT, *frame),
+        Ok(frame) => (StatusCode::OK, ChatFrame::new(&turn, &frame)),
+        // The card in place of the one answered: htmx swaps it (an HTML error answer
+        // that is no `PageError`, routes/refusal.rs), saying the answer was too late.
+        Err((AnswerError::Closed, Some(frame))) => (
+            StatusCode::CONFLICT,
+            ChatFrame::new(&turn, &frame).answered_late(),
+        ),
         Err((AnswerError::NotShown, _)) => {
             return Err(PageError::conflict(format!(
                 "Nothing was approved or denied: question {question} of this turn asks \
@@ -301,7 +306,7 @@ pub(crate) async fn approve(
     if !wants_fragment(&headers) {
         return Ok(Redirect::to(&format!("/sessions/{id}#turn")).into_response());
     }
-    Ok(render(status, &ChatFrame::new(&turn, &frame)))
+    Ok(render(status, &frame))
 }
 
 /// `POST /sessions/{id}/turns/{key}/stop`: asks the turn to stop; its event stream says

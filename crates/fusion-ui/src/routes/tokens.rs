@@ -38,14 +38,20 @@ pub(crate) fn route() -> MethodRouter<AppState> {
     let cache = Arc::new(TokenCache::new(CACHED_SESSIONS));
     get(
         move |State(state): State<AppState>, Path(id): Path<String>| async move {
-            count(&state, &cache, &id).await
+            // A failure is a cell too, saying why, for htmx to put in place of "counting…"
+            // (an HTML answer, so routes/refusal.rs leaves it there): one per row, not a
+            // refusal over the page for each of them.
+            count(&state, &cache, &id)
+                .await
+                .unwrap_or_else(|err| render(err.status(), &TokensCell::failed(err.message())))
         },
     )
 }
 
 /// The cell of session `id`: its count from the cache when the session is unchanged since
 /// it was counted, else counted now. A session no longer stored is a dash (its row was
-/// listed before it was deleted), an invalid id a 400, a storage failure a 500.
+/// listed before it was deleted), an invalid id a 400, a storage failure a 500 (each a
+/// cell saying why, [`route`]).
 async fn count(state: &AppState, cache: &TokenCache, id: &str) -> Result<Response, PageError> {
     valid_id(id)?;
     let storage = &state.storage;

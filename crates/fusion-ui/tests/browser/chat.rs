@@ -230,3 +230,107 @@ async fn a_screenshot_of_the_chat_with_a_question_waiting() {
     })
     .await;
 }
+
+/// Posts `form` to `path` of the app from outside the page (as another tab would), with
+/// the page's origin, returning the status.
+async fn post_elsewhere(page: &Page, path: &str, form: &[(String, String)]) -> u16 {
+    let http = fusion::agent::http_client_builder()
+        .unwrap()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let response = http
+        .post(format!("{}{path}", page.origin))
+        .header("origin", &page.origin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+/// The address and fields (decision aside) of the approval card's form on the page.
+async fn card_form(page: &Page) -> (String, Vec<(String, String)>) {
+    let read = page
+        .browser
+        .execute(
+            "const form = document.querySelector('div.approval form');
+             return [form.getAttribute('action'), Array.from(new FormData(form))];",
+            vec![],
+        )
+        .await;
+    let (action, fields): (String, Vec<(String, String)>) = serde_json::from_value(read).unwrap();
+    (action, fields)
+}
+
+#[tokio::test]
+async fn refused_chat_actions_say_why_in_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "a").unwrap();
+    let server = MockLlmServer::start().await;
+    server
+        .push_tool_call("delete_file", r#"{"path":"a.txt"}"#)
+        .push_text("Left a.txt alone.");
+    let tools = ToolRegistry::with_file_tools([dir.path()]).unwrap();
+    let agent = agent(&server, tools);
+    let root = dir.path().to_path_buf();
+    with_chat_page(store().await, agent, |page| async move {
+        // A page opened before another tab started a turn: its send is refused (409).
+        page.open("/sessions/talk").await;
+        let started = post_elsewhere(
+            &page,
+            "/sessions/talk/chat",
+            &[("message".into(), "delete a.txt".into())],
+        )
+        .await;
+        assert_eq!(started, 303);
+        send(&page, "and this?").await;
+        wait_text(&page, "#refusal dialog[open]", "A turn is still running").await;
+
+        // The card of a question that asks about another call than the one it shows
+        // (here its digest altered): nothing is decided, and the page says why.
+        page.open("/sessions/talk").await;
+        wait_text(&page, "div.approval", "a.txt").await;
+        let (action, fields) = card_form(&page).await;
+        page.browser
+            .execute(
+                "document.querySelector('div.approval input[name=digest]').value += '0';",
+                vec![],
+            )
+            .await;
+        page.browser
+            .find("div.approval button[value=approve]")
+            .await
+            .click()
+            .await;
+        wait_text(&page, "#refusal dialog[open]", "another call than the card").await;
+        assert!(root.join("a.txt").exists(), "nothing was decided");
+
+        // Denied in another tab first (the reply after it held, so the turn stays and the
+        // page keeps its card): the page's Approve changes nothing, and the card says so.
+        let gate = server.hold_next_stream();
+        let mut deny = fields.clone();
+        deny.push(("decision".into(), "deny".into()));
+        assert_eq!(post_elsewhere(&page, &action, &deny).await, 303);
+        page.browser
+            .find("div.approval button[value=approve]")
+            .await
+            .click()
+            .await;
+        wait_text(
+            &page,
+            "div.approval",
+            "Your answer changed nothing: the call was denied first",
+        )
+        .await;
+        gate.release();
+        let status = turn_end(&page).await;
+        assert!(status.contains("Finished"), "{status}");
+        assert!(root.join("a.txt").exists(), "denied: kept");
+    })
+    .await;
+}
