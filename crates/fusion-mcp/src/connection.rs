@@ -265,6 +265,11 @@ pub const MAX_LIST_PAGES: usize = 100;
 /// Every tool of the server, following `nextCursor` to the last page; an error (as the
 /// reason, for a message) names what went wrong.
 ///
+/// An empty `nextCursor` ends the list, as a missing one does: a server may send `""` for
+/// "no more", and clients that go on while the cursor is truthy (the Python SDK's
+/// pagination example, JavaScript's `while (cursor)`) read it so. Followed, it would ask
+/// for the first page again, and the list would be refused as one that never ends.
+///
 /// Sent as a raw `tools/list` and read one tool at a time, so that one tool the SDK's types
 /// cannot hold (an `inputSchema` that is not an object, say) is reported and skipped
 /// instead of failing the whole list. A list longer than [`MAX_LIST_PAGES`] pages, or one
@@ -289,7 +294,7 @@ pub async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Listed>, String> 
         let page: Value = match reply.map_err(|e| format!("tools/list failed: {e}"))? {
             ServerResult::ListToolsResult(page) => {
                 listed.extend(page.tools.into_iter().map(Ok));
-                cursor = page.next_cursor;
+                cursor = page.next_cursor.filter(|c| !c.is_empty());
                 if cursor.is_none() {
                     return Ok(listed);
                 }
@@ -311,7 +316,10 @@ pub async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Listed>, String> 
                     .map_err(|e| (name, format!("its definition is malformed: {e}"))),
             );
         }
-        cursor = page["nextCursor"].as_str().map(str::to_owned);
+        cursor = page["nextCursor"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned);
         if cursor.is_none() {
             return Ok(listed);
         }

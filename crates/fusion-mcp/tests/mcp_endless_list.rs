@@ -1,11 +1,13 @@
 //! A server whose tool list never ends (every page names a next one, or comes back to a
 //! page it gave) is refused at start with an error saying so, instead of being read until
-//! the memory runs out and then reported as a handshake that timed out.
+//! the memory runs out and then reported as a handshake that timed out. One that ends its
+//! list with an empty `nextCursor` is not such a server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use fusion_agent::ToolSource;
 use fusion_mcp::{HttpServerConfig, MAX_LIST_PAGES, McpOptions, McpServer};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ListToolsResult, PaginatedRequestParams,
@@ -16,11 +18,22 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, ServerHandler};
 
-/// Pages for ever: with `repeat`, every page names the same next page; otherwise each
-/// names a new one.
+/// The `nextCursor` each page gives.
+#[derive(Clone, Copy, PartialEq)]
+enum Next {
+    /// A new page every time: the list never ends.
+    New,
+    /// The same page every time: the list comes back to a page it gave.
+    Same,
+    /// `""`, this server's way of saying there is no more; a cursor it treats as the
+    /// start, like a missing one.
+    Empty,
+}
+
+/// Pages as `next` says, one tool a page.
 #[derive(Clone)]
 struct Endless {
-    repeat: bool,
+    next: Next,
     pages: Arc<AtomicUsize>,
 }
 
@@ -41,10 +54,10 @@ impl ServerHandler for Endless {
         };
         let tool = McpToolDef::new(format!("t{page}"), "A tool.", Arc::new(schema));
         let mut result = ListToolsResult::with_all_items(vec![tool]);
-        result.next_cursor = Some(if self.repeat {
-            "again".to_string()
-        } else {
-            format!("page-{}", page + 1)
+        result.next_cursor = Some(match self.next {
+            Next::New => format!("page-{}", page + 1),
+            Next::Same => "again".to_string(),
+            Next::Empty => String::new(),
         });
         Ok(result)
     }
@@ -59,10 +72,10 @@ impl ServerHandler for Endless {
 }
 
 /// The server on a loopback port, and how many pages it has served.
-async fn serve(repeat: bool) -> (String, Arc<AtomicUsize>) {
+async fn serve(next: Next) -> (String, Arc<AtomicUsize>) {
     let pages = Arc::new(AtomicUsize::new(0));
     let server = Endless {
-        repeat,
+        next,
         pages: pages.clone(),
     };
     let service: StreamableHttpService<Endless, LocalSessionManager> = StreamableHttpService::new(
@@ -84,8 +97,8 @@ async fn a_tool_list_that_never_ends_is_refused_at_start_saying_so() {
         startup_timeout: Duration::from_secs(120),
         ..McpOptions::default()
     };
-    for repeat in [false, true] {
-        let (url, pages) = serve(repeat).await;
+    for next in [Next::New, Next::Same] {
+        let (url, pages) = serve(next).await;
         let started =
             McpServer::start("endless", HttpServerConfig::new(url), options.clone()).await;
         let Err(err) = started else {
@@ -93,7 +106,7 @@ async fn a_tool_list_that_never_ends_is_refused_at_start_saying_so() {
         };
         let err = err.to_string();
         let served = pages.load(Ordering::SeqCst);
-        if repeat {
+        if next == Next::Same {
             assert!(
                 err.contains("comes back to a page it already gave"),
                 "{err}"
@@ -107,4 +120,20 @@ async fn a_tool_list_that_never_ends_is_refused_at_start_saying_so() {
             assert_eq!(served, MAX_LIST_PAGES);
         }
     }
+}
+
+#[tokio::test]
+async fn an_empty_next_cursor_ends_the_list() {
+    let (url, pages) = serve(Next::Empty).await;
+    let server = McpServer::start("paged", HttpServerConfig::new(url), McpOptions::default())
+        .await
+        .unwrap();
+    let names: Vec<String> = server.tools().iter().map(|t| t.name().to_owned()).collect();
+    assert_eq!(names, ["paged__t0"]);
+    assert_eq!(
+        pages.load(Ordering::SeqCst),
+        1,
+        "no page asked after the last"
+    );
+    server.shutdown().await;
 }
