@@ -9,11 +9,17 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fusion_agent::{ChatDelta, ChatRequest, LlmClient, OpenAiClient, OpenAiConfig, Usage};
-use fusion_core::{ChatMessage, Error, ToolCall};
+use async_trait::async_trait;
+use fusion_agent::{
+    AgentSession, ChatDelta, ChatRequest, LlmClient, OpenAiClient, OpenAiConfig, Tool,
+    ToolRegistry, Usage,
+};
+use fusion_core::{ChatMessage, ConversationStorage, Error, Role, ToolCall};
+use fusion_storage_memory::InMemoryStorage;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -557,6 +563,93 @@ async fn an_error_event_before_the_first_delta_is_retried_when_its_code_says_so(
     };
     assert!(message.contains("overloaded"), "{message}");
     assert!(!retryable);
+    assert_eq!(server.request_count(), 1);
+}
+
+/// An event stream whose one tool call, of `name`, has `arguments` so far, then
+/// `[DONE]` with no finish reason: what a proxy that lost its upstream mid-call sends.
+fn call_cut_by_done(name: &str, arguments: &str) -> Reply {
+    let call = json!({"choices": [{"index": 0, "delta": {"tool_calls": [{
+        "index": 0, "id": "call_1", "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }]}, "finish_reason": null}]});
+    Reply::sse(format!("data: {call}\n\ndata: [DONE]\n\n"))
+}
+
+/// `[DONE]` in the middle of a call's arguments, with no finish reason, is the reply cut
+/// off there, as a connection closed there is: an `Err` naming the tool (retryable, but
+/// not retried here: the call's start was delivered), never a `Done` holding half a call.
+#[tokio::test]
+async fn done_in_the_middle_of_a_calls_arguments_is_an_err_naming_the_tool() {
+    let server = RawServer::serving(vec![call_cut_by_done("delete_file", r#"{"path": "a"#)]).await;
+    let (deltas, error) = collect(&client(&server)).await;
+    assert!(
+        matches!(&deltas[0], ChatDelta::ToolCallStarted { name, .. } if name == "delete_file"),
+        "{deltas:?}"
+    );
+    assert!(
+        !deltas.iter().any(|d| matches!(d, ChatDelta::Done(_))),
+        "{deltas:?}"
+    );
+    let Some(Error::Llm {
+        message, retryable, ..
+    }) = error
+    else {
+        panic!("expected Error::Llm, got {error:?}");
+    };
+    assert!(retryable, "{message}");
+    assert!(message.contains("`delete_file`"), "{message}");
+    assert!(message.contains("stop mid-JSON"), "{message}");
+    assert!(message.contains("not run"), "{message}");
+    assert_eq!(server.request_count(), 1);
+}
+
+/// Counts its runs; takes optional arguments, so a call with none would run.
+struct Counted(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Tool for Counted {
+    fn name(&self) -> &str {
+        "counted"
+    }
+    fn description(&self) -> &str {
+        "counts its runs"
+    }
+    fn parameters(&self) -> Value {
+        json!({"type": "object", "properties": {"path": {"type": "string"}}})
+    }
+    async fn call(&self, _args: Value) -> fusion_core::Result<String> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok("counted".into())
+    }
+}
+
+/// In a session, a call cut by `[DONE]` (here right after its name, its arguments the
+/// empty text OpenAI's first piece carries) fails the turn with a retryable error: the
+/// tool does not run (with `{}` it would have) and no half a reply is stored.
+#[tokio::test]
+async fn a_session_does_not_run_or_store_a_call_cut_by_done() {
+    let server = RawServer::serving(vec![call_cut_by_done("counted", "")]).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let storage = Arc::new(InMemoryStorage::new());
+    let mut session = AgentSession::builder("cut")
+        .llm(Arc::new(client(&server)))
+        .storage(storage.clone())
+        .tools(ToolRegistry::new().with(Counted(runs.clone())))
+        .build()
+        .await
+        .unwrap();
+    let error = session.send_message("count").await.unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    assert!(error.to_string().contains("`counted`"), "{error}");
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the cut call ran");
+    let stored = storage.load("cut").await.unwrap();
+    assert!(
+        stored
+            .iter()
+            .all(|m| m.role != Role::Assistant && m.role != Role::Tool),
+        "{stored:?}"
+    );
     assert_eq!(server.request_count(), 1);
 }
 

@@ -7,9 +7,10 @@
 //! shortened, and any occurrence of the API key in it is masked.
 //!
 //! A streamed reply can also fail after it began: the connection may close or stall
-//! mid-reply (retryable, though the caller retries only until the first delta was
-//! delivered), or the server may send an error event (retryable before the first delta
-//! when its code says so, final after it).
+//! mid-reply, or `[DONE]` come, without a finish reason, in the middle of a tool call
+//! (retryable, though the caller retries only until the first delta was delivered), or
+//! the server may send an error event (retryable before the first delta when its code
+//! says so, final after it).
 
 use std::time::Duration;
 
@@ -223,6 +224,42 @@ pub(super) fn empty_stream_failure(ctx: &Context<'_>, received: usize) -> Failur
         message: format!(
             "the stream from {} ended after {received} bytes with no answer in it (no text, \
              tool call or finish reason before `[DONE]`), as if the reply had been cut off",
+            ctx.endpoint
+        ),
+        status: None,
+        retryable: true,
+        retry_after: None,
+        source: None,
+    }
+}
+
+/// A stream that ended with `[DONE]`, without a finish reason, while the arguments of a
+/// call of tool `tool` were unfinished (`arguments` so far): the reply was cut off
+/// mid-call, so the call is not run. Retryable, like a connection closed there.
+pub(super) fn unfinished_call_failure(
+    ctx: &Context<'_>,
+    received: usize,
+    tool: &str,
+    arguments: &str,
+) -> Failure {
+    let call = if tool.is_empty() {
+        "a tool call not yet named".to_owned()
+    } else {
+        format!("a call of tool `{}`", quote(ctx, tool))
+    };
+    let so_far = if arguments.trim().is_empty() {
+        "no arguments yet".to_owned()
+    } else {
+        format!(
+            "its arguments stop mid-JSON after {} bytes",
+            arguments.len()
+        )
+    };
+    Failure {
+        message: format!(
+            "the stream from {} ended with `[DONE]` after {received} bytes, with no finish \
+             reason, in the middle of {call} ({so_far}), as if the reply had been cut off; \
+             the call was not run",
             ctx.endpoint
         ),
         status: None,

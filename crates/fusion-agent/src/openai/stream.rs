@@ -182,6 +182,19 @@ impl<'a> SseReply<'a> {
             if self.assembler.finish_reason.is_none() && self.assembler.is_empty() {
                 return Err(error::empty_stream_failure(&self.ctx, self.received));
             }
+            // Without a finish reason only `[DONE]` says the reply is whole, and a proxy
+            // that lost its upstream may send it anyway: a call whose arguments stop
+            // mid-JSON was cut, as when the connection closes there, and must not run.
+            if self.assembler.finish_reason.is_none()
+                && let Some(call) = self.assembler.unfinished_call()
+            {
+                return Err(error::unfinished_call_failure(
+                    &self.ctx,
+                    self.received,
+                    &call.name,
+                    call.arguments.as_deref().unwrap_or_default(),
+                ));
+            }
             return Ok(true);
         }
         let chunk = match wire::decode_chunk(data) {
@@ -357,6 +370,18 @@ impl Assembler {
     /// Whether nothing of an answer arrived: no text, refusal or tool call.
     fn is_empty(&self) -> bool {
         self.content.is_empty() && self.refusal.is_empty() && self.calls.is_empty()
+    }
+
+    /// The first call whose arguments are not yet whole: none arrived, or they end
+    /// inside a JSON text (`{"path": "a`). Arguments that are whole but wrong JSON are
+    /// the model's own mistake, which the tool's error lets it fix, not a sign of a cut.
+    fn unfinished_call(&self) -> Option<&PartialCall> {
+        self.calls.values().find(|call| {
+            let arguments = call.arguments.as_deref().unwrap_or_default();
+            arguments.trim().is_empty()
+                || serde_json::from_str::<serde::de::IgnoredAny>(arguments)
+                    .is_err_and(|err| err.is_eof())
+        })
     }
 
     /// The slot a piece streamed at `index` (bringing `id`, if any, and a name if
@@ -899,6 +924,79 @@ mod tests {
             "{failure}"
         );
         assert!(failure.contains(CTX.endpoint), "{failure}");
+    }
+
+    /// Without a finish reason, `[DONE]` in the middle of a call's arguments (or before
+    /// any arrived) is a reply cut off there, as the same stream closed without `[DONE]`
+    /// is: a retryable failure naming the tool, never a call to run with `{}` or with
+    /// half its JSON.
+    #[tokio::test]
+    async fn done_in_the_middle_of_a_call_without_a_finish_reason_is_a_cut_not_a_call() {
+        let call = |id: &str, name: &str, arguments: &str| {
+            delta(serde_json::json!({"tool_calls": [{
+                "index": 0, "id": id, "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }]}))
+        };
+        let cases = [
+            (
+                r#"{"path": "a"#,
+                "its arguments stop mid-JSON after 11 bytes",
+            ),
+            ("", "no arguments yet"),
+            ("  ", "no arguments yet"),
+        ];
+        for (arguments, says) in cases {
+            let text = sse(&[call("call_1", "delete_file", arguments)]);
+            let body = stream::iter([Ok(Bytes::from(text.clone()))]);
+            let mut reply = SseReply::new(body, CTX.request_timeout, CTX);
+            assert!(matches!(
+                reply.next().await,
+                Some(Ok(ChatDelta::ToolCallStarted { .. }))
+            ));
+            let failure = loop {
+                match reply.next().await {
+                    Some(Ok(ChatDelta::ToolCallArguments { .. })) => {}
+                    Some(Err(failure)) => break failure,
+                    Some(Ok(other)) => panic!("{arguments:?} read as {other:?}"),
+                    None => panic!("{arguments:?} ended silently"),
+                }
+            };
+            assert!(failure.retryable, "{}", failure.message);
+            for part in [
+                "`delete_file`",
+                says,
+                "not run",
+                &format!("{} bytes", text.len()),
+            ] {
+                assert!(
+                    failure.message.contains(part),
+                    "{part}: {}",
+                    failure.message
+                );
+            }
+            assert!(reply.next().await.is_none());
+
+            // The same stream closed without `[DONE]` was already a retryable cut.
+            let (_, failure) = read_text(&text.replace("data: [DONE]\n\n", "")).await;
+            assert!(failure.unwrap().contains("closed mid-reply"));
+        }
+
+        // Whole arguments, even without a finish reason, are a call; so are arguments
+        // that are wrong JSON but end (the model's mistake, which its tool reports).
+        for arguments in [r#"{"path": "a.txt"}"#, r#"{"path": "a.txt"}}"#] {
+            let (deltas, failure) = read_text(&sse(&[call("c", "delete_file", arguments)])).await;
+            assert_eq!(failure, None, "{arguments}");
+            assert_eq!(done(&deltas).message.tool_calls[0].arguments, arguments);
+        }
+        // With a finish reason the model said it stopped there: its reply, as it is.
+        let (deltas, failure) = read_text(&sse(&[
+            call("c", "delete_file", r#"{"path": "a"#),
+            finish("length"),
+        ]))
+        .await;
+        assert_eq!(failure, None);
+        assert_eq!(done(&deltas).finish_reason.as_deref(), Some("length"));
     }
 
     /// Like a whole reply with no choices, and like a stream that closes without a finish
