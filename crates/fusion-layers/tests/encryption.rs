@@ -291,6 +291,62 @@ async fn rotation_reads_old_and_new_messages_and_rekey_leaves_only_the_new_key()
     );
 }
 
+/// A rekey interrupted after some sessions, run again with other bytes under the current
+/// id (the wrong key file), is refused at the first session the first run finished, before
+/// it seals any session the first run left under the old key with those bytes.
+#[tokio::test]
+async fn a_rerun_of_an_interrupted_rekey_with_other_bytes_under_the_current_id_rewrites_nothing() {
+    let (raw, old) = stores(&layer("old", &OLD));
+    for id in ["a", "b"] {
+        old.append(id, &[ChatMessage::user(id)]).await.unwrap();
+    }
+    let rotated = |new: &[u8; 32]| {
+        EncryptionLayer::new(
+            EncryptionKeys::new("new", new)
+                .unwrap()
+                .with_previous("old", &OLD)
+                .unwrap(),
+        )
+    };
+    // The first run rekeyed the first session listed, and was stopped there.
+    let listed = raw.list_sessions().await.unwrap();
+    let (done, left) = (listed[0].as_str(), listed[1].as_str());
+    rotated(&NEW)
+        .rekey_session(raw.as_ref(), done)
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.list_sessions().await.unwrap(),
+        listed,
+        "as listed before"
+    );
+    let before = raw.load(left).await.unwrap();
+
+    let typo = rotated(&[0x5D; 32]);
+    for dry_run in [true, false] {
+        let err = if dry_run {
+            typo.rekey_store_dry_run(raw.as_ref()).await.unwrap_err()
+        } else {
+            typo.rekey_store(raw.as_ref()).await.unwrap_err()
+        };
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("session \"{done}\""))
+                && text.contains("the key loaded as \"new\""),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        raw.load(left).await.unwrap(),
+        before,
+        "still under the old key"
+    );
+    // The right key finishes the job.
+    let done = rotated(&NEW).rekey_store(raw.as_ref()).await.unwrap();
+    assert_eq!((done.sessions, done.rewritten), (2, 1));
+}
+
 /// A rekey whose current key has the right id but other bytes (a typo in the key file)
 /// would leave each session under two keys of one name; it refuses, writing nothing.
 #[tokio::test]

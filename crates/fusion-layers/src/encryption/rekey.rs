@@ -127,12 +127,16 @@ async fn rekey_once(
             }
         }
     }
-    if done.encrypted + done.reencrypted == 0 {
-        return Ok(done);
-    }
+    // Checked also where nothing is to be rewritten (one decryption): a rerun after an
+    // interrupted rekey meets the sessions it finished first, as the store lists them, so
+    // a key file that gives the current id other bytes is refused there, before it seals
+    // a session the first run did not reach.
     if let Some(index) = under_current {
         let place = (storage.backend_name(), session_id);
         check_current_key(&mut crypt, place, current, index, &rewritten[index])?;
+    }
+    if done.encrypted + done.reencrypted == 0 {
+        return Ok(done);
     }
     if mode == Mode::DryRun {
         done.rewritten = 1;
