@@ -145,12 +145,13 @@ impl Core {
                 "MCP server `{name}` refused the call: {} (JSON-RPC error {})",
                 error.message, error.code.0
             ))),
-            Ok(Err(error)) if !connection.is_alive() || ends_session(&error) => Err(fail(format!(
+            Ok(Err(error)) if ends_session(&connection, &error) => Err(fail(format!(
                 "MCP server `{name}` {}",
                 connection.describe_end(name, &error).await
             ))),
             Ok(Err(error)) => Err(fail(format!(
-                "MCP server `{name}`: the call failed: {error}"
+                "MCP server `{name}`: the call failed ({error}); it may have done part of its \
+                 work"
             ))),
         }
     }
@@ -309,10 +310,17 @@ impl Relisting {
     }
 }
 
-/// Errors that mean the session is over rather than that one call failed.
-fn ends_session(error: &ServiceError) -> bool {
-    matches!(
+/// Whether `error` means the session is over rather than that one call failed.
+///
+/// Over stdio, a transport that closed or could not be written is the process going (its
+/// exit may not be reaped yet). Over HTTP every request is a POST of its own: one answered
+/// with an error status (a 500, a 401) or whose reply stream ended early leaves the session
+/// as it was, so only a session that has ended is over; saying otherwise would promise
+/// the model a reconnection that never comes.
+fn ends_session(connection: &Connection, error: &ServiceError) -> bool {
+    let transport = matches!(
         error,
         ServiceError::TransportClosed | ServiceError::TransportSend(_)
-    )
+    );
+    !connection.is_alive() || (transport && connection.process().is_some())
 }

@@ -74,7 +74,9 @@
 //!   line with members no response has (a JSON log line carrying an `id`) is not one;
 //! - a call past the per-call timeout is cancelled (`notifications/cancelled`) and the
 //!   model is told; a server that exits mid-call gives an observation saying so, with its
-//!   exit status, and is started again on the next call, its tools listed again;
+//!   exit status, and is started again on the next call, its tools listed again; an HTTP
+//!   server's error status (a 500, a 401) fails that call alone, saying so, and the
+//!   session goes on;
 //! - a result is cut to the limit, up to what the SDK reads: over stdio one JSON-RPC line
 //!   of at most 16 MiB (rmcp discards a longer one, and the call then ends at the per-call
 //!   timeout), over HTTP the SDK's largest response body;

@@ -1,0 +1,100 @@
+//! HTTP errors from a streamable-HTTP server, hand-written here (a few axum routes speaking
+//! JSON-RPC, as any server may): a request answered with an HTTP error status fails that
+//! call alone, with the status, and the session goes on; it is not reported as a closed
+//! connection to be reconnected.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::body::Body;
+use axum::http::{Response, StatusCode};
+use fusion_agent::{Tool, ToolSource};
+use fusion_core::Error;
+use fusion_mcp::{HttpServerConfig, McpOptions, McpServer};
+use serde_json::{Value, json};
+
+/// Answers `initialize` (counted) and `tools/list` with JSON; `tools/call` of `broken` with
+/// HTTP 500 and a text body, of any other tool with a text result.
+async fn serve() -> (String, Arc<AtomicUsize>) {
+    let initialized = Arc::new(AtomicUsize::new(0));
+    let count = initialized.clone();
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |body: String| {
+            let count = count.clone();
+            async move {
+                let msg: Value = serde_json::from_str(&body).unwrap();
+                let id = msg["id"].clone();
+                if id.is_null() {
+                    // A notification.
+                    return Response::builder()
+                        .status(StatusCode::ACCEPTED)
+                        .body(Body::empty())
+                        .unwrap();
+                }
+                let result = match msg["method"].as_str().unwrap_or("") {
+                    "initialize" => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                               "serverInfo": {"name": "web", "version": "1.0.0"}})
+                    }
+                    "tools/list" => {
+                        let tool = |name| json!({"name": name, "inputSchema": {"type": "object"}});
+                        json!({"tools": [tool("broken"), tool("fine")]})
+                    }
+                    "tools/call" if msg["params"]["name"] == "broken" => {
+                        return Response::builder()
+                            .status(StatusCode::INTERNAL_SERVER_ERROR)
+                            .body(Body::from("database down"))
+                            .unwrap();
+                    }
+                    "tools/call" => json!({"content": [{"type": "text", "text": "fine"}]}),
+                    _ => json!({}),
+                };
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .header("mcp-session-id", "session-1")
+                    .body(Body::from(
+                        json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
+                    ))
+                    .unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, initialized)
+}
+
+fn tool(server: &McpServer, name: &str) -> Arc<dyn Tool> {
+    let tools = server.tools();
+    tools.iter().find(|t| t.name() == name).unwrap().clone()
+}
+
+#[tokio::test]
+async fn an_http_error_fails_the_call_alone_and_the_session_goes_on() {
+    let (url, initialized) = serve().await;
+    let server = McpServer::start("web", HttpServerConfig::new(url), McpOptions::default())
+        .await
+        .unwrap();
+    let Err(Error::Tool { message, .. }) = tool(&server, "web__broken").call(json!({})).await
+    else {
+        panic!("the call should fail")
+    };
+    assert!(message.contains("MCP server `web`"), "{message}");
+    assert!(message.contains("HTTP 500"), "{message}");
+    // The session is as it was: nothing closed, nothing to reconnect.
+    assert!(!message.contains("closed the connection"), "{message}");
+    assert!(!message.contains("reconnected"), "{message}");
+    assert_eq!(
+        tool(&server, "web__fine").call(json!({})).await.unwrap(),
+        "fine"
+    );
+    assert_eq!(
+        initialized.load(Ordering::SeqCst),
+        1,
+        "one session throughout"
+    );
+    server.shutdown().await;
+}
