@@ -5,14 +5,11 @@
 //
 // A button copies the exact stored text (markdown as written, arguments and output as
 // stored, the raw JSON), not the rendered page. Its attributes say where that text is:
-// - `data-copy-message="N" data-copy-field="F"`: field F (a dotted path such as
-//   `tool_calls.0.function.arguments`; empty for the whole) of message N's stored JSON,
-//   read from that message's "raw JSON" block in the page. The JSON is exact there (it
-//   escapes every control character), so the page carries each text once, not once more
-//   per button;
-// - `data-copy="..."`: the text itself as a JSON string, for text no message on the page
-//   holds. JSON because HTML parsing turns a carriage return into a line feed even inside
-//   an attribute; JSON spells it `\r`.
+// `data-copy-from="URL" data-copy-field="F"` is field F (a dotted path such as
+// `tool_calls.0.function.arguments`; empty for the whole) of the stored JSON of a message,
+// fetched from URL (`GET /sessions/{id}/messages/{n}?generation=G`) when the button is
+// pressed. So the page carries each text once, as shown, and nothing more per button; and
+// the text is exact, where text inside HTML would have lost its carriage returns.
 //
 // The clipboard API exists only in secure contexts (https, or an address on loopback). On
 // a plain-http LAN bind there is none, so the text is shown, selected, in a box under the
@@ -55,28 +52,29 @@
     say(button, why + ": press " + COPY_KEYS);
   }
 
-  // The text `button` copies; not a string when its message is not on the page.
-  function storedText(button) {
+  // The text `button` copies; not a string when it cannot be had (the session was
+  // deleted or rewritten since the page was read: the server refuses the fetch).
+  async function storedText(button) {
     const data = button.dataset;
-    if (data.copy !== undefined) return JSON.parse(data.copy);
-    const raw = document.querySelector("#m" + data.copyMessage + " > details.raw > pre");
-    if (!raw) return null;
-    if (!data.copyField) return raw.textContent;
-    const stored = JSON.parse(raw.textContent);
+    const response = await fetch(data.copyFrom, { headers: { Accept: "application/json" } });
+    if (!response.ok) return null;
+    const json = await response.text();
+    if (!data.copyField) return json;
+    const stored = JSON.parse(json);
     return data.copyField.split(".").reduce((value, key) => value && value[key], stored);
   }
 
-  document.addEventListener("click", (event) => {
-    const button = event.target.closest("button[data-copy], button[data-copy-message]");
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-copy-from]");
     if (!button) return;
     let text = null;
     try {
-      text = storedText(button);
+      text = await storedText(button);
     } catch (_) {
-      // A raw block that is not JSON (a message that could not be shown as JSON).
+      // The server could not be reached, or sent something that is not JSON.
     }
     if (typeof text !== "string") {
-      say(button, "Cannot copy");
+      say(button, "Cannot copy: reload the page");
       return;
     }
     if (!(window.isSecureContext && navigator.clipboard)) {

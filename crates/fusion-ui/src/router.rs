@@ -61,6 +61,7 @@ pub(crate) fn app(
             get(transcript::show).delete(delete::delete_now),
         )
         .route("/sessions/{id}/messages", get(transcript::messages))
+        .route("/sessions/{id}/messages/{at}", get(transcript::message))
         .route("/sessions/{id}/tokens", crate::routes::tokens::route())
         .route(
             "/sessions/{id}/delete",

@@ -1,10 +1,14 @@
-//! The transcript's copy buttons through the router: each carries the exact stored text
-//! (markdown as written, arguments and output as stored, the raw JSON), carriage returns
-//! and markup included, in the page and in the "load earlier" fragment. What a click does
-//! with it is checked in the browser (`browser/copy.rs`).
+//! The transcript's copy buttons through the router: each names where the exact stored
+//! text is (markdown as written, arguments and output as stored, the raw JSON), carriage
+//! returns and markup included, in the page and in the "load earlier" fragment; that
+//! address serves it; and the page carries each text once (the stored JSON, which would
+//! repeat it, is fetched, not embedded). What a click does with it is checked in the
+//! browser (`browser/copy.rs`).
 
 mod common;
 
+use axum::Router;
+use axum::http::StatusCode;
 use fusion::{ChatMessage, ToolCall};
 use serde_json::Value;
 
@@ -17,42 +21,37 @@ const ARGUMENTS: &str = r#"{"cmd":"echo \"<b>\"","cwd":"/tmp"}"#;
 const OUTPUT: &str = "\n<b>&amp;</b>\r\nline two\r\n";
 
 /// Every copy button in `html`, in order: its label and the text it copies, found the way
-/// `assets/copy.js` finds it: a field of a message's raw JSON on the page, or the text
-/// itself in `data-copy` (a JSON string).
-fn copy_buttons(html: &str) -> Vec<(String, String)> {
-    html.split(r#"<button type="button" class="copy" "#)
-        .skip(1)
-        .map(|rest| {
-            let (attributes, after) = rest.split_once('>').unwrap();
-            let label = after.split_once("</button>").unwrap().0;
-            let attribute = |name: &str| {
-                let start = attributes.split_once(&format!("{name}=\"")).map(|(_, v)| v);
-                start.map(|value| unescape_html(value.split_once('"').unwrap().0))
-            };
-            let text = match (attribute("data-copy"), attribute("data-copy-message")) {
-                (Some(json), None) => serde_json::from_str(&json).unwrap(),
-                (None, Some(at)) => {
-                    let field = attribute("data-copy-field").unwrap();
-                    stored_field(html, &at, &field)
-                }
-                _ => panic!("a copy button without a source: {attributes}"),
-            };
-            (label.to_string(), text)
-        })
-        .collect()
+/// `assets/copy.js` finds it: field `data-copy-field` of the stored JSON fetched from
+/// `data-copy-from`.
+async fn copy_buttons(app: &Router, html: &str) -> Vec<(String, String)> {
+    let mut buttons = Vec::new();
+    for rest in html.split(r#"<button type="button" class="copy" "#).skip(1) {
+        let (attributes, after) = rest.split_once('>').unwrap();
+        let label = after.split_once("</button>").unwrap().0;
+        let attribute = |name: &str| {
+            let start = attributes.split_once(&format!("{name}=\"")).map(|(_, v)| v);
+            start.map(|value| unescape_html(value.split_once('"').unwrap().0))
+        };
+        let from = attribute("data-copy-from")
+            .unwrap_or_else(|| panic!("a copy button without a source: {attributes}"));
+        let field = attribute("data-copy-field").unwrap();
+        buttons.push((label.to_string(), stored_field(app, &from, &field).await));
+    }
+    buttons
 }
 
-/// Field `field` (a dotted path, empty for the whole) of the raw JSON of message `at` on
-/// the page.
-fn stored_field(html: &str, at: &str, field: &str) -> String {
-    let article = html.split(&format!("id=\"m{at}\">")).nth(1).unwrap();
-    let raw = article.split("<details class=\"raw\">").nth(1).unwrap();
-    let raw = raw.split_once("<pre class=\"out\">").unwrap().1;
-    let raw = unescape_html(raw.split_once("</pre>").unwrap().0);
+/// Field `field` (a dotted path, empty for the whole) of the stored JSON at `href`.
+async fn stored_field(app: &Router, href: &str, field: &str) -> String {
+    let reply = send(app, get(href)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{href}: {}", reply.body);
+    assert_eq!(
+        reply.header("content-type"),
+        "application/json; charset=utf-8"
+    );
     if field.is_empty() {
-        return raw;
+        return reply.body;
     }
-    let stored: Value = serde_json::from_str(&raw).unwrap();
+    let stored: Value = serde_json::from_str(&reply.body).unwrap();
     let found = field
         .split('.')
         .fold(&stored, |value, key| match key.parse::<usize>() {
@@ -102,7 +101,8 @@ async fn copy_buttons_carry_the_exact_stored_text() {
     ];
     let storage = store();
     put(&storage, "copy-1", Default::default(), &messages).await;
-    let reply = send(&app(storage), get("/sessions/copy-1")).await;
+    let app = app(storage);
+    let reply = send(&app, get("/sessions/copy-1")).await;
     assert_inert(&reply.body);
 
     let expected: Vec<(String, String)> = [
@@ -122,7 +122,7 @@ async fn copy_buttons_carry_the_exact_stored_text() {
     .into_iter()
     .map(|(label, text)| (label.to_string(), text))
     .collect();
-    assert_eq!(copy_buttons(&reply.body), expected);
+    assert_eq!(copy_buttons(&app, &reply.body).await, expected);
     // One script serves them all, from our own files.
     assert!(reply.body.contains(r#"<script src="/assets/copy-"#));
 }
@@ -130,7 +130,7 @@ async fn copy_buttons_carry_the_exact_stored_text() {
 #[tokio::test]
 async fn earlier_windows_carry_copy_buttons_too() {
     // 249 messages of text, then a call whose result (message 250) the window ending
-    // before it does not hold: that button carries the text itself.
+    // before it does not hold: that button names the result's address all the same.
     let mut messages: Vec<ChatMessage> = (0..249)
         .map(|i| ChatMessage::user(format!("step {i}\r\n")))
         .collect();
@@ -141,8 +141,9 @@ async fn earlier_windows_carry_copy_buttons_too() {
     messages.push(ChatMessage::tool_result("call-9", OUTPUT));
     let storage = store();
     put(&storage, "long", Default::default(), &messages).await;
-    let reply = send(&app(storage), get("/sessions/long/messages?before=250")).await;
-    let buttons = copy_buttons(&reply.body);
+    let app = app(storage);
+    let reply = send(&app, get("/sessions/long/messages?before=250")).await;
+    let buttons = copy_buttons(&app, &reply.body).await;
     let texts: Vec<&str> = buttons
         .iter()
         .filter(|(label, _)| label == "Copy text")
@@ -153,8 +154,11 @@ async fn earlier_windows_carry_copy_buttons_too() {
     let result = buttons.iter().find(|(label, _)| label == "Copy result");
     assert_eq!(result.unwrap().1, OUTPUT);
     assert!(
-        reply.body.contains(r#"data-copy=""#),
-        "the result's text is inline"
+        reply
+            .body
+            .contains(r#"data-copy-from="/sessions/long/messages/250?generation="#),
+        "{}",
+        reply.body
     );
 }
 

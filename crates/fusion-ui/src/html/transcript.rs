@@ -10,6 +10,11 @@
 //! the window before it. A tool result is shown in the card of the call it answers,
 //! found by `tool_call_id` anywhere in the history, and only pointed to where it is
 //! stored, so long output appears once.
+//!
+//! The page carries each stored text once, as it is shown. A message's stored JSON, which
+//! would carry every text a second time, is not in the page: its "raw JSON" block and the
+//! copy buttons fetch it from [`json_href`] (`GET /sessions/{id}/messages/{n}`) when
+//! opened or pressed, so a tool output of a few megabytes is sent once, not twice.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -112,9 +117,8 @@ pub(crate) struct ResultCard {
     /// The index of the result message.
     pub at: usize,
     pub output: Cut,
-    /// The output as stored, for the copy button ([`copy_value`]), when the result message
-    /// is not in the window: in it, the button copies from that message's raw JSON.
-    pub copy_output: Option<String>,
+    /// Where the result message's stored JSON is, for the copy button ([`json_href`]).
+    pub json_href: String,
     pub badges: Vec<String>,
 }
 
@@ -133,8 +137,9 @@ pub(crate) struct Item {
     pub calls: Vec<CallCard>,
     /// The turn this message starts, when it starts one.
     pub turn: Option<TurnMark>,
-    /// The stored JSON, pretty-printed (escaped by the template).
-    pub raw: String,
+    /// Where its stored JSON is ([`json_href`]): the "raw JSON" block and the copy
+    /// buttons read it from there.
+    pub json_href: String,
 }
 
 /// What the first message of a turn shows about the turn.
@@ -171,10 +176,15 @@ impl Messages {
         let start = end.saturating_sub(WINDOW);
         let index = Index::of(history);
         let mut turns = turn_marks(history, start..end);
+        let shown = Shown {
+            id,
+            generation,
+            window: start..end,
+        };
         let items = (start..end)
             .map(|at| Item {
                 turn: turns.remove(&at),
-                ..item(id, history, &index, &(start..end), at)
+                ..item(&shown, history, &index, at)
             })
             .collect();
         let earlier = (start > 0).then(|| Earlier {
@@ -326,38 +336,46 @@ fn turn_marks(history: &[ChatMessage], window: Range<usize>) -> HashMap<usize, T
         .collect()
 }
 
-/// What a copy button's `data-copy` attribute holds: `text` as a JSON string, which
-/// `assets/copy.js` parses back. Not the bare text, because HTML parsing turns a carriage
-/// return into a line feed even inside an attribute; JSON spells it `\r`, so what is
-/// copied is exactly what is stored. Only for text no message of the window holds: the
-/// other buttons name a field of their message's raw JSON, already in the page.
-fn copy_value(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
+/// Where the stored JSON of message `at` of session `id`, as read at `generation`, is
+/// served (`routes::transcript::message`): whole, pretty-printed, exactly as stored (a
+/// fetch keeps every character, where text in HTML would lose carriage returns). It
+/// names the generation so that after a rewrite (an undo) the page is refused rather
+/// than given another message that now sits at `at`.
+pub(crate) fn json_href(id: &str, generation: u64, at: usize) -> String {
+    format!("/sessions/{id}/messages/{at}?generation={generation}")
 }
 
-/// The link to message `at`: an anchor on this page, or the window that ends with it.
-fn link_to(id: &str, start: usize, at: usize) -> String {
-    if at >= start {
-        format!("#m{at}")
-    } else {
-        format!("/sessions/{id}?before={}#m{at}", at + 1)
+/// Which window of which session, read at which generation, is being shown.
+struct Shown<'a> {
+    id: &'a str,
+    generation: u64,
+    window: Range<usize>,
+}
+
+impl Shown<'_> {
+    /// The link to message `at`: an anchor on this page, or the window that ends with it.
+    fn link_to(&self, at: usize) -> String {
+        if at >= self.window.start {
+            format!("#m{at}")
+        } else {
+            format!("/sessions/{}?before={}#m{at}", self.id, at + 1)
+        }
+    }
+
+    /// Where message `at`'s stored JSON is ([`json_href`]).
+    fn json_href(&self, at: usize) -> String {
+        json_href(self.id, self.generation, at)
     }
 }
 
-/// Message `at` of `history` as shown in `window`.
-fn item(
-    id: &str,
-    history: &[ChatMessage],
-    index: &Index<'_>,
-    window: &Range<usize>,
-    at: usize,
-) -> Item {
+/// Message `at` of `history` as `shown`.
+fn item(shown: &Shown<'_>, history: &[ChatMessage], index: &Index<'_>, at: usize) -> Item {
     let message = &history[at];
     let body = match (message.role, &message.tool_call_id, index.call_of.get(&at)) {
         (Role::Tool, Some(call_id), Some(&call_at)) => Body::ShownWithCall(CallLink {
             call_id: call_id.clone(),
             at: call_at,
-            href: link_to(id, window.start, call_at),
+            href: shown.link_to(call_at),
         }),
         (Role::Tool, ..) => Body::Output(Cut::new(&message.content, CUT_CHARS)),
         _ if message.content.is_empty() => Body::Empty,
@@ -366,7 +384,7 @@ fn item(
     let calls = message
         .tool_calls
         .iter()
-        .map(|call| card(call, at, history, index, window))
+        .map(|call| card(shown, call, at, history, index))
         .collect();
     Item {
         index: at,
@@ -378,18 +396,17 @@ fn item(
         body,
         calls,
         turn: None,
-        raw: serde_json::to_string_pretty(message)
-            .unwrap_or_else(|err| format!("(cannot show as JSON: {err})")),
+        json_href: shown.json_href(at),
     }
 }
 
 /// The card of `call`, made by message `at`.
 fn card(
+    shown: &Shown<'_>,
     call: &ToolCall,
     at: usize,
     history: &[ChatMessage],
     index: &Index<'_>,
-    window: &Range<usize>,
 ) -> CallCard {
     let arguments = match serde_json::from_str::<serde_json::Value>(&call.arguments) {
         Ok(json) => serde_json::to_string_pretty(&json).unwrap_or_else(|_| call.arguments.clone()),
@@ -400,7 +417,7 @@ fn card(
         ResultCard {
             at,
             output: Cut::new(&message.content, CUT_CHARS),
-            copy_output: (!window.contains(&at)).then(|| copy_value(&message.content)),
+            json_href: shown.json_href(at),
             badges: badges(message, index.marks.get(&at).copied()),
         }
     });

@@ -1,11 +1,13 @@
-//! `GET /sessions/{id}` (the transcript page) and `GET /sessions/{id}/messages` (a
-//! window of messages alone, for the "load earlier" link).
+//! `GET /sessions/{id}` (the transcript page), `GET /sessions/{id}/messages` (a window of
+//! messages alone, for the "load earlier" link) and `GET /sessions/{id}/messages/{n}`
+//! (one message's stored JSON, which the page's "raw JSON" blocks and copy buttons fetch).
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use fusion::ChatMessage;
 use fusion::storage::SessionInfo;
 use serde::Deserialize;
@@ -66,6 +68,47 @@ pub(crate) async fn messages(
     let end = before.unwrap_or(history.len());
     let messages = Messages::window(&id, &history, generation, end);
     Ok(render(StatusCode::OK, &messages))
+}
+
+/// The query of `GET /sessions/{id}/messages/{n}`: the generation the page that links to
+/// it was read at, when it was.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MessageParams {
+    generation: Option<u64>,
+}
+
+/// `GET /sessions/{id}/messages/{n}?generation=G`: message n's stored JSON, whole and
+/// pretty-printed, as a JSON document (what the transcript page shows as "raw JSON" and
+/// its copy buttons copy from). 404 for a session or message not stored; 409 when the
+/// session was rewritten since generation G (an undo, a replace), which may have put
+/// another message at n; appends keep every position, and the answer.
+pub(crate) async fn message(
+    State(state): State<AppState>,
+    Path((id, at)): Path<(String, usize)>,
+    params: Result<Query<MessageParams>, QueryRejection>,
+) -> Result<Response, PageError> {
+    let shown = query(params)?.generation;
+    let (_, history, generation) = read(&state, &id).await?;
+    if shown.is_some_and(|shown| shown != generation) {
+        return Err(PageError::conflict(format!(
+            "Session {id:?} was rewritten since its page was shown, so message #{at} may              not be the one it showed: reload the page."
+        )));
+    }
+    let message = history.get(at).ok_or_else(|| {
+        PageError::not_found(format!(
+            "Session {id:?} holds {} messages: there is no message #{at}.",
+            history.len()
+        ))
+    })?;
+    let json = serde_json::to_string_pretty(message).map_err(|err| {
+        PageError::storage(&fusion::Error::Backend {
+            backend: "fusion-ui",
+            message: format!("message #{at} cannot be written as JSON: {err}"),
+            retryable: false,
+            source: None,
+        })
+    })?;
+    Ok(([(CONTENT_TYPE, "application/json; charset=utf-8")], json).into_response())
 }
 
 /// The session's facts, whole history and generation (which the fork buttons carry).

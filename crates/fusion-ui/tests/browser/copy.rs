@@ -1,8 +1,9 @@
 //! The copy buttons, clicked in the browser: on loopback (a secure context) the exact
-//! stored text lands on the clipboard, read back through the clipboard API, whether the
-//! button names a field of a message's raw JSON or carries its text, and for buttons of
-//! messages htmx inserted later; reached by a LAN name over plain
-//! http (no clipboard API) the text is selected instead, and Ctrl-C copies exactly it.
+//! stored text lands on the clipboard, read back through the clipboard API, for a field
+//! of a message's stored JSON (fetched when pressed), for a result whose message is
+//! outside the window, and for buttons of messages htmx inserted later; the "raw JSON"
+//! block, opened, shows the stored JSON exactly; reached by a LAN name over plain http
+//! (no clipboard API) the text is selected instead, and Ctrl-C copies exactly it.
 
 use fusion::storage::{ConversationStorage, InMemoryStorage, SessionMeta};
 use fusion::{ChatMessage, ToolCall};
@@ -100,12 +101,26 @@ async fn copy_buttons_put_the_stored_text_on_the_clipboard() {
             .await
             .click()
             .await;
+        // Opened, the block fetches the stored JSON and shows it as it is, \r included.
+        let expected = serde_json::to_string_pretty(&ChatMessage::user(MARKDOWN)).unwrap();
+        page.browser
+            .wait_for("the raw JSON to be shown", || async {
+                let shown = page
+                    .browser
+                    .execute(
+                        "return document.querySelector('#m0 details.raw pre').textContent;",
+                        vec![],
+                    )
+                    .await;
+                (shown == Value::String(expected.clone())).then_some(())
+            })
+            .await;
         let raw = button(&page, "#m0 details.raw", "Copy JSON").await;
         click_and_wait(&page, &raw, "Copied").await;
         let json: Value = serde_json::from_str(&clipboard(&page).await).unwrap();
         assert_eq!(json["content"], MARKDOWN);
 
-        // A window that ends before the result: its button carries the text itself.
+        // A window that ends before the result: its button fetches the result's message.
         page.open(&format!("/sessions/{SESSION}?before=2")).await;
         page.browser
             .find("#m1 details.tool summary")
@@ -113,7 +128,13 @@ async fn copy_buttons_put_the_stored_text_on_the_clipboard() {
             .click()
             .await;
         let result = button(&page, "#m1 details.tool", "Copy result").await;
-        assert!(result.property("dataset").await["copy"].is_string());
+        let from = result.property("dataset").await["copyFrom"].clone();
+        assert!(
+            from.as_str()
+                .unwrap()
+                .starts_with("/sessions/copy-1/messages/2?"),
+            "{from}"
+        );
         click_and_wait(&page, &result, "Copied").await;
         assert_eq!(clipboard(&page).await, "a\r\nb");
 
