@@ -10,6 +10,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{
     ClientCapabilities, ClientConfig, ClientRequest, CustomRequest, Implementation, ServerResult,
 };
+use rmcp::service::ClientInitializeError;
 use rmcp::service::{NotificationContext, Peer, RoleClient, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{IntoTransport, StreamableHttpClientTransport};
@@ -99,10 +100,31 @@ impl Connection {
                 format!("{status} during the call; it will be restarted on the next call")
             }
             None => format!(
-                "closed the connection during the call ({error}); it will be reconnected on \
-                 the next call"
+                "closed the connection during the call ({}); it will be reconnected on \
+                 the next call",
+                error_text(error)
             ),
         }
+    }
+}
+
+/// `error` for a message, without the Rust type of the transport that rmcp's own wording
+/// names: `Transport send error: Transport [rmcp::transport::worker::WorkerTransport<…>]
+/// error: HTTP 500` is `HTTP 500`. The model and the person read these.
+pub fn error_text(error: &ServiceError) -> String {
+    match error {
+        ServiceError::TransportSend(sent) => sent.error.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// [`error_text`] for a handshake that failed.
+fn init_error_text(error: &ClientInitializeError) -> String {
+    match error {
+        ClientInitializeError::TransportError { error, context } => {
+            format!("{}, when {context}", error.error)
+        }
+        other => other.to_string(),
     }
 }
 
@@ -252,7 +274,7 @@ where
 {
     let service = serve_client(handler, transport)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| init_error_text(&e))?;
     let tools = list_tools(service.peer()).await?;
     Ok((service, tools))
 }
@@ -291,7 +313,8 @@ pub async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Listed>, String> 
         let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
         let request = ClientRequest::CustomRequest(CustomRequest::new("tools/list", params));
         let reply = peer.send_request(request).await;
-        let page: Value = match reply.map_err(|e| format!("tools/list failed: {e}"))? {
+        let reply = reply.map_err(|e| format!("tools/list failed: {}", error_text(&e)))?;
+        let page: Value = match reply {
             ServerResult::ListToolsResult(page) => {
                 listed.extend(page.tools.into_iter().map(Ok));
                 cursor = page.next_cursor.filter(|c| !c.is_empty());

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::call;
 use crate::checked::{INVALID_RESPONSE, INVALID_RESPONSE_CODE};
-use crate::connection::{Connection, ListChanged, Listed, list_tools};
+use crate::connection::{Connection, ListChanged, Listed, error_text, list_tools};
 use crate::options::McpOptions;
 use crate::result;
 use crate::server_config::McpServerConfig;
@@ -150,8 +150,8 @@ impl Core {
                 connection.describe_end(name, &error).await
             ))),
             Ok(Err(error)) => Err(fail(format!(
-                "MCP server `{name}`: the call failed ({error}); it may have done part of its \
-                 work"
+                "MCP server `{name}`: the call failed ({}); it may have done part of its work",
+                error_text(&error)
             ))),
         }
     }

@@ -1,7 +1,8 @@
 //! HTTP errors from a streamable-HTTP server, hand-written here (a few axum routes speaking
 //! JSON-RPC, as any server may): a request answered with an HTTP error status fails that
 //! call alone, with the status, and the session goes on; it is not reported as a closed
-//! connection to be reconnected.
+//! connection to be reconnected. Messages say what went wrong without the Rust types of
+//! the SDK's transport.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,16 +14,27 @@ use fusion_core::Error;
 use fusion_mcp::{HttpServerConfig, McpOptions, McpServer};
 use serde_json::{Value, json};
 
-/// Answers `initialize` (counted) and `tools/list` with JSON; `tools/call` of `broken` with
-/// HTTP 500 and a text body, of any other tool with a text result.
+/// The token the server takes.
+const TOKEN: &str = "tok-right";
+
+/// Answers a request without `Authorization: Bearer tok-right` with HTTP 401; `initialize`
+/// (counted) and `tools/list` with JSON; `tools/call` of `broken` with HTTP 500 and a text
+/// body, of any other tool with a text result.
 async fn serve() -> (String, Arc<AtomicUsize>) {
     let initialized = Arc::new(AtomicUsize::new(0));
     let count = initialized.clone();
     let app = axum::Router::new().route(
         "/mcp",
-        axum::routing::post(move |body: String| {
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
             let count = count.clone();
             async move {
+                let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+                if authorization != Some(&format!("Bearer {TOKEN}")) {
+                    return Response::builder()
+                        .status(StatusCode::UNAUTHORIZED)
+                        .body(Body::from("invalid token"))
+                        .unwrap();
+                }
                 let msg: Value = serde_json::from_str(&body).unwrap();
                 let id = msg["id"].clone();
                 if id.is_null() {
@@ -75,7 +87,8 @@ fn tool(server: &McpServer, name: &str) -> Arc<dyn Tool> {
 #[tokio::test]
 async fn an_http_error_fails_the_call_alone_and_the_session_goes_on() {
     let (url, initialized) = serve().await;
-    let server = McpServer::start("web", HttpServerConfig::new(url), McpOptions::default())
+    let config = HttpServerConfig::new(url).bearer_token(TOKEN);
+    let server = McpServer::start("web", config, McpOptions::default())
         .await
         .unwrap();
     let Err(Error::Tool { message, .. }) = tool(&server, "web__broken").call(json!({})).await
@@ -84,6 +97,7 @@ async fn an_http_error_fails_the_call_alone_and_the_session_goes_on() {
     };
     assert!(message.contains("MCP server `web`"), "{message}");
     assert!(message.contains("HTTP 500"), "{message}");
+    assert!(!message.contains("rmcp::"), "{message}");
     // The session is as it was: nothing closed, nothing to reconnect.
     assert!(!message.contains("closed the connection"), "{message}");
     assert!(!message.contains("reconnected"), "{message}");
@@ -97,4 +111,20 @@ async fn an_http_error_fails_the_call_alone_and_the_session_goes_on() {
         "one session throughout"
     );
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refused_token_fails_the_start_with_the_status_in_plain_words() {
+    let (url, initialized) = serve().await;
+    let config = HttpServerConfig::new(url).bearer_token("tok-wrong");
+    let Err(Error::Config(message)) = McpServer::start("web", config, McpOptions::default()).await
+    else {
+        panic!("the start should fail")
+    };
+    assert!(message.contains("MCP server `web`"), "{message}");
+    assert!(message.contains("401"), "{message}");
+    assert!(message.contains("invalid token"), "{message}");
+    assert!(!message.contains("rmcp::"), "{message}");
+    assert!(!message.contains("tok-wrong"), "{message}");
+    assert_eq!(initialized.load(Ordering::SeqCst), 0);
 }
