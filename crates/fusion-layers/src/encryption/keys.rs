@@ -24,6 +24,11 @@ pub const KEY_LEN: usize = 32;
 /// The longest key id, in bytes. Ids are stored in every encrypted message.
 pub const MAX_KEY_ID_LEN: usize = 32;
 
+/// The most [`EncryptionKeys::from_file`] reads: room for a thousand keys with comments.
+/// More is not a key file (`/dev/zero`, an endless pipe, a log named by mistake), which
+/// read whole would take the memory.
+const MAX_KEY_FILE_LEN: u64 = 64 << 10;
+
 /// The master keys the encryption layer writes and reads with.
 ///
 /// The current key encrypts every new message; every key (current or not) decrypts the
@@ -117,12 +122,14 @@ impl EncryptionKeys {
     /// [`EncryptionKeys`].
     ///
     /// On Unix a file that others than its owner may read is used, with a warning in the
-    /// log: it should be mode 0600 (or 0400).
+    /// log: it should be mode 0600 (or 0400). A byte-order mark at its start (some editors
+    /// write one) is skipped; a file longer than 64 KiB is refused, unread.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?);
+        let source = format!("key file {}", path.display());
+        let text = read_key_file(path, &source)?;
         warn_if_readable_by_others(path);
-        parse_entries(&text, &format!("key file {}", path.display()))
+        parse_entries(text.strip_prefix('\u{feff}').unwrap_or(&text), &source)
     }
 
     /// The id of the current key, the one new messages are encrypted with.
@@ -182,6 +189,30 @@ pub(crate) fn is_key_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The text of the key file at `path`, at most [`MAX_KEY_FILE_LEN`] bytes, in a buffer
+/// wiped when dropped (so is every buffer the read grew out of: it starts that large).
+fn read_key_file(path: &Path, source: &str) -> Result<Zeroizing<String>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_LEN as usize + 1));
+    file.take(MAX_KEY_FILE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_KEY_FILE_LEN {
+        return Err(Error::Config(format!(
+            "{source} is longer than {} KiB, so it is not a key file",
+            MAX_KEY_FILE_LEN >> 10
+        )));
+    }
+    // Checked before the buffer moves: a failed conversion would hand it back in an error,
+    // dropped unwiped.
+    if std::str::from_utf8(&bytes).is_err() {
+        return Err(Error::Config(format!("{source} is not UTF-8 text")));
+    }
+    let text = String::from_utf8(std::mem::take(&mut *bytes)).expect("checked: UTF-8");
+    Ok(Zeroizing::new(text))
 }
 
 /// Parses entries separated by commas or new lines; `source` names where they came from
@@ -278,6 +309,31 @@ mod tests {
         let text = format!("# rotated in June\nnew:{A}\n\n  # old one\nold:{A}, older:{A}\n");
         let keys = EncryptionKeys::parse(&text).unwrap();
         assert_eq!(keys.ids().collect::<Vec<_>>(), ["new", "old", "older"]);
+    }
+
+    #[test]
+    fn a_key_file_may_start_with_a_byte_order_mark_but_not_go_on_past_64_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let marked = dir.path().join("marked.key");
+        std::fs::write(&marked, format!("\u{feff}k1:{A}\r\n")).unwrap();
+        assert_eq!(
+            EncryptionKeys::from_file(&marked).unwrap().current_id(),
+            "k1"
+        );
+
+        // A key, then more than a key file holds: refused, not read to its end.
+        let long = dir.path().join("long.key");
+        let padding = "# padding\n".repeat(7_000);
+        std::fs::write(&long, format!("k1:{A}\n{padding}")).unwrap();
+        let err = EncryptionKeys::from_file(&long).unwrap_err().to_string();
+        assert!(err.contains("longer than 64 KiB"), "{err}");
+        #[cfg(unix)]
+        {
+            let err = EncryptionKeys::from_file("/dev/zero")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("longer than 64 KiB"), "{err}");
+        }
     }
 
     #[test]
