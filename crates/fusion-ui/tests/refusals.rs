@@ -162,3 +162,40 @@ async fn a_token_cell_that_cannot_be_counted_says_why_in_place() {
     );
     assert!(reply.body.ends_with(">not counted</td>"), "{}", reply.body);
 }
+
+#[tokio::test]
+async fn a_request_axum_refuses_before_any_handler_gets_an_error_page() {
+    let storage = store();
+    put(&storage, "s", SessionMeta::new(), &exchange()).await;
+    let app = app(storage);
+    let page = |reply: &Reply, status: StatusCode, says: &str| {
+        assert_eq!(reply.status, status, "{}", reply.body);
+        assert!(reply.header("content-type").starts_with("text/html"));
+        assert!(reply.body.contains("<html"), "a page: {}", reply.body);
+        assert!(reply.body.contains(says), "{says:?} in {}", reply.body);
+        assert!(
+            reply.body.contains("Back to the sessions"),
+            "{}",
+            reply.body
+        );
+    };
+    // A path that is not UTF-8 (it was a line of plain text).
+    let reply = send(&app, get("/sessions/%FF")).await;
+    page(&reply, StatusCode::BAD_REQUEST, "Invalid UTF-8");
+    // A form over the body limit: a title pasted from a 3 MB file.
+    let title = format!("title={}", "a".repeat(3 << 20));
+    let reply = send(&app, post_form("/sessions/s/title", &title)).await;
+    page(
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "length limit exceeded",
+    );
+    // A method not served keeps saying which are.
+    let put = request("PUT", "/sessions/s")
+        .header("origin", ORIGIN)
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&app, put).await;
+    page(&reply, StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    assert!(reply.header("allow").contains("GET"), "{:?}", reply.headers);
+}

@@ -2,12 +2,10 @@
 //! error page that says why (bad input, an unknown session, a refused request), or, to
 //! htmx, with the same words as a fragment for the page's refusal area ([`Refusal`]).
 
+use crate::assets::{AssetUrls, URLS};
 use askama::Template;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-
-use super::page::render;
-use crate::assets::{AssetUrls, URLS};
+use axum::response::{Html, IntoResponse, Response};
 
 /// Why a page cannot be shown, with the status it is answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,8 +98,22 @@ impl PageError {
             StatusCode::FORBIDDEN => "Refused",
             StatusCode::UNAUTHORIZED => "Token required",
             StatusCode::CONFLICT => "Changed meanwhile",
+            status if status.is_client_error() => "Invalid request",
             _ => "Something went wrong",
         }
+    }
+
+    /// The whole error page.
+    pub(crate) fn page(&self) -> Result<String, askama::Error> {
+        let heading = self.heading();
+        ErrorPage {
+            title: heading,
+            assets: &URLS,
+            heading,
+            message: &self.message,
+            hint: self.hint.as_deref(),
+        }
+        .render()
     }
 
     /// The reason as the fragment htmx puts in the page's refusal area (`#refusal`,
@@ -139,15 +151,14 @@ struct Refusal<'a> {
 /// is answered with [`PageError::refusal`] instead (`routes::refusal`).
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let heading = self.heading();
-        let page = ErrorPage {
-            title: heading,
-            assets: &URLS,
-            heading,
-            message: &self.message,
-            hint: self.hint.as_deref(),
+        let mut response = match self.page() {
+            Ok(html) => (self.status, Html(html)).into_response(),
+            Err(err) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("rendering the page failed: {err}"),
+            )
+                .into_response(),
         };
-        let mut response = render(self.status, &page);
         response.extensions_mut().insert(self);
         response
     }

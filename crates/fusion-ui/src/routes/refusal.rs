@@ -1,4 +1,5 @@
-//! What htmx shows of a refused request: its reason, in the page's refusal area.
+//! What a refused request gets: an error page, or, for htmx, its reason in the page's
+//! refusal area.
 //!
 //! htmx leaves the page as it is when an answer is an error (4xx, 5xx) unless told
 //! otherwise, so a refused action (a send while a turn runs, an approval for a call the
@@ -11,10 +12,12 @@
 //! - an HTML answer that is no `PageError` is a fragment meant for the element that asked
 //!   (the card of a question answered already, a token cell that could not be counted)
 //!   and is left to replace it;
-//! - anything else (a rejection axum made before a handler ran, in plain text) becomes a
+//! - anything else (a rejection axum made before a handler ran, in plain text: a path
+//!   that is not UTF-8, a body over its size limit, a method not served) becomes a
 //!   refusal saying its text.
 //!
-//! A plain browser request (no `HX-Request`) still gets the whole error page.
+//! A plain browser request (no `HX-Request`) gets the whole error page, a rejection of
+//! axum's too (it was a line of plain text).
 
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
@@ -29,17 +32,22 @@ use crate::html::PageError;
 /// The most of a plain-text error answer read to show as its reason.
 const MAX_TEXT: usize = 16 * 1024;
 
-/// Middleware: an htmx request answered with an error gets it as a refusal to show.
+/// Middleware: an htmx request answered with an error gets it as a refusal to show, and
+/// any request refused in plain text gets an error page.
 pub(crate) async fn show_refusals(request: Request, next: Next) -> Response {
     let htmx = wants_fragment(request.headers());
     let response = next.run(request).await;
     let status = response.status();
-    if !htmx || !(status.is_client_error() || status.is_server_error()) {
+    if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let refusal = match response.extensions().get::<PageError>() {
-        Some(error) => error.clone(),
-        None if is_html(&response) => return response,
+    match response.extensions().get::<PageError>() {
+        Some(_) if !htmx => response,
+        Some(error) => {
+            let error = error.clone();
+            as_refusal(response, &error)
+        }
+        None if is_html(&response) => response,
         None => {
             let (parts, body) = response.into_parts();
             let text = to_bytes(body, MAX_TEXT).await.unwrap_or_default();
@@ -50,10 +58,16 @@ pub(crate) async fn show_refusals(request: Request, next: Next) -> Response {
             } else {
                 text
             };
-            return as_refusal(response, &PageError::with_status(status, message));
+            let error = PageError::with_status(status, message);
+            if htmx {
+                return as_refusal(response, &error);
+            }
+            match error.page() {
+                Ok(html) => with_html(response, html),
+                Err(_) => response,
+            }
         }
-    };
-    as_refusal(response, &refusal)
+    }
 }
 
 /// Whether `response` is HTML.
@@ -72,15 +86,22 @@ fn as_refusal(response: Response, error: &PageError) -> Response {
     let Ok(html) = error.refusal() else {
         return response;
     };
-    let (mut parts, _) = response.into_parts();
-    let headers = &mut parts.headers;
-    headers.remove(CONTENT_LENGTH);
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    let mut response = with_html(response, html);
+    let headers = response.headers_mut();
     headers.insert("hx-retarget", HeaderValue::from_static("#refusal"));
     headers.insert("hx-reswap", HeaderValue::from_static("innerHTML"));
     headers.insert("hx-push-url", HeaderValue::from_static("false"));
+    response
+}
+
+/// `response` (its status and other headers kept: a 405's `Allow`) with `html` as its
+/// body.
+fn with_html(response: Response, html: String) -> Response {
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(CONTENT_LENGTH);
+    parts.headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     Response::from_parts(parts, Body::from(html))
 }
