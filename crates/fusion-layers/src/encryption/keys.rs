@@ -246,9 +246,11 @@ fn parse_entries(text: &str, source: &str) -> Result<EncryptionKeys> {
         })?;
         keys = Some(match keys {
             None => EncryptionKeys::new(id, &key)?,
-            Some(keys) => keys
-                .with_previous(id, &key)
-                .map_err(|e| Error::Config(format!("{source}: {e}")))?,
+            // The inner message alone: its own "configuration error: " would be said twice.
+            Some(keys) => keys.with_previous(id, &key).map_err(|e| match e {
+                Error::Config(message) => Error::Config(format!("{source}: {message}")),
+                other => other,
+            })?,
         });
     }
     keys.ok_or_else(|| Error::Config(format!("{source} holds no key")))
@@ -345,6 +347,11 @@ mod tests {
         assert!(!text.contains("AAECAwQ"), "{text}");
         let err = EncryptionKeys::parse(&format!("a:{A},a:{A}")).unwrap_err();
         assert!(err.to_string().contains("given twice"), "{err}");
+        assert_eq!(
+            err.to_string().matches("configuration error").count(),
+            1,
+            "{err}"
+        );
         let err = EncryptionKeys::parse(&format!("{A}:{A}")).unwrap_err();
         assert!(err.to_string().contains("not a key id"), "{err}");
         assert!(!err.to_string().contains("AAEC"), "{err}");
