@@ -12,7 +12,7 @@
 //! approved is what was seen. Its form names the call it shows (call id and digest).
 
 use askama::Template;
-use fusion::agent::{ApprovalDecision, ApprovalRequest};
+use fusion::agent::{ApprovalDecision, ApprovalRequest, escape_hidden};
 
 use crate::chat::{Asked, Frame, Outcome, Turn};
 use crate::format::Cut;
@@ -138,7 +138,7 @@ impl ChatFrame {
             } => Shown::Approval {
                 card_id: format!("turn-{key}-q{question}"),
                 href: format!("/sessions/{id}/turns/{key}/approvals/{question}"),
-                call: visible(&request.display()),
+                call: escape_hidden(&request.display()),
                 whole: request.display_is_cut().then(|| whole(request)),
                 call_id: request.call_id.clone(),
                 digest: digest.clone(),
@@ -166,57 +166,12 @@ impl ChatFrame {
 }
 
 /// The arguments of `request` whole, as indented JSON (as `fusion chat`'s "view it
-/// whole" prints them), made [`visible`].
+/// whole" prints them), with what a page would hide or reorder escaped
+/// ([`escape_hidden`]: a model could otherwise make `"txt.exe"` read as `"exe.txt"`).
 fn whole(request: &ApprovalRequest) -> String {
     let arguments = serde_json::to_string_pretty(&request.arguments)
         .unwrap_or_else(|_| request.arguments.to_string());
-    visible(&arguments)
-}
-
-/// `json` with every character a page would not show as itself escaped as JSON does
-/// (`\u202e`), so the text still means the same: controls JSON leaves as they are (DEL,
-/// the C1 block), and the invisible characters that join, hide or reorder what is shown
-/// (bidirectional overrides, zero-width spaces, line separators, tags). A model could
-/// otherwise make `"txt.exe"` read as `"exe.txt"` on the card. Such characters only
-/// occur inside JSON strings, where `\u` escapes are valid.
-fn visible(json: &str) -> String {
-    // Pretty JSON's own line breaks stay: inside strings, JSON has escaped them already.
-    let hidden = |c: char| {
-        (c.is_control() && c != '\n')
-            || matches!(
-                c,
-                '\u{ad}'
-                    | '\u{34f}'
-                    | '\u{61c}'
-                    | '\u{115f}'..='\u{1160}'
-                    | '\u{17b4}'..='\u{17b5}'
-                    | '\u{180b}'..='\u{180f}'
-                    | '\u{200b}'..='\u{200f}'
-                    | '\u{2028}'..='\u{202e}'
-                    | '\u{2060}'..='\u{206f}'
-                    | '\u{3164}'
-                    | '\u{fe00}'..='\u{fe0f}'
-                    | '\u{feff}'
-                    | '\u{ffa0}'
-                    | '\u{fff0}'..='\u{fffb}'
-                    | '\u{e0000}'..='\u{e0fff}'
-            )
-    };
-    if !json.contains(hidden) {
-        return json.to_string();
-    }
-    let mut out = String::with_capacity(json.len() + 12);
-    for c in json.chars() {
-        if hidden(c) {
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{unit:04x}"));
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    escape_hidden(&arguments)
 }
 
 /// What replaces the live panel when turn `key` ends, with the transcript's newest
@@ -307,29 +262,6 @@ mod tests {
             finish_reason: finish_reason.map(str::to_string),
         };
         ChatEnd::new("k-3", &Outcome::Finished(result), None).summary
-    }
-
-    #[test]
-    fn hidden_characters_are_escaped_and_the_json_means_the_same() {
-        let arguments = serde_json::json!({
-            "path": "\u{202e}txt.a\u{7f}\u{85}",
-            "tag\u{e0041}": "\u{feff}x\u{2028}",
-            "plain": "é ü 日本\tok",
-        });
-        let json = serde_json::to_string_pretty(&arguments).unwrap();
-        let shown = visible(&json);
-        assert!(shown.contains(r#""\u202etxt.a\u007f\u0085""#), "{shown}");
-        assert!(
-            shown.contains(r#""tag\udb40\udc41": "\ufeffx\u2028""#),
-            "{shown}"
-        );
-        assert!(
-            shown.contains("é ü 日本"),
-            "letters stay as they are: {shown}"
-        );
-        assert_eq!(shown.lines().count(), json.lines().count());
-        let read: serde_json::Value = serde_json::from_str(&shown).unwrap();
-        assert_eq!(read, arguments);
     }
 
     #[test]
