@@ -51,6 +51,9 @@ struct Reply {
     /// After the pieces, keep the connection open (sending nothing) until the client
     /// closes it.
     hang: bool,
+    /// After the pieces, send this one again and again, as fast as it goes, until the
+    /// client closes the connection.
+    endless: Option<Vec<u8>>,
 }
 
 impl Reply {
@@ -65,6 +68,7 @@ impl Reply {
             pieces,
             framing,
             hang: false,
+            endless: None,
         }
     }
 
@@ -75,6 +79,7 @@ impl Reply {
             pieces: vec![body.to_string().into_bytes()],
             framing: Framing::Length,
             hang: false,
+            endless: None,
         }
     }
 }
@@ -165,6 +170,11 @@ async fn serve(
         if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
             return;
         }
+    }
+    if let Some(piece) = &reply.endless {
+        // Ends when the client gives up and the write fails.
+        while socket.write_all(piece).await.is_ok() {}
+        return;
     }
     if reply.framing == Framing::Chunked {
         let _ = socket.write_all(b"0\r\n\r\n").await;
@@ -839,4 +849,59 @@ async fn a_stream_that_stalls_after_its_first_delta_fails_after_the_idle_timeout
     let text = error.expect("a stalled stream must fail").to_string();
     assert!(text.contains("no next piece of the reply"), "{text}");
     assert_eq!(server.request_count(), 1);
+}
+
+/// A server that answers with keep-alive comments and empty chunks as fast as it can, and
+/// never with the reply, is given up on at the progress timeout: retried while nothing
+/// was delivered, an `Err` item after a delta. The idle timeout between pieces never
+/// runs out on such a stream.
+#[tokio::test]
+async fn a_stream_of_pings_and_empty_chunks_fails_at_the_progress_timeout() {
+    let nothing = b": ping\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{}}]}\n\n".to_vec();
+    let pinging = |first: &[u8]| {
+        let mut reply = Reply::sse(first.to_vec());
+        reply.endless = Some(nothing.clone());
+        reply
+    };
+    let client = |server: &RawServer| {
+        config(server)
+            .progress_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap()
+    };
+
+    let hel = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+    // Without the bound the stream never ends: a guard against a hang, not a timing.
+    let guarded = |client| async move {
+        tokio::time::timeout(Duration::from_secs(60), async { collect(&client).await })
+            .await
+            .expect("the progress timeout ends the stream")
+    };
+    let server = RawServer::serving(vec![pinging(hel)]).await;
+    let (deltas, error) = guarded(client(&server)).await;
+    assert_eq!(deltas, [ChatDelta::Text("Hel".into())]);
+    let Some(Error::Llm {
+        message, retryable, ..
+    }) = error
+    else {
+        panic!("expected Error::Llm, got {error:?}");
+    };
+    assert!(retryable, "{message}");
+    assert!(message.contains("sent nothing of the reply"), "{message}");
+    assert!(message.contains("progress_timeout"), "{message}");
+    assert_eq!(server.request_count(), 1);
+
+    // Before any delta, the failure is retried like a stalled stream.
+    let server = RawServer::serving(vec![
+        pinging(b": hello\n\n"),
+        Reply::sse(fixture("vllm_text.sse")),
+    ])
+    .await;
+    let (deltas, error) = guarded(client(&server)).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        assembled(&deltas).0,
+        ChatMessage::assistant("Bonjour \u{e0} tous.")
+    );
+    assert_eq!(server.request_count(), 2);
 }

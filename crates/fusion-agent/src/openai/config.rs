@@ -52,6 +52,9 @@ pub struct OpenAiConfig {
     /// reply. A streamed call: how long to wait for the response headers, then for each
     /// next piece of the body (a long reply may stream for longer, as long as it moves).
     pub(super) request_timeout: Duration,
+    /// A streamed call: how long the reply may go without progress (no text, reasoning,
+    /// tool-call piece or finish reason), however busy the connection is meanwhile.
+    pub(super) progress_timeout: Duration,
     /// How many times a failed attempt is retried (429, 5xx, connection errors, timeouts).
     pub(super) max_retries: u32,
     /// The first retry waits up to this long; each further retry doubles the bound.
@@ -79,6 +82,10 @@ impl OpenAiConfig {
             connect_timeout: Duration::from_secs(10),
             // Local models on a CPU can take minutes for one long reply.
             request_timeout: Duration::from_secs(300),
+            // As long as OpenAI's own clients wait for a byte: a reasoning model that
+            // thinks silently behind a pinging proxy may take minutes, a server that
+            // only pings never answers.
+            progress_timeout: Duration::from_secs(600),
             max_retries: 3,
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
@@ -151,9 +158,26 @@ impl OpenAiConfig {
     /// within it, per attempt. A streamed call
     /// ([`LlmClient::chat_stream`](crate::LlmClient::chat_stream)) must get the response
     /// headers within it, and then the body may pause at most this long between pieces
-    /// (keep-alive comments count): a reply that keeps coming may take as long as it needs.
+    /// (keep-alive comments count): a reply that keeps coming may take as long as it needs,
+    /// as long as it makes progress ([`progress_timeout`](Self::progress_timeout())).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a streamed reply may go without progress (default 10 minutes).
+    ///
+    /// Progress is a piece of the reply: text, a refusal, reasoning, a piece of a tool
+    /// call, the finish reason. Keep-alive comments and chunks that carry none of these
+    /// (empty deltas, a role alone) keep the connection busy, so the
+    /// [`request_timeout`](Self::request_timeout()) between pieces never runs out; past
+    /// this bound without progress the call fails with a retryable error, as a stalled
+    /// stream does (retried only before its first delta was delivered). A reasoning model
+    /// that thinks longer without streaming its reasoning, behind a proxy that pings
+    /// meanwhile, needs more. Plain calls have their whole reply within the request
+    /// timeout and do not use it.
+    pub fn progress_timeout(mut self, timeout: Duration) -> Self {
+        self.progress_timeout = timeout;
         self
     }
 
@@ -253,6 +277,7 @@ impl fmt::Debug for OpenAiConfig {
             .field("model", &self.model)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("progress_timeout", &self.progress_timeout)
             .field("max_retries", &self.max_retries)
             .field("backoff_base", &self.backoff_base)
             .field("backoff_max", &self.backoff_max)

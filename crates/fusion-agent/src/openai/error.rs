@@ -7,8 +7,8 @@
 //! shortened, and any occurrence of the API key in it is masked.
 //!
 //! A streamed reply can also fail after it began: the connection may close or stall
-//! mid-reply, or `[DONE]` come, without a finish reason, in the middle of a tool call
-//! (retryable, though the caller retries only until the first delta was delivered), or
+//! mid-reply, carry nothing of the reply past the progress timeout, or `[DONE]` come,
+//! without a finish reason, in the middle of a tool call (retryable, though the caller retries only until the first delta was delivered), or
 //! the server may send an error event (retryable before the first delta when its code
 //! says so, final after it).
 
@@ -31,6 +31,7 @@ pub(super) struct Context<'a> {
     pub model: &'a str,
     pub api_key: Option<&'a str>,
     pub request_timeout: Duration,
+    pub progress_timeout: Duration,
 }
 
 /// One failed attempt, before the retry loop decides what to do with it.
@@ -185,6 +186,25 @@ pub(super) fn stalled_failure(ctx: &Context<'_>, waiting_for: &str) -> Failure {
              models may need a longer request timeout (OpenAiConfig::request_timeout, which \
              for a stream bounds the wait for the headers and each pause between pieces)",
             ctx.endpoint, ctx.request_timeout
+        ),
+        status: None,
+        retryable: true,
+        retry_after: None,
+        source: None,
+    }
+}
+
+/// A streamed reply that went on for the progress timeout without progress: the server
+/// kept the connection busy (keep-alive comments, empty chunks) but sent none of the
+/// reply. Retryable, like a stalled stream.
+pub(super) fn no_progress_failure(ctx: &Context<'_>, received: usize) -> Failure {
+    Failure {
+        message: format!(
+            "{} sent nothing of the reply (no text, reasoning, tool call or finish reason) \
+             for {:?} while streaming, only keep-alive comments or empty chunks ({received} \
+             bytes in all); a reasoning model that thinks silently behind a proxy may need a \
+             longer progress timeout (OpenAiConfig::progress_timeout)",
+            ctx.endpoint, ctx.progress_timeout
         ),
         status: None,
         retryable: true,
@@ -461,6 +481,7 @@ mod tests {
             model: "m-1",
             api_key: key,
             request_timeout: Duration::from_secs(1),
+            progress_timeout: Duration::from_secs(2),
         }
     }
 

@@ -177,6 +177,7 @@ impl OpenAiClient {
             model: &self.config.model,
             api_key: self.config.api_key.as_deref(),
             request_timeout: self.config.request_timeout,
+            progress_timeout: self.config.progress_timeout,
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use fusion_core::{ChatMessage, ToolCall};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use tokio::time::Instant;
 
 use super::error::{self, Context, Failure};
 use super::sse::{InvalidUtf8, SseEvent, SseParser};
@@ -28,6 +29,8 @@ enum BodyError {
     Transport(reqwest::Error),
     /// Nothing arrived within the idle timeout.
     Stalled,
+    /// Nothing of the reply arrived within the progress timeout, however much else did.
+    NoProgress,
     /// One event went on past [`MAX_EVENT_BYTES`] without ending.
     EventTooLong,
     /// The body is not UTF-8, so not an event stream.
@@ -64,6 +67,9 @@ pub(super) struct SseReply<'a> {
     body: BoxStream<'a, Result<BodyPiece, reqwest::Error>>,
     /// The longest pause allowed between two pieces of the body.
     idle_timeout: Duration,
+    /// When the reply last made progress (or began): text, reasoning, a tool-call piece,
+    /// the finish reason. The context's progress timeout runs from here.
+    progressed_at: Instant,
     /// Bytes of body received so far, for the cut-off message.
     received: usize,
     parser: SseParser,
@@ -87,6 +93,7 @@ impl<'a> SseReply<'a> {
         Self {
             body: body.map_ok(|piece| Box::new(piece) as BodyPiece).boxed(),
             idle_timeout,
+            progressed_at: Instant::now(),
             received: 0,
             parser: SseParser::default(),
             ctx,
@@ -153,7 +160,19 @@ impl<'a> SseReply<'a> {
             if self.parser.unfinished_len() > MAX_EVENT_BYTES {
                 return Err(BodyError::EventTooLong);
             }
-            let piece = match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
+            // Checked before each wait, not only by the wait's timeout: a body that always
+            // has a piece ready (pings sent as fast as they go) never lets a timeout fire.
+            let quiet = self.progressed_at.elapsed();
+            let Some(left) = self.ctx.progress_timeout.checked_sub(quiet) else {
+                return Err(BodyError::NoProgress);
+            };
+            let (wait, no_progress) = if left < self.idle_timeout {
+                (left, true)
+            } else {
+                (self.idle_timeout, false)
+            };
+            let piece = match tokio::time::timeout(wait, self.body.next()).await {
+                Err(_) if no_progress => return Err(BodyError::NoProgress),
                 Err(_) => return Err(BodyError::Stalled),
                 Ok(None) => return Ok(None),
                 Ok(Some(Err(err))) => return Err(BodyError::Transport(err)),
@@ -214,7 +233,9 @@ impl<'a> SseReply<'a> {
         if chunk.error.is_some() {
             return Err(error::stream_error_failure(&self.ctx, data, self.delivered));
         }
-        self.assembler.add(chunk, &mut self.ready);
+        if self.assembler.add(chunk, &mut self.ready) {
+            self.progressed_at = Instant::now();
+        }
         if self.assembler.size > MAX_REPLY_BYTES {
             return Err(error::too_long_failure(
                 &self.ctx,
@@ -231,6 +252,7 @@ impl<'a> SseReply<'a> {
                 error::cut_off_failure(&self.ctx, self.received, Some(err))
             }
             BodyError::Stalled => error::stalled_failure(&self.ctx, "next piece of the reply"),
+            BodyError::NoProgress => error::no_progress_failure(&self.ctx, self.received),
             BodyError::EventTooLong => {
                 error::too_long_failure(&self.ctx, "in one event that did not end", MAX_EVENT_BYTES)
             }
@@ -280,8 +302,17 @@ struct PartialCall {
 }
 
 impl Assembler {
-    /// Adds `chunk` to the reply and appends the deltas it carries to `out`.
-    fn add(&mut self, chunk: WireChunk, out: &mut VecDeque<ChatDelta>) {
+    /// Adds `chunk` to the reply and appends the deltas it carries to `out`; whether the
+    /// reply made progress: some of its text, refusal, reasoning or calls (each call counts
+    /// towards `size`), or its finish reason. Usage, a role or empty pieces are none.
+    fn add(&mut self, chunk: WireChunk, out: &mut VecDeque<ChatDelta>) -> bool {
+        let (size, finished) = (self.size, self.finish_reason.is_some());
+        let reasoning = self.add_choice(chunk, out);
+        reasoning || self.size != size || self.finish_reason.is_some() != finished
+    }
+
+    /// [`add`](Self::add) but for its verdict; whether the chunk carried reasoning.
+    fn add_choice(&mut self, chunk: WireChunk, out: &mut VecDeque<ChatDelta>) -> bool {
         if let Some(usage) = chunk.usage {
             self.usage = Some(usage.into());
         }
@@ -291,11 +322,14 @@ impl Assembler {
             .unwrap_or_default()
             .into_iter()
             .find(|choice| choice.index.unwrap_or(0) == 0);
-        let Some(choice) = choice else { return };
+        let Some(choice) = choice else { return false };
         if let Some(reason) = choice.finish_reason {
             self.finish_reason = Some(reason);
         }
-        let Some(delta) = choice.delta else { return };
+        let Some(delta) = choice.delta else {
+            return false;
+        };
+        let reasoning = delta.has_reasoning();
         let text = delta.content.map(wire::content_text).unwrap_or_default();
         if !text.is_empty() {
             self.size += text.len();
@@ -310,6 +344,7 @@ impl Assembler {
         for piece in delta.tool_calls.unwrap_or_default() {
             self.add_call_piece(piece, out);
         }
+        reasoning
     }
 
     fn add_call_piece(&mut self, piece: WireToolCallDelta, out: &mut VecDeque<ChatDelta>) {
@@ -456,6 +491,7 @@ mod tests {
         model: "m",
         api_key: None,
         request_timeout: Duration::from_secs(30),
+        progress_timeout: Duration::from_secs(600),
     };
 
     /// Everything `pieces` reads to: the deltas, and the failure that ended them, if any.
@@ -911,6 +947,104 @@ mod tests {
                 Err(failure) => panic!("completes: {completes}, got {}", failure.message),
             }
         }
+    }
+
+    /// A body sending `first`, then `next(0)`, `next(1)`, … a second apart (in paused
+    /// time), until `next` says `None`.
+    fn paced(
+        first: String,
+        next: impl FnMut(usize) -> Option<String> + Send + 'static,
+    ) -> impl Stream<Item = Result<Bytes, reqwest::Error>> + Send {
+        let rest = stream::unfold((0, next), |(n, mut next)| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let piece = next(n)?;
+            Some((Ok(Bytes::from(piece)), (n + 1, next)))
+        });
+        stream::iter([Ok(Bytes::from(first))]).chain(rest)
+    }
+
+    /// [`CTX`] with a progress timeout of 10 s; pieces come far within its 30 s idle
+    /// timeout.
+    const PATIENT: Context<'static> = Context {
+        progress_timeout: Duration::from_secs(10),
+        ..CTX
+    };
+
+    /// A server that keeps the connection busy with keep-alive comments and chunks that
+    /// carry nothing (an empty delta, a role and empty content) is given up on at the
+    /// progress timeout, with a retryable error that names the setting: the idle timeout
+    /// alone, reset by every piece, waited for ever (here, until the body ends after
+    /// 1000 s, a cut).
+    #[tokio::test(start_paused = true)]
+    async fn pings_and_empty_chunks_for_ever_fail_at_the_progress_timeout() {
+        let empty = format!(
+            ": ping\n\ndata: {}\n\ndata: {}\n\n",
+            delta(serde_json::json!({})),
+            delta(serde_json::json!({"role": "assistant", "content": ""})),
+        );
+        let first = format!("data: {}\n\n", delta(serde_json::json!({"content": "Hel"})));
+        let mut reply = SseReply::new(
+            paced(first, move |n| (n < 1000).then(|| empty.clone())),
+            CTX.request_timeout,
+            PATIENT,
+        );
+        assert_eq!(
+            reply.next().await.unwrap().ok(),
+            Some(ChatDelta::Text("Hel".into()))
+        );
+        let Some(Err(failure)) = reply.next().await else {
+            panic!("an endless stream without progress must fail");
+        };
+        assert!(failure.retryable, "{}", failure.message);
+        for part in [
+            "sent nothing of the reply",
+            "for 10s",
+            "OpenAiConfig::progress_timeout",
+        ] {
+            assert!(
+                failure.message.contains(part),
+                "{part}: {}",
+                failure.message
+            );
+        }
+        assert!(reply.next().await.is_none());
+    }
+
+    /// Reasoning is progress, in each field servers stream it in: a model that reasons
+    /// for longer than the progress timeout before it answers is not cut off. Nor is a
+    /// reply whose finish reason came before the pings: it is whole.
+    #[tokio::test(start_paused = true)]
+    async fn reasoning_is_progress_and_pings_after_the_finish_reason_end_the_reply() {
+        let thinking = |n: usize| {
+            let field = ["reasoning_content", "reasoning", "reasoning_details"][n % 3];
+            let value = if field == "reasoning_details" {
+                serde_json::json!([{"type": "reasoning.text", "text": "hmm"}])
+            } else {
+                serde_json::json!("hmm")
+            };
+            format!(
+                ": ping\n\ndata: {}\n\n",
+                delta(serde_json::json!({ field: value }))
+            )
+        };
+        let answer = format!(
+            "data: {}\n\ndata: {}\n\n",
+            delta(serde_json::json!({"content": "42"})),
+            finish("stop")
+        );
+        let body = paced(thinking(0), move |n| match n {
+            0..30 => Some(thinking(n + 1)),
+            30 => Some(answer.clone()),
+            // (Then the body ends: no test waits for ever.)
+            31..1000 => Some(": ping\n\n".to_owned()),
+            _ => None,
+        });
+        let mut reply = SseReply::new(body, CTX.request_timeout, PATIENT);
+        let mut deltas = Vec::new();
+        while let Some(item) = reply.next().await {
+            deltas.push(item.unwrap_or_else(|failure| panic!("{}", failure.message)));
+        }
+        assert_eq!(done(&deltas).message.content, "42");
     }
 
     #[tokio::test]

@@ -346,6 +346,29 @@ pub(super) struct WireDelta {
     pub refusal: Option<String>,
     #[serde(default)]
     pub tool_calls: Option<Vec<WireToolCallDelta>>,
+    /// Reasoning some servers stream before the answer: `reasoning_content` (DeepSeek,
+    /// vLLM, llama.cpp), `reasoning` and `reasoning_details` (OpenRouter, Ollama). Not
+    /// kept, but it shows the model is writing.
+    #[serde(default)]
+    reasoning_content: Option<Value>,
+    #[serde(default)]
+    reasoning: Option<Value>,
+    #[serde(default)]
+    reasoning_details: Option<Value>,
+}
+
+impl WireDelta {
+    /// Whether the piece carries some reasoning (not an empty string, array or object).
+    pub fn has_reasoning(&self) -> bool {
+        let some = |value: &Option<Value>| match value {
+            None | Some(Value::Null) => false,
+            Some(Value::String(text)) => !text.is_empty(),
+            Some(Value::Array(items)) => !items.is_empty(),
+            Some(Value::Object(fields)) => !fields.is_empty(),
+            Some(_) => true,
+        };
+        some(&self.reasoning_content) || some(&self.reasoning) || some(&self.reasoning_details)
+    }
 }
 
 /// A piece of one tool call: `index` says which; `id` and the name usually come only in
