@@ -12,12 +12,15 @@ use rmcp::model::{
 };
 use rmcp::service::ClientInitializeError;
 use rmcp::service::{NotificationContext, Peer, RoleClient, RunningService, ServiceError};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransportConfig, StreamableHttpError,
+};
 use rmcp::transport::{IntoTransport, StreamableHttpClientTransport};
 use rmcp::{ClientHandler, serve_client};
 use serde_json::{Value, json};
 
 use crate::checked::checked;
+use crate::http_client::http_client;
 use crate::process::ChildProcess;
 use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
 
@@ -113,7 +116,7 @@ impl Connection {
 /// error: HTTP 500` is `HTTP 500`. The model and the person read these.
 pub fn error_text(error: &ServiceError) -> String {
     match error {
-        ServiceError::TransportSend(sent) => sent.error.to_string(),
+        ServiceError::TransportSend(sent) => transport_text(sent.error.as_ref()),
         other => other.to_string(),
     }
 }
@@ -122,10 +125,29 @@ pub fn error_text(error: &ServiceError) -> String {
 fn init_error_text(error: &ClientInitializeError) -> String {
     match error {
         ClientInitializeError::TransportError { error, context } => {
-            format!("{}, when {context}", error.error)
+            format!("{}, when {context}", transport_text(error.error.as_ref()))
         }
         other => other.to_string(),
     }
+}
+
+/// A transport's error with its causes. reqwest words what went wrong (a connection
+/// refused, a redirect not followed) in the source of its "error sending request for url",
+/// and rmcp's HTTP error does not pass its client error's source on.
+fn transport_text(error: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = match error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+        Some(StreamableHttpError::Client(client)) => std::error::Error::source(client),
+        _ => error.source(),
+    };
+    while let Some(source) = cause {
+        let said = source.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = source.source();
+    }
+    text
 }
 
 /// "exited (exit status: 3)", or "closed its output" for a process still running.
@@ -238,12 +260,7 @@ async fn open_http(
     if let Some(token) = &config.bearer_token {
         transport_config = transport_config.auth_header(token.as_str());
     }
-    let client = fusion_agent::http_client_builder()
-        .and_then(|b| {
-            b.build()
-                .map_err(|e| fusion_core::Error::Config(e.to_string()))
-        })
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let client = http_client()?;
     let transport = StreamableHttpClientTransport::with_client(client, transport_config);
     let started = tokio::time::timeout(startup, handshake(handler, transport)).await;
     match started {

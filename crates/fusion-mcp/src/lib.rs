@@ -96,9 +96,9 @@
 //! the session and their tools join its own.
 //!
 //! Inside, modules form layers: `options`, `command_line`, `server_config`, `config`,
-//! `naming`, `result` and `watchdog` at the bottom; `process`, `checked` and `connection`
-//! over them; `core` (the connection, restarts and calls); `tool` and `server`; `servers`
-//! and `session_ext` on top.
+//! `naming`, `result`, `http_client` and `watchdog` at the bottom; `process`, `checked`
+//! and `connection` over them; `core` (the connection, restarts and calls); `tool` and
+//! `server`; `servers` and `session_ext` on top.
 
 mod call;
 mod checked;
@@ -106,6 +106,7 @@ mod command_line;
 mod config;
 mod connection;
 mod core;
+mod http_client;
 pub mod naming;
 mod options;
 mod process;

@@ -145,7 +145,9 @@ impl fmt::Debug for StdioServerConfig {
 /// bearer token on every request.
 ///
 /// Header values and the token are secrets: they are sent marked sensitive and never
-/// appear in `Debug`, logs or error messages.
+/// appear in `Debug`, logs or error messages. A redirect is followed only within the
+/// origin of `url` (scheme, host and port); one elsewhere fails the request, saying so,
+/// rather than take the headers there.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HttpServerConfig {
     /// The endpoint, e.g. `https://mcp.example.com/mcp`.

@@ -8,9 +8,9 @@
 //!
 //! A streamed reply can also fail after it began: the connection may close or stall
 //! mid-reply, carry nothing of the reply past the progress timeout, or `[DONE]` come,
-//! without a finish reason, in the middle of a tool call (retryable, though the caller retries only until the first delta was delivered), or
-//! the server may send an error event (retryable before the first delta when its code
-//! says so, final after it).
+//! without a finish reason, in the middle of a tool call (retryable, though the caller
+//! retries only until the first delta was delivered), or the server may send an error
+//! event (retryable before the first delta when its code says so, final after it).
 
 use std::time::Duration;
 

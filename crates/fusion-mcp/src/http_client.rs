@@ -1,0 +1,43 @@
+//! The HTTP client of streamable-HTTP servers, which follows a redirect only within the
+//! server's origin.
+//!
+//! A server's configured headers and token are secrets, sent with every request. reqwest
+//! follows redirects by default and drops only `Authorization` and cookies when one leaves
+//! the origin, so a header such as `X-Api-Key` would go wherever the server, or whoever can
+//! answer in its name, points; an `https` server redirecting to `http` would send it in the
+//! clear. A redirect within the origin (`/mcp` to `/mcp/`) is followed; one to another
+//! origin fails the request, saying so, and a user who trusts the place it names can
+//! configure that URL.
+
+use reqwest::redirect::{Action, Attempt, Policy};
+
+/// The most redirects followed for one request, as reqwest's default.
+const MAX_REDIRECTS: usize = 10;
+
+/// A client for one server's requests. The error is the reason, for a message.
+pub fn http_client() -> Result<reqwest::Client, String> {
+    fusion_agent::http_client_builder()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?
+        .redirect(Policy::custom(within_origin))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+fn within_origin(attempt: Attempt) -> Action {
+    let Some(first) = attempt.previous().first() else {
+        return attempt.follow();
+    };
+    if attempt.url().origin() != first.origin() {
+        let message = format!(
+            "the server redirected to another origin ({}), which is not followed since the \
+             configured headers and token would go there too; configure that URL if it is to \
+             be trusted",
+            attempt.url().origin().ascii_serialization()
+        );
+        return attempt.error(message);
+    }
+    if attempt.previous().len() > MAX_REDIRECTS {
+        return attempt.error("too many redirects");
+    }
+    attempt.follow()
+}
