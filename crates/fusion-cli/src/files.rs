@@ -50,6 +50,15 @@ pub fn read_import(input: impl Read) -> Result<String> {
 pub fn write(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     let existing = match fs::metadata(path) {
         Ok(metadata) => metadata,
+        // A link to nothing: the new file is created without following it, which fails as
+        // a file that exists, and `--force` would fail alike.
+        Err(err) if err.kind() == ErrorKind::NotFound && is_link(path) => {
+            let target = fs::read_link(path)?;
+            bail!(
+                "it is a link to {}, which does not exist; name that file itself",
+                target.display()
+            );
+        }
         Err(err) if err.kind() == ErrorKind::NotFound => return write_new(path, bytes),
         Err(err) => return Err(err.into()),
     };
@@ -71,6 +80,11 @@ pub fn write(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
         bytes,
         Some(existing.permissions()),
     )?)
+}
+
+/// Whether `path` is a symbolic link (to anything, or to nothing).
+fn is_link(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_symlink())
 }
 
 /// A new file at `path` holding `bytes`; an existing one is refused, and a failed write
@@ -114,6 +128,24 @@ mod tests {
         assert_eq!(mode, 0o600);
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn a_link_to_nothing_is_refused_as_such_with_or_without_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("export.json");
+        let missing = dir.path().join("gone.json");
+        std::os::unix::fs::symlink(&missing, &link).unwrap();
+        for replace in [false, true] {
+            let err = write(&link, b"x", replace).unwrap_err().to_string();
+            assert!(
+                err.contains("is a link to")
+                    && err.contains("gone.json")
+                    && !err.contains("--force"),
+                "{err}"
+            );
+        }
+        assert!(!missing.exists());
     }
 
     #[test]
