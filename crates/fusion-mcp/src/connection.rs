@@ -187,12 +187,20 @@ async fn open_stdio(
             },
             tools,
         )),
-        Ok(Err(reason)) if process.exit_within(EXIT_REPORT_BOUND).await.is_some() => Err(format!(
-            "`{command}` {} before the MCP handshake completed ({reason}){}",
-            exit_status_text(&process).await,
-            stderr_note(&process)
+        Ok(Err(failure))
+            if failure.closed && process.exit_within(EXIT_REPORT_BOUND).await.is_some() =>
+        {
+            Err(format!(
+                "`{command}` {} before the MCP handshake completed ({}){}",
+                exit_status_text(&process).await,
+                failure.reason,
+                stderr_note(&process)
+            ))
+        }
+        Ok(Err(failure)) => Err(format!(
+            "`{command}` failed the MCP handshake: {}",
+            failure.reason
         )),
-        Ok(Err(reason)) => Err(format!("`{command}` failed the MCP handshake: {reason}")),
         Err(_) => Err(format!(
             "`{command}` did not complete the MCP handshake within {} s (servers started \
                  with `npx` may be downloading; raise the startup timeout if so){}",
@@ -271,7 +279,7 @@ async fn open_http(
             },
             tools,
         )),
-        Ok(Err(reason)) => Err(format!("connecting to {url} failed: {reason}")),
+        Ok(Err(failure)) => Err(format!("connecting to {url} failed: {}", failure.reason)),
         Err(_) => Err(format!(
             "{url} did not complete the MCP handshake within {} s",
             startup.as_secs_f32()
@@ -279,21 +287,45 @@ async fn open_http(
     }
 }
 
+/// Why a handshake failed: the reason, and whether the server's side closed first (its
+/// output ended, or its input could not be written), which for a stdio server means it is
+/// likely exiting. A handshake the
+/// server answered (a refused `initialize`, a tool list that never ends) is not its exit,
+/// though it exits soon after: the client, giving up, closes its stdin.
+struct HandshakeFailure {
+    reason: String,
+    closed: bool,
+}
+
 /// The client side of the MCP handshake over `transport` (`initialize`), then the server's
 /// tools. The caller bounds it with the startup timeout.
 async fn handshake<T, E, A>(
     handler: Handler,
     transport: T,
-) -> Result<(RunningService<RoleClient, Handler>, Vec<Listed>), String>
+) -> Result<(RunningService<RoleClient, Handler>, Vec<Listed>), HandshakeFailure>
 where
     T: IntoTransport<RoleClient, E, A>,
     E: std::error::Error + Send + Sync + 'static,
 {
     let service = serve_client(handler, transport)
         .await
-        .map_err(|e| init_error_text(&e))?;
-    let tools = list_tools(service.peer()).await?;
-    Ok((service, tools))
+        .map_err(|e| HandshakeFailure {
+            reason: init_error_text(&e),
+            // A write that failed is a pipe whose reader has gone, as much as a read that
+            // ended: a server exiting at once may be gone before `initialize` is sent.
+            closed: matches!(
+                e,
+                ClientInitializeError::ConnectionClosed(_)
+                    | ClientInitializeError::TransportError { .. }
+            ),
+        })?;
+    match list_tools(service.peer()).await {
+        Ok(tools) => Ok((service, tools)),
+        Err(reason) => Err(HandshakeFailure {
+            reason,
+            closed: service.is_closed() || service.peer().is_transport_closed(),
+        }),
+    }
 }
 
 /// The most pages of `tools/list` read. A server whose list never ends (every page names

@@ -97,6 +97,27 @@ async fn a_server_that_exits_at_once_fails_startup_with_its_status_and_stderr() 
 }
 
 #[tokio::test]
+async fn a_handshake_the_server_refuses_is_not_reported_as_the_server_exiting() {
+    // Refuses `initialize` and runs until its input ends, as a server should: it exits
+    // only once the client, giving up, closes its stdin.
+    const REFUSING: &str = r#"
+      require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
+        const msg = JSON.parse(line);
+        if (msg.method === 'initialize') process.stdout.write(JSON.stringify({ jsonrpc: '2.0',
+          id: msg.id, error: { code: -32602, message: 'unsupported protocol version' } }) + '\n');
+      });
+    "#;
+    let config = StdioServerConfig::new("node").args(["-e", REFUSING]);
+    let message = start_error(config, McpOptions::default()).await;
+    assert!(message.contains("failed the MCP handshake"), "{message}");
+    assert!(
+        message.contains("unsupported protocol version"),
+        "{message}"
+    );
+    assert!(!message.contains("exited"), "{message}");
+}
+
+#[tokio::test]
 async fn a_server_that_never_answers_fails_startup_at_the_startup_timeout() {
     let options = McpOptions {
         startup_timeout: Duration::from_secs(2),
