@@ -7,6 +7,9 @@
 //! Messages name the database by its file path (SQLite URLs hold no credentials, and the
 //! full URL is never printed) plus the operation and session involved.
 
+use std::io::Read;
+use std::path::Path;
+
 use fusion_core::Error;
 pub(crate) use fusion_core::sql::Op;
 use fusion_core::sql::Place;
@@ -154,6 +157,17 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
             ),
             false,
         ),
+        SQLITE_CANTOPEN if wal_without_shared_memory(Path::new(db)) => (
+            format!(
+                "{op}: cannot open the database file ({detail}): it is in WAL mode, and \
+                 SQLite cannot create the shared-memory file {db}-shm beside it, which \
+                 even a read-only open needs (a read-only directory or file system, a \
+                 backup or snapshot mount). Add `?immutable=true` to the URL to read it \
+                 there, only while nothing writes to it, or copy it (with any {db}-wal) \
+                 somewhere writable"
+            ),
+            false,
+        ),
         SQLITE_CANTOPEN => (
             format!(
                 "{op}: cannot open the database file ({detail}); check that it exists \
@@ -217,6 +231,19 @@ impl MaybeBusy for DirectError {
             DirectError::Closed | DirectError::Deleted { .. } | DirectError::Stopped(_) => false,
         }
     }
+}
+
+/// Whether `path` is a WAL-mode database (its header's read and write versions are 2)
+/// with no shared-memory file beside it: what SQLite must create before it reads such a
+/// database, and cannot where the directory is read-only.
+fn wal_without_shared_memory(path: &Path) -> bool {
+    let mut header = [0u8; 20];
+    let wal_mode = std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut header))
+        .is_ok_and(|()| header.starts_with(b"SQLite format 3\0") && header[18..20] == [2, 2]);
+    let mut shared_memory = path.as_os_str().to_owned();
+    shared_memory.push("-shm");
+    wal_mode && !Path::new(&shared_memory).exists()
 }
 
 /// Whether `err` is `ROLLBACK` finding no transaction to end (plain `SQLITE_ERROR`, "cannot
@@ -290,6 +317,44 @@ mod tests {
 
     fn op() -> Op<'static> {
         Op::new(PLACE, "/data/sessions.db", "append", Some("user-1"))
+    }
+
+    /// A WAL-mode database read where SQLite cannot create its `-shm` file (a read-only
+    /// file system; not reproducible here as root, whom permissions do not stop) is
+    /// explained, with the way to read it there; other files that cannot be opened are not.
+    #[test]
+    fn a_wal_database_that_cannot_get_its_shared_memory_file_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("wal.db");
+        let journal = dir.path().join("journal.db");
+        for (path, mode) in [(&wal, "WAL"), (&journal, "DELETE")] {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.pragma_update(None, "journal_mode", mode).unwrap();
+            conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+                .unwrap();
+        }
+        let garbage = dir.path().join("notes.db");
+        std::fs::write(&garbage, [b'x'; 100]).unwrap();
+        let missing = dir.path().join("missing.db");
+
+        let cantopen = |path: &Path| {
+            let db = path.display().to_string();
+            database_error(14, "unable to open database file", Op::open(PLACE, &db)).0
+        };
+        let text = cantopen(&wal);
+        assert!(text.contains("it is in WAL mode"), "{text}");
+        assert!(text.contains("?immutable=true"), "{text}");
+        assert!(text.contains(&format!("{}-shm", wal.display())), "{text}");
+        for path in [&journal, &garbage, &missing] {
+            let text = cantopen(path);
+            assert!(!text.contains("WAL"), "{text}");
+            assert!(text.contains("check that it exists"), "{text}");
+        }
+        // With the shared-memory file there, the cause is something else.
+        let mut shm = wal.clone().into_os_string();
+        shm.push("-shm");
+        std::fs::write(&shm, b"").unwrap();
+        assert!(!cantopen(&wal).contains("WAL"));
     }
 
     #[test]
