@@ -146,15 +146,23 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
     // A session file copied out of an encrypted store holds its messages sealed. They are
     // opened as a load would open them (with the key, as the session they were written
     // in), so the store seals their text afresh: written as they are, the ciphertext
-    // itself would be sealed, and load back in place of the text.
-    let imported_messages = store
-        .encryption()
-        .open_stored("import", id, imported.messages)
+    // itself would be sealed, and load back in place of the text. The session they were
+    // written in is the one the file names (`alice.jsonl` imported `--id alice-copy`),
+    // else the one they are imported as.
+    let written_in = imported.id.as_deref().or(file_id.as_deref()).unwrap_or(id);
+    let encryption = store.encryption();
+    let imported_messages = encryption
+        .open_stored("import", written_in, imported.messages.clone())
+        .or_else(|err| match written_in == id {
+            true => Err(err),
+            false => encryption.open_stored("import", id, imported.messages),
+        })
         .with_context(|| {
             format!(
                 "cannot import {}: it holds messages sealed by an encrypted store (a session \
                  file copied out of one), which open only with that store's key and as the \
-                 session they were written in",
+                 session they were written in (named by the file, {written_in:?}, or the \
+                 --id given)",
                 file.display()
             )
         })?;

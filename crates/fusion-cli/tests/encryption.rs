@@ -509,9 +509,40 @@ fn a_session_file_copied_out_of_an_encrypted_store_imports_as_its_text_or_not_at
         err.contains("session \"s1\"") && err.contains("(key \"k1\") does not decrypt"),
         "{err}"
     );
-    let err = fails(dir, import(&["--id", "s2", "--encryption-key-file", &k1]));
-    assert!(err.contains("session \"s2\""), "{err}");
+    // Renamed, and imported under its new name, it no longer names the session its
+    // messages were sealed in.
+    let renamed = dir.join("s3.jsonl");
+    std::fs::copy(&copy, &renamed).unwrap();
+    let err = fails(
+        dir,
+        [
+            "sessions",
+            "import",
+            &renamed.display().to_string(),
+            "--storage",
+            &other_url,
+            "--encryption-key-file",
+            &k1,
+        ],
+    );
+    assert!(err.contains("session \"s3\""), "{err}");
     assert!(!other.exists(), "nothing written");
+
+    // Imported as another session, it is opened as the one its file names.
+    ok(dir, import(&["--id", "s2", "--encryption-key-file", &k1]));
+    let shown = ok(
+        dir,
+        [
+            "sessions",
+            "show",
+            "s2",
+            "--storage",
+            &other_url,
+            "--encryption-key-file",
+            &k1,
+        ],
+    );
+    assert!(shown.contains("the vault code is 4711"), "{shown}");
 
     // With the key, the session holds its text, sealed afresh under the current key.
     ok(dir, import(&["--encryption-key-file", &k2]));
