@@ -1,6 +1,6 @@
 //! Summaries that must not be stored, and what a summary may cover: a reply cut short is
-//! refused like an empty one (by hand and automatically), and the latest user message is
-//! never condensed away.
+//! refused like an empty one (by hand and automatically, where it is then not asked for
+//! again on every turn), and the latest user message is never condensed away.
 
 mod common;
 
@@ -69,6 +69,68 @@ async fn an_automatic_summary_cut_short_is_not_stored_and_the_turn_goes_on() {
     assert_eq!(result.result, "still here");
     assert_eq!(h.server.request_count(), 4);
     assert!(!h.stored().await.iter().any(is_context_record));
+}
+
+/// An automatic summary cut short is not asked for again on every turn, each time sending
+/// the whole conversation to be cut short the same way: the next try waits until the
+/// conversation holds twice the messages it held at the failure, and then works as before.
+#[tokio::test]
+async fn an_automatic_summary_cut_short_is_tried_again_only_once_the_conversation_doubles() {
+    let h = Harness::new().await;
+    let mut session = two_turns(&h).await;
+    session.set_context_policy(ContextPolicy {
+        summary_keep_last: 0,
+        auto_summarize_at_tokens: Some(1),
+        ..ContextPolicy::default()
+    });
+    h.server
+        .push(MockReply::finished(
+            "The user's name is Ada and she wa",
+            "length",
+        ))
+        .push_text("a2");
+    assert_eq!(session.send_message("third").await.unwrap().result, "a2");
+    assert_eq!(h.server.request_count(), 4, "the summary, then the answer");
+
+    // The failed summary was asked when the turn's message was the 6th stored: the 7th
+    // to 10th message of the conversation ask for none.
+    for (message, answer) in [("fourth", "a3"), ("fifth", "a4")] {
+        h.server.push_text(answer);
+        assert_eq!(session.send_message(message).await.unwrap().result, answer);
+    }
+    assert_eq!(
+        h.server.request_count(),
+        6,
+        "one request a turn, no summary"
+    );
+    assert!(!h.stored().await.iter().any(is_context_record));
+
+    h.server
+        .push_text("Ada wants a report on X by Friday.")
+        .push_text("a5");
+    assert_eq!(session.send_message("sixth").await.unwrap().result, "a5");
+    assert_eq!(h.server.request_count(), 8, "the summary is tried again");
+    assert!(h.stored().await.iter().any(is_context_record));
+}
+
+/// A failure that may pass (here a 500) is tried again by the very next turn.
+#[tokio::test]
+async fn an_automatic_summary_that_failed_on_a_server_error_is_tried_again_next_turn() {
+    let h = Harness::new().await;
+    let mut session = two_turns(&h).await;
+    session.set_context_policy(ContextPolicy {
+        summary_keep_last: 0,
+        auto_summarize_at_tokens: Some(1),
+        ..ContextPolicy::default()
+    });
+    h.server.push_status(500).push_text("a2");
+    assert_eq!(session.send_message("third").await.unwrap().result, "a2");
+    h.server
+        .push_text("Ada wants a report on X by Friday.")
+        .push_text("a3");
+    assert_eq!(session.send_message("fourth").await.unwrap().result, "a3");
+    assert_eq!(h.server.request_count(), 6);
+    assert!(h.stored().await.iter().any(is_context_record));
 }
 
 /// "The latest user message is always sent" holds for summaries too: `summarize_history`

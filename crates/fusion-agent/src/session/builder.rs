@@ -359,6 +359,7 @@ impl SessionBuilder {
             native_tools_rejected: false,
             request_cache: RequestCache::new(),
             finished_calls: None,
+            auto_summary_retry_at: None,
         })
     }
 }

@@ -21,18 +21,15 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use fusion_core::{Change, ChatMessage, Error, Expect, Result, Revision, SessionId};
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use super::AgentSession;
-use super::store::{TURN_CONFLICT, Write, explain_conflict};
+use super::store::{Write, explain_conflict};
 use crate::context::policy::ContextPolicy;
 use crate::context::prune::PruneReport;
 use crate::context::summary::{SummaryJob, SummaryReport};
 use crate::context::tokens::TokenCounter;
-use crate::context::{
-    Layout, last_turn, plan_prune, summary_record, summary_request,
-    summary_request_sparing_latest_turn, visible_tokens_up_to,
-};
+use crate::context::{last_turn, plan_prune, summary_record, summary_request_sparing_latest_turn};
 use crate::llm::{ChatRequest, RequestCache, SamplingOptions};
 
 /// What a conflict means for a summary or prune record.
@@ -52,6 +49,8 @@ impl AgentSession {
     /// Replaces the context policy; `ContextPolicy::default()` sends everything again.
     pub fn set_context_policy(&mut self, policy: ContextPolicy) {
         self.context = policy;
+        // Another summary to try: one held back after a failure may work now.
+        self.auto_summary_retry_at = None;
     }
 
     /// Sliding window: requests carry at most the last `n` messages, besides the system
@@ -73,6 +72,7 @@ impl AgentSession {
     /// [`summary_keep_last`](ContextPolicy::summary_keep_last) messages as they are.
     pub fn set_auto_summarize(&mut self, threshold_tokens: usize) {
         self.context.auto_summarize_at_tokens = Some(threshold_tokens);
+        self.auto_summary_retry_at = None;
     }
 
     /// The counter for the token budget and the auto-summarize threshold.
@@ -152,6 +152,7 @@ impl AgentSession {
         self.history.clear();
         self.generation = 0;
         self.needs_reload = false;
+        self.auto_summary_retry_at = None;
         info!(session_id = %self.id, "history cleared");
         Ok(())
     }
@@ -288,78 +289,14 @@ impl AgentSession {
             native_tools_rejected: self.native_tools_rejected,
             request_cache: RequestCache::new(),
             finished_calls: None,
+            // The same history: a summary that could not be made of it still cannot.
+            auto_summary_retry_at: self.auto_summary_retry_at,
         })
-    }
-
-    /// Summarizes during a turn, right after its opening was stored, if the policy's
-    /// threshold says so. The summary stops before the turn's own user message, so it
-    /// covers what the threshold counted before that message, as if made just before it.
-    ///
-    /// A failed summary never fails the turn: the turn goes on with the window and budget
-    /// as its only limits, and the next turn tries again. Only a conflict does (the session
-    /// was rewritten or deleted since the opening was stored), as any append of the turn
-    /// would.
-    pub(super) async fn auto_summarize(&mut self) -> Result<()> {
-        let Some(threshold) = self.context.auto_summarize_at_tokens else {
-            return Ok(());
-        };
-        // Counts newest first and stops past the threshold: O(threshold), not O(history).
-        let layout = Layout::new(&self.history);
-        if visible_tokens_up_to(&layout, self.token_counter.as_ref(), threshold) <= threshold {
-            return Ok(());
-        }
-        let opened = self.revision();
-        // The opening ends with the user message; in storage it sits at this index or
-        // later (others may have appended before it, never rewritten the prefix).
-        let user_message = opened.len - 1;
-        match self.auto_summary(opened.generation, user_message).await {
-            Ok(Some(report)) => info!(
-                covers = report.covers,
-                summarized = report.summarized,
-                threshold,
-                "summarized the conversation automatically"
-            ),
-            Ok(None) => debug!(
-                threshold,
-                "over the summary threshold, but nothing to condense"
-            ),
-            Err(err @ Error::Conflict { .. }) => return Err(explain_conflict(err, TURN_CONFLICT)),
-            Err(err) => warn!(
-                error = %err,
-                "automatic summary failed; continuing without it"
-            ),
-        }
-        Ok(())
-    }
-
-    /// The automatic summary of what storage holds before index `end`, if the session is
-    /// still at `generation`.
-    async fn auto_summary(&mut self, generation: u64, end: usize) -> Result<Option<SummaryReport>> {
-        let now = self.refresh().await?;
-        if now.generation != generation {
-            return Err(Expect::Generation(generation).conflict(
-                self.shared.storage.backend_name(),
-                self.id.as_str(),
-                now.generation,
-                Some(now.len),
-            ));
-        }
-        let end = end.min(self.history.len());
-        let job = summary_request(&self.history[..end], self.context.summary_keep_last);
-        let Some((record, report)) = self.write_summary(job).await? else {
-            return Ok(None);
-        };
-        // Without "interrupted" results: this turn's opening, just stored, answered its own
-        // old calls, so an unanswered call at the end of storage is another writer's, still
-        // running. Views skip records, so the record may sit between that call and its
-        // results.
-        self.append(vec![record]).await?;
-        Ok(Some(self.stored_summary(report)))
     }
 
     /// Asks the model for the summary `job` describes: the record to store and the report
     /// to return once it is stored. `None` when there is no job.
-    async fn write_summary(
+    pub(super) async fn write_summary(
         &self,
         job: Option<SummaryJob>,
     ) -> Result<Option<(ChatMessage, SummaryReport)>> {
@@ -409,8 +346,10 @@ impl AgentSession {
         )))
     }
 
-    /// Logs a summary that was stored and hands its report back.
-    fn stored_summary(&self, report: SummaryReport) -> SummaryReport {
+    /// Logs a summary that was stored and hands its report back. Summaries work again:
+    /// an automatic one is no longer held back (see `auto_summary`).
+    pub(super) fn stored_summary(&mut self, report: SummaryReport) -> SummaryReport {
+        self.auto_summary_retry_at = None;
         info!(
             session_id = %self.id,
             covers = report.covers,

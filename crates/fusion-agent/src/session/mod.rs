@@ -29,9 +29,11 @@
 //!
 //! The type, its fields and accessors are here; [`SessionBuilder`] makes one (`builder`),
 //! `store` writes to storage, `turn` runs [`send_message`](AgentSession::send_message),
-//! and `context_ops` holds what changes the history outside a turn (policies, pruning,
-//! summaries, undo, fork, clear).
+//! `auto_summary` the summary a turn makes past the policy's threshold, and `context_ops`
+//! holds what changes the history outside a turn (policies, pruning, summaries, undo,
+//! fork, clear).
 
+mod auto_summary;
 mod builder;
 mod context_ops;
 mod creation;
@@ -127,6 +129,9 @@ pub struct AgentSession {
     /// ran, until the turn stores them all. A turn cancelled then leaves them here, and
     /// the next write stores them in place of "interrupted" ones ([`Self::interrupted_repairs`]).
     finished_calls: Option<FinishedCalls>,
+    /// After an automatic summary failed in a way retrying cannot help: how many messages
+    /// the conversation must hold before the next is tried (see `auto_summary`).
+    auto_summary_retry_at: Option<usize>,
 }
 
 /// Results of some of the calls of one stored reply, not stored yet.
