@@ -67,9 +67,10 @@ impl ApprovalRequest {
     /// plain word (letters, digits, `_`, `-`, `.`) is shown as a JSON string, so that no
     /// name can end the line or pose as another argument, and cut like a value.
     ///
-    /// Characters a screen hides or reorders (a bidi override, a zero-width space, the C1
-    /// controls) are left as they are: show the line through
-    /// [`escape_hidden`](crate::escape_hidden).
+    /// Characters a screen hides, reorders or obeys (a bidi override, a zero-width space,
+    /// a terminal's escape) are written as JSON `\u` escapes
+    /// ([`escape_hidden`](crate::escape_hidden)), in the tool's name too, so an approver
+    /// may print the line as it is.
     pub fn display(&self) -> String {
         let arguments = match &self.arguments {
             Value::Object(map) => map
@@ -85,7 +86,7 @@ impl ApprovalRequest {
                 .join(", "),
             other => cut(&other.to_string(), DISPLAY_VALUE_CHARS),
         };
-        format!("{}({arguments})", self.tool)
+        crate::escape_hidden(&format!("{}({arguments})", self.tool))
     }
 
     /// Whether [`display`](Self::display) cuts a name or a value: then a person asked to
@@ -464,6 +465,24 @@ mod tests {
         };
         assert!(long.display().ends_with("…)"), "{}", long.display());
         assert!(long.display().chars().count() < 160);
+    }
+
+    /// What a screen would hide or reorder reaches no approver that prints the line as it
+    /// is: a bidi override in a value or the tool's name, a terminal escape in a name.
+    #[test]
+    fn a_request_shows_hidden_characters_as_escapes() {
+        let request = ApprovalRequest {
+            tool: "delete\u{200b}_file".into(),
+            call_id: "c1".into(),
+            arguments: serde_json::json!({"path": "report\u{202e}gpj.exe", "\u{1b}[2J": 1}),
+            effects: ToolEffects::DESTRUCTIVE,
+        };
+        let shown = request.display();
+        assert_eq!(
+            shown,
+            r#"delete\u200b_file("\u001b[2J"=1, path="report\u202egpj.exe")"#
+        );
+        assert_eq!(crate::escape_hidden(&shown), shown);
     }
 
     /// A model that adds an argument whose name holds line breaks and a fake prompt could

@@ -284,6 +284,33 @@ async fn a_question_shows_hidden_and_control_characters_as_escapes() {
     assert!(status.success());
 }
 
+/// A call that runs without a question is still shown as it is in the `-> tool(args)`
+/// line and its result's `<-` line: a bidi override there would make a written
+/// `report\u202egpj.exe` read as `reportexe.jpg` in what the person reads afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_run_without_asking_shows_hidden_characters_as_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _) = storage(tmp.path());
+    let arguments =
+        serde_json::json!({"path": "report\u{202e}gpj.exe", "content": "x"}).to_string();
+    let server = MockLlmServer::start().await;
+    server
+        .push_tool_call("write_file", &arguments)
+        .push_text("Written.");
+    let args = ["--session", "r", "--storage", &url, "--approve", "all"];
+    let mut repl = Repl::start(tmp.path(), &server.base_url(), &args);
+    repl.send("write the report");
+    let shown = repl.stdout("Written.").await;
+    assert!(
+        shown.contains(r#"-> write_file({"path":"report\u202egpj.exe""#)
+            || shown.contains(r#"-> write_file({"content":"x","path":"report\u202egpj.exe""#),
+        "{shown}"
+    );
+    assert!(!shown.contains('\u{202e}'), "{shown:?}");
+    let (status, _) = repl.exit().await;
+    assert!(status.success());
+}
+
 /// A few lines of Node.js speaking MCP over stdio, as any server may: `echo {text}`
 /// returns its text, `exit` ends the process mid-call. Both declare themselves read-only,
 /// so neither asks.

@@ -5,7 +5,7 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
-use fusion::agent::{AgentEvent, Approval, Step, TaskResult};
+use fusion::agent::{AgentEvent, Approval, Step, TaskResult, escape_hidden};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::render;
@@ -60,10 +60,12 @@ impl TurnView {
                 tool, arguments, ..
             } => {
                 self.answer_shown = false;
+                // What ran is shown as it is: a bidi override or a zero-width character
+                // in a name or an argument could make it read as another call.
                 let line = format!(
                     "  -> {}({})",
-                    render::printable(tool),
-                    render::shorten(arguments, EXCERPT_CHARS)
+                    render::printable(&escape_hidden(tool)),
+                    render::shorten(&escape_hidden(arguments), EXCERPT_CHARS)
                 );
                 self.line(&line)?;
             }
@@ -149,7 +151,7 @@ fn result_line(step: &Step) -> String {
     ) {
         output.next(); // the approval note the model reads; the user gave it
     }
-    let first = render::shorten(output.next().unwrap_or(""), EXCERPT_CHARS);
+    let first = render::shorten(&escape_hidden(output.next().unwrap_or("")), EXCERPT_CHARS);
     let more = output.count();
     let more = if more > 0 {
         format!(" (+{more} lines)")
