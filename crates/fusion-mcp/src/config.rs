@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::error::Category;
 
+use crate::environment::InheritEnv;
 use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
 
 /// The servers to start, by name (iterated in name order).
@@ -29,12 +30,17 @@ use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig}
 /// {"mcpServers": {
 ///   "files": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "./docs"],
 ///             "env": {"DEBUG": "1"}},
+///   "github": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-github"],
+///              "inheritEnv": ["GITHUB_PERSONAL_ACCESS_TOKEN"]},
 ///   "remote": {"url": "https://mcp.example.com/mcp", "headers": {"Authorization": "Bearer …"}},
 ///   "off": {"command": "old-server", "disabled": true}
 /// }}
 /// ```
-/// A server has either `command` (with optional `args`, `env`, `cwd`) or `url` (with
-/// optional `headers`). Other fields (`type`, `alwaysAllow`, …) are ignored, except that
+/// A server has either `command` (with optional `args`, `env`, `cwd`, `inheritEnv`) or
+/// `url` (with optional `headers`). A command is given, of the environment this program
+/// runs in, only [`DEFAULT_INHERITED_ENV`](crate::DEFAULT_INHERITED_ENV) and the variables
+/// its `"inheritEnv"` lists (`true` gives it the whole environment; see [`InheritEnv`]),
+/// then its `env`. Other fields (`type`, `alwaysAllow`, …) are ignored, except that
 /// `"disabled": true` leaves the server out and `"type": "sse"` (the legacy transport,
 /// which this client does not speak) is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -248,6 +254,10 @@ struct RawServer {
     disabled: bool,
     #[serde(rename = "type")]
     kind: Option<String>,
+    /// Read by [`inherit_env`], whose messages are clearer than serde's for a field of two
+    /// forms.
+    #[serde(rename = "inheritEnv")]
+    inherit_env: Option<Value>,
 }
 
 impl RawServer {
@@ -272,6 +282,7 @@ impl RawServer {
                 args: self.args,
                 env: self.env,
                 cwd: self.cwd,
+                inherit_env: inherit_env(self.inherit_env)?,
             })),
             (None, Some(url)) => Ok(McpServerConfig::Http(HttpServerConfig {
                 url,
@@ -280,6 +291,39 @@ impl RawServer {
             })),
         }
     }
+}
+
+/// `"inheritEnv"`: a list of variable names, or `true` for the whole environment (`false`
+/// or none: the defaults only). An entry is named by its position, never quoted: one
+/// holding `=` is likely a value put here by mistake.
+fn inherit_env(value: Option<Value>) -> std::result::Result<InheritEnv, String> {
+    let entries = match value {
+        None | Some(Value::Null | Value::Bool(false)) => return Ok(InheritEnv::default()),
+        Some(Value::Bool(true)) => return Ok(InheritEnv::All),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => {
+            return Err(
+                "`inheritEnv` must be a list of environment variable names, or true \
+                        to pass the whole environment"
+                    .to_owned(),
+            );
+        }
+    };
+    let mut names = Vec::with_capacity(entries.len());
+    for (at, entry) in entries.into_iter().enumerate() {
+        let n = at + 1;
+        let Value::String(name) = entry else {
+            return Err(format!("`inheritEnv` entry {n} is not a string"));
+        };
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(format!(
+                "`inheritEnv` entry {n} is not a variable name (it lists names whose values \
+                 come from Fusion's environment; set values in `env`)"
+            ));
+        }
+        names.push(name);
+    }
+    Ok(InheritEnv::Named(names))
 }
 
 #[cfg(test)]
@@ -402,6 +446,41 @@ mod tests {
             for secret in ["SUPERSECRET", "987654321", "31415926", "4711"] {
                 assert!(!message.contains(secret), "{message}");
             }
+        }
+    }
+
+    #[test]
+    fn inherit_env_names_variables_or_takes_the_whole_environment() {
+        let inherit = |field: &str| {
+            let json = format!(r#"{{"mcpServers": {{"s": {{"command": "x"{field}}}}}}}"#);
+            McpConfig::from_json_str(&json).map(|config| match config.get("s") {
+                Some(McpServerConfig::Stdio(stdio)) => stdio.inherit_env.clone(),
+                other => panic!("not a stdio server: {other:?}"),
+            })
+        };
+        assert_eq!(inherit("").unwrap(), InheritEnv::Named(vec![]));
+        assert_eq!(
+            inherit(r#", "inheritEnv": false"#).unwrap(),
+            InheritEnv::default()
+        );
+        assert_eq!(inherit(r#", "inheritEnv": true"#).unwrap(), InheritEnv::All);
+        assert_eq!(
+            inherit(r#", "inheritEnv": ["GITHUB_TOKEN", "AWS_PROFILE"]"#).unwrap(),
+            InheritEnv::Named(vec!["GITHUB_TOKEN".into(), "AWS_PROFILE".into()])
+        );
+        for (field, says) in [
+            (r#", "inheritEnv": "GITHUB_TOKEN""#, "must be a list"),
+            (r#", "inheritEnv": ["A", 5]"#, "entry 2 is not a string"),
+            (
+                r#", "inheritEnv": ["TOKEN=sk-SUPERSECRET"]"#,
+                "entry 1 is not a variable name",
+            ),
+            (r#", "inheritEnv": [""]"#, "entry 1 is not a variable name"),
+        ] {
+            let message = inherit(field).unwrap_err().to_string();
+            assert!(message.contains("server `s`: `inheritEnv`"), "{message}");
+            assert!(message.contains(says), "{message}");
+            assert!(!message.contains("SUPERSECRET"), "{message}");
         }
     }
 

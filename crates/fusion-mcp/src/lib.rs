@@ -36,6 +36,9 @@
 //! "headers"}}}` JSON of desktop MCP clients (`"disabled": true` honoured, other extra
 //! fields ignored), or takes servers in code, or one command line such as `npx -y
 //! @modelcontextprotocol/server-filesystem ./docs` ([`McpConfig::add_command_line`]).
+//! A stdio server is given its `env` and, of this program's environment, only
+//! [`DEFAULT_INHERITED_ENV`] (`PATH`, `HOME`, …) and what its `"inheritEnv"` names
+//! ([`InheritEnv`]): the agent's own keys and passwords stay with the agent.
 //! [`McpOptions`] sets the per-call timeout (30 s), the startup timeout (30 s, since `npx
 //! -y` may download first) and the most text one result may give the model (256 KiB).
 //!
@@ -95,9 +98,9 @@
 //! [`McpSessionExt`] gives `SessionBuilder` an `mcp_config(..)`: the servers start with
 //! the session and their tools join its own.
 //!
-//! Inside, modules form layers: `options`, `command_line`, `server_config`, `config`,
-//! `naming`, `result`, `http_client` and `watchdog` at the bottom; `process`, `checked`
-//! and `connection` over them; `core` (the connection, restarts and calls); `tool` and
+//! Inside, modules form layers: `options`, `command_line`, `environment`,
+//! `server_config`, `config`, `naming`, `result`, `http_client` and `watchdog` at the
+//! bottom; `process`, `checked` and `connection` over them; `core` (the connection, restarts and calls); `tool` and
 //! `server`; `servers` and `session_ext` on top.
 
 mod call;
@@ -106,6 +109,7 @@ mod command_line;
 mod config;
 mod connection;
 mod core;
+mod environment;
 mod http_client;
 pub mod naming;
 mod options;
@@ -124,6 +128,7 @@ mod watchdog;
 
 pub use config::McpConfig;
 pub use connection::MAX_LIST_PAGES;
+pub use environment::{DEFAULT_INHERITED_ENV, InheritEnv};
 pub use options::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_OBSERVATION_BYTES, DEFAULT_STARTUP_TIMEOUT, McpOptions,
 };

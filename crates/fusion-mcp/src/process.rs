@@ -1,6 +1,7 @@
-//! The child process of a stdio server: started in its own process group, its stderr
-//! drained into a short tail for error messages, its exit watched, and the whole group
-//! killed when it is dropped.
+//! The child process of a stdio server: started in its own process group with the part of
+//! this program's environment its configuration allows, its stderr drained into a short
+//! tail for error messages, its exit watched, and the whole group killed when it is
+//! dropped.
 //!
 //! Killing the group rather than the child matters for launchers: `npx` runs the server as
 //! a grandchild `node`, which would outlive a killed `npx`. Dropping kills synchronously
@@ -37,13 +38,17 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
-    /// Starts `config`'s command with piped stdio, as the leader of a new process group.
+    /// Starts `config`'s command with piped stdio, as the leader of a new process group,
+    /// given the variables `config.inherit_env` selects and `config.env` over them.
     ///
     /// Must be called inside a tokio runtime: two tasks watch the process.
     pub fn spawn(server: &str, config: &StdioServerConfig) -> std::io::Result<Self> {
         let mut command = Command::new(&config.command);
+        command.args(&config.args);
+        if let Some(inherited) = config.inherit_env.select(std::env::vars_os()) {
+            command.env_clear().envs(inherited);
+        }
         command
-            .args(&config.args)
             .envs(&config.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

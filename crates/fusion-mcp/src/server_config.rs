@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use fusion_core::{Error, Result};
 
 use crate::command_line;
+use crate::environment::InheritEnv;
 
 /// How to reach one MCP server.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -68,7 +69,18 @@ impl From<HttpServerConfig> for McpServerConfig {
 }
 
 /// A server started as a child process: `command` with `args`, in `cwd` (else the current
-/// directory), with the current environment plus `env`.
+/// directory), with `env` over what it inherits of this program's environment: by default
+/// only [`DEFAULT_INHERITED_ENV`](crate::DEFAULT_INHERITED_ENV) (`PATH`, `HOME`, …), never
+/// the agent's keys and passwords, unless [`inherit_env`](Self::inherit_env) names them.
+///
+/// ```
+/// use fusion_mcp::StdioServerConfig;
+///
+/// // The server reads GITHUB_TOKEN from the environment Fusion runs in.
+/// let github = StdioServerConfig::new("npx")
+///     .args(["-y", "@modelcontextprotocol/server-github"])
+///     .inherit_env("GITHUB_TOKEN");
+/// ```
 ///
 /// The command is run directly, not through a shell; it is looked up on `PATH`. The
 /// process is started in its own process group, and stopping the server stops the whole
@@ -79,10 +91,13 @@ pub struct StdioServerConfig {
     pub command: String,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Variables added to the inherited environment (often API keys).
+    /// Variables set for the server (often API keys), over the inherited ones.
     pub env: BTreeMap<String, String>,
     /// The working directory, if not the current one.
     pub cwd: Option<PathBuf>,
+    /// Which variables of this program's environment the server inherits: by default
+    /// only [`DEFAULT_INHERITED_ENV`](crate::DEFAULT_INHERITED_ENV).
+    pub inherit_env: InheritEnv,
 }
 
 impl StdioServerConfig {
@@ -93,6 +108,7 @@ impl StdioServerConfig {
             args: Vec::new(),
             env: BTreeMap::new(),
             cwd: None,
+            inherit_env: InheritEnv::default(),
         }
     }
 
@@ -111,6 +127,24 @@ impl StdioServerConfig {
     /// Sets an environment variable for the server.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.insert(name.into(), value.into());
+        self
+    }
+
+    /// Passes the variable `name` of this program's environment on to the server, when it
+    /// is set, besides the [defaults](crate::DEFAULT_INHERITED_ENV). No effect after
+    /// [`inherit_all_env`](Self::inherit_all_env).
+    pub fn inherit_env(mut self, name: impl Into<String>) -> Self {
+        if let InheritEnv::Named(names) = &mut self.inherit_env {
+            names.push(name.into());
+        }
+        self
+    }
+
+    /// Passes this program's whole environment on to the server, secrets included (the
+    /// LLM provider's key, `FUSION_ENCRYPTION_KEY`, database passwords): for a server
+    /// trusted with all of them.
+    pub fn inherit_all_env(mut self) -> Self {
+        self.inherit_env = InheritEnv::All;
         self
     }
 
@@ -137,6 +171,7 @@ impl fmt::Debug for StdioServerConfig {
             .field("args", &self.args)
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("cwd", &self.cwd)
+            .field("inherit_env", &self.inherit_env)
             .finish()
     }
 }

@@ -8,8 +8,9 @@
 //! - `--grandchild`: starts `sleep 600` as a child first, standing for the `node` that
 //!   `npx` starts, so tests can check a whole process group is stopped.
 //!
-//! Otherwise it serves three tools: `echo {text}`; `pids`, answering
-//! `{"pid": …, "grandchild": …}`; and `exit {code}`, which exits mid-call.
+//! Otherwise it serves four tools: `echo {text}`; `pids`, answering
+//! `{"pid": …, "grandchild": …}`; `env`, answering its environment as a JSON object; and
+//! `exit {code}`, which exits mid-call.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -56,6 +57,11 @@ impl ServerHandler for TestServer {
                 json!({"type": "object"}),
             ),
             tool(
+                "env",
+                "Returns this process's environment variables.",
+                json!({"type": "object"}),
+            ),
+            tool(
                 "exit",
                 "Exits the server process with the given code, mid-call.",
                 json!({"type": "object", "properties": {"code": {"type": "integer"}}}),
@@ -74,6 +80,15 @@ impl ServerHandler for TestServer {
             "pids" => {
                 let grandchild = self.grandchild.lock().unwrap().as_ref().map(Child::id);
                 json!({"pid": std::process::id(), "grandchild": grandchild}).to_string()
+            }
+            "env" => {
+                let vars: serde_json::Map<String, Value> = std::env::vars_os()
+                    .map(|(name, value)| {
+                        let value = value.to_string_lossy().into_owned();
+                        (name.to_string_lossy().into_owned(), Value::String(value))
+                    })
+                    .collect();
+                Value::Object(vars).to_string()
             }
             "exit" => {
                 let code = args["code"].as_i64().unwrap_or(3) as i32;
