@@ -86,6 +86,11 @@ impl Core {
         &self.config
     }
 
+    /// The options it runs with.
+    pub fn options(&self) -> &McpOptions {
+        &self.options
+    }
+
     /// The tools as last listed. Cheap.
     pub fn listing(&self) -> Listing {
         self.listing.borrow().clone()

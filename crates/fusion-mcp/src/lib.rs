@@ -40,7 +40,8 @@
 //! [`DEFAULT_INHERITED_ENV`] (`PATH`, `HOME`, …) and what its `"inheritEnv"` names
 //! ([`InheritEnv`]): the agent's own keys and passwords stay with the agent.
 //! [`McpOptions`] sets the per-call timeout (30 s), the startup timeout (30 s, since `npx
-//! -y` may download first) and the most text one result may give the model (256 KiB).
+//! -y` may download first), the most text one result may give the model (256 KiB) and
+//! the longest tool description offered (1,024 characters, OpenAI's limit).
 //!
 //! # Names
 //! A tool is offered as `{server}__{tool}`, sanitized to OpenAI's `[a-zA-Z0-9_-]{1,64}`;
@@ -130,7 +131,8 @@ pub use config::McpConfig;
 pub use connection::MAX_LIST_PAGES;
 pub use environment::{DEFAULT_INHERITED_ENV, InheritEnv};
 pub use options::{
-    DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_OBSERVATION_BYTES, DEFAULT_STARTUP_TIMEOUT, McpOptions,
+    DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_DESCRIPTION_CHARS, DEFAULT_MAX_OBSERVATION_BYTES,
+    DEFAULT_STARTUP_TIMEOUT, McpOptions,
 };
 pub use server::{McpServer, SkippedTool};
 pub use server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};

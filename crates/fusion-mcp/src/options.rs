@@ -1,4 +1,4 @@
-//! [`McpOptions`]: the timeouts and size limit every server of a set runs with.
+//! [`McpOptions`]: the timeouts and size limits every server of a set runs with.
 
 use std::time::Duration;
 
@@ -11,6 +11,11 @@ pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most text of one result shown to the model unless configured otherwise: 256 KiB.
 pub const DEFAULT_MAX_OBSERVATION_BYTES: usize = 256 * 1024;
+
+/// The longest tool description offered to the model unless configured otherwise: 1,024
+/// characters, the most OpenAI takes (a longer one fails the whole request with
+/// `string_above_max_length`).
+pub const DEFAULT_MAX_DESCRIPTION_CHARS: usize = 1024;
 
 /// Settings shared by every server of a set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +31,11 @@ pub struct McpOptions {
     /// The most bytes of text one result may give the model; more is cut, with a note
     /// saying how much was cut.
     pub max_observation_bytes: usize,
+    /// The longest tool description, in characters, offered to the model; a longer one is
+    /// cut, ending in a note that says so. Descriptions go with every request, so this
+    /// also bounds what a server's tools cost each turn. Raise it for a provider that
+    /// takes longer ones.
+    pub max_description_chars: usize,
 }
 
 impl Default for McpOptions {
@@ -34,6 +44,7 @@ impl Default for McpOptions {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             max_observation_bytes: DEFAULT_MAX_OBSERVATION_BYTES,
+            max_description_chars: DEFAULT_MAX_DESCRIPTION_CHARS,
         }
     }
 }

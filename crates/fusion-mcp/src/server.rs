@@ -180,7 +180,13 @@ impl McpServer {
                 });
                 continue;
             };
-            match McpTool::new(name, tool, Arc::downgrade(&self.inner.core)) {
+            let max_description = self.inner.core.options().max_description_chars;
+            match McpTool::new(
+                name,
+                tool,
+                max_description,
+                Arc::downgrade(&self.inner.core),
+            ) {
                 Ok(tool) => tools.push(Arc::new(tool)),
                 Err(reason) => skipped.push(SkippedTool {
                     name: tool.name.to_string(),

@@ -1,6 +1,6 @@
 //! [`McpTool`]: one tool of an MCP server as the agent sees it: the server's description
-//! and input schema, its effects from the server's annotations, and calls forwarded to the
-//! server.
+//! (cut to the configured length) and input schema, its effects from the server's
+//! annotations, and calls forwarded to the server.
 
 use std::sync::Weak;
 
@@ -24,10 +24,16 @@ pub struct McpTool {
 }
 
 impl McpTool {
-    /// The tool `listed` by the server behind `core`, called `name` by the model. Fails,
-    /// with the reason, when its input schema is not a JSON Schema for an object (the only
-    /// kind of arguments a model can send).
-    pub fn new(name: String, listed: &rmcp::model::Tool, core: Weak<Core>) -> Result<Self, String> {
+    /// The tool `listed` by the server behind `core`, called `name` by the model, its
+    /// description cut to `max_description_chars`. Fails, with the reason, when its input
+    /// schema is not a JSON Schema for an object (the only kind of arguments a model can
+    /// send).
+    pub fn new(
+        name: String,
+        listed: &rmcp::model::Tool,
+        max_description_chars: usize,
+        core: Weak<Core>,
+    ) -> Result<Self, String> {
         let schema = &listed.input_schema;
         match schema.get("type") {
             Some(Value::String(kind)) if kind == "object" => {}
@@ -47,8 +53,19 @@ impl McpTool {
             .description
             .as_deref()
             .or(listed.title.as_deref())
-            .unwrap_or("")
-            .to_owned();
+            .unwrap_or("");
+        let description = match cut_description(description, max_description_chars) {
+            Some(cut) => {
+                tracing::info!(
+                    tool = %name,
+                    chars = description.chars().count(),
+                    max = max_description_chars,
+                    "MCP tool description cut"
+                );
+                cut
+            }
+            None => description.to_owned(),
+        };
         Ok(Self {
             name,
             mcp_name: listed.name.to_string(),
@@ -58,6 +75,25 @@ impl McpTool {
             core,
         })
     }
+}
+
+/// `description` cut to `max` characters, its end replaced by a note saying how long it
+/// was; `None` when it fits. The note counts toward `max`, so the result is what a
+/// provider checking that length takes.
+fn cut_description(description: &str, max: usize) -> Option<String> {
+    let chars = description.chars().count();
+    if chars <= max {
+        return None;
+    }
+    let note = format!(" [description cut: {chars} characters]");
+    let keep = max.saturating_sub(note.chars().count() + 1);
+    let kept: String = description.chars().take(keep).collect();
+    let mut cut = format!("{}…{note}", kept.trim_end());
+    if cut.chars().count() > max {
+        // A limit shorter than the note: the text alone, cut to the limit.
+        cut = description.chars().take(max).collect();
+    }
+    Some(cut)
 }
 
 /// The hints read cautiously: read-only only when `readOnlyHint` is true; destructive
@@ -123,6 +159,7 @@ mod tests {
         let ok = McpTool::new(
             "s__t".into(),
             &listed(json!({"type": "object"}), None),
+            1024,
             Weak::new(),
         );
         let ok = ok.unwrap();
@@ -136,11 +173,32 @@ mod tests {
                 "\"properties\"",
             ),
         ] {
-            let reason = McpTool::new("s__t".into(), &listed(schema, None), Weak::new())
+            let reason = McpTool::new("s__t".into(), &listed(schema, None), 1024, Weak::new())
                 .err()
                 .unwrap();
             assert!(reason.contains(says), "{reason}");
         }
+    }
+
+    #[test]
+    fn a_long_description_is_cut_to_the_limit_with_a_note() {
+        let mut huge = listed(json!({"type": "object"}), None);
+        huge.description = Some(format!("Fetches pages. {}", "é".repeat(5 << 20)).into());
+        let tool = McpTool::new("s__t".into(), &huge, 1024, Weak::new()).unwrap();
+        let description = tool.description();
+        assert_eq!(description.chars().count(), 1024);
+        assert!(
+            description.starts_with("Fetches pages. éé"),
+            "{description}"
+        );
+        assert!(
+            description.ends_with("é… [description cut: 5242895 characters]"),
+            "{description}"
+        );
+        let fits = McpTool::new("s__t".into(), &huge, 6 << 20, Weak::new()).unwrap();
+        assert_eq!(fits.description(), huge.description.as_deref().unwrap());
+        assert_eq!(cut_description("abcdef", 3).as_deref(), Some("abc"));
+        assert_eq!(cut_description("abc", 3), None);
     }
 
     #[test]

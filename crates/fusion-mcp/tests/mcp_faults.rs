@@ -1,7 +1,8 @@
 //! Faults that need no process, against an in-process rmcp server over streamable HTTP on
 //! a loopback port: a hang past the per-call timeout (cancelled), a malformed schema
-//! (skipped), a 10 MB result (cut), `isError`, structured and image content,
-//! `notifications/tools/list_changed`, and the headers an HTTP server is sent.
+//! (skipped), a 5 MB description (cut), a 10 MB result (cut), `isError`, structured and
+//! image content, `notifications/tools/list_changed`, and the headers an HTTP server is
+//! sent.
 
 mod common;
 
@@ -134,8 +135,14 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(Vec::new()).await
+}
+
+/// The server with `extra` tools besides its own.
+async fn harness_with(extra: Vec<McpToolDef>) -> Harness {
     let (cancel_tx, cancelled) = mpsc::unbounded_channel();
     let server = FaultyServer::new(cancel_tx);
+    server.tools.lock().unwrap().extend(extra);
     let service: StreamableHttpService<FaultyServer, LocalSessionManager> =
         StreamableHttpService::new(
             move || Ok(server.clone()),
@@ -316,4 +323,34 @@ async fn a_list_changed_notification_relists_the_tools_and_moves_the_revision() 
     session.send_message("Anything new?").await.unwrap();
     assert!(offered(&llm, 2).contains(&"faulty__extra".to_owned()));
     assert!(!offered(&llm, 0).contains(&"faulty__extra".to_owned()));
+}
+
+#[tokio::test]
+async fn a_five_megabyte_description_is_offered_cut_to_the_limit() {
+    let mut verbose = def("verbose", object());
+    verbose.description = Some(format!("Fetches pages. {}", "x".repeat(5 << 20)).into());
+    let h = harness_with(vec![verbose]).await;
+    let server = start(&h, McpOptions::default()).await;
+    let mut registry = ToolRegistry::new();
+    registry.register_source(Arc::new(server.clone()));
+    let llm = MockLlmServer::start().await;
+    llm.push_text("Fine.");
+    let mut session = session(&llm, registry).await;
+    session.send_message("Hello.").await.unwrap();
+
+    let tools = llm.requests()[0]["tools"].as_array().unwrap().clone();
+    let verbose = tools
+        .iter()
+        .find(|t| t["function"]["name"] == "faulty__verbose")
+        .expect("the tool is offered");
+    let description = verbose["function"]["description"].as_str().unwrap();
+    assert_eq!(description.chars().count(), 1024);
+    assert!(
+        description.starts_with("Fetches pages. xxx"),
+        "{description}"
+    );
+    assert!(
+        description.ends_with("x… [description cut: 5242895 characters]"),
+        "{description}"
+    );
 }
