@@ -87,21 +87,17 @@ fn is_link(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_symlink())
 }
 
-/// A new file at `path` holding `bytes`; an existing one is refused, and a failed write
-/// removes what it began.
+/// A new file at `path` holding `bytes`, whole or not at all (a command killed mid-write
+/// leaves no half-written export to import as a shorter history); an existing one is
+/// refused.
 fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = match OpenOptions::new().write(true).create_new(true).open(path) {
+    match regular_file::create(path, bytes) {
         Err(err) if err.kind() == ErrorKind::AlreadyExists => {
-            // Created between the look and the open.
+            // Created between the look and the link.
             bail!("the file exists; pass --force to replace it")
         }
-        opened => opened?,
-    };
-    let written = file.write_all(bytes).and_then(|()| file.sync_all());
-    if written.is_err() {
-        let _ = fs::remove_file(path);
+        created => Ok(created?),
     }
-    Ok(written?)
 }
 
 #[cfg(test)]

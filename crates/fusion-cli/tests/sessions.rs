@@ -433,3 +433,53 @@ fn concurrent_imports_create_a_redis_session_once() {
     concurrent_imports_create_the_session_once(tmp.path(), &url);
     common::clean_up(&url.parse().unwrap());
 }
+
+/// An export killed mid-write leaves no file a later import would take for a shorter
+/// history: the file appears whole or not at all. The kill is the kernel's: past the
+/// file size limit (`ulimit -f`) a process gets `SIGXFSZ` in the middle of its write.
+#[cfg(unix)]
+#[test]
+fn an_export_killed_mid_write_leaves_no_half_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fs_url, fs) = fs_storage(tmp.path());
+    let long: Vec<fusion::ChatMessage> = (0..40)
+        .map(|n| fusion::ChatMessage::user(format!("{n} {}", "x".repeat(1000))))
+        .collect();
+    seed(&fs, "big", &long);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+
+    for format in ["json", "jsonl"] {
+        let file = out.join(format!("big.{format}"));
+        let limited = common::fusion(tmp.path());
+        let status = std::process::Command::new("sh")
+            .envs(limited.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .env_remove("FUSION_STORAGE")
+            .args(["-c", "ulimit -f 16 && exec \"$@\"", "sh"])
+            .arg(limited.get_program())
+            .args(["sessions", "export", "big", "-f", format, "-o"])
+            .arg(&file)
+            .args(["--storage", &fs_url])
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the export was not stopped by the limit");
+        assert!(!file.exists(), "a half-written {format} export was left");
+    }
+    // What the killed runs left (temporary files) stands in no later export's way.
+    let file = out.join("big.jsonl");
+    ok(
+        tmp.path(),
+        [
+            "sessions",
+            "export",
+            "big",
+            "-f",
+            "jsonl",
+            "-o",
+            file.to_str().unwrap(),
+            "--storage",
+            &fs_url,
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 40);
+}

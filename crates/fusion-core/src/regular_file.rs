@@ -130,6 +130,52 @@ pub fn replace(target: &Path, bytes: &[u8], permissions: Option<Permissions>) ->
     written
 }
 
+/// Creates the file `target` holding `bytes`, whole or not at all, and only if nothing is
+/// there ([`io::ErrorKind::AlreadyExists`] otherwise, `target` untouched): writes a new
+/// temporary file beside it, flushes it to disk and links it in under `target` (a hard
+/// link, which fails rather than replace anything), then removes the temporary name. So
+/// nobody ever finds `target` half written, even if the process is killed mid-write: a
+/// crash leaves at worst a stray temporary file, as [`replace`] does.
+///
+/// On a file system without hard links (FAT, some network and FUSE file systems) the
+/// temporary file is renamed over `target` if nothing is there when looked at: the one
+/// window left is another process creating `target` in that instant.
+pub fn create(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (temp_path, mut temp) = temp_beside(target)?;
+    let written = temp
+        .write_all(bytes)
+        .and_then(|()| temp.sync_all())
+        .and_then(|()| match fs::hard_link(&temp_path, target) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Err(err),
+            Err(err) if links_unsupported(&err) => {
+                if fs::symlink_metadata(target).is_ok() {
+                    Err(io::Error::from(io::ErrorKind::AlreadyExists))
+                } else {
+                    fs::rename(&temp_path, target)
+                }
+            }
+            Err(err) => Err(err),
+        });
+    // Linked in, or failed: either way the temporary name goes (after a rename, it is
+    // gone already).
+    let _ = fs::remove_file(&temp_path);
+    written
+}
+
+/// Whether a failed `link` says the file system has no hard links (`EPERM`, as Linux's
+/// FAT reports it, or `EOPNOTSUPP`), rather than that this link cannot be made.
+fn links_unsupported(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        return true;
+    }
+    matches!(
+        err.kind(),
+        io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
+    )
+}
+
 /// The most of `target`'s name a temporary file beside it repeats, in bytes: its dot and
 /// suffix (`.{pid}.{nanos}.{n}.tmp`, at most 30 bytes) must fit with it in the 255 bytes
 /// a file name may have, whatever the name's length.
@@ -234,6 +280,25 @@ mod tests {
         assert_eq!(read(&file).unwrap(), b"");
         let missing = open(OpenOptions::new().read(true), &dir.path().join("missing"));
         assert_eq!(missing.unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_created_file_is_whole_and_never_replaces_one_that_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("export.json");
+        create(&target, b"first").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"first");
+        let err = create(&target, b"second").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&target).unwrap(), b"first", "left as it was");
+        // A dangling link is something there too, and is not followed.
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+        let err = create(&link, b"x").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(!dir.path().join("nowhere").exists());
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
     }
 
     #[test]
