@@ -8,7 +8,7 @@
 //! message count, order and roles, sizes, timestamps) and how keys are handled is in
 //! `docs/security.md`.
 //!
-//! Each message is stored as a [`ChatMessage`](fusion_core::ChatMessage) with its role in
+//! Each message is stored as a [`ChatMessage`] with its role in
 //! clear and `content` = `fusion:enc:v1:<key id>:<base64url(nonce‖ciphertext)>`; the
 //! ciphertext holds the whole message (content, tool calls, name, metadata), under
 //! AES-256-GCM with a key derived for the session (HKDF-SHA256 of the master key
