@@ -49,8 +49,10 @@
 //! [`naming`]. A name once given to a tool stays with that tool while the server runs,
 //! also when its list changes, and no other tool is given it: a call, or an "always"
 //! approval, made under a name reaches the tool it was given to. A tool whose input
-//! schema is not a JSON object schema is not offered; [`McpServer::skipped_tools`] says
-//! which and why.
+//! schema is not a JSON object schema, well formed throughout (`"properties": {"x": 5}`
+//! and `"required": "x"` are not), of at most [`MAX_SCHEMA_BYTES`], is not offered: a
+//! provider refuses a request with one such schema whole. [`McpServer::skipped_tools`]
+//! says which and why.
 //!
 //! # Effects
 //! [`Tool::effects`](fusion_agent::Tool::effects) comes from the tool's annotations:
@@ -100,8 +102,8 @@
 //! the session and their tools join its own.
 //!
 //! Inside, modules form layers: `options`, `command_line`, `environment`,
-//! `server_config`, `config`, `naming`, `result`, `http_client` and `watchdog` at the
-//! bottom; `process`, `checked` and `connection` over them; `core` (the connection, restarts and calls); `tool` and
+//! `server_config`, `config`, `naming`, `result`, `schema`, `http_client` and `watchdog`
+//! at the bottom; `process`, `checked` and `connection` over them; `core` (the connection, restarts and calls); `tool` and
 //! `server`; `servers` and `session_ext` on top.
 
 mod call;
@@ -116,6 +118,7 @@ pub mod naming;
 mod options;
 mod process;
 mod result;
+mod schema;
 mod server;
 mod server_config;
 mod servers;
@@ -134,6 +137,7 @@ pub use options::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_DESCRIPTION_CHARS, DEFAULT_MAX_OBSERVATION_BYTES,
     DEFAULT_STARTUP_TIMEOUT, McpOptions,
 };
+pub use schema::MAX_SCHEMA_BYTES;
 pub use server::{McpServer, SkippedTool};
 pub use server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
 pub use servers::McpServers;

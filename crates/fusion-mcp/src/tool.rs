@@ -10,6 +10,7 @@ use fusion_core::{Error, Result};
 use serde_json::Value;
 
 use crate::core::Core;
+use crate::schema;
 
 /// A tool of an MCP server, under its [collision-free name](crate::naming).
 pub struct McpTool {
@@ -26,8 +27,8 @@ pub struct McpTool {
 impl McpTool {
     /// The tool `listed` by the server behind `core`, called `name` by the model, its
     /// description cut to `max_description_chars`. Fails, with the reason, when its input
-    /// schema is not a JSON Schema for an object (the only kind of arguments a model can
-    /// send).
+    /// schema is not a well-formed JSON Schema for an object (the only kind of arguments
+    /// a model can send) of at most [`MAX_SCHEMA_BYTES`](crate::MAX_SCHEMA_BYTES).
     pub fn new(
         name: String,
         listed: &rmcp::model::Tool,
@@ -35,20 +36,7 @@ impl McpTool {
         core: Weak<Core>,
     ) -> Result<Self, String> {
         let schema = &listed.input_schema;
-        match schema.get("type") {
-            Some(Value::String(kind)) if kind == "object" => {}
-            Some(other) => {
-                return Err(format!(
-                    "its inputSchema has \"type\": {other}; tool arguments must be an object"
-                ));
-            }
-            None => return Err("its inputSchema has no \"type\": \"object\"".to_owned()),
-        }
-        if let Some(properties) = schema.get("properties")
-            && !properties.is_object()
-        {
-            return Err("its inputSchema's \"properties\" is not an object".to_owned());
-        }
+        schema::check_input_schema(schema)?;
         let description = listed
             .description
             .as_deref()

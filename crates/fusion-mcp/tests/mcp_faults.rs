@@ -1,8 +1,8 @@
 //! Faults that need no process, against an in-process rmcp server over streamable HTTP on
-//! a loopback port: a hang past the per-call timeout (cancelled), a malformed schema
-//! (skipped), a 5 MB description (cut), a 10 MB result (cut), `isError`, structured and
-//! image content, `notifications/tools/list_changed`, and the headers an HTTP server is
-//! sent.
+//! a loopback port: a hang past the per-call timeout (cancelled), a schema that is not an
+//! object's, is broken inside or is too large (skipped), a 5 MB description (cut), a 10
+//! MB result (cut), `isError`, structured and image content,
+//! `notifications/tools/list_changed`, and the headers an HTTP server is sent.
 
 mod common;
 
@@ -353,4 +353,55 @@ async fn a_five_megabyte_description_is_offered_cut_to_the_limit() {
         description.ends_with("x… [description cut: 5242895 characters]"),
         "{description}"
     );
+}
+
+#[tokio::test]
+async fn tools_whose_schemas_are_broken_inside_are_left_out_and_requests_go_on() {
+    let huge: serde_json::Map<String, Value> = (0..2000)
+        .map(|n| {
+            (
+                format!("p{n}"),
+                json!({"type": "string", "description": "x".repeat(40)}),
+            )
+        })
+        .collect();
+    let h = harness_with(vec![
+        def(
+            "odd_property",
+            json!({"type": "object", "properties": {"x": 5}}),
+        ),
+        def("odd_required", json!({"type": "object", "required": "x"})),
+        def("huge_schema", json!({"type": "object", "properties": huge})),
+    ])
+    .await;
+    let server = start(&h, McpOptions::default()).await;
+    let reasons: Vec<(String, String)> = server
+        .skipped_tools()
+        .into_iter()
+        .map(|s| (s.name, s.reason))
+        .collect();
+    let reason = |name: &str| {
+        let found = reasons.iter().find(|(n, _)| n == name);
+        found
+            .unwrap_or_else(|| panic!("{name} not skipped: {reasons:?}"))
+            .1
+            .clone()
+    };
+    assert!(reason("odd_property").contains("`/properties/x` is a number, not a schema"));
+    assert!(reason("odd_required").contains("`/required` is a string, not a list"));
+    assert!(reason("huge_schema").contains("at most 64 KiB"));
+
+    let mut registry = ToolRegistry::new();
+    registry.register_source(Arc::new(server.clone()));
+    let llm = MockLlmServer::start().await;
+    llm.push_tool_call("faulty__weather", "{}")
+        .push_text("Done.");
+    let mut session = session(&llm, registry).await;
+    let result = session.send_message("Weather?").await.unwrap();
+    assert!(result.steps[0].success, "{}", result.steps[0].observation);
+    let names = offered(&llm, 0);
+    assert!(names.contains(&"faulty__weather".to_owned()), "{names:?}");
+    for skipped in ["odd_property", "odd_required", "huge_schema"] {
+        assert!(!names.contains(&format!("faulty__{skipped}")), "{names:?}");
+    }
 }
