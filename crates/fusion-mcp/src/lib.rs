@@ -40,8 +40,10 @@
 //! [`DEFAULT_INHERITED_ENV`] (`PATH`, `HOME`, …) and what its `"inheritEnv"` names
 //! ([`InheritEnv`]): the agent's own keys and passwords stay with the agent.
 //! [`McpOptions`] sets the per-call timeout (30 s), the startup timeout (30 s, since `npx
-//! -y` may download first), the most text one result may give the model (256 KiB) and
-//! the longest tool description offered (1,024 characters, OpenAI's limit).
+//! -y` may download first), the most text one result may give the model (256 KiB), the
+//! longest tool description offered (1,024 characters, OpenAI's limit) and the most tools
+//! the servers offer together (120, within OpenAI's 128 a request; the tools past it are
+//! left out, with a warning).
 //!
 //! # Names
 //! A tool is offered as `{server}__{tool}`, sanitized to OpenAI's `[a-zA-Z0-9_-]{1,64}`;
@@ -101,11 +103,12 @@
 //! [`McpSessionExt`] gives `SessionBuilder` an `mcp_config(..)`: the servers start with
 //! the session and their tools join its own.
 //!
-//! Inside, modules form layers: `options`, `command_line`, `environment`,
+//! Inside, modules form layers: `options`, `budget`, `command_line`, `environment`,
 //! `server_config`, `config`, `naming`, `result`, `schema`, `http_client` and `watchdog`
 //! at the bottom; `process`, `checked` and `connection` over them; `core` (the connection, restarts and calls); `tool` and
 //! `server`; `servers` and `session_ext` on top.
 
+mod budget;
 mod call;
 mod checked;
 mod command_line;
@@ -135,7 +138,7 @@ pub use connection::MAX_LIST_PAGES;
 pub use environment::{DEFAULT_INHERITED_ENV, InheritEnv};
 pub use options::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_DESCRIPTION_CHARS, DEFAULT_MAX_OBSERVATION_BYTES,
-    DEFAULT_STARTUP_TIMEOUT, McpOptions,
+    DEFAULT_MAX_TOOLS, DEFAULT_STARTUP_TIMEOUT, McpOptions,
 };
 pub use schema::MAX_SCHEMA_BYTES;
 pub use server::{McpServer, SkippedTool};

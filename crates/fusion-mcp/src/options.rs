@@ -17,6 +17,11 @@ pub const DEFAULT_MAX_OBSERVATION_BYTES: usize = 256 * 1024;
 /// `string_above_max_length`).
 pub const DEFAULT_MAX_DESCRIPTION_CHARS: usize = 1024;
 
+/// The most tools the servers of a set offer together unless configured otherwise: 120,
+/// leaving room within OpenAI's limit of 128 tools a request for the session's own (chat's
+/// four file tools, a program's few).
+pub const DEFAULT_MAX_TOOLS: usize = 120;
+
 /// Settings shared by every server of a set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct McpOptions {
@@ -36,6 +41,12 @@ pub struct McpOptions {
     /// also bounds what a server's tools cost each turn. Raise it for a provider that
     /// takes longer ones.
     pub max_description_chars: usize,
+    /// The most tools the servers of a set ([`McpServers`](crate::McpServers), or one
+    /// [`McpServer`](crate::McpServer) started alone) offer together; a server's tools
+    /// past what the others leave are not offered, with a warning. A request offering
+    /// more tools than the provider takes is refused whole (OpenAI takes 128), so count
+    /// the session's own tools too.
+    pub max_tools: usize,
 }
 
 impl Default for McpOptions {
@@ -45,6 +56,7 @@ impl Default for McpOptions {
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             max_observation_bytes: DEFAULT_MAX_OBSERVATION_BYTES,
             max_description_chars: DEFAULT_MAX_DESCRIPTION_CHARS,
+            max_tools: DEFAULT_MAX_TOOLS,
         }
     }
 }

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use fusion_agent::{Tool, ToolSource};
 use fusion_core::Result;
 
+use crate::budget::ToolBudget;
 use crate::core::Core;
 use crate::naming;
 use crate::options::McpOptions;
@@ -60,6 +61,8 @@ pub struct McpServer {
 struct Inner {
     core: Arc<Core>,
     prefix: String,
+    /// Shared by the servers of one set: how many tools they may offer together.
+    budget: Arc<ToolBudget>,
     view: Mutex<View>,
 }
 
@@ -75,7 +78,8 @@ struct View {
 
 impl McpServer {
     /// Starts the server called `name` and lists its tools, named `{name}__{tool}` (see
-    /// [`naming`](crate::naming)).
+    /// [`naming`](crate::naming)). It offers at most
+    /// [`max_tools`](McpOptions::max_tools) of them.
     ///
     /// Fails with [`fusion_core::Error::Config`] naming the server and the reason: a
     /// command not found, a process that exited (with its status and last stderr lines),
@@ -85,20 +89,25 @@ impl McpServer {
         config: impl Into<McpServerConfig>,
         options: McpOptions,
     ) -> Result<Self> {
-        Self::start_with_prefix(name, naming::server_prefix(name), config.into(), options).await
+        let prefix = naming::server_prefix(name);
+        let budget = Arc::new(ToolBudget::new(options.max_tools));
+        Self::start_in_set(name, prefix, config.into(), options, budget).await
     }
 
-    pub(crate) async fn start_with_prefix(
+    /// Starts a server of a set, whose servers share `budget`.
+    pub(crate) async fn start_in_set(
         name: &str,
         prefix: String,
         config: McpServerConfig,
         options: McpOptions,
+        budget: Arc<ToolBudget>,
     ) -> Result<Self> {
         let core = Core::start(name, config, options).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 core,
                 prefix,
+                budget,
                 view: Mutex::new(View::default()),
             }),
         })
@@ -164,7 +173,7 @@ impl McpServer {
             .collect();
         let listed_names: Vec<&str> = listed.iter().map(|t| t.name.as_ref()).collect();
         let fusion_names = names.assign(&self.inner.prefix, &listed_names);
-        let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
+        let mut tools: Vec<Arc<McpTool>> = Vec::new();
         let mut skipped = Vec::new();
         for failed in listing.tools.iter().filter_map(|t| t.as_ref().err()) {
             skipped.push(SkippedTool {
@@ -197,12 +206,42 @@ impl McpServer {
         for tool in &skipped {
             tracing::warn!(server, tool = %tool.name, reason = %tool.reason, "MCP tool skipped");
         }
+        self.keep_within_budget(&mut tools, &mut skipped);
         View {
             revision: listing.revision,
-            tools: Some(tools.into()),
+            tools: Some(tools.into_iter().map(|t| t as Arc<dyn Tool>).collect()),
             skipped,
             names,
         }
+    }
+
+    /// Leaves out the tools past what the set's budget grants this server (the last
+    /// listed), with one warning for them all.
+    fn keep_within_budget(&self, tools: &mut Vec<Arc<McpTool>>, skipped: &mut Vec<SkippedTool>) {
+        let budget = &self.inner.budget;
+        let granted = budget.take(self.name(), tools.len());
+        if granted == tools.len() {
+            return;
+        }
+        let max = budget.max();
+        let reason = format!(
+            "MCP servers offer at most {max} tools together (McpOptions::max_tools), and the \
+             tools listed before it took them"
+        );
+        let left_out = tools.split_off(granted);
+        tracing::warn!(
+            server = self.name(),
+            "MCP server `{}` lists {} usable tools; the last {} are left out: MCP servers \
+             offer at most {max} tools together (McpOptions::max_tools), since providers \
+             refuse a request offering more than they take (OpenAI: 128)",
+            self.name(),
+            granted + left_out.len(),
+            left_out.len()
+        );
+        skipped.extend(left_out.iter().map(|tool| SkippedTool {
+            name: tool.mcp_name().to_owned(),
+            reason: reason.clone(),
+        }));
     }
 }
 

@@ -4,15 +4,21 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use fusion_agent::ToolRegistry;
+use fusion_agent::{ToolRegistry, ToolSource};
 use fusion_core::{Error, Result};
 
+use crate::budget::ToolBudget;
 use crate::config::McpConfig;
 use crate::naming;
 use crate::options::McpOptions;
 use crate::server::McpServer;
 
 /// The running servers of one configuration.
+///
+/// Together they offer at most [`McpOptions::max_tools`] tools: the servers in name order
+/// take their share when their tools are first listed, and a later listing of one server
+/// takes from what the others leave; the tools past that are left out (see
+/// [`McpServer::skipped_tools`]).
 ///
 /// Dropping it stops every server no registry still holds; [`shutdown`](Self::shutdown)
 /// stops them all, waiting for their processes to exit.
@@ -47,10 +53,12 @@ impl McpServers {
     /// that goes on without a broken server after showing its error.
     pub async fn start_available(config: &McpConfig, options: McpOptions) -> (Self, Vec<Error>) {
         let mut taken = HashSet::new();
+        let budget = Arc::new(ToolBudget::new(options.max_tools));
         let starts = config.servers().map(|(name, server)| {
             let prefix = naming::unique_prefix(naming::server_prefix(name), name, &taken);
             taken.insert(prefix.clone());
-            McpServer::start_with_prefix(name, prefix, server.clone(), options.clone())
+            let (server, options) = (server.clone(), options.clone());
+            McpServer::start_in_set(name, prefix, server, options, budget.clone())
         });
         let starts: Vec<_> = starts.collect();
         let mut servers = Vec::new();
@@ -60,6 +68,11 @@ impl McpServers {
                 Ok(server) => servers.push(server),
                 Err(e) => errors.push(e),
             }
+        }
+        // Their tools are built now, in name order, so the servers that come first take
+        // the budget first, whichever finished starting first.
+        for server in &servers {
+            server.tools();
         }
         (Self { servers }, errors)
     }

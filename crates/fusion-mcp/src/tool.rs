@@ -65,6 +65,13 @@ impl McpTool {
     }
 }
 
+impl McpTool {
+    /// The tool's name on the server.
+    pub fn mcp_name(&self) -> &str {
+        &self.mcp_name
+    }
+}
+
 /// `description` cut to `max` characters, its end replaced by a note saying how long it
 /// was; `None` when it fits. The note counts toward `max`, so the result is what a
 /// provider checking that length takes.

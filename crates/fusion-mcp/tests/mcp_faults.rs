@@ -1,8 +1,9 @@
 //! Faults that need no process, against an in-process rmcp server over streamable HTTP on
 //! a loopback port: a hang past the per-call timeout (cancelled), a schema that is not an
 //! object's, is broken inside or is too large (skipped), a 5 MB description (cut), a 10
-//! MB result (cut), `isError`, structured and image content,
-//! `notifications/tools/list_changed`, and the headers an HTTP server is sent.
+//! MB result (cut), more tools than the servers may offer together (left out), `isError`,
+//! structured and image content, `notifications/tools/list_changed`, and the headers an
+//! HTTP server is sent.
 
 mod common;
 
@@ -13,7 +14,7 @@ use common::{PATIENCE, offered, session};
 use fusion_agent::testing::MockLlmServer;
 use fusion_agent::{Tool, ToolRegistry, ToolSource};
 use fusion_core::Error;
-use fusion_mcp::{HttpServerConfig, McpOptions, McpServer};
+use fusion_mcp::{HttpServerConfig, McpConfig, McpOptions, McpServer, McpServers};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool as McpToolDef,
@@ -404,4 +405,65 @@ async fn tools_whose_schemas_are_broken_inside_are_left_out_and_requests_go_on()
     for skipped in ["odd_property", "odd_required", "huge_schema"] {
         assert!(!names.contains(&format!("faulty__{skipped}")), "{names:?}");
     }
+}
+
+/// Tool `tNNN`, taking an object.
+fn numbered(n: usize) -> McpToolDef {
+    let Value::Object(schema) = object() else {
+        unreachable!("an object")
+    };
+    McpToolDef::new(format!("t{n:03}"), "A numbered tool.", Arc::new(schema))
+}
+
+#[tokio::test]
+async fn the_servers_of_a_set_offer_at_most_max_tools_together_also_after_a_change() {
+    // Six usable tools of its own and 94 more: 100, listed by both `a` and `b`.
+    let h = harness_with((0..94).map(numbered).collect()).await;
+    let config = McpConfig::new()
+        .with("a", HttpServerConfig::new(h.url.clone()))
+        .with("b", HttpServerConfig::new(h.url.clone()));
+    let servers = McpServers::start(&config, McpOptions::default())
+        .await
+        .unwrap();
+    let (a, b) = (servers.get("a").unwrap(), servers.get("b").unwrap());
+    assert_eq!((a.tools().len(), b.tools().len()), (100, 20));
+    let left_out: Vec<String> = b
+        .skipped_tools()
+        .into_iter()
+        .filter(|s| {
+            s.reason
+                .contains("at most 120 tools together (McpOptions::max_tools)")
+        })
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(left_out.len(), 80, "{left_out:?}");
+    assert_eq!(left_out[0], "t014");
+
+    let mut registry = ToolRegistry::new();
+    servers.register_into(&mut registry);
+    let llm = MockLlmServer::start().await;
+    llm.push_tool_call("a__grow", "{}").push_text("Grown.");
+    let mut session = session(&llm, registry.clone()).await;
+    let revision = a.revision();
+    session.send_message("Grow.").await.unwrap();
+    assert_eq!(offered(&llm, 0).len(), 120);
+
+    // `a` now lists 101 usable tools; `b` holds its 20, so `extra` is left out.
+    tokio::time::timeout(PATIENCE, a.changed_since(revision))
+        .await
+        .expect("the tools were listed again");
+    assert_eq!(a.tools().len(), 100);
+    let skipped = a.skipped_tools();
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s.name == "extra" && s.reason.contains("max_tools")),
+        "{skipped:?}"
+    );
+    llm.push_text("Still 120.");
+    session.send_message("Anything new?").await.unwrap();
+    let names = offered(&llm, 2);
+    assert_eq!(names.len(), 120);
+    assert!(!names.contains(&"a__extra".to_owned()));
+    servers.shutdown().await;
 }
