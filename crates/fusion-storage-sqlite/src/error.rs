@@ -157,17 +157,28 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
             ),
             false,
         ),
-        SQLITE_CANTOPEN if wal_without_shared_memory(Path::new(db)) => (
-            format!(
-                "{op}: cannot open the database file ({detail}): it is in WAL mode, and \
-                 SQLite cannot create the shared-memory file {db}-shm beside it, which \
-                 even a read-only open needs (a read-only directory or file system, a \
-                 backup or snapshot mount). Add `?immutable=true` to the URL to read it \
-                 there, only while nothing writes to it, or copy it (with any {db}-wal) \
-                 somewhere writable"
-            ),
-            false,
-        ),
+        SQLITE_CANTOPEN if wal_without_shared_memory(Path::new(db)) => {
+            let read_it = if log_holds_writes(Path::new(db)) {
+                format!(
+                    "Its log {db}-wal holds writes not yet in the file, which \
+                     `?immutable=true` would not read: copy both files somewhere writable"
+                )
+            } else {
+                format!(
+                    "Add `?immutable=true` to the URL to read it there, only while nothing \
+                     writes to it, or copy it somewhere writable"
+                )
+            };
+            (
+                format!(
+                    "{op}: cannot open the database file ({detail}): it is in WAL mode, and \
+                     SQLite cannot create the shared-memory file {db}-shm beside it, which \
+                     even a read-only open needs (a read-only directory or file system, a \
+                     backup or snapshot mount). {read_it}"
+                ),
+                false,
+            )
+        }
         SQLITE_CANTOPEN => (
             format!(
                 "{op}: cannot open the database file ({detail}); check that it exists \
@@ -244,6 +255,14 @@ fn wal_without_shared_memory(path: &Path) -> bool {
     let mut shared_memory = path.as_os_str().to_owned();
     shared_memory.push("-shm");
     wal_mode && !Path::new(&shared_memory).exists()
+}
+
+/// Whether the log beside the database at `path` (`-wal`) holds anything: writes an
+/// `immutable` open, which reads the file alone, would not see.
+fn log_holds_writes(path: &Path) -> bool {
+    let mut log = path.as_os_str().to_owned();
+    log.push("-wal");
+    std::fs::metadata(Path::new(&log)).is_ok_and(|metadata| metadata.len() > 0)
 }
 
 /// Whether `err` is `ROLLBACK` finding no transaction to end (plain `SQLITE_ERROR`, "cannot
@@ -350,6 +369,14 @@ mod tests {
             assert!(!text.contains("WAL"), "{text}");
             assert!(text.contains("check that it exists"), "{text}");
         }
+        // A log holding writes would be skipped by `immutable`: copying is the way.
+        let mut log = wal.clone().into_os_string();
+        log.push("-wal");
+        std::fs::write(&log, b"frames").unwrap();
+        let text = cantopen(&wal);
+        assert!(text.contains("holds writes not yet in the file"), "{text}");
+        assert!(text.contains("copy both files"), "{text}");
+        std::fs::remove_file(&log).unwrap();
         // With the shared-memory file there, the cause is something else.
         let mut shm = wal.clone().into_os_string();
         shm.push("-shm");

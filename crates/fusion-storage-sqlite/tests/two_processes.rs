@@ -64,3 +64,74 @@ async fn two_processes_appending_to_one_session_lose_nothing_and_keep_order() {
     let info = storage.session_info(SESSION).await.unwrap().unwrap();
     assert_eq!(info.message_count, 2 * PER_PROCESS);
 }
+
+/// The database to open, read and close, set only in the child of the test below.
+const READER_ENV: &str = "FUSION_SQLITE_TEST_READER";
+
+#[test]
+fn child_reads_and_closes_when_asked() {
+    let Ok(path) = std::env::var(READER_ENV) else {
+        return;
+    };
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let _: i64 = conn
+        .query_row("SELECT count(*) FROM sessions", [], |row| row.get(0))
+        .unwrap();
+    conn.close().unwrap();
+}
+
+/// Closing one storage keeps the locks of another on the same file in this process. POSIX
+/// drops all of a process's locks on a file when any handle to it closes, so a storage
+/// that kept a plain handle of its own (to notice the file deleted) released the other's
+/// locks when it went; another process closing its connection then took itself for the
+/// last user, checkpointed and deleted the log under the open storage, whose later writes
+/// nobody else saw (and a later writer corrupted the file).
+#[tokio::test]
+async fn closing_one_storage_keeps_the_locks_of_another_on_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let url = format!("sqlite://{}", path.display());
+    let kept = SqliteStorage::connect(&url).await.unwrap();
+    kept.append(SESSION, &[ChatMessage::user("one")])
+        .await
+        .unwrap();
+    let other = SqliteStorage::connect(&url).await.unwrap();
+    other
+        .append(SESSION, &[ChatMessage::user("two")])
+        .await
+        .unwrap();
+    other.close().await;
+    drop(other);
+
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_reads_and_closes_when_asked",
+            "--nocapture",
+        ])
+        .env(READER_ENV, &path)
+        .status()
+        .expect("starting a child test process");
+    assert!(status.success(), "the child process failed: {status}");
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    assert!(
+        std::path::Path::new(&wal).exists(),
+        "the log was deleted under an open storage"
+    );
+
+    kept.append(SESSION, &[ChatMessage::user("three")])
+        .await
+        .unwrap();
+    let fresh = SqliteStorage::connect(&url).await.unwrap();
+    let texts: Vec<String> = fresh
+        .load(SESSION)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|message| message.content)
+        .collect();
+    assert_eq!(texts, ["one", "two", "three"]);
+    fresh.close().await;
+    kept.close().await;
+}

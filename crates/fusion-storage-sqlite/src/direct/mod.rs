@@ -31,14 +31,15 @@
 //!
 //! A database file deleted (or replaced by another) while open stays writable through the
 //! open connections: SQLite goes on writing to the file nobody can open any more, which
-//! disappears, with every write since, when the storage closes. So each committed write
-//! checks the file is still linked (one `fstat`; see [`Direct::deleted`]), and once it is
-//! not, the write that found it and every later call fail with
+//! disappears, with every write since, when the storage closes. So on Linux each committed
+//! write checks the file is still linked (one `fstat`; see `unlinked.rs`), and once it is
+//! not, the write that found it and every later write and load here fail with
 //! [`DirectError::Deleted`] instead of succeeding into nothing.
 
 mod load;
 mod open;
 mod run;
+mod unlinked;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,6 +56,7 @@ use crate::sql::{Write, Written};
 
 use open::open;
 use run::{Failure, run};
+use unlinked::Watch;
 
 /// The largest bound payload (the messages' JSON) a write may carry to run on an async
 /// task's thread: SQLite parses the bound JSON as part of the write, so a bigger payload
@@ -76,10 +78,9 @@ pub(crate) struct Direct {
     loads: Arc<tokio::sync::Semaphore>,
     closed: AtomicBool,
     checkpoints: Arc<Checkpointer>,
-    /// The database file as opened, to notice it deleted: `None` where it cannot be
-    /// opened as a plain file (a custom VFS) or is never written (read-only).
-    file: Option<std::fs::File>,
-    /// Set once the file was found deleted: every later call fails.
+    /// The database file as opened, to notice it deleted.
+    file: Watch,
+    /// Set once the file was found deleted: every later write and load fails.
     deleted: AtomicBool,
 }
 
@@ -117,13 +118,15 @@ impl Direct {
             }
         })
         .await?;
-        let file = (!options.read_only && !options.immutable)
-            .then(|| std::fs::File::open(&options.path).ok())
-            .flatten();
+        let (file, deleted) = if options.read_only || options.immutable {
+            (Watch::none(), false)
+        } else {
+            Watch::open(&options.path)
+        };
         Ok(Self {
             db,
             file,
-            deleted: AtomicBool::new(false),
+            deleted: AtomicBool::new(deleted),
             writer: Arc::new(tokio::sync::Mutex::new(Writer {
                 conn: Some(writer),
                 closed: false,
@@ -159,7 +162,7 @@ impl Direct {
             None => self.write_blocking(writer, write).await,
         };
         if result.as_ref().is_ok_and(Written::committed) {
-            if self.deleted() {
+            if self.file.unlinked() {
                 self.deleted.store(true, Ordering::Release);
                 return Err(DirectError::Deleted { written: true });
             }
@@ -170,24 +173,6 @@ impl Direct {
             }
         }
         result
-    }
-
-    /// Whether the database file this storage opened has been deleted (or replaced: moved
-    /// over by another), leaving the connections writing to a file no path leads to.
-    /// One `fstat` of the file: about a microsecond, where a write costs tens.
-    fn deleted(&self) -> bool {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            self.file
-                .as_ref()
-                .and_then(|file| file.metadata().ok())
-                .is_some_and(|metadata| metadata.nlink() == 0)
-        }
-        #[cfg(not(unix))]
-        {
-            false
-        }
     }
 
     /// Starts the periodic checkpoint on a blocking thread, on a reader connection.
