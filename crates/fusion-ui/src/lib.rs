@@ -36,12 +36,13 @@
 //! Its downloads are json, jsonl or markdown files written by the library's
 //! [`fusion::api::export`], the formats of `fusion sessions export`.
 //!
-//! Inside, the modules form layers: `error`, `config`, `format`, `turns` and `state` at
-//! the bottom; `markdown` and `assets`; `html` (the templates); `security` (the middleware) and
-//! `routes` (the pages); `router` and `serve` on top.
+//! Inside, the modules form layers: `error`, `config`, `format`, `turns`, `claims` and
+//! `state` at the bottom; `markdown` and `assets`; `html` (the templates); `security` (the
+//! middleware) and `routes` (the pages); `router` and `serve` on top.
 
 mod assets;
 mod chat;
+mod claims;
 mod config;
 mod error;
 mod format;

@@ -84,6 +84,7 @@ pub(crate) fn app(
         .fallback(not_found)
         .with_state(AppState {
             storage,
+            claims: Arc::default(),
             chat: chat.clone(),
         })
         // The last layer added runs first.

@@ -12,8 +12,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use fusion::SessionId;
 
+use super::busy::held_by;
 use super::form::FormFields;
 use super::request::valid_id;
+use crate::claims::Work;
 use crate::html::bulk::{BulkDone, ConfirmBulk, Failure, Listed};
 use crate::html::{PageError, render};
 use crate::state::AppState;
@@ -49,7 +51,17 @@ pub(crate) async fn delete(
     let mut deleted = Vec::new();
     let mut failed = Vec::new();
     for id in ids {
-        // As a single delete is: a session a turn of this app is running on is left to it.
+        // As a single delete is: a session a turn of this app is running on, or another
+        // request is working on, is left to it; the claim, held through the delete, keeps
+        // a turn from starting on the session meanwhile.
+        let _claim = match state.claims.claim(&id, Work::Deleting) {
+            Ok(claim) => claim,
+            Err(holder) => {
+                let reason = held_by(&id, holder, Work::Deleting);
+                failed.push(Failure { id, reason });
+                continue;
+            }
+        };
         if state
             .chat
             .as_ref()

@@ -26,9 +26,11 @@ use fusion::agent::ApprovalDecision;
 use futures::Stream;
 use tokio::sync::watch;
 
+use super::busy::claim;
 use super::form::FormFields;
 use super::request::{existing, wants_fragment};
 use crate::chat::{AnswerError, Chats, Frame, Outcome, StartError, Turn};
+use crate::claims::Work;
 use crate::html::chat::{ChatEnd, ChatForm, ChatFrame, ChatLive};
 use crate::html::transcript::Messages;
 use crate::html::{PageError, render};
@@ -46,22 +48,6 @@ fn chats(state: &AppState) -> Result<&Arc<Chats>, PageError> {
              OPENAI_BASE_URL for a local server) and start `fusion ui` again.",
         )
     })
-}
-
-/// `Ok` unless a turn of the chat runs on session `id` in this app: then a 409 page
-/// saying to stop it first, for a change (`what`: "undoing its last turn", "deleting
-/// it") that would pull the session from under the turn. The turn would go on asking
-/// about and running calls, then fail to store them, so the session would keep no
-/// record of what its tools did.
-pub(crate) fn no_turn_running(state: &AppState, id: &str, what: &str) -> Result<(), PageError> {
-    match state.chat.as_ref().and_then(|chats| chats.running(id)) {
-        None => Ok(()),
-        Some(_) => Err(PageError::conflict(format!(
-            "A chat turn is running on session {id:?}, so {what} is refused: it would pull \
-             the session from under the turn. Stop the turn first (the Stop button on the \
-             session's page), or wait for it to end."
-        ))),
-    }
 }
 
 /// `POST /sessions/{id}/chat` with the field `message`: starts a turn. htmx gets the
@@ -84,6 +70,10 @@ pub(crate) async fn send(
             "The message is longer than {MAX_MESSAGE_CHARS} characters."
         )));
     }
+    // Held from the check that the session exists until its turn is registered: a
+    // delete or an undo between the two would leave the turn on a session gone or
+    // rewritten, and one after them finds the turn running and is refused.
+    let claim = claim(&state, &id, Work::StartingTurn)?;
     existing(state.storage.as_ref(), &id).await?;
     let turn = chats
         .start(state.storage.clone(), &id, message)
@@ -92,6 +82,7 @@ pub(crate) async fn send(
                 "A turn is still running on this session; stop it or wait for it to end.",
             )
         })?;
+    drop(claim);
     if !wants_fragment(&headers) {
         return Ok(Redirect::to(&format!("/sessions/{id}#turn")).into_response());
     }

@@ -1,21 +1,21 @@
 //! Deleting a session: `GET /sessions/{id}/delete` asks, `POST` to the same address
 //! deletes and returns to the sessions page; `DELETE /sessions/{id}` is the same for
 //! programs. The CSRF check has run before either change. While a chat turn of this app
-//! runs on the session, all three are refused (409): stop the turn first.
+//! runs on the session, all three are refused (409): stop the turn first. A delete holds
+//! the session's claim (`crate::claims`) from that check to its end, so a Send arriving
+//! meanwhile is refused rather than start a turn on a session about to vanish.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
 
-use super::chat::no_turn_running;
+use super::busy::{claim_idle, no_turn_running};
 use super::request::{not_stored, valid_id};
+use crate::claims::Work;
 use crate::html::bulk::Listed;
 use crate::html::delete::ConfirmDelete;
 use crate::html::{PageError, render};
 use crate::state::AppState;
-
-/// What is refused while a turn runs.
-const DELETING: &str = "deleting it";
 
 /// `GET /sessions/{id}/delete`: the confirmation page (404 for an unknown session, 409
 /// while a chat turn runs on it). A damaged session (its metadata unreadable) is asked
@@ -30,7 +30,7 @@ pub(crate) async fn confirm(
     if session.count.is_none() && session.damage.is_none() {
         return Err(not_stored(&session.id));
     }
-    no_turn_running(&state, &session.id, DELETING)?;
+    no_turn_running(&state, &session.id, Work::Deleting)?;
     Ok(render(StatusCode::OK, &ConfirmDelete::new(session)))
 }
 
@@ -56,7 +56,7 @@ pub(crate) async fn delete_now(
 
 async fn remove(state: &AppState, id: &str) -> Result<(), PageError> {
     valid_id(id)?;
-    no_turn_running(state, id, DELETING)?;
+    let _claim = claim_idle(state, id, Work::Deleting)?;
     state
         .storage
         .delete(id)

@@ -6,6 +6,7 @@
 //! the same words as a fragment for the page's refusal area ([`show_refusals`]).
 
 pub(crate) mod bulk;
+mod busy;
 pub(crate) mod chat;
 pub(crate) mod delete;
 pub(crate) mod export;

@@ -14,7 +14,9 @@
 //!
 //! Both are refused (409) while a chat turn of this app runs on the session: the turn is
 //! not a writer whose messages are merely late, it waits on approvals and would run calls
-//! whose results it could then not store. Stop it first.
+//! whose results it could then not store. Stop it first. The post holds the session's
+//! claim (`crate::claims`) from that check through its write, so no turn starts between
+//! the two.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -24,15 +26,13 @@ use fusion::agent::context::{self, LastTurn};
 use fusion::storage::{Change, Expect, Revision};
 use fusion::{ChatMessage, Error};
 
-use super::chat::no_turn_running;
+use super::busy::{claim_idle, no_turn_running};
 use super::form::FormFields;
 use super::request::existing;
+use crate::claims::Work;
 use crate::html::undo::ConfirmUndo;
 use crate::html::{PageError, render};
 use crate::state::AppState;
-
-/// What is refused while a turn runs.
-const UNDOING: &str = "undoing its last turn";
 
 /// `GET /sessions/{id}/undo`: the confirmation page (404 unknown session, 400 when it
 /// holds no turn to undo, 409 while a chat turn runs on it).
@@ -41,7 +41,7 @@ pub(crate) async fn confirm(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let info = existing(state.storage.as_ref(), &id).await?;
-    no_turn_running(&state, &id, UNDOING)?;
+    no_turn_running(&state, &id, Work::Undoing)?;
     let (history, revision) = read(&state, &id).await?;
     let turn = last_turn(&id, &history)?;
     Ok(render(
@@ -63,8 +63,10 @@ pub(crate) async fn undo(
         generation: form.number("generation")?,
         len: form.number("len")?,
     };
+    // Held through the write: a turn starting meanwhile would run on the session this
+    // rewrites.
+    let _claim = claim_idle(&state, &id, Work::Undoing)?;
     existing(state.storage.as_ref(), &id).await?;
-    no_turn_running(&state, &id, UNDOING)?;
     let (history, now) = read(&state, &id).await?;
     if now != shown {
         return Err(changed(&id, now));

@@ -25,6 +25,15 @@ pub fn chat_app(
     server: &MockLlmServer,
     tools: ToolRegistry,
 ) -> Router {
+    chat_app_over(storage, server, tools)
+}
+
+/// [`chat_app`] over any storage (a test's wrapper around the memory store).
+pub fn chat_app_over(
+    storage: Arc<dyn ConversationStorage>,
+    server: &MockLlmServer,
+    tools: ToolRegistry,
+) -> Router {
     let llm = OpenAiConfig::new("mock-model")
         .base_url(server.base_url())
         .stream(true)
@@ -35,7 +44,7 @@ pub fn chat_app(
         .chat(ChatAgent::new(Arc::new(llm)).tools(tools))
         .settings(address)
         .unwrap();
-    router(storage as Arc<dyn ConversationStorage>, &settings)
+    router(storage, &settings)
 }
 
 /// A same-origin htmx form post.
