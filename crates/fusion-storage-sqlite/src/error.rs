@@ -164,10 +164,9 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
                      `?immutable=true` would not read: copy both files somewhere writable"
                 )
             } else {
-                format!(
-                    "Add `?immutable=true` to the URL to read it there, only while nothing \
-                     writes to it, or copy it somewhere writable"
-                )
+                "Add `?immutable=true` to the URL to read it there, only while nothing \
+                 writes to it, or copy it somewhere writable"
+                    .to_owned()
             };
             (
                 format!(
