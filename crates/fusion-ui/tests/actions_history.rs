@@ -113,6 +113,48 @@ async fn forking_before_a_turn_copies_the_history_before_it_with_owner_and_tags(
 }
 
 #[tokio::test]
+async fn a_session_with_an_id_of_any_length_can_be_forked() {
+    // 121 bytes leave room for `-fork-1` exactly; 122 and the longest, 128, do not, and
+    // were refused with a 400 ("the fork's id cannot be made") from a button that showed.
+    let storage = store();
+    let app = app(storage.clone());
+    for len in [121, 122, 128] {
+        let id = format!("{}-{len}", "l".repeat(len - 4));
+        assert_eq!(id.len(), len);
+        put(&storage, &id, SessionMeta::new(), &two_turns()).await;
+        let page = send(&app, get(&format!("/sessions/{id}"))).await.body;
+        assert!(
+            page.contains("Fork before turn 2"),
+            "{len}: a button: {page}"
+        );
+
+        let stem = &id[..len.min(121)];
+        for n in [1, 2] {
+            let form = fork_form(&storage, &id, 5).await;
+            let reply = send(&app, post_form(&format!("/sessions/{id}/fork"), &form)).await;
+            assert_eq!(reply.status, StatusCode::SEE_OTHER, "{len}: {}", reply.body);
+            let fork = format!("{stem}-fork-{n}");
+            assert!(fork.len() <= 128);
+            assert_eq!(reply.header("location"), format!("/sessions/{fork}"));
+            assert_eq!(storage.load(&fork).await.unwrap(), two_turns()[..5]);
+            let title = storage
+                .session_info(&fork)
+                .await
+                .unwrap()
+                .unwrap()
+                .meta
+                .title;
+            assert_eq!(
+                title,
+                Some(format!("Fork of {id} at turn 2")),
+                "the title names the source whole"
+            );
+        }
+        assert_eq!(count(&storage, &id).await, 7, "the source is untouched");
+    }
+}
+
+#[tokio::test]
 async fn a_fork_never_overwrites_an_existing_session() {
     let storage = store();
     put(&storage, "s-1", SessionMeta::new(), &two_turns()).await;

@@ -5,9 +5,11 @@
 //! The fork is created with one
 //! [`create_session`](fusion::storage::ConversationStorage::create_session), which
 //! refuses an id that exists: it never overwrites. Its id is `<id>-fork-<n>` with the
-//! first `n` not taken, so forking twice gives two sessions. It carries the source's
-//! owner and tags and the title `Fork of <title or id> at turn N`; not its data map or
-//! expiry, which belong to the source.
+//! first `n` not taken, so forking twice gives two sessions; when that would pass the
+//! 128-byte limit on ids, the source's id is cut at its end to make room ([`fork_id`]),
+//! so every session can be forked. It carries the source's owner and tags and the title
+//! `Fork of <title or id> at turn N`; not its data map or expiry, which belong to the
+//! source.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -68,10 +70,7 @@ pub(crate) async fn fork(
     let meta = fork_meta(&info, turn + 1);
     let kept = &history[..at];
     for n in 1..=MAX_FORK_NUMBER {
-        let fork_id = format!("{id}-fork-{n}");
-        SessionId::validate(&fork_id).map_err(|err| {
-            PageError::bad_request(format!("The fork's id cannot be made from {id:?}: {err}"))
-        })?;
+        let fork_id = fork_id(&id, n);
         match state.storage.create_session(&fork_id, &meta, kept).await {
             Ok(_) => return Ok(Redirect::to(&format!("/sessions/{fork_id}"))),
             // Taken (an earlier fork, or one made at this instant): try the next number.
@@ -82,6 +81,19 @@ pub(crate) async fn fork(
     Err(PageError::conflict(format!(
         "Session {id:?} already has forks numbered 1 to {MAX_FORK_NUMBER}; nothing was created."
     )))
+}
+
+/// Fork `n` of session `id` (a valid id): `<id>-fork-<n>`, with `id` cut at its end as
+/// far as the whole must be to stay within [`SessionId::MAX_LEN`]. What is left of `id`
+/// is one byte at least (the suffix is at most 10), starts as `id` does and holds only
+/// its characters, so the result is a valid id too. Two long ids that start alike can
+/// thus share a name's stem; `create_session`, refusing a taken id, keeps their forks
+/// apart.
+fn fork_id(id: &str, n: usize) -> String {
+    let suffix = format!("-fork-{n}");
+    // Ids are ASCII, so any byte is a character boundary.
+    let kept = id.len().min(SessionId::MAX_LEN - suffix.len());
+    format!("{}{suffix}", &id[..kept])
 }
 
 /// The fork's metadata: the source's owner and tags, and a title saying where it came
@@ -96,5 +108,27 @@ fn fork_meta(info: &SessionInfo, turn: usize) -> SessionMeta {
     match &info.meta.owner {
         Some(owner) => meta.owner(owner.clone()),
         None => meta,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fork_id_is_valid_for_every_length_of_id_and_fork_number() {
+        for len in 1..=SessionId::MAX_LEN {
+            let id = "a".repeat(len - 1) + "Z";
+            for n in [1, 9, 10, 99, 100, MAX_FORK_NUMBER] {
+                let fork = fork_id(&id, n);
+                assert!(SessionId::validate(&fork).is_ok(), "{fork}");
+                assert!(fork.ends_with(&format!("-fork-{n}")), "{fork}");
+                let stem = &fork[..fork.len() - format!("-fork-{n}").len()];
+                assert!(id.starts_with(stem), "{fork} from {id}");
+                if len + format!("-fork-{n}").len() <= SessionId::MAX_LEN {
+                    assert_eq!(stem, id, "an id with room is kept whole");
+                }
+            }
+        }
     }
 }
