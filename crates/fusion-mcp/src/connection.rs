@@ -1,7 +1,8 @@
 //! One live MCP session with a server: the rmcp client service, and for stdio servers the
 //! [`ChildProcess`] behind it. Opening it spawns or connects, runs `initialize` and lists
 //! the tools, all under the startup timeout; every failure becomes a message naming the
-//! server and what went wrong.
+//! server and what went wrong. An HTTP server's session the SDK opens again by itself
+//! (after an HTTP 404) is taken as a change of the tool list.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::checked::checked;
 use crate::http_client::http_client;
+use crate::http_session::SessionClient;
 use crate::process::ChildProcess;
 use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
 
@@ -268,7 +270,9 @@ async fn open_http(
     if let Some(token) = &config.bearer_token {
         transport_config = transport_config.auth_header(token.as_str());
     }
-    let client = http_client()?;
+    // A session the SDK opens again (after an HTTP 404) lists the tools again, as a
+    // `notifications/tools/list_changed` does: the server may have come back with others.
+    let client = SessionClient::new(http_client()?, handler.on_change.clone());
     let transport = StreamableHttpClientTransport::with_client(client, transport_config);
     let started = tokio::time::timeout(startup, handshake(handler, transport)).await;
     match started {

@@ -84,7 +84,9 @@
 //!   model is told; a server that exits mid-call gives an observation saying so, with its
 //!   exit status, and is started again on the next call, its tools listed again; an HTTP
 //!   server's error status (a 500, a 401) fails that call alone, saying so, and the
-//!   session goes on;
+//!   session goes on; a session an HTTP server no longer knows (HTTP 404: it restarted,
+//!   or expired it) is opened again by the SDK, the request sent again, and the tools
+//!   are listed again;
 //! - a result is cut to the limit, up to what the SDK reads: over stdio one JSON-RPC line
 //!   of at most 16 MiB (rmcp discards a longer one, and the call then ends at the per-call
 //!   timeout), over HTTP the SDK's largest response body;
@@ -104,9 +106,10 @@
 //! the session and their tools join its own.
 //!
 //! Inside, modules form layers: `options`, `budget`, `command_line`, `environment`,
-//! `server_config`, `config`, `naming`, `result`, `schema`, `http_client` and `watchdog`
-//! at the bottom; `process`, `checked` and `connection` over them; `core` (the connection, restarts and calls); `tool` and
-//! `server`; `servers` and `session_ext` on top.
+//! `server_config`, `config`, `naming`, `result`, `schema`, `http_client`, `http_session`
+//! and `watchdog` at the bottom; `process`, `checked` and `connection` over them; `core`
+//! (the connection, restarts and calls); `tool` and `server`; `servers` and
+//! `session_ext` on top.
 
 mod budget;
 mod call;
@@ -117,6 +120,7 @@ mod connection;
 mod core;
 mod environment;
 mod http_client;
+mod http_session;
 pub mod naming;
 mod options;
 mod process;
