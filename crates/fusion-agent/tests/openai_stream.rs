@@ -634,12 +634,12 @@ impl Tool for Counted {
     }
 }
 
-/// In a session, a call cut by `[DONE]` (here right after its name, its arguments the
-/// empty text OpenAI's first piece carries) fails the turn with a retryable error: the
-/// tool does not run (with `{}` it would have) and no half a reply is stored.
+/// In a session, a call cut by `[DONE]` (here mid-JSON) fails the turn with a retryable
+/// error: the tool does not run (with what JSON it has, or `{}`) and no half a reply is
+/// stored.
 #[tokio::test]
 async fn a_session_does_not_run_or_store_a_call_cut_by_done() {
-    let server = RawServer::serving(vec![call_cut_by_done("counted", "")]).await;
+    let server = RawServer::serving(vec![call_cut_by_done("counted", r#"{"path": "a"#)]).await;
     let runs = Arc::new(AtomicUsize::new(0));
     let storage = Arc::new(InMemoryStorage::new());
     let mut session = AgentSession::builder("cut")

@@ -267,14 +267,10 @@ pub(super) fn unfinished_call_failure(
     } else {
         format!("a call of tool `{}`", quote(ctx, tool))
     };
-    let so_far = if arguments.trim().is_empty() {
-        "no arguments yet".to_owned()
-    } else {
-        format!(
-            "its arguments stop mid-JSON after {} bytes",
-            arguments.len()
-        )
-    };
+    let so_far = format!(
+        "its arguments stop mid-JSON after {} bytes",
+        arguments.len()
+    );
     Failure {
         message: format!(
             "the stream from {} ended with `[DONE]` after {received} bytes, with no finish \

@@ -407,14 +407,16 @@ impl Assembler {
         self.content.is_empty() && self.refusal.is_empty() && self.calls.is_empty()
     }
 
-    /// The first call whose arguments are not yet whole: none arrived, or they end
-    /// inside a JSON text (`{"path": "a`). Arguments that are whole but wrong JSON are
-    /// the model's own mistake, which the tool's error lets it fix, not a sign of a cut.
+    /// The first call whose arguments are not yet whole: they end inside a JSON text
+    /// (`{"path": "a`). None at all is a call without arguments, as servers that send no
+    /// finish reason call a tool that takes none (a tool that needs some refuses `{}` by
+    /// its schema). Arguments that are whole but wrong JSON are the model's own mistake,
+    /// which the tool's error lets it fix, not a sign of a cut.
     fn unfinished_call(&self) -> Option<&PartialCall> {
         self.calls.values().find(|call| {
             let arguments = call.arguments.as_deref().unwrap_or_default();
-            arguments.trim().is_empty()
-                || serde_json::from_str::<serde::de::IgnoredAny>(arguments)
+            !arguments.trim().is_empty()
+                && serde_json::from_str::<serde::de::IgnoredAny>(arguments)
                     .is_err_and(|err| err.is_eof())
         })
     }
@@ -1060,10 +1062,10 @@ mod tests {
         assert!(failure.contains(CTX.endpoint), "{failure}");
     }
 
-    /// Without a finish reason, `[DONE]` in the middle of a call's arguments (or before
-    /// any arrived) is a reply cut off there, as the same stream closed without `[DONE]`
-    /// is: a retryable failure naming the tool, never a call to run with `{}` or with
-    /// half its JSON.
+    /// Without a finish reason, `[DONE]` in the middle of a call's arguments is a reply
+    /// cut off there, as the same stream closed without `[DONE]` is: a retryable failure
+    /// naming the tool, never a call to run with half its JSON. A call with no arguments
+    /// at all is one to a tool that takes none, as servers without finish reasons send it.
     #[tokio::test]
     async fn done_in_the_middle_of_a_call_without_a_finish_reason_is_a_cut_not_a_call() {
         let call = |id: &str, name: &str, arguments: &str| {
@@ -1072,14 +1074,10 @@ mod tests {
                 "function": {"name": name, "arguments": arguments},
             }]}))
         };
-        let cases = [
-            (
-                r#"{"path": "a"#,
-                "its arguments stop mid-JSON after 11 bytes",
-            ),
-            ("", "no arguments yet"),
-            ("  ", "no arguments yet"),
-        ];
+        let cases = [(
+            r#"{"path": "a"#,
+            "its arguments stop mid-JSON after 11 bytes",
+        )];
         for (arguments, says) in cases {
             let text = sse(&[call("call_1", "delete_file", arguments)]);
             let body = stream::iter([Ok(Bytes::from(text.clone()))]);
@@ -1118,7 +1116,7 @@ mod tests {
 
         // Whole arguments, even without a finish reason, are a call; so are arguments
         // that are wrong JSON but end (the model's mistake, which its tool reports).
-        for arguments in [r#"{"path": "a.txt"}"#, r#"{"path": "a.txt"}}"#] {
+        for arguments in [r#"{"path": "a.txt"}"#, r#"{"path": "a.txt"}}"#, "", "  "] {
             let (deltas, failure) = read_text(&sse(&[call("c", "delete_file", arguments)])).await;
             assert_eq!(failure, None, "{arguments}");
             assert_eq!(done(&deltas).message.tool_calls[0].arguments, arguments);
