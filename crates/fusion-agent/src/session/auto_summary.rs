@@ -63,7 +63,9 @@ impl AgentSession {
                 "over the summary threshold, but nothing to condense"
             ),
             Err(err @ Error::Conflict { .. }) => return Err(explain_conflict(err, TURN_CONFLICT)),
-            Err(err) if !err.is_retryable() => {
+            // The model's own answer: asking again gets the same. A storage failure
+            // (disk full, a damaged session) is not the summary's to hold back.
+            Err(err @ Error::Llm { .. }) if !err.is_retryable() => {
                 let retry_at = user_message.max(1).saturating_mul(2);
                 self.auto_summary_retry_at = Some(retry_at);
                 warn!(
