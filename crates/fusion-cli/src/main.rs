@@ -354,11 +354,13 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
-        Err(err) => return report(&anyhow::Error::new(err).context("starting the async runtime")),
+        Err(err) => {
+            return render::report(&anyhow::Error::new(err).context("starting the async runtime"));
+        }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(err) => report(&err),
+        Err(err) => render::report(&err),
     }
 }
 
@@ -465,44 +467,6 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// Prints `err` as one line with its causes, and picks the exit code.
-fn report(err: &anyhow::Error) -> ExitCode {
-    // A closed pipe (`fusion sessions show x | head`) is the reader's choice, not a failure.
-    // Only stdout's own, though: a storage whose connection broke says "broken pipe" too,
-    // and that write failed.
-    let broken_pipe = err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    });
-    if broken_pipe && stdout_reader_gone() {
-        return ExitCode::SUCCESS;
-    }
-    eprintln!("fusion: error: {}", one_line(err));
-    ExitCode::FAILURE
-}
-
-/// Whether stdout is a pipe (or socket) whose reader has gone: the kernel reports an error
-/// condition on its write end then.
-#[cfg(unix)]
-fn stdout_reader_gone() -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let stdout = std::io::stdout();
-    let mut fds = [PollFd::new(
-        std::os::fd::AsFd::as_fd(&stdout),
-        PollFlags::POLLOUT,
-    )];
-    poll(&mut fds, PollTimeout::ZERO).is_ok()
-        && fds[0]
-            .revents()
-            .is_some_and(|events| events.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
-}
-
-#[cfg(not(unix))]
-fn stdout_reader_gone() -> bool {
-    true
-}
-
 /// `err` and its causes on one line, `outer: inner: root`.
 ///
 /// Some errors already quote their source in their own message; a cause whose text is
@@ -526,15 +490,6 @@ pub fn one_line(err: &anyhow::Error) -> String {
 mod tests {
     use super::*;
     use clap::CommandFactory;
-
-    /// A storage whose connection broke says "broken pipe" too: that is a failed command,
-    /// not a reader who left (this test's stdout is read to the end).
-    #[test]
-    fn a_broken_pipe_that_is_not_stdouts_is_a_failure() {
-        let storage = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
-            .context("redis: append to session \"s\": connection lost");
-        assert_eq!(report(&storage), ExitCode::FAILURE);
-    }
 
     #[test]
     fn cli_definition_is_consistent() {

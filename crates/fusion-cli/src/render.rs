@@ -185,6 +185,44 @@ pub fn say(line: impl std::fmt::Display) -> std::io::Result<()> {
     writeln!(std::io::stdout().lock(), "{line}")
 }
 
+/// Prints `err` as one line with its causes, and picks the exit code.
+pub fn report(err: &anyhow::Error) -> std::process::ExitCode {
+    // A closed pipe (`fusion sessions show x | head`) is the reader's choice, not a failure.
+    // Only stdout's own, though: a storage whose connection broke says "broken pipe" too,
+    // and that write failed.
+    let broken_pipe = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe && stdout_reader_gone() {
+        return std::process::ExitCode::SUCCESS;
+    }
+    eprintln!("fusion: error: {}", crate::one_line(err));
+    std::process::ExitCode::FAILURE
+}
+
+/// Whether stdout is a pipe (or socket) whose reader has gone: the kernel reports an error
+/// condition on its write end then.
+#[cfg(unix)]
+pub fn stdout_reader_gone() -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let stdout = std::io::stdout();
+    let mut fds = [PollFd::new(
+        std::os::fd::AsFd::as_fd(&stdout),
+        PollFlags::POLLOUT,
+    )];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|events| events.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
+}
+
+#[cfg(not(unix))]
+pub fn stdout_reader_gone() -> bool {
+    true
+}
+
 /// `text` cut to `max_chars` characters, with `…` when something was cut.
 pub fn shorten(text: &str, max_chars: usize) -> String {
     let text = printable(text);
@@ -228,6 +266,15 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A storage whose connection broke says "broken pipe" too: that is a failed command,
+    /// not a reader who left (this test's stdout is read to the end).
+    #[test]
+    fn a_broken_pipe_that_is_not_stdouts_is_a_failure() {
+        let storage = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("redis: append to session \"s\": connection lost");
+        assert_eq!(report(&storage), std::process::ExitCode::FAILURE);
+    }
     use fusion::ToolCall;
     use fusion::storage::SessionMeta;
 
