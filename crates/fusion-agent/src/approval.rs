@@ -86,7 +86,9 @@ impl ApprovalRequest {
                 .join(", "),
             other => cut(&other.to_string(), DISPLAY_VALUE_CHARS),
         };
-        crate::escape_hidden(&format!("{}({arguments})", self.tool))
+        // One line: only the tool's name can hold a line break (values are JSON, names
+        // that are not plain words quoted JSON), and `escape_hidden` keeps `\n`.
+        crate::escape_hidden(&format!("{}({arguments})", self.tool)).replace('\n', "\\n")
     }
 
     /// Whether [`display`](Self::display) cuts a name or a value: then a person asked to
@@ -472,7 +474,7 @@ mod tests {
     #[test]
     fn a_request_shows_hidden_characters_as_escapes() {
         let request = ApprovalRequest {
-            tool: "delete\u{200b}_file".into(),
+            tool: "delete\u{200b}_file\n".into(),
             call_id: "c1".into(),
             arguments: serde_json::json!({"path": "report\u{202e}gpj.exe", "\u{1b}[2J": 1}),
             effects: ToolEffects::DESTRUCTIVE,
@@ -480,7 +482,7 @@ mod tests {
         let shown = request.display();
         assert_eq!(
             shown,
-            r#"delete\u200b_file("\u001b[2J"=1, path="report\u202egpj.exe")"#
+            r#"delete\u200b_file\n("\u001b[2J"=1, path="report\u202egpj.exe")"#
         );
         assert_eq!(crate::escape_hidden(&shown), shown);
     }

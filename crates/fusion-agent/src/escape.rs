@@ -72,6 +72,9 @@ fn hidden(c: char) -> bool {
                 | '\u{feff}'
                 | '\u{ffa0}'
                 | '\u{fff0}'..='\u{fffb}'
+                | '\u{13430}'..='\u{1343f}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
                 | '\u{e0000}'..='\u{e0fff}'
         )
 }
@@ -114,6 +117,15 @@ mod tests {
         // U+E0041 TAG LATIN CAPITAL LETTER A, invisible, can smuggle text to a model.
         assert_eq!(escape_hidden("a\u{e0041}b"), r"a\udb40\udc41b");
         assert_eq!(escape_hidden("\u{e007f}"), r"\udb40\udc7f");
+    }
+
+    #[test]
+    fn format_controls_past_the_basic_plane_are_shown() {
+        // Egyptian hieroglyph, shorthand and musical format controls: invisible too.
+        assert_eq!(
+            escape_hidden("a\u{13430}b\u{1bca0}c\u{1d173}"),
+            r"a\ud80d\udc30b\ud82f\udca0c\ud834\udd73"
+        );
     }
 
     #[test]
