@@ -7,7 +7,9 @@
 //! answer in its name, points; an `https` server redirecting to `http` would send it in the
 //! clear. A redirect within the origin (`/mcp` to `/mcp/`) is followed; one to another
 //! origin fails the request, saying so, and a user who trusts the place it names can
-//! configure that URL.
+//! configure that URL. As HTTP has it, only a 307 or 308 repeats the request as it was; a
+//! 301, 302 or 303 turns the POST of an MCP message into a GET without it, which the
+//! server will refuse: configure the URL it names instead.
 
 use reqwest::redirect::{Action, Attempt, Policy};
 
@@ -24,8 +26,10 @@ pub fn http_client() -> Result<reqwest::Client, String> {
 }
 
 fn within_origin(attempt: Attempt) -> Action {
+    // reqwest lists the request's own URL first; a redirect with none to compare against
+    // is not followed, rather than followed unchecked.
     let Some(first) = attempt.previous().first() else {
-        return attempt.follow();
+        return attempt.error("a redirect whose origin cannot be checked");
     };
     if attempt.url().origin() != first.origin() {
         let message = format!(
