@@ -4,11 +4,14 @@
 //! not a valid one (`{"jsonrpc":"2.0","id":3}`, with neither `result` nor `error`; an
 //! `error` without a `message`) that leaves the request waiting for the whole call
 //! timeout, and the model reads that the server did not answer. Here such a line, when it
-//! carries an `id` and no member a response does not have, is replaced by a JSON-RPC error
-//! for that id saying the response was invalid, so the call ends at once and says why. A
-//! line with other members (a JSON log line, `{"level":30,"id":3,"msg":"…"}`) is not a
-//! response, and passes to be skipped. Every other line passes unchanged, byte for byte;
-//! lines longer than [`CHECKED_LINE_BYTES`] pass unchecked, without being held whole.
+//! says it is JSON-RPC (`"jsonrpc":"2.0"`), carries an `id` and no `method` (which would
+//! make it a request or a notification of the server's), is replaced by a JSON-RPC error
+//! for that id saying the response was invalid, so the call ends at once and says why;
+//! whatever else it holds (an extra member, a typo such as `"results"`) it is a response
+//! gone wrong. A line without `"jsonrpc":"2.0"` (a JSON log line, `{"level":30,"id":3}`,
+//! `{"id":3,"result":"started"}`) is not a response, whatever members it has, and passes
+//! to be skipped. Every other line passes unchanged, byte for byte; lines longer than
+//! [`CHECKED_LINE_BYTES`] pass unchecked, without being held whole.
 
 use rmcp::model::{ErrorCode, ServerJsonRpcMessage};
 use serde_json::{Value, json};
@@ -82,9 +85,6 @@ async fn pass_rest(
     }
 }
 
-/// The members a JSON-RPC response may have.
-const RESPONSE_MEMBERS: &[&str] = &["jsonrpc", "id", "result", "error"];
-
 /// The error line to put in place of `line`, when it is a response the SDK would skip.
 fn replacement(line: &[u8]) -> Option<Vec<u8>> {
     let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
@@ -94,14 +94,13 @@ fn replacement(line: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let value: Value = serde_json::from_slice(text).ok()?;
-    // Only what can be nothing but a response: an object of response members alone. A
-    // server that logs JSON to stdout (`{"level":30,"id":3,"msg":"…"}`) must not fail
-    // the request whose id its log line happens to carry; the SDK skips such lines.
+    // Only what says it is JSON-RPC and is no request or notification: a response. A
+    // server that logs JSON to stdout (`{"level":30,"id":3}`, `{"id":3,"error":"ENOENT"}`)
+    // must not fail the request whose id its log line happens to carry, whatever its
+    // members are named; the SDK skips such lines. Every JSON-RPC 2.0 message carries
+    // `"jsonrpc":"2.0"`, and a log line has no reason to.
     let object = value.as_object()?;
-    if !object
-        .keys()
-        .all(|key| RESPONSE_MEMBERS.contains(&key.as_str()))
-    {
+    if object.get("jsonrpc") != Some(&Value::from("2.0")) || object.contains_key("method") {
         return None;
     }
     let id = object
@@ -125,6 +124,9 @@ mod tests {
         for invalid in [
             "{\"jsonrpc\":\"2.0\",\"id\":7}\n",
             "{\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":-1}}\r\n",
+            // A member no response has, or a typo, does not make it a log line.
+            "{\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":-1},\"data\":1}\n",
+            "{\"jsonrpc\":\"2.0\",\"id\":7,\"results\":{}}\n",
         ] {
             let error: Value = serde_json::from_str(&replaced(invalid).unwrap()).unwrap();
             assert_eq!(error["id"], 7, "{invalid}");
@@ -135,8 +137,13 @@ mod tests {
             "{\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":-1,\"message\":\"no\"}}\n",
             "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n",
             "{\"jsonrpc\":\"2.0\",\"id\":null}\n",
-            // A JSON log line that carries an id of its own.
+            // JSON log lines that carry an id of their own, with whatever members.
             "{\"level\":30,\"id\":7,\"msg\":\"handling tools/call\"}\n",
+            "{\"id\":7,\"result\":\"started\"}\n",
+            "{\"id\":7,\"error\":\"ENOENT\"}\n",
+            "{\"jsonrpc\":\"1.0\",\"id\":7}\n",
+            // A request of the server's the SDK cannot read is not a response.
+            "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"no/such\",\"params\":5}\n",
             "Loading model... 50%\n",
             "\n",
         ] {

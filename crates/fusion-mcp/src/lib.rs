@@ -79,7 +79,8 @@
 //!   result nor an error, an error without a message), which the SDK skips, ends the call
 //!   at once with an observation saying the response was invalid, rather than at the
 //!   per-call timeout (for lines up to 64 KiB; HTTP servers' responses are the SDK's); a
-//!   line with members no response has (a JSON log line carrying an `id`) is not one;
+//!   line is taken for a response when it says `"jsonrpc":"2.0"` and has an `id` and no
+//!   `method`, so a JSON log line carrying an `id` is not one, whatever its members;
 //! - a call past the per-call timeout is cancelled (`notifications/cancelled`) and the
 //!   model is told; a server that exits mid-call gives an observation saying so, with its
 //!   exit status, and is started again on the next call, its tools listed again; an HTTP

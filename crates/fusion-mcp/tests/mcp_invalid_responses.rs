@@ -1,8 +1,9 @@
 //! A stdio server's response that is JSON but not a valid JSON-RPC response (neither
-//! `result` nor `error`, or an `error` without a `message`) ends the call at once with an
-//! observation saying the response was invalid, where the SDK alone skips the line and the
-//! call waits out its whole timeout; a JSON log line on stdout that carries a request's id
-//! is not such a response. The server is a few lines of Node.js.
+//! `result` nor `error`, an `error` without a `message`, a member too many, a typo) ends
+//! the call at once with an observation saying the response was invalid, where the SDK
+//! alone skips the line and the call waits out its whole timeout; a JSON log line on
+//! stdout that carries a request's id is not such a response, even when its other members
+//! are named `result` or `error`. The server is a few lines of Node.js.
 
 mod common;
 
@@ -12,8 +13,10 @@ use fusion_mcp::{McpOptions, McpServer, StdioServerConfig};
 use serde_json::json;
 
 /// `nothing` answers `{"jsonrpc":"2.0","id":N}`, `no_message` an error with only a code,
-/// `logged` logs a JSON line carrying the request's id to stdout (as servers using a JSON
-/// logger on stdout do) and then answers, `fine` a valid result.
+/// `extra` such an error with a `data` member beside it, `typo` a `results`; `logged` logs
+/// JSON lines carrying the request's id to stdout (as servers using a JSON logger on
+/// stdout do), one of them of response members alone, and then answers; `fine` answers a
+/// valid result.
 const SERVER: &str = r#"
 const write = (msg) => process.stdout.write(JSON.stringify(msg) + '\n');
 require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
@@ -23,14 +26,20 @@ require('readline').createInterface({ input: process.stdin }).on('line', (line) 
     write({ jsonrpc: '2.0', id: msg.id, result: { protocolVersion: msg.params.protocolVersion,
             capabilities: { tools: {} }, serverInfo: { name: 'invalid', version: '1.0.0' } } });
   } else if (msg.method === 'tools/list') {
-    write({ jsonrpc: '2.0', id: msg.id, result: { tools: ['nothing', 'no_message', 'logged', 'fine'].map(
+    write({ jsonrpc: '2.0', id: msg.id, result: { tools: ['nothing', 'no_message', 'extra', 'typo', 'logged', 'fine'].map(
       (name) => ({ name, description: 'The ' + name + ' tool.', inputSchema: { type: 'object' } })) } });
   } else if (msg.params.name === 'nothing') {
     write({ jsonrpc: '2.0', id: msg.id });
   } else if (msg.params.name === 'no_message') {
     write({ jsonrpc: '2.0', id: msg.id, error: { code: -1 } });
+  } else if (msg.params.name === 'extra') {
+    write({ jsonrpc: '2.0', id: msg.id, error: { code: -1 }, data: 1 });
+  } else if (msg.params.name === 'typo') {
+    write({ jsonrpc: '2.0', id: msg.id, results: { content: [] } });
   } else if (msg.params.name === 'logged') {
     write({ level: 30, id: msg.id, msg: 'handling tools/call' });
+    write({ id: msg.id, result: 'started' });
+    write({ id: msg.id, error: 'ENOENT' });
     write({ jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text: 'logged' }] } });
   } else {
     write({ jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text: 'fine' }] } });
@@ -50,7 +59,12 @@ async fn an_invalid_response_ends_the_call_at_once_saying_so() {
     let server = McpServer::start("invalid", config, options).await.unwrap();
     let tools = server.tools();
     let tool = |name: &str| tools.iter().find(|t| t.name() == name).unwrap().clone();
-    for name in ["invalid__nothing", "invalid__no_message"] {
+    for name in [
+        "invalid__nothing",
+        "invalid__no_message",
+        "invalid__extra",
+        "invalid__typo",
+    ] {
         let err = tool(name).call(json!({})).await.unwrap_err().to_string();
         assert!(
             err.contains("MCP server `invalid` sent an invalid response"),
