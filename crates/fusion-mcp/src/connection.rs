@@ -4,6 +4,7 @@
 //! server and what went wrong. An HTTP server's session the SDK opens again by itself
 //! (after an HTTP 404) is taken as a change of the tool list.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,6 +216,11 @@ async fn open_stdio(
 /// Why `config`'s command could not be started. The system says "not found" (`ENOENT`)
 /// for three different mistakes: a working directory that does not exist, a script whose
 /// `#!` interpreter does not exist, and the command itself missing; each is named.
+///
+/// The command is looked for where the child looks for it: a path (`./bin/server`) in the
+/// working directory the child is given, a bare name in the directories of the `PATH` the
+/// child is given. A file found there that could not be run is one whose interpreter is
+/// missing: the system would have said "permission denied" for any other reason.
 fn spawn_error(config: &StdioServerConfig, error: &std::io::Error) -> String {
     if error.kind() != std::io::ErrorKind::NotFound {
         return error.to_string();
@@ -227,26 +233,52 @@ fn spawn_error(config: &StdioServerConfig, error: &std::io::Error) -> String {
             dir.display()
         );
     }
-    let program = std::path::Path::new(&config.command);
-    let is_path = program.components().count() > 1;
-    let exists = |p: &std::path::Path| p.is_file();
-    if is_path
-        && (exists(program)
-            || config
-                .cwd
-                .as_ref()
-                .is_some_and(|d| exists(&d.join(program))))
-    {
-        return format!(
-            "`{}` exists, but the interpreter it names was not found (a script's `#!` \
-             line, or a program's dynamic loader)",
-            config.command
-        );
+    let command = &config.command;
+    let interpreter = "the interpreter it names was not found (a script's `#!` line, or a \
+                       program's dynamic loader)";
+    let program = Path::new(command);
+    if program.components().count() > 1 {
+        // The child changes to its working directory before it runs the command.
+        let file = config
+            .cwd
+            .as_ref()
+            .map_or(program.to_owned(), |d| d.join(program));
+        if file.is_file() {
+            return format!("`{command}` exists, but {interpreter}");
+        }
+        return match &config.cwd {
+            Some(dir) if program.is_relative() => format!(
+                "`{command}` not found (a relative path is taken from its working directory, \
+                 `{}`)",
+                dir.display()
+            ),
+            _ => format!("`{command}` not found"),
+        };
     }
-    format!(
-        "command `{}` not found (is it installed and on PATH?)",
-        config.command
-    )
+    match on_path(config, program) {
+        Some(found) => format!(
+            "`{command}` is on PATH (`{}`), but {interpreter}",
+            found.display()
+        ),
+        None => format!("command `{command}` not found (is it installed and on PATH?)"),
+    }
+}
+
+/// Where the child finds `program` on its `PATH`: the one `config.env` sets, else this
+/// program's (which the child inherits).
+fn on_path(config: &StdioServerConfig, program: &Path) -> Option<PathBuf> {
+    let path = match config.env.get("PATH") {
+        Some(path) => path.into(),
+        None => std::env::var_os("PATH")?,
+    };
+    std::env::split_paths(&path)
+        .map(|dir| match &config.cwd {
+            // A relative entry (`bin`, or an empty one for `.`) is relative to where the
+            // child runs.
+            Some(cwd) if dir.is_relative() => cwd.join(dir).join(program),
+            _ => dir.join(program),
+        })
+        .find(|candidate| candidate.is_file())
 }
 
 async fn open_http(

@@ -88,6 +88,58 @@ async fn a_script_whose_interpreter_is_missing_is_not_called_a_missing_command()
     assert!(!message.contains("on PATH"), "{message}");
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn a_command_on_path_whose_interpreter_is_missing_is_not_called_missing_from_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fusion-broken-interpreter-server");
+    std::fs::write(&script, "#!/fusion/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The child is given this PATH, and looks the name up there.
+    let config = StdioServerConfig::new("fusion-broken-interpreter-server")
+        .env("PATH", dir.path().to_str().unwrap());
+    let message = start_error(config, McpOptions::default()).await;
+    assert!(
+        message.contains(&format!(
+            "`fusion-broken-interpreter-server` is on PATH (`{}`), but the interpreter it names",
+            script.display()
+        )),
+        "{message}"
+    );
+    assert!(!message.contains("is it installed"), "{message}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_relative_command_is_looked_for_in_the_servers_working_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::create_dir(elsewhere.path().join("bin")).unwrap();
+    let script = elsewhere.path().join("bin/server");
+    std::fs::write(&script, "#!/fusion/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = StdioServerConfig::new("./bin/server").cwd(elsewhere.path());
+    let message = start_error(config, McpOptions::default()).await;
+    assert!(
+        message.contains("`./bin/server` exists, but the interpreter it names"),
+        "{message}"
+    );
+
+    // `Cargo.toml` is in this test's directory (the crate's), not in the server's.
+    assert!(std::path::Path::new("Cargo.toml").is_file());
+    let config = StdioServerConfig::new("./Cargo.toml").cwd(elsewhere.path());
+    let message = start_error(config, McpOptions::default()).await;
+    assert!(
+        message.contains(&format!(
+            "`./Cargo.toml` not found (a relative path is taken from its working directory, `{}`)",
+            elsewhere.path().display()
+        )),
+        "{message}"
+    );
+    assert!(!message.contains("exists"), "{message}");
+}
+
 #[tokio::test]
 async fn a_server_that_exits_at_once_fails_startup_with_its_status_and_stderr() {
     let message = start_error(server(&["--exit-at-once", "7"]), McpOptions::default()).await;
