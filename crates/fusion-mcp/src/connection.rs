@@ -2,7 +2,9 @@
 //! [`ChildProcess`] behind it. Opening it spawns or connects, runs `initialize` and lists
 //! the tools, all under the startup timeout; every failure becomes a message naming the
 //! server and what went wrong. An HTTP server's session the SDK opens again by itself
-//! (after an HTTP 404) is taken as a change of the tool list.
+//! (after an HTTP 404) is taken as a change of the tool list; one that is over while the
+//! SDK would go on using it (see [`SessionClient`]) makes the connection dead, to be
+//! opened again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub type Listed = Result<rmcp::model::Tool, (String, String)>;
 pub struct Connection {
     service: RunningService<RoleClient, Handler>,
     process: Option<ChildProcess>,
+    /// An HTTP server's client, which says when its session is over.
+    http: Option<SessionClient>,
 }
 
 impl Connection {
@@ -69,7 +73,7 @@ impl Connection {
     }
 
     /// Whether requests can still reach the server: the session runs and, for stdio, the
-    /// process has not exited.
+    /// process has not exited, for HTTP the server still takes the session.
     pub fn is_alive(&self) -> bool {
         !self.service.is_closed()
             && !self.service.peer().is_transport_closed()
@@ -77,6 +81,7 @@ impl Connection {
                 .process
                 .as_ref()
                 .is_none_or(|p| p.exit_status().is_none())
+            && self.http.as_ref().is_none_or(|http| !http.is_over())
     }
 
     /// Ends the session (closing a stdio server's stdin) and stops the process, giving it
@@ -105,6 +110,12 @@ impl Connection {
                 }
                 format!("{status} during the call; it will be restarted on the next call")
             }
+            None if self.http.as_ref().is_some_and(SessionClient::is_over) => format!(
+                "failed the call ({}), and its session is taken as over (the server refused \
+                 a request in it, or two failed in a row); a new session is opened on the \
+                 next call",
+                error_text(error)
+            ),
             None => format!(
                 "closed the connection during the call ({}); it will be reconnected on \
                  the next call",
@@ -187,6 +198,7 @@ async fn open_stdio(
             Connection {
                 service,
                 process: Some(process),
+                http: None,
             },
             tools,
         )),
@@ -305,13 +317,14 @@ async fn open_http(
     // A session the SDK opens again (after an HTTP 404) lists the tools again, as a
     // `notifications/tools/list_changed` does: the server may have come back with others.
     let client = SessionClient::new(http_client()?, handler.on_change.clone());
-    let transport = StreamableHttpClientTransport::with_client(client, transport_config);
+    let transport = StreamableHttpClientTransport::with_client(client.clone(), transport_config);
     let started = tokio::time::timeout(startup, handshake(handler, transport)).await;
     match started {
         Ok(Ok((service, tools))) => Ok((
             Connection {
                 service,
                 process: None,
+                http: Some(client),
             },
             tools,
         )),

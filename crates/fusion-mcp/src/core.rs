@@ -184,13 +184,14 @@ impl Core {
         {
             return Ok(connection.clone());
         }
-        tracing::info!(server = %self.name, "MCP server is gone; starting it again");
-        self.connect(&mut slot).await.map_err(|reason| {
-            format!(
-                "MCP server `{}` could not be restarted: {reason}",
-                self.name
-            )
-        })
+        let again = match &self.config {
+            McpServerConfig::Stdio(_) => "restarted",
+            McpServerConfig::Http(_) => "reconnected",
+        };
+        tracing::info!(server = %self.name, "MCP server's connection is gone; it is {again}");
+        self.connect(&mut slot)
+            .await
+            .map_err(|reason| format!("MCP server `{}` could not be {again}: {reason}", self.name))
     }
 
     /// Opens a new connection into `slot` (dropping the old one, which kills its process)
@@ -320,8 +321,9 @@ impl Relisting {
 /// Over stdio, a transport that closed or could not be written is the process going (its
 /// exit may not be reaped yet). Over HTTP every request is a POST of its own: one answered
 /// with an error status (a 500, a 401) or whose reply stream ended early leaves the session
-/// as it was, so only a session that has ended is over; saying otherwise would promise
-/// the model a reconnection that never comes.
+/// as it was, unless the session is taken as over (a 4xx in it, or a second failure in a
+/// row: [`SessionClient`](crate::http_session::SessionClient)); saying otherwise would
+/// promise the model a reconnection that never comes.
 fn ends_session(connection: &Connection, error: &ServiceError) -> bool {
     let transport = matches!(
         error,

@@ -87,7 +87,12 @@
 //!   server's error status (a 500, a 401) fails that call alone, saying so, and the
 //!   session goes on; a session an HTTP server no longer knows (HTTP 404: it restarted,
 //!   or expired it) is opened again by the SDK, the request sent again, and the tools
-//!   are listed again;
+//!   are listed again; a session the server refuses otherwise (a 4xx other than 401, 403
+//!   and 429: a restarted TypeScript SDK example answers 400), or in which two requests in
+//!   a row fail, is given up: that call fails saying so, and the next opens a new session
+//!   and lists the tools again; an error status carrying a JSON-RPC error with no id (how
+//!   the TypeScript and Python SDKs refuse a request), which the SDK would drop, fails the
+//!   call at once with the server's message rather than at the per-call timeout;
 //! - a result is cut to the limit, up to what the SDK reads: over stdio one JSON-RPC line
 //!   of at most 16 MiB (rmcp discards a longer one, and the call then ends at the per-call
 //!   timeout), over HTTP the SDK's largest response body;

@@ -1,15 +1,22 @@
 //! HTTP errors from a streamable-HTTP server, hand-written here (a few axum routes speaking
 //! JSON-RPC, as any server may): a request answered with an HTTP error status fails that
 //! call alone, with the status, and the session goes on; it is not reported as a closed
-//! connection to be reconnected. Messages say what went wrong without the Rust types of
-//! the SDK's transport. A redirect to another origin is not followed: the configured
-//! headers, secrets all, would go with it.
+//! connection to be reconnected. A session the server refuses (a restarted server's HTTP
+//! 400 for the id it no longer knows, in plain text or as a JSON-RPC error with no id), or
+//! in which two calls in a row fail, is given up: the next call opens a new one and the
+//! tools are listed again. An error status carrying a JSON-RPC error with no id fails the
+//! call at once rather than at the call timeout. Messages say what went wrong without the
+//! Rust types of the SDK's transport. A redirect to another origin is not followed: the
+//! configured headers, secrets all, would go with it.
+
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
-use axum::http::{Response, StatusCode};
+use axum::http::{HeaderMap, Response, StatusCode};
+use common::PATIENCE;
 use fusion_agent::{Tool, ToolSource};
 use fusion_core::Error;
 use fusion_mcp::{HttpServerConfig, McpOptions, McpServer};
@@ -18,73 +25,50 @@ use serde_json::{Value, json};
 /// The token the server takes.
 const TOKEN: &str = "tok-right";
 
+/// What the server answers a session id it does not know: the TypeScript SDK's stock
+/// Express example, in its two forms.
+#[derive(Clone, Copy, Debug)]
+enum Stale {
+    /// HTTP 400, "No valid session ID provided" in plain text.
+    Text,
+    /// HTTP 400, a JSON-RPC error with `"id": null`.
+    Json,
+}
+
 /// A server on a loopback port, and what it has seen.
 struct Server {
     url: String,
+    /// Its run (1, 2, …), which names its session (`run-1`).
+    run: Arc<AtomicUsize>,
     /// `initialize` requests.
     initialized: Arc<AtomicUsize>,
     /// Requests that carried an `X-Api-Key` header.
     api_keys: Arc<AtomicUsize>,
 }
 
-/// Answers a request without `Authorization: Bearer tok-right` with HTTP 401; `initialize`
-/// and `tools/list` with JSON; `tools/call` of `broken` with HTTP 500 and a text body, of
-/// any other tool with a text result.
-async fn serve() -> Server {
+impl Server {
+    /// Starts the next run: the old session is unknown from now on.
+    fn restart(&self) {
+        self.run.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Answers a request without `Authorization: Bearer tok-right` with HTTP 401, one in a
+/// session not of this run as `stale` says; `initialize` and `tools/list` with JSON (the
+/// tool `added` too after a restart); `tools/call` of `broken` with HTTP 500 and a text
+/// body, of `broken_json` with HTTP 500 and a JSON-RPC error with no id (as the TypeScript
+/// SDK answers when it fails), of any other tool with a text result.
+async fn serve(stale: Stale) -> Server {
+    let run = Arc::new(AtomicUsize::new(1));
     let initialized = Arc::new(AtomicUsize::new(0));
     let api_keys = Arc::new(AtomicUsize::new(0));
-    let (count, keys) = (initialized.clone(), api_keys.clone());
+    let (now, count, keys) = (run.clone(), initialized.clone(), api_keys.clone());
     let app = axum::Router::new().route(
         "/mcp",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let run = now.load(Ordering::SeqCst);
             let (count, keys) = (count.clone(), keys.clone());
-            async move {
-                if headers.contains_key("x-api-key") {
-                    keys.fetch_add(1, Ordering::SeqCst);
-                }
-                let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
-                if authorization != Some(&format!("Bearer {TOKEN}")) {
-                    return Response::builder()
-                        .status(StatusCode::UNAUTHORIZED)
-                        .body(Body::from("invalid token"))
-                        .unwrap();
-                }
-                let msg: Value = serde_json::from_str(&body).unwrap();
-                let id = msg["id"].clone();
-                if id.is_null() {
-                    // A notification.
-                    return Response::builder()
-                        .status(StatusCode::ACCEPTED)
-                        .body(Body::empty())
-                        .unwrap();
-                }
-                let result = match msg["method"].as_str().unwrap_or("") {
-                    "initialize" => {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
-                               "serverInfo": {"name": "web", "version": "1.0.0"}})
-                    }
-                    "tools/list" => {
-                        let tool = |name| json!({"name": name, "inputSchema": {"type": "object"}});
-                        json!({"tools": [tool("broken"), tool("fine")]})
-                    }
-                    "tools/call" if msg["params"]["name"] == "broken" => {
-                        return Response::builder()
-                            .status(StatusCode::INTERNAL_SERVER_ERROR)
-                            .body(Body::from("database down"))
-                            .unwrap();
-                    }
-                    "tools/call" => json!({"content": [{"type": "text", "text": "fine"}]}),
-                    _ => json!({}),
-                };
-                Response::builder()
-                    .header("content-type", "application/json")
-                    .header("mcp-session-id", "session-1")
-                    .body(Body::from(
-                        json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
-                    ))
-                    .unwrap()
-            }
+            async move { answer(run, stale, &count, &keys, &headers, &body) }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -92,9 +76,130 @@ async fn serve() -> Server {
     tokio::spawn(async move { axum::serve(listener, app).await });
     Server {
         url,
+        run,
         initialized,
         api_keys,
     }
+}
+
+fn answer(
+    run: usize,
+    stale: Stale,
+    initialized: &AtomicUsize,
+    api_keys: &AtomicUsize,
+    headers: &HeaderMap,
+    body: &str,
+) -> Response<Body> {
+    if headers.contains_key("x-api-key") {
+        api_keys.fetch_add(1, Ordering::SeqCst);
+    }
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if authorization != Some(&format!("Bearer {TOKEN}")) {
+        return plain(StatusCode::UNAUTHORIZED, "invalid token");
+    }
+    let session = format!("run-{run}");
+    let msg: Value = serde_json::from_str(body).unwrap();
+    let method = msg["method"].as_str().unwrap_or("");
+    let given = headers.get("mcp-session-id").and_then(|v| v.to_str().ok());
+    if method != "initialize" && given != Some(session.as_str()) {
+        return match stale {
+            Stale::Text => plain(StatusCode::BAD_REQUEST, "No valid session ID provided"),
+            Stale::Json => no_id_error(
+                StatusCode::BAD_REQUEST,
+                -32000,
+                "Bad Request: No valid session ID provided",
+            ),
+        };
+    }
+    let id = msg["id"].clone();
+    if id.is_null() {
+        // A notification.
+        return Response::builder()
+            .status(StatusCode::ACCEPTED)
+            .body(Body::empty())
+            .unwrap();
+    }
+    let result = match method {
+        "initialize" => {
+            initialized.fetch_add(1, Ordering::SeqCst);
+            json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                   "serverInfo": {"name": "web", "version": "1.0.0"}})
+        }
+        "tools/list" => {
+            let mut names = vec!["broken", "broken_json", "fine"];
+            if run > 1 {
+                names.push("added");
+            }
+            let tools: Vec<Value> = names
+                .into_iter()
+                .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}))
+                .collect();
+            json!({ "tools": tools })
+        }
+        "tools/call" if msg["params"]["name"] == "broken" => {
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "database down");
+        }
+        "tools/call" if msg["params"]["name"] == "broken_json" => {
+            return no_id_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                -32603,
+                "Internal server error",
+            );
+        }
+        "tools/call" => json!({"content": [{"type": "text", "text": "fine"}]}),
+        _ => json!({}),
+    };
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("mcp-session-id", session)
+        .body(Body::from(
+            json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
+        ))
+        .unwrap()
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .body(Body::from(text))
+        .unwrap()
+}
+
+/// `status` with a JSON-RPC error carrying `"id": null`, as the TypeScript and Python SDKs
+/// answer a request they refuse before reading it.
+fn no_id_error(status: StatusCode, code: i64, message: &str) -> Response<Body> {
+    let error = json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": null});
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(error.to_string()))
+        .unwrap()
+}
+
+/// Options whose call timeout only a failing test reaches: a call that would wait it out
+/// fails the test, by its message, rather than slowing it.
+fn patient() -> McpOptions {
+    McpOptions {
+        call_timeout: PATIENCE,
+        ..McpOptions::default()
+    }
+}
+
+async fn start(web: &Server) -> McpServer {
+    let config = HttpServerConfig::new(&web.url).bearer_token(TOKEN);
+    McpServer::start("web", config, patient()).await.unwrap()
+}
+
+/// The message of the failed call of `name`.
+async fn failure(server: &McpServer, name: &str) -> String {
+    match tool(server, name).call(json!({})).await {
+        Err(Error::Tool { message, .. }) => message,
+        other => panic!("the call of {name} should fail: {other:?}"),
+    }
+}
+
+fn names(server: &McpServer) -> Vec<String> {
+    server.tools().iter().map(|t| t.name().to_owned()).collect()
 }
 
 fn tool(server: &McpServer, name: &str) -> Arc<dyn Tool> {
@@ -104,15 +209,9 @@ fn tool(server: &McpServer, name: &str) -> Arc<dyn Tool> {
 
 #[tokio::test]
 async fn an_http_error_fails_the_call_alone_and_the_session_goes_on() {
-    let web = serve().await;
-    let config = HttpServerConfig::new(&web.url).bearer_token(TOKEN);
-    let server = McpServer::start("web", config, McpOptions::default())
-        .await
-        .unwrap();
-    let Err(Error::Tool { message, .. }) = tool(&server, "web__broken").call(json!({})).await
-    else {
-        panic!("the call should fail")
-    };
+    let web = serve(Stale::Text).await;
+    let server = start(&web).await;
+    let message = failure(&server, "web__broken").await;
     assert!(message.contains("MCP server `web`"), "{message}");
     assert!(message.contains("HTTP 500"), "{message}");
     assert!(!message.contains("rmcp::"), "{message}");
@@ -132,8 +231,85 @@ async fn an_http_error_fails_the_call_alone_and_the_session_goes_on() {
 }
 
 #[tokio::test]
+async fn a_session_the_restarted_server_refuses_with_a_400_is_opened_again() {
+    for stale in [Stale::Text, Stale::Json] {
+        let web = serve(stale).await;
+        let server = start(&web).await;
+        assert_eq!(
+            tool(&server, "web__fine").call(json!({})).await.unwrap(),
+            "fine"
+        );
+        web.restart();
+        // The call in the old session fails, saying why (at once, also when the 400's
+        // JSON-RPC error carries no id), and the session is given up.
+        let message = failure(&server, "web__fine").await;
+        assert!(message.contains("MCP server `web`"), "{stale:?}: {message}");
+        assert!(
+            message.contains("No valid session ID provided"),
+            "{stale:?}: {message}"
+        );
+        assert!(!message.contains("did not answer"), "{stale:?}: {message}");
+        assert!(
+            message.contains("a new session is opened on the next call"),
+            "{stale:?}: {message}"
+        );
+        // The next call opens a new session, and the tools are listed again.
+        assert_eq!(
+            tool(&server, "web__fine").call(json!({})).await.unwrap(),
+            "fine"
+        );
+        assert_eq!(web.initialized.load(Ordering::SeqCst), 2, "{stale:?}");
+        assert!(
+            names(&server).contains(&"web__added".to_owned()),
+            "{stale:?}: {:?}",
+            names(&server)
+        );
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_error_status_whose_json_rpc_error_has_no_id_fails_the_call_at_once() {
+    let web = serve(Stale::Text).await;
+    let server = start(&web).await;
+    // Passed on as it is, the error answers no request and the call waits out its timeout.
+    let message = failure(&server, "web__broken_json").await;
+    assert!(message.contains("Internal server error"), "{message}");
+    assert!(message.contains("-32603"), "{message}");
+    assert!(!message.contains("did not answer"), "{message}");
+    // A server failing once is no reason to give its session up.
+    assert!(!message.contains("new session"), "{message}");
+    assert_eq!(
+        tool(&server, "web__fine").call(json!({})).await.unwrap(),
+        "fine"
+    );
+    assert_eq!(web.initialized.load(Ordering::SeqCst), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_failure_in_a_row_gives_the_session_up() {
+    let web = serve(Stale::Text).await;
+    let server = start(&web).await;
+    let first = failure(&server, "web__broken").await;
+    assert!(!first.contains("new session"), "{first}");
+    let second = failure(&server, "web__broken_json").await;
+    assert!(second.contains("Internal server error"), "{second}");
+    assert!(
+        second.contains("a new session is opened on the next call"),
+        "{second}"
+    );
+    assert_eq!(
+        tool(&server, "web__fine").call(json!({})).await.unwrap(),
+        "fine"
+    );
+    assert_eq!(web.initialized.load(Ordering::SeqCst), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_refused_token_fails_the_start_with_the_status_in_plain_words() {
-    let web = serve().await;
+    let web = serve(Stale::Text).await;
     let config = HttpServerConfig::new(&web.url).bearer_token("tok-wrong");
     let Err(Error::Config(message)) = McpServer::start("web", config, McpOptions::default()).await
     else {
@@ -149,7 +325,7 @@ async fn a_refused_token_fails_the_start_with_the_status_in_plain_words() {
 
 #[tokio::test]
 async fn a_redirect_to_another_origin_is_refused_and_the_headers_stay_home() {
-    let elsewhere = serve().await;
+    let elsewhere = serve(Stale::Text).await;
     // The configured server sends every request there, keeping the method and body.
     let target = elsewhere.url.clone();
     let redirect = axum::Router::new().route(
