@@ -64,8 +64,8 @@ impl TurnView {
                 // in a name or an argument could make it read as another call.
                 let line = format!(
                     "  -> {}({})",
-                    render::printable(&escape_hidden(tool)),
-                    render::shorten(&escape_hidden(arguments), EXCERPT_CHARS)
+                    escape_hidden(&render::printable(tool)),
+                    escape_hidden(&render::shorten(arguments, EXCERPT_CHARS))
                 );
                 self.line(&line)?;
             }
@@ -151,7 +151,8 @@ fn result_line(step: &Step) -> String {
     ) {
         output.next(); // the approval note the model reads; the user gave it
     }
-    let first = render::shorten(&escape_hidden(output.next().unwrap_or("")), EXCERPT_CHARS);
+    // Controls as the rest of the chat shows them (`\x1b`), then what hides or reorders.
+    let first = escape_hidden(&render::shorten(output.next().unwrap_or(""), EXCERPT_CHARS));
     let more = output.count();
     let more = if more > 0 {
         format!(" (+{more} lines)")
