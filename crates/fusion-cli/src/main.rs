@@ -125,6 +125,11 @@ pub struct ChatArgs {
     /// streamable-HTTP server.
     #[arg(long, value_name = "COMMAND")]
     pub mcp: Vec<String>,
+    /// A variable of this environment to pass on to the --mcp servers (repeat it, or
+    /// separate names with commas), e.g. --mcp-env GITHUB_TOKEN; they get only PATH, HOME
+    /// and a few more otherwise.
+    #[arg(long, value_name = "NAME", value_delimiter = ',', requires = "mcp")]
+    pub mcp_env: Vec<String>,
     /// How long one tool call may run, in whole seconds (default 30), an MCP server's
     /// restart included; then it is abandoned and the model reads that it timed out.
     #[arg(long, value_name = "SECONDS", value_parser = chat::parse_tool_timeout,

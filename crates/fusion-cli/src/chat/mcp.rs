@@ -4,14 +4,16 @@
 //! The servers start before the chat does, so a server that cannot start stops `fusion
 //! chat` with an error naming it rather than failing the first turn that needs it. They
 //! stop (their processes killed) when the chat ends. `--tool-timeout` bounds a call of any
-//! of these tools, built-in or a server's.
+//! of these tools, built-in or a server's. A stdio server is given only a few variables of
+//! chat's environment (`PATH`, `HOME`, …): `--mcp-env NAME` passes more on to the servers
+//! of `--mcp`, as `"inheritEnv"` does for those of a file.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use fusion::agent::ToolRegistry;
-use fusion::mcp::{McpConfig, McpOptions, McpServers};
+use fusion::mcp::{McpConfig, McpOptions, McpServerConfig, McpServers};
 
 use crate::ChatArgs;
 
@@ -21,7 +23,7 @@ use crate::ChatArgs;
 pub async fn tools(args: &ChatArgs) -> Result<(ToolRegistry, Option<McpServers>)> {
     let here = std::env::current_dir().context("the current directory cannot be used")?;
     let mut tools = ToolRegistry::with_file_tools([here])?;
-    let Some(config) = config(args.mcp_config.as_ref(), &args.mcp)? else {
+    let Some(config) = config(args.mcp_config.as_ref(), &args.mcp, &args.mcp_env)? else {
         return Ok((tools, None));
     };
     let mut options = McpOptions::default();
@@ -47,18 +49,48 @@ pub async fn tools(args: &ChatArgs) -> Result<(ToolRegistry, Option<McpServers>)
     Ok((tools, Some(servers)))
 }
 
-/// The servers of `--mcp-config` and of each `--mcp`, if any.
-fn config(file: Option<&PathBuf>, lines: &[String]) -> Result<Option<McpConfig>> {
+/// The servers of `--mcp-config` and of each `--mcp`, if any; the stdio servers of `--mcp`
+/// inherit the variables `inherit` names.
+fn config(
+    file: Option<&PathBuf>,
+    lines: &[String],
+    inherit: &[String],
+) -> Result<Option<McpConfig>> {
     let mut config = match file {
         Some(path) => McpConfig::from_file(path)?,
         None => McpConfig::new(),
     };
+    for name in inherit {
+        check_variable_name(name).with_context(|| format!("--mcp-env {name:?}"))?;
+        if std::env::var_os(name).is_none() {
+            eprintln!("note: --mcp-env {name}: it is not set here, so no server is given it");
+        }
+    }
     for line in lines {
-        config
+        let name = config
             .add_command_line(line)
             .with_context(|| format!("--mcp {line:?}"))?;
+        if let Some(McpServerConfig::Stdio(stdio)) = config.get(&name) {
+            let stdio = inherit
+                .iter()
+                .fold(stdio.clone(), |stdio, variable| stdio.inherit_env(variable));
+            config.add(name, stdio);
+        }
     }
     Ok((!config.is_empty()).then_some(config))
+}
+
+/// Refuses what cannot be a variable's name: `--mcp-env` names variables whose values come
+/// from chat's environment, and `NAME=VALUE` is likely a value meant for the server.
+fn check_variable_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        anyhow::bail!(
+            "not a variable's name: --mcp-env names a variable of this environment, whose \
+             value the servers are given (--mcp-env GITHUB_TOKEN); a value of their own goes \
+             in the \"env\" of a --mcp-config file"
+        );
+    }
+    Ok(())
 }
 
 /// Parses `--tool-timeout`: a whole number of seconds, at least 1.
@@ -75,6 +107,14 @@ pub fn parse_tool_timeout(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mcp_env_takes_names_not_values() {
+        assert!(check_variable_name("GITHUB_TOKEN").is_ok());
+        for bad in ["", "GITHUB_TOKEN=ghp_x", "A\0B"] {
+            assert!(check_variable_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_tool_timeout_is_a_positive_whole_number_of_seconds() {

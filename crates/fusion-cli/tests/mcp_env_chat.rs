@@ -1,0 +1,97 @@
+//! `fusion chat --mcp COMMAND --mcp-env NAME`: a stdio server started from a command line
+//! is given the variables `--mcp-env` names, and no other of chat's (it gets only `PATH`,
+//! `HOME` and a few more by default). The server is a few lines of Node.js that lists an
+//! `env` tool answering its environment, and as many more tools as its argument says.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use common::{chat_command, spawn_chat, text};
+use fusion_agent::testing::MockLlmServer;
+
+/// The variable `--mcp-env` names, and one it does not; both set for chat only.
+const TOKEN: (&str, &str) = ("FUSION_TEST_MCP_TOKEN", "tok-for-the-server");
+const OTHER: (&str, &str) = ("FUSION_TEST_MCP_OTHER", "kept-from-the-server");
+
+const SERVER: &str = r#"
+const extra = Number(process.argv[2] || 0);
+const write = (msg) => process.stdout.write(JSON.stringify(msg) + '\n');
+const tool = (name) => ({ name, description: 'The ' + name + ' tool.', inputSchema: { type: 'object' },
+                          annotations: { readOnlyHint: true } });
+require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
+  const msg = JSON.parse(line);
+  if (msg.id === undefined) return;
+  if (msg.method === 'initialize') {
+    write({ jsonrpc: '2.0', id: msg.id, result: { protocolVersion: msg.params.protocolVersion,
+            capabilities: { tools: {} }, serverInfo: { name: 'env-server', version: '1.0.0' } } });
+  } else if (msg.method === 'tools/list') {
+    const names = ['env', ...Array.from({ length: extra }, (_, n) => 'tool_' + (n + 1))];
+    write({ jsonrpc: '2.0', id: msg.id, result: { tools: names.map(tool) } });
+  } else {
+    const text = JSON.stringify(process.env);
+    write({ jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text }] } });
+  }
+});
+"#;
+
+/// The server's script, written into `dir`.
+fn server_script(dir: &Path) -> PathBuf {
+    let path = dir.join("env-server.js");
+    std::fs::write(&path, SERVER).unwrap();
+    path
+}
+
+/// `fusion chat ARGS` with `input` on stdin, both variables set in its environment.
+async fn chat(dir: &Path, llm: &MockLlmServer, args: &[&str], input: &str) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut command = chat_command(dir, &llm.base_url());
+    command
+        .args(["--storage", &dir.join("sessions").display().to_string()])
+        .args(args)
+        .env(TOKEN.0, TOKEN.1)
+        .env(OTHER.0, OTHER.1)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn_chat(command);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_env_passes_the_named_variable_on_to_the_mcp_servers_and_no_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mcp = format!("node {}", server_script(tmp.path()).display());
+    let llm = MockLlmServer::start().await;
+    llm.push_tool_call("env-server__env", "{}")
+        .push_text("That is its environment.");
+    let args = ["--mcp", &mcp, "--mcp-env", TOKEN.0];
+    let output = chat(tmp.path(), &llm, &args, "show the server's environment\n").await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("-> env-server__env("),
+        "{}",
+        text(&output.stdout)
+    );
+    // What the model read of the call: the server's environment.
+    let observed = llm.requests()[1]["messages"].to_string();
+    assert!(observed.contains(TOKEN.1), "{observed}");
+    assert!(!observed.contains(OTHER.1), "{observed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_env_takes_a_name_not_a_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mcp = format!("node {}", server_script(tmp.path()).display());
+    let llm = MockLlmServer::start().await;
+    let args = ["--mcp", &mcp, "--mcp-env", "GITHUB_TOKEN=ghp_secret"];
+    let output = chat(tmp.path(), &llm, &args, "hi\n").await;
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("not a variable's name"), "{stderr}");
+    assert!(llm.requests().is_empty(), "{stderr}");
+}
