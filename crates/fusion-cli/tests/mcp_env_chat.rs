@@ -1,7 +1,8 @@
 //! `fusion chat --mcp COMMAND --mcp-env NAME`: a stdio server started from a command line
 //! is given the variables `--mcp-env` names, and no other of chat's (it gets only `PATH`,
-//! `HOME` and a few more by default). The server is a few lines of Node.js that lists an
-//! `env` tool answering its environment, and as many more tools as its argument says.
+//! `HOME` and a few more by default); and the tools past the servers' limit make one note
+//! on stderr, not one each. The server is a few lines of Node.js that lists an `env` tool
+//! answering its environment, and as many more tools as its argument says.
 
 mod common;
 
@@ -94,4 +95,26 @@ async fn mcp_env_takes_a_name_not_a_value() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("not a variable's name"), "{stderr}");
     assert!(llm.requests().is_empty(), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_past_the_limit_make_one_note_rather_than_one_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    // `env` and 130 more: 11 past the 120 the servers offer together.
+    let mcp = format!("node {} 130", server_script(tmp.path()).display());
+    let llm = MockLlmServer::start().await;
+    let output = chat(tmp.path(), &llm, &["--mcp", &mcp], "").await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    // Chat's notes; the library's warning (a line for the server) is the log's.
+    let notes: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("note:") && l.contains("left out"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{stderr}");
+    assert!(
+        notes[0].contains("offers 11 tools that are left out (`tool_120`"),
+        "{stderr}"
+    );
+    assert!(notes[0].contains("and 6 more"), "{stderr}");
 }

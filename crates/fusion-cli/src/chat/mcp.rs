@@ -35,18 +35,50 @@ pub async fn tools(args: &ChatArgs) -> Result<(ToolRegistry, Option<McpServers>)
     let servers = McpServers::start(&config, options)
         .await
         .context("cannot start the MCP servers")?;
-    for server in servers.servers() {
-        for skipped in server.skipped_tools() {
-            eprintln!(
-                "note: MCP server {} offers tool `{}`, which is left out: {}",
-                server.name(),
-                skipped.name,
-                skipped.reason
-            );
-        }
-    }
+    note_skipped(&servers);
     servers.register_into(&mut tools);
     Ok((tools, Some(servers)))
+}
+
+/// Says on stderr which tools each server leaves out, one line per reason: the tools
+/// past the servers' limit on tools (120 together), all left out for that one reason,
+/// make one line rather than a line each.
+fn note_skipped(servers: &McpServers) {
+    for server in servers.servers() {
+        let mut reasons: Vec<(String, Vec<String>)> = Vec::new();
+        for skipped in server.skipped_tools() {
+            match reasons
+                .iter_mut()
+                .find(|(reason, _)| *reason == skipped.reason)
+            {
+                Some((_, names)) => names.push(skipped.name),
+                None => reasons.push((skipped.reason, vec![skipped.name])),
+            }
+        }
+        let server = server.name();
+        for (reason, names) in reasons {
+            match names.as_slice() {
+                [name] => eprintln!(
+                    "note: MCP server {server} offers tool `{name}`, which is left out: {reason}"
+                ),
+                _ => eprintln!(
+                    "note: MCP server {server} offers {} tools that are left out ({}): {reason}",
+                    names.len(),
+                    some_names(&names)
+                ),
+            }
+        }
+    }
+}
+
+/// "`a`, `b`, `c`", or the first few and how many more.
+fn some_names(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<String> = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect();
+    match names.len().checked_sub(SHOWN) {
+        Some(more) if more > 0 => format!("{} and {more} more", shown.join(", ")),
+        _ => shown.join(", "),
+    }
 }
 
 /// The servers of `--mcp-config` and of each `--mcp`, if any; the stdio servers of `--mcp`
@@ -107,6 +139,17 @@ pub fn parse_tool_timeout(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_list_of_names_is_cut_after_a_few() {
+        let names: Vec<String> = (1..=8).map(|n| format!("t{n}")).collect();
+        assert_eq!(some_names(&names[..2]), "`t1`, `t2`");
+        assert_eq!(some_names(&names[..5]), "`t1`, `t2`, `t3`, `t4`, `t5`");
+        assert_eq!(
+            some_names(&names),
+            "`t1`, `t2`, `t3`, `t4`, `t5` and 3 more"
+        );
+    }
 
     #[test]
     fn mcp_env_takes_names_not_values() {
