@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use fusion::agent::ToolRegistry;
+use fusion::agent::{ToolRegistry, escape_hidden};
 use fusion::mcp::{McpConfig, McpOptions, McpServerConfig, McpServers};
 
-use crate::ChatArgs;
+use crate::{ChatArgs, render};
 
 /// The tools of this chat: the file tools confined to the current directory, then the
 /// tools of the MCP servers `args` names, which are started here. The servers are
@@ -47,12 +47,11 @@ fn note_skipped(servers: &McpServers) {
     for server in servers.servers() {
         let mut reasons: Vec<(String, Vec<String>)> = Vec::new();
         for skipped in server.skipped_tools() {
-            match reasons
-                .iter_mut()
-                .find(|(reason, _)| *reason == skipped.reason)
-            {
-                Some((_, names)) => names.push(skipped.name),
-                None => reasons.push((skipped.reason, vec![skipped.name])),
+            // A server's words: shown on the terminal as they are, never obeyed.
+            let (name, reason) = (shown(&skipped.name), shown(&skipped.reason));
+            match reasons.iter_mut().find(|(known, _)| *known == reason) {
+                Some((_, names)) => names.push(name),
+                None => reasons.push((reason, vec![name])),
             }
         }
         let server = server.name();
@@ -69,6 +68,12 @@ fn note_skipped(servers: &McpServers) {
             }
         }
     }
+}
+
+/// A tool's name or a reason it is left out, which hold what a server chose, safe to
+/// print: controls written visibly, what a terminal hides or reorders escaped, cut.
+fn shown(text: &str) -> String {
+    escape_hidden(&render::shorten(text, 300))
 }
 
 /// "`a`, `b`, `c`", or the first few and how many more.
