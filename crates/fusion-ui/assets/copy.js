@@ -64,26 +64,51 @@
     return data.copyField.split(".").reduce((value, key) => value && value[key], stored);
   }
 
+  // The stored text, or null when it cannot be had.
+  async function textOrNull(button) {
+    try {
+      const text = await storedText(button);
+      return typeof text === "string" ? text : null;
+    } catch (_) {
+      // The server could not be reached, or sent something that is not JSON.
+      return null;
+    }
+  }
+
   document.addEventListener("click", async (event) => {
     const button = event.target.closest("button[data-copy-from]");
     if (!button) return;
-    let text = null;
-    try {
-      text = await storedText(button);
-    } catch (_) {
-      // The server could not be reached, or sent something that is not JSON.
+    const fetched = textOrNull(button);
+    const clipboard = window.isSecureContext && navigator.clipboard;
+    let written = null;
+    if (clipboard && window.ClipboardItem && navigator.clipboard.write) {
+      // Asked for within the click, with the text still on its way: Safari (and Firefox
+      // after a few seconds) counts a clipboard write after an awaited fetch as no
+      // longer the user's, and refuses it.
+      const blob = fetched.then((text) => {
+        if (text === null) throw new Error("not copied");
+        return new Blob([text], { type: "text/plain" });
+      });
+      written = navigator.clipboard
+        .write([new ClipboardItem({ "text/plain": blob })])
+        .then(() => true, () => false);
     }
-    if (typeof text !== "string") {
+    const text = await fetched;
+    if (text === null) {
       say(button, "Cannot copy: reload the page");
       return;
     }
-    if (!(window.isSecureContext && navigator.clipboard)) {
+    if (!clipboard) {
       selectForKeyboard(button, text, "Selected");
       return;
     }
-    navigator.clipboard.writeText(text).then(
-      () => say(button, "Copied"),
-      () => selectForKeyboard(button, text, "No clipboard access")
-    );
+    if (written === null) {
+      written = navigator.clipboard.writeText(text).then(() => true, () => false);
+    }
+    if (await written) {
+      say(button, "Copied");
+    } else {
+      selectForKeyboard(button, text, "No clipboard access");
+    }
   });
 })();

@@ -91,7 +91,8 @@ pub(crate) async fn message(
     let (_, history, generation) = read(&state, &id).await?;
     if shown.is_some_and(|shown| shown != generation) {
         return Err(PageError::conflict(format!(
-            "Session {id:?} was rewritten since its page was shown, so message #{at} may              not be the one it showed: reload the page."
+            "Session {id:?} was rewritten since its page was shown, so message #{at} may \
+             not be the one it showed: reload the page."
         )));
     }
     let message = history.get(at).ok_or_else(|| {
