@@ -11,6 +11,10 @@
 // pressed. So the page carries each text once, as shown, and nothing more per button; and
 // the text is exact, where text inside HTML would have lost its carriage returns.
 //
+// A "raw JSON" block (`<details data-json-from="URL">`) fetches its message's stored JSON
+// the first time it is opened, through one listener for the page: htmx attributes on
+// every block cost the page's load 40% more script (docs/performance.md).
+//
 // The clipboard API exists only in secure contexts (https, or an address on loopback). On
 // a plain-http LAN bind there is none, so the text is shown, selected, in a box under the
 // button for the user to copy with the keyboard; the button says so. The same happens when
@@ -74,6 +78,29 @@
       return null;
     }
   }
+
+  // `toggle` does not bubble: listened for on the way down.
+  document.addEventListener(
+    "toggle",
+    async (event) => {
+      const block = event.target;
+      if (!(block instanceof HTMLDetailsElement) || !block.open) return;
+      const url = block.dataset.jsonFrom;
+      const shown = block.querySelector("pre");
+      if (!url || !shown) return;
+      delete block.dataset.jsonFrom; // once, unless it fails
+      try {
+        const response = await fetch(url, { headers: { Accept: "application/json" } });
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        shown.textContent = await response.text();
+      } catch (_) {
+        // Refused (the session was rewritten or deleted since) or unreachable: the link
+        // to the stored JSON stays, and the next opening tries again.
+        block.dataset.jsonFrom = url;
+      }
+    },
+    true
+  );
 
   document.addEventListener("click", async (event) => {
     const button = event.target.closest("button[data-copy-from]");

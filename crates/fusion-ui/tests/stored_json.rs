@@ -74,7 +74,7 @@ async fn a_page_carries_each_text_of_megabytes_once() {
     assert_eq!(stored, messages[2]);
     assert!(
         page.body
-            .contains(r#"hx-get="/sessions/big/messages/2?generation="#),
+            .contains(r#"data-json-from="/sessions/big/messages/2?generation="#),
         "the raw JSON block fetches it"
     );
 }
