@@ -85,9 +85,9 @@ pub fn policy(
 /// The prompt for `request`; it offers `[v]iew` when the call shown is cut.
 ///
 /// What the model chose (the arguments) and what a tool's maker chose (its name) is shown
-/// with every character a terminal would hide, reorder or obey escaped
-/// ([`escape_hidden`]): a U+202E could make `"txt.exe"` read `"exe.txt"`, a raw ESC or
-/// CSI could rewrite the question on screen.
+/// with every character a terminal would hide, reorder or obey escaped, on one line, as
+/// [`ApprovalRequest::display`] writes it: a U+202E could make `"txt.exe"` read
+/// `"exe.txt"`, a raw ESC or CSI could rewrite the question on screen.
 pub fn prompt(request: &ApprovalRequest) -> String {
     let view = if request.display_is_cut() {
         " / [v]iew it whole"
@@ -96,13 +96,12 @@ pub fn prompt(request: &ApprovalRequest) -> String {
     };
     format!(
         "  allow {}? [y]es / [n]o / [a]lways for this tool{view}: ",
-        one_line(&request.display())
+        request.display()
     )
 }
 
-/// `text` as [`escape_hidden`] shows it, on one line: only a tool's name can bring a line
-/// break into [`ApprovalRequest::display`] (arguments are JSON there, and argument names
-/// quoted when they are not plain words), and it must not end the question.
+/// `text` (a tool's name) as [`escape_hidden`] shows it, on one line, as
+/// [`ApprovalRequest::display`] shows the name: it must not end the line it heads.
 fn one_line(text: &str) -> String {
     escape_hidden(text).replace('\n', "\\n")
 }

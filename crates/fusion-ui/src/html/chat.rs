@@ -138,7 +138,7 @@ impl ChatFrame {
             } => Shown::Approval {
                 card_id: format!("turn-{key}-q{question}"),
                 href: format!("/sessions/{id}/turns/{key}/approvals/{question}"),
-                call: escape_hidden(&request.display()),
+                call: request.display(),
                 whole: request.display_is_cut().then(|| whole(request)),
                 call_id: request.call_id.clone(),
                 digest: digest.clone(),
