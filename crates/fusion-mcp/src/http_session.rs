@@ -28,11 +28,21 @@
 //! with the server's message. rmcp does not pass that answer's status on, so its code
 //! stands for it: "internal error" (-32603, the SDKs' 500) counts as a failure, any other
 //! (their 400, 406, 415) as a refusal.
+//!
+//! The same error can come inside the SSE stream a server answers a POST with (HTTP 200,
+//! `text/event-stream`): JSON-RPC 2.0 gives an error `"id": null` when the server could
+//! not read the request's id (a parse error, an invalid request), and rmcp drops it there
+//! too: the call failed when the stream ended, as "Transport closed", the server's words
+//! lost (or waited out its timeout, had the server kept the stream open). A POST's stream
+//! answers that POST's request alone, so such an error in it is given the request's id
+//! ([`readdressed`]), and the call fails at once with the server's message, as the
+//! server's other errors do.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use futures::StreamExt;
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{ClientJsonRpcMessage, ClientNotification, ErrorCode, JsonRpcMessage, RequestId};
 use rmcp::transport::common::client_side_sse::BoxedSseResponse;
@@ -40,6 +50,8 @@ use rmcp::transport::streamable_http_client::{
     StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
     StreamableHttpResponseLimits,
 };
+use serde::de::IgnoredAny;
+use serde_json::Value;
 
 /// Called when the SDK has opened the session again.
 pub type OnNewSession = Arc<dyn Fn() + Send + Sync>;
@@ -183,12 +195,63 @@ fn addressed(request: Option<&RequestId>, result: PostResult) -> (PostResult, Ou
                 outcome,
             )
         }
+        Ok(StreamableHttpPostResponse::Sse(stream, session)) => {
+            let stream = match request {
+                Some(request) => readdressed(stream, request.clone()),
+                None => stream,
+            };
+            (
+                Ok(StreamableHttpPostResponse::Sse(stream, session)),
+                Outcome::Answered,
+            )
+        }
         Ok(response) => (Ok(response), Outcome::Answered),
         Err(error) => {
             let outcome = outcome_of(&error);
             (Err(error), outcome)
         }
     }
+}
+
+/// The SSE stream answering the POST of `request`, in which a JSON-RPC error carrying no
+/// id is given the request's: the stream answers that request alone, and rmcp would drop
+/// the error as answering none.
+fn readdressed(stream: BoxedSseResponse, request: RequestId) -> BoxedSseResponse {
+    stream
+        .map(move |event| {
+            event.map(|mut event| {
+                if let Some(data) = &event.data
+                    && let Some(addressed) = error_given_id(data, &request)
+                {
+                    event.data = Some(addressed);
+                }
+                event
+            })
+        })
+        .boxed()
+}
+
+/// `data`, a JSON-RPC error whose `id` is null or missing, as JSON with `id` set to
+/// `request`; `None` for any other message (left as it is).
+fn error_given_id(data: &str, request: &RequestId) -> Option<String> {
+    /// The members telling an error for no request from anything else, read without
+    /// building the rest: a result event may be megabytes.
+    #[derive(serde::Deserialize)]
+    struct Members {
+        #[serde(default)]
+        id: Option<IgnoredAny>,
+        #[serde(default)]
+        error: Option<IgnoredAny>,
+        #[serde(default)]
+        method: Option<IgnoredAny>,
+    }
+    let members: Members = serde_json::from_str(data).ok()?;
+    if members.id.is_some() || members.error.is_none() || members.method.is_some() {
+        return None;
+    }
+    let mut message: serde_json::Map<String, Value> = serde_json::from_str(data).ok()?;
+    message.insert("id".to_owned(), serde_json::to_value(request).ok()?);
+    Some(Value::Object(message).to_string())
 }
 
 /// What a failed POST says of the session.
@@ -407,5 +470,27 @@ mod tests {
         assert_eq!(outcome, Outcome::Answered);
         let (result, _) = addressed(None, answer(None, ErrorCode(-1)));
         assert!(result.is_ok());
+    }
+
+    #[test]
+    fn only_an_error_without_an_id_is_given_the_requests_in_its_stream() {
+        let request = RequestId::from(NumberOrString::Number(7));
+        let given = |data: &str| error_given_id(data, &request);
+        let error =
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#;
+        let addressed: Value = serde_json::from_str(&given(error).unwrap()).unwrap();
+        assert_eq!(addressed["id"], 7);
+        assert_eq!(addressed["error"]["message"], "Parse error");
+        let missing = r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"}}"#;
+        assert!(given(missing).is_some());
+        for left in [
+            r#"{"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"its own"}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"content":[]}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"error":"x"}}"#,
+            r#"{"jsonrpc":"2.0","method":"log","error":{}}"#,
+            "not json",
+        ] {
+            assert_eq!(given(left), None, "{left}");
+        }
     }
 }

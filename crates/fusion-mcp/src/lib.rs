@@ -92,7 +92,9 @@
 //!   a row fail, is given up: that call fails saying so, and the next opens a new session
 //!   and lists the tools again; an error status carrying a JSON-RPC error with no id (how
 //!   the TypeScript and Python SDKs refuse a request), which the SDK would drop, fails the
-//!   call at once with the server's message rather than at the per-call timeout;
+//!   call at once with the server's message rather than at the per-call timeout, and so
+//!   does one in the SSE stream a call is answered with (JSON-RPC 2.0's answer to a
+//!   request whose id the server could not read);
 //! - a result is cut to the limit, up to what the SDK reads: over stdio one JSON-RPC line
 //!   of at most 16 MiB (rmcp discards a longer one, and the call then ends at the per-call
 //!   timeout), over HTTP the SDK's largest response body;

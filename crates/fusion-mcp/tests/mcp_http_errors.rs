@@ -5,9 +5,10 @@
 //! 400 for the id it no longer knows, in plain text or as a JSON-RPC error with no id), or
 //! in which two calls in a row fail, is given up: the next call opens a new one and the
 //! tools are listed again. An error status carrying a JSON-RPC error with no id fails the
-//! call at once rather than at the call timeout. Messages say what went wrong without the
-//! Rust types of the SDK's transport. A redirect to another origin is not followed: the
-//! configured headers, secrets all, would go with it.
+//! call at once rather than at the call timeout, and so does one in the SSE stream a call
+//! is answered with (HTTP 200), with the server's message. Messages say what went wrong
+//! without the Rust types of the SDK's transport. A redirect to another origin is not
+//! followed: the configured headers, secrets all, would go with it.
 
 mod common;
 
@@ -57,7 +58,9 @@ impl Server {
 /// session not of this run as `stale` says; `initialize` and `tools/list` with JSON (the
 /// tool `added` too after a restart); `tools/call` of `broken` with HTTP 500 and a text
 /// body, of `broken_json` with HTTP 500 and a JSON-RPC error with no id (as the TypeScript
-/// SDK answers when it fails), of any other tool with a text result.
+/// SDK answers when it fails), of `unreadable_sse` with an SSE stream holding a parse
+/// error with no id, of `fine_sse` with an SSE stream holding the result, of any other
+/// tool with a text result.
 async fn serve(stale: Stale) -> Server {
     let run = Arc::new(AtomicUsize::new(1));
     let initialized = Arc::new(AtomicUsize::new(0));
@@ -126,7 +129,13 @@ fn answer(
                    "serverInfo": {"name": "web", "version": "1.0.0"}})
         }
         "tools/list" => {
-            let mut names = vec!["broken", "broken_json", "fine"];
+            let mut names = vec![
+                "broken",
+                "broken_json",
+                "fine",
+                "fine_sse",
+                "unreadable_sse",
+            ];
             if run > 1 {
                 names.push("added");
             }
@@ -146,6 +155,17 @@ fn answer(
                 "Internal server error",
             );
         }
+        "tools/call" if msg["params"]["name"] == "unreadable_sse" => {
+            // JSON-RPC 2.0's answer to a request whose id the server could not read.
+            let error = json!({"jsonrpc": "2.0", "id": null,
+                               "error": {"code": -32700, "message": "Parse error: unreadable"}});
+            return sse(&session, &error);
+        }
+        "tools/call" if msg["params"]["name"] == "fine_sse" => {
+            let result = json!({"jsonrpc": "2.0", "id": id,
+                                "result": {"content": [{"type": "text", "text": "fine"}]}});
+            return sse(&session, &result);
+        }
         "tools/call" => json!({"content": [{"type": "text", "text": "fine"}]}),
         _ => json!({}),
     };
@@ -162,6 +182,15 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     Response::builder()
         .status(status)
         .body(Body::from(text))
+        .unwrap()
+}
+
+/// HTTP 200 with an SSE stream holding `message` alone.
+fn sse(session: &str, message: &Value) -> Response<Body> {
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("mcp-session-id", session)
+        .body(Body::from(format!("event: message\ndata: {message}\n\n")))
         .unwrap()
 }
 
@@ -281,6 +310,29 @@ async fn an_error_status_whose_json_rpc_error_has_no_id_fails_the_call_at_once()
     assert!(!message.contains("new session"), "{message}");
     assert_eq!(
         tool(&server, "web__fine").call(json!({})).await.unwrap(),
+        "fine"
+    );
+    assert_eq!(web.initialized.load(Ordering::SeqCst), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_json_rpc_error_with_no_id_in_a_calls_sse_stream_fails_the_call_at_once() {
+    let web = serve(Stale::Text).await;
+    let server = start(&web).await;
+    // The stream answers this call's POST alone. Dropped as answering no request, the
+    // error would leave the call failing without the server's words ("Transport closed")
+    // when the stream ends, or at its timeout ("did not answer") if it stayed open.
+    let message = failure(&server, "web__unreadable_sse").await;
+    assert!(message.contains("Parse error: unreadable"), "{message}");
+    assert!(message.contains("-32700"), "{message}");
+    assert!(!message.contains("did not answer"), "{message}");
+    // A result in such a stream is the call's, as before; the session goes on.
+    assert_eq!(
+        tool(&server, "web__fine_sse")
+            .call(json!({}))
+            .await
+            .unwrap(),
         "fine"
     );
     assert_eq!(web.initialized.load(Ordering::SeqCst), 1);
