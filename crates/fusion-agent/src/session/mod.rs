@@ -40,6 +40,7 @@ mod creation;
 mod opening;
 mod store;
 mod stream;
+mod tool_calls;
 mod turn;
 
 pub use builder::{DEFAULT_MAX_ITERATIONS, DEFAULT_SYSTEM_PROMPT, SessionBuilder};

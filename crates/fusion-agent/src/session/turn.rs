@@ -33,15 +33,15 @@
 //!   reply. The next turn rereads storage and, for a deleted session, starts a whole new
 //!   conversation with the system prompt.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use fusion_core::{ChatMessage, Error, Result, Role, ToolCall};
 use futures::StreamExt;
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
+use super::AgentSession;
 use super::stream::{Emitter, TurnStream, read_reply};
-use super::{AgentSession, FinishedCalls};
+use super::tool_calls::{announce, ensure_call_ids};
 use crate::events::{AgentEvent, Step, TaskResult};
 use crate::executor::ToolOutcome;
 use crate::llm::{ChatRequest, ChatResponse, Usage};
@@ -112,8 +112,7 @@ impl AgentSession {
     /// that exits, loses them: the calls are then answered as interrupted.)
     ///
     /// ```no_run
-    /// use futures::StreamExt;
-    /// use fusion_agent::{AgentEvent, AgentSession};
+    ///     /// use fusion_agent::{AgentEvent, AgentSession};
     ///
     /// # async fn demo(session: &mut AgentSession) -> fusion_core::Result<()> {
     /// let mut events = session.send_message_stream("Which files are in src/?");
@@ -259,14 +258,15 @@ impl AgentSession {
             "assistant reply"
         );
         let steps_before = progress.steps.len();
+        let cut = crate::events::cut_because(finish_reason.as_deref());
         let answer = self
-            .act_on(reply, iteration, answer_streamed, progress, events)
+            .act_on(reply, iteration, answer_streamed, cut, progress, events)
             .await?;
         events.emit(AgentEvent::IterationFinished {
             iteration,
             tool_calls: progress.steps.len() - steps_before,
         });
-        if let Some(because) = crate::events::cut_because(finish_reason.as_deref())
+        if let Some(because) = cut
             && answer.is_some()
         {
             warn!("the final answer is cut short: {because}");
@@ -337,13 +337,14 @@ impl AgentSession {
         reply: ChatMessage,
         iteration: usize,
         answer_streamed: bool,
+        cut: Option<&'static str>,
         progress: &mut Progress,
         events: &Emitter,
     ) -> Result<Option<String>> {
         // Native calls are honoured even from a text-mode client that sends them.
         if reply.has_tool_calls() {
             self.persist(vec![reply]).await?;
-            let outcomes = self.run_calls(iteration, events).await;
+            let outcomes = self.run_calls(iteration, cut, events).await;
             self.persist(outcomes.iter().map(ToolOutcome::to_message).collect())
                 .await?;
             self.finished_calls = None;
@@ -390,38 +391,6 @@ impl AgentSession {
             }
         }
     }
-
-    /// Runs the calls of the reply just stored (the history's last message) and returns
-    /// their outcomes in call order. Each result is kept in `finished_calls` as its call
-    /// finishes, so that if the turn is cancelled while other calls still run, the next
-    /// write stores the results of those that finished rather than "interrupted" ones.
-    /// The results are stored together by the caller, once all are in: one append, right
-    /// after the reply, as every reader of the history expects of one writer.
-    async fn run_calls(&mut self, iteration: usize, events: &Emitter) -> Vec<ToolOutcome> {
-        let reply = &self.history[self.history.len() - 1];
-        let calls = reply.tool_calls.clone();
-        for call in &calls {
-            announce(events, iteration, call);
-        }
-        self.finished_calls = reply.id.clone().map(|reply| FinishedCalls {
-            reply,
-            results: Vec::with_capacity(calls.len()),
-        });
-        // Its own handle on the executor, so that the calls borrow nothing of `self`.
-        let shared = Arc::clone(&self.shared);
-        let mut running = shared.executor.execute_each(&calls);
-        let mut outcomes: Vec<Option<ToolOutcome>> = vec![None; calls.len()];
-        while let Some((at, outcome)) = running.next().await {
-            if let Some(finished) = &mut self.finished_calls {
-                finished.results.push(outcome.to_message());
-            }
-            outcomes[at] = Some(outcome);
-        }
-        outcomes
-            .into_iter()
-            .map(|outcome| outcome.expect("execute_each yields one outcome per call"))
-            .collect()
-    }
 }
 
 /// What a turn has done so far: its tool calls and the tokens its requests used.
@@ -436,31 +405,6 @@ impl Progress {
     fn record(&mut self, events: &Emitter, step: Step) {
         events.emit(AgentEvent::ToolCallFinished(step.clone()));
         self.steps.push(step);
-    }
-}
-
-/// Tells the observer that `call`, asked for in `iteration`, is about to run.
-fn announce(events: &Emitter, iteration: usize, call: &ToolCall) {
-    events.emit(AgentEvent::ToolCallStarted {
-        iteration,
-        tool: call.name.clone(),
-        arguments: call.arguments.clone(),
-    });
-}
-
-/// Gives every call a non-empty id unique within its message: results are matched to
-/// calls by id, and some local servers leave ids out or repeat them. An id made here holds
-/// a random tag of the reply, so that the calls of two replies (two writers' turns on one
-/// session, two iterations) never share one, which undo and the request view rely on.
-fn ensure_call_ids(calls: &mut [ToolCall], iteration: usize) {
-    let mut tag = None;
-    for i in 0..calls.len() {
-        let (before, rest) = calls.split_at_mut(i);
-        let call = &mut rest[0];
-        if call.id.is_empty() || before.iter().any(|b| b.id == call.id) {
-            let tag = *tag.get_or_insert_with(fusion_core::new_generation);
-            call.id = format!("call_fusion_{iteration}_{i}_{tag:x}");
-        }
     }
 }
 
@@ -485,25 +429,5 @@ mod tests {
     fn turn_futures_are_send(session: &mut AgentSession) {
         fn is_send<T: Send>(_: T) {}
         is_send(session.send_message("hi"));
-    }
-
-    #[test]
-    fn missing_and_repeated_call_ids_are_replaced() {
-        let mut calls = vec![
-            ToolCall::new("", "a", "{}"),
-            ToolCall::new("x", "a", "{}"),
-            ToolCall::new("x", "a", "{}"),
-        ];
-        let again = calls.clone();
-        ensure_call_ids(&mut calls, 2);
-        assert_eq!(calls[1].id, "x");
-        for (i, call) in [(0, &calls[0]), (2, &calls[2])] {
-            let prefix = format!("call_fusion_2_{i}_");
-            assert!(call.id.starts_with(&prefix), "{}", call.id);
-        }
-        // Another reply's calls (another writer's turn) never get the same ids.
-        let mut other = again;
-        ensure_call_ids(&mut other, 2);
-        assert_ne!(other[0].id, calls[0].id);
     }
 }

@@ -1,0 +1,143 @@
+//! Running the tool calls of a reply: each call announced, all run at once, each result
+//! kept as it comes (for a turn cancelled meanwhile), and the outcomes returned in call
+//! order for the turn to store together.
+
+use std::sync::Arc;
+
+use fusion_core::ToolCall;
+use futures::StreamExt;
+
+use super::stream::Emitter;
+use super::{AgentSession, FinishedCalls};
+use crate::events::AgentEvent;
+use crate::executor::ToolOutcome;
+
+impl AgentSession {
+    /// Runs the calls of the reply just stored (the history's last message) and returns
+    /// their outcomes in call order. Each result is kept in `finished_calls` as its call
+    /// finishes, so that if the turn is cancelled while other calls still run, the next
+    /// write stores the results of those that finished rather than "interrupted" ones.
+    /// The results are stored together by the caller, once all are in: one append, right
+    /// after the reply, as every reader of the history expects of one writer.
+    ///
+    /// A reply that was `cut` short (the output token limit, the content filter) may end
+    /// inside its last call's arguments: when they do not read as JSON, that call is
+    /// answered with the reason instead of run with what arrived (arguments cut before
+    /// their first character would otherwise run as a call without any).
+    pub(super) async fn run_calls(
+        &mut self,
+        iteration: usize,
+        cut: Option<&'static str>,
+        events: &Emitter,
+    ) -> Vec<ToolOutcome> {
+        let reply = &self.history[self.history.len() - 1];
+        let calls = reply.tool_calls.clone();
+        for call in &calls {
+            announce(events, iteration, call);
+        }
+        self.finished_calls = reply.id.clone().map(|reply| FinishedCalls {
+            reply,
+            results: Vec::with_capacity(calls.len()),
+        });
+        let mut outcomes: Vec<Option<ToolOutcome>> = vec![None; calls.len()];
+        let unfinished = cut.zip(calls.last()).and_then(|(because, last)| {
+            (!is_json(&last.arguments)).then(|| unfinished_call(last, because))
+        });
+        let runnable = match unfinished {
+            Some(outcome) => {
+                if let Some(finished) = &mut self.finished_calls {
+                    finished.results.push(outcome.to_message());
+                }
+                outcomes[calls.len() - 1] = Some(outcome);
+                &calls[..calls.len() - 1]
+            }
+            None => &calls[..],
+        };
+        // Its own handle on the executor, so that the calls borrow nothing of `self`.
+        let shared = Arc::clone(&self.shared);
+        let mut running = shared.executor.execute_each(runnable);
+        while let Some((at, outcome)) = running.next().await {
+            if let Some(finished) = &mut self.finished_calls {
+                finished.results.push(outcome.to_message());
+            }
+            outcomes[at] = Some(outcome);
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("execute_each yields one outcome per call"))
+            .collect()
+    }
+}
+
+/// Whether `text` is one whole JSON value.
+fn is_json(text: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+/// The answer to the last call of a reply that was cut short, `because` why, before its
+/// arguments were complete: the call is not run.
+fn unfinished_call(call: &ToolCall, because: &str) -> ToolOutcome {
+    ToolOutcome {
+        call_id: call.id.clone(),
+        tool: call.name.clone(),
+        arguments: call.arguments.clone(),
+        output: format!(
+            "Error: this call was not run: your reply was cut short before its arguments \
+             were complete ({because}). Call the tool again; if its arguments are long, \
+             split the work into smaller calls."
+        ),
+        success: false,
+        duration: std::time::Duration::ZERO,
+        approval: None,
+    }
+}
+
+/// Tells the observer that `call`, asked for in `iteration`, is about to run.
+pub(super) fn announce(events: &Emitter, iteration: usize, call: &ToolCall) {
+    events.emit(AgentEvent::ToolCallStarted {
+        iteration,
+        tool: call.name.clone(),
+        arguments: call.arguments.clone(),
+    });
+}
+
+/// Gives every call a non-empty id unique within its message: results are matched to
+/// calls by id, and some local servers leave ids out or repeat them. An id made here holds
+/// a random tag of the reply, so that the calls of two replies (two writers' turns on one
+/// session, two iterations) never share one, which undo and the request view rely on.
+pub(super) fn ensure_call_ids(calls: &mut [ToolCall], iteration: usize) {
+    let mut tag = None;
+    for i in 0..calls.len() {
+        let (before, rest) = calls.split_at_mut(i);
+        let call = &mut rest[0];
+        if call.id.is_empty() || before.iter().any(|b| b.id == call.id) {
+            let tag = *tag.get_or_insert_with(fusion_core::new_generation);
+            call.id = format!("call_fusion_{iteration}_{i}_{tag:x}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_repeated_call_ids_are_replaced() {
+        let mut calls = vec![
+            ToolCall::new("", "a", "{}"),
+            ToolCall::new("x", "a", "{}"),
+            ToolCall::new("x", "a", "{}"),
+        ];
+        let again = calls.clone();
+        ensure_call_ids(&mut calls, 2);
+        assert_eq!(calls[1].id, "x");
+        for (i, call) in [(0, &calls[0]), (2, &calls[2])] {
+            let prefix = format!("call_fusion_2_{i}_");
+            assert!(call.id.starts_with(&prefix), "{}", call.id);
+        }
+        // Another reply's calls (another writer's turn) never get the same ids.
+        let mut other = again;
+        ensure_call_ids(&mut other, 2);
+        assert_ne!(other[0].id, calls[0].id);
+    }
+}
