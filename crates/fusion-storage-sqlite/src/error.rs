@@ -8,7 +8,7 @@
 //! full URL is never printed) plus the operation and session involved.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fusion_core::Error;
 pub(crate) use fusion_core::sql::Op;
@@ -251,17 +251,21 @@ fn wal_without_shared_memory(path: &Path) -> bool {
     let wal_mode = std::fs::File::open(path)
         .and_then(|mut file| file.read_exact(&mut header))
         .is_ok_and(|()| header.starts_with(b"SQLite format 3\0") && header[18..20] == [2, 2]);
-    let mut shared_memory = path.as_os_str().to_owned();
-    shared_memory.push("-shm");
-    wal_mode && !Path::new(&shared_memory).exists()
+    wal_mode && !beside(path, "-shm").exists()
 }
 
 /// Whether the log beside the database at `path` (`-wal`) holds anything: writes an
 /// `immutable` open, which reads the file alone, would not see.
 fn log_holds_writes(path: &Path) -> bool {
-    let mut log = path.as_os_str().to_owned();
-    log.push("-wal");
-    std::fs::metadata(Path::new(&log)).is_ok_and(|metadata| metadata.len() > 0)
+    std::fs::metadata(beside(path, "-wal")).is_ok_and(|metadata| metadata.len() > 0)
+}
+
+/// The file SQLite keeps beside the database at `path`: its name with `suffix` added
+/// (`-wal`, `-shm`), whatever extension the database's own name has.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// Whether `err` is `ROLLBACK` finding no transaction to end (plain `SQLITE_ERROR`, "cannot
@@ -369,16 +373,14 @@ mod tests {
             assert!(text.contains("check that it exists"), "{text}");
         }
         // A log holding writes would be skipped by `immutable`: copying is the way.
-        let mut log = wal.clone().into_os_string();
-        log.push("-wal");
+        let log = beside(&wal, "-wal");
         std::fs::write(&log, b"frames").unwrap();
         let text = cantopen(&wal);
         assert!(text.contains("holds writes not yet in the file"), "{text}");
         assert!(text.contains("copy both files"), "{text}");
         std::fs::remove_file(&log).unwrap();
         // With the shared-memory file there, the cause is something else.
-        let mut shm = wal.clone().into_os_string();
-        shm.push("-shm");
+        let shm = beside(&wal, "-shm");
         std::fs::write(&shm, b"").unwrap();
         assert!(!cantopen(&wal).contains("WAL"));
     }
