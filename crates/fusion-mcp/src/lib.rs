@@ -38,7 +38,9 @@
 //! @modelcontextprotocol/server-filesystem ./docs` ([`McpConfig::add_command_line`]).
 //! A stdio server is given its `env` and, of this program's environment, only
 //! [`DEFAULT_INHERITED_ENV`] (`PATH`, `HOME`, …) and what its `"inheritEnv"` names
-//! ([`InheritEnv`]): the agent's own keys and passwords stay with the agent.
+//! ([`InheritEnv`]): the agent's own keys and passwords stay with the agent. On Windows a
+//! bare command without an extension is looked for with the extensions of `PATHEXT`
+//! (`"command": "npx"` runs `npx.cmd`), which Rust's std alone does not do.
 //! [`McpOptions`] sets the per-call timeout (30 s), the startup timeout (30 s, since `npx
 //! -y` may download first), the most text one result may give the model (256 KiB), the
 //! longest tool description offered (1,024 characters, OpenAI's limit) and the most tools
@@ -114,10 +116,10 @@
 //! the session and their tools join its own.
 //!
 //! Inside, modules form layers: `options`, `budget`, `command_line`, `environment`,
-//! `server_config`, `config`, `naming`, `result`, `schema`, `http_client`, `http_session`
-//! and `watchdog` at the bottom; `process`, `checked` and `connection` over them; `core`
-//! (the connection, restarts and calls); `tool` and `server`; `servers` and
-//! `session_ext` on top.
+//! `server_config`, `pathext` (Windows), `config`, `naming`, `result`, `schema`,
+//! `http_client`, `http_session` and `watchdog` at the bottom; `process`, `checked` and
+//! `connection` over them; `core` (the connection, restarts and calls); `tool` and
+//! `server`; `servers` and `session_ext` on top.
 
 mod budget;
 mod call;
@@ -131,6 +133,8 @@ mod http_client;
 mod http_session;
 pub mod naming;
 mod options;
+#[cfg(any(windows, test))]
+mod pathext;
 mod process;
 mod result;
 mod schema;

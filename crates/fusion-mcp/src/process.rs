@@ -43,7 +43,7 @@ impl ChildProcess {
     ///
     /// Must be called inside a tokio runtime: two tasks watch the process.
     pub fn spawn(server: &str, config: &StdioServerConfig) -> std::io::Result<Self> {
-        let mut command = Command::new(&config.command);
+        let mut command = Command::new(program(config));
         command.args(&config.args);
         if let Some(inherited) = config.inherit_env.select(std::env::vars_os()) {
             command.env_clear().envs(inherited);
@@ -160,6 +160,24 @@ impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.kill_group();
     }
+}
+
+/// The program to start for `config.command`. On Windows a bare name without an
+/// extension is looked for with the extensions of `PATHEXT` (`npx` is `npx.cmd`) in the
+/// `PATH` the child is given, since std would try `.exe` alone ([`pathext`](crate::pathext)
+/// says why); anything else, and a name not found so, is std's to find, as on every other
+/// platform.
+#[cfg(windows)]
+fn program(config: &StdioServerConfig) -> std::ffi::OsString {
+    crate::pathext::program(config, |name| std::env::var_os(name))
+        .map_or_else(|| config.command.clone().into(), Into::into)
+}
+
+/// The program to start for `config.command`: std finds a bare name on the `PATH` the
+/// child is given.
+#[cfg(not(windows))]
+fn program(config: &StdioServerConfig) -> std::ffi::OsString {
+    config.command.clone().into()
 }
 
 /// Reads `stderr` to its end, logging each line and keeping the last [`TAIL_LINES`].
