@@ -569,3 +569,48 @@ fn a_key_file_holds_one_entry_per_line_with_comments() {
     let err = EncryptionKeys::from_file(dir.path().join("absent")).unwrap_err();
     assert!(err.to_string().contains("absent"), "{err}");
 }
+
+/// A writer of the store who changes a stored message's encoding (padding, whitespace, the
+/// standard base64 alphabet) or its key id to another loaded key gets an error, and one who
+/// adds clear fields beside the ciphertext (a name, tool calls, metadata) gets none of
+/// them back: a read returns only what the ciphertext holds.
+#[tokio::test]
+async fn an_envelope_altered_around_its_ciphertext_never_reads_as_altered() {
+    let keys = EncryptionKeys::new("k1", &OLD)
+        .unwrap()
+        .with_previous("k2", &NEW)
+        .unwrap();
+    let (raw, encrypted) = stores(&EncryptionLayer::new(keys));
+    let said = ChatMessage::user("wire 10 EUR to Bob").with_new_id();
+    encrypted
+        .append("s", std::slice::from_ref(&said))
+        .await
+        .unwrap();
+    let stored = raw.load("s").await.unwrap().remove(0);
+    let content = stored.content.clone();
+    let altered = [
+        format!("{content}="),
+        format!("{content}=="),
+        format!("{content} "),
+        format!("{content}\n"),
+        content.replace('-', "+").replace('_', "/"),
+        content.replacen(":k1:", ":k2:", 1),
+    ];
+    for text in altered.into_iter().filter(|text| *text != content) {
+        let mut message = stored.clone();
+        message.content = text.clone();
+        raw.save("s", &[message]).await.unwrap();
+        let err = encrypted.load("s").await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{text:?}: {err:?}");
+    }
+
+    let mut padded = stored.clone();
+    padded.name = Some("mallory".into());
+    padded.tool_call_id = Some("call_9".into());
+    padded.tool_calls = vec![ToolCall::new("call_9", "pay", "{}")];
+    padded
+        .metadata
+        .insert("approved".into(), serde_json::json!(true));
+    raw.save("s", &[padded]).await.unwrap();
+    assert_eq!(encrypted.load("s").await.unwrap(), [said]);
+}

@@ -1,13 +1,16 @@
 //! The encryption layer without keys, as a program wraps its storage when its user gave no
 //! key: clear text passes both ways, an encrypted session is refused naming its key id
-//! (never shown as ciphertext), and a rekey needs a key. Also the rekey dry run, which
-//! counts what a rekey would do and writes nothing.
+//! (never shown as ciphertext), a write it could not read back is refused, and a rekey
+//! needs a key. Also the rekey dry run, which counts what a rekey would do and writes
+//! nothing.
 
 #![cfg(feature = "encryption")]
 
 use std::sync::Arc;
 
-use fusion_core::{ChatMessage, ConversationStorage, Error, StorageExt};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, SessionMeta, StorageExt,
+};
 use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
 use fusion_storage_memory::InMemoryStorage;
 
@@ -157,4 +160,71 @@ async fn snapshot(raw: &dyn ConversationStorage) -> Vec<Vec<ChatMessage>> {
         sessions.push(raw.load(&id).await.unwrap());
     }
     sessions
+}
+
+/// A message whose text starts like an encrypted one would be stored as given and then
+/// taken for an encrypted message on every read, making its whole session unreadable
+/// ("session is encrypted ... pass --encryption-key-file" for a session that is not). A
+/// layer without keys refuses it, by every write path, and stores nothing.
+#[tokio::test]
+async fn without_keys_a_message_that_would_read_back_as_encrypted_is_refused() {
+    let raw = Arc::new(InMemoryStorage::new());
+    let plain = raw.clone().layer(EncryptionLayer::without_keys());
+    let kept = [ChatMessage::user("before")];
+    plain.append("s", &kept).await.unwrap();
+    for text in [
+        "fusion:enc:v1:k1:AAAA",
+        "fusion:enc:what the envelope looks like",
+    ] {
+        let batch = [ChatMessage::user("fine"), ChatMessage::user(text)];
+        let refusals = [
+            plain.append("s", &batch).await.unwrap_err(),
+            plain.save("s", &batch).await.unwrap_err(),
+            plain
+                .write_if("s", Expect::Generation(0), Change::Append(&batch))
+                .await
+                .unwrap_err(),
+            plain
+                .create_session("t", &SessionMeta::new(), &batch)
+                .await
+                .unwrap_err(),
+        ];
+        for err in refusals {
+            assert!(
+                matches!(err, Error::InvalidMessage { index: 1, .. }),
+                "{text}: {err:?}"
+            );
+            assert!(err.to_string().contains("fusion:enc:"), "{err}");
+            assert!(!err.is_retryable());
+        }
+    }
+    assert_eq!(raw.load("s").await.unwrap(), kept, "nothing stored");
+    assert_eq!(plain.load("s").await.unwrap(), kept, "still readable");
+    assert!(raw.load("t").await.unwrap().is_empty());
+
+    // With a key the same text is sealed like any other, and reads back as written.
+    let sealed = raw.clone().layer(layer("k1", &OLD));
+    let said = [ChatMessage::user("fusion:enc:v1:k1:AAAA")];
+    sealed.append("u", &said).await.unwrap();
+    assert_eq!(sealed.load("u").await.unwrap(), said);
+}
+
+/// A layer without keys that refuses clear text could read back nothing it wrote: it
+/// refuses to write rather than store messages that fail every read.
+#[tokio::test]
+async fn without_keys_and_refusing_clear_text_nothing_is_written() {
+    let raw = Arc::new(InMemoryStorage::new());
+    let strict = raw
+        .clone()
+        .layer(EncryptionLayer::without_keys().accept_clear_text(false));
+    let err = strict
+        .append("s", &[ChatMessage::user("hello")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("session \"s\""), "{text}");
+    assert!(text.contains("no key"), "{text}");
+    assert!(text.contains("FUSION_ENCRYPTION_KEY"), "{text}");
+    assert!(raw.list_sessions().await.unwrap().is_empty());
 }

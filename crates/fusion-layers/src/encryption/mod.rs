@@ -79,6 +79,13 @@ impl EncryptionLayer {
     /// [`Error::Config`](fusion_core::Error::Config) naming the session and the message's
     /// key id — never returned as ciphertext.
     ///
+    /// A write it could not read back is refused, nothing stored: a message whose text
+    /// starts with [`ENCRYPTED_PREFIX`] (it would read back as an encrypted message and
+    /// make its session unreadable) with
+    /// [`Error::InvalidMessage`](fusion_core::Error::InvalidMessage), and any message once
+    /// [`accept_clear_text(false)`](Self::accept_clear_text) is set with
+    /// [`Error::Config`](fusion_core::Error::Config).
+    ///
     /// Wrapping every storage in a layer, with keys or without, puts that refusal on every
     /// read path at once (the `fusion` command does this). A rekey needs keys and refuses.
     pub fn without_keys() -> Self {

@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Expect, Intercept, Result, Revision, SessionId,
-    SessionMeta, check_creation, check_storable,
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Result, Revision,
+    SessionId, SessionMeta, check_creation, check_storable,
 };
 
-use super::envelope::{Codec, SessionCrypt};
+use super::envelope::{Codec, ENCRYPTED_PREFIX, SessionCrypt, Stored};
+use super::keys::KEY_ENV;
 
 /// A storage whose messages are stored encrypted in `inner`.
 pub(crate) struct EncryptedStorage {
@@ -31,7 +32,52 @@ impl EncryptedStorage {
     fn seal_checked(&self, session_id: &str, messages: &[ChatMessage]) -> Result<Vec<ChatMessage>> {
         SessionId::validate(session_id)?;
         check_storable(self.inner.backend_name(), session_id, messages)?;
+        self.seal(session_id, messages)
+    }
+
+    /// `messages` encrypted for `session_id`; for a layer without keys, `messages` as they
+    /// are if it could read them back ([`check_readable_in_clear`]).
+    fn seal(&self, session_id: &str, messages: &[ChatMessage]) -> Result<Vec<ChatMessage>> {
+        if self.codec.keys.is_none() {
+            let place = (self.inner.backend_name(), session_id);
+            check_readable_in_clear(&self.codec, place, messages)?;
+        }
         self.crypt(session_id).seal_all(messages)
+    }
+}
+
+/// Refuses `messages`, which a layer without keys stores in clear text, if that layer
+/// could not read one of them back: every message when it refuses clear text, and one
+/// whose text starts like an encrypted message (read back, it would be taken for one and
+/// make its whole session unreadable, refused as "encrypted" with no key to give).
+fn check_readable_in_clear(
+    codec: &Codec,
+    (backend, session_id): (&'static str, &str),
+    messages: &[ChatMessage],
+) -> Result<()> {
+    if !codec.accept_clear_text && !messages.is_empty() {
+        return Err(Error::Config(format!(
+            "{backend}: nothing was written to session \"{session_id}\": this encryption layer \
+             has no key to encrypt messages with and refuses clear text, so it could never read \
+             them back; load a key ({KEY_ENV} or a key file), or accept clear text"
+        )));
+    }
+    let looks_encrypted = messages
+        .iter()
+        .position(|m| !matches!(Stored::of(m), Stored::Clear));
+    match looks_encrypted {
+        None => Ok(()),
+        Some(index) => Err(Error::InvalidMessage {
+            backend,
+            session_id: session_id.to_string(),
+            index,
+            detail: format!(
+                "its text starts with \"{ENCRYPTED_PREFIX}\", the mark of an encrypted message, \
+                 and this encryption layer has no key to encrypt it with: stored in clear text it \
+                 would read back as an encrypted message and make the session unreadable; load \
+                 an encryption key ({KEY_ENV} or a key file), or change the text"
+            ),
+        }),
     }
 }
 
@@ -85,7 +131,7 @@ impl Intercept for EncryptedStorage {
         messages: &[ChatMessage],
     ) -> Result<u64> {
         check_creation(self.inner.backend_name(), session_id, meta, messages)?;
-        let sealed = self.crypt(session_id).seal_all(messages)?;
+        let sealed = self.seal(session_id, messages)?;
         self.inner.create_session(session_id, meta, &sealed).await
     }
 }
