@@ -89,6 +89,7 @@ mod location;
 mod lock;
 mod meta_file;
 mod options;
+mod own_file;
 mod recent_cache;
 mod retention;
 mod session_files;

@@ -12,7 +12,7 @@ use fusion_core::{LEGACY_GENERATION, Result};
 
 use crate::counters::{self, Counters, LockContents};
 use crate::error::{BACKEND, IoContext};
-use crate::regular_file;
+use crate::own_file;
 
 /// A session's lock, held until dropped.
 #[derive(Debug)]
@@ -25,10 +25,10 @@ impl SessionLock {
     /// Takes the exclusive lock on `path`, creating it (and `dir`) if needed.
     pub(crate) fn exclusive(dir: &Path, path: &Path) -> Result<Self> {
         loop {
-            let (file, opened) = match regular_file::open_or_create(path) {
+            let (file, opened) = match own_file::open_or_create(path) {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir_all(dir).at(dir)?;
-                    regular_file::open_or_create(path)
+                    own_file::open_or_create(path)
                 }
                 other => other,
             }
@@ -58,7 +58,7 @@ impl SessionLock {
         write: bool,
         try_lock: impl FnOnce(&File) -> std::result::Result<(), TryLockError>,
     ) -> Result<Option<Self>> {
-        let opened = regular_file::open(OpenOptions::new().read(true).write(write), path);
+        let opened = own_file::open(OpenOptions::new().read(true).write(write), path);
         let (file, opened) = match opened {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             other => other.at(path)?,
@@ -78,10 +78,10 @@ impl SessionLock {
     /// this backend there without having created it, so reading unlocked is safe.
     pub(crate) fn shared(path: &Path) -> Result<Self> {
         loop {
-            let (file, opened) = match regular_file::open_or_create(path) {
+            let (file, opened) = match own_file::open_or_create(path) {
                 Ok(opened) => opened,
                 Err(err) if is_unwritable(&err) => {
-                    match regular_file::open(OpenOptions::new().read(true), path) {
+                    match own_file::open(OpenOptions::new().read(true), path) {
                         Ok(opened) => opened,
                         Err(err) if err.kind() == io::ErrorKind::NotFound => {
                             return Ok(Self { file: None });

@@ -20,7 +20,7 @@
 //! earlier session of the same id (a crash in the middle of a `delete`) and is ignored.
 //! A session without metadata has no file.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -28,6 +28,7 @@ use fusion_core::{Error, Expiry, Result, SessionMeta, StoredExpiry};
 use serde_json::{Map, Value, json};
 
 use crate::error::{BACKEND, IoContext};
+use crate::own_file;
 use crate::regular_file;
 
 /// The metadata of one session as its file stores it.
@@ -74,11 +75,7 @@ pub(crate) fn write(
     let bytes = encode(stored);
     let temp = temp.unwrap_or(path);
     // A file this call could not open is not its own to remove.
-    let (mut file, _) = regular_file::open(
-        OpenOptions::new().write(true).create(true).truncate(true),
-        temp,
-    )
-    .at(temp)?;
+    let (mut file, _) = own_file::create_or_truncate(temp).at(temp)?;
     let result = (|| {
         file.write_all(&bytes).at(temp)?;
         if sync {

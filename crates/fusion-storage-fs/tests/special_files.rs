@@ -1,7 +1,8 @@
 //! Special files where a session's regular files belong: a FIFO (named pipe), a directory,
-//! a socket, or a symlink to a FIFO or to `/dev/null`. Every call returns at once; those
-//! that need the file fail with `Error::Corrupt` naming it, and none replaces, removes or
-//! writes through it.
+//! a socket, or a symlink to a FIFO or to `/dev/null`; and a symlink to any file where the
+//! backend keeps a file of its own (lock, metadata, temporary and index files). Every call
+//! returns at once; those that need the file fail with `Error::Corrupt` naming it, and
+//! none replaces, removes or writes through it.
 #![cfg(unix)]
 
 use std::future::Future;
@@ -62,6 +63,9 @@ enum Special {
     Socket,
     LinkToFifo,
     LinkToDevNull,
+    /// A symlink to a person's regular file outside the directory: followed where the
+    /// session's data file belongs, refused where a file of the backend's own does.
+    LinkToRegular,
 }
 
 const EVERY_KIND: [Special; 5] = [
@@ -90,7 +94,23 @@ fn put(kind: Special, path: &Path) {
             std::os::unix::fs::symlink(target, path).unwrap();
         }
         Special::LinkToDevNull => std::os::unix::fs::symlink("/dev/null", path).unwrap(),
+        Special::LinkToRegular => {
+            let target = outside(path);
+            std::fs::write(&target, PRECIOUS).unwrap();
+            std::os::unix::fs::symlink(target, path).unwrap();
+        }
     }
+}
+
+/// What the file a [`Special::LinkToRegular`] names holds, and must still hold.
+const PRECIOUS: &str = "a person's notes, which no session call may touch\n";
+
+/// The file beside the directory `sessions` that a link at `path` (inside it) names.
+fn outside(path: &Path) -> PathBuf {
+    let sessions = path.ancestors().find(|dir| dir.ends_with("sessions"));
+    let name = path.file_name().unwrap().to_string_lossy();
+    let name = format!("precious-{}", name.trim_start_matches('.'));
+    sessions.expect("a path in sessions/").with_file_name(name)
 }
 
 /// Asserts that `path` still holds the `kind` [`put`] put there.
@@ -105,6 +125,16 @@ fn assert_left(kind: Special, path: &Path, after: &str) {
         Special::Socket => found.is_socket(),
         Special::LinkToFifo => found.is_symlink() && followed.is_fifo(),
         Special::LinkToDevNull => found.is_symlink() && followed.is_char_device(),
+        Special::LinkToRegular => {
+            let target = std::fs::read_to_string(outside(path)).unwrap();
+            assert_eq!(
+                target,
+                PRECIOUS,
+                "written through {} by {after}",
+                path.display()
+            );
+            found.is_symlink() && followed.is_file()
+        }
     };
     assert!(
         left,
@@ -124,8 +154,12 @@ fn assert_refused(err: Error, path: &Path, after: &str) {
         } => {
             assert_eq!(session_id, ID, "{after}");
             let named = detail.starts_with(&path.display().to_string());
+            let why = [
+                "not a regular file",
+                "a symbolic link where the backend keeps",
+            ];
             assert!(
-                named && detail.contains("not a regular file"),
+                named && why.iter().any(|why| detail.contains(why)),
                 "{after}: {detail}"
             );
             assert!(detail.contains("move it aside"), "{after}: {detail}");
@@ -325,4 +359,79 @@ async fn a_fifo_for_the_temporary_file_of_a_save_fails_it_and_keeps_the_session(
         "the session is as it was"
     );
     storage.append(ID, &said("more")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlink_for_a_file_of_the_backends_own_is_refused_and_never_written_through() {
+    for options in options() {
+        // The lock file, which every call writes or locks.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sessions");
+        let storage = two_sessions(&dir, options.clone()).await;
+        let lock = path_of(&storage, ".abc.lock");
+        put(Special::LinkToRegular, &lock);
+        assert_every_call_refused(&storage, Special::LinkToRegular, &lock).await;
+        std::fs::remove_file(&lock).unwrap();
+        storage.append(ID, &said("again")).await.unwrap();
+
+        // The temporary file of a save or truncate, which they would empty and fill.
+        let temp = path_of(&storage, ".abc.tmp");
+        put(Special::LinkToRegular, &temp);
+        let before = storage.load(ID).await.unwrap();
+        let saved = promptly!(storage, |s| s.save(ID, &said("new")).await);
+        assert_refused(saved.unwrap_err(), &temp, "save");
+        let truncated = promptly!(storage, |s| s.truncate(ID, 1).await);
+        assert_refused(truncated.unwrap_err(), &temp, "truncate");
+        assert_left(Special::LinkToRegular, &temp, "save and truncate");
+        assert_eq!(
+            storage.load(ID).await.unwrap(),
+            before,
+            "the session is as it was"
+        );
+
+        // The metadata's temporary file, and the metadata a creation writes in place.
+        let meta_temp = path_of(&storage, ".abc.meta-tmp");
+        put(Special::LinkToRegular, &meta_temp);
+        let updated = promptly!(storage, |s| {
+            let update = MetaUpdate::new().title(Some("t"));
+            s.update_session(ID, &update).await
+        });
+        assert_refused(updated.unwrap_err(), &meta_temp, "update_session");
+        assert_left(Special::LinkToRegular, &meta_temp, "update_session");
+        let meta = path_of(&storage, ".fresh.meta");
+        put(Special::LinkToRegular, &meta);
+        let created = promptly!(storage, |s| {
+            let meta = SessionMeta::new().owner("u");
+            s.create_session("fresh", &meta, &said("hi")).await
+        });
+        match created.unwrap_err() {
+            Error::Corrupt {
+                session_id, detail, ..
+            } => {
+                assert_eq!(session_id, "fresh");
+                assert!(detail.contains("symbolic link"), "{detail}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert_left(Special::LinkToRegular, &meta, "create_session");
+        assert!(storage.load("fresh").await.unwrap().is_empty());
+
+        // The index's files, which a creation writes in place (an instance that opened
+        // them already keeps its handles: a new one opens them).
+        for name in ["lock", "ids-log"] {
+            let file = dir.join(".fusion-index").join(name);
+            put(Special::LinkToRegular, &file);
+            let storage = FileSystemStorage::connect_with(&dir, options.clone())
+                .await
+                .unwrap();
+            let created = promptly!(storage, |s| s.append("other", &said("hi")).await);
+            let err = created.unwrap_err().to_string();
+            assert!(
+                err.contains(&file.display().to_string()) && err.contains("symbolic link"),
+                "{err}"
+            );
+            assert_left(Special::LinkToRegular, &file, "a creation");
+            std::fs::remove_file(&file).unwrap();
+        }
+    }
 }

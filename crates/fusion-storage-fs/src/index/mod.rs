@@ -77,6 +77,7 @@ pub(crate) use self::snapshot::Snapshot;
 use self::state::State;
 use crate::error::{BACKEND, IoContext};
 use crate::file_name::INDEX_DIR;
+use crate::own_file;
 use crate::regular_file;
 
 const LOCK: &str = "lock";
@@ -334,7 +335,7 @@ impl Index {
 
     fn open(&self, name: &str) -> Result<File> {
         let path = self.root.join(name);
-        regular_file::open_or_create(&path)
+        own_file::open_or_create(&path)
             .at(&path)
             .map(|(file, _)| file)
     }
@@ -417,11 +418,7 @@ impl Index {
         fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
     ) -> Result<(PathBuf, u64)> {
         let path = self.root.join(format!("{name}.tmp"));
-        let (file, _) = regular_file::open(
-            OpenOptions::new().write(true).create(true).truncate(true),
-            &path,
-        )
-        .at(&path)?;
+        let (file, _) = own_file::create_or_truncate(&path).at(&path)?;
         let mut out = BufWriter::with_capacity(256 * 1024, &file);
         fill(&mut out).and_then(|()| out.flush()).at(&path)?;
         drop(out);

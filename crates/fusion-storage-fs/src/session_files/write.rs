@@ -17,6 +17,7 @@ use crate::index::{Change, Recorded, SetKey, marker_instant};
 use crate::jsonl;
 use crate::lock::SessionLock;
 use crate::meta_file::{self, StoredMeta};
+use crate::own_file;
 use crate::recent_cache::{FileIdentity, FileState};
 use crate::regular_file;
 
@@ -328,11 +329,7 @@ impl SessionFiles {
     fn put_in_place(&self, contents: &[u8]) -> Result<()> {
         let temp_path = self.temp();
         // A temporary file this call could not open is not its own to remove.
-        let (mut temp, _) = regular_file::open(
-            OpenOptions::new().write(true).create(true).truncate(true),
-            &temp_path,
-        )
-        .at(&temp_path)?;
+        let (mut temp, _) = own_file::create_or_truncate(&temp_path).at(&temp_path)?;
         let result = (|| {
             // Keep permissions a person set on the session file (say, `chmod 600`), which
             // the rename would otherwise silently reset. Best effort: a new file has none.
