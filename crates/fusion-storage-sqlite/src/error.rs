@@ -50,6 +50,11 @@ pub(crate) enum DirectError {
     /// write is lost with the file); otherwise nothing was done.
     #[error("the database file was deleted while open")]
     Deleted { written: bool },
+    /// The database file is still there, but no longer at the path this storage opened
+    /// (moved away, or another file now in its place), so no new connection can be
+    /// opened to it; the open ones go on.
+    #[error("the database file was moved while open")]
+    Moved,
     /// The blocking task running the call panicked or was dropped by a shutting-down runtime.
     #[error("the task running the SQLite call stopped: {0}")]
     Stopped(#[from] tokio::task::JoinError),
@@ -113,6 +118,15 @@ pub(crate) fn parse_direct_error(err: DirectError, op: Op<'_>) -> Error {
                 } else {
                     "nothing was done: writes would go only to"
                 }
+            ),
+            false,
+        ),
+        DirectError::Moved => (
+            format!(
+                "{op}: the database file was moved away from its path while this storage \
+                 had it open (or another file now stands there), so this call, which needs \
+                 a new connection, cannot open one to it; nothing was done. Open the \
+                 storage again at the file's new path"
             ),
             false,
         ),
@@ -238,7 +252,10 @@ impl MaybeBusy for DirectError {
     fn is_busy(&self) -> bool {
         match self {
             DirectError::Sqlite(e) => e.is_busy(),
-            DirectError::Closed | DirectError::Deleted { .. } | DirectError::Stopped(_) => false,
+            DirectError::Closed
+            | DirectError::Deleted { .. }
+            | DirectError::Moved
+            | DirectError::Stopped(_) => false,
         }
     }
 }

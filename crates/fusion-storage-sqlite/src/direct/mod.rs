@@ -188,7 +188,7 @@ impl Direct {
                 }
                 // Closing the last connection checkpoints instead; a deleted file's log
                 // goes with it.
-                Err(DirectError::Closed | DirectError::Deleted { .. }) => {}
+                Err(DirectError::Closed | DirectError::Deleted { .. } | DirectError::Moved) => {}
                 // The data is safe in the log either way; the next checkpoint retries.
                 Err(e) => {
                     tracing::warn!(db = %this.db, error = %e, "background WAL checkpoint failed");
@@ -206,6 +206,10 @@ impl Direct {
     async fn checkpoint_now(&self) {
         let mut writer = Arc::clone(&self.writer).lock_owned().await;
         if writer.closed || !self.checkpoints.overdue() {
+            return;
+        }
+        if writer.conn.is_none() && self.before_opening().is_err() {
+            // No connection to the file can be had; nothing more will be written to it.
             return;
         }
         let options = self.options.clone();
@@ -266,6 +270,9 @@ impl Direct {
         if writer.closed {
             return Err(DirectError::Closed);
         }
+        if writer.conn.is_none() {
+            self.before_opening()?;
+        }
         let options = self.options.clone();
         tokio::task::spawn_blocking(move || {
             let result = writer.waiting(&options, |conn| run(conn, &write, false))?;
@@ -306,7 +313,10 @@ impl Direct {
         let idle = self.idle_readers().pop();
         let conn = match idle {
             Some(Reader(conn)) => conn,
-            None => open(&self.options, false)?,
+            None => {
+                self.before_opening()?;
+                open(&self.options, false)?
+            }
         };
         let result = read(&conn);
         // A reader returned after close, or beyond the idle limit, is dropped, closing it;
@@ -321,6 +331,20 @@ impl Direct {
         }
         drop(idle);
         Ok(result?)
+    }
+
+    /// Checks that a new connection, which SQLite opens by path, would open the file
+    /// the others have open: not once it was deleted or replaced (every call fails from
+    /// then on, as when a write finds it), nor while it is found elsewhere (moved).
+    fn before_opening(&self) -> Result<(), DirectError> {
+        if self.file.unlinked() {
+            self.deleted.store(true, Ordering::Release);
+            return Err(DirectError::Deleted { written: false });
+        }
+        if !self.file.named_by(&self.options.path) {
+            return Err(DirectError::Moved);
+        }
+        Ok(())
     }
 
     fn idle_readers(&self) -> std::sync::MutexGuard<'_, Vec<Reader>> {
@@ -394,7 +418,104 @@ mod tests {
 
     use super::Direct;
     use crate::config::{DirectOptions, Durability};
+    use crate::error::DirectError;
     use crate::sql::Write;
+
+    /// Makes the database at `path` as the storage's migrations would, in WAL mode.
+    fn migrated_database(path: &std::path::Path) {
+        let setup = rusqlite::Connection::open(path).unwrap();
+        setup
+            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .unwrap();
+        for migration in [
+            include_str!("../../migrations/0001_create_sessions_and_messages.sql"),
+            include_str!("../../migrations/0002_session_generation.sql"),
+            include_str!("../../migrations/0003_session_metadata_and_listing.sql"),
+            include_str!("../../migrations/0004_session_expiry.sql"),
+            include_str!("../../migrations/0005_message_ids.sql"),
+        ] {
+            setup.execute_batch(migration).unwrap();
+        }
+    }
+
+    /// The options of a storage on the file at `path`, creating it if missing (as a
+    /// `sqlite://` URL does by default).
+    fn options(path: &std::path::Path) -> DirectOptions {
+        DirectOptions {
+            path: path.to_path_buf(),
+            read_only: false,
+            create: true,
+            vfs: None,
+            immutable: false,
+            busy_timeout: Duration::from_secs(5),
+            durability: Durability::Normal,
+            max_readers: 2,
+        }
+    }
+
+    /// A call that needs a new connection (here a second load at once) after the file
+    /// was moved away, or replaced, opens none by the path: SQLite would create an empty
+    /// database there, or read another file, while the open connections use this one.
+    #[tokio::test]
+    async fn no_new_connection_opens_the_path_of_a_file_moved_or_replaced_while_open() {
+        for replaced in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("sessions.db");
+            migrated_database(&path);
+            let direct = Arc::new(
+                Direct::open("sessions.db".into(), options(&path))
+                    .await
+                    .unwrap(),
+            );
+            // The one idle reader is held inside a load until released.
+            let (held, is_held) = std::sync::mpsc::channel();
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let holding = tokio::spawn({
+                let direct = Arc::clone(&direct);
+                async move {
+                    direct
+                        .read(move |_| {
+                            held.send(()).unwrap();
+                            released.recv().unwrap();
+                            Ok(())
+                        })
+                        .await
+                }
+            });
+            tokio::task::spawn_blocking(move || is_held.recv().unwrap())
+                .await
+                .unwrap();
+            if replaced {
+                migrated_database(&dir.path().join("other.db"));
+                std::fs::rename(dir.path().join("other.db"), &path).unwrap();
+            } else {
+                std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
+            }
+
+            let count = |conn: &rusqlite::Connection| {
+                conn.query_row("SELECT count(*) FROM sessions", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+            };
+            let err = direct.read(count).await.unwrap_err();
+            match replaced {
+                false => {
+                    assert!(matches!(err, DirectError::Moved), "{err}");
+                    assert!(
+                        !path.exists(),
+                        "an empty database was created at the old path"
+                    );
+                }
+                true => assert!(
+                    matches!(err, DirectError::Deleted { written: false }),
+                    "{err}"
+                ),
+            }
+            release.send(()).unwrap();
+            holding.await.unwrap().unwrap();
+            direct.close().await;
+        }
+    }
 
     /// The hard limit alone, with no background checkpoint ever starting: the writer keeps
     /// the log bounded by itself, whatever the scheduler does with other threads.
@@ -402,40 +523,8 @@ mod tests {
     async fn the_writer_bounds_the_log_when_no_background_checkpoint_runs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stalled.db");
-        let setup = rusqlite::Connection::open(&path).unwrap();
-        setup
-            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-            .unwrap();
-        setup
-            .execute_batch(include_str!(
-                "../../migrations/0001_create_sessions_and_messages.sql"
-            ))
-            .unwrap();
-        setup
-            .execute_batch(include_str!("../../migrations/0002_session_generation.sql"))
-            .unwrap();
-        setup
-            .execute_batch(include_str!(
-                "../../migrations/0003_session_metadata_and_listing.sql"
-            ))
-            .unwrap();
-        setup
-            .execute_batch(include_str!("../../migrations/0004_session_expiry.sql"))
-            .unwrap();
-        setup
-            .execute_batch(include_str!("../../migrations/0005_message_ids.sql"))
-            .unwrap();
-        drop(setup);
-        let options = DirectOptions {
-            path: path.clone(),
-            read_only: false,
-            create: false,
-            vfs: None,
-            immutable: false,
-            busy_timeout: Duration::from_secs(5),
-            durability: Durability::Normal,
-            max_readers: 2,
-        };
+        migrated_database(&path);
+        let options = options(&path);
         let direct = Arc::new(Direct::open("stalled.db".into(), options).await.unwrap());
         direct.checkpoints.stall_background();
 

@@ -56,6 +56,27 @@ impl Watch {
         }
     }
 
+    /// Whether `path` names the watched file (or nothing is watched, so there is no
+    /// telling): what a new connection, which SQLite opens by path, needs. A file moved
+    /// away, or replaced by another at that path, is not named by it: a connection opened
+    /// there would read and write another database (or create an empty one).
+    pub(super) fn named_by(&self, path: &Path) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let Some(watched) = self.file.as_ref().and_then(|file| file.metadata().ok()) else {
+                return true;
+            };
+            std::fs::metadata(path)
+                .is_ok_and(|named| (named.dev(), named.ino()) == (watched.dev(), watched.ino()))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = path;
+            true
+        }
+    }
+
     /// Whether the watched file has no name left: deleted, or replaced. One `fstat`, well
     /// under a microsecond, where a write costs tens.
     pub(super) fn unlinked(&self) -> bool {
