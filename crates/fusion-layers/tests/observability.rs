@@ -316,3 +316,59 @@ async fn the_layer_adds_no_storage_call() {
     assert_eq!(history, turn);
     assert_eq!(calls.load(Ordering::SeqCst), 8, "one inner call per call");
 }
+
+/// A storage whose `load` never finishes, as a backend that hangs.
+struct Hanging(InMemoryStorage);
+
+#[async_trait]
+impl Intercept for Hanging {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.0
+    }
+
+    async fn load(&self, _session_id: &str) -> Result<Vec<ChatMessage>> {
+        std::future::pending().await
+    }
+}
+
+/// A caller that stops waiting (a timeout, a `select!`, a client that went away) drops the
+/// call's future: the call still counts, as `cancelled`, with its latency, so a backend
+/// that hangs until every caller gives up does not vanish from the metrics.
+#[tokio::test]
+async fn a_call_its_caller_stopped_waiting_for_counts_as_cancelled() {
+    let recorder = DebuggingRecorder::new();
+    let snapshots = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let hanging: Arc<dyn ConversationStorage> =
+        Arc::new(Intercepted(Hanging(InMemoryStorage::new())));
+    let storage = hanging.layer(ObservabilityLayer::new());
+
+    let load = storage.load("chat-5");
+    let gave_up = tokio::select! {
+        biased;
+        _ = load => false,
+        () = std::future::ready(()) => true,
+    };
+    assert!(gave_up, "the load never finishes");
+
+    let got = Recorded::of(snapshots.snapshot());
+    let cancelled = [
+        ("backend", "memory"),
+        ("operation", "load"),
+        ("outcome", "cancelled"),
+    ];
+    assert_eq!(
+        got.counter("fusion_storage_calls_total", &cancelled),
+        Some(1)
+    );
+    let by_op = [("backend", "memory"), ("operation", "load")];
+    assert_eq!(got.samples("fusion_storage_call_seconds", &by_op), 1);
+    assert_eq!(got.counter("fusion_storage_messages_total", &by_op), None);
+    assert!(
+        !got.names()
+            .iter()
+            .any(|n| n == "fusion_storage_errors_total"),
+        "a cancelled call is not an error: {:?}",
+        got.names()
+    );
+}

@@ -1,11 +1,13 @@
 //! The observability layer's `tracing` output, captured by a subscriber layer: one
-//! `storage` span per call with its fields, and one event per failed call.
+//! `storage` span per call with its fields, and one event per failed or cancelled call.
 #![cfg(feature = "observability")]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use fusion_core::{Change, ChatMessage, ConversationStorage, Expect, StorageExt};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Expect, Intercept, Intercepted, Result, StorageExt,
+};
 use fusion_layers::ObservabilityLayer;
 use fusion_storage_memory::InMemoryStorage;
 use tracing::field::{Field, Visit};
@@ -76,10 +78,22 @@ async fn capture<F>(layer: ObservabilityLayer, calls: F) -> Seen
 where
     F: AsyncFnOnce(Arc<dyn ConversationStorage>),
 {
+    capture_on(Arc::new(InMemoryStorage::new()), layer, calls).await
+}
+
+/// [`capture`] on the storage `inner`.
+async fn capture_on<F>(
+    inner: Arc<dyn ConversationStorage>,
+    layer: ObservabilityLayer,
+    calls: F,
+) -> Seen
+where
+    F: AsyncFnOnce(Arc<dyn ConversationStorage>),
+{
     let seen = Capture::default();
     let subscriber = tracing_subscriber::registry().with(seen.clone());
     let _default = tracing::subscriber::set_default(subscriber);
-    calls(Arc::new(InMemoryStorage::new()).layer(layer)).await;
+    calls(inner.layer(layer)).await;
     std::mem::take(&mut *seen.0.lock().unwrap())
 }
 
@@ -203,4 +217,42 @@ async fn session_ids_can_be_kept_out_of_spans_and_events() {
         "the error's text names the session"
     );
     assert_eq!(event["error_kind"], "invalid_session_id");
+}
+
+/// A storage whose `load` never finishes, as a backend that hangs.
+struct Hanging(InMemoryStorage);
+
+#[async_trait::async_trait]
+impl Intercept for Hanging {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.0
+    }
+
+    async fn load(&self, _session_id: &str) -> Result<Vec<ChatMessage>> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_call_its_caller_stopped_waiting_for_closes_its_span_as_cancelled() {
+    let hanging = Arc::new(Intercepted(Hanging(InMemoryStorage::new())));
+    let seen = capture_on(hanging, ObservabilityLayer::new(), async |storage| {
+        tokio::select! {
+            biased;
+            _ = storage.load("chat-4") => panic!("the load never finishes"),
+            () = std::future::ready(()) => {}
+        }
+    })
+    .await;
+
+    let [(_, span)] = &seen.spans[..] else {
+        panic!("one span: {:?}", seen.spans)
+    };
+    assert_eq!(span["operation"], "load");
+    assert_eq!(span["outcome"], "cancelled");
+    assert!(!span.contains_key("error_kind"), "{span:?}");
+    let [(level, _, parent)] = &seen.events[..] else {
+        panic!("one event: {:?}", seen.events)
+    };
+    assert_eq!((*level, parent.as_deref()), (Level::DEBUG, Some("storage")));
 }

@@ -31,7 +31,7 @@
 //! | `session_id` | the session, for calls on one session (unless turned off) |
 //! | `messages` | how many messages the call writes, or read back |
 //! | `bytes` | their size as JSON |
-//! | `outcome` | `ok` or `error` |
+//! | `outcome` | `ok`, `error`, or `cancelled` for a call its caller stopped waiting for |
 //! | `error_kind` | for an error, its kind ([`error_kind`]) |
 //!
 //! `messages` and `bytes` are set on calls that carry messages: `save`, `append`,
@@ -40,6 +40,11 @@
 //! or at `DEBUG` for [`Error::Conflict`](fusion_core::Error::Conflict), the expected
 //! answer of a conditional write that lost a race. Spans are at `DEBUG` because an agent
 //! turn makes several storage calls: at `INFO` they would drown the application's logs.
+//!
+//! A call whose future is dropped before it finishes (a caller's timeout, a `select!`, a
+//! web request whose client went away) is recorded as `cancelled`, with the time it ran,
+//! and logs a `DEBUG` event: a backend that hangs until every caller gives up still shows
+//! its calls and their latency.
 //!
 //! With [`session_ids(false)`](ObservabilityLayer::session_ids) neither spans nor events
 //! name the session (the event then leaves out the error's text, which names it): for
@@ -54,11 +59,11 @@
 //!
 //! | name | type | labels | what |
 //! | --- | --- | --- | --- |
-//! | `fusion_storage_calls_total` | counter | `backend`, `operation`, `outcome` | every call; `outcome` is `ok` or `error` |
+//! | `fusion_storage_calls_total` | counter | `backend`, `operation`, `outcome` | every call; `outcome` is `ok`, `error` or `cancelled` |
 //! | `fusion_storage_messages_total` | counter | `backend`, `operation` | messages written (`save`, `append`, `write_if`, `create_session`) or read (`load`, `load_revision`) by successful calls |
 //! | `fusion_storage_bytes_total` | counter | `backend`, `operation` | the same messages' size as JSON |
 //! | `fusion_storage_errors_total` | counter | `backend`, `operation`, `kind` | failed calls, by [`error_kind`] |
-//! | `fusion_storage_call_seconds` | histogram | `backend`, `operation` | how long each call took, in seconds, whatever its outcome |
+//! | `fusion_storage_call_seconds` | histogram | `backend`, `operation` | how long each call took, in seconds, whatever its outcome (a cancelled call: until it was cancelled) |
 //!
 //! Every label value comes from a small fixed set (backend names, method names, error
 //! kinds): no session id ever becomes a label, so the number of series stays bounded.

@@ -106,6 +106,43 @@ fn json_bytes(messages: &[ChatMessage]) -> u64 {
     count.0
 }
 
+/// A call that has started and not finished. Dropped unfinished (its caller stopped
+/// waiting: a timeout, a `select!`, a client that went away), it records the call as
+/// `cancelled`, with the time it ran, in its span and in the calls and latency metrics:
+/// otherwise a backend so slow that every caller gives up on it would show no calls and
+/// no latency at all.
+struct InFlight<'a> {
+    settings: &'a Settings,
+    by_operation: [(&'static str, &'static str); 2],
+    span: Span,
+    started: Instant,
+    finished: bool,
+}
+
+impl InFlight<'_> {
+    /// How long the call ran; it finished, so its drop records nothing.
+    fn finish(mut self) -> std::time::Duration {
+        self.finished = true;
+        self.started.elapsed()
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let names = &self.settings.names;
+        histogram!(names.seconds.clone(), &self.by_operation).record(self.started.elapsed());
+        self.span.record("outcome", "cancelled");
+        let [backend, operation] = self.by_operation;
+        let by_outcome = [backend, operation, ("outcome", "cancelled")];
+        counter!(names.calls.clone(), &by_outcome).increment(1);
+        self.span
+            .in_scope(|| debug!("storage call cancelled before it finished"));
+    }
+}
+
 impl Observed {
     /// Runs `call` (the future `run`) inside its span, then records its outcome, size and
     /// latency on the span and in the metrics.
@@ -127,12 +164,18 @@ impl Observed {
             outcome = Empty,
             error_kind = Empty,
         );
-        let started = Instant::now();
+        let by_operation = [("backend", backend), ("operation", operation)];
+        let in_flight = InFlight {
+            settings: &self.settings,
+            by_operation,
+            span: span.clone(),
+            started: Instant::now(),
+            finished: false,
+        };
         let result = run.instrument(span.clone()).await;
-        let elapsed = started.elapsed();
+        let elapsed = in_flight.finish();
 
         let names = &self.settings.names;
-        let by_operation = [("backend", backend), ("operation", operation)];
         let carried = call
             .written
             .or_else(|| result.as_ref().ok().and_then(Read::read));
