@@ -28,10 +28,11 @@ fn valid(line: &[u8]) -> Option<&str> {
 }
 
 /// What the log `[0, end)` says last of each id (`true` created, `false` deleted), and
-/// whether it holds a line that does not parse (which writes never leave).
+/// whether it is damaged: holds a line that does not parse or ends inside one (which
+/// writes never leave; see [`lines::ends_a_line`]).
 pub(crate) fn read_log(log: &File, end: u64) -> io::Result<(HashMap<String, bool>, bool)> {
     let mut last = HashMap::new();
-    let mut damaged = false;
+    let mut damaged = !lines::ends_a_line(log, end)?;
     lines::for_each_line(log, 0, end, |_, line| {
         let change = match line.split_first() {
             Some((b'+', id)) => valid(id).map(|id| (true, id)),
@@ -68,7 +69,12 @@ impl<'f> IdsAfter<'f> {
         log_len: u64,
         after: Option<&str>,
     ) -> io::Result<Self> {
-        let (changes, damaged) = read_log(log, log_len)?;
+        let (changes, mut damaged) = read_log(log, log_len)?;
+        if let Some(sorted) = sorted {
+            // Checked here, whatever the cursor: a page that starts past the last line
+            // that ends would never read the junk after it.
+            damaged |= !lines::ends_a_line(sorted, sorted_len)?;
+        }
         let mut added: Vec<String> = Vec::new();
         let mut removed = HashSet::new();
         for (id, created) in changes {
@@ -139,14 +145,16 @@ impl<'f> IdsAfter<'f> {
 }
 
 /// Writes the merge of the sorted file `[0, sorted_len)` and the log `[0, log_len)` to
-/// `out`, sorted; returns the bytes written.
+/// `out`, sorted; returns the bytes written, or `None` if either file is damaged: what
+/// was written then lacks the ids the damage hid, and must not replace the files that
+/// show the damage.
 pub(crate) fn merge_into(
     sorted: &File,
     sorted_len: u64,
     log: &File,
     log_len: u64,
     out: &mut impl Write,
-) -> io::Result<u64> {
+) -> io::Result<Option<u64>> {
     let mut ids = IdsAfter::new(Some(sorted), sorted_len, log, log_len, None)?;
     let mut written = 0;
     while let Some(id) = ids.next_id()? {
@@ -154,7 +162,7 @@ pub(crate) fn merge_into(
         out.write_all(b"\n")?;
         written += id.len() as u64 + 1;
     }
-    Ok(written)
+    Ok((!ids.damaged()).then_some(written))
 }
 
 #[cfg(test)]
@@ -189,7 +197,8 @@ mod tests {
         assert_eq!(all(&sorted, &log, Some("b")), ["d", "e", "g"]);
         assert_eq!(all(&sorted, &log, Some("g")), Vec::<String>::new());
         let mut out = Vec::new();
-        merge_into(&sorted.0, sorted.1, &log.0, log.1, &mut out).unwrap();
+        let written = merge_into(&sorted.0, sorted.1, &log.0, log.1, &mut out).unwrap();
+        assert_eq!(written, Some(out.len() as u64));
         assert_eq!(out, b"a\nb\nd\ne\ng\n");
         let empty = file(b"");
         assert_eq!(all(&empty, &empty, None), Vec::<String>::new());

@@ -17,6 +17,16 @@ pub(crate) fn read_range(file: &File, from: u64, to: u64) -> io::Result<Vec<u8>>
     Ok(buf)
 }
 
+/// Whether `[0, len)` of `file` ends at the end of a line (or is empty), as every valid
+/// length does: zeros there, what a power loss can leave of lines written in place
+/// without an fsync, end none, and hold no line a reader would meet to fail to parse.
+pub(crate) fn ends_a_line(file: &File, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    Ok(read_range(file, len - 1, len)? == b"\n")
+}
+
 /// The first line starting at or after `at` and before `to`: its start, its end (after
 /// the `\n`) and its bytes; `None` if none is found within two line lengths.
 fn line_from(

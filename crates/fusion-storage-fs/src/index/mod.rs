@@ -693,4 +693,32 @@ mod tests {
         assert_eq!(listed, ["b", "a"]);
         assert_eq!(ids(&index), ["a", "b"]);
     }
+
+    #[test]
+    fn damaged_id_files_are_left_to_a_rebuild_never_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::new(dir.path());
+        index.limits = (LIVE_MAX, 64);
+        index.build(|| Ok(Vec::new())).unwrap();
+        for id in ["a", "b", "c"] {
+            let created = index.record(id, Change::Create, i64::MIN, false).unwrap();
+            assert!(!created.merge_ids, "the log is short yet");
+        }
+        assert_eq!(ids(&index), ["a", "b", "c"]);
+        // Zeros where the log's lines were, as a power loss can leave a file written in
+        // place; the creation that takes the log past its limit makes a merge due.
+        let log = index.root().join(IDS_LOG);
+        let len = fs::metadata(&log).unwrap().len();
+        fs::write(&log, vec![0; usize::try_from(len).unwrap()]).unwrap();
+        let long = "x".repeat(100);
+        let created = index
+            .record(&long, Change::Create, i64::MIN, false)
+            .unwrap();
+        assert!(created.merge_ids);
+        index.upkeep(created);
+        // Merged, `a`, `b` and `c` would be gone from the ids for good; the index is
+        // marked for a rebuild instead, which restores them from the session files.
+        assert!(!index.is_built(), "left to a rebuild");
+        assert!(fs::read(index.root().join(IDS)).unwrap().is_empty());
+    }
 }

@@ -64,9 +64,22 @@ impl Index {
             return Ok(());
         }
         let log_end = state.ids_log_len;
+        let mut merged = None;
         let (temp, ids_len) = self.write_temp(IDS, |out| {
-            ids::merge_into(&sorted, state.ids_len, &log, log_end, out).map(drop)
+            merged = ids::merge_into(&sorted, state.ids_len, &log, log_end, out)?;
+            Ok(())
         })?;
+        if merged.is_none() {
+            // Merged, the damage would be gone and the ids it hid with it, for good: the
+            // next listing rebuilds the index from the session files instead.
+            let _ = fs::remove_file(&temp);
+            tracing::warn!(
+                backend = crate::error::BACKEND,
+                dir = %self.root.display(),
+                "the index's id files are damaged; the next listing rebuilds them"
+            );
+            return self.invalidate();
+        }
         self.swap(|state| {
             let tail =
                 lines::read_range(&log, log_end, state.ids_log_len).at(&self.root.join(IDS_LOG))?;
