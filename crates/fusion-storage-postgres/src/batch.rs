@@ -11,8 +11,26 @@
 //! as PostgreSQL's `int4` (the same 32 bits, read as signed), the content of a
 //! [`RecentIds`](fusion_core::RecentIds) built from the same ids: the fingerprints of the
 //! last [`DEDUP_WINDOW`] ids stored, oldest first.
+//!
+//! A batch is also where the size of a write is checked: PostgreSQL reads one protocol
+//! message of at most 1 GiB, and every statement binds all its messages in one (one
+//! `text[]`). Past that the server drops the connection, which the driver reports as a
+//! reset (retryable: "cannot reach the server"), so a retry sent the same gigabyte again
+//! and failed the same way. [`Batch::of`] refuses such a write before any SQL runs.
 
-use fusion_core::{ChatMessage, DEDUP_WINDOW, MessageId, Result};
+use fusion_core::{ChatMessage, DEDUP_WINDOW, Error, MessageId, Result};
+
+use crate::error::BACKEND;
+
+/// The most bytes of message JSON one write binds, each message counted with the 8 bytes
+/// the array adds around it (a length word and up to 3 of alignment): 1 GiB, the most
+/// PostgreSQL reads in one protocol message and holds in one array (`MaxAllocSize`), less
+/// 1 MiB for the statement's other parameters (an id, metadata of at most 16 KiB, the
+/// window).
+pub(crate) const MAX_WRITE_BYTES: usize = (1 << 30) - (1 << 20);
+
+/// The bytes a message's `body` takes in the bound array ([`MAX_WRITE_BYTES`]).
+const ARRAY_BYTES_PER_MESSAGE: usize = 8;
 
 /// A batch of messages ready to bind.
 #[derive(Debug)]
@@ -33,13 +51,21 @@ pub(crate) struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// Encodes `messages` (already checked by `fusion_core::check_storable`, so no two
-    /// share an id).
-    pub fn of(messages: &'a [ChatMessage]) -> Result<Self> {
-        let bodies = messages
-            .iter()
-            .map(|m| serde_json::to_string(m).map_err(Into::into))
-            .collect::<Result<Vec<String>>>()?;
+    /// Encodes `messages` written to `session_id` (already checked by
+    /// `fusion_core::check_storable`, so no two share an id). Messages whose JSON passes
+    /// [`MAX_WRITE_BYTES`] together are [`Error::InvalidMessage`] naming the first one
+    /// past it: no statement could carry them.
+    pub fn of(session_id: &str, messages: &'a [ChatMessage]) -> Result<Self> {
+        let mut bodies = Vec::with_capacity(messages.len());
+        let mut bytes = 0;
+        for (index, message) in messages.iter().enumerate() {
+            let body = serde_json::to_string(message)?;
+            bytes += body.len() + ARRAY_BYTES_PER_MESSAGE;
+            if bytes > MAX_WRITE_BYTES {
+                return Err(too_large(session_id, index, messages.len(), bytes));
+            }
+            bodies.push(body);
+        }
         let ids = messages
             .iter()
             .any(|m| m.id.is_some())
@@ -83,6 +109,28 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// The refusal of a write whose message `index` (of `count`) takes its JSON to `bytes`,
+/// past [`MAX_WRITE_BYTES`].
+fn too_large(session_id: &str, index: usize, count: usize, bytes: usize) -> Error {
+    let mib = |bytes: usize| bytes >> 20;
+    let advice = if count > 1 {
+        "; append the messages in smaller batches"
+    } else {
+        ""
+    };
+    Error::InvalidMessage {
+        backend: BACKEND,
+        session_id: session_id.to_string(),
+        index,
+        detail: format!(
+            "the write's messages up to this one are {} MiB of JSON, and PostgreSQL takes \
+             at most {} MiB in one statement{advice}",
+            mib(bytes),
+            mib(MAX_WRITE_BYTES)
+        ),
+    }
+}
+
 /// The fingerprint of `id` as an `int4` column holds it.
 pub(crate) fn fingerprint(id: &MessageId) -> i32 {
     id.fingerprint().cast_signed()
@@ -112,7 +160,7 @@ mod tests {
     #[test]
     fn ids_line_up_with_bodies_and_the_window_keeps_the_last_ones() {
         let plain = [ChatMessage::user("a"), ChatMessage::user("b")];
-        let plain = Batch::of(&plain).unwrap();
+        let plain = Batch::of("s", &plain).unwrap();
         assert_eq!(plain.bodies.len(), 2);
         assert!(
             plain.ids.is_none() && plain.fingerprints.is_none() && plain.window.is_empty(),
@@ -120,7 +168,7 @@ mod tests {
         );
 
         let mixed = [with_id("m-a"), ChatMessage::user("b")];
-        let batch = Batch::of(&mixed).unwrap();
+        let batch = Batch::of("s", &mixed).unwrap();
         let a: MessageId = "m-a".parse().unwrap();
         assert_eq!(batch.ids, Some(vec![Some(&a), None]));
         assert_eq!(batch.fingerprints, Some(vec![fingerprint(&a)]));
@@ -136,7 +184,7 @@ mod tests {
         let many: Vec<ChatMessage> = (0..DEDUP_WINDOW + 3)
             .map(|i| with_id(&format!("m{i}")))
             .collect();
-        let batch = Batch::of(&many).unwrap();
+        let batch = Batch::of("s", &many).unwrap();
         let id = |i: usize| many[i].id.as_ref().unwrap();
         assert_eq!(
             batch.fingerprints.unwrap().len(),
@@ -157,7 +205,7 @@ mod tests {
             .map(|i| with_id(&format!("h{i}")))
             .collect();
         let recent = fusion_core::RecentIds::of(&history).to_bytes();
-        let ours: Vec<u8> = Batch::of(&history)
+        let ours: Vec<u8> = Batch::of("s", &history)
             .unwrap()
             .window
             .iter()
@@ -169,7 +217,7 @@ mod tests {
     #[test]
     fn unstored_keeps_messages_without_ids_and_with_new_ones_in_order() {
         let messages = [with_id("a"), ChatMessage::user("plain"), with_id("b")];
-        let batch = Batch::of(&messages).unwrap();
+        let batch = Batch::of("s", &messages).unwrap();
         let a: MessageId = "a".parse().unwrap();
         let (bodies, ids) = batch.unstored(std::slice::from_ref(&a));
         assert_eq!(bodies, [&batch.bodies[1], &batch.bodies[2]]);
@@ -178,7 +226,7 @@ mod tests {
         assert_eq!(bodies.len(), expected.len(), "the rule of every backend");
 
         let plain = [ChatMessage::user("x")];
-        let plain = Batch::of(&plain).unwrap();
+        let plain = Batch::of("s", &plain).unwrap();
         assert_eq!(plain.unstored(&[a]).0.len(), 1);
     }
 }

@@ -22,6 +22,13 @@ const DEFAULT_SCHEMA: &str = "fusion";
 /// The statement timeout of a storage whose options or URL set none.
 const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest timeout this storage passes on: PostgreSQL's own longest
+/// (`statement_timeout` is an `int` of milliseconds, and the server refuses to start a
+/// session with a larger one), about 24.8 days. A longer connect timeout is also taken as
+/// this one: the driver adds it to the clock and would overflow (a panic) on
+/// `Duration::MAX`, the natural way to say "wait as long as it takes".
+pub(crate) const LONGEST_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 /// How hard the server works to make a commit survive a crash (`synchronous_commit`).
 ///
 /// Both levels keep the database consistent after any crash; they differ only in whether
@@ -96,7 +103,8 @@ impl PostgresOptions {
     /// The schema that holds every table of this storage, sqlx's `_sqlx_migrations`
     /// included, so several applications (or several Fusion deployments) can share one
     /// database. Created when missing. A lowercase SQL identifier: ASCII letters, digits
-    /// and `_`, not starting with a digit, at most 63 bytes. Default `fusion`.
+    /// and `_`, not starting with a digit, at most 63 bytes, a keyword such as `user`
+    /// included, but not starting with `pg_` (PostgreSQL's own). Default `fusion`.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
         self
@@ -109,9 +117,11 @@ impl PostgresOptions {
     }
 
     /// How long opening a connection may take, and how long a call waits for a pooled
-    /// connection, before failing with a retryable error. Default 5 s.
+    /// connection, before failing with a retryable error. Default 5 s; at most about 24.8
+    /// days (2^31 - 1 ms, PostgreSQL's longest timeout): a longer one, `Duration::MAX`
+    /// included, is taken as that.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = timeout.min(LONGEST_TIMEOUT);
         self
     }
 
@@ -119,7 +129,11 @@ impl PostgresOptions {
     /// runs (or waits for a lock) longer is cancelled with a retryable error. `None` keeps
     /// the server's setting (or the URL's or `PGOPTIONS`'s). Default 30 s, or none when
     /// the URL's options or `PGOPTIONS` set one (see [`new`](Self::new)). Rounded up to
-    /// whole milliseconds; set here, it wins over the URL's.
+    /// whole milliseconds; set here, it wins over the URL's. A timeout longer than
+    /// PostgreSQL's longest (2^31 - 1 ms, about 24.8 days), `Duration::MAX` included, is
+    /// taken as that; a zero one, which would cancel every statement, is an
+    /// [`Error::Config`] when connecting (the URL's `options[statement_timeout]=0` turns
+    /// the server's timeout off).
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
         self
@@ -178,7 +192,14 @@ pub(crate) fn parse(options: &PostgresOptions) -> Result<Target> {
     // searched (pg_catalog is always searched first, implicitly).
     let mut settings = vec![("search_path", options.schema.clone())];
     if let Some(timeout) = options.statement_timeout {
-        let millis = timeout.as_micros().div_ceil(1000).max(1);
+        if timeout.is_zero() {
+            return Err(Error::Config(format!(
+                "a statement timeout of 0 for {label} would cancel every statement: give a \
+                 positive one, or None to keep the server's (the URL's \
+                 `options[statement_timeout]=0` turns the server's off)"
+            )));
+        }
+        let millis = timeout.min(LONGEST_TIMEOUT).as_micros().div_ceil(1000);
         settings.push(("statement_timeout", millis.to_string()));
     }
     if options.durability == Durability::Relaxed {
@@ -263,7 +284,9 @@ fn same_setting(key: &str, name: &str) -> bool {
 }
 
 /// Refuses a schema name that would need quoting, so it is the same in `search_path`, in
-/// `CREATE SCHEMA` and in `psql`.
+/// `CREATE SCHEMA` and in `psql`, and one PostgreSQL reserves for itself (`pg_...`, which
+/// `CREATE SCHEMA` refuses). A keyword (`user`, `order`) is a valid name: the schema's
+/// statements quote it (`crate::migrate`).
 fn check_schema(schema: &str) -> Result<()> {
     let valid = !schema.is_empty()
         && schema.len() <= 63
@@ -271,14 +294,19 @@ fn check_schema(schema: &str) -> Result<()> {
         && schema
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
+    if !valid {
+        return Err(Error::Config(format!(
             "invalid PostgreSQL schema name {schema:?}: use 1 to 63 lowercase ASCII letters, \
              digits and `_`, not starting with a digit"
-        )))
+        )));
     }
+    if schema.starts_with("pg_") {
+        return Err(Error::Config(format!(
+            "invalid PostgreSQL schema name {schema:?}: names starting with `pg_` are \
+             reserved for PostgreSQL's own schemas; choose another"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -100,6 +100,17 @@ fn database_error(code: &str, detail: &str, op: Op<'_>) -> (String, bool) {
             ),
             false,
         ),
+        // "cannot execute INSERT in a read-only transaction": the statement's own word
+        // (SELECT for an append's WITH ... INSERT) says little about why.
+        "25006" => (
+            format!(
+                "{op}: the database is read-only ({detail}): the URL reaches a standby (a \
+                 replica, or a primary demoted by a failover) or a database or user with \
+                 default_transaction_read_only = on; point it at the primary for writes \
+                 (SQLSTATE {code})"
+            ),
+            false,
+        ),
         "42P01" | "42703" => (
             format!("{op}: {detail}: the schema was changed outside Fusion (SQLSTATE {code})"),
             false,

@@ -28,7 +28,8 @@
 //!
 //! # Schema
 //!
-//! Every table lives in the schema of [`PostgresOptions::schema`], created when missing,
+//! Every table lives in the schema of [`PostgresOptions::schema`] (any lowercase name,
+//! keywords such as `user` included, but not PostgreSQL's own `pg_...`), created when missing,
 //! with sqlx's `_sqlx_migrations` beside them, so several applications can share a
 //! database ([`PostgresStorage::connect_existing`] creates nothing: it opens a schema only
 //! if it holds a storage). The connections' `search_path` is that schema alone. The migrations
@@ -166,6 +167,16 @@
 //! - A schema whose `_sqlx_migrations` records a version this build does not know (a
 //!   newer release upgraded it): connect fails, not retryable, and writes nothing.
 //! - Wrong password, missing database, missing privileges: not retryable, saying which.
+//! - A read-only database (a standby, or `default_transaction_read_only = on`): reads
+//!   work; writes fail, not retryable, saying to point the URL at the primary.
+//! - A write whose messages are more than 1 GiB of JSON together, the most one statement
+//!   carries (PostgreSQL reads at most 1 GiB in one protocol message, and a write binds all
+//!   its messages in one): [`Error::InvalidMessage`](fusion_core::Error::InvalidMessage)
+//!   naming the message past it, before anything is sent. (The server would drop the
+//!   connection, which reads as "cannot reach the server".) One message may come close.
+//! - Timeouts past PostgreSQL's longest (2^31 - 1 ms, about 24.8 days; `Duration::MAX`
+//!   included) are taken as it; a zero statement timeout is
+//!   [`Error::Config`](fusion_core::Error::Config) when connecting.
 //! - A stored row that is not a message, or a gap in the seqs:
 //!   [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq; tags or data edited
 //!   into something that does not read back (a NULL tag, data that is not a JSON object):

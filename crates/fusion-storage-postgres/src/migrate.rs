@@ -82,8 +82,10 @@ async fn migrate_locked(
         Found::Nothing if if_missing == IfMissing::Leave => return Ok(None),
         Found::Nothing | Found::Behind => {}
     }
-    // The name is checked (`crate::config`) to need no quoting.
-    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+    // The name is checked (`crate::config`) to hold no quote, but it may be a keyword
+    // (`user`, `order`), which only a quoted identifier may be. (`search_path`, set at
+    // connect, is a list of names and takes keywords as they are.)
+    sqlx::query(&format!(r#"CREATE SCHEMA IF NOT EXISTS "{schema}""#))
         .execute(&mut *tx)
         .await?;
     // `run_direct` rather than `run`: `run` takes an `Acquire` whose lifetime bound makes

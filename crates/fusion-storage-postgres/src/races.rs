@@ -108,9 +108,15 @@ async fn retries_waiting_behind_their_first_attempt_find_its_ids() {
     storage.append("s", &said("before")).await.unwrap();
     let mut first = raw.begin().await.unwrap();
     let none = SessionMeta::new();
-    write::append_once(&mut *first, "s", &Batch::of(&batch).unwrap(), &none, false)
-        .await
-        .unwrap();
+    write::append_once(
+        &mut *first,
+        "s",
+        &Batch::of("s", &batch).unwrap(),
+        &none,
+        false,
+    )
+    .await
+    .unwrap();
     let retries = [
         append_behind(&racer, "s", &batch),
         append_behind(&other, "s", &batch[1..]),
@@ -134,9 +140,15 @@ async fn a_retry_waiting_behind_the_creating_attempt_finds_its_ids() {
     let batch = with_ids("c", 2);
     let mut first = raw.begin().await.unwrap();
     let none = SessionMeta::new();
-    write::append_once(&mut *first, "s", &Batch::of(&batch).unwrap(), &none, false)
-        .await
-        .unwrap();
+    write::append_once(
+        &mut *first,
+        "s",
+        &Batch::of("s", &batch).unwrap(),
+        &none,
+        false,
+    )
+    .await
+    .unwrap();
     let retry = append_behind(&racer, "s", &batch);
     until_blocked(&harness, 1).await;
     first.commit().await.unwrap();
@@ -173,7 +185,7 @@ async fn appends_waiting_behind_a_save_check_the_saved_ids() {
     write::replace(
         &mut save,
         "s",
-        &Batch::of(&saved).unwrap(),
+        &Batch::of("s", &saved).unwrap(),
         false,
         write::Times::Write,
     )
@@ -220,9 +232,15 @@ async fn a_retry_waiting_behind_a_first_attempt_on_the_exact_path_finds_its_ids(
     collide(&mut raw, "s", &batch).await;
     let mut first = raw.begin().await.unwrap();
     let none = SessionMeta::new();
-    let stored = write::append_locked(&mut first, "s", &Batch::of(&batch).unwrap(), &none, false)
-        .await
-        .unwrap();
+    let stored = write::append_locked(
+        &mut first,
+        "s",
+        &Batch::of("s", &batch).unwrap(),
+        &none,
+        false,
+    )
+    .await
+    .unwrap();
     assert!(stored.is_some());
     let retry = append_behind(&racer, "s", &batch);
     until_blocked(&harness, 1).await;
@@ -241,15 +259,21 @@ async fn a_retry_on_the_exact_path_waiting_behind_its_first_attempt_finds_its_id
     storage.append("s", &said("before")).await.unwrap();
     let mut first = raw.begin().await.unwrap();
     let none = SessionMeta::new();
-    write::append_once(&mut *first, "s", &Batch::of(&batch).unwrap(), &none, false)
-        .await
-        .unwrap();
+    write::append_once(
+        &mut *first,
+        "s",
+        &Batch::of("s", &batch).unwrap(),
+        &none,
+        false,
+    )
+    .await
+    .unwrap();
     // The retry's exact check, on a tagged connection: it waits at its row lock, and its
     // read of the messages comes after.
     let (pool, retried) = (racer.pool().clone(), batch.clone());
     let retry = tokio::spawn(async move {
         let mut tx = pool.begin().await.unwrap();
-        let batch = Batch::of(&retried).unwrap();
+        let batch = Batch::of("s", &retried).unwrap();
         write::append_locked(&mut tx, "s", &batch, &SessionMeta::new(), false)
             .await
             .unwrap();
@@ -274,9 +298,15 @@ async fn a_colliding_append_waiting_behind_another_append_stores_after_it() {
     collide(&mut raw, "s", &[stored.clone(), fresh.clone()].concat()).await;
     let mut first = raw.begin().await.unwrap();
     let none = SessionMeta::new();
-    write::append_once(&mut *first, "s", &Batch::of(&other).unwrap(), &none, false)
-        .await
-        .unwrap();
+    write::append_once(
+        &mut *first,
+        "s",
+        &Batch::of("s", &other).unwrap(),
+        &none,
+        false,
+    )
+    .await
+    .unwrap();
     let colliding = append_behind(&racer, "s", &fresh);
     until_blocked(&harness, 1).await;
     first.commit().await.unwrap();

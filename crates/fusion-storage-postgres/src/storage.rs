@@ -202,7 +202,7 @@ impl ConversationStorage for PostgresStorage {
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
         SessionId::validate(session_id)?;
         check_storable(BACKEND, session_id, history)?;
-        let batch = Batch::of(history)?;
+        let batch = Batch::of(session_id, history)?;
         // Dropping an uncommitted transaction (an error, a cancelled call) rolls it back.
         let run = async {
             let mut tx = self.pool.begin().await?;
@@ -264,7 +264,7 @@ impl ConversationStorage for PostgresStorage {
             return Ok(());
         }
         check_storable(BACKEND, session_id, messages)?;
-        let batch = Batch::of(messages)?;
+        let batch = Batch::of(session_id, messages)?;
         write::append(&self.pool, session_id, &batch, &SessionMeta::new(), false)
             .await
             .map_err(|e| self.error(e, "append", session_id))?;
@@ -319,7 +319,7 @@ impl ConversationStorage for PostgresStorage {
     ) -> Result<u64> {
         SessionId::validate(session_id)?;
         check_storable(BACKEND, session_id, change.messages())?;
-        let batch = Batch::of(change.messages())?;
+        let batch = Batch::of(session_id, change.messages())?;
         let run = async {
             let mut tx = self.pool.begin().await?;
             let outcome = write::conditional(&mut tx, session_id, expected, change, &batch).await?;
@@ -363,7 +363,7 @@ impl ConversationStorage for PostgresStorage {
         messages: &[ChatMessage],
     ) -> Result<u64> {
         check_creation(BACKEND, session_id, meta, messages)?;
-        let batch = Batch::of(messages)?;
+        let batch = Batch::of(session_id, messages)?;
         let run = async {
             match write::append(&self.pool, session_id, &batch, meta, true).await? {
                 Some(generation) => Ok(Ok(generation)),

@@ -23,3 +23,65 @@ pub async fn snapshot(raw: &mut sqlx::PgConnection) -> (Vec<String>, Vec<String>
         .unwrap();
     (sessions, messages)
 }
+
+/// A database of one test's own on the server, for names that a second run of the same
+/// test must not share (a schema named `user` is one per database); dropped, its
+/// connections ended, when this is dropped, also when the test panics.
+pub struct ScratchDatabase {
+    /// The database's URL.
+    pub url: String,
+    /// The server's URL, from which it was created and is dropped.
+    server: String,
+    name: String,
+}
+
+/// A fresh database on the server of [`harness`], or `None` when no server answers (skip,
+/// or panic under `FUSION_REQUIRE_BACKENDS`).
+pub async fn scratch_database() -> Option<ScratchDatabase> {
+    use sqlx::Connection;
+    let server = fusion_storage_postgres::testing::reachable_url().await?;
+    let name = unique_schema();
+    let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    let (base, query) = server.split_once('?').unwrap_or((&server, ""));
+    let (host, _) = base.rsplit_once('/').expect("the URL names a database");
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    Some(ScratchDatabase {
+        url: format!("{host}/{name}{query}"),
+        server,
+        name,
+    })
+}
+
+impl Drop for ScratchDatabase {
+    // As `Harness` drops its schema: from a thread with a runtime of its own.
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&server).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
