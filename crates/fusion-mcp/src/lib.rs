@@ -45,7 +45,7 @@
 //! -y` may download first), the most text one result may give the model (256 KiB), the
 //! longest tool description offered (1,024 characters, OpenAI's limit) and the most tools
 //! the servers offer together (120, within OpenAI's 128 a request; the tools past it are
-//! left out, with a warning).
+//! left out, [`SkippedTool::limit`] saying so, for the program to say how to raise it).
 //!
 //! # Names
 //! A tool is offered as `{server}__{tool}`, sanitized to OpenAI's `[a-zA-Z0-9_-]{1,64}`;
@@ -154,7 +154,7 @@ pub use connection::MAX_LIST_PAGES;
 pub use environment::{DEFAULT_INHERITED_ENV, InheritEnv};
 pub use options::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_DESCRIPTION_CHARS, DEFAULT_MAX_OBSERVATION_BYTES,
-    DEFAULT_MAX_TOOLS, DEFAULT_STARTUP_TIMEOUT, McpOptions,
+    DEFAULT_MAX_TOOLS, DEFAULT_STARTUP_TIMEOUT, McpOptions, ToolLimit,
 };
 pub use schema::MAX_SCHEMA_BYTES;
 pub use server::{McpServer, SkippedTool};

@@ -1,4 +1,5 @@
-//! [`McpOptions`]: the timeouts and size limits every server of a set runs with.
+//! [`McpOptions`]: the timeouts and size limits every server of a set runs with, and
+//! [`ToolLimit`], which of them left a tool out.
 
 use std::time::Duration;
 
@@ -43,7 +44,9 @@ pub struct McpOptions {
     pub max_description_chars: usize,
     /// The most tools the servers of a set ([`McpServers`](crate::McpServers), or one
     /// [`McpServer`](crate::McpServer) started alone) offer together; a server's tools
-    /// past what the others leave are not offered, with a warning. A request offering
+    /// past what the others leave are not offered
+    /// ([`McpServer::skipped_tools`](crate::McpServer::skipped_tools), their
+    /// [`limit`](crate::SkippedTool::limit) [`ToolLimit::MaxTools`]). A request offering
     /// more tools than the provider takes is refused whole (OpenAI takes 128), so count
     /// the session's own tools too.
     pub max_tools: usize,
@@ -59,4 +62,17 @@ impl Default for McpOptions {
             max_tools: DEFAULT_MAX_TOOLS,
         }
     }
+}
+
+/// The limit of [`McpOptions`] that left a tool out
+/// ([`SkippedTool::limit`](crate::SkippedTool::limit)).
+///
+/// A tool's reason says which limit it broke, not how to raise it: that is the program's
+/// to say, in its own words (chat names its flag, `--mcp-max-tools`; a program reading a
+/// settings file names the setting), so this tells it which one to name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ToolLimit {
+    /// [`McpOptions::max_tools`]: the servers of the set offered that many tools already.
+    MaxTools,
 }

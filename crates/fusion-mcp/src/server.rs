@@ -27,7 +27,7 @@ use fusion_core::Result;
 use crate::budget::ToolBudget;
 use crate::core::Core;
 use crate::naming;
-use crate::options::McpOptions;
+use crate::options::{McpOptions, ToolLimit};
 use crate::server_config::McpServerConfig;
 use crate::tool::McpTool;
 
@@ -36,8 +36,14 @@ use crate::tool::McpTool;
 pub struct SkippedTool {
     /// The tool's name on the server.
     pub name: String,
-    /// Why it is not offered (a malformed schema, say).
+    /// Why it is not offered (a malformed schema, say): what the tool or the set broke,
+    /// in words for a person.
     pub reason: String,
+    /// The limit of [`McpOptions`] it was left out for, which raising would offer it;
+    /// `None` when it is left out for what it is (a broken schema, a name listed twice),
+    /// which no option changes. The reason does not say how to raise a limit, since only
+    /// the program knows how its user does (chat: `--mcp-max-tools`).
+    pub limit: Option<ToolLimit>,
 }
 
 /// One connected MCP server and its tools.
@@ -128,8 +134,11 @@ impl McpServer {
         self.inner.core.config()
     }
 
-    /// The tools the server listed that are not offered, with the reason for each; they
-    /// are also logged with `tracing::warn!` when first seen.
+    /// The tools the server listed that are not offered, with the reason for each.
+    ///
+    /// This is how they are reported: the program shows them to its user (chat prints a
+    /// note). The crate logs them only at `debug`, so a program that shows them does not
+    /// say the same thing twice, once as its own message and once as a log warning.
     pub fn skipped_tools(&self) -> Vec<SkippedTool> {
         self.view(|view| view.skipped.clone())
     }
@@ -179,6 +188,7 @@ impl McpServer {
             skipped.push(SkippedTool {
                 name: failed.0.clone(),
                 reason: failed.1.clone(),
+                limit: None,
             });
         }
         for (tool, name) in listed.into_iter().zip(fusion_names) {
@@ -186,6 +196,7 @@ impl McpServer {
                 skipped.push(SkippedTool {
                     name: tool.name.to_string(),
                     reason: "it is listed twice, or no unique name could be made for it".into(),
+                    limit: None,
                 });
                 continue;
             };
@@ -200,11 +211,13 @@ impl McpServer {
                 Err(reason) => skipped.push(SkippedTool {
                     name: tool.name.to_string(),
                     reason,
+                    limit: None,
                 }),
             }
         }
+        // `skipped_tools` reports them to the person; the log only traces it.
         for tool in &skipped {
-            tracing::warn!(server, tool = %tool.name, reason = %tool.reason, "MCP tool skipped");
+            tracing::debug!(server, tool = %tool.name.escape_debug(), "MCP tool skipped");
         }
         self.keep_within_budget(&mut tools, &mut skipped);
         View {
@@ -216,7 +229,7 @@ impl McpServer {
     }
 
     /// Leaves out the tools past what the set's budget grants this server (the last
-    /// listed), with one warning for them all.
+    /// listed), as [`ToolLimit::MaxTools`].
     fn keep_within_budget(&self, tools: &mut Vec<Arc<McpTool>>, skipped: &mut Vec<SkippedTool>) {
         let budget = &self.inner.budget;
         let granted = budget.take(self.name(), tools.len());
@@ -224,23 +237,23 @@ impl McpServer {
             return;
         }
         let max = budget.max();
+        // Why a set has a limit at all; how to raise it is the program's to say.
         let reason = format!(
-            "MCP servers offer at most {max} tools together (McpOptions::max_tools), and the \
-             tools listed before it took them"
+            "MCP servers offer at most {max} tools together (a provider refuses a request \
+             offering more than it takes; OpenAI takes 128), and that many were listed before"
         );
         let left_out = tools.split_off(granted);
-        tracing::warn!(
+        tracing::debug!(
             server = self.name(),
-            "MCP server `{}` lists {} usable tools; the last {} are left out: MCP servers \
-             offer at most {max} tools together (McpOptions::max_tools), since providers \
-             refuse a request offering more than they take (OpenAI: 128)",
-            self.name(),
-            granted + left_out.len(),
-            left_out.len()
+            listed = granted + left_out.len(),
+            left_out = left_out.len(),
+            max,
+            "MCP tools past McpOptions::max_tools left out"
         );
         skipped.extend(left_out.iter().map(|tool| SkippedTool {
             name: tool.mcp_name().to_owned(),
             reason: reason.clone(),
+            limit: Some(ToolLimit::MaxTools),
         }));
     }
 }

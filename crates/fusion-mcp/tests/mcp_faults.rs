@@ -14,7 +14,7 @@ use common::{PATIENCE, offered, session};
 use fusion_agent::testing::MockLlmServer;
 use fusion_agent::{Tool, ToolRegistry, ToolSource};
 use fusion_core::Error;
-use fusion_mcp::{HttpServerConfig, McpConfig, McpOptions, McpServer, McpServers};
+use fusion_mcp::{HttpServerConfig, McpConfig, McpOptions, McpServer, McpServers, ToolLimit};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool as McpToolDef,
@@ -231,6 +231,8 @@ async fn a_tool_with_a_malformed_schema_is_skipped_with_its_reason() {
     let skipped = server.skipped_tools();
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert_eq!(skipped[0].name, "bad_schema");
+    // No option would offer it: a limit is for the tools past one.
+    assert_eq!(skipped[0].limit, None);
     assert!(
         skipped[0].reason.contains("\"type\": \"string\""),
         "{}",
@@ -431,8 +433,7 @@ async fn the_servers_of_a_set_offer_at_most_max_tools_together_also_after_a_chan
         .skipped_tools()
         .into_iter()
         .filter(|s| {
-            s.reason
-                .contains("at most 120 tools together (McpOptions::max_tools)")
+            s.limit == Some(ToolLimit::MaxTools) && s.reason.contains("at most 120 tools together")
         })
         .map(|s| s.name)
         .collect();
@@ -457,7 +458,7 @@ async fn the_servers_of_a_set_offer_at_most_max_tools_together_also_after_a_chan
     assert!(
         skipped
             .iter()
-            .any(|s| s.name == "extra" && s.reason.contains("max_tools")),
+            .any(|s| s.name == "extra" && s.limit == Some(ToolLimit::MaxTools)),
         "{skipped:?}"
     );
     llm.push_text("Still 120.");
