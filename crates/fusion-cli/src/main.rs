@@ -116,20 +116,10 @@ pub struct ChatArgs {
     /// them all. Input from a pipe needs `all` or `none`.
     #[arg(long, value_enum, value_name = "MODE", env = "FUSION_APPROVE")]
     pub approve: Option<chat::ApproveMode>,
-    /// MCP servers whose tools the agent gets, from a JSON file in the desktop clients'
-    /// format: {"mcpServers": {NAME: {"command", "args", "env"} | {"url", "headers"}}}.
-    #[arg(long, value_name = "FILE")]
-    pub mcp_config: Option<PathBuf>,
-    /// An MCP server to start, as a command line (repeat for more), e.g.
-    /// --mcp "npx -y @modelcontextprotocol/server-filesystem ./docs"; a URL is a
-    /// streamable-HTTP server.
-    #[arg(long, value_name = "COMMAND")]
-    pub mcp: Vec<String>,
-    /// A variable of this environment to pass on to the --mcp servers (repeat it, or
-    /// separate names with commas), e.g. --mcp-env GITHUB_TOKEN; they get only PATH, HOME
-    /// and a few more otherwise.
-    #[arg(long, value_name = "NAME", value_delimiter = ',', requires = "mcp")]
-    pub mcp_env: Vec<String>,
+    /// MCP servers and their limits: --mcp-config, --mcp, --mcp-env, --mcp-max-tools,
+    /// --mcp-max-description.
+    #[command(flatten)]
+    pub mcp: chat::McpArgs,
     /// How long one tool call may run, in whole seconds (default 30), an MCP server's
     /// restart included; then it is abandoned and the model reads that it timed out.
     #[arg(long, value_name = "SECONDS", value_parser = chat::parse_tool_timeout,

@@ -1,8 +1,10 @@
 //! `fusion chat --mcp COMMAND --mcp-env NAME`: a stdio server started from a command line
 //! is given the variables `--mcp-env` names, and no other of chat's (it gets only `PATH`,
-//! `HOME` and a few more by default); and the tools past the servers' limit make one note
-//! on stderr, not one each. The server is a few lines of Node.js that lists an `env` tool
-//! answering its environment, and as many more tools as its argument says.
+//! `HOME` and a few more by default); the tools past the servers' limit make one note on
+//! stderr, not one each, naming `--mcp-max-tools`, which raises the limit, and no log
+//! line says it again; `--mcp-max-description` cuts the descriptions offered. The server
+//! is a few lines of Node.js that lists an `env` tool answering its environment, and as
+//! many more tools as its argument says.
 
 mod common;
 
@@ -110,17 +112,79 @@ async fn tools_past_the_limit_make_one_note_rather_than_one_each() {
     let output = chat(tmp.path(), &llm, &["--mcp", &mcp], "").await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stderr = text(&output.stderr);
-    // Chat's notes; the library's warning (a line for the server) is the log's.
-    let notes: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("note:") && l.contains("left out"))
-        .collect();
+    // Chat's note, and nothing else: no log warning says it again.
+    let notes: Vec<&str> = stderr.lines().filter(|l| l.contains("left out")).collect();
     assert_eq!(notes.len(), 1, "{stderr}");
+    assert!(notes[0].starts_with("note:"), "{stderr}");
     assert!(
         notes[0].contains("offers 11 tools that are left out (`tool_120`"),
         "{stderr}"
     );
     assert!(notes[0].contains("and 6 more"), "{stderr}");
+    // What a chat user changes to have them offered: chat's flag, not the library's field.
+    assert!(
+        notes[0].contains("--mcp-max-tools N raises the limit"),
+        "{stderr}"
+    );
+    assert!(!notes[0].contains("McpOptions"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_max_tools_and_mcp_max_description_set_what_the_model_is_offered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mcp = format!("node {} 130", server_script(tmp.path()).display());
+    let llm = MockLlmServer::start().await;
+    llm.push_text("Hello.");
+    let args = [
+        "--mcp",
+        &mcp,
+        "--mcp-max-tools",
+        "131",
+        "--mcp-max-description",
+        "5",
+    ];
+    let output = chat(tmp.path(), &llm, &args, "hi\n").await;
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("left out"), "{stderr}");
+    let offered = llm.requests()[0]["tools"].as_array().unwrap().clone();
+    let function = |name: &str| {
+        let tool = offered.iter().find(|t| t["function"]["name"] == name);
+        tool.unwrap_or_else(|| panic!("{name} not offered"))["function"].clone()
+    };
+    // `env` and its 130 more, beside chat's own file tools.
+    let servers = offered.iter().filter(|t| {
+        let name = t["function"]["name"].as_str().unwrap_or_default();
+        name.starts_with("env-server__")
+    });
+    assert_eq!(servers.count(), 131);
+    // "The env tool.", cut to 5 characters (too few for the note saying it was cut).
+    assert_eq!(function("env-server__env")["description"], "The e");
+    assert_eq!(function("env-server__tool_130")["description"], "The t");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_flag_without_a_server_or_below_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mcp = format!("node {}", server_script(tmp.path()).display());
+    let llm = MockLlmServer::start().await;
+    for (args, says) in [
+        (&["--mcp-max-tools", "200"][..], "--mcp"),
+        (
+            &["--mcp", &mcp, "--mcp-max-tools", "0"][..],
+            "--mcp-max-tools",
+        ),
+        (
+            &["--mcp", &mcp, "--mcp-max-description", "0"][..],
+            "--mcp-max-description",
+        ),
+    ] {
+        let output = chat(tmp.path(), &llm, args, "hi\n").await;
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert!(llm.requests().is_empty());
 }
 
 /// A tool left out is named as the server named it, but shown, never obeyed: an escape
@@ -139,4 +203,7 @@ async fn a_left_out_tool_is_named_without_acting_on_the_terminal() {
         .unwrap_or_else(|| panic!("no note: {stderr}"));
     assert!(note.contains(r"`evil\x1b[2J\u202egpj.exe`"), "{note}");
     assert!(!note.contains(['\u{1b}', '\u{202e}']), "{note:?}");
+    // Said once, by the note: no log warning repeats it.
+    assert_eq!(stderr.matches("evil").count(), 1, "{stderr}");
+    assert!(!stderr.contains(['\u{1b}', '\u{202e}']), "{stderr:?}");
 }

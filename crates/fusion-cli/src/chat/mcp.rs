@@ -1,21 +1,81 @@
 //! `--mcp-config FILE` and `--mcp "COMMAND"`: MCP servers whose tools join the built-in
-//! file tools for this chat.
+//! file tools for this chat, and the flags that set what the servers are given and may
+//! offer ([`McpArgs`]).
 //!
 //! The servers start before the chat does, so a server that cannot start stops `fusion
 //! chat` with an error naming it rather than failing the first turn that needs it. They
 //! stop (their processes killed) when the chat ends. `--tool-timeout` bounds a call of any
 //! of these tools, built-in or a server's. A stdio server is given only a few variables of
 //! chat's environment (`PATH`, `HOME`, …): `--mcp-env NAME` passes more on to the servers
-//! of `--mcp`, as `"inheritEnv"` does for those of a file.
+//! of `--mcp`, as `"inheritEnv"` does for those of a file. `--mcp-max-tools` and
+//! `--mcp-max-description` set the limits of [`McpOptions`] on what the servers offer the
+//! model; a note on a tool left out for a limit names the flag that raises it.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use clap::{ArgGroup, Args};
 use fusion::agent::{ToolRegistry, escape_hidden};
-use fusion::mcp::{McpConfig, McpOptions, McpServerConfig, McpServers};
+use fusion::mcp::{McpConfig, McpOptions, McpServerConfig, McpServers, SkippedTool, ToolLimit};
 
 use crate::{ChatArgs, render};
+
+/// The MCP options of `fusion chat`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("mcp_servers").multiple(true).args(["config", "commands"])))]
+pub struct McpArgs {
+    /// MCP servers whose tools the agent gets, from a JSON file in the desktop clients'
+    /// format: {"mcpServers": {NAME: {"command", "args", "env"} | {"url", "headers"}}}.
+    #[arg(long = "mcp-config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// An MCP server to start, as a command line (repeat for more), e.g.
+    /// --mcp "npx -y @modelcontextprotocol/server-filesystem ./docs"; a URL is a
+    /// streamable-HTTP server.
+    #[arg(long = "mcp", value_name = "COMMAND")]
+    pub commands: Vec<String>,
+    /// A variable of this environment to pass on to the --mcp servers (repeat it, or
+    /// separate names with commas), e.g. --mcp-env GITHUB_TOKEN; they get only PATH, HOME
+    /// and a few more otherwise.
+    #[arg(
+        long = "mcp-env",
+        value_name = "NAME",
+        value_delimiter = ',',
+        requires = "commands"
+    )]
+    pub env: Vec<String>,
+    /// The most tools the MCP servers offer the model together (default 120); the tools
+    /// past it are left out, with a note. Count chat's own 4 too: a provider refuses a
+    /// request offering more tools than it takes (OpenAI: 128).
+    #[arg(long = "mcp-max-tools", value_name = "N", requires = "mcp_servers",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tools: Option<u32>,
+    /// The longest description of an MCP tool offered to the model, in characters
+    /// (default 1024, OpenAI's limit); a longer one is cut, saying so.
+    #[arg(long = "mcp-max-description", value_name = "CHARS", requires = "mcp_servers",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_description: Option<u32>,
+}
+
+impl McpArgs {
+    /// The options the servers run with: the limits of these flags, and `tool_timeout`
+    /// (`--tool-timeout`) as the bound on each call.
+    fn options(&self, tool_timeout: Option<Duration>) -> McpOptions {
+        let mut options = McpOptions::default();
+        if let Some(timeout) = tool_timeout {
+            // The servers' own bound on `tools/call` follows: raising --tool-timeout must
+            // let a slow server's call finish too, not end at the servers' default 30 s.
+            options.call_timeout = timeout;
+        }
+        if let Some(max) = self.max_tools {
+            options.max_tools = max as usize;
+        }
+        if let Some(max) = self.max_description {
+            options.max_description_chars = max as usize;
+        }
+        options
+    }
+}
 
 /// The tools of this chat: the file tools confined to the current directory, then the
 /// tools of the MCP servers `args` names, which are started here. The servers are
@@ -23,16 +83,11 @@ use crate::{ChatArgs, render};
 pub async fn tools(args: &ChatArgs) -> Result<(ToolRegistry, Option<McpServers>)> {
     let here = std::env::current_dir().context("the current directory cannot be used")?;
     let mut tools = ToolRegistry::with_file_tools([here])?;
-    let Some(config) = config(args.mcp_config.as_ref(), &args.mcp, &args.mcp_env)? else {
+    let mcp = &args.mcp;
+    let Some(config) = config(mcp.config.as_ref(), &mcp.commands, &mcp.env)? else {
         return Ok((tools, None));
     };
-    let mut options = McpOptions::default();
-    if let Some(timeout) = args.tool_timeout {
-        // The servers' own bound on `tools/call` follows: raising --tool-timeout must let
-        // a slow server's call finish too, not end at the servers' default 30 s.
-        options.call_timeout = timeout;
-    }
-    let servers = McpServers::start(&config, options)
+    let servers = McpServers::start(&config, mcp.options(args.tool_timeout))
         .await
         .context("cannot start the MCP servers")?;
     note_skipped(&servers);
@@ -42,13 +97,13 @@ pub async fn tools(args: &ChatArgs) -> Result<(ToolRegistry, Option<McpServers>)
 
 /// Says on stderr which tools each server leaves out, one line per reason: the tools
 /// past the servers' limit on tools (120 together), all left out for that one reason,
-/// make one line rather than a line each.
+/// make one line rather than a line each. A limit's note says which flag raises it.
 fn note_skipped(servers: &McpServers) {
     for server in servers.servers() {
         let mut reasons: Vec<(String, Vec<String>)> = Vec::new();
         for skipped in server.skipped_tools() {
             // A server's words: shown on the terminal as they are, never obeyed.
-            let (name, reason) = (shown(&skipped.name), shown(&skipped.reason));
+            let (name, reason) = (shown(&skipped.name), reason(&skipped));
             match reasons.iter_mut().find(|(known, _)| *known == reason) {
                 Some((_, names)) => names.push(name),
                 None => reasons.push((reason, vec![name])),
@@ -67,6 +122,19 @@ fn note_skipped(servers: &McpServers) {
                 ),
             }
         }
+    }
+}
+
+/// Why `skipped` is left out, shown safely, and for a limit the flag that raises it: the
+/// library's reason names none, as only chat knows its flags.
+fn reason(skipped: &SkippedTool) -> String {
+    let reason = shown(&skipped.reason);
+    match skipped.limit {
+        Some(ToolLimit::MaxTools) => format!(
+            "{reason}; --mcp-max-tools N raises the limit, for a model whose provider takes \
+             more tools a request"
+        ),
+        _ => reason,
     }
 }
 
@@ -154,6 +222,82 @@ mod tests {
             some_names(&names),
             "`t1`, `t2`, `t3`, `t4`, `t5` and 3 more"
         );
+    }
+
+    /// `fusion chat ARGS`'s MCP options, or clap's error.
+    fn parsed(args: &[&str]) -> Result<McpArgs, clap::Error> {
+        use clap::{FromArgMatches, Parser};
+        #[derive(Parser)]
+        struct Chat {
+            #[command(flatten)]
+            mcp: McpArgs,
+        }
+        let argv = std::iter::once("chat").chain(args.iter().copied());
+        let matches = <Chat as clap::CommandFactory>::command().try_get_matches_from(argv)?;
+        Chat::from_arg_matches(&matches).map(|chat| chat.mcp)
+    }
+
+    #[test]
+    fn the_limit_flags_set_the_servers_options() {
+        let args = ["--mcp", "srv", "--mcp-max-tools", "200"];
+        let options = parsed(&args).unwrap().options(None);
+        assert_eq!(options.max_tools, 200);
+        assert_eq!(
+            options.max_description_chars,
+            McpOptions::default().max_description_chars
+        );
+        let args = ["--mcp-config", "m.json", "--mcp-max-description", "4000"];
+        let options = parsed(&args)
+            .unwrap()
+            .options(Some(Duration::from_secs(90)));
+        assert_eq!(options.max_description_chars, 4000);
+        assert_eq!(options.max_tools, McpOptions::default().max_tools);
+        assert_eq!(options.call_timeout, Duration::from_secs(90));
+        assert_eq!(parsed(&[]).unwrap().options(None), McpOptions::default());
+    }
+
+    #[test]
+    fn a_limit_needs_a_server_and_at_least_one() {
+        for (args, says) in [
+            (&["--mcp-max-tools", "10"][..], "--mcp"),
+            (&["--mcp-max-description", "10"][..], "--mcp"),
+            (
+                &["--mcp", "srv", "--mcp-max-tools", "0"][..],
+                "--mcp-max-tools",
+            ),
+            (
+                &["--mcp", "srv", "--mcp-max-description", "0"][..],
+                "--mcp-max-description",
+            ),
+            (
+                &["--mcp", "srv", "--mcp-max-tools", "many"][..],
+                "--mcp-max-tools",
+            ),
+        ] {
+            let err = parsed(args).unwrap_err().to_string();
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_tool_left_out_for_the_limit_is_told_the_flag_that_raises_it() {
+        let past = SkippedTool {
+            name: "t".into(),
+            reason: "MCP servers offer at most 120 tools together".into(),
+            limit: Some(ToolLimit::MaxTools),
+        };
+        let said = reason(&past);
+        assert!(said.starts_with("MCP servers offer at most 120"), "{said}");
+        assert!(
+            said.contains("--mcp-max-tools N raises the limit"),
+            "{said}"
+        );
+        let broken = SkippedTool {
+            limit: None,
+            reason: "its inputSchema has no \"type\": \"object\"".into(),
+            ..past
+        };
+        assert!(!reason(&broken).contains("--mcp-max-tools"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod mcp;
 mod signals;
 
 pub use approve::ApproveMode;
-pub use mcp::parse_tool_timeout;
+pub use mcp::{McpArgs, parse_tool_timeout};
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
