@@ -37,7 +37,7 @@ use fusion_core::{
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
 use crate::busy::wait_while_busy;
-use crate::config::{Location, SqliteOptions, ensure_parent_dir, parse_url};
+use crate::config::{DirectOptions, Location, SqliteOptions, ensure_parent_dir, parse_url};
 use crate::direct::Direct;
 use crate::error::{BACKEND, Op, PLACE, parse_direct_error, parse_sqlite_error};
 use crate::expiry::now_micros;
@@ -125,13 +125,28 @@ impl SqliteStorage {
             direct: None,
         };
         let opened = match migrate::run(&storage.pool, &storage.db, options.busy_timeout).await {
-            Ok(()) => match target.direct {
-                Some(options) => Direct::open(Arc::clone(&storage.db), options)
+            Ok(()) => {
+                // The file exists now. A connection opened later must find it, not create
+                // an empty database in its place if it was moved away meanwhile.
+                if let Location::File { .. } = target.location {
+                    storage
+                        .pool
+                        .set_connect_options(target.connect.clone().create_if_missing(false));
+                }
+                match target.direct {
+                    Some(options) => Direct::open(
+                        Arc::clone(&storage.db),
+                        DirectOptions {
+                            create: false,
+                            ..options
+                        },
+                    )
                     .await
                     .map(|direct| storage.direct = Some(Arc::new(direct)))
                     .map_err(|e| parse_direct_error(e, Op::open(PLACE, &storage.db))),
-                None => Ok(()),
-            },
+                    None => Ok(()),
+                }
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = opened {

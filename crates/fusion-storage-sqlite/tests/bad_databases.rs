@@ -379,6 +379,33 @@ async fn a_database_file_deleted_or_replaced_while_open_refuses_to_write_into_no
     }
 }
 
+/// A connection the pool opens after the file was moved away (here, for a listing while
+/// the pool's open connections are all in use) fails to find it: it does not create an
+/// empty database at the old path, which the next process would then open as the store.
+#[tokio::test]
+async fn a_database_file_moved_while_open_is_not_created_again_at_its_old_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+    storage.append("s", &turn("one")).await.unwrap();
+    let mut held = Vec::new();
+    while storage.pool().num_idle() > 0 {
+        held.push(storage.pool().acquire().await.unwrap());
+    }
+    std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
+
+    let err = storage.list_sessions().await.unwrap_err();
+    assert!(
+        !path.exists(),
+        "an empty database was created at {path:?}: {err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&*path.to_string_lossy()), "{text}");
+    assert!(text.contains("check that it exists"), "{text}");
+    drop(held);
+    storage.close().await;
+}
+
 /// A file renamed while open is still the same file, found under its new name with every
 /// write: nothing is lost, and writes go on.
 #[tokio::test]
