@@ -14,11 +14,13 @@
 /// assert_eq!(redact_url("postgres://h/db?sslmode=require&pasword=p"), "postgres://h/db?sslmode=require&pasword=***");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let (head, query) = match url.split_once('?') {
+    let (shown_userinfo, rest) = redact_userinfo(url);
+    let (head, query) = match rest.split_once('?') {
         Some((head, query)) => (head, Some(query)),
-        None => (url, None),
+        None => (rest, None),
     };
-    let mut shown = redact_userinfo(head);
+    let mut shown = shown_userinfo;
+    shown.push_str(head);
     if let Some(query) = query {
         let shown_key = |key: &str| SHOWN_QUERY_KEYS.contains(&key);
         let pairs: Vec<String> = query
@@ -61,21 +63,29 @@ const SHOWN_QUERY_KEYS: &[&str] = &[
     "api-version",
 ];
 
-fn redact_userinfo(url: &str) -> String {
-    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+/// The scheme and the userinfo of `url` with its password hidden, and the rest of `url`
+/// (from the `@` on, or after the scheme when there is no userinfo).
+fn redact_userinfo(url: &str) -> (String, &str) {
+    let head_end = url.find('?').unwrap_or(url.len());
+    let scheme_end = url[..head_end].find("://").map_or(0, |i| i + 3);
     // Everything before the last `@` counts as credentials, so a password holding an
     // unescaped `/` or `@` is still hidden; over-hiding an `@` in a path is harmless.
-    let rest = &url[scheme_end..];
-    match rest.rfind('@') {
-        Some(at) => {
-            let hidden = match rest[..at].split_once(':') {
-                Some((user, _password)) => format!("{user}:***"),
-                None => "***".to_string(),
-            };
-            format!("{}{hidden}{}", &url[..scheme_end], &rest[at..])
-        }
-        None => url.to_string(),
-    }
+    // A password holding an unescaped `?` ends the head early and leaves no `@` in it
+    // (`redis://u:pa?ss@host`): then the last `@` after the `?` ends the credentials, so
+    // no start of a password is shown, at the cost of hiding the host of a URL whose
+    // query holds an `@` (`postgres://h/db?user=a@b` shows as `postgres://***@b`).
+    let at = url[scheme_end..head_end]
+        .rfind('@')
+        .map(|at| scheme_end + at)
+        .or_else(|| url[head_end..].rfind('@').map(|at| head_end + at));
+    let Some(at) = at else {
+        return (url[..scheme_end].to_string(), &url[scheme_end..]);
+    };
+    let hidden = match url[scheme_end..at].split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    (format!("{}{hidden}", &url[..scheme_end]), &url[at..])
 }
 
 #[cfg(test)]
@@ -112,6 +122,31 @@ mod tests {
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");
             assert!(!redact_url(url).contains("s3cret"), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_password_holding_a_question_mark_is_hidden_whole() {
+        // Found by fuzzing: the `?` was read as the start of the query, so everything of
+        // the password before it was shown (`redis://u:s3cr?***`).
+        let cases = [
+            ("redis://u:s3cr?et@host/0", "redis://u:***@host/0"),
+            ("rediss://s3cr?et@host", "rediss://***@host"),
+            (
+                "redis://u:s3/cr?e=t@h/0?db=1&pw=x",
+                "redis://u:***@h/0?db=1&pw=***",
+            ),
+            // An `@` in a query value with no userinfo before it hides more than needed.
+            ("postgres://h/db?user=a@b", "postgres://***@b"),
+            // With one, the userinfo is read as before.
+            (
+                "postgres://u:p@h/db?user=a@b",
+                "postgres://u:***@h/db?user=a@b",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+            assert!(!redact_url(url).contains("s3"), "{url}");
         }
     }
 }
