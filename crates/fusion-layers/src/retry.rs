@@ -8,7 +8,12 @@
 //!   id ([`ChatMessage::id`]); the layer gives one to every message that has none before
 //!   the first attempt, so every attempt sends the same ids, and the backend stores a
 //!   message whose id it already holds at most once
-//!   ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW));
+//!   ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW)). The backend looks for ids among the
+//!   session's last `DEDUP_WINDOW` messages only, so another attempt at a longer batch
+//!   (an append, or a conditional append that keeps the generation) first reads the
+//!   session and sends only the messages whose ids it does not hold: resent whole, the
+//!   batch's first messages, out of the backend's sight once the batch applied, would be
+//!   stored twice;
 //! - `save`, `truncate`, `delete` and `update_session` leave the same state however
 //!   often they run (an update that moves the session to another owner on condition of
 //!   the old one, refused as [`Error::NotOwner`] after an attempt that may have applied,
@@ -45,6 +50,7 @@
 //! ```
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -53,8 +59,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, Expiry, Intercept, Intercepted, Layer,
-    MetaUpdate, Result, Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery,
+    Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Error, Expect, Expiry, Intercept,
+    Intercepted, Layer, MessageId, MetaUpdate, Result, Revision, SessionInfo, SessionMeta,
+    SessionPage, SessionQuery, unstored,
 };
 
 /// Retries failed storage calls with exponential backoff: see the [module docs](self).
@@ -218,6 +225,23 @@ impl Retrying {
         holds.then_some(revision.generation)
     }
 
+    /// For another attempt at appending `batch`, longer than [`DEDUP_WINDOW`]: the
+    /// messages of `batch` the session does not hold yet, looked for in its whole history,
+    /// and its generation. An earlier attempt that applied, its reply lost, left the first
+    /// `batch.len() - DEDUP_WINDOW` of them where the backend no longer looks for ids, so
+    /// resending the batch as it is would store those twice. Costs a read of the session,
+    /// on a retry of a long batch only.
+    async fn unstored_part<'b>(
+        &self,
+        session_id: &str,
+        batch: &'b [ChatMessage],
+    ) -> Result<(Cow<'b, [ChatMessage]>, u64)> {
+        let (history, revision) = self.inner.load_revision(session_id).await?;
+        let stored: HashSet<&MessageId> = history.iter().filter_map(|m| m.id.as_ref()).collect();
+        let fresh = unstored(batch, |id| stored.contains(id));
+        Ok((fresh, revision.generation))
+    }
+
     /// The messages a conditional truncate to `len` keeps, read before it runs: `None`
     /// when the session cannot be read or does not meet `expected` (the write will be
     /// refused whatever happens, and rightly). A truncate to 0 (a delete) keeps nothing,
@@ -273,9 +297,23 @@ impl Intercept for Retrying {
 
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         let messages = identified(messages);
-        self.attempts("append", || self.inner.append(session_id, &messages))
-            .await
-            .result
+        // Another attempt at a long batch sends only what the session lacks (`unstored_part`).
+        let mut tried = false;
+        let attempt = || {
+            let again = std::mem::replace(&mut tried, true) && messages.len() > DEDUP_WINDOW;
+            let messages = &messages;
+            async move {
+                if !again {
+                    return self.inner.append(session_id, messages).await;
+                }
+                let (fresh, _) = self.unstored_part(session_id, messages).await?;
+                if fresh.is_empty() {
+                    return Ok(());
+                }
+                self.inner.append(session_id, &fresh).await
+            }
+        };
+        self.attempts("append", attempt).await.result
     }
 
     async fn truncate(&self, session_id: &str, len: usize) -> Result<()> {
@@ -308,11 +346,24 @@ impl Intercept for Retrying {
             Change::Truncate(len) => self.kept_by_truncate(session_id, expected, len).await,
             _ => None,
         };
-        let Attempts { result, uncertain } = self
-            .attempts("write_if", || {
-                self.inner.write_if(session_id, expected, change)
-            })
-            .await;
+        // Another attempt at a long append sends only what the session lacks, as `append`.
+        let mut tried = false;
+        let attempt = || {
+            let again = std::mem::replace(&mut tried, true);
+            async move {
+                let batch = match change {
+                    Change::Append(batch) if again && batch.len() > DEDUP_WINDOW => batch,
+                    _ => return self.inner.write_if(session_id, expected, change).await,
+                };
+                let (fresh, generation) = self.unstored_part(session_id, batch).await?;
+                if fresh.is_empty() {
+                    return Ok(generation);
+                }
+                let change = Change::Append(&fresh);
+                self.inner.write_if(session_id, expected, change).await
+            }
+        };
+        let Attempts { result, uncertain } = self.attempts("write_if", attempt).await;
         match result {
             Err(conflict @ Error::Conflict { .. }) if uncertain => {
                 match self

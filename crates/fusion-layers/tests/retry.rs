@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use fusion_core::testkit::faults::{LoseReplies, Lossy, cases};
 use fusion_core::testkit::{Clones, StorageHarness};
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Result,
-    StorageExt,
+    Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Error, Expect, Intercept, Intercepted,
+    Result, StorageExt,
 };
 use fusion_layers::RetryLayer;
 use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
@@ -221,6 +221,68 @@ async fn a_reply_lost_on_every_attempt_still_stores_one_copy() {
     assert!(err.is_retryable(), "{err}");
     assert_eq!(store.0.lost(), 4, "each attempt applied and lost its reply");
     assert_eq!(store.load("s").await.unwrap().len(), 2, "stored once");
+}
+
+/// A batch longer than [`DEDUP_WINDOW`] whose reply was lost, appended again by the
+/// retry layer (outside the encryption layer and inside it), by `append` and by a
+/// conditional append that keeps the generation, on `raw`. The backend looks for ids in
+/// the session's last `DEDUP_WINDOW` messages only, so resending the batch as it was
+/// stored its first messages a second time, after the rest.
+async fn long_batches_whose_replies_were_lost_are_stored_once<S>(raw: LoseReplies<S>)
+where
+    S: ConversationStorage + 'static,
+{
+    let lossy = Arc::new(Intercepted(raw));
+    let batch = |tag: &str| -> Vec<ChatMessage> {
+        let texts = (0..DEDUP_WINDOW + 36).map(|i| format!("{tag} {i}"));
+        texts.map(ChatMessage::user).collect()
+    };
+    for (session, retry_outside) in [("retry-outside", true), ("retry-inside", false)] {
+        let inner: Arc<dyn ConversationStorage> = lossy.clone();
+        let store = if retry_outside {
+            inner.layer(encryption()).layer(retry())
+        } else {
+            inner.layer(retry()).layer(encryption())
+        };
+        let appended = batch("append");
+        lossy.0.arm();
+        store.append(session, &appended).await.unwrap();
+        let (_, revision) = store.load_revision(session).await.unwrap();
+        let expected = Expect::Generation(revision.generation);
+        let conditional = batch("write_if");
+        lossy.0.arm();
+        let generation = store
+            .write_if(session, expected, Change::Append(&conditional))
+            .await
+            .unwrap();
+
+        let texts = |history: &[ChatMessage]| -> Vec<String> {
+            history.iter().map(|m| m.content.clone()).collect()
+        };
+        let (history, now) = store.load_revision(session).await.unwrap();
+        let sent = [appended, conditional].concat();
+        assert_eq!(
+            texts(&history),
+            texts(&sent),
+            "{session}: each message once"
+        );
+        assert_eq!(generation, now.generation, "{session}");
+    }
+    assert_eq!(lossy.0.lost(), 4, "every write lost its reply");
+}
+
+#[tokio::test]
+async fn long_batches_whose_replies_were_lost_are_stored_once_on_memory() {
+    long_batches_whose_replies_were_lost_are_stored_once(LoseReplies::new(InMemoryStorage::new()))
+        .await;
+}
+
+#[tokio::test]
+async fn long_batches_whose_replies_were_lost_are_stored_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+    let sqlite = SqliteStorage::connect(&url).await.unwrap();
+    long_batches_whose_replies_were_lost_are_stored_once(LoseReplies::new(sqlite)).await;
 }
 
 /// A database file; every instance is a new pool on it.
