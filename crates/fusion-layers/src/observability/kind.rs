@@ -7,7 +7,7 @@ use fusion_core::Error;
 /// The kind of `err`, stable across releases, so dashboards and alerts can key on it.
 ///
 /// One name per [`Error`] variant: `invalid_session_id`, `corrupt`, `invalid_message`,
-/// `backend`, `conflict`, `invalid_meta`, `invalid_query`, `not_owner`, `unsupported`, `io`,
+/// `backend`, `conflict`, `invalid_message_id`, `invalid_meta`, `invalid_query`, `not_owner`, `unsupported`, `io`,
 /// `serialization`, `config`, `feature_disabled`, `llm`, `tool`, and `other` for a variant
 /// added to [`Error`] after this layer was written.
 pub fn error_kind(err: &Error) -> &'static str {
@@ -17,6 +17,7 @@ pub fn error_kind(err: &Error) -> &'static str {
         Error::InvalidMessage { .. } => "invalid_message",
         Error::Backend { .. } => "backend",
         Error::Conflict { .. } => "conflict",
+        Error::InvalidMessageId { .. } => "invalid_message_id",
         Error::InvalidMeta(_) => "invalid_meta",
         Error::InvalidQuery(_) => "invalid_query",
         Error::NotOwner { .. } => "not_owner",
@@ -57,6 +58,10 @@ mod tests {
                 "unsupported",
             ),
             (Error::io("/tmp/x", std::io::Error::other("disk")), "io"),
+            (
+                fusion_core::MessageId::parse("a b").unwrap_err(),
+                "invalid_message_id",
+            ),
         ];
         for (err, kind) in cases {
             assert_eq!(error_kind(&err), kind, "{err}");
