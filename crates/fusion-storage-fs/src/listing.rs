@@ -214,13 +214,16 @@ impl Lister<'_> {
             if !self.may_pass(query, &entry.id)? {
                 continue;
             }
-            let Some(mut info) = self.info(&entry.id)? else {
+            let files = self.at.files(&entry.id);
+            let Some((mut info, stored)) = skip_corrupt(files.info_and_whether_stored())? else {
                 continue;
             };
             let updated = info.updated_at.map_or(0, unix_micros);
-            if updated < entry.t {
+            // Without stored counters `updated_at` is the file's modification time, which
+            // matches no line: the newest line met is the session's place.
+            if updated < entry.t || (!stored && updated != entry.t) {
                 // The line is newer than the session: its write was cut short.
-                match skip_corrupt(self.at.files(&entry.id).repair_updated(entry.t))? {
+                match skip_corrupt(files.repair_updated(entry.t))? {
                     Some(repaired) => info = repaired,
                     None => continue,
                 }
@@ -272,7 +275,7 @@ fn set_keys(query: &SessionQuery) -> impl Iterator<Item = SetKey<'_>> {
 }
 
 /// A damaged session counts as absent in listings, with a warning.
-fn skip_corrupt(result: Result<Option<SessionInfo>>) -> Result<Option<SessionInfo>> {
+fn skip_corrupt<T>(result: Result<Option<T>>) -> Result<Option<T>> {
     match result {
         Err(Error::Corrupt {
             session_id, detail, ..

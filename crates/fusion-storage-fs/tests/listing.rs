@@ -451,3 +451,41 @@ async fn id_files_left_zero_filled_by_a_power_loss_are_rebuilt_not_read_as_empty
         }
     }
 }
+
+#[tokio::test]
+async fn sessions_whose_lock_files_lost_their_counters_stay_listed_in_their_places() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FileSystemStorage::new(tmp.path());
+    let meta = SessionMeta::new().owner("ann").title("kept");
+    for id in ["a", "b", "c", "d"] {
+        storage.create_session(id, &meta, &said(id)).await.unwrap();
+        storage.append(id, &said("more")).await.unwrap();
+    }
+    let expected = all_pages(&storage, SessionQuery::new().limit(2)).await;
+    assert_eq!(expected, ["d", "c", "b", "a"]);
+    let before = storage.session_info("b").await.unwrap().unwrap();
+
+    // A person clearing what look like stale lock files; a power loss zeroing one written
+    // in place.
+    std::fs::remove_file(tmp.path().join(".b.lock")).unwrap();
+    zero_filled(&tmp.path().join(".c.lock"));
+    // Their files were modified after the index recorded the writes, as a file system
+    // whose clock is finer than the kernel's tick always shows.
+    let later = std::time::SystemTime::now() + Duration::from_secs(1);
+    for id in ["b", "c"] {
+        let path = tmp.path().join(format!("{id}.jsonl"));
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(later).unwrap();
+    }
+    for storage in [FileSystemStorage::new(tmp.path()), storage.clone()] {
+        let listed = all_pages(&storage, SessionQuery::new().limit(2)).await;
+        assert_eq!(listed, expected);
+        let owned = all_pages(&storage, SessionQuery::new().owner("ann")).await;
+        assert_eq!(owned.len(), 4, "{owned:?}");
+    }
+    // Recounted from the files, and placed where the index's last write of it was.
+    let after = storage.session_info("b").await.unwrap().unwrap();
+    assert_eq!(after.message_count, 4);
+    assert_eq!(after.updated_at, before.updated_at);
+    assert_eq!(after.meta.title.as_deref(), Some("kept"));
+}

@@ -84,15 +84,26 @@ impl SessionFiles {
     /// describe it, and then parses it, so a damaged line is
     /// [`fusion_core::Error::Corrupt`] as in `load`.
     pub(crate) fn info(&self) -> Result<Option<SessionInfo>> {
+        Ok(self.info_and_whether_stored()?.map(|(info, _)| info))
+    }
+
+    /// [`Self::info`], and whether its lock file holds counters: if not (lost with it,
+    /// damaged, or written by a version before them), its `updated_at` is the session
+    /// file's modification time, which no journal line records.
+    pub(crate) fn info_and_whether_stored(&self) -> Result<Option<(SessionInfo, bool)>> {
         let now = now_micros();
         Ok(self
-            .stored_info()?
-            .filter(|info| !is_expired(info.expires_at.map(unix_micros), now)))
+            .stored_info_and_whether_stored()?
+            .filter(|(info, _)| !is_expired(info.expires_at.map(unix_micros), now)))
     }
 
     /// The session's facts as [`Self::info`] reads them, whether or not it has expired:
     /// what a rebuild of the index needs.
     pub(crate) fn stored_info(&self) -> Result<Option<SessionInfo>> {
+        Ok(self.stored_info_and_whether_stored()?.map(|(info, _)| info))
+    }
+
+    fn stored_info_and_whether_stored(&self) -> Result<Option<(SessionInfo, bool)>> {
         if !exists(&self.data)? {
             return Ok(None);
         }
@@ -121,14 +132,15 @@ impl SessionFiles {
             return Ok(None);
         }
         let (created_us, meta) = self.stored_meta(&contents, &counters)?;
-        Ok(Some(self.facts(
+        let info = self.facts(
             generation_of(&contents, &self.lock),
             &Counters {
                 created_us,
                 ..counters
             },
             meta,
-        )))
+        );
+        Ok(Some((info, contents.counters.is_some())))
     }
 
     /// The metadata that belongs to the session these counters describe, and its
@@ -273,10 +285,12 @@ impl SessionFiles {
     }
 
     /// Repairs a session whose journal line at `t` is newer than its counters, which only
-    /// a write that stopped between the two leaves (a crash, a full disk): under the
-    /// exclusive lock, so no write is under way, its `updated_at` becomes `t` (and an idle
-    /// expiry moves with it, as that write would have moved it). Returns the facts after
-    /// it, or `None` if the session is gone or has expired.
+    /// a write that stopped between the two leaves (a crash, a full disk), or whose lock
+    /// file holds no counters though the journal recorded its writes (the file was
+    /// removed, or zeroed by a power loss): under the exclusive lock, so no write is
+    /// under way, its `updated_at` becomes `t` (and an idle expiry moves with it, as that
+    /// write would have moved it), and counters recomputed from its files are stored.
+    /// Returns the facts after it, or `None` if the session is gone or has expired.
     pub(crate) fn repair_updated(&self, t: i64) -> Result<Option<SessionInfo>> {
         if !exists(&self.data)? {
             return Ok(None);
@@ -293,12 +307,13 @@ impl SessionFiles {
             // Gone for readers; the next write or purge removes it.
             return Ok(None);
         }
-        if counters.updated_us < t {
+        let lost = lock.contents(&self.lock)?.counters.is_none();
+        if counters.updated_us < t || (lost && counters.updated_us != t) {
             tracing::warn!(
                 backend = BACKEND,
                 session_id = %self.id,
-                "a write was cut short after the index recorded it; moving the session's \
-                 updated_at to that write"
+                "a write was cut short after the index recorded it, or the session's \
+                 counters were lost; moving its updated_at to the index's last write"
             );
             counters.updated_us = t;
             // Not expired now, so not at `t` either: the write was to this session.
