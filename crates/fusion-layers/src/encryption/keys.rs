@@ -233,15 +233,17 @@ fn parse_entries(text: &str, source: &str) -> Result<EncryptionKeys> {
         if !is_key_id(id) {
             return Err(Error::Config(format!(
                 "{source}, entry {}: the text before ':' is not a key id (1 to {MAX_KEY_ID_LEN} \
-                 ASCII letters, digits, '-', '_' or '.')",
-                n + 1
+                 ASCII letters, digits, '-', '_' or '.'){}",
+                n + 1,
+                mistake_in(entry),
             )));
         }
         let key = decode_key(encoded.trim()).ok_or_else(|| {
             Error::Config(format!(
                 "{source}, entry {} (key \"{id}\"): not the base64 of {KEY_LEN} bytes; make a key \
-                 with `openssl rand -base64 {KEY_LEN}`",
-                n + 1
+                 with `openssl rand -base64 {KEY_LEN}`{}",
+                n + 1,
+                mistake_in(entry),
             ))
         })?;
         keys = Some(match keys {
@@ -254,6 +256,21 @@ fn parse_entries(text: &str, source: &str) -> Result<EncryptionKeys> {
         });
     }
     keys.ok_or_else(|| Error::Config(format!("{source} holds no key")))
+}
+
+/// The usual mistake that makes `entry` no key, said without any of its text (it may be
+/// key material): quotes kept from a shell or an env file, a comment after the key, a
+/// space inside it. Empty when none of those is there.
+fn mistake_in(entry: &str) -> &'static str {
+    if entry.contains(['"', '\'']) {
+        "; it holds a quote: give the entry without quotes around it or its key"
+    } else if entry.contains('#') {
+        "; it holds a '#': a comment goes on a line of its own"
+    } else if entry.contains(char::is_whitespace) {
+        "; it holds a space: give each key unbroken, on one line"
+    } else {
+        ""
+    }
 }
 
 /// The 32 bytes `encoded` is the base64 of, in either alphabet, padded or not.
@@ -356,5 +373,33 @@ mod tests {
         assert!(err.to_string().contains("not a key id"), "{err}");
         assert!(!err.to_string().contains("AAEC"), "{err}");
         assert!(EncryptionKeys::parse(" # nothing\n").is_err());
+    }
+
+    /// Quotes kept from an env file, a comment after the key and a key broken over two
+    /// lines are named as such, still without the entry's text.
+    #[test]
+    fn the_usual_mistakes_around_a_key_are_named_without_its_text() {
+        let cases = [
+            (format!("\"k1:{A}\""), "not a key id", "quote"),
+            (format!("k1:'{A}'"), "not the base64", "quote"),
+            (format!("k1:{A} # June"), "not the base64", "comment"),
+            (
+                format!("k1:{} {}", &A[..20], &A[20..]),
+                "not the base64",
+                "space",
+            ),
+        ];
+        for (text, refused, mistake) in cases {
+            let err = EncryptionKeys::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(refused) && err.contains(mistake),
+                "{text}: {err}"
+            );
+            assert!(!err.contains("AAEC") && !err.contains("June"), "{err}");
+        }
+        let plain = EncryptionKeys::parse("k1:AAECAwQ=")
+            .unwrap_err()
+            .to_string();
+        assert!(plain.ends_with("base64 32`"), "no mistake to name: {plain}");
     }
 }
