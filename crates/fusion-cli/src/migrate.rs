@@ -40,6 +40,7 @@
 
 mod compare;
 mod encrypt;
+mod order;
 mod summary;
 
 use std::collections::HashSet;
@@ -132,11 +133,13 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
         .await?;
     let (to, to_raw) = (target.storage.clone(), target.raw.clone());
 
-    let mut ids = from
+    let ids = from
         .list_sessions()
         .await
         .with_context(|| format!("cannot list sessions in {from_type}"))?;
-    ids.sort();
+    let ids = order::oldest_first(from.as_ref(), ids)
+        .await
+        .with_context(|| format!("cannot list sessions in {from_type} by update time"))?;
     // Sessions only the target has are not ours to touch; say so, so nobody expects a mirror.
     let source_ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
     let target_only = match to.list_sessions().await {

@@ -319,6 +319,42 @@ fn fs_pair(tmp: &Path) -> FsPair {
     }
 }
 
+/// The sessions newest first, as `list_page` lists them.
+fn newest_first(storage: &StorageType) -> Vec<String> {
+    block_on(async {
+        let store = storage.open().await.expect("storage opens");
+        let query = fusion::storage::SessionQuery::new();
+        let page = store.list_page(&query).await.expect("lists");
+        page.sessions.into_iter().map(|info| info.id).collect()
+    })
+}
+
+/// The target gives the sessions it creates the migration's times, but in the order of
+/// the source's: its newest-first listing is the source's (ids and times disagree here).
+#[test]
+fn the_target_lists_the_sessions_newest_first_in_the_sources_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let FsPair {
+        from_url,
+        to_url,
+        from,
+        to,
+        ..
+    } = fs_pair(tmp.path());
+    for id in ["m", "z", "a", "q"] {
+        seed(&from, id, &conversation(1));
+    }
+    append(&from, "z", &conversation(1));
+    let source_order = newest_first(&from);
+    assert_eq!(source_order, ["z", "q", "a", "m"]);
+
+    ok(
+        tmp.path(),
+        ["migrate", "--from", &from_url, "--to", &to_url],
+    );
+    assert_eq!(newest_first(&to), source_order);
+}
+
 #[test]
 fn one_unreadable_session_fails_alone_and_the_exit_code_says_so() {
     let tmp = tempfile::tempdir().unwrap();
@@ -350,9 +386,12 @@ fn one_unreadable_session_fails_alone_and_the_exit_code_says_so() {
         stdout.contains("2 copied, 0 extended, 0 up to date, 0 diverged, 0 replaced, 1 failed"),
         "{stdout}"
     );
+    // The error is the last word (the listing that orders the copies warns of the damage
+    // before it).
     let stderr = common::text(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
     assert!(
-        stderr.starts_with("fusion: error: 1 of 3 sessions failed to migrate"),
+        last.starts_with("fusion: error: 1 of 3 sessions failed to migrate"),
         "{stderr}"
     );
     assert_eq!(ids(&to), ["a", "c"]);
