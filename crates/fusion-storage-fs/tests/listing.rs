@@ -489,3 +489,59 @@ async fn sessions_whose_lock_files_lost_their_counters_stay_listed_in_their_plac
     assert_eq!(after.updated_at, before.updated_at);
     assert_eq!(after.meta.title.as_deref(), Some("kept"));
 }
+
+#[tokio::test]
+async fn a_journal_a_power_loss_left_zero_filled_is_rebuilt_from_the_sessions() {
+    // Zeros where its last lines were (no line ends there), or over one of its lines.
+    for zeros_keep_newlines in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let live = tmp.path().join(".fusion-index").join("live");
+        // A process that wrote these sessions, and stopped.
+        let stopped = FileSystemStorage::new(tmp.path());
+        for id in ["a", "b", "c"] {
+            stopped.append(id, &said(id)).await.unwrap();
+        }
+        drop(stopped);
+        let journals: Vec<_> = std::fs::read_dir(&live).unwrap().collect();
+        assert_eq!(journals.len(), 1);
+        // Some of its lines never reached the disk; the sessions' lines did.
+        let journal = journals.into_iter().next().unwrap().unwrap().path();
+        let mut bytes = std::fs::read(&journal).unwrap();
+        let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+        for byte in &mut bytes[second_line..] {
+            if !(zeros_keep_newlines && *byte == b'\n') {
+                *byte = 0;
+            }
+        }
+        std::fs::write(&journal, bytes).unwrap();
+
+        let storage = FileSystemStorage::new(tmp.path());
+        storage.append("d", &said("d")).await.unwrap();
+        let listed = all_pages(&storage, SessionQuery::new().limit(2)).await;
+        assert_eq!(
+            listed,
+            ["d", "c", "b", "a"],
+            "newlines kept: {zeros_keep_newlines}"
+        );
+    }
+
+    // A process killed while writing a line leaves part of it, which placed nothing (the
+    // session is written after its line): no rebuild, which would remove the journal.
+    let tmp = tempfile::tempdir().unwrap();
+    let stopped = FileSystemStorage::new(tmp.path());
+    stopped.append("a", &said("a")).await.unwrap();
+    drop(stopped);
+    let live = tmp.path().join(".fusion-index").join("live");
+    let journal = std::fs::read_dir(&live)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes.extend_from_slice(b"1796528744494359 w b");
+    std::fs::write(&journal, bytes).unwrap();
+    let storage = FileSystemStorage::new(tmp.path());
+    assert_eq!(all_pages(&storage, SessionQuery::new()).await, ["a"]);
+    assert!(journal.exists(), "not rebuilt");
+}

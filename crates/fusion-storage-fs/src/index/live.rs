@@ -177,6 +177,9 @@ pub(crate) struct Found {
     pub(crate) file: File,
     /// The end of its last complete line: a write under way is not read.
     pub(crate) end: u64,
+    /// Whether what follows `end` is more than part of one line (see [`lost_lines`]): in
+    /// a journal nobody holds any more, lines its writer's death lost.
+    pub(crate) lost_lines: bool,
 }
 
 /// Every live journal in `root/live`.
@@ -198,8 +201,15 @@ pub(crate) fn list(root: &Path) -> Result<Vec<Found>> {
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
             other => other.at(&path)?.0,
         };
-        let end = complete_end(&file).at(&path)?;
-        found.push(Found { path, file, end });
+        let len = file.metadata().at(&path)?.len();
+        let end = complete_end_of(&file, len).at(&path)?;
+        let lost_lines = lost_lines(&file, end, len).at(&path)?;
+        found.push(Found {
+            path,
+            file,
+            end,
+            lost_lines,
+        });
     }
     Ok(found)
 }
@@ -227,9 +237,25 @@ pub(crate) fn sweep(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `[end, len)` of a journal, what follows its last complete line, is more than
+/// part of one line. A write under way, or one its process was killed in, leaves at most
+/// that, which placed nothing: the session is changed only after its line is written. A
+/// power loss leaves more, or zeros, where lines the disk never got were (ext4 and XFS
+/// keep a file's new length but not always its new data): sessions their writes placed.
+fn lost_lines(file: &File, end: u64, len: u64) -> io::Result<bool> {
+    if len - end > super::journal::MAX_LINE as u64 {
+        return Ok(true);
+    }
+    Ok(lines::read_range(file, end, len)?.contains(&0))
+}
+
 /// The length of `file` up to its last `\n`.
 pub(crate) fn complete_end(file: &File) -> io::Result<u64> {
-    let len = file.metadata()?.len();
+    complete_end_of(file, file.metadata()?.len())
+}
+
+/// [`complete_end`] of `file`, `len` bytes long.
+fn complete_end_of(file: &File, len: u64) -> io::Result<u64> {
     let mut from = len;
     while from > 0 {
         let start = from.saturating_sub(4096);

@@ -51,30 +51,35 @@ impl Snapshot {
     /// The journal lines before `before` (a `(t, id)` position, or the end), newest
     /// first: the compacted journal and every live one, merged.
     pub(crate) fn newest_first(&self, before: Option<(i64, &str)>) -> Result<NewestFirst<'_>> {
-        let mut files: Vec<(PathBuf, &File, u64)> = Vec::new();
+        // The compacted journal, and each live one with its file.
+        let mut files: Vec<(PathBuf, &File, u64, bool)> = Vec::new();
         if let Some(journal) = &self.journal {
-            files.push((self.root.join(JOURNAL), journal, self.state.journal_len));
+            let path = self.root.join(JOURNAL);
+            files.push((path, journal, self.state.journal_len, false));
         }
         for live in &self.live {
-            files.push((live.path.clone(), &live.file, live.end));
+            files.push((live.path.clone(), &live.file, live.end, true));
         }
         let mut merged = NewestFirst {
             sources: Vec::with_capacity(files.len()),
             heads: BinaryHeap::new(),
-            damaged: false,
+            // Lost lines may have been the only ones placing their sessions (see
+            // `refill`). Checked for every page, whatever its cursor.
+            damaged: self
+                .live
+                .iter()
+                .any(|live| live.lost_lines && is_finished(&live.file)),
         };
-        for (index, (path, file, len)) in files.into_iter().enumerate() {
+        for (path, file, len, live) in files {
             let end = match before {
                 None => len,
                 Some(target) => journal::lower_bound(file, len, target).at(&path)?,
             };
-            // Junk in the compacted journal means damage (writes never leave any there);
-            // a live journal's owner may still be writing it, so it cannot be rebuilt
-            // under it, and its junk is skipped with a warning.
-            let shared = index == 0 && self.journal.is_some();
-            merged
-                .sources
-                .push((path, lines::Backward::new(file, end), shared));
+            merged.sources.push(Source {
+                path,
+                lines: lines::Backward::new(file, end),
+                live: live.then_some(file),
+            });
             merged.refill(merged.sources.len() - 1)?;
         }
         Ok(merged)
@@ -99,11 +104,18 @@ impl Snapshot {
 
 /// Journal entries, newest first, merged from several sorted journals.
 pub(crate) struct NewestFirst<'f> {
-    /// Each journal, and whether it is the compacted one.
-    sources: Vec<(PathBuf, lines::Backward<'f>, bool)>,
+    sources: Vec<Source<'f>>,
     /// The next entry of each source that has one.
     heads: BinaryHeap<Head>,
     damaged: bool,
+}
+
+/// One journal, read backwards.
+struct Source<'f> {
+    path: PathBuf,
+    lines: lines::Backward<'f>,
+    /// A live journal's file; `None` for the compacted journal.
+    live: Option<&'f File>,
 }
 
 /// A source's next entry, ordered by `(t, id)`.
@@ -141,20 +153,27 @@ impl NewestFirst<'_> {
     }
 
     /// Reads the next entry of `source` into the heads.
+    ///
+    /// Junk in the compacted journal means damage: writes never leave any there. So does
+    /// junk in a live journal nobody holds any more, which only its writer's death can
+    /// have left (zeros where a power loss lost its last lines, say): the sessions those
+    /// lines placed would be missing or shown at an older place, and the rebuild folds
+    /// that journal away. One whose owner still holds it cannot be rebuilt under it, and
+    /// its junk is skipped with a warning.
     fn refill(&mut self, source: usize) -> Result<()> {
-        let (path, lines, shared) = &mut self.sources[source];
+        let Source { path, lines, live } = &mut self.sources[source];
         while let Some(line) = lines.next_line().at(path)? {
             match journal::parse(&line) {
                 Some(entry) => {
                     self.heads.push(Head(entry, source));
                     return Ok(());
                 }
-                None if *shared => self.damaged = true,
+                None if live.is_none_or(is_finished) => self.damaged = true,
                 None => tracing::warn!(
                     backend = crate::error::BACKEND,
                     path = %path.display(),
-                    "skipping a damaged line of a live index journal; \
-                     `rebuild_index` lists its session again if it was the only one"
+                    "skipping a damaged line of a live index journal its writer still \
+                     holds; `rebuild_index` lists its session again if it was the only one"
                 ),
             }
         }
@@ -165,4 +184,13 @@ impl NewestFirst<'_> {
     pub(crate) fn damaged(&self) -> bool {
         self.damaged
     }
+}
+
+/// Whether no instance holds the live journal `file` any more: its writer stopped.
+fn is_finished(file: &File) -> bool {
+    let finished = file.try_lock_shared().is_ok();
+    if finished {
+        let _ = file.unlock();
+    }
+    finished
 }
