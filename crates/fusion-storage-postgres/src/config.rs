@@ -133,7 +133,9 @@ impl PostgresOptions {
     /// PostgreSQL's longest (2^31 - 1 ms, about 24.8 days), `Duration::MAX` included, is
     /// taken as that; a zero one, which would cancel every statement, is an
     /// [`Error::Config`] when connecting (the URL's `options[statement_timeout]=0` turns
-    /// the server's timeout off).
+    /// the server's timeout off). It also bounds a whole call on the client: one that
+    /// has not finished within twice the connect and statement timeouts (a server that
+    /// stopped answering) gives up with a retryable error; with `None` nothing does.
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
         self
@@ -143,6 +145,21 @@ impl PostgresOptions {
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
         self
+    }
+}
+
+impl PostgresOptions {
+    /// How long a call may take, start to end, before it is given up: twice the connect
+    /// timeout (a connection from the pool, or a new one) plus the statement timeout (the
+    /// longest any statement may run or wait for a lock before the server cancels it), so
+    /// a call that waits out both still has as long again for its other round trips. Only
+    /// a server that has stopped answering (frozen, or cut off by a network that drops its
+    /// packets) gets there: the server enforces its statement timeout only while it runs,
+    /// and nothing else would end the wait for an answer that never comes (the driver
+    /// sets no TCP keepalive). `None` without a statement timeout of ours.
+    pub(crate) fn call_limit(&self) -> Option<Duration> {
+        let statement = self.statement_timeout?.min(LONGEST_TIMEOUT);
+        Some(2 * (self.connect_timeout + statement))
     }
 }
 

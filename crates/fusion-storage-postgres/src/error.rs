@@ -132,6 +132,24 @@ pub(crate) fn connect_timed_out(op: Op<'_>, timeout: Duration) -> Error {
     }
 }
 
+/// A call gave up waiting for the server after `limit` (`PostgresOptions::call_limit`).
+/// Retryable: the server or the network may come back. Whether the call took effect is
+/// unknown, as when a connection drops.
+pub(crate) fn no_answer(op: Op<'_>, limit: Duration) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        message: format!(
+            "{op}: no answer from the PostgreSQL server within {limit:?} (twice the connect \
+             and statement timeouts), though the server cancels a statement at its timeout: \
+             the server is stuck or the network drops its packets. The call may or may not \
+             have taken effect (an append whose messages have ids is safe to retry); retry \
+             later"
+        ),
+        retryable: true,
+        source: None,
+    }
+}
+
 /// Migration failures, by what the user must do about them.
 fn migrate_error(err: MigrateError, op: Op<'_>) -> Error {
     match err {

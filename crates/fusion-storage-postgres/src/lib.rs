@@ -164,6 +164,13 @@
 //!   the round trips of `append`).
 //! - A statement that runs or waits for a lock past the statement timeout: cancelled by
 //!   the server, a retryable error saying so.
+//! - A server that stops answering (frozen, or behind a network that drops its packets),
+//!   which no server-side timeout can end: a call gives up after twice the connect and
+//!   statement timeouts (70 s by default; no limit when the statement timeout is left to
+//!   the server or the URL), with a retryable error saying so; whether it took effect is
+//!   unknown, as when a connection drops. Its connection goes back to the pool once the
+//!   server answers. A write of hundreds of MB over a slow link, whose upload the
+//!   statement timeout does not count, needs timeouts that leave room for it.
 //! - A schema whose `_sqlx_migrations` records a version this build does not know (a
 //!   newer release upgraded it): connect fails, not retryable, and writes nothing.
 //! - Wrong password, missing database, missing privileges: not retryable, saying which.

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::batch::Batch;
 use crate::config::{PostgresOptions, parse};
-use crate::error::{BACKEND, Op, PLACE, connect_timed_out, parse_postgres_error};
+use crate::error::{BACKEND, Op, PLACE, connect_timed_out, no_answer, parse_postgres_error};
 use crate::meta::{decode_info, page_query};
 use crate::migrate::IfMissing;
 use crate::sql::{self, LIST_SESSIONS, LOAD, LOAD_REVISION, PURGE, SESSION_INFO, decode_revision};
@@ -48,6 +49,10 @@ pub struct PostgresStorage {
     db: Arc<str>,
     /// The schema holding the tables.
     schema: Arc<str>,
+    /// How long a call may take before it is given up
+    /// (`PostgresOptions::call_limit`); `None` when the statement timeout is the
+    /// server's, unknown here.
+    call_limit: Option<Duration>,
 }
 
 impl PostgresStorage {
@@ -157,6 +162,7 @@ impl PostgresStorage {
         Ok(Some(Self {
             pool,
             db: db.into(),
+            call_limit: options.call_limit(),
             schema: options.schema.into(),
         }))
     }
@@ -187,9 +193,68 @@ impl PostgresStorage {
         Op::new(PLACE, &self.db, name, session_id)
     }
 
-    /// Maps a sqlx error of operation `name` on `session_id`.
-    fn error(&self, err: sqlx::Error, name: &'static str, session_id: &str) -> fusion_core::Error {
-        parse_postgres_error(err, self.op(name, Some(session_id)))
+    /// Awaits `work`, the SQL of operation `name` (on `session_id`), mapping its error, as
+    /// [`bounded`](Self::bounded) does.
+    async fn run<T>(
+        &self,
+        name: &'static str,
+        session_id: Option<&str>,
+        work: impl Future<Output = sqlx::Result<T>>,
+    ) -> Result<T> {
+        let op = self.op(name, session_id);
+        let mapped = async { work.await.map_err(|e| parse_postgres_error(e, op)) };
+        self.bounded(op, mapped).await
+    }
+
+    /// Awaits `call`, the whole of operation `op`, giving it up with a retryable error when
+    /// it has not finished within the call limit (`PostgresOptions::call_limit`). The
+    /// connection it was using goes back to the pool, which waits (in the background,
+    /// holding that one connection) for the server's answer before handing it out again;
+    /// a transaction it left open is rolled back.
+    async fn bounded<T>(&self, op: Op<'_>, call: impl Future<Output = Result<T>>) -> Result<T> {
+        match self.call_limit {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or_else(|_| Err(no_answer(op, limit))),
+            None => call.await,
+        }
+    }
+
+    /// The transaction of [`update_session`](ConversationStorage::update_session), `op`.
+    async fn update_locked(
+        &self,
+        op: Op<'_>,
+        session_id: &str,
+        update: &MetaUpdate,
+    ) -> Result<Option<SessionInfo>> {
+        let err = |e| parse_postgres_error(e, op);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let outcome = async {
+            let Some(row) = write::lock_info(&mut tx, session_id).await.map_err(err)? else {
+                return Ok(None);
+            };
+            let mut meta = decode_info(&row)?.meta;
+            update.apply_to_stored(session_id, &mut meta)?;
+            let row = write::store_meta(&mut tx, session_id, &meta)
+                .await
+                .map_err(err)?;
+            decode_info(&row).map(Some)
+        }
+        .await;
+        match outcome {
+            Ok(Some(info)) => {
+                tx.commit().await.map_err(err)?;
+                Ok(Some(info))
+            }
+            // Rolled back here, not left to the drop of `tx`: that queues the ROLLBACK
+            // until the pool next touches the connection, and the row stays locked until
+            // then. A failed rollback means a broken connection, whose transaction the
+            // server ends; what the caller needs is the outcome.
+            other => {
+                let _ = tx.rollback().await;
+                other
+            }
+        }
     }
 }
 
@@ -213,7 +278,7 @@ impl ConversationStorage for PostgresStorage {
             }
             tx.commit().await
         };
-        run.await.map_err(|e| self.error(e, "save", session_id))
+        self.run("save", Some(session_id), run).await
     }
 
     /// One query, rows in seq order; none for a session that has expired (one lookup of
@@ -221,11 +286,8 @@ impl ConversationStorage for PostgresStorage {
     /// seqs, is [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq.
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
         SessionId::validate(session_id)?;
-        let rows: Vec<(i64, String)> = sqlx::query_as(LOAD)
-            .bind(session_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e, "load", session_id))?;
+        let rows = sqlx::query_as(LOAD).bind(session_id).fetch_all(&self.pool);
+        let rows: Vec<(i64, String)> = self.run("load", Some(session_id), rows).await?;
         sql::decode_rows(session_id, rows)
     }
 
@@ -237,16 +299,14 @@ impl ConversationStorage for PostgresStorage {
             write::remove(&mut tx, session_id).await?;
             tx.commit().await
         };
-        run.await.map_err(|e| self.error(e, "delete", session_id))
+        self.run("delete", Some(session_id), run).await
     }
 
     /// Reads the `sessions` table only, skipping expired sessions. Cost: O(number of
     /// sessions).
     async fn list_sessions(&self) -> Result<Vec<String>> {
-        sqlx::query_scalar(LIST_SESSIONS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| parse_postgres_error(e, self.op("list_sessions", None)))
+        let ids = sqlx::query_scalar(LIST_SESSIONS).fetch_all(&self.pool);
+        self.run("list_sessions", None, ids).await
     }
 
     /// One statement, so one round trip: bump the session's count under its row lock
@@ -265,9 +325,9 @@ impl ConversationStorage for PostgresStorage {
         }
         check_storable(BACKEND, session_id, messages)?;
         let batch = Batch::of(session_id, messages)?;
-        write::append(&self.pool, session_id, &batch, &SessionMeta::new(), false)
-            .await
-            .map_err(|e| self.error(e, "append", session_id))?;
+        let none = SessionMeta::new();
+        let run = write::append(&self.pool, session_id, &batch, &none, false);
+        self.run("append", Some(session_id), run).await?;
         Ok(())
     }
 
@@ -286,7 +346,7 @@ impl ConversationStorage for PostgresStorage {
             }
             tx.commit().await
         };
-        run.await.map_err(|e| self.error(e, "truncate", session_id))
+        self.run("truncate", Some(session_id), run).await
     }
 
     /// One statement joining the session row to its messages, so the revision and the
@@ -296,9 +356,8 @@ impl ConversationStorage for PostgresStorage {
         SessionId::validate(session_id)?;
         let rows = sqlx::query_as(LOAD_REVISION)
             .bind(session_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e, "load_revision", session_id))?;
+            .fetch_all(&self.pool);
+        let rows = self.run("load_revision", Some(session_id), rows).await?;
         decode_revision(session_id, rows)
     }
 
@@ -329,9 +388,7 @@ impl ConversationStorage for PostgresStorage {
             }
             Ok(outcome)
         };
-        let outcome = run
-            .await
-            .map_err(|e| self.error(e, "write_if", session_id))?;
+        let outcome = self.run("write_if", Some(session_id), run).await?;
         outcome.map_err(|found| {
             expected.conflict(BACKEND, session_id, found.generation, Some(found.len))
         })
@@ -344,9 +401,8 @@ impl ConversationStorage for PostgresStorage {
         SessionId::validate(session_id)?;
         let row = sqlx::query(SESSION_INFO)
             .bind(session_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.error(e, "session_info", session_id))?;
+            .fetch_optional(&self.pool);
+        let row = self.run("session_info", Some(session_id), row).await?;
         row.as_ref().map(decode_info).transpose()
     }
 
@@ -370,9 +426,7 @@ impl ConversationStorage for PostgresStorage {
                 None => Ok(Err(write::revision(&self.pool, session_id).await?)),
             }
         };
-        let created = run
-            .await
-            .map_err(|e| self.error(e, "create_session", session_id))?;
+        let created = self.run("create_session", Some(session_id), run).await?;
         created.map_err(|found| {
             Expect::Generation(0).conflict(BACKEND, session_id, found.generation, Some(found.len))
         })
@@ -390,34 +444,9 @@ impl ConversationStorage for PostgresStorage {
         update: &MetaUpdate,
     ) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
-        let err = |e| self.error(e, "update_session", session_id);
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        let outcome = async {
-            let Some(row) = write::lock_info(&mut tx, session_id).await.map_err(err)? else {
-                return Ok(None);
-            };
-            let mut meta = decode_info(&row)?.meta;
-            update.apply_to_stored(session_id, &mut meta)?;
-            let row = write::store_meta(&mut tx, session_id, &meta)
-                .await
-                .map_err(err)?;
-            decode_info(&row).map(Some)
-        }
-        .await;
-        match outcome {
-            Ok(Some(info)) => {
-                tx.commit().await.map_err(err)?;
-                Ok(Some(info))
-            }
-            // Rolled back here, not left to the drop of `tx`: that queues the ROLLBACK
-            // until the pool next touches the connection, and the row stays locked until
-            // then. A failed rollback means a broken connection, whose transaction the
-            // server ends; what the caller needs is the outcome.
-            other => {
-                let _ = tx.rollback().await;
-                other
-            }
-        }
+        let op = self.op("update_session", Some(session_id));
+        self.bounded(op, self.update_locked(op, session_id, update))
+            .await
     }
 
     /// One statement that walks an index from the cursor on and reads `limit + 1` rows
@@ -432,9 +461,8 @@ impl ConversationStorage for PostgresStorage {
             page_query(query, start.as_ref()).map_err(|e| parse_postgres_error(e, op()))?;
         let rows = sqlx::query_with(&sql, args)
             .persistent(false)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| parse_postgres_error(e, op()))?;
+            .fetch_all(&self.pool);
+        let rows = self.run("list_page", None, rows).await?;
         let infos = rows.iter().map(decode_info).collect::<Result<Vec<_>>>()?;
         // The rows come in the query's order and after its cursor already; `page_of`
         // keeps the first `limit` and makes the cursor from the last of them.
@@ -451,9 +479,8 @@ impl ConversationStorage for PostgresStorage {
         check_purge_batch(batch)?;
         let done = sqlx::query(PURGE)
             .bind(sql::count(batch))
-            .execute(&self.pool)
-            .await
-            .map_err(|e| parse_postgres_error(e, self.op("purge_expired", None)))?;
+            .execute(&self.pool);
+        let done = self.run("purge_expired", None, done).await?;
         Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
     }
 

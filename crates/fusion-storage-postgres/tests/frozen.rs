@@ -1,0 +1,97 @@
+//! A server that stops answering, on a throwaway cluster of the test's own ([`Cluster`]):
+//! the backend serving the storage's connection is paused (`SIGSTOP`), which is what a
+//! frozen server or a network that drops its packets looks like from the client: the
+//! statement goes out and no answer comes. The server's statement timeout cannot end
+//! that wait (it runs only while the server does) and the driver sets no TCP keepalive,
+//! so a call waited for good; it now gives up after its call limit, retryably, and the
+//! storage works again once the server does.
+
+use std::process::Command;
+use std::time::Duration;
+
+use fusion_core::testkit::exactly_once::with_ids;
+use fusion_core::{ChatMessage, ConversationStorage};
+use fusion_storage_postgres::testing::{Cluster, unique_schema};
+use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
+
+/// Far beyond the call limit of these options (12 s), so only a call that never returns
+/// reaches it: the test then fails instead of hanging.
+const HANG: Duration = Duration::from_secs(120);
+
+/// Sends `signal` to the server process `pid` (the test's own cluster: the same user, or
+/// root).
+fn signal(signal: &str, pid: i32) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill {signal} {pid}: {status}");
+}
+
+/// Resumes the paused backend when dropped, also when the test panics, so the cluster
+/// can stop.
+struct Paused(i32);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal("-CONT", self.0);
+    }
+}
+
+/// Returns once every connection of the pool is idle in it, returned by the call that
+/// used it (the pool checks it first, in the background, waiting for the server's
+/// answer), or closed.
+async fn until_idle(storage: &PostgresStorage) {
+    while storage.pool().num_idle() < storage.pool().size() as usize {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_call_to_a_server_that_stopped_answering_gives_up_retryably() {
+    let Some(cluster) = Cluster::start_new() else {
+        return;
+    };
+    // One connection, so the call below takes the one paused; a connect timeout long
+    // enough for the paused connection to come back to the pool once resumed.
+    let options = PostgresOptions::new(cluster.url())
+        .schema(unique_schema())
+        .max_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .statement_timeout(Some(Duration::from_secs(1)));
+    let storage = PostgresStorage::connect_with(options).await.unwrap();
+    let first = [ChatMessage::user("before")];
+    storage.append("s", &first).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    // The connection back in the pool, idle: the next call takes it, unpinged.
+    until_idle(&storage).await;
+    signal("-STOP", pid);
+    let paused = Paused(pid);
+
+    let turn = with_ids("turn", 2);
+    let err = tokio::time::timeout(HANG, storage.append("s", &turn))
+        .await
+        .expect("the call gives up")
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("no answer from the PostgreSQL server"),
+        "{text}"
+    );
+    assert!(text.contains("append of session \"s\""), "{text}");
+
+    // The server answers again: the append may have been applied meanwhile (its
+    // statement was sent), and its retry stores each message once.
+    drop(paused);
+    until_idle(&storage).await;
+    storage.append("s", &turn).await.unwrap();
+    assert_eq!(
+        storage.load("s").await.unwrap(),
+        [&first[..], &turn].concat()
+    );
+    storage.close().await;
+}
