@@ -614,3 +614,35 @@ async fn an_envelope_altered_around_its_ciphertext_never_reads_as_altered() {
     raw.save("s", &[padded]).await.unwrap();
     assert_eq!(encrypted.load("s").await.unwrap(), [said]);
 }
+
+/// A message given without an id is stored under an envelope id of its own, the one the
+/// backend dedupes a retried append by. A rekey keeps that id: it gave the message a
+/// fresh one, so a retried append of the message, racing the rekey, stored it again.
+#[tokio::test]
+async fn a_rekey_keeps_the_stored_id_of_a_message_given_without_one() {
+    let (raw, before) = stores(&layer("old", &OLD));
+    let said = [
+        ChatMessage::user("no id"),
+        ChatMessage::user("id").with_new_id(),
+    ];
+    before.append("s", &said).await.unwrap();
+    let ids = async || -> Vec<_> {
+        let stored = raw.load("s").await.unwrap();
+        stored.into_iter().map(|m| m.id).collect()
+    };
+    let stored_before = ids().await;
+
+    let rotated = EncryptionLayer::new(
+        EncryptionKeys::new("new", &NEW)
+            .unwrap()
+            .with_previous("old", &OLD)
+            .unwrap(),
+    );
+    let done = rotated.rekey_session(raw.as_ref(), "s").await.unwrap();
+    assert_eq!(done.reencrypted, 2);
+    let stored = raw.load("s").await.unwrap();
+    assert!(stored.iter().all(|m| stored_key_id(m) == "new"));
+    assert_eq!(ids().await, stored_before, "the ids the backend holds");
+    let reader = raw.clone().layer(layer("new", &NEW));
+    assert_eq!(reader.load("s").await.unwrap(), said, "loads as given");
+}

@@ -216,6 +216,19 @@ impl<'a> SessionCrypt<'a> {
     /// `message` (at `index` in the write) encrypted with the current key, in its stored
     /// form; as it is when the layer has no keys.
     pub(crate) fn seal(&mut self, index: usize, message: &ChatMessage) -> Result<ChatMessage> {
+        self.reseal(index, message, None)
+    }
+
+    /// [`seal`](Self::seal) of `message` under its own id, else `stored_id`, the id of the
+    /// envelope it was opened from (so re-encrypting a message given without an id keeps
+    /// the id the backend holds it by, which a retried append of it looks for), else a
+    /// fresh one.
+    pub(crate) fn reseal(
+        &mut self,
+        index: usize,
+        message: &ChatMessage,
+        stored_id: Option<MessageId>,
+    ) -> Result<ChatMessage> {
         let codec = self.codec;
         let Some(keys) = &codec.keys else {
             return Ok(message.clone());
@@ -237,7 +250,7 @@ impl<'a> SessionCrypt<'a> {
         // gives id-less messages ids (a `RetryLayer`, so that its attempts dedupe) would
         // store an id the seal did not bind, and the message would never decrypt. The
         // plaintext is the message as given, so it loads back without an id.
-        let id = message.id.clone().unwrap_or_else(MessageId::new);
+        let id = (message.id.clone().or(stored_id)).unwrap_or_else(MessageId::new);
         let aad = associated_data(key_id, self.session_id, message.role, Some(&id));
         // Nonce, plaintext and tag in one buffer, the plaintext encrypted where it lies:
         // no copy of it, and one buffer to zero (it holds the plaintext until then).

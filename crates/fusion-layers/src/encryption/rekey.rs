@@ -122,8 +122,9 @@ async fn rekey_once(
             }
             Stored::V1 { .. } | Stored::Unreadable(_) => {
                 done.reencrypted += 1;
+                let stored_id = message.id.clone();
                 let plain = crypt.open(index, message)?;
-                rewritten.push(crypt.seal(index, &plain)?);
+                rewritten.push(crypt.reseal(index, &plain, stored_id)?);
             }
         }
     }
