@@ -75,6 +75,19 @@ fn database_error(code: &str, detail: &str, op: Op<'_>) -> (String, bool) {
             ),
             true,
         ),
+        // The server ended the session of a transaction that sat idle (between two of a
+        // call's statements: a slow or busy client) or ran past its limit. The whole
+        // transaction was rolled back, so the call can be made again.
+        "25P03" | "25P04" => (
+            format!(
+                "{op}: the server ended the connection in the middle of the call's \
+                 transaction, which it rolled back ({detail}): the transaction sat idle \
+                 between statements past the server's idle_in_transaction_session_timeout, \
+                 or ran past its transaction_timeout; retry, and raise that setting if it \
+                 is this short (SQLSTATE {code})"
+            ),
+            true,
+        ),
         // Serialization failure, deadlock, lock not available.
         "40001" | "40P01" | "55P03" => (format!("{op}: {detail}; retry (SQLSTATE {code})"), true),
         _ if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") => (
@@ -233,6 +246,8 @@ mod tests {
             ("08006", true),
             ("53300", true),
             ("57P01", true),
+            ("25P03", true),
+            ("25P04", true),
             ("28P01", false),
             ("42501", false),
             ("23505", false),

@@ -164,6 +164,9 @@
 //!   the round trips of `append`).
 //! - A statement that runs or waits for a lock past the statement timeout: cancelled by
 //!   the server, a retryable error saying so.
+//! - A transaction the server ends between two of a call's statements
+//!   (`idle_in_transaction_session_timeout` shorter than a busy client's pause, or
+//!   `transaction_timeout`): rolled back whole, a retryable error saying which setting.
 //! - A server that stops answering (frozen, or behind a network that drops its packets),
 //!   which no server-side timeout can end: a call gives up after twice the connect and
 //!   statement timeouts (70 s by default; no limit when the statement timeout is left to

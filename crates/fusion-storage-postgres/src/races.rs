@@ -18,7 +18,8 @@
 //! One interleaving has no lock to wait on: a delete whose first statement found no row,
 //! and a writer that creates the session before its second. For that one, `write::remove`
 //! stops between its statements at [`pause_point`] when a test has armed it for the
-//! session.
+//! session; another test holds a delete there while the server ends its transaction for
+//! sitting idle.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -375,4 +376,55 @@ async fn a_delete_that_found_no_session_leaves_the_one_created_meanwhile_whole()
     let (history, revision) = storage.load_revision(session).await.unwrap();
     assert_eq!(history, batch, "the new session keeps its messages");
     assert_eq!(revision.len, 2);
+}
+
+/// Returns once no connection of a [`tagged`] storage is left on the server.
+async fn until_gone(harness: &Harness) {
+    let mut watcher = harness.raw().await;
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(&harness.schema)
+                .fetch_one(&mut watcher)
+                .await
+                .unwrap();
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Found by an audit: a server's `idle_in_transaction_session_timeout` ending a call's
+/// transaction between two statements (a busy client, here a delete held between its
+/// two) failed it with SQLSTATE 25P03, not retryable, though the server had rolled it all
+/// back and the call could simply be made again.
+#[tokio::test]
+async fn a_transaction_the_server_ended_for_idling_is_retryable_and_rolled_back() {
+    let Some(harness) = crate::testing::harness().await else {
+        return;
+    };
+    let storage = harness.open().await.unwrap();
+    // A session id of this test's own: the pause is armed process-wide.
+    let session = "ended-while-idle";
+    storage.append(session, &said("kept")).await.unwrap();
+    let url = format!(
+        "{}&application_name={}&options[idle_in_transaction_session_timeout]=50",
+        harness.storage_url(),
+        harness.schema
+    );
+    let idler = PostgresStorage::connect(&url).await.unwrap();
+    let (reached, release) = arm_pause(session);
+    let delete = tokio::spawn(async move { idler.delete(session).await });
+    reached.await.unwrap();
+    // The delete's first statement ran in its transaction; the server ends it, idle.
+    until_gone(&harness).await;
+    release.send(()).unwrap();
+    let err = delete.await.unwrap().unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(
+        storage.load(session).await.unwrap(),
+        said("kept"),
+        "rolled back"
+    );
 }
