@@ -29,6 +29,12 @@ pub(crate) fn parse_postgres_error(err: sqlx::Error, op: Op<'_>) -> Error {
         sqlx::Error::Database(e) => {
             database_error(e.code().as_deref().unwrap_or("?????"), e.message(), op)
         }
+        // The TLS handshake's own failures (a certificate that is not trusted or does not
+        // name the URL's host) reach the driver as I/O errors of this kind; retrying cannot
+        // mend them, and the server is reachable.
+        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            (tls_failed(op, e), false)
+        }
         // Refused, reset or unreachable: the server is down, restarting or cut off.
         sqlx::Error::Io(e) => (
             format!(
@@ -37,12 +43,7 @@ pub(crate) fn parse_postgres_error(err: sqlx::Error, op: Op<'_>) -> Error {
             ),
             true,
         ),
-        sqlx::Error::Tls(e) => (
-            format!(
-                "{op}: TLS failed ({e}); check the URL's `sslmode` and the server's certificate"
-            ),
-            false,
-        ),
+        sqlx::Error::Tls(e) => (tls_failed(op, e), false),
         sqlx::Error::PoolTimedOut => (
             format!(
                 "{op}: no connection to the server within the connect timeout (is it \
@@ -62,6 +63,14 @@ pub(crate) fn parse_postgres_error(err: sqlx::Error, op: Op<'_>) -> Error {
         other => (format!("{op}: {other}"), false),
     };
     Error::backend(BACKEND, message, retryable, err)
+}
+
+/// The message of a failed TLS connection, `cause` saying why.
+fn tls_failed(op: Op<'_>, cause: &dyn std::fmt::Display) -> String {
+    format!(
+        "{op}: TLS failed ({cause}); check the URL's `sslmode` (and `sslrootcert`) and that \
+         the server's certificate is trusted and names the URL's host"
+    )
 }
 
 /// The message and retryability of the server's SQLSTATE `code`, with its `detail` text.
@@ -236,6 +245,22 @@ mod tests {
             );
         }
         assert!(connect_timed_out(op(), Duration::from_secs(1)).is_retryable());
+    }
+
+    /// Found by an audit: `sslmode=verify-full` against a certificate for another name
+    /// was "cannot reach the PostgreSQL server ... check that it is running", retryable.
+    #[test]
+    fn a_certificate_the_handshake_refuses_is_a_tls_error_not_worth_retrying() {
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        );
+        let err = parse_postgres_error(sqlx::Error::Io(refused), op());
+        assert!(!err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("TLS failed"), "{text}");
+        assert!(text.contains("UnknownIssuer"), "{text}");
+        assert!(!text.contains("cannot reach"), "{text}");
     }
 
     #[test]

@@ -176,7 +176,9 @@
 //!   statement timeout does not count, needs timeouts that leave room for it.
 //! - A schema whose `_sqlx_migrations` records a version this build does not know (a
 //!   newer release upgraded it): connect fails, not retryable, and writes nothing.
-//! - Wrong password, missing database, missing privileges: not retryable, saying which.
+//! - Wrong password, missing database, missing privileges, a TLS failure (a server
+//!   certificate that is not trusted or does not name the URL's host included): not
+//!   retryable, saying which.
 //! - A read-only database (a standby, or `default_transaction_read_only = on`): reads
 //!   work; writes fail, not retryable, saying to point the URL at the primary.
 //! - A write whose messages are more than 1 GiB of JSON together, the most one statement

@@ -1,7 +1,8 @@
 //! Input at the edges of what PostgreSQL takes, each found by an audit: a schema named by
 //! a keyword, a write past the gigabyte one statement can carry, timeouts past the
-//! server's longest or of zero, and a database that is read-only. Each is either stored
-//! as asked or refused before anything is sent, with an error saying what to change.
+//! server's longest or of zero, a database that is read-only, and a server certificate
+//! that does not verify. Each is either stored as asked or refused, with an error saying
+//! what to change.
 
 mod support;
 
@@ -155,4 +156,28 @@ async fn a_read_only_database_refuses_writes_saying_where_to_write() {
     }
     assert_eq!(reader.load("s").await.unwrap().len(), 1, "nothing changed");
     reader.close().await;
+}
+
+/// A certificate the handshake refused was "cannot reach the PostgreSQL server ... check
+/// that it is running", retryable: a retry layer retried a configuration error. A server
+/// without TLS fails with the driver's TLS error, which says the same; one whose
+/// certificate is trusted for the URL's host passes the check, and the test says so.
+#[tokio::test]
+async fn a_certificate_that_does_not_verify_is_a_tls_error_not_worth_retrying() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let url = format!("{}&sslmode=verify-full", harness.storage_url());
+    match PostgresStorage::connect(&url).await {
+        Ok(storage) => {
+            eprintln!("skipped: the server's certificate is trusted for the URL's host");
+            storage.close().await;
+        }
+        Err(err) => {
+            assert!(!err.is_retryable(), "{err}");
+            let text = err.to_string();
+            assert!(text.contains("TLS failed"), "{text}");
+            assert!(text.contains("sslmode"), "{text}");
+        }
+    }
 }
