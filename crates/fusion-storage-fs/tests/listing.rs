@@ -545,3 +545,64 @@ async fn a_journal_a_power_loss_left_zero_filled_is_rebuilt_from_the_sessions() 
     assert_eq!(all_pages(&storage, SessionQuery::new()).await, ["a"]);
     assert!(journal.exists(), "not rebuilt");
 }
+
+#[tokio::test]
+async fn writes_after_the_index_is_lost_under_a_running_instance_are_listed() {
+    // Removed by a person, the index as the docs say it may be, or the whole directory.
+    for whole in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sessions");
+        let storage = FileSystemStorage::new(&dir);
+        for id in ["a", "b", "c"] {
+            storage.append(id, &said(id)).await.unwrap();
+        }
+        let (removed, kept) = match whole {
+            false => (dir.join(".fusion-index"), vec!["c", "b", "a"]),
+            true => (dir.clone(), vec![]),
+        };
+        std::fs::remove_dir_all(removed).unwrap();
+        // The next listing rebuilds the index (for the whole directory, at the next
+        // listing that finds sessions again).
+        assert_eq!(all_pages(&storage, SessionQuery::new()).await, kept);
+        // The instance writes on: an existing session, then a new one.
+        storage.append("a", &said("again")).await.unwrap();
+        let listed = all_pages(&storage, SessionQuery::new()).await;
+        assert_eq!(listed.first().map(String::as_str), Some("a"), "{listed:?}");
+        storage.append("d", &said("d")).await.unwrap();
+        storage.append("a", &said("more")).await.unwrap();
+        let newest: Vec<&str> = ["a", "d", "c", "b"]
+            .into_iter()
+            .filter(|id| ["a", "d"].contains(id) || kept.contains(id))
+            .collect();
+        let mut by_id = newest.clone();
+        by_id.sort_unstable();
+        let by_id_query = SessionQuery::new().order(SessionOrder::Id);
+        for storage in [storage.clone(), FileSystemStorage::new(&dir)] {
+            assert_eq!(all_pages(&storage, SessionQuery::new()).await, newest);
+            assert_eq!(all_pages(&storage, by_id_query.clone()).await, by_id);
+        }
+        // And after that listing too.
+        storage.append("e", &said("e")).await.unwrap();
+        let listed = all_pages(&storage, SessionQuery::new()).await;
+        assert_eq!(listed.first().map(String::as_str), Some("e"), "{listed:?}");
+    }
+}
+
+#[tokio::test]
+async fn another_instance_writing_on_after_the_index_is_lost_is_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lister, writer) = (
+        FileSystemStorage::new(tmp.path()),
+        FileSystemStorage::new(tmp.path()),
+    );
+    for id in ["x", "y"] {
+        writer.append(id, &said(id)).await.unwrap();
+    }
+    std::fs::remove_dir_all(tmp.path().join(".fusion-index")).unwrap();
+    assert_eq!(all_pages(&lister, SessionQuery::new()).await, ["y", "x"]);
+    // The writer (another process, say) checks once a second that its journal is still
+    // in the directory, not at every write: its next write after that finds it gone.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    writer.append("x", &said("again")).await.unwrap();
+    assert_eq!(all_pages(&lister, SessionQuery::new()).await, ["x", "y"]);
+}

@@ -32,6 +32,10 @@ pub(crate) const LIVE_DIR: &str = "live";
 /// its lock (p99 3.2–4.4 ms); with four, 1.7–1.8 ms (docs/performance.md).
 pub(crate) const LIVE_SLOTS: usize = 4;
 
+/// How often a journal in use is checked to still be in the directory (µs of the
+/// timestamps its lines get): one `fstat` a second, not one per write.
+const RECHECK_US: i64 = 1_000_000;
+
 /// A storage instance's live journals, each opened by the first write that takes its
 /// slot, and the timestamps their lines get.
 #[derive(Debug)]
@@ -66,14 +70,22 @@ impl Lives {
     ) -> Result<(i64, bool)> {
         let mut slot = self.free_slot();
         let mut fold = false;
+        // Handed out under the slot's lock, so the journal gets its lines in order.
+        let t = self.next_t(floor);
+        if slot
+            .as_mut()
+            .is_some_and(|live| live.removed_since_checked(t))
+        {
+            // Someone removed the index (a listing rebuilds it): lines written to the
+            // removed file would be read by nobody, and their sessions never listed.
+            *slot = None;
+        }
         if slot.is_none() {
             let (live, count) = Live::create(root)?;
             fold = count > super::LIVE_FILES_MAX;
             *slot = Some(live);
         }
         let live = slot.as_mut().expect("created above");
-        // Handed out under the slot's lock, so the journal gets its lines in order.
-        let t = self.next_t(floor);
         live.append(&line(t), sync)?;
         if live.len > limit {
             // Closing the file releases its lock: the next fold takes its lines.
@@ -113,6 +125,15 @@ impl Lives {
         }
     }
 
+    /// Closes this instance's journals, so that its next writes start new ones: after a
+    /// build of the index, which may have replaced a removed `.fusion-index/` (and
+    /// with it the files these handles still write).
+    pub(crate) fn restart(&self) {
+        for slot in &self.slots {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
     /// Holds the first slot, as a thread writing its journal would.
     #[cfg(test)]
     pub(crate) fn hold_first(&self) -> MutexGuard<'_, Option<Live>> {
@@ -127,6 +148,8 @@ pub(crate) struct Live {
     path: PathBuf,
     /// Where the next line goes: the end of the last complete line written.
     len: u64,
+    /// When it was last found in the directory (see [`RECHECK_US`]).
+    checked_us: i64,
 }
 
 impl Live {
@@ -154,7 +177,23 @@ impl Live {
             }
         };
         let count = fs::read_dir(&dir).at(&dir)?.count();
-        Ok((Live { file, path, len: 0 }, count))
+        let live = Live {
+            file,
+            path,
+            len: 0,
+            checked_us: unix_micros(SystemTime::now()),
+        };
+        Ok((live, count))
+    }
+
+    /// Whether the file was removed from the directory (with the index, by hand), as
+    /// found at `now` if it was last checked [`RECHECK_US`] before; `false` otherwise.
+    fn removed_since_checked(&mut self, now: i64) -> bool {
+        if now.saturating_sub(self.checked_us) < RECHECK_US {
+            return false;
+        }
+        self.checked_us = now;
+        is_removed(&self.file)
     }
 
     /// Writes `line` (stamped later than every line before it) after the last one.
@@ -168,6 +207,19 @@ impl Live {
         self.len += line.len() as u64;
         Ok(())
     }
+}
+
+/// Whether the open `file` no longer has a name in any directory.
+#[cfg(unix)]
+pub(crate) fn is_removed(file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().is_ok_and(|metadata| metadata.nlink() == 0)
+}
+
+/// Windows refuses to remove a file that is open.
+#[cfg(not(unix))]
+pub(crate) fn is_removed(_file: &File) -> bool {
+    false
 }
 
 /// A live journal as a reader or compactor finds it.

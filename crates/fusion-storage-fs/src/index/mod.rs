@@ -199,6 +199,15 @@ impl Index {
     /// Appends a creation or deletion to the id log under the index lock; returns whether
     /// the log is due to be merged.
     fn log_id(&self, handles: &mut Handles, id: &str, created: bool, sync: bool) -> Result<bool> {
+        let removed = handles.lock.as_ref().is_some_and(live::is_removed);
+        if removed {
+            // Someone removed the index under this instance, whose journals then hold the
+            // only lines of its writes since (this one's included): they go to new files,
+            // and the new index is marked for a rebuild from the session files, even in a
+            // directory that holds no session yet (whose new index is built otherwise).
+            *handles = Handles::default();
+            self.lives.restart();
+        }
         if handles.lock.is_none() {
             fs::create_dir_all(&self.root).at(&self.root)?;
             handles.lock = Some(self.open(LOCK)?);
@@ -221,7 +230,8 @@ impl Index {
                 log.sync_data().at(&path)?;
             }
             state.ids_log_len += line.len() as u64;
-            self.write_state(lock_file, &state, sync)?;
+            state.built &= !removed;
+            self.write_state(lock_file, &state, sync || removed)?;
             Ok(self.ids_due(&state))
         })();
         let _ = lock_file.unlock();

@@ -105,6 +105,9 @@ impl Index {
         if state.built {
             return Ok(());
         }
+        // Writes from now on go to journals in this index, which the build reads, rather
+        // than to files of a removed one.
+        self.lives.restart();
         let mut records = scan()?;
         records.sort_unstable();
         records.dedup();
