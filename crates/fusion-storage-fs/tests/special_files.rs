@@ -415,6 +415,8 @@ async fn a_symlink_for_a_file_of_the_backends_own_is_refused_and_never_written_t
         }
         assert_left(Special::LinkToRegular, &meta, "create_session");
         assert!(storage.load("fresh").await.unwrap().is_empty());
+        let left = path_of(&storage, "fresh.jsonl");
+        assert!(!left.exists(), "a failed creation leaves no session file");
 
         // The index's files, which a creation writes in place (an instance that opened
         // them already keeps its handles: a new one opens them).

@@ -89,19 +89,8 @@ impl SessionFiles {
             .index
             .record(&self.id, change, floor(before.as_ref()), sync)?;
         let t = recorded.t;
-        let (file, identity) = match current.file {
-            Some(file) => (file, current.identity),
-            None => {
-                let (file, metadata) = regular_file::open(
-                    OpenOptions::new().read(true).append(true).create(true),
-                    &self.data,
-                )
-                .at(&self.data)?;
-                (file, FileIdentity::of(&metadata))
-            }
-        };
         let kept = current.data_end;
-        if kept < current.len {
+        if let Some(file) = current.file.as_ref().filter(|_| kept < current.len) {
             tracing::warn!(
                 backend = BACKEND,
                 session_id = %self.id,
@@ -140,6 +129,19 @@ impl SessionFiles {
                 };
                 lock.store(&self.lock, generation, &counters, sync)?;
                 Outcome::New(generation)
+            }
+        };
+        // Created only now: a creation that failed before (its metadata refused, a full
+        // disk) leaves no empty session file behind.
+        let (file, identity) = match current.file {
+            Some(file) => (file, current.identity),
+            None => {
+                let (file, metadata) = regular_file::open(
+                    OpenOptions::new().read(true).append(true).create(true),
+                    &self.data,
+                )
+                .at(&self.data)?;
+                (file, FileIdentity::of(&metadata))
             }
         };
         if let Err(err) = (&file).write_all(&buf) {
