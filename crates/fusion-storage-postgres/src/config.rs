@@ -119,7 +119,8 @@ impl PostgresOptions {
     /// How long opening a connection may take, and how long a call waits for a pooled
     /// connection, before failing with a retryable error. Default 5 s; at most about 24.8
     /// days (2^31 - 1 ms, PostgreSQL's longest timeout): a longer one, `Duration::MAX`
-    /// included, is taken as that.
+    /// included, is taken as that. Zero, which no connection could meet, is an
+    /// [`Error::Config`] when connecting.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout.min(LONGEST_TIMEOUT);
         self
@@ -208,6 +209,12 @@ pub(crate) fn parse(options: &PostgresOptions) -> Result<Target> {
     // Names stay unqualified in every statement and migration; the schema alone is
     // searched (pg_catalog is always searched first, implicitly).
     let mut settings = vec![("search_path", options.schema.clone())];
+    if options.connect_timeout.is_zero() {
+        return Err(Error::Config(format!(
+            "a connect timeout of 0 for {label} would fail every connection as timed out: \
+             give a positive one"
+        )));
+    }
     if let Some(timeout) = options.statement_timeout {
         if timeout.is_zero() {
             return Err(Error::Config(format!(

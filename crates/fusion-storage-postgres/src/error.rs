@@ -79,8 +79,9 @@ fn database_error(code: &str, detail: &str, op: Op<'_>) -> (String, bool) {
         "57014" => (
             format!(
                 "{op}: the statement ran past the statement timeout and was cancelled (a \
-                 long lock wait or an overloaded server; see \
-                 PostgresOptions::statement_timeout); retry later ({detail})"
+                 long lock wait or an overloaded server: retry later; or more work than the \
+                 timeout allows, such as a very long history: raise \
+                 PostgresOptions::statement_timeout) ({detail})"
             ),
             true,
         ),

@@ -163,7 +163,8 @@
 //!   it is replaced (connections are not pinged before every call, which would double
 //!   the round trips of `append`).
 //! - A statement that runs or waits for a lock past the statement timeout: cancelled by
-//!   the server, a retryable error saying so.
+//!   the server, a retryable error saying so (and to raise the timeout when the work
+//!   itself, a very long history, needs longer).
 //! - A transaction the server ends between two of a call's statements
 //!   (`idle_in_transaction_session_timeout` shorter than a busy client's pause, or
 //!   `transaction_timeout`): rolled back whole, a retryable error saying which setting.
@@ -187,7 +188,7 @@
 //!   naming the message past it, before anything is sent. (The server would drop the
 //!   connection, which reads as "cannot reach the server".) One message may come close.
 //! - Timeouts past PostgreSQL's longest (2^31 - 1 ms, about 24.8 days; `Duration::MAX`
-//!   included) are taken as it; a zero statement timeout is
+//!   included) are taken as it; a zero connect or statement timeout is
 //!   [`Error::Config`](fusion_core::Error::Config) when connecting.
 //! - A stored row that is not a message, or a gap in the seqs:
 //!   [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq; tags or data edited

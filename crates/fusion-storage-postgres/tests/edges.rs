@@ -107,9 +107,10 @@ async fn timeouts_past_the_servers_longest_are_taken_as_it() {
 
 /// A zero statement timeout became 1 ms: every statement was cancelled with a retryable
 /// "ran past the statement timeout", opening included, so the storage never opened and
-/// a retry never helped.
+/// a retry never helped. A zero connect timeout failed every open as a retryable "no
+/// answer from the PostgreSQL server ... check that it is running".
 #[tokio::test]
-async fn a_zero_statement_timeout_is_refused_saying_what_to_give() {
+async fn zero_timeouts_are_refused_saying_what_to_give() {
     let Some(harness) = harness().await else {
         return;
     };
@@ -117,6 +118,10 @@ async fn a_zero_statement_timeout_is_refused_saying_what_to_give() {
     let err = PostgresStorage::connect_with(options).await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
     assert!(err.to_string().contains("cancel every statement"), "{err}");
+    let options = harness.options().connect_timeout(Duration::ZERO);
+    let err = PostgresStorage::connect_with(options).await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(err.to_string().contains("a connect timeout of 0"), "{err}");
     assert!(!harness.exists().await, "nothing was created");
 }
 
