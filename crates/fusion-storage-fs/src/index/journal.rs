@@ -92,8 +92,8 @@ pub(crate) enum Source<'a> {
 }
 
 impl Source<'_> {
-    /// Calls `f` with every entry, in order.
-    fn for_each(&self, mut f: impl FnMut(Entry)) -> io::Result<()> {
+    /// Calls `f` with every entry, in order; returns whether every line parsed.
+    fn for_each(&self, mut f: impl FnMut(Entry)) -> io::Result<bool> {
         match self {
             Source::File(file, end) => for_each_line(file, *end, |_, entry| f(entry)),
             Source::Scanned(records) => {
@@ -104,7 +104,7 @@ impl Source<'_> {
                         id: id.clone(),
                     });
                 }
-                Ok(())
+                Ok(true)
             }
         }
     }
@@ -141,12 +141,17 @@ impl Source<'_> {
 
 /// Writes, sorted by `(t, id)`, the lines of `sources` that are still the place of a
 /// live session: for each id only its newest line (once), and not if that is a delete.
-/// Returns how many bytes were written. Memory: one 128-bit hash per distinct id.
-pub(crate) fn compact_into(sources: &[Source<'_>], out: &mut impl Write) -> io::Result<u64> {
+/// Returns how many bytes were written, and whether every line of the sources parsed
+/// (the rest are left out). Memory: one 128-bit hash per distinct id.
+pub(crate) fn compact_into(
+    sources: &[Source<'_>],
+    out: &mut impl Write,
+) -> io::Result<(u64, bool)> {
     // The newest line of each id, and whether it is a write not yet written out.
     let mut newest: HashMap<u128, (i64, bool)> = HashMap::new();
+    let mut all_parsed = true;
     for source in sources {
-        source.for_each(|entry| {
+        all_parsed &= source.for_each(|entry| {
             let slot = newest.entry(id_hash(&entry.id)).or_insert((entry.t, false));
             if entry.t >= slot.0 {
                 *slot = (entry.t, entry.kind == Kind::Write);
@@ -179,20 +184,22 @@ pub(crate) fn compact_into(sources: &[Source<'_>], out: &mut impl Write) -> io::
             out.write_all(&line)?;
         }
     }
-    Ok(written)
+    Ok((written, all_parsed))
 }
 
-/// Calls `f` with the index and contents of every well-formed line of `[0, end)`.
+/// Calls `f` with the index and contents of every well-formed line of `[0, end)`;
+/// returns whether every line was.
 pub(crate) fn for_each_line(
     file: &File,
     end: u64,
     mut f: impl FnMut(u64, Entry),
-) -> io::Result<()> {
-    lines::for_each_line(file, 0, end, |index, line| {
-        if let Some(entry) = parse(line) {
-            f(index, entry);
-        }
-    })
+) -> io::Result<bool> {
+    let mut all_parsed = true;
+    lines::for_each_line(file, 0, end, |index, line| match parse(line) {
+        Some(entry) => f(index, entry),
+        None => all_parsed = false,
+    })?;
+    Ok(all_parsed)
 }
 
 /// A 128-bit hash of an id: two SipHash runs with fixed, different keys, so that ids
@@ -289,7 +296,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(merged, b"2 w d\n5 w c\n6 w a\n7 w e\n");
-        assert_eq!(written, out.len() as u64);
+        assert_eq!(written, (out.len() as u64, true));
         assert_eq!(parse(b"12 x a"), None);
         assert_eq!(parse(b"12 w ../a"), None);
     }

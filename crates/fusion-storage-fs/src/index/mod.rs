@@ -731,4 +731,44 @@ mod tests {
         assert!(!index.is_built(), "left to a rebuild");
         assert!(fs::read(index.root().join(IDS)).unwrap().is_empty());
     }
+
+    #[test]
+    fn a_fold_leaves_a_journal_that_lost_lines_to_a_rebuild() {
+        // Zeros where a stopped writer's last lines were (no line ends there), or over
+        // its lines, their ends kept.
+        for zeros_keep_newlines in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            Index::new(dir.path()).build(|| Ok(Vec::new())).unwrap();
+            let stopped = Index::new(dir.path());
+            for id in ["a", "b", "c"] {
+                let created = stopped.record(id, Change::Create, i64::MIN, false).unwrap();
+                stopped.upkeep(created);
+            }
+            drop(stopped);
+            let live_dir = dir.path().join(INDEX_DIR).join(live::LIVE_DIR);
+            let journal = fs::read_dir(&live_dir).unwrap().next().unwrap().unwrap();
+            let journal = journal.path();
+            let mut bytes = fs::read(&journal).unwrap();
+            let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+            for byte in &mut bytes[second_line..] {
+                if !(zeros_keep_newlines && *byte == b'\n') {
+                    *byte = 0;
+                }
+            }
+            fs::write(&journal, bytes).unwrap();
+            // Another instance writes until its journal is finished and a fold is due.
+            let mut writer = Index::new(dir.path());
+            writer.limits = (256, IDS_LOG_MIN);
+            loop {
+                let written = writer.record("d", Change::Write, i64::MIN, false).unwrap();
+                let due = written.is_due();
+                writer.upkeep(written);
+                if due {
+                    break;
+                }
+            }
+            assert!(!writer.is_built(), "left to a rebuild");
+            assert!(journal.exists(), "not folded away");
+        }
+    }
 }

@@ -43,9 +43,23 @@ impl Index {
         }
         let mut sources = vec![Source::File(&journal, state.journal_len)];
         sources.extend(finished.iter().map(|f| Source::File(&f.file, f.end)));
+        let mut all_parsed = false;
         let (temp, len) = self.write_temp(JOURNAL, |out| {
-            journal::compact_into(&sources, out).map(drop)
+            all_parsed = journal::compact_into(&sources, out)?.1;
+            Ok(())
         })?;
+        if !all_parsed || finished.iter().any(|f| f.lost_lines) {
+            // Lines a dead writer lost (or junk): folded, the damage would be gone and the
+            // sessions only those lines placed left out of listings for good. The next
+            // listing rebuilds the index from the session files instead.
+            let _ = fs::remove_file(&temp);
+            tracing::warn!(
+                backend = crate::error::BACKEND,
+                dir = %self.root.display(),
+                "an index journal is damaged; the next listing rebuilds the index"
+            );
+            return self.invalidate();
+        }
         self.swap(|state| {
             fs::rename(&temp, self.root.join(JOURNAL)).at(&self.root.join(JOURNAL))?;
             state.journal_len = len;
@@ -134,6 +148,7 @@ impl Index {
             Source::Scanned(&records),
         ];
         sources.extend(lives.iter().map(|f| Source::File(&f.file, f.end)));
+        // Junk is left out: the scan of the sessions places every session anyway.
         let (journal_temp, journal_len) = self.write_temp(JOURNAL, |out| {
             journal::compact_into(&sources, out).map(drop)
         })?;
