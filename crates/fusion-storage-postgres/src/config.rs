@@ -147,9 +147,7 @@ impl PostgresOptions {
         self.durability = durability;
         self
     }
-}
 
-impl PostgresOptions {
     /// How long a call may take, start to end, before it is given up: twice the connect
     /// timeout (a connection from the pool, or a new one) plus the statement timeout (the
     /// longest any statement may run or wait for a lock before the server cancels it), so
@@ -447,6 +445,18 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn a_call_is_given_up_after_twice_the_connect_and_statement_timeouts() {
+        let options = PostgresOptions::new("postgres://db/app");
+        assert_eq!(options.call_limit(), Some(Duration::from_secs(70)));
+        let longest = options
+            .clone()
+            .connect_timeout(Duration::MAX)
+            .statement_timeout(Some(Duration::MAX));
+        assert_eq!(longest.call_limit(), Some(4 * LONGEST_TIMEOUT));
+        assert_eq!(options.statement_timeout(None).call_limit(), None);
     }
 
     #[test]
