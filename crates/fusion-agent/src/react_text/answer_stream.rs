@@ -14,6 +14,13 @@ use super::parse::{Label, match_label};
 /// A continuation line this long without a colon cannot be a label any more.
 const LONGEST_LABEL_PREFIX: usize = 40;
 
+/// An unfinished line up to this long is read for a label whenever it grows; a longer
+/// one only once it has doubled since it was last read (and always once it ends).
+/// Reading a line is linear in it (decoration before a label, or blanks after one, may
+/// run on), so reading it at every piece made a long line quadratic: a reply of a
+/// million `-` took minutes. Ordinary lines are shorter and stream as they arrive.
+const SHORT_LINE: usize = 256;
+
 /// Where in the reply the stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -41,6 +48,11 @@ pub(crate) struct FinalAnswerStream {
     blank_lines: usize,
     /// Whether any answer text was given out.
     sent_any: bool,
+    /// How long the current line was when it was last read for a label, unfinished.
+    read_at: usize,
+    /// Bytes of lines read for a label, so a test can check the work stays linear.
+    #[cfg(test)]
+    label_work: std::cell::Cell<usize>,
 }
 
 impl FinalAnswerStream {
@@ -52,6 +64,9 @@ impl FinalAnswerStream {
             sent_in_line: None,
             blank_lines: 0,
             sent_any: false,
+            read_at: 0,
+            #[cfg(test)]
+            label_work: std::cell::Cell::new(0),
         }
     }
 
@@ -94,7 +109,20 @@ impl FinalAnswerStream {
             return None;
         }
         let line = self.line.trim_end_matches('\r');
+        #[cfg(test)]
+        self.label_work.set(self.label_work.get() + line.len());
         match_label(line).map(|(label, rest)| (label, line.len() - rest.len()))
+    }
+
+    /// Whether the unfinished line is worth reading for a label again (see [`SHORT_LINE`]).
+    fn worth_reading(&mut self) -> bool {
+        let len = self.line.len();
+        if len <= SHORT_LINE || len >= 2 * self.read_at {
+            self.read_at = len;
+            true
+        } else {
+            false
+        }
     }
 
     /// The current line ended (with a line break, or with the reply).
@@ -139,13 +167,16 @@ impl FinalAnswerStream {
         }
         self.line.clear();
         self.sent_in_line = None;
+        self.read_at = 0;
     }
 
     /// More of the current line arrived; gives out what is certain to be answer text.
     fn continue_line(&mut self, out: &mut String) {
         match self.state {
             State::Searching => {
-                if let Some((Label::FinalAnswer, start)) = self.label() {
+                if self.worth_reading()
+                    && let Some((Label::FinalAnswer, start)) = self.label()
+                {
                     self.state = State::Answering {
                         on_label_line: true,
                     };
@@ -155,14 +186,19 @@ impl FinalAnswerStream {
             State::Answering {
                 on_label_line: true,
             } => {
-                // Recomputed each time: decoration after the colon (`**`) may arrive late.
-                let start = self.label().map_or(0, |(_, start)| start);
-                self.send(out, start);
+                if self.sent_in_line.is_some() {
+                    // The answer began: where is settled, and the rest follows it.
+                    self.send(out, 0);
+                } else if self.worth_reading() {
+                    // Recomputed: decoration after the colon (`**`) may arrive late.
+                    let start = self.label().map_or(0, |(_, start)| start);
+                    self.send(out, start);
+                }
             }
             State::Answering {
                 on_label_line: false,
             } => {
-                if self.sent_in_line.is_some() || !self.may_become_label() {
+                if self.sent_in_line.is_some() || self.worth_reading() && !self.may_become_label() {
                     self.send(out, 0);
                 }
             }
@@ -266,6 +302,36 @@ mod tests {
                     "{reply:?} in {size}-byte pieces"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_long_line_is_read_for_labels_in_linear_time() {
+        // Found by fuzzing: every piece of an unfinished line read the line again for a
+        // label, through its whole run of decoration or blanks, so a reply of a million
+        // `-` (a model stuck repeating one) took minutes to stream.
+        let dashes = "-".repeat(1 << 16);
+        let blanks = " ".repeat(1 << 16);
+        for reply in [
+            format!("{dashes}\nFinal Answer: done"),
+            format!("{dashes}Final Answer: done"),
+            format!("Final Answer:{blanks}done"),
+            format!("Final Answer: {dashes}"),
+            format!("Thought: {blanks}x\nFinal Answer: a\n{blanks}b"),
+        ] {
+            let mut streamer = FinalAnswerStream::new();
+            let mut streamed = String::new();
+            for piece in reply.as_bytes().chunks(8) {
+                streamed.push_str(&streamer.push(std::str::from_utf8(piece).unwrap()));
+            }
+            streamed.push_str(&streamer.finish());
+            assert_eq!(Some(streamed.trim_end()), answer_of(&reply).as_deref());
+            let read = streamer.label_work.get();
+            assert!(
+                read <= 8 * reply.len(),
+                "{read} bytes read for labels in a reply of {}",
+                reply.len()
+            );
         }
     }
 
