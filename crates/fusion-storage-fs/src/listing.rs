@@ -26,7 +26,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use fusion_core::{
-    Error, Position, Result, SessionInfo, SessionOrder, SessionPage, SessionQuery, unix_micros,
+    Error, Position, Result, SessionInfo, SessionOrder, SessionPage, SessionQuery,
+    from_unix_micros, unix_micros,
 };
 
 use crate::error::{BACKEND, IoContext};
@@ -223,9 +224,16 @@ impl Lister<'_> {
             // matches no line: the newest line met is the session's place.
             if updated < entry.t || (!stored && updated != entry.t) {
                 // The line is newer than the session: its write was cut short.
-                match skip_corrupt(files.repair_updated(entry.t))? {
-                    Some(repaired) => info = repaired,
-                    None => continue,
+                match skip_corrupt(files.repair_updated(entry.t)) {
+                    Ok(Some(repaired)) => info = repaired,
+                    Ok(None) => continue,
+                    // A directory this process cannot write (a read-only copy or mount)
+                    // keeps its files as they are: the session is listed at its line all
+                    // the same, as every listing here will find it.
+                    Err(Error::Io { source, .. }) if is_unwritable(&source) => {
+                        info.updated_at = Some(from_unix_micros(entry.t));
+                    }
+                    Err(err) => return Err(err),
                 }
             }
             // Otherwise a newer line places the session (before the cursor, or written

@@ -1,0 +1,94 @@
+//! A sessions directory this process cannot write (a copy made by hand, a read-only
+//! mount) is still listed newest first, though a session in it lost its counters and the
+//! listing cannot store them again.
+//!
+//! Root writes anywhere, so as root the listing runs in a child process (this test binary
+//! again, running only `child_lists_when_asked`) as the user `nobody`; otherwise here.
+#![cfg(unix)]
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use fusion_core::{ChatMessage, ConversationStorage, SessionQuery};
+use fusion_storage_fs::FileSystemStorage;
+
+/// The directory to list, set only in the child process.
+const CHILD_ENV: &str = "FUSION_FS_TEST_READ_ONLY_DIR";
+/// The user and group `nobody`.
+const NOBODY: u32 = 65534;
+
+/// The sessions of `dir`, newest first, from a storage opened afresh.
+async fn newest_first(dir: &Path) -> Vec<String> {
+    let storage = FileSystemStorage::new(dir);
+    let page = storage.list_page(&SessionQuery::new()).await.unwrap();
+    page.sessions.into_iter().map(|info| info.id).collect()
+}
+
+#[tokio::test]
+async fn child_lists_when_asked() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    assert_eq!(newest_first(Path::new(&dir)).await, ["new", "old"]);
+}
+
+#[tokio::test]
+async fn a_read_only_directory_is_listed_newest_first_though_a_session_lost_its_counters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("archive");
+    let storage = FileSystemStorage::new(&dir);
+    storage
+        .append("old", &[ChatMessage::user("one")])
+        .await
+        .unwrap();
+    storage
+        .append("new", &[ChatMessage::user("two")])
+        .await
+        .unwrap();
+    assert_eq!(newest_first(&dir).await, ["new", "old"]);
+    // Its counters are lost, and no lock file can be created for it again.
+    std::fs::remove_file(dir.join(".old.lock")).unwrap();
+
+    // What this process creates is owned by its effective user.
+    let root = std::fs::metadata(tmp.path()).unwrap().uid() == 0;
+    if root {
+        // `nobody` may write the files and the index as they are, but create nothing in
+        // the sessions directory.
+        for entry in walk(&dir) {
+            std::os::unix::fs::chown(&entry, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        std::os::unix::fs::chown(&dir, Some(0), Some(0)).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+
+    if root {
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_lists_when_asked", "--nocapture"])
+            .env(CHILD_ENV, &dir)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .status()
+            .expect("starting the child test process");
+        assert!(status.success(), "the listing as nobody failed: {status}");
+    } else {
+        assert_eq!(newest_first(&dir).await, ["new", "old"]);
+    }
+    assert!(!dir.join(".old.lock").exists());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Every file and directory under `dir`, not `dir` itself.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}
