@@ -606,3 +606,27 @@ async fn another_instance_writing_on_after_the_index_is_lost_is_listed() {
     writer.append("x", &said("again")).await.unwrap();
     assert_eq!(all_pages(&lister, SessionQuery::new()).await, ["x", "y"]);
 }
+
+/// A write in the second before the writer next checks its journal goes to the removed
+/// file, which nobody reads: when the writer finds it removed, the index is rebuilt from
+/// the session files, which hold that write, so the session is listed in its place again.
+#[tokio::test]
+async fn a_write_into_a_journal_removed_with_the_index_is_listed_once_the_writer_notices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lister, writer) = (
+        FileSystemStorage::new(tmp.path()),
+        FileSystemStorage::new(tmp.path()),
+    );
+    for id in ["x", "y", "z"] {
+        writer.append(id, &said(id)).await.unwrap();
+    }
+    std::fs::remove_dir_all(tmp.path().join(".fusion-index")).unwrap();
+    assert_eq!(all_pages(&lister, SessionQuery::new()).await, ["z", "y", "x"]);
+    // Within the second since the writer last found its journal in place (or not: on a
+    // slow machine the check may already run here, and the write is listed at once).
+    writer.append("x", &said("again")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The writer's next write, to another session, finds its journal removed.
+    writer.append("y", &said("again")).await.unwrap();
+    assert_eq!(all_pages(&lister, SessionQuery::new()).await, ["y", "x", "z"]);
+}

@@ -59,7 +59,9 @@ impl Lives {
     /// started if the slot has none), `t` being later than `floor` and than every
     /// timestamp handed out before. Returns `t`, and whether the journals are due a fold:
     /// this write started one among more than `LIVE_FILES_MAX`, or took its journal past
-    /// `limit` and so finished it.
+    /// `limit` and so finished it; and whether the journal this instance had been writing
+    /// was found removed (with the index, by hand), so that the lines it took since it
+    /// was last found in place are read by nobody.
     pub(crate) fn append(
         &self,
         root: &Path,
@@ -67,15 +69,15 @@ impl Lives {
         limit: u64,
         sync: bool,
         line: impl FnOnce(i64) -> Vec<u8>,
-    ) -> Result<(i64, bool)> {
+    ) -> Result<(i64, bool, bool)> {
         let mut slot = self.free_slot();
         let mut fold = false;
         // Handed out under the slot's lock, so the journal gets its lines in order.
         let t = self.next_t(floor);
-        if slot
+        let removed = slot
             .as_mut()
-            .is_some_and(|live| live.removed_since_checked(t))
-        {
+            .is_some_and(|live| live.removed_since_checked(t));
+        if removed {
             // Someone removed the index (a listing rebuilds it): lines written to the
             // removed file would be read by nobody, and their sessions never listed.
             *slot = None;
@@ -92,7 +94,7 @@ impl Lives {
             *slot = None;
             fold = true;
         }
-        Ok((t, fold))
+        Ok((t, fold, removed))
     }
 
     /// The first slot no other thread holds, or, when all are held, the first once it is

@@ -181,13 +181,21 @@ impl Index {
             Change::Delete => Kind::Delete,
             Change::Write | Change::Create => Kind::Write,
         };
-        let (t, fold) = self
-            .lives
-            .append(&self.root, floor, self.limits.0, sync, |t| {
-                journal::encode(t, kind, id)
-            })?;
+        let (t, fold, journal_removed) =
+            self.lives
+                .append(&self.root, floor, self.limits.0, sync, |t| {
+                    journal::encode(t, kind, id)
+                })?;
         let merge_ids = match change {
-            Change::Write => false,
+            Change::Write if !journal_removed => false,
+            // Lines this instance wrote into the removed journal since it was last found
+            // in place (up to a second of them) are read by nobody: the new index is
+            // rebuilt from the session files, which hold those writes.
+            Change::Write => {
+                let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+                self.update_state(&mut handles, true, sync, |_, _| Ok(()))?;
+                false
+            }
             Change::Create | Change::Delete => {
                 let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
                 self.log_id(&mut handles, id, change == Change::Create, sync)?
@@ -199,24 +207,7 @@ impl Index {
     /// Appends a creation or deletion to the id log under the index lock; returns whether
     /// the log is due to be merged.
     fn log_id(&self, handles: &mut Handles, id: &str, created: bool, sync: bool) -> Result<bool> {
-        let removed = handles.lock.as_ref().is_some_and(live::is_removed);
-        if removed {
-            // Someone removed the index under this instance, whose journals then hold the
-            // only lines of its writes since (this one's included): they go to new files,
-            // and the new index is marked for a rebuild from the session files, even in a
-            // directory that holds no session yet (whose new index is built otherwise).
-            *handles = Handles::default();
-            self.lives.restart();
-        }
-        if handles.lock.is_none() {
-            fs::create_dir_all(&self.root).at(&self.root)?;
-            handles.lock = Some(self.open(LOCK)?);
-        }
-        let lock_file = handles.lock.as_ref().expect("opened above");
-        let lock_path = self.root.join(LOCK);
-        lock(lock_file, true).at(&lock_path)?;
-        let result = (|| {
-            let mut state = self.read_state(lock_file)?;
+        self.update_state(handles, false, sync, |handles, state| {
             if handles.ids_log.is_none() || state.epoch != handles.epoch {
                 // A merge replaced the log since it was opened.
                 handles.ids_log = Some(self.open(IDS_LOG)?);
@@ -230,11 +221,44 @@ impl Index {
                 log.sync_data().at(&path)?;
             }
             state.ids_log_len += line.len() as u64;
-            state.built &= !removed;
-            self.write_state(lock_file, &state, sync || removed)?;
-            Ok(self.ids_due(&state))
-        })();
+            Ok(self.ids_due(state))
+        })
+    }
+
+    /// Runs `change` on the index's state under the index lock and stores the state after
+    /// it. The new index is marked for a rebuild from the session files when `rebuild`
+    /// says so, or when the index was removed under this instance (its lock file has no
+    /// name), whose journals then hold the only lines of its writes since: those go to
+    /// new files, even in a directory that holds no session yet (whose new index would be
+    /// built otherwise).
+    fn update_state<R>(
+        &self,
+        handles: &mut Handles,
+        rebuild: bool,
+        sync: bool,
+        change: impl FnOnce(&mut Handles, &mut State) -> Result<R>,
+    ) -> Result<R> {
+        let removed = handles.lock.as_ref().is_some_and(live::is_removed);
+        if removed {
+            *handles = Handles::default();
+            self.lives.restart();
+        }
+        let rebuild = rebuild || removed;
+        if handles.lock.is_none() {
+            fs::create_dir_all(&self.root).at(&self.root)?;
+            handles.lock = Some(self.open(LOCK)?);
+        }
+        let lock_file = handles.lock.take().expect("opened above");
+        let lock_path = self.root.join(LOCK);
+        let result = lock(&lock_file, true).at(&lock_path).and_then(|()| {
+            let mut state = self.read_state(&lock_file)?;
+            let result = change(handles, &mut state)?;
+            state.built &= !rebuild;
+            self.write_state(&lock_file, &state, sync || rebuild)?;
+            Ok(result)
+        });
         let _ = lock_file.unlock();
+        handles.lock = Some(lock_file);
         result
     }
 
