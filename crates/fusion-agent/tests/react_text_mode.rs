@@ -122,3 +122,38 @@ async fn text_mode_reports_tool_errors_as_observations() {
             .contains("Available tools: read_file")
     );
 }
+
+/// A text-mode reply stopped by the output token limit may end inside its action's input
+/// (or before it began, read as `{}`): the action is not run, whatever the input reads
+/// as, and the model is told why.
+#[tokio::test]
+async fn a_text_mode_action_cut_by_the_token_limit_is_answered_not_run() {
+    let h = Harness::new().await;
+    let mut session = common::builder(
+        Arc::new(text_client(&h.server)),
+        h.storage.clone(),
+        h.workspace.path(),
+    )
+    .build()
+    .await
+    .unwrap();
+    h.server
+        .push(fusion_agent::testing::MockReply::finished(
+            "Thought: I should create the file.\nAction: write_file\n\
+             Action Input: {\"path\": \"todo.txt\", \"content\": \"ship it\"}",
+            "length",
+        ))
+        .push_text("Thought: It was cut.\nFinal Answer: I will try again.");
+    let result = session.send_message("Write todo.txt").await.unwrap();
+
+    assert!(result.success);
+    assert_eq!(result.steps.len(), 1);
+    let step = &result.steps[0];
+    assert!(!step.success);
+    assert!(
+        step.observation.contains("not run") && step.observation.contains("output token limit"),
+        "{}",
+        step.observation
+    );
+    assert!(!h.workspace.path().join("todo.txt").exists());
+}

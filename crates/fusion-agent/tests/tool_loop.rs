@@ -195,9 +195,6 @@ async fn malformed_arguments_and_unknown_tools_become_observations_and_the_loop_
     assert_eq!(tool_results, observations);
 }
 
-/// A reply stopped by the output token limit right after a call's name (its arguments
-/// never began) does not run that call as one without arguments: the model is told it
-/// was cut and the turn goes on. A complete call before it in the same reply runs.
 /// A tool that greets whoever it is given.
 struct Greet;
 
@@ -217,58 +214,69 @@ impl Tool for Greet {
     }
 }
 
+/// A reply stopped by the output token limit may end inside its last call, whatever its
+/// arguments look like on arrival: empty, left out or `null` (read as `{}`), or JSON a
+/// server closed. That call is not run (the model is told it was cut) and the turn goes
+/// on; a complete call before it in the same reply runs.
 #[tokio::test]
-async fn a_call_cut_by_the_token_limit_before_its_arguments_is_answered_not_run() {
-    let h = Harness::new().await;
-    let started = Arc::new(Notify::new());
-    let tools = ToolRegistry::new().with(Stuck(started.clone())).with(Greet);
-    let mut session = fusion_agent::AgentSession::builder(common::SESSION)
-        .llm(Arc::new(client(&h.server)))
-        .storage(h.storage.clone())
-        .tools(tools)
-        .build()
-        .await
-        .unwrap();
-    let body = json!({
-        "id": "chatcmpl-cut",
-        "object": "chat.completion",
-        "model": "mock-model",
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": null, "tool_calls": [
-                {"id": "call_a", "type": "function",
-                 "function": {"name": "greet", "arguments": "{\"name\": \"Ada\"}"}},
-                {"id": "call_b", "type": "function",
-                 "function": {"name": "stuck", "arguments": ""}},
-            ]},
-            "finish_reason": "length",
-        }],
-    });
-    h.server
-        .push(MockReply::Raw {
-            status: 200,
-            body: body.to_string(),
-        })
-        .push_text("Done.");
-    let result = tokio::time::timeout(HANG_GUARD, session.send_message("List, then wait"))
-        .await
-        .expect("the cut call must not run (the tool never returns)")
-        .unwrap();
+async fn the_last_call_of_a_reply_cut_by_the_token_limit_is_answered_not_run() {
+    let last_calls = [
+        json!({"name": "stuck", "arguments": ""}),
+        json!({"name": "stuck"}),
+        json!({"name": "stuck", "arguments": null}),
+        json!({"name": "stuck", "arguments": "{}"}),
+    ];
+    for function in last_calls {
+        let h = Harness::new().await;
+        let started = Arc::new(Notify::new());
+        let tools = ToolRegistry::new().with(Stuck(started.clone())).with(Greet);
+        let mut session = fusion_agent::AgentSession::builder(common::SESSION)
+            .llm(Arc::new(client(&h.server)))
+            .storage(h.storage.clone())
+            .tools(tools)
+            .build()
+            .await
+            .unwrap();
+        let body = json!({
+            "id": "chatcmpl-cut",
+            "object": "chat.completion",
+            "model": "mock-model",
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_a", "type": "function",
+                     "function": {"name": "greet", "arguments": "{\"name\": \"Ada\"}"}},
+                    {"id": "call_b", "type": "function", "function": function},
+                ]},
+                "finish_reason": "length",
+            }],
+        });
+        h.server
+            .push(MockReply::Raw {
+                status: 200,
+                body: body.to_string(),
+            })
+            .push_text("Done.");
+        let result = tokio::time::timeout(HANG_GUARD, session.send_message("Greet, then wait"))
+            .await
+            .unwrap_or_else(|_| panic!("the cut call {function} ran (the tool never returns)"))
+            .unwrap();
 
-    assert!(result.success);
-    assert_eq!(result.steps.len(), 2);
-    assert!(result.steps[0].success, "{:?}", result.steps[0]);
-    assert_eq!(result.steps[0].observation, "Hello, Ada");
-    let cut = &result.steps[1];
-    assert!(!cut.success);
-    assert!(
-        cut.observation.contains("not run") && cut.observation.contains("output token limit"),
-        "{}",
-        cut.observation
-    );
-    let request = h.request_messages(1);
-    assert_every_call_answered(&request);
-    assert_history_consistent(&h.stored().await);
+        assert!(result.success);
+        assert_eq!(result.steps.len(), 2);
+        assert!(result.steps[0].success, "{:?}", result.steps[0]);
+        assert_eq!(result.steps[0].observation, "Hello, Ada");
+        let cut = &result.steps[1];
+        assert!(!cut.success);
+        assert!(
+            cut.observation.contains("not run") && cut.observation.contains("output token limit"),
+            "{}",
+            cut.observation
+        );
+        let request = h.request_messages(1);
+        assert_every_call_answered(&request);
+        assert_history_consistent(&h.stored().await);
+    }
 }
 
 #[tokio::test]

@@ -21,9 +21,10 @@ impl AgentSession {
     /// after the reply, as every reader of the history expects of one writer.
     ///
     /// A reply that was `cut` short (the output token limit, the content filter) may end
-    /// inside its last call's arguments: when they do not read as JSON, that call is
-    /// answered with the reason instead of run with what arrived (arguments cut before
-    /// their first character would otherwise run as a call without any).
+    /// inside its last call: that call is answered with the reason instead of run with
+    /// what arrived. Its arguments cannot tell: a client reads arguments that never began
+    /// as `{}`, and some servers close cut JSON themselves; a model that finished its
+    /// calls ends its reply for `tool_calls`, not for `length`.
     pub(super) async fn run_calls(
         &mut self,
         iteration: usize,
@@ -40,9 +41,9 @@ impl AgentSession {
             results: Vec::with_capacity(calls.len()),
         });
         let mut outcomes: Vec<Option<ToolOutcome>> = vec![None; calls.len()];
-        let unfinished = cut.zip(calls.last()).and_then(|(because, last)| {
-            (!is_json(&last.arguments)).then(|| unfinished_call(last, because))
-        });
+        let unfinished = cut
+            .zip(calls.last())
+            .map(|(because, last)| unfinished_call(last, because));
         let runnable = match unfinished {
             Some(outcome) => {
                 if let Some(finished) = &mut self.finished_calls {
@@ -69,27 +70,27 @@ impl AgentSession {
     }
 }
 
-/// Whether `text` is one whole JSON value.
-fn is_json(text: &str) -> bool {
-    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
-}
-
-/// The answer to the last call of a reply that was cut short, `because` why, before its
-/// arguments were complete: the call is not run.
-fn unfinished_call(call: &ToolCall, because: &str) -> ToolOutcome {
+/// The answer to a call of a reply that was cut short, `because` why: the call is not
+/// run.
+pub(super) fn unfinished_call(call: &ToolCall, because: &str) -> ToolOutcome {
     ToolOutcome {
         call_id: call.id.clone(),
         tool: call.name.clone(),
         arguments: call.arguments.clone(),
-        output: format!(
-            "Error: this call was not run: your reply was cut short before its arguments \
-             were complete ({because}). Call the tool again; if its arguments are long, \
-             split the work into smaller calls."
-        ),
+        output: cut_call_observation(because),
         success: false,
         duration: std::time::Duration::ZERO,
         approval: None,
     }
+}
+
+/// What the model is told of a call it asked for in a reply cut short `because` why.
+fn cut_call_observation(because: &str) -> String {
+    format!(
+        "Error: this call was not run: your reply was cut short ({because}), so its \
+         arguments may be incomplete. Call the tool again; if its arguments are long, \
+         split the work into smaller calls."
+    )
 }
 
 /// Tells the observer that `call`, asked for in `iteration`, is about to run.

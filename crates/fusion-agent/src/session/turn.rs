@@ -41,7 +41,7 @@ use tracing::{Instrument, debug, field, info, info_span, warn};
 
 use super::AgentSession;
 use super::stream::{Emitter, TurnStream, read_reply};
-use super::tool_calls::{announce, ensure_call_ids};
+use super::tool_calls::{announce, ensure_call_ids, unfinished_call};
 use crate::events::{AgentEvent, Step, TaskResult};
 use crate::executor::ToolOutcome;
 use crate::llm::{ChatRequest, ChatResponse, Usage};
@@ -112,7 +112,8 @@ impl AgentSession {
     /// that exits, loses them: the calls are then answered as interrupted.)
     ///
     /// ```no_run
-    ///     /// use fusion_agent::{AgentEvent, AgentSession};
+    /// use futures::StreamExt;
+    /// use fusion_agent::{AgentEvent, AgentSession};
     ///
     /// # async fn demo(session: &mut AgentSession) -> fusion_core::Result<()> {
     /// let mut events = session.send_message_stream("Which files are in src/?");
@@ -376,7 +377,11 @@ impl AgentSession {
                 // Text mode has no call ids; this one only links the step to its log lines.
                 let call = ToolCall::new(format!("react_{iteration}"), tool, input);
                 announce(events, iteration, &call);
-                let outcome = self.shared.executor.execute(&call).await;
+                let outcome = match cut {
+                    // Its input may have been cut, or never begun (read as `{}`).
+                    Some(because) => unfinished_call(&call, because),
+                    None => self.shared.executor.execute(&call).await,
+                };
                 let observation = ChatMessage::user(render_observation(&outcome.output));
                 self.persist(vec![observation]).await?;
                 progress.record(events, step(outcome, iteration));
