@@ -167,13 +167,19 @@ impl McpServer {
         let listing = self.inner.core.listing();
         let mut view = self.inner.view.lock().unwrap_or_else(|e| e.into_inner());
         if view.tools.is_none() || view.revision != listing.revision {
+            let relisted = view.tools.is_some();
             let names = std::mem::take(&mut view.names);
-            *view = self.build(&listing, names);
+            *view = self.build(&listing, names, relisted);
         }
         read(&view)
     }
 
-    fn build(&self, listing: &crate::core::Listing, mut names: naming::ToolNames) -> View {
+    fn build(
+        &self,
+        listing: &crate::core::Listing,
+        mut names: naming::ToolNames,
+        relisted: bool,
+    ) -> View {
         let server = self.name();
         let listed: Vec<&rmcp::model::Tool> = listing
             .tools
@@ -215,11 +221,18 @@ impl McpServer {
                 }),
             }
         }
-        // `skipped_tools` reports them to the person; the log only traces it.
-        for tool in &skipped {
-            tracing::debug!(server, tool = %tool.name.escape_debug(), "MCP tool skipped");
-        }
         self.keep_within_budget(&mut tools, &mut skipped);
+        // At the start, `skipped_tools` tells whoever connected (chat's note; the session
+        // builder's `mcp_config` logs them); the tools of a later listing (the server's
+        // list changed) are left out unseen but for this warning.
+        for tool in &skipped {
+            let (name, reason) = (tool.name.escape_debug(), tool.reason.escape_debug());
+            if relisted {
+                tracing::warn!(server, tool = %name, %reason, "MCP tool left out");
+            } else {
+                tracing::debug!(server, tool = %name, %reason, "MCP tool left out");
+            }
+        }
         View {
             revision: listing.revision,
             tools: Some(tools.into_iter().map(|t| t as Arc<dyn Tool>).collect()),

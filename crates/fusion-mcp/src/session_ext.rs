@@ -43,6 +43,17 @@ impl McpSessionExt for SessionBuilder {
     fn mcp_config_with(self, config: McpConfig, options: McpOptions) -> Self {
         self.tool_sources_from(async move {
             let servers = McpServers::start(&config, options).await?;
+            // Nobody else holds the servers to ask for `skipped_tools`.
+            for server in servers.servers() {
+                for tool in server.skipped_tools() {
+                    tracing::warn!(
+                        server = server.name(),
+                        tool = %tool.name.escape_debug(),
+                        reason = %tool.reason.escape_debug(),
+                        "MCP tool left out"
+                    );
+                }
+            }
             Ok(servers
                 .servers()
                 .iter()
