@@ -32,6 +32,19 @@ pub(crate) const MAX_WRITE_BYTES: usize = (1 << 30) - (1 << 20);
 /// The bytes a message's `body` takes in the bound array ([`MAX_WRITE_BYTES`]).
 const ARRAY_BYTES_PER_MESSAGE: usize = 8;
 
+/// The bytes a message's id adds to the same protocol message: its fingerprint in the
+/// bound `int4[]`, a length word and the value.
+const FINGERPRINT_BYTES: usize = 8;
+
+/// What `message`, whose JSON is `body`, adds to the protocol message that binds it.
+fn bound_bytes(message: &ChatMessage, body: &str) -> usize {
+    let fingerprint = match message.id {
+        Some(_) => FINGERPRINT_BYTES,
+        None => 0,
+    };
+    body.len() + ARRAY_BYTES_PER_MESSAGE + fingerprint
+}
+
 /// A batch of messages ready to bind.
 #[derive(Debug)]
 pub(crate) struct Batch<'a> {
@@ -60,7 +73,7 @@ impl<'a> Batch<'a> {
         let mut bytes = 0;
         for (index, message) in messages.iter().enumerate() {
             let body = serde_json::to_string(message)?;
-            bytes += body.len() + ARRAY_BYTES_PER_MESSAGE;
+            bytes += bound_bytes(message, &body);
             if bytes > MAX_WRITE_BYTES {
                 return Err(too_large(session_id, index, messages.len(), bytes));
             }
@@ -197,6 +210,12 @@ mod tests {
             batch.window[DEDUP_WINDOW - 1],
             fingerprint(id(DEDUP_WINDOW + 2))
         );
+    }
+
+    #[test]
+    fn a_message_with_an_id_counts_its_fingerprint_towards_the_limit() {
+        assert_eq!(bound_bytes(&ChatMessage::user("x"), "0123456789"), 10 + 8);
+        assert_eq!(bound_bytes(&with_id("m"), "0123456789"), 10 + 8 + 8);
     }
 
     #[test]
