@@ -105,28 +105,35 @@ impl StorageHarness for Harness {
 }
 
 impl Drop for Harness {
-    // Drop cannot be async, and the test's runtime may be shutting down: drop the schema
-    // from a thread with a runtime of its own.
     fn drop(&mut self) {
-        let (url, schema) = (self.url.clone(), self.schema.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut conn = PgConnection::connect(&url).await?;
-                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .execute(&mut conn)
-                    .await?;
-                conn.close().await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        if let Ok(Err(e)) = dropped {
+        let drop_schema = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+        if let Err(e) = execute_from_a_thread(&self.url, &drop_schema) {
             eprintln!("could not drop test schema {}: {e}", self.schema);
         }
     }
+}
+
+/// Runs `sql` on the server at `url` from a thread with a runtime of its own: what a
+/// `Drop` that cleans up after a test does, since drop cannot be async and the test's
+/// runtime may be shutting down.
+pub fn execute_from_a_thread(
+    url: &str,
+    sql: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let mut conn = PgConnection::connect(&url).await?;
+            sqlx::query(&sql).execute(&mut conn).await?;
+            conn.close().await?;
+            Ok(())
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the thread running it panicked".into()))
 }
 
 /// A harness on the server, or `None` when none answers (skip, or panic under

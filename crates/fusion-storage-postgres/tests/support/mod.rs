@@ -3,7 +3,9 @@
 
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
-pub use fusion_storage_postgres::testing::{Harness, harness, server_url, unique_schema};
+pub use fusion_storage_postgres::testing::{
+    Harness, execute_from_a_thread, harness, server_url, unique_schema,
+};
 
 /// A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago).
 pub fn free_port() -> u16 {
@@ -62,25 +64,9 @@ pub async fn scratch_database() -> Option<ScratchDatabase> {
 }
 
 impl Drop for ScratchDatabase {
-    // As `Harness` drops its schema: from a thread with a runtime of its own.
     fn drop(&mut self) {
-        use sqlx::Connection;
-        let (server, name) = (self.server.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&server).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await?;
-                conn.close().await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        if let Ok(Err(e)) = dropped {
+        let drop_database = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = execute_from_a_thread(&self.server, &drop_database) {
             eprintln!("could not drop test database {}: {e}", self.name);
         }
     }
