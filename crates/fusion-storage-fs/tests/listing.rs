@@ -621,12 +621,18 @@ async fn a_write_into_a_journal_removed_with_the_index_is_listed_once_the_writer
         writer.append(id, &said(id)).await.unwrap();
     }
     std::fs::remove_dir_all(tmp.path().join(".fusion-index")).unwrap();
-    assert_eq!(all_pages(&lister, SessionQuery::new()).await, ["z", "y", "x"]);
+    assert_eq!(
+        all_pages(&lister, SessionQuery::new()).await,
+        ["z", "y", "x"]
+    );
     // Within the second since the writer last found its journal in place (or not: on a
     // slow machine the check may already run here, and the write is listed at once).
     writer.append("x", &said("again")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // The writer's next write, to another session, finds its journal removed.
     writer.append("y", &said("again")).await.unwrap();
-    assert_eq!(all_pages(&lister, SessionQuery::new()).await, ["y", "x", "z"]);
+    assert_eq!(
+        all_pages(&lister, SessionQuery::new()).await,
+        ["y", "x", "z"]
+    );
 }

@@ -188,9 +188,8 @@ impl Index {
                 })?;
         let merge_ids = match change {
             Change::Write if !journal_removed => false,
-            // Lines this instance wrote into the removed journal since it was last found
-            // in place (up to a second of them) are read by nobody: the new index is
-            // rebuilt from the session files, which hold those writes.
+            // Lines written into the removed journal since it was last found in place (up
+            // to a second's) are read by nobody: rebuilt from the session files instead.
             Change::Write => {
                 let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
                 self.update_state(&mut handles, true, sync, |_, _| Ok(()))?;
@@ -225,12 +224,11 @@ impl Index {
         })
     }
 
-    /// Runs `change` on the index's state under the index lock and stores the state after
-    /// it. The new index is marked for a rebuild from the session files when `rebuild`
-    /// says so, or when the index was removed under this instance (its lock file has no
-    /// name), whose journals then hold the only lines of its writes since: those go to
-    /// new files, even in a directory that holds no session yet (whose new index would be
-    /// built otherwise).
+    /// Runs `change` on the index's state under the index lock, then stores the state,
+    /// marked for a rebuild from the session files if `rebuild`, or if the index was
+    /// removed under this instance (its lock file has no name): its journals then hold
+    /// the only lines of its writes since, and new ones are started (even in a directory
+    /// without sessions yet, whose new index would be built otherwise).
     fn update_state<R>(
         &self,
         handles: &mut Handles,
