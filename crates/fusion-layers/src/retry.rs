@@ -7,10 +7,9 @@
 //! - `append` (and a conditional append, and `create_session`): each message carries an
 //!   id ([`ChatMessage::id`]); the layer gives one to every message that has none before
 //!   the first attempt, so every attempt sends the same ids, and the backend stores a
-//!   message whose id it already holds at most once
-//!   ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW)). The backend looks for ids among the
-//!   session's last `DEDUP_WINDOW` messages only, so another attempt at a longer batch
-//!   (an append, or a conditional append that keeps the generation) first reads the
+//!   message whose id it already holds at most once. The backend looks for ids among
+//!   the session's last [`DEDUP_WINDOW`] messages only, so another attempt at a longer
+//!   batch (an append, or a conditional append that keeps the generation) first reads the
 //!   session and sends only the messages whose ids it does not hold: resent whole, the
 //!   batch's first messages, out of the backend's sight once the batch applied, would be
 //!   stored twice;
