@@ -90,6 +90,26 @@ async fn collide(raw: &mut PgConnection, session: &str, ids: &[ChatMessage]) {
         .unwrap();
 }
 
+/// Begins a transaction on `raw` and appends `batch` to session `s` in it, uncommitted: a
+/// first attempt that holds the session's row lock until the test commits it.
+async fn first_attempt<'c>(
+    raw: &'c mut PgConnection,
+    batch: &[ChatMessage],
+) -> sqlx::Transaction<'c, sqlx::Postgres> {
+    let mut first = raw.begin().await.unwrap();
+    let none = SessionMeta::new();
+    write::append_once(
+        &mut *first,
+        "s",
+        &Batch::of("s", batch).unwrap(),
+        &none,
+        false,
+    )
+    .await
+    .unwrap();
+    first
+}
+
 /// The harness, a storage opened on it, a tagged one and a raw connection.
 async fn setup() -> Option<(Harness, PostgresStorage, PostgresStorage, PgConnection)> {
     let harness = crate::testing::harness().await?;
@@ -107,17 +127,7 @@ async fn retries_waiting_behind_their_first_attempt_find_its_ids() {
     let other = tagged(&harness).await;
     let batch = with_ids("b", 3);
     storage.append("s", &said("before")).await.unwrap();
-    let mut first = raw.begin().await.unwrap();
-    let none = SessionMeta::new();
-    write::append_once(
-        &mut *first,
-        "s",
-        &Batch::of("s", &batch).unwrap(),
-        &none,
-        false,
-    )
-    .await
-    .unwrap();
+    let first = first_attempt(&mut raw, &batch).await;
     let retries = [
         append_behind(&racer, "s", &batch),
         append_behind(&other, "s", &batch[1..]),
@@ -139,17 +149,7 @@ async fn a_retry_waiting_behind_the_creating_attempt_finds_its_ids() {
         return;
     };
     let batch = with_ids("c", 2);
-    let mut first = raw.begin().await.unwrap();
-    let none = SessionMeta::new();
-    write::append_once(
-        &mut *first,
-        "s",
-        &Batch::of("s", &batch).unwrap(),
-        &none,
-        false,
-    )
-    .await
-    .unwrap();
+    let first = first_attempt(&mut raw, &batch).await;
     let retry = append_behind(&racer, "s", &batch);
     until_blocked(&harness, 1).await;
     first.commit().await.unwrap();
@@ -258,17 +258,7 @@ async fn a_retry_on_the_exact_path_waiting_behind_its_first_attempt_finds_its_id
     };
     let batch = with_ids("e", 2);
     storage.append("s", &said("before")).await.unwrap();
-    let mut first = raw.begin().await.unwrap();
-    let none = SessionMeta::new();
-    write::append_once(
-        &mut *first,
-        "s",
-        &Batch::of("s", &batch).unwrap(),
-        &none,
-        false,
-    )
-    .await
-    .unwrap();
+    let first = first_attempt(&mut raw, &batch).await;
     // The retry's exact check, on a tagged connection: it waits at its row lock, and its
     // read of the messages comes after.
     let (pool, retried) = (racer.pool().clone(), batch.clone());
@@ -297,17 +287,7 @@ async fn a_colliding_append_waiting_behind_another_append_stores_after_it() {
     let other = with_ids("o", 2);
     storage.append("s", &stored).await.unwrap();
     collide(&mut raw, "s", &[stored.clone(), fresh.clone()].concat()).await;
-    let mut first = raw.begin().await.unwrap();
-    let none = SessionMeta::new();
-    write::append_once(
-        &mut *first,
-        "s",
-        &Batch::of("s", &other).unwrap(),
-        &none,
-        false,
-    )
-    .await
-    .unwrap();
+    let first = first_attempt(&mut raw, &other).await;
     let colliding = append_behind(&racer, "s", &fresh);
     until_blocked(&harness, 1).await;
     first.commit().await.unwrap();
