@@ -9,17 +9,22 @@ use std::sync::Arc;
 use common::{Harness, roles, text_client};
 use fusion_core::Role;
 
-#[tokio::test]
-async fn a_text_mode_turn_calls_a_tool_recovers_from_a_bad_reply_and_answers() {
-    let h = Harness::new().await;
-    let mut session = common::builder(
+/// The harness's session, talking to its server through a client without native tools.
+async fn text_session(h: &Harness) -> fusion_agent::AgentSession {
+    common::builder(
         Arc::new(text_client(&h.server)),
         h.storage.clone(),
         h.workspace.path(),
     )
     .build()
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_text_mode_turn_calls_a_tool_recovers_from_a_bad_reply_and_answers() {
+    let h = Harness::new().await;
+    let mut session = text_session(&h).await;
     assert!(session.uses_text_react());
     h.server
         .push_text(
@@ -93,14 +98,7 @@ async fn a_text_mode_turn_calls_a_tool_recovers_from_a_bad_reply_and_answers() {
 #[tokio::test]
 async fn text_mode_reports_tool_errors_as_observations() {
     let h = Harness::new().await;
-    let mut session = common::builder(
-        Arc::new(text_client(&h.server)),
-        h.storage.clone(),
-        h.workspace.path(),
-    )
-    .build()
-    .await
-    .unwrap();
+    let mut session = text_session(&h).await;
     h.server
         .push_text("Action: read_file\nAction Input: {\"path\": \"/etc/passwd\"}")
         .push_text("Action: fly\nAction Input: {}")
@@ -129,14 +127,7 @@ async fn text_mode_reports_tool_errors_as_observations() {
 #[tokio::test]
 async fn a_text_mode_action_cut_by_the_token_limit_is_answered_not_run() {
     let h = Harness::new().await;
-    let mut session = common::builder(
-        Arc::new(text_client(&h.server)),
-        h.storage.clone(),
-        h.workspace.path(),
-    )
-    .build()
-    .await
-    .unwrap();
+    let mut session = text_session(&h).await;
     h.server
         .push(fusion_agent::testing::MockReply::finished(
             "Thought: I should create the file.\nAction: write_file\n\
