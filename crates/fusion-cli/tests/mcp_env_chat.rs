@@ -9,9 +9,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 
-use common::{chat_command, spawn_chat, text};
+use common::{chat_command, feed, text};
 use fusion_agent::testing::MockLlmServer;
 
 /// The variable `--mcp-env` names, and one it does not; both set for chat only.
@@ -52,21 +52,13 @@ fn server_script(dir: &Path) -> PathBuf {
 
 /// `fusion chat ARGS` with `input` on stdin, both variables set in its environment.
 async fn chat(dir: &Path, llm: &MockLlmServer, args: &[&str], input: &str) -> Output {
-    use tokio::io::AsyncWriteExt;
     let mut command = chat_command(dir, &llm.base_url());
     command
         .args(["--storage", &dir.join("sessions").display().to_string()])
         .args(args)
         .env(TOKEN.0, TOKEN.1)
-        .env(OTHER.0, OTHER.1)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = spawn_chat(command);
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).await.unwrap();
-    drop(stdin);
-    child.wait_with_output().await.unwrap()
+        .env(OTHER.0, OTHER.1);
+    feed(command, input).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -65,10 +65,16 @@ pub async fn chat_with_input(
     args: &[&str],
     input: &str,
 ) -> Output {
-    use tokio::io::AsyncWriteExt;
     let mut command = chat_command(dir, &server.base_url());
+    command.args(args);
+    feed(command, input).await
+}
+
+/// Runs `command` (a `fusion chat`) with `input` on stdin, its end ending the REPL, and
+/// returns its output.
+pub async fn feed(mut command: Command, input: &str) -> Output {
+    use tokio::io::AsyncWriteExt;
     command
-        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
