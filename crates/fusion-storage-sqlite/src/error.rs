@@ -341,6 +341,26 @@ pub(crate) fn newer_schema(db: &str, unknown_versions: &[i64]) -> Error {
     ))
 }
 
+/// The database holds `tables` of another application and no Fusion schema.
+pub(crate) fn foreign_database(db: &str, tables: &[String]) -> Error {
+    // A few names are enough to recognise the application; a schema can have hundreds.
+    let mut named = tables
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if tables.len() > 5 {
+        named.push_str(&format!(" and {} more", tables.len() - 5));
+    }
+    schema_error(format!(
+        "database {db} is not a Fusion database: it holds tables of another application \
+         ({named}) and no Fusion schema (or one from a build of Fusion that shares no \
+         migrations with this one). Nothing was changed; point the URL at a new file or at \
+         a database Fusion created"
+    ))
+}
+
 /// A stored message of `session_id` that is not text (a number or blob in the column).
 pub(crate) fn not_text(session_id: &str, seq: i64) -> Error {
     Error::corrupt(

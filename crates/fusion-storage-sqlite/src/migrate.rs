@@ -3,16 +3,25 @@
 //! sqlx records applied migrations in `_sqlx_migrations`. A version there that this build
 //! does not have means a newer release upgraded the file; opening it anyway could misread
 //! or damage data, so that is an error naming the file, and nothing is written.
+//!
+//! A database holding tables but not Fusion's first migration belongs to another
+//! application (or to a build of Fusion that shares no history with this one): adding
+//! Fusion's tables to it, or failing halfway because one of its tables is named
+//! `sessions`, would alter a file that is not Fusion's. That is refused too, before
+//! anything is written: [`refuse_foreign_file`] even before the first connection switches
+//! the file to WAL.
 
+use std::path::Path;
 use std::time::Duration;
 
 use fusion_core::Result;
 use fusion_core::sql::{Schema, check_migrations};
-use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, SqliteConnection, SqlitePool};
 
 use crate::busy::wait_while_busy;
-use crate::error::{Op, PLACE, newer_schema, parse_sqlite_error};
+use crate::error::{Op, PLACE, foreign_database, newer_schema, parse_sqlite_error};
 use crate::sql::BEGIN_WRITE;
 
 /// The schema, embedded at build time: opening never needs the migration files on disk.
@@ -30,15 +39,89 @@ pub(crate) async fn run(pool: &SqlitePool, db: &str, busy_timeout: Duration) -> 
         .await
         .map_err(|e| parse_sqlite_error(e, Op::open(PLACE, db)))?;
     match schema {
-        Schema::Current => Ok(()),
-        Schema::Newer(unknown) => Err(newer_schema(db, &unknown)),
+        Found::Schema(Schema::Current) => Ok(()),
+        Found::Schema(Schema::Newer(unknown)) => Err(newer_schema(db, &unknown)),
+        Found::Foreign(tables) => Err(foreign_database(db, &tables)),
     }
 }
 
-/// One try of [`run`]: reads the schema and, unless it is current or newer, migrates it.
-async fn migrate_once(pool: &SqlitePool, db: &str) -> sqlx::Result<Schema> {
+/// What a try of [`run`] found.
+enum Found {
+    /// Fusion's schema, brought up to date or newer than this build.
+    Schema(Schema),
+    /// Another application's tables (some of their names), and no Fusion schema.
+    Foreign(Vec<String>),
+}
+
+/// Refuses an existing database file at `path` that holds another application's tables,
+/// reading it through a read-only connection of its own before the pool opens one that
+/// would switch it to WAL. A missing or empty file is a new database; one that cannot be
+/// read is left to the pool, which reports why.
+pub(crate) async fn refuse_foreign_file(
+    path: &Path,
+    vfs: Option<&str>,
+    busy_timeout: Duration,
+    db: &str,
+) -> Result<()> {
+    if std::fs::metadata(path).map_or(true, |metadata| metadata.len() == 0) {
+        return Ok(());
+    }
+    let mut options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(busy_timeout);
+    if let Some(vfs) = vfs {
+        options = options.vfs(vfs.to_owned());
+    }
+    let look = || async {
+        let mut conn = options.connect().await?;
+        let foreign = foreign_tables(&mut conn).await;
+        conn.close().await?;
+        foreign
+    };
+    match wait_while_busy(busy_timeout, look).await {
+        Ok(Some(tables)) => Err(foreign_database(db, &tables)),
+        Ok(None) | Err(_) => Ok(()),
+    }
+}
+
+/// Some of the tables of a database that holds tables but does not record Fusion's first
+/// migration; `None` for a database with no tables (new) or one Fusion created.
+async fn foreign_tables(conn: &mut SqliteConnection) -> sqlx::Result<Option<Vec<String>>> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' \
+         ESCAPE '\\' ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if tables.is_empty() {
+        return Ok(None);
+    }
+    if tables.iter().any(|table| table == "_sqlx_migrations")
+        && let Some(first) = MIGRATOR.iter().next()
+    {
+        let ours: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = ?1 AND checksum = ?2)",
+        )
+        .bind(first.version)
+        .bind(&*first.checksum)
+        .fetch_one(&mut *conn)
+        .await?;
+        if ours {
+            return Ok(None);
+        }
+    }
+    Ok(Some(tables))
+}
+
+/// One try of [`run`]: refuses another application's database, reads the schema and,
+/// unless it is current or newer, migrates it.
+async fn migrate_once(pool: &SqlitePool, db: &str) -> sqlx::Result<Found> {
+    if let Some(tables) = foreign_tables(&mut *pool.acquire().await?).await? {
+        return Ok(Found::Foreign(tables));
+    }
     if let Some(schema) = look(pool).await? {
-        return Ok(schema);
+        return Ok(Found::Schema(schema));
     }
     // Dropping the transaction on an error rolls it back, so a failed try leaves nothing.
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
@@ -47,7 +130,7 @@ async fn migrate_once(pool: &SqlitePool, db: &str) -> sqlx::Result<Schema> {
     MIGRATOR.run_direct(&mut *tx).await?;
     tx.commit().await?;
     tracing::info!(db, "SQLite conversation storage schema is up to date");
-    Ok(Schema::Current)
+    Ok(Found::Schema(Schema::Current))
 }
 
 /// The schema when nothing is left to do: every migration of this build applied,

@@ -110,6 +110,10 @@ impl SqliteStorage {
         // round trip to its worker thread on every call; worse, a call cancelled during
         // the ping makes sqlx close the connection, and with `:memory:` the database.
         let pool_options = pool_options.test_before_acquire(false);
+        if let Some(file) = &target.direct {
+            let vfs = file.vfs.as_deref();
+            migrate::refuse_foreign_file(&file.path, vfs, options.busy_timeout, &db).await?;
+        }
         // The pool opens its first connection now, creating the file and switching it to
         // WAL, which another process opening it at the same moment can make fail busy
         // without waiting: repeated, like every step of opening (see `crate::busy`). A
