@@ -176,6 +176,7 @@ pub(crate) fn parse_url(url: &str, options: &SqliteOptions) -> Result<Target> {
         ));
     }
 
+    refuse_misleading_path(path)?;
     let mut connect = SqliteConnectOptions::from_str(url)
         .map_err(|e| Error::Config(format!("invalid SQLite URL for {path}: {e}")))?;
     let in_memory = path == ":memory:" || mode.as_deref() == Some("memory");
@@ -218,6 +219,40 @@ pub(crate) fn parse_url(url: &str, options: &SqliteOptions) -> Result<Target> {
         connect,
         direct,
     })
+}
+
+/// Refuses what looks like a path but would not open the file its writer meant; each of
+/// these used to open something else. The messages do not echo the path: a mistaken
+/// URL may hold a password.
+///
+/// - `file:...`, SQLite's own URI form: sqlx hands it to SQLite as a URI (opening the file
+///   it names) while this crate watched a file named `file:...`, found none, and took the
+///   database for deleted on every call.
+/// - `~/...`: no shell expands it, so it created a directory named `~` in the working
+///   directory.
+/// - a path ending in `/`: SQLite drops the slash and creates a file where a directory
+///   was meant.
+/// - `user:password@host/...`: a SQLite URL has no user or host, so it became a directory
+///   named after the credentials, printed in every error message.
+fn refuse_misleading_path(path: &str) -> Result<()> {
+    let first = path.split('/').next().unwrap_or_default();
+    let problem = if path.starts_with("file:") {
+        "is a SQLite `file:` URI; write sqlite://PATH, with parameters such as `mode=ro` \
+         after `?`"
+    } else if first == "~" {
+        "starts with `~`, which is not expanded to a home directory here; write the full path"
+    } else if path.ends_with('/') && path != ":memory:" {
+        "ends with `/`, so it names a directory; name the database file in it, such as \
+         sqlite://DIR/sessions.db"
+    } else if first.contains('@') && first.contains(':') {
+        "looks like `user:password@host`, which a SQLite URL does not have; write \
+         sqlite://PATH"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Config(format!(
+        "the path of this SQLite URL {problem}"
+    )))
 }
 
 /// Creates the parent directory of a database file about to be created, so that
@@ -286,6 +321,36 @@ mod tests {
             parse("sqlite://a.db?mode=bogus"),
             Err(Error::Config(_))
         ));
+    }
+
+    /// Paths that would open something other than what their writer meant are refused,
+    /// without echoing them; the ordinary forms of each still parse.
+    #[test]
+    fn misleading_paths_are_refused_without_echoing_them() {
+        for url in [
+            "sqlite://file:mine.db?mode=rwc",
+            "sqlite:file:mine.db",
+            "sqlite://~/mine.db",
+            "sqlite:~",
+            "sqlite://data/",
+            "sqlite:///var/lib/fusion/",
+            "sqlite://admin:hunter2@db.example.com/mine.db",
+        ] {
+            let err = parse(url).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, Error::Config(_)), "{url}: {text}");
+            for secret in ["hunter2", "mine.db", "var/lib"] {
+                assert!(!text.contains(secret), "{url}: {text}");
+            }
+        }
+        for url in [
+            "sqlite://profile:v2.db",
+            "sqlite://data/~backup.db",
+            "sqlite://alice@example.com.db",
+            "sqlite://data/user:1@x.db",
+        ] {
+            assert!(parse(url).is_ok(), "{url}");
+        }
     }
 
     #[test]

@@ -171,6 +171,21 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
             ),
             false,
         ),
+        SQLITE_CANTOPEN if Path::new(db).is_dir() => (
+            format!(
+                "{op}: cannot open the database file ({detail}): it is a directory; name a \
+                 file in it instead, such as {db}/sessions.db"
+            ),
+            false,
+        ),
+        SQLITE_CANTOPEN if let Some(link) = symlink_beside(Path::new(db)) => (
+            format!(
+                "{op}: cannot open the database file ({detail}): {link} is a symbolic link \
+                 where SQLite keeps a file of its own, which SQLite refuses to follow (it \
+                 would write through it). Nothing was written through it; remove the link"
+            ),
+            false,
+        ),
         SQLITE_CANTOPEN if wal_without_shared_memory(Path::new(db)) => {
             let read_it = if log_holds_writes(Path::new(db)) {
                 format!(
@@ -269,6 +284,17 @@ fn wal_without_shared_memory(path: &Path) -> bool {
         .and_then(|mut file| file.read_exact(&mut header))
         .is_ok_and(|()| header.starts_with(b"SQLite format 3\0") && header[18..20] == [2, 2]);
     wal_mode && !beside(path, "-shm").exists()
+}
+
+/// The log (`-wal`) or shared-memory file (`-shm`) of the database at `path` when it is a
+/// symbolic link: SQLite opens both with `O_NOFOLLOW`, so a link planted there (by mistake
+/// or to make SQLite write elsewhere) fails the open.
+fn symlink_beside(path: &Path) -> Option<String> {
+    ["-wal", "-shm"].into_iter().find_map(|suffix| {
+        let side = beside(path, suffix);
+        let is_link = std::fs::symlink_metadata(&side).is_ok_and(|m| m.file_type().is_symlink());
+        is_link.then(|| side.display().to_string())
+    })
 }
 
 /// Whether the log beside the database at `path` (`-wal`) holds anything: writes an

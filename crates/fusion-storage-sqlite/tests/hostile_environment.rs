@@ -132,3 +132,88 @@ async fn an_empty_file_or_a_database_without_tables_is_a_new_database() {
         storage.close().await;
     }
 }
+
+/// The entries of `dir`, sorted: what opening left behind.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// URLs that would open something other than what they say are refused before anything
+/// is created: SQLite's own `file:` URI (it used to open the file, then report it deleted
+/// on every call, since the storage watched a file named `file:...`) and a path ending in
+/// `/` (SQLite dropped the slash and created a file where a directory was meant). A
+/// directory given as the path is named as one. Percent-escapes are decoded, and a path
+/// may hold any byte but NUL, a newline included.
+#[tokio::test]
+async fn urls_that_name_something_else_are_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    for bad in [
+        format!("sqlite://file:{}?mode=rwc", path.display()),
+        format!("sqlite:file:{}", path.display()),
+        format!("{}/", url(&path)),
+    ] {
+        let err = SqliteStorage::connect(&bad).await.unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
+        assert!(entries(dir.path()).is_empty(), "{bad} created files");
+    }
+
+    let err = SqliteStorage::connect(&url(dir.path())).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("it is a directory"), "{text}");
+    assert!(text.contains(&*dir.path().to_string_lossy()), "{text}");
+    assert!(!err.is_retryable(), "{text}");
+
+    let escaped = format!("{}/a%20b%0Ac.db", url(dir.path()));
+    let storage = SqliteStorage::connect(&escaped).await.unwrap();
+    storage.append("s", &turn("one")).await.unwrap();
+    storage.close().await;
+    assert_eq!(entries(dir.path()), ["a b\nc.db"]);
+}
+
+/// The database path may be a symbolic link (SQLite resolves it and keeps its log and
+/// shared-memory file beside the file it points to); a dangling one is created through.
+/// A link planted where the log (`-wal`) or shared-memory file (`-shm`) belongs is not
+/// followed: SQLite opens those with `O_NOFOLLOW`, so opening fails, saying which link to
+/// remove, and the file it points to is not written.
+#[cfg(unix)]
+#[tokio::test]
+async fn symbolic_links_at_the_database_and_beside_it() {
+    use std::os::unix::fs::symlink;
+
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.db");
+    let link = dir.path().join("link.db");
+    symlink(&real, &link).unwrap();
+    // Dangling: the file is created at the link's target.
+    let storage = SqliteStorage::connect(&url(&link)).await.unwrap();
+    storage.append("s", &turn("one")).await.unwrap();
+    assert!(dir.path().join("real.db-wal").exists());
+    storage.close().await;
+    assert_eq!(entries(dir.path()), ["link.db", "real.db"]);
+    let storage = SqliteStorage::connect(&url(&real)).await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), turn("one"));
+    storage.close().await;
+
+    for suffix in ["-wal", "-shm"] {
+        let victim = dir.path().join(format!("victim{suffix}"));
+        std::fs::write(&victim, b"precious").unwrap();
+        let side = dir.path().join(format!("real.db{suffix}"));
+        symlink(&victim, &side).unwrap();
+        let err = SqliteStorage::connect(&url(&real)).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("symbolic link"), "{suffix}: {text}");
+        assert!(text.contains(&*side.to_string_lossy()), "{suffix}: {text}");
+        assert!(!err.is_retryable(), "{suffix}: {text}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "{suffix}");
+        std::fs::remove_file(&side).unwrap();
+    }
+    let storage = SqliteStorage::connect(&url(&real)).await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), turn("one"));
+    storage.close().await;
+}
