@@ -168,10 +168,12 @@ impl Watcher {
             let Some(sent) = self.sent else {
                 let snapshot = turn.snapshot(0);
                 self.sent = Some(snapshot.total);
-                let steps = frames_html(turn, &snapshot.frames);
-                let html = format!(
-                    "<div class=\"turn-steps\" sse-swap=\"step\" hx-swap=\"beforeend\">{steps}</div>"
-                );
+                // The page puts these in place of the steps it shows (see chat_live.html).
+                // A browser drops an event without data, so no steps yet is a comment.
+                let mut html = frames_html(turn, &snapshot.frames);
+                if html.is_empty() {
+                    html.push_str("<!-- no steps yet -->");
+                }
                 return Some(step_event(turn, "reset", snapshot.total, html));
             };
             let snapshot = turn.snapshot(sent);

@@ -1,15 +1,21 @@
 //! The chat in the browser: a message typed and sent from the transcript page, the reply
 //! appearing while the model still writes it, a delete approved and another denied with
 //! the page's buttons, Stop, and a reload in the middle of a turn picking its stream up
-//! again. The model is a real OpenAI-protocol server on loopback.
+//! again, and a word streamed just after the page connected. The model is a real
+//! OpenAI-protocol server on loopback.
 
 use std::sync::Arc;
 
-use fusion::ChatMessage;
+use async_trait::async_trait;
 use fusion::agent::testing::{MockDelta, MockLlmServer, MockStreamEnd};
-use fusion::agent::{OpenAiConfig, ToolRegistry};
+use fusion::agent::{
+    ChatRequest, ChatResponse, ChatStream, LlmClient, OpenAiClient, OpenAiConfig, ToolRegistry,
+};
 use fusion::storage::{ConversationStorage, InMemoryStorage, SessionMeta};
+use fusion::{ChatMessage, Result};
 use fusion_ui::ChatAgent;
+use futures::StreamExt;
+use tokio::sync::Notify;
 
 use crate::harness::{Page, axe_source, axe_violations, with_chat_page};
 
@@ -24,13 +30,42 @@ async fn store() -> Arc<InMemoryStorage> {
     storage
 }
 
-/// The agent on `server`, with `tools`.
-fn agent(server: &MockLlmServer, tools: ToolRegistry) -> ChatAgent {
-    let llm = OpenAiConfig::new("mock-model")
+/// The client of `server`.
+fn client(server: &MockLlmServer) -> OpenAiClient {
+    OpenAiConfig::new("mock-model")
         .base_url(server.base_url())
         .build()
-        .unwrap();
-    ChatAgent::new(Arc::new(llm)).tools(tools)
+        .unwrap()
+}
+
+/// The agent on `server`, with `tools`.
+fn agent(server: &MockLlmServer, tools: ToolRegistry) -> ChatAgent {
+    ChatAgent::new(Arc::new(client(server))).tools(tools)
+}
+
+/// A real client whose requests wait until `go` is notified before they are sent: the
+/// model thinking for as long as a test needs.
+struct Held {
+    inner: OpenAiClient,
+    go: Arc<Notify>,
+}
+
+#[async_trait]
+impl LlmClient for Held {
+    async fn chat(&self, request: &ChatRequest<'_>) -> Result<ChatResponse> {
+        self.go.notified().await;
+        self.inner.chat(request).await
+    }
+
+    fn chat_stream<'a>(&'a self, request: &'a ChatRequest<'_>) -> ChatStream<'a> {
+        futures::stream::once(self.go.notified())
+            .flat_map(move |()| self.inner.chat_stream(request))
+            .boxed()
+    }
+
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
 }
 
 /// Types `message` into the chat box and presses Send.
@@ -118,6 +153,66 @@ async fn the_reply_appears_while_the_model_still_writes_it() {
             "",
             "the box is emptied for the next message"
         );
+    })
+    .await;
+}
+
+/// How many `reset` events the page has taken in since [`count_resets`] was called.
+async fn resets(page: &Page) -> u64 {
+    let count = page
+        .browser
+        .execute("return window.fusionResets;", vec![])
+        .await;
+    count.as_u64().expect("count_resets ran on this page")
+}
+
+/// Makes the page count the `reset` events its live panel takes in.
+async fn count_resets(page: &Page) {
+    page.browser
+        .execute(
+            "window.fusionResets = 0;
+             document.body.addEventListener('htmx:sseBeforeMessage', (event) => {
+                 if (event.detail.type === 'reset') window.fusionResets += 1;
+             });",
+            vec![],
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn a_word_arriving_just_after_the_page_connects_is_shown() {
+    // htmx wires up what a swap brought in only once it has settled. A `reset` used to
+    // bring in a new steps element, so the words streamed while it settled reached no
+    // element and were never shown. A settle of 3 s, set on the page, widens that moment
+    // from htmx's 20 ms to one the test can land a word in every time.
+    let server = MockLlmServer::start().await;
+    server.push_text("Foxes jump over lazy dogs.");
+    let gate = server.hold_next_stream();
+    let go = Arc::new(Notify::new());
+    let llm = Held {
+        inner: client(&server),
+        go: go.clone(),
+    };
+    let agent = ChatAgent::new(Arc::new(llm));
+    with_chat_page(store().await, agent, |page| async move {
+        page.open("/sessions/talk").await;
+        page.browser
+            .execute("htmx.config.defaultSettleDelay = 3000;", vec![])
+            .await;
+        count_resets(&page).await;
+        send(&page, "Tell me about foxes").await;
+        page.browser
+            .wait_for("the live panel's reset", || async {
+                (resets(&page).await > 0).then_some(())
+            })
+            .await;
+        // The model answers only now, while the reset is still settling.
+        go.notify_one();
+        gate.first_part_sent().await;
+        wait_text(&page, "div.turn-steps", "Foxes").await;
+        gate.release();
+        let status = turn_end(&page).await;
+        assert!(status.contains("Finished"), "{status}");
     })
     .await;
 }
