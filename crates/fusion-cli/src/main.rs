@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use fusion::storage::{MAX_PURGE_BATCH, StorageType};
 use tracing_subscriber::EnvFilter;
 
@@ -50,7 +50,7 @@ struct Cli {
 
     /// Fail at the first storage error instead of retrying those that may pass (a dropped
     /// connection, a timeout) up to 3 more times with backoff.
-    #[arg(long, global = true, env = "FUSION_NO_RETRY")]
+    #[arg(long, global = true, env = "FUSION_NO_RETRY", value_parser = yes_or_no)]
     no_retry: bool,
 
     /// Log what happens (-v info, -vv debug, -vvv trace). Without it RUST_LOG applies.
@@ -65,12 +65,14 @@ struct Cli {
 enum Command {
     /// Talk to the agent in an interactive session (reads plain lines when stdin is not a terminal).
     Chat(ChatArgs),
-    /// List, show, tag, retitle, expire, export, import, delete, purge and watch stored sessions.
+    /// List, show, tag, retitle, set the owner of, expire, export, import, delete, purge,
+    /// rekey and watch stored sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
     /// Copy every session from one storage to another, never overwriting newer target history.
     Migrate(MigrateArgs),
-    /// Serve a local web app to browse, read and delete sessions (127.0.0.1:8765 by default).
+    /// Serve a local web app to browse, search, edit and delete sessions and chat in them
+    /// (127.0.0.1:8765 by default).
     #[cfg(feature = "ui")]
     Ui(ui::UiArgs),
 }
@@ -344,8 +346,34 @@ pub struct MigrateArgs {
     pub encrypt: bool,
 }
 
+/// The command line clap reads, with each variable that is set but empty read as unset,
+/// as the library reads its own: `FUSION_STORAGE=` means the default store, not an empty
+/// URL, and `FUSION_APPROVE=` no choice, not a missing value.
+fn command() -> clap::Command {
+    without_empty_variables(Cli::command())
+}
+
+fn without_empty_variables(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let empty = arg
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.is_empty());
+            if empty { arg.env(None) } else { arg }
+        })
+        .mut_subcommands(without_empty_variables)
+}
+
+/// `--no-retry`'s value from `FUSION_NO_RETRY` (`FUSION_NO_RETRY=1`), in the words every
+/// such setting of the library takes ([`fusion_core::parse_flag`]).
+fn yes_or_no(text: &str) -> Result<bool, String> {
+    fusion_core::parse_flag("FUSION_NO_RETRY", text).map_err(|err| err.to_string())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -185,6 +185,13 @@ pub fn say(line: impl std::fmt::Display) -> std::io::Result<()> {
     writeln!(std::io::stdout().lock(), "{line}")
 }
 
+/// Prints `line` and a new line to stderr, for what a command tells the person running it
+/// beside its output. A stderr that cannot be written to loses the line, not the command.
+pub fn note(line: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Prints `err` as one line with its causes, and picks the exit code.
 pub fn report(err: &anyhow::Error) -> std::process::ExitCode {
     // A closed pipe (`fusion sessions show x | head`) is the reader's choice, not a failure.

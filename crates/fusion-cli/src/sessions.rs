@@ -98,11 +98,13 @@ pub async fn export(
         Some(path) => {
             files::write(path, text.as_bytes(), force)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            render::say(format_args!(
+            // On stderr: the file may be stdout itself (`-o /dev/stdout`), whose reader
+            // takes the export and nothing else.
+            render::note(format_args!(
                 "exported session {id} ({}) to {}",
                 render::plural(messages.len(), "message"),
                 path.display()
-            ))?;
+            ));
         }
         None => {
             let mut out = std::io::stdout().lock();

@@ -1,9 +1,12 @@
 //! A command given by mistake fails clearly and loses nothing: an export aimed at a file
-//! that exists, an import of something endless, and the way out of a damaged session.
+//! that exists, an import of something endless, the way out of a damaged session, and
+//! variables set but left empty.
 
 mod common;
 
-use common::{conversation, fails, load, ok, on, seed};
+use std::process::Stdio;
+
+use common::{conversation, fails, load, ok, on, run, seed, text};
 use fusion::storage::StorageType;
 
 /// A file-system store in `dir/sessions`, as a URL and as a storage.
@@ -58,14 +61,17 @@ fn an_export_never_overwrites_a_file_unless_forced_and_then_replaces_it_whole() 
         on(&url, &["sessions", "export", "s1", "-o", out_path]),
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "old");
-    let stdout = ok(
+    let forced = run(
         tmp.path(),
         on(
             &url,
             &["sessions", "export", "s1", "-o", out_path, "--force"],
         ),
     );
-    assert!(stdout.starts_with("exported session s1"), "{stdout}");
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    let said = text(&forced.stderr);
+    assert!(said.starts_with("exported session s1"), "{said}");
+    assert!(forced.stdout.is_empty(), "the note is on stderr");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), json);
     let left: Vec<String> = std::fs::read_dir(tmp.path())
         .unwrap()
@@ -258,4 +264,74 @@ fn a_storage_path_starting_with_a_tilde_is_in_the_home_directory() {
         .parse()
         .unwrap();
     assert_eq!(load(&home, "s1").len(), 1);
+}
+
+#[test]
+fn an_export_to_dev_stdout_holds_the_export_alone_and_imports_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = fs_storage(tmp.path());
+    seed(&storage, "s1", &conversation(3));
+    for format in ["json", "jsonl"] {
+        let mut export = common::fusion(tmp.path())
+            .args(on(
+                &url,
+                &[
+                    "sessions",
+                    "export",
+                    "s1",
+                    "-f",
+                    format,
+                    "-o",
+                    "/dev/stdout",
+                ],
+            ))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let copy = format!("copy-{format}");
+        let import = common::fusion(tmp.path())
+            .args(on(&url, &["sessions", "import", "-", "--id", &copy]))
+            .stdin(export.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(export.wait().unwrap().success(), "{format}");
+        assert!(import.status.success(), "{}", text(&import.stderr));
+        assert_eq!(load(&storage, &copy), load(&storage, "s1"), "{format}");
+    }
+}
+
+#[test]
+fn a_variable_set_but_empty_reads_as_unset_and_no_retry_takes_yes_or_no() {
+    let tmp = tempfile::tempdir().unwrap();
+    let with = |variable: &str, value: &str, args: &[&str]| {
+        common::fusion(tmp.path())
+            .env(variable, value)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Empty: the default store, no approval choice, no retry setting.
+    for variable in ["FUSION_STORAGE", "FUSION_APPROVE", "FUSION_NO_RETRY"] {
+        let listed = with(variable, "", &["sessions", "list"]);
+        assert!(
+            listed.status.success(),
+            "{variable}: {}",
+            text(&listed.stderr)
+        );
+        assert!(
+            text(&listed.stderr).starts_with("no sessions in "),
+            "{variable}"
+        );
+    }
+    for value in ["1", "yes", "ON", "0", "false"] {
+        let listed = with("FUSION_NO_RETRY", value, &["sessions", "list"]);
+        assert!(listed.status.success(), "{value}: {}", text(&listed.stderr));
+    }
+    let refused = with("FUSION_NO_RETRY", "maybe", &["sessions", "list"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let said = text(&refused.stderr);
+    assert!(
+        said.contains("FUSION_NO_RETRY") && said.contains("maybe"),
+        "{said}"
+    );
 }

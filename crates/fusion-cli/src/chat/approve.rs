@@ -20,7 +20,8 @@ use super::input::{Asked, Input};
 /// The values of `--approve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ApproveMode {
-    /// Ask before each call of a tool that may change something (on a terminal only).
+    /// Ask before each call of a tool that may change something: on the terminal in
+    /// `fusion chat` (not from a pipe), with the page's buttons in `fusion ui`.
     Ask,
     /// Run every call without asking.
     All,

@@ -25,6 +25,11 @@ pub fn fusion(data_dir: &Path) -> Command {
         "OPENAI_BASE_URL",
         "FUSION_MODEL",
         "FUSION_ENCRYPTION_KEY",
+        "FUSION_NO_RETRY",
+        "FUSION_APPROVE",
+        "FUSION_STREAM",
+        "FUSION_NATIVE_TOOLS",
+        "FUSION_UI_TOKEN",
     ] {
         command.env_remove(var);
     }
