@@ -29,6 +29,9 @@ pub(crate) struct Opened {
     /// The server, or each seed node of a cluster: where a subscription to the changes
     /// channel connects (a cluster forwards every `PUBLISH` to every node).
     pub(crate) subscribe_to: Vec<redis::Client>,
+    /// The longest value the server takes (its `proto-max-bulk-len`), on one server whose
+    /// user may read it.
+    pub(crate) max_value: Option<usize>,
     /// The options with the URL's own parameters (`key_prefix`, `publish_changes`)
     /// applied.
     pub(crate) options: RedisOptions,
@@ -100,13 +103,57 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
         Ok(Err(err)) => return Err(parse_redis_error(err, op)),
         Err(_elapsed) => return Err(no_connection(op, budget)),
     };
+    let max_value = match probe(conn.clone()).await {
+        Ok(max_value) => max_value,
+        Err(err) => return Err(parse_redis_error(err, op)),
+    };
     tracing::debug!(url = %redacted, prefix = %options.key_prefix, cluster = conn.is_cluster(), "connected to Redis");
     Ok(Opened {
         conn,
         redacted_url: redacted,
         subscribe_to,
+        max_value,
         options,
     })
+}
+
+/// Fails if one server wants a password the URL does not give (`NOAUTH` to a `PING`);
+/// else returns the longest value it takes, if the user may read it.
+///
+/// Opening a connection sends no command that needs a password, so without the `PING`
+/// `connect` succeeds and the first call fails instead: a write with a protocol error, as
+/// Redis 7 drops a client that sends a large command before authenticating, and the reads
+/// after it with a dropped connection, which looks retryable. Any other reply
+/// (`LOADING`, a user not allowed `PING`) is the calls' to meet; a cluster client already
+/// fails to read the slot map without the password.
+///
+/// The longest value (`proto-max-bulk-len`) lets a write refuse a message over it before
+/// sending it: the server answers one with an error and closes the connection while the
+/// client is still sending, which the client may see as a reset connection (retryable,
+/// wrongly) instead of the refusal. Managed services often refuse `CONFIG`: then the
+/// server's refusal is all there is.
+async fn probe(conn: Connection) -> redis::RedisResult<Option<usize>> {
+    let Connection::Single(mut conn) = conn else {
+        return Ok(None);
+    };
+    match redis::cmd("PING")
+        .query_async::<redis::Value>(&mut conn)
+        .await
+    {
+        Err(err) if err.code() == Some("NOAUTH") => return Err(err),
+        Err(_) => return Ok(None),
+        Ok(_) => {}
+    }
+    let config: redis::RedisResult<std::collections::HashMap<String, String>> =
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("proto-max-bulk-len")
+            .query_async(&mut conn)
+            .await;
+    let limit = config
+        .ok()
+        .and_then(|config| config.get("proto-max-bulk-len")?.parse().ok());
+    Ok(limit)
 }
 
 /// The client of the cluster whose seed nodes' URLs are `nodes`, with the options'

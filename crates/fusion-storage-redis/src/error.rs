@@ -112,8 +112,42 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
                 false,
             )
         }
-        Some("WRONGPASS" | "NOAUTH") => (
+        Some("WRONGPASS") => (
             format!("{op}: the server refused the credentials in the URL ({err})"),
+            false,
+        ),
+        Some("NOAUTH") => (
+            format!(
+                "{op}: the server requires a password, which the URL does not give: use \
+                 redis://[user]:password@host ({err})"
+            ),
+            false,
+        ),
+        // Redis 7 drops a client that sends a large command before authenticating.
+        _ if err.to_string().contains("Protocol error: unauthenticated") => (
+            format!(
+                "{op}: the server requires a password, which the URL does not give: use \
+                 redis://[user]:password@host ({err})"
+            ),
+            false,
+        ),
+        // Not retryable: memory frees only when someone deletes, an operator raises the
+        // limit, or keys expire; on one server a refused write script stored nothing.
+        Some("OOM") => (
+            format!(
+                "{op}: the server is out of memory (used memory above `maxmemory`, with a \
+                 `maxmemory-policy` that evicts nothing) and refused the command: delete \
+                 sessions or raise `maxmemory` ({err})"
+            ),
+            false,
+        ),
+        // A server that is only a replica stays one until someone promotes it or points
+        // the URL elsewhere; on a cluster it is a slot whose primary is failing over.
+        Some("READONLY") if !op.is_cluster() => (
+            format!(
+                "{op}: the server is a read-only replica and refused the write; nothing was \
+                 written, and reads still work: point the URL at the primary ({err})"
+            ),
             false,
         ),
         Some("NOPERM") => (
@@ -159,6 +193,19 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
             format!("{op}: connection to the server failed or was lost ({err})"),
             true,
         ),
+        _ if err
+            .to_string()
+            .contains("Protocol error: invalid bulk length") =>
+        {
+            (
+                format!(
+                    "{op}: a message is larger than the server accepts as one value (its \
+                 `proto-max-bulk-len`, 512 MB unless configured lower); nothing was written: \
+                 raise that limit or store smaller messages ({err})"
+                ),
+                false,
+            )
+        }
         _ if err.kind() == ErrorKind::Parse => (
             format!(
                 "{op}: the reply is not Redis protocol; is that port a Redis server, and does \
@@ -172,6 +219,13 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
         _ => (format!("{op}: {err}"), false),
     };
     Error::backend(BACKEND, message, retryable, err)
+}
+
+/// Whether the server refused a command for lack of memory (`OOM`, also from inside a
+/// transaction): under `maxmemory-policy noeviction` it refuses every command queued in a
+/// `MULTI`, reads included.
+pub(crate) fn is_out_of_memory(err: &RedisError) -> bool {
+    server_error(err).is_some_and(|(code, _)| code == "OOM")
 }
 
 /// The server's error code (`WRONGTYPE`, `LOADING`, ...) and detail, also from inside a
@@ -249,6 +303,49 @@ mod tests {
         assert!(single.to_string().contains("redis+cluster://"), "{single}");
         let cluster = Op::new("load", "redis+cluster://h:7000,h:7001", Some("s1"));
         let err = parse_redis_error(moved(), cluster);
+        assert!(err.is_retryable(), "{err}");
+    }
+
+    /// The server's own words for states a deployment meets, as the driver parses them.
+    fn reply(resp: &str) -> RedisError {
+        match redis::parse_redis_value(resp.as_bytes()).unwrap() {
+            redis::Value::ServerError(err) => err.into(),
+            other => panic!("not an error reply: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_states_that_last_are_not_retryable_and_say_what_to_do() {
+        let single = || Op::new("append", URL, Some("s1"));
+        for (resp, says) in [
+            (
+                "-READONLY You can't write against a read only replica.\r\n",
+                "read-only replica",
+            ),
+            (
+                "-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+                "out of memory",
+            ),
+            (
+                "-NOAUTH Authentication required.\r\n",
+                "requires a password",
+            ),
+            (
+                "-ERR Protocol error: unauthenticated multibulk length\r\n",
+                "requires a password",
+            ),
+            (
+                "-ERR Protocol error: invalid bulk length\r\n",
+                "proto-max-bulk-len",
+            ),
+        ] {
+            let err = parse_redis_error(reply(resp), single());
+            assert!(!err.is_retryable(), "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+        // On a cluster `READONLY` is a slot whose primary is failing over.
+        let cluster = Op::new("append", "redis+cluster://h:7000", Some("s1"));
+        let err = parse_redis_error(reply("-READONLY no\r\n"), cluster);
         assert!(err.is_retryable(), "{err}");
     }
 

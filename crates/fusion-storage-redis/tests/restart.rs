@@ -7,71 +7,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{NO_HANG, free_port, redis_server_on_path, wait_until};
-use fusion_core::testkit::unavailable;
+use common::{NO_HANG, Throwaway};
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_redis::{ChangeKind, RedisOptions, RedisStorage};
 use futures::StreamExt;
-use tokio::process::{Child, Command};
-
-/// A disposable server without persistence; killed when dropped, even if the test panics.
-async fn start_server(binary: &PathBuf, port: u16) -> Child {
-    let child = Command::new(binary)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting redis-server");
-    let url = format!("redis://127.0.0.1:{port}");
-    let up = wait_until(Duration::from_secs(10), || ping(&url)).await;
-    assert!(up, "redis-server on port {port} never answered PING");
-    child
-}
-
-/// A throwaway server on a free port, or `None` (a skip, or a failure under
-/// `FUSION_REQUIRE_BACKENDS`) without `redis-server` on `PATH`.
-struct Throwaway {
-    binary: PathBuf,
-    port: u16,
-    url: String,
-}
-
-impl Throwaway {
-    /// Finds `redis-server` and picks the port; [`start`](Self::start) runs it.
-    fn new() -> Option<Self> {
-        let Some(binary) = redis_server_on_path() else {
-            return unavailable("redis", "install redis-server");
-        };
-        let port = free_port();
-        let url = format!("redis://127.0.0.1:{port}");
-        Some(Self { binary, port, url })
-    }
-
-    /// Starts the server (again), killed when the handle drops.
-    async fn start(&self) -> Child {
-        start_server(&self.binary, self.port).await
-    }
-}
-
-/// Whether a server answers PING at `url`, on a fresh connection.
-async fn ping(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else {
-        return false;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return false;
-    };
-    redis::cmd("PING")
-        .query_async::<String>(&mut conn)
-        .await
-        .is_ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_fails_writes_during_the_outage_then_the_next_call_reconnects() {

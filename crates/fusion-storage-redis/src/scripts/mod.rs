@@ -68,58 +68,79 @@ pub(crate) use window::fingerprint;
 const LATEST_MICROS: &str = "253402300799999999";
 
 /// The save/append script; see [`writes::WRITE`].
-pub(crate) static WRITE: LazyLock<Writing> =
-    LazyLock::new(|| Writing::of(&[COMMON, DIGITS, CLOCK, TTL, CONDITION, INDEX, writes::WRITE]));
+pub(crate) static WRITE: LazyLock<Writing> = LazyLock::new(|| {
+    Writing::of(
+        "ARGV[8]",
+        &[COMMON, DIGITS, CLOCK, TTL, CONDITION, INDEX, writes::WRITE],
+    )
+});
 
 /// The truncate script; see [`writes::TRUNCATE`].
 pub(crate) static TRUNCATE: LazyLock<Writing> = LazyLock::new(|| {
-    Writing::of(&[
-        COMMON,
-        DIGITS,
-        CLOCK,
-        TTL,
-        CONDITION,
-        INDEX,
-        UNINDEX,
-        FINGERPRINT,
-        writes::TRUNCATE,
-    ])
+    Writing::of(
+        "ARGV[8]",
+        &[
+            COMMON,
+            DIGITS,
+            CLOCK,
+            TTL,
+            CONDITION,
+            INDEX,
+            UNINDEX,
+            FINGERPRINT,
+            writes::TRUNCATE,
+        ],
+    )
 });
 
 /// The delete script; see [`writes::DELETE`].
 pub(crate) static DELETE: LazyLock<Writing> =
-    LazyLock::new(|| Writing::of(&[COMMON, INDEX, UNINDEX, writes::DELETE]));
+    LazyLock::new(|| Writing::of("ARGV[2]", &[COMMON, INDEX, UNINDEX, writes::DELETE]));
 
 /// The metadata compare-and-set script; see [`writes::UPDATE`].
-pub(crate) static UPDATE: LazyLock<Writing> =
-    LazyLock::new(|| Writing::of(&[COMMON, DIGITS, CLOCK, TTL, INDEX, UNINDEX, writes::UPDATE]));
+pub(crate) static UPDATE: LazyLock<Writing> = LazyLock::new(|| {
+    Writing::of(
+        "ARGV[3]",
+        &[COMMON, DIGITS, CLOCK, TTL, INDEX, UNINDEX, writes::UPDATE],
+    )
+});
+
+/// The read of a session's messages on a server out of memory; see [`reads::SNAPSHOT`].
+pub(crate) static SNAPSHOT: LazyLock<Lua> = LazyLock::new(|| script(&[reads::SNAPSHOT]));
 
 /// The read of one session's facts; see [`reads::INFO`].
-pub(crate) static INFO: LazyLock<Script> = LazyLock::new(|| script(&[DIGITS, reads::INFO]));
+pub(crate) static INFO: LazyLock<Lua> = LazyLock::new(|| script(&[DIGITS, reads::INFO]));
 
 /// The walk of a by-update index; see [`reads::WALK`].
-pub(crate) static WALK: LazyLock<Script> = LazyLock::new(|| script(&[reads::WALK]));
+pub(crate) static WALK: LazyLock<Lua> = LazyLock::new(|| script(&[reads::WALK]));
 
 /// The repair of one index score; see [`reads::REINDEX`].
-pub(crate) static REINDEX: LazyLock<Script> = LazyLock::new(|| script(&[reads::REINDEX]));
+pub(crate) static REINDEX: LazyLock<Lua> = LazyLock::new(|| script(&[reads::REINDEX]));
 
 /// A batch of `purge_expired` on one server; see [`retention::PURGE`].
-pub(crate) static PURGE: LazyLock<Writing> =
-    LazyLock::new(|| Writing::of(&[COMMON, DIGITS, CLOCK, retention::SWEEP, retention::PURGE]));
+pub(crate) static PURGE: LazyLock<Writing> = LazyLock::new(|| {
+    Writing::of(
+        "ARGV[1]",
+        &[COMMON, DIGITS, CLOCK, retention::SWEEP, retention::PURGE],
+    )
+});
 
 /// The purge of one session on a cluster; see [`retention::PURGE_ONE`].
 pub(crate) static PURGE_ONE: LazyLock<Writing> = LazyLock::new(|| {
-    Writing::of(&[
-        COMMON,
-        DIGITS,
-        CLOCK,
-        retention::SWEEP,
-        retention::PURGE_ONE,
-    ])
+    Writing::of(
+        "ARGV[1]",
+        &[
+            COMMON,
+            DIGITS,
+            CLOCK,
+            retention::SWEEP,
+            retention::PURGE_ONE,
+        ],
+    )
 });
 
 /// The due entries of the expiry index on a cluster; see [`retention::DUE`].
-pub(crate) static DUE: LazyLock<Script> =
+pub(crate) static DUE: LazyLock<Lua> =
     LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, retention::DUE]));
 
 /// Every script the storage runs, each writing one in both its forms: what a connection
@@ -136,35 +157,67 @@ pub(crate) fn all() -> Vec<&'static Script> {
     ];
     let mut all: Vec<&'static Script> = writing
         .into_iter()
-        .flat_map(|w| [&w.quiet, &w.publishing])
+        .flat_map(|w| [&*w.quiet, &*w.publishing])
         .collect();
-    all.extend([&*INFO, &*WALK, &*REINDEX, &*DUE]);
+    all.extend([&**SNAPSHOT, &**INFO, &**WALK, &**REINDEX, &**DUE]);
     all
 }
 
-fn script(parts: &[&str]) -> Script {
-    Script::new(&source(parts))
+fn script(parts: &[&str]) -> Lua {
+    Lua::new(source(parts))
+}
+
+/// A script and its text: called by its sha (`EVALSHA`, which sends only the sha), and
+/// by its text (`EVAL`) where the server does not know the sha (see `storage/write.rs`).
+/// Dereferences to the driver's [`Script`].
+pub(crate) struct Lua {
+    script: Script,
+    source: String,
+}
+
+impl Lua {
+    fn new(source: String) -> Self {
+        Self {
+            script: Script::new(&source),
+            source,
+        }
+    }
+
+    /// The script's text, as `EVAL` takes it.
+    pub(crate) fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+impl std::ops::Deref for Lua {
+    type Target = Script;
+
+    fn deref(&self) -> &Script {
+        &self.script
+    }
 }
 
 /// A script that changes sessions, in the two forms a storage picks from by
 /// [`RedisOptions::publish_changes`](crate::RedisOptions::publish_changes): as written,
 /// its `--publish` lines comments, or with them run (`notify.rs`).
 pub(crate) struct Writing {
-    quiet: Script,
-    publishing: Script,
+    quiet: Lua,
+    publishing: Lua,
 }
 
 impl Writing {
-    fn of(parts: &[&str]) -> Self {
+    /// The script of `parts`, whose argument `prefix` (a Lua expression, `ARGV[n]`) is
+    /// the key prefix, which names the channel the publishing form publishes on.
+    fn of(prefix: &str, parts: &[&str]) -> Self {
         let quiet = source(parts);
         Self {
-            publishing: Script::new(&notify::publishing(&quiet)),
-            quiet: Script::new(&quiet),
+            publishing: Lua::new(notify::publishing(prefix, &quiet)),
+            quiet: Lua::new(quiet),
         }
     }
 
     /// The form that publishes each change, or the one that does not.
-    pub(crate) fn publishing(&self, publish: bool) -> &Script {
+    pub(crate) fn publishing(&self, publish: bool) -> &Lua {
         if publish {
             &self.publishing
         } else {

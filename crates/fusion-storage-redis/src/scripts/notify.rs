@@ -27,8 +27,25 @@ local function notify(prefix, kind, gen, len, id)
 end
 "#;
 
-/// The publishing form of a script's full text: [`NOTIFY`], then the text with every
-/// [`MARK`] removed.
-pub(super) fn publishing(source: &str) -> String {
-    [NOTIFY, &source.replace(MARK, "")].concat()
+/// The first lines of the publishing form: a user whom the server's ACL does not let
+/// publish on the channel (Redis 7 gives a new ACL user no channel unless told
+/// `&PATTERN` or `allchannels`) would have its `PUBLISH` refused after the script's
+/// writes, which Redis keeps: a write reported failed although stored, which a retry
+/// stores again. So the script asks first (`redis.acl_check_cmd`, Redis 7.0 and newer;
+/// an older server runs the script unchecked) and refuses before anything is written.
+/// `@PREFIX@` is the Lua expression of the script's key prefix argument.
+pub(super) const MAY_PUBLISH: &str = r#"
+if redis.acl_check_cmd and not redis.acl_check_cmd('PUBLISH', @PREFIX@ .. ':changes', '') then
+  return redis.error_reply('NOPERM fusion: this Redis user may not PUBLISH to the channel '
+    .. @PREFIX@ .. ':changes, which publish_changes needs (ACL &' .. @PREFIX@
+    .. ':changes or allchannels); nothing was written')
+end
+"#;
+
+/// The publishing form of a script's full text, whose key prefix is the Lua expression
+/// `prefix` (`ARGV[n]`): [`MAY_PUBLISH`], [`NOTIFY`], then the text with every [`MARK`]
+/// removed.
+pub(super) fn publishing(prefix: &str, source: &str) -> String {
+    let check = MAY_PUBLISH.replace("@PREFIX@", prefix);
+    [&check, NOTIFY, &source.replace(MARK, "")].concat()
 }

@@ -1,7 +1,18 @@
-//! The Lua of the scripts a listing runs: a session's facts in one atomic read ([`INFO`],
+//! The Lua of the scripts that only read: a session's messages when a `MULTI` is refused
+//! ([`SNAPSHOT`]), and those a listing runs: a session's facts in one atomic read ([`INFO`],
 //! after the `DIGITS` part), a page of an index by update time after a cursor
 //! ([`WALK`]), and the repair of an index score that lags its session ([`REINDEX`]).
 //! Each uses one slot's keys only, so all are valid on a cluster.
+
+/// A session's messages, some fields of its meta hash and the server's clock, of one
+/// instant: what `load` and `load_revision` read in a `MULTI`, for a server out of memory,
+/// which refuses a `MULTI`'s commands but runs a script that only reads.
+///
+/// KEYS: list, meta. ARGV: the fields. Returns `{elements, {fields...}, TIME}`.
+pub(super) const SNAPSHOT: &str = r#"
+return {redis.call('LRANGE', KEYS[1], 0, -1), redis.call('HMGET', KEYS[2], unpack(ARGV)),
+  redis.call('TIME')}
+"#;
 
 /// A session's count, timestamps, generation, metadata and expiry, read in one atomic
 /// step; a session whose expiry has passed is absent, even in the instant before Redis

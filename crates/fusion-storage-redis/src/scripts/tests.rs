@@ -68,9 +68,12 @@ fn only_the_publishing_form_publishes_and_it_keeps_no_mark() {
         for line in quiet.lines().filter(|line| line.contains("notify(")) {
             assert!(line.trim_start().starts_with(notify::MARK), "{line}");
         }
-        let publishing = notify::publishing(&quiet);
+        let publishing = notify::publishing("ARGV[1]", &quiet);
         assert!(!publishing.contains(notify::MARK), "{last}");
-        assert!(publishing.starts_with(notify::NOTIFY));
+        // The ACL check comes first, before anything could be written.
+        let check = notify::MAY_PUBLISH.replace("@PREFIX@", "ARGV[1]");
+        assert!(publishing.starts_with(&check), "{last}");
+        assert!(publishing[check.len()..].starts_with(notify::NOTIFY));
     }
 }
 

@@ -9,31 +9,22 @@
 
 use fusion_core::{Change, ChatMessage, Expect, LEGACY_GENERATION, Result, Revision};
 
-use super::{RedisStorage, Request, decode};
+use super::{RedisStorage, decode};
 use crate::error::{BACKEND, parse_redis_error};
 use crate::scripts::Outcome;
 use crate::stored::{generation, is_past};
 
 impl RedisStorage {
-    /// The messages of `id` and its revision, read in one `MULTI` so they belong to
-    /// the same instant, with the server's `TIME`: a session whose expiry has passed is
+    /// The messages of `id` and its revision, read in one `MULTI` (`snapshot`) so they
+    /// belong to the same instant, with the server's `TIME`: a session whose expiry has passed is
     /// absent. `id` is already validated.
     pub(super) async fn read_revision(&self, id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
         let (list, meta) = (self.keys.list(id), self.keys.meta(id));
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LRANGE")
-            .arg(&list)
-            .arg(0)
-            .arg(-1)
-            .cmd("HMGET")
-            .arg(&meta)
-            .arg("gen")
-            .arg("expires_at")
-            .cmd("TIME");
         type Read = (Vec<Vec<u8>>, (Option<String>, Option<String>), (i64, i64));
-        let (raw, (stored, expires_at), time): Read =
-            self.read(Request::Pipe(&pipe)).await.map_err(|err| {
+        let (raw, (stored, expires_at), time): Read = self
+            .snapshot(&list, &meta, &["gen", "expires_at"])
+            .await
+            .map_err(|err| {
                 let op = self.op("load_revision", Some(id));
                 parse_redis_error(err, op.on_keys(&[&list, &meta]))
             })?;

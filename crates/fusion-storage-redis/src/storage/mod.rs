@@ -39,7 +39,9 @@ use crate::changes::SessionChanges;
 use crate::config::{RedisOptions, ReplicaAcks};
 use crate::connect;
 use crate::connection::{Connection, Request};
-use crate::error::{BACKEND, Op, corrupt_element, no_connection, parse_redis_error};
+use crate::error::{
+    BACKEND, Op, corrupt_element, is_out_of_memory, no_connection, parse_redis_error,
+};
 use crate::keys::Keys;
 use crate::scripts;
 use crate::stored::is_past;
@@ -77,6 +79,9 @@ pub struct RedisStorage {
     ttl: Option<Duration>,
     replica_acks: Option<ReplicaAcks>,
     connect_timeout: Duration,
+    /// The longest value the server takes, if known: a longer message is refused before
+    /// it is sent (`write.rs`).
+    max_value: Option<usize>,
     /// Whether the write scripts publish each change (`RedisOptions::publish_changes`).
     publish_changes: bool,
     /// Where [`subscribe_changes`](Self::subscribe_changes) connects: the server, or each
@@ -148,6 +153,7 @@ impl RedisStorage {
             connect_timeout: options.connect_timeout,
             publish_changes: options.publish_changes,
             subscribe_to: opened.subscribe_to.into(),
+            max_value: opened.max_value,
             url: opened.redacted_url.into(),
         })
     }
@@ -219,7 +225,7 @@ impl RedisStorage {
 
     /// The form of a script that changes sessions this storage runs: publishing each
     /// change or not.
-    fn writing<'a>(&self, script: &'a scripts::Writing) -> &'a redis::Script {
+    fn writing<'a>(&self, script: &'a scripts::Writing) -> &'a scripts::Lua {
         script.publishing(self.publish_changes)
     }
 
@@ -264,6 +270,40 @@ impl RedisStorage {
         self.send_again_if(request, refused_or_dropped).await
     }
 
+    /// The elements of `list`, the `fields` of the `meta` hash and the server's `TIME`,
+    /// of one instant: a `MULTI`, one round trip.
+    ///
+    /// A server out of memory under `maxmemory-policy noeviction` refuses every command
+    /// queued in a `MULTI`, reads included, while it still runs scripts that only read:
+    /// there the same reads are sent again as one (`scripts::SNAPSHOT`), so loading works
+    /// as long as the server answers at all. Not the first choice, since a script copies
+    /// every element through Lua, which costs the server per byte.
+    async fn snapshot<F: FromRedisValue>(
+        &self,
+        list: &str,
+        meta: &str,
+        fields: &[&str],
+    ) -> RedisResult<(Vec<Vec<u8>>, F, (i64, i64))> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LRANGE")
+            .arg(list)
+            .arg(0)
+            .arg(-1)
+            .cmd("HMGET")
+            .arg(meta)
+            .arg(fields)
+            .cmd("TIME");
+        match self.read(Request::Pipe(&pipe)).await {
+            Err(err) if is_out_of_memory(&err) => {
+                let mut call = write::evalsha(&scripts::SNAPSHOT, &[list, meta]);
+                call.arg(fields);
+                self.eval(&scripts::SNAPSHOT, &call).await
+            }
+            done => done,
+        }
+    }
+
     async fn send_again_if<T: FromRedisValue>(
         &self,
         request: Request<'_>,
@@ -289,24 +329,16 @@ impl ConversationStorage for RedisStorage {
             .map(drop)
     }
 
-    /// One `MULTI`: `LRANGE 0 -1`, `HGET expires_at` and the server's `TIME`, so a
+    /// One `MULTI`: `LRANGE 0 -1`, `HMGET expires_at` and the server's `TIME`, so a
     /// session whose expiry has passed loads empty even in the millisecond before Redis
-    /// drops its keys.
+    /// drops its keys (see [`snapshot`](Self::snapshot)).
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
         SessionId::validate(session_id)?;
         let (list, meta) = (self.keys.list(session_id), self.keys.meta(session_id));
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LRANGE")
-            .arg(&list)
-            .arg(0)
-            .arg(-1)
-            .cmd("HGET")
-            .arg(&meta)
-            .arg("expires_at")
-            .cmd("TIME");
-        let (raw, expires_at, time): (Vec<Vec<u8>>, Option<String>, (i64, i64)) =
-            self.read(Request::Pipe(&pipe)).await.map_err(|err| {
+        let (raw, (expires_at,), time): (_, (Option<String>,), _) = self
+            .snapshot(&list, &meta, &["expires_at"])
+            .await
+            .map_err(|err| {
                 let op = self.op("load", Some(session_id));
                 parse_redis_error(err, op.on_keys(&[&list, &meta]))
             })?;

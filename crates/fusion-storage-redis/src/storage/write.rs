@@ -18,6 +18,7 @@ use redis::{
 use super::{RedisStorage, Request};
 use crate::cluster::may_have_applied;
 use crate::error::{BACKEND, Op, parse_redis_error};
+use crate::scripts::Lua;
 use crate::{scripts, stored};
 
 impl RedisStorage {
@@ -99,6 +100,7 @@ impl RedisStorage {
         for message in messages {
             serde_json::to_writer(script.writer_for_next_arg(), message)?;
         }
+        self.check_value_sizes(id, &script, messages.len())?;
         let op = self.op(name, Some(id));
         let outcome: scripts::Outcome = self
             .run_write(self.writing(&scripts::WRITE), &script, op, &keys)
@@ -120,6 +122,39 @@ impl RedisStorage {
             None => {}
         }
         Ok(outcome)
+    }
+
+    /// Refuses a write whose `count` messages, the last arguments of `call`, hold one
+    /// larger than the server takes as one value: sent, it would be refused with the
+    /// connection closed mid-request, which may reach us as a reset (see
+    /// `connect::probe`).
+    fn check_value_sizes(&self, id: &str, call: &Cmd, count: usize) -> Result<()> {
+        let Some(limit) = self.max_value else {
+            return Ok(());
+        };
+        let args = call.args_iter();
+        let first = args.len().saturating_sub(count);
+        let too_long = args
+            .skip(first)
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => bytes.len(),
+                _ => 0,
+            })
+            .enumerate()
+            .find(|&(_, size)| size > limit);
+        match too_long {
+            None => Ok(()),
+            Some((index, size)) => Err(fusion_core::Error::InvalidMessage {
+                backend: BACKEND,
+                session_id: id.to_string(),
+                index,
+                detail: format!(
+                    "its JSON is {size} bytes, more than the Redis server at {} takes as one \
+                     value (its `proto-max-bulk-len`, {limit} bytes)",
+                    self.url
+                ),
+            }),
+        }
     }
 
     /// Keeps the first `len` messages of a session (`0` deletes its keys and unindexes
@@ -190,7 +225,7 @@ impl RedisStorage {
     /// none of this: there the script keeps the indexes in the same atomic step.
     pub(super) async fn run_write<T: FromRedisValue>(
         &self,
-        script: &Script,
+        script: &Lua,
         call: &Cmd,
         op: Op<'_>,
         keys: &[&str],
@@ -227,44 +262,27 @@ impl RedisStorage {
     /// `WAIT` behind it when the storage waits for them).
     ///
     /// On `NOSCRIPT` (a new or flushed server, where the script's sha is unknown and the
-    /// script did not run) the call is sent again behind a `SCRIPT LOAD`: in one pipeline
-    /// on one server; on a cluster after it, as a request of its own. On a cluster the
-    /// keyless `WAIT` goes to the node of the script's keys.
+    /// script did not run) the call is sent again as the `EVAL` of the script's text
+    /// ([`as_eval`]), which runs it whatever the server knows and caches it for the next
+    /// `EVALSHA`. On a cluster the keyless `WAIT` goes to the node of the script's keys.
     pub(super) async fn run_script<T: FromRedisValue>(
         &self,
-        script: &Script,
+        script: &Lua,
         call: &Cmd,
     ) -> RedisResult<Acked<T>> {
         match self.send_acked(Request::Cmd(call)).await {
             Err(err) if is_noscript(&err) => {
-                if !self.conn.is_cluster() {
-                    let mut pipe = redis::pipe();
-                    pipe.load_script(script).ignore().add_command(call.clone());
-                    return self.send_acked(Request::Pipe(&pipe)).await;
-                }
-                // On a cluster, a pipeline redirected by `ASK` (its slot is migrating) gets
-                // an `ASKING` that covers only its first command, which must then be the
-                // script. So load the script on its own, which the cluster client sends to
-                // every primary, and send the call again as it was.
-                script.load_async(&mut self.conn.clone()).await?;
-                self.send_acked(Request::Cmd(call)).await
+                self.send_acked(Request::Cmd(&as_eval(script, call))).await
             }
             sent => sent,
         }
     }
 
     /// Sends `call`, the `EVALSHA` of a script that only reads (or repairs an index and
-    /// may run twice), loading the script first if the server does not know it.
-    pub(super) async fn eval<T: FromRedisValue>(
-        &self,
-        script: &Script,
-        call: &Cmd,
-    ) -> RedisResult<T> {
+    /// may run twice), as the `EVAL` of its text if the server does not know it.
+    pub(super) async fn eval<T: FromRedisValue>(&self, script: &Lua, call: &Cmd) -> RedisResult<T> {
         match self.read(Request::Cmd(call)).await {
-            Err(err) if is_noscript(&err) => {
-                script.load_async(&mut self.conn.clone()).await?;
-                self.read(Request::Cmd(call)).await
-            }
+            Err(err) if is_noscript(&err) => self.read(Request::Cmd(&as_eval(script, call))).await,
             done => done,
         }
     }
@@ -272,11 +290,7 @@ impl RedisStorage {
     /// Sends `calls`, `EVALSHA`s of `script` as [`eval`](Self::eval) takes them, and
     /// returns their replies in order: one pipeline on one server; on a cluster, where
     /// each may be for another slot, side by side.
-    pub(super) async fn eval_all(
-        &self,
-        script: &Script,
-        calls: Vec<Cmd>,
-    ) -> RedisResult<Vec<Value>> {
+    pub(super) async fn eval_all(&self, script: &Lua, calls: Vec<Cmd>) -> RedisResult<Vec<Value>> {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
@@ -289,8 +303,12 @@ impl RedisStorage {
         }
         match self.read(Request::Pipe(&pipe)).await {
             Err(err) if is_noscript(&err) => {
-                script.load_async(&mut self.conn.clone()).await?;
-                self.read(Request::Pipe(&pipe)).await
+                // Each as text: a flush may come between two commands of a pipeline.
+                let mut texts = redis::pipe();
+                for call in pipe.cmd_iter() {
+                    texts.add_command(as_eval(script, call));
+                }
+                self.read(Request::Pipe(&texts)).await
             }
             done => done,
         }
@@ -402,6 +420,24 @@ fn with_fingerprints<'a>(mode: &str, messages: &'a [ChatMessage]) -> &'a [ChatMe
         "replace" | "rewrite" => &messages[messages.len().saturating_sub(DEDUP_WINDOW)..],
         _ => messages,
     }
+}
+
+/// `call`, the `EVALSHA` of `script`, as the `EVAL` of its text, with the same keys and
+/// arguments: what is sent when the server does not know the sha. The driver's way,
+/// `SCRIPT LOAD` then the `EVALSHA` again, fails when a `SCRIPT FLUSH` from another
+/// client comes between the two (the second `NOSCRIPT` surfaced as a non-retryable
+/// error during a burst of writes), and needs the `SCRIPT` command, which an ACL may
+/// deny where it allows `EVAL`. Copies the arguments: only on this rare path.
+fn as_eval(script: &Lua, call: &Cmd) -> Cmd {
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(script.source());
+    // The scripts' commands are built of plain arguments only (no cursor).
+    for arg in call.args_iter().skip(2) {
+        if let redis::Arg::Simple(bytes) = arg {
+            eval.arg(bytes);
+        }
+    }
+    eval
 }
 
 /// Whether the server did not know a script's sha (and so did not run it).

@@ -368,6 +368,90 @@ pub fn redis_server_on_path() -> Option<std::path::PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// A disposable `redis-server` on a free loopback port, without persistence, with the
+/// configuration a test gives it (`--maxmemory 1mb`, `--requirepass ...`); each
+/// [`start`](Self::start) runs it (again, on the same port), killed when its handle
+/// drops, even if the test panics. For cases that change a server's state or
+/// configuration, which the shared server at `REDIS_URL` must never see.
+pub struct Throwaway {
+    binary: std::path::PathBuf,
+    pub port: u16,
+    /// `redis://127.0.0.1:PORT`.
+    pub url: String,
+    config: Vec<String>,
+    /// The server's working directory, of its own: nothing it saves (`DEBUG RELOAD`)
+    /// lands in the crate, and it never loads a `dump.rdb` another run left there.
+    dir: std::path::PathBuf,
+}
+
+impl Throwaway {
+    /// A server with the defaults, or `None` (a skip, or a failure under
+    /// `FUSION_REQUIRE_BACKENDS`) without `redis-server` on `PATH`.
+    pub fn new() -> Option<Self> {
+        Self::with_config(&[])
+    }
+
+    /// A server started with `config` (command-line arguments of `redis-server`) after
+    /// its port and no persistence.
+    pub fn with_config(config: &[&str]) -> Option<Self> {
+        let Some(binary) = redis_server_on_path() else {
+            return fusion_core::testkit::unavailable("redis", "install redis-server");
+        };
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("fusion-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("creating the server's directory");
+        Some(Self {
+            binary,
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+            config: config.iter().map(|arg| arg.to_string()).collect(),
+            dir,
+        })
+    }
+
+    /// Starts the server and waits (up to 10 s) until it answers.
+    pub async fn start(&self) -> tokio::process::Child {
+        let child = tokio::process::Command::new(&self.binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting redis-server");
+        let up = wait_until(Duration::from_secs(10), || answers(&self.url)).await;
+        assert!(up, "redis-server on port {} never answered", self.port);
+        child
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether a server answers at `url` on a fresh connection: any reply counts, an error
+/// too (`NOAUTH` from a server that wants a password, `LOADING`).
+pub async fn answers(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    match redis::cmd("PING")
+        .query_async::<redis::Value>(&mut conn)
+        .await
+    {
+        Ok(_) => true,
+        Err(err) => !(err.is_io_error() || err.is_connection_dropped() || err.is_timeout()),
+    }
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago).
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");

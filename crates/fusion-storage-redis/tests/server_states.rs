@@ -1,0 +1,668 @@
+//! Server states a real deployment meets, each on a throwaway `redis-server` of its own
+//! configured into it (the shared server at `REDIS_URL` is never reconfigured): out of
+//! memory, evicting keys, a read-only replica, passwords and ACL users, scripts flushed,
+//! loading and busy, killed and paused clients, foreign values under the prefix, and a
+//! message over the server's bulk limit.
+//!
+//! What each pins: a clear error naming the server (password hidden) with the right
+//! `is_retryable()`, nothing half-written, and the next call after the state clears
+//! succeeding. Needs `redis-server` on `PATH` (skips without it, or fails under
+//! `FUSION_REQUIRE_BACKENDS`).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{NO_HANG, Throwaway, wait_until};
+use fusion_core::testkit::assert_nothing_lost_in_writer_order;
+use fusion_core::{ChatMessage, ConversationStorage, Error, SessionMeta, SessionQuery};
+use fusion_storage_redis::{RedisOptions, RedisStorage};
+use futures::StreamExt;
+use redis::aio::MultiplexedConnection;
+
+/// A plain connection to `url` without a response timeout, for commands that block
+/// (`DEBUG RELOAD`, a script that loops) the way an administrator's would.
+async fn admin(url: &str) -> MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap()
+}
+
+/// Sends `args` as one command on `conn`.
+async fn run(conn: &mut MultiplexedConnection, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query_async(conn).await
+}
+
+/// The contents of `id`'s messages.
+async fn contents(store: &RedisStorage, id: &str) -> Vec<String> {
+    let loaded = tokio::time::timeout(NO_HANG, store.load(id)).await;
+    let loaded = loaded.expect("no hang").unwrap();
+    loaded.into_iter().map(|m| m.content).collect()
+}
+
+/// The ids of the first page of every session, newest first.
+async fn listed(store: &RedisStorage) -> Vec<String> {
+    let page = store.list_page(&SessionQuery::default()).await.unwrap();
+    page.sessions
+        .into_iter()
+        .map(|s| s.id.to_string())
+        .collect()
+}
+
+/// Asserts that `err` is a non-retryable error whose message says `what` and names
+/// the server at `url`, and shows no password.
+fn assert_permanent(err: &Error, what: &str, url: &str) {
+    let shown = err.to_string();
+    assert!(!err.is_retryable(), "{shown}");
+    assert!(shown.contains(what), "{shown}");
+    assert!(shown.contains(url), "{shown}");
+    for shown in [shown, format!("{err:?}")] {
+        assert!(!shown.contains("hunter2"), "password leaked: {shown}");
+    }
+}
+
+/// Under `maxmemory` with `noeviction` a write is refused whole (Redis checks memory
+/// at a script's first write, so a refused script wrote nothing), the error says so and
+/// is not retryable, and reads still work: a `MULTI` is refused too, so `load` reads
+/// through a script instead. Once memory is freed, writes go through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_memory_refuses_writes_whole_and_reads_still_work() {
+    let config = ["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"];
+    let Some(server) = Throwaway::with_config(&config) else {
+        return;
+    };
+    let _running = server.start().await;
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    let big = "x".repeat(64 * 1024);
+    let mut stored = Vec::new();
+    let refused = loop {
+        assert!(stored.len() < 200, "3 MB never filled up");
+        let content = format!("{}{big}", stored.len());
+        match store.append("s", &[ChatMessage::user(&content)]).await {
+            Ok(()) => stored.push(content),
+            Err(err) => break err,
+        }
+    };
+    assert_permanent(&refused, "out of memory", &server.url);
+    // Whether the server is still over the limit after refusing depends on what its
+    // buffers hold: a limit below what the sessions take keeps it there.
+    let mut raw = admin(&server.url).await;
+    run(&mut raw, &["CONFIG", "SET", "maxmemory", "2mb"])
+        .await
+        .unwrap();
+    let err = store
+        .append("s", &[ChatMessage::user("x")])
+        .await
+        .unwrap_err();
+    assert_permanent(&err, "out of memory", &server.url);
+    assert_eq!(
+        contents(&store, "s").await,
+        stored,
+        "whole, through a script"
+    );
+    let (history, revision) = store.load_revision("s").await.unwrap();
+    assert_eq!((history.len(), revision.len), (stored.len(), stored.len()));
+
+    let history: Vec<ChatMessage> = (0..40)
+        .map(|i| ChatMessage::user(format!("{i}{big}")))
+        .collect();
+    let err = store.save("s", &history).await.unwrap_err();
+    assert_permanent(&err, "out of memory", &server.url);
+    let meta = SessionMeta::default();
+    let err = store
+        .create_session("c", &meta, &[ChatMessage::user("hi")])
+        .await
+        .unwrap_err();
+    assert_permanent(&err, "out of memory", &server.url);
+    assert_eq!(
+        contents(&store, "s").await,
+        stored,
+        "the save changed nothing"
+    );
+    assert!(store.session_info("c").await.unwrap().is_none());
+    assert_eq!(listed(&store).await, ["s"]);
+
+    // Deleting frees memory (DEL is allowed out of memory), below the limit: then
+    // everything works.
+    store.delete("s").await.unwrap();
+    store.save("s", &history[..2]).await.unwrap();
+    store
+        .create_session("c", &meta, &[ChatMessage::user("hi")])
+        .await
+        .unwrap();
+    assert_eq!(store.load("s").await.unwrap(), history[..2]);
+    assert_eq!(contents(&store, "c").await, ["hi"]);
+}
+
+/// `allkeys-*` eviction drops whole keys, any of them: a session's list, its meta hash,
+/// an index. Whatever it dropped, every read agrees with the others: a session is its
+/// list (a meta hash without one is absent to every reader and a new write starts it
+/// afresh), and nothing listed fails to load. What it cannot do is find a session whose
+/// index entry was evicted (documented: use `noeviction` or `volatile-*`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_server_drops_whole_keys_and_reads_stay_consistent() {
+    let config = ["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"];
+    let Some(server) = Throwaway::with_config(&config) else {
+        return;
+    };
+    let _running = server.start().await;
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    let big = "e".repeat(16 * 1024);
+    let ids: Vec<String> = (0..200).map(|i| format!("s{i}")).collect();
+    let mut meta = SessionMeta::default();
+    meta.owner = Some("alice".into());
+    for id in &ids {
+        let first = [ChatMessage::user(&big)];
+        store.create_session(id, &meta, &first).await.unwrap();
+        store
+            .append(id, &[ChatMessage::user("second")])
+            .await
+            .unwrap();
+    }
+    let mut raw = admin(&server.url).await;
+    let evicted = run(&mut raw, &["INFO", "stats"]).await.unwrap();
+    let evicted: String = redis::FromRedisValue::from_redis_value(evicted).unwrap();
+    assert!(!evicted.contains("evicted_keys:0\r"), "nothing was evicted");
+    // Every command over the limit evicts more, reads too: lift it to look at a state
+    // that holds still.
+    run(&mut raw, &["CONFIG", "SET", "maxmemory", "0"])
+        .await
+        .unwrap();
+
+    let listed_ids: Vec<String> = store.list_sessions().await.unwrap();
+    for id in &ids {
+        let loaded = store.load(id).await.unwrap();
+        let info = store.session_info(id).await.unwrap();
+        // Redis evicts whole keys: a list is there with both messages or not at all.
+        assert!(matches!(loaded.len(), 0 | 2), "{id}: {}", loaded.len());
+        assert_eq!(info.map_or(0, |i| i.message_count), loaded.len(), "{id}");
+        if listed_ids.contains(id) {
+            assert_eq!(loaded.len(), 2, "{id} is listed but has no messages");
+        }
+    }
+    // A session whose list went but whose meta hash stayed starts afresh, without the
+    // owner the leftover hash names.
+    let _: () = redis::AsyncCommands::del(&mut raw, "fusion:s:{s0}")
+        .await
+        .unwrap();
+    store
+        .append("s0", &[ChatMessage::user("anew")])
+        .await
+        .unwrap();
+    let info = store.session_info("s0").await.unwrap().unwrap();
+    assert_eq!((info.message_count, info.meta.owner), (1, None));
+}
+
+/// A replica refuses writes with `READONLY`: not retryable on one server (it stays a
+/// replica until someone changes that), nothing written; reads work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_replica_refuses_writes_clearly_and_serves_reads() {
+    let Some(primary) = Throwaway::new() else {
+        return;
+    };
+    let _primary = primary.start().await;
+    let port = primary.port.to_string();
+    let Some(replica) = Throwaway::with_config(&["--replicaof", "127.0.0.1", &port]) else {
+        return;
+    };
+    let _replica = replica.start().await;
+    let writer = RedisStorage::connect(&primary.url).await.unwrap();
+    writer
+        .append("s", &[ChatMessage::user("one")])
+        .await
+        .unwrap();
+    let store = RedisStorage::connect(&replica.url).await.unwrap();
+    let synced = wait_until(NO_HANG, || async {
+        store.load("s").await.is_ok_and(|loaded| loaded.len() == 1)
+    })
+    .await;
+    assert!(synced, "the replica never caught up");
+
+    let meta = SessionMeta::default();
+    for result in [
+        store.append("s", &[ChatMessage::user("two")]).await,
+        store.save("s", &[ChatMessage::user("two")]).await,
+        store.truncate("s", 0).await,
+        store.delete("s").await,
+        store
+            .create_session("n", &meta, &[ChatMessage::user("two")])
+            .await
+            .map(drop),
+    ] {
+        let err = result.expect_err("a replica takes no writes");
+        assert_permanent(&err, "read-only replica", &replica.url);
+    }
+    assert_eq!(contents(&store, "s").await, ["one"]);
+    assert_eq!(listed(&store).await, ["s"]);
+    assert_eq!(store.list_sessions().await.unwrap(), ["s"]);
+    assert_eq!(contents(&writer, "s").await, ["one"]);
+}
+
+/// A server that wants a password: connecting without one fails at once with a clear,
+/// non-retryable error (not a protocol error at the first write, nor a dropped
+/// connection that looks retryable); a wrong one too; neither shows the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_wrong_password_fails_connect_clearly() {
+    let Some(server) = Throwaway::with_config(&["--requirepass", "hunter2-right"]) else {
+        return;
+    };
+    let _running = server.start().await;
+    let err = RedisStorage::connect(&server.url).await.unwrap_err();
+    assert_permanent(&err, "requires a password", &server.url);
+    let wrong = server.url.replace("redis://", "redis://:hunter2-wrong@");
+    let err = RedisStorage::connect(&wrong).await.unwrap_err();
+    let shown_url = server.url.replace("redis://", "redis://:***@");
+    assert_permanent(&err, "authentication failed", &shown_url);
+
+    let right = server.url.replace("redis://", "redis://:hunter2-right@");
+    let store = RedisStorage::connect(&right).await.unwrap();
+    store.append("s", &[ChatMessage::user("in")]).await.unwrap();
+    assert!(!format!("{store:?}").contains("hunter2"), "{store:?}");
+}
+
+/// ACL users short of what the storage needs get a clear `NOPERM` error at their first
+/// call, never retryable. One that may not publish on the changes channel (Redis 7's
+/// default for a new user) writing with `publish_changes` is refused before its script
+/// writes anything, where the script's `PUBLISH` used to fail after storing the messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_users_short_of_a_permission_get_clear_errors_and_write_nothing() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let mut raw = admin(&server.url).await;
+    let users = [
+        ("no-channels", "resetchannels ~* +@all", "PUBLISH"),
+        ("no-evalsha", "allchannels ~* +@all -evalsha", "evalsha"),
+        ("other-keys", "allchannels ~other:* +@all", "keys"),
+    ];
+    for (user, rules, what) in users {
+        let mut args = vec!["ACL", "SETUSER", user, "on", ">hunter2-acl"];
+        args.extend(rules.split(' '));
+        run(&mut raw, &args).await.unwrap();
+        // Each user must load the scripts itself (the write is its first call).
+        run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
+        let url = server
+            .url
+            .replace("redis://", &format!("redis://{user}:hunter2-acl@"));
+        let options = RedisOptions::new().publish_changes(true);
+        let store = RedisStorage::connect_with(&url, options).await.unwrap();
+        let shown_url = url.replace("hunter2-acl", "***");
+        for result in [
+            store.append(user, &[ChatMessage::user("m")]).await,
+            store.save(user, &[ChatMessage::user("m")]).await,
+        ] {
+            let err = result.expect_err(user);
+            assert_permanent(&err, "permission", &shown_url);
+            assert!(err.to_string().contains(what), "{user}: {err}");
+        }
+        let stored: i64 = redis::AsyncCommands::exists(&mut raw, format!("fusion:s:{{{user}}}"))
+            .await
+            .unwrap();
+        assert_eq!(stored, 0, "{user}: a refused write stored its messages");
+    }
+    // `SCRIPT` is not needed: a server that does not know a script is sent its text.
+    let mut args = vec!["ACL", "SETUSER", "no-script", "on", ">hunter2-acl"];
+    args.extend("allchannels ~* +@all -script".split(' '));
+    run(&mut raw, &args).await.unwrap();
+    run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
+    let url = server
+        .url
+        .replace("redis://", "redis://no-script:hunter2-acl@");
+    let store = RedisStorage::connect(&url).await.unwrap();
+    store.append("s", &[ChatMessage::user("m")]).await.unwrap();
+    assert_eq!(contents(&store, "s").await, ["m"]);
+    assert_eq!(listed(&store).await, ["s"]);
+    // The channel is all the first user lacked: with it, writes and subscriptions work.
+    run(&mut raw, &["ACL", "SETUSER", "no-channels", "allchannels"])
+        .await
+        .unwrap();
+    let url = server
+        .url
+        .replace("redis://", "redis://no-channels:hunter2-acl@");
+    let options = RedisOptions::new().publish_changes(true);
+    let store = RedisStorage::connect_with(&url, options).await.unwrap();
+    let mut changes = store.subscribe_changes().await.unwrap();
+    store.append("t", &[ChatMessage::user("m")]).await.unwrap();
+    let change = tokio::time::timeout(NO_HANG, changes.next()).await.unwrap();
+    assert_eq!(change.unwrap().unwrap().session_id.as_str(), "t");
+}
+
+/// `SCRIPT FLUSH` over and over while 8 tasks append 200 turns each: every `NOSCRIPT`
+/// is met by sending the script's text, nothing is lost or stored twice. Each turn
+/// carries 16 KiB, so a request spans more than one of the server's reads and a flush
+/// may come between a `SCRIPT LOAD` and the `EVALSHA` behind it, which used to fail the
+/// append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn script_flushes_during_a_burst_lose_and_double_nothing() {
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 200;
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let mut raw = admin(&server.url).await;
+    let flushing = done.clone();
+    let flusher = tokio::spawn(async move {
+        let mut flushes = 0usize;
+        while !flushing.load(Ordering::Relaxed) {
+            run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
+            flushes += 1;
+        }
+        flushes
+    });
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for k in 0..PER_WRITER {
+                    let turn = [ChatMessage::user(format!("w{w}-{k:03}"))];
+                    let pad = [ChatMessage::assistant("p".repeat(16 * 1024))];
+                    store.append("burst", &turn).await.expect("append");
+                    store.append("padded", &pad).await.expect("append");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer task panicked");
+    }
+    done.store(true, Ordering::Relaxed);
+    assert!(flusher.await.unwrap() > 0);
+    let loaded = store.load("burst").await.unwrap();
+    let names: Vec<String> = (0..WRITERS).map(|w| format!("w{w}")).collect();
+    assert_nothing_lost_in_writer_order(&loaded, &names, PER_WRITER);
+    let padded = store.session_info("padded").await.unwrap().unwrap();
+    assert_eq!(padded.message_count, WRITERS * PER_WRITER);
+}
+
+/// A server loading its dataset answers `LOADING`, one running a long script `BUSY`:
+/// retryable errors that stored nothing, then, once the state clears, success. A server
+/// that does not answer at all (`DEBUG SLEEP`) fails the call within the response
+/// timeout, retryably, and the calls after it succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn loading_and_busy_servers_give_retryable_errors_then_serve() {
+    // DEBUG RELOAD saves the dataset and loads it again, in the server's own directory.
+    let config = [
+        "--enable-debug-command",
+        "yes",
+        "--busy-reply-threshold",
+        "50",
+        "--loading-process-events-interval-bytes",
+        "1024",
+    ];
+    let Some(server) = Throwaway::with_config(&config) else {
+        return;
+    };
+    let _running = server.start().await;
+    let options = RedisOptions::new().response_timeout(Duration::from_secs(1));
+    let store = RedisStorage::connect_with(&server.url, options)
+        .await
+        .unwrap();
+    let mut stored = Vec::new();
+    let mut raw = admin(&server.url).await;
+    run(&mut raw, &["DEBUG", "POPULATE", "20000", "filler", "10"])
+        .await
+        .unwrap();
+    run(&mut raw, &["CONFIG", "SET", "key-load-delay", "100"])
+        .await
+        .unwrap();
+
+    for (state, mut blocker) in [
+        ("loading", vec!["DEBUG", "RELOAD"]),
+        ("busy", vec!["EVAL", "while true do end", "0"]),
+    ] {
+        let mut conn = admin(&server.url).await;
+        let blocking = tokio::spawn(async move {
+            let args = std::mem::take(&mut blocker);
+            run(&mut conn, &args).await
+        });
+        // Append until the server refuses: before it does, appends are stored.
+        let refused = loop {
+            let content = format!("{state}-{}", stored.len());
+            let turn = [ChatMessage::user(&content)];
+            let sent = store.append("s", &turn);
+            match tokio::time::timeout(NO_HANG, sent).await.expect("no hang") {
+                Ok(()) => stored.push(content),
+                Err(err) if err.to_string().contains("temporarily unavailable") => break err,
+                // A reply that did not come within the response timeout (the server
+                // blocked while saving before it reloads) may still be applied.
+                Err(err) if err.to_string().contains("timed out") => {}
+                Err(err) => panic!("{state}: {err}"),
+            }
+        };
+        assert!(refused.is_retryable(), "{refused}");
+        assert!(refused.to_string().contains(&server.url), "{refused}");
+        if state == "busy" {
+            run(&mut raw, &["SCRIPT", "KILL"]).await.unwrap();
+        }
+        let _ = blocking.await.unwrap();
+        store
+            .append("s", &[ChatMessage::user(state)])
+            .await
+            .unwrap();
+        stored.push(state.to_string());
+        let loaded = contents(&store, "s").await;
+        assert!(loaded.ends_with(&stored[stored.len() - 1..]), "{loaded:?}");
+        assert_eq!(loaded.iter().filter(|c| *c == state).count(), 1);
+    }
+
+    // A server that does not answer at all (all clients paused, as `DEBUG SLEEP` would
+    // hold them): the call ends with the response timeout, and the late reply it leaves
+    // on the connection is not taken for the next call's.
+    run(&mut raw, &["CLIENT", "PAUSE", "3000", "ALL"])
+        .await
+        .unwrap();
+    let during = tokio::time::timeout(NO_HANG, store.load("s"))
+        .await
+        .expect("no hang");
+    if let Err(err) = during {
+        assert!(
+            err.is_retryable() && err.to_string().contains("timed out"),
+            "{err}"
+        );
+    }
+    run(&mut raw, &["CLIENT", "UNPAUSE"]).await.unwrap();
+    store
+        .append("s", &[ChatMessage::user("awake")])
+        .await
+        .unwrap();
+    stored.push("awake".to_string());
+    assert!(
+        contents(&store, "s")
+            .await
+            .ends_with(&stored[stored.len() - 1..])
+    );
+}
+
+/// A connection the server kills between calls costs at most the next write, which fails
+/// retryably and stored nothing; one killed mid-call (its write held by `CLIENT PAUSE
+/// WRITE`, which the kill discards) fails that call retryably, and stored nothing. Reads
+/// go on during the pause. A subscriber the server disconnects (its output buffer over
+/// `client-output-buffer-limit pubsub`) sees its stream end, and subscribing again works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_and_paused_clients_fail_one_call_and_store_nothing_twice() {
+    let config = ["--client-output-buffer-limit", "pubsub 64kb 32kb 60"];
+    let Some(server) = Throwaway::with_config(&config) else {
+        return;
+    };
+    let _running = server.start().await;
+    let options = RedisOptions::new().publish_changes(true);
+    let store = RedisStorage::connect_with(&server.url, options)
+        .await
+        .unwrap();
+    let mut raw = admin(&server.url).await;
+    let kill = ["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"];
+    let mut stored = vec!["first".to_string()];
+    store
+        .append("s", &[ChatMessage::user("first")])
+        .await
+        .unwrap();
+
+    run(&mut raw, &kill).await.unwrap();
+    for content in ["after-kill-1", "after-kill-2"] {
+        match store.append("s", &[ChatMessage::user(content)]).await {
+            Ok(()) => stored.push(content.to_string()),
+            Err(err) => assert!(err.is_retryable(), "{err}"),
+        }
+    }
+    assert_eq!(contents(&store, "s").await, stored);
+
+    run(&mut raw, &["CLIENT", "PAUSE", "60000", "WRITE"])
+        .await
+        .unwrap();
+    assert_eq!(
+        contents(&store, "s").await,
+        stored,
+        "reads go on while writes pause"
+    );
+    let writer = store.clone();
+    let held = tokio::spawn(async move { writer.append("s", &[ChatMessage::user("held")]).await });
+    // Wait until the paused write sits in the server's buffer, then kill its client.
+    let waiting = wait_until(NO_HANG, || {
+        let mut raw = raw.clone();
+        async move {
+            let list = run(&mut raw, &["CLIENT", "LIST", "TYPE", "normal"])
+                .await
+                .unwrap();
+            let list: String = redis::FromRedisValue::from_redis_value(list).unwrap();
+            list.lines()
+                .any(|client| client.contains("flags=b") || !client.contains(" qbuf=0 "))
+        }
+    })
+    .await;
+    assert!(waiting, "the paused write never reached the server");
+    run(&mut raw, &kill).await.unwrap();
+    let err = tokio::time::timeout(NO_HANG, held)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    run(&mut raw, &["CLIENT", "UNPAUSE"]).await.unwrap();
+    store
+        .append("s", &[ChatMessage::user("last")])
+        .await
+        .unwrap();
+    stored.push("last".to_string());
+    assert_eq!(
+        contents(&store, "s").await,
+        stored,
+        "the killed write stored nothing"
+    );
+
+    // A subscriber whose pending output passes the hard limit is disconnected.
+    let mut changes = store.subscribe_changes().await.unwrap();
+    let flood = "f".repeat(256 * 1024);
+    run(&mut raw, &["PUBLISH", "fusion:changes", &flood])
+        .await
+        .unwrap();
+    loop {
+        let next = tokio::time::timeout(NO_HANG, changes.next()).await;
+        match next.expect("a disconnected subscription ends, it does not go silent") {
+            None => break,
+            Some(item) => assert!(item.is_err(), "{item:?}"),
+        }
+    }
+    let mut changes = store.subscribe_changes().await.unwrap();
+    store
+        .append("s", &[ChatMessage::user("seen")])
+        .await
+        .unwrap();
+    let change = tokio::time::timeout(NO_HANG, changes.next()).await.unwrap();
+    assert_eq!(change.unwrap().unwrap().len, stored.len() + 1);
+}
+
+/// A foreign value where a session's key belongs fails that session's calls with an
+/// error naming the key and changes nothing; listings and purges skip that session and
+/// serve the others. A foreign value on an index key, which every write updates, fails
+/// every write naming that key, until it is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_value_fails_its_own_session_and_listings_skip_it() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    for id in ["a", "b", "c"] {
+        store.append(id, &[ChatMessage::user(id)]).await.unwrap();
+    }
+    let mut raw = admin(&server.url).await;
+    run(&mut raw, &["DEL", "fusion:s:{b}"]).await.unwrap();
+    run(&mut raw, &["SET", "fusion:s:{b}", "foreign"])
+        .await
+        .unwrap();
+    let err = store
+        .append("b", &[ChatMessage::user("x")])
+        .await
+        .unwrap_err();
+    assert_permanent(&err, "fusion:s:{b}", &server.url);
+    assert!(err.to_string().contains("\"b\""), "{err}");
+    assert_eq!(listed(&store).await, ["c", "a"]);
+    assert_eq!(store.list_sessions().await.unwrap(), ["a", "c"]);
+    assert_eq!(store.purge_expired(100).await.unwrap(), 0);
+    let value: String = redis::AsyncCommands::get(&mut raw, "fusion:s:{b}")
+        .await
+        .unwrap();
+    assert_eq!(value, "foreign");
+
+    run(&mut raw, &["SET", "fusion:updated", "foreign"])
+        .await
+        .unwrap();
+    let err = store
+        .append("a", &[ChatMessage::user("x")])
+        .await
+        .unwrap_err();
+    assert_permanent(&err, "fusion:updated", &server.url);
+    assert_eq!(contents(&store, "a").await, ["a"], "nothing written");
+    run(&mut raw, &["DEL", "fusion:updated"]).await.unwrap();
+    store.append("a", &[ChatMessage::user("x")]).await.unwrap();
+    assert_eq!(contents(&store, "a").await, ["a", "x"]);
+}
+
+/// A message larger than the server's `proto-max-bulk-len` is refused before it is sent,
+/// naming the message, the session and the limit, not retryable, nothing written. (Sent,
+/// the server would refuse it and close the connection mid-request, which the client
+/// may see as a reset connection: retryable, wrongly.) A history larger than the limit
+/// in all, of messages each under it, saves whole: the limit is per value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_bulk_limit_is_refused_and_a_large_history_saves() {
+    let Some(server) = Throwaway::with_config(&["--proto-max-bulk-len", "1mb"]) else {
+        return;
+    };
+    let _running = server.start().await;
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    store
+        .append("s", &[ChatMessage::user("small")])
+        .await
+        .unwrap();
+    let huge = ChatMessage::user("h".repeat(2 * 1024 * 1024));
+    for _ in 0..3 {
+        let turn = [ChatMessage::user("fits"), huge.clone()];
+        let sent = tokio::time::timeout(NO_HANG, store.append("s", &turn)).await;
+        let err = sent.expect("no hang").unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidMessage { session_id, index: 1, .. } if session_id == "s"),
+            "{err:?}"
+        );
+        assert_permanent(&err, "proto-max-bulk-len", &server.url);
+    }
+    assert_eq!(contents(&store, "s").await, ["small"]);
+
+    let history: Vec<ChatMessage> = (0..3)
+        .map(|i| ChatMessage::user(format!("{i}{}", "y".repeat(700 * 1024))))
+        .collect();
+    store.save("s", &history).await.unwrap();
+    assert_eq!(store.load("s").await.unwrap(), history);
+}
