@@ -188,20 +188,6 @@ pub(crate) struct SessionCrypt<'a> {
     ciphers: Vec<(String, Arc<Aes256Gcm>)>,
 }
 
-/// Loads shorter than this decrypt on the caller's thread: about 1 ms of work on one core,
-/// which a thread's start (tens of microseconds) and the join would not repay by much.
-const PARALLEL_FROM: usize = 1024;
-
-/// How many threads decrypt a load of `len` messages: one per core the process may use,
-/// at most one per [`PARALLEL_FROM`] messages, and 1 below it.
-fn threads_for(len: usize) -> usize {
-    if len < PARALLEL_FROM {
-        return 1;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores.min(len / PARALLEL_FROM).max(1)
-}
-
 impl<'a> SessionCrypt<'a> {
     /// The ciphers of `session_id` (already validated) on `backend`.
     pub(crate) fn new(codec: &'a Codec, backend: &'static str, session_id: &'a str) -> Self {
@@ -364,46 +350,6 @@ impl<'a> SessionCrypt<'a> {
         Ok(message)
     }
 
-    /// Every message of `stored`, decrypted. A long history is split into one run of
-    /// messages per core ([`threads_for`]), each decrypted on a thread of its own with the
-    /// session's ciphers (derived once: the codec caches them), and joined in order; the
-    /// error reported is the one of the earliest message that fails, as when decrypting
-    /// in one pass. The threads only read the stored messages, which this thread frees:
-    /// memory freed on a thread other than the one that allocated it makes the two
-    /// contend for the allocator's lock.
-    pub(crate) fn open_all(&mut self, stored: Vec<ChatMessage>) -> Result<Vec<ChatMessage>> {
-        let threads = threads_for(stored.len());
-        if threads <= 1 {
-            return stored
-                .into_iter()
-                .enumerate()
-                .map(|(index, m)| self.open(index, m))
-                .collect();
-        }
-        let run = stored.len().div_ceil(threads);
-        let (codec, backend, session_id) = (self.codec, self.backend, self.session_id);
-        std::thread::scope(|scope| {
-            let mut runs = stored.chunks(run).enumerate();
-            let (_, first) = runs.next().expect("at least two runs");
-            let others: Vec<_> = runs
-                .map(|(i, messages)| {
-                    scope.spawn(move || {
-                        SessionCrypt::new(codec, backend, session_id).open_run(i * run, messages)
-                    })
-                })
-                .collect();
-            let mut opened = self.open_run(0, first)?;
-            opened.reserve(stored.len() - opened.len());
-            for other in others {
-                let run = other
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                opened.extend(run?);
-            }
-            Ok(opened)
-        })
-    }
-
     /// The messages of `stored`, which start at `start` in their session, decrypted.
     fn open_run(&mut self, start: usize, stored: &[ChatMessage]) -> Result<Vec<ChatMessage>> {
         stored
@@ -494,6 +440,8 @@ fn push_field(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(field);
 }
+
+mod parallel;
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,9 @@
 //!
 //! A load of 1,024 messages or more is decrypted on one thread per core the process may use
 //! (scoped threads, joined before the load returns), so a long history costs its caller
-//! about half the time on two cores; a shorter one is decrypted on the caller's thread.
+//! about half the time on two cores; a shorter one is decrypted on the caller's thread, and
+//! so is the part of a long one for which the operating system refuses a thread (a process
+//! at its limit of threads): such a load takes longer, and still returns.
 //!
 //! ```no_run
 //! use std::sync::Arc;
