@@ -182,11 +182,18 @@ async fn an_evicting_server_drops_whole_keys_and_reads_stay_consistent() {
     for id in &ids {
         let loaded = store.load(id).await.unwrap();
         let info = store.session_info(id).await.unwrap();
-        // Redis evicts whole keys: a list is there with both messages or not at all.
-        assert!(matches!(loaded.len(), 0 | 2), "{id}: {}", loaded.len());
+        // Redis evicts whole keys: a list holds both messages, or none, or only the
+        // second (its list went between the two writes, and the append started anew).
+        let contents: Vec<&str> = loaded.iter().map(|m| m.content.as_str()).collect();
+        let whole = [big.as_str(), "second"];
+        assert!(
+            [&whole[..], &whole[1..], &[]].contains(&contents.as_slice()),
+            "{id}: {} messages",
+            contents.len()
+        );
         assert_eq!(info.map_or(0, |i| i.message_count), loaded.len(), "{id}");
         if listed_ids.contains(id) {
-            assert_eq!(loaded.len(), 2, "{id} is listed but has no messages");
+            assert!(!loaded.is_empty(), "{id} is listed but has no messages");
         }
     }
     // A session whose list went but whose meta hash stayed starts afresh, without the
@@ -353,14 +360,13 @@ async fn script_flushes_during_a_burst_lose_and_double_nothing() {
     let store = RedisStorage::connect(&server.url).await.unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let mut raw = admin(&server.url).await;
+    // Flushed once before the first append, so the burst starts on NOSCRIPT.
+    run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
     let flushing = done.clone();
     let flusher = tokio::spawn(async move {
-        let mut flushes = 0usize;
         while !flushing.load(Ordering::Relaxed) {
             run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
-            flushes += 1;
         }
-        flushes
     });
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
@@ -379,7 +385,7 @@ async fn script_flushes_during_a_burst_lose_and_double_nothing() {
         writer.await.expect("writer task panicked");
     }
     done.store(true, Ordering::Relaxed);
-    assert!(flusher.await.unwrap() > 0);
+    flusher.await.unwrap();
     let loaded = store.load("burst").await.unwrap();
     let names: Vec<String> = (0..WRITERS).map(|w| format!("w{w}")).collect();
     assert_nothing_lost_in_writer_order(&loaded, &names, PER_WRITER);
@@ -415,7 +421,9 @@ async fn loading_and_busy_servers_give_retryable_errors_then_serve() {
     run(&mut raw, &["DEBUG", "POPULATE", "20000", "filler", "10"])
         .await
         .unwrap();
-    run(&mut raw, &["CONFIG", "SET", "key-load-delay", "100"])
+    // 1 ms per key: loading takes 20 s unless the test ends it sooner (`CONFIG SET` works
+    // while the server loads), so the state lasts until a call has met it.
+    run(&mut raw, &["CONFIG", "SET", "key-load-delay", "1000"])
         .await
         .unwrap();
 
@@ -430,6 +438,10 @@ async fn loading_and_busy_servers_give_retryable_errors_then_serve() {
         });
         // Append until the server refuses: before it does, appends are stored.
         let refused = loop {
+            assert!(
+                !blocking.is_finished(),
+                "{state}: over before a call met it"
+            );
             let content = format!("{state}-{}", stored.len());
             let turn = [ChatMessage::user(&content)];
             let sent = store.append("s", &turn);
@@ -444,9 +456,11 @@ async fn loading_and_busy_servers_give_retryable_errors_then_serve() {
         };
         assert!(refused.is_retryable(), "{refused}");
         assert!(refused.to_string().contains(&server.url), "{refused}");
-        if state == "busy" {
-            run(&mut raw, &["SCRIPT", "KILL"]).await.unwrap();
-        }
+        let end = match state {
+            "loading" => ["CONFIG", "SET", "key-load-delay", "0"].as_slice(),
+            _ => ["SCRIPT", "KILL"].as_slice(),
+        };
+        run(&mut raw, end).await.unwrap();
         let _ = blocking.await.unwrap();
         store
             .append("s", &[ChatMessage::user(state)])
@@ -529,7 +543,7 @@ async fn killed_and_paused_clients_fail_one_call_and_store_nothing_twice() {
     );
     let writer = store.clone();
     let held = tokio::spawn(async move { writer.append("s", &[ChatMessage::user("held")]).await });
-    // Wait until the paused write sits in the server's buffer, then kill its client.
+    // Wait until the server holds the paused write, then kill its client.
     let waiting = wait_until(NO_HANG, || {
         let mut raw = raw.clone();
         async move {
@@ -537,8 +551,9 @@ async fn killed_and_paused_clients_fail_one_call_and_store_nothing_twice() {
                 .await
                 .unwrap();
             let list: String = redis::FromRedisValue::from_redis_value(list).unwrap();
+            // The paused client is blocked (`flags=b`) on its script.
             list.lines()
-                .any(|client| client.contains("flags=b") || !client.contains(" qbuf=0 "))
+                .any(|client| client.contains(" flags=b ") && client.contains(" cmd=eval"))
         }
     })
     .await;
