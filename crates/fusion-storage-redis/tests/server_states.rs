@@ -393,10 +393,11 @@ async fn script_flushes_during_a_burst_lose_and_double_nothing() {
     assert_eq!(padded.message_count, WRITERS * PER_WRITER);
 }
 
-/// A server loading its dataset answers `LOADING`, one running a long script `BUSY`:
-/// retryable errors that stored nothing, then, once the state clears, success. A server
-/// that does not answer at all (`DEBUG SLEEP`) fails the call within the response
-/// timeout, retryably, and the calls after it succeed.
+/// A server loading its dataset answers `LOADING`, one running a long script `BUSY`, to
+/// writes and reads alike: retryable errors that stored nothing, then, once the state
+/// clears, success. A server that does not answer at all (`DEBUG SLEEP`, all clients
+/// paused) fails the call within the response timeout, retryably, and the calls after
+/// it succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn loading_and_busy_servers_give_retryable_errors_then_serve() {
     // DEBUG RELOAD saves the dataset and loads it again, in the server's own directory.
@@ -456,6 +457,13 @@ async fn loading_and_busy_servers_give_retryable_errors_then_serve() {
         };
         assert!(refused.is_retryable(), "{refused}");
         assert!(refused.to_string().contains(&server.url), "{refused}");
+        // Reads too: a `MULTI`'s commands are refused like the scripts.
+        let read = store.load("s").await.unwrap_err();
+        assert!(read.is_retryable(), "{state}: {read}");
+        assert!(
+            read.to_string().contains("temporarily unavailable"),
+            "{read}"
+        );
         let end = match state {
             "loading" => ["CONFIG", "SET", "key-load-delay", "0"].as_slice(),
             _ => ["SCRIPT", "KILL"].as_slice(),
