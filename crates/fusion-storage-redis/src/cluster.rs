@@ -242,7 +242,8 @@ impl Direct {
 
     /// A new connection to the node at `host:port`, with the storage's scripts loaded
     /// there: a write sent on it is an `EVALSHA`, and the node, serving no slots until
-    /// now, got none of the loads the cluster client sends to every primary.
+    /// now, has run none of them (a `NOSCRIPT` from it ends the request, which the
+    /// storage then sends again as the script's `EVAL`, see `storage/write.rs`).
     async fn connect(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {
         let addr = match self.seed.addr() {
             ConnectionAddr::TcpTls {
