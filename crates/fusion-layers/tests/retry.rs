@@ -20,6 +20,9 @@ use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
 use fusion_storage_memory::InMemoryStorage;
 use fusion_storage_sqlite::SqliteStorage;
 
+mod common;
+use common::{Flaky, dropped};
+
 fn retry() -> RetryLayer {
     RetryLayer::new()
         .max_attempts(4)
@@ -28,81 +31,6 @@ fn retry() -> RetryLayer {
 
 fn encryption() -> EncryptionLayer {
     EncryptionLayer::new(EncryptionKeys::new("retry", &[9; 32]).expect("a valid key id"))
-}
-
-/// Fails the first `failures` writes it sees with `error()` before they reach the inner
-/// storage, appending `meddle` (another writer's message) to the session first if set.
-/// Counts the calls.
-struct Flaky {
-    inner: Arc<dyn ConversationStorage>,
-    failures: AtomicUsize,
-    error: fn() -> Error,
-    meddle: Option<ChatMessage>,
-    calls: Arc<AtomicUsize>,
-}
-
-impl Flaky {
-    fn new(failures: usize, error: fn() -> Error) -> Self {
-        Self {
-            inner: Arc::new(InMemoryStorage::new()),
-            failures: AtomicUsize::new(failures),
-            error,
-            meddle: None,
-            calls: Arc::default(),
-        }
-    }
-
-    /// Whether this call fails (before reaching the inner storage).
-    async fn fails(&self, session_id: &str) -> Option<Error> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let left = self.failures.load(Ordering::SeqCst);
-        if left == 0 {
-            return None;
-        }
-        self.failures.store(left - 1, Ordering::SeqCst);
-        if let Some(other) = &self.meddle {
-            self.inner
-                .append(session_id, std::slice::from_ref(other))
-                .await
-                .unwrap();
-        }
-        Some((self.error)())
-    }
-}
-
-#[async_trait]
-impl Intercept for Flaky {
-    fn inner(&self) -> &dyn ConversationStorage {
-        self.inner.as_ref()
-    }
-
-    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
-        match self.fails(session_id).await {
-            Some(err) => Err(err),
-            None => self.inner.append(session_id, messages).await,
-        }
-    }
-
-    async fn write_if(
-        &self,
-        session_id: &str,
-        expected: Expect,
-        change: Change<'_>,
-    ) -> Result<u64> {
-        match self.fails(session_id).await {
-            Some(err) => Err(err),
-            None => self.inner.write_if(session_id, expected, change).await,
-        }
-    }
-}
-
-fn dropped() -> Error {
-    Error::Backend {
-        backend: "flaky",
-        message: "connection reset".into(),
-        retryable: true,
-        source: None,
-    }
 }
 
 /// `flaky` behind the retry layer, and its count of calls.

@@ -1,138 +1,22 @@
-//! Retries for any storage: a call that failed with an error that may pass on a second try
-//! (a dropped connection, a failover, a timeout) is tried again after a short, growing,
-//! jittered pause.
-//!
-//! Retrying a write is only safe if a write that *did* apply, but whose reply was lost,
-//! is not applied twice. Every write here is safe to repeat:
-//! - `append` (and a conditional append, and `create_session`): each message carries an
-//!   id ([`ChatMessage::id`]); the layer gives one to every message that has none before
-//!   the first attempt, so every attempt sends the same ids, and the backend stores a
-//!   message whose id it already holds at most once. The backend looks for ids among
-//!   the session's last [`DEDUP_WINDOW`] messages only, so another attempt at a longer
-//!   batch (an append, or a conditional append that keeps the generation) first reads the
-//!   session and sends only the messages whose ids it does not hold: resent whole, the
-//!   batch's first messages, out of the backend's sight once the batch applied, would be
-//!   stored twice;
-//! - `save`, `truncate`, `delete` and `update_session` leave the same state however
-//!   often they run (an update that moves the session to another owner on condition of
-//!   the old one, refused as [`Error::NotOwner`] after an attempt that may have applied,
-//!   is checked against the session as a conditional write is);
-//! - a conditional write ([`ConversationStorage::write_if`]) whose earlier attempt may
-//!   have applied can meet a session that no longer looks as expected, because of that
-//!   very attempt: the layer then reads the session, and reports success if it holds
-//!   what the write wrote (the appended messages, the replaced history, the created
-//!   session, or, for a truncate, the messages it keeps under a new generation), or the
-//!   [`Error::Conflict`] otherwise, for the caller to re-read and decide. A truncate
-//!   leaves nothing that names it, so a conditional one to a length above 0 (an undo)
-//!   costs a read of the session before its first attempt: what it keeps is known when a
-//!   refusal has to be judged. Another writer's identical truncate in between reads as
-//!   this one's, which leaves the session as this one would have.
-//!
-//! What is retried: errors whose [`is_retryable`](Error::is_retryable) is true, except a
-//! [`Conflict`](Error::Conflict), which is an answer (another writer changed the
-//! session), not a fault. Anything else is returned at once, and the last error is
-//! returned when the attempts run out.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use std::time::Duration;
-//! use fusion_core::{ChatMessage, ConversationStorage, StorageExt};
-//! use fusion_layers::RetryLayer;
-//! # async fn demo(storage: Arc<dyn ConversationStorage>) -> fusion_core::Result<()> {
-//! let storage = storage.layer(
-//!     RetryLayer::new()
-//!         .max_attempts(5)
-//!         .backoff(Duration::from_millis(20), Duration::from_secs(1)),
-//! );
-//! storage.append("user-1", &[ChatMessage::user("hello")]).await?;
-//! # Ok(()) }
-//! ```
+//! The storage a [`RetryLayer`](super::RetryLayer) makes: every call runs through
+//! [`Retrying::attempts`]; the writes whose earlier attempt may have applied are settled
+//! as the [module docs](super) describe.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Error, Expect, Expiry, Intercept,
-    Intercepted, Layer, MessageId, MetaUpdate, Result, Revision, SessionInfo, SessionMeta,
-    SessionPage, SessionQuery, unstored,
+    MessageId, MetaUpdate, Result, Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery,
+    unstored,
 };
 
-/// Retries failed storage calls with exponential backoff: see the [module docs](self).
-#[derive(Debug, Clone)]
-pub struct RetryLayer {
-    policy: Policy,
-}
-
-/// How often and how long to wait.
-#[derive(Debug, Clone, Copy)]
-struct Policy {
-    max_attempts: u32,
-    first: Duration,
-    max: Duration,
-}
-
-impl Default for RetryLayer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl RetryLayer {
-    /// Up to 4 attempts, waiting about 25 ms, then 50 ms, then 100 ms (each pause drawn
-    /// between half and all of that, so clients that failed together do not retry in
-    /// step), at most 1 s.
-    pub fn new() -> Self {
-        Self {
-            policy: Policy {
-                max_attempts: 4,
-                first: Duration::from_millis(25),
-                max: Duration::from_secs(1),
-            },
-        }
-    }
-
-    /// How many times a call is tried in all (at least 1: no retry).
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.policy.max_attempts = attempts.max(1);
-        self
-    }
-
-    /// The pause before the first retry, doubled before each later one up to `max`.
-    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
-        self.policy.first = first;
-        self.policy.max = max.max(first);
-        self
-    }
-}
-
-impl Layer for RetryLayer {
-    fn layer(&self, inner: Arc<dyn ConversationStorage>) -> Arc<dyn ConversationStorage> {
-        Arc::new(Intercepted(Retrying {
-            inner,
-            policy: self.policy,
-        }))
-    }
-}
-
-impl Policy {
-    /// The pause after failed attempt `attempt` (1-based): `first * 2^(attempt-1)`, at
-    /// most `max`, scaled by a random factor in [0.5, 1].
-    fn pause(&self, attempt: u32) -> Duration {
-        let full = self
-            .first
-            .saturating_mul(1 << (attempt - 1).min(20))
-            .min(self.max);
-        let random = RandomState::new().hash_one(attempt);
-        let factor = 0.5 + (random % 1024) as f64 / 2046.0;
-        full.mul_f64(factor)
-    }
-}
+use super::policy::Policy;
+use super::timer;
 
 /// Whether `err` may pass on another attempt of the same call.
 fn transient(err: &Error) -> bool {
@@ -151,10 +35,12 @@ fn identified(messages: &[ChatMessage]) -> Cow<'_, [ChatMessage]> {
     Cow::Owned(owned)
 }
 
-/// The storage a [`RetryLayer`] makes.
-struct Retrying {
-    inner: Arc<dyn ConversationStorage>,
-    policy: Policy,
+/// The storage a [`RetryLayer`](super::RetryLayer) makes.
+pub(crate) struct Retrying {
+    pub(crate) inner: Arc<dyn ConversationStorage>,
+    pub(crate) policy: Policy,
+    /// Whether log lines may carry the error's text, which names the session.
+    pub(crate) session_ids: bool,
 }
 
 /// A call's result, and whether an earlier attempt failed in a way that may have
@@ -183,14 +69,77 @@ impl Retrying {
                         operation,
                         attempt,
                         pause_ms = pause.as_millis() as u64,
-                        error = %err,
+                        error = self.text(&err),
                         "storage call failed; retrying"
                     );
-                    tokio::time::sleep(pause).await;
+                    timer::sleep(pause).await;
                     uncertain = true;
                     attempt += 1;
                 }
+                Err(err) if transient(&err) && attempt > 1 => {
+                    let result = Err(self.gave_up(operation, attempt, err));
+                    return Attempts { result, uncertain };
+                }
                 result => return Attempts { result, uncertain },
+            }
+        }
+    }
+
+    /// The text of `err` for a log line, unless session ids are kept out of logs: an
+    /// error's text names its session (and an I/O error's path, the session's file).
+    fn text<'e>(&self, err: &'e Error) -> Option<tracing::field::DisplayValue<&'e Error>> {
+        self.session_ids.then(|| tracing::field::display(err))
+    }
+
+    /// `err`, the error of the last of `attempts` attempts, saying how many were made.
+    ///
+    /// The count goes into the error's own message, where it has one ([`Error::Backend`]
+    /// and [`Error::Llm`]): same variant, same [`is_retryable`](Error::is_retryable), same
+    /// source to downcast, so callers that match on any of them are unaffected, and a
+    /// program that shows the error (the `fusion` command) shows it once. Wrapping the
+    /// error would change its variant. Any other error (an [`Error::Io`], whose text is
+    /// its path and the OS error's) is returned as it is, and the count logged at `WARN`
+    /// beside it: rebuilding its `io::Error` to reword it would lose the OS error code.
+    fn gave_up(&self, operation: &str, attempts: u32, err: Error) -> Error {
+        let note = format!(" (after {attempts} attempts)");
+        match err {
+            Error::Backend {
+                backend,
+                mut message,
+                retryable,
+                source,
+            } => {
+                message.push_str(&note);
+                Error::Backend {
+                    backend,
+                    message,
+                    retryable,
+                    source,
+                }
+            }
+            Error::Llm {
+                mut message,
+                status,
+                retryable,
+                source,
+            } => {
+                message.push_str(&note);
+                Error::Llm {
+                    message,
+                    status,
+                    retryable,
+                    source,
+                }
+            }
+            other => {
+                tracing::warn!(
+                    backend = self.inner.backend_name(),
+                    operation,
+                    attempts,
+                    error = self.text(&other),
+                    "storage call failed on every attempt; giving up"
+                );
+                other
             }
         }
     }
@@ -440,6 +389,8 @@ impl Intercept for Retrying {
             .result
     }
 
+    /// Retried like any call; after a lost reply the count is the answering attempt's
+    /// alone, a lower bound (see [`RetryLayer`](super::RetryLayer) for why that is kept).
     async fn purge_expired(&self, batch: usize) -> Result<usize> {
         self.attempts("purge_expired", || self.inner.purge_expired(batch))
             .await
@@ -496,21 +447,6 @@ mod tests {
         assert!(!already_applied(&update, &stored(None)));
         let idle = Some(Expiry::Idle(Duration::from_secs(60)));
         assert!(!already_applied(&update, &stored(idle)));
-    }
-
-    #[test]
-    fn pauses_double_up_to_the_maximum_with_jitter() {
-        let policy = RetryLayer::new()
-            .backoff(Duration::from_millis(10), Duration::from_millis(50))
-            .policy;
-        for _ in 0..100 {
-            let first = policy.pause(1);
-            assert!(first >= Duration::from_millis(5) && first <= Duration::from_millis(10));
-            let third = policy.pause(3);
-            assert!(third >= Duration::from_millis(20) && third <= Duration::from_millis(40));
-            let late = policy.pause(30);
-            assert!(late >= Duration::from_millis(25) && late <= Duration::from_millis(50));
-        }
     }
 
     #[test]

@@ -1,0 +1,141 @@
+//! The pauses between attempts, timed by one thread of the layer's own rather than by the
+//! async runtime's timer.
+//!
+//! Why not `tokio::time::sleep`: it panics in a tokio runtime built without
+//! `enable_time()`, and outside tokio (another executor, a `block_on` of the futures
+//! crate), and tokio has no way to ask whether a timer is there. The layer may be called
+//! from any of those, and a storage call must not panic because its backend failed once.
+//! Why not a thread per pause: an outage makes every caller retry at once, and a thread
+//! each would be thousands of threads exactly when the process is under strain. So one
+//! thread, started on the first pause, keeps every pending pause in a heap by deadline and
+//! wakes each through a oneshot channel, which any executor can wait on.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+/// A pending pause: when it ends, and the caller waiting for it.
+struct Due {
+    at: Instant,
+    wake: oneshot::Sender<()>,
+}
+
+/// Ordered so that the pause that ends first is the top of a (max-)heap.
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.at.cmp(&self.at)
+    }
+}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Due {}
+
+/// The way to the timer thread; `None` until the first pause, or after the thread could
+/// not be started (the next pause tries again).
+static TIMER: Mutex<Option<Sender<Due>>> = Mutex::new(None);
+
+/// Waits `duration` under any executor, or in none. When no timer thread can be started
+/// (the process is at its limit of threads) it returns at once: the next attempt then
+/// follows without a pause, which costs the backend a faster retry, not the call.
+pub(crate) async fn sleep(duration: Duration) {
+    let (wake, woken) = oneshot::channel();
+    let due = Due {
+        at: Instant::now() + duration,
+        wake,
+    };
+    if !enqueue(due) {
+        return;
+    }
+    // An error means the timer thread is gone (it does not stop while a pause is queued,
+    // short of a panic): stop waiting rather than wait forever.
+    let _ = woken.await;
+}
+
+/// Hands `due` to the timer thread, starting it if there is none; `false` if none can be
+/// started.
+fn enqueue(due: Due) -> bool {
+    // A panic while the lock was held left nothing half done: the slot is a sender or not.
+    let mut timer = TIMER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let due = match timer.as_ref() {
+        Some(sender) => match sender.send(due) {
+            Ok(()) => return true,
+            // The thread is gone; start another for this pause.
+            Err(mpsc::SendError(due)) => due,
+        },
+        None => due,
+    };
+    let (sender, receiver) = mpsc::channel();
+    let started = std::thread::Builder::new()
+        .name("fusion-retry-timer".into())
+        .spawn(move || run(receiver));
+    match started {
+        Ok(_) => {
+            let sent = sender.send(due).is_ok();
+            *timer = Some(sender);
+            sent
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "no thread to time a retry's pause; retrying at once");
+            false
+        }
+    }
+}
+
+/// The timer thread: wakes every pause when it ends, and runs for the rest of the process
+/// (its sender stays in [`TIMER`]), idle on its channel while no pause is pending.
+fn run(requests: Receiver<Due>) {
+    let mut pending = BinaryHeap::new();
+    loop {
+        let now = Instant::now();
+        while pending.peek().is_some_and(|due: &Due| due.at <= now) {
+            let due = pending.pop().expect("peeked");
+            // A caller that stopped waiting (its future dropped) has no receiver left.
+            let _ = due.wake.send(());
+        }
+        let next = match pending.peek() {
+            Some(due) => requests.recv_timeout(due.at.saturating_duration_since(now)),
+            None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match next {
+            Ok(due) => pending.push(due),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_that_ends_first_is_on_top() {
+        let start = Instant::now();
+        let mut heap = BinaryHeap::new();
+        for ms in [30, 10, 20] {
+            let (wake, _) = oneshot::channel();
+            let at = start + Duration::from_millis(ms);
+            heap.push(Due { at, wake });
+        }
+        let order: Vec<_> = std::iter::from_fn(|| heap.pop().map(|due| due.at - start)).collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(order, [ms(10), ms(20), ms(30)]);
+    }
+}

@@ -1,0 +1,85 @@
+//! What the retry tests share: a storage that fails its first writes with an error of the
+//! test's choosing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Result};
+use fusion_storage_memory::InMemoryStorage;
+
+/// Fails the first `failures` writes it sees with `error()` before they reach the inner
+/// storage, appending `meddle` (another writer's message) to the session first if set.
+/// Counts the calls.
+pub struct Flaky {
+    pub inner: Arc<dyn ConversationStorage>,
+    failures: AtomicUsize,
+    error: fn() -> Error,
+    pub meddle: Option<ChatMessage>,
+    pub calls: Arc<AtomicUsize>,
+}
+
+impl Flaky {
+    pub fn new(failures: usize, error: fn() -> Error) -> Self {
+        Self {
+            inner: Arc::new(InMemoryStorage::new()),
+            failures: AtomicUsize::new(failures),
+            error,
+            meddle: None,
+            calls: Arc::default(),
+        }
+    }
+
+    /// Whether this call fails (before reaching the inner storage).
+    async fn fails(&self, session_id: &str) -> Option<Error> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let left = self.failures.load(Ordering::SeqCst);
+        if left == 0 {
+            return None;
+        }
+        self.failures.store(left - 1, Ordering::SeqCst);
+        if let Some(other) = &self.meddle {
+            self.inner
+                .append(session_id, std::slice::from_ref(other))
+                .await
+                .unwrap();
+        }
+        Some((self.error)())
+    }
+}
+
+#[async_trait]
+impl Intercept for Flaky {
+    fn inner(&self) -> &dyn ConversationStorage {
+        self.inner.as_ref()
+    }
+
+    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
+        match self.fails(session_id).await {
+            Some(err) => Err(err),
+            None => self.inner.append(session_id, messages).await,
+        }
+    }
+
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        match self.fails(session_id).await {
+            Some(err) => Err(err),
+            None => self.inner.write_if(session_id, expected, change).await,
+        }
+    }
+}
+
+/// A dropped connection: a retryable backend error.
+pub fn dropped() -> Error {
+    Error::Backend {
+        backend: "flaky",
+        message: "connection reset".into(),
+        retryable: true,
+        source: None,
+    }
+}
