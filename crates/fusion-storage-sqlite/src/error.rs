@@ -150,7 +150,9 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
             ),
             true,
         ),
-        SQLITE_READONLY => (
+        // A writable file in a read-only directory fails read-only, not "cannot open",
+        // for want of its shared-memory file: explained below with the other case.
+        SQLITE_READONLY if !wal_without_shared_memory(Path::new(db)) => (
             format!(
                 "{op}: the database is read-only (file or directory permissions, a \
                  `mode=ro` URL, or a read-only mount): {detail}"
@@ -186,7 +188,7 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
             ),
             false,
         ),
-        SQLITE_CANTOPEN if wal_without_shared_memory(Path::new(db)) => {
+        SQLITE_CANTOPEN | SQLITE_READONLY if wal_without_shared_memory(Path::new(db)) => {
             let read_it = if log_holds_writes(Path::new(db)) {
                 format!(
                     "Its log {db}-wal holds writes not yet in the file, which \
@@ -215,7 +217,13 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
             false,
         ),
         SQLITE_PERM | SQLITE_AUTH => (format!("{op}: permission denied: {detail}"), false),
-        SQLITE_FULL => (format!("{op}: disk full or quota reached: {detail}"), false),
+        SQLITE_FULL => (
+            format!(
+                "{op}: disk full or quota reached ({detail}); the write was rolled back, \
+                 nothing of it is stored: free space, then retry"
+            ),
+            false,
+        ),
         SQLITE_IOERR => (format!("{op}: I/O error: {detail}"), false),
         SQLITE_NOMEM => (format!("{op}: SQLite ran out of memory: {detail}"), true),
         _ => (format!("{op}: {detail} (SQLite code {code})"), false),

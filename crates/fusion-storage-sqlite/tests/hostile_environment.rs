@@ -4,10 +4,15 @@
 //! symbolic links. Each gives a clear error naming the file, says whether retrying can
 //! help, and leaves what was stored as it was.
 
-use std::path::Path;
+#[cfg(unix)]
+#[path = "support/hostile.rs"]
+mod hostile;
 
-use fusion_core::{ChatMessage, ConversationStorage, Error};
-use fusion_storage_sqlite::SqliteStorage;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fusion_core::{ChatMessage, ConversationStorage, Error, MetaUpdate, SessionMeta};
+use fusion_storage_sqlite::{SqliteOptions, SqliteStorage};
 
 fn url(path: &Path) -> String {
     format!("sqlite://{}", path.display())
@@ -216,4 +221,402 @@ async fn symbolic_links_at_the_database_and_beside_it() {
     let storage = SqliteStorage::connect(&url(&real)).await.unwrap();
     assert_eq!(storage.load("s").await.unwrap(), turn("one"));
     storage.close().await;
+}
+
+/// A database file holding the session `s` (`turn("kept")`), closed so the file is all
+/// there is.
+async fn database_with_a_session(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("sessions.db");
+    let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+    storage.save("s", &turn("kept")).await.unwrap();
+    storage.close().await;
+    path
+}
+
+/// Asserts that `err` is not retryable, names the file at `path` and says `what`.
+fn assert_clear(err: &Error, path: &Path, what: &str) {
+    let text = err.to_string();
+    assert!(text.contains(&*path.to_string_lossy()), "{text}");
+    assert!(text.contains(what), "expected {what:?}: {text}");
+    assert!(!err.is_retryable(), "{text}");
+}
+
+/// A file of zeros, a copy of a database cut short, and one with a page of its messages
+/// table overwritten: the first two are refused when opened, the third is reported
+/// corrupt (naming the file, not retryable) by the load that reads the damaged page, and
+/// none of them is changed by trying.
+#[tokio::test]
+async fn files_that_are_not_databases_or_are_damaged_are_refused_or_reported_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.db");
+    let storage = SqliteStorage::connect(&url(&source)).await.unwrap();
+    let history: Vec<ChatMessage> = (0..200)
+        .map(|i| ChatMessage::user(format!("{i:03} {}", "x".repeat(500))))
+        .collect();
+    storage.save("long", &history).await.unwrap();
+    storage.close().await;
+    let bytes = std::fs::read(&source).unwrap();
+    assert!(bytes.len() >= 16 * 4096, "{} bytes", bytes.len());
+
+    let zeros = dir.path().join("zeros.db");
+    std::fs::write(&zeros, vec![0u8; 8192]).unwrap();
+    let cut = dir.path().join("cut.db");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    for (path, what) in [(&zeros, "not a SQLite database"), (&cut, "corrupt")] {
+        let before = std::fs::read(path).unwrap();
+        let err = SqliteStorage::connect(&url(path)).await.unwrap_err();
+        assert_clear(&err, path, what);
+        assert!(
+            std::fs::read(path).unwrap() == before,
+            "{path:?} was changed"
+        );
+    }
+
+    // Most pages of this file hold the session's messages: overwrite one in the middle,
+    // keeping its header. Opening reads only the schema, so it succeeds; the load that
+    // reads the page fails.
+    let damaged = dir.path().join("damaged.db");
+    let mut pages = bytes.clone();
+    let middle = pages.len() / 2 / 4096 * 4096;
+    for byte in &mut pages[middle + 16..middle + 4000] {
+        *byte ^= 0x5a;
+    }
+    std::fs::write(&damaged, &pages).unwrap();
+    let storage = SqliteStorage::connect(&url(&damaged)).await.unwrap();
+    let err = storage.load("long").await.unwrap_err();
+    assert_clear(&err, &damaged, "corrupt");
+    assert!(err.to_string().contains(".recover"), "{err}");
+    assert_eq!(storage.list_sessions().await.unwrap(), ["long"]);
+    storage.close().await;
+    assert!(
+        std::fs::read(&damaged).unwrap() == pages,
+        "reading changed it"
+    );
+}
+
+/// How long the tests below let a write wait for a lock another process holds: short,
+/// since waiting out the whole timeout is the point.
+const SHORT_BUSY: Duration = Duration::from_millis(200);
+
+/// A hang guard only: every call here should end within the busy timeout.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// `<what>|<database path>` for a holding child: `write` holds `BEGIN IMMEDIATE`, `read`
+/// a read transaction with a snapshot.
+const HOLDER_ENV: &str = "FUSION_SQLITE_TEST_HOLD";
+
+#[tokio::test]
+async fn child_holds_a_transaction_when_asked() {
+    let Ok(task) = std::env::var(HOLDER_ENV) else {
+        return;
+    };
+    let (what, path) = task.split_once('|').unwrap();
+    let conn = rusqlite::Connection::open(path).unwrap();
+    if what == "write" {
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    } else {
+        conn.execute_batch("BEGIN").unwrap();
+        let _: i64 = conn
+            .query_row("SELECT count(*) FROM messages", [], |row| row.get(0))
+            .unwrap();
+    }
+    hostile::hold_until_released();
+    conn.execute_batch("ROLLBACK").unwrap();
+}
+
+/// Another process holding the write lock past the busy timeout makes every write fail
+/// with a retryable "locked" error once the timeout has passed (not a hang, not a
+/// panic), while reads go on; once it lets go, the writes succeed.
+#[cfg(unix)]
+#[tokio::test]
+async fn another_process_holding_the_write_lock_gets_retryable_errors_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = database_with_a_session(dir.path()).await;
+    let options = SqliteOptions::new().busy_timeout(SHORT_BUSY);
+    let storage = SqliteStorage::connect_with(&url(&path), options)
+        .await
+        .unwrap();
+    let holder = hostile::Holder::start(
+        "child_holds_a_transaction_when_asked",
+        HOLDER_ENV,
+        &format!("write|{}", path.display()),
+    );
+
+    let meta = SessionMeta::new().title("new");
+    let update = MetaUpdate::new().title(Some("renamed"));
+    let failures = tokio::time::timeout(HANG_GUARD, async {
+        vec![
+            storage.append("s", &turn("blocked")).await.unwrap_err(),
+            storage.save("s", &turn("blocked")).await.unwrap_err(),
+            storage
+                .create_session("new", &meta, &turn("blocked"))
+                .await
+                .unwrap_err(),
+            storage.update_session("s", &update).await.unwrap_err(),
+            storage.delete("s").await.unwrap_err(),
+        ]
+    })
+    .await
+    .expect("a write hung past the busy timeout");
+    for err in failures {
+        let text = err.to_string();
+        assert!(err.is_retryable(), "{text}");
+        assert!(text.contains("locked"), "{text}");
+        assert!(text.contains(&*path.to_string_lossy()), "{text}");
+    }
+    assert_eq!(storage.load("s").await.unwrap(), turn("kept"));
+    assert_eq!(storage.list_sessions().await.unwrap(), ["s"]);
+    holder.release();
+
+    storage.append("s", &turn("retried")).await.unwrap();
+    storage
+        .create_session("new", &meta, &turn("retried"))
+        .await
+        .unwrap();
+    let mut expected = turn("kept");
+    expected.extend(turn("retried"));
+    assert_eq!(storage.load("s").await.unwrap(), expected);
+    storage.close().await;
+}
+
+/// A reader in another process holding one snapshot open for the whole run keeps the log
+/// from being checkpointed past it, but fails no write: more writes than the log's hard
+/// limit (see `src/checkpoint.rs`) all succeed, and all of them are there after the
+/// reader ends and the database is opened again.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_long_reader_in_another_process_fails_no_write_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = database_with_a_session(dir.path()).await;
+    let options = SqliteOptions::new().busy_timeout(Duration::from_millis(50));
+    let storage = SqliteStorage::connect_with(&url(&path), options)
+        .await
+        .unwrap();
+    let holder = hostile::Holder::start(
+        "child_holds_a_transaction_when_asked",
+        HOLDER_ENV,
+        &format!("read|{}", path.display()),
+    );
+    let mut expected = turn("kept");
+    for i in 0..600 {
+        let message = ChatMessage::user(format!("during the read {i}"));
+        storage
+            .append("s", std::slice::from_ref(&message))
+            .await
+            .unwrap();
+        expected.push(message);
+    }
+    assert_eq!(storage.load("s").await.unwrap(), expected);
+    holder.release();
+    storage.close().await;
+
+    let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), expected);
+    storage.close().await;
+}
+
+/// `<case>|<directory>` for the child run as a user that permissions apply to.
+const READ_ONLY_ENV: &str = "FUSION_SQLITE_TEST_READ_ONLY";
+
+#[tokio::test]
+async fn child_checks_read_only_when_asked() {
+    let Ok(task) = std::env::var(READ_ONLY_ENV) else {
+        return;
+    };
+    let (case, dir) = task.split_once('|').unwrap();
+    let path = Path::new(dir).join("sessions.db");
+    if case == "file" {
+        // The file is read-only, its directory is not: SQLite opens it read-only, reads
+        // work, writes fail.
+        let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+        assert_eq!(storage.load("s").await.unwrap(), turn("kept"));
+        let meta = SessionMeta::new();
+        for err in [
+            storage.append("s", &turn("lost")).await.unwrap_err(),
+            storage.save("s", &turn("lost")).await.unwrap_err(),
+            storage
+                .create_session("new", &meta, &turn("lost"))
+                .await
+                .unwrap_err(),
+            storage.delete("s").await.unwrap_err(),
+        ] {
+            assert_clear(&err, &path, "read-only");
+        }
+        assert_eq!(storage.load("s").await.unwrap(), turn("kept"));
+        storage.close().await;
+    } else {
+        // The directory is read-only: SQLite cannot create the shared-memory file a WAL
+        // database needs even to be read. Opening says so; `immutable` reads it.
+        let err = SqliteStorage::connect(&url(&path)).await.unwrap_err();
+        assert_clear(&err, &path, "it is in WAL mode");
+        assert!(err.to_string().contains("?immutable=true"), "{err}");
+        let immutable = format!("{}?immutable=true", url(&path));
+        let storage = SqliteStorage::connect(&immutable).await.unwrap();
+        assert_eq!(storage.load("s").await.unwrap(), turn("kept"));
+        let err = storage.append("s", &turn("lost")).await.unwrap_err();
+        assert_clear(&err, &path, "read-only");
+        storage.close().await;
+    }
+}
+
+/// A read-only database file, and a database in a read-only directory, opened by a user
+/// the permissions apply to (`nobody`, in a child process, when the tests run as root):
+/// reads work or fail saying why, writes fail clearly and not retryably, and neither
+/// file is changed. (In a writable directory SQLite leaves an empty log and a
+/// shared-memory file beside a read-only file: removing them takes a write.)
+#[cfg(unix)]
+#[tokio::test]
+async fn a_read_only_file_or_directory_refuses_writes_clearly_and_changes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+
+    let tmp = tempfile::tempdir().unwrap();
+    for case in ["file", "directory"] {
+        let dir = tmp.path().join(case);
+        let path = database_with_a_session(&dir).await;
+        if hostile::running_as_root() {
+            hostile::hand_to_nobody(tmp.path(), &[&dir, &path]);
+        }
+        if case == "file" {
+            mode(&path, 0o444);
+        } else {
+            mode(&dir, 0o555);
+        }
+        let before = std::fs::read(&path).unwrap();
+        hostile::run_child_test(
+            "child_checks_read_only_when_asked",
+            READ_ONLY_ENV,
+            &format!("{case}|{}", dir.display()),
+        );
+        assert!(std::fs::read(&path).unwrap() == before, "{case}: changed");
+        // A read-only connection cannot remove the log and shared-memory files it opened
+        // (that takes a checkpoint); where it could create them they stay, the log empty.
+        let log = dir.join("sessions.db-wal");
+        let log_len = std::fs::metadata(&log).map_or(0, |metadata| metadata.len());
+        assert_eq!(log_len, 0, "{case}: the log holds writes");
+        if case == "directory" {
+            assert_eq!(entries(&dir), ["sessions.db"], "{case}");
+        }
+        mode(&dir, 0o755);
+    }
+}
+
+/// A message of `kib` KiB, numbered.
+fn big(i: usize, kib: usize) -> ChatMessage {
+    ChatMessage::user(format!("{i:04} {}", "f".repeat(kib * 1024)))
+}
+
+/// Appends big messages to `s` until one fails, which must be a clear, not retryable
+/// error naming `path`; returns the history acknowledged before it, checked against a
+/// load. `saying` is what the error says (the disk is full, or the file may not grow).
+async fn append_until_full(storage: &SqliteStorage, path: &Path, saying: &[&str]) -> usize {
+    let mut acknowledged = storage.load("s").await.unwrap();
+    for i in 0..1000 {
+        let message = big(i, 32);
+        match storage.append("s", std::slice::from_ref(&message)).await {
+            Ok(()) => acknowledged.push(message),
+            Err(err) => {
+                let text = err.to_string();
+                assert!(saying.iter().any(|s| text.contains(s)), "{text}");
+                if text.contains("disk full") {
+                    assert!(text.contains("nothing of it is stored"), "{text}");
+                }
+                assert_clear(&err, path, "");
+                // The failed write left nothing behind, and the others fail the same way.
+                assert_eq!(storage.load("s").await.unwrap(), acknowledged);
+                let history = [big(9999, 64)];
+                let meta = SessionMeta::new().title("new");
+                for err in [
+                    storage.save("t", &history).await.unwrap_err(),
+                    storage
+                        .create_session("u", &meta, &history)
+                        .await
+                        .unwrap_err(),
+                ] {
+                    assert_clear(&err, path, "");
+                }
+                assert_eq!(storage.list_sessions().await.unwrap(), ["s"]);
+                return acknowledged.len();
+            }
+        }
+    }
+    panic!("1000 appends of 32 KiB fitted: the disk never filled");
+}
+
+/// `<directory>` for the child run with a file size limit.
+const FILE_SIZE_ENV: &str = "FUSION_SQLITE_TEST_FILE_SIZE";
+
+#[tokio::test]
+async fn child_appends_past_the_file_size_limit_when_asked() {
+    let Ok(dir) = std::env::var(FILE_SIZE_ENV) else {
+        return;
+    };
+    let path = Path::new(&dir).join("sessions.db");
+    let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+    let acknowledged = append_until_full(&storage, &path, &["disk full", "I/O error"]).await;
+    std::fs::write(
+        Path::new(&dir).join("acknowledged"),
+        acknowledged.to_string(),
+    )
+    .unwrap();
+    storage.close().await;
+}
+
+/// A full disk fails append, save and create_session clearly (not retryable, naming the
+/// file); the session reads back as before the failed write, and once there is room
+/// again the next write succeeds. Closing while the disk is still full loses nothing:
+/// what was acknowledged is there after reopening. As root the disk is a small tmpfs
+/// (`ENOSPC`, SQLite's "database or disk is full"); otherwise a child process may not
+/// grow a file past a limit (`ulimit -f`), the nearest an unprivileged user can get.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_full_disk_fails_writes_clearly_and_loses_nothing_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    if !hostile::running_as_root() {
+        let path = database_with_a_session(tmp.path()).await;
+        let dir = tmp.path().display().to_string();
+        let test = "child_appends_past_the_file_size_limit_when_asked";
+        hostile::run_child_test_with_file_size_limit(test, FILE_SIZE_ENV, &dir, 512);
+        let count = std::fs::read_to_string(tmp.path().join("acknowledged")).unwrap();
+        let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+        let mut history = storage.load("s").await.unwrap();
+        assert_eq!(history.len().to_string(), count);
+        storage.append("s", &turn("after")).await.unwrap();
+        history.extend(turn("after"));
+        assert_eq!(storage.load("s").await.unwrap(), history);
+        storage.close().await;
+        return;
+    }
+
+    let disk = hostile::SmallDisk::mount(tmp.path(), "1m");
+    let path = disk.dir.join("sessions.db");
+    let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+    storage.append("s", &turn("kept")).await.unwrap();
+    let filler = disk.dir.join("filler");
+    hostile::fill(&filler);
+    append_until_full(&storage, &path, &["disk full"]).await;
+
+    // Room again: the next write succeeds, on the same storage.
+    std::fs::remove_file(&filler).unwrap();
+    storage.append("s", &turn("after")).await.unwrap();
+    let mut expected = storage.load("s").await.unwrap();
+    assert_eq!(&expected[expected.len() - 2..], turn("after"));
+
+    // Full again, and closed while full (its last checkpoint may not fit either).
+    hostile::fill(&filler);
+    let len = append_until_full(&storage, &path, &["disk full"]).await;
+    expected = storage.load("s").await.unwrap();
+    assert_eq!(expected.len(), len);
+    storage.close().await;
+    drop(storage);
+    std::fs::remove_file(&filler).unwrap();
+    let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), expected);
+    storage.append("s", &turn("reopened")).await.unwrap();
+    storage.close().await;
+    drop(storage);
+    drop(disk);
 }
