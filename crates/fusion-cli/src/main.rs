@@ -20,6 +20,7 @@ mod store;
 mod time;
 #[cfg(feature = "ui")]
 mod ui;
+mod variables;
 mod watch;
 
 use std::path::PathBuf;
@@ -50,7 +51,7 @@ struct Cli {
 
     /// Fail at the first storage error instead of retrying those that may pass (a dropped
     /// connection, a timeout) up to 3 more times with backoff.
-    #[arg(long, global = true, env = "FUSION_NO_RETRY", value_parser = yes_or_no)]
+    #[arg(long, global = true, env = "FUSION_NO_RETRY", value_parser = variables::no_retry)]
     no_retry: bool,
 
     /// Log what happens (-v info, -vv debug, -vvv trace). Without it RUST_LOG applies.
@@ -346,33 +347,8 @@ pub struct MigrateArgs {
     pub encrypt: bool,
 }
 
-/// The command line clap reads, with each variable that is set but empty read as unset,
-/// as the library reads its own: `FUSION_STORAGE=` means the default store, not an empty
-/// URL, and `FUSION_APPROVE=` no choice, not a missing value.
-fn command() -> clap::Command {
-    without_empty_variables(Cli::command())
-}
-
-fn without_empty_variables(command: clap::Command) -> clap::Command {
-    command
-        .mut_args(|arg| {
-            let empty = arg
-                .get_env()
-                .and_then(std::env::var_os)
-                .is_some_and(|value| value.is_empty());
-            if empty { arg.env(None) } else { arg }
-        })
-        .mut_subcommands(without_empty_variables)
-}
-
-/// `--no-retry`'s value from `FUSION_NO_RETRY` (`FUSION_NO_RETRY=1`), in the words every
-/// such setting of the library takes ([`fusion_core::parse_flag`]).
-fn yes_or_no(text: &str) -> Result<bool, String> {
-    fusion_core::parse_flag("FUSION_NO_RETRY", text).map_err(|err| err.to_string())
-}
-
 fn main() -> ExitCode {
-    let matches = command().get_matches();
+    let matches = variables::without_empty(Cli::command()).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Runtime::new() {
