@@ -41,7 +41,7 @@ mod open;
 mod run;
 mod unlinked;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -77,6 +77,11 @@ pub(crate) struct Direct {
     /// burst of loads queues instead of opening a connection (and a file) each.
     loads: Arc<tokio::sync::Semaphore>,
     closed: AtomicBool,
+    /// Reader connections out of the idle list (a load, a background checkpoint), and the
+    /// signal that the last one came back: `close` waits for them, since closing the last
+    /// connection is what copies the log into the file and removes it.
+    readers_out: AtomicUsize,
+    returned: tokio::sync::Notify,
     checkpoints: Arc<Checkpointer>,
     /// The database file as opened, to notice it deleted.
     file: Watch,
@@ -89,6 +94,25 @@ struct Writer {
     /// `None` after [`Direct::close`], or after a failed rollback (reopened on next use).
     conn: Option<Connection>,
     closed: bool,
+}
+
+/// A reader connection out of the idle list, counted in [`Direct::readers_out`] until
+/// this is dropped, after the connection has been returned or closed.
+struct ReaderOut<'a>(&'a Direct);
+
+impl<'a> ReaderOut<'a> {
+    fn enter(direct: &'a Direct) -> Self {
+        direct.readers_out.fetch_add(1, Ordering::SeqCst);
+        Self(direct)
+    }
+}
+
+impl Drop for ReaderOut<'_> {
+    fn drop(&mut self) {
+        if self.0.readers_out.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.returned.notify_waiters();
+        }
+    }
 }
 
 /// An idle read connection. A newtype only so that `Debug` does not list SQLite handles.
@@ -134,6 +158,8 @@ impl Direct {
             readers: Mutex::new(vec![Reader(reader)]),
             loads: Arc::new(tokio::sync::Semaphore::new(options.max_readers)),
             closed: AtomicBool::new(false),
+            readers_out: AtomicUsize::new(0),
+            returned: tokio::sync::Notify::new(),
             checkpoints: Arc::default(),
             options,
         })
@@ -304,7 +330,10 @@ impl Direct {
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, DirectError> {
-        if self.closed.load(Ordering::Acquire) {
+        // Counted before `closed` is read, and `close` sets `closed` before it reads the
+        // count (both `SeqCst`): either this sees it closed, or `close` waits for it.
+        let _out = ReaderOut::enter(self);
+        if self.closed.load(Ordering::SeqCst) {
             return Err(DirectError::Closed);
         }
         if self.deleted.load(Ordering::Acquire) {
@@ -356,12 +385,22 @@ impl Direct {
     /// Closes the writer after the write in progress, and every idle reader; later calls
     /// fail with [`DirectError::Closed`].
     pub(crate) async fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.closed.store(true, Ordering::SeqCst);
         self.loads.close();
         let mut writer = self.writer.lock().await;
         writer.closed = true;
         let conn = writer.conn.take();
         drop(writer);
+        // A reader still out (a background checkpoint started by the last writes, a load)
+        // is closed when it comes back. Returning before that would leave the file
+        // without the writes still in its log, for whoever copies it next.
+        loop {
+            let returned = self.returned.notified();
+            if self.readers_out.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            returned.await;
+        }
         let readers = std::mem::take(&mut *self.idle_readers());
         // Closing the last connection checkpoints the log: file I/O, off the async thread.
         let closing = tokio::task::spawn_blocking(move || {
