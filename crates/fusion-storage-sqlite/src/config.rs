@@ -170,7 +170,9 @@ pub(crate) fn parse_url(url: &str, options: &SqliteOptions) -> Result<Target> {
             .map(str::to_owned)
     };
     let mode = param("mode");
-    if path.is_empty() && mode.is_none() {
+    // SQLite opens an empty name as a private temporary database, which the direct
+    // connections (opened by path) cannot share: only `mode=memory` may name none.
+    if path.is_empty() && mode.as_deref() != Some("memory") {
         return Err(Error::Config(
             "SQLite URL has no database path; use sqlite://PATH or sqlite::memory:".into(),
         ));
@@ -316,7 +318,14 @@ mod tests {
         assert!(matches!(err, Error::Config(_)), "{text}");
         assert!(text.contains("`postgres`"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
-        assert!(matches!(parse("sqlite://"), Err(Error::Config(_))));
+        for url in [
+            "sqlite://",
+            "sqlite://?mode=rw",
+            "sqlite:?mode=rwc",
+            "sqlite://?mode=ro",
+        ] {
+            assert!(matches!(parse(url), Err(Error::Config(_))), "{url}");
+        }
         assert!(matches!(
             parse("sqlite://a.db?mode=bogus"),
             Err(Error::Config(_))

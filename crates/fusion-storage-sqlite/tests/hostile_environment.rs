@@ -150,8 +150,10 @@ fn entries(dir: &Path) -> Vec<String> {
 
 /// URLs that would open something other than what they say are refused before anything
 /// is created: SQLite's own `file:` URI (it used to open the file, then report it deleted
-/// on every call, since the storage watched a file named `file:...`) and a path ending in
-/// `/` (SQLite dropped the slash and created a file where a directory was meant). A
+/// on every call, since the storage watched a file named `file:...`), a path ending in
+/// `/` (SQLite dropped the slash and created a file where a directory was meant), and no
+/// path with a `mode` other than `memory` (SQLite opened a private temporary database,
+/// and every call reported it deleted). `?mode=memory` alone is `sqlite::memory:`. A
 /// directory given as the path is named as one. Percent-escapes are decoded, and a path
 /// may hold any byte but NUL, a newline included.
 #[tokio::test]
@@ -162,11 +164,19 @@ async fn urls_that_name_something_else_are_refused_before_anything_is_created() 
         format!("sqlite://file:{}?mode=rwc", path.display()),
         format!("sqlite:file:{}", path.display()),
         format!("{}/", url(&path)),
+        "sqlite://?mode=rwc".to_owned(),
+        "sqlite:?mode=rw".to_owned(),
     ] {
         let err = SqliteStorage::connect(&bad).await.unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
         assert!(entries(dir.path()).is_empty(), "{bad} created files");
     }
+    let memory = SqliteStorage::connect("sqlite://?mode=memory")
+        .await
+        .unwrap();
+    memory.append("s", &turn("one")).await.unwrap();
+    assert_eq!(memory.load("s").await.unwrap(), turn("one"));
+    assert_eq!(memory.database(), ":memory:");
 
     let err = SqliteStorage::connect(&url(dir.path())).await.unwrap_err();
     let text = err.to_string();
