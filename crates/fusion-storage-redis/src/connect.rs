@@ -103,7 +103,7 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
         Ok(Err(err)) => return Err(parse_redis_error(err, op)),
         Err(_elapsed) => return Err(no_connection(op, budget)),
     };
-    let max_value = match probe(conn.clone()).await {
+    let max_value = match probe(conn.clone(), &redacted).await {
         Ok(max_value) => max_value,
         Err(err) => return Err(parse_redis_error(err, op)),
     };
@@ -132,7 +132,11 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
 /// client is still sending, which the client may see as a reset connection (retryable,
 /// wrongly) instead of the refusal. Managed services often refuse `CONFIG`: then the
 /// server's refusal is all there is.
-async fn probe(conn: Connection) -> redis::RedisResult<Option<usize>> {
+///
+/// The same read warns about an evicting `maxmemory-policy` (`allkeys-*`), which drops
+/// sessions' keys and index entries when memory runs out (see the README's "Server
+/// states"): nothing else would tell, until sessions are missing.
+async fn probe(conn: Connection, redacted: &str) -> redis::RedisResult<Option<usize>> {
     let Connection::Single(mut conn) = conn else {
         return Ok(None);
     };
@@ -144,16 +148,35 @@ async fn probe(conn: Connection) -> redis::RedisResult<Option<usize>> {
         Err(_) => return Ok(None),
         Ok(_) => {}
     }
-    let config: redis::RedisResult<std::collections::HashMap<String, String>> =
-        redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("proto-max-bulk-len")
-            .query_async(&mut conn)
-            .await;
-    let limit = config
-        .ok()
-        .and_then(|config| config.get("proto-max-bulk-len")?.parse().ok());
-    Ok(limit)
+    // Two commands, not one `CONFIG GET` of both: Redis 6 takes one parameter per call.
+    let mut config = redis::pipe();
+    for parameter in ["proto-max-bulk-len", "maxmemory", "maxmemory-policy"] {
+        config.cmd("CONFIG").arg("GET").arg(parameter);
+    }
+    type Settings = std::collections::HashMap<String, String>;
+    let Ok((limit, memory, policy)) = config
+        .query_async::<(Settings, Settings, Settings)>(&mut conn)
+        .await
+    else {
+        return Ok(None);
+    };
+    // Without a `maxmemory` (0) the policy never applies.
+    let bounded = memory.get("maxmemory").is_some_and(|bytes| bytes != "0");
+    if let Some(policy) = policy
+        .get("maxmemory-policy")
+        .filter(|policy| bounded && policy.starts_with("allkeys-"))
+    {
+        tracing::warn!(
+            url = %redacted,
+            "the Redis server evicts any key when its memory runs out (maxmemory-policy \
+             {policy}): sessions may lose their messages, metadata or place in listings; \
+             use noeviction, or a volatile-* policy (fusion-storage-redis README, \"Server \
+             states\")"
+        );
+    }
+    Ok(limit
+        .get("proto-max-bulk-len")
+        .and_then(|limit| limit.parse().ok()))
 }
 
 /// The client of the cluster whose seed nodes' URLs are `nodes`, with the options'

@@ -58,6 +58,32 @@ async fn listed(store: &RedisStorage) -> Vec<String> {
         .collect()
 }
 
+/// Connects to `url`, returning the storage and what `connect` logged at warn and above.
+async fn connect_logged(url: &str) -> (RedisStorage, String) {
+    use tracing::instrument::WithSubscriber;
+    #[derive(Clone, Default)]
+    struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Logged {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logged = Logged::default();
+    let writer = logged.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let store = RedisStorage::connect(url).with_subscriber(subscriber).await;
+    let text = String::from_utf8_lossy(&logged.0.lock().unwrap()).into_owned();
+    (store.unwrap(), text)
+}
+
 /// Asserts that `err` is a non-retryable error whose message says `what` and names
 /// the server at `url`, and shows no password.
 fn assert_permanent(err: &Error, what: &str, url: &str) {
@@ -81,7 +107,11 @@ async fn out_of_memory_refuses_writes_whole_and_reads_still_work() {
         return;
     };
     let _running = server.start().await;
-    let store = RedisStorage::connect(&server.url).await.unwrap();
+    let (store, logged) = connect_logged(&server.url).await;
+    assert!(
+        !logged.contains("evicts"),
+        "noeviction evicts nothing: {logged}"
+    );
     let big = "x".repeat(64 * 1024);
     let mut stored = Vec::new();
     let refused = loop {
@@ -155,7 +185,12 @@ async fn an_evicting_server_drops_whole_keys_and_reads_stay_consistent() {
         return;
     };
     let _running = server.start().await;
-    let store = RedisStorage::connect(&server.url).await.unwrap();
+    // Nothing else would tell until sessions are missing, so `connect` warns.
+    let (store, logged) = connect_logged(&server.url).await;
+    assert!(
+        logged.contains("evicts any key") && logged.contains("allkeys-lru"),
+        "{logged}"
+    );
     let big = "e".repeat(16 * 1024);
     let ids: Vec<String> = (0..200).map(|i| format!("s{i}")).collect();
     let mut meta = SessionMeta::default();
