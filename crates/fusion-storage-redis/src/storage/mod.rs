@@ -331,7 +331,8 @@ impl ConversationStorage for RedisStorage {
 
     /// One `MULTI`: `LRANGE 0 -1`, `HMGET expires_at` and the server's `TIME`, so a
     /// session whose expiry has passed loads empty even in the millisecond before Redis
-    /// drops its keys (see [`snapshot`](Self::snapshot)).
+    /// drops its keys; on a server out of memory, which refuses a `MULTI`, the same reads
+    /// in a script.
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
         SessionId::validate(session_id)?;
         let (list, meta) = (self.keys.list(session_id), self.keys.meta(session_id));
