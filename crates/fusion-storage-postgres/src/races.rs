@@ -361,6 +361,8 @@ async fn a_delete_that_found_no_session_leaves_the_one_created_meanwhile_whole()
 /// Returns once no connection of a [`tagged`] storage is left on the server.
 async fn until_gone(harness: &Harness) {
     let mut watcher = harness.raw().await;
+    // Bounded, so a connection that never leaves fails the test instead of hanging CI.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let left: i64 =
             sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
@@ -371,6 +373,10 @@ async fn until_gone(harness: &Harness) {
         if left == 0 {
             return;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} connections of the storage stayed on the server"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -42,8 +42,14 @@ impl Drop for Paused {
 /// used it (the pool checks it first, in the background, waiting for the server's
 /// answer), or closed.
 async fn until_idle(storage: &PostgresStorage) {
+    // Bounded, so a connection that never comes back fails the test instead of hanging CI.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while storage.pool().num_idle() < storage.pool().size() as usize {
-        tokio::task::yield_now().await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool's connections never came back idle"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
