@@ -55,6 +55,9 @@ pub(crate) enum DirectError {
     /// opened to it; the open ones go on.
     #[error("the database file was moved while open")]
     Moved,
+    /// An earlier call found the database file corrupt: writes are refused from then on.
+    #[error("the database file was found corrupt")]
+    FoundCorrupt,
     /// The blocking task running the call panicked or was dropped by a shutting-down runtime.
     #[error("the task running the SQLite call stopped: {0}")]
     Stopped(#[from] tokio::task::JoinError),
@@ -127,6 +130,16 @@ pub(crate) fn parse_direct_error(err: DirectError, op: Op<'_>) -> Error {
                  had it open (or another file now stands there), so this call, which needs \
                  a new connection, cannot open one to it; nothing was done. Open the \
                  storage again at the file's new path"
+            ),
+            false,
+        ),
+        DirectError::FoundCorrupt => (
+            format!(
+                "{op}: an earlier call found the database file corrupt, so this storage \
+                 writes nothing more to it, which could spread the damage; nothing was \
+                 done. Check it with `sqlite3 {db} 'PRAGMA integrity_check'`, restore it \
+                 from a backup or `.recover` it, then open the storage again",
+                db = op.db
             ),
             false,
         ),
@@ -278,6 +291,7 @@ impl MaybeBusy for DirectError {
             DirectError::Closed
             | DirectError::Deleted { .. }
             | DirectError::Moved
+            | DirectError::FoundCorrupt
             | DirectError::Stopped(_) => false,
         }
     }
@@ -317,6 +331,17 @@ fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+/// Whether `err` is SQLite finding the database file damaged (`SQLITE_CORRUPT`) or not a
+/// database at all (`SQLITE_NOTADB`), any extended code.
+pub(crate) fn is_corruption(err: &rusqlite::Error) -> bool {
+    err.sqlite_error_code().is_some_and(|code| {
+        matches!(
+            code,
+            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+        )
+    })
 }
 
 /// Whether `err` is `ROLLBACK` finding no transaction to end (plain `SQLITE_ERROR`, "cannot

@@ -254,8 +254,8 @@ fn assert_clear(err: &Error, path: &Path, what: &str) {
 
 /// A file of zeros, a copy of a database cut short, and one with a page of its messages
 /// table overwritten: the first two are refused when opened, the third is reported
-/// corrupt (naming the file, not retryable) by the load that reads the damaged page, and
-/// none of them is changed by trying.
+/// corrupt (naming the file, not retryable) by the load that reads the damaged page,
+/// after which the storage refuses every write; none of them is changed by trying.
 #[tokio::test]
 async fn files_that_are_not_databases_or_are_damaged_are_refused_or_reported_corrupt() {
     let dir = tempfile::tempdir().unwrap();
@@ -298,10 +298,24 @@ async fn files_that_are_not_databases_or_are_damaged_are_refused_or_reported_cor
     assert_clear(&err, &damaged, "corrupt");
     assert!(err.to_string().contains(".recover"), "{err}");
     assert_eq!(storage.list_sessions().await.unwrap(), ["long"]);
+    // Writes that would not touch the damaged page (a new session) are refused from now
+    // on: writing into a damaged file can spread the damage.
+    let meta = SessionMeta::new();
+    for err in [
+        storage.append("new", &turn("one")).await.unwrap_err(),
+        storage
+            .create_session("other", &meta, &turn("one"))
+            .await
+            .unwrap_err(),
+        storage.delete("long").await.unwrap_err(),
+    ] {
+        assert_clear(&err, &damaged, "found the database file corrupt");
+        assert!(err.to_string().contains("nothing was done"), "{err}");
+    }
     storage.close().await;
     assert!(
         std::fs::read(&damaged).unwrap() == pages,
-        "reading changed it"
+        "it was written to"
     );
 }
 

@@ -51,7 +51,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::busy::wait_while_busy;
 use crate::checkpoint::{self, Checkpointer, Due};
 use crate::config::{DirectOptions, Durability};
-use crate::error::{DirectError, MaybeBusy};
+use crate::error::{DirectError, MaybeBusy, is_corruption};
 use crate::sql::{Write, Written};
 
 use open::open;
@@ -87,6 +87,10 @@ pub(crate) struct Direct {
     file: Watch,
     /// Set once the file was found deleted: every later write and load fails.
     deleted: AtomicBool,
+    /// Set once a load, write or checkpoint found the file damaged (`SQLITE_CORRUPT`):
+    /// every later write fails, since writing into a damaged file can spread the damage
+    /// (a page the damaged free list hands out twice, say). Reads go on.
+    corrupt: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -151,6 +155,7 @@ impl Direct {
             db,
             file,
             deleted: AtomicBool::new(deleted),
+            corrupt: AtomicBool::new(false),
             writer: Arc::new(tokio::sync::Mutex::new(Writer {
                 conn: Some(writer),
                 closed: false,
@@ -176,6 +181,9 @@ impl Direct {
         let units = checkpoint::units(bound_bytes);
         // The queue of this storage's writes, first come first served.
         let mut writer = Arc::clone(&self.writer).lock_owned().await;
+        if self.corrupt.load(Ordering::Acquire) {
+            return Err(DirectError::FoundCorrupt);
+        }
         let result = match self.write_inline(&mut writer, &write, bound_bytes) {
             Some(result) => {
                 drop(writer);
@@ -187,6 +195,9 @@ impl Direct {
             }
             None => self.write_blocking(writer, write).await,
         };
+        if let Err(DirectError::Sqlite(e)) = &result {
+            self.note_corruption(e);
+        }
         if result.as_ref().is_ok_and(Written::committed) {
             if self.file.unlinked() {
                 self.deleted.store(true, Ordering::Release);
@@ -348,6 +359,9 @@ impl Direct {
             }
         };
         let result = read(&conn);
+        if let Err(e) = &result {
+            self.note_corruption(e);
+        }
         // A reader returned after close, or beyond the idle limit, is dropped, closing it;
         // so is one whose read transaction could not be ended, which would otherwise hold
         // its snapshot (and the WAL) for the next load.
@@ -374,6 +388,13 @@ impl Direct {
             return Err(DirectError::Moved);
         }
         Ok(())
+    }
+
+    /// Refuses every later write if `err` says the file is damaged.
+    fn note_corruption(&self, err: &rusqlite::Error) {
+        if is_corruption(err) && !self.corrupt.swap(true, Ordering::AcqRel) {
+            tracing::error!(db = %self.db, error = %err, "the SQLite database file is corrupt; refusing further writes");
+        }
     }
 
     fn idle_readers(&self) -> std::sync::MutexGuard<'_, Vec<Reader>> {
