@@ -193,6 +193,13 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
             ),
             false,
         ),
+        SQLITE_CANTOPEN | SQLITE_IOERR if special_file(Path::new(db)) => (
+            format!(
+                "{op}: cannot use the database file ({detail}): it is not a regular file \
+                 but a FIFO, socket or device; name a regular file instead"
+            ),
+            false,
+        ),
         SQLITE_CANTOPEN if let Some(link) = symlink_beside(Path::new(db)) => (
             format!(
                 "{op}: cannot open the database file ({detail}): {link} is a symbolic link \
@@ -306,6 +313,13 @@ fn wal_without_shared_memory(path: &Path) -> bool {
         .and_then(|mut file| file.read_exact(&mut header))
         .is_ok_and(|()| header.starts_with(b"SQLite format 3\0") && header[18..20] == [2, 2]);
     wal_mode && !beside(path, "-shm").exists()
+}
+
+/// Whether `path` (followed, as SQLite follows it) is neither a regular file nor a
+/// directory: a FIFO, socket or device, on which SQLite fails with a bare "disk I/O
+/// error".
+fn special_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|metadata| !metadata.is_file() && !metadata.is_dir())
 }
 
 /// The log (`-wal`) or shared-memory file (`-shm`) of the database at `path` when it is a

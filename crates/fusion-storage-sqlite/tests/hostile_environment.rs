@@ -154,7 +154,8 @@ fn entries(dir: &Path) -> Vec<String> {
 /// `/` (SQLite dropped the slash and created a file where a directory was meant), and no
 /// path with a `mode` other than `memory` (SQLite opened a private temporary database,
 /// and every call reported it deleted). `?mode=memory` alone is `sqlite::memory:`. A
-/// directory given as the path is named as one. Percent-escapes are decoded, and a path
+/// directory given as the path is named as one, and so is a FIFO or a device (SQLite says
+/// only "disk I/O error"). Percent-escapes are decoded, and a path
 /// may hold any byte but NUL, a newline included.
 #[tokio::test]
 async fn urls_that_name_something_else_are_refused_before_anything_is_created() {
@@ -183,6 +184,18 @@ async fn urls_that_name_something_else_are_refused_before_anything_is_created() 
     assert!(text.contains("it is a directory"), "{text}");
     assert!(text.contains(&*dir.path().to_string_lossy()), "{text}");
     assert!(!err.is_retryable(), "{text}");
+
+    #[cfg(unix)]
+    {
+        let fifo = dir.path().join("fifo.db");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo {fifo:?}");
+        for special in [fifo.as_path(), Path::new("/dev/null")] {
+            let err = SqliteStorage::connect(&url(special)).await.unwrap_err();
+            assert_clear(&err, special, "not a regular file");
+        }
+        std::fs::remove_file(&fifo).unwrap();
+    }
 
     let escaped = format!("{}/a%20b%0Ac.db", url(dir.path()));
     let storage = SqliteStorage::connect(&escaped).await.unwrap();
