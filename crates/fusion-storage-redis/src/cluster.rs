@@ -240,10 +240,12 @@ impl Direct {
         }
     }
 
-    /// A new connection to the node at `host:port`, with the storage's scripts loaded
-    /// there: a write sent on it is an `EVALSHA`, and the node, serving no slots until
-    /// now, has run none of them (a `NOSCRIPT` from it ends the request, which the
-    /// storage then sends again as the script's `EVAL`, see `storage/write.rs`).
+    /// A new connection to the node at `host:port`. A write sent on it is an `EVALSHA`,
+    /// and the node, serving no slots until now, may know none of the scripts: its
+    /// `NOSCRIPT` ends the request, which the storage sends again as the script's `EVAL`
+    /// (see `storage/write.rs`). Nothing is loaded ahead: that took a `SCRIPT LOAD` of
+    /// every script (some 100 KB) for each request sent this way, and failed every such
+    /// request for a user without `SCRIPT`.
     async fn connect(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {
         let addr = match self.seed.addr() {
             ConnectionAddr::TcpTls {
@@ -259,15 +261,9 @@ impl Direct {
             _ => ConnectionAddr::Tcp(host.to_owned(), port),
         };
         let client = redis::Client::open(self.seed.clone().set_addr(addr))?;
-        let mut conn = client
+        client
             .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
-        let mut load = redis::pipe();
-        for script in crate::scripts::all() {
-            load.load_script(script).ignore();
-        }
-        load.query_async::<()>(&mut conn).await?;
-        Ok(conn)
+            .await
     }
 }
 

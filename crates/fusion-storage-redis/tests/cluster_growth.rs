@@ -1,7 +1,8 @@
 //! A Redis Cluster growing onto a new node: the node joins with no slots, then a slot
 //! holding a session moves to it. While the slot migrates, its old node answers `ASK`
 //! naming the new one, which the client holds no connection to (it connects only to the
-//! nodes that serve slots): a write must still reach it.
+//! nodes that serve slots): a write must still reach it, also for a user who may not
+//! load scripts.
 //!
 //! Starts a throwaway two-node cluster of its own (`redis-server --cluster-enabled yes`
 //! on free ports); needs `redis-server` on `PATH` (skips without it, or fails under
@@ -109,7 +110,19 @@ async fn a_write_reaches_a_new_node_while_the_first_slot_moves_to_it() {
     .await;
     assert!(joined, "the two nodes never formed one cluster");
 
-    let url = format!("redis+cluster://127.0.0.1:{}", old.port);
+    // A user without `SCRIPT`: a write reaching the new node is an `EVALSHA` it does not
+    // know, answered by the script's `EVAL`, with nothing loaded ahead.
+    for node in [&old, &new] {
+        let user = [
+            "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-script",
+        ];
+        let _: () = redis::cmd("ACL")
+            .arg(&user)
+            .query_async(&mut node.conn().await.unwrap())
+            .await
+            .unwrap();
+    }
+    let url = format!("redis+cluster://app:pw@127.0.0.1:{}", old.port);
     let storage = RedisStorage::connect_with(&url, RedisOptions::new())
         .await
         .expect("connecting to the cluster");

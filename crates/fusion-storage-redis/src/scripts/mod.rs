@@ -143,26 +143,6 @@ pub(crate) static PURGE_ONE: LazyLock<Writing> = LazyLock::new(|| {
 pub(crate) static DUE: LazyLock<Lua> =
     LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, retention::DUE]));
 
-/// Every script the storage runs, each writing one in both its forms: what a connection
-/// of its own to a cluster node must load first (`cluster::Direct`), since a node that
-/// serves no slots yet got none of the loads the cluster client sends to every primary.
-pub(crate) fn all() -> Vec<&'static Script> {
-    let writing = [
-        &*WRITE,
-        &*TRUNCATE,
-        &*DELETE,
-        &*UPDATE,
-        &*PURGE,
-        &*PURGE_ONE,
-    ];
-    let mut all: Vec<&'static Script> = writing
-        .into_iter()
-        .flat_map(|w| [&*w.quiet, &*w.publishing])
-        .collect();
-    all.extend([&**SNAPSHOT, &**INFO, &**WALK, &**REINDEX, &**DUE]);
-    all
-}
-
 fn script(parts: &[&str]) -> Lua {
     Lua::new(source(parts))
 }
