@@ -141,14 +141,18 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
             ),
             false,
         ),
-        // A server that is only a replica stays one until someone promotes it or points
-        // the URL elsewhere; on a cluster it is a slot whose primary is failing over.
+        // Retryable: the storage closes the connection (`reopen_after_read_only`), and a
+        // name that follows a failover (DNS, a proxy, a managed endpoint) reaches the new
+        // primary from the next connection on. A URL naming a replica fails every time,
+        // and says what to do. On a cluster it is a slot whose primary is failing over.
         Some("READONLY") if !op.is_cluster() => (
             format!(
-                "{op}: the server is a read-only replica and refused the write; nothing was \
-                 written, and reads still work: point the URL at the primary ({err})"
+                "{op}: the server answered as a read-only replica and refused the write; \
+                 nothing was written, and the connection is opened anew (after a failover \
+                 the URL may now reach the new primary); if the URL names a replica, point \
+                 it at the primary ({err})"
             ),
-            false,
+            true,
         ),
         Some("NOPERM") => (
             format!("{op}: the Redis user lacks a permission this storage needs ({err})"),
@@ -319,10 +323,6 @@ mod tests {
         let single = || Op::new("append", URL, Some("s1"));
         for (resp, says) in [
             (
-                "-READONLY You can't write against a read only replica.\r\n",
-                "read-only replica",
-            ),
-            (
                 "-OOM command not allowed when used memory > 'maxmemory'.\r\n",
                 "out of memory",
             ),
@@ -343,9 +343,14 @@ mod tests {
             assert!(!err.is_retryable(), "{err}");
             assert!(err.to_string().contains(says), "{err}");
         }
-        // On a cluster `READONLY` is a slot whose primary is failing over.
+        // `READONLY` passes once the connection reaches a primary: on one server after
+        // a failover, on a cluster once a slot's replica has been promoted.
+        let readonly = || reply("-READONLY You can't write against a read only replica.\r\n");
+        let err = parse_redis_error(readonly(), single());
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("point it at the primary"), "{err}");
         let cluster = Op::new("append", "redis+cluster://h:7000", Some("s1"));
-        let err = parse_redis_error(reply("-READONLY no\r\n"), cluster);
+        let err = parse_redis_error(readonly(), cluster);
         assert!(err.is_retryable(), "{err}");
     }
 

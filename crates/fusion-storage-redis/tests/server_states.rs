@@ -1,6 +1,7 @@
 //! Server states a real deployment meets, each on a throwaway `redis-server` of its own
 //! configured into it (the shared server at `REDIS_URL` is never reconfigured): out of
-//! memory, evicting keys, a read-only replica, passwords and ACL users, scripts flushed,
+//! memory, evicting keys, a read-only replica and a failover behind one name, passwords
+//! and ACL users, scripts flushed,
 //! loading and busy, killed and paused clients, foreign values under the prefix, and a
 //! message over the server's bulk limit.
 //!
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use common::{NO_HANG, Throwaway, wait_until};
 use fusion_core::testkit::assert_nothing_lost_in_writer_order;
+use fusion_core::testkit::faults::FaultProxy;
 use fusion_core::{ChatMessage, ConversationStorage, Error, SessionMeta, SessionQuery};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use futures::StreamExt;
@@ -244,8 +246,8 @@ async fn an_evicting_server_drops_whole_keys_and_reads_stay_consistent() {
     assert_eq!((info.message_count, info.meta.owner), (1, None));
 }
 
-/// A replica refuses writes with `READONLY`: not retryable on one server (it stays a
-/// replica until someone changes that), nothing written; reads work.
+/// A replica refuses writes with `READONLY`: retryable (see the failover test below),
+/// saying to point the URL at the primary, nothing written; reads work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_replica_refuses_writes_clearly_and_serves_reads() {
     let Some(primary) = Throwaway::new() else {
@@ -281,12 +283,72 @@ async fn a_read_only_replica_refuses_writes_clearly_and_serves_reads() {
             .map(drop),
     ] {
         let err = result.expect_err("a replica takes no writes");
-        assert_permanent(&err, "read-only replica", &replica.url);
+        let shown = err.to_string();
+        assert!(err.is_retryable(), "{shown}");
+        assert!(shown.contains("read-only replica"), "{shown}");
+        assert!(shown.contains("point it at the primary"), "{shown}");
     }
     assert_eq!(contents(&store, "s").await, ["one"]);
     assert_eq!(listed(&store).await, ["s"]);
     assert_eq!(store.list_sessions().await.unwrap(), ["s"]);
     assert_eq!(contents(&writer, "s").await, ["one"]);
+}
+
+/// A failover behind a name that follows the primary (here a proxy sending new
+/// connections to the new primary, as DNS or a managed endpoint would): the open
+/// connection still reaches the demoted primary, whose `READONLY` is retryable and makes
+/// the storage open a new connection, so a retry reaches the new primary. Nothing is
+/// written twice or lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_behind_one_name_a_retried_write_reaches_the_new_primary() {
+    let Some(first) = Throwaway::new() else {
+        return;
+    };
+    let _first = first.start().await;
+    let port = first.port.to_string();
+    let Some(second) = Throwaway::with_config(&["--replicaof", "127.0.0.1", &port]) else {
+        return;
+    };
+    let _second = second.start().await;
+    let name = FaultProxy::start(format!("127.0.0.1:{}", first.port)).await;
+    let store = RedisStorage::connect(&format!("redis://{}", name.addr()))
+        .await
+        .unwrap();
+    store
+        .append("s", &[ChatMessage::user("before")])
+        .await
+        .unwrap();
+    let synced = wait_until(NO_HANG, || async {
+        let info = run(&mut admin(&first.url).await, &["INFO", "replication"]).await;
+        let info: String = redis::FromRedisValue::from_redis_value(info.unwrap()).unwrap();
+        info.contains("state=online")
+    })
+    .await;
+    assert!(synced, "the replica never caught up");
+    run(&mut admin(&first.url).await, &["FAILOVER"])
+        .await
+        .unwrap();
+    let promoted = wait_until(NO_HANG, || async {
+        let role = run(&mut admin(&second.url).await, &["ROLE"]).await.unwrap();
+        let role: Vec<redis::Value> = redis::FromRedisValue::from_redis_value(role).unwrap();
+        matches!(&role[0], redis::Value::BulkString(b) if b == b"master")
+    })
+    .await;
+    assert!(promoted, "the failover never completed");
+    name.redirect(format!("127.0.0.1:{}", second.port));
+
+    let first_try = store.append("s", &[ChatMessage::user("after")]).await;
+    let err = first_try.expect_err("the open connection reaches the demoted primary");
+    assert!(err.is_retryable(), "{err}");
+    let stored = wait_until(NO_HANG, || async {
+        let retry = store.append("s", &[ChatMessage::user("after")]).await;
+        retry
+            .inspect_err(|err| assert!(err.is_retryable(), "{err}"))
+            .is_ok()
+    })
+    .await;
+    assert!(stored, "no retry reached the new primary");
+    assert_eq!(contents(&store, "s").await, ["before", "after"]);
 }
 
 /// A server that wants a password: connecting without one fails at once with a clear,

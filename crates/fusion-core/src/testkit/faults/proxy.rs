@@ -40,8 +40,8 @@ pub struct FaultProxy {
 
 #[derive(Debug)]
 struct Shared {
-    /// The server, as `host:port`.
-    upstream: String,
+    /// The server new connections go to, as `host:port` ([`FaultProxy::redirect`]).
+    upstream: Mutex<String>,
     plan: Mutex<Plan>,
     cuts: AtomicUsize,
 }
@@ -88,7 +88,7 @@ impl FaultProxy {
             .expect("binding the fault proxy on 127.0.0.1");
         let addr = listener.local_addr().expect("the fault proxy's address");
         let shared = Arc::new(Shared {
-            upstream: upstream.into(),
+            upstream: Mutex::new(upstream.into()),
             plan: Mutex::new(Plan::default()),
             cuts: AtomicUsize::new(0),
         });
@@ -137,6 +137,16 @@ impl FaultProxy {
     /// requests about one session, not the handshakes of new connections.
     pub fn cut_randomly_containing(&self, marker: impl AsRef<[u8]>, probability: f64, seed: u64) {
         self.set_random(Some(marker.as_ref().to_vec()), probability, seed);
+    }
+
+    /// Sends the connections made from now on to `upstream` (`host:port`), leaving those
+    /// open where they are: what a name that follows a failover to the new primary does.
+    pub fn redirect(&self, upstream: impl Into<String>) {
+        *self
+            .shared
+            .upstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = upstream.into();
     }
 
     /// Disarms every fault; connections already marked for a cut are still cut.
@@ -226,7 +236,12 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
 
 /// Relays one client's connection until either side closes it or a fault cuts it.
 async fn relay(mut client: TcpStream, shared: Arc<Shared>) {
-    let Ok(mut server) = TcpStream::connect(&shared.upstream).await else {
+    let upstream = shared
+        .upstream
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let Ok(mut server) = TcpStream::connect(&upstream).await else {
         return;
     };
     let _ = client.set_nodelay(true);
