@@ -1,8 +1,8 @@
 //! The environment variables clap reads for flags (`FUSION_STORAGE`, `FUSION_NO_RETRY`,
 //! `FUSION_APPROVE`, `FUSION_UI_TOKEN`), read the way the library reads its own: set but
-//! empty is unset, and a yes-or-no takes the words every such setting takes.
+//! empty (or blank) is unset, and a yes-or-no takes the words every such setting takes.
 
-/// `command` with each variable that is set but empty read as unset, in it and its
+/// `command` with each variable that is set but empty or blank read as unset, in it and its
 /// subcommands: `FUSION_STORAGE=` means the default store, not an empty URL, and
 /// `FUSION_APPROVE=` no choice, not a missing value (clap takes an empty value as given).
 pub fn without_empty(command: clap::Command) -> clap::Command {
@@ -11,7 +11,7 @@ pub fn without_empty(command: clap::Command) -> clap::Command {
             let empty = arg
                 .get_env()
                 .and_then(std::env::var_os)
-                .is_some_and(|value| value.is_empty());
+                .is_some_and(|value| value.to_str().is_some_and(|value| value.trim().is_empty()));
             if empty { arg.env(None) } else { arg }
         })
         .mut_subcommands(without_empty)

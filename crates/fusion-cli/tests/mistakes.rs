@@ -286,6 +286,7 @@ fn an_export_to_dev_stdout_holds_the_export_alone_and_imports_back() {
                 ],
             ))
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let copy = format!("copy-{format}");
@@ -294,7 +295,10 @@ fn an_export_to_dev_stdout_holds_the_export_alone_and_imports_back() {
             .stdin(export.stdout.take().unwrap())
             .output()
             .unwrap();
-        assert!(export.wait().unwrap().success(), "{format}");
+        let exported = export.wait_with_output().unwrap();
+        assert!(exported.status.success(), "{format}");
+        let note = text(&exported.stderr);
+        assert!(note.starts_with("exported session s1"), "{note}");
         assert!(import.status.success(), "{}", text(&import.stderr));
         assert_eq!(load(&storage, &copy), load(&storage, "s1"), "{format}");
     }
@@ -310,9 +314,13 @@ fn a_variable_set_but_empty_reads_as_unset_and_no_retry_takes_yes_or_no() {
             .output()
             .unwrap()
     };
-    // Empty: the default store, no approval choice, no retry setting.
-    for variable in ["FUSION_STORAGE", "FUSION_APPROVE", "FUSION_NO_RETRY"] {
-        let listed = with(variable, "", &["sessions", "list"]);
+    // Empty or blank: the default store, no retry setting.
+    for (variable, value) in [
+        ("FUSION_STORAGE", ""),
+        ("FUSION_STORAGE", "  "),
+        ("FUSION_NO_RETRY", ""),
+    ] {
+        let listed = with(variable, value, &["sessions", "list"]);
         assert!(
             listed.status.success(),
             "{variable}: {}",
@@ -327,6 +335,15 @@ fn a_variable_set_but_empty_reads_as_unset_and_no_retry_takes_yes_or_no() {
         let listed = with("FUSION_NO_RETRY", value, &["sessions", "list"]);
         assert!(listed.status.success(), "{value}: {}", text(&listed.stderr));
     }
+    // No approval choice: chat goes on to its next check (no LLM), where an empty value
+    // used to stop it as a missing one (exit 2).
+    let chat = with("FUSION_APPROVE", "", &["chat"]);
+    assert_eq!(chat.status.code(), Some(1), "{}", text(&chat.stderr));
+    assert!(
+        text(&chat.stderr).contains("no LLM"),
+        "{}",
+        text(&chat.stderr)
+    );
     let refused = with("FUSION_NO_RETRY", "maybe", &["sessions", "list"]);
     assert_eq!(refused.status.code(), Some(2));
     let said = text(&refused.stderr);

@@ -19,8 +19,13 @@ use fusion_core::testkit::faults::FaultProxy;
 
 /// Runs `fusion ARGS` without blocking the runtime, so the proxy's tasks keep relaying.
 async fn fusion(dir: &Path, args: &[&str]) -> Output {
+    fusion_with(dir, args, &[]).await
+}
+
+/// [`fusion`] with the environment variables `vars` set.
+async fn fusion_with(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
     let mut command = common::fusion(dir);
-    command.env_remove("FUSION_NO_RETRY").args(args);
+    command.envs(vars.iter().copied()).args(args);
     tokio::process::Command::from(command)
         .output()
         .await
@@ -102,6 +107,31 @@ async fn an_import_whose_reply_was_lost_is_retried_and_stored_once() {
         lost,
         "though the server applied it"
     );
+
+    // The same from the variable, in any of the words a yes-or-no setting takes.
+    let lost = conversation("marker-variable");
+    let file = export_file(dir, "variable.jsonl", &lost);
+    proxy.cut_after_reply_to("marker-variable");
+    let args = [
+        "sessions",
+        "import",
+        &file,
+        "--id",
+        "s3",
+        "--storage",
+        &through,
+    ];
+    let out = fusion_with(dir, &args, &[("FUSION_NO_RETRY", "on")]).await;
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "FUSION_NO_RETRY=on turns retries off"
+    );
+    assert!(
+        stderr.starts_with("fusion: error: cannot save session \"s3\""),
+        "{stderr}"
+    );
+    assert_eq!(proxy.cuts(), 3);
     clean_up_async(&storage).await;
 }
 
