@@ -54,10 +54,12 @@ static TIMER: Mutex<Option<Sender<Due>>> = Mutex::new(None);
 /// follows without a pause, which costs the backend a faster retry, not the call.
 pub(crate) async fn sleep(duration: Duration) {
     let (wake, woken) = oneshot::channel();
-    let due = Due {
-        at: Instant::now() + duration,
-        wake,
-    };
+    // A pause too long for the clock (`Duration::MAX`) is as good as for ever: a year.
+    let now = Instant::now();
+    let at = now
+        .checked_add(duration)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+    let due = Due { at, wake };
     if !enqueue(due) {
         return;
     }
@@ -124,6 +126,15 @@ fn run(requests: Receiver<Due>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pause_too_long_for_the_clock_waits_instead_of_panicking() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let mut pause = std::pin::pin!(sleep(Duration::MAX));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(pause.as_mut().poll(&mut cx), Poll::Pending);
+    }
 
     #[test]
     fn the_pause_that_ends_first_is_on_top() {
