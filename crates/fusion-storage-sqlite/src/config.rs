@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use fusion_core::{Error, Result};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 /// How hard SQLite works to make a commit survive a crash (`PRAGMA synchronous`).
 ///
@@ -144,6 +144,37 @@ impl Target {
             Location::File { path, .. } => path.display().to_string(),
         }
     }
+
+    /// The pool for this database, after the checks on its path a pool cannot make: a
+    /// FIFO, socket or device is refused (SQLite writes a `-journal` beside a device
+    /// before it fails on it), and a file to be created gets its directory.
+    pub(crate) fn pool_options(&self, options: &SqliteOptions) -> Result<SqlitePoolOptions> {
+        let pool_options = match &self.location {
+            Location::Memory => SqlitePoolOptions::new()
+                .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None),
+            Location::File { path, create } => {
+                if crate::error::special_file(path) {
+                    return Err(Error::Config(format!(
+                        "cannot use the SQLite database {}: it is not a regular file but a \
+                         FIFO, socket or device; name a regular file instead",
+                        path.display()
+                    )));
+                }
+                if *create {
+                    ensure_parent_dir(path)?;
+                }
+                SqlitePoolOptions::new().max_connections(options.max_connections)
+            }
+        };
+        // sqlx pings a pooled connection before handing it out, to catch dropped network
+        // links. An in-process SQLite connection does not go stale, so that is a wasted
+        // round trip to its worker thread on every call; worse, a call cancelled during
+        // the ping makes sqlx close the connection, and with `:memory:` the database.
+        Ok(pool_options.test_before_acquire(false))
+    }
 }
 
 /// Parses `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (with optional sqlx query
@@ -246,7 +277,7 @@ fn refuse_misleading_path(path: &str) -> Result<()> {
     } else if path.ends_with('/') && path != ":memory:" {
         "ends with `/`, so it names a directory; name the database file in it, such as \
          sqlite://DIR/sessions.db"
-    } else if first.contains('@') && first.contains(':') {
+    } else if looks_like_credentials(path) {
         "looks like `user:password@host`, which a SQLite URL does not have; write \
          sqlite://PATH"
     } else {
@@ -255,6 +286,19 @@ fn refuse_misleading_path(path: &str) -> Result<()> {
     Err(Error::Config(format!(
         "the path of this SQLite URL {problem}"
     )))
+}
+
+/// Whether `path` starts `user:password@host/`: a `:` before an `@` in its first segment,
+/// with more path after it. Not a file name holding both (`session@10:30.db`,
+/// `backup:v1@host.db`), nor a Windows path (`C:\...`, a drive's `:` after one letter).
+fn looks_like_credentials(path: &str) -> bool {
+    let Some((first, _)) = path.split_once('/') else {
+        return false;
+    };
+    let Some((user, _host)) = first.split_once('@') else {
+        return false;
+    };
+    !first.contains('\\') && user.find(':').is_some_and(|at| at > 1)
 }
 
 /// Creates the parent directory of a database file about to be created, so that
@@ -357,6 +401,9 @@ mod tests {
             "sqlite://data/~backup.db",
             "sqlite://alice@example.com.db",
             "sqlite://data/user:1@x.db",
+            "sqlite://session@10:30.db",
+            "sqlite://backup:v1@host.db",
+            "sqlite://C:\\data\\alice@example.com.db",
         ] {
             assert!(parse(url).is_ok(), "{url}");
         }

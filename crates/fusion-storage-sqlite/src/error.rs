@@ -318,7 +318,7 @@ fn wal_without_shared_memory(path: &Path) -> bool {
 /// Whether `path` (followed, as SQLite follows it) is neither a regular file nor a
 /// directory: a FIFO, socket or device, on which SQLite fails with a bare "disk I/O
 /// error".
-fn special_file(path: &Path) -> bool {
+pub(crate) fn special_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|metadata| !metadata.is_file() && !metadata.is_dir())
 }
 

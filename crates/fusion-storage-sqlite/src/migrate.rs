@@ -57,9 +57,13 @@ enum Found {
 /// reading it through a read-only connection of its own before the pool opens one that
 /// would switch it to WAL. A missing or empty file is a new database; one that cannot be
 /// read is left to the pool, which reports why.
+///
+/// `immutable` (the URL's `?immutable=true`) reads the file as the pool will, taking no
+/// locks and creating no `-wal` or `-shm` beside it.
 pub(crate) async fn refuse_foreign_file(
     path: &Path,
     vfs: Option<&str>,
+    immutable: bool,
     busy_timeout: Duration,
     db: &str,
 ) -> Result<()> {
@@ -69,6 +73,7 @@ pub(crate) async fn refuse_foreign_file(
     let mut options = SqliteConnectOptions::new()
         .filename(path)
         .read_only(true)
+        .immutable(immutable)
         .busy_timeout(busy_timeout);
     if let Some(vfs) = vfs {
         options = options.vfs(vfs.to_owned());
@@ -86,7 +91,9 @@ pub(crate) async fn refuse_foreign_file(
 }
 
 /// Some of the tables of a database that holds tables but does not record Fusion's first
-/// migration; `None` for a database with no tables (new) or one Fusion created.
+/// migration; `None` for a database with no tables (new) or one Fusion created. An empty
+/// `_sqlx_migrations` alone is sqlx's own bookkeeping, made before a first migration
+/// (`sqlx migrate run`, a migration that failed), not another application's data.
 async fn foreign_tables(conn: &mut SqliteConnection) -> sqlx::Result<Option<Vec<String>>> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' \
@@ -109,6 +116,14 @@ async fn foreign_tables(conn: &mut SqliteConnection) -> sqlx::Result<Option<Vec<
         .await?;
         if ours {
             return Ok(None);
+        }
+        if tables.len() == 1 {
+            let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+                .fetch_one(&mut *conn)
+                .await?;
+            if recorded == 0 {
+                return Ok(None);
+            }
         }
     }
     Ok(Some(tables))

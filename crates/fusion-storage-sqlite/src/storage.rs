@@ -34,10 +34,10 @@ use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
     SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_purge_batch,
 };
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
 
 use crate::busy::wait_while_busy;
-use crate::config::{DirectOptions, Location, SqliteOptions, ensure_parent_dir, parse_url};
+use crate::config::{DirectOptions, Location, SqliteOptions, parse_url};
 use crate::direct::Direct;
 use crate::error::{BACKEND, Op, PLACE, parse_direct_error, parse_sqlite_error};
 use crate::expiry::now_micros;
@@ -87,32 +87,19 @@ impl SqliteStorage {
     /// migrating its schema) is repeated until it succeeds or the busy timeout of
     /// `options` has passed, then fails with a retryable "locked" error.
     ///
-    /// Fails with a clear error naming the path when the file is not a SQLite database or
-    /// was written by a newer release with a schema this build does not know.
+    /// Fails with a clear error naming the path, before anything is written, when the
+    /// path is not a regular file (a FIFO, socket or device), when the file is not a
+    /// SQLite database, when it holds another application's tables (tables, but not
+    /// Fusion's first migration: Fusion adds its tables to no one else's database), or
+    /// when it was written by a newer release with a schema this build does not know.
     pub async fn connect_with(url: &str, options: SqliteOptions) -> Result<Self> {
         let target = parse_url(url, &options)?;
         let db = target.label();
-        let pool_options = match &target.location {
-            Location::Memory => SqlitePoolOptions::new()
-                .min_connections(1)
-                .max_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None),
-            Location::File { path, create } => {
-                if *create {
-                    ensure_parent_dir(path)?;
-                }
-                SqlitePoolOptions::new().max_connections(options.max_connections)
-            }
-        };
-        // sqlx pings a pooled connection before handing it out, to catch dropped network
-        // links. An in-process SQLite connection does not go stale, so that is a wasted
-        // round trip to its worker thread on every call; worse, a call cancelled during
-        // the ping makes sqlx close the connection, and with `:memory:` the database.
-        let pool_options = pool_options.test_before_acquire(false);
+        let pool_options = target.pool_options(&options)?;
         if let Some(file) = &target.direct {
             let vfs = file.vfs.as_deref();
-            migrate::refuse_foreign_file(&file.path, vfs, options.busy_timeout, &db).await?;
+            let (path, immutable) = (&file.path, file.immutable);
+            migrate::refuse_foreign_file(path, vfs, immutable, options.busy_timeout, &db).await?;
         }
         // The pool opens its first connection now, creating the file and switching it to
         // WAL, which another process opening it at the same moment can make fail busy
@@ -166,8 +153,10 @@ impl SqliteStorage {
     ///
     /// The pool's own settings are kept: configure WAL, the busy timeout and foreign keys
     /// on its `SqliteConnectOptions` as [`connect_with`](Self::connect_with) does. The
-    /// database should be dedicated to Fusion, because sqlx records the migrations of
-    /// every user of a database in one `_sqlx_migrations` table. A migration that finds
+    /// database must be dedicated to Fusion, because sqlx records the migrations of every
+    /// user of a database in one `_sqlx_migrations` table: one holding another
+    /// application's tables, without Fusion's first migration, is refused before anything
+    /// is written (one where Fusion's tables already are is taken as it is). A migration that finds
     /// the database busy is repeated for up to the default busy timeout of
     /// [`SqliteOptions`].
     pub async fn from_pool(pool: SqlitePool) -> Result<Self> {

@@ -124,7 +124,18 @@ async fn an_empty_file_or_a_database_without_tables_is_a_new_database() {
         .unwrap()
         .execute_batch("PRAGMA user_version = 7; VACUUM;")
         .unwrap();
-    for path in [empty, blank] {
+    // sqlx's bookkeeping alone, as `sqlx migrate run` or a failed first migration leaves
+    // it: not another application's data.
+    let bookkeeping = dir.path().join("bookkeeping.db");
+    rusqlite::Connection::open(&bookkeeping)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT \
+             NOT NULL, installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success \
+             BOOLEAN NOT NULL, checksum BLOB NOT NULL, execution_time BIGINT NOT NULL);",
+        )
+        .unwrap();
+    for path in [empty, blank, bookkeeping] {
         for _ in 0..2 {
             let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
             storage.append("s", &turn("one")).await.unwrap();
@@ -136,6 +147,54 @@ async fn an_empty_file_or_a_database_without_tables_is_a_new_database() {
         assert_eq!(storage.load("s").await.unwrap(), expected);
         storage.close().await;
     }
+}
+
+/// `?immutable=true` reads a file nothing writes to, taking no locks: opening it leaves
+/// no `-wal` or `-shm` beside it (the look for another application's tables, made before
+/// the pool opens, used to).
+#[tokio::test]
+async fn an_immutable_database_gets_no_files_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
+    storage.append("s", &turn("one")).await.unwrap();
+    storage.close().await;
+    drop(storage);
+    assert_eq!(entries(dir.path()), ["s.db"]);
+    let immutable = format!("{}?immutable=true", url(&path));
+    let storage = SqliteStorage::connect(&immutable).await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), turn("one"));
+    storage.close().await;
+    drop(storage);
+    assert_eq!(entries(dir.path()), ["s.db"]);
+}
+
+/// A load the caller started and stopped polling (pinned in a `select!` that went
+/// elsewhere) holds its reader connection: `close` waits for it no longer than the busy
+/// timeout, then returns (it waited for ever, and a shutdown hung).
+#[tokio::test]
+async fn close_does_not_wait_for_ever_on_a_load_left_unpolled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let options = SqliteOptions::new().busy_timeout(Duration::from_millis(500));
+    let storage = SqliteStorage::connect_with(&url(&path), options)
+        .await
+        .unwrap();
+    // Larger than the batches the reading thread may hand over without being polled.
+    let big: Vec<ChatMessage> = (0..2_000)
+        .map(|i| ChatMessage::user(format!("{i} {}", "x".repeat(4_000))))
+        .collect();
+    storage.save("big", &big).await.unwrap();
+    let mut load = std::pin::pin!(storage.load("big"));
+    tokio::select! {
+        biased;
+        _ = &mut load => panic!("8 MB loaded before a first look"),
+        () = tokio::task::yield_now() => {}
+    }
+    // Let the reading thread fill what it may hand over, then close while it waits.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(60), storage.close()).await;
+    assert!(closed.is_ok(), "close waited for the unpolled load");
 }
 
 /// The entries of `dir`, sorted: what opening left behind.
@@ -194,6 +253,9 @@ async fn urls_that_name_something_else_are_refused_before_anything_is_created() 
             let err = SqliteStorage::connect(&url(special)).await.unwrap_err();
             assert_clear(&err, special, "not a regular file");
         }
+        // Refused before SQLite opens it, which wrote a journal beside a device (in /dev,
+        // when run as root).
+        assert!(!Path::new("/dev/null-journal").exists());
         std::fs::remove_file(&fifo).unwrap();
     }
 
@@ -605,14 +667,15 @@ async fn child_appends_past_the_file_size_limit_when_asked() {
 /// A full disk fails append, save and create_session clearly (not retryable, naming the
 /// file); the session reads back as before the failed write, and once there is room
 /// again the next write succeeds. Closing while the disk is still full loses nothing:
-/// what was acknowledged is there after reopening. As root the disk is a small tmpfs
-/// (`ENOSPC`, SQLite's "database or disk is full"); otherwise a child process may not
-/// grow a file past a limit (`ulimit -f`), the nearest an unprivileged user can get.
+/// what was acknowledged is there after reopening. Where a small tmpfs can be mounted
+/// (root with `CAP_SYS_ADMIN`) the disk is one (`ENOSPC`, SQLite's "database or disk is
+/// full"); otherwise a child process may not grow a file past a limit (`ulimit -f`), the
+/// nearest an unprivileged user can get.
 #[cfg(unix)]
 #[tokio::test]
 async fn a_full_disk_fails_writes_clearly_and_loses_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
-    if !hostile::running_as_root() {
+    let Some(disk) = hostile::SmallDisk::mount(tmp.path(), "1m") else {
         let path = database_with_a_session(tmp.path()).await;
         let dir = tmp.path().display().to_string();
         let test = "child_appends_past_the_file_size_limit_when_asked";
@@ -626,9 +689,7 @@ async fn a_full_disk_fails_writes_clearly_and_loses_nothing_acknowledged() {
         assert_eq!(storage.load("s").await.unwrap(), history);
         storage.close().await;
         return;
-    }
-
-    let disk = hostile::SmallDisk::mount(tmp.path(), "1m");
+    };
     let path = disk.dir.join("sessions.db");
     let storage = SqliteStorage::connect(&url(&path)).await.unwrap();
     storage.append("s", &turn("kept")).await.unwrap();

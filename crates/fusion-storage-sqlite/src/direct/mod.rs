@@ -414,13 +414,28 @@ impl Direct {
         drop(writer);
         // A reader still out (a background checkpoint started by the last writes, a load)
         // is closed when it comes back. Returning before that would leave the file
-        // without the writes still in its log, for whoever copies it next.
-        loop {
-            let returned = self.returned.notified();
-            if self.readers_out.load(Ordering::SeqCst) == 0 {
-                break;
+        // without the writes still in its log, for whoever copies it next. Waited for as
+        // long as the busy timeout, no longer: a load the caller started and stopped
+        // polling (pinned in a `select!`) holds its reader until it is polled or dropped,
+        // and a shutdown must not hang on it.
+        let all_back = async {
+            loop {
+                let returned = self.returned.notified();
+                if self.readers_out.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                returned.await;
             }
-            returned.await;
+        };
+        if tokio::time::timeout(self.options.busy_timeout, all_back)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                db = %self.db,
+                "closing while a load still holds a connection: the writes may stay in the \
+                 -wal file until the last connection closes"
+            );
         }
         let readers = std::mem::take(&mut *self.idle_readers());
         // Closing the last connection checkpoints the log: file I/O, off the async thread.
