@@ -148,21 +148,25 @@ async fn probe(conn: Connection, redacted: &str) -> redis::RedisResult<Option<us
         Err(_) => return Ok(None),
         Ok(_) => {}
     }
-    // Two commands, not one `CONFIG GET` of both: Redis 6 takes one parameter per call.
+    // One `CONFIG GET` per parameter (Redis 6 takes one a call), each read on its own: a
+    // server that lets the user read some parameters and not others gives what it can.
+    let parameters = ["proto-max-bulk-len", "maxmemory", "maxmemory-policy"];
     let mut config = redis::pipe();
-    for parameter in ["proto-max-bulk-len", "maxmemory", "maxmemory-policy"] {
+    for parameter in parameters {
         config.cmd("CONFIG").arg("GET").arg(parameter);
     }
     type Settings = std::collections::HashMap<String, String>;
-    let Ok((limit, memory, policy)) = config
-        .query_async::<(Settings, Settings, Settings)>(&mut conn)
+    let Ok(read) = config
+        .ignore_errors()
+        .query_async::<Vec<redis::RedisResult<Settings>>>(&mut conn)
         .await
     else {
         return Ok(None);
     };
+    let settings: Settings = read.into_iter().flatten().flatten().collect();
     // Without a `maxmemory` (0) the policy never applies.
-    let bounded = memory.get("maxmemory").is_some_and(|bytes| bytes != "0");
-    if let Some(policy) = policy
+    let bounded = settings.get("maxmemory").is_some_and(|bytes| bytes != "0");
+    if let Some(policy) = settings
         .get("maxmemory-policy")
         .filter(|policy| bounded && policy.starts_with("allkeys-"))
     {
@@ -170,11 +174,10 @@ async fn probe(conn: Connection, redacted: &str) -> redis::RedisResult<Option<us
             url = %redacted,
             "the Redis server evicts any key when its memory runs out (maxmemory-policy \
              {policy}): sessions may lose their messages, metadata or place in listings; \
-             use noeviction, or a volatile-* policy (fusion-storage-redis README, \"Server \
-             states\")"
+             use noeviction (fusion-storage-redis README, \"Server states\")"
         );
     }
-    Ok(limit
+    Ok(settings
         .get("proto-max-bulk-len")
         .and_then(|limit| limit.parse().ok()))
 }

@@ -141,7 +141,7 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
             ),
             false,
         ),
-        // Retryable: the storage closes the connection (`reopen_after_read_only`), and a
+        // Retryable: the storage closes the connection (`storage/replica.rs`), and a
         // name that follows a failover (DNS, a proxy, a managed endpoint) reaches the new
         // primary from the next connection on. A URL naming a replica fails every time,
         // and says what to do. On a cluster it is a slot whose primary is failing over.

@@ -21,6 +21,7 @@ mod conditional;
 mod index;
 mod listing;
 mod meta;
+mod replica;
 mod retention;
 mod write;
 
@@ -88,6 +89,8 @@ pub struct RedisStorage {
     /// seed node of a cluster in turn.
     subscribe_to: Arc<[redis::Client]>,
     url: Arc<str>,
+    /// Closes the connection to a server that turned out a replica (`replica.rs`).
+    reopen: Arc<replica::Reopen>,
 }
 
 impl fmt::Debug for RedisStorage {
@@ -153,6 +156,7 @@ impl RedisStorage {
             connect_timeout: options.connect_timeout,
             publish_changes: options.publish_changes,
             subscribe_to: opened.subscribe_to.into(),
+            reopen: Arc::default(),
             max_value: opened.max_value,
             url: opened.redacted_url.into(),
         })
@@ -250,12 +254,24 @@ impl RedisStorage {
     /// so the second try is the one that gets through. On a cluster it is also a
     /// redirection or a "not now" from the cluster (see `cluster.rs`). A dropped
     /// connection or a timeout is returned (retryable): the write may have been applied.
+    ///
+    /// A `READONLY` from one server closes the connection (see `replica.rs`), so that
+    /// the write's retry reaches the new primary after a failover.
     async fn run<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
-        if let Connection::Cluster(cluster) = &self.conn {
-            return request.send(&mut cluster.for_writes()).await;
+        let conn = match &self.conn {
+            Connection::Cluster(cluster) => return request.send(&mut cluster.for_writes()).await,
+            Connection::Single(conn) => conn,
+        };
+        let epoch = self.reopen.epoch();
+        let sent = self
+            .send_again_if(request, RedisError::is_connection_refusal)
+            .await;
+        if let Err(err) = &sent
+            && err.code() == Some("READONLY")
+        {
+            self.reopen.after_read_only(conn, epoch, &self.url).await;
         }
-        self.send_again_if(request, RedisError::is_connection_refusal)
-            .await
+        sent
     }
 
     /// Sends `request`, which only reads (or repairs what it reads, so that running it

@@ -17,7 +17,6 @@ use redis::{
 
 use super::{RedisStorage, Request};
 use crate::cluster::may_have_applied;
-use crate::connection::Connection;
 use crate::error::{BACKEND, Op, parse_redis_error};
 use crate::scripts::Lua;
 use crate::{scripts, stored};
@@ -237,12 +236,7 @@ impl RedisStorage {
                 Err(short) => short,
             },
             Err(err) if may_have_applied(&err) => parse_redis_error(err, op.on_keys(keys)),
-            Err(err) => {
-                if err.code() == Some("READONLY") {
-                    self.reopen_after_read_only().await;
-                }
-                return Err(parse_redis_error(err, op.on_keys(keys)));
-            }
+            Err(err) => return Err(parse_redis_error(err, op.on_keys(keys))),
         };
         if let (true, Some(id)) = (self.conn.is_cluster(), op.session_id) {
             // Not waiting for the replicas (the write's error is returned whatever they
@@ -262,28 +256,6 @@ impl RedisStorage {
             }
         }
         Err(unheard)
-    }
-
-    /// After a write one server refused as a read-only replica: closes the shared
-    /// connection (`QUIT`), so that the manager opens a new one for the next call. A name
-    /// that follows a failover (DNS, a proxy, a managed endpoint) reaches the new primary
-    /// only on a new connection, and the manager opens one only when the old one drops.
-    /// Nothing in flight on it is lost: a replica takes no writes, and a read cut short
-    /// fails retryably. A cluster client follows a failover itself.
-    async fn reopen_after_read_only(&self) {
-        let Connection::Single(conn) = &self.conn else {
-            return;
-        };
-        let mut conn = conn.clone();
-        let quit = redis::cmd("QUIT").query_async::<()>(&mut conn).await;
-        if let Err(err) = quit {
-            tracing::debug!(url = %self.url, error = %err, "closing a replica's connection");
-            return;
-        }
-        // The server closed it after its reply. The manager notices when a request finds
-        // it closed: this `PING` does, so the next call waits for the new connection
-        // rather than failing on the old one.
-        let _ = redis::cmd("PING").query_async::<()>(&mut conn).await;
     }
 
     /// Sends `call`, the `EVALSHA` of `script`, in one round trip (with the replicas'
