@@ -288,9 +288,9 @@ fn refuse_misleading_path(path: &str) -> Result<()> {
     )))
 }
 
-/// Whether `path` starts `user:password@host/`: a `:` before an `@` in its first segment,
-/// with more path after it. Not a file name holding both (`session@10:30.db`,
-/// `backup:v1@host.db`), nor a Windows path (`C:\...`, a drive's `:` after one letter).
+/// Whether `path` starts `user:password@host/` (or `:password@host/`): a `:` before an
+/// `@` in its first segment, with more path after it. Not a file name holding both
+/// (`session@10:30.db`, `backup:v1@host.db`), nor a Windows path (`C:\...`).
 fn looks_like_credentials(path: &str) -> bool {
     let Some((first, _)) = path.split_once('/') else {
         return false;
@@ -298,7 +298,7 @@ fn looks_like_credentials(path: &str) -> bool {
     let Some((user, _host)) = first.split_once('@') else {
         return false;
     };
-    !first.contains('\\') && user.find(':').is_some_and(|at| at > 1)
+    !first.contains('\\') && user.contains(':')
 }
 
 /// Creates the parent directory of a database file about to be created, so that
@@ -388,6 +388,8 @@ mod tests {
             "sqlite://data/",
             "sqlite:///var/lib/fusion/",
             "sqlite://admin:hunter2@db.example.com/mine.db",
+            "sqlite://:hunter2@db.example.com/mine.db",
+            "sqlite://a:hunter2@db.example.com/mine.db",
         ] {
             let err = parse(url).unwrap_err();
             let text = err.to_string();

@@ -415,9 +415,9 @@ impl Direct {
         // A reader still out (a background checkpoint started by the last writes, a load)
         // is closed when it comes back. Returning before that would leave the file
         // without the writes still in its log, for whoever copies it next. Waited for as
-        // long as the busy timeout, no longer: a load the caller started and stopped
-        // polling (pinned in a `select!`) holds its reader until it is polled or dropped,
-        // and a shutdown must not hang on it.
+        // long as the busy timeout (at least 5 s, for a checkpoint still running), no
+        // longer: a load the caller started and stopped polling (pinned in a `select!`)
+        // holds its reader until it is polled or dropped, and a shutdown must not hang.
         let all_back = async {
             loop {
                 let returned = self.returned.notified();
@@ -427,14 +427,12 @@ impl Direct {
                 returned.await;
             }
         };
-        if tokio::time::timeout(self.options.busy_timeout, all_back)
-            .await
-            .is_err()
-        {
+        let patience = self.options.busy_timeout.max(Duration::from_secs(5));
+        if tokio::time::timeout(patience, all_back).await.is_err() {
             tracing::warn!(
                 db = %self.db,
-                "closing while a load still holds a connection: the writes may stay in the \
-                 -wal file until the last connection closes"
+                "closing while a connection is still out (a load not polled, a checkpoint): \
+                 the last writes may stay in the -wal file until it closes"
             );
         }
         let readers = std::mem::take(&mut *self.idle_readers());
