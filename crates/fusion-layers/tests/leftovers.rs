@@ -8,9 +8,9 @@ mod common;
 /// A long encrypted load in a process that may start no thread.
 #[cfg(all(unix, feature = "encryption"))]
 mod no_threads {
-    use std::os::unix::process::CommandExt;
     use std::sync::Arc;
 
+    use fusion_core::testkit::child::run_test_in_child;
     use fusion_core::{ChatMessage, ConversationStorage, StorageExt};
     use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
     use fusion_storage_memory::InMemoryStorage;
@@ -22,8 +22,6 @@ mod no_threads {
     /// Set only in the child process, which may start no thread.
     const CHILD_ENV: &str = "FUSION_LAYERS_TEST_NO_THREADS";
     const CHILD: &str = "no_threads::child_loads_a_long_history_without_threads";
-    /// The user and group `nobody`.
-    const NOBODY: u32 = 65534;
 
     /// In the child process only: with `RLIMIT_NPROC` at 1 for a user that is not root
     /// (this process alone reaches it), no thread can be started, and a long load still
@@ -59,23 +57,7 @@ mod no_threads {
     /// The limit binds every user but root, so as root the child runs as `nobody`.
     #[test]
     fn a_long_encrypted_load_returns_every_message_when_no_thread_can_be_started() {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
-        child
-            .args(["--exact", CHILD, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, "1");
-        if nix::unistd::geteuid().is_root() {
-            child.uid(NOBODY).gid(NOBODY);
-        }
-        let out = child.output().expect("starting the child test process");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "the load without threads failed: {}\n{stdout}\n{stderr}",
-            out.status
-        );
-        // The child ran the test by that name, rather than finding none to run.
-        assert!(stdout.contains("1 passed"), "{stdout}");
+        run_test_in_child(CHILD, CHILD_ENV, "1");
     }
 }
 
@@ -83,12 +65,13 @@ mod no_threads {
 #[cfg(feature = "retry")]
 mod retries {
     use std::future::Future;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
     use std::task::{Context, Poll, Wake, Waker};
     use std::time::Duration;
 
     use async_trait::async_trait;
+    use fusion_core::testkit::logs::Logs;
     use fusion_core::testkit::{now_micros, wait_past};
     use fusion_core::{
         ChatMessage, ConversationStorage, Error, Expiry, Intercept, Intercepted, Result,
@@ -197,27 +180,9 @@ mod retries {
 
     /// Logs written on this thread, at every level, while `run` runs, as text.
     fn logged<T>(run: impl FnOnce() -> T) -> (T, String) {
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let output = tracing::subscriber::with_default(subscriber, run);
-        let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
-        (output, text)
+        let logs = Logs::new();
+        let output = tracing::subscriber::with_default(logs.subscriber(tracing::Level::TRACE), run);
+        (output, logs.text())
     }
 
     fn timed_out() -> Error {

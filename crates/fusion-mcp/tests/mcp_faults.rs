@@ -14,6 +14,7 @@ use common::{PATIENCE, offered, session};
 use fusion_agent::testing::MockLlmServer;
 use fusion_agent::{Tool, ToolRegistry, ToolSource};
 use fusion_core::Error;
+use fusion_core::testkit::logs::Logs;
 use fusion_mcp::{HttpServerConfig, McpConfig, McpOptions, McpServer, McpServers, ToolLimit};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
@@ -445,17 +446,9 @@ async fn the_servers_of_a_set_offer_at_most_max_tools_together_also_after_a_chan
     let llm = MockLlmServer::start().await;
     llm.push_tool_call("a__grow", "{}").push_text("Grown.");
     let mut session = session(&llm, registry.clone()).await;
-    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer({
-            let log = Arc::clone(&log);
-            move || LogWriter(Arc::clone(&log))
-        })
-        .finish();
+    let logs = Logs::new();
     // From here: the re-listing may finish during the next turn.
-    let logging = tracing::subscriber::set_default(subscriber);
+    let logging = tracing::subscriber::set_default(logs.subscriber(tracing::Level::WARN));
     let revision = a.revision();
     session.send_message("Grow.").await.unwrap();
     assert_eq!(offered(&llm, 0).len(), 120);
@@ -468,7 +461,7 @@ async fn the_servers_of_a_set_offer_at_most_max_tools_together_also_after_a_chan
     let tools = a.tools();
     drop(logging);
     assert_eq!(tools.len(), 100);
-    let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let log = logs.text();
     assert!(
         log.contains("MCP tool left out") && log.contains("tool=extra"),
         "{log}"
@@ -486,17 +479,4 @@ async fn the_servers_of_a_set_offer_at_most_max_tools_together_also_after_a_chan
     assert_eq!(names.len(), 120);
     assert!(!names.contains(&"a__extra".to_owned()));
     servers.shutdown().await;
-}
-
-/// Where the test's log lines go: a buffer it reads afterwards.
-struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

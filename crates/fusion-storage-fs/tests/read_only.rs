@@ -6,18 +6,15 @@
 //! again, running only `child_lists_when_asked`) as the user `nobody`; otherwise here.
 #![cfg(unix)]
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
+use fusion_core::testkit::child::{NOBODY, run_test_in_child, running_as_root};
 use fusion_core::{ChatMessage, ConversationStorage, SessionQuery};
 use fusion_storage_fs::FileSystemStorage;
 
 /// The directory to list, set only in the child process.
 const CHILD_ENV: &str = "FUSION_FS_TEST_READ_ONLY_DIR";
-/// The user and group `nobody`.
-const NOBODY: u32 = 65534;
 
 /// The sessions of `dir`, newest first, from a storage opened afresh.
 async fn newest_first(dir: &Path) -> Vec<String> {
@@ -51,8 +48,7 @@ async fn a_read_only_directory_is_listed_newest_first_though_a_session_lost_its_
     // Its counters are lost, and no lock file can be created for it again.
     std::fs::remove_file(dir.join(".old.lock")).unwrap();
 
-    // What this process creates is owned by its effective user.
-    let root = std::fs::metadata(tmp.path()).unwrap().uid() == 0;
+    let root = running_as_root();
     if root {
         // `nobody` may write the files and the index as they are, but create nothing in
         // the sessions directory.
@@ -65,14 +61,8 @@ async fn a_read_only_directory_is_listed_newest_first_though_a_session_lost_its_
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
 
     if root {
-        let status = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_lists_when_asked", "--nocapture"])
-            .env(CHILD_ENV, &dir)
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .status()
-            .expect("starting the child test process");
-        assert!(status.success(), "the listing as nobody failed: {status}");
+        let dir = dir.to_str().expect("a temp dir's path is UTF-8");
+        run_test_in_child("child_lists_when_asked", CHILD_ENV, dir);
     } else {
         assert_eq!(newest_first(&dir).await, ["new", "old"]);
     }

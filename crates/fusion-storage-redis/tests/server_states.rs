@@ -19,6 +19,7 @@ use std::time::Duration;
 use common::{NO_HANG, Throwaway, wait_until};
 use fusion_core::testkit::assert_nothing_lost_in_writer_order;
 use fusion_core::testkit::faults::FaultProxy;
+use fusion_core::testkit::logs::Logs;
 use fusion_core::{ChatMessage, ConversationStorage, Error, SessionMeta, SessionQuery};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use futures::StreamExt;
@@ -63,27 +64,10 @@ async fn listed(store: &RedisStorage) -> Vec<String> {
 /// Connects to `url`, returning the storage and what `connect` logged at warn and above.
 async fn connect_logged(url: &str) -> (RedisStorage, String) {
     use tracing::instrument::WithSubscriber;
-    #[derive(Clone, Default)]
-    struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Logged {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let logged = Logged::default();
-    let writer = logged.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let logs = Logs::new();
+    let subscriber = logs.subscriber(tracing::Level::WARN);
     let store = RedisStorage::connect(url).with_subscriber(subscriber).await;
-    let text = String::from_utf8_lossy(&logged.0.lock().unwrap()).into_owned();
-    (store.unwrap(), text)
+    (store.unwrap(), logs.text())
 }
 
 /// Asserts that `err` is a non-retryable error whose message says `what` and names

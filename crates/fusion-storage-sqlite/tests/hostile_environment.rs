@@ -585,7 +585,7 @@ async fn a_read_only_file_or_directory_refuses_writes_clearly_and_changes_nothin
             mode(&dir, 0o555);
         }
         let before = std::fs::read(&path).unwrap();
-        hostile::run_child_test(
+        hostile::run_test_in_child(
             "child_checks_read_only_when_asked",
             READ_ONLY_ENV,
             &format!("{case}|{}", dir.display()),

@@ -32,9 +32,12 @@
 //! [`assert_nothing_lost_in_writer_order`], the same check the conformance case uses.
 
 pub mod cases;
+#[cfg(unix)]
+pub mod child;
 pub mod conditional;
 pub mod exactly_once;
 pub mod faults;
+pub mod logs;
 pub mod metadata;
 pub mod owners;
 pub mod retention;

@@ -10,31 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-/// The user and group `nobody`, whom file permissions stop where they do not stop root.
-pub const NOBODY: u32 = 65534;
-
-/// Whether this process runs as root, whom file permissions do not stop.
-pub fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // What a process creates is owned by its effective user.
-    let probe = tempfile::tempfile().unwrap();
-    probe.metadata().unwrap().uid() == 0
-}
-
-/// Runs the test `test` of this binary in a child process with `env` set to `value`, as
-/// `nobody` when this process is root; fails unless the child's test passed.
-pub fn run_child_test(test: &str, env: &str, value: &str) {
-    use std::os::unix::process::CommandExt;
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["--exact", test, "--nocapture"])
-        .env(env, value);
-    if running_as_root() {
-        command.uid(NOBODY).gid(NOBODY);
-    }
-    let status = command.status().expect("starting the child test process");
-    assert!(status.success(), "the child test {test} failed: {status}");
-}
+pub use fusion_core::testkit::child::{NOBODY, run_test_in_child, running_as_root};
 
 /// Gives `nobody` the directory `tmp` (a temporary directory, which only its owner may
 /// enter) to pass through, and every path in `owned` to own.
