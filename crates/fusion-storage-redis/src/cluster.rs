@@ -243,7 +243,7 @@ impl Direct {
     /// A new connection to the node at `host:port`. A write sent on it is an `EVALSHA`,
     /// and the node, serving no slots until now, may know none of the scripts: its
     /// `NOSCRIPT` ends the request, which the storage sends again as the script's `EVAL`
-    /// (see `storage/write.rs`). Nothing is loaded ahead: that took a `SCRIPT LOAD` of
+    /// (see `storage/scripting.rs`). Nothing is loaded ahead: that took a `SCRIPT LOAD` of
     /// every script (some 100 KB) for each request sent this way, and failed every such
     /// request for a user without `SCRIPT`.
     async fn connect(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {

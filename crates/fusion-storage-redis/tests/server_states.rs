@@ -425,6 +425,79 @@ async fn acl_users_short_of_a_permission_get_clear_errors_and_write_nothing() {
     assert_eq!(change.unwrap().unwrap().session_id.as_str(), "t");
 }
 
+/// How many times the server ran `SCRIPT LOAD` since its stats were reset.
+async fn script_loads(raw: &mut MultiplexedConnection) -> u64 {
+    let stats = run(raw, &["INFO", "commandstats"]).await.unwrap();
+    let stats: String = redis::FromRedisValue::from_redis_value(stats).unwrap();
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_script|load:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// After a `NOSCRIPT` the script goes as its text (`EVAL`), and is pinned with a `SCRIPT
+/// LOAD` by the same call (Redis 7.4+ evicts what `EVAL` cached, never what `SCRIPT LOAD`
+/// did): one load for a write's script and one for a read's, none while the server
+/// knows them. A least-privilege user allowed `EVALSHA` and `SCRIPT` but not `EVAL`
+/// keeps writing and reading across `SCRIPT FLUSH`es: the script is loaded, then run by
+/// its sha. (A user without `SCRIPT` is the ACL test's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_sent_as_text_are_pinned_and_a_user_without_eval_keeps_writing() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let mut raw = admin(&server.url).await;
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
+    run(&mut raw, &["CONFIG", "RESETSTAT"]).await.unwrap();
+    store.append("s", &[ChatMessage::user("a")]).await.unwrap();
+    assert_eq!(
+        script_loads(&mut raw).await,
+        1,
+        "the write script was pinned"
+    );
+    store.append("s", &[ChatMessage::user("b")]).await.unwrap();
+    assert!(store.session_info("s").await.unwrap().is_some());
+    assert_eq!(script_loads(&mut raw).await, 2, "and the read's, once each");
+    store.append("s", &[ChatMessage::user("c")]).await.unwrap();
+    assert_eq!(
+        store
+            .session_info("s")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        3
+    );
+    assert_eq!(
+        script_loads(&mut raw).await,
+        2,
+        "known scripts are not loaded again"
+    );
+
+    let rules = "allchannels ~* +@all -eval -eval_ro";
+    let mut args = vec!["ACL", "SETUSER", "no-eval", "on", ">hunter2-acl"];
+    args.extend(rules.split(' '));
+    run(&mut raw, &args).await.unwrap();
+    let url = server
+        .url
+        .replace("redis://", "redis://no-eval:hunter2-acl@");
+    let store = RedisStorage::connect(&url).await.unwrap();
+    for content in ["d", "e"] {
+        run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
+        store
+            .append("s", &[ChatMessage::user(content)])
+            .await
+            .unwrap();
+        run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
+        let info = store.session_info("s").await.unwrap().unwrap();
+        assert_eq!(info.message_count, contents(&store, "s").await.len());
+    }
+    assert_eq!(contents(&store, "s").await, ["a", "b", "c", "d", "e"]);
+    assert_eq!(listed(&store).await, ["s"]);
+}
+
 /// `SCRIPT FLUSH` over and over while 8 tasks append 200 turns each: every `NOSCRIPT`
 /// is met by sending the script's text, nothing is lost or stored twice. Each turn
 /// carries 16 KiB, so a request spans more than one of the server's reads and a flush

@@ -148,8 +148,9 @@ fn script(parts: &[&str]) -> Lua {
 }
 
 /// A script and its text: called by its sha (`EVALSHA`, which sends only the sha), and
-/// by its text (`EVAL`) where the server does not know the sha (see `storage/write.rs`).
+/// by its text (`EVAL`) where the server does not know the sha (see `storage/scripting.rs`).
 /// Dereferences to the driver's [`Script`].
+#[derive(Clone)]
 pub(crate) struct Lua {
     script: Script,
     source: String,

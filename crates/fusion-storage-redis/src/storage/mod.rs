@@ -15,7 +15,7 @@
 //! The same scripts make the conditional writes of issue #13 (`conditional.rs`); session
 //! metadata is in `meta.rs`; retention (a session past its expiry is absent to every
 //! reader and writer; `purge_expired`) in the scripts and `retention.rs`; how requests
-//! reach the server in `write.rs`.
+//! reach the server in `write.rs`, scripts it does not know in `scripting.rs`.
 
 mod conditional;
 mod index;
@@ -23,6 +23,7 @@ mod listing;
 mod meta;
 mod replica;
 mod retention;
+mod scripting;
 mod write;
 
 use std::fmt;

@@ -1,19 +1,15 @@
 //! How a write reaches the server: the scripts' arguments, the indexes (inside the write
 //! script on one server, requests of their own after it on a cluster: `index.rs`, and
-//! their repair on a cluster when a write may have applied unheard: `run_write`), the
-//! `NOSCRIPT` retry, and the replicas' `WAIT` when [`RedisOptions::replica_acks`] asks
-//! for it.
+//! their repair on a cluster when a write may have applied unheard: `run_write`) and the
+//! replicas' `WAIT` when [`RedisOptions::replica_acks`] asks for it. Scripts the server
+//! does not know: `scripting.rs`.
 //!
 //! [`RedisOptions::replica_acks`]: crate::RedisOptions::replica_acks
 
 use fusion_core::{
     ChatMessage, DEDUP_WINDOW, Expect, Result, Revision, SessionMeta, new_generation,
 };
-use futures::future::try_join_all;
-use redis::{
-    Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, RedisWrite, Script, ServerErrorKind,
-    ToRedisArgs, Value,
-};
+use redis::{Cmd, FromRedisValue, RedisResult, RedisWrite, Script, ToRedisArgs};
 
 use super::{RedisStorage, Request};
 use crate::cluster::may_have_applied;
@@ -258,62 +254,6 @@ impl RedisStorage {
         Err(unheard)
     }
 
-    /// Sends `call`, the `EVALSHA` of `script`, in one round trip (with the replicas'
-    /// `WAIT` behind it when the storage waits for them).
-    ///
-    /// On `NOSCRIPT` (a new or flushed server, where the script's sha is unknown and the
-    /// script did not run) the call is sent again as the `EVAL` of the script's text
-    /// ([`as_eval`]), which runs it whatever the server knows and caches it for the next
-    /// `EVALSHA`. On a cluster the keyless `WAIT` goes to the node of the script's keys.
-    pub(super) async fn run_script<T: FromRedisValue>(
-        &self,
-        script: &Lua,
-        call: &Cmd,
-    ) -> RedisResult<Acked<T>> {
-        match self.send_acked(Request::Cmd(call)).await {
-            Err(err) if is_noscript(&err) => {
-                self.send_acked(Request::Cmd(&as_eval(script, call))).await
-            }
-            sent => sent,
-        }
-    }
-
-    /// Sends `call`, the `EVALSHA` of a script that only reads (or repairs an index and
-    /// may run twice), as the `EVAL` of its text if the server does not know it.
-    pub(super) async fn eval<T: FromRedisValue>(&self, script: &Lua, call: &Cmd) -> RedisResult<T> {
-        match self.read(Request::Cmd(call)).await {
-            Err(err) if is_noscript(&err) => self.read(Request::Cmd(&as_eval(script, call))).await,
-            done => done,
-        }
-    }
-
-    /// Sends `calls`, `EVALSHA`s of `script` as [`eval`](Self::eval) takes them, and
-    /// returns their replies in order: one pipeline on one server; on a cluster, where
-    /// each may be for another slot, side by side.
-    pub(super) async fn eval_all(&self, script: &Lua, calls: Vec<Cmd>) -> RedisResult<Vec<Value>> {
-        if calls.is_empty() {
-            return Ok(Vec::new());
-        }
-        if self.conn.is_cluster() {
-            return try_join_all(calls.iter().map(|call| self.eval(script, call))).await;
-        }
-        let mut pipe = redis::pipe();
-        for call in calls {
-            pipe.add_command(call);
-        }
-        match self.read(Request::Pipe(&pipe)).await {
-            Err(err) if is_noscript(&err) => {
-                // Each as text: a flush may come between two commands of a pipeline.
-                let mut texts = redis::pipe();
-                for call in pipe.cmd_iter() {
-                    texts.add_command(as_eval(script, call));
-                }
-                self.read(Request::Pipe(&texts)).await
-            }
-            done => done,
-        }
-    }
-
     /// Sends `request`, a command or a pipeline whose one reply that is not ignored is a
     /// `T`, followed in one pipeline by a `WAIT` for the replicas when
     /// [`RedisOptions::replica_acks`] asks for one.
@@ -420,29 +360,6 @@ fn with_fingerprints<'a>(mode: &str, messages: &'a [ChatMessage]) -> &'a [ChatMe
         "replace" | "rewrite" => &messages[messages.len().saturating_sub(DEDUP_WINDOW)..],
         _ => messages,
     }
-}
-
-/// `call`, the `EVALSHA` of `script`, as the `EVAL` of its text, with the same keys and
-/// arguments: what is sent when the server does not know the sha. The driver's way,
-/// `SCRIPT LOAD` then the `EVALSHA` again, fails when a `SCRIPT FLUSH` from another
-/// client comes between the two (the second `NOSCRIPT` surfaced as a non-retryable
-/// error during a burst of writes), and needs the `SCRIPT` command, which an ACL may
-/// deny where it allows `EVAL`. Copies the arguments: only on this rare path.
-fn as_eval(script: &Lua, call: &Cmd) -> Cmd {
-    let mut eval = redis::cmd("EVAL");
-    eval.arg(script.source());
-    // The scripts' commands are built of plain arguments only (no cursor).
-    for arg in call.args_iter().skip(2) {
-        if let redis::Arg::Simple(bytes) = arg {
-            eval.arg(bytes);
-        }
-    }
-    eval
-}
-
-/// Whether the server did not know a script's sha (and so did not run it).
-fn is_noscript(err: &RedisError) -> bool {
-    err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
 /// The keys of a session script ([`RedisStorage::script_keys`]), without allocating.

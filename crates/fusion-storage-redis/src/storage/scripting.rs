@@ -1,0 +1,217 @@
+//! How a script reaches the server: by its sha (`EVALSHA`, which sends only the sha),
+//! and by its text where the server does not know the sha (`NOSCRIPT`: a new, restarted
+//! or flushed server, or a script Redis 7.4+ evicted).
+//!
+//! After a `NOSCRIPT` the call goes again as the `EVAL` of the script's text, which runs
+//! it whatever the server knows, and beside it a `SCRIPT LOAD` of the text pins the
+//! script ([`RedisStorage::pin`]): from Redis 7.4 the scripts `EVAL` caches are evicted
+//! once some 500 accumulate, those of `SCRIPT LOAD` never, so on a server shared with an
+//! application that makes many `EVAL` scripts every write would otherwise pay a
+//! `NOSCRIPT` and an `EVAL`. The pin is best effort: a user without `SCRIPT` still writes
+//! (through the `EVAL`), and its failure fails no call. On one server it goes on the same
+//! connection right behind the `EVAL`, so it costs the call no round trip; on a cluster,
+//! where `SCRIPT LOAD` goes to every primary, it is spawned, so a slow primary does not
+//! hold the call.
+//!
+//! A user allowed `EVALSHA` and `SCRIPT` but not `EVAL` (least privilege) gets `NOPERM`
+//! for the `EVAL`: then the script is loaded (`SCRIPT LOAD`) and the call goes again by
+//! its sha. Not the first choice: a `SCRIPT FLUSH` from another client between the two
+//! fails the call with a second `NOSCRIPT`.
+
+use futures::future::{join, try_join_all};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind, Value};
+
+use super::write::Acked;
+use super::{RedisStorage, Request};
+use crate::connection::Connection;
+use crate::scripts::Lua;
+
+impl RedisStorage {
+    /// Sends `call`, the `EVALSHA` of `script`, in one round trip (with the replicas'
+    /// `WAIT` behind it when the storage waits for them); after a `NOSCRIPT`, as the
+    /// module documentation says. On a cluster the keyless `WAIT` goes to the node of the
+    /// script's keys.
+    pub(super) async fn run_script<T: FromRedisValue>(
+        &self,
+        script: &Lua,
+        call: &Cmd,
+    ) -> RedisResult<Acked<T>> {
+        match self.send_acked(Request::Cmd(call)).await {
+            Err(err) if is_noscript(&err) => {
+                let text = as_eval(script, call);
+                let as_text = self.send_acked(Request::Cmd(&text));
+                let by_sha = || self.send_acked(Request::Cmd(call));
+                self.after_noscript(script, as_text, by_sha).await
+            }
+            sent => sent,
+        }
+    }
+
+    /// Sends `call`, the `EVALSHA` of a script that only reads (or repairs an index and
+    /// may run twice), as the `EVAL` of its text if the server does not know it.
+    pub(super) async fn eval<T: FromRedisValue>(&self, script: &Lua, call: &Cmd) -> RedisResult<T> {
+        match self.read(Request::Cmd(call)).await {
+            Err(err) if is_noscript(&err) => {
+                let text = as_eval(script, call);
+                let as_text = self.read(Request::Cmd(&text));
+                self.after_noscript(script, as_text, || self.read(Request::Cmd(call)))
+                    .await
+            }
+            done => done,
+        }
+    }
+
+    /// Sends `calls`, `EVALSHA`s of `script` as [`eval`](Self::eval) takes them, and
+    /// returns their replies in order: one pipeline on one server; on a cluster, where
+    /// each may be for another slot, side by side.
+    pub(super) async fn eval_all(&self, script: &Lua, calls: Vec<Cmd>) -> RedisResult<Vec<Value>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.conn.is_cluster() {
+            return try_join_all(calls.iter().map(|call| self.eval(script, call))).await;
+        }
+        let mut pipe = redis::pipe();
+        for call in calls {
+            pipe.add_command(call);
+        }
+        match self.read(Request::Pipe(&pipe)).await {
+            Err(err) if is_noscript(&err) => {
+                // Each as text: a flush may come between two commands of a pipeline.
+                let mut texts = redis::pipe();
+                for call in pipe.cmd_iter() {
+                    texts.add_command(as_eval(script, call));
+                }
+                let as_text = self.read(Request::Pipe(&texts));
+                self.after_noscript(script, as_text, || self.read(Request::Pipe(&pipe)))
+                    .await
+            }
+            done => done,
+        }
+    }
+
+    /// What follows a `NOSCRIPT` for `script`: `as_text`, the request again with the
+    /// script's text, and the pin; if the user may not `EVAL`, `by_sha()`, the request
+    /// again as it was, once the pin loaded the script.
+    async fn after_noscript<T, F>(
+        &self,
+        script: &Lua,
+        as_text: impl Future<Output = RedisResult<T>>,
+        by_sha: impl FnOnce() -> F,
+    ) -> RedisResult<T>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
+        let (sent, pinned) = match &self.conn {
+            // Queued on the multiplexed connection right behind the text: its reply
+            // follows the call's at once.
+            Connection::Single(_) => {
+                let (sent, pinned) = join(as_text, self.pin(script)).await;
+                (sent, Some(pinned))
+            }
+            Connection::Cluster(_) => (as_text.await, None),
+        };
+        match sent {
+            Err(err) if is_eval_denied(&err) => {
+                let pinned = match pinned {
+                    Some(pinned) => pinned,
+                    None => self.pin(script).await,
+                };
+                if pinned { by_sha().await } else { Err(err) }
+            }
+            sent => {
+                if pinned.is_none() {
+                    self.pin_in_background(script);
+                }
+                sent
+            }
+        }
+    }
+
+    /// Loads `script` with `SCRIPT LOAD` (on a cluster, on every primary), so that the
+    /// server keeps it; whether it did. A failure (a user without `SCRIPT`, a dropped
+    /// connection) is only logged: the call that needed the script went as its text.
+    async fn pin(&self, script: &Lua) -> bool {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(script.source());
+        match load.query_async::<Value>(&mut self.conn.clone()).await {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::debug!(url = %self.url, error = %err, "could not pin a script with SCRIPT LOAD");
+                false
+            }
+        }
+    }
+
+    /// [`pin`](Self::pin) in a task of its own, which no call waits for.
+    fn pin_in_background(&self, script: &Lua) {
+        let storage = self.clone();
+        let script = script.clone();
+        tokio::spawn(async move { storage.pin(&script).await });
+    }
+}
+
+/// `call`, the `EVALSHA` of `script`, as the `EVAL` of its text, with the same keys and
+/// arguments: what is sent when the server does not know the sha. Not the driver's way,
+/// `SCRIPT LOAD` then the `EVALSHA` again, which fails when a `SCRIPT FLUSH` from another
+/// client comes between the two (the second `NOSCRIPT` surfaced as a non-retryable
+/// error during a burst of writes), and needs the `SCRIPT` command, which an ACL may
+/// deny where it allows `EVAL`. Copies the arguments: only on this rare path.
+fn as_eval(script: &Lua, call: &Cmd) -> Cmd {
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(script.source());
+    // The scripts' commands are built of plain arguments only (no cursor).
+    for arg in call.args_iter().skip(2) {
+        if let redis::Arg::Simple(bytes) = arg {
+            eval.arg(bytes);
+        }
+    }
+    eval
+}
+
+/// Whether the server did not know a script's sha (and so did not run it).
+fn is_noscript(err: &RedisError) -> bool {
+    err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// Whether the user may not run `EVAL` (an ACL): `NOPERM` naming the command, which
+/// Redis refuses before running anything. Not a `NOPERM` for keys or a channel.
+fn is_eval_denied(err: &RedisError) -> bool {
+    err.code() == Some("NOPERM")
+        && err.detail().is_some_and(|detail| {
+            let detail = detail.to_ascii_lowercase();
+            detail.contains("'eval'") || detail.contains("'eval_ro'")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(reply: &str) -> RedisError {
+        redis::parse_redis_value(format!("-{reply}\r\n").as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    #[test]
+    fn only_a_refused_eval_command_counts_as_eval_denied() {
+        for reply in [
+            "NOPERM this user has no permissions to run the 'eval' command",
+            "NOPERM this user has no permissions to run the 'eval' command or its subcommand",
+            "NOPERM User app has no permissions to run the 'eval' command",
+            "NOPERM this user has no permissions to run the 'eval_ro' command",
+        ] {
+            assert!(is_eval_denied(&server(reply)), "{reply}");
+        }
+        for reply in [
+            "NOPERM this user has no permissions to access one of the keys used as arguments",
+            "NOPERM this user has no permissions to run the 'evalsha' command",
+            "NOSCRIPT No matching script",
+            "ERR unknown command 'eval'",
+        ] {
+            assert!(!is_eval_denied(&server(reply)), "{reply}");
+        }
+    }
+}
