@@ -8,6 +8,9 @@
 //! the next label. A line that might still turn out to be a label (`Obs`…) is held until it
 //! cannot be. The complete reply is still parsed as a whole afterwards; that parse, not the
 //! stream, decides what the turn does, so the stream errs on the side of showing less.
+//! A run of `*` at the end of what was given out is held back too ([`BoldTail`]): the
+//! parse drops the dangling `**` of a whole bolded `**Final Answer: …**` line, and the
+//! stream must not have shown it.
 
 use super::parse::{Label, match_label};
 
@@ -50,6 +53,8 @@ pub(crate) struct FinalAnswerStream {
     sent_any: bool,
     /// How long the current line was when it was last read for a label, unfinished.
     read_at: usize,
+    /// The answer text not given out yet because it may be a dangling `**`.
+    tail: BoldTail,
     /// Bytes of lines read for a label, so a test can check the work stays linear.
     #[cfg(test)]
     label_work: std::cell::Cell<usize>,
@@ -65,6 +70,7 @@ impl FinalAnswerStream {
             blank_lines: 0,
             sent_any: false,
             read_at: 0,
+            tail: BoldTail::default(),
             #[cfg(test)]
             label_work: std::cell::Cell::new(0),
         }
@@ -72,34 +78,40 @@ impl FinalAnswerStream {
 
     /// Whether any answer text was given out.
     pub(crate) fn sent_any(&self) -> bool {
-        self.sent_any
+        self.tail.gave_any
     }
 
     /// Feeds the next piece of the reply; returns the answer text it completes (often
     /// empty).
     pub(crate) fn push(&mut self, piece: &str) -> String {
-        let mut out = String::new();
+        let mut answer = String::new();
         for part in piece.split_inclusive('\n') {
             match part.strip_suffix('\n') {
                 Some(rest) => {
                     self.line.push_str(rest);
-                    self.end_line(&mut out);
+                    self.end_line(&mut answer);
                 }
                 None => {
                     self.line.push_str(part);
-                    self.continue_line(&mut out);
+                    self.continue_line(&mut answer);
                 }
             }
+        }
+        let mut out = self.tail.give(&answer);
+        if self.state == State::Over {
+            out.push_str(&self.tail.settle());
         }
         out
     }
 
     /// The reply is complete: returns the answer text its last line still held.
     pub(crate) fn finish(&mut self) -> String {
-        let mut out = String::new();
+        let mut answer = String::new();
         if !self.line.is_empty() {
-            self.end_line(&mut out);
+            self.end_line(&mut answer);
         }
+        let mut out = self.tail.give(&answer);
+        out.push_str(&self.tail.settle());
         out
     }
 
@@ -254,6 +266,56 @@ impl FinalAnswerStream {
     }
 }
 
+/// Holds back a run of `*` (with the blanks around it) at the end of the answer text, which
+/// may be the dangling `**` the parse drops (`strip_unbalanced_bold`): a `**` that leaves
+/// the answer's count of `**` odd, at its very end. Held stars go out with the next text;
+/// when the answer ends, they go out unless they are that `**`.
+#[derive(Debug, Default)]
+struct BoldTail {
+    held: String,
+    /// Whether the text given out holds an odd number of `**` (counted as `str::matches`
+    /// counts, left to right; a run of stars is never split between two pieces given
+    /// out, since a piece never ends in one, so the pieces' counts add up).
+    odd: bool,
+    gave_any: bool,
+}
+
+impl BoldTail {
+    /// Takes more answer text; returns what can be given out now.
+    fn give(&mut self, text: &str) -> String {
+        if text.is_empty() {
+            return String::new();
+        }
+        let mut all = std::mem::take(&mut self.held);
+        all.push_str(text);
+        let trimmed = all.trim_end();
+        let without_stars = trimmed.trim_end_matches('*');
+        let cut = if without_stars.len() < trimmed.len() {
+            without_stars.trim_end().len()
+        } else {
+            all.len()
+        };
+        self.held = all.split_off(cut);
+        self.emit(all)
+    }
+
+    /// The answer ended: returns the held text, less a dangling `**`.
+    fn settle(&mut self) -> String {
+        let held = std::mem::take(&mut self.held);
+        let odd = self.odd ^ (held.matches("**").count() % 2 == 1);
+        match held.trim_end().strip_suffix("**") {
+            Some(rest) if odd => self.emit(rest.trim_end().to_owned()),
+            _ => self.emit(held),
+        }
+    }
+
+    fn emit(&mut self, text: String) -> String {
+        self.odd ^= text.matches("**").count() % 2 == 1;
+        self.gave_any |= !text.is_empty();
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +354,14 @@ mod tests {
             "Final Answer:\n  Here are the files: a.txt, b.txt\n",
             "Final Answer: use this:\n```\nAction: not a label in a fence\n```\ndone",
             "Final Answer: café — naïve ünïcödé\r\nsecond line\r\n",
+            // The parse drops the dangling `**` of a bolded line, and keeps balanced ones.
+            "**Final Answer: all good**",
+            "**Final Answer: all good** \n",
+            "**Final Answer: two\nlines**\nObservation: invented",
+            "Final Answer: It is **done**.",
+            "Final Answer: It is **done**",
+            "Final Answer: a **b** c***",
+            "Final Answer: a * b **\n\nmore **bold** text",
         ];
         for reply in replies {
             let expected = answer_of(reply).expect(reply);
@@ -302,6 +372,14 @@ mod tests {
                     "{reply:?} in {size}-byte pieces"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn an_answer_of_a_dangling_bold_mark_alone_shows_nothing() {
+        let reply = "Final Answer: **";
+        for size in 1..=reply.len() {
+            assert_eq!(stream(reply, size), "", "{size}-byte pieces");
         }
     }
 
