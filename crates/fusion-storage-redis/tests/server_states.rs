@@ -843,3 +843,103 @@ async fn a_message_over_the_bulk_limit_is_refused_and_a_large_history_saves() {
     store.save("s", &history).await.unwrap();
     assert_eq!(store.load("s").await.unwrap(), history);
 }
+
+/// The ids of the clients connected, other than `conn`'s own.
+async fn other_clients(conn: &mut MultiplexedConnection) -> Vec<String> {
+    let me: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let list = run(conn, &["CLIENT", "LIST", "TYPE", "normal"])
+        .await
+        .unwrap();
+    let list: String = redis::FromRedisValue::from_redis_value(list).unwrap();
+    list.lines()
+        .filter_map(|client| client.strip_prefix("id=")?.split(' ').next())
+        .filter(|id| *id != me.to_string())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until the server closed every connection in `clients`.
+async fn dropped(raw: &MultiplexedConnection, clients: &[String]) -> bool {
+    wait_until(NO_HANG, || {
+        let mut raw = raw.clone();
+        async move {
+            let now = other_clients(&mut raw).await;
+            !clients.iter().any(|id| now.contains(id))
+        }
+    })
+    .await
+}
+
+/// A server that closes idle connections (its `timeout`, as managed services set): the
+/// driver finds the connection closed at the next call. A read is sent again on a new
+/// connection and succeeds. A write fails retryably (RESP2): the driver reports "broken
+/// pipe" both for a request it never sent and for one whose reply it lost, so the write
+/// is not sent again; it stored nothing, and the next one goes through. Over RESP3
+/// (`?protocol=resp3`) the driver learns of the close as it happens and reconnects at
+/// once, so the write goes on the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_the_server_closed_costs_no_read_and_stores_nothing_twice() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let mut raw = admin(&server.url).await;
+    let resp3 = format!("{}/?protocol=resp3", server.url);
+    for (url, id) in [(&server.url, "resp2"), (&resp3, "resp3")] {
+        run(&mut raw, &["CONFIG", "SET", "timeout", "0"])
+            .await
+            .unwrap();
+        let store = RedisStorage::connect(url).await.unwrap();
+        store.append(id, &[ChatMessage::user("a")]).await.unwrap();
+        let mut stored = vec!["a".to_string()];
+        // The admin connection polls, so it never idles out.
+        run(&mut raw, &["CONFIG", "SET", "timeout", "1"])
+            .await
+            .unwrap();
+        for call in ["load", "session_info", "append"] {
+            let before = other_clients(&mut raw).await;
+            assert!(dropped(&raw, &before).await, "the server closed {before:?}");
+            if id == "resp3" {
+                let reconnected = wait_until(NO_HANG, || {
+                    let (mut raw, before) = (raw.clone(), before.clone());
+                    async move {
+                        other_clients(&mut raw)
+                            .await
+                            .iter()
+                            .any(|c| !before.contains(c))
+                    }
+                })
+                .await;
+                assert!(reconnected, "over RESP3 the driver reconnects by itself");
+            }
+            match call {
+                "load" => {
+                    let loaded = store.load(id).await.expect("a read is sent again");
+                    assert_eq!(loaded.len(), stored.len());
+                }
+                "session_info" => {
+                    let info = store.session_info(id).await.expect("a read is sent again");
+                    assert_eq!(info.unwrap().message_count, stored.len());
+                }
+                _ => match store.append(id, &[ChatMessage::user("b")]).await {
+                    Ok(()) => stored.push("b".to_string()),
+                    Err(err) => {
+                        assert_eq!(id, "resp2", "{err}");
+                        assert!(err.is_retryable(), "{err}");
+                        assert!(err.to_string().contains("lost"), "{err}");
+                    }
+                },
+            }
+        }
+        run(&mut raw, &["CONFIG", "SET", "timeout", "0"])
+            .await
+            .unwrap();
+        store.append(id, &[ChatMessage::user("c")]).await.unwrap();
+        stored.push("c".to_string());
+        assert_eq!(contents(&store, id).await, stored, "{id}");
+    }
+}
