@@ -14,10 +14,19 @@ use crate::storage::{Expiry, SessionMeta};
 /// The `json` export as written.
 #[derive(Serialize)]
 pub(super) struct ExportDoc<'a> {
+    pub(super) version: u64,
     pub(super) id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) meta: Option<MetaDoc>,
     pub(super) messages: &'a [ChatMessage],
+}
+
+/// The version a `json` export declares, read before the rest so that a file from a newer
+/// release is refused as such rather than with whatever its new shape breaks first.
+#[derive(Deserialize)]
+pub(super) struct VersionDoc {
+    #[serde(default)]
+    pub(super) version: Option<u64>,
 }
 
 /// The `json` export as read; `id` and `meta` are optional so a hand-written file needs

@@ -37,9 +37,19 @@ pub enum ImportError {
     },
     /// The file is neither a `json` export nor `jsonl` (its first line is not a message).
     #[error(
-        "not a valid json export ({{\"id\": ..., \"meta\": {{...}}, \"messages\": [...]}}) or jsonl file (one message per line)"
+        "not a valid json export ({{\"version\": 1, \"id\": ..., \"meta\": {{...}}, \"messages\": [...]}}) or jsonl file (one message per line)"
     )]
     Document(#[source] serde_json::Error),
+    /// The `json` export declares a `version` this release does not read: one from a
+    /// newer release (which may hold what this one would drop), or no version at all (0).
+    #[error(
+        "the json export is of version {found}, and this release of Fusion reads version {} (and files without a version); a file written by a newer release needs that release to import it",
+        super::JSON_VERSION
+    )]
+    UnknownVersion {
+        /// The version the file declares.
+        found: u64,
+    },
     /// The `meta` of a `json` export holds an expiry that is neither an instant nor a span.
     #[error("the export's \"meta\" cannot be read: \"expiry\": {0}")]
     UnreadableExpiry(String),

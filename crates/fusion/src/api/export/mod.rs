@@ -7,7 +7,10 @@
 //! such text back into what [`create_session`](crate::storage::ConversationStorage::create_session)
 //! stores; it touches no storage itself.
 //!
-//! - `json` is one object, `{"id": "...", "meta": {...}, "messages": [...]}`. `meta`
+//! - `json` is one object, `{"version": 1, "id": "...", "meta": {...}, "messages": [...]}`.
+//!   `version` is [`JSON_VERSION`]; [`read`] refuses a file of a newer version (a newer
+//!   release wrote it, and what it added would be dropped) and reads one without it as
+//!   version 1 (exports from before it had one, or written by hand). `meta`
 //!   (owner, title, tags, data, expiry) is left out when the session has none, and its
 //!   unset fields too; an expiry is `"expiry": {"at": "<RFC 3339>"}` (a fixed instant, to
 //!   the microsecond) or `"expiry": {"idle_seconds": N}` (a span after the last write; a
@@ -50,9 +53,12 @@ use std::str::FromStr;
 pub use error::{ExportError, ImportError};
 pub use markdown::message_headings;
 
-use self::document::{ExportDoc, ImportDoc, MetaDoc};
+use self::document::{ExportDoc, ImportDoc, MetaDoc, VersionDoc};
 use crate::ChatMessage;
 use crate::storage::SessionMeta;
+
+/// The version of the `json` export this release writes, and the newest it reads.
+pub const JSON_VERSION: u64 = 1;
 
 /// The file formats of an export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,6 +129,7 @@ pub fn write(
     Ok(match format {
         ExportFormat::Json => {
             let doc = ExportDoc {
+                version: JSON_VERSION,
                 id,
                 meta: MetaDoc::of(meta)?,
                 messages,
@@ -160,6 +167,10 @@ pub fn read(text: &str) -> Result<Imported, ImportError> {
     let imported = if first_is_message {
         read_jsonl(text)?
     } else {
+        let VersionDoc { version } = serde_json::from_str(text).map_err(ImportError::Document)?;
+        if let Some(found) = version.filter(|found| !(1..=JSON_VERSION).contains(found)) {
+            return Err(ImportError::UnknownVersion { found });
+        }
         let doc: ImportDoc = serde_json::from_str(text).map_err(ImportError::Document)?;
         Imported {
             id: doc.id,
@@ -266,6 +277,7 @@ mod tests {
         let one = [ChatMessage::user("hi")];
         let text = write(ExportFormat::Json, "s", &meta(), &one).unwrap();
         let expected = r#"{
+  "version": 1,
   "id": "s",
   "meta": {
     "owner": "alice",
@@ -356,6 +368,28 @@ mod tests {
         }
         let err = chain(&read(&with_meta(r#"{"expiry":{"never":1}}"#)).unwrap_err());
         assert!(err.contains("at") && err.contains("idle_seconds"), "{err}");
+    }
+
+    #[test]
+    fn a_json_export_of_a_newer_version_is_refused_and_one_without_a_version_read() {
+        let messages = r#""messages":[{"role":"user","content":"hi"}]"#;
+        for version in [0, 2, u64::MAX] {
+            let text = format!(r#"{{"version":{version},"later_field":{{}},{messages}}}"#);
+            let err = read(&text).unwrap_err();
+            assert!(
+                matches!(err, ImportError::UnknownVersion { found } if found == version),
+                "{err:?}"
+            );
+            let message = err.to_string();
+            assert!(message.contains(&format!("version {version}")), "{message}");
+            assert!(message.contains("reads version 1"), "{message}");
+        }
+        for text in [
+            format!("{{{messages}}}"),
+            format!(r#"{{"version":1,{messages}}}"#),
+        ] {
+            assert_eq!(read(&text).unwrap().messages, [ChatMessage::user("hi")]);
+        }
     }
 
     #[test]
