@@ -107,12 +107,22 @@ pub(crate) fn meta_temp_file_name(id: &str) -> String {
 }
 
 /// The suffixes of a session's hidden files, named `.{stem}{suffix}`: written by the
-/// functions above and read back by [`id_from_path`] from this one list.
+/// functions above and read back by [`id_from_path`] from this one list (longest first
+/// where one ends another: `.x.lock-tmp` is of `x`, not of `x.lock-`).
 const LOCK_SUFFIX: &str = ".lock";
+/// The new lock file that replaces a hard-linked one, `.{stem}.lock-tmp` (the lock file's
+/// name and `-tmp`: see [`crate::lock`]); like `.meta-tmp`, a suffix nothing else ends with.
+const LOCK_TEMP_SUFFIX: &str = ".lock-tmp";
 const TEMP_SUFFIX: &str = ".tmp";
 const META_SUFFIX: &str = ".meta";
 const META_TEMP_SUFFIX: &str = ".meta-tmp";
-const HIDDEN_SUFFIXES: [&str; 4] = [META_TEMP_SUFFIX, LOCK_SUFFIX, META_SUFFIX, TEMP_SUFFIX];
+const HIDDEN_SUFFIXES: [&str; 5] = [
+    META_TEMP_SUFFIX,
+    LOCK_TEMP_SUFFIX,
+    LOCK_SUFFIX,
+    META_SUFFIX,
+    TEMP_SUFFIX,
+];
 
 /// `.{stem}{suffix}`: a hidden file of session `id`.
 fn hidden_name(id: &str, suffix: &str) -> String {

@@ -34,7 +34,13 @@ impl SessionLock {
             }
             .at(path)?;
             retry_interrupted(|| file.lock()).at(path)?;
-            if still_linked(&opened, path)? {
+            if let Some(named) = still_linked(&opened, path)? {
+                // As found under the lock: a link made before it is not missed.
+                let file = if own_file::is_shared(&named) {
+                    unshare(&file, path)?
+                } else {
+                    file
+                };
                 return Ok(Self { file: Some(file) });
             }
         }
@@ -68,7 +74,13 @@ impl SessionLock {
             Err(TryLockError::WouldBlock) => return Ok(None),
             Err(TryLockError::Error(err)) => return Err(err).at(path),
         }
-        Ok(still_linked(&opened, path)?.then_some(Self { file: Some(file) }))
+        match still_linked(&opened, path)? {
+            // Left to `exclusive`, which copies it first: not a call's to make without
+            // waiting (it fsyncs).
+            Some(named) if write && own_file::is_shared(&named) => Ok(None),
+            Some(_) => Ok(Some(Self { file: Some(file) })),
+            None => Ok(None),
+        }
     }
 
     /// Takes the shared lock on `path`, so a reader never sees half of a write.
@@ -92,7 +104,7 @@ impl SessionLock {
                 Err(err) => return Err(err).at(path),
             };
             retry_interrupted(|| file.lock_shared()).at(path)?;
-            if still_linked(&opened, path)? {
+            if still_linked(&opened, path)?.is_some() {
                 return Ok(Self { file: Some(file) });
             }
         }
@@ -160,6 +172,59 @@ impl SessionLock {
         }
         Ok(())
     }
+}
+
+/// A copy of the lock file at `path`, open as `held` is and locked exclusively, renamed
+/// over `path`: for a lock file with other names (hard links, say into a snapshot made with
+/// `cp -al`), which the counters written in place would change under each of them.
+///
+/// The copy is locked before it gets the name, so the exclusive lock never lapses: whoever
+/// opens `path` from the rename on waits on the copy, and whoever waits on `held`'s file
+/// finds, once it holds it, that `path` names another file, and opens it again, as after a
+/// `delete` (see [`crate::session_files`]). Written beside it as `<lock file>-tmp`, fsynced
+/// before the rename and the directory after it, so a crash leaves the old file or the
+/// copy, whole. Readers that cannot write (their shared lock) never need this.
+#[cfg(unix)]
+fn unshare(held: &File, path: &Path) -> Result<File> {
+    use std::ffi::OsString;
+
+    let mut temp = OsString::from(path.as_os_str());
+    temp.push("-tmp");
+    let temp = Path::new(&temp);
+    let mut contents = Vec::new();
+    io::Read::read_to_end(&mut &*held, &mut contents).at(path)?;
+    let (copy, _) = own_file::create_or_truncate(temp).at(temp)?;
+    let result = (|| {
+        // Nobody else opens this name: the lock cannot be held, but say so if it were.
+        match copy.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "locked by another",
+                ))
+                .at(temp);
+            }
+            Err(TryLockError::Error(err)) => return Err(err).at(temp),
+        }
+        write_at(&copy, &contents).at(temp)?;
+        copy.sync_all().at(temp)?;
+        fs::rename(temp, path).at(path)
+    })();
+    if let Err(err) = result {
+        let _ = fs::remove_file(temp);
+        return Err(err);
+    }
+    if let Some(dir) = path.parent() {
+        crate::session_files::sync_dir(dir)?;
+    }
+    Ok(copy)
+}
+
+/// Link counts are not read where `is_shared` says no.
+#[cfg(not(unix))]
+fn unshare(_held: &File, _path: &Path) -> Result<File> {
+    unreachable!("own_file::is_shared is false here")
 }
 
 /// The generation `contents` hold, for a session whose data file holds messages (see
@@ -231,25 +296,26 @@ fn write_at(mut file: &File, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)
 }
 
-/// Whether `path` still names the file locked through a handle that was `held` when it
-/// was opened (its device and inode stay those of the handle). A `delete` removes the
-/// lock file while holding it; whoever opened that file before and locked it after holds
-/// a lock nobody else will take, and must open the path again.
+/// What `path` names, if that is still the file locked through a handle that was `held`
+/// when it was opened (its device and inode stay those of the handle). A `delete` removes
+/// the lock file while holding it, and a write replaces a hard-linked one ([`unshare`]);
+/// whoever opened that file before and locked it after holds a lock nobody else will take,
+/// and must open the path again.
 #[cfg(unix)]
-fn still_linked(held: &Metadata, path: &Path) -> Result<bool> {
+fn still_linked(held: &Metadata, path: &Path) -> Result<Option<Metadata>> {
     use std::os::unix::fs::MetadataExt;
 
     match fs::metadata(path) {
-        Ok(named) => Ok(named.dev() == held.dev() && named.ino() == held.ino()),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Ok(named) => Ok((named.dev() == held.dev() && named.ino() == held.ino()).then_some(named)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err).at(path),
     }
 }
 
 /// Lock files are never removed where this cannot be checked (see [`SessionLock::unlink`]).
 #[cfg(not(unix))]
-fn still_linked(_held: &Metadata, _path: &Path) -> Result<bool> {
-    Ok(true)
+fn still_linked(held: &Metadata, _path: &Path) -> Result<Option<Metadata>> {
+    Ok(Some(held.clone()))
 }
 
 fn is_unwritable(err: &io::Error) -> bool {

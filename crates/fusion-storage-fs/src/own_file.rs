@@ -87,11 +87,42 @@ pub(crate) fn open_or_create(path: &Path) -> io::Result<(File, Metadata)> {
     )
 }
 
-/// [`open`] for writing, created if missing and emptied: a temporary file, or the
-/// metadata of a session that has no data yet.
+/// [`open`] for reading and writing, as a new, empty file: a temporary file, or the metadata of a
+/// session that has no data yet.
+///
+/// A regular file already there (what a crash left) is removed first rather than
+/// truncated: it may be hard-linked into a snapshot of the directory (`cp -al`,
+/// rsnapshot), whose copy a truncation would empty too; a new inode leaves it alone. Where
+/// nothing is in the way, the usual case, this is the one `open` it always was. A symbolic
+/// link or any other kind of file there is refused as [`open`] refuses it, and left.
 pub(crate) fn create_or_truncate(path: &Path) -> io::Result<(File, Metadata)> {
-    open(
-        OpenOptions::new().write(true).create(true).truncate(true),
-        path,
-    )
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create_new(true);
+    loop {
+        match open(&mut options, path) {
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                // `open` turned what is not a regular file into its own error, so this is
+                // a regular file: remove it (gone already is as good) and create anew.
+                match std::fs::remove_file(path) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                    _ => {}
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether the open file described by `metadata` has other names than the one it was
+/// opened by (hard links, say into a snapshot made with `cp -al`): writing it in place
+/// would change them all, so it is copied to a new file first (see [`crate::lock`] and
+/// [`crate::session_files`]). Never on systems without link counts in `std`.
+#[cfg(unix)]
+pub(crate) fn is_shared(metadata: &Metadata) -> bool {
+    std::os::unix::fs::MetadataExt::nlink(metadata) > 1
+}
+
+#[cfg(not(unix))]
+pub(crate) fn is_shared(_metadata: &Metadata) -> bool {
+    false
 }

@@ -74,12 +74,14 @@ impl Lives {
         let mut fold = false;
         // Handed out under the slot's lock, so the journal gets its lines in order.
         let t = self.next_t(floor);
-        let removed = slot
-            .as_mut()
-            .is_some_and(|live| live.removed_since_checked(t));
-        if removed {
+        let found = slot.as_mut().map(|live| live.check_since(t));
+        let removed = found == Some(Checked::Removed);
+        if removed || found == Some(Checked::Shared) {
             // Someone removed the index (a listing rebuilds it): lines written to the
-            // removed file would be read by nobody, and their sessions never listed.
+            // removed file would be read by nobody, and their sessions never listed. Or
+            // the journal has another name, in a snapshot made with hard links, which
+            // lines written to it would change: left (its lines stand, and the next fold
+            // takes them) for a new one.
             *slot = None;
         }
         if slot.is_none() {
@@ -136,6 +138,15 @@ impl Lives {
         }
     }
 
+    /// Whether every journal this instance writes is still where it was created: not so
+    /// once the index was removed (and maybe built anew). Takes each slot in turn.
+    pub(crate) fn in_place(&self) -> bool {
+        self.slots.iter().all(|slot| {
+            let slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            slot.as_ref().is_none_or(Live::is_in_place)
+        })
+    }
+
     /// Holds the first slot, as a thread writing its journal would.
     #[cfg(test)]
     pub(crate) fn hold_first(&self) -> MutexGuard<'_, Option<Live>> {
@@ -188,14 +199,28 @@ impl Live {
         Ok((live, count))
     }
 
-    /// Whether the file was removed from the directory (with the index, by hand), as
-    /// found at `now` if it was last checked [`RECHECK_US`] before; `false` otherwise.
-    fn removed_since_checked(&mut self, now: i64) -> bool {
+    /// Whether the file was removed from the directory (with the index, by hand) or has
+    /// other names too, as found at `now` if it was last checked [`RECHECK_US`] before;
+    /// [`Checked::InPlace`] otherwise.
+    fn check_since(&mut self, now: i64) -> Checked {
         if now.saturating_sub(self.checked_us) < RECHECK_US {
-            return false;
+            return Checked::InPlace;
         }
         self.checked_us = now;
-        is_removed(&self.file)
+        match self.file.metadata() {
+            Ok(metadata) if links_of(&metadata) == 0 => Checked::Removed,
+            Ok(metadata) if crate::own_file::is_shared(&metadata) => Checked::Shared,
+            _ => Checked::InPlace,
+        }
+    }
+
+    /// Whether the journal's path still names it.
+    fn is_in_place(&self) -> bool {
+        match (fs::metadata(&self.path), self.file.metadata()) {
+            (Ok(named), Ok(held)) => super::links::same_file(&named, &held),
+            (Err(err), _) if err.kind() != io::ErrorKind::NotFound => true,
+            _ => false,
+        }
     }
 
     /// Writes `line` (stamped later than every line before it) after the last one.
@@ -209,6 +234,25 @@ impl Live {
         self.len += line.len() as u64;
         Ok(())
     }
+}
+
+/// What [`Live::check_since`] found of a journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    InPlace,
+    Removed,
+    Shared,
+}
+
+/// How many names the file has (1 where that is not known).
+#[cfg(unix)]
+fn links_of(metadata: &fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::nlink(metadata)
+}
+
+#[cfg(not(unix))]
+fn links_of(_metadata: &fs::Metadata) -> u64 {
+    1
 }
 
 /// Whether the open `file` no longer has a name in any directory.

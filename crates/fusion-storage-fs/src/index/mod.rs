@@ -52,6 +52,7 @@ mod expiry;
 mod ids;
 mod journal;
 mod lines;
+mod links;
 mod live;
 mod sets;
 mod snapshot;
@@ -111,7 +112,8 @@ pub(crate) struct Index {
 
 #[derive(Debug, Default)]
 struct Handles {
-    lock: Option<File>,
+    /// The index lock file, and its metadata when opened (see [`links`]).
+    lock: Option<(File, fs::Metadata)>,
     epoch: u64,
     ids_log: Option<File>,
 }
@@ -236,27 +238,17 @@ impl Index {
         sync: bool,
         change: impl FnOnce(&mut Handles, &mut State) -> Result<R>,
     ) -> Result<R> {
-        let removed = handles.lock.as_ref().is_some_and(live::is_removed);
-        if removed {
-            *handles = Handles::default();
-            self.lives.restart();
-        }
-        let rebuild = rebuild || removed;
-        if handles.lock.is_none() {
-            fs::create_dir_all(&self.root).at(&self.root)?;
-            handles.lock = Some(self.open(LOCK)?);
-        }
-        let lock_file = handles.lock.take().expect("opened above");
-        let lock_path = self.root.join(LOCK);
-        let result = lock(&lock_file, true).at(&lock_path).and_then(|()| {
+        let mut rebuild = rebuild;
+        let (lock_file, opened) = self.lock_held(handles, &mut rebuild)?;
+        let result = (|| {
             let mut state = self.read_state(&lock_file)?;
             let result = change(handles, &mut state)?;
             state.built &= !rebuild;
             self.write_state(&lock_file, &state, sync || rebuild)?;
             Ok(result)
-        });
+        })();
         let _ = lock_file.unlock();
-        handles.lock = Some(lock_file);
+        handles.lock = Some((lock_file, opened));
         result
     }
 
@@ -280,11 +272,9 @@ impl Index {
     /// index yet.
     pub(crate) fn snapshot(&self) -> Result<Option<Snapshot>> {
         let lock_path = self.root.join(LOCK);
-        let lock_file = match regular_file::open(OpenOptions::new().read(true), &lock_path) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            other => other.at(&lock_path)?.0,
+        let Some(lock_file) = self.lock_index(false, false)? else {
+            return Ok(None);
         };
-        lock(&lock_file, false).at(&lock_path)?;
         let result = (|| {
             let state = State::parse(&read_head(&lock_file).at(&lock_path)?);
             let Some(state) = state.filter(|s| s.built) else {
@@ -350,14 +340,9 @@ impl Index {
     /// Whether the index holds every session, its expiry markers included (see
     /// [`State::built`]); `false` if there is no index or it cannot be read.
     pub(crate) fn is_built(&self) -> bool {
-        let Ok((lock_file, _)) =
-            regular_file::open(OpenOptions::new().read(true), &self.root.join(LOCK))
-        else {
+        let Ok(Some(lock_file)) = self.lock_index(false, false) else {
             return false;
         };
-        if lock(&lock_file, false).is_err() {
-            return false;
-        }
         let head = read_head(&lock_file);
         let _ = lock_file.unlock();
         head.ok()

@@ -16,7 +16,7 @@ use fusion_core::Result;
 use super::journal::{self, Source};
 use super::live::{self, Found};
 use super::state::State;
-use super::{COMPACT_LOCK, IDS, IDS_LOG, Index, JOURNAL, LOCK, ids, lines, lock};
+use super::{COMPACT_LOCK, IDS, IDS_LOG, Index, JOURNAL, ids, lines, lock};
 use crate::error::IoContext;
 
 impl Index {
@@ -172,10 +172,7 @@ impl Index {
     /// Marks the index as not built, so that the next listing rebuilds it from the
     /// session files.
     pub(crate) fn invalidate(&self) -> Result<()> {
-        fs::create_dir_all(&self.root).at(&self.root)?;
-        let path = self.root.join(LOCK);
-        let lock_file = self.open(LOCK)?;
-        lock(&lock_file, true).at(&path)?;
+        let lock_file = self.lock_exclusive()?;
         let result = (|| {
             let mut state = self.read_state(&lock_file)?;
             state.built = false;
@@ -183,6 +180,11 @@ impl Index {
         })();
         let _ = lock_file.unlock();
         result
+    }
+
+    /// The index lock, exclusively, the directory created if needed (see [`super::links`]).
+    fn lock_exclusive(&self) -> Result<File> {
+        Ok(self.lock_index(true, true)?.expect("created if missing"))
     }
 
     /// `compact.lock`, if nobody else holds it.
@@ -198,9 +200,7 @@ impl Index {
 
     /// Reads the state and opens files with `open`, under the exclusive index lock.
     fn read_under_lock<T>(&self, open: impl FnOnce(&State) -> Result<T>) -> Result<(State, T)> {
-        let path = self.root.join(LOCK);
-        let lock_file = self.open(LOCK)?;
-        lock(&lock_file, true).at(&path)?;
+        let lock_file = self.lock_exclusive()?;
         let result = self.read_state(&lock_file).and_then(|state| {
             let opened = open(&state)?;
             Ok((state, opened))
@@ -212,9 +212,7 @@ impl Index {
     /// Runs `replace` under the exclusive index lock with the current state, then stores
     /// the state it left with a new epoch, durably.
     fn swap(&self, replace: impl FnOnce(&mut State) -> Result<()>) -> Result<()> {
-        let path = self.root.join(LOCK);
-        let lock_file = self.open(LOCK)?;
-        lock(&lock_file, true).at(&path)?;
+        let lock_file = self.lock_exclusive()?;
         let result = (|| {
             let mut state = self.read_state(&lock_file)?;
             replace(&mut state)?;

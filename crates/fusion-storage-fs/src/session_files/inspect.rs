@@ -10,6 +10,7 @@ use super::SessionFiles;
 use crate::counters::LockContents;
 use crate::error::IoContext;
 use crate::jsonl;
+use crate::own_file;
 use crate::recent_cache::FileIdentity;
 use crate::regular_file;
 
@@ -32,6 +33,8 @@ pub(super) struct Current {
     pub(super) needs_newline: bool,
     /// Which file it is.
     pub(super) identity: FileIdentity,
+    /// Whether it has other names too (hard links): see [`SessionFiles::unshare`].
+    pub(super) shared: bool,
     /// The lock file's contents, once read under this lock and until a write stores new
     /// ones: the expiry check reads them, and what follows it uses them again.
     pub(super) contents: Option<LockContents>,
@@ -50,6 +53,7 @@ impl Current {
             data_end: 0,
             needs_newline: false,
             identity: FileIdentity::default(),
+            shared: false,
             contents: None,
         }
     }
@@ -92,8 +96,55 @@ impl SessionFiles {
             data_end,
             needs_newline,
             identity: FileIdentity::of(&metadata),
+            shared: own_file::is_shared(&metadata),
             contents: None,
         }))
+    }
+
+    /// `current`, made the session file's only name before an append writes it in place.
+    ///
+    /// A session file with other names (hard links, say into a snapshot made with
+    /// `cp -al`, rsnapshot or `rsync --link-dest`) would take the append under each of
+    /// them, the snapshot's included. So it is copied to the `save` temporary file (no
+    /// `save` runs: this holds the session's exclusive lock), fsynced and renamed over the
+    /// session file, the directory fsynced, as a `save` does: a crash leaves one file or
+    /// the other, whole, and the other names keep the old one. Every writer and reader
+    /// opens the session file only under the lock, so none still holds the old one. A
+    /// symbolic link at the session's path names a file a person keeps elsewhere, on
+    /// purpose: written through as always.
+    pub(super) fn unshare(&self, current: Current) -> Result<Current> {
+        let Some(file) = current.file.as_ref().filter(|_| current.shared) else {
+            return Ok(current);
+        };
+        if std::fs::symlink_metadata(&self.data).is_ok_and(|found| found.is_symlink()) {
+            return Ok(current);
+        }
+        let temp = self.temp();
+        let (mut copy, _) = own_file::create_or_truncate(&temp).at(&temp)?;
+        let copied = (|| {
+            if let Ok(metadata) = file.metadata() {
+                let _ = copy.set_permissions(metadata.permissions());
+            }
+            let mut from = file;
+            from.seek(SeekFrom::Start(0)).at(&self.data)?;
+            io::copy(&mut from, &mut copy).at(&temp)?;
+            copy.sync_all().at(&temp)?;
+            std::fs::rename(&temp, &self.data).at(&self.data)
+        })();
+        if let Err(err) = copied {
+            let _ = std::fs::remove_file(&temp);
+            return Err(err);
+        }
+        super::sync_dir(&self.dir)?;
+        let (file, metadata) =
+            regular_file::open(OpenOptions::new().read(true).append(true), &self.data)
+                .at(&self.data)?;
+        Ok(Current {
+            file: Some(file),
+            identity: FileIdentity::of(&metadata),
+            shared: false,
+            ..current
+        })
     }
 
     /// The whole session file, read through the handle `inspect` opened.

@@ -246,7 +246,8 @@ impl SessionFiles {
         let mut current = self.inspect_peeking().ok()??;
         let contents = lock.contents(&self.lock).ok()?;
         let counters = contents.counters.filter(|c| c.len == current.len)?;
-        let clean = current.exists() && current.data_end == current.len;
+        // A hard-linked file is copied first (`unshare`), which fsyncs: not inline.
+        let clean = current.exists() && current.data_end == current.len && !current.shared;
         if !clean || counters.expiry.is_expired_at(now_micros()) {
             return None;
         }

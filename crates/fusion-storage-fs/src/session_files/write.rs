@@ -89,6 +89,7 @@ impl SessionFiles {
             .index
             .record(&self.id, change, floor(before.as_ref()), sync)?;
         let t = recorded.t;
+        let current = self.unshare(current)?;
         let kept = current.data_end;
         if let Some(file) = current.file.as_ref().filter(|_| kept < current.len) {
             tracing::warn!(

@@ -1,0 +1,201 @@
+//! The index lock, taken so that it is the file `lock` names, and the files written in
+//! place made this directory's own first.
+//!
+//! Two of the index's files are written in place: `lock` (the state, at every creation and
+//! deletion) and `ids-log` (appended to under that lock). In a directory snapshotted with
+//! hard links (`cp -al`, rsnapshot, `rsync --link-dest`) the snapshot shares their inodes,
+//! and those writes would change it too. So whoever takes the lock exclusively and finds
+//! `lock` with other names copies `ids-log` (if it has others too) and then `lock` to new
+//! files renamed over them, the new lock file locked before it gets its name: the lock
+//! never lapses. Everyone else may hold the old lock file open (an instance keeps it
+//! between writes), so every taker checks, once it holds a lock, that `lock` still names
+//! the file it locked, and opens it again if not, as a session's lock file is checked (see
+//! `crate::session_files`). The state copied gets the next epoch, which makes every
+//! instance open `ids-log` again before it appends (see `Index::log_id`). The other files
+//! are replaced by renames (`journal`, `ids`, temporary files), are empty markers, or are
+//! an instance's own live journal, which it leaves for a new one when it finds it linked
+//! (see `live`).
+
+use std::fs::{self, File, Metadata, OpenOptions, TryLockError};
+use std::io::{self, Read};
+use std::path::Path;
+
+use fusion_core::Result;
+
+use super::state::State;
+use super::{Handles, IDS_LOG, Index, LOCK, live, lock};
+use crate::error::IoContext;
+use crate::own_file;
+use crate::regular_file;
+
+/// What the index's `lock` path names, against a file opened from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Named {
+    /// That file, with no other name.
+    Alone,
+    /// That file, which also has other names.
+    Shared,
+    /// Another file, or nothing: the file was replaced (by a taker who found it shared) or
+    /// removed (with the index).
+    Other,
+}
+
+impl Index {
+    /// The index lock file, opened (created with the directory if `create`, else `None`
+    /// when there is none) and locked, exclusively or shared, once `lock` still names it;
+    /// taken exclusively, first made this directory's own ([`Self::unshare`]).
+    pub(super) fn lock_index(&self, exclusive: bool, create: bool) -> Result<Option<File>> {
+        let path = self.root.join(LOCK);
+        loop {
+            let opened = if create {
+                fs::create_dir_all(&self.root).at(&self.root)?;
+                own_file::open_or_create(&path)
+            } else {
+                regular_file::open(OpenOptions::new().read(true), &path)
+            };
+            let (file, metadata) = match opened {
+                Err(err) if !create && err.kind() == io::ErrorKind::NotFound => return Ok(None),
+                other => other.at(&path)?,
+            };
+            lock(&file, exclusive).at(&path)?;
+            match self.named(&metadata)? {
+                Named::Other => continue,
+                Named::Shared if exclusive => return self.unshare(&file).map(Some),
+                Named::Alone | Named::Shared => return Ok(Some(file)),
+            }
+        }
+    }
+
+    /// The index lock file `handles` keep (opened, with the directory, if they keep none),
+    /// locked exclusively once `lock` still names it: one `stat` each time. Found
+    /// hard-linked, it is replaced by a copy ([`Self::unshare`]); found replaced, it is
+    /// opened again; found removed with the index, `handles` and the instance's journals
+    /// are started anew and `rebuild` is set, as the lines those journals took since are
+    /// read by nobody.
+    pub(super) fn lock_held(
+        &self,
+        handles: &mut Handles,
+        rebuild: &mut bool,
+    ) -> Result<(File, Metadata)> {
+        let lock_path = self.root.join(LOCK);
+        loop {
+            let (file, opened) = match handles.lock.take() {
+                Some(held) => held,
+                None => {
+                    fs::create_dir_all(&self.root).at(&self.root)?;
+                    own_file::open_or_create(&lock_path).at(&lock_path)?
+                }
+            };
+            lock(&file, true).at(&lock_path)?;
+            match self.named(&opened)? {
+                Named::Alone => return Ok((file, opened)),
+                Named::Shared => {
+                    // Hard-linked (a snapshot): replaced by a copy, the id log too.
+                    let copy = self.unshare(&file)?;
+                    let metadata = copy.metadata().at(&lock_path)?;
+                    handles.ids_log = None;
+                    return Ok((copy, metadata));
+                }
+                Named::Other => {
+                    let _ = file.unlock();
+                    // Replaced by a writer who found it hard-linked, or removed with the
+                    // index: then it has no name left, or this instance's journals lost
+                    // theirs, and the lines they took since are read by nobody.
+                    if live::is_removed(&file) || !self.lives.in_place() {
+                        *handles = Handles::default();
+                        self.lives.restart();
+                        *rebuild = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// What `lock` names, against the file that was `opened` from it: one `stat`.
+    pub(super) fn named(&self, opened: &Metadata) -> Result<Named> {
+        let path = self.root.join(LOCK);
+        match fs::metadata(&path) {
+            Ok(named) if same_file(&named, opened) => Ok(if own_file::is_shared(&named) {
+                Named::Shared
+            } else {
+                Named::Alone
+            }),
+            Ok(_) => Ok(Named::Other),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Named::Other),
+            Err(err) => Err(err).at(&path),
+        }
+    }
+
+    /// Copies `ids-log` (if it has other names) and then the lock file `held`, locked
+    /// exclusively, to new files renamed over them, and returns the new lock file, locked
+    /// (see the module docs). Each copy is fsynced before its rename and the directory
+    /// after, so a crash leaves the old file or its copy, whole.
+    pub(super) fn unshare(&self, held: &File) -> Result<File> {
+        let log_path = self.root.join(IDS_LOG);
+        match regular_file::open(OpenOptions::new().read(true), &log_path) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).at(&log_path),
+            Ok((log, metadata)) if own_file::is_shared(&metadata) => {
+                let (copy, _) =
+                    self.copy_beside(IDS_LOG, &log_path, |out| io::copy(&mut &log, out).map(drop))?;
+                drop(copy);
+            }
+            Ok(_) => {}
+        }
+        let path = self.root.join(LOCK);
+        let mut contents = Vec::new();
+        (&mut &*held).read_to_end(&mut contents).at(&path)?;
+        if let Some(mut state) = State::parse(&contents) {
+            // Every instance holding the old `ids-log` opens the new one before appending.
+            state.epoch = state.epoch.wrapping_add(1);
+            let head = state.format();
+            contents.splice(..head.len().min(contents.len()), head);
+        }
+        let (copy, temp) = self.copy_beside(LOCK, &path, |out| {
+            // Locked before it is named `lock`: nobody else knows it yet.
+            match out.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Err(io::ErrorKind::WouldBlock.into()),
+                Err(TryLockError::Error(err)) => return Err(err),
+            }
+            super::write_at(out, &contents, 0)
+        })?;
+        drop(temp);
+        Ok(copy)
+    }
+
+    /// Writes `<name>.tmp` with `fill`, fsyncs it, renames it over `path` and fsyncs the
+    /// directory; returns the new file, still open, and its former name.
+    fn copy_beside(
+        &self,
+        name: &str,
+        path: &Path,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<(File, std::path::PathBuf)> {
+        let temp = self.root.join(format!("{name}.tmp"));
+        let (mut copy, _) = own_file::create_or_truncate(&temp).at(&temp)?;
+        let result = fill(&mut copy)
+            .and_then(|()| copy.sync_all())
+            .at(&temp)
+            .and_then(|()| fs::rename(&temp, path).at(path));
+        if let Err(err) = result {
+            let _ = fs::remove_file(&temp);
+            return Err(err);
+        }
+        crate::session_files::sync_dir(&self.root)?;
+        Ok((copy, temp))
+    }
+}
+
+/// Whether two metadata describe one file (device and inode).
+#[cfg(unix)]
+pub(super) fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// Files are never replaced where `own_file::is_shared` says no.
+#[cfg(not(unix))]
+pub(super) fn same_file(_a: &Metadata, _b: &Metadata) -> bool {
+    true
+}
