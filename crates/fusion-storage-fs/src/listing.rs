@@ -221,17 +221,26 @@ impl Lister<'_> {
             };
             let updated = info.updated_at.map_or(0, unix_micros);
             // Without stored counters `updated_at` is the file's modification time, which
-            // matches no line: the newest line met is the session's place.
-            if updated < entry.t || (!stored && updated != entry.t) {
+            // matches no line: the session's newest line is its place. That is the newest
+            // line met only from the top: below a cursor, a line above it (which an
+            // earlier page showed the session at, before its counters were lost) places
+            // it there, and this page leaves it out.
+            let mut place = entry.t;
+            if !stored && let Some((t, id)) = &before {
+                place = snapshot
+                    .newest_above(&entry.id, (*t, id))?
+                    .unwrap_or(entry.t);
+            }
+            if updated < place || (!stored && updated != place) {
                 // The line is newer than the session: its write was cut short.
-                match skip_corrupt(files.repair_updated(entry.t)) {
+                match skip_corrupt(files.repair_updated(place)) {
                     Ok(Some(repaired)) => info = repaired,
                     Ok(None) => continue,
                     // A directory this process cannot write (a read-only copy or mount)
                     // keeps its files as they are: the session is listed at its line all
                     // the same, as every listing here will find it.
                     Err(Error::Io { source, .. }) if is_unwritable(&source) => {
-                        info.updated_at = Some(from_unix_micros(entry.t));
+                        info.updated_at = Some(from_unix_micros(place));
                     }
                     Err(err) => return Err(err),
                 }

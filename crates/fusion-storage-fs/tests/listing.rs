@@ -636,3 +636,29 @@ async fn a_write_into_a_journal_removed_with_the_index_is_listed_once_the_writer
         ["y", "x", "z"]
     );
 }
+
+#[tokio::test]
+async fn a_page_after_a_session_lost_its_counters_does_not_show_it_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FileSystemStorage::new(tmp.path());
+    for id in ["a", "b", "c", "d"] {
+        storage.append(id, &said(id)).await.unwrap();
+    }
+    // `a` has two journal lines: its newest at the top, an older one at the bottom.
+    storage.append("a", &said("again")).await.unwrap();
+    let query = SessionQuery::new().limit(2);
+    let first = storage.list_page(&query).await.unwrap();
+    let shown: Vec<_> = first.sessions.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(shown, ["a", "d"]);
+
+    // Between the pages `a`'s lock file loses its counters, as an earlier version's
+    // rewrite leaves it: the bare generation.
+    let lock = tmp.path().join(".a.lock");
+    let generation = std::fs::read(&lock).unwrap()[..16].to_vec();
+    std::fs::write(&lock, generation).unwrap();
+    let rest = all_pages(&storage, query.after(first.next)).await;
+    assert_eq!(rest, ["c", "b"], "a session page 1 showed came again");
+    // From the top it is where its newest write put it.
+    let listed = all_pages(&storage, SessionQuery::new().limit(2)).await;
+    assert_eq!(listed, ["a", "d", "c", "b"]);
+}

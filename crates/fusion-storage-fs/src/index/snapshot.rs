@@ -85,6 +85,22 @@ impl Snapshot {
         Ok(merged)
     }
 
+    /// The timestamp of the newest line of `id` at or above `cursor` (a newest-first
+    /// page's start), if any: reads every line above it, O(lines above the cursor), so
+    /// only for a session whose own facts cannot tell (its counters were lost).
+    pub(crate) fn newest_above(&self, id: &str, cursor: (i64, &str)) -> Result<Option<i64>> {
+        let mut entries = self.newest_first(None)?;
+        while let Some(entry) = entries.next_entry()? {
+            if (entry.t, entry.id.as_str()) < cursor {
+                break;
+            }
+            if entry.id == id {
+                return Ok(Some(entry.t));
+            }
+        }
+        Ok(None)
+    }
+
     /// The ids after `after` (all for `None`), in order.
     pub(crate) fn ids_after(&self, after: Option<&str>) -> Result<Option<IdsAfter<'_>>> {
         let Some(log) = &self.ids_log else {
