@@ -32,6 +32,10 @@ pub(crate) struct Opened {
     /// The longest value the server takes (its `proto-max-bulk-len`), on one server whose
     /// user may read it.
     pub(crate) max_value: Option<usize>,
+    /// Whether the read scripts go as `EVALSHA_RO`: not on a server older than Redis 7,
+    /// which lacks it. Where the version is unknown (a cluster, a user who may not send
+    /// `HELLO`) the first refusal turns it off (`storage/scripting.rs`).
+    pub(crate) read_only_scripts: bool,
     /// The options with the URL's own parameters (`key_prefix`, `publish_changes`)
     /// applied.
     pub(crate) options: RedisOptions,
@@ -103,8 +107,8 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
         Ok(Err(err)) => return Err(parse_redis_error(err, op)),
         Err(_elapsed) => return Err(no_connection(op, budget)),
     };
-    let max_value = match probe(conn.clone(), &redacted).await {
-        Ok(max_value) => max_value,
+    let probed = match probe(conn.clone(), &redacted).await {
+        Ok(probed) => probed,
         Err(err) => return Err(parse_redis_error(err, op)),
     };
     tracing::debug!(url = %redacted, prefix = %options.key_prefix, cluster = conn.is_cluster(), "connected to Redis");
@@ -112,13 +116,23 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
         conn,
         redacted_url: redacted,
         subscribe_to,
-        max_value,
+        max_value: probed.max_value,
+        read_only_scripts: probed.major_version.is_none_or(|major| major >= 7),
         options,
     })
 }
 
+/// What [`probe`] learnt of one server.
+#[derive(Debug, Default)]
+struct Probed {
+    /// The longest value it takes (`proto-max-bulk-len`), if the user may read it.
+    max_value: Option<usize>,
+    /// Its major version, from `HELLO`, if it answered.
+    major_version: Option<u32>,
+}
+
 /// Fails if one server wants a password the URL does not give (`NOAUTH` to a `PING`);
-/// else returns the longest value it takes, if the user may read it.
+/// else returns the longest value it takes, if the user may read it, and its version.
 ///
 /// Opening a connection sends no command that needs a password, so without the `PING`
 /// `connect` succeeds and the first call fails instead: a write with a protocol error, as
@@ -136,16 +150,20 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
 /// The same read warns about an evicting `maxmemory-policy` (`allkeys-*`), which drops
 /// sessions' keys and index entries when memory runs out (see the README's "Server
 /// states"): nothing else would tell, until sessions are missing.
-async fn probe(conn: Connection, redacted: &str) -> redis::RedisResult<Option<usize>> {
+///
+/// The version (`HELLO` without arguments, which changes nothing, in the same pipeline)
+/// says whether the read scripts may go as `EVALSHA_RO` (Redis 7), which `CLIENT PAUSE
+/// WRITE` does not hold, where it holds every `EVALSHA`.
+async fn probe(conn: Connection, redacted: &str) -> redis::RedisResult<Probed> {
     let Connection::Single(mut conn) = conn else {
-        return Ok(None);
+        return Ok(Probed::default());
     };
     match redis::cmd("PING")
         .query_async::<redis::Value>(&mut conn)
         .await
     {
         Err(err) if err.code() == Some("NOAUTH") => return Err(err),
-        Err(_) => return Ok(None),
+        Err(_) => return Ok(Probed::default()),
         Ok(_) => {}
     }
     // One `CONFIG GET` per parameter (Redis 6 takes one a call), each read on its own: a
@@ -155,15 +173,22 @@ async fn probe(conn: Connection, redacted: &str) -> redis::RedisResult<Option<us
     for parameter in parameters {
         config.cmd("CONFIG").arg("GET").arg(parameter);
     }
+    config.cmd("HELLO");
     type Settings = std::collections::HashMap<String, String>;
-    let Ok(read) = config
+    let Ok(mut read) = config
         .ignore_errors()
-        .query_async::<Vec<redis::RedisResult<Settings>>>(&mut conn)
+        .query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn)
         .await
     else {
-        return Ok(None);
+        return Ok(Probed::default());
     };
-    let settings: Settings = read.into_iter().flatten().flatten().collect();
+    let hello = read.pop().and_then(Result::ok);
+    let settings: Settings = read
+        .into_iter()
+        .flatten()
+        .flat_map(redis::from_redis_value::<Settings>)
+        .flatten()
+        .collect();
     // Without a `maxmemory` (0) the policy never applies.
     let bounded = settings.get("maxmemory").is_some_and(|bytes| bytes != "0");
     if let Some(policy) = settings
@@ -177,9 +202,32 @@ async fn probe(conn: Connection, redacted: &str) -> redis::RedisResult<Option<us
              use noeviction (fusion-storage-redis README, \"Server states\")"
         );
     }
-    Ok(settings
-        .get("proto-max-bulk-len")
-        .and_then(|limit| limit.parse().ok()))
+    Ok(Probed {
+        max_value: settings
+            .get("proto-max-bulk-len")
+            .and_then(|limit| limit.parse().ok()),
+        major_version: hello.and_then(major_version),
+    })
+}
+
+/// The major version in a `HELLO` reply: a map (RESP3) or its pairs in a row (RESP2),
+/// whose `version` is `7.0.15`, say.
+fn major_version(hello: redis::Value) -> Option<u32> {
+    let fields: Vec<(String, redis::Value)> = match hello {
+        redis::Value::Map(pairs) => redis::from_redis_value(redis::Value::Map(pairs)).ok()?,
+        flat => {
+            let items: Vec<redis::Value> = redis::from_redis_value(flat).ok()?;
+            let mut items = items.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(key), Some(value)) = (items.next(), items.next()) {
+                pairs.push((redis::from_redis_value(key).ok()?, value));
+            }
+            pairs
+        }
+    };
+    let (_, version) = fields.into_iter().find(|(key, _)| key == "version")?;
+    let version: String = redis::from_redis_value(version).ok()?;
+    version.split('.').next()?.parse().ok()
 }
 
 /// The client of the cluster whose seed nodes' URLs are `nodes`, with the options'
@@ -344,6 +392,28 @@ fn install_crypto_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_major_version_is_read_from_either_protocol() {
+        use redis::Value;
+        let text = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let resp2 = Value::Array(vec![
+            text("server"),
+            text("redis"),
+            text("version"),
+            text("7.0.15"),
+            text("proto"),
+            Value::Int(2),
+        ]);
+        assert_eq!(major_version(resp2), Some(7));
+        let resp3 = Value::Map(vec![
+            (text("server"), text("redis")),
+            (text("version"), text("6.2.14")),
+        ]);
+        assert_eq!(major_version(resp3), Some(6));
+        assert_eq!(major_version(Value::Array(vec![text("server")])), None);
+        assert_eq!(major_version(Value::Nil), None);
+    }
 
     #[test]
     fn redact_url_hides_passwords() {

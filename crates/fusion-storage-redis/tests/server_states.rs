@@ -943,3 +943,56 @@ async fn an_idle_connection_the_server_closed_costs_no_read_and_stores_nothing_t
         assert_eq!(contents(&store, id).await, stored, "{id}");
     }
 }
+
+/// `CLIENT PAUSE WRITE` (a failover, `redis-cli --cluster` resharding) holds every
+/// `EVALSHA` until the pause ends; the scripts that only read go as `EVALSHA_RO` on
+/// Redis 7, which it does not hold, so `session_info` and listings go on, as `load` (a
+/// `MULTI` of reads) does. A user the server's ACL denies `EVALSHA_RO` reads through
+/// `EVALSHA` instead (as on Redis 6.2, which lacks it), once refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_through_scripts_go_on_while_writes_pause() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let mut raw = admin(&server.url).await;
+    let rules = "allchannels ~* +@all -evalsha_ro -eval_ro";
+    let mut args = vec!["ACL", "SETUSER", "no-ro", "on", ">hunter2-acl"];
+    args.extend(rules.split(' '));
+    run(&mut raw, &args).await.unwrap();
+    let no_ro = server.url.replace("redis://", "redis://no-ro:hunter2-acl@");
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    let mut meta = SessionMeta::default();
+    meta.owner = Some("alice".into());
+    let first = [ChatMessage::user("a")];
+    store.create_session("s", &meta, &first).await.unwrap();
+
+    let paused = RedisStorage::connect(&server.url).await.unwrap();
+    run(&mut raw, &["CLIENT", "PAUSE", "10000", "WRITE"])
+        .await
+        .unwrap();
+    // A bound on a failure, not a timing: a held call ends only with the pause.
+    let reads = async {
+        let info = paused.session_info("s").await.unwrap().unwrap();
+        assert_eq!(info.message_count, 1);
+        assert_eq!(listed(&paused).await, ["s"]);
+        let mut query = SessionQuery::default();
+        query.owner = Some("alice".into());
+        let page = paused.list_page(&query).await.unwrap();
+        assert_eq!(page.sessions.len(), 1);
+        assert_eq!(paused.list_sessions().await.unwrap(), ["s"]);
+        assert_eq!(contents(&paused, "s").await, ["a"]);
+    };
+    let went_on = tokio::time::timeout(Duration::from_secs(5), reads).await;
+    run(&mut raw, &["CLIENT", "UNPAUSE"]).await.unwrap();
+    went_on.expect("reads through scripts were held by CLIENT PAUSE WRITE");
+
+    let store = RedisStorage::connect(&no_ro).await.unwrap();
+    for _ in 0..2 {
+        let info = store.session_info("s").await.unwrap().unwrap();
+        assert_eq!(info.message_count, 1);
+        assert_eq!(listed(&store).await, ["s"]);
+    }
+    store.append("s", &[ChatMessage::user("b")]).await.unwrap();
+    assert_eq!(contents(&store, "s").await, ["a", "b"]);
+}

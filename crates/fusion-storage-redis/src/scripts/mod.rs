@@ -106,13 +106,13 @@ pub(crate) static UPDATE: LazyLock<Writing> = LazyLock::new(|| {
 });
 
 /// The read of a session's messages on a server out of memory; see [`reads::SNAPSHOT`].
-pub(crate) static SNAPSHOT: LazyLock<Lua> = LazyLock::new(|| script(&[reads::SNAPSHOT]));
+pub(crate) static SNAPSHOT: LazyLock<Lua> = LazyLock::new(|| reading(&[reads::SNAPSHOT]));
 
 /// The read of one session's facts; see [`reads::INFO`].
-pub(crate) static INFO: LazyLock<Lua> = LazyLock::new(|| script(&[DIGITS, reads::INFO]));
+pub(crate) static INFO: LazyLock<Lua> = LazyLock::new(|| reading(&[DIGITS, reads::INFO]));
 
 /// The walk of a by-update index; see [`reads::WALK`].
-pub(crate) static WALK: LazyLock<Lua> = LazyLock::new(|| script(&[reads::WALK]));
+pub(crate) static WALK: LazyLock<Lua> = LazyLock::new(|| reading(&[reads::WALK]));
 
 /// The repair of one index score; see [`reads::REINDEX`].
 pub(crate) static REINDEX: LazyLock<Lua> = LazyLock::new(|| script(&[reads::REINDEX]));
@@ -141,10 +141,18 @@ pub(crate) static PURGE_ONE: LazyLock<Writing> = LazyLock::new(|| {
 
 /// The due entries of the expiry index on a cluster; see [`retention::DUE`].
 pub(crate) static DUE: LazyLock<Lua> =
-    LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, retention::DUE]));
+    LazyLock::new(|| reading(&[COMMON, DIGITS, CLOCK, retention::DUE]));
 
 fn script(parts: &[&str]) -> Lua {
     Lua::new(source(parts))
+}
+
+/// A script that only reads: it may go as `EVALSHA_RO` (see [`Lua::read_only`]).
+fn reading(parts: &[&str]) -> Lua {
+    Lua {
+        read_only: true,
+        ..script(parts)
+    }
 }
 
 /// A script and its text: called by its sha (`EVALSHA`, which sends only the sha), and
@@ -154,6 +162,7 @@ fn script(parts: &[&str]) -> Lua {
 pub(crate) struct Lua {
     script: Script,
     source: String,
+    read_only: bool,
 }
 
 impl Lua {
@@ -161,7 +170,16 @@ impl Lua {
         Self {
             script: Script::new(&source),
             source,
+            read_only: false,
         }
+    }
+
+    /// Whether the script only reads, so Redis 7 may run it as `EVALSHA_RO`, which
+    /// `CLIENT PAUSE WRITE` (a failover, a resharding) does not hold and a replica runs.
+    /// Without a `#!lua flags=no-writes` line, which Redis 6.2 would take for a syntax
+    /// error: `EVALSHA_RO` alone marks the call as a read (and fails a write in it).
+    pub(crate) fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The script's text, as `EVAL` takes it.

@@ -28,6 +28,7 @@ mod write;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -92,6 +93,9 @@ pub struct RedisStorage {
     url: Arc<str>,
     /// Closes the connection to a server that turned out a replica (`replica.rs`).
     reopen: Arc<replica::Reopen>,
+    /// Whether the scripts that only read go as `EVALSHA_RO` (`scripting.rs`): shared by
+    /// the clones, off once the server refused it.
+    read_only_scripts: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for RedisStorage {
@@ -159,6 +163,7 @@ impl RedisStorage {
             subscribe_to: opened.subscribe_to.into(),
             reopen: Arc::default(),
             max_value: opened.max_value,
+            read_only_scripts: Arc::new(AtomicBool::new(opened.read_only_scripts)),
             url: opened.redacted_url.into(),
         })
     }

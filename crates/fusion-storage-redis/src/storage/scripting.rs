@@ -18,6 +18,8 @@
 //! its sha. Not the first choice: a `SCRIPT FLUSH` from another client between the two
 //! fails the call with a second `NOSCRIPT`.
 
+use std::sync::atomic::Ordering;
+
 use futures::future::{join, try_join_all};
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind, Value};
 
@@ -48,8 +50,23 @@ impl RedisStorage {
     }
 
     /// Sends `call`, the `EVALSHA` of a script that only reads (or repairs an index and
-    /// may run twice), as the `EVAL` of its text if the server does not know it.
+    /// may run twice), as the `EVAL` of its text if the server does not know it; a script
+    /// that only reads as `EVALSHA_RO` where the server has it (see [`read_only`]).
+    ///
+    /// [`read_only`]: Self::read_only
     pub(super) async fn eval<T: FromRedisValue>(&self, script: &Lua, call: &Cmd) -> RedisResult<T> {
+        if self.read_only(script) {
+            let call = renamed(call, "EVALSHA_RO");
+            match self.eval_once(script, &call).await {
+                Err(err) if is_read_only_refused(&err) => self.no_read_only(&err),
+                done => return done,
+            }
+        }
+        self.eval_once(script, call).await
+    }
+
+    /// [`eval`](Self::eval) of `call` as it is.
+    async fn eval_once<T: FromRedisValue>(&self, script: &Lua, call: &Cmd) -> RedisResult<T> {
         match self.read(Request::Cmd(call)).await {
             Err(err) if is_noscript(&err) => {
                 let text = as_eval(script, call);
@@ -58,6 +75,22 @@ impl RedisStorage {
                     .await
             }
             done => done,
+        }
+    }
+
+    /// Whether `script` goes as `EVALSHA_RO`: it only reads, and the server is Redis 7 or
+    /// newer (`connect` asked), or of a version unknown that has not refused it yet.
+    /// `CLIENT PAUSE WRITE`, which a failover and a resharding (`redis-cli --cluster`)
+    /// set, holds every `EVALSHA` until the pause ends, and `EVALSHA_RO` not.
+    fn read_only(&self, script: &Lua) -> bool {
+        script.read_only() && self.read_only_scripts.load(Ordering::Relaxed)
+    }
+
+    /// Turns `EVALSHA_RO` off for every clone of the storage after `err`, a server's
+    /// refusal of it.
+    fn no_read_only(&self, err: &RedisError) {
+        if self.read_only_scripts.swap(false, Ordering::Relaxed) {
+            tracing::debug!(url = %self.url, error = %err, "read scripts go as EVALSHA: EVALSHA_RO was refused");
         }
     }
 
@@ -71,6 +104,21 @@ impl RedisStorage {
         if self.conn.is_cluster() {
             return try_join_all(calls.iter().map(|call| self.eval(script, call))).await;
         }
+        if self.read_only(script) {
+            let calls = calls
+                .iter()
+                .map(|call| renamed(call, "EVALSHA_RO"))
+                .collect();
+            match self.eval_pipeline(script, calls).await {
+                Err(err) if is_read_only_refused(&err) => self.no_read_only(&err),
+                done => return done,
+            }
+        }
+        self.eval_pipeline(script, calls).await
+    }
+
+    /// [`eval_all`](Self::eval_all) of `calls` as they are, in one pipeline.
+    async fn eval_pipeline(&self, script: &Lua, calls: Vec<Cmd>) -> RedisResult<Vec<Value>> {
         let mut pipe = redis::pipe();
         for call in calls {
             pipe.add_command(call);
@@ -158,7 +206,9 @@ impl RedisStorage {
 /// error during a burst of writes), and needs the `SCRIPT` command, which an ACL may
 /// deny where it allows `EVAL`. Copies the arguments: only on this rare path.
 fn as_eval(script: &Lua, call: &Cmd) -> Cmd {
-    let mut eval = redis::cmd("EVAL");
+    let sha_name = call.args_iter().next();
+    let read_only = matches!(sha_name, Some(redis::Arg::Simple(name)) if name == b"EVALSHA_RO");
+    let mut eval = redis::cmd(if read_only { "EVAL_RO" } else { "EVAL" });
     eval.arg(script.source());
     // The scripts' commands are built of plain arguments only (no cursor).
     for arg in call.args_iter().skip(2) {
@@ -167,6 +217,28 @@ fn as_eval(script: &Lua, call: &Cmd) -> Cmd {
         }
     }
     eval
+}
+
+/// `call` (an `EVALSHA`) as the command `name` with the same arguments. Copies them:
+/// the calls of the read scripts are a few short arguments.
+fn renamed(call: &Cmd, name: &str) -> Cmd {
+    let mut renamed = redis::cmd(name);
+    for arg in call.args_iter().skip(1) {
+        if let redis::Arg::Simple(bytes) = arg {
+            renamed.arg(bytes);
+        }
+    }
+    renamed
+}
+
+/// Whether the server refused `EVALSHA_RO` or `EVAL_RO` as such, before running
+/// anything: a server older than Redis 7 does not know it, an ACL may not allow it.
+fn is_read_only_refused(err: &RedisError) -> bool {
+    let detail = err.detail().unwrap_or_default().to_ascii_lowercase();
+    let named = ["evalsha_ro", "eval_ro"]
+        .iter()
+        .any(|name| detail.contains(&format!("'{name}'")) || detail.contains(&format!("`{name}`")));
+    named && (err.code() == Some("NOPERM") || detail.starts_with("unknown command"))
 }
 
 /// Whether the server did not know a script's sha (and so did not run it).
@@ -193,6 +265,39 @@ mod tests {
             .unwrap()
             .extract_error()
             .unwrap_err()
+    }
+
+    #[test]
+    fn a_refused_read_only_call_is_told_from_other_errors() {
+        for reply in [
+            "ERR unknown command `EVALSHA_RO`, with args beginning with: `abc`, `1`, ",
+            "ERR unknown command 'evalsha_ro', with args beginning with: 'abc' '1' ",
+            "NOPERM this user has no permissions to run the 'evalsha_ro' command",
+            "NOPERM User app has no permissions to run the 'eval_ro' command",
+        ] {
+            assert!(is_read_only_refused(&server(reply)), "{reply}");
+        }
+        for reply in [
+            "NOPERM this user has no permissions to run the 'evalsha' command",
+            "NOPERM this user has no permissions to access one of the keys used as arguments",
+            "NOSCRIPT No matching script. Please use EVAL.",
+            "ERR Error running script: Write commands are not allowed from read-only scripts",
+        ] {
+            assert!(!is_read_only_refused(&server(reply)), "{reply}");
+        }
+    }
+
+    #[test]
+    fn calls_keep_their_arguments_under_another_name() {
+        let mut call = redis::cmd("EVALSHA");
+        call.arg("sha").arg(1).arg("key").arg("x");
+        let renamed = renamed(&call, "EVALSHA_RO");
+        let args: Vec<_> = renamed.args_iter().collect();
+        let want: [&[u8]; 5] = [b"EVALSHA_RO", b"sha", b"1", b"key", b"x"];
+        assert_eq!(args.len(), want.len());
+        for (arg, want) in args.into_iter().zip(want) {
+            assert!(matches!(arg, redis::Arg::Simple(bytes) if bytes == want));
+        }
     }
 
     #[test]
