@@ -35,8 +35,20 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(50);
 ///
 /// Each try must leave nothing behind when it fails (a half-open pool, an open
 /// transaction): the next try starts from scratch.
-pub(crate) async fn wait_while_busy<T, E, F, Fut>(
-    busy_timeout: Duration,
+pub(crate) async fn wait_while_busy<T, E, F, Fut>(busy_timeout: Duration, step: F) -> Result<T, E>
+where
+    E: MaybeBusy,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    wait_while_busy_until(Instant::now() + busy_timeout, step).await
+}
+
+/// [`wait_while_busy`] until `deadline`: for steps that share one busy timeout (the look
+/// at a file before opening it, then the pool's first connection), so that a busy file
+/// is waited for once, not once per step.
+pub(crate) async fn wait_while_busy_until<T, E, F, Fut>(
+    deadline: Instant,
     mut step: F,
 ) -> Result<T, E>
 where
@@ -44,7 +56,6 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let started = Instant::now();
     let mut pause = FIRST_PAUSE;
     let mut tries = 1_u32;
     loop {
@@ -52,7 +63,7 @@ where
             Err(error) if error.is_busy() => error,
             done => return done,
         };
-        let left = busy_timeout.saturating_sub(started.elapsed());
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             tracing::debug!(tries, "opening SQLite stayed busy past the busy timeout");
             return Err(error);

@@ -137,17 +137,19 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// How the database is named in error messages: its path, or `:memory:`.
+    /// How the database is named in error messages: its path (control characters
+    /// escaped, see [`shown`]), or `:memory:`.
     pub(crate) fn label(&self) -> String {
         match &self.location {
             Location::Memory => ":memory:".to_string(),
-            Location::File { path, .. } => path.display().to_string(),
+            Location::File { path, .. } => shown(&path.display().to_string()),
         }
     }
 
     /// The pool for this database, after the checks on its path a pool cannot make: a
-    /// FIFO, socket or device is refused (SQLite writes a `-journal` beside a device
-    /// before it fails on it), and a file to be created gets its directory.
+    /// dangling symbolic link is refused (SQLite would create the file wherever it points),
+    /// so is a FIFO, socket or device (SQLite writes a `-journal` beside a device before
+    /// it fails on it), and a file to be created gets its directory.
     pub(crate) fn pool_options(&self, options: &SqliteOptions) -> Result<SqlitePoolOptions> {
         let pool_options = match &self.location {
             Location::Memory => SqlitePoolOptions::new()
@@ -156,6 +158,7 @@ impl Target {
                 .idle_timeout(None)
                 .max_lifetime(None),
             Location::File { path, create } => {
+                refuse_dangling_link(path)?;
                 if crate::error::special_file(path) {
                     return Err(Error::Config(format!(
                         "cannot use the SQLite database {}: it is not a regular file but a \
@@ -267,6 +270,10 @@ pub(crate) fn parse_url(url: &str, options: &SqliteOptions) -> Result<Target> {
 ///   was meant.
 /// - `user:password@host/...`: a SQLite URL has no user or host, so it became a directory
 ///   named after the credentials, printed in every error message.
+/// - `%2F`, an escaped `/`: decoded, it splits what reads as one file name into
+///   directories, so a name escaped into a URL (`sqlite://data/{name}.db`) could climb out
+///   of its directory (`..%2F..%2Fetc`). A file name cannot hold a `/`; a real separator
+///   is written as `/`.
 fn refuse_misleading_path(path: &str) -> Result<()> {
     let first = path.split('/').next().unwrap_or_default();
     let problem = if path.starts_with("file:") {
@@ -277,6 +284,9 @@ fn refuse_misleading_path(path: &str) -> Result<()> {
     } else if path.ends_with('/') && path != ":memory:" {
         "ends with `/`, so it names a directory; name the database file in it, such as \
          sqlite://DIR/sessions.db"
+    } else if path.to_ascii_lowercase().contains("%2f") {
+        "holds `%2F`, an escaped `/`, which would split the name into directories; write \
+         `/` itself where a directory is meant (a file name cannot hold one)"
     } else if looks_like_credentials(path) {
         "looks like `user:password@host`, which a SQLite URL does not have; write \
          sqlite://PATH"
@@ -299,6 +309,41 @@ fn looks_like_credentials(path: &str) -> bool {
         return false;
     };
     !first.contains('\\') && user.contains(':')
+}
+
+/// `text` (a path) with its control characters escaped as Rust writes them (`\n`,
+/// `\u{1b}`): a path may hold any byte but NUL, and printed raw in a message or a log line
+/// a newline would forge a line of its own, an escape sequence reach the terminal.
+pub(crate) fn shown(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
+/// Refuses a symbolic link at `path` that leads nowhere: SQLite follows it and creates the
+/// database wherever it points (another directory, a name the user never wrote), which
+/// is more often a leftover link than a wish. A link to an existing file is followed.
+fn refuse_dangling_link(path: &Path) -> Result<()> {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link || std::fs::metadata(path).is_ok() {
+        return Ok(());
+    }
+    let target = std::fs::read_link(path).map_or_else(
+        |e| format!("(unreadable: {e})"),
+        |target| shown(&target.display().to_string()),
+    );
+    Err(Error::Config(format!(
+        "cannot use the SQLite database {}: it is a symbolic link to {target}, which does \
+         not exist, and SQLite would create the database there; nothing was created. \
+         Remove the link, point it at an existing database, or name the file itself",
+        shown(&path.display().to_string())
+    )))
 }
 
 /// Creates the parent directory of a database file about to be created, so that

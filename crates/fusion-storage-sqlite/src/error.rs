@@ -358,6 +358,17 @@ pub(crate) fn is_corruption(err: &rusqlite::Error) -> bool {
     })
 }
 
+/// [`is_corruption`] for a sqlx error: SQLite's (extended) code is a string there.
+pub(crate) fn is_sqlx_corruption(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(e) => e
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|code| matches!(code & 0xff, SQLITE_CORRUPT | SQLITE_NOTADB)),
+        _ => false,
+    }
+}
+
 /// Whether `err` is `ROLLBACK` finding no transaction to end (plain `SQLITE_ERROR`, "cannot
 /// rollback - no transaction is active"): the connection is then already out of any
 /// transaction. Every other `ROLLBACK` failure is an I/O or internal error.
@@ -414,8 +425,9 @@ pub(crate) fn newer_schema(db: &str, unknown_versions: &[i64]) -> Error {
     ))
 }
 
-/// The database holds `tables` of another application and no Fusion schema.
-pub(crate) fn foreign_database(db: &str, tables: &[String]) -> Error {
+/// The database holds `tables` of another application and no Fusion schema; it came from
+/// a URL, or from the caller's pool (`given_pool`), which the way out names.
+pub(crate) fn foreign_database(db: &str, tables: &[String], given_pool: bool) -> Error {
     // A few names are enough to recognise the application; a schema can have hundreds.
     let mut named = tables
         .iter()
@@ -426,11 +438,14 @@ pub(crate) fn foreign_database(db: &str, tables: &[String]) -> Error {
     if tables.len() > 5 {
         named.push_str(&format!(" and {} more", tables.len() - 5));
     }
+    let way_out = match given_pool {
+        true => "give `from_pool` a pool on a new file or on a database Fusion created",
+        false => "point the URL at a new file or at a database Fusion created",
+    };
     schema_error(format!(
         "database {db} is not a Fusion database: it holds tables of another application \
          ({named}) and no Fusion schema (or one from a build of Fusion that shares no \
-         migrations with this one). Nothing was changed; point the URL at a new file or at \
-         a database Fusion created"
+         migrations with this one). Nothing was changed; {way_out}"
     ))
 }
 

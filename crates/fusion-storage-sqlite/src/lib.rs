@@ -13,7 +13,8 @@
 //!    database), `expiry` (the clock of every operation, and the SQL that reads an
 //!    expired session as absent) and `generation` (where a session's generation lives,
 //!    what a conditional write checks and which generation each write leaves);
-//! 2. `busy`: the one loop that repeats a step of opening while the database is busy,
+//! 2. `corrupt`: the flag that refuses writes once any call found the file damaged, and
+//!    `busy`: the one loop that repeats a step of opening while the database is busy,
 //!    and `meta`: a session's facts as stored (the columns of its metadata, a row read
 //!    back as a `SessionInfo`, what a metadata update writes);
 //! 3. `sql`: the SQL of every operation and the write model both paths run (`Write`,
@@ -30,6 +31,7 @@
 mod busy;
 mod checkpoint;
 mod config;
+mod corrupt;
 mod direct;
 mod error;
 mod expiry;

@@ -11,17 +11,20 @@
 //! anything is written: [`refuse_foreign_file`] even before the first connection switches
 //! the file to WAL.
 
-use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fusion_core::Result;
 use fusion_core::sql::{Schema, check_migrations};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection, SqliteConnection, SqlitePool};
+use sqlx::{SqliteConnection, SqlitePool};
 
-use crate::busy::wait_while_busy;
-use crate::error::{Op, PLACE, foreign_database, newer_schema, parse_sqlite_error};
+use crate::busy::{wait_while_busy, wait_while_busy_until};
+use crate::config::DirectOptions;
+use crate::direct::open;
+use crate::error::{
+    DirectError, MaybeBusy, Op, PLACE, foreign_database, newer_schema, parse_direct_error,
+    parse_sqlite_error,
+};
 use crate::sql::BEGIN_WRITE;
 
 /// The schema, embedded at build time: opening never needs the migration files on disk.
@@ -33,15 +36,21 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// migrations run inside one write transaction, so two processes opening a new file at
 /// once do not both try to create the tables: the second waits for the first, then finds
 /// the schema current. A try that meets a busy database is rolled back whole and repeated
-/// for up to `busy_timeout` (see `crate::busy`).
-pub(crate) async fn run(pool: &SqlitePool, db: &str, busy_timeout: Duration) -> Result<()> {
+/// for up to `busy_timeout` (see `crate::busy`). `given_pool`: the caller's pool, which
+/// the refusal of another application's database then speaks of instead of a URL.
+pub(crate) async fn run(
+    pool: &SqlitePool,
+    db: &str,
+    busy_timeout: Duration,
+    given_pool: bool,
+) -> Result<()> {
     let schema = wait_while_busy(busy_timeout, || migrate_once(pool, db))
         .await
         .map_err(|e| parse_sqlite_error(e, Op::open(PLACE, db)))?;
     match schema {
         Found::Schema(Schema::Current) => Ok(()),
         Found::Schema(Schema::Newer(unknown)) => Err(newer_schema(db, &unknown)),
-        Found::Foreign(tables) => Err(foreign_database(db, &tables)),
+        Found::Foreign(tables) => Err(foreign_database(db, &tables, given_pool)),
     }
 }
 
@@ -53,41 +62,96 @@ enum Found {
     Foreign(Vec<String>),
 }
 
-/// Refuses an existing database file at `path` that holds another application's tables,
+/// Refuses an existing database file (`file`) that holds another application's tables,
 /// reading it through a read-only connection of its own before the pool opens one that
 /// would switch it to WAL. A missing or empty file is a new database; one that cannot be
 /// read is left to the pool, which reports why.
 ///
-/// `immutable` (the URL's `?immutable=true`) reads the file as the pool will, taking no
-/// locks and creating no `-wal` or `-shm` beside it.
+/// The connection is SQLite called directly (the same library sqlx links), on this thread:
+/// a sqlx connection costs a worker thread started and stopped, ten times the ~0.2 ms
+/// this look takes. It waits for nothing inside SQLite; a busy file is tried again until
+/// `deadline`, which the pool's first connection shares: a file still busy then fails the
+/// open here, retryable, rather than being waited for a second time by the pool.
+/// `?immutable=true` reads the file as the pool will, taking no locks and creating no
+/// `-wal` or `-shm` beside it.
 pub(crate) async fn refuse_foreign_file(
-    path: &Path,
-    vfs: Option<&str>,
-    immutable: bool,
-    busy_timeout: Duration,
+    file: &DirectOptions,
+    deadline: Instant,
     db: &str,
 ) -> Result<()> {
-    if std::fs::metadata(path).map_or(true, |metadata| metadata.len() == 0) {
+    if std::fs::metadata(&file.path).map_or(true, |metadata| metadata.len() == 0) {
         return Ok(());
     }
-    let mut options = SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .immutable(immutable)
-        .busy_timeout(busy_timeout);
-    if let Some(vfs) = vfs {
-        options = options.vfs(vfs.to_owned());
-    }
-    let look = || async {
-        let mut conn = options.connect().await?;
-        let foreign = foreign_tables(&mut conn).await;
-        conn.close().await?;
-        foreign
+    let options = DirectOptions {
+        read_only: true,
+        create: false,
+        busy_timeout: Duration::ZERO,
+        ..file.clone()
     };
-    match wait_while_busy(busy_timeout, look).await {
-        Ok(Some(tables)) => Err(foreign_database(db, &tables)),
+    let look =
+        || std::future::ready(open(&options, false).and_then(|conn| foreign_tables_of(&conn)));
+    match wait_while_busy_until(deadline, look).await {
+        Ok(Some(tables)) => Err(foreign_database(db, &tables, false)),
+        Err(e) if e.is_busy() => Err(parse_direct_error(
+            DirectError::Sqlite(e),
+            Op::open(PLACE, db),
+        )),
         Ok(None) | Err(_) => Ok(()),
     }
+}
+
+/// The tables of a database, but SQLite's own.
+const TABLES: &str = "SELECT name FROM sqlite_master WHERE type = 'table' \
+     AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name";
+
+/// Whether `_sqlx_migrations` records Fusion's first migration (?1 its version, ?2 its
+/// checksum).
+const RECORDS_OURS: &str =
+    "SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = ?1 AND checksum = ?2)";
+
+/// Whether a database holding `tables` is another application's, given whether it
+/// records Fusion's first migration (`ours`) and, when `_sqlx_migrations` is its only
+/// table, how many migrations that records (`recorded`): see [`foreign_tables`]. The
+/// two are read only when needed.
+fn foreign<E>(
+    tables: Vec<String>,
+    ours: impl FnOnce(&sqlx::migrate::Migration) -> Result<bool, E>,
+    recorded: impl FnOnce() -> Result<i64, E>,
+) -> Result<Option<Vec<String>>, E> {
+    if tables.is_empty() {
+        return Ok(None);
+    }
+    if tables.iter().any(|table| table == "_sqlx_migrations")
+        && let Some(first) = MIGRATOR.iter().next()
+        && (ours(first)? || (tables.len() == 1 && recorded()? == 0))
+    {
+        return Ok(None);
+    }
+    Ok(Some(tables))
+}
+
+/// [`foreign_tables`] on a connection of the direct path's kind.
+fn foreign_tables_of(conn: &rusqlite::Connection) -> rusqlite::Result<Option<Vec<String>>> {
+    let tables = conn
+        .prepare(TABLES)?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    foreign(
+        tables,
+        |first| {
+            let checksum: &[u8] = &first.checksum;
+            conn.query_row(
+                RECORDS_OURS,
+                rusqlite::params![first.version, checksum],
+                |row| row.get(0),
+            )
+        },
+        || {
+            conn.query_row("SELECT count(*) FROM _sqlx_migrations", [], |row| {
+                row.get(0)
+            })
+        },
+    )
 }
 
 /// Some of the tables of a database that holds tables but does not record Fusion's first
@@ -95,38 +159,27 @@ pub(crate) async fn refuse_foreign_file(
 /// `_sqlx_migrations` alone is sqlx's own bookkeeping, made before a first migration
 /// (`sqlx migrate run`, a migration that failed), not another application's data.
 async fn foreign_tables(conn: &mut SqliteConnection) -> sqlx::Result<Option<Vec<String>>> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' \
-         ESCAPE '\\' ORDER BY name",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let tables: Vec<String> = sqlx::query_scalar(TABLES).fetch_all(&mut *conn).await?;
     if tables.is_empty() {
         return Ok(None);
     }
+    // The two reads `foreign` may need, done up front: they are async here.
+    let (mut ours, mut recorded) = (false, 1);
     if tables.iter().any(|table| table == "_sqlx_migrations")
         && let Some(first) = MIGRATOR.iter().next()
     {
-        let ours: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = ?1 AND checksum = ?2)",
-        )
-        .bind(first.version)
-        .bind(&*first.checksum)
-        .fetch_one(&mut *conn)
-        .await?;
-        if ours {
-            return Ok(None);
-        }
-        if tables.len() == 1 {
-            let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        ours = sqlx::query_scalar(RECORDS_OURS)
+            .bind(first.version)
+            .bind(&*first.checksum)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !ours && tables.len() == 1 {
+            recorded = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
                 .fetch_one(&mut *conn)
                 .await?;
-            if recorded == 0 {
-                return Ok(None);
-            }
         }
     }
-    Ok(Some(tables))
+    foreign(tables, |_| Ok(ours), || Ok(recorded))
 }
 
 /// One try of [`run`]: refuses another application's database, reads the schema and,

@@ -28,6 +28,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use fusion_core::{
@@ -36,10 +37,11 @@ use fusion_core::{
 };
 use sqlx::sqlite::SqlitePool;
 
-use crate::busy::wait_while_busy;
-use crate::config::{DirectOptions, Location, SqliteOptions, parse_url};
+use crate::busy::wait_while_busy_until;
+use crate::config::{DirectOptions, Location, SqliteOptions, parse_url, shown};
+use crate::corrupt::CorruptFlag;
 use crate::direct::Direct;
-use crate::error::{BACKEND, Op, PLACE, parse_direct_error, parse_sqlite_error};
+use crate::error::{BACKEND, DirectError, Op, PLACE, parse_direct_error, parse_sqlite_error};
 use crate::expiry::now_micros;
 use crate::listing;
 use crate::meta::{InfoRow, InfoTuple};
@@ -62,6 +64,8 @@ pub struct SqliteStorage {
     /// writes call for, for a database file this crate opened; `None` loads and writes
     /// through the pool (`:memory:`, a caller's pool, with SQLite's own checkpoints).
     direct: Option<Arc<Direct>>,
+    /// Set once any call found the file damaged: writes are refused (`crate::corrupt`).
+    corrupt: Arc<CorruptFlag>,
 }
 
 impl SqliteStorage {
@@ -96,16 +100,16 @@ impl SqliteStorage {
         let target = parse_url(url, &options)?;
         let db = target.label();
         let pool_options = target.pool_options(&options)?;
+        // The look at the file and the pool's first connection wait for a busy file once.
+        let deadline = Instant::now() + options.busy_timeout;
         if let Some(file) = &target.direct {
-            let vfs = file.vfs.as_deref();
-            let (path, immutable) = (&file.path, file.immutable);
-            migrate::refuse_foreign_file(path, vfs, immutable, options.busy_timeout, &db).await?;
+            migrate::refuse_foreign_file(file, deadline, &db).await?;
         }
         // The pool opens its first connection now, creating the file and switching it to
         // WAL, which another process opening it at the same moment can make fail busy
         // without waiting: repeated, like every step of opening (see `crate::busy`). A
         // failed try drops its pool, closing whatever it had opened.
-        let pool = wait_while_busy(options.busy_timeout, || {
+        let pool = wait_while_busy_until(deadline, || {
             pool_options.clone().connect_with(target.connect.clone())
         })
         .await
@@ -114,8 +118,10 @@ impl SqliteStorage {
             pool,
             db: db.into(),
             direct: None,
+            corrupt: Arc::default(),
         };
-        let opened = match migrate::run(&storage.pool, &storage.db, options.busy_timeout).await {
+        let migrated = migrate::run(&storage.pool, &storage.db, options.busy_timeout, false);
+        let opened = match migrated.await {
             Ok(()) => {
                 // The file exists now. A connection opened later must find it, not create
                 // an empty database in its place if it was moved away meanwhile.
@@ -131,6 +137,7 @@ impl SqliteStorage {
                             create: false,
                             ..options
                         },
+                        Arc::clone(&storage.corrupt),
                     )
                     .await
                     .map(|direct| storage.direct = Some(Arc::new(direct)))
@@ -160,15 +167,16 @@ impl SqliteStorage {
     /// the database busy is repeated for up to the default busy timeout of
     /// [`SqliteOptions`].
     pub async fn from_pool(pool: SqlitePool) -> Result<Self> {
-        let db = pool.connect_options().get_filename().display().to_string();
+        let db = shown(&pool.connect_options().get_filename().display().to_string());
         // On failure the pool is left open: it is the caller's. Its busy timeout cannot be
         // read back from sqlx, so a busy migration is repeated for the default one.
-        migrate::run(&pool, &db, SqliteOptions::default().busy_timeout).await?;
+        migrate::run(&pool, &db, SqliteOptions::default().busy_timeout, true).await?;
         // The pool's checkpoint settings are its owner's; SQLite's own apply by default.
         Ok(Self {
             pool,
             db: db.into(),
             direct: None,
+            corrupt: Arc::default(),
         })
     }
 
@@ -220,6 +228,11 @@ impl SqliteStorage {
         Op::new(PLACE, &self.db, name, session_id)
     }
 
+    /// `result`, after setting the corrupt flag if it failed finding the file damaged.
+    fn noted<T>(&self, result: Result<T>) -> Result<T> {
+        result.inspect_err(|e| self.corrupt.note_error(&self.db, e))
+    }
+
     /// Runs `write` for operation `name`: through the direct connections when this
     /// storage opened the file itself, otherwise as one script on the pool.
     async fn write(&self, write: Write, name: &'static str, session_id: &str) -> Result<()> {
@@ -240,9 +253,13 @@ impl SqliteStorage {
                 .write(write)
                 .await
                 .map_err(|e| parse_direct_error(e, op)),
-            None => pooled::write(&self.pool, write)
-                .await
-                .map_err(|e| parse_sqlite_error(e, op)),
+            // The direct path checks the flag in the writer's turn; the pool here.
+            None if self.corrupt.is_set() => Err(parse_direct_error(DirectError::FoundCorrupt, op)),
+            None => self.noted(
+                pooled::write(&self.pool, write)
+                    .await
+                    .map_err(|e| parse_sqlite_error(e, op)),
+            ),
         }
     }
 }
@@ -278,7 +295,7 @@ impl ConversationStorage for SqliteStorage {
                     .load(session_id, now, |e| parse_direct_error(e, op))
                     .await
             }
-            None => pooled::load(&self.pool, session_id, now, op).await,
+            None => self.noted(pooled::load(&self.pool, session_id, now, op).await),
         }
     }
 
@@ -292,11 +309,11 @@ impl ConversationStorage for SqliteStorage {
     /// Reads the `sessions` table only, skipping expired sessions. Cost: O(number of
     /// sessions).
     async fn list_sessions(&self) -> Result<Vec<String>> {
-        sqlx::query_scalar(LIST_SESSIONS)
+        let listed = sqlx::query_scalar(LIST_SESSIONS)
             .bind(now_micros())
             .fetch_all(&self.pool)
-            .await
-            .map_err(|e| parse_sqlite_error(e, self.op("list_sessions", None)))
+            .await;
+        self.noted(listed.map_err(|e| parse_sqlite_error(e, self.op("list_sessions", None))))
     }
 
     /// One `BEGIN IMMEDIATE` transaction: bump the session's count (moving an idle
@@ -350,7 +367,7 @@ impl ConversationStorage for SqliteStorage {
                     .load_revision(session_id, now, |e| parse_direct_error(e, op))
                     .await
             }
-            None => pooled::load_revision(&self.pool, session_id, now, op).await,
+            None => self.noted(pooled::load_revision(&self.pool, session_id, now, op).await),
         }
     }
 
@@ -377,7 +394,7 @@ impl ConversationStorage for SqliteStorage {
             Written::Committed(generation) => Ok(generation.unwrap_or_default()),
             Written::AllStored(generation) => Ok(generation),
             written => {
-                let found = refused(written);
+                let found = written.refused();
                 Err(expected.conflict(BACKEND, session_id, found.generation, Some(found.len)))
             }
         }
@@ -390,11 +407,12 @@ impl ConversationStorage for SqliteStorage {
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
         let now = now_micros();
-        let row: Option<InfoTuple> = sqlx::query_as(READ_INFO)
+        let row = sqlx::query_as::<_, InfoTuple>(READ_INFO)
             .bind(session_id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(|e| parse_sqlite_error(e, self.op("session_info", Some(session_id))))?;
+            .map_err(|e| parse_sqlite_error(e, self.op("session_info", Some(session_id))));
+        let row = self.noted(row)?;
         row.map(InfoRow::from)
             .filter(|row| !row.is_expired_at(now))
             .map(InfoRow::decode)
@@ -418,7 +436,7 @@ impl ConversationStorage for SqliteStorage {
         match self.run(write, "create_session", Some(session_id)).await? {
             Written::Committed(generation) => Ok(generation.unwrap_or_default()),
             written => {
-                let found = refused(written);
+                let found = written.refused();
                 let absent = Expect::Generation(0);
                 Err(absent.conflict(BACKEND, session_id, found.generation, Some(found.len)))
             }
@@ -456,7 +474,7 @@ impl ConversationStorage for SqliteStorage {
     /// sessions)). See `crate::listing` for the queries and their plans.
     async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
         let op = self.op("list_page", None);
-        listing::page(&self.pool, query, now_micros(), op).await
+        self.noted(listing::page(&self.pool, query, now_micros(), op).await)
     }
 
     /// One `BEGIN IMMEDIATE` transaction: delete, from every table, the first `batch`
@@ -475,13 +493,5 @@ impl ConversationStorage for SqliteStorage {
 
     fn backend_name(&self) -> &'static str {
         BACKEND
-    }
-}
-
-/// What a conditional write that did not commit found: the only other way it ends.
-fn refused(written: Written) -> Revision {
-    match written {
-        Written::Refused(found) => found,
-        other => unreachable!("a conditional write ended as {other:?}"),
     }
 }

@@ -107,6 +107,13 @@ async fn another_applications_database_is_refused_and_left_byte_for_byte_unchang
             .unwrap();
         let err = SqliteStorage::from_pool(pool.clone()).await.unwrap_err();
         assert_refused_as_foreign(&err, &path, table);
+        // A pool has no URL to change: the way out speaks of the pool.
+        let text = err.to_string();
+        assert!(
+            text.contains("give `from_pool` a pool on a new file"),
+            "{text}"
+        );
+        assert!(!text.contains("URL"), "{text}");
         pool.close().await;
         assert_eq!(schema_names(&path), names, "{name} was migrated");
     }
@@ -224,6 +231,9 @@ async fn urls_that_name_something_else_are_refused_before_anything_is_created() 
         format!("sqlite://file:{}?mode=rwc", path.display()),
         format!("sqlite:file:{}", path.display()),
         format!("{}/", url(&path)),
+        // An escaped `/` would split one name into directories (`..%2F..%2Fetc`).
+        format!("{}/..%2Fescaped.db", url(dir.path())),
+        format!("{}/a%2fb.db", url(dir.path())),
         "sqlite://?mode=rwc".to_owned(),
         "sqlite:?mode=rw".to_owned(),
     ] {
@@ -264,10 +274,22 @@ async fn urls_that_name_something_else_are_refused_before_anything_is_created() 
     storage.append("s", &turn("one")).await.unwrap();
     storage.close().await;
     assert_eq!(entries(dir.path()), ["a b\nc.db"]);
+
+    // A control character in the path is escaped wherever the path is shown: printed raw,
+    // a newline would forge a line of the log.
+    let missing = format!("{}/forged%0Aline%1B.db?mode=rw", url(dir.path()));
+    let text = SqliteStorage::connect(&missing)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("forged\\nline\\u{1b}.db"), "{text}");
+    assert!(!text.contains(['\n', '\u{1b}']), "{text}");
 }
 
-/// The database path may be a symbolic link (SQLite resolves it and keeps its log and
-/// shared-memory file beside the file it points to); a dangling one is created through.
+/// The database path may be a symbolic link to a database (SQLite resolves it and keeps
+/// its log and shared-memory file beside the file it points to); a dangling one is
+/// refused, naming the link and where it points, before anything is created (SQLite
+/// would create the file wherever it points).
 /// A link planted where the log (`-wal`) or shared-memory file (`-shm`) belongs is not
 /// followed: SQLite opens those with `O_NOFOLLOW`, so opening fails, saying which link to
 /// remove, and the file it points to is not written.
@@ -280,7 +302,27 @@ async fn symbolic_links_at_the_database_and_beside_it() {
     let real = dir.path().join("real.db");
     let link = dir.path().join("link.db");
     symlink(&real, &link).unwrap();
-    // Dangling: the file is created at the link's target.
+    let elsewhere = dir.path().join("missing-dir").join("real.db");
+    let far = dir.path().join("far.db");
+    symlink(&elsewhere, &far).unwrap();
+    for (dangling, target) in [(&link, &real), (&far, &elsewhere)] {
+        let err = SqliteStorage::connect(&url(dangling)).await.unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&*dangling.to_string_lossy()), "{text}");
+        assert!(
+            text.contains(&format!("symbolic link to {}", target.display())),
+            "{text}"
+        );
+        assert_eq!(entries(dir.path()), ["far.db", "link.db"]);
+    }
+    std::fs::remove_file(&far).unwrap();
+    // Once the database exists, the link to it is followed.
+    SqliteStorage::connect(&url(&real))
+        .await
+        .unwrap()
+        .close()
+        .await;
     let storage = SqliteStorage::connect(&url(&link)).await.unwrap();
     storage.append("s", &turn("one")).await.unwrap();
     assert!(dir.path().join("real.db-wal").exists());
@@ -392,6 +434,127 @@ async fn files_that_are_not_databases_or_are_damaged_are_refused_or_reported_cor
         std::fs::read(&damaged).unwrap() == pages,
         "it was written to"
     );
+
+    // A caller's pool loads through sqlx: the damage it finds refuses writes all the same.
+    let pool = fusion_storage_sqlite::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new().filename(&damaged),
+    )
+    .await
+    .unwrap();
+    let storage = SqliteStorage::from_pool(pool).await.unwrap();
+    let err = storage.load("long").await.unwrap_err();
+    assert_clear(&err, &damaged, "corrupt");
+    let err = storage.append("new", &turn("one")).await.unwrap_err();
+    assert_clear(&err, &damaged, "found the database file corrupt");
+    storage.close().await;
+    assert!(
+        std::fs::read(&damaged).unwrap() == pages,
+        "the pool wrote to it"
+    );
+}
+
+/// A copy of the database at `source` at `copy` with the first page of the b-tree `name`
+/// (a table or index) made invalid (its page type): SQLite finds it damaged when it reads
+/// that page, and only then.
+fn with_a_damaged_btree(source: &Path, copy: &Path, name: &str) -> Vec<u8> {
+    let conn = rusqlite::Connection::open(source).unwrap();
+    let (root, page_size): (usize, usize) = conn
+        .query_row(
+            "SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master \
+             WHERE name = ?1",
+            [name],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    drop(conn);
+    let mut bytes = std::fs::read(source).unwrap();
+    bytes[(root - 1) * page_size] = 0x01;
+    std::fs::write(copy, &bytes).unwrap();
+    bytes
+}
+
+/// Listings and `session_info` read through the pool, not the direct connections: the
+/// damage they find refuses later writes too (here writes that would not touch the
+/// damaged page, which would otherwise succeed), and the file is left as it was.
+#[tokio::test]
+async fn damage_found_by_a_listing_or_session_info_refuses_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.db");
+    let storage = SqliteStorage::connect(&url(&source)).await.unwrap();
+    let meta = SessionMeta::new().owner("alice").title("kept");
+    for i in 0..3 {
+        storage
+            .create_session(&format!("owned-{i}"), &meta, &turn("one"))
+            .await
+            .unwrap();
+    }
+    storage.close().await;
+
+    let by_owner = fusion_core::SessionQuery::new().owner("alice");
+    for (btree, reads_it) in [
+        ("sessions_by_owner_updated", "list_page"),
+        ("session_meta", "session_info"),
+    ] {
+        let damaged = dir.path().join(format!("{btree}.db"));
+        let bytes = with_a_damaged_btree(&source, &damaged, btree);
+        let storage = SqliteStorage::connect(&url(&damaged)).await.unwrap();
+        let err = match reads_it {
+            "list_page" => storage.list_page(&by_owner).await.map(drop).unwrap_err(),
+            _ => storage.session_info("owned-0").await.map(drop).unwrap_err(),
+        };
+        assert_clear(&err, &damaged, "corrupt");
+        // A session with no owner and no metadata touches neither b-tree.
+        let err = storage.append("plain", &turn("one")).await.unwrap_err();
+        assert_clear(&err, &damaged, "found the database file corrupt");
+        storage.close().await;
+        assert!(
+            std::fs::read(&damaged).unwrap() == bytes,
+            "{btree}: it was written to"
+        );
+    }
+}
+
+/// A file busy when opening starts is waited for once, up to the busy timeout: not by
+/// the look at the file (is it another application's?) and then again by the pool. Once
+/// the look gives up, opening fails, retryable, even though the file is free a moment
+/// later (which a second wait would have seen).
+#[tokio::test]
+async fn a_file_busy_at_open_is_waited_for_once() {
+    let logs = fusion_core::testkit::logs::Logs::new();
+    // This thread's runtime runs the opening task: its log is ours.
+    let _logging = tracing::subscriber::set_default(logs.subscriber(tracing::Level::DEBUG));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    // A database with no tables in rollback-journal mode, where an exclusive lock keeps
+    // every reader out (in WAL mode readers go on).
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder
+        .execute_batch("PRAGMA user_version = 1; BEGIN EXCLUSIVE;")
+        .unwrap();
+    let opening = tokio::spawn({
+        let url = url(&path);
+        let options = SqliteOptions::new().busy_timeout(Duration::from_secs(3));
+        async move { SqliteStorage::connect_with(&url, options).await }
+    });
+    let gave_up = async {
+        while !logs.text().contains("stayed busy past the busy timeout") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, gave_up).await.unwrap();
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+    let err = opening.await.unwrap().unwrap_err();
+    let text = err.to_string();
+    assert!(err.is_retryable(), "{text}");
+    assert!(text.contains("locked"), "{text}");
+    assert!(text.contains(&*path.to_string_lossy()), "{text}");
+    // The retry the error asks for opens it.
+    SqliteStorage::connect(&url(&path))
+        .await
+        .unwrap()
+        .close()
+        .await;
 }
 
 /// How long the tests below let a write wait for a lock another process holds: short,

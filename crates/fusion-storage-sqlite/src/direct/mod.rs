@@ -51,10 +51,11 @@ use tokio::sync::OwnedMutexGuard;
 use crate::busy::wait_while_busy;
 use crate::checkpoint::{self, Checkpointer, Due};
 use crate::config::{DirectOptions, Durability};
-use crate::error::{DirectError, MaybeBusy, is_corruption};
+use crate::corrupt::CorruptFlag;
+use crate::error::{DirectError, MaybeBusy};
 use crate::sql::{Write, Written};
 
-use open::open;
+pub(crate) use open::open;
 use run::{Failure, run};
 use unlinked::Watch;
 
@@ -87,10 +88,9 @@ pub(crate) struct Direct {
     file: Watch,
     /// Set once the file was found deleted: every later write and load fails.
     deleted: AtomicBool,
-    /// Set once a load, write or checkpoint found the file damaged (`SQLITE_CORRUPT`):
-    /// every later write fails, since writing into a damaged file can spread the damage
-    /// (a page the damaged free list hands out twice, say). Reads go on.
-    corrupt: AtomicBool,
+    /// Set once any call of the storage (here or on the pool) found the file damaged:
+    /// every later write fails (`crate::corrupt`). Reads go on.
+    corrupt: Arc<CorruptFlag>,
 }
 
 #[derive(Debug)]
@@ -134,7 +134,11 @@ impl Direct {
     ///
     /// Opening reads the schema, which can meet a database another process is switching
     /// to WAL; like every step of opening, it is repeated while busy (see `crate::busy`).
-    pub(crate) async fn open(db: Arc<str>, options: DirectOptions) -> Result<Self, DirectError> {
+    pub(crate) async fn open(
+        db: Arc<str>,
+        options: DirectOptions,
+        corrupt: Arc<CorruptFlag>,
+    ) -> Result<Self, DirectError> {
         let (writer, reader) = wait_while_busy(options.busy_timeout, || {
             let opening = options.clone();
             async move {
@@ -155,7 +159,7 @@ impl Direct {
             db,
             file,
             deleted: AtomicBool::new(deleted),
-            corrupt: AtomicBool::new(false),
+            corrupt,
             writer: Arc::new(tokio::sync::Mutex::new(Writer {
                 conn: Some(writer),
                 closed: false,
@@ -181,7 +185,7 @@ impl Direct {
         let units = checkpoint::units(bound_bytes);
         // The queue of this storage's writes, first come first served.
         let mut writer = Arc::clone(&self.writer).lock_owned().await;
-        if self.corrupt.load(Ordering::Acquire) {
+        if self.corrupt.is_set() {
             return Err(DirectError::FoundCorrupt);
         }
         let result = match self.write_inline(&mut writer, &write, bound_bytes) {
@@ -195,8 +199,8 @@ impl Direct {
             }
             None => self.write_blocking(writer, write).await,
         };
-        if let Err(DirectError::Sqlite(e)) = &result {
-            self.note_corruption(e);
+        if let Err(e) = &result {
+            self.corrupt.note_direct(&self.db, e);
         }
         if result.as_ref().is_ok_and(Written::committed) {
             if self.file.unlinked() {
@@ -257,6 +261,11 @@ impl Direct {
         .await
         .map_err(DirectError::from)
         .and_then(|done: Result<bool, DirectError>| done);
+        // A checkpoint reads the log and the file's size: it can be what finds the file
+        // damaged, like any call.
+        if let Err(e) = &done {
+            self.corrupt.note_direct(&self.db, e);
+        }
         let problem = match done {
             Ok(true) => return,
             Ok(false) => "a reader or another process held it past the busy timeout".to_owned(),
@@ -355,12 +364,13 @@ impl Direct {
             Some(Reader(conn)) => conn,
             None => {
                 self.before_opening()?;
-                open(&self.options, false)?
+                // Opening reads the schema, which may be what finds the file damaged.
+                open(&self.options, false).inspect_err(|e| self.corrupt.note(&self.db, e))?
             }
         };
         let result = read(&conn);
         if let Err(e) = &result {
-            self.note_corruption(e);
+            self.corrupt.note(&self.db, e);
         }
         // A reader returned after close, or beyond the idle limit, is dropped, closing it;
         // so is one whose read transaction could not be ended, which would otherwise hold
@@ -388,13 +398,6 @@ impl Direct {
             return Err(DirectError::Moved);
         }
         Ok(())
-    }
-
-    /// Refuses every later write if `err` says the file is damaged.
-    fn note_corruption(&self, err: &rusqlite::Error) {
-        if is_corruption(err) && !self.corrupt.swap(true, Ordering::AcqRel) {
-            tracing::error!(db = %self.db, error = %err, "the SQLite database file is corrupt; refusing further writes");
-        }
     }
 
     fn idle_readers(&self) -> std::sync::MutexGuard<'_, Vec<Reader>> {
@@ -536,7 +539,7 @@ mod tests {
             let path = dir.path().join("sessions.db");
             migrated_database(&path);
             let direct = Arc::new(
-                Direct::open("sessions.db".into(), options(&path))
+                Direct::open("sessions.db".into(), options(&path), Arc::default())
                     .await
                     .unwrap(),
             );
@@ -590,6 +593,68 @@ mod tests {
         }
     }
 
+    /// The writer's own checkpoint, at the hard limit, is a call like any other: when it
+    /// finds the file damaged (here cut short while open, so the log's pages no longer fit
+    /// the size the file should have), every later write is refused, as when a load or a
+    /// background checkpoint finds it.
+    #[tokio::test]
+    async fn the_writers_checkpoint_finding_the_file_damaged_refuses_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.db");
+        migrated_database(&path);
+        {
+            // Some 16 MiB of history, checkpointed into the file when the connection
+            // closes: more pages than the log will hold at the hard limit.
+            let setup = rusqlite::Connection::open(&path).unwrap();
+            setup
+                .execute_batch(
+                    "INSERT INTO sessions (id, created_at, updated_at, message_count) \
+                     VALUES ('old', 0, 0, 4000); \
+                     WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 3999) \
+                     INSERT INTO messages SELECT 'old', i, printf('%4000d', i) FROM n;",
+                )
+                .unwrap();
+        }
+        let direct = Arc::new(
+            Direct::open("cut.db".into(), options(&path), Arc::default())
+                .await
+                .unwrap(),
+        );
+        direct.checkpoints.stall_background();
+        let append = |i: u64| Write::append("new", &[ChatMessage::user(format!("{i}"))]).unwrap();
+        // Every page of the file in the writer's cache: what is cut off below is never
+        // read by a write (one that splits a page reads its neighbours).
+        {
+            let writer = direct.writer.lock().await;
+            let conn = writer.conn.as_ref().unwrap();
+            conn.execute_batch("PRAGMA cache_size = -262144").unwrap();
+            let check: String = conn
+                .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(check, "ok");
+        }
+        direct.write(append(0)).await.unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        // Up to the hard limit, where the writer checkpoints and meets the damage.
+        let mut i = 1;
+        while !direct.corrupt.is_set() && i <= crate::checkpoint::HARD_LIMIT_UNITS {
+            direct.write(append(i)).await.unwrap();
+            i += 1;
+        }
+        assert!(
+            direct.corrupt.is_set(),
+            "the checkpoint did not note the damage"
+        );
+        let err = direct.write(append(i)).await.unwrap_err();
+        assert!(matches!(err, DirectError::FoundCorrupt), "{err}");
+        direct.close().await;
+    }
+
     /// The hard limit alone, with no background checkpoint ever starting: the writer keeps
     /// the log bounded by itself, whatever the scheduler does with other threads.
     #[tokio::test]
@@ -598,7 +663,11 @@ mod tests {
         let path = dir.path().join("stalled.db");
         migrated_database(&path);
         let options = options(&path);
-        let direct = Arc::new(Direct::open("stalled.db".into(), options).await.unwrap());
+        let direct = Arc::new(
+            Direct::open("stalled.db".into(), options, Arc::default())
+                .await
+                .unwrap(),
+        );
         direct.checkpoints.stall_background();
 
         // ~3 frames an append: 9,000 frames without any checkpoint.

@@ -12,7 +12,7 @@ use crate::sql::register;
 /// settings). The writer also leaves checkpoints to `crate::checkpoint` (no
 /// `wal_autocheckpoint`), starts with a zero busy timeout (see `Direct::write_inline`) and
 /// has the SQL functions of the writes' `deciding` statements (`crate::sql::register`).
-pub(super) fn open(options: &DirectOptions, writer: bool) -> rusqlite::Result<Connection> {
+pub(crate) fn open(options: &DirectOptions, writer: bool) -> rusqlite::Result<Connection> {
     let access = if options.read_only || options.immutable {
         OpenFlags::SQLITE_OPEN_READ_ONLY
     } else if options.create {

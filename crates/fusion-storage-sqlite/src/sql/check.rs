@@ -127,6 +127,14 @@ pub(crate) enum Written {
 }
 
 impl Written {
+    /// What a conditional write that did not commit found: the only other way it ends.
+    pub(crate) fn refused(self) -> Revision {
+        match self {
+            Written::Refused(found) => found,
+            other => unreachable!("a conditional write ended as {other:?}"),
+        }
+    }
+
     /// Whether something was committed (what counts towards a WAL checkpoint).
     pub(crate) fn committed(&self) -> bool {
         match self {
