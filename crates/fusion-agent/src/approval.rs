@@ -400,7 +400,7 @@ impl Gate {
                         tracing::error!(
                             tool = %request.tool,
                             "the approver panicked ({}); the call does not run",
-                            crate::executor::panic_message(panic.as_ref())
+                            crate::panics::describe(panic.as_ref())
                         );
                         return Some(Approval::Failed);
                     }

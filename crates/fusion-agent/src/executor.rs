@@ -268,7 +268,7 @@ impl ToolExecutor {
             Ok(Ok(Err(error))) => Err(format!("Error: {error}")),
             Ok(Err(panic)) => Err(format!(
                 "Error: tool `{name}` crashed ({}); its result is unknown.",
-                panic_message(panic.as_ref())
+                crate::panics::describe(panic.as_ref())
             )),
             Err(_) => Err(format!(
                 "Error: tool `{name}` did not finish within {:?} and was abandoned; it may \
@@ -284,16 +284,6 @@ fn quote(text: &str) -> String {
     match text.char_indices().nth(QUOTE_MAX_CHARS) {
         Some((cut, _)) => format!("`{}…`", &text[..cut]),
         None => format!("`{text}`"),
-    }
-}
-
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(text) = panic.downcast_ref::<&str>() {
-        format!("panicked: {text}")
-    } else if let Some(text) = panic.downcast_ref::<String>() {
-        format!("panicked: {text}")
-    } else {
-        "panicked".to_owned()
     }
 }
 

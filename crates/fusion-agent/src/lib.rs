@@ -42,6 +42,7 @@ mod executor;
 mod http;
 mod llm;
 mod openai;
+mod panics;
 mod react_text;
 mod session;
 mod storage_source;

@@ -11,6 +11,7 @@ mod agent_overhead;
 mod backends;
 mod first_delta;
 mod floor;
+mod json_file;
 mod raw;
 mod report;
 mod run;
@@ -211,7 +212,7 @@ fn orchestrate(args: &Args) -> Result<bool> {
             .join("bench")
             .join(format!("fusion-bench-{started_unix}.json"))
     });
-    report::write_json(&report, &path)?;
+    json_file::write(&report, &path)?;
     println!("\nJSON report: {}", path.display());
     if !failing.is_empty() {
         eprintln!("fusion-bench: FAILED on: {}", failing.join(", "));
@@ -243,7 +244,7 @@ async fn in_process(args: &Args) -> Result<bool> {
         report.backends.push(backend);
     }
     if let Some(path) = &args.json {
-        report::write_json(&report, path)?;
+        json_file::write(&report, path)?;
     }
     Ok(report.backends.iter().all(|b| b.errors.is_empty()))
 }

@@ -21,7 +21,8 @@ use tokio::process::Command;
 use super::outcome::Outcome;
 use super::{Client, Limit, Side, Work, drive};
 use crate::backends::{Backend, Kind, Servers};
-use crate::report;
+use crate::json_file;
+
 use fusion_bench::layer::StorageLayer;
 
 /// What a worker prints once it is ready to start.
@@ -149,7 +150,7 @@ pub async fn worker(spec: &str, servers: &Servers) -> Result<()> {
         run_for: Duration::from_millis(spec.run_ms),
     };
     let outcome = drive(client, work, tasks, limit).await?;
-    report::write_json(&outcome, &spec.out)
+    json_file::write(&outcome, &spec.out)
 }
 
 #[cfg(test)]
