@@ -11,11 +11,13 @@
 //! anything is written: [`refuse_foreign_file`] even before the first connection switches
 //! the file to WAL.
 
+use std::borrow::Cow;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use fusion_core::Result;
 use fusion_core::sql::{Schema, check_migrations};
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{Migration, Migrator};
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::busy::{wait_while_busy, wait_while_busy_until};
@@ -27,8 +29,37 @@ use crate::error::{
 };
 use crate::sql::BEGIN_WRITE;
 
-/// The schema, embedded at build time: opening never needs the migration files on disk.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+/// The schema, embedded at build time (opening never needs the migration files on disk),
+/// with CRLF line ends turned back into LF (see [`with_lf_line_ends`]).
+static MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| with_lf_line_ends(sqlx::migrate!("./migrations")));
+
+/// `embedded` with every migration's SQL, and so its checksum, as the LF file it is in
+/// the repository. sqlx records a checksum of each file's bytes, and a Windows checkout
+/// with `core.autocrlf` makes them CRLF: such a build would read every database an LF
+/// build made as another application's (the first migration's checksum differs) or as a
+/// changed migration. The root `.gitattributes` keeps the files LF in a git checkout;
+/// this covers the other ways (an archive unpacked by a tool that converts, an editor).
+fn with_lf_line_ends(embedded: Migrator) -> Migrator {
+    let migrations: Vec<Migration> = embedded
+        .iter()
+        .map(|m| match m.sql.contains("\r\n") {
+            true => Migration::new(
+                m.version,
+                m.description.clone(),
+                m.migration_type,
+                Cow::Owned(m.sql.replace("\r\n", "\n")),
+                m.no_tx,
+            ),
+            false => m.clone(),
+        })
+        .collect();
+    // The other fields (sqlx's own settings for `migrate!`) as the macro made them.
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..embedded
+    }
+}
 
 /// Brings the schema of `db` up to this build's version, refusing newer databases.
 ///
@@ -220,4 +251,41 @@ async fn look(pool: &SqlitePool) -> sqlx::Result<Option<Schema>> {
             .await?;
     let known = MIGRATOR.iter().map(|m| (m.version, &*m.checksum));
     Ok(check_migrations(&applied, known))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build from a CRLF checkout gets the same checksums as the LF files in the
+    /// repository, so it opens the databases an LF build made (and the other way round).
+    #[test]
+    fn migrations_from_a_crlf_checkout_get_the_checksums_of_the_lf_files() {
+        let lf = sqlx::migrate!("./migrations");
+        assert!(
+            lf.iter().all(|m| !m.sql.contains('\r')),
+            "a migration file is CRLF"
+        );
+        let crlf: Vec<Migration> = lf
+            .iter()
+            .map(|m| {
+                let sql = m.sql.replace('\n', "\r\n");
+                let kind = m.migration_type;
+                Migration::new(m.version, m.description.clone(), kind, sql.into(), m.no_tx)
+            })
+            .collect();
+        assert!(
+            crlf.iter()
+                .zip(lf.iter())
+                .all(|(c, l)| c.checksum != l.checksum)
+        );
+        let crlf = Migrator {
+            migrations: Cow::Owned(crlf),
+            ..sqlx::migrate!("./migrations")
+        };
+        let normalised = with_lf_line_ends(crlf);
+        let checksums = |m: &Migrator| m.iter().map(|m| m.checksum.to_vec()).collect::<Vec<_>>();
+        assert_eq!(checksums(&normalised), checksums(&lf));
+        assert_eq!(checksums(&MIGRATOR), checksums(&lf));
+    }
 }
