@@ -6,7 +6,8 @@
 //!
 //! Starts a throwaway two-node cluster of its own (`redis-server --cluster-enabled yes`
 //! on free ports); needs `redis-server` on `PATH` (skips without it, or fails under
-//! `FUSION_REQUIRE_BACKENDS`). The nodes are killed when the test ends.
+//! `FUSION_REQUIRE_BACKENDS`). The nodes are killed when the test ends. Also: reads
+//! while a primary pauses writes.
 
 mod common;
 
@@ -179,4 +180,62 @@ async fn a_write_reaches_a_new_node_while_the_first_slot_moves_to_it() {
     let history = storage.load(ID).await.unwrap();
     let contents: Vec<&str> = history.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(contents, ["0", "1", "2"]);
+}
+
+/// `CLIENT PAUSE WRITE`, which `redis-cli --cluster` resharding and a failover set on a
+/// primary, holds every `EVALSHA` until the pause ends; the scripts that only read go as
+/// `EVALSHA_RO` (the client learns of no version on a cluster and tries it), which the
+/// pause does not hold, so reads through them go on. On a one-node cluster of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_through_scripts_go_on_while_a_primary_pauses_writes() {
+    let Some(binary) = redis_server_on_path() else {
+        unavailable::<()>("redis_cluster", "install redis-server");
+        return;
+    };
+    let node = Node::start(&binary);
+    let slots_taken = wait_until(NO_HANG, || async {
+        node.cluster::<()>(&["ADDSLOTSRANGE", "0", "16383"])
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(slots_taken, "the node never took the slots");
+    let ok = wait_until(NO_HANG, || async {
+        let info: String = node.cluster(&["INFO"]).await.unwrap_or_default();
+        info.contains("cluster_state:ok")
+    })
+    .await;
+    assert!(ok, "the cluster never came up");
+    let url = format!("redis+cluster://127.0.0.1:{}", node.port);
+    let storage = RedisStorage::connect(&url).await.unwrap();
+    let mut meta = fusion_core::SessionMeta::default();
+    meta.owner = Some("alice".into());
+    let first = [ChatMessage::user("a")];
+    storage.create_session("s", &meta, &first).await.unwrap();
+
+    let mut admin = node.conn().await.unwrap();
+    let pause = ["PAUSE", "10000", "WRITE"];
+    let _: () = redis::cmd("CLIENT")
+        .arg(&pause)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // A bound on a failure, not a timing: a held call ends only with the pause.
+    let reads = async {
+        let info = storage.session_info("s").await.unwrap().unwrap();
+        assert_eq!(info.message_count, 1);
+        let mut query = fusion_core::SessionQuery::default();
+        query.owner = Some("alice".into());
+        let page = storage.list_page(&query).await.unwrap();
+        assert_eq!(page.sessions.len(), 1);
+        assert_eq!(storage.list_sessions().await.unwrap(), ["s"]);
+        assert_eq!(storage.load("s").await.unwrap(), first);
+    };
+    let went_on = tokio::time::timeout(std::time::Duration::from_secs(5), reads).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    went_on.expect("reads through scripts were held by CLIENT PAUSE WRITE");
 }
