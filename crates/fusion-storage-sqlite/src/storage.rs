@@ -92,7 +92,8 @@ impl SqliteStorage {
     /// `options` has passed, then fails with a retryable "locked" error.
     ///
     /// Fails with a clear error naming the path, before anything is written, when the
-    /// path is not a regular file (a FIFO, socket or device), when the file is not a
+    /// path is not a regular file (a FIFO, socket or device, or a symbolic link to nothing,
+    /// through which SQLite would create the file where it points), when the file is not a
     /// SQLite database, when it holds another application's tables (tables, but not
     /// Fusion's first migration: Fusion adds its tables to no one else's database), or
     /// when it was written by a newer release with a schema this build does not know.
@@ -197,7 +198,7 @@ impl SqliteStorage {
         rows.into_iter().map(|row| row.3).collect()
     }
 
-    /// The database's path as given in the URL, or `:memory:`.
+    /// The database's path as given in the URL (control characters escaped), or `:memory:`.
     pub fn database(&self) -> &str {
         &self.db
     }
