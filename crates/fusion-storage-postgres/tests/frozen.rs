@@ -13,6 +13,7 @@ use fusion_core::testkit::exactly_once::with_ids;
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_postgres::testing::{Cluster, unique_schema};
 use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
+use sqlx::Connection;
 
 /// Far beyond the call limit of these options (12 s), so only a call that never returns
 /// reaches it: the test then fails instead of hanging.
@@ -99,5 +100,71 @@ async fn a_call_to_a_server_that_stopped_answering_gives_up_retryably() {
         storage.load("s").await.unwrap(),
         [&first[..], &turn].concat()
     );
+    storage.close().await;
+}
+
+/// Opening a new schema takes an advisory lock (so that processes opening it at once do
+/// not race to create it) on a connection of its own, before the pool exists: a server
+/// that stopped answering there held `connect` for good.
+#[tokio::test]
+async fn opening_on_a_server_that_stopped_answering_gives_up_retryably() {
+    let Some(cluster) = Cluster::start_new() else {
+        return;
+    };
+    let schema = unique_schema();
+    // Another session holds the schema's creation lock, so the open waits for it, on a
+    // backend the test can find and pause. A statement timeout long enough that the
+    // server does not cancel that wait before the pause; the call limit is then 22 s.
+    let mut holder = sqlx::PgConnection::connect(&cluster.url()).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(x'6675736e'::int, hashtext($1))")
+        .bind(&schema)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let options = PostgresOptions::new(cluster.url())
+        .schema(schema.clone())
+        .connect_timeout(Duration::from_secs(1))
+        .statement_timeout(Some(Duration::from_secs(10)));
+    let opening = tokio::spawn(PostgresStorage::connect_with(options.clone()));
+    let waiting = "SELECT pid FROM pg_stat_activity \
+                   WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let pid: i32 = loop {
+        if let Some(pid) = sqlx::query_scalar(waiting)
+            .fetch_optional(&mut holder)
+            .await
+            .unwrap()
+        {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the open never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    signal("-STOP", pid);
+    let paused = Paused(pid);
+
+    let err = tokio::time::timeout(HANG, opening)
+        .await
+        .expect("the open gives up")
+        .unwrap()
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no answer from the PostgreSQL server"),
+        "{err}"
+    );
+
+    // The server answers again and the lock is free: the open succeeds.
+    drop(paused);
+    holder.close().await.unwrap();
+    let storage = PostgresStorage::connect_with(options).await.unwrap();
+    storage
+        .append("s", &[ChatMessage::user("after")])
+        .await
+        .unwrap();
     storage.close().await;
 }
