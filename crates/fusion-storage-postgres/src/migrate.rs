@@ -7,12 +7,14 @@
 //! have means a newer release upgraded the schema; opening it anyway could misread or
 //! damage data, so that is an error naming the schema, and nothing is written.
 
+use std::time::Duration;
+
 use fusion_core::Result;
 use fusion_core::sql::{Schema, check_migrations};
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection};
 
-use crate::error::{Op, PLACE, newer_schema, parse_postgres_error};
+use crate::error::{Op, PLACE, newer_schema, no_answer, parse_postgres_error};
 
 /// The schema, embedded at build time: connecting never needs the migration files on disk.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -35,6 +37,11 @@ pub(crate) enum IfMissing {
 /// storage is there now, `false`, having written nothing, when it holds no storage and
 /// `if_missing` is [`IfMissing::Leave`]. `db` names the server in errors.
 ///
+/// Bounded by `call_limit` (`PostgresOptions::call_limit`) like every call of the storage:
+/// a server that stops answering here (frozen, or cut off by a network that drops its
+/// packets) would otherwise hold the open for good, out of reach of its statement
+/// timeout. On that error the caller drops `conn`, which closes it without waiting.
+///
 /// An up-to-date schema is only read, so a user without CREATE rights can open it.
 /// Otherwise the work runs in one transaction holding an advisory lock on the schema's
 /// name, so processes opening a new schema at once do not race to create it: the later
@@ -44,16 +51,22 @@ pub(crate) async fn run(
     schema: &str,
     db: &str,
     if_missing: IfMissing,
+    call_limit: Option<Duration>,
 ) -> Result<bool> {
     let op = Op::open(PLACE, db);
-    let found = async {
+    let finding = async {
         match look(conn, schema).await? {
             Found::Done(found) => Ok(Some(found)),
             Found::Nothing if if_missing == IfMissing::Leave => Ok(None),
             Found::Nothing | Found::Behind => migrate_locked(conn, schema, if_missing).await,
         }
+    };
+    let found = match call_limit {
+        Some(limit) => tokio::time::timeout(limit, finding)
+            .await
+            .map_err(|_| no_answer(op, limit))?,
+        None => finding.await,
     }
-    .await
     .map_err(|e| parse_postgres_error(e, op))?;
     match found {
         None => Ok(false),

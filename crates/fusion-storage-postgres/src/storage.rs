@@ -123,18 +123,8 @@ impl PostgresStorage {
             .await
             .map_err(|_| connect_timed_out(op, options.connect_timeout))?
             .map_err(|e| parse_postgres_error(e, op))?;
-        // Bounded like every call (see `bounded`): a server that stops answering here
-        // (frozen, or cut off by a network that drops its packets) would otherwise hold
-        // the open for good, out of reach of its statement timeout.
-        let migrating = migrate::run(&mut conn, &options.schema, &db, if_missing);
-        let migrated = match options.call_limit() {
-            Some(limit) => match tokio::time::timeout(limit, migrating).await {
-                Ok(migrated) => migrated,
-                // Dropping the connection closes it without waiting for an answer.
-                Err(_) => return Err(no_answer(op, limit)),
-            },
-            None => migrating.await,
-        };
+        let limit = options.call_limit();
+        let migrated = migrate::run(&mut conn, &options.schema, &db, if_missing, limit).await;
         // Closing politely is a courtesy to the server; the connection is done either way.
         // sqlx cannot adopt a connection into a pool, so the pool opens its own below.
         let _ = conn.close().await;
