@@ -1,7 +1,9 @@
 //! `cargo xtask stress --seconds N [--backends fs,sqlite,redis,redis-cluster,postgres]
-//! [--seed S] [--workers W] [--sessions K] [--layer none|encryption|observability|retry]`:
-//! the randomized multi-process check of shared sessions, for N seconds per backend, with
-//! every storage wrapped in the layer if one is given.
+//! [--seed S] [--workers W] [--sessions K] [--layer none|encryption|observability|retry]
+//! [--faults P]`: the randomized multi-process check of shared sessions, for N seconds per
+//! backend, with every storage wrapped in the layer if one is given, and with `--faults`
+//! each worker's storage replies lost with probability P after they applied, under the
+//! retry layer (not on redis-cluster).
 //!
 //! Builds `fusion-stress` in release, then per backend runs rounds of at most
 //! [`ROUND_SECONDS`] with successive seeds until its N seconds are used, each round on a
@@ -10,7 +12,8 @@
 //! checks many operations rather than a few long loads. Redis, the Redis Cluster and
 //! PostgreSQL are found or started as `test-all-backends` does. Fails when any round
 //! reports a violation (naming its seed, which replays the same choices with
-//! `fusion-stress run --seed`).
+//! `fusion-stress run --seed`), and when faults were asked for but a backend's rounds
+//! injected none (a fault run that injected nothing tested nothing).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -34,6 +37,7 @@ struct Options {
     workers: Option<String>,
     sessions: Option<String>,
     layer: Option<String>,
+    faults: Option<String>,
 }
 
 /// What one backend's rounds added up to.
@@ -96,6 +100,9 @@ pub fn run(args: &[String]) -> Result<()> {
             if let Some(layer) = &options.layer {
                 command.args(["--layer", layer]);
             }
+            if let Some(faults) = &options.faults {
+                command.args(["--faults", faults]);
+            }
             command.args(&server_args);
             let passed = round_of(&mut command, &mut totals.counts)
                 .with_context(|| format!("running fusion-stress on {backend}, seed {seed}"))?;
@@ -120,6 +127,14 @@ pub fn run(args: &[String]) -> Result<()> {
             failures.push(format!(
                 "{backend} failed with seeds {:?}",
                 totals.failed_seeds
+            ));
+        }
+        if let Some(faults) = &options.faults
+            && totals.counts.get("faults").copied().unwrap_or(0) == 0
+        {
+            failures.push(format!(
+                "{backend}: --faults {faults} injected no fault in {} rounds",
+                totals.rounds
             ));
         }
     }
@@ -167,7 +182,9 @@ fn parse(args: &[String]) -> Result<Options> {
         workers: None,
         sessions: None,
         layer: None,
+        faults: None,
     };
+    let mut backends_given = false;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -179,6 +196,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--" => {}
             "--seconds" => options.seconds = value()?.parse().context("--seconds")?,
             "--backends" => {
+                backends_given = true;
                 options.backends = value()?.split(',').map(str::to_string).collect();
                 if let Some(bad) = options
                     .backends
@@ -192,12 +210,30 @@ fn parse(args: &[String]) -> Result<Options> {
             "--workers" => options.workers = Some(value()?),
             "--sessions" => options.sessions = Some(value()?),
             "--layer" => options.layer = Some(value()?),
+            "--faults" => {
+                let faults = value()?;
+                let p: f64 = faults.parse().context("--faults")?;
+                if !(0.0..=1.0).contains(&p) {
+                    bail!("--faults is a probability between 0 and 1, not {faults}");
+                }
+                options.faults = (p > 0.0).then_some(faults);
+            }
             other => bail!(
                 "unknown argument `{other}`; usage: cargo xtask stress --seconds N \
                  [--backends fs,sqlite,redis,redis-cluster,postgres] [--seed S] [--workers W] \
-                 [--sessions K] [--layer none|encryption|observability|retry]"
+                 [--sessions K] [--layer none|encryption|observability|retry] [--faults P]"
             ),
         }
+    }
+    let cluster = options.backends.iter().any(|b| b == "redis-cluster");
+    if options.faults.is_some() && cluster && !backends_given {
+        eprintln!("xtask: --faults: skipping redis-cluster, which cannot have them");
+        options.backends.retain(|b| b != "redis-cluster");
+    } else if options.faults.is_some() && cluster {
+        bail!(
+            "--faults is not supported on redis-cluster (its nodes announce their own \
+             addresses, so clients would go around a proxy); leave it out of --backends"
+        );
     }
     Ok(options)
 }

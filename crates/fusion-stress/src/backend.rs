@@ -125,26 +125,32 @@ impl Location {
 
     /// Opens a new storage instance on this location, wrapped in its layer.
     pub async fn open(&self) -> Result<Arc<dyn ConversationStorage>> {
+        Ok(self.layer.wrap(self.open_bare(&self.target).await?))
+    }
+
+    /// Opens a new storage instance of this location's backend on `target` (this
+    /// location's own, or the same server through a proxy), unlayered.
+    pub async fn open_bare(&self, target: &str) -> Result<Arc<dyn ConversationStorage>> {
         let unreachable = || {
             format!(
                 "{} at {} is unreachable",
                 self.backend,
-                fusion_core::redact_url(&self.target)
+                fusion_core::redact_url(target)
             )
         };
         let opened: Arc<dyn ConversationStorage> = match self.backend {
-            Backend::Fs => Arc::new(FileSystemStorage::connect(&self.target).await?),
-            Backend::Sqlite => Arc::new(SqliteStorage::connect(&self.target).await?),
+            Backend::Fs => Arc::new(FileSystemStorage::connect(target).await?),
+            Backend::Sqlite => Arc::new(SqliteStorage::connect(target).await?),
             Backend::Redis | Backend::RedisCluster => {
                 let options = RedisOptions::new().key_prefix(self.prefix()?);
                 Arc::new(
-                    RedisStorage::connect_with(&self.target, options)
+                    RedisStorage::connect_with(target, options)
                         .await
                         .with_context(unreachable)?,
                 )
             }
             Backend::Postgres => {
-                let options = PostgresOptions::new(&self.target)
+                let options = PostgresOptions::new(target)
                     .schema(format!("{}_sessions", self.prefix()?))
                     .max_connections(4);
                 Arc::new(
@@ -154,7 +160,7 @@ impl Location {
                 )
             }
         };
-        Ok(self.layer.wrap(opened))
+        Ok(opened)
     }
 
     /// Removes what the run stored on a server (every key under its prefix, or its schema);

@@ -270,6 +270,7 @@ mod tests {
             session: "brief-0".into(),
             start_ns,
             end_ns,
+            faults: 0,
             op: Op::Brief {
                 note: note(worker, n),
                 failure: (!ok).then(|| Failure {
@@ -287,6 +288,7 @@ mod tests {
             session: PURGE_SESSION.into(),
             start_ns: X,
             end_ns: X,
+            faults: 0,
             op: Op::Purge {
                 batch: 4,
                 removed: Some(removed),

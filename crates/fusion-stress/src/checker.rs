@@ -4,13 +4,16 @@
 //! Rules (each break is one violation line):
 //! 1. Every non-empty session starts with the system prompt and holds it exactly once (a
 //!    session's opening append is create-only, whoever starts it).
-//! 2. No user message is stored twice, and a shared session holds only its own tags.
+//! 2. No message is stored twice (checked by [`crate::duplicates`]: by id, tag or tagged
+//!    answer, after the run and in every reload's snapshot), and a shared session holds
+//!    only its own tags.
 //! 3. Each acknowledged turn's user message is present, and its final answer follows it
 //!    (order, not contiguity: other writers may interleave), before the same writer's next
 //!    present turn, unless the turn is excused: that writer's own undo listed the tag as
-//!    removed (or failed other than by conflict, so may have removed it), or a delete of
-//!    the session ended after the turn started (its window overlapped or followed it).
-//!    A conflicting undo excuses nothing: it must have removed nothing.
+//!    removed (or failed in a way that leaves open whether it applied: other than by
+//!    conflict, or by a conflict after a lost reply), or a delete of the session ended
+//!    after the turn started (its window overlapped or followed it). A conflicting undo
+//!    that met no lost reply excuses nothing: it must have removed nothing.
 //! 4. A writer's present acknowledged turns appear in the order it sent them.
 //! 5. An undo removed only the turn it was meant to undo (the worker undoes only right after
 //!    its own acknowledged turn), and that tag is gone.
@@ -37,6 +40,11 @@
 //! seen.
 //!
 //! No rule depends on timing except through the logged order of wall-clock stamps.
+//!
+//! With injected faults (`--faults`), an operation that succeeded is held to every rule
+//! as it is without them (the retry layer claims it settled its lost replies); one that
+//! failed after a lost reply may or may not have applied, and is accepted either way,
+//! as any failed turn already is (its messages may be stored or not, never twice).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -44,8 +52,9 @@ use fusion_agent::context::SUMMARY_KEY;
 use fusion_core::{ChatMessage, Role};
 
 use crate::brief::{self, Brief};
+use crate::duplicates;
 use crate::journal::{Entry, Op};
-use crate::report::{Counts, Report};
+use crate::report::Report;
 use crate::tags::{Tag, tags_in};
 
 /// What a run left behind, as the checker reads it.
@@ -65,7 +74,7 @@ pub struct RunRecord<'a> {
 /// Checks `run` and counts what it holds.
 pub fn check(run: &RunRecord<'_>) -> Report {
     let mut report = Report::default();
-    count_ops(run.journal, &mut report.counts);
+    report.counts.add_ops(run.journal);
     for (id, history) in run.stored {
         report.counts.sessions += 1;
         if !run.brief.iter().any(|b| b.id == *id) {
@@ -82,6 +91,9 @@ pub fn check(run: &RunRecord<'_>) -> Report {
         }
         check_acknowledged(&log, &final_point(id, history), &mut report);
     }
+    report
+        .violations
+        .extend(duplicates::in_reloads(run.journal));
     check_undo_reports(run.journal, &mut report.violations);
     check_no_impossible_failure(run.journal, &mut report.violations);
     brief::check(
@@ -130,19 +142,6 @@ fn check_undo_reports(journal: &[Entry], out: &mut Vec<String>) {
     }
 }
 
-fn count_ops(journal: &[Entry], counts: &mut Counts) {
-    for entry in journal {
-        let count = counts.ops.entry(entry.op.kind().to_string()).or_default();
-        match entry.op.failure() {
-            None => count.ok += 1,
-            Some(failure) => {
-                count.failed += 1;
-                count.conflicts += usize::from(failure.conflict);
-            }
-        }
-    }
-}
-
 /// Rules 1, 2 (duplicates) and 6, for any stored session.
 fn check_session_shape(prompt: &str, id: &str, history: &[ChatMessage], report: &mut Report) {
     let violations = &mut report.violations;
@@ -158,19 +157,7 @@ fn check_session_shape(prompt: &str, id: &str, history: &[ChatMessage], report: 
             describe(&history[0])
         ));
     }
-    let mut seen: HashMap<Tag, usize> = HashMap::new();
-    for (p, message) in history.iter().enumerate() {
-        if message.role != Role::User {
-            continue;
-        }
-        for tag in tags_in(&message.content) {
-            if let Some(first) = seen.insert(tag, p) {
-                violations.push(format!(
-                    "{id}: user message {tag} stored twice, at {first} and {p}"
-                ));
-            }
-        }
-    }
+    violations.extend(duplicates::in_history(id, history));
     for (r, record) in history.iter().enumerate() {
         let Some(covers) = summary_covers(record) else {
             continue;
@@ -356,10 +343,17 @@ fn check_acknowledged(log: &SessionLog<'_>, point: &Point<'_>, report: &mut Repo
                 .filter(|(_, start, _)| *start <= point.end_ns);
             let deleted = deleted_until.is_some_and(|end| end >= turn.entry.start_ns);
             let Some(&p) = users.get(turn.message) else {
-                if undone.is_some() {
-                    counts.removed_by_undo += usize::from(point.is_final()) * 2;
+                let last = usize::from(point.is_final()) * 2;
+                let after_conflict = undone
+                    .is_some_and(|(excuse, _, _)| *excuse == UndoExcuse::ConflictAfterLostReply);
+                if undone.is_some() && !after_conflict {
+                    counts.removed_by_undo += last;
                 } else if deleted {
-                    counts.removed_by_delete += usize::from(point.is_final()) * 2;
+                    counts.removed_by_delete += last;
+                } else if after_conflict {
+                    // Nothing else removed it: the undo did, though it answered a conflict.
+                    counts.removed_by_undo += last;
+                    counts.undone_despite_conflict += last;
                 } else {
                     report.violations.push(format!(
                         "{at}: acknowledged turn {} of worker {worker} (started {} ns) is \
@@ -438,6 +432,9 @@ enum UndoExcuse {
     Reported,
     /// The undo failed other than by conflict, so whether it removed its turn is unknown.
     Unknown,
+    /// The undo answered a conflict after a lost reply: its lost attempt may have applied
+    /// before another writer changed the session, which the retry layer cannot tell.
+    ConflictAfterLostReply,
 }
 
 /// How an undo excuses the absence of the turn it was meant to remove (`intended`).
@@ -454,6 +451,7 @@ fn undo_excuse(entry: &Entry) -> Option<UndoExcuse> {
     match failure {
         None if removed.contains(intended) => Some(UndoExcuse::Reported),
         Some(f) if !f.conflict => Some(UndoExcuse::Unknown),
+        Some(_) if entry.may_have_applied() => Some(UndoExcuse::ConflictAfterLostReply),
         _ => None,
     }
 }
@@ -517,6 +515,7 @@ mod tests {
             session: S0.into(),
             start_ns: start,
             end_ns: end,
+            faults: 0,
             op: Op::Turn {
                 tag: t.to_string(),
                 message: user_message(t),
@@ -548,6 +547,7 @@ mod tests {
             session: S0.into(),
             start_ns: 1_000,
             end_ns: 1_001,
+            faults: 0,
             op: Op::Undo {
                 intended: tag(worker, k).to_string(),
                 removed: removed.iter().map(Tag::to_string).collect(),
@@ -563,6 +563,7 @@ mod tests {
             session: S0.into(),
             start_ns: start,
             end_ns: end,
+            faults: 0,
             op: Op::Delete { failure: None },
         }
     }
@@ -573,6 +574,7 @@ mod tests {
             session: S0.into(),
             start_ns: start,
             end_ns: end,
+            faults: 0,
             op: Op::Reload {
                 failure: None,
                 snapshot: crate::journal::snapshot(seen),
@@ -865,5 +867,132 @@ mod tests {
             reload(1, 30, 40, &[]),
         ];
         assert!(check_one(&early, Vec::new()).passed());
+    }
+
+    /// `entry` as if `faults` replies were lost while it ran.
+    fn faulted(mut entry: Entry, faults: usize) -> Entry {
+        entry.faults = faults;
+        entry
+    }
+
+    fn gave_up() -> Failure {
+        Failure {
+            conflict: false,
+            impossible: false,
+            text: "append of session \"shared-0\": applied, but the reply was lost \
+                   (injected fault) (after 4 attempts)"
+                .into(),
+        }
+    }
+
+    #[test]
+    fn a_conflicting_undo_after_a_lost_reply_is_accepted_whether_it_applied_or_not() {
+        let conflict = Failure {
+            conflict: true,
+            impossible: false,
+            text: "conflict: nothing was undone".into(),
+        };
+        let journal = [
+            turn(0, 1, 10, 20),
+            faulted(undo(0, 1, &[], Some(conflict)), 1),
+        ];
+        // Not applied: the turn is stored.
+        let report = check_one(&journal, session(messages(&[tag(0, 1)])));
+        assert!(report.passed(), "{:#?}", report.violations);
+        assert_eq!(report.counts.verified, 2);
+        // Applied before another writer changed the session: the turn is gone.
+        let report = check_one(&journal, session(messages(&[tag(1, 1)])));
+        assert!(report.passed(), "{:#?}", report.violations);
+        assert_eq!(report.counts.removed_by_undo, 2);
+        assert_eq!(report.counts.undone_despite_conflict, 2);
+        assert_eq!(
+            (report.counts.faults, report.counts.faulted_ops),
+            (1, 1),
+            "{:?}",
+            report.counts
+        );
+        assert_eq!(report.counts.faulted_failed, 1);
+        // A delete explains it first, when there is one.
+        let mut deleted = journal.to_vec();
+        deleted.push(delete(1, 2_000, 2_010));
+        let report = check_one(&deleted, Vec::new());
+        assert!(report.passed(), "{:#?}", report.violations);
+        assert_eq!(report.counts.undone_despite_conflict, 0);
+        assert_eq!(report.counts.removed_by_delete, 2);
+    }
+
+    #[test]
+    fn a_turn_that_failed_after_lost_replies_may_be_stored_or_not_but_never_twice() {
+        let mut failed = faulted(turn(0, 1, 10, 20), 4);
+        if let Op::Turn {
+            answer, failure, ..
+        } = &mut failed.op
+        {
+            *answer = None;
+            *failure = Some(gave_up());
+        }
+        let journal = [failed, turn(0, 2, 30, 40)];
+        let absent = check_one(&journal, session(messages(&[tag(0, 2)])));
+        assert!(absent.passed(), "{:#?}", absent.violations);
+        let present = check_one(&journal, session(messages(&[tag(0, 1), tag(0, 2)])));
+        assert!(present.passed(), "{:#?}", present.violations);
+        assert_eq!(
+            present.counts.acknowledged, 2,
+            "only the second turn counts"
+        );
+
+        // Its user message stored twice (a retry that appended it again).
+        let twice = session(messages(&[tag(0, 1), tag(0, 1), tag(0, 2)]));
+        assert_violation(
+            &check_one(&journal, twice),
+            "user message w0-s0-k1 stored twice",
+        );
+        // Its answer stored twice, the user message once.
+        let mut answered_twice = session(messages(&[tag(0, 1), tag(0, 2)]));
+        answered_twice.insert(3, ChatMessage::assistant(answer(tag(0, 1))));
+        assert_violation(
+            &check_one(&journal, answered_twice),
+            "assistant message \"ack w0-s0-k1\" stored twice, at 2 and 3",
+        );
+        // A message stored twice under one id, whatever its text.
+        let tool = ChatMessage::tool_result("call-1", "notes.txt").with_new_id();
+        let mut by_id = session(messages(&[tag(0, 1), tag(0, 2)]));
+        by_id.insert(2, tool.clone());
+        by_id.insert(3, tool);
+        assert_violation(
+            &check_one(&journal, by_id),
+            "stored twice, at 2 and 3 (Tool",
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_turn_that_met_lost_replies_is_held_to_every_rule() {
+        // The retry layer settled its lost replies and the turn succeeded: it must be
+        // stored, once, in its writer's order, like any other.
+        let journal = [
+            faulted(turn(0, 1, 10, 20), 2),
+            faulted(turn(0, 2, 30, 40), 1),
+        ];
+        let report = check_one(&journal, session(messages(&[tag(0, 2)])));
+        assert_violation(&report, "acknowledged turn w0-s0-k1 of worker 0");
+        let report = check_one(&journal, session(messages(&[tag(0, 2), tag(0, 1)])));
+        assert_violation(
+            &report,
+            "w0-s0-k2 (at 1) is stored before its earlier w0-s0-k1",
+        );
+        let report = check_one(&journal, session(messages(&[tag(0, 1), tag(0, 2)])));
+        assert!(report.passed(), "{:#?}", report.violations);
+        assert_eq!(report.counts.faults, 3);
+        assert_eq!(report.counts.faulted_failed, 0);
+        // An undo that succeeded after a lost reply still removes only its own turn.
+        let undone = [
+            faulted(turn(1, 1, 10, 20), 0),
+            faulted(turn(0, 1, 30, 40), 0),
+            faulted(undo(0, 1, &[tag(0, 1), tag(1, 1)], None), 1),
+        ];
+        assert_violation(
+            &check_one(&undone, session(vec![])),
+            "worker 0's undo of w0-s0-k1 also removed [\"w1-s0-k1\"]",
+        );
     }
 }

@@ -50,6 +50,10 @@ pub struct RunConfig {
     pub server_url: String,
     /// The layer every storage of the run is wrapped in.
     pub layer: StorageLayer,
+    /// The probability that a worker's storage reply is lost ([`crate::faults`]); 0 for
+    /// none. The coordinator's own storage, which creates the brief sessions and reads
+    /// everything back, never loses one: the check reads what is stored.
+    pub faults: f64,
     /// Keep the run directory even when the run passed.
     pub keep: bool,
 }
@@ -125,6 +129,9 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
         }
         if let Some(deadline) = deadline_ns {
             command.args(["--deadline-ns", &deadline.to_string()]);
+        }
+        if config.faults > 0.0 {
+            command.args(["--faults", &config.faults.to_string()]);
         }
         let stderr = std::fs::File::create(dir.join(format!("worker-{index}.stderr")))?;
         command
@@ -204,6 +211,14 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
     });
     violations.append(&mut report.violations);
     violations.extend(listing::check(&listings, &stored));
+    if config.faults > 0.0 && report.counts.faults == 0 {
+        violations.push(format!(
+            "--faults {} injected no fault in {} operations: the run tested nothing of lost \
+             replies (raise the probability or the operations)",
+            config.faults,
+            entries.len()
+        ));
+    }
     report.violations = violations;
     if !report.passed() || config.keep {
         std::fs::write(dir.join("stored.json"), serde_json::to_vec_pretty(&stored)?)?;

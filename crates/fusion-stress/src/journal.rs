@@ -203,9 +203,33 @@ pub struct Entry {
     pub start_ns: u64,
     /// Wall clock just after the call returned.
     pub end_ns: u64,
+    /// Replies lost to injected faults (`--faults`) since the worker's previous
+    /// operation ended: the writes (or reads) of this one whose reply a dropped
+    /// connection or `LoseReplies` swallowed after they applied, and which its storage's
+    /// retry layer then settled, or not. 0 in a run without faults.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub faults: usize,
     /// What it was and how it ended.
     #[serde(flatten)]
     pub op: Op,
+}
+
+impl Entry {
+    /// Whether the operation failed in a way that leaves open whether it applied: any
+    /// failure but a conflict (an I/O error, a dropped connection, retries run out), or a
+    /// conflict after a lost reply (the retry layer answers `Error::Conflict` when an
+    /// earlier attempt's reply was lost and it cannot tell that attempt applied: another
+    /// writer changed the session since). Only a conflict that met no fault says that
+    /// nothing was written.
+    pub fn may_have_applied(&self) -> bool {
+        self.op
+            .failure()
+            .is_some_and(|f| !f.conflict || self.faults > 0)
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// An append-only journal file.
@@ -263,6 +287,7 @@ mod tests {
                 session: "shared-1".into(),
                 start_ns: 10,
                 end_ns: 20,
+                faults: 0,
                 op: Op::Turn {
                     tag: "w0-s1-k0".into(),
                     message: "m".into(),
@@ -275,6 +300,7 @@ mod tests {
                 session: "shared-1".into(),
                 start_ns: 30,
                 end_ns: 40,
+                faults: 2,
                 op: Op::Delete {
                     failure: Some(Failure {
                         conflict: true,
@@ -291,5 +317,11 @@ mod tests {
         assert_eq!(read(&path).unwrap(), entries);
         assert_eq!(entries[1].op.kind(), "delete");
         assert!(entries[1].op.failure().unwrap().conflict);
+        // A conflict after a lost reply leaves open whether the delete applied.
+        assert!(entries[1].may_have_applied());
+        let mut quiet = entries[1].clone();
+        quiet.faults = 0;
+        assert!(!quiet.may_have_applied());
+        assert!(!entries[0].may_have_applied(), "succeeded");
     }
 }

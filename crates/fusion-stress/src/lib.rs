@@ -12,13 +12,21 @@
 //! xtask stress --seconds N`, or as `fusion-stress run --backend
 //! fs|sqlite|redis|redis-cluster|postgres`.
 //!
-//! Layers, bottom up: [`tags`], [`journal`], [`report`] and [`backend`]; [`mock`],
-//! [`brief`], [`checker`] and [`listing`] over them; [`worker`], then [`coordinator`] on top.
+//! With `--faults P`, each worker's storage loses replies after they applied (a cut
+//! connection, or a write reported failed), under the retry layer ([`faults`]); every
+//! journaled operation says how many it met, and the checker accepts either outcome of an
+//! operation that failed after one, never a message stored twice or a lost acknowledged
+//! one.
+//!
+//! Layers, bottom up: [`tags`], [`journal`], [`report`], [`backend`] and [`faults`]; [`mock`],
+//! [`brief`], [`duplicates`], [`checker`] and [`listing`] over them; [`worker`], then [`coordinator`] on top.
 
 pub mod backend;
 pub mod brief;
 pub mod checker;
 pub mod coordinator;
+pub mod duplicates;
+pub mod faults;
 pub mod journal;
 pub mod listing;
 pub mod mock;

@@ -75,6 +75,12 @@ struct RunArgs {
     /// The storage layer every process wraps its storage in.
     #[arg(long, value_enum, default_value_t = StorageLayer::None)]
     layer: StorageLayer,
+    /// The probability that each storage reply of a worker is lost after its request
+    /// applied (a cut connection through a proxy on Redis and PostgreSQL, a write
+    /// reported failed on fs and SQLite), under the retry layer; 0 for none. Not on
+    /// redis-cluster.
+    #[arg(long, default_value_t = 0.0)]
+    faults: f64,
     /// Keep the run directory (journals, worker stderr, stored.json) even when it passes.
     #[arg(long)]
     keep: bool,
@@ -106,6 +112,8 @@ struct WorkerArgs {
     journal: PathBuf,
     #[arg(long)]
     workspace: PathBuf,
+    #[arg(long, default_value_t = 0.0)]
+    faults: f64,
 }
 
 #[tokio::main]
@@ -128,6 +136,7 @@ async fn main() -> ExitCode {
                 deadline_ns: args.deadline_ns,
                 journal: args.journal,
                 workspace: args.workspace,
+                faults: args.faults,
             };
             match worker::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -141,6 +150,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
+    if let Err(err) = fusion_stress::faults::check(args.backend, args.faults) {
+        eprintln!("fusion-stress: error: {err:#}");
+        return ExitCode::from(2);
+    }
     let server_url = match args.backend {
         Backend::Fs | Backend::Sqlite => String::new(),
         Backend::Redis => args.redis_url,
@@ -168,6 +181,7 @@ async fn run(args: RunArgs) -> ExitCode {
         seconds: args.seconds,
         server_url,
         layer: args.layer,
+        faults: args.faults,
         keep: args.keep,
     };
     let plan = match (config.ops, config.seconds) {
@@ -176,9 +190,10 @@ async fn run(args: RunArgs) -> ExitCode {
         (None, None) => String::new(),
     };
     println!(
-        "fusion-stress: backend={} layer={} seed={} workers={} sessions={} ({plan})",
+        "fusion-stress: backend={} layer={}{} seed={} workers={} sessions={} ({plan})",
         config.backend,
         config.layer.name(),
+        faults_note(config.faults),
         config.seed,
         config.workers,
         config.sessions
@@ -199,11 +214,12 @@ async fn run(args: RunArgs) -> ExitCode {
         println!("run files kept in {}", dir.display());
     }
     println!(
-        "{}: {} violations (backend={} layer={} seed={})",
+        "{}: {} violations (backend={} layer={}{} seed={})",
         if report.passed() { "PASS" } else { "FAIL" },
         report.violations.len(),
         config.backend,
         config.layer.name(),
+        faults_note(config.faults),
         config.seed
     );
     println!("counts: {}", report.counts.line());
@@ -211,5 +227,14 @@ async fn run(args: RunArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// ` faults=P (+retry)` when faults are on: they put the retry layer over `--layer`.
+fn faults_note(faults: f64) -> String {
+    if faults > 0.0 {
+        format!(" faults={faults} (+retry)")
+    } else {
+        String::new()
     }
 }

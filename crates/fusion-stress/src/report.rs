@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::journal::Entry;
+
 /// Successes and failures of one kind of operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OpCount {
@@ -42,9 +44,40 @@ pub struct Counts {
     pub notes_after_expiry: usize,
     /// Sessions the workers' purges removed.
     pub purged: usize,
+    /// Replies lost to injected faults (`--faults`) during the workers' operations.
+    pub faults: usize,
+    /// Operations that met at least one lost reply.
+    pub faulted_ops: usize,
+    /// Of those, the ones that still failed: whether they applied is unknown, and the
+    /// checker accepts either.
+    pub faulted_failed: usize,
+    /// Acknowledged messages absent because their writer's undo removed them though it
+    /// answered a conflict ("nothing was undone") after a lost reply: the retry layer
+    /// could not tell that its own lost attempt had applied, as another writer had
+    /// changed the session since. Also counted in `removed_by_undo`.
+    pub undone_despite_conflict: usize,
 }
 
 impl Counts {
+    /// Counts the operations of `journal` by kind and outcome, and the faults they met.
+    pub fn add_ops(&mut self, journal: &[Entry]) {
+        for entry in journal {
+            self.faults += entry.faults;
+            if entry.faults > 0 {
+                self.faulted_ops += 1;
+                self.faulted_failed += usize::from(entry.op.failure().is_some());
+            }
+            let count = self.ops.entry(entry.op.kind().to_string()).or_default();
+            match entry.op.failure() {
+                None => count.ok += 1,
+                Some(failure) => {
+                    count.failed += 1;
+                    count.conflicts += usize::from(failure.conflict);
+                }
+            }
+        }
+    }
+
     /// All failures that were conflicts, over every kind.
     pub fn conflicts(&self) -> usize {
         self.ops.values().map(|c| c.conflicts).sum()
@@ -69,6 +102,10 @@ impl Counts {
         self.expired_notes += other.expired_notes;
         self.notes_after_expiry += other.notes_after_expiry;
         self.purged += other.purged;
+        self.faults += other.faults;
+        self.faulted_ops += other.faulted_ops;
+        self.faulted_failed += other.faulted_failed;
+        self.undone_despite_conflict += other.undone_despite_conflict;
     }
 
     /// One `key=value` line, which `cargo xtask stress` reads back to add rounds up.
@@ -90,6 +127,13 @@ impl Counts {
         parts.push(format!("expired_notes={}", self.expired_notes));
         parts.push(format!("notes_after_expiry={}", self.notes_after_expiry));
         parts.push(format!("purged={}", self.purged));
+        parts.push(format!("faults={}", self.faults));
+        parts.push(format!("faulted_ops={}", self.faulted_ops));
+        parts.push(format!("faulted_failed={}", self.faulted_failed));
+        parts.push(format!(
+            "undone_despite_conflict={}",
+            self.undone_despite_conflict
+        ));
         parts.join(" ")
     }
 }
@@ -120,6 +164,15 @@ impl fmt::Display for Counts {
              acknowledged after it expired verified present; {} sessions purged",
             self.expired_notes, self.notes_after_expiry, self.purged
         )?;
+        if self.faults > 0 {
+            writeln!(
+                f,
+                "  faults: {} replies lost in {} operations, {} of which failed anyway \
+                 (outcome unknown, either accepted); {} acknowledged messages removed by \
+                 an undo that answered a conflict",
+                self.faults, self.faulted_ops, self.faulted_failed, self.undone_despite_conflict
+            )?;
+        }
         write!(
             f,
             "  {} sessions and {} summary records checked; {} conflicts seen",

@@ -66,6 +66,8 @@ pub struct WorkerConfig {
     pub journal: PathBuf,
     /// The workspace root its file tools are confined to (exists; the mock lists it).
     pub workspace: PathBuf,
+    /// The probability that a reply is lost (`crate::faults`); 0 for none.
+    pub faults: f64,
 }
 
 /// The seed of worker `index`'s generator.
@@ -111,7 +113,13 @@ const FAR: Duration = Duration::from_secs(24 * 3600);
 /// Runs the worker until its operation count or deadline; storage and LLM failures of
 /// single operations are journaled, not returned.
 pub async fn run(config: WorkerConfig) -> Result<()> {
-    let storage = config.location.open().await?;
+    let seed = worker_seed(config.seed, config.index);
+    let (storage, injector) = crate::faults::open(
+        &config.location,
+        config.faults,
+        crate::faults::fault_seed(seed),
+    )
+    .await?;
     let llm: Arc<dyn LlmClient> = Arc::new(
         OpenAiConfig::new("stress-model")
             .base_url(config.llm_url.clone())
@@ -131,7 +139,11 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
         sessions.push(session);
     }
     let mut journal = Journal::create(&config.journal)?;
-    let mut rng = StdRng::seed_from_u64(worker_seed(config.seed, config.index));
+    let mut rng = StdRng::seed_from_u64(seed);
+    // Replies lost up to the end of the previous operation: what the next one met is the
+    // difference (a fault between two operations, from a background request, goes to the
+    // next one, which is the one to run on whatever it left).
+    let mut injected = injector.injected();
     // Per session: this worker's acknowledged turn, while it is its last operation there.
     let mut undoable: Vec<Option<Tag>> = vec![None; config.sessions];
     let (mut turns, mut forks, mut notes) = (0usize, 0usize, 0usize);
@@ -254,6 +266,8 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
             },
         };
         let end_ns = now_ns();
+        let faults = injector.injected() - injected;
+        injected += faults;
         if kind != Kind::Turn {
             undoable[index] = None;
         }
@@ -262,6 +276,7 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
             session: on,
             start_ns,
             end_ns,
+            faults,
             op,
         })?;
     }

@@ -1,7 +1,8 @@
 //! The fixed-seed stress run inside `cargo test` (and so in `cargo xtask test-all-backends`):
 //! four worker processes, a fixed seed and a fixed number of operations each, on fs,
-//! SQLite, Redis, a Redis Cluster and PostgreSQL, and through the encryption and retry
-//! layers. `cargo xtask stress --seconds N` is the longer, timed version.
+//! SQLite, Redis, a Redis Cluster and PostgreSQL, through the encryption and retry
+//! layers, and losing replies (`--faults`) on SQLite and Redis. `cargo xtask stress
+//! --seconds N` is the longer, timed version.
 //!
 //! Each test passes when the checker found no violation. Its counts are checked only for
 //! what the seed fixes (how many operations ran), never for what the scheduler decides
@@ -92,6 +93,29 @@ fn random_writers_lose_nothing_through_the_encryption_layer() {
 #[test]
 fn random_writers_lose_nothing_through_the_retry_layer() {
     assert_accounted(&stress("fs", &["--layer", "retry"]));
+}
+
+/// Replies lost after their write applied (`--faults`, under the retry layer): on SQLite
+/// in-process (`LoseReplies`), on Redis through each worker's proxy. Every acknowledged
+/// message is still stored once, and the run really lost replies.
+#[test]
+fn random_writers_lose_nothing_when_replies_are_lost_on_sqlite() {
+    assert_faulted(&stress("sqlite", &["--faults", "0.05"]));
+}
+
+#[test]
+fn random_writers_lose_nothing_when_replies_are_lost_on_redis() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    if let Err(reason) = ping(&url) {
+        let _: Option<()> = unavailable("redis", &format!("{url}: {reason}; set REDIS_URL"));
+        return;
+    }
+    assert_faulted(&stress("redis", &["--redis-url", &url, "--faults", "0.05"]));
+}
+
+fn assert_faulted(counts: &HashMap<String, usize>) {
+    assert_accounted(counts);
+    assert!(counts["faults"] > 0, "no fault injected: {counts:?}");
 }
 
 #[test]
