@@ -996,3 +996,63 @@ async fn reads_through_scripts_go_on_while_writes_pause() {
     store.append("s", &[ChatMessage::user("b")]).await.unwrap();
     assert_eq!(contents(&store, "s").await, ["a", "b"]);
 }
+
+/// The refusals the storage answers by sending a call again, `EVALSHA_RO` refused (an
+/// ACL, or a server older than Redis 7) and `EVAL` denied after a `NOSCRIPT`, are told in
+/// a pipeline as in one command (the redis crate gives a pipeline's error no detail of
+/// its own): a listing's reads of many sessions are one pipeline, as is a write followed
+/// by the replicas' `WAIT`. Each user's first call is the pipeline, so no earlier single
+/// call has turned `EVALSHA_RO` off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_inside_a_pipeline_are_answered_as_in_one_command() {
+    let Some(primary) = Throwaway::new() else {
+        return;
+    };
+    let _primary = primary.start().await;
+    let port = primary.port.to_string();
+    let Some(replica) = Throwaway::with_config(&["--replicaof", "127.0.0.1", &port]) else {
+        return;
+    };
+    let _replica = replica.start().await;
+    let mut raw = admin(&primary.url).await;
+    for (user, denied) in [
+        ("no-ro", "-evalsha_ro -eval_ro"),
+        ("no-eval", "-eval -eval_ro"),
+    ] {
+        let rules = format!("allchannels ~* +@all {denied}");
+        let mut args = vec!["ACL", "SETUSER", user, "on", ">hunter2-acl"];
+        args.extend(rules.split(' '));
+        run(&mut raw, &args).await.unwrap();
+    }
+    let as_user = |user: &str| {
+        primary
+            .url
+            .replace("redis://", &format!("redis://{user}:hunter2-acl@"))
+    };
+    let writer = RedisStorage::connect(&primary.url).await.unwrap();
+    writer.append("s", &[ChatMessage::user("a")]).await.unwrap();
+    let reader = RedisStorage::connect(&replica.url).await.unwrap();
+    let synced = wait_until(NO_HANG, || async {
+        reader.load("s").await.is_ok_and(|loaded| loaded.len() == 1)
+    })
+    .await;
+    assert!(synced, "the replica never caught up");
+
+    let no_ro = RedisStorage::connect(&as_user("no-ro")).await.unwrap();
+    let listed = no_ro.list_sessions().await;
+    assert_eq!(listed.expect("EVALSHA_RO refused in a pipeline"), ["s"]);
+
+    let no_eval = RedisStorage::connect(&as_user("no-eval")).await.unwrap();
+    run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
+    let listed = no_eval.list_sessions().await;
+    assert_eq!(listed.expect("EVAL_RO denied in a pipeline"), ["s"]);
+
+    let options = RedisOptions::new().replica_acks(1, NO_HANG);
+    let acked = RedisStorage::connect_with(&as_user("no-eval"), options)
+        .await
+        .unwrap();
+    run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
+    let appended = acked.append("s", &[ChatMessage::user("b")]).await;
+    appended.expect("EVAL denied before the replicas' WAIT");
+    assert_eq!(contents(&writer, "s").await, ["a", "b"]);
+}

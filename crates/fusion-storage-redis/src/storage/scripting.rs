@@ -232,13 +232,15 @@ fn renamed(call: &Cmd, name: &str) -> Cmd {
 }
 
 /// Whether the server refused `EVALSHA_RO` or `EVAL_RO` as such, before running
-/// anything: a server older than Redis 7 does not know it, an ACL may not allow it.
+/// anything: a server older than Redis 7 does not know it, an ACL may not allow it. In a
+/// pipeline, every command that failed was refused so.
 fn is_read_only_refused(err: &RedisError) -> bool {
-    let detail = err.detail().unwrap_or_default().to_ascii_lowercase();
-    let named = ["evalsha_ro", "eval_ro"]
-        .iter()
-        .any(|name| detail.contains(&format!("'{name}'")) || detail.contains(&format!("`{name}`")));
-    named && (err.code() == Some("NOPERM") || detail.starts_with("unknown command"))
+    every_server_error(err, |code, detail| {
+        let named = ["evalsha_ro", "eval_ro"].iter().any(|name| {
+            detail.contains(&format!("'{name}'")) || detail.contains(&format!("`{name}`"))
+        });
+        named && (code == "NOPERM" || detail.starts_with("unknown command"))
+    })
 }
 
 /// Whether the server did not know a script's sha (and so did not run it).
@@ -247,12 +249,27 @@ fn is_noscript(err: &RedisError) -> bool {
 }
 
 /// Whether the user may not run `EVAL` (an ACL): `NOPERM` naming the command, which
-/// Redis refuses before running anything. Not a `NOPERM` for keys or a channel.
+/// Redis refuses before running anything. Not a `NOPERM` for keys or a channel. In a
+/// pipeline (the replicas' `WAIT` behind a write, a listing's reads), every command that
+/// failed was refused so.
 fn is_eval_denied(err: &RedisError) -> bool {
-    err.code() == Some("NOPERM")
-        && err.detail().is_some_and(|detail| {
-            let detail = detail.to_ascii_lowercase();
-            detail.contains("'eval'") || detail.contains("'eval_ro'")
+    every_server_error(err, |code, detail| {
+        code == "NOPERM" && (detail.contains("'eval'") || detail.contains("'eval_ro'"))
+    })
+}
+
+/// Whether `err` holds the server's errors and `refused(code, detail)`, the detail in
+/// lower case, holds for each: the error of one command, or those of the commands of a
+/// pipeline that failed, whose error the redis crate gives no detail of its own (its
+/// `detail()` is `None`), so that each must be looked at.
+fn every_server_error(err: &RedisError, refused: impl Fn(&str, &str) -> bool) -> bool {
+    let Some(errors) = err.clone().into_server_errors() else {
+        return false;
+    };
+    !errors.is_empty()
+        && errors.iter().all(|(_, error)| {
+            let detail = error.details().unwrap_or_default().to_ascii_lowercase();
+            refused(error.code(), &detail)
         })
 }
 
