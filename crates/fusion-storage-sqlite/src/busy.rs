@@ -10,8 +10,9 @@
 //! however long the busy timeout is. sqlx's documentation says the same of
 //! `SqliteConnectOptions::journal_mode`. Opening therefore runs each step (the pool's first
 //! connection with its `PRAGMA`s, the schema migration, the direct connections) through
-//! [`wait_while_busy`], which repeats the step, with a short growing pause, for as long as
-//! it fails busy or locked and the busy timeout has not run out.
+//! [`wait_while_busy_until`], which repeats the step, with a short growing pause, for as
+//! long as it fails busy or locked and the busy timeout of the whole opening, shared by
+//! its steps, has not run out.
 //!
 //! Only opening goes through here: a write's `BEGIN IMMEDIATE` starts from no lock, so
 //! SQLite's own busy handler already waits for it, and a loop around it would only slow
@@ -30,11 +31,8 @@ const FIRST_PAUSE: Duration = Duration::from_millis(1);
 /// below the longest sleep of SQLite's own busy handler.
 const LONGEST_PAUSE: Duration = Duration::from_millis(50);
 
-/// Runs `step` until it succeeds, fails other than busy or locked, or `busy_timeout` has
-/// passed since the first try; then returns its last result. A zero timeout tries once.
-///
-/// Each try must leave nothing behind when it fails (a half-open pool, an open
-/// transaction): the next try starts from scratch.
+/// [`wait_while_busy_until`] `busy_timeout` from now.
+#[cfg(test)]
 pub(crate) async fn wait_while_busy<T, E, F, Fut>(busy_timeout: Duration, step: F) -> Result<T, E>
 where
     E: MaybeBusy,
@@ -44,9 +42,14 @@ where
     wait_while_busy_until(Instant::now() + busy_timeout, step).await
 }
 
-/// [`wait_while_busy`] until `deadline`: for steps that share one busy timeout (the look
-/// at a file before opening it, then the pool's first connection), so that a busy file
-/// is waited for once, not once per step.
+/// Runs `step` until it succeeds, fails other than busy or locked, or `deadline` has
+/// passed; then returns its last result. A deadline already passed tries once.
+///
+/// Every step of opening a storage shares one deadline, the busy timeout from the start
+/// of the opening: a busy file is waited for once, not once per step.
+///
+/// Each try must leave nothing behind when it fails (a half-open pool, an open
+/// transaction): the next try starts from scratch.
 pub(crate) async fn wait_while_busy_until<T, E, F, Fut>(
     deadline: Instant,
     mut step: F,

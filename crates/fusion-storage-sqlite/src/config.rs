@@ -11,6 +11,8 @@ use std::time::Duration;
 use fusion_core::{Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+use crate::files::{shown, special_file};
+
 /// How hard SQLite works to make a commit survive a crash (`PRAGMA synchronous`).
 ///
 /// The database is always in WAL mode, where both levels keep the file consistent after
@@ -146,6 +148,14 @@ impl Target {
         }
     }
 
+    /// The database file, by its real name; `None` for `:memory:`.
+    pub(crate) fn file(&self) -> Option<std::sync::Arc<Path>> {
+        match &self.location {
+            Location::Memory => None,
+            Location::File { path, .. } => Some(path.as_path().into()),
+        }
+    }
+
     /// The pool for this database, after the checks on its path a pool cannot make: a
     /// dangling symbolic link is refused (SQLite would create the file wherever it points),
     /// so is a FIFO, socket or device (SQLite writes a `-journal` beside a device before
@@ -159,11 +169,11 @@ impl Target {
                 .max_lifetime(None),
             Location::File { path, create } => {
                 refuse_dangling_link(path)?;
-                if crate::error::special_file(path) {
+                if special_file(path) {
                     return Err(Error::Config(format!(
                         "cannot use the SQLite database {}: it is not a regular file but a \
                          FIFO, socket or device; name a regular file instead",
-                        path.display()
+                        self.label()
                     )));
                 }
                 if *create {
@@ -309,21 +319,6 @@ fn looks_like_credentials(path: &str) -> bool {
         return false;
     };
     !first.contains('\\') && user.contains(':')
-}
-
-/// `text` (a path) with its control characters escaped as Rust writes them (`\n`,
-/// `\u{1b}`): a path may hold any byte but NUL, and printed raw in a message or a log line
-/// a newline would forge a line of its own, an escape sequence reach the terminal.
-pub(crate) fn shown(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_owned();
-    }
-    text.chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_default().to_string(),
-            false => c.to_string(),
-        })
-        .collect()
 }
 
 /// Refuses a symbolic link at `path` that leads nowhere: SQLite follows it and creates the

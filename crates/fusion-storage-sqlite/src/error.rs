@@ -7,13 +7,13 @@
 //! Messages name the database by its file path (SQLite URLs hold no credentials, and the
 //! full URL is never printed) plus the operation and session involved.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fusion_core::Error;
-pub(crate) use fusion_core::sql::Op;
 use fusion_core::sql::Place;
 use sqlx::migrate::MigrateError;
+
+use crate::files::{log_holds_writes, special_file, symlink_beside, wal_without_shared_memory};
 
 /// The backend name used in every error of this crate.
 pub(crate) const BACKEND: &str = "sqlite";
@@ -35,6 +35,53 @@ const SQLITE_FULL: i64 = 13;
 const SQLITE_CANTOPEN: i64 = 14;
 const SQLITE_AUTH: i64 = 23;
 const SQLITE_NOTADB: i64 = 26;
+
+/// What was being done on which database, for messages ([`fusion_core::sql::Op`]), and
+/// the database file as the file system names it, for the hints that look at it (is it a
+/// directory, is its `-shm` missing). The two differ: a path is shown with its control
+/// characters escaped (`crate::files::shown`), and a hint looking at the shown name
+/// would look at another file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Op<'a> {
+    shown: fusion_core::sql::Op<'a>,
+    /// The database as messages name it: its path, escaped, or `:memory:`.
+    pub(crate) db: &'a str,
+    /// The database file itself; `None` when there is none to look at.
+    file: Option<&'a Path>,
+}
+
+impl<'a> Op<'a> {
+    /// Operation `name` on the database shown as `db`, about `session_id` if any.
+    pub(crate) fn new(
+        place: Place,
+        db: &'a str,
+        name: &'static str,
+        session_id: Option<&'a str>,
+    ) -> Self {
+        let shown = fusion_core::sql::Op::new(place, db, name, session_id);
+        Self {
+            shown,
+            db,
+            file: None,
+        }
+    }
+
+    /// Opening the storage on the database shown as `db`.
+    pub(crate) fn open(place: Place, db: &'a str) -> Self {
+        Self::new(place, db, "open", None)
+    }
+
+    /// `self` on the database file `file`, which the hints of its errors look at.
+    pub(crate) fn at(self, file: Option<&'a Path>) -> Self {
+        Self { file, ..self }
+    }
+}
+
+impl std::fmt::Display for Op<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.shown.fmt(f)
+    }
+}
 
 /// Why a call of the direct path (`crate::direct`) failed.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +202,8 @@ pub(crate) fn parse_direct_error(err: DirectError, op: Op<'_>) -> Error {
 /// longer than the busy timeout, and the same call can succeed once it lets go.
 fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
     let db = op.db;
+    // The hints look at the file itself, by its real name, never by the shown one.
+    let file = |check: fn(&Path) -> bool| op.file.is_some_and(check);
     match code & 0xff {
         SQLITE_BUSY | SQLITE_LOCKED => (
             format!(
@@ -165,7 +214,7 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
         ),
         // A writable file in a read-only directory fails read-only, not "cannot open",
         // for want of its shared-memory file: explained below with the other case.
-        SQLITE_READONLY if !wal_without_shared_memory(Path::new(db)) => (
+        SQLITE_READONLY if !file(wal_without_shared_memory) => (
             format!(
                 "{op}: the database is read-only (file or directory permissions, a \
                  `mode=ro` URL, or a read-only mount): {detail}"
@@ -186,21 +235,21 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
             ),
             false,
         ),
-        SQLITE_CANTOPEN if Path::new(db).is_dir() => (
+        SQLITE_CANTOPEN if file(Path::is_dir) => (
             format!(
                 "{op}: cannot open the database file ({detail}): it is a directory; name a \
                  file in it instead, such as {db}/sessions.db"
             ),
             false,
         ),
-        SQLITE_CANTOPEN | SQLITE_IOERR if special_file(Path::new(db)) => (
+        SQLITE_CANTOPEN | SQLITE_IOERR if file(special_file) => (
             format!(
                 "{op}: cannot use the database file ({detail}): it is not a regular file \
                  but a FIFO, socket or device; name a regular file instead"
             ),
             false,
         ),
-        SQLITE_CANTOPEN if let Some(link) = symlink_beside(Path::new(db)) => (
+        SQLITE_CANTOPEN if let Some(link) = op.file.and_then(symlink_beside) => (
             format!(
                 "{op}: cannot open the database file ({detail}): {link} is a symbolic link \
                  where SQLite keeps a file of its own, which SQLite refuses to follow (it \
@@ -208,8 +257,8 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
             ),
             false,
         ),
-        SQLITE_CANTOPEN | SQLITE_READONLY if wal_without_shared_memory(Path::new(db)) => {
-            let read_it = if log_holds_writes(Path::new(db)) {
+        SQLITE_CANTOPEN | SQLITE_READONLY if file(wal_without_shared_memory) => {
+            let read_it = if file(log_holds_writes) {
                 format!(
                     "Its log {db}-wal holds writes not yet in the file, which \
                      `?immutable=true` would not read: copy both files somewhere writable"
@@ -302,49 +351,6 @@ impl MaybeBusy for DirectError {
             | DirectError::Stopped(_) => false,
         }
     }
-}
-
-/// Whether `path` is a WAL-mode database (its header's read and write versions are 2)
-/// with no shared-memory file beside it: what SQLite must create before it reads such a
-/// database, and cannot where the directory is read-only.
-fn wal_without_shared_memory(path: &Path) -> bool {
-    let mut header = [0u8; 20];
-    let wal_mode = std::fs::File::open(path)
-        .and_then(|mut file| file.read_exact(&mut header))
-        .is_ok_and(|()| header.starts_with(b"SQLite format 3\0") && header[18..20] == [2, 2]);
-    wal_mode && !beside(path, "-shm").exists()
-}
-
-/// Whether `path` (followed, as SQLite follows it) is neither a regular file nor a
-/// directory: a FIFO, socket or device, on which SQLite fails with a bare "disk I/O
-/// error".
-pub(crate) fn special_file(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|metadata| !metadata.is_file() && !metadata.is_dir())
-}
-
-/// The log (`-wal`) or shared-memory file (`-shm`) of the database at `path` when it is a
-/// symbolic link: SQLite opens both with `O_NOFOLLOW`, so a link planted there (by mistake
-/// or to make SQLite write elsewhere) fails the open.
-fn symlink_beside(path: &Path) -> Option<String> {
-    ["-wal", "-shm"].into_iter().find_map(|suffix| {
-        let side = beside(path, suffix);
-        let is_link = std::fs::symlink_metadata(&side).is_ok_and(|m| m.file_type().is_symlink());
-        is_link.then(|| side.display().to_string())
-    })
-}
-
-/// Whether the log beside the database at `path` (`-wal`) holds anything: writes an
-/// `immutable` open, which reads the file alone, would not see.
-fn log_holds_writes(path: &Path) -> bool {
-    std::fs::metadata(beside(path, "-wal")).is_ok_and(|metadata| metadata.len() > 0)
-}
-
-/// The file SQLite keeps beside the database at `path`: its name with `suffix` added
-/// (`-wal`, `-shm`), whatever extension the database's own name has.
-fn beside(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }
 
 /// Whether `err` is SQLite finding the database file damaged (`SQLITE_CORRUPT`) or not a
@@ -461,6 +467,7 @@ pub(crate) fn not_text(session_id: &str, seq: i64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::beside;
 
     fn op() -> Op<'static> {
         Op::new(PLACE, "/data/sessions.db", "append", Some("user-1"))
@@ -472,7 +479,9 @@ mod tests {
     #[test]
     fn a_wal_database_that_cannot_get_its_shared_memory_file_is_explained() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = dir.path().join("wal.db");
+        // A control character in its name: the hints look at the file by its real name,
+        // the message shows it escaped.
+        let wal = dir.path().join("wal\n.db");
         let journal = dir.path().join("journal.db");
         for (path, mode) in [(&wal, "WAL"), (&journal, "DELETE")] {
             let conn = rusqlite::Connection::open(path).unwrap();
@@ -485,13 +494,16 @@ mod tests {
         let missing = dir.path().join("missing.db");
 
         let cantopen = |path: &Path| {
-            let db = path.display().to_string();
-            database_error(14, "unable to open database file", Op::open(PLACE, &db)).0
+            let db = crate::files::shown(&path.display().to_string());
+            let op = Op::open(PLACE, &db).at(Some(path));
+            database_error(14, "unable to open database file", op).0
         };
         let text = cantopen(&wal);
         assert!(text.contains("it is in WAL mode"), "{text}");
         assert!(text.contains("?immutable=true"), "{text}");
-        assert!(text.contains(&format!("{}-shm", wal.display())), "{text}");
+        let shown_shm = format!("{}-shm", dir.path().join("wal\\n.db").display());
+        assert!(text.contains(&shown_shm), "{text}");
+        assert!(!text.contains('\n'), "{text}");
         for path in [&journal, &garbage, &missing] {
             let text = cantopen(path);
             assert!(!text.contains("WAL"), "{text}");

@@ -8,7 +8,9 @@
 //!
 //! Each module imports only modules of the layers below it:
 //!
-//! 1. `config` (options, URL parsing, how the direct connections open), `error` (every
+//! 1. `files` (the database file and the files beside it, looked at by their real names,
+//!    and a path as messages show it), `config` (options, URL parsing, how the direct
+//!    connections open), `error` (every
 //!    driver error mapped to a [`fusion_core::Error`], and which ones mean a busy
 //!    database), `expiry` (the clock of every operation, and the SQL that reads an
 //!    expired session as absent) and `generation` (where a session's generation lives,
@@ -35,6 +37,7 @@ mod corrupt;
 mod direct;
 mod error;
 mod expiry;
+mod files;
 mod generation;
 mod listing;
 mod meta;

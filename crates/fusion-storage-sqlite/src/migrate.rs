@@ -20,11 +20,11 @@ use fusion_core::sql::{Schema, check_migrations};
 use sqlx::migrate::{Migration, Migrator};
 use sqlx::{SqliteConnection, SqlitePool};
 
-use crate::busy::{wait_while_busy, wait_while_busy_until};
+use crate::busy::wait_while_busy_until;
 use crate::config::DirectOptions;
 use crate::direct::open;
 use crate::error::{
-    DirectError, MaybeBusy, Op, PLACE, foreign_database, newer_schema, parse_direct_error,
+    DirectError, MaybeBusy, Op, foreign_database, newer_schema, parse_direct_error,
     parse_sqlite_error,
 };
 use crate::sql::BEGIN_WRITE;
@@ -67,17 +67,19 @@ fn with_lf_line_ends(embedded: Migrator) -> Migrator {
 /// migrations run inside one write transaction, so two processes opening a new file at
 /// once do not both try to create the tables: the second waits for the first, then finds
 /// the schema current. A try that meets a busy database is rolled back whole and repeated
-/// for up to `busy_timeout` (see `crate::busy`). `given_pool`: the caller's pool, which
-/// the refusal of another application's database then speaks of instead of a URL.
+/// until `deadline`, the end of the busy timeout of the whole opening (see `crate::busy`).
+/// `given_pool`: the caller's pool, which the refusal of another application's database
+/// then speaks of instead of a URL.
 pub(crate) async fn run(
     pool: &SqlitePool,
-    db: &str,
-    busy_timeout: Duration,
+    opening: Op<'_>,
+    deadline: Instant,
     given_pool: bool,
 ) -> Result<()> {
-    let schema = wait_while_busy(busy_timeout, || migrate_once(pool, db))
+    let db = opening.db;
+    let schema = wait_while_busy_until(deadline, || migrate_once(pool, db))
         .await
-        .map_err(|e| parse_sqlite_error(e, Op::open(PLACE, db)))?;
+        .map_err(|e| parse_sqlite_error(e, opening))?;
     match schema {
         Found::Schema(Schema::Current) => Ok(()),
         Found::Schema(Schema::Newer(unknown)) => Err(newer_schema(db, &unknown)),
@@ -108,7 +110,7 @@ enum Found {
 pub(crate) async fn refuse_foreign_file(
     file: &DirectOptions,
     deadline: Instant,
-    db: &str,
+    opening: Op<'_>,
 ) -> Result<()> {
     if std::fs::metadata(&file.path).map_or(true, |metadata| metadata.len() == 0) {
         return Ok(());
@@ -122,11 +124,8 @@ pub(crate) async fn refuse_foreign_file(
     let look =
         || std::future::ready(open(&options, false).and_then(|conn| foreign_tables_of(&conn)));
     match wait_while_busy_until(deadline, look).await {
-        Ok(Some(tables)) => Err(foreign_database(db, &tables, false)),
-        Err(e) if e.is_busy() => Err(parse_direct_error(
-            DirectError::Sqlite(e),
-            Op::open(PLACE, db),
-        )),
+        Ok(Some(tables)) => Err(foreign_database(opening.db, &tables, false)),
+        Err(e) if e.is_busy() => Err(parse_direct_error(DirectError::Sqlite(e), opening)),
         Ok(None) | Err(_) => Ok(()),
     }
 }
@@ -256,6 +255,39 @@ async fn look(pool: &SqlitePool) -> sqlx::Result<Option<Schema>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The migration waits for a busy database only until the deadline of the whole
+    /// opening, which the steps before it (the look at the file, the pool's first
+    /// connection) may have used up: then it tries once and fails, retryable, instead of
+    /// waiting a busy timeout of its own.
+    #[tokio::test]
+    async fn the_migration_waits_only_until_the_deadline_of_the_opening() {
+        let logs = fusion_core::testkit::logs::Logs::new();
+        let _logging = tracing::subscriber::set_default(logs.subscriber(tracing::Level::DEBUG));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busy.db");
+        let connect = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .busy_timeout(Duration::ZERO);
+        let pool = SqlitePool::connect_with(connect).await.unwrap();
+        // Rollback-journal mode, where an exclusive lock keeps every reader out.
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder
+            .execute_batch("PRAGMA user_version = 1; BEGIN EXCLUSIVE;")
+            .unwrap();
+        let db = path.display().to_string();
+        let opening = Op::open(crate::error::PLACE, &db);
+        let err = run(&pool, opening, Instant::now(), false)
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("locked"), "{err}");
+        let text = logs.text();
+        assert!(text.contains("tries=1\n"), "{text}");
+        holder.execute_batch("ROLLBACK").unwrap();
+        pool.close().await;
+    }
 
     /// A build from a CRLF checkout gets the same checksums as the LF files in the
     /// repository, so it opens the databases an LF build made (and the other way round).

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,11 +39,12 @@ use fusion_core::{
 use sqlx::sqlite::SqlitePool;
 
 use crate::busy::wait_while_busy_until;
-use crate::config::{DirectOptions, Location, SqliteOptions, parse_url, shown};
+use crate::config::{DirectOptions, Location, SqliteOptions, parse_url};
 use crate::corrupt::CorruptFlag;
 use crate::direct::Direct;
 use crate::error::{BACKEND, DirectError, Op, PLACE, parse_direct_error, parse_sqlite_error};
 use crate::expiry::now_micros;
+use crate::files::shown;
 use crate::listing;
 use crate::meta::{InfoRow, InfoTuple};
 use crate::migrate;
@@ -58,8 +60,10 @@ use crate::sql::{LIST_SESSIONS, READ_INFO, Write, Written};
 #[derive(Debug, Clone)]
 pub struct SqliteStorage {
     pool: SqlitePool,
-    /// The database path (or `:memory:`) for error messages.
+    /// The database path (control characters escaped) or `:memory:`, for messages.
     db: Arc<str>,
+    /// The database file, which the hints of error messages look at (`crate::error::Op`).
+    file: Option<Arc<Path>>,
     /// The connections that loads and writes go through, and the WAL checkpoints the
     /// writes call for, for a database file this crate opened; `None` loads and writes
     /// through the pool (`:memory:`, a caller's pool, with SQLite's own checkpoints).
@@ -99,12 +103,14 @@ impl SqliteStorage {
     /// when it was written by a newer release with a schema this build does not know.
     pub async fn connect_with(url: &str, options: SqliteOptions) -> Result<Self> {
         let target = parse_url(url, &options)?;
-        let db = target.label();
+        let (db, file): (Arc<str>, Option<Arc<Path>>) = (target.label().into(), target.file());
+        let opening = Op::open(PLACE, &db).at(file.as_deref());
         let pool_options = target.pool_options(&options)?;
-        // The look at the file and the pool's first connection wait for a busy file once.
+        // The steps of opening (the look at the file, the pool's first connection, the
+        // migration, the direct connections) wait for a busy file once, not once each.
         let deadline = Instant::now() + options.busy_timeout;
-        if let Some(file) = &target.direct {
-            migrate::refuse_foreign_file(file, deadline, &db).await?;
+        if let Some(direct) = &target.direct {
+            migrate::refuse_foreign_file(direct, deadline, opening).await?;
         }
         // The pool opens its first connection now, creating the file and switching it to
         // WAL, which another process opening it at the same moment can make fail busy
@@ -114,14 +120,16 @@ impl SqliteStorage {
             pool_options.clone().connect_with(target.connect.clone())
         })
         .await
-        .map_err(|e| parse_sqlite_error(e, Op::open(PLACE, &db)))?;
+        .map_err(|e| parse_sqlite_error(e, opening))?;
         let mut storage = Self {
             pool,
-            db: db.into(),
+            db: Arc::clone(&db),
+            file: file.clone(),
             direct: None,
             corrupt: Arc::default(),
         };
-        let migrated = migrate::run(&storage.pool, &storage.db, options.busy_timeout, false);
+        let opening = Op::open(PLACE, &db).at(file.as_deref());
+        let migrated = migrate::run(&storage.pool, opening, deadline, false);
         let opened = match migrated.await {
             Ok(()) => {
                 // The file exists now. A connection opened later must find it, not create
@@ -133,16 +141,17 @@ impl SqliteStorage {
                 }
                 match target.direct {
                     Some(options) => Direct::open(
-                        Arc::clone(&storage.db),
+                        Arc::clone(&db),
                         DirectOptions {
                             create: false,
                             ..options
                         },
                         Arc::clone(&storage.corrupt),
+                        deadline,
                     )
                     .await
                     .map(|direct| storage.direct = Some(Arc::new(direct)))
-                    .map_err(|e| parse_direct_error(e, Op::open(PLACE, &storage.db))),
+                    .map_err(|e| parse_direct_error(e, opening)),
                     None => Ok(()),
                 }
             }
@@ -168,14 +177,18 @@ impl SqliteStorage {
     /// the database busy is repeated for up to the default busy timeout of
     /// [`SqliteOptions`].
     pub async fn from_pool(pool: SqlitePool) -> Result<Self> {
-        let db = shown(&pool.connect_options().get_filename().display().to_string());
+        let file: Arc<Path> = pool.connect_options().get_filename().into();
+        let db = shown(&file.display().to_string());
         // On failure the pool is left open: it is the caller's. Its busy timeout cannot be
         // read back from sqlx, so a busy migration is repeated for the default one.
-        migrate::run(&pool, &db, SqliteOptions::default().busy_timeout, true).await?;
+        let deadline = Instant::now() + SqliteOptions::default().busy_timeout;
+        let opening = Op::open(PLACE, &db).at(Some(&file));
+        migrate::run(&pool, opening, deadline, true).await?;
         // The pool's checkpoint settings are its owner's; SQLite's own apply by default.
         Ok(Self {
             pool,
             db: db.into(),
+            file: Some(file),
             direct: None,
             corrupt: Arc::default(),
         })
@@ -184,18 +197,6 @@ impl SqliteStorage {
     /// The underlying pool, for backups, inspection or running other queries.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
-    }
-
-    /// The steps of SQLite's plan for `sql` (`EXPLAIN QUERY PLAN`), for the tests that pin
-    /// which index a statement walks.
-    #[cfg(test)]
-    pub(crate) async fn query_plan(&self, sql: &str) -> Vec<String> {
-        let rows: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .fetch_all(&self.pool)
-                .await
-                .unwrap();
-        rows.into_iter().map(|row| row.3).collect()
     }
 
     /// The database's path as given in the URL (control characters escaped), or `:memory:`.
@@ -226,7 +227,7 @@ impl SqliteStorage {
     }
 
     fn op<'a>(&'a self, name: &'static str, session_id: Option<&'a str>) -> Op<'a> {
-        Op::new(PLACE, &self.db, name, session_id)
+        Op::new(PLACE, &self.db, name, session_id).at(self.file.as_deref())
     }
 
     /// `result`, after setting the corrupt flag if it failed finding the file damaged.
@@ -494,5 +495,23 @@ impl ConversationStorage for SqliteStorage {
 
     fn backend_name(&self) -> &'static str {
         BACKEND
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqliteStorage;
+
+    impl SqliteStorage {
+        /// The steps of SQLite's plan for `sql` (`EXPLAIN QUERY PLAN`), for the tests that
+        /// pin which index a statement walks.
+        pub(crate) async fn query_plan(&self, sql: &str) -> Vec<String> {
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .fetch_all(&self.pool)
+                    .await
+                    .unwrap();
+            rows.into_iter().map(|row| row.3).collect()
+        }
     }
 }

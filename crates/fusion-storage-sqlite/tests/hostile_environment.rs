@@ -263,6 +263,14 @@ async fn urls_that_name_something_else_are_refused_before_anything_is_created() 
             let err = SqliteStorage::connect(&url(special)).await.unwrap_err();
             assert_clear(&err, special, "not a regular file");
         }
+        // Its name shown escaped, like every path in a message.
+        std::fs::rename(&fifo, dir.path().join("fifo\n.db")).unwrap();
+        let fifo = dir.path().join("fifo\n.db");
+        let err = SqliteStorage::connect(&format!("{}/fifo%0A.db", url(dir.path())))
+            .await
+            .unwrap_err();
+        assert_clear(&err, &dir.path().join("fifo\\n.db"), "not a regular file");
+        assert!(!err.to_string().contains('\n'), "{err}");
         // Refused before SQLite opens it, which wrote a journal beside a device (in /dev,
         // when run as root).
         assert!(!Path::new("/dev/null-journal").exists());
@@ -284,6 +292,17 @@ async fn urls_that_name_something_else_are_refused_before_anything_is_created() 
         .to_string();
     assert!(text.contains("forged\\nline\\u{1b}.db"), "{text}");
     assert!(!text.contains(['\n', '\u{1b}']), "{text}");
+
+    // Only the message shows the escaped name: the hints look at the file by its own
+    // (here, that it is a directory).
+    std::fs::create_dir(dir.path().join("sub\ndir")).unwrap();
+    let err = SqliteStorage::connect(&format!("{}/sub%0Adir", url(dir.path())))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("it is a directory"), "{text}");
+    assert!(text.contains("sub\\ndir/sessions.db"), "{text}");
+    assert!(!text.contains('\n'), "{text}");
 }
 
 /// The database path may be a symbolic link to a database (SQLite resolves it and keeps

@@ -43,12 +43,12 @@ mod unlinked;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::busy::wait_while_busy;
+use crate::busy::wait_while_busy_until;
 use crate::checkpoint::{self, Checkpointer, Due};
 use crate::config::{DirectOptions, Durability};
 use crate::corrupt::CorruptFlag;
@@ -133,13 +133,15 @@ impl Direct {
     /// the first write nor the first load pays for opening; more readers open on demand.
     ///
     /// Opening reads the schema, which can meet a database another process is switching
-    /// to WAL; like every step of opening, it is repeated while busy (see `crate::busy`).
+    /// to WAL; like every step of opening, it is repeated while busy until `deadline`, the
+    /// end of the busy timeout of the whole opening (see `crate::busy`).
     pub(crate) async fn open(
         db: Arc<str>,
         options: DirectOptions,
         corrupt: Arc<CorruptFlag>,
+        deadline: Instant,
     ) -> Result<Self, DirectError> {
-        let (writer, reader) = wait_while_busy(options.busy_timeout, || {
+        let (writer, reader) = wait_while_busy_until(deadline, || {
             let opening = options.clone();
             async move {
                 tokio::task::spawn_blocking(move || -> rusqlite::Result<_> {
@@ -488,7 +490,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use fusion_core::ChatMessage;
 
@@ -539,9 +541,14 @@ mod tests {
             let path = dir.path().join("sessions.db");
             migrated_database(&path);
             let direct = Arc::new(
-                Direct::open("sessions.db".into(), options(&path), Arc::default())
-                    .await
-                    .unwrap(),
+                Direct::open(
+                    "sessions.db".into(),
+                    options(&path),
+                    Arc::default(),
+                    Instant::now(),
+                )
+                .await
+                .unwrap(),
             );
             // The one idle reader is held inside a load until released.
             let (held, is_held) = std::sync::mpsc::channel();
@@ -616,9 +623,14 @@ mod tests {
                 .unwrap();
         }
         let direct = Arc::new(
-            Direct::open("cut.db".into(), options(&path), Arc::default())
-                .await
-                .unwrap(),
+            Direct::open(
+                "cut.db".into(),
+                options(&path),
+                Arc::default(),
+                Instant::now(),
+            )
+            .await
+            .unwrap(),
         );
         direct.checkpoints.stall_background();
         let append = |i: u64| Write::append("new", &[ChatMessage::user(format!("{i}"))]).unwrap();
@@ -664,7 +676,7 @@ mod tests {
         migrated_database(&path);
         let options = options(&path);
         let direct = Arc::new(
-            Direct::open("stalled.db".into(), options, Arc::default())
+            Direct::open("stalled.db".into(), options, Arc::default(), Instant::now())
                 .await
                 .unwrap(),
         );
