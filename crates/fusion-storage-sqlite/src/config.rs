@@ -224,7 +224,7 @@ pub(crate) fn parse_url(url: &str, options: &SqliteOptions) -> Result<Target> {
 
     refuse_misleading_path(path)?;
     let mut connect = SqliteConnectOptions::from_str(url)
-        .map_err(|e| Error::Config(format!("invalid SQLite URL for {path}: {e}")))?;
+        .map_err(|e| Error::Config(format!("invalid SQLite URL for {}: {e}", shown(path))))?;
     let in_memory = path == ":memory:" || mode.as_deref() == Some("memory");
     let read_only = mode.as_deref() == Some("ro");
     let mut direct = None;
@@ -323,20 +323,27 @@ fn looks_like_credentials(path: &str) -> bool {
 
 /// Refuses a symbolic link at `path` that leads nowhere: SQLite follows it and creates the
 /// database wherever it points (another directory, a name the user never wrote), which
-/// is more often a leftover link than a wish. A link to an existing file is followed.
+/// is more often a leftover link than a wish. A link to an existing file is followed; one
+/// that cannot be followed (a loop, a directory on the way this user may not search) is
+/// refused saying why, as SQLite could not open it either.
 fn refuse_dangling_link(path: &Path) -> Result<()> {
     let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-    if !is_link || std::fs::metadata(path).is_ok() {
+    let Some(e) = std::fs::metadata(path).err().filter(|_| is_link) else {
         return Ok(());
-    }
+    };
     let target = std::fs::read_link(path).map_or_else(
         |e| format!("(unreadable: {e})"),
         |target| shown(&target.display().to_string()),
     );
+    let why = match e.kind() {
+        std::io::ErrorKind::NotFound => "which does not exist, and SQLite would create the \
+             database there; nothing was created. Remove the link, point it at an existing \
+             database, or name the file itself"
+            .to_owned(),
+        _ => format!("which cannot be followed ({e}); nothing was created"),
+    };
     Err(Error::Config(format!(
-        "cannot use the SQLite database {}: it is a symbolic link to {target}, which does \
-         not exist, and SQLite would create the database there; nothing was created. \
-         Remove the link, point it at an existing database, or name the file itself",
+        "cannot use the SQLite database {}: it is a symbolic link to {target}, {why}",
         shown(&path.display().to_string())
     )))
 }
@@ -414,6 +421,12 @@ mod tests {
             parse("sqlite://a.db?mode=bogus"),
             Err(Error::Config(_))
         ));
+        // The path it names shown escaped, as everywhere.
+        let text = parse("sqlite://a\nb.db?mode=bogus")
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("a\\nb.db"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
     }
 
     /// Paths that would open something other than what their writer meant are refused,

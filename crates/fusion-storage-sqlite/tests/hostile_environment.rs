@@ -336,6 +336,16 @@ async fn symbolic_links_at_the_database_and_beside_it() {
         assert_eq!(entries(dir.path()), ["far.db", "link.db"]);
     }
     std::fs::remove_file(&far).unwrap();
+    // A link that cannot be followed (here a loop) is refused saying so, not as one that
+    // SQLite would create a database through.
+    let looped = dir.path().join("loop.db");
+    symlink(&looped, &looped).unwrap();
+    let err = SqliteStorage::connect(&url(&looped)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Config(_)), "{text}");
+    assert!(text.contains("cannot be followed"), "{text}");
+    assert!(!text.contains("would create"), "{text}");
+    std::fs::remove_file(&looped).unwrap();
     // Once the database exists, the link to it is followed.
     SqliteStorage::connect(&url(&real))
         .await
