@@ -192,20 +192,7 @@ async fn reads_through_scripts_go_on_while_a_primary_pauses_writes() {
         unavailable::<()>("redis_cluster", "install redis-server");
         return;
     };
-    let node = Node::start(&binary);
-    let slots_taken = wait_until(NO_HANG, || async {
-        node.cluster::<()>(&["ADDSLOTSRANGE", "0", "16383"])
-            .await
-            .is_ok()
-    })
-    .await;
-    assert!(slots_taken, "the node never took the slots");
-    let ok = wait_until(NO_HANG, || async {
-        let info: String = node.cluster(&["INFO"]).await.unwrap_or_default();
-        info.contains("cluster_state:ok")
-    })
-    .await;
-    assert!(ok, "the cluster never came up");
+    let node = one_node_cluster(&binary).await;
     let url = format!("redis+cluster://127.0.0.1:{}", node.port);
     let storage = RedisStorage::connect(&url).await.unwrap();
     let mut meta = fusion_core::SessionMeta::default();
@@ -238,4 +225,82 @@ async fn reads_through_scripts_go_on_while_a_primary_pauses_writes() {
         .await
         .unwrap();
     went_on.expect("reads through scripts were held by CLIENT PAUSE WRITE");
+}
+
+/// A cluster of one node of its own, serving every slot.
+async fn one_node_cluster(binary: &PathBuf) -> Node {
+    let node = Node::start(binary);
+    let slots_taken = wait_until(NO_HANG, || async {
+        node.cluster::<()>(&["ADDSLOTSRANGE", "0", "16383"])
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(slots_taken, "the node never took the slots");
+    let ok = wait_until(NO_HANG, || async {
+        let info: String = node.cluster(&["INFO"]).await.unwrap_or_default();
+        info.contains("cluster_state:ok")
+    })
+    .await;
+    assert!(ok, "the cluster never came up");
+    node
+}
+
+/// How many times the node ran `SCRIPT LOAD` since its stats were reset.
+async fn script_loads(conn: &mut MultiplexedConnection) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_script|load:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// On a cluster a script sent as text after a `NOSCRIPT` is loaded (`SCRIPT LOAD` on
+/// every primary) by a task of its own, one at a time for each script: the calls that
+/// meet the `NOSCRIPT` together, here a listing's reads of its sessions side by side
+/// after a `SCRIPT FLUSH`, leave one load behind them, not one each. The loads are
+/// counted once every task the listing left has ended.
+#[tokio::test]
+async fn calls_meeting_noscript_together_load_the_script_once() {
+    let Some(binary) = redis_server_on_path() else {
+        unavailable::<()>("redis_cluster", "install redis-server");
+        return;
+    };
+    let node = one_node_cluster(&binary).await;
+    let url = format!("redis+cluster://127.0.0.1:{}", node.port);
+    let storage = RedisStorage::connect(&url).await.unwrap();
+    const SESSIONS: usize = 16;
+    for i in 0..SESSIONS {
+        let id = format!("s{i}");
+        storage
+            .append(&id, &[ChatMessage::user("a")])
+            .await
+            .unwrap();
+    }
+    let mut admin = node.conn().await.unwrap();
+    for args in [["SCRIPT", "FLUSH"], ["CONFIG", "RESETSTAT"]] {
+        let _: () = redis::cmd(args[0])
+            .arg(args[1])
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+    assert_eq!(storage.list_sessions().await.unwrap().len(), SESSIONS);
+    let ended = wait_until(NO_HANG, || async { tasks() <= before }).await;
+    assert!(ended, "the loads the listing left never ended");
+    let loads = script_loads(&mut admin).await;
+    assert!(
+        (1..SESSIONS as u64).contains(&loads),
+        "{loads} loads of the script {SESSIONS} reads met unknown"
+    );
 }

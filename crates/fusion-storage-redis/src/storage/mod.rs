@@ -96,6 +96,8 @@ pub struct RedisStorage {
     /// Whether the scripts that only read go as `EVALSHA_RO` (`scripting.rs`): shared by
     /// the clones, off once the server refused it.
     read_only_scripts: Arc<AtomicBool>,
+    /// The scripts a background `SCRIPT LOAD` is loading on a cluster (`scripting.rs`).
+    pinning: scripting::Pinning,
 }
 
 impl fmt::Debug for RedisStorage {
@@ -164,6 +166,7 @@ impl RedisStorage {
             reopen: Arc::default(),
             max_value: opened.max_value,
             read_only_scripts: Arc::new(AtomicBool::new(opened.read_only_scripts)),
+            pinning: scripting::Pinning::default(),
             url: opened.redacted_url.into(),
         })
     }

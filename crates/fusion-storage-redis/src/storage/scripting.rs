@@ -11,14 +11,16 @@
 //! (through the `EVAL`), and its failure fails no call. On one server it goes on the same
 //! connection right behind the `EVAL`, so it costs the call no round trip; on a cluster,
 //! where `SCRIPT LOAD` goes to every primary, it is spawned, so a slow primary does not
-//! hold the call.
+//! hold the call, one at a time for each script however many calls met the `NOSCRIPT`.
 //!
 //! A user allowed `EVALSHA` and `SCRIPT` but not `EVAL` (least privilege) gets `NOPERM`
 //! for the `EVAL`: then the script is loaded (`SCRIPT LOAD`) and the call goes again by
 //! its sha. Not the first choice: a `SCRIPT FLUSH` from another client between the two
 //! fails the call with a second `NOSCRIPT`.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::{join, try_join_all};
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind, Value};
@@ -191,11 +193,56 @@ impl RedisStorage {
         }
     }
 
-    /// [`pin`](Self::pin) in a task of its own, which no call waits for.
+    /// [`pin`](Self::pin) in a task of its own, which no call waits for; at most one at a
+    /// time for each script, whichever clone of the storage met the `NOSCRIPT`: the calls
+    /// that meet it together (a burst of writes after a flush, a listing's reads of a page
+    /// of sessions side by side) would otherwise each send the script's text to every
+    /// primary and leave a task behind for it.
     fn pin_in_background(&self, script: &Lua) {
+        let Some(loading) = self.pinning.start(script.get_hash()) else {
+            return;
+        };
         let storage = self.clone();
         let script = script.clone();
-        tokio::spawn(async move { storage.pin(&script).await });
+        tokio::spawn(async move {
+            storage.pin(&script).await;
+            drop(loading);
+        });
+    }
+}
+
+/// The shas of the scripts a background [`pin`](RedisStorage::pin) is loading, shared by
+/// the clones of a storage.
+#[derive(Clone, Default)]
+pub(super) struct Pinning(Arc<Mutex<HashSet<String>>>);
+
+impl Pinning {
+    /// Marks `sha` as being loaded, unless it already is: `None` then. The mark goes
+    /// when what is returned is dropped (the load done, or its task dropped with the
+    /// runtime).
+    fn start(&self, sha: &str) -> Option<Loading> {
+        let mut loading = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        loading.insert(sha.to_string()).then(|| Loading {
+            pinning: self.clone(),
+            sha: sha.to_string(),
+        })
+    }
+}
+
+/// A script marked as being loaded in [`Pinning`], until dropped.
+struct Loading {
+    pinning: Pinning,
+    sha: String,
+}
+
+impl Drop for Loading {
+    fn drop(&mut self) {
+        let mut loading = self
+            .pinning
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loading.remove(&self.sha);
     }
 }
 
