@@ -34,7 +34,7 @@ fn link_copy(from: &Path, to: &Path) {
 /// Asserts that the files under `dir` are `before`, naming those that are not.
 fn assert_unchanged(dir: &Path, before: &BTreeMap<PathBuf, Vec<u8>>) {
     let after = contents(dir);
-    let changed: Vec<_> = before
+    let changed: std::collections::BTreeSet<_> = before
         .keys()
         .chain(after.keys())
         .filter(|path| before.get(*path) != after.get(*path))
@@ -69,9 +69,12 @@ async fn a_snapshot_made_with_hard_links_keeps_its_bytes_while_the_store_moves_o
             .await
             .unwrap();
         storage.save("gone", &numbered("g", 2)).await.unwrap();
+        storage.save("saved", &numbered("s", 2)).await.unwrap();
         // The index exists, with its state and id log.
         storage.list_page(&SessionQuery::new()).await.unwrap();
     }
+    // What a `save` killed before its rename leaves: its temporary file.
+    fs::write(store.join(".saved.tmp"), "left by a crash\n").unwrap();
     link_copy(&store, &snapshot);
     let before = contents(&snapshot);
     assert!(
@@ -94,6 +97,7 @@ async fn a_snapshot_made_with_hard_links_keeps_its_bytes_while_the_store_moves_o
         .await
         .unwrap();
     storage.delete("gone").await.unwrap();
+    storage.save("saved", &numbered("s2", 1)).await.unwrap();
     storage.list_page(&SessionQuery::new()).await.unwrap();
 
     assert_unchanged(&snapshot, &before);
@@ -107,7 +111,8 @@ async fn a_snapshot_made_with_hard_links_keeps_its_bytes_while_the_store_moves_o
     let page = storage.list_page(&SessionQuery::new()).await.unwrap();
     let mut ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
     ids.sort();
-    assert_eq!(ids, ["meta", "new", "plain"]);
+    assert_eq!(ids, ["meta", "new", "plain", "saved"]);
+    assert_eq!(storage.load("saved").await.unwrap(), numbered("s2", 1));
     // And the snapshot is a store of its own, as it was.
     let old = FileSystemStorage::new(&snapshot);
     assert_eq!(old.load("plain").await.unwrap(), numbered("p", 2));
