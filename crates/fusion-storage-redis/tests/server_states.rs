@@ -1056,3 +1056,64 @@ async fn refusals_inside_a_pipeline_are_answered_as_in_one_command() {
     appended.expect("EVAL denied before the replicas' WAIT");
     assert_eq!(contents(&writer, "s").await, ["a", "b"]);
 }
+
+/// The `SCRIPT LOAD` that pins a script after a `NOSCRIPT` reaches the server before the
+/// script's `EVAL`: Redis 7.4+ evicts the scripts `EVAL` cached, and a `SCRIPT LOAD` of
+/// one already cached so changes nothing (it stays evictable), while one loaded first is
+/// kept, and the `EVAL` behind it runs it. Seen in the server's slow log, which records
+/// every command in the order it ran when its threshold is 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_is_pinned_before_its_text_runs() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let mut raw = admin(&server.url).await;
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    for setting in [
+        ["slowlog-log-slower-than", "0"],
+        ["slowlog-max-len", "1024"],
+    ] {
+        run(&mut raw, &["CONFIG", "SET", setting[0], setting[1]])
+            .await
+            .unwrap();
+    }
+    for (call, eval) in [("append", "EVAL"), ("session_info", "EVAL_RO")] {
+        run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
+        run(&mut raw, &["SLOWLOG", "RESET"]).await.unwrap();
+        match call {
+            "append" => store.append("s", &[ChatMessage::user("a")]).await.unwrap(),
+            _ => assert!(store.session_info("s").await.unwrap().is_some()),
+        }
+        let log = run(&mut raw, &["SLOWLOG", "GET", "-1"]).await.unwrap();
+        let log: Vec<(i64, i64, i64, Vec<String>)> =
+            redis::FromRedisValue::from_redis_value(match log {
+                // Each entry also names the client (address, name): left out.
+                redis::Value::Array(entries) => redis::Value::Array(
+                    entries
+                        .into_iter()
+                        .map(|entry| match entry {
+                            redis::Value::Array(fields) => {
+                                redis::Value::Array(fields.into_iter().take(4).collect())
+                            }
+                            other => other,
+                        })
+                        .collect(),
+                ),
+                other => other,
+            })
+            .unwrap();
+        let id_of = |name: &[&str]| {
+            log.iter()
+                .filter(|(_, _, _, args)| args.len() >= name.len() && args[..name.len()] == *name)
+                .map(|(id, _, _, _)| *id)
+                .min()
+        };
+        let loaded = id_of(&["SCRIPT", "LOAD"]).expect("the script was loaded");
+        let ran = id_of(&[eval]).expect("the script went as its text");
+        assert!(
+            loaded < ran,
+            "{call}: SCRIPT LOAD ({loaded}) after {eval} ({ran})"
+        );
+    }
+}

@@ -7,11 +7,14 @@
 //! script ([`RedisStorage::pin`]): from Redis 7.4 the scripts `EVAL` caches are evicted
 //! once some 500 accumulate, those of `SCRIPT LOAD` never, so on a server shared with an
 //! application that makes many `EVAL` scripts every write would otherwise pay a
-//! `NOSCRIPT` and an `EVAL`. The pin is best effort: a user without `SCRIPT` still writes
-//! (through the `EVAL`), and its failure fails no call. On one server it goes on the same
-//! connection right behind the `EVAL`, so it costs the call no round trip; on a cluster,
-//! where `SCRIPT LOAD` goes to every primary, it is spawned, so a slow primary does not
-//! hold the call, one at a time for each script however many calls met the `NOSCRIPT`.
+//! `NOSCRIPT` and an `EVAL`. Only a load that comes first pins: a script `EVAL` cached
+//! stays evictable when `SCRIPT LOAD` sends it again. The pin is best effort: a user
+//! without `SCRIPT` still writes (through the `EVAL`), and its failure fails no call. On
+//! one server it goes on the same connection right ahead of the `EVAL`, so it pins the
+//! script and costs the call no round trip; on a cluster, where `SCRIPT LOAD` goes to
+//! every primary, it is spawned, so a slow primary does not hold the call, one at a time
+//! for each script however many calls met the `NOSCRIPT`: it pins the script on the
+//! primaries the `EVAL` did not reach first (where it ran, it stays evictable).
 //!
 //! A user allowed `EVALSHA` and `SCRIPT` but not `EVAL` (least privilege) gets `NOPERM`
 //! for the `EVAL`: then the script is loaded (`SCRIPT LOAD`) and the call goes again by
@@ -153,10 +156,12 @@ impl RedisStorage {
         F: Future<Output = RedisResult<T>>,
     {
         let (sent, pinned) = match &self.conn {
-            // Queued on the multiplexed connection right behind the text: its reply
-            // follows the call's at once.
+            // Queued on the multiplexed connection right ahead of the text (`join`
+            // polls its first future first), so the server loads the script before the
+            // `EVAL` caches it: Redis 7.4+ keeps a script `EVAL` cached evictable even
+            // once `SCRIPT LOAD` sends it again. The call's reply follows at once.
             Connection::Single(_) => {
-                let (sent, pinned) = join(as_text, self.pin(script)).await;
+                let (pinned, sent) = join(self.pin(script), as_text).await;
                 (sent, Some(pinned))
             }
             Connection::Cluster(_) => (as_text.await, None),
