@@ -182,10 +182,10 @@ async fn a_write_reaches_a_new_node_while_the_first_slot_moves_to_it() {
     assert_eq!(contents, ["0", "1", "2"]);
 }
 
-/// `CLIENT PAUSE WRITE`, which `redis-cli --cluster` resharding and a failover set on a
-/// primary, holds every `EVALSHA` until the pause ends; the scripts that only read go as
-/// `EVALSHA_RO` (the client learns of no version on a cluster and tries it), which the
-/// pause does not hold, so reads through them go on. On a one-node cluster of its own.
+/// `CLIENT PAUSE WRITE`, which a failover (`CLUSTER FAILOVER`) sets on a primary, holds
+/// every `EVALSHA` until the pause ends; the scripts that only read go as `EVALSHA_RO`
+/// (the client learns of no version on a cluster and tries it), which the pause does not
+/// hold, so reads through them go on. On a one-node cluster of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_through_scripts_go_on_while_a_primary_pauses_writes() {
     let Some(binary) = redis_server_on_path() else {

@@ -944,7 +944,7 @@ async fn an_idle_connection_the_server_closed_costs_no_read_and_stores_nothing_t
     }
 }
 
-/// `CLIENT PAUSE WRITE` (a failover, `redis-cli --cluster` resharding) holds every
+/// `CLIENT PAUSE WRITE` (a failover: `FAILOVER`, `CLUSTER FAILOVER`) holds every
 /// `EVALSHA` until the pause ends; the scripts that only read go as `EVALSHA_RO` on
 /// Redis 7, which it does not hold, so `session_info` and listings go on, as `load` (a
 /// `MULTI` of reads) does. A user the server's ACL denies `EVALSHA_RO` reads through

@@ -175,7 +175,8 @@ impl Lua {
     }
 
     /// Whether the script only reads, so Redis 7 may run it as `EVALSHA_RO`, which
-    /// `CLIENT PAUSE WRITE` (a failover, a resharding) does not hold and a replica runs.
+    /// `CLIENT PAUSE WRITE` (a failover: `FAILOVER`, `CLUSTER FAILOVER`) does not hold and
+    /// a replica runs.
     /// Without a `#!lua flags=no-writes` line, which Redis 6.2 would take for a syntax
     /// error: `EVALSHA_RO` alone marks the call as a read (and fails a write in it).
     pub(crate) fn read_only(&self) -> bool {

@@ -85,8 +85,8 @@ impl RedisStorage {
 
     /// Whether `script` goes as `EVALSHA_RO`: it only reads, and the server is Redis 7 or
     /// newer (`connect` asked), or of a version unknown that has not refused it yet.
-    /// `CLIENT PAUSE WRITE`, which a failover and a resharding (`redis-cli --cluster`)
-    /// set, holds every `EVALSHA` until the pause ends, and `EVALSHA_RO` not.
+    /// `CLIENT PAUSE WRITE`, which a failover sets (`FAILOVER`, `CLUSTER FAILOVER`), holds
+    /// every `EVALSHA` until the pause ends, and `EVALSHA_RO` not.
     fn read_only(&self, script: &Lua) -> bool {
         script.read_only() && self.read_only_scripts.load(Ordering::Relaxed)
     }
