@@ -134,7 +134,9 @@ impl Direct {
     ///
     /// Opening reads the schema, which can meet a database another process is switching
     /// to WAL; like every step of opening, it is repeated while busy until `deadline`, the
-    /// end of the busy timeout of the whole opening (see `crate::busy`).
+    /// end of the busy timeout of the whole opening (see `crate::busy`), and SQLite's own
+    /// busy handler waits no longer than that within a try either. The reader then waits
+    /// the full busy timeout for the loads it serves.
     pub(crate) async fn open(
         db: Arc<str>,
         options: DirectOptions,
@@ -142,10 +144,18 @@ impl Direct {
         deadline: Instant,
     ) -> Result<Self, DirectError> {
         let (writer, reader) = wait_while_busy_until(deadline, || {
-            let opening = options.clone();
+            let left = deadline.saturating_duration_since(Instant::now());
+            let full = options.busy_timeout;
+            let opening = DirectOptions {
+                busy_timeout: full.min(left),
+                ..options.clone()
+            };
             async move {
                 tokio::task::spawn_blocking(move || -> rusqlite::Result<_> {
-                    Ok((open(&opening, true)?, open(&opening, false)?))
+                    let writer = open(&opening, true)?;
+                    let reader = open(&opening, false)?;
+                    reader.busy_timeout(full)?;
+                    Ok((writer, reader))
                 })
                 .await?
                 .map_err(DirectError::from)
@@ -529,6 +539,34 @@ mod tests {
             durability: Durability::Normal,
             max_readers: 2,
         }
+    }
+
+    /// Opening waits for a busy file only until the deadline of the whole opening, inside
+    /// SQLite's busy handler too, not for a busy timeout of its own: with the deadline
+    /// passed, a file another connection holds fails the open at once, retryable, however
+    /// long the busy timeout.
+    #[tokio::test]
+    async fn opening_waits_for_a_busy_file_only_until_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("held.db");
+        // Rollback-journal mode, where an exclusive lock keeps every reader out.
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder
+            .execute_batch("CREATE TABLE t (x); BEGIN EXCLUSIVE;")
+            .unwrap();
+        let options = DirectOptions {
+            busy_timeout: Duration::from_secs(3600),
+            ..options(&path)
+        };
+        let opening = Direct::open("held.db".into(), options, Arc::default(), Instant::now());
+        // A guard against a hang, not a measure: the open either fails at once or waits
+        // an hour.
+        let err = tokio::time::timeout(Duration::from_secs(60), opening)
+            .await
+            .expect("opening waited past the deadline")
+            .unwrap_err();
+        assert!(crate::error::MaybeBusy::is_busy(&err), "{err}");
+        holder.execute_batch("ROLLBACK").unwrap();
     }
 
     /// A call that needs a new connection (here a second load at once) after the file
