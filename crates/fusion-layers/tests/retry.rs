@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use fusion_core::testkit::exactly_once::with_ids;
 use fusion_core::testkit::faults::{LoseReplies, Lossy, cases};
 use fusion_core::testkit::{Clones, StorageHarness};
 use fusion_core::{
@@ -134,6 +135,41 @@ async fn a_conditional_truncate_whose_reply_was_lost_reports_what_it_did() {
         6,
         "nothing truncated"
     );
+}
+
+#[tokio::test]
+async fn an_undo_whose_reply_was_lost_before_another_writer_appended_is_done_not_a_conflict() {
+    // The truncate applies, its reply is lost, and another writer appends before the
+    // retry, which meets a conflict: the session holds what the truncate kept, then that
+    // writer's message, and none of what it removed, so the undo happened.
+    let turns = with_ids("turn", 5);
+    let mut flaky = Flaky::new(1, dropped);
+    flaky.applies = true;
+    flaky.meddle = Some(ChatMessage::user("someone else").with_new_id());
+    flaky.inner.append("s", &turns).await.unwrap();
+    let (store, _) = retried(flaky);
+    let (_, revision) = store.load_revision("s").await.unwrap();
+    let generation = store
+        .write_if("s", Expect::Exactly(revision), Change::Truncate(3))
+        .await
+        .unwrap();
+    let (history, now) = store.load_revision("s").await.unwrap();
+    assert_eq!(history[..3], turns[..3]);
+    assert_eq!(history[3].content, "someone else");
+    assert_eq!(history.len(), 4);
+    assert_eq!(now.generation, generation);
+
+    // Had it not applied, what it removes would still follow what it keeps: a conflict.
+    let mut flaky = Flaky::new(1, dropped);
+    flaky.meddle = Some(ChatMessage::user("someone else").with_new_id());
+    flaky.inner.append("u", &turns).await.unwrap();
+    let (store, _) = retried(flaky);
+    let (_, at) = store.load_revision("u").await.unwrap();
+    let result = store
+        .write_if("u", Expect::Exactly(at), Change::Truncate(3))
+        .await;
+    assert!(matches!(result, Err(Error::Conflict { .. })), "{result:?}");
+    assert_eq!(store.load("u").await.unwrap().len(), 6, "nothing truncated");
 }
 
 #[tokio::test]

@@ -147,14 +147,17 @@ impl Retrying {
     /// After a conditional write was refused following an attempt that may have applied
     /// it: the session's generation if it holds what `change` wrote (so the refusal was
     /// caused by that attempt), `None` if not or if it cannot be read. A truncate counts
-    /// as applied when the session holds exactly `kept` (read before the first attempt)
-    /// under a generation other than the one expected, which only a rewrite gives it.
+    /// as applied when, under a generation other than the one expected (which only a
+    /// rewrite gives it), the session holds exactly what it kept (read before the first
+    /// attempt), or that followed by other writers' messages only, none of those it
+    /// removed: an undo whose reply was lost, then another writer's append, is an undo
+    /// done, not a conflict (see [`Truncation::done_in`]).
     async fn applied(
         &self,
         session_id: &str,
         expected: Expect,
         change: Change<'_>,
-        kept: Option<&[ChatMessage]>,
+        truncation: Option<&Truncation>,
     ) -> Option<u64> {
         let (history, revision) = self.inner.load_revision(session_id).await.ok()?;
         let holds = match change {
@@ -166,7 +169,7 @@ impl Retrying {
             }
             Change::Replace(messages) | Change::Rewrite(messages) => history == messages,
             Change::Truncate(_) => {
-                kept == Some(history.as_slice())
+                truncation.is_some_and(|truncation| truncation.done_in(&history))
                     && !expected.is_met_by(revision.generation, || revision.len)
             }
         };
@@ -190,26 +193,59 @@ impl Retrying {
         Ok((fresh, revision.generation))
     }
 
-    /// The messages a conditional truncate to `len` keeps, read before it runs: `None`
-    /// when the session cannot be read or does not meet `expected` (the write will be
-    /// refused whatever happens, and rightly). A truncate to 0 (a delete) keeps nothing,
-    /// known without a read.
-    async fn kept_by_truncate(
+    /// What a conditional truncate to `len` keeps and removes, read before it runs:
+    /// `None` when the session cannot be read or does not meet `expected` (the write will
+    /// be refused whatever happens, and rightly). A truncate to 0 (a delete) keeps
+    /// nothing, known without a read.
+    async fn truncation(
         &self,
         session_id: &str,
         expected: Expect,
         len: usize,
-    ) -> Option<Vec<ChatMessage>> {
+    ) -> Option<Truncation> {
         if len == 0 {
-            return Some(Vec::new());
+            return Some(Truncation::default());
         }
         let read = self.attempts("load_revision", || self.inner.load_revision(session_id));
         let (mut history, revision) = read.await.result.ok()?;
         if !expected.is_met_by(revision.generation, || revision.len) {
             return None;
         }
-        history.truncate(len);
-        Some(history)
+        let removed = history.split_off(len.min(history.len()));
+        let removed_ids = removed.iter().map(|m| m.id.clone()).collect();
+        Some(Truncation {
+            kept: history,
+            removed_ids,
+        })
+    }
+}
+
+/// What a conditional truncate keeps and removes, read before its first attempt.
+#[derive(Debug, Default)]
+struct Truncation {
+    kept: Vec<ChatMessage>,
+    /// The ids of the messages it removes; `None` when one of them has none.
+    removed_ids: Option<HashSet<MessageId>>,
+}
+
+impl Truncation {
+    /// Whether `history` is what the truncate leaves: exactly what it keeps, or that
+    /// followed by messages another writer appended since, none of those it removes.
+    /// Had the truncate not applied, they would still follow what it keeps (unless
+    /// another writer removed them too, which leaves the session as the truncate meant).
+    /// Removed messages without ids cannot be told from new ones: then only the exact
+    /// match counts, as does a truncate that removes nothing.
+    fn done_in(&self, history: &[ChatMessage]) -> bool {
+        let Some(after) = history.strip_prefix(self.kept.as_slice()) else {
+            return false;
+        };
+        match &self.removed_ids {
+            _ if after.is_empty() => true,
+            Some(removed) if !removed.is_empty() => after
+                .iter()
+                .all(|m| m.id.as_ref().is_none_or(|id| !removed.contains(id))),
+            _ => false,
+        }
     }
 }
 
@@ -290,8 +326,8 @@ impl Intercept for Retrying {
             }
             other => other,
         };
-        let kept = match change {
-            Change::Truncate(len) => self.kept_by_truncate(session_id, expected, len).await,
+        let truncation = match change {
+            Change::Truncate(len) => self.truncation(session_id, expected, len).await,
             _ => None,
         };
         // Another attempt at a long append sends only what the session lacks, as `append`.
@@ -315,7 +351,7 @@ impl Intercept for Retrying {
         match result {
             Err(conflict @ Error::Conflict { .. }) if uncertain => {
                 match self
-                    .applied(session_id, expected, change, kept.as_deref())
+                    .applied(session_id, expected, change, truncation.as_ref())
                     .await
                 {
                     Some(generation) => Ok(generation),

@@ -1,6 +1,7 @@
 //! What the retry tests share: a storage that fails its first writes with an error of the
 //! test's choosing.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -9,13 +10,14 @@ use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect, Inter
 use fusion_storage_memory::InMemoryStorage;
 
 /// Fails the first `failures` writes it sees with `error()` before they reach the inner
-/// storage, appending `meddle` (another writer's message) to the session first if set.
-/// Counts the calls.
+/// storage (after, with `applies`: the write applied and its reply was lost), appending
+/// `meddle` (another writer's message) to the session then if set. Counts the calls.
 pub struct Flaky {
     pub inner: Arc<dyn ConversationStorage>,
     failures: AtomicUsize,
     error: fn() -> Error,
     pub meddle: Option<ChatMessage>,
+    pub applies: bool,
     pub calls: Arc<AtomicUsize>,
 }
 
@@ -26,18 +28,27 @@ impl Flaky {
             failures: AtomicUsize::new(failures),
             error,
             meddle: None,
+            applies: false,
             calls: Arc::default(),
         }
     }
 
-    /// Whether this call fails (before reaching the inner storage).
-    async fn fails(&self, session_id: &str) -> Option<Error> {
+    /// Whether this call fails (before reaching the inner storage, or after it with
+    /// `applies`: `apply` runs first).
+    async fn fails<F: Future<Output = Result<()>>>(
+        &self,
+        session_id: &str,
+        apply: impl FnOnce() -> F,
+    ) -> Option<Error> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let left = self.failures.load(Ordering::SeqCst);
         if left == 0 {
             return None;
         }
         self.failures.store(left - 1, Ordering::SeqCst);
+        if self.applies {
+            apply().await.unwrap();
+        }
         if let Some(other) = &self.meddle {
             self.inner
                 .append(session_id, std::slice::from_ref(other))
@@ -55,7 +66,8 @@ impl Intercept for Flaky {
     }
 
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
-        match self.fails(session_id).await {
+        let apply = || self.inner.append(session_id, messages);
+        match self.fails(session_id, apply).await {
             Some(err) => Err(err),
             None => self.inner.append(session_id, messages).await,
         }
@@ -67,7 +79,13 @@ impl Intercept for Flaky {
         expected: Expect,
         change: Change<'_>,
     ) -> Result<u64> {
-        match self.fails(session_id).await {
+        let apply = || async {
+            self.inner
+                .write_if(session_id, expected, change)
+                .await
+                .map(drop)
+        };
+        match self.fails(session_id, apply).await {
             Some(err) => Err(err),
             None => self.inner.write_if(session_id, expected, change).await,
         }
