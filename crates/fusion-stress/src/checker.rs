@@ -911,7 +911,7 @@ mod tests {
             "{:?}",
             report.counts
         );
-        assert_eq!(report.counts.faulted_failed, 1);
+        assert_eq!(report.counts.faulted_unknown, 1);
         // A delete explains it first, when there is one.
         let mut deleted = journal.to_vec();
         deleted.push(delete(1, 2_000, 2_010));
@@ -983,7 +983,7 @@ mod tests {
         let report = check_one(&journal, session(messages(&[tag(0, 1), tag(0, 2)])));
         assert!(report.passed(), "{:#?}", report.violations);
         assert_eq!(report.counts.faults, 3);
-        assert_eq!(report.counts.faulted_failed, 0);
+        assert_eq!(report.counts.faulted_unknown, 0);
         // An undo that succeeded after a lost reply still removes only its own turn.
         let undone = [
             faulted(turn(1, 1, 10, 20), 0),

@@ -50,7 +50,7 @@ pub struct Counts {
     pub faulted_ops: usize,
     /// Of those, the ones that still failed: whether they applied is unknown, and the
     /// checker accepts either.
-    pub faulted_failed: usize,
+    pub faulted_unknown: usize,
     /// Acknowledged messages absent because their writer's undo removed them though it
     /// answered a conflict ("nothing was undone") after a lost reply: the retry layer
     /// could not tell that its own lost attempt had applied, as another writer had
@@ -65,7 +65,7 @@ impl Counts {
             self.faults += entry.faults;
             if entry.faults > 0 {
                 self.faulted_ops += 1;
-                self.faulted_failed += usize::from(entry.op.failure().is_some());
+                self.faulted_unknown += usize::from(entry.op.failure().is_some());
             }
             let count = self.ops.entry(entry.op.kind().to_string()).or_default();
             match entry.op.failure() {
@@ -104,7 +104,7 @@ impl Counts {
         self.purged += other.purged;
         self.faults += other.faults;
         self.faulted_ops += other.faulted_ops;
-        self.faulted_failed += other.faulted_failed;
+        self.faulted_unknown += other.faulted_unknown;
         self.undone_despite_conflict += other.undone_despite_conflict;
     }
 
@@ -129,7 +129,7 @@ impl Counts {
         parts.push(format!("purged={}", self.purged));
         parts.push(format!("faults={}", self.faults));
         parts.push(format!("faulted_ops={}", self.faulted_ops));
-        parts.push(format!("faulted_failed={}", self.faulted_failed));
+        parts.push(format!("faulted_unknown={}", self.faulted_unknown));
         parts.push(format!(
             "undone_despite_conflict={}",
             self.undone_despite_conflict
@@ -170,7 +170,7 @@ impl fmt::Display for Counts {
                 "  faults: {} replies lost in {} operations, {} of which failed anyway \
                  (outcome unknown, either accepted); {} acknowledged messages removed by \
                  an undo that answered a conflict",
-                self.faults, self.faulted_ops, self.faulted_failed, self.undone_despite_conflict
+                self.faults, self.faulted_ops, self.faulted_unknown, self.undone_despite_conflict
             )?;
         }
         write!(
