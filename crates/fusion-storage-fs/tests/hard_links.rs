@@ -231,3 +231,41 @@ fn writers_waiting_on_a_hard_linked_lock_file_lose_nothing_when_it_is_replaced()
         assert_eq!(ids, ["new-0", "new-1", "new-2", "new-3", "shared"]);
     });
 }
+
+#[tokio::test]
+async fn an_instance_that_kept_the_index_lock_open_copies_the_whole_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, snapshot) = (tmp.path().join("store"), tmp.path().join("snapshot"));
+    let storage = FileSystemStorage::connect(&store).await.unwrap();
+    // A creation logs its id under the index lock, which the instance keeps open after,
+    // having read the state through it (the second time, a state that was there).
+    storage.append("a", &numbered("a", 1)).await.unwrap();
+    storage.append("b", &numbered("b", 1)).await.unwrap();
+    let state = store.join(".fusion-index/lock");
+    let built = fs::read_to_string(&state).unwrap();
+    assert!(built.starts_with("fusion-index 2 built 1 "), "{built}");
+    link_copy(&store, &snapshot);
+    let before = contents(&snapshot);
+
+    // The same instance finds the lock file linked and copies it: the state, not what
+    // follows wherever its handle was last read to.
+    storage.append("c", &numbered("c", 1)).await.unwrap();
+    let copied = fs::read_to_string(&state).unwrap();
+    assert!(
+        copied.starts_with("fusion-index 2 built 1 "),
+        "the state was lost with the copy: {copied:?}"
+    );
+    // The instance's live journal is checked for links once a second: it may take lines
+    // of this write (documented). Every other file is as it was.
+    let mut before = before;
+    before.retain(|path, _| !path.to_string_lossy().contains("/live/"));
+    let mut after = contents(&snapshot);
+    after.retain(|path, _| !path.to_string_lossy().contains("/live/"));
+    assert_eq!(after, before, "the snapshot changed");
+    let page = storage.list_page(&SessionQuery::new()).await.unwrap();
+    let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["c", "b", "a"]);
+    // Nothing to rebuild: the listing found the index built.
+    let listed = fs::read_to_string(&state).unwrap();
+    assert!(listed.starts_with("fusion-index 2 built 1 "), "{listed}");
+}

@@ -17,7 +17,7 @@
 //! (see `live`).
 
 use std::fs::{self, File, Metadata, OpenOptions, TryLockError};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use fusion_core::Result;
@@ -143,8 +143,13 @@ impl Index {
             Ok(_) => {}
         }
         let path = self.root.join(LOCK);
+        // From the start: an instance's kept handle was last read up to the state's end
+        // (`read_head` seeks), and what follows is not the state.
         let mut contents = Vec::new();
-        (&mut &*held).read_to_end(&mut contents).at(&path)?;
+        let mut from = held;
+        from.seek(SeekFrom::Start(0))
+            .and_then(|_| from.read_to_end(&mut contents))
+            .at(&path)?;
         if let Some(mut state) = State::parse(&contents) {
             // Every instance holding the old `ids-log` opens the new one before appending.
             state.epoch = state.epoch.wrapping_add(1);
