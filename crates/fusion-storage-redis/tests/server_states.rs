@@ -1117,3 +1117,46 @@ async fn a_script_is_pinned_before_its_text_runs() {
         );
     }
 }
+
+/// How many times the server refused `SCRIPT LOAD` (an ACL) since its stats were reset.
+async fn script_loads_refused(raw: &mut MultiplexedConnection) -> u64 {
+    let stats = run(raw, &["INFO", "commandstats"]).await.unwrap();
+    let stats: String = redis::FromRedisValue::from_redis_value(stats).unwrap();
+    let line = stats
+        .lines()
+        .find(|line| line.starts_with("cmdstat_script|load:"));
+    line.and_then(|line| line.split("rejected_calls=").nth(1))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// A user the server's ACL denies `SCRIPT` (least privilege: `EVALSHA` and `EVAL` do)
+/// gets the pin after a `NOSCRIPT` refused once; the storage then stops asking, so each
+/// later `NOSCRIPT` costs the script's text once (its `EVAL`), not twice, and the
+/// server's error stats and ACL log no count of refusals growing with every flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_script_is_not_asked_to_load_again() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let mut raw = admin(&server.url).await;
+    let rules = "allchannels ~* +@all -script";
+    let mut args = vec!["ACL", "SETUSER", "no-script", "on", ">hunter2-acl"];
+    args.extend(rules.split(' '));
+    run(&mut raw, &args).await.unwrap();
+    let url = server
+        .url
+        .replace("redis://", "redis://no-script:hunter2-acl@");
+    let store = RedisStorage::connect(&url).await.unwrap();
+    run(&mut raw, &["CONFIG", "RESETSTAT"]).await.unwrap();
+    for content in ["a", "b", "c"] {
+        run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
+        store
+            .append("s", &[ChatMessage::user(content)])
+            .await
+            .unwrap();
+        assert!(store.session_info("s").await.unwrap().is_some());
+    }
+    assert_eq!(contents(&store, "s").await, ["a", "b", "c"]);
+    assert_eq!(script_loads_refused(&mut raw).await, 1);
+}

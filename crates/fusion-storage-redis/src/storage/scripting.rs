@@ -9,8 +9,8 @@
 //! application that makes many `EVAL` scripts every write would otherwise pay a
 //! `NOSCRIPT` and an `EVAL`. Only a load that comes first pins: a script `EVAL` cached
 //! stays evictable when `SCRIPT LOAD` sends it again. The pin is best effort: a user
-//! without `SCRIPT` still writes (through the `EVAL`), and its failure fails no call. On
-//! one server it goes on the same connection right ahead of the `EVAL`, so it pins the
+//! without `SCRIPT` still writes (through the `EVAL`), and its failure fails no call;
+//! once the server's ACL refused it, the storage stops asking. On one server it goes on the same connection right ahead of the `EVAL`, so it pins the
 //! script and costs the call no round trip; on a cluster, where `SCRIPT LOAD` goes to
 //! every primary, it is spawned, so a slow primary does not hold the call, one at a time
 //! for each script however many calls met the `NOSCRIPT`: it pins the script on the
@@ -22,7 +22,7 @@
 //! fails the call with a second `NOSCRIPT`.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::{join, try_join_all};
@@ -185,12 +185,24 @@ impl RedisStorage {
 
     /// Loads `script` with `SCRIPT LOAD` (on a cluster, on every primary), so that the
     /// server keeps it; whether it did. A failure (a user without `SCRIPT`, a dropped
-    /// connection) is only logged: the call that needed the script went as its text.
+    /// connection) is only logged: the call that needed the script went as its text. Once
+    /// the server's ACL refused it, no clone of the storage asks again: each `NOSCRIPT`
+    /// would send the script's text a second time, to be refused (and counted in the
+    /// server's error stats and ACL log).
     async fn pin(&self, script: &Lua) -> bool {
+        if self.pinning.0.refused.load(Ordering::Relaxed) {
+            return false;
+        }
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(script.source());
         match load.query_async::<Value>(&mut self.conn.clone()).await {
             Ok(_) => true,
+            Err(err) if every_server_error(&err, |code, _| code == "NOPERM") => {
+                if !self.pinning.0.refused.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(url = %self.url, error = %err, "scripts are not pinned: the user may not SCRIPT LOAD");
+                }
+                false
+            }
             Err(err) => {
                 tracing::debug!(url = %self.url, error = %err, "could not pin a script with SCRIPT LOAD");
                 false
@@ -204,6 +216,9 @@ impl RedisStorage {
     /// of sessions side by side) would otherwise each send the script's text to every
     /// primary and leave a task behind for it.
     fn pin_in_background(&self, script: &Lua) {
+        if self.pinning.0.refused.load(Ordering::Relaxed) {
+            return;
+        }
         let Some(loading) = self.pinning.start(script.get_hash()) else {
             return;
         };
@@ -216,17 +231,27 @@ impl RedisStorage {
     }
 }
 
-/// The shas of the scripts a background [`pin`](RedisStorage::pin) is loading, shared by
-/// the clones of a storage.
+/// What [`pin`](RedisStorage::pin) shares among the clones of a storage: the shas of the
+/// scripts a background pin is loading, and whether the server refused `SCRIPT LOAD`.
 #[derive(Clone, Default)]
-pub(super) struct Pinning(Arc<Mutex<HashSet<String>>>);
+pub(super) struct Pinning(Arc<PinningState>);
+
+#[derive(Default)]
+struct PinningState {
+    loading: Mutex<HashSet<String>>,
+    refused: AtomicBool,
+}
 
 impl Pinning {
     /// Marks `sha` as being loaded, unless it already is: `None` then. The mark goes
     /// when what is returned is dropped (the load done, or its task dropped with the
     /// runtime).
     fn start(&self, sha: &str) -> Option<Loading> {
-        let mut loading = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut loading = self
+            .0
+            .loading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         loading.insert(sha.to_string()).then(|| Loading {
             pinning: self.clone(),
             sha: sha.to_string(),
@@ -245,6 +270,7 @@ impl Drop for Loading {
         let mut loading = self
             .pinning
             .0
+            .loading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         loading.remove(&self.sha);
