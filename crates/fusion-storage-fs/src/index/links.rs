@@ -204,3 +204,45 @@ pub(super) fn same_file(a: &Metadata, b: &Metadata) -> bool {
 pub(super) fn same_file(_a: &Metadata, _b: &Metadata) -> bool {
     true
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::super::Change;
+    use super::*;
+
+    fn ids(index: &Index) -> Vec<String> {
+        let snapshot = index.snapshot().unwrap().expect("built");
+        let mut ids = snapshot.ids_after(None).unwrap().unwrap();
+        let mut out = Vec::new();
+        while let Some(id) = ids.next_id().unwrap() {
+            out.push(id);
+        }
+        out
+    }
+
+    #[test]
+    fn a_build_keeps_the_ids_logged_into_a_copy_made_while_it_scanned() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = tempfile::tempdir().unwrap();
+        // A session of an earlier version: the index starts unbuilt.
+        fs::write(dir.path().join("old.jsonl"), "{}\n").unwrap();
+        let (index, other) = (Index::new(dir.path()), Index::new(dir.path()));
+        let _ = other
+            .record("first", Change::Create, i64::MIN, false)
+            .unwrap();
+        index
+            .build(|| {
+                // A snapshot made with hard links while the build scans: the next
+                // creation copies the id log and logs its id into the copy.
+                for name in [LOCK, IDS_LOG] {
+                    fs::hard_link(index.root().join(name), snapshot.path().join(name)).unwrap();
+                }
+                let _ = other
+                    .record("created", Change::Create, i64::MIN, false)
+                    .unwrap();
+                Ok(vec![(5, "old".to_string())])
+            })
+            .unwrap();
+        assert_eq!(ids(&index), ["created", "first", "old"]);
+    }
+}

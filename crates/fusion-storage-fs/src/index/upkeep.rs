@@ -95,6 +95,7 @@ impl Index {
             return self.invalidate();
         }
         self.swap(|state| {
+            let log = self.current_ids_log(log)?;
             let tail =
                 lines::read_range(&log, log_end, state.ids_log_len).at(&self.root.join(IDS_LOG))?;
             let (log_temp, log_len) = self.write_temp(IDS_LOG, |out| out.write_all(&tail))?;
@@ -155,6 +156,7 @@ impl Index {
         let log_start = state.ids_log_len;
         self.swap(|state| {
             // The creations and deletions logged during the scan stay in the log.
+            let log = self.current_ids_log(log)?;
             let log_tail = lines::read_range(&log, log_start, state.ids_log_len)
                 .at(&self.root.join(IDS_LOG))?;
             let (log_temp, log_len) = self.write_temp(IDS_LOG, |out| out.write_all(&log_tail))?;
@@ -185,6 +187,22 @@ impl Index {
     /// The index lock, exclusively, the directory created if needed (see [`super::links`]).
     fn lock_exclusive(&self) -> Result<File> {
         Ok(self.lock_index(true, true)?.expect("created if missing"))
+    }
+
+    /// The id log as it is now, under the index lock, for `opened` (the one opened
+    /// before the long part of a merge or build): the lines appended since must be read
+    /// from the file they went to, and a writer that found the log hard-linked replaced it
+    /// meanwhile with a copy (see [`super::links`]), whose first bytes are `opened`'s.
+    fn current_ids_log(&self, opened: File) -> Result<File> {
+        let path = self.root.join(IDS_LOG);
+        let now = match fs::metadata(&path) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(opened),
+            other => other.at(&path)?,
+        };
+        if super::links::same_file(&now, &opened.metadata().at(&path)?) {
+            return Ok(opened);
+        }
+        self.open(IDS_LOG)
     }
 
     /// `compact.lock`, if nobody else holds it.
