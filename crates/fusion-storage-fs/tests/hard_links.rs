@@ -269,3 +269,31 @@ async fn an_instance_that_kept_the_index_lock_open_copies_the_whole_state() {
     let listed = fs::read_to_string(&state).unwrap();
     assert!(listed.starts_with("fusion-index 2 built 1 "), "{listed}");
 }
+
+#[tokio::test]
+async fn a_lock_file_left_to_a_snapshot_that_is_then_removed_is_no_removed_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, snapshot) = (tmp.path().join("store"), tmp.path().join("snapshot"));
+    let idle = FileSystemStorage::connect(&store).await.unwrap();
+    // It keeps the index lock file open, and a live journal.
+    idle.append("a", &numbered("a", 1)).await.unwrap();
+    idle.append("a", &numbered("a2", 1)).await.unwrap();
+    link_copy(&store, &snapshot);
+    // Another instance copies the index's lock file, which only the snapshot then names;
+    // and the snapshot goes (a backup rotated away).
+    let other = FileSystemStorage::new(&store);
+    other.append("b", &numbered("b", 1)).await.unwrap();
+    fs::remove_dir_all(&snapshot).unwrap();
+
+    // The idle instance finds its lock file without a name: replaced, not removed with
+    // the index, whose live journals are where they were.
+    idle.append("c", &numbered("c", 1)).await.unwrap();
+    let state = fs::read_to_string(store.join(".fusion-index/lock")).unwrap();
+    assert!(
+        state.starts_with("fusion-index 2 built 1 "),
+        "marked for a rebuild: {state:?}"
+    );
+    let page = idle.list_page(&SessionQuery::new()).await.unwrap();
+    let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["c", "b", "a"]);
+}

@@ -99,9 +99,16 @@ impl Index {
                 Named::Other => {
                     let _ = file.unlock();
                     // Replaced by a writer who found it hard-linked, or removed with the
-                    // index: then it has no name left, or this instance's journals lost
-                    // theirs, and the lines they took since are read by nobody.
-                    if live::is_removed(&file) || !self.lives.in_place() {
+                    // index: then this instance's journals lost their names, and the lines
+                    // they took since are read by nobody. Without a journal to tell, a
+                    // lock file with no name left is taken for removed with the index
+                    // (the replaced one has none either once the snapshot that kept it
+                    // is gone).
+                    let removed = match self.lives.in_place() {
+                        Some(in_place) => !in_place,
+                        None => live::is_removed(&file),
+                    };
+                    if removed {
                         *handles = Handles::default();
                         self.lives.restart();
                         *rebuild = true;

@@ -139,12 +139,20 @@ impl Lives {
     }
 
     /// Whether every journal this instance writes is still where it was created: not so
-    /// once the index was removed (and maybe built anew). Takes each slot in turn.
-    pub(crate) fn in_place(&self) -> bool {
-        self.slots.iter().all(|slot| {
+    /// once the index was removed (and maybe built anew); `None` when it writes none.
+    /// Takes each slot in turn.
+    pub(crate) fn in_place(&self) -> Option<bool> {
+        let mut found = None;
+        for slot in &self.slots {
             let slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            slot.as_ref().is_none_or(Live::is_in_place)
-        })
+            if let Some(live) = slot.as_ref() {
+                if !live.is_in_place() {
+                    return Some(false);
+                }
+                found = Some(true);
+            }
+        }
+        found
     }
 
     /// Holds the first slot, as a thread writing its journal would.
