@@ -225,8 +225,16 @@ impl Lister<'_> {
             // line met only from the top: below a cursor, a line above it (which an
             // earlier page showed the session at, before its counters were lost) places
             // it there, and this page leaves it out.
+            // A session whose file's time is this very line's was placed here by a scan
+            // of its file (one an earlier version wrote, never written since): a later
+            // line would be of a later write, which moves that time. Only the others
+            // cost the read above the cursor, which a page of such sessions (a whole
+            // directory of an earlier version) would make once each.
             let mut place = entry.t;
-            if !stored && let Some((t, id)) = &before {
+            if !stored
+                && updated != entry.t
+                && let Some((t, id)) = &before
+            {
                 place = snapshot
                     .newest_above(&entry.id, (*t, id))?
                     .unwrap_or(entry.t);
@@ -340,4 +348,56 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fusion_core::{ChatMessage, SessionQuery};
+
+    use super::*;
+    use crate::batch::Batch;
+    use crate::index::{Index, reads_above_cursor};
+    use crate::options::SyncPolicy;
+    use crate::recent_cache::RecentCache;
+
+    #[test]
+    fn pages_of_sessions_an_earlier_version_wrote_read_no_lines_above_their_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, recent) = (
+            Arc::new(Index::new(dir.path())),
+            Arc::<RecentCache>::default(),
+        );
+        let at = Directory {
+            dir: dir.path(),
+            index: &index,
+            sync: SyncPolicy::OnReplace,
+            recent: &recent,
+        };
+        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        for id in ["a", "b", "c", "d", "e", "f"] {
+            at.files(id).append(&line).unwrap();
+            // As an earlier version left it: no counters.
+            std::fs::remove_file(dir.path().join(file_name::lock_file_name(id))).unwrap();
+        }
+        // Nor an index: the first listing builds it from the files' times.
+        std::fs::remove_dir_all(dir.path().join(file_name::INDEX_DIR)).unwrap();
+        let index = Arc::new(Index::new(dir.path()));
+        let at = Directory {
+            index: &index,
+            ..at
+        };
+        let lister = Lister { at };
+        let query = SessionQuery::new().limit(2);
+        let mut page = lister.page(&query).unwrap();
+        let mut listed = page.sessions.len();
+        let before = reads_above_cursor();
+        while page.next.is_some() {
+            page = lister.page(&query.clone().after(page.next)).unwrap();
+            listed += page.sessions.len();
+        }
+        assert_eq!(listed, 6);
+        assert_eq!(reads_above_cursor(), before, "a page read above its cursor");
+    }
 }

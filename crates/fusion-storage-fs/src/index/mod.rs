@@ -75,6 +75,8 @@ pub(crate) use self::expiry::marker_instant;
 pub(crate) use self::journal::Kind;
 pub(crate) use self::sets::SetKey;
 pub(crate) use self::snapshot::Snapshot;
+#[cfg(test)]
+pub(crate) use self::snapshot::reads_above_cursor;
 use self::state::State;
 use crate::error::{BACKEND, IoContext};
 use crate::file_name::INDEX_DIR;

@@ -89,6 +89,8 @@ impl Snapshot {
     /// page's start), if any: reads every line above it, O(lines above the cursor), so
     /// only for a session whose own facts cannot tell (its counters were lost).
     pub(crate) fn newest_above(&self, id: &str, cursor: (i64, &str)) -> Result<Option<i64>> {
+        #[cfg(test)]
+        READS_ABOVE.with(|reads| reads.set(reads.get() + 1));
         let mut entries = self.newest_first(None)?;
         while let Some(entry) = entries.next_entry()? {
             if (entry.t, entry.id.as_str()) < cursor {
@@ -209,4 +211,15 @@ fn is_finished(file: &File) -> bool {
         let _ = file.unlock();
     }
     finished
+}
+
+#[cfg(test)]
+thread_local! {
+    static READS_ABOVE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times this thread's listings read the lines above a cursor.
+#[cfg(test)]
+pub(crate) fn reads_above_cursor() -> usize {
+    READS_ABOVE.with(std::cell::Cell::get)
 }
