@@ -297,3 +297,35 @@ async fn a_lock_file_left_to_a_snapshot_that_is_then_removed_is_no_removed_index
     let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["c", "b", "a"]);
 }
+
+#[tokio::test]
+async fn an_id_log_linked_without_the_lock_file_is_copied_before_an_append() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, snapshot) = (tmp.path().join("store"), tmp.path().join("snapshot"));
+    let storage = FileSystemStorage::connect(&store).await.unwrap();
+    storage.append("a", &numbered("a", 1)).await.unwrap();
+    // A snapshot that linked the id log after a writer had copied the lock file (a `cp -al`
+    // racing it), or the id log alone.
+    fs::create_dir(&snapshot).unwrap();
+    let log = snapshot.join("ids-log");
+    fs::hard_link(store.join(".fusion-index/ids-log"), &log).unwrap();
+    let before = fs::read(&log).unwrap();
+
+    storage.append("b", &numbered("b", 1)).await.unwrap();
+    storage.delete("a").await.unwrap();
+    assert_eq!(
+        fs::read(&log).unwrap(),
+        before,
+        "the snapshot's id log changed"
+    );
+    let query = SessionQuery::new().order(fusion_core::SessionOrder::Id);
+    let other = FileSystemStorage::new(&store);
+    other.append("c", &numbered("c", 1)).await.unwrap();
+    for storage in [&storage, &other] {
+        let page = storage.list_page(&query).await.unwrap();
+        let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+    }
+    let log = fs::read_to_string(store.join(".fusion-index/ids-log")).unwrap();
+    assert!(log.contains("b") && log.contains("c"), "{log:?}");
+}

@@ -5,13 +5,15 @@
 //! deletion) and `ids-log` (appended to under that lock). In a directory snapshotted with
 //! hard links (`cp -al`, rsnapshot, `rsync --link-dest`) the snapshot shares their inodes,
 //! and those writes would change it too. So whoever takes the lock exclusively and finds
-//! `lock` with other names copies `ids-log` (if it has others too) and then `lock` to new
-//! files renamed over them, the new lock file locked before it gets its name: the lock
-//! never lapses. Everyone else may hold the old lock file open (an instance keeps it
-//! between writes), so every taker checks, once it holds a lock, that `lock` still names
-//! the file it locked, and opens it again if not, as a session's lock file is checked (see
-//! `crate::session_files`). The state copied gets the next epoch, which makes every
-//! instance open `ids-log` again before it appends (see `Index::log_id`). The other files
+//! `lock` with other names copies it to a new file renamed over it, the new lock file
+//! locked before it gets its name: the lock never lapses. Everyone else may hold the old
+//! lock file open (an instance keeps it between writes), so every taker checks, once it
+//! holds a lock, that `lock` still names the file it locked, and opens it again if not, as
+//! a session's lock file is checked (see `crate::session_files`). An append to `ids-log`
+//! likewise checks that the path names the handle it keeps, and copies the file first if
+//! it has other names, whether or not `lock` had (see `Index::ids_log_for_append`): the
+//! check, not an epoch some copy might have failed to store, keeps an instance from
+//! appending to a file only a snapshot still names. The other files
 //! are replaced by renames (`journal`, `ids`, temporary files), are empty markers, or are
 //! an instance's own live journal, which it leaves for a new one when it finds it linked
 //! (see `live`).
@@ -133,22 +135,12 @@ impl Index {
         }
     }
 
-    /// Copies `ids-log` (if it has other names) and then the lock file `held`, locked
-    /// exclusively, to new files renamed over them, and returns the new lock file, locked
-    /// (see the module docs). Each copy is fsynced before its rename and the directory
-    /// after, so a crash leaves the old file or its copy, whole.
+    /// Copies the lock file `held`, locked exclusively, to a new file renamed over it, and
+    /// returns the new lock file, locked (see the module docs). The copy is fsynced before
+    /// its rename and the directory after, so a crash leaves the old file or the copy,
+    /// whole. The id log is made this directory's own by its next append
+    /// ([`Self::ids_log_for_append`]).
     pub(super) fn unshare(&self, held: &File) -> Result<File> {
-        let log_path = self.root.join(IDS_LOG);
-        match regular_file::open(OpenOptions::new().read(true), &log_path) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err).at(&log_path),
-            Ok((log, metadata)) if own_file::is_shared(&metadata) => {
-                let (copy, _) =
-                    self.copy_beside(IDS_LOG, &log_path, |out| io::copy(&mut &log, out).map(drop))?;
-                drop(copy);
-            }
-            Ok(_) => {}
-        }
         let path = self.root.join(LOCK);
         // From the start: an instance's kept handle was last read up to the state's end
         // (`read_head` seeks), and what follows is not the state.
@@ -174,6 +166,47 @@ impl Index {
         })?;
         drop(temp);
         Ok(copy)
+    }
+
+    /// The id log to append to under the exclusive index lock: the one `handles` keep
+    /// while `ids-log` still names it (else opened again: a merge or a build replaced it,
+    /// or a copy made by the append of another instance), first copied if it has other
+    /// names (a snapshot made with hard links; whether `lock` has is no sign either way:
+    /// a copy of it made before the snapshot linked `ids-log`, or a snapshot of `ids-log`
+    /// alone). One `stat` and one `fstat`, for creations and deletions only. A copy gives
+    /// the state the next epoch, as the other replacements do.
+    pub(super) fn ids_log_for_append<'h>(
+        &self,
+        handles: &'h mut Handles,
+        state: &mut State,
+    ) -> Result<&'h File> {
+        let path = self.root.join(IDS_LOG);
+        let named = match fs::metadata(&path) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+            other => Some(other.at(&path)?),
+        };
+        let kept = match (&handles.ids_log, &named) {
+            (Some(log), Some(named)) if handles.epoch == state.epoch => {
+                same_file(&log.metadata().at(&path)?, named)
+            }
+            _ => false,
+        };
+        if !kept {
+            handles.ids_log = Some(self.open(IDS_LOG)?);
+            handles.epoch = state.epoch;
+        }
+        if named.as_ref().is_some_and(own_file::is_shared) {
+            let log = handles.ids_log.as_ref().expect("opened above");
+            let (copy, _) = self.copy_beside(IDS_LOG, &path, |out| {
+                let mut from = log;
+                from.seek(SeekFrom::Start(0))?;
+                io::copy(&mut from, out).map(drop)
+            })?;
+            handles.ids_log = Some(copy);
+            state.epoch = state.epoch.wrapping_add(1);
+            handles.epoch = state.epoch;
+        }
+        Ok(handles.ids_log.as_ref().expect("opened above"))
     }
 
     /// Writes `<name>.tmp` with `fill`, fsyncs it, renames it over `path` and fsyncs the

@@ -211,12 +211,7 @@ impl Index {
     /// the log is due to be merged.
     fn log_id(&self, handles: &mut Handles, id: &str, created: bool, sync: bool) -> Result<bool> {
         self.update_state(handles, false, sync, |handles, state| {
-            if handles.ids_log.is_none() || state.epoch != handles.epoch {
-                // A merge replaced the log since it was opened.
-                handles.ids_log = Some(self.open(IDS_LOG)?);
-                handles.epoch = state.epoch;
-            }
-            let log = handles.ids_log.as_ref().expect("opened above");
+            let log = self.ids_log_for_append(handles, state)?;
             let path = self.root.join(IDS_LOG);
             let line = ids::encode_change(created, id);
             write_at(log, &line, state.ids_log_len).at(&path)?;
