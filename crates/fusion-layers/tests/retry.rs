@@ -173,6 +173,41 @@ async fn an_undo_whose_reply_was_lost_before_another_writer_appended_is_done_not
 }
 
 #[tokio::test]
+async fn an_undo_that_did_not_apply_is_a_conflict_though_its_messages_lost_their_ids() {
+    // The truncate fails before reaching the storage; meanwhile another writer rewrites
+    // the session to the same messages without their ids (a client that does not keep
+    // them). What the undo removes is still there: a conflict, not an undo done.
+    let turns = with_ids("turn", 5);
+    let mut flaky = Flaky::new(1, dropped);
+    let stripped: Vec<ChatMessage> = turns
+        .iter()
+        .map(|m| ChatMessage {
+            id: None,
+            ..m.clone()
+        })
+        .collect();
+    let mut rewritten = turns[..3].to_vec();
+    rewritten.extend_from_slice(&stripped[3..]);
+    flaky.rewrite = Some(rewritten.clone());
+    flaky.inner.append("s", &turns).await.unwrap();
+    let (store, _) = retried(flaky);
+    let (_, revision) = store.load_revision("s").await.unwrap();
+    let result = store
+        .write_if(
+            "s",
+            Expect::Generation(revision.generation),
+            Change::Truncate(3),
+        )
+        .await;
+    assert!(matches!(result, Err(Error::Conflict { .. })), "{result:?}");
+    assert_eq!(
+        store.load("s").await.unwrap(),
+        rewritten,
+        "nothing truncated"
+    );
+}
+
+#[tokio::test]
 async fn a_reply_lost_on_every_attempt_still_stores_one_copy() {
     let store = Arc::new(Intercepted(LoseReplies::new(InMemoryStorage::new())));
     store.0.lose_with_probability(1.0, 1);

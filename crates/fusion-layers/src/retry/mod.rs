@@ -22,8 +22,9 @@
 //!   very attempt: the layer then reads the session, and reports success if it holds
 //!   what the write wrote (the appended messages, the replaced history, the created
 //!   session, or, for a truncate, the messages it keeps under a new generation, followed
-//!   by none of those it removes: another writer may have appended after it), or the
-//!   [`Error::Conflict`] otherwise, for the caller to re-read and decide. A truncate
+//!   only by messages with ids, none of those it removes: another writer may have
+//!   appended after it), or the [`Error::Conflict`] otherwise, for the caller to
+//!   re-read and decide. A truncate
 //!   leaves nothing that names it, so a conditional one to a length above 0 (an undo)
 //!   costs a read of the session before its first attempt: what it keeps is known when a
 //!   refusal has to be judged. Another writer's identical truncate in between reads as

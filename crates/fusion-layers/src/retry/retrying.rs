@@ -233,8 +233,10 @@ impl Truncation {
     /// followed by messages another writer appended since, none of those it removes.
     /// Had the truncate not applied, they would still follow what it keeps (unless
     /// another writer removed them too, which leaves the session as the truncate meant).
-    /// Removed messages without ids cannot be told from new ones: then only the exact
-    /// match counts, as does a truncate that removes nothing.
+    /// Messages without ids cannot be told apart: removed ones without ids from new ones,
+    /// and new ones without ids from removed ones another writer rewrote without their
+    /// ids (the truncate not applied). Then only the exact match counts, as does a
+    /// truncate that removes nothing.
     fn done_in(&self, history: &[ChatMessage]) -> bool {
         let Some(after) = history.strip_prefix(self.kept.as_slice()) else {
             return false;
@@ -243,7 +245,7 @@ impl Truncation {
             _ if after.is_empty() => true,
             Some(removed) if !removed.is_empty() => after
                 .iter()
-                .all(|m| m.id.as_ref().is_none_or(|id| !removed.contains(id))),
+                .all(|m| m.id.as_ref().is_some_and(|id| !removed.contains(id))),
             _ => false,
         }
     }

@@ -11,12 +11,14 @@ use fusion_storage_memory::InMemoryStorage;
 
 /// Fails the first `failures` writes it sees with `error()` before they reach the inner
 /// storage (after, with `applies`: the write applied and its reply was lost), appending
-/// `meddle` (another writer's message) to the session then if set. Counts the calls.
+/// `meddle` (another writer's message) to the session then if set, or replacing its
+/// history with `rewrite` (another writer's rewrite). Counts the calls.
 pub struct Flaky {
     pub inner: Arc<dyn ConversationStorage>,
     failures: AtomicUsize,
     error: fn() -> Error,
     pub meddle: Option<ChatMessage>,
+    pub rewrite: Option<Vec<ChatMessage>>,
     pub applies: bool,
     pub calls: Arc<AtomicUsize>,
 }
@@ -28,6 +30,7 @@ impl Flaky {
             failures: AtomicUsize::new(failures),
             error,
             meddle: None,
+            rewrite: None,
             applies: false,
             calls: Arc::default(),
         }
@@ -52,6 +55,15 @@ impl Flaky {
         if let Some(other) = &self.meddle {
             self.inner
                 .append(session_id, std::slice::from_ref(other))
+                .await
+                .unwrap();
+        }
+        if let Some(history) = &self.rewrite {
+            let (_, at) = self.inner.load_revision(session_id).await.unwrap();
+            let change = Change::Rewrite(history);
+            let expected = Expect::Generation(at.generation);
+            self.inner
+                .write_if(session_id, expected, change)
                 .await
                 .unwrap();
         }
