@@ -106,6 +106,12 @@ pub(crate) fn meta_temp_file_name(id: &str) -> String {
     hidden_name(id, META_TEMP_SUFFIX)
 }
 
+/// The copy of a hard-linked lock file, before it is renamed over it (see [`crate::lock`]):
+/// what a crash in between leaves, which a `delete` removes.
+pub(crate) fn lock_temp_file_name(id: &str) -> String {
+    hidden_name(id, LOCK_TEMP_SUFFIX)
+}
+
 /// The suffixes of a session's hidden files, named `.{stem}{suffix}`: written by the
 /// functions above and read back by [`id_from_path`] from this one list (longest first
 /// where one ends another: `.x.lock-tmp` is of `x`, not of `x.lock-`).

@@ -329,3 +329,16 @@ async fn an_id_log_linked_without_the_lock_file_is_copied_before_an_append() {
     let log = fs::read_to_string(store.join(".fusion-index/ids-log")).unwrap();
     assert!(log.contains("b") && log.contains("c"), "{log:?}");
 }
+
+#[tokio::test]
+async fn a_delete_removes_the_copy_of_a_lock_file_a_crash_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FileSystemStorage::connect(tmp.path()).await.unwrap();
+    storage.append("s", &numbered("s", 1)).await.unwrap();
+    // What a crash between a hard-linked lock file's copy and its rename leaves.
+    let left = tmp.path().join(".s.lock-tmp");
+    fs::write(&left, "left by a crash\n").unwrap();
+    storage.delete("s").await.unwrap();
+    assert!(!left.exists(), "left behind");
+    assert!(!tmp.path().join(".s.lock").exists());
+}

@@ -373,8 +373,11 @@ impl SessionFiles {
             other => other.at(&self.data)?,
         }
         // A temp file can only outlive its `save` if that process crashed; tidy it up
-        // while the lock still excludes every other writer.
+        // while the lock still excludes every other writer. So can the copy of a
+        // hard-linked lock file outlive its rename.
         let _ = fs::remove_file(self.temp());
+        let lock_temp = crate::file_name::lock_temp_file_name(&self.id);
+        let _ = fs::remove_file(self.dir.join(lock_temp));
         meta_file::remove(&meta_path)?;
         let recorded = if existed {
             let floor = last.saturating_add(1);
