@@ -208,6 +208,81 @@ async fn an_undo_that_did_not_apply_is_a_conflict_though_its_messages_lost_their
 }
 
 #[tokio::test]
+async fn a_rewrite_whose_reply_was_lost_before_another_writer_appended_is_done() {
+    // The rewrite (a compaction: a summary, then the last turn) applies, its reply is
+    // lost, and another writer appends before the retry, which meets a conflict: the
+    // session holds the rewritten history, then that writer's message only.
+    let turns = with_ids("turn", 5);
+    let mut compacted = vec![ChatMessage::user("summary").with_new_id()];
+    compacted.push(turns[4].clone());
+    for exact in [false, true] {
+        for rewrite in [false, true] {
+            let mut flaky = Flaky::new(1, dropped);
+            flaky.applies = true;
+            flaky.meddle = Some(ChatMessage::user("someone else").with_new_id());
+            flaky.inner.append("s", &turns).await.unwrap();
+            let (store, _) = retried(flaky);
+            let (_, revision) = store.load_revision("s").await.unwrap();
+            let expected = match exact {
+                true => Expect::Exactly(revision),
+                false => Expect::Generation(revision.generation),
+            };
+            let change = match rewrite {
+                true => Change::Rewrite(&compacted),
+                false => Change::Replace(&compacted),
+            };
+            let generation = store.write_if("s", expected, change).await.unwrap();
+            let (history, now) = store.load_revision("s").await.unwrap();
+            assert_eq!(history[..2], compacted);
+            assert_eq!(history[2].content, "someone else");
+            assert_eq!(history.len(), 3);
+            assert_eq!(now.generation, generation);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rewrite_that_did_not_apply_is_a_conflict_whatever_followed() {
+    let turns = with_ids("turn", 5);
+    let kept = &turns[..3];
+    // Another writer's append alone (the session as it was, then that message): the
+    // rewrite to a start of the history did not apply.
+    let mut flaky = Flaky::new(1, dropped);
+    flaky.meddle = Some(ChatMessage::user("someone else").with_new_id());
+    flaky.inner.append("s", &turns).await.unwrap();
+    let (store, _) = retried(flaky);
+    let (_, revision) = store.load_revision("s").await.unwrap();
+    let result = store
+        .write_if("s", Expect::Exactly(revision), Change::Rewrite(kept))
+        .await;
+    assert!(matches!(result, Err(Error::Conflict { .. })), "{result:?}");
+    assert_eq!(store.load("s").await.unwrap().len(), 6, "nothing rewritten");
+
+    // Another writer's rewrite that edits what this one drops, keeping its id, or drops
+    // its id: still there, so not this rewrite.
+    let mut edited = turns.clone();
+    edited[3].content = "redacted".into();
+    let mut stripped = turns.clone();
+    stripped[3].id = None;
+    for theirs in [edited, stripped] {
+        let mut flaky = Flaky::new(1, dropped);
+        flaky.rewrite = Some(theirs.clone());
+        flaky.inner.append("s", &turns).await.unwrap();
+        let (store, _) = retried(flaky);
+        let (_, revision) = store.load_revision("s").await.unwrap();
+        let result = store
+            .write_if(
+                "s",
+                Expect::Generation(revision.generation),
+                Change::Replace(kept),
+            )
+            .await;
+        assert!(matches!(result, Err(Error::Conflict { .. })), "{result:?}");
+        assert_eq!(store.load("s").await.unwrap(), theirs, "nothing replaced");
+    }
+}
+
+#[tokio::test]
 async fn a_reply_lost_on_every_attempt_still_stores_one_copy() {
     let store = Arc::new(Intercepted(LoseReplies::new(InMemoryStorage::new())));
     store.0.lose_with_probability(1.0, 1);

@@ -20,15 +20,15 @@
 //! - a conditional write ([`ConversationStorage::write_if`]) whose earlier attempt may
 //!   have applied can meet a session that no longer looks as expected, because of that
 //!   very attempt: the layer then reads the session, and reports success if it holds
-//!   what the write wrote (the appended messages, the replaced history, the created
-//!   session, or, for a truncate, the messages it keeps under a new generation, followed
-//!   only by messages with ids, none of those it removes: another writer may have
-//!   appended after it), or the [`Error::Conflict`] otherwise, for the caller to
-//!   re-read and decide. A truncate
-//!   leaves nothing that names it, so a conditional one to a length above 0 (an undo)
-//!   costs a read of the session before its first attempt: what it keeps is known when a
-//!   refusal has to be judged. Another writer's identical truncate in between reads as
-//!   this one's, which leaves the session as this one would have.
+//!   what the write wrote (the appended messages, the created session, or, for a
+//!   replace, rewrite or truncate, the history it leaves under a new generation, alone or
+//!   followed by messages with ids, none of those it removes or writes: another writer
+//!   may have appended after it), or the [`Error::Conflict`] otherwise, for the caller to
+//!   re-read and decide. A conditional replace, rewrite, or truncate to a length above 0
+//!   (an undo) costs a read of the session before its first attempt, so that what it
+//!   removes is known when a refusal has to be judged (a truncate leaves nothing that
+//!   names it). Another writer's identical change in between reads as this one's, which
+//!   leaves the session as this one would have.
 //!
 //! What is retried: errors whose [`is_retryable`] is true, except a
 //! [`Conflict`], which is an answer (another writer changed the

@@ -146,18 +146,17 @@ impl Retrying {
 
     /// After a conditional write was refused following an attempt that may have applied
     /// it: the session's generation if it holds what `change` wrote (so the refusal was
-    /// caused by that attempt), `None` if not or if it cannot be read. A truncate counts
-    /// as applied when, under a generation other than the one expected (which only a
-    /// rewrite gives it), the session holds exactly what it kept (read before the first
-    /// attempt), or that followed by other writers' messages only, none of those it
-    /// removed: an undo whose reply was lost, then another writer's append, is an undo
-    /// done, not a conflict (see [`Truncation::done_in`]).
+    /// caused by that attempt), `None` if not or if it cannot be read. A truncate, replace
+    /// or rewrite counts as applied when, under a generation other than the one expected
+    /// (which only a rewrite gives it), the session holds what it keeps, alone or followed
+    /// by other writers' messages, none of those it removed ([`Rewritten::done_in`]): an
+    /// undo whose reply was lost, then another writer's append, is done, not a conflict.
     async fn applied(
         &self,
         session_id: &str,
         expected: Expect,
         change: Change<'_>,
-        truncation: Option<&Truncation>,
+        rewritten: Option<&Rewritten>,
     ) -> Option<u64> {
         let (history, revision) = self.inner.load_revision(session_id).await.ok()?;
         let holds = match change {
@@ -167,10 +166,10 @@ impl Retrying {
                         .iter()
                         .all(|m| history.iter().rev().any(|h| h.id == m.id))
             }
-            Change::Replace(messages) | Change::Rewrite(messages) => history == messages,
-            Change::Truncate(_) => {
-                truncation.is_some_and(|truncation| truncation.done_in(&history))
-                    && !expected.is_met_by(revision.generation, || revision.len)
+            Change::Replace(messages) | Change::Rewrite(messages) if history == messages => true,
+            Change::Replace(_) | Change::Rewrite(_) | Change::Truncate(_) => {
+                rewritten.is_some_and(|rewritten| rewritten.done_in(&history))
+                    && revision.generation != expected_generation(expected)
             }
         };
         holds.then_some(revision.generation)
@@ -202,9 +201,9 @@ impl Retrying {
         session_id: &str,
         expected: Expect,
         len: usize,
-    ) -> Option<Truncation> {
+    ) -> Option<Rewritten> {
         if len == 0 {
-            return Some(Truncation::default());
+            return Some(Rewritten::default());
         }
         let read = self.attempts("load_revision", || self.inner.load_revision(session_id));
         let (mut history, revision) = read.await.result.ok()?;
@@ -213,30 +212,65 @@ impl Retrying {
         }
         let removed = history.split_off(len.min(history.len()));
         let removed_ids = removed.iter().map(|m| m.id.clone()).collect();
-        Some(Truncation {
+        Some(Rewritten {
             kept: history,
             removed_ids,
         })
     }
+
+    /// What a conditional replace or rewrite with `messages` leaves, read before it runs
+    /// as in [`truncation`](Self::truncation): it removes the messages the session held
+    /// (and no append after it carries the ids of those it writes).
+    async fn rewriting(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        messages: &[ChatMessage],
+    ) -> Option<Rewritten> {
+        let read = self.attempts("load_revision", || self.inner.load_revision(session_id));
+        let (history, revision) = read.await.result.ok()?;
+        if !expected.is_met_by(revision.generation, || revision.len) {
+            return None;
+        }
+        let written = messages.iter().filter_map(|m| m.id.clone());
+        let removed_ids = history
+            .into_iter()
+            .map(|m| m.id)
+            .collect::<Option<HashSet<_>>>();
+        Some(Rewritten {
+            kept: messages.to_vec(),
+            removed_ids: removed_ids.map(|ids| ids.into_iter().chain(written).collect()),
+        })
+    }
 }
 
-/// What a conditional truncate keeps and removes, read before its first attempt.
+/// The generation of a session that meets `expected`.
+fn expected_generation(expected: Expect) -> u64 {
+    match expected {
+        Expect::Generation(generation) => generation,
+        Expect::Exactly(revision) => revision.generation,
+    }
+}
+
+/// What a conditional truncate, replace or rewrite leaves (`kept`, the start of the
+/// history) and removes, read before its first attempt.
 #[derive(Debug, Default)]
-struct Truncation {
+struct Rewritten {
     kept: Vec<ChatMessage>,
     /// The ids of the messages it removes; `None` when one of them has none.
     removed_ids: Option<HashSet<MessageId>>,
 }
 
-impl Truncation {
-    /// Whether `history` is what the truncate leaves: exactly what it keeps, or that
+impl Rewritten {
+    /// Whether `history` is what the write leaves: exactly what it keeps, or that
     /// followed by messages another writer appended since, none of those it removes.
-    /// Had the truncate not applied, they would still follow what it keeps (unless
-    /// another writer removed them too, which leaves the session as the truncate meant).
+    /// Had the write not applied, the session would hold what it held before, followed
+    /// by those appends, under the generation expected; another writer's rewrite to the
+    /// same start (under a new generation) leaves the session as the write meant.
     /// Messages without ids cannot be told apart: removed ones without ids from new ones,
     /// and new ones without ids from removed ones another writer rewrote without their
-    /// ids (the truncate not applied). Then only the exact match counts, as does a
-    /// truncate that removes nothing.
+    /// ids (the write not applied). Then only the exact match counts, as does a truncate
+    /// that removes nothing.
     fn done_in(&self, history: &[ChatMessage]) -> bool {
         let Some(after) = history.strip_prefix(self.kept.as_slice()) else {
             return false;
@@ -328,9 +362,12 @@ impl Intercept for Retrying {
             }
             other => other,
         };
-        let truncation = match change {
+        let rewritten = match change {
             Change::Truncate(len) => self.truncation(session_id, expected, len).await,
-            _ => None,
+            Change::Replace(messages) | Change::Rewrite(messages) => {
+                self.rewriting(session_id, expected, messages).await
+            }
+            Change::Append(_) => None,
         };
         // Another attempt at a long append sends only what the session lacks, as `append`.
         let mut tried = false;
@@ -353,7 +390,7 @@ impl Intercept for Retrying {
         match result {
             Err(conflict @ Error::Conflict { .. }) if uncertain => {
                 match self
-                    .applied(session_id, expected, change, truncation.as_ref())
+                    .applied(session_id, expected, change, rewritten.as_ref())
                     .await
                 {
                     Some(generation) => Ok(generation),
