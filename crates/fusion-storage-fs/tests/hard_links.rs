@@ -138,7 +138,14 @@ where
         .open(held)
         .unwrap();
     lock.lock().unwrap();
-    let inode = format!(":{} ", lock.metadata().unwrap().ino());
+    // `/proc/locks` names a file `MAJOR:MINOR:INODE`, the device's numbers in hex.
+    let (dev, ino) = {
+        let metadata = lock.metadata().unwrap();
+        (metadata.dev(), metadata.ino())
+    };
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let file = format!(" {major:02x}:{minor:02x}:{ino} ");
     let threads: Vec<_> = (0..writers)
         .map(|i| {
             let store = store.to_path_buf();
@@ -151,17 +158,23 @@ where
             })
         })
         .collect();
-    // A condition, not a delay: `/proc/locks` lists each waiter as `->`.
+    // A condition, not a delay: `/proc/locks` lists each waiter as `->`. Bounded, so a
+    // writer that never blocks fails the test instead of hanging it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let locks = fs::read_to_string("/proc/locks").unwrap();
         let waiting = locks
             .lines()
-            .filter(|line| line.contains("->") && line.contains(&inode))
+            .filter(|line| line.contains("->") && line.contains(&file))
             .count();
         if waiting == writers {
             break;
         }
         assert!(threads.iter().all(|t| !t.is_finished()), "a writer ended");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{waiting} of {writers} writers blocked on the lock file"
+        );
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     drop(lock);
