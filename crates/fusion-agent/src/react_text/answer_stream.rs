@@ -448,4 +448,57 @@ mod tests {
         );
         assert!(streamer.sent_any());
     }
+
+    #[test]
+    fn generated_replies_stream_their_parsed_answer_or_nothing() {
+        // Property check over replies built from the pieces that decide a stream (labels,
+        // bold marks, stars, blanks, line breaks of both kinds, fences) at several piece
+        // sizes: what the stream gives out is the stored answer, or nothing (then the
+        // turn shows the stored answer whole, as `sent_any` says); never other text.
+        let tokens = [
+            "Final Answer:",
+            "**Final Answer:**",
+            "**",
+            "*",
+            " ",
+            "\t",
+            "\n",
+            "\r\n",
+            "\n\n",
+            "a",
+            "b.",
+            ":",
+            "_",
+            "```",
+            "Observation: x",
+            "Action: t",
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let reply: String = (0..=next(8)).map(|_| tokens[next(tokens.len())]).collect();
+            let expected = answer_of(&reply);
+            for size in [1, 2, 3, 5, 8, reply.len()] {
+                let mut streamer = FinalAnswerStream::new();
+                let mut got = String::new();
+                for piece in reply.as_bytes().chunks(size) {
+                    got.push_str(&streamer.push(std::str::from_utf8(piece).unwrap()));
+                }
+                got.push_str(&streamer.finish());
+                assert_eq!(streamer.sent_any(), !got.is_empty(), "{reply:?} by {size}");
+                if !got.is_empty() {
+                    assert_eq!(
+                        Some(got.trim_end()),
+                        expected.as_deref(),
+                        "{reply:?} by {size}"
+                    );
+                }
+            }
+        }
+    }
 }
