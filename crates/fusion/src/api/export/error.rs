@@ -41,10 +41,12 @@ pub enum ImportError {
     )]
     Document(#[source] serde_json::Error),
     /// The `json` export declares a `version` this release does not read: one from a
-    /// newer release (which may hold what this one would drop), or no version at all (0).
+    /// newer release (which may hold what this one would drop), or 0, which no release
+    /// writes (a file without a version reads as version 1).
     #[error(
-        "the json export is of version {found}, and this release of Fusion reads version {} (and files without a version); a file written by a newer release needs that release to import it",
-        super::JSON_VERSION
+        "the json export is of version {found}, and this release of Fusion reads version {} (and files without a version){}",
+        super::JSON_VERSION,
+        if *.found > super::JSON_VERSION { "; a file written by a newer release needs that release to import it" } else { "" }
     )]
     UnknownVersion {
         /// The version the file declares.

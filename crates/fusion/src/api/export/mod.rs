@@ -9,7 +9,8 @@
 //!
 //! - `json` is one object, `{"version": 1, "id": "...", "meta": {...}, "messages": [...]}`.
 //!   `version` is [`JSON_VERSION`]; [`read`] refuses a file of a newer version (a newer
-//!   release wrote it, and what it added would be dropped) and reads one without it as
+//!   release wrote it, and what it added would be dropped) or of version 0, checked
+//!   before the rest of the file is read, and reads one without it as
 //!   version 1 (exports from before it had one, or written by hand). `meta`
 //!   (owner, title, tags, data, expiry) is left out when the session has none, and its
 //!   unset fields too; an expiry is `"expiry": {"at": "<RFC 3339>"}` (a fixed instant, to
@@ -383,6 +384,9 @@ mod tests {
             let message = err.to_string();
             assert!(message.contains(&format!("version {version}")), "{message}");
             assert!(message.contains("reads version 1"), "{message}");
+            // Version 0 is no newer release's: the message does not say it is.
+            let newer = message.contains("newer release");
+            assert_eq!(newer, version > JSON_VERSION, "{message}");
         }
         for text in [
             format!("{{{messages}}}"),
