@@ -40,7 +40,9 @@ pub(crate) enum IfMissing {
 /// Bounded by `call_limit` (`PostgresOptions::call_limit`) like every call of the storage:
 /// a server that stops answering here (frozen, or cut off by a network that drops its
 /// packets) would otherwise hold the open for good, out of reach of its statement
-/// timeout. On that error the caller drops `conn`, which closes it without waiting.
+/// timeout. On that error the caller's `close` of `conn` only writes (the rollback the
+/// dropped transaction queued, and a goodbye) and shuts the socket, waiting for no answer;
+/// a server that resumes then rolls back and frees the advisory lock.
 ///
 /// An up-to-date schema is only read, so a user without CREATE rights can open it.
 /// Otherwise the work runs in one transaction holding an advisory lock on the schema's
