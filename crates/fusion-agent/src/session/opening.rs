@@ -15,7 +15,14 @@ impl AgentSession {
     /// Stores the turn's opening: answers for calls an earlier turn left unanswered, the
     /// system prompt if the conversation is new, and the user message, in one append.
     /// Rereads and retries on a conflict (see the module docs).
+    ///
+    /// The user message keeps one id across the attempts, and a reread that finds it
+    /// stored ends them: a conflict can follow an attempt that did apply (its reply lost,
+    /// then another writer's change, and a storage that could not tell: a `RetryLayer`
+    /// whose settling read failed too), and the opening, stored in one append, is then
+    /// there whole. A new message at each attempt was stored a second time.
     pub(super) async fn open(&mut self, message: &str) -> Result<()> {
+        let user = ChatMessage::user(message).with_new_id();
         let mut attempt = 1;
         loop {
             let mut opening = self.interrupted_repairs();
@@ -29,7 +36,7 @@ impl AgentSession {
             if self.history.is_empty() && !self.shared.system_prompt.is_empty() {
                 opening.push(ChatMessage::system(&self.shared.system_prompt));
             }
-            opening.push(ChatMessage::user(message));
+            opening.push(user.clone());
             let stored = self.append_repairing(repairs, opening).await;
             if stored.is_ok() {
                 // Stored, or (for another reply's calls) of no use any more.
@@ -43,6 +50,11 @@ impl AgentSession {
                         "another writer started or rewrote the session; rereading it"
                     );
                     self.refresh().await?;
+                    if self.history.iter().any(|stored| stored.id == user.id) {
+                        info!("the opening was stored by the attempt whose reply was lost");
+                        self.finished_calls = None;
+                        return Ok(());
+                    }
                     attempt += 1;
                 }
                 result => {

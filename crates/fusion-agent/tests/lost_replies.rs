@@ -1,0 +1,71 @@
+//! A turn's opening whose write applied although the storage answered a conflict: what
+//! a `RetryLayer` answers when an attempt applied, its reply was lost, another writer
+//! changed the session, and the read that should have settled it failed too (found by
+//! `fusion-stress --faults` on PostgreSQL, where the user message was stored twice).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use common::{builder, client, contents};
+use fusion_agent::testing::MockLlmServer;
+use fusion_core::{Change, ConversationStorage, Expect, Intercept, Intercepted, Result, Revision};
+use fusion_storage_memory::InMemoryStorage;
+
+/// Applies every conditional write; the first one armed then answers a conflict, as if
+/// nothing had been written.
+struct AppliedYetConflict {
+    inner: InMemoryStorage,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl Intercept for AppliedYetConflict {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.inner
+    }
+
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        let generation = self.inner.write_if(session_id, expected, change).await?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            return Err(
+                Expect::Exactly(Revision::ABSENT).conflict("memory", session_id, generation, None)
+            );
+        }
+        Ok(generation)
+    }
+}
+
+#[tokio::test]
+async fn an_opening_stored_by_an_attempt_reported_as_a_conflict_is_not_stored_again() {
+    let server = MockLlmServer::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let storage = Arc::new(Intercepted(AppliedYetConflict {
+        inner: InMemoryStorage::new(),
+        armed: AtomicBool::new(false),
+    }));
+    let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
+        .build()
+        .await
+        .unwrap();
+    server.push_text("first answer");
+    session.send_message("first").await.unwrap();
+
+    storage.0.armed.store(true, Ordering::SeqCst);
+    server.push_text("second answer");
+    let result = session.send_message("second").await.unwrap();
+    assert_eq!(result.result, "second answer");
+    let stored = storage.load(common::SESSION).await.unwrap();
+    assert_eq!(
+        contents(&stored)[1..],
+        ["first", "first answer", "second", "second answer"]
+    );
+    assert_eq!(session.history(), stored.as_slice());
+}
