@@ -283,6 +283,45 @@ async fn a_rewrite_that_did_not_apply_is_a_conflict_whatever_followed() {
 }
 
 #[tokio::test]
+async fn a_conflict_that_cannot_be_settled_is_an_unknown_outcome_not_a_conflict() {
+    // The append applies and its reply is lost; the next attempt meets the session it
+    // changed (a conflict), and the read that would tell is cut too. A conflict would say
+    // nothing was written, and a caller would write its message again.
+    let mut flaky = Flaky::new(1, dropped);
+    flaky.applies = true;
+    flaky.cut_reads_after = true;
+    flaky
+        .inner
+        .append("s", &with_ids("before", 2))
+        .await
+        .unwrap();
+    let inner = Arc::clone(&flaky.inner);
+    let (_, at) = inner.load_revision("s").await.unwrap();
+    let (store, _) = retried(flaky);
+    let mine = with_ids("mine", 1);
+    let err = store
+        .write_if("s", Expect::Exactly(at), Change::Append(&mine))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                retryable: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("unknown"), "{err}");
+    assert_eq!(
+        inner.load("s").await.unwrap().len(),
+        3,
+        "the append applied"
+    );
+}
+
+#[tokio::test]
 async fn a_reply_lost_on_every_attempt_still_stores_one_copy() {
     let store = Arc::new(Intercepted(LoseReplies::new(InMemoryStorage::new())));
     store.0.lose_with_probability(1.0, 1);

@@ -24,7 +24,10 @@
 //!   replace, rewrite or truncate, the history it leaves under a new generation, alone or
 //!   followed by messages with ids, none of those it removes or writes: another writer
 //!   may have appended after it), or the [`Error::Conflict`] otherwise, for the caller to
-//!   re-read and decide. A conditional replace, rewrite, or truncate to a length above 0
+//!   re-read and decide. That read is retried like any call; when it fails anyway,
+//!   whether the write applied is unknown, and the answer is a retryable
+//!   [`Error::Backend`] saying so, never the conflict (which says nothing was written:
+//!   a caller would write its message again). A conditional replace, rewrite, or truncate to a length above 0
 //!   (an undo) costs a read of the session before its first attempt, so that what it
 //!   removes is known when a refusal has to be judged (a truncate leaves nothing that
 //!   names it). Another writer's identical change in between reads as this one's, which

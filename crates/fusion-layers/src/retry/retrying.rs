@@ -144,35 +144,40 @@ impl Retrying {
         }
     }
 
-    /// After a conditional write was refused following an attempt that may have applied
-    /// it: the session's generation if it holds what `change` wrote (so the refusal was
-    /// caused by that attempt), `None` if not or if it cannot be read. A truncate, replace
-    /// or rewrite counts as applied when, under a generation other than the one expected
-    /// (which only a rewrite gives it), the session holds what it keeps, alone or followed
-    /// by other writers' messages, none of those it removed ([`Rewritten::done_in`]): an
-    /// undo whose reply was lost, then another writer's append, is done, not a conflict.
-    async fn applied(
+    /// Settles a refusal (`refused`) that followed an attempt that may have applied the
+    /// write: reads the session with `read` (retried like any call) and returns what
+    /// `judge` makes of it, the write's result when the session shows it applied, else
+    /// `refused`. When even the read fails, whether the write applied is unknown, and
+    /// `refused` (a conflict says nothing was written) would be false: a caller that
+    /// believed it wrote its message again (found by `fusion-stress --faults` on
+    /// PostgreSQL, where the settling read was cut too). That is a retryable error saying
+    /// so instead.
+    async fn settle<R, T, F, Fut>(
         &self,
+        operation: &str,
         session_id: &str,
-        expected: Expect,
-        change: Change<'_>,
-        rewritten: Option<&Rewritten>,
-    ) -> Option<u64> {
-        let (history, revision) = self.inner.load_revision(session_id).await.ok()?;
-        let holds = match change {
-            Change::Append(messages) => {
-                !messages.is_empty()
-                    && messages
-                        .iter()
-                        .all(|m| history.iter().rev().any(|h| h.id == m.id))
-            }
-            Change::Replace(messages) | Change::Rewrite(messages) if history == messages => true,
-            Change::Replace(_) | Change::Rewrite(_) | Change::Truncate(_) => {
-                rewritten.is_some_and(|rewritten| rewritten.done_in(&history))
-                    && revision.generation != expected_generation(expected)
-            }
-        };
-        holds.then_some(revision.generation)
+        refused: Error,
+        read: F,
+        judge: impl FnOnce(R) -> Option<T>,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        match self.attempts("settling read", read).await.result {
+            Ok(found) => judge(found).ok_or(refused),
+            Err(read_error) => Err(Error::Backend {
+                backend: self.inner.backend_name(),
+                message: format!(
+                    "{operation} of session \"{session_id}\": an earlier attempt's reply was \
+                     lost and the session has changed since, and reading it to tell whether \
+                     that attempt applied failed too, so whether this write applied is \
+                     unknown; read the session before writing again"
+                ),
+                retryable: true,
+                source: Some(Box::new(read_error)),
+            }),
+        }
     }
 
     /// For another attempt at appending `batch`, longer than [`DEDUP_WINDOW`]: the
@@ -250,6 +255,36 @@ fn expected_generation(expected: Expect) -> u64 {
         Expect::Generation(generation) => generation,
         Expect::Exactly(revision) => revision.generation,
     }
+}
+
+/// After a conditional write was refused following an attempt that may have applied it:
+/// the session's generation if it (`history` at `revision`) holds what `change` wrote (so
+/// the refusal was caused by that attempt), `None` if not. A truncate, replace or rewrite
+/// counts as applied when, under a generation other than the one expected (which only a
+/// rewrite gives it), the session holds what it keeps, alone or followed by other
+/// writers' messages, none of those it removed ([`Rewritten::done_in`]): an undo whose
+/// reply was lost, then another writer's append, is done, not a conflict.
+fn applied(
+    history: &[ChatMessage],
+    revision: &Revision,
+    expected: Expect,
+    change: Change<'_>,
+    rewritten: Option<&Rewritten>,
+) -> Option<u64> {
+    let holds = match change {
+        Change::Append(messages) => {
+            !messages.is_empty()
+                && messages
+                    .iter()
+                    .all(|m| history.iter().rev().any(|h| h.id == m.id))
+        }
+        Change::Replace(messages) | Change::Rewrite(messages) if history == messages => true,
+        Change::Replace(_) | Change::Rewrite(_) | Change::Truncate(_) => {
+            rewritten.is_some_and(|rewritten| rewritten.done_in(history))
+                && revision.generation != expected_generation(expected)
+        }
+    };
+    holds.then_some(revision.generation)
 }
 
 /// What a conditional truncate, replace or rewrite leaves (`kept`, the start of the
@@ -389,13 +424,12 @@ impl Intercept for Retrying {
         let Attempts { result, uncertain } = self.attempts("write_if", attempt).await;
         match result {
             Err(conflict @ Error::Conflict { .. }) if uncertain => {
-                match self
-                    .applied(session_id, expected, change, rewritten.as_ref())
+                let read = || self.inner.load_revision(session_id);
+                let judge = |(history, revision): (Vec<ChatMessage>, Revision)| {
+                    applied(&history, &revision, expected, change, rewritten.as_ref())
+                };
+                self.settle("write_if", session_id, conflict, read, judge)
                     .await
-                {
-                    Some(generation) => Ok(generation),
-                    None => Err(conflict),
-                }
             }
             result => result,
         }
@@ -423,12 +457,14 @@ impl Intercept for Retrying {
             Err(conflict @ Error::Conflict { .. }) if uncertain => {
                 // Created by the attempt whose reply was lost if the session opens with
                 // these very messages (their ids are fresh, so no one else wrote them).
-                match self.inner.load_revision(session_id).await {
-                    Ok((history, revision)) if history.starts_with(&messages) => {
-                        Ok(revision.generation)
-                    }
-                    _ => Err(conflict),
-                }
+                let read = || self.inner.load_revision(session_id);
+                let judge = |(history, revision): (Vec<ChatMessage>, Revision)| {
+                    history
+                        .starts_with(&messages)
+                        .then_some(revision.generation)
+                };
+                self.settle("create_session", session_id, conflict, read, judge)
+                    .await
             }
             result => result,
         }
@@ -449,10 +485,13 @@ impl Intercept for Retrying {
                 // A change of owner under `if_owner` that applied, its reply lost, makes
                 // its own condition false for the next attempt. It applied if the session
                 // now holds what it writes (the change is atomic, owner and all).
-                match self.inner.session_info(session_id).await {
-                    Ok(Some(info)) if already_applied(update, &info.meta) => Ok(Some(info)),
-                    _ => Err(refused),
-                }
+                let read = || self.inner.session_info(session_id);
+                let judge = |info: Option<SessionInfo>| {
+                    info.filter(|info| already_applied(update, &info.meta))
+                        .map(Some)
+                };
+                self.settle("update_session", session_id, refused, read, judge)
+                    .await
             }
             result => result,
         }

@@ -3,10 +3,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Result};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Result, Revision,
+    SessionInfo,
+};
 use fusion_storage_memory::InMemoryStorage;
 
 /// Fails the first `failures` writes it sees with `error()` before they reach the inner
@@ -20,6 +23,10 @@ pub struct Flaky {
     pub meddle: Option<ChatMessage>,
     pub rewrite: Option<Vec<ChatMessage>>,
     pub applies: bool,
+    /// Once a write failed, every `load_revision` and `session_info` fails with `error()`
+    /// too (the read that would settle it is cut as well).
+    pub cut_reads_after: bool,
+    reads_cut: AtomicBool,
     pub calls: Arc<AtomicUsize>,
 }
 
@@ -32,6 +39,8 @@ impl Flaky {
             meddle: None,
             rewrite: None,
             applies: false,
+            cut_reads_after: false,
+            reads_cut: AtomicBool::new(false),
             calls: Arc::default(),
         }
     }
@@ -67,7 +76,17 @@ impl Flaky {
                 .await
                 .unwrap();
         }
+        if self.cut_reads_after {
+            self.reads_cut.store(true, Ordering::SeqCst);
+        }
         Some((self.error)())
+    }
+
+    /// The error a read gets once reads are cut.
+    fn read_cut(&self) -> Option<Error> {
+        self.reads_cut
+            .load(Ordering::SeqCst)
+            .then(|| (self.error)())
     }
 }
 
@@ -75,6 +94,20 @@ impl Flaky {
 impl Intercept for Flaky {
     fn inner(&self) -> &dyn ConversationStorage {
         self.inner.as_ref()
+    }
+
+    async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        match self.read_cut() {
+            Some(err) => Err(err),
+            None => self.inner.load_revision(session_id).await,
+        }
+    }
+
+    async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
+        match self.read_cut() {
+            Some(err) => Err(err),
+            None => self.inner.session_info(session_id).await,
+        }
     }
 
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
