@@ -125,26 +125,31 @@ async fn opening_on_a_server_that_stopped_answering_gives_up_retryably() {
         .schema(schema.clone())
         .connect_timeout(Duration::from_secs(1))
         .statement_timeout(Some(Duration::from_secs(10)));
-    let opening = tokio::spawn(PostgresStorage::connect_with(options.clone()));
-    let waiting = "SELECT pid FROM pg_stat_activity \
-                   WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'";
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let pid: i32 = loop {
-        if let Some(pid) = sqlx::query_scalar(waiting)
-            .fetch_optional(&mut holder)
-            .await
-            .unwrap()
-        {
-            break pid;
+    // The open is paused while it waits for the lock. Stopped, its backend cannot change
+    // state, so the pause is checked then: had the statement timeout ended the wait
+    // before it (a test slowed down for 10 s), the open is resumed and tried again.
+    let mut tries = 0;
+    let (opening, paused) = loop {
+        tries += 1;
+        let opening = tokio::spawn(PostgresStorage::connect_with(options.clone()));
+        let pid = waiting_for_lock(&mut holder, None).await;
+        // `kill` fails when the backend already ended (its open gave up and closed).
+        let stopped = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status();
+        if stopped.expect("running kill").success() {
+            let paused = Paused(pid);
+            if waiting_for_lock(&mut holder, Some(pid)).await == pid {
+                break (opening, paused);
+            }
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the open never waited for the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(tries < 5, "the open never stayed paused while it waited");
+        let ended = tokio::time::timeout(HANG, opening).await;
+        ended
+            .expect("an open that waits no more ends")
+            .unwrap()
+            .unwrap_err();
     };
-    signal("-STOP", pid);
-    let paused = Paused(pid);
 
     let err = tokio::time::timeout(HANG, opening)
         .await
@@ -167,4 +172,29 @@ async fn opening_on_a_server_that_stopped_answering_gives_up_retryably() {
         .await
         .unwrap();
     storage.close().await;
+}
+
+/// The backend of the open waiting for the schema's creation lock (backend `pid` if set,
+/// `0` if that one is not waiting), found by polling for up to a minute.
+async fn waiting_for_lock(holder: &mut sqlx::PgConnection, pid: Option<i32>) -> i32 {
+    let waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                   AND query LIKE '%pg_advisory_xact_lock%' AND pid = coalesce($1, pid)";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let found: Option<i32> = sqlx::query_scalar(waiting)
+            .bind(pid)
+            .fetch_optional(&mut *holder)
+            .await
+            .unwrap();
+        match (found, pid) {
+            (Some(found), _) => return found,
+            (None, Some(_)) => return 0,
+            (None, None) => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the open never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
