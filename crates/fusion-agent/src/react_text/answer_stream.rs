@@ -269,47 +269,101 @@ impl FinalAnswerStream {
 /// Holds back a run of `*` (with the blanks around it) at the end of the answer text, which
 /// may be the dangling `**` the parse drops (`strip_unbalanced_bold`): a `**` that leaves
 /// the answer's count of `**` odd, at its very end. Held stars go out with the next text;
-/// when the answer ends, they go out unless they are that `**`.
+/// when the answer ends, they go out unless they are that `**`. The held text is kept as
+/// its parts, so a long run (a model stuck repeating `*`) is not read again at every piece.
 #[derive(Debug, Default)]
 struct BoldTail {
-    held: String,
+    /// The blanks before the held run of `*`.
+    before: String,
+    /// How many `*` are held; 0 when nothing is.
+    stars: usize,
+    /// The blanks after the held run.
+    after: String,
     /// Whether the text given out holds an odd number of `**` (counted as `str::matches`
     /// counts, left to right; a run of stars is never split between two pieces given
     /// out, since a piece never ends in one, so the pieces' counts add up).
     odd: bool,
     gave_any: bool,
+    /// Bytes read, so a test can check the work stays linear.
+    #[cfg(test)]
+    work: usize,
 }
 
 impl BoldTail {
-    /// Takes more answer text; returns what can be given out now.
+    /// Takes more answer text; returns what can be given out now: all of the held text
+    /// and `text` but a run of `*` at their end, with the blanks around it.
     fn give(&mut self, text: &str) -> String {
-        if text.is_empty() {
+        #[cfg(test)]
+        {
+            self.work += text.len();
+        }
+        let body = text.trim_end();
+        let rest = &text[body.len()..];
+        if body.is_empty() {
+            // Blanks only: after the held run, or out at once when none is held.
+            if self.stars == 0 {
+                return self.emit(text.to_owned());
+            }
+            self.after.push_str(text);
             return String::new();
         }
-        let mut all = std::mem::take(&mut self.held);
-        all.push_str(text);
-        let trimmed = all.trim_end();
-        let without_stars = trimmed.trim_end_matches('*');
-        let cut = if without_stars.len() < trimmed.len() {
-            without_stars.trim_end().len()
+        if !body.ends_with('*') {
+            let mut out = self.take();
+            out.push_str(text);
+            return self.emit(out);
+        }
+        let run_start = body.trim_end_matches('*').len();
+        let blanks_start = body[..run_start].trim_end().len();
+        let out = if blanks_start > 0 {
+            // The run and the blanks before it begin in `text`: what precedes them goes.
+            let mut out = self.take();
+            out.push_str(&text[..blanks_start]);
+            self.before = text[blanks_start..run_start].to_owned();
+            out
+        } else if run_start == 0 && self.after.is_empty() {
+            // `text` starts with stars that continue the held run (or starts one).
+            self.stars += body.len();
+            self.after = rest.to_owned();
+            return String::new();
         } else {
-            all.len()
+            // Blanks, then a new run: the held run goes, its blanks now before the new one.
+            let mut out = std::mem::take(&mut self.before);
+            out.extend(std::iter::repeat_n('*', self.stars));
+            self.before = std::mem::take(&mut self.after);
+            self.before.push_str(&text[..run_start]);
+            out
         };
-        self.held = all.split_off(cut);
-        self.emit(all)
+        self.stars = body.len() - run_start;
+        self.after = rest.to_owned();
+        self.emit(out)
+    }
+
+    /// The held text, no longer held.
+    fn take(&mut self) -> String {
+        let mut held = std::mem::take(&mut self.before);
+        held.extend(std::iter::repeat_n('*', std::mem::take(&mut self.stars)));
+        held.push_str(&std::mem::take(&mut self.after));
+        held
     }
 
     /// The answer ended: returns the held text, less a dangling `**`.
     fn settle(&mut self) -> String {
-        let held = std::mem::take(&mut self.held);
-        let odd = self.odd ^ (held.matches("**").count() % 2 == 1);
-        match held.trim_end().strip_suffix("**") {
-            Some(rest) if odd => self.emit(rest.trim_end().to_owned()),
-            _ => self.emit(held),
+        let stars = self.stars;
+        let odd = self.odd ^ (stars / 2 % 2 == 1);
+        let mut held = self.take();
+        if odd && stars >= 2 {
+            // Less the `**` and the blanks after it, and before it if nothing is left.
+            held.truncate(held.trim_end().len() - 2);
+            held.truncate(held.trim_end().len());
         }
+        self.emit(held)
     }
 
     fn emit(&mut self, text: String) -> String {
+        #[cfg(test)]
+        {
+            self.work += text.len();
+        }
         self.odd ^= text.matches("**").count() % 2 == 1;
         self.gave_any |= !text.is_empty();
         text
@@ -408,6 +462,34 @@ mod tests {
             assert!(
                 read <= 8 * reply.len(),
                 "{read} bytes read for labels in a reply of {}",
+                reply.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_run_of_stars_is_held_in_linear_time() {
+        // A model stuck repeating `*`: the held run was read again, and copied, at every
+        // piece, so a reply of 2^18 stars took a minute and a half to stream.
+        let stars = "*".repeat(1 << 16);
+        for reply in [
+            format!("Final Answer: {stars}"),
+            format!("Final Answer: a {stars}"),
+            format!("Final Answer: a\n{stars}  \n  \n"),
+            format!("Final Answer: a {}", "* ".repeat(1 << 15)),
+            format!("Final Answer: a ** {}", " ".repeat(1 << 16)),
+        ] {
+            let mut streamer = FinalAnswerStream::new();
+            let mut streamed = String::new();
+            for piece in reply.as_bytes().chunks(8) {
+                streamed.push_str(&streamer.push(std::str::from_utf8(piece).unwrap()));
+            }
+            streamed.push_str(&streamer.finish());
+            assert_eq!(Some(streamed.trim_end()), answer_of(&reply).as_deref());
+            let read = streamer.tail.work;
+            assert!(
+                read <= 4 * reply.len(),
+                "{read} bytes read for {} given",
                 reply.len()
             );
         }
