@@ -72,6 +72,7 @@
 
 mod policy;
 mod retrying;
+mod settle;
 mod timer;
 
 use std::sync::Arc;

@@ -6,16 +6,15 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Error, Expect, Expiry, Intercept,
-    MessageId, MetaUpdate, Result, Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery,
-    unstored,
+    Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Error, Expect, Intercept, MessageId,
+    MetaUpdate, Result, Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery, unstored,
 };
 
 use super::policy::Policy;
+use super::settle::{Rewritten, already_applied, applied};
 use super::timer;
 
 /// Whether `err` may pass on another attempt of the same call.
@@ -180,23 +179,6 @@ impl Retrying {
         }
     }
 
-    /// For another attempt at appending `batch`, longer than [`DEDUP_WINDOW`]: the
-    /// messages of `batch` the session does not hold yet, looked for in its whole history,
-    /// and its generation. An earlier attempt that applied, its reply lost, left the first
-    /// `batch.len() - DEDUP_WINDOW` of them where the backend no longer looks for ids, so
-    /// resending the batch as it is would store those twice. Costs a read of the session,
-    /// on a retry of a long batch only.
-    async fn unstored_part<'b>(
-        &self,
-        session_id: &str,
-        batch: &'b [ChatMessage],
-    ) -> Result<(Cow<'b, [ChatMessage]>, u64)> {
-        let (history, revision) = self.inner.load_revision(session_id).await?;
-        let stored: HashSet<&MessageId> = history.iter().filter_map(|m| m.id.as_ref()).collect();
-        let fresh = unstored(batch, |id| stored.contains(id));
-        Ok((fresh, revision.generation))
-    }
-
     /// What a conditional truncate to `len` keeps and removes, read before it runs:
     /// `None` when the session cannot be read or does not meet `expected` (the write will
     /// be refused whatever happens, and rightly). A truncate to 0 (a delete) keeps
@@ -211,16 +193,11 @@ impl Retrying {
             return Some(Rewritten::default());
         }
         let read = self.attempts("load_revision", || self.inner.load_revision(session_id));
-        let (mut history, revision) = read.await.result.ok()?;
+        let (history, revision) = read.await.result.ok()?;
         if !expected.is_met_by(revision.generation, || revision.len) {
             return None;
         }
-        let removed = history.split_off(len.min(history.len()));
-        let removed_ids = removed.iter().map(|m| m.id.clone()).collect();
-        Some(Rewritten {
-            kept: history,
-            removed_ids,
-        })
+        Some(Rewritten::truncating(history, len))
     }
 
     /// What a conditional replace or rewrite with `messages` leaves, read before it runs
@@ -237,86 +214,24 @@ impl Retrying {
         if !expected.is_met_by(revision.generation, || revision.len) {
             return None;
         }
-        let written = messages.iter().filter_map(|m| m.id.clone());
-        let removed_ids = history
-            .into_iter()
-            .map(|m| m.id)
-            .collect::<Option<HashSet<_>>>();
-        Some(Rewritten {
-            kept: messages.to_vec(),
-            removed_ids: removed_ids.map(|ids| ids.into_iter().chain(written).collect()),
-        })
+        Some(Rewritten::replacing(history, messages))
     }
-}
 
-/// The generation of a session that meets `expected`.
-fn expected_generation(expected: Expect) -> u64 {
-    match expected {
-        Expect::Generation(generation) => generation,
-        Expect::Exactly(revision) => revision.generation,
-    }
-}
-
-/// After a conditional write was refused following an attempt that may have applied it:
-/// the session's generation if it (`history` at `revision`) holds what `change` wrote (so
-/// the refusal was caused by that attempt), `None` if not. A truncate, replace or rewrite
-/// counts as applied when, under a generation other than the one expected (which only a
-/// rewrite gives it), the session holds what it keeps, alone or followed by other
-/// writers' messages, none of those it removed ([`Rewritten::done_in`]): an undo whose
-/// reply was lost, then another writer's append, is done, not a conflict.
-fn applied(
-    history: &[ChatMessage],
-    revision: &Revision,
-    expected: Expect,
-    change: Change<'_>,
-    rewritten: Option<&Rewritten>,
-) -> Option<u64> {
-    let holds = match change {
-        Change::Append(messages) => {
-            !messages.is_empty()
-                && messages
-                    .iter()
-                    .all(|m| history.iter().rev().any(|h| h.id == m.id))
-        }
-        Change::Replace(messages) | Change::Rewrite(messages) if history == messages => true,
-        Change::Replace(_) | Change::Rewrite(_) | Change::Truncate(_) => {
-            rewritten.is_some_and(|rewritten| rewritten.done_in(history))
-                && revision.generation != expected_generation(expected)
-        }
-    };
-    holds.then_some(revision.generation)
-}
-
-/// What a conditional truncate, replace or rewrite leaves (`kept`, the start of the
-/// history) and removes, read before its first attempt.
-#[derive(Debug, Default)]
-struct Rewritten {
-    kept: Vec<ChatMessage>,
-    /// The ids of the messages it removes; `None` when one of them has none.
-    removed_ids: Option<HashSet<MessageId>>,
-}
-
-impl Rewritten {
-    /// Whether `history` is what the write leaves: exactly what it keeps, or that
-    /// followed by messages another writer appended since, none of those it removes.
-    /// Had the write not applied, the session would hold what it held before, followed
-    /// by those appends, under the generation expected; another writer's rewrite to the
-    /// same start (under a new generation) leaves the session as the write meant.
-    /// Messages without ids cannot be told apart: removed ones without ids from new ones,
-    /// and new ones without ids from removed ones another writer rewrote without their
-    /// ids (the write not applied). Then only the exact match counts, as does a truncate
-    /// that removes nothing.
-    fn done_in(&self, history: &[ChatMessage]) -> bool {
-        let Some(after) = history.strip_prefix(self.kept.as_slice()) else {
-            return false;
-        };
-        match &self.removed_ids {
-            _ if after.is_empty() => true,
-            Some(removed) if !removed.is_empty() => after
-                .iter()
-                .all(|m| m.id.as_ref().is_some_and(|id| !removed.contains(id))),
-            _ => false,
-        }
+    /// For another attempt at appending `batch`, longer than [`DEDUP_WINDOW`]: the
+    /// messages of `batch` the session does not hold yet, looked for in its whole history,
+    /// and its generation. An earlier attempt that applied, its reply lost, left the first
+    /// `batch.len() - DEDUP_WINDOW` of them where the backend no longer looks for ids, so
+    /// resending the batch as it is would store those twice. Costs a read of the session,
+    /// on a retry of a long batch only.
+    async fn unstored_part<'b>(
+        &self,
+        session_id: &str,
+        batch: &'b [ChatMessage],
+    ) -> Result<(Cow<'b, [ChatMessage]>, u64)> {
+        let (history, revision) = self.inner.load_revision(session_id).await?;
+        let stored: HashSet<&MessageId> = history.iter().filter_map(|m| m.id.as_ref()).collect();
+        let fresh = unstored(batch, |id| stored.contains(id));
+        Ok((fresh, revision.generation))
     }
 }
 
@@ -512,56 +427,9 @@ impl Intercept for Retrying {
     }
 }
 
-/// Whether `meta` already holds everything `update` sets, so applying it changes nothing.
-/// Expiries are compared to the millisecond, the coarsest a backend keeps (an instant set
-/// to the nanosecond never reads back equal).
-fn already_applied(update: &MetaUpdate, meta: &SessionMeta) -> bool {
-    let mut applied = meta.clone();
-    update.apply_to(&mut applied);
-    let expiry_kept = same_expiry(applied.expiry, meta.expiry);
-    applied.expiry = meta.expiry;
-    expiry_kept && applied == *meta
-}
-
-/// Whether two expiries are the same to the millisecond.
-fn same_expiry(a: Option<Expiry>, b: Option<Expiry>) -> bool {
-    let close = |a: Duration, b: Duration| a.abs_diff(b) < Duration::from_millis(1);
-    let since_epoch =
-        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    match (a, b) {
-        (None, None) => true,
-        (Some(Expiry::At(a)), Some(Expiry::At(b))) => close(since_epoch(a), since_epoch(b)),
-        (Some(Expiry::Idle(a)), Some(Expiry::Idle(b))) => close(a, b),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_update_is_already_applied_only_with_its_expiry_to_the_millisecond() {
-        let at = std::time::UNIX_EPOCH + Duration::new(4_000_000_000, 123_456_789);
-        let update = MetaUpdate::new()
-            .owner(Some("bob"))
-            .expiry(Some(Expiry::At(at)))
-            .if_owner("alice");
-        let stored = |expiry| {
-            let mut meta = SessionMeta::new().owner("bob");
-            meta.expiry = expiry;
-            meta
-        };
-        // Kept to the microsecond by the backend: the same.
-        let micros = std::time::UNIX_EPOCH + Duration::new(4_000_000_000, 123_456_000);
-        assert!(already_applied(&update, &stored(Some(Expiry::At(micros)))));
-        // Another writer's hand-over, with another expiry or none: not this update's.
-        let later = at + Duration::from_secs(1);
-        assert!(!already_applied(&update, &stored(Some(Expiry::At(later)))));
-        assert!(!already_applied(&update, &stored(None)));
-        let idle = Some(Expiry::Idle(Duration::from_secs(60)));
-        assert!(!already_applied(&update, &stored(idle)));
-    }
 
     #[test]
     fn conflicts_are_answers_not_faults() {

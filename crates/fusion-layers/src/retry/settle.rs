@@ -1,0 +1,161 @@
+//! How the retry layer tells whether a write it retried had applied after all: an earlier
+//! attempt may have applied, its reply lost, and a later one then meets the session that
+//! attempt left (a conflict, or `NotOwner`). What a conditional replace, rewrite or
+//! truncate removes is read before its first attempt ([`Rewritten`]); after the refusal
+//! the session is read again (by the layer, `Retrying::settle`) and judged here
+//! ([`applied`], [`already_applied`]).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use fusion_core::{
+    Change, ChatMessage, Expect, Expiry, MessageId, MetaUpdate, Revision, SessionMeta,
+};
+
+/// The generation of a session that meets `expected`.
+fn expected_generation(expected: Expect) -> u64 {
+    match expected {
+        Expect::Generation(generation) => generation,
+        Expect::Exactly(revision) => revision.generation,
+    }
+}
+
+/// After a conditional write was refused following an attempt that may have applied it:
+/// the session's generation if it (`history` at `revision`) holds what `change` wrote (so
+/// the refusal was caused by that attempt), `None` if not. A truncate, replace or rewrite
+/// counts as applied when, under a generation other than the one expected (which only a
+/// rewrite gives it), the session holds what it keeps, alone or followed by other
+/// writers' messages, none of those it removed ([`Rewritten::done_in`]): an undo whose
+/// reply was lost, then another writer's append, is done, not a conflict.
+pub(super) fn applied(
+    history: &[ChatMessage],
+    revision: &Revision,
+    expected: Expect,
+    change: Change<'_>,
+    rewritten: Option<&Rewritten>,
+) -> Option<u64> {
+    let holds = match change {
+        Change::Append(messages) => {
+            !messages.is_empty()
+                && messages
+                    .iter()
+                    .all(|m| history.iter().rev().any(|h| h.id == m.id))
+        }
+        Change::Replace(messages) | Change::Rewrite(messages) if history == messages => true,
+        Change::Replace(_) | Change::Rewrite(_) | Change::Truncate(_) => {
+            rewritten.is_some_and(|rewritten| rewritten.done_in(history))
+                && revision.generation != expected_generation(expected)
+        }
+    };
+    holds.then_some(revision.generation)
+}
+
+/// What a conditional truncate, replace or rewrite leaves (`kept`, the start of the
+/// history) and removes, read before its first attempt.
+#[derive(Debug, Default)]
+pub(super) struct Rewritten {
+    kept: Vec<ChatMessage>,
+    /// The ids of the messages it removes; `None` when one of them has none.
+    removed_ids: Option<HashSet<MessageId>>,
+}
+
+impl Rewritten {
+    /// What a truncate of `history` to `len` keeps and removes.
+    pub(super) fn truncating(mut history: Vec<ChatMessage>, len: usize) -> Self {
+        let removed = history.split_off(len.min(history.len()));
+        let removed_ids = removed.iter().map(|m| m.id.clone()).collect();
+        Self {
+            kept: history,
+            removed_ids,
+        }
+    }
+
+    /// What a replace or rewrite of `history` with `messages` leaves: it removes the
+    /// messages the session held (and no append after it carries the ids of those it
+    /// writes).
+    pub(super) fn replacing(history: Vec<ChatMessage>, messages: &[ChatMessage]) -> Self {
+        let written = messages.iter().filter_map(|m| m.id.clone());
+        let removed_ids = history
+            .into_iter()
+            .map(|m| m.id)
+            .collect::<Option<HashSet<_>>>();
+        Self {
+            kept: messages.to_vec(),
+            removed_ids: removed_ids.map(|ids| ids.into_iter().chain(written).collect()),
+        }
+    }
+
+    /// Whether `history` is what the write leaves: exactly what it keeps, or that
+    /// followed by messages another writer appended since, none of those it removes.
+    /// Had the write not applied, the session would hold what it held before, followed
+    /// by those appends, under the generation expected; another writer's rewrite to the
+    /// same start (under a new generation) leaves the session as the write meant.
+    /// Messages without ids cannot be told apart: removed ones without ids from new ones,
+    /// and new ones without ids from removed ones another writer rewrote without their
+    /// ids (the write not applied). Then only the exact match counts, as does a truncate
+    /// that removes nothing.
+    fn done_in(&self, history: &[ChatMessage]) -> bool {
+        let Some(after) = history.strip_prefix(self.kept.as_slice()) else {
+            return false;
+        };
+        match &self.removed_ids {
+            _ if after.is_empty() => true,
+            Some(removed) if !removed.is_empty() => after
+                .iter()
+                .all(|m| m.id.as_ref().is_some_and(|id| !removed.contains(id))),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `meta` already holds everything `update` sets, so applying it changes nothing.
+/// Expiries are compared to the millisecond, the coarsest a backend keeps (an instant set
+/// to the nanosecond never reads back equal).
+pub(super) fn already_applied(update: &MetaUpdate, meta: &SessionMeta) -> bool {
+    let mut applied = meta.clone();
+    update.apply_to(&mut applied);
+    let expiry_kept = same_expiry(applied.expiry, meta.expiry);
+    applied.expiry = meta.expiry;
+    expiry_kept && applied == *meta
+}
+
+/// Whether two expiries are the same to the millisecond.
+fn same_expiry(a: Option<Expiry>, b: Option<Expiry>) -> bool {
+    let close = |a: Duration, b: Duration| a.abs_diff(b) < Duration::from_millis(1);
+    let since_epoch =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    match (a, b) {
+        (None, None) => true,
+        (Some(Expiry::At(a)), Some(Expiry::At(b))) => close(since_epoch(a), since_epoch(b)),
+        (Some(Expiry::Idle(a)), Some(Expiry::Idle(b))) => close(a, b),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_is_already_applied_only_with_its_expiry_to_the_millisecond() {
+        let at = std::time::UNIX_EPOCH + Duration::new(4_000_000_000, 123_456_789);
+        let update = MetaUpdate::new()
+            .owner(Some("bob"))
+            .expiry(Some(Expiry::At(at)))
+            .if_owner("alice");
+        let stored = |expiry| {
+            let mut meta = SessionMeta::new().owner("bob");
+            meta.expiry = expiry;
+            meta
+        };
+        // Kept to the microsecond by the backend: the same.
+        let micros = std::time::UNIX_EPOCH + Duration::new(4_000_000_000, 123_456_000);
+        assert!(already_applied(&update, &stored(Some(Expiry::At(micros)))));
+        // Another writer's hand-over, with another expiry or none: not this update's.
+        let later = at + Duration::from_secs(1);
+        assert!(!already_applied(&update, &stored(Some(Expiry::At(later)))));
+        assert!(!already_applied(&update, &stored(None)));
+        let idle = Some(Expiry::Idle(Duration::from_secs(60)));
+        assert!(!already_applied(&update, &stored(idle)));
+    }
+}
