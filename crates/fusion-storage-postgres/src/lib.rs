@@ -171,8 +171,9 @@
 //! - A server that stops answering (frozen, or behind a network that drops its packets),
 //!   which no server-side timeout can end: a call gives up after twice the connect and
 //!   statement timeouts (70 s by default; no limit when the statement timeout is left to
-//!   the server or the URL), with a retryable error saying so (`connect` too, in its
-//!   look at the schema and its creation); whether it took effect is
+//!   the server or the URL), with a retryable error saying so (`connect` too: its look
+//!   at the schema within one call limit, its creation or upgrade within one for each
+//!   migration and one for the lock); whether it took effect is
 //!   unknown, as when a connection drops. Its connection goes back to the pool once the
 //!   server answers. A write of hundreds of MB over a slow link, whose upload the
 //!   statement timeout does not count, needs timeouts that leave room for it.

@@ -7,6 +7,7 @@
 //! have means a newer release upgraded the schema; opening it anyway could misread or
 //! damage data, so that is an error naming the schema, and nothing is written.
 
+use std::future::Future;
 use std::time::Duration;
 
 use fusion_core::Result;
@@ -37,10 +38,13 @@ pub(crate) enum IfMissing {
 /// storage is there now, `false`, having written nothing, when it holds no storage and
 /// `if_missing` is [`IfMissing::Leave`]. `db` names the server in errors.
 ///
-/// Bounded by `call_limit` (`PostgresOptions::call_limit`) like every call of the storage:
-/// a server that stops answering here (frozen, or cut off by a network that drops its
-/// packets) would otherwise hold the open for good, out of reach of its statement
-/// timeout. On that error the caller's `close` of `conn` only writes (the rollback the
+/// Bounded like every call of the storage (`PostgresOptions::call_limit`): a server that
+/// stops answering here (frozen, or cut off by a network that drops its packets) would
+/// otherwise hold the open for good, out of reach of its statement timeout. The look gets
+/// one call limit; creating or upgrading the schema, whose statements each have the
+/// statement timeout, gets one for each migration of this build and one for the lock, so
+/// that a long upgrade of a large storage is not taken for a server that stopped
+/// answering. On that error the caller's `close` of `conn` only writes (the rollback the
 /// dropped transaction queued, and a goodbye) and shuts the socket, waiting for no answer;
 /// a server that resumes then rolls back and frees the advisory lock.
 ///
@@ -56,25 +60,35 @@ pub(crate) async fn run(
     call_limit: Option<Duration>,
 ) -> Result<bool> {
     let op = Op::open(PLACE, db);
-    let finding = async {
-        match look(conn, schema).await? {
-            Found::Done(found) => Ok(Some(found)),
-            Found::Nothing if if_missing == IfMissing::Leave => Ok(None),
-            Found::Nothing | Found::Behind => migrate_locked(conn, schema, if_missing).await,
+    let found = match within(call_limit, op, look(conn, schema)).await? {
+        Found::Done(found) => Some(found),
+        Found::Nothing if if_missing == IfMissing::Leave => None,
+        Found::Nothing | Found::Behind => {
+            let steps = MIGRATOR.iter().count() as u32 + 1;
+            let limit = call_limit.map(|limit| limit.saturating_mul(steps));
+            within(limit, op, migrate_locked(conn, schema, if_missing)).await?
         }
     };
-    let found = match call_limit {
-        Some(limit) => tokio::time::timeout(limit, finding)
-            .await
-            .map_err(|_| no_answer(op, limit))?,
-        None => finding.await,
-    }
-    .map_err(|e| parse_postgres_error(e, op))?;
     match found {
         None => Ok(false),
         Some(Schema::Current) => Ok(true),
         Some(Schema::Newer(unknown)) => Err(newer_schema(db, Some(schema), &unknown)),
     }
+}
+
+/// `work` given up after `limit`, if any, with a retryable "no answer" error.
+async fn within<T>(
+    limit: Option<Duration>,
+    op: Op<'_>,
+    work: impl Future<Output = sqlx::Result<T>>,
+) -> Result<T> {
+    let done = match limit {
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| no_answer(op, limit))?,
+        None => work.await,
+    };
+    done.map_err(|e| parse_postgres_error(e, op))
 }
 
 /// Creates and migrates `schema` under the advisory lock, unless a look under the lock

@@ -113,8 +113,9 @@ async fn opening_on_a_server_that_stopped_answering_gives_up_retryably() {
     };
     let schema = unique_schema();
     // Another session holds the schema's creation lock, so the open waits for it, on a
-    // backend the test can find and pause. A statement timeout long enough that the
-    // server does not cancel that wait before the pause; the call limit is then 22 s.
+    // backend the test can find and pause. A statement timeout that the server seldom
+    // ends that wait with before the pause (when it does, the open is tried again); the
+    // creation's limit is then the call limit, 8 s, for each migration and the lock.
     let mut holder = sqlx::PgConnection::connect(&cluster.url()).await.unwrap();
     sqlx::query("SELECT pg_advisory_lock(x'6675736e'::int, hashtext($1))")
         .bind(&schema)
@@ -124,10 +125,10 @@ async fn opening_on_a_server_that_stopped_answering_gives_up_retryably() {
     let options = PostgresOptions::new(cluster.url())
         .schema(schema.clone())
         .connect_timeout(Duration::from_secs(1))
-        .statement_timeout(Some(Duration::from_secs(10)));
+        .statement_timeout(Some(Duration::from_secs(3)));
     // The open is paused while it waits for the lock. Stopped, its backend cannot change
     // state, so the pause is checked then: had the statement timeout ended the wait
-    // before it (a test slowed down for 10 s), the open is resumed and tried again.
+    // before it (a test slowed down for 3 s), the open is resumed and tried again.
     let mut tries = 0;
     let (opening, paused) = loop {
         tries += 1;
