@@ -1160,3 +1160,38 @@ async fn a_user_without_script_is_not_asked_to_load_again() {
     assert_eq!(contents(&store, "s").await, ["a", "b", "c"]);
     assert_eq!(script_loads_refused(&mut raw).await, 1);
 }
+
+/// A user allowed `EVALSHA` but not `EVAL` whose `SCRIPT LOAD` was refused once (its ACL
+/// short of `SCRIPT` for a while) writes again once the ACL grants `SCRIPT`: the load
+/// that call needs is asked whatever was refused before. It failed every `NOSCRIPT`
+/// until the process connected again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_eval_loads_again_once_its_acl_grants_script() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let mut raw = admin(&server.url).await;
+    let rules = "allchannels ~* +@all -eval -eval_ro -script";
+    let mut args = vec!["ACL", "SETUSER", "no-eval", "on", ">hunter2-acl"];
+    args.extend(rules.split(' '));
+    run(&mut raw, &args).await.unwrap();
+    let url = server
+        .url
+        .replace("redis://", "redis://no-eval:hunter2-acl@");
+    let store = RedisStorage::connect(&url).await.unwrap();
+    run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
+    let refused = store.append("s", &[ChatMessage::user("a")]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    run(&mut raw, &["ACL", "SETUSER", "no-eval", "+script"])
+        .await
+        .unwrap();
+    for content in ["b", "c"] {
+        run(&mut raw, &["SCRIPT", "FLUSH"]).await.unwrap();
+        store
+            .append("s", &[ChatMessage::user(content)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(contents(&store, "s").await, ["b", "c"]);
+}

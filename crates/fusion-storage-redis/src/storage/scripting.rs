@@ -10,7 +10,8 @@
 //! `NOSCRIPT` and an `EVAL`. Only a load that comes first pins: a script `EVAL` cached
 //! stays evictable when `SCRIPT LOAD` sends it again. The pin is best effort: a user
 //! without `SCRIPT` still writes (through the `EVAL`), and its failure fails no call;
-//! once the server's ACL refused it, the storage stops asking. On one server it goes on the same connection right ahead of the `EVAL`, so it pins the
+//! once the server's ACL refused it, the storage stops asking but where the call needs the
+//! load (a user without `EVAL`, below). On one server it goes on the same connection right ahead of the `EVAL`, so it pins the
 //! script and costs the call no round trip; on a cluster, where `SCRIPT LOAD` goes to
 //! every primary, it is spawned, so a slow primary does not hold the call, one at a time
 //! for each script however many calls met the `NOSCRIPT`: it pins the script on the
@@ -168,9 +169,12 @@ impl RedisStorage {
         };
         match sent {
             Err(err) if is_eval_denied(&err) => {
+                // The load is the call's only way now: asked even once `SCRIPT LOAD` was
+                // refused, since an ACL that granted `SCRIPT` again must not leave every
+                // later `NOSCRIPT` failing its call for the life of the process.
                 let pinned = match pinned {
-                    Some(pinned) => pinned,
-                    None => self.pin(script).await,
+                    Some(Some(pinned)) => pinned,
+                    _ => self.load(script).await,
                 };
                 if pinned { by_sha().await } else { Err(err) }
             }
@@ -186,17 +190,27 @@ impl RedisStorage {
     /// Loads `script` with `SCRIPT LOAD` (on a cluster, on every primary), so that the
     /// server keeps it; whether it did. A failure (a user without `SCRIPT`, a dropped
     /// connection) is only logged: the call that needed the script went as its text. Once
-    /// the server's ACL refused it, no clone of the storage asks again: each `NOSCRIPT`
+    /// the server's ACL refused it, no clone of the storage asks again (but for a call
+    /// that needs the load, [`load`](Self::load)): each `NOSCRIPT`
     /// would send the script's text a second time, to be refused (and counted in the
-    /// server's error stats and ACL log).
-    async fn pin(&self, script: &Lua) -> bool {
+    /// server's error stats and ACL log): `None` then, nothing asked.
+    async fn pin(&self, script: &Lua) -> Option<bool> {
         if self.pinning.0.refused.load(Ordering::Relaxed) {
-            return false;
+            return None;
         }
+        Some(self.load(script).await)
+    }
+
+    /// [`pin`](Self::pin) whether or not `SCRIPT LOAD` was refused before: a load that
+    /// works clears the mark, the ACL having granted `SCRIPT` since.
+    async fn load(&self, script: &Lua) -> bool {
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(script.source());
         match load.query_async::<Value>(&mut self.conn.clone()).await {
-            Ok(_) => true,
+            Ok(_) => {
+                self.pinning.0.refused.store(false, Ordering::Relaxed);
+                true
+            }
             Err(err) if every_server_error(&err, |code, _| code == "NOPERM") => {
                 if !self.pinning.0.refused.swap(true, Ordering::Relaxed) {
                     tracing::debug!(url = %self.url, error = %err, "scripts are not pinned: the user may not SCRIPT LOAD");
