@@ -42,30 +42,33 @@ impl AgentSession {
                 // Stored, or (for another reply's calls) of no use any more.
                 self.finished_calls = None;
             }
-            match stored {
-                Err(err @ Error::Conflict { .. }) if attempt < OPENING_ATTEMPTS => {
-                    info!(
-                        attempt,
-                        error = %err,
-                        "another writer started or rewrote the session; rereading it"
-                    );
-                    self.refresh().await?;
-                    if self.history.iter().any(|stored| stored.id == user.id) {
-                        info!("the opening was stored by the attempt whose reply was lost");
-                        self.finished_calls = None;
-                        return Ok(());
-                    }
-                    attempt += 1;
+            let err = match stored {
+                Err(err @ Error::Conflict { .. }) => err,
+                result => return result,
+            };
+            info!(
+                attempt,
+                error = %err,
+                "another writer started or rewrote the session; rereading it"
+            );
+            // The last attempt's conflict too may follow an attempt that applied: a
+            // reread that fails then leaves the conflict as the answer.
+            let last = attempt >= OPENING_ATTEMPTS;
+            match self.refresh().await {
+                Err(reread) if !last => return Err(reread),
+                Ok(_) if self.history.iter().any(|stored| stored.id == user.id) => {
+                    info!("the opening was stored by the attempt whose reply was lost");
+                    self.finished_calls = None;
+                    return Ok(());
                 }
-                result => {
-                    return result.map_err(|err| {
-                        explain_conflict(
-                            err,
-                            "other writers kept changing the session while this turn tried to \
-                             store its first message; nothing of this turn was stored",
-                        )
-                    });
+                _ if last => {
+                    return Err(explain_conflict(
+                        err,
+                        "other writers kept changing the session while this turn tried to \
+                         store its first message; nothing of this turn was stored",
+                    ));
                 }
+                _ => attempt += 1,
             }
         }
     }
