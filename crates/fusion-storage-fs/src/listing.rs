@@ -40,6 +40,11 @@ const MAX_SET: usize = 5000;
 /// The fewest: below this a set is read whole whatever the total.
 const MIN_SET: usize = 200;
 
+/// How far a file's status time may fall before the time of the write that changed it, in
+/// microseconds: file systems keep times as coarse as 2 s (FAT), and the kernel's clock for
+/// them lags the one a line's time is read from by up to a tick.
+const TIME_SLACK_US: i64 = 2_000_000;
+
 /// Where a listing runs: the directory, its index and the write policy (for repairs).
 pub(crate) struct Lister<'a> {
     /// The directory, its index, write policy and remembered ids (which a removal drops).
@@ -203,6 +208,8 @@ impl Lister<'_> {
             snapshot.newest_first(before.as_ref().map(|(t, id)| (*t, id.as_str())))?;
         // Sessions already judged: each counts at its newest line this scan meets.
         let mut done = HashSet::new();
+        // The newest line of each session above the cursor, once a session needs them.
+        let mut above = None;
         let mut rows = Vec::new();
         while rows.len() <= query.limit {
             let Some(entry) = entries.next_entry()? else {
@@ -224,22 +231,27 @@ impl Lister<'_> {
             // matches no line: the session's newest line is its place. That is the newest
             // line met only from the top: below a cursor, a line above it (which an
             // earlier page showed the session at, before its counters were lost) places
-            // it there, and this page leaves it out.
-            // A session whose file's time is this very line's was placed here by a scan
-            // of its file (one an earlier version wrote, never written since): a later
-            // line would be of a later write, which moves that time. Only the others
-            // cost the read above the cursor, which a page of such sessions (a whole
-            // directory of an earlier version) would make once each.
+            // it there, and this page leaves it out. The lines above the cursor are read
+            // once a page, when a session needs them: not for one whose file's time is
+            // this very line's and whose file has not changed since well before the
+            // cursor's time. Such a session was placed here by a scan of its file (one an
+            // earlier version wrote): a line above the cursor is of a write at or after
+            // the cursor's time, and its counters were lost since (an earlier version's
+            // rewrite, a restore from a backup, damage), all of which change the file's
+            // status time, which no tool sets; its modification time may still be this
+            // line's (a restore with `cp -p`, `touch`, file times in whole seconds).
             let mut place = entry.t;
-            if !stored
-                && updated != entry.t
+            if !stored.counters
                 && let Some((t, id)) = &before
+                && !(updated == entry.t && stored.changed_us < t.saturating_sub(TIME_SLACK_US))
             {
-                place = snapshot
-                    .newest_above(&entry.id, (*t, id))?
-                    .unwrap_or(entry.t);
+                let above = match &mut above {
+                    Some(above) => above,
+                    None => above.insert(snapshot.newest_above((*t, id))?),
+                };
+                place = above.get(&entry.id).copied().unwrap_or(entry.t);
             }
-            if updated < place || (!stored && updated != place) {
+            if updated < place || (!stored.counters && updated != place) {
                 // The line is newer than the session: its write was cut short.
                 match skip_corrupt(files.repair_updated(place)) {
                     Ok(Some(repaired)) => info = repaired,
@@ -353,6 +365,7 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
 
     use fusion_core::{ChatMessage, SessionQuery};
 
@@ -362,8 +375,14 @@ mod tests {
     use crate::options::SyncPolicy;
     use crate::recent_cache::RecentCache;
 
-    #[test]
-    fn pages_of_sessions_an_earlier_version_wrote_read_no_lines_above_their_cursor() {
+    /// Pages of 2 through six sessions an earlier version wrote (no counters, no index),
+    /// their files' modification times `apart` from `ahead` of now (their status times,
+    /// now, are older, as a file's are when nothing touched it since its last write):
+    /// how many sessions were listed, and how many pages read above their cursor.
+    fn page_through_sessions_an_earlier_version_wrote(
+        ahead: Duration,
+        apart: Duration,
+    ) -> (usize, usize) {
         let dir = tempfile::tempdir().unwrap();
         let (index, recent) = (
             Arc::new(Index::new(dir.path())),
@@ -376,10 +395,16 @@ mod tests {
             recent: &recent,
         };
         let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
-        for id in ["a", "b", "c", "d", "e", "f"] {
+        let start = SystemTime::now() + ahead;
+        for (i, id) in ["a", "b", "c", "d", "e", "f"].into_iter().enumerate() {
             at.files(id).append(&line).unwrap();
             // As an earlier version left it: no counters.
             std::fs::remove_file(dir.path().join(file_name::lock_file_name(id))).unwrap();
+            let data = std::fs::File::options()
+                .write(true)
+                .open(dir.path().join(file_name::session_file_name(id)))
+                .unwrap();
+            data.set_modified(start + apart * i as u32).unwrap();
         }
         // Nor an index: the first listing builds it from the files' times.
         std::fs::remove_dir_all(dir.path().join(file_name::INDEX_DIR)).unwrap();
@@ -397,7 +422,28 @@ mod tests {
             page = lister.page(&query.clone().after(page.next)).unwrap();
             listed += page.sessions.len();
         }
+        (listed, reads_above_cursor() - before)
+    }
+
+    #[test]
+    fn pages_of_sessions_an_earlier_version_wrote_read_no_lines_above_their_cursor() {
+        let (listed, reads) = page_through_sessions_an_earlier_version_wrote(
+            Duration::from_secs(3600),
+            Duration::from_micros(TIME_SLACK_US as u64) * 2,
+        );
         assert_eq!(listed, 6);
-        assert_eq!(reads_above_cursor(), before, "a page read above its cursor");
+        assert_eq!(reads, 0, "a page read above its cursor");
+    }
+
+    #[test]
+    fn pages_of_sessions_written_close_to_their_cursor_read_above_it_once_each() {
+        // Changed within the slack of file times before the cursor's: the lines above it
+        // are read, once a page (two pages after the first), not once a session.
+        let (listed, reads) = page_through_sessions_an_earlier_version_wrote(
+            Duration::ZERO,
+            Duration::from_millis(1),
+        );
+        assert_eq!(listed, 6);
+        assert_eq!(reads, 2);
     }
 }

@@ -662,3 +662,41 @@ async fn a_page_after_a_session_lost_its_counters_does_not_show_it_again() {
     let listed = all_pages(&storage, SessionQuery::new().limit(2)).await;
     assert_eq!(listed, ["a", "d", "c", "b"]);
 }
+
+#[tokio::test]
+async fn a_page_after_a_session_was_restored_with_its_files_times_does_not_show_it_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FileSystemStorage::new(tmp.path());
+    storage.append("a", &said("a")).await.unwrap();
+    let restored = std::fs::read(tmp.path().join("a.jsonl")).unwrap();
+    let first_write = storage.session_info("a").await.unwrap().unwrap().updated_at;
+    for id in ["b", "c", "d"] {
+        storage.append(id, &said(id)).await.unwrap();
+    }
+    // `a` has two journal lines: its newest at the top, an older one at the bottom.
+    storage.append("a", &said("again")).await.unwrap();
+    let query = SessionQuery::new().limit(2);
+    let first = storage.list_page(&query).await.unwrap();
+    let shown: Vec<_> = first.sessions.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(shown, ["a", "d"]);
+
+    // Between the pages `a` is restored as it was after its first write, times kept (a
+    // backup restored with `cp -p` or `rsync -a`, as an earlier version left it): no
+    // counters, and its file's time is its older line's own.
+    let lock = tmp.path().join(".a.lock");
+    let generation = std::fs::read(&lock).unwrap()[..16].to_vec();
+    std::fs::write(&lock, generation).unwrap();
+    let data = tmp.path().join("a.jsonl");
+    std::fs::write(&data, restored).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_modified(first_write.unwrap())
+        .unwrap();
+    let rest = all_pages(&storage, query.after(first.next)).await;
+    assert_eq!(rest, ["c", "b"], "a session page 1 showed came again");
+    // From the top it is where its newest line puts it.
+    let listed = all_pages(&storage, SessionQuery::new().limit(2)).await;
+    assert_eq!(listed, ["a", "d", "c", "b"]);
+}

@@ -4,7 +4,7 @@
 //! journal is read only up to its last complete line as of the snapshot).
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::path::PathBuf;
 
@@ -85,22 +85,22 @@ impl Snapshot {
         Ok(merged)
     }
 
-    /// The timestamp of the newest line of `id` at or above `cursor` (a newest-first
-    /// page's start), if any: reads every line above it, O(lines above the cursor), so
-    /// only for a session whose own facts cannot tell (its counters were lost).
-    pub(crate) fn newest_above(&self, id: &str, cursor: (i64, &str)) -> Result<Option<i64>> {
+    /// The timestamp of the newest line of each session at or above `cursor` (a
+    /// newest-first page's start): reads every line above it, O(lines above the cursor),
+    /// so once a page at most, and only for a session whose own facts cannot tell (its
+    /// counters were lost).
+    pub(crate) fn newest_above(&self, cursor: (i64, &str)) -> Result<HashMap<String, i64>> {
         #[cfg(test)]
         READS_ABOVE.with(|reads| reads.set(reads.get() + 1));
+        let mut newest = HashMap::new();
         let mut entries = self.newest_first(None)?;
         while let Some(entry) = entries.next_entry()? {
             if (entry.t, entry.id.as_str()) < cursor {
                 break;
             }
-            if entry.id == id {
-                return Ok(Some(entry.t));
-            }
+            newest.entry(entry.id).or_insert(entry.t);
         }
-        Ok(None)
+        Ok(newest)
     }
 
     /// The ids after `after` (all for `None`), in order.

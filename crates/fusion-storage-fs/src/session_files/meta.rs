@@ -22,6 +22,34 @@ use crate::lock::{SessionLock, generation_of};
 use crate::meta_file::{self, StoredMeta};
 use crate::regular_file;
 
+/// Whether a session's lock file holds counters, and when its file last changed: what a
+/// listing needs besides its facts to place it (see `crate::listing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stored {
+    /// Whether the lock file holds counters. If not (lost with it, damaged, or written by
+    /// a version before them), `updated_at` is the session file's modification time,
+    /// which no journal line records but one the index placed the session at from it.
+    pub(crate) counters: bool,
+    /// When the session file last changed in any way, in microseconds: its status change
+    /// time (`ctime`), which no tool sets, unlike the modification time (`touch`,
+    /// `cp -p`, `rsync -t`); [`i64::MAX`] where it is not known.
+    pub(crate) changed_us: i64,
+}
+
+#[cfg(unix)]
+fn changed_us(metadata: &Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    metadata
+        .ctime()
+        .saturating_mul(1_000_000)
+        .saturating_add(metadata.ctime_nsec() / 1_000)
+}
+
+#[cfg(not(unix))]
+fn changed_us(_metadata: &Metadata) -> i64 {
+    i64::MAX
+}
+
 /// The counters of a session file of `len` bytes: the stored ones if they describe it,
 /// else derived: the message count by `count_lines` (O(file)), the timestamps kept from
 /// stored counters or, for a session written before counters existed, from the files:
@@ -87,10 +115,8 @@ impl SessionFiles {
         Ok(self.info_and_whether_stored()?.map(|(info, _)| info))
     }
 
-    /// [`Self::info`], and whether its lock file holds counters: if not (lost with it,
-    /// damaged, or written by a version before them), its `updated_at` is the session
-    /// file's modification time, which no journal line records.
-    pub(crate) fn info_and_whether_stored(&self) -> Result<Option<(SessionInfo, bool)>> {
+    /// [`Self::info`], and whether its lock file holds counters (see [`Stored`]).
+    pub(crate) fn info_and_whether_stored(&self) -> Result<Option<(SessionInfo, Stored)>> {
         let now = now_micros();
         Ok(self
             .stored_info_and_whether_stored()?
@@ -103,7 +129,7 @@ impl SessionFiles {
         Ok(self.stored_info_and_whether_stored()?.map(|(info, _)| info))
     }
 
-    fn stored_info_and_whether_stored(&self) -> Result<Option<(SessionInfo, bool)>> {
+    fn stored_info_and_whether_stored(&self) -> Result<Option<(SessionInfo, Stored)>> {
         if !exists(&self.data)? {
             return Ok(None);
         }
@@ -140,7 +166,11 @@ impl SessionFiles {
             },
             meta,
         );
-        Ok(Some((info, contents.counters.is_some())))
+        let stored = Stored {
+            counters: contents.counters.is_some(),
+            changed_us: changed_us(&metadata),
+        };
+        Ok(Some((info, stored)))
     }
 
     /// The metadata that belongs to the session these counters describe, and its
