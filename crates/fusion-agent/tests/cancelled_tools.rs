@@ -12,7 +12,7 @@ use common::{Harness, SESSION, assert_history_consistent, client};
 use fusion_agent::context::{LATE_RESULT_METADATA_KEY, is_interrupted, is_repair};
 use fusion_agent::testing::{MockReply, MockToolCall};
 use fusion_agent::{AgentEvent, SessionBuilder, Tool, ToolRegistry};
-use fusion_core::{Result, Role};
+use fusion_core::{ConversationStorage, Result, Role};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -227,4 +227,74 @@ async fn kept_results_are_not_stored_after_another_writers_turn_answered_the_cal
             .count();
         assert_eq!(answers, 1, "{id} answered once: {stored:#?}");
     }
+}
+
+/// Applies every conditional write; the first one after it is armed then answers a
+/// conflict, as if nothing had been written (a `RetryLayer` whose settling read failed
+/// after a lost reply, before 8bb1054).
+struct AppliedYetConflict {
+    inner: fusion_storage_memory::InMemoryStorage,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl fusion_core::Intercept for AppliedYetConflict {
+    fn inner(&self) -> &dyn fusion_core::ConversationStorage {
+        &self.inner
+    }
+
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: fusion_core::Expect,
+        change: fusion_core::Change<'_>,
+    ) -> Result<u64> {
+        let generation = self.inner.write_if(session_id, expected, change).await?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            let absent = fusion_core::Expect::Exactly(fusion_core::Revision::ABSENT);
+            return Err(absent.conflict("memory", session_id, generation, None));
+        }
+        Ok(generation)
+    }
+}
+
+/// A summary stored with the answers for a cancelled turn's calls, by an attempt
+/// reported as a conflict, is not stored a second time by the next attempt (which finds
+/// the calls answered and sent the record alone, under a new id).
+#[tokio::test]
+async fn a_record_stored_by_an_attempt_reported_as_a_conflict_is_stored_once() {
+    let h = Harness::new().await;
+    let storage = Arc::new(fusion_core::Intercepted(AppliedYetConflict {
+        inner: fusion_storage_memory::InMemoryStorage::new(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+    }));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let stuck = Arc::new(Notify::new());
+    let tools = ToolRegistry::new()
+        .with(Quick(ran.clone()))
+        .with(Stuck(stuck.clone()));
+    let mut session = SessionBuilder::new(SESSION)
+        .llm(Arc::new(client(&h.server)))
+        .storage(storage.clone())
+        .system_prompt("You are a test agent.")
+        .tools(tools)
+        .build()
+        .await
+        .unwrap();
+    h.server.push_text("Hello.");
+    session.send_message("hi").await.unwrap();
+    cancel_with_one_call_finished(&h, &mut session, &stuck).await;
+
+    storage.0.armed.store(true, Ordering::SeqCst);
+    h.server.push_text("A summary of the conversation.");
+    let report = session.summarize_history(0).await.unwrap();
+    assert!(report.is_some(), "the summary was stored");
+    let stored = storage.load(SESSION).await.unwrap();
+    assert_history_consistent(&stored);
+    let summaries = stored
+        .iter()
+        .filter(|m| m.content.contains("A summary of the conversation."))
+        .count();
+    assert_eq!(summaries, 1, "{stored:#?}");
+    assert_eq!(session.history(), stored.as_slice());
 }

@@ -362,7 +362,12 @@ impl AgentSession {
     /// Appends a context record, after "interrupted" results for any tool call a
     /// cancelled turn left unanswered: the record must not come between a call and the
     /// results the next turn would add.
-    async fn append_record(&mut self, record: ChatMessage) -> Result<()> {
+    ///
+    /// The record keeps one id across the attempts, and a reread that finds it stored ends
+    /// them: a conflict can follow an attempt that applied (see `opening`), and the next,
+    /// without the repairs the reread shows stored, stored the record a second time.
+    async fn append_record(&mut self, mut record: ChatMessage) -> Result<()> {
+        record.ensure_id();
         let read_at = self.generation;
         for attempt in 1.. {
             let mut batch = self.interrupted_repairs();
@@ -374,6 +379,9 @@ impl AgentSession {
                 // unanswered. The record still fits a history that was only appended to.
                 Err(Error::Conflict { .. }) if repairs > 0 && attempt < RECORD_ATTEMPTS => {
                     self.reload().await?;
+                    if self.history.iter().any(|stored| stored.id == record.id) {
+                        break;
+                    }
                     if self.generation != read_at {
                         return Err(Error::Conflict {
                             backend: self.shared.storage.backend_name(),
