@@ -503,3 +503,55 @@ async fn an_owner_change_whose_reply_was_lost_reports_that_it_applied() {
     assert_eq!(info.meta.owner.as_deref(), Some("bob"));
     assert_eq!(info.meta.title.as_deref(), Some("handed over"));
 }
+
+#[tokio::test]
+async fn a_rewrite_whose_first_read_failed_is_unknown_not_a_conflict_after_a_lost_reply() {
+    // The read before the first attempt fails on every try, the rewrite then applies,
+    // its reply is lost, and another writer appends: what it removed is unknown, so
+    // whether the session holds what it leaves cannot be told. A conflict would say
+    // nothing was written, and the caller would compact (or undo) again.
+    let turns = with_ids("turn", 5);
+    let compacted = [ChatMessage::user("summary").with_new_id(), turns[4].clone()];
+    for truncate in [false, true] {
+        let mut flaky = Flaky::new(1, dropped);
+        flaky.applies = true;
+        flaky.meddle = Some(ChatMessage::user("someone else").with_new_id());
+        flaky.first_reads_cut = AtomicUsize::new(4);
+        flaky.inner.append("s", &turns).await.unwrap();
+        let inner = Arc::clone(&flaky.inner);
+        let (_, revision) = inner.load_revision("s").await.unwrap();
+        let (store, _) = retried(flaky);
+        let change = match truncate {
+            true => Change::Truncate(3),
+            false => Change::Replace(&compacted),
+        };
+        let err = store
+            .write_if("s", Expect::Exactly(revision), change)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Backend {
+                    retryable: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("unknown"), "{err}");
+        assert_eq!(
+            inner.load("s").await.unwrap().len(),
+            if truncate { 4 } else { 3 }
+        );
+    }
+    // Without the write's lost reply, a refusal stays a conflict.
+    let flaky = Flaky::new(0, dropped);
+    flaky.first_reads_cut.store(4, Ordering::SeqCst);
+    flaky.inner.append("s", &turns).await.unwrap();
+    let (store, _) = retried(flaky);
+    let result = store
+        .write_if("s", Expect::Generation(7), Change::Truncate(3))
+        .await;
+    assert!(matches!(result, Err(Error::Conflict { .. })), "{result:?}");
+}

@@ -30,7 +30,8 @@
 //!   a caller would write its message again). A conditional replace, rewrite, or truncate to a length above 0
 //!   (an undo) costs a read of the session before its first attempt, so that what it
 //!   removes is known when a refusal has to be judged (a truncate leaves nothing that
-//!   names it). Another writer's identical change in between reads as this one's, which
+//!   names it); when that read fails on every attempt, such a refusal after a lost reply
+//!   is the same retryable error saying the outcome is unknown. Another writer's identical change in between reads as this one's, which
 //!   leaves the session as this one would have.
 //!
 //! What is retried: errors whose [`is_retryable`] is true, except a

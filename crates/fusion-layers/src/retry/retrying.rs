@@ -165,39 +165,49 @@ impl Retrying {
     {
         match self.attempts("settling read", read).await.result {
             Ok(found) => judge(found).ok_or(refused),
-            Err(read_error) => Err(Error::Backend {
-                backend: self.inner.backend_name(),
-                message: format!(
-                    "{operation} of session \"{session_id}\": an earlier attempt's reply was \
-                     lost and the session has changed since, and reading it to tell whether \
-                     that attempt applied failed too, so whether this write applied is \
-                     unknown; read the session before writing again"
-                ),
-                retryable: true,
-                source: Some(Box::new(read_error)),
-            }),
+            Err(read_error) => Err(self.unknown(
+                operation,
+                session_id,
+                "reading it to tell whether that attempt applied failed too",
+                read_error,
+            )),
+        }
+    }
+
+    /// The retryable error saying whether a write (`operation` of `session_id`) applied
+    /// is unknown: an earlier attempt's reply was lost, the session has changed since,
+    /// and `why` it cannot be told (`source`).
+    fn unknown(&self, operation: &str, session_id: &str, why: &str, source: Error) -> Error {
+        Error::Backend {
+            backend: self.inner.backend_name(),
+            message: format!(
+                "{operation} of session \"{session_id}\": an earlier attempt's reply was lost \
+                 and the session has changed since, and {why}, so whether this write \
+                 applied is unknown; read the session before writing again"
+            ),
+            retryable: true,
+            source: Some(Box::new(source)),
         }
     }
 
     /// What a conditional truncate to `len` keeps and removes, read before it runs:
-    /// `None` when the session cannot be read or does not meet `expected` (the write will
-    /// be refused whatever happens, and rightly). A truncate to 0 (a delete) keeps
+    /// `None` when the session does not meet `expected` (the write will be refused
+    /// whatever happens, and rightly), the read's error when it cannot be read (then a
+    /// refusal after a lost reply cannot be judged). A truncate to 0 (a delete) keeps
     /// nothing, known without a read.
     async fn truncation(
         &self,
         session_id: &str,
         expected: Expect,
         len: usize,
-    ) -> Option<Rewritten> {
+    ) -> Result<Option<Rewritten>> {
         if len == 0 {
-            return Some(Rewritten::default());
+            return Ok(Some(Rewritten::default()));
         }
         let read = self.attempts("load_revision", || self.inner.load_revision(session_id));
-        let (history, revision) = read.await.result.ok()?;
-        if !expected.is_met_by(revision.generation, || revision.len) {
-            return None;
-        }
-        Some(Rewritten::truncating(history, len))
+        let (history, revision) = read.await.result?;
+        let met = expected.is_met_by(revision.generation, || revision.len);
+        Ok(met.then(|| Rewritten::truncating(history, len)))
     }
 
     /// What a conditional replace or rewrite with `messages` leaves, read before it runs
@@ -208,13 +218,11 @@ impl Retrying {
         session_id: &str,
         expected: Expect,
         messages: &[ChatMessage],
-    ) -> Option<Rewritten> {
+    ) -> Result<Option<Rewritten>> {
         let read = self.attempts("load_revision", || self.inner.load_revision(session_id));
-        let (history, revision) = read.await.result.ok()?;
-        if !expected.is_met_by(revision.generation, || revision.len) {
-            return None;
-        }
-        Some(Rewritten::replacing(history, messages))
+        let (history, revision) = read.await.result?;
+        let met = expected.is_met_by(revision.generation, || revision.len);
+        Ok(met.then(|| Rewritten::replacing(history, messages)))
     }
 
     /// For another attempt at appending `batch`, longer than [`DEDUP_WINDOW`]: the
@@ -312,13 +320,14 @@ impl Intercept for Retrying {
             }
             other => other,
         };
-        let rewritten = match change {
+        let prior = match change {
             Change::Truncate(len) => self.truncation(session_id, expected, len).await,
             Change::Replace(messages) | Change::Rewrite(messages) => {
                 self.rewriting(session_id, expected, messages).await
             }
-            Change::Append(_) => None,
+            Change::Append(_) => Ok(None),
         };
+        let rewritten = prior.as_ref().ok().and_then(Option::as_ref);
         // Another attempt at a long append sends only what the session lacks, as `append`.
         let mut tried = false;
         let attempt = || {
@@ -341,10 +350,20 @@ impl Intercept for Retrying {
             Err(conflict @ Error::Conflict { .. }) if uncertain => {
                 let read = || self.inner.load_revision(session_id);
                 let judge = |(history, revision): (Vec<ChatMessage>, Revision)| {
-                    applied(&history, &revision, expected, change, rewritten.as_ref())
+                    applied(&history, &revision, expected, change, rewritten)
                 };
-                self.settle("write_if", session_id, conflict, read, judge)
-                    .await
+                let settled = self.settle("write_if", session_id, conflict, read, judge);
+                match (settled.await, prior) {
+                    // Without the read before it, what the write removes is unknown, and
+                    // so whether the session holds what it leaves: not a refusal.
+                    (Err(conflict @ Error::Conflict { .. }), Err(_)) => Err(self.unknown(
+                        "write_if",
+                        session_id,
+                        "the read before its first attempt, which tells what it removes, failed",
+                        conflict,
+                    )),
+                    (settled, _) => settled,
+                }
             }
             result => result,
         }

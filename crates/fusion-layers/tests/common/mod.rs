@@ -27,6 +27,8 @@ pub struct Flaky {
     /// too (the read that would settle it is cut as well).
     pub cut_reads_after: bool,
     reads_cut: AtomicBool,
+    /// How many `load_revision`s fail with `error()` before any write does.
+    pub first_reads_cut: AtomicUsize,
     pub calls: Arc<AtomicUsize>,
 }
 
@@ -41,6 +43,7 @@ impl Flaky {
             applies: false,
             cut_reads_after: false,
             reads_cut: AtomicBool::new(false),
+            first_reads_cut: AtomicUsize::new(0),
             calls: Arc::default(),
         }
     }
@@ -97,6 +100,11 @@ impl Intercept for Flaky {
     }
 
     async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        let first = self.first_reads_cut.load(Ordering::SeqCst);
+        if first > 0 {
+            self.first_reads_cut.store(first - 1, Ordering::SeqCst);
+            return Err((self.error)());
+        }
         match self.read_cut() {
             Some(err) => Err(err),
             None => self.inner.load_revision(session_id).await,
