@@ -298,3 +298,38 @@ async fn a_record_stored_by_an_attempt_reported_as_a_conflict_is_stored_once() {
     assert_eq!(summaries, 1, "{stored:#?}");
     assert_eq!(session.history(), stored.as_slice());
 }
+
+/// A summary appended alone (no call left unanswered), its one attempt applied and
+/// answered as a conflict: the reload finds it, so the summary is reported stored, not
+/// refused (calling it again stored a second one).
+#[tokio::test]
+async fn a_record_whose_only_attempt_applied_yet_conflicted_is_reported_stored() {
+    let h = Harness::new().await;
+    let storage = Arc::new(fusion_core::Intercepted(AppliedYetConflict {
+        inner: fusion_storage_memory::InMemoryStorage::new(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+    }));
+    let mut session = SessionBuilder::new(SESSION)
+        .llm(Arc::new(client(&h.server)))
+        .storage(storage.clone())
+        .system_prompt("You are a test agent.")
+        .build()
+        .await
+        .unwrap();
+    h.server.push_text("Hello.");
+    session.send_message("hi").await.unwrap();
+    h.server.push_text("Again.");
+    session.send_message("again").await.unwrap();
+
+    storage.0.armed.store(true, Ordering::SeqCst);
+    h.server.push_text("A summary of the conversation.");
+    let report = session.summarize_history(0).await.unwrap();
+    assert!(report.is_some(), "the summary was stored");
+    let stored = storage.load(SESSION).await.unwrap();
+    let summaries = stored
+        .iter()
+        .filter(|m| m.content.contains("A summary of the conversation."))
+        .count();
+    assert_eq!(summaries, 1, "{stored:#?}");
+    assert_eq!(session.history(), stored.as_slice());
+}

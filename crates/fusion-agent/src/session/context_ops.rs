@@ -404,11 +404,18 @@ impl AgentSession {
     }
 
     /// [`append_record`](Self::append_record) outside a turn: on a conflict, reloads and
-    /// says that nothing was stored.
-    async fn append_record_or_reload(&mut self, record: ChatMessage) -> Result<()> {
+    /// says that nothing was stored, unless the reload finds the record (the attempt the
+    /// conflict answered, or the last one, applied).
+    async fn append_record_or_reload(&mut self, mut record: ChatMessage) -> Result<()> {
+        record.ensure_id();
+        let id = record.id.clone();
         match self.append_record(record).await {
             Err(err @ Error::Conflict { .. }) => {
                 self.reload_after_conflict().await;
+                if !self.needs_reload && self.history.iter().any(|stored| stored.id == id) {
+                    self.finished_calls = None;
+                    return Ok(());
+                }
                 Err(explain_conflict(err, RECORD_CONFLICT))
             }
             result => result,
