@@ -85,6 +85,7 @@ impl Index {
                 Some(held) => held,
                 None => {
                     fs::create_dir_all(&self.root).at(&self.root)?;
+                    handles.root = Some(fs::metadata(&self.root).at(&self.root)?);
                     own_file::open_or_create(&lock_path).at(&lock_path)?
                 }
             };
@@ -102,13 +103,14 @@ impl Index {
                     let _ = file.unlock();
                     // Replaced by a writer who found it hard-linked, or removed with the
                     // index: then this instance's journals lost their names, and the lines
-                    // they took since are read by nobody. Without a journal to tell, a
-                    // lock file with no name left is taken for removed with the index
-                    // (the replaced one has none either once the snapshot that kept it
-                    // is gone).
+                    // they took since are read by nobody. Without a journal to tell (each
+                    // finished, none started yet), a lock file with no name left is taken
+                    // for removed with the index only if the index's directory is another
+                    // one now: the replaced one has no name either once the snapshot that
+                    // kept it is gone.
                     let removed = match self.lives.in_place() {
                         Some(in_place) => !in_place,
-                        None => live::is_removed(&file),
+                        None => live::is_removed(&file) && !self.same_root(handles.root.as_ref()),
                     };
                     if removed {
                         *handles = Handles::default();
@@ -117,6 +119,18 @@ impl Index {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether the index's directory is still `was` (one `stat`): the same device and
+    /// inode, and the same creation time where the file system keeps one (a directory
+    /// made anew may get the inode number of the one removed).
+    fn same_root(&self, was: Option<&Metadata>) -> bool {
+        match (fs::metadata(&self.root), was) {
+            (Ok(now), Some(was)) => {
+                same_file(&now, was) && now.created().ok() == was.created().ok()
+            }
+            _ => false,
         }
     }
 
@@ -284,5 +298,44 @@ mod tests {
             })
             .unwrap();
         assert_eq!(ids(&index), ["created", "first", "old"]);
+    }
+
+    #[test]
+    fn an_instance_between_journals_whose_lock_file_lost_its_last_name_to_a_copy_keeps_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = tempfile::tempdir().unwrap();
+        let mut idle = Index::new(dir.path());
+        // Every line finishes its journal: the instance writes none when it takes the lock.
+        idle.limits.0 = 1;
+        let _ = idle.record("a", Change::Create, i64::MIN, false).unwrap();
+        assert_eq!(idle.lives.in_place(), None);
+        // A snapshot links the lock file the idle instance keeps, another instance copies
+        // it, and the snapshot goes: the kept file has no name left.
+        fs::hard_link(idle.root().join(LOCK), snapshot.path().join(LOCK)).unwrap();
+        let other = Index::new(dir.path());
+        let _ = other.record("b", Change::Create, i64::MIN, false).unwrap();
+        fs::remove_file(snapshot.path().join(LOCK)).unwrap();
+
+        let _ = idle.record("c", Change::Create, i64::MIN, false).unwrap();
+        assert!(idle.is_built(), "the index was taken for removed");
+        assert_eq!(ids(&idle), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn an_instance_between_journals_finds_the_index_removed_and_made_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idle = Index::new(dir.path());
+        idle.limits.0 = 1;
+        let _ = idle.record("a", Change::Create, i64::MIN, false).unwrap();
+        assert_eq!(idle.lives.in_place(), None);
+        // Removed, and made anew by another instance: the idle instance's journals, which
+        // held `a`, went with it.
+        fs::remove_dir_all(idle.root()).unwrap();
+        let other = Index::new(dir.path());
+        let _ = other.record("b", Change::Create, i64::MIN, false).unwrap();
+        assert!(other.is_built());
+
+        let _ = idle.record("c", Change::Create, i64::MIN, false).unwrap();
+        assert!(!idle.is_built(), "not marked for a rebuild");
     }
 }

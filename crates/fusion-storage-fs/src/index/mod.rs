@@ -116,6 +116,9 @@ pub(crate) struct Index {
 struct Handles {
     /// The index lock file, and its metadata when opened (see [`links`]).
     lock: Option<(File, fs::Metadata)>,
+    /// The index's directory as found when that file was opened: another one there once
+    /// the file has no name left tells an index removed from a lock file replaced.
+    root: Option<fs::Metadata>,
     epoch: u64,
     ids_log: Option<File>,
 }
