@@ -342,13 +342,7 @@ mod tests {
 
     use super::*;
 
-    /// The error of a server's `-CODE detail` reply.
-    fn server(reply: &str) -> RedisError {
-        redis::parse_redis_value(format!("-{reply}\r\n").as_bytes())
-            .unwrap()
-            .extract_error()
-            .unwrap_err()
-    }
+    use crate::error::server_reply_error as server;
 
     fn io(kind: io::ErrorKind) -> RedisError {
         RedisError::from(io::Error::new(kind, "test"))

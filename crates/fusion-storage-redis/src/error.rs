@@ -261,6 +261,16 @@ pub(crate) fn corrupt_element(
     )
 }
 
+/// The error of a server's `-CODE detail` reply, as the redis crate makes it: for the
+/// unit tests that classify server errors.
+#[cfg(test)]
+pub(crate) fn server_reply_error(reply: &str) -> redis::RedisError {
+    redis::parse_redis_value(format!("-{reply}\r\n").as_bytes())
+        .unwrap()
+        .extract_error()
+        .unwrap_err()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -369,12 +369,7 @@ fn every_server_error(err: &RedisError, refused: impl Fn(&str, &str) -> bool) ->
 mod tests {
     use super::*;
 
-    fn server(reply: &str) -> RedisError {
-        redis::parse_redis_value(format!("-{reply}\r\n").as_bytes())
-            .unwrap()
-            .extract_error()
-            .unwrap_err()
-    }
+    use crate::error::server_reply_error as server;
 
     #[test]
     fn a_refused_read_only_call_is_told_from_other_errors() {
