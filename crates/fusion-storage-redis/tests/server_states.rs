@@ -427,12 +427,23 @@ async fn acl_users_short_of_a_permission_get_clear_errors_and_write_nothing() {
 
 /// How many times the server ran `SCRIPT LOAD` since its stats were reset.
 async fn script_loads(raw: &mut MultiplexedConnection) -> u64 {
+    script_load_stat(raw, "calls").await
+}
+
+/// `field` (`calls`, `rejected_calls`, ...) of `SCRIPT LOAD`'s line in `INFO
+/// commandstats`: 0 while the server has not seen the command since its stats were reset.
+async fn script_load_stat(raw: &mut MultiplexedConnection, field: &str) -> u64 {
     let stats = run(raw, &["INFO", "commandstats"]).await.unwrap();
     let stats: String = redis::FromRedisValue::from_redis_value(stats).unwrap();
-    stats
+    let Some(line) = stats
         .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_script|load:calls="))
-        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+        .find_map(|line| line.strip_prefix("cmdstat_script|load:"))
+    else {
+        return 0;
+    };
+    line.split(',')
+        .find_map(|pair| pair.strip_prefix(field)?.strip_prefix('='))
+        .map_or(0, |value| value.parse().unwrap())
 }
 
 /// After a `NOSCRIPT` the script goes as its text (`EVAL`), and is pinned with a `SCRIPT
@@ -1120,13 +1131,7 @@ async fn a_script_is_pinned_before_its_text_runs() {
 
 /// How many times the server refused `SCRIPT LOAD` (an ACL) since its stats were reset.
 async fn script_loads_refused(raw: &mut MultiplexedConnection) -> u64 {
-    let stats = run(raw, &["INFO", "commandstats"]).await.unwrap();
-    let stats: String = redis::FromRedisValue::from_redis_value(stats).unwrap();
-    let line = stats
-        .lines()
-        .find(|line| line.starts_with("cmdstat_script|load:"));
-    line.and_then(|line| line.split("rejected_calls=").nth(1))
-        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    script_load_stat(raw, "rejected_calls").await
 }
 
 /// A user the server's ACL denies `SCRIPT` (least privilege: `EVALSHA` and `EVAL` do)
