@@ -264,15 +264,7 @@ mod tests {
     use super::super::Change;
     use super::*;
 
-    fn ids(index: &Index) -> Vec<String> {
-        let snapshot = index.snapshot().unwrap().expect("built");
-        let mut ids = snapshot.ids_after(None).unwrap().unwrap();
-        let mut out = Vec::new();
-        while let Some(id) = ids.next_id().unwrap() {
-            out.push(id);
-        }
-        out
-    }
+    use super::super::tests::ids;
 
     #[test]
     fn a_build_keeps_the_ids_logged_into_a_copy_made_while_it_scanned() {

@@ -501,7 +501,8 @@ mod tests {
         out
     }
 
-    fn ids(index: &Index) -> Vec<String> {
+    /// The ids a listing by id finds in `index`, in its order.
+    pub(super) fn ids(index: &Index) -> Vec<String> {
         let snapshot = index.snapshot().unwrap().expect("built");
         let mut ids = snapshot.ids_after(None).unwrap().unwrap();
         let mut out = Vec::new();
