@@ -3,8 +3,9 @@
 //! - `test-all-backends`: the whole workspace test suite with every backend feature on,
 //!   against real servers (found or started here); a backend that cannot run fails.
 //! - `bench [ARGS]`: the shared benchmark workload (see `crates/fusion-bench`).
-//! - `stress --seconds N [--backends ..]`: the randomized multi-process check of shared
-//!   sessions (see `crates/fusion-stress`), N seconds per backend.
+//! - `stress --seconds N [--backends ..] [--faults P]`: the randomized multi-process
+//!   check of shared sessions (see `crates/fusion-stress`), N seconds per backend, with
+//!   storage replies lost after they applied when asked.
 //! - `ui-screenshots`: the PNGs of the web app's pages in docs/ui/, taken in headless
 //!   Chromium (see `crates/fusion-ui/tests/browser.rs`).
 //! - `ui-speed [ARGS]`: the web app's speed figures in docs/performance.md (see
@@ -56,8 +57,9 @@ tasks:
   test-all-backends   run every test with every backend enabled, against real servers
   bench [ARGS]        run the benchmark workload (cargo xtask bench --help for ARGS)
   stress --seconds N [--backends fs,sqlite,redis,redis-cluster,postgres] [--seed S]
-         [--workers W] [--sessions K] [--layer L]
+         [--workers W] [--sessions K] [--layer L] [--faults P]
                       randomized multi-process check of shared sessions, N s per backend
+                      (--faults P: lose that share of storage replies, under retries)
   ui-screenshots      write PNGs of the web app's pages to docs/ui/ (headless Chromium)
   ui-speed [ARGS]     time the web app: the sessions page over 1M SQLite sessions, a
                       10,000-message transcript in headless Chromium (ARGS: --help)
