@@ -137,3 +137,62 @@ async fn an_opening_stored_by_its_last_attempt_reported_as_a_conflict_is_not_an_
     );
     assert_eq!(session.history(), stored.as_slice());
 }
+
+/// Applies every conditional write; the first one armed then fails with a retryable
+/// error, as a `RetryLayer` answers when it cannot tell whether a write applied.
+struct AppliedYetUnknown {
+    inner: InMemoryStorage,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl Intercept for AppliedYetUnknown {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.inner
+    }
+
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        let generation = self.inner.write_if(session_id, expected, change).await?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            return Err(fusion_core::Error::Backend {
+                backend: "memory",
+                message: "whether this write applied is unknown".into(),
+                retryable: true,
+                source: None,
+            });
+        }
+        Ok(generation)
+    }
+}
+
+#[tokio::test]
+async fn an_opening_stored_by_an_attempt_whose_outcome_was_unknown_goes_on() {
+    let server = MockLlmServer::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let storage = Arc::new(Intercepted(AppliedYetUnknown {
+        inner: InMemoryStorage::new(),
+        armed: AtomicBool::new(false),
+    }));
+    let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
+        .build()
+        .await
+        .unwrap();
+    server.push_text("first answer");
+    session.send_message("first").await.unwrap();
+
+    storage.0.armed.store(true, Ordering::SeqCst);
+    server.push_text("second answer");
+    let result = session.send_message("second").await.unwrap();
+    assert_eq!(result.result, "second answer");
+    let stored = storage.load(common::SESSION).await.unwrap();
+    assert_eq!(
+        contents(&stored)[1..],
+        ["first", "first answer", "second", "second answer"]
+    );
+    assert_eq!(session.history(), stored.as_slice());
+}

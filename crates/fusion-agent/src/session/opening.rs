@@ -44,6 +44,20 @@ impl AgentSession {
             }
             let err = match stored {
                 Err(err @ Error::Conflict { .. }) => err,
+                Err(err) if err.is_retryable() => {
+                    // Whether an attempt whose reply was lost applied can be unknown to the
+                    // storage too (a `RetryLayer` out of attempts, or unable to settle):
+                    // one reread tells, so that a turn whose opening is stored goes on
+                    // rather than fail and have its message sent again.
+                    return match self.refresh().await {
+                        Ok(_) if self.history.iter().any(|stored| stored.id == user.id) => {
+                            info!("the opening was stored by an attempt whose reply was lost");
+                            self.finished_calls = None;
+                            Ok(())
+                        }
+                        _ => Err(err),
+                    };
+                }
                 result => return result,
             };
             info!(
