@@ -1,86 +1,60 @@
-//! A turn's opening whose write applied although the storage answered a conflict: what
-//! a `RetryLayer` answers when an attempt applied, its reply was lost, another writer
-//! changed the session, and the read that should have settled it failed too (found by
-//! `fusion-stress --faults` on PostgreSQL, where the user message was stored twice).
+//! A turn's opening whose write applied although the storage answered a conflict or a
+//! retryable error: what a `RetryLayer` answers when an attempt applied, its reply was
+//! lost, another writer changed the session, and the read that should have settled it
+//! failed too (found by `fusion-stress --faults` on PostgreSQL, where the user message
+//! was stored twice).
 
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use common::{builder, client, contents};
 use fusion_agent::testing::MockLlmServer;
-use fusion_core::{Change, ConversationStorage, Expect, Intercept, Intercepted, Result, Revision};
+use fusion_core::{
+    Change, ConversationStorage, Error, Expect, Intercept, Intercepted, Result, Revision,
+};
 use fusion_storage_memory::InMemoryStorage;
 
-/// Applies every conditional write; the first one armed then answers a conflict, as if
-/// nothing had been written.
-struct AppliedYetConflict {
+/// Once armed, makes the first `conflicts` conditional writes meet another writer's
+/// rewrite of the session (a genuine conflict, nothing written), then applies the next
+/// one and answers it with `refusal` as if nothing had been written.
+struct AppliedYetRefused {
     inner: InMemoryStorage,
+    conflicts: AtomicUsize,
+    refusal: fn(&str, u64) -> Error,
     armed: AtomicBool,
 }
 
-#[async_trait]
-impl Intercept for AppliedYetConflict {
-    fn inner(&self) -> &dyn ConversationStorage {
-        &self.inner
-    }
-
-    async fn write_if(
-        &self,
-        session_id: &str,
-        expected: Expect,
-        change: Change<'_>,
-    ) -> Result<u64> {
-        let generation = self.inner.write_if(session_id, expected, change).await?;
-        if self.armed.swap(false, Ordering::SeqCst) {
-            return Err(
-                Expect::Exactly(Revision::ABSENT).conflict("memory", session_id, generation, None)
-            );
+impl AppliedYetRefused {
+    fn new(conflicts: usize, refusal: fn(&str, u64) -> Error) -> Self {
+        Self {
+            inner: InMemoryStorage::new(),
+            conflicts: AtomicUsize::new(conflicts),
+            refusal,
+            armed: AtomicBool::new(false),
         }
-        Ok(generation)
     }
 }
 
-#[tokio::test]
-async fn an_opening_stored_by_an_attempt_reported_as_a_conflict_is_not_stored_again() {
-    let server = MockLlmServer::start().await;
-    let workspace = tempfile::tempdir().unwrap();
-    let storage = Arc::new(Intercepted(AppliedYetConflict {
-        inner: InMemoryStorage::new(),
-        armed: AtomicBool::new(false),
-    }));
-    let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
-        .build()
-        .await
-        .unwrap();
-    server.push_text("first answer");
-    session.send_message("first").await.unwrap();
-
-    storage.0.armed.store(true, Ordering::SeqCst);
-    server.push_text("second answer");
-    let result = session.send_message("second").await.unwrap();
-    assert_eq!(result.result, "second answer");
-    let stored = storage.load(common::SESSION).await.unwrap();
-    assert_eq!(
-        contents(&stored)[1..],
-        ["first", "first answer", "second", "second answer"]
-    );
-    assert_eq!(session.history(), stored.as_slice());
+/// A conflict, as a `RetryLayer` that could not settle one answered before.
+fn conflict(session_id: &str, generation: u64) -> Error {
+    Expect::Exactly(Revision::ABSENT).conflict("memory", session_id, generation, None)
 }
 
-/// Makes the first `conflicts` conditional writes meet another writer's rewrite of the
-/// session (a genuine conflict, nothing written), then applies the next one and answers
-/// a conflict, as `AppliedYetConflict` does.
-struct RewrittenThenApplied {
-    inner: InMemoryStorage,
-    conflicts: std::sync::atomic::AtomicUsize,
-    armed: AtomicBool,
+/// The retryable error a `RetryLayer` answers when it cannot tell whether a write applied.
+fn unknown(_: &str, _: u64) -> Error {
+    Error::Backend {
+        backend: "memory",
+        message: "whether this write applied is unknown".into(),
+        retryable: true,
+        source: None,
+    }
 }
 
 #[async_trait]
-impl Intercept for RewrittenThenApplied {
+impl Intercept for AppliedYetRefused {
     fn inner(&self) -> &dyn ConversationStorage {
         &self.inner
     }
@@ -106,93 +80,46 @@ impl Intercept for RewrittenThenApplied {
         }
         self.armed.store(false, Ordering::SeqCst);
         let generation = self.inner.write_if(session_id, expected, change).await?;
-        Err(Expect::Exactly(Revision::ABSENT).conflict("memory", session_id, generation, None))
+        Err((self.refusal)(session_id, generation))
     }
+}
+
+/// Two turns on `storage`, armed for the second: each message is stored once, the second
+/// turn answers, and the session's copy is storage's.
+async fn the_second_turn_is_stored_once(storage: AppliedYetRefused) {
+    let server = MockLlmServer::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let storage = Arc::new(Intercepted(storage));
+    let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
+        .build()
+        .await
+        .unwrap();
+    server.push_text("first answer");
+    session.send_message("first").await.unwrap();
+
+    storage.0.armed.store(true, Ordering::SeqCst);
+    server.push_text("second answer");
+    let result = session.send_message("second").await.unwrap();
+    assert_eq!(result.result, "second answer");
+    let stored = storage.load(common::SESSION).await.unwrap();
+    assert_eq!(
+        contents(&stored)[1..],
+        ["first", "first answer", "second", "second answer"]
+    );
+    assert_eq!(session.history(), stored.as_slice());
+}
+
+#[tokio::test]
+async fn an_opening_stored_by_an_attempt_reported_as_a_conflict_is_not_stored_again() {
+    the_second_turn_is_stored_once(AppliedYetRefused::new(0, conflict)).await;
 }
 
 #[tokio::test]
 async fn an_opening_stored_by_its_last_attempt_reported_as_a_conflict_is_not_an_error() {
-    let server = MockLlmServer::start().await;
-    let workspace = tempfile::tempdir().unwrap();
-    let storage = Arc::new(Intercepted(RewrittenThenApplied {
-        inner: InMemoryStorage::new(),
-        conflicts: std::sync::atomic::AtomicUsize::new(2),
-        armed: AtomicBool::new(false),
-    }));
-    let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
-        .build()
-        .await
-        .unwrap();
-    server.push_text("first answer");
-    session.send_message("first").await.unwrap();
-
-    storage.0.armed.store(true, Ordering::SeqCst);
-    server.push_text("second answer");
-    let result = session.send_message("second").await.unwrap();
-    assert_eq!(result.result, "second answer");
-    let stored = storage.load(common::SESSION).await.unwrap();
-    assert_eq!(
-        contents(&stored)[1..],
-        ["first", "first answer", "second", "second answer"]
-    );
-    assert_eq!(session.history(), stored.as_slice());
-}
-
-/// Applies every conditional write; the first one armed then fails with a retryable
-/// error, as a `RetryLayer` answers when it cannot tell whether a write applied.
-struct AppliedYetUnknown {
-    inner: InMemoryStorage,
-    armed: AtomicBool,
-}
-
-#[async_trait]
-impl Intercept for AppliedYetUnknown {
-    fn inner(&self) -> &dyn ConversationStorage {
-        &self.inner
-    }
-
-    async fn write_if(
-        &self,
-        session_id: &str,
-        expected: Expect,
-        change: Change<'_>,
-    ) -> Result<u64> {
-        let generation = self.inner.write_if(session_id, expected, change).await?;
-        if self.armed.swap(false, Ordering::SeqCst) {
-            return Err(fusion_core::Error::Backend {
-                backend: "memory",
-                message: "whether this write applied is unknown".into(),
-                retryable: true,
-                source: None,
-            });
-        }
-        Ok(generation)
-    }
+    the_second_turn_is_stored_once(AppliedYetRefused::new(2, conflict)).await;
 }
 
 #[tokio::test]
 async fn an_opening_stored_by_an_attempt_whose_outcome_was_unknown_goes_on() {
-    let server = MockLlmServer::start().await;
-    let workspace = tempfile::tempdir().unwrap();
-    let storage = Arc::new(Intercepted(AppliedYetUnknown {
-        inner: InMemoryStorage::new(),
-        armed: AtomicBool::new(false),
-    }));
-    let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
-        .build()
-        .await
-        .unwrap();
-    server.push_text("first answer");
-    session.send_message("first").await.unwrap();
-
-    storage.0.armed.store(true, Ordering::SeqCst);
-    server.push_text("second answer");
-    let result = session.send_message("second").await.unwrap();
-    assert_eq!(result.result, "second answer");
-    let stored = storage.load(common::SESSION).await.unwrap();
-    assert_eq!(
-        contents(&stored)[1..],
-        ["first", "first answer", "second", "second answer"]
-    );
-    assert_eq!(session.history(), stored.as_slice());
+    the_second_turn_is_stored_once(AppliedYetRefused::new(0, unknown)).await;
 }
