@@ -56,7 +56,7 @@ use async_trait::async_trait;
 
 use crate::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionInfo,
-    SessionMeta, SessionPage, SessionQuery,
+    SessionMeta, SessionPage, SessionQuery, SessionTimes,
 };
 
 /// Makes a storage that wraps `inner` and adds something to its calls.
@@ -156,6 +156,19 @@ pub trait Intercept: Send + Sync {
             .await
     }
 
+    /// See [`ConversationStorage::create_session_with_times`].
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        self.inner()
+            .create_session_with_times(session_id, meta, messages, times)
+            .await
+    }
+
     /// See [`ConversationStorage::update_session`].
     async fn update_session(
         &self,
@@ -248,6 +261,18 @@ impl<I: Intercept> ConversationStorage for Intercepted<I> {
         messages: &[ChatMessage],
     ) -> Result<u64> {
         self.0.create_session(session_id, meta, messages).await
+    }
+
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        self.0
+            .create_session_with_times(session_id, meta, messages, times)
+            .await
     }
 
     async fn update_session(

@@ -18,6 +18,7 @@ mod retention;
 mod revision;
 mod session_id;
 mod session_meta;
+mod session_times;
 pub mod sql;
 mod storable;
 mod storage;
@@ -47,6 +48,7 @@ pub use session_meta::{
     MAX_DATA_BYTES, MAX_DATA_DEPTH, MAX_TAG_LEN, MAX_TAGS, MAX_TITLE_CHARS, MetaUpdate,
     SessionInfo, SessionMeta, validate_owner,
 };
+pub use session_times::SessionTimes;
 pub use storable::{MAX_METADATA_DEPTH, check_storable};
 pub use storage::{ConversationStorage, check_creation};
 pub use url_param::{

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 
 use crate::{
     Change, ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, Result, Revision,
-    SessionId, SessionInfo, SessionMeta, SessionPage, SessionQuery, validate_owner,
+    SessionId, SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes, validate_owner,
 };
 
 /// How often a call starts over when the session changed between its check and its
@@ -104,6 +104,18 @@ impl OwnerScope {
                 Found::Mine(Box::new(info))
             }
             Some(_) => Found::NotMine,
+        })
+    }
+
+    /// `meta` with this owner, for a session created through the scope; refused when it
+    /// names another owner.
+    fn owned(&self, session_id: &str, meta: &SessionMeta) -> Result<SessionMeta> {
+        if meta.owner.as_ref().is_some_and(|o| *o != self.owner) {
+            return Err(self.not_owner(session_id));
+        }
+        Ok(SessionMeta {
+            owner: Some(self.owner.clone()),
+            ..meta.clone()
         })
     }
 
@@ -268,15 +280,22 @@ impl ConversationStorage for OwnerScope {
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        if meta.owner.as_ref().is_some_and(|o| *o != self.owner) {
-            return Err(self.not_owner(session_id));
-        }
-        let meta = SessionMeta {
-            owner: Some(self.owner.clone()),
-            ..meta.clone()
-        };
+        let meta = self.owned(session_id, meta)?;
         self.storage
             .create_session(session_id, &meta, messages)
+            .await
+    }
+
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        let meta = self.owned(session_id, meta)?;
+        self.storage
+            .create_session_with_times(session_id, &meta, messages, times)
             .await
     }
 

@@ -72,7 +72,7 @@ impl Expiry {
 }
 
 /// 9999-12-31T23:59:59Z in microseconds since the Unix epoch.
-const LATEST_MICROS: i64 = 253_402_300_799_000_000;
+pub(crate) const LATEST_MICROS: i64 = 253_402_300_799_000_000;
 
 /// An expiry as a backend stores it: two nullable microsecond columns (or hash fields,
 /// or numbers in a file), written by [`StoredExpiry::at_write`] on every write and read

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 
 use crate::{
     Change, ChatMessage, Error, Expect, LEGACY_GENERATION, MetaUpdate, Result, Revision, SessionId,
-    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_purge_batch, check_storable,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes, check_purge_batch,
+    check_storable,
 };
 
 /// Persistent storage for conversation histories, keyed by session id.
@@ -213,6 +214,33 @@ pub trait ConversationStorage: Send + Sync {
         }
         self.write_if(session_id, Expect::Generation(0), Change::Append(messages))
             .await
+    }
+
+    /// Creates `session_id` as [`create_session`](Self::create_session) does, with the
+    /// times it had elsewhere: `fusion migrate` and `fusion sessions import` give a copied
+    /// session its source's `created_at` and `updated_at`, so listings keep their order
+    /// and dates. The times are kept as the backend keeps its own (SQLite: whole
+    /// milliseconds), and none later than the storage's clock at the write
+    /// ([`SessionTimes::stored_at`]). An idle expiry counts from the given `updated_at`
+    /// like one set at that write, so a session whose expiry has passed by then is
+    /// created expired: gone for every reader, as one created with an [`Expiry::At`] in
+    /// the past is. Refused as `create_session` refuses, and with [`Error::InvalidMeta`]
+    /// when `times` breaks a rule of [`SessionTimes::validate`]; nothing is written then.
+    ///
+    /// The default checks `times` and creates the session with `create_session`, at the
+    /// storage's own time: a backend that keeps no times has none to set. Every bundled
+    /// backend overrides it.
+    ///
+    /// [`Expiry::At`]: crate::Expiry::At
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        times.validate()?;
+        self.create_session(session_id, meta, messages).await
     }
 
     /// Applies `update` to the metadata of `session_id` atomically (a concurrent update

@@ -25,8 +25,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
-    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_purge_batch,
-    check_storable, unix_micros,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes, check_creation,
+    check_purge_batch, check_storable, unix_micros,
 };
 
 use store::Store;
@@ -60,6 +60,26 @@ impl InMemoryStorage {
         self.sessions
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Creates `session_id`, at the times given or now, checking it does not exist under
+    /// the same lock of the whole store as the creation.
+    fn create(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: Option<SessionTimes>,
+    ) -> Result<u64> {
+        check_creation(BACKEND, session_id, meta, messages)?;
+        let (mut store, at) = (self.write(), now());
+        let now = store.revision(session_id, at);
+        if now.exists() {
+            let absent = Expect::Generation(0);
+            return Err(absent.conflict(BACKEND, session_id, now.generation, Some(now.len)));
+        }
+        let written = times.map_or((at, at), |times| times.stored_at(at));
+        Ok(store.create(session_id, meta.clone(), messages.to_vec(), at, written))
     }
 }
 
@@ -154,14 +174,18 @@ impl ConversationStorage for InMemoryStorage {
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        check_creation(BACKEND, session_id, meta, messages)?;
-        let (mut store, at) = (self.write(), now());
-        let now = store.revision(session_id, at);
-        if now.exists() {
-            let absent = Expect::Generation(0);
-            return Err(absent.conflict(BACKEND, session_id, now.generation, Some(now.len)));
-        }
-        Ok(store.create(session_id, meta.clone(), messages.to_vec(), at))
+        self.create(session_id, meta, messages, None)
+    }
+
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        times.validate()?;
+        self.create(session_id, meta, messages, Some(times))
     }
 
     async fn update_session(

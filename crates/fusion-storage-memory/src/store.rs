@@ -222,7 +222,7 @@ impl Store {
                 if absent_or_expired.is_some() {
                     self.remove(id);
                 }
-                self.create(id, SessionMeta::default(), messages, now);
+                self.create(id, SessionMeta::default(), messages, now, (now, now));
                 return;
             }
         };
@@ -275,7 +275,13 @@ impl Store {
                 entry.generation = new_generation();
             });
         } else {
-            self.create(id, SessionMeta::default(), history.to_vec(), now);
+            self.create(
+                id,
+                SessionMeta::default(),
+                history.to_vec(),
+                now,
+                (now, now),
+            );
         }
     }
 
@@ -301,16 +307,19 @@ impl Store {
     }
 
     /// Creates a session (which must not exist, or have expired) at `now` and returns
-    /// its generation.
+    /// its generation. It was created at `created` and last written at `updated`
+    /// (microseconds, neither later than `now`): `now` for a new session, earlier for
+    /// one copied from elsewhere; an idle expiry counts from `updated`.
     pub(crate) fn create(
         &mut self,
         id: &str,
         mut meta: SessionMeta,
         messages: Vec<ChatMessage>,
         now: i64,
+        (created, updated): (i64, i64),
     ) -> u64 {
         self.drop_expired(id, now);
-        let expiry = StoredExpiry::of(meta.expiry.as_ref(), now);
+        let expiry = StoredExpiry::of(meta.expiry.as_ref(), updated);
         // Kept to the microsecond, as every backend keeps it.
         meta.expiry = expiry.expiry();
         let entry = Entry {
@@ -319,9 +328,9 @@ impl Store {
             messages,
             generation: new_generation(),
             // Both timestamps at the listing's precision, so `updated_at >= created_at`.
-            created_at: from_unix_micros(now),
-            updated_micros: now,
-            filed_micros: now,
+            created_at: from_unix_micros(created),
+            updated_micros: updated,
+            filed_micros: updated,
             expiry,
             meta,
         };
@@ -563,7 +572,13 @@ mod tests {
     fn an_owners_index_is_settled_with_the_rest() {
         let mut store = Store::default();
         for (now, id) in [(10, "x"), (20, "y")] {
-            store.create(id, SessionMeta::new().owner("ann"), Vec::new(), now);
+            store.create(
+                id,
+                SessionMeta::new().owner("ann"),
+                Vec::new(),
+                now,
+                (now, now),
+            );
         }
         append(&mut store, "z", 25);
         append(&mut store, "x", 30);

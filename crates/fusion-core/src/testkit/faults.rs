@@ -41,7 +41,7 @@ use async_trait::async_trait;
 use super::StorageHarness;
 use crate::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Result,
-    SessionMeta,
+    SessionMeta, SessionTimes,
 };
 
 /// Something that loses replies on request: what the [`cases`] need of a fault.
@@ -283,6 +283,20 @@ impl<S: ConversationStorage> Intercept for LoseReplies<S> {
     ) -> Result<u64> {
         let result = self.inner.create_session(session_id, meta, messages).await;
         self.reply("create_session", session_id, result)
+    }
+
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        let result = self
+            .inner
+            .create_session_with_times(session_id, meta, messages, times)
+            .await;
+        self.reply("create_session_with_times", session_id, result)
     }
 }
 

@@ -42,6 +42,7 @@ pub mod metadata;
 pub mod owners;
 pub mod retention;
 pub mod search;
+pub mod times;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -326,6 +327,13 @@ macro_rules! conformance_suite {
                 ids_survive_rewrites_and_repeats_are_refused,
                 conditional_writes_and_creation_store_each_id_once,
                 racing_copies_of_one_batch_store_it_once,
+            );
+            $crate::__conformance_cases!(
+                $setup, times;
+                a_copy_keeps_the_times_it_is_given,
+                times_later_than_the_storages_clock_are_stored_as_its_own,
+                an_idle_expiry_counts_from_the_given_last_write,
+                times_that_cannot_be_are_refused_and_nothing_is_written,
             );
             $crate::__conformance_cases!(
                 $setup, retention;

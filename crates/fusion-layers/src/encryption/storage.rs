@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Result, Revision,
-    SessionId, SessionMeta, check_creation, check_storable,
+    SessionId, SessionMeta, SessionTimes, check_creation, check_storable,
 };
 
 use super::envelope::{Codec, ENCRYPTED_PREFIX, SessionCrypt, Stored};
@@ -133,5 +133,20 @@ impl Intercept for EncryptedStorage {
         check_creation(self.inner.backend_name(), session_id, meta, messages)?;
         let sealed = self.seal(session_id, messages)?;
         self.inner.create_session(session_id, meta, &sealed).await
+    }
+
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        check_creation(self.inner.backend_name(), session_id, meta, messages)?;
+        times.validate()?;
+        let sealed = self.seal(session_id, messages)?;
+        self.inner
+            .create_session_with_times(session_id, meta, &sealed, times)
+            .await
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, MetaUpdate, Result,
-    Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery,
+    Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes,
 };
 use metrics::{counter, histogram};
 use tracing::field::{Empty, display};
@@ -290,6 +290,20 @@ impl Intercept for Observed {
     ) -> Result<u64> {
         let call = Call::new("create_session", session_id).writing(messages);
         let run = self.inner.create_session(session_id, meta, messages);
+        self.observe(call, run).await
+    }
+
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        let call = Call::new("create_session_with_times", session_id).writing(messages);
+        let run = self
+            .inner
+            .create_session_with_times(session_id, meta, messages, times);
         self.observe(call, run).await
     }
 

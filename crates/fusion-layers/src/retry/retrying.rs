@@ -10,7 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Error, Expect, Intercept, MessageId,
-    MetaUpdate, Result, Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery, unstored,
+    MetaUpdate, Result, Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery,
+    SessionTimes, unstored,
 };
 
 use super::policy::Policy;
@@ -151,6 +152,35 @@ impl Retrying {
     /// believed it wrote its message again (found by `fusion-stress --faults` on
     /// PostgreSQL, where the settling read was cut too). That is a retryable error saying
     /// so instead.
+    /// Creates `session_id` opening with `messages` (each with an id) by `create`,
+    /// retried. A conflict after an attempt whose reply was lost is that attempt's
+    /// creation if the session opens with these very messages: their ids are fresh, so
+    /// no one else wrote them.
+    async fn create<'a, F, Fut>(
+        &self,
+        operation: &str,
+        session_id: &str,
+        messages: &[ChatMessage],
+        create: F,
+    ) -> Result<u64>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<u64>> + 'a,
+    {
+        let Attempts { result, uncertain } = self.attempts(operation, create).await;
+        match result {
+            Err(conflict @ Error::Conflict { .. }) if uncertain => {
+                let read = || self.inner.load_revision(session_id);
+                let judge = |(history, revision): (Vec<ChatMessage>, Revision)| {
+                    history.starts_with(messages).then_some(revision.generation)
+                };
+                self.settle(operation, session_id, conflict, read, judge)
+                    .await
+            }
+            result => result,
+        }
+    }
+
     async fn settle<R, T, F, Fut>(
         &self,
         operation: &str,
@@ -382,26 +412,25 @@ impl Intercept for Retrying {
         messages: &[ChatMessage],
     ) -> Result<u64> {
         let messages = identified(messages);
-        let Attempts { result, uncertain } = self
-            .attempts("create_session", || {
-                self.inner.create_session(session_id, meta, &messages)
-            })
-            .await;
-        match result {
-            Err(conflict @ Error::Conflict { .. }) if uncertain => {
-                // Created by the attempt whose reply was lost if the session opens with
-                // these very messages (their ids are fresh, so no one else wrote them).
-                let read = || self.inner.load_revision(session_id);
-                let judge = |(history, revision): (Vec<ChatMessage>, Revision)| {
-                    history
-                        .starts_with(&messages)
-                        .then_some(revision.generation)
-                };
-                self.settle("create_session", session_id, conflict, read, judge)
-                    .await
-            }
-            result => result,
-        }
+        let create = || self.inner.create_session(session_id, meta, &messages);
+        self.create("create_session", session_id, &messages, create)
+            .await
+    }
+
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        let messages = identified(messages);
+        let create = || {
+            self.inner
+                .create_session_with_times(session_id, meta, &messages, times)
+        };
+        self.create("create_session_with_times", session_id, &messages, create)
+            .await
     }
 
     async fn update_session(
