@@ -45,6 +45,10 @@ pub(crate) struct Lives {
     /// The latest timestamp handed out, by any slot: each write's is later, so the
     /// instance's writes stay in one order whichever journals they reach.
     last_t: AtomicI64,
+    /// The journal of the creations placed at a given time (sessions copied from
+    /// elsewhere with their times; see [`Lives::append_at`]), and its last line's
+    /// `(t, id)`: kept apart from the slots, whose lines are stamped now.
+    dated: Mutex<Option<(Live, (i64, String))>>,
 }
 
 impl Lives {
@@ -52,6 +56,7 @@ impl Lives {
         Self {
             slots: Default::default(),
             last_t: AtomicI64::new(i64::MIN),
+            dated: Mutex::new(None),
         }
     }
 
@@ -99,6 +104,58 @@ impl Lives {
         Ok((t, fold, removed))
     }
 
+    /// Appends `line`, the line of a write of `id` placed at the given time `t` (earlier
+    /// than this instance's other lines, as a rule), to the instance's journal of such
+    /// lines, which stays sorted as every journal must: while the lines come in
+    /// increasing `(t, id)` order they go to one journal; a line that sorts before its
+    /// journal's last one finishes it (the next fold takes it, as it takes any) and
+    /// starts another. So a copy made oldest first fills one journal, and one in another
+    /// order starts up to one per line, whose folds (due once more than
+    /// `LIVE_FILES_MAX` journals stand) cost the compacted journal's length each.
+    /// Returns whether a fold is due and whether the journal was found removed, as
+    /// [`append`](Self::append) does.
+    pub(crate) fn append_at(
+        &self,
+        root: &Path,
+        (t, id): (i64, &str),
+        limit: u64,
+        sync: bool,
+        line: &[u8],
+    ) -> Result<(bool, bool)> {
+        let mut dated = self.dated.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fold = false;
+        let now = unix_micros(SystemTime::now());
+        let found = dated.as_mut().map(|(live, _)| live.check_since(now));
+        let removed = found == Some(Checked::Removed);
+        let in_order = dated
+            .as_ref()
+            .is_some_and(|(_, (last_t, last_id))| (*last_t, last_id.as_str()) < (t, id));
+        if removed || found == Some(Checked::Shared) || !in_order {
+            // Closing the file releases its lock: the next fold takes its lines.
+            *dated = None;
+        }
+        let (mut live, last) = match dated.take() {
+            Some(open) => open,
+            None => {
+                let (live, count) = Live::create(root)?;
+                fold = count > super::LIVE_FILES_MAX;
+                // Nothing sorts below the first line.
+                (live, (i64::MIN, String::new()))
+            }
+        };
+        if let Err(err) = live.append(line, sync) {
+            // As in a slot: junk at most after its last line, which the next overwrites.
+            *dated = Some((live, last));
+            return Err(err);
+        }
+        if live.len > limit {
+            fold = true;
+        } else {
+            *dated = Some((live, (t, id.to_string())));
+        }
+        Ok((fold, removed))
+    }
+
     /// The first slot no other thread holds, or, when all are held, the first once it is
     /// free.
     fn free_slot(&self) -> MutexGuard<'_, Option<Live>> {
@@ -136,6 +193,7 @@ impl Lives {
         for slot in &self.slots {
             *slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
+        *self.dated.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Whether every journal this instance writes is still where it was created: not so
@@ -152,6 +210,13 @@ impl Lives {
                 found = Some(true);
             }
         }
+        let dated = self.dated.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((live, _)) = dated.as_ref() {
+            if !live.is_in_place() {
+                return Some(false);
+            }
+            found = Some(true);
+        }
         found
     }
 
@@ -159,6 +224,25 @@ impl Lives {
     #[cfg(test)]
     pub(crate) fn hold_first(&self) -> MutexGuard<'_, Option<Live>> {
         self.slots[0].lock().unwrap()
+    }
+}
+
+impl super::Index {
+    /// Records the creation of `id` placed at `t`, the last write a session copied from
+    /// elsewhere had there (no later than now), in the instance's journal of such lines
+    /// ([`Lives::append_at`]): listings, folds and builds place it at `t` as any other.
+    pub(crate) fn record_created_at(
+        &self,
+        id: &str,
+        t: i64,
+        sync: bool,
+    ) -> Result<super::Recorded> {
+        let line = super::journal::encode(t, super::Kind::Write, id);
+        let limit = self.limits.0;
+        let (fold, removed) = self
+            .lives
+            .append_at(&self.root, (t, id), limit, sync, &line)?;
+        self.log_change(id, super::Change::Create, (t, fold, removed), sync)
     }
 }
 

@@ -193,6 +193,19 @@ impl Index {
                 .append(&self.root, floor, self.limits.0, sync, |t| {
                     journal::encode(t, kind, id)
                 })?;
+        self.log_change(id, change, (t, fold, journal_removed), sync)
+    }
+
+    /// After a write's line: a creation or deletion goes to the id log, and a journal
+    /// found removed marks the index for a rebuild.
+    pub(super) fn log_change(
+        &self,
+        id: &str,
+        change: Change,
+        recorded: (i64, bool, bool),
+        sync: bool,
+    ) -> Result<Recorded> {
+        let (t, fold, journal_removed) = recorded;
         let merge_ids = match change {
             Change::Write if !journal_removed => false,
             // Lines written into the removed journal since it was last found in place (up

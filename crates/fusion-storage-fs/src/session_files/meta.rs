@@ -11,7 +11,7 @@ use fusion_core::{
     is_expired, unix_micros,
 };
 
-use super::write::set_keys;
+use super::write::{Creation, set_keys};
 use super::{SessionFiles, exists, now_micros};
 use crate::batch::Batch;
 use crate::counters::{Counters, LockContents};
@@ -212,17 +212,18 @@ impl SessionFiles {
         info
     }
 
-    /// Creates the session with `meta` and `batch` (at least one message, whose ids are
-    /// distinct: a new session has no other to compare them with), or fails with a
-    /// conflict if it exists (and has not expired); returns the new generation.
-    pub(crate) fn create(&self, meta: &SessionMeta, batch: &Batch) -> Result<u64> {
+    /// Creates the session with `batch` (at least one message, whose ids are distinct: a
+    /// new session has no other to compare them with) and what `creation` gives it (its
+    /// metadata, and the times it had elsewhere, if any), or fails with a conflict if it
+    /// exists (and has not expired); returns the new generation.
+    pub(crate) fn create(&self, creation: Creation<'_>, batch: &Batch) -> Result<u64> {
         let lock = self.lock_exclusive()?;
         let (current, expired) = self.expire_locked(&lock, self.inspect()?)?;
         if current.exists() {
             let generation = lock.generation(&self.lock)?;
             return Err(Expect::Generation(0).conflict(BACKEND, &self.id, generation, None));
         }
-        let (outcome, recorded) = self.append_locked(&lock, current, batch, Some(meta))?;
+        let (outcome, recorded) = self.append_locked(&lock, current, batch, Some(creation))?;
         self.finish(lock, &[expired, recorded]);
         match outcome {
             super::Outcome::New(generation) => Ok(generation),

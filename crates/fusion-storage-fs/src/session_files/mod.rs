@@ -92,7 +92,7 @@ use crate::options::SyncPolicy;
 use crate::recent_cache::RecentCache;
 
 use inspect::{Current, TAIL_CHUNK, read_exact_at};
-pub(crate) use write::Times;
+pub(crate) use write::{Creation, Times};
 
 /// The write of a conditional write, serialised.
 #[derive(Debug)]

@@ -7,9 +7,9 @@ use std::borrow::Cow;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 
-use fusion_core::{Result, SessionMeta, StoredExpiry, new_generation};
+use fusion_core::{Result, SessionMeta, SessionTimes, StoredExpiry, new_generation};
 
-use super::{Current, Outcome, SessionFiles, sync_dir};
+use super::{Current, Outcome, SessionFiles, now_micros, sync_dir};
 use crate::batch::Batch;
 use crate::counters::{Counters, UNKNOWN_LEN};
 use crate::error::{BACKEND, IoContext};
@@ -28,6 +28,15 @@ pub(crate) enum Times {
     Write,
     /// An existing session keeps its times: the same conversation stored another way.
     Keep,
+}
+
+/// What a creation gives the session besides its messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Creation<'a> {
+    /// Its owner, title, tags, data and expiry.
+    pub(crate) meta: &'a SessionMeta,
+    /// The times it had elsewhere (a copy), or `None` for a session created now.
+    pub(crate) times: Option<SessionTimes>,
 }
 
 impl SessionFiles {
@@ -60,8 +69,11 @@ impl SessionFiles {
     /// Appends the messages of `batch` the session does not hold yet (see
     /// [`unstored_lines`](Self::unstored_lines)) after cutting off a torn tail; when it
     /// holds them all, writes nothing and keeps the generation. An append that creates the
-    /// session gives it a fresh generation and, if `meta` holds any, its metadata, markers
-    /// and expiry, all before its lines are written: nobody sees it without them. An
+    /// session gives it a fresh generation and, if its `creation` holds any, its metadata,
+    /// markers and expiry, all before its lines are written: nobody sees it without them;
+    /// with the times it had elsewhere, it was created and last written then (none later
+    /// than now), is placed in the index at that last write, and an idle expiry counts
+    /// from it. An
     /// append to an existing session moves an idle expiry to its own time plus the span,
     /// in the counters it stores anyway (its expiry marker stays: an earlier one still
     /// finds it). Once all of it succeeded, the instance remembers the session's last ids
@@ -71,7 +83,7 @@ impl SessionFiles {
         lock: &SessionLock,
         current: Current,
         batch: &Batch,
-        meta: Option<&SessionMeta>,
+        creation: Option<Creation<'_>>,
     ) -> Result<(Outcome, Option<Recorded>)> {
         let (lines, known) = self.unstored_lines(&current, batch)?;
         if lines.is_empty() {
@@ -85,9 +97,17 @@ impl SessionFiles {
         } else {
             Change::Create
         };
-        let recorded = self
-            .index
-            .record(&self.id, change, floor(before.as_ref()), sync)?;
+        // A copy's times, none later than the clock (and at the precision of its own).
+        let given = match (&before, creation.and_then(|c| c.times)) {
+            (None, Some(times)) => Some(times.stored_at(now_micros())),
+            _ => None,
+        };
+        let recorded = match given {
+            Some((_, updated_us)) => self.index.record_created_at(&self.id, updated_us, sync)?,
+            None => self
+                .index
+                .record(&self.id, change, floor(before.as_ref()), sync)?,
+        };
         let t = recorded.t;
         let current = self.unshare(current)?;
         let kept = current.data_end;
@@ -117,12 +137,13 @@ impl SessionFiles {
             Some(_) => Outcome::Kept,
             None => {
                 let none = SessionMeta::new();
-                let meta = meta.unwrap_or(&none);
-                let expiry = StoredExpiry::of(meta.expiry.as_ref(), t);
-                let indexed = self.prepare_creation(t, meta, expiry, sync)?;
+                let meta = creation.map_or(&none, |c| c.meta);
+                let (created_us, updated_us) = given.unwrap_or((t, t));
+                let expiry = StoredExpiry::of(meta.expiry.as_ref(), updated_us);
+                let indexed = self.prepare_creation(created_us, meta, expiry, sync)?;
                 let counters = Counters {
-                    created_us: t,
-                    updated_us: t,
+                    created_us,
+                    updated_us,
                     count: added,
                     len,
                     expiry,

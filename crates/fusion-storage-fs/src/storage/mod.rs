@@ -24,8 +24,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
-    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_purge_batch,
-    check_storable,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes, check_creation,
+    check_purge_batch, check_storable,
 };
 
 use crate::batch::Batch;
@@ -38,7 +38,7 @@ use crate::location;
 use crate::options::{FileSystemOptions, SyncPolicy};
 use crate::recent_cache::RecentCache;
 use crate::retention::Retention;
-use crate::session_files::{Directory, FileChange, SessionFiles, Times};
+use crate::session_files::{Creation, Directory, FileChange, SessionFiles, Times};
 
 mod calls;
 
@@ -320,13 +320,26 @@ impl ConversationStorage for FileSystemStorage {
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        check_creation(BACKEND, session_id, meta, messages)?;
-        let batch = Batch::encode(messages)?;
-        let meta = meta.clone();
-        self.on_session("create_session", session_id, move |files| {
-            files.create(&meta, &batch)
-        })
-        .await
+        self.create("create_session", session_id, meta, messages, None)
+            .await
+    }
+
+    /// As `create_session`, with the given times (none later than the clock) in the
+    /// counters and the metadata file, and the session's line in the index at its given
+    /// `updated_at`, in this instance's journal of such lines (see the crate README), so
+    /// listings place it there, after a rebuild of the index too. An idle expiry counts
+    /// from that `updated_at`.
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        times.validate()?;
+        let call = "create_session_with_times";
+        self.create(call, session_id, meta, messages, Some(times))
+            .await
     }
 
     /// Reads, changes, validates and replaces the metadata file under the session's
@@ -431,6 +444,27 @@ impl ConversationStorage for FileSystemStorage {
 
     fn backend_name(&self) -> &'static str {
         BACKEND
+    }
+}
+
+impl FileSystemStorage {
+    /// Creates `session_id` for `create_session` (`times` `None`: now) and
+    /// `create_session_with_times` (`call`).
+    async fn create(
+        &self,
+        call: &'static str,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: Option<SessionTimes>,
+    ) -> Result<u64> {
+        check_creation(BACKEND, session_id, meta, messages)?;
+        let batch = Batch::encode(messages)?;
+        let meta = meta.clone();
+        self.on_session(call, session_id, move |files| {
+            files.create(Creation { meta: &meta, times }, &batch)
+        })
+        .await
     }
 }
 
