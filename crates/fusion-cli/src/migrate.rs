@@ -49,7 +49,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use fusion::ChatMessage;
 use fusion::storage::{
-    Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionMeta, StorageType,
+    Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionMeta, SessionTimes,
+    StorageType,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -316,16 +317,18 @@ async fn migrate_one(
     args: &MigrateArgs,
 ) -> Result<Outcome> {
     let to = views.storage.as_ref();
-    let source_meta = meta::read(from, id)
+    let source_info = from
+        .session_info(id)
         .await
         .context("cannot read the source")?;
     let source = from.load(id).await.context("cannot read the source")?;
     // Deleted from the source since it was listed (or unreadable there): nothing to copy,
     // and whatever the target holds is not this command's to delete, even with --force.
     // Said as such: counted as up to date, a torn source file read as a success.
-    if source.is_empty() {
+    let Some(source_info) = source_info.filter(|_| !source.is_empty()) else {
         return Ok(Outcome::Gone);
-    }
+    };
+    let source_meta = &source_info.meta;
     // The outcome of the last write whose reply was lost, and that reply's error.
     let mut unanswered: Option<(Outcome, fusion::Error)> = None;
     for _ in 0..ATTEMPTS {
@@ -338,7 +341,7 @@ async fn migrate_one(
             // Up to date, or made so by a write whose reply was lost: then that is what
             // this run did (the read just verified it).
             let outcome = unanswered.map_or(Outcome::UpToDate, |(outcome, _)| outcome);
-            return sync_meta(to, id, &source_meta, outcome, args).await;
+            return sync_meta(to, id, source_meta, outcome, args).await;
         } else if held == target.len() {
             // Only what the target lacks, so a re-run after an interrupted one never
             // duplicates.
@@ -362,14 +365,15 @@ async fn migrate_one(
             return match outcome {
                 // A copy would carry the metadata with it.
                 Outcome::Copied(_) => Ok(outcome),
-                _ => sync_meta(to, id, &source_meta, outcome, args).await,
+                _ => sync_meta(to, id, source_meta, outcome, args).await,
             };
         }
         // `at` is `Revision::ABSENT` for an empty target: then the write only creates,
-        // with the source's metadata in the same step.
+        // with the source's metadata and times in the same step.
         let writer = views.unretried.as_ref();
         let written = if at == Revision::ABSENT {
-            sessions::create(writer, id, &source_meta, &source).await
+            let times = SessionTimes::of(&source_info);
+            sessions::create(writer, id, source_meta, times, &source).await
         } else {
             writer.write_if(id, Expect::Exactly(at), change).await
         };
@@ -377,7 +381,7 @@ async fn migrate_one(
             Ok(_) => {
                 return match verify_written(to, id, &source, outcome).await? {
                     diverged @ Outcome::Diverged(_) => Ok(diverged),
-                    outcome => sync_meta(to, id, &source_meta, outcome, args).await,
+                    outcome => sync_meta(to, id, source_meta, outcome, args).await,
                 };
             }
             // Another writer changed the target since it was read; nothing was written.

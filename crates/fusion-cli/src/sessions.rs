@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use fusion::SessionId;
 use fusion::api::export;
 use fusion::storage::{
-    Change, ConversationStorage, Expect, Expiry, Revision, SessionInfo, SessionMeta,
+    Change, ConversationStorage, Expect, Expiry, Revision, SessionInfo, SessionMeta, SessionTimes,
     session_id_from_file_name,
 };
 
@@ -86,13 +86,14 @@ pub async fn export(
     force: bool,
 ) -> Result<()> {
     let (info, messages) = load_existing(store, id, false).await?;
-    let meta = info.map(|info| info.meta).unwrap_or_default();
+    // A storage that keeps no facts (a user-written one) exports the id and messages.
+    let info = info.unwrap_or_else(|| SessionInfo::new(id, messages.len()));
     let format = match format {
         ExportFormat::Json => export::ExportFormat::Json,
         ExportFormat::Jsonl => export::ExportFormat::Jsonl,
         ExportFormat::Markdown => export::ExportFormat::Markdown,
     };
-    let text = export::write(format, id, &meta, &messages)
+    let text = export::write_session(format, &info, &messages)
         .with_context(|| format!("cannot export session \"{id}\""))?;
     match output {
         Some(path) => {
@@ -126,14 +127,11 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
     };
     let imported =
         export::read(&text).with_context(|| format!("cannot import {}", file.display()))?;
-    if let Some(Expiry::At(at)) = imported.meta.expiry
-        && at <= SystemTime::now()
-    {
+    if let Some(expired) = expired(&imported) {
         // Stored as it is, the session would be gone for every reader at once.
         bail!(
-            "cannot import {}: its expiry ({}) has passed; remove \"expiry\" from its \"meta\" to import it",
+            "cannot import {}: {expired}; remove \"expiry\" from its \"meta\" to import it",
             file.display(),
-            crate::time::rfc3339(at)
         );
     }
 
@@ -157,7 +155,7 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
         .open_stored("import", written_in, imported.messages.clone())
         .or_else(|err| match written_in == id {
             true => Err(err),
-            false => encryption.open_stored("import", id, imported.messages),
+            false => encryption.open_stored("import", id, imported.messages.clone()),
         })
         .with_context(|| {
             format!(
@@ -178,14 +176,22 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
     if replace {
         // An explicit overwrite: whatever the session holds now is what the user asked
         // to replace, so there is nothing to compare against.
-        let existed = replace_session(storage.as_ref(), id, &imported.meta, messages).await?;
+        let existed = replace_session(storage.as_ref(), id, &imported, messages).await?;
         let verb = if existed { "replaced" } else { "imported" };
         render::say(format_args!("{verb} session {id} ({count})"))?;
         return Ok(());
     }
     // Create-only in one atomic step: a check followed by a save would overwrite a session
     // another writer created in between.
-    match create(storage.as_ref(), id, &imported.meta, messages).await {
+    match create(
+        storage.as_ref(),
+        id,
+        &imported.meta,
+        imported.times,
+        messages,
+    )
+    .await
+    {
         Ok(_) => {
             render::say(format_args!("imported session {id} ({count})"))?;
             Ok(())
@@ -204,41 +210,70 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
     }
 }
 
-/// Creates session `id` holding `messages` with `meta`, in one step that fails with
-/// [`fusion::Error::Conflict`] if it exists. Without metadata it is the conditional write
-/// every backend has, so an export without `meta` imports anywhere.
+/// Why `imported` would be gone for every reader as soon as it is stored, if it would:
+/// an expiry instant that has passed, or an idle expiry that ran out after the last write
+/// the export records (the session keeps that time when it is imported).
+fn expired(imported: &export::Imported) -> Option<String> {
+    let now = SystemTime::now();
+    match (imported.meta.expiry?, imported.times) {
+        (Expiry::At(at), _) if at <= now => Some(format!(
+            "its expiry ({}) has passed",
+            crate::time::rfc3339(at)
+        )),
+        (Expiry::Idle(span), Some(times)) if times.updated_at + span <= now => Some(format!(
+            "its idle expiry ran out at {}, {} after its last write",
+            crate::time::rfc3339(times.updated_at + span),
+            crate::time::format_span(span)
+        )),
+        _ => None,
+    }
+}
+
+/// Creates session `id` holding `messages` with `meta` and, when known, the times it had
+/// where it came from, in one step that fails with [`fusion::Error::Conflict`] if it
+/// exists. Without metadata or times it is the conditional write every backend has, so an
+/// export without them imports anywhere.
 pub async fn create(
     storage: &dyn ConversationStorage,
     id: &str,
     meta: &SessionMeta,
+    times: Option<SessionTimes>,
     messages: &[fusion::ChatMessage],
 ) -> fusion::Result<u64> {
-    if meta.is_empty() {
-        storage
-            .write_if(
-                id,
-                Expect::Exactly(Revision::ABSENT),
-                Change::Replace(messages),
-            )
-            .await
-    } else {
-        storage.create_session(id, meta, messages).await
+    match times {
+        Some(times) => {
+            storage
+                .create_session_with_times(id, meta, messages, times)
+                .await
+        }
+        None if meta.is_empty() => {
+            storage
+                .write_if(
+                    id,
+                    Expect::Exactly(Revision::ABSENT),
+                    Change::Replace(messages),
+                )
+                .await
+        }
+        None => storage.create_session(id, meta, messages).await,
     }
 }
 
-/// `import --replace`: session `id` ends up holding `messages`, and `meta` too when the
-/// export has any (an export without metadata leaves the session's own). Returns whether
-/// the session existed.
+/// `import --replace`: session `id` ends up holding `messages`, and the export's metadata
+/// too when it has any (an export without metadata leaves the session's own). A session
+/// that did not exist gets the export's times; one replaced keeps its own creation, and
+/// the replacement is its last write. Returns whether the session existed.
 async fn replace_session(
     storage: &dyn ConversationStorage,
     id: &str,
-    meta: &SessionMeta,
+    imported: &export::Imported,
     messages: &[fusion::ChatMessage],
 ) -> Result<bool> {
     let context = || format!("cannot save session \"{id}\"");
-    // A new session gets its metadata with its messages, in one step.
-    if !meta.is_empty() {
-        match storage.create_session(id, meta, messages).await {
+    let meta = &imported.meta;
+    // A new session gets its metadata and times with its messages, in one step.
+    if !meta.is_empty() || imported.times.is_some() {
+        match create(storage, id, meta, imported.times, messages).await {
             Ok(_) => return Ok(false),
             Err(fusion::Error::Conflict { .. }) => {}
             Err(err) => return Err(err).with_context(context),

@@ -90,7 +90,8 @@ pub enum Error {
 
     /// Session metadata (owner, title, tags, data, expiry) breaks a rule of
     /// [`SessionMeta`](crate::SessionMeta), or another argument of a call is out of range
-    /// (a session created without messages, a purge batch). Nothing was read or written.
+    /// (a session created without messages or with times out of order, a purge
+    /// batch). Nothing was read or written.
     #[error("invalid session metadata: {0}")]
     InvalidMeta(String),
 

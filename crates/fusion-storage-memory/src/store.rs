@@ -306,10 +306,8 @@ impl Store {
         }
     }
 
-    /// Creates a session (which must not exist, or have expired) at `now` and returns
-    /// its generation. It was created at `created` and last written at `updated`
-    /// (microseconds, neither later than `now`): `now` for a new session, earlier for
-    /// one copied from elsewhere; an idle expiry counts from `updated`.
+    /// Creates a session (which must not exist, or have expired) at `now`, as created at
+    /// `created` and last written at `updated` (at most `now`), and returns its generation.
     pub(crate) fn create(
         &mut self,
         id: &str,

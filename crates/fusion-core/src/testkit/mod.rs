@@ -331,6 +331,7 @@ macro_rules! conformance_suite {
             $crate::__conformance_cases!(
                 $setup, times;
                 a_copy_keeps_the_times_it_is_given,
+                a_copy_under_the_id_of_a_deleted_session_is_listed,
                 times_later_than_the_storages_clock_are_stored_as_its_own,
                 an_idle_expiry_counts_from_the_given_last_write,
                 times_that_cannot_be_are_refused_and_nothing_is_written,

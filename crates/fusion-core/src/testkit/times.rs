@@ -89,6 +89,46 @@ pub async fn a_copy_keeps_the_times_it_is_given<H: StorageHarness>(harness: &H) 
     assert_eq!(owned.created_at, Some(copied.created_at));
 }
 
+/// A copy created under the id of a session deleted since (written later than the copy's
+/// times say) is listed at its own times, once, by every instance, and so is one created
+/// after a session of that id expired.
+pub async fn a_copy_under_the_id_of_a_deleted_session_is_listed<H: StorageHarness>(harness: &H) {
+    let store = open(harness).await;
+    let now = whole_ms(SystemTime::now());
+    let copied = SessionTimes::new(now - 3 * DAY, now - DAY);
+    store.append("reused", &said("a")).await.unwrap();
+    store.append("other", &said("b")).await.unwrap();
+    store.delete("reused").await.unwrap();
+    store
+        .create_session_with_times("reused", &SessionMeta::new(), &said("c"), copied)
+        .await
+        .unwrap();
+    let short = SessionMeta::new().expiry(Expiry::Idle(std::time::Duration::from_millis(1)));
+    store
+        .create_session("lapsed", &short, &said("d"))
+        .await
+        .unwrap();
+    super::wait_past(SystemTime::now()).await;
+    store
+        .create_session_with_times("lapsed", &SessionMeta::new(), &said("e"), copied)
+        .await
+        .unwrap();
+    for reader in [&store, &open(harness).await] {
+        let newest_first = SessionQuery::new()
+            .order(SessionOrder::UpdatedDesc)
+            .limit(2);
+        let listed = all_pages(reader, newest_first).await;
+        assert_eq!(
+            listed,
+            ["other", "reused", "lapsed"],
+            "listed by their times"
+        );
+        let info = info(reader, "reused").await;
+        assert_eq!(info.updated_at, Some(copied.updated_at));
+        assert_eq!(reader.load("lapsed").await.unwrap(), said("e"));
+    }
+}
+
 /// Times later than the storage's clock (a source whose clock ran ahead) are stored as
 /// the clock's reading at the write, so the next write never moves `updated_at` back.
 pub async fn times_later_than_the_storages_clock_are_stored_as_its_own<H: StorageHarness>(

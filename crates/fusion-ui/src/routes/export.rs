@@ -41,7 +41,7 @@ pub(crate) async fn download(
         // Deleted between the two reads.
         return Err(not_stored(&id));
     }
-    let text = export::write(format, &id, &info.meta, &messages)
+    let text = export::write_session(format, &info, &messages)
         .map_err(|err| PageError::bad_request(err.to_string()))?;
     let disposition = format!(
         "attachment; filename=\"{}.{}\"",

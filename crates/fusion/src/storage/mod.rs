@@ -49,8 +49,8 @@ pub use fusion_core::{
     LEGACY_GENERATION, Layer, MAX_DATA_BYTES, MAX_DATA_DEPTH, MAX_IDLE, MAX_METADATA_DEPTH,
     MAX_PURGE_BATCH, MAX_TAG_LEN, MAX_TAGS, MAX_TITLE_CHARS, MIN_IDLE, MetaUpdate, OwnerScope,
     RecentIds, Revision, SessionInfo, SessionMeta, SessionOrder, SessionPage, SessionQuery,
-    StorageExt, StoredExpiry, check_creation, check_purge_batch, check_storable, is_expired,
-    new_generation, purge_all_expired, unstored, validate_owner,
+    SessionTimes, StorageExt, StoredExpiry, check_creation, check_purge_batch, check_storable,
+    is_expired, new_generation, purge_all_expired, unstored, validate_owner,
 };
 
 #[cfg(feature = "memory")]

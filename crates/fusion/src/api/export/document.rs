@@ -9,13 +9,18 @@ use serde_json::{Map, Number, Value};
 use super::error::{ExportError, ImportError};
 use crate::ChatMessage;
 use crate::api::time;
-use crate::storage::{Expiry, SessionMeta};
+use crate::storage::{Expiry, SessionMeta, SessionTimes};
 
 /// The `json` export as written.
 #[derive(Serialize)]
 pub(super) struct ExportDoc<'a> {
     pub(super) version: u64,
     pub(super) id: &'a str,
+    /// RFC 3339 with the fraction of a second it holds, when the storage keeps times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) created_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) updated_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) meta: Option<MetaDoc>,
     pub(super) messages: &'a [ChatMessage],
@@ -36,8 +41,52 @@ pub(super) struct ImportDoc {
     #[serde(default)]
     pub(super) id: Option<String>,
     #[serde(default)]
+    pub(super) created_at: Option<String>,
+    #[serde(default)]
+    pub(super) updated_at: Option<String>,
+    #[serde(default)]
     pub(super) meta: Option<MetaDoc>,
     pub(super) messages: Vec<ChatMessage>,
+}
+
+/// The times a document records as written, `None` for a storage that keeps none.
+pub(super) fn times_doc(times: Option<SessionTimes>) -> (Option<String>, Option<String>) {
+    match times {
+        Some(times) => (
+            Some(time::rfc3339_exact(times.created_at)),
+            Some(time::rfc3339_exact(times.updated_at)),
+        ),
+        None => (None, None),
+    }
+}
+
+/// The times a document records, checked as a storage checks them: both or neither.
+pub(super) fn times_of(
+    created_at: Option<String>,
+    updated_at: Option<String>,
+) -> Result<Option<SessionTimes>, ImportError> {
+    let instant = |name: &str, text: String| {
+        time::parse_rfc3339(&text).map_err(|err| ImportError::Times(format!("\"{name}\": {err}")))
+    };
+    let times = match (created_at, updated_at) {
+        (None, None) => return Ok(None),
+        (Some(created), Some(updated)) => SessionTimes::new(
+            instant("created_at", created)?,
+            instant("updated_at", updated)?,
+        ),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ImportError::Times(
+                "it holds one of \"created_at\" and \"updated_at\" without the other".into(),
+            ));
+        }
+    };
+    times.validate().map_err(|err| {
+        ImportError::Times(match err {
+            crate::Error::InvalidMeta(why) => why,
+            other => other.to_string(),
+        })
+    })?;
+    Ok(Some(times))
 }
 
 /// A session's metadata in an export: [`SessionMeta`] in JSON, unset fields left out, in

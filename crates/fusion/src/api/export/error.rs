@@ -59,6 +59,10 @@ pub enum ImportError {
     /// comma, an expiry out of range).
     #[error("the export's \"meta\" cannot be stored")]
     InvalidMeta(#[source] crate::Error),
+    /// The `created_at` and `updated_at` of a `json` export cannot be read, or no storage
+    /// would accept them (one without the other, a creation after the last write).
+    #[error("the export's times cannot be imported: {0}")]
+    Times(String),
     /// The file holds no message, and a stored session has at least one.
     #[error("the file holds no messages")]
     NoMessages,

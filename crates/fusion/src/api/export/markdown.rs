@@ -9,12 +9,18 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::api::time;
-use crate::storage::SessionMeta;
+use crate::storage::{SessionMeta, SessionTimes};
 use crate::{ChatMessage, Role};
 
-/// The Markdown transcript: a heading with the id, the title, owner, tags and expiry,
-/// the message count, then one section per message, tool calls and results in code blocks.
-pub(super) fn markdown(id: &str, meta: &SessionMeta, messages: &[ChatMessage]) -> String {
+/// The Markdown transcript: a heading with the id, the title, owner, tags, expiry and
+/// times, the message count, then one section per message, tool calls and results in
+/// code blocks.
+pub(super) fn markdown(
+    id: &str,
+    meta: &SessionMeta,
+    times: Option<SessionTimes>,
+    messages: &[ChatMessage],
+) -> String {
     let mut out = format!("# Session `{id}`\n\n");
     if let Some(title) = &meta.title {
         let _ = writeln!(out, "Title: {title}  ");
@@ -28,6 +34,10 @@ pub(super) fn markdown(id: &str, meta: &SessionMeta, messages: &[ChatMessage]) -
     }
     if let Some(expiry) = &meta.expiry {
         let _ = writeln!(out, "Expires: {}  ", time::describe_expiry(expiry));
+    }
+    if let Some(times) = times {
+        let _ = writeln!(out, "Created: {}  ", time::rfc3339(times.created_at));
+        let _ = writeln!(out, "Last written: {}  ", time::rfc3339(times.updated_at));
     }
     let noun = if messages.len() == 1 {
         "message"
@@ -134,7 +144,7 @@ mod tests {
 
     #[test]
     fn markdown_fences_outlast_backticks_in_tool_output() {
-        let text = markdown("s1", &SessionMeta::new(), &sample());
+        let text = markdown("s1", &SessionMeta::new(), None, &sample());
         assert!(text.starts_with("# Session `s1`\n\n4 messages\n"), "{text}");
         assert!(text.contains("## 2. assistant"), "{text}");
         assert!(
@@ -161,7 +171,7 @@ mod tests {
             .owner("ann")
             .tags(["b", "a"])
             .expiry(Expiry::Idle(Duration::from_secs(30 * 86_400)));
-        let text = markdown("s-1", &meta, &sample()[..1]);
+        let text = markdown("s-1", &meta, None, &sample()[..1]);
         assert!(
             text.starts_with(
                 "# Session `s-1`\n\nTitle: T  \nOwner: `ann`  \nTags: `a`, `b`  \n\

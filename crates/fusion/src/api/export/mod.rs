@@ -7,7 +7,8 @@
 //! such text back into what [`create_session`](crate::storage::ConversationStorage::create_session)
 //! stores; it touches no storage itself.
 //!
-//! - `json` is one object, `{"version": 1, "id": "...", "meta": {...}, "messages": [...]}`.
+//! - `json` is one object, `{"version": 1, "id": "...", "created_at": "...", "updated_at":
+//!   "...", "meta": {...}, "messages": [...]}`.
 //!   `version` is [`JSON_VERSION`]; [`read`] refuses a file of a newer version (a newer
 //!   release wrote it, and what it added would be dropped) or of version 0, checked
 //!   before the rest of the file is read, and reads one without it as
@@ -15,7 +16,13 @@
 //!   (owner, title, tags, data, expiry) is left out when the session has none, and its
 //!   unset fields too; an expiry is `"expiry": {"at": "<RFC 3339>"}` (a fixed instant, to
 //!   the microsecond) or `"expiry": {"idle_seconds": N}` (a span after the last write; a
-//!   fraction when it is not whole seconds).
+//!   fraction when it is not whole seconds). `created_at` and `updated_at` (RFC 3339 with
+//!   the fraction of a second the storage keeps) are there when the session's storage
+//!   keeps times ([`write_session`]); an import gives them back to the session it creates
+//!   ([`create_session_with_times`](crate::storage::ConversationStorage::create_session_with_times)),
+//!   so a session restored from a backup keeps its age and its place in listings. They were
+//!   added within version 1: a file without them imports at the time of the import, and a
+//!   release before them reads a file with them, ignoring them.
 //! - `jsonl` is one message per line, the same shape the file-system backend stores, so a
 //!   session file copied out of a sessions directory imports as is; it has nowhere to keep
 //!   metadata.
@@ -54,9 +61,9 @@ use std::str::FromStr;
 pub use error::{ExportError, ImportError};
 pub use markdown::message_headings;
 
-use self::document::{ExportDoc, ImportDoc, MetaDoc, VersionDoc};
+use self::document::{ExportDoc, ImportDoc, MetaDoc, VersionDoc, times_doc, times_of};
 use crate::ChatMessage;
-use crate::storage::SessionMeta;
+use crate::storage::{SessionInfo, SessionMeta, SessionTimes};
 
 /// The version of the `json` export this release writes, and the newest it reads.
 pub const JSON_VERSION: u64 = 1;
@@ -115,23 +122,69 @@ pub struct Imported {
     pub id: Option<String>,
     /// The metadata recorded in the file (`json` exports only; empty when none), valid.
     pub meta: SessionMeta,
+    /// When the session was created and last written, if the file records it (`json`
+    /// exports of a storage that keeps times), valid.
+    pub times: Option<SessionTimes>,
     /// The messages, in order; never empty.
     pub messages: Vec<ChatMessage>,
 }
 
 /// Session `id`, with its metadata `meta` and `messages`, as a file in `format`, ending
 /// with a newline. Cost: linear in the messages' size, all in memory.
+///
+/// It records no times; [`write_session`] writes what a storage knows of the session,
+/// times included.
 pub fn write(
     format: ExportFormat,
     id: &str,
     meta: &SessionMeta,
     messages: &[ChatMessage],
 ) -> Result<String, ExportError> {
+    write_with_times(format, id, meta, None, messages)
+}
+
+/// The session `info` describes (its id, metadata and, where the storage keeps them, its
+/// times), holding `messages`, as a file in `format`: what `fusion sessions export`
+/// writes.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use fusion::ChatMessage;
+/// use fusion::api::export::{self, ExportFormat};
+/// use fusion::storage::{SessionInfo, SessionTimes};
+///
+/// let mut info = SessionInfo::new("s-1", 1);
+/// info.created_at = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+/// info.updated_at = Some(UNIX_EPOCH + Duration::from_millis(1_700_000_060_250));
+/// let text = export::write_session(ExportFormat::Json, &info, &[ChatMessage::user("hi")])?;
+/// assert!(text.contains(r#""updated_at": "2023-11-14T22:14:20.25Z""#), "{text}");
+/// assert_eq!(export::read(&text)?.times, SessionTimes::of(&info));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn write_session(
+    format: ExportFormat,
+    info: &SessionInfo,
+    messages: &[ChatMessage],
+) -> Result<String, ExportError> {
+    let times = SessionTimes::of(info);
+    write_with_times(format, &info.id, &info.meta, times, messages)
+}
+
+fn write_with_times(
+    format: ExportFormat,
+    id: &str,
+    meta: &SessionMeta,
+    times: Option<SessionTimes>,
+    messages: &[ChatMessage],
+) -> Result<String, ExportError> {
     Ok(match format {
         ExportFormat::Json => {
+            let (created_at, updated_at) = times_doc(times);
             let doc = ExportDoc {
                 version: JSON_VERSION,
                 id,
+                created_at,
+                updated_at,
                 meta: MetaDoc::of(meta)?,
                 messages,
             };
@@ -148,7 +201,7 @@ pub fn write(
             }
             text
         }
-        ExportFormat::Markdown => markdown::markdown(id, meta, messages),
+        ExportFormat::Markdown => markdown::markdown(id, meta, times, messages),
     })
 }
 
@@ -175,6 +228,7 @@ pub fn read(text: &str) -> Result<Imported, ImportError> {
         let doc: ImportDoc = serde_json::from_str(text).map_err(ImportError::Document)?;
         Imported {
             id: doc.id,
+            times: times_of(doc.created_at, doc.updated_at)?,
             meta: doc
                 .meta
                 .map(MetaDoc::into_meta)
@@ -205,234 +259,10 @@ fn read_jsonl(text: &str) -> Result<Imported, ImportError> {
     Ok(Imported {
         id: None,
         meta: SessionMeta::new(),
+        times: None,
         messages,
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use serde_json::{Value, json};
-
-    use super::*;
-    use crate::ToolCall;
-    use crate::storage::Expiry;
-
-    fn sample() -> Vec<ChatMessage> {
-        vec![
-            ChatMessage::system("be brief"),
-            ChatMessage::user("line one\nline two, ünïcödé"),
-            ChatMessage::assistant_with_tool_calls(
-                "",
-                vec![ToolCall::new("c1", "read_file", "{not json")],
-            ),
-            ChatMessage::tool_result("c1", ""),
-            ChatMessage::assistant("done").with_metadata("kind", json!("summary")),
-        ]
-    }
-
-    fn meta() -> SessionMeta {
-        let at = std::time::UNIX_EPOCH + Duration::from_micros(4_102_444_800_123_456);
-        SessionMeta::new()
-            .owner("alice")
-            .title("Logs")
-            .tags(["ops", "b"])
-            .data("ticket", json!({"n": [1, 2]}))
-            .expiry(Expiry::At(at))
-    }
-
-    fn with_meta(meta: &str) -> String {
-        format!(r#"{{"meta":{meta},"messages":[{{"role":"user","content":"hi"}}]}}"#)
-    }
-
-    /// The error and its sources, joined as `anyhow` shows them with `{:#}`.
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text = format!("{text}: {cause}");
-            source = cause.source();
-        }
-        text
-    }
-
-    #[test]
-    fn json_and_jsonl_round_trip_exactly() {
-        for format in [ExportFormat::Json, ExportFormat::Jsonl] {
-            let text = write(format, "s-1", &meta(), &sample()).unwrap();
-            let back = read(&text).unwrap();
-            assert_eq!(back.messages, sample(), "{format:?}");
-            let expected_id = (format == ExportFormat::Json).then(|| "s-1".to_string());
-            assert_eq!(back.id, expected_id);
-            let expected_meta = match format {
-                ExportFormat::Json => meta(),
-                _ => SessionMeta::new(),
-            };
-            assert_eq!(back.meta, expected_meta, "{format:?}");
-        }
-    }
-
-    #[test]
-    fn json_is_pretty_with_meta_keys_in_a_fixed_order() {
-        let one = [ChatMessage::user("hi")];
-        let text = write(ExportFormat::Json, "s", &meta(), &one).unwrap();
-        let expected = r#"{
-  "version": 1,
-  "id": "s",
-  "meta": {
-    "owner": "alice",
-    "title": "Logs",
-    "tags": [
-      "b",
-      "ops"
-    ],
-    "data": {
-      "ticket": {
-        "n": [
-          1,
-          2
-        ]
-      }
-    },
-    "expiry": {
-      "at": "2100-01-01T00:00:00.123456Z"
-    }
-  },
-  "messages": [
-    {
-      "role": "user",
-      "content": "hi"
-    }
-  ]
-}
-"#;
-        assert_eq!(text, expected);
-    }
-
-    #[test]
-    fn metadata_is_optional_both_ways() {
-        let text = write(ExportFormat::Json, "s", &SessionMeta::new(), &sample()).unwrap();
-        assert!(!text.contains("\"meta\""), "{text}");
-        let old = r#"{"id":"x","messages":[{"role":"user","content":"hi"}]}"#;
-        assert!(read(old).unwrap().meta.is_empty());
-        let partial = with_meta(r#"{"title":"T","tags":["b","a","b"]}"#);
-        let back = read(&partial).unwrap().meta;
-        assert_eq!(back, SessionMeta::new().title("T").tags(["a", "b"]));
-        let err = read(&with_meta(r#"{"tags":["a,b"]}"#)).unwrap_err();
-        assert!(matches!(err, ImportError::InvalidMeta(_)), "{err:?}");
-        let err = chain(&err);
-        assert!(
-            err.contains("\"meta\" cannot be stored") && err.contains("comma"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn an_expiry_is_exported_as_an_instant_or_idle_seconds() {
-        let text = write(ExportFormat::Json, "s", &meta(), &sample()).unwrap();
-        let doc: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(
-            doc["meta"]["expiry"],
-            json!({"at": "2100-01-01T00:00:00.123456Z"})
-        );
-        for (span, seconds) in [
-            (Duration::from_secs(30 * 86_400), json!(2_592_000)),
-            (Duration::from_millis(1_500), json!(1.5)),
-            (Duration::from_micros(1_001), json!(0.001001)),
-        ] {
-            let idle = SessionMeta::new().expiry(Expiry::Idle(span));
-            let text = write(ExportFormat::Json, "s", &idle, &sample()).unwrap();
-            let doc: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(doc["meta"], json!({"expiry": {"idle_seconds": seconds}}));
-            assert_eq!(read(&text).unwrap().meta, idle, "{span:?} reads back");
-        }
-    }
-
-    #[test]
-    fn a_malformed_expiry_is_named() {
-        let cases = [
-            (r#"{"expiry":{"at":"tomorrow"}}"#, "2026-01-31T09:00:00Z"),
-            (
-                r#"{"expiry":{"idle_seconds":-3}}"#,
-                "not a number of seconds",
-            ),
-            (r#"{"expiry":{"idle_seconds":0}}"#, "idle expiry"),
-            (r#"{"expiry":{"at":"1960-01-01T00:00:00Z"}}"#, "epoch"),
-        ];
-        for (meta, expected) in cases {
-            let err = chain(&read(&with_meta(meta)).unwrap_err());
-            assert!(
-                err.contains("\"meta\"") && err.contains(expected),
-                "{meta}: {err}"
-            );
-        }
-        let err = chain(&read(&with_meta(r#"{"expiry":{"never":1}}"#)).unwrap_err());
-        assert!(err.contains("at") && err.contains("idle_seconds"), "{err}");
-    }
-
-    #[test]
-    fn a_json_export_of_a_newer_version_is_refused_and_one_without_a_version_read() {
-        let messages = r#""messages":[{"role":"user","content":"hi"}]"#;
-        for version in [0, 2, u64::MAX] {
-            let text = format!(r#"{{"version":{version},"later_field":{{}},{messages}}}"#);
-            let err = read(&text).unwrap_err();
-            assert!(
-                matches!(err, ImportError::UnknownVersion { found } if found == version),
-                "{err:?}"
-            );
-            let message = err.to_string();
-            assert!(message.contains(&format!("version {version}")), "{message}");
-            assert!(message.contains("reads version 1"), "{message}");
-            // Version 0 is no newer release's: the message does not say it is.
-            let newer = message.contains("newer release");
-            assert_eq!(newer, version > JSON_VERSION, "{message}");
-        }
-        for text in [
-            format!("{{{messages}}}"),
-            format!(r#"{{"version":1,{messages}}}"#),
-        ] {
-            assert_eq!(read(&text).unwrap().messages, [ChatMessage::user("hi")]);
-        }
-    }
-
-    #[test]
-    fn jsonl_has_one_message_per_line() {
-        let text = write(ExportFormat::Jsonl, "s", &meta(), &sample()).unwrap();
-        assert_eq!(text.lines().count(), sample().len());
-        assert_eq!(read(&format!("\u{feff}{text}")).unwrap().messages, sample());
-    }
-
-    #[test]
-    fn broken_files_name_what_is_wrong() {
-        let jsonl = "{\"role\":\"user\",\"content\":\"hi\"}\n{\"role\":\"user\",\"cont";
-        let err = read(jsonl).unwrap_err();
-        assert!(matches!(err, ImportError::Line { line: 2, .. }), "{err:?}");
-        let json = "{\n  \"id\": \"x\",\n  \"messages\": [\n    {\"role\": \"user\"";
-        let err = chain(&read(json).unwrap_err());
-        assert!(
-            err.starts_with("not a valid json export") && err.contains("line 4"),
-            "{err}"
-        );
-        assert!(matches!(read("  \n"), Err(ImportError::Empty)));
-        let no_messages = r#"{"id":"x","messages":[]}"#;
-        assert!(matches!(read(no_messages), Err(ImportError::NoMessages)));
-        let wrong_role = r#"{"role":"wizard","content":"hi"}"#;
-        assert!(chain(&read(wrong_role).unwrap_err()).starts_with("line 1 is not"));
-    }
-
-    #[test]
-    fn formats_parse_by_name() {
-        assert_eq!(
-            "md".parse::<ExportFormat>().unwrap(),
-            ExportFormat::Markdown
-        );
-        let format: ExportFormat = "jsonl".parse().unwrap();
-        assert_eq!(
-            (format.extension(), format.content_type()),
-            ("jsonl", "application/x-ndjson")
-        );
-        let err = "xml".parse::<ExportFormat>().unwrap_err().to_string();
-        assert!(err.contains("json, jsonl or markdown"), "{err}");
-    }
-}
+mod tests;

@@ -1,0 +1,309 @@
+//! The export formats: round trips, shapes, and what a broken file is told.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::ToolCall;
+use crate::storage::Expiry;
+
+fn sample() -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::system("be brief"),
+        ChatMessage::user("line one\nline two, ünïcödé"),
+        ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![ToolCall::new("c1", "read_file", "{not json")],
+        ),
+        ChatMessage::tool_result("c1", ""),
+        ChatMessage::assistant("done").with_metadata("kind", json!("summary")),
+    ]
+}
+
+fn meta() -> SessionMeta {
+    let at = std::time::UNIX_EPOCH + Duration::from_micros(4_102_444_800_123_456);
+    SessionMeta::new()
+        .owner("alice")
+        .title("Logs")
+        .tags(["ops", "b"])
+        .data("ticket", json!({"n": [1, 2]}))
+        .expiry(Expiry::At(at))
+}
+
+fn with_meta(meta: &str) -> String {
+    format!(r#"{{"meta":{meta},"messages":[{{"role":"user","content":"hi"}}]}}"#)
+}
+
+/// The error and its sources, joined as `anyhow` shows them with `{:#}`.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[test]
+fn json_and_jsonl_round_trip_exactly() {
+    for format in [ExportFormat::Json, ExportFormat::Jsonl] {
+        let text = write(format, "s-1", &meta(), &sample()).unwrap();
+        let back = read(&text).unwrap();
+        assert_eq!(back.messages, sample(), "{format:?}");
+        let expected_id = (format == ExportFormat::Json).then(|| "s-1".to_string());
+        assert_eq!(back.id, expected_id);
+        let expected_meta = match format {
+            ExportFormat::Json => meta(),
+            _ => SessionMeta::new(),
+        };
+        assert_eq!(back.meta, expected_meta, "{format:?}");
+    }
+}
+
+#[test]
+fn json_is_pretty_with_meta_keys_in_a_fixed_order() {
+    let one = [ChatMessage::user("hi")];
+    let text = write(ExportFormat::Json, "s", &meta(), &one).unwrap();
+    let expected = r#"{
+  "version": 1,
+  "id": "s",
+  "meta": {
+    "owner": "alice",
+    "title": "Logs",
+    "tags": [
+      "b",
+      "ops"
+    ],
+    "data": {
+      "ticket": {
+        "n": [
+          1,
+          2
+        ]
+      }
+    },
+    "expiry": {
+      "at": "2100-01-01T00:00:00.123456Z"
+    }
+  },
+  "messages": [
+    {
+      "role": "user",
+      "content": "hi"
+    }
+  ]
+}
+"#;
+    assert_eq!(text, expected);
+}
+
+#[test]
+fn metadata_is_optional_both_ways() {
+    let text = write(ExportFormat::Json, "s", &SessionMeta::new(), &sample()).unwrap();
+    assert!(!text.contains("\"meta\""), "{text}");
+    let old = r#"{"id":"x","messages":[{"role":"user","content":"hi"}]}"#;
+    assert!(read(old).unwrap().meta.is_empty());
+    let partial = with_meta(r#"{"title":"T","tags":["b","a","b"]}"#);
+    let back = read(&partial).unwrap().meta;
+    assert_eq!(back, SessionMeta::new().title("T").tags(["a", "b"]));
+    let err = read(&with_meta(r#"{"tags":["a,b"]}"#)).unwrap_err();
+    assert!(matches!(err, ImportError::InvalidMeta(_)), "{err:?}");
+    let err = chain(&err);
+    assert!(
+        err.contains("\"meta\" cannot be stored") && err.contains("comma"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_expiry_is_exported_as_an_instant_or_idle_seconds() {
+    let text = write(ExportFormat::Json, "s", &meta(), &sample()).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        doc["meta"]["expiry"],
+        json!({"at": "2100-01-01T00:00:00.123456Z"})
+    );
+    for (span, seconds) in [
+        (Duration::from_secs(30 * 86_400), json!(2_592_000)),
+        (Duration::from_millis(1_500), json!(1.5)),
+        (Duration::from_micros(1_001), json!(0.001001)),
+    ] {
+        let idle = SessionMeta::new().expiry(Expiry::Idle(span));
+        let text = write(ExportFormat::Json, "s", &idle, &sample()).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["meta"], json!({"expiry": {"idle_seconds": seconds}}));
+        assert_eq!(read(&text).unwrap().meta, idle, "{span:?} reads back");
+    }
+}
+
+#[test]
+fn a_malformed_expiry_is_named() {
+    let cases = [
+        (r#"{"expiry":{"at":"tomorrow"}}"#, "2026-01-31T09:00:00Z"),
+        (
+            r#"{"expiry":{"idle_seconds":-3}}"#,
+            "not a number of seconds",
+        ),
+        (r#"{"expiry":{"idle_seconds":0}}"#, "idle expiry"),
+        (r#"{"expiry":{"at":"1960-01-01T00:00:00Z"}}"#, "epoch"),
+    ];
+    for (meta, expected) in cases {
+        let err = chain(&read(&with_meta(meta)).unwrap_err());
+        assert!(
+            err.contains("\"meta\"") && err.contains(expected),
+            "{meta}: {err}"
+        );
+    }
+    let err = chain(&read(&with_meta(r#"{"expiry":{"never":1}}"#)).unwrap_err());
+    assert!(err.contains("at") && err.contains("idle_seconds"), "{err}");
+}
+
+#[test]
+fn a_json_export_of_a_newer_version_is_refused_and_one_without_a_version_read() {
+    let messages = r#""messages":[{"role":"user","content":"hi"}]"#;
+    for version in [0, 2, u64::MAX] {
+        let text = format!(r#"{{"version":{version},"later_field":{{}},{messages}}}"#);
+        let err = read(&text).unwrap_err();
+        assert!(
+            matches!(err, ImportError::UnknownVersion { found } if found == version),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains(&format!("version {version}")), "{message}");
+        assert!(message.contains("reads version 1"), "{message}");
+        // Version 0 is no newer release's: the message does not say it is.
+        let newer = message.contains("newer release");
+        assert_eq!(newer, version > JSON_VERSION, "{message}");
+    }
+    for text in [
+        format!("{{{messages}}}"),
+        format!(r#"{{"version":1,{messages}}}"#),
+    ] {
+        assert_eq!(read(&text).unwrap().messages, [ChatMessage::user("hi")]);
+    }
+}
+
+#[test]
+fn jsonl_has_one_message_per_line() {
+    let text = write(ExportFormat::Jsonl, "s", &meta(), &sample()).unwrap();
+    assert_eq!(text.lines().count(), sample().len());
+    assert_eq!(read(&format!("\u{feff}{text}")).unwrap().messages, sample());
+}
+
+#[test]
+fn broken_files_name_what_is_wrong() {
+    let jsonl = "{\"role\":\"user\",\"content\":\"hi\"}\n{\"role\":\"user\",\"cont";
+    let err = read(jsonl).unwrap_err();
+    assert!(matches!(err, ImportError::Line { line: 2, .. }), "{err:?}");
+    let json = "{\n  \"id\": \"x\",\n  \"messages\": [\n    {\"role\": \"user\"";
+    let err = chain(&read(json).unwrap_err());
+    assert!(
+        err.starts_with("not a valid json export") && err.contains("line 4"),
+        "{err}"
+    );
+    assert!(matches!(read("  \n"), Err(ImportError::Empty)));
+    let no_messages = r#"{"id":"x","messages":[]}"#;
+    assert!(matches!(read(no_messages), Err(ImportError::NoMessages)));
+    let wrong_role = r#"{"role":"wizard","content":"hi"}"#;
+    assert!(chain(&read(wrong_role).unwrap_err()).starts_with("line 1 is not"));
+}
+
+#[test]
+fn formats_parse_by_name() {
+    assert_eq!(
+        "md".parse::<ExportFormat>().unwrap(),
+        ExportFormat::Markdown
+    );
+    let format: ExportFormat = "jsonl".parse().unwrap();
+    assert_eq!(
+        (format.extension(), format.content_type()),
+        ("jsonl", "application/x-ndjson")
+    );
+    let err = "xml".parse::<ExportFormat>().unwrap_err().to_string();
+    assert!(err.contains("json, jsonl or markdown"), "{err}");
+}
+
+fn info_with_times() -> SessionInfo {
+    let mut info = SessionInfo::new("s-1", sample().len());
+    info.meta = meta();
+    info.created_at = Some(std::time::UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_001));
+    info.updated_at = Some(std::time::UNIX_EPOCH + Duration::from_micros(1_700_000_090_500_000));
+    info
+}
+
+#[test]
+fn a_json_export_keeps_the_times_to_the_microsecond_and_markdown_shows_them() {
+    let info = info_with_times();
+    let text = write_session(ExportFormat::Json, &info, &sample()).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["created_at"], "2023-11-14T22:13:20.000001Z");
+    assert_eq!(doc["updated_at"], "2023-11-14T22:14:50.5Z");
+    let at = |key: &str| text.find(&format!("\"{key}\":")).unwrap();
+    let keys = [
+        "version",
+        "id",
+        "created_at",
+        "updated_at",
+        "meta",
+        "messages",
+    ];
+    assert!(
+        keys.windows(2).all(|pair| at(pair[0]) < at(pair[1])),
+        "{text}"
+    );
+    let back = read(&text).unwrap();
+    assert_eq!(back.times, SessionTimes::of(&info));
+    assert_eq!((back.meta, back.messages), (meta(), sample()));
+
+    let markdown = write_session(ExportFormat::Markdown, &info, &sample()).unwrap();
+    assert!(
+        markdown.contains("Created: 2023-11-14T22:13:20Z  \nLast written: 2023-11-14T22:14:50Z"),
+        "{markdown}"
+    );
+    // Without times (a storage that keeps none, or `write`), none are written or read.
+    let plain = write(ExportFormat::Json, "s-1", &meta(), &sample()).unwrap();
+    assert!(!plain.contains("created_at"), "{plain}");
+    assert_eq!(read(&plain).unwrap().times, None);
+    let mut timeless = info;
+    timeless.updated_at = None;
+    let text = write_session(ExportFormat::Json, &timeless, &sample()).unwrap();
+    assert_eq!(read(&text).unwrap().times, None);
+}
+
+#[test]
+fn times_that_cannot_be_stored_are_refused_by_name() {
+    let at = |created: &str, updated: &str| {
+        let mut doc = serde_json::Map::new();
+        for (name, value) in [("created_at", created), ("updated_at", updated)] {
+            if !value.is_empty() {
+                doc.insert(name.into(), json!(value));
+            }
+        }
+        doc.insert(
+            "messages".into(),
+            json!([{"role": "user", "content": "hi"}]),
+        );
+        Value::Object(doc).to_string()
+    };
+    let cases = [
+        (at("2024-01-02T00:00:00Z", ""), "without the other"),
+        (at("", "2024-01-02T00:00:00Z"), "without the other"),
+        (
+            at("2024-01-02T00:00:00Z", "2024-01-01T00:00:00Z"),
+            "later than updated_at",
+        ),
+        (at("yesterday", "2024-01-01T00:00:00Z"), "\"created_at\": "),
+        (
+            at("2024-01-01T00:00:00Z", "2024-01-01T00:00:00+01:00"),
+            "\"updated_at\": ",
+        ),
+    ];
+    for (text, said) in cases {
+        let err = read(&text).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, ImportError::Times(_)), "{text}: {err:?}");
+        assert!(message.contains(said), "{text}: {message}");
+    }
+}
