@@ -28,7 +28,8 @@
 //!    `direct/open.rs` opens its connections, `direct/load.rs` is its load), `pooled` (sqlx
 //!    only, for `sqlite::memory:` and a caller's pool), `listing` (a page of sessions,
 //!    one keyset query on the pool whichever path writes) and `migrate` (the schema);
-//! 5. `storage`: [`SqliteStorage`], its constructors and its `ConversationStorage` impl.
+//! 5. `storage`: [`SqliteStorage`], its constructors (`storage/open.rs`) and its
+//!    `ConversationStorage` impl.
 
 mod busy;
 mod checkpoint;

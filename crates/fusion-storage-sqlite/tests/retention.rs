@@ -5,31 +5,16 @@
 //! on a database file (writes through the direct path), on `sqlite::memory:` and on a
 //! caller's pool without foreign keys (both through sqlx).
 
+mod paths;
+
 use std::time::Duration;
 
 use fusion_core::testkit::{now_micros, said, wait_past};
 use fusion_core::{ChatMessage, ConversationStorage, Expiry, MetaUpdate, SessionMeta, unix_micros};
-use fusion_storage_sqlite::{SqlitePool, SqliteStorage};
-use sqlx::sqlite::SqliteConnectOptions;
+use fusion_storage_sqlite::SqliteStorage;
+use paths::every_path;
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// Storages on a new file, a new in-memory database and a caller's pool with foreign keys
-/// off, with what keeps the files.
-async fn every_path() -> Vec<(Option<tempfile::TempDir>, SqliteStorage)> {
-    let file = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", file.path().join("r.db").display());
-    let direct = SqliteStorage::connect(&url).await.unwrap();
-    let memory = SqliteStorage::connect("sqlite::memory:").await.unwrap();
-    let pooled = tempfile::tempdir().unwrap();
-    let options = SqliteConnectOptions::new()
-        .filename(pooled.path().join("p.db"))
-        .create_if_missing(true)
-        .foreign_keys(false);
-    let pool = SqlitePool::connect_with(options).await.unwrap();
-    let caller = SqliteStorage::from_pool(pool).await.unwrap();
-    vec![(Some(file), direct), (None, memory), (Some(pooled), caller)]
-}
 
 /// The `(updated_at, expires_at, expiry_idle)` columns of `id`.
 async fn columns(storage: &SqliteStorage, id: &str) -> (i64, Option<i64>, Option<i64>) {

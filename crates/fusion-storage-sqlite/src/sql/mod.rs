@@ -39,7 +39,8 @@ use std::borrow::Cow;
 
 use fusion_core::sql::{corrupt_row, missing_row, to_column};
 use fusion_core::{
-    Change, ChatMessage, Expect, MetaUpdate, Result, SessionMeta, StoredExpiry, new_generation,
+    Change, ChatMessage, Expect, MetaUpdate, Result, SessionMeta, SessionTimes, StoredExpiry,
+    new_generation,
 };
 
 use crate::error::{BACKEND, not_text};
@@ -315,20 +316,25 @@ impl Write {
 
     /// Creates `session_id` holding `messages` (not empty) with `meta`, with a fresh
     /// generation, if it does not exist (or has expired: it is removed first); otherwise
-    /// refuses with what it found.
+    /// refuses with what it found. It is created and last written now, or at `times` (a
+    /// copy's, each at most now: `SessionTimes::stored_at`), in whole milliseconds; an
+    /// idle expiry counts from that last write.
     pub(crate) fn create(
         session_id: &str,
         meta: &SessionMeta,
         messages: &[ChatMessage],
+        times: Option<SessionTimes>,
     ) -> Result<Self> {
         let fresh = new_generation();
         let now = now_micros();
-        let now_ms = millis(now);
-        let expiry = StoredExpiry::of(meta.expiry.as_ref(), now_ms.saturating_mul(1000));
+        let (created, updated) = times.map_or((now, now), |times| times.stored_at(now));
+        let updated_ms = millis(updated);
+        let expiry = StoredExpiry::of(meta.expiry.as_ref(), updated_ms.saturating_mul(1000));
         let values = vec![
             Value::Text(encode(messages)?),
             Value::Text(meta.tags_json()),
-            Value::Int(now_ms),
+            Value::Int(millis(created)),
+            Value::Int(updated_ms),
             Value::Int(count(messages.len())),
             Value::Int(to_column(fresh)),
             Value::text_or_null(meta.owner.as_deref()),

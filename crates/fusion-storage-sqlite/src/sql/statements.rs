@@ -5,7 +5,7 @@
 //! The writes that store messages keep the session's `recent_ids` (`dedup.rs`): APPEND
 //! sets it to ?6 when its check decided one (an append with ids) and leaves it otherwise,
 //! APPEND_RECORDING_IDS records the batch's fingerprints (?6) after it, SAVE sets it to ?6
-//! and CREATE to ?12 (the fingerprints of the history they store), TRUNCATE sets it to
+//! and CREATE to ?13 (the fingerprints of the history they store), TRUNCATE sets it to
 //! NULL (unknown: the next append with ids reads the ids themselves).
 //!
 //! The writes that leave messages treat an expired session (`crate::expiry`) as absent:
@@ -183,7 +183,7 @@ macro_rules! create_session {
         "INSERT INTO sessions \
          (id, created_at, updated_at, message_count, generation, owner, expires_at, expiry_idle, \
           recent_ids) \
-         VALUES (?1, ?4, ?4, ?5, ?6, ?7, ?10, ?11, ?12)"
+         VALUES (?1, ?4, ?5, ?6, ?7, ?8, ?11, ?12, ?13)"
     };
 }
 
@@ -192,8 +192,8 @@ macro_rules! create_session {
 /// writes, so `json_each` yields each tag as text.
 macro_rules! create_meta {
     () => {
-        "INSERT INTO session_meta (session_id, tags, title, data) SELECT ?1, ?3, ?8, ?9 \
-         WHERE ?3 <> '[]' OR ?8 IS NOT NULL OR ?9 <> '{}'"
+        "INSERT INTO session_meta (session_id, tags, title, data) SELECT ?1, ?3, ?9, ?10 \
+         WHERE ?3 <> '[]' OR ?9 IS NOT NULL OR ?10 <> '{}'"
     };
 }
 /// CREATE's tag rows (see [`create_meta!`]).
@@ -205,9 +205,10 @@ macro_rules! create_tags {
 
 /// A creation with metadata, run only after its check found no session (or removed an
 /// expired one): the row, the messages, the metadata. Its own parameters (see the module
-/// documentation on gaps): ?1 the id, ?2 the messages, ?3 the tags, ?4 now in
-/// milliseconds, ?5 the count, ?6 the fresh generation, ?7 the owner, ?8 the title, ?9 the
-/// data, ?10 `expires_at`, ?11 `expiry_idle`, ?12 `recent_ids`.
+/// documentation on gaps): ?1 the id, ?2 the messages, ?3 the tags, ?4 `created_at` and
+/// ?5 `updated_at` in milliseconds (both now, or a copy's times), ?6 the count, ?7 the
+/// fresh generation, ?8 the owner, ?9 the title, ?10 the data, ?11 `expires_at`, ?12
+/// `expiry_idle`, ?13 `recent_ids`.
 pub(crate) static CREATE: WriteSql = write_sql!(
     bounded: true,
     ends: Ends::Written,

@@ -95,7 +95,7 @@ fn a_conditional_write_is_the_plain_write_after_a_check() {
         matches!(&save.values[RECENT_AT], Value::Blob(b) if *b == recent_of(&with_id)),
         "a save stores the fingerprints of its history"
     );
-    let create = Write::create("s", &SessionMeta::new(), &with_id).unwrap();
+    let create = Write::create("s", &SessionMeta::new(), &with_id, None).unwrap();
     assert!(std::ptr::eq(create.sql, &CREATE));
     assert!(
         !create.check.unwrap().reads_recent(),
@@ -164,13 +164,16 @@ fn sqlx_binds_every_parameter_of_every_write() {
         ),
         (
             &CREATE,
-            Write::create("s", &meta, &with_id).unwrap().values.len(),
+            Write::create("s", &meta, &with_id, None)
+                .unwrap()
+                .values
+                .len(),
         ),
         (&TRUNCATE, Write::truncate("s", 1).values.len()),
         (&REMOVE, Write::remove("s").values.len()),
         (
             &CREATE,
-            Write::create("s", &meta, &one).unwrap().values.len(),
+            Write::create("s", &meta, &one, None).unwrap().values.len(),
         ),
         // The id, then the seven values the check decides (`check.rs`).
         (&UPDATE_META, 8),
