@@ -17,16 +17,21 @@
 //!   again (`crate::write::append`). A save does the same inside its transaction; a
 //!   conditional write reads the expiry with the row it locks; a metadata update and a
 //!   truncate find no session.
+//! - A creation given the times a session had elsewhere (`create_session_with_times`)
+//!   stores each at most `now()` ([`given_or_now!`]), in that same statement, so a given
+//!   time later than the server's clock never leaves `updated_at` ahead of the writes to
+//!   come; an idle expiry counts from the `updated_at` it stores, as for any write.
 //! - `purge_expired` is one statement deleting the first `batch` sessions of
 //!   `sessions_expiry` that have expired, each locked (`FOR UPDATE SKIP LOCKED`) and so
 //!   still expired when deleted.
 
-use fusion_core::{Expiry, StoredExpiry};
+use fusion_core::{Expiry, SessionTimes, StoredExpiry, unix_micros};
+use sqlx::postgres::types::PgInterval;
 
 /// SQL: `$t` (a `timestamptz` expression) in whole microseconds since the Unix epoch, as
 /// `updated_at` is read back (`extract` is exact, `numeric`, from PostgreSQL 14 on).
 macro_rules! micros {
-    ($t:literal) => {
+    ($t:expr) => {
         concat!("(extract(epoch FROM ", $t, ") * 1000000)::int8")
     };
 }
@@ -39,6 +44,17 @@ macro_rules! now_us {
     };
 }
 pub(crate) use now_us;
+
+/// SQL: the `timestamptz` a creation stores for the time bound at parameter `$p` (an
+/// `interval` since the Unix epoch, whole microseconds, so exact; NULL: none given): that
+/// time, but never later than the server's clock (`now()`, which every write stores), and
+/// the clock's reading when none is given (`least` skips a NULL).
+macro_rules! given_or_now {
+    ($p:literal) => {
+        concat!("least(timestamptz 'epoch' + ", $p, "::interval, now())")
+    };
+}
+pub(crate) use given_or_now;
 
 /// SQL: the row (columns prefixed by `$p`, e.g. `"cur."` or `""`) has not expired.
 macro_rules! unexpired {
@@ -73,7 +89,7 @@ pub(crate) use expired;
 /// `$t` stores for a row whose idle span is `$idle` and fixed instant `$fixed`: `$t` in
 /// microseconds plus the span, or the fixed instant (NULL: none).
 macro_rules! expires_at {
-    ($t:literal, $fixed:literal, $idle:literal) => {
+    ($t:expr, $fixed:literal, $idle:literal) => {
         concat!(
             "CASE WHEN ",
             $idle,
@@ -98,6 +114,20 @@ pub(crate) fn bound(expiry: Option<&Expiry>) -> (Option<i64>, Option<i64>) {
         Some(idle) => (None, Some(idle)),
         None => (stored.expires_at, None),
     }
+}
+
+/// The creation and last write a creation binds for [`given_or_now!`]: `times` as
+/// `interval`s since the Unix epoch, whole microseconds; NULLs (the server's clock) for
+/// none. Checked already ([`SessionTimes::validate`]), so no later than the year 9999.
+pub(crate) fn given(times: Option<SessionTimes>) -> [Option<PgInterval>; 2] {
+    let since_epoch = |at| PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: unix_micros(at),
+    };
+    times.map_or([None, None], |times| {
+        [times.created_at, times.updated_at].map(|at| Some(since_epoch(at)))
+    })
 }
 
 #[cfg(test)]

@@ -88,8 +88,9 @@
 //!   row and reads them again. A retry racing its first attempt, from any process, finds
 //!   its fingerprints and then its ids; a save sets the window from the saved history
 //!   and a truncate makes it unknown (the next append with ids reads the last ids),
-//!   under the same lock. `write_if`'s append and `create_session` run the same
-//!   statement. Why the window lives on the row and not in a unique index: `crate::sql`.
+//!   under the same lock. `write_if`'s append runs the same statement, and a creation
+//!   (`create_session`, or `write_if` creating the session) its twin that also takes
+//!   the times a copied session keeps. Why the window lives on the row and not in a unique index: `crate::sql`.
 //!   A batch without ids runs the append statement of version 3 unchanged, which reads
 //!   and writes nothing of the window.
 //!
@@ -105,10 +106,13 @@
 //!   median turn at 10,000 messages (1.54); with the default durability 1.08 (1.25),
 //!   inside that setting's noise. Same O(1) at any history length.
 //! - `load` and `load_revision` are one query each (one snapshot).
-//! - `create_session` is the append's statement, writing the row with its metadata and
-//!   the messages only if the row does not exist; `update_session` a transaction that
-//!   locks the row (`SELECT ... FOR UPDATE`), applies the change, validates it and writes
-//!   it; `session_info` one key lookup.
+//! - `create_session` is the append's statement as a creation runs it, writing the row
+//!   with its metadata and the messages only if the row does not exist;
+//!   `create_session_with_times` that same statement, the row created and last written
+//!   at the times given, each at most the server's clock (`least(given, now())`, to the
+//!   microsecond), an idle expiry counting from the second; `update_session` a
+//!   transaction that locks the row (`SELECT ... FOR UPDATE`), applies the change,
+//!   validates it and writes it; `session_info` one key lookup.
 //! - `list_page` is one keyset query: it walks the index of the query's order from the
 //!   cursor's `(updated_at, id)` (or id) on and stops after `limit + 1` rows, so a page
 //!   costs the same at any depth and with any number of sessions. Every write moves
@@ -212,8 +216,8 @@
 //!    as a write binds them: bodies, ids, window);
 //! 2. `sql`: the SQL of every operation and turning rows back into messages, and `meta`:
 //!    a session row as [`SessionInfo`](fusion_core::SessionInfo) and a page's query;
-//! 3. `write`: the statements of each write and the conditional write's check, and
-//!    `migrate`: the schema;
+//! 3. `write`: the statements of each write and the conditional write's check,
+//!    `update`: the transaction of a metadata update, and `migrate`: the schema;
 //! 4. `storage`: [`PostgresStorage`], its constructors and its `ConversationStorage` impl.
 //!
 //! `races` (tests only) forces the interleavings an exactly-once append must survive.
@@ -230,6 +234,7 @@ mod sql;
 mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod update;
 mod url_query;
 mod write;
 

@@ -103,7 +103,7 @@ async fn first_attempt<'c>(
         "s",
         &Batch::of("s", batch).unwrap(),
         &none,
-        false,
+        write::Mode::Append,
     )
     .await
     .unwrap();
@@ -238,7 +238,7 @@ async fn a_retry_waiting_behind_a_first_attempt_on_the_exact_path_finds_its_ids(
         "s",
         &Batch::of("s", &batch).unwrap(),
         &none,
-        false,
+        write::Mode::Append,
     )
     .await
     .unwrap();
@@ -265,9 +265,15 @@ async fn a_retry_on_the_exact_path_waiting_behind_its_first_attempt_finds_its_id
     let retry = tokio::spawn(async move {
         let mut tx = pool.begin().await.unwrap();
         let batch = Batch::of("s", &retried).unwrap();
-        write::append_locked(&mut tx, "s", &batch, &SessionMeta::new(), false)
-            .await
-            .unwrap();
+        write::append_locked(
+            &mut tx,
+            "s",
+            &batch,
+            &SessionMeta::new(),
+            write::Mode::Append,
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
     });
     until_blocked(&harness, 1).await;

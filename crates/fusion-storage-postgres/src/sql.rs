@@ -70,22 +70,30 @@ use fusion_core::sql::{check_count, corrupt_row, missing_row, revision_of};
 use fusion_core::{ChatMessage, Result, Revision};
 
 use crate::error::BACKEND;
-use crate::expiry::{expired, expires_at, now_us, unexpired};
+use crate::expiry::{expired, expires_at, given_or_now, now_us, unexpired};
 
-/// SQL: the one-statement append, with `$column` and `$value` added to the row a
-/// creation inserts, `$set` to the update of an existing row, `$check` to the conditions
-/// of that update and `$returns` after its `SELECT ... FROM bumped` ([`APPEND`],
-/// [`APPEND_WITH_IDS`]).
+/// SQL: the one-statement append, the row a creation inserts created at `$created` and
+/// last written at `$updated` (`timestamptz` expressions), with `$column` and `$value`
+/// added to it, `$set` to the update of an existing row, `$check` to the conditions of
+/// that update and `$returns` after its `SELECT ... FROM bumped` ([`APPEND`],
+/// [`APPEND_WITH_IDS`], [`CREATE`], [`CREATE_WITH_IDS`]).
 macro_rules! append {
-    ($column:literal, $value:literal, $set:literal, $check:literal, $returns:expr) => {
+    (
+        $created:expr, $updated:expr,
+        $column:literal, $value:literal, $set:literal, $check:literal, $returns:expr
+    ) => {
         concat!(
             "WITH bumped AS ( \
                 INSERT INTO sessions AS cur \
                     (id, created_at, updated_at, message_count, generation, owner, title, \
                      tags, data, expires_at, expiry_idle",
             $column,
-            ") VALUES ($1, now(), now(), $2, $3, $6, $7, $8, $9, ",
-            expires_at!("now()", "$10::int8", "$11::int8"),
+            ") VALUES ($1, ",
+            $created,
+            ", ",
+            $updated,
+            ", $2, $3, $6, $7, $8, $9, ",
+            expires_at!($updated, "$10::int8", "$11::int8"),
             ", $11",
             $value,
             ") ON CONFLICT (id) DO UPDATE SET \
@@ -124,15 +132,30 @@ macro_rules! append {
 ///
 /// $1 session id, $2 number of messages, $3 a fresh generation (stored only when the
 /// statement creates the row), $4 the messages, $5 `true` to write only if the row does
-/// not exist yet (a conditional write that found the session absent, or
-/// `create_session`: a row created meanwhile is locked but not updated, and no messages
-/// go in), $6-$9 the owner, title, tags and data and $10-$11 the fixed expiry instant
+/// not exist yet (as a creation runs it, [`CREATE`]: a row created meanwhile is locked
+/// but not updated, and no messages go in; `false` for an append), $6-$9 the owner, title, tags and data and $10-$11 the fixed expiry instant
 /// and idle span (`crate::expiry::bound`) of a session the statement creates (an
 /// existing session's metadata and expiry are left alone, an idle expiry moved with
 /// `updated_at`). Returns the session's generation, or no row when $5 refused or the
 /// existing row has expired (an append then takes the locked path:
 /// `crate::write::append`).
-pub(crate) const APPEND: &str = append!("", "", "", "", "generation FROM bumped");
+pub(crate) const APPEND: &str = append!("now()", "now()", "", "", "", "", "generation FROM bumped");
+
+/// [`APPEND`] as a creation runs it ($5 `true`: `create_session`, or a conditional write
+/// that found the session absent), the row created at $12 and last written at $13 when
+/// they are given (`interval`s since the Unix epoch, for `create_session_with_times`;
+/// NULL: now), each at most the server's clock ([`given_or_now!`]), an idle expiry
+/// counting from the second. A statement of its own so that [`APPEND`], every plain
+/// append's, stays as it was, binding nothing more.
+pub(crate) const CREATE: &str = append!(
+    given_or_now!("$12"),
+    given_or_now!("$13"),
+    "",
+    "",
+    "",
+    "",
+    "generation FROM bumped"
+);
 
 /// SQL: the id at the start of a stored message's text (`{"id":"...",`), NULL when it
 /// has none. Only the first 72 characters are read (the 7 before the longest id,
@@ -160,6 +183,23 @@ macro_rules! last_ids {
     };
 }
 
+/// SQL: [`APPEND_WITH_IDS`], the row a creation inserts created at `$created` and last
+/// written at `$updated`.
+macro_rules! with_ids {
+    ($created:expr, $updated:expr) => {
+        append!(
+            $created,
+            $updated,
+            ", recent_ids",
+            ", $13",
+            ", recent_ids = (cur.recent_ids || $12::int4[])[greatest( \
+                cardinality(cur.recent_ids) + cardinality($12::int4[]) - $14::int4 + 1, 1):]",
+            " AND NOT coalesce(cur.recent_ids && $12::int4[], true)",
+            "generation FROM bumped"
+        )
+    };
+}
+
 /// [`APPEND`] for a batch in which some message has an id, when none of them is stored
 /// (the module docs say why it is done here): the `ON CONFLICT DO UPDATE ... WHERE`
 /// refuses, writing nothing, unless the locked row's window (`cur.recent_ids`, the latest
@@ -176,14 +216,11 @@ macro_rules! last_ids {
 /// Returns the session's generation when it stored the batch; no row when a fingerprint
 /// matched, the window is unknown, the row has expired or $5 refused (the append then
 /// takes the locked path: `crate::write::append`).
-pub(crate) const APPEND_WITH_IDS: &str = append!(
-    ", recent_ids",
-    ", $13",
-    ", recent_ids = (cur.recent_ids || $12::int4[])[greatest( \
-        cardinality(cur.recent_ids) + cardinality($12::int4[]) - $14::int4 + 1, 1):]",
-    " AND NOT coalesce(cur.recent_ids && $12::int4[], true)",
-    "generation FROM bumped"
-);
+pub(crate) const APPEND_WITH_IDS: &str = with_ids!("now()", "now()");
+
+/// [`APPEND_WITH_IDS`] as a creation runs it, as [`CREATE`] is [`APPEND`]'s: $1-$14 as
+/// there, $15 and $16 the given creation and last write (NULL: now).
+pub(crate) const CREATE_WITH_IDS: &str = with_ids!(given_or_now!("$15"), given_or_now!("$16"));
 
 /// The exact path's read, in a transaction that has locked the row of $1: the ids of
 /// its last $2 ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW)) messages that have one,

@@ -19,8 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
-    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_creation, check_purge_batch,
-    check_storable,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes, check_creation,
+    check_purge_batch, check_storable,
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
@@ -31,7 +31,7 @@ use crate::error::{BACKEND, Op, PLACE, connect_timed_out, no_answer, parse_postg
 use crate::meta::{decode_info, page_query};
 use crate::migrate::IfMissing;
 use crate::sql::{self, LIST_SESSIONS, LOAD, LOAD_REVISION, PURGE, SESSION_INFO, decode_revision};
-use crate::{migrate, write};
+use crate::{migrate, update, write};
 
 /// How long a pooled connection may sit idle before it is checked with a ping when next
 /// handed out.
@@ -221,41 +221,23 @@ impl PostgresStorage {
         }
     }
 
-    /// The transaction of [`update_session`](ConversationStorage::update_session), `op`.
-    async fn update_locked(
+    /// Operation `name`: creates `session_id` at `times` (`None`: now), or refuses with a
+    /// conflict when it exists (`crate::write::create`).
+    async fn create(
         &self,
-        op: Op<'_>,
+        name: &'static str,
         session_id: &str,
-        update: &MetaUpdate,
-    ) -> Result<Option<SessionInfo>> {
-        let err = |e| parse_postgres_error(e, op);
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        let outcome = async {
-            let Some(row) = write::lock_info(&mut tx, session_id).await.map_err(err)? else {
-                return Ok(None);
-            };
-            let mut meta = decode_info(&row)?.meta;
-            update.apply_to_stored(session_id, &mut meta)?;
-            let row = write::store_meta(&mut tx, session_id, &meta)
-                .await
-                .map_err(err)?;
-            decode_info(&row).map(Some)
-        }
-        .await;
-        match outcome {
-            Ok(Some(info)) => {
-                tx.commit().await.map_err(err)?;
-                Ok(Some(info))
-            }
-            // Rolled back here, not left to the drop of `tx`: that queues the ROLLBACK
-            // until the pool next touches the connection, and the row stays locked until
-            // then. A failed rollback means a broken connection, whose transaction the
-            // server ends; what the caller needs is the outcome.
-            other => {
-                let _ = tx.rollback().await;
-                other
-            }
-        }
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: Option<SessionTimes>,
+    ) -> Result<u64> {
+        check_creation(BACKEND, session_id, meta, messages)?;
+        let batch = Batch::of(session_id, messages)?;
+        let run = write::create(&self.pool, session_id, &batch, meta, times);
+        let created = self.run(name, Some(session_id), run).await?;
+        created.map_err(|found| {
+            Expect::Generation(0).conflict(BACKEND, session_id, found.generation, Some(found.len))
+        })
     }
 }
 
@@ -327,7 +309,7 @@ impl ConversationStorage for PostgresStorage {
         check_storable(BACKEND, session_id, messages)?;
         let batch = Batch::of(session_id, messages)?;
         let none = SessionMeta::new();
-        let run = write::append(&self.pool, session_id, &batch, &none, false);
+        let run = write::append(&self.pool, session_id, &batch, &none, write::Mode::Append);
         self.run("append", Some(session_id), run).await?;
         Ok(())
     }
@@ -407,30 +389,36 @@ impl ConversationStorage for PostgresStorage {
         row.as_ref().map(decode_info).transpose()
     }
 
-    /// One statement, one round trip: the statement of `append`, writing the row with its
-    /// metadata and expiry and the messages only if the row does not exist. When it does,
-    /// a transaction removes it if it has expired and runs the statement again; if it has
-    /// not, a statement reads the revision the
-    /// [`Error::Conflict`](fusion_core::Error::Conflict) reports. Nothing is written when
-    /// the id, the metadata or a message is refused.
+    /// One statement, one round trip: the statement of `append` as a creation runs it
+    /// (`crate::sql::CREATE`), writing the row with its metadata and expiry and the
+    /// messages only if the row does not exist. When it does, a transaction removes it if
+    /// it has expired and runs the statement again; if it has not, a statement reads the
+    /// revision the [`Error::Conflict`](fusion_core::Error::Conflict) reports. Nothing is
+    /// written when the id, the metadata or a message is refused.
     async fn create_session(
         &self,
         session_id: &str,
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        check_creation(BACKEND, session_id, meta, messages)?;
-        let batch = Batch::of(session_id, messages)?;
-        let run = async {
-            match write::append(&self.pool, session_id, &batch, meta, true).await? {
-                Some(generation) => Ok(Ok(generation)),
-                None => Ok(Err(write::revision(&self.pool, session_id).await?)),
-            }
-        };
-        let created = self.run("create_session", Some(session_id), run).await?;
-        created.map_err(|found| {
-            Expect::Generation(0).conflict(BACKEND, session_id, found.generation, Some(found.len))
-        })
+        self.create("create_session", session_id, meta, messages, None)
+            .await
+    }
+
+    /// What `create_session` does, in the same statement, the row created and last
+    /// written at `times`, each at most the server's clock (`least(given, now())`, the
+    /// clock of every write), an idle expiry counting from the second.
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        times.validate()?;
+        let name = "create_session_with_times";
+        self.create(name, session_id, meta, messages, Some(times))
+            .await
     }
 
     /// One transaction: lock the session's row with `SELECT ... FOR UPDATE` (one key
@@ -446,7 +434,7 @@ impl ConversationStorage for PostgresStorage {
     ) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
         let op = self.op("update_session", Some(session_id));
-        self.bounded(op, self.update_locked(op, session_id, update))
+        self.bounded(op, update::locked(&self.pool, op, session_id, update))
             .await
     }
 

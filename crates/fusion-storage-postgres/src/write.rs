@@ -16,46 +16,71 @@
 //! nothing.
 
 use fusion_core::sql::{revision_of, to_column};
-use fusion_core::{Change, Expect, MessageId, Revision, SessionMeta, new_generation};
-use sqlx::postgres::PgRow;
+use fusion_core::{Change, Expect, MessageId, Revision, SessionMeta, SessionTimes, new_generation};
 use sqlx::{Executor, PgConnection, PgPool, Postgres};
 
 use crate::batch::{Batch, window, window_len};
 use crate::expiry;
 use crate::sql::{
-    APPEND, APPEND_CHECKED, APPEND_WITH_IDS, CUT_TAIL, DELETE_MESSAGES, DELETE_SESSION,
-    INSERT_MESSAGES, LAST_IDS, LOCK_INFO, LOCK_REVISION, READ_REVISION, SAVE_SESSION,
-    TRUNCATE_SESSION, UPDATE_META, count,
+    APPEND, APPEND_CHECKED, APPEND_WITH_IDS, CREATE, CREATE_WITH_IDS, CUT_TAIL, DELETE_MESSAGES,
+    DELETE_SESSION, INSERT_MESSAGES, LAST_IDS, LOCK_REVISION, READ_REVISION, SAVE_SESSION,
+    TRUNCATE_SESSION, count,
 };
+
+/// Whether an append may add to an existing session or only creates one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Add to the session, creating it when it does not exist ([`APPEND`]).
+    Append,
+    /// Write only if the session does not exist ([`CREATE`]): `create_session`, or a
+    /// conditional write that found it absent. It is created and last written at the
+    /// times given (`create_session_with_times`), each at most the server's clock, or
+    /// now with `None`.
+    Create(Option<SessionTimes>),
+}
 
 /// Appends `batch` (not empty) to `session_id` ([`append_once`]), creating the session
 /// with a fresh generation and the metadata `meta` when it has none (an existing session
-/// keeps its own). With `must_create`, writes only if the session does not exist, and
+/// keeps its own). With [`Mode::Create`], writes only if the session does not exist, and
 /// returns `None` when it does. Messages whose ids the session's last messages hold are
 /// left out, whichever path below stores the batch.
 ///
 /// One statement, one round trip ([`append_once`]), unless it did not store the batch
 /// (a fingerprint of the batch's ids is on the session's row: a retry, or another id
 /// sharing a fingerprint; the row's are unknown; the session has expired; or, with
-/// `must_create`, it exists): then one transaction sorts it out under the row's lock
+/// [`Mode::Create`], it exists): then one transaction sorts it out under the row's lock
 /// ([`append_locked`]).
 pub(crate) async fn append(
     pool: &PgPool,
     session_id: &str,
     batch: &Batch<'_>,
     meta: &SessionMeta,
-    must_create: bool,
+    mode: Mode,
 ) -> sqlx::Result<Option<u64>> {
-    if let Appended::Stored(generation) =
-        append_once(pool, session_id, batch, meta, must_create).await?
-    {
+    if let Appended::Stored(generation) = append_once(pool, session_id, batch, meta, mode).await? {
         return Ok(Some(generation));
     }
     // Dropping an uncommitted transaction (an error, a cancelled call) rolls it back.
     let mut tx = pool.begin().await?;
-    let generation = append_locked(&mut tx, session_id, batch, meta, must_create).await?;
+    let generation = append_locked(&mut tx, session_id, batch, meta, mode).await?;
     tx.commit().await?;
     Ok(generation)
+}
+
+/// Creates `session_id` with `meta` and `batch` (not empty) at `times` (`None`: now) if it
+/// does not exist ([`append`] in [`Mode::Create`]); `Err` with its revision, writing
+/// nothing, when it does. The body of `create_session` and `create_session_with_times`.
+pub(crate) async fn create(
+    pool: &PgPool,
+    session_id: &str,
+    batch: &Batch<'_>,
+    meta: &SessionMeta,
+    times: Option<SessionTimes>,
+) -> sqlx::Result<Result<u64, Revision>> {
+    match append(pool, session_id, batch, meta, Mode::Create(times)).await? {
+        Some(generation) => Ok(Ok(generation)),
+        None => Ok(Err(revision(pool, session_id).await?)),
+    }
 }
 
 /// What the one statement of an append did ([`append_once`]).
@@ -65,7 +90,7 @@ pub(crate) enum Appended {
     Stored(u64),
     /// It stored nothing: a fingerprint of the batch is on the session's row or the
     /// row's are unknown (the ids must be checked under the row's lock), the session has
-    /// expired, or it exists and `must_create` was set.
+    /// expired, or it exists and the append was a [`Mode::Create`].
     Refused,
 }
 
@@ -82,7 +107,7 @@ pub(crate) struct Seen {
 /// An append inside `tx`, the session's row locked first ([`LOCK_REVISION`]): a session
 /// that has expired is removed and the batch appended as a fresh one (this transaction
 /// holds the deleted row, so a writer that would create the session waits for it); an
-/// existing one refuses a `must_create` append and otherwise takes the exact check with
+/// existing one refuses a [`Mode::Create`] append and otherwise takes the exact check with
 /// ids read after the lock ([`LAST_IDS`], [`append_checked`]); an absent one is created
 /// by [`append_once`].
 ///
@@ -94,7 +119,7 @@ pub(crate) async fn append_locked(
     session_id: &str,
     batch: &Batch<'_>,
     meta: &SessionMeta,
-    must_create: bool,
+    mode: Mode,
 ) -> sqlx::Result<Option<u64>> {
     loop {
         let row: Option<(i64, i64, bool)> = sqlx::query_as(LOCK_REVISION)
@@ -106,9 +131,9 @@ pub(crate) async fn append_locked(
                 remove(tx, session_id).await?;
                 continue;
             }
-            Some(_) if must_create => return Ok(None),
+            Some(_) if mode != Mode::Append => return Ok(None),
             Some((generation, count, _)) => seen_locked(tx, session_id, generation, count).await?,
-            None => match append_once(&mut *tx, session_id, batch, meta, must_create).await? {
+            None => match append_once(&mut *tx, session_id, batch, meta, mode).await? {
                 Appended::Stored(generation) => return Ok(Some(generation)),
                 Appended::Refused => continue,
             },
@@ -168,26 +193,30 @@ pub(crate) async fn append_checked<'c>(
 }
 
 /// The one statement of an append: [`APPEND_WITH_IDS`] when a message of `batch` has an
-/// id, else [`APPEND`], which checks no id.
+/// id, else [`APPEND`], which checks no id; for a [`Mode::Create`], [`CREATE_WITH_IDS`]
+/// or [`CREATE`], which also take its times.
 pub(crate) async fn append_once<'c>(
     executor: impl Executor<'c, Database = Postgres>,
     session_id: &str,
     batch: &Batch<'_>,
     meta: &SessionMeta,
-    must_create: bool,
+    mode: Mode,
 ) -> sqlx::Result<Appended> {
-    // $1-$11 as both statements take them; $12-$14 the check's, for the one with ids.
+    // $1-$11 as every statement takes them; $12-$14 the check's, for those with ids; the
+    // creation's times last.
     let (expires_at, idle) = expiry::bound(meta.expiry.as_ref());
-    let statement = match batch.fingerprints {
-        Some(_) => APPEND_WITH_IDS,
-        None => APPEND,
+    let statement = match (mode, &batch.fingerprints) {
+        (Mode::Append, Some(_)) => APPEND_WITH_IDS,
+        (Mode::Append, None) => APPEND,
+        (Mode::Create(_), Some(_)) => CREATE_WITH_IDS,
+        (Mode::Create(_), None) => CREATE,
     };
     let query = sqlx::query_scalar(statement)
         .bind(session_id)
         .bind(count(batch.bodies.len()))
         .bind(to_column(new_generation()))
         .bind(&batch.bodies)
-        .bind(must_create)
+        .bind(mode != Mode::Append)
         .bind(meta.owner.as_deref())
         .bind(meta.title.as_deref())
         .bind(stored_tags(meta))
@@ -201,13 +230,20 @@ pub(crate) async fn append_once<'c>(
             .bind(window_len()),
         None => query,
     };
+    let query = match mode {
+        Mode::Create(times) => {
+            let [created, updated] = expiry::given(times);
+            query.bind(created).bind(updated)
+        }
+        Mode::Append => query,
+    };
     let generation: Option<i64> = query.fetch_optional(executor).await?;
     Ok(generation.map_or(Appended::Refused, |g| Appended::Stored(g.cast_unsigned())))
 }
 
 /// The tags as the `tags` column stores them: NULL for none, so untagged sessions stay
 /// out of the partial GIN index `sessions_tags`.
-fn stored_tags(meta: &SessionMeta) -> Option<&[String]> {
+pub(crate) fn stored_tags(meta: &SessionMeta) -> Option<&[String]> {
     (!meta.tags.is_empty()).then_some(meta.tags.as_slice())
 }
 
@@ -222,39 +258,6 @@ pub(crate) async fn revision<'c>(
         .fetch_optional(executor)
         .await?;
     Ok(revision_of(row))
-}
-
-/// The facts of `session_id` ([`LOCK_INFO`]), its row locked until `tx` ends; `None` when
-/// it does not exist.
-pub(crate) async fn lock_info(
-    tx: &mut PgConnection,
-    session_id: &str,
-) -> sqlx::Result<Option<PgRow>> {
-    sqlx::query(LOCK_INFO)
-        .bind(session_id)
-        .fetch_optional(&mut *tx)
-        .await
-}
-
-/// Replaces the metadata and expiry of `session_id`, whose row `tx` has locked
-/// ([`lock_info`]), with `meta` (validated), moving `updated_at` (and an idle expiry with
-/// it); returns the facts after it ([`UPDATE_META`]).
-pub(crate) async fn store_meta(
-    tx: &mut PgConnection,
-    session_id: &str,
-    meta: &SessionMeta,
-) -> sqlx::Result<PgRow> {
-    let (expires_at, idle) = expiry::bound(meta.expiry.as_ref());
-    sqlx::query(UPDATE_META)
-        .bind(session_id)
-        .bind(meta.owner.as_deref())
-        .bind(meta.title.as_deref())
-        .bind(stored_tags(meta))
-        .bind(meta.data_json())
-        .bind(expires_at)
-        .bind(idle)
-        .fetch_one(&mut *tx)
-        .await
 }
 
 /// Whether a save is the session's latest write or a rewrite that keeps its times.
@@ -394,11 +397,16 @@ pub(crate) async fn conditional(
         remove(tx, session_id).await?;
     }
     let must_create = !found.exists();
+    let mode = if must_create {
+        Mode::Create(None)
+    } else {
+        Mode::Append
+    };
     let after = match change {
         Change::Append([]) => Some(found.generation),
         Change::Append(_) => {
             let none = SessionMeta::new();
-            match append_once(&mut *tx, session_id, batch, &none, must_create).await? {
+            match append_once(&mut *tx, session_id, batch, &none, mode).await? {
                 Appended::Stored(generation) => Some(generation),
                 // A session created by another writer after the check.
                 Appended::Refused if must_create => None,
@@ -427,5 +435,57 @@ pub(crate) async fn conditional(
         // Another writer created the session after the check: report what it wrote. This
         // statement's snapshot is newer than the refused write's, so it sees that row.
         None => Ok(Err(revision(&mut *tx, session_id).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fusion_core::testkit::{StorageHarness, said};
+    use fusion_core::{Expiry, SessionMeta, SessionTimes, from_unix_micros};
+    use sqlx::Connection;
+
+    use super::*;
+
+    /// A creation stores given times no later than `now()` of its own transaction, the
+    /// clock every write stores: a time one microsecond past it is stored as it, one
+    /// microsecond before it is kept, and an idle expiry counts from what was stored.
+    /// In a transaction of the test's own, whose `now()` the test reads first.
+    #[tokio::test]
+    async fn given_times_are_clamped_to_the_servers_clock_of_the_write() {
+        let Some(harness) = crate::testing::harness().await else {
+            return;
+        };
+        let _storage = harness.open().await.unwrap();
+        let mut raw = harness.raw().await;
+        let mut tx = raw.begin().await.unwrap();
+        let now: i64 = sqlx::query_scalar(concat!("SELECT ", expiry::now_us!()))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let hour = Duration::from_secs(3600);
+        let times = SessionTimes::new(from_unix_micros(now - 1), from_unix_micros(now + 1));
+        let meta = SessionMeta::new().expiry(Expiry::Idle(hour));
+        let messages = said("a");
+        let batch = Batch::of("s", &messages).unwrap();
+        let mode = Mode::Create(Some(times));
+        let created = append_once(&mut *tx, "s", &batch, &meta, mode)
+            .await
+            .unwrap();
+        assert!(matches!(created, Appended::Stored(_)), "{created:?}");
+        let stored: (i64, i64, i64) = sqlx::query_as(concat!(
+            "SELECT ",
+            expiry::micros!("created_at"),
+            ", ",
+            expiry::micros!("updated_at"),
+            ", expires_at FROM sessions WHERE id = 's'"
+        ))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        let idle = i64::try_from(hour.as_micros()).unwrap();
+        assert_eq!(stored, (now - 1, now, now + idle));
+        tx.rollback().await.unwrap();
     }
 }
