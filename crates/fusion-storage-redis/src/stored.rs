@@ -16,8 +16,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fusion_core::{
-    Error, Expiry, LEGACY_GENERATION, Result, SessionInfo, SessionMeta, StoredExpiry, is_expired,
-    unix_micros, validate_owner,
+    Error, Expiry, LEGACY_GENERATION, Result, SessionInfo, SessionMeta, SessionTimes, StoredExpiry,
+    is_expired, unix_micros, validate_owner,
 };
 use redis::{FromRedisValue, ParsingError, Value};
 
@@ -60,6 +60,17 @@ pub(crate) fn expiry_arg(expiry: Option<&Expiry>) -> Option<(&'static str, Strin
         (None, Some(at)) => Some(("expires_at", at.to_string())),
         (None, None) => None,
     }
+}
+
+/// How the write script is told the times of a session copied from elsewhere
+/// (`create_session_with_times`): `created_at` and `updated_at` in ms, as it stores its
+/// own (the µs below a ms cut, as from its clock), for it to keep up to its clock.
+pub(crate) fn times_fields(times: &SessionTimes) -> [(&'static str, String); 2] {
+    let millis = |at| unix_micros(at).div_euclid(1000).to_string();
+    [
+        ("created_at", millis(times.created_at)),
+        ("updated_at", millis(times.updated_at)),
+    ]
 }
 
 /// One session as the `INFO` script read it: its length and its meta hash's fields, raw.
@@ -297,6 +308,19 @@ mod tests {
         assert!(!is_past(Some("1700000000000001"), (1_700_000_000, 0)));
         assert!(!is_past(None, (i64::MAX, 0)));
         assert!(!is_past(Some("soon"), (i64::MAX, 0)));
+    }
+
+    #[test]
+    fn a_copys_times_go_to_the_script_in_whole_ms() {
+        let at = |micros| UNIX_EPOCH + Duration::from_micros(micros);
+        let times = SessionTimes::new(at(1_999), at(1_700_000_000_123_456));
+        assert_eq!(
+            times_fields(&times),
+            [
+                ("created_at", "1".to_string()),
+                ("updated_at", "1700000000123".to_string())
+            ]
+        );
     }
 
     #[test]

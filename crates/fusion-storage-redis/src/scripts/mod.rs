@@ -237,6 +237,8 @@ fn source(parts: &[&str]) -> String {
         .replace("@MAX_TTL_MS@", &MAX_TTL.as_millis().to_string())
         .replace("@LEGACY_GENERATION@", &LEGACY_GENERATION.to_string())
         .replace("@LATEST_MICROS@", LATEST_MICROS)
+        // The latest time a copied session may give, in ms (`writes::WRITE`).
+        .replace("@LATEST_MILLIS@", &LATEST_MICROS[..LATEST_MICROS.len() - 3])
         .replace("@MAX_IDLE_MICROS@", &MAX_IDLE.as_micros().to_string())
         .replace("@DEDUP_WINDOW@", &DEDUP_WINDOW.to_string())
 }

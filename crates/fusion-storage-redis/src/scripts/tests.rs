@@ -88,7 +88,7 @@ fn a_write_with_an_argument_that_would_fail_later_fails_first_and_writes_nothing
     let no_meta: &[&str] = &["0", "0"];
     // Mode, TTL, condition, metadata and id arguments, messages.
     type Write<'a> = (&'a str, &'a str, [&'a str; 4], &'a [&'a str], &'a [&'a str]);
-    let bad_writes: [Write; 22] = [
+    let bad_writes: [Write; 25] = [
         ("append", "9223372036854775808", good, no_meta, &[message]), // 2^63
         ("append", "4611686018427387905", good, no_meta, &[message]), // MAX_TTL + 1 ms
         ("append", "abc", good, no_meta, &[message]),
@@ -151,6 +151,28 @@ fn a_write_with_an_argument_that_would_fail_later_fails_first_and_writes_nothing
             "0",
             good,
             &["1", "expires_at", "-5", "0"],
+            &[message],
+        ),
+        // A copy's times: whole ms up to the year 9999.
+        (
+            "append",
+            "0",
+            good,
+            &["1", "created_at", "-1", "0"],
+            &[message],
+        ),
+        (
+            "append",
+            "0",
+            good,
+            &["1", "updated_at", "1.5", "0"],
+            &[message],
+        ),
+        (
+            "append",
+            "0",
+            good,
+            &["1", "updated_at", "253402300800000", "0"],
             &[message],
         ),
     ];

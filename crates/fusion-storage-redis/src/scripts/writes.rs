@@ -24,14 +24,14 @@
 /// KEYS: list, meta, and on one server the indexes of every session by id and by update
 /// time and the expiry index. ARGV: `replace`, `rewrite` or `append`, TTL in ms (0 = none), the
 /// condition (see `CONDITION`), the session id, the key prefix, the number of metadata
-/// fields `k`, then `k` field/value pairs (`owner`, `title`, `tags`, `data`, and the
-/// expiry as `expires_at` or `idle`, in µs: stored only when this write creates the
-/// session, which is how `create_session` gives a session its metadata in the same step
-/// as its first messages), then a number `n` and the fingerprints of the last `n`
-/// messages' ids (`''` for a message without one; `n` is `0` when no message has an
-/// id, else every message's for an append and the last `DEDUP_WINDOW`'s for a replace),
-/// then the messages as JSON, id first: at least one to replace, any number to append
-/// (none only checks).
+/// fields `k`, then `k` field/value pairs (`owner`, `title`, `tags`, `data`, the expiry
+/// as `expires_at` or `idle`, in µs, and the times of a copy, below: stored only when
+/// this write creates the session, which is how `create_session` gives a session its
+/// metadata in the same step as its first messages), then a number `n` and the
+/// fingerprints of the last `n` messages' ids (`''` for a message without one; `n` is `0`
+/// when no message has an id, else every message's for an append and the last
+/// `DEDUP_WINDOW`'s for a replace), then the messages as JSON, id first: at least one to
+/// replace, any number to append (none only checks).
 ///
 /// Exactly once (`window.rs`): an append with ids to an existing session skips each
 /// message it finds stored already (its fingerprint in the window, then its id at the
@@ -49,6 +49,15 @@
 /// found when the expectation failed. A write that creates the session (no
 /// list yet, or an expired one) or replaces it gives it the fresh generation; an append
 /// to an existing session keeps the one it has.
+///
+/// A copy (`create_session_with_times`) gives the session it creates its `created_at`
+/// and `updated_at` as pairs too, in ms: each is stored as given unless it is later than
+/// the script's clock, which it is stored as then (and `created_at` never later than
+/// `updated_at`). The session is then written at its `updated_at`: scored there in the
+/// by-update indexes, its idle expiry counting from there (a copy idle longer than its
+/// span is created expired, as a creation with an `expires_at` already past is: its keys
+/// go at once and readers find nothing), while the storage's TTL counts from the clock,
+/// when the keys are written. Only the creation reads them: an append passes no pairs.
 ///
 /// The common append (`any`, with messages, on a session that has a generation) makes six
 /// calls, seven for an owned session: `HMGET` of the generation and owner (and the
@@ -94,6 +103,8 @@ if n > 0 then
 @WINDOW@
 end
 local new_owner, new_at, new_idle = false, false, false
+-- A copy's creation and last write as given (ms), kept where it creates the session.
+local new_created, new_updated
 for i = 10, pairs_end, 2 do
   local field, value = ARGV[i], ARGV[i + 1]
   if field == 'owner' then
@@ -106,6 +117,9 @@ for i = 10, pairs_end, 2 do
       return bad_arg('idle expiry', value)
     end
     new_idle = value
+  elseif field == 'created_at' or field == 'updated_at' then
+    if not (whole(value) and at_most(value, '@LATEST_MILLIS@')) then return bad_arg(field, value) end
+    if field == 'created_at' then new_created = value else new_updated = value end
   elseif field ~= 'title' and field ~= 'tags' and field ~= 'data' then
     return bad_arg('metadata field', field)
   end
@@ -120,7 +134,9 @@ local function push(list, from, to)
   return len
 end
 local dedup = mode == 'append' and n > 0
-local gen, owner, at, idle, due, before, stored, pttl = false, false, false, false, false
+-- `created` and `written` (ms) are a copy's times as the session keeps them; nil for a
+-- write at `now`, as every other is.
+local gen, owner, at, idle, due, before, stored, pttl, created, written = false, false, false, false, false
 if mode == 'append' and expect == 'any' and count > 0 then
   -- Nothing to compare.
   stored, pttl = read_meta(ttl_arg, dedup)
@@ -145,9 +161,17 @@ if not quick then
   if before == 0 then
     keep = false
     owner, at, idle, due = new_owner, new_at, new_idle, false
+    -- A copy is written at its last write, unless that is later than `now`; an idle
+    -- expiry counts from there, so expiry() gets the clock reading TIME gave then.
+    local written_clock = clock
+    if new_updated and at_most(new_updated, now) then
+      written = new_updated
+      written_clock = {string.sub(written, 1, -4), string.sub(written, -3) .. '000'}
+    end
+    if new_created and at_most(new_created, written or now) then created = new_created end
     if at or idle then
       local _
-      _, at, due = expiry(at, idle, false, clock)
+      _, at, due = expiry(at, idle, false, written_clock)
       idle = at and idle
     end
   elseif keep then
@@ -227,7 +251,8 @@ else
       pttl_kept = redis.call('PTTL', KEYS[1])
     end
   else
-    index(prefix, id, owner, now, before == 0 or mode == 'replace', (before == 0 or idle) and due)
+    index(prefix, id, owner, written or now, before == 0 or mode == 'replace',
+      (before == 0 or idle) and due)
   end
   if mode == 'replace' and before > 0 then
     redis.call('DEL', KEYS[1])
@@ -259,13 +284,18 @@ if keep then
   end
   gen = fresh
 elseif before == 0 or mode == 'replace' then
-  local set = {'gen', fresh, 'updated_at', now}
+  local set = {'gen', fresh, 'updated_at', written or now}
   if before == 0 then
     -- A new session has only the metadata it is created with, whatever a meta hash
-    -- left behind by a vanished list held.
+    -- left behind by a vanished list held; a copy's times are set as kept, not given.
     redis.call('DEL', KEYS[2])
-    set[5], set[6] = 'created_at', now
-    for i = 10, pairs_end do set[#set + 1] = ARGV[i] end
+    set[5], set[6] = 'created_at', created or written or now
+    for i = 10, pairs_end, 2 do
+      if ARGV[i] ~= 'created_at' and ARGV[i] ~= 'updated_at' then
+        set[#set + 1] = ARGV[i]
+        set[#set + 1] = ARGV[i + 1]
+      end
+    end
   end
   if idle then
     set[#set + 1] = 'expires_at'
@@ -291,11 +321,10 @@ local len = before + pushed
 if mode == 'replace' then len = count end
 --publish notify(prefix, before == 0 and 'created' or mode == 'replace' and 'replaced' or 'appended', gen, len, id)
 --publish if due and tonumber(due) <= tonumber(now) then notify(prefix, 'expired', 0, 0, id) end
--- On one server the indexes are done: the caller needs no more.
 -- On one server the indexes are done, and a rewrite leaves them as they are: the caller
 -- needs no more.
 if indexed or keep then return {1, gen, len} end
-return {1, gen, len, now, owner, (before == 0 or idle) and due}
+return {1, gen, len, written or now, owner, (before == 0 or idle) and due}
 "#;
 
 /// Keeps the first messages of a session, if it meets the expectation.

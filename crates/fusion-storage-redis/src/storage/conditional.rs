@@ -55,18 +55,18 @@ impl RedisStorage {
         let expect = Some(expected);
         let outcome = match change {
             Change::Append(messages) => {
-                self.write("conditional append", id, "append", expect, messages, None)
+                self.write("conditional append", id, "append", expect, messages, &[])
                     .await?
             }
             Change::Replace([]) | Change::Rewrite([]) => {
                 self.trim("conditional replace", id, 0, expect).await?
             }
             Change::Replace(history) => {
-                self.write("conditional replace", id, "replace", expect, history, None)
+                self.write("conditional replace", id, "replace", expect, history, &[])
                     .await?
             }
             Change::Rewrite(history) => {
-                self.write("conditional rewrite", id, "rewrite", expect, history, None)
+                self.write("conditional rewrite", id, "rewrite", expect, history, &[])
                     .await?
             }
             Change::Truncate(len) => self.trim("conditional truncate", id, len, expect).await?,

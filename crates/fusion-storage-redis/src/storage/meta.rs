@@ -4,7 +4,8 @@
 //! The metadata lives in the session's meta hash (see `stored.rs`), beside its
 //! timestamps and generation, so it shares the session's slot, TTL and lifetime: `DEL`
 //! removes it with the list. `create_session` is the write script creating the session
-//! with the metadata as extra fields, so nobody ever sees the session without its owner.
+//! with the metadata as extra fields, so nobody ever sees the session without its owner;
+//! `create_session_with_times` is the same, with the times of a copy as two fields more.
 //! `update_session` reads the fields, applies the change and validates the result in
 //! Rust (the rules live in `fusion_core` once), then writes them back with a script that
 //! first checks they still hold what was read, and starts over when they do not. The
@@ -12,7 +13,8 @@
 //! one the session has when the script runs.
 
 use fusion_core::{
-    ChatMessage, Error, Expect, MetaUpdate, Result, SessionInfo, SessionMeta, check_creation,
+    ChatMessage, Error, Expect, MetaUpdate, Result, SessionInfo, SessionMeta, SessionTimes,
+    check_creation,
 };
 use redis::{FromRedisValue, Value};
 
@@ -51,24 +53,25 @@ impl RedisStorage {
 
     /// Creates `id` with `meta` and `messages` in one script: the conditional append
     /// expecting no session (so a taken id is a conflict) that stores `meta` with the
-    /// timestamps and generation.
+    /// timestamps and generation: the script's clock, or the `times` of a copy (checked
+    /// by the caller), none later than that clock.
     pub(super) async fn create(
         &self,
         id: &str,
         meta: &SessionMeta,
         messages: &[ChatMessage],
+        times: Option<SessionTimes>,
     ) -> Result<u64> {
         check_creation(BACKEND, id, meta, messages)?;
+        let mut created_with = stored::fields(meta);
+        created_with.extend(times.iter().flat_map(stored::times_fields));
         let expected = Expect::Generation(0);
+        let name = match times {
+            None => "create_session",
+            Some(_) => "create_session_with_times",
+        };
         let outcome = self
-            .write(
-                "create_session",
-                id,
-                "append",
-                Some(expected),
-                messages,
-                Some(meta),
-            )
+            .write(name, id, "append", Some(expected), messages, &created_with)
             .await?;
         let generation = stored::generation(&self.keys, id, &outcome.generation)?;
         if !outcome.applied {

@@ -34,7 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
-    SessionInfo, SessionMeta, SessionPage, SessionQuery, check_storable,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes, check_storable,
 };
 use redis::{FromRedisValue, RedisError, RedisResult};
 
@@ -349,7 +349,7 @@ impl ConversationStorage for RedisStorage {
             return self.delete(session_id).await;
         }
         check_storable(BACKEND, session_id, history)?;
-        self.write("save", session_id, "replace", None, history, None)
+        self.write("save", session_id, "replace", None, history, &[])
             .await
             .map(drop)
     }
@@ -389,7 +389,7 @@ impl ConversationStorage for RedisStorage {
             return Ok(());
         }
         check_storable(BACKEND, session_id, messages)?;
-        self.write("append", session_id, "append", None, messages, None)
+        self.write("append", session_id, "append", None, messages, &[])
             .await
             .map(drop)
     }
@@ -434,7 +434,21 @@ impl ConversationStorage for RedisStorage {
         meta: &SessionMeta,
         messages: &[ChatMessage],
     ) -> Result<u64> {
-        self.create(session_id, meta, messages).await
+        self.create(session_id, meta, messages, None).await
+    }
+
+    /// `create_session`'s script, given the times as two fields more: it keeps them, none
+    /// later than its `TIME`, and writes the session at the given `updated_at` (its score
+    /// in the by-update indexes; an idle expiry counts from there).
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        times.validate()?;
+        self.create(session_id, meta, messages, Some(times)).await
     }
 
     /// A read, then a compare-and-set script of the metadata fields (retried when another

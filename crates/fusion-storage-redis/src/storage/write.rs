@@ -6,16 +6,13 @@
 //!
 //! [`RedisOptions::replica_acks`]: crate::RedisOptions::replica_acks
 
-use fusion_core::{
-    ChatMessage, DEDUP_WINDOW, Expect, Result, Revision, SessionMeta, new_generation,
-};
+use fusion_core::{ChatMessage, DEDUP_WINDOW, Expect, Result, Revision, new_generation};
 use redis::{Cmd, FromRedisValue, RedisResult, RedisWrite, Script, ToRedisArgs};
 
 use super::{RedisStorage, Request};
 use crate::cluster::may_have_applied;
 use crate::error::{BACKEND, Op, parse_redis_error};
-use crate::scripts::Lua;
-use crate::{scripts, stored};
+use crate::scripts::{self, Lua};
 
 impl RedisStorage {
     /// The four condition arguments of the scripts (see `scripts/mod.rs`): `fresh`, the
@@ -43,8 +40,9 @@ impl RedisStorage {
 
     /// Replaces (`mode = "replace"`, or `"rewrite"` keeping its times) or extends
     /// (`"append"`) a session if it meets `expected` (always, for `None`), giving it
-    /// `meta` (expiry included) if the write creates it, and indexes it. A session whose
-    /// expiry has passed is absent to it.
+    /// `created_with` if the write creates it (the fields `stored::fields` makes of its
+    /// metadata, expiry included, and a copy's `stored::times_fields`), and indexes it.
+    /// A session whose expiry has passed is absent to it.
     ///
     /// Messages with ids are stored once (issue #18): the script skips those whose id is
     /// among the session's last ones, in the same atomic step as the push.
@@ -64,17 +62,16 @@ impl RedisStorage {
         mode: &str,
         expected: Option<Expect>,
         messages: &[ChatMessage],
-        meta: Option<&SessionMeta>,
+        created_with: &[(&str, String)],
     ) -> Result<scripts::Outcome> {
-        let (list, meta_key) = (self.keys.list(id), self.keys.meta(id));
-        let keys = self.script_keys(&list, &meta_key);
+        let (list, meta) = (self.keys.list(id), self.keys.meta(id));
+        let keys = self.script_keys(&list, &meta);
         let fresh = new_generation();
-        let fields: Vec<(&str, String)> = meta.map(stored::fields).unwrap_or_default();
         let checked = with_fingerprints(mode, messages);
         // Mostly the messages' JSON, and per message its fingerprint and RESP framing; the
         // other arguments are short.
         let bytes = ChatMessage::json_len_hint(messages) + 32 * messages.len() + 256;
-        let args = 11 + fields.len() * 2 + checked.len() + messages.len();
+        let args = 11 + created_with.len() * 2 + checked.len() + messages.len();
         let mut script = evalsha_with_room(self.writing(&scripts::WRITE), &keys, args, bytes);
         script
             .arg(mode)
@@ -82,8 +79,8 @@ impl RedisStorage {
             .arg(Self::condition(fresh, expected))
             .arg(id)
             .arg(self.keys.prefix())
-            .arg(fields.len());
-        for (field, value) in &fields {
+            .arg(created_with.len());
+        for (field, value) in created_with {
             script.arg(*field).arg(value);
         }
         script.arg(checked.len());
