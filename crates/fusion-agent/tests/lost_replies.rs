@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use common::{builder, client, contents};
 use fusion_agent::testing::MockLlmServer;
 use fusion_core::{
-    Change, ConversationStorage, Error, Expect, Intercept, Intercepted, Result, Revision,
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Result,
+    Revision,
 };
 use fusion_storage_memory::InMemoryStorage;
 
@@ -25,6 +26,8 @@ struct AppliedYetRefused {
     conflicts: AtomicUsize,
     refusal: fn(&str, u64) -> Error,
     armed: AtomicBool,
+    /// Another writer's turn, stored right after the write that applied.
+    interloper: Option<[&'static str; 2]>,
 }
 
 impl AppliedYetRefused {
@@ -34,6 +37,16 @@ impl AppliedYetRefused {
             conflicts: AtomicUsize::new(conflicts),
             refusal,
             armed: AtomicBool::new(false),
+            interloper: None,
+        }
+    }
+
+    /// Another writer stores the turn `[question, answer]` right after the write that
+    /// applied, before this writer reads the session again.
+    fn then_another_turn(self, turn: [&'static str; 2]) -> Self {
+        Self {
+            interloper: Some(turn),
+            ..self
         }
     }
 }
@@ -80,6 +93,10 @@ impl Intercept for AppliedYetRefused {
         }
         self.armed.store(false, Ordering::SeqCst);
         let generation = self.inner.write_if(session_id, expected, change).await?;
+        if let Some([question, answer]) = self.interloper {
+            let turn = [ChatMessage::user(question), ChatMessage::assistant(answer)];
+            self.inner.append(session_id, &turn).await?;
+        }
         Err((self.refusal)(session_id, generation))
     }
 }
@@ -122,4 +139,60 @@ async fn an_opening_stored_by_its_last_attempt_reported_as_a_conflict_is_not_an_
 #[tokio::test]
 async fn an_opening_stored_by_an_attempt_whose_outcome_was_unknown_goes_on() {
     the_second_turn_is_stored_once(AppliedYetRefused::new(0, unknown)).await;
+}
+
+/// An opening found stored by the reread after another writer's turn landed behind it:
+/// the request this turn sends ends with its own message, not the other writer's, so the
+/// answer is to its own question (found by `fusion-stress --faults` on PostgreSQL, where
+/// a turn stored the answer to another worker's note).
+async fn the_turn_answers_its_own_question(refusal: fn(&str, u64) -> Error) {
+    let server = MockLlmServer::start().await;
+    server.set_record_requests(true);
+    let workspace = tempfile::tempdir().unwrap();
+    let storage = AppliedYetRefused::new(0, refusal).then_another_turn(["theirs", "their answer"]);
+    let storage = Arc::new(Intercepted(storage));
+    let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
+        .build()
+        .await
+        .unwrap();
+    server.push_text("first answer");
+    session.send_message("first").await.unwrap();
+
+    storage.0.armed.store(true, Ordering::SeqCst);
+    server.push_text("second answer");
+    session.send_message("second").await.unwrap();
+    let asked = server.requests().pop().unwrap();
+    let last = asked["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["content"], "second", "{asked}");
+    let stored = storage.load(common::SESSION).await.unwrap();
+    assert_eq!(
+        contents(&stored)[1..],
+        [
+            "first",
+            "first answer",
+            "second",
+            "theirs",
+            "their answer",
+            "second answer"
+        ]
+    );
+
+    // The next turn reads what the other writer stored.
+    server.push_text("third answer");
+    session.send_message("third").await.unwrap();
+    assert_eq!(
+        session.history(),
+        storage.load(common::SESSION).await.unwrap().as_slice()
+    );
+}
+
+#[tokio::test]
+async fn a_turn_whose_opening_was_found_behind_another_writers_answers_its_own_question() {
+    the_turn_answers_its_own_question(conflict).await;
+    the_turn_answers_its_own_question(unknown).await;
 }

@@ -50,9 +50,8 @@ impl AgentSession {
                     // one reread tells, so that a turn whose opening is stored goes on
                     // rather than fail and have its message sent again.
                     return match self.refresh().await {
-                        Ok(_) if self.history.iter().any(|stored| stored.id == user.id) => {
+                        Ok(_) if self.keep_up_to(&user) => {
                             info!("the opening was stored by an attempt whose reply was lost");
-                            self.finished_calls = None;
                             Ok(())
                         }
                         _ => Err(err),
@@ -70,9 +69,8 @@ impl AgentSession {
             let last = attempt >= OPENING_ATTEMPTS;
             match self.refresh().await {
                 Err(reread) if !last => return Err(reread),
-                Ok(_) if self.history.iter().any(|stored| stored.id == user.id) => {
+                Ok(_) if self.keep_up_to(&user) => {
                     info!("the opening was stored by the attempt whose reply was lost");
-                    self.finished_calls = None;
                     return Ok(());
                 }
                 _ if last => {
@@ -85,5 +83,21 @@ impl AgentSession {
                 _ => attempt += 1,
             }
         }
+    }
+
+    /// Whether the history just reread holds this turn's opening (the one ending with
+    /// `user`), and if so makes memory the history up to it. What other writers stored
+    /// after it belongs to their turns, and the request this turn sends next must end with
+    /// its own message: a model answers the last question it is shown, and shown another
+    /// writer's, this turn answered that one (found by `fusion-stress --faults`, a turn on
+    /// PostgreSQL storing the answer to another worker's note). The next turn's catch-up
+    /// reads the rest.
+    fn keep_up_to(&mut self, user: &ChatMessage) -> bool {
+        let Some(at) = self.history.iter().position(|stored| stored.id == user.id) else {
+            return false;
+        };
+        self.history.truncate(at + 1);
+        self.finished_calls = None;
+        true
     }
 }
