@@ -31,6 +31,8 @@
 //! 9. Sessions that expired during the run lost what was written before their instant and
 //!    nothing written after it, and the purges removed no more than expired (checked by
 //!    [`crate::brief`]).
+//! 10. Each acknowledged turn answered its own message (`ack <its tag>`): a turn whose
+//!     request ended with another writer's message would answer that one instead.
 //!
 //! Rules 3 to 5 are checked after the run, and also against every successful reload's
 //! snapshot (what the worker's session read from storage during the run): there, a turn
@@ -55,7 +57,7 @@ use crate::brief::{self, Brief};
 use crate::duplicates;
 use crate::journal::{Entry, Op};
 use crate::report::Report;
-use crate::tags::{Tag, tags_in};
+use crate::tags::{Tag, answer, tags_in};
 
 /// What a run left behind, as the checker reads it.
 pub struct RunRecord<'a> {
@@ -95,6 +97,7 @@ pub fn check(run: &RunRecord<'_>) -> Report {
         .violations
         .extend(duplicates::in_reloads(run.journal));
     check_undo_reports(run.journal, &mut report.violations);
+    check_turn_answers(run.journal, &mut report.violations);
     check_no_impossible_failure(run.journal, &mut report.violations);
     brief::check(
         run.brief,
@@ -116,6 +119,19 @@ fn check_no_impossible_failure(journal: &[Entry], out: &mut Vec<String>) {
                 entry.worker,
                 entry.op.kind(),
                 failure.text
+            ));
+        }
+    }
+}
+
+/// Rule 10.
+fn check_turn_answers(journal: &[Entry], out: &mut Vec<String>) {
+    for turn in journal.iter().filter_map(acknowledged) {
+        let own = tags_in(turn.message).first().map(|tag| answer(*tag));
+        if own.as_deref() != Some(turn.answer) {
+            out.push(format!(
+                "{}: worker {}'s turn {} was answered {:?}, not its own message's answer",
+                turn.entry.session, turn.entry.worker, turn.tag, turn.answer
             ));
         }
     }
@@ -494,7 +510,7 @@ fn describe(message: &ChatMessage) -> String {
 mod tests {
     use super::*;
     use crate::journal::Failure;
-    use crate::tags::{answer, user_message};
+    use crate::tags::user_message;
     use fusion_agent::context::summary_record;
 
     const PROMPT: &str = "stress prompt";
@@ -613,6 +629,29 @@ mod tests {
             brief: &[],
             stored: &stored,
         })
+    }
+
+    #[test]
+    fn a_turn_answered_with_another_turns_answer_is_a_violation() {
+        let mut theirs = turn(0, 1, 10, 20);
+        if let Op::Turn { answer: a, .. } = &mut theirs.op {
+            *a = Some(answer(tag(1, 3)));
+        }
+        let body = vec![
+            ChatMessage::user(user_message(tag(0, 1))),
+            ChatMessage::assistant(answer(tag(1, 3))),
+        ];
+        let report = check_one(&[theirs], session(body));
+        assert_violation(
+            &report,
+            "worker 0's turn w0-s0-k1 was answered \"ack w1-s0-k3\"",
+        );
+        let body = vec![
+            ChatMessage::user(user_message(tag(0, 1))),
+            ChatMessage::assistant(answer(tag(0, 1))),
+        ];
+        let report = check_one(&[turn(0, 1, 10, 20)], session(body));
+        assert!(report.violations.is_empty(), "{:#?}", report.violations);
     }
 
     fn assert_violation(report: &Report, needle: &str) {
