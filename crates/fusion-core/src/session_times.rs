@@ -10,8 +10,8 @@ use crate::{Error, Result, SessionInfo, from_unix_micros, unix_micros};
 
 /// When a session was created and last written.
 ///
-/// A backend stores them as it stores its own times (whole microseconds; SQLite whole
-/// milliseconds), never later than its own clock ([`stored_at`](Self::stored_at)).
+/// A backend stores them as it stores its own times (whole microseconds; SQLite and
+/// Redis whole milliseconds), never later than its own clock ([`stored_at`](Self::stored_at)).
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};

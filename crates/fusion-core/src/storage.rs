@@ -219,8 +219,8 @@ pub trait ConversationStorage: Send + Sync {
     /// Creates `session_id` as [`create_session`](Self::create_session) does, with the
     /// times it had elsewhere: `fusion migrate` and `fusion sessions import` give a copied
     /// session its source's `created_at` and `updated_at`, so listings keep their order
-    /// and dates. The times are kept as the backend keeps its own (SQLite: whole
-    /// milliseconds), and none later than the storage's clock at the write
+    /// and dates. The times are kept as the backend keeps its own (SQLite and Redis:
+    /// whole milliseconds), and none later than the storage's clock at the write
     /// ([`SessionTimes::stored_at`]). An idle expiry counts from the given `updated_at`
     /// like one set at that write, so a session whose expiry has passed by then is
     /// created expired: gone for every reader, as one created with an [`Expiry::At`] in

@@ -14,7 +14,7 @@ use fusion_core::testkit::faults::{LoseReplies, Lossy, cases};
 use fusion_core::testkit::{Clones, StorageHarness};
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Error, Expect, Intercept, Intercepted,
-    Result, StorageExt,
+    Result, SessionMeta, SessionTimes, StorageExt,
 };
 use fusion_layers::RetryLayer;
 use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
@@ -334,6 +334,25 @@ async fn a_reply_lost_on_every_attempt_still_stores_one_copy() {
     assert!(err.is_retryable(), "{err}");
     assert_eq!(store.0.lost(), 4, "each attempt applied and lost its reply");
     assert_eq!(store.load("s").await.unwrap().len(), 2, "stored once");
+}
+
+#[tokio::test]
+async fn a_copy_with_times_whose_reply_was_lost_is_created_once_with_its_times() {
+    let store = Arc::new(Intercepted(LoseReplies::new(InMemoryStorage::new())));
+    store.0.arm();
+    let at = |secs| std::time::UNIX_EPOCH + Duration::from_secs(secs);
+    let times = SessionTimes::new(at(1_700_000_000), at(1_700_000_060));
+    let retried = Arc::clone(&store).layer(retry());
+    retried
+        .create_session_with_times("s", &SessionMeta::new(), &[ChatMessage::user("a")], times)
+        .await
+        .expect("the lost reply's creation is settled as done");
+    assert_eq!(store.0.lost(), 1);
+    let info = store.session_info("s").await.unwrap().unwrap();
+    assert_eq!(
+        (info.message_count, SessionTimes::of(&info)),
+        (1, Some(times))
+    );
 }
 
 /// A batch longer than [`DEDUP_WINDOW`] whose reply was lost, appended again by the

@@ -4,7 +4,7 @@
 //! from the given last write; times out of order are refused and nothing is written.
 //!
 //! Every time a case gives is a whole millisecond, the precision every backend keeps
-//! (SQLite keeps milliseconds, the others microseconds), so it round trips exactly.
+//! (SQLite and Redis keep milliseconds, the others microseconds), so it round trips exactly.
 
 use std::time::{Duration, SystemTime};
 
