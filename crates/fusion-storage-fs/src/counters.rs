@@ -7,16 +7,20 @@
 //! 0000004242424242                                               <- generation, padded to 64 bytes
 //! created +0001733000000123456 updated +0001733000000654321 messages 00000000000000000012 bytes 00000000000000001234
 //! created +0001733000000123456 updated +0001733000000654321 messages 00000000000000000012 bytes 00000000000000001234 expires +0001733003600654321 idle 00000000003600000000 indexed +0001733003600123456
+//! created +0001600000000000000 updated +0001700000000000000 messages 00000000000000000012 bytes 00000000000000001234 copied +0001733000000123456
 //! ```
 //!
-//! The second line is one of the two: the first for a session that never expires, the
-//! second for one that does. `expires` is the instant it expires and `idle` the span an
+//! The second line is one of the three: the first for a session that never expires, the
+//! second for one that does, the third for one created as a copy with the times it had
+//! elsewhere. `expires` is the instant it expires and `idle` the span an
 //! idle expiry adds to each write's time (absent for a fixed instant): the numbers of
 //! [`StoredExpiry`], here because every write reads this line under its lock anyway, so
 //! moving an idle expiry costs no extra read or write. `indexed` is the instant the
-//! expiry index lists the session at (see [`crate::index`]), at or before `expires`. Each
-//! is optional, and a line without them (a session without expiry, or written before
-//! expiries existed) reads as no expiry. The line is padded with spaces to one length, so
+//! expiry index lists the session at (see [`crate::index`]), at or before `expires`.
+//! `copied` is when the index recorded the creation of a copy, whose journal line is
+//! placed at its given `updated` (see `crate::index::journal`). Each is optional, and a
+//! line without them (a session without expiry, or written before expiries existed)
+//! reads as no expiry and no copy. The line is padded with spaces to one length, so
 //! each rewrite overwrites the whole of the one before.
 //!
 //! The generation keeps the place and width earlier versions gave it (they read the first
@@ -57,6 +61,11 @@ pub(crate) struct Counters {
     /// The instant the expiry index lists the session at, if it does: at or before
     /// `expiry.expires_at`, so that a purge finds the session once it has expired.
     pub(crate) indexed: Option<i64>,
+    /// For a session created as a copy with the times it had elsewhere: when the index
+    /// recorded that creation, later than every line it held for the id then. Its
+    /// journal line, placed at its given `updated_us`, may sort before lines of an earlier
+    /// session of the id; those were recorded before this (see `crate::listing`).
+    pub(crate) copied: Option<i64>,
 }
 
 /// The lock file's contents, parsed.
@@ -85,6 +94,7 @@ pub(crate) fn format(generation: u64, counters: &Counters) -> Vec<u8> {
         len,
         expiry,
         indexed,
+        copied,
     } = *counters;
     let _ = write!(
         text,
@@ -99,6 +109,9 @@ pub(crate) fn format(generation: u64, counters: &Counters) -> Vec<u8> {
     if let Some(at) = indexed {
         let _ = write!(text, " indexed {at:+020}");
     }
+    if let Some(at) = copied {
+        let _ = write!(text, " copied {at:+020}");
+    }
     while text.len() < FORMATTED_LEN - 1 {
         text.push(' ');
     }
@@ -108,10 +121,10 @@ pub(crate) fn format(generation: u64, counters: &Counters) -> Vec<u8> {
 
 /// The length of every lock file [`format()`] writes: the generation field, then
 /// `created ` (8), `updated `, `messages `, `bytes ` with their separators (9, 10, 7), four
-/// 20-character numbers, room for ` expires `, ` idle `, ` indexed ` (9, 6, 9) and their
-/// numbers, and the `\n`.
+/// 20-character numbers, room for ` expires `, ` idle `, ` indexed `, ` copied ` (9, 6,
+/// 9, 8) and their numbers, and the `\n`.
 pub(crate) const FORMATTED_LEN: usize =
-    GENERATION_FIELD + 8 + 9 + 10 + 7 + 4 * 20 + 9 + 6 + 9 + 3 * 20 + 1;
+    GENERATION_FIELD + 8 + 9 + 10 + 7 + 4 * 20 + 9 + 6 + 9 + 8 + 4 * 20 + 1;
 
 impl Default for Counters {
     fn default() -> Self {
@@ -122,6 +135,7 @@ impl Default for Counters {
             len: UNKNOWN_LEN,
             expiry: StoredExpiry::NEVER,
             indexed: None,
+            copied: None,
         }
     }
 }
@@ -157,6 +171,7 @@ fn parse_counters(line: &str) -> Option<Counters> {
         idle: words.optional("idle")?,
     };
     let indexed = words.optional("indexed")?;
+    let copied = words.optional("copied")?;
     words.0.next().is_none().then_some(Counters {
         created_us,
         updated_us,
@@ -164,6 +179,7 @@ fn parse_counters(line: &str) -> Option<Counters> {
         len,
         expiry,
         indexed,
+        copied,
     })
 }
 
@@ -221,6 +237,7 @@ mod tests {
                 idle: Some(i64::MAX),
             },
             indexed: Some(i64::MIN),
+            copied: Some(i64::MAX),
         };
         let fixed = Counters {
             expiry: StoredExpiry {
@@ -233,7 +250,11 @@ mod tests {
             indexed: Some(7),
             ..counters
         };
-        for counters in [widest, fixed, moved] {
+        let copied = Counters {
+            copied: Some(1_733_000_000_999_999),
+            ..counters
+        };
+        for counters in [widest, fixed, moved, copied] {
             let bytes = format(1, &counters);
             assert_eq!(bytes.len(), FORMATTED_LEN, "{counters:?}");
             assert_eq!(parse(&bytes).counters, Some(counters));
@@ -250,8 +271,8 @@ mod tests {
         let counters = parse(&bytes).counters.unwrap();
         assert_eq!((counters.count, counters.len), (2, 40));
         assert_eq!(
-            (counters.expiry, counters.indexed),
-            (StoredExpiry::NEVER, None)
+            (counters.expiry, counters.indexed, counters.copied),
+            (StoredExpiry::NEVER, None, None)
         );
         // Fields out of order, or repeated, are damage.
         let swapped = line.replace(" bytes", " idle 00000000000000000001 bytes");

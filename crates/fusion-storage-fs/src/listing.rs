@@ -21,6 +21,14 @@
 //! damaged is left out with a warning (its `session_info` reports
 //! `Error::Corrupt`); it never hides another session. So is one that has expired, like a
 //! stale line: until a purge removes it, it costs its page one more read of facts.
+//!
+//! A session counts at the first line of its id the scan meets, with one exception: a
+//! session created as a copy with the times it had elsewhere has its line at its given
+//! `updated_at`, which may sort below lines of an earlier session of its id (written, and
+//! deleted or expired, after that time). Its counters say when its creation was recorded,
+//! and the lines of the id recorded before it are passed over (see
+//! `crate::index::journal`); for that, a delete line reads whether its id has a session
+//! now: one `stat` when it has none.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -32,7 +40,7 @@ use fusion_core::{
 
 use crate::error::{BACKEND, IoContext};
 use crate::file_name;
-use crate::index::{Kind, SetKey, Snapshot, marker_instant};
+use crate::index::{Kind, Scanned, SetKey, Snapshot, marker_instant};
 use crate::session_files::Directory;
 
 /// The most members an owner or tag may have for its markers to be read whole.
@@ -126,11 +134,14 @@ impl Lister<'_> {
     }
 
     /// Every session's place in the journal, restoring its markers (an expired session's
-    /// expiry marker included, so that a purge finds it): what a build needs.
-    fn scan(&self) -> Result<Vec<(i64, String)>> {
+    /// expiry marker included, so that a purge finds it): what a build needs. A copy not
+    /// written since its creation is placed as recorded then, so that it supersedes the
+    /// lines of an earlier session of its id even where its own line was lost.
+    fn scan(&self) -> Result<Vec<Scanned>> {
         let mut records = Vec::new();
         for id in list_dir(self.at.dir)? {
-            let Some(info) = skip_corrupt(self.at.files(&id).stored_info())? else {
+            let files = self.at.files(&id);
+            let Some((info, stored)) = skip_corrupt(files.stored_info_and_whether_stored())? else {
                 continue;
             };
             if let Some(expires_at) = info.expires_at {
@@ -143,7 +154,9 @@ impl Lister<'_> {
             for tag in &info.meta.tags {
                 self.at.index.add_member(SetKey::Tag(tag), &id)?;
             }
-            records.push((info.updated_at.map_or(0, unix_micros), id));
+            let t = info.updated_at.map_or(0, unix_micros);
+            let recorded = stored.copied_us.map_or(t, |copied| copied.max(t));
+            records.push(Scanned { t, id, recorded });
         }
         Ok(records)
     }
@@ -215,17 +228,29 @@ impl Lister<'_> {
             let Some(entry) = entries.next_entry()? else {
                 break;
             };
-            if !done.insert(entry.id.clone()) || entry.kind == Kind::Delete {
-                // Lines older than a delete belong to an earlier session of that id.
-                continue;
-            }
-            if !self.may_pass(query, &entry.id)? {
+            if done.contains(&entry.id) || !self.may_pass(query, &entry.id)? {
+                done.insert(entry.id);
                 continue;
             }
             let files = self.at.files(&entry.id);
             let Some((mut info, stored)) = skip_corrupt(files.info_and_whether_stored())? else {
+                done.insert(entry.id);
                 continue;
             };
+            if stored
+                .copied_us
+                .is_some_and(|copied| entry.recorded < copied)
+            {
+                // A line of an earlier session of this id, written or deleted later than
+                // the times this one was copied with, but recorded before its creation
+                // (see `crate::index::journal`): its place is its own line, further down.
+                continue;
+            }
+            done.insert(entry.id.clone());
+            if entry.kind == Kind::Delete {
+                // Lines older than a delete belong to an earlier session of that id.
+                continue;
+            }
             let updated = info.updated_at.map_or(0, unix_micros);
             // Without stored counters `updated_at` is the file's modification time, which
             // matches no line: the session's newest line is its place. That is the newest

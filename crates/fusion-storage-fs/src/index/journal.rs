@@ -5,6 +5,9 @@
 //! 1733000000123456 w user-1        user-1 written; its updated_at is now this
 //! 1733000000123457 w tenant:7:c    created or written
 //! 1733000000123460 d user-1        user-1 deleted
+//! 1732000000000000 w@1733000000123461 user-1
+//!                                   user-1 created anew as a copy last written at
+//!                                   the first time, recorded at the second
 //! ```
 //!
 //! Every timestamp is later than the one before (the index lock hands them out), so the
@@ -12,6 +15,24 @@
 //! written many times has many lines; only the last one is its place in the order, and
 //! the others are *stale*. A listing skips a line whose session reports another
 //! `updated_at`; compaction drops the stale lines once they are half the file.
+//!
+//! Which of an id's lines is its place is the one *recorded* last. That is the one with
+//! the latest timestamp, but for the line of a session copied from elsewhere with its
+//! times (`create_session_with_times`), stamped with its given `updated_at` and written
+//! after lines of an earlier session of its id that sort after it (written, then deleted
+//! or expired, since that time): such a line carries when it was recorded, `@` and a
+//! timestamp after its kind, and supersedes every line of its id recorded before then,
+//! later timestamps included. Compaction keeps each id's line recorded last; a listing,
+//! which meets lines by timestamp, learns a copy's recording from its counters (see
+//! `crate::listing`). Every other line is recorded at its timestamp and carries none, so
+//! the lines of appends are as before.
+//!
+//! Why so: the copy must be listed at the `updated_at` it was given, which its
+//! `session_info` reports, so its line cannot move after the earlier session's. A line
+//! added at the copy's recording to redirect listings down to its own would be above
+//! where a page that starts below it begins, so a listing learns from the session's
+//! counters, which it reads for each line anyway, whichever page it reads. Compaction
+//! reads no session, so the line itself tells it.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -39,23 +60,42 @@ pub(crate) struct Entry {
     pub(crate) kind: Kind,
     /// The session.
     pub(crate) id: String,
+    /// When the line was recorded: `t`, but for the creation of a copy, placed at its
+    /// given `updated_at` (see the module docs). Of an id's lines, the one recorded last
+    /// is its place.
+    pub(crate) recorded: i64,
 }
 
-/// The line for a write (or delete) of `id` at `t`.
+/// The line for a write (or delete) of `id` at `t`, recorded then.
 pub(crate) fn encode(t: i64, kind: Kind, id: &str) -> Vec<u8> {
+    encode_recorded(t, kind, id, t)
+}
+
+/// The line for a write (or delete) of `id` at `t`, recorded at `recorded`.
+pub(crate) fn encode_recorded(t: i64, kind: Kind, id: &str, recorded: i64) -> Vec<u8> {
     let kind = match kind {
         Kind::Write => 'w',
         Kind::Delete => 'd',
     };
-    format!("{t} {kind} {id}\n").into_bytes()
+    if recorded == t {
+        format!("{t} {kind} {id}\n").into_bytes()
+    } else {
+        format!("{t} {kind}@{recorded} {id}\n").into_bytes()
+    }
 }
 
-/// Parses one line (without its `\n`); `None` if it is not one [`encode`] writes.
+/// Parses one line (without its `\n`); `None` if it is not one [`encode_recorded`]
+/// writes.
 pub(crate) fn parse(line: &[u8]) -> Option<Entry> {
     let line = std::str::from_utf8(line).ok()?;
     let mut parts = line.splitn(3, ' ');
     let t = parts.next()?.parse().ok()?;
-    let kind = match parts.next()? {
+    let kind = parts.next()?;
+    let (kind, recorded) = match kind.split_once('@') {
+        Some((kind, recorded)) => (kind, recorded.parse().ok()?),
+        None => (kind, t),
+    };
+    let kind = match kind {
         "w" => Kind::Write,
         "d" => Kind::Delete,
         _ => return None,
@@ -66,12 +106,13 @@ pub(crate) fn parse(line: &[u8]) -> Option<Entry> {
         t,
         kind,
         id: id.to_string(),
+        recorded,
     })
 }
 
-/// The longest line [`encode`] writes: a 20-character timestamp, the kind and a 128-byte
-/// id, with separators.
-pub(crate) const MAX_LINE: usize = 20 + 3 + 128 + 1;
+/// The longest line [`encode_recorded`] writes: a 20-character timestamp, the kind, `@`
+/// and another timestamp, and a 128-byte id, with separators.
+pub(crate) const MAX_LINE: usize = 20 + 3 + 21 + 128 + 1;
 
 /// The offset of the first line of `[0, len)` whose `(t, id)` is not below `target`:
 /// every line before it sorts before `target`. A line that does not parse counts as
@@ -82,13 +123,48 @@ pub(crate) fn lower_bound(file: &File, len: u64, target: (i64, &str)) -> io::Res
     })
 }
 
+/// A session as a scan of the session files finds it, for a build of the index: placed
+/// at its `updated_at`, recorded then or, for a copy not written since its creation,
+/// when that creation was (see [`Entry::recorded`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Scanned {
+    /// Its `updated_at`, in Unix microseconds.
+    pub(crate) t: i64,
+    /// The session.
+    pub(crate) id: String,
+    /// When its place was recorded.
+    pub(crate) recorded: i64,
+}
+
+impl Scanned {
+    /// A session last written at `t`, recorded then.
+    #[cfg(test)]
+    pub(crate) fn written_at(t: i64, id: &str) -> Self {
+        Self {
+            t,
+            id: id.to_string(),
+            recorded: t,
+        }
+    }
+
+    /// The journal entry that places the session.
+    fn entry(&self) -> Entry {
+        Entry {
+            t: self.t,
+            kind: Kind::Write,
+            id: self.id.clone(),
+            recorded: self.recorded,
+        }
+    }
+}
+
 /// Where compaction reads lines from: a journal file's valid prefix, or scanned
-/// `(t, id)` writes; each sorted by `(t, id)`.
+/// sessions; each sorted by `(t, id)`.
 pub(crate) enum Source<'a> {
     /// `[0, end)` of a journal file.
     File(&'a File, u64),
-    /// Writes found by a scan of the session files.
-    Scanned(&'a [(i64, String)]),
+    /// The sessions a scan of the session files found.
+    Scanned(&'a [Scanned]),
 }
 
 impl Source<'_> {
@@ -97,13 +173,7 @@ impl Source<'_> {
         match self {
             Source::File(file, end) => for_each_line(file, *end, |_, entry| f(entry)),
             Source::Scanned(records) => {
-                for (t, id) in records.iter() {
-                    f(Entry {
-                        t: *t,
-                        kind: Kind::Write,
-                        id: id.clone(),
-                    });
-                }
+                records.iter().for_each(|record| f(record.entry()));
                 Ok(true)
             }
         }
@@ -128,33 +198,30 @@ impl Source<'_> {
                     }
                 }))
             }
-            Source::Scanned(records) => Box::new(records.iter().map(|(t, id)| {
-                Ok(Entry {
-                    t: *t,
-                    kind: Kind::Write,
-                    id: id.clone(),
-                })
-            })),
+            Source::Scanned(records) => Box::new(records.iter().map(|record| Ok(record.entry()))),
         })
     }
 }
 
 /// Writes, sorted by `(t, id)`, the lines of `sources` that are still the place of a
-/// live session: for each id only its newest line (once), and not if that is a delete.
-/// Returns how many bytes were written, and whether every line of the sources parsed
-/// (the rest are left out). Memory: one 128-bit hash per distinct id.
+/// live session: for each id only the line recorded last (once), and not if that is a
+/// delete. Returns how many bytes were written, and whether every line of the sources
+/// parsed (the rest are left out). Memory: one 128-bit hash per distinct id.
 pub(crate) fn compact_into(
     sources: &[Source<'_>],
     out: &mut impl Write,
 ) -> io::Result<(u64, bool)> {
-    // The newest line of each id, and whether it is a write not yet written out.
-    let mut newest: HashMap<u128, (i64, bool)> = HashMap::new();
+    // The line of each id recorded last, as `(recorded, t)`, and whether it is a write
+    // not yet written out. By when it was recorded, not by its timestamp: a copy's
+    // creation supersedes an earlier session's lines that sort after it.
+    let mut last: HashMap<u128, ((i64, i64), bool)> = HashMap::new();
     let mut all_parsed = true;
     for source in sources {
         all_parsed &= source.for_each(|entry| {
-            let slot = newest.entry(id_hash(&entry.id)).or_insert((entry.t, false));
-            if entry.t >= slot.0 {
-                *slot = (entry.t, entry.kind == Kind::Write);
+            let at = (entry.recorded, entry.t);
+            let slot = last.entry(id_hash(&entry.id)).or_insert((at, false));
+            if at >= slot.0 {
+                *slot = (at, entry.kind == Kind::Write);
             }
         })?;
     }
@@ -163,23 +230,23 @@ pub(crate) fn compact_into(
     for source in sources {
         iters.push(source.entries()?);
     }
-    let mut heads: BinaryHeap<Reverse<(i64, String, usize, Kind)>> = BinaryHeap::new();
+    let head =
+        |entry: Entry, index| Reverse((entry.t, entry.id, index, entry.kind, entry.recorded));
+    let mut heads = BinaryHeap::new();
     for (index, iter) in iters.iter_mut().enumerate() {
         if let Some(entry) = iter.next().transpose()? {
-            heads.push(Reverse((entry.t, entry.id, index, entry.kind)));
+            heads.push(head(entry, index));
         }
     }
     let mut written = 0;
-    while let Some(Reverse((t, id, index, kind))) = heads.pop() {
+    while let Some(Reverse((t, id, index, kind, recorded))) = heads.pop() {
         if let Some(entry) = iters[index].next().transpose()? {
-            heads.push(Reverse((entry.t, entry.id, index, entry.kind)));
+            heads.push(head(entry, index));
         }
-        let slot = newest
-            .get_mut(&id_hash(&id))
-            .expect("seen in the first pass");
-        if kind == Kind::Write && *slot == (t, true) {
+        let slot = last.get_mut(&id_hash(&id)).expect("seen in the first pass");
+        if kind == Kind::Write && *slot == ((recorded, t), true) {
             slot.1 = false;
-            let line = encode(t, kind, &id);
+            let line = encode_recorded(t, kind, &id, recorded);
             written += line.len() as u64;
             out.write_all(&line)?;
         }
@@ -284,7 +351,7 @@ mod tests {
         assert_eq!(out, b"3 w a\n5 w c\n");
         // Several sorted sources merge; the same write twice is written once.
         let (other, other_len) = journal(&[(2, Kind::Write, "d"), (6, Kind::Write, "a")]);
-        let scanned = vec![(5, "c".to_string()), (7, "e".to_string())];
+        let scanned = [Scanned::written_at(5, "c"), Scanned::written_at(7, "e")];
         let mut merged = Vec::new();
         compact_into(
             &[
@@ -299,5 +366,52 @@ mod tests {
         assert_eq!(written, (out.len() as u64, true));
         assert_eq!(parse(b"12 x a"), None);
         assert_eq!(parse(b"12 w ../a"), None);
+        assert_eq!(parse(b"12 w@x a"), None);
+    }
+
+    #[test]
+    fn compaction_keeps_the_line_recorded_last_though_later_ones_sort_after_it() {
+        // `a` written at 4 and deleted at 6, then created anew as a copy last written at
+        // 3, recorded at 8; `b` likewise, its earlier session expired (no delete), then
+        // written again after the copy, at 10; `c` copied, then deleted at 9.
+        let (earlier, earlier_len) = journal(&[
+            (4, Kind::Write, "a"),
+            (5, Kind::Write, "b"),
+            (6, Kind::Delete, "a"),
+            (9, Kind::Delete, "c"),
+            (10, Kind::Write, "b"),
+        ]);
+        let mut copies = tempfile::tempfile().unwrap();
+        for (t, id, recorded) in [(2, "b", 7), (3, "a", 8), (3, "c", 8)] {
+            let line = encode_recorded(t, Kind::Write, id, recorded);
+            copies.write_all(&line).unwrap();
+        }
+        let copies_len = copies.metadata().unwrap().len();
+        let sources = [
+            Source::File(&earlier, earlier_len),
+            Source::File(&copies, copies_len),
+        ];
+        let mut out = Vec::new();
+        compact_into(&sources, &mut out).unwrap();
+        assert_eq!(out, b"3 w@8 a\n10 w b\n");
+        // Folded again, with what it was folded from, it stays.
+        let (folded, folded_len) = (tempfile::tempfile().unwrap(), out.len() as u64);
+        (&folded).write_all(&out).unwrap();
+        let mut again = Vec::new();
+        let sources = [
+            Source::File(&folded, folded_len),
+            Source::File(&earlier, earlier_len),
+        ];
+        compact_into(&sources, &mut again).unwrap();
+        assert_eq!(again, out);
+        assert_eq!(
+            parse(b"3 w@8 a"),
+            Some(Entry {
+                t: 3,
+                kind: Kind::Write,
+                id: "a".to_string(),
+                recorded: 8
+            })
+        );
     }
 }

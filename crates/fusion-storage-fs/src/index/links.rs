@@ -261,7 +261,7 @@ pub(super) fn same_file(_a: &Metadata, _b: &Metadata) -> bool {
 
 #[cfg(all(test, unix))]
 mod tests {
-    use super::super::Change;
+    use super::super::{Change, Scanned};
     use super::*;
 
     use super::super::tests::ids;
@@ -286,7 +286,7 @@ mod tests {
                 let _ = other
                     .record("created", Change::Create, i64::MIN, false)
                     .unwrap();
-                Ok(vec![(5, "old".to_string())])
+                Ok(vec![Scanned::written_at(5, "old")])
             })
             .unwrap();
         assert_eq!(ids(&index), ["created", "first", "old"]);

@@ -112,7 +112,9 @@ impl Lives {
     /// starts another. So a copy made oldest first fills one journal, and one in another
     /// order starts up to one per line, whose folds (due once more than
     /// `LIVE_FILES_MAX` journals stand) cost the compacted journal's length each.
-    /// Returns whether a fold is due and whether the journal was found removed, as
+    /// The line is `line(recorded)`, `recorded` being a timestamp handed out as for any
+    /// write, later than every line recorded before (see [`super::journal`]). Returns it,
+    /// whether a fold is due and whether the journal was found removed, as
     /// [`append`](Self::append) does.
     pub(crate) fn append_at(
         &self,
@@ -120,12 +122,12 @@ impl Lives {
         (t, id): (i64, &str),
         limit: u64,
         sync: bool,
-        line: &[u8],
-    ) -> Result<(bool, bool)> {
+        line: impl FnOnce(i64) -> Vec<u8>,
+    ) -> Result<(i64, bool, bool)> {
         let mut dated = self.dated.lock().unwrap_or_else(PoisonError::into_inner);
         let mut fold = false;
-        let now = unix_micros(SystemTime::now());
-        let found = dated.as_mut().map(|(live, _)| live.check_since(now));
+        let recorded = self.next_t(i64::MIN);
+        let found = dated.as_mut().map(|(live, _)| live.check_since(recorded));
         let removed = found == Some(Checked::Removed);
         let in_order = dated
             .as_ref()
@@ -143,7 +145,7 @@ impl Lives {
                 (live, (i64::MIN, String::new()))
             }
         };
-        if let Err(err) = live.append(line, sync) {
+        if let Err(err) = live.append(&line(recorded), sync) {
             // As in a slot: junk at most after its last line, which the next overwrites.
             *dated = Some((live, last));
             return Err(err);
@@ -153,7 +155,7 @@ impl Lives {
         } else {
             *dated = Some((live, (t, id.to_string())));
         }
-        Ok((fold, removed))
+        Ok((recorded, fold, removed))
     }
 
     /// The first slot no other thread holds, or, when all are held, the first once it is
@@ -231,18 +233,23 @@ impl super::Index {
     /// Records the creation of `id` placed at `t`, the last write a session copied from
     /// elsewhere had there (no later than now), in the instance's journal of such lines
     /// ([`Lives::append_at`]): listings, folds and builds place it at `t` as any other.
+    /// Its line carries when it was recorded, which this returns too: the session's
+    /// counters keep it, so that a listing knows the id's lines recorded before it, later
+    /// than `t` though they may be, for an earlier session's (see [`super::journal`]).
     pub(crate) fn record_created_at(
         &self,
         id: &str,
         t: i64,
         sync: bool,
-    ) -> Result<super::Recorded> {
-        let line = super::journal::encode(t, super::Kind::Write, id);
+    ) -> Result<(super::Recorded, i64)> {
         let limit = self.limits.0;
-        let (fold, removed) = self
-            .lives
-            .append_at(&self.root, (t, id), limit, sync, &line)?;
-        self.log_change(id, super::Change::Create, (t, fold, removed), sync)
+        let (recorded, fold, removed) =
+            self.lives
+                .append_at(&self.root, (t, id), limit, sync, |recorded| {
+                    super::journal::encode_recorded(t, super::Kind::Write, id, recorded)
+                })?;
+        let change = self.log_change(id, super::Change::Create, (t, fold, removed), sync)?;
+        Ok((change, recorded))
     }
 }
 

@@ -5,7 +5,8 @@
 //! .fusion-index/
 //!   lock            locked to change the shared files below; holds the state (state.rs)
 //!   compact.lock    held by whoever compacts or builds
-//!   live/<random>   a storage instance's journals: `<µs> w|d <id>` per write (live.rs)
+//!   live/<random>   a storage instance's journals: `<µs> w|d <id>` per write (live.rs;
+//!                   a copy's creation: `<µs> w@<µs> <id>`, see journal.rs)
 //!   journal         the compacted journal: the lines of finished live journals, merged
 //!   ids, ids-log    every id, sorted, and the creations/deletions since (ids.rs): by id
 //!   owner/<owner>/<id>, tag/<hex>/<id>   membership markers (sets.rs): filters
@@ -39,10 +40,10 @@
 //! # Upkeep, paid by the writes that cause it
 //!
 //! An instance whose live journal passes 1 MiB starts a new one, and then folds the
-//! journals nobody holds any more into the compacted one (each session's newest line
-//! kept, deletions dropped) once they are half as long as it: O(1) per write amortised.
-//! One that finds more than 16 journals when it starts one folds whatever is finished
-//! (many short-lived processes). The creation or deletion
+//! journals nobody holds any more into the compacted one (each session's line recorded
+//! last kept, deletions dropped; see [`journal`]) once they are half as long as it: O(1)
+//! per write amortised. One that finds more than 16 journals when it starts one folds
+//! whatever is finished (many short-lived processes). The creation or deletion
 //! that grows the id log past 1/32 of the sorted ids merges the two. Both run after the
 //! write released its session's lock, and hold the index lock only to rename. A
 //! directory written by an earlier version has no index: the first listing builds it by
@@ -72,7 +73,7 @@ use fusion_core::{Result, new_generation};
 use self::live::Lives;
 
 pub(crate) use self::expiry::marker_instant;
-pub(crate) use self::journal::Kind;
+pub(crate) use self::journal::{Kind, Scanned};
 pub(crate) use self::sets::SetKey;
 pub(crate) use self::snapshot::Snapshot;
 #[cfg(test)]
@@ -536,7 +537,9 @@ mod tests {
         fs::write(dir.path().join("old.jsonl"), "{}\n").unwrap();
         let mut index = Index::new(dir.path());
         index.limits = (256, 64);
-        index.build(|| Ok(vec![(5, "old".to_string())])).unwrap();
+        index
+            .build(|| Ok(vec![Scanned::written_at(5, "old")]))
+            .unwrap();
         let mut last = HashMap::new();
         for round in 0..200 {
             for id in ["a", "b", "c"] {
@@ -715,7 +718,12 @@ mod tests {
             .unwrap();
         // The scan finds what the sessions say; the journals' lines are kept as well.
         index
-            .build(|| Ok(vec![(first.t, "a".into()), (second.t, "b".into())]))
+            .build(|| {
+                Ok(vec![
+                    Scanned::written_at(first.t, "a"),
+                    Scanned::written_at(second.t, "b"),
+                ])
+            })
             .unwrap();
         // The instances still hold their journals, whose lines the build copied: a
         // listing meets each write twice and counts it once.

@@ -13,7 +13,7 @@ use std::io::{self, Write};
 
 use fusion_core::Result;
 
-use super::journal::{self, Source};
+use super::journal::{self, Scanned, Source};
 use super::live::{self, Found};
 use super::state::State;
 use super::{COMPACT_LOCK, IDS, IDS_LOG, Index, JOURNAL, ids, lines, lock};
@@ -107,10 +107,10 @@ impl Index {
         })
     }
 
-    /// Builds the index from `scan`, which lists every session as `(updated_us, id)`
-    /// (and restores its set markers), unless it is built already. Writers go on
+    /// Builds the index from `scan`, which lists every session where it is placed (and
+    /// restores its set markers), unless it is built already. Writers go on
     /// meanwhile: what they append during the scan is merged in at the end.
-    pub(crate) fn build(&self, scan: impl FnOnce() -> Result<Vec<(i64, String)>>) -> Result<()> {
+    pub(crate) fn build(&self, scan: impl FnOnce() -> Result<Vec<Scanned>>) -> Result<()> {
         fs::create_dir_all(&self.root).at(&self.root)?;
         let compact_path = self.root.join(COMPACT_LOCK);
         let compacting = self.open(COMPACT_LOCK)?;
@@ -130,7 +130,7 @@ impl Index {
         // passed it), so what the journals and the id log hold is kept too: the index may
         // name more than exists, never less.
         let (logged, _) = ids::read_log(&log, state.ids_log_len).at(&self.root.join(IDS_LOG))?;
-        let mut sorted_ids: Vec<&str> = records.iter().map(|(_, id)| id.as_str()).collect();
+        let mut sorted_ids: Vec<&str> = records.iter().map(|record| record.id.as_str()).collect();
         sorted_ids.extend(
             logged
                 .iter()

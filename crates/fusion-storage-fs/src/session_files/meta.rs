@@ -22,8 +22,9 @@ use crate::lock::{SessionLock, generation_of};
 use crate::meta_file::{self, StoredMeta};
 use crate::regular_file;
 
-/// Whether a session's lock file holds counters, and when its file last changed: what a
-/// listing needs besides its facts to place it (see `crate::listing`).
+/// Whether a session's lock file holds counters, when its file last changed and when a
+/// copy's creation was recorded: what a listing needs besides its facts to place it (see
+/// `crate::listing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stored {
     /// Whether the lock file holds counters. If not (lost with it, damaged, or written by
@@ -34,6 +35,9 @@ pub(crate) struct Stored {
     /// time (`ctime`), which no tool sets, unlike the modification time (`touch`,
     /// `cp -p`, `rsync -t`); [`i64::MAX`] where it is not known.
     pub(crate) changed_us: i64,
+    /// For a session created as a copy with the times it had elsewhere, when the index
+    /// recorded that creation (see [`Counters::copied`]).
+    pub(crate) copied_us: Option<i64>,
 }
 
 #[cfg(unix)]
@@ -58,7 +62,7 @@ fn changed_us(_metadata: &Metadata) -> i64 {
 /// file's creation, or the session file's modification). Lost counters also lose the
 /// expiry's numbers: they come from the expiry the metadata file records, from that
 /// `updated_at`. Where the session has a metadata file (`recorded`), its creation time is
-/// the one that file records, as [`SessionFiles::stored_info`] reports it: counters
+/// the one that file records, as [`SessionFiles::info`] reports it: counters
 /// stored with another would tie the session to no metadata (a later read would take the
 /// file for an earlier session's), and it would lose its owner, title and tags at its
 /// next write.
@@ -102,6 +106,7 @@ pub(super) fn derive_counters(
         len,
         expiry: StoredExpiry::of(expiry.as_ref(), updated_us),
         indexed: None,
+        copied: None,
     })
 }
 
@@ -123,13 +128,9 @@ impl SessionFiles {
             .filter(|(info, _)| !is_expired(info.expires_at.map(unix_micros), now)))
     }
 
-    /// The session's facts as [`Self::info`] reads them, whether or not it has expired:
-    /// what a rebuild of the index needs.
-    pub(crate) fn stored_info(&self) -> Result<Option<SessionInfo>> {
-        Ok(self.stored_info_and_whether_stored()?.map(|(info, _)| info))
-    }
-
-    fn stored_info_and_whether_stored(&self) -> Result<Option<(SessionInfo, Stored)>> {
+    /// [`Self::info_and_whether_stored`], whether or not the session has expired: what a
+    /// rebuild of the index needs.
+    pub(crate) fn stored_info_and_whether_stored(&self) -> Result<Option<(SessionInfo, Stored)>> {
         if !exists(&self.data)? {
             return Ok(None);
         }
@@ -169,6 +170,7 @@ impl SessionFiles {
         let stored = Stored {
             counters: contents.counters.is_some(),
             changed_us: changed_us(&metadata),
+            copied_us: counters.copied,
         };
         Ok(Some((info, stored)))
     }

@@ -102,11 +102,16 @@ impl SessionFiles {
             (None, Some(times)) => Some(times.stored_at(now_micros())),
             _ => None,
         };
-        let recorded = match given {
-            Some((_, updated_us)) => self.index.record_created_at(&self.id, updated_us, sync)?,
-            None => self
-                .index
-                .record(&self.id, change, floor(before.as_ref()), sync)?,
+        let (recorded, copied) = match given {
+            Some((_, updated_us)) => {
+                let (recorded, copied) =
+                    self.index.record_created_at(&self.id, updated_us, sync)?;
+                (recorded, Some(copied))
+            }
+            None => {
+                let floor = floor(before.as_ref());
+                (self.index.record(&self.id, change, floor, sync)?, None)
+            }
         };
         let t = recorded.t;
         let current = self.unshare(current)?;
@@ -148,6 +153,7 @@ impl SessionFiles {
                     len,
                     expiry,
                     indexed,
+                    copied,
                 };
                 lock.store(&self.lock, generation, &counters, sync)?;
                 Outcome::New(generation)
@@ -325,16 +331,17 @@ impl SessionFiles {
     /// set): `before`'s with the new time, an idle expiry moved with it, or those of a
     /// session created then, whose files this prepares.
     fn written_counters(&self, before: Option<&(u64, Counters)>, t: i64) -> Result<Counters> {
-        let (created_us, expiry, indexed) = match before {
+        let (created_us, expiry, indexed, copied) = match before {
             Some((_, counters)) => (
                 counters.created_us,
                 counters.expiry.at_write(t),
                 counters.indexed,
+                counters.copied,
             ),
             None => {
                 let none = StoredExpiry::NEVER;
                 self.prepare_creation(t, &SessionMeta::new(), none, false)?;
-                (t, none, None)
+                (t, none, None, None)
             }
         };
         Ok(Counters {
@@ -344,6 +351,7 @@ impl SessionFiles {
             len: UNKNOWN_LEN,
             expiry,
             indexed,
+            copied,
         })
     }
 
