@@ -54,10 +54,10 @@ use fusion_agent::context::SUMMARY_KEY;
 use fusion_core::{ChatMessage, Role};
 
 use crate::brief::{self, Brief};
-use crate::duplicates;
 use crate::journal::{Entry, Op};
 use crate::report::Report;
-use crate::tags::{Tag, answer, tags_in};
+use crate::tags::{Tag, tags_in};
+use crate::{duplicates, journal_rules};
 
 /// What a run left behind, as the checker reads it.
 pub struct RunRecord<'a> {
@@ -96,9 +96,7 @@ pub fn check(run: &RunRecord<'_>) -> Report {
     report
         .violations
         .extend(duplicates::in_reloads(run.journal));
-    check_undo_reports(run.journal, &mut report.violations);
-    check_turn_answers(run.journal, &mut report.violations);
-    check_no_impossible_failure(run.journal, &mut report.violations);
+    journal_rules::check(run.journal, &mut report.violations);
     brief::check(
         run.brief,
         run.journal,
@@ -107,55 +105,6 @@ pub fn check(run: &RunRecord<'_>) -> Report {
         &mut report.violations,
     );
     report
-}
-
-/// Rule 7.
-fn check_no_impossible_failure(journal: &[Entry], out: &mut Vec<String>) {
-    for entry in journal {
-        if let Some(failure) = entry.op.failure().filter(|f| f.impossible) {
-            out.push(format!(
-                "{}: worker {}'s {} failed as no interleaving may: {}",
-                entry.session,
-                entry.worker,
-                entry.op.kind(),
-                failure.text
-            ));
-        }
-    }
-}
-
-/// Rule 10.
-fn check_turn_answers(journal: &[Entry], out: &mut Vec<String>) {
-    for turn in journal.iter().filter_map(acknowledged) {
-        let own = tags_in(turn.message).first().map(|tag| answer(*tag));
-        if own.as_deref() != Some(turn.answer) {
-            out.push(format!(
-                "{}: worker {}'s turn {} was answered {:?}, not its own message's answer",
-                turn.entry.session, turn.entry.worker, turn.tag, turn.answer
-            ));
-        }
-    }
-}
-
-/// Rule 5, first half: what each successful undo says it removed.
-fn check_undo_reports(journal: &[Entry], out: &mut Vec<String>) {
-    for entry in journal {
-        if let Op::Undo {
-            intended,
-            removed,
-            failure: None,
-            ..
-        } = &entry.op
-        {
-            let others: Vec<&String> = removed.iter().filter(|r| *r != intended).collect();
-            if !others.is_empty() {
-                out.push(format!(
-                    "{}: worker {}'s undo of {intended} also removed {others:?}",
-                    entry.session, entry.worker
-                ));
-            }
-        }
-    }
 }
 
 /// Rules 1, 2 (duplicates) and 6, for any stored session.
@@ -510,7 +459,7 @@ fn describe(message: &ChatMessage) -> String {
 mod tests {
     use super::*;
     use crate::journal::Failure;
-    use crate::tags::user_message;
+    use crate::tags::{answer, user_message};
     use fusion_agent::context::summary_record;
 
     const PROMPT: &str = "stress prompt";
@@ -629,29 +578,6 @@ mod tests {
             brief: &[],
             stored: &stored,
         })
-    }
-
-    #[test]
-    fn a_turn_answered_with_another_turns_answer_is_a_violation() {
-        let mut theirs = turn(0, 1, 10, 20);
-        if let Op::Turn { answer: a, .. } = &mut theirs.op {
-            *a = Some(answer(tag(1, 3)));
-        }
-        let body = vec![
-            ChatMessage::user(user_message(tag(0, 1))),
-            ChatMessage::assistant(answer(tag(1, 3))),
-        ];
-        let report = check_one(&[theirs], session(body));
-        assert_violation(
-            &report,
-            "worker 0's turn w0-s0-k1 was answered \"ack w1-s0-k3\"",
-        );
-        let body = vec![
-            ChatMessage::user(user_message(tag(0, 1))),
-            ChatMessage::assistant(answer(tag(0, 1))),
-        ];
-        let report = check_one(&[turn(0, 1, 10, 20)], session(body));
-        assert!(report.violations.is_empty(), "{:#?}", report.violations);
     }
 
     fn assert_violation(report: &Report, needle: &str) {

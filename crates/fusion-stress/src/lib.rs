@@ -28,6 +28,7 @@ pub mod coordinator;
 pub mod duplicates;
 pub mod faults;
 pub mod journal;
+pub mod journal_rules;
 pub mod listing;
 pub mod mock;
 pub mod report;
