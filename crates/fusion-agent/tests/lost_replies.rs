@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use common::{builder, client, contents};
+use fusion_agent::ContextPolicy;
 use fusion_agent::testing::MockLlmServer;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Result,
@@ -195,4 +196,66 @@ async fn the_turn_answers_its_own_question(refusal: fn(&str, u64) -> Error) {
 async fn a_turn_whose_opening_was_found_behind_another_writers_answers_its_own_question() {
     the_turn_answers_its_own_question(conflict).await;
     the_turn_answers_its_own_question(unknown).await;
+}
+
+/// The same with an automatic summary due at the second turn: the summary rereads the
+/// session after the opening, and what it reads (the other writer's turn behind this
+/// turn's message) stays out of the request too, which ends with this turn's message.
+#[tokio::test]
+async fn a_turn_summarized_after_its_opening_was_found_behind_another_writers_answers_its_own_question()
+ {
+    for refusal in [conflict, unknown] {
+        let server = MockLlmServer::start().await;
+        server.set_record_requests(true);
+        let workspace = tempfile::tempdir().unwrap();
+        let storage =
+            AppliedYetRefused::new(0, refusal).then_another_turn(["theirs", "their answer"]);
+        let storage = Arc::new(Intercepted(storage));
+        let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
+            .build()
+            .await
+            .unwrap();
+        server.push_text("first answer");
+        session.send_message("first").await.unwrap();
+
+        session.set_context_policy(ContextPolicy {
+            summary_keep_last: 0,
+            ..ContextPolicy::default()
+        });
+        session.set_auto_summarize(1);
+        storage.0.armed.store(true, Ordering::SeqCst);
+        server.push_text("Summary: a first question, answered.");
+        server.push_text("second answer");
+        session.send_message("second").await.unwrap();
+        let mut requests = server.requests();
+        assert_eq!(
+            requests.len(),
+            3,
+            "the first turn, the summary, the second turn"
+        );
+        let asked = requests.pop().unwrap();
+        let sent = asked["messages"].as_array().unwrap();
+        assert_eq!(sent.last().unwrap()["content"], "second", "{asked}");
+        assert!(
+            !sent.iter().any(|message| message["content"] == "theirs"),
+            "{asked}"
+        );
+        let stored = storage.load(common::SESSION).await.unwrap();
+        assert_eq!(stored.last().unwrap().content, "second answer");
+        assert_eq!(
+            stored.iter().filter(|m| m.content == "second").count(),
+            1,
+            "{:?}",
+            contents(&stored)
+        );
+
+        // The next turn reads what the other writer stored.
+        session.set_context_policy(ContextPolicy::default());
+        server.push_text("third answer");
+        session.send_message("third").await.unwrap();
+        assert_eq!(
+            session.history(),
+            storage.load(common::SESSION).await.unwrap().as_slice()
+        );
+    }
 }

@@ -11,7 +11,7 @@
 //! summary of the final conversation. That hold lasts as long as the session value
 //! (a fork inherits it); a new policy, a stored summary or a cleared history lifts it.
 
-use fusion_core::{Error, Expect, Result};
+use fusion_core::{ChatMessage, Error, Expect, Result};
 use tracing::{debug, info, warn};
 
 use super::AgentSession;
@@ -51,7 +51,11 @@ impl AgentSession {
         if visible_tokens_up_to(&layout, self.token_counter.as_ref(), threshold) <= threshold {
             return Ok(());
         }
-        match self.auto_summary(opened.generation, user_message).await {
+        let user = self.history[user_message].clone();
+        match self
+            .auto_summary(opened.generation, &user, user_message)
+            .await
+        {
             Ok(Some(report)) => info!(
                 covers = report.covers,
                 summarized = report.summarized,
@@ -87,7 +91,17 @@ impl AgentSession {
 
     /// The automatic summary of what storage holds before index `end`, if the session is
     /// still at `generation`.
-    async fn auto_summary(&mut self, generation: u64, end: usize) -> Result<Option<SummaryReport>> {
+    ///
+    /// The reread leaves memory ending with the turn's message `user`, as the opening did:
+    /// what other writers stored behind it since belongs to their turns, and the request
+    /// this turn sends next must end with its own message (shown another writer's last
+    /// question, the model answers that one). The next turn's catch-up reads the rest.
+    async fn auto_summary(
+        &mut self,
+        generation: u64,
+        user: &ChatMessage,
+        end: usize,
+    ) -> Result<Option<SummaryReport>> {
         let now = self.refresh().await?;
         if now.generation != generation {
             return Err(Expect::Generation(generation).conflict(
@@ -97,6 +111,7 @@ impl AgentSession {
                 Some(now.len),
             ));
         }
+        self.keep_up_to(user);
         let end = end.min(self.history.len());
         let job = summary_request(&self.history[..end], self.context.summary_keep_last);
         let Some((record, report)) = self.write_summary(job).await? else {

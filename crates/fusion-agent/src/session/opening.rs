@@ -92,7 +92,7 @@ impl AgentSession {
     /// writer's, this turn answered that one (found by `fusion-stress --faults`, a turn on
     /// PostgreSQL storing the answer to another worker's note). The next turn's catch-up
     /// reads the rest.
-    fn keep_up_to(&mut self, user: &ChatMessage) -> bool {
+    pub(super) fn keep_up_to(&mut self, user: &ChatMessage) -> bool {
         let Some(at) = self.history.iter().position(|stored| stored.id == user.id) else {
             return false;
         };
