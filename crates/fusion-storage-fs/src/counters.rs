@@ -126,6 +126,19 @@ pub(crate) fn format(generation: u64, counters: &Counters) -> Vec<u8> {
 pub(crate) const FORMATTED_LEN: usize =
     GENERATION_FIELD + 8 + 9 + 10 + 7 + 4 * 20 + 9 + 6 + 9 + 8 + 4 * 20 + 1;
 
+impl Counters {
+    /// The lowest timestamp the session's next write or delete may get: after its last
+    /// write and, for a copy, after its creation was recorded, so that the line of that
+    /// write is the session's line recorded last (see `crate::index::journal`) whichever
+    /// instance, on whichever clock, recorded the one before.
+    pub(crate) fn next_floor(&self) -> i64 {
+        let recorded = self
+            .copied
+            .map_or(self.updated_us, |c| c.max(self.updated_us));
+        recorded.saturating_add(1)
+    }
+}
+
 impl Default for Counters {
     fn default() -> Self {
         Self {

@@ -209,3 +209,64 @@ async fn a_rebuild_places_a_copy_whose_line_was_lost_over_an_earlier_sessions_de
     assert_eq!(newest_first(&storage).await, expected);
     drop(earlier);
 }
+
+/// Moves the recording of the copy `id` an hour later, in its counters and its journal
+/// line alike: as a copy made by an instance on a host whose clock runs an hour ahead of
+/// this one's (a directory on a network file system) leaves them. Same widths, in place.
+fn record_copy_an_hour_later(dir: &Path, id: &str) {
+    const HOUR_US: i64 = 3_600_000_000;
+    let lock = dir.join(format!(".{id}.lock"));
+    let text = std::fs::read_to_string(&lock).unwrap();
+    let (before, after) = text.split_once(" copied ").expect("a copy's counters");
+    let recorded: i64 = after[..20].parse().unwrap();
+    let later = recorded + HOUR_US;
+    let moved = format!("{before} copied {later:+020}{}", &after[20..]);
+    std::fs::write(&lock, moved).unwrap();
+    let (from, to) = (format!("w@{recorded} {id}\n"), format!("w@{later} {id}\n"));
+    let live = dir.join(".fusion-index/live");
+    let mut found = 0;
+    for entry in std::fs::read_dir(live).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.contains(&from) {
+            std::fs::write(&path, text.replace(&from, &to)).unwrap();
+            found += 1;
+        }
+    }
+    assert_eq!(found, 1, "the copy's journal line");
+}
+
+#[tokio::test]
+async fn copies_recorded_by_a_clock_ahead_stay_listed_once_written_by_another_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let ahead = FileSystemStorage::connect(dir.path()).await.unwrap();
+    let now = now();
+    for (id, minutes) in [("appended", 10), ("updated", 11), ("deleted", 12)] {
+        copy(&ahead, id, minutes_before(now, minutes)).await;
+        record_copy_an_hour_later(dir.path(), id);
+    }
+    drop(ahead);
+
+    // Each write of a copy by an instance whose clock is behind is recorded after the
+    // copy's creation all the same, so it is the copy's place, and a delete supersedes it.
+    let behind = FileSystemStorage::connect(dir.path()).await.unwrap();
+    behind
+        .append("appended", &[ChatMessage::user("again")])
+        .await
+        .unwrap();
+    let renamed = fusion_core::MetaUpdate::new().title(Some("renamed"));
+    behind.update_session("updated", &renamed).await.unwrap();
+    behind.delete("deleted").await.unwrap();
+    let written = ["updated", "appended"];
+    assert_eq!(newest_first(&behind).await, written);
+    // Their journals finished and folded, with those of copies made newest first.
+    drop(behind);
+    let folding = FileSystemStorage::connect(dir.path()).await.unwrap();
+    let copies = copy_newest_first(&folding, 40, minutes_before(now, 20)).await;
+    assert_eq!(folded_lines(dir.path(), "deleted"), Vec::<String>::new());
+    let mut expected = written.map(String::from).to_vec();
+    expected.extend(copies);
+    assert_eq!(newest_first(&folding).await, expected, "folded");
+    folding.rebuild_index().await.unwrap();
+    assert_eq!(newest_first(&folding).await, expected, "rebuilt");
+}

@@ -259,7 +259,7 @@ impl SessionFiles {
         let mut new = old.clone();
         update.apply_to_stored(&self.id, &mut new)?;
         let sync = self.sync_appends();
-        let floor = counters.updated_us.saturating_add(1);
+        let floor = counters.next_floor();
         let recorded = self
             .index
             .record(&self.id, crate::index::Change::Write, floor, sync)?;

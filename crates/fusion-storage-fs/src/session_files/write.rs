@@ -396,7 +396,7 @@ impl SessionFiles {
         let meta = meta_file::read(&meta_path, &self.id).ok().flatten();
         let counters = lock.contents(&self.lock)?.counters;
         // The deletion's line must be the session's newest, after its last write's.
-        let last = counters.map_or(i64::MIN, |c| c.updated_us);
+        let floor = counters.map_or(i64::MIN, |c| c.next_floor());
         match fs::remove_file(&self.data) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             other => other.at(&self.data)?,
@@ -409,7 +409,6 @@ impl SessionFiles {
         let _ = fs::remove_file(self.dir.join(lock_temp));
         meta_file::remove(&meta_path)?;
         let recorded = if existed {
-            let floor = last.saturating_add(1);
             Some(self.index.record(&self.id, Change::Delete, floor, false)?)
         } else {
             None
@@ -432,12 +431,11 @@ impl SessionFiles {
     }
 }
 
-/// The lowest timestamp a write may get: after the session's last one, so that its
-/// journal line is the session's newest whichever instance wrote the last one.
+/// The lowest timestamp a write may get: after the session's last one (see
+/// [`Counters::next_floor`]), so that its journal line is the session's newest whichever
+/// instance wrote the last one.
 pub(super) fn floor(before: Option<&(u64, Counters)>) -> i64 {
-    before.map_or(i64::MIN, |(_, counters)| {
-        counters.updated_us.saturating_add(1)
-    })
+    before.map_or(i64::MIN, |(_, counters)| counters.next_floor())
 }
 
 /// The sets a session with `meta` belongs to: its owner's and its tags'.
