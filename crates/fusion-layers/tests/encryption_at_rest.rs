@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fusion_core::testkit::unavailable;
-use fusion_core::{ChatMessage, ConversationStorage, SessionMeta, StorageExt, ToolCall};
+use fusion_core::{
+    ChatMessage, ConversationStorage, SessionMeta, SessionTimes, StorageExt, ToolCall,
+};
 use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_redis::{RedisOptions, RedisStorage};
@@ -49,7 +51,14 @@ async fn write_secrets(storage: &Arc<dyn ConversationStorage>) {
         .create_session("created", &SessionMeta::default(), &messages)
         .await
         .unwrap();
-    for id in ["saved", "appended", "created"] {
+    let now = std::time::SystemTime::now();
+    let minutes = |n: u64| std::time::Duration::from_secs(60 * n);
+    let times = SessionTimes::new(now - minutes(60), now - minutes(1));
+    storage
+        .create_session_with_times("copied", &SessionMeta::default(), &messages, times)
+        .await
+        .unwrap();
+    for id in ["saved", "appended", "created", "copied"] {
         assert_eq!(storage.load(id).await.unwrap(), messages, "{id}");
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, Layer, MetaUpdate, Result, Revision,
-    SessionInfo, SessionMeta, SessionPage, SessionQuery,
+    SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes,
 };
 use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
 use fusion_layers::{ObservabilityLayer, RetryLayer};
@@ -73,6 +73,18 @@ impl ConversationStorage for Recording {
         let inner = self.note("create_session");
         inner.create_session(session_id, meta, messages).await
     }
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> Result<u64> {
+        let inner = self.note("create_session_with_times");
+        inner
+            .create_session_with_times(session_id, meta, messages, times)
+            .await
+    }
     async fn update_session(
         &self,
         session_id: &str,
@@ -93,8 +105,9 @@ impl ConversationStorage for Recording {
 }
 
 /// Every method of the trait, once each, in this order.
-const EVERY_METHOD: [&str; 13] = [
+const EVERY_METHOD: [&str; 14] = [
     "create_session",
+    "create_session_with_times",
     "append",
     "save",
     "load",
@@ -115,6 +128,13 @@ async fn call_every_method(storage: &dyn ConversationStorage) {
     let first = [said("first")];
     let meta = SessionMeta::new().owner("ann");
     storage.create_session("s", &meta, &first).await.unwrap();
+    let now = std::time::SystemTime::now();
+    let times = SessionTimes::new(now - std::time::Duration::from_secs(60), now);
+    let copied = [said("copied")];
+    storage
+        .create_session_with_times("copy", &meta, &copied, times)
+        .await
+        .unwrap();
     storage.append("s", &[said("second")]).await.unwrap();
     let history = [said("a"), said("b"), said("c")];
     storage.save("s", &history).await.unwrap();
@@ -132,8 +152,10 @@ async fn call_every_method(storage: &dyn ConversationStorage) {
     let titled = MetaUpdate::new().title(Some("notes"));
     storage.update_session("s", &titled).await.unwrap();
     let page = storage.list_page(&SessionQuery::new()).await.unwrap();
-    assert_eq!(page.sessions.len(), 1);
-    assert_eq!(storage.list_sessions().await.unwrap(), ["s"]);
+    assert_eq!(page.sessions.len(), 2);
+    let mut ids = storage.list_sessions().await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["copy", "s"]);
     assert_eq!(storage.purge_expired(10).await.unwrap(), 0);
     storage.delete("s").await.unwrap();
 }

@@ -35,8 +35,8 @@
 //! | `error_kind` | for an error, its kind ([`error_kind`]) |
 //!
 //! `messages` and `bytes` are set on calls that carry messages: `save`, `append`,
-//! `write_if` and `create_session` (written, even when refused) and `load` and
-//! `load_revision` (read). A failed call also logs one event inside its span: at `WARN`,
+//! `write_if`, `create_session` and `create_session_with_times` (written, even when
+//! refused) and `load` and `load_revision` (read). A failed call also logs one event inside its span: at `WARN`,
 //! or at `DEBUG` for [`Error::Conflict`](fusion_core::Error::Conflict), the expected
 //! answer of a conditional write that lost a race. Spans are at `DEBUG` because an agent
 //! turn makes several storage calls: at `INFO` they would drown the application's logs.
@@ -60,7 +60,7 @@
 //! | name | type | labels | what |
 //! | --- | --- | --- | --- |
 //! | `fusion_storage_calls_total` | counter | `backend`, `operation`, `outcome` | every call; `outcome` is `ok`, `error` or `cancelled` |
-//! | `fusion_storage_messages_total` | counter | `backend`, `operation` | messages written (`save`, `append`, `write_if`, `create_session`) or read (`load`, `load_revision`) by successful calls |
+//! | `fusion_storage_messages_total` | counter | `backend`, `operation` | messages written (`save`, `append`, `write_if`, `create_session`, `create_session_with_times`) or read (`load`, `load_revision`) by successful calls |
 //! | `fusion_storage_bytes_total` | counter | `backend`, `operation` | the same messages' size as JSON |
 //! | `fusion_storage_errors_total` | counter | `backend`, `operation`, `kind` | failed calls, by [`error_kind`] |
 //! | `fusion_storage_call_seconds` | histogram | `backend`, `operation` | how long each call took, in seconds, whatever its outcome (a cancelled call: until it was cancelled) |

@@ -4,7 +4,8 @@
 //!
 //! Retrying a write is only safe if a write that *did* apply, but whose reply was lost,
 //! is not applied twice. Every write here is safe to repeat:
-//! - `append` (and a conditional append, and `create_session`): each message carries an
+//! - `append` (and a conditional append, `create_session` and
+//!   `create_session_with_times`): each message carries an
 //!   id ([`ChatMessage::id`]); the layer gives one to every message that has none before
 //!   the first attempt, so every attempt sends the same ids, and the backend stores a
 //!   message whose id it already holds at most once. The backend looks for ids among

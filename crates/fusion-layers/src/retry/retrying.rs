@@ -144,14 +144,6 @@ impl Retrying {
         }
     }
 
-    /// Settles a refusal (`refused`) that followed an attempt that may have applied the
-    /// write: reads the session with `read` (retried like any call) and returns what
-    /// `judge` makes of it, the write's result when the session shows it applied, else
-    /// `refused`. When even the read fails, whether the write applied is unknown, and
-    /// `refused` (a conflict says nothing was written) would be false: a caller that
-    /// believed it wrote its message again (found by `fusion-stress --faults` on
-    /// PostgreSQL, where the settling read was cut too). That is a retryable error saying
-    /// so instead.
     /// Creates `session_id` opening with `messages` (each with an id) by `create`,
     /// retried. A conflict after an attempt whose reply was lost is that attempt's
     /// creation if the session opens with these very messages: their ids are fresh, so
@@ -181,6 +173,14 @@ impl Retrying {
         }
     }
 
+    /// Settles a refusal (`refused`) that followed an attempt that may have applied the
+    /// write: reads the session with `read` (retried like any call) and returns what
+    /// `judge` makes of it, the write's result when the session shows it applied, else
+    /// `refused`. When even the read fails, whether the write applied is unknown, and
+    /// `refused` (a conflict says nothing was written) would be false: a caller that
+    /// believed it wrote its message again (found by `fusion-stress --faults` on
+    /// PostgreSQL, where the settling read was cut too). That is a retryable error saying
+    /// so instead.
     async fn settle<R, T, F, Fut>(
         &self,
         operation: &str,
