@@ -27,10 +27,10 @@
 //! `updated_at`, which may sort below lines of an earlier session of its id (written, and
 //! deleted or expired, after that time). Its counters say when its creation was recorded,
 //! and the lines of the id recorded before it are passed over (see
-//! `crate::index::journal`); for that, a delete line reads whether its id has a session
-//! now: one `stat` when it has none.
+//! `crate::index::journal`). Below a delete line, so are the lines of its id recorded
+//! before it, unread: only a copy's line, recorded since, can still place a session.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use fusion_core::{
@@ -221,6 +221,10 @@ impl Lister<'_> {
             snapshot.newest_first(before.as_ref().map(|(t, id)| (*t, id.as_str())))?;
         // Sessions already judged: each counts at its newest line this scan meets.
         let mut done = HashSet::new();
+        // Ids not judged yet whose lines recorded before an instant are an earlier
+        // session's: below a delete line, or a copy's creation. Passed over unread: only
+        // a copy's line, recorded since, can still place a session of the id.
+        let mut earlier: HashMap<String, i64> = HashMap::new();
         // The newest line of each session above the cursor, once a session needs them.
         let mut above = None;
         let mut rows = Vec::new();
@@ -228,29 +232,36 @@ impl Lister<'_> {
             let Some(entry) = entries.next_entry()? else {
                 break;
             };
-            if done.contains(&entry.id) || !self.may_pass(query, &entry.id)? {
+            let superseded = earlier
+                .get(&entry.id)
+                .is_some_and(|&before| entry.recorded < before);
+            if done.contains(&entry.id) || superseded {
+                continue;
+            }
+            if entry.kind == Kind::Delete {
+                // Lines recorded before a delete belong to an earlier session of that id.
+                earlier.insert(entry.id, entry.recorded.saturating_add(1));
+                continue;
+            }
+            if !self.may_pass(query, &entry.id)? {
                 done.insert(entry.id);
                 continue;
             }
+            #[cfg(test)]
+            FACTS_READ.with(|reads| reads.set(reads.get() + 1));
             let files = self.at.files(&entry.id);
             let Some((mut info, stored)) = skip_corrupt(files.info_and_whether_stored())? else {
                 done.insert(entry.id);
                 continue;
             };
-            if stored
-                .copied_us
-                .is_some_and(|copied| entry.recorded < copied)
-            {
-                // A line of an earlier session of this id, written or deleted later than
-                // the times this one was copied with, but recorded before its creation
-                // (see `crate::index::journal`): its place is its own line, further down.
+            if let Some(copied) = stored.copied_us.filter(|&c| entry.recorded < c) {
+                // A line of an earlier session of this id, written later than the times
+                // this one was copied with, but recorded before its creation (see
+                // `crate::index::journal`): its place is its own line, further down.
+                earlier.insert(entry.id, copied);
                 continue;
             }
             done.insert(entry.id.clone());
-            if entry.kind == Kind::Delete {
-                // Lines older than a delete belong to an earlier session of that id.
-                continue;
-            }
             let updated = info.updated_at.map_or(0, unix_micros);
             // Without stored counters `updated_at` is the file's modification time, which
             // matches no line: the session's newest line is its place. That is the newest
@@ -356,6 +367,12 @@ fn is_unwritable(err: &std::io::Error) -> bool {
     )
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread's newest-first pages read a session's facts.
+    static FACTS_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// The sessions stored in `dir`: every canonical `{stem}.jsonl` with some content.
 pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
@@ -448,6 +465,45 @@ mod tests {
             listed += page.sessions.len();
         }
         (listed, reads_above_cursor() - before)
+    }
+
+    #[test]
+    fn a_page_reads_no_facts_for_the_lines_of_deleted_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, recent) = (
+            Arc::new(Index::new(dir.path())),
+            Arc::<RecentCache>::default(),
+        );
+        let at = Directory {
+            dir: dir.path(),
+            index: &index,
+            sync: SyncPolicy::OnReplace,
+            recent: &recent,
+        };
+        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        for id in ["a", "b", "c", "d"] {
+            at.files(id).append(&line).unwrap();
+            at.files(id).append(&line).unwrap();
+        }
+        for id in ["a", "b", "c"] {
+            at.files(id).remove().unwrap();
+        }
+        // Copied under a deleted id, at a time before the lines of its deleted session.
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let times = fusion_core::SessionTimes::new(an_hour_ago, an_hour_ago);
+        let meta = fusion_core::SessionMeta::new();
+        let creation = crate::session_files::Creation {
+            meta: &meta,
+            times: Some(times),
+        };
+        at.files("b").create(creation, &line).unwrap();
+        let lister = Lister { at };
+        let before = FACTS_READ.with(std::cell::Cell::get);
+        let page = lister.page(&SessionQuery::new()).unwrap();
+        let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["d", "b"]);
+        // The two sessions', at their lines: none for the deleted ones' lines.
+        assert_eq!(FACTS_READ.with(std::cell::Cell::get) - before, 2);
     }
 
     #[test]
