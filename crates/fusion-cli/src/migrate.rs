@@ -17,9 +17,10 @@
 //! diverged with every message kept. Safe to re-run, also after the application switched
 //! to the target.
 //!
-//! Metadata (owner, title, tags, data) travels with the messages: a copied session is
-//! created with the source's in the same step
-//! ([`create_session`](ConversationStorage::create_session)); a target that already
+//! Metadata (owner, title, tags, data) and times travel with the messages: a copied
+//! session is created with the source's metadata, creation and last write in the same step
+//! ([`create_session_with_times`](ConversationStorage::create_session_with_times)); one
+//! extended or replaced keeps the target's creation. A target that already
 //! exists gets what it lacks (an owner or title it has none of, tags, data keys), and one
 //! holding a different owner, title or data value is reported diverged and left as it is,
 //! unless `--force` makes it the source's. A replaced history takes the source's metadata
