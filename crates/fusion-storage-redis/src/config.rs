@@ -102,7 +102,9 @@ impl RedisOptions {
     /// Every write (save, append, truncate) sets the expiry of the session's keys again;
     /// reads do not. Without a TTL, a write makes the session's keys persistent again. A
     /// session with an expiry of its own ([`fusion_core::Expiry`]) has its keys dropped at
-    /// that instant instead, or after the TTL if that comes first.
+    /// that instant instead, or after the TTL if that comes first. A session copied with
+    /// `create_session_with_times` keeps an earlier `updated_at` as its last write, but
+    /// its TTL counts from the copy's own write, as its keys were written then.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
