@@ -18,7 +18,7 @@ use fusion::storage::{
     session_id_from_file_name,
 };
 
-use crate::store::Store;
+use crate::store::{Store, Views};
 use crate::{ExportFormat, files, meta, render};
 
 /// `sessions show ID`: the metadata and the readable transcript.
@@ -170,28 +170,21 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
     if store.ephemeral() {
         bail!("{store} keeps nothing after this command; import into a storage that persists");
     }
-    let storage = store.open().await?;
+    let views = store.open_views(false).await?;
+    let storage = views.storage.as_ref();
     let messages = &imported_messages;
     let count = render::plural(messages.len(), "message");
     if replace {
         // An explicit overwrite: whatever the session holds now is what the user asked
         // to replace, so there is nothing to compare against.
-        let existed = replace_session(storage.as_ref(), id, &imported, messages).await?;
+        let existed = replace_session(&views, id, &imported, messages).await?;
         let verb = if existed { "replaced" } else { "imported" };
         render::say(format_args!("{verb} session {id} ({count})"))?;
         return Ok(());
     }
     // Create-only in one atomic step: a check followed by a save would overwrite a session
     // another writer created in between.
-    match create(
-        storage.as_ref(),
-        id,
-        &imported.meta,
-        imported.times,
-        messages,
-    )
-    .await
-    {
+    match create_exactly(&views, id, &imported.meta, imported.times, messages).await {
         Ok(_) => {
             render::say(format_args!("imported session {id} ({count})"))?;
             Ok(())
@@ -259,21 +252,65 @@ pub async fn create(
     }
 }
 
+/// How many times `import` creates a session whose write's reply was lost and that a
+/// read after it finds absent.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// [`create`] storing `messages` exactly as given: on the view without the retry layer,
+/// which gives each message without an id one (`create_session` and its twin with times
+/// go through it as an append does), else an export of such a session would import as
+/// another history. A write whose reply was lost is settled as `migrate` settles one
+/// (unless retries are off): the session read back holds these messages if it applied,
+/// and is created again if it is absent; another writer's session there is a conflict.
+async fn create_exactly(
+    views: &Views,
+    id: &str,
+    meta: &SessionMeta,
+    times: Option<SessionTimes>,
+    messages: &[fusion::ChatMessage],
+) -> fusion::Result<u64> {
+    let mut attempt = 1;
+    loop {
+        let lost = match create(views.unretried.as_ref(), id, meta, times, messages).await {
+            Err(err @ fusion::Error::Conflict { .. }) => return Err(err),
+            Err(err) if views.retries() && err.is_retryable() => err,
+            done => return done,
+        };
+        let Ok((held, revision)) = views.storage.load_revision(id).await else {
+            return Err(lost);
+        };
+        if revision != Revision::ABSENT && held.starts_with(messages) {
+            return Ok(revision.generation);
+        }
+        if revision != Revision::ABSENT {
+            // Another writer's session: what a creation that met it says.
+            let absent = Expect::Exactly(Revision::ABSENT);
+            let backend = views.storage.backend_name();
+            return Err(absent.conflict(backend, id, revision.generation, Some(revision.len)));
+        }
+        if attempt == CREATE_ATTEMPTS {
+            return Err(lost);
+        }
+        attempt += 1;
+    }
+}
+
 /// `import --replace`: session `id` ends up holding `messages`, and the export's metadata
 /// too when it has any (an export without metadata leaves the session's own). A session
 /// that did not exist gets the export's times; one replaced keeps its own creation, and
 /// the replacement is its last write. Returns whether the session existed.
 async fn replace_session(
-    storage: &dyn ConversationStorage,
+    views: &Views,
     id: &str,
     imported: &export::Imported,
     messages: &[fusion::ChatMessage],
 ) -> Result<bool> {
+    let storage = views.storage.as_ref();
     let context = || format!("cannot save session \"{id}\"");
     let meta = &imported.meta;
     // A new session gets its metadata and times with its messages, in one step.
     if !meta.is_empty() || imported.times.is_some() {
-        match create(storage, id, meta, imported.times, messages).await {
+        match create_exactly(views, id, meta, imported.times, messages).await {
             Ok(_) => return Ok(false),
             Err(fusion::Error::Conflict { .. }) => {}
             Err(err) => return Err(err).with_context(context),

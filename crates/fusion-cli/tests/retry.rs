@@ -13,8 +13,11 @@ use std::path::Path;
 use std::process::Output;
 
 use common::{clean_up_async, load_async, redis_url, seed_async, text};
+use std::time::{Duration, UNIX_EPOCH};
+
 use fusion::ChatMessage;
-use fusion::storage::StorageType;
+use fusion::api::export::{self, ExportFormat};
+use fusion::storage::{SessionInfo, SessionMeta, SessionTimes, StorageType};
 use fusion_core::testkit::faults::FaultProxy;
 
 /// Runs `fusion ARGS` without blocking the runtime, so the proxy's tasks keep relaying.
@@ -132,6 +135,48 @@ async fn an_import_whose_reply_was_lost_is_retried_and_stored_once() {
         "{stderr}"
     );
     assert_eq!(proxy.cuts(), 3);
+    clean_up_async(&storage).await;
+}
+
+/// A json export with metadata and times imports as the very history it holds, messages
+/// without ids staying without (the retry layer, which would give each one an id, is not
+/// in the way of its creation), and a creation whose reply was lost is settled by reading
+/// the session back: imported once, with its times, and not reported as a failure.
+#[tokio::test]
+async fn a_json_import_whose_reply_was_lost_is_stored_once_exactly_with_its_times() {
+    let Some(url) = redis_url("retry-import-json") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (proxy, through) = FaultProxy::start_for_url(&url, 6379).await;
+    let storage: StorageType = url.parse().unwrap();
+
+    let messages = conversation("marker-json");
+    let mut info = SessionInfo::new("s1", messages.len());
+    info.meta = SessionMeta::new().title("Kept");
+    let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+    info.created_at = Some(at(1_700_000_000));
+    info.updated_at = Some(at(1_700_000_060));
+    let text_of = export::write_session(ExportFormat::Json, &info, &messages).unwrap();
+    let file = dir.join("s1.json");
+    std::fs::write(&file, text_of).unwrap();
+    let file = file.display().to_string();
+
+    proxy.cut_after_reply_to("marker-json");
+    let args = ["sessions", "import", &file, "--storage", &through];
+    let out = fusion(dir, &args).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(proxy.cuts(), 1, "the creation applied and lost its reply");
+    assert_eq!(
+        load_async(&storage, "s1").await,
+        messages,
+        "stored once, exactly"
+    );
+    let store = storage.open().await.unwrap();
+    let stored = store.session_info("s1").await.unwrap().unwrap();
+    assert_eq!(SessionTimes::of(&stored), SessionTimes::of(&info));
+    assert_eq!(stored.meta, info.meta);
     clean_up_async(&storage).await;
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{block_on, conversation, fails, ok};
+use common::{block_on, conversation, fails, load, ok};
 use fusion::storage::{
     Expiry, SessionInfo, SessionMeta, SessionOrder, SessionQuery, SessionTimes, StorageType,
 };
@@ -128,6 +128,12 @@ fn an_export_keeps_the_times_for_its_import() {
     let out = ok(dir, ["sessions", "import", file, "--storage", &to]);
     assert!(out.contains("imported session kept"), "{out}");
     assert_eq!(times(&newest_first(&to)), times(&newest_first(&from)));
+    let (source, target) = (from.parse().unwrap(), to.parse().unwrap());
+    assert_eq!(
+        load(&target, "kept"),
+        load(&source, "kept"),
+        "the very messages, none given an id"
+    );
 
     // Imported over an existing session, the export's times do not replace its own
     // creation: the replacement is its last write.
