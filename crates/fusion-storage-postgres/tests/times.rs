@@ -81,7 +81,18 @@ async fn a_copy_whose_messages_have_ids_keeps_its_times_and_its_window() {
         (info.created_at, info.updated_at),
         (Some(times.created_at), Some(times.updated_at))
     );
-    // The window was stored with the copy: a retry of its messages adds none of them.
+    // The window was stored with the copy (a window left unknown would pass the retry
+    // below too, through the exact check), and a retry of its messages adds none of them.
+    let mut raw = harness.raw().await;
+    let window: Option<Vec<i32>> =
+        sqlx::query_scalar("SELECT recent_ids FROM sessions WHERE id = 's'")
+            .fetch_one(&mut raw)
+            .await
+            .unwrap();
+    let fingerprints = batch
+        .iter()
+        .map(|message| message.id.as_ref().unwrap().fingerprint().cast_signed());
+    assert_eq!(window, Some(fingerprints.collect()));
     storage.append("s", &batch).await.unwrap();
     assert_eq!(storage.load("s").await.unwrap(), batch);
 }
