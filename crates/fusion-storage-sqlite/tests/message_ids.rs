@@ -8,9 +8,12 @@
 use std::future::Future;
 use std::pin::pin;
 use std::task::Poll;
+use std::time::{Duration, SystemTime};
 
 use fusion_core::testkit::exactly_once::with_ids;
-use fusion_core::{Change, ChatMessage, ConversationStorage, Expect, RecentIds, SessionMeta};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Expect, RecentIds, SessionMeta, SessionTimes,
+};
 use fusion_storage_sqlite::SqliteStorage;
 
 /// Runs `test` on `sqlite::memory:` and on a fresh database file.
@@ -67,6 +70,15 @@ async fn every_write_keeps_the_fingerprints_of_the_last_ids() {
             .create_session("created", &SessionMeta::new(), &mixed)
             .await
             .unwrap();
+        // Before the append below, which would record them again were they unknown.
+        let created = recent_ids(&storage, "created").await;
+        assert_eq!(created, fingerprints_of(&mixed), "{path} created");
+        let now = SystemTime::now();
+        let times = SessionTimes::new(now - Duration::from_secs(60), now);
+        storage
+            .create_session_with_times("copied", &SessionMeta::new(), &mixed, times)
+            .await
+            .unwrap();
         let at = storage.load_revision("created").await.unwrap().1;
         let more = with_ids("more", 1);
         storage
@@ -82,7 +94,7 @@ async fn every_write_keeps_the_fingerprints_of_the_last_ids() {
         storage.append("long", &long[..50]).await.unwrap();
         storage.append("long", &long[50..]).await.unwrap();
 
-        for session in ["appended", "saved", "created", "replaced", "long"] {
+        for session in ["appended", "saved", "created", "copied", "replaced", "long"] {
             let history = storage.load(session).await.unwrap();
             assert_eq!(
                 recent_ids(&storage, session).await,
