@@ -3,13 +3,15 @@
 //! meta hash's fields and its scores in the by-update indexes; its idle expiry sets both
 //! keys' `PEXPIREAT` and its entry of the expiry index from the given last write; a copy
 //! whose idle span has passed leaves no keys, as a creation with an instant already past;
-//! and the storage's own TTL counts from the write, which stores the keys.
+//! the storage's own TTL counts from the write, which stores the keys; and a copy's ids
+//! start its window of exactly-once appends.
 
 mod common;
 
 use std::time::{Duration, SystemTime};
 
 use common::{Harness, Raw, cluster_harness, harness};
+use fusion_core::testkit::exactly_once::with_ids;
 use fusion_core::testkit::said;
 use fusion_core::{
     ConversationStorage, Expiry, SessionMeta, SessionTimes, from_unix_micros, unix_micros,
@@ -151,6 +153,45 @@ async fn a_copy_idle_past_its_span_leaves_no_keys_on_one_server() {
 async fn a_copy_idle_past_its_span_leaves_no_keys_on_a_cluster() {
     if let Some(h) = cluster_harness().await {
         a_copy_idle_past_its_span_leaves_no_keys(h).await;
+    }
+}
+
+/// A copy whose messages have ids starts its window of exactly-once appends as any
+/// creation does (a window left out would go unnoticed by a retry, which then reads the
+/// ids themselves).
+async fn a_copys_ids_start_its_window(h: Harness) {
+    let store = h.open().await;
+    let mut raw = h.raw_any().await;
+    let batch = with_ids("w", 3);
+    let now = now_ms();
+    let times = SessionTimes::new(now - DAY, now - HOUR);
+    store
+        .create_session_with_times("copy", &SessionMeta::new(), &batch, times)
+        .await
+        .unwrap();
+    store
+        .create_session("created", &SessionMeta::new(), &batch)
+        .await
+        .unwrap();
+    let copy: Option<String> = raw.hget(h.meta_key("copy"), "recent").await.unwrap();
+    let created: Option<String> = raw.hget(h.meta_key("created"), "recent").await.unwrap();
+    assert!(created.is_some());
+    assert_eq!(copy, created, "the same messages at the same places");
+    store.append("copy", &batch).await.unwrap();
+    assert_eq!(store.load("copy").await.unwrap(), batch);
+}
+
+#[tokio::test]
+async fn a_copys_ids_start_its_window_on_one_server() {
+    if let Some(h) = harness().await {
+        a_copys_ids_start_its_window(h).await;
+    }
+}
+
+#[tokio::test]
+async fn a_copys_ids_start_its_window_on_a_cluster() {
+    if let Some(h) = cluster_harness().await {
+        a_copys_ids_start_its_window(h).await;
     }
 }
 
