@@ -1,8 +1,9 @@
 //! `create_session_with_times` at the edges the shared suite cannot see from outside: the
 //! times keep their microseconds in every read and in the listing's order, a copy whose
 //! messages carry ids keeps its times and its window of ids, a copy replaces an expired
-//! session with its own times, and a refused copy leaves every row as it was. (That the
-//! times are clamped to the server's clock of the write: `crate::write`'s unit tests.)
+//! session with its own times, a refused copy leaves every row as it was, and a failed
+//! one names its operation. (That the times are clamped to the server's clock of the
+//! write: `crate::write`'s unit tests.)
 
 mod support;
 
@@ -140,4 +141,22 @@ async fn a_copy_of_an_existing_session_leaves_every_row_as_it_was() {
         assert!(matches!(again, Err(Error::Conflict { .. })), "{again:?}");
     }
     assert_eq!(snapshot(&mut raw).await, before);
+}
+
+#[tokio::test]
+async fn a_failed_copy_names_its_operation() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = harness.open().await.unwrap();
+    storage.close().await;
+    let err = storage
+        .create_session_with_times("s", &SessionMeta::new(), &said("a"), copied_times())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("create_session_with_times of session \"s\""),
+        "{text}"
+    );
 }
