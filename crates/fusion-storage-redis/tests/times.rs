@@ -3,8 +3,8 @@
 //! meta hash's fields and its scores in the by-update indexes; its idle expiry sets both
 //! keys' `PEXPIREAT` and its entry of the expiry index from the given last write; a copy
 //! whose idle span has passed leaves no keys, as a creation with an instant already past;
-//! the storage's own TTL counts from the write, which stores the keys; and a copy's ids
-//! start its window of exactly-once appends.
+//! the storage's own TTL counts from the write, which stores the keys; a copy's ids
+//! start its window of exactly-once appends; and a failed copy names its operation.
 
 mod common;
 
@@ -193,6 +193,30 @@ async fn a_copys_ids_start_its_window_on_a_cluster() {
     if let Some(h) = cluster_harness().await {
         a_copys_ids_start_its_window(h).await;
     }
+}
+
+/// A copy that fails names its operation, not `create_session`'s.
+#[tokio::test]
+async fn a_failed_copy_names_its_operation() {
+    let Some(h) = harness().await else { return };
+    let store = h.open().await;
+    let mut raw = h.raw_any().await;
+    let _: () = raw.set(h.list_key("taken"), "not a list").await.unwrap();
+    let now = now_ms();
+    let err = store
+        .create_session_with_times(
+            "taken",
+            &SessionMeta::new(),
+            &said("a"),
+            SessionTimes::new(now, now),
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("create_session_with_times of session \"taken\""),
+        "{text}"
+    );
 }
 
 /// The storage's TTL counts from the write that stores the keys, not from a copy's given
