@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use common::{builder, client, contents};
-use fusion_agent::ContextPolicy;
 use fusion_agent::testing::MockLlmServer;
+use fusion_agent::{AgentSession, ContextPolicy};
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Result,
     Revision,
@@ -102,10 +102,18 @@ impl Intercept for AppliedYetRefused {
     }
 }
 
-/// Two turns on `storage`, armed for the second: each message is stored once, the second
-/// turn answers, and the session's copy is storage's.
-async fn the_second_turn_is_stored_once(storage: AppliedYetRefused) {
+/// A session on `storage` (not yet armed) after its first turn, with the LLM server
+/// answering it (recording requests), and the session's workspace.
+async fn after_a_first_turn(
+    storage: AppliedYetRefused,
+) -> (
+    MockLlmServer,
+    Arc<Intercepted<AppliedYetRefused>>,
+    AgentSession,
+    tempfile::TempDir,
+) {
     let server = MockLlmServer::start().await;
+    server.set_record_requests(true);
     let workspace = tempfile::tempdir().unwrap();
     let storage = Arc::new(Intercepted(storage));
     let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
@@ -114,7 +122,13 @@ async fn the_second_turn_is_stored_once(storage: AppliedYetRefused) {
         .unwrap();
     server.push_text("first answer");
     session.send_message("first").await.unwrap();
+    (server, storage, session, workspace)
+}
 
+/// Two turns on `storage`, armed for the second: each message is stored once, the second
+/// turn answers, and the session's copy is storage's.
+async fn the_second_turn_is_stored_once(storage: AppliedYetRefused) {
+    let (server, storage, mut session, _workspace) = after_a_first_turn(storage).await;
     storage.0.armed.store(true, Ordering::SeqCst);
     server.push_text("second answer");
     let result = session.send_message("second").await.unwrap();
@@ -147,18 +161,8 @@ async fn an_opening_stored_by_an_attempt_whose_outcome_was_unknown_goes_on() {
 /// answer is to its own question (found by `fusion-stress --faults` on PostgreSQL, where
 /// a turn stored the answer to another worker's note).
 async fn the_turn_answers_its_own_question(refusal: fn(&str, u64) -> Error) {
-    let server = MockLlmServer::start().await;
-    server.set_record_requests(true);
-    let workspace = tempfile::tempdir().unwrap();
     let storage = AppliedYetRefused::new(0, refusal).then_another_turn(["theirs", "their answer"]);
-    let storage = Arc::new(Intercepted(storage));
-    let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
-        .build()
-        .await
-        .unwrap();
-    server.push_text("first answer");
-    session.send_message("first").await.unwrap();
-
+    let (server, storage, mut session, _workspace) = after_a_first_turn(storage).await;
     storage.0.armed.store(true, Ordering::SeqCst);
     server.push_text("second answer");
     session.send_message("second").await.unwrap();
@@ -205,18 +209,9 @@ async fn a_turn_whose_opening_was_found_behind_another_writers_answers_its_own_q
 async fn a_turn_summarized_after_its_opening_was_found_behind_another_writers_answers_its_own_question()
  {
     for refusal in [conflict, unknown] {
-        let server = MockLlmServer::start().await;
-        server.set_record_requests(true);
-        let workspace = tempfile::tempdir().unwrap();
         let storage =
             AppliedYetRefused::new(0, refusal).then_another_turn(["theirs", "their answer"]);
-        let storage = Arc::new(Intercepted(storage));
-        let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
-            .build()
-            .await
-            .unwrap();
-        server.push_text("first answer");
-        session.send_message("first").await.unwrap();
+        let (server, storage, mut session, _workspace) = after_a_first_turn(storage).await;
 
         session.set_context_policy(ContextPolicy {
             summary_keep_last: 0,
