@@ -417,6 +417,34 @@ mod tests {
     use crate::options::SyncPolicy;
     use crate::recent_cache::RecentCache;
 
+    /// A sessions directory of its own, with its index and cache of recent ids.
+    struct Scratch {
+        dir: tempfile::TempDir,
+        index: Arc<Index>,
+        recent: Arc<RecentCache>,
+    }
+
+    impl Scratch {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let index = Arc::new(Index::new(dir.path()));
+            Self {
+                dir,
+                index,
+                recent: Arc::default(),
+            }
+        }
+
+        fn at(&self) -> Directory<'_> {
+            Directory {
+                dir: self.dir.path(),
+                index: &self.index,
+                sync: SyncPolicy::OnReplace,
+                recent: &self.recent,
+            }
+        }
+    }
+
     /// Pages of 2 through six sessions an earlier version wrote (no counters, no index),
     /// their files' modification times `apart` from `ahead` of now (their status times,
     /// now, are older, as a file's are when nothing touched it since its last write):
@@ -425,32 +453,23 @@ mod tests {
         ahead: Duration,
         apart: Duration,
     ) -> (usize, usize) {
-        let dir = tempfile::tempdir().unwrap();
-        let (index, recent) = (
-            Arc::new(Index::new(dir.path())),
-            Arc::<RecentCache>::default(),
-        );
-        let at = Directory {
-            dir: dir.path(),
-            index: &index,
-            sync: SyncPolicy::OnReplace,
-            recent: &recent,
-        };
+        let scratch = Scratch::new();
+        let at = scratch.at();
         let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
         let start = SystemTime::now() + ahead;
         for (i, id) in ["a", "b", "c", "d", "e", "f"].into_iter().enumerate() {
             at.files(id).append(&line).unwrap();
             // As an earlier version left it: no counters.
-            std::fs::remove_file(dir.path().join(file_name::lock_file_name(id))).unwrap();
+            std::fs::remove_file(scratch.dir.path().join(file_name::lock_file_name(id))).unwrap();
             let data = std::fs::File::options()
                 .write(true)
-                .open(dir.path().join(file_name::session_file_name(id)))
+                .open(scratch.dir.path().join(file_name::session_file_name(id)))
                 .unwrap();
             data.set_modified(start + apart * i as u32).unwrap();
         }
         // Nor an index: the first listing builds it from the files' times.
-        std::fs::remove_dir_all(dir.path().join(file_name::INDEX_DIR)).unwrap();
-        let index = Arc::new(Index::new(dir.path()));
+        std::fs::remove_dir_all(scratch.dir.path().join(file_name::INDEX_DIR)).unwrap();
+        let index = Arc::new(Index::new(scratch.dir.path()));
         let at = Directory {
             index: &index,
             ..at
@@ -469,17 +488,8 @@ mod tests {
 
     #[test]
     fn a_page_reads_no_facts_for_the_lines_of_deleted_sessions() {
-        let dir = tempfile::tempdir().unwrap();
-        let (index, recent) = (
-            Arc::new(Index::new(dir.path())),
-            Arc::<RecentCache>::default(),
-        );
-        let at = Directory {
-            dir: dir.path(),
-            index: &index,
-            sync: SyncPolicy::OnReplace,
-            recent: &recent,
-        };
+        let scratch = Scratch::new();
+        let at = scratch.at();
         let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
         for id in ["a", "b", "c", "d"] {
             at.files(id).append(&line).unwrap();
