@@ -6,7 +6,7 @@
 use std::time::SystemTime;
 
 use crate::retention::LATEST_MICROS;
-use crate::{Error, Result, SessionInfo, from_unix_micros, unix_micros};
+use crate::{Error, Result, SessionInfo, unix_micros};
 
 /// When a session was created and last written.
 ///
@@ -86,12 +86,6 @@ impl SessionTimes {
     pub fn stored_at(&self, now: i64) -> (i64, i64) {
         let clamp = |at: SystemTime| unix_micros(at).min(now);
         (clamp(self.created_at), clamp(self.updated_at))
-    }
-
-    /// These times as [`stored_at`](Self::stored_at) leaves them, as times.
-    pub fn at_most(&self, now: SystemTime) -> Self {
-        let (created, updated) = self.stored_at(unix_micros(now));
-        Self::new(from_unix_micros(created), from_unix_micros(updated))
     }
 }
 
