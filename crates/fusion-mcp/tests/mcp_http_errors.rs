@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::body::Body;
 use axum::http::{HeaderMap, Response, StatusCode};
 use common::PATIENCE;
+use common::http_server::{self, Answer, Behaviour, HttpServer, ToolCall, plain, text_result};
 use fusion_agent::{Tool, ToolSource};
 use fusion_core::Error;
 use fusion_mcp::{HttpServerConfig, McpOptions, McpServer};
@@ -36,153 +37,80 @@ enum Stale {
     Json,
 }
 
-/// A server on a loopback port, and what it has seen.
-struct Server {
-    url: String,
-    /// Its run (1, 2, …), which names its session (`run-1`).
-    run: Arc<AtomicUsize>,
-    /// `initialize` requests.
-    initialized: Arc<AtomicUsize>,
-    /// Requests that carried an `X-Api-Key` header.
+/// Answers a request without `Authorization: Bearer tok-right` with HTTP 401, one in a
+/// session not of this run as `stale` says; lists the tool `added` too after a restart;
+/// answers `tools/call` of `broken` with HTTP 500 and a text body, of `broken_json` with
+/// HTTP 500 and a JSON-RPC error with no id (as the TypeScript SDK answers when it fails),
+/// of `unreadable_sse` with an SSE stream holding a parse error with no id, of `fine_sse`
+/// with an SSE stream holding the result, of any other tool with a text result. Counts
+/// the requests that carried an `X-Api-Key` header in `api_keys`.
+struct Failing {
+    stale: Stale,
     api_keys: Arc<AtomicUsize>,
 }
 
-impl Server {
-    /// Starts the next run: the old session is unknown from now on.
-    fn restart(&self) {
-        self.run.fetch_add(1, Ordering::SeqCst);
+impl Behaviour for Failing {
+    fn screen(&self, headers: &HeaderMap) -> Option<Response<Body>> {
+        if headers.contains_key("x-api-key") {
+            self.api_keys.fetch_add(1, Ordering::SeqCst);
+        }
+        let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+        (authorization != Some(&format!("Bearer {TOKEN}")))
+            .then(|| plain(StatusCode::UNAUTHORIZED, "invalid token"))
     }
-}
 
-/// Answers a request without `Authorization: Bearer tok-right` with HTTP 401, one in a
-/// session not of this run as `stale` says; `initialize` and `tools/list` with JSON (the
-/// tool `added` too after a restart); `tools/call` of `broken` with HTTP 500 and a text
-/// body, of `broken_json` with HTTP 500 and a JSON-RPC error with no id (as the TypeScript
-/// SDK answers when it fails), of `unreadable_sse` with an SSE stream holding a parse
-/// error with no id, of `fine_sse` with an SSE stream holding the result, of any other
-/// tool with a text result.
-async fn serve(stale: Stale) -> Server {
-    let run = Arc::new(AtomicUsize::new(1));
-    let initialized = Arc::new(AtomicUsize::new(0));
-    let api_keys = Arc::new(AtomicUsize::new(0));
-    let (now, count, keys) = (run.clone(), initialized.clone(), api_keys.clone());
-    let app = axum::Router::new().route(
-        "/mcp",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let run = now.load(Ordering::SeqCst);
-            let (count, keys) = (count.clone(), keys.clone());
-            async move { answer(run, stale, &count, &keys, &headers, &body) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Server {
-        url,
-        run,
-        initialized,
-        api_keys,
-    }
-}
-
-fn answer(
-    run: usize,
-    stale: Stale,
-    initialized: &AtomicUsize,
-    api_keys: &AtomicUsize,
-    headers: &HeaderMap,
-    body: &str,
-) -> Response<Body> {
-    if headers.contains_key("x-api-key") {
-        api_keys.fetch_add(1, Ordering::SeqCst);
-    }
-    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
-    if authorization != Some(&format!("Bearer {TOKEN}")) {
-        return plain(StatusCode::UNAUTHORIZED, "invalid token");
-    }
-    let session = format!("run-{run}");
-    let msg: Value = serde_json::from_str(body).unwrap();
-    let method = msg["method"].as_str().unwrap_or("");
-    let given = headers.get("mcp-session-id").and_then(|v| v.to_str().ok());
-    if method != "initialize" && given != Some(session.as_str()) {
-        return match stale {
+    fn stale(&self) -> Response<Body> {
+        match self.stale {
             Stale::Text => plain(StatusCode::BAD_REQUEST, "No valid session ID provided"),
             Stale::Json => no_id_error(
                 StatusCode::BAD_REQUEST,
                 -32000,
                 "Bad Request: No valid session ID provided",
             ),
-        };
+        }
     }
-    let id = msg["id"].clone();
-    if id.is_null() {
-        // A notification.
-        return Response::builder()
-            .status(StatusCode::ACCEPTED)
-            .body(Body::empty())
-            .unwrap();
+
+    fn tools(&self, run: usize) -> Vec<&'static str> {
+        let mut names = vec![
+            "broken",
+            "broken_json",
+            "fine",
+            "fine_sse",
+            "unreadable_sse",
+        ];
+        if run > 1 {
+            names.push("added");
+        }
+        names
     }
-    let result = match method {
-        "initialize" => {
-            initialized.fetch_add(1, Ordering::SeqCst);
-            json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
-                   "serverInfo": {"name": "web", "version": "1.0.0"}})
-        }
-        "tools/list" => {
-            let mut names = vec![
-                "broken",
-                "broken_json",
-                "fine",
-                "fine_sse",
-                "unreadable_sse",
-            ];
-            if run > 1 {
-                names.push("added");
-            }
-            let tools: Vec<Value> = names
-                .into_iter()
-                .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}))
-                .collect();
-            json!({ "tools": tools })
-        }
-        "tools/call" if msg["params"]["name"] == "broken" => {
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "database down");
-        }
-        "tools/call" if msg["params"]["name"] == "broken_json" => {
-            return no_id_error(
+
+    fn call(&self, call: &ToolCall<'_>) -> Answer {
+        Answer::Raw(match call.name {
+            "broken" => plain(StatusCode::INTERNAL_SERVER_ERROR, "database down"),
+            "broken_json" => no_id_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 -32603,
                 "Internal server error",
-            );
-        }
-        "tools/call" if msg["params"]["name"] == "unreadable_sse" => {
-            // JSON-RPC 2.0's answer to a request whose id the server could not read.
-            let error = json!({"jsonrpc": "2.0", "id": null,
-                               "error": {"code": -32700, "message": "Parse error: unreadable"}});
-            return sse(&session, &error);
-        }
-        "tools/call" if msg["params"]["name"] == "fine_sse" => {
-            let result = json!({"jsonrpc": "2.0", "id": id,
-                                "result": {"content": [{"type": "text", "text": "fine"}]}});
-            return sse(&session, &result);
-        }
-        "tools/call" => json!({"content": [{"type": "text", "text": "fine"}]}),
-        _ => json!({}),
-    };
-    Response::builder()
-        .header("content-type", "application/json")
-        .header("mcp-session-id", session)
-        .body(Body::from(
-            json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
-        ))
-        .unwrap()
+            ),
+            "unreadable_sse" => {
+                // JSON-RPC 2.0's answer to a request whose id the server could not read.
+                let error = json!({"jsonrpc": "2.0", "id": null,
+                                   "error": {"code": -32700, "message": "Parse error: unreadable"}});
+                sse(call.session, &error)
+            }
+            "fine_sse" => {
+                let result =
+                    json!({"jsonrpc": "2.0", "id": call.id, "result": text_result("fine")});
+                sse(call.session, &result)
+            }
+            _ => return Answer::Result(text_result("fine")),
+        })
+    }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .body(Body::from(text))
-        .unwrap()
+async fn serve(stale: Stale) -> HttpServer {
+    let api_keys = Arc::default();
+    http_server::serve(Failing { stale, api_keys }).await
 }
 
 /// HTTP 200 with an SSE stream holding `message` alone.
@@ -214,7 +142,7 @@ fn patient() -> McpOptions {
     }
 }
 
-async fn start(web: &Server) -> McpServer {
+async fn start(web: &HttpServer) -> McpServer {
     let config = HttpServerConfig::new(&web.url).bearer_token(TOKEN);
     McpServer::start("web", config, patient()).await.unwrap()
 }
@@ -251,11 +179,7 @@ async fn an_http_error_fails_the_call_alone_and_the_session_goes_on() {
         tool(&server, "web__fine").call(json!({})).await.unwrap(),
         "fine"
     );
-    assert_eq!(
-        web.initialized.load(Ordering::SeqCst),
-        1,
-        "one session throughout"
-    );
+    assert_eq!(web.sessions_opened(), 1, "one session throughout");
     server.shutdown().await;
 }
 
@@ -287,7 +211,7 @@ async fn a_session_the_restarted_server_refuses_with_a_400_is_opened_again() {
             tool(&server, "web__fine").call(json!({})).await.unwrap(),
             "fine"
         );
-        assert_eq!(web.initialized.load(Ordering::SeqCst), 2, "{stale:?}");
+        assert_eq!(web.sessions_opened(), 2, "{stale:?}");
         assert!(
             names(&server).contains(&"web__added".to_owned()),
             "{stale:?}: {:?}",
@@ -312,7 +236,7 @@ async fn an_error_status_whose_json_rpc_error_has_no_id_fails_the_call_at_once()
         tool(&server, "web__fine").call(json!({})).await.unwrap(),
         "fine"
     );
-    assert_eq!(web.initialized.load(Ordering::SeqCst), 1);
+    assert_eq!(web.sessions_opened(), 1);
     server.shutdown().await;
 }
 
@@ -335,7 +259,7 @@ async fn a_json_rpc_error_with_no_id_in_a_calls_sse_stream_fails_the_call_at_onc
             .unwrap(),
         "fine"
     );
-    assert_eq!(web.initialized.load(Ordering::SeqCst), 1);
+    assert_eq!(web.sessions_opened(), 1);
     server.shutdown().await;
 }
 
@@ -355,7 +279,7 @@ async fn a_second_failure_in_a_row_gives_the_session_up() {
         tool(&server, "web__fine").call(json!({})).await.unwrap(),
         "fine"
     );
-    assert_eq!(web.initialized.load(Ordering::SeqCst), 2);
+    assert_eq!(web.sessions_opened(), 2);
     server.shutdown().await;
 }
 
@@ -372,12 +296,17 @@ async fn a_refused_token_fails_the_start_with_the_status_in_plain_words() {
     assert!(message.contains("invalid token"), "{message}");
     assert!(!message.contains("rmcp::"), "{message}");
     assert!(!message.contains("tok-wrong"), "{message}");
-    assert_eq!(web.initialized.load(Ordering::SeqCst), 0);
+    assert_eq!(web.sessions_opened(), 0);
 }
 
 #[tokio::test]
 async fn a_redirect_to_another_origin_is_refused_and_the_headers_stay_home() {
-    let elsewhere = serve(Stale::Text).await;
+    let api_keys = Arc::new(AtomicUsize::new(0));
+    let failing = Failing {
+        stale: Stale::Text,
+        api_keys: api_keys.clone(),
+    };
+    let elsewhere = http_server::serve(failing).await;
     // The configured server sends every request there, keeping the method and body.
     let target = elsewhere.url.clone();
     let redirect = axum::Router::new().route(
@@ -402,7 +331,7 @@ async fn a_redirect_to_another_origin_is_refused_and_the_headers_stay_home() {
         .bearer_token(TOKEN);
     let started = McpServer::start("web", config, McpOptions::default()).await;
     assert_eq!(
-        elsewhere.api_keys.load(Ordering::SeqCst),
+        api_keys.load(Ordering::SeqCst),
         0,
         "the key went to another origin"
     );

@@ -6,107 +6,38 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use axum::body::Body;
-use axum::http::{HeaderMap, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use common::PATIENCE;
+use common::http_server::{self, Answer, Behaviour, HttpServer, ToolCall, text_result};
 use fusion_agent::ToolSource;
 use fusion_mcp::{HttpServerConfig, McpOptions, McpServer};
-use serde_json::{Value, json};
+use serde_json::json;
 
-/// A server on a loopback port whose run (1, 2, …) names its session (`run-1`) and its
-/// tools: `echo` and `old` in run 1, `echo` and `new` after.
-struct Server {
-    url: String,
-    run: Arc<AtomicUsize>,
-    initialized: Arc<AtomicUsize>,
-}
+/// A server whose run names its tools: `echo` and `old` in run 1, `echo` and `new` after;
+/// a call answers with the tool's name and its session.
+struct Restarting;
 
-impl Server {
-    /// Starts the next run: the old session is unknown from now on.
-    fn restart(&self) {
-        self.run.fetch_add(1, Ordering::SeqCst);
+impl Behaviour for Restarting {
+    fn stale(&self) -> Response<Body> {
+        http_server::plain(StatusCode::NOT_FOUND, "session not found")
     }
-}
 
-async fn serve() -> Server {
-    let run = Arc::new(AtomicUsize::new(1));
-    let initialized = Arc::new(AtomicUsize::new(0));
-    let (now, count) = (run.clone(), initialized.clone());
-    let app = axum::Router::new().route(
-        "/mcp",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let run = now.load(Ordering::SeqCst);
-            let count = count.clone();
-            async move { answer(run, &count, &headers, &body) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Server {
-        url,
-        run,
-        initialized,
+    fn tools(&self, run: usize) -> Vec<&'static str> {
+        if run == 1 {
+            vec!["echo", "old"]
+        } else {
+            vec!["echo", "new"]
+        }
+    }
+
+    fn call(&self, call: &ToolCall<'_>) -> Answer {
+        Answer::Result(text_result(&format!("{} in {}", call.name, call.session)))
     }
 }
 
-fn answer(
-    run: usize,
-    initialized: &AtomicUsize,
-    headers: &HeaderMap,
-    body: &str,
-) -> Response<Body> {
-    let session = format!("run-{run}");
-    let msg: Value = serde_json::from_str(body).unwrap();
-    let method = msg["method"].as_str().unwrap_or("");
-    let given = headers.get("mcp-session-id").and_then(|v| v.to_str().ok());
-    if method != "initialize" && given != Some(session.as_str()) {
-        return Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body(Body::from("session not found"))
-            .unwrap();
-    }
-    let id = msg["id"].clone();
-    if id.is_null() {
-        return Response::builder()
-            .status(StatusCode::ACCEPTED)
-            .body(Body::empty())
-            .unwrap();
-    }
-    let result = match method {
-        "initialize" => {
-            initialized.fetch_add(1, Ordering::SeqCst);
-            json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
-                   "serverInfo": {"name": "web", "version": "1.0.0"}})
-        }
-        "tools/list" => {
-            let names = if run == 1 {
-                ["echo", "old"]
-            } else {
-                ["echo", "new"]
-            };
-            let tools: Vec<Value> = names
-                .iter()
-                .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}))
-                .collect();
-            json!({ "tools": tools })
-        }
-        "tools/call" => {
-            let text = format!("{} in {session}", msg["params"]["name"]);
-            json!({"content": [{"type": "text", "text": text}]})
-        }
-        _ => json!({}),
-    };
-    Response::builder()
-        .header("content-type", "application/json")
-        .header("mcp-session-id", session)
-        .body(Body::from(
-            json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
-        ))
-        .unwrap()
+async fn serve() -> HttpServer {
+    http_server::serve(Restarting).await
 }
 
 fn names(server: &McpServer) -> Vec<String> {
@@ -130,8 +61,8 @@ async fn a_session_opened_again_after_a_404_lists_the_tools_again() {
     let echo = server.tools()[0].clone();
     // Answered 404 for the old session, the call goes again in a new one.
     let reply = echo.call(json!({})).await.unwrap();
-    assert_eq!(reply, r#""echo" in run-2"#);
-    assert_eq!(web.initialized.load(Ordering::SeqCst), 2);
+    assert_eq!(reply, "echo in run-2");
+    assert_eq!(web.sessions_opened(), 2);
     tokio::time::timeout(PATIENCE, server.changed_since(revision))
         .await
         .expect("the tools are listed again in the new session");

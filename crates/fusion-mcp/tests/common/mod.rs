@@ -1,8 +1,10 @@
-//! Shared support for the MCP suites: the stdio test server of this crate and an agent
-//! session on the loopback LLM server. The npm reference servers and the check that a
+//! Shared support for the MCP suites: the stdio test server of this crate, a hand-written
+//! HTTP one ([`http_server`]) and an agent session on the loopback LLM server. The npm reference servers and the check that a
 //! process is gone are `fusion_mcp::testing`'s, shared with the CLI's tests.
 
 #![allow(dead_code, unused_imports)] // Each test binary uses a different subset.
+
+pub mod http_server;
 
 use std::sync::Arc;
 
