@@ -76,10 +76,12 @@ use crate::expiry::{expired, expires_at, given_or_now, now_us, unexpired};
 /// last written at `$updated` (`timestamptz` expressions), with `$column` and `$value`
 /// added to it, `$set` to the update of an existing row, `$check` to the conditions of
 /// that update and `$returns` after its `SELECT ... FROM bumped` ([`APPEND`],
-/// [`APPEND_WITH_IDS`], [`CREATE`], [`CREATE_WITH_IDS`]).
+/// [`APPEND_WITH_IDS`], [`CREATE`], [`CREATE_WITH_IDS`]). `$only_create` is `"false AND
+/// "` for a creation, whose update of an existing row then locks it and changes nothing,
+/// and `""` for an append.
 macro_rules! append {
     (
-        $created:expr, $updated:expr,
+        $only_create:literal, $created:expr, $updated:expr,
         $column:literal, $value:literal, $set:literal, $check:literal, $returns:expr
     ) => {
         concat!(
@@ -92,9 +94,9 @@ macro_rules! append {
             $created,
             ", ",
             $updated,
-            ", $2, $3, $6, $7, $8, $9, ",
-            expires_at!($updated, "$10::int8", "$11::int8"),
-            ", $11",
+            ", $2, $3, $5, $6, $7, $8, ",
+            expires_at!($updated, "$9::int8", "$10::int8"),
+            ", $10",
             $value,
             ") ON CONFLICT (id) DO UPDATE SET \
                     updated_at = greatest(cur.updated_at, now()), \
@@ -106,7 +108,8 @@ macro_rules! append {
                 "cur.expiry_idle"
             ),
             $set,
-            " WHERE NOT $5 AND ",
+            " WHERE ",
+            $only_create,
             unexpired!("cur."),
             $check,
             " RETURNING message_count, generation \
@@ -128,28 +131,38 @@ macro_rules! append {
 /// statement's transaction ends, then reads the bumped count: nothing collides and each
 /// writer's messages stay contiguous and in order. Messages without ids are always
 /// stored and never enter `recent_ids`, so this statement reads and writes nothing of
-/// the window: it is the append of schema version 3, unchanged.
+/// the window: it is the append of schema version 3, less the "only create" switch that
+/// [`CREATE`] now is.
 ///
 /// $1 session id, $2 number of messages, $3 a fresh generation (stored only when the
-/// statement creates the row), $4 the messages, $5 `true` to write only if the row does
-/// not exist yet (as a creation runs it, [`CREATE`]: a row created meanwhile is locked
-/// but not updated, and no messages go in; `false` for an append), $6-$9 the owner, title, tags and data and $10-$11 the fixed expiry instant
-/// and idle span (`crate::expiry::bound`) of a session the statement creates (an
-/// existing session's metadata and expiry are left alone, an idle expiry moved with
-/// `updated_at`). Returns the session's generation, or no row when $5 refused or the
-/// existing row has expired (an append then takes the locked path:
+/// statement creates the row), $4 the messages, $5-$8 the owner, title, tags and data and
+/// $9-$10 the fixed expiry instant and idle span (`crate::expiry::bound`) of a session
+/// the statement creates (an existing session's metadata and expiry are left alone, an
+/// idle expiry moved with `updated_at`). Returns the session's generation, or no row when
+/// the existing row has expired (an append then takes the locked path:
 /// `crate::write::append`).
-pub(crate) const APPEND: &str = append!("now()", "now()", "", "", "", "", "generation FROM bumped");
+pub(crate) const APPEND: &str = append!(
+    "",
+    "now()",
+    "now()",
+    "",
+    "",
+    "",
+    "",
+    "generation FROM bumped"
+);
 
-/// [`APPEND`] as a creation runs it ($5 `true`: `create_session`, or a conditional write
-/// that found the session absent), the row created at $12 and last written at $13 when
-/// they are given (`interval`s since the Unix epoch, for `create_session_with_times`;
-/// NULL: now), each at most the server's clock ([`given_or_now!`]), an idle expiry
-/// counting from the second. A statement of its own so that [`APPEND`], every plain
-/// append's, stays as it was, binding nothing more.
+/// [`APPEND`] as a creation runs it (`create_session`, or a conditional write that found
+/// the session absent): it writes only if the row does not exist yet (a row created
+/// meanwhile is locked but not updated, no messages go in, and no row comes back),
+/// created at $11 and last written at $12 when they are given (`interval`s since the Unix
+/// epoch, for `create_session_with_times`; NULL: now), each at most the server's clock
+/// ([`given_or_now!`]), an idle expiry counting from the second. A statement of its own
+/// so that [`APPEND`], every plain append's, binds nothing more.
 pub(crate) const CREATE: &str = append!(
+    "false AND ",
+    given_or_now!("$11"),
     given_or_now!("$12"),
-    given_or_now!("$13"),
     "",
     "",
     "",
@@ -183,18 +196,19 @@ macro_rules! last_ids {
     };
 }
 
-/// SQL: [`APPEND_WITH_IDS`], the row a creation inserts created at `$created` and last
-/// written at `$updated`.
+/// SQL: [`APPEND_WITH_IDS`], `$only_create` and the row a creation inserts created at
+/// `$created` and last written at `$updated` as for [`append!`].
 macro_rules! with_ids {
-    ($created:expr, $updated:expr) => {
+    ($only_create:literal, $created:expr, $updated:expr) => {
         append!(
+            $only_create,
             $created,
             $updated,
             ", recent_ids",
-            ", $13",
-            ", recent_ids = (cur.recent_ids || $12::int4[])[greatest( \
-                cardinality(cur.recent_ids) + cardinality($12::int4[]) - $14::int4 + 1, 1):]",
-            " AND NOT coalesce(cur.recent_ids && $12::int4[], true)",
+            ", $12",
+            ", recent_ids = (cur.recent_ids || $11::int4[])[greatest( \
+                cardinality(cur.recent_ids) + cardinality($11::int4[]) - $13::int4 + 1, 1):]",
+            " AND NOT coalesce(cur.recent_ids && $11::int4[], true)",
             "generation FROM bumped"
         )
     };
@@ -205,22 +219,24 @@ macro_rules! with_ids {
 /// refuses, writing nothing, unless the locked row's window (`cur.recent_ids`, the latest
 /// version, whoever wrote it while this statement waited) is known and shares no
 /// fingerprint with the batch's; otherwise the statement does what [`APPEND`] does and
-/// appends the batch's fingerprints to the window, dropping the oldest beyond $14. The
+/// appends the batch's fingerprints to the window, dropping the oldest beyond $13. The
 /// window is about 280 bytes, kept in the row (not TOASTed), and the check is one array
 /// overlap of integers.
 ///
-/// $1-$11 as for [`APPEND`], $12 the fingerprints of the batch's ids, $13 the batch's own
-/// window, stored when the statement creates the session (`crate::batch::Batch`), $14
+/// $1-$10 as for [`APPEND`], $11 the fingerprints of the batch's ids, $12 the batch's own
+/// window, stored when the statement creates the session (`crate::batch::Batch`), $13
 /// the window's length ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW)).
 ///
 /// Returns the session's generation when it stored the batch; no row when a fingerprint
-/// matched, the window is unknown, the row has expired or $5 refused (the append then
-/// takes the locked path: `crate::write::append`).
-pub(crate) const APPEND_WITH_IDS: &str = with_ids!("now()", "now()");
+/// matched, the window is unknown or the row has expired (the append then takes the
+/// locked path: `crate::write::append`).
+pub(crate) const APPEND_WITH_IDS: &str = with_ids!("", "now()", "now()");
 
-/// [`APPEND_WITH_IDS`] as a creation runs it, as [`CREATE`] is [`APPEND`]'s: $1-$14 as
-/// there, $15 and $16 the given creation and last write (NULL: now).
-pub(crate) const CREATE_WITH_IDS: &str = with_ids!(given_or_now!("$15"), given_or_now!("$16"));
+/// [`APPEND_WITH_IDS`] as a creation runs it, as [`CREATE`] is [`APPEND`]'s (no row also
+/// when the session exists): $1-$13 as there, $14 and $15 the given creation and last
+/// write (NULL: now).
+pub(crate) const CREATE_WITH_IDS: &str =
+    with_ids!("false AND ", given_or_now!("$14"), given_or_now!("$15"));
 
 /// The exact path's read, in a transaction that has locked the row of $1: the ids of
 /// its last $2 ([`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW)) messages that have one,
@@ -229,11 +245,15 @@ pub(crate) const CREATE_WITH_IDS: &str = with_ids!(given_or_now!("$15"), given_o
 pub(crate) const LAST_IDS: &str = concat!("SELECT ", last_ids!("$2"));
 
 /// The exact path's write: store the messages $3 (those of the batch whose ids were not
-/// among the last messages' ids; none when all were stored: the write still moves
-/// `updated_at`, like any) numbered from the count before the bump of $2, set the window
-/// to $4, move `updated_at` (and an idle expiry) as an [`APPEND`] does, all only if the
-/// session is unexpired and still at generation $5 and count $6, the revision at which
-/// those ids were read. Any write that changes a session's messages changes one of the
+/// among the last messages' ids) numbered from the count before the bump of $2, set the
+/// window to $4 and move `updated_at` (and an idle expiry) as an [`APPEND`] does, all
+/// only if the session is unexpired and still at generation $5 and count $6, the revision
+/// at which those ids were read. When every message was stored already ($2 is 0: a retry
+/// whose first attempt applied), `updated_at` and the expiry stay as they were, as on
+/// every other backend: a retry is not a write of the session, so it neither moves it to
+/// the front of the newest-first listing nor restarts an idle expiry's clock. The row is
+/// still updated (the window, unknown after a truncate, is rebuilt) and returned, so the
+/// guard answers in the same statement. Any write that changes a session's messages changes one of the
 /// two (an append the count, a save, a shortening truncate or a re-creation the
 /// generation), so the guard holds exactly when the ids read are still the last
 /// messages' ids. The ids are read under the row's lock ([`LAST_IDS`]), so it holds
@@ -242,9 +262,11 @@ pub(crate) const LAST_IDS: &str = concat!("SELECT ", last_ids!("$2"));
 pub(crate) const APPEND_CHECKED: &str = concat!(
     "WITH bumped AS ( \
         UPDATE sessions SET message_count = message_count + $2, recent_ids = $4, \
-            updated_at = greatest(updated_at, now()), expires_at = ",
+            updated_at = CASE WHEN $2 = 0 THEN updated_at \
+                ELSE greatest(updated_at, now()) END, \
+            expires_at = CASE WHEN $2 = 0 THEN expires_at ELSE ",
     expires_at!("greatest(updated_at, now())", "expires_at", "expiry_idle"),
-    " WHERE id = $1 AND generation = $5 AND message_count = $6 AND ",
+    " END WHERE id = $1 AND generation = $5 AND message_count = $6 AND ",
     unexpired!(""),
     " RETURNING message_count, generation \
     ), inserted AS ( \
@@ -259,7 +281,7 @@ pub(crate) const APPEND_CHECKED: &str = concat!(
 /// saved history (keeping `created_at`, the metadata and the expiry of an existing
 /// session, moving an idle one unless $6), taking the row's lock. $1 session id, $2
 /// count, $3 fresh generation, $4 `true` to write only if the row does not exist yet (as
-/// in [`APPEND`]), $5 the history's window (`crate::batch::Batch::window`), $6 `true`
+/// [`CREATE`] does), $5 the history's window (`crate::batch::Batch::window`), $6 `true`
 /// for a rewrite that keeps an existing session's `updated_at` and expiry
 /// (`Change::Rewrite`). Returns the generation, or no row when $4 refused or the row has
 /// expired (the row stays locked either way).

@@ -202,7 +202,7 @@ pub(crate) async fn append_once<'c>(
     meta: &SessionMeta,
     mode: Mode,
 ) -> sqlx::Result<Appended> {
-    // $1-$11 as every statement takes them; $12-$14 the check's, for those with ids; the
+    // $1-$10 as every statement takes them; $11-$13 the check's, for those with ids; the
     // creation's times last.
     let (expires_at, idle) = expiry::bound(meta.expiry.as_ref());
     let statement = match (mode, &batch.fingerprints) {
@@ -216,7 +216,6 @@ pub(crate) async fn append_once<'c>(
         .bind(count(batch.bodies.len()))
         .bind(to_column(new_generation()))
         .bind(&batch.bodies)
-        .bind(mode != Mode::Append)
         .bind(meta.owner.as_deref())
         .bind(meta.title.as_deref())
         .bind(stored_tags(meta))

@@ -2,14 +2,17 @@
 //! (`recent_ids int4[]`, migration 0004): what enters it, what rolls out, what a truncate
 //! and a save leave in it, that appends without ids never touch it, and that a fingerprint
 //! matching an id that is not stored (a collision, forced here by writing the window by
-//! hand) costs the exact check and never a message. The conformance suite checks the
+//! hand) costs the exact check and never a message, and that a retry whose messages were
+//! all stored already changes nothing, not even `updated_at`. The conformance suite checks the
 //! contract; these check the column behind it, through a raw connection.
 
 mod support;
 
 use fusion_core::testkit::StorageHarness;
 use fusion_core::testkit::exactly_once::with_ids;
-use fusion_core::{Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Expect, MessageId};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Expect, Expiry, MessageId, SessionMeta,
+};
 use sqlx::PgConnection;
 use support::harness;
 
@@ -269,4 +272,55 @@ async fn the_longest_id_is_read_back_from_a_long_message() {
         1,
         "its id was found"
     );
+}
+
+/// A retry whose first attempt applied (every id of the batch among the session's last
+/// messages) stores nothing and leaves `updated_at` and an idle expiry where they were,
+/// as the other backends do: whether the plain append, a retry of the batch's tail or a
+/// conditional append finds them. The row's times are set a day back by hand first, so
+/// that any write would visibly move them, whatever the clock does meanwhile.
+#[tokio::test]
+async fn a_retry_of_messages_already_stored_leaves_updated_at_and_the_expiry_alone() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = harness.open().await.unwrap();
+    let mut raw = harness.raw().await;
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    let meta = SessionMeta::new().expiry(Expiry::Idle(week));
+    let batch = with_ids("b", 3);
+    storage.create_session("s", &meta, &batch).await.unwrap();
+    sqlx::query(
+        "UPDATE sessions SET updated_at = updated_at - interval '1 day', \
+            expires_at = expires_at - 86400000000 WHERE id = 's'",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    let before = storage.session_info("s").await.unwrap().unwrap();
+
+    storage.append("s", &batch).await.unwrap();
+    storage.append("s", &batch[1..]).await.unwrap();
+    let generation = storage
+        .write_if(
+            "s",
+            Expect::Generation(before.generation),
+            Change::Append(&batch),
+        )
+        .await
+        .unwrap();
+    assert_eq!(generation, before.generation);
+    let after = storage.session_info("s").await.unwrap().unwrap();
+    assert_eq!(
+        after, before,
+        "nothing changed, updated_at and expiry included"
+    );
+
+    // A retry that stores one message more is a write: the times move.
+    let more = [batch.as_slice(), &with_ids("more", 1)].concat();
+    storage.append("s", &more).await.unwrap();
+    let written = storage.session_info("s").await.unwrap().unwrap();
+    assert_eq!(written.message_count, 4);
+    assert!(written.updated_at > before.updated_at, "{written:?}");
+    assert!(written.expires_at > before.expires_at, "{written:?}");
 }
