@@ -173,6 +173,23 @@ pub(crate) fn no_answer(op: Op<'_>, limit: Duration) -> Error {
     }
 }
 
+/// Opening waited for the lock under which another connection creates or upgrades
+/// `schema` until the statement timeout (or a `lock_timeout`) ended the wait. Retryable:
+/// once that upgrade commits, opening finds the schema current.
+pub(crate) fn upgraded_elsewhere(op: Op<'_>, schema: &str) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        message: format!(
+            "{op}: another process is creating or upgrading schema \"{schema}\" (it holds \
+             the schema's migration lock), and did not finish within the statement timeout \
+             this open waited for it; retry once it has (a long upgrade of a large storage \
+             may need a longer PostgresOptions::statement_timeout)"
+        ),
+        retryable: true,
+        source: None,
+    }
+}
+
 /// Migration failures, by what the user must do about them.
 fn migrate_error(err: MigrateError, op: Op<'_>) -> Error {
     match err {

@@ -34,7 +34,9 @@
 //! database ([`PostgresStorage::connect_existing`] creates nothing: it opens a schema only
 //! if it holds a storage). The connections' `search_path` is that schema alone. The migrations
 //! (`migrations/`) are embedded and run at connect under an advisory lock, so processes
-//! starting at once create the schema once:
+//! starting at once create the schema once (one that waits for that lock past the
+//! statement timeout fails retryably, saying another process is creating or upgrading the
+//! schema):
 //!
 //! - `sessions (id text COLLATE "C" PRIMARY KEY, created_at timestamptz, updated_at
 //!   timestamptz, message_count bigint, generation bigint, owner text, title text, tags

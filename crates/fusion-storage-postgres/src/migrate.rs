@@ -15,7 +15,7 @@ use fusion_core::sql::{Schema, check_migrations};
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection};
 
-use crate::error::{Op, PLACE, newer_schema, no_answer, parse_postgres_error};
+use crate::error::{Op, PLACE, newer_schema, no_answer, parse_postgres_error, upgraded_elsewhere};
 
 /// The schema, embedded at build time: connecting never needs the migration files on disk.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -51,7 +51,10 @@ pub(crate) enum IfMissing {
 /// An up-to-date schema is only read, so a user without CREATE rights can open it.
 /// Otherwise the work runs in one transaction holding an advisory lock on the schema's
 /// name, so processes opening a new schema at once do not race to create it: the later
-/// ones wait, then find it current.
+/// ones wait, then find it current. They wait as any statement of the storage waits for
+/// a lock, up to the statement timeout (or a `lock_timeout` the URL sets); one whose
+/// wait ends there fails retryably saying another process is creating or upgrading the
+/// schema ([`Locked::Elsewhere`]), not with the bare timeout of an unnamed statement.
 pub(crate) async fn run(
     conn: &mut PgConnection,
     schema: &str,
@@ -66,7 +69,10 @@ pub(crate) async fn run(
         Found::Nothing | Found::Behind => {
             let steps = MIGRATOR.iter().count() as u32 + 1;
             let limit = call_limit.map(|limit| limit.saturating_mul(steps));
-            within(limit, op, migrate_locked(conn, schema, if_missing)).await?
+            match within(limit, op, migrate_locked(conn, schema, if_missing)).await? {
+                Locked::Done(found) => found,
+                Locked::Elsewhere => return Err(upgraded_elsewhere(op, schema)),
+            }
         }
     };
     match found {
@@ -91,24 +97,45 @@ async fn within<T>(
     done.map_err(|e| parse_postgres_error(e, op))
 }
 
+/// What [`migrate_locked`] did.
+enum Locked {
+    /// It held the schema's lock: the schema as it left it, or `None` when (with
+    /// [`IfMissing::Leave`]) it found no storage any more.
+    Done(Option<Schema>),
+    /// The wait for the lock ended at the statement timeout (or a `lock_timeout`):
+    /// another connection held it all along, creating or upgrading the schema.
+    Elsewhere,
+}
+
+/// SQLSTATEs that end a wait for a lock: `query_canceled` (the statement timeout) and
+/// `lock_not_available` (a `lock_timeout` set through the URL's options).
+const WAIT_ENDED: [&str; 2] = ["57014", "55P03"];
+
 /// Creates and migrates `schema` under the advisory lock, unless a look under the lock
-/// finds nothing to do, or (with [`IfMissing::Leave`]) no storage any more: `None`.
+/// finds nothing to do, or (with [`IfMissing::Leave`]) no storage any more.
 /// Dropping the transaction on an error rolls everything back.
 async fn migrate_locked(
     conn: &mut PgConnection,
     schema: &str,
     if_missing: IfMissing,
-) -> sqlx::Result<Option<Schema>> {
+) -> sqlx::Result<Locked> {
     let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+    let lock = sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .bind(LOCK_SPACE)
         .bind(schema)
         .execute(&mut *tx)
-        .await?;
+        .await;
+    match lock {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| WAIT_ENDED.contains(&&*c)) => {
+            return Ok(Locked::Elsewhere);
+        }
+        Err(e) => return Err(e),
+    }
     match look(&mut tx, schema).await? {
-        Found::Done(found) => return Ok(Some(found)),
+        Found::Done(found) => return Ok(Locked::Done(Some(found))),
         // Dropped since the first look, by hand.
-        Found::Nothing if if_missing == IfMissing::Leave => return Ok(None),
+        Found::Nothing if if_missing == IfMissing::Leave => return Ok(Locked::Done(None)),
         Found::Nothing | Found::Behind => {}
     }
     // The name is checked (`crate::config`) to hold no quote, but it may be a keyword
@@ -126,7 +153,7 @@ async fn migrate_locked(
         schema,
         "PostgreSQL conversation storage schema is up to date"
     );
-    Ok(Some(Schema::Current))
+    Ok(Locked::Done(Some(Schema::Current)))
 }
 
 /// What [`look`] found in a schema.

@@ -1,11 +1,13 @@
 //! How storages open: many at once on a new schema, both URL schemes, schemas keeping
 //! applications in one database apart, the pool's first connection ready for the first
-//! call, and URL parameters checked before connecting.
+//! call, URL parameters checked before connecting, and an open that meets another
+//! process's creation or upgrade of the schema.
 
 mod support;
 
 use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
+use sqlx::Connection;
 use support::{free_port, harness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -124,5 +126,55 @@ async fn url_parameters_are_checked_before_connecting() {
     );
     let storage = PostgresStorage::connect(&url).await.unwrap();
     assert_eq!(storage.schema(), harness.schema);
+    storage.close().await;
+}
+
+/// An open that finds the schema to create or upgrade while another connection holds its
+/// migration lock (a process upgrading it) waits as long as it waits for any lock, here
+/// a short statement timeout, or a `lock_timeout` the URL sets when the storage sets no
+/// statement timeout; then it fails retryably, naming the schema and saying why, having
+/// written nothing. Once the lock is free, it opens. The holder keeps the lock until the
+/// failures are in, so how long the waits take plays no part.
+#[tokio::test]
+async fn an_open_during_another_process_upgrade_fails_retryably_naming_it() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let mut holder = sqlx::PgConnection::connect(&harness.url).await.unwrap();
+    // The lock `crate::migrate` takes: "fusn" and the schema name's hash.
+    sqlx::query("SELECT pg_advisory_lock(x'6675736e'::int, hashtext($1))")
+        .bind(&harness.schema)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let short = std::time::Duration::from_millis(200);
+    let by_statement_timeout = harness.options().statement_timeout(Some(short));
+    let separator = if harness.url.contains('?') { '&' } else { '?' };
+    let by_lock_timeout = PostgresOptions::new(format!(
+        "{}{separator}options[lock_timeout]=200",
+        harness.url
+    ))
+    .schema(&harness.schema)
+    .statement_timeout(None);
+    for options in [by_statement_timeout, by_lock_timeout] {
+        let err = PostgresStorage::connect_with(options).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        let text = err.to_string();
+        let named = format!(
+            "another process is creating or upgrading schema \"{}\"",
+            harness.schema
+        );
+        assert!(text.contains(&named), "{text}");
+        assert!(!harness.exists().await, "nothing written: {text}");
+    }
+
+    holder.close().await.unwrap();
+    let storage = PostgresStorage::connect_with(harness.options().statement_timeout(Some(short)))
+        .await
+        .unwrap();
+    storage
+        .append("s", &[ChatMessage::user("after")])
+        .await
+        .unwrap();
     storage.close().await;
 }
