@@ -28,7 +28,10 @@
 //! deleted or expired, after that time). Its counters say when its creation was recorded,
 //! and the lines of the id recorded before it are passed over (see
 //! `crate::index::journal`). Below a delete line, so are the lines of its id recorded
-//! before it, unread: only a copy's line, recorded since, can still place a session.
+//! before it, unread: only a copy's line, recorded since, can still place a session. A
+//! session created after the delete is recorded after it, whichever instance deleted on
+//! whichever clock: every creation is stamped after the latest delete (see
+//! `crate::index`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -514,6 +517,49 @@ mod tests {
         assert_eq!(ids, ["d", "b"]);
         // The two sessions', at their lines: none for the deleted ones' lines.
         assert_eq!(FACTS_READ.with(std::cell::Cell::get) - before, 2);
+    }
+
+    #[test]
+    fn sessions_created_after_a_delete_by_an_instance_whose_clock_runs_ahead_are_listed() {
+        let scratch = Scratch::new();
+        let at = scratch.at();
+        // Another instance on the same directory, on a host whose clock runs an hour ahead.
+        let ahead = Arc::new(Index::new(scratch.dir.path()));
+        ahead.run_clock_ahead(Duration::from_secs(3600));
+        let ahead_at = Directory {
+            index: &ahead,
+            ..scratch.at()
+        };
+        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        // Written here, deleted there: the delete's line an hour ahead of this clock.
+        at.files("plain").append(&line).unwrap();
+        ahead_at.files("plain").remove().unwrap();
+        // Copied there (its creation recorded an hour ahead), deleted here: the delete is
+        // stamped after that recording.
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let meta = fusion_core::SessionMeta::new();
+        let creation = crate::session_files::Creation {
+            meta: &meta,
+            times: Some(fusion_core::SessionTimes::new(an_hour_ago, an_hour_ago)),
+        };
+        ahead_at.files("copied").create(creation, &line).unwrap();
+        at.files("copied").remove().unwrap();
+        // Written here, deleted there.
+        at.files("recopied").append(&line).unwrap();
+        ahead_at.files("recopied").remove().unwrap();
+        // Then created again by a third instance, on this clock; the last one as a copy.
+        let again = Arc::new(Index::new(scratch.dir.path()));
+        let again_at = Directory {
+            index: &again,
+            ..scratch.at()
+        };
+        again_at.files("plain").append(&line).unwrap();
+        again_at.files("copied").append(&line).unwrap();
+        again_at.files("recopied").create(creation, &line).unwrap();
+        let lister = Lister { at: again_at };
+        let page = lister.page(&SessionQuery::new()).unwrap();
+        let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["copied", "plain", "recopied"]);
     }
 
     #[test]

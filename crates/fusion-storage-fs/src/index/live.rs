@@ -49,6 +49,10 @@ pub(crate) struct Lives {
     /// elsewhere with their times; see [`Lives::append_at`]), and its last line's
     /// `(t, id)`: kept apart from the slots, whose lines are stamped now.
     dated: Mutex<Option<(Live, (i64, String))>>,
+    /// How far this instance's clock runs ahead of the real one, in µs: tests play an
+    /// instance on another host with it.
+    #[cfg(test)]
+    ahead_us: AtomicI64,
 }
 
 impl Lives {
@@ -57,6 +61,8 @@ impl Lives {
             slots: Default::default(),
             last_t: AtomicI64::new(i64::MIN),
             dated: Mutex::new(None),
+            #[cfg(test)]
+            ahead_us: AtomicI64::new(0),
         }
     }
 
@@ -113,20 +119,21 @@ impl Lives {
     /// order starts up to one per line, whose folds (due once more than
     /// `LIVE_FILES_MAX` journals stand) cost the compacted journal's length each.
     /// The line is `line(recorded)`, `recorded` being a timestamp handed out as for any
-    /// write, later than every line recorded before (see [`super::journal`]). Returns it,
+    /// write, later than `floor` and every line recorded before (see [`super::journal`]). Returns it,
     /// whether a fold is due and whether the journal was found removed, as
     /// [`append`](Self::append) does.
     pub(crate) fn append_at(
         &self,
         root: &Path,
         (t, id): (i64, &str),
+        floor: i64,
         limit: u64,
         sync: bool,
         line: impl FnOnce(i64) -> Vec<u8>,
     ) -> Result<(i64, bool, bool)> {
         let mut dated = self.dated.lock().unwrap_or_else(PoisonError::into_inner);
         let mut fold = false;
-        let recorded = self.next_t(i64::MIN);
+        let recorded = self.next_t(floor);
         let found = dated.as_mut().map(|(live, _)| live.check_since(recorded));
         let removed = found == Some(Checked::Removed);
         let in_order = dated
@@ -175,6 +182,8 @@ impl Lives {
     /// now if it is.
     fn next_t(&self, floor: i64) -> i64 {
         let now = unix_micros(SystemTime::now());
+        #[cfg(test)]
+        let now = now.saturating_add(self.ahead_us.load(Ordering::Relaxed));
         let mut last = self.last_t.load(Ordering::Relaxed);
         loop {
             let t = now.max(last.saturating_add(1)).max(floor);
@@ -222,6 +231,13 @@ impl Lives {
         found
     }
 
+    /// Runs this instance's clock `by` ahead of the real one, as another host's may.
+    #[cfg(test)]
+    pub(crate) fn run_clock_ahead(&self, by: std::time::Duration) {
+        let by = i64::try_from(by.as_micros()).expect("a span in µs");
+        self.ahead_us.store(by, Ordering::Relaxed);
+    }
+
     /// Holds the first slot, as a thread writing its journal would.
     #[cfg(test)]
     pub(crate) fn hold_first(&self) -> MutexGuard<'_, Option<Live>> {
@@ -243,12 +259,17 @@ impl super::Index {
         sync: bool,
     ) -> Result<(super::Recorded, i64)> {
         let limit = self.limits.0;
+        // Recorded after the latest deletion, as any creation (see `Index::record`).
+        let (deleted, merge_ids) = self.log_creation(id, sync)?;
+        let floor = deleted.saturating_add(1);
         let (recorded, fold, removed) =
             self.lives
-                .append_at(&self.root, (t, id), limit, sync, |recorded| {
+                .append_at(&self.root, (t, id), floor, limit, sync, |recorded| {
                     super::journal::encode_recorded(t, super::Kind::Write, id, recorded)
                 })?;
-        let change = self.log_change(id, super::Change::Create, (t, fold, removed), sync)?;
+        let merge_ids =
+            merge_ids || self.log_change(id, super::Change::Create, t, removed, sync)?;
+        let change = super::Recorded { t, fold, merge_ids };
         Ok((change, recorded))
     }
 }

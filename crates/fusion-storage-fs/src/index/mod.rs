@@ -37,6 +37,19 @@
 //! length the state records, so junk a crash left after it is overwritten. Readers take
 //! the lock shared only to read the state and open the files, then read without it.
 //!
+//! A write's timestamp follows its session's previous line because the session's lock
+//! file carries that line's time (its counters). A deletion removes the lock file, and
+//! with it that floor, so the state keeps the latest timestamp any deletion got
+//! (`deleted`, raised by each under the index lock it takes anyway to log the id), and a
+//! creation, which takes that lock too, logs its id first and is stamped after it. So a
+//! creation's line follows the delete of its id whichever instance deleted, on whichever
+//! clock: a listing takes the lines of an id recorded before its delete line for the
+//! deleted session's (see `crate::listing`), and an instance whose clock runs ahead
+//! stamps its delete ahead of the others' now. The floor is one number for all ids (no
+//! per-id record survives a delete at O(1)), read at no extra cost: after a delete by
+//! an instance whose clock runs ahead, any creation is stamped as that instance would
+//! stamp it, as a write to a session that instance last wrote already is.
+//!
 //! # Upkeep, paid by the writes that cause it
 //!
 //! An instance whose live journal passes 1 MiB starts a new one, and then folds the
@@ -55,6 +68,7 @@ mod journal;
 mod lines;
 mod links;
 mod live;
+mod record;
 mod sets;
 mod snapshot;
 mod state;
@@ -66,11 +80,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use fusion_core::{Result, new_generation};
 
 use self::live::Lives;
+pub(crate) use self::record::{Change, Recorded};
 
 pub(crate) use self::expiry::marker_instant;
 pub(crate) use self::journal::{Kind, Scanned};
@@ -124,35 +139,6 @@ struct Handles {
     ids_log: Option<File>,
 }
 
-/// What a write does to a session, as the index records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Change {
-    /// Writes an existing session.
-    Write,
-    /// Creates the session.
-    Create,
-    /// Deletes the session.
-    Delete,
-}
-
-/// What [`Index::record`] handed out: the write's timestamp, and the upkeep it made due
-/// (run it with [`Index::upkeep`] once the session's lock is released).
-#[derive(Debug, Clone, Copy)]
-#[must_use]
-pub(crate) struct Recorded {
-    /// The write's timestamp in Unix microseconds: later than the floor it was given.
-    pub(crate) t: i64,
-    fold: bool,
-    merge_ids: bool,
-}
-
-impl Recorded {
-    /// Whether [`Index::upkeep`] has work to do for this write.
-    pub(crate) fn is_due(&self) -> bool {
-        self.fold || self.merge_ids
-    }
-}
-
 impl Index {
     /// The index of the sessions in `dir`.
     pub(crate) fn new(dir: &Path) -> Self {
@@ -169,75 +155,15 @@ impl Index {
         state.ids_log_len > (state.ids_len / 32).max(self.limits.1)
     }
 
+    /// Runs the clock of this instance's timestamps `by` ahead of the real one.
+    #[cfg(test)]
+    pub(crate) fn run_clock_ahead(&self, by: std::time::Duration) {
+        self.lives.run_clock_ahead(by);
+    }
+
     /// The index's directory.
     pub(crate) fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// Hands out the timestamp of a write to `id`, later than `floor` (the session's
-    /// previous `updated_at`), and records it in this instance's live journal (and a
-    /// creation or deletion in the id log), fsynced if `sync`. Call it under the
-    /// session's exclusive lock, before changing the session.
-    pub(crate) fn record(
-        &self,
-        id: &str,
-        change: Change,
-        floor: i64,
-        sync: bool,
-    ) -> Result<Recorded> {
-        let kind = match change {
-            Change::Delete => Kind::Delete,
-            Change::Write | Change::Create => Kind::Write,
-        };
-        let (t, fold, journal_removed) =
-            self.lives
-                .append(&self.root, floor, self.limits.0, sync, |t| {
-                    journal::encode(t, kind, id)
-                })?;
-        self.log_change(id, change, (t, fold, journal_removed), sync)
-    }
-
-    /// After a write's line: a creation or deletion goes to the id log, and a journal
-    /// found removed marks the index for a rebuild.
-    pub(super) fn log_change(
-        &self,
-        id: &str,
-        change: Change,
-        recorded: (i64, bool, bool),
-        sync: bool,
-    ) -> Result<Recorded> {
-        let (t, fold, journal_removed) = recorded;
-        let merge_ids = match change {
-            Change::Write if !journal_removed => false,
-            // Lines written into the removed journal since it was last found in place (up
-            // to a second's) are read by nobody: rebuilt from the session files instead.
-            Change::Write => {
-                let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
-                self.update_state(&mut handles, true, sync, |_, _| Ok(()))?;
-                false
-            }
-            Change::Create | Change::Delete => {
-                let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
-                self.log_id(&mut handles, id, change == Change::Create, sync)?
-            }
-        };
-        Ok(Recorded { t, fold, merge_ids })
-    }
-
-    /// Appends a creation or deletion to the id log under the index lock; returns whether
-    /// the log is due to be merged.
-    fn log_id(&self, handles: &mut Handles, id: &str, created: bool, sync: bool) -> Result<bool> {
-        self.update_state(handles, false, sync, |handles, state| {
-            let log = self.ids_log_for_append(handles, state)?;
-            let path = self.root.join(IDS_LOG);
-            let line = ids::encode_change(created, id);
-            write_at(log, &line, state.ids_log_len).at(&path)?;
-            if sync {
-                log.sync_data().at(&path)?;
-            }
-            state.ids_log_len += line.len() as u64;
-            Ok(self.ids_due(state))
-        })
     }
 
     /// Runs `change` on the index's state under the index lock, then stores the state,
@@ -405,6 +331,8 @@ impl Index {
             ids_len: valid_len(&self.open(IDS)?).at(&self.root.join(IDS))?,
             ids_log_len: valid_len(&self.open(IDS_LOG)?).at(&self.root.join(IDS_LOG))?,
             epoch: new_generation(),
+            // Unknown until the rebuild this marks reads the live journals' deletions.
+            deleted: i64::MIN,
         };
         self.write_state(lock_file, &state, true)?;
         Ok(state)

@@ -1,0 +1,147 @@
+//! How a write is recorded: its timestamp handed out and its journal line appended, and
+//! a creation's or deletion's id logged (see the module docs of [`super`] on the floor
+//! every creation takes from the latest deletion).
+
+use std::sync::PoisonError;
+
+use fusion_core::Result;
+
+use super::{Handles, IDS_LOG, Index, Kind, ids, journal, write_at};
+use crate::error::IoContext;
+
+/// What a write does to a session, as the index records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Writes an existing session.
+    Write,
+    /// Creates the session.
+    Create,
+    /// Deletes the session.
+    Delete,
+}
+
+/// What the id log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Logged {
+    /// A creation, logged before its line is stamped.
+    Created,
+    /// A deletion, logged after its line, stamped at this timestamp.
+    Deleted(i64),
+}
+
+/// What [`Index::record`] handed out: the write's timestamp, and the upkeep it made due
+/// (run it with [`Index::upkeep`] once the session's lock is released).
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub(crate) struct Recorded {
+    /// The write's timestamp in Unix microseconds: later than the floor it was given.
+    pub(crate) t: i64,
+    pub(super) fold: bool,
+    pub(super) merge_ids: bool,
+}
+
+impl Recorded {
+    /// Whether [`Index::upkeep`] has work to do for this write.
+    pub(crate) fn is_due(&self) -> bool {
+        self.fold || self.merge_ids
+    }
+}
+
+impl Index {
+    /// Hands out the timestamp of a write to `id`, later than `floor` (the session's
+    /// previous `updated_at`), and records it in this instance's live journal (and a
+    /// creation or deletion in the id log), fsynced if `sync`. Call it under the
+    /// session's exclusive lock, before changing the session.
+    ///
+    /// A creation is also stamped after the latest deletion of any session (the state's
+    /// `deleted`), read from the state it logs its id in first: the lock file that
+    /// carried the floor of its id's last write went with that deletion, and a line
+    /// below the deletion's would be taken for the deleted session's (see
+    /// `crate::listing`) when the deleting instance's clock runs ahead of this one's.
+    pub(crate) fn record(
+        &self,
+        id: &str,
+        change: Change,
+        floor: i64,
+        sync: bool,
+    ) -> Result<Recorded> {
+        let kind = match change {
+            Change::Delete => Kind::Delete,
+            Change::Write | Change::Create => Kind::Write,
+        };
+        let (floor, merge_ids) = match change {
+            Change::Create => {
+                let (deleted, merge_ids) = self.log_creation(id, sync)?;
+                (floor.max(deleted.saturating_add(1)), merge_ids)
+            }
+            Change::Write | Change::Delete => (floor, false),
+        };
+        let (t, fold, journal_removed) =
+            self.lives
+                .append(&self.root, floor, self.limits.0, sync, |t| {
+                    journal::encode(t, kind, id)
+                })?;
+        let merge_ids = merge_ids || self.log_change(id, change, t, journal_removed, sync)?;
+        Ok(Recorded { t, fold, merge_ids })
+    }
+
+    /// The id of a creation logged, before its line is stamped: returns the latest
+    /// deletion's timestamp, which its line must follow, and whether the id log is due
+    /// to be merged. Logged first, the id names a session that may not exist yet (a
+    /// crash before its files), which a listing by id skips as it skips any stale id.
+    pub(super) fn log_creation(&self, id: &str, sync: bool) -> Result<(i64, bool)> {
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        self.log_id(&mut handles, id, Logged::Created, sync)
+    }
+
+    /// After a write's line at `t`: a deletion goes to the id log (a creation went
+    /// before its line: [`Self::log_creation`]), and a journal found removed marks the
+    /// index for a rebuild. Returns whether the id log is due to be merged.
+    pub(super) fn log_change(
+        &self,
+        id: &str,
+        change: Change,
+        t: i64,
+        journal_removed: bool,
+        sync: bool,
+    ) -> Result<bool> {
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        match change {
+            Change::Delete => Ok(self.log_id(&mut handles, id, Logged::Deleted(t), sync)?.1),
+            // Lines written into the removed journal since it was last found in place (up
+            // to a second's), and a creation's id logged into the removed index, are read
+            // by nobody: rebuilt from the session files instead.
+            Change::Write | Change::Create if journal_removed => {
+                self.update_state(&mut handles, true, sync, |_, _| Ok(()))?;
+                Ok(false)
+            }
+            Change::Write | Change::Create => Ok(false),
+        }
+    }
+
+    /// Appends a creation or deletion to the id log under the index lock, a deletion's
+    /// timestamp kept in the state if it is the latest; returns the state's latest
+    /// deletion and whether the log is due to be merged.
+    fn log_id(
+        &self,
+        handles: &mut Handles,
+        id: &str,
+        logged: Logged,
+        sync: bool,
+    ) -> Result<(i64, bool)> {
+        self.update_state(handles, false, sync, |handles, state| {
+            let log = self.ids_log_for_append(handles, state)?;
+            let path = self.root.join(IDS_LOG);
+            let line = ids::encode_change(logged == Logged::Created, id);
+            write_at(log, &line, state.ids_log_len).at(&path)?;
+            if sync {
+                log.sync_data().at(&path)?;
+            }
+            state.ids_log_len += line.len() as u64;
+            if let Logged::Deleted(t) = logged {
+                state.deleted = state.deleted.max(t);
+            }
+            Ok((state.deleted, self.ids_due(state)))
+        })
+    }
+}
