@@ -228,6 +228,7 @@ mod batch;
 mod config;
 mod error;
 mod expiry;
+mod line_ends;
 mod meta;
 mod migrate;
 #[cfg(test)]

@@ -12,13 +12,10 @@ use std::time::Duration;
 
 use fusion_core::Result;
 use fusion_core::sql::{Schema, check_migrations};
-use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection};
 
 use crate::error::{Op, PLACE, newer_schema, no_answer, parse_postgres_error, upgraded_elsewhere};
-
-/// The schema, embedded at build time: connecting never needs the migration files on disk.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+use crate::line_ends::{Applied, MIGRATOR, as_lf, matching};
 
 /// The first key of the advisory lock that serializes creating and migrating one schema
 /// (the second is the hash of the schema name): "fusn" in ASCII.
@@ -132,7 +129,8 @@ async fn migrate_locked(
         }
         Err(e) => return Err(e),
     }
-    match look(&mut tx, schema).await? {
+    let applied = recorded(&mut tx, schema).await?;
+    match found(applied.as_deref()) {
         Found::Done(found) => return Ok(Locked::Done(Some(found))),
         // Dropped since the first look, by hand.
         Found::Nothing if if_missing == IfMissing::Leave => return Ok(Locked::Done(None)),
@@ -146,8 +144,11 @@ async fn migrate_locked(
         .await?;
     // `run_direct` rather than `run`: `run` takes an `Acquire` whose lifetime bound makes
     // this future not `Send` (a known sqlx quirk the method exists to avoid). Each
-    // migration's own transaction becomes a savepoint of this one.
-    MIGRATOR.run_direct(&mut *tx).await?;
+    // migration's own transaction becomes a savepoint of this one. Records a CRLF build
+    // made are taken as they are (`crate::line_ends`).
+    matching(&applied.unwrap_or_default())
+        .run_direct(&mut *tx)
+        .await?;
     tx.commit().await?;
     tracing::info!(
         schema,
@@ -169,18 +170,32 @@ enum Found {
 
 /// Reads `schema`'s `_sqlx_migrations`, if it has one, writing nothing.
 async fn look(conn: &mut PgConnection, schema: &str) -> sqlx::Result<Found> {
+    Ok(found(recorded(conn, schema).await?.as_deref()))
+}
+
+/// What `schema`'s `_sqlx_migrations` records, written by whichever build; `None` when it
+/// has no such table.
+async fn recorded(conn: &mut PgConnection, schema: &str) -> sqlx::Result<Option<Vec<Applied>>> {
     let has_table: bool =
         sqlx::query_scalar("SELECT to_regclass(format('%I._sqlx_migrations', $1)) IS NOT NULL")
             .bind(schema)
             .fetch_one(&mut *conn)
             .await?;
     if !has_table {
-        return Ok(Found::Nothing);
+        return Ok(None);
     }
-    let applied: Vec<(i64, Vec<u8>, bool)> =
-        sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
-            .fetch_all(&mut *conn)
-            .await?;
+    sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
+        .fetch_all(&mut *conn)
+        .await
+        .map(Some)
+}
+
+/// What the records `recorded` of a schema (`None`: no `_sqlx_migrations`) say, those a
+/// CRLF build made read as this build's (`crate::line_ends`).
+fn found(recorded: Option<&[Applied]>) -> Found {
+    let Some(applied) = recorded else {
+        return Found::Nothing;
+    };
     let known = MIGRATOR.iter().map(|m| (m.version, &*m.checksum));
-    Ok(check_migrations(&applied, known).map_or(Found::Behind, Found::Done))
+    check_migrations(&as_lf(applied.to_vec()), known).map_or(Found::Behind, Found::Done)
 }

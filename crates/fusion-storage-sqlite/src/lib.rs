@@ -40,6 +40,7 @@ mod error;
 mod expiry;
 mod files;
 mod generation;
+mod line_ends;
 mod listing;
 mod meta;
 mod migrate;

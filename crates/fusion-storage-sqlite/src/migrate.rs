@@ -11,13 +11,10 @@
 //! anything is written: [`refuse_foreign_file`] even before the first connection switches
 //! the file to WAL.
 
-use std::borrow::Cow;
-use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use fusion_core::Result;
 use fusion_core::sql::{Schema, check_migrations};
-use sqlx::migrate::{Migration, Migrator};
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::busy::wait_while_busy_until;
@@ -27,39 +24,8 @@ use crate::error::{
     DirectError, MaybeBusy, Op, foreign_database, newer_schema, parse_direct_error,
     parse_sqlite_error,
 };
+use crate::line_ends::{Applied, MIGRATOR, as_lf, is_ours, matching};
 use crate::sql::BEGIN_WRITE;
-
-/// The schema, embedded at build time (opening never needs the migration files on disk),
-/// with CRLF line ends turned back into LF (see [`with_lf_line_ends`]).
-static MIGRATOR: LazyLock<Migrator> =
-    LazyLock::new(|| with_lf_line_ends(sqlx::migrate!("./migrations")));
-
-/// `embedded` with every migration's SQL, and so its checksum, as the LF file it is in
-/// the repository. sqlx records a checksum of each file's bytes, and a Windows checkout
-/// with `core.autocrlf` makes them CRLF: such a build would read every database an LF
-/// build made as another application's (the first migration's checksum differs) or as a
-/// changed migration. The root `.gitattributes` keeps the files LF in a git checkout;
-/// this covers the other ways (an archive unpacked by a tool that converts, an editor).
-fn with_lf_line_ends(embedded: Migrator) -> Migrator {
-    let migrations: Vec<Migration> = embedded
-        .iter()
-        .map(|m| match m.sql.contains("\r\n") {
-            true => Migration::new(
-                m.version,
-                m.description.clone(),
-                m.migration_type,
-                Cow::Owned(m.sql.replace("\r\n", "\n")),
-                m.no_tx,
-            ),
-            false => m.clone(),
-        })
-        .collect();
-    // The other fields (sqlx's own settings for `migrate!`) as the macro made them.
-    Migrator {
-        migrations: Cow::Owned(migrations),
-        ..embedded
-    }
-}
 
 /// Brings the schema of `db` up to this build's version, refusing newer databases.
 ///
@@ -137,10 +103,10 @@ pub(crate) async fn refuse_foreign_file(
 const TABLES: &str = "SELECT name FROM sqlite_master WHERE type = 'table' \
      AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name";
 
-/// Whether `_sqlx_migrations` records Fusion's first migration (?1 its version, ?2 its
-/// checksum).
-const RECORDS_OURS: &str =
-    "SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = ?1 AND checksum = ?2)";
+/// The checksums `_sqlx_migrations` records for Fusion's first migration (?1 its
+/// version): it is Fusion's when one of them is that migration's, in either form
+/// ([`is_ours`]).
+const FIRST_RECORDED: &str = "SELECT checksum FROM _sqlx_migrations WHERE version = ?1";
 
 /// Whether a database holding `tables` is another application's, given whether it
 /// records Fusion's first migration (`ours`) and, when `_sqlx_migrations` is its only
@@ -172,12 +138,13 @@ fn foreign_tables_of(conn: &rusqlite::Connection) -> rusqlite::Result<Option<Vec
     foreign(
         tables,
         |first| {
-            let checksum: &[u8] = &first.checksum;
-            conn.query_row(
-                RECORDS_OURS,
-                rusqlite::params![first.version, checksum],
-                |row| row.get(0),
-            )
+            let recorded = conn
+                .prepare(FIRST_RECORDED)?
+                .query_map([first.version], |row| row.get::<_, Vec<u8>>(0))?
+                .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
+            Ok(recorded
+                .iter()
+                .any(|sum| is_ours(first, first.version, sum)))
         },
         || {
             conn.query_row("SELECT count(*) FROM _sqlx_migrations", [], |row| {
@@ -201,11 +168,11 @@ async fn foreign_tables(conn: &mut SqliteConnection) -> sqlx::Result<Option<Vec<
     if tables.iter().any(|table| table == "_sqlx_migrations")
         && let Some(first) = MIGRATOR.iter().next()
     {
-        ours = sqlx::query_scalar(RECORDS_OURS)
+        let sums: Vec<Vec<u8>> = sqlx::query_scalar(FIRST_RECORDED)
             .bind(first.version)
-            .bind(&*first.checksum)
-            .fetch_one(&mut *conn)
+            .fetch_all(&mut *conn)
             .await?;
+        ours = sums.iter().any(|sum| is_ours(first, first.version, sum));
         if !ours && tables.len() == 1 {
             recorded = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
                 .fetch_one(&mut *conn)
@@ -221,23 +188,25 @@ async fn migrate_once(pool: &SqlitePool, db: &str) -> sqlx::Result<Found> {
     if let Some(tables) = foreign_tables(&mut *pool.acquire().await?).await? {
         return Ok(Found::Foreign(tables));
     }
-    if let Some(schema) = look(pool).await? {
+    let applied = recorded(pool).await?;
+    let known = MIGRATOR.iter().map(|m| (m.version, &*m.checksum));
+    if let Some(schema) = check_migrations(&as_lf(applied.clone()), known) {
         return Ok(Found::Schema(schema));
     }
     // Dropping the transaction on an error rolls it back, so a failed try leaves nothing.
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
     // `run_direct` rather than `run`: `run` takes an `Acquire` whose lifetime bound
     // makes this future not `Send` (a known sqlx quirk the method exists to avoid).
-    MIGRATOR.run_direct(&mut *tx).await?;
+    // Records a CRLF build made are taken as they are (`crate::line_ends`).
+    matching(&applied).run_direct(&mut *tx).await?;
     tx.commit().await?;
     tracing::info!(db, "SQLite conversation storage schema is up to date");
     Ok(Found::Schema(Schema::Current))
 }
 
-/// The schema when nothing is left to do: every migration of this build applied,
-/// unchanged, or a migration recorded that this build does not have. `None` when
-/// migrations must run.
-async fn look(pool: &SqlitePool) -> sqlx::Result<Option<Schema>> {
+/// What `_sqlx_migrations` records, written by whichever build; nothing when the database
+/// has no such table yet.
+async fn recorded(pool: &SqlitePool) -> sqlx::Result<Vec<Applied>> {
     let has_table: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master \
          WHERE type = 'table' AND name = '_sqlx_migrations')",
@@ -245,14 +214,11 @@ async fn look(pool: &SqlitePool) -> sqlx::Result<Option<Schema>> {
     .fetch_one(pool)
     .await?;
     if !has_table {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let applied: Vec<(i64, Vec<u8>, bool)> =
-        sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
-            .fetch_all(pool)
-            .await?;
-    let known = MIGRATOR.iter().map(|m| (m.version, &*m.checksum));
-    Ok(check_migrations(&applied, known))
+    sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
+        .fetch_all(pool)
+        .await
 }
 
 #[cfg(test)]
@@ -290,37 +256,5 @@ mod tests {
         assert!(text.contains("tries=1\n"), "{text}");
         holder.execute_batch("ROLLBACK").unwrap();
         pool.close().await;
-    }
-
-    /// A build from a CRLF checkout gets the same checksums as the LF files in the
-    /// repository, so it opens the databases an LF build made (and the other way round).
-    #[test]
-    fn migrations_from_a_crlf_checkout_get_the_checksums_of_the_lf_files() {
-        let lf = sqlx::migrate!("./migrations");
-        assert!(
-            lf.iter().all(|m| !m.sql.contains('\r')),
-            "a migration file is CRLF"
-        );
-        let crlf: Vec<Migration> = lf
-            .iter()
-            .map(|m| {
-                let sql = m.sql.replace('\n', "\r\n");
-                let kind = m.migration_type;
-                Migration::new(m.version, m.description.clone(), kind, sql.into(), m.no_tx)
-            })
-            .collect();
-        assert!(
-            crlf.iter()
-                .zip(lf.iter())
-                .all(|(c, l)| c.checksum != l.checksum)
-        );
-        let crlf = Migrator {
-            migrations: Cow::Owned(crlf),
-            ..sqlx::migrate!("./migrations")
-        };
-        let normalised = with_lf_line_ends(crlf);
-        let checksums = |m: &Migrator| m.iter().map(|m| m.checksum.to_vec()).collect::<Vec<_>>();
-        assert_eq!(checksums(&normalised), checksums(&lf));
-        assert_eq!(checksums(&MIGRATOR), checksums(&lf));
     }
 }

@@ -3,7 +3,8 @@
 //! message; its sessions read as [`LEGACY_GENERATION`] until their first rewrite. One of
 //! schema version 4 gains message ids and stores each new one once. The
 //! fixtures are built by running only a version's migrations
-//! ([`database_at_version`]), so each later schema version gets its fixture for free.
+//! ([`database_at_version`]), so each later schema version gets its fixture for free. A
+//! database that a build from a CRLF checkout made opens too.
 
 use std::path::{Path, PathBuf};
 
@@ -53,9 +54,18 @@ fn v1_history() -> Vec<ChatMessage> {
 /// A new database at schema version `version`: only the first `version` migrations run,
 /// as the release that shipped them would have run them.
 async fn database_at_version(path: &Path, version: usize) -> sqlx::SqlitePool {
+    database_from_checkout(path, version, "\n").await
+}
+
+/// [`database_at_version`] as a build from a checkout whose migration files end their
+/// lines with `line_end` would have made it: sqlx records the checksums of the text as
+/// the build embedded it (a Windows checkout with `core.autocrlf` makes it CRLF).
+async fn database_from_checkout(path: &Path, version: usize, line_end: &str) -> sqlx::SqlitePool {
     let dir = tempfile::tempdir().unwrap();
     for file in &migration_files()[..version] {
-        std::fs::copy(file, dir.path().join(file.file_name().unwrap())).unwrap();
+        let text = std::fs::read_to_string(file).unwrap();
+        let copy = dir.path().join(file.file_name().unwrap());
+        std::fs::write(copy, text.replace('\n', line_end)).unwrap();
     }
     let migrator = Migrator::new(dir.path()).await.unwrap();
     assert_eq!(migrator.iter().count(), version);
@@ -343,6 +353,74 @@ async fn a_version_4_database_upgrades_and_stores_new_ids_once() {
             Some(fusion_core::RecentIds::of(&history).to_bytes()),
             "pooled: {pooled}"
         );
+        storage.close().await;
+    }
+}
+
+/// The checksums `_sqlx_migrations` of `pool` records, in version order.
+async fn recorded_checksums(pool: &sqlx::SqlitePool) -> Vec<Vec<u8>> {
+    sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// A database made by a build from a CRLF checkout, before this crate turned CRLF back
+/// into LF, recorded the checksums of the CRLF text: at this build's version it opens as
+/// it is, and at the version before it is upgraded, its old records kept as they were;
+/// on either path, keeping its session and taking writes.
+#[tokio::test]
+async fn a_database_a_crlf_build_made_opens_and_upgrades() {
+    let latest = migration_files().len();
+    for (version, pooled) in [
+        (latest, false),
+        (latest, true),
+        (latest - 1, false),
+        (latest - 1, true),
+    ] {
+        let case = format!("version {version}, pooled: {pooled}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crlf.db");
+        let pool = database_from_checkout(&path, version, "\r\n").await;
+        insert_v1_session(&pool, "user-123", &V1_ROWS).await;
+        let crlf = recorded_checksums(&pool).await;
+        pool.close().await;
+        let lf_path = dir.path().join("lf.db");
+        let lf_pool = database_at_version(&lf_path, latest).await;
+        let lf = recorded_checksums(&lf_pool).await;
+        lf_pool.close().await;
+        assert!(
+            crlf.iter().zip(&lf).all(|(c, l)| c != l),
+            "{case}: CRLF sums"
+        );
+
+        let storage = if pooled {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .connect_with(options)
+                .await
+                .unwrap();
+            SqliteStorage::from_pool(pool).await.unwrap()
+        } else {
+            SqliteStorage::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap()
+        };
+        assert_eq!(
+            storage.load("user-123").await.unwrap(),
+            v1_history(),
+            "{case}"
+        );
+        storage
+            .append("user-123", &[ChatMessage::user("more")])
+            .await
+            .unwrap();
+        let recorded = recorded_checksums(storage.pool()).await;
+        assert_eq!(recorded.len(), latest, "{case}: upgraded");
+        assert_eq!(recorded[..version], crlf[..], "{case}: records kept");
+        assert_eq!(recorded[version..], lf[version..], "{case}: new ones LF");
         storage.close().await;
     }
 }
