@@ -8,6 +8,7 @@
 //! stderr and the exit code.
 
 mod chat;
+mod copies;
 mod files;
 mod listing;
 mod meta;
@@ -17,6 +18,8 @@ mod render;
 mod retention;
 mod sessions;
 mod store;
+#[cfg(test)]
+mod testing;
 mod time;
 #[cfg(feature = "ui")]
 mod ui;

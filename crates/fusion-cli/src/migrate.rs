@@ -36,12 +36,18 @@
 //! A dry run with `--encrypt` says, per session, what it would copy and what it would
 //! encrypt ([`encrypt`]).
 //!
+//! The source's messages are read before its times and metadata, so a copy's last write is
+//! never older than the messages it holds (see `read_source`). A copy created with an
+//! expiry that has run out by the target's clock is reported expired, not failed.
+//!
 //! Reads of both sides go through the retry layer; the copies are written around it, and a
-//! write whose reply was lost is settled by reading the target again (see `migrate_one`).
+//! write whose reply was lost is settled by reading the target back, by the rule
+//! `sessions import` shares ([`copies::write_once`]).
 
 mod compare;
 mod encrypt;
 mod order;
+mod outcome;
 mod summary;
 
 use std::collections::HashSet;
@@ -50,14 +56,15 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use fusion::ChatMessage;
 use fusion::storage::{
-    Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionMeta, SessionTimes,
-    StorageType,
+    Change, ConversationStorage, Expect, MetaUpdate, Revision, SessionInfo, SessionMeta,
+    SessionTimes, StorageType,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::store::{self, Layers, Store, Views, require_key};
-use crate::{MigrateArgs, meta, parse_storage, render, sessions};
+use crate::{MigrateArgs, copies, meta, parse_storage, render};
 use compare::{copied, divergence, verify};
+use outcome::Outcome;
 use summary::Summary;
 
 /// How many times one session is read, decided and conditionally written before migrate
@@ -65,41 +72,6 @@ use summary::Summary;
 /// instant between the read and the write, so several in a row mean a busy writer, whose
 /// session is better reported than fought over.
 const ATTEMPTS: usize = 5;
-
-/// What happened (or, in a dry run, would happen) to one session.
-enum Outcome {
-    /// The target was empty and now holds the source's history (this many messages).
-    Copied(usize),
-    /// The target held a prefix of the source's history; the rest (this many messages)
-    /// was appended.
-    Extended(usize),
-    /// The target already held exactly the source's history.
-    UpToDate,
-    /// Listed in the source, but it held no message when read: deleted since, or
-    /// unreadable (a torn file). Nothing was written.
-    Gone,
-    /// The target holds messages the source lacks; it was left as it is.
-    Diverged(String),
-    /// The target held a different history (`previous` messages), replaced because of
-    /// `--force` by the source's (`written` messages).
-    Replaced { previous: usize, written: usize },
-    /// The target held different metadata (`why`: what differed), replaced because of
-    /// `--force`; `written` messages were copied too.
-    MetaReplaced { why: String, written: usize },
-}
-
-impl Outcome {
-    /// How many messages were (or would be) written to the target.
-    fn written(&self) -> usize {
-        match self {
-            Outcome::Copied(written)
-            | Outcome::Extended(written)
-            | Outcome::Replaced { written, .. }
-            | Outcome::MetaReplaced { written, .. } => *written,
-            Outcome::UpToDate | Outcome::Gone | Outcome::Diverged(_) => 0,
-        }
-    }
-}
 
 /// Runs `fusion migrate`.
 pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
@@ -162,9 +134,7 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
         let mut sealed = None;
         let outcome = match migrate_one(from.as_ref(), &target, id, &args).await {
             // A diverged session is left as it is, in whatever form it is stored.
-            Ok(outcome)
-                if args.encrypt && !matches!(outcome, Outcome::Diverged(_) | Outcome::Gone) =>
-            {
+            Ok(outcome) if args.encrypt && !outcome.left_alone() => {
                 let done = if args.dry_run {
                     encrypt::would_seal(&encryption, to_raw.as_ref(), id, &outcome).await
                 } else {
@@ -189,54 +159,7 @@ pub async fn run(args: MigrateArgs, layers: Layers) -> Result<ExitCode> {
             Err(err) if storage_failure(err) => storage_failures_in_a_row + 1,
             _ => 0,
         };
-        let line = match outcome {
-            Ok(Outcome::Copied(_)) => {
-                summary.copied += 1;
-                plan.map(|plan| format!("would copy {id}: {plan}"))
-            }
-            Ok(Outcome::Extended(_)) => {
-                summary.extended += 1;
-                plan.map(|plan| format!("would extend {id}: {plan}"))
-            }
-            Ok(Outcome::UpToDate) => {
-                summary.up_to_date += 1;
-                plan.map(|plan| format!("up to date {id}: {plan}"))
-            }
-            Ok(Outcome::Gone) => {
-                summary.gone += 1;
-                Some(format!(
-                    "skipped {id}: the source held no message for it when read (deleted since \
-                     it was listed, or unreadable: see the source's warnings); nothing written"
-                ))
-            }
-            Ok(Outcome::Diverged(why)) => {
-                summary.diverged += 1;
-                Some(format!(
-                    "diverged {id}: {why}; left as it is (--force replaces it)"
-                ))
-            }
-            Ok(Outcome::Replaced { previous, .. }) => {
-                summary.replaced += 1;
-                Some(format!(
-                    "{} {id}: the target held a different history ({}){}",
-                    replace_verb(&args),
-                    render::plural(previous, "message"),
-                    plan.map(|plan| format!("; {plan}")).unwrap_or_default()
-                ))
-            }
-            Ok(Outcome::MetaReplaced { why, .. }) => {
-                summary.replaced += 1;
-                Some(format!(
-                    "{} the metadata of {id}: the target held different metadata ({why}){}",
-                    replace_verb(&args),
-                    plan.map(|plan| format!("; {plan}")).unwrap_or_default()
-                ))
-            }
-            Err(err) => {
-                summary.failed += 1;
-                Some(format!("failed {id}: {}", crate::one_line(&err)))
-            }
-        };
+        let line = summary.record(id, outcome, plan, &args);
         if let Some(line) = line {
             bar.suspend(|| summary::say(&line))?;
         }
@@ -293,24 +216,15 @@ fn storage_failure(err: &anyhow::Error) -> bool {
         .any(|err| err.is_retryable() && !matches!(err, fusion::Error::Conflict { .. }))
 }
 
-/// "replaced", or "would replace" in a dry run.
-fn replace_verb(args: &MigrateArgs) -> &'static str {
-    if args.dry_run {
-        "would replace"
-    } else {
-        "replaced"
-    }
-}
-
 /// Brings one session of the target up to date with the source, never removing a target
 /// message unless `--force` is given, then reads it back to verify.
 ///
 /// The copy is written without the retry layer, which would give the source's messages
 /// without an id one, and the copy would no longer be the source's history. A lost reply
-/// needs no such help here: the write was conditional on the revision read, so the
-/// session is read again and decided anew, like after a conflict. If the write applied,
-/// the target now holds the source's history; if not, it is written again, on the same
-/// condition, so never twice.
+/// is settled by reading the target back ([`copies::write_once`]): the write was
+/// conditional on the revision read, so it is written again only if it did not apply, and
+/// a target another writer changed meanwhile is read and decided anew, as after a
+/// conflict.
 async fn migrate_one(
     from: &dyn ConversationStorage,
     views: &Views,
@@ -318,20 +232,13 @@ async fn migrate_one(
     args: &MigrateArgs,
 ) -> Result<Outcome> {
     let to = views.storage.as_ref();
-    let source_info = from
-        .session_info(id)
-        .await
-        .context("cannot read the source")?;
-    let source = from.load(id).await.context("cannot read the source")?;
     // Deleted from the source since it was listed (or unreadable there): nothing to copy,
     // and whatever the target holds is not this command's to delete, even with --force.
     // Said as such: counted as up to date, a torn source file read as a success.
-    let Some(source_info) = source_info.filter(|_| !source.is_empty()) else {
+    let Some((source, source_info)) = read_source(from, id).await? else {
         return Ok(Outcome::Gone);
     };
     let source_meta = &source_info.meta;
-    // The outcome of the last write whose reply was lost, and that reply's error.
-    let mut unanswered: Option<(Outcome, fusion::Error)> = None;
     for _ in 0..ATTEMPTS {
         let (target, at) = to
             .load_revision(id)
@@ -339,10 +246,7 @@ async fn migrate_one(
             .context("cannot read the target")?;
         let held = copied(&source, &target);
         let (outcome, change) = if held == source.len() && held == target.len() {
-            // Up to date, or made so by a write whose reply was lost: then that is what
-            // this run did (the read just verified it).
-            let outcome = unanswered.map_or(Outcome::UpToDate, |(outcome, _)| outcome);
-            return sync_meta(to, id, source_meta, outcome, args).await;
+            return sync_meta(to, id, source_meta, Outcome::UpToDate, args).await;
         } else if held == target.len() {
             // Only what the target lacks, so a re-run after an interrupted one never
             // duplicates.
@@ -370,40 +274,75 @@ async fn migrate_one(
             };
         }
         // `at` is `Revision::ABSENT` for an empty target: then the write only creates,
-        // with the source's metadata and times in the same step.
-        let writer = views.unretried.as_ref();
+        // with the source's metadata and times in the same step. Either way the target
+        // then holds the source's history.
         let written = if at == Revision::ABSENT {
             let times = SessionTimes::of(&source_info);
-            sessions::create(writer, id, source_meta, times, &source).await
+            copies::create_once(views, id, source_meta, times, &source).await
         } else {
-            writer.write_if(id, Expect::Exactly(at), change).await
+            let writer = views.unretried.as_ref();
+            let write = move || writer.write_if(id, Expect::Exactly(at), change);
+            copies::write_once(views, id, at, &source, write).await
         };
         match written {
             Ok(_) => {
-                return match verify_written(to, id, &source, outcome).await? {
-                    diverged @ Outcome::Diverged(_) => Ok(diverged),
+                return match verify_written(to, id, &source, &source_info, outcome).await? {
+                    done @ (Outcome::Diverged(_) | Outcome::Expired(_)) => Ok(done),
                     outcome => sync_meta(to, id, source_meta, outcome, args).await,
                 };
             }
             // Another writer changed the target since it was read; nothing was written.
             // Read it again: what it holds now decides.
             Err(fusion::Error::Conflict { .. }) => continue,
-            // The write may have applied or not; the next read tells.
-            Err(err) if err.is_retryable() && views.retries() => {
-                unanswered = Some((outcome, err));
-            }
             Err(err) => return Err(err).context("cannot write the target"),
         }
-    }
-    if let Some((_, err)) = unanswered {
-        return Err(err).context(format!(
-            "cannot write the target: the reply to the last of {ATTEMPTS} writes was lost too"
-        ));
     }
     bail!(
         "the target session kept changing while it was migrated (another writer changed it \
          between each of {ATTEMPTS} reads and the write that followed); nothing of the source \
          was written, re-run when that writer is idle"
+    )
+}
+
+/// Reads session `id` of the source: its messages, then its facts (times and metadata),
+/// or `None` if it holds no message (deleted or expired since it was listed, or
+/// unreadable) or its facts are gone by then (deleted between the two reads).
+///
+/// In that order, so the times the copy gets are never older than the messages it copies:
+/// facts read first would miss a message another writer appends before the messages are
+/// read, and the copy's last write would be older than its last message (listed too far
+/// down, its idle expiry and `purge --older-than` counting from before it). An append
+/// between the two reads keeps the generation, and the messages read are still the start
+/// of the history the facts describe: the copy gets that history's times, a re-run its
+/// later messages. A rewrite, or a delete and a new session under the same id, changes the
+/// generation: those facts belong to another history, so both are read again.
+async fn read_source(
+    from: &dyn ConversationStorage,
+    id: &str,
+) -> Result<Option<(Vec<ChatMessage>, SessionInfo)>> {
+    for _ in 0..ATTEMPTS {
+        let (messages, at) = from
+            .load_revision(id)
+            .await
+            .context("cannot read the source")?;
+        if messages.is_empty() {
+            return Ok(None);
+        }
+        let Some(info) = from
+            .session_info(id)
+            .await
+            .context("cannot read the source")?
+        else {
+            return Ok(None);
+        };
+        if info.generation == at.generation {
+            return Ok(Some((messages, info)));
+        }
+    }
+    bail!(
+        "the source session kept being rewritten while it was read (its history changed \
+         between reading its messages and its facts, {ATTEMPTS} times); re-run when its \
+         writer is idle"
     )
 }
 
@@ -461,14 +400,25 @@ async fn write_meta(to: &dyn ConversationStorage, id: &str, update: &MetaUpdate)
 }
 
 /// Reads the target back after a successful write of `outcome` and checks that it starts
-/// with the source's history.
+/// with the source's history (`source`, whose facts are `source_info`).
 async fn verify_written(
     to: &dyn ConversationStorage,
     id: &str,
     source: &[ChatMessage],
+    source_info: &SessionInfo,
     outcome: Outcome,
 ) -> Result<Outcome> {
     let stored = to.load(id).await.context("cannot read the copy back")?;
+    if let (Outcome::Copied(_), Some(expiry), true) =
+        (&outcome, source_info.meta.expiry, stored.is_empty())
+    {
+        // Created with the source's expiry, counted from the source's times, and run out
+        // by the target's clock at the write (a clock ahead of the source's, or a slow
+        // copy): the copy is stored, gone for every reader, as the source's session is
+        // from then on. Not a failure, and nothing of it is left to sync.
+        let times = SessionTimes::of(source_info);
+        return Ok(Outcome::Expired(copies::ran_out(expiry, times)));
+    }
     if stored.len() > source.len() && copied(source, &stored) == source.len() {
         // Another writer stored messages in this session right after the copy landed.
         return Ok(Outcome::Diverged(format!(
@@ -494,3 +444,6 @@ fn progress_bar(len: u64) -> ProgressBar {
     }
     bar
 }
+
+#[cfg(test)]
+mod tests;

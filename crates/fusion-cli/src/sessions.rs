@@ -13,13 +13,10 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, bail};
 use fusion::SessionId;
 use fusion::api::export;
-use fusion::storage::{
-    Change, ConversationStorage, Expect, Expiry, Revision, SessionInfo, SessionMeta, SessionTimes,
-    session_id_from_file_name,
-};
+use fusion::storage::{SessionInfo, session_id_from_file_name};
 
 use crate::store::{Store, Views};
-use crate::{ExportFormat, files, meta, render};
+use crate::{ExportFormat, copies, files, meta, render};
 
 /// `sessions show ID`: the metadata and the readable transcript.
 pub async fn show(store: &Store, id: &str) -> Result<()> {
@@ -171,128 +168,87 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
         bail!("{store} keeps nothing after this command; import into a storage that persists");
     }
     let views = store.open_views(false).await?;
+    let said = write_import(
+        store,
+        &views,
+        file,
+        id,
+        &imported,
+        &imported_messages,
+        replace,
+    )
+    .await?;
+    render::say(said)?;
+    Ok(())
+}
+
+/// Writes `imported`, whose messages opened are `messages`, to `views` (of `store`) as
+/// session `id`, and says what it did. The import of `file` fails if its expiry ran out by
+/// the time it was written.
+async fn write_import(
+    store: &Store,
+    views: &Views,
+    file: &Path,
+    id: &str,
+    imported: &export::Imported,
+    messages: &[fusion::ChatMessage],
+    replace: bool,
+) -> Result<String> {
     let storage = views.storage.as_ref();
-    let messages = &imported_messages;
     let count = render::plural(messages.len(), "message");
-    if replace {
+    let verb = if replace {
         // An explicit overwrite: whatever the session holds now is what the user asked
         // to replace, so there is nothing to compare against.
-        let existed = replace_session(&views, id, &imported, messages).await?;
-        let verb = if existed { "replaced" } else { "imported" };
-        render::say(format_args!("{verb} session {id} ({count})"))?;
-        return Ok(());
-    }
-    // Create-only in one atomic step: a check followed by a save would overwrite a session
-    // another writer created in between.
-    match create_exactly(&views, id, &imported.meta, imported.times, messages).await {
-        Ok(_) => {
-            render::say(format_args!("imported session {id} ({count})"))?;
-            Ok(())
+        let existed = replace_session(views, id, imported, messages).await?;
+        if existed { "replaced" } else { "imported" }
+    } else {
+        // Create-only in one atomic step: a check followed by a save would overwrite a
+        // session another writer created in between.
+        match copies::create_once(views, id, &imported.meta, imported.times, messages).await {
+            Ok(_) => "imported",
+            Err(fusion::Error::Conflict { .. }) => {
+                let held = match storage.session_info(id).await {
+                    Ok(Some(info)) => {
+                        format!(" ({})", render::plural(info.message_count, "message"))
+                    }
+                    // It went away again, or cannot be read: the refusal still stands.
+                    _ => String::new(),
+                };
+                bail!(
+                    "session \"{id}\" already exists in {store}{held}; pass --replace to \
+                     overwrite it"
+                )
+            }
+            Err(err) => return Err(err).with_context(|| format!("cannot save session \"{id}\"")),
         }
-        Err(fusion::Error::Conflict { .. }) => {
-            let held = match storage.session_info(id).await {
-                Ok(Some(info)) => format!(" ({})", render::plural(info.message_count, "message")),
-                // It went away again, or cannot be read: the refusal still stands.
-                _ => String::new(),
-            };
+    };
+    // `expired` let it through, but the expiry ran out before the write, by the storage's
+    // clock (ahead of this machine's, or the write was slow): the session is stored gone
+    // for every reader. Said as the refusal says it, rather than "imported".
+    if let Some(expiry) = imported.meta.expiry {
+        let info = storage
+            .session_info(id)
+            .await
+            .with_context(|| format!("cannot read session \"{id}\" back"))?;
+        if info.is_none() {
             bail!(
-                "session \"{id}\" already exists in {store}{held}; pass --replace to overwrite it"
-            )
+                "cannot import {}: it was gone for every reader as soon as it was written, \
+                 {}, by the clock of {store}; remove \"expiry\" from its \"meta\" to import it",
+                file.display(),
+                copies::ran_out(expiry, imported.times),
+            );
         }
-        Err(err) => Err(err).with_context(|| format!("cannot save session \"{id}\"")),
     }
+    Ok(format!("{verb} session {id} ({count})"))
 }
 
 /// Why `imported` would be gone for every reader as soon as it is stored, if it would:
 /// an expiry instant that has passed, or an idle expiry that ran out after the last write
 /// the export records (the session keeps that time when it is imported).
 fn expired(imported: &export::Imported) -> Option<String> {
-    let now = SystemTime::now();
-    match (imported.meta.expiry?, imported.times) {
-        (Expiry::At(at), _) if at <= now => Some(format!(
-            "its expiry ({}) has passed",
-            crate::time::rfc3339(at)
-        )),
-        (Expiry::Idle(span), Some(times)) if times.updated_at + span <= now => Some(format!(
-            "its idle expiry ran out at {}, {} after its last write",
-            crate::time::rfc3339(times.updated_at + span),
-            crate::time::format_span(span)
-        )),
-        _ => None,
-    }
-}
-
-/// Creates session `id` holding `messages` with `meta` and, when known, the times it had
-/// where it came from, in one step that fails with [`fusion::Error::Conflict`] if it
-/// exists. Without metadata or times it is the conditional write every backend has, so an
-/// export without them imports anywhere.
-pub async fn create(
-    storage: &dyn ConversationStorage,
-    id: &str,
-    meta: &SessionMeta,
-    times: Option<SessionTimes>,
-    messages: &[fusion::ChatMessage],
-) -> fusion::Result<u64> {
-    match times {
-        Some(times) => {
-            storage
-                .create_session_with_times(id, meta, messages, times)
-                .await
-        }
-        None if meta.is_empty() => {
-            storage
-                .write_if(
-                    id,
-                    Expect::Exactly(Revision::ABSENT),
-                    Change::Replace(messages),
-                )
-                .await
-        }
-        None => storage.create_session(id, meta, messages).await,
-    }
-}
-
-/// How many times `import` creates a session whose write's reply was lost and that a
-/// read after it finds absent.
-const CREATE_ATTEMPTS: usize = 3;
-
-/// [`create`] storing `messages` exactly as given: on the view without the retry layer,
-/// which gives each message without an id one (`create_session` and its twin with times
-/// go through it as an append does), else an export of such a session would import as
-/// another history. A write whose reply was lost is settled as `migrate` settles one
-/// (unless retries are off): the session read back holds these messages if it applied,
-/// and is created again if it is absent; another writer's session there is a conflict.
-async fn create_exactly(
-    views: &Views,
-    id: &str,
-    meta: &SessionMeta,
-    times: Option<SessionTimes>,
-    messages: &[fusion::ChatMessage],
-) -> fusion::Result<u64> {
-    let mut attempt = 1;
-    loop {
-        let lost = match create(views.unretried.as_ref(), id, meta, times, messages).await {
-            Err(err @ fusion::Error::Conflict { .. }) => return Err(err),
-            Err(err) if views.retries() && err.is_retryable() => err,
-            done => return done,
-        };
-        let Ok((held, revision)) = views.storage.load_revision(id).await else {
-            return Err(lost);
-        };
-        if revision != Revision::ABSENT && held.starts_with(messages) {
-            return Ok(revision.generation);
-        }
-        if revision != Revision::ABSENT {
-            // Another writer's session: what a creation that met it says.
-            let absent = Expect::Exactly(Revision::ABSENT);
-            let backend = views.storage.backend_name();
-            return Err(absent.conflict(backend, id, revision.generation, Some(revision.len)));
-        }
-        if attempt == CREATE_ATTEMPTS {
-            return Err(lost);
-        }
-        attempt += 1;
-    }
+    let expiry = imported.meta.expiry?;
+    let runs_out = copies::runs_out_at(expiry, imported.times)?;
+    (runs_out <= SystemTime::now()).then(|| copies::ran_out(expiry, imported.times))
 }
 
 /// `import --replace`: session `id` ends up holding `messages`, and the export's metadata
@@ -310,7 +266,7 @@ async fn replace_session(
     let meta = &imported.meta;
     // A new session gets its metadata and times with its messages, in one step.
     if !meta.is_empty() || imported.times.is_some() {
-        match create_exactly(views, id, meta, imported.times, messages).await {
+        match copies::create_once(views, id, meta, imported.times, messages).await {
             Ok(_) => return Ok(false),
             Err(fusion::Error::Conflict { .. }) => {}
             Err(err) => return Err(err).with_context(context),
@@ -368,4 +324,74 @@ async fn load_existing(
         bail!("session \"{id}\" not found in {store}");
     }
     Ok((info, messages))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use fusion::api::export::ExportFormat;
+    use fusion::layers::encryption::EncryptionLayer;
+    use fusion::storage::{ConversationStorage, Expiry, InMemoryStorage, Intercepted, SessionMeta};
+
+    use super::*;
+    use crate::store::Layers;
+    use crate::testing::{ClockAhead, conversation, views};
+
+    const MINUTE: Duration = Duration::from_secs(60);
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A json export of session `s` with `meta`, last written `idle_for` ago, read back.
+    fn exported(meta: SessionMeta, idle_for: Duration) -> export::Imported {
+        let messages = conversation();
+        let mut info = SessionInfo::new("s", messages.len());
+        let now = SystemTime::now();
+        info.meta = meta;
+        info.created_at = Some(now - 2 * HOUR);
+        info.updated_at = Some(now - idle_for);
+        let text = export::write_session(ExportFormat::Json, &info, &messages).unwrap();
+        export::read(&text).unwrap()
+    }
+
+    /// The check before the write lets it through (ten minutes left by this machine's
+    /// clock), but the storage's clock is 20 minutes ahead: the session is stored gone.
+    /// The import says so as the check would have, with or without `--replace`, rather
+    /// than "imported".
+    #[tokio::test]
+    async fn an_import_whose_idle_expiry_runs_out_as_it_is_written_is_refused() {
+        let imported = exported(SessionMeta::new().expiry(Expiry::Idle(HOUR)), 50 * MINUTE);
+        assert_eq!(expired(&imported), None);
+        let target = Arc::new(Intercepted(ClockAhead::new(
+            InMemoryStorage::new(),
+            20 * MINUTE,
+        )));
+        let layers = Layers::new(EncryptionLayer::without_keys(), true);
+        let store = Store::new("memory://".parse().unwrap(), layers);
+        let (views, file) = (views(target.clone()), Path::new("s.json"));
+        let messages = &imported.messages;
+        for replace in [false, true] {
+            let err = write_import(&store, &views, file, "s", &imported, messages, replace)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(
+                    "cannot import s.json: it was gone for every reader as soon as it was \
+                     written, its idle expiry ran out at "
+                ) && err.contains("1h after its last write, by the clock of memory://"),
+                "{err}"
+            );
+            assert!(target.session_info("s").await.unwrap().is_none());
+        }
+
+        // What the refusal says to do imports it: nothing expired is in the way.
+        let mut without_expiry = imported.clone();
+        without_expiry.meta = SessionMeta::new();
+        let said = write_import(&store, &views, file, "s", &without_expiry, messages, false)
+            .await
+            .unwrap();
+        assert_eq!(said, "imported session s (2 messages)");
+        assert_eq!(target.load("s").await.unwrap(), conversation());
+    }
 }

@@ -69,6 +69,17 @@ impl Layers {
     fn wrap(&self, raw: Arc<dyn ConversationStorage>) -> Arc<dyn ConversationStorage> {
         self.retried(raw.layer(self.encryption.clone()))
     }
+
+    /// `raw` seen the three ways a command that writes copies needs it: see [`Views`].
+    pub fn views(&self, raw: Arc<dyn ConversationStorage>) -> Views {
+        let unretried = raw.clone().layer(self.encryption.clone());
+        Views {
+            storage: self.retried(unretried.clone()),
+            unretried,
+            raw: self.retried(raw),
+            retries: self.retry.is_some(),
+        }
+    }
 }
 
 /// A storage as the command line names it, and the layers it is read and written through.
@@ -138,14 +149,7 @@ impl Store {
     /// For a dry run, which writes nothing, a SQLite file or PostgreSQL schema that does not
     /// exist is an empty target rather than one to create.
     pub async fn open_views(&self, dry_run: bool) -> Result<Views> {
-        let raw = self.connect(dry_run).await?;
-        let unretried = raw.clone().layer(self.layers.encryption.clone());
-        Ok(Views {
-            storage: self.layers.retried(unretried.clone()),
-            unretried,
-            raw: self.layers.retried(raw),
-            retries: self.layers.retry.is_some(),
-        })
+        Ok(self.layers.views(self.connect(dry_run).await?))
     }
 
     /// The storage itself, no layer; with `existing`, a storage that does not exist is an

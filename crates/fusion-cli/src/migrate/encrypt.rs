@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use fusion::layers::encryption::{EncryptionLayer, Rekeyed};
 use fusion::storage::{ConversationStorage, Intercept, Intercepted};
 
-use super::Outcome;
+use super::outcome::Outcome;
 use crate::render::plural;
 
 /// What the rekey after `outcome` would re-encrypt in session `id` of the raw target,

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use fusion::storage::StorageType;
 
+use super::outcome::Outcome;
 use crate::{MigrateArgs, render};
 
 /// Prints one line of migrate's report to stdout. A reader that went away (`fusion migrate
@@ -27,8 +28,10 @@ pub(super) struct Summary {
     pub(super) copied: usize,
     pub(super) extended: usize,
     pub(super) up_to_date: usize,
-    /// Listed in the source but empty when read ([`Outcome::Gone`](super::Outcome::Gone)).
+    /// Listed in the source but empty when read ([`Outcome::Gone`]).
     pub(super) gone: usize,
+    /// Copied, but gone as soon as written, their expiry run out ([`Outcome::Expired`]).
+    pub(super) expired: usize,
     pub(super) diverged: usize,
     pub(super) replaced: usize,
     pub(super) failed: usize,
@@ -40,6 +43,80 @@ pub(super) struct Summary {
 }
 
 impl Summary {
+    /// Counts what was done to session `id` (`outcome`) and returns the line that says so,
+    /// if it gets one: in a dry run with `--encrypt`, every session that would be written
+    /// does (`plan` says what it would encrypt); elsewhere only the unusual ones.
+    pub(super) fn record(
+        &mut self,
+        id: &str,
+        outcome: Result<Outcome>,
+        plan: Option<String>,
+        args: &MigrateArgs,
+    ) -> Option<String> {
+        let replace_verb = if args.dry_run {
+            "would replace"
+        } else {
+            "replaced"
+        };
+        let plan_clause = |plan: Option<String>| plan.map(|plan| format!("; {plan}"));
+        match outcome {
+            Ok(Outcome::Copied(_)) => {
+                self.copied += 1;
+                plan.map(|plan| format!("would copy {id}: {plan}"))
+            }
+            Ok(Outcome::Extended(_)) => {
+                self.extended += 1;
+                plan.map(|plan| format!("would extend {id}: {plan}"))
+            }
+            Ok(Outcome::UpToDate) => {
+                self.up_to_date += 1;
+                plan.map(|plan| format!("up to date {id}: {plan}"))
+            }
+            Ok(Outcome::Gone) => {
+                self.gone += 1;
+                Some(format!(
+                    "skipped {id}: the source held no message for it when read (deleted or \
+                     expired since it was listed, or unreadable: see the source's warnings); \
+                     nothing written"
+                ))
+            }
+            Ok(Outcome::Expired(why)) => {
+                self.expired += 1;
+                Some(format!(
+                    "expired {id}: the copy was gone for every reader as soon as it was \
+                     written, {why} by the target's clock (the source's session is gone from \
+                     then on too); nothing else written"
+                ))
+            }
+            Ok(Outcome::Diverged(why)) => {
+                self.diverged += 1;
+                Some(format!(
+                    "diverged {id}: {why}; left as it is (--force replaces it)"
+                ))
+            }
+            Ok(Outcome::Replaced { previous, .. }) => {
+                self.replaced += 1;
+                Some(format!(
+                    "{replace_verb} {id}: the target held a different history ({}){}",
+                    render::plural(previous, "message"),
+                    plan_clause(plan).unwrap_or_default()
+                ))
+            }
+            Ok(Outcome::MetaReplaced { why, .. }) => {
+                self.replaced += 1;
+                Some(format!(
+                    "{replace_verb} the metadata of {id}: the target held different metadata \
+                     ({why}){}",
+                    plan_clause(plan).unwrap_or_default()
+                ))
+            }
+            Err(err) => {
+                self.failed += 1;
+                Some(format!("failed {id}: {}", crate::one_line(&err)))
+            }
+        }
+    }
+
     /// Prints the summary of a run over `sessions` sessions (`target_only` more were only
     /// in the target), and turns it into the exit code: an error unless every session was
     /// migrated.
@@ -56,6 +133,7 @@ impl Summary {
             extended,
             up_to_date,
             gone,
+            expired,
             diverged,
             replaced,
             failed,
@@ -82,6 +160,15 @@ impl Summary {
                 "{} listed in {from_type} held no message when read, and {} skipped",
                 render::plural(gone, "session"),
                 if gone == 1 { "was" } else { "were" }
+            ))?;
+        }
+        if expired > 0 {
+            say(format_args!(
+                "{} listed in {from_type} expired by the time {} copied, and {} gone for \
+                 every reader",
+                render::plural(expired, "session"),
+                if expired == 1 { "it was" } else { "they were" },
+                if expired == 1 { "is" } else { "are" }
             ))?;
         }
         if sealed > 0 {

@@ -1,0 +1,272 @@
+//! What `fusion migrate` and `fusion sessions import` share when they write a session
+//! copied from elsewhere: its creation with the metadata and times it had there
+//! ([`create`], [`create_once`]), the one rule for a write whose reply was lost
+//! ([`write_once`]: read back and decide, never write twice), and how a copy's expiry is
+//! said when it ran out before the copy could be read ([`ran_out`]).
+//!
+//! Copies are written around the retry layer ([`Views::unretried`]), which would give
+//! each message without an id one, and the copy would no longer be the history it copies.
+//! So a lost reply is settled here rather than retried there.
+
+use std::future::Future;
+use std::time::SystemTime;
+
+use fusion::ChatMessage;
+use fusion::storage::{
+    Change, ConversationStorage, Expect, Expiry, Revision, SessionMeta, SessionTimes,
+};
+
+use crate::store::Views;
+use crate::time;
+
+/// How many times [`write_once`] makes a write whose reply was lost and that the read back
+/// found had not applied: each such loss is a connection dropped in the instant of the
+/// write, so more than a few in a row mean a storage better reported than insisted on.
+const LOST_REPLY_ATTEMPTS: usize = 3;
+
+/// Makes `write`, a write of session `id` conditional on its revision being `at` (a
+/// [`write_if`](ConversationStorage::write_if) with [`Expect::Exactly`], or a creation for
+/// [`Revision::ABSENT`]) on [`Views::unretried`], and settles a lost reply by reading the
+/// session back (unless retries are off: then the lost reply is the error):
+/// - it holds `result`, what the write leaves (more after it is another writer's, later):
+///   the write applied, and its generation is returned;
+/// - it is still at `at`: the write did not apply, and is made again on the same
+///   condition, so it never applies twice (a creation that applied already expired reads
+///   back absent too; written again, it is just as gone);
+/// - anything else: another writer got in first, and the write could no longer apply:
+///   the [`fusion::Error::Conflict`] it would have met.
+pub async fn write_once<Write, Written>(
+    views: &Views,
+    id: &str,
+    at: Revision,
+    result: &[ChatMessage],
+    write: Write,
+) -> fusion::Result<u64>
+where
+    Write: Fn() -> Written,
+    Written: Future<Output = fusion::Result<u64>>,
+{
+    let mut attempt = 1;
+    loop {
+        let lost = match write().await {
+            Err(err @ fusion::Error::Conflict { .. }) => return Err(err),
+            Err(err) if views.retries() && err.is_retryable() => err,
+            done => return done,
+        };
+        let Ok((held, revision)) = views.storage.load_revision(id).await else {
+            return Err(lost);
+        };
+        if revision != Revision::ABSENT && held.starts_with(result) {
+            return Ok(revision.generation);
+        }
+        if revision != at {
+            let backend = views.storage.backend_name();
+            let expected = Expect::Exactly(at);
+            return Err(expected.conflict(backend, id, revision.generation, Some(revision.len)));
+        }
+        if attempt == LOST_REPLY_ATTEMPTS {
+            return Err(lost);
+        }
+        attempt += 1;
+    }
+}
+
+/// Creates session `id` holding exactly `messages`, with `meta` and, when known, the times
+/// it had where it came from ([`create`] on [`Views::unretried`]), settling a lost reply
+/// as [`write_once`] does: created once, or [`fusion::Error::Conflict`] if it exists.
+pub async fn create_once(
+    views: &Views,
+    id: &str,
+    meta: &SessionMeta,
+    times: Option<SessionTimes>,
+    messages: &[ChatMessage],
+) -> fusion::Result<u64> {
+    let unretried = views.unretried.as_ref();
+    let write = move || create(unretried, id, meta, times, messages);
+    write_once(views, id, Revision::ABSENT, messages, write).await
+}
+
+/// Creates session `id` holding `messages` with `meta` and, when known, the times it had
+/// where it came from, in one step that fails with [`fusion::Error::Conflict`] if it
+/// exists. Without metadata or times it is the conditional write every backend has, so a
+/// copy without them can be written anywhere.
+pub async fn create(
+    storage: &dyn ConversationStorage,
+    id: &str,
+    meta: &SessionMeta,
+    times: Option<SessionTimes>,
+    messages: &[ChatMessage],
+) -> fusion::Result<u64> {
+    match times {
+        Some(times) => {
+            storage
+                .create_session_with_times(id, meta, messages, times)
+                .await
+        }
+        None if meta.is_empty() => {
+            storage
+                .write_if(
+                    id,
+                    Expect::Exactly(Revision::ABSENT),
+                    Change::Replace(messages),
+                )
+                .await
+        }
+        None => storage.create_session(id, meta, messages).await,
+    }
+}
+
+/// When `expiry` runs out for a copy that keeps `times`: its instant, or for an idle
+/// expiry the last write `times` record plus the span. `None` for an idle expiry of a copy
+/// without times, which counts from the write that creates it.
+pub fn runs_out_at(expiry: Expiry, times: Option<SessionTimes>) -> Option<SystemTime> {
+    match expiry {
+        Expiry::At(at) => Some(at),
+        Expiry::Idle(span) => times.map(|times| times.updated_at + span),
+        // `Expiry` may gain kinds; one this release does not know has no instant it knows.
+        _ => None,
+    }
+}
+
+/// Says that `expiry`, for a copy that keeps `times`, ran out: "its expiry (T) has
+/// passed", "its idle expiry ran out at T, 1d after its last write".
+pub fn ran_out(expiry: Expiry, times: Option<SessionTimes>) -> String {
+    match (expiry, runs_out_at(expiry, times)) {
+        (Expiry::At(at), _) => format!("its expiry ({}) has passed", time::rfc3339(at)),
+        (Expiry::Idle(span), Some(at)) => format!(
+            "its idle expiry ran out at {}, {} after its last write",
+            time::rfc3339(at),
+            time::format_span(span)
+        ),
+        (Expiry::Idle(span), None) => format!(
+            "its idle expiry ({} after its last write) ran out",
+            time::format_span(span)
+        ),
+        _ => "its expiry ran out".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fusion::storage::{InMemoryStorage, Intercept, Intercepted};
+    use fusion_core::testkit::faults::LoseReplies;
+
+    use super::*;
+    use crate::testing::{DropsNextWrite, conversation, views};
+
+    /// An append to the session `id` holds (`held`), made through `write_once`.
+    async fn append_once(views: &Views, held: &[ChatMessage]) -> fusion::Result<u64> {
+        let (_, at) = views.storage.load_revision("s").await.unwrap();
+        let more = [ChatMessage::user("And of Italy?")];
+        let result = [held, &more].concat();
+        let writer = views.unretried.as_ref();
+        let more = &more;
+        let write = move || writer.write_if("s", Expect::Exactly(at), Change::Append(more));
+        write_once(views, "s", at, &result, write).await
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_reply_was_lost_and_that_applied_is_not_made_again() {
+        let raw = Arc::new(Intercepted(LoseReplies::new(InMemoryStorage::new())));
+        let views = views(raw.clone());
+        let held = conversation();
+        raw.append("s", &held).await.unwrap();
+        raw.0.arm();
+        append_once(&views, &held).await.unwrap();
+        assert_eq!(raw.0.lost(), 1, "the append applied and lost its reply");
+        assert_eq!(raw.load("s").await.unwrap().len(), 3, "appended once");
+
+        // A creation alike: read back, it holds the messages, so it is not created again
+        // (which would have met the session it made, and said it exists).
+        raw.0.arm();
+        let meta = SessionMeta::new().title("Once");
+        let created = create_once(&views, "t", &meta, None, &held).await;
+        assert!(created.is_ok(), "{created:?}");
+        assert_eq!(raw.0.lost(), 2);
+        assert_eq!(
+            raw.load("t").await.unwrap(),
+            held,
+            "no id given, none gained"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_failed_before_it_applied_is_made_again_on_the_same_condition() {
+        let raw = Arc::new(Intercepted(DropsNextWrite::new(InMemoryStorage::new())));
+        let views = views(raw.clone());
+        let held = conversation();
+        raw.0.inner().append("s", &held).await.unwrap();
+        append_once(&views, &held).await.unwrap();
+        assert_eq!(raw.load("s").await.unwrap().len(), 3, "appended once");
+    }
+
+    #[tokio::test]
+    async fn another_writers_change_met_after_a_lost_reply_is_the_conflict_the_write_met() {
+        let raw = Arc::new(Intercepted(DropsNextWrite::new(InMemoryStorage::new())));
+        let views = views(raw.clone());
+        let held = conversation();
+        raw.0.inner().append("s", &held).await.unwrap();
+        let (_, at) = views.storage.load_revision("s").await.unwrap();
+        let more = [ChatMessage::user("And of Italy?")];
+        let result = [&held[..], &more].concat();
+        let (writer, inner, more) = (views.unretried.as_ref(), raw.0.inner(), &more);
+        let write = move || async move {
+            // The write is dropped; meanwhile another writer appends its own message.
+            let outcome = writer
+                .write_if("s", Expect::Exactly(at), Change::Append(more))
+                .await;
+            if outcome.is_err() {
+                let theirs = [ChatMessage::user("Someone else's")];
+                inner.append("s", &theirs).await.unwrap();
+            }
+            outcome
+        };
+        let err = write_once(&views, "s", at, &result, write)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, fusion::Error::Conflict { .. }), "{err}");
+        let stored = raw.load("s").await.unwrap();
+        assert_eq!(stored.len(), 3, "theirs kept, ours not written over it");
+        assert_eq!(stored[2].content, "Someone else's");
+    }
+
+    #[tokio::test]
+    async fn without_retries_a_lost_reply_is_the_error() {
+        let raw = Arc::new(Intercepted(LoseReplies::new(InMemoryStorage::new())));
+        let layers = crate::store::Layers::new(
+            fusion::layers::encryption::EncryptionLayer::without_keys(),
+            false,
+        );
+        let views = layers.views(raw.clone());
+        raw.0.arm();
+        let err = create_once(&views, "s", &SessionMeta::new(), None, &conversation())
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(raw.load("s").await.unwrap().len(), 2, "yet it applied");
+    }
+
+    #[test]
+    fn an_expiry_is_said_with_the_instant_it_runs_out() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let day = Duration::from_secs(86_400);
+        let written = UNIX_EPOCH + 20_000 * day;
+        let times = Some(SessionTimes::new(written, written));
+        assert_eq!(runs_out_at(Expiry::Idle(day), times), Some(written + day));
+        assert_eq!(runs_out_at(Expiry::Idle(day), None), None);
+        assert_eq!(
+            ran_out(Expiry::Idle(day), times),
+            "its idle expiry ran out at 2024-10-05T00:00:00Z, 1d after its last write"
+        );
+        assert_eq!(
+            ran_out(Expiry::At(written), None),
+            "its expiry (2024-10-04T00:00:00Z) has passed"
+        );
+        assert_eq!(
+            ran_out(Expiry::Idle(day), None),
+            "its idle expiry (1d after its last write) ran out"
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! What `fusion migrate` did, or in a dry run would do, to one session ([`Outcome`]).
+
+/// What happened (or, in a dry run, would happen) to one session.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// The target was empty and now holds the source's history (this many messages).
+    Copied(usize),
+    /// The target held a prefix of the source's history; the rest (this many messages)
+    /// was appended.
+    Extended(usize),
+    /// The target already held exactly the source's history.
+    UpToDate,
+    /// Listed in the source, but it held no message when read: deleted or expired since,
+    /// or unreadable (a torn file). Nothing was written.
+    Gone,
+    /// The copy was created, but the source's expiry (said here: which, and when it ran
+    /// out) had run out by then on the target's clock: the copy is gone for every reader,
+    /// as the source's session is from that instant. Its metadata was not synced.
+    Expired(String),
+    /// The target holds messages the source lacks; it was left as it is.
+    Diverged(String),
+    /// The target held a different history (`previous` messages), replaced because of
+    /// `--force` by the source's (`written` messages).
+    Replaced { previous: usize, written: usize },
+    /// The target held different metadata (`why`: what differed), replaced because of
+    /// `--force`; `written` messages were copied too.
+    MetaReplaced { why: String, written: usize },
+}
+
+impl Outcome {
+    /// How many messages were (or would be) written to the target and can be read there.
+    pub(super) fn written(&self) -> usize {
+        match self {
+            Outcome::Copied(written)
+            | Outcome::Extended(written)
+            | Outcome::Replaced { written, .. }
+            | Outcome::MetaReplaced { written, .. } => *written,
+            Outcome::UpToDate | Outcome::Gone | Outcome::Expired(_) | Outcome::Diverged(_) => 0,
+        }
+    }
+
+    /// Whether the target session was left as this run found it, or holds nothing a
+    /// reader sees: then `--encrypt` has nothing of it to encrypt.
+    pub(super) fn left_alone(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Gone | Outcome::Expired(_) | Outcome::Diverged(_)
+        )
+    }
+}

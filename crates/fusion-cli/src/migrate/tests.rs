@@ -1,0 +1,176 @@
+//! Unit tests of one session's migration ([`migrate_one`]) against in-process storages
+//! that misbehave on purpose: a target whose clock runs ahead, another writer between two
+//! reads of the source, a write whose reply is lost.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fusion::storage::{Expiry, InMemoryStorage, Intercepted};
+use fusion_core::testkit::faults::LoseReplies;
+
+use super::*;
+use crate::testing::{ClockAhead, MeddlesAfterFirstRead, Meddling, conversation, views};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A real run's options: no dry run, no force, no `--encrypt`.
+fn args() -> MigrateArgs {
+    MigrateArgs {
+        from: "source".into(),
+        to: "target".into(),
+        dry_run: false,
+        force: false,
+        encrypt: false,
+    }
+}
+
+/// Session `id` in `storage`, created with `meta` an hour before its last write,
+/// `idle_for` ago.
+async fn created(
+    storage: &dyn ConversationStorage,
+    id: &str,
+    meta: &SessionMeta,
+    idle_for: Duration,
+) -> SessionTimes {
+    let now = SystemTime::now();
+    let times = SessionTimes::new(now - idle_for - HOUR, now - idle_for);
+    storage
+        .create_session_with_times(id, meta, &conversation(), times)
+        .await
+        .unwrap();
+    times
+}
+
+#[tokio::test]
+async fn a_copy_whose_idle_expiry_ran_out_on_the_targets_clock_is_reported_expired() {
+    // Idle for 50 minutes of its hour: ten minutes left by the source's clock, none by
+    // the target's, 20 minutes ahead.
+    let source = InMemoryStorage::new();
+    let meta = SessionMeta::new()
+        .title("Nearly done")
+        .expiry(Expiry::Idle(HOUR));
+    let times = created(&source, "s", &meta, 50 * MINUTE).await;
+    let target = Arc::new(Intercepted(ClockAhead::new(
+        InMemoryStorage::new(),
+        20 * MINUTE,
+    )));
+
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &args()).await;
+    let Ok(Outcome::Expired(why)) = outcome else {
+        panic!("expected the session reported expired, got {outcome:?}");
+    };
+    assert_eq!(why, copies::ran_out(Expiry::Idle(HOUR), Some(times)));
+    assert!(why.starts_with("its idle expiry ran out at "), "{why}");
+    assert!(target.session_info("s").await.unwrap().is_none());
+    assert!(target.load("s").await.unwrap().is_empty());
+
+    // Counted apart from the copies, with a line that says what happened, and left out of
+    // `--encrypt`'s rekey: nothing of it can be read to encrypt.
+    let outcome = Outcome::Expired(why);
+    assert!(outcome.left_alone());
+    let mut summary = Summary::default();
+    let line = summary.record("s", Ok(outcome), None, &args()).unwrap();
+    assert_eq!((summary.expired, summary.copied, summary.failed), (1, 0, 0));
+    assert!(
+        line.starts_with("expired s: the copy was gone for every reader as soon as it was written, its idle expiry ran out at "),
+        "{line}"
+    );
+
+    // With time to spare on both clocks, the same session is copied with its expiry.
+    source.delete("s").await.unwrap();
+    created(&source, "s", &meta, 10 * MINUTE).await;
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &args()).await;
+    assert!(matches!(outcome, Ok(Outcome::Copied(2))), "{outcome:?}");
+    let copy = target.session_info("s").await.unwrap().unwrap();
+    assert_eq!(copy.meta, meta);
+}
+
+/// The times the copy gets are read after its messages: a message another writer appends
+/// in between is not copied this time, and the copy's last write is not older than any
+/// message it holds.
+#[tokio::test]
+async fn the_copys_last_write_is_never_older_than_the_messages_it_copies() {
+    let inner = InMemoryStorage::new();
+    let meta = SessionMeta::new().title("Busy");
+    let written = created(&inner, "s", &meta, 24 * HOUR).await.updated_at;
+    let later = ChatMessage::user("One more thing.");
+    let source = Intercepted(MeddlesAfterFirstRead::new(inner, Meddling::Append(later)));
+    let target = Arc::new(InMemoryStorage::new());
+
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &args()).await;
+    assert!(matches!(outcome, Ok(Outcome::Copied(_))), "{outcome:?}");
+    let copied = target.load("s").await.unwrap();
+    let copy = target.session_info("s").await.unwrap().unwrap();
+    let appended_at = source.session_info("s").await.unwrap().unwrap().updated_at;
+    // The last write of the last message the copy holds, in the source.
+    let newest_copied = if copied.len() == 3 {
+        appended_at
+    } else {
+        Some(written)
+    };
+    assert!(
+        copy.updated_at >= newest_copied,
+        "the copy holds {} messages, last written {:?} in the source, yet its last write is {:?}",
+        copied.len(),
+        newest_copied,
+        copy.updated_at
+    );
+    assert_eq!(copy.meta, meta);
+
+    // A re-run brings the appended message.
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &args()).await;
+    assert!(matches!(outcome, Ok(Outcome::Extended(1))), "{outcome:?}");
+}
+
+/// A rewrite between the reads of the messages and of the facts would pair the old
+/// history with the new one's facts: both are read again, and the copy is the new one.
+#[tokio::test]
+async fn a_source_rewritten_between_its_two_reads_is_read_again() {
+    let inner = InMemoryStorage::new();
+    created(&inner, "s", &SessionMeta::new(), HOUR).await;
+    let rewritten = vec![ChatMessage::user(
+        "Start over: what is the capital of Spain?",
+    )];
+    let meddling = Meddling::Rewrite(rewritten.clone());
+    let source = Intercepted(MeddlesAfterFirstRead::new(inner, meddling));
+    let target = Arc::new(InMemoryStorage::new());
+
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &args()).await;
+    assert!(matches!(outcome, Ok(Outcome::Copied(1))), "{outcome:?}");
+    assert_eq!(target.load("s").await.unwrap(), rewritten);
+    let source_times = SessionTimes::of(&source.session_info("s").await.unwrap().unwrap());
+    let copy_times = SessionTimes::of(&target.session_info("s").await.unwrap().unwrap());
+    assert_eq!(copy_times, source_times, "the rewritten session's times");
+}
+
+/// Deleted between the reads of its messages and of its facts: gone, as a session deleted
+/// before it was read, and nothing is written.
+#[tokio::test]
+async fn a_source_deleted_between_its_two_reads_is_gone() {
+    let inner = InMemoryStorage::new();
+    created(&inner, "s", &SessionMeta::new(), HOUR).await;
+    let source = Intercepted(MeddlesAfterFirstRead::new(inner, Meddling::Delete));
+    let target = Arc::new(InMemoryStorage::new());
+
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &args()).await;
+    assert!(matches!(outcome, Ok(Outcome::Gone)), "{outcome:?}");
+    assert!(target.list_sessions().await.unwrap().is_empty());
+}
+
+/// The extension of a target holding a prefix, whose reply was lost: settled by reading
+/// back ([`copies::write_once`]), appended once and reported extended.
+#[tokio::test]
+async fn an_extension_whose_reply_was_lost_is_appended_once() {
+    let source = InMemoryStorage::new();
+    let history = conversation();
+    source.append("s", &history).await.unwrap();
+    let target = Arc::new(Intercepted(LoseReplies::new(InMemoryStorage::new())));
+    target.append("s", &history[..1]).await.unwrap();
+    target.0.arm();
+
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &args()).await;
+    assert!(matches!(outcome, Ok(Outcome::Extended(1))), "{outcome:?}");
+    assert_eq!(target.0.lost(), 1, "the append applied and lost its reply");
+    assert_eq!(target.load("s").await.unwrap(), history, "appended once");
+}

@@ -1,0 +1,186 @@
+//! What the unit tests of `migrate`, `sessions import` and [`copies`](crate::copies) share:
+//! a target opened as those commands open it, over an in-process storage that misbehaves
+//! on purpose (a clock ahead, a write that never reached it, another writer in between).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fusion::ChatMessage;
+use fusion::layers::encryption::EncryptionLayer;
+use fusion::storage::{
+    Change, ConversationStorage, Expect, Intercept, Revision, SessionInfo, SessionMeta,
+    SessionTimes,
+};
+
+use crate::store::{Layers, Views};
+
+/// `raw` seen as `migrate` and `import` see their target: without a key, with retries.
+pub fn views(raw: Arc<dyn ConversationStorage>) -> Views {
+    Layers::new(EncryptionLayer::without_keys(), true).views(raw)
+}
+
+/// A short conversation whose messages carry no id, as histories written before ids.
+pub fn conversation() -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::user("What is the capital of France?"),
+        ChatMessage::assistant("Paris."),
+    ]
+}
+
+/// A storage (inside [`Intercepted`](fusion::storage::Intercepted)) whose clock reads
+/// `ahead` later than this process's, as far as the times of a copy go: a session created
+/// with times `T` is stored as one given `T - ahead`, which is what the inner storage, on
+/// a clock reading now, makes of `T` where the clock reads now plus `ahead`: the same
+/// expiry, run out `ahead` sooner than the source's clock says.
+pub struct ClockAhead<S> {
+    inner: S,
+    ahead: Duration,
+}
+
+impl<S> ClockAhead<S> {
+    /// `inner` with a clock `ahead` of this process's.
+    pub fn new(inner: S, ahead: Duration) -> Self {
+        Self { inner, ahead }
+    }
+}
+
+#[async_trait]
+impl<S: ConversationStorage> Intercept for ClockAhead<S> {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.inner
+    }
+
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> fusion::Result<u64> {
+        let earlier =
+            SessionTimes::new(times.created_at - self.ahead, times.updated_at - self.ahead);
+        self.inner
+            .create_session_with_times(session_id, meta, messages, earlier)
+            .await
+    }
+}
+
+/// A storage (inside [`Intercepted`](fusion::storage::Intercepted)) whose next
+/// conditional write fails with a retryable error without reaching it, as a connection
+/// dropped before the request went out: the write did not apply, and the caller cannot
+/// tell that from a lost reply.
+pub struct DropsNextWrite<S> {
+    inner: S,
+    armed: AtomicBool,
+}
+
+impl<S> DropsNextWrite<S> {
+    /// `inner`, whose next `write_if` fails without applying.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            armed: AtomicBool::new(true),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: ConversationStorage> Intercept for DropsNextWrite<S> {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.inner
+    }
+
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> fusion::Result<u64> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            return Err(fusion::Error::Backend {
+                backend: self.inner.backend_name(),
+                message: "the connection dropped before the write went out (injected fault)".into(),
+                retryable: true,
+                source: None,
+            });
+        }
+        self.inner.write_if(session_id, expected, change).await
+    }
+}
+
+/// What another writer does to a session between a command's first read of it and the
+/// next.
+pub enum Meddling {
+    /// Appends this message.
+    Append(ChatMessage),
+    /// Replaces the history with this one (a new generation).
+    Rewrite(Vec<ChatMessage>),
+    /// Deletes the session.
+    Delete,
+}
+
+/// A storage (inside [`Intercepted`](fusion::storage::Intercepted)) where another writer
+/// changes a session right after the first read of it (`load`, `load_revision` or
+/// `session_info`) answered, before any other call: the interleaving a race gives now and
+/// then, given every time.
+pub struct MeddlesAfterFirstRead<S> {
+    inner: S,
+    meddling: Meddling,
+    done: AtomicBool,
+}
+
+impl<S: ConversationStorage> MeddlesAfterFirstRead<S> {
+    /// `inner`, where `meddling` happens to a session right after its first read.
+    pub fn new(inner: S, meddling: Meddling) -> Self {
+        Self {
+            inner,
+            meddling,
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// Does the meddling to `session_id`, the first time only.
+    async fn meddle(&self, session_id: &str) {
+        if self.done.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        match &self.meddling {
+            Meddling::Append(message) => {
+                let batch = [message.clone()];
+                self.inner.append(session_id, &batch).await.unwrap();
+            }
+            Meddling::Rewrite(history) => self.inner.save(session_id, history).await.unwrap(),
+            Meddling::Delete => self.inner.delete(session_id).await.unwrap(),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: ConversationStorage> Intercept for MeddlesAfterFirstRead<S> {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.inner
+    }
+
+    async fn load(&self, session_id: &str) -> fusion::Result<Vec<ChatMessage>> {
+        let read = self.inner.load(session_id).await;
+        self.meddle(session_id).await;
+        read
+    }
+
+    async fn load_revision(
+        &self,
+        session_id: &str,
+    ) -> fusion::Result<(Vec<ChatMessage>, Revision)> {
+        let read = self.inner.load_revision(session_id).await;
+        self.meddle(session_id).await;
+        read
+    }
+
+    async fn session_info(&self, session_id: &str) -> fusion::Result<Option<SessionInfo>> {
+        let read = self.inner.session_info(session_id).await;
+        self.meddle(session_id).await;
+        read
+    }
+}
