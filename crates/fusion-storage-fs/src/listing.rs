@@ -563,6 +563,75 @@ mod tests {
     }
 
     #[test]
+    fn copies_that_lost_their_counters_keep_their_place_and_their_writes_are_listed() {
+        let scratch = Scratch::new();
+        let at = scratch.at();
+        let ahead = Arc::new(Index::new(scratch.dir.path()));
+        ahead.run_clock_ahead(Duration::from_secs(3600));
+        let ahead_at = Directory {
+            index: &ahead,
+            ..scratch.at()
+        };
+        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let an_hour_ago = unix_micros(SystemTime::now()) - 3_600_000_000;
+        let meta = fusion_core::SessionMeta::new();
+        let at_an_hour_ago = from_unix_micros(an_hour_ago);
+        let creation = crate::session_files::Creation {
+            meta: &meta,
+            times: Some(fusion_core::SessionTimes::new(
+                at_an_hour_ago,
+                at_an_hour_ago,
+            )),
+        };
+        // Sessions written here, deleted by an instance whose clock runs an hour ahead,
+        // which then copies sessions under their ids (without metadata): their creations
+        // recorded after those deletes, an hour ahead of this clock. Then the counters of
+        // one are lost (its lock file removed as stale), the other's after a listing.
+        for id in ["listed", "written"] {
+            at.files(id).append(&line).unwrap();
+        }
+        for id in ["listed", "written"] {
+            ahead_at.files(id).remove().unwrap();
+            ahead_at.files(id).create(creation, &line).unwrap();
+        }
+        let lose_counters = |id| {
+            let lock = scratch.dir.path().join(file_name::lock_file_name(id));
+            std::fs::remove_file(lock).unwrap();
+        };
+        lose_counters("listed");
+        let lister = Lister { at };
+        let page = lister.page(&SessionQuery::new()).unwrap();
+        let listed: Vec<_> = (page.sessions.iter())
+            .map(|s| {
+                (
+                    s.id.as_str(),
+                    s.created_at.map(unix_micros),
+                    s.updated_at.map(unix_micros),
+                )
+            })
+            .collect();
+        let copied = (Some(an_hour_ago), Some(an_hour_ago));
+        // At their given times (ties newest id first).
+        assert_eq!(
+            listed,
+            [
+                ("written", copied.0, copied.1),
+                ("listed", copied.0, copied.1)
+            ]
+        );
+        lose_counters("written");
+        // Written here, after a listing repaired its counters and without one: stamped
+        // after the copy's recording all the same, so listed (not passed over as a line
+        // of the deleted session's).
+        for id in ["listed", "written"] {
+            lister.at.files(id).append(&line).unwrap();
+        }
+        let page = lister.page(&SessionQuery::new()).unwrap();
+        let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["written", "listed"]);
+    }
+
+    #[test]
     fn pages_of_sessions_an_earlier_version_wrote_read_no_lines_above_their_cursor() {
         let (listed, reads) = page_through_sessions_an_earlier_version_wrote(
             Duration::from_secs(3600),

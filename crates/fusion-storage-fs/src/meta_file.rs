@@ -18,7 +18,14 @@
 //! the shared lock. `created_us` is the creation time of the session it belongs to: a
 //! metadata file whose `created_us` differs from the session's counters belongs to an
 //! earlier session of the same id (a crash in the middle of a `delete`) and is ignored.
-//! A session without metadata has no file.
+//! A session without metadata has no file, but for a copy (created with the times it had
+//! elsewhere): its file also keeps `copied_us`, when the index recorded its creation
+//! ([`crate::counters`]' `copied`), so that counters rebuilt after a loss still place it
+//! above the lines of an earlier session of its id.
+//!
+//! ```json
+//! {"created_us":1600000000000000,"owner":null,"title":null,"tags":[],"data":{},"copied_us":1733000000123456}
+//! ```
 
 use std::fs;
 use std::io::{self, Write};
@@ -38,6 +45,8 @@ pub(crate) struct StoredMeta {
     pub(crate) created_us: i64,
     /// Owner, title, tags, data and expiry.
     pub(crate) meta: SessionMeta,
+    /// For a copy, when the index recorded its creation (see the module docs).
+    pub(crate) copied_us: Option<i64>,
 }
 
 /// Reads the metadata file at `path` of session `id`: `None` if there is none, and
@@ -121,6 +130,9 @@ fn encode(stored: &StoredMeta) -> Vec<u8> {
             (None, at) => json!({ "at_us": at }),
         };
     }
+    if let Some(copied) = stored.copied_us {
+        object["copied_us"] = json!(copied);
+    }
     let mut bytes = serde_json::to_vec(&object).expect("JSON values serialize");
     bytes.push(b'\n');
     bytes
@@ -156,6 +168,14 @@ fn decode(bytes: &[u8]) -> std::result::Result<StoredMeta, String> {
         None | Some(Value::Null) => None,
         Some(expiry) => Some(decode_expiry(&expiry).ok_or("has an expiry it cannot read")?),
     };
+    let copied_us = match object.remove("copied_us") {
+        None | Some(Value::Null) => None,
+        Some(copied) => Some(
+            copied
+                .as_i64()
+                .ok_or("has a copied_us that is not a number")?,
+        ),
+    };
     let mut meta = SessionMeta::new().tags(tags);
     meta.owner = owner;
     meta.title = title;
@@ -163,7 +183,11 @@ fn decode(bytes: &[u8]) -> std::result::Result<StoredMeta, String> {
     meta.expiry = expiry;
     meta.validate()
         .map_err(|err| format!("breaks a metadata rule ({err})"))?;
-    Ok(StoredMeta { created_us, meta })
+    Ok(StoredMeta {
+        created_us,
+        meta,
+        copied_us,
+    })
 }
 
 /// `{"at_us":N}` or `{"idle_us":N}`, and nothing else.
@@ -196,12 +220,20 @@ mod tests {
                 .title("t \"q\"")
                 .tags(["b", "a"])
                 .data("k", json!([1])),
+            copied_us: None,
         };
         assert_eq!(decode(&encode(&stored)).unwrap(), stored);
         let bare = StoredMeta {
             created_us: -1,
             meta: SessionMeta::new(),
+            copied_us: None,
         };
+        assert_eq!(decode(&encode(&bare)).unwrap(), bare);
+        let copy = StoredMeta {
+            copied_us: Some(1_733_000_000_123_456),
+            ..bare.clone()
+        };
+        assert_eq!(decode(&encode(&copy)).unwrap(), copy);
         assert_eq!(decode(&encode(&bare)).unwrap(), bare);
         for expiry in [
             Expiry::Idle(std::time::Duration::from_secs(60)),
@@ -210,6 +242,7 @@ mod tests {
             let expiring = StoredMeta {
                 created_us: 1,
                 meta: SessionMeta::new().expiry(expiry),
+                copied_us: None,
             };
             assert_eq!(decode(&encode(&expiring)).unwrap(), expiring);
         }
@@ -223,6 +256,7 @@ mod tests {
             br#"{"created_us":1,"expiry":{"idle_us":0}}"#,
             br#"{"created_us":1,"expiry":{"at_us":1,"idle_us":2}}"#,
             br#"{"created_us":1,"expiry":"soon"}"#,
+            br#"{"created_us":1,"copied_us":"then"}"#,
         ] {
             assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }

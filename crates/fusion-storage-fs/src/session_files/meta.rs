@@ -65,7 +65,9 @@ fn changed_us(_metadata: &Metadata) -> i64 {
 /// the one that file records, as [`SessionFiles::info`] reports it: counters
 /// stored with another would tie the session to no metadata (a later read would take the
 /// file for an earlier session's), and it would lose its owner, title and tags at its
-/// next write.
+/// next write. A copy's `copied` is the one that file records too: without it, a listing
+/// would take the lines of an earlier session of its id for its own (moving it there),
+/// and its next write could be stamped below them and the session left out.
 pub(super) fn derive_counters(
     contents: &LockContents,
     len: u64,
@@ -98,6 +100,7 @@ pub(super) fn derive_counters(
             .min()
             .unwrap_or(updated_us),
     };
+    let copied = recorded.as_ref().and_then(|stored| stored.copied_us);
     let expiry = recorded.and_then(|stored| stored.meta.expiry);
     Ok(Counters {
         created_us,
@@ -106,7 +109,7 @@ pub(super) fn derive_counters(
         len,
         expiry: StoredExpiry::of(expiry.as_ref(), updated_us),
         indexed: None,
-        copied: None,
+        copied,
     })
 }
 
@@ -283,12 +286,13 @@ impl SessionFiles {
         for key in new_keys.iter().filter(|k| !old_keys.contains(k)) {
             self.index.add_member(*key, &self.id)?;
         }
-        if new.is_empty() {
+        if new.is_empty() && counters.copied.is_none() {
             meta_file::remove(&self.meta())?;
         } else {
             let stored = StoredMeta {
                 created_us,
                 meta: new.clone(),
+                copied_us: counters.copied,
             };
             meta_file::write(
                 &self.meta(),

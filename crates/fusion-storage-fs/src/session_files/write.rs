@@ -145,7 +145,7 @@ impl SessionFiles {
                 let meta = creation.map_or(&none, |c| c.meta);
                 let (created_us, updated_us) = given.unwrap_or((t, t));
                 let expiry = StoredExpiry::of(meta.expiry.as_ref(), updated_us);
-                let indexed = self.prepare_creation(created_us, meta, expiry, sync)?;
+                let indexed = self.prepare_creation(created_us, meta, expiry, copied, sync)?;
                 let counters = Counters {
                     created_us,
                     updated_us,
@@ -218,9 +218,11 @@ impl SessionFiles {
         created_us: i64,
         meta: &SessionMeta,
         expiry: StoredExpiry,
+        copied: Option<i64>,
         sync: bool,
     ) -> Result<Option<i64>> {
-        if meta.is_empty() {
+        // A copy's file also keeps when it was recorded, in case its counters are lost.
+        if meta.is_empty() && copied.is_none() {
             meta_file::remove(&self.meta())?;
             return Ok(None);
         }
@@ -234,6 +236,7 @@ impl SessionFiles {
         let stored = StoredMeta {
             created_us,
             meta: meta.clone(),
+            copied_us: copied,
         };
         // Written in place: the session has no data yet, so nobody reads this file before
         // it is whole, and a crash before the data leaves no session to read it for.
@@ -340,7 +343,7 @@ impl SessionFiles {
             ),
             None => {
                 let none = StoredExpiry::NEVER;
-                self.prepare_creation(t, &SessionMeta::new(), none, false)?;
+                self.prepare_creation(t, &SessionMeta::new(), none, None, false)?;
                 (t, none, None, None)
             }
         };
