@@ -563,6 +563,30 @@ mod tests {
     }
 
     #[test]
+    fn a_creation_after_the_index_state_is_damaged_still_follows_the_deletes_before() {
+        let scratch = Scratch::new();
+        let at = scratch.at();
+        let ahead = Arc::new(Index::new(scratch.dir.path()));
+        ahead.run_clock_ahead(Duration::from_secs(3600));
+        let ahead_at = Directory {
+            index: &ahead,
+            ..scratch.at()
+        };
+        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        at.files("x").append(&line).unwrap();
+        ahead_at.files("x").remove().unwrap();
+        // The state, which held that delete's time, zeroed (as a power loss may leave it).
+        let state = scratch.dir.path().join(file_name::INDEX_DIR).join("lock");
+        let len = std::fs::metadata(&state).unwrap().len();
+        std::fs::write(&state, vec![0; len as usize]).unwrap();
+        // Recovered from the live journals by the creation that finds it damaged.
+        at.files("x").append(&line).unwrap();
+        let page = Lister { at }.page(&SessionQuery::new()).unwrap();
+        let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["x"]);
+    }
+
+    #[test]
     fn copies_that_lost_their_counters_keep_their_place_and_their_writes_are_listed() {
         let scratch = Scratch::new();
         let at = scratch.at();

@@ -331,11 +331,26 @@ impl Index {
             ids_len: valid_len(&self.open(IDS)?).at(&self.root.join(IDS))?,
             ids_log_len: valid_len(&self.open(IDS_LOG)?).at(&self.root.join(IDS_LOG))?,
             epoch: new_generation(),
-            // Unknown until the rebuild this marks reads the live journals' deletions.
-            deleted: i64::MIN,
+            deleted: self.latest_delete()?,
         };
         self.write_state(lock_file, &state, true)?;
         Ok(state)
+    }
+
+    /// The latest timestamp of a delete line in the live journals, for a state recovered
+    /// from damage: the journals still hold every delete line a listing may meet (the
+    /// compacted journal none: a fold drops them). Read once, on that rare path.
+    fn latest_delete(&self) -> Result<i64> {
+        let mut deleted = i64::MIN;
+        for found in live::list(&self.root)? {
+            journal::for_each_line(&found.file, found.end, |_, entry| {
+                if entry.kind == Kind::Delete {
+                    deleted = deleted.max(entry.t);
+                }
+            })
+            .at(&found.path)?;
+        }
+        Ok(deleted)
     }
 
     /// Whether the session directory holds a session file (stops at the first).

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! A state of another form (`fusion-index 2` lacked `deleted`) reads as damaged: the index
-//! is rebuilt from the session files, as for any damage.
+//! is rebuilt from the session files, as for any damage, and `deleted` is recovered from
+//! the live journals, which hold every delete line a listing may meet.
 
 use std::fmt::Write as _;
 

@@ -153,20 +153,8 @@ impl Index {
         let (journal_temp, journal_len) = self.write_temp(JOURNAL, |out| {
             journal::compact_into(&sources, out).map(drop)
         })?;
-        // A damaged state lost the latest deletion; the journals still hold it (the
-        // compacted one none: a fold drops them).
-        let mut deleted = i64::MIN;
-        for found in &lives {
-            journal::for_each_line(&found.file, found.end, |_, entry| {
-                if entry.kind == journal::Kind::Delete {
-                    deleted = deleted.max(entry.t);
-                }
-            })
-            .at(&found.path)?;
-        }
         let log_start = state.ids_log_len;
         self.swap(|state| {
-            state.deleted = state.deleted.max(deleted);
             // The creations and deletions logged during the scan stay in the log.
             let log = self.current_ids_log(log)?;
             let log_tail = lines::read_range(&log, log_start, state.ids_log_len)
