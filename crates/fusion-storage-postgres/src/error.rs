@@ -181,9 +181,10 @@ pub(crate) fn upgraded_elsewhere(op: Op<'_>, schema: &str) -> Error {
         backend: BACKEND,
         message: format!(
             "{op}: another process is creating or upgrading schema \"{schema}\" (it holds \
-             the schema's migration lock), and did not finish within the statement timeout \
-             this open waited for it; retry once it has (a long upgrade of a large storage \
-             may need a longer PostgresOptions::statement_timeout)"
+             the schema's migration lock), and did not finish within the time this open \
+             waits for a lock (the statement timeout, or a lock_timeout the URL sets); retry \
+             once it has (a long upgrade of a large storage may need a longer \
+             PostgresOptions::statement_timeout)"
         ),
         retryable: true,
         source: None,
