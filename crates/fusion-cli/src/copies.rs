@@ -28,11 +28,13 @@ const LOST_REPLY_ATTEMPTS: usize = 3;
 /// [`write_if`](ConversationStorage::write_if) with [`Expect::Exactly`], or a creation for
 /// [`Revision::ABSENT`]) on [`Views::unretried`], and settles a lost reply by reading the
 /// session back (unless retries are off: then the lost reply is the error):
+/// - it is still at `at`: the write did not apply (every write that applies moves the
+///   revision), and is made again on the same condition, so it never applies twice (a
+///   creation that applied already expired reads back absent too; written again, it is
+///   just as gone). Asked first: a session still at `at` may hold `result` already, as a
+///   target holding the source's history and more does before `--force` replaces it;
 /// - it holds `result`, what the write leaves (more after it is another writer's, later):
 ///   the write applied, and its generation is returned;
-/// - it is still at `at`: the write did not apply, and is made again on the same
-///   condition, so it never applies twice (a creation that applied already expired reads
-///   back absent too; written again, it is just as gone);
 /// - anything else: another writer got in first, and the write could no longer apply:
 ///   the [`fusion::Error::Conflict`] it would have met.
 pub async fn write_once<Write, Written>(
@@ -56,10 +58,10 @@ where
         let Ok((held, revision)) = views.storage.load_revision(id).await else {
             return Err(lost);
         };
-        if revision != Revision::ABSENT && held.starts_with(result) {
-            return Ok(revision.generation);
-        }
         if revision != at {
+            if revision.exists() && held.starts_with(result) {
+                return Ok(revision.generation);
+            }
             let backend = views.storage.backend_name();
             let expected = Expect::Exactly(at);
             return Err(expected.conflict(backend, id, revision.generation, Some(revision.len)));

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use fusion::storage::{Expiry, InMemoryStorage, Intercepted};
+use fusion::storage::{Expiry, InMemoryStorage, Intercept, Intercepted};
 use fusion_core::testkit::faults::LoseReplies;
 
 use super::*;
-use crate::testing::{ClockAhead, MeddlesAfterFirstRead, Meddling, conversation, views};
+use crate::testing::{
+    ClockAhead, DropsNextWrite, MeddlesAfterFirstRead, Meddling, conversation, views,
+};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -173,4 +175,39 @@ async fn an_extension_whose_reply_was_lost_is_appended_once() {
     assert!(matches!(outcome, Ok(Outcome::Extended(1))), "{outcome:?}");
     assert_eq!(target.0.lost(), 1, "the append applied and lost its reply");
     assert_eq!(target.load("s").await.unwrap(), history, "appended once");
+}
+
+/// `--force` over a target holding the source's history and more (an application's
+/// messages after a switch), whose replace failed before it applied: the target read back
+/// still starts with the source's history, yet is as it was read, so the replace did not
+/// apply and is made again, rather than be taken for done and reported diverged.
+#[tokio::test]
+async fn a_forced_replace_that_did_not_apply_is_made_again() {
+    let source = InMemoryStorage::new();
+    let history = conversation();
+    source.append("s", &history).await.unwrap();
+    let target = Arc::new(Intercepted(DropsNextWrite::new(InMemoryStorage::new())));
+    let longer = [
+        &history[..],
+        &[ChatMessage::user("Written after the switch.")],
+    ]
+    .concat();
+    target.0.inner().append("s", &longer).await.unwrap();
+
+    let force = MigrateArgs {
+        force: true,
+        ..args()
+    };
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &force).await;
+    assert!(
+        matches!(
+            outcome,
+            Ok(Outcome::Replaced {
+                previous: 3,
+                written: 2
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(target.load("s").await.unwrap(), history, "replaced");
 }
