@@ -32,8 +32,9 @@ fn valid(line: &[u8]) -> Option<&str> {
 /// writes never leave; see [`lines::ends_a_line`]).
 pub(crate) fn read_log(log: &File, end: u64) -> io::Result<(HashMap<String, bool>, bool)> {
     let mut last = HashMap::new();
-    let mut damaged = !lines::ends_a_line(log, end)?;
-    lines::for_each_line(log, 0, end, |_, line| {
+    let mut damaged = false;
+    // Read to its end anyway: whether it ends a line comes with it.
+    let ends_a_line = lines::for_each_line(log, 0, end, |_, line| {
         let change = match line.split_first() {
             Some((b'+', id)) => valid(id).map(|id| (true, id)),
             Some((b'-', id)) => valid(id).map(|id| (false, id)),
@@ -46,7 +47,7 @@ pub(crate) fn read_log(log: &File, end: u64) -> io::Result<(HashMap<String, bool
             None => damaged = true,
         }
     })?;
-    Ok((last, damaged))
+    Ok((last, damaged || !ends_a_line))
 }
 
 /// The ids after a cursor, in order: the sorted file merged with the log.
@@ -202,5 +203,19 @@ mod tests {
         assert_eq!(out, b"a\nb\nd\ne\ng\n");
         let empty = file(b"");
         assert_eq!(all(&empty, &empty, None), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_log_that_ends_inside_a_line_or_short_of_its_length_is_damaged() {
+        let (whole, len) = file(b"+a\n-b\n");
+        assert!(!read_log(&whole, len).unwrap().1);
+        assert!(!read_log(&whole, 0).unwrap().1, "empty");
+        // Junk after the last line (zeros a power loss left), inside the valid length.
+        let (torn, len) = file(b"+a\n-b\n\0\0");
+        let (last, damaged) = read_log(&torn, len).unwrap();
+        assert!(damaged);
+        assert_eq!(last.len(), 2, "the whole lines are still read");
+        // A file shorter than the length the state records, even at a line's end.
+        assert!(read_log(&whole, len + 3).unwrap().1);
     }
 }

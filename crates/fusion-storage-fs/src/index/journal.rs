@@ -262,6 +262,7 @@ pub(crate) fn for_each_line(
     mut f: impl FnMut(u64, Entry),
 ) -> io::Result<bool> {
     let mut all_parsed = true;
+    // Every caller's `end` ends a line (a journal's valid length): not asked again.
     lines::for_each_line(file, 0, end, |index, line| match parse(line) {
         Some(entry) => f(index, entry),
         None => all_parsed = false,

@@ -143,6 +143,8 @@ impl<'f> Backward<'f> {
 pub(crate) struct Forward<'f> {
     reader: BufReader<io::Take<&'f File>>,
     line: Vec<u8>,
+    /// How many bytes were read, the final piece included.
+    read: u64,
 }
 
 impl<'f> Forward<'f> {
@@ -153,6 +155,7 @@ impl<'f> Forward<'f> {
         Ok(Self {
             reader: BufReader::with_capacity(64 * 1024, handle.take(end.saturating_sub(from))),
             line: Vec::new(),
+            read: 0,
         })
     }
 
@@ -160,23 +163,31 @@ impl<'f> Forward<'f> {
     /// junk and is not returned.
     pub(crate) fn next_line(&mut self) -> io::Result<Option<&[u8]>> {
         self.line.clear();
-        self.reader.read_until(b'\n', &mut self.line)?;
+        self.read += self.reader.read_until(b'\n', &mut self.line)? as u64;
         Ok(self.line.strip_suffix(b"\n"))
+    }
+
+    /// Once [`next_line`](Self::next_line) returned `None`: whether the range read was
+    /// all there and ended at the end of a line, as [`ends_a_line`] tells of it.
+    fn ended_a_line(&self, len: u64) -> bool {
+        self.read == len && self.line.is_empty()
     }
 }
 
-/// Calls `f` with the index and bytes of every line of `[from, end)`.
+/// Calls `f` with the index and bytes of every line of `[from, end)`; returns whether
+/// the range ends at the end of a line (or is empty), which [`ends_a_line`] would read
+/// again.
 pub(crate) fn for_each_line(
     file: &File,
     from: u64,
     end: u64,
     mut f: impl FnMut(u64, &[u8]),
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let mut lines = Forward::new(file, from, end)?;
     let mut index = 0;
     while let Some(line) = lines.next_line()? {
         f(index, line);
         index += 1;
     }
-    Ok(())
+    Ok(lines.ended_a_line(end.saturating_sub(from)))
 }
