@@ -37,6 +37,11 @@ const LOST_REPLY_ATTEMPTS: usize = 3;
 ///   the write applied, and its generation is returned;
 /// - anything else: another writer got in first, and the write could no longer apply:
 ///   the [`fusion::Error::Conflict`] it would have met.
+///
+/// A write made again that meets a conflict is settled the same way, by reading back: the
+/// write before it may have been on its way still when its session read back unchanged,
+/// and applied since (a server still running it when the connection dropped). Then the
+/// session holds `result`, written once, rather than another writer's change.
 pub async fn write_once<Write, Written>(
     views: &Views,
     id: &str,
@@ -51,25 +56,32 @@ where
     let mut attempt = 1;
     loop {
         let lost = match write().await {
-            Err(err @ fusion::Error::Conflict { .. }) => return Err(err),
+            Err(err @ fusion::Error::Conflict { .. }) if attempt == 1 => return Err(err),
+            // Made again after a lost reply: maybe the earlier write's own change.
+            Err(err @ fusion::Error::Conflict { .. }) => err,
             Err(err) if views.retries() && err.is_retryable() => err,
             done => return done,
         };
         let Ok((held, revision)) = views.storage.load_revision(id).await else {
             return Err(lost);
         };
-        if revision != at {
-            if revision.exists() && held.starts_with(result) {
-                return Ok(revision.generation);
+        let conflict = matches!(lost, fusion::Error::Conflict { .. });
+        if revision == at && !conflict {
+            if attempt == LOST_REPLY_ATTEMPTS {
+                return Err(lost);
             }
-            let backend = views.storage.backend_name();
-            let expected = Expect::Exactly(at);
-            return Err(expected.conflict(backend, id, revision.generation, Some(revision.len)));
+            attempt += 1;
+            continue;
         }
-        if attempt == LOST_REPLY_ATTEMPTS {
+        if revision.exists() && held.starts_with(result) {
+            return Ok(revision.generation);
+        }
+        if conflict {
             return Err(lost);
         }
-        attempt += 1;
+        let backend = views.storage.backend_name();
+        let expected = Expect::Exactly(at);
+        return Err(expected.conflict(backend, id, revision.generation, Some(revision.len)));
     }
 }
 
@@ -156,7 +168,7 @@ mod tests {
     use fusion_core::testkit::faults::LoseReplies;
 
     use super::*;
-    use crate::testing::{DropsNextWrite, conversation, views};
+    use crate::testing::{AppliesLate, DropsNextWrite, conversation, views};
 
     /// An append to the session `id` holds (`held`), made through `write_once`.
     async fn append_once(views: &Views, held: &[ChatMessage]) -> fusion::Result<u64> {
@@ -232,6 +244,22 @@ mod tests {
         let stored = raw.load("s").await.unwrap();
         assert_eq!(stored.len(), 3, "theirs kept, ours not written over it");
         assert_eq!(stored[2].content, "Someone else's");
+    }
+
+    /// A creation still on its way when its reply was lost applies after the read back
+    /// found nothing: the creation made again meets the session it made, which holds the
+    /// messages. Created once, and said so, not refused as a session that exists.
+    #[tokio::test]
+    async fn a_write_that_applied_after_its_read_back_is_not_taken_for_another_writers() {
+        let raw = Arc::new(Intercepted(AppliesLate::new(InMemoryStorage::new())));
+        let views = views(raw.clone());
+        let held = conversation();
+        let now = SystemTime::now();
+        let times = Some(SessionTimes::new(now, now));
+        let meta = SessionMeta::new().title("Late");
+        let created = create_once(&views, "s", &meta, times, &held).await;
+        assert!(created.is_ok(), "{created:?}");
+        assert_eq!(raw.load("s").await.unwrap(), held, "created once");
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
 //! What the unit tests of `migrate`, `sessions import` and [`copies`](crate::copies) share:
 //! a target opened as those commands open it, over an in-process storage that misbehaves
-//! on purpose (a clock ahead, a write that never reached it, another writer in between).
+//! on purpose (a clock ahead, a write that never reached it or reached it late, another
+//! writer in between).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -107,6 +108,97 @@ impl<S: ConversationStorage> Intercept for DropsNextWrite<S> {
             });
         }
         self.inner.write_if(session_id, expected, change).await
+    }
+}
+
+/// A creation whose reply was lost before it applied ([`AppliesLate`]).
+struct Late {
+    id: String,
+    meta: SessionMeta,
+    messages: Vec<ChatMessage>,
+    times: SessionTimes,
+}
+
+/// A storage (inside [`Intercepted`](fusion::storage::Intercepted)) whose next creation
+/// with times fails with a retryable error and applies only once the next read of the
+/// session has answered: a write still on its way when the connection dropped (a server
+/// still running it when the client gave up on it). The read back finds the session as it
+/// was, and a creation made again meets the late one's session.
+pub struct AppliesLate<S> {
+    inner: S,
+    armed: AtomicBool,
+    late: Mutex<Option<Late>>,
+}
+
+impl<S> AppliesLate<S> {
+    /// `inner`, whose next `create_session_with_times` applies late.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            armed: AtomicBool::new(true),
+            late: Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: ConversationStorage> Intercept for AppliesLate<S> {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.inner
+    }
+
+    async fn create_session_with_times(
+        &self,
+        session_id: &str,
+        meta: &SessionMeta,
+        messages: &[ChatMessage],
+        times: SessionTimes,
+    ) -> fusion::Result<u64> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            let late = Late {
+                id: session_id.to_string(),
+                meta: meta.clone(),
+                messages: messages.to_vec(),
+                times,
+            };
+            *self.late.lock().unwrap_or_else(PoisonError::into_inner) = Some(late);
+            return Err(fusion::Error::Backend {
+                backend: self.inner.backend_name(),
+                message: "the connection dropped while the write was on its way (injected \
+                          fault)"
+                    .into(),
+                retryable: true,
+                source: None,
+            });
+        }
+        self.inner
+            .create_session_with_times(session_id, meta, messages, times)
+            .await
+    }
+
+    async fn load_revision(
+        &self,
+        session_id: &str,
+    ) -> fusion::Result<(Vec<ChatMessage>, Revision)> {
+        let read = self.inner.load_revision(session_id).await;
+        let late = self
+            .late
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(late) = late {
+            let Late {
+                id,
+                meta,
+                messages,
+                times,
+            } = late;
+            self.inner
+                .create_session_with_times(&id, &meta, &messages, times)
+                .await
+                .unwrap();
+        }
+        read
     }
 }
 
