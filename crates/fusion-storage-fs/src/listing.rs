@@ -563,6 +563,60 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_that_lost_its_counters_is_not_moved_to_an_earlier_sessions_line() {
+        let scratch = Scratch::new();
+        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        // Written by an instance that goes on running: its journal, which holds the line,
+        // is not folded while it does.
+        scratch.at().files("x").append(&line).unwrap();
+        // Deleted by another, whose journal is then finished and folded: the delete line
+        // is gone, the earlier line still stands.
+        let deleting = Arc::new(Index::new(scratch.dir.path()));
+        let at = Directory {
+            index: &deleting,
+            ..scratch.at()
+        };
+        at.files("x").remove().unwrap();
+        drop(deleting);
+        scratch.index.fold_now().unwrap();
+        let index = scratch.dir.path().join(file_name::INDEX_DIR);
+        let live = std::fs::read_dir(index.join("live")).unwrap();
+        let journals = live.map(|entry| entry.unwrap().path());
+        let lines: String = journals
+            .map(|path| std::fs::read_to_string(path).unwrap())
+            .collect();
+        assert!(
+            lines.contains(" w x\n") && !lines.contains(" d x\n"),
+            "{lines}"
+        );
+        // Copied under the id, last written an hour ago, by a third; its counters lost.
+        let an_hour_ago = unix_micros(SystemTime::now()) - 3_600_000_000;
+        let at_an_hour_ago = from_unix_micros(an_hour_ago);
+        let meta = fusion_core::SessionMeta::new();
+        let creation = crate::session_files::Creation {
+            meta: &meta,
+            times: Some(fusion_core::SessionTimes::new(
+                at_an_hour_ago,
+                at_an_hour_ago,
+            )),
+        };
+        let copying = Arc::new(Index::new(scratch.dir.path()));
+        let at = Directory {
+            index: &copying,
+            ..scratch.at()
+        };
+        at.files("x").create(creation, &line).unwrap();
+        let lock = scratch.dir.path().join(file_name::lock_file_name("x"));
+        std::fs::remove_file(lock).unwrap();
+        // Listed once, at the time it was copied with, not at the earlier session's line.
+        let page = Lister { at }.page(&SessionQuery::new()).unwrap();
+        let listed: Vec<_> = (page.sessions.iter())
+            .map(|s| (s.id.as_str(), s.updated_at.map(unix_micros)))
+            .collect();
+        assert_eq!(listed, [("x", Some(an_hour_ago))]);
+    }
+
+    #[test]
     fn a_creation_after_the_index_state_is_damaged_still_follows_the_deletes_before() {
         let scratch = Scratch::new();
         let at = scratch.at();

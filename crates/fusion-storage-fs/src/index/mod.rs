@@ -161,6 +161,15 @@ impl Index {
         self.lives.run_clock_ahead(by);
     }
 
+    /// Folds the finished live journals now, however short (the upkeep of a write waits
+    /// until they are long).
+    #[cfg(test)]
+    pub(crate) fn fold_now(&self) -> Result<()> {
+        let mut folding = Index::new(self.root.parent().expect("the sessions' directory"));
+        folding.limits.0 = 0;
+        folding.fold()
+    }
+
     /// The index's directory.
     pub(crate) fn root(&self) -> &Path {
         &self.root
