@@ -325,8 +325,9 @@ impl ConversationStorage for FileSystemStorage {
     }
 
     /// As `create_session`, with the given times (none later than the clock) in the
-    /// counters (and its `created_at` in the metadata file, if it has metadata), and the
-    /// session's line in the index at its given
+    /// counters (and its `created_at` and when the copy was recorded in the metadata
+    /// file, which a copy has even without metadata, in case the counters are lost), and
+    /// the session's line in the index at its given
     /// `updated_at`, in this instance's journal of such lines (see the crate README), so
     /// listings place it there, after a rebuild of the index too. An idle expiry counts
     /// from that `updated_at`.
