@@ -228,7 +228,6 @@ mod batch;
 mod config;
 mod error;
 mod expiry;
-mod line_ends;
 mod meta;
 mod migrate;
 #[cfg(test)]

@@ -8,18 +8,24 @@
 //! damage data, so that is an error naming the schema, and nothing is written.
 
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use fusion_core::Result;
-use fusion_core::sql::{Schema, check_migrations};
+use fusion_core::sql::Schema;
+use fusion_core::sql::migrations::{Applied, Migrations};
 use sqlx::{Connection, PgConnection};
 
 use crate::error::{Op, PLACE, newer_schema, no_answer, parse_postgres_error, upgraded_elsewhere};
-use crate::line_ends::{Applied, MIGRATOR, as_lf, matching};
 
 /// The first key of the advisory lock that serializes creating and migrating one schema
 /// (the second is the hash of the schema name): "fusn" in ASCII.
 const LOCK_SPACE: i32 = 0x6675_736e;
+
+/// The schema, embedded at build time (connecting never needs the migration files on disk),
+/// read the same from an LF or a CRLF checkout, and from databases either made.
+static MIGRATIONS: LazyLock<Migrations> =
+    LazyLock::new(|| Migrations::new(sqlx::migrate!("./migrations")));
 
 /// What [`run`] does with a schema that holds no storage (no `_sqlx_migrations` table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +70,7 @@ pub(crate) async fn run(
         Found::Done(found) => Some(found),
         Found::Nothing if if_missing == IfMissing::Leave => None,
         Found::Nothing | Found::Behind => {
-            let steps = MIGRATOR.iter().count() as u32 + 1;
+            let steps = MIGRATIONS.migrator().iter().count() as u32 + 1;
             let limit = call_limit.map(|limit| limit.saturating_mul(steps));
             match within(limit, op, migrate_locked(conn, schema, if_missing)).await? {
                 Locked::Done(found) => found,
@@ -145,8 +151,8 @@ async fn migrate_locked(
     // `run_direct` rather than `run`: `run` takes an `Acquire` whose lifetime bound makes
     // this future not `Send` (a known sqlx quirk the method exists to avoid). Each
     // migration's own transaction becomes a savepoint of this one. Records a CRLF build
-    // made are taken as they are (`crate::line_ends`).
-    matching(&applied.unwrap_or_default())
+    // made are taken as they are.
+    (MIGRATIONS.matching(&applied.unwrap_or_default()))
         .run_direct(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -191,11 +197,24 @@ async fn recorded(conn: &mut PgConnection, schema: &str) -> sqlx::Result<Option<
 }
 
 /// What the records `recorded` of a schema (`None`: no `_sqlx_migrations`) say, those a
-/// CRLF build made read as this build's (`crate::line_ends`).
+/// CRLF build made read as this build's.
 fn found(recorded: Option<&[Applied]>) -> Found {
     let Some(applied) = recorded else {
         return Found::Nothing;
     };
-    let known = MIGRATOR.iter().map(|m| (m.version, &*m.checksum));
-    check_migrations(&as_lf(applied.to_vec()), known).map_or(Found::Behind, Found::Done)
+    MIGRATIONS.check(applied).map_or(Found::Behind, Found::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The files are LF in the repository (`.gitattributes`), the form whose checksums
+    /// every build records.
+    #[test]
+    fn the_migration_files_are_lf() {
+        let embedded = sqlx::migrate!("./migrations");
+        assert!(
+            embedded.iter().all(|m| !m.sql.contains('\r')),
+            "a migration file is CRLF"
+        );
+    }
 }

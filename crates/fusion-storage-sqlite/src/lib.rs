@@ -40,7 +40,6 @@ mod error;
 mod expiry;
 mod files;
 mod generation;
-mod line_ends;
 mod listing;
 mod meta;
 mod migrate;

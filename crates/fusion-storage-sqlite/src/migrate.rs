@@ -11,10 +11,12 @@
 //! anything is written: [`refuse_foreign_file`] even before the first connection switches
 //! the file to WAL.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use fusion_core::Result;
-use fusion_core::sql::{Schema, check_migrations};
+use fusion_core::sql::Schema;
+use fusion_core::sql::migrations::{Applied, Migrations};
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::busy::wait_while_busy_until;
@@ -24,8 +26,12 @@ use crate::error::{
     DirectError, MaybeBusy, Op, foreign_database, newer_schema, parse_direct_error,
     parse_sqlite_error,
 };
-use crate::line_ends::{Applied, MIGRATOR, as_lf, is_ours, matching};
 use crate::sql::BEGIN_WRITE;
+
+/// The schema, embedded at build time (opening never needs the migration files on disk),
+/// read the same from an LF or a CRLF checkout, and from databases either made.
+static MIGRATIONS: LazyLock<Migrations> =
+    LazyLock::new(|| Migrations::new(sqlx::migrate!("./migrations")));
 
 /// Brings the schema of `db` up to this build's version, refusing newer databases.
 ///
@@ -105,7 +111,7 @@ const TABLES: &str = "SELECT name FROM sqlite_master WHERE type = 'table' \
 
 /// The checksums `_sqlx_migrations` records for Fusion's first migration (?1 its
 /// version): it is Fusion's when one of them is that migration's, in either form
-/// ([`is_ours`]).
+/// ([`Migrations::is_ours`]).
 const FIRST_RECORDED: &str = "SELECT checksum FROM _sqlx_migrations WHERE version = ?1";
 
 /// Whether a database holding `tables` is another application's, given whether it
@@ -121,7 +127,7 @@ fn foreign<E>(
         return Ok(None);
     }
     if tables.iter().any(|table| table == "_sqlx_migrations")
-        && let Some(first) = MIGRATOR.iter().next()
+        && let Some(first) = MIGRATIONS.migrator().iter().next()
         && (ours(first)? || (tables.len() == 1 && recorded()? == 0))
     {
         return Ok(None);
@@ -142,9 +148,7 @@ fn foreign_tables_of(conn: &rusqlite::Connection) -> rusqlite::Result<Option<Vec
                 .prepare(FIRST_RECORDED)?
                 .query_map([first.version], |row| row.get::<_, Vec<u8>>(0))?
                 .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
-            Ok(recorded
-                .iter()
-                .any(|sum| is_ours(first, first.version, sum)))
+            Ok(recorded.iter().any(|sum| MIGRATIONS.is_ours(first, sum)))
         },
         || {
             conn.query_row("SELECT count(*) FROM _sqlx_migrations", [], |row| {
@@ -166,13 +170,13 @@ async fn foreign_tables(conn: &mut SqliteConnection) -> sqlx::Result<Option<Vec<
     // The two reads `foreign` may need, done up front: they are async here.
     let (mut ours, mut recorded) = (false, 1);
     if tables.iter().any(|table| table == "_sqlx_migrations")
-        && let Some(first) = MIGRATOR.iter().next()
+        && let Some(first) = MIGRATIONS.migrator().iter().next()
     {
         let sums: Vec<Vec<u8>> = sqlx::query_scalar(FIRST_RECORDED)
             .bind(first.version)
             .fetch_all(&mut *conn)
             .await?;
-        ours = sums.iter().any(|sum| is_ours(first, first.version, sum));
+        ours = sums.iter().any(|sum| MIGRATIONS.is_ours(first, sum));
         if !ours && tables.len() == 1 {
             recorded = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
                 .fetch_one(&mut *conn)
@@ -189,16 +193,15 @@ async fn migrate_once(pool: &SqlitePool, db: &str) -> sqlx::Result<Found> {
         return Ok(Found::Foreign(tables));
     }
     let applied = recorded(pool).await?;
-    let known = MIGRATOR.iter().map(|m| (m.version, &*m.checksum));
-    if let Some(schema) = check_migrations(&as_lf(applied.clone()), known) {
+    if let Some(schema) = MIGRATIONS.check(&applied) {
         return Ok(Found::Schema(schema));
     }
     // Dropping the transaction on an error rolls it back, so a failed try leaves nothing.
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
     // `run_direct` rather than `run`: `run` takes an `Acquire` whose lifetime bound
     // makes this future not `Send` (a known sqlx quirk the method exists to avoid).
-    // Records a CRLF build made are taken as they are (`crate::line_ends`).
-    matching(&applied).run_direct(&mut *tx).await?;
+    // Records a CRLF build made are taken as they are.
+    MIGRATIONS.matching(&applied).run_direct(&mut *tx).await?;
     tx.commit().await?;
     tracing::info!(db, "SQLite conversation storage schema is up to date");
     Ok(Found::Schema(Schema::Current))
@@ -224,6 +227,17 @@ async fn recorded(pool: &SqlitePool) -> sqlx::Result<Vec<Applied>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The files are LF in the repository (`.gitattributes`), the form whose checksums
+    /// every build records.
+    #[test]
+    fn the_migration_files_are_lf() {
+        let embedded = sqlx::migrate!("./migrations");
+        assert!(
+            embedded.iter().all(|m| !m.sql.contains('\r')),
+            "a migration file is CRLF"
+        );
+    }
 
     /// The migration waits for a busy database only until the deadline of the whole
     /// opening, which the steps before it (the look at the file, the pool's first

@@ -1,7 +1,7 @@
 //! Pieces the SQL backends (`fusion-storage-sqlite`, `fusion-storage-postgres`) share, so
 //! their error messages, revision columns and schema-version checks cannot drift apart.
 //!
-//! Nothing here touches a driver: each backend still maps its driver's errors itself and
+//! Nothing here but [`migrations`] touches a driver: each backend still maps its driver's errors itself and
 //! reads its own rows, then hands plain values to these helpers. Application code does not
 //! need this module.
 //!
@@ -12,6 +12,11 @@
 //!   `(generation, message_count)` columns of a `sessions` row.
 //! - [`check_migrations`] decides from the recorded migrations whether a stored schema is
 //!   current, older or newer than the build.
+//! - [`migrations`] (feature `sql-migrations`, the one place this module touches sqlx):
+//!   a backend's embedded migrations, read the same from an LF or a CRLF checkout.
+
+#[cfg(feature = "sql-migrations")]
+pub mod migrations;
 
 use std::fmt;
 

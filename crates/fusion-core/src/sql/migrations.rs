@@ -1,0 +1,220 @@
+//! A SQL backend's embedded migrations and their checksums, whatever the line ends of the
+//! checkout that built the backend and of the one whose build recorded a database's
+//! migrations (feature `sql-migrations`).
+//!
+//! sqlx records a checksum of each migration's SQL in `_sqlx_migrations`, and compares it
+//! with its own before it applies the migrations still missing. A Windows checkout with
+//! `core.autocrlf` makes the files CRLF, and so their checksums others. The root
+//! `.gitattributes` keeps the files LF in a git checkout, and [`Migrations::new`] turns
+//! CRLF back into LF; but databases that an earlier build from a CRLF checkout created
+//! recorded the checksums of the CRLF text. Such a record is the migration all the same: a
+//! recorded checksum equal to that of the CRLF form of a migration of this build counts as
+//! that migration ([`Migrations::is_ours`], [`Migrations::check`],
+//! [`Migrations::matching`]). Nothing is rewritten: the records stay as that build wrote
+//! them.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, Migrator};
+
+use super::{Schema, check_migrations};
+
+/// What `_sqlx_migrations` records of a migration: its version, checksum and whether it
+/// succeeded.
+pub type Applied = (i64, Vec<u8>, bool);
+
+/// A backend's migrations, as the LF files they are in the repository, and the checksum
+/// a build from a CRLF checkout recorded for each.
+#[derive(Debug)]
+pub struct Migrations {
+    migrator: Migrator,
+    crlf: Vec<(i64, Vec<u8>)>,
+}
+
+impl Migrations {
+    /// The migrations `embedded` (the backend's `sqlx::migrate!`) with every one's SQL,
+    /// and so its checksum, as the LF file it is in the repository: a build from a CRLF
+    /// checkout (or from an archive unpacked by a tool that converts, or a file an editor
+    /// saved) gets the checksums an LF build records, so each opens the databases the
+    /// other made.
+    pub fn new(embedded: Migrator) -> Self {
+        let lf: Vec<Migration> = embedded
+            .iter()
+            .map(|m| match m.sql.contains("\r\n") {
+                true => with_sql(m, m.sql.replace("\r\n", "\n")),
+                false => m.clone(),
+            })
+            .collect();
+        let crlf = lf
+            .iter()
+            .map(|m| {
+                let crlf = with_sql(m, m.sql.replace('\n', "\r\n"));
+                (m.version, crlf.checksum.into_owned())
+            })
+            .collect();
+        Self {
+            migrator: with_migrations(&embedded, lf),
+            crlf,
+        }
+    }
+
+    /// The migrator of the LF migrations, for their versions and checksums.
+    pub fn migrator(&self) -> &Migrator {
+        &self.migrator
+    }
+
+    /// Whether `checksum`, recorded for `m`'s version, records `m`, in either form.
+    pub fn is_ours(&self, m: &Migration, checksum: &[u8]) -> bool {
+        *m.checksum == *checksum || self.is_crlf_form(m.version, checksum)
+    }
+
+    /// Whether the migrations `applied` records leave the schema current or newer than
+    /// these ([`check_migrations`]), a checksum a CRLF build recorded read as the LF
+    /// migration's.
+    pub fn check(&self, applied: &[Applied]) -> Option<Schema> {
+        let as_lf: Vec<Applied> = applied
+            .iter()
+            .map(|(version, checksum, ok)| {
+                let lf = (self.migrator.iter())
+                    .find(|m| m.version == *version && self.is_crlf_form(*version, checksum));
+                match lf {
+                    Some(m) => (*version, m.checksum.to_vec(), *ok),
+                    None => (*version, checksum.clone(), *ok),
+                }
+            })
+            .collect();
+        let known = self.migrator.iter().map(|m| (m.version, &*m.checksum));
+        check_migrations(&as_lf, known)
+    }
+
+    /// The migrator to run on a database whose records are `applied`: these migrations,
+    /// each one that a CRLF build recorded carrying the checksum recorded, so that sqlx,
+    /// which refuses a recorded checksum that differs from its own before applying the
+    /// migrations still missing, takes the records for the migrations they are.
+    pub fn matching(&self, applied: &[Applied]) -> Migrator {
+        let migrations = (self.migrator.iter())
+            .map(|m| {
+                let recorded = applied
+                    .iter()
+                    .find(|(v, sum, _)| *v == m.version && self.is_crlf_form(*v, sum));
+                let mut m = m.clone();
+                if let Some((_, crlf, _)) = recorded {
+                    m.checksum = Cow::Owned(crlf.clone());
+                }
+                m
+            })
+            .collect();
+        with_migrations(&self.migrator, migrations)
+    }
+
+    /// Whether `checksum` is what a build from a CRLF checkout recorded for migration
+    /// `version`.
+    fn is_crlf_form(&self, version: i64, checksum: &[u8]) -> bool {
+        (self.crlf.iter()).any(|(v, crlf)| *v == version && crlf.as_slice() == checksum)
+    }
+}
+
+/// `m` with `sql` (and so the checksum of `sql`) in place of its own.
+fn with_sql(m: &Migration, sql: String) -> Migration {
+    Migration::new(
+        m.version,
+        m.description.clone(),
+        m.migration_type,
+        Cow::Owned(sql),
+        m.no_tx,
+    )
+}
+
+/// `base`'s settings (those `sqlx::migrate!` chose) over `migrations`.
+fn with_migrations(base: &Migrator, migrations: Vec<Migration>) -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ignore_missing: base.ignore_missing,
+        locking: base.locking,
+        no_tx: base.no_tx,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::migrate::MigrationType;
+
+    use super::*;
+
+    const FIRST: &str = "CREATE TABLE sessions (id TEXT);\nCREATE INDEX by_id ON sessions (id);\n";
+    const SECOND: &str = "ALTER TABLE sessions ADD COLUMN title TEXT;\n";
+
+    /// Two migrations whose files have the line ends `eol`.
+    fn embedded(eol: &str) -> Migrator {
+        let migration = |version, sql: &str| {
+            let sql = Cow::Owned(sql.replace('\n', eol));
+            Migration::new(version, "m".into(), MigrationType::Simple, sql, false)
+        };
+        let migrations = vec![migration(1, FIRST), migration(2, SECOND)];
+        with_migrations(&Migrator::DEFAULT, migrations)
+    }
+
+    fn checksums(m: &Migrator) -> Vec<Vec<u8>> {
+        m.iter().map(|m| m.checksum.to_vec()).collect()
+    }
+
+    fn records(m: &Migrator) -> Vec<Applied> {
+        m.iter()
+            .map(|m| (m.version, m.checksum.to_vec(), true))
+            .collect()
+    }
+
+    /// A build from a CRLF checkout gets the same checksums as the LF files in the
+    /// repository, so it opens the databases an LF build made (and the other way round).
+    #[test]
+    fn migrations_from_a_crlf_checkout_get_the_checksums_of_the_lf_files() {
+        let (lf, crlf) = (embedded("\n"), embedded("\r\n"));
+        assert!(
+            crlf.iter()
+                .zip(lf.iter())
+                .all(|(c, l)| c.checksum != l.checksum)
+        );
+        let from_crlf = Migrations::new(embedded("\r\n"));
+        assert_eq!(checksums(from_crlf.migrator()), checksums(&lf));
+        assert_eq!(
+            checksums(Migrations::new(lf).migrator()),
+            checksums(&embedded("\n"))
+        );
+    }
+
+    /// The checksums a CRLF build recorded count as the migrations, in the check and in a
+    /// migrator made for them, which carries them; any other checksum stays as recorded.
+    #[test]
+    fn checksums_a_crlf_build_recorded_count_as_the_migrations() {
+        let ours = Migrations::new(embedded("\n"));
+        let crlf = embedded("\r\n");
+        assert_eq!(ours.check(&records(&crlf)), Some(Schema::Current));
+        assert_eq!(ours.check(&records(ours.migrator())), Some(Schema::Current));
+        assert_eq!(checksums(&ours.matching(&records(&crlf))), checksums(&crlf));
+        assert_eq!(checksums(&ours.matching(&[])), checksums(ours.migrator()));
+
+        // Only the first recorded, in its CRLF form: the schema is behind, and the
+        // migrator takes that record for the first migration.
+        let first_only = &records(&crlf)[..1];
+        assert_eq!(ours.check(first_only), None);
+        let matching = checksums(&ours.matching(first_only));
+        assert_eq!(matching[0], checksums(&crlf)[0]);
+        assert_eq!(matching[1], checksums(ours.migrator())[1]);
+
+        // A checksum of neither form is a changed migration; an unknown version, newer.
+        let changed = vec![(1, vec![1, 2, 3], true), records(&crlf)[1].clone()];
+        assert_eq!(ours.check(&changed), None);
+        assert_eq!(
+            checksums(&ours.matching(&changed))[0],
+            checksums(ours.migrator())[0]
+        );
+        let newer = [records(&crlf), vec![(3, vec![9], true)]].concat();
+        assert_eq!(ours.check(&newer), Some(Schema::Newer(vec![3])));
+
+        let first = ours.migrator().iter().next().unwrap();
+        assert!(ours.is_ours(first, &first.checksum));
+        assert!(ours.is_ours(first, &records(&crlf)[0].1));
+        assert!(!ours.is_ours(first, &[1, 2, 3]));
+        assert!(!ours.is_ours(first, &records(&crlf)[1].1));
+    }
+}
