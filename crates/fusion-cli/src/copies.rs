@@ -68,7 +68,7 @@ where
         let conflict = matches!(lost, fusion::Error::Conflict { .. });
         if revision == at && !conflict {
             if attempt == LOST_REPLY_ATTEMPTS {
-                return Err(lost);
+                return Err(all_lost(views, lost));
             }
             attempt += 1;
             continue;
@@ -82,6 +82,21 @@ where
         let backend = views.storage.backend_name();
         let expected = Expect::Exactly(at);
         return Err(expected.conflict(backend, id, revision.generation, Some(revision.len)));
+    }
+}
+
+/// The error of a write whose reply was lost [`LOST_REPLY_ATTEMPTS`] times, the session
+/// reading back unchanged after each: says so, with the last write's error as its cause.
+/// Retryable, as that error is: a storage that fails like this is failing.
+fn all_lost(views: &Views, last: fusion::Error) -> fusion::Error {
+    fusion::Error::Backend {
+        backend: views.storage.backend_name(),
+        message: format!(
+            "the reply to each of {LOST_REPLY_ATTEMPTS} writes was lost, and the session read \
+             back unchanged after each"
+        ),
+        retryable: true,
+        source: Some(Box::new(last)),
     }
 }
 

@@ -3,7 +3,7 @@
 //! on purpose (a clock ahead, a write that never reached it or reached it late, another
 //! writer in between).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -74,15 +74,21 @@ impl<S: ConversationStorage> Intercept for ClockAhead<S> {
 /// tell that from a lost reply.
 pub struct DropsNextWrite<S> {
     inner: S,
-    armed: AtomicBool,
+    /// How many more writes fail.
+    armed: AtomicUsize,
 }
 
 impl<S> DropsNextWrite<S> {
     /// `inner`, whose next `write_if` fails without applying.
     pub fn new(inner: S) -> Self {
+        Self::times(inner, 1)
+    }
+
+    /// `inner`, whose next `count` calls of `write_if` fail without applying.
+    pub fn times(inner: S, count: usize) -> Self {
         Self {
             inner,
-            armed: AtomicBool::new(true),
+            armed: AtomicUsize::new(count),
         }
     }
 }
@@ -99,7 +105,12 @@ impl<S: ConversationStorage> Intercept for DropsNextWrite<S> {
         expected: Expect,
         change: Change<'_>,
     ) -> fusion::Result<u64> {
-        if self.armed.swap(false, Ordering::SeqCst) {
+        let armed = self
+            .armed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            });
+        if armed.is_ok() {
             return Err(fusion::Error::Backend {
                 backend: self.inner.backend_name(),
                 message: "the connection dropped before the write went out (injected fault)".into(),

@@ -211,3 +211,36 @@ async fn a_forced_replace_that_did_not_apply_is_made_again() {
     );
     assert_eq!(target.load("s").await.unwrap(), history, "replaced");
 }
+
+/// An extension whose every write was lost before it applied, the target reading back
+/// unchanged each time: the session fails saying so, not with the bare error of the last
+/// write, which reads as if nothing had been tried.
+#[tokio::test]
+async fn an_extension_whose_replies_were_all_lost_fails_saying_so() {
+    let source = InMemoryStorage::new();
+    let history = conversation();
+    source.append("s", &history).await.unwrap();
+    let target = Arc::new(Intercepted(DropsNextWrite::times(
+        InMemoryStorage::new(),
+        usize::MAX,
+    )));
+    target.0.inner().append("s", &history[..1]).await.unwrap();
+
+    let err = migrate_one(&source, &views(target.clone()), "s", &args())
+        .await
+        .unwrap_err();
+    let said = crate::one_line(&err);
+    assert!(
+        said.starts_with(
+            "cannot write the target: memory: the reply to each of 3 writes was lost, and the \
+             session read back unchanged after each: memory: the connection dropped"
+        ) && said.ends_with("(injected fault)"),
+        "{said}"
+    );
+    assert!(storage_failure(&err), "counted as a failing storage's");
+    assert_eq!(
+        target.load("s").await.unwrap(),
+        history[..1],
+        "nothing written"
+    );
+}
