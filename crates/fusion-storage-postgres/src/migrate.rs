@@ -204,17 +204,3 @@ fn found(recorded: Option<&[Applied]>) -> Found {
     };
     MIGRATIONS.check(applied).map_or(Found::Behind, Found::Done)
 }
-
-#[cfg(test)]
-mod tests {
-    /// The files are LF in the repository (`.gitattributes`), the form whose checksums
-    /// every build records.
-    #[test]
-    fn the_migration_files_are_lf() {
-        let embedded = sqlx::migrate!("./migrations");
-        assert!(
-            embedded.iter().all(|m| !m.sql.contains('\r')),
-            "a migration file is CRLF"
-        );
-    }
-}

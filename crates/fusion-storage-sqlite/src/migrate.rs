@@ -228,17 +228,6 @@ async fn recorded(pool: &SqlitePool) -> sqlx::Result<Vec<Applied>> {
 mod tests {
     use super::*;
 
-    /// The files are LF in the repository (`.gitattributes`), the form whose checksums
-    /// every build records.
-    #[test]
-    fn the_migration_files_are_lf() {
-        let embedded = sqlx::migrate!("./migrations");
-        assert!(
-            embedded.iter().all(|m| !m.sql.contains('\r')),
-            "a migration file is CRLF"
-        );
-    }
-
     /// The migration waits for a busy database only until the deadline of the whole
     /// opening, which the steps before it (the look at the file, the pool's first
     /// connection) may have used up: then it tries once and fails, retryable, instead of
