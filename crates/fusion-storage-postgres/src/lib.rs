@@ -35,8 +35,8 @@
 //! if it holds a storage). The connections' `search_path` is that schema alone. The migrations
 //! (`migrations/`) are embedded and run at connect under an advisory lock, so processes
 //! starting at once create the schema once (one that waits for that lock past the
-//! statement timeout fails retryably, saying another process is creating or upgrading the
-//! schema):
+//! statement timeout, or a `lock_timeout` the URL sets, fails retryably, saying another
+//! process is creating or upgrading the schema):
 //!
 //! - `sessions (id text COLLATE "C" PRIMARY KEY, created_at timestamptz, updated_at
 //!   timestamptz, message_count bigint, generation bigint, owner text, title text, tags
@@ -82,19 +82,26 @@
 //! - **Exactly once**: in that same statement, under that lock, the append compares the
 //!   32-bit fingerprints of the batch's ids with the session row's `recent_ids` (those
 //!   of its last [`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW) ids, whatever number of
-//!   id-less messages sits between them) and stores the batch only when none matches,
-//!   adding them. A match says maybe (a retry, or another id sharing a fingerprint): the
-//!   statement then stores nothing and returns the ids of the session's last 64 messages,
-//!   and a second statement stores the messages whose ids are not among them, guarded by
-//!   the revision they were read at; if a writer came in between, a transaction locks the
-//!   row and reads them again. A retry racing its first attempt, from any process, finds
-//!   its fingerprints and then its ids; a save sets the window from the saved history
-//!   and a truncate makes it unknown (the next append with ids reads the last ids),
-//!   under the same lock. `write_if`'s append runs the same statement, and a creation
-//!   (`create_session`, or `write_if` creating the session) its twin that also takes
-//!   the times a copied session keeps. Why the window lives on the row and not in a unique index: `crate::sql`.
-//!   A batch without ids runs the append statement of version 3 unchanged, which reads
-//!   and writes nothing of the window.
+//!   id-less messages sits between them) and stores the batch only when the row's are
+//!   known and none matches, adding them. A match says maybe (a retry, or another id
+//!   sharing a fingerprint), and a truncate leaves them unknown (NULL): the statement then
+//!   stores nothing and returns no row, nor any id. A transaction then locks the row
+//!   (`SELECT ... FOR UPDATE`), reads the ids of the session's last 64 messages in a
+//!   statement of its own (its snapshot, taken after the lock, holds every message a
+//!   writer committed before) and stores the messages whose ids are not among them, with
+//!   the window rebuilt, in a statement guarded by the generation and count read under
+//!   the lock (so the guard holds; it stays, so that a call out of that order stores
+//!   nothing). When every message was stored already, that statement stores none and
+//!   leaves `updated_at` and an idle expiry as they were. A retry racing its first
+//!   attempt, from any process, finds its fingerprints and then its ids; a save sets the
+//!   window from the saved history and a truncate makes it unknown, under the same lock.
+//!   `write_if`'s append runs the same statement, then (its transaction holding the
+//!   row's lock already) the same read and guarded write; a creation (`create_session`,
+//!   or `write_if` creating the session) runs its twin, which writes only if the row does
+//!   not exist and also takes the times a copied session keeps. Why the window lives on
+//!   the row and not in a unique index: `crate::sql`. A batch without ids runs the
+//!   append statement of version 3 (less the switch a creation's twin took over), which
+//!   reads and writes nothing of the window.
 //!
 //!   What the window costs, measured once (PostgreSQL 15 on localhost, 2 cores shared
 //!   with other builds, release builds, before and after alternating in one sitting):
