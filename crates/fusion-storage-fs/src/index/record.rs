@@ -105,14 +105,16 @@ impl Index {
         journal_removed: bool,
         sync: bool,
     ) -> Result<bool> {
-        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        // A write, the hot path, takes no lock here: the mutex is held by creations and
+        // deletions while they wait for the index lock, which other processes share.
+        let handles = || self.handles.lock().unwrap_or_else(PoisonError::into_inner);
         match change {
-            Change::Delete => Ok(self.log_id(&mut handles, id, Logged::Deleted(t), sync)?.1),
+            Change::Delete => Ok(self.log_id(&mut handles(), id, Logged::Deleted(t), sync)?.1),
             // Lines written into the removed journal since it was last found in place (up
             // to a second's), and a creation's id logged into the removed index, are read
             // by nobody: rebuilt from the session files instead.
             Change::Write | Change::Create if journal_removed => {
-                self.update_state(&mut handles, true, sync, |_, _| Ok(()))?;
+                self.update_state(&mut handles(), true, sync, |_, _| Ok(()))?;
                 Ok(false)
             }
             Change::Write | Change::Create => Ok(false),
@@ -143,5 +145,39 @@ impl Index {
             }
             Ok((state.deleted, self.ids_due(state)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_write_waits_for_no_creation_or_deletion_of_its_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::new(dir.path()));
+        let created = index.record("a", Change::Create, i64::MIN, false).unwrap();
+        // Held by a creation or deletion of another thread while it waits for the index
+        // lock, which another process holds (as its fold's or rebuild's rename does).
+        let held = index.handles.lock().unwrap();
+        let writer = Arc::clone(&index);
+        let (sent, received) = mpsc::channel();
+        let write = std::thread::spawn(move || {
+            let written = writer.record("a", Change::Write, created.t + 1, false);
+            sent.send(written.map(|written| written.t)).unwrap();
+        });
+        // A bound only on a write that waits: one that does not never meets it.
+        let written = received.recv_timeout(Duration::from_secs(120));
+        drop(held);
+        write.join().unwrap();
+        assert!(
+            written
+                .expect("the write waited for the index lock")
+                .unwrap()
+                > created.t
+        );
     }
 }
