@@ -322,8 +322,19 @@ impl Index {
     fn read_state(&self, lock_file: &File) -> Result<State> {
         let path = self.root.join(LOCK);
         let head = read_head(lock_file).at(&path)?;
-        if let Some(state) = State::parse(&head) {
-            return Ok(state);
+        match State::parse(&head) {
+            Some(state) if state.deleted.is_some() => return Ok(state),
+            // Written by the version before `deleted`, which reads and writes the first
+            // line only (see [`state`]): the rest holds, `deleted` is recovered.
+            Some(state) => {
+                let state = State {
+                    deleted: Some(self.latest_delete()?),
+                    ..state
+                };
+                self.write_state(lock_file, &state, true)?;
+                return Ok(state);
+            }
+            None => {}
         }
         if head.is_empty() && !self.has_sessions()? {
             let state = State {
@@ -340,7 +351,7 @@ impl Index {
             ids_len: valid_len(&self.open(IDS)?).at(&self.root.join(IDS))?,
             ids_log_len: valid_len(&self.open(IDS_LOG)?).at(&self.root.join(IDS_LOG))?,
             epoch: new_generation(),
-            deleted: self.latest_delete()?,
+            deleted: Some(self.latest_delete()?),
         };
         self.write_state(lock_file, &state, true)?;
         Ok(state)

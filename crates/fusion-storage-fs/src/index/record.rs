@@ -140,20 +140,39 @@ impl Index {
                 log.sync_data().at(&path)?;
             }
             state.ids_log_len += line.len() as u64;
+            // Known: `update_state` reads the state with `Index::read_state`.
+            let mut deleted = state.deleted.unwrap_or(i64::MIN);
             if let Logged::Deleted(t) = logged {
-                state.deleted = state.deleted.max(t);
+                deleted = deleted.max(t);
+                state.deleted = Some(deleted);
             }
-            Ok((state.deleted, self.ids_due(state)))
+            Ok((deleted, self.ids_due(state)))
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::sync::{Arc, mpsc};
     use std::time::Duration;
 
+    use super::super::state::State;
+    use super::super::tests::ids;
+    use super::super::{LOCK, write_at};
     use super::*;
+
+    /// The state as the version before `deleted` (state format 2, 573ae1f) writes it.
+    fn format_2(state: &State) -> String {
+        format!(
+            "fusion-index 2 built {} journal {:020} ids {:020} ids-log {:020} epoch {:020}\n",
+            u8::from(state.built),
+            state.journal_len,
+            state.ids_len,
+            state.ids_log_len,
+            state.epoch,
+        )
+    }
 
     #[test]
     fn a_write_waits_for_no_creation_or_deletion_of_its_instance() {
@@ -179,5 +198,50 @@ mod tests {
                 .unwrap()
                 > created.t
         );
+    }
+
+    #[test]
+    fn an_instance_of_the_version_before_deleted_shares_the_index_without_rebuilds() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = Index::new(dir.path());
+        let ahead = Index::new(dir.path());
+        ahead.run_clock_ahead(Duration::from_secs(3600));
+        let created = here.record("x", Change::Create, i64::MIN, false).unwrap();
+        let gone = (ahead.record("x", Change::Delete, created.t + 1, false)).unwrap();
+        let lock = here.root().join(LOCK);
+        let log = here.root().join(IDS_LOG);
+        let open = |path| fs::File::options().write(true).open(path).unwrap();
+        // That version reads its own form at the start of this one's state.
+        let state = State::parse(&fs::read(&lock).unwrap()).unwrap();
+        let bytes = fs::read(&lock).unwrap();
+        assert!(bytes.starts_with(format_2(&state).as_bytes()));
+        // It logs a creation: its line at the state's length, its state in place.
+        let logged_by_it = |id: &str, only_its_line: bool| {
+            let state = State::parse(&fs::read(&lock).unwrap()).unwrap();
+            let line = format!("+{id}\n");
+            write_at(&open(&log), line.as_bytes(), state.ids_log_len).unwrap();
+            let state = State {
+                ids_log_len: state.ids_log_len + line.len() as u64,
+                ..state
+            };
+            let lock = open(&lock);
+            if only_its_line {
+                // A lock file it made, before this version wrote one.
+                lock.set_len(0).unwrap();
+            }
+            write_at(&lock, format_2(&state).as_bytes(), 0).unwrap();
+        };
+        logged_by_it("y", false);
+        // This version reads that state, not damaged: no rebuild, and the creation is
+        // stamped after the delete.
+        let z = here.record("z", Change::Create, i64::MIN, false).unwrap();
+        assert!(here.is_built(), "left to a rebuild");
+        assert!(z.t > gone.t, "{} <= {}", z.t, gone.t);
+        // Without the second line, the delete is recovered from the live journals.
+        logged_by_it("w", true);
+        let x = here.record("x", Change::Create, i64::MIN, false).unwrap();
+        assert!(here.is_built(), "left to a rebuild");
+        assert!(x.t > gone.t, "{} <= {}", x.t, gone.t);
+        assert_eq!(ids(&here), ["w", "x", "y", "z"]);
     }
 }
