@@ -33,7 +33,8 @@
 //! with sqlx's `_sqlx_migrations` beside them, so several applications can share a
 //! database ([`PostgresStorage::connect_existing`] creates nothing: it opens a schema only
 //! if it holds a storage). The connections' `search_path` is that schema alone. The migrations
-//! (`migrations/`) are embedded and run at connect under an advisory lock, so processes
+//! (`migrations/`) are embedded and run at connect under an advisory lock on the schema's
+//! name (not sqlx's own, on the whole database), so processes
 //! starting at once create the schema once (one that waits for that lock past the
 //! statement timeout, or a `lock_timeout` the URL sets, fails retryably, saying another
 //! process is creating or upgrading the schema):

@@ -151,10 +151,14 @@ async fn migrate_locked(
     // `run_direct` rather than `run`: `run` takes an `Acquire` whose lifetime bound makes
     // this future not `Send` (a known sqlx quirk the method exists to avoid). Each
     // migration's own transaction becomes a savepoint of this one. Records a CRLF build
-    // made are taken as they are.
-    (MIGRATIONS.matching(&applied.unwrap_or_default()))
-        .run_direct(&mut *tx)
-        .await?;
+    // made are taken as they are. Without sqlx's own lock, which is on the whole database
+    // (`pg_advisory_lock` of its name): the schema's lock above is the one that matters,
+    // and every release has taken it; sqlx's would make this open wait for any sqlx
+    // migration of another schema (another application's, or another storage's upgrade)
+    // and fail at the statement timeout.
+    let mut migrator = MIGRATIONS.matching(&applied.unwrap_or_default());
+    migrator.set_locking(false);
+    migrator.run_direct(&mut *tx).await?;
     tx.commit().await?;
     tracing::info!(
         schema,

@@ -8,7 +8,7 @@ mod support;
 use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
 use sqlx::Connection;
-use support::{free_port, harness};
+use support::{free_port, harness, scratch_database, unique_schema};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn storages_opening_a_new_schema_at_once_create_it_once() {
@@ -177,4 +177,31 @@ async fn an_open_during_another_process_upgrade_fails_retryably_naming_it() {
         .await
         .unwrap();
     storage.close().await;
+}
+
+/// Opening creates or upgrades its schema under a lock on that schema alone: it does not
+/// also wait for sqlx's lock on the whole database, which sqlx's migrator takes by
+/// default and which any sqlx application migrating another schema of the database (or
+/// another storage of this crate creating or upgrading its own) holds meanwhile. It took
+/// it, so a new schema's open waited for such a migration and failed at the statement
+/// timeout. In a database of its own, since the lock is the whole database's.
+#[tokio::test]
+async fn an_open_waits_for_no_migration_of_another_schema() {
+    use sqlx::migrate::Migrate;
+    let Some(db) = scratch_database().await else {
+        return;
+    };
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    holder.lock().await.unwrap();
+    let options = PostgresOptions::new(db.url.clone())
+        .schema(unique_schema())
+        .statement_timeout(Some(std::time::Duration::from_millis(500)));
+    let storage = PostgresStorage::connect_with(options).await.unwrap();
+    storage
+        .append("s", &[ChatMessage::user("created")])
+        .await
+        .unwrap();
+    storage.close().await;
+    holder.unlock().await.unwrap();
+    holder.close().await.unwrap();
 }
