@@ -617,6 +617,38 @@ mod tests {
     }
 
     #[test]
+    fn a_creation_after_a_delete_that_stopped_past_its_journal_line_is_listed() {
+        let scratch = Scratch::new();
+        let at = scratch.at();
+        let ahead = Arc::new(Index::new(scratch.dir.path()));
+        ahead.run_clock_ahead(Duration::from_secs(3600));
+        let ahead_at = Directory {
+            index: &ahead,
+            ..scratch.at()
+        };
+        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        at.files("x").append(&line).unwrap();
+        // Deleted by an instance whose clock runs an hour ahead, which stops (a crash, a
+        // full disk) once the session's files and its journal line are written, before
+        // the id log and the index state take the delete: the session's lock file stays
+        // with its counters, the state as it was.
+        let state = scratch.dir.path().join(file_name::INDEX_DIR).join("lock");
+        let lock = scratch.dir.path().join(file_name::lock_file_name("x"));
+        let (state_before, lock_before) = (
+            std::fs::read(&state).unwrap(),
+            std::fs::read(&lock).unwrap(),
+        );
+        ahead_at.files("x").remove().unwrap();
+        std::fs::write(&state, state_before).unwrap();
+        std::fs::write(&lock, lock_before).unwrap();
+        // Created again on this clock: stamped after that delete line all the same.
+        at.files("x").append(&line).unwrap();
+        let page = Lister { at }.page(&SessionQuery::new()).unwrap();
+        let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["x"]);
+    }
+
+    #[test]
     fn a_creation_after_the_index_state_is_damaged_still_follows_the_deletes_before() {
         let scratch = Scratch::new();
         let at = scratch.at();

@@ -252,16 +252,18 @@ impl super::Index {
     /// Its line carries when it was recorded, which this returns too: the session's
     /// counters keep it, so that a listing knows the id's lines recorded before it, later
     /// than `t` though they may be, for an earlier session's (see [`super::journal`]).
+    /// Recorded after `floor`, as [`super::Index::record`] records a creation.
     pub(crate) fn record_created_at(
         &self,
         id: &str,
         t: i64,
+        floor: i64,
         sync: bool,
     ) -> Result<(super::Recorded, i64)> {
         let limit = self.limits.0;
         // Recorded after the latest deletion, as any creation (see `Index::record`).
         let (deleted, merge_ids) = self.log_creation(id, sync)?;
-        let floor = deleted.saturating_add(1);
+        let floor = floor.max(deleted.saturating_add(1));
         let (recorded, fold, removed) =
             self.lives
                 .append_at(&self.root, (t, id), floor, limit, sync, |recorded| {

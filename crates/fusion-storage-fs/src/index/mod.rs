@@ -48,7 +48,11 @@
 //! stamps its delete ahead of the others' now. The floor is one number for all ids (no
 //! per-id record survives a delete at O(1)), read at no extra cost: after a delete by
 //! an instance whose clock runs ahead, any creation is stamped as that instance would
-//! stamp it, as a write to a session that instance last wrote already is.
+//! stamp it, as a write to a session that instance last wrote already is. A delete
+//! that stopped between its journal line and the state leaves its session's lock file
+//! behind with counters (it unlinks that last): a creation that finds them takes its
+//! floor from the live journals' delete lines instead (see
+//! `crate::session_files`' `creation_floor`).
 //!
 //! # Upkeep, paid by the writes that cause it
 //!
@@ -358,9 +362,10 @@ impl Index {
     }
 
     /// The latest timestamp of a delete line in the live journals, for a state recovered
-    /// from damage: the journals still hold every delete line a listing may meet (the
-    /// compacted journal none: a fold drops them). Read once, on that rare path.
-    fn latest_delete(&self) -> Result<i64> {
+    /// from damage or a creation after a delete that stopped before the state took its
+    /// timestamp: the journals still hold every delete line a listing may meet (the
+    /// compacted journal none: a fold drops them). Read once, on those rare paths.
+    pub(crate) fn latest_delete(&self) -> Result<i64> {
         let mut deleted = i64::MIN;
         for found in live::list(&self.root)? {
             journal::for_each_line(&found.file, found.end, |_, entry| {

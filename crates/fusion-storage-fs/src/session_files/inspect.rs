@@ -38,6 +38,10 @@ pub(super) struct Current {
     /// The lock file's contents, once read under this lock and until a write stores new
     /// ones: the expiry check reads them, and what follows it uses them again.
     pub(super) contents: Option<LockContents>,
+    /// Whether this lock's holder has just removed the session (an expired one), its
+    /// delete recorded whole: the counters its lock file still holds are not those a
+    /// delete that stopped left (see `SessionFiles::creation_floor`).
+    pub(super) removed_here: bool,
 }
 
 impl Current {
@@ -55,6 +59,7 @@ impl Current {
             identity: FileIdentity::default(),
             shared: false,
             contents: None,
+            removed_here: false,
         }
     }
 }
@@ -98,6 +103,7 @@ impl SessionFiles {
             identity: FileIdentity::of(&metadata),
             shared: own_file::is_shared(&metadata),
             contents: None,
+            removed_here: false,
         }))
     }
 

@@ -81,7 +81,11 @@ impl SessionFiles {
         }
         drop(current);
         let recorded = self.remove_locked(lock, true, false)?;
-        Ok((Current::absent(), recorded))
+        let current = Current {
+            removed_here: true,
+            ..Current::absent()
+        };
+        Ok((current, recorded))
     }
 
     /// Purges this session for its expiry marker at `at`, if it has expired: under its

@@ -102,16 +102,18 @@ impl SessionFiles {
             (None, Some(times)) => Some(times.stored_at(now_micros())),
             _ => None,
         };
+        let floor = match before {
+            Some(_) => floor(before.as_ref()),
+            None => self.creation_floor(lock, &current)?,
+        };
         let (recorded, copied) = match given {
             Some((_, updated_us)) => {
-                let (recorded, copied) =
-                    self.index.record_created_at(&self.id, updated_us, sync)?;
+                let (recorded, copied) = self
+                    .index
+                    .record_created_at(&self.id, updated_us, floor, sync)?;
                 (recorded, Some(copied))
             }
-            None => {
-                let floor = floor(before.as_ref());
-                (self.index.record(&self.id, change, floor, sync)?, None)
-            }
+            None => (self.index.record(&self.id, change, floor, sync)?, None),
         };
         let t = recorded.t;
         let current = self.unshare(current)?;
@@ -209,6 +211,27 @@ impl SessionFiles {
         Ok((outcome, Some(recorded)))
     }
 
+    /// The floor of a creation's timestamp: none of its own ([`crate::index::Index::record`]
+    /// stamps every creation after the latest delete the index state holds), unless the
+    /// lock file still holds counters of an earlier session of the id. A delete unlinks
+    /// it last, after the session's files, its journal line and then the state's
+    /// timestamp: one that stopped between the two (a crash, a full disk) left a line
+    /// that a creation stamped below it would be taken for the deleted session's by
+    /// every listing. The live journals hold it, read on this rare path only.
+    fn creation_floor(&self, lock: &SessionLock, current: &Current) -> Result<i64> {
+        if current.removed_here {
+            return Ok(i64::MIN);
+        }
+        let contents = match current.contents {
+            Some(contents) => contents,
+            None => lock.contents(&self.lock)?,
+        };
+        match contents.counters {
+            Some(_) => Ok(self.index.latest_delete()?.saturating_add(1)),
+            None => Ok(i64::MIN),
+        }
+    }
+
     /// What a creation does before the session has data: removes what a crashed delete
     /// may have left of an earlier session of this id, then adds the markers and writes
     /// the metadata of the new one. Returns the instant of its expiry marker, if it
@@ -294,12 +317,13 @@ impl SessionFiles {
                 } else {
                     Change::Create
                 };
-                let recorded = self.index.record(
-                    &self.id,
-                    change,
-                    floor(before.as_ref()),
-                    self.sync_appends(),
-                )?;
+                let floor = match before {
+                    Some(_) => floor(before.as_ref()),
+                    None => self.creation_floor(lock, current)?,
+                };
+                let recorded = self
+                    .index
+                    .record(&self.id, change, floor, self.sync_appends())?;
                 (
                     self.written_counters(before.as_ref(), recorded.t)?,
                     Some(recorded),
