@@ -51,7 +51,7 @@
 //! stamp it, as a write to a session that instance last wrote already is. A delete
 //! that stopped between its journal line and the state leaves its session's lock file
 //! behind with counters (it unlinks that last): a creation that finds them takes its
-//! floor from the live journals' delete lines instead (see
+//! floor from the live journals' delete lines as well (see
 //! `crate::session_files`' `creation_floor`).
 //!
 //! # Upkeep, paid by the writes that cause it
