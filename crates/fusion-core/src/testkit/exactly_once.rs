@@ -8,10 +8,12 @@
 //! reply, the way each backend's `tests/exactly_once.rs` does.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use super::{StorageHarness, open, said};
+use super::{StorageHarness, info, open, said};
 use crate::{
     Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Error, Expect, MessageId, SessionMeta,
+    SessionTimes, from_unix_micros, unix_micros,
 };
 
 /// `n` user messages `{prefix}-{i}`, each with a fresh id.
@@ -160,6 +162,48 @@ pub async fn conditional_writes_and_creation_store_each_id_once<H: StorageHarnes
     let history = store.load("cw").await.unwrap();
     assert_eq!(contents(&history), ["open-0", "open-1", "more-0"]);
     assert_eq!(super::info(&store, "cw").await.message_count, 3);
+}
+
+/// A retry whose messages were all stored already stores nothing, and so is no write: the
+/// session's last write, its place in newest-first listings and an idle expiry's clock stay
+/// where the first attempt left them, whichever path the retry takes (the whole batch, its
+/// tail, a conditional append). A retry that brings one message more is a write.
+pub async fn a_retry_that_stores_nothing_leaves_the_last_write_alone<H: StorageHarness>(
+    harness: &H,
+) {
+    let store = open(harness).await;
+    // A day back, to the whole millisecond every backend keeps: a write would move it.
+    let micros = unix_micros(SystemTime::now() - Duration::from_secs(24 * 3600));
+    let day_ago = from_unix_micros(micros.div_euclid(1000) * 1000);
+    let batch = with_ids("quiet", 3);
+    let times = SessionTimes::new(day_ago, day_ago);
+    (store.create_session_with_times("quiet", &SessionMeta::new(), &batch, times))
+        .await
+        .unwrap();
+    let first = info(&store, "quiet").await;
+    assert_eq!(first.updated_at, Some(day_ago));
+
+    store.append("quiet", &batch).await.unwrap();
+    store.append("quiet", &batch[1..]).await.unwrap();
+    let same = Expect::Generation(first.generation);
+    (store.write_if("quiet", same, Change::Append(&batch[2..])))
+        .await
+        .unwrap();
+    let retried = info(&store, "quiet").await;
+    assert_eq!(
+        (retried.updated_at, retried.message_count),
+        (Some(day_ago), 3),
+        "a retry that stored nothing moved the last write"
+    );
+
+    let one_more = [batch[2].clone(), ChatMessage::user("new").with_new_id()];
+    store.append("quiet", &one_more).await.unwrap();
+    let written = info(&store, "quiet").await;
+    assert_eq!(written.message_count, 4);
+    assert!(
+        written.updated_at > Some(day_ago),
+        "a retry that stored a message is a write"
+    );
 }
 
 /// Many instances appending the same batch at once (a retry racing its own first

@@ -327,6 +327,7 @@ macro_rules! conformance_suite {
                 ids_survive_rewrites_and_repeats_are_refused,
                 conditional_writes_and_creation_store_each_id_once,
                 racing_copies_of_one_batch_store_it_once,
+                a_retry_that_stores_nothing_leaves_the_last_write_alone,
             );
             $crate::__conformance_cases!(
                 $setup, times;
