@@ -184,7 +184,7 @@ pub(crate) fn upgraded_elsewhere(op: Op<'_>, schema: &str) -> Error {
              the schema's migration lock), and did not finish within the time this open \
              waits for a lock (the statement timeout, or a lock_timeout the URL sets); retry \
              once it has (a long upgrade of a large storage may need a longer \
-             PostgresOptions::statement_timeout)"
+             PostgresOptions::statement_timeout, or lock_timeout if the URL sets one)"
         ),
         retryable: true,
         source: None,
