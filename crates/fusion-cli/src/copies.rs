@@ -36,7 +36,9 @@ const LOST_REPLY_ATTEMPTS: usize = 3;
 /// - it holds `result`, what the write leaves (more after it is another writer's, later):
 ///   the write applied, and its generation is returned;
 /// - anything else: another writer got in first, and the write could no longer apply:
-///   the [`fusion::Error::Conflict`] it would have met.
+///   the [`fusion::Error::Conflict`] it would have met;
+/// - it cannot be read: whether the write applied is unknown, and the error says so
+///   (retryable), never the conflict, which says nothing was written.
 ///
 /// A write made again that meets a conflict is settled the same way, by reading back: the
 /// write before it may have been on its way still when its session read back unchanged,
@@ -62,8 +64,9 @@ where
             Err(err) if views.retries() && err.is_retryable() => err,
             done => return done,
         };
-        let Ok((held, revision)) = views.storage.load_revision(id).await else {
-            return Err(lost);
+        let (held, revision) = match views.storage.load_revision(id).await {
+            Ok(read) => read,
+            Err(err) => return Err(unknown(views, err)),
         };
         let conflict = matches!(lost, fusion::Error::Conflict { .. });
         if revision == at && !conflict {
@@ -82,6 +85,22 @@ where
         let backend = views.storage.backend_name();
         let expected = Expect::Exactly(at);
         return Err(expected.conflict(backend, id, revision.generation, Some(revision.len)));
+    }
+}
+
+/// The error of a write whose reply was lost, or that was made again and refused, when
+/// reading its session back to tell whether it applied failed too (`read`, its cause):
+/// retryable, as the storage is failing, and never a conflict, which would say that
+/// nothing was written (an import would say the session exists, when it may be its own).
+fn unknown(views: &Views, read: fusion::Error) -> fusion::Error {
+    fusion::Error::Backend {
+        backend: views.storage.backend_name(),
+        message: "the reply to a write was lost, and reading the session back to tell \
+                  whether it applied failed too: whether it applied is unknown; read the \
+                  session before writing it again"
+            .to_string(),
+        retryable: true,
+        source: Some(Box::new(read)),
     }
 }
 

@@ -337,7 +337,7 @@ mod tests {
 
     use super::*;
     use crate::store::Layers;
-    use crate::testing::{ClockAhead, conversation, views};
+    use crate::testing::{AppliesLate, ClockAhead, ReadsFailAfter, conversation, views};
 
     const MINUTE: Duration = Duration::from_secs(60);
     const HOUR: Duration = Duration::from_secs(3600);
@@ -393,5 +393,40 @@ mod tests {
             .unwrap();
         assert_eq!(said, "imported session s (2 messages)");
         assert_eq!(target.load("s").await.unwrap(), conversation());
+    }
+
+    /// The creation of an import lost its reply and applied only after the read back
+    /// found nothing; the creation made again meets that session, and reading it back to
+    /// tell whose it is fails: whether the import was written is unknown, and the import
+    /// says so, not that the session already exists ("pass --replace"): it may be its own.
+    #[tokio::test]
+    async fn an_import_that_cannot_be_read_back_after_a_refusal_is_not_said_to_exist() {
+        let imported = exported(SessionMeta::new().title("Late"), MINUTE);
+        let late = Intercepted(AppliesLate::new(InMemoryStorage::new()));
+        let target = Arc::new(Intercepted(ReadsFailAfter::new(late, 1)));
+        let layers = Layers::new(EncryptionLayer::without_keys(), true);
+        let store = Store::new("memory://".parse().unwrap(), layers);
+        let (views, file) = (views(target.clone()), Path::new("s.json"));
+        let err = write_import(
+            &store,
+            &views,
+            file,
+            "s",
+            &imported,
+            &imported.messages,
+            false,
+        )
+        .await
+        .unwrap_err();
+        let said = crate::one_line(&err);
+        assert!(
+            said.starts_with(
+                "cannot save session \"s\": memory: the reply to a write was lost, and reading \
+                 the session back to tell whether it applied failed too: whether it applied is \
+                 unknown"
+            ),
+            "{said}"
+        );
+        assert_eq!(target.load("s").await.unwrap(), conversation(), "it was");
     }
 }

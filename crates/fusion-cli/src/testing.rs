@@ -287,3 +287,50 @@ impl<S: ConversationStorage> Intercept for MeddlesAfterFirstRead<S> {
         read
     }
 }
+
+/// A storage (inside [`Intercepted`](fusion::storage::Intercepted)) whose reads of a
+/// session's revision (`load_revision`) fail with a retryable error after the first
+/// `answered` of them, every try of the retry layer included: a storage that went away
+/// right after a write, before the write could be read back.
+pub struct ReadsFailAfter<S> {
+    inner: S,
+    /// How many more reads answer.
+    answered: AtomicUsize,
+}
+
+impl<S> ReadsFailAfter<S> {
+    /// `inner`, whose `load_revision` answers `answered` times and then fails.
+    pub fn new(inner: S, answered: usize) -> Self {
+        Self {
+            inner,
+            answered: AtomicUsize::new(answered),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: ConversationStorage> Intercept for ReadsFailAfter<S> {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.inner
+    }
+
+    async fn load_revision(
+        &self,
+        session_id: &str,
+    ) -> fusion::Result<(Vec<ChatMessage>, Revision)> {
+        let answers = self
+            .answered
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            });
+        if answers.is_err() {
+            return Err(fusion::Error::Backend {
+                backend: self.inner.backend_name(),
+                message: "the connection dropped (injected fault)".into(),
+                retryable: true,
+                source: None,
+            });
+        }
+        self.inner.load_revision(session_id).await
+    }
+}
