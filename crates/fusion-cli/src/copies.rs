@@ -13,7 +13,8 @@ use std::time::SystemTime;
 
 use fusion::ChatMessage;
 use fusion::storage::{
-    Change, ConversationStorage, Expect, Expiry, Revision, SessionMeta, SessionTimes,
+    Change, ConversationStorage, Expect, Expiry, LEGACY_GENERATION, Revision, SessionMeta,
+    SessionTimes,
 };
 
 use crate::store::Views;
@@ -24,17 +25,30 @@ use crate::time;
 /// write, so more than a few in a row mean a storage better reported than insisted on.
 const LOST_REPLY_ATTEMPTS: usize = 3;
 
-/// Makes `write`, a write of session `id` conditional on its revision being `at` (a
-/// [`write_if`](ConversationStorage::write_if) with [`Expect::Exactly`], or a creation for
-/// [`Revision::ABSENT`]) on [`Views::unretried`], and settles a lost reply by reading the
-/// session back (unless retries are off: then the lost reply is the error):
+/// What a write made by [`write_once`] does to its session's generation, which tells a
+/// write that applied from another writer's change that leaves the session alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// A creation ([`Revision::ABSENT`] expected): a fresh generation.
+    Create,
+    /// An append to the session: its generation kept, as other writers' appends keep it.
+    Append,
+    /// A replace of the session's history: a fresh generation.
+    Replace,
+}
+
+/// Makes `write`, a write of session `id` (of `kind`) conditional on its revision being
+/// `at` (a [`write_if`](ConversationStorage::write_if) with [`Expect::Exactly`], or a
+/// creation for [`Revision::ABSENT`]) on [`Views::unretried`], and settles a lost reply by
+/// reading the session back (unless retries are off: then the lost reply is the error):
 /// - it is still at `at`: the write did not apply (every write that applies moves the
 ///   revision), and is made again on the same condition, so it never applies twice (a
 ///   creation that applied already expired reads back absent too; written again, it is
 ///   just as gone). Asked first: a session still at `at` may hold `result` already, as a
 ///   target holding the source's history and more does before `--force` replaces it;
-/// - it holds `result`, what the write leaves (more after it is another writer's, later):
-///   the write applied, and its generation is returned;
+/// - it shows the write applied ([`applied`]: it holds `result`, what the write leaves,
+///   alone or with another writer's appends after it, and a creation or a replace left
+///   it a generation of its own): its generation is returned;
 /// - anything else: another writer got in first, and the write could no longer apply:
 ///   the [`fusion::Error::Conflict`] it would have met;
 /// - it cannot be read: whether the write applied is unknown, and the error says so
@@ -43,12 +57,26 @@ const LOST_REPLY_ATTEMPTS: usize = 3;
 /// A write made again that meets a conflict is settled the same way, by reading back: the
 /// write before it may have been on its way still when its session read back unchanged,
 /// and applied since (a server still running it when the connection dropped). Then the
-/// session holds `result`, written once, rather than another writer's change.
+/// session holds `result`, written once, rather than another writer's change. At most
+/// [`LOST_REPLY_ATTEMPTS`] writes are made.
+///
+/// What the trait cannot tell (the messages copied carry no id of this write, and a
+/// session's metadata is not part of its revision):
+/// - a creation that applied, its reply lost, and that another writer deleted before the
+///   read back reads back absent, as one that did not apply: it is made again, and the
+///   session is back, the delete undone (nothing is lost, and nothing is there twice);
+/// - another writer's change that leaves the session holding `result` (another copy of
+///   the same history, a creation of the same messages) reads as this write's: the write
+///   is reported made, and the session holds what it would have, but for a creation, the
+///   metadata and times that writer gave it;
+/// - the writes whose replies were all lost may still be on their way when the error
+///   says so, and one of them may apply after: the next read shows it.
 pub async fn write_once<Write, Written>(
     views: &Views,
     id: &str,
     at: Revision,
     result: &[ChatMessage],
+    kind: WriteKind,
     write: Write,
 ) -> fusion::Result<u64>
 where
@@ -76,7 +104,7 @@ where
             attempt += 1;
             continue;
         }
-        if revision.exists() && held.starts_with(result) {
+        if applied(kind, at, &held, revision, result) {
             return Ok(revision.generation);
         }
         if conflict {
@@ -86,6 +114,26 @@ where
         let expected = Expect::Exactly(at);
         return Err(expected.conflict(backend, id, revision.generation, Some(revision.len)));
     }
+}
+
+/// Whether session `held` at `revision`, read back after a write of `kind` conditional on
+/// `at` that leaves `result`, shows that write applied: it holds `result`, alone or
+/// followed by messages another writer appended since, and for a creation or a replace,
+/// under a generation other than `at`'s. An append keeps the generation; under `at`'s, a
+/// session holds what it held then and other writers' appends only, which may start with
+/// `result` without the write (a target holding the source's history and more, which
+/// `--force` replaces, and another writer's message after it). On a backend that keeps
+/// no generations, every session is at [`LEGACY_GENERATION`], before a replace and after
+/// it: there the messages alone tell.
+fn applied(
+    kind: WriteKind,
+    at: Revision,
+    held: &[ChatMessage],
+    revision: Revision,
+    result: &[ChatMessage],
+) -> bool {
+    let renewed = revision.generation != at.generation || at.generation == LEGACY_GENERATION;
+    revision.exists() && held.starts_with(result) && (kind == WriteKind::Append || renewed)
 }
 
 /// The error of a write whose reply was lost, or that was made again and refused, when
@@ -131,7 +179,15 @@ pub async fn create_once(
 ) -> fusion::Result<u64> {
     let unretried = views.unretried.as_ref();
     let write = move || create(unretried, id, meta, times, messages);
-    write_once(views, id, Revision::ABSENT, messages, write).await
+    write_once(
+        views,
+        id,
+        Revision::ABSENT,
+        messages,
+        WriteKind::Create,
+        write,
+    )
+    .await
 }
 
 /// Creates session `id` holding `messages` with `meta` and, when known, the times it had
@@ -212,7 +268,7 @@ mod tests {
         let writer = views.unretried.as_ref();
         let more = &more;
         let write = move || writer.write_if("s", Expect::Exactly(at), Change::Append(more));
-        write_once(views, "s", at, &result, write).await
+        write_once(views, "s", at, &result, WriteKind::Append, write).await
     }
 
     #[tokio::test]
@@ -271,7 +327,7 @@ mod tests {
             }
             outcome
         };
-        let err = write_once(&views, "s", at, &result, write)
+        let err = write_once(&views, "s", at, &result, WriteKind::Append, write)
             .await
             .unwrap_err();
         assert!(matches!(err, fusion::Error::Conflict { .. }), "{err}");

@@ -61,6 +61,7 @@ use fusion::storage::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::copies::WriteKind;
 use crate::store::{self, Layers, Store, Views, require_key};
 use crate::{MigrateArgs, copies, meta, parse_storage, render};
 use compare::{copied, divergence, verify};
@@ -282,7 +283,11 @@ async fn migrate_one(
         } else {
             let writer = views.unretried.as_ref();
             let write = move || writer.write_if(id, Expect::Exactly(at), change);
-            copies::write_once(views, id, at, &source, write).await
+            let kind = match change {
+                Change::Append(_) => WriteKind::Append,
+                _ => WriteKind::Replace,
+            };
+            copies::write_once(views, id, at, &source, kind, write).await
         };
         match written {
             Ok(_) => {

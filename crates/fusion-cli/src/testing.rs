@@ -3,8 +3,9 @@
 //! on purpose (a clock ahead, a write that never reached it or reached it late, another
 //! writer in between).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,6 +77,8 @@ pub struct DropsNextWrite<S> {
     inner: S,
     /// How many more writes fail.
     armed: AtomicUsize,
+    /// What another writer does to the session right after the first dropped write.
+    meanwhile: Mutex<Option<Meddling>>,
 }
 
 impl<S> DropsNextWrite<S> {
@@ -89,7 +92,18 @@ impl<S> DropsNextWrite<S> {
         Self {
             inner,
             armed: AtomicUsize::new(count),
+            meanwhile: Mutex::new(None),
         }
+    }
+
+    /// This storage, where another writer does `meddling` to the session right after the
+    /// first dropped write, before the caller reads it back.
+    pub fn meanwhile(self, meddling: Meddling) -> Self {
+        *self
+            .meanwhile
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(meddling);
+        self
     }
 }
 
@@ -111,6 +125,14 @@ impl<S: ConversationStorage> Intercept for DropsNextWrite<S> {
                 left.checked_sub(1)
             });
         if armed.is_ok() {
+            let meddling = self
+                .meanwhile
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(meddling) = meddling {
+                meddling.apply(&self.inner, session_id).await;
+            }
             return Err(fusion::Error::Backend {
                 backend: self.inner.backend_name(),
                 message: "the connection dropped before the write went out (injected fault)".into(),
@@ -224,6 +246,20 @@ pub enum Meddling {
     Delete,
 }
 
+impl Meddling {
+    /// Does this to session `id` of `storage`.
+    async fn apply(&self, storage: &dyn ConversationStorage, id: &str) {
+        match self {
+            Meddling::Append(message) => {
+                let batch = [message.clone()];
+                storage.append(id, &batch).await.unwrap();
+            }
+            Meddling::Rewrite(history) => storage.save(id, history).await.unwrap(),
+            Meddling::Delete => storage.delete(id).await.unwrap(),
+        }
+    }
+}
+
 /// A storage (inside [`Intercepted`](fusion::storage::Intercepted)) where another writer
 /// changes a session right after the first read of it (`load`, `load_revision` or
 /// `session_info`) answered, before any other call: the interleaving a race gives now and
@@ -249,14 +285,7 @@ impl<S: ConversationStorage> MeddlesAfterFirstRead<S> {
         if self.done.swap(true, Ordering::SeqCst) {
             return;
         }
-        match &self.meddling {
-            Meddling::Append(message) => {
-                let batch = [message.clone()];
-                self.inner.append(session_id, &batch).await.unwrap();
-            }
-            Meddling::Rewrite(history) => self.inner.save(session_id, history).await.unwrap(),
-            Meddling::Delete => self.inner.delete(session_id).await.unwrap(),
-        }
+        self.meddling.apply(&self.inner, session_id).await;
     }
 }
 
@@ -332,5 +361,94 @@ impl<S: ConversationStorage> Intercept for ReadsFailAfter<S> {
             });
         }
         self.inner.load_revision(session_id).await
+    }
+}
+
+/// A storage (inside [`Intercepted`](fusion::storage::Intercepted)) whose next conditional
+/// write applies and loses its reply, another writer doing `meddling` to the session in
+/// between: the reply to a write that applied lost, and the session changed since when
+/// the caller reads it back.
+pub struct LosesNextReply<S> {
+    inner: S,
+    meanwhile: Mutex<Option<Meddling>>,
+}
+
+impl<S> LosesNextReply<S> {
+    /// `inner`, whose next `write_if` applies, is followed by `meddling`, and fails.
+    pub fn meanwhile(inner: S, meddling: Meddling) -> Self {
+        Self {
+            inner,
+            meanwhile: Mutex::new(Some(meddling)),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: ConversationStorage> Intercept for LosesNextReply<S> {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.inner
+    }
+
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> fusion::Result<u64> {
+        let written = self.inner.write_if(session_id, expected, change).await;
+        let meddling = self
+            .meanwhile
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let (Some(meddling), Ok(_)) = (meddling, &written) else {
+            return written;
+        };
+        meddling.apply(&self.inner, session_id).await;
+        Err(fusion::Error::Backend {
+            backend: self.inner.backend_name(),
+            message: "the connection dropped before the reply came (injected fault)".into(),
+            retryable: true,
+            source: None,
+        })
+    }
+}
+
+/// A storage written as a user might write one: the four required methods over a map,
+/// every other call the trait's default. It keeps no generations: `load_revision` reports
+/// [`LEGACY_GENERATION`](fusion::storage::LEGACY_GENERATION) for every session, before a
+/// replace and after it.
+#[derive(Default)]
+pub struct Generationless(Mutex<HashMap<String, Vec<ChatMessage>>>);
+
+impl Generationless {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Vec<ChatMessage>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl ConversationStorage for Generationless {
+    async fn save(&self, session_id: &str, history: &[ChatMessage]) -> fusion::Result<()> {
+        if history.is_empty() {
+            self.sessions().remove(session_id);
+        } else {
+            self.sessions()
+                .insert(session_id.to_string(), history.to_vec());
+        }
+        Ok(())
+    }
+
+    async fn load(&self, session_id: &str) -> fusion::Result<Vec<ChatMessage>> {
+        Ok(self.sessions().get(session_id).cloned().unwrap_or_default())
+    }
+
+    async fn delete(&self, session_id: &str) -> fusion::Result<()> {
+        self.sessions().remove(session_id);
+        Ok(())
+    }
+
+    async fn list_sessions(&self) -> fusion::Result<Vec<String>> {
+        Ok(self.sessions().keys().cloned().collect())
     }
 }

@@ -10,7 +10,8 @@ use fusion_core::testkit::faults::LoseReplies;
 
 use super::*;
 use crate::testing::{
-    ClockAhead, DropsNextWrite, MeddlesAfterFirstRead, Meddling, conversation, views,
+    ClockAhead, DropsNextWrite, Generationless, LosesNextReply, MeddlesAfterFirstRead, Meddling,
+    conversation, views,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -243,4 +244,86 @@ async fn an_extension_whose_replies_were_all_lost_fails_saying_so() {
         history[..1],
         "nothing written"
     );
+}
+
+/// `--force` over a target holding the source's history and more, whose replace failed
+/// before it applied while another writer appended to the target: the target read back
+/// starts with the source's history, under the generation it was read at, which a replace
+/// that applied would have changed. So the replace did not apply: decided anew, as after
+/// a conflict, the target (the appended message seen) is replaced, rather than be taken
+/// for done and reported diverged ("the target gained messages while it was migrated").
+#[tokio::test]
+async fn a_forced_replace_that_did_not_apply_while_another_writer_appended_is_decided_anew() {
+    let source = InMemoryStorage::new();
+    let history = conversation();
+    source.append("s", &history).await.unwrap();
+    let appended = ChatMessage::user("Appended while the replace was on its way.");
+    let target = Arc::new(Intercepted(
+        DropsNextWrite::new(InMemoryStorage::new()).meanwhile(Meddling::Append(appended)),
+    ));
+    let longer = [
+        &history[..],
+        &[ChatMessage::user("Written after the switch.")],
+    ]
+    .concat();
+    target.0.inner().append("s", &longer).await.unwrap();
+
+    let force = MigrateArgs {
+        force: true,
+        ..args()
+    };
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &force).await;
+    assert!(
+        matches!(
+            outcome,
+            Ok(Outcome::Replaced {
+                previous: 4,
+                written: 2
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(target.load("s").await.unwrap(), history, "replaced");
+}
+
+/// A `--force` replace on a backend that keeps no generations (a user-written one on the
+/// trait's defaults), which applied and lost its reply, another writer appending after it
+/// before the read back: every session is at one generation there, so the target reads
+/// back under the generation it was read at, starting with the source's history. Taken
+/// for not applied (a replace would have changed the generation elsewhere), it would be
+/// decided anew and replaced again, wiping the message appended after the copy; it is
+/// taken for done, and reported diverged with that message kept.
+#[tokio::test]
+async fn a_forced_replace_on_a_backend_without_generations_keeps_a_message_appended_after_it() {
+    let source = InMemoryStorage::new();
+    let history = conversation();
+    source.append("s", &history).await.unwrap();
+    let appended = ChatMessage::user("Appended after the copy.");
+    let kept = [&history[..], std::slice::from_ref(&appended)].concat();
+    for (targets_own, previous) in [(2, 4)] {
+        let target = Arc::new(Intercepted(LosesNextReply::meanwhile(
+            Generationless::default(),
+            Meddling::Append(appended.clone()),
+        )));
+        let own =
+            (0..targets_own).map(|n| ChatMessage::user(format!("Written after the switch, {n}.")));
+        let longer: Vec<_> = history.iter().cloned().chain(own).collect();
+        assert_eq!(longer.len(), previous);
+        target.0.inner().save("s", &longer).await.unwrap();
+
+        let force = MigrateArgs {
+            force: true,
+            ..args()
+        };
+        let outcome = migrate_one(&source, &views(target.clone()), "s", &force).await;
+        assert!(
+            matches!(outcome, Ok(Outcome::Diverged(_))),
+            "{previous} before: {outcome:?}"
+        );
+        assert_eq!(
+            target.load("s").await.unwrap(),
+            kept,
+            "{previous} before: replaced once"
+        );
+    }
 }
