@@ -39,13 +39,16 @@ pub enum WriteKind {
 
 /// Makes `write`, a write of session `id` (of `kind`) conditional on its revision being
 /// `at` (a [`write_if`](ConversationStorage::write_if) with [`Expect::Exactly`], or a
-/// creation for [`Revision::ABSENT`]) on [`Views::unretried`], and settles a lost reply by
-/// reading the session back (unless retries are off: then the lost reply is the error):
-/// - it is still at `at`: the write did not apply (every write that applies moves the
-///   revision), and is made again on the same condition, so it never applies twice (a
-///   creation that applied already expired reads back absent too; written again, it is
-///   just as gone). Asked first: a session still at `at` may hold `result` already, as a
-///   target holding the source's history and more does before `--force` replaces it;
+/// creation for [`Revision::ABSENT`]) on [`Views::unretried`], where the session held
+/// `before` at `at`, and settles a lost reply by reading the session back (unless retries
+/// are off: then the lost reply is the error):
+/// - it is still as it was read, at `at` holding `before`: the write did not apply (every
+///   write that applies moves the revision, and changes the messages, which a backend
+///   that keeps no generations has alone to show it by when the length is kept), and is
+///   made again on the same condition, so it never applies twice (a creation that
+///   applied already expired reads back absent too; written again, it is just as gone).
+///   Asked first: a session still as read may hold `result` already, as a target holding
+///   the source's history and more does before `--force` replaces it;
 /// - it shows the write applied ([`applied`]: it holds `result`, what the write leaves,
 ///   alone or with another writer's appends after it, and a creation or a replace left
 ///   it a generation of its own): its generation is returned;
@@ -70,11 +73,17 @@ pub enum WriteKind {
 ///   is reported made, and the session holds what it would have, but for a creation, the
 ///   metadata and times that writer gave it;
 /// - the writes whose replies were all lost may still be on their way when the error
-///   says so, and one of them may apply after: the next read shows it.
+///   says so, and one of them may apply after: the next read shows it;
+/// - on a backend that keeps no generations (the trait's default `load_revision` and
+///   `write_if`, one generation for every session), a write's condition is the length
+///   alone, checked apart from the write: another writer's change that keeps the length
+///   between the read back and a write made again is written over, as it would be by
+///   any conditional write there (such a backend is not for shared writers).
 pub async fn write_once<Write, Written>(
     views: &Views,
     id: &str,
     at: Revision,
+    before: &[ChatMessage],
     result: &[ChatMessage],
     kind: WriteKind,
     write: Write,
@@ -97,7 +106,7 @@ where
             Err(err) => return Err(unknown(views, err)),
         };
         let conflict = matches!(lost, fusion::Error::Conflict { .. });
-        if revision == at && !conflict {
+        if revision == at && held == before && !conflict {
             if attempt == LOST_REPLY_ATTEMPTS {
                 return Err(all_lost(views, lost));
             }
@@ -179,15 +188,8 @@ pub async fn create_once(
 ) -> fusion::Result<u64> {
     let unretried = views.unretried.as_ref();
     let write = move || create(unretried, id, meta, times, messages);
-    write_once(
-        views,
-        id,
-        Revision::ABSENT,
-        messages,
-        WriteKind::Create,
-        write,
-    )
-    .await
+    let absent = Revision::ABSENT;
+    write_once(views, id, absent, &[], messages, WriteKind::Create, write).await
 }
 
 /// Creates session `id` holding `messages` with `meta` and, when known, the times it had
@@ -268,7 +270,7 @@ mod tests {
         let writer = views.unretried.as_ref();
         let more = &more;
         let write = move || writer.write_if("s", Expect::Exactly(at), Change::Append(more));
-        write_once(views, "s", at, &result, WriteKind::Append, write).await
+        write_once(views, "s", at, held, &result, WriteKind::Append, write).await
     }
 
     #[tokio::test]
@@ -327,7 +329,7 @@ mod tests {
             }
             outcome
         };
-        let err = write_once(&views, "s", at, &result, WriteKind::Append, write)
+        let err = write_once(&views, "s", at, &held, &result, WriteKind::Append, write)
             .await
             .unwrap_err();
         assert!(matches!(err, fusion::Error::Conflict { .. }), "{err}");

@@ -287,7 +287,7 @@ async fn migrate_one(
                 Change::Append(_) => WriteKind::Append,
                 _ => WriteKind::Replace,
             };
-            copies::write_once(views, id, at, &source, kind, write).await
+            copies::write_once(views, id, at, &target, &source, kind, write).await
         };
         match written {
             Ok(_) => {
