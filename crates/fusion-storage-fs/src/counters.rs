@@ -80,13 +80,27 @@ pub(crate) struct LockContents {
     pub(crate) counters: Option<Counters>,
 }
 
-/// The whole lock file for `generation` and `counters`: always the same length.
-pub(crate) fn format(generation: u64, counters: &Counters) -> Vec<u8> {
+impl LockContents {
+    /// Whether the lock file holds anything: a new one (made by a session's first write
+    /// or read, or after a delete unlinked the last) holds nothing.
+    pub(crate) fn holds_anything(&self) -> bool {
+        self.generation_text || self.counters.is_some()
+    }
+}
+
+/// The generation field alone, [`GENERATION_FIELD`] bytes: what earlier versions stored.
+pub(crate) fn format_generation(generation: u64) -> String {
     let mut text = format!("{generation:0GENERATION_WIDTH$}");
     while text.len() < GENERATION_FIELD - 1 {
         text.push(' ');
     }
     text.push('\n');
+    text
+}
+
+/// The whole lock file for `generation` and `counters`: always the same length.
+pub(crate) fn format(generation: u64, counters: &Counters) -> Vec<u8> {
+    let mut text = format_generation(generation);
     let Counters {
         created_us,
         updated_us,

@@ -649,6 +649,47 @@ mod tests {
     }
 
     #[test]
+    fn a_creation_after_a_stopped_delete_of_a_session_without_counters_is_listed() {
+        let scratch = Scratch::new();
+        let at = scratch.at();
+        let ahead = Arc::new(Index::new(scratch.dir.path()));
+        ahead.run_clock_ahead(Duration::from_secs(3600));
+        let ahead_at = Directory {
+            index: &ahead,
+            ..scratch.at()
+        };
+        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let ids_log = scratch
+            .dir
+            .path()
+            .join(file_name::INDEX_DIR)
+            .join("ids-log");
+        // Sessions whose counters are lost: the lock file empty (lost with its file), or
+        // holding the generation alone (as earlier versions wrote it).
+        for (id, kept) in [("empty", 0), ("bare", crate::counters::GENERATION_FIELD)] {
+            at.files(id).append(&line).unwrap();
+            let lock = scratch.dir.path().join(file_name::lock_file_name(id));
+            let stored = std::fs::read(&lock).unwrap();
+            std::fs::write(&lock, &stored[..kept]).unwrap();
+            // Deleted by an instance whose clock runs an hour ahead, which stops once its
+            // journal line is written: the id log cannot be written (a directory in its
+            // place, as a full disk fails the write), nor the index state after it.
+            let logged = std::fs::read(&ids_log).unwrap();
+            std::fs::remove_file(&ids_log).unwrap();
+            std::fs::create_dir(&ids_log).unwrap();
+            ahead_at.files(id).remove().unwrap_err();
+            std::fs::remove_dir(&ids_log).unwrap();
+            std::fs::write(&ids_log, logged).unwrap();
+            // Created again on this clock: stamped after that delete line all the same.
+            at.files(id).append(&line).unwrap();
+        }
+        let page = Lister { at }.page(&SessionQuery::new()).unwrap();
+        let mut ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["bare", "empty"]);
+    }
+
+    #[test]
     fn a_creation_after_the_index_state_is_damaged_still_follows_the_deletes_before() {
         let scratch = Scratch::new();
         let at = scratch.at();

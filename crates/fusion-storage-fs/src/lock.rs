@@ -152,6 +152,18 @@ impl SessionLock {
         Ok(())
     }
 
+    /// Stores the legacy generation alone in a lock file that holds nothing (a session
+    /// whose counters were lost with it): read the same (an empty lock file reads as that
+    /// generation, without counters), but no longer as a new lock file (see
+    /// [`LockContents::holds_anything`]). Only for an exclusive lock.
+    pub(crate) fn mark(&self, path: &Path) -> Result<()> {
+        let Some(file) = self.file.as_ref() else {
+            return Ok(());
+        };
+        let field = counters::format_generation(LEGACY_GENERATION);
+        write_at(file, field.as_bytes()).at(path)
+    }
+
     /// When the lock file was created, where the file system records it: it is created
     /// by a session's first write and lives as long as the session, so for a session
     /// written before counters were stored it is the best record of its creation.

@@ -50,9 +50,9 @@
 //! an instance whose clock runs ahead, any creation is stamped as that instance would
 //! stamp it, as a write to a session that instance last wrote already is. A delete
 //! that stopped between its journal line and the state leaves its session's lock file
-//! behind with counters (it unlinks that last): a creation that finds them takes its
-//! floor from the live journals' delete lines as well (see
-//! `crate::session_files`' `creation_floor`).
+//! behind holding counters, or a generation it stored first where they were lost (it
+//! unlinks that file last): a creation that finds either takes its floor from the live
+//! journals' delete lines as well (see `crate::session_files`' `creation_floor`).
 //!
 //! # Upkeep, paid by the writes that cause it
 //!

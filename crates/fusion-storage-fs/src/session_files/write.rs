@@ -213,11 +213,13 @@ impl SessionFiles {
 
     /// The floor of a creation's timestamp: none of its own ([`crate::index::Index::record`]
     /// stamps every creation after the latest delete the index state holds), unless the
-    /// lock file still holds counters of an earlier session of the id. A delete unlinks
-    /// it last, after the session's files, its journal line and then the state's
-    /// timestamp: one that stopped between the two (a crash, a full disk) left a line
-    /// that a creation stamped below it would be taken for the deleted session's by
-    /// every listing. The live journals hold it, read on this rare path only.
+    /// lock file still holds anything of an earlier session of the id (its counters, or
+    /// a generation alone: a session whose counters were lost, which a delete marks
+    /// before its line if its lock file holds nothing). A delete unlinks it last, after
+    /// the session's files, its journal line and then the state's timestamp: one that
+    /// stopped between the two (a crash, a full disk) left a line that a creation
+    /// stamped below it would be taken for the deleted session's by every listing. The
+    /// live journals hold it, read on this rare path only.
     fn creation_floor(&self, lock: &SessionLock, current: &Current) -> Result<i64> {
         if current.removed_here {
             return Ok(i64::MIN);
@@ -226,9 +228,10 @@ impl SessionFiles {
             Some(contents) => contents,
             None => lock.contents(&self.lock)?,
         };
-        match contents.counters {
-            Some(_) => Ok(self.index.latest_delete()?.saturating_add(1)),
-            None => Ok(i64::MIN),
+        if contents.holds_anything() {
+            Ok(self.index.latest_delete()?.saturating_add(1))
+        } else {
+            Ok(i64::MIN)
         }
     }
 
@@ -421,7 +424,8 @@ impl SessionFiles {
         // none; its markers stay behind, and listings skip them.
         let meta_path = self.meta();
         let meta = meta_file::read(&meta_path, &self.id).ok().flatten();
-        let counters = lock.contents(&self.lock)?.counters;
+        let contents = lock.contents(&self.lock)?;
+        let counters = contents.counters;
         // The deletion's line must be the session's newest, after its last write's.
         let floor = counters.map_or(i64::MIN, |c| c.next_floor());
         match fs::remove_file(&self.data) {
@@ -435,6 +439,12 @@ impl SessionFiles {
         let lock_temp = crate::file_name::lock_temp_file_name(&self.id);
         let _ = fs::remove_file(self.dir.join(lock_temp));
         meta_file::remove(&meta_path)?;
+        if existed && !contents.holds_anything() {
+            // Before the line: should the delete stop after it, the lock file it leaves
+            // holds something, as it does for any session with counters, and sends the
+            // next creation to the live journals' delete lines (see `creation_floor`).
+            lock.mark(&self.lock)?;
+        }
         let recorded = if existed {
             Some(self.index.record(&self.id, Change::Delete, floor, false)?)
         } else {
