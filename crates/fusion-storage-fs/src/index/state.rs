@@ -15,7 +15,8 @@
 //! to a full rebuild, back and forth at every creation or deletion. A state without the
 //! second line (a lock file that version made, or a torn write) is read with `deleted`
 //! unknown ([`None`]), which the index lock's holder recovers from the live journals
-//! (see `Index::read_state`). That version's deletions do not raise `deleted`.
+//! (see `Index::read_state`). That version's deletions do not raise `deleted`, nor are
+//! its creations stamped after it.
 
 use std::fmt::Write as _;
 
