@@ -412,13 +412,14 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
-    use fusion_core::{ChatMessage, SessionQuery};
+    use fusion_core::{ChatMessage, Expect, SessionQuery};
 
     use super::*;
     use crate::batch::Batch;
     use crate::index::{Index, reads_above_cursor};
     use crate::options::SyncPolicy;
     use crate::recent_cache::RecentCache;
+    use crate::session_files::FileChange;
 
     /// A sessions directory of its own, with its index and cache of recent ids.
     struct Scratch {
@@ -687,6 +688,61 @@ mod tests {
         let mut ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
         ids.sort_unstable();
         assert_eq!(ids, ["bare", "empty"]);
+    }
+
+    #[test]
+    fn a_creation_after_a_stopped_delete_whose_lock_file_went_since_is_listed() {
+        let scratch = Scratch::new();
+        let at = scratch.at();
+        let ahead = Arc::new(Index::new(scratch.dir.path()));
+        ahead.run_clock_ahead(Duration::from_secs(3600));
+        let ahead_at = Directory {
+            index: &ahead,
+            ..scratch.at()
+        };
+        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let ids_log = scratch
+            .dir
+            .path()
+            .join(file_name::INDEX_DIR)
+            .join("ids-log");
+        let ids = ["deleted-again", "purged", "refused", "cut"];
+        for id in ids {
+            at.files(id).append(&line).unwrap();
+            // Deleted by an instance whose clock runs an hour ahead, which stops once its
+            // journal line is written (the id log cannot be written), leaving the lock file.
+            let logged = std::fs::read(&ids_log).unwrap();
+            std::fs::remove_file(&ids_log).unwrap();
+            std::fs::create_dir(&ids_log).unwrap();
+            ahead_at.files(id).remove().unwrap_err();
+            std::fs::remove_dir(&ids_log).unwrap();
+            std::fs::write(&ids_log, logged).unwrap();
+            // Each way of removing a lock file without a session: the delete made again
+            // (as a retry does), a purge of the expiry marker the delete left, a
+            // conditional write refused, a conditional truncation of nothing.
+            let files = at.files(id);
+            match id {
+                "deleted-again" => files.remove().unwrap(),
+                "purged" => assert!(!files.purge_if_expired(0).unwrap()),
+                "refused" => {
+                    let change =
+                        FileChange::Append(Batch::encode(&[ChatMessage::user("x")]).unwrap());
+                    files.write_if(Expect::Generation(7), change).unwrap_err();
+                }
+                _ => {
+                    let change = FileChange::Truncate(0);
+                    files.write_if(Expect::Generation(0), change).unwrap();
+                }
+            }
+            let lock = scratch.dir.path().join(file_name::lock_file_name(id));
+            assert!(!lock.exists(), "{id}: the lock file stayed");
+            // Created again on this clock: stamped after that delete line all the same.
+            at.files(id).append(&line).unwrap();
+        }
+        let page = Lister { at }.page(&SessionQuery::new()).unwrap();
+        let mut listed: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        listed.sort_unstable();
+        assert_eq!(listed, ["cut", "deleted-again", "purged", "refused"]);
     }
 
     #[test]

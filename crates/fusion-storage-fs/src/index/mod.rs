@@ -52,7 +52,9 @@
 //! that stopped between its journal line and the state leaves its session's lock file
 //! behind holding counters, or a generation it stored first where they were lost (it
 //! unlinks that file last): a creation that finds either takes its floor from the live
-//! journals' delete lines as well (see `crate::session_files`' `creation_floor`).
+//! journals' delete lines as well, and whoever removes such a lock file without a
+//! session (a delete made again, a purge) raises `deleted` to them first (see
+//! `crate::session_files`' `stopped`).
 //!
 //! # Upkeep, paid by the writes that cause it
 //!

@@ -248,7 +248,7 @@ impl SessionFiles {
         let (current, expired) = self.expire_locked(&lock, self.inspect()?)?;
         let Some((generation, counters)) = self.counters_locked(&lock, &current)? else {
             if current.file.is_none() {
-                lock.unlink(&self.lock)?;
+                self.unlink_alone(&lock, &current)?;
             }
             self.finish(lock, &[expired]);
             return Ok(None);
@@ -336,7 +336,7 @@ impl SessionFiles {
         let current = self.inspect()?;
         let Some((generation, mut counters)) = self.counters_locked(&lock, &current)? else {
             if current.file.is_none() {
-                lock.unlink(&self.lock)?;
+                self.unlink_alone(&lock, &current)?;
             }
             return Ok(None);
         };

@@ -71,6 +71,7 @@ mod inspect;
 mod meta;
 mod read;
 mod retention;
+mod stopped;
 mod write;
 
 use std::fs::{self, File};
@@ -303,7 +304,7 @@ impl SessionFiles {
         let (current, expired) = self.expire_locked(&lock, self.inspect()?)?;
         if expired.is_some() {
             // Nothing is left to keep; nor is the lock file, as after a `delete`.
-            lock.unlink(&self.lock)?;
+            self.unlink_alone(&lock, &current)?;
         }
         let (_, recorded) = self.truncate_locked(&lock, current, len)?;
         self.finish(lock, &[expired, recorded]);
@@ -324,7 +325,7 @@ impl SessionFiles {
         if let Some(conflict) = self.unmet(expected, generation, count)? {
             if current.file.is_none() {
                 // No session: leave no lock file behind for it (say, after a delete).
-                lock.unlink(&self.lock)?;
+                self.unlink_alone(&lock, &current)?;
             }
             self.finish(lock, &[expired]);
             return Err(conflict);
@@ -334,7 +335,7 @@ impl SessionFiles {
             FileChange::Truncate(_) if current.file.is_none() => {
                 // Nothing to truncate: leave no lock file behind (nor the counters of an
                 // expired session just removed).
-                lock.unlink(&self.lock)?;
+                self.unlink_alone(&lock, &current)?;
                 (Outcome::Kept, None)
             }
             FileChange::Truncate(len) => self.truncate_locked(&lock, current, len)?,

@@ -103,7 +103,7 @@ impl SessionFiles {
         let Some((generation, counters)) = self.counters_locked(&lock, &current)? else {
             // No session (a lock file alone, from a crash or a racing reader).
             if current.file.is_none() {
-                lock.unlink(&self.lock)?;
+                self.unlink_alone(&lock, &current)?;
             }
             self.index.remove_expiry(at, &self.id)?;
             return Ok(false);

@@ -211,30 +211,6 @@ impl SessionFiles {
         Ok((outcome, Some(recorded)))
     }
 
-    /// The floor of a creation's timestamp: none of its own ([`crate::index::Index::record`]
-    /// stamps every creation after the latest delete the index state holds), unless the
-    /// lock file still holds anything of an earlier session of the id (its counters, or
-    /// a generation alone: a session whose counters were lost, which a delete marks
-    /// before its line if its lock file holds nothing). A delete unlinks it last, after
-    /// the session's files, its journal line and then the state's timestamp: one that
-    /// stopped between the two (a crash, a full disk) left a line that a creation
-    /// stamped below it would be taken for the deleted session's by every listing. The
-    /// live journals hold it, read on this rare path only.
-    fn creation_floor(&self, lock: &SessionLock, current: &Current) -> Result<i64> {
-        if current.removed_here {
-            return Ok(i64::MIN);
-        }
-        let contents = match current.contents {
-            Some(contents) => contents,
-            None => lock.contents(&self.lock)?,
-        };
-        if contents.holds_anything() {
-            Ok(self.index.latest_delete()?.saturating_add(1))
-        } else {
-            Ok(i64::MIN)
-        }
-    }
-
     /// What a creation does before the session has data: removes what a crashed delete
     /// may have left of an earlier session of this id, then adds the markers and writes
     /// the metadata of the new one. Returns the instant of its expiry marker, if it
@@ -458,6 +434,10 @@ impl SessionFiles {
         // A marker the counters do not name (they were lost) stays until a purge meets it.
         if let Some(at) = counters.and_then(|c| c.indexed) {
             self.index.remove_expiry(at, &self.id)?;
+        }
+        if unlink && !existed {
+            // Perhaps left by a delete that stopped: its trace goes to the index first.
+            self.keep_stopped_delete(&contents)?;
         }
         if unlink {
             // Last: once it is gone, a newcomer can lock a new lock file at once.

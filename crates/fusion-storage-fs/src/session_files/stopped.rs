@@ -1,0 +1,65 @@
+//! What a delete that stopped past its journal line (a crash, a full disk writing the id
+//! log) leaves for the writes after it: the session's lock file, holding what it held,
+//! which a delete unlinks last. Every creation is stamped after the latest delete the
+//! index state holds (see `crate::index`), which such a delete did not raise; its line,
+//! stamped ahead by an instance whose clock runs ahead, would stand above the creation's,
+//! and every listing would take the new session's lines for the deleted one's. So a
+//! creation that finds the lock file holding anything takes its floor from the live
+//! journals' delete lines, and whoever removes such a lock file without a session (a
+//! delete made again, a purge, a refused conditional write) first raises the state's
+//! latest delete to them: read on those rare paths only.
+
+use fusion_core::Result;
+
+use super::{Current, SessionFiles};
+use crate::counters::LockContents;
+use crate::lock::SessionLock;
+
+impl SessionFiles {
+    /// The floor of a creation's timestamp: none of its own ([`crate::index::Index::record`]
+    /// stamps every creation after the latest delete the index state holds), unless the
+    /// lock file still holds anything of an earlier session of the id (its counters, or
+    /// a generation alone: a session whose counters were lost, which a delete marks
+    /// before its line if its lock file holds nothing; see the module docs). A write
+    /// that removed an expired session before it goes on recorded that delete whole.
+    pub(super) fn creation_floor(&self, lock: &SessionLock, current: &Current) -> Result<i64> {
+        if current.removed_here {
+            return Ok(i64::MIN);
+        }
+        let contents = match current.contents {
+            Some(contents) => contents,
+            None => lock.contents(&self.lock)?,
+        };
+        if contents.holds_anything() {
+            Ok(self.index.latest_delete()?.saturating_add(1))
+        } else {
+            Ok(i64::MIN)
+        }
+    }
+
+    /// Unlinks the lock file of a session that does not exist, as found under its
+    /// exclusive lock (`current`), first keeping what a delete that stopped may have left
+    /// in it ([`Self::keep_stopped_delete`]), unless this lock's holder removed the
+    /// session whole itself (an expired one).
+    pub(super) fn unlink_alone(&self, lock: &SessionLock, current: &Current) -> Result<()> {
+        if !current.removed_here {
+            let contents = match current.contents {
+                Some(contents) => contents,
+                None => lock.contents(&self.lock)?,
+            };
+            self.keep_stopped_delete(&contents)?;
+        }
+        lock.unlink(&self.lock)
+    }
+
+    /// Before a lock file that holds `contents` without a session is unlinked: if it holds
+    /// anything, the index state's latest delete is raised to the live journals' (see the
+    /// module docs), which the next creation, finding a new lock file, is stamped after.
+    pub(super) fn keep_stopped_delete(&self, contents: &LockContents) -> Result<()> {
+        if contents.holds_anything() {
+            let latest = self.index.latest_delete()?;
+            self.index.raise_deleted(latest)?;
+        }
+        Ok(())
+    }
+}
