@@ -770,6 +770,29 @@ mod tests {
     }
 
     #[test]
+    fn a_creation_after_the_index_state_is_lost_with_no_session_left_follows_the_deletes() {
+        let scratch = Scratch::new();
+        let at = scratch.at();
+        let ahead = Arc::new(Index::new(scratch.dir.path()));
+        ahead.run_clock_ahead(Duration::from_secs(3600));
+        let ahead_at = Directory {
+            index: &ahead,
+            ..scratch.at()
+        };
+        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        at.files("x").append(&line).unwrap();
+        ahead_at.files("x").remove().unwrap();
+        // The state lost (an empty lock file) where no session is left: a new index, but
+        // the live journals still hold that delete's line.
+        let state = scratch.dir.path().join(file_name::INDEX_DIR).join("lock");
+        std::fs::write(&state, b"").unwrap();
+        at.files("x").append(&line).unwrap();
+        let page = Lister { at }.page(&SessionQuery::new()).unwrap();
+        let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["x"]);
+    }
+
+    #[test]
     fn copies_that_lost_their_counters_keep_their_place_and_their_writes_are_listed() {
         let scratch = Scratch::new();
         let at = scratch.at();

@@ -346,6 +346,9 @@ impl Index {
             let state = State {
                 built: true,
                 epoch: new_generation(),
+                // None in a new directory (no live journal yet, one `readdir`); a lost
+                // state's live journals may still hold delete lines.
+                deleted: Some(self.latest_delete()?),
                 ..State::default()
             };
             self.write_state(lock_file, &state, true)?;
@@ -364,8 +367,8 @@ impl Index {
     }
 
     /// The latest timestamp of a delete line in the live journals, for a state recovered
-    /// from damage or a creation after a delete that stopped before the state took its
-    /// timestamp: the journals still hold every delete line a listing may meet (the
+    /// from damage or loss, or a creation after a delete that stopped before the state
+    /// took its timestamp: the journals still hold every delete line a listing may meet (the
     /// compacted journal none: a fold drops them). Read once, on those rare paths.
     pub(crate) fn latest_delete(&self) -> Result<i64> {
         let mut deleted = i64::MIN;
