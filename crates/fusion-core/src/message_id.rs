@@ -30,11 +30,11 @@ use crate::{ChatMessage, Error};
 ///
 /// An [`append`](crate::ConversationStorage::append) does not store a message whose id
 /// is one of those (it is already there), and stores the rest of the batch in order. So a
-/// retry of an append is exactly-once as long as fewer than `DEDUP_WINDOW` messages were
-/// appended to the session by others between the first attempt and the retry; a
-/// [`RetryLayer`](https://docs.rs/fusion-layers) retries within milliseconds. Backends
-/// may look further. Messages without an
-/// id are always stored.
+/// resent append is exactly-once as long as fewer than `DEDUP_WINDOW` messages were
+/// appended to the session by others between the first attempt and the resend. A
+/// [`RetryLayer`](https://docs.rs/fusion-layers) reads the session before another
+/// attempt and sends only what it lacks, so its retries are exactly-once whatever others
+/// appended. Backends may look further. Messages without an id are always stored.
 pub const DEDUP_WINDOW: usize = 64;
 
 /// The messages of `batch` an append stores: every message without an id, and every

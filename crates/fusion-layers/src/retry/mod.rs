@@ -9,11 +9,13 @@
 //!   id ([`ChatMessage::id`]); the layer gives one to every message that has none before
 //!   the first attempt, so every attempt sends the same ids, and the backend stores a
 //!   message whose id it already holds at most once. The backend looks for ids among
-//!   the session's last [`DEDUP_WINDOW`] messages only, so another attempt at a longer
-//!   batch (an append, or a conditional append that keeps the generation) first reads the
-//!   session and sends only the messages whose ids it does not hold: resent whole, the
-//!   batch's first messages, out of the backend's sight once the batch applied, would be
-//!   stored twice;
+//!   the session's last [`DEDUP_WINDOW`] messages only, so another attempt at an append
+//!   (or a conditional append that keeps the generation) first reads the session and
+//!   sends only the messages whose ids it does not hold: resent whole, messages the
+//!   earlier attempt stored and that left the backend's sight since (a long batch's
+//!   first ones, or any, once other writers appended that many messages during the
+//!   pauses) would be stored twice. That read costs a load of the session, on a retry
+//!   only;
 //! - `save`, `truncate`, `delete` and `update_session` leave the same state however
 //!   often they run (an update that moves the session to another owner on condition of
 //!   the old one, refused as [`Error::NotOwner`] after an attempt that may have applied,

@@ -9,9 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Error, Expect, Intercept, MessageId,
-    MetaUpdate, Result, Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery,
-    SessionTimes, unstored,
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, MessageId, MetaUpdate,
+    Result, Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes, unstored,
 };
 
 use super::policy::Policy;
@@ -198,22 +197,23 @@ impl Retrying {
             Err(read_error) => Err(self.unknown(
                 operation,
                 session_id,
-                "reading it to tell whether that attempt applied failed too",
+                "the session has changed since, and reading it to tell whether that attempt \
+                 applied failed too",
                 read_error,
             )),
         }
     }
 
     /// The retryable error saying whether a write (`operation` of `session_id`) applied
-    /// is unknown: an earlier attempt's reply was lost, the session has changed since,
-    /// and `why` it cannot be told (`source`).
+    /// is unknown: an earlier attempt's reply was lost, and `why` it cannot be told
+    /// (`source`).
     fn unknown(&self, operation: &str, session_id: &str, why: &str, source: Error) -> Error {
         Error::Backend {
             backend: self.inner.backend_name(),
             message: format!(
-                "{operation} of session \"{session_id}\": an earlier attempt's reply was lost \
-                 and the session has changed since, and {why}, so whether this write \
-                 applied is unknown; read the session before writing again"
+                "{operation} of session \"{session_id}\": an earlier attempt's reply was lost, \
+                 and {why}, so whether this write applied is unknown; read the session before \
+                 writing again"
             ),
             retryable: true,
             source: Some(Box::new(source)),
@@ -255,18 +255,34 @@ impl Retrying {
         Ok(met.then(|| Rewritten::replacing(history, messages)))
     }
 
-    /// For another attempt at appending `batch`, longer than [`DEDUP_WINDOW`]: the
-    /// messages of `batch` the session does not hold yet, looked for in its whole history,
-    /// and its generation. An earlier attempt that applied, its reply lost, left the first
-    /// `batch.len() - DEDUP_WINDOW` of them where the backend no longer looks for ids, so
-    /// resending the batch as it is would store those twice. Costs a read of the session,
-    /// on a retry of a long batch only.
+    /// For another attempt at appending `batch`: the messages of `batch` the session does
+    /// not hold yet, looked for in its whole history, and its generation. An earlier
+    /// attempt that applied, its reply lost, may have left them where the backend no
+    /// longer looks for ids (it looks through the session's last
+    /// [`DEDUP_WINDOW`](fusion_core::DEDUP_WINDOW) messages): the first `batch.len() - DEDUP_WINDOW` of a long batch, or all of a short
+    /// one after other writers appended that many messages during the pauses between
+    /// attempts (six writers on SQLite did, in the 175 ms of four lost replies). Resent as
+    /// it is, the batch would store those twice. Costs a read of the session, on a retry
+    /// only. An earlier attempt still on its way when this read is made (a server running
+    /// it when the connection dropped) lands moments before or after the resent batch,
+    /// within the backend's window, which stores the two once.
+    ///
+    /// When that read fails retryably, whether the earlier attempt applied is unknown,
+    /// and the error says so (`operation`'s, should it be the last attempt's).
     async fn unstored_part<'b>(
         &self,
+        operation: &str,
         session_id: &str,
         batch: &'b [ChatMessage],
     ) -> Result<(Cow<'b, [ChatMessage]>, u64)> {
-        let (history, revision) = self.inner.load_revision(session_id).await?;
+        let (history, revision) = match self.inner.load_revision(session_id).await {
+            Ok(read) => read,
+            Err(err) if err.is_retryable() => {
+                let why = "reading the session to tell what it stored failed";
+                return Err(self.unknown(operation, session_id, why, err));
+            }
+            Err(err) => return Err(err),
+        };
         let stored: HashSet<&MessageId> = history.iter().filter_map(|m| m.id.as_ref()).collect();
         let fresh = unstored(batch, |id| stored.contains(id));
         Ok((fresh, revision.generation))
@@ -305,16 +321,16 @@ impl Intercept for Retrying {
 
     async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
         let messages = identified(messages);
-        // Another attempt at a long batch sends only what the session lacks (`unstored_part`).
+        // Another attempt sends only what the session lacks (`unstored_part`).
         let mut tried = false;
         let attempt = || {
-            let again = std::mem::replace(&mut tried, true) && messages.len() > DEDUP_WINDOW;
+            let again = std::mem::replace(&mut tried, true);
             let messages = &messages;
             async move {
                 if !again {
                     return self.inner.append(session_id, messages).await;
                 }
-                let (fresh, _) = self.unstored_part(session_id, messages).await?;
+                let (fresh, _) = self.unstored_part("append", session_id, messages).await?;
                 if fresh.is_empty() {
                     return Ok(());
                 }
@@ -358,16 +374,16 @@ impl Intercept for Retrying {
             Change::Append(_) => Ok(None),
         };
         let rewritten = prior.as_ref().ok().and_then(Option::as_ref);
-        // Another attempt at a long append sends only what the session lacks, as `append`.
+        // Another attempt at an append sends only what the session lacks, as `append`.
         let mut tried = false;
         let attempt = || {
             let again = std::mem::replace(&mut tried, true);
             async move {
                 let batch = match change {
-                    Change::Append(batch) if again && batch.len() > DEDUP_WINDOW => batch,
+                    Change::Append(batch) if again => batch,
                     _ => return self.inner.write_if(session_id, expected, change).await,
                 };
-                let (fresh, generation) = self.unstored_part(session_id, batch).await?;
+                let (fresh, generation) = self.unstored_part("write_if", session_id, batch).await?;
                 if fresh.is_empty() {
                     return Ok(generation);
                 }
@@ -389,7 +405,8 @@ impl Intercept for Retrying {
                     (Err(conflict @ Error::Conflict { .. }), Err(_)) => Err(self.unknown(
                         "write_if",
                         session_id,
-                        "the read before its first attempt, which tells what it removes, failed",
+                        "the session has changed since, and the read before its first attempt, \
+                         which tells what it removes, failed",
                         conflict,
                     )),
                     (settled, _) => settled,

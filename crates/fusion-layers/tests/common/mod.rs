@@ -14,13 +14,14 @@ use fusion_storage_memory::InMemoryStorage;
 
 /// Fails the first `failures` writes it sees with `error()` before they reach the inner
 /// storage (after, with `applies`: the write applied and its reply was lost), appending
-/// `meddle` (another writer's message) to the session then if set, or replacing its
-/// history with `rewrite` (another writer's rewrite). Counts the calls.
+/// `meddle` (another writer's message) to the session then if set, `meddles` times, or
+/// replacing its history with `rewrite` (another writer's rewrite). Counts the calls.
 pub struct Flaky {
     pub inner: Arc<dyn ConversationStorage>,
     failures: AtomicUsize,
     error: fn() -> Error,
     pub meddle: Option<ChatMessage>,
+    pub meddles: usize,
     pub rewrite: Option<Vec<ChatMessage>>,
     pub applies: bool,
     /// Once a write failed, every `load_revision` and `session_info` fails with `error()`
@@ -39,6 +40,7 @@ impl Flaky {
             failures: AtomicUsize::new(failures),
             error,
             meddle: None,
+            meddles: 1,
             rewrite: None,
             applies: false,
             cut_reads_after: false,
@@ -65,10 +67,12 @@ impl Flaky {
             apply().await.unwrap();
         }
         if let Some(other) = &self.meddle {
-            self.inner
-                .append(session_id, std::slice::from_ref(other))
-                .await
-                .unwrap();
+            for _ in 0..self.meddles {
+                self.inner
+                    .append(session_id, std::slice::from_ref(other))
+                    .await
+                    .unwrap();
+            }
         }
         if let Some(history) = &self.rewrite {
             let (_, at) = self.inner.load_revision(session_id).await.unwrap();
