@@ -453,6 +453,27 @@ async fn an_append_retried_after_others_appended_past_the_window_is_stored_once(
     }
 }
 
+/// An empty conditional append stores nothing, so its answer is the check of what it
+/// expects and nothing else: retried after a dropped first attempt, it is sent again as it
+/// is, and a session that no longer meets the expectation is a conflict. (Taken for an
+/// append whose messages were all stored, it was answered the session's generation
+/// without that check: a stale revision passed for the current one.)
+#[tokio::test]
+async fn an_empty_conditional_append_retried_still_checks_what_it_expects() {
+    let flaky = Flaky::new(1, dropped);
+    let inner = Arc::clone(&flaky.inner);
+    inner.append("s", &[ChatMessage::user("a")]).await.unwrap();
+    let (_, stale) = inner.load_revision("s").await.unwrap();
+    inner.append("s", &[ChatMessage::user("b")]).await.unwrap();
+    let (store, calls) = retried(flaky);
+    let err = store
+        .write_if("s", Expect::Exactly(stale), Change::Append(&[]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "sent again, and refused");
+}
+
 /// A database file; every instance is a new pool on it.
 struct Sqlite {
     _dir: tempfile::TempDir,

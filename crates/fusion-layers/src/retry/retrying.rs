@@ -374,13 +374,15 @@ impl Intercept for Retrying {
             Change::Append(_) => Ok(None),
         };
         let rewritten = prior.as_ref().ok().and_then(Option::as_ref);
-        // Another attempt at an append sends only what the session lacks, as `append`.
+        // Another attempt at an append sends only what the session lacks, as `append`. An
+        // empty one is sent again as it is: it stores nothing whatever it finds, and its
+        // answer is the backend's check of `expected` (a conflict or the generation).
         let mut tried = false;
         let attempt = || {
             let again = std::mem::replace(&mut tried, true);
             async move {
                 let batch = match change {
-                    Change::Append(batch) if again => batch,
+                    Change::Append(batch) if again && !batch.is_empty() => batch,
                     _ => return self.inner.write_if(session_id, expected, change).await,
                 };
                 let (fresh, generation) = self.unstored_part("write_if", session_id, batch).await?;
