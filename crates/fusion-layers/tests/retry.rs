@@ -474,6 +474,37 @@ async fn an_empty_conditional_append_retried_still_checks_what_it_expects() {
     assert_eq!(calls.load(Ordering::SeqCst), 2, "sent again, and refused");
 }
 
+/// A conditional append whose first attempt applied, its reply lost, after which another
+/// writer rewrote the session keeping the message (a summary of what came before): the
+/// retry finds the message stored and answers the generation the append left, the one it
+/// expected, which an append keeps. Answered the rewrite's, the caller took its own
+/// history and the message for what the session holds under it, and its next conditional
+/// write (an undo's truncate, a summary's replace) would have applied to the rewrite.
+#[tokio::test]
+async fn an_append_found_stored_after_a_rewrite_answers_the_generation_it_left() {
+    for exactly in [false, true] {
+        let mine = ChatMessage::assistant("mine").with_new_id();
+        let mut flaky = Flaky::new(1, dropped);
+        flaky.applies = true;
+        flaky.rewrite = Some(vec![ChatMessage::system("summary"), mine.clone()]);
+        let inner = Arc::clone(&flaky.inner);
+        let before = [ChatMessage::user("a"), ChatMessage::user("b")];
+        inner.append("s", &before).await.unwrap();
+        let (_, at) = inner.load_revision("s").await.unwrap();
+        let expected = match exactly {
+            true => Expect::Exactly(at),
+            false => Expect::Generation(at.generation),
+        };
+        let (store, _) = retried(flaky);
+        let change = Change::Append(std::slice::from_ref(&mine));
+        let generation = store.write_if("s", expected, change).await.unwrap();
+        let (history, now) = inner.load_revision("s").await.unwrap();
+        assert_eq!(history.len(), 2, "the rewrite, the message in it once");
+        assert_ne!(now.generation, at.generation, "the rewrite gave it another");
+        assert_eq!(generation, at.generation, "exactly: {exactly}");
+    }
+}
+
 /// A database file; every instance is a new pool on it.
 struct Sqlite {
     _dir: tempfile::TempDir,

@@ -22,6 +22,20 @@ fn transient(err: &Error) -> bool {
     err.is_retryable() && !matches!(err, Error::Conflict { .. })
 }
 
+/// The generation a conditional append under `expected` left, found applied after its
+/// reply was lost, the session now at generation `now`: the one it was made under (an
+/// append keeps it), unless it created the session, whose fresh generation only the
+/// session tells (`now`). `now` may be another writer's rewrite since: answered that, the
+/// caller would take its own history plus the batch for what the session holds under it,
+/// and its next conditional write (an undo, a summary) would apply to a history it never
+/// read.
+fn appended_at(expected: Expect, now: u64) -> u64 {
+    match expected {
+        Expect::Generation(0) | Expect::Exactly(Revision { generation: 0, .. }) => now,
+        Expect::Generation(generation) | Expect::Exactly(Revision { generation, .. }) => generation,
+    }
+}
+
 /// `messages`, each with an id: borrowed when they all have one.
 fn identified(messages: &[ChatMessage]) -> Cow<'_, [ChatMessage]> {
     if messages.iter().all(|m| m.id.is_some()) {
@@ -387,7 +401,7 @@ impl Intercept for Retrying {
                 };
                 let (fresh, generation) = self.unstored_part("write_if", session_id, batch).await?;
                 if fresh.is_empty() {
-                    return Ok(generation);
+                    return Ok(appended_at(expected, generation));
                 }
                 let change = Change::Append(&fresh);
                 self.inner.write_if(session_id, expected, change).await
@@ -398,7 +412,11 @@ impl Intercept for Retrying {
             Err(conflict @ Error::Conflict { .. }) if uncertain => {
                 let read = || self.inner.load_revision(session_id);
                 let judge = |(history, revision): (Vec<ChatMessage>, Revision)| {
-                    applied(&history, &revision, expected, change, rewritten)
+                    let found = applied(&history, &revision, expected, change, rewritten);
+                    match change {
+                        Change::Append(_) => found.map(|now| appended_at(expected, now)),
+                        _ => found,
+                    }
                 };
                 let settled = self.settle("write_if", session_id, conflict, read, judge);
                 match (settled.await, prior) {
