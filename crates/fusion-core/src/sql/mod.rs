@@ -1,9 +1,9 @@
 //! Pieces the SQL backends (`fusion-storage-sqlite`, `fusion-storage-postgres`) share, so
 //! their error messages, revision columns and schema-version checks cannot drift apart.
 //!
-//! Nothing here but [`migrations`] touches a driver: each backend still maps its driver's errors itself and
-//! reads its own rows, then hands plain values to these helpers. Application code does not
-//! need this module.
+//! Nothing here but `migrations` touches a driver: each backend still maps its driver's
+//! errors itself and reads its own rows, then hands plain values to these helpers.
+//! Application code does not need this module.
 //!
 //! - [`Op`] names what was being done when an error happened, for the message.
 //! - [`corrupt_row`], [`missing_row`] and [`count_mismatch`] (checked by [`check_count`])
@@ -12,8 +12,9 @@
 //!   `(generation, message_count)` columns of a `sessions` row.
 //! - [`check_migrations`] decides from the recorded migrations whether a stored schema is
 //!   current, older or newer than the build.
-//! - [`migrations`] (feature `sql-migrations`, the one place this module touches sqlx):
-//!   a backend's embedded migrations, read the same from an LF or a CRLF checkout.
+//! - `migrations` (feature `sql-migrations`, the one place this module touches sqlx; not
+//!   linked, since without the feature it is not there to link to): a backend's embedded
+//!   migrations, read the same from an LF or a CRLF checkout.
 
 #[cfg(feature = "sql-migrations")]
 pub mod migrations;
