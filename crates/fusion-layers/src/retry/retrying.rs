@@ -14,26 +14,12 @@ use fusion_core::{
 };
 
 use super::policy::Policy;
-use super::settle::{Rewritten, already_applied, applied};
+use super::settle::{Rewritten, already_applied, appended_at, applied};
 use super::timer;
 
 /// Whether `err` may pass on another attempt of the same call.
 fn transient(err: &Error) -> bool {
     err.is_retryable() && !matches!(err, Error::Conflict { .. })
-}
-
-/// The generation a conditional append under `expected` left, found applied after its
-/// reply was lost, the session now at generation `now`: the one it was made under (an
-/// append keeps it), unless it created the session, whose fresh generation only the
-/// session tells (`now`). `now` may be another writer's rewrite since: answered that, the
-/// caller would take its own history plus the batch for what the session holds under it,
-/// and its next conditional write (an undo, a summary) would apply to a history it never
-/// read.
-fn appended_at(expected: Expect, now: u64) -> u64 {
-    match expected {
-        Expect::Generation(0) | Expect::Exactly(Revision { generation: 0, .. }) => now,
-        Expect::Generation(generation) | Expect::Exactly(Revision { generation, .. }) => generation,
-    }
 }
 
 /// `messages`, each with an id: borrowed when they all have one.
@@ -412,11 +398,7 @@ impl Intercept for Retrying {
             Err(conflict @ Error::Conflict { .. }) if uncertain => {
                 let read = || self.inner.load_revision(session_id);
                 let judge = |(history, revision): (Vec<ChatMessage>, Revision)| {
-                    let found = applied(&history, &revision, expected, change, rewritten);
-                    match change {
-                        Change::Append(_) => found.map(|now| appended_at(expected, now)),
-                        _ => found,
-                    }
+                    applied(&history, &revision, expected, change, rewritten)
                 };
                 let settled = self.settle("write_if", session_id, conflict, read, judge);
                 match (settled.await, prior) {

@@ -21,8 +21,9 @@ fn expected_generation(expected: Expect) -> u64 {
 }
 
 /// After a conditional write was refused following an attempt that may have applied it:
-/// the session's generation if it (`history` at `revision`) holds what `change` wrote (so
-/// the refusal was caused by that attempt), `None` if not. A truncate, replace or rewrite
+/// the generation the write left if the session (`history` at `revision`) holds what
+/// `change` wrote (so the refusal was caused by that attempt), `None` if not: the
+/// session's, but an append's is the one it met ([`appended_at`]). A truncate, replace or rewrite
 /// counts as applied when, under a generation other than the one expected (which only a
 /// rewrite gives it), the session holds what it keeps, alone or followed by other
 /// writers' messages, none of those it removed ([`Rewritten::done_in`]): an undo whose
@@ -47,7 +48,24 @@ pub(super) fn applied(
                 && revision.generation != expected_generation(expected)
         }
     };
-    holds.then_some(revision.generation)
+    let generation = match change {
+        Change::Append(_) => appended_at(expected, revision.generation),
+        _ => revision.generation,
+    };
+    holds.then_some(generation)
+}
+
+/// The generation a conditional append under `expected` left, found applied after its
+/// reply was lost, the session now at generation `now`: the one it met (an append keeps
+/// it), unless it created the session, whose fresh generation only the session tells
+/// (`now`). `now` may be another writer's rewrite since: answered that, the caller would
+/// take its own history plus the batch for what the session holds under it, and its next
+/// conditional write (an undo, a summary) would apply to a history it never read.
+pub(super) fn appended_at(expected: Expect, now: u64) -> u64 {
+    match expected_generation(expected) {
+        0 => now,
+        met => met,
+    }
 }
 
 /// What a conditional truncate, replace or rewrite leaves (`kept`, the start of the
@@ -135,6 +153,28 @@ fn same_expiry(a: Option<Expiry>, b: Option<Expiry>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An append found applied after a refusal answers the generation it met, not that
+    /// of a rewrite since (the settling read's); a creation, the session's.
+    #[test]
+    fn an_append_found_applied_answers_the_generation_it_met() {
+        let mine = ChatMessage::assistant("mine").with_new_id();
+        let history = [ChatMessage::system("summary"), mine.clone()];
+        let now = Revision {
+            generation: 9,
+            len: 2,
+        };
+        let change = Change::Append(std::slice::from_ref(&mine));
+        let met = Revision {
+            generation: 5,
+            len: 1,
+        };
+        for expected in [Expect::Generation(5), Expect::Exactly(met)] {
+            assert_eq!(applied(&history, &now, expected, change, None), Some(5));
+        }
+        let created = applied(&history, &now, Expect::Generation(0), change, None);
+        assert_eq!(created, Some(9));
+    }
 
     #[test]
     fn an_update_is_already_applied_only_with_its_expiry_to_the_millisecond() {
