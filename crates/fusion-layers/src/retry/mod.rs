@@ -27,7 +27,10 @@
 //!   replace, rewrite or truncate, the history it leaves under a new generation, alone or
 //!   followed by messages with ids, none of those it removes or writes: another writer
 //!   may have appended after it), or the [`Error::Conflict`] otherwise, for the caller to
-//!   re-read and decide. That read is retried like any call; when it fails anyway,
+//!   re-read and decide. An append found applied, by that read or by the one before
+//!   another attempt, answers the generation it was made under (an append keeps it), not
+//!   one another writer's rewrite gave the session since; an empty conditional append,
+//!   which writes nothing and only checks, is sent again as it is. That read is retried like any call; when it fails anyway,
 //!   whether the write applied is unknown, and the answer is a retryable
 //!   [`Error::Backend`] saying so, never the conflict (which says nothing was written:
 //!   a caller would write its message again). A conditional replace, rewrite, or truncate to a length above 0
