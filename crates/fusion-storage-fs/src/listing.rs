@@ -447,6 +447,37 @@ mod tests {
                 recent: &self.recent,
             }
         }
+
+        /// The directory as `index`, another instance's, sees it.
+        fn at_with<'a>(&'a self, index: &'a Arc<Index>) -> Directory<'a> {
+            Directory { index, ..self.at() }
+        }
+
+        /// Another instance on this directory, on a host whose clock runs an hour ahead.
+        fn instance_an_hour_ahead(&self) -> Arc<Index> {
+            let ahead = Arc::new(Index::new(self.dir.path()));
+            ahead.run_clock_ahead(Duration::from_secs(3600));
+            ahead
+        }
+
+        /// A delete of `id` through `at` that stops (as a full disk stops it) once its
+        /// journal line is written: the id log cannot be written, a directory in its
+        /// place, nor the index state after it. The id log is put back after.
+        fn stopped_delete(&self, at: &Directory<'_>, id: &str) {
+            let ids_log = self.dir.path().join(file_name::INDEX_DIR).join("ids-log");
+            let logged = std::fs::read(&ids_log).unwrap();
+            std::fs::remove_file(&ids_log).unwrap();
+            std::fs::create_dir(&ids_log).unwrap();
+            at.files(id).remove().unwrap_err();
+            std::fs::remove_dir(&ids_log).unwrap();
+            std::fs::write(&ids_log, logged).unwrap();
+        }
+    }
+
+    /// The ids of the first page of newest-first sessions `at` lists, in its order.
+    fn first_page(at: Directory<'_>) -> Vec<String> {
+        let page = Lister { at }.page(&SessionQuery::new()).unwrap();
+        page.sessions.into_iter().map(|s| s.id).collect()
     }
 
     /// Pages of 2 through six sessions an earlier version wrote (no counters, no index),
@@ -525,12 +556,8 @@ mod tests {
         let scratch = Scratch::new();
         let at = scratch.at();
         // Another instance on the same directory, on a host whose clock runs an hour ahead.
-        let ahead = Arc::new(Index::new(scratch.dir.path()));
-        ahead.run_clock_ahead(Duration::from_secs(3600));
-        let ahead_at = Directory {
-            index: &ahead,
-            ..scratch.at()
-        };
+        let ahead = scratch.instance_an_hour_ahead();
+        let ahead_at = scratch.at_with(&ahead);
         let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
         // Written here, deleted there: the delete's line an hour ahead of this clock.
         at.files("plain").append(&line).unwrap();
@@ -550,17 +577,11 @@ mod tests {
         ahead_at.files("recopied").remove().unwrap();
         // Then created again by a third instance, on this clock; the last one as a copy.
         let again = Arc::new(Index::new(scratch.dir.path()));
-        let again_at = Directory {
-            index: &again,
-            ..scratch.at()
-        };
+        let again_at = scratch.at_with(&again);
         again_at.files("plain").append(&line).unwrap();
         again_at.files("copied").append(&line).unwrap();
         again_at.files("recopied").create(creation, &line).unwrap();
-        let lister = Lister { at: again_at };
-        let page = lister.page(&SessionQuery::new()).unwrap();
-        let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["copied", "plain", "recopied"]);
+        assert_eq!(first_page(again_at), ["copied", "plain", "recopied"]);
     }
 
     #[test]
@@ -573,10 +594,7 @@ mod tests {
         // Deleted by another, whose journal is then finished and folded: the delete line
         // is gone, the earlier line still stands.
         let deleting = Arc::new(Index::new(scratch.dir.path()));
-        let at = Directory {
-            index: &deleting,
-            ..scratch.at()
-        };
+        let at = scratch.at_with(&deleting);
         at.files("x").remove().unwrap();
         drop(deleting);
         scratch.index.fold_now().unwrap();
@@ -602,10 +620,7 @@ mod tests {
             )),
         };
         let copying = Arc::new(Index::new(scratch.dir.path()));
-        let at = Directory {
-            index: &copying,
-            ..scratch.at()
-        };
+        let at = scratch.at_with(&copying);
         at.files("x").create(creation, &line).unwrap();
         let lock = scratch.dir.path().join(file_name::lock_file_name("x"));
         std::fs::remove_file(lock).unwrap();
@@ -621,12 +636,8 @@ mod tests {
     fn a_creation_after_a_delete_that_stopped_past_its_journal_line_is_listed() {
         let scratch = Scratch::new();
         let at = scratch.at();
-        let ahead = Arc::new(Index::new(scratch.dir.path()));
-        ahead.run_clock_ahead(Duration::from_secs(3600));
-        let ahead_at = Directory {
-            index: &ahead,
-            ..scratch.at()
-        };
+        let ahead = scratch.instance_an_hour_ahead();
+        let ahead_at = scratch.at_with(&ahead);
         let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
         at.files("x").append(&line).unwrap();
         // Deleted by an instance whose clock runs an hour ahead, which stops (a crash, a
@@ -644,27 +655,16 @@ mod tests {
         std::fs::write(&lock, lock_before).unwrap();
         // Created again on this clock: stamped after that delete line all the same.
         at.files("x").append(&line).unwrap();
-        let page = Lister { at }.page(&SessionQuery::new()).unwrap();
-        let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["x"]);
+        assert_eq!(first_page(at), ["x"]);
     }
 
     #[test]
     fn a_creation_after_a_stopped_delete_of_a_session_without_counters_is_listed() {
         let scratch = Scratch::new();
         let at = scratch.at();
-        let ahead = Arc::new(Index::new(scratch.dir.path()));
-        ahead.run_clock_ahead(Duration::from_secs(3600));
-        let ahead_at = Directory {
-            index: &ahead,
-            ..scratch.at()
-        };
+        let ahead = scratch.instance_an_hour_ahead();
+        let ahead_at = scratch.at_with(&ahead);
         let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
-        let ids_log = scratch
-            .dir
-            .path()
-            .join(file_name::INDEX_DIR)
-            .join("ids-log");
         // Sessions whose counters are lost: the lock file empty (lost with its file), or
         // holding the generation alone (as earlier versions wrote it).
         for (id, kept) in [("empty", 0), ("bare", crate::counters::GENERATION_FIELD)] {
@@ -673,19 +673,12 @@ mod tests {
             let stored = std::fs::read(&lock).unwrap();
             std::fs::write(&lock, &stored[..kept]).unwrap();
             // Deleted by an instance whose clock runs an hour ahead, which stops once its
-            // journal line is written: the id log cannot be written (a directory in its
-            // place, as a full disk fails the write), nor the index state after it.
-            let logged = std::fs::read(&ids_log).unwrap();
-            std::fs::remove_file(&ids_log).unwrap();
-            std::fs::create_dir(&ids_log).unwrap();
-            ahead_at.files(id).remove().unwrap_err();
-            std::fs::remove_dir(&ids_log).unwrap();
-            std::fs::write(&ids_log, logged).unwrap();
+            // journal line is written.
+            scratch.stopped_delete(&ahead_at, id);
             // Created again on this clock: stamped after that delete line all the same.
             at.files(id).append(&line).unwrap();
         }
-        let page = Lister { at }.page(&SessionQuery::new()).unwrap();
-        let mut ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        let mut ids = first_page(at);
         ids.sort_unstable();
         assert_eq!(ids, ["bare", "empty"]);
     }
@@ -694,29 +687,15 @@ mod tests {
     fn a_creation_after_a_stopped_delete_whose_lock_file_went_since_is_listed() {
         let scratch = Scratch::new();
         let at = scratch.at();
-        let ahead = Arc::new(Index::new(scratch.dir.path()));
-        ahead.run_clock_ahead(Duration::from_secs(3600));
-        let ahead_at = Directory {
-            index: &ahead,
-            ..scratch.at()
-        };
+        let ahead = scratch.instance_an_hour_ahead();
+        let ahead_at = scratch.at_with(&ahead);
         let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
-        let ids_log = scratch
-            .dir
-            .path()
-            .join(file_name::INDEX_DIR)
-            .join("ids-log");
         let ids = ["deleted-again", "purged", "refused", "cut"];
         for id in ids {
             at.files(id).append(&line).unwrap();
             // Deleted by an instance whose clock runs an hour ahead, which stops once its
-            // journal line is written (the id log cannot be written), leaving the lock file.
-            let logged = std::fs::read(&ids_log).unwrap();
-            std::fs::remove_file(&ids_log).unwrap();
-            std::fs::create_dir(&ids_log).unwrap();
-            ahead_at.files(id).remove().unwrap_err();
-            std::fs::remove_dir(&ids_log).unwrap();
-            std::fs::write(&ids_log, logged).unwrap();
+            // journal line is written, leaving the lock file.
+            scratch.stopped_delete(&ahead_at, id);
             // Each way of removing a lock file without a session: the delete made again
             // (as a retry does), a purge of the expiry marker the delete left, a
             // conditional write refused, a conditional truncation of nothing.
@@ -739,8 +718,7 @@ mod tests {
             // Created again on this clock: stamped after that delete line all the same.
             at.files(id).append(&line).unwrap();
         }
-        let page = Lister { at }.page(&SessionQuery::new()).unwrap();
-        let mut listed: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        let mut listed = first_page(at);
         listed.sort_unstable();
         assert_eq!(listed, ["cut", "deleted-again", "purged", "refused"]);
     }
@@ -749,12 +727,8 @@ mod tests {
     fn a_creation_after_the_index_state_is_damaged_still_follows_the_deletes_before() {
         let scratch = Scratch::new();
         let at = scratch.at();
-        let ahead = Arc::new(Index::new(scratch.dir.path()));
-        ahead.run_clock_ahead(Duration::from_secs(3600));
-        let ahead_at = Directory {
-            index: &ahead,
-            ..scratch.at()
-        };
+        let ahead = scratch.instance_an_hour_ahead();
+        let ahead_at = scratch.at_with(&ahead);
         let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
         at.files("x").append(&line).unwrap();
         ahead_at.files("x").remove().unwrap();
@@ -764,21 +738,15 @@ mod tests {
         std::fs::write(&state, vec![0; len as usize]).unwrap();
         // Recovered from the live journals by the creation that finds it damaged.
         at.files("x").append(&line).unwrap();
-        let page = Lister { at }.page(&SessionQuery::new()).unwrap();
-        let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["x"]);
+        assert_eq!(first_page(at), ["x"]);
     }
 
     #[test]
     fn a_creation_after_the_index_state_is_lost_with_no_session_left_follows_the_deletes() {
         let scratch = Scratch::new();
         let at = scratch.at();
-        let ahead = Arc::new(Index::new(scratch.dir.path()));
-        ahead.run_clock_ahead(Duration::from_secs(3600));
-        let ahead_at = Directory {
-            index: &ahead,
-            ..scratch.at()
-        };
+        let ahead = scratch.instance_an_hour_ahead();
+        let ahead_at = scratch.at_with(&ahead);
         let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
         at.files("x").append(&line).unwrap();
         ahead_at.files("x").remove().unwrap();
@@ -787,21 +755,15 @@ mod tests {
         let state = scratch.dir.path().join(file_name::INDEX_DIR).join("lock");
         std::fs::write(&state, b"").unwrap();
         at.files("x").append(&line).unwrap();
-        let page = Lister { at }.page(&SessionQuery::new()).unwrap();
-        let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["x"]);
+        assert_eq!(first_page(at), ["x"]);
     }
 
     #[test]
     fn copies_that_lost_their_counters_keep_their_place_and_their_writes_are_listed() {
         let scratch = Scratch::new();
         let at = scratch.at();
-        let ahead = Arc::new(Index::new(scratch.dir.path()));
-        ahead.run_clock_ahead(Duration::from_secs(3600));
-        let ahead_at = Directory {
-            index: &ahead,
-            ..scratch.at()
-        };
+        let ahead = scratch.instance_an_hour_ahead();
+        let ahead_at = scratch.at_with(&ahead);
         let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
         let an_hour_ago = unix_micros(SystemTime::now()) - 3_600_000_000;
         let meta = fusion_core::SessionMeta::new();
