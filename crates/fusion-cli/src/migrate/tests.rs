@@ -179,38 +179,44 @@ async fn an_extension_whose_reply_was_lost_is_appended_once() {
 }
 
 /// `--force` over a target holding the source's history and more (an application's
-/// messages after a switch), whose replace failed before it applied: the target read back
-/// still starts with the source's history, yet is as it was read, so the replace did not
-/// apply and is made again, rather than be taken for done and reported diverged.
-#[tokio::test]
-async fn a_forced_replace_that_did_not_apply_is_made_again() {
+/// messages after a switch), whose replace fails before it applies, another writer doing
+/// `meanwhile` to the target right after: the outcome, and what the target holds then.
+async fn replace_dropped_before_it_applied(
+    meanwhile: Option<Meddling>,
+) -> (Result<Outcome>, Vec<ChatMessage>) {
     let source = InMemoryStorage::new();
-    let history = conversation();
-    source.append("s", &history).await.unwrap();
-    let target = Arc::new(Intercepted(DropsNextWrite::new(InMemoryStorage::new())));
-    let longer = [
-        &history[..],
-        &[ChatMessage::user("Written after the switch.")],
-    ]
-    .concat();
+    source.append("s", &conversation()).await.unwrap();
+    let mut dropping = DropsNextWrite::new(InMemoryStorage::new());
+    if let Some(meddling) = meanwhile {
+        dropping = dropping.meanwhile(meddling);
+    }
+    let target = Arc::new(Intercepted(dropping));
+    let after_the_switch = ChatMessage::user("Written after the switch.");
+    let longer = [conversation(), vec![after_the_switch]].concat();
     target.0.inner().append("s", &longer).await.unwrap();
-
     let force = MigrateArgs {
         force: true,
         ..args()
     };
     let outcome = migrate_one(&source, &views(target.clone()), "s", &force).await;
-    assert!(
-        matches!(
-            outcome,
-            Ok(Outcome::Replaced {
-                previous: 3,
-                written: 2
-            })
-        ),
-        "{outcome:?}"
+    (outcome, target.load("s").await.unwrap())
+}
+
+/// [`replace_dropped_before_it_applied`] alone: the target read back still starts with
+/// the source's history, yet is as it was read, so the replace did not apply and is made
+/// again, rather than be taken for done and reported diverged.
+#[tokio::test]
+async fn a_forced_replace_that_did_not_apply_is_made_again() {
+    let (outcome, stored) = replace_dropped_before_it_applied(None).await;
+    let replaced = matches!(
+        outcome,
+        Ok(Outcome::Replaced {
+            previous: 3,
+            written: 2
+        })
     );
-    assert_eq!(target.load("s").await.unwrap(), history, "replaced");
+    assert!(replaced, "{outcome:?}");
+    assert_eq!(stored, conversation(), "replaced");
 }
 
 /// An extension whose every write was lost before it applied, the target reading back
@@ -246,44 +252,26 @@ async fn an_extension_whose_replies_were_all_lost_fails_saying_so() {
     );
 }
 
-/// `--force` over a target holding the source's history and more, whose replace failed
-/// before it applied while another writer appended to the target: the target read back
-/// starts with the source's history, under the generation it was read at, which a replace
-/// that applied would have changed. So the replace did not apply: decided anew, as after
-/// a conflict, the target (the appended message seen) is replaced, rather than be taken
-/// for done and reported diverged ("the target gained messages while it was migrated").
+/// [`replace_dropped_before_it_applied`] while another writer appends to the target: the
+/// target read back starts with the source's history, under the generation it was read
+/// at, which a replace that applied would have changed. So the replace did not apply:
+/// decided anew, as after a conflict, the target (the appended message seen) is replaced,
+/// rather than be taken for done and reported diverged ("the target gained messages while
+/// it was migrated").
 #[tokio::test]
 async fn a_forced_replace_that_did_not_apply_while_another_writer_appended_is_decided_anew() {
-    let source = InMemoryStorage::new();
-    let history = conversation();
-    source.append("s", &history).await.unwrap();
     let appended = ChatMessage::user("Appended while the replace was on its way.");
-    let target = Arc::new(Intercepted(
-        DropsNextWrite::new(InMemoryStorage::new()).meanwhile(Meddling::Append(appended)),
-    ));
-    let longer = [
-        &history[..],
-        &[ChatMessage::user("Written after the switch.")],
-    ]
-    .concat();
-    target.0.inner().append("s", &longer).await.unwrap();
-
-    let force = MigrateArgs {
-        force: true,
-        ..args()
-    };
-    let outcome = migrate_one(&source, &views(target.clone()), "s", &force).await;
-    assert!(
-        matches!(
-            outcome,
-            Ok(Outcome::Replaced {
-                previous: 4,
-                written: 2
-            })
-        ),
-        "{outcome:?}"
+    let (outcome, stored) =
+        replace_dropped_before_it_applied(Some(Meddling::Append(appended))).await;
+    let replaced = matches!(
+        outcome,
+        Ok(Outcome::Replaced {
+            previous: 4,
+            written: 2
+        })
     );
-    assert_eq!(target.load("s").await.unwrap(), history, "replaced");
+    assert!(replaced, "{outcome:?}");
+    assert_eq!(stored, conversation(), "replaced");
 }
 
 /// A `--force` replace on a backend that keeps no generations (a user-written one on the
