@@ -12,25 +12,37 @@
 use fusion_core::Result;
 
 use super::{Current, SessionFiles};
-use crate::counters::LockContents;
+use crate::counters::{Counters, LockContents};
 use crate::lock::SessionLock;
 
 impl SessionFiles {
+    /// The lowest timestamp a write may get, the session holding `before` (its generation
+    /// and counters) or nothing: after the session's last one (see
+    /// [`Counters::next_floor`]), so that its journal line is the session's newest
+    /// whichever instance wrote the last one; for a creation, [`Self::creation_floor`].
+    pub(super) fn write_floor(
+        &self,
+        lock: &SessionLock,
+        current: &Current,
+        before: Option<&(u64, Counters)>,
+    ) -> Result<i64> {
+        match before {
+            Some((_, counters)) => Ok(counters.next_floor()),
+            None => self.creation_floor(lock, current),
+        }
+    }
+
     /// The floor of a creation's timestamp: none of its own ([`crate::index::Index::record`]
     /// stamps every creation after the latest delete the index state holds), unless the
     /// lock file still holds anything of an earlier session of the id (its counters, or
     /// a generation alone: a session whose counters were lost, which a delete marks
     /// before its line if its lock file holds nothing; see the module docs). A write
     /// that removed an expired session before it goes on recorded that delete whole.
-    pub(super) fn creation_floor(&self, lock: &SessionLock, current: &Current) -> Result<i64> {
+    fn creation_floor(&self, lock: &SessionLock, current: &Current) -> Result<i64> {
         if current.removed_here {
             return Ok(i64::MIN);
         }
-        let contents = match current.contents {
-            Some(contents) => contents,
-            None => lock.contents(&self.lock)?,
-        };
-        if contents.holds_anything() {
+        if self.lock_contents(lock, current)?.holds_anything() {
             Ok(self.index.latest_delete()?.saturating_add(1))
         } else {
             Ok(i64::MIN)
@@ -43,13 +55,17 @@ impl SessionFiles {
     /// session whole itself (an expired one).
     pub(super) fn unlink_alone(&self, lock: &SessionLock, current: &Current) -> Result<()> {
         if !current.removed_here {
-            let contents = match current.contents {
-                Some(contents) => contents,
-                None => lock.contents(&self.lock)?,
-            };
-            self.keep_stopped_delete(&contents)?;
+            self.keep_stopped_delete(&self.lock_contents(lock, current)?)?;
         }
         lock.unlink(&self.lock)
+    }
+
+    /// What the lock file holds: as `current` found it under the lock, or read now.
+    fn lock_contents(&self, lock: &SessionLock, current: &Current) -> Result<LockContents> {
+        match current.contents {
+            Some(contents) => Ok(contents),
+            None => lock.contents(&self.lock),
+        }
     }
 
     /// Before a lock file that holds `contents` without a session is unlinked: if it holds

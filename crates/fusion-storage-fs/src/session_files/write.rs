@@ -102,10 +102,7 @@ impl SessionFiles {
             (None, Some(times)) => Some(times.stored_at(now_micros())),
             _ => None,
         };
-        let floor = match before {
-            Some(_) => floor(before.as_ref()),
-            None => self.creation_floor(lock, &current)?,
-        };
+        let floor = self.write_floor(lock, &current, before.as_ref())?;
         let (recorded, copied) = match given {
             Some((_, updated_us)) => {
                 let (recorded, copied) = self
@@ -296,10 +293,7 @@ impl SessionFiles {
                 } else {
                     Change::Create
                 };
-                let floor = match before {
-                    Some(_) => floor(before.as_ref()),
-                    None => self.creation_floor(lock, current)?,
-                };
+                let floor = self.write_floor(lock, current, before.as_ref())?;
                 let recorded = self
                     .index
                     .record(&self.id, change, floor, self.sync_appends())?;
@@ -446,13 +440,6 @@ impl SessionFiles {
         sync_dir(&self.dir)?;
         Ok(recorded)
     }
-}
-
-/// The lowest timestamp a write may get: after the session's last one (see
-/// [`Counters::next_floor`]), so that its journal line is the session's newest whichever
-/// instance wrote the last one.
-pub(super) fn floor(before: Option<&(u64, Counters)>) -> i64 {
-    before.map_or(i64::MIN, |(_, counters)| counters.next_floor())
 }
 
 /// The sets a session with `meta` belongs to: its owner's and its tags'.
