@@ -23,6 +23,16 @@ pub fn views(raw: Arc<dyn ConversationStorage>) -> Views {
     Layers::new(EncryptionLayer::without_keys(), true).views(raw)
 }
 
+/// The retryable error of `storage`'s connection dropped `when` (injected fault).
+fn dropped(storage: &dyn ConversationStorage, when: &str) -> fusion::Error {
+    fusion::Error::Backend {
+        backend: storage.backend_name(),
+        message: format!("the connection dropped{when} (injected fault)"),
+        retryable: true,
+        source: None,
+    }
+}
+
 /// A short conversation whose messages carry no id, as histories written before ids.
 pub fn conversation() -> Vec<ChatMessage> {
     vec![
@@ -133,12 +143,7 @@ impl<S: ConversationStorage> Intercept for DropsNextWrite<S> {
             if let Some(meddling) = meddling {
                 meddling.apply(&self.inner, session_id).await;
             }
-            return Err(fusion::Error::Backend {
-                backend: self.inner.backend_name(),
-                message: "the connection dropped before the write went out (injected fault)".into(),
-                retryable: true,
-                source: None,
-            });
+            return Err(dropped(&self.inner, " before the write went out"));
         }
         self.inner.write_if(session_id, expected, change).await
     }
@@ -353,12 +358,7 @@ impl<S: ConversationStorage> Intercept for ReadsFailAfter<S> {
                 left.checked_sub(1)
             });
         if answers.is_err() {
-            return Err(fusion::Error::Backend {
-                backend: self.inner.backend_name(),
-                message: "the connection dropped (injected fault)".into(),
-                retryable: true,
-                source: None,
-            });
+            return Err(dropped(&self.inner, ""));
         }
         self.inner.load_revision(session_id).await
     }
@@ -405,12 +405,7 @@ impl<S: ConversationStorage> Intercept for LosesNextReply<S> {
             return written;
         };
         meddling.apply(&self.inner, session_id).await;
-        Err(fusion::Error::Backend {
-            backend: self.inner.backend_name(),
-            message: "the connection dropped before the reply came (injected fault)".into(),
-            retryable: true,
-            source: None,
-        })
+        Err(dropped(&self.inner, " before the reply came"))
     }
 }
 
