@@ -295,20 +295,7 @@ async fn a_version_4_database_upgrades_and_stores_new_ids_once() {
         insert_v1_session(&pool, "user-123", &V1_ROWS).await;
         pool.close().await;
 
-        let storage = if pooled {
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
-                .connect_with(options)
-                .await
-                .unwrap();
-            SqliteStorage::from_pool(pool).await.unwrap()
-        } else {
-            SqliteStorage::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .unwrap()
-        };
+        let storage = open(&path, pooled).await;
         let versions: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
                 .fetch_all(storage.pool())
@@ -357,6 +344,25 @@ async fn a_version_4_database_upgrades_and_stores_new_ids_once() {
     }
 }
 
+/// A storage on the database at `path`, opened on a pool of the caller's (`pooled`) or by
+/// URL (the direct path).
+async fn open(path: &Path, pooled: bool) -> SqliteStorage {
+    if pooled {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .unwrap();
+        SqliteStorage::from_pool(pool).await.unwrap()
+    } else {
+        SqliteStorage::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap()
+    }
+}
+
 /// The checksums `_sqlx_migrations` of `pool` records, in version order.
 async fn recorded_checksums(pool: &sqlx::SqlitePool) -> Vec<Vec<u8>> {
     sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations ORDER BY version")
@@ -394,20 +400,7 @@ async fn a_database_a_crlf_build_made_opens_and_upgrades() {
             "{case}: CRLF sums"
         );
 
-        let storage = if pooled {
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
-                .connect_with(options)
-                .await
-                .unwrap();
-            SqliteStorage::from_pool(pool).await.unwrap()
-        } else {
-            SqliteStorage::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .unwrap()
-        };
+        let storage = open(&path, pooled).await;
         assert_eq!(
             storage.load("user-123").await.unwrap(),
             v1_history(),
