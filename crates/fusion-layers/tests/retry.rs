@@ -453,6 +453,51 @@ async fn an_append_retried_after_others_appended_past_the_window_is_stored_once(
     }
 }
 
+/// An append whose first attempt applied, its reply lost, in a session that the read
+/// before another attempt cannot read (a damaged message elsewhere in it, or one the
+/// encryption layer inside cannot open: an error no retry fixes). The append itself does
+/// not need that read, so the batch is sent again whole and the backend's window stores it
+/// once, by `append` and by a conditional append that keeps the generation. (The read's
+/// error was returned instead, failing an append that had applied.)
+#[tokio::test]
+async fn an_append_retried_in_a_session_it_cannot_read_is_sent_again_whole() {
+    for conditional in [false, true] {
+        let mut flaky = Flaky::new(1, dropped);
+        flaky.applies = true;
+        flaky.cut_reads_after = true;
+        flaky.read_error = Some(damaged);
+        let inner = Arc::clone(&flaky.inner);
+        inner.append("s", &[ChatMessage::user("a")]).await.unwrap();
+        let (_, at) = inner.load_revision("s").await.unwrap();
+        let (store, calls) = retried(flaky);
+        let mine = [ChatMessage::assistant("mine")];
+        if conditional {
+            let expected = Expect::Generation(at.generation);
+            let generation = store.write_if("s", expected, Change::Append(&mine));
+            assert_eq!(generation.await.unwrap(), at.generation);
+        } else {
+            store.append("s", &mine).await.unwrap();
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "conditional: {conditional}"
+        );
+        let history = inner.load("s").await.unwrap();
+        let contents: Vec<&str> = history.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["a", "mine"], "conditional: {conditional}");
+    }
+}
+
+/// A damaged session: an error no retry fixes.
+fn damaged() -> Error {
+    Error::Corrupt {
+        backend: "flaky",
+        session_id: "s".into(),
+        detail: "line 1: not JSON".into(),
+    }
+}
+
 /// An empty conditional append stores nothing, so its answer is the check of what it
 /// expects and nothing else: retried after a dropped first attempt, it is sent again as it
 /// is, and a session that no longer meets the expectation is a conflict. (Taken for an

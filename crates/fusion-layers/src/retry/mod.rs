@@ -15,7 +15,9 @@
 //!   earlier attempt stored and that left the backend's sight since (a long batch's
 //!   first ones, or any, once other writers appended that many messages during the
 //!   pauses) would be stored twice. That read costs a load of the session, on a retry
-//!   only;
+//!   only. Should it fail in a way no retry fixes (a damaged message elsewhere in the
+//!   session, one an encryption layer inside this one cannot open), the batch is sent
+//!   again whole, and the backend's window alone keeps it from being stored twice;
 //! - `save`, `truncate`, `delete` and `update_session` leave the same state however
 //!   often they run (an update that moves the session to another owner on condition of
 //!   the old one, refused as [`Error::NotOwner`] after an attempt that may have applied,

@@ -268,24 +268,36 @@ impl Retrying {
     /// within the backend's window, which stores the two once.
     ///
     /// When that read fails retryably, whether the earlier attempt applied is unknown,
-    /// and the error says so (`operation`'s, should it be the last attempt's).
+    /// and the error says so (`operation`'s, should it be the last attempt's). When it
+    /// fails in a way no retry fixes (a damaged message elsewhere in the session, one the
+    /// encryption layer inside this one cannot open), the append itself may still pass:
+    /// the batch is sent again whole, with no generation known (`None`), and the
+    /// backend's window is what keeps it from being stored twice, as before this read.
     async fn unstored_part<'b>(
         &self,
         operation: &str,
         session_id: &str,
         batch: &'b [ChatMessage],
-    ) -> Result<(Cow<'b, [ChatMessage]>, u64)> {
+    ) -> Result<(Cow<'b, [ChatMessage]>, Option<u64>)> {
         let (history, revision) = match self.inner.load_revision(session_id).await {
             Ok(read) => read,
             Err(err) if err.is_retryable() => {
                 let why = "reading the session to tell what it stored failed";
                 return Err(self.unknown(operation, session_id, why, err));
             }
-            Err(err) => return Err(err),
+            Err(err) => {
+                tracing::debug!(
+                    backend = self.inner.backend_name(),
+                    operation,
+                    error = self.text(&err),
+                    "sending the batch again whole: reading the session to tell what it stored failed"
+                );
+                return Ok((Cow::Borrowed(batch), None));
+            }
         };
         let stored: HashSet<&MessageId> = history.iter().filter_map(|m| m.id.as_ref()).collect();
         let fresh = unstored(batch, |id| stored.contains(id));
-        Ok((fresh, revision.generation))
+        Ok((fresh, Some(revision.generation)))
     }
 }
 
@@ -386,7 +398,7 @@ impl Intercept for Retrying {
                     _ => return self.inner.write_if(session_id, expected, change).await,
                 };
                 let (fresh, generation) = self.unstored_part("write_if", session_id, batch).await?;
-                if fresh.is_empty() {
+                if let (true, Some(generation)) = (fresh.is_empty(), generation) {
                     return Ok(appended_at(expected, generation));
                 }
                 let change = Change::Append(&fresh);

@@ -25,8 +25,9 @@ pub struct Flaky {
     pub rewrite: Option<Vec<ChatMessage>>,
     pub applies: bool,
     /// Once a write failed, every `load_revision` and `session_info` fails with `error()`
-    /// too (the read that would settle it is cut as well).
+    /// too (the read that would settle it is cut as well), or with `read_error()` if set.
     pub cut_reads_after: bool,
+    pub read_error: Option<fn() -> Error>,
     reads_cut: AtomicBool,
     /// How many `load_revision`s fail with `error()` before any write does.
     pub first_reads_cut: AtomicUsize,
@@ -44,6 +45,7 @@ impl Flaky {
             rewrite: None,
             applies: false,
             cut_reads_after: false,
+            read_error: None,
             reads_cut: AtomicBool::new(false),
             first_reads_cut: AtomicUsize::new(0),
             calls: Arc::default(),
@@ -91,9 +93,8 @@ impl Flaky {
 
     /// The error a read gets once reads are cut.
     fn read_cut(&self) -> Option<Error> {
-        self.reads_cut
-            .load(Ordering::SeqCst)
-            .then(|| (self.error)())
+        let error = self.read_error.unwrap_or(self.error);
+        self.reads_cut.load(Ordering::SeqCst).then(error)
     }
 }
 
