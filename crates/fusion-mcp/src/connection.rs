@@ -394,7 +394,14 @@ pub const MAX_LIST_PAGES: usize = 100;
 /// cannot hold (an `inputSchema` that is not an object, say) is reported and skipped
 /// instead of failing the whole list. A list longer than [`MAX_LIST_PAGES`] pages, or one
 /// that names a page it already gave, is refused.
+///
+/// A server that does not declare the `tools` capability (one of prompts or resources
+/// only) has no tools: its refusal of `tools/list` ("method not found") is an empty list,
+/// not a server that cannot be used. One declaring tools that refuses to list them fails.
 pub async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Listed>, String> {
+    let offers_tools = peer
+        .peer_info()
+        .is_none_or(|info| info.capabilities.tools.is_some());
     let mut listed = Vec::new();
     let mut cursor: Option<String> = None;
     let mut seen = std::collections::HashSet::new();
@@ -410,8 +417,12 @@ pub async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Listed>, String> 
         }
         let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
         let request = ClientRequest::CustomRequest(CustomRequest::new("tools/list", params));
-        let reply = peer.send_request(request).await;
-        let reply = reply.map_err(|e| format!("tools/list failed: {}", error_text(&e)))?;
+        let reply = match peer.send_request(request).await {
+            Err(ServiceError::McpError(_)) if !offers_tools && cursor.is_none() => {
+                return Ok(listed);
+            }
+            reply => reply.map_err(|e| format!("tools/list failed: {}", error_text(&e)))?,
+        };
         let page: Value = match reply {
             ServerResult::ListToolsResult(page) => {
                 listed.extend(page.tools.into_iter().map(Ok));

@@ -103,7 +103,8 @@
 //! - a tool list is read to at most [`MAX_LIST_PAGES`] pages, and one that comes back to a
 //!   page it gave is refused: a list that never ends fails the start (or, on a change, is
 //!   not taken) instead of filling the memory; an empty `nextCursor` ends a list, as a
-//!   missing one does;
+//!   missing one does; a server that declares no `tools` capability (prompts or resources
+//!   only) and refuses `tools/list` starts with no tools;
 //! - `notifications/tools/list_changed` starts at most one re-listing at a time; more
 //!   notifications while it runs make it list once more when it finishes, so a server
 //!   sending thousands costs two listings, not a request (and a task) each;
