@@ -10,7 +10,9 @@
 //! mid-reply, carry nothing of the reply past the progress timeout, or `[DONE]` come,
 //! without a finish reason, in the middle of a tool call (retryable, though the caller
 //! retries only until the first delta was delivered), or the server may send an error
-//! event (retryable before the first delta when its code says so, final after it).
+//! event (retryable before the first delta when its code says so, final after it). A
+//! whole reply can report an error in a 200's body too (OpenRouter's upstream failures):
+//! retried by its code, like such an event before the first delta.
 
 use std::time::Duration;
 
@@ -309,7 +311,7 @@ pub(super) fn too_long_failure(ctx: &Context<'_>, what: &str, limit: usize) -> F
 ///
 /// Before the first delta such an event is the streamed form of an error status (OpenRouter
 /// sends its upstream's 502 that way, others `{"error":{"code":503,...}}`), and it is
-/// retryable when its code is one a plain call retries ([`stream_error_is_transient`]).
+/// retryable when its code is one a plain call retries ([`reported_error_is_transient`]).
 /// After a delta it is final: a retry would show the reply's start twice.
 pub(super) fn stream_error_failure(ctx: &Context<'_>, data: &str, delivered: bool) -> Failure {
     let said = quote(ctx, &wire::error_message(data.as_bytes()));
@@ -324,17 +326,43 @@ pub(super) fn stream_error_failure(ctx: &Context<'_>, data: &str, delivered: boo
             ctx.endpoint, ctx.model
         ),
         status: None,
-        retryable: !delivered && stream_error_is_transient(data),
+        retryable: !delivered && reported_error_is_transient(data),
         retry_after: None,
         source: None,
     }
 }
 
-/// Whether the error in a stream event's `data` is one retrying may get past, by the rules
-/// of [`status_failure`]: its code (or status) is 408, 409, 429 (not for exhausted quota)
-/// or 5xx, or its code or type says the server is overloaded or rate limited, or failed
-/// itself (`server_error`).
-fn stream_error_is_transient(data: &str) -> bool {
+/// An error a server reported in the body of a 200 reply (see
+/// [`Undecodable::Reported`](wire::Undecodable::Reported)): OpenRouter answers 200 once a
+/// model started, and reports an upstream that failed after that in the body. Retryable
+/// when its code is one a plain call retries, as for a stream ([`reported_error_is_transient`]),
+/// honouring a `Retry-After` then; otherwise final.
+pub(super) fn reported_error_failure(
+    ctx: &Context<'_>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Failure {
+    let data = String::from_utf8_lossy(body);
+    let retryable = reported_error_is_transient(&data);
+    Failure {
+        message: format!(
+            "{} reported an error for model `{}` in a 200 reply: {}",
+            ctx.endpoint,
+            ctx.model,
+            quote(ctx, &wire::error_message(body))
+        ),
+        status: Some(200),
+        retryable,
+        retry_after: retryable.then(|| retry::retry_after(headers)).flatten(),
+        source: None,
+    }
+}
+
+/// Whether the error a server reported (a stream event's `data`, or the body of a 200
+/// reply) is one retrying may get past, by the rules of [`status_failure`]: its code (or
+/// status) is 408, 409, 429 (not for exhausted quota) or 5xx, or its code or type says the
+/// server is overloaded or rate limited, or failed itself (`server_error`).
+fn reported_error_is_transient(data: &str) -> bool {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(data) else {
         return false;
     };

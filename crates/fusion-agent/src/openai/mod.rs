@@ -286,8 +286,9 @@ impl OpenAiClient {
 }
 
 /// A reply read whole (a plain call's, or an error or unstreamed answer to a streaming
-/// one): logged, then the failure an error status means (the retry loop decides on it),
-/// else the decoded reply, or a final error when it cannot be read.
+/// one): logged, then the failure an error status or an error reported in the body means
+/// (the retry loop decides on it), else the decoded reply, or a final error when it
+/// cannot be read.
 fn whole_reply(
     ctx: &Context<'_>,
     status: reqwest::StatusCode,
@@ -305,7 +306,13 @@ fn whole_reply(
     if !status.is_success() {
         return Err(error::status_failure(ctx, status, headers, bytes));
     }
-    Ok(wire::decode_response(bytes).map_err(|detail| error::malformed_error(ctx, &detail, bytes)))
+    match wire::decode_response(bytes) {
+        Ok(response) => Ok(Ok(response)),
+        Err(wire::Undecodable::Reported) => Err(error::reported_error_failure(ctx, headers, bytes)),
+        Err(wire::Undecodable::Malformed(detail)) => {
+            Ok(Err(error::malformed_error(ctx, &detail, bytes)))
+        }
+    }
 }
 
 #[async_trait]

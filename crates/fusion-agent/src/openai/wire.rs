@@ -235,24 +235,39 @@ fn lenient_count<'de, D: serde::Deserializer<'de>>(
         .and_then(|count| u32::try_from(count).ok()))
 }
 
-/// Parses a 200 reply. `Err` carries a description of what is wrong with the body.
-pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, String> {
+/// Why a 200 reply is no chat completion.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Undecodable {
+    /// The body reports an error (an `error` object, with or without `choices`): a server
+    /// that had already answered 200 when its model failed (OpenRouter sends an upstream's
+    /// 502 so), whose code says whether a retry may help, as in a stream.
+    Reported,
+    /// Anything else, described.
+    Malformed(String),
+}
+
+/// Parses a 200 reply. `Err` says why it is not a chat completion.
+pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, Undecodable> {
     let wire: WireResponse = serde_json::from_slice(body).map_err(|e| {
-        if serde_json::from_slice::<Value>(body).is_ok() {
+        Undecodable::Malformed(if serde_json::from_slice::<Value>(body).is_ok() {
             format!("the JSON does not have the chat-completions shape ({e})")
         } else {
             format!("the body is not JSON ({e})")
-        }
+        })
     })?;
+    // Checked before the choices: with its error, a server may send a choice with an
+    // empty message (finish reason `error`), which is no answer to store.
+    if wire.error.as_ref().is_some_and(reports_error) {
+        return Err(Undecodable::Reported);
+    }
     let Some(choice) = wire.choices.and_then(|choices| choices.into_iter().next()) else {
-        return Err(match wire.error {
-            Some(error) => format!("the reply is an error: {}", error_text(&error)),
-            None => "the reply has no `choices`".to_owned(),
-        });
+        return Err(Undecodable::Malformed(
+            "the reply has no `choices`".to_owned(),
+        ));
     };
     let reply = choice
         .message
-        .ok_or_else(|| "the first choice has no `message`".to_owned())?;
+        .ok_or_else(|| Undecodable::Malformed("the first choice has no `message`".to_owned()))?;
 
     let mut content = reply.content.map(content_text).unwrap_or_default();
     if content.is_empty() {
@@ -278,6 +293,17 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, String> {
         usage: wire.usage.map(Usage::from),
         finish_reason: choice.finish_reason,
     })
+}
+
+/// Whether an `error` field reports one: an object or text that is not empty (`null`
+/// never reaches here).
+fn reports_error(error: &Value) -> bool {
+    match error {
+        Value::Object(fields) => !fields.is_empty(),
+        Value::String(text) => !text.trim().is_empty(),
+        Value::Bool(flag) => *flag,
+        _ => true,
+    }
 }
 
 /// The call's id, or a fresh one: some local servers omit ids, and the tool result must
@@ -630,14 +656,32 @@ mod tests {
 
     #[test]
     fn malformed_replies_are_described() {
-        assert!(decode_response(b"<html>").unwrap_err().contains("not JSON"));
-        assert!(
-            decode_response(b"{\"choices\":[]}")
-                .unwrap_err()
-                .contains("no `choices`")
-        );
-        let err = decode_response(br#"{"error":{"message":"upstream down"}}"#).unwrap_err();
-        assert!(err.contains("upstream down"), "{err}");
+        let described = |body: &[u8]| match decode_response(body) {
+            Err(Undecodable::Malformed(detail)) => detail,
+            other => panic!("{other:?}"),
+        };
+        assert!(described(b"<html>").contains("not JSON"));
+        assert!(described(b"{\"choices\":[]}").contains("no `choices`"));
+        for reported in [
+            r#"{"error":{"message":"upstream down"}}"#,
+            r#"{"error":{"code":502,"message":"Provider returned error"},"choices":[{"message":{"role":"assistant","content":""},"finish_reason":"error"}]}"#,
+        ] {
+            assert_eq!(
+                decode_response(reported.as_bytes()).unwrap_err(),
+                Undecodable::Reported
+            );
+        }
+        // An empty or null `error` beside a reply is no error.
+        for body in [
+            r#"{"error":null,"choices":[{"message":{"content":"a"}}]}"#,
+            r#"{"error":{},"choices":[{"message":{"content":"a"}}]}"#,
+            r#"{"error":"","choices":[{"message":{"content":"a"}}]}"#,
+        ] {
+            assert_eq!(
+                decode_response(body.as_bytes()).unwrap().message.content,
+                "a"
+            );
+        }
     }
 
     #[test]
