@@ -12,8 +12,18 @@
 //! `{"id":3,"result":"started"}`) is not a response, whatever members it has, and passes
 //! to be skipped. Every other line passes unchanged, byte for byte; lines longer than
 //! [`CHECKED_LINE_BYTES`] pass unchecked, without being held whole.
+//!
+//! A line longer than rmcp reads as one message ([`MAX_LINE_BYTES`], 16 MiB) rmcp
+//! discards, and the request it answers would wait out its timeout too, the model told
+//! that the server did not answer. Such a line still passes (rmcp needs its end to go on
+//! reading), and is followed by a JSON-RPC error for its `id`, saying the response was too
+//! large ([`TOO_LARGE_RESPONSE`]). The line is not held: the `id` is read from its first
+//! [`CHECKED_LINE_BYTES`] (where the Python SDK writes it) or its last bytes (where the
+//! TypeScript SDK does, after `result`); a line whose first bytes show a `method` (a
+//! request or a notification of the server's) is not a response.
 
 use rmcp::model::{ErrorCode, ServerJsonRpcMessage};
+pub use rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH as MAX_LINE_BYTES;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
@@ -26,6 +36,14 @@ pub const INVALID_RESPONSE_CODE: ErrorCode = ErrorCode::INTERNAL_ERROR;
 
 /// The message of the error an invalid response is replaced by.
 pub const INVALID_RESPONSE: &str = "fusion: the server sent an invalid response";
+
+/// The message of the error that follows a response longer than [`MAX_LINE_BYTES`], with
+/// [`INVALID_RESPONSE_CODE`] as its code.
+pub const TOO_LARGE_RESPONSE: &str =
+    "fusion: the server's response is larger than the client reads";
+
+/// How many of a long line's last bytes are kept to read its `id` from.
+const TAIL_BYTES: usize = 1024;
 
 /// `output` as the SDK is to read it: a task copies it line by line, replacing invalid
 /// responses, and ends when `output` ends or the reader is dropped.
@@ -50,39 +68,194 @@ pub fn checked(output: impl AsyncRead + Send + Unpin + 'static) -> DuplexStream 
             {
                 break;
             }
-            if !whole && line.len() >= CHECKED_LINE_BYTES && pass_rest(&mut reader, &mut into).await
-            {
-                break;
+            if !whole && line.len() >= CHECKED_LINE_BYTES {
+                let Some((rest, tail)) = pass_rest(&mut reader, &mut into).await else {
+                    break;
+                };
+                let error = (line.len() + rest > MAX_LINE_BYTES)
+                    .then(|| too_large(&line, &tail))
+                    .flatten();
+                if let Some(error) = error
+                    && into.write_all(&error).await.is_err()
+                {
+                    break;
+                }
             }
         }
     });
     out
 }
 
-/// Copies the rest of a long line through; true when the copying must stop.
+/// Copies the rest of a long line through, up to and including its `\n`: how many bytes
+/// that was, and the line's last [`TAIL_BYTES`]. `None` when the copying must stop (the
+/// output ended before the line did, or the reader has gone).
 async fn pass_rest(
     reader: &mut BufReader<impl AsyncRead + Unpin>,
     into: &mut DuplexStream,
-) -> bool {
+) -> Option<(usize, Vec<u8>)> {
+    let mut passed = 0;
+    let mut tail = Vec::with_capacity(2 * TAIL_BYTES);
     loop {
-        let Ok(buffer) = reader.fill_buf().await else {
-            return true;
-        };
+        let buffer = reader.fill_buf().await.ok()?;
         if buffer.is_empty() {
-            return true;
+            return None;
         }
         let (end, done) = match buffer.iter().position(|&b| b == b'\n') {
             Some(at) => (at + 1, true),
             None => (buffer.len(), false),
         };
-        if into.write_all(&buffer[..end]).await.is_err() {
-            return true;
-        }
+        into.write_all(&buffer[..end]).await.ok()?;
+        tail.extend_from_slice(&buffer[end.saturating_sub(TAIL_BYTES)..end]);
+        tail.drain(..tail.len().saturating_sub(TAIL_BYTES));
+        passed += end;
         reader.consume(end);
         if done {
-            return false;
+            return Some((passed, tail));
         }
     }
+}
+
+/// The error line to follow a response too long for rmcp, whose first bytes are `head` and
+/// last bytes `tail`; `None` when no `id` can be read there, or it is no response.
+fn too_large(head: &[u8], tail: &[u8]) -> Option<Vec<u8>> {
+    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let (id, method) = leading_members(head);
+    if method {
+        return None;
+    }
+    let id = id.or_else(|| trailing_id(tail))?;
+    let error = json!({"jsonrpc": "2.0", "id": id, "error": {
+        "code": INVALID_RESPONSE_CODE.0, "message": TOO_LARGE_RESPONSE}});
+    let mut line = error.to_string().into_bytes();
+    line.push(b'\n');
+    Some(line)
+}
+
+/// What the first bytes of a JSON object show of its members: its `id` (a number or a
+/// string), and whether it has a `method`. Reads members until one goes past `text`.
+fn leading_members(text: &[u8]) -> (Option<Value>, bool) {
+    let mut id = None;
+    let mut at = skip_space(text, 0);
+    if text.get(at) != Some(&b'{') {
+        return (None, false);
+    }
+    loop {
+        at = skip_space(text, at + 1);
+        let Some(key_end) = string_end(text, at) else {
+            break;
+        };
+        let key = &text[at..key_end];
+        at = skip_space(text, key_end);
+        if text.get(at) != Some(&b':') {
+            break;
+        }
+        at = skip_space(text, at + 1);
+        let Some(value_end) = value_end(text, at) else {
+            break;
+        };
+        match key {
+            b"\"method\"" => return (None, true),
+            b"\"id\"" => id = scalar_id(&text[at..value_end]),
+            _ => {}
+        }
+        at = skip_space(text, value_end);
+        if text.get(at) != Some(&b',') {
+            break;
+        }
+    }
+    (id, false)
+}
+
+/// The `id` of a JSON object whose last bytes are `text`, when it is the last member
+/// (`…,"id":7}`).
+fn trailing_id(text: &[u8]) -> Option<Value> {
+    let text = trim_end(trim_end(text).strip_suffix(b"}")?);
+    let start = if text.ends_with(b"\"") {
+        // The opening quote: the first one before that no backslash escapes.
+        (0..text.len() - 1).rev().find(|&at| {
+            text[at] == b'"'
+                && text[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+        })?
+    } else {
+        let number = |b: &u8| b.is_ascii_digit() || b"+-.eE".contains(b);
+        text.iter().rposition(|b| !number(b))? + 1
+    };
+    let id = scalar_id(&text[start..])?;
+    let text = trim_end(trim_end(&text[..start]).strip_suffix(b":")?);
+    let before = trim_end(text.strip_suffix(b"\"id\"")?);
+    matches!(before.last(), Some(b',' | b'{')).then_some(id)
+}
+
+/// `text` as an `id`: a JSON number or string.
+fn scalar_id(text: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Value>(text)
+        .ok()
+        .filter(|id| id.is_number() || id.is_string())
+}
+
+/// Where the JSON value starting at `at` ends; `None` when it goes past `text`.
+fn value_end(text: &[u8], at: usize) -> Option<usize> {
+    match text.get(at)? {
+        b'"' => string_end(text, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            while i < text.len() {
+                match text[i] {
+                    b'"' => {
+                        i = string_end(text, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let end = text[at..].iter().position(|b| b",}] \t\r\n".contains(b))?;
+            Some(at + end)
+        }
+    }
+}
+
+/// Where the JSON string starting at `at` ends (past its closing quote).
+fn string_end(text: &[u8], at: usize) -> Option<usize> {
+    if text.get(at) != Some(&b'"') {
+        return None;
+    }
+    let mut i = at + 1;
+    while i < text.len() {
+        match text[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+fn skip_space(text: &[u8], at: usize) -> usize {
+    at + text.get(at..).map_or(0, |rest| {
+        rest.iter().take_while(|b| b.is_ascii_whitespace()).count()
+    })
+}
+
+fn trim_end(text: &[u8]) -> &[u8] {
+    let kept = text.len()
+        - text
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+    &text[..kept]
 }
 
 /// The error line to put in place of `line`, when it is a response the SDK would skip.
@@ -148,6 +321,45 @@ mod tests {
             "\n",
         ] {
             assert_eq!(replaced(passed), None, "{passed}");
+        }
+    }
+
+    #[test]
+    fn the_id_of_a_long_response_is_read_at_either_end_of_it() {
+        let error = |head: &str, tail: &str| {
+            let line = too_large(head.as_bytes(), tail.as_bytes())?;
+            let error: Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(error["error"]["message"], TOO_LARGE_RESPONSE);
+            Some(error["id"].clone())
+        };
+        let head = r#"{"jsonrpc":"2.0","id":"a\"}","result":{"content":[{"type":"text","text":"xx"#;
+        assert_eq!(error(head, "xx\"}]}}\n"), Some(json!("a\"}")));
+        let head = r#"{"result":{"content":[{"type":"text","text":"xxxx"#;
+        assert_eq!(
+            error(head, r#"xx"}]},"jsonrpc":"2.0","id":42}"#),
+            Some(json!(42))
+        );
+        assert_eq!(
+            error(head, "xx\"}]},\"jsonrpc\":\"2.0\",\"id\":\"q\\\"x\"}\r\n"),
+            Some(json!("q\"x"))
+        );
+        for (head, tail) in [
+            // A request or a notification of the server's.
+            (
+                r#"{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{"#,
+                "}}}\n",
+            ),
+            (
+                r#"{"method":"notifications/message","params":{"data":"xx"#,
+                r#"x"},"id":3}"#,
+            ),
+            // No id to be read: nested, cut, or none.
+            (head, r#"xx"}],"id":5}}"#),
+            (head, "99}\n"),
+            (head, r#""jsonrpc":"2.0"}"#),
+            ("not json at all", "at all\n"),
+        ] {
+            assert_eq!(error(head, tail), None, "{head} … {tail}");
         }
     }
 

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::call;
-use crate::checked::{INVALID_RESPONSE, INVALID_RESPONSE_CODE};
+use crate::checked::{INVALID_RESPONSE, INVALID_RESPONSE_CODE, MAX_LINE_BYTES, TOO_LARGE_RESPONSE};
 use crate::connection::{Connection, ListChanged, Listed, error_text, list_tools};
 use crate::options::McpOptions;
 use crate::result;
@@ -144,6 +144,16 @@ impl Core {
                     "MCP server `{name}` sent an invalid response to the call (a JSON-RPC \
                      response with neither a valid result nor a valid error); it may have \
                      done part of its work"
+                )))
+            }
+            Ok(Err(ServiceError::McpError(error)))
+                if error.code == INVALID_RESPONSE_CODE && error.message == TOO_LARGE_RESPONSE =>
+            {
+                Err(fail(format!(
+                    "MCP server `{name}` answered the call with more than {} MiB, more than \
+                     this client reads, so the answer was discarded; the tool may have done its \
+                     work: ask it for less at a time (part of a file, fewer results)",
+                    MAX_LINE_BYTES >> 20
                 )))
             }
             Ok(Err(ServiceError::McpError(error))) => Err(fail(format!(

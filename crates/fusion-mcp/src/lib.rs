@@ -98,8 +98,10 @@
 //!   does one in the SSE stream a call is answered with (JSON-RPC 2.0's answer to a
 //!   request whose id the server could not read);
 //! - a result is cut to the limit, up to what the SDK reads: over stdio one JSON-RPC line
-//!   of at most 16 MiB (rmcp discards a longer one, and the call then ends at the per-call
-//!   timeout), over HTTP the SDK's largest response body;
+//!   of at most 16 MiB (rmcp discards a longer one; the call then fails at once, saying the
+//!   answer was too large, when the line's `id` can be read at its start or its end, as
+//!   the official SDKs write it, else at the per-call timeout), over HTTP the SDK's largest
+//!   response body;
 //! - a tool list is read to at most [`MAX_LIST_PAGES`] pages, and one that comes back to a
 //!   page it gave is refused: a list that never ends fails the start (or, on a change, is
 //!   not taken) instead of filling the memory; an empty `nextCursor` ends a list, as a
