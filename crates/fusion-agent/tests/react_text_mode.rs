@@ -148,3 +148,31 @@ async fn a_text_mode_action_cut_by_the_token_limit_is_answered_not_run() {
     );
     assert!(!h.workspace.path().join("todo.txt").exists());
 }
+
+/// Small models often wrap their whole reply in a code fence. The answer the user is shown
+/// (streamed, and in the result) ends where the answer does, without the fence that closes
+/// the wrapper, which would open a code block in any markdown view.
+#[tokio::test]
+async fn a_final_answer_in_a_reply_fenced_as_a_whole_ends_without_the_fence() {
+    use fusion_agent::AgentEvent;
+    use futures::StreamExt;
+
+    let h = Harness::new().await;
+    let mut session = text_session(&h).await;
+    h.server
+        .push_text("```\nThought: I know it.\nFinal Answer: The file has 3 lines.\n```");
+    let mut shown = String::new();
+    let mut result = None;
+    let mut events = session.send_message_stream("How long is a.txt?");
+    while let Some(event) = events.next().await {
+        match event.unwrap() {
+            AgentEvent::TextDelta { text, .. } => shown.push_str(&text),
+            AgentEvent::Finished(finished) => result = Some(finished),
+            _ => {}
+        }
+    }
+    let result = result.unwrap();
+    assert!(result.success);
+    assert_eq!(result.result, "The file has 3 lines.");
+    assert_eq!(shown, "The file has 3 lines.");
+}

@@ -87,6 +87,8 @@ struct Parsed {
     /// Text before the first label: often the model's reasoning without a `Thought:`.
     preamble: String,
     sections: Vec<Section>,
+    /// Read without regard to code fences: the reply fenced as a whole.
+    fence_blind: bool,
 }
 
 impl Parsed {
@@ -94,6 +96,7 @@ impl Parsed {
         let mut parsed = Parsed {
             preamble: String::new(),
             sections: Vec::new(),
+            fence_blind: !respect_fences,
         };
         let mut in_fence = false;
         for line in text.lines() {
@@ -125,7 +128,11 @@ impl Parsed {
             let thought = || self.thought_before(i);
             match section.label {
                 Label::FinalAnswer => {
-                    let answer = strip_unbalanced_bold(section.body.trim());
+                    let mut answer = section.body.trim();
+                    if self.fence_blind {
+                        answer = strip_dangling_fence(answer);
+                    }
+                    let answer = strip_unbalanced_bold(answer);
                     if answer.is_empty() {
                         return Some(ReactStep::Invalid {
                             reason: format!(
@@ -334,6 +341,21 @@ fn balanced_json_prefix(text: &str) -> Option<&str> {
     None
 }
 
+/// Drops a last line that is only a code fence closing nothing in the answer: the end of
+/// the fence a model wrapped its whole reply in, opened before the `Final Answer:` label.
+/// For the fence-blind pass, which reads such replies (and whose answer was never
+/// streamed: the stream reads labels outside fences only). Left in, the answer the user
+/// reads would end by opening a code block.
+fn strip_dangling_fence(text: &str) -> &str {
+    if text.matches("```").count().is_multiple_of(2) {
+        return text;
+    }
+    match text.rsplit_once('\n') {
+        Some((answer, last)) if last.trim() == "```" => answer.trim_end(),
+        _ => text,
+    }
+}
+
 /// Drops a dangling `**` left when the model bolded a whole `**Final Answer: …**` line.
 fn strip_unbalanced_bold(text: &str) -> String {
     if text.matches("**").count() % 2 == 1
@@ -489,6 +511,21 @@ mod tests {
                     "{\"path\": \"notes.md\",\n\"content\": \"line one\nObservation: not a real \
                      label\nFinal Answer: neither\"}",
                 ),
+            ),
+            (
+                "a final answer fenced as a whole reply ends without the fence",
+                "```\nThought: wrapped\nFinal Answer: It is done.\n```",
+                answer("wrapped", "It is done."),
+            ),
+            (
+                "a final answer in a reply fenced with a language tag",
+                "```text\nThought: tagged\nFinal Answer: line one\nline two\n```\n",
+                answer("tagged", "line one\nline two"),
+            ),
+            (
+                "a final answer ending with its own code block keeps the fence",
+                "```\nThought: code\nFinal Answer: run this:\n```sh\nls\n```\n```",
+                answer("code", "run this:\n```sh\nls\n```"),
             ),
             (
                 "a reply fenced as a whole",
