@@ -51,7 +51,8 @@ pub enum WriteKind {
 ///   the source's history and more does before `--force` replaces it;
 /// - it shows the write applied ([`applied`]: it holds `result`, what the write leaves,
 ///   alone or with another writer's appends after it, and a creation or a replace left
-///   it a generation of its own): its generation is returned;
+///   it a generation of its own; not `before` again, which the write changes): its
+///   generation is returned;
 /// - anything else: another writer got in first, and the write could no longer apply:
 ///   the [`fusion::Error::Conflict`] it would have met;
 /// - it cannot be read: whether the write applied is unknown, and the error says so
@@ -78,7 +79,13 @@ pub enum WriteKind {
 ///   `write_if`, one generation for every session), a write's condition is the length
 ///   alone, checked apart from the write: another writer's change that keeps the length
 ///   between the read back and a write made again is written over, as it would be by
-///   any conditional write there (such a backend is not for shared writers).
+///   any conditional write there (such a backend is not for shared writers);
+/// - a replace that applied, after which another writer put back just what the session
+///   held before it (appended again exactly the messages it replaced away), reads as one
+///   that did not apply while another writer rewrote the session alike: the conflict.
+///   Far likelier is the rewrite itself (`sessions rekey`: the same messages, a fresh
+///   generation), and the conflict has the session read and decided anew, with those
+///   messages seen.
 pub async fn write_once<Write, Written>(
     views: &Views,
     id: &str,
@@ -113,7 +120,7 @@ where
             attempt += 1;
             continue;
         }
-        if applied(kind, at, &held, revision, result) {
+        if applied(kind, at, before, &held, revision, result) {
             return Ok(revision.generation);
         }
         if conflict {
@@ -134,15 +141,26 @@ where
 /// `--force` replaces, and another writer's message after it). On a backend that keeps
 /// no generations, every session is at [`LEGACY_GENERATION`], before a replace and after
 /// it: there the messages alone tell.
+///
+/// A session that holds `before` again, what it held at `at`, does not show the write,
+/// which changes it (`result` is never `before`), whatever its generation: a replace of a
+/// target holding the source's history and more leaves it `result` and a fresh
+/// generation, which another writer's rewrite of the same messages (a `sessions rekey`
+/// re-encrypting them) gives it too, the replace not applied.
 fn applied(
     kind: WriteKind,
     at: Revision,
+    before: &[ChatMessage],
     held: &[ChatMessage],
     revision: Revision,
     result: &[ChatMessage],
 ) -> bool {
     let renewed = revision.generation != at.generation || at.generation == LEGACY_GENERATION;
-    revision.exists() && held.starts_with(result) && (kind == WriteKind::Append || renewed)
+    let changed = held != before;
+    revision.exists()
+        && changed
+        && held.starts_with(result)
+        && (kind == WriteKind::Append || renewed)
 }
 
 /// The error of a write whose reply was lost, or that was made again and refused, when

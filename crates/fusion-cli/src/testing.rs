@@ -249,6 +249,9 @@ pub enum Meddling {
     Rewrite(Vec<ChatMessage>),
     /// Deletes the session.
     Delete,
+    /// Rekeys the session with this layer's current key, as `sessions rekey` does: the
+    /// same conversation, stored another way, under a fresh generation.
+    Rekey(EncryptionLayer),
 }
 
 impl Meddling {
@@ -261,6 +264,9 @@ impl Meddling {
             }
             Meddling::Rewrite(history) => storage.save(id, history).await.unwrap(),
             Meddling::Delete => storage.delete(id).await.unwrap(),
+            Meddling::Rekey(layer) => {
+                assert_eq!(layer.rekey_session(storage, id).await.unwrap().rewritten, 1);
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use fusion::layers::encryption::{EncryptionKeys, EncryptionLayer};
 use fusion::storage::{Expiry, InMemoryStorage, Intercept, Intercepted};
 use fusion_core::testkit::faults::LoseReplies;
 
@@ -179,9 +180,11 @@ async fn an_extension_whose_reply_was_lost_is_appended_once() {
 }
 
 /// `--force` over a target holding the source's history and more (an application's
-/// messages after a switch), whose replace fails before it applies, another writer doing
-/// `meanwhile` to the target right after: the outcome, and what the target holds then.
+/// messages after a switch), read and written through `encryption`, whose replace fails
+/// before it applies, another writer doing `meanwhile` to the target right after: the
+/// outcome, and what the target holds then.
 async fn replace_dropped_before_it_applied(
+    encryption: EncryptionLayer,
     meanwhile: Option<Meddling>,
 ) -> (Result<Outcome>, Vec<ChatMessage>) {
     let source = InMemoryStorage::new();
@@ -198,8 +201,9 @@ async fn replace_dropped_before_it_applied(
         force: true,
         ..args()
     };
-    let outcome = migrate_one(&source, &views(target.clone()), "s", &force).await;
-    (outcome, target.load("s").await.unwrap())
+    let views = Layers::new(encryption, true).views(target.clone());
+    let outcome = migrate_one(&source, &views, "s", &force).await;
+    (outcome, views.storage.load("s").await.unwrap())
 }
 
 /// [`replace_dropped_before_it_applied`] alone: the target read back still starts with
@@ -207,7 +211,8 @@ async fn replace_dropped_before_it_applied(
 /// again, rather than be taken for done and reported diverged.
 #[tokio::test]
 async fn a_forced_replace_that_did_not_apply_is_made_again() {
-    let (outcome, stored) = replace_dropped_before_it_applied(None).await;
+    let keyless = EncryptionLayer::without_keys();
+    let (outcome, stored) = replace_dropped_before_it_applied(keyless, None).await;
     let replaced = matches!(
         outcome,
         Ok(Outcome::Replaced {
@@ -261,12 +266,36 @@ async fn an_extension_whose_replies_were_all_lost_fails_saying_so() {
 #[tokio::test]
 async fn a_forced_replace_that_did_not_apply_while_another_writer_appended_is_decided_anew() {
     let appended = ChatMessage::user("Appended while the replace was on its way.");
-    let (outcome, stored) =
-        replace_dropped_before_it_applied(Some(Meddling::Append(appended))).await;
+    let keyless = EncryptionLayer::without_keys();
+    let meddling = Some(Meddling::Append(appended));
+    let (outcome, stored) = replace_dropped_before_it_applied(keyless, meddling).await;
     let replaced = matches!(
         outcome,
         Ok(Outcome::Replaced {
             previous: 4,
+            written: 2
+        })
+    );
+    assert!(replaced, "{outcome:?}");
+    assert_eq!(stored, conversation(), "replaced");
+}
+
+/// [`replace_dropped_before_it_applied`] while `sessions rekey` encrypts the target (a
+/// key given): the target reads back holding just what it held, under a fresh
+/// generation, as a replace that applied would leave it only with the source's history.
+/// So the replace did not apply: decided anew, as after a conflict, the target is
+/// replaced, rather than be taken for done and reported diverged ("the target gained
+/// messages while it was migrated"), which it did not.
+#[tokio::test]
+async fn a_forced_replace_that_did_not_apply_while_a_rekey_rewrote_the_target_is_decided_anew() {
+    let keys = EncryptionKeys::new("k1", &[7; 32]).unwrap();
+    let encryption = EncryptionLayer::new(keys);
+    let meddling = Some(Meddling::Rekey(encryption.clone()));
+    let (outcome, stored) = replace_dropped_before_it_applied(encryption, meddling).await;
+    let replaced = matches!(
+        outcome,
+        Ok(Outcome::Replaced {
+            previous: 3,
             written: 2
         })
     );
