@@ -128,7 +128,8 @@ impl OpenAiConfig {
         Ok(config)
     }
 
-    /// Sets the API root (for example [`OLLAMA_BASE_URL`]).
+    /// Sets the API root (for example [`OLLAMA_BASE_URL`]). Requests go to its path plus
+    /// `/chat/completions`, with any query it has (`?api-version=...`) kept as the query.
     pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
         self.base_url = base_url.into();
         self
@@ -226,10 +227,8 @@ impl OpenAiConfig {
 
     /// Checks the settings and returns the normalised base URL (no trailing `/`).
     pub(super) fn validate(&self) -> Result<Url> {
-        let trimmed = self.base_url.trim().trim_end_matches('/');
-        // A common slip is pasting the full endpoint; accept it rather than 404 later.
-        let trimmed = trimmed.strip_suffix("/chat/completions").unwrap_or(trimmed);
-        let url = Url::parse(trimmed)
+        let trimmed = self.base_url.trim();
+        let mut url = Url::parse(trimmed)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
             .ok_or_else(|| {
@@ -239,6 +238,13 @@ impl OpenAiConfig {
                     fusion_core::redact_url(trimmed)
                 ))
             })?;
+        // Worked on the path alone, so that a query the URL carries (Azure's
+        // `?api-version=`) stays the query. A common slip is pasting the full endpoint;
+        // accept it rather than 404 later.
+        let path = url.path().trim_end_matches('/');
+        let path = path.strip_suffix("/chat/completions").unwrap_or(path);
+        let path = path.trim_end_matches('/').to_owned();
+        url.set_path(&path);
         if self.model.trim().is_empty() {
             return Err(Error::Config(
                 "no model name: set FUSION_MODEL (for example gpt-4o-mini, or llama3.1 for Ollama)"
@@ -289,13 +295,17 @@ impl fmt::Debug for OpenAiConfig {
     }
 }
 
-/// The URL without any password, for messages and logs.
+/// The URL without any password or secret query value (see [`fusion_core::redact_url`]),
+/// for messages and logs.
 pub(super) fn display_url(url: &Url) -> String {
     let mut shown = url.clone();
     if shown.password().is_some() {
         let _ = shown.set_password(Some("***"));
     }
-    shown.to_string().trim_end_matches('/').to_owned()
+    // A query may carry a key (`?key=`), and messages and logs show this URL.
+    fusion_core::redact_url(shown.as_str())
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 #[cfg(test)]

@@ -138,6 +138,9 @@ pub(super) fn status_failure(
 
 /// Maps a failure to connect, send, or read the reply.
 pub(super) fn transport_failure(ctx: &Context<'_>, err: reqwest::Error) -> Failure {
+    // The message names the endpoint as shown; reqwest's own would quote the real URL,
+    // with any secret its query holds.
+    let err = err.without_url();
     let cause = quote(ctx, &error_chain(&err));
     let message = if err.is_connect() {
         format!(
@@ -222,6 +225,7 @@ pub(super) fn cut_off_failure(
     received: usize,
     cause: Option<reqwest::Error>,
 ) -> Failure {
+    let cause = cause.map(reqwest::Error::without_url);
     let cause_text = match &cause {
         Some(err) => format!(": {}", quote(ctx, &error_chain(err))),
         None => String::new(),

@@ -119,9 +119,15 @@ impl OpenAiClient {
                 retryable: false,
                 source: Some(Box::new(e)),
             })?;
-        let request_url = format!("{}/chat/completions", base.as_str().trim_end_matches('/'));
+        // The endpoint's name goes on the path: a query of the base URL stays the query.
+        let mut endpoint = base.clone();
+        endpoint.set_path(&format!(
+            "{}/chat/completions",
+            base.path().trim_end_matches('/')
+        ));
+        let request_url = endpoint.to_string();
         let base_url_shown = config::display_url(&base);
-        let endpoint_shown = format!("{base_url_shown}/chat/completions");
+        let endpoint_shown = config::display_url(&endpoint);
         Ok(Self {
             config,
             base_url_shown,
