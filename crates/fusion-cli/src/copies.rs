@@ -252,6 +252,37 @@ pub fn runs_out_at(expiry: Expiry, times: Option<SessionTimes>) -> Option<System
     }
 }
 
+/// The latest reading of a storage's clock to be had without writing to it: this
+/// machine's clock, or `stamped`, a time the storage stamped on a write (a session's
+/// `updated_at`), when that is later: the storage's clock runs ahead of this machine's.
+///
+/// Only a write tells the storage's clock for sure, and a write that replaces a session,
+/// or sets its metadata, cannot be taken back once it shows the session expired; so a
+/// write like that is decided on this reading before it is made. It is a lower bound:
+/// the storage's clock may run further ahead than its last stamp shows, and the write
+/// lands a little after the reading.
+pub fn clock_reading(stamped: Option<SystemTime>) -> SystemTime {
+    let now = SystemTime::now();
+    stamped.map_or(now, |stamped| stamped.max(now))
+}
+
+/// Why `expiry` has run out by `clock` ([`ran_out`]) for a copy that keeps `times`, if it
+/// has: [`runs_out_at`] at or before `clock`. `times` is `None` for a write that is the
+/// session's last (a replace, a metadata update), from which an idle expiry counts: it
+/// never runs out as that write lands, and an expiry instant does once it has passed.
+///
+/// The one test of whether an expiry is past for every copy the commands write: against
+/// this machine's clock before an import is written, against [`clock_reading`] of the
+/// target before a write that would take an existing session with it.
+pub fn run_out_by(
+    expiry: Expiry,
+    times: Option<SessionTimes>,
+    clock: SystemTime,
+) -> Option<String> {
+    let runs_out = runs_out_at(expiry, times)?;
+    (runs_out <= clock).then(|| ran_out(expiry, times))
+}
+
 /// Says that `expiry`, for a copy that keeps `times`, ran out: "its expiry (T) has
 /// passed", "its idle expiry ran out at T, 1d after its last write".
 pub fn ran_out(expiry: Expiry, times: Option<SessionTimes>) -> String {

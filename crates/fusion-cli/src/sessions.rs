@@ -199,7 +199,7 @@ async fn write_import(
     let verb = if replace {
         // An explicit overwrite: whatever the session holds now is what the user asked
         // to replace, so there is nothing to compare against.
-        let existed = replace_session(views, id, imported, messages).await?;
+        let existed = replace_session(store, views, file, id, imported, messages).await?;
         if existed { "replaced" } else { "imported" }
     } else {
         // Create-only in one atomic step: a check followed by a save would overwrite a
@@ -224,18 +224,25 @@ async fn write_import(
     };
     // `expired` let it through, but the expiry ran out before the write, by the storage's
     // clock (ahead of this machine's, or the write was slow): the session is stored gone
-    // for every reader. Said as the refusal says it, rather than "imported".
+    // for every reader. Said as the refusal says it, rather than "imported". A session
+    // replaced (checked before, on the storage's clock as far as it could be read) went
+    // with it, and the import is its last write, from which an idle expiry counts.
     if let Some(expiry) = imported.meta.expiry {
         let info = storage
             .session_info(id)
             .await
             .with_context(|| format!("cannot read session \"{id}\" back"))?;
         if info.is_none() {
+            let (what, times) = match verb {
+                "replaced" => (format!("session \"{id}\", replaced by it,"), None),
+                _ => ("it".to_string(), imported.times),
+            };
             bail!(
-                "cannot import {}: it was gone for every reader as soon as it was written, \
-                 {}, by the clock of {store}; remove \"expiry\" from its \"meta\" to import it",
+                "cannot import {}: {what} was gone for every reader as soon as it was \
+                 written, {}, by the clock of {store}; remove \"expiry\" from its \"meta\" to \
+                 import it",
                 file.display(),
-                copies::ran_out(expiry, imported.times),
+                copies::ran_out(expiry, times),
             );
         }
     }
@@ -246,17 +253,23 @@ async fn write_import(
 /// an expiry instant that has passed, or an idle expiry that ran out after the last write
 /// the export records (the session keeps that time when it is imported).
 fn expired(imported: &export::Imported) -> Option<String> {
-    let expiry = imported.meta.expiry?;
-    let runs_out = copies::runs_out_at(expiry, imported.times)?;
-    (runs_out <= SystemTime::now()).then(|| copies::ran_out(expiry, imported.times))
+    copies::run_out_by(imported.meta.expiry?, imported.times, SystemTime::now())
 }
 
 /// `import --replace`: session `id` ends up holding `messages`, and the export's metadata
 /// too when it has any (an export without metadata leaves the session's own). A session
 /// that did not exist gets the export's times; one replaced keeps its own creation, and
 /// the replacement is its last write. Returns whether the session existed.
+///
+/// An export whose expiry has run out by the clock of `store` ([`copies::run_out_by`] on
+/// [`copies::clock_reading`] of the session's last write there) is refused before a
+/// session that exists is touched: written over it, the expiry would take the session
+/// with it, and nothing usable would replace it. (One that does not exist is created
+/// with the expiry and read back, as without `--replace`: then nothing is lost.)
 async fn replace_session(
+    store: &Store,
     views: &Views,
+    file: &Path,
     id: &str,
     imported: &export::Imported,
     messages: &[fusion::ChatMessage],
@@ -276,6 +289,17 @@ async fn replace_session(
         .session_info(id)
         .await
         .with_context(|| format!("cannot read session \"{id}\""))?;
+    if let (Some(info), Some(expiry)) = (&current, meta.expiry)
+        && let Some(why) = copies::run_out_by(expiry, None, copies::clock_reading(info.updated_at))
+    {
+        bail!(
+            "cannot import {} over session \"{id}\" ({}): {why} by the clock of {store}, \
+             so the session would be gone for every reader as soon as it was replaced; it is \
+             left as it was; remove \"expiry\" from the import's \"meta\" to import it",
+            file.display(),
+            render::plural(info.message_count, "message"),
+        );
+    }
     storage.save(id, messages).await.with_context(context)?;
     if !meta.is_empty() {
         let current = current.as_ref().map(|info| info.meta.clone());
@@ -333,7 +357,9 @@ mod tests {
 
     use fusion::api::export::ExportFormat;
     use fusion::layers::encryption::EncryptionLayer;
-    use fusion::storage::{ConversationStorage, Expiry, InMemoryStorage, Intercepted, SessionMeta};
+    use fusion::storage::{
+        ConversationStorage, Expiry, InMemoryStorage, Intercept, Intercepted, SessionMeta,
+    };
 
     use super::*;
     use crate::store::Layers;
@@ -392,6 +418,56 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(said, "imported session s (2 messages)");
+        assert_eq!(target.load("s").await.unwrap(), conversation());
+    }
+
+    /// `--replace` of a session that exists, with an export whose expiry instant, ten
+    /// minutes off by this machine's clock, has passed by the target's, 20 minutes ahead
+    /// (as its last write of the session shows): refused before the session is touched,
+    /// and the session left as it was. An idle expiry counts from the replace, the
+    /// session's last write, and lands live.
+    #[tokio::test]
+    async fn an_import_replacing_a_session_with_an_expiry_past_on_the_targets_clock_is_refused() {
+        let target = Arc::new(Intercepted(ClockAhead::new(
+            InMemoryStorage::new(),
+            20 * MINUTE,
+        )));
+        let (held, mine) = (&conversation()[..1], SessionMeta::new().title("Mine"));
+        let inner = target.0.inner();
+        inner.create_session("s", &mine, held).await.unwrap();
+        let layers = Layers::new(EncryptionLayer::without_keys(), true);
+        let store = Store::new("memory://".parse().unwrap(), layers);
+        let (views, file) = (views(target.clone()), Path::new("s.json"));
+        let at = SystemTime::now() + 10 * MINUTE;
+        let imported = exported(SessionMeta::new().expiry(Expiry::At(at)), MINUTE);
+        assert_eq!(expired(&imported), None);
+        let messages = &imported.messages;
+        let err = write_import(&store, &views, file, "s", &imported, messages, true)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cannot import s.json over session \"s\" (1 message): its expiry (")
+                && err.ends_with(
+                    "has passed by the clock of memory://, so the session would be gone for \
+                     every reader as soon as it was replaced; it is left as it was; remove \
+                     \"expiry\" from the import's \"meta\" to import it"
+                ),
+            "{err}"
+        );
+        let info = inner
+            .session_info("s")
+            .await
+            .unwrap()
+            .expect("left as it was");
+        assert_eq!(
+            (info.meta, inner.load("s").await.unwrap()),
+            (mine, held.to_vec())
+        );
+
+        let idle = exported(SessionMeta::new().expiry(Expiry::Idle(HOUR)), 50 * MINUTE);
+        let said = write_import(&store, &views, file, "s", &idle, &idle.messages, true).await;
+        assert_eq!(said.unwrap(), "replaced session s (2 messages)");
         assert_eq!(target.load("s").await.unwrap(), conversation());
     }
 
