@@ -1,6 +1,8 @@
 //! `fusion sessions tag / retitle / set-owner` (and `expire`, in `retention`): change a
-//! session's metadata in one atomic step ([`ConversationStorage::update_session`]); and how `import --replace` and
-//! `migrate` bring one copy of a session's metadata in line with another.
+//! session's metadata in one atomic step
+//! ([`update_session`](fusion::storage::ConversationStorage::update_session)); and how
+//! `import --replace` and `migrate` bring one copy of a session's metadata in line with
+//! another.
 //!
 //! Metadata follows the same "nothing lost" rule as messages in `migrate`: what the target
 //! lacks is filled in from the source ([`merge`]), a value both hold differently is a
@@ -9,7 +11,7 @@
 
 use anyhow::{Context, Result, bail};
 use fusion::SessionId;
-use fusion::storage::{ConversationStorage, MetaUpdate, SessionInfo, SessionMeta};
+use fusion::storage::{MetaUpdate, SessionInfo, SessionMeta};
 
 use crate::render;
 use crate::store::Store;
@@ -147,15 +149,6 @@ pub fn merge(source: &SessionMeta, target: &SessionMeta) -> Merge {
         }
     }
     Merge { fill, differs }
-}
-
-/// The metadata of session `id` in `storage` (empty when it has none or does not exist).
-pub async fn read(storage: &dyn ConversationStorage, id: &str) -> fusion::Result<SessionMeta> {
-    Ok(storage
-        .session_info(id)
-        .await?
-        .map(|info| info.meta)
-        .unwrap_or_default())
 }
 
 #[cfg(test)]

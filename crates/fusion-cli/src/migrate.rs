@@ -38,7 +38,10 @@
 //!
 //! The source's messages are read before its times and metadata, so a copy's last write is
 //! never older than the messages it holds (see `read_source`). A copy created with an
-//! expiry that has run out by the target's clock is reported expired, not failed.
+//! expiry that has run out by the target's clock is reported expired, not failed; an
+//! expiry instant past by the target's clock is never synced to a target session that
+//! exists, which it would make gone at once: that session is reported expired, kept live
+//! (see `sync_meta`).
 //!
 //! Reads of both sides go through the retry layer; the copies are written around it, and a
 //! write whose reply was lost is settled by reading the target back, by the rule
@@ -292,7 +295,7 @@ async fn migrate_one(
         match written {
             Ok(_) => {
                 return match verify_written(to, id, &source, &source_info, outcome).await? {
-                    done @ (Outcome::Diverged(_) | Outcome::Expired(_)) => Ok(done),
+                    done @ (Outcome::Diverged(_) | Outcome::Expired { .. }) => Ok(done),
                     outcome => sync_meta(to, id, source_meta, outcome, args).await,
                 };
             }
@@ -355,6 +358,11 @@ async fn read_source(
 /// (`outcome`): fills in what the target lacks; a value both hold differently makes the
 /// session diverged, or with `--force` the target takes the source's metadata, as it does
 /// whenever its history was replaced. In a dry run, says what would happen.
+///
+/// An expiry instant the sync would set that has passed by the target's clock, as far as
+/// it can be read ([`copies::clock_reading`] of the session's last write there), is left
+/// out: written, it would make the target's session, live, gone for every reader at once.
+/// The session is reported [`Outcome::Expired`], kept, as the source's is gone by then.
 async fn sync_meta(
     to: &dyn ConversationStorage,
     id: &str,
@@ -362,14 +370,18 @@ async fn sync_meta(
     outcome: Outcome,
     args: &MigrateArgs,
 ) -> Result<Outcome> {
-    let target = meta::read(to, id)
+    let info = to
+        .session_info(id)
         .await
         .context("cannot read the target's metadata")?;
+    let (target, last_write) = info
+        .map(|info| (info.meta, info.updated_at))
+        .unwrap_or_default();
     if target == *source {
         return Ok(outcome);
     }
     let merge = meta::merge(source, &target);
-    let (update, outcome) = match outcome {
+    let (mut update, outcome) = match outcome {
         Outcome::Replaced { .. } => (meta::overwrite(&target, source), outcome),
         _ if merge.differs.is_empty() => (merge.fill, outcome),
         _ if args.force => (
@@ -385,6 +397,18 @@ async fn sync_meta(
                 merge.differs.join("; ")
             )));
         }
+    };
+    let past = match update.expiry {
+        Some(Some(expiry)) => copies::run_out_by(expiry, None, copies::clock_reading(last_write)),
+        _ => None,
+    };
+    let outcome = match past {
+        Some(why) => {
+            update.expiry = None;
+            let kept = Some(outcome.written());
+            Outcome::Expired { why, kept }
+        }
+        None => outcome,
     };
     if !args.dry_run && !update.is_empty() {
         write_meta(to, id, &update).await?;
@@ -422,7 +446,8 @@ async fn verify_written(
         // copy): the copy is stored, gone for every reader, as the source's session is
         // from then on. Not a failure, and nothing of it is left to sync.
         let times = SessionTimes::of(source_info);
-        return Ok(Outcome::Expired(copies::ran_out(expiry, times)));
+        let why = copies::ran_out(expiry, times);
+        return Ok(Outcome::Expired { why, kept: None });
     }
     if stored.len() > source.len() && copied(source, &stored) == source.len() {
         // Another writer stored messages in this session right after the copy landed.

@@ -13,10 +13,14 @@ pub(super) enum Outcome {
     /// Listed in the source, but it held no message when read: deleted or expired since,
     /// or unreadable (a torn file). Nothing was written.
     Gone,
-    /// The copy was created, but the source's expiry (said here: which, and when it ran
-    /// out) had run out by then on the target's clock: the copy is gone for every reader,
-    /// as the source's session is from that instant. Its metadata was not synced.
-    Expired(String),
+    /// The source's expiry (`why`: which, and when it ran out) had run out on the target's
+    /// clock by the time it was written there, as the source's session is gone from that
+    /// instant. `kept` is `None` when the copy was created with it: the copy is gone for
+    /// every reader, and its metadata was not synced. It is `Some(written)` when the
+    /// target's session existed (`written` messages were copied to it): the expiry, which
+    /// would have made it gone for every reader at once, was left out of its metadata
+    /// sync, and the session is kept live.
+    Expired { why: String, kept: Option<usize> },
     /// The target holds messages the source lacks; it was left as it is.
     Diverged(String),
     /// The target held a different history (`previous` messages), replaced because of
@@ -34,8 +38,15 @@ impl Outcome {
             Outcome::Copied(written)
             | Outcome::Extended(written)
             | Outcome::Replaced { written, .. }
-            | Outcome::MetaReplaced { written, .. } => *written,
-            Outcome::UpToDate | Outcome::Gone | Outcome::Expired(_) | Outcome::Diverged(_) => 0,
+            | Outcome::MetaReplaced { written, .. }
+            | Outcome::Expired {
+                kept: Some(written),
+                ..
+            } => *written,
+            Outcome::UpToDate
+            | Outcome::Gone
+            | Outcome::Expired { kept: None, .. }
+            | Outcome::Diverged(_) => 0,
         }
     }
 
@@ -44,7 +55,7 @@ impl Outcome {
     pub(super) fn left_alone(&self) -> bool {
         matches!(
             self,
-            Outcome::Gone | Outcome::Expired(_) | Outcome::Diverged(_)
+            Outcome::Gone | Outcome::Expired { kept: None, .. } | Outcome::Diverged(_)
         )
     }
 }

@@ -32,6 +32,9 @@ pub(super) struct Summary {
     pub(super) gone: usize,
     /// Copied, but gone as soon as written, their expiry run out ([`Outcome::Expired`]).
     pub(super) expired: usize,
+    /// Their expiry run out by the time it was synced to a target's session that existed,
+    /// which is kept live without it ([`Outcome::Expired`], kept).
+    pub(super) expired_kept: usize,
     pub(super) diverged: usize,
     pub(super) replaced: usize,
     pub(super) failed: usize,
@@ -80,12 +83,33 @@ impl Summary {
                      nothing written"
                 ))
             }
-            Ok(Outcome::Expired(why)) => {
+            Ok(Outcome::Expired { why, kept: None }) => {
                 self.expired += 1;
                 Some(format!(
                     "expired {id}: the copy was gone for every reader as soon as it was \
                      written, {why} by the target's clock (the source's session is gone from \
                      then on too); nothing else written"
+                ))
+            }
+            Ok(Outcome::Expired {
+                why,
+                kept: Some(written),
+            }) => {
+                self.expired_kept += 1;
+                let (copied, synced) = if args.dry_run {
+                    ("to be copied", "to be synced")
+                } else {
+                    ("copied", "synced")
+                };
+                let written = match written {
+                    0 => String::new(),
+                    n => format!(", {} {copied} to it", render::plural(n, "message")),
+                };
+                Some(format!(
+                    "expired {id}: {why} by the target's clock (the source's session is gone \
+                     from then on too); the target's session, which existed, is kept live{written}, \
+                     its metadata {synced} but for that expiry, which would have made it gone for \
+                     every reader at once"
                 ))
             }
             Ok(Outcome::Diverged(why)) => {
@@ -134,6 +158,7 @@ impl Summary {
             up_to_date,
             gone,
             expired,
+            expired_kept,
             diverged,
             replaced,
             failed,
@@ -169,6 +194,19 @@ impl Summary {
                 render::plural(expired, "session"),
                 if expired == 1 { "it was" } else { "they were" },
                 if expired == 1 { "is" } else { "are" }
+            ))?;
+        }
+        if expired_kept > 0 {
+            say(format_args!(
+                "{} listed in {from_type} expired by the target's clock before {} metadata was \
+                 synced; the target's {} kept live without that expiry",
+                render::plural(expired_kept, "session"),
+                if expired_kept == 1 { "its" } else { "their" },
+                if expired_kept == 1 {
+                    "session is"
+                } else {
+                    "sessions are"
+                }
             ))?;
         }
         if sealed > 0 {

@@ -61,7 +61,7 @@ async fn a_copy_whose_idle_expiry_ran_out_on_the_targets_clock_is_reported_expir
     )));
 
     let outcome = migrate_one(&source, &views(target.clone()), "s", &args()).await;
-    let Ok(Outcome::Expired(why)) = outcome else {
+    let Ok(Outcome::Expired { why, kept: None }) = outcome else {
         panic!("expected the session reported expired, got {outcome:?}");
     };
     assert_eq!(why, copies::ran_out(Expiry::Idle(HOUR), Some(times)));
@@ -71,7 +71,7 @@ async fn a_copy_whose_idle_expiry_ran_out_on_the_targets_clock_is_reported_expir
 
     // Counted apart from the copies, with a line that says what happened, and left out of
     // `--encrypt`'s rekey: nothing of it can be read to encrypt.
-    let outcome = Outcome::Expired(why);
+    let outcome = Outcome::Expired { why, kept: None };
     assert!(outcome.left_alone());
     let mut summary = Summary::default();
     let line = summary.record("s", Ok(outcome), None, &args()).unwrap();
@@ -88,6 +88,55 @@ async fn a_copy_whose_idle_expiry_ran_out_on_the_targets_clock_is_reported_expir
     assert!(matches!(outcome, Ok(Outcome::Copied(2))), "{outcome:?}");
     let copy = target.session_info("s").await.unwrap().unwrap();
     assert_eq!(copy.meta, meta);
+}
+
+/// The source's expiry instant, ten minutes off by this machine's clock, has passed by the
+/// target's, 20 minutes ahead (as its last write of the session shows), when the metadata
+/// of a target session holding the source's history is synced: written, it would make
+/// that session, live, gone for every reader at once. It is left out, the rest of the
+/// metadata synced, and the session reported expired, kept.
+#[tokio::test]
+async fn a_metadata_sync_leaves_out_an_expiry_past_on_the_targets_clock() {
+    let source = InMemoryStorage::new();
+    let at = SystemTime::now() + 10 * MINUTE;
+    let meta = SessionMeta::new().title("Ending").expiry(Expiry::At(at));
+    created(&source, "s", &meta, MINUTE).await;
+    let target = Arc::new(Intercepted(ClockAhead::new(
+        InMemoryStorage::new(),
+        20 * MINUTE,
+    )));
+    target.0.inner().append("s", &conversation()).await.unwrap();
+
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &args()).await;
+    let Ok(Outcome::Expired { why, kept: Some(0) }) = outcome else {
+        panic!("expected the session reported expired and kept, got {outcome:?}");
+    };
+    assert_eq!(why, copies::ran_out(Expiry::At(at), None));
+    let kept = target.session_info("s").await.unwrap().expect("kept live");
+    assert_eq!(
+        kept.meta,
+        SessionMeta::new().title("Ending"),
+        "all but the expiry"
+    );
+    assert_eq!(target.load("s").await.unwrap(), conversation());
+
+    // Counted apart from the copies gone as they landed, with a line that says the target's
+    // session is kept; `--encrypt` still rekeys it, as a reader sees it.
+    let outcome = Outcome::Expired { why, kept: Some(0) };
+    assert!(!outcome.left_alone());
+    let mut summary = Summary::default();
+    let line = summary.record("s", Ok(outcome), None, &args()).unwrap();
+    let counts = (summary.expired_kept, summary.expired, summary.up_to_date);
+    assert_eq!(counts, (1, 0, 0));
+    assert!(
+        line.starts_with("expired s: its expiry (")
+            && line.ends_with(
+                "has passed by the target's clock (the source's session is gone from then on \
+                 too); the target's session, which existed, is kept live, its metadata synced \
+                 but for that expiry, which would have made it gone for every reader at once"
+            ),
+        "{line}"
+    );
 }
 
 /// The times the copy gets are read after its messages: a message another writer appends
