@@ -109,7 +109,8 @@ impl Summary {
                     "expired {id}: {why} by the target's clock (the source's session is gone \
                      from then on too); the target's session, which existed, is kept live{written}, \
                      its metadata {synced} but for that expiry, which would have made it gone for \
-                     every reader at once"
+                     every reader at once{}",
+                    plan_clause(plan).unwrap_or_default()
                 ))
             }
             Ok(Outcome::Diverged(why)) => {

@@ -137,6 +137,23 @@ async fn a_metadata_sync_leaves_out_an_expiry_past_on_the_targets_clock() {
             ),
         "{line}"
     );
+    // A dry run with `--encrypt` says what the run would copy and encrypt, as for a copy.
+    let dry = MigrateArgs {
+        dry_run: true,
+        encrypt: true,
+        ..args()
+    };
+    let (why, plan) = (
+        String::new(),
+        Some("1 message to write encrypted".to_string()),
+    );
+    let outcome = Outcome::Expired { why, kept: Some(1) };
+    let line = summary.record("s", Ok(outcome), plan, &dry).unwrap();
+    assert!(
+        line.contains("kept live, 1 message to be copied to it, its metadata to be synced")
+            && line.ends_with("at once; 1 message to write encrypted"),
+        "{line}"
+    );
 }
 
 /// The times the copy gets are read after its messages: a message another writer appends
