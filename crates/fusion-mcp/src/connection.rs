@@ -6,7 +6,6 @@
 //! SDK would go on using it (see [`SessionClient`]) makes the connection dead, to be
 //! opened again.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,11 +25,14 @@ use serde_json::{Value, json};
 use crate::checked::checked;
 use crate::http_client::http_client;
 use crate::http_session::SessionClient;
-use crate::process::ChildProcess;
+use crate::process::{ChildProcess, spawn_error};
 use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
 
 /// How long to wait for a server whose pipe closed to report its exit status.
 pub const EXIT_REPORT_BOUND: Duration = Duration::from_secs(5);
+
+/// How long closing an HTTP server's connection waits for the SDK to end its session.
+const SESSION_END_BOUND: Duration = Duration::from_secs(5);
 
 /// Called when the server announces `notifications/tools/list_changed`.
 pub type ListChanged = Arc<dyn Fn() + Send + Sync>;
@@ -40,7 +42,9 @@ pub type Listed = Result<rmcp::model::Tool, (String, String)>;
 
 /// A connected, initialized server.
 pub struct Connection {
-    service: RunningService<RoleClient, Handler>,
+    /// Taken by [`close`](Self::close), to wait for the session's end.
+    service: std::sync::Mutex<Option<RunningService<RoleClient, Handler>>>,
+    peer: Peer<RoleClient>,
     process: Option<ChildProcess>,
     /// An HTTP server's client, which says when its session is over.
     http: Option<SessionClient>,
@@ -62,9 +66,24 @@ impl Connection {
         }
     }
 
+    fn new(
+        service: RunningService<RoleClient, Handler>,
+        process: Option<ChildProcess>,
+        http: Option<SessionClient>,
+    ) -> Self {
+        let peer = service.peer().clone();
+        let service = std::sync::Mutex::new(Some(service));
+        Self {
+            service,
+            peer,
+            process,
+            http,
+        }
+    }
+
     /// The client, for requests.
     pub fn peer(&self) -> &Peer<RoleClient> {
-        self.service.peer()
+        &self.peer
     }
 
     /// The server's process, for stdio servers.
@@ -75,8 +94,9 @@ impl Connection {
     /// Whether requests can still reach the server: the session runs and, for stdio, the
     /// process has not exited, for HTTP the server still takes the session.
     pub fn is_alive(&self) -> bool {
-        !self.service.is_closed()
-            && !self.service.peer().is_transport_closed()
+        let service = self.service.lock().unwrap_or_else(|e| e.into_inner());
+        service.as_ref().is_some_and(|service| !service.is_closed())
+            && !self.peer.is_transport_closed()
             && self
                 .process
                 .as_ref()
@@ -85,11 +105,24 @@ impl Connection {
     }
 
     /// Ends the session (closing a stdio server's stdin) and stops the process, giving it
-    /// `grace` to exit by itself before its group is killed.
+    /// `grace` to exit by itself before its group is killed. An HTTP session is ended
+    /// (DELETE) as the SDK's service ends, which is waited for: a program that exits next
+    /// would otherwise leave it open on the server, with all it holds.
     pub async fn close(&self, grace: Duration) {
-        self.service.cancellation_token().cancel();
-        if let Some(process) = &self.process {
-            process.stop(grace).await;
+        let service = self
+            .service
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match (&self.process, service) {
+            (Some(process), service) => {
+                drop(service);
+                process.stop(grace).await;
+            }
+            (None, Some(mut service)) => {
+                let _ = service.close_with_timeout(SESSION_END_BOUND).await;
+            }
+            (None, None) => {}
         }
     }
 
@@ -194,14 +227,7 @@ async fn open_stdio(
     let stdio = (checked(stdout), stdin);
     let started = tokio::time::timeout(startup, handshake(handler, stdio)).await;
     match started {
-        Ok(Ok((service, tools))) => Ok((
-            Connection {
-                service,
-                process: Some(process),
-                http: None,
-            },
-            tools,
-        )),
+        Ok(Ok((service, tools))) => Ok((Connection::new(service, Some(process), None), tools)),
         Ok(Err(failure))
             if failure.closed && process.exit_within(EXIT_REPORT_BOUND).await.is_some() =>
         {
@@ -223,74 +249,6 @@ async fn open_stdio(
             stderr_note(&process)
         )),
     }
-}
-
-/// Why `config`'s command could not be started. The system says "not found" (`ENOENT`)
-/// for three different mistakes: a working directory that does not exist, a script whose
-/// `#!` interpreter does not exist, and the command itself missing; each is named.
-///
-/// The command is looked for where the child looks for it: a path (`./bin/server`) in the
-/// working directory the child is given, a bare name in the directories of the `PATH` the
-/// child is given. A file found there that could not be run is one whose interpreter is
-/// missing: the system would have said "permission denied" for any other reason.
-fn spawn_error(config: &StdioServerConfig, error: &std::io::Error) -> String {
-    if error.kind() != std::io::ErrorKind::NotFound {
-        return error.to_string();
-    }
-    if let Some(dir) = &config.cwd
-        && !dir.is_dir()
-    {
-        return format!(
-            "its working directory `{}` does not exist or is not a directory",
-            dir.display()
-        );
-    }
-    let command = &config.command;
-    let interpreter = "the interpreter it names was not found (a script's `#!` line, or a \
-                       program's dynamic loader)";
-    let program = Path::new(command);
-    if program.components().count() > 1 {
-        // The child changes to its working directory before it runs the command.
-        let file = config
-            .cwd
-            .as_ref()
-            .map_or(program.to_owned(), |d| d.join(program));
-        if file.is_file() {
-            return format!("`{command}` exists, but {interpreter}");
-        }
-        return match &config.cwd {
-            Some(dir) if program.is_relative() => format!(
-                "`{command}` not found (a relative path is taken from its working directory, \
-                 `{}`)",
-                dir.display()
-            ),
-            _ => format!("`{command}` not found"),
-        };
-    }
-    match on_path(config, program) {
-        Some(found) => format!(
-            "`{command}` is on PATH (`{}`), but {interpreter}",
-            found.display()
-        ),
-        None => format!("command `{command}` not found (is it installed and on PATH?)"),
-    }
-}
-
-/// Where the child finds `program` on its `PATH`: the one `config.env` sets, else this
-/// program's (which the child inherits).
-fn on_path(config: &StdioServerConfig, program: &Path) -> Option<PathBuf> {
-    let path = match config.env.get("PATH") {
-        Some(path) => path.into(),
-        None => std::env::var_os("PATH")?,
-    };
-    std::env::split_paths(&path)
-        .map(|dir| match &config.cwd {
-            // A relative entry (`bin`, or an empty one for `.`) is relative to where the
-            // child runs.
-            Some(cwd) if dir.is_relative() => cwd.join(dir).join(program),
-            _ => dir.join(program),
-        })
-        .find(|candidate| candidate.is_file())
 }
 
 async fn open_http(
@@ -320,14 +278,7 @@ async fn open_http(
     let transport = StreamableHttpClientTransport::with_client(client.clone(), transport_config);
     let started = tokio::time::timeout(startup, handshake(handler, transport)).await;
     match started {
-        Ok(Ok((service, tools))) => Ok((
-            Connection {
-                service,
-                process: None,
-                http: Some(client),
-            },
-            tools,
-        )),
+        Ok(Ok((service, tools))) => Ok((Connection::new(service, None, Some(client)), tools)),
         Ok(Err(failure)) => Err(format!("connecting to {url} failed: {}", failure.reason)),
         Err(_) => Err(format!(
             "{url} did not complete the MCP handshake within {} s",

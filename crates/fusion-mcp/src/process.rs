@@ -1,7 +1,7 @@
 //! The child process of a stdio server: started in its own process group with the part of
 //! this program's environment its configuration allows, its stderr drained into a short
 //! tail for error messages, its exit watched, and the whole group killed when it is
-//! dropped.
+//! dropped; and, when it cannot be started, why ([`spawn_error`]).
 //!
 //! Killing the group rather than the child matters for launchers: `npx` runs the server as
 //! a grandchild `node`, which would outlive a killed `npx`. Dropping kills synchronously
@@ -11,6 +11,7 @@
 //! stops what does not.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -160,6 +161,74 @@ impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.kill_group();
     }
+}
+
+/// Why `config`'s command could not be started. The system says "not found" (`ENOENT`)
+/// for three different mistakes: a working directory that does not exist, a script whose
+/// `#!` interpreter does not exist, and the command itself missing; each is named.
+///
+/// The command is looked for where the child looks for it: a path (`./bin/server`) in the
+/// working directory the child is given, a bare name in the directories of the `PATH` the
+/// child is given. A file found there that could not be run is one whose interpreter is
+/// missing: the system would have said "permission denied" for any other reason.
+pub fn spawn_error(config: &StdioServerConfig, error: &std::io::Error) -> String {
+    if error.kind() != std::io::ErrorKind::NotFound {
+        return error.to_string();
+    }
+    if let Some(dir) = &config.cwd
+        && !dir.is_dir()
+    {
+        return format!(
+            "its working directory `{}` does not exist or is not a directory",
+            dir.display()
+        );
+    }
+    let command = &config.command;
+    let interpreter = "the interpreter it names was not found (a script's `#!` line, or a \
+                       program's dynamic loader)";
+    let program = Path::new(command);
+    if program.components().count() > 1 {
+        // The child changes to its working directory before it runs the command.
+        let file = config
+            .cwd
+            .as_ref()
+            .map_or(program.to_owned(), |d| d.join(program));
+        if file.is_file() {
+            return format!("`{command}` exists, but {interpreter}");
+        }
+        return match &config.cwd {
+            Some(dir) if program.is_relative() => format!(
+                "`{command}` not found (a relative path is taken from its working directory, \
+                 `{}`)",
+                dir.display()
+            ),
+            _ => format!("`{command}` not found"),
+        };
+    }
+    match on_path(config, program) {
+        Some(found) => format!(
+            "`{command}` is on PATH (`{}`), but {interpreter}",
+            found.display()
+        ),
+        None => format!("command `{command}` not found (is it installed and on PATH?)"),
+    }
+}
+
+/// Where the child finds `program` on its `PATH`: the one `config.env` sets, else this
+/// program's (which the child inherits).
+fn on_path(config: &StdioServerConfig, program: &Path) -> Option<PathBuf> {
+    let path = match config.env.get("PATH") {
+        Some(path) => path.into(),
+        None => std::env::var_os("PATH")?,
+    };
+    std::env::split_paths(&path)
+        .map(|dir| match &config.cwd {
+            // A relative entry (`bin`, or an empty one for `.`) is relative to where the
+            // child runs.
+            Some(cwd) if dir.is_relative() => cwd.join(dir).join(program),
+            _ => dir.join(program),
+        })
+        .find(|candidate| candidate.is_file())
 }
 
 /// The program to start for `config.command`. On Windows a bare name without an

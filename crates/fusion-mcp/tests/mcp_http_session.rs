@@ -2,7 +2,8 @@
 //! a new one when a request is answered HTTP 404, and the server's tools are listed again
 //! then, as after a stdio server's restart, so a server that came back with other tools
 //! is offered with those. Against a few axum routes speaking JSON-RPC, whose "restart"
-//! forgets the session and changes the tool list.
+//! forgets the session and changes the tool list. Shutting the server down ends its
+//! session (HTTP DELETE) before it returns, so a program exiting next leaves none open.
 
 mod common;
 
@@ -68,4 +69,21 @@ async fn a_session_opened_again_after_a_404_lists_the_tools_again() {
         .expect("the tools are listed again in the new session");
     assert_eq!(names(&server), ["web__echo", "web__new"]);
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_the_http_session_before_it_returns() {
+    let web = serve().await;
+    let server = McpServer::start(
+        "web",
+        HttpServerConfig::new(&web.url),
+        McpOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(web.sessions_deleted(), 0);
+    // A program exits once this returns: a session still to be ended would stay open on
+    // the server, with what it holds, until the server expires it (if ever).
+    server.shutdown().await;
+    assert_eq!(web.sessions_deleted(), 1);
 }

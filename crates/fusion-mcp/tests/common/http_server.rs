@@ -52,6 +52,7 @@ pub struct HttpServer {
     pub url: String,
     run: Arc<AtomicUsize>,
     initialized: Arc<AtomicUsize>,
+    deleted: Arc<AtomicUsize>,
 }
 
 impl HttpServer {
@@ -64,6 +65,11 @@ impl HttpServer {
     pub fn sessions_opened(&self) -> usize {
         self.initialized.load(Ordering::SeqCst)
     }
+
+    /// The sessions of the current run ended by the client (HTTP DELETE).
+    pub fn sessions_deleted(&self) -> usize {
+        self.deleted.load(Ordering::SeqCst)
+    }
 }
 
 /// Serves `behaviour` on a free loopback port until the test's runtime ends.
@@ -71,13 +77,29 @@ pub async fn serve(behaviour: impl Behaviour) -> HttpServer {
     let behaviour = Arc::new(behaviour);
     let run = Arc::new(AtomicUsize::new(1));
     let initialized = Arc::new(AtomicUsize::new(0));
+    let deleted = Arc::new(AtomicUsize::new(0));
     let (now, count) = (run.clone(), initialized.clone());
+    let (then, ended) = (run.clone(), deleted.clone());
     let app = axum::Router::new().route(
         "/mcp",
         axum::routing::post(move |headers: HeaderMap, body: String| {
             let run = now.load(Ordering::SeqCst);
             let (behaviour, count) = (behaviour.clone(), count.clone());
             async move { answer(behaviour.as_ref(), run, &count, &headers, &body) }
+        })
+        .delete(move |headers: HeaderMap| {
+            let session = format!("run-{}", then.load(Ordering::SeqCst));
+            let given = headers.get("mcp-session-id").and_then(|v| v.to_str().ok());
+            let known = given == Some(session.as_str());
+            if known {
+                ended.fetch_add(1, Ordering::SeqCst);
+            }
+            let status = if known {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            async move { status }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -87,6 +109,7 @@ pub async fn serve(behaviour: impl Behaviour) -> HttpServer {
         url,
         run,
         initialized,
+        deleted,
     }
 }
 
