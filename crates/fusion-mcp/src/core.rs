@@ -109,12 +109,13 @@ impl Core {
     }
 
     /// Calls `mcp_name` with `args`; `tool` is the name the model knows it by. Every
-    /// failure is an [`Error::Tool`] written for the model.
+    /// failure is an [`Error::Tool`] written for the model, held to the size a result may
+    /// have: it quotes the server (a JSON-RPC error's message), whose text can be as long.
     pub async fn call(&self, tool: &str, mcp_name: &str, args: Value) -> Result<String> {
         let name = &self.name;
         let fail = |message: String| Error::Tool {
             tool: tool.to_owned(),
-            message,
+            message: result::cut(message, self.options.max_observation_bytes),
         };
         let mut params = CallToolRequestParams::new(mcp_name.to_owned());
         match args {

@@ -67,7 +67,8 @@
 //! A result's text content is joined with newlines; `structuredContent` is shown as JSON
 //! when there is no text; images, audio and binary resources become a short note (`[image
 //! image/png, 12.3 KiB, not shown]`), never base64; resource links become `[resource
-//! URI]`. A result over the size limit is cut with a note. `isError: true` becomes
+//! URI]`. A result over the size limit is cut with a note, and so is the observation of
+//! a failed call, which quotes the server (the message of a JSON-RPC error). `isError: true` becomes
 //! [`fusion_core::Error::Tool`] carrying the content, which the agent shows the model.
 //!
 //! # Faults
