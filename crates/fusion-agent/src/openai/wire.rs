@@ -1,7 +1,8 @@
 //! The chat-completions wire format: borrowed request structs and a tolerant reply parser.
 //!
 //! Requests are written from borrowed [`ChatMessage`]s without copying them and without
-//! their `metadata` (Fusion's own annotations are not for the model). Replies are read
+//! their `metadata` (Fusion's own annotations are not for the model), and with every
+//! stored tool call's arguments a JSON object ([`sendable_arguments`]). Replies are read
 //! leniently because "OpenAI-compatible" servers differ in details: missing tool-call ids,
 //! arguments sent as an object, content as an array of parts, usage without a total.
 //! Streamed replies arrive as chunks ([`WireChunk`]) whose pieces the stream assembler
@@ -55,8 +56,8 @@ struct WireMessage<'a> {
     role: &'static str,
     /// `None` writes `null`, which OpenAI expects for a tool-calls-only assistant message.
     content: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    tool_calls: &'a [ToolCall],
+    #[serde(skip_serializing_if = "WireCalls::is_empty")]
+    tool_calls: WireCalls<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_call_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,11 +74,63 @@ impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
         Self {
             role: m.role.as_str(),
             content,
-            tool_calls: &m.tool_calls,
+            tool_calls: WireCalls(&m.tool_calls),
             tool_call_id: m.tool_call_id.as_deref(),
             name: m.name.as_deref(),
         }
     }
+}
+
+/// A message's tool calls as sent: `{"id", "type": "function", "function": {"name",
+/// "arguments"}}`, the arguments made sendable.
+struct WireCalls<'a>(&'a [ToolCall]);
+
+impl WireCalls<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for WireCalls<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|call| WireCall {
+            id: &call.id,
+            kind: "function",
+            function: WireCallFunction {
+                name: &call.name,
+                arguments: sendable_arguments(&call.arguments),
+            },
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct WireCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireCallFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireCallFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// The arguments a stored call is sent back with in later requests: the model's text when
+/// it is a JSON object, else `{}`.
+///
+/// Storage keeps what the model wrote, invalid JSON included (a reply cut mid-call, a
+/// small model's slip), and the call's result already tells the model what was wrong,
+/// quoting it. But servers parse the arguments of the calls in the history: Ollama
+/// refuses the whole request ("invalid tool call arguments", a 400) and vLLM fails in
+/// `json.loads`, so one bad call sent back verbatim made every later request of the
+/// session fail. `{}` is also what the executor ran a call with empty arguments with.
+fn sendable_arguments(arguments: &str) -> &str {
+    let is_object = arguments.trim_start().starts_with('{')
+        && serde_json::from_str::<serde::de::IgnoredAny>(arguments).is_ok();
+    if is_object { arguments } else { "{}" }
 }
 
 #[derive(Serialize)]
@@ -505,10 +558,29 @@ mod tests {
             json!({"model": "m", "messages": [
                 {"role": "user", "content": "hi"},
                 {"role": "assistant", "content": null, "tool_calls": [
-                    {"id": "c1", "type": "function", "function": {"name": "t", "arguments": "{bad"}}]},
+                    {"id": "c1", "type": "function", "function": {"name": "t", "arguments": "{}"}}]},
                 {"role": "tool", "content": "out", "tool_call_id": "c1"},
             ]})
         );
+    }
+
+    #[test]
+    fn only_json_object_arguments_are_sent_back_as_written() {
+        for kept in [r#"{"path": "a"}"#, "  {}\n", r#"{"p":"\u00e9"}"#] {
+            assert_eq!(sendable_arguments(kept), kept);
+        }
+        for replaced in [
+            r#"{"path": "a"#,
+            r#"{"path": "a"} trailing"#,
+            "",
+            "  ",
+            "null",
+            "[1]",
+            r#""{\"path\": \"a\"}""#,
+            "path=a",
+        ] {
+            assert_eq!(sendable_arguments(replaced), "{}", "{replaced:?}");
+        }
     }
 
     #[test]
