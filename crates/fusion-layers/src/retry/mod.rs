@@ -79,6 +79,7 @@
 //! [`is_retryable`]: fusion_core::Error::is_retryable
 //! [`Conflict`]: fusion_core::Error::Conflict
 
+mod errors;
 mod policy;
 mod retrying;
 mod settle;
