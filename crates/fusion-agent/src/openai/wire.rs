@@ -2,7 +2,8 @@
 //!
 //! Requests are written from borrowed [`ChatMessage`]s without copying them and without
 //! their `metadata` (Fusion's own annotations are not for the model), and with every
-//! stored tool call's arguments a JSON object ([`sendable_arguments`]). Replies are read
+//! stored tool call's arguments a JSON object ([`sendable_arguments`]) and no reply empty
+//! ([`EMPTY_REPLY`]). Replies are read
 //! leniently because "OpenAI-compatible" servers differ in details: missing tool-call ids,
 //! arguments sent as an object, content as an array of parts, usage without a total.
 //! Streamed replies arrive as chunks ([`WireChunk`]) whose pieces the stream assembler
@@ -10,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use fusion_core::{ChatMessage, ToolCall};
+use fusion_core::{ChatMessage, Role, ToolCall};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
@@ -68,6 +69,8 @@ impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
     fn from(m: &'a ChatMessage) -> Self {
         let content = if m.content.is_empty() && m.has_tool_calls() {
             None
+        } else if m.role == Role::Assistant && m.content.trim().is_empty() {
+            Some(EMPTY_REPLY)
         } else {
             Some(m.content.as_str())
         };
@@ -80,6 +83,17 @@ impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
         }
     }
 }
+
+/// What a stored reply with no text and no tool calls is sent back as in later requests.
+///
+/// Models do write nothing (a reasoning model whose output limit ran out while it thought,
+/// a small model that stops at once), and storage keeps the reply as it came. But servers
+/// refuse a request whose history holds an empty assistant message: vLLM ("Invalid
+/// assistant message", a 400) and Anthropic's endpoint ("all messages must have non-empty
+/// content"), so sent back empty it failed every later request of the session. Dropping
+/// it instead would put two user messages in a row, which chat templates that want the
+/// roles to alternate (Mistral's) refuse.
+const EMPTY_REPLY: &str = "(no reply)";
 
 /// A message's tool calls as sent: `{"id", "type": "function", "function": {"name",
 /// "arguments"}}`, the arguments made sendable.
@@ -561,6 +575,39 @@ mod tests {
                     {"id": "c1", "type": "function", "function": {"name": "t", "arguments": "{}"}}]},
                 {"role": "tool", "content": "out", "tool_call_id": "c1"},
             ]})
+        );
+    }
+
+    #[test]
+    fn an_empty_reply_is_sent_as_a_placeholder_and_other_empty_messages_as_they_are() {
+        let messages = [
+            ChatMessage::assistant(""),
+            ChatMessage::assistant(" \n"),
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("c1", "t", "{}")]),
+            ChatMessage::tool_result("c1", ""),
+            ChatMessage::user(""),
+        ];
+        let request = ChatRequest {
+            messages: messages.iter().map(Cow::Borrowed).collect(),
+            ..Default::default()
+        };
+        let body: Value =
+            serde_json::from_slice(&encode_request("m", &request, true, false).unwrap()).unwrap();
+        let contents: Vec<&Value> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["content"])
+            .collect();
+        assert_eq!(
+            contents,
+            [
+                &json!(EMPTY_REPLY),
+                &json!(EMPTY_REPLY),
+                &Value::Null,
+                &json!(""),
+                &json!("")
+            ]
         );
     }
 

@@ -1,0 +1,129 @@
+//! What the model once wrote but a server cannot take back stays stored as written, and
+//! later requests carry it in a form every server parses: a tool call whose arguments are
+//! not a JSON object (a reply cut mid-call, a small model's slip), which Ollama refuses
+//! ("invalid tool call arguments"), and a reply with no text and no calls, which vLLM
+//! refuses ("Invalid assistant message"). Sent back as stored, one such message made every
+//! later turn of the session fail.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{SESSION, builder, client};
+use fusion_agent::testing::{MockLlmServer, MockReply};
+use fusion_core::ConversationStorage;
+use fusion_storage_memory::InMemoryStorage;
+use serde_json::{Value, json};
+
+/// Whether every tool call in the request's history has arguments that read as a JSON
+/// object, as Ollama's OpenAI endpoint demands before it answers anything.
+fn calls_parse(request: &Value) -> bool {
+    request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["tool_calls"].as_array().cloned().unwrap_or_default())
+        .all(|call| {
+            let arguments = call["function"]["arguments"].as_str().unwrap_or_default();
+            serde_json::from_str::<Value>(arguments).is_ok_and(|v| v.is_object())
+        })
+}
+
+#[tokio::test]
+async fn a_call_with_broken_arguments_never_breaks_later_requests() {
+    let replies = Arc::new(AtomicUsize::new(0));
+    let counted = replies.clone();
+    // Answers like Ollama: a 400 for a history it cannot parse, else the next reply of a
+    // two-turn conversation whose first call's arguments stop mid-JSON.
+    let server = MockLlmServer::start_with(move |request| {
+        if !calls_parse(request) {
+            return MockReply::Raw {
+                status: 400,
+                body: json!({"error": {"message": "invalid tool call arguments",
+                    "type": "invalid_request_error"}})
+                .to_string(),
+            };
+        }
+        match counted.fetch_add(1, Ordering::SeqCst) {
+            0 => MockReply::tool_call("read_file", r#"{"path": "notes.txt"#),
+            1 => MockReply::text("I could not read it."),
+            _ => MockReply::text("Hello again."),
+        }
+    })
+    .await;
+    let storage = Arc::new(InMemoryStorage::new());
+    let workspace = tempfile::tempdir().unwrap();
+    let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
+        .build()
+        .await
+        .unwrap();
+
+    let first = session.send_message("Read notes.txt").await.unwrap();
+    assert_eq!(first.result, "I could not read it.");
+    assert!(first.steps[0].observation.contains("not valid JSON"));
+    let second = session.send_message("Hi").await.unwrap();
+    assert_eq!(second.result, "Hello again.");
+
+    // Storage keeps what the model wrote; only the requests carry it sendable.
+    let stored = storage.load(SESSION).await.unwrap();
+    let call = stored.iter().find_map(|m| m.tool_calls.first()).unwrap();
+    assert_eq!(call.arguments, r#"{"path": "notes.txt"#);
+}
+
+/// Whether every reply in the request's history has text or tool calls, as vLLM's OpenAI
+/// server demands before it answers anything.
+fn replies_have_content(request: &Value) -> bool {
+    request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "assistant" && m["tool_calls"].is_null())
+        .all(|m| m["content"].as_str().is_some_and(|text| !text.is_empty()))
+}
+
+#[tokio::test]
+async fn an_empty_reply_never_breaks_later_requests() {
+    let replies = Arc::new(AtomicUsize::new(0));
+    let counted = replies.clone();
+    // Answers like vLLM: a 400 for a history holding an empty reply, else the next reply
+    // of a two-turn conversation whose first answer is empty (a reasoning model that
+    // spent its output limit thinking).
+    let server = MockLlmServer::start_with(move |request| {
+        if !replies_have_content(request) {
+            return MockReply::Raw {
+                status: 400,
+                body: json!({"object": "error", "message": "Invalid assistant message: \
+                    role='assistant' content=None tool_calls=None prefix=False",
+                    "type": "BadRequestError", "param": null, "code": 400})
+                .to_string(),
+            };
+        }
+        match counted.fetch_add(1, Ordering::SeqCst) {
+            0 => MockReply::finished("", "length"),
+            _ => MockReply::text("Paris."),
+        }
+    })
+    .await;
+    let storage = Arc::new(InMemoryStorage::new());
+    let workspace = tempfile::tempdir().unwrap();
+    let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
+        .build()
+        .await
+        .unwrap();
+
+    let first = session.send_message("Capital of France?").await.unwrap();
+    assert_eq!(first.result, "");
+    assert!(first.answer_is_cut());
+    let second = session.send_message("Try again, briefly.").await.unwrap();
+    assert_eq!(second.result, "Paris.");
+
+    // Storage keeps the reply as it came.
+    let stored = storage.load(SESSION).await.unwrap();
+    let replies: Vec<&str> = stored
+        .iter()
+        .filter(|m| m.role == fusion_core::Role::Assistant)
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(replies, ["", "Paris."]);
+}
