@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fusion_core::redact_url;
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{
     ClientCapabilities, ClientConfig, ClientRequest, CustomRequest, Implementation, ServerResult,
@@ -23,7 +24,7 @@ use rmcp::{ClientHandler, serve_client};
 use serde_json::{Value, json};
 
 use crate::checked::checked;
-use crate::http_client::http_client;
+use crate::http_client::{http_client, redact_urls};
 use crate::http_session::SessionClient;
 use crate::process::{ChildProcess, spawn_error};
 use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
@@ -160,22 +161,23 @@ impl Connection {
 
 /// `error` for a message, without the Rust type of the transport that rmcp's own wording
 /// names: `Transport send error: Transport [rmcp::transport::worker::WorkerTransport<…>]
-/// error: HTTP 500` is `HTTP 500`. The model and the person read these.
+/// error: HTTP 500` is `HTTP 500`. The model and the person read these, so a URL in it
+/// (reqwest's errors quote the request's) is shown without its secrets ([`redact_urls`]).
 pub fn error_text(error: &ServiceError) -> String {
-    match error {
+    redact_urls(&match error {
         ServiceError::TransportSend(sent) => transport_text(sent.error.as_ref()),
         other => other.to_string(),
-    }
+    })
 }
 
 /// [`error_text`] for a handshake that failed.
 fn init_error_text(error: &ClientInitializeError) -> String {
-    match error {
+    redact_urls(&match error {
         ClientInitializeError::TransportError { error, context } => {
             format!("{}, when {context}", transport_text(error.error.as_ref()))
         }
         other => other.to_string(),
-    }
+    })
 }
 
 /// A transport's error with its causes. reqwest words what went wrong (a connection
@@ -257,6 +259,8 @@ async fn open_http(
     handler: Handler,
 ) -> Result<(Connection, Vec<Listed>), String> {
     let url = &config.url;
+    // A server's URL may carry a key (`?api_key=`): messages show it hidden.
+    let shown = redact_url(url);
     let mut headers = std::collections::HashMap::new();
     for (name, value) in &config.headers {
         let header = HeaderName::try_from(name.as_str())
@@ -279,9 +283,9 @@ async fn open_http(
     let started = tokio::time::timeout(startup, handshake(handler, transport)).await;
     match started {
         Ok(Ok((service, tools))) => Ok((Connection::new(service, None, Some(client)), tools)),
-        Ok(Err(failure)) => Err(format!("connecting to {url} failed: {}", failure.reason)),
+        Ok(Err(failure)) => Err(format!("connecting to {shown} failed: {}", failure.reason)),
         Err(_) => Err(format!(
-            "{url} did not complete the MCP handshake within {} s",
+            "{shown} did not complete the MCP handshake within {} s",
             startup.as_secs_f32()
         )),
     }

@@ -10,6 +10,9 @@
 //! configure that URL. As HTTP has it, only a 307 or 308 repeats the request as it was; a
 //! 301, 302 or 303 turns the POST of an MCP message into a GET without it, which the
 //! server will refuse: configure the URL it names instead.
+//!
+//! A server's URL may itself carry a secret (`?api_key=`, a password): reqwest's errors
+//! quote the request's URL, and [`redact_urls`] hides it in their text.
 
 use reqwest::redirect::{Action, Attempt, Policy};
 
@@ -44,4 +47,45 @@ fn within_origin(attempt: Attempt) -> Action {
         return attempt.error("too many redirects");
     }
     attempt.follow()
+}
+
+/// `text` with every `http://` or `https://` URL in it shown without its secrets (a
+/// password, the query's values: see [`fusion_core::redact_url`]), for a message the
+/// model or a person reads. A URL ends at whitespace or at a quote, `)` or `>` (reqwest
+/// writes "error sending request for url (…)").
+pub fn redact_urls(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["http://", "https://"]
+        .iter()
+        .filter_map(|scheme| rest.find(scheme))
+        .min()
+    {
+        shown.push_str(&rest[..at]);
+        let url = &rest[at..];
+        let end = url
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '>' | '"' | '\'' | '`'))
+            .unwrap_or(url.len());
+        shown.push_str(&fusion_core::redact_url(&url[..end]));
+        rest = &url[end..];
+    }
+    shown.push_str(rest);
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_a_message_are_shown_without_their_secrets() {
+        let said = "error sending request for url (http://u:pw@h:1/mcp?api_key=k1&x=2): \
+                    refused; configured https://h/mcp?token=k2 and `https://h/?k3`.";
+        assert_eq!(
+            redact_urls(said),
+            "error sending request for url (http://u:***@h:1/mcp?api_key=***&x=***): \
+             refused; configured https://h/mcp?token=*** and `https://h/?***`."
+        );
+        assert_eq!(redact_urls("HTTP 500: no url"), "HTTP 500: no url");
+    }
 }

@@ -180,7 +180,8 @@ impl fmt::Debug for StdioServerConfig {
 /// bearer token on every request.
 ///
 /// Header values and the token are secrets: they are sent marked sensitive and never
-/// appear in `Debug`, logs or error messages. A redirect is followed only within the
+/// appear in `Debug`, logs or error messages; nor do the URL's password and query values
+/// (`?api_key=`), which `Debug` and messages show as `***`. A redirect is followed only within the
 /// origin of `url` (scheme, host and port); one elsewhere fails the request, saying so,
 /// rather than take the headers there.
 #[derive(Clone, PartialEq, Eq)]
@@ -219,7 +220,7 @@ impl HttpServerConfig {
 impl fmt::Debug for HttpServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpServerConfig")
-            .field("url", &self.url)
+            .field("url", &fusion_core::redact_url(&self.url))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field(
                 "bearer_token",

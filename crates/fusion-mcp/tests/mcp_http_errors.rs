@@ -8,7 +8,8 @@
 //! call at once rather than at the call timeout, and so does one in the SSE stream a call
 //! is answered with (HTTP 200), with the server's message. Messages say what went wrong
 //! without the Rust types of the SDK's transport. A redirect to another origin is not
-//! followed: the configured headers, secrets all, would go with it.
+//! followed: the configured headers, secrets all, would go with it. A key in the server's
+//! URL (`?api_key=`) never shows in a message, to the model or the person.
 
 mod common;
 
@@ -340,4 +341,42 @@ async fn a_redirect_to_another_origin_is_refused_and_the_headers_stay_home() {
     };
     assert!(message.contains("another origin"), "{message}");
     assert!(!message.contains("key-SECRET"), "{message}");
+}
+
+#[test]
+fn a_key_in_the_servers_url_never_shows_in_a_message() {
+    // The server runs on a runtime of its own, dropped to take it away, connections and all.
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let web = server_runtime.block_on(serve(Stale::Text));
+    let url = format!("{}?api_key=SUPERSECRET&team=7", web.url);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let config = HttpServerConfig::new(&url).bearer_token(TOKEN);
+        let server = McpServer::start("web", config, patient()).await.unwrap();
+        assert_eq!(
+            tool(&server, "web__fine").call(json!({})).await.unwrap(),
+            "fine"
+        );
+        let debug = format!("{server:?}");
+        assert!(!debug.contains("SUPERSECRET"), "{debug}");
+        server_runtime.shutdown_background();
+        // The call fails, then a second one, which gives the session up; the third cannot
+        // open another. Each message names the URL, its key hidden.
+        for _ in 0..3 {
+            let gone = failure(&server, "web__fine").await;
+            assert!(gone.contains("/mcp?api_key=***&team=***"), "{gone}");
+            assert!(!gone.contains("SUPERSECRET"), "{gone}");
+        }
+        let start = McpServer::start("web", HttpServerConfig::new(&url), patient()).await;
+        let start = start.unwrap_err().to_string();
+        assert!(start.contains("/mcp?api_key=***&team=***"), "{start}");
+        assert!(!start.contains("SUPERSECRET"), "{start}");
+    });
 }
