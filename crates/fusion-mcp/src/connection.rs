@@ -41,6 +41,22 @@ pub type ListChanged = Arc<dyn Fn() + Send + Sync>;
 /// A tool as listed, or why it could not be read: `(name, reason)`.
 pub type Listed = Result<rmcp::model::Tool, (String, String)>;
 
+/// Why a connection could not be opened: the reason, and apart from it the last lines of a
+/// stdio server's stderr ([`stderr_note`], or nothing), which are for the person running
+/// the server and the log, never for the model: a call that restarts the server tells the
+/// model the reason alone (see [`Connection::describe_end`]).
+pub struct OpenFailure {
+    pub reason: String,
+    pub stderr: String,
+}
+
+impl From<String> for OpenFailure {
+    fn from(reason: String) -> Self {
+        let stderr = String::new();
+        Self { reason, stderr }
+    }
+}
+
 /// A connected, initialized server.
 pub struct Connection {
     /// Taken by [`close`](Self::close), to wait for the session's end.
@@ -59,11 +75,11 @@ impl Connection {
         config: &McpServerConfig,
         startup: Duration,
         on_change: ListChanged,
-    ) -> Result<(Self, Vec<Listed>), String> {
+    ) -> Result<(Self, Vec<Listed>), OpenFailure> {
         let handler = Handler { on_change };
         match config {
             McpServerConfig::Stdio(stdio) => open_stdio(server, stdio, startup, handler).await,
-            McpServerConfig::Http(http) => open_http(http, startup, handler).await,
+            McpServerConfig::Http(http) => Ok(open_http(http, startup, handler).await?),
         }
     }
 
@@ -221,11 +237,13 @@ async fn open_stdio(
     config: &StdioServerConfig,
     startup: Duration,
     handler: Handler,
-) -> Result<(Connection, Vec<Listed>), String> {
+) -> Result<(Connection, Vec<Listed>), OpenFailure> {
     let command = config.display_command();
     let mut process = ChildProcess::spawn(server, config)
         .map_err(|e| format!("cannot start `{command}`: {}", spawn_error(config, &e)))?;
-    let (stdout, stdin) = process.take_stdio().ok_or("the process has no pipes")?;
+    let (stdout, stdin) = process
+        .take_stdio()
+        .ok_or_else(|| "the process has no pipes".to_owned())?;
     let stdio = (checked(stdout), stdin);
     let started = tokio::time::timeout(startup, handshake(handler, stdio)).await;
     match started {
@@ -233,23 +251,26 @@ async fn open_stdio(
         Ok(Err(failure))
             if failure.closed && process.exit_within(EXIT_REPORT_BOUND).await.is_some() =>
         {
-            Err(format!(
-                "`{command}` {} before the MCP handshake completed ({}){}",
-                exit_status_text(&process).await,
-                failure.reason,
-                stderr_note(&process)
-            ))
+            Err(OpenFailure {
+                reason: format!(
+                    "`{command}` {} before the MCP handshake completed ({})",
+                    exit_status_text(&process).await,
+                    failure.reason,
+                ),
+                stderr: stderr_note(&process),
+            })
         }
-        Ok(Err(failure)) => Err(format!(
-            "`{command}` failed the MCP handshake: {}",
-            failure.reason
-        )),
-        Err(_) => Err(format!(
-            "`{command}` did not complete the MCP handshake within {} s (servers started \
-                 with `npx` may be downloading; raise the startup timeout if so){}",
-            startup.as_secs_f32(),
-            stderr_note(&process)
-        )),
+        Ok(Err(failure)) => {
+            Err(format!("`{command}` failed the MCP handshake: {}", failure.reason).into())
+        }
+        Err(_) => Err(OpenFailure {
+            reason: format!(
+                "`{command}` did not complete the MCP handshake within {} s (servers started \
+                 with `npx` may be downloading; raise the startup timeout if so)",
+                startup.as_secs_f32(),
+            ),
+            stderr: stderr_note(&process),
+        }),
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::call;
 use crate::checked::{INVALID_RESPONSE, INVALID_RESPONSE_CODE, MAX_LINE_BYTES, TOO_LARGE_RESPONSE};
-use crate::connection::{Connection, ListChanged, Listed, error_text, list_tools};
+use crate::connection::{Connection, ListChanged, Listed, OpenFailure, error_text, list_tools};
 use crate::options::McpOptions;
 use crate::result;
 use crate::server_config::McpServerConfig;
@@ -69,9 +69,10 @@ impl Core {
             me: me.clone(),
         });
         let mut slot = core.slot.lock().await;
-        core.connect(&mut slot)
-            .await
-            .map_err(|reason| Error::Config(format!("MCP server `{name}`: {reason}")))?;
+        core.connect(&mut slot).await.map_err(|failure| {
+            let OpenFailure { reason, stderr } = failure;
+            Error::Config(format!("MCP server `{name}`: {reason}{stderr}"))
+        })?;
         drop(slot);
         Ok(core)
     }
@@ -200,14 +201,23 @@ impl Core {
             McpServerConfig::Http(_) => "reconnected",
         };
         tracing::info!(server = %self.name, "MCP server's connection is gone; it is {again}");
-        self.connect(&mut slot)
-            .await
-            .map_err(|reason| format!("MCP server `{}` could not be {again}: {reason}", self.name))
+        self.connect(&mut slot).await.map_err(|failure| {
+            let failed = format!(
+                "MCP server `{}` could not be {again}: {}",
+                self.name, failure.reason
+            );
+            // Its stderr is for the person running it, not for the model and the history:
+            // what a failing server prints may hold its configuration, a token.
+            if !failure.stderr.is_empty() {
+                tracing::warn!(server = %self.name, "{failed}{}", failure.stderr);
+            }
+            failed
+        })
     }
 
     /// Opens a new connection into `slot` (dropping the old one, which kills its process)
     /// and publishes the tools it lists.
-    async fn connect(&self, slot: &mut Slot) -> std::result::Result<Arc<Connection>, String> {
+    async fn connect(&self, slot: &mut Slot) -> std::result::Result<Arc<Connection>, OpenFailure> {
         slot.connection = None;
         slot.generation += 1;
         let generation = slot.generation;

@@ -223,6 +223,31 @@ async fn a_server_exiting_mid_call_is_reported_then_restarted_on_the_next_call()
 }
 
 #[tokio::test]
+async fn a_restart_that_fails_tells_the_model_why_but_not_what_the_server_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let config = server(&["--once", marker.to_str().unwrap()]);
+    let server = McpServer::start("proc", config, McpOptions::default())
+        .await
+        .unwrap();
+    let exit = tool(&server, "exit").call(json!({"code": 3})).await;
+    assert!(exit.is_err());
+    // Started again, the server prints a secret to stderr and exits before the handshake.
+    let Err(Error::Tool { message, .. }) = tool(&server, "echo").call(json!({"text": "x"})).await
+    else {
+        panic!("the restart should fail")
+    };
+    assert!(
+        message.contains("MCP server `proc` could not be restarted"),
+        "{message}"
+    );
+    assert!(message.contains("exit status: 1"), "{message}");
+    // The stderr goes to the log: the observation is sent to the provider and stored.
+    assert!(!message.contains("SUPERSECRET"), "{message}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_stops_the_server_and_everything_it_started() {
     let servers = McpServers::start(
         &McpConfig::new().with("proc", server(&["--grandchild"])),

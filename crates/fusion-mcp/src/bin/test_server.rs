@@ -5,6 +5,9 @@
 //! - `--exit-at-once CODE`: writes a line to stderr and exits with `CODE` before reading
 //!   anything;
 //! - `--silent`: reads its input but never answers, not even `initialize`;
+//! - `--once FILE`: serves when `FILE` does not exist, creating it; when it does (a
+//!   restart), writes a line holding a secret to stderr and exits with 1 before reading
+//!   anything;
 //! - `--grandchild`: starts `sleep 600` as a child first, standing for the `node` that
 //!   `npx` starts, so tests can check a whole process group is stopped.
 //!
@@ -110,6 +113,14 @@ async fn main() {
         let code = args.get(at + 1).and_then(|c| c.parse().ok()).unwrap_or(1);
         eprintln!("test server: failing at start as asked");
         std::process::exit(code);
+    }
+    if let Some(at) = args.iter().position(|a| a == "--once") {
+        let marker = std::path::Path::new(args.get(at + 1).expect("--once FILE"));
+        if marker.exists() {
+            eprintln!("test server: config token=sk-SUPERSECRET is refused");
+            std::process::exit(1);
+        }
+        std::fs::write(marker, b"started").expect("test server: cannot write the marker");
     }
     if args.iter().any(|a| a == "--silent") {
         // Keep reading so the client's writes never block, and never answer.
