@@ -362,14 +362,16 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, Undecodable> 
     })
 }
 
-/// Whether an `error` field reports one: an object or text that is not empty (`null`
-/// never reaches here).
+/// Whether an `error` field reports one: text, or an object with a field that says
+/// something (`{"message": ""}` or `{"code": null}` beside a reply says nothing).
 fn reports_error(error: &Value) -> bool {
     match error {
-        Value::Object(fields) => !fields.is_empty(),
+        Value::Object(fields) => fields.values().any(reports_error),
         Value::String(text) => !text.trim().is_empty(),
         Value::Bool(flag) => *flag,
-        _ => true,
+        Value::Null => false,
+        Value::Array(items) => items.iter().any(reports_error),
+        Value::Number(_) => true,
     }
 }
 
@@ -795,6 +797,7 @@ mod tests {
             r#"{"error":null,"choices":[{"message":{"content":"a"}}]}"#,
             r#"{"error":{},"choices":[{"message":{"content":"a"}}]}"#,
             r#"{"error":"","choices":[{"message":{"content":"a"}}]}"#,
+            r#"{"error":{"message":"","code":null},"choices":[{"message":{"content":"a"}}]}"#,
         ] {
             assert_eq!(
                 decode_response(body.as_bytes()).unwrap().message.content,
