@@ -405,7 +405,7 @@ async fn sync_meta(
     let outcome = match past {
         Some(why) => {
             update.expiry = None;
-            let kept = Some(outcome.written());
+            let kept = Some(Box::new(outcome));
             Outcome::Expired { why, kept }
         }
         None => outcome,

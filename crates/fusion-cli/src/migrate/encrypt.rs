@@ -22,7 +22,7 @@ pub(super) async fn would_seal(
     id: &str,
     outcome: &Outcome,
 ) -> fusion::Result<Rekeyed> {
-    match outcome {
+    match outcome.done() {
         // The target holds nothing of this session, or the copy replaces all it holds:
         // every message it would then hold is one the copy writes encrypted.
         Outcome::Copied(_) | Outcome::Replaced { .. } => Ok(Rekeyed::default()),

@@ -16,11 +16,14 @@ pub(super) enum Outcome {
     /// The source's expiry (`why`: which, and when it ran out) had run out on the target's
     /// clock by the time it was written there, as the source's session is gone from that
     /// instant. `kept` is `None` when the copy was created with it: the copy is gone for
-    /// every reader, and its metadata was not synced. It is `Some(written)` when the
-    /// target's session existed (`written` messages were copied to it): the expiry, which
-    /// would have made it gone for every reader at once, was left out of its metadata
-    /// sync, and the session is kept live.
-    Expired { why: String, kept: Option<usize> },
+    /// every reader, and its metadata was not synced. It is `Some(done)` when the target's
+    /// session existed, `done` being what was done to it (up to date, extended, replaced):
+    /// the expiry, which would have made it gone for every reader at once, was left out of
+    /// its metadata sync, and the session is kept live.
+    Expired {
+        why: String,
+        kept: Option<Box<Outcome>>,
+    },
     /// The target holds messages the source lacks; it was left as it is.
     Diverged(String),
     /// The target held a different history (`previous` messages), replaced because of
@@ -38,11 +41,10 @@ impl Outcome {
             Outcome::Copied(written)
             | Outcome::Extended(written)
             | Outcome::Replaced { written, .. }
-            | Outcome::MetaReplaced { written, .. }
-            | Outcome::Expired {
-                kept: Some(written),
-                ..
-            } => *written,
+            | Outcome::MetaReplaced { written, .. } => *written,
+            Outcome::Expired {
+                kept: Some(done), ..
+            } => done.written(),
             Outcome::UpToDate
             | Outcome::Gone
             | Outcome::Expired { kept: None, .. }
@@ -57,5 +59,16 @@ impl Outcome {
             self,
             Outcome::Gone | Outcome::Expired { kept: None, .. } | Outcome::Diverged(_)
         )
+    }
+
+    /// What was done to the target's messages: for a session reported expired and kept,
+    /// the outcome its metadata sync followed; else this one.
+    pub(super) fn done(&self) -> &Outcome {
+        match self {
+            Outcome::Expired {
+                kept: Some(done), ..
+            } => done,
+            other => other,
+        }
     }
 }

@@ -33,7 +33,8 @@ pub(super) struct Summary {
     /// Copied, but gone as soon as written, their expiry run out ([`Outcome::Expired`]).
     pub(super) expired: usize,
     /// Their expiry run out by the time it was synced to a target's session that existed,
-    /// which is kept live without it ([`Outcome::Expired`], kept).
+    /// which is kept live without it ([`Outcome::Expired`], kept); counted as what was done
+    /// to them too (up to date, extended, replaced).
     pub(super) expired_kept: usize,
     pub(super) diverged: usize,
     pub(super) replaced: usize,
@@ -93,7 +94,7 @@ impl Summary {
             }
             Ok(Outcome::Expired {
                 why,
-                kept: Some(written),
+                kept: Some(done),
             }) => {
                 self.expired_kept += 1;
                 let (copied, synced) = if args.dry_run {
@@ -101,17 +102,24 @@ impl Summary {
                 } else {
                     ("copied", "synced")
                 };
-                let written = match written {
+                let written = match done.written() {
                     0 => String::new(),
                     n => format!(", {} {copied} to it", render::plural(n, "message")),
                 };
-                Some(format!(
+                // Counted, and for a replace said, as what was done to its messages and
+                // metadata: a replace deleted what the target held.
+                let done = self.record(id, Ok(*done), None, args);
+                let expired = format!(
                     "expired {id}: {why} by the target's clock (the source's session is gone \
                      from then on too); the target's session, which existed, is kept live{written}, \
                      its metadata {synced} but for that expiry, which would have made it gone for \
                      every reader at once{}",
                     plan_clause(plan).unwrap_or_default()
-                ))
+                );
+                Some(match done {
+                    Some(done) => format!("{done}; {expired}"),
+                    None => expired,
+                })
             }
             Ok(Outcome::Diverged(why)) => {
                 self.diverged += 1;

@@ -108,9 +108,14 @@ async fn a_metadata_sync_leaves_out_an_expiry_past_on_the_targets_clock() {
     target.0.inner().append("s", &conversation()).await.unwrap();
 
     let outcome = migrate_one(&source, &views(target.clone()), "s", &args()).await;
-    let Ok(Outcome::Expired { why, kept: Some(0) }) = outcome else {
+    let Ok(Outcome::Expired {
+        why,
+        kept: Some(done),
+    }) = outcome
+    else {
         panic!("expected the session reported expired and kept, got {outcome:?}");
     };
+    assert!(matches!(*done, Outcome::UpToDate), "{done:?}");
     assert_eq!(why, copies::ran_out(Expiry::At(at), None));
     let kept = target.session_info("s").await.unwrap().expect("kept live");
     assert_eq!(
@@ -120,14 +125,16 @@ async fn a_metadata_sync_leaves_out_an_expiry_past_on_the_targets_clock() {
     );
     assert_eq!(target.load("s").await.unwrap(), conversation());
 
-    // Counted apart from the copies gone as they landed, with a line that says the target's
-    // session is kept; `--encrypt` still rekeys it, as a reader sees it.
-    let outcome = Outcome::Expired { why, kept: Some(0) };
+    // Counted apart from the copies gone as they landed (and as up to date, which it is),
+    // with a line that says the target's session is kept; `--encrypt` still rekeys it, as
+    // a reader sees it.
+    let kept = Some(done);
+    let outcome = Outcome::Expired { why, kept };
     assert!(!outcome.left_alone());
     let mut summary = Summary::default();
     let line = summary.record("s", Ok(outcome), None, &args()).unwrap();
     let counts = (summary.expired_kept, summary.expired, summary.up_to_date);
-    assert_eq!(counts, (1, 0, 0));
+    assert_eq!(counts, (1, 0, 1));
     assert!(
         line.starts_with("expired s: its expiry (")
             && line.ends_with(
@@ -147,13 +154,97 @@ async fn a_metadata_sync_leaves_out_an_expiry_past_on_the_targets_clock() {
         String::new(),
         Some("1 message to write encrypted".to_string()),
     );
-    let outcome = Outcome::Expired { why, kept: Some(1) };
+    let kept = Some(Box::new(Outcome::Extended(1)));
+    let outcome = Outcome::Expired { why, kept };
     let line = summary.record("s", Ok(outcome), plan, &dry).unwrap();
     assert!(
         line.contains("kept live, 1 message to be copied to it, its metadata to be synced")
             && line.ends_with("at once; 1 message to write encrypted"),
         "{line}"
     );
+}
+
+/// `--force` over a target whose metadata sync leaves out the source's expiry instant,
+/// past by the target's clock (20 minutes ahead): the history it replaced (the target's own
+/// message deleted), or the metadata it replaced, is still said and counted replaced,
+/// beside the expiry left out; and a dry run with `--encrypt` counts none of the messages
+/// the replace removes as ones to encrypt.
+#[tokio::test]
+async fn a_forced_replace_whose_expiry_is_left_out_is_still_reported_replaced() {
+    let source = InMemoryStorage::new();
+    let at = SystemTime::now() + 10 * MINUTE;
+    let meta = SessionMeta::new().title("Ending").expiry(Expiry::At(at));
+    created(&source, "s", &meta, MINUTE).await;
+    created(&source, "m", &meta, MINUTE).await;
+    let target = Arc::new(Intercepted(ClockAhead::new(
+        InMemoryStorage::new(),
+        20 * MINUTE,
+    )));
+    let own = ChatMessage::user("Written after the switch.");
+    let longer = [conversation(), vec![own]].concat();
+    target.0.inner().append("s", &longer).await.unwrap();
+    let mine = SessionMeta::new().title("Mine");
+    let inner = target.0.inner();
+    inner
+        .create_session("m", &mine, &conversation())
+        .await
+        .unwrap();
+    let force = MigrateArgs {
+        force: true,
+        ..args()
+    };
+
+    let dry = MigrateArgs {
+        dry_run: true,
+        encrypt: true,
+        force: true,
+        ..args()
+    };
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &dry).await;
+    let outcome = outcome.unwrap();
+    let key = EncryptionLayer::new(EncryptionKeys::new("k1", &[7; 32]).unwrap());
+    let sealed = encrypt::would_seal(&key, target.as_ref(), "s", &outcome)
+        .await
+        .unwrap();
+    assert_eq!(
+        (sealed.encrypted, sealed.reencrypted),
+        (0, 0),
+        "all replaced"
+    );
+    let plan = Some(encrypt::plan(&key, &outcome, &sealed));
+    let line = Summary::default()
+        .record("s", Ok(outcome), plan, &dry)
+        .unwrap();
+    assert!(
+        line.starts_with(
+            "would replace s: the target held a different history (3 messages); expired s: "
+        ) && line.ends_with("; 2 messages to write encrypted with key \"k1\""),
+        "{line}"
+    );
+
+    let mut summary = Summary::default();
+    for (id, said) in [
+        (
+            "s",
+            "replaced s: the target held a different history (3 messages); expired s: ",
+        ),
+        (
+            "m",
+            "replaced the metadata of m: the target held different metadata (title: ",
+        ),
+    ] {
+        let outcome = migrate_one(&source, &views(target.clone()), id, &force).await;
+        let line = summary.record(id, outcome, None, &force).unwrap();
+        assert!(
+            line.starts_with(said) && line.contains("but for that expiry"),
+            "{line}"
+        );
+        let kept = target.session_info(id).await.unwrap().expect("kept live");
+        assert_eq!(kept.meta, SessionMeta::new().title("Ending"));
+        assert_eq!(target.load(id).await.unwrap(), conversation());
+    }
+    let counts = (summary.replaced, summary.expired_kept, summary.up_to_date);
+    assert_eq!(counts, (2, 2, 0));
 }
 
 /// The times the copy gets are read after its messages: a message another writer appends
