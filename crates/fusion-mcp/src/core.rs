@@ -162,15 +162,31 @@ impl Core {
                 "MCP server `{name}` refused the call: {} (JSON-RPC error {})",
                 error.message, error.code.0
             ))),
-            Ok(Err(error)) if ends_session(&connection, &error) => Err(fail(format!(
-                "MCP server `{name}` {}",
-                connection.describe_end(name, &error).await
-            ))),
+            Ok(Err(error)) if ends_session(&connection, &error) => {
+                Err(fail(self.ended(&connection, &error).await))
+            }
             Ok(Err(error)) => Err(fail(format!(
                 "MCP server `{name}`: the call failed ({}); it may have done part of its work",
                 error_text(&error)
             ))),
         }
+    }
+
+    /// Why the session of a call that failed with `error` ended: shut down meanwhile (the
+    /// server is not started again, whatever [`Connection::describe_end`] would promise),
+    /// or as the connection says.
+    async fn ended(&self, connection: &Connection, error: &ServiceError) -> String {
+        let name = &self.name;
+        if self.slot.lock().await.shut_down {
+            return format!(
+                "MCP server `{name}` was shut down during the call; it may have done part of \
+                 its work"
+            );
+        }
+        format!(
+            "MCP server `{name}` {}",
+            connection.describe_end(name, error).await
+        )
     }
 
     /// Ends the session and stops the process. Later calls fail, saying so.

@@ -157,8 +157,9 @@ impl McpServer {
 
     /// Ends the session and stops the server's process (closing its stdin, then killing
     /// its process group if it has not exited within two seconds); an HTTP server's session
-    /// is ended (HTTP DELETE) before this returns, waiting up to five seconds for it. Later
-    /// calls of its tools fail with an observation saying the server was shut down.
+    /// is ended (HTTP DELETE) before this returns, waiting up to five seconds for it. A call
+    /// of its tools running meanwhile, and every later one, fails with an observation
+    /// saying the server was shut down.
     pub async fn shutdown(&self) {
         self.inner.core.shutdown().await;
     }
