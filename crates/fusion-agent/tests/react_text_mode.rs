@@ -176,3 +176,28 @@ async fn a_final_answer_in_a_reply_fenced_as_a_whole_ends_without_the_fence() {
     assert_eq!(result.result, "The file has 3 lines.");
     assert_eq!(shown, "The file has 3 lines.");
 }
+
+/// Models writing Chinese or Japanese often end the labels with the full-width colon
+/// (U+FF1A). Such a reply is read like any other, not answered as unreadable until the
+/// iteration limit.
+#[tokio::test]
+async fn labels_ending_in_a_full_width_colon_are_read() {
+    let h = Harness::new().await;
+    let mut session = text_session(&h).await;
+    h.server
+        .push_text(
+            "Thought\u{ff1a}\u{5148}\u{5217}\u{51fa}\u{6587}\u{4ef6}\u{3002}\n\
+             Action\u{ff1a} list_directory\nAction Input\u{ff1a} {}",
+        )
+        .push_text("Thought\u{ff1a}\u{597d}\u{4e86}\u{3002}\nFinal Answer\u{ff1a}\u{6ca1}\u{6709}\u{6587}\u{4ef6}\u{3002}");
+    let result = session
+        .send_message("\u{6709}\u{4ec0}\u{4e48}\u{6587}\u{4ef6}\u{ff1f}")
+        .await
+        .unwrap();
+    assert!(result.success);
+    assert_eq!(result.result, "\u{6ca1}\u{6709}\u{6587}\u{4ef6}\u{3002}");
+    assert_eq!(result.iterations, 2);
+    assert_eq!(result.steps.len(), 1);
+    assert_eq!(result.steps[0].tool, "list_directory");
+    assert!(result.steps[0].success, "{}", result.steps[0].observation);
+}

@@ -12,7 +12,7 @@
 //! parse drops the dangling `**` of a whole bolded `**Final Answer: …**` line, and the
 //! stream must not have shown it.
 
-use super::parse::{Label, match_label};
+use super::parse::{COLONS, Label, match_label};
 
 /// A continuation line this long without a colon cannot be a label any more.
 const LONGEST_LABEL_PREFIX: usize = 40;
@@ -223,7 +223,7 @@ impl FinalAnswerStream {
         if self.in_fence {
             return false;
         }
-        if self.line.contains(':') {
+        if self.line.contains(COLONS) {
             return self.label().is_some();
         }
         self.line.len() < LONGEST_LABEL_PREFIX
@@ -540,6 +540,7 @@ mod tests {
         let tokens = [
             "Final Answer:",
             "**Final Answer:**",
+            "Final Answer\u{ff1a}",
             "**",
             "*",
             " ",
@@ -568,8 +569,15 @@ mod tests {
             for size in [1, 2, 3, 5, 8, reply.len()] {
                 let mut streamer = FinalAnswerStream::new();
                 let mut got = String::new();
-                for piece in reply.as_bytes().chunks(size) {
-                    got.push_str(&streamer.push(std::str::from_utf8(piece).unwrap()));
+                // Pieces of `size` bytes, longer where a character would be cut.
+                let mut rest = reply.as_str();
+                while !rest.is_empty() {
+                    let mut cut = size.min(rest.len());
+                    while !rest.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    got.push_str(&streamer.push(&rest[..cut]));
+                    rest = &rest[cut..];
                 }
                 got.push_str(&streamer.finish());
                 assert_eq!(streamer.sent_any(), !got.is_empty(), "{reply:?} by {size}");

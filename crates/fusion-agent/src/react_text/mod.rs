@@ -13,9 +13,9 @@
 //! ```
 //!
 //! [`parse_react`] turns such a reply into a [`ReactStep`]. Small local models are sloppy,
-//! so it accepts prose around the block, any letter case, markdown bold and headings,
-//! code fences around the input, a missing `Action Input` (meaning `{}`), and multi-line
-//! final answers. It cuts off any `Observation:` the model invents (observations come
+//! so it accepts prose around the block, any letter case, markdown bold and headings, the
+//! full-width colon (`Final Answer：`), code fences around the input or the whole reply, a
+//! missing `Action Input` (meaning `{}`), and multi-line final answers. It cuts off any `Observation:` the model invents (observations come
 //! from tools), and when a reply holds both an action and a final answer, the earliest wins.
 //!
 //! ```

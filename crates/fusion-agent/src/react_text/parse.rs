@@ -181,8 +181,12 @@ impl Parsed {
     }
 }
 
+/// What ends a label: the colon, or the full-width one (U+FF1A).
+pub(super) const COLONS: [char; 2] = [':', '\u{ff1a}'];
+
 /// Reads `Label:` at the start of `line`, allowing markdown decoration (`**Action:**`,
-/// `### Thought:`, `- Action:`), any case, and a step number (`Thought 2:`).
+/// `### Thought:`, `- Action:`), any case, a step number (`Thought 2:`), and the
+/// full-width colon (`Final Answer：`) that models writing Chinese or Japanese put there.
 pub(super) fn match_label(line: &str) -> Option<(Label, &str)> {
     let start = line.trim_start_matches(|c: char| c.is_whitespace() || "*_#>`-".contains(c));
     'labels: for (words, label) in LABELS {
@@ -198,7 +202,7 @@ pub(super) fn match_label(line: &str) -> Option<(Label, &str)> {
         }
         let rest = rest.trim_start_matches(|c: char| c == ' ' || c == '\t' || c.is_ascii_digit());
         let rest = rest.trim_start_matches(['*', '_', '`']);
-        if let Some(after) = rest.strip_prefix(':') {
+        if let Some(after) = rest.strip_prefix(COLONS) {
             return Some((*label, after.trim_start_matches(['*', '_']).trim_start()));
         }
     }
@@ -214,7 +218,7 @@ fn split_action(body: &str) -> (String, Option<String>) {
     let (name, mut inline) = match lower.find("action input") {
         Some(at) => {
             let after = first[at + "action input".len()..].trim_start_matches(['*', '_', ' ']);
-            let input = after.strip_prefix(':').unwrap_or(after);
+            let input = after.strip_prefix(COLONS).unwrap_or(after);
             (&first[..at], Some(input.to_owned()))
         }
         None => (first, None),
@@ -526,6 +530,21 @@ mod tests {
                 "a final answer ending with its own code block keeps the fence",
                 "```\nThought: code\nFinal Answer: run this:\n```sh\nls\n```\n```",
                 answer("code", "run this:\n```sh\nls\n```"),
+            ),
+            (
+                "full-width colons after the labels",
+                "Thought\u{ff1a}\u{8981}\u{8bfb}\nAction\u{ff1a} read_file\nAction Input\u{ff1a}{\"path\": \"a\"}",
+                action("\u{8981}\u{8bfb}", "read_file", r#"{"path": "a"}"#),
+            ),
+            (
+                "a full-width colon after the final answer label",
+                "**Final Answer\u{ff1a}** \u{5df4}\u{9ece}\u{3002}",
+                answer("", "\u{5df4}\u{9ece}\u{3002}"),
+            ),
+            (
+                "a full-width colon after the input on the action's line",
+                "Action: read_file, Action Input\u{ff1a} {\"path\": \"a\"}",
+                action("", "read_file", r#"{"path": "a"}"#),
             ),
             (
                 "a reply fenced as a whole",
