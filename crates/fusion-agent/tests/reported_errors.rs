@@ -1,6 +1,7 @@
 //! Errors a server reports in the body of a 200 reply, as OpenRouter does once a model
 //! started answering: retried when their code says a retry may help, like the same error
 //! sent as an event of a stream, and never taken for an answer or for a wrong base URL.
+//! And a 400 that only mentions "upstream" is not taken for a refusal of streaming.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -92,4 +93,30 @@ async fn a_turn_never_stores_the_empty_choice_beside_a_reported_error() {
         .map(|m| m.content.as_str())
         .collect();
     assert_eq!(replies, ["Hello!"]);
+}
+
+/// A proxy's 400 about its "upstream" is the request's error, not a refusal of `stream`:
+/// reported once, and the client keeps streaming (taken for a refusal, streaming was off
+/// for the client and its clones for good, and the request was sent again unstreamed).
+#[tokio::test]
+async fn a_400_about_the_upstream_does_not_turn_streaming_off() {
+    let server = MockLlmServer::start().await;
+    server.push_raw(
+        400,
+        r#"{"error":{"message":"upstream provider rejected the request: context length exceeded"}}"#,
+    );
+    let client = client(&server);
+    let question = ChatMessage::user("hi");
+    let request = ChatRequest {
+        messages: vec![Cow::Borrowed(&question)],
+        ..Default::default()
+    };
+    let mut stream = client.chat_stream(&request);
+    let Some(Err(Error::Llm { message, .. })) = futures::StreamExt::next(&mut stream).await else {
+        panic!("expected an Error::Llm");
+    };
+    drop(stream);
+    assert!(message.contains("context length exceeded"), "{message}");
+    assert_eq!(server.request_count(), 1);
+    assert!(client.streams());
 }

@@ -413,12 +413,23 @@ pub(super) fn malformed_stream_failure(ctx: &Context<'_>, detail: &str, data: &s
 }
 
 /// Whether a failed streaming request was refused because of streaming itself (a 400 or
-/// 422 whose body mentions `stream`), so the same request without it may succeed.
+/// 422 whose body mentions `stream`, `streaming` or `stream_options`), so the same request
+/// without it may succeed.
+///
+/// A word, not any text holding it: "upstream" (a proxy's "upstream provider rejected the
+/// request") is no refusal of streaming, and taking it for one turned streaming off for the
+/// client and its clones for good.
 pub(super) fn refuses_streaming(status: StatusCode, body: &[u8]) -> bool {
-    matches!(status.as_u16(), 400 | 422)
-        && String::from_utf8_lossy(body)
-            .to_ascii_lowercase()
-            .contains("stream")
+    if !matches!(status.as_u16(), 400 | 422) {
+        return false;
+    }
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    text.match_indices("stream").any(|(at, _)| {
+        !text[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+    })
 }
 
 /// Phrases servers use to say a model cannot call tools natively, lowercased: Ollama's
@@ -615,6 +626,16 @@ mod tests {
             b"unknown field stream_options"
         ));
         assert!(!refuses_streaming(StatusCode::BAD_REQUEST, b"bad messages"));
+        for upstream in [
+            &br#"{"error":{"message":"upstream provider rejected the request"}}"#[..],
+            b"downstream: context length exceeded",
+        ] {
+            assert!(!refuses_streaming(StatusCode::BAD_REQUEST, upstream));
+        }
+        assert!(refuses_streaming(
+            StatusCode::BAD_REQUEST,
+            br#"{"detail":"'stream' is not supported"}"#
+        ));
         assert!(!refuses_streaming(StatusCode::SERVICE_UNAVAILABLE, said));
     }
 
