@@ -260,7 +260,8 @@ pub fn runs_out_at(expiry: Expiry, times: Option<SessionTimes>) -> Option<System
 /// or sets its metadata, cannot be taken back once it shows the session expired; so a
 /// write like that is decided on this reading before it is made. It is a lower bound:
 /// the storage's clock may run further ahead than its last stamp shows, and the write
-/// lands a little after the reading.
+/// lands a little after the reading; unless that clock runs behind this machine's, which
+/// an old stamp cannot show (a stamp this command's own write just got reads it better).
 pub fn clock_reading(stamped: Option<SystemTime>) -> SystemTime {
     let now = SystemTime::now();
     stamped.map_or(now, |stamped| stamped.max(now))

@@ -359,9 +359,10 @@ async fn read_source(
 /// session diverged, or with `--force` the target takes the source's metadata, as it does
 /// whenever its history was replaced. In a dry run, says what would happen.
 ///
-/// An expiry instant the sync would set that has passed by the target's clock, as far as
-/// it can be read ([`copies::clock_reading`] of the session's last write there), is left
-/// out: written, it would make the target's session, live, gone for every reader at once.
+/// An expiry instant the sync would set that has passed by the target's clock is left out:
+/// written, it would make the target's session, live, gone for every reader at once. That
+/// clock is read by the session's last write there when this run just wrote its messages,
+/// else as far as it can be read without writing ([`copies::clock_reading`]).
 /// The session is reported [`Outcome::Expired`], kept, as the source's is gone by then.
 async fn sync_meta(
     to: &dyn ConversationStorage,
@@ -398,8 +399,15 @@ async fn sync_meta(
             )));
         }
     };
+    // The target's clock: as the write this run just made to the session read it (its
+    // stamp, however far that clock runs behind this machine's or ahead), else as far as
+    // it can be read without writing.
+    let clock = match last_write {
+        Some(stamped) if !args.dry_run && outcome.written() > 0 => stamped,
+        stamped => copies::clock_reading(stamped),
+    };
     let past = match update.expiry {
-        Some(Some(expiry)) => copies::run_out_by(expiry, None, copies::clock_reading(last_write)),
+        Some(Some(expiry)) => copies::run_out_by(expiry, None, clock),
         _ => None,
     };
     let outcome = match past {

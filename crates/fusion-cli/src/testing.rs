@@ -6,17 +6,19 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use fusion::ChatMessage;
 use fusion::layers::encryption::EncryptionLayer;
 use fusion::storage::{
-    Change, ConversationStorage, Expect, Expiry, Intercept, MetaUpdate, Revision, SessionInfo,
-    SessionMeta, SessionTimes,
+    Change, ConversationStorage, Expect, Intercept, Revision, SessionInfo, SessionMeta,
+    SessionTimes,
 };
 
 use crate::store::{Layers, Views};
+
+mod clock;
+pub use clock::ClockAhead;
 
 /// `raw` seen as `migrate` and `import` see their target: without a key, with retries.
 pub fn views(raw: Arc<dyn ConversationStorage>) -> Views {
@@ -39,88 +41,6 @@ pub fn conversation() -> Vec<ChatMessage> {
         ChatMessage::user("What is the capital of France?"),
         ChatMessage::assistant("Paris."),
     ]
-}
-
-/// A storage (inside [`Intercepted`](fusion::storage::Intercepted)) whose clock reads
-/// `ahead` later than this process's, as far as a copy's times, expiry instants and
-/// facts go: times `T` (or an expiry instant `T`) it is given are stored as `T - ahead`,
-/// which is what the inner storage, on a clock reading now, makes of `T` where the clock
-/// reads now plus `ahead`: an expiry runs out `ahead` sooner than the source's clock
-/// says. The facts it answers with carry its own clock's times, `ahead` later.
-pub struct ClockAhead<S> {
-    inner: S,
-    ahead: Duration,
-}
-
-impl<S> ClockAhead<S> {
-    /// `inner` with a clock `ahead` of this process's.
-    pub fn new(inner: S, ahead: Duration) -> Self {
-        Self { inner, ahead }
-    }
-
-    /// `expiry` as the inner storage is given it: an instant `ahead` earlier.
-    fn stored_expiry(&self, expiry: Expiry) -> Expiry {
-        match expiry {
-            Expiry::At(at) => Expiry::At(at - self.ahead),
-            other => other,
-        }
-    }
-
-    /// The inner storage's facts of a session, on this storage's clock.
-    fn on_own_clock(&self, mut info: SessionInfo) -> SessionInfo {
-        for time in [
-            &mut info.created_at,
-            &mut info.updated_at,
-            &mut info.expires_at,
-        ] {
-            *time = time.map(|time| time + self.ahead);
-        }
-        if let Some(Expiry::At(at)) = &mut info.meta.expiry {
-            *at += self.ahead;
-        }
-        info
-    }
-}
-
-#[async_trait]
-impl<S: ConversationStorage> Intercept for ClockAhead<S> {
-    fn inner(&self) -> &dyn ConversationStorage {
-        &self.inner
-    }
-
-    async fn create_session_with_times(
-        &self,
-        session_id: &str,
-        meta: &SessionMeta,
-        messages: &[ChatMessage],
-        times: SessionTimes,
-    ) -> fusion::Result<u64> {
-        let earlier =
-            SessionTimes::new(times.created_at - self.ahead, times.updated_at - self.ahead);
-        let mut meta = meta.clone();
-        meta.expiry = meta.expiry.map(|expiry| self.stored_expiry(expiry));
-        self.inner
-            .create_session_with_times(session_id, &meta, messages, earlier)
-            .await
-    }
-
-    async fn update_session(
-        &self,
-        session_id: &str,
-        update: &MetaUpdate,
-    ) -> fusion::Result<Option<SessionInfo>> {
-        let mut update = update.clone();
-        update.expiry = update
-            .expiry
-            .map(|set| set.map(|expiry| self.stored_expiry(expiry)));
-        let updated = self.inner.update_session(session_id, &update).await?;
-        Ok(updated.map(|info| self.on_own_clock(info)))
-    }
-
-    async fn session_info(&self, session_id: &str) -> fusion::Result<Option<SessionInfo>> {
-        let info = self.inner.session_info(session_id).await?;
-        Ok(info.map(|info| self.on_own_clock(info)))
-    }
 }
 
 /// A storage (inside [`Intercepted`](fusion::storage::Intercepted)) whose next
