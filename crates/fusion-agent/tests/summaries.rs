@@ -162,3 +162,38 @@ async fn summarize_history_never_condenses_the_latest_user_message_away() {
     assert!(session.summarize_history(0).await.unwrap().is_none());
     assert_eq!(h.server.request_count(), 3);
 }
+
+/// In text ReAct mode a tool's output comes back as a user message starting
+/// `Observation: `. The summarizer reads it as a tool result, cut like one, never as
+/// something the user said ("keep every fact the user stated").
+#[tokio::test]
+async fn a_text_mode_observation_is_summarized_as_a_tool_result() {
+    let h = Harness::new().await;
+    std::fs::write(h.workspace.path().join("notes.txt"), "x".repeat(5_000)).unwrap();
+    let mut session = common::builder(
+        std::sync::Arc::new(common::text_client(&h.server)),
+        h.storage.clone(),
+        h.workspace.path(),
+    )
+    .build()
+    .await
+    .unwrap();
+    h.server
+        .push_text("Action: read_file\nAction Input: {\"path\": \"notes.txt\"}")
+        .push_text("Final Answer: It is all x.")
+        .push_text("Final Answer: Fine.");
+    session.send_message("What is in notes.txt?").await.unwrap();
+    session.send_message("ok").await.unwrap();
+    h.server
+        .push_text("The user asked about notes.txt, which holds only x.");
+    session.summarize_history(0).await.unwrap().unwrap();
+    let transcript = h.request_messages(3)[1]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(transcript.contains("Tool result: xxx"), "{transcript}");
+    assert!(!transcript.contains("User: Observation"), "{transcript}");
+    // Cut like any tool output, not carried whole.
+    assert!(transcript.contains("more bytes]"), "{transcript}");
+    assert!(transcript.len() < 3_000, "{} bytes", transcript.len());
+}

@@ -13,8 +13,9 @@
 
 use fusion_core::{ChatMessage, Role};
 
-use super::groups::Layout;
+use super::groups::{Layout, is_observation};
 use super::records::summary_text;
+use crate::react_text::OBSERVATION_PREFIX;
 
 /// Tool output and tool-call arguments longer than this are cut in the transcript the
 /// summarizer reads: what a file contained matters less than what was done with it.
@@ -116,9 +117,18 @@ fn transcript<'m>(
     } else {
         out.push_str("The conversation:\n\n");
     }
+    let mut prev: Option<&ChatMessage> = None;
     for message in messages {
         match message.role {
             Role::System => push_line(&mut out, "System", &message.content, MESSAGE_CAP),
+            // A text-mode observation is a tool's output sent as a user message: shown as
+            // what it is, so the summarizer never records a file's contents as something
+            // the user said, and cut like any tool output.
+            Role::User if prev.is_some_and(|prev| is_observation(prev, message)) => {
+                let output = message.content.strip_prefix(OBSERVATION_PREFIX);
+                let output = output.unwrap_or(&message.content);
+                push_line(&mut out, "Tool result", output, TOOL_TEXT_CAP);
+            }
             Role::User => push_line(&mut out, "User", &message.content, MESSAGE_CAP),
             Role::Tool => push_line(&mut out, "Tool result", &message.content, TOOL_TEXT_CAP),
             Role::Assistant => {
@@ -131,6 +141,7 @@ fn transcript<'m>(
                 }
             }
         }
+        prev = Some(message);
     }
     out
 }
@@ -214,6 +225,31 @@ mod tests {
         let text = &job.request[1].content;
         assert!(text.starts_with("Earlier summary:\nUser is Ada."), "{text}");
         assert!(text.contains("User: I like tea") && !text.contains("my name is Ada"));
+    }
+
+    #[test]
+    fn text_mode_observations_are_tool_results_in_the_transcript() {
+        let output = "x".repeat(3 * TOOL_TEXT_CAP);
+        let history = vec![
+            ChatMessage::user("read a.txt"),
+            ChatMessage::assistant("Action: read_file\nAction Input: {\"path\": \"a.txt\"}"),
+            ChatMessage::user(crate::render_observation(&output)),
+            ChatMessage::assistant("Final Answer: done"),
+            ChatMessage::user("Observation: my own words"),
+        ];
+        let job = summary_request(&history, 0).unwrap();
+        let text = &job.request[1].content;
+        assert!(
+            text.contains(&format!(
+                "Tool result: {} [... {} more bytes]",
+                "x".repeat(TOOL_TEXT_CAP),
+                2 * TOOL_TEXT_CAP
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("User: Observation: x"), "{text}");
+        // A user who starts a message so is still the user.
+        assert!(text.contains("User: Observation: my own words"), "{text}");
     }
 
     #[test]
