@@ -240,13 +240,11 @@ impl Core {
         let me = self.me.clone();
         let relisting = Arc::new(Relisting::default());
         let on_change: ListChanged = Arc::new(move || {
-            if let Some(core) = me.upgrade()
-                && relisting.start()
-            {
-                let relisting = relisting.clone();
+            if me.strong_count() > 0 && relisting.start() {
+                let (me, relisting) = (me.clone(), relisting.clone());
                 tokio::spawn(async move {
                     loop {
-                        core.relist(generation).await;
+                        Core::relist(&me, generation).await;
                         if !relisting.again() {
                             break;
                         }
@@ -268,26 +266,45 @@ impl Core {
     }
 
     /// Lists the tools again after `notifications/tools/list_changed` from connection
-    /// `generation`.
-    async fn relist(&self, generation: u64) {
+    /// `generation` of the server `me`, which it holds weakly while the server answers: a
+    /// server whose last handle is dropped meanwhile stops the listing, and its process
+    /// goes with it, rather than live on for as long as the listing may take.
+    async fn relist(me: &Weak<Core>, generation: u64) {
+        let Some(core) = me.upgrade() else {
+            return;
+        };
         let connection = {
-            let slot = self.slot.lock().await;
+            let slot = core.slot.lock().await;
             match &slot.connection {
                 Some(c) if slot.generation == generation => c.clone(),
                 _ => return,
             }
         };
+        let startup = core.options.startup_timeout;
+        // Fails once its sender, the server's, is dropped.
+        let mut published = core.listing.subscribe();
+        drop(core);
         // Bounded like the first listing: a server that stops answering, or pages slowly for
         // ever, must not keep this task (and its pages) alive.
-        let listing =
-            tokio::time::timeout(self.options.startup_timeout, list_tools(connection.peer()))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "tools/list did not finish within {:?}",
-                        self.options.startup_timeout
-                    ))
-                });
+        let listing = tokio::select! {
+            listing = tokio::time::timeout(startup, list_tools(connection.peer())) => listing
+                .unwrap_or_else(|_| Err(format!("tools/list did not finish within {startup:?}"))),
+            () = async { while published.changed().await.is_ok() {} } => return,
+        };
+        let Some(core) = me.upgrade() else {
+            return;
+        };
+        core.take_relisting(generation, listing, &connection).await;
+    }
+
+    /// Publishes the tools a re-listing of connection `generation` got, or says why it got
+    /// none.
+    async fn take_relisting(
+        &self,
+        generation: u64,
+        listing: std::result::Result<Vec<Listed>, String>,
+        connection: &Connection,
+    ) {
         match listing {
             Ok(tools) => {
                 let slot = self.slot.lock().await;

@@ -111,7 +111,9 @@
 //!   only) and refuses `tools/list` starts with no tools;
 //! - `notifications/tools/list_changed` starts at most one re-listing at a time; more
 //!   notifications while it runs make it list once more when it finishes, so a server
-//!   sending thousands costs two listings, not a request (and a task) each;
+//!   sending thousands costs two listings, not a request (and a task) each; a re-listing
+//!   the server is slow to answer does not keep a server dropped meanwhile (nor its
+//!   process) alive;
 //! - child processes run in their own process group, killed when the server is shut down
 //!   or dropped, so nothing is left behind (see [`McpServer`]); on Unix a watchdog in the
 //!   group stops it also when the program is killed outright (SIGKILL), with no chance to

@@ -2,7 +2,8 @@
 //! over stdio (as any server may): a flood of them costs at most two listings, not one
 //! `tools/list` per notification; and a model-facing name stays with the tool it was
 //! given to when the list changes, so a call (or an "always" approval) given under that
-//! name never reaches another tool.
+//! name never reaches another tool. A re-listing the server is slow to answer does not
+//! keep a server that is dropped meanwhile, and its process, alive.
 
 mod common;
 
@@ -106,15 +107,8 @@ async fn a_flood_of_list_changed_notifications_costs_at_most_two_listings() {
     .await;
     let revision = server.revision();
     assert_eq!(call(&server, "py__flood").await, "flooded");
-    // The re-listing starts in the background: wait (within a generous bound) for its
-    // request to reach the server, which holds it unanswered.
-    let deadline = Instant::now() + PATIENCE;
-    let mut count = relistings(&server).await;
-    while count == 0 {
-        assert!(Instant::now() < deadline, "no tools/list after the flood");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        count = relistings(&server).await;
-    }
+    // The re-listing starts in the background.
+    let count = until_a_listing_is_held(&server).await;
     // Every notification has been handled by now (they came before the flood's answer):
     // one listing is outstanding, and none other was sent meanwhile.
     assert_eq!(count, 1, "tools/list requests while one is outstanding");
@@ -128,6 +122,33 @@ async fn a_flood_of_list_changed_notifications_costs_at_most_two_listings() {
     // The notifications that came while it was held ask for one listing more, at most.
     assert!(relistings(&server).await <= 2);
     server.shutdown().await;
+}
+
+/// Waits (within a generous bound) for the re-listing the flood started to reach the
+/// server, which holds it unanswered.
+async fn until_a_listing_is_held(server: &McpServer) -> usize {
+    let deadline = Instant::now() + PATIENCE;
+    let mut count = relistings(server).await;
+    while count == 0 {
+        assert!(Instant::now() < deadline, "no tools/list after the flood");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        count = relistings(server).await;
+    }
+    count
+}
+
+#[tokio::test]
+async fn a_server_dropped_while_its_tools_are_listed_again_stops() {
+    let server = start(json!([["flood", "count"]])).await;
+    let pid = server.process_id().await.unwrap();
+    assert_eq!(call(&server, "py__flood").await, "flooded");
+    until_a_listing_is_held(&server).await;
+    // The listing is bounded by the startup timeout alone (600 s here): it must not keep
+    // the server and its process for that long once the last handle is gone.
+    drop(server);
+    tokio::task::spawn_blocking(move || common::assert_process_ends(pid))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
