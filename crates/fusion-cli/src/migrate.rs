@@ -375,6 +375,7 @@ async fn sync_meta(
         .session_info(id)
         .await
         .context("cannot read the target's metadata")?;
+    let exists = info.is_some();
     let (target, last_write) = info
         .map(|info| (info.meta, info.updated_at))
         .unwrap_or_default();
@@ -406,8 +407,9 @@ async fn sync_meta(
         Some(stamped) if !args.dry_run && outcome.written() > 0 => stamped,
         stamped => copies::clock_reading(stamped),
     };
+    // A session deleted since has nothing to keep live: the update is made, and says so.
     let past = match update.expiry {
-        Some(Some(expiry)) => copies::run_out_by(expiry, None, clock),
+        Some(Some(expiry)) if exists => copies::run_out_by(expiry, None, clock),
         _ => None,
     };
     let outcome = match past {

@@ -237,3 +237,34 @@ async fn a_forced_replace_whose_expiry_is_left_out_is_still_reported_replaced() 
     let counts = (summary.replaced, summary.expired_kept, summary.up_to_date);
     assert_eq!(counts, (2, 2, 0));
 }
+
+/// The target's session, up to date, is deleted before its metadata is synced, and the
+/// source's expiry instant (all its metadata) has passed by this machine's clock, ahead of
+/// the source's: nothing is kept live to say so of. The sync fails saying the session was
+/// deleted, as it does for any metadata, rather than report it kept live.
+#[tokio::test]
+async fn a_target_deleted_before_its_metadata_sync_is_not_said_kept_live() {
+    let source = Intercepted(ClockAhead::behind(InMemoryStorage::new(), 20 * MINUTE));
+    let at = SystemTime::now() - 10 * MINUTE;
+    created(
+        &source,
+        "s",
+        &SessionMeta::new().expiry(Expiry::At(at)),
+        MINUTE,
+    )
+    .await;
+    let inner = InMemoryStorage::new();
+    inner.append("s", &conversation()).await.unwrap();
+    let target = Arc::new(Intercepted(MeddlesAfterFirstRead::new(
+        inner,
+        Meddling::Delete,
+    )));
+
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &args()).await;
+    let err = outcome.expect_err("deleted, not kept live");
+    assert_eq!(
+        crate::one_line(&err),
+        "the target session was deleted while its metadata was written; re-run to copy it"
+    );
+    assert!(target.session_info("s").await.unwrap().is_none());
+}
