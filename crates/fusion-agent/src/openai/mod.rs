@@ -30,6 +30,8 @@
 mod config;
 mod error;
 mod prefix;
+mod refusals;
+mod request;
 mod retry;
 mod sse;
 mod stream;
@@ -47,7 +49,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, Header
 use tracing::{Instrument, debug, field, info, info_span, trace};
 
 pub use config::{DEFAULT_BASE_URL, DEFAULT_MODEL, OLLAMA_BASE_URL, OpenAiConfig};
-pub use error::rejects_native_tools;
+pub use refusals::rejects_native_tools;
 
 use self::error::{Context, Failure};
 use self::retry::Backoff;
@@ -168,7 +170,7 @@ impl OpenAiClient {
     /// their `metadata`, the tools (in native tool-calling mode) and the sampling options.
     /// For logging, debugging, and the request-building benchmark.
     pub fn request_body(&self, request: &ChatRequest<'_>) -> Result<Vec<u8>> {
-        Ok(wire::encode_request(
+        Ok(request::encode_request(
             &self.config.model,
             request,
             self.config.native_tools,

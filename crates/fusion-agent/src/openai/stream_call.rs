@@ -18,8 +18,8 @@ use tracing::{Instrument, Span, debug, info, warn};
 
 use super::error::{self, Failure};
 use super::stream::SseReply;
-use super::wire;
 use super::{OpenAiClient, finish_whole, log_success, whole_reply};
+use super::{refusals, request};
 use crate::llm::{ChatDelta, ChatRequest, ChatResponse, ChatStream, LlmClient, replay_as_deltas};
 
 /// How a streaming request was answered, once it is known.
@@ -78,7 +78,7 @@ impl OpenAiClient {
         span: Span,
     ) -> Result<Opened<'a>> {
         let model = &self.config.model;
-        let body = wire::encode_request(model, request, self.config.native_tools, true)?;
+        let body = request::encode_request(model, request, self.config.native_tools, true)?;
         super::log_request(request, &body);
         let started = Instant::now();
         // Built once: the body becomes shared bytes, so each retry's clone is a refcount.
@@ -157,7 +157,7 @@ impl OpenAiClient {
             .map_err(|_| error::stalled_failure(&ctx, "complete reply"))?
             .map_err(|e| error::transport_failure(&ctx, e))?;
         match whole_reply(&ctx, status, &headers, &bytes, started) {
-            Err(failure) if error::refuses_streaming(status, &bytes) => {
+            Err(failure) if refusals::refuses_streaming(status, &bytes) => {
                 Ok(Opening::Refused(failure.message))
             }
             outcome => outcome.map(Opening::Whole),

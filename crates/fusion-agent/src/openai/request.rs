@@ -1,0 +1,412 @@
+//! The request body: the model, the messages, the tools and the options, written from
+//! borrowed [`ChatMessage`]s without copying them and without their `metadata` (Fusion's
+//! own annotations are not for the model).
+//!
+//! What storage keeps exactly as the model wrote it, some servers refuse to be sent back:
+//! every stored tool call goes with arguments that are a JSON object
+//! ([`sendable_arguments`]), and no reply goes empty ([`EMPTY_REPLY`]).
+
+use std::borrow::Cow;
+
+use fusion_core::{ChatMessage, Role, ToolCall};
+use serde::{Serialize, Serializer};
+
+use super::prefix::EncodedPrefix;
+use crate::llm::{ChatRequest, ToolDefinition};
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: WireMessages<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    // Last and left out when not streaming, so a plain request's body stays as it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+/// Asks for token usage in a last chunk of a streamed reply, as OpenAI does not send it
+/// by default when streaming.
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// Serialises the messages as a sequence straight from the request, with no intermediate Vec.
+struct WireMessages<'a>(&'a [Cow<'a, ChatMessage>]);
+
+impl Serialize for WireMessages<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|m| WireMessage::from(&**m)))
+    }
+}
+
+/// One message as sent: `ChatMessage` minus `metadata`.
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    /// `None` writes `null`, which OpenAI expects for a tool-calls-only assistant message.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "WireCalls::is_empty")]
+    tool_calls: WireCalls<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
+    fn from(m: &'a ChatMessage) -> Self {
+        let content = if m.content.is_empty() && m.has_tool_calls() {
+            None
+        } else if m.role == Role::Assistant && m.content.trim().is_empty() {
+            Some(EMPTY_REPLY)
+        } else {
+            Some(m.content.as_str())
+        };
+        Self {
+            role: m.role.as_str(),
+            content,
+            tool_calls: WireCalls(&m.tool_calls),
+            tool_call_id: m.tool_call_id.as_deref(),
+            name: m.name.as_deref(),
+        }
+    }
+}
+
+/// What a stored reply with no text and no tool calls is sent back as in later requests.
+///
+/// Models do write nothing (a reasoning model whose output limit ran out while it thought,
+/// a small model that stops at once), and storage keeps the reply as it came. But servers
+/// refuse a request whose history holds an empty assistant message: vLLM ("Invalid
+/// assistant message", a 400) and Anthropic's endpoint ("all messages must have non-empty
+/// content"), so sent back empty it failed every later request of the session. Dropping
+/// it instead would put two user messages in a row, which chat templates that want the
+/// roles to alternate (Mistral's) refuse.
+const EMPTY_REPLY: &str = "(no reply)";
+
+/// A message's tool calls as sent: `{"id", "type": "function", "function": {"name",
+/// "arguments"}}`, the arguments made sendable.
+struct WireCalls<'a>(&'a [ToolCall]);
+
+impl WireCalls<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for WireCalls<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|call| WireCall {
+            id: &call.id,
+            kind: "function",
+            function: WireCallFunction {
+                name: &call.name,
+                arguments: sendable_arguments(&call.arguments),
+            },
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct WireCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireCallFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireCallFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// The arguments a stored call is sent back with in later requests: the model's text when
+/// it is a JSON object, else `{}`.
+///
+/// Storage keeps what the model wrote, invalid JSON included (a reply cut mid-call, a
+/// small model's slip), and the call's result already tells the model what was wrong,
+/// quoting it. But servers parse the arguments of the calls in the history: Ollama
+/// refuses the whole request ("invalid tool call arguments", a 400) and vLLM fails in
+/// `json.loads`, so one bad call sent back verbatim made every later request of the
+/// session fail. `{}` is also what the executor ran a call with empty arguments with.
+fn sendable_arguments(arguments: &str) -> &str {
+    let is_object = arguments.trim_start().starts_with('{')
+        && serde_json::from_str::<serde::de::IgnoredAny>(arguments).is_ok();
+    if is_object { arguments } else { "{}" }
+}
+
+#[derive(Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// `ToolDefinition` already serialises as `{name, description, parameters}`.
+    function: &'a ToolDefinition,
+}
+
+/// The JSON body for `request`. Tools are left out when `native_tools` is off, since a
+/// server for a model without tool calling may reject the field. `stream` adds
+/// `"stream": true` and `"stream_options": {"include_usage": true}`.
+///
+/// With a [`RequestCache`](crate::RequestCache) in the request, the messages' JSON comes
+/// from the conversation's [`EncodedPrefix`], so only messages not sent before are encoded;
+/// the body is byte for byte what it would be without the cache.
+pub(super) fn encode_request(
+    model: &str,
+    request: &ChatRequest<'_>,
+    native_tools: bool,
+    stream: bool,
+) -> serde_json::Result<Vec<u8>> {
+    let Some(cache) = request.cache else {
+        return encode_body(model, &request.messages, request, native_tools, stream);
+    };
+    // Without messages the body reads `{"model":M,"messages":[]...}`; the kept JSON goes
+    // between those brackets.
+    let empty = encode_body(model, &[], request, native_tools, stream)?;
+    let at = br#"{"model":"#.len() + serde_json::to_vec(model)?.len() + br#","messages":["#.len();
+    if empty.get(at - 1..=at) != Some(b"[]") {
+        // Not the layout this splice was written for: encode everything rather than guess.
+        return encode_body(model, &request.messages, request, native_tools, stream);
+    }
+    cache.with(|prefix: &mut EncodedPrefix| {
+        let messages = prefix.update(&request.messages, encode_message)?;
+        let mut body = Vec::with_capacity(empty.len() + messages.len());
+        body.extend_from_slice(&empty[..at]);
+        body.extend_from_slice(messages);
+        body.extend_from_slice(&empty[at..]);
+        Ok(body)
+    })
+}
+
+/// The JSON body with `messages` as its messages.
+fn encode_body(
+    model: &str,
+    messages: &[Cow<'_, ChatMessage>],
+    request: &ChatRequest<'_>,
+    native_tools: bool,
+    stream: bool,
+) -> serde_json::Result<Vec<u8>> {
+    let tools = if native_tools {
+        request
+            .tools
+            .iter()
+            .map(|function| WireTool {
+                kind: "function",
+                function,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    serde_json::to_vec(&WireRequest {
+        model,
+        messages: WireMessages(messages),
+        tools,
+        temperature: request.options.temperature,
+        max_tokens: request.options.max_tokens,
+        stream: stream.then_some(true),
+        stream_options: stream.then_some(StreamOptions {
+            include_usage: true,
+        }),
+    })
+}
+
+/// Appends one message's JSON, as it appears in a request's `messages`, to `out`.
+fn encode_message(out: &mut Vec<u8>, message: &ChatMessage) -> serde_json::Result<()> {
+    serde_json::to_writer(out, &WireMessage::from(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    #[test]
+    fn request_drops_metadata_and_nulls_tool_only_content() {
+        let messages = [
+            ChatMessage::user("hi").with_metadata("kind", json!("secret-note")),
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("c1", "t", "{bad")]),
+            ChatMessage::tool_result("c1", "out"),
+        ];
+        let request = ChatRequest {
+            messages: messages.iter().map(Cow::Borrowed).collect(),
+            ..Default::default()
+        };
+        let body: Value =
+            serde_json::from_slice(&encode_request("m", &request, true, false).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"model": "m", "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "t", "arguments": "{}"}}]},
+                {"role": "tool", "content": "out", "tool_call_id": "c1"},
+            ]})
+        );
+    }
+
+    #[test]
+    fn an_empty_reply_is_sent_as_a_placeholder_and_other_empty_messages_as_they_are() {
+        let messages = [
+            ChatMessage::assistant(""),
+            ChatMessage::assistant(" \n"),
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("c1", "t", "{}")]),
+            ChatMessage::tool_result("c1", ""),
+            ChatMessage::user(""),
+        ];
+        let request = ChatRequest {
+            messages: messages.iter().map(Cow::Borrowed).collect(),
+            ..Default::default()
+        };
+        let body: Value =
+            serde_json::from_slice(&encode_request("m", &request, true, false).unwrap()).unwrap();
+        let contents: Vec<&Value> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["content"])
+            .collect();
+        assert_eq!(
+            contents,
+            [
+                &json!(EMPTY_REPLY),
+                &json!(EMPTY_REPLY),
+                &Value::Null,
+                &json!(""),
+                &json!("")
+            ]
+        );
+    }
+
+    #[test]
+    fn only_json_object_arguments_are_sent_back_as_written() {
+        for kept in [r#"{"path": "a"}"#, "  {}\n", r#"{"p":"\u00e9"}"#] {
+            assert_eq!(sendable_arguments(kept), kept);
+        }
+        for replaced in [
+            r#"{"path": "a"#,
+            r#"{"path": "a"} trailing"#,
+            "",
+            "  ",
+            "null",
+            "[1]",
+            r#""{\"path\": \"a\"}""#,
+            "path=a",
+        ] {
+            assert_eq!(sendable_arguments(replaced), "{}", "{replaced:?}");
+        }
+    }
+
+    #[test]
+    fn tools_are_sent_only_in_native_mode() {
+        let request = ChatRequest {
+            tools: vec![ToolDefinition {
+                name: "t".into(),
+                description: "d".into(),
+                parameters: json!({"type": "object"}),
+            }],
+            ..Default::default()
+        };
+        let native: Value =
+            serde_json::from_slice(&encode_request("m", &request, true, false).unwrap()).unwrap();
+        assert_eq!(
+            native["tools"],
+            json!([{"type": "function", "function":
+                {"name": "t", "description": "d", "parameters": {"type": "object"}}}])
+        );
+        let text: Value =
+            serde_json::from_slice(&encode_request("m", &request, false, false).unwrap()).unwrap();
+        assert!(text.get("tools").is_none());
+    }
+
+    #[test]
+    fn a_streaming_body_is_the_plain_body_plus_the_stream_fields() {
+        let messages = [ChatMessage::user("hi")];
+        let request = ChatRequest {
+            messages: messages.iter().map(Cow::Borrowed).collect(),
+            ..Default::default()
+        };
+        let plain = encode_request("m", &request, true, false).unwrap();
+        assert_eq!(
+            String::from_utf8(plain).unwrap(),
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#
+        );
+        let streaming: Value =
+            serde_json::from_slice(&encode_request("m", &request, true, true).unwrap()).unwrap();
+        assert_eq!(streaming["stream"], json!(true));
+        assert_eq!(streaming["stream_options"], json!({"include_usage": true}));
+    }
+
+    #[test]
+    fn a_cached_body_is_byte_identical_to_an_uncached_one() {
+        let cache = crate::RequestCache::new();
+        let tools = vec![ToolDefinition {
+            name: "t".into(),
+            description: "d".into(),
+            parameters: json!({"type": "object"}),
+        }];
+        let mut history = vec![
+            ChatMessage::system("be \"brief\"\n"),
+            ChatMessage::user("héllo \u{1F600} </script>").with_metadata("k", json!(1)),
+        ];
+        let mut step = 0;
+        let mut check = |history: &[ChatMessage]| {
+            step += 1;
+            let mut request = ChatRequest {
+                messages: history.iter().map(Cow::Borrowed).collect(),
+                tools: if step % 2 == 0 { tools.clone() } else { vec![] },
+                ..Default::default()
+            };
+            request.options.temperature = (step % 3 == 0).then_some(0.5);
+            request.options.max_tokens = (step % 4 == 0).then_some(64);
+            for model in ["m", "a \"quoted\" modèl"] {
+                for (native, stream) in [(true, false), (false, true), (true, true)] {
+                    let plain = encode_request(model, &request, native, stream).unwrap();
+                    let cached = encode_request(
+                        model,
+                        &ChatRequest {
+                            cache: Some(&cache),
+                            ..request.clone()
+                        },
+                        native,
+                        stream,
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        String::from_utf8(cached).unwrap(),
+                        String::from_utf8(plain).unwrap(),
+                        "step {step}"
+                    );
+                }
+            }
+        };
+        check(&history);
+        history.push(ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![
+                ToolCall::new("c1", "t", "{\"p\":\"\\u00e9\"}"),
+                ToolCall::new("c2", "t", "{bad"),
+            ],
+        ));
+        check(&history);
+        history.push(ChatMessage::tool_result("c1", "out"));
+        history.push(ChatMessage::tool_result("c2", ""));
+        check(&history);
+        history[1].content.push('!'); // rewritten mid-history
+        check(&history);
+        history.truncate(2); // undone
+        check(&history);
+        history.clear();
+        check(&history);
+        history.push(ChatMessage::user("again"));
+        check(&history);
+    }
+}
