@@ -382,6 +382,10 @@ async fn sync_meta(
     if target == *source {
         return Ok(outcome);
     }
+    // This run's append or replace of the session's messages (not a copy, created with its
+    // source's times) stamped it with the target's clock.
+    let written_now =
+        !args.dry_run && matches!(outcome, Outcome::Extended(_) | Outcome::Replaced { .. });
     let merge = meta::merge(source, &target);
     let (mut update, outcome) = match outcome {
         Outcome::Replaced { .. } => (meta::overwrite(&target, source), outcome),
@@ -404,7 +408,7 @@ async fn sync_meta(
     // stamp, however far that clock runs behind this machine's or ahead), else as far as
     // it can be read without writing.
     let clock = match last_write {
-        Some(stamped) if !args.dry_run && outcome.written() > 0 => stamped,
+        Some(stamped) if written_now => stamped,
         stamped => copies::clock_reading(stamped),
     };
     // A session deleted since has nothing to keep live: the update is made, and says so.
