@@ -52,7 +52,17 @@ pub(crate) fn parse_postgres_error(err: sqlx::Error, op: Op<'_>) -> Error {
             true,
         ),
         sqlx::Error::PoolClosed => (format!("{op}: the storage was closed"), false),
-        sqlx::Error::Protocol(_) => (format!("{op}: {err}"), true),
+        // Met when a connection is cut in the middle of a reply (sqlx reads the end of
+        // the stream as a byte it did not expect: "unexpected response from SSLRequest:
+        // 0x00"), so worth retrying; and when the port is not a PostgreSQL server's.
+        sqlx::Error::Protocol(detail) => (
+            format!(
+                "{op}: the server's reply did not follow PostgreSQL's protocol ({detail}): the \
+                 connection was cut mid-reply (retry), or the URL's port is not a PostgreSQL \
+                 server's"
+            ),
+            true,
+        ),
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::ColumnNotFound(_)
         | sqlx::Error::Decode(_)
@@ -264,6 +274,20 @@ mod tests {
             );
         }
         assert!(connect_timed_out(op(), Duration::from_secs(1)).is_retryable());
+    }
+
+    /// Found by a stress run cutting connections: a handshake cut after its `SSLRequest`
+    /// said only "encountered unexpected or invalid data: unexpected response from
+    /// SSLRequest: 0x00".
+    #[test]
+    fn a_reply_off_the_protocol_says_what_it_can_mean_and_is_retryable() {
+        let cut = "unexpected response from SSLRequest: 0x00".to_string();
+        let err = parse_postgres_error(sqlx::Error::Protocol(cut), op());
+        assert!(err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("SSLRequest: 0x00"), "{text}");
+        assert!(text.contains("cut mid-reply"), "{text}");
+        assert!(text.contains("not a PostgreSQL server's"), "{text}");
     }
 
     /// Found by an audit: `sslmode=verify-full` against a certificate for another name
