@@ -65,7 +65,7 @@ impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
     fn from(m: &'a ChatMessage) -> Self {
         let content = if m.content.is_empty() && m.has_tool_calls() {
             None
-        } else if m.role == Role::Assistant && m.content.trim().is_empty() {
+        } else if m.role == Role::Assistant && !m.has_tool_calls() && m.content.trim().is_empty() {
             Some(EMPTY_REPLY)
         } else {
             Some(m.content.as_str())
@@ -260,6 +260,8 @@ mod tests {
             ChatMessage::assistant(" \n"),
             ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("c1", "t", "{}")]),
             ChatMessage::tool_result("c1", ""),
+            ChatMessage::assistant_with_tool_calls(" ", vec![ToolCall::new("c2", "t", "{}")]),
+            ChatMessage::tool_result("c2", "x"),
             ChatMessage::user(""),
         ];
         let request = ChatRequest {
@@ -281,6 +283,8 @@ mod tests {
                 &json!(EMPTY_REPLY),
                 &Value::Null,
                 &json!(""),
+                &json!(" "),
+                &json!("x"),
                 &json!("")
             ]
         );
