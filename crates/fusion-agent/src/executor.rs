@@ -237,17 +237,22 @@ impl ToolExecutor {
             ));
         };
         let schema = tool.parameters();
-        // Models often send "" for a tool without parameters; that means no arguments.
+        // Models often send "" for a tool without parameters, and Ollama sends `null` (its
+        // empty arguments map, written out by Go): both mean no arguments.
         let args: Value = if call.arguments.trim().is_empty() {
             Value::Object(Default::default())
         } else {
-            serde_json::from_str(&call.arguments).map_err(|e| {
-                format!(
-                    "Error: the arguments for `{name}` are not valid JSON ({e}): {}. Call the \
-                     tool again with one JSON object matching this schema: {schema}",
-                    quote(&call.arguments)
-                )
-            })?
+            match serde_json::from_str(&call.arguments) {
+                Ok(Value::Null) => Value::Object(Default::default()),
+                Ok(args) => args,
+                Err(e) => {
+                    return Err(format!(
+                        "Error: the arguments for `{name}` are not valid JSON ({e}): {}. Call \
+                         the tool again with one JSON object matching this schema: {schema}",
+                        quote(&call.arguments)
+                    ));
+                }
+            }
         };
         check_arguments(&schema, &args).map_err(|problems| {
             format!(
@@ -342,10 +347,11 @@ mod tests {
             ToolCall::new("6", "probe", "{mode: ok"),
             ToolCall::new("7", "probe", r#"{"mode": 3}"#),
             ToolCall::new("8", "probe", ""),
+            ToolCall::new("9", "probe", "null"),
         ];
         let out = executor().execute_all(&calls).await;
         let ids: Vec<&str> = out.iter().map(|o| o.call_id.as_str()).collect();
-        assert_eq!(ids, ["1", "2", "3", "4", "5", "6", "7", "8"]);
+        assert_eq!(ids, ["1", "2", "3", "4", "5", "6", "7", "8", "9"]);
         assert!(out[0].success && out[0].output == "fine");
         assert!(
             out[1..]
@@ -382,6 +388,12 @@ mod tests {
             out[7].output.contains("missing required property `mode`"),
             "{}",
             out[7].output
+        );
+        // `null`, like "", is no arguments at all: the schema says what is missing.
+        assert!(
+            out[8].output.contains("missing required property `mode`"),
+            "{}",
+            out[8].output
         );
         assert_eq!(out[1].to_message().tool_call_id.as_deref(), Some("2"));
         // A made-up name of any length is quoted cut, not echoed whole.

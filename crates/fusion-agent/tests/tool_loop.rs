@@ -478,3 +478,22 @@ async fn a_text_mode_action_cancelled_while_its_tool_runs_is_answered_as_interru
     assert_eq!(h.stored().await.len(), 6);
     assert_eq!(session.undo_last_turn().await.unwrap(), 2);
 }
+
+/// Ollama writes the arguments of a call without any as `null` (Go's empty map). That is
+/// a call with no arguments, run as one, not an error the model cannot fix (it does not
+/// choose how the server writes its calls).
+#[tokio::test]
+async fn a_call_whose_arguments_are_null_runs_with_none() {
+    let h = Harness::new().await;
+    std::fs::write(h.workspace.path().join("a.txt"), "a").unwrap();
+    let mut session = h.session().await;
+    h.server
+        .push_tool_call("list_directory", "null")
+        .push_text("There is a.txt.");
+    let result = session.send_message("What is here?").await.unwrap();
+    assert_eq!(result.steps.len(), 1);
+    let step = &result.steps[0];
+    assert!(step.success, "{}", step.observation);
+    assert!(step.observation.contains("a.txt"), "{}", step.observation);
+    assert_eq!(step.arguments, "null");
+}
