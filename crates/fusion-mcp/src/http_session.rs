@@ -53,6 +53,8 @@ use rmcp::transport::streamable_http_client::{
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
+use crate::http_client::redact_urls;
+
 /// Called when the SDK has opened the session again.
 pub type OnNewSession = Arc<dyn Fn() + Send + Sync>;
 
@@ -137,7 +139,8 @@ impl SessionClient {
             }
         };
         if over && !state.over.swap(true, Ordering::SeqCst) {
-            let error = result.as_ref().err().map(ToString::to_string);
+            // reqwest's error quotes the request's URL, which may carry a key.
+            let error = result.as_ref().err().map(|e| redact_urls(&e.to_string()));
             tracing::info!(
                 error = error.as_deref().unwrap_or_default(),
                 "MCP server's HTTP session is taken as over; a new one is opened for the next \

@@ -22,6 +22,7 @@ use common::PATIENCE;
 use common::http_server::{self, Answer, Behaviour, HttpServer, ToolCall, plain, text_result};
 use fusion_agent::{Tool, ToolSource};
 use fusion_core::Error;
+use fusion_core::testkit::logs::Logs;
 use fusion_mcp::{HttpServerConfig, McpOptions, McpServer};
 use serde_json::{Value, json};
 
@@ -357,6 +358,9 @@ fn a_key_in_the_servers_url_never_shows_in_a_message() {
         .enable_all()
         .build()
         .unwrap();
+    // The client's tasks run on this thread, so this catches what it logs.
+    let logs = Logs::new();
+    let _logging = tracing::subscriber::set_default(logs.subscriber(tracing::Level::DEBUG));
     runtime.block_on(async move {
         let config = HttpServerConfig::new(&url).bearer_token(TOKEN);
         let server = McpServer::start("web", config, patient()).await.unwrap();
@@ -379,4 +383,19 @@ fn a_key_in_the_servers_url_never_shows_in_a_message() {
         assert!(start.contains("/mcp?api_key=***&team=***"), "{start}");
         assert!(!start.contains("SUPERSECRET"), "{start}");
     });
+    // What this crate logs, such as the error a session was given up for (the SDK's own
+    // lines quote reqwest's errors as they are, out of this crate's reach).
+    let ours: Vec<&str> = logs
+        .text()
+        .leak()
+        .lines()
+        .filter(|l| l.contains(" fusion_mcp"))
+        .collect();
+    assert!(
+        ours.iter().any(|l| l.contains("taken as over")),
+        "{ours:#?}"
+    );
+    for line in ours {
+        assert!(!line.contains("SUPERSECRET"), "{line}");
+    }
 }
