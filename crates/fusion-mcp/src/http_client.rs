@@ -51,8 +51,13 @@ fn within_origin(attempt: Attempt) -> Action {
 
 /// `text` with every `http://` or `https://` URL in it shown without its secrets (a
 /// password, the query's values: see [`fusion_core::redact_url`]), for a message the
-/// model or a person reads. A URL ends at whitespace or at a quote, `)` or `>` (reqwest
-/// writes "error sending request for url (…)").
+/// model or a person reads.
+///
+/// A URL ends only at what a URL as reqwest writes it cannot hold: whitespace, `"`, `<`
+/// or `>`, which its serializer always escapes. A `)`, a `'` or a backtick may be part of
+/// a password or a query value (the serializer leaves them), so the `)` closing reqwest's
+/// "error sending request for url (…)" is taken as part of a URL with secrets and hidden
+/// with its last value: ending there would show the rest of a password such as `pa)ss`.
 pub fn redact_urls(text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
     let mut rest = text;
@@ -64,7 +69,7 @@ pub fn redact_urls(text: &str) -> String {
         shown.push_str(&rest[..at]);
         let url = &rest[at..];
         let end = url
-            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '>' | '"' | '\'' | '`'))
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>'))
             .unwrap_or(url.len());
         shown.push_str(&fusion_core::redact_url(&url[..end]));
         rest = &url[end..];
@@ -79,12 +84,21 @@ mod tests {
 
     #[test]
     fn urls_in_a_message_are_shown_without_their_secrets() {
+        // A `)` or a quote inside a secret does not end the URL early, leaving the rest of
+        // the secret shown; a URL without secrets is shown whole, the `)` after it too.
+        let said = "error sending request for url (http://u:pa)ss@h/mcp?k=it's)x): refused \
+                    \"https://h/?key=a`b\" (http://h/mcp)";
+        assert_eq!(
+            redact_urls(said),
+            "error sending request for url (http://u:***@h/mcp?k=*** refused \
+             \"https://h/?key=***\" (http://h/mcp)"
+        );
         let said = "error sending request for url (http://u:pw@h:1/mcp?api_key=k1&x=2): \
                     refused; configured https://h/mcp?token=k2 and `https://h/?k3`.";
         assert_eq!(
             redact_urls(said),
-            "error sending request for url (http://u:***@h:1/mcp?api_key=***&x=***): \
-             refused; configured https://h/mcp?token=*** and `https://h/?***`."
+            "error sending request for url (http://u:***@h:1/mcp?api_key=***&x=*** \
+             refused; configured https://h/mcp?token=*** and `https://h/?***"
         );
         assert_eq!(redact_urls("HTTP 500: no url"), "HTTP 500: no url");
     }
