@@ -1,7 +1,8 @@
 //! Errors a server reports in the body of a 200 reply, as OpenRouter does once a model
 //! started answering: retried when their code says a retry may help, like the same error
 //! sent as an event of a stream, and never taken for an answer or for a wrong base URL.
-//! And a 400 that only mentions "upstream" is not taken for a refusal of streaming.
+//! And a 400 that only mentions "upstream", or that fails unstreamed too, is not taken
+//! for a refusal of streaming.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -119,4 +120,41 @@ async fn a_400_about_the_upstream_does_not_turn_streaming_off() {
     assert!(message.contains("context length exceeded"), "{message}");
     assert_eq!(server.request_count(), 1);
     assert!(client.streams());
+}
+
+/// A 400 that names a word starting `stream` but is not about streaming (here a tool
+/// called `stream_logs`) fails the same without streaming: then it was no refusal, and
+/// the client keeps streaming (it turned streaming off for the client and its clones for
+/// good as soon as the body named `stream`).
+#[tokio::test]
+async fn a_400_that_also_fails_unstreamed_does_not_turn_streaming_off() {
+    let server = MockLlmServer::start().await;
+    let invalid = r#"{"error":{"message":"Invalid schema for function 'stream_logs': 'object' is not valid"}}"#;
+    server
+        .push_raw(400, invalid)
+        .push_raw(400, invalid)
+        .push_text("streamed");
+    let client = client(&server);
+    let question = ChatMessage::user("hi");
+    let request = ChatRequest {
+        messages: vec![Cow::Borrowed(&question)],
+        ..Default::default()
+    };
+    let mut stream = client.chat_stream(&request);
+    let Some(Err(Error::Llm { message, .. })) = futures::StreamExt::next(&mut stream).await else {
+        panic!("expected an Error::Llm");
+    };
+    drop(stream);
+    assert!(message.contains("Invalid schema"), "{message}");
+    assert!(client.streams());
+    assert!(client.clone().streams());
+    // The next call streams again.
+    let deltas: Vec<_> = futures::StreamExt::collect(client.chat_stream(&request)).await;
+    assert!(deltas.iter().all(Result::is_ok), "{deltas:?}");
+    let streamed: Vec<bool> = server
+        .requests()
+        .iter()
+        .map(|body| body["stream"] == true)
+        .collect();
+    assert_eq!(streamed, [true, false, true]);
 }

@@ -3,9 +3,9 @@
 //!
 //! Once a delta was delivered the caller may have shown it, so a retry would show the
 //! reply twice: a later failure is an `Err` item instead. Servers that do not stream are
-//! handled here too: a refusal of the streaming request (400/422 naming `stream`) turns
-//! streaming off for the client and its clones and repeats the call without it; a whole
-//! JSON reply to a streaming request is replayed as deltas.
+//! handled here too: a refusal of the streaming request (400/422 naming `stream`) repeats
+//! the call without it, and once that is answered turns streaming off for the client and
+//! its clones; a whole JSON reply to a streaming request is replayed as deltas.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -104,14 +104,18 @@ impl OpenAiClient {
             })),
             Opening::Whole(outcome) => finish_whole(outcome, started, attempts).map(Opened::Whole),
             Opening::Refused(said) => {
-                self.stream_refused.store(true, Ordering::Relaxed);
                 warn!(
                     server_said = %said,
-                    "the server refused a streaming request; this client will not \
-                     stream again and repeats the request without streaming"
+                    "the server refused a streaming request; repeating it without \
+                     streaming, and once that is answered this client will not stream again"
                 );
                 let body = self.request_body(request)?;
-                self.send_with_retries(body).await.map(Opened::Whole)
+                let response = self.send_with_retries(body).await?;
+                // Only now: a 400 that merely names a word starting `stream` (a tool
+                // called `stream_logs`, a model `streamer-7b`) fails without streaming
+                // too, and was no refusal of it; streaming stays on for that client.
+                self.stream_refused.store(true, Ordering::Relaxed);
+                Ok(Opened::Whole(response))
             }
         }
     }
