@@ -230,7 +230,8 @@ impl<'a> SseReply<'a> {
             }
             Err(detail) => return Err(error::malformed_stream_failure(&self.ctx, &detail, data)),
         };
-        if chunk.error.is_some() {
+        // An `error` that says nothing beside a delta is no error, as beside a whole reply.
+        if chunk.error.as_ref().is_some_and(wire::reports_error) {
             return Err(error::stream_error_failure(&self.ctx, data, self.delivered));
         }
         if self.assembler.add(chunk, &mut self.ready) {
@@ -1169,6 +1170,29 @@ mod tests {
             let failure = failure.unwrap();
             assert!(failure.contains(said), "{failure}");
             assert!(failure.contains(when), "{failure}");
+        }
+    }
+
+    /// An `error` that says nothing beside each delta (empty message, null code) is no
+    /// error, in a stream as in a whole reply: the reply is read, not ended at its start.
+    #[tokio::test]
+    async fn an_error_field_that_says_nothing_beside_a_delta_is_no_error() {
+        let with_error = |mut chunk: serde_json::Value, error: serde_json::Value| {
+            chunk["error"] = error;
+            chunk
+        };
+        for error in [
+            serde_json::json!(null),
+            serde_json::json!({}),
+            serde_json::json!({"message": "", "code": null}),
+        ] {
+            let text = sse(&[
+                with_error(delta(serde_json::json!({"content": "hi"})), error.clone()),
+                with_error(finish("stop"), error.clone()),
+            ]);
+            let (deltas, failure) = read_text(&text).await;
+            assert_eq!(failure, None, "{error}");
+            assert_eq!(done(&deltas).message.content, "hi", "{error}");
         }
     }
 

@@ -148,9 +148,10 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, Undecodable> 
     })
 }
 
-/// Whether an `error` field reports one: text, or an object with a field that says
-/// something (`{"message": ""}` or `{"code": null}` beside a reply says nothing).
-fn reports_error(error: &Value) -> bool {
+/// Whether an `error` field (of a whole reply or of a streamed chunk) reports one: text,
+/// or an object with a field that says something (`{"message": ""}` or `{"code": null}`
+/// beside a reply says nothing).
+pub(super) fn reports_error(error: &Value) -> bool {
     match error {
         Value::Object(fields) => fields.values().any(reports_error),
         Value::String(text) => !text.trim().is_empty(),
