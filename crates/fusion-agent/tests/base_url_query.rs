@@ -74,21 +74,51 @@ async fn a_query_in_the_base_url_stays_the_query_of_every_request() {
 
 #[tokio::test]
 async fn a_secret_in_the_base_urls_query_never_shows() {
-    // Bound and released: almost certainly nothing listens there, so the call fails.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let client = OpenAiConfig::new("m")
-        .base_url(format!("http://127.0.0.1:{port}/v1?key=query-secret-77"))
-        .max_retries(0)
-        .build()
-        .unwrap();
-    assert!(client.endpoint().ends_with("/v1/chat/completions?key=***"));
-    let error = ask(&client).await.unwrap_err().to_string();
-    let debug = format!("{client:?}");
-    for shown in [&error, &debug] {
-        assert!(!shown.contains("query-secret-77"), "{shown}");
+    // A listener that closes every connection unanswered: each request fails, and
+    // reqwest's error for it names the URL, query and all. (A port bound and released
+    // could be taken meanwhile by another test's server, which would answer.)
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    for stream in [false, true] {
+        let client = OpenAiConfig::new("m")
+            .base_url(format!("http://127.0.0.1:{port}/v1?key=query-secret-77"))
+            .max_retries(0)
+            .stream(stream)
+            .build()
+            .unwrap();
+        assert!(client.endpoint().ends_with("/v1/chat/completions?key=***"));
+        let error = if stream {
+            let question = ChatMessage::user("hi");
+            let request = ChatRequest {
+                messages: vec![Cow::Borrowed(&question)],
+                ..Default::default()
+            };
+            let mut replies = client.chat_stream(&request);
+            match futures::StreamExt::next(&mut replies).await {
+                Some(Err(error)) => error,
+                other => panic!("expected an error, got {other:?}"),
+            }
+        } else {
+            ask(&client).await.unwrap_err()
+        };
+        // The message, the error's Debug and every cause's text, as a log would print them.
+        let mut shown = vec![
+            error.to_string(),
+            format!("{error:?}"),
+            format!("{client:?}"),
+        ];
+        let mut cause = std::error::Error::source(&error);
+        while let Some(err) = cause {
+            shown.push(err.to_string());
+            cause = err.source();
+        }
+        for shown in shown {
+            assert!(!shown.contains("query-secret-77"), "{shown}");
+        }
     }
 }
