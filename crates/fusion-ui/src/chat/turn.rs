@@ -1,15 +1,17 @@
 //! One turn of the chat: what it has reported so far, the questions it waits on, and
 //! [`run`], the task that drives the agent.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use fusion::agent::{
     AgentEvent, ApprovalDecision, ApprovalRequest, SessionBuilder, Step, TaskResult,
 };
 use fusion::storage::ConversationStorage;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::ChatAgent;
@@ -291,9 +293,32 @@ impl Turn {
 /// Runs `turn` to its end: opens the session from storage with `agent`'s settings, sends
 /// the message and records every event, until the reply is done, Stop is pressed or
 /// something fails.
+///
+/// A panic in the model's client or the storage (the agent catches its tools' and its
+/// approver's, not theirs) fails the turn like an error. Uncaught, it ended this task
+/// without an outcome, so the turn counted as running for as long as the process lived:
+/// its session could not be sent to, undone or deleted, Stop changed nothing, and every
+/// page watching it waited for an end that never came.
 pub(crate) async fn run(turn: Arc<Turn>, agent: ChatAgent, storage: Arc<dyn ConversationStorage>) {
-    let outcome = drive(&turn, agent, storage).await;
+    let outcome = AssertUnwindSafe(drive(&turn, agent, storage))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Outcome::Failed(format!("the turn crashed ({})", panicked(&*panic)))
+        });
     turn.finish(outcome);
+}
+
+/// What a panic said, when it said it with a string (as `panic!` and `unwrap` do).
+fn panicked(payload: &(dyn Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+    match text {
+        Some(text) => format!("panicked: {text}"),
+        None => "panicked".to_string(),
+    }
 }
 
 async fn drive(

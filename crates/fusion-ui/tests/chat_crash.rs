@@ -1,0 +1,81 @@
+//! A turn whose model client panics ends as a failed turn, and leaves its session free.
+//!
+//! The agent catches its tools' panics, not its model client's or its storage's. Such a
+//! panic ended the turn's task without an outcome, so the app counted the turn as running
+//! until it was restarted: the page watching it waited for an end that never came, Stop
+//! changed nothing, and the session refused every Send, undo and delete with "a chat turn
+//! is running".
+
+mod chat_support;
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::http::StatusCode;
+use fusion::Result;
+use fusion::agent::{ChatRequest, ChatResponse, LlmClient};
+use fusion::storage::{ConversationStorage, InMemoryStorage};
+use fusion_ui::{ChatAgent, UiConfig, router};
+
+use chat_support::{Events, seeded, start_turn};
+use common::{HOST, post_form, send};
+
+/// A model client with a bug: every request panics.
+struct Panicking;
+
+#[async_trait]
+impl LlmClient for Panicking {
+    async fn chat(&self, _request: &ChatRequest<'_>) -> Result<ChatResponse> {
+        panic!("the client's bug")
+    }
+
+    fn model(&self) -> &str {
+        "panicking-model"
+    }
+}
+
+fn app(storage: Arc<InMemoryStorage>) -> Router {
+    let address = HOST.parse().unwrap();
+    let settings = UiConfig::new(address)
+        .chat(ChatAgent::new(Arc::new(Panicking)))
+        .settings(address)
+        .unwrap();
+    router(storage as Arc<dyn ConversationStorage>, &settings)
+}
+
+/// The events of the turn at `turn` through its `end`. The bound is no measure of speed:
+/// without the fix the end never comes, and the test should fail rather than hang.
+async fn end_of(app: &Router, turn: &str) -> String {
+    let mut events = Events::open(app, &format!("{turn}/events"), None).await;
+    let seen = tokio::time::timeout(Duration::from_secs(120), events.through_end())
+        .await
+        .expect("the turn never ended: its task died with the panic");
+    seen.last().unwrap().data.clone()
+}
+
+#[tokio::test]
+async fn a_turn_whose_model_client_panics_fails_and_frees_its_session() {
+    let storage = seeded().await;
+    let app = app(storage.clone());
+
+    let turn = start_turn(&app, "s1", "hello").await;
+    let end = end_of(&app, &turn).await;
+    assert!(end.contains("the turn crashed"), "{end}");
+    assert!(
+        end.contains("the client&#39;s bug") || end.contains("the client's bug"),
+        "{end}"
+    );
+
+    // Stop has nothing to stop; another Send starts a turn, which ends the same way.
+    let again = start_turn(&app, "s1", "again").await;
+    assert_ne!(again, turn);
+    end_of(&app, &again).await;
+
+    // And the session can be deleted: no turn holds it.
+    let deleted = send(&app, post_form("/sessions/s1/delete", "")).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+    assert!(storage.session_info("s1").await.unwrap().is_none());
+}
