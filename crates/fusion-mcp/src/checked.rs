@@ -17,10 +17,11 @@
 //! discards, and the request it answers would wait out its timeout too, the model told
 //! that the server did not answer. Such a line still passes (rmcp needs its end to go on
 //! reading), and is followed by a JSON-RPC error for its `id`, saying the response was too
-//! large ([`TOO_LARGE_RESPONSE`]). The line is not held: the `id` is read from its first
-//! [`CHECKED_LINE_BYTES`] (where the Python SDK writes it) or its last bytes (where the
-//! TypeScript SDK does, after `result`); a line whose first bytes show a `method` (a
-//! request or a notification of the server's) is not a response.
+//! large ([`TOO_LARGE_RESPONSE`]). The line is not held: its members are read from its
+//! first [`CHECKED_LINE_BYTES`] (where the Python SDK writes `jsonrpc` and `id`) and its
+//! last bytes (where the TypeScript SDK does, after `result`), and it is taken for a
+//! response as a short line is: `"jsonrpc":"2.0"`, an `id`, and no `method` (a request or
+//! a notification of the server's, whose `id` is of its own numbering) seen there.
 
 use rmcp::model::{ErrorCode, ServerJsonRpcMessage};
 pub use rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH as MAX_LINE_BYTES;
@@ -116,14 +117,21 @@ async fn pass_rest(
 }
 
 /// The error line to follow a response too long for rmcp, whose first bytes are `head` and
-/// last bytes `tail`; `None` when no `id` can be read there, or it is no response.
+/// last bytes `tail`; `None` when it is no response (as [`replacement`] tells one, from the
+/// members readable there) or no `id` can be read.
 fn too_large(head: &[u8], tail: &[u8]) -> Option<Vec<u8>> {
     let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
-    let (id, method) = leading_members(head);
-    if method {
+    let (leading, trailing) = (leading_members(head), trailing_members(tail));
+    let value = |key: &[u8]| {
+        let mut members = leading.iter().chain(&trailing);
+        members.find(|(k, _)| *k == key).map(|(_, v)| *v)
+    };
+    // A JSON log line carrying an `id` must not fail the request of that id, nor must a
+    // request of the server's, whose `id` is of its own numbering.
+    if value(b"\"jsonrpc\"") != Some(b"\"2.0\"") || value(b"\"method\"").is_some() {
         return None;
     }
-    let id = id.or_else(|| trailing_id(tail))?;
+    let id = scalar_id(value(b"\"id\"")?)?;
     let error = json!({"jsonrpc": "2.0", "id": id, "error": {
         "code": INVALID_RESPONSE_CODE.0, "message": TOO_LARGE_RESPONSE}});
     let mut line = error.to_string().into_bytes();
@@ -131,13 +139,13 @@ fn too_large(head: &[u8], tail: &[u8]) -> Option<Vec<u8>> {
     Some(line)
 }
 
-/// What the first bytes of a JSON object show of its members: its `id` (a number or a
-/// string), and whether it has a `method`. Reads members until one goes past `text`.
-fn leading_members(text: &[u8]) -> (Option<Value>, bool) {
-    let mut id = None;
+/// The members of a JSON object whose first bytes are `text`, as `(key, value)` with
+/// their quotes, read until one goes past `text`.
+fn leading_members(text: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut members = Vec::new();
     let mut at = skip_space(text, 0);
     if text.get(at) != Some(&b'{') {
-        return (None, false);
+        return members;
     }
     loop {
         at = skip_space(text, at + 1);
@@ -153,37 +161,69 @@ fn leading_members(text: &[u8]) -> (Option<Value>, bool) {
         let Some(value_end) = value_end(text, at) else {
             break;
         };
-        match key {
-            b"\"method\"" => return (None, true),
-            b"\"id\"" => id = scalar_id(&text[at..value_end]),
-            _ => {}
-        }
+        members.push((key, &text[at..value_end]));
         at = skip_space(text, value_end);
         if text.get(at) != Some(&b',') {
             break;
         }
     }
-    (id, false)
+    members
 }
 
-/// The `id` of a JSON object whose last bytes are `text`, when it is the last member
-/// (`…,"id":7}`).
-fn trailing_id(text: &[u8]) -> Option<Value> {
-    let text = trim_end(trim_end(text).strip_suffix(b"}")?);
-    let start = if text.ends_with(b"\"") {
-        // The opening quote: the first one before that no backslash escapes.
-        (0..text.len() - 1).rev().find(|&at| {
-            text[at] == b'"'
-                && text[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
-        })?
-    } else {
-        let number = |b: &u8| b.is_ascii_digit() || b"+-.eE".contains(b);
-        text.iter().rposition(|b| !number(b))? + 1
+/// The last members of a JSON object whose last bytes are `text`
+/// (`…,"jsonrpc":"2.0","id":7}`), as `(key, value)` with their quotes, last first, as far
+/// as their values are strings or numbers.
+fn trailing_members(text: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut members = Vec::new();
+    let Some(mut text) = trim_end(text).strip_suffix(b"}") else {
+        return members;
     };
-    let id = scalar_id(&text[start..])?;
-    let text = trim_end(trim_end(&text[..start]).strip_suffix(b":")?);
-    let before = trim_end(text.strip_suffix(b"\"id\"")?);
-    matches!(before.last(), Some(b',' | b'{')).then_some(id)
+    loop {
+        text = trim_end(text);
+        let Some(value) = scalar_start(text) else {
+            break;
+        };
+        let Some(rest) = trim_end(&text[..value]).strip_suffix(b":") else {
+            break;
+        };
+        let rest = trim_end(rest);
+        let Some(key) = rest.ends_with(b"\"").then(|| string_start(rest)).flatten() else {
+            break;
+        };
+        // A member only when what comes before it shows it is one of the object's own.
+        let before = trim_end(&rest[..key]);
+        let member = (&rest[key..], &text[value..]);
+        match before.last() {
+            Some(b',') => {
+                members.push(member);
+                text = &before[..before.len() - 1];
+            }
+            Some(b'{') => {
+                members.push(member);
+                break;
+            }
+            _ => break,
+        }
+    }
+    members
+}
+
+/// Where the string or number `text` ends with starts.
+fn scalar_start(text: &[u8]) -> Option<usize> {
+    if text.ends_with(b"\"") {
+        return string_start(text);
+    }
+    let number = |b: &u8| b.is_ascii_digit() || b"+-.eE".contains(b);
+    let start = text.iter().rposition(|b| !number(b)).map_or(0, |at| at + 1);
+    (start < text.len()).then_some(start)
+}
+
+/// Where the JSON string `text` ends with starts: the last quote before its closing one
+/// that no backslash escapes.
+fn string_start(text: &[u8]) -> Option<usize> {
+    (0..text.len().checked_sub(1)?).rev().find(|&at| {
+        text[at] == b'"' && text[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    })
 }
 
 /// `text` as an `id`: a JSON number or string.
@@ -343,6 +383,9 @@ mod tests {
             error(head, "xx\"}]},\"jsonrpc\":\"2.0\",\"id\":\"q\\\"x\"}\r\n"),
             Some(json!("q\"x"))
         );
+        // The id first, "jsonrpc" last.
+        let head = r#"{"id":7,"result":{"content":[{"type":"text","text":"xx"#;
+        assert_eq!(error(head, r#"xx"}]},"jsonrpc":"2.0"}"#), Some(json!(7)));
         for (head, tail) in [
             // A request or a notification of the server's.
             (
@@ -353,6 +396,14 @@ mod tests {
                 r#"{"method":"notifications/message","params":{"data":"xx"#,
                 r#"x"},"id":3}"#,
             ),
+            (
+                r#"{"params":{"data":"xx"#,
+                r#"x"},"jsonrpc":"2.0","method":"sampling/createMessage","id":3}"#,
+            ),
+            // Not JSON-RPC: a JSON log line with an id of its own, at either end.
+            (r#"{"level":30,"id":7,"msg":"xx"#, "xx\"}\n"),
+            (r#"{"msg":"xx"#, r#"xx","id":7}"#),
+            (r#"{"jsonrpc":"1.0","id":7,"result":"xx"#, "xx\"}\n"),
             // No id to be read: nested, cut, or none.
             (head, r#"xx"}],"id":5}}"#),
             (head, "99}\n"),
