@@ -12,9 +12,11 @@
 //! server will refuse: configure the URL it names instead.
 //!
 //! A server's URL may itself carry a secret (`?api_key=`, a password): reqwest's errors
-//! quote the request's URL, and [`redact_urls`] hides it in their text.
+//! quote the request's URL. [`hide_url`] redacts the URL of every error the client gives
+//! rmcp, which logs them, and [`redact_urls`] hides any URL in a message's text.
 
 use reqwest::redirect::{Action, Attempt, Policy};
+use rmcp::transport::streamable_http_client::StreamableHttpError;
 
 /// The most redirects followed for one request, as reqwest's default.
 const MAX_REDIRECTS: usize = 10;
@@ -78,6 +80,22 @@ pub fn redact_urls(text: &str) -> String {
     shown
 }
 
+/// `error` with the URL its reqwest error carries shown without its secrets, as the
+/// client passes it to rmcp: rmcp logs it (`fail to delete session: …`, the worker's fatal
+/// error, with reqwest's `Debug`) and puts it in the errors it gives the calls.
+pub fn hide_url(error: StreamableHttpError<reqwest::Error>) -> StreamableHttpError<reqwest::Error> {
+    let StreamableHttpError::Client(error) = error else {
+        return error;
+    };
+    let shown = error.url().map(|url| fusion_core::redact_url(url.as_str()));
+    let error = match shown.map(|shown| reqwest::Url::parse(&shown)) {
+        None => error,
+        Some(Ok(shown)) => error.with_url(shown),
+        Some(Err(_)) => error.without_url(),
+    };
+    StreamableHttpError::Client(error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +119,27 @@ mod tests {
              refused; configured https://h/mcp?token=*** and `https://h/?***"
         );
         assert_eq!(redact_urls("HTTP 500: no url"), "HTTP 500: no url");
+    }
+
+    #[tokio::test]
+    async fn the_url_of_a_client_error_is_hidden_before_rmcp_sees_it() {
+        // A port nothing listens on: the request fails to connect, quoting its URL.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://u:pw@127.0.0.1:{port}/mcp?api_key=SECRET&team=7");
+        let error = http_client().unwrap().post(&url).send().await.unwrap_err();
+        assert!(format!("{error:?}").contains("SECRET"), "{error:?}");
+        let error = hide_url(StreamableHttpError::Client(error));
+        // rmcp logs it with `Debug` (its worker's fatal error) and with `Display`.
+        for shown in [format!("{error:?}"), error.to_string()] {
+            assert!(
+                !shown.contains("SECRET") && !shown.contains(":pw@"),
+                "{shown}"
+            );
+            assert!(shown.contains("/mcp?api_key=***&team=***"), "{shown}");
+        }
     }
 }

@@ -53,7 +53,7 @@ use rmcp::transport::streamable_http_client::{
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
-use crate::http_client::redact_urls;
+use crate::http_client::{hide_url, redact_urls};
 
 /// Called when the SDK has opened the session again.
 pub type OnNewSession = Arc<dyn Fn() + Send + Sync>;
@@ -299,7 +299,8 @@ impl StreamableHttpClient for SessionClient {
         let result = self
             .client
             .post_message(uri, message, session_id, auth_header, custom_headers)
-            .await;
+            .await
+            .map_err(hide_url);
         self.posted(&posted, session.as_deref(), result)
     }
 
@@ -324,7 +325,8 @@ impl StreamableHttpClient for SessionClient {
                 custom_headers,
                 max_sse_event_size,
             )
-            .await;
+            .await
+            .map_err(hide_url);
         self.posted(&posted, session.as_deref(), result)
     }
 
@@ -349,7 +351,8 @@ impl StreamableHttpClient for SessionClient {
                 custom_headers,
                 limits,
             )
-            .await;
+            .await
+            .map_err(hide_url);
         self.posted(&posted, session.as_deref(), result)
     }
 
@@ -363,6 +366,7 @@ impl StreamableHttpClient for SessionClient {
         self.client
             .delete_session(uri, session_id, auth_header, custom_headers)
             .await
+            .map_err(hide_url)
     }
 
     async fn get_stream(
@@ -376,6 +380,7 @@ impl StreamableHttpClient for SessionClient {
         self.client
             .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
             .await
+            .map_err(hide_url)
     }
 
     async fn get_stream_with_max_sse_event_size(
@@ -397,6 +402,7 @@ impl StreamableHttpClient for SessionClient {
                 max_sse_event_size,
             )
             .await
+            .map_err(hide_url)
     }
 }
 

@@ -383,19 +383,11 @@ fn a_key_in_the_servers_url_never_shows_in_a_message() {
         assert!(start.contains("/mcp?api_key=***&team=***"), "{start}");
         assert!(!start.contains("SUPERSECRET"), "{start}");
     });
-    // What this crate logs, such as the error a session was given up for (the SDK's own
-    // lines quote reqwest's errors as they are, out of this crate's reach).
-    let ours: Vec<&str> = logs
-        .text()
-        .leak()
-        .lines()
-        .filter(|l| l.contains(" fusion_mcp"))
-        .collect();
-    assert!(
-        ours.iter().any(|l| l.contains("taken as over")),
-        "{ours:#?}"
-    );
-    for line in ours {
+    // Nor in the log: the error a session was given up for, and whatever the SDK logged of
+    // the errors the client gave it (a session it could not end, its worker's fatal error).
+    let logs = logs.text();
+    assert!(logs.contains("taken as over"), "{logs}");
+    for line in logs.lines() {
         assert!(!line.contains("SUPERSECRET"), "{line}");
     }
 }
