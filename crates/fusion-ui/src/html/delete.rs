@@ -1,6 +1,7 @@
 //! The page that asks before a session is deleted; its form posts the deletion.
 
 use askama::Template;
+use fusion::storage::Revision;
 
 use super::bulk::Listed;
 use crate::assets::{AssetUrls, URLS};
@@ -16,11 +17,15 @@ pub(crate) struct ConfirmDelete {
     count: usize,
     /// Why the session's facts cannot be read, if they cannot.
     damage: Option<String>,
+    /// The revision the page shows (none for a damaged session): the delete goes ahead
+    /// only if the session is still exactly that.
+    revision: Option<Revision>,
 }
 
 impl ConfirmDelete {
-    /// The question for the session `session` describes, one that exists or is damaged.
-    pub(crate) fn new(session: Listed) -> Self {
+    /// The question for the session `session` describes, one that exists (read at
+    /// `revision`) or is damaged.
+    pub(crate) fn new(session: Listed, revision: Option<Revision>) -> Self {
         Self {
             title: format!("Delete {}?", session.id),
             assets: &URLS,
@@ -28,6 +33,7 @@ impl ConfirmDelete {
             id: session.id,
             count: session.count.unwrap_or_default(),
             damage: session.damage,
+            revision,
         }
     }
 }
@@ -41,20 +47,27 @@ mod tests {
     fn the_confirmation_posts_to_the_delete_route() {
         let info = SessionInfo::new("s:1", 4);
         let listed = Listed::read("s:1".into(), Ok(Some(info))).unwrap();
-        let html = ConfirmDelete::new(listed).render().unwrap();
+        let revision = Revision {
+            generation: 42,
+            len: 4,
+        };
+        let html = ConfirmDelete::new(listed, Some(revision)).render().unwrap();
         assert!(
             html.contains(r#"<form method="post" action="/sessions/s:1/delete""#),
             "{html}"
         );
         assert!(html.contains("its 4 messages"), "{html}");
+        assert!(html.contains(r#"name="generation" value="42""#), "{html}");
+        assert!(html.contains(r#"name="len" value="4""#), "{html}");
     }
 
     #[test]
     fn a_damaged_session_is_asked_about_with_its_damage() {
         let damage = fusion::Error::corrupt("fs", "s:1", "its metadata file is not JSON");
         let listed = Listed::read("s:1".into(), Err(damage)).unwrap();
-        let html = ConfirmDelete::new(listed).render().unwrap();
+        let html = ConfirmDelete::new(listed, None).render().unwrap();
         assert!(html.contains("its metadata file is not JSON"), "{html}");
+        assert!(!html.contains(r#"name="generation""#), "{html}");
         assert!(
             html.contains(r#"<form method="post" action="/sessions/s:1/delete""#),
             "{html}"

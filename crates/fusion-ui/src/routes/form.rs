@@ -47,6 +47,11 @@ impl FormFields {
         }
     }
 
+    /// Whether the form has a field `name`.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(field, _)| field == name)
+    }
+
     /// Every value of field `name`, trimmed, the empty ones left out; a 400 if one is not
     /// text.
     pub(crate) fn all(&self, name: &str) -> Result<Vec<String>, PageError> {
