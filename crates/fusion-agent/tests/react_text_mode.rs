@@ -201,3 +201,36 @@ async fn labels_ending_in_a_full_width_colon_are_read() {
     assert_eq!(result.steps[0].tool, "list_directory");
     assert!(result.steps[0].success, "{}", result.steps[0].observation);
 }
+
+/// A history stored before labels ending in the full-width colon were read holds such a
+/// reply and the loop's answer that it could not be read. Read now, the reply is a final
+/// answer, and that answer is still the loop's, not a message of the user's: undoing the
+/// last turn removes the whole turn, the user's question included.
+#[tokio::test]
+async fn the_loops_answer_to_a_reply_stored_as_unreadable_stays_in_its_turn() {
+    use fusion_core::{ChatMessage, ConversationStorage};
+
+    let h = Harness::new().await;
+    let mut session = text_session(&h).await;
+    h.server.push_text("Final Answer: Hello.");
+    session.send_message("Hi").await.unwrap();
+    let before = h.storage.load(common::SESSION).await.unwrap().len();
+    h.storage
+        .append(
+            common::SESSION,
+            &[
+                ChatMessage::user("Which files?"),
+                ChatMessage::assistant("Final Answer\u{ff1a} a.txt"),
+                ChatMessage::user(
+                    "Observation: Error: your reply could not be read: the reply has no \
+                     `Action:` line and no `Final Answer:` line.",
+                ),
+                ChatMessage::assistant("Final Answer: a.txt"),
+            ],
+        )
+        .await
+        .unwrap();
+    let mut session = text_session(&h).await;
+    assert_eq!(session.undo_last_turn().await.unwrap(), 4);
+    assert_eq!(h.storage.load(common::SESSION).await.unwrap().len(), before);
+}

@@ -138,7 +138,10 @@ impl<'a> Layout<'a> {
 ///
 /// A native-mode answer also reads as unreadable text-mode output, so after one only that
 /// exact answer counts: a user who starts a message `Observation: ` is taken for what they
-/// are, the start of a turn, which undo and pruning rely on.
+/// are, the start of a turn, which undo and pruning rely on. It counts after a reply read
+/// as a final answer too: a reply stored when the parser could not read it (`Final
+/// Answer：` before the full-width colon was read) may read as one now, and the loop's
+/// answer to it is still no message of the user's.
 pub fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
     if message.role != Role::User || prev.role != Role::Assistant || prev.has_tool_calls() {
         return false;
@@ -148,8 +151,9 @@ pub fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
     };
     match parse_react(&prev.content) {
         ReactStep::Action { .. } => true,
-        ReactStep::Invalid { .. } => observed.starts_with(UNREADABLE_REPLY),
-        ReactStep::FinalAnswer { .. } => false,
+        ReactStep::Invalid { .. } | ReactStep::FinalAnswer { .. } => {
+            observed.starts_with(UNREADABLE_REPLY)
+        }
     }
 }
 
@@ -228,5 +232,22 @@ mod tests {
         assert!(layout.is_turn_start(2));
         assert_eq!(latest_user_message(&history[..3]), Some(2));
         assert_eq!(latest_user_message(&history[..5]), Some(2));
+    }
+
+    #[test]
+    fn the_loops_answer_to_a_reply_now_read_as_a_final_answer_still_joins_it() {
+        // Stored before the parser read the full-width colon: the reply was unreadable
+        // then, and the loop answered it so.
+        let history = vec![
+            ChatMessage::user("q"),
+            ChatMessage::assistant("Final Answer\u{ff1a} a"),
+            ChatMessage::user(render_observation(&format!("{UNREADABLE_REPLY}no label"))),
+            ChatMessage::assistant("Final Answer: a"),
+            ChatMessage::user("Observation: typed after an answer"),
+        ];
+        let layout = Layout::new(&history);
+        assert_eq!(layout.units, [0..1, 1..3, 3..4, 4..5]);
+        assert_eq!(latest_user_message(&history[..4]), Some(0));
+        assert_eq!(latest_user_message(&history), Some(4));
     }
 }
