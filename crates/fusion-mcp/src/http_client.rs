@@ -123,14 +123,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_url_of_a_client_error_is_hidden_before_rmcp_sees_it() {
-        // A port nothing listens on: the request fails to connect, quoting its URL.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("http://u:pw@127.0.0.1:{port}/mcp?api_key=SECRET&team=7");
-        let error = http_client().unwrap().post(&url).send().await.unwrap_err();
+        // Port 0, which nothing can listen on: the request fails, quoting its URL.
+        let url = "http://u:pw@127.0.0.1:0/mcp?api_key=SECRET&team=7";
+        let error = http_client().unwrap().post(url).send().await.unwrap_err();
         assert!(format!("{error:?}").contains("SECRET"), "{error:?}");
         let error = hide_url(StreamableHttpError::Client(error));
         // rmcp logs it with `Debug` (its worker's fatal error) and with `Display`.
