@@ -40,7 +40,8 @@ pub const OLLAMA_BASE_URL: &str = "http://localhost:11434/v1";
 /// ```
 #[derive(Clone)]
 pub struct OpenAiConfig {
-    /// The API root, up to and including `/v1`; requests go to `{base_url}/chat/completions`.
+    /// The API root, up to and including `/v1`; requests go to its path plus
+    /// `/chat/completions`, with any query it has kept as the query.
     pub(super) base_url: String,
     /// Sent as `Authorization: Bearer …` when set. Local servers usually need none.
     pub(super) api_key: Option<String>,

@@ -154,7 +154,8 @@ impl OpenAiClient {
         &self.config
     }
 
-    /// The full URL requests are sent to (any password in it masked).
+    /// The full URL requests are sent to (any password in it masked, and the values of its
+    /// query but `api-version`'s).
     pub fn endpoint(&self) -> &str {
         &self.endpoint_shown
     }
