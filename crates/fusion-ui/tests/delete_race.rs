@@ -105,3 +105,87 @@ async fn a_delete_confirmed_on_a_page_older_than_a_write_deletes_nothing() {
     })
     .await;
 }
+
+/// The fields the form of the bulk confirmation page posts, URL-encoded.
+fn bulk_form(page: &str) -> String {
+    let form = page.split("action=\"/bulk-delete\"").nth(1).unwrap();
+    let mut fields = Vec::new();
+    for input in form.split("<input type=\"hidden\" ").skip(1) {
+        let name = input
+            .split("name=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let value = input
+            .split("value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        fields.push(format!("{name}={}", value.replace(' ', "+")));
+    }
+    fields.join("&")
+}
+
+#[tokio::test]
+async fn a_bulk_delete_leaves_each_session_written_since_its_confirmation() {
+    each_backend(async |storage| {
+        let app = app(storage.clone());
+        let first = [ChatMessage::user("hello"), ChatMessage::assistant("hi")];
+        for id in ["b1", "b2", "b3"] {
+            create(storage.as_ref(), id, &first).await;
+        }
+        let page = send(&app, get("/bulk-delete?id=b1&id=b2&id=b3&id=b4")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let form = bulk_form(&page.body);
+
+        // While the page is open, b2 gets an answer and b4, listed as not stored, is made.
+        let late = ChatMessage::assistant("an answer nobody has read yet");
+        storage
+            .append("b2", std::slice::from_ref(&late))
+            .await
+            .unwrap();
+        create(storage.as_ref(), "b4", &first).await;
+
+        // A reload of the report posts the form again: it deletes nothing new.
+        for _ in 0..2 {
+            let done = send(&app, post_form("/bulk-delete", &form)).await;
+            assert_eq!(
+                done.status,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{}",
+                done.body
+            );
+            let (failed, deleted) = done.body.split_once("<h2>Deleted</h2>").unwrap();
+            for id in ["b2", "b4"] {
+                assert!(
+                    failed.contains(&format!("<code>{id}</code>")),
+                    "{id}: {failed}"
+                );
+            }
+            assert!(
+                failed.contains("changed since the confirmation"),
+                "{failed}"
+            );
+            for id in ["b1", "b3"] {
+                assert!(
+                    deleted.contains(&format!("<code>{id}</code>")),
+                    "{id}: {deleted}"
+                );
+            }
+            assert_eq!(storage.load("b2").await.unwrap().len(), 3, "nothing lost");
+            assert_eq!(storage.load("b4").await.unwrap(), first);
+            for id in ["b1", "b3"] {
+                assert!(storage.session_info(id).await.unwrap().is_none(), "{id}");
+            }
+        }
+
+        let garbled = send(&app, post_form("/bulk-delete", "id=b2&revision=x+1+b2")).await;
+        assert_eq!(garbled.status, StatusCode::BAD_REQUEST, "{}", garbled.body);
+        assert_eq!(storage.load("b2").await.unwrap().len(), 3);
+    })
+    .await;
+}

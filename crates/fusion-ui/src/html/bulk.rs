@@ -2,7 +2,7 @@
 //! them, and the report of what was deleted and what failed.
 
 use askama::Template;
-use fusion::storage::SessionInfo;
+use fusion::storage::{Revision, SessionInfo};
 
 use crate::assets::{AssetUrls, URLS};
 
@@ -18,6 +18,9 @@ pub(crate) struct Listed {
     /// Why its facts cannot be read (a damaged metadata file): a session that is most
     /// wanted gone, and which the delete itself, reading none of them, can remove.
     pub damage: Option<String>,
+    /// The revision it was read at ([`Revision::ABSENT`] when nothing is stored; `None`
+    /// when damaged): its delete goes ahead only while it is still exactly that.
+    pub revision: Option<Revision>,
 }
 
 impl Listed {
@@ -36,6 +39,7 @@ impl Listed {
                     title: None,
                     count: None,
                     damage: Some(err.to_string()),
+                    revision: None,
                 });
             }
             Err(err) => return Err(err),
@@ -45,6 +49,10 @@ impl Listed {
             title: info.as_ref().and_then(|info| info.meta.title.clone()),
             count: info.as_ref().map(|info| info.message_count),
             damage: None,
+            revision: Some(info.as_ref().map_or(Revision::ABSENT, |info| Revision {
+                generation: info.generation,
+                len: info.message_count,
+            })),
         })
     }
 }

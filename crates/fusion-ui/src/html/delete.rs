@@ -23,9 +23,8 @@ pub(crate) struct ConfirmDelete {
 }
 
 impl ConfirmDelete {
-    /// The question for the session `session` describes, one that exists (read at
-    /// `revision`) or is damaged.
-    pub(crate) fn new(session: Listed, revision: Option<Revision>) -> Self {
+    /// The question for the session `session` describes, one that exists or is damaged.
+    pub(crate) fn new(session: Listed) -> Self {
         Self {
             title: format!("Delete {}?", session.id),
             assets: &URLS,
@@ -33,7 +32,7 @@ impl ConfirmDelete {
             id: session.id,
             count: session.count.unwrap_or_default(),
             damage: session.damage,
-            revision,
+            revision: session.revision,
         }
     }
 }
@@ -45,13 +44,10 @@ mod tests {
 
     #[test]
     fn the_confirmation_posts_to_the_delete_route() {
-        let info = SessionInfo::new("s:1", 4);
+        let mut info = SessionInfo::new("s:1", 4);
+        info.generation = 42;
         let listed = Listed::read("s:1".into(), Ok(Some(info))).unwrap();
-        let revision = Revision {
-            generation: 42,
-            len: 4,
-        };
-        let html = ConfirmDelete::new(listed, Some(revision)).render().unwrap();
+        let html = ConfirmDelete::new(listed).render().unwrap();
         assert!(
             html.contains(r#"<form method="post" action="/sessions/s:1/delete""#),
             "{html}"
@@ -65,7 +61,7 @@ mod tests {
     fn a_damaged_session_is_asked_about_with_its_damage() {
         let damage = fusion::Error::corrupt("fs", "s:1", "its metadata file is not JSON");
         let listed = Listed::read("s:1".into(), Err(damage)).unwrap();
-        let html = ConfirmDelete::new(listed, None).render().unwrap();
+        let html = ConfirmDelete::new(listed).render().unwrap();
         assert!(html.contains("its metadata file is not JSON"), "{html}");
         assert!(!html.contains(r#"name="generation""#), "{html}");
         assert!(

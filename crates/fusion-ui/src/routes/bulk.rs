@@ -2,17 +2,24 @@
 //! "Delete selected" form) lists them and asks; `POST /bulk-delete` with the same `id`
 //! fields deletes each and reports, session by session, what was deleted and what failed.
 //!
-//! Not under `/sessions/`, where any name is a session id. Each deletion is the same
-//! call as the single delete ([`delete`](fusion::storage::ConversationStorage::delete));
-//! one failing does not stop the rest.
+//! Not under `/sessions/`, where any name is a session id. Each deletion is the same as
+//! the single delete's ([`delete_shown`]): the confirmation carries each session's
+//! revision as it listed it, and a session written since (another writer appended, or
+//! it was deleted and made again, or one listed as not stored was made meanwhile) is
+//! left as it is and listed as failed, saying so. That also makes a resubmitted form (a
+//! reload of the report) delete nothing new. One failing does not stop the rest.
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use std::collections::HashMap;
+
 use fusion::SessionId;
+use fusion::storage::Revision;
 
 use super::busy::held_by;
+use super::delete::delete_shown;
 use super::form::FormFields;
 use super::request::valid_id;
 use crate::claims::Work;
@@ -47,7 +54,9 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let ids = selected(&FormFields::parse(&body))?;
+    let form = FormFields::parse(&body);
+    let ids = selected(&form)?;
+    let shown = revisions(&form)?;
     let mut deleted = Vec::new();
     let mut failed = Vec::new();
     for id in ids {
@@ -77,11 +86,19 @@ pub(crate) async fn delete(
             continue;
         }
         let result = match SessionId::validate(&id) {
-            Ok(()) => state.storage.delete(&id).await,
+            Ok(()) => delete_shown(state.storage.as_ref(), &id, shown.get(&id).copied()).await,
             Err(err) => Err(err),
         };
         match result {
-            Ok(()) => deleted.push(id),
+            Ok(None) => deleted.push(id),
+            Ok(Some(now)) => failed.push(Failure {
+                id,
+                reason: format!(
+                    "it changed since the confirmation page listed it (it now holds {} \
+                     messages), so it was left as it is",
+                    now.len
+                ),
+            }),
             Err(err) => failed.push(Failure {
                 id,
                 reason: err.to_string(),
@@ -94,6 +111,33 @@ pub(crate) async fn delete(
         StatusCode::INTERNAL_SERVER_ERROR
     };
     Ok(render(status, &BulkDone::new(deleted, failed)))
+}
+
+/// The `revision` fields (`generation len id`), by id: what the confirmation listed. A
+/// session without one (a damaged one, a program's post) is deleted whatever it holds.
+fn revisions(fields: &FormFields) -> Result<HashMap<String, Revision>, PageError> {
+    let mut shown = HashMap::new();
+    for field in fields.all("revision")? {
+        let mut parts = field.splitn(3, ' ');
+        let (generation, len, id) = (parts.next(), parts.next(), parts.next());
+        let revision = generation
+            .zip(len)
+            .zip(id)
+            .and_then(|((generation, len), id)| {
+                let revision = Revision {
+                    generation: generation.parse().ok()?,
+                    len: len.parse().ok()?,
+                };
+                Some((id.to_string(), revision))
+            });
+        let Some((id, revision)) = revision else {
+            return Err(PageError::bad_request(format!(
+                "The revision {field:?} is not \"generation length id\"."
+            )));
+        };
+        shown.insert(id, revision);
+    }
+    Ok(shown)
 }
 
 /// The `id` fields, each once: 400 for none or more than [`MAX_SELECTED`].

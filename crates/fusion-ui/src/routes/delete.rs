@@ -18,7 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
 use fusion::Error;
-use fusion::storage::{Change, Expect, Revision, SessionInfo};
+use fusion::storage::{Change, ConversationStorage, Expect, Revision};
 
 use super::busy::{claim_idle, no_turn_running};
 use super::form::FormFields;
@@ -38,23 +38,12 @@ pub(crate) async fn confirm(
 ) -> Result<Response, PageError> {
     valid_id(&id)?;
     let info = state.storage.session_info(&id).await;
-    let revision = info
-        .as_ref()
-        .ok()
-        .and_then(Option::as_ref)
-        .map(|info: &SessionInfo| Revision {
-            generation: info.generation,
-            len: info.message_count,
-        });
     let session = Listed::read(id, info).map_err(|err| PageError::storage(&err))?;
     if session.count.is_none() && session.damage.is_none() {
         return Err(not_stored(&session.id));
     }
     no_turn_running(&state, &session.id, Work::Deleting)?;
-    Ok(render(
-        StatusCode::OK,
-        &ConfirmDelete::new(session, revision),
-    ))
+    Ok(render(StatusCode::OK, &ConfirmDelete::new(session)))
 }
 
 /// `POST /sessions/{id}/delete`, with the fields `generation` and `len` of the revision
@@ -92,33 +81,39 @@ pub(crate) async fn delete_now(
 async fn remove(state: &AppState, id: &str, shown: Option<Revision>) -> Result<(), PageError> {
     valid_id(id)?;
     let _claim = claim_idle(state, id, Work::Deleting)?;
-    let storage = &state.storage;
+    match delete_shown(state.storage.as_ref(), id, shown).await {
+        Ok(None) => Ok(()),
+        Ok(Some(now)) => Err(PageError::conflict(format!(
+            "Nothing was deleted: session {id:?} changed since its page was shown (it now \
+             holds {} messages).",
+            now.len
+        ))),
+        Err(err) => Err(PageError::storage(&err)),
+    }
+}
+
+/// Deletes session `id` (a valid id) as a confirmation page showed it: whatever is
+/// stored when `shown` is `None`, else with one conditional write, only while the session
+/// is still exactly `shown`. `Ok(None)` when it is gone (deleted now, or already), and
+/// `Ok(Some(now))` when it changed since and nothing was deleted.
+pub(crate) async fn delete_shown(
+    storage: &dyn ConversationStorage,
+    id: &str,
+    shown: Option<Revision>,
+) -> fusion::Result<Option<Revision>> {
     let Some(shown) = shown else {
-        return storage
-            .delete(id)
-            .await
-            .map_err(|err| PageError::storage(&err));
+        return storage.delete(id).await.map(|()| None);
     };
     match storage
         .write_if(id, Expect::Exactly(shown), Change::Truncate(0))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(None),
         Err(Error::Conflict { .. }) => {
-            let (_, now) = storage
-                .load_revision(id)
-                .await
-                .map_err(|err| PageError::storage(&err))?;
-            if !now.exists() {
-                // Deleted already (a second click, another tab): what was asked is done.
-                return Ok(());
-            }
-            Err(PageError::conflict(format!(
-                "Nothing was deleted: session {id:?} changed since its page was shown (it \
-                 now holds {} messages).",
-                now.len
-            )))
+            let (_, now) = storage.load_revision(id).await?;
+            // Deleted already (a second click, another tab): what was asked is done.
+            Ok(now.exists().then_some(now))
         }
-        Err(err) => Err(PageError::storage(&err)),
+        Err(err) => Err(err),
     }
 }
