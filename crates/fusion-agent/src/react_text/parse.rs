@@ -354,9 +354,12 @@ fn strip_dangling_fence(text: &str) -> &str {
     if text.matches("```").count().is_multiple_of(2) {
         return text;
     }
-    match text.rsplit_once('\n') {
-        Some((answer, last)) if last.trim() == "```" => answer.trim_end(),
-        _ => text,
+    // An answer of one line is that line (the wrapper's fence, for an empty answer).
+    let (answer, last) = text.rsplit_once('\n').unwrap_or(("", text));
+    if last.trim() == "```" {
+        answer.trim_end()
+    } else {
+        text
     }
 }
 
@@ -712,6 +715,11 @@ mod tests {
             (
                 "an empty final answer",
                 "Thought: hm\nFinal Answer:   ",
+                Expect::Invalid("`Final Answer:` is empty"),
+            ),
+            (
+                "an empty final answer in a reply fenced as a whole",
+                "```\nThought: hm\nFinal Answer:\n```",
                 Expect::Invalid("`Final Answer:` is empty"),
             ),
         ]
