@@ -138,11 +138,12 @@ async fn a_bulk_delete_leaves_each_session_written_since_its_confirmation() {
         for id in ["b1", "b2", "b3"] {
             create(storage.as_ref(), id, &first).await;
         }
-        let page = send(&app, get("/bulk-delete?id=b1&id=b2&id=b3&id=b4")).await;
+        let page = send(&app, get("/bulk-delete?id=b1&id=b2&id=b3&id=b4&id=b5")).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         let form = bulk_form(&page.body);
 
-        // While the page is open, b2 gets an answer and b4, listed as not stored, is made.
+        // While the page is open, b2 gets an answer and b4, listed as not stored, is made;
+        // b5, listed as not stored, stays so.
         let late = ChatMessage::assistant("an answer nobody has read yet");
         storage
             .append("b2", std::slice::from_ref(&late))
