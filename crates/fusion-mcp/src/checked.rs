@@ -386,6 +386,8 @@ mod tests {
         // The id first, "jsonrpc" last.
         let head = r#"{"id":7,"result":{"content":[{"type":"text","text":"xx"#;
         assert_eq!(error(head, r#"xx"}]},"jsonrpc":"2.0"}"#), Some(json!(7)));
+        // Says it is JSON-RPC 2.0 and shows no id at its start: any id is the tail's.
+        let no_id = r#"{"jsonrpc":"2.0","result":{"content":[{"type":"text","text":"xx"#;
         for (head, tail) in [
             // A request or a notification of the server's.
             (
@@ -404,10 +406,12 @@ mod tests {
             (r#"{"level":30,"id":7,"msg":"xx"#, "xx\"}\n"),
             (r#"{"msg":"xx"#, r#"xx","id":7}"#),
             (r#"{"jsonrpc":"1.0","id":7,"result":"xx"#, "xx\"}\n"),
-            // No id to be read: nested, cut, or none.
-            (head, r#"xx"}],"id":5}}"#),
-            (head, "99}\n"),
-            (head, r#""jsonrpc":"2.0"}"#),
+            // No id to be read, though the line says it is JSON-RPC 2.0: nested, cut, at
+            // the start of the tail (nothing shows it is the object's own), or none.
+            (no_id, r#"xx"}],"id":5}}"#),
+            (no_id, "99}\n"),
+            (no_id, r#""id":5}"#),
+            (no_id, "xx\"}]}}\n"),
             ("not json at all", "at all\n"),
         ] {
             assert_eq!(error(head, tail), None, "{head} … {tail}");
