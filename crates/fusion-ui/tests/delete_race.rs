@@ -11,7 +11,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use fusion::ChatMessage;
-use fusion::storage::{ConversationStorage, InMemoryStorage, SessionMeta, StorageType};
+use fusion::storage::{
+    ConversationStorage, InMemoryStorage, SessionMeta, SessionQuery, StorageType,
+};
 use fusion_ui::{UiConfig, router};
 
 use common::{HOST, get, post_form, send};
@@ -40,12 +42,42 @@ async fn confirmation(app: &Router, id: &str) -> String {
 async fn each_backend(check: impl AsyncFn(Arc<dyn ConversationStorage>)) {
     check(Arc::new(InMemoryStorage::new())).await;
     let dir = tempfile::tempdir().unwrap();
+    check(
+        StorageType::FileSystem(dir.path().join("fs"))
+            .open()
+            .await
+            .unwrap(),
+    )
+    .await;
     let url = format!("sqlite://{}", dir.path().join("ui.db").display());
     check(StorageType::Sqlite(url).open().await.unwrap()).await;
 }
 
+/// Session `id` is listed nowhere: not by id, owner, tag or title. The conditional delete
+/// (`Truncate(0)`) removes it as `delete` does, not only its messages.
+async fn gone_from_listings(storage: &dyn ConversationStorage, id: &str) {
+    assert!(
+        !storage
+            .list_sessions()
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s == id)
+    );
+    for query in [
+        SessionQuery::new(),
+        SessionQuery::new().owner("amy"),
+        SessionQuery::new().tag("kept"),
+        SessionQuery::new().search("Kept"),
+    ] {
+        let page = storage.list_page(&query).await.unwrap();
+        let listed = page.sessions.iter().any(|s| s.id == id);
+        assert!(!listed, "{id} is listed by {query:?}");
+    }
+}
+
 async fn create(storage: &dyn ConversationStorage, id: &str, messages: &[ChatMessage]) {
-    let meta = SessionMeta::new().title("Kept");
+    let meta = SessionMeta::new().title("Kept").owner("amy").tags(["kept"]);
     storage.create_session(id, &meta, messages).await.unwrap();
 }
 
@@ -85,6 +117,7 @@ async fn a_delete_confirmed_on_a_page_older_than_a_write_deletes_nothing() {
             assert_eq!(deleted.header("location"), "/sessions");
         }
         assert!(storage.session_info("s1").await.unwrap().is_none());
+        gone_from_listings(storage.as_ref(), "s1").await;
 
         // A session deleted and made again under the same id is another session.
         create(storage.as_ref(), "s2", &first).await;
@@ -143,7 +176,7 @@ async fn a_bulk_delete_leaves_each_session_written_since_its_confirmation() {
         let form = bulk_form(&page.body);
 
         // While the page is open, b2 gets an answer and b4, listed as not stored, is made;
-        // b5, listed as not stored, stays so.
+        // b5, listed as not stored, stays so: it is reported deleted, as before.
         let late = ChatMessage::assistant("an answer nobody has read yet");
         storage
             .append("b2", std::slice::from_ref(&late))
@@ -171,16 +204,18 @@ async fn a_bulk_delete_leaves_each_session_written_since_its_confirmation() {
                 failed.contains("changed since the confirmation"),
                 "{failed}"
             );
-            for id in ["b1", "b3"] {
+            for id in ["b1", "b3", "b5"] {
                 assert!(
                     deleted.contains(&format!("<code>{id}</code>")),
                     "{id}: {deleted}"
                 );
+                assert!(!failed.contains(&format!("<code>{id}</code>")), "{id}");
             }
             assert_eq!(storage.load("b2").await.unwrap().len(), 3, "nothing lost");
             assert_eq!(storage.load("b4").await.unwrap(), first);
-            for id in ["b1", "b3"] {
+            for id in ["b1", "b3", "b5"] {
                 assert!(storage.session_info(id).await.unwrap().is_none(), "{id}");
+                gone_from_listings(storage.as_ref(), id).await;
             }
         }
 
