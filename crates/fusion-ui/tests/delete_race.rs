@@ -12,7 +12,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use fusion::ChatMessage;
 use fusion::storage::{
-    ConversationStorage, InMemoryStorage, SessionMeta, SessionQuery, StorageType,
+    ConversationStorage, InMemoryStorage, MetaUpdate, SessionMeta, SessionQuery, StorageType,
 };
 use fusion_ui::{UiConfig, router};
 
@@ -110,7 +110,18 @@ async fn a_delete_confirmed_on_a_page_older_than_a_write_deletes_nothing() {
         assert_eq!(storage.load("s1").await.unwrap().len(), 3, "nothing lost");
 
         // A page showing the session as it is deletes it; its second click is no error.
+        // Its revision is of the messages: a rename meanwhile, which the page promises
+        // nothing about, does not stop it.
+        let page = send(&app, get("/sessions/s1/delete")).await;
+        assert!(
+            page.body
+                .contains("If its messages change before you confirm, nothing is deleted."),
+            "{}",
+            page.body
+        );
         let form = confirmation(&app, "s1").await;
+        let rename = MetaUpdate::new().title(Some("Renamed meanwhile"));
+        storage.update_session("s1", &rename).await.unwrap();
         for _ in 0..2 {
             let deleted = send(&app, post_form("/sessions/s1/delete", &form)).await;
             assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
@@ -173,6 +184,12 @@ async fn a_bulk_delete_leaves_each_session_written_since_its_confirmation() {
         }
         let page = send(&app, get("/bulk-delete?id=b1&id=b2&id=b3&id=b4&id=b5")).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(
+            page.body
+                .contains("A session whose messages change before you confirm is left as it is."),
+            "{}",
+            page.body
+        );
         let form = bulk_form(&page.body);
 
         // While the page is open, b2 gets an answer and b4, listed as not stored, is made;
