@@ -11,10 +11,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{SESSION, builder, client};
+use fusion_agent::AgentSession;
 use fusion_agent::testing::{MockLlmServer, MockReply};
 use fusion_core::ConversationStorage;
 use fusion_storage_memory::InMemoryStorage;
 use serde_json::{Value, json};
+
+/// A session on `server`, in memory, with the file tools in a workspace of its own (kept
+/// while the session is used).
+async fn session_on(
+    server: &MockLlmServer,
+) -> (Arc<InMemoryStorage>, tempfile::TempDir, AgentSession) {
+    let storage = Arc::new(InMemoryStorage::new());
+    let workspace = tempfile::tempdir().unwrap();
+    let session = builder(Arc::new(client(server)), storage.clone(), workspace.path())
+        .build()
+        .await
+        .unwrap();
+    (storage, workspace, session)
+}
 
 /// Whether every tool call in the request's history has arguments that read as a JSON
 /// object, as Ollama's OpenAI endpoint demands before it answers anything.
@@ -52,12 +67,7 @@ async fn a_call_with_broken_arguments_never_breaks_later_requests() {
         }
     })
     .await;
-    let storage = Arc::new(InMemoryStorage::new());
-    let workspace = tempfile::tempdir().unwrap();
-    let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
-        .build()
-        .await
-        .unwrap();
+    let (storage, _workspace, mut session) = session_on(&server).await;
 
     let first = session.send_message("Read notes.txt").await.unwrap();
     assert_eq!(first.result, "I could not read it.");
@@ -105,12 +115,7 @@ async fn an_empty_reply_never_breaks_later_requests() {
         }
     })
     .await;
-    let storage = Arc::new(InMemoryStorage::new());
-    let workspace = tempfile::tempdir().unwrap();
-    let mut session = builder(Arc::new(client(&server)), storage.clone(), workspace.path())
-        .build()
-        .await
-        .unwrap();
+    let (storage, _workspace, mut session) = session_on(&server).await;
 
     let first = session.send_message("Capital of France?").await.unwrap();
     assert_eq!(first.result, "");
