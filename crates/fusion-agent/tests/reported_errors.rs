@@ -28,13 +28,27 @@ fn client(server: &MockLlmServer) -> OpenAiClient {
         .unwrap()
 }
 
-async fn ask(client: &OpenAiClient) -> fusion_core::Result<String> {
-    let question = ChatMessage::user("hi");
-    let request = ChatRequest {
-        messages: vec![Cow::Borrowed(&question)],
+/// A request asking "hi".
+fn hi() -> ChatRequest<'static> {
+    ChatRequest {
+        messages: vec![Cow::Owned(ChatMessage::user("hi"))],
         ..Default::default()
-    };
+    }
+}
+
+async fn ask(client: &OpenAiClient) -> fusion_core::Result<String> {
+    let request = hi();
     Ok(client.chat(&request).await?.message.content)
+}
+
+/// The message of the error that ends a streamed "hi".
+async fn stream_error(client: &OpenAiClient) -> String {
+    let request = hi();
+    let mut stream = client.chat_stream(&request);
+    match futures::StreamExt::next(&mut stream).await {
+        Some(Err(Error::Llm { message, .. })) => message,
+        other => panic!("expected an Error::Llm, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -107,16 +121,7 @@ async fn a_400_about_the_upstream_does_not_turn_streaming_off() {
         r#"{"error":{"message":"upstream provider rejected the request: context length exceeded"}}"#,
     );
     let client = client(&server);
-    let question = ChatMessage::user("hi");
-    let request = ChatRequest {
-        messages: vec![Cow::Borrowed(&question)],
-        ..Default::default()
-    };
-    let mut stream = client.chat_stream(&request);
-    let Some(Err(Error::Llm { message, .. })) = futures::StreamExt::next(&mut stream).await else {
-        panic!("expected an Error::Llm");
-    };
-    drop(stream);
+    let message = stream_error(&client).await;
     assert!(message.contains("context length exceeded"), "{message}");
     assert_eq!(server.request_count(), 1);
     assert!(client.streams());
@@ -135,20 +140,12 @@ async fn a_400_that_also_fails_unstreamed_does_not_turn_streaming_off() {
         .push_raw(400, invalid)
         .push_text("streamed");
     let client = client(&server);
-    let question = ChatMessage::user("hi");
-    let request = ChatRequest {
-        messages: vec![Cow::Borrowed(&question)],
-        ..Default::default()
-    };
-    let mut stream = client.chat_stream(&request);
-    let Some(Err(Error::Llm { message, .. })) = futures::StreamExt::next(&mut stream).await else {
-        panic!("expected an Error::Llm");
-    };
-    drop(stream);
+    let message = stream_error(&client).await;
     assert!(message.contains("Invalid schema"), "{message}");
     assert!(client.streams());
     assert!(client.clone().streams());
     // The next call streams again.
+    let request = hi();
     let deltas: Vec<_> = futures::StreamExt::collect(client.chat_stream(&request)).await;
     assert!(deltas.iter().all(Result::is_ok), "{deltas:?}");
     let streamed: Vec<bool> = server
