@@ -8,36 +8,27 @@ mod common;
 
 use common::PATIENCE;
 use fusion_agent::ToolSource;
-use fusion_mcp::{McpOptions, McpServer, StdioServerConfig};
+use fusion_mcp::{McpOptions, McpServer};
 use serde_json::json;
 
 /// `id_last` answers 17 MiB of text with the id after the result, `id_first` with the id
 /// before it; `fine` answers a short text.
-const SERVER: &str = r#"
-const write = (msg) => process.stdout.write(JSON.stringify(msg) + '\n');
-const huge = () => ({ content: [{ type: 'text', text: 'x'.repeat(17 << 20) }] });
-require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
-  const msg = JSON.parse(line);
-  if (msg.id === undefined) return;
-  if (msg.method === 'initialize') {
-    write({ jsonrpc: '2.0', id: msg.id, result: { protocolVersion: msg.params.protocolVersion,
-            capabilities: { tools: {} }, serverInfo: { name: 'huge', version: '1.0.0' } } });
-  } else if (msg.method === 'tools/list') {
-    write({ jsonrpc: '2.0', id: msg.id, result: { tools: ['id_last', 'id_first', 'fine'].map(
-      (name) => ({ name, description: 'The ' + name + ' tool.', inputSchema: { type: 'object' } })) } });
-  } else if (msg.params.name === 'id_last') {
-    write({ result: huge(), jsonrpc: '2.0', id: msg.id });
-  } else if (msg.params.name === 'id_first') {
-    write({ jsonrpc: '2.0', id: msg.id, result: huge() });
-  } else {
-    write({ jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text: 'fine' }] } });
-  }
-});
+const PRELUDE: &str =
+    r#"const huge = () => ({ content: [{ type: 'text', text: 'x'.repeat(17 << 20) }] });"#;
+
+const ON_CALL: &str = r#"
+    if (msg.params.name === 'id_last') {
+      write({ result: huge(), jsonrpc: '2.0', id: msg.id });
+    } else if (msg.params.name === 'id_first') {
+      write({ jsonrpc: '2.0', id: msg.id, result: huge() });
+    } else {
+      text(msg.id, 'fine');
+    }
 "#;
 
 #[tokio::test]
 async fn a_response_larger_than_the_sdk_reads_ends_the_call_at_once_saying_so() {
-    let config = StdioServerConfig::new("node").args(["-e", SERVER]);
+    let config = common::node_server("huge", &["id_last", "id_first", "fine"], PRELUDE, ON_CALL);
     // Were the response only discarded, the call would end at this timeout, saying the
     // server did not answer; the bound is only for the failure.
     let options = McpOptions {

@@ -9,7 +9,7 @@ mod common;
 
 use common::PATIENCE;
 use fusion_agent::ToolSource;
-use fusion_mcp::{McpOptions, McpServer, StdioServerConfig};
+use fusion_mcp::{McpOptions, McpServer};
 use serde_json::json;
 
 /// `nothing` answers `{"jsonrpc":"2.0","id":N}`, `no_message` an error with only a code,
@@ -17,39 +17,33 @@ use serde_json::json;
 /// JSON lines carrying the request's id to stdout (as servers using a JSON logger on
 /// stdout do), one of them of response members alone, and then answers; `fine` answers a
 /// valid result.
-const SERVER: &str = r#"
-const write = (msg) => process.stdout.write(JSON.stringify(msg) + '\n');
-require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
-  const msg = JSON.parse(line);
-  if (msg.id === undefined) return;
-  if (msg.method === 'initialize') {
-    write({ jsonrpc: '2.0', id: msg.id, result: { protocolVersion: msg.params.protocolVersion,
-            capabilities: { tools: {} }, serverInfo: { name: 'invalid', version: '1.0.0' } } });
-  } else if (msg.method === 'tools/list') {
-    write({ jsonrpc: '2.0', id: msg.id, result: { tools: ['nothing', 'no_message', 'extra', 'typo', 'logged', 'fine'].map(
-      (name) => ({ name, description: 'The ' + name + ' tool.', inputSchema: { type: 'object' } })) } });
-  } else if (msg.params.name === 'nothing') {
-    write({ jsonrpc: '2.0', id: msg.id });
-  } else if (msg.params.name === 'no_message') {
-    write({ jsonrpc: '2.0', id: msg.id, error: { code: -1 } });
-  } else if (msg.params.name === 'extra') {
-    write({ jsonrpc: '2.0', id: msg.id, error: { code: -1 }, data: 1 });
-  } else if (msg.params.name === 'typo') {
-    write({ jsonrpc: '2.0', id: msg.id, results: { content: [] } });
-  } else if (msg.params.name === 'logged') {
-    write({ level: 30, id: msg.id, msg: 'handling tools/call' });
-    write({ id: msg.id, result: 'started' });
-    write({ id: msg.id, error: 'ENOENT' });
-    write({ jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text: 'logged' }] } });
-  } else {
-    write({ jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text: 'fine' }] } });
-  }
-});
+const ON_CALL: &str = r#"
+    if (msg.params.name === 'nothing') {
+      write({ jsonrpc: '2.0', id: msg.id });
+    } else if (msg.params.name === 'no_message') {
+      write({ jsonrpc: '2.0', id: msg.id, error: { code: -1 } });
+    } else if (msg.params.name === 'extra') {
+      write({ jsonrpc: '2.0', id: msg.id, error: { code: -1 }, data: 1 });
+    } else if (msg.params.name === 'typo') {
+      write({ jsonrpc: '2.0', id: msg.id, results: { content: [] } });
+    } else if (msg.params.name === 'logged') {
+      write({ level: 30, id: msg.id, msg: 'handling tools/call' });
+      write({ id: msg.id, result: 'started' });
+      write({ id: msg.id, error: 'ENOENT' });
+      text(msg.id, 'logged');
+    } else {
+      text(msg.id, 'fine');
+    }
 "#;
 
 #[tokio::test]
 async fn an_invalid_response_ends_the_call_at_once_saying_so() {
-    let config = StdioServerConfig::new("node").args(["-e", SERVER]);
+    let config = common::node_server(
+        "invalid",
+        &["nothing", "no_message", "extra", "typo", "logged", "fine"],
+        "",
+        ON_CALL,
+    );
     // Were the response skipped, the call would end at this timeout, saying the server did
     // not answer; the bound is only for the failure.
     let options = McpOptions {
@@ -78,7 +72,12 @@ async fn an_invalid_response_ends_the_call_at_once_saying_so() {
 
 #[tokio::test]
 async fn a_json_log_line_carrying_the_call_id_is_not_taken_for_its_response() {
-    let config = StdioServerConfig::new("node").args(["-e", SERVER]);
+    let config = common::node_server(
+        "invalid",
+        &["nothing", "no_message", "extra", "typo", "logged", "fine"],
+        "",
+        ON_CALL,
+    );
     let server = McpServer::start("invalid", config, McpOptions::default())
         .await
         .unwrap();

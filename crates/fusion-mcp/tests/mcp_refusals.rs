@@ -4,32 +4,21 @@
 //! a few megabytes of it in the history would make every later request of the session too
 //! long for the model. The server is a few lines of Node.js speaking JSON-RPC over stdio.
 
+mod common;
+
 use fusion_agent::ToolSource;
-use fusion_mcp::{McpOptions, McpServer, StdioServerConfig};
+use fusion_mcp::{McpOptions, McpServer};
 use serde_json::json;
 
 /// `refuse` answers a JSON-RPC error whose message is 2 MiB long.
-const SERVER: &str = r#"
-const write = (msg) => process.stdout.write(JSON.stringify(msg) + '\n');
-require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
-  const msg = JSON.parse(line);
-  if (msg.id === undefined) return;
-  if (msg.method === 'initialize') {
-    write({ jsonrpc: '2.0', id: msg.id, result: { protocolVersion: msg.params.protocolVersion,
-            capabilities: { tools: {} }, serverInfo: { name: 'refusing', version: '1.0.0' } } });
-  } else if (msg.method === 'tools/list') {
-    write({ jsonrpc: '2.0', id: msg.id, result: { tools: [
-      { name: 'refuse', description: 'Refuses.', inputSchema: { type: 'object' } }] } });
-  } else {
+const ON_CALL: &str = r#"
     write({ jsonrpc: '2.0', id: msg.id,
             error: { code: -32602, message: 'Invalid arguments: ' + 'x'.repeat(2 << 20) } });
-  }
-});
 "#;
 
 #[tokio::test]
 async fn a_huge_error_message_is_cut_to_the_observation_limit() {
-    let config = StdioServerConfig::new("node").args(["-e", SERVER]);
+    let config = common::node_server("refusing", &["refuse"], "", ON_CALL);
     let options = McpOptions {
         max_observation_bytes: 64 * 1024,
         ..McpOptions::default()

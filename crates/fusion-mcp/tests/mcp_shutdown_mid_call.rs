@@ -6,32 +6,18 @@ mod common;
 
 use common::PATIENCE;
 use fusion_agent::ToolSource;
-use fusion_mcp::{McpOptions, McpServer, StdioServerConfig};
+use fusion_mcp::{McpOptions, McpServer};
 use serde_json::json;
 
 /// `hang` announces a change of its tool list (so the test knows the call arrived) and
 /// never answers.
-const SERVER: &str = r#"
-const write = (msg) => process.stdout.write(JSON.stringify(msg) + '\n');
-require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
-  const msg = JSON.parse(line);
-  if (msg.id === undefined) return;
-  if (msg.method === 'initialize') {
-    write({ jsonrpc: '2.0', id: msg.id, result: { protocolVersion: msg.params.protocolVersion,
-            capabilities: { tools: { listChanged: true } },
-            serverInfo: { name: 'hanging', version: '1.0.0' } } });
-  } else if (msg.method === 'tools/list') {
-    write({ jsonrpc: '2.0', id: msg.id, result: { tools: [
-      { name: 'hang', description: 'Never answers.', inputSchema: { type: 'object' } }] } });
-  } else if (msg.method === 'tools/call') {
+const ON_CALL: &str = r#"
     write({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
-  }
-});
 "#;
 
 #[tokio::test]
 async fn a_call_running_when_its_server_is_shut_down_says_so() {
-    let config = StdioServerConfig::new("node").args(["-e", SERVER]);
+    let config = common::node_server("hanging", &["hang"], "", ON_CALL);
     let options = McpOptions {
         call_timeout: PATIENCE,
         ..McpOptions::default()

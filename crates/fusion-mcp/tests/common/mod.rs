@@ -12,7 +12,44 @@ use fusion_agent::testing::MockLlmServer;
 use fusion_agent::{AgentSession, OpenAiConfig, SessionBuilder, ToolRegistry};
 use fusion_storage_memory::InMemoryStorage;
 
+use fusion_mcp::StdioServerConfig;
 pub use fusion_mcp::testing::{PATIENCE, assert_process_ends};
+
+/// A stdio MCP server of a few lines of Node.js speaking JSON-RPC, as any server may
+/// (`NAME`, `TOOLS`, `PRELUDE` and `ON_CALL` are [`node_server`]'s).
+const NODE_SERVER: &str = r#"
+const write = (msg) => process.stdout.write(JSON.stringify(msg) + '\n');
+const text = (id, text) => write({ jsonrpc: '2.0', id, result: { content: [{ type: 'text', text }] } });
+PRELUDE
+require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
+  const msg = JSON.parse(line);
+  if (msg.id === undefined) return;
+  if (msg.method === 'initialize') {
+    write({ jsonrpc: '2.0', id: msg.id, result: { protocolVersion: msg.params.protocolVersion,
+            capabilities: { tools: { listChanged: true } },
+            serverInfo: { name: NAME, version: '1.0.0' } } });
+  } else if (msg.method === 'tools/list') {
+    write({ jsonrpc: '2.0', id: msg.id, result: { tools: TOOLS.map(
+      (name) => ({ name, description: 'The ' + name + ' tool.', inputSchema: { type: 'object' } })) } });
+  } else {
+ON_CALL
+  }
+});
+"#;
+
+/// A stdio MCP server named `name` in a few lines of Node.js: it lists `tools` (each
+/// taking an object) and answers every other request (a `tools/call`) with `on_call`,
+/// JavaScript run with the request as `msg` and `write(message)` (one JSON line to
+/// stdout) and `text(id, text)` (a result of one text block) in scope, after `prelude`
+/// (what the calls share).
+pub fn node_server(name: &str, tools: &[&str], prelude: &str, on_call: &str) -> StdioServerConfig {
+    let script = NODE_SERVER
+        .replace("NAME", &serde_json::json!(name).to_string())
+        .replace("TOOLS", &serde_json::json!(tools).to_string())
+        .replace("PRELUDE", prelude)
+        .replace("ON_CALL", on_call);
+    StdioServerConfig::new("node").args(["-e".to_string(), script])
+}
 
 /// The stdio test server of this crate (`src/bin/test_server.rs`).
 pub fn test_server() -> &'static str {
