@@ -41,6 +41,14 @@ async fn serve() -> HttpServer {
     http_server::serve(Restarting).await
 }
 
+/// The MCP server `web` on `web`'s URL, with the default options.
+async fn start(web: &HttpServer) -> McpServer {
+    let config = HttpServerConfig::new(&web.url);
+    McpServer::start("web", config, McpOptions::default())
+        .await
+        .unwrap()
+}
+
 fn names(server: &McpServer) -> Vec<String> {
     server.tools().iter().map(|t| t.name().to_owned()).collect()
 }
@@ -48,13 +56,7 @@ fn names(server: &McpServer) -> Vec<String> {
 #[tokio::test]
 async fn a_session_opened_again_after_a_404_lists_the_tools_again() {
     let web = serve().await;
-    let server = McpServer::start(
-        "web",
-        HttpServerConfig::new(&web.url),
-        McpOptions::default(),
-    )
-    .await
-    .unwrap();
+    let server = start(&web).await;
     assert_eq!(names(&server), ["web__echo", "web__old"]);
 
     web.restart();
@@ -74,13 +76,7 @@ async fn a_session_opened_again_after_a_404_lists_the_tools_again() {
 #[tokio::test]
 async fn shutdown_ends_the_http_session_before_it_returns() {
     let web = serve().await;
-    let server = McpServer::start(
-        "web",
-        HttpServerConfig::new(&web.url),
-        McpOptions::default(),
-    )
-    .await
-    .unwrap();
+    let server = start(&web).await;
     assert_eq!(web.sessions_deleted(), 0);
     // A program exits once this returns: a session still to be ended would stay open on
     // the server, with what it holds, until the server expires it (if ever).

@@ -137,6 +137,15 @@ async fn an_extension_whose_reply_was_lost_is_appended_once() {
     assert_eq!(target.load("s").await.unwrap(), history, "appended once");
 }
 
+/// That `outcome` is a replace of a target of `previous` messages by the source's two.
+fn assert_replaced(outcome: &Result<Outcome>, previous: usize) {
+    let replaced = matches!(
+        outcome,
+        Ok(Outcome::Replaced { previous: p, written: 2 }) if *p == previous
+    );
+    assert!(replaced, "{outcome:?}");
+}
+
 /// `--force` over a target holding the source's history and more (an application's
 /// messages after a switch), read and written through `encryption`, whose replace fails
 /// before it applies, another writer doing `meanwhile` to the target right after: the
@@ -171,14 +180,7 @@ async fn replace_dropped_before_it_applied(
 async fn a_forced_replace_that_did_not_apply_is_made_again() {
     let keyless = EncryptionLayer::without_keys();
     let (outcome, stored) = replace_dropped_before_it_applied(keyless, None).await;
-    let replaced = matches!(
-        outcome,
-        Ok(Outcome::Replaced {
-            previous: 3,
-            written: 2
-        })
-    );
-    assert!(replaced, "{outcome:?}");
+    assert_replaced(&outcome, 3);
     assert_eq!(stored, conversation(), "replaced");
 }
 
@@ -227,14 +229,7 @@ async fn a_forced_replace_that_did_not_apply_while_another_writer_appended_is_de
     let keyless = EncryptionLayer::without_keys();
     let meddling = Some(Meddling::Append(appended));
     let (outcome, stored) = replace_dropped_before_it_applied(keyless, meddling).await;
-    let replaced = matches!(
-        outcome,
-        Ok(Outcome::Replaced {
-            previous: 4,
-            written: 2
-        })
-    );
-    assert!(replaced, "{outcome:?}");
+    assert_replaced(&outcome, 4);
     assert_eq!(stored, conversation(), "replaced");
 }
 
@@ -250,14 +245,7 @@ async fn a_forced_replace_that_did_not_apply_while_a_rekey_rewrote_the_target_is
     let encryption = EncryptionLayer::new(keys);
     let meddling = Some(Meddling::Rekey(encryption.clone()));
     let (outcome, stored) = replace_dropped_before_it_applied(encryption, meddling).await;
-    let replaced = matches!(
-        outcome,
-        Ok(Outcome::Replaced {
-            previous: 3,
-            written: 2
-        })
-    );
-    assert!(replaced, "{outcome:?}");
+    assert_replaced(&outcome, 3);
     assert_eq!(stored, conversation(), "replaced");
 }
 
