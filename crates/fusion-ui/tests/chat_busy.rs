@@ -60,12 +60,7 @@ async fn undo_and_delete_are_refused_while_a_turn_runs_and_allowed_after() {
     }
     // Bulk delete leaves it too, saying why, and the page is the failure page.
     let bulk = send(&app, post_form("/bulk-delete", "id=s1")).await;
-    assert_eq!(
-        bulk.status,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "{}",
-        bulk.body
-    );
+    assert_eq!(bulk.status, StatusCode::CONFLICT, "{}", bulk.body);
     assert!(bulk.body.contains("stop the turn first"), "{}", bulk.body);
     assert_eq!(
         storage.load("s1").await.unwrap(),

@@ -163,6 +163,43 @@ async fn a_token_cell_that_cannot_be_counted_says_why_in_place() {
     assert!(reply.body.ends_with(">not counted</td>"), "{}", reply.body);
 }
 
+/// A bulk delete is answered as its worst failure alone would be: here a session that
+/// changed since it was listed, whose state then cannot be read (the storage failed: 500),
+/// beside an invalid id (400). Sessions that only changed, or were held, are a 409
+/// (`delete_race.rs`, `chat_busy.rs`); every failure was a 500.
+#[tokio::test]
+async fn a_bulk_delete_whose_storage_failed_is_a_500_whatever_else_failed() {
+    let storage = store();
+    put(&storage, "a", SessionMeta::new(), &exchange()).await;
+    let address = HOST.parse().unwrap();
+    let settings = UiConfig::new(address).settings(address).unwrap();
+    let app = router(
+        Arc::new(Intercepted(Unreadable(storage.clone()))),
+        &settings,
+    );
+
+    // Listed with one message; it holds more, so the delete is refused and its state read.
+    let form = "id=a&revision=0+1+a&id=bad+id%21";
+    let reply = send(&app, post_form("/bulk-delete", form)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("reading a failed &#60;on purpose&#62;"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("<code>bad id!</code>"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(storage.load("a").await.unwrap().len(), exchange().len());
+}
+
 #[tokio::test]
 async fn a_request_axum_refuses_before_any_handler_gets_an_error_page() {
     let storage = store();

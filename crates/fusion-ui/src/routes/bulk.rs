@@ -49,7 +49,10 @@ pub(crate) async fn confirm(
 }
 
 /// `POST /bulk-delete`: deletes each selected session; 200 with the list when all went,
-/// 500 with what failed and why otherwise. A session already gone counts as deleted.
+/// else the list with what failed and why, answered as the worst failure would be alone:
+/// 500 when the storage failed, else 409 when a session was held by a turn or another
+/// request or changed since it was listed, else 400 (an invalid id). A session already
+/// gone counts as deleted.
 pub(crate) async fn delete(
     State(state): State<AppState>,
     body: Bytes,
@@ -59,6 +62,8 @@ pub(crate) async fn delete(
     let shown = revisions(&form)?;
     let mut deleted = Vec::new();
     let mut failed = Vec::new();
+    // The answer's status: the worst of the failures' (500 > 409 > 400), as each alone is.
+    let mut status = StatusCode::OK;
     for id in ids {
         // As a single delete is: a session a turn of this app is running on, or another
         // request is working on, is left to it; the claim, held through the delete, keeps
@@ -68,6 +73,7 @@ pub(crate) async fn delete(
             Err(holder) => {
                 let reason = held_by(&id, holder, Work::Deleting);
                 failed.push(Failure { id, reason });
+                status = status.max(StatusCode::CONFLICT);
                 continue;
             }
         };
@@ -83,6 +89,7 @@ pub(crate) async fn delete(
                          the session's page), or wait for it to end"
                     .to_string(),
             });
+            status = status.max(StatusCode::CONFLICT);
             continue;
         }
         let result = match SessionId::validate(&id) {
@@ -91,25 +98,26 @@ pub(crate) async fn delete(
         };
         match result {
             Ok(None) => deleted.push(id),
-            Ok(Some(now)) => failed.push(Failure {
-                id,
-                reason: format!(
-                    "it changed since the confirmation page listed it (it now holds {} \
-                     messages), so it was left as it is",
-                    now.len
-                ),
-            }),
-            Err(err) => failed.push(Failure {
-                id,
-                reason: err.to_string(),
-            }),
+            Ok(Some(now)) => {
+                failed.push(Failure {
+                    id,
+                    reason: format!(
+                        "it changed since the confirmation page listed it (it now holds {} \
+                         messages), so it was left as it is",
+                        now.len
+                    ),
+                });
+                status = status.max(StatusCode::CONFLICT);
+            }
+            Err(err) => {
+                status = status.max(PageError::storage(&err).status());
+                failed.push(Failure {
+                    id,
+                    reason: err.to_string(),
+                });
+            }
         }
     }
-    let status = if failed.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    };
     Ok(render(status, &BulkDone::new(deleted, failed)))
 }
 
