@@ -20,7 +20,7 @@ use fusion_core::Error;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
-use super::{retry, wire};
+use super::{refusals, retry, wire};
 
 /// Longest quoted server text in an error message, in bytes.
 const MAX_QUOTE: usize = 600;
@@ -62,6 +62,13 @@ impl Failure {
         }
     }
 }
+
+/// What to do once the conversation no longer fits the model's context window: every
+/// later request of the session would be refused the same until it carries less.
+const CONTEXT_HINT: &str = "The conversation no longer fits the model's context window; \
+    the stored history is unchanged. Have each request carry less (ContextPolicy's \
+    max_tokens, max_messages or auto_summarize_at_tokens), summarize the history \
+    (summarize_history; /summarize in fusion chat) or undo the last turn (/undo)";
 
 /// Maps a non-success HTTP reply.
 pub(super) fn status_failure(
@@ -121,6 +128,13 @@ pub(super) fn status_failure(
         500.. => (
             format!("{base_url} failed while answering for model `{model}`. Server said: {said}"),
             true,
+        ),
+        _ if refusals::exceeds_context(status, body) => (
+            format!(
+                "{base_url} rejected the request for model `{model}`: {CONTEXT_HINT}. Server \
+                 said: {said}"
+            ),
+            false,
         ),
         _ => (
             format!("{base_url} rejected the request for model `{model}`: {said}"),

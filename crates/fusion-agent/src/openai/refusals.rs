@@ -1,6 +1,7 @@
 //! What a refusal says a server cannot do, so the client can do without it: stream (a
 //! 400 or 422 naming `stream`, then the request is sent again without it), or call tools
-//! natively (then the session switches to the text ReAct format).
+//! natively (then the session switches to the text ReAct format); and a refusal of a
+//! request longer than the model's context window, whose error says how to recover.
 
 use fusion_core::Error;
 use reqwest::StatusCode;
@@ -23,6 +24,30 @@ pub(super) fn refuses_streaming(status: StatusCode, body: &[u8]) -> bool {
             .next_back()
             .is_some_and(|c| c.is_ascii_alphanumeric())
     })
+}
+
+/// Phrases servers use to refuse a request longer than the model's context window,
+/// lowercased: OpenAI's code `context_length_exceeded` and "maximum context length", vLLM's
+/// and Groq's "context length", llama.cpp's "context size", Anthropic's "prompt is too
+/// long", Gemini's and others' "context window".
+const CONTEXT_OVERFLOW: &[&str] = &[
+    "context_length_exceeded",
+    "maximum context length",
+    "context length",
+    "context size",
+    "context window",
+    "prompt is too long",
+];
+
+/// Whether a refusal (a 400, 413 or 422) says the request does not fit the model's
+/// context window: the session's history has grown past it, and every later request of
+/// the session would be refused the same until the request carries less.
+pub(super) fn exceeds_context(status: StatusCode, body: &[u8]) -> bool {
+    if !matches!(status.as_u16(), 400 | 413 | 422) {
+        return false;
+    }
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    CONTEXT_OVERFLOW.iter().any(|phrase| text.contains(phrase))
 }
 
 /// Phrases servers use to say a model cannot call tools natively, lowercased: Ollama's
@@ -112,6 +137,69 @@ mod tests {
         assert!(!rejects_native_tools(&Error::Config(
             "does not support tools".into()
         )));
+    }
+
+    /// Found by a review: a session whose history outgrew the model's context (one large
+    /// file read under the default policy, which keeps everything) had every later turn
+    /// refused with the server's words alone, nothing saying that the stored history is
+    /// intact or how to go on.
+    #[test]
+    fn a_request_longer_than_the_context_window_says_how_to_go_on() {
+        let failure = |status: StatusCode, body: &str| {
+            status_failure(&ctx(), status, &HeaderMap::new(), body.as_bytes())
+        };
+        for (status, said) in [
+            (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130512 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                r#"{"object":"error","message":"This model's maximum context length is 8192 tokens. However, you requested 9000 tokens.","type":"BadRequestError","code":400}"#,
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error"}}"#,
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#,
+            ),
+            (StatusCode::PAYLOAD_TOO_LARGE, "context window exceeded"),
+        ] {
+            let failure = failure(status, said);
+            assert!(!failure.retryable, "{said}");
+            for hint in [
+                "context window",
+                "ContextPolicy",
+                "/summarize",
+                "/undo",
+                "unchanged",
+            ] {
+                assert!(
+                    failure.message.contains(hint),
+                    "{hint}: {}",
+                    failure.message
+                );
+            }
+        }
+        for (status, said) in [
+            (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":{"message":"Invalid 'messages[2].role'"}}"#,
+            ),
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "context length: too many tokens per minute",
+            ),
+        ] {
+            let failure = failure(status, said);
+            assert!(
+                !failure.message.contains("ContextPolicy"),
+                "{said}: {}",
+                failure.message
+            );
+        }
     }
 
     #[test]
