@@ -419,7 +419,7 @@ mod tests {
     use crate::index::{Index, reads_above_cursor};
     use crate::options::SyncPolicy;
     use crate::recent_cache::RecentCache;
-    use crate::session_files::FileChange;
+    use crate::session_files::{Creation, FileChange};
 
     /// A sessions directory of its own, with its index and cache of recent ids.
     struct Scratch {
@@ -453,6 +453,11 @@ mod tests {
             Directory { index, ..self.at() }
         }
 
+        /// The index state's file (the index's lock file).
+        fn state(&self) -> std::path::PathBuf {
+            self.dir.path().join(file_name::INDEX_DIR).join("lock")
+        }
+
         /// Another instance on this directory, on a host whose clock runs an hour ahead.
         fn instance_an_hour_ahead(&self) -> Arc<Index> {
             let ahead = Arc::new(Index::new(self.dir.path()));
@@ -474,6 +479,19 @@ mod tests {
         }
     }
 
+    /// One line of a session's file: a user's "hi".
+    fn hi() -> Batch {
+        Batch::encode(&[ChatMessage::user("hi")]).unwrap()
+    }
+
+    /// The creation of a copy with `meta`, created and last written at `at` elsewhere.
+    fn copy_written_at(meta: &fusion_core::SessionMeta, at: SystemTime) -> Creation<'_> {
+        Creation {
+            meta,
+            times: Some(fusion_core::SessionTimes::new(at, at)),
+        }
+    }
+
     /// The ids of the first page of newest-first sessions `at` lists, in its order.
     fn first_page(at: Directory<'_>) -> Vec<String> {
         let page = Lister { at }.page(&SessionQuery::new()).unwrap();
@@ -490,7 +508,7 @@ mod tests {
     ) -> (usize, usize) {
         let scratch = Scratch::new();
         let at = scratch.at();
-        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let line = hi();
         let start = SystemTime::now() + ahead;
         for (i, id) in ["a", "b", "c", "d", "e", "f"].into_iter().enumerate() {
             at.files(id).append(&line).unwrap();
@@ -525,7 +543,7 @@ mod tests {
     fn a_page_reads_no_facts_for_the_lines_of_deleted_sessions() {
         let scratch = Scratch::new();
         let at = scratch.at();
-        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let line = hi();
         for id in ["a", "b", "c", "d"] {
             at.files(id).append(&line).unwrap();
             at.files(id).append(&line).unwrap();
@@ -534,13 +552,8 @@ mod tests {
             at.files(id).remove().unwrap();
         }
         // Copied under a deleted id, at a time before the lines of its deleted session.
-        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
-        let times = fusion_core::SessionTimes::new(an_hour_ago, an_hour_ago);
         let meta = fusion_core::SessionMeta::new();
-        let creation = crate::session_files::Creation {
-            meta: &meta,
-            times: Some(times),
-        };
+        let creation = copy_written_at(&meta, SystemTime::now() - Duration::from_secs(3600));
         at.files("b").create(creation, &line).unwrap();
         let lister = Lister { at };
         let before = FACTS_READ.with(std::cell::Cell::get);
@@ -558,18 +571,14 @@ mod tests {
         // Another instance on the same directory, on a host whose clock runs an hour ahead.
         let ahead = scratch.instance_an_hour_ahead();
         let ahead_at = scratch.at_with(&ahead);
-        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let line = hi();
         // Written here, deleted there: the delete's line an hour ahead of this clock.
         at.files("plain").append(&line).unwrap();
         ahead_at.files("plain").remove().unwrap();
         // Copied there (its creation recorded an hour ahead), deleted here: the delete is
         // stamped after that recording.
-        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
         let meta = fusion_core::SessionMeta::new();
-        let creation = crate::session_files::Creation {
-            meta: &meta,
-            times: Some(fusion_core::SessionTimes::new(an_hour_ago, an_hour_ago)),
-        };
+        let creation = copy_written_at(&meta, SystemTime::now() - Duration::from_secs(3600));
         ahead_at.files("copied").create(creation, &line).unwrap();
         at.files("copied").remove().unwrap();
         // Written here, deleted there.
@@ -587,7 +596,7 @@ mod tests {
     #[test]
     fn a_copy_that_lost_its_counters_is_not_moved_to_an_earlier_sessions_line() {
         let scratch = Scratch::new();
-        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let line = hi();
         // Written by an instance that goes on running: its journal, which holds the line,
         // is not folded while it does.
         scratch.at().files("x").append(&line).unwrap();
@@ -610,15 +619,8 @@ mod tests {
         );
         // Copied under the id, last written an hour ago, by a third; its counters lost.
         let an_hour_ago = unix_micros(SystemTime::now()) - 3_600_000_000;
-        let at_an_hour_ago = from_unix_micros(an_hour_ago);
         let meta = fusion_core::SessionMeta::new();
-        let creation = crate::session_files::Creation {
-            meta: &meta,
-            times: Some(fusion_core::SessionTimes::new(
-                at_an_hour_ago,
-                at_an_hour_ago,
-            )),
-        };
+        let creation = copy_written_at(&meta, from_unix_micros(an_hour_ago));
         let copying = Arc::new(Index::new(scratch.dir.path()));
         let at = scratch.at_with(&copying);
         at.files("x").create(creation, &line).unwrap();
@@ -638,13 +640,13 @@ mod tests {
         let at = scratch.at();
         let ahead = scratch.instance_an_hour_ahead();
         let ahead_at = scratch.at_with(&ahead);
-        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let line = hi();
         at.files("x").append(&line).unwrap();
         // Deleted by an instance whose clock runs an hour ahead, which stops (a crash, a
         // full disk) once the session's files and its journal line are written, before
         // the id log and the index state take the delete: the session's lock file stays
         // with its counters, the state as it was.
-        let state = scratch.dir.path().join(file_name::INDEX_DIR).join("lock");
+        let state = scratch.state();
         let lock = scratch.dir.path().join(file_name::lock_file_name("x"));
         let (state_before, lock_before) = (
             std::fs::read(&state).unwrap(),
@@ -664,7 +666,7 @@ mod tests {
         let at = scratch.at();
         let ahead = scratch.instance_an_hour_ahead();
         let ahead_at = scratch.at_with(&ahead);
-        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let line = hi();
         // Sessions whose counters are lost: the lock file empty (lost with its file), or
         // holding the generation alone (as earlier versions wrote it).
         for (id, kept) in [("empty", 0), ("bare", crate::counters::GENERATION_FIELD)] {
@@ -689,7 +691,7 @@ mod tests {
         let at = scratch.at();
         let ahead = scratch.instance_an_hour_ahead();
         let ahead_at = scratch.at_with(&ahead);
-        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let line = hi();
         let ids = ["deleted-again", "purged", "refused", "cut"];
         for id in ids {
             at.files(id).append(&line).unwrap();
@@ -729,11 +731,11 @@ mod tests {
         let at = scratch.at();
         let ahead = scratch.instance_an_hour_ahead();
         let ahead_at = scratch.at_with(&ahead);
-        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let line = hi();
         at.files("x").append(&line).unwrap();
         ahead_at.files("x").remove().unwrap();
         // The state, which held that delete's time, zeroed (as a power loss may leave it).
-        let state = scratch.dir.path().join(file_name::INDEX_DIR).join("lock");
+        let state = scratch.state();
         let len = std::fs::metadata(&state).unwrap().len();
         std::fs::write(&state, vec![0; len as usize]).unwrap();
         // Recovered from the live journals by the creation that finds it damaged.
@@ -747,12 +749,12 @@ mod tests {
         let at = scratch.at();
         let ahead = scratch.instance_an_hour_ahead();
         let ahead_at = scratch.at_with(&ahead);
-        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let line = hi();
         at.files("x").append(&line).unwrap();
         ahead_at.files("x").remove().unwrap();
         // The state lost (an empty lock file) where no session is left: a new index, but
         // the live journals still hold that delete's line.
-        let state = scratch.dir.path().join(file_name::INDEX_DIR).join("lock");
+        let state = scratch.state();
         std::fs::write(&state, b"").unwrap();
         at.files("x").append(&line).unwrap();
         assert_eq!(first_page(at), ["x"]);
@@ -764,17 +766,10 @@ mod tests {
         let at = scratch.at();
         let ahead = scratch.instance_an_hour_ahead();
         let ahead_at = scratch.at_with(&ahead);
-        let line = Batch::encode(&[ChatMessage::user("hi")]).unwrap();
+        let line = hi();
         let an_hour_ago = unix_micros(SystemTime::now()) - 3_600_000_000;
         let meta = fusion_core::SessionMeta::new();
-        let at_an_hour_ago = from_unix_micros(an_hour_ago);
-        let creation = crate::session_files::Creation {
-            meta: &meta,
-            times: Some(fusion_core::SessionTimes::new(
-                at_an_hour_ago,
-                at_an_hour_ago,
-            )),
-        };
+        let creation = copy_written_at(&meta, from_unix_micros(an_hour_ago));
         // Sessions written here, deleted by an instance whose clock runs an hour ahead,
         // which then copies sessions under their ids (without metadata): their creations
         // recorded after those deletes, an hour ahead of this clock. Then the counters of
