@@ -44,10 +44,15 @@ pub(crate) fn parse_postgres_error(err: sqlx::Error, op: Op<'_>) -> Error {
             true,
         ),
         sqlx::Error::Tls(e) => (tls_failed(op, e), false),
+        // sqlx retries a connection the server refuses as too many (53300) or starting
+        // (57P03) until the timeout, and then reports only the timeout: so each cause.
         sqlx::Error::PoolTimedOut => (
             format!(
-                "{op}: no connection to the server within the connect timeout (is it \
-                 running, or are all connections busy?); retry later"
+                "{op}: no connection to the server within the connect timeout: every \
+                 connection of the pool was busy (raise PostgresOptions::max_connections), \
+                 the server is down, starting or unreachable, or it refuses more \
+                 connections (too many clients: raise the server's max_connections or \
+                 lower the pools' PostgresOptions::max_connections); retry later"
             ),
             true,
         ),
@@ -105,6 +110,17 @@ fn database_error(code: &str, detail: &str, op: Op<'_>) -> (String, bool) {
                  between statements past the server's idle_in_transaction_session_timeout, \
                  or ran past its transaction_timeout; retry, and raise that setting if it \
                  is this short (SQLSTATE {code})"
+            ),
+            true,
+        ),
+        // The server's (or the role's, or the database's) connection limit: each process
+        // opens up to its pool's size, so the fix is one of two numbers.
+        "53300" => (
+            format!(
+                "{op}: the server refuses more connections ({detail}): lower \
+                 PostgresOptions::max_connections (each storage's pool opens up to that \
+                 many, in every process) or raise the server's max_connections (or the \
+                 role's or database's CONNECTION LIMIT); retry later (SQLSTATE {code})"
             ),
             true,
         ),
@@ -327,6 +343,24 @@ mod tests {
                 .0
                 .contains("statement timeout")
         );
+    }
+
+    /// Found by an audit: "sorry, too many clients already" said only "the server is
+    /// unavailable or out of resources ... retry later", and a pool that timed out
+    /// retrying it (sqlx reports only the timeout) "is it running, or are all
+    /// connections busy?": neither named the two limits to change.
+    #[test]
+    fn too_many_connections_names_the_limits_to_change() {
+        let (text, retryable) = database_error("53300", "sorry, too many clients already", op());
+        assert!(retryable, "{text}");
+        for pool_timeout in [false, true] {
+            let text = match pool_timeout {
+                false => text.clone(),
+                true => parse_postgres_error(sqlx::Error::PoolTimedOut, op()).to_string(),
+            };
+            assert!(text.contains("PostgresOptions::max_connections"), "{text}");
+            assert!(text.contains("server's max_connections"), "{text}");
+        }
     }
 
     #[test]

@@ -151,10 +151,7 @@ impl PostgresStorage {
             })
             .connect_with(target.connect)
             .await
-            .map_err(|err| match err {
-                sqlx::Error::PoolTimedOut => connect_timed_out(op, options.connect_timeout),
-                err => parse_postgres_error(err, op),
-            })?;
+            .map_err(|err| parse_postgres_error(err, op))?;
         tracing::debug!(
             db,
             schema = options.schema,

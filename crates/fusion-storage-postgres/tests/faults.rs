@@ -211,6 +211,43 @@ async fn a_corrupt_row_is_reported_with_its_seq() {
     storage.close().await;
 }
 
+/// A server (here a role) at its connection limit refuses a new connection with SQLSTATE
+/// 53300: the open fails retryably, naming the URL without its password and the two limits
+/// to change.
+#[tokio::test]
+async fn a_server_at_its_connection_limit_says_which_limits_to_change() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let Some((scheme, at_host)) = harness.url.split_once("://") else {
+        return;
+    };
+    let host = at_host.split_once('@').map_or(at_host, |(_, host)| host);
+    let role = &harness.schema;
+    let limited = format!("{scheme}://{role}:s3cret@{host}");
+    let mut admin = harness.raw().await;
+    admin
+        .execute(&*format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 's3cret' CONNECTION LIMIT 1"
+        ))
+        .await
+        .unwrap();
+    let holder = sqlx::PgConnection::connect(&limited).await.unwrap();
+
+    let err = PostgresStorage::connect_with(PostgresOptions::new(&limited).schema(role))
+        .await
+        .unwrap_err();
+    holder.close().await.unwrap();
+    admin.execute(&*format!("DROP ROLE {role}")).await.unwrap();
+    assert!(err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&format!("{role}:***@")), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("SQLSTATE 53300"), "{text}");
+    assert!(text.contains("PostgresOptions::max_connections"), "{text}");
+    assert!(text.contains("server's max_connections"), "{text}");
+}
+
 #[tokio::test]
 async fn the_pool_replaces_connections_the_server_dropped() {
     let Some(harness) = harness().await else {
