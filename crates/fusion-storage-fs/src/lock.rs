@@ -155,13 +155,15 @@ impl SessionLock {
     /// Stores the legacy generation alone in a lock file that holds nothing (a session
     /// whose counters were lost with it): read the same (an empty lock file reads as that
     /// generation, without counters), but no longer as a new lock file (see
-    /// [`LockContents::holds_anything`]). Only for an exclusive lock.
+    /// [`LockContents::holds_anything`]). Only for an exclusive lock. Fsynced, as the
+    /// delete that marks it before its journal line is.
     pub(crate) fn mark(&self, path: &Path) -> Result<()> {
         let Some(file) = self.file.as_ref() else {
             return Ok(());
         };
         let field = counters::format_generation(LEGACY_GENERATION);
-        write_at(file, field.as_bytes()).at(path)
+        write_at(file, field.as_bytes()).at(path)?;
+        file.sync_data().at(path)
     }
 
     /// When the lock file was created, where the file system records it: it is created

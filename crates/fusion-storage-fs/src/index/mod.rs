@@ -132,6 +132,10 @@ pub(crate) struct Index {
     /// this instance's writers of them: the lock file's lock is per open file, not per
     /// thread.
     handles: Mutex<Handles>,
+    /// How many times this instance fsynced the state: what the tests of durability
+    /// count.
+    #[cfg(test)]
+    state_syncs: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -153,7 +157,15 @@ impl Index {
             limits: (LIVE_MAX, IDS_LOG_MIN),
             lives: Lives::new(),
             handles: Mutex::new(Handles::default()),
+            #[cfg(test)]
+            state_syncs: Default::default(),
         }
+    }
+
+    /// How many times this instance fsynced the index state.
+    #[cfg(test)]
+    pub(crate) fn state_syncs(&self) -> usize {
+        self.state_syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the id log is due to be merged in `state`.
@@ -410,6 +422,9 @@ impl Index {
         write_at(lock_file, &state.format(), 0).at(&path)?;
         if sync {
             lock_file.sync_data().at(&path)?;
+            #[cfg(test)]
+            self.state_syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }

@@ -94,12 +94,13 @@ impl Index {
         self.log_id(&mut handles, id, Logged::Created, sync)
     }
 
-    /// Raises the state's latest deletion to `t`, under the index lock: the line of a
-    /// delete that stopped before it logged its id, found in a live journal (see
-    /// `crate::session_files`' `keep_stopped_delete`).
+    /// Raises the state's latest deletion to `t`, under the index lock, fsynced: the line
+    /// of a delete that stopped before it logged its id, found in a live journal (see
+    /// `crate::session_files`' `keep_stopped_delete`), whose trace, the lock file, goes
+    /// next.
     pub(crate) fn raise_deleted(&self, t: i64) -> Result<()> {
         let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
-        self.update_state(&mut handles, false, false, |_, state| {
+        self.update_state(&mut handles, false, true, |_, state| {
             // Known: `update_state` reads the state with `Index::read_state`.
             state.deleted = Some(state.deleted.unwrap_or(i64::MIN).max(t));
             Ok(())

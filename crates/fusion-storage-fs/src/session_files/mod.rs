@@ -508,6 +508,24 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_fsyncs_the_index_state_that_keeps_it_whatever_the_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::OnReplace);
+        files.append(&batch("a")).unwrap();
+        let before = files.index.state_syncs();
+        files.remove().unwrap();
+        assert_eq!(files.index.state_syncs(), before + 1, "the delete's state");
+        // A delete that stopped past its line leaves the lock file holding counters;
+        // whoever removes that file raises the state's latest delete first, durably.
+        files.append(&batch("b")).unwrap();
+        fs::remove_file(files.data()).unwrap();
+        let before = files.index.state_syncs();
+        files.remove().unwrap();
+        assert!(!files.lock.exists());
+        assert_eq!(files.index.state_syncs(), before + 1, "the raised state");
+    }
+
+    #[test]
     fn a_rewrite_that_fails_keeps_the_generation_and_the_content() {
         let dir = tempfile::tempdir().unwrap();
         let files = session(dir.path(), "s", SyncPolicy::OnReplace);

@@ -416,7 +416,11 @@ impl SessionFiles {
             lock.mark(&self.lock)?;
         }
         let recorded = if existed {
-            Some(self.index.record(&self.id, Change::Delete, floor, false)?)
+            // Fsynced whatever the policy, as a rewrite's generation is: the latest delete
+            // the index state keeps is the floor of the next creation once the lock file,
+            // whose unlink is made durable below, is gone, and a power loss that kept the
+            // line but not the state would stamp that creation below it.
+            Some(self.index.record(&self.id, Change::Delete, floor, true)?)
         } else {
             None
         };
