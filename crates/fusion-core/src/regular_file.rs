@@ -19,6 +19,13 @@
 //! open that would wait for a file lease (or an NFS delegation) to be given back fails
 //! with `EWOULDBLOCK` instead, a retryable error rather than a wait. The `fstat` is the one the callers need anyway (a length, an identity),
 //! handed back with the file, so the check adds no system call to an append or a load.
+//!
+//! A file its user writes in place or truncates (a lock or state file, a temporary file)
+//! is opened with [`open_not_following`] instead: followed through a link, such a write
+//! lands on whatever file the link names, maybe outside the directory, so a symbolic link
+//! there is refused as what it is, with `O_NOFOLLOW` in the open itself (no extra system
+//! call, nothing truncated first). Symbolic links are rare where `O_NOFOLLOW` is missing
+//! (they need privileges on Windows), and followed there.
 
 use std::fmt;
 use std::fs::{self, File, Metadata, OpenOptions, Permissions};
@@ -53,15 +60,56 @@ impl std::error::Error for NotRegular {}
 /// error unless it is a regular file (see the module docs). Sets `O_NONBLOCK` as
 /// `options`' custom flags on Unix, replacing any set there.
 pub fn open(options: &mut OpenOptions, path: &Path) -> io::Result<(File, Metadata)> {
+    open_as(options, path, Links::Follow)
+}
+
+/// [`open`], refusing a symbolic link at `path` whatever it names, with a [`NotRegular`]
+/// error too: for a file written in place or truncated (see the module docs).
+pub fn open_not_following(options: &mut OpenOptions, path: &Path) -> io::Result<(File, Metadata)> {
+    open_as(options, path, Links::Refuse)
+}
+
+/// [`open_not_following`] for reading and writing, the file created if missing and never
+/// truncated: a lock or state file, which every user opens alike and writes in place.
+pub fn open_or_create(path: &Path) -> io::Result<(File, Metadata)> {
+    open_not_following(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+        path,
+    )
+}
+
+/// What an open does with a symbolic link at the path itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Links {
+    Follow,
+    Refuse,
+}
+
+fn open_as(options: &mut OpenOptions, path: &Path, links: Links) -> io::Result<(File, Metadata)> {
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NONBLOCK);
+    {
+        let no_follow = match links {
+            Links::Follow => 0,
+            Links::Refuse => libc::O_NOFOLLOW,
+        };
+        std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NONBLOCK | no_follow);
+    }
     let file = match options.open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(err),
         Err(err) => {
             // A directory opened for writing (`EISDIR`), a FIFO with no reader or a socket
-            // (`ENXIO`): say what the path is rather than what the open ran into.
-            return Err(match fs::metadata(path) {
+            // (`ENXIO`), a link refused (`ELOOP`): say what the path is rather than what
+            // the open ran into.
+            let found = match links {
+                Links::Follow => fs::metadata(path),
+                Links::Refuse => fs::symlink_metadata(path),
+            };
+            return Err(match found {
                 Ok(metadata) => check(&metadata).err().unwrap_or(err),
                 Err(_) => err,
             });
@@ -70,19 +118,6 @@ pub fn open(options: &mut OpenOptions, path: &Path) -> io::Result<(File, Metadat
     let metadata = file.metadata()?;
     check(&metadata)?;
     Ok((file, metadata))
-}
-
-/// [`open`] for reading and writing, the file created if missing and never truncated: a
-/// lock or state file, which every user opens alike.
-pub fn open_or_create(path: &Path) -> io::Result<(File, Metadata)> {
-    open(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false),
-        path,
-    )
 }
 
 /// The whole of the regular file at `path`: [`fs::read`], refusing the rest.
@@ -215,7 +250,9 @@ fn temp_beside(target: &Path) -> io::Result<(PathBuf, File)> {
 #[cfg(unix)]
 fn kind_of(file_type: &fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
-    if file_type.is_dir() {
+    if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_dir() {
         "a directory"
     } else if file_type.is_fifo() {
         "a FIFO (named pipe)"
@@ -230,7 +267,9 @@ fn kind_of(file_type: &fs::FileType) -> &'static str {
 
 #[cfg(not(unix))]
 fn kind_of(file_type: &fs::FileType) -> &'static str {
-    if file_type.is_dir() {
+    if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_dir() {
         "a directory"
     } else {
         "a special file"
@@ -280,6 +319,42 @@ mod tests {
         assert_eq!(read(&file).unwrap(), b"");
         let missing = open(OpenOptions::new().read(true), &dir.path().join("missing"));
         assert_eq!(missing.unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_file_written_in_place_is_never_opened_through_a_symbolic_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (document, link) = (dir.path().join("document"), dir.path().join("lock"));
+        fs::write(&document, "a person's words").unwrap();
+        std::os::unix::fs::symlink(&document, &link).unwrap();
+        let (_, followed) = open(OpenOptions::new().read(true), &link).unwrap();
+        assert!(followed.is_file(), "open follows it");
+        let refusals = [
+            open_or_create(&link),
+            open_not_following(OpenOptions::new().read(true), &link),
+            open_not_following(OpenOptions::new().write(true).truncate(true), &link),
+        ];
+        for refused in refusals {
+            assert_eq!(refusal(refused), "is a symbolic link, not a regular file");
+        }
+        assert_eq!(fs::read(&document).unwrap(), b"a person's words");
+        // A link to nothing is refused too, and nothing is created where it points.
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(refusal(open_or_create(&dangling)).contains("symbolic link"));
+        assert!(!dir.path().join("nowhere").exists());
+        // A regular file, or none, opens as with `open`.
+        let (_, created) = open_or_create(&dir.path().join("new")).unwrap();
+        assert!(created.is_file());
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(refusal(open_or_create(&fifo)).contains("FIFO"));
     }
 
     #[test]

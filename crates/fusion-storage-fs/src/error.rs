@@ -7,7 +7,6 @@ use fusion_core::Error;
 use tokio::task::JoinError;
 
 use crate::file_name;
-use crate::own_file::Symlink;
 use fusion_core::regular_file::NotRegular;
 
 /// The backend name in every error and log line.
@@ -16,7 +15,8 @@ pub(crate) const BACKEND: &str = "fs";
 /// Attaches the path an I/O operation was working on, giving [`Error::Io`].
 pub(crate) trait IoContext<T> {
     /// Maps the error to [`Error::Io`] naming `path`, or, for a file refused as not
-    /// regular or as a symbolic link, to the error [`refused`] gives.
+    /// regular (a symbolic link where a file of the backend's own belongs included), to
+    /// the error [`refused`] gives.
     fn at(self, path: &Path) -> Result<T, Error>;
 }
 
@@ -25,8 +25,6 @@ impl<T> IoContext<T> for io::Result<T> {
         self.map_err(|err| {
             if let Some(refusal) = NotRegular::of(&err) {
                 refused(path, refusal)
-            } else if let Some(refusal) = Symlink::of(&err) {
-                refused(path, refusal)
             } else {
                 Error::io(path, err)
             }
@@ -34,13 +32,13 @@ impl<T> IoContext<T> for io::Result<T> {
     }
 }
 
-/// A FIFO, directory, socket or device at `path`, where a regular file belongs (see
-/// [`fusion_core::regular_file`]), or a symbolic link where the backend keeps a file of its
-/// own ([`crate::own_file`]): [`Error::Corrupt`] for the session whose file it is (its id
+/// A FIFO, directory, socket or device at `path`, where a regular file belongs, or a
+/// symbolic link where the backend keeps a file of its own ([`crate::own_file`]; see
+/// [`fusion_core::regular_file`]): [`Error::Corrupt`] for the session whose file it is (its id
 /// read back from the file's name), like any damaged file of one session, or a
 /// non-retryable [`Error::Backend`] for an index file. Either names the path and says
 /// how to get past it; nothing was read or written through it.
-fn refused(path: &Path, refusal: &dyn std::fmt::Display) -> Error {
+fn refused(path: &Path, refusal: &NotRegular) -> Error {
     let what = format!("{} {refusal}, and was left as it is", path.display());
     match file_name::id_from_path(path) {
         Some(id) => Error::corrupt(

@@ -13,6 +13,7 @@ use fusion_core::{LEGACY_GENERATION, Result};
 use crate::counters::{self, Counters, LockContents};
 use crate::error::{BACKEND, IoContext};
 use crate::own_file;
+use crate::regular_file;
 
 /// A session's lock, held until dropped.
 #[derive(Debug)]
@@ -25,10 +26,10 @@ impl SessionLock {
     /// Takes the exclusive lock on `path`, creating it (and `dir`) if needed.
     pub(crate) fn exclusive(dir: &Path, path: &Path) -> Result<Self> {
         loop {
-            let (file, opened) = match own_file::open_or_create(path) {
+            let (file, opened) = match regular_file::open_or_create(path) {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir_all(dir).at(dir)?;
-                    own_file::open_or_create(path)
+                    regular_file::open_or_create(path)
                 }
                 other => other,
             }
@@ -64,7 +65,8 @@ impl SessionLock {
         write: bool,
         try_lock: impl FnOnce(&File) -> std::result::Result<(), TryLockError>,
     ) -> Result<Option<Self>> {
-        let opened = own_file::open(OpenOptions::new().read(true).write(write), path);
+        let opened =
+            regular_file::open_not_following(OpenOptions::new().read(true).write(write), path);
         let (file, opened) = match opened {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             other => other.at(path)?,
@@ -90,10 +92,10 @@ impl SessionLock {
     /// this backend there without having created it, so reading unlocked is safe.
     pub(crate) fn shared(path: &Path) -> Result<Self> {
         loop {
-            let (file, opened) = match own_file::open_or_create(path) {
+            let (file, opened) = match regular_file::open_or_create(path) {
                 Ok(opened) => opened,
                 Err(err) if is_unwritable(&err) => {
-                    match own_file::open(OpenOptions::new().read(true), path) {
+                    match regular_file::open_not_following(OpenOptions::new().read(true), path) {
                         Ok(opened) => opened,
                         Err(err) if err.kind() == io::ErrorKind::NotFound => {
                             return Ok(Self { file: None });
@@ -207,7 +209,7 @@ fn unshare(held: &File, path: &Path) -> Result<File> {
     let temp = Path::new(&temp);
     let mut contents = Vec::new();
     io::Read::read_to_end(&mut &*held, &mut contents).at(path)?;
-    let (copy, _) = own_file::create_or_truncate(temp).at(temp)?;
+    let (copy, _) = own_file::create_anew(temp).at(temp)?;
     let result = (|| {
         // Nobody else opens this name: the lock cannot be held, but say so if it were.
         match copy.try_lock() {

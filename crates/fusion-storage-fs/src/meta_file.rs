@@ -84,7 +84,7 @@ pub(crate) fn write(
     let bytes = encode(stored);
     let temp = temp.unwrap_or(path);
     // A file this call could not open is not its own to remove.
-    let (mut file, _) = own_file::create_or_truncate(temp).at(temp)?;
+    let (mut file, _) = own_file::create_anew(temp).at(temp)?;
     let result = (|| {
         file.write_all(&bytes).at(temp)?;
         if sync {

@@ -51,7 +51,7 @@ impl Index {
         loop {
             let opened = if create {
                 fs::create_dir_all(&self.root).at(&self.root)?;
-                own_file::open_or_create(&path)
+                regular_file::open_or_create(&path)
             } else {
                 regular_file::open(OpenOptions::new().read(true), &path)
             };
@@ -86,7 +86,7 @@ impl Index {
                 None => {
                     fs::create_dir_all(&self.root).at(&self.root)?;
                     handles.root = Some(fs::metadata(&self.root).at(&self.root)?);
-                    own_file::open_or_create(&lock_path).at(&lock_path)?
+                    regular_file::open_or_create(&lock_path).at(&lock_path)?
                 }
             };
             lock(&file, true).at(&lock_path)?;
@@ -232,7 +232,7 @@ impl Index {
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<(File, std::path::PathBuf)> {
         let temp = self.root.join(format!("{name}.tmp"));
-        let (mut copy, _) = own_file::create_or_truncate(&temp).at(&temp)?;
+        let (mut copy, _) = own_file::create_anew(&temp).at(&temp)?;
         let result = fill(&mut copy)
             .and_then(|()| copy.sync_all())
             .at(&temp)

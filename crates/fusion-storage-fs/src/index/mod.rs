@@ -319,7 +319,7 @@ impl Index {
 
     fn open(&self, name: &str) -> Result<File> {
         let path = self.root.join(name);
-        own_file::open_or_create(&path)
+        regular_file::open_or_create(&path)
             .at(&path)
             .map(|(file, _)| file)
     }
@@ -437,7 +437,7 @@ impl Index {
         fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
     ) -> Result<(PathBuf, u64)> {
         let path = self.root.join(format!("{name}.tmp"));
-        let (file, _) = own_file::create_or_truncate(&path).at(&path)?;
+        let (file, _) = own_file::create_anew(&path).at(&path)?;
         let mut out = BufWriter::with_capacity(256 * 1024, &file);
         fill(&mut out).and_then(|()| out.flush()).at(&path)?;
         drop(out);

@@ -126,7 +126,7 @@ impl SessionFiles {
             return Ok(current);
         }
         let temp = self.temp();
-        let (mut copy, _) = own_file::create_or_truncate(&temp).at(&temp)?;
+        let (mut copy, _) = own_file::create_anew(&temp).at(&temp)?;
         let copied = (|| {
             if let Ok(metadata) = file.metadata() {
                 let _ = copy.set_permissions(metadata.permissions());

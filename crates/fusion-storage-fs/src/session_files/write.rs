@@ -361,7 +361,7 @@ impl SessionFiles {
     fn put_in_place(&self, contents: &[u8]) -> Result<()> {
         let temp_path = self.temp();
         // A temporary file this call could not open is not its own to remove.
-        let (mut temp, _) = own_file::create_or_truncate(&temp_path).at(&temp_path)?;
+        let (mut temp, _) = own_file::create_anew(&temp_path).at(&temp_path)?;
         let result = (|| {
             // Keep permissions a person set on the session file (say, `chmod 600`), which
             // the rename would otherwise silently reset. Best effort: a new file has none.
