@@ -1,5 +1,6 @@
 //! What every page handler shares: the storage it reads and deletes from, the sessions
-//! requests are changing, and the chat's turns when the app has an agent.
+//! requests are changing, the chat's turns when the app has an agent, and the lock renames
+//! take.
 
 use std::sync::Arc;
 
@@ -17,4 +18,8 @@ pub(crate) struct AppState {
     pub claims: Arc<Claims>,
     /// The chat, when the app was given an agent.
     pub chat: Option<Arc<Chats>>,
+    /// Held by a rename from its check of the title its page showed to its write, so two
+    /// renames through this app (two tabs) cannot both pass the check: storage has no
+    /// conditional title write (`MetaUpdate` conditions on the owner only).
+    pub renaming: Arc<tokio::sync::Mutex<()>>,
 }

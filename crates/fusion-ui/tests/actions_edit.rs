@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::sync::Arc;
+
+use axum::Router;
 use axum::http::StatusCode;
 use fusion::ChatMessage;
 use fusion::storage::{ConversationStorage, InMemoryStorage, SessionMeta};
@@ -14,17 +17,23 @@ async fn meta_of(storage: &InMemoryStorage, id: &str) -> SessionMeta {
     storage.session_info(id).await.unwrap().unwrap().meta
 }
 
-#[tokio::test]
-async fn renaming_sets_and_an_empty_title_removes_it() {
+/// A store holding session `s-1` titled `title`, and the app over it.
+async fn titled(title: &str) -> (Arc<InMemoryStorage>, Router) {
     let storage = store();
     put(
         &storage,
         "s-1",
-        SessionMeta::new().title("Old"),
+        SessionMeta::new().title(title),
         &exchange(),
     )
     .await;
     let app = app(storage.clone());
+    (storage, app)
+}
+
+#[tokio::test]
+async fn renaming_sets_and_an_empty_title_removes_it() {
+    let (storage, app) = titled("Old").await;
     let reply = send(
         &app,
         post_form("/sessions/s-1/title", "title=New+%3Cname%3E"),
@@ -45,16 +54,49 @@ async fn renaming_sets_and_an_empty_title_removes_it() {
 }
 
 #[tokio::test]
-async fn renaming_refuses_bad_input_unknown_sessions_and_other_sites() {
-    let storage = store();
-    put(
-        &storage,
-        "s-1",
-        SessionMeta::new().title("Kept"),
-        &exchange(),
+async fn a_rename_from_a_page_older_than_another_rename_changes_nothing() {
+    let (storage, app) = titled("Old").await;
+    let page = send(&app, get("/sessions/s-1")).await.body;
+    assert!(
+        page.contains(r#"<input type="hidden" name="shown" value="Old">"#),
+        "{page}"
+    );
+
+    // Two tabs showed "Old"; the first renames, the second arrives after it.
+    let first = send(
+        &app,
+        post_form("/sessions/s-1/title", "shown=Old&title=Mine"),
     )
     .await;
-    let app = app(storage.clone());
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.body);
+    let second = send(
+        &app,
+        post_form("/sessions/s-1/title", "shown=Old&title=Yours"),
+    )
+    .await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.body);
+    assert!(
+        second.body.contains("Nothing was renamed"),
+        "{}",
+        second.body
+    );
+    assert!(second.body.contains("&#34;Mine&#34;"), "{}", second.body);
+    assert_eq!(
+        meta_of(&storage, "s-1").await.title.as_deref(),
+        Some("Mine")
+    );
+
+    // A page showing the title as it is renames; an untitled session shows an empty one.
+    let third = send(&app, post_form("/sessions/s-1/title", "shown=Mine&title=")).await;
+    assert_eq!(third.status, StatusCode::SEE_OTHER, "{}", third.body);
+    let fourth = send(&app, post_form("/sessions/s-1/title", "shown=&title=New")).await;
+    assert_eq!(fourth.status, StatusCode::SEE_OTHER, "{}", fourth.body);
+    assert_eq!(meta_of(&storage, "s-1").await.title.as_deref(), Some("New"));
+}
+
+#[tokio::test]
+async fn renaming_refuses_bad_input_unknown_sessions_and_other_sites() {
+    let (storage, app) = titled("Kept").await;
     let long = "x".repeat(fusion::storage::MAX_TITLE_CHARS + 1);
     let reply = send(
         &app,
@@ -264,7 +306,7 @@ async fn bulk_delete_lists_the_selection_then_deletes_each() {
         "asking deletes nothing"
     );
 
-    let reply = send(&app, post_form("/bulk-delete", "id=a&id=b&id=gone")).await;
+    let reply = send(&app, post_form("/bulk-delete", &bulk_form(html))).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(
         reply.body.contains("<h1>Deleted 3 sessions</h1>"),
@@ -279,7 +321,9 @@ async fn bulk_delete_reports_failures_and_refuses_bad_requests() {
     let storage = store();
     put(&storage, "a", SessionMeta::new(), &exchange()).await;
     let app = app(storage.clone());
-    let reply = send(&app, post_form("/bulk-delete", "id=a&id=bad+id%21")).await;
+    let page = send(&app, get("/bulk-delete?id=a")).await.body;
+    let form = format!("{}&id=bad+id%21", bulk_form(&page));
+    let reply = send(&app, post_form("/bulk-delete", &form)).await;
     // The worst failure is the caller's input (an invalid id).
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     let html = &reply.body;

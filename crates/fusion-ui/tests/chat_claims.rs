@@ -127,6 +127,7 @@ struct Removal {
 async fn removals(storage: &InMemoryStorage) -> Vec<Removal> {
     let (_, revision) = storage.load_revision("s1").await.unwrap();
     let undo = format!("generation={}&len={}", revision.generation, revision.len);
+    let bulk = format!("id=s1&revision={}+{}+s1", revision.generation, revision.len);
     let delete_now = request("DELETE", "/sessions/s1")
         .header("origin", ORIGIN)
         .body(Body::empty())
@@ -147,8 +148,8 @@ async fn removals(storage: &InMemoryStorage) -> Vec<Removal> {
         removal("DELETE", "delete", delete_now, StatusCode::NO_CONTENT),
         removal(
             "bulk delete",
-            "delete",
-            post_form("/bulk-delete", "id=s1"),
+            "write_if",
+            post_form("/bulk-delete", &bulk),
             StatusCode::OK,
         ),
         removal(

@@ -56,10 +56,17 @@ async fn a_session_whose_facts_cannot_be_read_is_asked_about_and_deleted() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert!(reply.body.contains("(damaged: "), "{}", reply.body);
     assert!(reply.body.contains("messages)"), "{}", reply.body);
+    let bulk = bulk_form(&reply.body);
     let reply = send(&app, get("/sessions/gone/delete")).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 
     let reply = send(&app, post_form("/sessions/damaged/delete", "")).await;
     assert_eq!(reply.status, StatusCode::SEE_OTHER);
     assert_eq!(storage.list_sessions().await.unwrap(), ["fine"]);
+
+    // The bulk confirmation's form deletes a damaged session as listed, whatever it holds.
+    put(&storage, "damaged", SessionMeta::new(), &exchange()).await;
+    let reply = send(&app, post_form("/bulk-delete", &bulk)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(storage.list_sessions().await.unwrap().is_empty());
 }

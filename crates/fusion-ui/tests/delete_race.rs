@@ -16,7 +16,7 @@ use fusion::storage::{
 };
 use fusion_ui::{UiConfig, router};
 
-use common::{HOST, get, post_form, send};
+use common::{HOST, bulk_form, get, post_form, send};
 
 fn app(storage: Arc<dyn ConversationStorage>) -> Router {
     let address = HOST.parse().unwrap();
@@ -150,30 +150,6 @@ async fn a_delete_confirmed_on_a_page_older_than_a_write_deletes_nothing() {
     .await;
 }
 
-/// The fields the form of the bulk confirmation page posts, URL-encoded.
-fn bulk_form(page: &str) -> String {
-    let form = page.split("action=\"/bulk-delete\"").nth(1).unwrap();
-    let mut fields = Vec::new();
-    for input in form.split("<input type=\"hidden\" ").skip(1) {
-        let name = input
-            .split("name=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        let value = input
-            .split("value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        fields.push(format!("{name}={}", value.replace(' ', "+")));
-    }
-    fields.join("&")
-}
-
 #[tokio::test]
 async fn a_bulk_delete_leaves_each_session_written_since_its_confirmation() {
     each_backend(async |storage| {
@@ -235,6 +211,19 @@ async fn a_bulk_delete_leaves_each_session_written_since_its_confirmation() {
         let garbled = send(&app, post_form("/bulk-delete", "id=b2&revision=x+1+b2")).await;
         assert_eq!(garbled.status, StatusCode::BAD_REQUEST, "{}", garbled.body);
         assert_eq!(storage.load("b2").await.unwrap().len(), 3);
+
+        // A selected id whose revision the form lacks is left as it is, whatever other
+        // revisions the form names: b2's, sent for another id, is no condition on it.
+        let (_, b2) = storage.load_revision("b2").await.unwrap();
+        let form = format!("id=b2&revision={}+{}+b9", b2.generation, b2.len);
+        let unnamed = send(&app, post_form("/bulk-delete", &form)).await;
+        assert_eq!(unnamed.status, StatusCode::BAD_REQUEST, "{}", unnamed.body);
+        assert!(
+            unnamed.body.contains("no revision for it"),
+            "{}",
+            unnamed.body
+        );
+        assert_eq!(storage.load("b2").await.unwrap().len(), 3, "nothing lost");
     })
     .await;
 }

@@ -8,6 +8,12 @@
 //! it was deleted and made again, or one listed as not stored was made meanwhile) is
 //! left as it is and listed as failed, saying so. That also makes a resubmitted form (a
 //! reload of the report) delete nothing new. One failing does not stop the rest.
+//!
+//! Every selected id needs its own `revision` field, as the confirmation writes one for
+//! each (`damaged <id>` for a session whose revision it could not read, deleted whatever
+//! it holds). A selected id without one is left as it is and listed as failed: a post
+//! naming a revision only for another id (hand-made, or a form cut short) deleted it
+//! unconditionally.
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -26,6 +32,9 @@ use crate::claims::Work;
 use crate::html::bulk::{BulkDone, ConfirmBulk, Failure, Listed};
 use crate::html::{PageError, render};
 use crate::state::AppState;
+
+/// How the confirmation's `revision` field of a damaged session starts, before its id.
+const DAMAGED: &str = "damaged ";
 
 /// The most sessions one request may delete: a page of the listing holds at most
 /// this many, and it bounds the work one click starts.
@@ -92,9 +101,19 @@ pub(crate) async fn delete(
             status = status.max(StatusCode::CONFLICT);
             continue;
         }
-        let result = match SessionId::validate(&id) {
-            Ok(()) => delete_shown(state.storage.as_ref(), &id, shown.get(&id).copied()).await,
-            Err(err) => Err(err),
+        let result = match (SessionId::validate(&id), shown.get(&id)) {
+            (Err(err), _) => Err(err),
+            (Ok(()), None) => {
+                failed.push(Failure {
+                    id,
+                    reason: "the form carries no revision for it, so it was left as it is: \
+                             delete it with the confirmation page's button"
+                        .to_string(),
+                });
+                status = status.max(StatusCode::BAD_REQUEST);
+                continue;
+            }
+            (Ok(()), Some(&revision)) => delete_shown(state.storage.as_ref(), &id, revision).await,
         };
         match result {
             Ok(None) => deleted.push(id),
@@ -121,11 +140,16 @@ pub(crate) async fn delete(
     Ok(render(status, &BulkDone::new(deleted, failed)))
 }
 
-/// The `revision` fields (`generation len id`), by id: what the confirmation listed. A
-/// session without one (a damaged one, a program's post) is deleted whatever it holds.
-fn revisions(fields: &FormFields) -> Result<HashMap<String, Revision>, PageError> {
+/// The `revision` fields, by id: what the confirmation listed, `generation len id`, or
+/// `damaged id` (`None`: deleted whatever it holds) for a session whose revision it
+/// could not read.
+fn revisions(fields: &FormFields) -> Result<HashMap<String, Option<Revision>>, PageError> {
     let mut shown = HashMap::new();
     for field in fields.all("revision")? {
+        if let Some(id) = field.strip_prefix(DAMAGED) {
+            shown.insert(id.to_string(), None);
+            continue;
+        }
         let mut parts = field.splitn(3, ' ');
         let (generation, len, id) = (parts.next(), parts.next(), parts.next());
         let revision = generation
@@ -143,7 +167,7 @@ fn revisions(fields: &FormFields) -> Result<HashMap<String, Revision>, PageError
                 "The revision {field:?} is not \"generation length id\"."
             )));
         };
-        shown.insert(id, revision);
+        shown.insert(id, Some(revision));
     }
     Ok(shown)
 }

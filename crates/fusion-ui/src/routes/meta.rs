@@ -3,6 +3,13 @@
 //! [`update_session`](fusion::storage::ConversationStorage::update_session), then 303
 //! back to the transcript.
 //!
+//! A rename names the title its page showed (`shown`, empty for none) and changes nothing
+//! if the title is another now (a 409 saying what it is): two tabs renaming one session,
+//! the second no longer overwrites the first unseen. Storage has no conditional title
+//! write, so the check and the write are two steps, kept together within this app by
+//! [`AppState::renaming`]; another program renaming in between can still be overwritten.
+//! A post without `shown` (a program) renames whatever the title is.
+//!
 //! The rules are those of `fusion sessions retitle` and `fusion sessions tag`
 //! (`fusion-cli/src/meta.rs`), which live in the CLI, so they are restated here against
 //! the trait: an empty title removes it; a tag change needs at least one tag to add or
@@ -16,7 +23,7 @@ use axum::response::Redirect;
 use fusion::storage::MetaUpdate;
 
 use super::form::FormFields;
-use super::request::{not_stored, valid_id};
+use super::request::{existing, not_stored, valid_id};
 use crate::html::PageError;
 use crate::state::AppState;
 
@@ -29,6 +36,25 @@ pub(crate) async fn rename(
     let form = FormFields::parse(&body);
     let title = form.required("title")?.trim();
     let update = MetaUpdate::new().title((!title.is_empty()).then_some(title));
+    if !form.has("shown") {
+        return apply(&state, &id, &update).await;
+    }
+    let shown = form.required("shown")?;
+    let _one_rename_at_a_time = state.renaming.lock().await;
+    let info = existing(state.storage.as_ref(), &id).await?;
+    let now = info.meta.title.as_deref().unwrap_or_default();
+    if now != shown {
+        let now = if now.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{now:?}")
+        };
+        return Err(PageError::conflict(format!(
+            "Nothing was renamed: session {id:?} was renamed since its page was shown (its \
+             title is now {now}, not {shown:?}). Reload the page to see it, then rename it \
+             again if you still want to."
+        )));
+    }
     apply(&state, &id, &update).await
 }
 

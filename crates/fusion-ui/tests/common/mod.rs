@@ -202,3 +202,27 @@ pub fn assert_inert(html: &str) {
         }
     }
 }
+
+/// The fields the form of the bulk confirmation page posts, URL-encoded.
+pub fn bulk_form(page: &str) -> String {
+    let form = page.split("action=\"/bulk-delete\"").nth(1).unwrap();
+    let mut fields = Vec::new();
+    for input in form.split("<input type=\"hidden\" ").skip(1) {
+        let name = input
+            .split("name=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let value = input
+            .split("value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        fields.push(format!("{name}={}", value.replace(' ', "+")));
+    }
+    fields.join("&")
+}
