@@ -36,8 +36,8 @@
 //! Its downloads are json, jsonl or markdown files written by the library's
 //! [`fusion::api::export`], the formats of `fusion sessions export`.
 //!
-//! Inside, the modules form layers: `error`, `config`, `format`, `turns`, `claims` and
-//! `state` at the bottom; `markdown` and `assets`; `html` (the templates); `security` (the
+//! Inside, the modules form layers: `error`, `config`, `format`, `random`, `turns`,
+//! `claims` and `state` at the bottom; `markdown` and `assets`; `html` (the templates); `security` (the
 //! middleware) and `routes` (the pages); `router` and `serve` on top.
 
 mod assets;
@@ -48,6 +48,7 @@ mod error;
 mod format;
 mod html;
 mod markdown;
+mod random;
 mod router;
 mod routes;
 mod security;

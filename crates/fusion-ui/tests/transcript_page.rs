@@ -161,33 +161,90 @@ async fn summaries_prune_records_and_interrupted_results_are_marked() {
 #[tokio::test]
 async fn a_long_session_shows_its_last_window_and_loads_earlier_ones() {
     let storage = store();
-    let messages: Vec<ChatMessage> = (0..10_000)
-        .map(|i| ChatMessage::user(format!("message {i}")))
-        .collect();
-    put(&storage, "big", SessionMeta::new(), &messages).await;
+    put(
+        &storage,
+        "big",
+        SessionMeta::new(),
+        &numbered("message", 10_000),
+    )
+    .await;
     let app = app(storage);
     let page = send(&app, get("/sessions/big")).await;
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(shown(&page.body), (9_800..10_000).collect::<Vec<_>>());
     assert!(page.body.contains(r#"href="/sessions/big?before=9800""#));
+    let href = earlier_href(&page.body);
     assert!(
-        page.body
-            .contains(r#"hx-get="/sessions/big/messages?before=9800""#)
+        href.starts_with("/sessions/big/messages?before=9800&generation="),
+        "{href}"
     );
     assert!(page.body.contains("Load earlier messages (9800 more)"));
 
-    let fragment = request("GET", "/sessions/big/messages?before=9800")
-        .header("hx-request", "true")
-        .body(Body::empty())
-        .unwrap();
-    let earlier = send(&app, fragment).await;
+    let earlier = send(&app, fragment(&href)).await;
     assert!(!earlier.body.contains("<html"));
     assert_eq!(shown(&earlier.body), (9_600..9_800).collect::<Vec<_>>());
-    assert!(earlier.body.contains("/sessions/big/messages?before=9600"));
+    assert!(earlier_href(&earlier.body).starts_with("/sessions/big/messages?before=9600&"));
 
     let first = send(&app, get("/sessions/big?before=150")).await;
     assert_eq!(shown(&first.body), (0..150).collect::<Vec<_>>());
     assert!(!first.body.contains("Load earlier"));
+}
+
+/// `n` user messages, `"{word} 0"` to `"{word} n-1"`.
+fn numbered(word: &str, n: usize) -> Vec<ChatMessage> {
+    (0..n)
+        .map(|i| ChatMessage::user(format!("{word} {i}")))
+        .collect()
+}
+
+/// The address the "Load earlier messages" link of `html` fetches its fragment from.
+fn earlier_href(html: &str) -> String {
+    let attribute = html
+        .split(r#"hx-get=""#)
+        .nth(1)
+        .expect("a load-earlier link");
+    attribute.split('"').next().unwrap().replace("&#38;", "&")
+}
+
+/// The request htmx sends for the fragment at `href`.
+fn fragment(href: &str) -> axum::http::Request<Body> {
+    request("GET", href)
+        .header("hx-request", "true")
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn earlier_messages_of_a_history_rewritten_since_the_page_are_refused() {
+    let storage = store();
+    let messages = numbered("message", 300);
+    put(&storage, "s", SessionMeta::new(), &messages).await;
+    let app = app(storage.clone());
+    let href = earlier_href(&send(&app, get("/sessions/s")).await.body);
+
+    // Another writer's append keeps every position: the earlier window still fits.
+    let late = ChatMessage::assistant("a late answer");
+    storage.append("s", &[late]).await.unwrap();
+    let earlier = send(&app, fragment(&href)).await;
+    assert_eq!(earlier.status, StatusCode::OK, "{}", earlier.body);
+    assert_eq!(shown(&earlier.body), (0..100).collect::<Vec<_>>());
+
+    // Another tab undoes, or summarizes by rewriting: the page holds messages of the old
+    // history, so earlier ones of the new one would make a transcript that never was.
+    storage
+        .save("s", &numbered("rewritten", 300))
+        .await
+        .unwrap();
+    let refused = send(&app, fragment(&href)).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(!refused.body.contains("rewritten 0"), "{}", refused.body);
+    assert!(refused.body.contains("reload the page"), "{}", refused.body);
+
+    // A history cut shorter than the page's window starts is refused too.
+    storage.save("s", &messages[..50]).await.unwrap();
+    let href = href.split("&generation").next().unwrap();
+    let refused = send(&app, fragment(href)).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
 }
 
 #[tokio::test]

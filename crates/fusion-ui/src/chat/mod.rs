@@ -20,13 +20,15 @@ pub(crate) use turn::{AnswerError, Asked, Frame, Outcome, Turn};
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fusion::agent::{ApprovalPolicy, LlmClient, ToolRegistry};
 use fusion::storage::ConversationStorage;
 use tokio::sync::watch;
+
+use crate::random::random_u64;
 
 /// The agent the transcript page's chat talks to: its model, its tools and which of their
 /// calls wait for a person.
@@ -142,7 +144,7 @@ impl Chats {
         Self {
             agent,
             turns: Mutex::new(HashMap::new()),
-            epoch: random_epoch(),
+            epoch: random_u64(),
             next_number: AtomicU64::new(1),
             digests: RandomState::new(),
             closing: watch::Sender::new(false),
@@ -204,17 +206,6 @@ impl Chats {
     pub(crate) fn running(&self, id: &str) -> Option<Arc<Turn>> {
         let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
         turns.get(id).filter(|turn| !turn.is_over()).cloned()
-    }
-}
-
-/// 64 random bits from the operating system, or, should it refuse them, from the keys
-/// std draws for its hash maps (random per process too): either way no two runs of the
-/// server share an epoch.
-fn random_epoch() -> u64 {
-    let mut bytes = [0u8; 8];
-    match getrandom::fill(&mut bytes) {
-        Ok(()) => u64::from_le_bytes(bytes),
-        Err(_) => RandomState::new().hash_one(std::process::id()),
     }
 }
 

@@ -30,6 +30,7 @@ use fusion::{ChatMessage, Role, ToolCall};
 use crate::assets::{AssetUrls, URLS};
 use crate::format::{Cut, utc, utc_or_dash};
 use crate::markdown::to_safe_html;
+use crate::random::random_u64;
 use crate::turns::{safe_cuts, turn_starts};
 
 /// How many messages one window shows.
@@ -75,7 +76,9 @@ pub(crate) struct Earlier {
     pub before: usize,
     /// The whole page ending there (without htmx).
     pub page_href: String,
-    /// The fragment ending there (for htmx, swapped in place of the link).
+    /// The fragment ending there (for htmx, swapped in place of the link), naming the
+    /// generation this window was read at: a rewrite since (an undo, a summary, a delete)
+    /// makes it a 409, so the page never joins windows of two histories.
     pub fragment_href: String,
 }
 
@@ -164,6 +167,10 @@ pub(crate) struct Messages {
     /// The session's generation when it was read: a fork names positions, which stay
     /// true while it is unchanged (appends keep it).
     generation: u64,
+    /// Random for each window rendered, carried by its fork buttons: a post repeated with
+    /// the same token and position (a double click, a reload of the answer) finds the
+    /// fork the first one made instead of making another (`routes::fork`).
+    fork_request: String,
     earlier: Option<Earlier>,
     items: Vec<Item>,
 }
@@ -190,11 +197,14 @@ impl Messages {
         let earlier = (start > 0).then(|| Earlier {
             before: start,
             page_href: format!("/sessions/{id}?before={start}"),
-            fragment_href: format!("/sessions/{id}/messages?before={start}"),
+            fragment_href: format!(
+                "/sessions/{id}/messages?before={start}&generation={generation}"
+            ),
         });
         Self {
             id: id.to_string(),
             generation,
+            fork_request: format!("{:016x}{:016x}", random_u64(), random_u64()),
             earlier,
             items,
         }

@@ -1,6 +1,12 @@
-//! `POST /sessions/{id}/fork` with fields `at` and `generation`: a new session holding the
-//! history before message `at` (a turn's first message), then 303 to it; 409 when the
-//! session was rewritten (undone, replaced) since the page showing `at` was read.
+//! `POST /sessions/{id}/fork` with fields `at`, `generation` and `request`: a new session
+//! holding the history before message `at` (a turn's first message), then 303 to it; 409
+//! when the session was rewritten (undone, replaced) since the page showing `at` was read.
+//!
+//! The fork records where it came from in its data map ([`FORKED_FROM`]: the session, the
+//! position and the page's `request` token). A post repeated with the same token and
+//! position (a double click on the button, a reload of the answer) finds that fork, made
+//! in one step with its record, and goes to it, so one click makes one fork; a post
+//! without a token (a program) forks every time.
 //!
 //! The fork is created with one
 //! [`create_session`](fusion::storage::ConversationStorage::create_session), which
@@ -28,6 +34,13 @@ use crate::turns::{cut_keeps_tool_pairs, turn_starts};
 /// anyone reads means something else is wrong.
 const MAX_FORK_NUMBER: usize = 1_000;
 
+/// The key of a fork's data map that says where it came from:
+/// `{"session": id, "before": at, "request": token}` (`request` when the post had one).
+pub(crate) const FORKED_FROM: &str = "forked_from";
+
+/// The longest `request` token taken (the pages send 32 hex digits).
+const MAX_REQUEST_CHARS: usize = 64;
+
 /// `POST /sessions/{id}/fork`.
 pub(crate) async fn fork(
     State(state): State<AppState>,
@@ -37,6 +50,11 @@ pub(crate) async fn fork(
     let form = FormFields::parse(&body);
     let at: usize = form.number("at")?;
     let shown: u64 = form.number("generation")?;
+    let request = if form.has("request") {
+        Some(request_token(form.required("request")?)?)
+    } else {
+        None
+    };
     let info = existing(state.storage.as_ref(), &id).await?;
     let (history, now) = state
         .storage
@@ -67,20 +85,57 @@ pub(crate) async fn fork(
             "Forking before message #{at} would separate a tool call from its result."
         )));
     }
-    let meta = fork_meta(&info, turn + 1);
+    let mut origin = serde_json::json!({ "session": id, "before": at });
+    if let Some(request) = request {
+        origin["request"] = request.into();
+    }
+    let meta = fork_meta(&info, turn + 1).data(FORKED_FROM, origin.clone());
     let kept = &history[..at];
     for n in 1..=MAX_FORK_NUMBER {
         let fork_id = fork_id(&id, n);
         match state.storage.create_session(&fork_id, &meta, kept).await {
             Ok(_) => return Ok(Redirect::to(&format!("/sessions/{fork_id}"))),
-            // Taken (an earlier fork, or one made at this instant): try the next number.
-            Err(Error::Conflict { .. }) => continue,
+            // Taken: by this very click's first post, or by another fork (try the next).
+            Err(Error::Conflict { .. }) => {
+                if origin.get("request").is_some() && made_by(&state, &fork_id, &origin).await? {
+                    return Ok(Redirect::to(&format!("/sessions/{fork_id}")));
+                }
+            }
             Err(err) => return Err(PageError::storage(&err)),
         }
     }
     Err(PageError::conflict(format!(
         "Session {id:?} already has forks numbered 1 to {MAX_FORK_NUMBER}; nothing was created."
     )))
+}
+
+/// The `request` field: a token of letters and digits, else a 400.
+fn request_token(token: &str) -> Result<String, PageError> {
+    let valid = !token.is_empty()
+        && token.len() <= MAX_REQUEST_CHARS
+        && token.bytes().all(|byte| byte.is_ascii_alphanumeric());
+    if !valid {
+        return Err(PageError::bad_request(format!(
+            "The field \"request\" is {token:?}, not a token of at most {MAX_REQUEST_CHARS} \
+             letters and digits."
+        )));
+    }
+    Ok(token.to_string())
+}
+
+/// Whether session `fork_id` is the fork that a post with `origin` (its request token
+/// included) made.
+async fn made_by(
+    state: &AppState,
+    fork_id: &str,
+    origin: &serde_json::Value,
+) -> Result<bool, PageError> {
+    let info = state
+        .storage
+        .session_info(fork_id)
+        .await
+        .map_err(|err| PageError::storage(&err))?;
+    Ok(info.is_some_and(|info| info.meta.data.get(FORKED_FROM) == Some(origin)))
 }
 
 /// Fork `n` of session `id` (a valid id): `<id>-fork-<n>`, with `id` cut at its end as

@@ -19,10 +19,11 @@ use crate::html::{PageError, render};
 use crate::state::AppState;
 
 /// The query of both routes: the window ends before message `before` (the newest
-/// message when absent).
+/// message when absent); for the fragment, the generation of the page it joins.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WindowParams {
     before: Option<usize>,
+    generation: Option<u64>,
 }
 
 /// `GET /sessions/{id}`: the session's facts and its newest messages (or the window
@@ -56,15 +57,29 @@ fn chat_section(state: &AppState, id: &str) -> ChatSection {
     }
 }
 
-/// `GET /sessions/{id}/messages?before=N`: the window ending before message N, as a
-/// fragment that replaces the "load earlier" link it came from.
+/// `GET /sessions/{id}/messages?before=N&generation=G`: the window ending before message
+/// N, as a fragment that replaces the "load earlier" link it came from. 409 when the
+/// session was rewritten since the page was read at generation G (an undo, a summary, a
+/// delete, in this tab or another, or by another writer), or holds fewer than N messages
+/// now: its earlier messages would be another history's, joined to the page's.
 pub(crate) async fn messages(
     State(state): State<AppState>,
     Path(id): Path<String>,
     params: Result<Query<WindowParams>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let before = query(params)?.before;
+    let WindowParams {
+        before,
+        generation: shown,
+    } = query(params)?;
     let (_, history, generation) = read(&state, &id).await?;
+    let shrunk = before.is_some_and(|before| before > history.len());
+    if shrunk || shown.is_some_and(|shown| shown != generation) {
+        return Err(PageError::conflict(format!(
+            "Session {id:?} was rewritten since this page was shown (an undo, a summary, or \
+             a delete), so its earlier messages are not the ones before the page's: reload \
+             the page to see the session as it is now."
+        )));
+    }
     let end = before.unwrap_or(history.len());
     let messages = Messages::window(&id, &history, generation, end);
     Ok(render(StatusCode::OK, &messages))
