@@ -1,4 +1,5 @@
-//! A turn whose model client panics ends as a failed turn, and leaves its session free.
+//! A turn whose model client panics ends as a failed turn, and leaves its session free;
+//! the panic's text is shown with its secrets hidden.
 //!
 //! The agent catches its tools' panics, not its model client's or its storage's. Such a
 //! panic ended the turn's task without an outcome, so the app counted the turn as running
@@ -23,13 +24,17 @@ use fusion_ui::{ChatAgent, UiConfig, router};
 use chat_support::{Events, seeded, start_turn};
 use common::{HOST, post_form, send};
 
-/// A model client with a bug: every request panics.
+/// A model client with a bug: every request panics, quoting its secrets as a careless
+/// `unwrap` or `Debug` print would.
 struct Panicking;
 
 #[async_trait]
 impl LlmClient for Panicking {
     async fn chat(&self, _request: &ChatRequest<'_>) -> Result<ChatResponse> {
-        panic!("the client's bug")
+        panic!(
+            "the client's bug: https://u:s3cret-1@llm.example/v1?api_key=s3cret-2 refused \
+             authorization: Bearer s3cret-3"
+        )
     }
 
     fn model(&self) -> &str {
@@ -66,6 +71,12 @@ async fn a_turn_whose_model_client_panics_fails_and_frees_its_session() {
     assert!(end.contains("the turn crashed"), "{end}");
     assert!(
         end.contains("the client&#39;s bug") || end.contains("the client's bug"),
+        "{end}"
+    );
+    // Shown as other errors are: without the secrets it quoted.
+    assert!(!end.contains("s3cret"), "{end}");
+    assert!(
+        end.contains("https://u:***@llm.example/v1?api_key=***"),
         "{end}"
     );
 
