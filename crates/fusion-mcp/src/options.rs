@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
-/// How long one `tools/call` may take unless configured otherwise.
-pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one `tools/call` may take unless configured otherwise: 25 s, below the
+/// session's default `tool_timeout` ([`fusion_agent::DEFAULT_TOOL_TIMEOUT`], 30 s), so that
+/// a server that does not answer is reported by this client, naming the server and saying
+/// the call was cancelled, before the session gives up with its own, vaguer message.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// How long starting a server (spawn or connect, `initialize`, listing its tools) may take
 /// unless configured otherwise. Generous because `npx -y` may first download the package.
@@ -27,8 +30,8 @@ pub const DEFAULT_MAX_TOOLS: usize = 120;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct McpOptions {
     /// How long one tool call may take; then it is cancelled (`notifications/cancelled`)
-    /// and the model is told. Keep the session's `tool_timeout` at least this long, or the
-    /// session gives up first with its own, vaguer message.
+    /// and the model is told. Keep the session's `tool_timeout` longer (the defaults are 25 s
+    /// and 30 s), or the session gives up first with its own, vaguer message.
     pub call_timeout: Duration,
     /// How long starting (or restarting) a server may take. Servers started through
     /// `npx -y` download their package on first use, which can take well over ten seconds
@@ -75,4 +78,17 @@ impl Default for McpOptions {
 pub enum ToolLimit {
     /// [`McpOptions::max_tools`]: the servers of the set offered that many tools already.
     MaxTools,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_call_timeout_ends_a_call_before_the_sessions_tool_timeout() {
+        // Equal timeouts race, and the session's "abandoned" message, which names neither
+        // the server nor the cancellation, often won.
+        assert!(DEFAULT_CALL_TIMEOUT < fusion_agent::DEFAULT_TOOL_TIMEOUT);
+        assert_eq!(McpOptions::default().call_timeout, DEFAULT_CALL_TIMEOUT);
+    }
 }
