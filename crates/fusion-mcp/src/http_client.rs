@@ -55,11 +55,13 @@ fn within_origin(attempt: Attempt) -> Action {
 /// password, the query's values: see [`fusion_core::redact_url`]), for a message the
 /// model or a person reads.
 ///
-/// A URL ends only at what a URL as reqwest writes it cannot hold: whitespace, `"`, `<`
-/// or `>`, which its serializer always escapes. A `)`, a `'` or a backtick may be part of
-/// a password or a query value (the serializer leaves them), so the `)` closing reqwest's
-/// "error sending request for url (…)" is taken as part of a URL with secrets and hidden
-/// with its last value: ending there would show the rest of a password such as `pa)ss`.
+/// A URL ends only at what a URL as reqwest writes it cannot hold: whitespace and other
+/// control characters, `"`, `<`, `>` and any character outside ASCII, which its serializer
+/// always escapes (so Chinese or Japanese text written right after a URL, with no space
+/// between, is shown). A `)`, a `'`, a bracket or a backtick may be part of a password or
+/// a query value (the serializer leaves them), so the `)` closing reqwest's "error sending
+/// request for url (…)" is taken as part of a URL with secrets and hidden with its last
+/// value: ending there would show the rest of a password such as `pa)ss`.
 pub fn redact_urls(text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
     let mut rest = text;
@@ -71,7 +73,7 @@ pub fn redact_urls(text: &str) -> String {
         shown.push_str(&rest[..at]);
         let url = &rest[at..];
         let end = url
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>'))
+            .find(|c: char| !c.is_ascii_graphic() || matches!(c, '"' | '<' | '>'))
             .unwrap_or(url.len());
         shown.push_str(&fusion_core::redact_url(&url[..end]));
         rest = &url[end..];
@@ -119,6 +121,24 @@ mod tests {
              refused; configured https://h/mcp?token=*** and `https://h/?***"
         );
         assert_eq!(redact_urls("HTTP 500: no url"), "HTTP 500: no url");
+    }
+
+    #[test]
+    fn text_glued_after_a_url_ends_it_where_a_url_cannot_go_on() {
+        // Chinese and Japanese put no space after a URL; reqwest escapes every character
+        // outside ASCII, so the first one ends the URL, and the key stays hidden.
+        assert_eq!(
+            redact_urls("请求失败https://h/p?key=SECRET连接被拒绝"),
+            "请求失败https://h/p?key=***连接被拒绝"
+        );
+        assert_eq!(
+            redact_urls("「https://h/p?key=SECRET」に接続できません"),
+            "「https://h/p?key=***」に接続できません"
+        );
+        assert_eq!(
+            redact_urls("url (https://h/p?k=a[b]c^d|e)\tcut"),
+            "url (https://h/p?k=***\tcut"
+        );
     }
 
     #[tokio::test]
