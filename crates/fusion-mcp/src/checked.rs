@@ -20,8 +20,17 @@
 //! large ([`TOO_LARGE_RESPONSE`]). The line is not held: its members are read from its
 //! first [`CHECKED_LINE_BYTES`] (where the Python SDK writes `jsonrpc` and `id`) and its
 //! last bytes (where the TypeScript SDK does, after `result`), and it is taken for a
-//! response as a short line is: `"jsonrpc":"2.0"`, an `id`, and no `method` (a request or
-//! a notification of the server's, whose `id` is of its own numbering) seen there.
+//! response when the member too long to be read there is its `result` or `error` and,
+//! as for a short line, `"jsonrpc":"2.0"`, an `id`, and no `method` (a request or a
+//! notification of the server's, whose `id` is of its own numbering) are seen there. A
+//! request whose `params` are too long is no response even when its `method` comes after
+//! them, out of sight.
+//!
+//! A JSON-RPC batch (an array of messages) rmcp skips whole, and the requests it answers
+//! would wait out their timeout. Batches left MCP in its 2025-06-18 revision, but a server
+//! of an earlier one may still send them, so a batch line (of at most
+//! [`CHECKED_LINE_BYTES`]) is passed on as one line for each of its messages, each
+//! checked as a line of its own.
 
 use rmcp::model::{ErrorCode, ServerJsonRpcMessage};
 pub use rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH as MAX_LINE_BYTES;
@@ -121,7 +130,12 @@ async fn pass_rest(
 /// members readable there) or no `id` can be read.
 fn too_large(head: &[u8], tail: &[u8]) -> Option<Vec<u8>> {
     let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
-    let (leading, trailing) = (leading_members(head), trailing_members(tail));
+    let ((leading, unread), trailing) = (leading_members(head), trailing_members(tail));
+    // What is too long to read is a response's `result` or `error`, not a request's
+    // `params`, whose `method` may come after them, where neither end shows it.
+    if !matches!(unread, Some(b"\"result\"" | b"\"error\"")) {
+        return None;
+    }
     let value = |key: &[u8]| {
         let mut members = leading.iter().chain(&trailing);
         members.find(|(k, _)| *k == key).map(|(_, v)| *v)
@@ -139,13 +153,17 @@ fn too_large(head: &[u8], tail: &[u8]) -> Option<Vec<u8>> {
     Some(line)
 }
 
+/// A member of a JSON object, as `(key, value)` with their quotes.
+type Member<'a> = (&'a [u8], &'a [u8]);
+
 /// The members of a JSON object whose first bytes are `text`, as `(key, value)` with
-/// their quotes, read until one goes past `text`.
-fn leading_members(text: &[u8]) -> Vec<(&[u8], &[u8])> {
+/// their quotes, read until one goes past `text`; and the key of the member whose value
+/// goes past it, if one does.
+fn leading_members(text: &[u8]) -> (Vec<Member<'_>>, Option<&[u8]>) {
     let mut members = Vec::new();
     let mut at = skip_space(text, 0);
     if text.get(at) != Some(&b'{') {
-        return members;
+        return (members, None);
     }
     loop {
         at = skip_space(text, at + 1);
@@ -159,7 +177,7 @@ fn leading_members(text: &[u8]) -> Vec<(&[u8], &[u8])> {
         }
         at = skip_space(text, at + 1);
         let Some(value_end) = value_end(text, at) else {
-            break;
+            return (members, (at < text.len()).then_some(key));
         };
         members.push((key, &text[at..value_end]));
         at = skip_space(text, value_end);
@@ -167,13 +185,13 @@ fn leading_members(text: &[u8]) -> Vec<(&[u8], &[u8])> {
             break;
         }
     }
-    members
+    (members, None)
 }
 
 /// The last members of a JSON object whose last bytes are `text`
 /// (`…,"jsonrpc":"2.0","id":7}`), as `(key, value)` with their quotes, last first, as far
 /// as their values are strings or numbers.
-fn trailing_members(text: &[u8]) -> Vec<(&[u8], &[u8])> {
+fn trailing_members(text: &[u8]) -> Vec<Member<'_>> {
     let mut members = Vec::new();
     let Some(mut text) = trim_end(text).strip_suffix(b"}") else {
         return members;
@@ -307,6 +325,9 @@ fn replacement(line: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let value: Value = serde_json::from_slice(text).ok()?;
+    if let Value::Array(batch) = &value {
+        return unbatched(batch);
+    }
     // Only what says it is JSON-RPC and is no request or notification: a response. A
     // server that logs JSON to stdout (`{"level":30,"id":3}`, `{"id":3,"error":"ENOENT"}`)
     // must not fail the request whose id its log line happens to carry, whatever its
@@ -324,6 +345,18 @@ fn replacement(line: &[u8]) -> Option<Vec<u8>> {
     let mut line = error.to_string().into_bytes();
     line.push(b'\n');
     Some(line)
+}
+
+/// The messages of a batch as lines of their own, each in place of the batch, checked as
+/// a line is; `None` for an empty batch (no message), which the SDK skips.
+fn unbatched(batch: &[Value]) -> Option<Vec<u8>> {
+    let mut lines = Vec::new();
+    for message in batch {
+        let mut line = message.to_string().into_bytes();
+        line.push(b'\n');
+        lines.extend(replacement(&line).unwrap_or(line));
+    }
+    (!lines.is_empty()).then_some(lines)
 }
 
 #[cfg(test)]
@@ -413,9 +446,32 @@ mod tests {
             (no_id, r#""id":5}"#),
             (no_id, "xx\"}]}}\n"),
             ("not json at all", "at all\n"),
+            // A request whose `params` are too long, its `method` after them, out of sight
+            // of either end.
+            (
+                r#"{"jsonrpc":"2.0","id":3,"params":{"data":"xx"#,
+                r#"xx"},"method":"sampling/createMessage","_meta":{"k":"v"}}"#,
+            ),
         ] {
             assert_eq!(error(head, tail), None, "{head} … {tail}");
         }
+    }
+
+    #[test]
+    fn a_batch_is_passed_on_one_message_a_line_each_checked() {
+        let batch = "[{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}},{\"jsonrpc\":\"2.0\",\"id\":2},\
+                     {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}]\n";
+        let lines = String::from_utf8(replacement(batch.as_bytes()).unwrap()).unwrap();
+        let lines: Vec<Value> = lines
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0], json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
+        assert_eq!(lines[1]["id"], 2);
+        assert_eq!(lines[1]["error"]["message"], INVALID_RESPONSE);
+        assert_eq!(lines[2]["method"], "notifications/message");
+        assert_eq!(replacement(b"[]\n"), None);
     }
 
     #[tokio::test]

@@ -3,7 +3,9 @@
 //! the call at once with an observation saying the response was invalid, where the SDK
 //! alone skips the line and the call waits out its whole timeout; a JSON log line on
 //! stdout that carries a request's id is not such a response, even when its other members
-//! are named `result` or `error`. The server is a few lines of Node.js.
+//! are named `result` or `error`. A batch (an array of messages, which servers of MCP
+//! revisions before 2025-06-18 may send) is read message by message. The server is a few
+//! lines of Node.js.
 
 mod common;
 
@@ -15,8 +17,8 @@ use serde_json::json;
 /// `nothing` answers `{"jsonrpc":"2.0","id":N}`, `no_message` an error with only a code,
 /// `extra` such an error with a `data` member beside it, `typo` a `results`; `logged` logs
 /// JSON lines carrying the request's id to stdout (as servers using a JSON logger on
-/// stdout do), one of them of response members alone, and then answers; `fine` answers a
-/// valid result.
+/// stdout do), one of them of response members alone, and then answers; `batched` answers
+/// in a batch, after a notification; `fine` answers a valid result.
 const ON_CALL: &str = r#"
     if (msg.params.name === 'nothing') {
       write({ jsonrpc: '2.0', id: msg.id });
@@ -31,61 +33,75 @@ const ON_CALL: &str = r#"
       write({ id: msg.id, result: 'started' });
       write({ id: msg.id, error: 'ENOENT' });
       text(msg.id, 'logged');
+    } else if (msg.params.name === 'batched') {
+      write([
+        { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x' } },
+        { jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text: 'batched' }] } },
+      ]);
     } else {
       text(msg.id, 'fine');
     }
 "#;
 
-#[tokio::test]
-async fn an_invalid_response_ends_the_call_at_once_saying_so() {
-    let config = common::node_server(
-        "invalid",
-        &["nothing", "no_message", "extra", "typo", "logged", "fine"],
-        "",
-        ON_CALL,
-    );
-    // Were the response skipped, the call would end at this timeout, saying the server did
-    // not answer; the bound is only for the failure.
+const TOOLS: &[&str] = &[
+    "nothing",
+    "no_message",
+    "extra",
+    "typo",
+    "logged",
+    "batched",
+    "fine",
+];
+
+/// The server, whose calls end at the latest at [`PATIENCE`]: were a response skipped, a
+/// call would end there, saying the server did not answer; the bound is only for the
+/// failure.
+async fn start() -> McpServer {
+    let config = common::node_server("invalid", TOOLS, "", ON_CALL);
     let options = McpOptions {
         call_timeout: PATIENCE,
         ..McpOptions::default()
     };
-    let server = McpServer::start("invalid", config, options).await.unwrap();
+    McpServer::start("invalid", config, options).await.unwrap()
+}
+
+/// Calls `tool` of `server` with no arguments.
+async fn call(server: &McpServer, tool: &str) -> fusion_core::Result<String> {
     let tools = server.tools();
-    let tool = |name: &str| tools.iter().find(|t| t.name() == name).unwrap().clone();
+    let tool = tools.iter().find(|t| t.name() == tool).unwrap().clone();
+    tool.call(json!({})).await
+}
+
+#[tokio::test]
+async fn an_invalid_response_ends_the_call_at_once_saying_so() {
+    let server = start().await;
     for name in [
         "invalid__nothing",
         "invalid__no_message",
         "invalid__extra",
         "invalid__typo",
     ] {
-        let err = tool(name).call(json!({})).await.unwrap_err().to_string();
+        let err = call(&server, name).await.unwrap_err().to_string();
         assert!(
             err.contains("MCP server `invalid` sent an invalid response"),
             "{name}: {err}"
         );
     }
     // The session goes on.
-    assert_eq!(tool("invalid__fine").call(json!({})).await.unwrap(), "fine");
+    assert_eq!(call(&server, "invalid__fine").await.unwrap(), "fine");
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_json_log_line_carrying_the_call_id_is_not_taken_for_its_response() {
-    let config = common::node_server(
-        "invalid",
-        &["nothing", "no_message", "extra", "typo", "logged", "fine"],
-        "",
-        ON_CALL,
-    );
-    let server = McpServer::start("invalid", config, McpOptions::default())
-        .await
-        .unwrap();
-    let tools = server.tools();
-    let logged = tools
-        .iter()
-        .find(|t| t.name() == "invalid__logged")
-        .unwrap();
-    assert_eq!(logged.call(json!({})).await.unwrap(), "logged");
+    let server = start().await;
+    assert_eq!(call(&server, "invalid__logged").await.unwrap(), "logged");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_response_in_a_batch_ends_its_call() {
+    let server = start().await;
+    assert_eq!(call(&server, "invalid__batched").await.unwrap(), "batched");
     server.shutdown().await;
 }
