@@ -6,8 +6,8 @@
 //!   anything;
 //! - `--silent`: reads its input but never answers, not even `initialize`;
 //! - `--once FILE`: serves when `FILE` does not exist, creating it; when it does (a
-//!   restart), writes a line holding a secret to stderr and exits with 1 before reading
-//!   anything;
+//!   restart), writes a line holding a secret to stderr, then 4 MiB without a line end,
+//!   and exits with 1 before reading anything;
 //! - `--grandchild`: starts `sleep 600` as a child first, standing for the `node` that
 //!   `npx` starts, so tests can check a whole process group is stopped.
 //!
@@ -118,6 +118,11 @@ async fn main() {
         let marker = std::path::Path::new(args.get(at + 1).expect("--once FILE"));
         if marker.exists() {
             eprintln!("test server: config token=sk-SUPERSECRET is refused");
+            // More than a pipe holds: the write returns only once the client has read past
+            // the secret's line, so the client has it when it sees the exit, and a test
+            // that it is not shown cannot pass because it was not read yet.
+            let filler = vec![b'x'; 4 << 20];
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), &filler);
             std::process::exit(1);
         }
         std::fs::write(marker, b"started").expect("test server: cannot write the marker");
