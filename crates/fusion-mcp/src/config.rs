@@ -103,6 +103,33 @@ impl McpConfig {
         Ok(name)
     }
 
+    /// Adds the servers of `other` (another file's, say): the way to give one session the
+    /// servers of several configurations, since [`McpSessionExt`](crate::McpSessionExt)
+    /// starts each configuration given to it as a set of its own. Fails with
+    /// [`Error::Config`] naming every server both have, adding none of `other`'s: which
+    /// of the two was meant is not for this client to guess.
+    pub fn merge(&mut self, other: McpConfig) -> Result<&mut Self> {
+        let clashes: Vec<&str> = other
+            .servers
+            .keys()
+            .filter(|name| self.servers.contains_key(*name))
+            .map(String::as_str)
+            .collect();
+        if !clashes.is_empty() {
+            return Err(Error::Config(format!(
+                "MCP configuration: both configurations have a server called {}; rename one \
+                 of each pair",
+                clashes
+                    .iter()
+                    .map(|name| format!("`{}`", name.escape_debug()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        self.servers.extend(other.servers);
+        Ok(self)
+    }
+
     /// The server called `name`.
     pub fn get(&self, name: &str) -> Option<&McpServerConfig> {
         self.servers.get(name)
@@ -339,6 +366,32 @@ mod tests {
       },
       "globalShortcut": "Ctrl+Space"
     }"#;
+
+    #[test]
+    fn merging_adds_the_other_servers_and_refuses_a_name_both_have() {
+        let mut config = McpConfig::new().with("a", StdioServerConfig::new("a"));
+        let other = McpConfig::new()
+            .with("b", StdioServerConfig::new("b"))
+            .with("c", StdioServerConfig::new("c"));
+        config.merge(other).unwrap();
+        let names: Vec<&str> = config.servers().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+
+        let clashing = McpConfig::new()
+            .with("c", StdioServerConfig::new("other-c"))
+            .with("d", StdioServerConfig::new("d"))
+            .with("a", StdioServerConfig::new("other-a"));
+        let Err(Error::Config(message)) = config.merge(clashing) else {
+            panic!("a server name both have is refused")
+        };
+        assert!(message.contains("server called `a`, `c`"), "{message}");
+        // Nothing of the refused configuration was added.
+        assert_eq!(config.len(), 3);
+        let McpServerConfig::Stdio(a) = config.get("a").unwrap() else {
+            panic!("a is a stdio server")
+        };
+        assert_eq!(a.command, "a");
+    }
 
     #[test]
     fn the_desktop_format_parses_with_extra_fields_and_disabled_servers() {

@@ -15,6 +15,13 @@ use crate::servers::McpServers;
 /// with an error naming it. They live as long as the session and its forks, and are
 /// stopped (child processes killed) when the last of them is dropped.
 ///
+/// Give a builder one configuration: [`McpConfig::merge`] makes one of several, and
+/// refuses two servers of one name. Each call starts a set of its own, whose tool names
+/// are chosen without regard to the other sets' and which has its own
+/// [`McpOptions::max_tools`]: a tool of a later set named as one an earlier set (or the
+/// session's own tools) offers is not offered, the earlier one keeping the name, and the
+/// sets together may offer more tools than the provider takes.
+///
 /// ```no_run
 /// use fusion_agent::AgentSession;
 /// use fusion_mcp::{McpConfig, McpSessionExt};

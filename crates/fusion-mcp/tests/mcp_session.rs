@@ -1,6 +1,7 @@
 //! `SessionBuilder::mcp_config(..)` ([`McpSessionExt`]): the servers start with the
 //! session, their tools join the built-in ones, a server that cannot start fails the
-//! build naming it, and the server's process ends when the session is dropped.
+//! build naming it, the server's process ends when the session is dropped, and a second
+//! configuration given to the builder never offers a tool name twice.
 
 mod common;
 
@@ -56,4 +57,24 @@ async fn a_server_that_cannot_start_fails_the_build_naming_it() {
     assert!(matches!(err, Error::Config(_)), "{err}");
     assert!(err.to_string().contains("broken"), "{err}");
     assert!(llm.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_configuration_does_not_offer_a_name_the_first_gives() {
+    let llm = MockLlmServer::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let probe = || McpConfig::new().with("probe", StdioServerConfig::new(test_server()));
+    let mut session = builder(&llm, workspace.path())
+        .mcp_config(probe())
+        .mcp_config(probe())
+        .build()
+        .await
+        .unwrap();
+    llm.push_text("done");
+    session.send_message("hi").await.unwrap();
+
+    // A provider refuses a request offering two tools of one name.
+    let names = offered(&llm, 0);
+    let echoes = names.iter().filter(|n| *n == "probe__echo").count();
+    assert_eq!(echoes, 1, "{names:?}");
 }
