@@ -30,7 +30,9 @@ use super::location::{self, StorageLocation};
 /// assert_eq!("./sessions".parse::<StorageType>()?, StorageType::FileSystem("./sessions".into()));
 /// # Ok::<(), fusion::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// Neither `Display` nor `Debug` shows a password in a URL ([`redact_url`]).
+#[derive(Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StorageType {
     /// In-process memory, shared by every `Memory` opened in this process and lost when it
@@ -253,6 +255,22 @@ impl fmt::Display for StorageType {
     }
 }
 
+impl fmt::Debug for StorageType {
+    /// The variant and its value, with any password in a URL hidden, as `Display` hides it:
+    /// `{:?}` is what `unwrap`, `dbg!` and a tracing field print.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageType::Memory => f.write_str("Memory"),
+            StorageType::FileSystem(dir) => f.debug_tuple("FileSystem").field(dir).finish(),
+            StorageType::Sqlite(url) => f.debug_tuple("Sqlite").field(&redact_url(url)).finish(),
+            StorageType::Redis(url) => f.debug_tuple("Redis").field(&redact_url(url)).finish(),
+            StorageType::Postgres(url) => {
+                f.debug_tuple("Postgres").field(&redact_url(url)).finish()
+            }
+        }
+    }
+}
+
 impl FromStr for StorageType {
     type Err = Error;
 
@@ -390,6 +408,33 @@ mod tests {
         assert_eq!(storage.to_string(), "redis://user:***@host:6379/2");
         let storage = StorageType::Postgres("postgres://app:s3cret@db/app".into());
         assert_eq!(storage.to_string(), "postgres://app:***@db/app");
+    }
+
+    #[test]
+    fn debug_hides_passwords_too() {
+        // `{:?}` is what `unwrap`, `dbg!` and `tracing`'s `?storage` print: it must hide
+        // what `Display` hides.
+        for (storage, shown) in [
+            (
+                StorageType::Redis("redis://user:s3cret@host:6379/2".into()),
+                r#"Redis("redis://user:***@host:6379/2")"#,
+            ),
+            (
+                StorageType::Postgres("postgres://app:s3cret@db/app?password=s3cret".into()),
+                r#"Postgres("postgres://app:***@db/app?password=***")"#,
+            ),
+            (
+                StorageType::Sqlite("sqlite://x.db?mode=ro".into()),
+                r#"Sqlite("sqlite://x.db?mode=ro")"#,
+            ),
+            (StorageType::Memory, "Memory"),
+            (
+                StorageType::FileSystem("./d".into()),
+                r#"FileSystem("./d")"#,
+            ),
+        ] {
+            assert_eq!(format!("{storage:?}"), shown);
+        }
     }
 
     fn same(a: &str, b: &str) -> bool {
