@@ -104,6 +104,8 @@ pub async fn update_session(
     update: &MetaUpdate,
     storage: &StorageType,
 ) -> Result<Option<SessionInfo>> {
+    // Checked before opening: opening may create the database an invalid id never needs.
+    SessionId::validate(session_id)?;
     storage
         .open()
         .await?
@@ -120,12 +122,32 @@ pub async fn delete_session(session_id: &str, storage: &StorageType) -> Result<(
 /// Message count, timestamps and metadata of `session_id`, or `None` if it holds no
 /// messages.
 pub async fn session_info(session_id: &str, storage: &StorageType) -> Result<Option<SessionInfo>> {
+    SessionId::validate(session_id)?;
     storage.open().await?.session_info(session_id).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An invalid id is refused before the storage is opened, so it leaves behind no
+    /// database file that opening would have created.
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn an_invalid_id_is_refused_without_creating_the_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sessions.db");
+        let storage = StorageType::Sqlite(format!("sqlite://{}", file.display()));
+        let invalid =
+            |result: Result<_>| matches!(result, Err(crate::Error::InvalidSessionId { .. }));
+        assert!(invalid(session_info("../x", &storage).await.map(drop)));
+        let retitle = MetaUpdate::new().title(Some("t"));
+        assert!(invalid(
+            update_session("../x", &retitle, &storage).await.map(drop)
+        ));
+        assert!(invalid(delete_session("../x", &storage).await));
+        assert!(!file.exists(), "opened for an id it then refused");
+    }
 
     #[test]
     fn an_llm_is_named_by_a_key_or_a_base_url_that_is_not_blank() {
