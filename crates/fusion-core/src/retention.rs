@@ -20,7 +20,7 @@
 //! the write's `updated_at`, so an idle session's `expires_at` is exactly its
 //! `updated_at` plus the span.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{ConversationStorage, Error, Result, from_unix_micros, unix_micros};
 
@@ -41,8 +41,16 @@ pub enum Expiry {
 
 impl Expiry {
     /// Expires `span` from now: [`Expiry::At`] the current time plus `span`.
+    ///
+    /// A span too long for the system clock to add (`Duration::MAX`) gives an instant
+    /// after the year 9999, which [`validate`](Self::validate) refuses, rather than a panic.
     pub fn after(span: Duration) -> Self {
-        Expiry::At(SystemTime::now() + span)
+        let beyond_latest = || UNIX_EPOCH + Duration::from_micros(LATEST_MICROS.unsigned_abs() + 1);
+        Expiry::At(
+            SystemTime::now()
+                .checked_add(span)
+                .unwrap_or_else(beyond_latest),
+        )
     }
 
     /// Checks the expiry's range, returning [`Error::InvalidMeta`]: an instant between the
@@ -194,8 +202,6 @@ pub fn check_purge_batch(batch: usize) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::UNIX_EPOCH;
-
     use super::*;
 
     #[test]
@@ -228,6 +234,9 @@ mod tests {
         let err = Expiry::At(far).validate().unwrap_err();
         assert!(err.to_string().contains("9999"), "{err}");
         assert!(Expiry::after(Duration::from_secs(60)).validate().is_ok());
+        // Too long for the clock to add: refused, not a panic.
+        let err = Expiry::after(Duration::MAX).validate().unwrap_err();
+        assert!(err.to_string().contains("9999"), "{err}");
         assert!(check_purge_batch(0).is_err());
         assert!(check_purge_batch(MAX_PURGE_BATCH + 1).is_err());
         assert!(check_purge_batch(100).is_ok());
