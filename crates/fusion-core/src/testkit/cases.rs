@@ -5,7 +5,10 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{StorageHarness, assert_nothing_lost_in_writer_order, open};
-use crate::{ChatMessage, ConversationStorage, Error, MAX_METADATA_DEPTH, ToolCall};
+use crate::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, MAX_METADATA_DEPTH, MetaUpdate,
+    SessionMeta, SessionTimes, ToolCall,
+};
 
 /// A history exercising every field: unicode, empty content, tool calls (one with invalid
 /// JSON arguments), a tool result, a name, metadata, and characters that need escaping.
@@ -230,6 +233,36 @@ pub async fn hostile_ids_are_rejected_and_nothing_is_written<H: StorageHarness>(
         assert_invalid_id(store.delete(id).await, id, "delete");
         assert_invalid_id(store.truncate(id, 0).await, id, "truncate");
         assert_invalid_id(store.session_info(id).await, id, "session_info");
+        assert_invalid_id(store.load_revision(id).await, id, "load_revision");
+        for (change, op) in [
+            (Change::Append(&history), "write_if(Append)"),
+            (Change::Append(&[]), "write_if(Append(empty))"),
+            (Change::Replace(&history), "write_if(Replace)"),
+            (Change::Rewrite(&history), "write_if(Rewrite)"),
+            (Change::Truncate(0), "write_if(Truncate)"),
+        ] {
+            let anything = Expect::Generation(0);
+            assert_invalid_id(store.write_if(id, anything, change).await, id, op);
+        }
+        let meta = SessionMeta::new().title("t");
+        let created = store.create_session(id, &meta, &history).await;
+        assert_invalid_id(created, id, "create_session");
+        let epoch = std::time::SystemTime::UNIX_EPOCH;
+        let times = SessionTimes::new(epoch, epoch);
+        let copied = store.create_session_with_times(id, &meta, &history, times);
+        assert_invalid_id(copied.await, id, "create_session_with_times");
+        let retitle = MetaUpdate::new().title(Some("t"));
+        assert_invalid_id(
+            store.update_session(id, &retitle).await,
+            id,
+            "update_session",
+        );
+        let nothing = MetaUpdate::new();
+        assert_invalid_id(
+            store.update_session(id, &nothing).await,
+            id,
+            "update_session(empty)",
+        );
     }
     assert!(store.list_sessions().await.unwrap().is_empty());
 }
