@@ -127,24 +127,7 @@ impl Parsed {
         for (i, section) in self.sections.iter().enumerate() {
             let thought = || self.thought_before(i);
             match section.label {
-                Label::FinalAnswer => {
-                    let mut answer = section.body.trim();
-                    if self.fence_blind {
-                        answer = strip_dangling_fence(answer);
-                    }
-                    let answer = strip_unbalanced_bold(answer);
-                    if answer.is_empty() {
-                        return Some(ReactStep::Invalid {
-                            reason: format!(
-                                "`Final Answer:` is empty; write the answer after it. {FORMAT_REMINDER}"
-                            ),
-                        });
-                    }
-                    return Some(ReactStep::FinalAnswer {
-                        thought: thought(),
-                        answer,
-                    });
-                }
+                Label::FinalAnswer => return Some(self.final_answer(i, &section.body)),
                 Label::Action => {
                     let next_input = self
                         .sections
@@ -156,7 +139,11 @@ impl Parsed {
                         // "Action: None" followed by a final answer is a common habit.
                         continue;
                     }
-                    let input = extract_input(next_input.or(inline_input.as_deref()).unwrap_or(""));
+                    let input = next_input.or(inline_input.as_deref()).unwrap_or("");
+                    if is_final_answer_tool(&tool) {
+                        return Some(self.final_answer(i, &unquote(input)));
+                    }
+                    let input = extract_input(input);
                     return Some(ReactStep::Action {
                         thought: thought(),
                         tool,
@@ -167,6 +154,27 @@ impl Parsed {
             }
         }
         None
+    }
+
+    /// The final answer `body` gives, written in section `i`; [`ReactStep::Invalid`] when
+    /// it is empty.
+    fn final_answer(&self, i: usize, body: &str) -> ReactStep {
+        let mut answer = body.trim();
+        if self.fence_blind {
+            answer = strip_dangling_fence(answer);
+        }
+        let answer = strip_unbalanced_bold(answer);
+        if answer.is_empty() {
+            return ReactStep::Invalid {
+                reason: format!(
+                    "`Final Answer:` is empty; write the answer after it. {FORMAT_REMINDER}"
+                ),
+            };
+        }
+        ReactStep::FinalAnswer {
+            thought: self.thought_before(i),
+            answer,
+        }
     }
 
     /// The last `Thought:` before section `i`, or else the unlabelled preamble.
@@ -243,6 +251,12 @@ fn split_action(body: &str) -> (String, Option<String>) {
     (name, inline)
 }
 
+/// What may follow a tool name as punctuation: ASCII, and the full-width and ideographic
+/// forms (`read_file，`, `read_file。`) models writing Chinese or Japanese put there.
+const NAME_END_PUNCTUATION: [char; 10] = [
+    '.', ':', ',', ';', '\u{ff0e}', '\u{ff1a}', '\u{ff0c}', '\u{ff1b}', '\u{3002}', '\u{3001}',
+];
+
 /// A tool name without the decoration models add: bold, backticks, quotes, `[brackets]`,
 /// trailing punctuation.
 fn clean_name(raw: &str) -> String {
@@ -250,10 +264,23 @@ fn clean_name(raw: &str) -> String {
     if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
         name = inner.trim();
     }
-    name.trim_end_matches(['.', ':', ',', ';'])
+    name.trim_end_matches(|c: char| NAME_END_PUNCTUATION.contains(&c) || c.is_whitespace())
         .trim_matches(['*', '`', '"', '\''])
         .trim()
         .to_owned()
+}
+
+/// Whether an `Action:` names the final answer (`Action: Final Answer`, LangChain's way
+/// of ending), whose `Action Input` is then the answer.
+fn is_final_answer_tool(tool: &str) -> bool {
+    let joined = tool.replace([' ', '_', '-'], "");
+    joined.eq_ignore_ascii_case("finalanswer")
+}
+
+/// `input` without its JSON string quoting, when it is one JSON string (LangChain's
+/// agents write the final answer's input so); otherwise `input` as it is.
+fn unquote(input: &str) -> String {
+    serde_json::from_str::<String>(input.trim()).unwrap_or_else(|_| input.to_owned())
 }
 
 fn is_no_action(tool: &str) -> bool {
@@ -630,6 +657,32 @@ mod tests {
                 "Action: N/A",
                 Expect::Invalid("no `Action:` line"),
             ),
+            // LangChain's final answer: an action named `Final Answer`.
+            (
+                "an action named final answer ends the turn with its input",
+                "Thought: I know it\nAction: Final Answer\nAction Input: Paris is the capital.",
+                answer("I know it", "Paris is the capital."),
+            ),
+            (
+                "an action named final answer with a json string input",
+                "Action: `Final Answer`\nAction Input: \"It is \\\"42\\\".\\nTruly.\"",
+                answer("", "It is \"42\".\nTruly."),
+            ),
+            (
+                "an action named final answer with its input on the same line",
+                "Action: final_answer, Action Input: done",
+                answer("", "done"),
+            ),
+            (
+                "an action named final answer with a multi-line input",
+                "Action: Final Answer\nAction Input: The files are:\n- a.txt\n- b.txt",
+                answer("", "The files are:\n- a.txt\n- b.txt"),
+            ),
+            (
+                "an action named final answer with an empty input",
+                "Action: Final Answer\nAction Input: \"\"",
+                Expect::Invalid("`Final Answer:` is empty"),
+            ),
             // Decorated tool names.
             (
                 "a backticked tool name",
@@ -650,6 +703,21 @@ mod tests {
                 "a tool name with a full stop",
                 "Action: read_file.\nAction Input: {}",
                 action("", "read_file", "{}"),
+            ),
+            (
+                "a tool name with a full-width comma before its input",
+                "Action: read_file\u{ff0c} Action Input: {\"path\": \"a\"}",
+                action("", "read_file", r#"{"path": "a"}"#),
+            ),
+            (
+                "a tool name with trailing cjk punctuation",
+                "Action\u{ff1a} read_file\u{3002}\nAction Input\u{ff1a} {}",
+                action("", "read_file", "{}"),
+            ),
+            (
+                "a tool name with an ideographic comma and semicolon",
+                "Action: list_files\u{3001}\u{ff1b}\nAction Input: {}",
+                action("", "list_files", "{}"),
             ),
             (
                 "a bold tool name",
