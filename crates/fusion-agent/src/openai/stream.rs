@@ -1173,7 +1173,7 @@ mod tests {
         }
     }
 
-    /// An `error` that says nothing beside each delta (empty message, null code) is no
+    /// An `error` that says nothing beside each delta (empty message, null or 0 code) is no
     /// error, in a stream as in a whole reply: the reply is read, not ended at its start.
     #[tokio::test]
     async fn an_error_field_that_says_nothing_beside_a_delta_is_no_error() {
@@ -1185,6 +1185,7 @@ mod tests {
             serde_json::json!(null),
             serde_json::json!({}),
             serde_json::json!({"message": "", "code": null}),
+            serde_json::json!({"message": "", "code": 0}),
         ] {
             let text = sse(&[
                 with_error(delta(serde_json::json!({"content": "hi"})), error.clone()),

@@ -149,8 +149,8 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, Undecodable> 
 }
 
 /// Whether an `error` field (of a whole reply or of a streamed chunk) reports one: text,
-/// or an object with a field that says something (`{"message": ""}` or `{"code": null}`
-/// beside a reply says nothing).
+/// or an object with a field that says something (`{"message": ""}`, `{"code": null}` or
+/// `{"code": 0}` beside a reply says nothing: 0 is the "no error" code servers fill in).
 pub(super) fn reports_error(error: &Value) -> bool {
     match error {
         Value::Object(fields) => fields.values().any(reports_error),
@@ -158,7 +158,7 @@ pub(super) fn reports_error(error: &Value) -> bool {
         Value::Bool(flag) => *flag,
         Value::Null => false,
         Value::Array(items) => items.iter().any(reports_error),
-        Value::Number(_) => true,
+        Value::Number(number) => number.as_f64() != Some(0.0),
     }
 }
 
@@ -391,6 +391,7 @@ mod tests {
         assert!(described(b"{\"choices\":[]}").contains("no `choices`"));
         for reported in [
             r#"{"error":{"message":"upstream down"}}"#,
+            r#"{"error":{"message":"upstream down","code":0}}"#,
             r#"{"error":{"code":502,"message":"Provider returned error"},"choices":[{"message":{"role":"assistant","content":""},"finish_reason":"error"}]}"#,
         ] {
             assert_eq!(
@@ -404,6 +405,8 @@ mod tests {
             r#"{"error":{},"choices":[{"message":{"content":"a"}}]}"#,
             r#"{"error":"","choices":[{"message":{"content":"a"}}]}"#,
             r#"{"error":{"message":"","code":null},"choices":[{"message":{"content":"a"}}]}"#,
+            r#"{"error":{"message":"","code":0},"choices":[{"message":{"content":"a"}}]}"#,
+            r#"{"error":{"code":0.0,"type":""},"choices":[{"message":{"content":"a"}}]}"#,
         ] {
             assert_eq!(
                 decode_response(body.as_bytes()).unwrap().message.content,
