@@ -234,3 +234,37 @@ async fn the_loops_answer_to_a_reply_stored_as_unreadable_stays_in_its_turn() {
     assert_eq!(session.undo_last_turn().await.unwrap(), 4);
     assert_eq!(h.storage.load(common::SESSION).await.unwrap().len(), before);
 }
+
+/// LangChain's agents end with `Action: Final Answer` and the answer as its `Action Input`
+/// (often a JSON string). That ends the turn with the answer, not a call of a tool named
+/// "Final Answer".
+#[tokio::test]
+async fn an_action_named_final_answer_ends_the_turn_with_its_input() {
+    let h = Harness::new().await;
+    let mut session = text_session(&h).await;
+    h.server
+        .push_text("Thought: I know.\nAction: Final Answer\nAction Input: \"It is 42.\"");
+    let result = session.send_message("What is it?").await.unwrap();
+    assert!(result.success);
+    assert_eq!(result.result, "It is 42.");
+    assert_eq!(result.iterations, 1);
+    assert!(result.steps.is_empty(), "{:?}", result.steps);
+}
+
+/// A user may type what the loop writes for a reply it could not read. Sent after an
+/// answer, that message starts a turn of its own: undoing the last turn removes it and
+/// its answer, not the turn before too.
+#[tokio::test]
+async fn a_user_message_written_like_the_loops_observation_starts_its_own_turn() {
+    let h = Harness::new().await;
+    let mut session = text_session(&h).await;
+    h.server
+        .push_text("Final Answer: Hello.")
+        .push_text("Final Answer: That looks like an error message.");
+    session.send_message("Hi").await.unwrap();
+    let typed = "Observation: Error: your reply could not be read: the reply is empty.";
+    session.send_message(typed).await.unwrap();
+    assert_eq!(session.undo_last_turn().await.unwrap(), 2);
+    let history = session.history();
+    assert_eq!(history.last().unwrap().content, "Final Answer: Hello.");
+}

@@ -131,6 +131,22 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// Metadata key marking a message of the user's that starts the way the loop's
+/// observations do (`Observation: `): so it is read as the user's, the start of a turn,
+/// whatever it says ([`is_observation`]). Only such messages carry it.
+pub(crate) const TYPED_BY_USER_KEY: &str = "fusion_typed_by_user";
+
+/// The user's message `text`, marked with [`TYPED_BY_USER_KEY`] when it starts like an
+/// observation: text alone cannot tell it from the loop's, which a user may well paste.
+pub(crate) fn user_message(text: &str) -> ChatMessage {
+    let message = ChatMessage::user(text);
+    if text.starts_with(OBSERVATION_PREFIX) {
+        message.with_metadata(TYPED_BY_USER_KEY, serde_json::Value::Bool(true))
+    } else {
+        message
+    }
+}
+
 /// Whether `message` is a text-mode observation answering `prev` (the message before it
 /// that is not a context record), so not the start of a turn: a user message starting
 /// `Observation: ` right after a text-mode `Action:` reply, or the loop's answer to a
@@ -141,9 +157,14 @@ impl<'a> Layout<'a> {
 /// are, the start of a turn, which undo and pruning rely on. It counts after a reply read
 /// as a final answer too: a reply stored when the parser could not read it (`Final
 /// Answer：` before the full-width colon was read) may read as one now, and the loop's
-/// answer to it is still no message of the user's.
+/// answer to it is still no message of the user's. A message the session marked as the
+/// user's ([`user_message`]) is never one, whatever it says.
 pub fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
-    if message.role != Role::User || prev.role != Role::Assistant || prev.has_tool_calls() {
+    if message.role != Role::User
+        || prev.role != Role::Assistant
+        || prev.has_tool_calls()
+        || message.metadata.contains_key(TYPED_BY_USER_KEY)
+    {
         return false;
     }
     let Some(observed) = message.content.strip_prefix(OBSERVATION_PREFIX) else {

@@ -70,7 +70,7 @@ pub use view::{
 };
 pub use window::visible_tokens;
 
-pub(crate) use groups::Layout;
+pub(crate) use groups::{Layout, user_message};
 pub(crate) use summary::{summary_request, summary_request_sparing_latest_turn};
 pub(crate) use window::visible_tokens_up_to;
 

@@ -6,6 +6,7 @@ use tracing::{info, warn};
 
 use super::AgentSession;
 use super::store::explain_conflict;
+use crate::context::user_message;
 
 /// How many times a turn tries to store its opening when other writers keep changing the
 /// session (each conflict means another writer won a race; three in a row is not a race).
@@ -22,7 +23,7 @@ impl AgentSession {
     /// whose settling read failed too), and the opening, stored in one append, is then
     /// there whole. A new message at each attempt was stored a second time.
     pub(super) async fn open(&mut self, message: &str) -> Result<()> {
-        let user = ChatMessage::user(message).with_new_id();
+        let user = user_message(message).with_new_id();
         let mut attempt = 1;
         loop {
             let mut opening = self.interrupted_repairs();
