@@ -178,13 +178,23 @@ impl SessionLock {
     /// Removes the lock file, whose session is being deleted under this (exclusive) lock.
     /// Anyone waiting on it finds it unlinked once they hold it, and opens a new one.
     ///
-    /// Where that check is not available (not Unix), the file stays, as it always did.
+    /// Where that check is not available (not Unix), the file stays, emptied: what a new
+    /// lock file holds. Left holding the deleted session's counters, it sent every
+    /// creation of the id after it to read the live journals' delete lines, as a delete
+    /// that stopped must (see `crate::session_files`' `stopped`).
     pub(crate) fn unlink(&self, path: &Path) -> Result<()> {
-        if cfg!(unix) {
+        self.retire(path, cfg!(unix))
+    }
+
+    /// [`unlink`](Self::unlink), removing the file if `removable`, else emptying it.
+    fn retire(&self, path: &Path, removable: bool) -> Result<()> {
+        if removable {
             match fs::remove_file(path) {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 other => other.at(path)?,
             }
+        } else if let Some(file) = self.file.as_ref() {
+            file.set_len(0).at(path)?;
         }
         Ok(())
     }
@@ -348,5 +358,25 @@ fn retry_interrupted(mut op: impl FnMut() -> io::Result<()>) -> io::Result<()> {
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_file_kept_after_a_delete_holds_what_a_new_one_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".s.lock");
+        let lock = SessionLock::exclusive(dir.path(), &path).unwrap();
+        lock.store(&path, 42, &Counters::default(), false).unwrap();
+        assert!(lock.contents(&path).unwrap().holds_anything());
+        // As where lock files are never removed (not Unix).
+        lock.retire(&path, false).unwrap();
+        assert!(path.exists());
+        assert!(!lock.contents(&path).unwrap().holds_anything());
+        lock.retire(&path, true).unwrap();
+        assert!(!path.exists());
     }
 }

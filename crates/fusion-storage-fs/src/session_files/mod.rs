@@ -24,7 +24,7 @@
 //! (the device and inode of its handle against those of the path) and, if not, opens the
 //! path again and retries. A file created meanwhile by a newer writer is the one everybody
 //! locks from then on. Where that check is unavailable (not Unix) lock files are never
-//! removed, as before. A reader that races a delete may leave an empty lock file behind;
+//! removed, only emptied. A reader that races a delete may leave an empty lock file behind;
 //! the next `delete` of that id removes it.
 //!
 //! # Generations and counters

@@ -70,10 +70,10 @@ impl SessionFiles {
 
     /// Before a lock file that holds `contents` without a session is unlinked: if it holds
     /// anything, the index state's latest delete is raised to the live journals' (see the
-    /// module docs), which the next creation, finding a new lock file, is stamped after.
-    /// Where lock files are never removed (not Unix), it stays for that creation to find.
+    /// module docs), which the next creation, finding a new lock file, is stamped after
+    /// (where lock files are never removed, not Unix, an emptied one).
     pub(super) fn keep_stopped_delete(&self, contents: &LockContents) -> Result<()> {
-        if cfg!(unix) && contents.holds_anything() {
+        if contents.holds_anything() {
             let latest = self.index.latest_delete()?;
             self.index.raise_deleted(latest)?;
         }
