@@ -51,8 +51,9 @@ pub enum WriteKind {
 ///   the source's history and more does before `--force` replaces it;
 /// - it shows the write applied ([`applied`]: it holds `result`, what the write leaves,
 ///   alone or with another writer's appends after it, and a creation or a replace left
-///   it a generation of its own; not `before` again, which the write changes): its
-///   generation is returned;
+///   it a generation of its own; not `before` again, which the write changes): the
+///   history read back is returned, which a caller checking the write reads in place of
+///   the session (read again, it could show only what other writers did since);
 /// - anything else: another writer got in first, and the write could no longer apply:
 ///   the [`fusion::Error::Conflict`] it would have met;
 /// - it cannot be read: whether the write applied is unknown, and the error says so
@@ -63,6 +64,8 @@ pub enum WriteKind {
 /// and applied since (a server still running it when the connection dropped). Then the
 /// session holds `result`, written once, rather than another writer's change. At most
 /// [`LOST_REPLY_ATTEMPTS`] writes are made.
+///
+/// `Ok(None)`: the write's own reply said it applied, and nothing was read back.
 ///
 /// What the trait cannot tell (the messages copied carry no id of this write, and a
 /// session's metadata is not part of its revision):
@@ -94,7 +97,7 @@ pub async fn write_once<Write, Written>(
     result: &[ChatMessage],
     kind: WriteKind,
     write: Write,
-) -> fusion::Result<u64>
+) -> fusion::Result<Option<Vec<ChatMessage>>>
 where
     Write: Fn() -> Written,
     Written: Future<Output = fusion::Result<u64>>,
@@ -106,7 +109,7 @@ where
             // Made again after a lost reply: maybe the earlier write's own change.
             Err(err @ fusion::Error::Conflict { .. }) => err,
             Err(err) if views.retries() && err.is_retryable() => err,
-            done => return done,
+            done => return done.map(|_| None),
         };
         let (held, revision) = match views.storage.load_revision(id).await {
             Ok(read) => read,
@@ -121,7 +124,7 @@ where
             continue;
         }
         if applied(kind, at, before, &held, revision, result) {
-            return Ok(revision.generation);
+            return Ok(Some(held));
         }
         if conflict {
             return Err(lost);
@@ -196,14 +199,15 @@ fn all_lost(views: &Views, last: fusion::Error) -> fusion::Error {
 
 /// Creates session `id` holding exactly `messages`, with `meta` and, when known, the times
 /// it had where it came from ([`create`] on [`Views::unretried`]), settling a lost reply
-/// as [`write_once`] does: created once, or [`fusion::Error::Conflict`] if it exists.
+/// as [`write_once`] does (and returning what it does): created once, or
+/// [`fusion::Error::Conflict`] if it exists.
 pub async fn create_once(
     views: &Views,
     id: &str,
     meta: &SessionMeta,
     times: Option<SessionTimes>,
     messages: &[ChatMessage],
-) -> fusion::Result<u64> {
+) -> fusion::Result<Option<Vec<ChatMessage>>> {
     let unretried = views.unretried.as_ref();
     let write = move || create(unretried, id, meta, times, messages);
     let absent = Revision::ABSENT;
@@ -313,7 +317,10 @@ mod tests {
     use crate::testing::{AppliesLate, DropsNextWrite, conversation, views};
 
     /// An append to the session `id` holds (`held`), made through `write_once`.
-    async fn append_once(views: &Views, held: &[ChatMessage]) -> fusion::Result<u64> {
+    async fn append_once(
+        views: &Views,
+        held: &[ChatMessage],
+    ) -> fusion::Result<Option<Vec<ChatMessage>>> {
         let (_, at) = views.storage.load_revision("s").await.unwrap();
         let more = [ChatMessage::user("And of Italy?")];
         let result = [held, &more].concat();

@@ -293,8 +293,12 @@ async fn migrate_one(
             copies::write_once(views, id, at, &target, &source, kind, write).await
         };
         match written {
-            Ok(_) => {
-                return match verify_written(to, id, &source, &source_info, outcome).await? {
+            Ok(read_back) => {
+                let stored = match read_back {
+                    Some(stored) => stored,
+                    None => to.load(id).await.context("cannot read the copy back")?,
+                };
+                return match verify_written(&stored, &source, &source_info, outcome)? {
                     done @ (Outcome::Diverged(_) | Outcome::Expired { .. }) => Ok(done),
                     outcome => sync_meta(to, id, source_meta, outcome, args).await,
                 };
@@ -442,16 +446,15 @@ async fn write_meta(to: &dyn ConversationStorage, id: &str, update: &MetaUpdate)
     Ok(())
 }
 
-/// Reads the target back after a successful write of `outcome` and checks that it starts
-/// with the source's history (`source`, whose facts are `source_info`).
-async fn verify_written(
-    to: &dyn ConversationStorage,
-    id: &str,
+/// Checks that the target, `stored` as read back after a successful write of `outcome`
+/// (by the write itself when its reply was lost, else read for this), starts with the
+/// source's history (`source`, whose facts are `source_info`).
+fn verify_written(
+    stored: &[ChatMessage],
     source: &[ChatMessage],
     source_info: &SessionInfo,
     outcome: Outcome,
 ) -> Result<Outcome> {
-    let stored = to.load(id).await.context("cannot read the copy back")?;
     if let (Outcome::Copied(_), Some(expiry), true) =
         (&outcome, source_info.meta.expiry, stored.is_empty())
     {
@@ -463,14 +466,14 @@ async fn verify_written(
         let why = copies::ran_out(expiry, times);
         return Ok(Outcome::Expired { why, kept: None });
     }
-    if stored.len() > source.len() && copied(source, &stored) == source.len() {
+    if stored.len() > source.len() && copied(source, stored) == source.len() {
         // Another writer stored messages in this session right after the copy landed.
         return Ok(Outcome::Diverged(format!(
             "the target gained messages while it was migrated ({})",
-            divergence(source, &stored)
+            divergence(source, stored)
         )));
     }
-    verify(&stored, source)?;
+    verify(stored, source)?;
     Ok(outcome)
 }
 

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, bail};
 use fusion::SessionId;
 use fusion::api::export;
-use fusion::storage::{SessionInfo, session_id_from_file_name};
+use fusion::storage::{Change, Expect, SessionInfo, session_id_from_file_name};
 
 use crate::store::{Store, Views};
 use crate::{ExportFormat, copies, files, meta, render};
@@ -261,6 +261,17 @@ fn expired(imported: &export::Imported) -> Option<String> {
 /// that did not exist gets the export's times; one replaced keeps its own creation, and
 /// the replacement is its last write. Returns whether the session existed.
 ///
+/// The messages are written first, conditional on the revision read ([`copies::write_once`]
+/// of a [`Change::Replace`] under [`Expect::Exactly`]), so another writer's change since
+/// the read is refused, not written over; then the metadata, as a change from what was
+/// read. A history that already holds `messages` is not written again, so a replace
+/// interrupted between its two writes (the new history under the old metadata) is
+/// finished by the same import run again, with the one write missing. What remains: the
+/// metadata is no part of a session's revision, so a change another writer makes to it
+/// between the read and the metadata's write is kept where the import does not set that
+/// field, and overwritten where it does; and until that write, readers see the new
+/// history under the old metadata (its old owner, title and tags).
+///
 /// An export whose expiry has run out by the clock of `store` ([`copies::run_out_by`] on
 /// [`copies::clock_reading`] of the session's last write there) is refused before a
 /// session that exists is touched: written over it, the expiry would take the session
@@ -285,10 +296,11 @@ async fn replace_session(
             Err(err) => return Err(err).with_context(context),
         }
     }
-    let current = storage
-        .session_info(id)
-        .await
-        .with_context(|| format!("cannot read session \"{id}\""))?;
+    let read = || format!("cannot read session \"{id}\"");
+    // The history first: what the replace is conditional on. The metadata, read after,
+    // is the fresher for the change the import makes to it.
+    let (held, at) = storage.load_revision(id).await.with_context(read)?;
+    let current = storage.session_info(id).await.with_context(read)?;
     if let (Some(info), Some(expiry)) = (&current, meta.expiry)
         && let Some(why) = copies::run_out_by(expiry, None, copies::clock_reading(info.updated_at))
     {
@@ -300,16 +312,38 @@ async fn replace_session(
             render::plural(info.message_count, "message"),
         );
     }
-    storage.save(id, messages).await.with_context(context)?;
+    if !at.exists() || held != messages {
+        let unretried = views.unretried.as_ref();
+        let write = move || unretried.write_if(id, Expect::Exactly(at), Change::Replace(messages));
+        let kind = copies::WriteKind::Replace;
+        match copies::write_once(views, id, at, &held, messages, kind, write).await {
+            Ok(_) => {}
+            Err(err @ fusion::Error::Conflict { .. }) => {
+                return Err(anyhow::Error::from(err).context(format!(
+                    "session \"{id}\" changed while it was being replaced (another writer); \
+                     nothing was written; run the import again"
+                )));
+            }
+            Err(err) => return Err(err).with_context(context),
+        }
+    }
     if !meta.is_empty() {
         let current = current.as_ref().map(|info| info.meta.clone());
         let update = meta::overwrite(&current.unwrap_or_default(), meta);
-        storage
-            .update_session(id, &update)
-            .await
-            .with_context(|| format!("cannot set the metadata of session \"{id}\""))?;
+        let updated = storage.update_session(id, &update).await.with_context(|| {
+            format!(
+                "session \"{id}\" holds the import's messages, but its metadata could not be \
+                 set; run the import again to set it"
+            )
+        })?;
+        if updated.is_none() {
+            bail!(
+                "session \"{id}\" was deleted by another writer right after its messages were \
+                 replaced, before its metadata was set"
+            );
+        }
     }
-    Ok(current.is_some())
+    Ok(at.exists())
 }
 
 /// The session id a file's name gives: the id an fs-backend session file is named after
@@ -363,7 +397,11 @@ mod tests {
 
     use super::*;
     use crate::store::Layers;
-    use crate::testing::{AppliesLate, ClockAhead, ReadsFailAfter, conversation, views};
+    use crate::testing::{
+        AppliesLate, ClockAhead, MeddlesAfterFirstRead, Meddling, MetadataFailsOnce,
+        ReadsFailAfter, conversation, views,
+    };
+    use fusion::ChatMessage;
 
     const MINUTE: Duration = Duration::from_secs(60);
     const HOUR: Duration = Duration::from_secs(3600);
@@ -503,6 +541,80 @@ mod tests {
             ),
             "{said}"
         );
-        assert_eq!(target.load("s").await.unwrap(), conversation(), "it was");
+        let stored = target.0.inner().load("s").await.unwrap();
+        assert_eq!(stored, conversation(), "it was");
+    }
+
+    /// `--replace` reads the session, and another writer appends to it before the
+    /// replace is written: the replace is conditional on what was read, so it is refused
+    /// as a conflict and the other writer's message kept, not written over.
+    #[tokio::test]
+    async fn a_replace_refuses_a_session_another_writer_changed_since_it_was_read() {
+        let theirs = ChatMessage::user("Someone else's");
+        let meddles =
+            MeddlesAfterFirstRead::new(InMemoryStorage::new(), Meddling::Append(theirs.clone()));
+        let target = Arc::new(Intercepted(meddles));
+        let held = &conversation()[..1];
+        target.0.inner().append("s", held).await.unwrap();
+        let layers = Layers::new(EncryptionLayer::without_keys(), true);
+        let store = Store::new("memory://".parse().unwrap(), layers);
+        let (views, file) = (views(target.clone()), Path::new("s.json"));
+        let imported = exported(SessionMeta::new().title("New"), MINUTE);
+        let messages = &imported.messages;
+        let err = write_import(&store, &views, file, "s", &imported, messages, true)
+            .await
+            .unwrap_err();
+        let said = crate::one_line(&err);
+        assert!(
+            said.starts_with(
+                "session \"s\" changed while it was being replaced (another writer); nothing \
+                 was written; run the import again:"
+            ),
+            "{said}"
+        );
+        let info = target.session_info("s").await.unwrap().unwrap();
+        assert_eq!(info.meta, SessionMeta::new(), "its metadata untouched");
+        assert_eq!(target.load("s").await.unwrap(), [held, &[theirs]].concat());
+    }
+
+    /// A replace interrupted between its two writes (the metadata's failed) leaves the
+    /// new history under the old metadata; the same import run again finds the history
+    /// in place and makes the one write missing, the metadata's.
+    #[tokio::test]
+    async fn a_replace_interrupted_before_its_metadata_is_finished_by_the_next_import() {
+        let target = Arc::new(Intercepted(MetadataFailsOnce::new(InMemoryStorage::new())));
+        let mine = SessionMeta::new().title("Mine").tags(["old"]);
+        let inner = target.0.inner();
+        inner
+            .create_session("s", &mine, &conversation()[..1])
+            .await
+            .unwrap();
+        let layers = Layers::new(EncryptionLayer::without_keys(), false);
+        let store = Store::new("memory://".parse().unwrap(), layers.clone());
+        let (views, file) = (layers.views(target.clone()), Path::new("s.json"));
+        let wanted = SessionMeta::new().title("New");
+        let imported = exported(wanted.clone(), MINUTE);
+        let messages = &imported.messages;
+        let err = write_import(&store, &views, file, "s", &imported, messages, true)
+            .await
+            .unwrap_err();
+        let said = crate::one_line(&err);
+        assert!(
+            said.starts_with(
+                "session \"s\" holds the import's messages, but its metadata could not be set; \
+                 run the import again to set it:"
+            ),
+            "{said}"
+        );
+        let (_, replaced) = inner.load_revision("s").await.unwrap();
+        let said = write_import(&store, &views, file, "s", &imported, messages, true).await;
+        assert_eq!(said.unwrap(), "replaced session s (2 messages)");
+        let (history, revision) = inner.load_revision("s").await.unwrap();
+        assert_eq!(
+            (history, revision),
+            (conversation(), replaced),
+            "not written again"
+        );
+        assert_eq!(inner.session_info("s").await.unwrap().unwrap().meta, wanted);
     }
 }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use fusion::ChatMessage;
 use fusion::layers::encryption::EncryptionLayer;
 use fusion::storage::{
-    Change, ConversationStorage, Expect, Intercept, Revision, SessionInfo, SessionMeta,
+    Change, ConversationStorage, Expect, Intercept, MetaUpdate, Revision, SessionInfo, SessionMeta,
     SessionTimes,
 };
 
@@ -293,7 +293,7 @@ impl<S: ConversationStorage> Intercept for MeddlesAfterFirstRead<S> {
 }
 
 /// A storage (inside [`Intercepted`](fusion::storage::Intercepted)) whose reads of a
-/// session's revision (`load_revision`) fail with a retryable error after the first
+/// session's history (`load_revision`, `load`) fail with a retryable error after the first
 /// `answered` of them, every try of the retry layer included: a storage that went away
 /// right after a write, before the write could be read back.
 pub struct ReadsFailAfter<S> {
@@ -303,12 +303,24 @@ pub struct ReadsFailAfter<S> {
 }
 
 impl<S> ReadsFailAfter<S> {
-    /// `inner`, whose `load_revision` answers `answered` times and then fails.
+    /// `inner`, whose reads of a history answer `answered` times and then fail.
     pub fn new(inner: S, answered: usize) -> Self {
         Self {
             inner,
             answered: AtomicUsize::new(answered),
         }
+    }
+}
+
+impl<S: ConversationStorage> ReadsFailAfter<S> {
+    /// Counts one read, failing it once none are left to answer.
+    fn answer(&self) -> fusion::Result<()> {
+        let answers = self
+            .answered
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            });
+        answers.map(drop).map_err(|_| dropped(&self.inner, ""))
     }
 }
 
@@ -322,15 +334,13 @@ impl<S: ConversationStorage> Intercept for ReadsFailAfter<S> {
         &self,
         session_id: &str,
     ) -> fusion::Result<(Vec<ChatMessage>, Revision)> {
-        let answers = self
-            .answered
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                left.checked_sub(1)
-            });
-        if answers.is_err() {
-            return Err(dropped(&self.inner, ""));
-        }
+        self.answer()?;
         self.inner.load_revision(session_id).await
+    }
+
+    async fn load(&self, session_id: &str) -> fusion::Result<Vec<ChatMessage>> {
+        self.answer()?;
+        self.inner.load(session_id).await
     }
 }
 
@@ -415,5 +425,41 @@ impl ConversationStorage for Generationless {
 
     async fn list_sessions(&self) -> fusion::Result<Vec<String>> {
         Ok(self.sessions().keys().cloned().collect())
+    }
+}
+
+/// A storage (inside [`Intercepted`](fusion::storage::Intercepted)) whose first metadata
+/// update fails with a retryable error without applying: a command interrupted between
+/// its write of a session's messages and its write of the session's metadata.
+pub struct MetadataFailsOnce<S> {
+    inner: S,
+    failed: AtomicBool,
+}
+
+impl<S> MetadataFailsOnce<S> {
+    /// `inner`, whose next `update_session` fails without applying.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            failed: AtomicBool::new(false),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: ConversationStorage> Intercept for MetadataFailsOnce<S> {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.inner
+    }
+
+    async fn update_session(
+        &self,
+        session_id: &str,
+        update: &MetaUpdate,
+    ) -> fusion::Result<Option<SessionInfo>> {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            return Err(dropped(&self.inner, " before the update went out"));
+        }
+        self.inner.update_session(session_id, update).await
     }
 }

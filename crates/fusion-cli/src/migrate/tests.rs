@@ -14,7 +14,7 @@ use fusion_core::testkit::faults::LoseReplies;
 use super::*;
 use crate::testing::{
     ClockAhead, DropsNextWrite, Generationless, LosesNextReply, MeddlesAfterFirstRead, Meddling,
-    conversation, views,
+    ReadsFailAfter, conversation, views,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -135,6 +135,26 @@ async fn an_extension_whose_reply_was_lost_is_appended_once() {
     assert!(matches!(outcome, Ok(Outcome::Extended(1))), "{outcome:?}");
     assert_eq!(target.0.lost(), 1, "the append applied and lost its reply");
     assert_eq!(target.load("s").await.unwrap(), history, "appended once");
+}
+
+/// The same, on a target that fails every read after the two the migration needs: its
+/// read of the target, and the read back that settles the lost reply. That read back
+/// already shows the append landed, and checks the copy; the target is not read a third
+/// time to check it again.
+#[tokio::test]
+async fn an_extension_whose_reply_was_lost_is_checked_on_its_read_back() {
+    let source = InMemoryStorage::new();
+    let history = conversation();
+    source.append("s", &history).await.unwrap();
+    let losing = Intercepted(LoseReplies::new(InMemoryStorage::new()));
+    losing.append("s", &history[..1]).await.unwrap();
+    losing.0.arm();
+    let target = Arc::new(Intercepted(ReadsFailAfter::new(losing, 2)));
+
+    let outcome = migrate_one(&source, &views(target.clone()), "s", &args()).await;
+    assert!(matches!(outcome, Ok(Outcome::Extended(1))), "{outcome:?}");
+    let losing = target.0.inner();
+    assert_eq!(losing.load("s").await.unwrap(), history, "appended once");
 }
 
 /// That `outcome` is a replace of a target of `previous` messages by the source's two.
