@@ -545,6 +545,13 @@ mod tests {
         assert_eq!(stored, conversation(), "it was");
     }
 
+    /// What `--replace` of session `s` of `views` by `imported` says as it fails.
+    async fn refused_replace(store: &Store, views: &Views, imported: &export::Imported) -> String {
+        let (file, messages) = (Path::new("s.json"), &imported.messages);
+        let refused = write_import(store, views, file, "s", imported, messages, true).await;
+        crate::one_line(&refused.unwrap_err())
+    }
+
     /// `--replace` reads the session, and another writer appends to it before the
     /// replace is written: the replace is conditional on what was read, so it is refused
     /// as a conflict and the other writer's message kept, not written over.
@@ -558,13 +565,8 @@ mod tests {
         target.0.inner().append("s", held).await.unwrap();
         let layers = Layers::new(EncryptionLayer::without_keys(), true);
         let store = Store::new("memory://".parse().unwrap(), layers);
-        let (views, file) = (views(target.clone()), Path::new("s.json"));
         let imported = exported(SessionMeta::new().title("New"), MINUTE);
-        let messages = &imported.messages;
-        let err = write_import(&store, &views, file, "s", &imported, messages, true)
-            .await
-            .unwrap_err();
-        let said = crate::one_line(&err);
+        let said = refused_replace(&store, &views(target.clone()), &imported).await;
         assert!(
             said.starts_with(
                 "session \"s\" changed while it was being replaced (another writer); nothing \
@@ -595,10 +597,7 @@ mod tests {
         let wanted = SessionMeta::new().title("New");
         let imported = exported(wanted.clone(), MINUTE);
         let messages = &imported.messages;
-        let err = write_import(&store, &views, file, "s", &imported, messages, true)
-            .await
-            .unwrap_err();
-        let said = crate::one_line(&err);
+        let said = refused_replace(&store, &views, &imported).await;
         assert!(
             said.starts_with(
                 "session \"s\" holds the import's messages, but its metadata could not be set; \
