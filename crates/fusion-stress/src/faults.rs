@@ -21,6 +21,12 @@
 //! `MOVED`), so a client follows them past a proxy in front of the node it was given, and
 //! a proxy per node would have to rewrite those replies.
 //!
+//! Faults start once the worker has opened its sessions ([`Injector::arm`]): a new
+//! connection to PostgreSQL crosses the proxy several times before its first query, so at
+//! `--faults 0.3` a retried call gets through in none of its tries often enough that
+//! workers failed to start. What the run checks is the sessions' operations, journaled
+//! one by one; opening them is not one, and a failure there ended the run.
+//!
 //! Faults imply the retry layer (`RetryLayer` with its defaults), outermost: it is what
 //! makes a lost reply safe, and what the run checks. With `--layer retry` it is that
 //! layer; with another, the retry layer goes over it.
@@ -34,8 +40,15 @@ use fusion_core::{ConversationStorage, Intercepted};
 
 use crate::backend::{Backend, Location};
 
-/// What injects a worker's faults, and counts them.
-pub enum Injector {
+/// What injects a worker's faults, once armed, and counts them.
+pub struct Injector {
+    faults: Faults,
+    probability: f64,
+    seed: u64,
+}
+
+/// Where an [`Injector`]'s faults happen.
+enum Faults {
     /// No faults (`--faults 0`).
     Off,
     /// `LoseReplies` under an in-process backend.
@@ -45,12 +58,21 @@ pub enum Injector {
 }
 
 impl Injector {
+    /// Starts the faults: replies lost with the run's probability from now on.
+    pub fn arm(&self) {
+        match &self.faults {
+            Faults::Off => {}
+            Faults::Lossy(switch) => switch.lose_with_probability(self.probability, self.seed),
+            Faults::Proxy(proxy) => proxy.cut_randomly(self.probability, self.seed),
+        }
+    }
+
     /// How many replies were lost so far.
     pub fn injected(&self) -> usize {
-        match self {
-            Injector::Off => 0,
-            Injector::Lossy(switch) => switch.lost(),
-            Injector::Proxy(proxy) => proxy.cuts(),
+        match &self.faults {
+            Faults::Off => 0,
+            Faults::Lossy(switch) => switch.lost(),
+            Faults::Proxy(proxy) => proxy.cuts(),
         }
     }
 }
@@ -76,7 +98,8 @@ pub fn fault_seed(worker_seed: u64) -> u64 {
 }
 
 /// Opens `location`'s storage with faults of `probability` (0: none) seeded with `seed`,
-/// wrapped in its layer and, when faults are on, in the retry layer outermost.
+/// wrapped in its layer and, when faults are on, in the retry layer outermost. The faults
+/// start when the [`Injector`] is armed.
 pub async fn open(
     location: &Location,
     probability: f64,
@@ -84,16 +107,20 @@ pub async fn open(
 ) -> Result<(Arc<dyn ConversationStorage>, Injector)> {
     check(location.backend, probability)?;
     if probability == 0.0 {
-        return Ok((location.open().await?, Injector::Off));
+        let off = Injector {
+            faults: Faults::Off,
+            probability,
+            seed,
+        };
+        return Ok((location.open().await?, off));
     }
-    let (bare, injector) = match location.backend {
+    let (bare, faults) = match location.backend {
         Backend::Fs | Backend::Sqlite => {
             let bare = location.open_bare(&location.target).await?;
             let lossy = LoseReplies::new(Intercepted(bare));
-            lossy.lose_with_probability(probability, seed);
             let switch = lossy.switch().clone();
             let storage: Arc<dyn ConversationStorage> = Arc::new(Intercepted(lossy));
-            (storage, Injector::Lossy(switch))
+            (storage, Faults::Lossy(switch))
         }
         Backend::Redis | Backend::Postgres => {
             let port = if location.backend == Backend::Redis {
@@ -106,12 +133,14 @@ pub async fn open(
                 .open_bare(&through)
                 .await
                 .context("connecting through the fault proxy")?;
-            // Armed once connected: the run checks sessions, not connecting (which no
-            // retry layer covers).
-            proxy.cut_randomly(probability, seed);
-            (bare, Injector::Proxy(proxy))
+            (bare, Faults::Proxy(proxy))
         }
         Backend::RedisCluster => unreachable!("refused by check"),
+    };
+    let injector = Injector {
+        faults,
+        probability,
+        seed,
     };
     Ok((with_retry(location.layer, bare), injector))
 }
@@ -148,6 +177,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let location = Location::fresh(Backend::Fs, dir.path(), "", StorageLayer::None);
         let (storage, injector) = open(&location, 1.0, 7).await.unwrap();
+        injector.arm();
         // Every write loses its reply: the first attempt applies, and the retry layer's
         // next attempt reads the session, finds the message stored and writes nothing.
         let batch = [ChatMessage::user("once")];
@@ -155,5 +185,30 @@ mod tests {
         assert_eq!(injector.injected(), 1);
         let stored = location.open().await.unwrap().load("s").await.unwrap();
         assert_eq!(stored.len(), 1, "stored once: {stored:?}");
+    }
+
+    /// Opened with every reply cut, a PostgreSQL storage still answers until armed: a
+    /// worker opens its sessions over new connections, whose handshakes cross the proxy
+    /// several times, and no retry gets through a proxy cutting them. Armed, it cuts.
+    #[tokio::test]
+    async fn postgres_faults_start_when_armed_not_while_sessions_are_opened() {
+        use fusion_core::ChatMessage;
+        let Some(url) = fusion_storage_postgres::testing::reachable_url().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::fresh(Backend::Postgres, dir.path(), &url, StorageLayer::None);
+        let (storage, injector) = open(&location, 1.0, 7).await.unwrap();
+        let batch = [ChatMessage::user("before the faults")];
+        let before = storage.append("s", &batch).await;
+        let read = storage.load("s").await;
+        assert_eq!(injector.injected(), 0);
+        injector.arm();
+        let after = storage.load("s").await;
+        location.cleanup().await.unwrap();
+        assert!(before.is_ok(), "{before:?}");
+        assert_eq!(read.unwrap().len(), 1);
+        assert!(after.is_err(), "{after:?}");
+        assert!(injector.injected() > 0);
     }
 }

@@ -107,9 +107,6 @@ fn pick(rng: &mut StdRng) -> Kind {
     }
 }
 
-/// How many times a worker tries to open each of its sessions before giving up.
-const BUILD_ATTEMPTS: usize = 10;
-
 /// How far past any run's end a retained shared session expires: never during it.
 const FAR: Duration = Duration::from_secs(24 * 3600);
 
@@ -131,26 +128,19 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
     );
     let mut sessions = Vec::with_capacity(config.sessions);
     for index in 0..config.sessions {
-        // Building reads the session (its owner), and under faults every attempt the
-        // retry layer makes can lose its reply: the worker tries again rather than end
-        // the run before its first operation (no operation is journaled here).
-        let mut attempt = 1;
-        let session = loop {
-            let built = AgentSession::builder(shared_id(index))
-                .owner(shared_owner(index))
-                .llm(llm.clone())
-                .storage(storage.clone())
-                .system_prompt(SYSTEM_PROMPT)
-                .workspace_roots([config.workspace.clone()])
-                .build()
-                .await;
-            match built {
-                Err(err) if err.is_retryable() && attempt < BUILD_ATTEMPTS => attempt += 1,
-                built => break built?,
-            }
-        };
+        let session = AgentSession::builder(shared_id(index))
+            .owner(shared_owner(index))
+            .llm(llm.clone())
+            .storage(storage.clone())
+            .system_prompt(SYSTEM_PROMPT)
+            .workspace_roots([config.workspace.clone()])
+            .build()
+            .await?;
         sessions.push(session);
     }
+    // Only now: building reads each session (its owner) over new connections, and a
+    // failure there is no operation the run checks but the end of the worker.
+    injector.arm();
     let mut journal = Journal::create(&config.journal)?;
     let mut rng = StdRng::seed_from_u64(seed);
     // Replies lost up to the end of the previous operation: what the next one met is the
