@@ -153,3 +153,26 @@ fn a_corrupt_stored_session_is_an_error_for_that_session_only() {
     assert!(err.contains("bad") && err.contains("corrupt"), "{err}");
     common::ok(tmp.path(), ["sessions", "show", "good", "--storage", &url]);
 }
+
+/// A storage URL given where clap expects no argument is quoted in clap's refusal, and its
+/// password hidden there as everywhere else; the usage error's exit code is clap's.
+#[test]
+fn a_misplaced_url_is_quoted_without_its_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = common::run(
+        tmp.path(),
+        [
+            "migrate",
+            "postgres://u:s3cret@127.0.0.1:1/db",
+            "--to",
+            "memory://",
+        ],
+    );
+    let stderr = common::text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unexpected argument 'postgres://u:***@127.0.0.1:1/db'"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
