@@ -189,15 +189,26 @@ async fn foreign_tables(conn: &mut SqliteConnection) -> sqlx::Result<Option<Vec<
 /// One try of [`run`]: refuses another application's database, reads the schema and,
 /// unless it is current or newer, migrates it.
 async fn migrate_once(pool: &SqlitePool, db: &str) -> sqlx::Result<Found> {
-    if let Some(tables) = foreign_tables(&mut *pool.acquire().await?).await? {
-        return Ok(Found::Foreign(tables));
+    let looked = look(&mut *pool.acquire().await?).await?;
+    // The connection of the look is back in the pool here: an in-memory database's pool
+    // has only the one, which the migration needs.
+    match looked {
+        Look::Found(found) => Ok(found),
+        Look::Behind(_) => migrate_locked(pool, db).await,
     }
-    let applied = recorded(pool).await?;
-    if let Some(schema) = MIGRATIONS.check(&applied) {
-        return Ok(Found::Schema(schema));
-    }
+}
+
+/// The migration, under the write lock: what decides it is read again there, since
+/// another process may have migrated the file between the first look and the lock (a
+/// build of another release, or one whose records carry other checksums, which the
+/// records read before would not match).
+async fn migrate_locked(pool: &SqlitePool, db: &str) -> sqlx::Result<Found> {
     // Dropping the transaction on an error rolls it back, so a failed try leaves nothing.
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let applied = match look(&mut tx).await? {
+        Look::Found(found) => return Ok(found),
+        Look::Behind(applied) => applied,
+    };
     // `run_direct` rather than `run`: `run` takes an `Acquire` whose lifetime bound
     // makes this future not `Send` (a known sqlx quirk the method exists to avoid).
     // Records a CRLF build made are taken as they are.
@@ -207,20 +218,39 @@ async fn migrate_once(pool: &SqlitePool, db: &str) -> sqlx::Result<Found> {
     Ok(Found::Schema(Schema::Current))
 }
 
+/// What a look at a database found: enough to answer, or a schema to migrate, with what
+/// `_sqlx_migrations` records.
+enum Look {
+    Found(Found),
+    Behind(Vec<Applied>),
+}
+
+/// Refuses another application's database and reads the schema of `conn`'s.
+async fn look(conn: &mut SqliteConnection) -> sqlx::Result<Look> {
+    if let Some(tables) = foreign_tables(conn).await? {
+        return Ok(Look::Found(Found::Foreign(tables)));
+    }
+    let applied = recorded(conn).await?;
+    Ok(match MIGRATIONS.check(&applied) {
+        Some(schema) => Look::Found(Found::Schema(schema)),
+        None => Look::Behind(applied),
+    })
+}
+
 /// What `_sqlx_migrations` records, written by whichever build; nothing when the database
 /// has no such table yet.
-async fn recorded(pool: &SqlitePool) -> sqlx::Result<Vec<Applied>> {
+async fn recorded(conn: &mut SqliteConnection) -> sqlx::Result<Vec<Applied>> {
     let has_table: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master \
          WHERE type = 'table' AND name = '_sqlx_migrations')",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     if !has_table {
         return Ok(Vec::new());
     }
     sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
 }
 
@@ -258,6 +288,41 @@ mod tests {
         let text = logs.text();
         assert!(text.contains("tries=1\n"), "{text}");
         holder.execute_batch("ROLLBACK").unwrap();
+        pool.close().await;
+    }
+
+    /// Found by an audit: the migration decided on records read before it took the write
+    /// lock, so a process that waited for that lock while a build from a CRLF checkout
+    /// migrated the file ran sqlx with the LF checksums, which sqlx refused as a changed
+    /// migration (a permanent error for a sound database). Here the file is as that other
+    /// build left it when the lock comes free.
+    #[tokio::test]
+    async fn the_migration_decides_on_what_it_reads_under_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("migrated-meanwhile.db");
+        let connect = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(connect).await.unwrap();
+        let db = path.display().to_string();
+        migrate_locked(&pool, &db).await.unwrap();
+        for m in MIGRATIONS.migrator().iter() {
+            let crlf = sqlx::migrate::Migration::new(
+                m.version,
+                m.description.clone(),
+                m.migration_type,
+                m.sql.replace('\n', "\r\n").into(),
+                m.no_tx,
+            );
+            sqlx::query("UPDATE _sqlx_migrations SET checksum = ?1 WHERE version = ?2")
+                .bind(&*crlf.checksum)
+                .bind(m.version)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let found = migrate_locked(&pool, &db).await.unwrap();
+        assert!(matches!(found, Found::Schema(Schema::Current)));
         pool.close().await;
     }
 }
