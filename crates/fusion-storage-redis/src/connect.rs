@@ -24,6 +24,10 @@ const DEFAULT_PORT: u16 = 6379;
 pub(crate) struct Opened {
     /// The connection every clone of the storage shares.
     pub(crate) conn: Connection,
+    /// The one its reads go on: on one server a second connection, since the server reads
+    /// nothing more from a connection whose write `CLIENT PAUSE WRITE` holds (a
+    /// failover), so reads behind it would wait as long; on a cluster `conn` again.
+    pub(crate) reads: Connection,
     /// The URL for messages and `Debug`, password replaced by `***`.
     pub(crate) redacted_url: String,
     /// The server, or each seed node of a cluster: where a subscription to the changes
@@ -68,7 +72,7 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
         .map(|node| redis::Client::open(node.as_str()))
         .collect::<redis::RedisResult<Vec<_>>>()
         .map_err(invalid)?;
-    let connecting: BoxFuture<'_, redis::RedisResult<Connection>> = if cluster {
+    let connecting: BoxFuture<'_, redis::RedisResult<(Connection, Connection)>> = if cluster {
         let client = cluster_client(nodes, &redacted, &options)?;
         let retries = options.reconnect_retries;
         let direct = Direct::new(
@@ -78,7 +82,8 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
         );
         Box::pin(async move {
             let conn = client.get_async_connection().await?;
-            Ok(Connection::Cluster(Cluster::new(conn, direct, retries)))
+            let conn = Connection::Cluster(Cluster::new(conn, direct, retries));
+            Ok((conn.clone(), conn))
         })
     } else {
         let client = subscribe_to[0].clone();
@@ -89,9 +94,9 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
             .set_min_delay(RETRY_MIN_DELAY)
             .set_max_delay(RETRY_MAX_DELAY);
         Box::pin(async move {
-            ConnectionManager::new_with_config(client, config)
-                .await
-                .map(Connection::Single)
+            let manager = || ConnectionManager::new_with_config(client.clone(), config.clone());
+            let (conn, reads) = futures::future::try_join(manager(), manager()).await?;
+            Ok((Connection::Single(conn), Connection::Single(reads)))
         })
     };
     #[cfg(feature = "tls")]
@@ -102,8 +107,8 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
     let attempts = u32::try_from(options.reconnect_retries).unwrap_or(u32::MAX);
     let budget = (options.connect_timeout + 2 * RETRY_MAX_DELAY) * attempts.saturating_add(1);
     let op = Op::new("connect", &redacted, None);
-    let conn = match tokio::time::timeout(budget, connecting).await {
-        Ok(Ok(conn)) => conn,
+    let (conn, reads) = match tokio::time::timeout(budget, connecting).await {
+        Ok(Ok(conns)) => conns,
         Ok(Err(err)) => return Err(parse_redis_error(err, op)),
         Err(_elapsed) => return Err(no_connection(op, budget)),
     };
@@ -114,6 +119,7 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
     tracing::debug!(url = %redacted, prefix = %options.key_prefix, cluster = conn.is_cluster(), "connected to Redis");
     Ok(Opened {
         conn,
+        reads,
         redacted_url: redacted,
         subscribe_to,
         max_value: probed.max_value,

@@ -9,7 +9,7 @@
 //! and a write goes through `Cluster::for_writes` (see `cluster.rs`).
 
 use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::cluster::Cluster;
 
@@ -28,6 +28,18 @@ impl Connection {
     /// Whether requests must keep to one slot each.
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Connection::Cluster(_))
+    }
+
+    /// Sends `request`, and once more if its error meets `again`.
+    pub(crate) async fn send_again_if<T: FromRedisValue>(
+        mut self,
+        request: Request<'_>,
+        again: impl Fn(&RedisError) -> bool,
+    ) -> RedisResult<T> {
+        match request.send(&mut self).await {
+            Err(err) if again(&err) => request.send(&mut self).await,
+            done => done,
+        }
     }
 }
 

@@ -1008,6 +1008,60 @@ async fn reads_through_scripts_go_on_while_writes_pause() {
     assert_eq!(contents(&store, "s").await, ["a", "b"]);
 }
 
+/// The clients the server holds (`CLIENT PAUSE` postpones a client's write this way).
+async fn blocked_clients(raw: &mut MultiplexedConnection) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(raw)
+        .await
+        .unwrap();
+    let flags = |line: &str| {
+        let field = line.split(' ').find(|field| field.starts_with("flags="));
+        field.is_some_and(|field| field.contains('b'))
+    };
+    list.lines().filter(|line| flags(line)).count()
+}
+
+/// The server reads no more commands from a client whose write `CLIENT PAUSE WRITE`
+/// holds: reads sent on the same connection behind a held write of this process would
+/// wait for the pause to end too, `EVALSHA_RO` or not. They go on a connection of their
+/// own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_not_held_behind_this_processs_paused_write() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let mut raw = admin(&server.url).await;
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    store.append("s", &[ChatMessage::user("a")]).await.unwrap();
+
+    run(&mut raw, &["CLIENT", "PAUSE", "20000", "WRITE"])
+        .await
+        .unwrap();
+    let writing = tokio::spawn({
+        let store = store.clone();
+        async move { store.append("s", &[ChatMessage::user("b")]).await }
+    });
+    let held = wait_until(NO_HANG, || {
+        let mut raw = raw.clone();
+        async move { blocked_clients(&mut raw).await > 0 }
+    })
+    .await;
+    assert!(held, "the server never held the write");
+    // A bound on a failure, not a timing: a held read ends only with the pause.
+    let reads = async {
+        let info = store.session_info("s").await.unwrap().unwrap();
+        assert_eq!(info.message_count, 1);
+        assert_eq!(contents(&store, "s").await, ["a"]);
+    };
+    let went_on = tokio::time::timeout(Duration::from_secs(5), reads).await;
+    run(&mut raw, &["CLIENT", "UNPAUSE"]).await.unwrap();
+    went_on.expect("reads were held behind this process's paused write");
+    writing.await.unwrap().unwrap();
+    assert_eq!(contents(&store, "s").await, ["a", "b"]);
+}
+
 /// The refusals the storage answers by sending a call again, `EVALSHA_RO` refused (an
 /// ACL, or a server older than Redis 7) and `EVAL` denied after a `NOSCRIPT`, are told in
 /// a pipeline as in one command (the redis crate gives a pipeline's error no detail of

@@ -36,7 +36,7 @@ use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
     SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes, check_storable,
 };
-use redis::{FromRedisValue, RedisError, RedisResult};
+use redis::{FromRedisValue, RedisError, RedisResult, Value};
 
 use crate::changes::SessionChanges;
 use crate::config::{RedisOptions, ReplicaAcks};
@@ -52,8 +52,8 @@ use crate::stored::is_past;
 /// Conversation storage on Redis: one LIST and one HASH per session, sorted sets indexing
 /// the sessions by id and by update time (of every session and per owner).
 ///
-/// Clones share one connection. To one server it is a `redis` `ConnectionManager`: when
-/// it drops, the next call reconnects (with bounded retries), so a server restart costs
+/// Clones share one connection. To one server it is two `redis` `ConnectionManager`s,
+/// for writes and for reads (`connect.rs`): when one drops, the next call on it reconnects (with bounded retries), so a server restart costs
 /// the calls made while it is down, which fail with a retryable error, and nothing more.
 /// To a Redis Cluster (`redis+cluster://` URLs) it is the redis crate's cluster client,
 /// which routes each request to the node serving the session's slot, follows
@@ -78,6 +78,7 @@ use crate::stored::is_past;
 #[derive(Clone)]
 pub struct RedisStorage {
     conn: Connection,
+    reads: Connection, // Not held behind a paused write (`connect.rs`).
     keys: Keys,
     ttl: Option<Duration>,
     replica_acks: Option<ReplicaAcks>,
@@ -157,6 +158,7 @@ impl RedisStorage {
         let options = opened.options;
         Ok(Self {
             conn: opened.conn,
+            reads: opened.reads,
             keys: Keys::new(&options.key_prefix),
             ttl: options.ttl,
             replica_acks: options.replica_acks,
@@ -272,13 +274,19 @@ impl RedisStorage {
             Connection::Single(conn) => conn,
         };
         let epoch = self.reopen.epoch();
-        let sent = self
+        let sent = (self.conn.clone())
             .send_again_if(request, RedisError::is_connection_refusal)
             .await;
         if let Err(err) = &sent
             && err.code() == Some("READONLY")
         {
-            self.reopen.after_read_only(conn, epoch, &self.url).await;
+            // The reads' connection too: on the demoted server they would lag the writes.
+            let reads = match &self.reads {
+                Connection::Single(reads) => Some(reads),
+                Connection::Cluster(_) => None,
+            };
+            let conns = [Some(conn), reads].into_iter().flatten();
+            self.reopen.after_read_only(conns, epoch, &self.url).await;
         }
         sent
     }
@@ -288,11 +296,23 @@ impl RedisStorage {
     /// had dropped. That is what the first call meets after the server restarted while
     /// the storage was idle: the manager learns of the drop from it and reconnects for
     /// the second try. A write is not sent again so: a connection that drops may have
-    /// carried it to the server first.
+    /// carried it to the server first: a `PING` beside the second try shows the writes'
+    /// connection (idle as long) to its manager, so the next write meets no drop.
     async fn read<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
-        let refused_or_dropped =
-            |err: &RedisError| err.is_connection_refusal() || err.is_connection_dropped();
-        self.send_again_if(request, refused_or_dropped).await
+        let mut reads = self.reads.clone();
+        match request.send(&mut reads).await {
+            Err(err) if err.is_connection_dropped() && !self.conn.is_cluster() => {
+                let (mut writes, ping) = (self.conn.clone(), redis::cmd("PING"));
+                let ping = ping.query_async::<Value>(&mut writes);
+                futures::future::join(ping, request.send(&mut reads))
+                    .await
+                    .1
+            }
+            Err(err) if err.is_connection_refusal() || err.is_connection_dropped() => {
+                request.send(&mut reads).await
+            }
+            done => done,
+        }
     }
 
     /// The elements of `list`, the `fields` of the `meta` hash and the server's `TIME`,
@@ -325,18 +345,6 @@ impl RedisStorage {
                 call.arg(fields);
                 self.eval(&scripts::SNAPSHOT, &call).await
             }
-            done => done,
-        }
-    }
-
-    async fn send_again_if<T: FromRedisValue>(
-        &self,
-        request: Request<'_>,
-        again: impl Fn(&RedisError) -> bool,
-    ) -> RedisResult<T> {
-        let mut conn = self.conn.clone();
-        match request.send(&mut conn).await {
-            Err(err) if again(&err) => request.send(&mut conn).await,
             done => done,
         }
     }

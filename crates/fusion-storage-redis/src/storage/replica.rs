@@ -29,31 +29,39 @@ impl Reopen {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Closes `conn`'s connection so that the manager opens a new one, after a write sent
-    /// in epoch `sent` was refused as `READONLY`; nothing if a refusal since has done so.
-    /// Nothing in flight on the closed connection was applied: it reaches a replica.
-    pub(crate) async fn after_read_only(&self, conn: &ConnectionManager, sent: u64, url: &str) {
+    /// Closes the connections of `conns` so that their managers open new ones, after a
+    /// write sent in epoch `sent` was refused as `READONLY`; nothing if a refusal since
+    /// has done so. Nothing in flight on a closed connection was applied: it reaches a
+    /// replica.
+    pub(crate) async fn after_read_only(
+        &self,
+        conns: impl IntoIterator<Item = &ConnectionManager>,
+        sent: u64,
+        url: &str,
+    ) {
         let _one = self.one_at_a_time.lock().await;
         if self.epoch() != sent {
             return;
         }
-        let mut conn = conn.clone();
-        let quit = redis::cmd("QUIT").query_async::<()>(&mut conn).await;
-        // Counted even if the `QUIT` failed: the writes refused meanwhile try no more.
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        if let Err(err) = quit {
-            tracing::warn!(
-                url,
-                error = %err,
-                "a replica refused a write and its connection could not be closed: \
-                 writes keep going to it until the connection drops"
-            );
-            return;
+        for conn in conns {
+            let mut conn = conn.clone();
+            let quit = redis::cmd("QUIT").query_async::<()>(&mut conn).await;
+            if let Err(err) = quit {
+                tracing::warn!(
+                    url,
+                    error = %err,
+                    "a replica refused a write and a connection to it could not be closed: \
+                     calls keep going to it until the connection drops"
+                );
+                continue;
+            }
+            // The server closed it after its reply. The manager notices when a request
+            // finds it closed: this `PING` does, so the next call waits for the new
+            // connection rather than failing on the old one.
+            let _ = redis::cmd("PING").query_async::<()>(&mut conn).await;
         }
-        // The server closed it after its reply. The manager notices when a request finds
-        // it closed: this `PING` does, so the next call waits for the new connection
-        // rather than failing on the old one.
-        let _ = redis::cmd("PING").query_async::<()>(&mut conn).await;
+        // Counted even if a `QUIT` failed: the writes refused meanwhile try no more.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -81,14 +89,14 @@ mod tests {
         let reopen = Reopen::default();
         let sent = reopen.epoch();
         let old = client_id(&conn).await;
-        reopen.after_read_only(&conn, sent, "redis://test").await;
+        reopen.after_read_only([&conn], sent, "redis://test").await;
         let new = client_id(&conn).await;
         assert_ne!(
             old, new,
             "the refused connection was closed and another opened"
         );
         // A write sent on the old connection, refused after the first closed it.
-        reopen.after_read_only(&conn, sent, "redis://test").await;
+        reopen.after_read_only([&conn], sent, "redis://test").await;
         assert_eq!(client_id(&conn).await, new, "the new connection stays open");
     }
 }

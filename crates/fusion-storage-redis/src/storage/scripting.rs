@@ -49,7 +49,8 @@ impl RedisStorage {
                 let text = as_eval(script, call);
                 let as_text = self.send_acked(Request::Cmd(&text));
                 let by_sha = || self.send_acked(Request::Cmd(call));
-                self.after_noscript(script, as_text, by_sha).await
+                self.after_noscript(&self.conn, script, as_text, by_sha)
+                    .await
             }
             sent => sent,
         }
@@ -77,7 +78,8 @@ impl RedisStorage {
             Err(err) if is_noscript(&err) => {
                 let text = as_eval(script, call);
                 let as_text = self.read(Request::Cmd(&text));
-                self.after_noscript(script, as_text, || self.read(Request::Cmd(call)))
+                let by_sha = || self.read(Request::Cmd(call));
+                self.after_noscript(&self.reads, script, as_text, by_sha)
                     .await
             }
             done => done,
@@ -137,7 +139,8 @@ impl RedisStorage {
                     texts.add_command(as_eval(script, call));
                 }
                 let as_text = self.read(Request::Pipe(&texts));
-                self.after_noscript(script, as_text, || self.read(Request::Pipe(&pipe)))
+                let by_sha = || self.read(Request::Pipe(&pipe));
+                self.after_noscript(&self.reads, script, as_text, by_sha)
                     .await
             }
             done => done,
@@ -145,10 +148,11 @@ impl RedisStorage {
     }
 
     /// What follows a `NOSCRIPT` for `script`: `as_text`, the request again with the
-    /// script's text, and the pin; if the user may not `EVAL`, `by_sha()`, the request
-    /// again as it was, once the pin loaded the script.
+    /// script's text on `conn`, and the pin; if the user may not `EVAL`, `by_sha()`, the
+    /// request again as it was, once the pin loaded the script.
     async fn after_noscript<T, F>(
         &self,
+        conn: &Connection,
         script: &Lua,
         as_text: impl Future<Output = RedisResult<T>>,
         by_sha: impl FnOnce() -> F,
@@ -156,13 +160,13 @@ impl RedisStorage {
     where
         F: Future<Output = RedisResult<T>>,
     {
-        let (sent, pinned) = match &self.conn {
+        let (sent, pinned) = match conn {
             // Queued on the multiplexed connection right ahead of the text (`join`
             // polls its first future first), so the server loads the script before the
             // `EVAL` caches it: Redis 7.4+ keeps a script `EVAL` cached evictable even
             // once `SCRIPT LOAD` sends it again. The call's reply follows at once.
             Connection::Single(_) => {
-                let (pinned, sent) = join(self.pin(script), as_text).await;
+                let (pinned, sent) = join(self.pin(conn, script), as_text).await;
                 (sent, Some(pinned))
             }
             Connection::Cluster(_) => (as_text.await, None),
@@ -174,7 +178,7 @@ impl RedisStorage {
                 // later `NOSCRIPT` failing its call for the life of the process.
                 let pinned = match pinned {
                     Some(Some(pinned)) => pinned,
-                    _ => self.load(script).await,
+                    _ => self.load(conn, script).await,
                 };
                 if pinned { by_sha().await } else { Err(err) }
             }
@@ -187,26 +191,26 @@ impl RedisStorage {
         }
     }
 
-    /// Loads `script` with `SCRIPT LOAD` (on a cluster, on every primary), so that the
+    /// Loads `script` with `SCRIPT LOAD` on `conn` (on a cluster, on every primary), so that the
     /// server keeps it; whether it did. A failure (a user without `SCRIPT`, a dropped
     /// connection) is only logged: the call that needed the script went as its text. Once
     /// the server's ACL refused it, no clone of the storage asks again (but for a call
     /// that needs the load, [`load`](Self::load)): each `NOSCRIPT`
     /// would send the script's text a second time, to be refused (and counted in the
     /// server's error stats and ACL log): `None` then, nothing asked.
-    async fn pin(&self, script: &Lua) -> Option<bool> {
+    async fn pin(&self, conn: &Connection, script: &Lua) -> Option<bool> {
         if self.pinning.0.refused.load(Ordering::Relaxed) {
             return None;
         }
-        Some(self.load(script).await)
+        Some(self.load(conn, script).await)
     }
 
     /// [`pin`](Self::pin) whether or not `SCRIPT LOAD` was refused before: a load that
     /// works clears the mark, the ACL having granted `SCRIPT` since.
-    async fn load(&self, script: &Lua) -> bool {
+    async fn load(&self, conn: &Connection, script: &Lua) -> bool {
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(script.source());
-        match load.query_async::<Value>(&mut self.conn.clone()).await {
+        match load.query_async::<Value>(&mut conn.clone()).await {
             Ok(_) => {
                 self.pinning.0.refused.store(false, Ordering::Relaxed);
                 true
@@ -239,7 +243,7 @@ impl RedisStorage {
         let storage = self.clone();
         let script = script.clone();
         tokio::spawn(async move {
-            storage.pin(&script).await;
+            storage.pin(&storage.conn, &script).await;
             drop(loading);
         });
     }
