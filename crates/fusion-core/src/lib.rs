@@ -37,7 +37,7 @@ pub use message::{ChatMessage, Role, ToolCall};
 pub use message_id::{DEDUP_WINDOW, MessageId, unstored};
 pub use owner_scope::OwnerScope;
 pub use recent_ids::RecentIds;
-pub use redact::redact_url;
+pub use redact::{redact_text, redact_url};
 pub use retention::{
     Expiry, MAX_IDLE, MAX_PURGE_BATCH, MIN_IDLE, StoredExpiry, check_purge_batch, is_expired,
     purge_all_expired,

@@ -1,4 +1,6 @@
-//! Hiding secrets in connection URLs before they reach an error message or a log line.
+//! Hiding secrets before they reach an error message, a log line or a page: in a
+//! connection URL ([`redact_url`]), and in free text that may quote one, a header or a
+//! credential (`redact_text`, for what a panic said).
 
 /// Returns `url` with any password replaced by `***`: the password of
 /// `scheme://user:password@host` (a lone `scheme://token@host` userinfo is hidden whole),
@@ -88,9 +90,154 @@ fn redact_userinfo(url: &str) -> (String, &str) {
     (format!("{}{hidden}", &url[..scheme_end]), &url[at..])
 }
 
+/// Names whose value, after `=` or `:`, [`redact_text`] hides: credentials in a
+/// connection string (`password=...`), a header (`authorization: ...`) or a debug print
+/// (`api_key: "..."`).
+const SECRET_NAMES: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "api_key",
+    "api-key",
+    "apikey",
+    "authorization",
+];
+
+/// Words after which [`redact_text`] hides the next word, a credential (`Bearer sk-...`).
+const SCHEMES: &[&str] = &["bearer", "basic"];
+
+/// Returns `text` with every secret it may quote hidden as `***`: a URL's password and
+/// query values (as [`redact_url`] hides them), the value after a credential's name
+/// (`password=`, `token: `, `"api_key": "..."`, `secret = ...`), the word after `Bearer`
+/// or `Basic`, and words that look like API keys (`sk-...`).
+///
+/// For text no error type masked where it was made, such as what a panic said. It reads
+/// words, so it may hide more than the secret (a closing quote after it), never less of
+/// the forms above.
+///
+/// ```
+/// use fusion_core::redact_text;
+/// assert_eq!(redact_text("host=db password = s3cret"), "host=db password = ***");
+/// assert_eq!(redact_text("sent Bearer s3cret to https://u:p@h/v1"), "sent Bearer *** to https://u:***@h/v1");
+/// ```
+pub fn redact_text(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    let mut expecting = Expecting::Anything;
+    for piece in text.split_inclusive(char::is_whitespace) {
+        let word = piece.trim_end_matches(char::is_whitespace);
+        let space = &piece[word.len()..];
+        if word.is_empty() {
+            shown.push_str(space);
+            continue;
+        }
+        let separated = match expecting {
+            Expecting::Separator => word.strip_prefix(['=', ':']),
+            _ => None,
+        };
+        expecting = match (expecting, separated) {
+            (Expecting::Secret, _) => {
+                shown.push_str("***");
+                Expecting::after_hidden(word)
+            }
+            (_, Some("")) => {
+                shown.push_str(word);
+                Expecting::Secret
+            }
+            (_, Some(_)) => {
+                shown.push_str(&word[..1]);
+                shown.push_str("***");
+                Expecting::Anything
+            }
+            (_, None) => {
+                let (word_shown, expecting) = redact_word(word);
+                shown.push_str(&word_shown);
+                match expecting {
+                    Expecting::Anything => Expecting::after_hidden(word),
+                    named => named,
+                }
+            }
+        };
+        shown.push_str(space);
+    }
+    shown
+}
+
+/// What [`redact_text`] takes the next word to be.
+#[derive(Clone, Copy)]
+enum Expecting {
+    /// A word to read for secrets of its own.
+    Anything,
+    /// A credential's value: hidden whole.
+    Secret,
+    /// The `=` or `:` after a credential's name (`password = ...`), perhaps with the
+    /// value joined to it.
+    Separator,
+}
+
+impl Expecting {
+    /// What follows `word` when it holds no credential's name: a credential after an
+    /// authorization scheme (`Bearer`), else anything.
+    fn after_hidden(word: &str) -> Self {
+        let bare = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        if SCHEMES.contains(&bare.to_ascii_lowercase().as_str()) {
+            Expecting::Secret
+        } else {
+            Expecting::Anything
+        }
+    }
+}
+
+/// One word without whitespace with its secrets hidden, and what the next word is: the
+/// value of a credential whose name and separator end this one (`api_key:`), the
+/// separator after a name ending it (`password`), or anything.
+fn redact_word(word: &str) -> (String, Expecting) {
+    if let Some(at) = word.find("://") {
+        // The scheme is the run of letters, digits, `+`, `-` and `.` before `://`.
+        let start = word[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |before| before + 1);
+        let end = word[at..]
+            .find(['"', '<', '>'])
+            .map_or(word.len(), |end| at + end);
+        let url = redact_url(&word[start..end]);
+        let (rest, expecting) = redact_word(&word[end..]);
+        return (format!("{}{url}{rest}", &word[..start]), expecting);
+    }
+    let lower = word.to_ascii_lowercase();
+    for name in SECRET_NAMES {
+        // Every place the name occurs: `token_count=3,token=s3cret` names it twice.
+        for (at, _) in lower.match_indices(name) {
+            let value = word[at + name.len()..].trim_start_matches(['"', '\'']);
+            if let Some(value) = value.strip_prefix(['=', ':']) {
+                return if value.is_empty() {
+                    (word.to_string(), Expecting::Secret)
+                } else {
+                    (
+                        format!("{}***", &word[..word.len() - value.len()]),
+                        Expecting::Anything,
+                    )
+                };
+            }
+        }
+    }
+    let bare = lower.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-');
+    if SECRET_NAMES.iter().any(|name| bare.ends_with(name)) {
+        return (word.to_string(), Expecting::Separator);
+    }
+    let shown = match lower.find("sk-") {
+        Some(at) if at == 0 || !lower.as_bytes()[at - 1].is_ascii_alphanumeric() => {
+            format!("{}sk-***", &word[..at])
+        }
+        _ => word.to_string(),
+    };
+    (shown, Expecting::Anything)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_text, redact_url};
 
     #[test]
     fn hides_every_form_of_password() {
@@ -148,5 +295,64 @@ mod tests {
             assert_eq!(redact_url(url), want, "{url}");
             assert!(!redact_url(url).contains("s3"), "{url}");
         }
+    }
+
+    #[test]
+    fn text_hides_secrets_in_urls_credentials_and_keys() {
+        let cases = [
+            (
+                "called `Result::unwrap()` on an `Err` value: Connect(\"postgres://app:s3cret@db/x\")",
+                "called `Result::unwrap()` on an `Err` value: Connect(\"postgres://app:***@db/x\")",
+            ),
+            (
+                "GET https://h/v1?api_key=s3cret failed",
+                "GET https://h/v1?api_key=*** failed",
+            ),
+            (
+                "headers: {\"authorization\": \"Bearer s3cret\"}",
+                "headers: {\"authorization\": *** ***",
+            ),
+            (
+                "host=db password=s3cret user=a",
+                "host=db password=*** user=a",
+            ),
+            (
+                "Config { api_key: \"sk-s3cret\" }",
+                "Config { api_key: *** }",
+            ),
+            (
+                "the key sk-proj-s3cret was refused",
+                "the key sk-*** was refused",
+            ),
+            ("token:s3cret", "token:***"),
+        ];
+        for (said, shown) in cases {
+            assert_eq!(redact_text(said), shown, "{said}");
+        }
+        let plain = "index out of bounds: the len is 3 but the index is 7\n  at task-sk";
+        assert_eq!(redact_text(plain), plain);
+    }
+
+    #[test]
+    fn text_hides_a_value_set_apart_from_its_name() {
+        // A connection string or a config print with spaces around the `=`, and a name
+        // met twice in one word: each value was shown as written.
+        let cases = [
+            (
+                "host=db password = s3cret user=a",
+                "host=db password = *** user=a",
+            ),
+            ("password =s3cret", "password =***"),
+            ("\"secret\" : \"s3cret\"", "\"secret\" : ***"),
+            ("token_count=3,token=s3cret", "token_count=3,token=***"),
+        ];
+        for (said, shown) in cases {
+            assert_eq!(redact_text(said), shown, "{said}");
+        }
+        // A name followed by anything but a separator is only a word.
+        assert_eq!(
+            redact_text("the token was refused"),
+            "the token was refused"
+        );
     }
 }

@@ -36,10 +36,9 @@
 //! Its downloads are json, jsonl or markdown files written by the library's
 //! [`fusion::api::export`], the formats of `fusion sessions export`.
 //!
-//! Inside, the modules form layers: `error`, `config`, `format`, `random`, `redact`,
-//! `turns`, `claims` and `state` at the bottom; `markdown` and `assets`; `html` (the
-//! templates); `security` (the middleware) and `routes` (the pages); `router` and `serve`
-//! on top.
+//! Inside, the modules form layers: `error`, `config`, `format`, `random`, `turns`,
+//! `claims` and `state` at the bottom; `markdown` and `assets`; `html` (the templates);
+//! `security` (the middleware) and `routes` (the pages); `router` and `serve` on top.
 
 mod assets;
 mod chat;
@@ -50,7 +49,6 @@ mod format;
 mod html;
 mod markdown;
 mod random;
-mod redact;
 mod router;
 mod routes;
 mod security;

@@ -33,7 +33,7 @@ impl LlmClient for Panicking {
     async fn chat(&self, _request: &ChatRequest<'_>) -> Result<ChatResponse> {
         panic!(
             "the client's bug: https://u:s3cret-1@llm.example/v1?api_key=s3cret-2 refused \
-             authorization: Bearer s3cret-3"
+             authorization: Bearer s3cret-3 (config: password = s3cret-4)"
         )
     }
 

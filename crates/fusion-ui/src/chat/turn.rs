@@ -15,7 +15,6 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::ChatAgent;
-use crate::redact::redact;
 
 /// Something a turn reported, in order. Frames are what the page's live view shows and
 /// what a reconnecting page is sent again.
@@ -311,14 +310,15 @@ pub(crate) async fn run(turn: Arc<Turn>, agent: ChatAgent, storage: Arc<dyn Conv
 }
 
 /// What a panic said, when it said it with a string (as `panic!` and `unwrap` do), with
-/// the secrets it may quote hidden ([`redact`]): it is shown on the turn's page.
+/// the secrets it may quote hidden ([`fusion_core::redact_text`]): it is shown on the
+/// turn's page.
 fn panicked(payload: &(dyn Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
     match text {
-        Some(text) => format!("panicked: {}", redact(text)),
+        Some(text) => format!("panicked: {}", fusion_core::redact_text(text)),
         None => "panicked".to_string(),
     }
 }
