@@ -31,7 +31,8 @@ pub const DEFAULT_MAX_TOOLS: usize = 120;
 pub struct McpOptions {
     /// How long one tool call may take; then it is cancelled (`notifications/cancelled`)
     /// and the model is told. Keep the session's `tool_timeout` longer (the defaults are 25 s
-    /// and 30 s), or the session gives up first with its own, vaguer message.
+    /// and 30 s), or the session gives up first with its own, vaguer message:
+    /// [`McpOptions::call_timeout_within`] gives a call timeout that fits a given one.
     pub call_timeout: Duration,
     /// How long starting (or restarting) a server may take. Servers started through
     /// `npx -y` download their package on first use, which can take well over ten seconds
@@ -67,6 +68,23 @@ impl Default for McpOptions {
     }
 }
 
+impl McpOptions {
+    /// The call timeout to pair with a session's `tool_timeout`: 5 s less, as the defaults
+    /// are (25 s and 30 s), but never less than five sixths of it, so that a short one
+    /// still leaves the call most of its time (6 s gives 5 s, 3 s gives 2.5 s).
+    ///
+    /// Equal timeouts race: the session's wins as often as not, and its message names
+    /// neither the server nor the cancelled call that this client's would.
+    pub fn call_timeout_within(tool_timeout: Duration) -> Duration {
+        let margin = CALL_TIMEOUT_MARGIN.min(tool_timeout / 6);
+        tool_timeout.saturating_sub(margin)
+    }
+}
+
+/// How much sooner than the session's `tool_timeout` a call ends at most
+/// ([`McpOptions::call_timeout_within`]).
+const CALL_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+
 /// The limit of [`McpOptions`] that left a tool out
 /// ([`SkippedTool::limit`](crate::SkippedTool::limit)).
 ///
@@ -90,5 +108,21 @@ mod tests {
         // the server nor the cancellation, often won.
         assert!(DEFAULT_CALL_TIMEOUT < fusion_agent::DEFAULT_TOOL_TIMEOUT);
         assert_eq!(McpOptions::default().call_timeout, DEFAULT_CALL_TIMEOUT);
+        let within = McpOptions::call_timeout_within(fusion_agent::DEFAULT_TOOL_TIMEOUT);
+        assert_eq!(within, DEFAULT_CALL_TIMEOUT);
+    }
+
+    #[test]
+    fn a_call_timeout_within_a_tool_timeout_ends_first_and_keeps_most_of_it() {
+        let within = |secs: u64| McpOptions::call_timeout_within(Duration::from_secs(secs));
+        assert_eq!(within(90), Duration::from_secs(85));
+        assert_eq!(within(6), Duration::from_secs(5));
+        assert_eq!(within(3), Duration::from_millis(2500));
+        for secs in [1, 2, 5, 29, 30, 31, 3600] {
+            let tool_timeout = Duration::from_secs(secs);
+            let call_timeout = McpOptions::call_timeout_within(tool_timeout);
+            assert!(call_timeout < tool_timeout, "{secs} s");
+            assert!(call_timeout * 6 >= tool_timeout * 5, "{secs} s");
+        }
     }
 }

@@ -58,14 +58,17 @@ pub struct McpArgs {
 }
 
 impl McpArgs {
-    /// The options the servers run with: the limits of these flags, and `tool_timeout`
-    /// (`--tool-timeout`) as the bound on each call.
+    /// The options the servers run with: the limits of these flags, and as the bound on
+    /// each call one a little below `tool_timeout` (`--tool-timeout`,
+    /// [`McpOptions::call_timeout_within`]).
     fn options(&self, tool_timeout: Option<Duration>) -> McpOptions {
         let mut options = McpOptions::default();
         if let Some(timeout) = tool_timeout {
             // The servers' own bound on `tools/call` follows: raising --tool-timeout must
-            // let a slow server's call finish too, not end at the servers' default 30 s.
-            options.call_timeout = timeout;
+            // let a slow server's call finish too, not end at the servers' default 25 s. It
+            // stays a little below, so a call that does not end is reported by MCP's
+            // message naming the server rather than by the session's vaguer one.
+            options.call_timeout = McpOptions::call_timeout_within(timeout);
         }
         if let Some(max) = self.max_tools {
             options.max_tools = max as usize;
@@ -252,7 +255,7 @@ mod tests {
             .options(Some(Duration::from_secs(90)));
         assert_eq!(options.max_description_chars, 4000);
         assert_eq!(options.max_tools, McpOptions::default().max_tools);
-        assert_eq!(options.call_timeout, Duration::from_secs(90));
+        assert_eq!(options.call_timeout, Duration::from_secs(85));
         assert_eq!(parsed(&[]).unwrap().options(None), McpOptions::default());
     }
 
