@@ -19,8 +19,8 @@ use crate::servers::McpServers;
 /// refuses two servers of one name. Each call starts a set of its own, whose tool names
 /// are chosen without regard to the other sets' and which has its own
 /// [`McpOptions::max_tools`]: a tool of a later set named as one an earlier set (or the
-/// session's own tools) offers is not offered, the earlier one keeping the name, and the
-/// sets together may offer more tools than the provider takes.
+/// session's own tools) offers fails the build with an error naming the tool and both
+/// servers, and the sets together may offer more tools than the provider takes.
 ///
 /// ```no_run
 /// use fusion_agent::AgentSession;

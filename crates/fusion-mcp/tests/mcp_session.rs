@@ -1,7 +1,7 @@
 //! `SessionBuilder::mcp_config(..)` ([`McpSessionExt`]): the servers start with the
 //! session, their tools join the built-in ones, a server that cannot start fails the
 //! build naming it, the server's process ends when the session is dropped, and a second
-//! configuration given to the builder never offers a tool name twice.
+//! configuration offering a tool name the first offers fails the build.
 
 mod common;
 
@@ -59,22 +59,25 @@ async fn a_server_that_cannot_start_fails_the_build_naming_it() {
     assert!(llm.requests().is_empty());
 }
 
+/// Two configurations naming one server offer its tools twice under one name, which a
+/// provider refuses and of which only the first could ever be called: the build says so.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_second_configuration_does_not_offer_a_name_the_first_gives() {
+async fn a_second_configuration_offering_a_name_the_first_gives_fails_the_build() {
     let llm = MockLlmServer::start().await;
     let workspace = tempfile::tempdir().unwrap();
     let probe = || McpConfig::new().with("probe", StdioServerConfig::new(test_server()));
-    let mut session = builder(&llm, workspace.path())
+    let err = builder(&llm, workspace.path())
         .mcp_config(probe())
         .mcp_config(probe())
         .build()
         .await
-        .unwrap();
-    llm.push_text("done");
-    session.send_message("hi").await.unwrap();
-
-    // A provider refuses a request offering two tools of one name.
-    let names = offered(&llm, 0);
-    let echoes = names.iter().filter(|n| *n == "probe__echo").count();
-    assert_eq!(echoes, 1, "{names:?}");
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("`probe__"), "{message}");
+    assert!(
+        message.contains("by tool source `probe` and again by tool source `probe`"),
+        "{message}"
+    );
+    assert!(llm.requests().is_empty());
 }

@@ -251,7 +251,9 @@ impl SessionBuilder {
     /// Validates the settings, loads the session's stored history and returns the session.
     ///
     /// Fails with [`Error::InvalidSessionId`] for a bad id, [`Error::Config`] for a missing
-    /// client or storage, a zero iteration limit or an unusable workspace root,
+    /// client or storage, a zero iteration limit, an unusable workspace root or a tool
+    /// name offered by two of its tools' owners (a tool source and `.tools(..)`, or two
+    /// sources: two MCP servers of one name given in two configurations),
     /// [`Error::InvalidMeta`] for an owner, title, tag or data entry that breaks a rule of
     /// [`SessionMeta::validate`], and with the storage's error if the history cannot be
     /// loaded.
@@ -310,6 +312,7 @@ impl SessionBuilder {
                 tools.register_source(source);
             }
         }
+        tools.refuse_shared_names()?;
         // Read with its revision: the session's writes are conditional on it.
         let (history, revision) = storage.load_revision(id.as_str()).await?;
         tracing::info!(

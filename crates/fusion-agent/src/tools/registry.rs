@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fusion_core::Result;
+use fusion_core::{Error, Result};
 
 use super::files::{DeleteFile, ListDirectory, ReadFile, WriteFile};
 use super::tool::{Tool, ToolSource};
@@ -74,8 +74,10 @@ impl ToolRegistry {
     }
 
     /// Adds a source of tools that may change while sessions run (an MCP server). Its
-    /// tools come after the ones registered one by one; a name a registered tool already
-    /// has stays the registered tool's.
+    /// tools come after the ones registered one by one; a name a registered tool or an
+    /// earlier source already offers stays theirs. Building a session refuses such a clash
+    /// ([`SessionBuilder::build`](crate::SessionBuilder::build)); one that appears later,
+    /// when a source's tools change, keeps the earlier tool.
     pub fn register_source(&mut self, source: Arc<dyn ToolSource>) -> &mut Self {
         self.sources.push(source);
         self
@@ -108,6 +110,45 @@ impl ToolRegistry {
             }
         }
         all
+    }
+
+    /// Fails with [`Error::Config`] naming the tool and both owners when two of them (the
+    /// tools registered one by one, or a source) offer one name now: the later one would
+    /// never be offered or called, and nothing would say so.
+    pub(crate) fn refuse_shared_names(&self) -> Result<()> {
+        // Each name with its owner: `None` for the tools registered one by one, else the
+        // source's position (two sources may have one name, as two MCP sets' servers may).
+        let mut owners: Vec<(String, Option<usize>)> = self
+            .tools
+            .iter()
+            .map(|tool| (tool.name().to_owned(), None))
+            .collect();
+        let owner_name = |owner: Option<usize>| match owner {
+            None => "the session's own tools".to_owned(),
+            Some(at) => format!("tool source `{}`", self.sources[at].source_name()),
+        };
+        for (at, source) in self.sources.iter().enumerate() {
+            for tool in source.tools().iter() {
+                let name = tool.name();
+                match owners.iter().find(|(known, _)| known == name) {
+                    // A source that lists a name twice is its own affair, not a clash.
+                    Some(&(_, first)) if first == Some(at) => {}
+                    Some(&(_, first)) => {
+                        return Err(Error::Config(format!(
+                            "tool `{}` is offered by {} and again by {}, added later, whose \
+                             tool would never be called: give each source a name of its own \
+                             (one MCP configuration names each server once) or offer the \
+                             tool once",
+                            name.escape_debug(),
+                            owner_name(first),
+                            owner_name(Some(at)),
+                        )));
+                    }
+                    None => owners.push((name.to_owned(), Some(at))),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The names of the tools offered now, in order.
@@ -227,6 +268,53 @@ mod tests {
         assert_eq!(clone.revision(), 2);
         assert!(clone.get("s2").is_some() && clone.get("s1").is_none());
         assert_eq!(clone.definitions()[1].name, "s2");
+    }
+
+    /// A source offering `names`, never changing.
+    fn source(name: &'static str, names: &[&'static str]) -> Arc<dyn ToolSource> {
+        let tools: Vec<Arc<dyn Tool>> = names.iter().map(|n| Arc::new(Echo(n)) as _).collect();
+        Arc::new(Fixed(name, Arc::from(tools)))
+    }
+    struct Fixed(&'static str, Arc<[Arc<dyn Tool>]>);
+
+    impl ToolSource for Fixed {
+        fn source_name(&self) -> &str {
+            self.0
+        }
+        fn tools(&self) -> Arc<[Arc<dyn Tool>]> {
+            self.1.clone()
+        }
+        fn revision(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_name_two_owners_offer_is_refused_naming_both() {
+        let mut registry = ToolRegistry::new().with(Echo("a"));
+        registry.register_source(source("probe", &["probe__x", "probe__x", "b"]));
+        registry.refuse_shared_names().unwrap();
+
+        let mut same_server_twice = registry.clone();
+        same_server_twice.register_source(source("probe", &["probe__x"]));
+        let err = same_server_twice.refuse_shared_names().unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("`probe__x`"), "{message}");
+        assert!(message.contains("by tool source `probe` and again by tool source `probe`"));
+
+        let mut over_a_registered_tool = ToolRegistry::new().with(Echo("a"));
+        over_a_registered_tool.register_source(source("other", &["c", "a"]));
+        let message = over_a_registered_tool
+            .refuse_shared_names()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(
+                "`a` is offered by the session's own tools and again by tool source `other`"
+            ),
+            "{message}"
+        );
     }
 
     #[test]
