@@ -7,7 +7,8 @@
 /// and the value of every query parameter not known to hold no secret
 /// (Fusion's and the bundled drivers' settings, such as `key_prefix` or `sslmode`):
 /// `password=` and `pass=`, and also a misspelt `pasword=`, whose value is as secret.
-/// A bare piece of query that is not a known key is hidden whole.
+/// A bare piece of query that is not a known key is hidden whole; a fragment's pieces
+/// (`#pw=x`) are hidden as the query's, Redis's `#insecure` shown.
 ///
 /// ```
 /// use fusion_core::redact_url;
@@ -17,6 +18,13 @@
 /// ```
 pub fn redact_url(url: &str) -> String {
     let (shown_userinfo, rest) = redact_userinfo(url);
+    // A fragment ends the query: `?db=1#pw=x` is the query `db=1` and the fragment
+    // `pw=x`, whose pieces are hidden as the query's are: the only one a bundled driver
+    // reads is Redis's `#insecure`, so anything else was put there by hand.
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((rest, fragment)) => (rest, Some(fragment)),
+        None => (rest, None),
+    };
     let (head, query) = match rest.split_once('?') {
         Some((head, query)) => (head, Some(query)),
         None => (rest, None),
@@ -24,26 +32,37 @@ pub fn redact_url(url: &str) -> String {
     let mut shown = shown_userinfo;
     shown.push_str(head);
     if let Some(query) = query {
-        let shown_key = |key: &str| SHOWN_QUERY_KEYS.contains(&key);
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if !shown_key(key) => format!("{key}=***"),
-                None if !pair.is_empty() && !shown_key(pair) => "***".to_string(),
-                _ => pair.to_string(),
-            })
-            .collect();
         shown.push('?');
-        shown.push_str(&pairs.join("&"));
+        shown.push_str(&redact_pairs(query));
+    }
+    if let Some(fragment) = fragment {
+        shown.push('#');
+        shown.push_str(&redact_pairs(fragment));
     }
     shown
+}
+
+/// The `&`-separated pieces of a query or a fragment with the value of every key not in
+/// [`SHOWN_QUERY_KEYS`] hidden, and a bare piece that is not such a key hidden whole.
+fn redact_pairs(pairs: &str) -> String {
+    let shown_key = |key: &str| SHOWN_QUERY_KEYS.contains(&key);
+    let pairs: Vec<String> = pairs
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if !shown_key(key) => format!("{key}=***"),
+            None if !pair.is_empty() && !shown_key(pair) => "***".to_string(),
+            _ => pair.to_string(),
+        })
+        .collect();
+    pairs.join("&")
 }
 
 /// Query parameters whose values [`redact_url`] shows: names the bundled backends and
 /// their drivers read that never hold a secret (Fusion's `key_prefix`, `publish_changes`
 /// and `schema`; Redis's `protocol`, `db` and `user`; SQLite's `mode`, `cache`,
 /// `immutable` and `vfs`; PostgreSQL's server, database and TLS mode; an OpenAI-compatible
-/// endpoint's `api-version`). Anything else is hidden: `options` (it may set anything),
+/// endpoint's `api-version`; and the fragment Redis's driver reads, `#insecure`, which
+/// turns off TLS verification). Anything else is hidden: `options` (it may set anything),
 /// and also the TLS file paths, which an error does not need.
 const SHOWN_QUERY_KEYS: &[&str] = &[
     "key_prefix",
@@ -63,6 +82,7 @@ const SHOWN_QUERY_KEYS: &[&str] = &[
     "sslmode",
     "application_name",
     "api-version",
+    "insecure",
 ];
 
 /// The scheme and the userinfo of `url` with its password hidden, and the rest of `url`
@@ -294,6 +314,26 @@ mod tests {
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");
             assert!(!redact_url(url).contains("s3"), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_fragment_is_hidden_as_a_query_is() {
+        // The `#` was read as part of the last query value, so a known key's value
+        // showed the fragment after it (`?db=1#pw=s3cret`).
+        let cases = [
+            ("redis://h/0?db=1#pw=s3cret", "redis://h/0?db=1#pw=***"),
+            ("redis://h/0#s3cret", "redis://h/0#***"),
+            (
+                "postgres://u:s3cret@h/db?sslmode=require#password=s3cret&s3cret",
+                "postgres://u:***@h/db?sslmode=require#password=***&***",
+            ),
+            ("redis://u:s3cr#et@h/0", "redis://u:***@h/0"),
+            ("redis://h/0?db=1#", "redis://h/0?db=1#"),
+            ("rediss://h/0?db=1#insecure", "rediss://h/0?db=1#insecure"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
         }
     }
 
