@@ -43,21 +43,37 @@ pub(super) enum Named {
 }
 
 impl Index {
+    /// The index's file at `path` for reading and writing, created if missing and the
+    /// directory then synced: the state or an id fsynced into a file whose name was not
+    /// is lost with it on a power loss. A file already there costs the one `open` it did.
+    pub(super) fn open_or_create_synced(&self, path: &Path) -> Result<(File, Metadata)> {
+        let mut existing = OpenOptions::new();
+        match regular_file::open_not_following(existing.read(true).write(true), path) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            other => return other.at(path),
+        }
+        let created = regular_file::open_or_create(path).at(path)?;
+        crate::session_files::sync_dir(&self.root)?;
+        #[cfg(test)]
+        self.entry_syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(created)
+    }
+
     /// The index lock file, opened (created with the directory if `create`, else `None`
     /// when there is none) and locked, exclusively or shared, once `lock` still names it;
     /// taken exclusively, first made this directory's own ([`Self::unshare`]).
     pub(super) fn lock_index(&self, exclusive: bool, create: bool) -> Result<Option<File>> {
         let path = self.root.join(LOCK);
         loop {
-            let opened = if create {
+            let (file, metadata) = if create {
                 fs::create_dir_all(&self.root).at(&self.root)?;
-                regular_file::open_or_create(&path)
+                self.open_or_create_synced(&path)?
             } else {
-                regular_file::open(OpenOptions::new().read(true), &path)
-            };
-            let (file, metadata) = match opened {
-                Err(err) if !create && err.kind() == io::ErrorKind::NotFound => return Ok(None),
-                other => other.at(&path)?,
+                match regular_file::open(OpenOptions::new().read(true), &path) {
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    other => other.at(&path)?,
+                }
             };
             lock(&file, exclusive).at(&path)?;
             match self.named(&metadata)? {
@@ -86,7 +102,7 @@ impl Index {
                 None => {
                     fs::create_dir_all(&self.root).at(&self.root)?;
                     handles.root = Some(fs::metadata(&self.root).at(&self.root)?);
-                    regular_file::open_or_create(&lock_path).at(&lock_path)?
+                    self.open_or_create_synced(&lock_path)?
                 }
             };
             lock(&file, true).at(&lock_path)?;

@@ -285,6 +285,9 @@ pub(crate) struct Live {
     len: u64,
     /// When it was last found in the directory (see [`RECHECK_US`]).
     checked_us: i64,
+    /// How many times the directory was synced since the file got its name: once, with
+    /// the first line fsynced into it, which a power loss would lose with that name.
+    pub(super) dir_syncs: u32,
 }
 
 impl Live {
@@ -317,6 +320,7 @@ impl Live {
             path,
             len: 0,
             checked_us: unix_micros(SystemTime::now()),
+            dir_syncs: 0,
         };
         Ok((live, count))
     }
@@ -352,6 +356,10 @@ impl Live {
         super::write_at(&self.file, line, self.len).at(&self.path)?;
         if sync {
             self.file.sync_data().at(&self.path)?;
+            if self.dir_syncs == 0 {
+                crate::session_files::sync_dir(self.path.parent().expect("in `live`"))?;
+                self.dir_syncs += 1;
+            }
         }
         self.len += line.len() as u64;
         Ok(())

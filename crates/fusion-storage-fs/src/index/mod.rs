@@ -136,6 +136,9 @@ pub(crate) struct Index {
     /// count.
     #[cfg(test)]
     state_syncs: std::sync::atomic::AtomicUsize,
+    /// How many times it synced the directory after creating one of its files.
+    #[cfg(test)]
+    entry_syncs: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -159,6 +162,8 @@ impl Index {
             handles: Mutex::new(Handles::default()),
             #[cfg(test)]
             state_syncs: Default::default(),
+            #[cfg(test)]
+            entry_syncs: Default::default(),
         }
     }
 
@@ -319,9 +324,7 @@ impl Index {
 
     fn open(&self, name: &str) -> Result<File> {
         let path = self.root.join(name);
-        regular_file::open_or_create(&path)
-            .at(&path)
-            .map(|(file, _)| file)
+        self.open_or_create_synced(&path).map(|(file, _)| file)
     }
 
     /// A file opened for reading; a missing one reads as empty.
@@ -787,5 +790,30 @@ mod tests {
             assert!(!writer.is_built(), "left to a rebuild");
             assert!(journal.exists(), "not folded away");
         }
+    }
+
+    #[test]
+    fn a_file_created_for_lines_fsynced_into_it_has_its_name_synced_once() {
+        use std::sync::atomic;
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(dir.path());
+        let dir_syncs = |index: &Index| index.lives.hold_first().as_ref().map(|l| l.dir_syncs);
+        // A write left to the page cache pays for no directory sync.
+        let _ = index.record("a", Change::Write, i64::MIN, false).unwrap();
+        assert_eq!(dir_syncs(&index), Some(0));
+        for _ in 0..2 {
+            let _ = index.record("a", Change::Write, i64::MIN, true).unwrap();
+        }
+        assert_eq!(dir_syncs(&index), Some(1), "the new journal's name, once");
+        // A creation makes the index's lock, state and id files, each synced into place.
+        let _ = index.record("b", Change::Create, i64::MIN, true).unwrap();
+        let made = fs::read_dir(&index.root).unwrap();
+        let files = made.filter(|entry| entry.as_ref().unwrap().path().is_file());
+        let entry_syncs = |index: &Index| index.entry_syncs.load(atomic::Ordering::Relaxed);
+        assert_eq!(entry_syncs(&index), files.count());
+        // Found there, they cost another instance nothing.
+        let other = Index::new(dir.path());
+        let _ = other.record("c", Change::Create, i64::MIN, true).unwrap();
+        assert_eq!(entry_syncs(&other), 0);
     }
 }
