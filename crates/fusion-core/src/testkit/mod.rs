@@ -26,7 +26,7 @@
 //! [`cases`], so `cargo test conformance_fs::concurrent` picks one backend and one case.
 //! A server-backed backend whose server is not configured returns `None` from its setup
 //! through [`unavailable`], which prints a `skipped:` line under plain `cargo test` and
-//! panics when [`REQUIRE_BACKENDS_ENV`] is set (as `cargo xtask test-all-backends` does).
+//! panics when [`REQUIRE_BACKENDS_ENV`] is on (as `cargo xtask test-all-backends` sets it).
 //!
 //! Backend-specific tests of concurrent writers check their result with
 //! [`assert_nothing_lost_in_writer_order`], the same check the conformance case uses.
@@ -53,8 +53,9 @@ use async_trait::async_trait;
 
 use crate::{ChatMessage, ConversationStorage, Intercepted, Layer, Result};
 
-/// When this environment variable is set, an unavailable backend fails its tests instead
-/// of skipping them.
+/// When this environment variable is on (`1`, `true`, `yes` or `on`), an unavailable
+/// backend fails its tests instead of skipping them; unset, empty, `0`, `false`, `no` or
+/// `off`, it skips them.
 pub const REQUIRE_BACKENDS_ENV: &str = "FUSION_REQUIRE_BACKENDS";
 
 /// A private storage location for one test case.
@@ -181,16 +182,31 @@ pub async fn wait_past(instant: SystemTime) {
 /// Reports a backend whose server is not available to the tests.
 ///
 /// Returns `None` after printing `skipped: <reason>` so the case passes trivially under
-/// plain `cargo test`, or panics with the reason when [`REQUIRE_BACKENDS_ENV`] is set.
+/// plain `cargo test`, or panics with the reason when [`REQUIRE_BACKENDS_ENV`] is on.
 pub fn unavailable<T>(backend: &str, reason: &str) -> Option<T> {
-    if std::env::var_os(REQUIRE_BACKENDS_ENV).is_some() {
-        panic!("{backend} backend unavailable and {REQUIRE_BACKENDS_ENV} is set: {reason}");
+    if backends_required(std::env::var(REQUIRE_BACKENDS_ENV)) {
+        panic!("{backend} backend unavailable and {REQUIRE_BACKENDS_ENV} is on: {reason}");
     }
     // Written to the stderr handle rather than with `eprintln!`, which libtest captures
     // and hides for passing tests: a skip must be visible.
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "skipped: {backend}: {reason}");
     None
+}
+
+/// Whether [`REQUIRE_BACKENDS_ENV`]'s value turns skips into failures, read as every
+/// yes-or-no setting is ([`parse_flag`](crate::parse_flag)), an empty value as off: a
+/// `FUSION_REQUIRE_BACKENDS=0` meant to turn it off did not skip, since any value counted.
+/// A value that is neither yes nor no panics naming it rather than guess either way.
+fn backends_required(value: Result<String, std::env::VarError>) -> bool {
+    match value {
+        Err(std::env::VarError::NotPresent) => false,
+        Ok(text) if text.trim().is_empty() => false,
+        Ok(text) => {
+            crate::parse_flag(REQUIRE_BACKENDS_ENV, &text).unwrap_or_else(|err| panic!("{err}"))
+        }
+        Err(err) => panic!("{REQUIRE_BACKENDS_ENV}: {err}"),
+    }
 }
 
 /// Asserts that concurrent writers lost nothing and each writer's messages kept their order.
@@ -361,4 +377,27 @@ macro_rules! __conformance_cases {
             }
         )+
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::env::VarError;
+
+    use super::backends_required;
+
+    #[test]
+    fn require_backends_is_read_as_a_flag() {
+        for off in ["0", "false", "no", "off", "No", "", " "] {
+            assert!(!backends_required(Ok(off.into())), "{off:?}");
+        }
+        for on in ["1", "true", "yes", "on", " TRUE "] {
+            assert!(backends_required(Ok(on.into())), "{on:?}");
+        }
+        assert!(!backends_required(Err(VarError::NotPresent)));
+        let unreadable = std::panic::catch_unwind(|| backends_required(Ok("maybe".into())));
+        assert!(
+            unreadable.is_err(),
+            "a value neither yes nor no is guessed at"
+        );
+    }
 }
