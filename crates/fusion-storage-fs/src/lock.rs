@@ -219,8 +219,7 @@ fn unshare(held: &File, path: &Path) -> Result<File> {
     let temp = Path::new(&temp);
     let mut contents = Vec::new();
     io::Read::read_to_end(&mut &*held, &mut contents).at(path)?;
-    let (copy, _) = own_file::create_anew(temp).at(temp)?;
-    let result = (|| {
+    own_file::replace_by_copy(temp, path, |copy| {
         // Nobody else opens this name: the lock cannot be held, but say so if it were.
         match copy.try_lock() {
             Ok(()) => {}
@@ -233,18 +232,8 @@ fn unshare(held: &File, path: &Path) -> Result<File> {
             }
             Err(TryLockError::Error(err)) => return Err(err).at(temp),
         }
-        write_at(&copy, &contents).at(temp)?;
-        copy.sync_all().at(temp)?;
-        fs::rename(temp, path).at(path)
-    })();
-    if let Err(err) = result {
-        let _ = fs::remove_file(temp);
-        return Err(err);
-    }
-    if let Some(dir) = path.parent() {
-        crate::session_files::sync_dir(dir)?;
-    }
-    Ok(copy)
+        write_at(copy, &contents).at(temp)
+    })
 }
 
 /// Link counts are not read where `is_shared` says no.

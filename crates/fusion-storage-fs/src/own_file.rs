@@ -14,6 +14,9 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::path::Path;
 
+use fusion_core::Result;
+
+use crate::error::IoContext;
 use crate::regular_file;
 
 /// Opens `path` for reading and writing as a new, empty file: a temporary file, or the
@@ -56,4 +59,29 @@ pub(crate) fn is_shared(metadata: &Metadata) -> bool {
 #[cfg(not(unix))]
 pub(crate) fn is_shared(_metadata: &Metadata) -> bool {
     false
+}
+
+/// Replaces the file at `path` by a new one that `fill` writes, made at `temp` beside it
+/// ([`create_anew`]): fsynced, renamed over `path`, and the directory synced, so that a
+/// crash leaves the old file or the new one, whole, and the old file's other names (hard
+/// links into a snapshot, see [`is_shared`]) keep it as it was. Returns the new file, open;
+/// `temp` is removed if this fails once it made it.
+pub(crate) fn replace_by_copy(
+    temp: &Path,
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> Result<()>,
+) -> Result<File> {
+    // A temporary file this call could not open is not its own to remove.
+    let (mut copy, _) = create_anew(temp).at(temp)?;
+    let result = fill(&mut copy)
+        .and_then(|()| copy.sync_all().at(temp))
+        .and_then(|()| std::fs::rename(temp, path).at(path));
+    if let Err(err) = result {
+        let _ = std::fs::remove_file(temp);
+        return Err(err);
+    }
+    if let Some(dir) = path.parent() {
+        crate::session_files::sync_dir(dir)?;
+    }
+    Ok(copy)
 }

@@ -185,7 +185,7 @@ impl Index {
             let head = state.format();
             contents.splice(..head.len().min(contents.len()), head);
         }
-        let (copy, temp) = self.copy_beside(LOCK, &path, |out| {
+        self.copy_beside(LOCK, &path, |out| {
             // Locked before it is named `lock`: nobody else knows it yet.
             match out.try_lock() {
                 Ok(()) => {}
@@ -193,9 +193,7 @@ impl Index {
                 Err(TryLockError::Error(err)) => return Err(err),
             }
             super::write_at(out, &contents, 0)
-        })?;
-        drop(temp);
-        Ok(copy)
+        })
     }
 
     /// The id log to append to under the exclusive index lock: the one `handles` keep
@@ -227,7 +225,7 @@ impl Index {
         }
         if named.as_ref().is_some_and(own_file::is_shared) {
             let log = handles.ids_log.as_ref().expect("opened above");
-            let (copy, _) = self.copy_beside(IDS_LOG, &path, |out| {
+            let copy = self.copy_beside(IDS_LOG, &path, |out| {
                 let mut from = log;
                 from.seek(SeekFrom::Start(0))?;
                 io::copy(&mut from, out).map(drop)
@@ -239,26 +237,16 @@ impl Index {
         Ok(handles.ids_log.as_ref().expect("opened above"))
     }
 
-    /// Writes `<name>.tmp` with `fill`, fsyncs it, renames it over `path` and fsyncs the
-    /// directory; returns the new file, still open, and its former name.
+    /// Writes `<name>.tmp` with `fill` and renames it over `path`, durably
+    /// ([`own_file::replace_by_copy`]); returns the new file, still open.
     fn copy_beside(
         &self,
         name: &str,
         path: &Path,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
-    ) -> Result<(File, std::path::PathBuf)> {
+    ) -> Result<File> {
         let temp = self.root.join(format!("{name}.tmp"));
-        let (mut copy, _) = own_file::create_anew(&temp).at(&temp)?;
-        let result = fill(&mut copy)
-            .and_then(|()| copy.sync_all())
-            .at(&temp)
-            .and_then(|()| fs::rename(&temp, path).at(path));
-        if let Err(err) = result {
-            let _ = fs::remove_file(&temp);
-            return Err(err);
-        }
-        crate::session_files::sync_dir(&self.root)?;
-        Ok((copy, temp))
+        own_file::replace_by_copy(&temp, path, |copy| fill(copy).at(&temp))
     }
 }
 

@@ -126,22 +126,14 @@ impl SessionFiles {
             return Ok(current);
         }
         let temp = self.temp();
-        let (mut copy, _) = own_file::create_anew(&temp).at(&temp)?;
-        let copied = (|| {
+        own_file::replace_by_copy(&temp, &self.data, |copy| {
             if let Ok(metadata) = file.metadata() {
                 let _ = copy.set_permissions(metadata.permissions());
             }
             let mut from = file;
             from.seek(SeekFrom::Start(0)).at(&self.data)?;
-            io::copy(&mut from, &mut copy).at(&temp)?;
-            copy.sync_all().at(&temp)?;
-            std::fs::rename(&temp, &self.data).at(&self.data)
-        })();
-        if let Err(err) = copied {
-            let _ = std::fs::remove_file(&temp);
-            return Err(err);
-        }
-        super::sync_dir(&self.dir)?;
+            io::copy(&mut from, copy).map(drop).at(&temp)
+        })?;
         let (file, metadata) =
             regular_file::open(OpenOptions::new().read(true).append(true), &self.data)
                 .at(&self.data)?;
