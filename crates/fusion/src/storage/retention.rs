@@ -50,6 +50,13 @@ pub struct StalePurgeReport {
 /// exactly as listed ([`Expect::Exactly`]): a session written meanwhile is kept and
 /// counted in [`StalePurgeReport::written_meanwhile`], so nothing a writer just added is
 /// lost.
+///
+/// A change of only its metadata (a new title, a tag) moves `updated_at` but not the
+/// revision the delete is conditional on, and storage has no delete conditional on
+/// `updated_at`; so each session's `updated_at` is read again just before its delete, and
+/// one written since the cutoff is kept (and counted written meanwhile). That narrows
+/// the window to the moment between that read and the delete: a metadata-only write
+/// landing there is deleted with its session. A message written there never is.
 pub async fn purge_not_written_since(
     storage: &dyn ConversationStorage,
     purge: &StalePurge,
@@ -68,6 +75,10 @@ pub async fn purge_not_written_since(
             if purge.dry_run {
                 on_session(info);
                 report.deleted += 1;
+                continue;
+            }
+            if written_since_listed(storage, info, purge).await? {
+                report.written_meanwhile += 1;
                 continue;
             }
             let listed = Revision {
@@ -93,11 +104,27 @@ pub async fn purge_not_written_since(
     }
 }
 
+/// Whether session `listed` is no longer one `purge` selects, read again just before its
+/// delete: gone, or last written (its metadata only included) at or after the cutoff.
+/// Compared with the cutoff rather than the listed `updated_at`, so a backend whose
+/// listing and `session_info` keep the instant to different precisions still agrees.
+async fn written_since_listed(
+    storage: &dyn ConversationStorage,
+    listed: &SessionInfo,
+    purge: &StalePurge,
+) -> Result<bool> {
+    let now = storage.session_info(&listed.id).await?;
+    Ok(now.is_none_or(|now| now.updated_at.is_some_and(|at| at >= purge.before)))
+}
+
 #[cfg(all(test, feature = "memory"))]
 mod tests {
     use std::time::Duration;
 
-    use fusion_core::{ChatMessage, Expiry, SessionMeta};
+    use fusion_core::{
+        ChatMessage, Expiry, Intercept, Intercepted, MetaUpdate, SessionMeta, SessionPage,
+        SessionTimes,
+    };
     use fusion_storage_memory::InMemoryStorage;
 
     use super::*;
@@ -160,5 +187,49 @@ mod tests {
         assert_eq!(purge_all_expired(&store, 3).await.unwrap(), 7);
         assert_eq!(store.list_sessions().await.unwrap(), ["kept"]);
         assert!(purge_all_expired(&store, 0).await.is_err());
+    }
+
+    /// Retitles session `old-b` each time the listing is read: a metadata-only write
+    /// landing between the purge's listing and its delete.
+    struct RetitlesAfterListing(InMemoryStorage);
+
+    #[async_trait::async_trait]
+    impl Intercept for RetitlesAfterListing {
+        fn inner(&self) -> &dyn ConversationStorage {
+            &self.0
+        }
+
+        async fn list_page(&self, query: &SessionQuery) -> Result<SessionPage> {
+            let page = self.0.list_page(query).await?;
+            let retitle = MetaUpdate::new().title(Some("still wanted"));
+            self.0.update_session("old-b", &retitle).await?;
+            Ok(page)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_retitled_after_the_listing_is_kept() {
+        // Its revision did not move, so the conditional delete alone removed it.
+        let store = InMemoryStorage::new();
+        let long_ago = SystemTime::now() - Duration::from_secs(3600);
+        for id in ["old-a", "old-b"] {
+            let times = SessionTimes::new(long_ago, long_ago);
+            let said = [ChatMessage::user("hi")];
+            store
+                .create_session_with_times(id, &SessionMeta::new(), &said, times)
+                .await
+                .unwrap();
+        }
+        let purging = Intercepted(RetitlesAfterListing(store.clone()));
+        let cutoff = SystemTime::now() - Duration::from_secs(60);
+        let report = purge_not_written_since(&purging, &StalePurge::before(cutoff), |_| {})
+            .await
+            .unwrap();
+        let kept = StalePurgeReport {
+            deleted: 1,
+            written_meanwhile: 1,
+        };
+        assert_eq!(report, kept);
+        assert_eq!(store.list_sessions().await.unwrap(), ["old-b"]);
     }
 }
