@@ -232,7 +232,7 @@ impl ToolExecutor {
             };
             // The name is the model's text, of any length: quoted, cut.
             return Err(format!(
-                "Error: there is no tool named {}. Available tools: {available}.",
+                "{NO_SUCH_TOOL}{}. Available tools: {available}.",
                 quote(name)
             ));
         };
@@ -283,6 +283,11 @@ impl ToolExecutor {
         }
     }
 }
+
+/// How the output of a call of a tool the session does not offer begins, before the name
+/// (quoted, as [`quote`] does): what tells the loop's answer to such a call in a stored
+/// history ([`crate::context::is_observation`]).
+pub(crate) const NO_SUCH_TOOL: &str = "Error: there is no tool named ";
 
 /// `text`, cut to [`QUOTE_MAX_CHARS`] characters.
 fn quote(text: &str) -> String {

@@ -235,6 +235,39 @@ async fn the_loops_answer_to_a_reply_stored_as_unreadable_stays_in_its_turn() {
     assert_eq!(h.storage.load(common::SESSION).await.unwrap().len(), before);
 }
 
+/// Earlier releases read `Action: Final Answer` as a call of a tool so named and answered
+/// that there is no such tool; their histories hold that answer after the reply. Read now,
+/// the reply is a final answer, and the answer is still the loop's: undoing the last turn
+/// removes the whole turn, the user's question included.
+#[tokio::test]
+async fn the_old_answer_to_an_action_named_final_answer_stays_in_its_turn() {
+    use fusion_core::{ChatMessage, ConversationStorage};
+
+    let h = Harness::new().await;
+    let mut session = text_session(&h).await;
+    h.server.push_text("Final Answer: Hello.");
+    session.send_message("Hi").await.unwrap();
+    let before = h.storage.load(common::SESSION).await.unwrap().len();
+    h.storage
+        .append(
+            common::SESSION,
+            &[
+                ChatMessage::user("What is it?"),
+                ChatMessage::assistant("Action: Final Answer\nAction Input: \"It is 42.\""),
+                ChatMessage::user(
+                    "Observation: Error: there is no tool named `Final Answer`. Available \
+                     tools: read_file, write_file.",
+                ),
+                ChatMessage::assistant("Final Answer: It is 42."),
+            ],
+        )
+        .await
+        .unwrap();
+    let mut session = text_session(&h).await;
+    assert_eq!(session.undo_last_turn().await.unwrap(), 4);
+    assert_eq!(h.storage.load(common::SESSION).await.unwrap().len(), before);
+}
+
 /// LangChain's agents end with `Action: Final Answer` and the answer as its `Action Input`
 /// (often a JSON string). That ends the turn with the answer, not a call of a tool named
 /// "Final Answer".

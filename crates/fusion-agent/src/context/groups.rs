@@ -8,7 +8,10 @@ use std::ops::Range;
 use fusion_core::{ChatMessage, Role};
 
 use super::records::{self, Mark, is_context_record};
-use crate::react_text::{OBSERVATION_PREFIX, ReactStep, UNREADABLE_REPLY, parse_react};
+use crate::executor::NO_SUCH_TOOL;
+use crate::react_text::{
+    OBSERVATION_PREFIX, ReactStep, UNREADABLE_REPLY, is_final_answer_tool, parse_react,
+};
 
 /// A history read for building views. Building one is a single pass over the history
 /// that looks at roles and metadata (and, for user messages starting `Observation: `, the
@@ -157,8 +160,9 @@ pub(crate) fn user_message(text: &str) -> ChatMessage {
 /// are, the start of a turn, which undo and pruning rely on. It counts after a reply read
 /// as a final answer too: a reply stored when the parser could not read it (`Final
 /// Answer：` before the full-width colon was read) may read as one now, and the loop's
-/// answer to it is still no message of the user's. A message the session marked as the
-/// user's ([`user_message`]) is never one, whatever it says.
+/// answer to it is still no message of the user's; nor is the answer earlier releases gave
+/// `Action: Final Answer`, now a final answer, that no tool is so named. A message the
+/// session marked as the user's ([`user_message`]) is never one, whatever it says.
 pub fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
     if message.role != Role::User
         || prev.role != Role::Assistant
@@ -172,10 +176,23 @@ pub fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
     };
     match parse_react(&prev.content) {
         ReactStep::Action { .. } => true,
-        ReactStep::Invalid { .. } | ReactStep::FinalAnswer { .. } => {
-            observed.starts_with(UNREADABLE_REPLY)
+        ReactStep::Invalid { .. } => observed.starts_with(UNREADABLE_REPLY),
+        ReactStep::FinalAnswer { .. } => {
+            observed.starts_with(UNREADABLE_REPLY) || answers_a_final_answer_action(observed)
         }
     }
+}
+
+/// Whether `observed` is what earlier releases, which read `Action: Final Answer` as a
+/// call of a tool so named, answered it with: that there is no such tool. Their stored
+/// histories hold it after such a reply, which reads as a final answer now, and it is
+/// still the loop's message, part of that reply's turn.
+fn answers_a_final_answer_action(observed: &str) -> bool {
+    observed
+        .strip_prefix(NO_SUCH_TOOL)
+        .and_then(|rest| rest.strip_prefix('`'))
+        .and_then(|rest| rest.split_once("`. Available tools: "))
+        .is_some_and(|(tool, _)| is_final_answer_tool(tool))
 }
 
 /// Index of the latest message the user wrote (not a text-mode observation, not a
@@ -270,5 +287,20 @@ mod tests {
         assert_eq!(layout.units, [0..1, 1..3, 3..4, 4..5]);
         assert_eq!(latest_user_message(&history[..4]), Some(0));
         assert_eq!(latest_user_message(&history), Some(4));
+    }
+
+    #[test]
+    fn only_the_old_no_such_tool_answer_to_final_answer_joins_its_reply() {
+        let answer = ChatMessage::assistant("Action: final_answer\nAction Input: a");
+        let no_tool = |name: &str| {
+            ChatMessage::user(render_observation(&format!(
+                "{NO_SUCH_TOOL}`{name}`. Available tools: read_file."
+            )))
+        };
+        assert!(is_observation(&answer, &no_tool("final_answer")));
+        assert!(is_observation(&answer, &no_tool("Final Answer")));
+        assert!(!is_observation(&answer, &no_tool("read_fil")));
+        let typed = no_tool("Final Answer").content;
+        assert!(!is_observation(&answer, &user_message(&typed)));
     }
 }

@@ -35,6 +35,7 @@ mod parse;
 use std::fmt::Write as _;
 
 pub(crate) use self::answer_stream::FinalAnswerStream;
+pub(crate) use self::parse::is_final_answer_tool;
 pub use self::parse::{ReactStep, parse_react};
 use crate::llm::ToolDefinition;
 

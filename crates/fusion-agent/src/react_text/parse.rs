@@ -272,7 +272,7 @@ fn clean_name(raw: &str) -> String {
 
 /// Whether an `Action:` names the final answer (`Action: Final Answer`, LangChain's way
 /// of ending), whose `Action Input` is then the answer.
-fn is_final_answer_tool(tool: &str) -> bool {
+pub(crate) fn is_final_answer_tool(tool: &str) -> bool {
     let joined = tool.replace([' ', '_', '-'], "");
     joined.eq_ignore_ascii_case("finalanswer")
 }
