@@ -202,12 +202,11 @@ async fn labels_ending_in_a_full_width_colon_are_read() {
     assert!(result.steps[0].success, "{}", result.steps[0].observation);
 }
 
-/// A history stored before labels ending in the full-width colon were read holds such a
-/// reply and the loop's answer that it could not be read. Read now, the reply is a final
-/// answer, and that answer is still the loop's, not a message of the user's: undoing the
-/// last turn removes the whole turn, the user's question included.
-#[tokio::test]
-async fn the_loops_answer_to_a_reply_stored_as_unreadable_stays_in_its_turn() {
+/// Stores `old_turn` (a question, a reply, the loop's observation, the final answer) after
+/// a turn of today's, as an earlier release stored it, and checks that undoing the last
+/// turn removes it whole, the user's question included: the observation is the loop's,
+/// not a message of the user's starting a turn.
+async fn undo_removes_the_whole_stored_turn(reply: &str, observation: &str) {
     use fusion_core::{ChatMessage, ConversationStorage};
 
     let h = Harness::new().await;
@@ -215,57 +214,42 @@ async fn the_loops_answer_to_a_reply_stored_as_unreadable_stays_in_its_turn() {
     h.server.push_text("Final Answer: Hello.");
     session.send_message("Hi").await.unwrap();
     let before = h.storage.load(common::SESSION).await.unwrap().len();
-    h.storage
-        .append(
-            common::SESSION,
-            &[
-                ChatMessage::user("Which files?"),
-                ChatMessage::assistant("Final Answer\u{ff1a} a.txt"),
-                ChatMessage::user(
-                    "Observation: Error: your reply could not be read: the reply has no \
-                     `Action:` line and no `Final Answer:` line.",
-                ),
-                ChatMessage::assistant("Final Answer: a.txt"),
-            ],
-        )
-        .await
-        .unwrap();
+    let old_turn = [
+        ChatMessage::user("Which files?"),
+        ChatMessage::assistant(reply),
+        ChatMessage::user(observation),
+        ChatMessage::assistant("Final Answer: a.txt"),
+    ];
+    h.storage.append(common::SESSION, &old_turn).await.unwrap();
     let mut session = text_session(&h).await;
     assert_eq!(session.undo_last_turn().await.unwrap(), 4);
     assert_eq!(h.storage.load(common::SESSION).await.unwrap().len(), before);
 }
 
+/// A history stored before labels ending in the full-width colon were read holds such a
+/// reply and the loop's answer that it could not be read. Read now, the reply is a final
+/// answer, and that answer is still the loop's.
+#[tokio::test]
+async fn the_loops_answer_to_a_reply_stored_as_unreadable_stays_in_its_turn() {
+    undo_removes_the_whole_stored_turn(
+        "Final Answer\u{ff1a} a.txt",
+        "Observation: Error: your reply could not be read: the reply has no `Action:` line \
+         and no `Final Answer:` line.",
+    )
+    .await;
+}
+
 /// Earlier releases read `Action: Final Answer` as a call of a tool so named and answered
-/// that there is no such tool; their histories hold that answer after the reply. Read now,
-/// the reply is a final answer, and the answer is still the loop's: undoing the last turn
-/// removes the whole turn, the user's question included.
+/// that there is no such tool. Read now, the reply is a final answer, and that answer is
+/// still the loop's.
 #[tokio::test]
 async fn the_old_answer_to_an_action_named_final_answer_stays_in_its_turn() {
-    use fusion_core::{ChatMessage, ConversationStorage};
-
-    let h = Harness::new().await;
-    let mut session = text_session(&h).await;
-    h.server.push_text("Final Answer: Hello.");
-    session.send_message("Hi").await.unwrap();
-    let before = h.storage.load(common::SESSION).await.unwrap().len();
-    h.storage
-        .append(
-            common::SESSION,
-            &[
-                ChatMessage::user("What is it?"),
-                ChatMessage::assistant("Action: Final Answer\nAction Input: \"It is 42.\""),
-                ChatMessage::user(
-                    "Observation: Error: there is no tool named `Final Answer`. Available \
-                     tools: read_file, write_file.",
-                ),
-                ChatMessage::assistant("Final Answer: It is 42."),
-            ],
-        )
-        .await
-        .unwrap();
-    let mut session = text_session(&h).await;
-    assert_eq!(session.undo_last_turn().await.unwrap(), 4);
-    assert_eq!(h.storage.load(common::SESSION).await.unwrap().len(), before);
+    undo_removes_the_whole_stored_turn(
+        "Action: Final Answer\nAction Input: \"a.txt\"",
+        "Observation: Error: there is no tool named `Final Answer`. Available tools: \
+         read_file, write_file.",
+    )
+    .await;
 }
 
 /// LangChain's agents end with `Action: Final Answer` and the answer as its `Action Input`
