@@ -1,6 +1,7 @@
 //! A session whose facts cannot be read (a damaged metadata file on the fs backend) can
 //! still be deleted from the pages: the confirmations say what is wrong instead of
-//! failing, and the delete, which reads none of it, goes through.
+//! failing, and the delete, which reads none of it, goes through. A damaged fork does not
+//! stop the next fork of its session.
 
 mod common;
 
@@ -14,9 +15,9 @@ use fusion_ui::{UiConfig, router};
 
 use common::*;
 
-/// The store, except that the facts of session `damaged` cannot be read, as when its
+/// The store, except that the facts of the session it names cannot be read, as when its
 /// metadata file is not JSON.
-struct Damaged(Arc<InMemoryStorage>);
+struct Damaged(Arc<InMemoryStorage>, &'static str);
 
 #[async_trait]
 impl Intercept for Damaged {
@@ -25,7 +26,7 @@ impl Intercept for Damaged {
     }
 
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
-        if session_id == "damaged" {
+        if session_id == self.1 {
             return Err(Error::corrupt(
                 "fs",
                 session_id,
@@ -43,7 +44,10 @@ async fn a_session_whose_facts_cannot_be_read_is_asked_about_and_deleted() {
     put(&storage, "fine", SessionMeta::new(), &exchange()).await;
     let address = HOST.parse().unwrap();
     let settings = UiConfig::new(address).settings(address).unwrap();
-    let app = router(Arc::new(Intercepted(Damaged(storage.clone()))), &settings);
+    let app = router(
+        Arc::new(Intercepted(Damaged(storage.clone(), "damaged"))),
+        &settings,
+    );
 
     let reply = send(&app, get("/sessions/damaged/delete")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -69,4 +73,24 @@ async fn a_session_whose_facts_cannot_be_read_is_asked_about_and_deleted() {
     let reply = send(&app, post_form("/bulk-delete", &bulk)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert!(storage.list_sessions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_damaged_fork_does_not_stop_the_next() {
+    // A post carrying its page's token read each taken fork id to find its own fork, and
+    // a damaged one failed every fork of the session with a 500.
+    let storage = store();
+    put(&storage, "s", SessionMeta::new(), &exchange()).await;
+    put(&storage, "s-fork-1", SessionMeta::new(), &exchange()).await;
+    let address = HOST.parse().unwrap();
+    let settings = UiConfig::new(address).settings(address).unwrap();
+    let app = router(
+        Arc::new(Intercepted(Damaged(storage.clone(), "s-fork-1"))),
+        &settings,
+    );
+    let page = send(&app, get("/sessions/s")).await.body;
+
+    let reply = send(&app, post_form("/sessions/s/fork", &fork_form(&page, 1))).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert_eq!(reply.header("location"), "/sessions/s-fork-2");
 }

@@ -97,7 +97,7 @@ pub(crate) async fn fork(
             Ok(_) => return Ok(Redirect::to(&format!("/sessions/{fork_id}"))),
             // Taken: by this very click's first post, or by another fork (try the next).
             Err(Error::Conflict { .. }) => {
-                if origin.get("request").is_some() && made_by(&state, &fork_id, &origin).await? {
+                if origin.get("request").is_some() && made_by(&state, &fork_id, &origin).await {
                     return Ok(Redirect::to(&format!("/sessions/{fork_id}")));
                 }
             }
@@ -124,18 +124,14 @@ fn request_token(token: &str) -> Result<String, PageError> {
 }
 
 /// Whether session `fork_id` is the fork that a post with `origin` (its request token
-/// included) made.
-async fn made_by(
-    state: &AppState,
-    fork_id: &str,
-    origin: &serde_json::Value,
-) -> Result<bool, PageError> {
-    let info = state
-        .storage
-        .session_info(fork_id)
-        .await
-        .map_err(|err| PageError::storage(&err))?;
-    Ok(info.is_some_and(|info| info.meta.data.get(FORKED_FROM) == Some(origin)))
+/// included) made. One whose facts cannot be read (damaged) is taken to be another's:
+/// the post goes on to the next number, as it did before forks carried a token, rather
+/// than every fork of the session failing on it.
+async fn made_by(state: &AppState, fork_id: &str, origin: &serde_json::Value) -> bool {
+    match state.storage.session_info(fork_id).await {
+        Ok(info) => info.is_some_and(|info| info.meta.data.get(FORKED_FROM) == Some(origin)),
+        Err(_) => false,
+    }
 }
 
 /// Fork `n` of session `id` (a valid id): `<id>-fork-<n>`, with `id` cut at its end as

@@ -226,3 +226,20 @@ pub fn bulk_form(page: &str) -> String {
     }
     fields.join("&")
 }
+
+/// The fields of the fork form for message `at` on the transcript page `html`.
+pub fn fork_form(html: &str, at: usize) -> String {
+    let form = html
+        .split("<form class=\"fork\"")
+        .find(|form| form.contains(&format!("name=\"at\" value=\"{at}\"")))
+        .unwrap_or_else(|| panic!("no fork button for #{at} in {html}"));
+    let field = |name: &str| {
+        let value = form.split(&format!("name=\"{name}\" value=\"")).nth(1);
+        value.unwrap().split('"').next().unwrap().to_string()
+    };
+    format!(
+        "at={at}&generation={}&request={}",
+        field("generation"),
+        field("request")
+    )
+}
