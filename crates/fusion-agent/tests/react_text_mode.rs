@@ -285,3 +285,55 @@ async fn a_user_message_written_like_the_loops_observation_starts_its_own_turn()
     let history = session.history();
     assert_eq!(history.last().unwrap().content, "Final Answer: Hello.");
 }
+
+/// smolagents' agents register `final_answer` as a tool. In a session that has a tool of
+/// that name, `Action: final_answer` calls it; only without one does it end the turn.
+#[tokio::test]
+async fn an_action_naming_a_registered_final_answer_tool_calls_it() {
+    use async_trait::async_trait;
+    use fusion_agent::{Tool, ToolRegistry};
+    use serde_json::{Value, json};
+
+    /// A tool named like the final answer, returning what it was given.
+    struct FinalAnswerTool;
+
+    #[async_trait]
+    impl Tool for FinalAnswerTool {
+        fn name(&self) -> &str {
+            "final_answer"
+        }
+        fn description(&self) -> &str {
+            "records the answer"
+        }
+        fn parameters(&self) -> Value {
+            json!({"type": "object", "properties": {"answer": {"type": "string"}}})
+        }
+        async fn call(&self, args: Value) -> fusion_core::Result<String> {
+            Ok(format!(
+                "recorded {}",
+                args["answer"].as_str().unwrap_or("")
+            ))
+        }
+    }
+
+    let h = Harness::new().await;
+    let mut session = fusion_agent::AgentSession::builder(common::SESSION)
+        .llm(Arc::new(text_client(&h.server)))
+        .storage(h.storage.clone())
+        .tools(ToolRegistry::new().with(FinalAnswerTool))
+        .build()
+        .await
+        .unwrap();
+    h.server
+        .push_text("Action: final_answer\nAction Input: {\"answer\": \"42\"}")
+        .push_text("Final Answer: Recorded.");
+    let result = session.send_message("Record it").await.unwrap();
+    assert_eq!(result.result, "Recorded.");
+    assert_eq!(result.steps.len(), 1, "{:?}", result.steps);
+    assert_eq!(result.steps[0].tool, "final_answer");
+    let observation = h.request_messages(1)[3]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(observation, "Observation: recorded 42");
+}

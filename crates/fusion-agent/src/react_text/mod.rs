@@ -35,8 +35,8 @@ mod parse;
 use std::fmt::Write as _;
 
 pub(crate) use self::answer_stream::FinalAnswerStream;
-pub(crate) use self::parse::is_final_answer_tool;
 pub use self::parse::{ReactStep, parse_react};
+pub(crate) use self::parse::{is_final_answer_tool, parse_react_calling};
 use crate::llm::ToolDefinition;
 
 /// The system-prompt section describing `tools` and the reply format.

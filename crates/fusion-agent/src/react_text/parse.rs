@@ -29,15 +29,25 @@ pub enum ReactStep {
 }
 
 /// Reads a text-mode reply. Never fails: an unreadable reply is [`ReactStep::Invalid`].
+///
+/// `Action: Final Answer` (LangChain's way of ending) is read as the final answer; a
+/// session with a tool of that name reads it with [`parse_react_calling`] instead.
 pub fn parse_react(text: &str) -> ReactStep {
+    parse_react_calling(text, |_| false)
+}
+
+/// [`parse_react`] for a session whose tools are known: an `Action:` naming the final
+/// answer calls the tool of that name when `is_tool` says there is one (smolagents'
+/// agents register `final_answer` as a tool), and ends the turn only when there is not.
+pub(crate) fn parse_react_calling(text: &str, is_tool: impl Fn(&str) -> bool) -> ReactStep {
     // Lines inside code fences are not scanned for labels, so an input or answer holding
     // code cannot end early. A model that fences its whole reply gets a second, fence-blind pass.
     let fenced = Parsed::scan(text, true);
-    if let Some(step) = fenced.step() {
+    if let Some(step) = fenced.step(&is_tool) {
         return step;
     }
     let blind = Parsed::scan(text, false);
-    if let Some(step) = blind.step() {
+    if let Some(step) = blind.step(&is_tool) {
         return step;
     }
     let reason = if text.trim().is_empty() {
@@ -123,7 +133,7 @@ impl Parsed {
     }
 
     /// The earliest usable action or final answer, if any.
-    fn step(&self) -> Option<ReactStep> {
+    fn step(&self, is_tool: &impl Fn(&str) -> bool) -> Option<ReactStep> {
         for (i, section) in self.sections.iter().enumerate() {
             let thought = || self.thought_before(i);
             match section.label {
@@ -140,7 +150,7 @@ impl Parsed {
                         continue;
                     }
                     let input = next_input.or(inline_input.as_deref()).unwrap_or("");
-                    if is_final_answer_tool(&tool) {
+                    if is_final_answer_tool(&tool) && !is_tool(&tool) {
                         return Some(self.final_answer(i, &unquote(input)));
                     }
                     let input = extract_input(input);

@@ -13,7 +13,7 @@
 //! that finished meanwhile, and the next turn stores those and answers the other calls with
 //! "interrupted" results ([`crate::context::interrupted_results`]). With native tool calling the model's calls
 //! arrive as structured `tool_calls`; otherwise (text ReAct mode) its reply is parsed with
-//! [`parse_react`] and tool output goes back as a user message made by
+//! [`parse_react`](crate::parse_react) and tool output goes back as a user message made by
 //! [`render_observation`].
 //!
 //! # Other writers
@@ -46,7 +46,7 @@ use crate::events::{AgentEvent, Step, TaskResult};
 use crate::executor::ToolOutcome;
 use crate::llm::{ChatRequest, ChatResponse, Usage};
 use crate::openai::rejects_native_tools;
-use crate::react_text::{ReactStep, UNREADABLE_REPLY, parse_react, render_observation};
+use crate::react_text::{ReactStep, UNREADABLE_REPLY, parse_react_calling, render_observation};
 
 /// Rejects an iteration limit of 0, for the builder's default and for one turn's: a turn
 /// makes at least one request.
@@ -359,7 +359,8 @@ impl AgentSession {
             self.persist(vec![reply]).await?;
             return Ok(Some(answer));
         }
-        match parse_react(&reply.content) {
+        let tools = self.shared.executor.tools();
+        match parse_react_calling(&reply.content, |name| tools.get(name).is_some()) {
             ReactStep::FinalAnswer { answer, .. } => {
                 self.persist(vec![reply]).await?;
                 if !answer_streamed {
