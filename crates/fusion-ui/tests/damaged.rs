@@ -37,17 +37,22 @@ impl Intercept for Damaged {
     }
 }
 
+/// The app over `storage`, except that the facts of session `damaged` cannot be read.
+fn app_damaging(storage: &Arc<InMemoryStorage>, damaged: &'static str) -> axum::Router {
+    let address = HOST.parse().unwrap();
+    let settings = UiConfig::new(address).settings(address).unwrap();
+    router(
+        Arc::new(Intercepted(Damaged(storage.clone(), damaged))),
+        &settings,
+    )
+}
+
 #[tokio::test]
 async fn a_session_whose_facts_cannot_be_read_is_asked_about_and_deleted() {
     let storage = store();
     put(&storage, "damaged", SessionMeta::new(), &exchange()).await;
     put(&storage, "fine", SessionMeta::new(), &exchange()).await;
-    let address = HOST.parse().unwrap();
-    let settings = UiConfig::new(address).settings(address).unwrap();
-    let app = router(
-        Arc::new(Intercepted(Damaged(storage.clone(), "damaged"))),
-        &settings,
-    );
+    let app = app_damaging(&storage, "damaged");
 
     let reply = send(&app, get("/sessions/damaged/delete")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -82,12 +87,7 @@ async fn a_damaged_fork_does_not_stop_the_next() {
     let storage = store();
     put(&storage, "s", SessionMeta::new(), &exchange()).await;
     put(&storage, "s-fork-1", SessionMeta::new(), &exchange()).await;
-    let address = HOST.parse().unwrap();
-    let settings = UiConfig::new(address).settings(address).unwrap();
-    let app = router(
-        Arc::new(Intercepted(Damaged(storage.clone(), "s-fork-1"))),
-        &settings,
-    );
+    let app = app_damaging(&storage, "s-fork-1");
     let page = send(&app, get("/sessions/s")).await.body;
 
     let reply = send(&app, post_form("/sessions/s/fork", &fork_form(&page, 1))).await;
