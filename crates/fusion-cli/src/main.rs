@@ -23,6 +23,7 @@ mod testing;
 mod time;
 #[cfg(feature = "ui")]
 mod ui;
+mod usage_error;
 mod variables;
 mod watch;
 
@@ -353,8 +354,8 @@ pub struct MigrateArgs {
 fn main() -> ExitCode {
     let matches = variables::without_empty(Cli::command())
         .try_get_matches()
-        .unwrap_or_else(|err| exit_redacted(err));
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| exit_redacted(err));
+        .unwrap_or_else(|err| usage_error::exit_redacted(err));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| usage_error::exit_redacted(err));
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -366,25 +367,6 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => render::report(&err),
     }
-}
-
-/// Prints clap's error (or help) and exits as [`clap::Error::exit`] does, with the
-/// password of any URL in it hidden: clap quotes a misplaced argument as given
-/// (`unexpected argument 'postgres://u:secret@host/db'`), and an error goes to logs.
-fn exit_redacted(err: clap::Error) -> ! {
-    if !err.use_stderr() {
-        err.exit();
-    }
-    let said = err.render().to_string();
-    let redacted: Vec<String> = said
-        .split('\'')
-        .map(|part| match part.contains("://") {
-            true => fusion_core::redact_url(part),
-            false => part.to_string(),
-        })
-        .collect();
-    eprint!("{}", redacted.join("'"));
-    std::process::exit(err.exit_code());
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {

@@ -176,3 +176,18 @@ fn a_misplaced_url_is_quoted_without_its_password() {
     );
     assert!(!stderr.contains("s3cret"), "{stderr}");
 }
+
+/// A `'` in a password ends no quote: the URL given after `--` is hidden whole.
+#[test]
+fn a_misplaced_url_with_a_quote_in_its_password_is_hidden_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = "postgres://u:it's-s3cret@127.0.0.1:1/db";
+    let output = common::run(tmp.path(), ["sessions", "list", "--", url]);
+    let stderr = common::text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unexpected argument 'postgres://u:***@127.0.0.1:1/db'"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
