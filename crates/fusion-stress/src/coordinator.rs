@@ -211,14 +211,11 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
     });
     violations.append(&mut report.violations);
     violations.extend(listing::check(&listings, &stored));
-    if config.faults > 0.0 && report.counts.faults == 0 {
-        violations.push(format!(
-            "--faults {} injected no fault in {} operations: the run tested nothing of lost \
-             replies (raise the probability or the operations)",
-            config.faults,
-            entries.len()
-        ));
-    }
+    violations.extend(
+        report
+            .counts
+            .too_little_checked(config.faults, entries.len()),
+    );
     report.violations = violations;
     if !report.passed() || config.keep {
         std::fs::write(dir.join("stored.json"), serde_json::to_vec_pretty(&stored)?)?;

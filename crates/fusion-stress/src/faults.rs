@@ -7,9 +7,12 @@
 //!   and then, with probability `P`, reports it failed with a retryable error, as if its
 //!   reply had been lost;
 //! - Redis and PostgreSQL: the worker connects through a `FaultProxy` of its own in front
-//!   of the server, which after each request, with probability `P`, lets the server's
-//!   reply come, drops it and cuts the connection (reads included: a cut handshake or
-//!   load is a fault too).
+//!   of the server, which after a request, with probability `P`, lets the server's reply
+//!   come, drops it and cuts the connection. On Redis every request may be cut (reads
+//!   included). On PostgreSQL only a statement's request ([`POSTGRES_CUT_MARKER`]), not
+//!   a new connection's handshake: the pool opens one after every cut, and its several
+//!   crossings (TLS, startup) cut as often left no try of a retried call getting through,
+//!   so at `--faults 0.3` no turn succeeded and the run checked nothing.
 //!
 //! A proxy per worker rather than one for the run: the worker then knows how many replies
 //! were lost during each of its operations (it runs one at a time), and journals it
@@ -21,11 +24,9 @@
 //! `MOVED`), so a client follows them past a proxy in front of the node it was given, and
 //! a proxy per node would have to rewrite those replies.
 //!
-//! Faults start once the worker has opened its sessions ([`Injector::arm`]): a new
-//! connection to PostgreSQL crosses the proxy several times before its first query, so at
-//! `--faults 0.3` a retried call gets through in none of its tries often enough that
-//! workers failed to start. What the run checks is the sessions' operations, journaled
-//! one by one; opening them is not one, and a failure there ended the run.
+//! Faults start once the worker has opened its sessions ([`Injector::arm`]): what the run
+//! checks is the sessions' operations, journaled one by one; opening them is not one, and
+//! a failure there ended the run.
 //!
 //! Faults imply the retry layer (`RetryLayer` with its defaults), outermost: it is what
 //! makes a lost reply safe, and what the run checks. With `--layer retry` it is that
@@ -47,14 +48,24 @@ pub struct Injector {
     seed: u64,
 }
 
+/// What a request to PostgreSQL must contain to be cut: the `Sync` message that ends
+/// each statement sqlx sends with the extended query protocol (every read and write of
+/// the backend; a transaction's `BEGIN` and `COMMIT` go as simple queries, uncut). A
+/// connection's startup never holds it.
+pub const POSTGRES_CUT_MARKER: &[u8] = b"S\0\0\0\x04";
+
 /// Where an [`Injector`]'s faults happen.
 enum Faults {
     /// No faults (`--faults 0`).
     Off,
     /// `LoseReplies` under an in-process backend.
     Lossy(FaultSwitch),
-    /// The worker's proxy in front of the server.
-    Proxy(FaultProxy),
+    /// The worker's proxy in front of the server, cutting only requests containing
+    /// `only_containing` when there is one.
+    Proxy {
+        proxy: FaultProxy,
+        only_containing: Option<&'static [u8]>,
+    },
 }
 
 impl Injector {
@@ -63,7 +74,14 @@ impl Injector {
         match &self.faults {
             Faults::Off => {}
             Faults::Lossy(switch) => switch.lose_with_probability(self.probability, self.seed),
-            Faults::Proxy(proxy) => proxy.cut_randomly(self.probability, self.seed),
+            Faults::Proxy {
+                proxy,
+                only_containing: None,
+            } => proxy.cut_randomly(self.probability, self.seed),
+            Faults::Proxy {
+                proxy,
+                only_containing: Some(marker),
+            } => proxy.cut_randomly_containing(marker, self.probability, self.seed),
         }
     }
 
@@ -72,7 +90,7 @@ impl Injector {
         match &self.faults {
             Faults::Off => 0,
             Faults::Lossy(switch) => switch.lost(),
-            Faults::Proxy(proxy) => proxy.cuts(),
+            Faults::Proxy { proxy, .. } => proxy.cuts(),
         }
     }
 }
@@ -123,17 +141,25 @@ pub async fn open(
             (storage, Faults::Lossy(switch))
         }
         Backend::Redis | Backend::Postgres => {
-            let port = if location.backend == Backend::Redis {
-                6379
+            let (port, only_containing) = if location.backend == Backend::Redis {
+                (6379, None)
             } else {
-                5432
+                (5432, Some(POSTGRES_CUT_MARKER))
             };
             let (proxy, through) = FaultProxy::start_for_url(&location.target, port).await;
+            let through = match only_containing {
+                Some(_) => plaintext(&through)?,
+                None => through,
+            };
             let bare = location
                 .open_bare(&through)
                 .await
                 .context("connecting through the fault proxy")?;
-            (bare, Faults::Proxy(proxy))
+            let faults = Faults::Proxy {
+                proxy,
+                only_containing,
+            };
+            (bare, faults)
         }
         Backend::RedisCluster => unreachable!("refused by check"),
     };
@@ -143,6 +169,23 @@ pub async fn open(
         seed,
     };
     Ok((with_retry(location.layer, bare), injector))
+}
+
+/// A PostgreSQL `url` that connects without TLS, as the proxy must to see a `COMMIT`: a
+/// server with TLS on is otherwise asked for it (`sslmode=prefer`), and then every byte the
+/// proxy sees is encrypted. A URL that names another `sslmode` is refused.
+fn plaintext(url: &str) -> Result<String> {
+    if url.contains("sslmode=disable") {
+        return Ok(url.to_string());
+    }
+    if url.contains("sslmode=") {
+        bail!(
+            "--faults on postgres reads the requests it cuts, so the connection must not be \
+             encrypted: remove sslmode from the URL (or make it sslmode=disable)"
+        );
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{separator}sslmode=disable"))
 }
 
 /// `storage` in `layer`, under the retry layer (once: `layer` may be it).
@@ -182,33 +225,75 @@ mod tests {
         // next attempt reads the session, finds the message stored and writes nothing.
         let batch = [ChatMessage::user("once")];
         storage.append("s", &batch).await.unwrap();
-        assert_eq!(injector.injected(), 1);
+        assert!(injector.injected() > 0);
         let stored = location.open().await.unwrap().load("s").await.unwrap();
         assert_eq!(stored.len(), 1, "stored once: {stored:?}");
     }
 
-    /// Opened with every reply cut, a PostgreSQL storage still answers until armed: a
-    /// worker opens its sessions over new connections, whose handshakes cross the proxy
-    /// several times, and no retry gets through a proxy cutting them. Armed, it cuts.
+    #[test]
+    fn the_proxy_sees_postgres_requests_in_the_clear() {
+        let plain = plaintext("postgres://u@h:1/db").unwrap();
+        assert_eq!(plain, "postgres://u@h:1/db?sslmode=disable");
+        let plain = plaintext("postgres://u@h:1/db?application_name=x").unwrap();
+        assert_eq!(
+            plain,
+            "postgres://u@h:1/db?application_name=x&sslmode=disable"
+        );
+        assert_eq!(plaintext(&plain).unwrap(), plain);
+        let err = plaintext("postgres://u@h:1/db?sslmode=require").unwrap_err();
+        assert!(err.to_string().contains("remove sslmode"), "{err}");
+    }
+
+    /// Armed at probability 1, a worker's PostgreSQL proxy lets a new connection's
+    /// startup through and cuts the reply to its first statement (a bare `Sync`, which
+    /// the server answers with `ReadyForQuery`). Before arming, nothing is cut.
     #[tokio::test]
-    async fn postgres_faults_start_when_armed_not_while_sessions_are_opened() {
-        use fusion_core::ChatMessage;
+    async fn postgres_faults_start_when_armed_and_spare_a_connections_startup() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let Some(url) = fusion_storage_postgres::testing::reachable_url().await else {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
         let location = Location::fresh(Backend::Postgres, dir.path(), &url, StorageLayer::None);
         let (storage, injector) = open(&location, 1.0, 7).await.unwrap();
-        let batch = [ChatMessage::user("before the faults")];
-        let before = storage.append("s", &batch).await;
-        let read = storage.load("s").await;
-        assert_eq!(injector.injected(), 0);
+        let before = storage.load("s").await;
         injector.arm();
-        let after = storage.load("s").await;
+        let Faults::Proxy { proxy, .. } = &injector.faults else {
+            panic!("postgres faults are a proxy's");
+        };
+        let user = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split_once('@'));
+        let user = user.map_or("postgres", |(user, _)| user.split(':').next().unwrap());
+        let database = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+        let mut startup = 196_608u32.to_be_bytes().to_vec(); // protocol 3.0
+        for field in ["user", user, "database", database, ""] {
+            startup.extend(field.as_bytes());
+            startup.push(0);
+        }
+        let length = u32::try_from(startup.len() + 4).unwrap();
+        startup.splice(0..0, length.to_be_bytes());
+        let mut conn = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        conn.write_all(&startup).await.unwrap();
+        // AuthenticationOk (trust), parameters, ReadyForQuery: all before any query.
+        let mut greeting = Vec::new();
+        while !greeting.ends_with(b"Z\0\0\0\x05I") {
+            let mut buf = [0; 4096];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the startup was cut: {greeting:?}");
+            greeting.extend(&buf[..n]);
+        }
+        conn.write_all(POSTGRES_CUT_MARKER).await.unwrap();
+        let mut reply = Vec::new();
+        let read = conn.read_to_end(&mut reply).await;
         location.cleanup().await.unwrap();
         assert!(before.is_ok(), "{before:?}");
-        assert_eq!(read.unwrap().len(), 1);
-        assert!(after.is_err(), "{after:?}");
+        assert_eq!(greeting[0], b'R', "{greeting:?}");
+        assert!(
+            reply.is_empty(),
+            "the Sync's reply came: {reply:?} {read:?}"
+        );
         assert!(injector.injected() > 0);
     }
 }

@@ -78,6 +78,29 @@ impl Counts {
         }
     }
 
+    /// Why a run of `operations` at fault probability `faults` checked too little to
+    /// pass, whatever held: no acknowledged message (every turn failed, as when faults cut
+    /// every try), or faults asked for and none injected. Empty when it checked something.
+    pub fn too_little_checked(&self, faults: f64, operations: usize) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.acknowledged == 0 {
+            let turns = self.ops.get("turn").copied().unwrap_or_default();
+            reasons.push(format!(
+                "no message was acknowledged ({} of {} turns succeeded in {operations} \
+                 operations): the run checked nothing of what is stored",
+                turns.ok,
+                turns.ok + turns.failed
+            ));
+        }
+        if faults > 0.0 && self.faults == 0 {
+            reasons.push(format!(
+                "--faults {faults} injected no fault in {operations} operations: the run \
+                 tested nothing of lost replies (raise the probability or the operations)"
+            ));
+        }
+        reasons
+    }
+
     /// All failures that were conflicts, over every kind.
     pub fn conflicts(&self) -> usize {
         self.ops.values().map(|c| c.conflicts).sum()
@@ -196,5 +219,37 @@ impl Report {
     /// Whether no rule was broken.
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `--faults 0.3` on PostgreSQL did when its proxy cut every handshake: 477 turns
+    /// failed, nothing acknowledged, no rule broken, and PASS printed.
+    #[test]
+    fn a_run_that_acknowledged_nothing_checked_too_little_to_pass() {
+        let mut counts = Counts::default();
+        counts.ops.insert(
+            "turn".into(),
+            OpCount {
+                ok: 0,
+                failed: 477,
+                conflicts: 0,
+            },
+        );
+        counts.faults = 1200;
+        let reasons = counts.too_little_checked(0.3, 990);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].contains("no message was acknowledged (0 of 477 turns"),
+            "{reasons:?}"
+        );
+        counts.acknowledged = 2;
+        assert!(counts.too_little_checked(0.3, 990).is_empty());
+        counts.faults = 0;
+        let reasons = counts.too_little_checked(0.3, 990);
+        assert!(reasons[0].contains("injected no fault"), "{reasons:?}");
     }
 }
