@@ -1062,6 +1062,46 @@ async fn reads_are_not_held_behind_this_processs_paused_write() {
     assert_eq!(contents(&store, "s").await, ["a", "b"]);
 }
 
+/// A listing that meets an index entry of a deleted session removes it, a write the
+/// pause holds; it goes on the writes' connection, so the reads of the process, which
+/// the server would hold behind it on their own, go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_not_held_behind_this_processs_paused_index_repair() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let mut raw = admin(&server.url).await;
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    for id in ["s", "gone"] {
+        store.append(id, &[ChatMessage::user("a")]).await.unwrap();
+    }
+    // Its keys gone, its index entries left: the next listing removes them.
+    run(&mut raw, &["DEL", "fusion:s:{gone}", "fusion:m:{gone}"])
+        .await
+        .unwrap();
+
+    run(&mut raw, &["CLIENT", "PAUSE", "20000", "WRITE"])
+        .await
+        .unwrap();
+    let listing = tokio::spawn({
+        let store = store.clone();
+        async move { store.list_sessions().await }
+    });
+    let held = wait_until(NO_HANG, || {
+        let mut raw = raw.clone();
+        async move { blocked_clients(&mut raw).await > 0 }
+    })
+    .await;
+    assert!(held, "the server never held the index repair");
+    // A bound on a failure, not a timing: a held read ends only with the pause.
+    let read = tokio::time::timeout(Duration::from_secs(5), store.load("s")).await;
+    run(&mut raw, &["CLIENT", "UNPAUSE"]).await.unwrap();
+    let read = read.expect("a read was held behind this process's paused index repair");
+    assert_eq!(read.unwrap().len(), 1);
+    assert_eq!(listing.await.unwrap().unwrap(), ["s"]);
+}
+
 /// The refusals the storage answers by sending a call again, `EVALSHA_RO` refused (an
 /// ACL, or a server older than Redis 7) and `EVAL` denied after a `NOSCRIPT`, are told in
 /// a pipeline as in one command (the redis crate gives a pipeline's error no detail of

@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 
 use fusion_core::{Result, SessionId};
 use futures::future::try_join_all;
-use redis::{Cmd, Pipeline, RedisResult};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
 use super::write::{Acked, evalsha};
 use super::{RedisStorage, Request};
@@ -364,10 +364,11 @@ impl RedisStorage {
     /// cluster one per key, side by side. With `acked`, each request also waits for the
     /// replicas when the storage asks for them.
     ///
-    /// Each is sent again after a dropped connection, as a read is: an index command
-    /// does no harm twice (`ZADD NX` or `GT`, `ZREM`, the `ZADD` of an expiry entry
-    /// computed once), and one whose reply was lost would otherwise fail the write it
-    /// follows.
+    /// Each is sent again after a refused or dropped connection, as a read is: an index
+    /// command does no harm twice (`ZADD NX` or `GT`, `ZREM`, the `ZADD` of an expiry
+    /// entry computed once), and one whose reply was lost would otherwise fail the write
+    /// it follows. They go on the writes' connection, not the reads' (`connect.rs`): a
+    /// write `CLIENT PAUSE WRITE` holds would hold every read sent behind it there.
     async fn send_index(&self, op: Op<'_>, writes: IndexWrites, acked: bool) -> Result<()> {
         let mut requests: Vec<(String, Pipeline)> = Vec::new();
         for (key, cmd) in writes {
@@ -386,18 +387,24 @@ impl RedisStorage {
         let sends = requests.iter_mut().map(|(key, pipe)| async move {
             let op = op.on_key(key);
             let Some(acks) = acks else {
-                let sent: RedisResult<()> = self.read(Request::Pipe(pipe)).await;
+                let sent: RedisResult<()> = self.send_index_request(Request::Pipe(pipe)).await;
                 return sent.map_err(|err| parse_redis_error(err, op));
             };
             let timeout = u64::try_from(acks.timeout.as_millis()).unwrap_or(u64::MAX);
             pipe.cmd("WAIT").arg(acks.replicas).arg(timeout);
             let (replicas,): (usize,) = self
-                .read(Request::Pipe(pipe))
+                .send_index_request(Request::Pipe(pipe))
                 .await
                 .map_err(|err| parse_redis_error(err, op))?;
             self.acknowledged(Acked::new((), Some(replicas)), op)
         });
         try_join_all(sends).await.map(drop)
+    }
+
+    /// One request of [`send_index`](Self::send_index), on the writes' connection.
+    async fn send_index_request<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
+        let again = |err: &RedisError| err.is_connection_refusal() || err.is_connection_dropped();
+        self.conn.clone().send_again_if(request, again).await
     }
 
     /// Which of `ids` are sessions now: a message list and no expiry passed (the `INFO`
