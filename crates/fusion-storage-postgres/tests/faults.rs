@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_postgres::{Durability, PostgresOptions, PostgresStorage};
 use sqlx::{Connection, Executor};
-use support::{free_port, harness};
+use support::{execute_from_a_thread, free_port, harness};
 
 /// How much longer than its connect timeout a failing open may take before a test calls
 /// it a hang. Generous, so a busy machine never fails the test; far below the driver's
@@ -211,6 +211,35 @@ async fn a_corrupt_row_is_reported_with_its_seq() {
     storage.close().await;
 }
 
+/// A role of one test, dropped with it, also when the test panics: roles belong to the
+/// whole server, so one a failed run left would outlive its schema.
+struct ScratchRole {
+    server: String,
+    name: String,
+}
+
+impl ScratchRole {
+    /// Creates a role named after `harness`'s schema (unique to the run) with `options`.
+    async fn create(harness: &support::Harness, options: &str) -> Self {
+        let name = harness.schema.clone();
+        let create = format!("CREATE ROLE {name} {options}");
+        harness.raw().await.execute(&*create).await.unwrap();
+        Self {
+            server: harness.url.clone(),
+            name,
+        }
+    }
+}
+
+impl Drop for ScratchRole {
+    fn drop(&mut self) {
+        let drop_role = format!("DROP ROLE IF EXISTS {}", self.name);
+        if let Err(e) = execute_from_a_thread(&self.server, &drop_role) {
+            eprintln!("could not drop test role {}: {e}", self.name);
+        }
+    }
+}
+
 /// A server (here a role) at its connection limit refuses a new connection with SQLSTATE
 /// 53300: the open fails retryably, naming the URL without its password and the two limits
 /// to change.
@@ -219,29 +248,18 @@ async fn a_server_at_its_connection_limit_says_which_limits_to_change() {
     let Some(harness) = harness().await else {
         return;
     };
-    let Some((scheme, at_host)) = harness.url.split_once("://") else {
-        return;
-    };
+    let (scheme, at_host) = harness.url.split_once("://").expect("a URL with a scheme");
     let host = at_host.split_once('@').map_or(at_host, |(_, host)| host);
-    let role = &harness.schema;
-    let limited = format!("{scheme}://{role}:s3cret@{host}");
-    let mut admin = harness.raw().await;
-    admin
-        .execute(&*format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 's3cret' CONNECTION LIMIT 1"
-        ))
-        .await
-        .unwrap();
+    let role = ScratchRole::create(&harness, "LOGIN PASSWORD 's3cret' CONNECTION LIMIT 1").await;
+    let limited = format!("{scheme}://{}:s3cret@{host}", role.name);
     let holder = sqlx::PgConnection::connect(&limited).await.unwrap();
 
-    let err = PostgresStorage::connect_with(PostgresOptions::new(&limited).schema(role))
-        .await
-        .unwrap_err();
+    let options = PostgresOptions::new(&limited).schema(&role.name);
+    let err = PostgresStorage::connect_with(options).await.unwrap_err();
     holder.close().await.unwrap();
-    admin.execute(&*format!("DROP ROLE {role}")).await.unwrap();
     assert!(err.is_retryable(), "{err}");
     let text = err.to_string();
-    assert!(text.contains(&format!("{role}:***@")), "{text}");
+    assert!(text.contains(&format!("{}:***@", role.name)), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
     assert!(text.contains("SQLSTATE 53300"), "{text}");
     assert!(text.contains("PostgresOptions::max_connections"), "{text}");
