@@ -52,9 +52,12 @@ use crate::stored::is_past;
 /// Conversation storage on Redis: one LIST and one HASH per session, sorted sets indexing
 /// the sessions by id and by update time (of every session and per owner).
 ///
-/// Clones share one connection. To one server it is two `redis` `ConnectionManager`s,
-/// for writes and for reads (`connect.rs`): when one drops, the next call on it reconnects (with bounded retries), so a server restart costs
-/// the calls made while it is down, which fail with a retryable error, and nothing more.
+/// Clones share its connections. To one server they are two `redis` `ConnectionManager`s,
+/// one for writes and one for reads, opened side by side by `connect` (`connect.rs`), so
+/// each storage counts twice against the server's `maxclients` (and once more per
+/// [`subscribe_changes`](Self::subscribe_changes) stream). When one drops, the next call
+/// on it reconnects (with bounded retries), so a server restart costs the calls made
+/// while it is down, which fail with a retryable error, and nothing more.
 /// To a Redis Cluster (`redis+cluster://` URLs) it is the redis crate's cluster client,
 /// which routes each request to the node serving the session's slot, follows
 /// redirections and refreshes its slot map when the topology changes; while a failed
