@@ -162,7 +162,8 @@ pub(crate) fn user_message(text: &str) -> ChatMessage {
 /// Answer：` before the full-width colon was read) may read as one now, and the loop's
 /// answer to it is still no message of the user's; nor is the answer earlier releases gave
 /// `Action: Final Answer`, now a final answer, that no tool is so named. A message the
-/// session marked as the user's ([`user_message`]) is never one, whatever it says.
+/// session marked as the user's (metadata `fusion_typed_by_user`) is never one, whatever
+/// it says.
 pub fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
     if message.role != Role::User
         || prev.role != Role::Assistant

@@ -31,7 +31,7 @@ pub enum ReactStep {
 /// Reads a text-mode reply. Never fails: an unreadable reply is [`ReactStep::Invalid`].
 ///
 /// `Action: Final Answer` (LangChain's way of ending) is read as the final answer; a
-/// session with a tool of that name reads it with [`parse_react_calling`] instead.
+/// session with a tool of that name calls the tool instead.
 pub fn parse_react(text: &str) -> ReactStep {
     parse_react_calling(text, |_| false)
 }
