@@ -14,8 +14,9 @@
 //!
 //! The same scripts make the conditional writes of issue #13 (`conditional.rs`); session
 //! metadata is in `meta.rs`; retention (a session past its expiry is absent to every
-//! reader and writer; `purge_expired`) in the scripts and `retention.rs`; how requests
-//! reach the server in `write.rs`, scripts it does not know in `scripting.rs`.
+//! reader and writer; `purge_expired`) in the scripts and `retention.rs`; how writes
+//! reach the server in `write.rs`, which connection a request goes on and when it is
+//! sent again in `sending.rs`, scripts the server does not know in `scripting.rs`.
 
 mod conditional;
 mod index;
@@ -24,6 +25,7 @@ mod meta;
 mod replica;
 mod retention;
 mod scripting;
+mod sending;
 mod write;
 
 use std::fmt;
@@ -36,15 +38,12 @@ use fusion_core::{
     Change, ChatMessage, ConversationStorage, Expect, MetaUpdate, Result, Revision, SessionId,
     SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes, check_storable,
 };
-use redis::{FromRedisValue, RedisError, RedisResult, Value};
 
 use crate::changes::SessionChanges;
 use crate::config::{RedisOptions, ReplicaAcks};
 use crate::connect;
 use crate::connection::{Connection, Request};
-use crate::error::{
-    BACKEND, Op, corrupt_element, is_out_of_memory, no_connection, parse_redis_error,
-};
+use crate::error::{BACKEND, Op, corrupt_element, no_connection, parse_redis_error};
 use crate::keys::Keys;
 use crate::scripts;
 use crate::stored::is_past;
@@ -257,101 +256,8 @@ impl RedisStorage {
         self.ttl
             .map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
     }
-
-    /// Sends `request`, which writes, on the shared connection, again only where the
-    /// error proves it was not applied.
-    ///
-    /// On one server that is a refused connection: a refusal happens while
-    /// (re)connecting, before the command is sent, so the second try cannot apply a write
-    /// twice. It matters after a server restart: the manager keeps the refusal from its
-    /// attempts during the outage and only starts a fresh reconnect when a call sees it,
-    /// so the second try is the one that gets through. On a cluster it is also a
-    /// redirection or a "not now" from the cluster (see `cluster.rs`). A dropped
-    /// connection or a timeout is returned (retryable): the write may have been applied.
-    ///
-    /// A `READONLY` from one server closes the connection (see `replica.rs`), so that
-    /// the write's retry reaches the new primary after a failover.
-    async fn run<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
-        let conn = match &self.conn {
-            Connection::Cluster(cluster) => return request.send(&mut cluster.for_writes()).await,
-            Connection::Single(conn) => conn,
-        };
-        let epoch = self.reopen.epoch();
-        let sent = (self.conn.clone())
-            .send_again_if(request, RedisError::is_connection_refusal)
-            .await;
-        if let Err(err) = &sent
-            && err.code() == Some("READONLY")
-        {
-            // The reads' connection too: on the demoted server they would lag the writes.
-            let reads = match &self.reads {
-                Connection::Single(reads) => Some(reads),
-                Connection::Cluster(_) => None,
-            };
-            let conns = [Some(conn), reads].into_iter().flatten();
-            self.reopen.after_read_only(conns, epoch, &self.url).await;
-        }
-        sent
-    }
-
-    /// Sends `request`, which only reads (or repairs what it reads, so that running it
-    /// twice does no harm), as [`run`](Self::run) does, and once more when the connection
-    /// had dropped. That is what the first call meets after the server restarted while
-    /// the storage was idle: the manager learns of the drop from it and reconnects for
-    /// the second try. A write is not sent again so: a connection that drops may have
-    /// carried it to the server first: a `PING` beside the second try shows the writes'
-    /// connection (idle as long) to its manager, so the next write meets no drop.
-    async fn read<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
-        let mut reads = self.reads.clone();
-        match request.send(&mut reads).await {
-            Err(err) if err.is_connection_dropped() && !self.conn.is_cluster() => {
-                let (mut writes, ping) = (self.conn.clone(), redis::cmd("PING"));
-                let ping = ping.query_async::<Value>(&mut writes);
-                futures::future::join(ping, request.send(&mut reads))
-                    .await
-                    .1
-            }
-            Err(err) if err.is_connection_refusal() || err.is_connection_dropped() => {
-                request.send(&mut reads).await
-            }
-            done => done,
-        }
-    }
-
-    /// The elements of `list`, the `fields` of the `meta` hash and the server's `TIME`,
-    /// of one instant: a `MULTI`, one round trip.
-    ///
-    /// A server out of memory under `maxmemory-policy noeviction` refuses every command
-    /// queued in a `MULTI`, reads included, while it still runs scripts that only read:
-    /// there the same reads are sent again as one (`scripts::SNAPSHOT`), so loading works
-    /// as long as the server answers at all. Not the first choice, since a script copies
-    /// every element through Lua, which costs the server per byte.
-    async fn snapshot<F: FromRedisValue>(
-        &self,
-        list: &str,
-        meta: &str,
-        fields: &[&str],
-    ) -> RedisResult<(Vec<Vec<u8>>, F, (i64, i64))> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LRANGE")
-            .arg(list)
-            .arg(0)
-            .arg(-1)
-            .cmd("HMGET")
-            .arg(meta)
-            .arg(fields)
-            .cmd("TIME");
-        match self.read(Request::Pipe(&pipe)).await {
-            Err(err) if is_out_of_memory(&err) => {
-                let mut call = write::evalsha(&scripts::SNAPSHOT, &[list, meta]);
-                call.arg(fields);
-                self.eval(&scripts::SNAPSHOT, &call).await
-            }
-            done => done,
-        }
-    }
 }
+
 #[async_trait]
 impl ConversationStorage for RedisStorage {
     async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
