@@ -221,26 +221,40 @@ fn redact_word(word: &str) -> (String, Expecting) {
         let end = word[at..]
             .find(['"', '<', '>'])
             .map_or(word.len(), |end| at + end);
+        // What comes before the URL is read as a word of its own: a credential there
+        // (`password=s3cret;dsn=redis://h`) hides the rest of the word, the URL with it.
+        let (head, before) = redact_word(&word[..start]);
+        match before {
+            Expecting::Secret => return (format!("{head}***"), Expecting::Anything),
+            _ if head != word[..start] => return (head, Expecting::Anything),
+            _ => {}
+        }
         let url = redact_url(&word[start..end]);
         let (rest, expecting) = redact_word(&word[end..]);
-        return (format!("{}{url}{rest}", &word[..start]), expecting);
+        return (format!("{head}{url}{rest}"), expecting);
     }
     let lower = word.to_ascii_lowercase();
-    for name in SECRET_NAMES {
-        // Every place the name occurs: `token_count=3,token=s3cret` names it twice.
-        for (at, _) in lower.match_indices(name) {
-            let value = word[at + name.len()..].trim_start_matches(['"', '\'']);
-            if let Some(value) = value.strip_prefix(['=', ':']) {
-                return if value.is_empty() {
-                    (word.to_string(), Expecting::Secret)
-                } else {
-                    (
-                        format!("{}***", &word[..word.len() - value.len()]),
-                        Expecting::Anything,
-                    )
-                };
-            }
-        }
+    // The first credential in the word, whichever name it has: `token=a,password=b` hides
+    // from `token`'s value on, where the first name of the list found hid only `b`.
+    // Every place a name occurs counts: `token_count=3,token=s3cret` names it twice.
+    let first = SECRET_NAMES
+        .iter()
+        .flat_map(|name| {
+            lower.match_indices(name).filter_map(|(at, _)| {
+                let value = word[at + name.len()..].trim_start_matches(['"', '\'']);
+                value.strip_prefix(['=', ':']).map(|value| (at, value))
+            })
+        })
+        .min_by_key(|(at, _)| *at);
+    if let Some((_, value)) = first {
+        return if value.is_empty() {
+            (word.to_string(), Expecting::Secret)
+        } else {
+            (
+                format!("{}***", &word[..word.len() - value.len()]),
+                Expecting::Anything,
+            )
+        };
     }
     let bare = lower.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-');
     if SECRET_NAMES.iter().any(|name| bare.ends_with(name)) {
@@ -394,5 +408,21 @@ mod tests {
             redact_text("the token was refused"),
             "the token was refused"
         );
+    }
+
+    #[test]
+    fn text_hides_every_credential_of_a_word() {
+        // Two names in one word, the later one first in the list of names; and a
+        // credential before a URL in the same word: each showed the first value.
+        let cases = [
+            ("token=t0k,password=s3cret", "token=***"),
+            ("secret=s3cret;pwd=p", "secret=***"),
+            ("password=s3cret;dsn=redis://h/0", "password=***"),
+            ("password=redis://h/0", "password=***"),
+            ("url=redis://u:p@h/0", "url=redis://u:***@h/0"),
+        ];
+        for (said, shown) in cases {
+            assert_eq!(redact_text(said), shown, "{said}");
+        }
     }
 }
