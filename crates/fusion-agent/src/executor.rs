@@ -285,8 +285,7 @@ impl ToolExecutor {
 }
 
 /// How the output of a call of a tool the session does not offer begins, before the name
-/// (quoted, as [`quote`] does): what tells the loop's answer to such a call in a stored
-/// history ([`crate::context::is_observation`]).
+/// (quoted, as [`quote`] does).
 pub(crate) const NO_SUCH_TOOL: &str = "Error: there is no tool named ";
 
 /// `text`, cut to [`QUOTE_MAX_CHARS`] characters.

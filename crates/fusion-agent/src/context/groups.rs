@@ -8,9 +8,8 @@ use std::ops::Range;
 use fusion_core::{ChatMessage, Role};
 
 use super::records::{self, Mark, is_context_record};
-use crate::executor::NO_SUCH_TOOL;
 use crate::react_text::{
-    OBSERVATION_PREFIX, ReactStep, UNREADABLE_REPLY, is_final_answer_tool, parse_react,
+    OBSERVATION_PREFIX, ReactStep, UNREADABLE_REPLY, is_final_answer_tool, parse_react_calling,
 };
 
 /// A history read for building views. Building one is a single pass over the history
@@ -160,8 +159,10 @@ pub(crate) fn user_message(text: &str) -> ChatMessage {
 /// are, the start of a turn, which undo and pruning rely on. It counts after a reply read
 /// as a final answer too: a reply stored when the parser could not read it (`Final
 /// Answer：` before the full-width colon was read) may read as one now, and the loop's
-/// answer to it is still no message of the user's; nor is the answer earlier releases gave
-/// `Action: Final Answer`, now a final answer, that no tool is so named. A message the
+/// answer to it is still no message of the user's. An `Action:` naming the final answer
+/// (`Action: Final Answer`, `Action: final_answer`) counts as an action: a session with a
+/// tool of that name calls it and stores its result after it, and earlier releases,
+/// which called every such action, answered it that no tool is so named. A message the
 /// session marked as the user's (metadata `fusion_typed_by_user`) is never one, whatever
 /// it says.
 pub fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
@@ -175,25 +176,15 @@ pub fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
     let Some(observed) = message.content.strip_prefix(OBSERVATION_PREFIX) else {
         return false;
     };
-    match parse_react(&prev.content) {
+    // Read as by a session that has a final-answer tool: whether this one has cannot be
+    // told from its history, and the loop's message after such an action is either the
+    // tool's result or, from earlier releases, that there is no such tool.
+    match parse_react_calling(&prev.content, is_final_answer_tool) {
         ReactStep::Action { .. } => true,
-        ReactStep::Invalid { .. } => observed.starts_with(UNREADABLE_REPLY),
-        ReactStep::FinalAnswer { .. } => {
-            observed.starts_with(UNREADABLE_REPLY) || answers_a_final_answer_action(observed)
+        ReactStep::Invalid { .. } | ReactStep::FinalAnswer { .. } => {
+            observed.starts_with(UNREADABLE_REPLY)
         }
     }
-}
-
-/// Whether `observed` is what earlier releases, which read `Action: Final Answer` as a
-/// call of a tool so named, answered it with: that there is no such tool. Their stored
-/// histories hold it after such a reply, which reads as a final answer now, and it is
-/// still the loop's message, part of that reply's turn.
-fn answers_a_final_answer_action(observed: &str) -> bool {
-    observed
-        .strip_prefix(NO_SUCH_TOOL)
-        .and_then(|rest| rest.strip_prefix('`'))
-        .and_then(|rest| rest.split_once("`. Available tools: "))
-        .is_some_and(|(tool, _)| is_final_answer_tool(tool))
 }
 
 /// Index of the latest message the user wrote (not a text-mode observation, not a
@@ -214,6 +205,7 @@ pub(crate) fn latest_user_message(history: &[ChatMessage]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::NO_SUCH_TOOL;
     use crate::react_text::render_observation;
     use fusion_core::ToolCall;
 
@@ -290,8 +282,22 @@ mod tests {
         assert_eq!(latest_user_message(&history), Some(4));
     }
 
+    /// A session with a `final_answer` tool (smolagents' way) calls it on `Action:
+    /// final_answer`; its result is the loop's, in the reply's turn, not the user's.
     #[test]
-    fn only_the_old_no_such_tool_answer_to_final_answer_joins_its_reply() {
+    fn the_result_of_a_final_answer_tool_joins_its_call() {
+        let history = vec![
+            ChatMessage::user("q"),
+            ChatMessage::assistant("Action: final_answer\nAction Input: {\"answer\": \"42\"}"),
+            ChatMessage::user(render_observation("42")),
+        ];
+        let layout = Layout::new(&history);
+        assert_eq!(layout.units, [0..1, 1..3]);
+        assert_eq!(latest_user_message(&history), Some(0));
+    }
+
+    #[test]
+    fn the_old_no_such_tool_answer_to_final_answer_joins_its_reply() {
         let answer = ChatMessage::assistant("Action: final_answer\nAction Input: a");
         let no_tool = |name: &str| {
             ChatMessage::user(render_observation(&format!(
@@ -300,7 +306,8 @@ mod tests {
         };
         assert!(is_observation(&answer, &no_tool("final_answer")));
         assert!(is_observation(&answer, &no_tool("Final Answer")));
-        assert!(!is_observation(&answer, &no_tool("read_fil")));
+        // Any result counts: it may be a final-answer tool's.
+        assert!(is_observation(&answer, &no_tool("read_fil")));
         let typed = no_tool("Final Answer").content;
         assert!(!is_observation(&answer, &user_message(&typed)));
     }
