@@ -299,7 +299,17 @@ async fn replace_session(
     let read = || format!("cannot read session \"{id}\"");
     // The history first: what the replace is conditional on. The metadata, read after,
     // is the fresher for the change the import makes to it.
-    let (held, at) = storage.load_revision(id).await.with_context(read)?;
+    // A history this store cannot open (sealed under a key it lacks, a damaged message)
+    // is what `--replace` is for: its stored form gives the revision, and it is written
+    // over whatever it holds.
+    let (held, at, opened) = match storage.load_revision(id).await {
+        Ok((held, at)) => (held, at, true),
+        Err(err) if !err.is_retryable() => match views.raw.load_revision(id).await {
+            Ok((held, at)) => (held, at, false),
+            Err(_) => return Err(err).with_context(read),
+        },
+        Err(err) => return Err(err).with_context(read),
+    };
     let current = storage.session_info(id).await.with_context(read)?;
     if let (Some(info), Some(expiry)) = (&current, meta.expiry)
         && let Some(why) = copies::run_out_by(expiry, None, copies::clock_reading(info.updated_at))
@@ -312,7 +322,7 @@ async fn replace_session(
             render::plural(info.message_count, "message"),
         );
     }
-    if !at.exists() || held != messages {
+    if !at.exists() || !opened || held != messages {
         let unretried = views.unretried.as_ref();
         let write = move || unretried.write_if(id, Expect::Exactly(at), Change::Replace(messages));
         let kind = copies::WriteKind::Replace;
@@ -550,6 +560,23 @@ mod tests {
         let (file, messages) = (Path::new("s.json"), &imported.messages);
         let refused = write_import(store, views, file, "s", imported, messages, true).await;
         crate::one_line(&refused.unwrap_err())
+    }
+
+    /// `--replace` over a session whose messages this store cannot open (sealed, and no
+    /// key): the import replaces them, as it did before it read the history.
+    #[tokio::test]
+    async fn a_replace_writes_over_a_history_the_store_cannot_open() {
+        let target = Arc::new(InMemoryStorage::new());
+        let sealed = ChatMessage::user("fusion:enc:v1:k1:c2VhbGVk");
+        target.append("s", &[sealed]).await.unwrap();
+        let layers = Layers::new(EncryptionLayer::without_keys(), true);
+        let store = Store::new("memory://".parse().unwrap(), layers);
+        let (views, file) = (views(target.clone()), Path::new("s.json"));
+        let imported = exported(SessionMeta::new(), MINUTE);
+        let messages = &imported.messages;
+        let said = write_import(&store, &views, file, "s", &imported, messages, true).await;
+        assert_eq!(said.unwrap(), "replaced session s (2 messages)");
+        assert_eq!(target.load("s").await.unwrap(), conversation());
     }
 
     /// `--replace` reads the session, and another writer appends to it before the
