@@ -1022,6 +1022,37 @@ async fn blocked_clients(raw: &mut MultiplexedConnection) -> usize {
     list.lines().filter(|line| flags(line)).count()
 }
 
+/// Pauses the server's writes, starts `held` (a write of this process the pause holds,
+/// named `what`) and, once the server holds a client, runs `reads` within a bound, then
+/// ends the pause. Returns what `held` gave, and what `reads` gave or `None` when they
+/// were held too.
+async fn reads_while_paused<H, R>(
+    raw: &mut MultiplexedConnection,
+    what: &str,
+    held: H,
+    reads: R,
+) -> (H::Output, Option<R::Output>)
+where
+    H: Future + Send + 'static,
+    H::Output: Send + 'static,
+    R: Future,
+{
+    run(raw, &["CLIENT", "PAUSE", "20000", "WRITE"])
+        .await
+        .unwrap();
+    let held = tokio::spawn(held);
+    let blocked = wait_until(NO_HANG, || {
+        let mut raw = raw.clone();
+        async move { blocked_clients(&mut raw).await > 0 }
+    })
+    .await;
+    assert!(blocked, "the server never held the {what}");
+    // A bound on a failure, not a timing: a held read ends only with the pause.
+    let read = tokio::time::timeout(Duration::from_secs(5), reads).await;
+    run(raw, &["CLIENT", "UNPAUSE"]).await.unwrap();
+    (held.await.unwrap(), read.ok())
+}
+
 /// The server reads no more commands from a client whose write `CLIENT PAUSE WRITE`
 /// holds: reads sent on the same connection behind a held write of this process would
 /// wait for the pause to end too, `EVALSHA_RO` or not. They go on a connection of their
@@ -1036,29 +1067,18 @@ async fn reads_are_not_held_behind_this_processs_paused_write() {
     let store = RedisStorage::connect(&server.url).await.unwrap();
     store.append("s", &[ChatMessage::user("a")]).await.unwrap();
 
-    run(&mut raw, &["CLIENT", "PAUSE", "20000", "WRITE"])
-        .await
-        .unwrap();
-    let writing = tokio::spawn({
+    let writing = {
         let store = store.clone();
         async move { store.append("s", &[ChatMessage::user("b")]).await }
-    });
-    let held = wait_until(NO_HANG, || {
-        let mut raw = raw.clone();
-        async move { blocked_clients(&mut raw).await > 0 }
-    })
-    .await;
-    assert!(held, "the server never held the write");
-    // A bound on a failure, not a timing: a held read ends only with the pause.
+    };
     let reads = async {
         let info = store.session_info("s").await.unwrap().unwrap();
         assert_eq!(info.message_count, 1);
         assert_eq!(contents(&store, "s").await, ["a"]);
     };
-    let went_on = tokio::time::timeout(Duration::from_secs(5), reads).await;
-    run(&mut raw, &["CLIENT", "UNPAUSE"]).await.unwrap();
+    let (written, went_on) = reads_while_paused(&mut raw, "write", writing, reads).await;
     went_on.expect("reads were held behind this process's paused write");
-    writing.await.unwrap().unwrap();
+    written.unwrap();
     assert_eq!(contents(&store, "s").await, ["a", "b"]);
 }
 
@@ -1081,25 +1101,15 @@ async fn reads_are_not_held_behind_this_processs_paused_index_repair() {
         .await
         .unwrap();
 
-    run(&mut raw, &["CLIENT", "PAUSE", "20000", "WRITE"])
-        .await
-        .unwrap();
-    let listing = tokio::spawn({
+    let listing = {
         let store = store.clone();
         async move { store.list_sessions().await }
-    });
-    let held = wait_until(NO_HANG, || {
-        let mut raw = raw.clone();
-        async move { blocked_clients(&mut raw).await > 0 }
-    })
-    .await;
-    assert!(held, "the server never held the index repair");
-    // A bound on a failure, not a timing: a held read ends only with the pause.
-    let read = tokio::time::timeout(Duration::from_secs(5), store.load("s")).await;
-    run(&mut raw, &["CLIENT", "UNPAUSE"]).await.unwrap();
+    };
+    let (listed, read) =
+        reads_while_paused(&mut raw, "index repair", listing, store.load("s")).await;
     let read = read.expect("a read was held behind this process's paused index repair");
     assert_eq!(read.unwrap().len(), 1);
-    assert_eq!(listing.await.unwrap().unwrap(), ["s"]);
+    assert_eq!(listed.unwrap(), ["s"]);
 }
 
 /// The refusals the storage answers by sending a call again, `EVALSHA_RO` refused (an
