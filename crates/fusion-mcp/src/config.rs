@@ -42,7 +42,9 @@ use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig}
 /// its `"inheritEnv"` lists (`true` gives it the whole environment; see [`InheritEnv`]),
 /// then its `env`. Other fields (`type`, `alwaysAllow`, …) are ignored, except that
 /// `"disabled": true` leaves the server out and `"type": "sse"` (the legacy transport,
-/// which this client does not speak) is refused.
+/// which this client does not speak) is refused. A name given twice is refused, saying
+/// where, rather than the last entry kept as JSON alone would (a copied entry whose name
+/// was not changed would silently take the place of the first).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct McpConfig {
     servers: BTreeMap<String, McpServerConfig>,
@@ -56,7 +58,8 @@ impl McpConfig {
 
     /// Parses the `{"mcpServers": {...}}` JSON. Fails with [`Error::Config`] saying which
     /// server is wrong and how: the server and field, the line and column, and what was
-    /// expected, never a value from the JSON (they hold tokens and keys).
+    /// expected, never a value from the JSON (they hold tokens and keys); or which server
+    /// is named twice, and where again.
     pub fn from_json_str(json: &str) -> Result<Self> {
         Self::parse(json).map_err(|e| Error::Config(format!("MCP configuration: {e}")))
     }
@@ -180,6 +183,13 @@ fn describe_error(json: &str, error: &serde_json::Error) -> String {
     let problem = match error.classify() {
         // Syntax errors describe the text ("expected `,` or `}`"), never a value.
         Category::Syntax | Category::Eof | Category::Io => text.to_owned(),
+        // Names the server and says where: no field of it is wrong, whatever `locate` finds.
+        Category::Data if text.starts_with(TWICE) && text.ends_with(TWICE_END) => {
+            return format!(
+                "{text} (again{position}); JSON would keep only the last, so rename or \
+                 remove one"
+            );
+        }
         Category::Data => data_problem(text),
     };
     match locate(json) {
@@ -262,8 +272,51 @@ fn locate(json: &str) -> Option<String> {
 /// The file as written; unknown fields are ignored.
 #[derive(Deserialize)]
 struct RawFile {
-    #[serde(rename = "mcpServers")]
+    #[serde(rename = "mcpServers", deserialize_with = "unique_servers")]
     mcp_servers: BTreeMap<String, RawServer>,
+}
+
+/// How the error of a server named twice starts; [`describe_error`] knows it by this.
+const TWICE: &str = "server `";
+
+/// The end of the error of a server named twice, after its name.
+const TWICE_END: &str = "` is given twice in `mcpServers`";
+
+/// `mcpServers`, refusing a name given twice: serde keeps the last of a repeated key, so
+/// a copied entry whose name was not changed would silently take the place of the first.
+fn unique_servers<'de, D>(
+    deserializer: D,
+) -> std::result::Result<BTreeMap<String, RawServer>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Servers;
+    impl<'de> serde::de::Visitor<'de> for Servers {
+        type Value = BTreeMap<String, RawServer>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+
+        fn visit_map<A>(self, mut map: A) -> std::result::Result<Self::Value, A::Error>
+        where
+            A: serde::de::MapAccess<'de>,
+        {
+            let mut servers = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if servers.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "{TWICE}{}{TWICE_END}",
+                        name.escape_debug()
+                    )));
+                }
+                let server = map.next_value()?;
+                servers.insert(name, server);
+            }
+            Ok(servers)
+        }
+    }
+    deserializer.deserialize_map(Servers)
 }
 
 #[derive(Deserialize)]
@@ -391,6 +444,55 @@ mod tests {
             panic!("a is a stdio server")
         };
         assert_eq!(a.command, "a");
+    }
+
+    #[test]
+    fn a_server_named_twice_in_one_file_is_refused_naming_it_and_the_file() {
+        // A copy-pasted entry whose name was not changed: JSON alone keeps the last.
+        let json = r#"{"mcpServers": {
+            "files": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "./a"]},
+            "time": {"command": "uvx", "args": ["mcp-server-time"]},
+            "files": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "./b"]}
+        }}"#;
+        let message = McpConfig::from_json_str(json).unwrap_err().to_string();
+        assert!(
+            message.contains("server `files` is given twice in `mcpServers`"),
+            "{message}"
+        );
+        assert!(message.contains("line 4"), "{message}");
+        // Not taken for a mistake inside a server.
+        assert!(!message.contains("field"), "{message}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mcp.json");
+        std::fs::write(&path, json).unwrap();
+        let message = McpConfig::from_file(&path).unwrap_err().to_string();
+        assert!(
+            message.contains(&format!("MCP configuration file `{}`", path.display()))
+                && message.contains("server `files` is given twice"),
+            "{message}"
+        );
+
+        // Whatever the copies hold: disabled, or the same name written with an escape.
+        for json in [
+            r#"{"mcpServers": {"a": {"command": "x", "disabled": true}, "a": {"command": "y"}}}"#,
+            r#"{"mcpServers": {"a": {"command": "x"}, "\u0061": {"command": "x"}}}"#,
+            r#"{"mcpServers": {"a": {"command": "x"}, "a": {"command": 5}}}"#,
+        ] {
+            let message = McpConfig::from_json_str(json).unwrap_err().to_string();
+            assert!(
+                message.contains("server `a` is given twice"),
+                "{json}: {message}"
+            );
+        }
+        // One name in each of two files is `merge`'s to refuse; distinct names merge.
+        let mut first =
+            McpConfig::from_json_str(r#"{"mcpServers": {"a": {"command": "x"}}}"#).unwrap();
+        let second = r#"{"mcpServers": {"b": {"command": "y"}}}"#;
+        first
+            .merge(McpConfig::from_json_str(second).unwrap())
+            .unwrap();
+        assert_eq!(first.len(), 2);
     }
 
     #[test]

@@ -34,8 +34,9 @@
 //! # Configuration
 //! [`McpConfig`] reads the `{"mcpServers": {NAME: {"command", "args", "env"} | {"url",
 //! "headers"}}}` JSON of desktop MCP clients (`"disabled": true` honoured, other extra
-//! fields ignored), or takes servers in code, or one command line such as `npx -y
-//! @modelcontextprotocol/server-filesystem ./docs` ([`McpConfig::add_command_line`]).
+//! fields ignored, a name given twice refused), or takes servers in code, or one command
+//! line such as `npx -y @modelcontextprotocol/server-filesystem ./docs`
+//! ([`McpConfig::add_command_line`]).
 //! A stdio server is given its `env` and, of this program's environment, only
 //! [`DEFAULT_INHERITED_ENV`] (`PATH`, `HOME`, …) and what its `"inheritEnv"` names
 //! ([`InheritEnv`]): the agent's own keys and passwords stay with the agent. On Windows a
