@@ -28,12 +28,15 @@
 //!
 //! A JSON-RPC batch (an array of messages) rmcp skips whole, and the requests it answers
 //! would wait out their timeout. Batches left MCP in its 2025-06-18 revision, but a server
-//! of an earlier one may still send them, so a batch line (of at most
-//! [`CHECKED_LINE_BYTES`]) is passed on as one line for each of its messages, each
-//! checked as a line of its own.
+//! of an earlier one may still send them, so a batch line is passed on as one line for
+//! each of its messages, each checked as a line of its own. A batch line longer than
+//! [`CHECKED_LINE_BYTES`] is held whole for it, up to [`MAX_LINE_BYTES`] (the longest
+//! line rmcp reads, so no message of it is longer); a longer one passes as it comes, for
+//! rmcp to discard, as any line that long.
 
 use rmcp::model::{ErrorCode, ServerJsonRpcMessage};
 pub use rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH as MAX_LINE_BYTES;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
@@ -68,6 +71,19 @@ pub fn checked(output: impl AsyncRead + Send + Unpin + 'static) -> DuplexStream 
             match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
+            }
+            // A batch is split whatever its length, so it is held whole, up to the longest
+            // line rmcp reads: its messages, passed on one by one, are within that.
+            if !line.ends_with(b"\n") && line.len() >= CHECKED_LINE_BYTES && is_batch(&line) {
+                let limit = (MAX_LINE_BYTES - line.len()) as u64;
+                if (&mut reader)
+                    .take(limit)
+                    .read_until(b'\n', &mut line)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
             }
             let whole = line.ends_with(b"\n");
             let replaced = whole.then(|| replacement(&line)).flatten();
@@ -316,18 +332,27 @@ fn trim_end(text: &[u8]) -> &[u8] {
     &text[..kept]
 }
 
-/// The error line to put in place of `line`, when it is a response the SDK would skip.
+/// Whether `line` is (or starts) a JSON-RPC batch: a JSON array.
+fn is_batch(line: &[u8]) -> bool {
+    let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    text.get(skip_space(text, 0)) == Some(&b'[')
+}
+
+/// The line(s) to put in place of `line`: an error line when it is a response the SDK
+/// would skip, its messages when it is a batch.
 fn replacement(line: &[u8]) -> Option<Vec<u8>> {
     let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let text = text.strip_suffix(b"\n").unwrap_or(text);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
+    if is_batch(text) {
+        // Split as written, not into values: a batch may be as long as rmcp reads a line.
+        let batch: Vec<&RawValue> = serde_json::from_slice(text).ok()?;
+        return unbatched(&batch);
+    }
     if text.is_empty() || serde_json::from_slice::<ServerJsonRpcMessage>(text).is_ok() {
         return None;
     }
     let value: Value = serde_json::from_slice(text).ok()?;
-    if let Value::Array(batch) = &value {
-        return unbatched(batch);
-    }
     // Only what says it is JSON-RPC and is no request or notification: a response. A
     // server that logs JSON to stdout (`{"level":30,"id":3}`, `{"id":3,"error":"ENOENT"}`)
     // must not fail the request whose id its log line happens to carry, whatever its
@@ -349,10 +374,10 @@ fn replacement(line: &[u8]) -> Option<Vec<u8>> {
 
 /// The messages of a batch as lines of their own, each in place of the batch, checked as
 /// a line is; `None` for an empty batch (no message), which the SDK skips.
-fn unbatched(batch: &[Value]) -> Option<Vec<u8>> {
+fn unbatched(batch: &[&RawValue]) -> Option<Vec<u8>> {
     let mut lines = Vec::new();
     for message in batch {
-        let mut line = message.to_string().into_bytes();
+        let mut line = message.get().as_bytes().to_vec();
         line.push(b'\n');
         lines.extend(replacement(&line).unwrap_or(line));
     }
@@ -472,6 +497,30 @@ mod tests {
         assert_eq!(lines[1]["error"]["message"], INVALID_RESPONSE);
         assert_eq!(lines[2]["method"], "notifications/message");
         assert_eq!(replacement(b"[]\n"), None);
+    }
+
+    #[tokio::test]
+    async fn a_long_batch_is_split_up_to_the_longest_line_rmcp_reads() {
+        let message = |id: usize, bytes: usize| {
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{\"x\":\"{}\"}}}}",
+                "a".repeat(bytes)
+            )
+        };
+        let (first, second) = (message(1, 2 * CHECKED_LINE_BYTES), message(2, 10));
+        let long = format!("[{first}, {second}]\n");
+        let too_long = format!("[{}]\n", message(3, MAX_LINE_BYTES));
+        let input = format!("{long}{too_long}[{{\"jsonrpc\":\"2.0\",\"id\":4}}]\n");
+        let mut out = checked(std::io::Cursor::new(input.into_bytes()));
+        let mut read = String::new();
+        out.read_to_string(&mut read).await.unwrap();
+        // Its messages as written, one a line.
+        let rest = read.strip_prefix(&format!("{first}\n{second}\n")).unwrap();
+        // Longer than rmcp reads: passed on for it to discard, as any such line.
+        let rest = rest.strip_prefix(&too_long).unwrap();
+        let error: Value = serde_json::from_str(rest).unwrap();
+        assert_eq!(error["id"], 4);
+        assert_eq!(error["error"]["message"], INVALID_RESPONSE);
     }
 
     #[tokio::test]

@@ -4,8 +4,8 @@
 //! alone skips the line and the call waits out its whole timeout; a JSON log line on
 //! stdout that carries a request's id is not such a response, even when its other members
 //! are named `result` or `error`. A batch (an array of messages, which servers of MCP
-//! revisions before 2025-06-18 may send) is read message by message. The server is a few
-//! lines of Node.js.
+//! revisions before 2025-06-18 may send) is read message by message, also when its line is
+//! over the 64 KiB a line is checked within. The server is a few lines of Node.js.
 
 mod common;
 
@@ -18,7 +18,8 @@ use serde_json::json;
 /// `extra` such an error with a `data` member beside it, `typo` a `results`; `logged` logs
 /// JSON lines carrying the request's id to stdout (as servers using a JSON logger on
 /// stdout do), one of them of response members alone, and then answers; `batched` answers
-/// in a batch, after a notification; `fine` answers a valid result.
+/// in a batch, after a notification, and `batched_large` so in a batch line over 64 KiB;
+/// `fine` answers a valid result.
 const ON_CALL: &str = r#"
     if (msg.params.name === 'nothing') {
       write({ jsonrpc: '2.0', id: msg.id });
@@ -33,6 +34,12 @@ const ON_CALL: &str = r#"
       write({ id: msg.id, result: 'started' });
       write({ id: msg.id, error: 'ENOENT' });
       text(msg.id, 'logged');
+    } else if (msg.params.name === 'batched_large') {
+      // Over the 64 KiB a line is checked within, the result in it too.
+      write([
+        { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x'.repeat(100 << 10) } },
+        { jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text: 'y'.repeat(70 << 10) }] } },
+      ]);
     } else if (msg.params.name === 'batched') {
       write([
         { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x' } },
@@ -50,6 +57,7 @@ const TOOLS: &[&str] = &[
     "typo",
     "logged",
     "batched",
+    "batched_large",
     "fine",
 ];
 
@@ -103,5 +111,13 @@ async fn a_json_log_line_carrying_the_call_id_is_not_taken_for_its_response() {
 async fn a_response_in_a_batch_ends_its_call() {
     let server = start().await;
     assert_eq!(call(&server, "invalid__batched").await.unwrap(), "batched");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_response_in_a_batch_line_over_64_kib_ends_its_call() {
+    let server = start().await;
+    let answer = call(&server, "invalid__batched_large").await.unwrap();
+    assert_eq!(answer, "y".repeat(70 << 10));
     server.shutdown().await;
 }
