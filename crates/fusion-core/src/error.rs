@@ -111,6 +111,25 @@ pub enum Error {
         owner: String,
     },
 
+    /// A rename conditional on the title its caller read ([`MetaUpdate::if_title`]) found
+    /// another title: someone renamed the session since. Nothing was written.
+    ///
+    /// [`MetaUpdate::if_title`]: crate::MetaUpdate::if_title
+    #[error(
+        "session \"{session_id}\" was renamed since it was read: its title is {}, not {}; \
+         nothing was written",
+        shown_title(.found),
+        shown_title(.expected)
+    )]
+    TitleChanged {
+        /// The session written to.
+        session_id: String,
+        /// The title the change required (`None`: no title).
+        expected: Option<String>,
+        /// The title the session has (`None`: no title).
+        found: Option<String>,
+    },
+
     /// The backend cannot do this operation: a user-written backend that keeps only the
     /// four methods of the product description has nowhere to store session metadata.
     #[error("{backend}: {operation} is not supported by this backend")]
@@ -172,6 +191,13 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+}
+
+/// A title as an error message shows it: quoted, or "none".
+fn shown_title(title: &Option<String>) -> String {
+    title
+        .as_ref()
+        .map_or_else(|| "none".to_string(), |title| format!("{title:?}"))
 }
 
 impl Error {
@@ -260,6 +286,21 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "fs: session \"user-1\" is corrupt: line 3 is not JSON"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn a_title_changed_says_both_titles() {
+        let err = Error::TitleChanged {
+            session_id: "s1".into(),
+            expected: None,
+            found: Some("Trip \"A\"".into()),
+        };
+        assert_eq!(
+            err.to_string(),
+            "session \"s1\" was renamed since it was read: its title is \"Trip \\\"A\\\"\", \
+             not none; nothing was written"
         );
         assert!(!err.is_retryable());
     }

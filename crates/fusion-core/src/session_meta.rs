@@ -274,6 +274,12 @@ pub struct MetaUpdate {
     /// is never changed. Not a change itself: an update with nothing else
     /// [`is_empty`](Self::is_empty), and a backend answers it by reading.
     pub if_owner: Option<String>,
+    /// `Some(title)`: apply the change only if the session's title is `title` when it is
+    /// applied (`Some(None)`: only if it has none), else refuse it with
+    /// [`Error::TitleChanged`], changing nothing. Checked in the same atomic step as the
+    /// change, like [`if_owner`](Self::if_owner): a rename that names the title its caller
+    /// showed never overwrites another writer's rename unseen.
+    pub if_title: Option<Option<String>>,
 }
 
 impl MetaUpdate {
@@ -325,6 +331,23 @@ impl MetaUpdate {
         self
     }
 
+    /// Applies the change only if the session's title is `title` then (`None`: only if
+    /// it has none; see [`if_title`](Self::if_title)).
+    ///
+    /// ```
+    /// use fusion_core::{Error, MetaUpdate, SessionMeta};
+    ///
+    /// let rename = MetaUpdate::new().title(Some("Trip to Lyon")).if_title(Some("Trip"));
+    /// let mut meta = SessionMeta::new().title("Trip plans");
+    /// let refused = rename.apply_to_stored("s1", &mut meta);
+    /// assert!(matches!(refused, Err(Error::TitleChanged { .. })));
+    /// assert_eq!(meta.title.as_deref(), Some("Trip plans"));
+    /// ```
+    pub fn if_title(mut self, title: Option<impl Into<String>>) -> Self {
+        self.if_title = Some(title.map(Into::into));
+        self
+    }
+
     /// Whether this changes nothing (a condition alone changes nothing).
     pub fn is_empty(&self) -> bool {
         self.owner.is_none()
@@ -338,8 +361,9 @@ impl MetaUpdate {
     /// What a backend's [`update_session`](crate::ConversationStorage::update_session)
     /// does with the metadata of `session_id` it read in the atomic step (transaction,
     /// lock or compare-and-set) that will store the result: checks the condition
-    /// ([`if_owner`](Self::if_owner): [`Error::NotOwner`]), applies the change and
-    /// validates the result ([`Error::InvalidMeta`]). On an error, store nothing.
+    /// ([`if_owner`](Self::if_owner): [`Error::NotOwner`]; [`if_title`](Self::if_title):
+    /// [`Error::TitleChanged`]), applies the change and validates the result
+    /// ([`Error::InvalidMeta`]). On an error, `meta` is as it was: store nothing.
     pub fn apply_to_stored(&self, session_id: &str, meta: &mut SessionMeta) -> Result<()> {
         if let Some(owner) = &self.if_owner
             && meta.owner.as_ref() != Some(owner)
@@ -349,12 +373,22 @@ impl MetaUpdate {
                 owner: owner.clone(),
             });
         }
+        if let Some(expected) = &self.if_title
+            && meta.title != *expected
+        {
+            return Err(Error::TitleChanged {
+                session_id: session_id.to_string(),
+                expected: expected.clone(),
+                found: meta.title.clone(),
+            });
+        }
         self.apply_to(meta);
         meta.validate()
     }
 
-    /// Applies the change to `meta`, ignoring the condition
-    /// ([`if_owner`](Self::if_owner)). Validate the result before storing it.
+    /// Applies the change to `meta`, ignoring the conditions
+    /// ([`if_owner`](Self::if_owner), [`if_title`](Self::if_title)). Validate the result
+    /// before storing it.
     pub fn apply_to(&self, meta: &mut SessionMeta) {
         if let Some(owner) = &self.owner {
             meta.owner.clone_from(owner);
@@ -510,6 +544,28 @@ mod tests {
             .apply_to(&mut meta);
         assert_eq!(meta.tags, ["a"]);
         assert_eq!(Value::Object(meta.data), json!({"keep": 1}));
+    }
+
+    #[test]
+    fn a_title_condition_is_checked_before_anything_changes() {
+        let mut meta = SessionMeta::new().title("t");
+        let before = meta.clone();
+        for expected in [None, Some("other"), Some("T")] {
+            let update = MetaUpdate::new().add_tag("x").if_title(expected);
+            assert!(update.if_title.is_some() && !update.is_empty());
+            let err = update.apply_to_stored("s", &mut meta).unwrap_err();
+            assert!(
+                matches!(&err, Error::TitleChanged { found: Some(t), .. } if t == "t"),
+                "{err:?}"
+            );
+            assert_eq!(meta, before, "nothing applied");
+        }
+        let rename = MetaUpdate::new().title(None::<String>).if_title(Some("t"));
+        rename.apply_to_stored("s", &mut meta).unwrap();
+        assert_eq!(meta.title, None);
+        let titled = MetaUpdate::new().title(Some("u")).if_title(None::<String>);
+        titled.apply_to_stored("s", &mut meta).unwrap();
+        assert_eq!(meta.title.as_deref(), Some("u"));
     }
 
     #[test]

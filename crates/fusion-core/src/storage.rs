@@ -247,8 +247,9 @@ pub trait ConversationStorage: Send + Sync {
     /// of other fields is never undone) and returns the session's facts after it, or
     /// `None`, writing nothing, if the session does not exist. A result that breaks a rule
     /// of [`SessionMeta::validate`] is refused with [`Error::InvalidMeta`], and an update
-    /// whose owner condition ([`MetaUpdate::if_owner`]) fails with [`Error::NotOwner`];
-    /// nothing changes then. A change counts as a write: `updated_at` moves. A backend
+    /// whose owner condition ([`MetaUpdate::if_owner`]) fails with [`Error::NotOwner`],
+    /// one whose title condition ([`MetaUpdate::if_title`]) fails with
+    /// [`Error::TitleChanged`]; nothing changes then. A change counts as a write: `updated_at` moves. A backend
     /// applies the update with [`MetaUpdate::apply_to_stored`] in the atomic step that
     /// stores it.
     ///

@@ -656,6 +656,51 @@ async fn an_owner_change_whose_reply_was_lost_reports_that_it_applied() {
     assert_eq!(info.meta.title.as_deref(), Some("handed over"));
 }
 
+/// The same for a rename on condition of the old title (`if_title`): its retry meets its
+/// own title, which is not the one it requires.
+#[tokio::test]
+async fn a_conditional_rename_whose_reply_was_lost_reports_that_it_applied() {
+    use fusion_core::{MetaUpdate, SessionMeta};
+    let store = Arc::new(Intercepted(LoseUpdateReply {
+        inner: InMemoryStorage::new(),
+        armed: false.into(),
+    }));
+    let meta = SessionMeta::new().title("draft");
+    store
+        .create_session("s", &meta, &[ChatMessage::user("hi")])
+        .await
+        .unwrap();
+    let layered = Arc::clone(&store).layer(retry());
+
+    store.0.armed.store(true, Ordering::SeqCst);
+    let rename = MetaUpdate::new()
+        .title(Some("final"))
+        .if_title(Some("draft"));
+    let info = layered.update_session("s", &rename).await.unwrap();
+    assert_eq!(
+        info.expect("the session").meta.title.as_deref(),
+        Some("final")
+    );
+    assert!(!store.0.armed.load(Ordering::SeqCst), "the reply was lost");
+
+    // Refused for real (renamed by someone else, to another title): still TitleChanged,
+    // after an attempt whose reply was lost or not; a refused change of tags alone too.
+    for armed in [true, false] {
+        store.0.armed.store(armed, Ordering::SeqCst);
+        let stale = MetaUpdate::new()
+            .title(Some("other"))
+            .if_title(Some("draft"));
+        let err = layered.update_session("s", &stale).await.unwrap_err();
+        assert!(matches!(err, Error::TitleChanged { .. }), "{err}");
+        let tag = MetaUpdate::new().add_tag("t").if_title(Some("draft"));
+        let err = layered.update_session("s", &tag).await.unwrap_err();
+        assert!(matches!(err, Error::TitleChanged { .. }), "{err}");
+    }
+    let info = layered.session_info("s").await.unwrap().unwrap();
+    assert_eq!(info.meta.title.as_deref(), Some("final"));
+    assert!(info.meta.tags.is_empty());
+}
+
 #[tokio::test]
 async fn a_rewrite_whose_first_read_failed_is_unknown_not_a_conflict_after_a_lost_reply() {
     // The read before the first attempt fails on every try, the rewrite then applies,

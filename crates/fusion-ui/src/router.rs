@@ -86,7 +86,6 @@ pub(crate) fn app(
             storage,
             claims: Arc::default(),
             chat: chat.clone(),
-            renaming: Arc::default(),
         })
         // The last layer added runs first.
         .layer(from_fn(check_origin))

@@ -18,8 +18,4 @@ pub(crate) struct AppState {
     pub claims: Arc<Claims>,
     /// The chat, when the app was given an agent.
     pub chat: Option<Arc<Chats>>,
-    /// Held by a rename from its check of the title its page showed to its write, so two
-    /// renames through this app (two tabs) cannot both pass the check: storage has no
-    /// conditional title write (`MetaUpdate` conditions on the owner only).
-    pub renaming: Arc<tokio::sync::Mutex<()>>,
 }

@@ -92,6 +92,21 @@ async fn a_rename_from_a_page_older_than_another_rename_changes_nothing() {
     let fourth = send(&app, post_form("/sessions/s-1/title", "shown=&title=New")).await;
     assert_eq!(fourth.status, StatusCode::SEE_OTHER, "{}", fourth.body);
     assert_eq!(meta_of(&storage, "s-1").await.title.as_deref(), Some("New"));
+
+    // Another program renames (or removes the title) under the page: the storage's own
+    // condition refuses the page's rename.
+    for (theirs, now) in [(Some("Theirs"), "&#34;Theirs&#34;"), (None, "none")] {
+        let rename = fusion::storage::MetaUpdate::new().title(theirs);
+        storage.update_session("s-1", &rename).await.unwrap();
+        let stale = send(
+            &app,
+            post_form("/sessions/s-1/title", "shown=New&title=Ours"),
+        )
+        .await;
+        assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+        assert!(stale.body.contains(now), "{}", stale.body);
+        assert_eq!(meta_of(&storage, "s-1").await.title.as_deref(), theirs);
+    }
 }
 
 #[tokio::test]

@@ -188,6 +188,65 @@ pub async fn updates_change_only_what_they_name<H: StorageHarness>(harness: &H) 
     assert_eq!(raced.message_count, 2);
 }
 
+/// A rename conditional on the title ([`MetaUpdate::if_title`]) applies only while the
+/// session has that title (or none, for `if_title(None)`), else is refused with
+/// [`Error::TitleChanged`] changing nothing; of two instances renaming from the title
+/// both read, exactly one gets through.
+pub async fn renames_conditional_on_the_title_never_overwrite_another<H: StorageHarness>(
+    harness: &H,
+) {
+    let store = open(harness).await;
+    store
+        .create_session("r", &SessionMeta::new(), &said("hi"))
+        .await
+        .unwrap();
+    let from_none = MetaUpdate::new()
+        .title(Some("first"))
+        .if_title(None::<String>);
+    let renamed = store.update_session("r", &from_none).await.unwrap();
+    assert_eq!(renamed.unwrap().meta.title.as_deref(), Some("first"));
+    let before = info(&store, "r").await;
+    let err = store.update_session("r", &from_none).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::TitleChanged { found: Some(t), expected: None, .. } if t == "first"),
+        "{err:?}"
+    );
+    let stale = MetaUpdate::new().add_tag("x").if_title(Some("zeroth"));
+    let err = store.update_session("r", &stale).await.unwrap_err();
+    assert!(matches!(err, Error::TitleChanged { .. }), "{err:?}");
+    assert_eq!(info(&store, "r").await, before, "a refusal writes nothing");
+
+    let mut renamers = Vec::new();
+    for w in 0..2 {
+        let store = open(harness).await;
+        renamers.push(tokio::spawn(async move {
+            let rename = MetaUpdate::new()
+                .title(Some(format!("by {w}")))
+                .if_title(Some("first"));
+            store.update_session("r", &rename).await
+        }));
+    }
+    let mut winners = Vec::new();
+    for (w, renamer) in renamers.into_iter().enumerate() {
+        match renamer.await.unwrap() {
+            Ok(Some(info)) => winners.push((w, info.meta.title)),
+            Err(Error::TitleChanged { found, .. }) => {
+                assert!(found.is_some_and(|t| t.starts_with("by ")), "w{w}")
+            }
+            other => panic!("renamer {w}: {other:?}"),
+        }
+    }
+    let [(winner, title)] = winners.as_slice() else {
+        panic!("exactly one of two renames from one title must apply: {winners:?}")
+    };
+    assert_eq!(title.as_deref(), Some(format!("by {winner}").as_str()));
+    assert_eq!(
+        info(&store, "r").await.meta.title,
+        *title,
+        "the winner's title is stored"
+    );
+}
+
 /// Pages run newest first (or by id), filtered by owner and tag, in the order the
 /// sessions' own `updated_at` gives, and together hold each selected session once.
 pub async fn pages_follow_the_order_and_filters<H: StorageHarness>(harness: &H) {

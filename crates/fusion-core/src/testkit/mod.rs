@@ -320,6 +320,7 @@ macro_rules! conformance_suite {
                 metadata_round_trips_and_survives_rewrites,
                 creation_refuses_what_it_cannot_store_and_writes_nothing,
                 updates_change_only_what_they_name,
+                renames_conditional_on_the_title_never_overwrite_another,
                 pages_follow_the_order_and_filters,
                 cursors_stay_correct_while_sessions_are_written,
                 listing_refuses_a_bad_query,

@@ -7,7 +7,7 @@ use fusion_core::Error;
 /// The kind of `err`, stable across releases, so dashboards and alerts can key on it.
 ///
 /// One name per [`Error`] variant: `invalid_session_id`, `corrupt`, `invalid_message`,
-/// `backend`, `conflict`, `invalid_message_id`, `invalid_meta`, `invalid_query`, `not_owner`, `unsupported`, `io`,
+/// `backend`, `conflict`, `invalid_message_id`, `invalid_meta`, `invalid_query`, `not_owner`, `title_changed`, `unsupported`, `io`,
 /// `serialization`, `config`, `feature_disabled`, `llm`, `tool`, and `other` for a variant
 /// added to [`Error`] after this layer was written.
 pub fn error_kind(err: &Error) -> &'static str {
@@ -21,6 +21,7 @@ pub fn error_kind(err: &Error) -> &'static str {
         Error::InvalidMeta(_) => "invalid_meta",
         Error::InvalidQuery(_) => "invalid_query",
         Error::NotOwner { .. } => "not_owner",
+        Error::TitleChanged { .. } => "title_changed",
         Error::Unsupported { .. } => "unsupported",
         Error::Io { .. } => "io",
         Error::Serialization(_) => "serialization",
@@ -56,6 +57,14 @@ mod tests {
                     operation: "session metadata",
                 },
                 "unsupported",
+            ),
+            (
+                Error::TitleChanged {
+                    session_id: "s".into(),
+                    expected: None,
+                    found: Some("t".into()),
+                },
+                "title_changed",
             ),
             (Error::io("/tmp/x", std::io::Error::other("disk")), "io"),
             (

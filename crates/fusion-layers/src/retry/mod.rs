@@ -21,7 +21,8 @@
 //! - `save`, `truncate`, `delete` and `update_session` leave the same state however
 //!   often they run (an update that moves the session to another owner on condition of
 //!   the old one, refused as [`Error::NotOwner`] after an attempt that may have applied,
-//!   is checked against the session as a conditional write is);
+//!   or renames it on condition of the old title, refused as [`Error::TitleChanged`], is
+//!   checked against the session as a conditional write is);
 //! - a conditional write ([`ConversationStorage::write_if`]) whose earlier attempt may
 //!   have applied can meet a session that no longer looks as expected, because of that
 //!   very attempt: the layer then reads the session, and reports success if it holds
@@ -73,6 +74,7 @@
 //! [`ChatMessage::id`]: fusion_core::ChatMessage::id
 //! [`DEDUP_WINDOW`]: fusion_core::DEDUP_WINDOW
 //! [`Error::NotOwner`]: fusion_core::Error::NotOwner
+//! [`Error::TitleChanged`]: fusion_core::Error::TitleChanged
 //! [`Error::Conflict`]: fusion_core::Error::Conflict
 //! [`Error::Backend`]: fusion_core::Error::Backend
 //! [`Error::Llm`]: fusion_core::Error::Llm

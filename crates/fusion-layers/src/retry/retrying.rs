@@ -399,11 +399,17 @@ impl Intercept for Retrying {
                 self.inner.update_session(session_id, update)
             })
             .await;
+        let own_condition = |refused: &Error| match refused {
+            Error::NotOwner { .. } => update.owner.is_some(),
+            Error::TitleChanged { .. } => update.title.is_some(),
+            _ => false,
+        };
         match result {
-            Err(refused @ Error::NotOwner { .. }) if uncertain && update.owner.is_some() => {
-                // A change of owner under `if_owner` that applied, its reply lost, makes
-                // its own condition false for the next attempt. It applied if the session
-                // now holds what it writes (the change is atomic, owner and all).
+            Err(refused) if uncertain && own_condition(&refused) => {
+                // A change of owner under `if_owner` (or of title under `if_title`) that
+                // applied, its reply lost, makes its own condition false for the next
+                // attempt. It applied if the session now holds what it writes (the change
+                // is atomic, owner, title and all).
                 let read = || self.inner.session_info(session_id);
                 let judge = |info: Option<SessionInfo>| {
                     info.filter(|info| already_applied(update, &info.meta))

@@ -48,9 +48,27 @@ impl PageError {
     }
 
     /// The status and message of a storage error: the caller's input for an invalid id
-    /// or query (400), the server's problem otherwise (500).
+    /// or query (400), a rename from a page older than another rename (409, see
+    /// `routes/meta.rs`), the server's problem otherwise (500).
     pub(crate) fn storage(err: &fusion::Error) -> Self {
         match err {
+            fusion::Error::TitleChanged {
+                session_id,
+                expected,
+                found,
+            } => {
+                let shown = |title: &Option<String>| {
+                    title
+                        .as_ref()
+                        .map_or_else(|| "none".to_string(), |title| format!("{title:?}"))
+                };
+                Self::conflict(format!(
+                    "Nothing was renamed: session {session_id:?} was renamed since its page \
+                     was shown (its title is now {}, not {}).",
+                    shown(found),
+                    shown(expected)
+                ))
+            }
             fusion::Error::InvalidSessionId { .. }
             | fusion::Error::InvalidMeta(_)
             | fusion::Error::InvalidQuery(_) => Self::bad_request(err.to_string()),

@@ -5,9 +5,8 @@
 //!
 //! A rename names the title its page showed (`shown`, empty for none) and changes nothing
 //! if the title is another now (a 409 saying what it is): two tabs renaming one session,
-//! the second no longer overwrites the first unseen. Storage has no conditional title
-//! write, so the check and the write are two steps, kept together within this app by
-//! [`AppState::renaming`]; another program renaming in between can still be overwritten.
+//! or this app and another program, the second no longer overwrites the first unseen. The
+//! check is the storage's own ([`MetaUpdate::if_title`]), made in the step that writes.
 //! A post without `shown` (a program) renames whatever the title is.
 //!
 //! The rules are those of `fusion sessions retitle` and `fusion sessions tag`
@@ -23,7 +22,7 @@ use axum::response::Redirect;
 use fusion::storage::MetaUpdate;
 
 use super::form::FormFields;
-use super::request::{existing, not_stored, valid_id};
+use super::request::{not_stored, valid_id};
 use crate::html::PageError;
 use crate::state::AppState;
 
@@ -35,25 +34,10 @@ pub(crate) async fn rename(
 ) -> Result<Redirect, PageError> {
     let form = FormFields::parse(&body);
     let title = form.required("title")?.trim();
-    let update = MetaUpdate::new().title((!title.is_empty()).then_some(title));
-    if !form.has("shown") {
-        return apply(&state, &id, &update).await;
-    }
-    let shown = form.required("shown")?;
-    let _one_rename_at_a_time = state.renaming.lock().await;
-    let info = existing(state.storage.as_ref(), &id).await?;
-    let now = info.meta.title.as_deref().unwrap_or_default();
-    if now != shown {
-        let now = if now.is_empty() {
-            "none".to_string()
-        } else {
-            format!("{now:?}")
-        };
-        return Err(PageError::conflict(format!(
-            "Nothing was renamed: session {id:?} was renamed since its page was shown (its \
-             title is now {now}, not {shown:?}). Reload the page to see it, then rename it \
-             again if you still want to."
-        )));
+    let mut update = MetaUpdate::new().title((!title.is_empty()).then_some(title));
+    if form.has("shown") {
+        let shown = form.required("shown")?;
+        update = update.if_title((!shown.is_empty()).then_some(shown));
     }
     apply(&state, &id, &update).await
 }
@@ -85,7 +69,8 @@ pub(crate) async fn tags(
 }
 
 /// Applies `update` to session `id` and returns to its page: 404 when it does not exist,
-/// 400 when the result breaks a metadata rule (nothing is changed then).
+/// 400 when the result breaks a metadata rule, 409 when its title condition fails
+/// (nothing is changed then).
 async fn apply(state: &AppState, id: &str, update: &MetaUpdate) -> Result<Redirect, PageError> {
     valid_id(id)?;
     match state.storage.update_session(id, update).await {
