@@ -2,18 +2,25 @@
 //! it last listed, and calls. [`McpServer`](crate::McpServer) is the public face of it.
 //!
 //! The connection sits in a slot behind an async mutex. A call takes the live connection
-//! out of the slot, or, when the server has died since, opens a new one first (a restart
-//! for stdio servers), so concurrent calls after a crash wait for one restart rather than
-//! start one each. The call itself runs without the lock.
+//! out of the slot, or, when the server has died since, waits for a new one (a restart for
+//! stdio servers). The opening runs in a task of its own, which the slot holds: concurrent
+//! calls after a crash join one restart rather than start one each, and a restart slower
+//! than a call (`npx -y` downloading the server again) goes on after the call has ended at
+//! its timeout, for a later call to use. Shutting the server down or dropping it stops the
+//! opening and its process. The call itself runs without the lock.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fusion_core::{Error, Result};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::ServiceError;
 use serde_json::Value;
 use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 use crate::call;
 use crate::checked::{INVALID_RESPONSE, INVALID_RESPONSE_CODE, MAX_LINE_BYTES, TOO_LARGE_RESPONSE};
@@ -47,9 +54,35 @@ pub struct Core {
 #[derive(Default)]
 struct Slot {
     connection: Option<Arc<Connection>>,
+    /// The connection being opened, while it is.
+    opening: Option<Opening>,
     /// Counts the connections opened, so a late notification from an old one is ignored.
     generation: u64,
     shut_down: bool,
+}
+
+/// What an opening ends with: the connection, or why there is none.
+type Opened = std::result::Result<Arc<Connection>, Arc<OpenFailure>>;
+
+/// The outcome of an opening stopped by a shutdown (or a drop: then nothing waits for it).
+fn shut_down() -> Arc<OpenFailure> {
+    Arc::new(OpenFailure::from("it was shut down".to_owned()))
+}
+
+/// A connection being opened by a task of its own, which outlives the calls waiting for
+/// it; aborting the task drops its process, which kills it.
+struct Opening {
+    done: Shared<BoxFuture<'static, Opened>>,
+    task: AbortHandle,
+}
+
+impl Drop for Core {
+    /// Stops an opening under way, with its process: the task holds the server weakly.
+    fn drop(&mut self) {
+        if let Some(opening) = self.slot.get_mut().opening.take() {
+            opening.task.abort();
+        }
+    }
 }
 
 impl Core {
@@ -68,12 +101,11 @@ impl Core {
             listing: watch::channel(Listing::default()).0,
             me: me.clone(),
         });
-        let mut slot = core.slot.lock().await;
-        core.connect(&mut slot).await.map_err(|failure| {
-            let OpenFailure { reason, stderr } = failure;
+        let opening = core.open(&mut *core.slot.lock().await);
+        opening.await.map_err(|failure| {
+            let OpenFailure { reason, stderr } = &*failure;
             Error::Config(format!("MCP server `{name}`: {reason}{stderr}"))
         })?;
-        drop(slot);
         Ok(core)
     }
 
@@ -128,11 +160,13 @@ impl Core {
                 )));
             }
         }
-        let connection = self.live_connection().await.map_err(fail)?;
         let timeout = self.options.call_timeout;
+        // A restart the call waits for counts, as it does for the session's tool timeout.
+        let deadline = Instant::now() + timeout;
+        let connection = self.live_connection(deadline).await.map_err(fail)?;
         // Dropping the call on timeout sends `notifications/cancelled` (`call`'s guard).
         let call = call::call_tool(connection.peer(), params);
-        match tokio::time::timeout(timeout, call).await {
+        match tokio::time::timeout_at(deadline, call).await {
             Ok(Ok(result)) => result::observation(tool, result, self.options.max_observation_bytes),
             Err(_) => Err(fail(format!(
                 "MCP server `{name}` did not answer within {} s, so the call was cancelled; it \
@@ -189,57 +223,146 @@ impl Core {
         )
     }
 
-    /// Ends the session and stops the process. Later calls fail, saying so.
+    /// Ends the session and stops the process (or the opening under way, with its
+    /// process). Later calls fail, saying so.
     pub async fn shutdown(&self) {
-        let connection = {
+        let (connection, opening) = {
             let mut slot = self.slot.lock().await;
             slot.shut_down = true;
-            slot.connection.take()
+            (slot.connection.take(), slot.opening.take())
         };
+        if let Some(opening) = opening {
+            opening.task.abort();
+            // Ends once the task has dropped what it was opening, which kills the process.
+            let _ = opening.done.await;
+        }
         if let Some(connection) = connection {
             connection.close(SHUTDOWN_GRACE).await;
         }
     }
 
-    /// The current connection, opened again first if the server died since.
-    async fn live_connection(&self) -> std::result::Result<Arc<Connection>, String> {
-        let mut slot = self.slot.lock().await;
-        if slot.shut_down {
-            return Err(format!("MCP server `{}` has been shut down", self.name));
-        }
-        if let Some(connection) = &slot.connection
-            && connection.is_alive()
-        {
-            return Ok(connection.clone());
-        }
-        let again = match &self.config {
-            McpServerConfig::Stdio(_) => "restarted",
-            McpServerConfig::Http(_) => "reconnected",
-        };
-        tracing::info!(server = %self.name, "MCP server's connection is gone; it is {again}");
-        self.connect(&mut slot).await.map_err(|failure| {
-            let failed = format!(
-                "MCP server `{}` could not be {again}: {}",
-                self.name, failure.reason
-            );
-            // Its stderr is for the person running it, not for the model and the history:
-            // what a failing server prints may hold its configuration, a token.
-            if !failure.stderr.is_empty() {
-                tracing::warn!(server = %self.name, "{failed}{}", failure.stderr);
+    /// The current connection, opened again first if the server died since, waiting for
+    /// the opening until `deadline`: one slower goes on for a later call to use.
+    async fn live_connection(
+        &self,
+        deadline: Instant,
+    ) -> std::result::Result<Arc<Connection>, String> {
+        let (name, again) = (&self.name, self.again());
+        let opening = {
+            let mut slot = self.slot.lock().await;
+            if slot.shut_down {
+                return Err(format!("MCP server `{name}` has been shut down"));
             }
-            failed
-        })
+            if let Some(connection) = &slot.connection
+                && connection.is_alive()
+            {
+                return Ok(connection.clone());
+            }
+            if slot.opening.is_none() {
+                tracing::info!(server = %name, "MCP server's connection is gone; it is {again}");
+            }
+            self.open(&mut slot)
+        };
+        match tokio::time::timeout_at(deadline, opening).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(_)) if self.slot.lock().await.shut_down => {
+                Err(format!("MCP server `{name}` has been shut down"))
+            }
+            Ok(Err(failure)) => Err(format!(
+                "MCP server `{name}` could not be {again}: {}",
+                failure.reason
+            )),
+            Err(_) => Err(format!(
+                "MCP server `{name}` is being {again} and was not back within {} s, so the \
+                 call was not made; that goes on, for a later call to use (a server started \
+                 with `npx -y` may be downloading)",
+                self.options.call_timeout.as_secs_f32(),
+            )),
+        }
     }
 
-    /// Opens a new connection into `slot` (dropping the old one, which kills its process)
-    /// and publishes the tools it lists.
-    async fn connect(&self, slot: &mut Slot) -> std::result::Result<Arc<Connection>, OpenFailure> {
+    /// What opening the server again is called: "restarted" or "reconnected".
+    fn again(&self) -> &'static str {
+        match &self.config {
+            McpServerConfig::Stdio(_) => "restarted",
+            McpServerConfig::Http(_) => "reconnected",
+        }
+    }
+
+    /// The opening of a new connection into `slot`, started first unless one is under
+    /// way: the old connection is dropped (which kills its process), and a task opens the
+    /// new one within the startup timeout and publishes the tools it lists.
+    fn open(&self, slot: &mut Slot) -> Shared<BoxFuture<'static, Opened>> {
+        // A task that ended without taking its outcome (it panicked) is not waited for.
+        if let Some(opening) = &slot.opening
+            && !opening.task.is_finished()
+        {
+            return opening.done.clone();
+        }
         slot.connection = None;
         slot.generation += 1;
         let generation = slot.generation;
+        let (me, name, config) = (self.me.clone(), self.name.clone(), self.config.clone());
+        let (startup, on_change) = (self.options.startup_timeout, self.on_change(generation));
+        let task = tokio::spawn(async move {
+            let opened = Connection::open(&name, &config, startup, on_change).await;
+            match me.upgrade() {
+                Some(core) => core.opened(generation, opened).await,
+                // Dropped meanwhile: so is the connection, and its process with it.
+                None => Err(shut_down()),
+            }
+        });
+        let abort = task.abort_handle();
+        // Aborted by a shutdown, or by the drop of the server (then nothing waits).
+        let done = task
+            .map(|joined| joined.unwrap_or_else(|_| Err(shut_down())))
+            .boxed()
+            .shared();
+        slot.opening = Some(Opening {
+            done: done.clone(),
+            task: abort,
+        });
+        done
+    }
+
+    /// Takes what the opening of connection `generation` ended with: the new connection
+    /// into the slot and its tools published, unless the server was shut down meanwhile
+    /// (the connection is then dropped, with its process). A failed restart's stderr goes
+    /// to the log, once: its calls tell the model the reason alone, since what a failing
+    /// server prints may hold its configuration, a token.
+    async fn opened(
+        &self,
+        generation: u64,
+        opened: std::result::Result<(Connection, Vec<Listed>), OpenFailure>,
+    ) -> Opened {
+        let mut slot = self.slot.lock().await;
+        slot.opening = None;
+        match opened {
+            Ok(_) if slot.shut_down => Err(shut_down()),
+            Ok((connection, tools)) => {
+                let connection = Arc::new(connection);
+                slot.connection = Some(connection.clone());
+                self.publish(tools);
+                Ok(connection)
+            }
+            Err(failure) => {
+                let (name, again, OpenFailure { reason, stderr }) =
+                    (&self.name, self.again(), &failure);
+                if generation > 1 && !stderr.is_empty() {
+                    let failed = format!("MCP server `{name}` could not be {again}: {reason}");
+                    tracing::warn!(server = %name, "{failed}{stderr}");
+                }
+                Err(Arc::new(failure))
+            }
+        }
+    }
+
+    /// What `notifications/tools/list_changed` on connection `generation` does: starts a
+    /// re-listing, at most one at a time.
+    fn on_change(&self, generation: u64) -> ListChanged {
         let me = self.me.clone();
         let relisting = Arc::new(Relisting::default());
-        let on_change: ListChanged = Arc::new(move || {
+        Arc::new(move || {
             if me.strong_count() > 0 && relisting.start() {
                 let (me, relisting) = (me.clone(), relisting.clone());
                 tokio::spawn(async move {
@@ -251,18 +374,7 @@ impl Core {
                     }
                 });
             }
-        });
-        let (connection, tools) = Connection::open(
-            &self.name,
-            &self.config,
-            self.options.startup_timeout,
-            on_change,
-        )
-        .await?;
-        let connection = Arc::new(connection);
-        slot.connection = Some(connection.clone());
-        self.publish(tools);
-        Ok(connection)
+        })
     }
 
     /// Lists the tools again after `notifications/tools/list_changed` from connection

@@ -88,7 +88,9 @@
 //! - a call past the per-call timeout is cancelled (`notifications/cancelled`) and the
 //!   model is told; a server that exits mid-call gives an observation saying so, with its
 //!   exit status, and is started again on the next call, its tools listed again (a restart
-//!   that fails says why, its stderr going to the log, not to the model); an HTTP
+//!   that fails says why, its stderr going to the log, not to the model, and the next call
+//!   tries again; the per-call timeout counts a restart the call waits for, and one slower
+//!   goes on in a task of its own, one at a time, for a later call to use); an HTTP
 //!   server's error status (a 500, a 401) fails that call alone, saying so, and the
 //!   session goes on; a session an HTTP server no longer knows (HTTP 404: it restarted,
 //!   or expired it) is opened again by the SDK, the request sent again, and the tools

@@ -29,14 +29,16 @@ pub const DEFAULT_MAX_TOOLS: usize = 120;
 /// Settings shared by every server of a set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct McpOptions {
-    /// How long one tool call may take; then it is cancelled (`notifications/cancelled`)
-    /// and the model is told. Keep the session's `tool_timeout` longer (the defaults are 25 s
-    /// and 30 s), or the session gives up first with its own, vaguer message:
+    /// How long one tool call may take, a restart of the server it waits for included;
+    /// then it is cancelled (`notifications/cancelled`) and the model is told (a restart
+    /// goes on, for a later call). Keep the session's `tool_timeout` longer (the defaults
+    /// are 25 s and 30 s), or the session gives up first with its own, vaguer message:
     /// [`McpOptions::call_timeout_within`] gives a call timeout that fits a given one.
     pub call_timeout: Duration,
-    /// How long starting (or restarting) a server may take. Servers started through
-    /// `npx -y` download their package on first use, which can take well over ten seconds
-    /// on a slow network: raise this rather than lower it.
+    /// How long starting (or restarting, in the background of the calls that wait for
+    /// it) a server may take. Servers started through `npx -y` download their package on
+    /// first use, which can take well over ten seconds on a slow network: raise this
+    /// rather than lower it.
     pub startup_timeout: Duration,
     /// The most bytes of text one result may give the model; more is cut, with a note
     /// saying how much was cut.

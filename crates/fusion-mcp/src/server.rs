@@ -54,9 +54,10 @@ pub struct SkippedTool {
 /// as its registry).
 ///
 /// A stdio server that exits is started again on the next call, and its tools listed
-/// again. When the server announces `notifications/tools/list_changed`, its tools are
-/// listed again in the background and [`revision`](ToolSource::revision) moves, so
-/// sessions offer the new list from their next request. A tool keeps the name it was
+/// again; a restart slower than the call's timeout goes on after it, for a later call.
+/// When the server announces `notifications/tools/list_changed`, its tools are listed
+/// again in the background and [`revision`](ToolSource::revision) moves, so sessions offer
+/// the new list from their next request. A tool keeps the name it was
 /// first offered under for as long as the server runs, and no other tool is given that
 /// name (rule 4 of [`naming`](crate::naming)).
 #[derive(Clone)]
