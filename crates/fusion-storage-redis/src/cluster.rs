@@ -14,9 +14,12 @@
 //! timeout, as the client's own retries did. A write whose connection dropped or timed
 //! out ends with that (retryable) error, as on one server.
 //!
-//! One client serves both, so a redirection a write meets updates the slot map reads use
-//! too (a transaction, such as a read's `MULTI`, learns nothing from its own `MOVED`: the
-//! server aborts it with `EXECABORT`, which the client does not act on).
+//! Writes and reads have a client each (`connect.rs`: reads are not held behind a write
+//! `CLIENT PAUSE WRITE` holds), and each learns the slot map on its own: a redirection
+//! one meets updates its map, not the other's. A transaction (a read's `MULTI`) learns
+//! nothing from its own `MOVED`: the server aborts it with `EXECABORT`, which the client
+//! does not act on, so [`Cluster`] shows the client that `MOVED` with a command of its
+//! own, then sends the transaction again (`Cluster::show_moved`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,10 +69,10 @@ enum Next {
 impl Cluster {
     /// `conn`, a client built without retries, sending each read again up to `retries`
     /// times; `direct` reaches the nodes it has no connection to.
-    pub(crate) fn new(conn: ClusterConnection, direct: Direct, retries: usize) -> Self {
+    pub(crate) fn new(conn: ClusterConnection, direct: Arc<Direct>, retries: usize) -> Self {
         Self {
             conn,
-            direct: Arc::new(direct),
+            direct,
             retries,
             repeatable: true,
         }
@@ -117,6 +120,28 @@ impl Cluster {
             }
         }
     }
+
+    /// Makes the client rebuild its slot map after `pipeline`, a transaction, met `MOVED`:
+    /// the server aborts the transaction (`EXECABORT`, the `MOVED`s inside), which the
+    /// client does not act on, so a transaction on a moved slot would fail until another
+    /// request of this client met a `MOVED` of its own. An `EXISTS` of the transaction's
+    /// first key (the first argument of its first command that has one: a read, which no
+    /// pause holds) meets the same `MOVED` as a command of its own, which the client acts
+    /// on before it takes the next request. Its reply does not matter.
+    async fn show_moved(&self, pipeline: &Pipeline) {
+        let key = pipeline
+            .cmd_iter()
+            .find_map(|cmd| match cmd.args_iter().nth(1) {
+                Some(redis::Arg::Simple(key)) => Some(key),
+                _ => None,
+            });
+        let Some(key) = key else {
+            return;
+        };
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(key);
+        let _ = exists.query_async::<Value>(&mut self.conn.clone()).await;
+    }
 }
 
 impl ConnectionLike for Cluster {
@@ -153,7 +178,17 @@ impl ConnectionLike for Cluster {
             .boxed()
         };
         let transaction = pipeline.is_transaction();
-        async move { self.send(transaction, attempt).await }.boxed()
+        async move {
+            match self.send(transaction, &attempt).await {
+                // Aborted whole: nothing was applied, so even a write goes again.
+                Err(err) if transaction && is_moved_in_transaction(&err) => {
+                    self.show_moved(pipeline).await;
+                    self.send(transaction, &attempt).await
+                }
+                sent => sent,
+            }
+        }
+        .boxed()
     }
 
     fn get_db(&self) -> i64 {
@@ -186,6 +221,15 @@ fn next_after(err: &RedisError, repeatable: bool, transaction: bool) -> Next {
         // Including any method a newer client adds: the conservative answer.
         _ => Next::Stop,
     }
+}
+
+/// Whether `err`, a transaction's, is the server's abort of it (`EXECABORT`) for a
+/// `MOVED`: a slot of its keys moved to another node since the client's slot map.
+fn is_moved_in_transaction(err: &RedisError) -> bool {
+    let Some(errors) = err.clone().into_server_errors() else {
+        return false;
+    };
+    errors.iter().any(|(_, error)| error.code() == "MOVED")
 }
 
 /// Whether a write that failed with `err` may have been applied all the same: its

@@ -4,6 +4,7 @@
 //! [`RedisStorage::connect_with`](crate::RedisStorage::connect_with) calls [`open`] and
 //! wraps what it returns.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fusion_core::{Error, Result, redact_url};
@@ -24,9 +25,10 @@ const DEFAULT_PORT: u16 = 6379;
 pub(crate) struct Opened {
     /// The connection every clone of the storage shares.
     pub(crate) conn: Connection,
-    /// The one its reads go on: on one server a second connection, since the server reads
+    /// The one its reads go on: a second connection to one server, a second cluster
+    /// client (one more connection to each node) to a cluster, since a server reads
     /// nothing more from a connection whose write `CLIENT PAUSE WRITE` holds (a
-    /// failover), so reads behind it would wait as long; on a cluster `conn` again.
+    /// failover), so reads behind it would wait as long.
     pub(crate) reads: Connection,
     /// The URL for messages and `Debug`, password replaced by `***`.
     pub(crate) redacted_url: String,
@@ -36,9 +38,10 @@ pub(crate) struct Opened {
     /// The longest value the server takes (its `proto-max-bulk-len`), on one server whose
     /// user may read it.
     pub(crate) max_value: Option<usize>,
-    /// Whether the read scripts go as `EVALSHA_RO`: not on a server older than Redis 7,
-    /// which lacks it. Where the version is unknown (a cluster, a user who may not send
-    /// `HELLO`) the first refusal turns it off (`storage/scripting.rs`).
+    /// Whether the read scripts go as `EVALSHA_RO` from the start: not on a server older
+    /// than Redis 7, which lacks it (tried a minute later all the same, the server maybe
+    /// upgraded). Where the version is unknown (a cluster, a user who may not send
+    /// `HELLO`) a refusal turns it off for a minute (`storage/read_only.rs`).
     pub(crate) read_only_scripts: bool,
     /// The options with the URL's own parameters (`key_prefix`, `publish_changes`)
     /// applied.
@@ -81,9 +84,15 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
             response_timeout(&options),
         );
         Box::pin(async move {
-            let conn = client.get_async_connection().await?;
-            let conn = Connection::Cluster(Cluster::new(conn, direct, retries));
-            Ok((conn.clone(), conn))
+            let (conn, reads) = futures::future::try_join(
+                client.get_async_connection(),
+                client.get_async_connection(),
+            )
+            .await?;
+            let direct = Arc::new(direct);
+            let cluster =
+                |conn| Connection::Cluster(Cluster::new(conn, Arc::clone(&direct), retries));
+            Ok((cluster(conn), cluster(reads)))
         })
     } else {
         let client = subscribe_to[0].clone();

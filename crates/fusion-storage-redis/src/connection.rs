@@ -13,7 +13,7 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult,
 
 use crate::cluster::Cluster;
 
-/// The connection every clone of a `RedisStorage` shares.
+/// A connection every clone of a `RedisStorage` shares: its writes' or its reads'.
 #[derive(Clone)]
 pub(crate) enum Connection {
     /// One server (`redis://`), reconnected by the manager when it drops.

@@ -6,8 +6,8 @@
 //!
 //! Starts a throwaway two-node cluster of its own (`redis-server --cluster-enabled yes`
 //! on free ports); needs `redis-server` on `PATH` (skips without it, or fails under
-//! `FUSION_REQUIRE_BACKENDS`). The nodes are killed when the test ends. Also: reads
-//! while a primary pauses writes.
+//! `FUSION_REQUIRE_BACKENDS`). The nodes are killed when the test ends. Also: a `load`
+//! after its slot moved, and reads while a primary pauses writes.
 
 mod common;
 
@@ -76,44 +76,111 @@ impl Node {
     }
 }
 
+/// Two nodes of a cluster of their own: the first serves every slot, the second joined
+/// with none. With their ids.
+struct TwoNodes {
+    old: Node,
+    new: Node,
+    old_id: String,
+    new_id: String,
+}
+
+impl TwoNodes {
+    async fn start(binary: &PathBuf) -> TwoNodes {
+        let (old, new) = (Node::start(binary), Node::start(binary));
+        let slots_taken = wait_until(NO_HANG, || async {
+            old.cluster::<()>(&["ADDSLOTSRANGE", "0", "16383"])
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(slots_taken, "the first node never took the slots");
+        let met = wait_until(NO_HANG, || async {
+            let (port, bus_port) = (old.port.to_string(), old.bus_port.to_string());
+            new.cluster::<()>(&["MEET", "127.0.0.1", &port, &bus_port])
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(met, "the second node never met the first");
+        let (old_id, new_id): (String, String) = (
+            old.cluster(&["MYID"]).await.unwrap(),
+            new.cluster(&["MYID"]).await.unwrap(),
+        );
+        let joined = wait_until(NO_HANG, || async {
+            let nodes: String = old.cluster(&["NODES"]).await.unwrap_or_default();
+            let info: String = new.cluster(&["INFO"]).await.unwrap_or_default();
+            nodes.contains(&new_id) && info.contains("cluster_state:ok")
+        })
+        .await;
+        assert!(joined, "the two nodes never formed one cluster");
+        TwoNodes {
+            old,
+            new,
+            old_id,
+            new_id,
+        }
+    }
+
+    /// Moves the keys of session `id` to the new node the way `redis-cli --cluster
+    /// reshard` does, keys first; returns their slot, which the old node then answers
+    /// `ASK` for.
+    async fn migrate_keys(&self, id: &str) -> String {
+        let mut conn = self.old.conn().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("*{id}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!keys.is_empty(), "the session's keys are on the old node");
+        let slot: u16 = self.old.cluster(&["KEYSLOT", &keys[0]]).await.unwrap();
+        let slot = slot.to_string();
+        let _: () = self
+            .new
+            .cluster(&["SETSLOT", &slot, "IMPORTING", &self.old_id])
+            .await
+            .unwrap();
+        let _: () = self
+            .old
+            .cluster(&["SETSLOT", &slot, "MIGRATING", &self.new_id])
+            .await
+            .unwrap();
+        let _: () = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(self.new.port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        slot
+    }
+
+    /// Gives `slot` to the new node, on both: the old one answers `MOVED` for it since.
+    async fn hand_over(&self, slot: &str) {
+        for node in [&self.old, &self.new] {
+            let _: () = node
+                .cluster(&["SETSLOT", slot, "NODE", &self.new_id])
+                .await
+                .unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_reaches_a_new_node_while_the_first_slot_moves_to_it() {
     let Some(binary) = redis_server_on_path() else {
         unavailable::<()>("redis_cluster", "install redis-server");
         return;
     };
-    let (old, new) = (Node::start(&binary), Node::start(&binary));
-    // The old node takes every slot; the new one joins with none.
-    let slots_taken = wait_until(NO_HANG, || async {
-        old.cluster::<()>(&["ADDSLOTSRANGE", "0", "16383"])
-            .await
-            .is_ok()
-    })
-    .await;
-    assert!(slots_taken, "the first node never took the slots");
-    let met = wait_until(NO_HANG, || async {
-        let (port, bus_port) = (old.port.to_string(), old.bus_port.to_string());
-        new.cluster::<()>(&["MEET", "127.0.0.1", &port, &bus_port])
-            .await
-            .is_ok()
-    })
-    .await;
-    assert!(met, "the second node never met the first");
-    let (old_id, new_id): (String, String) = (
-        old.cluster(&["MYID"]).await.unwrap(),
-        new.cluster(&["MYID"]).await.unwrap(),
-    );
-    let joined = wait_until(NO_HANG, || async {
-        let nodes: String = old.cluster(&["NODES"]).await.unwrap_or_default();
-        let info: String = new.cluster(&["INFO"]).await.unwrap_or_default();
-        nodes.contains(&new_id) && info.contains("cluster_state:ok")
-    })
-    .await;
-    assert!(joined, "the two nodes never formed one cluster");
+    let cluster = TwoNodes::start(&binary).await;
 
     // A user without `SCRIPT`: a write reaching the new node is an `EVALSHA` it does not
     // know, answered by the script's `EVAL`, with nothing loaded ahead.
-    for node in [&old, &new] {
+    for node in [&cluster.old, &cluster.new] {
         let user = [
             "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-script",
         ];
@@ -123,56 +190,22 @@ async fn a_write_reaches_a_new_node_while_the_first_slot_moves_to_it() {
             .await
             .unwrap();
     }
-    let url = format!("redis+cluster://app:pw@127.0.0.1:{}", old.port);
+    let url = format!("redis+cluster://app:pw@127.0.0.1:{}", cluster.old.port);
     let storage = RedisStorage::connect_with(&url, RedisOptions::new())
         .await
         .expect("connecting to the cluster");
     const ID: &str = "moving";
     storage.append(ID, &[ChatMessage::user("0")]).await.unwrap();
 
-    // Move the session's slot the way `redis-cli --cluster reshard` does: keys first.
-    let mut conn = old.conn().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("*{ID}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(!keys.is_empty(), "the session's keys are on the old node");
-    let slot: u16 = old.cluster(&["KEYSLOT", &keys[0]]).await.unwrap();
-    let slot = slot.to_string();
-    let _: () = new
-        .cluster(&["SETSLOT", &slot, "IMPORTING", &old_id])
-        .await
-        .unwrap();
-    let _: () = old
-        .cluster(&["SETSLOT", &slot, "MIGRATING", &new_id])
-        .await
-        .unwrap();
-    let _: () = redis::cmd("MIGRATE")
-        .arg("127.0.0.1")
-        .arg(new.port)
-        .arg("")
-        .arg(0)
-        .arg(5000)
-        .arg("KEYS")
-        .arg(&keys)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-
     // The old node now answers ASK for the session, naming a node the client has never
     // connected to.
+    let slot = cluster.migrate_keys(ID).await;
     storage
         .append(ID, &[ChatMessage::user("1")])
         .await
         .expect("an append while the slot moves to the new node");
 
-    for node in [&old, &new] {
-        let _: () = node
-            .cluster(&["SETSLOT", &slot, "NODE", &new_id])
-            .await
-            .unwrap();
-    }
+    cluster.hand_over(&slot).await;
     storage
         .append(ID, &[ChatMessage::user("2")])
         .await
@@ -180,6 +213,42 @@ async fn a_write_reaches_a_new_node_while_the_first_slot_moves_to_it() {
     let history = storage.load(ID).await.unwrap();
     let contents: Vec<&str> = history.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(contents, ["0", "1", "2"]);
+}
+
+/// A `load` is a transaction (`MULTI`), which the node of a slot that moved aborts
+/// (`EXECABORT`, a `MOVED` inside) and the cluster client does not act on: it failed,
+/// retryably, until some other request of the same client met a `MOVED` of its own (a
+/// write's did, while reads and writes shared one client). The storage shows the client
+/// the `MOVED`, so the `load` after a move follows it, before any other call and after a
+/// write (whose own `MOVED` updates only the writes' client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_follows_its_slot_to_another_node() {
+    let Some(binary) = redis_server_on_path() else {
+        unavailable::<()>("redis_cluster", "install redis-server");
+        return;
+    };
+    let cluster = TwoNodes::start(&binary).await;
+    let url = format!("redis+cluster://127.0.0.1:{}", cluster.old.port);
+    let storage = RedisStorage::connect(&url).await.unwrap();
+    let contents = |history: Vec<ChatMessage>| -> Vec<String> {
+        history.into_iter().map(|m| m.content).collect()
+    };
+    for id in ["read", "written"] {
+        storage.append(id, &[ChatMessage::user("0")]).await.unwrap();
+        assert_eq!(contents(storage.load(id).await.unwrap()), ["0"]);
+        let slot = cluster.migrate_keys(id).await;
+        cluster.hand_over(&slot).await;
+        if id == "written" {
+            storage.append(id, &[ChatMessage::user("1")]).await.unwrap();
+        }
+        let loaded = storage.load(id).await.expect("a load after its slot moved");
+        let want = if id == "written" {
+            vec!["0", "1"]
+        } else {
+            vec!["0"]
+        };
+        assert_eq!(contents(loaded), want);
+    }
 }
 
 /// `CLIENT PAUSE WRITE`, which a failover (`CLUSTER FAILOVER`) sets on a primary, holds
@@ -225,6 +294,64 @@ async fn reads_through_scripts_go_on_while_a_primary_pauses_writes() {
         .await
         .unwrap();
     went_on.expect("reads through scripts were held by CLIENT PAUSE WRITE");
+}
+
+/// A node reads nothing more from a connection whose write `CLIENT PAUSE WRITE` holds,
+/// so reads sent behind a held write of this process on the same connection would wait
+/// for the pause to end too. On a cluster, reads go through a client of their own (a
+/// second connection to each node), so they go on; they waited while the two shared
+/// one. On a one-node cluster of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_not_held_behind_this_processs_paused_write_on_a_cluster() {
+    let Some(binary) = redis_server_on_path() else {
+        unavailable::<()>("redis_cluster", "install redis-server");
+        return;
+    };
+    let node = one_node_cluster(&binary).await;
+    let url = format!("redis+cluster://127.0.0.1:{}", node.port);
+    let storage = RedisStorage::connect(&url).await.unwrap();
+    let first = [ChatMessage::user("a")];
+    storage.append("s", &first).await.unwrap();
+    assert_eq!(storage.load("s").await.unwrap(), first);
+
+    let mut admin = node.conn().await.unwrap();
+    let client = |args: &[&str]| {
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg(args);
+        cmd
+    };
+    let _: () = client(&["PAUSE", "20000", "WRITE"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let held = tokio::spawn({
+        let storage = storage.clone();
+        async move { storage.append("s", &[ChatMessage::user("b")]).await }
+    });
+    let blocked = wait_until(NO_HANG, || {
+        let mut admin = admin.clone();
+        async move {
+            let list: String = client(&["LIST"]).query_async(&mut admin).await.unwrap();
+            list.lines().any(|line| {
+                let flags = line.split(' ').find_map(|f| f.strip_prefix("flags="));
+                flags.is_some_and(|flags| flags.contains('b'))
+            })
+        }
+    })
+    .await;
+    assert!(blocked, "the node never held the write");
+    // A bound on a failure, not a timing: a held read ends only with the pause.
+    let reads = async {
+        assert_eq!(storage.load("s").await.unwrap(), first);
+        let info = storage.session_info("s").await.unwrap().unwrap();
+        assert_eq!(info.message_count, 1);
+        assert_eq!(storage.list_sessions().await.unwrap(), ["s"]);
+    };
+    let went_on = tokio::time::timeout(std::time::Duration::from_secs(5), reads).await;
+    let _: () = client(&["UNPAUSE"]).query_async(&mut admin).await.unwrap();
+    went_on.expect("reads were held behind this process's paused write");
+    held.await.unwrap().unwrap();
+    assert_eq!(storage.load("s").await.unwrap().len(), 2);
 }
 
 /// A cluster of one node of its own, serving every slot.

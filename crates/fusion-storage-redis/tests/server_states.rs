@@ -1075,9 +1075,70 @@ async fn reads_are_not_held_behind_this_processs_paused_write() {
         let info = store.session_info("s").await.unwrap().unwrap();
         assert_eq!(info.message_count, 1);
         assert_eq!(contents(&store, "s").await, ["a"]);
+        assert_eq!(store.list_sessions().await.unwrap(), ["s"]);
+        assert_eq!(listed(&store).await, ["s"]);
     };
     let (written, went_on) = reads_while_paused(&mut raw, "write", writing, reads).await;
     went_on.expect("reads were held behind this process's paused write");
+    written.unwrap();
+    assert_eq!(contents(&store, "s").await, ["a", "b"]);
+}
+
+/// A read whose connection dropped is sent once more on that connection, which its
+/// manager opens again; a `PING` beside it shows the writes' connection (idle as long,
+/// maybe dropped too) to its manager. The read does not wait for that `PING`: here the
+/// writes' connection holds a write `CLIENT PAUSE WRITE` holds, behind which the server
+/// reads nothing from it, and the read, its own connection killed, goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_connection_dropped_is_not_held_behind_this_processs_paused_write() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let mut raw = admin(&server.url).await;
+    let mut killer = admin(&server.url).await;
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    store.append("s", &[ChatMessage::user("a")]).await.unwrap();
+
+    let writing = {
+        let store = store.clone();
+        async move { store.append("s", &[ChatMessage::user("b")]).await }
+    };
+    let mut admins = Vec::new();
+    for conn in [&mut raw, &mut killer] {
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(conn)
+            .await
+            .unwrap();
+        admins.push(id.to_string());
+    }
+    let reads = async {
+        // The storage's connection the server does not hold is the reads'.
+        let list = run(&mut killer, &["CLIENT", "LIST", "TYPE", "normal"]).await;
+        let list: String = redis::FromRedisValue::from_redis_value(list.unwrap()).unwrap();
+        let field = |line: &str, name: &str| {
+            let field = line.split(' ').find_map(|f| f.strip_prefix(name));
+            field.unwrap_or_default().to_string()
+        };
+        let reads: Vec<String> = list
+            .lines()
+            .filter(|line| !field(line, "flags=").contains('b'))
+            .map(|line| field(line, "id="))
+            .filter(|id| !admins.contains(id))
+            .collect();
+        assert_eq!(
+            reads.len(),
+            1,
+            "one connection of the storage is not held: {list}"
+        );
+        run(&mut killer, &["CLIENT", "KILL", "ID", &reads[0]])
+            .await
+            .unwrap();
+        assert_eq!(contents(&store, "s").await, ["a"]);
+    };
+    let (written, went_on) = reads_while_paused(&mut raw, "write", writing, reads).await;
+    went_on.expect("a read sent again after its connection dropped waited for the writes'");
     written.unwrap();
     assert_eq!(contents(&store, "s").await, ["a", "b"]);
 }

@@ -315,13 +315,16 @@ impl RedisStorage {
     /// once are safe: indexing uses `ZADD NX`/`GT`, which another process's newer entry
     /// wins over, and an id leaves the SET only after it was indexed. An id whose session
     /// is gone is dropped.
+    ///
+    /// The `SRANDMEMBER` is a read, on the reads' connection: on the writes' one a write
+    /// of this storage that `CLIENT PAUSE WRITE` holds would hold every listing behind it.
     pub(super) async fn upgrade_legacy(&self, name: &'static str) -> Result<bool> {
         let legacy = self.keys.legacy_index();
         let op = self.op(name, None).on_key(legacy);
         let mut moved = false;
         loop {
             let ids: Vec<String> = self
-                .run(Request::Cmd(
+                .read(Request::Cmd(
                     redis::cmd("SRANDMEMBER").arg(legacy).arg(LEGACY_BATCH),
                 ))
                 .await

@@ -22,6 +22,7 @@ mod conditional;
 mod index;
 mod listing;
 mod meta;
+mod read_only;
 mod replica;
 mod retention;
 mod scripting;
@@ -30,7 +31,6 @@ mod write;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,16 +51,19 @@ use crate::stored::is_past;
 /// Conversation storage on Redis: one LIST and one HASH per session, sorted sets indexing
 /// the sessions by id and by update time (of every session and per owner).
 ///
-/// Clones share its connections. To one server they are two `redis` `ConnectionManager`s,
-/// one for writes and one for reads, opened side by side by `connect` (`connect.rs`), so
-/// each storage counts twice against the server's `maxclients` (and once more per
+/// Clones share its connections: one for writes and one for reads, opened side by side by
+/// `connect` (`connect.rs`), so that a write `CLIENT PAUSE WRITE` holds (a failover) holds
+/// no read behind it. To one server they are two `redis` `ConnectionManager`s, so each
+/// storage counts twice against the server's `maxclients` (and once more per
 /// [`subscribe_changes`](Self::subscribe_changes) stream). When one drops, the next call
 /// on it reconnects (with bounded retries), so a server restart costs the calls made
 /// while it is down, which fail with a retryable error, and nothing more.
-/// To a Redis Cluster (`redis+cluster://` URLs) it is the redis crate's cluster client,
-/// which routes each request to the node serving the session's slot, follows
-/// redirections and refreshes its slot map when the topology changes; while a failed
-/// primary is being replaced, calls on its slots fail with a retryable error.
+/// To a Redis Cluster (`redis+cluster://` URLs) they are two of the redis crate's cluster
+/// clients, each holding a connection to every node (replicas included), so each storage
+/// counts twice against every node's `maxclients`. Each routes a request to the node
+/// serving the session's slot, follows redirections and refreshes its slot map when the
+/// topology changes; while a failed primary is being replaced, calls on its slots fail
+/// with a retryable error.
 ///
 /// Costs: `append` is one round trip (the write script, which on one server also
 /// scores the session in the by-update indexes; on a cluster those `ZADD`s are a second
@@ -97,8 +100,8 @@ pub struct RedisStorage {
     /// Closes the connection to a server that turned out a replica (`replica.rs`).
     reopen: Arc<replica::Reopen>,
     /// Whether the scripts that only read go as `EVALSHA_RO` (`scripting.rs`): shared by
-    /// the clones, off once the server refused it.
-    read_only_scripts: Arc<AtomicBool>,
+    /// the clones, off for a minute once the server refused it (`read_only.rs`).
+    read_only_scripts: Arc<read_only::ReadOnlyScripts>,
     /// The scripts a background `SCRIPT LOAD` is loading on a cluster (`scripting.rs`).
     pinning: scripting::Pinning,
 }
@@ -169,7 +172,10 @@ impl RedisStorage {
             subscribe_to: opened.subscribe_to.into(),
             reopen: Arc::default(),
             max_value: opened.max_value,
-            read_only_scripts: Arc::new(AtomicBool::new(opened.read_only_scripts)),
+            read_only_scripts: Arc::new(read_only::ReadOnlyScripts::new(
+                read_only::Clock::system(),
+                opened.read_only_scripts,
+            )),
             pinning: scripting::Pinning::default(),
             url: opened.redacted_url.into(),
         })

@@ -65,8 +65,10 @@ impl RedisStorage {
         if self.read_only(script) {
             let call = renamed(call, "EVALSHA_RO");
             match self.eval_once(script, &call).await {
-                Err(err) if is_read_only_refused(&err) => self.no_read_only(&err),
-                done => return done,
+                Err(err) if is_read_only_refused(&err) => {
+                    self.read_only_scripts.refused(&err, &self.url);
+                }
+                done => return self.read_only_sent(done),
             }
         }
         self.eval_once(script, call).await
@@ -86,20 +88,21 @@ impl RedisStorage {
         }
     }
 
-    /// Whether `script` goes as `EVALSHA_RO`: it only reads, and the server is Redis 7 or
-    /// newer (`connect` asked), or of a version unknown that has not refused it yet.
-    /// `CLIENT PAUSE WRITE`, which a failover sets (`FAILOVER`, `CLUSTER FAILOVER`), holds
-    /// every `EVALSHA` until the pause ends, and `EVALSHA_RO` not.
+    /// Whether `script` goes as `EVALSHA_RO`: it only reads, and the server has not
+    /// refused it lately (`read_only.rs`). `CLIENT PAUSE WRITE`, which a failover sets
+    /// (`FAILOVER`, `CLUSTER FAILOVER`), holds every `EVALSHA` until the pause ends, and
+    /// `EVALSHA_RO` not.
     fn read_only(&self, script: &Lua) -> bool {
-        script.read_only() && self.read_only_scripts.load(Ordering::Relaxed)
+        script.read_only() && self.read_only_scripts.wanted()
     }
 
-    /// Turns `EVALSHA_RO` off for every clone of the storage after `err`, a server's
-    /// refusal of it.
-    fn no_read_only(&self, err: &RedisError) {
-        if self.read_only_scripts.swap(false, Ordering::Relaxed) {
-            tracing::debug!(url = %self.url, error = %err, "read scripts go as EVALSHA: EVALSHA_RO was refused");
+    /// `done`, what a call sent as `EVALSHA_RO` gave other than a refusal of it: a reply
+    /// says the server takes it.
+    fn read_only_sent<T>(&self, done: RedisResult<T>) -> RedisResult<T> {
+        if done.is_ok() {
+            self.read_only_scripts.accepted(&self.url);
         }
+        done
     }
 
     /// Sends `calls`, `EVALSHA`s of `script` as [`eval`](Self::eval) takes them, and
@@ -118,8 +121,10 @@ impl RedisStorage {
                 .map(|call| renamed(call, "EVALSHA_RO"))
                 .collect();
             match self.eval_pipeline(script, calls).await {
-                Err(err) if is_read_only_refused(&err) => self.no_read_only(&err),
-                done => return done,
+                Err(err) if is_read_only_refused(&err) => {
+                    self.read_only_scripts.refused(&err, &self.url);
+                }
+                done => return self.read_only_sent(done),
             }
         }
         self.eval_pipeline(script, calls).await

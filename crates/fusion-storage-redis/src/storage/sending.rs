@@ -1,7 +1,7 @@
 //! Which connection a request goes on, and when it is sent again: writes on the writes'
-//! connection, again only where the error proves they were not applied; reads on a
-//! connection of their own (one server), so a write of this process held by a
-//! `CLIENT PAUSE WRITE` holds no read behind it.
+//! connection (or cluster client), again only where the error proves they were not
+//! applied; reads on a connection (or cluster client) of their own, so a write of this
+//! process held by a `CLIENT PAUSE WRITE` holds no read behind it.
 
 use redis::{FromRedisValue, RedisError, RedisResult, Value};
 
@@ -52,17 +52,33 @@ impl RedisStorage {
     /// had dropped. That is what the first call meets after the server restarted while
     /// the storage was idle: the manager learns of the drop from it and reconnects for
     /// the second try. A write is not sent again so: a connection that drops may have
-    /// carried it to the server first: a `PING` beside the second try shows the writes'
-    /// connection (idle as long) to its manager, so the next write meets no drop.
+    /// carried it to the server first.
+    ///
+    /// On one server a `PING` goes beside the second try on the writes' connection (idle
+    /// as long, so likely dropped too), which shows a drop to its manager, so the next
+    /// write meets no drop. The read does not wait for it: that connection may be held
+    /// (a write of this process that `CLIENT PAUSE WRITE` holds, behind which the server
+    /// reads nothing more from it), and the read's own connection is all the read needs.
+    /// A dropped connection fails the `PING` at once, before the read's second try is
+    /// answered; one that is held leaves it unanswered, and it is dropped with the read.
     pub(super) async fn read<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
         let mut reads = self.reads.clone();
         match request.send(&mut reads).await {
             Err(err) if err.is_connection_dropped() && !self.conn.is_cluster() => {
-                let (mut writes, ping) = (self.conn.clone(), redis::cmd("PING"));
-                let ping = ping.query_async::<Value>(&mut writes);
-                futures::future::join(ping, request.send(&mut reads))
-                    .await
-                    .1
+                let mut writes = self.conn.clone();
+                let ping = async move {
+                    let _ = redis::cmd("PING").query_async::<Value>(&mut writes).await;
+                    // Never the first: the read's reply ends the `select`.
+                    std::future::pending::<()>().await;
+                };
+                let again = request.send(&mut reads);
+                // The `PING` first: polled first, it finds a dropped connection at once.
+                let ping = std::pin::pin!(ping);
+                let again = std::pin::pin!(again);
+                match futures::future::select(ping, again).await {
+                    futures::future::Either::Right((read, _ping)) => read,
+                    futures::future::Either::Left(((), again)) => again.await,
+                }
             }
             Err(err) if err.is_connection_refusal() || err.is_connection_dropped() => {
                 request.send(&mut reads).await
