@@ -29,7 +29,8 @@
 //! A JSON-RPC batch (an array of messages) rmcp skips whole, and the requests it answers
 //! would wait out their timeout. Batches left MCP in its 2025-06-18 revision, but a server
 //! of an earlier one may still send them, so a batch line is passed on as one line for
-//! each of its messages, each checked as a line of its own. A batch line longer than
+//! each of its messages, each checked as a line of its own (an array in it is no message,
+//! and passes as it is, not split again). A batch line longer than
 //! [`CHECKED_LINE_BYTES`] is held whole for it, up to [`MAX_LINE_BYTES`] (the longest
 //! line rmcp reads, so no message of it is longer); a longer one passes as it comes, for
 //! rmcp to discard, as any line that long.
@@ -373,13 +374,17 @@ fn replacement(line: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The messages of a batch as lines of their own, each in place of the batch, checked as
-/// a line is; `None` for an empty batch (no message), which the SDK skips.
+/// a line is (an array among them passed on as it is); `None` for an empty batch (no
+/// message), which the SDK skips.
 fn unbatched(batch: &[&RawValue]) -> Option<Vec<u8>> {
     let mut lines = Vec::new();
     for message in batch {
         let mut line = message.get().as_bytes().to_vec();
         line.push(b'\n');
-        lines.extend(replacement(&line).unwrap_or(line));
+        // A batch in a batch is no message: passed on, not split again a level at a time
+        // (a copy and a parse each, as deep as the line goes, where the stack gave out).
+        let checked = (!is_batch(&line)).then(|| replacement(&line)).flatten();
+        lines.extend(checked.unwrap_or(line));
     }
     (!lines.is_empty()).then_some(lines)
 }
@@ -521,6 +526,22 @@ mod tests {
         let error: Value = serde_json::from_str(rest).unwrap();
         assert_eq!(error["id"], 4);
         assert_eq!(error["error"]["message"], INVALID_RESPONSE);
+    }
+
+    /// A batch inside a batch is no message: passed on as its line, not split again, a
+    /// copy of it made and parsed once a level (as deep as a line goes, which overflowed
+    /// the stack).
+    #[tokio::test]
+    async fn a_batch_nested_in_a_batch_is_not_split_again() {
+        let depth = 2 * CHECKED_LINE_BYTES;
+        let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let input = format!("[{nested}, [], 1]\n{{\"jsonrpc\":\"2.0\",\"id\":4}}\n");
+        let mut out = checked(std::io::Cursor::new(input.into_bytes()));
+        let mut read = String::new();
+        out.read_to_string(&mut read).await.unwrap();
+        let rest = read.strip_prefix(&format!("{nested}\n[]\n1\n")).unwrap();
+        let error: Value = serde_json::from_str(rest).unwrap();
+        assert_eq!(error["id"], 4);
     }
 
     #[tokio::test]
