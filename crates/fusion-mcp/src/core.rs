@@ -19,13 +19,14 @@ use rmcp::model::CallToolRequestParams;
 use rmcp::service::ServiceError;
 use serde_json::Value;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinError};
 use tokio::time::Instant;
 
 use crate::call;
 use crate::checked::{INVALID_RESPONSE, INVALID_RESPONSE_CODE, MAX_LINE_BYTES, TOO_LARGE_RESPONSE};
 use crate::connection::{Connection, ListChanged, Listed, OpenFailure, error_text, list_tools};
 use crate::options::McpOptions;
+use crate::relisting::Relisting;
 use crate::result;
 use crate::server_config::McpServerConfig;
 
@@ -67,6 +68,16 @@ type Opened = std::result::Result<Arc<Connection>, Arc<OpenFailure>>;
 /// The outcome of an opening stopped by a shutdown (or a drop: then nothing waits for it).
 fn shut_down() -> Arc<OpenFailure> {
     Arc::new(OpenFailure::from("it was shut down".to_owned()))
+}
+
+/// The outcome of an opening whose task ended without one: stopped (a shutdown, a drop),
+/// or panicked, which is said as such, not as a shutdown that never was.
+fn unfinished(stopped: JoinError) -> Arc<OpenFailure> {
+    if !stopped.is_panic() {
+        return shut_down();
+    }
+    let reason = "the task opening it panicked (a bug of this client)";
+    Arc::new(OpenFailure::from(reason.to_owned()))
 }
 
 /// A connection being opened by a task of its own, which outlives the calls waiting for
@@ -313,9 +324,9 @@ impl Core {
             }
         });
         let abort = task.abort_handle();
-        // Aborted by a shutdown, or by the drop of the server (then nothing waits).
+        // Aborted by a shutdown, or by the drop of the server (then nothing waits), or panicked.
         let done = task
-            .map(|joined| joined.unwrap_or_else(|_| Err(shut_down())))
+            .map(|joined| joined.unwrap_or_else(|stopped| Err(unfinished(stopped))))
             .boxed()
             .shared();
         slot.opening = Some(Opening {
@@ -444,44 +455,6 @@ impl Core {
     }
 }
 
-/// One connection's re-listing after `notifications/tools/list_changed`: at most one runs
-/// at a time, and a notification while it runs makes it list once more when it finishes.
-/// A server announcing a change thousands of times a second thus costs two listings, not
-/// one task and one `tools/list` request per notification.
-#[derive(Default)]
-struct Relisting {
-    state: std::sync::Mutex<RelistState>,
-}
-
-#[derive(Default)]
-struct RelistState {
-    running: bool,
-    changed_again: bool,
-}
-
-impl Relisting {
-    /// A change was announced: true when the caller is to start the re-listing, false
-    /// when one is running (which will then list once more).
-    fn start(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.running {
-            state.changed_again = true;
-            return false;
-        }
-        state.running = true;
-        true
-    }
-
-    /// A listing finished: true when a change was announced since it started (the flag is
-    /// then cleared for the next listing), else false and the re-listing ends.
-    fn again(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let again = std::mem::take(&mut state.changed_again);
-        state.running = again;
-        again
-    }
-}
-
 /// Whether `error` means the session is over rather than that one call failed.
 ///
 /// Over stdio, a transport that closed or could not be written is the process going (its
@@ -496,4 +469,22 @@ fn ends_session(connection: &Connection, error: &ServiceError) -> bool {
         ServiceError::TransportClosed | ServiceError::TransportSend(_)
     );
     !connection.is_alive() || (transport && connection.process().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic in the task opening the server is told as one, to its waiters and the
+    /// next call, not as a shutdown.
+    #[tokio::test]
+    async fn an_opening_that_panicked_says_so() {
+        let panicked = tokio::spawn(async { panic!("opening") }).await.unwrap_err();
+        let failure = unfinished(panicked);
+        assert!(failure.reason.contains("panicked"), "{}", failure.reason);
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let stopped = task.await.unwrap_err();
+        assert_eq!(unfinished(stopped).reason, shut_down().reason);
+    }
 }

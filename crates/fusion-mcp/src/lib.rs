@@ -146,6 +146,7 @@ mod options;
 #[cfg(any(windows, test))]
 mod pathext;
 mod process;
+mod relisting;
 mod result;
 mod schema;
 mod server;
