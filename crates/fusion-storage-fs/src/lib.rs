@@ -56,7 +56,9 @@
 //!   without its last), which `load` skips with a `tracing` warning and the next `append`
 //!   removes, so a batch is stored whole or not at all. Any other unreadable line is
 //!   [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the line, for that session
-//!   only. [`SyncPolicy`] chooses whether appends are also fsynced.
+//!   only. [`SyncPolicy`] chooses whether appends are also fsynced. A directory the
+//!   backend creates (the session directory, its missing parents, the index's) has its
+//!   entry synced into its parent, so a file fsynced into it survives a power loss with it.
 //! - **Metadata and listing**: `create_session` writes the metadata file before the
 //!   session's first line, under the session's lock; every write updates the counters in
 //!   the lock file in place, so `session_info` reads two small files. `list_page` reads
@@ -80,6 +82,7 @@
 
 mod batch;
 mod counters;
+mod dirs;
 mod error;
 mod file_name;
 mod index;

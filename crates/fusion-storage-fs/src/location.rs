@@ -28,7 +28,9 @@ pub(crate) fn directory(location: &Path) -> Result<PathBuf> {
 /// When a file stands where a directory must be, the error names that file rather than
 /// repeating the operating system's bare "File exists" or "Not a directory".
 pub(crate) fn create(dir: &Path) -> Result<()> {
-    let Err(err) = std::fs::create_dir_all(dir) else {
+    // Synced into its parent whatever the policy: every policy makes some writes durable
+    // in it.
+    let Err(err) = crate::dirs::create_io(dir, true) else {
         return Ok(());
     };
     if let Some(file) = dir

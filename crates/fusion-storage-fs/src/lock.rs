@@ -28,7 +28,9 @@ impl SessionLock {
         loop {
             let (file, opened) = match regular_file::open_or_create(path) {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir_all(dir).at(dir)?;
+                    // The session directory: whatever the policy, a `save` made durable
+                    // in it must not be lost with its entry.
+                    crate::dirs::create(dir, true)?;
                     regular_file::open_or_create(path)
                 }
                 other => other,

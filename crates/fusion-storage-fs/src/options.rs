@@ -11,7 +11,11 @@
 ///
 /// Whatever the policy, a write never leaves a half-written history behind: `save` and
 /// `truncate` replace the file atomically, and a torn final line from an interrupted
-/// `append` is detected and skipped (see the crate docs).
+/// `append` is detected and skipped (see the crate docs). And whatever the policy, a
+/// directory the backend creates (the session directory and its missing parents, the
+/// index's) has its entry synced into its parent, so that what is fsynced into it is not
+/// lost with it; the index's marker directories only with `EveryWrite` (see the crate
+/// README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum SyncPolicy {
@@ -28,7 +32,9 @@ pub enum SyncPolicy {
     #[default]
     OnReplace,
     /// Like [`OnReplace`](Self::OnReplace), and every `append` also fsyncs the session file
-    /// (and the directory when the append created the file) before returning.
+    /// (and the directory when the append created the file) before returning; a creation
+    /// or metadata update also syncs the index's owner, tag and expiry markers it adds
+    /// (and the directories made for them).
     ///
     /// An acknowledged append then survives a power loss, at the cost of one disk flush
     /// per append. Choose it when a lost turn is expensive (audit trails, billing).

@@ -61,20 +61,22 @@ fn marker(root: &Path, at: i64, id: &str) -> PathBuf {
 }
 
 /// Adds the marker of session `id` at `at` (a [`marker_instant`]), creating its
-/// directories if needed.
-pub(crate) fn add(root: &Path, at: i64, id: &str) -> Result<()> {
+/// directories if needed; with `sync`, the marker's entry and those of the directories
+/// made for it are durable on return.
+pub(crate) fn add(root: &Path, at: i64, id: &str, sync: bool) -> Result<()> {
     let path = marker(root, at, id);
+    let dir = leaf_dir(root, at);
     loop {
         match regular_file::open(
             OpenOptions::new().write(true).create(true).truncate(false),
             &path,
         ) {
+            Ok(_) if sync => return crate::dirs::sync_dir(&dir),
             Ok(_) => return Ok(()),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // A concurrent `remove` may take the empty directories away again between
                 // these two steps; then the loop creates them once more.
-                let dir = leaf_dir(root, at);
-                fs::create_dir_all(&dir).at(&dir)?;
+                crate::dirs::create(&dir, sync)?;
             }
             Err(err) => return Err(err).at(&path),
         }
@@ -200,9 +202,9 @@ mod tests {
             (0, "epoch"),
         ];
         for (at, id) in markers {
-            add(root, at, id).unwrap();
+            add(root, at, id, id.len() % 2 == 0).unwrap();
         }
-        add(root, now, "now").unwrap();
+        add(root, now, "now", true).unwrap();
         let expected: Vec<(i64, String)> = [
             (0, "epoch"),
             (now - (1 << 45), "c"),

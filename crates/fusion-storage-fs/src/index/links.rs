@@ -67,7 +67,7 @@ impl Index {
         let path = self.root.join(LOCK);
         loop {
             let (file, metadata) = if create {
-                fs::create_dir_all(&self.root).at(&self.root)?;
+                crate::dirs::create(&self.root, true)?;
                 self.open_or_create_synced(&path)?
             } else {
                 match regular_file::open(OpenOptions::new().read(true), &path) {
@@ -100,7 +100,7 @@ impl Index {
             let (file, opened) = match handles.lock.take() {
                 Some(held) => held,
                 None => {
-                    fs::create_dir_all(&self.root).at(&self.root)?;
+                    crate::dirs::create(&self.root, true)?;
                     handles.root = Some(fs::metadata(&self.root).at(&self.root)?);
                     self.open_or_create_synced(&lock_path)?
                 }

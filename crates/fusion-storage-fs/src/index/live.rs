@@ -295,7 +295,8 @@ impl Live {
     /// holds (a crowd of them, from many short-lived processes, calls for a compaction).
     pub(crate) fn create(root: &Path) -> Result<(Self, usize)> {
         let dir = root.join(LIVE_DIR);
-        fs::create_dir_all(&dir).at(&dir)?;
+        // Synced whatever the policy: a delete's line is fsynced into a journal here.
+        crate::dirs::create(&dir, true)?;
         let (file, path) = loop {
             let name = format!("{:016x}", new_generation());
             let hidden = dir.join(format!(".{name}"));

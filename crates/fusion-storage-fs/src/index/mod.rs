@@ -265,9 +265,9 @@ impl Index {
         result
     }
 
-    /// Adds `id` to a set (see [`sets`]).
-    pub(crate) fn add_member(&self, key: SetKey<'_>, id: &str) -> Result<()> {
-        sets::add(&self.root, key, id)
+    /// Adds `id` to a set (see [`sets`]); with `sync`, durably.
+    pub(crate) fn add_member(&self, key: SetKey<'_>, id: &str, sync: bool) -> Result<()> {
+        sets::add(&self.root, key, id, sync)
     }
 
     /// Removes `id` from a set.
@@ -289,9 +289,10 @@ impl Index {
         sets::members_up_to(&self.root, key, limit)
     }
 
-    /// Adds the expiry marker of `id` at `at` (a [`marker_instant`]; see [`expiry`]).
-    pub(crate) fn add_expiry(&self, at: i64, id: &str) -> Result<()> {
-        expiry::add(&self.root, at, id)
+    /// Adds the expiry marker of `id` at `at` (a [`marker_instant`]; see [`expiry`]); with
+    /// `sync`, durably.
+    pub(crate) fn add_expiry(&self, at: i64, id: &str, sync: bool) -> Result<()> {
+        expiry::add(&self.root, at, id, sync)
     }
 
     /// Removes the expiry marker of `id` at `at`, if any.

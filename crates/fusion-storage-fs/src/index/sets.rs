@@ -54,8 +54,9 @@ fn hex(tag: &str) -> String {
     out
 }
 
-/// Adds session `id` to the set, creating its directory if needed.
-pub(crate) fn add(root: &Path, key: SetKey<'_>, id: &str) -> Result<()> {
+/// Adds session `id` to the set, creating its directory if needed; with `sync`, the
+/// marker's entry and those of the directories made for it are durable on return.
+pub(crate) fn add(root: &Path, key: SetKey<'_>, id: &str, sync: bool) -> Result<()> {
     let dir = key.dir(root);
     let marker = dir.join(file_name::stem(id));
     loop {
@@ -63,11 +64,12 @@ pub(crate) fn add(root: &Path, key: SetKey<'_>, id: &str) -> Result<()> {
             OpenOptions::new().write(true).create(true).truncate(false),
             &marker,
         ) {
+            Ok(_) if sync => return crate::dirs::sync_dir(&dir),
             Ok(_) => return Ok(()),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // A concurrent `remove` may take the empty directory away again between
                 // these two steps; then the loop creates it once more.
-                fs::create_dir_all(&dir).at(&dir)?;
+                crate::dirs::create(&dir, sync)?;
             }
             Err(err) => return Err(err).at(&marker),
         }
@@ -133,10 +135,10 @@ mod tests {
         let root = root.path();
         let tag = SetKey::Tag("../../etc/passwd, or ü");
         for id in ["a", "B:c"] {
-            add(root, SetKey::Owner("Owner:1"), id).unwrap();
-            add(root, tag, id).unwrap();
+            add(root, SetKey::Owner("Owner:1"), id, true).unwrap();
+            add(root, tag, id, false).unwrap();
         }
-        add(root, tag, "a").unwrap();
+        add(root, tag, "a", true).unwrap();
         assert!(contains(root, tag, "B:c").unwrap());
         assert!(!contains(root, SetKey::Owner("other"), "a").unwrap());
         let mut members = members_up_to(root, tag, 2).unwrap().unwrap();

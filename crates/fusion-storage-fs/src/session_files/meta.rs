@@ -275,7 +275,7 @@ impl SessionFiles {
         // added before the counters name it, and the old one removed after.
         let indexed = match expiry.expires_at.map(marker_instant) {
             Some(at) if counters.indexed.is_none_or(|old| old > at) => {
-                self.index.add_expiry(at, &self.id)?;
+                self.index.add_expiry(at, &self.id, sync)?;
                 Some(at)
             }
             Some(_) => counters.indexed,
@@ -284,7 +284,7 @@ impl SessionFiles {
         let old_keys: Vec<_> = set_keys(&old).collect();
         let new_keys: Vec<_> = set_keys(&new).collect();
         for key in new_keys.iter().filter(|k| !old_keys.contains(k)) {
-            self.index.add_member(*key, &self.id)?;
+            self.index.add_member(*key, &self.id, sync)?;
         }
         if new.is_empty() && counters.copied.is_none() {
             meta_file::remove(&self.meta())?;

@@ -7,8 +7,9 @@
 //! (`.{stem}.lock`, next to `{stem}.jsonl`): exclusively for `append`, `save`, `truncate`,
 //! `delete` and `write_if`, shared for `load`, `load_revision` and `session_info`. The
 //! locks are the operating system's advisory file locks (`flock` on Unix, `LockFileEx` on
-//! Windows, through [`File::lock`]), which work between processes and between separately
-//! opened handles in one process, so storage instances never need to know about each other.
+//! Windows, through [`File::lock`](std::fs::File::lock)), which work between processes
+//! and between separately opened handles in one process, so storage instances never need
+//! to know about each other.
 //!
 //! The lock lives in a separate file, not on the session file itself, because `save`
 //! replaces the session file by renaming a new one over it. A writer that had opened (and
@@ -74,7 +75,7 @@ mod retention;
 mod stopped;
 mod write;
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -94,6 +95,8 @@ use crate::recent_cache::RecentCache;
 
 use inspect::{Current, TAIL_CHUNK, read_exact_at};
 pub(crate) use write::{Creation, Times};
+
+pub(crate) use crate::dirs::sync_dir;
 
 /// The write of a conditional write, serialised.
 #[derive(Debug)]
@@ -407,23 +410,6 @@ fn exists(path: &Path) -> Result<bool> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(err).at(path),
     }
-}
-
-/// Makes renames, creations and removals in `dir` durable.
-#[cfg(unix)]
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    match File::open(dir).and_then(|dir| dir.sync_all()) {
-        // Some file systems cannot fsync a directory; their entries are as durable as
-        // they get.
-        Err(err) if err.kind() == io::ErrorKind::InvalidInput => Ok(()),
-        other => other.at(dir),
-    }
-}
-
-/// Windows cannot open a directory through `std::fs::File`; NTFS journals renames itself.
-#[cfg(not(unix))]
-pub(crate) fn sync_dir(_dir: &Path) -> Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]

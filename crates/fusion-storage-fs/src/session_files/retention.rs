@@ -123,7 +123,7 @@ impl SessionFiles {
         if let Some(new) = indexed
             && counters.indexed != indexed
         {
-            self.index.add_expiry(new, &self.id)?;
+            self.index.add_expiry(new, &self.id, self.sync_appends())?;
         }
         if counters.indexed != indexed {
             let counters = Counters {

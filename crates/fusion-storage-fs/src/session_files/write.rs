@@ -226,11 +226,11 @@ impl SessionFiles {
             return Ok(None);
         }
         for key in set_keys(meta) {
-            self.index.add_member(key, &self.id)?;
+            self.index.add_member(key, &self.id, sync)?;
         }
         let indexed = expiry.expires_at.map(marker_instant);
         if let Some(at) = indexed {
-            self.index.add_expiry(at, &self.id)?;
+            self.index.add_expiry(at, &self.id, sync)?;
         }
         let stored = StoredMeta {
             created_us,
