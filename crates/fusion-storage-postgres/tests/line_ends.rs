@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::borrow::Cow;
-
 use fusion_core::testkit::StorageHarness;
 use fusion_core::{ChatMessage, ConversationStorage};
 use sqlx::PgConnection;
@@ -25,10 +23,7 @@ fn crlf_migrator(version: usize) -> Migrator {
             Migration::new(m.version, m.description.clone(), kind, sql.into(), m.no_tx)
         })
         .collect();
-    Migrator {
-        migrations: Cow::Owned(migrations),
-        ..sqlx::migrate!("./migrations")
-    }
+    fusion_core::sql::migrations::migrator(migrations)
 }
 
 /// The checksums the harness's schema records, in version order.

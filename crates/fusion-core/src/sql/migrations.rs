@@ -14,8 +14,13 @@
 //! them.
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
-use sqlx::migrate::{Migration, Migrator};
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, Migrator};
 
 use super::{Schema, check_migrations};
 
@@ -53,7 +58,7 @@ impl Migrations {
             })
             .collect();
         Self {
-            migrator: with_migrations(&embedded, lf),
+            migrator: migrator(lf),
             crlf,
         }
     }
@@ -104,7 +109,7 @@ impl Migrations {
                 m
             })
             .collect();
-        with_migrations(&self.migrator, migrations)
+        migrator(migrations)
     }
 
     /// Whether `checksum` is what a build from a CRLF checkout recorded for migration
@@ -125,13 +130,57 @@ fn with_sql(m: &Migration, sql: String) -> Migration {
     )
 }
 
-/// `base`'s settings (those `sqlx::migrate!` chose) over `migrations`.
-fn with_migrations(base: &Migrator, migrations: Vec<Migration>) -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(migrations),
-        ignore_missing: base.ignore_missing,
-        locking: base.locking,
-        no_tx: base.no_tx,
+/// A migrator that runs `migrations`, in the order given, with sqlx's default settings,
+/// which are those `sqlx::migrate!` gives its migrator too: [`Migrator::run`] locks the
+/// database while it migrates (where the driver has a lock: PostgreSQL's advisory lock),
+/// checks every migration the database recorded against the one of its version here
+/// (refused with `MigrateError::VersionMismatch` if the checksums differ), refuses a
+/// database that recorded a version missing here (`MigrateError::VersionMissing`), and
+/// applies the others in order, each in its own transaction unless its SQL starts with
+/// `-- no-transaction`.
+///
+/// Built with sqlx's public constructor, [`Migrator::new`], from a [`MigrationSource`]
+/// that hands `migrations` back as they are: sqlx exempts the fields of [`Migrator`]
+/// from semantic versioning (`sqlx::migrate!` fills them, and any release may change
+/// them), so nothing here reads or sets them.
+pub fn migrator(migrations: Vec<Migration>) -> Migrator {
+    match block_on(Migrator::new(Given(migrations))) {
+        Ok(migrator) => migrator,
+        Err(err) => unreachable!("a list of migrations resolves to itself: {err}"),
+    }
+}
+
+/// What [`MigrationSource::resolve`] returns (sqlx's `BoxFuture`).
+type Resolved = Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send>>;
+
+/// Migrations already in memory, as a [`MigrationSource`].
+#[derive(Debug)]
+struct Given(Vec<Migration>);
+
+impl MigrationSource<'static> for Given {
+    fn resolve(self) -> Resolved {
+        Box::pin(std::future::ready(Ok(self.0)))
+    }
+}
+
+/// Runs `future` to completion on this thread. [`Migrator::new`] over [`Given`] awaits
+/// nothing but the list, so it is ready when first polled; should a release of sqlx make
+/// it wait for something, this thread sleeps until woken.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => std::thread::park(),
+        }
     }
 }
 
@@ -151,7 +200,7 @@ mod tests {
             Migration::new(version, "m".into(), MigrationType::Simple, sql, false)
         };
         let migrations = vec![migration(1, FIRST), migration(2, SECOND)];
-        with_migrations(&Migrator::DEFAULT, migrations)
+        migrator(migrations)
     }
 
     fn checksums(m: &Migrator) -> Vec<Vec<u8>> {
@@ -162,6 +211,53 @@ mod tests {
         m.iter()
             .map(|m| (m.version, m.checksum.to_vec(), true))
             .collect()
+    }
+
+    /// What [`migrator`] says it does, on an SQLite database in memory: the migrations
+    /// applied in the order given and recorded, none twice; a recorded checksum that
+    /// differs, or a recorded version missing from the list, refused.
+    #[tokio::test]
+    async fn a_migrator_applies_its_migrations_in_order_and_refuses_a_history_it_does_not_know() {
+        use sqlx::migrate::MigrateError;
+        use sqlx::{Connection, SqliteConnection};
+
+        let mut db = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        let first = migrator(embedded("\n").iter().take(1).cloned().collect());
+        first.run(&mut db).await.unwrap();
+        let both = migrator(embedded("\n").iter().cloned().collect());
+        assert_eq!(checksums(&both), checksums(&embedded("\n")));
+        both.run(&mut db).await.unwrap();
+        // Again: nothing left to apply (the second would fail, its column being there).
+        both.run(&mut db).await.unwrap();
+        let recorded: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&mut db)
+                .await
+                .unwrap();
+        let expected: Vec<(i64, Vec<u8>)> = both
+            .iter()
+            .map(|m| (m.version, m.checksum.to_vec()))
+            .collect();
+        assert_eq!(recorded, expected);
+        sqlx::query("INSERT INTO sessions (id, title) VALUES ('s', 't')")
+            .execute(&mut db)
+            .await
+            .unwrap();
+
+        // The first migration changed since it was applied.
+        let mut changed: Vec<Migration> = both.iter().cloned().collect();
+        changed[0] = Migration::new(
+            1,
+            "m".into(),
+            MigrationType::Simple,
+            "SELECT 1;".into(),
+            false,
+        );
+        let err = migrator(changed).run(&mut db).await.unwrap_err();
+        assert!(matches!(err, MigrateError::VersionMismatch(1)), "{err:?}");
+        // The database recorded the second, which this list lacks.
+        let err = first.run(&mut db).await.unwrap_err();
+        assert!(matches!(err, MigrateError::VersionMissing(2)), "{err:?}");
     }
 
     /// A build from a CRLF checkout gets the same checksums as the LF files in the

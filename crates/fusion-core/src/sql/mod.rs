@@ -14,7 +14,8 @@
 //!   current, older or newer than the build.
 //! - `migrations` (feature `sql-migrations`, the one place this module touches sqlx; not
 //!   linked, since without the feature it is not there to link to): a backend's embedded
-//!   migrations, read the same from an LF or a CRLF checkout.
+//!   migrations, read the same from an LF or a CRLF checkout, and `migrations::migrator`,
+//!   sqlx's migrator of a list of migrations, made through sqlx's public API only.
 
 #[cfg(feature = "sql-migrations")]
 pub mod migrations;
