@@ -117,7 +117,9 @@ impl PostgresOptions {
     }
 
     /// How long opening a connection may take, and how long a call waits for a pooled
-    /// connection, before failing with a retryable error. Default 5 s; at most about 24.8
+    /// connection, before failing with a retryable error (one that waited for a pooled
+    /// connection then tries a new one, as long again at most, to say why none came).
+    /// Default 5 s; at most about 24.8
     /// days (2^31 - 1 ms, PostgreSQL's longest timeout): a longer one, `Duration::MAX`
     /// included, is taken as that. Zero, which no connection could meet, is an
     /// [`Error::Config`] when connecting.

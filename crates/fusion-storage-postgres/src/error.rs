@@ -46,6 +46,8 @@ pub(crate) fn parse_postgres_error(err: sqlx::Error, op: Op<'_>) -> Error {
         sqlx::Error::Tls(e) => (tls_failed(op, e), false),
         // sqlx retries a connection the server refuses as too many (53300) or starting
         // (57P03) until the timeout, and then reports only the timeout: so each cause.
+        // Calls find out which (`crate::timed_out`, `pool_timed_out`); this is the
+        // wording where nothing is known.
         sqlx::Error::PoolTimedOut => (
             format!(
                 "{op}: no connection to the server within the connect timeout: every \
@@ -166,6 +168,74 @@ fn database_error(code: &str, detail: &str, op: Op<'_>) -> (String, bool) {
         ),
         _ => (format!("{op}: {detail} (SQLSTATE {code})"), false),
     }
+}
+
+/// What a new connection to the server met, tried once a call had waited out the connect
+/// timeout for a pooled one (see `crate::timed_out`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// It opened at once: the server takes connections, so the pool's were all in use.
+    InUse,
+    /// It failed: why, as [`parse_postgres_error`] words it (without an operation in
+    /// front), and whether a retry may succeed.
+    Failed { cause: String, retryable: bool },
+    /// It got no answer within the connect timeout either.
+    NoAnswer,
+}
+
+impl Cause {
+    /// The cause a new connection's `err` gives.
+    pub(crate) fn failed(err: sqlx::Error) -> Self {
+        // Worded for an operation whose words are then taken off: every message of
+        // `parse_postgres_error` starts with them.
+        let op = Op::new(PLACE, "the server", "connect", None);
+        let err = parse_postgres_error(err, op);
+        let retryable = err.is_retryable();
+        let text = match err {
+            Error::Backend { message, .. } => message,
+            other => other.to_string(),
+        };
+        let cause = match text.strip_prefix(&format!("{op}: ")) {
+            Some(cause) => cause.to_string(),
+            None => text,
+        };
+        Self::Failed { cause, retryable }
+    }
+}
+
+/// A call of `op` found no connection of its pool (of at most `max` connections) within
+/// the connect timeout `timeout` (sqlx's `PoolTimedOut`), and a new connection tried then
+/// met `cause`: the error says that cause, which sqlx drops (it retries a connection the
+/// server refuses as too many, as starting, or outright, until the timeout, then reports
+/// the timeout alone). Retryable unless the cause is not.
+pub(crate) fn pool_timed_out(op: Op<'_>, timeout: Duration, max: u32, cause: &Cause) -> Error {
+    let (message, retryable) = match cause {
+        Cause::InUse => (
+            format!(
+                "{op}: no connection within the connect timeout of {timeout:?}: every \
+                 connection of the pool ({max}) was in use, and the server takes new ones (one \
+                 opened at once): raise PostgresOptions::max_connections, or make fewer calls \
+                 at once; retry later"
+            ),
+            true,
+        ),
+        Cause::Failed { cause, retryable } => (
+            format!(
+                "{op}: no connection within the connect timeout of {timeout:?}: the pool could \
+                 not open one, and a new connection tried then failed: {cause}"
+            ),
+            *retryable,
+        ),
+        Cause::NoAnswer => (
+            format!(
+                "{op}: no connection within the connect timeout of {timeout:?}, and no answer \
+                 to a new connection within it either: the server is down, starting, stuck or \
+                 unreachable; check that it is running and reachable, then retry"
+            ),
+            true,
+        ),
+    };
+    Error::backend(BACKEND, message, retryable, sqlx::Error::PoolTimedOut)
 }
 
 /// The first connection did not open within the connect timeout.
@@ -361,6 +431,56 @@ mod tests {
             assert!(text.contains("PostgresOptions::max_connections"), "{text}");
             assert!(text.contains("server's max_connections"), "{text}");
         }
+    }
+
+    /// A wait for a pooled connection that ran out says what a new connection met: the
+    /// server's words, worded as for a call, after the call's own operation once.
+    #[test]
+    fn a_pool_timeout_says_the_cause_a_new_connection_met() {
+        let said = "Connection refused (os error 111)";
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, said);
+        let cause = Cause::failed(sqlx::Error::Io(refused));
+        let Cause::Failed {
+            cause: text,
+            retryable,
+        } = &cause
+        else {
+            panic!("{cause:?}");
+        };
+        assert!(retryable);
+        assert!(
+            text.starts_with("cannot reach the PostgreSQL server ("),
+            "{text}"
+        );
+        let timeout = Duration::from_secs(5);
+        let err = pool_timed_out(op(), timeout, 8, &cause);
+        assert!(err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "postgres: append of session \"user-1\" on postgres://app:***@db/chat: no \
+                 connection within the connect timeout of 5s: the pool could not open one, \
+                 and a new connection tried then failed: cannot reach the PostgreSQL server"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(said), "{text}");
+        assert_eq!(text.matches("append of session").count(), 1, "{text}");
+
+        // A cause retrying cannot mend makes the error one too.
+        let tls = sqlx::Error::Tls("invalid peer certificate: UnknownIssuer".into());
+        let err = pool_timed_out(op(), timeout, 8, &Cause::failed(tls));
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("TLS failed"), "{err}");
+
+        let busy = pool_timed_out(op(), timeout, 8, &Cause::InUse).to_string();
+        assert!(
+            busy.contains("every connection of the pool (8) was in use"),
+            "{busy}"
+        );
+        let silent = pool_timed_out(op(), timeout, 8, &Cause::NoAnswer);
+        assert!(silent.is_retryable(), "{silent}");
+        assert!(silent.to_string().contains("no answer"), "{silent}");
     }
 
     #[test]

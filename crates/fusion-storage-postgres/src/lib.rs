@@ -172,7 +172,7 @@
 //!
 //! - Server unreachable at connect: a retryable error within the connect timeout. Later,
 //!   after a server restart, the pool drops dead connections and opens new ones: calls
-//!   while the server is down fail retryably after at most the connect timeout, and each
+//!   while the server is down fail retryably after the connect timeout, and each
 //!   pooled connection that was in use in the last 30 s fails one call retryably before
 //!   it is replaced (connections are not pinged before every call, which would double
 //!   the round trips of `append`).
@@ -191,6 +191,13 @@
 //!   unknown, as when a connection drops. Its connection goes back to the pool once the
 //!   server answers. A write of hundreds of MB over a slow link, whose upload the
 //!   statement timeout does not count, needs timeouts that leave room for it.
+//! - No pooled connection within the connect timeout: sqlx retries a new connection the
+//!   server refuses as too many, as starting or outright (down) until then, and reports
+//!   the timeout alone; so the call tries one new connection itself (within the connect
+//!   timeout: up to twice it in all), and its error says what that met: the server's
+//!   refusal, no answer, or a connection opened at once (every one of the pool's was in
+//!   use). Retryable unless that cause is not. One storage tries one at a time; calls
+//!   timing out meanwhile share its finding (`timed_out`).
 //! - A schema whose `_sqlx_migrations` records a version this build does not know (a
 //!   newer release upgraded it): connect fails, not retryable, and writes nothing.
 //! - Wrong password, missing database, missing privileges, a TLS failure (a server
@@ -221,7 +228,8 @@
 //!
 //! 1. `config` (options and URL parsing, with `url_query`: the query parameters a URL may
 //!    carry), `error` (every driver error mapped to a
-//!    [`fusion_core::Error`]), `expiry` (the server's clock in SQL, which expired
+//!    [`fusion_core::Error`]; with `timed_out`, why a wait for a pooled connection ran
+//!    out), `expiry` (the server's clock in SQL, which expired
 //!    sessions every statement skips, and the expiry a write binds) and `batch` (messages
 //!    as a write binds them: bodies, ids, window);
 //! 2. `sql`: the SQL of every operation and turning rows back into messages, and `meta`:
@@ -244,6 +252,7 @@ mod sql;
 mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod timed_out;
 mod update;
 mod url_query;
 mod write;

@@ -4,7 +4,7 @@
 
 use fusion_core::{MetaUpdate, Result, SessionInfo, SessionMeta};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, Postgres, Transaction};
 
 use crate::error::{Op, parse_postgres_error};
 use crate::expiry;
@@ -12,16 +12,16 @@ use crate::meta::decode_info;
 use crate::sql::{LOCK_INFO, UPDATE_META};
 use crate::write::stored_tags;
 
-/// Applies `update` to the metadata of `session_id` in one transaction of `pool`, `op`
-/// naming it in errors; `None`, writing nothing, when the session is absent or expired.
+/// Applies `update` to the metadata of `session_id` in the transaction `tx` (just begun),
+/// `op` naming it in errors; `None`, writing nothing, when the session is absent or
+/// expired.
 pub(crate) async fn locked(
-    pool: &PgPool,
+    mut tx: Transaction<'static, Postgres>,
     op: Op<'_>,
     session_id: &str,
     update: &MetaUpdate,
 ) -> Result<Option<SessionInfo>> {
     let err = |e| parse_postgres_error(e, op);
-    let mut tx = pool.begin().await.map_err(err)?;
     let outcome = async {
         let Some(row) = lock_info(&mut tx, session_id).await.map_err(err)? else {
             return Ok(None);

@@ -350,3 +350,91 @@ async fn options_reach_the_servers_settings() {
     let (_, timeout) = show(PostgresOptions::new(url).max_connections(1)).await;
     assert_eq!(timeout, "700ms");
 }
+
+/// Found by a review: a call that waited out the connect timeout for a pooled connection
+/// said only that, with four guesses at the cause, though the server had given one to
+/// each new connection the pool tried: sqlx retries a connection the server refuses as
+/// too many (SQLSTATE 53300), as starting, or outright (down) until the timeout, and then
+/// reports the timeout alone. The error now says what a new connection met (the URL
+/// without its password); a cause sqlx does not retry (a missing database) it reports
+/// at once, as before.
+#[tokio::test]
+async fn a_call_that_waits_out_the_pool_says_why_no_connection_came() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let (scheme, at_host) = harness.url.split_once("://").expect("a URL with a scheme");
+    let host = at_host.split_once('@').map_or(at_host, |(_, host)| host);
+    // The server trusts local connections whatever the password: this one shows that
+    // no message gives it away.
+    let url = format!("{scheme}://postgres:s3cret@{host}");
+    let timeout = Duration::from_secs(1);
+    let options = PostgresOptions::new(&url)
+        .schema(&harness.schema)
+        .max_connections(1)
+        .connect_timeout(timeout);
+    let storage = PostgresStorage::connect_with(options).await.unwrap();
+    storage
+        .append("s", &[ChatMessage::user("a")])
+        .await
+        .unwrap();
+    let pool = storage.pool();
+    let own = (*pool.connect_options()).clone();
+    // The pool's one connection closed: the next call needs a new one.
+    let close_the_connection = async || pool.acquire().await.unwrap().close().await.unwrap();
+    let load_fails = async || {
+        let started = Instant::now();
+        let err = storage.load("s").await.unwrap_err();
+        assert!(started.elapsed() < 2 * timeout + HANG_MARGIN, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("postgres: load of session \"s\" on postgres://postgres:***@"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        (err.is_retryable(), text)
+    };
+    close_the_connection().await;
+
+    // A role at its connection limit refuses it (53300).
+    let role = ScratchRole::create(&harness, "LOGIN PASSWORD 's3cret' CONNECTION LIMIT 1").await;
+    let limited = format!("{scheme}://{}:s3cret@{host}", role.name);
+    let holder = sqlx::PgConnection::connect(&limited).await.unwrap();
+    pool.set_connect_options(limited.parse().unwrap());
+    let (retryable, text) = load_fails().await;
+    assert!(retryable, "{text}");
+    assert!(text.contains("too many connections for role"), "{text}");
+    assert!(text.contains("SQLSTATE 53300"), "{text}");
+    holder.close().await.unwrap();
+
+    // A server that is not there refuses it outright.
+    pool.set_connect_options(own.clone().port(free_port()));
+    let (retryable, text) = load_fails().await;
+    assert!(retryable, "{text}");
+    assert!(
+        text.contains("cannot reach the PostgreSQL server"),
+        "{text}"
+    );
+
+    // The server takes new connections: the pool's one was in use.
+    pool.set_connect_options(own.clone());
+    let in_use = pool.acquire().await.unwrap();
+    let (retryable, text) = load_fails().await;
+    assert!(retryable, "{text}");
+    assert!(
+        text.contains("every connection of the pool (1) was in use"),
+        "{text}"
+    );
+    in_use.close().await.unwrap();
+
+    // A missing database: sqlx gives up at once, saying so.
+    pool.set_connect_options(own.clone().database("fusion_no_such_database"));
+    let started = Instant::now();
+    let (retryable, text) = load_fails().await;
+    assert!(started.elapsed() < timeout, "{text}");
+    assert!(!retryable, "{text}");
+    assert!(text.contains("does not exist"), "{text}");
+
+    pool.set_connect_options(own);
+    storage.close().await;
+}

@@ -12,9 +12,8 @@
 //! # Ok(()) }
 //! ```
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fusion_core::{
@@ -27,11 +26,16 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::batch::Batch;
 use crate::config::{PostgresOptions, parse};
-use crate::error::{BACKEND, Op, PLACE, connect_timed_out, no_answer, parse_postgres_error};
+use crate::error::{
+    BACKEND, Cause, Op, PLACE, connect_timed_out, parse_postgres_error, pool_timed_out,
+};
 use crate::meta::{decode_info, page_query};
 use crate::migrate::IfMissing;
 use crate::sql::{self, LIST_SESSIONS, LOAD, LOAD_REVISION, PURGE, SESSION_INFO, decode_revision};
+use crate::timed_out::Finder;
 use crate::{migrate, update, write};
+
+mod calls;
 
 /// How long a pooled connection may sit idle before it is checked with a ping when next
 /// handed out.
@@ -53,6 +57,9 @@ pub struct PostgresStorage {
     /// (`PostgresOptions::call_limit`); `None` when the statement timeout is the
     /// server's, unknown here.
     call_limit: Option<Duration>,
+    /// Why calls that waited out the connect timeout for a connection got none
+    /// (`crate::timed_out`).
+    timeouts: Arc<Finder>,
 }
 
 impl PostgresStorage {
@@ -137,7 +144,7 @@ impl PostgresStorage {
         // idle for a while are pinged (those a firewall or the server's idle timeout may
         // have cut); sqlx also pings each connection when it is released, in the
         // background, and closes it if that fails.
-        let pool = PgPoolOptions::new()
+        let opened = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.connect_timeout)
             .test_before_acquire(false)
@@ -149,9 +156,24 @@ impl PostgresStorage {
                     Ok(true)
                 })
             })
-            .connect_with(target.connect)
-            .await
-            .map_err(|err| parse_postgres_error(err, op))?;
+            .connect_with(target.connect.clone())
+            .await;
+        let timeouts = Arc::new(Finder::default());
+        let pool = match opened {
+            Ok(pool) => pool,
+            // The connection above opened: one tried now says what the pool met since.
+            Err(sqlx::Error::PoolTimedOut) => {
+                let timeout = options.connect_timeout;
+                let began = Instant::now();
+                let err = match timeouts.cause(&target.connect, timeout, began).await {
+                    // No connection of the pool was in use: nothing to say but the timeout.
+                    Cause::InUse => parse_postgres_error(sqlx::Error::PoolTimedOut, op),
+                    cause => pool_timed_out(op, timeout, options.max_connections, &cause),
+                };
+                return Err(err);
+            }
+            Err(err) => return Err(parse_postgres_error(err, op)),
+        };
         tracing::debug!(
             db,
             schema = options.schema,
@@ -162,6 +184,7 @@ impl PostgresStorage {
             db: db.into(),
             call_limit: options.call_limit(),
             schema: options.schema.into(),
+            timeouts,
         }))
     }
 
@@ -185,37 +208,6 @@ impl PostgresStorage {
     /// fail.
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    fn op<'a>(&'a self, name: &'static str, session_id: Option<&'a str>) -> Op<'a> {
-        Op::new(PLACE, &self.db, name, session_id)
-    }
-
-    /// Awaits `work`, the SQL of operation `name` (on `session_id`), mapping its error, as
-    /// [`bounded`](Self::bounded) does.
-    async fn run<T>(
-        &self,
-        name: &'static str,
-        session_id: Option<&str>,
-        work: impl Future<Output = sqlx::Result<T>>,
-    ) -> Result<T> {
-        let op = self.op(name, session_id);
-        let mapped = async { work.await.map_err(|e| parse_postgres_error(e, op)) };
-        self.bounded(op, mapped).await
-    }
-
-    /// Awaits `call`, the whole of operation `op`, giving it up with a retryable error when
-    /// it has not finished within the call limit (`PostgresOptions::call_limit`). The
-    /// connection it was using goes back to the pool, which waits (in the background,
-    /// holding that one connection) for the server's answer before handing it out again;
-    /// a transaction it left open is rolled back.
-    async fn bounded<T>(&self, op: Op<'_>, call: impl Future<Output = Result<T>>) -> Result<T> {
-        match self.call_limit {
-            Some(limit) => tokio::time::timeout(limit, call)
-                .await
-                .unwrap_or_else(|_| Err(no_answer(op, limit))),
-            None => call.await,
-        }
     }
 
     /// Operation `name`: creates `session_id` at `times` (`None`: now), or refuses with a
@@ -431,8 +423,15 @@ impl ConversationStorage for PostgresStorage {
     ) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
         let op = self.op("update_session", Some(session_id));
-        self.bounded(op, update::locked(&self.pool, op, session_id, update))
-            .await
+        let began = Instant::now();
+        let run = async {
+            let tx = match self.pool.begin().await {
+                Ok(tx) => tx,
+                Err(err) => return Err(self.call_error(err, op, began).await),
+            };
+            update::locked(tx, op, session_id, update).await
+        };
+        self.bounded(op, run).await
     }
 
     /// One statement that walks an index from the cursor on and reads `limit + 1` rows

@@ -1,0 +1,68 @@
+//! How each call of [`PostgresStorage`] is run: its errors mapped, naming the operation,
+//! and the whole call bounded by the call limit.
+
+use std::future::Future;
+use std::time::Instant;
+
+use fusion_core::Result;
+
+use super::PostgresStorage;
+use crate::error::{Op, PLACE, no_answer, parse_postgres_error};
+
+impl PostgresStorage {
+    pub(super) fn op<'a>(&'a self, name: &'static str, session_id: Option<&'a str>) -> Op<'a> {
+        Op::new(PLACE, &self.db, name, session_id)
+    }
+
+    /// Awaits `work`, the SQL of operation `name` (on `session_id`), mapping its error, as
+    /// [`bounded`](Self::bounded) does.
+    pub(super) async fn run<T>(
+        &self,
+        name: &'static str,
+        session_id: Option<&str>,
+        work: impl Future<Output = sqlx::Result<T>>,
+    ) -> Result<T> {
+        let op = self.op(name, session_id);
+        let began = Instant::now();
+        let mapped = async {
+            match work.await {
+                Ok(done) => Ok(done),
+                Err(err) => Err(self.call_error(err, op, began).await),
+            }
+        };
+        self.bounded(op, mapped).await
+    }
+
+    /// Maps `err`, met by operation `op` (begun at `began`), as [`parse_postgres_error`]
+    /// does; a wait for a pooled connection that ran out says why no connection came
+    /// (`crate::timed_out`).
+    pub(super) async fn call_error(
+        &self,
+        err: sqlx::Error,
+        op: Op<'_>,
+        began: Instant,
+    ) -> fusion_core::Error {
+        match err {
+            sqlx::Error::PoolTimedOut => self.timeouts.pool_timed_out(&self.pool, op, began).await,
+            err => parse_postgres_error(err, op),
+        }
+    }
+
+    /// Awaits `call`, the whole of operation `op`, giving it up with a retryable error when
+    /// it has not finished within the call limit (`PostgresOptions::call_limit`). The
+    /// connection it was using goes back to the pool, which waits (in the background,
+    /// holding that one connection) for the server's answer before handing it out again;
+    /// a transaction it left open is rolled back.
+    pub(super) async fn bounded<T>(
+        &self,
+        op: Op<'_>,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match self.call_limit {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or_else(|_| Err(no_answer(op, limit))),
+            None => call.await,
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Why a call found no pooled connection within the connect timeout.
+//!
+//! While a call waits for a connection, the pool opens new ones as it may, and sqlx
+//! retries one the server refuses as too many (SQLSTATE 53300), as starting (57P03) or
+//! outright (a server that is down) until the timeout, then reports the timeout alone
+//! (`PoolTimedOut`): the server's own reason is gone. So a call that timed out tries one
+//! new connection itself, within the connect timeout, and its error says what that met
+//! ([`Cause`]): the server's refusal, no answer, or a connection opened at once (the
+//! pool's were all in use). A cause sqlx does not retry (a wrong password, a missing
+//! database) it reports at once, without a timeout, and it is worded as always.
+//!
+//! One storage tries one such connection at a time, and a call that times out takes the
+//! finding of one tried since it began, if there is one: a pool whose connections are
+//! all in use under load, whose calls time out together, does not open one more
+//! connection per call on a server that may be near its own limit.
+
+use std::time::{Duration, Instant};
+
+use fusion_core::Error;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgPool};
+use tokio::sync::Mutex;
+
+use crate::error::{Cause, Op, pool_timed_out};
+
+/// The last finding of one storage, and the lock that makes its tries one at a time.
+#[derive(Debug, Default)]
+pub(crate) struct Finder {
+    last: Mutex<Option<(Instant, Cause)>>,
+}
+
+impl Finder {
+    /// The error of a call of `op`, begun at `began`, that waited out `pool`'s timeout for
+    /// a connection.
+    pub(crate) async fn pool_timed_out(&self, pool: &PgPool, op: Op<'_>, began: Instant) -> Error {
+        let options = pool.options();
+        let timeout = options.get_acquire_timeout();
+        let cause = self.cause(&pool.connect_options(), timeout, began).await;
+        pool_timed_out(op, timeout, options.get_max_connections(), &cause)
+    }
+
+    /// What a new connection with `connect` meets within `timeout`, or what the last one
+    /// met if it was tried after `began` (waiting for one being tried).
+    pub(crate) async fn cause(
+        &self,
+        connect: &PgConnectOptions,
+        timeout: Duration,
+        began: Instant,
+    ) -> Cause {
+        let mut last = self.last.lock().await;
+        if let Some((at, cause)) = last.as_ref()
+            && *at >= began
+        {
+            return cause.clone();
+        }
+        let tried = Instant::now();
+        let cause = match tokio::time::timeout(timeout, connect.connect()).await {
+            Ok(Ok(conn)) => {
+                // Closing politely is a courtesy to the server; it is done either way.
+                let _ = tokio::time::timeout(timeout, conn.close()).await;
+                Cause::InUse
+            }
+            Ok(Err(err)) => Cause::failed(err),
+            Err(_) => Cause::NoAnswer,
+        };
+        *last = Some((tried, cause.clone()));
+        cause
+    }
+}
