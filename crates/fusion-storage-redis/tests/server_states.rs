@@ -1173,6 +1173,38 @@ async fn reads_are_not_held_behind_this_processs_paused_index_repair() {
     assert_eq!(listed.unwrap(), ["s"]);
 }
 
+/// A listing that meets an index score behind its session sets it (the `REINDEX`
+/// script), a write the pause holds; it goes on the writes' connection, as the removal
+/// of an index entry does, so the reads of the process go on. It went on the reads'
+/// connection, where the server held every read behind it until the pause ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_not_held_behind_this_processs_paused_index_score_repair() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let mut raw = admin(&server.url).await;
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    store.append("s", &[ChatMessage::user("a")]).await.unwrap();
+    // A score behind the session's time: the next listing repairs it.
+    run(&mut raw, &["ZADD", "fusion:updated", "1", "s"])
+        .await
+        .unwrap();
+
+    let listing = {
+        let store = store.clone();
+        async move { store.list_page(&SessionQuery::default()).await }
+    };
+    let (listed, read) =
+        reads_while_paused(&mut raw, "index score repair", listing, store.load("s")).await;
+    let read = read.expect("a read was held behind this process's paused index score repair");
+    assert_eq!(read.unwrap().len(), 1);
+    assert_eq!(listed.unwrap().sessions.len(), 1);
+    let score = run(&mut raw, &["ZSCORE", "fusion:updated", "s"]).await;
+    let score: String = redis::FromRedisValue::from_redis_value(score.unwrap()).unwrap();
+    assert_ne!(score, "1", "the listing repaired the score");
+}
+
 /// The refusals the storage answers by sending a call again, `EVALSHA_RO` refused (an
 /// ACL, or a server older than Redis 7) and `EVAL` denied after a `NOSCRIPT`, are told in
 /// a pipeline as in one command (the redis crate gives a pipeline's error no detail of

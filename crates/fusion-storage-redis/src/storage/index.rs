@@ -404,8 +404,12 @@ impl RedisStorage {
         try_join_all(sends).await.map(drop)
     }
 
-    /// One request of [`send_index`](Self::send_index), on the writes' connection.
-    async fn send_index_request<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
+    /// One request of [`send_index`](Self::send_index), on the writes' connection; also a
+    /// call of the `REINDEX` script (`scripting.rs`).
+    pub(super) async fn send_index_request<T: FromRedisValue>(
+        &self,
+        request: Request<'_>,
+    ) -> RedisResult<T> {
         let again = |err: &RedisError| err.is_connection_refusal() || err.is_connection_dropped();
         self.conn.clone().send_again_if(request, again).await
     }

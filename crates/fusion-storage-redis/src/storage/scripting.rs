@@ -57,9 +57,11 @@ impl RedisStorage {
     }
 
     /// Sends `call`, the `EVALSHA` of a script that only reads (or repairs an index and
-    /// may run twice), as the `EVAL` of its text if the server does not know it; a script
-    /// that only reads as `EVALSHA_RO` where the server has it (see [`read_only`]).
+    /// may run twice: on the writes' connection, see [`script_connection`]), as the `EVAL`
+    /// of its text if the server does not know it; a script that only reads as
+    /// `EVALSHA_RO` where the server has it (see [`read_only`]).
     ///
+    /// [`script_connection`]: Self::script_connection
     /// [`read_only`]: Self::read_only
     pub(super) async fn eval<T: FromRedisValue>(&self, script: &Lua, call: &Cmd) -> RedisResult<T> {
         if self.read_only(script) {
@@ -76,15 +78,43 @@ impl RedisStorage {
 
     /// [`eval`](Self::eval) of `call` as it is.
     async fn eval_once<T: FromRedisValue>(&self, script: &Lua, call: &Cmd) -> RedisResult<T> {
-        match self.read(Request::Cmd(call)).await {
+        match self.send_script(script, Request::Cmd(call)).await {
             Err(err) if is_noscript(&err) => {
                 let text = as_eval(script, call);
-                let as_text = self.read(Request::Cmd(&text));
-                let by_sha = || self.read(Request::Cmd(call));
-                self.after_noscript(&self.reads, script, as_text, by_sha)
-                    .await
+                let as_text = self.send_script(script, Request::Cmd(&text));
+                let by_sha = || self.send_script(script, Request::Cmd(call));
+                let conn = self.script_connection(script);
+                self.after_noscript(conn, script, as_text, by_sha).await
             }
             done => done,
+        }
+    }
+
+    /// The connection a call of `script` (through [`eval`](Self::eval) or
+    /// [`eval_all`](Self::eval_all)) goes on: the reads' for a script that only reads; the
+    /// writes' for one that repairs an index (`REINDEX`), as the index commands go
+    /// (`index.rs`): `CLIENT PAUSE WRITE` holds it, and the server reads nothing more
+    /// from its connection meanwhile, so on the reads' it would hold every read behind it.
+    fn script_connection(&self, script: &Lua) -> &Connection {
+        if script.read_only() {
+            &self.reads
+        } else {
+            &self.conn
+        }
+    }
+
+    /// Sends `request`, calls of `script`, on [its connection](Self::script_connection):
+    /// as a read, or as an index command (sent again after a dropped connection too, a
+    /// repair doing no harm twice).
+    async fn send_script<T: FromRedisValue>(
+        &self,
+        script: &Lua,
+        request: Request<'_>,
+    ) -> RedisResult<T> {
+        if script.read_only() {
+            self.read(request).await
+        } else {
+            self.send_index_request(request).await
         }
     }
 
@@ -136,17 +166,17 @@ impl RedisStorage {
         for call in calls {
             pipe.add_command(call);
         }
-        match self.read(Request::Pipe(&pipe)).await {
+        match self.send_script(script, Request::Pipe(&pipe)).await {
             Err(err) if is_noscript(&err) => {
                 // Each as text: a flush may come between two commands of a pipeline.
                 let mut texts = redis::pipe();
                 for call in pipe.cmd_iter() {
                     texts.add_command(as_eval(script, call));
                 }
-                let as_text = self.read(Request::Pipe(&texts));
-                let by_sha = || self.read(Request::Pipe(&pipe));
-                self.after_noscript(&self.reads, script, as_text, by_sha)
-                    .await
+                let as_text = self.send_script(script, Request::Pipe(&texts));
+                let by_sha = || self.send_script(script, Request::Pipe(&pipe));
+                let conn = self.script_connection(script);
+                self.after_noscript(conn, script, as_text, by_sha).await
             }
             done => done,
         }

@@ -47,12 +47,12 @@ impl RedisStorage {
         sent
     }
 
-    /// Sends `request`, which only reads (or repairs what it reads, so that running it
-    /// twice does no harm), as [`run`](Self::run) does, and once more when the connection
-    /// had dropped. That is what the first call meets after the server restarted while
-    /// the storage was idle: the manager learns of the drop from it and reconnects for
-    /// the second try. A write is not sent again so: a connection that drops may have
-    /// carried it to the server first.
+    /// Sends `request`, which only reads (a listing's repair of what it read goes on the
+    /// writes' connection, see `scripting.rs`), as [`run`](Self::run) does, and once more
+    /// when the connection had dropped. That is what the first call meets after the
+    /// server restarted while the storage was idle: the manager learns of the drop from it
+    /// and reconnects for the second try. A write is not sent again so: a connection that
+    /// drops may have carried it to the server first.
     ///
     /// On one server a `PING` goes beside the second try on the writes' connection (idle
     /// as long, so likely dropped too), which shows a drop to its manager, so the next
