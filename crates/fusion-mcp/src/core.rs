@@ -173,7 +173,11 @@ impl Core {
         }
         let timeout = self.options.call_timeout;
         // A restart the call waits for counts, as it does for the session's tool timeout.
-        let deadline = Instant::now() + timeout;
+        // `Duration::MAX` (no bound) is capped as tokio's `timeout` caps it, not overflowed.
+        let far_future = || Instant::now() + Duration::from_secs(86_400 * 365 * 30);
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(far_future);
         let connection = self.live_connection(deadline).await.map_err(fail)?;
         // Dropping the call on timeout sends `notifications/cancelled` (`call`'s guard).
         let call = call::call_tool(connection.peer(), params);

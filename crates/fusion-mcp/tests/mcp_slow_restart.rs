@@ -1,7 +1,8 @@
 //! A restart slower than a call (`npx -y` downloading the server again, say) goes on after
 //! the call that started it has ended with its timeout error, and a later call uses it
 //! rather than start the server again from scratch; a server shut down or dropped while it
-//! restarts leaves no process behind. The server is a few lines of Node.js whose restarts
+//! restarts leaves no process behind; a call timeout of `Duration::MAX` is no bound, the
+//! restart a call waits for included. The server is a few lines of Node.js whose restarts
 //! wait for a file the test writes, so whether a restart outlasts a call does not depend
 //! on how fast anything runs.
 
@@ -141,4 +142,23 @@ async fn a_server_shut_down_or_dropped_while_it_restarts_leaves_no_process() {
                 .unwrap();
         }
     }
+}
+
+/// A call timeout of `Duration::MAX` (no bound) bounds neither a call nor the restart it
+/// waits for, where the deadline counted from the call's start overflowed the clock.
+#[tokio::test]
+async fn a_call_timeout_of_duration_max_is_no_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    open_gate(dir.path());
+    let options = McpOptions {
+        call_timeout: Duration::MAX,
+        ..options(PATIENCE)
+    };
+    let server = start(dir.path(), options).await;
+    assert_eq!(call(&server, "slow__echo").await.unwrap(), "up");
+    let exit = call(&server, "slow__exit").await.unwrap_err().to_string();
+    assert!(exit.contains("exited"), "{exit}");
+    assert_eq!(call(&server, "slow__echo").await.unwrap(), "up");
+    assert_eq!(starts(dir.path(), 2).await.len(), 2, "restarted");
+    server.shutdown().await;
 }
