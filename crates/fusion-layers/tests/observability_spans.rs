@@ -190,6 +190,27 @@ async fn a_lost_race_is_a_debug_event_not_a_warning() {
         (*level, event["error_kind"].as_str()),
         (Level::DEBUG, "conflict")
     );
+
+    // A rename that lost its race to another rename: the same.
+    let seen = capture(ObservabilityLayer::new(), async |storage| {
+        let meta = fusion_core::SessionMeta::new().title("theirs");
+        storage
+            .create_session("chat-4", &meta, &turn)
+            .await
+            .unwrap();
+        let rename = fusion_core::MetaUpdate::new()
+            .title(Some("mine"))
+            .if_title(Some("shown"));
+        storage.update_session("chat-4", &rename).await.unwrap_err();
+    })
+    .await;
+    let [(level, event, _)] = &seen.events[..] else {
+        panic!("one event: {:?}", seen.events)
+    };
+    assert_eq!(
+        (*level, event["error_kind"].as_str()),
+        (Level::DEBUG, "title_changed")
+    );
 }
 
 #[tokio::test]

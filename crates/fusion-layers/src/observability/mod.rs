@@ -37,8 +37,9 @@
 //! `messages` and `bytes` are set on calls that carry messages: `save`, `append`,
 //! `write_if`, `create_session` and `create_session_with_times` (written, even when
 //! refused) and `load` and `load_revision` (read). A failed call also logs one event inside its span: at `WARN`,
-//! or at `DEBUG` for [`Error::Conflict`](fusion_core::Error::Conflict), the expected
-//! answer of a conditional write that lost a race. Spans are at `DEBUG` because an agent
+//! or at `DEBUG` for [`Error::Conflict`](fusion_core::Error::Conflict) and
+//! [`Error::TitleChanged`](fusion_core::Error::TitleChanged), the expected answer of a
+//! conditional write that lost a race. Spans are at `DEBUG` because an agent
 //! turn makes several storage calls: at `INFO` they would drown the application's logs.
 //!
 //! A call whose future is dropped before it finishes (a caller's timeout, a `select!`, a

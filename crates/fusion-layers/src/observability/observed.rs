@@ -206,12 +206,13 @@ impl Observed {
     }
 
     /// One event for a failed call, inside its span: `warn` for a failure, `debug` for a
-    /// [`Error::Conflict`], the expected answer of a conditional write that lost a race.
-    /// The error's text names the session, so it is left out when session ids are.
+    /// [`Error::Conflict`] or [`Error::TitleChanged`], the expected answer of a
+    /// conditional write that lost a race. The error's text names the session, so it is
+    /// left out when session ids are.
     fn report(&self, span: &Span, err: &Error, kind: &'static str) {
         let error = self.settings.session_ids.then(|| display(err));
         span.in_scope(|| {
-            if matches!(err, Error::Conflict { .. }) {
+            if matches!(err, Error::Conflict { .. } | Error::TitleChanged { .. }) {
                 debug!(error_kind = kind, error, "storage call lost a race");
             } else {
                 warn!(error_kind = kind, error, "storage call failed");
