@@ -42,7 +42,7 @@ fn sync_dir_io(_dir: &Path) -> io::Result<()> {
 
 /// Creates `dir` and whichever of its ancestors are missing, as
 /// [`fs::create_dir_all`] does; with `sync`, each directory this created (or found
-/// created by someone else once its parent was made) has its entry synced into its
+/// created by someone else once it was seen missing) has its entry synced into its
 /// parent, from the first that did not exist down, before this returns. A directory that
 /// existed already costs nothing more than the `mkdir` that found it.
 ///
@@ -53,12 +53,26 @@ fn sync_dir_io(_dir: &Path) -> io::Result<()> {
 /// tags, expiry), made and removed with the sessions that need them, are synced when
 /// the write adding the marker is fsynced (`EveryWrite`), with the marker itself.
 pub(crate) fn create(dir: &Path, sync: bool) -> Result<()> {
-    create_io(dir, sync).at(dir)
+    make(dir, sync, false).at(dir)
+}
+
+/// [`create`] for a caller that found `dir` missing (a file in it could not be opened
+/// for that): found there now, it was made meanwhile by another writer, which may not
+/// have synced its entry yet, so with `sync` it is synced here too. A file fsynced into
+/// it before that writer's sync would be lost with it on a power loss.
+pub(crate) fn create_missing(dir: &Path, sync: bool) -> Result<()> {
+    make(dir, sync, true).at(dir)
 }
 
 /// [`create`], with the operating system's error as it is (for callers that word their
 /// own).
 pub(crate) fn create_io(dir: &Path, sync: bool) -> io::Result<()> {
+    make(dir, sync, false)
+}
+
+/// Makes `dir` as [`create`] says; `missing`: the caller found it missing, so one found
+/// there is another writer's, perhaps not synced yet.
+fn make(dir: &Path, sync: bool, missing: bool) -> io::Result<()> {
     if dir.as_os_str().is_empty() {
         return Ok(());
     }
@@ -68,7 +82,9 @@ pub(crate) fn create_io(dir: &Path, sync: bool) -> io::Result<()> {
             let Some(parent) = dir.parent() else {
                 return Err(err);
             };
-            create_io(parent, sync)?;
+            // The parent was missing a moment ago: one found made since is another
+            // writer's, as `dir` may be below.
+            make(parent, sync, true)?;
             match fs::create_dir(dir) {
                 Ok(()) => {}
                 // Made meanwhile by another writer, which may not have synced it yet.
@@ -76,6 +92,9 @@ pub(crate) fn create_io(dir: &Path, sync: bool) -> io::Result<()> {
                 Err(err) => return Err(err),
             }
         }
+        // Missing a moment ago: made meanwhile by another writer, which may not have
+        // synced it yet.
+        Err(_) if missing && dir.is_dir() => {}
         // It existed: whoever made it synced it (or had no need to).
         Err(_) if dir.is_dir() => return Ok(()),
         Err(err) => return Err(err),
@@ -144,6 +163,32 @@ pub(crate) mod tests {
         // Without `sync`, nothing is synced.
         create(&root.join("e/f"), false).unwrap();
         assert!(root.join("e/f").is_dir());
+        assert_eq!(synced_under(root), Vec::<PathBuf>::new());
+    }
+
+    /// Found by a review: a directory found made when it was missing a moment ago (by
+    /// another writer, between a failed open in it and the `mkdir`, or between a
+    /// `mkdir` below it and its own) was taken for one synced long ago, so a marker
+    /// fsynced into it could be lost with it on a power loss, before its maker synced
+    /// it. Such a directory is synced into its parent too; one that simply exists is not.
+    #[test]
+    fn a_directory_another_writer_just_made_is_synced_into_its_parent() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path();
+        // Another writer's `mkdir`, its sync still to come.
+        let theirs = root.join("owner");
+        fs::create_dir(&theirs).unwrap();
+        let _ = synced_under(root);
+        create(&theirs, true).unwrap();
+        assert_eq!(
+            synced_under(root),
+            Vec::<PathBuf>::new(),
+            "not seen missing"
+        );
+        create_missing(&theirs, true).unwrap();
+        assert_eq!(synced_under(root), [root.to_path_buf()]);
+        // Without `sync`, nothing is.
+        create_missing(&theirs, false).unwrap();
         assert_eq!(synced_under(root), Vec::<PathBuf>::new());
     }
 

@@ -30,7 +30,7 @@ impl SessionLock {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     // The session directory: whatever the policy, a `save` made durable
                     // in it must not be lost with its entry.
-                    crate::dirs::create(dir, true)?;
+                    crate::dirs::create_missing(dir, true)?;
                     regular_file::open_or_create(path)
                 }
                 other => other,

@@ -76,7 +76,7 @@ pub(crate) fn add(root: &Path, at: i64, id: &str, sync: bool) -> Result<()> {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // A concurrent `remove` may take the empty directories away again between
                 // these two steps; then the loop creates them once more.
-                crate::dirs::create(&dir, sync)?;
+                crate::dirs::create_missing(&dir, sync)?;
             }
             Err(err) => return Err(err).at(&path),
         }

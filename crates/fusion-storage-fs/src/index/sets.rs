@@ -69,7 +69,7 @@ pub(crate) fn add(root: &Path, key: SetKey<'_>, id: &str, sync: bool) -> Result<
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // A concurrent `remove` may take the empty directory away again between
                 // these two steps; then the loop creates it once more.
-                crate::dirs::create(&dir, sync)?;
+                crate::dirs::create_missing(&dir, sync)?;
             }
             Err(err) => return Err(err).at(&marker),
         }
