@@ -9,10 +9,22 @@
 //! - Redis and PostgreSQL: the worker connects through a `FaultProxy` of its own in front
 //!   of the server, which after a request, with probability `P`, lets the server's reply
 //!   come, drops it and cuts the connection. On Redis every request may be cut (reads
-//!   included). On PostgreSQL only a statement's request ([`POSTGRES_CUT_MARKER`]), not
-//!   a new connection's handshake: the pool opens one after every cut, and its several
-//!   crossings (TLS, startup) cut as often left no try of a retried call getting through,
-//!   so at `--faults 0.3` no turn succeeded and the run checked nothing.
+//!   included). On PostgreSQL only a statement's request ([`POSTGRES_SYNC`]) and a
+//!   transaction's `COMMIT` ([`POSTGRES_COMMIT`]), not a new connection's handshake: the
+//!   pool opens one after every cut, and its several crossings (TLS, startup) cut as often
+//!   left no try of a retried call getting through, so at `--faults 0.3` no turn succeeded
+//!   and the run checked nothing.
+//!
+//! PostgreSQL's two markers are cut by two proxies in a row (a `FaultProxy` cuts on one
+//! marker), the client's first: the `Sync` that ends each statement sqlx sends with the
+//! extended protocol, then the `COMMIT` it sends as a simple query. Only the second is
+//! the ambiguous write of a transaction (`save`, `truncate`, `delete`, a conditional
+//! write, a metadata update, the slow path of an append): a statement's reply lost inside
+//! one cuts the connection before the `COMMIT`, and the server rolls it back; a lost
+//! `COMMIT` reply leaves the transaction committed and its caller not knowing. `BEGIN`
+//! (nothing to lose) and `ROLLBACK` are not cut: the pool sends the `ROLLBACK` of a
+//! dropped transaction later, on its own, where a cut would be charged to the worker's
+//! next operation.
 //!
 //! A proxy per worker rather than one for the run: the worker then knows how many replies
 //! were lost during each of its operations (it runs one at a time), and journals it
@@ -48,11 +60,18 @@ pub struct Injector {
     seed: u64,
 }
 
-/// What a request to PostgreSQL must contain to be cut: the `Sync` message that ends
-/// each statement sqlx sends with the extended query protocol (every read and write of
-/// the backend; a transaction's `BEGIN` and `COMMIT` go as simple queries, uncut). A
-/// connection's startup never holds it.
-pub const POSTGRES_CUT_MARKER: &[u8] = b"S\0\0\0\x04";
+/// What a request to PostgreSQL must contain to be cut, each by a proxy of its own (see
+/// the module docs); a connection's startup holds neither.
+pub const POSTGRES_CUT_MARKERS: [&[u8]; 2] = [POSTGRES_SYNC, POSTGRES_COMMIT];
+
+/// The `Sync` message that ends each statement sqlx sends with the extended query
+/// protocol (every read and write of the backend, and the pool's ping of a connection it
+/// takes or gets back).
+pub const POSTGRES_SYNC: &[u8] = b"S\0\0\0\x04";
+
+/// The simple query `COMMIT` that ends a transaction of sqlx (its `BEGIN` goes the same
+/// way), whole: type, length (4 + 7), text and its NUL.
+pub const POSTGRES_COMMIT: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
 
 /// Where an [`Injector`]'s faults happen.
 enum Faults {
@@ -60,12 +79,10 @@ enum Faults {
     Off,
     /// `LoseReplies` under an in-process backend.
     Lossy(FaultSwitch),
-    /// The worker's proxy in front of the server, cutting only requests containing
-    /// `only_containing` when there is one.
-    Proxy {
-        proxy: FaultProxy,
-        only_containing: Option<&'static [u8]>,
-    },
+    /// The worker's proxies, the client's first, each in front of the next and the last
+    /// in front of the server, each cutting only requests containing its marker when it
+    /// has one.
+    Proxies(Vec<(FaultProxy, Option<&'static [u8]>)>),
 }
 
 impl Injector {
@@ -74,14 +91,19 @@ impl Injector {
         match &self.faults {
             Faults::Off => {}
             Faults::Lossy(switch) => switch.lose_with_probability(self.probability, self.seed),
-            Faults::Proxy {
-                proxy,
-                only_containing: None,
-            } => proxy.cut_randomly(self.probability, self.seed),
-            Faults::Proxy {
-                proxy,
-                only_containing: Some(marker),
-            } => proxy.cut_randomly_containing(marker, self.probability, self.seed),
+            Faults::Proxies(proxies) => {
+                for (i, (proxy, marker)) in proxies.iter().enumerate() {
+                    // The first proxy's throws are the worker's fault seed's, as when
+                    // there was one; each next one has a stream of its own.
+                    let seed = (0..i).fold(self.seed, |seed, _| fault_seed(seed));
+                    match marker {
+                        None => proxy.cut_randomly(self.probability, seed),
+                        Some(marker) => {
+                            proxy.cut_randomly_containing(marker, self.probability, seed);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -90,7 +112,9 @@ impl Injector {
         match &self.faults {
             Faults::Off => 0,
             Faults::Lossy(switch) => switch.lost(),
-            Faults::Proxy { proxy, .. } => proxy.cuts(),
+            // A cut closes every proxy's side of the connection, but only the one that cut
+            // counts it.
+            Faults::Proxies(proxies) => proxies.iter().map(|(proxy, _)| proxy.cuts()).sum(),
         }
     }
 }
@@ -141,25 +165,25 @@ pub async fn open(
             (storage, Faults::Lossy(switch))
         }
         Backend::Redis | Backend::Postgres => {
-            let (port, only_containing) = if location.backend == Backend::Redis {
-                (6379, None)
+            let (port, markers, target) = if location.backend == Backend::Redis {
+                (6379, vec![None], location.target.clone())
             } else {
-                (5432, Some(POSTGRES_CUT_MARKER))
+                let markers = POSTGRES_CUT_MARKERS.iter().copied().map(Some).collect();
+                (5432, markers, plaintext(&location.target)?)
             };
-            let (proxy, through) = FaultProxy::start_for_url(&location.target, port).await;
-            let through = match only_containing {
-                Some(_) => plaintext(&through)?,
-                None => through,
-            };
+            // Started from the server's side, so that each is in front of the previous.
+            let mut through = target;
+            let mut proxies = Vec::new();
+            for marker in markers.into_iter().rev() {
+                let (proxy, url) = FaultProxy::start_for_url(&through, port).await;
+                through = url;
+                proxies.insert(0, (proxy, marker));
+            }
             let bare = location
                 .open_bare(&through)
                 .await
                 .context("connecting through the fault proxy")?;
-            let faults = Faults::Proxy {
-                proxy,
-                only_containing,
-            };
-            (bare, faults)
+            (bare, Faults::Proxies(proxies))
         }
         Backend::RedisCluster => unreachable!("refused by check"),
     };
@@ -244,23 +268,10 @@ mod tests {
         assert!(err.to_string().contains("remove sslmode"), "{err}");
     }
 
-    /// Armed at probability 1, a worker's PostgreSQL proxy lets a new connection's
-    /// startup through and cuts the reply to its first statement (a bare `Sync`, which
-    /// the server answers with `ReadyForQuery`). Before arming, nothing is cut.
-    #[tokio::test]
-    async fn postgres_faults_start_when_armed_and_spare_a_connections_startup() {
+    /// A connection to PostgreSQL at `addr` for `url`'s user and database, started
+    /// (trust authentication) up to its first `ReadyForQuery`, and the greeting.
+    async fn startup(addr: &str, url: &str) -> (tokio::net::TcpStream, Vec<u8>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Some(url) = fusion_storage_postgres::testing::reachable_url().await else {
-            return;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let location = Location::fresh(Backend::Postgres, dir.path(), &url, StorageLayer::None);
-        let (storage, injector) = open(&location, 1.0, 7).await.unwrap();
-        let before = storage.load("s").await;
-        injector.arm();
-        let Faults::Proxy { proxy, .. } = &injector.faults else {
-            panic!("postgres faults are a proxy's");
-        };
         let user = url
             .split("://")
             .nth(1)
@@ -274,7 +285,7 @@ mod tests {
         }
         let length = u32::try_from(startup.len() + 4).unwrap();
         startup.splice(0..0, length.to_be_bytes());
-        let mut conn = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
         conn.write_all(&startup).await.unwrap();
         // AuthenticationOk (trust), parameters, ReadyForQuery: all before any query.
         let mut greeting = Vec::new();
@@ -284,16 +295,118 @@ mod tests {
             assert!(n > 0, "the startup was cut: {greeting:?}");
             greeting.extend(&buf[..n]);
         }
-        conn.write_all(POSTGRES_CUT_MARKER).await.unwrap();
+        assert_eq!(greeting[0], b'R', "{greeting:?}");
+        (conn, greeting)
+    }
+
+    /// Sends `request` on `conn` and reads the reply up to its `ReadyForQuery`, or up to
+    /// the end of the connection if it is cut first (`false`).
+    async fn exchange(conn: &mut tokio::net::TcpStream, request: &[u8]) -> (Vec<u8>, bool) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        conn.write_all(request).await.unwrap();
         let mut reply = Vec::new();
-        let read = conn.read_to_end(&mut reply).await;
+        loop {
+            let ready =
+                reply.len() >= 6 && reply[reply.len() - 6..reply.len() - 1] == *b"Z\0\0\0\x05";
+            if ready {
+                return (reply, true);
+            }
+            let mut buf = [0; 4096];
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return (reply, false),
+                Ok(n) => reply.extend(&buf[..n]),
+            }
+        }
+    }
+
+    /// A simple query ('Q') of `sql`.
+    fn simple_query(sql: &str) -> Vec<u8> {
+        let length = u32::try_from(4 + sql.len() + 1).unwrap();
+        let mut message = vec![b'Q'];
+        message.extend(length.to_be_bytes());
+        message.extend(sql.as_bytes());
+        message.push(0);
+        message
+    }
+
+    /// The server's address in a PostgreSQL `url`, and the client-facing proxy's.
+    fn addresses(url: &str, injector: &Injector) -> (String, String) {
+        let Faults::Proxies(proxies) = &injector.faults else {
+            panic!("postgres faults are proxies'");
+        };
+        let host = url.split("://").nth(1).unwrap();
+        let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+        let host = host.split(['/', '?']).next().unwrap();
+        let server = if host.contains(':') {
+            host.to_string()
+        } else {
+            format!("{host}:5432")
+        };
+        (server, proxies[0].0.addr().to_string())
+    }
+
+    /// Armed at probability 1, a worker's PostgreSQL proxies let a new connection's
+    /// startup through and cut the reply to its first statement (a bare `Sync`, which
+    /// the server answers with `ReadyForQuery`). Before arming, nothing is cut.
+    #[tokio::test]
+    async fn postgres_faults_start_when_armed_and_spare_a_connections_startup() {
+        let Some(url) = fusion_storage_postgres::testing::reachable_url().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::fresh(Backend::Postgres, dir.path(), &url, StorageLayer::None);
+        let (storage, injector) = open(&location, 1.0, 7).await.unwrap();
+        let before = storage.load("s").await;
+        injector.arm();
+        let (_, proxy) = addresses(&url, &injector);
+        let (mut conn, _) = startup(&proxy, &url).await;
+        let (reply, answered) = exchange(&mut conn, POSTGRES_SYNC).await;
         location.cleanup().await.unwrap();
         assert!(before.is_ok(), "{before:?}");
-        assert_eq!(greeting[0], b'R', "{greeting:?}");
         assert!(
-            reply.is_empty(),
-            "the Sync's reply came: {reply:?} {read:?}"
+            !answered && reply.is_empty(),
+            "the Sync's reply came: {reply:?}"
+        );
+        // At least: the pool's ping of a connection it got back may be cut too.
+        assert!(injector.injected() > 0);
+    }
+
+    /// Armed at probability 1, a worker's PostgreSQL proxies let a transaction's `BEGIN`
+    /// and simple statements through, and cut the reply to its `COMMIT`, which the server
+    /// applied: the write whose caller never hears.
+    #[tokio::test]
+    async fn postgres_faults_lose_a_commits_reply_after_it_applied() {
+        let Some(url) = fusion_storage_postgres::testing::reachable_url().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::fresh(Backend::Postgres, dir.path(), &url, StorageLayer::None);
+        let (_storage, injector) = open(&location, 1.0, 7).await.unwrap();
+        injector.arm();
+        let (server, proxy) = addresses(&url, &injector);
+        let schema = format!("fusion_stress_commit_{}", std::process::id());
+        let (mut conn, _) = startup(&proxy, &url).await;
+        let (begun, began) = exchange(&mut conn, &simple_query("BEGIN")).await;
+        let create = simple_query(&format!("CREATE SCHEMA {schema}"));
+        let (created, create_answered) = exchange(&mut conn, &create).await;
+        let (committed, commit_answered) = exchange(&mut conn, POSTGRES_COMMIT).await;
+        // Straight to the server, past the proxies: the schema is there to drop.
+        let (mut direct, _) = startup(&server, &url).await;
+        let drop = simple_query(&format!("DROP SCHEMA {schema}"));
+        let (dropped, _) = exchange(&mut direct, &drop).await;
+        location.cleanup().await.unwrap();
+        assert!(began, "{begun:?}");
+        assert!(create_answered, "{created:?}");
+        assert!(
+            !commit_answered && committed.is_empty(),
+            "the COMMIT's reply came: {committed:?}"
         );
         assert!(injector.injected() > 0);
+        let dropped_ok = dropped.windows(12).any(|w| w == b"DROP SCHEMA\0");
+        assert!(
+            dropped_ok,
+            "the COMMIT did not apply: {:?}",
+            String::from_utf8_lossy(&dropped)
+        );
     }
 }
