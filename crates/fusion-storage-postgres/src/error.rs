@@ -174,8 +174,12 @@ fn database_error(code: &str, detail: &str, op: Op<'_>) -> (String, bool) {
 /// timeout for a pooled one (see `crate::timed_out`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Cause {
-    /// It opened at once: the server takes connections, so the pool's were all in use.
+    /// It opened at once, and the pool had all its connections open: they were all in use.
     InUse,
+    /// It opened, though the pool, which had room for more connections, opened none
+    /// within the timeout: the server refused or did not answer its tries then (down,
+    /// starting, at its limit), and takes a connection now.
+    Reopened,
     /// It failed: why, as [`parse_postgres_error`] words it (without an operation in
     /// front), and whether a retry may succeed.
     Failed { cause: String, retryable: bool },
@@ -216,6 +220,15 @@ pub(crate) fn pool_timed_out(op: Op<'_>, timeout: Duration, max: u32, cause: &Ca
                  connection of the pool ({max}) was in use, and the server takes new ones (one \
                  opened at once): raise PostgresOptions::max_connections, or make fewer calls \
                  at once; retry later"
+            ),
+            true,
+        ),
+        Cause::Reopened => (
+            format!(
+                "{op}: no connection within the connect timeout of {timeout:?}: the pool could \
+                 not open one (the server refused its connections or did not answer, as when \
+                 it restarts or is at its connection limit), though a new connection tried \
+                 then opened; retry"
             ),
             true,
         ),
@@ -478,6 +491,12 @@ mod tests {
             busy.contains("every connection of the pool (8) was in use"),
             "{busy}"
         );
+        // A pool with room that could not open one does not blame its size.
+        let back = pool_timed_out(op(), timeout, 8, &Cause::Reopened);
+        assert!(back.is_retryable(), "{back}");
+        let back = back.to_string();
+        assert!(back.contains("the pool could not open one"), "{back}");
+        assert!(!back.contains("max_connections"), "{back}");
         let silent = pool_timed_out(op(), timeout, 8, &Cause::NoAnswer);
         assert!(silent.is_retryable(), "{silent}");
         assert!(silent.to_string().contains("no answer"), "{silent}");

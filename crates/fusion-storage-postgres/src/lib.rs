@@ -196,7 +196,8 @@
 //!   the timeout alone; so the call tries one new connection itself (within the connect
 //!   timeout: up to twice it in all), and its error says what that met: the server's
 //!   refusal, no answer, or a connection opened at once (every one of the pool's was in
-//!   use). Retryable unless that cause is not. One storage tries one at a time; calls
+//!   use if it had all it may; with room for more, the server had refused or not
+//!   answered the pool's tries until then). Retryable unless that cause is not. One storage tries one at a time; calls
 //!   timing out meanwhile share its finding (`timed_out`).
 //! - A schema whose `_sqlx_migrations` records a version this build does not know (a
 //!   newer release upgraded it): connect fails, not retryable, and writes nothing.

@@ -35,8 +35,9 @@ impl Finder {
     pub(crate) async fn pool_timed_out(&self, pool: &PgPool, op: Op<'_>, began: Instant) -> Error {
         let options = pool.options();
         let timeout = options.get_acquire_timeout();
+        let max = options.get_max_connections();
         let cause = self.cause(&pool.connect_options(), timeout, began).await;
-        pool_timed_out(op, timeout, options.get_max_connections(), &cause)
+        pool_timed_out(op, timeout, max, &read(cause, pool.size(), max))
     }
 
     /// What a new connection with `connect` meets within `timeout`, or what the last one
@@ -65,5 +66,33 @@ impl Finder {
         };
         *last = Some((tried, cause.clone()));
         cause
+    }
+}
+
+/// What a new connection's `cause` says of a pool of at most `max` connections holding
+/// `size` (open, or being opened) once the call timed out: one opening at once means the
+/// pool's were all in use only if the pool had all it may; with room for more, the pool
+/// was opening its own and failing (a server down or at its limit a moment before).
+fn read(cause: Cause, size: u32, max: u32) -> Cause {
+    match cause {
+        Cause::InUse if size < max => Cause::Reopened,
+        cause => cause,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by a review: a pool that could not open a connection (the server down or at
+    /// its limit until the timeout) and a new connection that opened right after (the
+    /// server back) were reported as every pooled connection in use, to be mended by a
+    /// larger pool.
+    #[test]
+    fn a_connection_opening_at_once_blames_the_pool_only_when_it_was_full() {
+        assert_eq!(read(Cause::InUse, 4, 4), Cause::InUse);
+        assert_eq!(read(Cause::InUse, 3, 4), Cause::Reopened);
+        assert_eq!(read(Cause::InUse, 0, 1), Cause::Reopened);
+        assert_eq!(read(Cause::NoAnswer, 0, 1), Cause::NoAnswer);
     }
 }
