@@ -427,11 +427,11 @@ async fn a_call_that_waits_out_the_pool_says_why_no_connection_came() {
     );
     in_use.close().await.unwrap();
 
-    // A missing database: sqlx gives up at once, saying so.
+    // A missing database: sqlx gives up at once, saying so (not waiting out the timeout,
+    // which would be worded so).
     pool.set_connect_options(own.clone().database("fusion_no_such_database"));
-    let started = Instant::now();
     let (retryable, text) = load_fails().await;
-    assert!(started.elapsed() < timeout, "{text}");
+    assert!(!text.contains("within the connect timeout"), "{text}");
     assert!(!retryable, "{text}");
     assert!(text.contains("does not exist"), "{text}");
 
