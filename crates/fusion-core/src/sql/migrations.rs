@@ -16,8 +16,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, Migrator};
@@ -144,7 +143,7 @@ fn with_sql(m: &Migration, sql: String) -> Migration {
 /// from semantic versioning (`sqlx::migrate!` fills them, and any release may change
 /// them), so nothing here reads or sets them.
 pub fn migrator(migrations: Vec<Migration>) -> Migrator {
-    match block_on(Migrator::new(Given(migrations))) {
+    match ready_now(Migrator::new(Given(migrations))) {
         Ok(migrator) => migrator,
         Err(err) => unreachable!("a list of migrations resolves to itself: {err}"),
     }
@@ -163,24 +162,15 @@ impl MigrationSource<'static> for Given {
     }
 }
 
-/// Runs `future` to completion on this thread. [`Migrator::new`] over [`Given`] awaits
-/// nothing but the list, so it is ready when first polled; should a release of sqlx make
-/// it wait for something, this thread sleeps until woken.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        match future.as_mut().poll(&mut context) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park(),
-        }
+/// The output of `future`, polled once: [`Migrator::new`] over [`Given`] awaits nothing
+/// but the list, so it is ready then. Never waited for: this runs where a backend first
+/// needs its migrations, inside async code on a runtime's thread, which a wait would
+/// block (on a single-threaded runtime, for good); should a release of sqlx make the
+/// constructor wait for something, this fails at once instead.
+fn ready_now<F: Future>(future: F) -> F::Output {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("sqlx's Migrator::new waited for something, not a list alone"),
     }
 }
 
@@ -258,6 +248,15 @@ mod tests {
         // The database recorded the second, which this list lacks.
         let err = first.run(&mut db).await.unwrap_err();
         assert!(matches!(err, MigrateError::VersionMissing(2)), "{err:?}");
+    }
+
+    /// Found by a review: the migrator was built by a `block_on` of this module's own,
+    /// which parked the thread while the constructor was pending: a runtime's thread
+    /// (where a backend first reads its migrations), for good on a single-threaded one.
+    #[test]
+    #[should_panic(expected = "waited for something")]
+    fn a_constructor_that_waits_fails_at_once_rather_than_park_the_thread() {
+        ready_now(std::future::pending::<()>());
     }
 
     /// A build from a CRLF checkout gets the same checksums as the LF files in the
