@@ -374,6 +374,43 @@ async fn purge_clears_every_index_entry_expired_sessions_left_on_a_cluster() {
     }
 }
 
+/// Two purges at once count (and publish) each expired session once between them: on a
+/// cluster each took every due entry it read, swept the sessions and counted those it
+/// found gone, so both counted the same sessions (found by the stress harness, seed
+/// 17301: "purges removed 4 sessions, but only 3 ever expired").
+async fn purges_at_once_count_each_session_once(h: Harness) {
+    let (first, second) = (h.open().await, h.open().await);
+    for round in 0..5 {
+        let soon = SystemTime::now() + Duration::from_millis(50);
+        let meta = SessionMeta::new().expiry(Expiry::At(soon));
+        let ids: Vec<String> = (0..4).map(|i| format!("r{round}-{i}")).collect();
+        for id in &ids {
+            first.create_session(id, &meta, &said(id)).await.unwrap();
+        }
+        wait_past(soon).await;
+        let (a, b) = tokio::join!(first.purge_expired(100), second.purge_expired(100));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a + b, ids.len(), "round {round}: {a} + {b} purged");
+        for id in &ids {
+            assert_eq!(first.session_info(id).await.unwrap(), None, "{id}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn purges_at_once_count_each_session_once_on_one_server() {
+    if let Some(h) = harness().await {
+        purges_at_once_count_each_session_once(h).await;
+    }
+}
+
+#[tokio::test]
+async fn purges_at_once_count_each_session_once_on_a_cluster() {
+    if let Some(h) = cluster_harness().await {
+        purges_at_once_count_each_session_once(h).await;
+    }
+}
+
 /// With the storage's TTL and a session's expiry, the keys go at whichever comes first;
 /// the session reports its own expiry either way.
 #[tokio::test]

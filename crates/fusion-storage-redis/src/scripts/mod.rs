@@ -139,9 +139,10 @@ pub(crate) static PURGE_ONE: LazyLock<Writing> = LazyLock::new(|| {
     )
 });
 
-/// The due entries of the expiry index on a cluster; see [`retention::DUE`].
-pub(crate) static DUE: LazyLock<Lua> =
-    LazyLock::new(|| reading(&[COMMON, DIGITS, CLOCK, retention::DUE]));
+/// The due entries of the expiry index on a cluster, taken out of it; see
+/// [`retention::CLAIM`].
+pub(crate) static CLAIM: LazyLock<Lua> =
+    LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, retention::CLAIM]));
 
 fn script(parts: &[&str]) -> Lua {
     Lua::new(source(parts))

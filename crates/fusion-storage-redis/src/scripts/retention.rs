@@ -4,9 +4,9 @@
 //!
 //! On one server [`PURGE`] does a batch in one atomic step, reaching each session's keys
 //! and its owner's indexes by name (a server without slots allows that). On a cluster
-//! the expiry index and each session live in different slots, so the client reads the
-//! due entries with [`DUE`], removes each session with [`PURGE_ONE`] on its own slot, then
-//! updates the indexes itself (`storage/retention.rs`).
+//! the expiry index and each session live in different slots, so the client takes the
+//! due entries with [`CLAIM`], removes each session with [`PURGE_ONE`] on its own slot,
+//! then updates the indexes itself (`storage/retention.rs`).
 
 /// `sweep(list, meta)`: removes what is left of the session with these keys if it is
 /// expired (its list is gone, or its `expires_at` has passed) and returns `true` and the
@@ -88,9 +88,14 @@ end
 return {0, owner or false}
 "#;
 
-/// The entries of the expiry index due by this server's clock (a cluster's purge).
+/// The entries of the expiry index due by this server's clock, taken out of it (a
+/// cluster's purge): a purge running beside this one never gets the same entry, so each
+/// session is swept, counted and its expiry published by one purge. The caller puts back
+/// the entry of a session it finds live (`forget`).
 ///
 /// KEYS: the expiry index. ARGV: how many at most. Returns `{now in ms, {members}}`.
-pub(super) const DUE: &str = r#"
-return {now, redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))}
+pub(super) const CLAIM: &str = r#"
+local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
+for _, member in ipairs(due) do redis.call('ZREM', KEYS[1], member) end
+return {now, due}
 "#;

@@ -12,9 +12,11 @@
 //!
 //! On one server a batch is one script, atomic. On a cluster the expiry index, the
 //! sessions and the other indexes live in different slots, so a purge follows the
-//! cluster discipline of `index.rs`: the due entries (one script on the expiry index),
+//! cluster discipline of `index.rs`: the due entries, taken out of the expiry index by one
+//! script there (so two purges at once never sweep, count and publish one session twice),
 //! then each session's own script, then the index removals, then a second look at those
-//! sessions that puts back whatever a writer stored meanwhile.
+//! sessions that puts back whatever a writer stored meanwhile, the expiry entry of a
+//! session written again since it expired included.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -69,19 +71,26 @@ impl RedisStorage {
         Ok((purged, looked == limit))
     }
 
-    /// A cluster: up to `limit` due entries (the `DUE` script on the expiry index), each
-    /// session's `PURGE_ONE` on its own slot, side by side, then [`forget`](Self::forget)
-    /// the purged sessions and every entry looked at. Returns how many sessions it purged
-    /// and whether another round may purge more: not when fewer entries were due, nor when
-    /// every one belonged to a live session that is still due by the expiry index's clock
-    /// (the nodes' clocks differ a little).
+    /// A cluster: up to `limit` due entries, taken out of the expiry index (the `CLAIM`
+    /// script), each session's `PURGE_ONE` on its own slot, side by side, then
+    /// [`forget`](Self::forget) the purged sessions and every entry taken, which puts back
+    /// those of sessions still there (written again since they expired). Returns how many
+    /// sessions it purged and whether another round may purge more: not when fewer entries
+    /// were due, nor when every one belonged to a live session that is still due by the
+    /// expiry index's clock (the nodes' clocks differ a little).
+    ///
+    /// Should a sweep fail, the entries taken are put back the same way before the error
+    /// is returned, so the next purge finds the sessions still there. A purge that stops
+    /// between taking and putting back (its process killed) leaves them out of the expiry
+    /// index: their keys still go at their `PEXPIREAT`, and listings prune the index
+    /// entries left, as for any session Redis dropped.
     async fn purge_spread(&self, limit: usize) -> Result<(usize, bool)> {
         const NAME: &str = "purge_expired";
         let expiry = self.keys.expiry();
-        let mut call = evalsha(&scripts::DUE, &[expiry]);
+        let mut call = evalsha(&scripts::CLAIM, &[expiry]);
         call.arg(limit);
         let (now, due): (i64, Vec<String>) = self
-            .eval(&scripts::DUE, &call)
+            .eval(&scripts::CLAIM, &call)
             .await
             .map_err(|err| parse_redis_error(err, self.op(NAME, None).on_key(expiry)))?;
         let entries: Vec<(&str, Option<&str>)> = due
@@ -106,11 +115,15 @@ impl RedisStorage {
                 .and_then(|acked| self.acknowledged(acked, op))?;
             Ok::<_, fusion_core::Error>(swept)
         });
-        let swept: HashMap<&str, (i64, Option<String>)> = ids
-            .iter()
-            .copied()
-            .zip(try_join_all(sweeps).await?)
-            .collect();
+        let swept = match try_join_all(sweeps).await {
+            Ok(swept) => swept,
+            Err(err) => {
+                // Best effort: the error that stopped the purge is the one to report.
+                let _ = self.forget(NAME, &[], &due).await;
+                return Err(err);
+            }
+        };
+        let swept: HashMap<&str, (i64, Option<String>)> = ids.iter().copied().zip(swept).collect();
         let mut gone: Vec<Gone<'_>> = Vec::new();
         for (id, owner) in &entries {
             let (removed, meta_owner) = &swept[id];
