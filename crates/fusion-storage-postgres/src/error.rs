@@ -183,6 +183,10 @@ pub(crate) enum Cause {
     /// It failed: why, as [`parse_postgres_error`] words it (without an operation in
     /// front), and whether a retry may succeed.
     Failed { cause: String, retryable: bool },
+    /// It failed for a cause retrying cannot mend (`cause`, a wrong password, a TLS
+    /// failure), though the pool had all the connections it may: they were all in use,
+    /// and work (the pool opening one would have failed at once), so a retry may succeed.
+    InUseAndFailed { cause: String },
     /// It got no answer within the connect timeout either.
     NoAnswer,
 }
@@ -238,6 +242,15 @@ pub(crate) fn pool_timed_out(op: Op<'_>, timeout: Duration, max: u32, cause: &Ca
                  not open one, and a new connection tried then failed: {cause}"
             ),
             *retryable,
+        ),
+        Cause::InUseAndFailed { cause } => (
+            format!(
+                "{op}: no connection within the connect timeout of {timeout:?}: every \
+                 connection of the pool ({max}) was in use, and a new connection tried then \
+                 failed: {cause}; the pool's connections work, so retry later, but it cannot \
+                 open more until that is mended"
+            ),
+            true,
         ),
         Cause::NoAnswer => (
             format!(
@@ -497,6 +510,17 @@ mod tests {
         let back = back.to_string();
         assert!(back.contains("the pool could not open one"), "{back}");
         assert!(!back.contains("max_connections"), "{back}");
+        // A full pool's calls wait for its connections, which work, whatever a new one
+        // meets.
+        let cause = "password authentication failed for user \"app\"".to_string();
+        let full = pool_timed_out(op(), timeout, 8, &Cause::InUseAndFailed { cause });
+        assert!(full.is_retryable(), "{full}");
+        let full = full.to_string();
+        assert!(
+            full.contains("every connection of the pool (8) was in use"),
+            "{full}"
+        );
+        assert!(full.contains("password authentication failed"), "{full}");
         let silent = pool_timed_out(op(), timeout, 8, &Cause::NoAnswer);
         assert!(silent.is_retryable(), "{silent}");
         assert!(silent.to_string().contains("no answer"), "{silent}");

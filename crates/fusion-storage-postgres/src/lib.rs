@@ -197,8 +197,10 @@
 //!   timeout: up to twice it in all), and its error says what that met: the server's
 //!   refusal, no answer, or a connection opened at once (every one of the pool's was in
 //!   use if it had all it may; with room for more, the server had refused or not
-//!   answered the pool's tries until then). Retryable unless that cause is not. One storage tries one at a time; calls
-//!   timing out meanwhile share its finding (`timed_out`).
+//!   answered the pool's tries until then). Retryable unless that cause is not and the
+//!   pool had room for more (a full pool's connections were in use, and work). One
+//!   storage tries one at a time; calls timing out meanwhile share its finding
+//!   (`timed_out`).
 //! - A schema whose `_sqlx_migrations` records a version this build does not know (a
 //!   newer release upgraded it): connect fails, not retryable, and writes nothing.
 //! - Wrong password, missing database, missing privileges, a TLS failure (a server

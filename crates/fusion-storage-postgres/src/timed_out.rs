@@ -72,10 +72,16 @@ impl Finder {
 /// What a new connection's `cause` says of a pool of at most `max` connections holding
 /// `size` (open, or being opened) once the call timed out: one opening at once means the
 /// pool's were all in use only if the pool had all it may; with room for more, the pool
-/// was opening its own and failing (a server down or at its limit a moment before).
+/// was opening its own and failing (a server down or at its limit a moment before). A
+/// cause retrying cannot mend is not why a full pool's call timed out (the pool gives up
+/// at once on such a cause): its connections were in use, and the call may be retried.
 fn read(cause: Cause, size: u32, max: u32) -> Cause {
     match cause {
         Cause::InUse if size < max => Cause::Reopened,
+        Cause::Failed {
+            cause,
+            retryable: false,
+        } if size >= max => Cause::InUseAndFailed { cause },
         cause => cause,
     }
 }
@@ -94,5 +100,21 @@ mod tests {
         assert_eq!(read(Cause::InUse, 3, 4), Cause::Reopened);
         assert_eq!(read(Cause::InUse, 0, 1), Cause::Reopened);
         assert_eq!(read(Cause::NoAnswer, 0, 1), Cause::NoAnswer);
+    }
+
+    /// Found by a review: a full pool's call that timed out, whose new connection met a
+    /// cause retrying cannot mend (a password changed since the pool's connections
+    /// opened), was reported as not retryable, though a retry gets a pooled connection.
+    #[test]
+    fn a_full_pool_stays_retryable_whatever_a_new_connection_met() {
+        let failed = |retryable| Cause::Failed {
+            cause: "password authentication failed".into(),
+            retryable,
+        };
+        let full = read(failed(false), 2, 2);
+        assert!(matches!(full, Cause::InUseAndFailed { .. }), "{full:?}");
+        // With room for more, the pool met it too (or what it met changed since).
+        assert_eq!(read(failed(false), 1, 2), failed(false));
+        assert_eq!(read(failed(true), 2, 2), failed(true));
     }
 }
