@@ -36,8 +36,11 @@ impl Finder {
         let options = pool.options();
         let timeout = options.get_acquire_timeout();
         let max = options.get_max_connections();
+        // As the call timed out: the try below may take the connect timeout again, while
+        // the pool's connections close and open.
+        let size = pool.size();
         let cause = self.cause(&pool.connect_options(), timeout, began).await;
-        pool_timed_out(op, timeout, max, &read(cause, pool.size(), max))
+        pool_timed_out(op, timeout, max, &read(cause, size, max))
     }
 
     /// What a new connection with `connect` meets within `timeout`, or what the last one
