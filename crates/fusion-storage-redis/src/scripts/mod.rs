@@ -139,7 +139,7 @@ pub(crate) static PURGE_ONE: LazyLock<Writing> = LazyLock::new(|| {
     )
 });
 
-/// The due entries of the expiry index on a cluster, taken out of it; see
+/// The due entries of the expiry index on a cluster, claimed for a lease; see
 /// [`retention::CLAIM`].
 pub(crate) static CLAIM: LazyLock<Lua> =
     LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, retention::CLAIM]));

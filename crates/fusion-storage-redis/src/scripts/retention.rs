@@ -4,7 +4,7 @@
 //!
 //! On one server [`PURGE`] does a batch in one atomic step, reaching each session's keys
 //! and its owner's indexes by name (a server without slots allows that). On a cluster
-//! the expiry index and each session live in different slots, so the client takes the
+//! the expiry index and each session live in different slots, so the client claims the
 //! due entries with [`CLAIM`], removes each session with [`PURGE_ONE`] on its own slot,
 //! then updates the indexes itself (`storage/retention.rs`).
 
@@ -88,14 +88,19 @@ end
 return {0, owner or false}
 "#;
 
-/// The entries of the expiry index due by this server's clock, taken out of it (a
-/// cluster's purge): a purge running beside this one never gets the same entry, so each
-/// session is swept, counted and its expiry published by one purge. The caller puts back
-/// the entry of a session it finds live (`forget`).
+/// The entries of the expiry index due by this server's clock, claimed (a cluster's
+/// purge): each is scored `lease` ms from now, so a purge running beside this one does
+/// not get it while this one sweeps its session, and each session is swept, counted and
+/// its expiry published by one purge. Claimed, not taken out: a claim whose purge never
+/// finishes (its reply lost and the script sent again, a failed sweep, its process
+/// killed) leaves the entries to come due again when the lease ends. The caller removes
+/// the entries of the sessions it purged and scores again those of live ones (`forget`).
 ///
-/// KEYS: the expiry index. ARGV: how many at most. Returns `{now in ms, {members}}`.
+/// KEYS: the expiry index. ARGV: how many at most, the lease in ms. Returns
+/// `{now in ms, {members}}`.
 pub(super) const CLAIM: &str = r#"
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
-for _, member in ipairs(due) do redis.call('ZREM', KEYS[1], member) end
+local leased = now + tonumber(ARGV[2])
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', leased, member) end
 return {now, due}
 "#;

@@ -388,3 +388,60 @@ fn the_scripts_fingerprint_ids_as_the_client_does() {
         assert_eq!(lua, fingerprint(id), "{id}");
     }
 }
+
+/// Found by a review: a cluster's `CLAIM` took the due entries out of the expiry index,
+/// so one whose purge never finished (its reply lost and the script sent again, a failed
+/// sweep, a killed process) lost them, and the sessions they named were never purged nor
+/// counted. It scores them a lease ahead instead: still there, not due to a second claim
+/// (another purge, or this one sent again) until the lease ends.
+#[test]
+fn a_claim_leases_the_due_entries_and_a_second_claim_gets_none_of_them() {
+    let Some(mut conn) = server() else { return };
+    let key = format!("{}:expiry", prefix("claim"));
+    let now: (String, String) = redis::cmd("TIME").query(&mut conn).unwrap();
+    let now_ms = now.0.parse::<i64>().unwrap() * 1000 + now.1.parse::<i64>().unwrap() / 1000;
+    let later = now_ms + 3_600_000;
+    for (score, member) in [
+        (now_ms - 2000, "a/alice"),
+        (now_ms - 1000, "b"),
+        (later, "c"),
+    ] {
+        let _: () = redis::cmd("ZADD")
+            .arg(&key)
+            .arg(score)
+            .arg(member)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let claim = Script::new(CLAIM.source());
+    let lease = 600_000;
+    let (at, due): (i64, Vec<String>) = claim
+        .key(&key)
+        .arg(10)
+        .arg(lease)
+        .invoke(&mut conn)
+        .unwrap();
+    assert_eq!(due, ["a/alice", "b"]);
+    for member in ["a/alice", "b"] {
+        let score: Option<i64> = redis::cmd("ZSCORE")
+            .arg(&key)
+            .arg(member)
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(score, Some(at + lease), "{member}");
+    }
+    let score: Option<i64> = redis::cmd("ZSCORE")
+        .arg(&key)
+        .arg("c")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(score, Some(later), "an entry not due is left as it was");
+    let (_, again): (i64, Vec<String>) = claim
+        .key(&key)
+        .arg(10)
+        .arg(lease)
+        .invoke(&mut conn)
+        .unwrap();
+    assert_eq!(again, Vec::<String>::new());
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut conn).unwrap();
+}

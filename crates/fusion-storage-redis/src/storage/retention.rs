@@ -12,13 +12,14 @@
 //!
 //! On one server a batch is one script, atomic. On a cluster the expiry index, the
 //! sessions and the other indexes live in different slots, so a purge follows the
-//! cluster discipline of `index.rs`: the due entries, taken out of the expiry index by one
-//! script there (so two purges at once never sweep, count and publish one session twice),
-//! then each session's own script, then the index removals, then a second look at those
-//! sessions that puts back whatever a writer stored meanwhile, the expiry entry of a
-//! session written again since it expired included.
+//! cluster discipline of `index.rs`: the due entries, claimed by one script on the expiry
+//! index (scored a lease ahead, so two purges at once do not sweep, count and publish one
+//! session twice), then each session's own script, then the index removals, then a
+//! second look at those sessions that puts back whatever a writer stored meanwhile, the
+//! expiry entry of a session written again since it expired included.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
 use fusion_core::{Result, SessionId, check_purge_batch};
 use futures::future::try_join_all;
@@ -33,6 +34,12 @@ use crate::scripts;
 /// How many entries of the expiry index one script (one server) or one round of
 /// requests (a cluster) looks at, so a large batch does not hold the server for long.
 const PURGE_CHUNK: usize = 500;
+
+/// How long a cluster's purge holds the due entries it claimed (see `purge_spread`):
+/// far longer than a round of [`PURGE_CHUNK`] entries takes, so a purge beside it does
+/// not sweep them too, and short enough that those of a purge that never finished come
+/// due again soon.
+const CLAIM_LEASE: Duration = Duration::from_secs(60);
 
 impl RedisStorage {
     /// Deletes up to `batch` expired sessions; see the module documentation. Looks at
@@ -71,24 +78,24 @@ impl RedisStorage {
         Ok((purged, looked == limit))
     }
 
-    /// A cluster: up to `limit` due entries, taken out of the expiry index (the `CLAIM`
-    /// script), each session's `PURGE_ONE` on its own slot, side by side, then
-    /// [`forget`](Self::forget) the purged sessions and every entry taken, which puts back
-    /// those of sessions still there (written again since they expired). Returns how many
-    /// sessions it purged and whether another round may purge more: not when fewer entries
-    /// were due, nor when every one belonged to a live session that is still due by the
-    /// expiry index's clock (the nodes' clocks differ a little).
+    /// A cluster: up to `limit` due entries, claimed (the `CLAIM` script scores them
+    /// [`CLAIM_LEASE`] ahead), each session's `PURGE_ONE` on its own slot, side by side,
+    /// then [`forget`](Self::forget) the purged sessions and every entry claimed, which
+    /// scores again those of sessions still there (written again since they expired).
+    /// Returns how many sessions it purged and whether another round may purge more: not
+    /// when fewer entries were due, nor when every one belonged to a live session that is
+    /// still due by the expiry index's clock (the nodes' clocks differ a little).
     ///
-    /// Should a sweep fail, the entries taken are put back the same way before the error
-    /// is returned, so the next purge finds the sessions still there. A purge that stops
-    /// between taking and putting back (its process killed) leaves them out of the expiry
-    /// index: their keys still go at their `PEXPIREAT`, and listings prune the index
-    /// entries left, as for any session Redis dropped.
+    /// A claim this purge does not finish (a sweep failed, the `CLAIM` was sent again
+    /// after its reply was lost, the process was killed) leaves its entries in the
+    /// expiry index, due again when the lease ends, for a later purge to sweep and count:
+    /// taken out, they would be lost, and the sessions they name never purged nor
+    /// counted, their index entries left to the listings.
     async fn purge_spread(&self, limit: usize) -> Result<(usize, bool)> {
         const NAME: &str = "purge_expired";
         let expiry = self.keys.expiry();
         let mut call = evalsha(&scripts::CLAIM, &[expiry]);
-        call.arg(limit);
+        call.arg(limit).arg(CLAIM_LEASE.as_millis().to_string());
         let (now, due): (i64, Vec<String>) = self
             .eval(&scripts::CLAIM, &call)
             .await
@@ -115,15 +122,11 @@ impl RedisStorage {
                 .and_then(|acked| self.acknowledged(acked, op))?;
             Ok::<_, fusion_core::Error>(swept)
         });
-        let swept = match try_join_all(sweeps).await {
-            Ok(swept) => swept,
-            Err(err) => {
-                // Best effort: the error that stopped the purge is the one to report.
-                let _ = self.forget(NAME, &[], &due).await;
-                return Err(err);
-            }
-        };
-        let swept: HashMap<&str, (i64, Option<String>)> = ids.iter().copied().zip(swept).collect();
+        let swept: HashMap<&str, (i64, Option<String>)> = ids
+            .iter()
+            .copied()
+            .zip(try_join_all(sweeps).await?)
+            .collect();
         let mut gone: Vec<Gone<'_>> = Vec::new();
         for (id, owner) in &entries {
             let (removed, meta_owner) = &swept[id];
