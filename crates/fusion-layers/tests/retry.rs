@@ -610,22 +610,33 @@ impl Intercept for LoseUpdateReply {
     }
 }
 
+/// Session "s" created with `meta` in a store whose updates can lose their reply (armed
+/// by the test), and that store under the retry layer.
+async fn losing_update_replies(
+    meta: fusion_core::SessionMeta,
+) -> (
+    Arc<Intercepted<LoseUpdateReply>>,
+    Arc<dyn ConversationStorage>,
+) {
+    let store = Arc::new(Intercepted(LoseUpdateReply {
+        inner: InMemoryStorage::new(),
+        armed: false.into(),
+    }));
+    store
+        .create_session("s", &meta, &[ChatMessage::user("hi")])
+        .await
+        .unwrap();
+    let layered = Arc::clone(&store).layer(retry());
+    (store, layered)
+}
+
 /// Found by an audit on Redis and PostgreSQL: the retry of an owner change on condition of
 /// the old owner met its own change and reported `NotOwner`, although the session was
 /// the new owner's.
 #[tokio::test]
 async fn an_owner_change_whose_reply_was_lost_reports_that_it_applied() {
     use fusion_core::{MetaUpdate, SessionMeta};
-    let store = Arc::new(Intercepted(LoseUpdateReply {
-        inner: InMemoryStorage::new(),
-        armed: false.into(),
-    }));
-    let meta = SessionMeta::new().owner("alice");
-    store
-        .create_session("s", &meta, &[ChatMessage::user("hi")])
-        .await
-        .unwrap();
-    let layered = Arc::clone(&store).layer(retry());
+    let (store, layered) = losing_update_replies(SessionMeta::new().owner("alice")).await;
 
     store.0.armed.store(true, Ordering::SeqCst);
     // An expiry to the nanosecond, which backends keep to the microsecond (review).
@@ -661,16 +672,7 @@ async fn an_owner_change_whose_reply_was_lost_reports_that_it_applied() {
 #[tokio::test]
 async fn a_conditional_rename_whose_reply_was_lost_reports_that_it_applied() {
     use fusion_core::{MetaUpdate, SessionMeta};
-    let store = Arc::new(Intercepted(LoseUpdateReply {
-        inner: InMemoryStorage::new(),
-        armed: false.into(),
-    }));
-    let meta = SessionMeta::new().title("draft");
-    store
-        .create_session("s", &meta, &[ChatMessage::user("hi")])
-        .await
-        .unwrap();
-    let layered = Arc::clone(&store).layer(retry());
+    let (store, layered) = losing_update_replies(SessionMeta::new().title("draft")).await;
 
     store.0.armed.store(true, Ordering::SeqCst);
     let rename = MetaUpdate::new()
