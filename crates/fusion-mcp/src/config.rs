@@ -13,10 +13,12 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use fusion_core::{Error, Result};
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::error::Category;
 
@@ -44,7 +46,8 @@ use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig}
 /// `"disabled": true` leaves the server out and `"type": "sse"` (the legacy transport,
 /// which this client does not speak) is refused. A name given twice is refused, saying
 /// where, rather than the last entry kept as JSON alone would (a copied entry whose name
-/// was not changed would silently take the place of the first).
+/// was not changed would silently take the place of the first); so is a variable given
+/// twice in a server's `env` or a header in its `headers`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct McpConfig {
     servers: BTreeMap<String, McpServerConfig>,
@@ -58,8 +61,8 @@ impl McpConfig {
 
     /// Parses the `{"mcpServers": {...}}` JSON. Fails with [`Error::Config`] saying which
     /// server is wrong and how: the server and field, the line and column, and what was
-    /// expected, never a value from the JSON (they hold tokens and keys); or which server
-    /// is named twice, and where again.
+    /// expected, never a value from the JSON (they hold tokens and keys); or which server,
+    /// variable or header is named twice, and where again.
     pub fn from_json_str(json: &str) -> Result<Self> {
         Self::parse(json).map_err(|e| Error::Config(format!("MCP configuration: {e}")))
     }
@@ -184,7 +187,7 @@ fn describe_error(json: &str, error: &serde_json::Error) -> String {
         // Syntax errors describe the text ("expected `,` or `}`"), never a value.
         Category::Syntax | Category::Eof | Category::Io => text.to_owned(),
         // Names the server and says where: no field of it is wrong, whatever `locate` finds.
-        Category::Data if text.starts_with(TWICE) && text.ends_with(TWICE_END) => {
+        Category::Data if is_given_twice(text) => {
             return format!(
                 "{text} (again{position}); JSON would keep only the last, so rename or \
                  remove one"
@@ -276,47 +279,86 @@ struct RawFile {
     mcp_servers: BTreeMap<String, RawServer>,
 }
 
-/// How the error of a server named twice starts; [`describe_error`] knows it by this.
-const TWICE: &str = "server `";
-
-/// The end of the error of a server named twice, after its name.
-const TWICE_END: &str = "` is given twice in `mcpServers`";
+/// The maps of the file whose keys are refused when given twice, as the error names
+/// them: what a key is, and the map. [`describe_error`] knows the error by these.
+const UNIQUE: [(&str, &str); 3] = [
+    ("server", "mcpServers"),
+    ("variable", "env"),
+    ("header", "headers"),
+];
 
 /// `mcpServers`, refusing a name given twice: serde keeps the last of a repeated key, so
 /// a copied entry whose name was not changed would silently take the place of the first.
-fn unique_servers<'de, D>(
+fn unique_servers<'de, D: Deserializer<'de>>(
     deserializer: D,
-) -> std::result::Result<BTreeMap<String, RawServer>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    struct Servers;
-    impl<'de> serde::de::Visitor<'de> for Servers {
-        type Value = BTreeMap<String, RawServer>;
+) -> std::result::Result<BTreeMap<String, RawServer>, D::Error> {
+    deserializer.deserialize_map(Unique::new(UNIQUE[0]))
+}
 
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a map")
-        }
+/// A server's `env`, refusing a variable given twice (which of the two values was meant?).
+fn unique_env<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<BTreeMap<String, String>, D::Error> {
+    deserializer.deserialize_map(Unique::new(UNIQUE[1]))
+}
 
-        fn visit_map<A>(self, mut map: A) -> std::result::Result<Self::Value, A::Error>
-        where
-            A: serde::de::MapAccess<'de>,
-        {
-            let mut servers = BTreeMap::new();
-            while let Some(name) = map.next_key::<String>()? {
-                if servers.contains_key(&name) {
-                    return Err(serde::de::Error::custom(format!(
-                        "{TWICE}{}{TWICE_END}",
-                        name.escape_debug()
-                    )));
-                }
-                let server = map.next_value()?;
-                servers.insert(name, server);
-            }
-            Ok(servers)
+/// A server's `headers`, refusing a header given twice.
+fn unique_headers<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<BTreeMap<String, String>, D::Error> {
+    deserializer.deserialize_map(Unique::new(UNIQUE[2]))
+}
+
+/// The error of a key given twice in one of the [`UNIQUE`] maps: it names the key (a
+/// server's name, a variable's or a header's, never a value).
+fn given_twice((what, map): (&str, &str), key: &str) -> String {
+    format!("{what} `{}` is given twice in `{map}`", key.escape_debug())
+}
+
+/// Whether serde's `text` is a [`given_twice`] error.
+fn is_given_twice(text: &str) -> bool {
+    UNIQUE.iter().any(|(what, map)| {
+        text.starts_with(&format!("{what} `"))
+            && text.ends_with(&format!("` is given twice in `{map}`"))
+    })
+}
+
+/// A map read key by key, refusing a key given twice.
+struct Unique<V> {
+    names: (&'static str, &'static str),
+    value: PhantomData<V>,
+}
+
+impl<V> Unique<V> {
+    fn new(names: (&'static str, &'static str)) -> Self {
+        Self {
+            names,
+            value: PhantomData,
         }
     }
-    deserializer.deserialize_map(Servers)
+}
+
+impl<'de, V: Deserialize<'de>> Visitor<'de> for Unique<V> {
+    type Value = BTreeMap<String, V>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut read = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if read.contains_key(&key) {
+                return Err(serde::de::Error::custom(given_twice(self.names, &key)));
+            }
+            let value = map.next_value()?;
+            read.insert(key, value);
+        }
+        Ok(read)
+    }
 }
 
 #[derive(Deserialize)]
@@ -324,11 +366,11 @@ struct RawServer {
     command: Option<String>,
     #[serde(default)]
     args: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_env")]
     env: BTreeMap<String, String>,
     cwd: Option<PathBuf>,
     url: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_headers")]
     headers: BTreeMap<String, String>,
     #[serde(default)]
     disabled: bool,
@@ -493,6 +535,32 @@ mod tests {
             .merge(McpConfig::from_json_str(second).unwrap())
             .unwrap();
         assert_eq!(first.len(), 2);
+    }
+
+    #[test]
+    fn a_variable_or_header_given_twice_is_refused_naming_it_but_no_value() {
+        let env = r#"{"mcpServers": {"files": {"command": "npx",
+            "env": {"API_KEY": "sk-first", "HOME": "/h",
+                    "API_KEY": "sk-second"}}}}"#;
+        let message = McpConfig::from_json_str(env).unwrap_err().to_string();
+        assert!(
+            message.contains("variable `API_KEY` is given twice in `env` (again at line 3"),
+            "{message}"
+        );
+        let headers = r#"{"mcpServers": {"remote": {"url": "https://mcp.example/mcp",
+            "headers": {"Authorization": "Bearer one", "Authorization": "Bearer two"}}}}"#;
+        let message = McpConfig::from_json_str(headers).unwrap_err().to_string();
+        assert!(
+            message.contains("header `Authorization` is given twice in `headers`"),
+            "{message}"
+        );
+        for secret in ["sk-first", "sk-second", "Bearer"] {
+            assert!(!message.contains(secret), "{message}");
+        }
+        // The same name in two servers' maps is no repeat.
+        let two = r#"{"mcpServers": {"a": {"command": "x", "env": {"K": "1"}},
+            "b": {"command": "y", "env": {"K": "2"}}}}"#;
+        assert_eq!(McpConfig::from_json_str(two).unwrap().len(), 2);
     }
 
     #[test]
