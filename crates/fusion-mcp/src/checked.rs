@@ -59,6 +59,12 @@ pub const TOO_LARGE_RESPONSE: &str =
 /// How many of a long line's last bytes are kept to read its `id` from.
 const TAIL_BYTES: usize = 1024;
 
+/// The most capacity the line buffer keeps from one line to the next: what a checked line
+/// needs, its vector grown by doubling past [`CHECKED_LINE_BYTES`]. A batch held whole
+/// grows it to as much as twice [`MAX_LINE_BYTES`]; batches are rare, so that is given back
+/// after the line rather than held for the life of the connection.
+const KEPT_LINE_CAPACITY: usize = 2 * CHECKED_LINE_BYTES;
+
 /// `output` as the SDK is to read it: a task copies it line by line, replacing invalid
 /// responses, and ends when `output` ends or the reader is dropped.
 pub fn checked(output: impl AsyncRead + Send + Unpin + 'static) -> DuplexStream {
@@ -66,51 +72,48 @@ pub fn checked(output: impl AsyncRead + Send + Unpin + 'static) -> DuplexStream 
     tokio::spawn(async move {
         let mut reader = BufReader::with_capacity(CHECKED_LINE_BYTES, output);
         let mut line = Vec::new();
-        loop {
-            line.clear();
-            let limit = CHECKED_LINE_BYTES as u64;
-            match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            // A batch is split whatever its length, so it is held whole, up to the longest
-            // line rmcp reads: its messages, passed on one by one, are within that.
-            if !line.ends_with(b"\n") && line.len() >= CHECKED_LINE_BYTES && is_batch(&line) {
-                let limit = (MAX_LINE_BYTES - line.len()) as u64;
-                if (&mut reader)
-                    .take(limit)
-                    .read_until(b'\n', &mut line)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            let whole = line.ends_with(b"\n");
-            let replaced = whole.then(|| replacement(&line)).flatten();
-            if into
-                .write_all(replaced.as_deref().unwrap_or(&line))
-                .await
-                .is_err()
-            {
-                break;
-            }
-            if !whole && line.len() >= CHECKED_LINE_BYTES {
-                let Some((rest, tail)) = pass_rest(&mut reader, &mut into).await else {
-                    break;
-                };
-                let error = (line.len() + rest > MAX_LINE_BYTES)
-                    .then(|| too_large(&line, &tail))
-                    .flatten();
-                if let Some(error) = error
-                    && into.write_all(&error).await.is_err()
-                {
-                    break;
-                }
-            }
-        }
+        while copy_line(&mut reader, &mut line, &mut into).await.is_some() {}
     });
     out
+}
+
+/// Copies the next line of `reader` into `into`, checked, holding it in `line` (left with
+/// at most [`KEPT_LINE_CAPACITY`]); `None` when the copying must stop (the output ended, or
+/// the reader has gone).
+async fn copy_line(
+    reader: &mut BufReader<impl AsyncRead + Unpin>,
+    line: &mut Vec<u8>,
+    into: &mut DuplexStream,
+) -> Option<()> {
+    line.clear();
+    let limit = CHECKED_LINE_BYTES as u64;
+    match reader.take(limit).read_until(b'\n', line).await {
+        Ok(0) | Err(_) => return None,
+        Ok(_) => {}
+    }
+    // A batch is split whatever its length, so it is held whole, up to the longest line
+    // rmcp reads: its messages, passed on one by one, are within that.
+    if !line.ends_with(b"\n") && line.len() >= CHECKED_LINE_BYTES && is_batch(line) {
+        let limit = (MAX_LINE_BYTES - line.len()) as u64;
+        reader.take(limit).read_until(b'\n', line).await.ok()?;
+    }
+    let whole = line.ends_with(b"\n");
+    let replaced = whole.then(|| replacement(line)).flatten();
+    into.write_all(replaced.as_deref().unwrap_or(line))
+        .await
+        .ok()?;
+    if !whole && line.len() >= CHECKED_LINE_BYTES {
+        let (rest, tail) = pass_rest(reader, into).await?;
+        let error = (line.len() + rest > MAX_LINE_BYTES)
+            .then(|| too_large(line, &tail))
+            .flatten();
+        if let Some(error) = error {
+            into.write_all(&error).await.ok()?;
+        }
+    }
+    line.clear();
+    line.shrink_to(KEPT_LINE_CAPACITY);
+    Some(())
 }
 
 /// Copies the rest of a long line through, up to and including its `\n`: how many bytes
@@ -392,6 +395,8 @@ fn unbatched(batch: &[&RawValue]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::ChildProcess;
+    use crate::server_config::StdioServerConfig;
 
     #[test]
     fn only_invalid_responses_with_an_id_are_replaced() {
@@ -542,6 +547,48 @@ mod tests {
         let rest = read.strip_prefix(&format!("{nested}\n[]\n1\n")).unwrap();
         let error: Value = serde_json::from_str(rest).unwrap();
         assert_eq!(error["id"], 4);
+    }
+
+    /// A server's process writes a batch line of 1 MiB, which is held whole to be split,
+    /// then short lines: the buffer that held it does not keep its megabytes for them.
+    #[tokio::test]
+    async fn a_long_batch_line_s_buffer_is_given_back_after_it() {
+        let script = r#"
+            const text = (id, text) => ({ jsonrpc: '2.0', id, result: { content: [{ type: 'text', text }] } });
+            process.stdout.write(JSON.stringify([text(1, 'x'.repeat(1 << 20)), text(2, 'y')]) + '\n');
+            for (let id = 3; id < 6; id++) process.stdout.write(JSON.stringify(text(id, 'z')) + '\n');
+        "#;
+        let config = StdioServerConfig::new("node").args(["-e", script]);
+        let mut process = ChildProcess::spawn("batch", &config).unwrap();
+        let (stdout, _stdin) = process.take_stdio().unwrap();
+        let (mut into, mut out) = tokio::io::duplex(CHECKED_LINE_BYTES);
+        let read = tokio::spawn(async move {
+            let mut read = String::new();
+            out.read_to_string(&mut read).await.unwrap();
+            read
+        });
+        let mut reader = BufReader::with_capacity(CHECKED_LINE_BYTES, stdout);
+        let mut line = Vec::new();
+        let mut capacities = Vec::new();
+        while copy_line(&mut reader, &mut line, &mut into).await.is_some() {
+            capacities.push(line.capacity());
+        }
+        drop(into);
+        let ids: Vec<Value> = read
+            .await
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap()["id"].clone())
+            .collect();
+        // The batch was split (so held whole) and every line copied.
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        assert_eq!(capacities.len(), 4, "{capacities:?}");
+        assert!(
+            capacities
+                .iter()
+                .all(|&capacity| capacity <= KEPT_LINE_CAPACITY),
+            "{capacities:?}"
+        );
     }
 
     #[tokio::test]
