@@ -43,8 +43,14 @@ fn sync_dir_io(_dir: &Path) -> io::Result<()> {
 /// Creates `dir` and whichever of its ancestors are missing, as
 /// [`fs::create_dir_all`] does; with `sync`, each directory this created (or found
 /// created by someone else once it was seen missing) has its entry synced into its
-/// parent, from the first that did not exist down, before this returns. A directory that
-/// existed already costs nothing more than the `mkdir` that found it.
+/// parent, from the first that did not exist down, before this returns. A directory found
+/// there at the first look costs nothing more than that look.
+///
+/// The look comes first so that a directory missing then and found made by the `mkdir`
+/// is known for another writer's, which may not have synced its entry yet (two
+/// `connect`s of one new directory, two instances making the index's): it is synced here
+/// too. One found at the first look is taken for synced by its maker, as it is whenever
+/// nothing tells a new entry from an old one.
 ///
 /// Who passes `sync`: the session directory and the index's own directories
 /// (`.fusion-index`, `live`) hold files that every [`SyncPolicy`](crate::SyncPolicy)
@@ -53,38 +59,43 @@ fn sync_dir_io(_dir: &Path) -> io::Result<()> {
 /// tags, expiry), made and removed with the sessions that need them, are synced when
 /// the write adding the marker is fsynced (`EveryWrite`), with the marker itself.
 pub(crate) fn create(dir: &Path, sync: bool) -> Result<()> {
-    make(dir, sync, false).at(dir)
+    create_io(dir, sync).at(dir)
 }
 
 /// [`create`] for a caller that found `dir` missing (a file in it could not be opened
-/// for that): found there now, it was made meanwhile by another writer, which may not
-/// have synced its entry yet, so with `sync` it is synced here too. A file fsynced into
-/// it before that writer's sync would be lost with it on a power loss.
+/// for that): it skips the look. Found there now, it was made meanwhile by another
+/// writer, which may not have synced its entry yet, so with `sync` it is synced here
+/// too. A file fsynced into it before that writer's sync would be lost with it on a
+/// power loss.
 pub(crate) fn create_missing(dir: &Path, sync: bool) -> Result<()> {
-    make(dir, sync, true).at(dir)
+    make_missing(dir, sync).at(dir)
 }
 
 /// [`create`], with the operating system's error as it is (for callers that word their
 /// own).
 pub(crate) fn create_io(dir: &Path, sync: bool) -> io::Result<()> {
-    make(dir, sync, false)
+    if dir.is_dir() {
+        return Ok(());
+    }
+    make_missing(dir, sync)
 }
 
-/// Makes `dir` as [`create`] says; `missing`: the caller found it missing, so one found
-/// there is another writer's, perhaps not synced yet.
-fn make(dir: &Path, sync: bool, missing: bool) -> io::Result<()> {
+/// Makes `dir`, found missing a moment ago, as [`create`] says: one found there now is
+/// another writer's, perhaps not synced yet.
+fn make_missing(dir: &Path, sync: bool) -> io::Result<()> {
     if dir.as_os_str().is_empty() {
         return Ok(());
     }
+    #[cfg(test)]
+    tests::before_mkdir(dir);
     match fs::create_dir(dir) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             let Some(parent) = dir.parent() else {
                 return Err(err);
             };
-            // The parent was missing a moment ago: one found made since is another
-            // writer's, as `dir` may be below.
-            make(parent, sync, true)?;
+            // The parent is missing too.
+            make_missing(parent, sync)?;
             match fs::create_dir(dir) {
                 Ok(()) => {}
                 // Made meanwhile by another writer, which may not have synced it yet.
@@ -92,11 +103,8 @@ fn make(dir: &Path, sync: bool, missing: bool) -> io::Result<()> {
                 Err(err) => return Err(err),
             }
         }
-        // Missing a moment ago: made meanwhile by another writer, which may not have
-        // synced it yet.
-        Err(_) if missing && dir.is_dir() => {}
-        // It existed: whoever made it synced it (or had no need to).
-        Err(_) if dir.is_dir() => return Ok(()),
+        // Made meanwhile by another writer, which may not have synced it yet.
+        Err(_) if dir.is_dir() => {}
         Err(err) => return Err(err),
     }
     if sync {
@@ -118,6 +126,7 @@ pub(crate) mod tests {
     use std::collections::BTreeSet;
     use std::path::PathBuf;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
     use fusion_core::{ChatMessage, ConversationStorage, Expiry, SessionMeta};
@@ -125,21 +134,102 @@ pub(crate) mod tests {
     use super::*;
     use crate::{FileSystemOptions, FileSystemStorage, SyncPolicy};
 
-    /// Every directory synced by this test binary, in order: tests read those under their
-    /// own temporary directory with [`synced_under`].
-    static SYNCED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    /// The directories synced under the root of each live [`Watch`], and those a watch
+    /// has another writer make: only syncs some test watches are kept, and each watch's
+    /// go with it, so the record stays as small as the tests running.
+    static WATCHES: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
 
-    pub(super) fn record(dir: &Path) {
-        SYNCED.lock().unwrap().push(dir.to_path_buf());
+    /// One [`Watch`]'s record.
+    struct Watched {
+        id: u64,
+        root: PathBuf,
+        synced: Vec<PathBuf>,
+        made_by_another: Vec<PathBuf>,
     }
 
-    /// The directories under `root` (itself included) synced since the last call for it,
-    /// in order, and forgets them.
-    pub(crate) fn synced_under(root: &Path) -> Vec<PathBuf> {
-        let mut synced = SYNCED.lock().unwrap();
-        let (mine, others) = synced.drain(..).partition(|dir| dir.starts_with(root));
-        *synced = others;
-        mine
+    pub(super) fn record(dir: &Path) {
+        for watched in WATCHES.lock().unwrap().iter_mut() {
+            if dir.starts_with(&watched.root) {
+                watched.synced.push(dir.to_path_buf());
+            }
+        }
+    }
+
+    /// Just before this process's `mkdir` of `dir`: another writer's, if a watch asked.
+    pub(super) fn before_mkdir(dir: &Path) {
+        for watched in WATCHES.lock().unwrap().iter_mut() {
+            if let Some(at) = watched.made_by_another.iter().position(|d| d == dir) {
+                watched.made_by_another.remove(at);
+                fs::create_dir(dir).unwrap();
+            }
+        }
+    }
+
+    /// Records, while it lives, the directories synced under `root` (itself included).
+    pub(crate) struct Watch {
+        id: u64,
+    }
+
+    impl Watch {
+        pub(crate) fn new(root: &Path) -> Self {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let id = NEXT.fetch_add(1, Ordering::Relaxed);
+            WATCHES.lock().unwrap().push(Watched {
+                id,
+                root: root.to_path_buf(),
+                synced: Vec::new(),
+                made_by_another: Vec::new(),
+            });
+            Self { id }
+        }
+
+        /// The directories synced under the root since the last call, in order.
+        pub(crate) fn synced(&self) -> Vec<PathBuf> {
+            self.with(|watched| std::mem::take(&mut watched.synced))
+        }
+
+        /// Has another writer make `dir` (and not sync it) just before this process's
+        /// next `mkdir` of it: the race in which this process found it missing first.
+        pub(crate) fn made_by_another_first(&self, dir: &Path) {
+            self.with(|watched| watched.made_by_another.push(dir.to_path_buf()));
+        }
+
+        /// Those of [`made_by_another_first`](Self::made_by_another_first) whose `mkdir`
+        /// has not come.
+        pub(crate) fn still_to_make(&self) -> Vec<PathBuf> {
+            self.with(|watched| watched.made_by_another.clone())
+        }
+
+        fn with<T>(&self, f: impl FnOnce(&mut Watched) -> T) -> T {
+            let mut watches = WATCHES.lock().unwrap();
+            f(watches.iter_mut().find(|w| w.id == self.id).expect("live"))
+        }
+    }
+
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            WATCHES.lock().unwrap().retain(|w| w.id != self.id);
+        }
+    }
+
+    /// Found by a review: the record of syncs grew for the life of the test binary. A
+    /// sync is kept only for a live watch of its directory, and goes with the watch.
+    #[test]
+    fn syncs_are_kept_only_while_a_test_watches_them() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path();
+        let kept = || {
+            let watches = WATCHES.lock().unwrap();
+            let synced = watches.iter().flat_map(|watched| &watched.synced);
+            synced.filter(|dir| dir.starts_with(root)).count()
+        };
+        let watch = Watch::new(root);
+        create(&root.join("a"), true).unwrap();
+        assert_eq!(kept(), 1);
+        drop(watch);
+        assert_eq!(kept(), 0, "gone with the watch");
+        create(&root.join("b"), true).unwrap();
+        assert_eq!(kept(), 0, "watched by none");
     }
 
     #[test]
@@ -147,23 +237,23 @@ pub(crate) mod tests {
         let temp = tempfile::tempdir().unwrap();
         let root = temp.path();
         fs::create_dir(root.join("a")).unwrap();
-        let _ = synced_under(root);
+        let watch = Watch::new(root);
         let leaf = root.join("a/b/c/d");
         create(&leaf, true).unwrap();
         assert!(leaf.is_dir());
         let expected = ["a", "a/b", "a/b/c"].map(|dir| root.join(dir));
         assert_eq!(
-            synced_under(root),
+            watch.synced(),
             expected,
             "`a` existed: its entry is not new"
         );
         // Found there, it costs no sync.
         create(&leaf, true).unwrap();
-        assert_eq!(synced_under(root), Vec::<PathBuf>::new());
+        assert_eq!(watch.synced(), Vec::<PathBuf>::new());
         // Without `sync`, nothing is synced.
         create(&root.join("e/f"), false).unwrap();
         assert!(root.join("e/f").is_dir());
-        assert_eq!(synced_under(root), Vec::<PathBuf>::new());
+        assert_eq!(watch.synced(), Vec::<PathBuf>::new());
     }
 
     /// Found by a review: a directory found made when it was missing a moment ago (by
@@ -178,18 +268,66 @@ pub(crate) mod tests {
         // Another writer's `mkdir`, its sync still to come.
         let theirs = root.join("owner");
         fs::create_dir(&theirs).unwrap();
-        let _ = synced_under(root);
+        let watch = Watch::new(root);
         create(&theirs, true).unwrap();
-        assert_eq!(
-            synced_under(root),
-            Vec::<PathBuf>::new(),
-            "not seen missing"
-        );
+        assert_eq!(watch.synced(), Vec::<PathBuf>::new(), "not seen missing");
         create_missing(&theirs, true).unwrap();
-        assert_eq!(synced_under(root), [root.to_path_buf()]);
+        assert_eq!(watch.synced(), [root.to_path_buf()]);
         // Without `sync`, nothing is.
         create_missing(&theirs, false).unwrap();
-        assert_eq!(synced_under(root), Vec::<PathBuf>::new());
+        assert_eq!(watch.synced(), Vec::<PathBuf>::new());
+    }
+
+    /// Found by a review: [`create`] took a directory its `mkdir` found made for one
+    /// synced long ago, though it was missing a moment before, made by another writer
+    /// whose sync was still to come. It looks first now: one missing then is synced.
+    #[test]
+    fn a_directory_made_between_the_look_and_the_mkdir_is_synced_into_its_parent() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path();
+        let watch = Watch::new(root);
+        let theirs = root.join("sessions");
+        watch.made_by_another_first(&theirs);
+        create(&theirs, true).unwrap();
+        assert_eq!(watch.still_to_make(), Vec::<PathBuf>::new());
+        assert_eq!(watch.synced(), [root.to_path_buf()]);
+    }
+
+    /// Found by a review: the directories the storage makes without a failed open in
+    /// them first (`connect`'s, the index's at its lock and at a rebuild, `live` at a
+    /// new journal) were not synced when another writer (another `connect`, another
+    /// instance) made them between this one's look and its `mkdir`.
+    #[tokio::test]
+    async fn a_directory_another_writer_makes_meanwhile_is_synced_into_its_parent() {
+        let temp = tempfile::tempdir().unwrap();
+        let top = temp.path();
+        let watch = Watch::new(top);
+        let root = top.join("sessions");
+        watch.made_by_another_first(&root);
+        let storage = FileSystemStorage::connect(&root).await.unwrap();
+        assert_eq!(watch.still_to_make(), Vec::<PathBuf>::new());
+        assert_eq!(watch.synced(), [top.to_path_buf()]);
+
+        let index = root.join(crate::file_name::INDEX_DIR);
+        let live = index.join("live");
+        watch.made_by_another_first(&index);
+        watch.made_by_another_first(&live);
+        storage
+            .append("s", &[ChatMessage::user("hi")])
+            .await
+            .unwrap();
+        assert_eq!(watch.still_to_make(), Vec::<PathBuf>::new());
+        let synced = watch.synced();
+        assert!(synced.contains(&root), "the index's entry: {synced:?}");
+        assert!(synced.contains(&index), "live's entry: {synced:?}");
+
+        // A rebuild makes the index again.
+        fs::remove_dir_all(&index).unwrap();
+        watch.made_by_another_first(&index);
+        storage.rebuild_index().await.unwrap();
+        assert_eq!(watch.still_to_make(), Vec::<PathBuf>::new());
+        let synced = watch.synced();
+        assert!(synced.contains(&root), "the index's entry: {synced:?}");
     }
 
     /// Every directory under `root`, itself excluded.
@@ -226,7 +364,7 @@ pub(crate) mod tests {
         for sync in [SyncPolicy::OnReplace, SyncPolicy::EveryWrite] {
             let temp = tempfile::tempdir().unwrap();
             let top = temp.path();
-            let _ = synced_under(top);
+            let watch = Watch::new(top);
             let options = FileSystemOptions::new().sync_policy(sync);
 
             // `connect` makes the session directory and its missing parents.
@@ -234,7 +372,7 @@ pub(crate) mod tests {
             let storage = FileSystemStorage::connect_with(&root, options.clone())
                 .await
                 .unwrap();
-            assert_eq!(synced_under(top), [top.to_path_buf(), top.join("a")]);
+            assert_eq!(watch.synced(), [top.to_path_buf(), top.join("a")]);
 
             // The first write makes the index's directories: synced whatever the policy.
             let before = dirs_in(top);
@@ -243,7 +381,7 @@ pub(crate) mod tests {
                 .await
                 .unwrap();
             let after = dirs_in(top);
-            let (synced, unsynced) = made(&before, &after, &synced_under(top));
+            let (synced, unsynced) = made(&before, &after, &watch.synced());
             assert_eq!(unsynced, Vec::<PathBuf>::new(), "{sync:?}");
             let index = root.join(crate::file_name::INDEX_DIR);
             assert!(synced.contains(&index), "{synced:?}");
@@ -261,7 +399,7 @@ pub(crate) mod tests {
                 .await
                 .unwrap();
             let after = dirs_in(top);
-            let synced_dirs = synced_under(top);
+            let synced_dirs = watch.synced();
             let (synced, unsynced) = made(&before, &after, &synced_dirs);
             let new: Vec<_> = after.difference(&before).collect();
             // owner, owner/alice, tag, tag/<hex>, expiry and its three levels.
@@ -296,7 +434,7 @@ pub(crate) mod tests {
             let root = top.join("c/d");
             let storage = FileSystemStorage::new(&root);
             storage.save("s", &[ChatMessage::user("hi")]).await.unwrap();
-            let synced = synced_under(top);
+            let synced = watch.synced();
             for dir in [top.to_path_buf(), top.join("c"), root.clone()] {
                 assert!(synced.contains(&dir), "{dir:?} in {synced:?}");
             }
@@ -308,9 +446,10 @@ pub(crate) mod tests {
         let temp = tempfile::tempdir().unwrap();
         let file = temp.path().join("file");
         fs::write(&file, b"").unwrap();
+        let watch = Watch::new(temp.path());
         assert!(create(&file, true).is_err());
         assert!(create(&file.join("below"), true).is_err());
-        assert_eq!(synced_under(temp.path()), Vec::<PathBuf>::new());
+        assert_eq!(watch.synced(), Vec::<PathBuf>::new());
     }
 
     #[test]
