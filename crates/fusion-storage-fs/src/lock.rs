@@ -24,6 +24,13 @@ pub(crate) struct SessionLock {
 
 impl SessionLock {
     /// Takes the exclusive lock on `path`, creating it (and `dir`) if needed.
+    ///
+    /// The lock file's name is not synced into `dir` here, whoever created it (this
+    /// process, or another writer a moment before that has not synced it yet): the
+    /// writes a [`SyncPolicy`](crate::SyncPolicy) makes durable (a `save`, a `truncate`,
+    /// under `EveryWrite` an append that made the session file) sync the session
+    /// directory under this lock, so once the lock file is there, and that sync takes its
+    /// name too.
     pub(crate) fn exclusive(dir: &Path, path: &Path) -> Result<Self> {
         loop {
             let (file, opened) = match regular_file::open_or_create(path) {

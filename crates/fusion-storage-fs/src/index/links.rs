@@ -52,6 +52,9 @@ impl Index {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             other => return other.at(path),
         }
+        // Synced whoever created it: another writer may have made it since the open above
+        // and not synced its name yet, so one found by this create is synced here too, as
+        // `crate::dirs` does for a directory found made once it was missing.
         let created = regular_file::open_or_create(path).at(path)?;
         crate::session_files::sync_dir(&self.root)?;
         #[cfg(test)]
