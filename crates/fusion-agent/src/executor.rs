@@ -267,7 +267,8 @@ impl ToolExecutor {
     async fn call(&self, tool: &dyn crate::Tool, args: Value) -> Result<String, String> {
         let name = tool.name();
         // Tools are user code: a panic must not take the agent (or the process) down.
-        let call = AssertUnwindSafe(tool.call(args)).catch_unwind();
+        // `call` itself inside too: a hand-written one may panic before its future exists.
+        let call = AssertUnwindSafe(async { tool.call(args).await }).catch_unwind();
         match tokio::time::timeout(self.config.tool_timeout, call).await {
             Ok(Ok(Ok(output))) => Ok(output),
             Ok(Ok(Err(error))) => Err(format!("Error: {error}")),

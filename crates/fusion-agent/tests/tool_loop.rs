@@ -497,3 +497,64 @@ async fn a_call_whose_arguments_are_null_runs_with_none() {
     assert!(step.observation.contains("a.txt"), "{}", step.observation);
     assert_eq!(step.arguments, "null");
 }
+
+/// A tool written without `async_trait` whose `call` panics before it makes its future
+/// (an argument unwrapped up front, say).
+struct PanicsAtOnce;
+
+impl Tool for PanicsAtOnce {
+    fn name(&self) -> &str {
+        "panics_at_once"
+    }
+    fn description(&self) -> &str {
+        "panics as soon as it is called"
+    }
+    fn parameters(&self) -> Value {
+        json!({"type": "object", "properties": {}})
+    }
+    fn call<'a, 'b>(
+        &'a self,
+        _args: Value,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = fusion_core::Result<String>> + Send + 'b>>
+    where
+        'a: 'b,
+    {
+        panic!("no argument to unwrap")
+    }
+}
+
+/// A tool's panic is an observation, like any failure of the tool, also when it panics
+/// in `call` itself, before its future exists: the turn goes on, the other call of the
+/// reply keeps its result, and the model reads what happened.
+#[tokio::test]
+async fn a_tool_that_panics_before_its_future_exists_is_an_observation() {
+    let h = Harness::new().await;
+    let mut session = fusion_agent::AgentSession::builder(common::SESSION)
+        .llm(Arc::new(client(&h.server)))
+        .storage(h.storage.clone())
+        .tools(ToolRegistry::new().with(PanicsAtOnce).with(Greet))
+        .build()
+        .await
+        .unwrap();
+    h.server
+        .push_tool_calls([("panics_at_once", "{}"), ("greet", r#"{"name": "Ada"}"#)])
+        .push_text("The first tool crashed.");
+    let result = session.send_message("go").await.unwrap();
+    assert!(result.success);
+    assert_eq!(result.result, "The first tool crashed.");
+    let observations: Vec<&str> = result
+        .steps
+        .iter()
+        .map(|s| s.observation.as_str())
+        .collect();
+    assert_eq!(
+        observations,
+        [
+            "Error: tool `panics_at_once` crashed (panicked: no argument to unwrap); its \
+             result is unknown.",
+            "Hello, Ada",
+        ]
+    );
+    assert_history_consistent(&h.stored().await);
+    assert_every_call_answered(&h.request_messages(1));
+}
