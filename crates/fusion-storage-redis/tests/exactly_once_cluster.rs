@@ -4,149 +4,23 @@
 //! append twice or turn a conditional write into a conflict with its own first copy), and
 //! the retry layer's check of what a lost reply applied makes every write land once.
 //!
-//! A cluster's nodes tell clients their own addresses, so a proxy in front of a shared
-//! cluster would be left behind after the first `CLUSTER SLOTS`. Each case starts its own
-//! throwaway one-node cluster (every slot on one `redis-server --cluster-enabled yes`)
-//! that announces the proxy's port instead: every connection of the client goes through
-//! the proxy. Needs `redis-server` on `PATH` (skips without it, or fails under
-//! `FUSION_REQUIRE_BACKENDS`); the server is killed when the case ends.
+//! Each case starts its own throwaway one-node cluster behind the proxy
+//! (`common::proxied_cluster`).
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use common::{NO_HANG, free_port, redis_server_on_path, wait_until};
-use fusion_core::testkit::faults::{FaultProxy, ReplyFault};
-use fusion_core::testkit::{StorageHarness, unavailable};
+use common::proxied_cluster::proxied_cluster as harness;
+use fusion_core::testkit::StorageHarness;
+use fusion_core::testkit::faults::ReplyFault;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, SessionMeta, SessionOrder,
     SessionQuery, StorageExt,
 };
 use fusion_layers::RetryLayer;
 use fusion_storage_redis::{RedisOptions, RedisStorage};
-use tokio::process::{Child, Command};
-
-/// A one-node cluster behind a proxy; the node dies and its directory goes with it.
-struct ProxiedCluster {
-    proxy: FaultProxy,
-    /// `redis+cluster://` at the proxy's address.
-    url: String,
-    _node: Child,
-    dir: PathBuf,
-}
-
-impl Drop for ProxiedCluster {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-#[async_trait]
-impl StorageHarness for ProxiedCluster {
-    type Storage = RedisStorage;
-    async fn open(&self) -> fusion_core::Result<RedisStorage> {
-        // The default connect timeout and retries: what an application gets.
-        RedisStorage::connect_with(&self.url, RedisOptions::new()).await
-    }
-}
-
-impl ReplyFault for ProxiedCluster {
-    fn lose_next_reply(&self, session_id: &str) {
-        self.proxy.lose_next_reply(session_id);
-    }
-
-    fn lose_replies_at_random(&self, session_id: &str, probability: f64, seed: u64) {
-        self.proxy
-            .lose_replies_at_random(session_id, probability, seed);
-    }
-
-    fn replies_lost(&self) -> usize {
-        self.proxy.replies_lost()
-    }
-}
-
-/// Starts the node (announcing the proxy's port), gives it every slot and waits until it
-/// reports `cluster_state:ok`.
-async fn harness() -> Option<ProxiedCluster> {
-    let Some(binary) = redis_server_on_path() else {
-        return unavailable("redis_cluster", "install redis-server");
-    };
-    let (port, bus_port) = (free_port(), free_port());
-    let proxy = FaultProxy::start(format!("127.0.0.1:{port}")).await;
-    let dir = std::env::temp_dir().join(format!("fusion-exactly-once-cluster-{port}"));
-    std::fs::create_dir_all(&dir).expect("creating the node's directory");
-    let node = Command::new(binary)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args([
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-        ])
-        .args(["--cluster-port", &bus_port.to_string()])
-        .args(["--cluster-announce-ip", "127.0.0.1"])
-        .args(["--cluster-announce-port", &proxy.addr().port().to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting redis-server");
-    let direct = format!("redis://127.0.0.1:{port}");
-    let cluster = ProxiedCluster {
-        url: format!("redis+cluster://{}", proxy.addr()),
-        proxy,
-        _node: node,
-        dir,
-    };
-    let up = wait_until(NO_HANG, || async {
-        let Ok(mut conn) = raw(&direct).await else {
-            return false;
-        };
-        match redis::cmd("CLUSTER")
-            .arg("ADDSLOTSRANGE")
-            .arg(0)
-            .arg(16383)
-            .query_async::<()>(&mut conn)
-            .await
-        {
-            Ok(()) => true,
-            // An earlier try took them, its reply lost (the node was still starting).
-            Err(err) => err.to_string().contains("already busy"),
-        }
-    })
-    .await;
-    assert!(up, "the node on port {port} never took the slots");
-    let ok = wait_until(NO_HANG, || async {
-        let Ok(mut conn) = raw(&direct).await else {
-            return false;
-        };
-        let info: String = redis::cmd("CLUSTER")
-            .arg("INFO")
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
-        info.contains("cluster_state:ok")
-    })
-    .await;
-    assert!(
-        ok,
-        "the node on port {port} never reported cluster_state:ok"
-    );
-    Some(cluster)
-}
-
-async fn raw(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await
-}
 
 fn retry() -> RetryLayer {
     RetryLayer::new()

@@ -144,6 +144,10 @@ pub(crate) static PURGE_ONE: LazyLock<Writing> = LazyLock::new(|| {
 pub(crate) static CLAIM: LazyLock<Lua> =
     LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, retention::CLAIM]));
 
+/// The entries of the expiry index a cluster's purge or delete takes out, claimed,
+/// dropped or released; see [`retention::CLAIMED`].
+pub(crate) static CLAIMED: LazyLock<Lua> = LazyLock::new(|| script(&[retention::CLAIMED]));
+
 fn script(parts: &[&str]) -> Lua {
     Lua::new(source(parts))
 }

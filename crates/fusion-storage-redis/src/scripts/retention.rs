@@ -96,11 +96,42 @@ return {0, owner or false}
 /// killed) leaves the entries to come due again when the lease ends. The caller removes
 /// the entries of the sessions it purged and scores again those of live ones (`forget`).
 ///
+/// The lease ends half a millisecond past a whole one: writers score whole ms, so an
+/// entry still at a half is one no writer scored since the claim ([`CLAIMED`]).
+///
 /// KEYS: the expiry index. ARGV: how many at most, the lease in ms. Returns
 /// `{now in ms, {members}}`.
 pub(super) const CLAIM: &str = r#"
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
-local leased = now + tonumber(ARGV[2])
+local leased = now + tonumber(ARGV[2]) + 0.5
 for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', leased, member) end
 return {now, due}
+"#;
+
+/// What a cluster's `forget` (after a purge or a delete) and a failed purge do to
+/// entries of the expiry index that may name a live session, so that a failure at any
+/// step loses none: an entry is claimed first (`claim`: scored half a ms past its whole
+/// score, unless it is at a half already, as [`CLAIM`] leaves it), the sessions are read
+/// again, and only then does an entry still claimed go (`drop`) or, when the purge
+/// failed, come due again (a whole score in ms: released to it). A writer's `ZADD` (a
+/// whole ms) in between unclaims the entry, which then stays as the writer left it.
+///
+/// KEYS: the expiry index. ARGV: `claim`, `drop` or the score to release to, then the
+/// members. An absent member is left absent. Returns nothing.
+pub(super) const CLAIMED: &str = r#"
+local action = ARGV[1]
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score then
+    score = tonumber(score)
+    local claimed = score % 1 ~= 0
+    if action == 'claim' then
+      if not claimed then redis.call('ZADD', KEYS[1], score + 0.5, ARGV[i]) end
+    elseif claimed and action == 'drop' then
+      redis.call('ZREM', KEYS[1], ARGV[i])
+    elseif claimed then
+      redis.call('ZADD', KEYS[1], action, ARGV[i])
+    end
+  end
+end
 "#;

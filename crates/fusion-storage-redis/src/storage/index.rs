@@ -21,7 +21,7 @@
 use std::collections::BTreeSet;
 
 use fusion_core::{Result, SessionId};
-use futures::future::try_join_all;
+use futures::future::{try_join, try_join_all};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
 use super::write::{Acked, evalsha};
@@ -212,9 +212,14 @@ impl RedisStorage {
     /// a session a writer created again is listed again, and one with an expiry gets the
     /// expiry entry its meta hash calls for. Returns those expiry entries (member, ms).
     ///
-    /// The removals come first and the second look after, as in
+    /// The listing entries go first and the second look after, as in
     /// [`prune`](Self::prune): a writer stores before it indexes, so a session written
-    /// meanwhile is either indexed by its writer after the removals or seen here.
+    /// meanwhile is either indexed by its writer after the removals or seen here. The
+    /// expiry entries are only claimed first (the `CLAIMED` script) and go last, those
+    /// still claimed: a failure at any step leaves them in the index (claimed, due again
+    /// when the purge that failed releases them, or at their own time), so a live
+    /// session never loses the entry that has it purged once it expires. A writer that
+    /// scores its entry meanwhile unclaims it, and it stays.
     pub(super) async fn forget(
         &self,
         name: &'static str,
@@ -234,13 +239,11 @@ impl RedisStorage {
                 }
             }
         }
-        let expiry = self.keys.expiry();
-        if !members.is_empty() {
-            let mut zrem = redis::cmd("ZREM");
-            zrem.arg(expiry).arg(members);
-            writes.push((expiry.to_string(), zrem));
-        }
-        self.send_index(op, writes, false).await?;
+        try_join(
+            self.send_index(op, writes, false),
+            self.claimed(name, "claim", members),
+        )
+        .await?;
 
         let listed: BTreeSet<&str> = gone.iter().map(|g| g.id).collect();
         let ids: Vec<String> = listed
@@ -254,6 +257,7 @@ impl RedisStorage {
             .collect();
         let found = self.stored_many(name, &ids).await?;
         let (mut writes, mut kept) = (IndexWrites::new(), Vec::new());
+        let expiry = self.keys.expiry();
         for (id, stored) in ids.iter().zip(found) {
             let Some(stored) = stored else { continue };
             if listed.contains(id.as_str()) {
@@ -267,7 +271,15 @@ impl RedisStorage {
                 kept.push((member, due));
             }
         }
-        self.send_index(op, writes, false).await?;
+        let stale: Vec<&String> = members
+            .iter()
+            .filter(|member| !kept.iter().any(|(kept, _)| kept == *member))
+            .collect();
+        try_join(
+            self.send_index(op, writes, false),
+            self.claimed(name, "drop", &stale),
+        )
+        .await?;
         Ok(kept)
     }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use fusion_core::{Result, SessionId, check_purge_batch};
 use futures::future::try_join_all;
+use redis::Value;
 
 use super::RedisStorage;
 use super::index::Gone;
@@ -143,5 +144,30 @@ impl RedisStorage {
         let stuck = kept.iter().filter(|(_, score)| *score <= now).count();
         let progress = purged > 0 || stuck < due.len();
         Ok((purged, due.len() == limit && progress))
+    }
+
+    /// On a cluster, the `CLAIMED` script's `action` (`claim`, `drop`, or the score to
+    /// release to) on `members` of the expiry index, on the writes' connection, sent again
+    /// after a dropped connection: sent twice, it does what it did once.
+    pub(super) async fn claimed(
+        &self,
+        name: &'static str,
+        action: &str,
+        members: &[impl AsRef<str>],
+    ) -> Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let expiry = self.keys.expiry();
+        let mut call = evalsha(&scripts::CLAIMED, &[expiry]);
+        call.arg(action);
+        for member in members {
+            call.arg(member.as_ref());
+        }
+        let _: Value = self
+            .eval(&scripts::CLAIMED, &call)
+            .await
+            .map_err(|err| parse_redis_error(err, self.op(name, None).on_key(expiry)))?;
+        Ok(())
     }
 }
