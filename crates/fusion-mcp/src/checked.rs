@@ -30,16 +30,20 @@
 //! would wait out their timeout. Batches left MCP in its 2025-06-18 revision, but a server
 //! of an earlier one may still send them, so a batch line is passed on as one line for
 //! each of its messages, each checked as a line of its own (an array in it is no message,
-//! and passes as it is, not split again). A batch line longer than
+//! and passes as it is, not split again), as they are read: a batch that stops reading as
+//! JSON partway has those before passed on and the rest of its line after them, and the
+//! batch is never listed whole (see [`pass_batch`]). A batch line longer than
 //! [`CHECKED_LINE_BYTES`] is held whole for it, up to [`MAX_LINE_BYTES`] (the longest
 //! line rmcp reads, so no message of it is longer); a longer one passes as it comes, for
 //! rmcp to discard, as any line that long.
 
 use rmcp::model::{ErrorCode, ServerJsonRpcMessage};
 pub use rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH as MAX_LINE_BYTES;
-use serde_json::value::RawValue;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter, DuplexStream,
+};
 
 /// The longest line checked; a longer one is passed on as it comes.
 pub const CHECKED_LINE_BYTES: usize = 64 << 10;
@@ -98,10 +102,14 @@ async fn copy_line(
         reader.take(limit).read_until(b'\n', line).await.ok()?;
     }
     let whole = line.ends_with(b"\n");
-    let replaced = whole.then(|| replacement(line)).flatten();
-    into.write_all(replaced.as_deref().unwrap_or(line))
-        .await
-        .ok()?;
+    if whole && is_batch(line) {
+        pass_batch(line, into).await?;
+    } else {
+        let replaced = whole.then(|| replacement(line)).flatten();
+        into.write_all(replaced.as_deref().unwrap_or(line))
+            .await
+            .ok()?;
+    }
     if !whole && line.len() >= CHECKED_LINE_BYTES {
         let (rest, tail) = pass_rest(reader, into).await?;
         let error = (line.len() + rest > MAX_LINE_BYTES)
@@ -342,17 +350,12 @@ fn is_batch(line: &[u8]) -> bool {
     text.get(skip_space(text, 0)) == Some(&b'[')
 }
 
-/// The line(s) to put in place of `line`: an error line when it is a response the SDK
-/// would skip, its messages when it is a batch.
+/// The line to put in place of `line` (a message, with or without its `\n`): an error line
+/// when it is a response the SDK would skip.
 fn replacement(line: &[u8]) -> Option<Vec<u8>> {
     let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let text = text.strip_suffix(b"\n").unwrap_or(text);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
-    if is_batch(text) {
-        // Split as written, not into values: a batch may be as long as rmcp reads a line.
-        let batch: Vec<&RawValue> = serde_json::from_slice(text).ok()?;
-        return unbatched(&batch);
-    }
     if text.is_empty() || serde_json::from_slice::<ServerJsonRpcMessage>(text).is_ok() {
         return None;
     }
@@ -376,20 +379,58 @@ fn replacement(line: &[u8]) -> Option<Vec<u8>> {
     Some(line)
 }
 
-/// The messages of a batch as lines of their own, each in place of the batch, checked as
-/// a line is (an array among them passed on as it is); `None` for an empty batch (no
-/// message), which the SDK skips.
-fn unbatched(batch: &[&RawValue]) -> Option<Vec<u8>> {
-    let mut lines = Vec::new();
-    for message in batch {
-        let mut line = message.get().as_bytes().to_vec();
-        line.push(b'\n');
-        // A batch in a batch is no message: passed on, not split again a level at a time
-        // (a copy and a parse each, as deep as the line goes, where the stack gave out).
-        let checked = (!is_batch(&line)).then(|| replacement(&line)).flatten();
-        lines.extend(checked.unwrap_or(line));
+/// Passes the messages of the batch `line` on, one a line as written, each checked as a
+/// line is; `None` when the copying must stop (the reader has gone).
+///
+/// Each message is passed on as it is read, and the batch is never listed whole: a batch
+/// may be as long as rmcp reads a line (16 MiB), and a list of one of millions of tiny
+/// messages (`[1,1,…]`, `[{},{},…]`) took 16 bytes a message, with a copy of each, some
+/// 128 MiB for a 16 MiB line, where this takes the line and a message at a time. (Capping
+/// how many messages a batch may hold would bound it too, but JSON-RPC sets no such cap,
+/// and the calls a batch over it answered would wait out their timeout.) So a batch that
+/// stops reading as JSON partway has the messages before that passed on; the rest of its
+/// line (all of it when no message could be read, as in a log line `[INFO] …`) follows as
+/// a line of its own, for rmcp to skip as any line it cannot read.
+async fn pass_batch(line: &[u8], into: &mut DuplexStream) -> Option<()> {
+    let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    let bom = line.len() - text.len();
+    let mut out = BufWriter::with_capacity(CHECKED_LINE_BYTES, into);
+    // Where in `line` what is not passed on yet starts.
+    let mut unread = 0;
+    let mut at = skip_space(text, 0) + 1;
+    loop {
+        at = skip_space(text, at);
+        if text.get(at) == Some(&b']') && trim_end(&text[at + 1..]).is_empty() {
+            return out.flush().await.ok();
+        }
+        // Read without being built (a message is checked as a line is, below), at any
+        // depth: serde_json walks past nested arrays and objects without recursing.
+        let mut read = serde_json::Deserializer::from_slice(&text[at..]).into_iter::<IgnoredAny>();
+        let Some(Ok(_)) = read.next() else {
+            break;
+        };
+        let end = at + read.byte_offset();
+        let message = &text[at..end];
+        // A batch in a batch is no message: passed on as it is, not split again a level at
+        // a time (a copy and a parse each, as deep as the line goes, where the stack gave
+        // out), nor checked (rmcp's message type buffers what it cannot tell apart).
+        match (!is_batch(message)).then(|| replacement(message)).flatten() {
+            Some(error) => out.write_all(&error).await.ok()?,
+            None => {
+                out.write_all(message).await.ok()?;
+                out.write_all(b"\n").await.ok()?;
+            }
+        }
+        at = skip_space(text, end);
+        let separated = text.get(at) == Some(&b',');
+        at += usize::from(separated);
+        unread = bom + at;
+        if !separated && text.get(at) != Some(&b']') {
+            break;
+        }
     }
-    (!lines.is_empty()).then_some(lines)
+    out.write_all(&line[unread..]).await.ok()?;
+    out.flush().await.ok()
 }
 
 #[cfg(test)]
@@ -492,11 +533,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_batch_is_passed_on_one_message_a_line_each_checked() {
+    /// What [`checked`] passes on of `input`.
+    async fn copied(input: String) -> String {
+        let mut out = checked(std::io::Cursor::new(input.into_bytes()));
+        let mut read = String::new();
+        out.read_to_string(&mut read).await.unwrap();
+        read
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_passed_on_one_message_a_line_each_checked() {
         let batch = "[{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}},{\"jsonrpc\":\"2.0\",\"id\":2},\
                      {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}]\n";
-        let lines = String::from_utf8(replacement(batch.as_bytes()).unwrap()).unwrap();
+        let lines = copied(format!("{batch}[]\n[ ]\r\n")).await;
         let lines: Vec<Value> = lines
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
@@ -506,7 +555,30 @@ mod tests {
         assert_eq!(lines[1]["id"], 2);
         assert_eq!(lines[1]["error"]["message"], INVALID_RESPONSE);
         assert_eq!(lines[2]["method"], "notifications/message");
-        assert_eq!(replacement(b"[]\n"), None);
+    }
+
+    /// Each message is passed on as it is read, none listed first (which took many times
+    /// the line for a batch of many tiny messages): those before where a batch stops
+    /// reading as JSON are passed on, and the rest of its line after them.
+    #[tokio::test]
+    async fn a_batch_is_passed_on_as_far_as_it_reads() {
+        let tiny = vec!["{}"; 100_000].join(",");
+        let input = format!(
+            "[{tiny}, {{\"jsonrpc\":\"2.0\",\"id\":2}} ,{{\"id\":3,]\n\
+             [INFO] listening\n\
+             [[1], 2 3]\n\
+             [1] trailing\n"
+        );
+        let read = copied(input).await;
+        let rest = read.strip_prefix(&"{}\n".repeat(100_000)).unwrap();
+        let (error, rest) = rest.split_once('\n').unwrap();
+        let error: Value = serde_json::from_str(error).unwrap();
+        assert_eq!(error["id"], 2);
+        assert_eq!(error["error"]["message"], INVALID_RESPONSE);
+        assert_eq!(
+            rest,
+            "{\"id\":3,]\n[INFO] listening\n[1]\n2\n3]\n1\n] trailing\n"
+        );
     }
 
     #[tokio::test]
