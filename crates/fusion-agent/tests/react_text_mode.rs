@@ -337,3 +337,73 @@ async fn an_action_naming_a_registered_final_answer_tool_calls_it() {
         .to_owned();
     assert_eq!(observation, "Observation: recorded 42");
 }
+
+/// A session's `final_answer` tool (smolagents' way) runs like any tool, so a turn
+/// cancelled while it runs leaves its `Action:` reply last, and the next turn answers it
+/// as interrupted, as it answers any other action: the model is never shown its call
+/// without a result (before, the reply read as a final answer there, and went unanswered).
+#[tokio::test]
+async fn a_final_answer_tool_cancelled_while_it_runs_is_answered_as_interrupted() {
+    use async_trait::async_trait;
+    use fusion_agent::{Tool, ToolRegistry};
+    use serde_json::{Value, json};
+    use tokio::sync::Notify;
+
+    /// A tool named like the final answer that says it started, then never finishes.
+    struct StuckFinalAnswer(Arc<Notify>);
+
+    #[async_trait]
+    impl Tool for StuckFinalAnswer {
+        fn name(&self) -> &str {
+            "final_answer"
+        }
+        fn description(&self) -> &str {
+            "records the answer, slowly"
+        }
+        fn parameters(&self) -> Value {
+            json!({"type": "object", "properties": {"answer": {"type": "string"}}})
+        }
+        async fn call(&self, _args: Value) -> fusion_core::Result<String> {
+            self.0.notify_one();
+            std::future::pending().await
+        }
+    }
+
+    let h = Harness::new().await;
+    let started = Arc::new(Notify::new());
+    let mut session = fusion_agent::AgentSession::builder(common::SESSION)
+        .llm(Arc::new(text_client(&h.server)))
+        .storage(h.storage.clone())
+        .tools(ToolRegistry::new().with(StuckFinalAnswer(started.clone())))
+        .build()
+        .await
+        .unwrap();
+    h.server
+        .push_text("Action: final_answer\nAction Input: {\"answer\": \"42\"}");
+    tokio::time::timeout(common::HANG_GUARD, async {
+        tokio::select! {
+            _ = session.send_message("Record it") => panic!("the turn should hang"),
+            _ = started.notified() => {}
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(h.stored().await.len(), 3, "system, user, the action");
+
+    h.server.push_text("Final Answer: It was interrupted.");
+    session.send_message("Did it work?").await.unwrap();
+    let request = h.request_messages(1);
+    assert_eq!(
+        roles(&request),
+        ["system", "user", "assistant", "user", "user"]
+    );
+    let observation = request[3]["content"].as_str().unwrap();
+    assert!(
+        observation.starts_with("Observation: Error: the call to `final_answer` was interrupted"),
+        "{observation}"
+    );
+    assert_eq!(request[4]["content"], "Did it work?");
+    // Stored too, in the action's turn: undo takes the new turn only.
+    assert_eq!(h.stored().await.len(), 6);
+    assert_eq!(session.undo_last_turn().await.unwrap(), 2);
+}

@@ -72,6 +72,7 @@ pub use window::visible_tokens;
 
 pub(crate) use groups::{Layout, user_message};
 pub(crate) use summary::{summary_request, summary_request_sparing_latest_turn};
+pub(crate) use view::interrupted_observation_calling;
 pub(crate) use window::visible_tokens_up_to;
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use fusion_core::{ChatMessage, Role, ToolCall};
 use super::policy::ContextPolicy;
 use super::tokens::TokenCounter;
 use super::window::apply_policy;
-use crate::react_text::{ReactStep, parse_react, render_observation};
+use crate::react_text::{ReactStep, parse_react_calling, render_observation};
 
 /// Metadata key marking a tool result Fusion wrote for a call that never finished.
 pub const INTERRUPTED_METADATA_KEY: &str = "fusion_interrupted";
@@ -278,12 +278,26 @@ pub fn interrupted_results(history: &[ChatMessage]) -> Vec<ChatMessage> {
 ///
 /// Only for a session in text ReAct mode: the text format is read leniently, and a
 /// native-mode answer may well hold a line starting `Action:`.
+///
+/// The reply is read as by a session without tools ([`parse_react`](crate::parse_react)):
+/// `Action: Final Answer` ended its turn. A session with a tool of that name called it
+/// instead, and answers such a reply left last as interrupted too.
 pub fn interrupted_observation(history: &[ChatMessage]) -> Option<ChatMessage> {
+    interrupted_observation_calling(history, |_| false)
+}
+
+/// [`interrupted_observation`] for a session whose tools `is_tool` names, read as its loop
+/// read the reply: an `Action:` naming a final-answer tool the session has was a call of
+/// it, stored before the tool ran like any other.
+pub(crate) fn interrupted_observation_calling(
+    history: &[ChatMessage],
+    is_tool: impl Fn(&str) -> bool,
+) -> Option<ChatMessage> {
     let last = history.last()?;
     if last.role != Role::Assistant || last.has_tool_calls() {
         return None;
     }
-    match parse_react(&last.content) {
+    match parse_react_calling(&last.content, is_tool) {
         ReactStep::Action { tool, .. } => Some(
             ChatMessage::user(render_observation(&interrupted_text(&tool)))
                 .with_metadata(INTERRUPTED_METADATA_KEY, serde_json::Value::Bool(true)),

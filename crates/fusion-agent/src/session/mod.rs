@@ -306,7 +306,13 @@ impl AgentSession {
             }
         }
         if self.uses_text_react() {
-            repairs.extend(crate::context::interrupted_observation(&self.history));
+            // Read as the loop read the reply: an action naming a final-answer tool the
+            // session has called it.
+            let tools = self.shared.executor.tools();
+            repairs.extend(crate::context::interrupted_observation_calling(
+                &self.history,
+                |name| tools.get(name).is_some(),
+            ));
         }
         repairs
     }
