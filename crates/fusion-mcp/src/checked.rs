@@ -30,7 +30,8 @@
 //! would wait out their timeout. Batches left MCP in its 2025-06-18 revision, but a server
 //! of an earlier one may still send them, so a batch line is passed on as one line for
 //! each of its messages, each checked as a line of its own (an array in it is no message,
-//! and passes as it is, not split again), as they are read: a batch that stops reading as
+//! and passes as it is, not split again; a message longer than [`CHECKED_LINE_BYTES`]
+//! passes unchecked, as such a line does), as they are read: a batch that stops reading as
 //! JSON partway has those before passed on and the rest of its line after them, and the
 //! batch is never listed whole (see [`pass_batch`]). A batch line longer than
 //! [`CHECKED_LINE_BYTES`] is held whole for it, up to [`MAX_LINE_BYTES`] (the longest
@@ -413,8 +414,11 @@ async fn pass_batch(line: &[u8], into: &mut DuplexStream) -> Option<()> {
         let message = &text[at..end];
         // A batch in a batch is no message: passed on as it is, not split again a level at
         // a time (a copy and a parse each, as deep as the line goes, where the stack gave
-        // out), nor checked (rmcp's message type buffers what it cannot tell apart).
-        match (!is_batch(message)).then(|| replacement(message)).flatten() {
+        // out). A message longer than a line checked passes unchecked, as such a line does:
+        // built as a value, a message of many tiny values takes many times its length
+        // (32 bytes a value), which rmcp's own reading of it takes already.
+        let checked = message.len() < CHECKED_LINE_BYTES && !is_batch(message);
+        match checked.then(|| replacement(message)).flatten() {
             Some(error) => out.write_all(&error).await.ok()?,
             None => {
                 out.write_all(message).await.ok()?;
@@ -579,6 +583,22 @@ mod tests {
             rest,
             "{\"id\":3,]\n[INFO] listening\n[1]\n2\n3]\n1\n] trailing\n"
         );
+    }
+
+    /// A message of a batch is checked as a line is: one longer than a line checked passes
+    /// unchecked, not built as a value a second time (rmcp builds it) at many times its
+    /// length.
+    #[tokio::test]
+    async fn a_long_message_of_a_batch_passes_unchecked_as_a_long_line() {
+        let long = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":1,\"results\":[{}0]}}",
+            "0,".repeat(CHECKED_LINE_BYTES)
+        );
+        let read = copied(format!("[{long},{{\"jsonrpc\":\"2.0\",\"id\":2}}]\n")).await;
+        let rest = read.strip_prefix(&format!("{long}\n")).unwrap();
+        let error: Value = serde_json::from_str(rest).unwrap();
+        assert_eq!(error["id"], 2);
+        assert_eq!(error["error"]["message"], INVALID_RESPONSE);
     }
 
     #[tokio::test]
