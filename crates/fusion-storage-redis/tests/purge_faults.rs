@@ -29,6 +29,14 @@ async fn raw(h: &ProxiedCluster) -> MultiplexedConnection {
     common::proxied_cluster::raw(&url).await.unwrap()
 }
 
+/// Purges an entry left by a session Redis already dropped, so the node knows every
+/// script a purge sends (a fresh node answers the first call of each with `NOSCRIPT`,
+/// before running it: a reply lost then would be that of a request that did nothing).
+async fn warm_up(store: &RedisStorage, raw: &mut MultiplexedConnection) {
+    let _: () = raw.zadd(EXPIRY, "warm-up", 1).await.unwrap();
+    assert_eq!(store.purge_expired(10).await.unwrap(), 1);
+}
+
 /// Found by a review: `forget` took the claimed entries out of the expiry index before it
 /// read their sessions again, so when the second look failed, a live session whose entry
 /// was due (written again after it expired, or a node's clock ahead) lost its entry, and
@@ -46,6 +54,7 @@ async fn a_purge_whose_second_look_fails_keeps_a_live_sessions_expiry_entry() {
         .create_session("live", &meta, &said("a"))
         .await
         .unwrap();
+    let due: f64 = raw.zscore(EXPIRY, "live").await.unwrap();
     let _: () = raw.zadd(EXPIRY, "live", 1).await.unwrap();
 
     // The second look reads each session with the `INFO` script's `lenient` mode, which
@@ -58,4 +67,77 @@ async fn a_purge_whose_second_look_fails_keeps_a_live_sessions_expiry_entry() {
     let score: Option<f64> = raw.zscore(EXPIRY, "live").await.unwrap();
     assert!(score.is_some(), "the live session lost its expiry entry");
     assert!(store.session_info("live").await.unwrap().is_some());
+
+    // The failed purge released its claim: the next one takes the entry at once, finds
+    // the session live and scores the entry where the session expires.
+    assert_eq!(store.purge_expired(10).await.unwrap(), 0);
+    let score: Option<f64> = raw.zscore(EXPIRY, "live").await.unwrap();
+    assert_eq!(score, Some(due));
+}
+
+/// Found by a review: a purge that failed after its `CLAIM` left the entries it claimed
+/// scored a lease (60 s) ahead, so the sessions they name were purged only once it ended.
+/// It releases them now: the sweep's reply is lost (the session swept, the purge failed),
+/// and the next purge sweeps and counts the session at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_whose_sweep_fails_releases_its_claim_for_the_next_purge() {
+    let Some(h) = proxied_cluster().await else {
+        return;
+    };
+    let store = open(&h).await;
+    let mut raw = raw(&h).await;
+    warm_up(&store, &mut raw).await;
+    // An entry due long ago whose session Redis already dropped.
+    let _: () = raw.zadd(EXPIRY, "swept", 1).await.unwrap();
+
+    h.proxy.cut_after_reply_to("swept");
+    let err = store
+        .purge_expired(10)
+        .await
+        .expect_err("the sweep's reply was lost");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(h.proxy.cuts(), 1);
+    assert_eq!(store.purge_expired(10).await.unwrap(), 1);
+    let score: Option<f64> = raw.zscore(EXPIRY, "swept").await.unwrap();
+    assert_eq!(score, None, "the purge that counted it removed its entry");
+}
+
+/// A `CLAIM` whose reply is lost is sent again (the entries are only scored a lease
+/// ahead, so sending it twice is safe): the first copy leased every due entry, the second
+/// finds none, and the purge counts nothing. None is lost: once the lease ends (moved
+/// here by hand) the next purge counts every one, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_reply_was_lost_loses_no_entry_and_counts_none_twice() {
+    let Some(h) = proxied_cluster().await else {
+        return;
+    };
+    let store = open(&h).await;
+    let mut raw = raw(&h).await;
+    warm_up(&store, &mut raw).await;
+    let gone: Vec<String> = (0..5).map(|i| format!("gone-{i}")).collect();
+    for id in &gone {
+        let _: () = raw.zadd(EXPIRY, id, 1).await.unwrap();
+    }
+
+    // The `CLAIM` is the one request with the batch and the lease as its arguments.
+    h.proxy.cut_after_reply_to("$3\r\n321\r\n$5\r\n60000\r\n");
+    let first = store.purge_expired(321).await.unwrap();
+    assert_eq!(h.proxy.cuts(), 1, "the claim's reply was lost");
+    assert_eq!(first, 0, "the claim sent again found every entry leased");
+    for id in &gone {
+        let score: Option<f64> = raw.zscore(EXPIRY, id).await.unwrap();
+        assert!(score.is_some_and(|s| s > 1.0), "{id} leased: {score:?}");
+        let _: () = redis::cmd("ZADD")
+            .arg(EXPIRY)
+            .arg("XX")
+            .arg(1)
+            .arg(id)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.purge_expired(321).await.unwrap(), gone.len());
+    assert_eq!(store.purge_expired(321).await.unwrap(), 0);
+    let left: usize = raw.zcard(EXPIRY).await.unwrap();
+    assert_eq!(left, 0);
 }

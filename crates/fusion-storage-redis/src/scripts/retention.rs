@@ -92,9 +92,10 @@ return {0, owner or false}
 /// purge): each is scored `lease` ms from now, so a purge running beside this one does
 /// not get it while this one sweeps its session, and each session is swept, counted and
 /// its expiry published by one purge. Claimed, not taken out: a claim whose purge never
-/// finishes (its reply lost and the script sent again, a failed sweep, its process
-/// killed) leaves the entries to come due again when the lease ends. The caller removes
-/// the entries of the sessions it purged and scores again those of live ones (`forget`).
+/// finishes (its reply lost and the script sent again, its process killed) leaves the
+/// entries to come due again when the lease ends; a purge that fails where it sees it
+/// releases them ([`CLAIMED`]). The caller removes the entries of the sessions it purged
+/// and scores again those of live ones (`forget`).
 ///
 /// The lease ends half a millisecond past a whole one: writers score whole ms, so an
 /// entry still at a half is one no writer scored since the claim ([`CLAIMED`]).

@@ -42,6 +42,9 @@ const PURGE_CHUNK: usize = 500;
 /// due again soon.
 const CLAIM_LEASE: Duration = Duration::from_secs(60);
 
+/// The operation's name, for errors.
+const NAME: &str = "purge_expired";
+
 impl RedisStorage {
     /// Deletes up to `batch` expired sessions; see the module documentation. Looks at
     /// entries until `batch` sessions are purged or none is due, so a batch that met
@@ -70,7 +73,7 @@ impl RedisStorage {
         let keys = [self.keys.ids(), self.keys.updated(), self.keys.expiry()];
         let mut call = evalsha(self.writing(&scripts::PURGE), &keys);
         call.arg(self.keys.prefix()).arg(limit);
-        let op = self.op("purge_expired", None);
+        let op = self.op(NAME, None);
         let (purged, looked): (usize, usize) = self
             .run_script(self.writing(&scripts::PURGE), &call)
             .await
@@ -87,13 +90,14 @@ impl RedisStorage {
     /// when fewer entries were due, nor when every one belonged to a live session that is
     /// still due by the expiry index's clock (the nodes' clocks differ a little).
     ///
-    /// A claim this purge does not finish (a sweep failed, the `CLAIM` was sent again
-    /// after its reply was lost, the process was killed) leaves its entries in the
-    /// expiry index, due again when the lease ends, for a later purge to sweep and count:
-    /// taken out, they would be lost, and the sessions they name never purged nor
-    /// counted, their index entries left to the listings.
+    /// A purge that fails after its claim (a sweep, the second look) releases the
+    /// entries still claimed, due again at once for the next purge to sweep and count:
+    /// best effort, as the failure may have been the connection. A claim this purge does
+    /// not see fail (the `CLAIM` sent again after its reply was lost, the process killed,
+    /// the release failing too) leaves its entries in the expiry index, due again when the
+    /// lease ends: taken out, they would be lost, and the sessions they name never purged
+    /// nor counted, their index entries left to the listings.
     async fn purge_spread(&self, limit: usize) -> Result<(usize, bool)> {
-        const NAME: &str = "purge_expired";
         let expiry = self.keys.expiry();
         let mut call = evalsha(&scripts::CLAIM, &[expiry]);
         call.arg(limit).arg(CLAIM_LEASE.as_millis().to_string());
@@ -101,6 +105,17 @@ impl RedisStorage {
             .eval(&scripts::CLAIM, &call)
             .await
             .map_err(|err| parse_redis_error(err, self.op(NAME, None).on_key(expiry)))?;
+        let swept = self.sweep_claimed(now, &due, limit).await;
+        if swept.is_err()
+            && let Err(err) = self.claimed(NAME, &now.to_string(), &due).await
+        {
+            tracing::warn!(%err, "a failed purge could not release its claim; due again when the lease ends");
+        }
+        swept
+    }
+
+    /// [`purge_spread`](Self::purge_spread) once its `CLAIM`, read at `now`, gave `due`.
+    async fn sweep_claimed(&self, now: i64, due: &[String], limit: usize) -> Result<(usize, bool)> {
         let entries: Vec<(&str, Option<&str>)> = due
             .iter()
             .map(|entry| split_member(entry))
@@ -140,7 +155,7 @@ impl RedisStorage {
             }
         }
         let purged = gone.iter().map(|g| g.id).collect::<BTreeSet<_>>().len();
-        let kept = self.forget(NAME, &gone, &due).await?;
+        let kept = self.forget(NAME, &gone, due).await?;
         let stuck = kept.iter().filter(|(_, score)| *score <= now).count();
         let progress = purged > 0 || stuck < due.len();
         Ok((purged, due.len() == limit && progress))
