@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use fusion_core::Error;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tokio::sync::Mutex;
 
@@ -51,24 +51,38 @@ impl Finder {
         timeout: Duration,
         began: Instant,
     ) -> Cause {
+        let (cause, opened) = self.find(connect, timeout, began).await;
+        if let Some(conn) = opened {
+            // Closing politely is a courtesy to the server; it is done either way. Done
+            // with the lock released: a call waiting for this finding need not wait for a
+            // network round (up to `timeout`) that tells it nothing.
+            let _ = tokio::time::timeout(timeout, conn.close()).await;
+        }
+        cause
+    }
+
+    /// [`Self::cause`]'s finding, made under the lock, and the new connection if it opened,
+    /// for the caller to close once the lock is released.
+    async fn find(
+        &self,
+        connect: &PgConnectOptions,
+        timeout: Duration,
+        began: Instant,
+    ) -> (Cause, Option<PgConnection>) {
         let mut last = self.last.lock().await;
         if let Some((at, cause)) = last.as_ref()
             && *at >= began
         {
-            return cause.clone();
+            return (cause.clone(), None);
         }
         let tried = Instant::now();
-        let cause = match tokio::time::timeout(timeout, connect.connect()).await {
-            Ok(Ok(conn)) => {
-                // Closing politely is a courtesy to the server; it is done either way.
-                let _ = tokio::time::timeout(timeout, conn.close()).await;
-                Cause::InUse
-            }
-            Ok(Err(err)) => Cause::failed(err),
-            Err(_) => Cause::NoAnswer,
+        let (cause, opened) = match tokio::time::timeout(timeout, connect.connect()).await {
+            Ok(Ok(conn)) => (Cause::InUse, Some(conn)),
+            Ok(Err(err)) => (Cause::failed(err), None),
+            Err(_) => (Cause::NoAnswer, None),
         };
         *last = Some((tried, cause.clone()));
-        cause
+        (cause, opened)
     }
 }
 
@@ -103,6 +117,25 @@ mod tests {
         assert_eq!(read(Cause::InUse, 3, 4), Cause::Reopened);
         assert_eq!(read(Cause::InUse, 0, 1), Cause::Reopened);
         assert_eq!(read(Cause::NoAnswer, 0, 1), Cause::NoAnswer);
+    }
+
+    /// Found by a review: the new connection was closed with the lock held, so a call
+    /// waiting for the finding waited for that close too. The lock is free once the
+    /// finding is made, the connection still open, to be closed after.
+    #[tokio::test]
+    async fn the_new_connection_is_closed_after_the_lock_is_released() {
+        let Some(url) = crate::testing::reachable_url().await else {
+            return;
+        };
+        let connect: PgConnectOptions = url.parse().unwrap();
+        let finder = Finder::default();
+        let timeout = Duration::from_secs(30);
+        let (cause, opened) = finder.find(&connect, timeout, Instant::now()).await;
+        assert_eq!(cause, Cause::InUse);
+        assert!(finder.last.try_lock().is_ok(), "the lock is released");
+        let mut conn = opened.expect("the new connection, still to close");
+        conn.ping().await.unwrap();
+        conn.close().await.unwrap();
     }
 
     /// Found by a review: a full pool's call that timed out, whose new connection met a
