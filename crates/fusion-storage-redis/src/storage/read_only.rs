@@ -50,13 +50,22 @@ impl Clock {
     }
 }
 
+/// A call that goes as `EVALSHA_RO` ([`ReadOnlyScripts::wanted`]); `retry` when it is the
+/// one trying it again after a refusal: the next try's millisecond it moved, and to what.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempt {
+    retry: Option<(u64, u64)>,
+}
+
 /// Whether the read scripts go as `EVALSHA_RO`: shared by every clone of a storage.
 #[derive(Debug)]
 pub(crate) struct ReadOnlyScripts {
     clock: Clock,
     /// `0` while `EVALSHA_RO` is used; after a refusal, the clock's millisecond from
-    /// which it is tried again (never 0: a refusal comes [`RETRY_READ_ONLY`] after the
-    /// clock's start at the earliest).
+    /// which it is tried again (never 0: [`RETRY_READ_ONLY`] after the clock's start at
+    /// the earliest): even when a refusal set it, odd when the call trying it again did
+    /// (a millisecond later), so that only that call's own mark is undone if it is
+    /// [`unanswered`](Self::unanswered).
     retry_at: AtomicU64,
 }
 
@@ -76,25 +85,38 @@ impl ReadOnlyScripts {
         scripts
     }
 
-    /// Whether the next read script goes as `EVALSHA_RO`: while in use, and after a
-    /// refusal for the one call that comes first once [`RETRY_READ_ONLY`] has passed
-    /// (the next try after that one is a minute later again, unless it is accepted).
-    pub(crate) fn wanted(&self) -> bool {
+    /// Whether the next read script goes as `EVALSHA_RO` (`Some`): while in use, and
+    /// after a refusal for the one call that comes first once [`RETRY_READ_ONLY`] has
+    /// passed (the next try after that one is a minute later again, unless it is
+    /// accepted, or [`unanswered`](Self::unanswered)).
+    pub(crate) fn wanted(&self) -> Option<Attempt> {
         let retry_at = self.retry_at.load(Ordering::Relaxed);
         if retry_at == 0 {
-            return true;
+            return Some(Attempt { retry: None });
         }
+        let next = self.next_try() | 1;
         let now = self.clock.now_ms();
-        now >= retry_at
+        let won = now >= retry_at
             && self
                 .retry_at
-                .compare_exchange(
-                    retry_at,
-                    self.next_try(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
+                .compare_exchange(retry_at, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        won.then_some(Attempt {
+            retry: Some((retry_at, next)),
+        })
+    }
+
+    /// A call sent as `EVALSHA_RO` (`attempt`) failed other than by a refusal (a dropped
+    /// connection, a timeout, an error of the script): nothing says whether the server
+    /// takes it. If the call was trying it again after a refusal, the next read tries
+    /// again, with no minute's wait: only a refusal starts one. A refusal or an
+    /// acceptance since stands.
+    pub(crate) fn unanswered(&self, attempt: Attempt) {
+        if let Some((was, set)) = attempt.retry {
+            let _ = self
+                .retry_at
+                .compare_exchange(set, was, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 
     /// The server refused `EVALSHA_RO` (`err`): the read scripts go as `EVALSHA` until
@@ -118,10 +140,11 @@ impl ReadOnlyScripts {
         }
     }
 
-    /// The clock's millisecond [`RETRY_READ_ONLY`] from now.
+    /// The clock's millisecond [`RETRY_READ_ONLY`] from now, or the one before to make it
+    /// even (see `retry_at`).
     fn next_try(&self) -> u64 {
         let wait = u64::try_from(RETRY_READ_ONLY.as_millis()).unwrap_or(u64::MAX);
-        self.clock.now_ms().saturating_add(wait)
+        self.clock.now_ms().saturating_add(wait) & !1
     }
 }
 
@@ -152,41 +175,74 @@ pub(crate) mod tests {
         let (clock, ms) = manual_clock();
         let scripts = ReadOnlyScripts::new(clock, true);
         assert!(
-            scripts.wanted() && scripts.wanted(),
+            scripts.wanted().is_some() && scripts.wanted().is_some(),
             "in use from the start"
         );
         scripts.refused(&refusal(), "redis://test");
-        assert!(!scripts.wanted(), "refused just now");
+        assert!(scripts.wanted().is_none(), "refused just now");
         advance(&ms, RETRY_READ_ONLY - Duration::from_millis(1));
-        assert!(!scripts.wanted(), "a millisecond before the wait ends");
+        assert!(
+            scripts.wanted().is_none(),
+            "a millisecond before the wait ends"
+        );
         advance(&ms, Duration::from_millis(1));
         assert!(
-            scripts.wanted(),
+            scripts.wanted().is_some(),
             "the first call once the wait has passed tries it"
         );
         assert!(
-            !scripts.wanted(),
+            scripts.wanted().is_none(),
             "the others keep to EVALSHA while it does"
         );
         scripts.refused(&refusal(), "redis://test");
         advance(&ms, RETRY_READ_ONLY / 2);
-        assert!(!scripts.wanted(), "refused again: another wait");
+        assert!(scripts.wanted().is_none(), "refused again: another wait");
         advance(&ms, RETRY_READ_ONLY / 2);
-        assert!(scripts.wanted());
+        assert!(scripts.wanted().is_some());
         scripts.accepted("redis://test");
         assert!(
-            scripts.wanted() && scripts.wanted(),
+            scripts.wanted().is_some() && scripts.wanted().is_some(),
             "accepted: in use by every call"
         );
+    }
+
+    /// Found by a review: the call trying `EVALSHA_RO` again after a refusal moved the
+    /// next try a minute on, and a failure of that call other than a refusal (a dropped
+    /// connection, a timeout) left it there, so one lost connection cost the reads
+    /// another minute of `EVALSHA`. Only a refusal starts the wait now.
+    #[test]
+    fn a_retry_that_fails_otherwise_than_by_a_refusal_is_tried_again_by_the_next_read() {
+        let (clock, ms) = manual_clock();
+        let scripts = ReadOnlyScripts::new(clock, true);
+        scripts.refused(&refusal(), "redis://test");
+        advance(&ms, RETRY_READ_ONLY);
+        let attempt = scripts.wanted().expect("the wait has passed");
+        assert!(scripts.wanted().is_none(), "one call tries it at a time");
+        scripts.unanswered(attempt);
+        let attempt = scripts.wanted().expect("tried again at once");
+        assert!(scripts.wanted().is_none());
+
+        // A refusal since stands: the late failure of another try does not undo it.
+        scripts.refused(&refusal(), "redis://test");
+        scripts.unanswered(attempt);
+        assert!(scripts.wanted().is_none(), "refused: the wait stands");
+        advance(&ms, RETRY_READ_ONLY);
+        assert!(scripts.wanted().is_some());
+
+        // A call made while in use that fails changes nothing.
+        scripts.accepted("redis://test");
+        let attempt = scripts.wanted().expect("in use");
+        scripts.unanswered(attempt);
+        assert!(scripts.wanted().is_some() && scripts.wanted().is_some());
     }
 
     #[test]
     fn a_server_older_than_redis_7_at_connect_is_tried_after_the_wait() {
         let (clock, ms) = manual_clock();
         let scripts = ReadOnlyScripts::new(clock, false);
-        assert!(!scripts.wanted());
+        assert!(scripts.wanted().is_none());
         advance(&ms, RETRY_READ_ONLY);
-        assert!(scripts.wanted());
+        assert!(scripts.wanted().is_some());
     }
 
     /// An ACL user of its own on the server at `REDIS_URL` (the shared one: the test only
@@ -278,6 +334,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// `REDIS_URL`, or `None` (skip, or panic under `FUSION_REQUIRE_BACKENDS`).
+    fn redis_url() -> Option<String> {
+        let url = std::env::var("REDIS_URL").ok();
+        let url = url.filter(|url| !url.trim().is_empty());
+        if url.is_none() {
+            fusion_core::testkit::unavailable::<()>("redis", "set REDIS_URL to run");
+        }
+        url
+    }
+
     /// A name no other run uses: the process and the system clock's nanoseconds.
     fn unique() -> String {
         let nanos = std::time::SystemTime::now()
@@ -295,13 +361,7 @@ pub(crate) mod tests {
     async fn read_scripts_go_as_evalsha_ro_again_a_minute_after_a_refusal() {
         use fusion_core::{ChatMessage, ConversationStorage, SessionQuery};
 
-        let Some(url) = std::env::var("REDIS_URL")
-            .ok()
-            .filter(|url| !url.trim().is_empty())
-        else {
-            fusion_core::testkit::unavailable::<()>("redis", "set REDIS_URL to run");
-            return;
-        };
+        let Some(url) = redis_url() else { return };
         let prefix = format!("fusion-test-read-only:{}", unique());
         let user = AclUser::create(&url, &prefix, "-evalsha_ro -eval_ro").await;
         let options = crate::RedisOptions::new().key_prefix(&prefix);
@@ -334,5 +394,46 @@ pub(crate) mod tests {
         let page = store.list_page(&SessionQuery::default()).await.unwrap();
         assert_eq!(page.sessions.len(), 1, "and kept, in a pipeline too");
         assert_eq!(store.list_sessions().await.unwrap(), ["s"]);
+    }
+
+    /// The read that tries `EVALSHA_RO` again a minute after a refusal loses its
+    /// connection (each copy: a read goes once more after a drop), and the next read
+    /// tries it again: here the ACL grants `EVALSHA_RO` since and denies `EVALSHA`, so
+    /// that read works only as `EVALSHA_RO`. It went as `EVALSHA` for another minute.
+    #[tokio::test]
+    async fn a_retry_whose_connection_dropped_is_tried_again_by_the_next_read() {
+        use fusion_core::testkit::faults::FaultProxy;
+        use fusion_core::{ChatMessage, ConversationStorage};
+
+        let Some(url) = redis_url() else { return };
+        let prefix = format!("fusion-test-read-only:{}", unique());
+        let user = AclUser::create(&url, &prefix, "-evalsha_ro -eval_ro").await;
+        let (proxy, through) = FaultProxy::start_for_url(&user.url, 6379).await;
+        let options = crate::RedisOptions::new().key_prefix(&prefix);
+        let mut store = crate::RedisStorage::connect_with(&through, options)
+            .await
+            .unwrap();
+        let (clock, ms) = manual_clock();
+        store.read_only_scripts = Arc::new(ReadOnlyScripts::new(clock, true));
+        store.append("s", &[ChatMessage::user("a")]).await.unwrap();
+        let info = store.session_info("s").await.unwrap();
+        assert!(info.is_some(), "refused, then EVALSHA");
+
+        user.set(&["+evalsha_ro", "+eval_ro", "-evalsha", "-eval"])
+            .await;
+        advance(&ms, RETRY_READ_ONLY);
+        proxy.cut_randomly_containing("EVALSHA_RO", 1.0, 5);
+        let err = store
+            .session_info("s")
+            .await
+            .expect_err("every reply to EVALSHA_RO was lost");
+        proxy.stop_cutting();
+        assert!(err.is_retryable(), "{err}");
+        assert!(proxy.cuts() >= 1);
+        let info = store
+            .session_info("s")
+            .await
+            .expect("EVALSHA_RO tried again at once");
+        assert_eq!(info.map(|info| info.message_count), Some(1));
     }
 }

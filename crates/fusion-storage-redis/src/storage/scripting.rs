@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures::future::{join, try_join_all};
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind, Value};
 
+use super::read_only::Attempt;
 use super::write::Acked;
 use super::{RedisStorage, Request};
 use crate::connection::Connection;
@@ -64,13 +65,13 @@ impl RedisStorage {
     /// [`script_connection`]: Self::script_connection
     /// [`read_only`]: Self::read_only
     pub(super) async fn eval<T: FromRedisValue>(&self, script: &Lua, call: &Cmd) -> RedisResult<T> {
-        if self.read_only(script) {
+        if let Some(attempt) = self.read_only(script) {
             let call = renamed(call, "EVALSHA_RO");
             match self.eval_once(script, &call).await {
                 Err(err) if is_read_only_refused(&err) => {
                     self.read_only_scripts.refused(&err, &self.url);
                 }
-                done => return self.read_only_sent(done),
+                done => return self.read_only_sent(done, attempt),
             }
         }
         self.eval_once(script, call).await
@@ -118,19 +119,23 @@ impl RedisStorage {
         }
     }
 
-    /// Whether `script` goes as `EVALSHA_RO`: it only reads, and the server has not
-    /// refused it lately (`read_only.rs`). `CLIENT PAUSE WRITE`, which a failover sets
+    /// Whether `script` goes as `EVALSHA_RO` (`Some`): it only reads, and the server has
+    /// not refused it lately (`read_only.rs`). `CLIENT PAUSE WRITE`, which a failover sets
     /// (`FAILOVER`, `CLUSTER FAILOVER`), holds every `EVALSHA` until the pause ends, and
     /// `EVALSHA_RO` not.
-    fn read_only(&self, script: &Lua) -> bool {
-        script.read_only() && self.read_only_scripts.wanted()
+    fn read_only(&self, script: &Lua) -> Option<Attempt> {
+        script
+            .read_only()
+            .then(|| self.read_only_scripts.wanted())
+            .flatten()
     }
 
-    /// `done`, what a call sent as `EVALSHA_RO` gave other than a refusal of it: a reply
-    /// says the server takes it.
-    fn read_only_sent<T>(&self, done: RedisResult<T>) -> RedisResult<T> {
-        if done.is_ok() {
-            self.read_only_scripts.accepted(&self.url);
+    /// `done`, what a call sent as `EVALSHA_RO` (`attempt`) gave other than a refusal of
+    /// it: a reply says the server takes it; an error says nothing about it.
+    fn read_only_sent<T>(&self, done: RedisResult<T>, attempt: Attempt) -> RedisResult<T> {
+        match &done {
+            Ok(_) => self.read_only_scripts.accepted(&self.url),
+            Err(_) => self.read_only_scripts.unanswered(attempt),
         }
         done
     }
@@ -145,7 +150,7 @@ impl RedisStorage {
         if self.conn.is_cluster() {
             return try_join_all(calls.iter().map(|call| self.eval(script, call))).await;
         }
-        if self.read_only(script) {
+        if let Some(attempt) = self.read_only(script) {
             let calls = calls
                 .iter()
                 .map(|call| renamed(call, "EVALSHA_RO"))
@@ -154,7 +159,7 @@ impl RedisStorage {
                 Err(err) if is_read_only_refused(&err) => {
                     self.read_only_scripts.refused(&err, &self.url);
                 }
-                done => return self.read_only_sent(done),
+                done => return self.read_only_sent(done, attempt),
             }
         }
         self.eval_pipeline(script, calls).await
