@@ -200,7 +200,7 @@
 //!   answered the pool's tries until then). Retryable unless that cause is not and the
 //!   pool had room for more (a full pool's connections were in use, and work). One
 //!   storage tries one at a time; calls timing out meanwhile share its finding
-//!   (`timed_out`).
+//!   (`timed_out`). An open whose pool gets no first connection says why the same way.
 //! - A schema whose `_sqlx_migrations` records a version this build does not know (a
 //!   newer release upgraded it): connect fails, not retryable, and writes nothing.
 //! - Wrong password, missing database, missing privileges, a TLS failure (a server

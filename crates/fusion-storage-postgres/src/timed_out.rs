@@ -34,23 +34,29 @@ impl Finder {
     /// a connection.
     pub(crate) async fn pool_timed_out(&self, pool: &PgPool, op: Op<'_>, began: Instant) -> Error {
         let options = pool.options();
-        let timeout = options.get_acquire_timeout();
-        let max = options.get_max_connections();
-        // As the call timed out: the try below may take the connect timeout again, while
-        // the pool's connections close and open.
-        let size = pool.size();
-        let cause = self.cause(&pool.connect_options(), timeout, began).await;
-        pool_timed_out(op, timeout, max, &read(cause, size, max))
+        let connect = pool.connect_options();
+        let waited = Waited {
+            connect: &connect,
+            timeout: options.get_acquire_timeout(),
+            max: options.get_max_connections(),
+            // As the call timed out: the try below may take the connect timeout again,
+            // while the pool's connections close and open.
+            size: pool.size(),
+        };
+        self.timed_out(op, waited, began).await
+    }
+
+    /// The error of a call of `op`, begun at `began`, that waited out a pool's timeout for
+    /// a connection, as `pool` says (at open, for a pool that is gone).
+    pub(crate) async fn timed_out(&self, op: Op<'_>, pool: Waited<'_>, began: Instant) -> Error {
+        let cause = self.cause(pool.connect, pool.timeout, began).await;
+        let cause = read(cause, pool.size, pool.max);
+        pool_timed_out(op, pool.timeout, pool.max, &cause)
     }
 
     /// What a new connection with `connect` meets within `timeout`, or what the last one
     /// met if it was tried after `began` (waiting for one being tried).
-    pub(crate) async fn cause(
-        &self,
-        connect: &PgConnectOptions,
-        timeout: Duration,
-        began: Instant,
-    ) -> Cause {
+    async fn cause(&self, connect: &PgConnectOptions, timeout: Duration, began: Instant) -> Cause {
         let (cause, opened) = self.find(connect, timeout, began).await;
         if let Some(conn) = opened {
             // Closing politely is a courtesy to the server; it is done either way. Done
@@ -84,6 +90,18 @@ impl Finder {
         *last = Some((tried, cause.clone()));
         (cause, opened)
     }
+}
+
+/// A pool whose wait for a connection timed out, as a new connection is tried for it.
+pub(crate) struct Waited<'a> {
+    /// How the pool connects.
+    pub(crate) connect: &'a PgConnectOptions,
+    /// The pool's connect timeout, which a new connection is given too.
+    pub(crate) timeout: Duration,
+    /// The most connections the pool may hold.
+    pub(crate) max: u32,
+    /// The connections it held (open, or being opened) as the wait timed out.
+    pub(crate) size: u32,
 }
 
 /// What a new connection's `cause` says of a pool of at most `max` connections holding

@@ -1,7 +1,7 @@
 //! How storages open: many at once on a new schema, both URL schemes, schemas keeping
 //! applications in one database apart, the pool's first connection ready for the first
-//! call, URL parameters checked before connecting, and an open that meets another
-//! process's creation or upgrade of the schema.
+//! call, URL parameters checked before connecting, an open that meets another process's
+//! creation or upgrade of the schema, and one whose pool waits out the connect timeout.
 
 mod support;
 
@@ -204,4 +204,69 @@ async fn an_open_waits_for_no_migration_of_another_schema() {
     storage.close().await;
     holder.unlock().await.unwrap();
     holder.close().await.unwrap();
+}
+
+/// Found by a review: an open whose pool got no connection within the connect timeout,
+/// though a new connection tried then opened at once, gave only the timeout's four
+/// guesses, where a call says that the pool could not open one (the server restarting
+/// or at its limit, back by then). It says so as a call does. A proxy in front of the
+/// server passes the open's first connection (the schema's check) and the new one
+/// through, and never answers the pool's, as a stuck or restarting server does.
+#[tokio::test]
+async fn an_open_whose_pool_waits_out_the_timeout_says_why_as_a_call_does() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let url = proxy_holding(&harness.url, 2).await;
+    let options = PostgresOptions::new(url)
+        .schema(&harness.schema)
+        .max_connections(1)
+        .connect_timeout(std::time::Duration::from_secs(3));
+    let err = PostgresStorage::connect_with(options).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(text.starts_with("postgres: open of postgres"), "{text}");
+    assert!(text.contains("the pool could not open one"), "{text}");
+    assert!(
+        text.contains("a new connection tried then opened"),
+        "{text}"
+    );
+}
+
+/// `url` with a port of its own in place of the server's: a proxy there passes each
+/// connection through to the server, except the `hold`-th (from 1), which it accepts and
+/// never answers, for as long as the test runs.
+async fn proxy_holding(url: &str, hold: usize) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((user, host)) => (format!("{user}@"), host),
+        None => (String::new(), authority),
+    };
+    let server = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5432")
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        for n in 1.. {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            if n == hold {
+                held.push(client);
+                continue;
+            }
+            let server = server.clone();
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(&server).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    format!("{scheme}://{user}127.0.0.1:{port}{tail}")
 }

@@ -26,13 +26,11 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::batch::Batch;
 use crate::config::{PostgresOptions, parse};
-use crate::error::{
-    BACKEND, Cause, Op, PLACE, connect_timed_out, parse_postgres_error, pool_timed_out,
-};
+use crate::error::{BACKEND, Op, PLACE, connect_timed_out, parse_postgres_error};
 use crate::meta::{decode_info, page_query};
 use crate::migrate::IfMissing;
 use crate::sql::{self, LIST_SESSIONS, LOAD, LOAD_REVISION, PURGE, SESSION_INFO, decode_revision};
-use crate::timed_out::Finder;
+use crate::timed_out::{Finder, Waited};
 use crate::{migrate, update, write};
 
 mod calls;
@@ -161,16 +159,16 @@ impl PostgresStorage {
         let timeouts = Arc::new(Finder::default());
         let pool = match opened {
             Ok(pool) => pool,
-            // The connection above opened: one tried now says what the pool met since.
+            // Worded as a call's, for a pool that holds no connection, being gone (the
+            // connection above opened: one tried now says what the pool met since).
             Err(sqlx::Error::PoolTimedOut) => {
-                let timeout = options.connect_timeout;
-                let began = Instant::now();
-                let err = match timeouts.cause(&target.connect, timeout, began).await {
-                    // No connection of the pool was in use: nothing to say but the timeout.
-                    Cause::InUse => parse_postgres_error(sqlx::Error::PoolTimedOut, op),
-                    cause => pool_timed_out(op, timeout, options.max_connections, &cause),
+                let pool = Waited {
+                    connect: &target.connect,
+                    timeout: options.connect_timeout,
+                    max: options.max_connections,
+                    size: 0,
                 };
-                return Err(err);
+                return Err(timeouts.timed_out(op, pool, Instant::now()).await);
             }
             Err(err) => return Err(parse_postgres_error(err, op)),
         };
