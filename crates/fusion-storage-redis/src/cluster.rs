@@ -19,7 +19,9 @@
 //! one meets updates its map, not the other's. A transaction (a read's `MULTI`) learns
 //! nothing from its own `MOVED`: the server aborts it with `EXECABORT`, which the client
 //! does not act on, so [`Cluster`] shows the client that `MOVED` with a command of its
-//! own, then sends the transaction again (`Cluster::show_moved`).
+//! own, then sends the transaction again (`Cluster::show_moved`). An `ASK` inside the
+//! abort (its slot migrating, the keys moved on) sends the transaction to the node it
+//! names behind an `ASKING`, which holds until its `EXEC`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,9 +206,12 @@ fn next_after(err: &RedisError, repeatable: bool, transaction: bool) -> Next {
     if err.is_connection_refusal() {
         return Next::Later;
     }
+    if transaction && let Some((host, port)) = asked_in_transaction(err) {
+        return Next::Ask { host, port };
+    }
     match err.retry_method() {
         RetryMethod::MovedRedirect | RetryMethod::RefreshSlotsAndRetry => Next::Now,
-        // An `ASKING` covers the next command only, so a transaction is not followed.
+        // A transaction's `ASK` comes inside its abort (above).
         RetryMethod::AskRedirect if !transaction => err
             .redirect_node()
             .and_then(|(node, _slot)| split_node(node))
@@ -230,6 +235,18 @@ fn is_moved_in_transaction(err: &RedisError) -> bool {
         return false;
     };
     errors.iter().any(|(_, error)| error.code() == "MOVED")
+}
+
+/// The node an `ASK` inside `err`, a transaction's abort (`EXECABORT`), names: the node
+/// of its slot found a key missing (moved on, the slot migrating), so the whole
+/// transaction goes there behind an `ASKING` ([`Asking::commands`]). Nothing was
+/// applied.
+fn asked_in_transaction(err: &RedisError) -> Option<(String, u16)> {
+    let errors = err.clone().into_server_errors()?;
+    let (_, ask) = errors.iter().find(|(_, error)| error.code() == "ASK")?;
+    // `ASK <slot> <host>:<port>`.
+    let node = ask.details()?.split_whitespace().nth(1)?;
+    split_node(node)
 }
 
 /// Whether a write that failed with `err` may have been applied all the same: its
@@ -358,8 +375,12 @@ impl Asking {
         replies.pop().ok_or_else(no_reply)
     }
 
-    /// The replies of `pipeline`, no transaction (`next_after` follows no `ASK` of one).
+    /// The replies of `pipeline`, each command behind an `ASKING`; a transaction behind
+    /// one `ASKING`, which holds for every command up to its `EXEC`.
     async fn commands(&mut self, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
+        if pipeline.is_transaction() {
+            return self.transaction(pipeline).await;
+        }
         let mut pipe = redis::pipe();
         for cmd in pipeline.cmd_iter() {
             pipe.cmd("ASKING").add_command(cmd.clone());
@@ -368,6 +389,31 @@ impl Asking {
         let replies = self.send(pipe, 0, count).await?;
         // Each command's reply follows its `ASKING`'s.
         Ok(replies.into_iter().skip(1).step_by(2).collect())
+    }
+
+    /// `pipeline`, a transaction, as `ASKING`, `MULTI`, its commands, `EXEC`; the reply of
+    /// the `EXEC`, as the transaction sent itself gives it. Not `pipeline` as it is: its
+    /// `MULTI` would come ahead of the `ASKING`, which is then queued, too late for the
+    /// node to take the commands. A command the node refuses as it queues it
+    /// (`TRYAGAIN`: the session's keys are on both nodes for a moment; `MOVED`: the move
+    /// ended) aborts the transaction, and that refusal is the error.
+    async fn transaction(&mut self, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ASKING").cmd("MULTI");
+        for cmd in pipeline.cmd_iter() {
+            pipe.add_command(cmd.clone());
+        }
+        pipe.cmd("EXEC");
+        let mut replies = self.send(pipe, 0, pipeline.len() + 3).await?;
+        let exec = replies.pop().ok_or_else(no_reply)?;
+        let refused = replies.into_iter().find_map(|reply| match reply {
+            Value::ServerError(err) => Some(err),
+            _ => None,
+        });
+        match (refused, exec) {
+            (Some(err), _) | (None, Value::ServerError(err)) => Err(err.into()),
+            (None, exec) => Ok(vec![exec]),
+        }
     }
 }
 
@@ -446,17 +492,21 @@ mod tests {
         assert_eq!(next(server("NOSCRIPT x")), Next::Stop);
     }
 
+    /// A transaction too (behind one `ASKING`, `Asking::transaction`): an `ASK` for its
+    /// `EXEC` (the keys moved on after it queued its commands) discarded it, as an `ASK`
+    /// inside its abort does (`tests/cluster_growth.rs`).
     #[test]
-    fn an_ask_is_not_followed_by_a_transaction() {
+    fn an_ask_is_followed_to_the_node_it_names() {
         let ask = server("ASK 12 [::1]:7001");
-        assert_eq!(next_after(&ask, true, true), Next::Stop);
-        assert_eq!(
-            next_after(&ask, false, false),
-            Next::Ask {
-                host: "::1".into(),
-                port: 7001
-            }
-        );
+        for (repeatable, transaction) in [(false, false), (true, true), (false, true)] {
+            assert_eq!(
+                next_after(&ask, repeatable, transaction),
+                Next::Ask {
+                    host: "::1".into(),
+                    port: 7001
+                }
+            );
+        }
     }
 
     #[test]

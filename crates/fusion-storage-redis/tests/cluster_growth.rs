@@ -251,6 +251,31 @@ async fn a_load_follows_its_slot_to_another_node() {
     }
 }
 
+/// A `load` is a transaction (`MULTI`), which the old node of a migrating slot whose
+/// keys moved on aborts (`EXECABORT`, an `ASK` inside): the client does not follow it, so
+/// the load failed, retryably, for the whole migration. It goes to the node the `ASK`
+/// names, behind an `ASKING`, and reads the session there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_follows_an_ask_while_its_slot_migrates() {
+    let Some(binary) = redis_server_on_path() else {
+        unavailable::<()>("redis_cluster", "install redis-server");
+        return;
+    };
+    let cluster = TwoNodes::start(&binary).await;
+    let url = format!("redis+cluster://127.0.0.1:{}", cluster.old.port);
+    let storage = RedisStorage::connect(&url).await.unwrap();
+    let written = [ChatMessage::user("0"), ChatMessage::user("1")];
+    storage.append("asked", &written).await.unwrap();
+    cluster.migrate_keys("asked").await;
+    let loaded = storage
+        .load("asked")
+        .await
+        .expect("a load while its slot migrates");
+    assert_eq!(loaded, written);
+    let (loaded, revision) = storage.load_revision("asked").await.unwrap();
+    assert_eq!((loaded.len(), revision.len), (2, 2));
+}
+
 /// `CLIENT PAUSE WRITE`, which a failover (`CLUSTER FAILOVER`) sets on a primary, holds
 /// every `EVALSHA` until the pause ends; the scripts that only read go as `EVALSHA_RO`
 /// (the client learns of no version on a cluster and tries it), which the pause does not
