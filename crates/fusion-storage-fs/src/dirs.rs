@@ -147,10 +147,11 @@ pub(crate) mod tests {
         made_by_another: Vec<PathBuf>,
     }
 
-    pub(super) fn record(dir: &Path) {
+    /// A sync of `path` (a directory, or a lock file's contents), for the watches of it.
+    pub(crate) fn record(path: &Path) {
         for watched in WATCHES.lock().unwrap().iter_mut() {
-            if dir.starts_with(&watched.root) {
-                watched.synced.push(dir.to_path_buf());
+            if path.starts_with(&watched.root) {
+                watched.synced.push(path.to_path_buf());
             }
         }
     }
@@ -165,7 +166,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// Records, while it lives, the directories synced under `root` (itself included).
+    /// Records, while it lives, the directories synced under `root` (itself included),
+    /// and the session lock files whose contents are fsynced there.
     pub(crate) struct Watch {
         id: u64,
     }

@@ -28,9 +28,9 @@ impl SessionLock {
     /// The lock file's name is not synced into `dir` here, whoever created it (this
     /// process, or another writer a moment before that has not synced it yet): the
     /// writes a [`SyncPolicy`](crate::SyncPolicy) makes durable (a `save`, a `truncate`,
-    /// under `EveryWrite` an append that made the session file) sync the session
-    /// directory under this lock, so once the lock file is there, and that sync takes its
-    /// name too.
+    /// under `EveryWrite` an append that made the session file) and a delete, before its
+    /// journal line, sync the session directory under this lock, so once the lock file is
+    /// there, and that sync takes its name too.
     pub(crate) fn exclusive(dir: &Path, path: &Path) -> Result<Self> {
         loop {
             let (file, opened) = match regular_file::open_or_create(path) {
@@ -174,7 +174,17 @@ impl SessionLock {
         };
         let field = counters::format_generation(LEGACY_GENERATION);
         write_at(file, field.as_bytes()).at(path)?;
-        file.sync_data().at(path)
+        sync_data(file, path)
+    }
+
+    /// Fsyncs what the lock file holds, for a delete that needs it to hold it after a
+    /// power loss (its counters, unsynced by appends under `OnReplace`). Only for an
+    /// exclusive lock.
+    pub(crate) fn sync(&self, path: &Path) -> Result<()> {
+        match self.file.as_ref() {
+            Some(file) => sync_data(file, path),
+            None => Ok(()),
+        }
     }
 
     /// When the lock file was created, where the file system records it: it is created
@@ -269,6 +279,13 @@ pub(crate) fn generation_of(contents: &LockContents, path: &Path) -> u64 {
             LEGACY_GENERATION
         }
     }
+}
+
+/// Fsyncs the lock file's contents (recorded for a test's [`crate::dirs`] watch).
+fn sync_data(file: &File, path: &Path) -> Result<()> {
+    #[cfg(test)]
+    crate::dirs::tests::record(path);
+    file.sync_data().at(path)
 }
 
 /// Reads from the start of `file` into `buf`, returning how many bytes were read. The

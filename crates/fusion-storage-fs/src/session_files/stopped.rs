@@ -80,3 +80,41 @@ impl SessionFiles {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use fusion_core::{ChatMessage, ConversationStorage};
+
+    use crate::dirs::tests::Watch;
+    use crate::{FileSystemStorage, file_name};
+
+    /// Found by a review: under `OnReplace` (an append fsyncs neither a lock file's
+    /// counters nor its name) nothing made the lock file durable before its delete's
+    /// line, so a power loss just after the line could lose the file, and with it the
+    /// sign of a delete that stopped: the next creation, stamped below the line of an
+    /// instance whose clock runs ahead, was passed over by every listing. Now the lock
+    /// file's contents and the session directory are synced before the line: here the
+    /// line cannot be written (the index's `live` is a file), and both were synced.
+    #[tokio::test]
+    async fn a_delete_makes_its_lock_file_durable_before_its_journal_line() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path();
+        let storage = FileSystemStorage::connect(root).await.unwrap();
+        storage
+            .append("s", &[ChatMessage::user("hi")])
+            .await
+            .unwrap();
+        drop(storage);
+        let live = root.join(file_name::INDEX_DIR).join("live");
+        fs::remove_dir_all(&live).unwrap();
+        fs::write(&live, b"").unwrap();
+        let storage = FileSystemStorage::connect(root).await.unwrap();
+        let watch = Watch::new(root);
+        let err = storage.delete("s").await.unwrap_err();
+        assert!(err.to_string().contains("live"), "{err}");
+        let lock = root.join(file_name::lock_file_name("s"));
+        assert_eq!(watch.synced(), [lock, root.to_path_buf()]);
+    }
+}

@@ -409,11 +409,19 @@ impl SessionFiles {
         let lock_temp = crate::file_name::lock_temp_file_name(&self.id);
         let _ = fs::remove_file(self.dir.join(lock_temp));
         meta_file::remove(&meta_path)?;
-        if existed && !contents.holds_anything() {
-            // Before the line: should the delete stop after it, the lock file it leaves
-            // holds something, as it does for any session with counters, and sends the
-            // next creation to the live journals' delete lines (see `creation_floor`).
-            lock.mark(&self.lock)?;
+        if existed {
+            // Before the line, and durable: should the delete stop after it (a crash, a
+            // power loss), the lock file it leaves holds something, as it does for any
+            // session with counters, and sends the next creation to the live journals'
+            // delete lines (see `creation_floor`); and the session file's unlink holds, so
+            // no session comes back below a line that passes it over. Under `OnReplace`
+            // an append fsyncs neither the lock file's counters nor its name.
+            if contents.holds_anything() {
+                lock.sync(&self.lock)?;
+            } else {
+                lock.mark(&self.lock)?;
+            }
+            sync_dir(&self.dir)?;
         }
         let recorded = if existed {
             // Fsynced whatever the policy, as a rewrite's generation is: the latest delete
