@@ -978,11 +978,12 @@ async fn reads_through_scripts_go_on_while_writes_pause() {
     let first = [ChatMessage::user("a")];
     store.create_session("s", &meta, &first).await.unwrap();
 
-    let paused = RedisStorage::connect(&server.url).await.unwrap();
-    run(&mut raw, &["CLIENT", "PAUSE", "10000", "WRITE"])
+    // No timing bound: a read the pause holds fails with the storage's response timeout
+    // (`PATIENT`), before the pause ends.
+    let paused = patient(&server.url).await;
+    run(&mut raw, &["CLIENT", "PAUSE", PAUSE_MS, "WRITE"])
         .await
         .unwrap();
-    // A bound on a failure, not a timing: a held call ends only with the pause.
     let reads = async {
         let info = paused.session_info("s").await.unwrap().unwrap();
         assert_eq!(info.message_count, 1);
@@ -994,9 +995,8 @@ async fn reads_through_scripts_go_on_while_writes_pause() {
         assert_eq!(paused.list_sessions().await.unwrap(), ["s"]);
         assert_eq!(contents(&paused, "s").await, ["a"]);
     };
-    let went_on = tokio::time::timeout(Duration::from_secs(5), reads).await;
+    reads.await;
     run(&mut raw, &["CLIENT", "UNPAUSE"]).await.unwrap();
-    went_on.expect("reads through scripts were held by CLIENT PAUSE WRITE");
 
     let store = RedisStorage::connect(&no_ro).await.unwrap();
     for _ in 0..2 {
@@ -1022,22 +1022,37 @@ async fn blocked_clients(raw: &mut MultiplexedConnection) -> usize {
     list.lines().filter(|line| flags(line)).count()
 }
 
+/// How long the storages of the paused-read tests wait for a reply, far longer than the
+/// default 5 s: the write the pause holds waits out the reads, however slow the machine.
+const PATIENT: Duration = Duration::from_secs(60);
+
+/// How long [`reads_while_paused`] pauses writes at most: longer than [`PATIENT`], so a
+/// read held behind the pause fails (times out) before it ends.
+const PAUSE_MS: &str = "120000";
+
+/// A storage on `url` whose calls wait [`PATIENT`] for a reply.
+async fn patient(url: &str) -> RedisStorage {
+    let options = RedisOptions::new().response_timeout(PATIENT);
+    RedisStorage::connect_with(url, options).await.unwrap()
+}
+
 /// Pauses the server's writes, starts `held` (a write of this process the pause holds,
-/// named `what`) and, once the server holds a client, runs `reads` within a bound, then
-/// ends the pause. Returns what `held` gave, and what `reads` gave or `None` when they
-/// were held too.
+/// named `what`) and, once the server holds a client, runs `reads`, then ends the pause.
+/// Returns what `held` and `reads` gave. No timing bound: reads held behind the pause
+/// fail with the storage's response timeout ([`PATIENT`], before the pause ends), and
+/// reads that ended are checked to have ended while the server still held the write.
 async fn reads_while_paused<H, R>(
     raw: &mut MultiplexedConnection,
     what: &str,
     held: H,
     reads: R,
-) -> (H::Output, Option<R::Output>)
+) -> (H::Output, R::Output)
 where
     H: Future + Send + 'static,
     H::Output: Send + 'static,
     R: Future,
 {
-    run(raw, &["CLIENT", "PAUSE", "20000", "WRITE"])
+    run(raw, &["CLIENT", "PAUSE", PAUSE_MS, "WRITE"])
         .await
         .unwrap();
     let held = tokio::spawn(held);
@@ -1047,10 +1062,13 @@ where
     })
     .await;
     assert!(blocked, "the server never held the {what}");
-    // A bound on a failure, not a timing: a held read ends only with the pause.
-    let read = tokio::time::timeout(Duration::from_secs(5), reads).await;
+    let read = reads.await;
+    assert!(
+        blocked_clients(raw).await > 0,
+        "the server no longer held the {what} when the reads ended: they waited for the pause"
+    );
     run(raw, &["CLIENT", "UNPAUSE"]).await.unwrap();
-    (held.await.unwrap(), read.ok())
+    (held.await.unwrap(), read)
 }
 
 /// The server reads no more commands from a client whose write `CLIENT PAUSE WRITE`
@@ -1064,7 +1082,7 @@ async fn reads_are_not_held_behind_this_processs_paused_write() {
     };
     let _running = server.start().await;
     let mut raw = admin(&server.url).await;
-    let store = RedisStorage::connect(&server.url).await.unwrap();
+    let store = patient(&server.url).await;
     store.append("s", &[ChatMessage::user("a")]).await.unwrap();
 
     let writing = {
@@ -1078,8 +1096,7 @@ async fn reads_are_not_held_behind_this_processs_paused_write() {
         assert_eq!(store.list_sessions().await.unwrap(), ["s"]);
         assert_eq!(listed(&store).await, ["s"]);
     };
-    let (written, went_on) = reads_while_paused(&mut raw, "write", writing, reads).await;
-    went_on.expect("reads were held behind this process's paused write");
+    let (written, ()) = reads_while_paused(&mut raw, "write", writing, reads).await;
     written.unwrap();
     assert_eq!(contents(&store, "s").await, ["a", "b"]);
 }
@@ -1097,7 +1114,7 @@ async fn a_read_whose_connection_dropped_is_not_held_behind_this_processs_paused
     let _running = server.start().await;
     let mut raw = admin(&server.url).await;
     let mut killer = admin(&server.url).await;
-    let store = RedisStorage::connect(&server.url).await.unwrap();
+    let store = patient(&server.url).await;
     store.append("s", &[ChatMessage::user("a")]).await.unwrap();
 
     let writing = {
@@ -1137,8 +1154,7 @@ async fn a_read_whose_connection_dropped_is_not_held_behind_this_processs_paused
             .unwrap();
         assert_eq!(contents(&store, "s").await, ["a"]);
     };
-    let (written, went_on) = reads_while_paused(&mut raw, "write", writing, reads).await;
-    went_on.expect("a read sent again after its connection dropped waited for the writes'");
+    let (written, ()) = reads_while_paused(&mut raw, "write", writing, reads).await;
     written.unwrap();
     assert_eq!(contents(&store, "s").await, ["a", "b"]);
 }
@@ -1153,7 +1169,7 @@ async fn reads_are_not_held_behind_this_processs_paused_index_repair() {
     };
     let _running = server.start().await;
     let mut raw = admin(&server.url).await;
-    let store = RedisStorage::connect(&server.url).await.unwrap();
+    let store = patient(&server.url).await;
     for id in ["s", "gone"] {
         store.append(id, &[ChatMessage::user("a")]).await.unwrap();
     }
@@ -1168,8 +1184,8 @@ async fn reads_are_not_held_behind_this_processs_paused_index_repair() {
     };
     let (listed, read) =
         reads_while_paused(&mut raw, "index repair", listing, store.load("s")).await;
-    let read = read.expect("a read was held behind this process's paused index repair");
-    assert_eq!(read.unwrap().len(), 1);
+    let read = read.expect("a read held behind this process's paused index repair");
+    assert_eq!(read.len(), 1);
     assert_eq!(listed.unwrap(), ["s"]);
 }
 
@@ -1184,7 +1200,7 @@ async fn reads_are_not_held_behind_this_processs_paused_index_score_repair() {
     };
     let _running = server.start().await;
     let mut raw = admin(&server.url).await;
-    let store = RedisStorage::connect(&server.url).await.unwrap();
+    let store = patient(&server.url).await;
     store.append("s", &[ChatMessage::user("a")]).await.unwrap();
     // A score behind the session's time: the next listing repairs it.
     run(&mut raw, &["ZADD", "fusion:updated", "1", "s"])
@@ -1197,8 +1213,8 @@ async fn reads_are_not_held_behind_this_processs_paused_index_score_repair() {
     };
     let (listed, read) =
         reads_while_paused(&mut raw, "index score repair", listing, store.load("s")).await;
-    let read = read.expect("a read was held behind this process's paused index score repair");
-    assert_eq!(read.unwrap().len(), 1);
+    let read = read.expect("a read held behind this process's paused index score repair");
+    assert_eq!(read.len(), 1);
     assert_eq!(listed.unwrap().sessions.len(), 1);
     let score = run(&mut raw, &["ZSCORE", "fusion:updated", "s"]).await;
     let score: String = redis::FromRedisValue::from_redis_value(score.unwrap()).unwrap();
