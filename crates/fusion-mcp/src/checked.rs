@@ -345,10 +345,18 @@ fn trim_end(text: &[u8]) -> &[u8] {
     &text[..kept]
 }
 
-/// Whether `line` is (or starts) a JSON-RPC batch: a JSON array.
+/// Whether `line` is (or starts) a JSON-RPC batch: a JSON array whose first element is an
+/// object, as a message is.
+///
+/// A line that opens with a bracket but no object is no batch, and passes whole: a log line
+/// such as `[INFO] ready` or `[0] listening` (what `concurrently` puts before each line of
+/// the process it runs), or `[]`. Split, its first value (`0`) would be a line of JSON that
+/// is no message, which rmcp answers by sending the server an `Invalid request` error, once
+/// per log line; whole, it is a line rmcp cannot read, and skips.
 fn is_batch(line: &[u8]) -> bool {
     let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-    text.get(skip_space(text, 0)) == Some(&b'[')
+    let at = skip_space(text, 0);
+    text.get(at) == Some(&b'[') && text.get(skip_space(text, at + 1)) == Some(&b'{')
 }
 
 /// The line to put in place of `line` (a message, with or without its `\n`): an error line
@@ -385,13 +393,12 @@ fn replacement(line: &[u8]) -> Option<Vec<u8>> {
 ///
 /// Each message is passed on as it is read, and the batch is never listed whole: a batch
 /// may be as long as rmcp reads a line (16 MiB), and a list of one of millions of tiny
-/// messages (`[1,1,…]`, `[{},{},…]`) took 16 bytes a message, with a copy of each, some
+/// messages (`[{},{},…]`) took 16 bytes a message, with a copy of each, some
 /// 128 MiB for a 16 MiB line, where this takes the line and a message at a time. (Capping
 /// how many messages a batch may hold would bound it too, but JSON-RPC sets no such cap,
 /// and the calls a batch over it answered would wait out their timeout.) So a batch that
 /// stops reading as JSON partway has the messages before that passed on; the rest of its
-/// line (all of it when no message could be read, as in a log line `[INFO] …`) follows as
-/// a line of its own, for rmcp to skip as any line it cannot read.
+/// line follows as a line of its own, for rmcp to skip as any line it cannot read.
 async fn pass_batch(line: &[u8], into: &mut DuplexStream) -> Option<()> {
     let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let bom = line.len() - text.len();
@@ -554,7 +561,9 @@ mod tests {
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect();
-        assert_eq!(lines.len(), 3, "{lines:?}");
+        // `[]` is no batch (no message opens it): passed whole, as a line of its own.
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert_eq!(lines[3..], [json!([]), json!([])]);
         assert_eq!(lines[0], json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
         assert_eq!(lines[1]["id"], 2);
         assert_eq!(lines[1]["error"]["message"], INVALID_RESPONSE);
@@ -570,8 +579,10 @@ mod tests {
         let input = format!(
             "[{tiny}, {{\"jsonrpc\":\"2.0\",\"id\":2}} ,{{\"id\":3,]\n\
              [INFO] listening\n\
+             [0] listening\n\
              [[1], 2 3]\n\
-             [1] trailing\n"
+             [] [1]\n\
+             [{{}}, 1] trailing\n"
         );
         let read = copied(input).await;
         let rest = read.strip_prefix(&"{}\n".repeat(100_000)).unwrap();
@@ -581,7 +592,7 @@ mod tests {
         assert_eq!(error["error"]["message"], INVALID_RESPONSE);
         assert_eq!(
             rest,
-            "{\"id\":3,]\n[INFO] listening\n[1]\n2\n3]\n1\n] trailing\n"
+            "{\"id\":3,]\n[INFO] listening\n[0] listening\n[[1], 2 3]\n[] [1]\n{}\n1\n] trailing\n"
         );
     }
 
@@ -632,11 +643,13 @@ mod tests {
     async fn a_batch_nested_in_a_batch_is_not_split_again() {
         let depth = 2 * CHECKED_LINE_BYTES;
         let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-        let input = format!("[{nested}, [], 1]\n{{\"jsonrpc\":\"2.0\",\"id\":4}}\n");
+        let input = format!("[{{}}, {nested}, [], 1]\n{{\"jsonrpc\":\"2.0\",\"id\":4}}\n");
         let mut out = checked(std::io::Cursor::new(input.into_bytes()));
         let mut read = String::new();
         out.read_to_string(&mut read).await.unwrap();
-        let rest = read.strip_prefix(&format!("{nested}\n[]\n1\n")).unwrap();
+        let rest = read
+            .strip_prefix(&format!("{{}}\n{nested}\n[]\n1\n"))
+            .unwrap();
         let error: Value = serde_json::from_str(rest).unwrap();
         assert_eq!(error["id"], 4);
     }
