@@ -558,3 +558,50 @@ async fn a_tool_that_panics_before_its_future_exists_is_an_observation() {
     assert_history_consistent(&h.stored().await);
     assert_every_call_answered(&h.request_messages(1));
 }
+
+/// A server that numbers each reply's calls afresh (`call_0` in every reply, as some
+/// proxies of Kimi's API and local servers do): the second reply's call gets an id of its
+/// own, so no two calls of the session share one and each result answers its own call.
+#[tokio::test]
+async fn a_call_id_an_earlier_reply_used_is_replaced() {
+    use fusion_agent::testing::MockToolCall;
+
+    let h = Harness::new().await;
+    std::fs::write(h.workspace.path().join("a.txt"), "A").unwrap();
+    std::fs::write(h.workspace.path().join("b.txt"), "B").unwrap();
+    let mut session = h.session().await;
+    let call_0 = |path: &str| MockReply::ToolCalls {
+        content: String::new(),
+        calls: vec![MockToolCall {
+            id: Some("call_0".into()),
+            ..MockToolCall::new("read_file", format!(r#"{{"path": "{path}"}}"#))
+        }],
+    };
+    h.server
+        .push(call_0("a.txt"))
+        .push(call_0("b.txt"))
+        .push_text("A and B.");
+    let result = session
+        .send_message("Read a.txt, then b.txt.")
+        .await
+        .unwrap();
+    assert_eq!(result.result, "A and B.");
+
+    let last = h.request_messages(2);
+    assert_eq!(
+        roles(&last),
+        ["system", "user", "assistant", "tool", "assistant", "tool"]
+    );
+    let (first_id, second_id) = (
+        &last[2]["tool_calls"][0]["id"],
+        &last[4]["tool_calls"][0]["id"],
+    );
+    assert_eq!(first_id, "call_0", "the first use is kept");
+    assert_ne!(second_id, first_id);
+    assert_eq!(last[3]["tool_call_id"], *first_id);
+    assert_eq!(last[3]["content"], "A");
+    assert_eq!(last[5]["tool_call_id"], *second_id);
+    assert_eq!(last[5]["content"], "B");
+    assert_every_call_answered(&last);
+    assert_history_consistent(&h.stored().await);
+}

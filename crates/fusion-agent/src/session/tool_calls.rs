@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use fusion_core::ToolCall;
+use fusion_core::{ChatMessage, ToolCall};
 use futures::StreamExt;
 
 use super::stream::Emitter;
@@ -102,16 +102,28 @@ pub(super) fn announce(events: &Emitter, iteration: usize, call: &ToolCall) {
     });
 }
 
-/// Gives every call a non-empty id unique within its message: results are matched to
-/// calls by id, and some local servers leave ids out or repeat them. An id made here holds
-/// a random tag of the reply, so that the calls of two replies (two writers' turns on one
-/// session, two iterations) never share one, which undo and the request view rely on.
-pub(super) fn ensure_call_ids(calls: &mut [ToolCall], iteration: usize) {
+/// Gives every call a non-empty id that no other call of the reply or of the `history`
+/// before it has: results are matched to calls by id, and some servers leave ids out,
+/// repeat them within a reply, or number each reply's calls afresh (`call_0` in every
+/// reply; `functions.name:N` counted per request behind some proxies). A repeat from an
+/// earlier reply is refused by strict servers as a duplicate in the history, and would
+/// leave undo and the request view (which match two writers' calls and results by id)
+/// guessing. An id made here holds a random tag of the reply, so that the calls of two
+/// replies (two writers' turns on one session, two iterations) never share one.
+///
+/// Cost: one pass over the history's calls per call of the reply, linear in the history
+/// as the request built from it is.
+pub(super) fn ensure_call_ids(calls: &mut [ToolCall], iteration: usize, history: &[ChatMessage]) {
+    let called_before = |id: &str| {
+        history
+            .iter()
+            .any(|message| message.tool_calls.iter().any(|call| call.id == id))
+    };
     let mut tag = None;
     for i in 0..calls.len() {
         let (before, rest) = calls.split_at_mut(i);
         let call = &mut rest[0];
-        if call.id.is_empty() || before.iter().any(|b| b.id == call.id) {
+        if call.id.is_empty() || before.iter().any(|b| b.id == call.id) || called_before(&call.id) {
             let tag = *tag.get_or_insert_with(fusion_core::new_generation);
             call.id = format!("call_fusion_{iteration}_{i}_{tag:x}");
         }
@@ -130,7 +142,7 @@ mod tests {
             ToolCall::new("x", "a", "{}"),
         ];
         let again = calls.clone();
-        ensure_call_ids(&mut calls, 2);
+        ensure_call_ids(&mut calls, 2, &[]);
         assert_eq!(calls[1].id, "x");
         for (i, call) in [(0, &calls[0]), (2, &calls[2])] {
             let prefix = format!("call_fusion_2_{i}_");
@@ -138,7 +150,29 @@ mod tests {
         }
         // Another reply's calls (another writer's turn) never get the same ids.
         let mut other = again;
-        ensure_call_ids(&mut other, 2);
+        ensure_call_ids(&mut other, 2, &[]);
         assert_ne!(other[0].id, calls[0].id);
+    }
+
+    /// Found by a review: some servers number each reply's calls afresh (`call_0` in
+    /// every reply), and the repeat was stored, two calls of one session sharing an id.
+    #[test]
+    fn an_id_an_earlier_reply_of_the_session_called_is_replaced() {
+        let history = [
+            ChatMessage::user("find the files"),
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("call_0", "a", "{}")]),
+            ChatMessage::tool_result("call_0", "found"),
+        ];
+        let mut calls = vec![
+            ToolCall::new("call_0", "a", "{}"),
+            ToolCall::new("call_1", "a", "{}"),
+        ];
+        ensure_call_ids(&mut calls, 3, &history);
+        assert!(
+            calls[0].id.starts_with("call_fusion_3_0_"),
+            "{}",
+            calls[0].id
+        );
+        assert_eq!(calls[1].id, "call_1", "not called before: kept");
     }
 }

@@ -251,7 +251,7 @@ impl AgentSession {
         // conversation, so the promise is enforced here.
         reply.role = Role::Assistant;
         reply.tool_call_id = None;
-        ensure_call_ids(&mut reply.tool_calls, iteration);
+        ensure_call_ids(&mut reply.tool_calls, iteration, &self.history);
         debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             tool_calls = reply.tool_calls.len(),
