@@ -10,9 +10,10 @@
 //! again itself, at most `reconnect_retries` times: a write only after an error proving it
 //! was not applied (`MOVED`; `ASK`, sent on to the node it names behind an `ASKING`;
 //! `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`; no connection to the
-//! slot's node; a connection refused), a read also after a dropped connection or a
-//! timeout, as the client's own retries did. A write whose connection dropped or timed
-//! out ends with that (retryable) error, as on one server.
+//! slot's node; a connection refused), a read also after a dropped connection, as the
+//! client's own retries did. A write whose connection dropped or timed out ends with that
+//! (retryable) error, as on one server, and so does any request that timed out: the
+//! response timeout bounds the call, not each of its tries.
 //!
 //! Writes and reads have a client each (`connect.rs`: reads are not held behind a write
 //! `CLIENT PAUSE WRITE` holds), and each learns the slot map on its own: a redirection
@@ -206,6 +207,12 @@ fn next_after(err: &RedisError, repeatable: bool, transaction: bool) -> Next {
     if err.is_connection_refusal() {
         return Next::Later;
     }
+    // No reply within `response_timeout`, the bound of a call (on one server nothing
+    // sends it again): sent again, a read would wait as long again, and a call on a
+    // node that does not answer would last `reconnect_retries` + 1 timeouts.
+    if err.is_timeout() {
+        return Next::Stop;
+    }
     if transaction && let Some((host, port)) = asked_in_transaction(err) {
         return Next::Ask { host, port };
     }
@@ -219,8 +226,8 @@ fn next_after(err: &RedisError, repeatable: bool, transaction: bool) -> Next {
         // `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`; and no connection to the
         // slot's node (`ClusterConnectionNotFound`), found before anything was sent.
         RetryMethod::WaitAndRetry | RetryMethod::ReconnectFromInitialConnections => Next::Later,
-        // A dropped connection or a garbled reply (the client reconnects meanwhile), a
-        // timeout: the node may have applied it.
+        // A dropped connection or a garbled reply (the client reconnects meanwhile): the
+        // node may have applied it.
         RetryMethod::Reconnect if repeatable => Next::Later,
         RetryMethod::RetryImmediately if repeatable => Next::Now,
         // Including any method a newer client adds: the conservative answer.
@@ -482,14 +489,18 @@ mod tests {
         }
     }
 
+    /// Not after a timeout: `response_timeout` bounds the call, as on one server
+    /// (`tests/cluster_growth.rs`).
     #[test]
-    fn reads_are_also_sent_again_after_a_drop_or_a_timeout() {
-        let next = |err: RedisError| next_after(&err, true, false);
-        assert_eq!(next(io(io::ErrorKind::ConnectionReset)), Next::Later);
-        assert_eq!(next(RedisError::from((ErrorKind::Io, "gone"))), Next::Later);
-        assert_eq!(next(io(io::ErrorKind::TimedOut)), Next::Now);
-        assert_eq!(next(server("MOVED 12 10.0.0.2:7001")), Next::Now);
-        assert_eq!(next(server("NOSCRIPT x")), Next::Stop);
+    fn reads_are_also_sent_again_after_a_drop_but_not_after_a_timeout() {
+        for transaction in [false, true] {
+            let next = |err: RedisError| next_after(&err, true, transaction);
+            assert_eq!(next(io(io::ErrorKind::ConnectionReset)), Next::Later);
+            assert_eq!(next(RedisError::from((ErrorKind::Io, "gone"))), Next::Later);
+            assert_eq!(next(io(io::ErrorKind::TimedOut)), Next::Stop);
+            assert_eq!(next(server("MOVED 12 10.0.0.2:7001")), Next::Now);
+            assert_eq!(next(server("NOSCRIPT x")), Next::Stop);
+        }
     }
 
     /// A transaction too (behind one `ASKING`, `Asking::transaction`): an `ASK` for its

@@ -383,6 +383,48 @@ async fn reads_are_not_held_behind_this_processs_paused_write_on_a_cluster() {
     assert_eq!(storage.load("s").await.unwrap().len(), 2);
 }
 
+/// Found by a review: a read the node did not answer within `response_timeout` was sent
+/// again at once, up to `reconnect_retries` times, so a call waited that many timeouts
+/// more and, under a pause shorter than that, succeeded once it ended: the response
+/// timeout bounded one try, not the call (a 60 s timeout let a read wait out a 120 s
+/// pause). Here the node answers nothing for longer than the test waits (`CLIENT PAUSE
+/// ALL`): each read fails with the timeout, where with 1 s and a thousand tries it
+/// succeeded after the pause. On a one-node cluster of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_the_node_does_not_answer_fails_with_the_response_timeout() {
+    let Some(binary) = redis_server_on_path() else {
+        unavailable::<()>("redis_cluster", "install redis-server");
+        return;
+    };
+    let node = one_node_cluster(&binary).await;
+    let url = format!("redis+cluster://127.0.0.1:{}", node.port);
+    let options = RedisOptions::new()
+        .response_timeout(std::time::Duration::from_secs(1))
+        .reconnect_retries(1000);
+    let storage = RedisStorage::connect_with(&url, options).await.unwrap();
+    storage
+        .append("s", &[ChatMessage::user("a")])
+        .await
+        .unwrap();
+    assert!(storage.session_info("s").await.unwrap().is_some());
+
+    let mut admin = node.conn().await.unwrap();
+    let pause = NO_HANG.as_millis().to_string();
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", &pause, "ALL"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let timed_out = |what: &str, read: fusion_core::Result<bool>| {
+        let err = read.expect_err(&format!("{what}: the node answered nothing"));
+        assert!(err.is_retryable(), "{what}: {err}");
+        assert!(err.to_string().contains("timed out"), "{what}: {err}");
+    };
+    timed_out("load", storage.load("s").await.map(|m| m.is_empty()));
+    timed_out("info", storage.session_info("s").await.map(|i| i.is_none()));
+    timed_out("list", storage.list_sessions().await.map(|l| l.is_empty()));
+}
+
 /// A cluster of one node of its own, serving every slot.
 async fn one_node_cluster(binary: &PathBuf) -> Node {
     let node = Node::start(binary);
