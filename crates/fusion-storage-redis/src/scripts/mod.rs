@@ -148,6 +148,23 @@ pub(crate) static CLAIM: LazyLock<Lua> =
 /// dropped or released; see [`retention::CLAIMED`].
 pub(crate) static CLAIMED: LazyLock<Lua> = LazyLock::new(|| script(&[retention::CLAIMED]));
 
+/// A claimer's token: the fraction of a ms past a whole one its claims of expiry entries
+/// are scored at (`CLAIM`, `CLAIMED`), some sixteenths from 1 to 15, so that a claimer
+/// drops or releases only the entries it claimed itself. Sixteenths are exact on every
+/// score the expiry index holds (below 2^48 ms, past the year 9999). Picked at random
+/// for each purge round and each `forget`: two claimers of one entry at once (a purge and
+/// a delete, or a purge and one whose lease ended) share a token once in 15 times, and
+/// then act as though neither had a token, as before tokens.
+pub(crate) fn claim_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let sixteenths = u32::try_from(random % 15 + 1).unwrap_or(8);
+    // Exact in decimal too: 1/16 is 0.0625.
+    format!("{}", f64::from(sixteenths) / 16.0)
+}
+
 fn script(parts: &[&str]) -> Lua {
     Lua::new(source(parts))
 }

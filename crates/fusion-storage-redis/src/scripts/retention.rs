@@ -97,40 +97,46 @@ return {0, owner or false}
 /// releases them ([`CLAIMED`]). The caller removes the entries of the sessions it purged
 /// and scores again those of live ones (`forget`).
 ///
-/// The lease ends half a millisecond past a whole one: writers score whole ms, so an
-/// entry still at a half is one no writer scored since the claim ([`CLAIMED`]).
+/// The lease ends a fraction of a millisecond past a whole one, the claimer's token (a
+/// sixteenth, from 1 to 15 of them): writers score whole ms, so an entry still at that
+/// fraction is one no writer scored since this claim, nor another claimer since
+/// ([`CLAIMED`]).
 ///
-/// KEYS: the expiry index. ARGV: how many at most, the lease in ms. Returns
+/// KEYS: the expiry index. ARGV: how many at most, the lease in ms, the token. Returns
 /// `{now in ms, {members}}`.
 pub(super) const CLAIM: &str = r#"
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
-local leased = now + tonumber(ARGV[2]) + 0.5
+local leased = now + tonumber(ARGV[2]) + tonumber(ARGV[3])
 for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', leased, member) end
 return {now, due}
 "#;
 
 /// What a cluster's `forget` (after a purge or a delete) and a failed purge do to
 /// entries of the expiry index that may name a live session, so that a failure at any
-/// step loses none: an entry is claimed first (`claim`: scored half a ms past its whole
-/// score, unless it is at a half already, as [`CLAIM`] leaves it), the sessions are read
-/// again, and only then does an entry still claimed go (`drop`) or, when the purge
-/// failed, come due again (a whole score in ms: released to it). A writer's `ZADD` (a
-/// whole ms) in between unclaims the entry, which then stays as the writer left it.
+/// step loses none: an entry is claimed first (`claim`: scored its whole score plus the
+/// claimer's token, a fraction of a ms, unless it is at that fraction already, as
+/// [`CLAIM`] leaves it), the sessions are read again, and only then does an entry still
+/// claimed by this claimer go (`drop`) or, when the purge failed, come due again (a whole
+/// score in ms: released to it). A writer's `ZADD` (a whole ms) in between unclaims the
+/// entry, which then stays as the writer left it; one at another fraction is another
+/// claimer's (a purge's lease, another delete's `forget`), left to it: taking it would
+/// drop or release an entry whose claimer may yet find its session live. Sent twice,
+/// each action does what it did once, whoever claimed or wrote between the two.
 ///
-/// KEYS: the expiry index. ARGV: `claim`, `drop` or the score to release to, then the
-/// members. An absent member is left absent. Returns nothing.
+/// KEYS: the expiry index. ARGV: `claim`, `drop` or the score to release to, the token,
+/// then the members. An absent member is left absent. Returns nothing.
 pub(super) const CLAIMED: &str = r#"
-local action = ARGV[1]
-for i = 2, #ARGV do
+local action, token = ARGV[1], tonumber(ARGV[2])
+for i = 3, #ARGV do
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
   if score then
     score = tonumber(score)
-    local claimed = score % 1 ~= 0
+    local fraction = score % 1
     if action == 'claim' then
-      if not claimed then redis.call('ZADD', KEYS[1], score + 0.5, ARGV[i]) end
-    elseif claimed and action == 'drop' then
+      if fraction == 0 then redis.call('ZADD', KEYS[1], score + token, ARGV[i]) end
+    elseif fraction == token and action == 'drop' then
       redis.call('ZREM', KEYS[1], ARGV[i])
-    elseif claimed then
+    elseif fraction == token then
       redis.call('ZADD', KEYS[1], action, ARGV[i])
     end
   end

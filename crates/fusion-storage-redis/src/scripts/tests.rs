@@ -419,6 +419,7 @@ fn a_claim_leases_the_due_entries_and_a_second_claim_gets_none_of_them() {
         .key(&key)
         .arg(10)
         .arg(lease)
+        .arg("0.1875")
         .invoke(&mut conn)
         .unwrap();
     assert_eq!(due, ["a/alice", "b"]);
@@ -428,8 +429,8 @@ fn a_claim_leases_the_due_entries_and_a_second_claim_gets_none_of_them() {
             .arg(member)
             .query(&mut conn)
             .unwrap();
-        // Half a ms past a whole one: claimed (`CLAIMED`).
-        assert_eq!(score, Some((at + lease) as f64 + 0.5), "{member}");
+        // The claimer's token past a whole ms: claimed (`CLAIMED`).
+        assert_eq!(score, Some((at + lease) as f64 + 0.1875), "{member}");
     }
     let score: Option<i64> = redis::cmd("ZSCORE")
         .arg(&key)
@@ -441,6 +442,7 @@ fn a_claim_leases_the_due_entries_and_a_second_claim_gets_none_of_them() {
         .key(&key)
         .arg(10)
         .arg(lease)
+        .arg("0.0625")
         .invoke(&mut conn)
         .unwrap();
     assert_eq!(again, Vec::<String>::new());

@@ -80,7 +80,8 @@ impl RedisStorage {
                 .iter()
                 .map(|_| expiry_member(id, owner))
                 .collect();
-            self.forget(op.name, &[gone], &members).await?;
+            self.forget(op.name, &[gone], &members, &scripts::claim_token())
+                .await?;
             return Ok(());
         };
         let mut writes = IndexWrites::new();
@@ -131,7 +132,8 @@ impl RedisStorage {
                 id,
                 owners: Vec::new(),
             };
-            self.forget(name, &[gone], &[]).await?;
+            self.forget(name, &[gone], &[], &scripts::claim_token())
+                .await?;
             return Ok(());
         };
         let mut writes = IndexWrites::new();
@@ -216,15 +218,18 @@ impl RedisStorage {
     /// [`prune`](Self::prune): a writer stores before it indexes, so a session written
     /// meanwhile is either indexed by its writer after the removals or seen here. The
     /// expiry entries are only claimed first (the `CLAIMED` script) and go last, those
-    /// still claimed: a failure at any step leaves them in the index (claimed, due again
-    /// when the purge that failed releases them, or at their own time), so a live
-    /// session never loses the entry that has it purged once it expires. A writer that
-    /// scores its entry meanwhile unclaims it, and it stays.
+    /// still claimed by this call (`token`, see [`scripts::claim_token`]: the purge's,
+    /// whose `CLAIM` leased them, or a new one): a failure at any step leaves them in the
+    /// index (claimed, due again when the purge that failed releases them, or at their
+    /// own time), so a live session never loses the entry that has it purged once it
+    /// expires. A writer that scores its entry meanwhile unclaims it, and it stays; so
+    /// does one another claimer holds, left to that claimer's second look.
     pub(super) async fn forget(
         &self,
         name: &'static str,
         gone: &[Gone<'_>],
         members: &[String],
+        token: &str,
     ) -> Result<Vec<(String, i64)>> {
         let op = self.op(name, None);
         let mut writes = IndexWrites::new();
@@ -241,7 +246,7 @@ impl RedisStorage {
         }
         try_join(
             self.send_index(op, writes, false),
-            self.claimed(name, "claim", members),
+            self.claimed(name, "claim", token, members),
         )
         .await?;
 
@@ -277,7 +282,7 @@ impl RedisStorage {
             .collect();
         try_join(
             self.send_index(op, writes, false),
-            self.claimed(name, "drop", &stale),
+            self.claimed(name, "drop", token, &stale),
         )
         .await?;
         Ok(kept)

@@ -162,7 +162,8 @@ impl RedisStorage {
                 if let Some((was, _)) = found.expiry_entry(id)
                     && entry.is_none_or(|(member, _)| member != was)
                 {
-                    self.forget(op.name, &[], &[was]).await?;
+                    self.forget(op.name, &[], &[was], &scripts::claim_token())
+                        .await?;
                 }
             }
             return after.info(&self.keys, id).map(Some);

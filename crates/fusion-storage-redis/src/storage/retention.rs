@@ -91,31 +91,42 @@ impl RedisStorage {
     /// still due by the expiry index's clock (the nodes' clocks differ a little).
     ///
     /// A purge that fails after its claim (a sweep, the second look) releases the
-    /// entries still claimed, due again at once for the next purge to sweep and count:
-    /// best effort, as the failure may have been the connection. A claim this purge does
+    /// entries it still holds (at its token, `scripts::claim_token`), due again at once
+    /// for the next purge to sweep and count: best effort, as the failure may have been
+    /// the connection. A claim this purge does
     /// not see fail (the `CLAIM` sent again after its reply was lost, the process killed,
     /// the release failing too) leaves its entries in the expiry index, due again when the
     /// lease ends: taken out, they would be lost, and the sessions they name never purged
     /// nor counted, their index entries left to the listings.
     async fn purge_spread(&self, limit: usize) -> Result<(usize, bool)> {
         let expiry = self.keys.expiry();
+        let token = scripts::claim_token();
         let mut call = evalsha(&scripts::CLAIM, &[expiry]);
-        call.arg(limit).arg(CLAIM_LEASE.as_millis().to_string());
+        call.arg(limit)
+            .arg(CLAIM_LEASE.as_millis().to_string())
+            .arg(&token);
         let (now, due): (i64, Vec<String>) = self
             .eval(&scripts::CLAIM, &call)
             .await
             .map_err(|err| parse_redis_error(err, self.op(NAME, None).on_key(expiry)))?;
-        let swept = self.sweep_claimed(now, &due, limit).await;
+        let swept = self.sweep_claimed(now, &due, limit, &token).await;
         if swept.is_err()
-            && let Err(err) = self.claimed(NAME, &now.to_string(), &due).await
+            && let Err(err) = self.claimed(NAME, &now.to_string(), &token, &due).await
         {
             tracing::warn!(%err, "a failed purge could not release its claim; due again when the lease ends");
         }
         swept
     }
 
-    /// [`purge_spread`](Self::purge_spread) once its `CLAIM`, read at `now`, gave `due`.
-    async fn sweep_claimed(&self, now: i64, due: &[String], limit: usize) -> Result<(usize, bool)> {
+    /// [`purge_spread`](Self::purge_spread) once its `CLAIM`, read at `now`, gave `due`,
+    /// leased with `token`.
+    async fn sweep_claimed(
+        &self,
+        now: i64,
+        due: &[String],
+        limit: usize,
+        token: &str,
+    ) -> Result<(usize, bool)> {
         let entries: Vec<(&str, Option<&str>)> = due
             .iter()
             .map(|entry| split_member(entry))
@@ -155,19 +166,21 @@ impl RedisStorage {
             }
         }
         let purged = gone.iter().map(|g| g.id).collect::<BTreeSet<_>>().len();
-        let kept = self.forget(NAME, &gone, due).await?;
+        let kept = self.forget(NAME, &gone, due, token).await?;
         let stuck = kept.iter().filter(|(_, score)| *score <= now).count();
         let progress = purged > 0 || stuck < due.len();
         Ok((purged, due.len() == limit && progress))
     }
 
     /// On a cluster, the `CLAIMED` script's `action` (`claim`, `drop`, or the score to
-    /// release to) on `members` of the expiry index, on the writes' connection, sent again
-    /// after a dropped connection: sent twice, it does what it did once.
+    /// release to) on `members` of the expiry index, for the claimer of `token` (see
+    /// [`scripts::claim_token`]), on the writes' connection, sent again after a dropped
+    /// connection: sent twice, it does what it did once.
     pub(super) async fn claimed(
         &self,
         name: &'static str,
         action: &str,
+        token: &str,
         members: &[impl AsRef<str>],
     ) -> Result<()> {
         if members.is_empty() {
@@ -175,7 +188,7 @@ impl RedisStorage {
         }
         let expiry = self.keys.expiry();
         let mut call = evalsha(&scripts::CLAIMED, &[expiry]);
-        call.arg(action);
+        call.arg(action).arg(token);
         for member in members {
             call.arg(member.as_ref());
         }
@@ -184,5 +197,134 @@ impl RedisStorage {
             .await
             .map_err(|err| parse_redis_error(err, self.op(name, None).on_key(expiry)))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Script;
+
+    use crate::scripts;
+
+    /// A blocking connection to `REDIS_URL`, or `None` (skip, or panic when the backends
+    /// are required).
+    fn server() -> Option<redis::Connection> {
+        let url = std::env::var("REDIS_URL").ok();
+        let Some(url) = url.filter(|url| !url.trim().is_empty()) else {
+            return fusion_core::testkit::unavailable("redis", "set REDIS_URL to run");
+        };
+        let client = redis::Client::open(url).expect("REDIS_URL parses");
+        Some(client.get_connection().expect("connecting to REDIS_URL"))
+    }
+
+    fn score(conn: &mut redis::Connection, key: &str, member: &str) -> Option<f64> {
+        redis::cmd("ZSCORE")
+            .arg(key)
+            .arg(member)
+            .query(conn)
+            .unwrap()
+    }
+
+    fn zadd(conn: &mut redis::Connection, key: &str, score: f64, member: &str) {
+        let _: () = redis::cmd("ZADD")
+            .arg(key)
+            .arg(score)
+            .arg(member)
+            .query(conn)
+            .unwrap();
+    }
+
+    /// `CLAIMED`'s `action` for the claimer of `token`.
+    fn claimed(conn: &mut redis::Connection, key: &str, action: &str, token: &str, of: &[&str]) {
+        let _: () = Script::new(scripts::CLAIMED.source())
+            .key(key)
+            .arg(action)
+            .arg(token)
+            .arg(of)
+            .invoke(conn)
+            .unwrap();
+    }
+
+    /// Found by a review: a claim was any score past a whole ms, whoever made it, so a
+    /// `forget` or a failed purge dropped or released an entry another claimer had
+    /// claimed since: a `forget` whose second look saw the session gone removed the
+    /// entry a purge beside it had claimed once its session was written again, and if
+    /// that purge then failed before scoring it again, the live session had no entry; a
+    /// purge's release sent again after its reply was lost released the lease of a purge
+    /// that had claimed the entries meanwhile, and a third purge swept and counted them
+    /// while that one did. Each claimer marks its entries with its own token now, and
+    /// drops or releases only those.
+    #[test]
+    fn a_claimer_drops_and_releases_only_the_entries_it_claimed() {
+        let Some(mut conn) = server() else { return };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let key = format!("fusion-test:claimed-{nanos}:expiry");
+        let conn = &mut conn;
+        let (mine, theirs) = ("0.25", "0.5");
+        zadd(conn, &key, 1000.0, "gone");
+        zadd(conn, &key, 2000.0, "live");
+        claimed(conn, &key, "claim", mine, &["gone", "live", "absent"]);
+        assert_eq!(score(conn, &key, "gone"), Some(1000.25));
+        assert_eq!(score(conn, &key, "absent"), None, "left absent");
+        // Sent again after its reply was lost: the same.
+        claimed(conn, &key, "claim", mine, &["gone", "live"]);
+        assert_eq!(score(conn, &key, "live"), Some(2000.25));
+
+        // A writer scores `live` again (a whole ms), and another claimer claims it.
+        zadd(conn, &key, 2500.0, "live");
+        claimed(conn, &key, "claim", theirs, &["live"]);
+        claimed(conn, &key, "claim", mine, &["live"]);
+        assert_eq!(score(conn, &key, "live"), Some(2500.5), "the other's claim");
+        claimed(conn, &key, "drop", mine, &["gone", "live"]);
+        assert_eq!(score(conn, &key, "gone"), None, "its own claim goes");
+        assert_eq!(score(conn, &key, "live"), Some(2500.5), "the other's stays");
+        claimed(conn, &key, "3000", mine, &["live"]);
+        assert_eq!(
+            score(conn, &key, "live"),
+            Some(2500.5),
+            "nor is it released"
+        );
+        claimed(conn, &key, "3000", theirs, &["live"]);
+        assert_eq!(
+            score(conn, &key, "live"),
+            Some(3000.0),
+            "released by its claimer"
+        );
+        claimed(conn, &key, "drop", theirs, &["live"]);
+        assert_eq!(
+            score(conn, &key, "live"),
+            Some(3000.0),
+            "released: no claim now"
+        );
+
+        // A purge's lease (`CLAIM`) is its claimer's too: only its release undoes it.
+        let (at, due): (i64, Vec<String>) = Script::new(scripts::CLAIM.source())
+            .key(&key)
+            .arg(10)
+            .arg(60_000)
+            .arg(theirs)
+            .invoke(conn)
+            .unwrap();
+        assert_eq!(due, ["live"]);
+        let leased = Some((at + 60_000) as f64 + 0.5);
+        assert_eq!(score(conn, &key, "live"), leased);
+        claimed(conn, &key, "claim", mine, &["live"]);
+        claimed(conn, &key, "drop", mine, &["live"]);
+        claimed(conn, &key, "1", mine, &["live"]);
+        assert_eq!(score(conn, &key, "live"), leased);
+        let _: () = redis::cmd("DEL").arg(&key).query(conn).unwrap();
+    }
+
+    #[test]
+    fn tokens_are_sixteenths_from_1_to_15() {
+        for _ in 0..200 {
+            let token: f64 = scripts::claim_token().parse().unwrap();
+            let sixteenths = token * 16.0;
+            assert!((1.0..=15.0).contains(&sixteenths), "{token}");
+            assert_eq!(sixteenths.fract(), 0.0, "{token}");
+        }
     }
 }
