@@ -10,8 +10,11 @@
 //! whatever else it holds (an extra member, a typo such as `"results"`) it is a response
 //! gone wrong. A line without `"jsonrpc":"2.0"` (a JSON log line, `{"level":30,"id":3}`,
 //! `{"id":3,"result":"started"}`) is not a response, whatever members it has, and passes
-//! to be skipped. Every other line passes unchanged, byte for byte; lines longer than
-//! [`CHECKED_LINE_BYTES`] pass unchecked, without being held whole.
+//! to be skipped. A line that opens with a bracket, is no batch (below) and reads as JSON
+//! as far as its first value (`[0] listening`, `[]`) is not passed on: rmcp would answer it
+//! by sending the server an `Invalid request` error. Every other line passes unchanged,
+//! byte for byte; lines longer than [`CHECKED_LINE_BYTES`] pass unchecked, without being
+//! held whole.
 //!
 //! A line longer than rmcp reads as one message ([`MAX_LINE_BYTES`], 16 MiB) rmcp
 //! discards, and the request it answers would wait out its timeout too, the model told
@@ -105,6 +108,12 @@ async fn copy_line(
     let whole = line.ends_with(b"\n");
     if whole && is_batch(line) {
         pass_batch(line, into).await?;
+    } else if whole && is_bracketed_json(line) {
+        // Not passed on: rmcp would answer it with an error sent to the server.
+        tracing::debug!(
+            "skipping a line of the server's that is no message: {}",
+            String::from_utf8_lossy(line).trim_end()
+        );
     } else {
         let replaced = whole.then(|| replacement(line)).flatten();
         into.write_all(replaced.as_deref().unwrap_or(line))
@@ -348,15 +357,33 @@ fn trim_end(text: &[u8]) -> &[u8] {
 /// Whether `line` is (or starts) a JSON-RPC batch: a JSON array whose first element is an
 /// object, as a message is.
 ///
-/// A line that opens with a bracket but no object is no batch, and passes whole: a log line
+/// A line that opens with a bracket but no object is no batch, and is not split: a log line
 /// such as `[INFO] ready` or `[0] listening` (what `concurrently` puts before each line of
 /// the process it runs), or `[]`. Split, its first value (`0`) would be a line of JSON that
 /// is no message, which rmcp answers by sending the server an `Invalid request` error, once
-/// per log line; whole, it is a line rmcp cannot read, and skips.
+/// per log line; one that reads as JSON as far as its first value rmcp answers so whole
+/// too, and is not passed on ([`is_bracketed_json`]); the others pass whole, for rmcp to
+/// skip.
 fn is_batch(line: &[u8]) -> bool {
     let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let at = skip_space(text, 0);
     text.get(at) == Some(&b'[') && text.get(skip_space(text, at + 1)) == Some(&b'{')
+}
+
+/// Whether `line`, no batch, opens with a bracket and reads as JSON up to the end of
+/// its first value (`[0] listening`, `[]`, `[1, 2]`): what rmcp reads of a line (it stops
+/// at the first value that is no message), and answers by sending the server an
+/// `Invalid request` error, once per such line, whether the line is passed whole or its
+/// first value split off. A bracket that opens no JSON (`[INFO] ready`) rmcp skips
+/// without a word, and such a line passes.
+fn is_bracketed_json(line: &[u8]) -> bool {
+    let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    let at = skip_space(text, 0);
+    if text.get(at) != Some(&b'[') || is_batch(line) {
+        return false;
+    }
+    let mut read = serde_json::Deserializer::from_slice(&text[at..]).into_iter::<IgnoredAny>();
+    matches!(read.next(), Some(Ok(_)))
 }
 
 /// The line to put in place of `line` (a message, with or without its `\n`): an error line
@@ -561,9 +588,9 @@ mod tests {
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect();
-        // `[]` is no batch (no message opens it): passed whole, as a line of its own.
-        assert_eq!(lines.len(), 5, "{lines:?}");
-        assert_eq!(lines[3..], [json!([]), json!([])]);
+        // `[]` is no batch (no message opens it), and JSON, which rmcp would answer with an
+        // error sent to the server: not passed on.
+        assert_eq!(lines.len(), 3, "{lines:?}");
         assert_eq!(lines[0], json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
         assert_eq!(lines[1]["id"], 2);
         assert_eq!(lines[1]["error"]["message"], INVALID_RESPONSE);
@@ -592,7 +619,7 @@ mod tests {
         assert_eq!(error["error"]["message"], INVALID_RESPONSE);
         assert_eq!(
             rest,
-            "{\"id\":3,]\n[INFO] listening\n[0] listening\n[[1], 2 3]\n[] [1]\n{}\n1\n] trailing\n"
+            "{\"id\":3,]\n[INFO] listening\n[[1], 2 3]\n{}\n1\n] trailing\n"
         );
     }
 

@@ -121,3 +121,37 @@ async fn a_response_in_a_batch_line_over_64_kib_ends_its_call() {
     assert_eq!(answer, "y".repeat(70 << 10));
     server.shutdown().await;
 }
+
+/// Found by a review: a log line that opens with a bracket but no message (`[0] listening`,
+/// as `concurrently` writes; `[]`) is JSON to rmcp as far as its first value, which it
+/// answers by sending the server an `Invalid request` error, once per such line, whole or
+/// split; a bracket that opens no JSON (`[INFO] ready`) it skips. Such a line is not
+/// passed on, and the server is sent no error for it. `errors` answers with how many
+/// errors the server was sent: rmcp sends its error before it reads the line after the
+/// log lines, the call's answer, so before the call that asks.
+#[tokio::test]
+async fn a_bracketed_log_line_gets_the_server_no_error() {
+    let prelude = r#"
+        let errors = 0;
+        require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
+          if (JSON.parse(line).error !== undefined) errors++;
+        });
+    "#;
+    let on_call = r#"
+        if (msg.params.name === 'log') {
+          process.stdout.write('[0] listening\n[]\n[1, 2]\n[INFO] ready\n');
+          text(msg.id, 'logged');
+        } else {
+          text(msg.id, String(errors));
+        }
+    "#;
+    let config = common::node_server("logs", &["log", "errors"], prelude, on_call);
+    let options = McpOptions {
+        call_timeout: PATIENCE,
+        ..McpOptions::default()
+    };
+    let server = McpServer::start("logs", config, options).await.unwrap();
+    assert_eq!(call(&server, "logs__log").await.unwrap(), "logged");
+    assert_eq!(call(&server, "logs__errors").await.unwrap(), "0");
+    server.shutdown().await;
+}
