@@ -8,13 +8,14 @@
 //! make it a request or a notification of the server's), is replaced by a JSON-RPC error
 //! for that id saying the response was invalid, so the call ends at once and says why;
 //! whatever else it holds (an extra member, a typo such as `"results"`) it is a response
-//! gone wrong. A line without `"jsonrpc":"2.0"` (a JSON log line, `{"level":30,"id":3}`,
-//! `{"id":3,"result":"started"}`) is not a response, whatever members it has, and passes
-//! to be skipped. A line that opens with a bracket, is no batch (below) and reads as JSON
-//! as far as its first value (`[0] listening`, `[]`) is not passed on: rmcp would answer it
-//! by sending the server an `Invalid request` error. Every other line passes unchanged,
-//! byte for byte; lines longer than [`CHECKED_LINE_BYTES`] pass unchecked, without being
-//! held whole.
+//! gone wrong. A line whose first value is JSON without `"jsonrpc":"2.0"` (a JSON log
+//! line, `{"level":30,"id":3}`, `{"id":3,"result":"started"}`; `[0] listening`, what
+//! `concurrently` puts before each line; `[]`) is no message, whatever members it has, and
+//! is not passed on: rmcp reads a line as far as its first value and answers one that is
+//! JSON but no message by sending the server an `Invalid request` error, once per such
+//! line. A line that is not JSON (`Loading model...`, `[INFO] ready`) rmcp skips without
+//! a word, and it passes. Every other line passes unchanged, byte for byte; lines longer
+//! than [`CHECKED_LINE_BYTES`] pass unchecked, without being held whole.
 //!
 //! A line longer than rmcp reads as one message ([`MAX_LINE_BYTES`], 16 MiB) rmcp
 //! discards, and the request it answers would wait out its timeout too, the model told
@@ -46,7 +47,8 @@ pub use rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH as MAX_LINE_BYTES;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter, DuplexStream,
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+    DuplexStream,
 };
 
 /// The longest line checked; a longer one is passed on as it comes.
@@ -108,17 +110,9 @@ async fn copy_line(
     let whole = line.ends_with(b"\n");
     if whole && is_batch(line) {
         pass_batch(line, into).await?;
-    } else if whole && is_bracketed_json(line) {
-        // Not passed on: rmcp would answer it with an error sent to the server.
-        tracing::debug!(
-            "skipping a line of the server's that is no message: {}",
-            String::from_utf8_lossy(line).trim_end()
-        );
     } else {
-        let replaced = whole.then(|| replacement(line)).flatten();
-        into.write_all(replaced.as_deref().unwrap_or(line))
-            .await
-            .ok()?;
+        let verdict = if whole { verdict(line) } else { Verdict::Pass };
+        pass(verdict, line, into).await?;
     }
     if !whole && line.len() >= CHECKED_LINE_BYTES {
         let (rest, tail) = pass_rest(reader, into).await?;
@@ -164,7 +158,7 @@ async fn pass_rest(
 }
 
 /// The error line to follow a response too long for rmcp, whose first bytes are `head` and
-/// last bytes `tail`; `None` when it is no response (as [`replacement`] tells one, from the
+/// last bytes `tail`; `None` when it is no response (as [`verdict`] tells one, from the
 /// members readable there) or no `id` can be read.
 fn too_large(head: &[u8], tail: &[u8]) -> Option<Vec<u8>> {
     let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
@@ -359,60 +353,78 @@ fn trim_end(text: &[u8]) -> &[u8] {
 ///
 /// A line that opens with a bracket but no object is no batch, and is not split: a log line
 /// such as `[INFO] ready` or `[0] listening` (what `concurrently` puts before each line of
-/// the process it runs), or `[]`. Split, its first value (`0`) would be a line of JSON that
-/// is no message, which rmcp answers by sending the server an `Invalid request` error, once
-/// per log line; one that reads as JSON as far as its first value rmcp answers so whole
-/// too, and is not passed on ([`is_bracketed_json`]); the others pass whole, for rmcp to
-/// skip.
+/// the process it runs), or `[]`; it is checked whole as any line is ([`verdict`]).
 fn is_batch(line: &[u8]) -> bool {
     let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let at = skip_space(text, 0);
     text.get(at) == Some(&b'[') && text.get(skip_space(text, at + 1)) == Some(&b'{')
 }
 
-/// Whether `line`, no batch, opens with a bracket and reads as JSON up to the end of
-/// its first value (`[0] listening`, `[]`, `[1, 2]`): what rmcp reads of a line (it stops
-/// at the first value that is no message), and answers by sending the server an
-/// `Invalid request` error, once per such line, whether the line is passed whole or its
-/// first value split off. A bracket that opens no JSON (`[INFO] ready`) rmcp skips
-/// without a word, and such a line passes.
-fn is_bracketed_json(line: &[u8]) -> bool {
-    let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-    let at = skip_space(text, 0);
-    if text.get(at) != Some(&b'[') || is_batch(line) {
-        return false;
-    }
-    let mut read = serde_json::Deserializer::from_slice(&text[at..]).into_iter::<IgnoredAny>();
-    matches!(read.next(), Some(Ok(_)))
+/// What becomes of a whole line (or a message of a batch) on its way to rmcp.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// Passed on as it is.
+    Pass,
+    /// A response rmcp would skip: this error line for its id goes in its place.
+    Replace(Vec<u8>),
+    /// JSON but no message (a log line): not passed on.
+    Drop,
 }
 
-/// The line to put in place of `line` (a message, with or without its `\n`): an error line
-/// when it is a response the SDK would skip.
-fn replacement(line: &[u8]) -> Option<Vec<u8>> {
+/// The [`Verdict`] on `line` (a message, with or without its `\n`).
+fn verdict(line: &[u8]) -> Verdict {
     let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let text = text.strip_suffix(b"\n").unwrap_or(text);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
     if text.is_empty() || serde_json::from_slice::<ServerJsonRpcMessage>(text).is_ok() {
-        return None;
+        return Verdict::Pass;
     }
-    let value: Value = serde_json::from_slice(text).ok()?;
-    // Only what says it is JSON-RPC and is no request or notification: a response. A
-    // server that logs JSON to stdout (`{"level":30,"id":3}`, `{"id":3,"error":"ENOENT"}`)
-    // must not fail the request whose id its log line happens to carry, whatever its
-    // members are named; the SDK skips such lines. Every JSON-RPC 2.0 message carries
-    // `"jsonrpc":"2.0"`, and a log line has no reason to.
-    let object = value.as_object()?;
-    if object.get("jsonrpc") != Some(&Value::from("2.0")) || object.contains_key("method") {
-        return None;
+    // What rmcp reads of a line: its first value. Not JSON, it skips it without a word.
+    let mut read = serde_json::Deserializer::from_slice(text).into_iter::<Value>();
+    let Some(Ok(value)) = read.next() else {
+        return Verdict::Pass;
+    };
+    // JSON that does not say it is JSON-RPC is no message: a server that logs JSON to
+    // stdout (`{"level":30,"id":3}`, `{"id":3,"error":"ENOENT"}`, `[0] listening`) must
+    // neither fail the request whose id its log line happens to carry, whatever its
+    // members are named, nor be sent an error for each line by rmcp, which answers JSON
+    // that is no message so. Every JSON-RPC 2.0 message carries `"jsonrpc":"2.0"`, and a
+    // log line has no reason to.
+    let Some(object) = value
+        .as_object()
+        .filter(|object| object.get("jsonrpc") == Some(&Value::from("2.0")))
+    else {
+        tracing::debug!(
+            "skipping a line of the server's that is JSON but no message: {}",
+            String::from_utf8_lossy(text)
+        );
+        return Verdict::Drop;
+    };
+    // A request or notification of the server's rmcp cannot read is rmcp's to answer;
+    // what remains is a response.
+    if object.contains_key("method") {
+        return Verdict::Pass;
     }
-    let id = object
+    let Some(id) = object
         .get("id")
-        .filter(|id| id.is_string() || id.is_number())?;
+        .filter(|id| id.is_string() || id.is_number())
+    else {
+        return Verdict::Pass;
+    };
     let error = json!({"jsonrpc": "2.0", "id": id, "error": {
         "code": INVALID_RESPONSE_CODE.0, "message": INVALID_RESPONSE}});
     let mut line = error.to_string().into_bytes();
     line.push(b'\n');
-    Some(line)
+    Verdict::Replace(line)
+}
+
+/// Writes `line` to `into` as `verdict` says.
+async fn pass(verdict: Verdict, line: &[u8], into: &mut (impl AsyncWrite + Unpin)) -> Option<()> {
+    match verdict {
+        Verdict::Pass => into.write_all(line).await.ok(),
+        Verdict::Replace(error) => into.write_all(&error).await.ok(),
+        Verdict::Drop => Some(()),
+    }
 }
 
 /// Passes the messages of the batch `line` on, one a line as written, each checked as a
@@ -452,12 +464,16 @@ async fn pass_batch(line: &[u8], into: &mut DuplexStream) -> Option<()> {
         // built as a value, a message of many tiny values takes many times its length
         // (32 bytes a value), which rmcp's own reading of it takes already.
         let checked = message.len() < CHECKED_LINE_BYTES && !is_batch(message);
-        match checked.then(|| replacement(message)).flatten() {
-            Some(error) => out.write_all(&error).await.ok()?,
-            None => {
+        match if checked {
+            verdict(message)
+        } else {
+            Verdict::Pass
+        } {
+            Verdict::Pass => {
                 out.write_all(message).await.ok()?;
                 out.write_all(b"\n").await.ok()?;
             }
+            verdict => pass(verdict, message, &mut out).await?,
         }
         at = skip_space(text, end);
         let separated = text.get(at) == Some(&b',');
@@ -479,8 +495,10 @@ mod tests {
 
     #[test]
     fn only_invalid_responses_with_an_id_are_replaced() {
-        let replaced =
-            |line: &str| replacement(line.as_bytes()).map(|l| String::from_utf8(l).unwrap());
+        let replaced = |line: &str| match verdict(line.as_bytes()) {
+            Verdict::Replace(error) => Some(String::from_utf8(error).unwrap()),
+            _ => None,
+        };
         for invalid in [
             "{\"jsonrpc\":\"2.0\",\"id\":7}\n",
             "{\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":-1}}\r\n",
@@ -497,17 +515,27 @@ mod tests {
             "{\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":-1,\"message\":\"no\"}}\n",
             "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n",
             "{\"jsonrpc\":\"2.0\",\"id\":null}\n",
+            // A request of the server's the SDK cannot read is not a response.
+            "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"no/such\",\"params\":5}\n",
+            // Not JSON: rmcp skips it without a word.
+            "Loading model... 50%\n",
+            "[INFO] ready\n",
+            "\n",
+        ] {
+            assert_eq!(verdict(passed.as_bytes()), Verdict::Pass, "{passed}");
+        }
+        for dropped in [
             // JSON log lines that carry an id of their own, with whatever members.
             "{\"level\":30,\"id\":7,\"msg\":\"handling tools/call\"}\n",
             "{\"id\":7,\"result\":\"started\"}\n",
             "{\"id\":7,\"error\":\"ENOENT\"}\n",
             "{\"jsonrpc\":\"1.0\",\"id\":7}\n",
-            // A request of the server's the SDK cannot read is not a response.
-            "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"no/such\",\"params\":5}\n",
-            "Loading model... 50%\n",
-            "\n",
+            // JSON as far as the first value, which is what rmcp reads.
+            "[0] listening\n",
+            "[]\n",
+            "42\n",
         ] {
-            assert_eq!(replaced(passed), None, "{passed}");
+            assert_eq!(verdict(dropped.as_bytes()), Verdict::Drop, "{dropped}");
         }
     }
 
@@ -602,7 +630,8 @@ mod tests {
     /// reading as JSON are passed on, and the rest of its line after them.
     #[tokio::test]
     async fn a_batch_is_passed_on_as_far_as_it_reads() {
-        let tiny = vec!["{}"; 100_000].join(",");
+        let note = r#"{"jsonrpc":"2.0","method":"n"}"#;
+        let tiny = vec![note; 100_000].join(",");
         let input = format!(
             "[{tiny}, {{\"jsonrpc\":\"2.0\",\"id\":2}} ,{{\"id\":3,]\n\
              [INFO] listening\n\
@@ -612,14 +641,16 @@ mod tests {
              [{{}}, 1] trailing\n"
         );
         let read = copied(input).await;
-        let rest = read.strip_prefix(&"{}\n".repeat(100_000)).unwrap();
+        let rest = read
+            .strip_prefix(&format!("{note}\n").repeat(100_000))
+            .unwrap();
         let (error, rest) = rest.split_once('\n').unwrap();
         let error: Value = serde_json::from_str(error).unwrap();
         assert_eq!(error["id"], 2);
         assert_eq!(error["error"]["message"], INVALID_RESPONSE);
         assert_eq!(
-            rest,
-            "{\"id\":3,]\n[INFO] listening\n[[1], 2 3]\n{}\n1\n] trailing\n"
+            rest, "{\"id\":3,]\n[INFO] listening\n[[1], 2 3]\n] trailing\n",
+            "`[0] listening`, `[] [1]`, `{{}}` and `1` are JSON but no message: not passed on"
         );
     }
 
@@ -670,13 +701,12 @@ mod tests {
     async fn a_batch_nested_in_a_batch_is_not_split_again() {
         let depth = 2 * CHECKED_LINE_BYTES;
         let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-        let input = format!("[{{}}, {nested}, [], 1]\n{{\"jsonrpc\":\"2.0\",\"id\":4}}\n");
+        let note = r#"{"jsonrpc":"2.0","method":"n"}"#;
+        let input = format!("[{note}, {nested}, [], 1]\n{{\"jsonrpc\":\"2.0\",\"id\":4}}\n");
         let mut out = checked(std::io::Cursor::new(input.into_bytes()));
         let mut read = String::new();
         out.read_to_string(&mut read).await.unwrap();
-        let rest = read
-            .strip_prefix(&format!("{{}}\n{nested}\n[]\n1\n"))
-            .unwrap();
+        let rest = read.strip_prefix(&format!("{note}\n{nested}\n")).unwrap();
         let error: Value = serde_json::from_str(rest).unwrap();
         assert_eq!(error["id"], 4);
     }

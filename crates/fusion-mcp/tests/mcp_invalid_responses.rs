@@ -122,15 +122,15 @@ async fn a_response_in_a_batch_line_over_64_kib_ends_its_call() {
     server.shutdown().await;
 }
 
-/// Found by a review: a log line that opens with a bracket but no message (`[0] listening`,
-/// as `concurrently` writes; `[]`) is JSON to rmcp as far as its first value, which it
-/// answers by sending the server an `Invalid request` error, once per such line, whole or
-/// split; a bracket that opens no JSON (`[INFO] ready`) it skips. Such a line is not
-/// passed on, and the server is sent no error for it. `errors` answers with how many
+/// Found by a review: a log line whose first value is JSON but no message (`[0] listening`,
+/// as `concurrently` writes; `[]`; a JSON log line `{"level":30,"id":1}`) is one rmcp,
+/// which reads a line as far as its first value, answers by sending the server an
+/// `Invalid request` error, once per such line; a line that is not JSON (`[INFO] ready`)
+/// it skips. Such a line is not passed on, and the server is sent no error for it. `errors` answers with how many
 /// errors the server was sent: rmcp sends its error before it reads the line after the
 /// log lines, the call's answer, so before the call that asks.
 #[tokio::test]
-async fn a_bracketed_log_line_gets_the_server_no_error() {
+async fn a_log_line_of_json_gets_the_server_no_error() {
     let prelude = r#"
         let errors = 0;
         require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
@@ -140,6 +140,7 @@ async fn a_bracketed_log_line_gets_the_server_no_error() {
     let on_call = r#"
         if (msg.params.name === 'log') {
           process.stdout.write('[0] listening\n[]\n[1, 2]\n[INFO] ready\n');
+          process.stdout.write('{"level":30,"id":1,"msg":"handling"}\n{"id":1,"result":"started"}\n');
           text(msg.id, 'logged');
         } else {
           text(msg.id, String(errors));
