@@ -142,27 +142,38 @@ pub(crate) static PURGE_ONE: LazyLock<Writing> = LazyLock::new(|| {
 /// The due entries of the expiry index on a cluster, claimed for a lease; see
 /// [`retention::CLAIM`].
 pub(crate) static CLAIM: LazyLock<Lua> =
-    LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, retention::CLAIM]));
+    LazyLock::new(|| script(&[COMMON, DIGITS, CLOCK, retention::TOKEN, retention::CLAIM]));
 
 /// The entries of the expiry index a cluster's purge or delete takes out, claimed,
 /// dropped or released; see [`retention::CLAIMED`].
-pub(crate) static CLAIMED: LazyLock<Lua> = LazyLock::new(|| script(&[retention::CLAIMED]));
+pub(crate) static CLAIMED: LazyLock<Lua> =
+    LazyLock::new(|| script(&[retention::TOKEN, retention::CLAIMED]));
 
-/// A claimer's token: the fraction of a ms past a whole one its claims of expiry entries
-/// are scored at (`CLAIM`, `CLAIMED`), some sixteenths from 1 to 15, so that a claimer
-/// drops or releases only the entries it claimed itself. Sixteenths are exact on every
-/// score the expiry index holds (below 2^48 ms, past the year 9999). Picked at random
-/// for each purge round and each `forget`: two claimers of one entry at once (a purge and
-/// a delete, or a purge and one whose lease ended) share a token once in 15 times, and
+/// A claimer's id: what picks the fraction of a ms past a whole one its claims of expiry
+/// entries are scored at, its token (`CLAIM`, `CLAIMED`, see [`retention::TOKEN`]), so
+/// that a claimer drops or releases only the entries it claimed itself. Picked at random
+/// (below 2^24) for each purge round and each `forget`: two claimers of one entry at
+/// once (a purge and a delete, or a purge and one whose lease ended) share a token about
+/// once in 4,000 times at today's scores (once in 31 at those of the year 9999), and
 /// then act as though neither had a token, as before tokens.
 pub(crate) fn claim_token() -> String {
     use std::hash::{BuildHasher, Hasher};
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    let sixteenths = u32::try_from(random % 15 + 1).unwrap_or(8);
-    // Exact in decimal too: 1/16 is 0.0625.
-    format!("{}", f64::from(sixteenths) / 16.0)
+    (random % (1 << 24)).to_string()
+}
+
+/// What [`retention::TOKEN`] gives for `whole` (positive, in ms) and the claimer `id`:
+/// for tests.
+#[cfg(test)]
+pub(crate) fn token_of(whole: f64, id: u64) -> f64 {
+    // `math.frexp`'s exponent: `whole` is below 2^exponent and at least half of it.
+    let exponent = i64::try_from((whole.to_bits() >> 52) & 0x7ff).unwrap_or(0) - 1022;
+    let bits = (53 - exponent).clamp(4, 16);
+    let span = 1u64 << bits;
+    let k = id % (span - 1) + 1;
+    k as f64 / span as f64
 }
 
 fn script(parts: &[&str]) -> Lua {

@@ -97,16 +97,16 @@ return {0, owner or false}
 /// releases them ([`CLAIMED`]). The caller removes the entries of the sessions it purged
 /// and scores again those of live ones (`forget`).
 ///
-/// The lease ends a fraction of a millisecond past a whole one, the claimer's token (a
-/// sixteenth, from 1 to 15 of them): writers score whole ms, so an entry still at that
-/// fraction is one no writer scored since this claim, nor another claimer since
-/// ([`CLAIMED`]).
+/// The lease ends a fraction of a millisecond past a whole one, the claimer's token
+/// ([`TOKEN`]): writers score whole ms, so an entry still at that fraction is one no
+/// writer scored since this claim, nor another claimer since ([`CLAIMED`]).
 ///
-/// KEYS: the expiry index. ARGV: how many at most, the lease in ms, the token. Returns
-/// `{now in ms, {members}}`.
+/// KEYS: the expiry index. ARGV: how many at most, the lease in ms, the claimer's id
+/// (see [`TOKEN`]). Returns `{now in ms, {members}}`.
 pub(super) const CLAIM: &str = r#"
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
-local leased = now + tonumber(ARGV[2]) + tonumber(ARGV[3])
+local leased = now + tonumber(ARGV[2])
+leased = leased + token(leased, tonumber(ARGV[3]))
 for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', leased, member) end
 return {now, due}
 "#;
@@ -114,8 +114,8 @@ return {now, due}
 /// What a cluster's `forget` (after a purge or a delete) and a failed purge do to
 /// entries of the expiry index that may name a live session, so that a failure at any
 /// step loses none: an entry is claimed first (`claim`: scored its whole score plus the
-/// claimer's token, a fraction of a ms, unless it is at that fraction already, as
-/// [`CLAIM`] leaves it), the sessions are read again, and only then does an entry still
+/// claimer's token, a fraction of a ms ([`TOKEN`]), unless it is at a fraction already,
+/// as [`CLAIM`] leaves it), the sessions are read again, and only then does an entry still
 /// claimed by this claimer go (`drop`) or, when the purge failed, come due again (a whole
 /// score in ms: released to it). A writer's `ZADD` (a whole ms) in between unclaims the
 /// entry, which then stays as the writer left it; one at another fraction is another
@@ -123,22 +123,42 @@ return {now, due}
 /// drop or release an entry whose claimer may yet find its session live. Sent twice,
 /// each action does what it did once, whoever claimed or wrote between the two.
 ///
-/// KEYS: the expiry index. ARGV: `claim`, `drop` or the score to release to, the token,
-/// then the members. An absent member is left absent. Returns nothing.
+/// KEYS: the expiry index. ARGV: `claim`, `drop` or the score to release to, the
+/// claimer's id (see [`TOKEN`]), then the members. An absent member is left absent.
+/// Returns nothing.
 pub(super) const CLAIMED: &str = r#"
-local action, token = ARGV[1], tonumber(ARGV[2])
+local action, id = ARGV[1], tonumber(ARGV[2])
 for i = 3, #ARGV do
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
   if score then
     score = tonumber(score)
     local fraction = score % 1
+    local mine = fraction ~= 0 and fraction == token(score - fraction, id)
     if action == 'claim' then
-      if fraction == 0 then redis.call('ZADD', KEYS[1], score + token, ARGV[i]) end
-    elseif fraction == token and action == 'drop' then
+      if fraction == 0 then redis.call('ZADD', KEYS[1], score + token(score, id), ARGV[i]) end
+    elseif mine and action == 'drop' then
       redis.call('ZREM', KEYS[1], ARGV[i])
-    elseif fraction == token then
+    elseif mine then
       redis.call('ZADD', KEYS[1], action, ARGV[i])
     end
   end
+end
+"#;
+
+/// `token(whole, id)`: the fraction of a ms past `whole` (a score of the expiry index, in
+/// ms) that the claimer `id` claims it at ([`CLAIM`], [`CLAIMED`]): `k / 2^bits` with `k`
+/// from 1 to `2^bits - 1` picked by the id, `bits` as many as a double holds past
+/// `whole` exactly, at most 16 (and at least 4, exact below 2^49 ms). Twelve for the
+/// scores of today (2^40 to 2^41 ms: the years 2004 to 2039; eleven to 2109), so two
+/// claimers of random ids share a token about once in 4,000 times; five for those of the
+/// year 9999 (below 2^48 ms), once in 31. Exact arithmetic: `whole` and
+/// `whole + k / 2^bits` are doubles, and a score read back (`ZSCORE`, printed to
+/// round-trip) is the double stored, its whole part the `whole` it was claimed at.
+pub(super) const TOKEN: &str = r#"
+local function token(whole, id)
+  local _, exponent = math.frexp(whole)
+  local bits = math.min(math.max(53 - exponent, 4), 16)
+  local span = 2 ^ bits
+  return (id % (span - 1) + 1) / span
 end
 "#;

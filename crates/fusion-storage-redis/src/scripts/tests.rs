@@ -419,7 +419,7 @@ fn a_claim_leases_the_due_entries_and_a_second_claim_gets_none_of_them() {
         .key(&key)
         .arg(10)
         .arg(lease)
-        .arg("0.1875")
+        .arg("3")
         .invoke(&mut conn)
         .unwrap();
     assert_eq!(due, ["a/alice", "b"]);
@@ -430,7 +430,8 @@ fn a_claim_leases_the_due_entries_and_a_second_claim_gets_none_of_them() {
             .query(&mut conn)
             .unwrap();
         // The claimer's token past a whole ms: claimed (`CLAIMED`).
-        assert_eq!(score, Some((at + lease) as f64 + 0.1875), "{member}");
+        let whole = (at + lease) as f64;
+        assert_eq!(score, Some(whole + super::token_of(whole, 3)), "{member}");
     }
     let score: Option<i64> = redis::cmd("ZSCORE")
         .arg(&key)
@@ -442,7 +443,7 @@ fn a_claim_leases_the_due_entries_and_a_second_claim_gets_none_of_them() {
         .key(&key)
         .arg(10)
         .arg(lease)
-        .arg("0.0625")
+        .arg("4")
         .invoke(&mut conn)
         .unwrap();
     assert_eq!(again, Vec::<String>::new());
