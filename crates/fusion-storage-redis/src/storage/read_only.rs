@@ -50,11 +50,42 @@ impl Clock {
     }
 }
 
-/// A call that goes as `EVALSHA_RO` ([`ReadOnlyScripts::wanted`]); `retry` when it is the
-/// one trying it again after a refusal: the next try's millisecond it moved, and to what.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Attempt {
+/// A call that goes as `EVALSHA_RO` ([`ReadOnlyScripts::wanted`]), to be settled by what
+/// the server answered: [`accepted`](Self::accepted), [`refused`](Self::refused), or
+/// dropped unsettled, which counts as [`unanswered`](ReadOnlyScripts::unanswered): a call
+/// that failed otherwise, or whose future was dropped (a read cancelled, a timeout of the
+/// caller's) before an answer came.
+#[derive(Debug)]
+#[must_use = "dropped, the attempt counts as unanswered"]
+pub(crate) struct Attempt<'a> {
+    scripts: &'a ReadOnlyScripts,
+    /// When it is the call trying `EVALSHA_RO` again after a refusal: the next try's
+    /// millisecond it moved, and to what.
     retry: Option<(u64, u64)>,
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// The server ran the script: `EVALSHA_RO` stays in use (see
+    /// [`ReadOnlyScripts::accepted`]).
+    pub(crate) fn accepted(mut self, url: &str) {
+        self.settled = true;
+        self.scripts.accepted(url);
+    }
+
+    /// The server refused `EVALSHA_RO` (see [`ReadOnlyScripts::refused`]).
+    pub(crate) fn refused(mut self, err: &RedisError, url: &str) {
+        self.settled = true;
+        self.scripts.refused(err, url);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.scripts.unanswered(self.retry);
+        }
+    }
 }
 
 /// Whether the read scripts go as `EVALSHA_RO`: shared by every clone of a storage.
@@ -89,10 +120,15 @@ impl ReadOnlyScripts {
     /// after a refusal for the one call that comes first once [`RETRY_READ_ONLY`] has
     /// passed (the next try after that one is a minute later again, unless it is
     /// accepted, or [`unanswered`](Self::unanswered)).
-    pub(crate) fn wanted(&self) -> Option<Attempt> {
+    pub(crate) fn wanted(&self) -> Option<Attempt<'_>> {
+        let attempt = |retry| Attempt {
+            scripts: self,
+            retry,
+            settled: false,
+        };
         let retry_at = self.retry_at.load(Ordering::Relaxed);
         if retry_at == 0 {
-            return Some(Attempt { retry: None });
+            return Some(attempt(None));
         }
         let next = self.next_try() | 1;
         let now = self.clock.now_ms();
@@ -101,18 +137,16 @@ impl ReadOnlyScripts {
                 .retry_at
                 .compare_exchange(retry_at, next, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok();
-        won.then_some(Attempt {
-            retry: Some((retry_at, next)),
-        })
+        won.then(|| attempt(Some((retry_at, next))))
     }
 
-    /// A call sent as `EVALSHA_RO` (`attempt`) failed other than by a refusal (a dropped
-    /// connection, a timeout, an error of the script): nothing says whether the server
-    /// takes it. If the call was trying it again after a refusal, the next read tries
-    /// again, with no minute's wait: only a refusal starts one. A refusal or an
-    /// acceptance since stands.
-    pub(crate) fn unanswered(&self, attempt: Attempt) {
-        if let Some((was, set)) = attempt.retry {
+    /// A call sent as `EVALSHA_RO` failed other than by a refusal (a dropped connection,
+    /// a timeout, an error of the script) or was dropped before an answer came: nothing
+    /// says whether the server takes it. If the call was trying it again after a refusal
+    /// (`retry`, its [`Attempt`]'s), the next read tries again, with no minute's wait:
+    /// only a refusal starts one. A refusal or an acceptance since stands.
+    fn unanswered(&self, retry: Option<(u64, u64)>) {
+        if let Some((was, set)) = retry {
             let _ = self
                 .retry_at
                 .compare_exchange(set, was, Ordering::Relaxed, Ordering::Relaxed);
@@ -153,6 +187,7 @@ pub(crate) mod tests {
     use super::*;
 
     use crate::error::server_reply_error as server;
+    use std::future::Future;
 
     /// A clock at 0 ms that the test moves, and the handle it moves it with.
     pub(crate) fn manual_clock() -> (Clock, Arc<AtomicU64>) {
@@ -186,20 +221,19 @@ pub(crate) mod tests {
             "a millisecond before the wait ends"
         );
         advance(&ms, Duration::from_millis(1));
-        assert!(
-            scripts.wanted().is_some(),
-            "the first call once the wait has passed tries it"
-        );
+        let trying = scripts
+            .wanted()
+            .expect("the first call once the wait has passed tries it");
         assert!(
             scripts.wanted().is_none(),
             "the others keep to EVALSHA while it does"
         );
-        scripts.refused(&refusal(), "redis://test");
+        trying.refused(&refusal(), "redis://test");
         advance(&ms, RETRY_READ_ONLY / 2);
         assert!(scripts.wanted().is_none(), "refused again: another wait");
         advance(&ms, RETRY_READ_ONLY / 2);
-        assert!(scripts.wanted().is_some());
-        scripts.accepted("redis://test");
+        let trying = scripts.wanted().expect("the wait has passed again");
+        trying.accepted("redis://test");
         assert!(
             scripts.wanted().is_some() && scripts.wanted().is_some(),
             "accepted: in use by every call"
@@ -218,13 +252,13 @@ pub(crate) mod tests {
         advance(&ms, RETRY_READ_ONLY);
         let attempt = scripts.wanted().expect("the wait has passed");
         assert!(scripts.wanted().is_none(), "one call tries it at a time");
-        scripts.unanswered(attempt);
+        drop(attempt);
         let attempt = scripts.wanted().expect("tried again at once");
         assert!(scripts.wanted().is_none());
 
         // A refusal since stands: the late failure of another try does not undo it.
         scripts.refused(&refusal(), "redis://test");
-        scripts.unanswered(attempt);
+        drop(attempt);
         assert!(scripts.wanted().is_none(), "refused: the wait stands");
         advance(&ms, RETRY_READ_ONLY);
         assert!(scripts.wanted().is_some());
@@ -232,8 +266,33 @@ pub(crate) mod tests {
         // A call made while in use that fails changes nothing.
         scripts.accepted("redis://test");
         let attempt = scripts.wanted().expect("in use");
-        scripts.unanswered(attempt);
+        drop(attempt);
         assert!(scripts.wanted().is_some() && scripts.wanted().is_some());
+    }
+
+    /// Found by a review: a read trying `EVALSHA_RO` again whose future was dropped
+    /// before an answer (the caller's timeout, a `select!` that went the other way) left
+    /// the next try a minute on, as a refusal does. Its attempt, dropped with it, counts as
+    /// unanswered: the next read tries again.
+    #[test]
+    fn a_retry_dropped_before_an_answer_is_tried_again_by_the_next_read() {
+        let (clock, ms) = manual_clock();
+        let scripts = ReadOnlyScripts::new(clock, true);
+        scripts.refused(&refusal(), "redis://test");
+        advance(&ms, RETRY_READ_ONLY);
+        let cancelled = async {
+            let _attempt = scripts.wanted().expect("the wait has passed");
+            std::future::pending::<()>().await;
+        };
+        let mut cancelled = Box::pin(cancelled);
+        let waker = std::task::Waker::noop();
+        let polled = cancelled
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker));
+        assert!(polled.is_pending());
+        assert!(scripts.wanted().is_none(), "its call is under way");
+        drop(cancelled);
+        assert!(scripts.wanted().is_some(), "tried again at once");
     }
 
     #[test]

@@ -68,9 +68,7 @@ impl RedisStorage {
         if let Some(attempt) = self.read_only(script) {
             let call = renamed(call, "EVALSHA_RO");
             match self.eval_once(script, &call).await {
-                Err(err) if is_read_only_refused(&err) => {
-                    self.read_only_scripts.refused(&err, &self.url);
-                }
+                Err(err) if is_read_only_refused(&err) => attempt.refused(&err, &self.url),
                 done => return self.read_only_sent(done, attempt),
             }
         }
@@ -123,7 +121,7 @@ impl RedisStorage {
     /// not refused it lately (`read_only.rs`). `CLIENT PAUSE WRITE`, which a failover sets
     /// (`FAILOVER`, `CLUSTER FAILOVER`), holds every `EVALSHA` until the pause ends, and
     /// `EVALSHA_RO` not.
-    fn read_only(&self, script: &Lua) -> Option<Attempt> {
+    fn read_only(&self, script: &Lua) -> Option<Attempt<'_>> {
         script
             .read_only()
             .then(|| self.read_only_scripts.wanted())
@@ -131,11 +129,11 @@ impl RedisStorage {
     }
 
     /// `done`, what a call sent as `EVALSHA_RO` (`attempt`) gave other than a refusal of
-    /// it: a reply says the server takes it; an error says nothing about it.
-    fn read_only_sent<T>(&self, done: RedisResult<T>, attempt: Attempt) -> RedisResult<T> {
-        match &done {
-            Ok(_) => self.read_only_scripts.accepted(&self.url),
-            Err(_) => self.read_only_scripts.unanswered(attempt),
+    /// it: a reply says the server takes it; an error says nothing about it (the attempt
+    /// dropped unsettled, as when the call's future is dropped before an answer).
+    fn read_only_sent<T>(&self, done: RedisResult<T>, attempt: Attempt<'_>) -> RedisResult<T> {
+        if done.is_ok() {
+            attempt.accepted(&self.url);
         }
         done
     }
@@ -156,9 +154,7 @@ impl RedisStorage {
                 .map(|call| renamed(call, "EVALSHA_RO"))
                 .collect();
             match self.eval_pipeline(script, calls).await {
-                Err(err) if is_read_only_refused(&err) => {
-                    self.read_only_scripts.refused(&err, &self.url);
-                }
+                Err(err) if is_read_only_refused(&err) => attempt.refused(&err, &self.url),
                 done => return self.read_only_sent(done, attempt),
             }
         }
