@@ -4,7 +4,8 @@
 //!
 //! What storage keeps exactly as the model wrote it, some servers refuse to be sent back:
 //! every stored tool call goes with arguments that are a JSON object
-//! ([`sendable_arguments`]), and no reply goes empty ([`EMPTY_REPLY`]).
+//! ([`sendable_arguments`]), and no reply or user message goes empty ([`EMPTY_REPLY`],
+//! [`EMPTY_USER_MESSAGE`]).
 
 use std::borrow::Cow;
 
@@ -67,6 +68,8 @@ impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
             None
         } else if m.role == Role::Assistant && !m.has_tool_calls() && m.content.trim().is_empty() {
             Some(EMPTY_REPLY)
+        } else if m.role == Role::User && m.content.trim().is_empty() {
+            Some(EMPTY_USER_MESSAGE)
         } else {
             Some(m.content.as_str())
         };
@@ -90,6 +93,15 @@ impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
 /// it instead would put two user messages in a row, which chat templates that want the
 /// roles to alternate (Mistral's) refuse.
 const EMPTY_REPLY: &str = "(no reply)";
+
+/// What a stored user message with no text (or only white space) is sent as in requests.
+///
+/// An application stores what its user sent, an empty line included (storage keeps it as
+/// it came, and another writer of the session may have stored it), but Anthropic's
+/// endpoint, and proxies that pass a conversation on to it, refuse a request holding one
+/// ("text content blocks must be non-empty", "must contain non-whitespace text", a 400):
+/// sent as it is, it failed that turn and every later one of the session.
+const EMPTY_USER_MESSAGE: &str = "(empty message)";
 
 /// A message's tool calls as sent: `{"id", "type": "function", "function": {"name",
 /// "arguments"}}`, the arguments made sendable.
@@ -254,7 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_reply_is_sent_as_a_placeholder_and_other_empty_messages_as_they_are() {
+    fn an_empty_reply_or_user_message_is_sent_as_a_placeholder_and_others_as_they_are() {
         let messages = [
             ChatMessage::assistant(""),
             ChatMessage::assistant(" \n"),
@@ -263,6 +275,8 @@ mod tests {
             ChatMessage::assistant_with_tool_calls(" ", vec![ToolCall::new("c2", "t", "{}")]),
             ChatMessage::tool_result("c2", "x"),
             ChatMessage::user(""),
+            ChatMessage::user(" \n"),
+            ChatMessage::user("hi"),
         ];
         let request = ChatRequest {
             messages: messages.iter().map(Cow::Borrowed).collect(),
@@ -285,7 +299,9 @@ mod tests {
                 &json!(""),
                 &json!(" "),
                 &json!("x"),
-                &json!("")
+                &json!(EMPTY_USER_MESSAGE),
+                &json!(EMPTY_USER_MESSAGE),
+                &json!("hi"),
             ]
         );
     }
