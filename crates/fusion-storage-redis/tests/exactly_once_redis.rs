@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fusion_core::testkit::StorageHarness;
-use fusion_core::testkit::faults::{FaultProxy, ReplyFault, cases};
+use fusion_core::testkit::faults::{FaultProxy, LosesRepliesThrough, ReplyFault, cases};
 use fusion_layers::RetryLayer;
 use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
 use fusion_storage_redis::RedisStorage;
@@ -38,18 +38,9 @@ impl StorageHarness for Proxied {
     }
 }
 
-impl ReplyFault for Proxied {
-    fn lose_next_reply(&self, session_id: &str) {
-        self.proxy.lose_next_reply(session_id);
-    }
-
-    fn lose_replies_at_random(&self, session_id: &str, probability: f64, seed: u64) {
-        self.proxy
-            .lose_replies_at_random(session_id, probability, seed);
-    }
-
-    fn replies_lost(&self) -> usize {
-        self.proxy.replies_lost()
+impl LosesRepliesThrough for Proxied {
+    fn reply_fault(&self) -> &dyn ReplyFault {
+        &self.proxy
     }
 }
 

@@ -57,6 +57,29 @@ pub trait ReplyFault: Send + Sync {
     fn replies_lost(&self) -> usize;
 }
 
+/// A harness whose replies another [`ReplyFault`] loses (the [`FaultProxy`] its storages
+/// connect through, the [`FaultSwitch`] they share): it is a [`ReplyFault`] by handing
+/// every request on to that one.
+pub trait LosesRepliesThrough: Send + Sync {
+    /// What loses the replies.
+    fn reply_fault(&self) -> &dyn ReplyFault;
+}
+
+impl<T: LosesRepliesThrough> ReplyFault for T {
+    fn lose_next_reply(&self, session_id: &str) {
+        self.reply_fault().lose_next_reply(session_id);
+    }
+
+    fn lose_replies_at_random(&self, session_id: &str, probability: f64, seed: u64) {
+        self.reply_fault()
+            .lose_replies_at_random(session_id, probability, seed);
+    }
+
+    fn replies_lost(&self) -> usize {
+        self.reply_fault().replies_lost()
+    }
+}
+
 /// A seeded coin that comes up with a given probability (SplitMix64): the same seed gives
 /// the same sequence of throws, whichever task throws them.
 #[derive(Debug)]
@@ -332,18 +355,9 @@ impl<H: StorageHarness> StorageHarness for Lossy<H> {
     }
 }
 
-impl<H: Send + Sync> ReplyFault for Lossy<H> {
-    fn lose_next_reply(&self, session_id: &str) {
-        self.switch.lose_next_reply(session_id);
-    }
-
-    fn lose_replies_at_random(&self, session_id: &str, probability: f64, seed: u64) {
-        self.switch
-            .lose_replies_at_random(session_id, probability, seed);
-    }
-
-    fn replies_lost(&self) -> usize {
-        self.switch.lost()
+impl<H: Send + Sync> LosesRepliesThrough for Lossy<H> {
+    fn reply_fault(&self) -> &dyn ReplyFault {
+        &self.switch
     }
 }
 

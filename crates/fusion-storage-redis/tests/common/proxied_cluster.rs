@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use async_trait::async_trait;
-use fusion_core::testkit::faults::{FaultProxy, ReplyFault};
+use fusion_core::testkit::faults::{FaultProxy, LosesRepliesThrough, ReplyFault};
 use fusion_core::testkit::{StorageHarness, unavailable};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use tokio::process::{Child, Command};
@@ -43,18 +43,9 @@ impl StorageHarness for ProxiedCluster {
     }
 }
 
-impl ReplyFault for ProxiedCluster {
-    fn lose_next_reply(&self, session_id: &str) {
-        self.proxy.lose_next_reply(session_id);
-    }
-
-    fn lose_replies_at_random(&self, session_id: &str, probability: f64, seed: u64) {
-        self.proxy
-            .lose_replies_at_random(session_id, probability, seed);
-    }
-
-    fn replies_lost(&self) -> usize {
-        self.proxy.replies_lost()
+impl LosesRepliesThrough for ProxiedCluster {
+    fn reply_fault(&self) -> &dyn ReplyFault {
+        &self.proxy
     }
 }
 
