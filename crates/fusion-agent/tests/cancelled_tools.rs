@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use common::cancelled::Stuck;
 use common::{Harness, SESSION, assert_history_consistent, client};
 use fusion_agent::context::{LATE_RESULT_METADATA_KEY, is_interrupted, is_repair};
 use fusion_agent::testing::{MockReply, MockToolCall};
@@ -37,26 +38,6 @@ impl Tool for Quick {
     }
 }
 
-/// Says it has started, then never returns.
-struct Stuck(Arc<Notify>);
-
-#[async_trait]
-impl Tool for Stuck {
-    fn name(&self) -> &str {
-        "stuck"
-    }
-    fn description(&self) -> &str {
-        "never returns"
-    }
-    fn parameters(&self) -> Value {
-        json!({"type": "object", "properties": {}})
-    }
-    async fn call(&self, _args: Value) -> Result<String> {
-        self.0.notify_one();
-        std::future::pending().await
-    }
-}
-
 /// A session over `h` running `llm` with the two tools, and the count of `quick`'s runs
 /// and the notice `stuck` gives when it starts.
 async fn session_with_both(
@@ -67,7 +48,7 @@ async fn session_with_both(
     let stuck = Arc::new(Notify::new());
     let tools = ToolRegistry::new()
         .with(Quick(ran.clone()))
-        .with(Stuck(stuck.clone()));
+        .with(Stuck::new(stuck.clone()));
     let session = SessionBuilder::new(SESSION)
         .llm(llm)
         .storage(h.storage.clone())
@@ -272,7 +253,7 @@ async fn a_record_stored_by_an_attempt_reported_as_a_conflict_is_stored_once() {
     let stuck = Arc::new(Notify::new());
     let tools = ToolRegistry::new()
         .with(Quick(ran.clone()))
-        .with(Stuck(stuck.clone()));
+        .with(Stuck::new(stuck.clone()));
     let mut session = SessionBuilder::new(SESSION)
         .llm(Arc::new(client(&h.server)))
         .storage(storage.clone())

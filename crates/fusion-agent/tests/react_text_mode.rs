@@ -6,6 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::cancelled::{Stuck, assert_answered_as_interrupted, cancel_once_its_tool_runs};
 use common::{Harness, roles, text_client};
 use fusion_core::Role;
 
@@ -344,66 +345,28 @@ async fn an_action_naming_a_registered_final_answer_tool_calls_it() {
 /// without a result (before, the reply read as a final answer there, and went unanswered).
 #[tokio::test]
 async fn a_final_answer_tool_cancelled_while_it_runs_is_answered_as_interrupted() {
-    use async_trait::async_trait;
-    use fusion_agent::{Tool, ToolRegistry};
-    use serde_json::{Value, json};
+    use fusion_agent::ToolRegistry;
     use tokio::sync::Notify;
-
-    /// A tool named like the final answer that says it started, then never finishes.
-    struct StuckFinalAnswer(Arc<Notify>);
-
-    #[async_trait]
-    impl Tool for StuckFinalAnswer {
-        fn name(&self) -> &str {
-            "final_answer"
-        }
-        fn description(&self) -> &str {
-            "records the answer, slowly"
-        }
-        fn parameters(&self) -> Value {
-            json!({"type": "object", "properties": {"answer": {"type": "string"}}})
-        }
-        async fn call(&self, _args: Value) -> fusion_core::Result<String> {
-            self.0.notify_one();
-            std::future::pending().await
-        }
-    }
 
     let h = Harness::new().await;
     let started = Arc::new(Notify::new());
     let mut session = fusion_agent::AgentSession::builder(common::SESSION)
         .llm(Arc::new(text_client(&h.server)))
         .storage(h.storage.clone())
-        .tools(ToolRegistry::new().with(StuckFinalAnswer(started.clone())))
+        .tools(ToolRegistry::new().with(Stuck {
+            name: "final_answer",
+            started: started.clone(),
+        }))
         .build()
         .await
         .unwrap();
     h.server
         .push_text("Action: final_answer\nAction Input: {\"answer\": \"42\"}");
-    tokio::time::timeout(common::HANG_GUARD, async {
-        tokio::select! {
-            _ = session.send_message("Record it") => panic!("the turn should hang"),
-            _ = started.notified() => {}
-        }
-    })
-    .await
-    .unwrap();
+    cancel_once_its_tool_runs(&mut session, "Record it", &started).await;
     assert_eq!(h.stored().await.len(), 3, "system, user, the action");
 
     h.server.push_text("Final Answer: It was interrupted.");
     session.send_message("Did it work?").await.unwrap();
-    let request = h.request_messages(1);
-    assert_eq!(
-        roles(&request),
-        ["system", "user", "assistant", "user", "user"]
-    );
-    let observation = request[3]["content"].as_str().unwrap();
-    assert!(
-        observation.starts_with("Observation: Error: the call to `final_answer` was interrupted"),
-        "{observation}"
-    );
-    assert_eq!(request[4]["content"], "Did it work?");
     // Stored too, in the action's turn: undo takes the new turn only.
-    assert_eq!(h.stored().await.len(), 6);
-    assert_eq!(session.undo_last_turn().await.unwrap(), 2);
+    assert_answered_as_interrupted(&h, &mut session, "final_answer", "Did it work?").await;
 }

@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use common::cancelled::{Stuck, assert_answered_as_interrupted, cancel_once_its_tool_runs};
 use common::{
     HANG_GUARD, Harness, Spy, assert_every_call_answered, assert_history_consistent, client, roles,
 };
@@ -229,7 +230,9 @@ async fn the_last_call_of_a_reply_cut_by_the_token_limit_is_answered_not_run() {
     for function in last_calls {
         let h = Harness::new().await;
         let started = Arc::new(Notify::new());
-        let tools = ToolRegistry::new().with(Stuck(started.clone())).with(Greet);
+        let tools = ToolRegistry::new()
+            .with(Stuck::new(started.clone()))
+            .with(Greet);
         let mut session = fusion_agent::AgentSession::builder(common::SESSION)
             .llm(Arc::new(client(&h.server)))
             .storage(h.storage.clone())
@@ -306,44 +309,11 @@ async fn the_iteration_limit_stops_the_turn_with_steps_and_a_consistent_history(
     assert_every_call_answered(&h.request_messages(3));
 }
 
-/// Sends a message and drops the turn the moment its tool is running: the reply asking
-/// for the call is stored, its result never will be.
-async fn drop_turn_once_its_tool_runs(session: &mut fusion_agent::AgentSession, started: &Notify) {
-    tokio::time::timeout(HANG_GUARD, async {
-        tokio::select! {
-            _ = session.send_message("Do the stuck thing") => panic!("the turn should hang"),
-            _ = started.notified() => {}
-        }
-    })
-    .await
-    .unwrap();
-}
-
-/// A tool that says it started, then never finishes.
-struct Stuck(Arc<Notify>);
-
-#[async_trait]
-impl Tool for Stuck {
-    fn name(&self) -> &str {
-        "stuck"
-    }
-    fn description(&self) -> &str {
-        "never returns"
-    }
-    fn parameters(&self) -> Value {
-        json!({"type": "object", "properties": {}})
-    }
-    async fn call(&self, _args: Value) -> fusion_core::Result<String> {
-        self.0.notify_one();
-        std::future::pending().await
-    }
-}
-
 #[tokio::test]
 async fn a_turn_cancelled_while_its_tool_runs_leaves_a_history_the_next_turn_can_send() {
     let h = Harness::new().await;
     let started = Arc::new(Notify::new());
-    let tools = ToolRegistry::new().with(Stuck(started.clone()));
+    let tools = ToolRegistry::new().with(Stuck::new(started.clone()));
     let llm = Arc::new(client(&h.server));
     let mut session = fusion_agent::AgentSession::builder(common::SESSION)
         .llm(llm)
@@ -353,7 +323,7 @@ async fn a_turn_cancelled_while_its_tool_runs_leaves_a_history_the_next_turn_can
         .await
         .unwrap();
     h.server.push_tool_call("stuck", "{}");
-    drop_turn_once_its_tool_runs(&mut session, &started).await;
+    cancel_once_its_tool_runs(&mut session, "Do the stuck thing", &started).await;
     let stored = h.stored().await;
     assert_eq!(stored.last().unwrap().role, Role::Assistant);
     assert!(stored.last().unwrap().has_tool_calls());
@@ -386,7 +356,7 @@ async fn a_reopened_session_repairs_a_dangling_tool_call_in_its_first_request() 
         fusion_agent::AgentSession::builder(common::SESSION)
             .llm(Arc::new(client(&h.server)))
             .storage(h.storage.clone())
-            .tools(ToolRegistry::new().with(Stuck(started)))
+            .tools(ToolRegistry::new().with(Stuck::new(started)))
             .build()
     };
     let mut crashed = open(started.clone()).await.unwrap();
@@ -446,7 +416,7 @@ async fn a_turn_cancelled_while_the_model_thinks_keeps_everything_already_said()
 async fn a_text_mode_action_cancelled_while_its_tool_runs_is_answered_as_interrupted() {
     let h = Harness::new().await;
     let started = Arc::new(Notify::new());
-    let tools = ToolRegistry::new().with(Stuck(started.clone()));
+    let tools = ToolRegistry::new().with(Stuck::new(started.clone()));
     let mut session = fusion_agent::AgentSession::builder(common::SESSION)
         .llm(Arc::new(common::text_client(&h.server)))
         .storage(h.storage.clone())
@@ -456,27 +426,15 @@ async fn a_text_mode_action_cancelled_while_its_tool_runs_is_answered_as_interru
         .unwrap();
     h.server
         .push_text("Thought: try it.\nAction: stuck\nAction Input: {}");
-    drop_turn_once_its_tool_runs(&mut session, &started).await;
+    cancel_once_its_tool_runs(&mut session, "Do the stuck thing", &started).await;
     assert_eq!(h.stored().await.last().unwrap().role, Role::Assistant);
 
     h.server
         .push_text("Thought: it stopped.\nFinal Answer: Sorry about that.");
     let result = session.send_message("Are you there?").await.unwrap();
     assert!(result.success);
-    let request = h.request_messages(1);
-    assert_eq!(
-        roles(&request),
-        ["system", "user", "assistant", "user", "user"]
-    );
-    let observation = request[3]["content"].as_str().unwrap();
-    assert!(
-        observation.starts_with("Observation: Error: the call to `stuck` was interrupted"),
-        "{observation}"
-    );
-    assert_eq!(request[4]["content"], "Are you there?");
     // Stored too, and read as the action's observation: undo takes the new turn only.
-    assert_eq!(h.stored().await.len(), 6);
-    assert_eq!(session.undo_last_turn().await.unwrap(), 2);
+    assert_answered_as_interrupted(&h, &mut session, "stuck", "Are you there?").await;
 }
 
 /// Ollama writes the arguments of a call without any as `null` (Go's empty map). That is

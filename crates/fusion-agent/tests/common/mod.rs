@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod cancelled;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
