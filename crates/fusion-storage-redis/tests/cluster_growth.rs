@@ -11,15 +11,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 
-use common::{NO_HANG, free_port, redis_server_on_path, wait_until};
+use common::{NO_HANG, cluster_node, free_port, redis_server_on_path, wait_until};
 use fusion_core::testkit::unavailable;
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use redis::aio::MultiplexedConnection;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// One node of the throwaway cluster; killed, and its directory removed, when dropped.
 struct Node {
@@ -36,21 +35,11 @@ impl Drop for Node {
 }
 
 impl Node {
-    fn start(binary: &PathBuf) -> Node {
+    fn start(binary: &Path) -> Node {
         let (port, bus_port) = (free_port(), free_port());
         let dir = std::env::temp_dir().join(format!("fusion-cluster-growth-{port}"));
         std::fs::create_dir_all(&dir).expect("creating the node's directory");
-        let process = Command::new(binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--cluster-enabled", "yes"])
-            .args(["--cluster-config-file", "nodes.conf"])
-            .args(["--cluster-port", &bus_port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
+        let process = cluster_node::command(binary, port, bus_port, &dir)
             .spawn()
             .expect("starting redis-server");
         Node {
@@ -86,7 +75,7 @@ struct TwoNodes {
 }
 
 impl TwoNodes {
-    async fn start(binary: &PathBuf) -> TwoNodes {
+    async fn start(binary: &Path) -> TwoNodes {
         let (old, new) = (Node::start(binary), Node::start(binary));
         let slots_taken = wait_until(NO_HANG, || async {
             old.cluster::<()>(&["ADDSLOTSRANGE", "0", "16383"])
@@ -426,7 +415,7 @@ async fn a_read_the_node_does_not_answer_fails_with_the_response_timeout() {
 }
 
 /// A cluster of one node of its own, serving every slot.
-async fn one_node_cluster(binary: &PathBuf) -> Node {
+async fn one_node_cluster(binary: &Path) -> Node {
     let node = Node::start(binary);
     let slots_taken = wait_until(NO_HANG, || async {
         node.cluster::<()>(&["ADDSLOTSRANGE", "0", "16383"])

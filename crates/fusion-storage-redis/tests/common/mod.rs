@@ -14,6 +14,7 @@ use fusion_core::testkit::{StorageHarness, unavailable};
 use fusion_storage_redis::{RedisOptions, RedisStorage, cluster_node_urls};
 use redis::aio::MultiplexedConnection;
 
+pub mod cluster_node;
 pub mod proxied_cluster;
 
 /// Generous limit for anything that must not hang; reaching it is the failure.

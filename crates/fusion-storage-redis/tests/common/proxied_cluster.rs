@@ -9,15 +9,14 @@
 //! the server is killed when the case ends.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use async_trait::async_trait;
 use fusion_core::testkit::faults::{FaultProxy, LosesRepliesThrough, ReplyFault};
 use fusion_core::testkit::{StorageHarness, unavailable};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use super::{NO_HANG, free_port, redis_server_on_path, wait_until};
+use super::{NO_HANG, cluster_node, free_port, redis_server_on_path, wait_until};
 
 /// A one-node cluster behind a proxy; the node dies and its directory goes with it.
 pub struct ProxiedCluster {
@@ -59,23 +58,9 @@ pub async fn proxied_cluster() -> Option<ProxiedCluster> {
     let proxy = FaultProxy::start(format!("127.0.0.1:{port}")).await;
     let dir = std::env::temp_dir().join(format!("fusion-exactly-once-cluster-{port}"));
     std::fs::create_dir_all(&dir).expect("creating the node's directory");
-    let node = Command::new(binary)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args([
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-        ])
-        .args(["--cluster-port", &bus_port.to_string()])
+    let node = cluster_node::command(&binary, port, bus_port, &dir)
         .args(["--cluster-announce-ip", "127.0.0.1"])
         .args(["--cluster-announce-port", &proxy.addr().port().to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("starting redis-server");
     let direct = format!("redis://127.0.0.1:{port}");
