@@ -329,4 +329,4 @@ impl FromRedisValue for Outcome {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

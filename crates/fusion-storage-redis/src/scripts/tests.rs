@@ -5,7 +5,7 @@ use super::*;
 
 /// A blocking connection to `REDIS_URL`, or `None` (skip, or panic when the backends
 /// are required) without one.
-fn server() -> Option<redis::Connection> {
+pub(crate) fn server() -> Option<redis::Connection> {
     let Some(url) = std::env::var("REDIS_URL")
         .ok()
         .filter(|u| !u.trim().is_empty())
@@ -17,7 +17,7 @@ fn server() -> Option<redis::Connection> {
 }
 
 /// A key prefix of this test's own.
-fn prefix(test: &str) -> String {
+pub(crate) fn prefix(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

@@ -205,17 +205,7 @@ mod tests {
     use redis::Script;
 
     use crate::scripts;
-
-    /// A blocking connection to `REDIS_URL`, or `None` (skip, or panic when the backends
-    /// are required).
-    fn server() -> Option<redis::Connection> {
-        let url = std::env::var("REDIS_URL").ok();
-        let Some(url) = url.filter(|url| !url.trim().is_empty()) else {
-            return fusion_core::testkit::unavailable("redis", "set REDIS_URL to run");
-        };
-        let client = redis::Client::open(url).expect("REDIS_URL parses");
-        Some(client.get_connection().expect("connecting to REDIS_URL"))
-    }
+    use crate::scripts::tests::{prefix, server};
 
     fn score(conn: &mut redis::Connection, key: &str, member: &str) -> Option<f64> {
         redis::cmd("ZSCORE")
@@ -257,11 +247,7 @@ mod tests {
     #[test]
     fn a_claimer_drops_and_releases_only_the_entries_it_claimed() {
         let Some(mut conn) = server() else { return };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let key = format!("fusion-test:claimed-{nanos}:expiry");
+        let key = format!("{}:expiry", prefix("claimed"));
         let conn = &mut conn;
         // Ids that a token of sixteenths (15 of them) would not tell apart.
         let (mine, theirs) = ("1", "16");
