@@ -329,20 +329,14 @@ mod tests {
         message
     }
 
-    /// The server's address in a PostgreSQL `url`, and the client-facing proxy's.
-    fn addresses(url: &str, injector: &Injector) -> (String, String) {
+    /// The PostgreSQL server's address (where the proxy nearest it forwards), and the
+    /// client-facing proxy's.
+    fn addresses(injector: &Injector) -> (String, String) {
         let Faults::Proxies(proxies) = &injector.faults else {
             panic!("postgres faults are proxies'");
         };
-        let host = url.split("://").nth(1).unwrap();
-        let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
-        let host = host.split(['/', '?']).next().unwrap();
-        let server = if host.contains(':') {
-            host.to_string()
-        } else {
-            format!("{host}:5432")
-        };
-        (server, proxies[0].0.addr().to_string())
+        let (nearest_server, facing_clients) = (&proxies[proxies.len() - 1].0, &proxies[0].0);
+        (nearest_server.upstream(), facing_clients.addr().to_string())
     }
 
     /// Armed at probability 1, a worker's PostgreSQL proxies let a new connection's
@@ -358,7 +352,7 @@ mod tests {
         let (storage, injector) = open(&location, 1.0, 7).await.unwrap();
         let before = storage.load("s").await;
         injector.arm();
-        let (_, proxy) = addresses(&url, &injector);
+        let (_, proxy) = addresses(&injector);
         let (mut conn, _) = startup(&proxy, &url).await;
         let (reply, answered) = exchange(&mut conn, POSTGRES_SYNC).await;
         location.cleanup().await.unwrap();
@@ -383,7 +377,7 @@ mod tests {
         let location = Location::fresh(Backend::Postgres, dir.path(), &url, StorageLayer::None);
         let (_storage, injector) = open(&location, 1.0, 7).await.unwrap();
         injector.arm();
-        let (server, proxy) = addresses(&url, &injector);
+        let (server, proxy) = addresses(&injector);
         let schema = format!("fusion_stress_commit_{}", std::process::id());
         let (mut conn, _) = startup(&proxy, &url).await;
         let (begun, began) = exchange(&mut conn, &simple_query("BEGIN")).await;

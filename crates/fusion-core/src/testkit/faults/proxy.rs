@@ -139,6 +139,16 @@ impl FaultProxy {
         self.set_random(Some(marker.as_ref().to_vec()), probability, seed);
     }
 
+    /// Where new connections go (`host:port`): the server it was started in front of, or
+    /// the last [`redirect`](Self::redirect).
+    pub fn upstream(&self) -> String {
+        self.shared
+            .upstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Sends the connections made from now on to `upstream` (`host:port`), leaving those
     /// open where they are: what a name that follows a failover to the new primary does.
     pub fn redirect(&self, upstream: impl Into<String>) {
