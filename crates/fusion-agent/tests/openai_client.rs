@@ -372,6 +372,38 @@ async fn a_malformed_success_body_is_a_clear_final_error() {
     }
 }
 
+/// A reply with no choice (`{"choices":[]}`) is no answer, the endpoint's fault: retried
+/// like a stream that ends before any choice, and when the retries run out an error that
+/// says so, where it was a final "not a chat completion" telling to check the base URL.
+#[tokio::test]
+async fn a_reply_with_no_choice_is_retried_and_blames_the_endpoint() {
+    let server = MockLlmServer::start().await;
+    server
+        .push_raw(200, r#"{"choices":[]}"#)
+        .push_text("recovered");
+    let reply = client(&server)
+        .chat(&ask(&[ChatMessage::user("hi")]))
+        .await
+        .unwrap();
+    assert_eq!(reply.message.content, "recovered");
+    assert_eq!(server.request_count(), 2);
+
+    let server = MockLlmServer::start().await;
+    server.set_default(MockReply::Raw {
+        status: 200,
+        body: r#"{"choices":[],"usage":{"prompt_tokens":3}}"#.into(),
+    });
+    let err = client(&server)
+        .chat(&ask(&[ChatMessage::user("hi")]))
+        .await
+        .unwrap_err();
+    let (text, status, retryable) = llm_error(err);
+    assert_eq!((status, retryable), (Some(200), true), "{text}");
+    assert!(text.contains("no choice in the reply"), "{text}");
+    assert!(text.contains("the endpoint's fault"), "{text}");
+    assert_eq!(server.request_count(), 3);
+}
+
 #[tokio::test]
 async fn connection_refused_is_retried_then_fails_retryably() {
     // Bind and release a port so that, almost certainly, nothing listens on it.

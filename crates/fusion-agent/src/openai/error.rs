@@ -258,15 +258,37 @@ pub(super) fn cut_off_failure(
 }
 
 /// A stream that ended with `[DONE]` after `received` bytes holding no answer: no text,
-/// no tool call, no finish reason. Retryable, like a reply cut off before it finished.
+/// no tool call, no finish reason. Retryable, like a reply cut off before it finished,
+/// and like a whole reply with no choice ([`no_choice_failure`]).
 pub(super) fn empty_stream_failure(ctx: &Context<'_>, received: usize) -> Failure {
     Failure {
         message: format!(
-            "the stream from {} ended after {received} bytes with no answer in it (no text, \
-             tool call or finish reason before `[DONE]`), as if the reply had been cut off",
+            "the stream from {} ended after {received} bytes with no choice in it, so no \
+             answer (no text, tool call or finish reason before `[DONE]`): the endpoint's \
+             fault, as if the reply had been cut off",
             ctx.endpoint
         ),
         status: None,
+        retryable: true,
+        retry_after: None,
+        source: None,
+    }
+}
+
+/// A 200 reply in the chat-completions shape with no choice in it (`"choices": []`): no
+/// answer, which the endpoint owes (a proxy that lost its upstream sends such a reply).
+/// Retryable, like a stream that ends before any choice ([`empty_stream_failure`]); not
+/// the final "not a chat completion" of [`malformed_error`], whose advice to check the
+/// base URL would mislead: the URL reached a chat-completions API.
+pub(super) fn no_choice_failure(ctx: &Context<'_>, body: &[u8]) -> Failure {
+    Failure {
+        message: format!(
+            "{} answered 200 with no choice in the reply (`choices` is empty), so no answer: \
+             the endpoint's fault, as if the reply had been cut off. Body: {}",
+            ctx.endpoint,
+            quote(ctx, String::from_utf8_lossy(body).trim())
+        ),
+        status: Some(200),
         retryable: true,
         retry_after: None,
         source: None,

@@ -318,6 +318,7 @@ fn whole_reply(
     match wire::decode_response(bytes) {
         Ok(response) => Ok(Ok(response)),
         Err(wire::Undecodable::Reported) => Err(error::reported_error_failure(ctx, headers, bytes)),
+        Err(wire::Undecodable::NoChoice) => Err(error::no_choice_failure(ctx, bytes)),
         Err(wire::Undecodable::Malformed(detail)) => {
             Ok(Err(error::malformed_error(ctx, &detail, bytes)))
         }

@@ -1147,6 +1147,7 @@ mod tests {
             };
             assert!(failure.retryable, "{}", failure.message);
             assert!(failure.message.contains("no answer"), "{}", failure.message);
+            assert!(failure.message.contains("no choice"), "{}", failure.message);
             assert!(reply.next().await.is_none());
         }
         // `[DONE]` after a finish reason alone is still a (blank) answer the model gave.

@@ -95,6 +95,9 @@ pub(super) enum Undecodable {
     /// that had already answered 200 when its model failed (OpenRouter sends an upstream's
     /// 502 so), whose code says whether a retry may help, as in a stream.
     Reported,
+    /// A chat completion with no choice in it (`"choices": []`): the endpoint's fault, not
+    /// a wrong URL, and no answer, as a stream that ends before any choice is none.
+    NoChoice,
     /// Anything else, described.
     Malformed(String),
 }
@@ -113,10 +116,13 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, Undecodable> 
     if wire.error.as_ref().is_some_and(reports_error) {
         return Err(Undecodable::Reported);
     }
-    let Some(choice) = wire.choices.and_then(|choices| choices.into_iter().next()) else {
+    let Some(choices) = wire.choices else {
         return Err(Undecodable::Malformed(
             "the reply has no `choices`".to_owned(),
         ));
+    };
+    let Some(choice) = choices.into_iter().next() else {
+        return Err(Undecodable::NoChoice);
     };
     let reply = choice
         .message
@@ -388,7 +394,11 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(described(b"<html>").contains("not JSON"));
-        assert!(described(b"{\"choices\":[]}").contains("no `choices`"));
+        assert!(described(b"{\"id\":\"c\"}").contains("no `choices`"));
+        assert_eq!(
+            decode_response(b"{\"choices\":[]}").unwrap_err(),
+            Undecodable::NoChoice
+        );
         for reported in [
             r#"{"error":{"message":"upstream down"}}"#,
             r#"{"error":{"message":"upstream down","code":0}}"#,
