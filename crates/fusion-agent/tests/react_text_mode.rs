@@ -370,3 +370,88 @@ async fn a_final_answer_tool_cancelled_while_it_runs_is_answered_as_interrupted(
     // Stored too, in the action's turn: undo takes the new turn only.
     assert_answered_as_interrupted(&h, &mut session, "final_answer", "Did it work?").await;
 }
+
+/// Found by a review: the next turn's repair read the last reply again with the tools and
+/// mode of the session reading it, not those of the one that stored it. A final answer
+/// read so (`Action: final_answer` in a session without such a tool; a native-mode answer
+/// holding an `Action:` line) got an "interrupted" observation from a session reopened
+/// with a `final_answer` tool, or in text mode; it goes by the loop's mark now.
+#[tokio::test]
+async fn a_final_answer_is_not_repaired_by_a_session_reading_it_otherwise() {
+    use fusion_agent::ToolRegistry;
+    use tokio::sync::Notify;
+
+    for native in [false, true] {
+        let h = Harness::new().await;
+        let mut first = if native {
+            h.session().await
+        } else {
+            text_session(&h).await
+        };
+        h.server
+            .push_text("Action: final_answer\nAction Input: \"42\"")
+            .push_text("Final Answer: Still 42.");
+        assert!(first.send_message("What is it?").await.unwrap().success);
+        drop(first);
+        let mut second = fusion_agent::AgentSession::builder(common::SESSION)
+            .llm(Arc::new(text_client(&h.server)))
+            .storage(h.storage.clone())
+            .tools(ToolRegistry::new().with(Stuck {
+                name: "final_answer",
+                started: Arc::new(Notify::new()),
+            }))
+            .build()
+            .await
+            .unwrap();
+        second.send_message("Sure?").await.unwrap();
+        let stored = h.stored().await;
+        assert!(
+            !stored.iter().any(fusion_agent::context::is_interrupted),
+            "native: {native}: {:?}",
+            common::contents(&stored)
+        );
+        assert_eq!(stored.len(), 5, "system, user, answer, user, answer");
+    }
+}
+
+/// The other way round: a call of the session's `final_answer` tool cut off while it ran
+/// is answered as interrupted by a session reopened without that tool, and by one in
+/// native mode, where it read as a final answer, or not at all, and went unanswered.
+#[tokio::test]
+async fn a_cut_off_action_is_repaired_by_a_session_reading_it_otherwise() {
+    use fusion_agent::ToolRegistry;
+    use tokio::sync::Notify;
+
+    for native in [false, true] {
+        let h = Harness::new().await;
+        let started = Arc::new(Notify::new());
+        let mut first = fusion_agent::AgentSession::builder(common::SESSION)
+            .llm(Arc::new(text_client(&h.server)))
+            .storage(h.storage.clone())
+            .tools(ToolRegistry::new().with(Stuck {
+                name: "final_answer",
+                started: started.clone(),
+            }))
+            .build()
+            .await
+            .unwrap();
+        h.server
+            .push_text("Action: final_answer\nAction Input: {\"answer\": \"42\"}");
+        cancel_once_its_tool_runs(&mut first, "Record it", &started).await;
+        drop(first);
+        let mut second = if native {
+            h.session().await
+        } else {
+            text_session(&h).await
+        };
+        h.server.push_text("Final Answer: It was interrupted.");
+        second.send_message("Did it work?").await.unwrap();
+        if native {
+            let stored = h.stored().await;
+            assert_eq!(stored.len(), 6, "{:?}", common::contents(&stored));
+            assert!(fusion_agent::context::is_interrupted(&stored[3]));
+        } else {
+            assert_answered_as_interrupted(&h, &mut second, "final_answer", "Did it work?").await;
+        }
+    }
+}

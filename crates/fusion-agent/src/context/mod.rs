@@ -65,14 +65,13 @@ pub use tokens::{
 };
 pub use undo::{Interleaved, LastTurn, last_turn};
 pub use view::{
-    INTERRUPTED_METADATA_KEY, LATE_RESULT_METADATA_KEY, interrupted_observation,
-    interrupted_results, is_interrupted, is_repair, request_view,
+    INTERRUPTED_METADATA_KEY, LATE_RESULT_METADATA_KEY, REACT_ACTION_METADATA_KEY,
+    interrupted_observation, interrupted_results, is_interrupted, is_repair, request_view,
 };
 pub use window::visible_tokens;
 
 pub(crate) use groups::{Layout, user_message};
 pub(crate) use summary::{summary_request, summary_request_sparing_latest_turn};
-pub(crate) use view::interrupted_observation_calling;
 pub(crate) use window::visible_tokens_up_to;
 
 #[cfg(test)]

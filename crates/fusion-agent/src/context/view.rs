@@ -36,10 +36,15 @@ use fusion_core::{ChatMessage, Role, ToolCall};
 use super::policy::ContextPolicy;
 use super::tokens::TokenCounter;
 use super::window::apply_policy;
-use crate::react_text::{ReactStep, parse_react_calling, render_observation};
+use crate::react_text::render_observation;
 
 /// Metadata key marking a tool result Fusion wrote for a call that never finished.
 pub const INTERRUPTED_METADATA_KEY: &str = "fusion_interrupted";
+
+/// Metadata key the text ReAct loop puts on a reply it acts on as a call of a tool, with the
+/// tool's name as its value: what [`interrupted_observation`] goes by when that reply is
+/// left last without its observation.
+pub const REACT_ACTION_METADATA_KEY: &str = "fusion_react_action";
 
 /// Metadata key marking the real result of a call that finished in a turn cancelled before
 /// all its calls were done, stored by the next write (a turn's opening) instead of an
@@ -257,8 +262,7 @@ pub fn is_repair(result: &ChatMessage) -> bool {
 /// what a turn cancelled while its tools ran leaves behind. Empty when nothing is missing.
 ///
 /// The session appends these to storage when the next turn starts, so storage itself
-/// becomes consistent again. In text ReAct mode it also appends
-/// [`interrupted_observation`].
+/// becomes consistent again. It also appends [`interrupted_observation`], in either mode.
 pub fn interrupted_results(history: &[ChatMessage]) -> Vec<ChatMessage> {
     let Some(at) = history.iter().rposition(|m| m.role != Role::Tool) else {
         return Vec::new();
@@ -272,38 +276,28 @@ pub fn interrupted_results(history: &[ChatMessage]) -> Vec<ChatMessage> {
         .collect()
 }
 
-/// For a history that ends with a text-mode `Action:` reply, the observation saying its
-/// call was interrupted: text mode stores the reply before its tool runs and the
-/// observation after, so a turn cancelled in between leaves the action last.
+/// For a history that ends with a text-mode `Action:` reply whose tool never returned, the
+/// observation saying its call was interrupted: text mode stores the reply before its tool
+/// runs and the observation after, so a turn cancelled in between leaves the action last.
 ///
-/// Only for a session in text ReAct mode: the text format is read leniently, and a
-/// native-mode answer may well hold a line starting `Action:`.
-///
-/// The reply is read as by a session without tools ([`parse_react`](crate::parse_react)):
-/// `Action: Final Answer` ended its turn. A session with a tool of that name called it
-/// instead, and answers such a reply left last as interrupted too.
+/// Such a reply is known by the mark the loop stored on it ([`REACT_ACTION_METADATA_KEY`]),
+/// never by reading its text again: how the text reads depends on the session reading it
+/// (`Action: final_answer` calls a tool of that name where the session has one and ends
+/// the turn where it has none; a native-mode answer may hold a line starting `Action:`),
+/// and a session reopened with other tools, or in the other mode, read the reply otherwise
+/// than the loop that stored it: it gave a final answer an "interrupted" observation, or
+/// left a call unanswered. A reply stored without the mark (by an earlier release) gets
+/// none.
 pub fn interrupted_observation(history: &[ChatMessage]) -> Option<ChatMessage> {
-    interrupted_observation_calling(history, |_| false)
-}
-
-/// [`interrupted_observation`] for a session whose tools `is_tool` names, read as its loop
-/// read the reply: an `Action:` naming a final-answer tool the session has was a call of
-/// it, stored before the tool ran like any other.
-pub(crate) fn interrupted_observation_calling(
-    history: &[ChatMessage],
-    is_tool: impl Fn(&str) -> bool,
-) -> Option<ChatMessage> {
     let last = history.last()?;
     if last.role != Role::Assistant || last.has_tool_calls() {
         return None;
     }
-    match parse_react_calling(&last.content, is_tool) {
-        ReactStep::Action { tool, .. } => Some(
-            ChatMessage::user(render_observation(&interrupted_text(&tool)))
-                .with_metadata(INTERRUPTED_METADATA_KEY, serde_json::Value::Bool(true)),
-        ),
-        ReactStep::FinalAnswer { .. } | ReactStep::Invalid { .. } => None,
-    }
+    let tool = last.metadata.get(REACT_ACTION_METADATA_KEY)?.as_str()?;
+    Some(
+        ChatMessage::user(render_observation(&interrupted_text(tool)))
+            .with_metadata(INTERRUPTED_METADATA_KEY, serde_json::Value::Bool(true)),
+    )
 }
 
 /// The calls of `message` that no message in `results` answers.

@@ -282,9 +282,11 @@ impl AgentSession {
     /// What answers the calls a cancelled turn left unanswered, for the next write to
     /// store first: per native call without a result, the result it got if it finished
     /// before the cancel (marked [`LATE_RESULT_METADATA_KEY`](crate::context::LATE_RESULT_METADATA_KEY)),
-    /// else an "interrupted" one; or, in text ReAct mode, an "interrupted" observation for
-    /// an `Action:` reply left last. The results kept are used only while the reply whose
-    /// calls they answer is still the last one storage holds.
+    /// else an "interrupted" one; or an "interrupted" observation for a text-mode `Action:`
+    /// reply left last, known by the mark the loop stored on it
+    /// ([`interrupted_observation`](crate::context::interrupted_observation)). The results
+    /// kept are used only while the reply whose calls they answer is still the last one
+    /// storage holds.
     pub(crate) fn interrupted_repairs(&self) -> Vec<ChatMessage> {
         let mut repairs = crate::context::interrupted_results(&self.history);
         let last_reply = self.history.iter().rev().find(|m| m.role != Role::Tool);
@@ -305,15 +307,8 @@ impl AgentSession {
                 }
             }
         }
-        if self.uses_text_react() {
-            // Read as the loop read the reply: an action naming a final-answer tool the
-            // session has called it.
-            let tools = self.shared.executor.tools();
-            repairs.extend(crate::context::interrupted_observation_calling(
-                &self.history,
-                |name| tools.get(name).is_some(),
-            ));
-        }
+        // By the mark the loop stored on the reply, whatever this session's mode and tools.
+        repairs.extend(crate::context::interrupted_observation(&self.history));
         repairs
     }
 

@@ -42,6 +42,7 @@ use tracing::{Instrument, debug, field, info, info_span, warn};
 use super::AgentSession;
 use super::stream::{Emitter, TurnStream, read_reply};
 use super::tool_calls::{announce, ensure_call_ids, unfinished_call};
+use crate::context::REACT_ACTION_METADATA_KEY;
 use crate::events::{AgentEvent, Step, TaskResult};
 use crate::executor::ToolOutcome;
 use crate::llm::{ChatRequest, ChatResponse, Usage};
@@ -374,6 +375,12 @@ impl AgentSession {
                 Ok(Some(answer))
             }
             ReactStep::Action { tool, input, .. } => {
+                // Marked as a call, as read here: the next turn's repair goes by the mark
+                // if the tool never returns, not by reading the text with its own tools.
+                let reply = reply.with_metadata(
+                    REACT_ACTION_METADATA_KEY,
+                    serde_json::Value::String(tool.clone()),
+                );
                 self.persist(vec![reply]).await?;
                 // Text mode has no call ids; this one only links the step to its log lines.
                 let call = ToolCall::new(format!("react_{iteration}"), tool, input);
