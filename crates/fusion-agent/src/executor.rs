@@ -236,7 +236,16 @@ impl ToolExecutor {
                 quote(name)
             ));
         };
-        let schema = tool.parameters();
+        // User code, as `call` is: a panic fails this call, not the turn (a tool whose
+        // definition panics fails the session's build or turn before any call).
+        let schema =
+            std::panic::catch_unwind(AssertUnwindSafe(|| tool.parameters())).map_err(|panic| {
+                format!(
+                    "Error: tool `{name}` crashed when asked for its parameters ({}); it was \
+                     not run.",
+                    crate::panics::describe(panic.as_ref())
+                )
+            })?;
         // Models often send "" for a tool without parameters, and Ollama sends `null` (its
         // empty arguments map, written out by Go): both mean no arguments.
         let args: Value = if call.arguments.trim().is_empty() {

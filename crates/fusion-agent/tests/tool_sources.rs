@@ -36,12 +36,51 @@ struct Changing(Mutex<(u64, Vec<Arc<dyn Tool>>)>);
 
 impl Changing {
     fn offer(&self, names: &[&str]) {
+        self.offer_tools(
+            names
+                .iter()
+                .map(|n| Arc::new(Named((*n).to_owned())) as Arc<dyn Tool>)
+                .collect(),
+        );
+    }
+
+    fn offer_tools(&self, tools: Vec<Arc<dyn Tool>>) {
         let mut state = self.0.lock().unwrap();
         state.0 += 1;
-        state.1 = names
-            .iter()
-            .map(|n| Arc::new(Named((*n).to_owned())) as Arc<dyn Tool>)
-            .collect();
+        state.1 = tools;
+    }
+}
+
+/// A hand-written tool whose `parameters` panics after its first `fine` answers.
+struct PanicsInParameters {
+    fine: usize,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl PanicsInParameters {
+    fn after(fine: usize) -> Self {
+        Self {
+            fine,
+            asked: Default::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Tool for PanicsInParameters {
+    fn name(&self) -> &str {
+        "fragile"
+    }
+    fn description(&self) -> &str {
+        "its schema is built by code that panics"
+    }
+    fn parameters(&self) -> Value {
+        let asked = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(asked < self.fine, "no schema today");
+        json!({"type": "object", "properties": {}})
+    }
+    async fn call(&self, _args: Value) -> fusion_core::Result<String> {
+        Ok("fragile ran".into())
     }
 }
 
@@ -113,5 +152,76 @@ async fn a_source_that_fails_to_start_fails_the_build() {
     assert!(
         err.to_string().contains("server `x` failed to start"),
         "{err}"
+    );
+}
+
+/// A session of the harness offering `tool` only.
+fn with_tool(h: &Harness, tool: impl Tool + 'static) -> fusion_agent::SessionBuilder {
+    fusion_agent::AgentSession::builder(common::SESSION)
+        .llm(Arc::new(common::client(&h.server)))
+        .storage(h.storage.clone())
+        .tools(fusion_agent::ToolRegistry::new().with(tool))
+}
+
+/// Found by a review: a hand-written tool whose `parameters` panicked, while the tool list
+/// of a request was built, panicked through the caller (the build, or a turn once a
+/// source's tools changed). It is an error naming the tool now, and a turn stores nothing.
+#[tokio::test]
+async fn a_tool_whose_definition_panics_fails_the_build_or_turn_naming_it() {
+    let h = Harness::new().await;
+    let err = with_tool(&h, PanicsInParameters::after(0))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("tool `fragile` could not"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("panicked: no schema today"),
+        "{err}"
+    );
+
+    let source = Arc::new(Changing::default());
+    source.offer(&["srv__one"]);
+    let loaded = source.clone();
+    let mut session = h
+        .builder()
+        .tool_sources_from(async move { Ok(vec![loaded as Arc<dyn ToolSource>]) })
+        .build()
+        .await
+        .unwrap();
+    source.offer_tools(vec![Arc::new(PanicsInParameters::after(0))]);
+    let err = session.send_message("use it").await.unwrap_err();
+    assert!(
+        err.to_string().contains("tool `fragile` could not"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("panicked: no schema today"),
+        "{err}"
+    );
+    assert_eq!(h.server.request_count(), 0);
+    assert!(h.stored().await.is_empty(), "nothing of the turn stored");
+    // Its request view (which cannot fail) goes on with the tools it had.
+    let _view = session.request_view();
+}
+
+/// Asked again for each call, a `parameters` that panics then fails that call only.
+#[tokio::test]
+async fn a_tool_whose_parameters_panic_at_a_call_fails_that_call() {
+    let h = Harness::new().await;
+    let mut session = with_tool(&h, PanicsInParameters::after(1))
+        .build()
+        .await
+        .unwrap();
+    h.server.push_tool_call("fragile", "{}").push_text("done");
+    let result = session.send_message("use it").await.unwrap();
+    assert_eq!(result.result, "done");
+    let observation = &result.steps[0].observation;
+    assert!(
+        observation.contains("tool `fragile` crashed when asked for its parameters"),
+        "{observation}"
     );
 }

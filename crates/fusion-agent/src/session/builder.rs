@@ -312,6 +312,9 @@ impl SessionBuilder {
                 tools.register_source(source);
             }
         }
+        // Before the names are compared: a tool whose definition panics is an error
+        // naming it, not a panic through the caller.
+        let tool_view = std::sync::Mutex::new(Arc::new(ToolView::of(&tools)?));
         tools.refuse_shared_names()?;
         // Read with its revision: the session's writes are conditional on it.
         let (history, revision) = storage.load_revision(id.as_str()).await?;
@@ -324,7 +327,6 @@ impl SessionBuilder {
             model = llm.model(),
             "session opened"
         );
-        let tool_view = std::sync::Mutex::new(Arc::new(ToolView::of(&tools)));
         let token_counter = self
             .token_counter
             .unwrap_or_else(|| counter_for_model(llm.model()));

@@ -190,26 +190,43 @@ struct ToolView {
 }
 
 impl ToolView {
-    fn of(tools: &crate::ToolRegistry) -> Self {
-        let definitions = tools.definitions();
-        Self {
-            revision: tools.revision(),
+    /// Fails, naming the tool, when a tool's definition panics
+    /// ([`checked_definitions`](crate::ToolRegistry::checked_definitions)).
+    fn of(tools: &crate::ToolRegistry) -> Result<Self> {
+        // The revision first: a change while the list is read is seen by the next look.
+        let revision = tools.revision();
+        let definitions = tools.checked_definitions()?;
+        Ok(Self {
+            revision,
             react_prompt: crate::react_text::render_react_prompt(&definitions),
             definitions,
-        }
+        })
     }
 }
 
 impl Shared {
     /// The tool definitions for the registry as it is now: the cached ones unless a
-    /// source's tools changed since they were built.
-    fn tool_view(&self) -> Arc<ToolView> {
+    /// source's tools changed since they were built. Fails when they cannot be built (a
+    /// tool's definition panics), keeping the cached ones.
+    fn tool_view(&self) -> Result<Arc<ToolView>> {
         let tools = self.executor.tools();
         let mut view = self.tool_view.lock().unwrap_or_else(|e| e.into_inner());
         if view.revision != tools.revision() {
-            *view = Arc::new(ToolView::of(tools));
+            *view = Arc::new(ToolView::of(tools)?);
         }
-        view.clone()
+        Ok(view.clone())
+    }
+
+    /// [`tool_view`](Self::tool_view) for a caller that cannot fail: the last view built
+    /// when the new one cannot be (the turn reports that error itself, before it asks).
+    fn last_good_tool_view(&self) -> Arc<ToolView> {
+        self.tool_view().unwrap_or_else(|err| {
+            tracing::warn!(
+                error = %err,
+                "the tools' definitions could not be rebuilt; using the last ones"
+            );
+            Arc::clone(&self.tool_view.lock().unwrap_or_else(|e| e.into_inner()))
+        })
     }
 }
 
@@ -320,7 +337,7 @@ impl AgentSession {
     /// the messages a token budget keeps).
     pub fn request_view(&self) -> Vec<Cow<'_, ChatMessage>> {
         let react = self.uses_text_react();
-        let tools = self.shared.tool_view();
+        let tools = self.shared.last_good_tool_view();
         request_view(
             &self.history,
             &self.context,

@@ -190,6 +190,8 @@ impl AgentSession {
         events: &Emitter,
     ) -> Result<TaskResult> {
         debug!(content = %message, "user message");
+        // Before anything is stored: a tool whose definition panics fails the turn whole.
+        self.shared.tool_view()?;
         self.open(message).await?;
         // After the opening, so that a failed or interrupted summary never loses the
         // user's message.
@@ -283,6 +285,8 @@ impl AgentSession {
     /// mode, and is asked again that way, once.
     async fn ask(&mut self, iteration: usize, events: &Emitter) -> Result<(ChatResponse, bool)> {
         let text_mode = self.uses_text_react();
+        // Checked in both modes: text mode sends the tools in the system prompt.
+        let tools = self.shared.tool_view()?;
         let asked = {
             let request = ChatRequest {
                 messages: self.request_view(),
@@ -290,7 +294,7 @@ impl AgentSession {
                 tools: if text_mode {
                     Vec::new()
                 } else {
-                    self.shared.tool_view().definitions.clone()
+                    tools.definitions.clone()
                 },
                 options: self.shared.sampling.clone(),
                 cache: Some(&self.request_cache),

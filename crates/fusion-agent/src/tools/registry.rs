@@ -1,6 +1,7 @@
 //! [`ToolRegistry`]: the tools a session offers to the model, in a stable order.
 
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -173,6 +174,46 @@ impl ToolRegistry {
         self.sources
             .iter()
             .fold(0u64, |sum, source| sum.wrapping_add(source.revision()))
+    }
+
+    /// [`definitions`](Self::definitions), failing with [`Error::Config`] naming the tool
+    /// whose `name`, `description` or `parameters` panics (hand-written code), where the
+    /// panic unwound through the session's caller: sessions build their list with this
+    /// when built and when a source's tools change (then once per change, as it is
+    /// cached), so such a tool fails the build or the turn cleanly.
+    pub(crate) fn checked_definitions(&self) -> Result<Vec<ToolDefinition>> {
+        let tools = catch_unwind(AssertUnwindSafe(|| self.all())).map_err(|panic| {
+            Error::Config(format!(
+                "the tools to offer could not be listed: a tool's `name` {}",
+                crate::panics::describe(panic.as_ref())
+            ))
+        })?;
+        tools
+            .iter()
+            .enumerate()
+            .map(|(at, tool)| {
+                catch_unwind(AssertUnwindSafe(|| ToolDefinition {
+                    name: tool.name().to_owned(),
+                    description: tool.description().to_owned(),
+                    parameters: tool.parameters(),
+                }))
+                .map_err(|panic| {
+                    // The name again, on its own: it may be what panicked.
+                    let name =
+                        catch_unwind(AssertUnwindSafe(|| tool.name().escape_debug().to_string()))
+                            .map_or_else(
+                                |_| format!("number {} (whose name panics)", at + 1),
+                                |name| format!("`{name}`"),
+                            );
+                    Error::Config(format!(
+                        "tool {name} could not give its definition (name, description, \
+                         parameters): it {}; no request can offer it, so fix the tool or leave \
+                         it out",
+                        crate::panics::describe(panic.as_ref())
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// The definitions to advertise in a request, in order.
