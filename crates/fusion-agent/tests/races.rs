@@ -262,3 +262,57 @@ async fn case10_an_automatic_summary_never_covers_the_turn_s_own_message() {
             .ends_with("They greeted twice.")
     );
 }
+
+/// Found by a review: a reply's call ids were made unique against the history this
+/// session had read, and another writer's reply appended since (which the append allows)
+/// could hold the same ids: servers that number each reply's calls afresh send `call_0`
+/// in every reply. The store checks them against the session as stored now.
+#[tokio::test]
+async fn a_reply_s_call_ids_stay_unique_against_another_writer_s_reply_stored_meanwhile() {
+    use fusion_agent::testing::MockToolCall;
+    use fusion_core::ToolCall;
+
+    let h = Harness::new().await;
+    let llm = GatedLlm::new(&h.server, 1);
+    let mut session = builder(llm.clone(), h.storage.clone(), h.workspace.path())
+        .build()
+        .await
+        .unwrap();
+    let numbered_afresh = MockToolCall {
+        id: Some("call_0".into()),
+        ..MockToolCall::new("list_directory", "{}")
+    };
+    h.server
+        .push(MockReply::ToolCalls {
+            content: String::new(),
+            calls: vec![numbered_afresh],
+        })
+        .push_text("done");
+    let other = [
+        ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![ToolCall::new("call_0", "list_directory", "{}")],
+        ),
+        ChatMessage::tool_result("call_0", "empty"),
+    ];
+    let (result, ()) = tokio::time::timeout(HANG_GUARD, async {
+        tokio::join!(session.send_message("list"), async {
+            llm.entered.notified().await;
+            h.storage.append(SESSION, &other).await.unwrap();
+            llm.release.notify_one();
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(result.unwrap().result, "done");
+    let stored = h.stored().await;
+    let calls: Vec<&str> = stored
+        .iter()
+        .flat_map(|m| m.tool_calls.iter().map(|call| call.id.as_str()))
+        .collect();
+    assert_eq!(calls.len(), 2, "{:?}", contents(&stored));
+    assert_eq!(calls[0], "call_0", "the other writer's");
+    assert_ne!(calls[1], "call_0", "this session's, made its own");
+    let answered = stored.iter().filter_map(|m| m.tool_call_id.as_deref());
+    assert_eq!(answered.collect::<Vec<_>>(), ["call_0", calls[1]]);
+}

@@ -127,7 +127,8 @@ impl AgentSession {
         self.append_expecting(expect, batch).await
     }
 
-    async fn append_expecting(
+    /// [`append`](Self::append) requiring `expect` of the session.
+    pub(super) async fn append_expecting(
         &mut self,
         expect: Expect,
         mut batch: Vec<ChatMessage>,

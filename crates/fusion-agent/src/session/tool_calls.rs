@@ -4,15 +4,70 @@
 
 use std::sync::Arc;
 
-use fusion_core::{ChatMessage, ToolCall};
+use fusion_core::{ChatMessage, Error, Expect, Result, ToolCall};
 use futures::StreamExt;
+use tracing::info;
 
+use super::store::{TURN_CONFLICT, explain_conflict};
 use super::stream::Emitter;
 use super::{AgentSession, FinishedCalls};
 use crate::events::AgentEvent;
 use crate::executor::ToolOutcome;
 
+/// How many times a reply with calls is stored against the exact revision last read before
+/// it goes as a plain append (see [`AgentSession::persist_calling`]): each miss means
+/// another writer appended meanwhile, and three in a row is no race but a busy session.
+const CALLING_ATTEMPTS: usize = 3;
+
 impl AgentSession {
+    /// Stores `reply`, whose calls' ids [`ensure_call_ids`] made unique against memory, with
+    /// ids unique against the session as stored: another writer's reply appended since
+    /// memory was read may hold the same ids (servers that number each reply's calls
+    /// afresh send `call_0` in every reply), and a plain append stored both.
+    ///
+    /// The append requires the exact revision memory was read at, so on the common path
+    /// (nobody else wrote) it is the one write a plain append is. When it misses, the
+    /// session is read once, ids are made unique against what it holds, and the reply is
+    /// stored against that read; after [`CALLING_ATTEMPTS`] misses, as a plain append. A
+    /// session deleted or rewritten meanwhile ends the turn as any append of it does.
+    /// Memory keeps only this turn's messages, as after a plain append: the next turn's
+    /// catch-up reads the others' (a request must end with this turn's own).
+    pub(super) async fn persist_calling(
+        &mut self,
+        mut reply: ChatMessage,
+        iteration: usize,
+    ) -> Result<()> {
+        // One id across the attempts: a reread finds a reply whose store's answer was lost.
+        reply.ensure_id();
+        let mut expect = Expect::Exactly(self.revision());
+        for attempt in 1.. {
+            let err = match self.append_expecting(expect, vec![reply.clone()]).await {
+                Err(err @ Error::Conflict { .. }) if attempt <= CALLING_ATTEMPTS => err,
+                stored => return stored.map_err(|err| explain_conflict(err, TURN_CONFLICT)),
+            };
+            let (stored, revision) = self.shared.storage.load_revision(self.id.as_str()).await?;
+            if revision.generation != self.generation {
+                return Err(explain_conflict(err, TURN_CONFLICT));
+            }
+            if let Some(landed) = stored.iter().find(|message| message.id == reply.id) {
+                // An attempt whose answer was lost (a retrying storage resent it).
+                self.history.push(landed.clone());
+                return Ok(());
+            }
+            info!(
+                attempt,
+                "another writer appended to the session; checking the reply's call ids against it"
+            );
+            ensure_call_ids(&mut reply.tool_calls, iteration, &stored);
+            expect = if attempt < CALLING_ATTEMPTS {
+                Expect::Exactly(revision)
+            } else {
+                Expect::Generation(self.generation)
+            };
+        }
+        unreachable!("the last attempt returns")
+    }
+
     /// Runs the calls of the reply just stored (the history's last message) and returns
     /// their outcomes in call order. Each result is kept in `finished_calls` as its call
     /// finishes, so that if the turn is cancelled while other calls still run, the next

@@ -349,7 +349,7 @@ impl AgentSession {
     ) -> Result<Option<String>> {
         // Native calls are honoured even from a text-mode client that sends them.
         if reply.has_tool_calls() {
-            self.persist(vec![reply]).await?;
+            self.persist_calling(reply, iteration).await?;
             let outcomes = self.run_calls(iteration, cut, events).await;
             self.persist(outcomes.iter().map(ToolOutcome::to_message).collect())
                 .await?;
