@@ -152,7 +152,7 @@ impl OwnerScope {
                 // the session absent if someone deleted it after the check, and create it
                 // without its owner, locking the owner out. Any other expectation names
                 // the (non-zero) generation checked, so the write cannot create it.
-                Found::Mine(info) if wanted.is_met_by(0, || 0) => {
+                Found::Mine(info) if wanted.is_met_by(0, || 0, || None) => {
                     return Err(wanted.conflict(
                         self.backend_name(),
                         session_id,
@@ -161,7 +161,7 @@ impl OwnerScope {
                     ));
                 }
                 Found::Mine(_) => self.storage.write_if(session_id, wanted, change).await,
-                Found::Absent | Found::NotMine if !wanted.is_met_by(0, || 0) => {
+                Found::Absent | Found::NotMine if !wanted.is_met_by(0, || 0, || None) => {
                     return Err(wanted.conflict(self.backend_name(), session_id, 0, Some(0)));
                 }
                 Found::Absent => match change {

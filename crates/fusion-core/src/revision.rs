@@ -29,7 +29,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use crate::{ChatMessage, Error};
+use crate::{ChatMessage, Error, unix_micros};
 
 /// The generation of a session that was stored before generations existed (or by a
 /// backend that cannot keep them): existing, never rewritten since.
@@ -67,16 +67,61 @@ pub enum Expect {
     /// in between are allowed. `Expect::Generation(0)` requires that the session does not
     /// exist.
     Generation(u64),
+    /// Exactly this revision, and nothing at all written since `since`, its metadata
+    /// included: the session's `updated_at` as the backend records it (to the
+    /// microsecond, or the millisecond on SQLite and Redis) is earlier than `since`, or
+    /// not recorded. For deleting the sessions nobody has written for a while: a change
+    /// of only a title, a tag or an expiry moves `updated_at` but not the revision, so
+    /// [`Exactly`](Self::Exactly) alone would delete a session renamed a moment ago.
+    ///
+    /// A `since` on a whole millisecond compares the same on every backend: a session
+    /// written in that millisecond counts as written since.
+    UnwrittenSince {
+        /// The revision the session must be at.
+        revision: Revision,
+        /// The instant before which it must have been written last.
+        since: SystemTime,
+    },
 }
 
 impl Expect {
-    /// Whether a session now at `generation` with `len` messages meets this expectation.
-    /// `len` may be `None` for [`Expect::Generation`], which does not look at it.
-    pub fn is_met_by(&self, generation: u64, len: impl FnOnce() -> usize) -> bool {
+    /// Whether a session now at `generation` with `len` messages, last written at
+    /// `updated_at` (as recorded; `None` when not), meets this expectation. Each is asked
+    /// for only when the expectation looks at it: [`Expect::Generation`] at neither, and
+    /// only [`Expect::UnwrittenSince`] at `updated_at`.
+    pub fn is_met_by(
+        &self,
+        generation: u64,
+        len: impl FnOnce() -> usize,
+        updated_at: impl FnOnce() -> Option<SystemTime>,
+    ) -> bool {
+        let exactly = |expected: Revision| {
+            expected.generation == generation && (generation == 0 || expected.len == len())
+        };
         match *self {
             Expect::Generation(expected) => expected == generation,
-            Expect::Exactly(expected) => {
-                expected.generation == generation && (generation == 0 || expected.len == len())
+            Expect::Exactly(expected) => exactly(expected),
+            Expect::UnwrittenSince { revision, since } => {
+                exactly(revision) && (generation == 0 || updated_at().is_none_or(|at| at < since))
+            }
+        }
+    }
+
+    /// The revision this expectation names, if it names one (not for
+    /// [`Expect::Generation`]).
+    pub fn revision(&self) -> Option<Revision> {
+        match *self {
+            Expect::Generation(_) => None,
+            Expect::Exactly(revision) | Expect::UnwrittenSince { revision, .. } => Some(revision),
+        }
+    }
+
+    /// The generation a session meeting this expectation is at.
+    pub fn generation(&self) -> u64 {
+        match *self {
+            Expect::Generation(generation) => generation,
+            Expect::Exactly(revision) | Expect::UnwrittenSince { revision, .. } => {
+                revision.generation
             }
         }
     }
@@ -98,15 +143,29 @@ impl Expect {
             (generation, None) => format!("it is at generation {generation}"),
         };
         let expected = match *self {
-            Expect::Exactly(Revision { generation: 0, .. }) | Expect::Generation(0) => {
-                "expected no session".to_string()
-            }
+            _ if self.generation() == 0 => "expected no session".to_string(),
             Expect::Exactly(Revision { generation, len }) => {
                 format!("expected generation {generation} with exactly {len} messages")
             }
+            Expect::UnwrittenSince { revision, since } => format!(
+                "expected generation {} with exactly {} messages, written last before {} µs \
+                 since the Unix epoch",
+                revision.generation,
+                revision.len,
+                unix_micros(since)
+            ),
             Expect::Generation(generation) => {
                 format!("expected generation {generation} (not rewritten or deleted since)")
             }
+        };
+        // Only the instant can have failed a revision that matches.
+        let found = match *self {
+            Expect::UnwrittenSince { revision, .. }
+                if revision.generation == generation && len == Some(revision.len) =>
+            {
+                format!("{found}, written since (its metadata, at least)")
+            }
+            _ => found,
         };
         Error::Conflict {
             backend,
@@ -194,14 +253,52 @@ mod tests {
             generation: 7,
             len: 3,
         };
-        assert!(Expect::Exactly(at).is_met_by(7, || 3));
-        assert!(!Expect::Exactly(at).is_met_by(7, || 4));
-        assert!(!Expect::Exactly(at).is_met_by(8, || 3));
-        assert!(Expect::Generation(7).is_met_by(7, || unreachable!()));
-        assert!(!Expect::Generation(7).is_met_by(0, || 0));
-        assert!(Expect::Exactly(Revision::ABSENT).is_met_by(0, || 0));
-        assert!(Expect::Generation(0).is_met_by(0, || 0));
-        assert!(!Expect::Generation(0).is_met_by(5, || 1));
+        assert!(Expect::Exactly(at).is_met_by(7, || 3, || None));
+        assert!(!Expect::Exactly(at).is_met_by(7, || 4, || None));
+        assert!(!Expect::Exactly(at).is_met_by(8, || 3, || None));
+        assert!(Expect::Generation(7).is_met_by(7, || unreachable!(), || unreachable!()));
+        assert!(!Expect::Generation(7).is_met_by(0, || 0, || None));
+        assert!(Expect::Exactly(Revision::ABSENT).is_met_by(0, || 0, || None));
+        assert!(Expect::Generation(0).is_met_by(0, || 0, || None));
+        assert!(!Expect::Generation(0).is_met_by(5, || 1, || None));
+    }
+
+    #[test]
+    fn unwritten_since_also_compares_the_last_write() {
+        let at = Revision {
+            generation: 7,
+            len: 3,
+        };
+        let since = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        let second = std::time::Duration::from_secs(1);
+        let expect = Expect::UnwrittenSince {
+            revision: at,
+            since,
+        };
+        assert!(expect.is_met_by(7, || 3, || Some(since - second)));
+        assert!(
+            expect.is_met_by(7, || 3, || None),
+            "not recorded: not written since"
+        );
+        assert!(
+            !expect.is_met_by(7, || 3, || Some(since)),
+            "written at the instant"
+        );
+        assert!(!expect.is_met_by(7, || 3, || Some(since + second)));
+        assert!(!expect.is_met_by(7, || 4, || Some(since - second)));
+        assert!(!expect.is_met_by(8, || 3, || Some(since - second)));
+        let absent = Expect::UnwrittenSince {
+            revision: Revision::ABSENT,
+            since,
+        };
+        assert!(absent.is_met_by(0, || 0, || unreachable!()));
+        assert!(!absent.is_met_by(7, || 3, || None));
+
+        let text = expect.conflict("fs", "s", 7, Some(3)).to_string();
+        assert!(text.contains("before 1000000000 µs"), "{text}");
+        assert!(text.contains("written since"), "{text}");
+        let text = expect.conflict("fs", "s", 7, Some(4)).to_string();
+        assert!(!text.contains("written since"), "{text}");
     }
 
     #[test]

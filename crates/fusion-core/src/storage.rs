@@ -137,7 +137,8 @@ pub trait ConversationStorage: Send + Sync {
     /// [`check_storable`](crate::check_storable) first, as `append` and `save` do.
     ///
     /// Cost: an append under [`Expect::Generation`] costs what `append` costs (the check
-    /// reads one number); [`Expect::Exactly`] may cost a count of the messages, and
+    /// reads one number); [`Expect::Exactly`] may cost a count of the messages (and
+    /// [`Expect::UnwrittenSince`] a read of the session's `updated_at` besides), and
     /// `Truncate`, `Replace` and `Rewrite` cost what `truncate` and `save` cost.
     ///
     /// The default is built on `load`, `save` and `append`: it checks the length (and
@@ -154,7 +155,14 @@ pub trait ConversationStorage: Send + Sync {
         SessionId::validate(session_id)?;
         check_storable(self.backend_name(), session_id, change.messages())?;
         let (history, now) = self.load_revision(session_id).await?;
-        if !expected.is_met_by(now.generation, || now.len) {
+        let updated_at = match expected {
+            Expect::UnwrittenSince { .. } if now.exists() => self
+                .session_info(session_id)
+                .await?
+                .and_then(|info| info.updated_at),
+            _ => None,
+        };
+        if !expected.is_met_by(now.generation, || now.len, || updated_at) {
             return Err(expected.conflict(
                 self.backend_name(),
                 session_id,

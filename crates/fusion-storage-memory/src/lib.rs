@@ -149,7 +149,8 @@ impl ConversationStorage for InMemoryStorage {
         check_storable(BACKEND, session_id, change.messages())?;
         let (mut store, at) = (self.write(), now());
         let now = store.revision(session_id, at);
-        if !expected.is_met_by(now.generation, || now.len) {
+        let updated_at = || store.info(session_id, at).and_then(|info| info.updated_at);
+        if !expected.is_met_by(now.generation, || now.len, updated_at) {
             return Err(expected.conflict(BACKEND, session_id, now.generation, Some(now.len)));
         }
         match change {

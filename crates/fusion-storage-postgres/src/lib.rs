@@ -130,8 +130,11 @@
 //!   session moves ahead of every cursor handed out and is never listed twice.
 //! - `save`, `truncate` and `delete` are transactions that lock the session row first.
 //! - `write_if` locks the row with `SELECT ... FOR UPDATE`, checks the generation (and
-//!   count) and writes or rolls back with [`Error::Conflict`](fusion_core::Error::Conflict);
-//!   a write that would create the session is refused if another writer created it since.
+//!   count, and for [`Expect::UnwrittenSince`](fusion_core::Expect::UnwrittenSince) the
+//!   `updated_at` the same statement reads, to the microsecond) and writes or rolls back
+//!   with [`Error::Conflict`](fusion_core::Error::Conflict); a metadata update waits on
+//!   that lock, so none lands between the check and the write. A write that would create
+//!   the session is refused if another writer created it since.
 //!
 //! # Retention
 //!

@@ -35,6 +35,8 @@ use crate::batch::{Batch, window};
 use crate::testing::Harness;
 use crate::{PostgresOptions, PostgresStorage, write};
 
+mod unwritten;
+
 /// A storage whose connections say `application_name` = the harness's schema, so the test
 /// can find them blocked.
 async fn tagged(harness: &Harness) -> PostgresStorage {

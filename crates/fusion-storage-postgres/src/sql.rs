@@ -70,7 +70,7 @@ use fusion_core::sql::{check_count, corrupt_row, missing_row, revision_of};
 use fusion_core::{ChatMessage, Result, Revision};
 
 use crate::error::BACKEND;
-use crate::expiry::{expired, expires_at, given_or_now, now_us, unexpired};
+use crate::expiry::{expired, expires_at, given_or_now, micros, now_us, unexpired};
 
 /// SQL: the one-statement append, the row a creation inserts created at `$created` and
 /// last written at `$updated` (`timestamptz` expressions), with `$column` and `$value`
@@ -346,12 +346,16 @@ pub(crate) const CUT_TAIL: &str = "DELETE FROM messages WHERE session_id = $1 AN
 pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id = $1";
 
 /// A conditional write's check, and the first statement of an append whose one
-/// statement was refused: the session's `(generation, message_count)` and whether it has
-/// expired, locking the row until the transaction ends (no row: absent).
+/// statement was refused: the session's `(generation, message_count)`, whether it has
+/// expired and its `updated_at` in microseconds (as stored), locking the row until the
+/// transaction ends (no row: absent). Read with the lock, that `updated_at` stays the
+/// session's until then: a metadata update locks the row first ([`LOCK_INFO`]).
 pub(crate) const LOCK_REVISION: &str = concat!(
     "SELECT generation, message_count, coalesce(expires_at <= ",
     now_us!(),
-    ", false) FROM sessions WHERE id = $1 FOR UPDATE"
+    ", false), ",
+    micros!("updated_at"),
+    " FROM sessions WHERE id = $1 FOR UPDATE"
 );
 
 /// The session's `(generation, message_count)`, unlocked: what a refused write reports.

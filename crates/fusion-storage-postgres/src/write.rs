@@ -16,7 +16,10 @@
 //! nothing.
 
 use fusion_core::sql::{revision_of, to_column};
-use fusion_core::{Change, Expect, MessageId, Revision, SessionMeta, SessionTimes, new_generation};
+use fusion_core::{
+    Change, Expect, MessageId, Revision, SessionMeta, SessionTimes, from_unix_micros,
+    new_generation,
+};
 use sqlx::{Executor, PgConnection, PgPool, Postgres};
 
 use crate::batch::{Batch, window, window_len};
@@ -94,6 +97,10 @@ pub(crate) enum Appended {
     Refused,
 }
 
+/// A row as [`LOCK_REVISION`] reads it: generation, message count, whether it has
+/// expired, and `updated_at` in microseconds since the Unix epoch.
+type Locked = (i64, i64, bool, i64);
+
 /// A session's revision and the ids of its last messages, read together.
 #[derive(Debug)]
 pub(crate) struct Seen {
@@ -122,17 +129,17 @@ pub(crate) async fn append_locked(
     mode: Mode,
 ) -> sqlx::Result<Option<u64>> {
     loop {
-        let row: Option<(i64, i64, bool)> = sqlx::query_as(LOCK_REVISION)
+        let row: Option<Locked> = sqlx::query_as(LOCK_REVISION)
             .bind(session_id)
             .fetch_optional(&mut *tx)
             .await?;
         let seen = match row {
-            Some((.., true)) => {
+            Some((_, _, true, _)) => {
                 remove(tx, session_id).await?;
                 continue;
             }
             Some(_) if mode != Mode::Append => return Ok(None),
-            Some((generation, count, _)) => seen_locked(tx, session_id, generation, count).await?,
+            Some((generation, count, ..)) => seen_locked(tx, session_id, generation, count).await?,
             None => match append_once(&mut *tx, session_id, batch, meta, mode).await? {
                 Appended::Stored(generation) => return Ok(Some(generation)),
                 Appended::Refused => continue,
@@ -364,15 +371,17 @@ pub(crate) async fn remove(tx: &mut PgConnection, session_id: &str) -> sqlx::Res
 }
 
 /// A conditional write inside the transaction `tx`: lock the session's row and read its
-/// revision ([`LOCK_REVISION`]), then apply `change` (whose messages are `batch`) if
-/// `expected` admits it. `Ok(generation after)` means the caller commits; `Err(found)`
-/// means the write was refused at that revision and the caller rolls back. A session
-/// that has expired counts as absent, and is removed before `change` is applied.
+/// revision and `updated_at` ([`LOCK_REVISION`]), then apply `change` (whose messages are
+/// `batch`) if `expected` admits it. `Ok(generation after)` means the caller commits;
+/// `Err(found)` means the write was refused at that revision and the caller rolls back. A
+/// session that has expired counts as absent, and is removed before `change` is applied.
 ///
 /// The row lock holds off every other writer of an existing session until the
-/// transaction ends. An absent session has no row to lock, so a write that would create
-/// it does so only if no other writer did in the meantime (`must_create`), and is
-/// refused otherwise.
+/// transaction ends, a metadata update (`crate::update`, which locks the row first)
+/// included: the `updated_at` that [`Expect::UnwrittenSince`] was checked against is
+/// still the session's when `change` lands. An absent session has no row to lock, so a
+/// write that would create it does so only if no other writer did in the meantime
+/// (`must_create`), and is refused otherwise.
 pub(crate) async fn conditional(
     tx: &mut PgConnection,
     session_id: &str,
@@ -380,16 +389,17 @@ pub(crate) async fn conditional(
     change: Change<'_>,
     batch: &Batch<'_>,
 ) -> sqlx::Result<Result<u64, Revision>> {
-    let row: Option<(i64, i64, bool)> = sqlx::query_as(LOCK_REVISION)
+    let row: Option<Locked> = sqlx::query_as(LOCK_REVISION)
         .bind(session_id)
         .fetch_optional(&mut *tx)
         .await?;
-    let expired = row.is_some_and(|(.., expired)| expired);
-    let found = revision_of(
-        row.filter(|_| !expired)
-            .map(|(generation, count, _)| (generation, count)),
-    );
-    if !expected.is_met_by(found.generation, || found.len) {
+    let expired = row.is_some_and(|(_, _, expired, _)| expired);
+    let live = row.filter(|_| !expired);
+    let found = revision_of(live.map(|(generation, count, ..)| (generation, count)));
+    // Read by the statement that took the lock, so no metadata update moves it before
+    // this transaction ends; compared exactly, in the microseconds it is stored in.
+    let updated_at = || live.map(|(.., updated_us)| from_unix_micros(updated_us));
+    if !expected.is_met_by(found.generation, || found.len, updated_at) {
         return Ok(Err(found));
     }
     if expired {

@@ -2,8 +2,9 @@
 //! columns that store an expiry and how an idle one follows `updated_at` on the server's
 //! clock; writes that must not revive an expired session leave every row as it was; a
 //! purge removes the messages too and passes over sessions another transaction holds
-//! instead of waiting for them. (The plans of the purge and the load are checked by a
-//! unit test of `src/sql.rs`.)
+//! instead of waiting for them; a delete conditional on the last write compares
+//! `updated_at` to the microsecond it is stored in. (The plans of the purge and the load
+//! are checked by a unit test of `src/sql.rs`.)
 
 mod support;
 
@@ -11,7 +12,10 @@ use std::time::Duration;
 
 use fusion_core::testkit::StorageHarness;
 use fusion_core::testkit::{now_micros, said, wait_past};
-use fusion_core::{ConversationStorage, Expiry, MetaUpdate, SessionMeta, unix_micros};
+use fusion_core::{
+    Change, ConversationStorage, Error, Expect, Expiry, MetaUpdate, Revision, SessionMeta,
+    SessionTimes, from_unix_micros, unix_micros,
+};
 use sqlx::{Connection, PgConnection};
 use support::{harness, snapshot};
 
@@ -137,4 +141,46 @@ async fn a_purge_passes_over_a_session_another_transaction_holds() {
         "now held's turn"
     );
     assert!(storage.list_sessions().await.unwrap().is_empty());
+}
+
+/// A delete conditional on the last write (`Expect::UnwrittenSince`) compares the
+/// `updated_at` the row stores, to its microsecond: a session last written at the cutoff
+/// itself was written since, one written a microsecond before it (or half of one: the
+/// cutoff may hold nanoseconds) was not. Times given at creation, so no clock is read.
+#[tokio::test]
+async fn a_delete_conditional_on_the_last_write_compares_to_the_microsecond() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = harness.open().await.unwrap();
+    // Not on a whole millisecond, so a comparison that rounded to one would differ.
+    let written = from_unix_micros(1_700_000_000_123_456);
+    let times = SessionTimes::new(written, written);
+    let micro = Duration::from_micros(1);
+    let cutoffs = [
+        (written - micro, false),
+        (written, false),
+        (written + micro / 2, true),
+        (written + micro, true),
+    ];
+    for (since, deleted) in cutoffs {
+        let id = "s";
+        let created = storage
+            .create_session_with_times(id, &SessionMeta::new(), &said("a"), times)
+            .await
+            .unwrap();
+        let revision = Revision {
+            generation: created,
+            len: 2,
+        };
+        let unwritten = Expect::UnwrittenSince { revision, since };
+        let done = storage.write_if(id, unwritten, Change::Truncate(0)).await;
+        let at = unix_micros(since);
+        match done {
+            Ok(left) => assert!(deleted && left == 0, "deleted with a cutoff at {at} µs"),
+            Err(Error::Conflict { .. }) => assert!(!deleted, "kept with a cutoff at {at} µs"),
+            Err(err) => panic!("{err}"),
+        }
+        storage.delete(id).await.unwrap();
+    }
 }

@@ -1,16 +1,19 @@
 //! Redis-specific behaviour of conditional writes against a real server: sessions stored
-//! before generations existed, a TTL that expires mid-turn, and a foreign `gen` field.
+//! before generations existed, a TTL that expires mid-turn, a foreign `gen` field, and
+//! [`Expect::UnwrittenSince`] against `updated_at` as the scripts keep it (whole ms),
+//! through the write script as well as the truncate.
 //!
 //! The cross-backend cases are in the conformance suite; these need the key layout or
 //! the server's expiry.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Harness, harness};
+use common::{Harness, cluster_harness, harness};
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, LEGACY_GENERATION, Revision,
+    SessionMeta, SessionTimes,
 };
 use redis::AsyncCommands;
 
@@ -240,4 +243,106 @@ async fn a_plain_append_keeps_a_legacy_session_legacy() {
             "{id}: updated_at not refreshed"
         );
     }
+}
+
+/// A copy last written at a known whole ms `at` meets `UnwrittenSince` for any instant
+/// past that ms, a nanosecond past included (the stored ms is earlier), and not for `at`
+/// itself; an append or a replace under it (the write script, not the truncate the
+/// conformance case uses) moves `updated_at`, so the same instant then fails it.
+async fn unwritten_since_compares_the_whole_ms_of_the_last_write(h: Harness) {
+    let store = h.open().await;
+    let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    let times = SessionTimes::new(at, at);
+    store
+        .create_session_with_times("copy", &SessionMeta::new(), &users("copy", 2), times)
+        .await
+        .unwrap();
+    let (_, revision) = store.load_revision("copy").await.unwrap();
+    let unwritten = |revision, since| Expect::UnwrittenSince { revision, since };
+
+    let reply = users("reply", 1);
+    let written_then = store
+        .write_if("copy", unwritten(revision, at), Change::Append(&reply))
+        .await;
+    let text = assert_conflict(written_then, "written in the very ms");
+    assert!(text.contains("written since"), "{text}");
+    let just_after = at + Duration::from_nanos(1);
+    let generation = store
+        .write_if(
+            "copy",
+            unwritten(revision, just_after),
+            Change::Append(&reply),
+        )
+        .await
+        .unwrap();
+    assert_eq!(generation, revision.generation);
+
+    let appended = Revision { len: 3, ..revision };
+    let later = store
+        .write_if(
+            "copy",
+            unwritten(appended, just_after),
+            Change::Replace(&reply),
+        )
+        .await;
+    assert_conflict(later, "the append moved updated_at");
+    let now = SystemTime::now() + Duration::from_secs(1);
+    store
+        .write_if("copy", unwritten(appended, now), Change::Replace(&reply))
+        .await
+        .unwrap();
+    assert_eq!(store.load("copy").await.unwrap(), reply);
+}
+
+#[tokio::test]
+async fn unwritten_since_compares_the_whole_ms_of_the_last_write_on_one_server() {
+    if let Some(h) = harness().await {
+        unwritten_since_compares_the_whole_ms_of_the_last_write(h).await;
+    }
+}
+
+#[tokio::test]
+async fn unwritten_since_compares_the_whole_ms_of_the_last_write_on_a_cluster() {
+    if let Some(h) = cluster_harness().await {
+        unwritten_since_compares_the_whole_ms_of_the_last_write(h).await;
+    }
+}
+
+/// A session whose `updated_at` is not recorded (stored before meta hashes) or not a
+/// number (which readers report as not recorded too) was not written since any instant.
+#[tokio::test]
+async fn unwritten_since_takes_an_updated_at_missing_or_foreign_for_none() {
+    let Some(h) = harness().await else { return };
+    let store = h.open().await;
+    let mut raw = h.raw().await;
+    let legacy = Revision {
+        generation: LEGACY_GENERATION,
+        len: 2,
+    };
+    let since = UNIX_EPOCH + Duration::from_millis(1);
+    let unwritten = Expect::UnwrittenSince {
+        revision: legacy,
+        since,
+    };
+    store_as_previous_release(&h, "bare", &users("bare", 2), false).await;
+    store
+        .write_if("bare", unwritten, Change::Truncate(0))
+        .await
+        .unwrap();
+    assert!(store.load("bare").await.unwrap().is_empty());
+
+    store_as_previous_release(&h, "stamped", &users("stamped", 2), true).await;
+    let stamped = store
+        .write_if("stamped", unwritten, Change::Truncate(0))
+        .await;
+    assert_conflict(stamped, "updated_at 1700000000000 is not before 1 ms");
+    let _: () = raw
+        .hset(h.meta_key("stamped"), "updated_at", "soon")
+        .await
+        .unwrap();
+    store
+        .write_if("stamped", unwritten, Change::Truncate(0))
+        .await
+        .unwrap();
+    assert!(store.load("stamped").await.unwrap().is_empty());
 }

@@ -110,32 +110,46 @@ async fn write_checked(
     // `fetch_all` rather than `fetch_optional`: it drives the script to its end.
     let mut found = match &check {
         Check::Revision { .. } => {
-            let rows: Vec<RevisionRow> = if check.reads_recent() {
+            let rows: Vec<RevisionRow> = if check.reads_updated() {
                 sqlx::query_as_with(check.begin_and_read(), read()?)
                     .fetch_all(conn.get())
                     .await?
+            } else if check.reads_recent() {
+                let rows: Vec<RecentRow> = sqlx::query_as_with(check.begin_and_read(), read()?)
+                    .fetch_all(conn.get())
+                    .await?;
+                let without_updated = |(generation, count, expires_at, recent)| {
+                    (generation, count, expires_at, recent, None)
+                };
+                rows.into_iter().map(without_updated).collect()
             } else {
                 let rows: Vec<(i64, i64, Option<i64>)> =
                     sqlx::query_as_with(check.begin_and_read(), read()?)
                         .fetch_all(conn.get())
                         .await?;
                 let without_recent =
-                    |(generation, count, expires_at)| (generation, count, expires_at, None);
+                    |(generation, count, expires_at)| (generation, count, expires_at, None, None);
                 rows.into_iter().map(without_recent).collect()
             };
             let row = rows.into_iter().next();
-            let (revision, expires_at, recent) = match row {
-                Some((generation, count, expires_at, recent)) => (
+            let (revision, expires_at, recent, updated_at) = match row {
+                Some((generation, count, expires_at, recent, updated_at)) => (
                     revision_of(Some((generation, count))),
                     expires_at,
-                    recent.as_deref().and_then(RecentIds::from_bytes),
+                    // Read under `UnwrittenSince` with or without ids; used only with.
+                    recent
+                        .filter(|_| check.reads_recent())
+                        .as_deref()
+                        .and_then(RecentIds::from_bytes),
+                    updated_at,
                 ),
-                None => (revision_of(None), None, None),
+                None => (revision_of(None), None, None, None),
             };
             Found::Revision {
                 revision,
                 expires_at,
                 recent,
+                updated_at,
                 stored: None,
             }
         }
@@ -197,9 +211,13 @@ fn arguments(values: impl IntoIterator<Item = Value>) -> sqlx::Result<SqliteArgu
     Ok(arguments)
 }
 
-/// A row of a check's read of a revision: generation, count, `expires_at` and, for an
-/// append with ids, `recent_ids`.
-type RevisionRow = (i64, i64, Option<i64>, Option<Vec<u8>>);
+/// A row of a check's read of a revision: generation, count, `expires_at`, for an append
+/// with ids `recent_ids` and, for a write under `UnwrittenSince`, `updated_at`.
+type RevisionRow = (i64, i64, Option<i64>, Option<Vec<u8>>, Option<i64>);
+
+/// The row of an append with ids not under `UnwrittenSince`: [`RevisionRow`] without
+/// `updated_at`.
+type RecentRow = (i64, i64, Option<i64>, Option<Vec<u8>>);
 
 /// A pooled connection whose script has not been seen to finish.
 ///

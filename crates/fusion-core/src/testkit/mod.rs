@@ -360,6 +360,7 @@ macro_rules! conformance_suite {
                 an_expired_session_is_gone_for_every_reader,
                 a_write_to_an_expired_session_starts_it_afresh,
                 purge_removes_expired_sessions_in_bounded_batches,
+                a_delete_conditional_on_the_last_write_keeps_a_session_written_since,
             );
         }
     };

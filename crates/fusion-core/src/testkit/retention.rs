@@ -1,7 +1,8 @@
 //! The conformance cases of retention: an [`Expiry`] round trips and an idle one moves
 //! with every write; an expired session is gone at once for every reader and treated as
 //! absent by every writer; [`ConversationStorage::purge_expired`] removes expired
-//! sessions in bounded batches and never a session written again since.
+//! sessions in bounded batches and never a session written again since; a delete
+//! conditional on the last write ([`Expect::UnwrittenSince`]) keeps one written since.
 //!
 //! The cases wait for real time to pass (a few hundred milliseconds), never for the
 //! scheduler: they only assert that a session is gone once its instant is behind the
@@ -263,4 +264,78 @@ pub async fn purge_removes_expired_sessions_in_bounded_batches<H: StorageHarness
     }
     let ids: BTreeSet<String> = store.list_sessions().await.unwrap().into_iter().collect();
     assert_eq!(ids, ["late", "p0", "plain"].map(String::from).into());
+}
+
+/// A delete conditional on the session's last write ([`Expect::UnwrittenSince`], what
+/// `fusion sessions purge --older-than` runs) removes a session untouched since the
+/// instant and keeps one written since, even when only its title changed (which moves no
+/// revision); required absent, it creates.
+pub async fn a_delete_conditional_on_the_last_write_keeps_a_session_written_since<
+    H: StorageHarness,
+>(
+    harness: &H,
+) {
+    let store = open(harness).await;
+    for id in ["idle", "retitled"] {
+        store.append(id, &said(id)).await.unwrap();
+    }
+    let listed = |info: crate::SessionInfo| Revision {
+        generation: info.generation,
+        len: info.message_count,
+    };
+    let idle = listed(info(&store, "idle").await);
+    let retitled = listed(info(&store, "retitled").await);
+    wait_past(now_micros()).await;
+    // A whole millisecond, as the purge takes it, so every backend compares it alike.
+    let since = crate::from_unix_micros(crate::unix_micros(now_micros()) / 1000 * 1000);
+    let unwritten = |revision| Expect::UnwrittenSince { revision, since };
+
+    let title = MetaUpdate::new().title(Some("renamed since"));
+    store.update_session("retitled", &title).await.unwrap();
+    let err = store
+        .write_if("retitled", unwritten(retitled), Change::Truncate(0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert!(err.to_string().contains("written since"), "{err}");
+    let kept = info(&store, "retitled").await;
+    assert_eq!(kept.meta.title.as_deref(), Some("renamed since"));
+    assert_eq!(store.load("retitled").await.unwrap(), said("retitled"));
+
+    let stale = Revision {
+        len: idle.len + 1,
+        ..idle
+    };
+    let err = store
+        .write_if("idle", unwritten(stale), Change::Truncate(0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    let other = open(harness).await;
+    let left = other
+        .write_if("idle", unwritten(idle), Change::Truncate(0))
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "deleted");
+    assert!(store.load("idle").await.unwrap().is_empty());
+
+    let created = store
+        .write_if(
+            "fresh",
+            unwritten(Revision::ABSENT),
+            Change::Append(&said("new")),
+        )
+        .await
+        .unwrap();
+    assert_ne!(created, 0);
+    let err = store
+        .write_if(
+            "fresh",
+            unwritten(Revision::ABSENT),
+            Change::Append(&said("again")),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert_eq!(store.load("fresh").await.unwrap(), said("new"));
 }

@@ -149,7 +149,8 @@ impl Retrying {
     /// `None` when the session does not meet `expected` (the write will be refused
     /// whatever happens, and rightly), the read's error when it cannot be read (then a
     /// refusal after a lost reply cannot be judged). A truncate to 0 (a delete) keeps
-    /// nothing, known without a read.
+    /// nothing, known without a read. The instant of an [`Expect::UnwrittenSince`] is not
+    /// read here but taken as met: at worst this reads what a refused write would remove.
     async fn truncation(
         &self,
         session_id: &str,
@@ -161,7 +162,7 @@ impl Retrying {
         }
         let read = self.attempts("load_revision", || self.inner.load_revision(session_id));
         let (history, revision) = read.await.result?;
-        let met = expected.is_met_by(revision.generation, || revision.len);
+        let met = expected.is_met_by(revision.generation, || revision.len, || None);
         Ok(met.then(|| Rewritten::truncating(history, len)))
     }
 
@@ -176,7 +177,7 @@ impl Retrying {
     ) -> Result<Option<Rewritten>> {
         let read = self.attempts("load_revision", || self.inner.load_revision(session_id));
         let (history, revision) = read.await.result?;
-        let met = expected.is_met_by(revision.generation, || revision.len);
+        let met = expected.is_met_by(revision.generation, || revision.len, || None);
         Ok(met.then(|| Rewritten::replacing(history, messages)))
     }
 

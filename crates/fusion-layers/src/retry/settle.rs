@@ -12,14 +12,6 @@ use fusion_core::{
     Change, ChatMessage, Expect, Expiry, MessageId, MetaUpdate, Revision, SessionMeta,
 };
 
-/// The generation of a session that meets `expected`.
-fn expected_generation(expected: Expect) -> u64 {
-    match expected {
-        Expect::Generation(generation) => generation,
-        Expect::Exactly(revision) => revision.generation,
-    }
-}
-
 /// After a conditional write was refused following an attempt that may have applied it:
 /// the generation the write left if the session (`history` at `revision`) holds what
 /// `change` wrote (so the refusal was caused by that attempt), `None` if not: the
@@ -45,7 +37,7 @@ pub(super) fn applied(
         Change::Replace(messages) | Change::Rewrite(messages) if history == messages => true,
         Change::Replace(_) | Change::Rewrite(_) | Change::Truncate(_) => {
             rewritten.is_some_and(|rewritten| rewritten.done_in(history))
-                && revision.generation != expected_generation(expected)
+                && revision.generation != expected.generation()
         }
     };
     let generation = match change {
@@ -62,7 +54,7 @@ pub(super) fn applied(
 /// take its own history plus the batch for what the session holds under it, and its next
 /// conditional write (an undo, a summary) would apply to a history it never read.
 pub(super) fn appended_at(expected: Expect, now: u64) -> u64 {
-    match expected_generation(expected) {
+    match expected.generation() {
         0 => now,
         met => met,
     }
@@ -174,6 +166,33 @@ mod tests {
         }
         let created = applied(&history, &now, Expect::Generation(0), change, None);
         assert_eq!(created, Some(9));
+    }
+
+    #[test]
+    fn a_delete_unwritten_since_found_applied_is_done() {
+        // Its first attempt deleted the session, its reply lost: the retry meets no session.
+        let listed = Revision {
+            generation: 5,
+            len: 2,
+        };
+        let since = std::time::UNIX_EPOCH + Duration::from_secs(1_000);
+        let expected = Expect::UnwrittenSince {
+            revision: listed,
+            since,
+        };
+        let gone = Rewritten::truncating(Vec::new(), 0);
+        let done = applied(
+            &[],
+            &Revision::ABSENT,
+            expected,
+            Change::Truncate(0),
+            Some(&gone),
+        );
+        assert_eq!(done, Some(0));
+        // Still at the revision it expected: refused for its last write, not applied.
+        let kept = [ChatMessage::user("a"), ChatMessage::user("b")];
+        let refused = applied(&kept, &listed, expected, Change::Truncate(0), Some(&gone));
+        assert_eq!(refused, None);
     }
 
     #[test]

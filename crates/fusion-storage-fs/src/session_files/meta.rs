@@ -11,8 +11,9 @@ use fusion_core::{
     is_expired, unix_micros,
 };
 
+use super::inspect::Current;
 use super::write::{Creation, set_keys};
-use super::{SessionFiles, exists, now_micros};
+use super::{SessionFiles, exists, modified_us, now_micros};
 use crate::batch::Batch;
 use crate::counters::{Counters, LockContents};
 use crate::error::{BACKEND, IoContext};
@@ -121,6 +122,23 @@ impl SessionFiles {
     /// [`fusion_core::Error::Corrupt`] as in `load`.
     pub(crate) fn info(&self) -> Result<Option<SessionInfo>> {
         Ok(self.info_and_whether_stored()?.map(|(info, _)| info))
+    }
+
+    /// When the existing session was last written, in Unix microseconds, as [`Self::info`]
+    /// reports it (see [`derive_counters`]), from its lock file as `current` found it
+    /// under `lock`: the counters' time, whatever length they describe (only the count
+    /// would be stale), else the session file's modification time. Reads no file when
+    /// `current` holds the lock file's contents, as it does after the expiry check.
+    pub(super) fn updated_locked(&self, lock: &SessionLock, current: &Current) -> Result<i64> {
+        let contents = match current.contents {
+            Some(contents) => contents,
+            None => lock.contents(&self.lock)?,
+        };
+        match (contents.counters, &current.file) {
+            (Some(counters), _) => Ok(counters.updated_us),
+            (None, Some(file)) => Ok(modified_us(&file.metadata().at(&self.data)?)),
+            (None, None) => Ok(0),
+        }
     }
 
     /// [`Self::info`], and whether its lock file holds counters (see [`Stored`]).

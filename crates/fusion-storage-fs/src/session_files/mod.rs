@@ -44,6 +44,9 @@
 //! stays, whatever fails after it. Other
 //! appends keep the generation and store their counters after their lines: counters
 //! whose length is not the file's (a crash in between) are recomputed by counting lines.
+//! A write conditional on the last write ([`Expect::UnwrittenSince`]) compares the
+//! counters' update time, read with the generation under the exclusive lock, which a
+//! metadata update takes too: none lands between the check and the write.
 //!
 //! # Metadata and the index
 //!
@@ -82,7 +85,7 @@ use std::sync::Arc;
 
 use std::time::SystemTime;
 
-use fusion_core::{Error, Expect, Result, unix_micros};
+use fusion_core::{Error, Expect, Result, from_unix_micros, unix_micros};
 
 use crate::batch::Batch;
 use crate::error::{BACKEND, IoContext};
@@ -227,9 +230,9 @@ impl SessionFiles {
     /// expired, the batch's ids (if any) need no read of the session's last lines to
     /// check, and appends are not fsynced. Then it is [`append`](Self::append), or with
     /// `expected` the append of [`write_if`](Self::write_if) (the counters give the
-    /// length [`Expect::Exactly`] compares), and returns the generation after it and the
-    /// index upkeep it made due, if any, for the caller to run where a long call may
-    /// block.
+    /// length [`Expect::Exactly`] compares, and the last write [`Expect::UnwrittenSince`]
+    /// compares besides), and returns the generation after it and the index upkeep it
+    /// made due, if any, for the caller to run where a long call may block.
     ///
     /// Every error but the expectation's conflict also reads as `None` until the write
     /// starts: the caller then makes the append the usual way, which reports it.
@@ -262,7 +265,11 @@ impl SessionFiles {
         }
         if let Some(expected) = expected {
             let count = usize::try_from(counters.count).ok()?;
-            if let Some(conflict) = self.unmet(expected, generation, || Ok(count)).ok()? {
+            let updated = || Ok(counters.updated_us);
+            if let Some(conflict) = self
+                .unmet(expected, generation, || Ok(count), updated)
+                .ok()?
+            {
                 return Some(Err(conflict));
             }
         }
@@ -325,7 +332,10 @@ impl SessionFiles {
             _ => 0,
         };
         let count = || Ok(jsonl::line_count(&self.read_locked(&current)?));
-        if let Some(conflict) = self.unmet(expected, generation, count)? {
+        // Read under this lock, which `update_session` takes too: no write of the
+        // metadata lands between this check and the change.
+        let updated = || self.updated_locked(&lock, &current);
+        if let Some(conflict) = self.unmet(expected, generation, count, updated)? {
             if current.file.is_none() {
                 // No session: leave no lock file behind for it (say, after a delete).
                 self.unlink_alone(&lock, &current)?;
@@ -360,22 +370,31 @@ impl SessionFiles {
     }
 
     /// The conflict if the session, at `generation` (0: it does not exist), does not meet
-    /// `expected`; its messages are counted by `count` only where the answer depends on
-    /// them.
+    /// `expected`; its messages are counted by `count`, and when it was last written read
+    /// by `updated` (Unix microseconds, as [`SessionFiles::info`] reports it), only where
+    /// the answer depends on them: `updated` only for [`Expect::UnwrittenSince`] of the
+    /// session's exact revision, so no other expectation pays for it.
     fn unmet(
         &self,
         expected: Expect,
         generation: u64,
         count: impl FnOnce() -> Result<usize>,
+        updated: impl FnOnce() -> Result<i64>,
     ) -> Result<Option<Error>> {
-        let len = match expected {
-            Expect::Exactly(read) if generation != 0 && read.generation == generation => {
-                Some(count()?)
+        let len = match expected.revision() {
+            Some(read) if generation != 0 && read.generation == generation => Some(count()?),
+            _ => None,
+        };
+        let updated_at = match expected {
+            Expect::UnwrittenSince { revision, .. } if len == Some(revision.len) => {
+                Some(from_unix_micros(updated()?))
             }
             _ => None,
         };
-        Ok((!expected.is_met_by(generation, || len.unwrap_or(0)))
-            .then(|| expected.conflict(BACKEND, &self.id, generation, len)))
+        Ok(
+            (!expected.is_met_by(generation, || len.unwrap_or(0), || updated_at))
+                .then(|| expected.conflict(BACKEND, &self.id, generation, len)),
+        )
     }
 
     /// Releases the session's lock, then runs the index upkeep the write (and the removal
@@ -571,6 +590,49 @@ mod tests {
             );
             assert_eq!(jsonl::line_count(&stored(&files)), lines);
         }
+    }
+
+    /// The conformance suite's writes conditional on the last write are never made at
+    /// once (a delete, a creation): the append made at once compares the `updated_at` of
+    /// the counters it reads, which a metadata write moves, to the microsecond.
+    #[test]
+    fn an_append_at_once_compares_the_last_write_its_counters_record() {
+        use std::time::Duration;
+
+        use fusion_core::{MetaUpdate, Revision};
+
+        let dir = tempfile::tempdir().unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::OnReplace);
+        files.append(&batch("a")).unwrap();
+        let revision = Revision {
+            generation: generation(&files),
+            len: 1,
+        };
+        let updated_at = |files: &SessionFiles| files.info().unwrap().unwrap().updated_at.unwrap();
+        let unwritten = |since| Some(Expect::UnwrittenSince { revision, since });
+        let written = updated_at(&files);
+        let outcome = files.try_append_now(unwritten(written), &batch("b"));
+        assert!(
+            matches!(outcome, Some(Err(Error::Conflict { .. }))),
+            "written at the instant itself: {outcome:?}"
+        );
+        // Only the title: the revision stays, the last write moves.
+        files.update(&MetaUpdate::new().title(Some("t"))).unwrap();
+        let since = written + Duration::from_micros(1);
+        let outcome = files.try_append_now(unwritten(since), &batch("b"));
+        assert!(
+            matches!(outcome, Some(Err(Error::Conflict { .. }))),
+            "retitled since: {outcome:?}"
+        );
+        assert_eq!(jsonl::line_count(&stored(&files)), 1);
+        // Any part of a microsecond later is later.
+        let since = updated_at(&files) + Duration::from_nanos(1);
+        let outcome = files.try_append_now(unwritten(since), &batch("b"));
+        assert!(
+            matches!(outcome, Some(Ok((g, None))) if g == revision.generation),
+            "{outcome:?}"
+        );
+        assert_eq!(jsonl::line_count(&stored(&files)), 2);
     }
 
     #[test]

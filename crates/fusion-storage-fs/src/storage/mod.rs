@@ -395,13 +395,17 @@ impl ConversationStorage for FileSystemStorage {
 
     /// Checks and writes under the session's exclusive lock. The check reads the stored
     /// generation (one small read of the lock file) and, for [`Expect::Exactly`] of an
-    /// existing session, counts the lines of the session file (O(size of the file)); the
-    /// write then costs what `append`, `truncate` or `save` costs. An append of messages
-    /// the session holds already (by id, as `append` checks) writes nothing and returns
-    /// the generation unchanged. An append that `append` would make on the calling task's
-    /// thread is checked and made there (with [`Expect::Exactly`], against the message
-    /// count of the counters, which then describe the file): an agent's session appends
-    /// this way.
+    /// existing session, counts the lines of the session file (O(size of the file));
+    /// [`Expect::UnwrittenSince`] counts them too and, for the revision it names, compares
+    /// the `updated_at` of the counters read with the generation (no further read; the
+    /// session file's modification time where they were lost), all under the lock
+    /// `update_session` takes too, so no metadata write lands between the check and the
+    /// change. The write then costs what `append`, `truncate` or `save` costs. An append of
+    /// messages the session holds already (by id, as `append` checks) writes nothing and
+    /// returns the generation unchanged. An append that `append` would make on the calling
+    /// task's thread is checked and made there (with [`Expect::Exactly`] and
+    /// [`Expect::UnwrittenSince`], against the message count and `updated_at` of the
+    /// counters, which then describe the file): an agent's session appends this way.
     async fn write_if(
         &self,
         session_id: &str,

@@ -332,14 +332,15 @@ impl ConversationStorage for PostgresStorage {
     }
 
     /// One transaction: `SELECT ... FOR UPDATE` of the session's row (one key lookup),
-    /// compare its generation and count with `expected` (an expired session is absent, and
-    /// is removed before the write), then run the statements of `append`, `truncate` or
-    /// `save`, or roll back with
+    /// compare its generation and count with `expected` (for [`Expect::UnwrittenSince`]
+    /// also its `updated_at`, in microseconds, read by the same statement; an expired
+    /// session is absent, and is removed before the write), then run the statements of
+    /// `append`, `truncate` or `save`, or roll back with
     /// [`Error::Conflict`](fusion_core::Error::Conflict). A write that would create the
     /// session is refused if another writer created it after the check. An append checks
     /// ids as `append` does: one whose messages are all stored already adds nothing and
     /// returns the generation unchanged. Cost: the lookup plus what the plain write costs,
-    /// and the `BEGIN`/`COMMIT` round trips.
+    /// and the `BEGIN`/`COMMIT` round trips, whatever `expected` is.
     async fn write_if(
         &self,
         session_id: &str,
@@ -411,7 +412,9 @@ impl ConversationStorage for PostgresStorage {
     /// One transaction: lock the session's row with `SELECT ... FOR UPDATE` (one key
     /// lookup), apply `update` to the metadata read there and validate the result, then
     /// write it, moving `updated_at` and an idle expiry (or storing the expiry `update`
-    /// sets). Concurrent updates queue on the row lock, so none undoes another's change.
+    /// sets). Concurrent updates queue on the row lock, so none undoes another's change,
+    /// and an update waits for a `write_if` holding it (none lands between its check of
+    /// `updated_at` and its write).
     /// Four round trips (`BEGIN` and `COMMIT` included); an absent or expired session or a
     /// refused result rolls back, writing nothing.
     async fn update_session(

@@ -15,7 +15,8 @@
 //! agree.
 //!
 //! Every write script is also a conditional write (issue #13): it reads the session's
-//! generation (the meta hash's `gen` field) and length, compares them with what the
+//! generation (the meta hash's `gen` field) and length (and, for
+//! `Expect::UnwrittenSince` only, its `updated_at`), compares them with what the
 //! caller expects, and writes only if they match; the unconditional `save`, `append` and
 //! `truncate` pass the expectation `any`. A mismatch is not an error reply but a result
 //! (`{0, generation, length}`), returned before the first write like any other refusal.

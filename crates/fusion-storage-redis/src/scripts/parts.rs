@@ -189,8 +189,9 @@ pub(super) const DROP: &str = r#"
 
 /// `ARGV[3..=6]` of the message scripts are the condition: the fresh generation the
 /// script gives the session if it creates or rewrites it (made by the client, so the
-/// script stays deterministic), the expectation (`any`, `gen` or `exact`), and the
-/// expected generation and length (`0` where unused); `ARGV[7]` and `ARGV[8]` are the
+/// script stays deterministic), the expectation (`any`, `gen`, `exact`, or `before:`
+/// and a whole number of ms up to 2^53: `exact` and last written before that ms), and
+/// the expected generation and length (`0` where unused); `ARGV[7]` and `ARGV[8]` are the
 /// session id and the key prefix. Generations are compared as the decimal strings they
 /// are stored as, never as Lua numbers. A session whose list exists but whose meta has no
 /// `gen` (stored before generations existed) is at `@LEGACY_GENERATION@`. Then `check()`.
@@ -200,7 +201,11 @@ if not whole(fresh) or fresh == '0' or fresh == '@LEGACY_GENERATION@' then
   return bad_arg('generation', fresh)
 end
 if expect ~= 'any' and expect ~= 'gen' and expect ~= 'exact' then
-  return bad_arg('expectation', expect)
+  -- `before:` and a ms: `exact`, and the session not written in that ms or since.
+  local ms = type(expect) == 'string' and string.match(expect, '^before:(.*)$')
+  if not (whole(ms) and at_most(ms, '9007199254740992')) then
+    return bad_arg('expectation', expect)
+  end
 end
 if not (whole(want_gen) and whole(want_len)) then
   return bad_arg('expected revision', tostring(want_gen) .. '/' .. tostring(want_len))
@@ -228,10 +233,19 @@ local function check(stored)
       end
     end
   end
-  if expect == 'any' or (gen == want_gen
-      and (expect == 'gen' or gen == '0' or tonumber(want_len) == len)) then
-    return nil, gen, len, owner, at, due, idle
+  local met = expect == 'any' or (gen == want_gen
+      and (expect == 'gen' or gen == '0' or tonumber(want_len) == len))
+  -- The one word longer than `exact` is `before:<ms>`, which also wants an existing
+  -- session's `updated_at` (ms) below that ms: the one read no other expectation makes.
+  -- One missing, or not a number (which readers take for missing too), is not recorded.
+  -- Both are below 2^53, where Lua's doubles are exact. Inline, referring to no outer
+  -- local check() did not already: each one more costs every write's closure.
+  if met and #expect > 5 and gen ~= '0' then
+    local updated = redis.call('HGET', KEYS[2], 'updated_at')
+    met = not (updated and string.match(updated, '^%d+$'))
+      or tonumber(updated) < tonumber(string.sub(expect, 8))
   end
+  if met then return nil, gen, len, owner, at, due, idle end
   return {0, gen, len}, gen, len, owner, at, due, idle
 end
 "#;

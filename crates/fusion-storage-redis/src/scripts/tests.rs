@@ -176,6 +176,21 @@ fn a_write_with_an_argument_that_would_fail_later_fails_first_and_writes_nothing
             &[message],
         ),
     ];
+    let mut bad_writes = bad_writes.to_vec();
+    let one: &[&str] = &[message];
+    // The instant of `Expect::UnwrittenSince`: whole ms, up to 2^53.
+    for word in [
+        "before:",
+        "before:x",
+        "before:-1",
+        "before:01",
+        "before:1.5",
+        "before:9007199254740993",
+        "after:5",
+    ] {
+        let condition = ["12345", word, "0", "0"];
+        bad_writes.push(("append", "0", condition, no_meta, one));
+    }
     for (mode, ttl, condition, meta_args, messages) in bad_writes {
         let result: redis::RedisResult<Outcome> = WRITE
             .publishing(false)
@@ -234,6 +249,19 @@ fn a_write_with_an_argument_that_would_fail_later_fails_first_and_writes_nothing
             .invoke(&mut conn);
         assert!(truncate.is_err(), "a length of {length} must be refused");
     }
+    // The latest instant `Expect::UnwrittenSince` is sent as is taken, and met.
+    let kept: Outcome = TRUNCATE
+        .publishing(false)
+        .key(&list)
+        .key(&meta)
+        .arg(1)
+        .arg(&bound)
+        .arg(&["678", "before:9007199254740992", "12345", "1"])
+        .arg("x")
+        .arg(&prefix)
+        .invoke(&mut conn)
+        .unwrap();
+    assert_eq!((kept.applied, kept.len), (true, 1));
     let _: i64 = redis::cmd("DEL")
         .arg(&list)
         .arg(&meta)

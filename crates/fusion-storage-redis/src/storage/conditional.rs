@@ -5,7 +5,10 @@
 //! shorten a session, and `DEL` removes it with the list. A session stored before
 //! generations existed has a list but no `gen`, and reads as [`LEGACY_GENERATION`] until
 //! its first rewrite. `write_if` is the unconditional write's own script with an
-//! expectation, so the check and the write are one atomic step on the server.
+//! expectation, so the check and the write are one atomic step on the server: for
+//! [`Expect::UnwrittenSince`] the read of `updated_at` too, so a metadata update
+//! (`update_session`, a script on the same keys) lands before the check or after the
+//! write, never between.
 
 use fusion_core::{Change, ChatMessage, Expect, LEGACY_GENERATION, Result, Revision};
 

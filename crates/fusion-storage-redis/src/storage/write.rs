@@ -6,6 +6,9 @@
 //!
 //! [`RedisOptions::replica_acks`]: crate::RedisOptions::replica_acks
 
+use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use fusion_core::{ChatMessage, DEDUP_WINDOW, Expect, Result, Revision, new_generation};
 use redis::{Cmd, FromRedisValue, RedisResult, RedisWrite, Script, ToRedisArgs};
 
@@ -18,12 +21,19 @@ impl RedisStorage {
     /// The four condition arguments of the scripts (see `scripts/mod.rs`): `fresh`, the
     /// generation for a session the script creates or rewrites, then what is expected of
     /// the session (a word, a generation, a length). Numbers go as they are; the command
-    /// writes them in decimal.
-    fn condition(fresh: u64, expected: Option<Expect>) -> (u64, &'static str, u64, usize) {
+    /// writes them in decimal. Only [`Expect::UnwrittenSince`] makes its word (`before:`
+    /// and the instant), so the other writes allocate nothing more.
+    fn condition(fresh: u64, expected: Option<Expect>) -> (u64, Cow<'static, str>, u64, usize) {
         let (kind, generation, len) = match expected {
-            None => ("any", 0, 0),
-            Some(Expect::Generation(generation)) => ("gen", generation, 0),
-            Some(Expect::Exactly(Revision { generation, len })) => ("exact", generation, len),
+            None => (Cow::Borrowed("any"), 0, 0),
+            Some(Expect::Generation(generation)) => (Cow::Borrowed("gen"), generation, 0),
+            Some(Expect::Exactly(Revision { generation, len })) => {
+                (Cow::Borrowed("exact"), generation, len)
+            }
+            Some(Expect::UnwrittenSince {
+                revision: Revision { generation, len },
+                since,
+            }) => (Cow::Owned(unwritten_before(since)), generation, len),
         };
         (fresh, kind, generation, len)
     }
@@ -343,6 +353,20 @@ fn evalsha_with_room<K: ToRedisArgs>(
     cmd
 }
 
+/// The expectation word of [`Expect::UnwrittenSince`]: `before:` and `since` in ms since
+/// the epoch, rounded up. The scripts keep `updated_at` in whole ms, and a whole ms is earlier
+/// than `since` exactly when it is earlier than that one, so the script compares two
+/// whole numbers. An instant before 1970 is `0`, which no `updated_at` is below; one
+/// past 2^53 ms (which no `updated_at` reaches, the scripts keeping them to the year
+/// 9999) is 2^53, the most the script takes, below which its Lua numbers are exact.
+fn unwritten_before(since: SystemTime) -> String {
+    const MAX_MS: u128 = 1 << 53;
+    let ms = since
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |after| after.as_nanos().div_ceil(1_000_000).min(MAX_MS));
+    format!("before:{ms}")
+}
+
 /// The messages whose id fingerprints the write script is given (see
 /// `scripts/window.rs`): none when no message has an id, which spares the script all
 /// window work; else every message of an append, which it checks, and the last
@@ -370,5 +394,27 @@ impl<'a> std::ops::Deref for ScriptKeys<'a> {
 
     fn deref(&self) -> &[&'a str] {
         &self.all[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_instant_of_unwritten_since_goes_as_its_ms_rounded_up() {
+        let ms = |ms| UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(
+            unwritten_before(ms(1_700_000_000_123)),
+            "before:1700000000123"
+        );
+        let nano_past = ms(1_700_000_000_123) + Duration::from_nanos(1);
+        assert_eq!(unwritten_before(nano_past), "before:1700000000124");
+        let before_1970 = UNIX_EPOCH - Duration::from_millis(5);
+        assert_eq!(unwritten_before(before_1970), "before:0");
+        let far = ms(1 << 60);
+        assert_eq!(unwritten_before(far), "before:9007199254740992");
     }
 }

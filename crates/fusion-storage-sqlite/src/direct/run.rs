@@ -150,12 +150,17 @@ fn read_found(conn: &Connection, check: &Check, values: &[Value]) -> rusqlite::R
                     },
                     false => None,
                 },
+                updated_at: match check.reads_updated() {
+                    true => Some(row.get(4)?),
+                    false => None,
+                },
                 stored: None,
             },
             None => Found::Revision {
                 revision: revision_of(None),
                 expires_at: None,
                 recent: None,
+                updated_at: None,
                 stored: None,
             },
         },

@@ -8,7 +8,10 @@
 //! write that goes ahead removes it first ([`Go`]'s `remove_first`). The check of
 //! an append with ids also reads the fingerprints of the session's last ids, and when
 //! they cannot decide, the ids of its last messages ([`Check::confirm_from`]), and decides
-//! which messages the append stores (`dedup.rs`); an expired session stores none.
+//! which messages the append stores (`dedup.rs`); an expired session stores none. A
+//! write under [`Expect::UnwrittenSince`](fusion_core::Expect::UnwrittenSince) reads the
+//! row's `updated_at` too, in the same lookup ([`READ_REVISION_AND_UPDATED`]); no other
+//! write reads it.
 
 use std::borrow::Cow;
 
@@ -21,6 +24,26 @@ use super::{
 };
 use crate::generation::Condition;
 use crate::meta::{self, InfoRow, Updated};
+
+/// The statement that reads what [`READ_REVISION_AND_RECENT`] does and, fifth,
+/// `updated_at`, as a literal for `concat!`.
+macro_rules! read_revision_and_updated {
+    () => {
+        "SELECT generation, message_count, expires_at, recent_ids, updated_at \
+         FROM sessions WHERE id = ?1"
+    };
+}
+
+/// [`READ_REVISION_AND_RECENT`]'s columns and, fifth, `updated_at` (Unix milliseconds):
+/// what the check of a write under
+/// [`Expect::UnwrittenSince`](fusion_core::Expect::UnwrittenSince) reads, with ids or not
+/// (`recent_ids` goes unused without). The same one lookup of the `sessions` row's key.
+pub(crate) const READ_REVISION_AND_UPDATED: &str = read_revision_and_updated!();
+
+/// The first round trip of a write under `UnwrittenSince` on the sqlx path: take the
+/// write lock, then [`READ_REVISION_AND_UPDATED`].
+pub(crate) const BEGIN_AND_READ_REVISION_AND_UPDATED: &str =
+    concat!(begin_write!(), "; ", read_revision_and_updated!());
 
 /// What a write reads and decides inside its transaction before its statements run.
 #[derive(Debug)]
@@ -42,15 +65,17 @@ pub(crate) enum Check {
 
 /// The row a [`Check`] read: a revision, the row's `expires_at` and, for a check with
 /// `dedup`, its `recent_ids` (read once, as the row is: `None` when the column is NULL
-/// or does not hold fingerprints) and, when [`Check::confirm_from`] asked for them, the ids of
-/// its last messages in order, for [`Check::Revision`] (absent: [`Revision::ABSENT`] and
-/// `None`s); the facts (if the session exists) for [`Check::Meta`].
+/// or does not hold fingerprints), for a check that [`reads_updated`](Check::reads_updated)
+/// its `updated_at` (Unix milliseconds) and, when [`Check::confirm_from`] asked for them,
+/// the ids of its last messages in order, for [`Check::Revision`] (absent:
+/// [`Revision::ABSENT`] and `None`s); the facts (if the session exists) for [`Check::Meta`].
 #[derive(Debug)]
 pub(crate) enum Found {
     Revision {
         revision: Revision,
         expires_at: Option<i64>,
         recent: Option<RecentIds>,
+        updated_at: Option<i64>,
         stored: Option<Vec<Option<String>>>,
     },
     Info(Option<InfoRow>),
@@ -153,20 +178,33 @@ impl Check {
     /// The statement that reads what the check decides on, bound to ?1, the session id.
     pub(crate) fn read(&self) -> &'static str {
         match self {
+            Check::Revision { condition, .. } if condition.reads_updated() => {
+                READ_REVISION_AND_UPDATED
+            }
             Check::Revision { dedup: None, .. } => READ_REVISION,
             Check::Revision { dedup: Some(_), .. } => READ_REVISION_AND_RECENT,
             Check::Meta { .. } => READ_INFO,
         }
     }
 
-    /// Whether [`read`](Self::read) returns `recent_ids`, a fourth column.
+    /// Whether the check needs `recent_ids`, the fourth column [`read`](Self::read) returns
+    /// then (as it also does when it [`reads_updated`](Self::reads_updated)).
     pub(crate) fn reads_recent(&self) -> bool {
         matches!(self, Check::Revision { dedup: Some(_), .. })
+    }
+
+    /// Whether the check needs `updated_at`, the fifth column [`read`](Self::read) returns
+    /// then: only a write under `UnwrittenSince`.
+    pub(crate) fn reads_updated(&self) -> bool {
+        matches!(self, Check::Revision { condition, .. } if condition.reads_updated())
     }
 
     /// [`read`](Self::read) after `BEGIN IMMEDIATE`, as one script for sqlx.
     pub(crate) fn begin_and_read(&self) -> &'static str {
         match self {
+            Check::Revision { condition, .. } if condition.reads_updated() => {
+                BEGIN_AND_READ_REVISION_AND_UPDATED
+            }
             Check::Revision { dedup: None, .. } => BEGIN_AND_READ_REVISION,
             Check::Revision { dedup: Some(_), .. } => BEGIN_AND_READ_REVISION_AND_RECENT,
             Check::Meta { .. } => BEGIN_AND_READ_INFO,
@@ -212,12 +250,13 @@ impl Check {
                     revision,
                     expires_at,
                     recent,
+                    updated_at,
                     stored,
                 },
             ) => {
                 let expired = is_expired(expires_at, *now);
                 let revision = if expired { Revision::ABSENT } else { revision };
-                let generation = match condition.check(revision) {
+                let generation = match condition.check(revision, updated_at) {
                     Ok(generation) => generation,
                     Err(found) => return Verdict::Stop(Written::Refused(found)),
                 };

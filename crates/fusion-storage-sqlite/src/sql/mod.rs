@@ -7,14 +7,15 @@
 //! (`crate::pooled`). A write with a [`Check`] first reads the session's row inside the
 //! same transaction and lets the check decide ([`Verdict`]) whether its statements run or
 //! it rolls back: a conditional write or a creation ([`Write::conditional`],
-//! [`Write::create`]) reads its revision ([`READ_REVISION`]) and `crate::generation`
-//! decides; an append whose messages carry ids, plain or conditional, also reads the
-//! fingerprints of the session's last ids ([`READ_REVISION_AND_RECENT`]), and the ids
-//! themselves only when those cannot decide ([`READ_LAST_IDS`]), and binds only the
-//! messages not stored and the new fingerprints (`dedup.rs`), unless, on the direct path,
-//! a plain append's own statement decided first ([`Write::deciding`]); a metadata update
-//! ([`Write::update_meta`]) reads its facts ([`READ_INFO`])
-//! and `crate::meta` decides, and what it decided is bound after the write's own values. A
+//! [`Write::create`]) reads its revision ([`READ_REVISION`]; under `UnwrittenSince`, with
+//! `updated_at`: [`READ_REVISION_AND_UPDATED`](check::READ_REVISION_AND_UPDATED)) and
+//! `crate::generation` decides; an append whose messages carry ids, plain or conditional,
+//! also reads the fingerprints of the session's last ids ([`READ_REVISION_AND_RECENT`]),
+//! and the ids themselves only when those cannot decide ([`READ_LAST_IDS`]), and binds
+//! only the messages not stored and the new fingerprints (`dedup.rs`), unless, on the
+//! direct path, a plain append's own statement decided first ([`Write::deciding`]); a
+//! metadata update ([`Write::update_meta`]) reads its facts ([`READ_INFO`]) and
+//! `crate::meta` decides, and what it decided is bound after the write's own values. A
 //! check that finds the session expired (`crate::expiry`) counts it as absent and has
 //! [`REMOVE`] run first. A write without a check learns that its session had expired from
 //! its own last statement ([`Ends`]).

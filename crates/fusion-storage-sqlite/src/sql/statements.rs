@@ -338,6 +338,13 @@ mod tests {
                 .await,
             ["SEARCH sessions USING PRIMARY KEY (id=?)"]
         );
+        // As is the read of a write under `UnwrittenSince`, which adds `updated_at`.
+        assert_eq!(
+            storage
+                .query_plan(super::super::check::READ_REVISION_AND_UPDATED)
+                .await,
+            ["SEARCH sessions USING PRIMARY KEY (id=?)"]
+        );
         let steps = storage.query_plan(crate::sql::READ_LAST_IDS).await;
         assert_eq!(steps.len(), 1, "{steps:?}");
         assert!(

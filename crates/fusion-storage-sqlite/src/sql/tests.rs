@@ -2,6 +2,7 @@
 //! the plain one after a check, the values an append's check leaves bound, and sqlx's
 //! binding replayed over every write.
 
+use super::check::READ_REVISION_AND_UPDATED;
 use super::*;
 use fusion_core::DEDUP_WINDOW;
 
@@ -104,6 +105,56 @@ fn a_conditional_write_is_the_plain_write_after_a_check() {
     assert_eq!(
         BEGIN_AND_READ_REVISION,
         "BEGIN IMMEDIATE; SELECT generation, message_count, expires_at FROM sessions WHERE id = ?1"
+    );
+}
+
+/// Only a write under `UnwrittenSince` reads `updated_at`, with ids or not: every other
+/// check reads what it read before, so the comparison costs the others nothing.
+#[test]
+fn only_a_write_unwritten_since_reads_updated_at() {
+    let at = fusion_core::Revision {
+        generation: 7,
+        len: 1,
+    };
+    let unwritten = Expect::UnwrittenSince {
+        revision: at,
+        since: std::time::SystemTime::now(),
+    };
+    let plain = [ChatMessage::user("m")];
+    let with_id = [ChatMessage::user("m").with_new_id()];
+    for change in [
+        Change::Truncate(0),
+        Change::Append(&plain),
+        Change::Append(&with_id),
+    ] {
+        let check = Write::conditional("s", unwritten, change)
+            .unwrap()
+            .check
+            .unwrap();
+        assert!(check.reads_updated(), "{change:?}");
+        assert_eq!(check.read(), READ_REVISION_AND_UPDATED, "{change:?}");
+        assert_eq!(
+            check.begin_and_read(),
+            format!("BEGIN IMMEDIATE; {READ_REVISION_AND_UPDATED}")
+        );
+        for expect in [Expect::Exactly(at), Expect::Generation(7)] {
+            let check = Write::conditional("s", expect, change)
+                .unwrap()
+                .check
+                .unwrap();
+            assert!(!check.reads_updated(), "{expect:?} {change:?}");
+            assert_ne!(
+                check.read(),
+                READ_REVISION_AND_UPDATED,
+                "{expect:?} {change:?}"
+            );
+        }
+    }
+    let read = READ_REVISION_AND_UPDATED;
+    assert!(read.starts_with(READ_REVISION_AND_RECENT.split(" FROM").next().unwrap()));
+    assert!(
+        read.contains(", updated_at FROM sessions WHERE id = ?1"),
+        "{read}"
     );
 }
 

@@ -277,7 +277,8 @@ impl ConversationStorage for SqliteStorage {
     }
 
     /// One `BEGIN IMMEDIATE` transaction: read the session's generation, count and expiry
-    /// (one lookup of its `sessions` row), compare them with `expected` (an expired
+    /// (one lookup of its `sessions` row; under [`Expect::UnwrittenSince`] its
+    /// `updated_at` too, in the same lookup), compare them with `expected` (an expired
     /// session is absent), then run the statements of `append`, `truncate` or `save`
     /// (removing an expired session first), or roll back with
     /// [`Error::Conflict`](fusion_core::Error::Conflict). An append whose messages carry

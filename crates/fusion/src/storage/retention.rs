@@ -5,7 +5,8 @@
 use std::time::SystemTime;
 
 use fusion_core::{
-    Change, ConversationStorage, Cursor, Error, Expect, Result, Revision, SessionInfo, SessionQuery,
+    Change, ConversationStorage, Cursor, Error, Expect, Result, Revision, SessionInfo,
+    SessionQuery, from_unix_micros, unix_micros,
 };
 
 /// Which sessions [`purge_not_written_since`] removes.
@@ -47,24 +48,22 @@ pub struct StalePurgeReport {
 ///
 /// Walks the newest-first listing from [`Cursor::updated_before`], a page at a time, so
 /// it reads only the sessions it deletes. Each delete is conditional on the session being
-/// exactly as listed ([`Expect::Exactly`]): a session written meanwhile is kept and
-/// counted in [`StalePurgeReport::written_meanwhile`], so nothing a writer just added is
-/// lost.
+/// exactly as listed and written last before the cutoff ([`Expect::UnwrittenSince`]): a
+/// session written meanwhile, be it only a new title or tag, is kept and counted in
+/// [`StalePurgeReport::written_meanwhile`], so nothing a writer just did is lost.
 ///
-/// A change of only its metadata (a new title, a tag) moves `updated_at` but not the
-/// revision the delete is conditional on, and storage has no delete conditional on
-/// `updated_at`; so each session's `updated_at` is read again just before its delete, and
-/// one written since the cutoff is kept (and counted written meanwhile). That narrows
-/// the window to the moment between that read and the delete: a metadata-only write
-/// landing there is deleted with its session. A message written there never is.
+/// The cutoff is taken to the whole millisecond below `purge.before`, the coarsest
+/// precision a bundled backend records instants at, so every backend draws the line at
+/// the same instant.
 pub async fn purge_not_written_since(
     storage: &dyn ConversationStorage,
     purge: &StalePurge,
     mut on_session: impl FnMut(&SessionInfo),
 ) -> Result<StalePurgeReport> {
+    let cutoff = whole_millisecond_below(purge.before);
     let mut query = SessionQuery::new()
         .limit(purge.page)
-        .after(Some(Cursor::updated_before(purge.before)));
+        .after(Some(Cursor::updated_before(cutoff)));
     if let Some(owner) = &purge.owner {
         query = query.owner(owner.clone());
     }
@@ -77,16 +76,15 @@ pub async fn purge_not_written_since(
                 report.deleted += 1;
                 continue;
             }
-            if written_since_listed(storage, info, purge).await? {
-                report.written_meanwhile += 1;
-                continue;
-            }
-            let listed = Revision {
-                generation: info.generation,
-                len: info.message_count,
+            let unwritten = Expect::UnwrittenSince {
+                revision: Revision {
+                    generation: info.generation,
+                    len: info.message_count,
+                },
+                since: cutoff,
             };
             match storage
-                .write_if(&info.id, Expect::Exactly(listed), Change::Truncate(0))
+                .write_if(&info.id, unwritten, Change::Truncate(0))
                 .await
             {
                 Ok(_) => {
@@ -104,17 +102,9 @@ pub async fn purge_not_written_since(
     }
 }
 
-/// Whether session `listed` is no longer one `purge` selects, read again just before its
-/// delete: gone, or last written (its metadata only included) at or after the cutoff.
-/// Compared with the cutoff rather than the listed `updated_at`, so a backend whose
-/// listing and `session_info` keep the instant to different precisions still agrees.
-async fn written_since_listed(
-    storage: &dyn ConversationStorage,
-    listed: &SessionInfo,
-    purge: &StalePurge,
-) -> Result<bool> {
-    let now = storage.session_info(&listed.id).await?;
-    Ok(now.is_none_or(|now| now.updated_at.is_some_and(|at| at >= purge.before)))
+/// `time` with its part below a millisecond dropped (towards the past, also before 1970).
+fn whole_millisecond_below(time: SystemTime) -> SystemTime {
+    from_unix_micros(unix_micros(time).div_euclid(1000) * 1000)
 }
 
 #[cfg(all(test, feature = "memory"))]

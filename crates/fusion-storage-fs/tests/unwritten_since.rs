@@ -1,0 +1,205 @@
+//! What a write conditional on the last write ([`Expect::UnwrittenSince`], what
+//! `fusion sessions purge --older-than` deletes with) compares on the file-system
+//! backend: the `updated_at` that `session_info` reports, to the microsecond, whether
+//! the counters describe the session file, are stale or were lost (then the file's
+//! modification time); and that a metadata write racing such a delete is never lost with
+//! the session.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, Revision, SessionInfo,
+};
+use fusion_storage_fs::{FileSystemOptions, FileSystemStorage};
+
+fn said(text: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage::user(text)]
+}
+
+async fn info(storage: &FileSystemStorage, id: &str) -> SessionInfo {
+    storage.session_info(id).await.unwrap().unwrap()
+}
+
+/// The revision and the last write `session_info` reports.
+async fn listed(storage: &FileSystemStorage, id: &str) -> (Revision, SystemTime) {
+    let info = info(storage, id).await;
+    let revision = Revision {
+        generation: info.generation,
+        len: info.message_count,
+    };
+    (revision, info.updated_at.unwrap())
+}
+
+fn assert_conflict(outcome: fusion_core::Result<u64>) {
+    assert!(
+        matches!(outcome, Err(Error::Conflict { .. })),
+        "{outcome:?}"
+    );
+}
+
+/// On the blocking pool (the conformance suite's harness without inline calls makes only
+/// deletes and creations this way), an append and a truncation alike.
+#[tokio::test]
+async fn the_last_write_is_compared_to_the_microsecond_on_the_blocking_pool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = FileSystemOptions::new().inline_calls(false);
+    let storage = FileSystemStorage::connect_with(tmp.path(), options)
+        .await
+        .unwrap();
+    storage.append("s", &said("a")).await.unwrap();
+    let (revision, written) = listed(&storage, "s").await;
+    let unwritten = |revision, since| Expect::UnwrittenSince { revision, since };
+
+    let at_the_instant = unwritten(revision, written);
+    assert_conflict(
+        storage
+            .write_if("s", at_the_instant, Change::Append(&said("b")))
+            .await,
+    );
+    let just_after = unwritten(revision, written + Duration::from_nanos(1));
+    let kept = storage
+        .write_if("s", just_after, Change::Append(&said("b")))
+        .await
+        .unwrap();
+    assert_eq!(kept, revision.generation);
+
+    let (revision, written) = listed(&storage, "s").await;
+    assert_eq!(revision.len, 2);
+    let title = MetaUpdate::new().title(Some("renamed"));
+    storage.update_session("s", &title).await.unwrap();
+    let retitled = unwritten(revision, written + Duration::from_micros(1));
+    assert_conflict(storage.write_if("s", retitled, Change::Truncate(0)).await);
+    let (_, written) = listed(&storage, "s").await;
+    let since = unwritten(revision, written + Duration::from_nanos(1));
+    assert_eq!(
+        storage
+            .write_if("s", since, Change::Truncate(0))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(storage.session_info("s").await.unwrap().is_none());
+}
+
+/// A session whose lock file holds no counters (an earlier version's, or lost) was last
+/// written, for `session_info` and so for the comparison, when its file was modified;
+/// one whose counters describe an earlier length (a line appended by hand) when they say.
+#[tokio::test]
+async fn without_counters_the_files_modification_time_is_compared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FileSystemStorage::new(tmp.path());
+    let line = serde_json::to_string(&ChatMessage::user("old")).unwrap() + "\n";
+    std::fs::write(tmp.path().join("old.jsonl"), &line).unwrap();
+    std::fs::write(tmp.path().join(".old.lock"), "").unwrap();
+    let modified = SystemTime::UNIX_EPOCH + Duration::from_micros(1_600_000_000_123_456);
+    let file = File::options()
+        .write(true)
+        .open(tmp.path().join("old.jsonl"))
+        .unwrap();
+    file.set_modified(modified).unwrap();
+    drop(file);
+    let (revision, written) = listed(&storage, "old").await;
+    assert_eq!(written, modified);
+    let unwritten = |since| Expect::UnwrittenSince { revision, since };
+    assert_conflict(
+        storage
+            .write_if("old", unwritten(modified), Change::Truncate(0))
+            .await,
+    );
+    let since = unwritten(modified + Duration::from_micros(1));
+    assert_eq!(
+        storage
+            .write_if("old", since, Change::Truncate(0))
+            .await
+            .unwrap(),
+        0
+    );
+
+    storage.append("stale", &said("a")).await.unwrap();
+    let (_, written) = listed(&storage, "stale").await;
+    let path = tmp.path().join("stale.jsonl");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(line.as_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    // Modified after the counters' time, which still reads as the last write.
+    let later = written + Duration::from_secs(3600);
+    let file = File::options().write(true).open(&path).unwrap();
+    file.set_modified(later).unwrap();
+    drop(file);
+    let (revision, reported) = listed(&storage, "stale").await;
+    assert_eq!((revision.len, reported), (2, written));
+    let since = Expect::UnwrittenSince {
+        revision,
+        since: written + Duration::from_micros(1),
+    };
+    assert_eq!(
+        storage
+            .write_if("stale", since, Change::Truncate(0))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// Titles written while the conditional delete runs either land first, and the delete
+/// conflicts, or find the session gone: none is ever written to a session deleted after
+/// it. A retitler writes one title after another while the delete runs, so that one would
+/// land between a check and a delete that did not hold the session's lock throughout;
+/// each round passes whichever comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_title_written_during_the_delete_is_never_deleted_with_it() {
+    const ROUNDS: usize = 40;
+    const TITLES: usize = 50;
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = Arc::new(FileSystemStorage::new(tmp.path()));
+    for round in 0..ROUNDS {
+        let id = format!("s{round}");
+        storage.append(&id, &said("a")).await.unwrap();
+        let (revision, written) = listed(&storage, &id).await;
+        // Met until a title is written: that is stamped at least a microsecond later.
+        let expected = Expect::UnwrittenSince {
+            revision,
+            since: written + Duration::from_nanos(1),
+        };
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let delete = tokio::spawn({
+            let (storage, barrier, id) = (storage.clone(), barrier.clone(), id.clone());
+            async move {
+                barrier.wait().await;
+                storage.write_if(&id, expected, Change::Truncate(0)).await
+            }
+        });
+        let retitle = tokio::spawn({
+            let (storage, barrier, id) = (storage.clone(), barrier.clone(), id.clone());
+            async move {
+                barrier.wait().await;
+                let mut written = 0;
+                for n in 0..TITLES {
+                    let title = MetaUpdate::new().title(Some(format!("title {n}")));
+                    match storage.update_session(&id, &title).await.unwrap() {
+                        Some(_) => written += 1,
+                        None => break,
+                    }
+                }
+                written
+            }
+        });
+        let (deleted, titles) = (delete.await.unwrap(), retitle.await.unwrap());
+        let now = storage.session_info(&id).await.unwrap();
+        match deleted {
+            Ok(0) => {
+                assert_eq!(titles, 0, "round {round}: titles written, then deleted");
+                assert!(now.is_none(), "{now:?}");
+            }
+            Err(Error::Conflict { .. }) => {
+                let now = now.expect("kept");
+                assert!(titles > 0, "round {round}: a conflict without a title");
+                let last = format!("title {}", titles - 1);
+                assert_eq!(now.meta.title.as_deref(), Some(last.as_str()));
+            }
+            other => panic!("round {round}: {other:?}, now {now:?}"),
+        }
+    }
+}
