@@ -103,8 +103,11 @@ pub async fn purge_not_written_since(
 }
 
 /// `time` with its part below a millisecond dropped (towards the past, also before 1970).
+/// Saturating: the earliest instants (`unix_micros` of one before -292,000 years) have no
+/// whole millisecond in range below them, and a product that wrapped would be one in the
+/// far future, before which every session was written.
 fn whole_millisecond_below(time: SystemTime) -> SystemTime {
-    from_unix_micros(unix_micros(time).div_euclid(1000) * 1000)
+    from_unix_micros(unix_micros(time).div_euclid(1000).saturating_mul(1000))
 }
 
 #[cfg(all(test, feature = "memory"))]
@@ -156,6 +159,25 @@ mod tests {
         let mut left = store.list_sessions().await.unwrap();
         left.sort();
         assert_eq!(left, ["new", "old-c"]);
+    }
+
+    #[tokio::test]
+    async fn a_cutoff_before_every_millisecond_in_range_deletes_nothing() {
+        let store = InMemoryStorage::new();
+        store.append("s", &[ChatMessage::user("hi")]).await.unwrap();
+        // Its microseconds saturate at -i64::MAX, whose millisecond below is out of range.
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(10_000_000_000_000);
+        for dry_run in [true, false] {
+            let purge = StalePurge {
+                dry_run,
+                ..StalePurge::before(before)
+            };
+            let report = purge_not_written_since(&store, &purge, |_| {})
+                .await
+                .unwrap();
+            assert_eq!(report, StalePurgeReport::default(), "dry run: {dry_run}");
+        }
+        assert_eq!(store.list_sessions().await.unwrap(), ["s"]);
     }
 
     #[tokio::test]
