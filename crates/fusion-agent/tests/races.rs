@@ -9,15 +9,17 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{
     GatedLlm, HANG_GUARD, Harness, HookedStorage, SESSION, builder, client, contents, roles, turn,
 };
 use fusion_agent::context::{SUMMARY_KEY, is_context_record};
-use fusion_agent::testing::{MockLlmServer, MockReply};
+use fusion_agent::testing::{MockLlmServer, MockReply, MockToolCall};
 use fusion_agent::{AgentSession, ContextPolicy};
-use fusion_core::{ChatMessage, ConversationStorage, Error, Role};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Role, ToolCall,
+};
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_memory::InMemoryStorage;
 use tokio::sync::Barrier;
@@ -263,56 +265,133 @@ async fn case10_an_automatic_summary_never_covers_the_turn_s_own_message() {
     );
 }
 
+/// A reply calling `list_directory` with id `call_0`, as servers that number each reply's
+/// calls afresh send it in every reply.
+fn numbered_afresh() -> MockReply {
+    MockReply::ToolCalls {
+        content: String::new(),
+        calls: vec![MockToolCall {
+            id: Some("call_0".into()),
+            ..MockToolCall::new("list_directory", "{}")
+        }],
+    }
+}
+
+/// Another writer's reply of such a server, and its result.
+fn another_writer_s_call_0() -> [ChatMessage; 2] {
+    [
+        ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![ToolCall::new("call_0", "list_directory", "{}")],
+        ),
+        ChatMessage::tool_result("call_0", "empty"),
+    ]
+}
+
+/// The ids of the calls `stored` holds, in order, after checking that each is answered
+/// once, in the same order: the other writer's `call_0` first, then this session's.
+fn call_ids_answered_once(stored: &[ChatMessage]) -> Vec<&str> {
+    let calls: Vec<&str> = stored
+        .iter()
+        .flat_map(|m| m.tool_calls.iter().map(|call| call.id.as_str()))
+        .collect();
+    assert_eq!(calls.len(), 2, "{:?}", contents(stored));
+    assert_eq!(calls[0], "call_0", "the other writer's");
+    assert_ne!(calls[1], "call_0", "this session's, made its own");
+    let answered = stored.iter().filter_map(|m| m.tool_call_id.as_deref());
+    assert_eq!(answered.collect::<Vec<_>>(), calls);
+    calls
+}
+
 /// Found by a review: a reply's call ids were made unique against the history this
 /// session had read, and another writer's reply appended since (which the append allows)
 /// could hold the same ids: servers that number each reply's calls afresh send `call_0`
 /// in every reply. The store checks them against the session as stored now.
 #[tokio::test]
 async fn a_reply_s_call_ids_stay_unique_against_another_writer_s_reply_stored_meanwhile() {
-    use fusion_agent::testing::MockToolCall;
-    use fusion_core::ToolCall;
-
     let h = Harness::new().await;
     let llm = GatedLlm::new(&h.server, 1);
     let mut session = builder(llm.clone(), h.storage.clone(), h.workspace.path())
         .build()
         .await
         .unwrap();
-    let numbered_afresh = MockToolCall {
-        id: Some("call_0".into()),
-        ..MockToolCall::new("list_directory", "{}")
-    };
-    h.server
-        .push(MockReply::ToolCalls {
-            content: String::new(),
-            calls: vec![numbered_afresh],
-        })
-        .push_text("done");
-    let other = [
-        ChatMessage::assistant_with_tool_calls(
-            "",
-            vec![ToolCall::new("call_0", "list_directory", "{}")],
-        ),
-        ChatMessage::tool_result("call_0", "empty"),
-    ];
+    h.server.push(numbered_afresh()).push_text("done");
     let (result, ()) = tokio::time::timeout(HANG_GUARD, async {
         tokio::join!(session.send_message("list"), async {
             llm.entered.notified().await;
-            h.storage.append(SESSION, &other).await.unwrap();
+            h.storage
+                .append(SESSION, &another_writer_s_call_0())
+                .await
+                .unwrap();
             llm.release.notify_one();
         })
     })
     .await
     .unwrap();
     assert_eq!(result.unwrap().result, "done");
+    call_ids_answered_once(&h.stored().await);
+}
+
+/// Storage where another writer appends just before each write of a reply with calls:
+/// a note before each of the first [`CROWDED`], so each misses the revision it expects,
+/// then [`another_writer_s_call_0`] before the next (after the last read it made).
+struct Crowded {
+    inner: Arc<dyn ConversationStorage>,
+    calling_writes: AtomicUsize,
+}
+
+/// How many times in a row [`Crowded`] makes a reply's store miss: the session's limit.
+const CROWDED: usize = 3;
+
+#[async_trait::async_trait]
+impl Intercept for Crowded {
+    fn inner(&self) -> &dyn ConversationStorage {
+        self.inner.as_ref()
+    }
+
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> fusion_core::Result<u64> {
+        if let Change::Append(batch) = change
+            && batch.iter().any(ChatMessage::has_tool_calls)
+        {
+            let other = match self.calling_writes.fetch_add(1, Ordering::SeqCst) {
+                n if n < CROWDED => vec![ChatMessage::user(format!("note {n}"))],
+                _ => another_writer_s_call_0().to_vec(),
+            };
+            self.inner.append(session_id, &other).await?;
+        }
+        self.inner.write_if(session_id, expected, change).await
+    }
+}
+
+/// Found by a review: after [`CROWDED`] misses the reply went as a plain append, its ids
+/// checked only against the last read, and another writer's reply stored after that read
+/// with the same `call_0` was stored beside it, silently. The plain append gives the calls
+/// ids of the session's own making, which no other writer's reply holds.
+#[tokio::test]
+async fn a_reply_stored_after_its_last_miss_still_gets_call_ids_of_its_own() {
+    let h = Harness::new().await;
+    let storage = Arc::new(Intercepted(Crowded {
+        inner: h.storage.clone(),
+        calling_writes: AtomicUsize::new(0),
+    }));
+    let mut session = builder(Arc::new(client(&h.server)), storage, h.workspace.path())
+        .build()
+        .await
+        .unwrap();
+    h.server.push(numbered_afresh()).push_text("done");
+    let result = session.send_message("list").await.unwrap();
+    assert_eq!(result.result, "done");
     let stored = h.stored().await;
-    let calls: Vec<&str> = stored
-        .iter()
-        .flat_map(|m| m.tool_calls.iter().map(|call| call.id.as_str()))
-        .collect();
-    assert_eq!(calls.len(), 2, "{:?}", contents(&stored));
-    assert_eq!(calls[0], "call_0", "the other writer's");
-    assert_ne!(calls[1], "call_0", "this session's, made its own");
-    let answered = stored.iter().filter_map(|m| m.tool_call_id.as_deref());
-    assert_eq!(answered.collect::<Vec<_>>(), ["call_0", calls[1]]);
+    let notes = (0..CROWDED).map(|n| format!("note {n}"));
+    assert!(
+        notes
+            .into_iter()
+            .all(|note| contents(&stored).contains(&note.as_str()))
+    );
+    call_ids_answered_once(&stored);
 }

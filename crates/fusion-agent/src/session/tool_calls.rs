@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use fusion_core::{ChatMessage, Error, Expect, Result, ToolCall};
 use futures::StreamExt;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::store::{TURN_CONFLICT, explain_conflict};
 use super::stream::Emitter;
@@ -28,8 +28,10 @@ impl AgentSession {
     /// The append requires the exact revision memory was read at, so on the common path
     /// (nobody else wrote) it is the one write a plain append is. When it misses, the
     /// session is read once, ids are made unique against what it holds, and the reply is
-    /// stored against that read; after [`CALLING_ATTEMPTS`] misses, as a plain append. A
-    /// session deleted or rewritten meanwhile ends the turn as any append of it does.
+    /// stored against that read; after [`CALLING_ATTEMPTS`] misses, as a plain append
+    /// whose calls all get ids of the session's own making ([`fresh_call_ids`]), as no
+    /// read vouches for what lands before it. A session deleted or rewritten meanwhile
+    /// ends the turn as any append of it does.
     /// Memory keeps only this turn's messages, as after a plain append: the next turn's
     /// catch-up reads the others' (a request must end with this turn's own).
     pub(super) async fn persist_calling(
@@ -58,10 +60,19 @@ impl AgentSession {
                 attempt,
                 "another writer appended to the session; checking the reply's call ids against it"
             );
-            ensure_call_ids(&mut reply.tool_calls, iteration, &stored);
             expect = if attempt < CALLING_ATTEMPTS {
+                ensure_call_ids(&mut reply.tool_calls, iteration, &stored);
                 Expect::Exactly(revision)
             } else {
+                // Another writer's reply stored after this read may hold the ids it
+                // lacks (`call_0` again): ids of this session's making are in no other
+                // writer's reply.
+                warn!(
+                    attempts = attempt,
+                    "other writers kept appending to the session; storing the reply as a \
+                     plain append, with call ids of its own"
+                );
+                fresh_call_ids(&mut reply.tool_calls, iteration);
                 Expect::Generation(self.generation)
             };
         }
@@ -174,11 +185,30 @@ pub(super) fn ensure_call_ids(calls: &mut [ToolCall], iteration: usize, history:
             .iter()
             .any(|message| message.tool_calls.iter().any(|call| call.id == id))
     };
+    replace_call_ids(calls, iteration, |before, id| {
+        id.is_empty() || before.iter().any(|b| b.id == id) || called_before(id)
+    });
+}
+
+/// Gives every call an id made here, whatever it had: for a reply stored where no read
+/// tells which ids other writers' replies hold.
+pub(super) fn fresh_call_ids(calls: &mut [ToolCall], iteration: usize) {
+    replace_call_ids(calls, iteration, |_, _| true);
+}
+
+/// Replaces the id of each call for which `replace` (given the calls before it and its
+/// id) holds by one made here: `call_fusion_{iteration}_{position}_{tag}`, the tag random
+/// per reply.
+fn replace_call_ids(
+    calls: &mut [ToolCall],
+    iteration: usize,
+    replace: impl Fn(&[ToolCall], &str) -> bool,
+) {
     let mut tag = None;
     for i in 0..calls.len() {
         let (before, rest) = calls.split_at_mut(i);
         let call = &mut rest[0];
-        if call.id.is_empty() || before.iter().any(|b| b.id == call.id) || called_before(&call.id) {
+        if replace(before, &call.id) {
             let tag = *tag.get_or_insert_with(fusion_core::new_generation);
             call.id = format!("call_fusion_{iteration}_{i}_{tag:x}");
         }
