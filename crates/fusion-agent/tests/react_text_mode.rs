@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use common::cancelled::{Stuck, assert_answered_as_interrupted, cancel_once_its_tool_runs};
 use common::{Harness, roles, text_client};
+use fusion_agent::ToolRegistry;
 use fusion_core::Role;
+use tokio::sync::Notify;
 
 /// The harness's session, talking to its server through a client without native tools.
 async fn text_session(h: &Harness) -> fusion_agent::AgentSession {
@@ -20,6 +22,21 @@ async fn text_session(h: &Harness) -> fusion_agent::AgentSession {
     .build()
     .await
     .unwrap()
+}
+
+/// A text-mode session of the harness whose only tool is a [`Stuck`] `final_answer`
+/// (smolagents' way of ending a turn), saying it started on `started`.
+async fn with_stuck_final_answer(h: &Harness, started: Arc<Notify>) -> fusion_agent::AgentSession {
+    fusion_agent::AgentSession::builder(common::SESSION)
+        .llm(Arc::new(text_client(&h.server)))
+        .storage(h.storage.clone())
+        .tools(ToolRegistry::new().with(Stuck {
+            name: "final_answer",
+            started,
+        }))
+        .build()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -292,7 +309,7 @@ async fn a_user_message_written_like_the_loops_observation_starts_its_own_turn()
 #[tokio::test]
 async fn an_action_naming_a_registered_final_answer_tool_calls_it() {
     use async_trait::async_trait;
-    use fusion_agent::{Tool, ToolRegistry};
+    use fusion_agent::Tool;
     use serde_json::{Value, json};
 
     /// A tool named like the final answer, returning what it was given.
@@ -345,21 +362,9 @@ async fn an_action_naming_a_registered_final_answer_tool_calls_it() {
 /// without a result (before, the reply read as a final answer there, and went unanswered).
 #[tokio::test]
 async fn a_final_answer_tool_cancelled_while_it_runs_is_answered_as_interrupted() {
-    use fusion_agent::ToolRegistry;
-    use tokio::sync::Notify;
-
     let h = Harness::new().await;
     let started = Arc::new(Notify::new());
-    let mut session = fusion_agent::AgentSession::builder(common::SESSION)
-        .llm(Arc::new(text_client(&h.server)))
-        .storage(h.storage.clone())
-        .tools(ToolRegistry::new().with(Stuck {
-            name: "final_answer",
-            started: started.clone(),
-        }))
-        .build()
-        .await
-        .unwrap();
+    let mut session = with_stuck_final_answer(&h, started.clone()).await;
     h.server
         .push_text("Action: final_answer\nAction Input: {\"answer\": \"42\"}");
     cancel_once_its_tool_runs(&mut session, "Record it", &started).await;
@@ -378,9 +383,6 @@ async fn a_final_answer_tool_cancelled_while_it_runs_is_answered_as_interrupted(
 /// with a `final_answer` tool, or in text mode; it goes by the loop's mark now.
 #[tokio::test]
 async fn a_final_answer_is_not_repaired_by_a_session_reading_it_otherwise() {
-    use fusion_agent::ToolRegistry;
-    use tokio::sync::Notify;
-
     for native in [false, true] {
         let h = Harness::new().await;
         let mut first = if native {
@@ -393,16 +395,7 @@ async fn a_final_answer_is_not_repaired_by_a_session_reading_it_otherwise() {
             .push_text("Final Answer: Still 42.");
         assert!(first.send_message("What is it?").await.unwrap().success);
         drop(first);
-        let mut second = fusion_agent::AgentSession::builder(common::SESSION)
-            .llm(Arc::new(text_client(&h.server)))
-            .storage(h.storage.clone())
-            .tools(ToolRegistry::new().with(Stuck {
-                name: "final_answer",
-                started: Arc::new(Notify::new()),
-            }))
-            .build()
-            .await
-            .unwrap();
+        let mut second = with_stuck_final_answer(&h, Arc::new(Notify::new())).await;
         second.send_message("Sure?").await.unwrap();
         let stored = h.stored().await;
         assert!(
@@ -419,22 +412,10 @@ async fn a_final_answer_is_not_repaired_by_a_session_reading_it_otherwise() {
 /// native mode, where it read as a final answer, or not at all, and went unanswered.
 #[tokio::test]
 async fn a_cut_off_action_is_repaired_by_a_session_reading_it_otherwise() {
-    use fusion_agent::ToolRegistry;
-    use tokio::sync::Notify;
-
     for native in [false, true] {
         let h = Harness::new().await;
         let started = Arc::new(Notify::new());
-        let mut first = fusion_agent::AgentSession::builder(common::SESSION)
-            .llm(Arc::new(text_client(&h.server)))
-            .storage(h.storage.clone())
-            .tools(ToolRegistry::new().with(Stuck {
-                name: "final_answer",
-                started: started.clone(),
-            }))
-            .build()
-            .await
-            .unwrap();
+        let mut first = with_stuck_final_answer(&h, started.clone()).await;
         h.server
             .push_text("Action: final_answer\nAction Input: {\"answer\": \"42\"}");
         cancel_once_its_tool_runs(&mut first, "Record it", &started).await;

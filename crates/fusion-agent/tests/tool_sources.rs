@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use common::Harness;
-use fusion_agent::{Tool, ToolSource};
+use fusion_agent::{AgentSession, Tool, ToolSource};
 use fusion_core::Error;
 use serde_json::{Value, json};
 
@@ -105,18 +105,24 @@ fn offered(request: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_source_joins_at_build_and_its_changes_reach_the_next_request() {
-    let h = Harness::new().await;
+/// A session of the harness with a [`Changing`] source offering `names`, and the source.
+async fn with_source_offering(h: &Harness, names: &[&str]) -> (Arc<Changing>, AgentSession) {
     let source = Arc::new(Changing::default());
-    source.offer(&["srv__one"]);
+    source.offer(names);
     let loaded = source.clone();
-    let mut session = h
+    let session = h
         .builder()
         .tool_sources_from(async move { Ok(vec![loaded as Arc<dyn ToolSource>]) })
         .build()
         .await
         .unwrap();
+    (source, session)
+}
+
+#[tokio::test]
+async fn a_source_joins_at_build_and_its_changes_reach_the_next_request() {
+    let h = Harness::new().await;
+    let (source, mut session) = with_source_offering(&h, &["srv__one"]).await;
     h.server.push_tool_call("srv__one", "{}").push_text("done");
     let result = session.send_message("use it").await.unwrap();
     assert_eq!(result.steps[0].observation, "srv__one ran");
@@ -163,6 +169,14 @@ fn with_tool(h: &Harness, tool: impl Tool + 'static) -> fusion_agent::SessionBui
         .tools(fusion_agent::ToolRegistry::new().with(tool))
 }
 
+/// Checks that `err` is the config error naming [`PanicsInParameters`] and its panic.
+fn assert_names_fragile(err: &Error) {
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("tool `fragile` could not"), "{text}");
+    assert!(text.contains("panicked: no schema today"), "{text}");
+}
+
 /// Found by a review: a hand-written tool whose `parameters` panicked, while the tool list
 /// of a request was built, panicked through the caller (the build, or a turn once a
 /// source's tools changed). It is an error naming the tool now, and a turn stores nothing.
@@ -173,35 +187,12 @@ async fn a_tool_whose_definition_panics_fails_the_build_or_turn_naming_it() {
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
-    assert!(
-        err.to_string().contains("tool `fragile` could not"),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("panicked: no schema today"),
-        "{err}"
-    );
+    assert_names_fragile(&err);
 
-    let source = Arc::new(Changing::default());
-    source.offer(&["srv__one"]);
-    let loaded = source.clone();
-    let mut session = h
-        .builder()
-        .tool_sources_from(async move { Ok(vec![loaded as Arc<dyn ToolSource>]) })
-        .build()
-        .await
-        .unwrap();
+    let (source, mut session) = with_source_offering(&h, &["srv__one"]).await;
     source.offer_tools(vec![Arc::new(PanicsInParameters::after(0))]);
     let err = session.send_message("use it").await.unwrap_err();
-    assert!(
-        err.to_string().contains("tool `fragile` could not"),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("panicked: no schema today"),
-        "{err}"
-    );
+    assert_names_fragile(&err);
     assert_eq!(h.server.request_count(), 0);
     assert!(h.stored().await.is_empty(), "nothing of the turn stored");
     // Its request view (which cannot fail) goes on with the tools it had.
