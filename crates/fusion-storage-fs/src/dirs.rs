@@ -19,6 +19,16 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     sync_dir_io(dir).at(dir)
 }
 
+/// [`sync_dir`] of a directory this process found rather than made (see
+/// [`crate::synced_dirs`]): one it may not read (a parent of mode 0711, say) cannot be
+/// synced from here, and is left to its maker, as it was before.
+pub(crate) fn sync_found(dir: &Path) -> Result<()> {
+    match sync_dir_io(dir) {
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        other => other.at(dir),
+    }
+}
+
 #[cfg(unix)]
 fn sync_dir_io(dir: &Path) -> io::Result<()> {
     #[cfg(test)]
@@ -49,8 +59,8 @@ fn sync_dir_io(_dir: &Path) -> io::Result<()> {
 /// The look comes first so that a directory missing then and found made by the `mkdir`
 /// is known for another writer's, which may not have synced its entry yet (two
 /// `connect`s of one new directory, two instances making the index's): it is synced here
-/// too. One found at the first look is taken for synced by its maker, as it is whenever
-/// nothing tells a new entry from an old one.
+/// too. One found at the first look costs nothing here; a storage instance syncs the
+/// entries of its own directories found so once ([`crate::synced_dirs`]).
 ///
 /// Who passes `sync`: the session directory and the index's own directories
 /// (`.fusion-index`, `live`) hold files that every [`SyncPolicy`](crate::SyncPolicy)
@@ -114,7 +124,7 @@ fn make_missing(dir: &Path, sync: bool) -> io::Result<()> {
 }
 
 /// The directory holding `dir`'s entry (`.` for a relative name of one component).
-fn parent_of(dir: &Path) -> &Path {
+pub(crate) fn parent_of(dir: &Path) -> &Path {
     match dir.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),

@@ -97,6 +97,7 @@ mod recent_cache;
 mod retention;
 mod session_files;
 mod storage;
+mod synced_dirs;
 mod tail_ids;
 
 // Every file is opened through it: a FIFO where a session file belongs is refused, not

@@ -70,7 +70,7 @@ impl Index {
         let path = self.root.join(LOCK);
         loop {
             let (file, metadata) = if create {
-                crate::dirs::create(&self.root, true)?;
+                self.synced_dirs().create(&self.root)?;
                 self.open_or_create_synced(&path)?
             } else {
                 match regular_file::open(OpenOptions::new().read(true), &path) {
@@ -103,7 +103,7 @@ impl Index {
             let (file, opened) = match handles.lock.take() {
                 Some(held) => held,
                 None => {
-                    crate::dirs::create(&self.root, true)?;
+                    self.synced_dirs().create(&self.root)?;
                     handles.root = Some(fs::metadata(&self.root).at(&self.root)?);
                     self.open_or_create_synced(&lock_path)?
                 }

@@ -104,6 +104,7 @@ use crate::error::{BACKEND, IoContext};
 use crate::file_name::INDEX_DIR;
 use crate::own_file;
 use crate::regular_file;
+use crate::synced_dirs::SyncedDirs;
 
 const LOCK: &str = "lock";
 const COMPACT_LOCK: &str = "compact.lock";
@@ -132,6 +133,8 @@ pub(crate) struct Index {
     /// this instance's writers of them: the lock file's lock is per open file, not per
     /// thread.
     handles: Mutex<Handles>,
+    /// The directories whose entries this instance made durable ([`crate::synced_dirs`]).
+    dirs: SyncedDirs,
     /// How many times this instance fsynced the state: what the tests of durability
     /// count.
     #[cfg(test)]
@@ -160,6 +163,7 @@ impl Index {
             limits: (LIVE_MAX, IDS_LOG_MIN),
             lives: Lives::new(),
             handles: Mutex::new(Handles::default()),
+            dirs: SyncedDirs::default(),
             #[cfg(test)]
             state_syncs: Default::default(),
             #[cfg(test)]
@@ -191,6 +195,11 @@ impl Index {
         let mut folding = Index::new(self.root.parent().expect("the sessions' directory"));
         folding.limits.0 = 0;
         folding.fold()
+    }
+
+    /// The directories whose entries this instance made durable.
+    pub(crate) fn synced_dirs(&self) -> &SyncedDirs {
+        &self.dirs
     }
 
     /// The index's directory.

@@ -111,7 +111,7 @@ impl Index {
     /// restores its set markers), unless it is built already. Writers go on
     /// meanwhile: what they append during the scan is merged in at the end.
     pub(crate) fn build(&self, scan: impl FnOnce() -> Result<Vec<Scanned>>) -> Result<()> {
-        crate::dirs::create(&self.root, true)?;
+        self.synced_dirs().create(&self.root)?;
         let compact_path = self.root.join(COMPACT_LOCK);
         let compacting = self.open(COMPACT_LOCK)?;
         lock(&compacting, true).at(&compact_path)?;

@@ -407,9 +407,14 @@ impl SessionFiles {
         }
     }
 
-    /// Takes the session's exclusive lock, creating the directory on first use.
+    /// Takes the session's exclusive lock, creating the directory on first use. The
+    /// instance's first such lock also makes the directory's entry durable in its parent
+    /// (see [`crate::synced_dirs`]): another writer may have made it without syncing it,
+    /// and every write a policy makes durable takes this lock.
     fn lock_exclusive(&self) -> Result<SessionLock> {
-        SessionLock::exclusive(&self.dir, &self.lock)
+        let lock = SessionLock::exclusive(&self.dir, &self.lock)?;
+        self.index.synced_dirs().entry(&self.dir)?;
+        Ok(lock)
     }
 }
 

@@ -1,0 +1,144 @@
+//! The directories a storage instance found already made: each has its entry synced into
+//! its parent the first time the instance needs it durable, once.
+//!
+//! [`crate::dirs`] syncs the entry of a directory it makes, or finds made by another
+//! writer once it saw it missing. One simply there at the first look may still be another
+//! writer's too: made a moment ago, its sync still to come, or never to come if that
+//! writer crashed in between (or made it under a policy that does not sync it). A file
+//! fsynced into it would be lost with it on a power loss. Nothing tells such an entry from
+//! an old one, so the instance syncs the parent itself, once per directory: the session
+//! directory at its first write that takes a session's lock on the blocking pool (every
+//! write a policy makes durable does), the index's directory when it first opens the index
+//! lock, and `live` (and the index's directory again, for writes that take no index lock)
+//! with the first line fsynced into one of its journals. Later writes find it remembered:
+//! a lock of a mutex over a few paths, no system call.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use fusion_core::Result;
+
+/// The directories whose entries one storage instance (and its clones) made durable.
+#[derive(Debug, Default)]
+pub(crate) struct SyncedDirs {
+    /// A few paths: the session directory, the index's, `live`.
+    dirs: Mutex<Vec<PathBuf>>,
+}
+
+impl SyncedDirs {
+    /// [`crate::dirs::create`] with `sync`, a directory found at the first look included:
+    /// its entry is synced into its parent the first time this instance finds it.
+    pub(crate) fn create(&self, dir: &Path) -> Result<()> {
+        if !dir.is_dir() {
+            // Made here (or by another writer once seen missing), and synced.
+            crate::dirs::create(dir, true)?;
+            self.remember(dir);
+            return Ok(());
+        }
+        self.entry(dir)
+    }
+
+    /// Makes the entry of `dir`, which exists, durable in its parent, unless this instance
+    /// did so before.
+    pub(crate) fn entry(&self, dir: &Path) -> Result<()> {
+        if self.known(dir) {
+            return Ok(());
+        }
+        crate::dirs::sync_found(crate::dirs::parent_of(dir))?;
+        self.remember(dir);
+        Ok(())
+    }
+
+    fn known(&self, dir: &Path) -> bool {
+        let dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
+        dirs.iter().any(|known| known == dir)
+    }
+
+    fn remember(&self, dir: &Path) {
+        let mut dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
+        if !dirs.iter().any(|known| known == dir) {
+            dirs.push(dir.to_path_buf());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
+    use fusion_core::{ChatMessage, ConversationStorage};
+
+    use crate::dirs::tests::Watch;
+    use crate::file_name::INDEX_DIR;
+    use crate::index::{Change, Index};
+    use crate::{FileSystemOptions, FileSystemStorage, SyncPolicy};
+
+    const NONE: Vec<PathBuf> = Vec::new();
+
+    /// Found by a review: a session directory found made at the first look was taken for
+    /// synced by its maker, which may not have synced it yet (or crashed first), so a
+    /// `save`, or under `EveryWrite` any write, could be lost with the directory on a
+    /// power loss. Its entry is synced into its parent by the instance's first write
+    /// that takes a session's lock, once.
+    #[tokio::test]
+    async fn a_session_directory_found_made_is_synced_into_its_parent_once() {
+        for sync in [SyncPolicy::OnReplace, SyncPolicy::EveryWrite] {
+            let temp = tempfile::tempdir().unwrap();
+            let top = temp.path();
+            let root = top.join("sessions");
+            // Another writer's `mkdir`, its sync still to come.
+            fs::create_dir(&root).unwrap();
+            let watch = Watch::new(top);
+            let options = FileSystemOptions::new().sync_policy(sync);
+            let storage = FileSystemStorage::connect_with(&root, options)
+                .await
+                .unwrap();
+            assert_eq!(watch.synced(), NONE, "{sync:?}: a look syncs nothing");
+            let hi = [ChatMessage::user("hi")];
+            storage.save("s", &hi).await.unwrap();
+            let synced = watch.synced();
+            assert!(synced.contains(&top.to_path_buf()), "{sync:?}: {synced:?}");
+            // Once per instance: no later write syncs it again.
+            storage.append("s", &hi).await.unwrap();
+            storage.save("t", &hi).await.unwrap();
+            storage.delete("t").await.unwrap();
+            assert!(!watch.synced().contains(&top.to_path_buf()), "{sync:?}");
+            // `new` looks at nothing: its first write syncs it.
+            let other = FileSystemStorage::new(&root);
+            other.save("u", &hi).await.unwrap();
+            assert!(watch.synced().contains(&top.to_path_buf()), "{sync:?}");
+            if sync == SyncPolicy::EveryWrite {
+                // The common append costs nothing more: no directory synced at all.
+                storage.append("s", &hi).await.unwrap();
+                assert_eq!(watch.synced(), NONE);
+            }
+        }
+    }
+
+    /// Found by a review: `live` and the index's directory found made were taken for
+    /// synced, so a journal line fsynced there (a delete's, whatever the policy) could be
+    /// lost with them on a power loss. The first line fsynced into a journal of the
+    /// instance syncs their entries, once.
+    #[test]
+    fn the_index_directories_found_made_are_synced_with_the_first_fsynced_line() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("sessions");
+        let index_dir = root.join(INDEX_DIR);
+        let live = index_dir.join("live");
+        // Another writer's `mkdir`s, their syncs still to come.
+        fs::create_dir_all(&live).unwrap();
+        let watch = Watch::new(temp.path());
+        let index = Index::new(&root);
+        let record = |sync| {
+            let _ = index.record("s", Change::Write, i64::MIN, sync).unwrap();
+        };
+        record(false);
+        assert_eq!(watch.synced(), NONE, "no line fsynced, nothing to keep");
+        record(true);
+        // The journal's name, then the entries of `live` and of the index's directory.
+        assert_eq!(watch.synced(), [live, index_dir, root]);
+        record(true);
+        assert_eq!(watch.synced(), NONE, "once");
+    }
+}
