@@ -216,3 +216,35 @@ async fn a_tool_whose_parameters_panic_at_a_call_fails_that_call() {
         "{observation}"
     );
 }
+
+/// A source whose `tools` panics.
+struct PanicsInTools;
+
+impl ToolSource for PanicsInTools {
+    fn source_name(&self) -> &str {
+        "broken"
+    }
+    fn tools(&self) -> Arc<[Arc<dyn Tool>]> {
+        panic!("no tools today")
+    }
+    fn revision(&self) -> u64 {
+        0
+    }
+}
+
+/// Found by a review: a source whose `tools` panicked failed the build with an error
+/// blaming a tool's `name`; it names the source now.
+#[tokio::test]
+async fn a_source_whose_tools_panic_fails_the_build_naming_it() {
+    let h = Harness::new().await;
+    let err = h
+        .builder()
+        .tool_sources_from(async { Ok(vec![Arc::new(PanicsInTools) as Arc<dyn ToolSource>]) })
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("tool source `broken`"), "{text}");
+    assert!(text.contains("panicked: no tools today"), "{text}");
+}

@@ -177,14 +177,24 @@ impl ToolRegistry {
     }
 
     /// [`definitions`](Self::definitions), failing with [`Error::Config`] naming the tool
-    /// whose `name`, `description` or `parameters` panics (hand-written code), where the
-    /// panic unwound through the session's caller: sessions build their list with this
-    /// when built and when a source's tools change (then once per change, as it is
-    /// cached), so such a tool fails the build or the turn cleanly.
+    /// whose `name`, `description` or `parameters` panics, or the source whose `tools` does
+    /// (hand-written code), where the panic unwound through the session's caller: sessions
+    /// build their list with this when built and when a source's tools change (then once
+    /// per change, as it is cached), so such a tool fails the build or the turn cleanly.
     pub(crate) fn checked_definitions(&self) -> Result<Vec<ToolDefinition>> {
         let tools = catch_unwind(AssertUnwindSafe(|| self.all())).map_err(|panic| {
+            // A source's `tools` or a tool's `name`: each source asked again, on its own,
+            // to tell which.
+            let source = self
+                .sources
+                .iter()
+                .find(|source| catch_unwind(AssertUnwindSafe(|| source.tools())).is_err());
+            let culprit = source.map_or_else(
+                || "a tool's `name`".to_owned(),
+                |source| format!("tool source `{}`", source.source_name().escape_debug()),
+            );
             Error::Config(format!(
-                "the tools to offer could not be listed: a tool's `name` {}",
+                "the tools to offer could not be listed: {culprit} {}",
                 crate::panics::describe(panic.as_ref())
             ))
         })?;
@@ -192,12 +202,7 @@ impl ToolRegistry {
             .iter()
             .enumerate()
             .map(|(at, tool)| {
-                catch_unwind(AssertUnwindSafe(|| ToolDefinition {
-                    name: tool.name().to_owned(),
-                    description: tool.description().to_owned(),
-                    parameters: tool.parameters(),
-                }))
-                .map_err(|panic| {
+                catch_unwind(AssertUnwindSafe(|| definition(tool.as_ref()))).map_err(|panic| {
                     // The name again, on its own: it may be what panicked.
                     let name =
                         catch_unwind(AssertUnwindSafe(|| tool.name().escape_debug().to_string()))
@@ -218,14 +223,16 @@ impl ToolRegistry {
 
     /// The definitions to advertise in a request, in order.
     pub fn definitions(&self) -> Vec<ToolDefinition> {
-        self.all()
-            .iter()
-            .map(|t| ToolDefinition {
-                name: t.name().to_owned(),
-                description: t.description().to_owned(),
-                parameters: t.parameters(),
-            })
-            .collect()
+        self.all().iter().map(|t| definition(t.as_ref())).collect()
+    }
+}
+
+/// What a request offers of `tool`.
+fn definition(tool: &dyn Tool) -> ToolDefinition {
+    ToolDefinition {
+        name: tool.name().to_owned(),
+        description: tool.description().to_owned(),
+        parameters: tool.parameters(),
     }
 }
 
