@@ -10,7 +10,7 @@
 //! again itself, at most `reconnect_retries` times: a write only after an error proving it
 //! was not applied (`MOVED`; `ASK`, sent on to the node it names behind an `ASKING`;
 //! `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`; no connection to the
-//! slot's node; a connection refused), a read also after a dropped connection, as the
+//! slot's node, nor to the node an `ASK` named; a connection refused), a read also after a dropped connection, as the
 //! client's own retries did. A write whose connection dropped or timed out ends with that
 //! (retryable) error, as on one server, and so does any request that timed out: the
 //! response timeout bounds the call, not each of its tries.
@@ -355,6 +355,9 @@ impl Asking {
     /// The `count` replies from `offset` of `pipe` sent to the node, through the client's
     /// connection to it, or a connection of its own when the client holds none. The
     /// client finds none before sending anything, so the request goes once either way.
+    /// A connection of its own that cannot be made (refused, timed out, its handshake
+    /// failed) sent nothing either: that fails as the client's own "no connection to the
+    /// slot's node" does ([`not_reached`]).
     async fn send(
         &mut self,
         pipe: Pipeline,
@@ -368,7 +371,8 @@ impl Asking {
             .await
         {
             Err(err) if err.kind() == ErrorKind::ClusterConnectionNotFound => {
-                let mut conn = self.direct.connect(&self.host, self.port).await?;
+                let mut conn = (self.direct.connect(&self.host, self.port).await)
+                    .map_err(|err| not_reached(&self.host, self.port, &err))?;
                 conn.req_packed_commands(&pipe, offset, count).await
             }
             sent => sent,
@@ -422,6 +426,21 @@ impl Asking {
             (None, exec) => Ok(vec![exec]),
         }
     }
+}
+
+/// The error of a connection to the node at `host:port`, which an `ASK` named, that
+/// could not be made (`err`). Nothing was sent, so it is the client's own "no connection
+/// to the slot's node" (`ClusterConnectionNotFound`): sent again after a wait, a write
+/// too ([`next_after`]), never taken for a write that may have applied, and retryable
+/// once the tries run out, naming the node. As it was, a connect timeout counted as a
+/// reply that timed out (no other try; a write that may have applied) and another
+/// failure as a dropped connection (a write that may have applied).
+fn not_reached(host: &str, port: u16, err: &RedisError) -> RedisError {
+    RedisError::from((
+        ErrorKind::ClusterConnectionNotFound,
+        "could not connect to the node a migrating slot's ASK named",
+        format!("{host}:{port}: {err}"),
+    ))
 }
 
 fn no_reply() -> RedisError {
@@ -517,6 +536,26 @@ mod tests {
                     port: 7001
                 }
             );
+        }
+    }
+
+    /// Found by a review: a connection to the node an `ASK` named that timed out ended a
+    /// read as a reply that timed out would (no other try, "timed out waiting for the
+    /// server"), and a write as one that may have applied; nothing was sent.
+    #[test]
+    fn a_node_an_ask_named_that_cannot_be_reached_is_tried_again() {
+        for cause in [
+            io(io::ErrorKind::TimedOut),
+            io(io::ErrorKind::ConnectionRefused),
+            io(io::ErrorKind::HostUnreachable),
+            RedisError::from((ErrorKind::AuthenticationFailed, "no")),
+        ] {
+            let err = not_reached("10.0.0.2", 7001, &cause);
+            for (repeatable, transaction) in [(false, false), (true, false), (true, true)] {
+                assert_eq!(next_after(&err, repeatable, transaction), Next::Later);
+            }
+            assert!(!may_have_applied(&err), "{err}");
+            assert!(err.to_string().contains("10.0.0.2:7001"), "{err}");
         }
     }
 

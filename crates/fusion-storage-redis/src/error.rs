@@ -178,7 +178,7 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
         _ if err.kind() == ErrorKind::ClusterConnectionNotFound => (
             format!(
                 "{op}: no connection to the cluster node serving this key; the cluster may be \
-                 failing over ({err})"
+                 failing over or moving its slot ({err})"
             ),
             true,
         ),

@@ -11,153 +11,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{NO_HANG, cluster_node, free_port, redis_server_on_path, wait_until};
+use common::two_nodes::{Node, TwoNodes};
+use common::{NO_HANG, redis_server_on_path, wait_until};
 use fusion_core::testkit::unavailable;
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use redis::aio::MultiplexedConnection;
-use tokio::process::Child;
-
-/// One node of the throwaway cluster; killed, and its directory removed, when dropped.
-struct Node {
-    port: u16,
-    bus_port: u16,
-    _process: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Node {
-    fn start(binary: &Path) -> Node {
-        let (port, bus_port) = (free_port(), free_port());
-        let dir = std::env::temp_dir().join(format!("fusion-cluster-growth-{port}"));
-        std::fs::create_dir_all(&dir).expect("creating the node's directory");
-        let process = cluster_node::command(binary, port, bus_port, &dir)
-            .spawn()
-            .expect("starting redis-server");
-        Node {
-            port,
-            bus_port,
-            _process: process,
-            dir,
-        }
-    }
-
-    async fn conn(&self) -> redis::RedisResult<MultiplexedConnection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?
-            .get_multiplexed_async_connection()
-            .await
-    }
-
-    /// Runs `CLUSTER args...` on this node.
-    async fn cluster<T: redis::FromRedisValue>(&self, args: &[&str]) -> redis::RedisResult<T> {
-        redis::cmd("CLUSTER")
-            .arg(args)
-            .query_async(&mut self.conn().await?)
-            .await
-    }
-}
-
-/// Two nodes of a cluster of their own: the first serves every slot, the second joined
-/// with none. With their ids.
-struct TwoNodes {
-    old: Node,
-    new: Node,
-    old_id: String,
-    new_id: String,
-}
-
-impl TwoNodes {
-    async fn start(binary: &Path) -> TwoNodes {
-        let (old, new) = (Node::start(binary), Node::start(binary));
-        let slots_taken = wait_until(NO_HANG, || async {
-            old.cluster::<()>(&["ADDSLOTSRANGE", "0", "16383"])
-                .await
-                .is_ok()
-        })
-        .await;
-        assert!(slots_taken, "the first node never took the slots");
-        let met = wait_until(NO_HANG, || async {
-            let (port, bus_port) = (old.port.to_string(), old.bus_port.to_string());
-            new.cluster::<()>(&["MEET", "127.0.0.1", &port, &bus_port])
-                .await
-                .is_ok()
-        })
-        .await;
-        assert!(met, "the second node never met the first");
-        let (old_id, new_id): (String, String) = (
-            old.cluster(&["MYID"]).await.unwrap(),
-            new.cluster(&["MYID"]).await.unwrap(),
-        );
-        let joined = wait_until(NO_HANG, || async {
-            let nodes: String = old.cluster(&["NODES"]).await.unwrap_or_default();
-            let info: String = new.cluster(&["INFO"]).await.unwrap_or_default();
-            nodes.contains(&new_id) && info.contains("cluster_state:ok")
-        })
-        .await;
-        assert!(joined, "the two nodes never formed one cluster");
-        TwoNodes {
-            old,
-            new,
-            old_id,
-            new_id,
-        }
-    }
-
-    /// Moves the keys of session `id` to the new node the way `redis-cli --cluster
-    /// reshard` does, keys first; returns their slot, which the old node then answers
-    /// `ASK` for.
-    async fn migrate_keys(&self, id: &str) -> String {
-        let mut conn = self.old.conn().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("*{id}*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert!(!keys.is_empty(), "the session's keys are on the old node");
-        let slot: u16 = self.old.cluster(&["KEYSLOT", &keys[0]]).await.unwrap();
-        let slot = slot.to_string();
-        let _: () = self
-            .new
-            .cluster(&["SETSLOT", &slot, "IMPORTING", &self.old_id])
-            .await
-            .unwrap();
-        let _: () = self
-            .old
-            .cluster(&["SETSLOT", &slot, "MIGRATING", &self.new_id])
-            .await
-            .unwrap();
-        let _: () = redis::cmd("MIGRATE")
-            .arg("127.0.0.1")
-            .arg(self.new.port)
-            .arg("")
-            .arg(0)
-            .arg(5000)
-            .arg("KEYS")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        slot
-    }
-
-    /// Gives `slot` to the new node, on both: the old one answers `MOVED` for it since.
-    async fn hand_over(&self, slot: &str) {
-        for node in [&self.old, &self.new] {
-            let _: () = node
-                .cluster(&["SETSLOT", slot, "NODE", &self.new_id])
-                .await
-                .unwrap();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_reaches_a_new_node_while_the_first_slot_moves_to_it() {
@@ -263,6 +124,45 @@ async fn a_load_follows_an_ask_while_its_slot_migrates() {
     assert_eq!(loaded, written);
     let (loaded, revision) = storage.load_revision("asked").await.unwrap();
     assert_eq!((loaded.len(), revision.len), (2, 2));
+}
+
+/// Found by a review: a load following an `ASK` to a node the client holds no connection
+/// to connects to it on the side; when that connection timed out, the load failed at
+/// once as though a reply had ("timed out waiting for the server"), where a node that
+/// cannot be reached is tried again (the nodes serving slots are). Nothing was sent: it
+/// is tried again now, then fails retryably, naming the node. The node is stopped
+/// (`SIGSTOP`): it takes the connection, and its handshake never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_whose_asked_node_cannot_be_reached_fails_retryably_naming_it() {
+    let Some(binary) = redis_server_on_path() else {
+        unavailable::<()>("redis_cluster", "install redis-server");
+        return;
+    };
+    let cluster = TwoNodes::start(&binary).await;
+    let url = format!("redis+cluster://127.0.0.1:{}", cluster.old.port);
+    // A short connect timeout: only to keep the case short, nothing is timed.
+    let options = RedisOptions::new().connect_timeout(std::time::Duration::from_millis(200));
+    let storage = RedisStorage::connect_with(&url, options).await.unwrap();
+    let written = [ChatMessage::user("0")];
+    storage.append("asked", &written).await.unwrap();
+    cluster.migrate_keys("asked").await;
+    let signal = |name: &str| {
+        let pid = cluster.new.process.id().expect("the new node runs");
+        let status = std::process::Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    let loaded = storage.load("asked").await;
+    signal("-CONT");
+    let err = loaded.expect_err("the node holding the keys was stopped");
+    assert!(err.is_retryable(), "{err}");
+    let node = format!("127.0.0.1:{}", cluster.new.port);
+    assert!(err.to_string().contains(&node), "{err}");
+    let loaded = storage.load("asked").await.expect("the node answers again");
+    assert_eq!(loaded, written);
 }
 
 /// The options of the paused-read tests, which pause writes for two minutes: no timing

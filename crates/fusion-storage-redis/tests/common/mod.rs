@@ -16,6 +16,7 @@ use redis::aio::MultiplexedConnection;
 
 pub mod cluster_node;
 pub mod proxied_cluster;
+pub mod two_nodes;
 
 /// Generous limit for anything that must not hang; reaching it is the failure.
 pub const NO_HANG: Duration = Duration::from_secs(30);
