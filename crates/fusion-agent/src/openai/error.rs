@@ -263,9 +263,9 @@ pub(super) fn cut_off_failure(
 pub(super) fn empty_stream_failure(ctx: &Context<'_>, received: usize) -> Failure {
     Failure {
         message: format!(
-            "the stream from {} ended after {received} bytes with no choice in it, so no \
-             answer (no text, tool call or finish reason before `[DONE]`): the endpoint's \
-             fault, as if the reply had been cut off",
+            "the stream from {} ended after {received} bytes with no answer in it (no \
+             choice, or none with text, a tool call or a finish reason, before `[DONE]`): \
+             the endpoint's fault, as if the reply had been cut off",
             ctx.endpoint
         ),
         status: None,
