@@ -19,6 +19,9 @@
 //!   (`expiry_member`): the id, then `/` and the owner if it has one, so a purge can
 //!   clear an owner's indexes after Redis dropped the meta hash naming it.
 //!   Sessions without an expiry are not in it;
+//! - `fusion:claim:{fusion:expiry}:<id>`: on a cluster, a LIST naming the entries of
+//!   `fusion:expiry` a purge round claimed (`scripts::retention::CLAIM`), for the claim's
+//!   lease at most; its hash tag is the expiry index's name, so it shares its slot;
 //! - `fusion:changes`: not a key but the pub/sub channel the write scripts publish each
 //!   change on, with `RedisOptions::publish_changes` (`scripts/notify.rs`);
 //! - `fusion:sessions`: the SET of session ids that releases before the ZSETs kept; read
@@ -110,6 +113,13 @@ impl Keys {
         &self.expiry
     }
 
+    /// The record of what the claimer `id` claimed of the expiry index (see
+    /// `scripts::retention::CLAIM`), in the expiry index's slot: its hash tag is that
+    /// key's whole name, which has no braces.
+    pub(crate) fn claim_record(&self, id: &str) -> String {
+        format!("{}:claim:{{{}}}:{id}", self.prefix, self.expiry)
+    }
+
     /// The pub/sub channel the write scripts publish changes on (`scripts/notify.rs`
     /// names it the same way).
     pub(crate) fn changes(&self) -> String {
@@ -192,6 +202,8 @@ mod tests {
         assert_eq!(keys.owner_updated("o"), "app:prod:owner:{o}:updated");
         assert_eq!(keys.legacy_index(), "app:prod:sessions");
         assert_eq!(keys.expiry(), "app:prod:expiry");
+        assert_eq!(keys.claim_record("7"), "app:prod:claim:{app:prod:expiry}:7");
+        assert_eq!(hash_tag(&keys.claim_record("7")), keys.expiry());
         assert_eq!(
             keys.scope(Scope::Owner("o")),
             (keys.owner_ids("o"), keys.owner_updated("o"))

@@ -102,42 +102,75 @@ async fn a_purge_whose_sweep_fails_releases_its_claim_for_the_next_purge() {
     assert_eq!(score, None, "the purge that counted it removed its entry");
 }
 
-/// A `CLAIM` whose reply is lost is sent again (the entries are only scored a lease
-/// ahead, so sending it twice is safe): the first copy leased every due entry, the second
-/// finds none, and the purge counts nothing. None is lost: once the lease ends (moved
-/// here by hand) the next purge counts every one, once.
+/// Found by a review: a `CLAIM` whose reply is lost is sent again with the same claimer's
+/// id, and the second copy found none of the entries the first had leased (no longer
+/// due), so the purge counted nothing and every purge skipped them until the lease (60 s)
+/// ended. The second copy finds them in the claimer's record now: the purge sweeps and
+/// counts every one, once, and leaves neither an entry nor the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_whose_reply_was_lost_loses_no_entry_and_counts_none_twice() {
+async fn a_claim_whose_reply_was_lost_is_sent_again_and_finds_its_entries() {
     let Some(h) = proxied_cluster().await else {
         return;
     };
     let store = open(&h).await;
     let mut raw = raw(&h).await;
     warm_up(&store, &mut raw).await;
+    let gone = due_entries(&mut raw).await;
+
+    // The `CLAIM` is the one request with the batch and the lease as its arguments.
+    h.proxy.cut_after_reply_to(CLAIM_ARGS);
+    let first = store.purge_expired(321).await.unwrap();
+    assert_eq!(h.proxy.cuts(), 1, "the claim's reply was lost");
+    assert_eq!(first, gone.len(), "the claim sent again found its entries");
+    assert_eq!(store.purge_expired(321).await.unwrap(), 0);
+    assert_nothing_left(&mut raw).await;
+}
+
+/// Found by a review: a `CLAIM` whose every copy lost its reply failed the purge, and
+/// the purge run again claimed with a new id, found the entries the lost copies had
+/// leased not due, and counted none of them until the lease ended. The next purge of the
+/// storage claims as the one that failed, and finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_run_again_after_its_claims_replies_were_lost_finds_its_entries() {
+    let Some(h) = proxied_cluster().await else {
+        return;
+    };
+    let store = open(&h).await;
+    let mut raw = raw(&h).await;
+    warm_up(&store, &mut raw).await;
+    let gone = due_entries(&mut raw).await;
+
+    h.proxy.cut_randomly_containing(CLAIM_ARGS, 1.0, 5);
+    let failed = store.purge_expired(321).await;
+    h.proxy.stop_cutting();
+    let err = failed.expect_err("every copy of the claim lost its reply");
+    assert!(err.is_retryable(), "{err}");
+    for id in &gone {
+        let score: Option<f64> = raw.zscore(EXPIRY, id).await.unwrap();
+        assert!(score.is_some_and(|s| s > 1.0), "{id} leased: {score:?}");
+    }
+    assert_eq!(store.purge_expired(321).await.unwrap(), gone.len());
+    assert_eq!(store.purge_expired(321).await.unwrap(), 0);
+    assert_nothing_left(&mut raw).await;
+}
+
+/// The arguments of a purge of 321 by `CLAIM` (the batch, the lease), which no other
+/// request carries.
+const CLAIM_ARGS: &str = "$3\r\n321\r\n$5\r\n60000\r\n";
+
+/// Five entries due long ago whose sessions Redis already dropped.
+async fn due_entries(raw: &mut MultiplexedConnection) -> Vec<String> {
     let gone: Vec<String> = (0..5).map(|i| format!("gone-{i}")).collect();
     for id in &gone {
         let _: () = raw.zadd(EXPIRY, id, 1).await.unwrap();
     }
+    gone
+}
 
-    // The `CLAIM` is the one request with the batch and the lease as its arguments.
-    h.proxy.cut_after_reply_to("$3\r\n321\r\n$5\r\n60000\r\n");
-    let first = store.purge_expired(321).await.unwrap();
-    assert_eq!(h.proxy.cuts(), 1, "the claim's reply was lost");
-    assert_eq!(first, 0, "the claim sent again found every entry leased");
-    for id in &gone {
-        let score: Option<f64> = raw.zscore(EXPIRY, id).await.unwrap();
-        assert!(score.is_some_and(|s| s > 1.0), "{id} leased: {score:?}");
-        let _: () = redis::cmd("ZADD")
-            .arg(EXPIRY)
-            .arg("XX")
-            .arg(1)
-            .arg(id)
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-    }
-    assert_eq!(store.purge_expired(321).await.unwrap(), gone.len());
-    assert_eq!(store.purge_expired(321).await.unwrap(), 0);
+/// Neither an expiry entry nor a claimer's record is left.
+async fn assert_nothing_left(raw: &mut MultiplexedConnection) {
     let left: usize = raw.zcard(EXPIRY).await.unwrap();
     assert_eq!(left, 0);
+    let records: Vec<String> = raw.keys(format!("{PREFIX}:claim:*")).await.unwrap();
+    assert_eq!(records, Vec::<String>::new());
 }

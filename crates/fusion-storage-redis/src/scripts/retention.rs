@@ -92,22 +92,53 @@ return {0, owner or false}
 /// purge): each is scored `lease` ms from now, so a purge running beside this one does
 /// not get it while this one sweeps its session, and each session is swept, counted and
 /// its expiry published by one purge. Claimed, not taken out: a claim whose purge never
-/// finishes (its reply lost and the script sent again, its process killed) leaves the
-/// entries to come due again when the lease ends; a purge that fails where it sees it
-/// releases them ([`CLAIMED`]). The caller removes the entries of the sessions it purged
-/// and scores again those of live ones (`forget`).
+/// finishes (its process killed, the release failing) leaves the entries to come due
+/// again when the lease ends; a purge that fails where it sees it releases them
+/// ([`CLAIMED`]). The caller removes the entries of the sessions it purged and scores
+/// again those of live ones (`forget`).
+///
+/// The claimer's record (a LIST in the expiry index's slot, for the lease) names what it
+/// claimed, and a claim by the same claimer returns those of them it still holds (at
+/// its token: not scored since by a writer, released, nor claimed by another) and
+/// claims nothing more, or claims afresh when it holds none: a `CLAIM` sent again after
+/// its reply was lost (or by the round after one whose claim stood unknown to it) finds
+/// the entries its first copy leased, which no longer are due, where it found none of
+/// them and left them leased to nobody for the whole lease. The caller deletes the
+/// record once its round is done.
 ///
 /// The lease ends a fraction of a millisecond past a whole one, the claimer's token
 /// ([`TOKEN`]): writers score whole ms, so an entry still at that fraction is one no
 /// writer scored since this claim, nor another claimer since ([`CLAIMED`]).
 ///
-/// KEYS: the expiry index. ARGV: how many at most, the lease in ms, the claimer's id
-/// (see [`TOKEN`]). Returns `{now in ms, {members}}`.
+/// KEYS: the expiry index, the claimer's record. ARGV: how many at most, the lease in ms,
+/// the claimer's id (see [`TOKEN`]). Returns `{now in ms, {members}}`. A key of another
+/// type where the record goes is no record, and is left alone.
 pub(super) const CLAIM: &str = r#"
+local id = tonumber(ARGV[3])
+local held = redis.pcall('LRANGE', KEYS[2], 0, -1)
+local recorded = held.err == nil
+if not recorded then held = {} end
+local mine = {}
+for _, member in ipairs(held) do
+  local score = redis.call('ZSCORE', KEYS[1], member)
+  if score then
+    score = tonumber(score)
+    local fraction = score % 1
+    if fraction ~= 0 and fraction == token(score - fraction, id) then mine[#mine + 1] = member end
+  end
+end
+if #mine > 0 then return {now, mine} end
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
 local leased = now + tonumber(ARGV[2])
-leased = leased + token(leased, tonumber(ARGV[3]))
+leased = leased + token(leased, id)
 for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', leased, member) end
+if recorded then
+  redis.call('DEL', KEYS[2])
+  if #due > 0 then
+    redis.call('RPUSH', KEYS[2], unpack(due))
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
+end
 return {now, due}
 "#;
 

@@ -30,7 +30,7 @@ mod sending;
 mod write;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -104,6 +104,9 @@ pub struct RedisStorage {
     read_only_scripts: Arc<read_only::ReadOnlyScripts>,
     /// The scripts a background `SCRIPT LOAD` is loading on a cluster (`scripting.rs`).
     pinning: scripting::Pinning,
+    /// The claimer's id of a cluster's purge round whose claim may stand unknown to it
+    /// (`retention.rs`): the next round claims as it, and so finds those entries.
+    unsettled_claim: Arc<Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for RedisStorage {
@@ -177,6 +180,7 @@ impl RedisStorage {
                 opened.read_only_scripts,
             )),
             pinning: scripting::Pinning::default(),
+            unsettled_claim: Arc::default(),
             url: opened.redacted_url.into(),
         })
     }

@@ -19,15 +19,17 @@
 //! expiry entry of a session written again since it expired included.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use fusion_core::{Result, SessionId, check_purge_batch};
 use futures::future::try_join_all;
 use redis::Value;
 
-use super::RedisStorage;
 use super::index::Gone;
 use super::write::evalsha;
+use super::{RedisStorage, Request};
+use crate::cluster::may_have_applied;
 use crate::error::parse_redis_error;
 use crate::keys::split_member;
 use crate::scripts;
@@ -93,29 +95,60 @@ impl RedisStorage {
     /// A purge that fails after its claim (a sweep, the second look) releases the
     /// entries it still holds (at its token, `scripts::claim_token`), due again at once
     /// for the next purge to sweep and count: best effort, as the failure may have been
-    /// the connection. A claim this purge does
-    /// not see fail (the `CLAIM` sent again after its reply was lost, the process killed,
-    /// the release failing too) leaves its entries in the expiry index, due again when the
-    /// lease ends: taken out, they would be lost, and the sessions they name never purged
-    /// nor counted, their index entries left to the listings.
+    /// the connection. A `CLAIM` sent again after its reply was lost finds the entries
+    /// its first copy claimed (the claimer's record, see `scripts::retention::CLAIM`);
+    /// one that failed so (every copy's reply lost, or timed out), or a release that
+    /// failed, leaves its claimer's id to the next round of this storage (any clone),
+    /// which claims as it and so sweeps those entries first. A claim no round of this
+    /// process finds again (the process killed) leaves its entries in the expiry index,
+    /// due again when the lease ends: taken out, they would be lost, and the sessions they
+    /// name never purged nor counted, their index entries left to the listings.
     async fn purge_spread(&self, limit: usize) -> Result<(usize, bool)> {
         let expiry = self.keys.expiry();
-        let token = scripts::claim_token();
-        let mut call = evalsha(&scripts::CLAIM, &[expiry]);
+        let unsettled = self.settle_claim(None);
+        let token = unsettled.unwrap_or_else(scripts::claim_token);
+        let record = self.keys.claim_record(&token);
+        let mut call = evalsha(&scripts::CLAIM, &[expiry, &record]);
         call.arg(limit)
             .arg(CLAIM_LEASE.as_millis().to_string())
             .arg(&token);
-        let (now, due): (i64, Vec<String>) = self
-            .eval(&scripts::CLAIM, &call)
-            .await
-            .map_err(|err| parse_redis_error(err, self.op(NAME, None).on_key(expiry)))?;
+        let (now, due): (i64, Vec<String>) = match self.eval(&scripts::CLAIM, &call).await {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                if may_have_applied(&err) {
+                    self.settle_claim(Some(token));
+                }
+                return Err(parse_redis_error(err, self.op(NAME, None).on_key(expiry)));
+            }
+        };
         let swept = self.sweep_claimed(now, &due, limit, &token).await;
-        if swept.is_err()
-            && let Err(err) = self.claimed(NAME, &now.to_string(), &token, &due).await
-        {
-            tracing::warn!(%err, "a failed purge could not release its claim; due again when the lease ends");
+        let settled = match &swept {
+            Ok(_) => Ok(()),
+            Err(_) => self.claimed(NAME, &now.to_string(), &token, &due).await,
+        };
+        match settled {
+            Ok(()) => {
+                let del = redis::cmd("DEL").arg(&record).clone();
+                if let Err(err) = self.send_index_request::<Value>(Request::Cmd(&del)).await {
+                    tracing::debug!(%err, "a purge's claim record stays until its lease ends");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "a failed purge could not release its claim; the next purge takes it up");
+                self.settle_claim(Some(token));
+            }
         }
         swept
+    }
+
+    /// Takes the claimer's id of a round whose claim may stand unknown to it, and leaves
+    /// `token`'s in its place (`None`: none).
+    fn settle_claim(&self, token: Option<String>) -> Option<String> {
+        let mut unsettled = self
+            .unsettled_claim
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *unsettled, token)
     }
 
     /// [`purge_spread`](Self::purge_spread) once its `CLAIM`, read at `now`, gave `due`,
@@ -289,6 +322,7 @@ mod tests {
         // A purge's lease (`CLAIM`) is its claimer's too: only its release undoes it.
         let (now, due): (i64, Vec<String>) = Script::new(scripts::CLAIM.source())
             .key(&key)
+            .key(format!("{key}:record"))
             .arg(10)
             .arg(60_000)
             .arg(theirs)
@@ -313,6 +347,52 @@ mod tests {
         claimed(conn, &key, "drop", mine, &["far"]);
         assert_eq!(score(conn, &key, "far"), None, "its own");
         let _: () = redis::cmd("DEL").arg(&key).query(conn).unwrap();
+    }
+
+    /// Found by a review: a `CLAIM` sent again after its reply was lost found none of the
+    /// entries its first copy had leased (no longer due), which stayed leased to nobody.
+    /// The claimer's record gives them back, those it still holds only; with none held, a
+    /// claim is made afresh.
+    #[test]
+    fn a_claim_sent_again_gives_back_the_entries_it_still_holds() {
+        let Some(mut conn) = server() else { return };
+        let prefix = prefix("held");
+        let key = format!("{prefix}:expiry");
+        let record = format!("{prefix}:claim:{{{key}}}:5");
+        let conn = &mut conn;
+        let claim = |conn: &mut redis::Connection, id: &str| -> Vec<String> {
+            let (_, due): (i64, Vec<String>) = Script::new(scripts::CLAIM.source())
+                .key(&key)
+                .key(format!("{prefix}:claim:{{{key}}}:{id}"))
+                .arg(10)
+                .arg(60_000)
+                .arg(id)
+                .invoke(conn)
+                .unwrap();
+            due
+        };
+        for member in ["a", "b", "c"] {
+            zadd(conn, &key, 1.0, member);
+        }
+        assert_eq!(claim(conn, "5"), ["a", "b", "c"]);
+        assert_eq!(claim(conn, "6"), Vec::<String>::new(), "another claimer");
+        // A writer scores `b` again; `c` goes (another claimer's drop, say); `d` comes due.
+        zadd(conn, &key, 5000.0, "b");
+        let _: () = redis::cmd("ZREM").arg(&key).arg("c").query(conn).unwrap();
+        zadd(conn, &key, 2.0, "d");
+        assert_eq!(claim(conn, "5"), ["a"], "sent again: what it still holds");
+        let ttl: i64 = redis::cmd("PTTL").arg(&record).query(conn).unwrap();
+        assert!(
+            ttl > 0 && ttl <= 60_000,
+            "the record lasts the lease: {ttl}"
+        );
+        claimed(conn, &key, "drop", "5", &["a"]);
+        assert_eq!(claim(conn, "5"), ["d", "b"], "none held: claimed afresh");
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .arg(&record)
+            .query(conn)
+            .unwrap();
     }
 
     /// Found by a review: tokens were one of fifteen sixteenths, so two claimers of one
