@@ -30,7 +30,13 @@ impl SessionLock {
     /// writes a [`SyncPolicy`](crate::SyncPolicy) makes durable (a `save`, a `truncate`,
     /// under `EveryWrite` an append that made the session file) and a delete, before its
     /// journal line, sync the session directory under this lock, so once the lock file is
-    /// there, and that sync takes its name too.
+    /// there, and that sync takes its name too. Where what such a write fsyncs into the
+    /// lock file would otherwise be durable before its name, the write syncs the directory
+    /// first, only when the lock file may be new: a rewrite whose lock file held no
+    /// generation of its own (before its rename), and an `EveryWrite` metadata update whose
+    /// lock file held no counters. An append to an existing session does not fsync the
+    /// counters it stores, under any policy: a lock file lost with them is counted again,
+    /// at the legacy generation it read as before that append.
     pub(crate) fn exclusive(dir: &Path, path: &Path) -> Result<Self> {
         loop {
             let (file, opened) = match regular_file::open_or_create(path) {
@@ -158,7 +164,7 @@ impl SessionLock {
         // left after it is never read: the counters end at their line's `\n`.
         write_at(file, &counters::format(generation, counters)).at(path)?;
         if sync {
-            file.sync_data().at(path)?;
+            sync_data(file, path)?;
         }
         Ok(())
     }
@@ -378,7 +384,13 @@ fn retry_interrupted(mut op: impl FnMut() -> io::Result<()>) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
+    use fusion_core::{ChatMessage, ConversationStorage, MetaUpdate, SessionMeta};
+
     use super::*;
+    use crate::dirs::tests::Watch;
+    use crate::{FileSystemOptions, FileSystemStorage, SyncPolicy};
 
     #[test]
     fn a_lock_file_kept_after_a_delete_holds_what_a_new_one_holds() {
@@ -393,5 +405,74 @@ mod tests {
         assert!(!lock.contents(&path).unwrap().holds_anything());
         lock.retire(&path, true).unwrap();
         assert!(!path.exists());
+    }
+
+    /// Found by a review: a lock file made anew (by the rewrite itself, or by a reader,
+    /// after the old one was lost) had its name synced only after the rename of the new
+    /// content. A power loss that kept the rename but not the name left the new content
+    /// at the legacy generation, the old content's: a conditional write made against the
+    /// old content would have been taken. Its name is synced before the rename.
+    #[tokio::test]
+    async fn a_rewrite_syncs_the_name_of_a_lock_file_made_anew_before_its_rename() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("sessions");
+        let storage = FileSystemStorage::connect(&root).await.unwrap();
+        let hi = [ChatMessage::user("hi")];
+        storage.append("s", &hi).await.unwrap();
+        let lock = root.join(".s.lock");
+        for reader_made_it in [false, true] {
+            fs::remove_file(&lock).unwrap();
+            if reader_made_it {
+                storage.load("s").await.unwrap();
+                assert!(lock.exists());
+            }
+            let watch = Watch::new(&root);
+            storage.save("s", &hi).await.unwrap();
+            // The new generation, the lock file's name, then the rename.
+            let expected = [lock.clone(), root.clone(), root.clone()];
+            assert_eq!(
+                watch.synced(),
+                expected,
+                "made by a reader: {reader_made_it}"
+            );
+        }
+        // A lock file with a generation of its own costs nothing more.
+        let watch = Watch::new(&root);
+        storage.save("s", &hi).await.unwrap();
+        assert_eq!(watch.synced(), [lock, root]);
+    }
+
+    /// Found by a review: under `EveryWrite`, a metadata update that removes the
+    /// metadata file fsynced its counters (its time, the expiry) into a lock file made
+    /// anew without ever syncing its name, so a power loss could lose them with it.
+    #[tokio::test]
+    async fn an_every_write_update_syncs_the_name_of_a_lock_file_made_anew() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("sessions");
+        let options = FileSystemOptions::new().sync_policy(SyncPolicy::EveryWrite);
+        let storage = FileSystemStorage::connect_with(&root, options)
+            .await
+            .unwrap();
+        let hi = [ChatMessage::user("hi")];
+        let meta = SessionMeta::new().title("t");
+        storage.create_session("s", &meta, &hi).await.unwrap();
+        let lock = root.join(".s.lock");
+        let untitled = MetaUpdate::new().title(None::<String>);
+        for lost in [true, false] {
+            if lost {
+                fs::remove_file(&lock).unwrap();
+            }
+            let watch = Watch::new(&root);
+            storage.update_session("s", &untitled).await.unwrap();
+            let synced = watch.synced();
+            let stored = synced.iter().position(|p| *p == lock).expect("fsynced");
+            // After the counters, the lock file's name, only when it was made anew.
+            let expected: &[PathBuf] = if lost {
+                std::slice::from_ref(&root)
+            } else {
+                &[]
+            };
+            assert_eq!(&synced[stored + 1..], expected, "{synced:?}");
+        }
     }
 }

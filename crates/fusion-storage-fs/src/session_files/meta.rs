@@ -328,6 +328,14 @@ impl SessionFiles {
             ..counters
         };
         lock.store(&self.lock, generation, &new_counters, sync)?;
+        if sync && contents.counters.is_none() {
+            // A lock file without counters was just made (by this write, or by a reader,
+            // after a loss): its name may not be durable yet, and the counters just fsynced
+            // (the update's time, the expiry) would be lost with it on a power loss. The
+            // metadata file's write syncs the directory after it was made, but its removal
+            // does not.
+            super::sync_dir(&self.dir)?;
+        }
         for key in old_keys.iter().filter(|k| !new_keys.contains(k)) {
             self.index.remove_member(*key, &self.id)?;
         }

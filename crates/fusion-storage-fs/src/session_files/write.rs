@@ -7,7 +7,9 @@ use std::borrow::Cow;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 
-use fusion_core::{Result, SessionMeta, SessionTimes, StoredExpiry, new_generation};
+use fusion_core::{
+    LEGACY_GENERATION, Result, SessionMeta, SessionTimes, StoredExpiry, new_generation,
+};
 
 use super::{Current, Outcome, SessionFiles, now_micros, sync_dir};
 use crate::batch::Batch;
@@ -309,6 +311,15 @@ impl SessionFiles {
         // Fsynced because the rewrite is: the new content must never be durable with the
         // old generation. The length is unknown until the new file is in place.
         lock.store(&self.lock, generation, &counters, true)?;
+        if before.is_some_and(|(generation, _)| generation == LEGACY_GENERATION) {
+            // The lock file holds no generation of its own: made by this write (or by a
+            // reader, after a loss) or an earlier version's, its name may not be durable
+            // yet. Lost with it on a power loss that kept the rename, the session would
+            // read at the legacy generation again with the new content in place, and a
+            // conditional write made against the old content would be taken. Synced before
+            // the rename, on this path only: a generation of its own tells the two apart.
+            sync_dir(&self.dir)?;
+        }
         if let Err(err) = self.put_in_place(contents) {
             // The old content is still in place (a full disk, say): its generation and
             // counters go back, so a write that failed changes nothing a reader or a
