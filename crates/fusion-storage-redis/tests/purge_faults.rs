@@ -154,6 +154,55 @@ async fn a_purge_run_again_after_its_claims_replies_were_lost_finds_its_entries(
     assert_nothing_left(&mut raw).await;
 }
 
+/// Found by a review: `forget` takes a purged session out of the listings, then looks at
+/// it again and lists it if a writer created it again meanwhile; when that look failed,
+/// a session its writer had created and listed between the sweep and the removals was
+/// left unlisted for good: the purge that took its expiry entry up met it live and
+/// listed only the sessions it took out. It lists every session its second look finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_created_again_while_a_purge_failed_is_listed_by_the_next() {
+    let Some(h) = proxied_cluster().await else {
+        return;
+    };
+    let store = open(&h).await;
+    let mut raw = raw(&h).await;
+    warm_up(&store, &mut raw).await;
+    // An entry whose session Redis dropped: swept, taken out of the listings, and the
+    // second look's every reply lost.
+    let _: () = raw.zadd(EXPIRY, "again", 1).await.unwrap();
+    h.proxy.cut_randomly_containing("lenient", 1.0, 3);
+    let failed = store.purge_expired(10).await;
+    h.proxy.stop_cutting();
+    failed.expect_err("the second look's replies were lost");
+    let released: Option<f64> = raw.zscore(EXPIRY, "again").await.unwrap();
+    assert!(released.is_some(), "the failed purge keeps the entry");
+    // What a writer that created the session again between the sweep and the removals
+    // leaves: the session, and no listing entry (the removals came after its own).
+    store
+        .create_session("again", &SessionMeta::new(), &said("a"))
+        .await
+        .unwrap();
+    for index in ["ids", "updated"] {
+        let _: () = raw
+            .zrem(format!("{PREFIX}:{index}"), "again")
+            .await
+            .unwrap();
+    }
+
+    assert_eq!(store.purge_expired(10).await.unwrap(), 0, "it is live");
+    for index in ["ids", "updated"] {
+        let score: Option<f64> = raw
+            .zscore(format!("{PREFIX}:{index}"), "again")
+            .await
+            .unwrap();
+        assert!(score.is_some(), "listed again in {index}");
+    }
+    let ids = store.list_sessions().await.unwrap();
+    assert!(ids.iter().any(|id| id == "again"), "{ids:?}");
+    let left: Option<f64> = raw.zscore(EXPIRY, "again").await.unwrap();
+    assert_eq!(left, None, "a session without an expiry has no entry");
+}
+
 /// The arguments of a purge of 321 by `CLAIM` (the batch, the lease), which no other
 /// request carries.
 const CLAIM_ARGS: &str = "$3\r\n321\r\n$5\r\n60000\r\n";

@@ -216,7 +216,11 @@ impl RedisStorage {
     ///
     /// The listing entries go first and the second look after, as in
     /// [`prune`](Self::prune): a writer stores before it indexes, so a session written
-    /// meanwhile is either indexed by its writer after the removals or seen here. The
+    /// meanwhile is either indexed by its writer after the removals or seen here. A
+    /// failure between the two leaves such a session unlisted (its writer indexed it
+    /// before the removals): its expiry entry, which goes last, brings the purge that
+    /// takes it up back to it, and the second look lists every session it finds, not
+    /// only those taken out. The
     /// expiry entries are only claimed first (the `CLAIMED` script) and go last, those
     /// still claimed by this call (`token`, see [`scripts::claim_token`]: the purge's,
     /// whose `CLAIM` leased them, or a new one): a failure at any step leaves them in the
@@ -265,9 +269,11 @@ impl RedisStorage {
         let expiry = self.keys.expiry();
         for (id, stored) in ids.iter().zip(found) {
             let Some(stored) = stored else { continue };
-            if listed.contains(id.as_str()) {
-                self.list_as_stored(&mut writes, id, &stored);
-            }
+            // Also a session named by a member only (a purge met it live): a forget that
+            // failed after its removals may have left it unlisted, written again between
+            // its sweep and those removals; its expiry entry, kept claimed, brings it back
+            // here, and the listing is put back with it.
+            self.list_as_stored(&mut writes, id, &stored);
             if let Some((member, due)) = stored.expiry_entry(id) {
                 writes.push((
                     expiry.to_string(),
