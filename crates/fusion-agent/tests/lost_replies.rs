@@ -29,6 +29,8 @@ struct AppliedYetRefused {
     armed: AtomicBool,
     /// Another writer's turn, stored right after the write that applied.
     interloper: Option<[&'static str; 2]>,
+    /// Whether only a write of a reply with calls is refused so (the others pass).
+    calling_only: bool,
 }
 
 impl AppliedYetRefused {
@@ -39,6 +41,15 @@ impl AppliedYetRefused {
             refusal,
             armed: AtomicBool::new(false),
             interloper: None,
+            calling_only: false,
+        }
+    }
+
+    /// Refuses so only the write of a reply with calls, not the opening before it.
+    fn on_a_reply_with_calls(self) -> Self {
+        Self {
+            calling_only: true,
+            ..self
         }
     }
 
@@ -79,7 +90,9 @@ impl Intercept for AppliedYetRefused {
         expected: Expect,
         change: Change<'_>,
     ) -> Result<u64> {
-        if !self.armed.load(Ordering::SeqCst) {
+        let calling = matches!(change, Change::Append(batch)
+            if batch.iter().any(ChatMessage::has_tool_calls));
+        if !self.armed.load(Ordering::SeqCst) || (self.calling_only && !calling) {
             return self.inner.write_if(session_id, expected, change).await;
         }
         let left = self.conflicts.load(Ordering::SeqCst);
@@ -154,6 +167,27 @@ async fn an_opening_stored_by_its_last_attempt_reported_as_a_conflict_is_not_an_
 #[tokio::test]
 async fn an_opening_stored_by_an_attempt_whose_outcome_was_unknown_goes_on() {
     the_second_turn_is_stored_once(AppliedYetRefused::new(0, unknown)).await;
+}
+
+/// A reply with calls whose store applied although the storage answered a conflict (a
+/// `RetryLayer` that could not settle it) is found by the reread, not stored again with
+/// its calls renamed as if another writer's ids were in the way: its calls are answered
+/// under the ids stored.
+#[tokio::test]
+async fn a_reply_with_calls_stored_by_an_attempt_reported_as_a_conflict_is_not_stored_again() {
+    let storage = AppliedYetRefused::new(0, conflict).on_a_reply_with_calls();
+    let (server, storage, mut session, _workspace) = after_a_first_turn(storage).await;
+    storage.0.armed.store(true, Ordering::SeqCst);
+    server
+        .push_tool_call("list_directory", "{}")
+        .push_text("second answer");
+    let result = session.send_message("second").await.unwrap();
+    assert_eq!(result.result, "second answer");
+    assert!(!storage.0.armed.load(Ordering::SeqCst), "the hook ran");
+    let stored = storage.load(common::SESSION).await.unwrap();
+    assert_eq!(stored.iter().filter(|m| m.has_tool_calls()).count(), 1);
+    common::assert_history_consistent(&stored);
+    assert_eq!(session.history(), stored.as_slice());
 }
 
 /// An opening found stored by the reread after another writer's turn landed behind it:
