@@ -197,6 +197,18 @@ async fn a_tool_whose_definition_panics_fails_the_build_or_turn_naming_it() {
     assert!(h.stored().await.is_empty(), "nothing of the turn stored");
     // Its request view (which cannot fail) goes on with the tools it had.
     let _view = session.request_view();
+    // Nothing is left half-changed: once the source is fixed, the next turn offers it.
+    source.offer(&["srv__two"]);
+    h.server.push_text("fixed");
+    assert_eq!(session.send_message("again").await.unwrap().result, "fixed");
+    assert_eq!(
+        offered(&h.server.requests()[0]).last().map(String::as_str),
+        Some("srv__two")
+    );
+    assert_eq!(
+        common::contents(&h.stored().await),
+        ["You are a test agent.", "again", "fixed"]
+    );
 }
 
 /// Asked again for each call, a `parameters` that panics then fails that call only.
