@@ -42,6 +42,16 @@ fn llm_error(err: Error) -> (String, Option<u16>, bool) {
     }
 }
 
+/// What `client(server)` answers "hi" with, retries included: the reply's text, or the
+/// error's text, status and retryability.
+async fn asked_hi(server: &MockLlmServer) -> Result<String, (String, Option<u16>, bool)> {
+    client(server)
+        .chat(&ask(&[ChatMessage::user("hi")]))
+        .await
+        .map(|reply| reply.message.content)
+        .map_err(llm_error)
+}
+
 #[tokio::test]
 async fn a_text_reply_becomes_an_assistant_message() {
     let server = MockLlmServer::start().await;
@@ -165,11 +175,7 @@ async fn a_server_error_is_retried() {
         .push_status(500)
         .push_status(503)
         .push_text("recovered");
-    let reply = client(&server)
-        .chat(&ask(&[ChatMessage::user("hi")]))
-        .await
-        .unwrap();
-    assert_eq!(reply.message.content, "recovered");
+    assert_eq!(asked_hi(&server).await.unwrap(), "recovered");
     assert_eq!(server.request_count(), 3);
 }
 
@@ -179,11 +185,7 @@ async fn a_rate_limit_with_retry_after_is_retried() {
     server
         .push_status_with_retry_after(429, 1)
         .push_text("after the wait");
-    let reply = client(&server)
-        .chat(&ask(&[ChatMessage::user("hi")]))
-        .await
-        .unwrap();
-    assert_eq!(reply.message.content, "after the wait");
+    assert_eq!(asked_hi(&server).await.unwrap(), "after the wait");
     assert_eq!(server.request_count(), 2);
 }
 
@@ -381,11 +383,7 @@ async fn a_reply_with_no_choice_is_retried_and_blames_the_endpoint() {
     server
         .push_raw(200, r#"{"choices":[]}"#)
         .push_text("recovered");
-    let reply = client(&server)
-        .chat(&ask(&[ChatMessage::user("hi")]))
-        .await
-        .unwrap();
-    assert_eq!(reply.message.content, "recovered");
+    assert_eq!(asked_hi(&server).await.unwrap(), "recovered");
     assert_eq!(server.request_count(), 2);
 
     let server = MockLlmServer::start().await;
@@ -393,11 +391,7 @@ async fn a_reply_with_no_choice_is_retried_and_blames_the_endpoint() {
         status: 200,
         body: r#"{"choices":[],"usage":{"prompt_tokens":3}}"#.into(),
     });
-    let err = client(&server)
-        .chat(&ask(&[ChatMessage::user("hi")]))
-        .await
-        .unwrap_err();
-    let (text, status, retryable) = llm_error(err);
+    let (text, status, retryable) = asked_hi(&server).await.unwrap_err();
     assert_eq!((status, retryable), (Some(200), true), "{text}");
     assert!(text.contains("no choice in the reply"), "{text}");
     assert!(text.contains("the endpoint's fault"), "{text}");
