@@ -33,6 +33,8 @@ pub(crate) fn sync_found(dir: &Path) -> Result<()> {
 fn sync_dir_io(dir: &Path) -> io::Result<()> {
     #[cfg(test)]
     tests::record(dir);
+    #[cfg(test)]
+    tests::fail_if_asked(dir)?;
     match File::open(dir).and_then(|dir| dir.sync_all()) {
         // Some file systems cannot fsync a directory; their entries are as durable as
         // they get.
@@ -47,6 +49,8 @@ fn sync_dir_io(dir: &Path) -> io::Result<()> {
 fn sync_dir_io(_dir: &Path) -> io::Result<()> {
     #[cfg(test)]
     tests::record(_dir);
+    #[cfg(test)]
+    tests::fail_if_asked(_dir)?;
     Ok(())
 }
 
@@ -155,6 +159,7 @@ pub(crate) mod tests {
         root: PathBuf,
         synced: Vec<PathBuf>,
         made_by_another: Vec<PathBuf>,
+        failing: Vec<PathBuf>,
     }
 
     /// A sync of `path` (a directory, or a lock file's contents), for the watches of it.
@@ -164,6 +169,18 @@ pub(crate) mod tests {
                 watched.synced.push(path.to_path_buf());
             }
         }
+    }
+
+    /// A sync of the directory `dir` fails (as on a failing disk) while a watch asks it to.
+    pub(super) fn fail_if_asked(dir: &Path) -> io::Result<()> {
+        let watches = WATCHES.lock().unwrap();
+        if watches
+            .iter()
+            .any(|watched| watched.failing.iter().any(|d| d == dir))
+        {
+            return Err(io::Error::other("a sync the test made fail"));
+        }
+        Ok(())
     }
 
     /// Just before this process's `mkdir` of `dir`: another writer's, if a watch asked.
@@ -191,6 +208,7 @@ pub(crate) mod tests {
                 root: root.to_path_buf(),
                 synced: Vec::new(),
                 made_by_another: Vec::new(),
+                failing: Vec::new(),
             });
             Self { id }
         }
@@ -204,6 +222,17 @@ pub(crate) mod tests {
         /// next `mkdir` of it: the race in which this process found it missing first.
         pub(crate) fn made_by_another_first(&self, dir: &Path) {
             self.with(|watched| watched.made_by_another.push(dir.to_path_buf()));
+        }
+
+        /// Makes every sync of the directory `dir` fail while this watch lives, or until
+        /// [`repaired`](Self::repaired).
+        pub(crate) fn fail_syncs_of(&self, dir: &Path) {
+            self.with(|watched| watched.failing.push(dir.to_path_buf()));
+        }
+
+        /// Lets the syncs [`fail_syncs_of`](Self::fail_syncs_of) failed succeed again.
+        pub(crate) fn repaired(&self) {
+            self.with(|watched| watched.failing.clear());
         }
 
         /// Those of [`made_by_another_first`](Self::made_by_another_first) whose `mkdir`

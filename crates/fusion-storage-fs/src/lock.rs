@@ -442,6 +442,30 @@ mod tests {
         assert_eq!(watch.synced(), [lock, root]);
     }
 
+    /// Found by a review: a failed sync of the name of a lock file made anew, before the
+    /// rename, failed the rewrite with its fresh generation left stored, where a rewrite
+    /// that fails before its rename puts the old generation and counters back.
+    #[tokio::test]
+    async fn a_rewrite_whose_lock_file_name_cannot_be_synced_keeps_the_old_generation() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("sessions");
+        let storage = FileSystemStorage::connect(&root).await.unwrap();
+        let hi = [ChatMessage::user("hi")];
+        storage.append("s", &hi).await.unwrap();
+        fs::remove_file(root.join(".s.lock")).unwrap();
+        let before = storage.session_info("s").await.unwrap().unwrap();
+        assert_eq!(before.generation, LEGACY_GENERATION);
+        let watch = Watch::new(&root);
+        watch.fail_syncs_of(&root);
+        let two = [ChatMessage::user("a"), ChatMessage::user("b")];
+        storage.save("s", &two).await.unwrap_err();
+        watch.repaired();
+        let after = storage.session_info("s").await.unwrap().unwrap();
+        assert_eq!(after.generation, LEGACY_GENERATION, "put back");
+        assert_eq!(after.message_count, 1);
+        assert_eq!(storage.load("s").await.unwrap(), hi);
+    }
+
     /// Found by a review: under `EveryWrite`, a metadata update that removes the
     /// metadata file fsynced its counters (its time, the expiry) into a lock file made
     /// anew without ever syncing its name, so a power loss could lose them with it.

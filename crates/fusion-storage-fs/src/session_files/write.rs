@@ -311,20 +311,23 @@ impl SessionFiles {
         // Fsynced because the rewrite is: the new content must never be durable with the
         // old generation. The length is unknown until the new file is in place.
         lock.store(&self.lock, generation, &counters, true)?;
-        if before.is_some_and(|(generation, _)| generation == LEGACY_GENERATION) {
+        let named = if before.is_some_and(|(generation, _)| generation == LEGACY_GENERATION) {
             // The lock file holds no generation of its own: made by this write (or by a
             // reader, after a loss) or an earlier version's, its name may not be durable
             // yet. Lost with it on a power loss that kept the rename, the session would
             // read at the legacy generation again with the new content in place, and a
             // conditional write made against the old content would be taken. Synced before
             // the rename, on this path only: a generation of its own tells the two apart.
-            sync_dir(&self.dir)?;
-        }
-        if let Err(err) = self.put_in_place(contents) {
-            // The old content is still in place (a full disk, say): its generation and
-            // counters go back, so a write that failed changes nothing a reader or a
-            // conditional writer sees. Best effort: if this fails too, the fresh
-            // generation stays, a spurious conflict later, as after a crash here.
+            sync_dir(&self.dir)
+        } else {
+            Ok(())
+        };
+        if let Err(err) = named.and_then(|()| self.put_in_place(contents)) {
+            // The old content is still in place (a full disk, say, or a directory that
+            // could not be synced): its generation and counters go back, so a write that
+            // failed changes nothing a reader or a conditional writer sees. Best effort:
+            // if this fails too, the fresh generation stays, a spurious conflict later, as
+            // after a crash here.
             if let Some((generation, counters)) = before {
                 let _ = lock.store(&self.lock, generation, &counters, true);
             }
