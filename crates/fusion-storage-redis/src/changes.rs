@@ -54,7 +54,8 @@ pub enum ChangeKind {
     /// that met it expired; or a write gave it an expiry already past, so Redis dropped
     /// it at once (this follows that write's own change). A session whose keys Redis
     /// dropped at their expiry is reported when a purge removes what is left of it, and
-    /// not at all if a write creates it again first (that write reports `Created`).
+    /// not at all if a write creates it again first (that write reports `Created`). On a
+    /// cluster a purge that failed may report one twice (see the crate's README).
     Expired,
 }
 

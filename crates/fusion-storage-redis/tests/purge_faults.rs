@@ -7,10 +7,12 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
+use common::NO_HANG;
 use common::proxied_cluster::{ProxiedCluster, proxied_cluster};
 use fusion_core::testkit::said;
-use fusion_core::{ConversationStorage, Expiry, SessionMeta};
-use fusion_storage_redis::{RedisOptions, RedisStorage};
+use fusion_core::{ChatMessage, ConversationStorage, Expiry, SessionMeta};
+use fusion_storage_redis::{ChangeKind, RedisOptions, RedisStorage};
+use futures::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 
@@ -201,6 +203,50 @@ async fn a_session_created_again_while_a_purge_failed_is_listed_by_the_next() {
     assert!(ids.iter().any(|id| id == "again"), "{ids:?}");
     let left: Option<f64> = raw.zscore(EXPIRY, "again").await.unwrap();
     assert_eq!(left, None, "a session without an expiry has no entry");
+}
+
+/// Found by a review: a purge that removed a session and published its `expired`, then
+/// failed (its second look's replies lost), released the entry, and the purge run again
+/// swept the session again and published a second `expired` for it. The failed purge
+/// keeps that entry and leaves it to the next purge of the storage, which sweeps it
+/// without publishing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_run_again_after_it_failed_publishes_each_expiry_once() {
+    let Some(h) = proxied_cluster().await else {
+        return;
+    };
+    let options = RedisOptions::new().key_prefix(PREFIX).publish_changes(true);
+    let store = RedisStorage::connect_with(&h.url, options).await.unwrap();
+    let mut raw = raw(&h).await;
+    warm_up(&store, &mut raw).await;
+    let mut changes = store.subscribe_changes().await.unwrap();
+    let _: () = raw.zadd(EXPIRY, "once", 1).await.unwrap();
+
+    h.proxy.cut_randomly_containing("lenient", 1.0, 3);
+    let failed = store.purge_expired(10).await;
+    h.proxy.stop_cutting();
+    failed.expect_err("the second look's replies were lost");
+    assert_eq!(store.purge_expired(10).await.unwrap(), 1, "counted once");
+    // Published after every change of the purges, on the one node.
+    store
+        .append("after", &[ChatMessage::user("x")])
+        .await
+        .unwrap();
+    let mut expired = 0;
+    loop {
+        let change = tokio::time::timeout(NO_HANG, changes.next())
+            .await
+            .expect("a published change arrives")
+            .expect("the subscription is open")
+            .expect("a session change");
+        if change.session_id == "after" {
+            break;
+        }
+        if change.session_id == "once" && change.kind == ChangeKind::Expired {
+            expired += 1;
+        }
+    }
+    assert_eq!(expired, 1, "one expired for one session gone");
 }
 
 /// The arguments of a purge of 321 by `CLAIM` (the batch, the lease), which no other

@@ -76,13 +76,14 @@ return {purged, #due}
 
 /// Removes one session if it is still expired, on its own slot (a cluster's purge).
 ///
-/// KEYS: list, meta. ARGV: the key prefix, the session id. Returns `{1, owner}` once
-/// removed (or found gone), `{0, owner}` for a live session, untouched; the owner is the
-/// one its meta hash named.
+/// KEYS: list, meta. ARGV: the key prefix, the session id, `1` when a sweep of this
+/// purge (a round that failed after it) published the session's `expired` already, and
+/// `0` otherwise. Returns `{1, owner}` once removed (or found gone), `{0, owner}` for a
+/// live session, untouched; the owner is the one its meta hash named.
 pub(super) const PURGE_ONE: &str = r#"
 local gone, owner = sweep(KEYS[1], KEYS[2])
 if gone then
-  --publish notify(ARGV[1], 'expired', 0, 0, ARGV[2])
+  --publish if ARGV[3] ~= '1' then notify(ARGV[1], 'expired', 0, 0, ARGV[2]) end
   return {1, owner or false}
 end
 return {0, owner or false}

@@ -23,7 +23,7 @@ use std::sync::PoisonError;
 use std::time::Duration;
 
 use fusion_core::{Result, SessionId, check_purge_batch};
-use futures::future::try_join_all;
+use futures::future::join_all;
 use redis::Value;
 
 use super::index::Gone;
@@ -46,6 +46,15 @@ const CLAIM_LEASE: Duration = Duration::from_secs(60);
 
 /// The operation's name, for errors.
 const NAME: &str = "purge_expired";
+
+/// A cluster's purge round whose claim may stand unknown to it (its `CLAIM` failed after
+/// it may have run, or it failed later and kept or could not release entries), for the
+/// next round of the storage to take up: its claimer's id, and the sessions whose
+/// `expired` its sweeps published.
+pub(super) struct Unsettled {
+    token: String,
+    published: BTreeSet<String>,
+}
 
 impl RedisStorage {
     /// Deletes up to `batch` expired sessions; see the module documentation. Looks at
@@ -95,18 +104,30 @@ impl RedisStorage {
     /// A purge that fails after its claim (a sweep, the second look) releases the
     /// entries it still holds (at its token, `scripts::claim_token`), due again at once
     /// for the next purge to sweep and count: best effort, as the failure may have been
-    /// the connection. A `CLAIM` sent again after its reply was lost finds the entries
-    /// its first copy claimed (the claimer's record, see `scripts::retention::CLAIM`);
-    /// one that failed so (every copy's reply lost, or timed out), or a release that
-    /// failed, leaves its claimer's id to the next round of this storage (any clone),
-    /// which claims as it and so sweeps those entries first. A claim no round of this
-    /// process finds again (the process killed) leaves its entries in the expiry index,
-    /// due again when the lease ends: taken out, they would be lost, and the sessions they
-    /// name never purged nor counted, their index entries left to the listings.
+    /// the connection. Not those of the sessions a sweep of it removed and published
+    /// `expired` for: swept again, those would be published twice. It keeps them, and
+    /// leaves its claimer's id and those sessions to the next round of this storage (any
+    /// clone), which claims as it (the claimer's record, see `scripts::retention::CLAIM`)
+    /// and sweeps them without publishing again. A `CLAIM` sent again after its reply was
+    /// lost finds the entries its first copy claimed likewise; one that failed so (every
+    /// copy's reply lost, or timed out), or a release that failed, leaves its id to the
+    /// next round too. A claim no round of this process takes up (the process killed)
+    /// leaves its entries in the expiry index, due again when the lease ends (and its
+    /// swept sessions published again then): taken out, they would be lost, and the
+    /// sessions they name never purged nor counted, their index entries left to the
+    /// listings. A sweep whose reply was lost may have published too, unknown to the
+    /// purge: its session is released and published again by the next sweep.
     async fn purge_spread(&self, limit: usize) -> Result<(usize, bool)> {
         let expiry = self.keys.expiry();
-        let unsettled = self.settle_claim(None);
-        let token = unsettled.unwrap_or_else(scripts::claim_token);
+        let taken_up = self.unsettle(None);
+        let taking_up = taken_up.is_some();
+        let Unsettled {
+            token,
+            mut published,
+        } = taken_up.unwrap_or_else(|| Unsettled {
+            token: scripts::claim_token(),
+            published: BTreeSet::new(),
+        });
         let record = self.keys.claim_record(&token);
         let mut call = evalsha(&scripts::CLAIM, &[expiry, &record]);
         call.arg(limit)
@@ -116,49 +137,63 @@ impl RedisStorage {
             Ok(claimed) => claimed,
             Err(err) => {
                 if may_have_applied(&err) {
-                    self.settle_claim(Some(token));
+                    self.unsettle(Some(Unsettled { token, published }));
                 }
                 return Err(parse_redis_error(err, self.op(NAME, None).on_key(expiry)));
             }
         };
-        let swept = self.sweep_claimed(now, &due, limit, &token).await;
+        let swept = (self.sweep_claimed(now, &due, limit, &token, &mut published)).await;
+        let held: Vec<&String> = due
+            .iter()
+            .filter(|member| published.contains(split_member(member).0))
+            .collect();
+        let released: Vec<&String> = due.iter().filter(|m| !held.contains(m)).collect();
         let settled = match &swept {
-            Ok(_) => Ok(()),
-            Err(_) => self.claimed(NAME, &now.to_string(), &token, &due).await,
+            Ok(_) => Ok(true),
+            Err(_) => (self.claimed(NAME, &now.to_string(), &token, &released))
+                .await
+                .map(|()| held.is_empty()),
         };
         match settled {
-            Ok(()) => {
+            Ok(true) => {
                 let del = redis::cmd("DEL").arg(&record).clone();
                 if let Err(err) = self.send_index_request::<Value>(Request::Cmd(&del)).await {
                     tracing::debug!(%err, "a purge's claim record stays until its lease ends");
                 }
             }
+            Ok(false) => {
+                self.unsettle(Some(Unsettled { token, published }));
+            }
             Err(err) => {
                 tracing::warn!(%err, "a failed purge could not release its claim; the next purge takes it up");
-                self.settle_claim(Some(token));
+                self.unsettle(Some(Unsettled { token, published }));
             }
         }
-        swept
+        // A round that took up a failed one's entries may have met fewer than were due.
+        swept.map(|(purged, more)| (purged, more || (taking_up && !due.is_empty())))
     }
 
-    /// Takes the claimer's id of a round whose claim may stand unknown to it, and leaves
-    /// `token`'s in its place (`None`: none).
-    fn settle_claim(&self, token: Option<String>) -> Option<String> {
-        let mut unsettled = self
+    /// Takes the round whose claim may stand unknown to it, leaving `unsettled` in its
+    /// place.
+    fn unsettle(&self, unsettled: Option<Unsettled>) -> Option<Unsettled> {
+        let mut slot = self
             .unsettled_claim
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        std::mem::replace(&mut *unsettled, token)
+        std::mem::replace(&mut *slot, unsettled)
     }
 
     /// [`purge_spread`](Self::purge_spread) once its `CLAIM`, read at `now`, gave `due`,
-    /// leased with `token`.
+    /// leased with `token`. `published`: the sessions whose `expired` a sweep of this
+    /// purge published, not published again; those its sweeps publish are added, also
+    /// when another fails.
     async fn sweep_claimed(
         &self,
         now: i64,
         due: &[String],
         limit: usize,
         token: &str,
+        published: &mut BTreeSet<String>,
     ) -> Result<(usize, bool)> {
         let entries: Vec<(&str, Option<&str>)> = due
             .iter()
@@ -170,10 +205,12 @@ impl RedisStorage {
         let mut ids: Vec<&str> = entries.iter().map(|(id, _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
+        let quiet: &BTreeSet<String> = published;
         let sweeps = ids.iter().map(|id| async move {
             let (list, meta) = (self.keys.list(id), self.keys.meta(id));
             let mut call = evalsha(self.writing(&scripts::PURGE_ONE), &[&list, &meta]);
-            call.arg(self.keys.prefix()).arg(*id);
+            let again = if quiet.contains(*id) { "1" } else { "0" };
+            call.arg(self.keys.prefix()).arg(*id).arg(again);
             let op = self.op(NAME, Some(id));
             let swept: (i64, Option<String>) = self
                 .run_script(self.writing(&scripts::PURGE_ONE), &call)
@@ -182,11 +219,25 @@ impl RedisStorage {
                 .and_then(|acked| self.acknowledged(acked, op))?;
             Ok::<_, fusion_core::Error>(swept)
         });
-        let swept: HashMap<&str, (i64, Option<String>)> = ids
-            .iter()
-            .copied()
-            .zip(try_join_all(sweeps).await?)
-            .collect();
+        // Every sweep to its end, so that a failed one leaves known those that published.
+        let mut swept: HashMap<&str, (i64, Option<String>)> = HashMap::new();
+        let mut failed = None;
+        for (id, result) in ids.iter().copied().zip(join_all(sweeps).await) {
+            match result {
+                Ok(done) => {
+                    swept.insert(id, done);
+                }
+                Err(err) => failed = failed.or(Some(err)),
+            }
+        }
+        published.extend(
+            (swept.iter())
+                .filter(|(_, (removed, _))| *removed == 1)
+                .map(|(id, _)| id.to_string()),
+        );
+        if let Some(err) = failed {
+            return Err(err);
+        }
         let mut gone: Vec<Gone<'_>> = Vec::new();
         for (id, owner) in &entries {
             let (removed, meta_owner) = &swept[id];
