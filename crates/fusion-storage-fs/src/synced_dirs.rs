@@ -49,6 +49,13 @@ impl SyncedDirs {
         Ok(())
     }
 
+    /// Forgets `dir` and the directories under it, found removed (the index's, by hand):
+    /// the path may name another directory now, made by a writer that has not synced it.
+    pub(crate) fn forget_under(&self, dir: &Path) {
+        let mut dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
+        dirs.retain(|known| !known.starts_with(dir));
+    }
+
     fn known(&self, dir: &Path) -> bool {
         let dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
         dirs.iter().any(|known| known == dir)
@@ -140,5 +147,42 @@ mod tests {
         assert_eq!(watch.synced(), [live, index_dir, root]);
         record(true);
         assert_eq!(watch.synced(), NONE, "once");
+    }
+    /// Found by a review: once this instance had synced the entries of the index's
+    /// directories, an index removed (by hand, for a rebuild) and made again by another
+    /// writer, its syncs still to come, was taken for synced by the path alone, so the
+    /// lines and state fsynced into it could be lost with it on a power loss. An instance
+    /// that finds the index removed, by its lock or by its journal, syncs them again.
+    #[test]
+    fn index_directories_made_again_after_a_removal_are_synced_again() {
+        for by_its_journal in [false, true] {
+            let temp = tempfile::tempdir().unwrap();
+            let root = temp.path().join("sessions");
+            let index_dir = root.join(INDEX_DIR);
+            let index = Index::new(&root);
+            let _ = index.record("s", Change::Create, i64::MIN, true).unwrap();
+            fs::remove_dir_all(&index_dir).unwrap();
+            // Another writer's `mkdir`s, their syncs still to come.
+            fs::create_dir_all(index_dir.join("live")).unwrap();
+            let watch = Watch::new(temp.path());
+            let change = if by_its_journal {
+                // A write finds its journal removed when it looks again, a while later.
+                index.run_clock_ahead(std::time::Duration::from_secs(3600));
+                Change::Write
+            } else {
+                // A creation finds the index lock it keeps removed.
+                Change::Create
+            };
+            let _ = index.record("t", change, i64::MIN, true).unwrap();
+            let synced = watch.synced();
+            assert!(
+                synced.contains(&root),
+                "by its journal: {by_its_journal}: {synced:?}"
+            );
+            assert!(
+                synced.contains(&index_dir),
+                "by its journal: {by_its_journal}"
+            );
+        }
     }
 }

@@ -132,6 +132,8 @@ impl Index {
                         None => live::is_removed(&file) && !self.same_root(handles.root.as_ref()),
                     };
                     if removed {
+                        // What it names now may be another writer's, not synced yet.
+                        self.synced_dirs().forget_under(&self.root);
                         *handles = Handles::default();
                         self.lives.restart();
                         *rebuild = true;

@@ -269,7 +269,7 @@ impl super::Index {
                 .append_at(&self.root, (t, id), floor, limit, sync, |recorded| {
                     super::journal::encode_recorded(t, super::Kind::Write, id, recorded)
                 })?;
-        self.sync_journal_dirs(sync)?;
+        self.sync_journal_dirs(sync, removed)?;
         let merge_ids =
             merge_ids || self.log_change(id, super::Change::Create, t, removed, sync)?;
         let change = super::Recorded { t, fold, merge_ids };

@@ -81,15 +81,20 @@ impl Index {
                 .append(&self.root, floor, self.limits.0, sync, |t| {
                     journal::encode(t, kind, id)
                 })?;
-        self.sync_journal_dirs(sync)?;
+        self.sync_journal_dirs(sync, journal_removed)?;
         let merge_ids = merge_ids || self.log_change(id, change, t, journal_removed, sync)?;
         Ok(Recorded { t, fold, merge_ids })
     }
 
     /// With `sync`, the entries of `live` and of the index's directory, where a line was
     /// just fsynced, made durable once per instance: another writer may have made them
-    /// without syncing them yet (see [`crate::synced_dirs`]).
-    pub(super) fn sync_journal_dirs(&self, sync: bool) -> Result<()> {
+    /// without syncing them yet (see [`crate::synced_dirs`]). Once again after the
+    /// journal was found `removed` with the index: the same paths may name directories
+    /// another writer made since.
+    pub(super) fn sync_journal_dirs(&self, sync: bool, removed: bool) -> Result<()> {
+        if removed {
+            self.dirs.forget_under(&self.root);
+        }
         if sync {
             self.dirs.entry(&self.root.join(super::live::LIVE_DIR))?;
             self.dirs.entry(&self.root)?;
