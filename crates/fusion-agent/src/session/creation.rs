@@ -13,8 +13,7 @@
 use std::sync::Arc;
 
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, OwnerScope, Result, Revision, Role,
-    SessionMeta,
+    Change, ChatMessage, ConversationStorage, Error, Expect, OwnerScope, Result, Role, SessionMeta,
 };
 use tracing::debug;
 
@@ -128,10 +127,7 @@ impl Creation {
         change: Change<'_>,
         inherited: Option<&SessionMeta>,
     ) -> Result<u64> {
-        let creates = matches!(
-            expected,
-            Expect::Generation(0) | Expect::Exactly(Revision { generation: 0, .. })
-        );
+        let creates = expected.generation() == 0;
         let messages = change.messages();
         if !creates || messages.is_empty() {
             return storage.write_if(id, expected, change).await;
