@@ -160,6 +160,7 @@ pub(crate) mod tests {
         synced: Vec<PathBuf>,
         made_by_another: Vec<PathBuf>,
         failing: Vec<PathBuf>,
+        at_sync: Vec<(PathBuf, Box<dyn FnMut() + Send>)>,
     }
 
     /// A sync of `path` (a directory, or a lock file's contents), for the watches of it.
@@ -167,6 +168,9 @@ pub(crate) mod tests {
         for watched in WATCHES.lock().unwrap().iter_mut() {
             if path.starts_with(&watched.root) {
                 watched.synced.push(path.to_path_buf());
+            }
+            for (_, at_sync) in watched.at_sync.iter_mut().filter(|(p, _)| p == path) {
+                at_sync();
             }
         }
     }
@@ -209,6 +213,7 @@ pub(crate) mod tests {
                 synced: Vec::new(),
                 made_by_another: Vec::new(),
                 failing: Vec::new(),
+                at_sync: Vec::new(),
             });
             Self { id }
         }
@@ -228,6 +233,11 @@ pub(crate) mod tests {
         /// [`repaired`](Self::repaired).
         pub(crate) fn fail_syncs_of(&self, dir: &Path) {
             self.with(|watched| watched.failing.push(dir.to_path_buf()));
+        }
+
+        /// Runs `f` at each sync of `path` while this watch lives, just before it.
+        pub(crate) fn at_sync_of(&self, path: &Path, f: impl FnMut() + Send + 'static) {
+            self.with(|watched| watched.at_sync.push((path.to_path_buf(), Box::new(f))));
         }
 
         /// Lets the syncs [`fail_syncs_of`](Self::fail_syncs_of) failed succeed again.

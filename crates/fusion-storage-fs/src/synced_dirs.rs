@@ -8,10 +8,12 @@
 //! fsynced into it would be lost with it on a power loss. Nothing tells such an entry from
 //! an old one, so the instance syncs the parent itself, once per directory: the session
 //! directory at its first write that takes a session's lock on the blocking pool (every
-//! write a policy makes durable does), the index's directory when it first opens the index
-//! lock, and `live` (and the index's directory again, for writes that take no index lock)
-//! with the first line fsynced into one of its journals. Later writes find it remembered:
-//! a lock of a mutex over a few paths, no system call.
+//! write a policy makes durable does), just before that lock, which the session's other
+//! writers would wait on; the index's directory when it first opens the index lock, and
+//! `live` (and the index's directory again, for writes that take no index lock) with the
+//! first line fsynced into one of its journals. Later writes find it remembered: a lock of
+//! a mutex over a few paths, no system call. An index found removed is forgotten, its
+//! paths then perhaps another writer's new directories.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -56,7 +58,8 @@ impl SyncedDirs {
         dirs.retain(|known| !known.starts_with(dir));
     }
 
-    fn known(&self, dir: &Path) -> bool {
+    /// Whether this instance made the entry of `dir` durable.
+    pub(crate) fn known(&self, dir: &Path) -> bool {
         let dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
         dirs.iter().any(|known| known == dir)
     }
@@ -73,12 +76,14 @@ impl SyncedDirs {
 mod tests {
     use std::fs;
     use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
 
     use fusion_core::{ChatMessage, ConversationStorage};
 
     use crate::dirs::tests::Watch;
     use crate::file_name::INDEX_DIR;
     use crate::index::{Change, Index};
+    use crate::lock::SessionLock;
     use crate::{FileSystemOptions, FileSystemStorage, SyncPolicy};
 
     const NONE: Vec<PathBuf> = Vec::new();
@@ -184,5 +189,36 @@ mod tests {
                 "by its journal: {by_its_journal}"
             );
         }
+    }
+    /// Found by a review: the instance's first write synced the session directory's entry
+    /// into its parent while it held the session's lock, so the other writers of the
+    /// session (another process's, each CLI call's) waited for that fsync too. It is
+    /// synced before the lock is taken.
+    #[tokio::test]
+    async fn the_session_directory_is_synced_before_the_session_is_locked() {
+        let temp = tempfile::tempdir().unwrap();
+        let top = temp.path();
+        let root = top.join("sessions");
+        let hi = [ChatMessage::user("hi")];
+        // Another instance's session.
+        FileSystemStorage::new(&root)
+            .append("s", &hi)
+            .await
+            .unwrap();
+        let watch = Watch::new(top);
+        let free = Arc::new(Mutex::new(Vec::new()));
+        watch.at_sync_of(top, {
+            let (free, lock) = (free.clone(), root.join(".s.lock"));
+            move || {
+                let taken = SessionLock::try_exclusive(&lock).unwrap();
+                free.lock().unwrap().push(taken.is_some());
+            }
+        });
+        let options = FileSystemOptions::new().inline_calls(false);
+        let storage = FileSystemStorage::connect_with(&root, options)
+            .await
+            .unwrap();
+        storage.append("s", &hi).await.unwrap();
+        assert_eq!(*free.lock().unwrap(), [true], "the session's lock was free");
     }
 }

@@ -410,11 +410,14 @@ impl SessionFiles {
     /// Takes the session's exclusive lock, creating the directory on first use. The
     /// instance's first such lock also makes the directory's entry durable in its parent
     /// (see [`crate::synced_dirs`]): another writer may have made it without syncing it,
-    /// and every write a policy makes durable takes this lock.
+    /// and every write a policy makes durable takes this lock. Before the lock, so that no
+    /// other writer of the session waits for that fsync.
     fn lock_exclusive(&self) -> Result<SessionLock> {
-        let lock = SessionLock::exclusive(&self.dir, &self.lock)?;
-        self.index.synced_dirs().entry(&self.dir)?;
-        Ok(lock)
+        let dirs = self.index.synced_dirs();
+        if !dirs.known(&self.dir) {
+            dirs.create(&self.dir)?;
+        }
+        SessionLock::exclusive(&self.dir, &self.lock)
     }
 }
 
