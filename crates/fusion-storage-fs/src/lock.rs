@@ -34,9 +34,10 @@ impl SessionLock {
     /// lock file would otherwise be durable before its name, the write syncs the directory
     /// first, only when the lock file may be new: a rewrite whose lock file held no
     /// generation of its own (before its rename), and an `EveryWrite` metadata update whose
-    /// lock file held no counters. An append to an existing session does not fsync the
-    /// counters it stores, under any policy: a lock file lost with them is counted again,
-    /// at the legacy generation it read as before that append.
+    /// lock file held no counters and that removes the metadata file (a write of it syncs
+    /// the directory, the lock file's name with it). An append to an existing session
+    /// does not fsync the counters it stores, under any policy: a lock file lost with them
+    /// is counted again, at the legacy generation it read as before that append.
     pub(crate) fn exclusive(dir: &Path, path: &Path) -> Result<Self> {
         loop {
             let (file, opened) = match regular_file::open_or_create(path) {
@@ -482,21 +483,30 @@ mod tests {
         storage.create_session("s", &meta, &hi).await.unwrap();
         let lock = root.join(".s.lock");
         let untitled = MetaUpdate::new().title(None::<String>);
-        for lost in [true, false] {
+        let titled = MetaUpdate::new().title(Some("t"));
+        for (lost, update) in [(true, &untitled), (false, &untitled), (true, &titled)] {
             if lost {
                 fs::remove_file(&lock).unwrap();
             }
             let watch = Watch::new(&root);
-            storage.update_session("s", &untitled).await.unwrap();
+            storage.update_session("s", update).await.unwrap();
             let synced = watch.synced();
             let stored = synced.iter().position(|p| *p == lock).expect("fsynced");
-            // After the counters, the lock file's name, only when it was made anew.
-            let expected: &[PathBuf] = if lost {
+            // After the counters, the lock file's name, only when it was made anew and
+            // no metadata file's write synced it before (as a removal does not).
+            let expected: &[PathBuf] = if lost && update == &untitled {
                 std::slice::from_ref(&root)
             } else {
                 &[]
             };
-            assert_eq!(&synced[stored + 1..], expected, "{synced:?}");
+            assert_eq!(&synced[stored + 1..], expected, "{update:?}: {synced:?}");
+            if lost && update == &titled {
+                let before = synced[..stored].iter().rposition(|p| *p == root);
+                assert!(
+                    before.is_some(),
+                    "the metadata's write synced it: {synced:?}"
+                );
+            }
         }
     }
 }

@@ -304,7 +304,8 @@ impl SessionFiles {
         for key in new_keys.iter().filter(|k| !old_keys.contains(k)) {
             self.index.add_member(*key, &self.id, sync)?;
         }
-        if new.is_empty() && counters.copied.is_none() {
+        let meta_removed = new.is_empty() && counters.copied.is_none();
+        if meta_removed {
             meta_file::remove(&self.meta())?;
         } else {
             let stored = StoredMeta {
@@ -328,12 +329,12 @@ impl SessionFiles {
             ..counters
         };
         lock.store(&self.lock, generation, &new_counters, sync)?;
-        if sync && contents.counters.is_none() {
+        if sync && contents.counters.is_none() && meta_removed {
             // A lock file without counters was just made (by this write, or by a reader,
             // after a loss): its name may not be durable yet, and the counters just fsynced
             // (the update's time, the expiry) would be lost with it on a power loss. The
-            // metadata file's write syncs the directory after it was made, but its removal
-            // does not.
+            // metadata file's write synced the directory, the lock file's name with it,
+            // but its removal does not.
             super::sync_dir(&self.dir)?;
         }
         for key in old_keys.iter().filter(|k| !new_keys.contains(k)) {
