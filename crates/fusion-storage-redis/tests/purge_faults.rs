@@ -249,6 +249,51 @@ async fn a_purge_run_again_after_it_failed_publishes_each_expiry_once() {
     assert_eq!(expired, 1, "one expired for one session gone");
 }
 
+/// Found by a review: a purge that took up a failed one's claim (its entries held, its
+/// sessions published) and whose `CLAIM` was then refused, so sent nothing that applied,
+/// dropped that claim, and its entries stayed leased to nobody for the lease (60 s),
+/// then were swept and published again. It leaves the claim to the next purge again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_refused_while_it_takes_a_failed_one_up_leaves_it_to_the_next() {
+    let Some(h) = proxied_cluster().await else {
+        return;
+    };
+    let store = open(&h).await;
+    let mut raw = raw(&h).await;
+    warm_up(&store, &mut raw).await;
+    let _: () = raw.zadd(EXPIRY, "kept", 1).await.unwrap();
+    fail_second_look(&h, &store, 10).await;
+
+    // The expiry index of another type for a moment: the `CLAIM` taking the failed
+    // purge up is refused (`WRONGTYPE`), having done nothing.
+    let saved = format!("{{{EXPIRY}}}:saved");
+    let _: () = raw.rename(EXPIRY, &saved).await.unwrap();
+    let _: () = raw.set(EXPIRY, "not a zset").await.unwrap();
+    let refused = store.purge_expired(10).await;
+    let _: () = raw.del(EXPIRY).await.unwrap();
+    let _: () = raw.rename(&saved, EXPIRY).await.unwrap();
+    refused.expect_err("the claim was refused");
+
+    assert_eq!(
+        store.purge_expired(10).await.unwrap(),
+        1,
+        "taken up at once"
+    );
+    assert_nothing_left(&mut raw).await;
+}
+
+/// Purges up to `batch` with every reply to the second look lost: the purge fails after
+/// its sweeps.
+async fn fail_second_look(h: &ProxiedCluster, store: &RedisStorage, batch: usize) {
+    // The second look reads each session with the `INFO` script's `lenient` mode, which
+    // nothing else in a purge uses.
+    h.proxy.cut_randomly_containing("lenient", 1.0, 3);
+    let failed = store.purge_expired(batch).await;
+    h.proxy.stop_cutting();
+    let err = failed.expect_err("the second look's replies were lost");
+    assert!(err.is_retryable(), "{err}");
+}
+
 /// The arguments of a purge of 321 by `CLAIM` (the batch, the lease), which no other
 /// request carries.
 const CLAIM_ARGS: &str = "$3\r\n321\r\n$5\r\n60000\r\n";

@@ -111,7 +111,8 @@ impl RedisStorage {
     /// and sweeps them without publishing again. A `CLAIM` sent again after its reply was
     /// lost finds the entries its first copy claimed likewise; one that failed so (every
     /// copy's reply lost, or timed out), or a release that failed, leaves its id to the
-    /// next round too. A claim no round of this process takes up (the process killed)
+    /// next round too, and a round that took one up and failed at its `CLAIM` (even one
+    /// refused) leaves it again. A claim no round of this process takes up (the process killed)
     /// leaves its entries in the expiry index, due again when the lease ends (and its
     /// swept sessions published again then): taken out, they would be lost, and the
     /// sessions they name never purged nor counted, their index entries left to the
@@ -136,7 +137,9 @@ impl RedisStorage {
         let (now, due): (i64, Vec<String>) = match self.eval(&scripts::CLAIM, &call).await {
             Ok(claimed) => claimed,
             Err(err) => {
-                if may_have_applied(&err) {
+                // One taken up stays unsettled whatever this claim did: its entries are
+                // still held at its token, and its sessions published.
+                if taking_up || may_have_applied(&err) {
                     self.unsettle(Some(Unsettled { token, published }));
                 }
                 return Err(parse_redis_error(err, self.op(NAME, None).on_key(expiry)));
