@@ -15,6 +15,8 @@
 //! a mutex over a few paths, no system call. An index found removed is forgotten, its
 //! paths then perhaps another writer's new directories.
 
+use std::borrow::Cow;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -46,7 +48,9 @@ impl SyncedDirs {
         if self.known(dir) {
             return Ok(());
         }
-        crate::dirs::sync_found(crate::dirs::parent_of(dir))?;
+        if let Some(parent) = entry_parent(dir) {
+            crate::dirs::sync_found(&parent)?;
+        }
         self.remember(dir);
         Ok(())
     }
@@ -70,6 +74,21 @@ impl SyncedDirs {
             dirs.push(dir.to_path_buf());
         }
     }
+}
+
+/// The directory holding the entry of `dir`, which exists: the parent of its name, unless
+/// that name is a symbolic link (a storage root given so) or ends in `.` or `..`, whose
+/// entry is in the parent of the directory it resolves to; `None` for the file system's
+/// root. One `lstat` more, once per directory and instance.
+fn entry_parent(dir: &Path) -> Option<Cow<'_, Path>> {
+    let linked = fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
+    if dir.file_name().is_none() || linked {
+        // Resolved where it can be; otherwise the parent of its name, as before.
+        if let Ok(real) = fs::canonicalize(dir) {
+            return real.parent().map(|parent| Cow::Owned(parent.to_path_buf()));
+        }
+    }
+    Some(Cow::Borrowed(crate::dirs::parent_of(dir)))
 }
 
 #[cfg(test)]
@@ -220,5 +239,27 @@ mod tests {
             .unwrap();
         storage.append("s", &hi).await.unwrap();
         assert_eq!(*free.lock().unwrap(), [true], "the session's lock was free");
+    }
+    /// Found by a review: the entry of a session directory named through a symbolic link
+    /// (a storage root given so), or by a name ending in `..`, was synced into the
+    /// directory holding that name (the link's, or the one `..` leaves), not into the one
+    /// holding the directory's entry.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_session_directory_named_by_a_link_or_dots_is_synced_where_its_entry_is() {
+        let temp = tempfile::tempdir().unwrap();
+        let top = fs::canonicalize(temp.path()).unwrap();
+        let real = top.join("real");
+        let sessions = real.join("sessions");
+        // Another writer's `mkdir`s, their syncs still to come.
+        fs::create_dir_all(sessions.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&sessions, top.join("link")).unwrap();
+        let hi = [ChatMessage::user("hi")];
+        for root in [top.join("link"), sessions.join("sub/..")] {
+            let watch = Watch::new(&top);
+            FileSystemStorage::new(&root).save("s", &hi).await.unwrap();
+            let synced = watch.synced();
+            assert!(synced.contains(&real), "{root:?}: {synced:?}");
+        }
     }
 }
