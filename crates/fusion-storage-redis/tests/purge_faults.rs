@@ -282,6 +282,33 @@ async fn a_purge_refused_while_it_takes_a_failed_one_up_leaves_it_to_the_next() 
     assert_nothing_left(&mut raw).await;
 }
 
+/// Found by a review: the storage kept one failed round for the next purge to take up,
+/// so of two purges of it that failed at once (side by side, each after its sweep), the
+/// second to fail put its round in place of the first's, whose entry stayed leased to
+/// nobody for the lease (60 s), then was swept and published again. Each is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_purges_that_fail_at_once_each_leave_their_claim_to_the_next() {
+    let Some(h) = proxied_cluster().await else {
+        return;
+    };
+    let store = open(&h).await;
+    let mut raw = raw(&h).await;
+    warm_up(&store, &mut raw).await;
+    for id in ["first", "second"] {
+        let _: () = raw.zadd(EXPIRY, id, 1).await.unwrap();
+    }
+    // Both start before either fails (`join!` polls each to its first request), and
+    // each claims one of the two entries.
+    h.proxy.cut_randomly_containing("lenient", 1.0, 3);
+    let (one, other) = tokio::join!(store.purge_expired(1), store.purge_expired(1));
+    h.proxy.stop_cutting();
+    one.expect_err("the second look's replies were lost");
+    other.expect_err("the second look's replies were lost");
+
+    assert_eq!(store.purge_expired(10).await.unwrap(), 2, "both taken up");
+    assert_nothing_left(&mut raw).await;
+}
+
 /// Purges up to `batch` with every reply to the second look lost: the purge fails after
 /// its sweeps.
 async fn fail_second_look(h: &ProxiedCluster, store: &RedisStorage, batch: usize) {

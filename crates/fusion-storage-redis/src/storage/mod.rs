@@ -104,9 +104,9 @@ pub struct RedisStorage {
     read_only_scripts: Arc<read_only::ReadOnlyScripts>,
     /// The scripts a background `SCRIPT LOAD` is loading on a cluster (`scripting.rs`).
     pinning: scripting::Pinning,
-    /// A cluster's purge round whose claim may stand unknown to it (`retention.rs`): the
-    /// next round claims as it, and so finds those entries.
-    unsettled_claim: Arc<Mutex<Option<retention::Unsettled>>>,
+    /// A cluster's purge rounds whose claims may stand unknown to them (`retention.rs`):
+    /// a next round claims as one, and so finds its entries.
+    unsettled_claim: Arc<Mutex<Vec<retention::Unsettled>>>,
 }
 
 impl fmt::Debug for RedisStorage {

@@ -19,7 +19,7 @@
 //! expiry entry of a session written again since it expired included.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::PoisonError;
+use std::sync::{MutexGuard, PoisonError};
 use std::time::Duration;
 
 use fusion_core::{Result, SessionId, check_purge_batch};
@@ -120,7 +120,7 @@ impl RedisStorage {
     /// purge: its session is released and published again by the next sweep.
     async fn purge_spread(&self, limit: usize) -> Result<(usize, bool)> {
         let expiry = self.keys.expiry();
-        let taken_up = self.unsettle(None);
+        let taken_up = self.take_unsettled();
         let taking_up = taken_up.is_some();
         let Unsettled {
             token,
@@ -140,7 +140,7 @@ impl RedisStorage {
                 // One taken up stays unsettled whatever this claim did: its entries are
                 // still held at its token, and its sessions published.
                 if taking_up || may_have_applied(&err) {
-                    self.unsettle(Some(Unsettled { token, published }));
+                    self.unsettle(Unsettled { token, published });
                 }
                 return Err(parse_redis_error(err, self.op(NAME, None).on_key(expiry)));
             }
@@ -165,25 +165,31 @@ impl RedisStorage {
                 }
             }
             Ok(false) => {
-                self.unsettle(Some(Unsettled { token, published }));
+                self.unsettle(Unsettled { token, published });
             }
             Err(err) => {
                 tracing::warn!(%err, "a failed purge could not release its claim; the next purge takes it up");
-                self.unsettle(Some(Unsettled { token, published }));
+                self.unsettle(Unsettled { token, published });
             }
         }
         // A round that took up a failed one's entries may have met fewer than were due.
         swept.map(|(purged, more)| (purged, more || (taking_up && !due.is_empty())))
     }
 
-    /// Takes the round whose claim may stand unknown to it, leaving `unsettled` in its
-    /// place.
-    fn unsettle(&self, unsettled: Option<Unsettled>) -> Option<Unsettled> {
-        let mut slot = self
-            .unsettled_claim
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        std::mem::replace(&mut *slot, unsettled)
+    /// Takes a round whose claim may stand unknown to it, if one is left.
+    fn take_unsettled(&self) -> Option<Unsettled> {
+        self.unsettled().pop()
+    }
+
+    /// Leaves `unsettled` to a next round, beside those of other rounds that failed at
+    /// once (two purges of the storage side by side): one in place of another would leave
+    /// that one's entries leased to nobody, and its sessions published again.
+    fn unsettle(&self, unsettled: Unsettled) {
+        self.unsettled().push(unsettled);
+    }
+
+    fn unsettled(&self) -> MutexGuard<'_, Vec<Unsettled>> {
+        (self.unsettled_claim.lock()).unwrap_or_else(PoisonError::into_inner)
     }
 
     /// [`purge_spread`](Self::purge_spread) once its `CLAIM`, read at `now`, gave `due`,
