@@ -408,6 +408,16 @@ mod tests {
         assert!(!path.exists());
     }
 
+    /// A storage in a new directory (returned with it) holding the session `s`: one "hi".
+    async fn one_session() -> (tempfile::TempDir, PathBuf, FileSystemStorage) {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("sessions");
+        let storage = FileSystemStorage::connect(&root).await.unwrap();
+        let hi = [ChatMessage::user("hi")];
+        storage.append("s", &hi).await.unwrap();
+        (temp, root, storage)
+    }
+
     /// Found by a review: a lock file made anew (by the rewrite itself, or by a reader,
     /// after the old one was lost) had its name synced only after the rename of the new
     /// content. A power loss that kept the rename but not the name left the new content
@@ -415,11 +425,8 @@ mod tests {
     /// old content would have been taken. Its name is synced before the rename.
     #[tokio::test]
     async fn a_rewrite_syncs_the_name_of_a_lock_file_made_anew_before_its_rename() {
-        let temp = tempfile::tempdir().unwrap();
-        let root = temp.path().join("sessions");
-        let storage = FileSystemStorage::connect(&root).await.unwrap();
+        let (_temp, root, storage) = one_session().await;
         let hi = [ChatMessage::user("hi")];
-        storage.append("s", &hi).await.unwrap();
         let lock = root.join(".s.lock");
         for reader_made_it in [false, true] {
             fs::remove_file(&lock).unwrap();
@@ -448,11 +455,8 @@ mod tests {
     /// that fails before its rename puts the old generation and counters back.
     #[tokio::test]
     async fn a_rewrite_whose_lock_file_name_cannot_be_synced_keeps_the_old_generation() {
-        let temp = tempfile::tempdir().unwrap();
-        let root = temp.path().join("sessions");
-        let storage = FileSystemStorage::connect(&root).await.unwrap();
+        let (_temp, root, storage) = one_session().await;
         let hi = [ChatMessage::user("hi")];
-        storage.append("s", &hi).await.unwrap();
         fs::remove_file(root.join(".s.lock")).unwrap();
         let before = storage.session_info("s").await.unwrap().unwrap();
         assert_eq!(before.generation, LEGACY_GENERATION);
