@@ -235,7 +235,8 @@ pub(crate) mod tests {
             self.with(|watched| watched.failing.push(dir.to_path_buf()));
         }
 
-        /// Runs `f` at each sync of `path` while this watch lives, just before it.
+        /// Runs `f` at each sync of `path` while this watch lives, just before it, with
+        /// the record of watches locked: `f` must sync nothing itself.
         pub(crate) fn at_sync_of(&self, path: &Path, f: impl FnMut() + Send + 'static) {
             self.with(|watched| watched.at_sync.push((path.to_path_buf(), Box::new(f))));
         }
