@@ -156,6 +156,32 @@ async fn a_purge_run_again_after_its_claims_replies_were_lost_finds_its_entries(
     assert_nothing_left(&mut raw).await;
 }
 
+/// Found by a review: a purge that took up a failed one's claim swept every entry that
+/// claim held, however few it was asked to purge: after a purge of 321 whose every
+/// `CLAIM` reply was lost, a purge of 2 purged 5. It purges at most its batch, and the
+/// next ones the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_that_takes_a_larger_failed_one_up_purges_at_most_its_batch() {
+    let Some(h) = proxied_cluster().await else {
+        return;
+    };
+    let store = open(&h).await;
+    let mut raw = raw(&h).await;
+    warm_up(&store, &mut raw).await;
+    let gone = due_entries(&mut raw).await;
+    h.proxy.cut_randomly_containing(CLAIM_ARGS, 1.0, 5);
+    let failed = store.purge_expired(321).await;
+    h.proxy.stop_cutting();
+    failed.expect_err("every copy of the claim lost its reply");
+
+    let mut purged = Vec::new();
+    for _ in 0..4 {
+        purged.push(store.purge_expired(2).await.unwrap());
+    }
+    assert_eq!(purged, [2, 2, 1, 0], "of {}", gone.len());
+    assert_nothing_left(&mut raw).await;
+}
+
 /// Found by a review: `forget` takes a purged session out of the listings, then looks at
 /// it again and lists it if a writer created it again meanwhile; when that look failed,
 /// a session its writer had created and listed between the sweep and the removals was

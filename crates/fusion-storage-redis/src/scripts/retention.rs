@@ -100,12 +100,12 @@ return {0, owner or false}
 ///
 /// The claimer's record (a LIST in the expiry index's slot, for the lease) names what it
 /// claimed, and a claim by the same claimer returns those of them it still holds (at
-/// its token: not scored since by a writer, released, nor claimed by another) and
-/// claims nothing more, or claims afresh when it holds none: a `CLAIM` sent again after
-/// its reply was lost (or by the round after one whose claim stood unknown to it) finds
-/// the entries its first copy leased, which no longer are due, where it found none of
-/// them and left them leased to nobody for the whole lease. The caller deletes the
-/// record once its round is done.
+/// its token: not scored since by a writer, released, nor claimed by another; how many
+/// it asks for at most) and claims nothing more, or claims afresh when it holds none: a
+/// `CLAIM` sent again after its reply was lost (or by the round after one whose claim
+/// stood unknown to it) finds the entries its first copy leased, which no longer are
+/// due, where it found none of them and left them leased to nobody for the whole lease.
+/// The caller deletes the record once its round is done.
 ///
 /// The lease ends a fraction of a millisecond past a whole one, the claimer's token
 /// ([`TOKEN`]): writers score whole ms, so an entry still at that fraction is one no
@@ -128,6 +128,9 @@ for _, member in ipairs(held) do
     if fraction ~= 0 and fraction == token(score - fraction, id) then mine[#mine + 1] = member end
   end
 end
+-- At most as many as asked (a claim taken up may be a larger purge's): the rest stay
+-- held, for the claimer's next claim.
+for i = #mine, tonumber(ARGV[1]) + 1, -1 do mine[i] = nil end
 if #mine > 0 then return {now, mine} end
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
 local leased = now + tonumber(ARGV[2])

@@ -151,11 +151,14 @@ impl RedisStorage {
             .filter(|member| published.contains(split_member(member).0))
             .collect();
         let released: Vec<&String> = due.iter().filter(|m| !held.contains(m)).collect();
+        // A claim taken up gives back at most `limit` of the entries it holds (`CLAIM`),
+        // so as not to purge more than asked: any more stay held, for the next round.
+        let rest = taking_up && due.len() == limit;
         let settled = match &swept {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(!rest),
             Err(_) => (self.claimed(NAME, &now.to_string(), &token, &released))
                 .await
-                .map(|()| held.is_empty()),
+                .map(|()| held.is_empty() && !rest),
         };
         match settled {
             Ok(true) => {
