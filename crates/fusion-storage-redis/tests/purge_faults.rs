@@ -11,7 +11,7 @@ use common::NO_HANG;
 use common::proxied_cluster::{ProxiedCluster, proxied_cluster};
 use fusion_core::testkit::said;
 use fusion_core::{ChatMessage, ConversationStorage, Expiry, SessionMeta};
-use fusion_storage_redis::{ChangeKind, RedisOptions, RedisStorage};
+use fusion_storage_redis::{ChangeKind, RedisOptions, RedisStorage, SessionChanges};
 use futures::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
@@ -253,7 +253,13 @@ async fn a_purge_run_again_after_it_failed_publishes_each_expiry_once() {
     h.proxy.stop_cutting();
     failed.expect_err("the second look's replies were lost");
     assert_eq!(store.purge_expired(10).await.unwrap(), 1, "counted once");
-    // Published after every change of the purges, on the one node.
+    let expired = expired_of(&store, &mut changes, "once").await;
+    assert_eq!(expired, 1, "one expired for one session gone");
+}
+
+/// How many `Expired` of `id` came on `changes` so far: up to a change the storage
+/// publishes after every one of them (on the one node).
+async fn expired_of(store: &RedisStorage, changes: &mut SessionChanges, id: &str) -> usize {
     store
         .append("after", &[ChatMessage::user("x")])
         .await
@@ -266,13 +272,53 @@ async fn a_purge_run_again_after_it_failed_publishes_each_expiry_once() {
             .expect("the subscription is open")
             .expect("a session change");
         if change.session_id == "after" {
-            break;
+            return expired;
         }
-        if change.session_id == "once" && change.kind == ChangeKind::Expired {
+        if change.session_id == id && change.kind == ChangeKind::Expired {
             expired += 1;
         }
     }
-    assert_eq!(expired, 1, "one expired for one session gone");
+}
+
+/// Found by a review: the purge that took up a failed one swept without publishing every
+/// session the failed one had published, also one created again since, whose entry a
+/// writer had scored, and that expired again: its second removal went unpublished. Only
+/// the sessions whose entry it still holds are swept so now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_created_again_after_a_failed_purge_published_it_is_published_again() {
+    let Some(h) = proxied_cluster().await else {
+        return;
+    };
+    let options = RedisOptions::new().key_prefix(PREFIX).publish_changes(true);
+    let store = RedisStorage::connect_with(&h.url, options).await.unwrap();
+    let mut raw = raw(&h).await;
+    warm_up(&store, &mut raw).await;
+    let mut changes = store.subscribe_changes().await.unwrap();
+    let _: () = raw.zadd(EXPIRY, "back", 1).await.unwrap();
+    fail_second_look(&h, &store, 10).await;
+
+    // Created again, with an expiry: its writer scores the entry (a whole ms). Then what
+    // Redis leaves once it expired: no keys, the entry due.
+    let meta = SessionMeta::new().expiry(Expiry::At(SystemTime::now() + Duration::from_secs(3600)));
+    store
+        .create_session("back", &meta, &said("a"))
+        .await
+        .unwrap();
+    let keys = [
+        format!("{PREFIX}:s:{{back}}"),
+        format!("{PREFIX}:m:{{back}}"),
+    ];
+    let dropped: usize = raw.del(&keys).await.unwrap();
+    assert_eq!(dropped, 2);
+    let _: () = raw.zadd(EXPIRY, "back", 2).await.unwrap();
+
+    assert_eq!(store.purge_expired(10).await.unwrap(), 1);
+    assert_eq!(
+        expired_of(&store, &mut changes, "back").await,
+        2,
+        "one per removal"
+    );
+    assert_nothing_left(&mut raw).await;
 }
 
 /// Found by a review: a purge that took up a failed one's claim (its entries held, its

@@ -112,27 +112,35 @@ return {0, owner or false}
 /// writer scored since this claim, nor another claimer since ([`CLAIMED`]).
 ///
 /// KEYS: the expiry index, the claimer's record. ARGV: how many at most, the lease in ms,
-/// the claimer's id (see [`TOKEN`]). Returns `{now in ms, {members}}`. A key of another
-/// type where the record goes is no record, and is left alone.
+/// the claimer's id (see [`TOKEN`]). Returns `{now in ms, {members}, {held}}`: `held`
+/// those of the members that were at its token already (all of those it still holds; of
+/// a fresh claim, those of an earlier claim of it whose lease ended, which no writer
+/// scored since). A key of another type where the record goes is no record, and is left
+/// alone.
 pub(super) const CLAIM: &str = r#"
 local id = tonumber(ARGV[3])
+local function mine(score)
+  local fraction = score % 1
+  return fraction ~= 0 and fraction == token(score - fraction, id)
+end
 local held = redis.pcall('LRANGE', KEYS[2], 0, -1)
 local recorded = held.err == nil
 if not recorded then held = {} end
-local mine = {}
+local kept = {}
 for _, member in ipairs(held) do
   local score = redis.call('ZSCORE', KEYS[1], member)
-  if score then
-    score = tonumber(score)
-    local fraction = score % 1
-    if fraction ~= 0 and fraction == token(score - fraction, id) then mine[#mine + 1] = member end
-  end
+  if score and mine(tonumber(score)) then kept[#kept + 1] = member end
 end
 -- At most as many as asked (a claim taken up may be a larger purge's): the rest stay
 -- held, for the claimer's next claim.
-for i = #mine, tonumber(ARGV[1]) + 1, -1 do mine[i] = nil end
-if #mine > 0 then return {now, mine} end
-local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
+for i = #kept, tonumber(ARGV[1]) + 1, -1 do kept[i] = nil end
+if #kept > 0 then return {now, kept, kept} end
+local found = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]), 'WITHSCORES')
+local due, still = {}, {}
+for i = 1, #found, 2 do
+  due[#due + 1] = found[i]
+  if mine(tonumber(found[i + 1])) then still[#still + 1] = found[i] end
+end
 local leased = now + tonumber(ARGV[2])
 leased = leased + token(leased, id)
 for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', leased, member) end
@@ -143,7 +151,7 @@ if recorded then
     redis.call('PEXPIRE', KEYS[2], ARGV[2])
   end
 end
-return {now, due}
+return {now, due, still}
 "#;
 
 /// What a cluster's `forget` (after a purge or a delete) and a failed purge do to

@@ -443,7 +443,7 @@ fn a_claim_leases_the_due_entries_and_a_second_claim_gets_none_of_them() {
     }
     let claim = Script::new(CLAIM.source());
     let lease = 600_000;
-    let (at, due): (i64, Vec<String>) = claim
+    let (at, due, _): (i64, Vec<String>, Vec<String>) = claim
         .key(&key)
         .arg(10)
         .arg(lease)
@@ -467,7 +467,7 @@ fn a_claim_leases_the_due_entries_and_a_second_claim_gets_none_of_them() {
         .query(&mut conn)
         .unwrap();
     assert_eq!(score, Some(later), "an entry not due is left as it was");
-    let (_, again): (i64, Vec<String>) = claim
+    let (_, again, _): (i64, Vec<String>, Vec<String>) = claim
         .key(&key)
         .arg(10)
         .arg(lease)

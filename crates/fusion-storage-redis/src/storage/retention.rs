@@ -108,7 +108,9 @@ impl RedisStorage {
     /// `expired` for: swept again, those would be published twice. It keeps them, and
     /// leaves its claimer's id and those sessions to the next round of this storage (any
     /// clone), which claims as it (the claimer's record, see `scripts::retention::CLAIM`)
-    /// and sweeps them without publishing again. A `CLAIM` sent again after its reply was
+    /// and sweeps them without publishing again: those whose entry is still at its token
+    /// (one a writer scored since names a session written again, published when it goes
+    /// in its turn). A `CLAIM` sent again after its reply was
     /// lost finds the entries its first copy claimed likewise; one that failed so (every
     /// copy's reply lost, or timed out), or a release that failed, leaves its id to the
     /// next round too, and a round that took one up and failed at its `CLAIM` (even one
@@ -134,7 +136,8 @@ impl RedisStorage {
         call.arg(limit)
             .arg(CLAIM_LEASE.as_millis().to_string())
             .arg(&token);
-        let (now, due): (i64, Vec<String>) = match self.eval(&scripts::CLAIM, &call).await {
+        let claimed: (i64, Vec<String>, Vec<String>) = match self.eval(&scripts::CLAIM, &call).await
+        {
             Ok(claimed) => claimed,
             Err(err) => {
                 // One taken up stays unsettled whatever this claim did: its entries are
@@ -145,6 +148,13 @@ impl RedisStorage {
                 return Err(parse_redis_error(err, self.op(NAME, None).on_key(expiry)));
             }
         };
+        let (now, due, still_held) = claimed;
+        // A session a failed round published whose entry is no longer at its token was
+        // written again since (a writer scored the entry): a new session, whose removal
+        // is published.
+        for member in due.iter().filter(|member| !still_held.contains(member)) {
+            published.remove(split_member(member).0);
+        }
         let swept = (self.sweep_claimed(now, &due, limit, &token, &mut published)).await;
         let held: Vec<&String> = due
             .iter()
@@ -383,7 +393,7 @@ mod tests {
         );
 
         // A purge's lease (`CLAIM`) is its claimer's too: only its release undoes it.
-        let (now, due): (i64, Vec<String>) = Script::new(scripts::CLAIM.source())
+        let (now, due, _): (i64, Vec<String>, Vec<String>) = Script::new(scripts::CLAIM.source())
             .key(&key)
             .key(format!("{key}:record"))
             .arg(10)
@@ -424,7 +434,7 @@ mod tests {
         let record = format!("{prefix}:claim:{{{key}}}:5");
         let conn = &mut conn;
         let claim = |conn: &mut redis::Connection, id: &str| -> Vec<String> {
-            let (_, due): (i64, Vec<String>) = Script::new(scripts::CLAIM.source())
+            let (_, due, _): (i64, Vec<String>, Vec<String>) = Script::new(scripts::CLAIM.source())
                 .key(&key)
                 .key(format!("{prefix}:claim:{{{key}}}:{id}"))
                 .arg(10)
@@ -451,6 +461,37 @@ mod tests {
         );
         claimed(conn, &key, "drop", "5", &["a"]);
         assert_eq!(claim(conn, "5"), ["d", "b"], "none held: claimed afresh");
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .arg(&record)
+            .query(conn)
+            .unwrap();
+    }
+
+    /// A fresh claim tells which of the entries it claims were at its own token already:
+    /// those a lease of its that ended left, which no writer scored since, and whose
+    /// sessions a failed round of it may have published (`purge_spread` sweeps them
+    /// without publishing again); not one a writer scored, nor another claimer's.
+    #[test]
+    fn a_fresh_claim_tells_the_entries_an_ended_lease_of_its_own_left() {
+        let Some(mut conn) = server() else { return };
+        let prefix = prefix("ended");
+        let key = format!("{prefix}:expiry");
+        let record = format!("{prefix}:claim:{{{key}}}:5");
+        let conn = &mut conn;
+        zadd(conn, &key, 3.0 + scripts::token_of(3.0, 5), "ended");
+        zadd(conn, &key, 4.0, "written");
+        zadd(conn, &key, 5.0 + scripts::token_of(5.0, 6), "theirs");
+        let (_, due, held): (i64, Vec<String>, Vec<String>) = Script::new(scripts::CLAIM.source())
+            .key(&key)
+            .key(&record)
+            .arg(10)
+            .arg(60_000)
+            .arg(5)
+            .invoke(conn)
+            .unwrap();
+        assert_eq!(due, ["ended", "written", "theirs"]);
+        assert_eq!(held, ["ended"]);
         let _: () = redis::cmd("DEL")
             .arg(&key)
             .arg(&record)
