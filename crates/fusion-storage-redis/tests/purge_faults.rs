@@ -354,6 +354,35 @@ async fn a_purge_refused_while_it_takes_a_failed_one_up_leaves_it_to_the_next() 
     assert_nothing_left(&mut raw).await;
 }
 
+/// Found by a review: a purge that took up a failed one's claim and was dropped part way
+/// (cancelled by its caller: a timeout, a shutdown) lost that claim, whose entries stayed
+/// leased to nobody for the lease (60 s), then were swept and published again. A round
+/// dropped unsettled leaves its claim to the next purge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_dropped_while_it_takes_a_failed_one_up_leaves_it_to_the_next() {
+    let Some(h) = proxied_cluster().await else {
+        return;
+    };
+    let store = open(&h).await;
+    let mut raw = raw(&h).await;
+    warm_up(&store, &mut raw).await;
+    let _: () = raw.zadd(EXPIRY, "kept", 1).await.unwrap();
+    fail_second_look(&h, &store, 10).await;
+
+    // Polled once, the purge takes the failed round up and sends its `CLAIM`, which
+    // cannot have been answered yet; then it is dropped.
+    let mut dropped = Box::pin(store.purge_expired(10));
+    assert!(futures::poll!(&mut dropped).is_pending());
+    drop(dropped);
+
+    assert_eq!(
+        store.purge_expired(10).await.unwrap(),
+        1,
+        "taken up at once"
+    );
+    assert_nothing_left(&mut raw).await;
+}
+
 /// Found by a review: the storage kept one failed round for the next purge to take up,
 /// so of two purges of it that failed at once (side by side, each after its sweep), the
 /// second to fail put its round in place of the first's, whose entry stayed leased to

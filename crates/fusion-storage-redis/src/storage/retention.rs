@@ -56,6 +56,26 @@ pub(super) struct Unsettled {
     published: BTreeSet<String>,
 }
 
+/// A purge round's claim until it is settled: one dropped unsettled (the round failed
+/// where its claim may stand, or its future was dropped part way, a purge cancelled by
+/// its caller's timeout say) is left to the next round of the storage, as one that failed.
+struct Round<'a> {
+    storage: &'a RedisStorage,
+    claim: Unsettled,
+    settled: bool,
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.storage.unsettle(Unsettled {
+                token: std::mem::take(&mut self.claim.token),
+                published: std::mem::take(&mut self.claim.published),
+            });
+        }
+    }
+}
+
 impl RedisStorage {
     /// Deletes up to `batch` expired sessions; see the module documentation. Looks at
     /// entries until `batch` sessions are purged or none is due, so a batch that met
@@ -114,7 +134,8 @@ impl RedisStorage {
     /// lost finds the entries its first copy claimed likewise; one that failed so (every
     /// copy's reply lost, or timed out), or a release that failed, leaves its id to the
     /// next round too, and a round that took one up and failed at its `CLAIM` (even one
-    /// refused) leaves it again. A claim no round of this process takes up (the process killed)
+    /// refused) leaves it again, as does a round dropped part way (cancelled by its
+    /// caller). A claim no round of this process takes up (the process killed)
     /// leaves its entries in the expiry index, due again when the lease ends (and its
     /// swept sessions published again then): taken out, they would be lost, and the
     /// sessions they name never purged nor counted, their index entries left to the
@@ -124,13 +145,16 @@ impl RedisStorage {
         let expiry = self.keys.expiry();
         let taken_up = self.take_unsettled();
         let taking_up = taken_up.is_some();
-        let Unsettled {
-            token,
-            mut published,
-        } = taken_up.unwrap_or_else(|| Unsettled {
+        let claim = taken_up.unwrap_or_else(|| Unsettled {
             token: scripts::claim_token(),
             published: BTreeSet::new(),
         });
+        let token = claim.token.clone();
+        let mut round = Round {
+            storage: self,
+            claim,
+            settled: false,
+        };
         let record = self.keys.claim_record(&token);
         let mut call = evalsha(&scripts::CLAIM, &[expiry, &record]);
         call.arg(limit)
@@ -142,20 +166,19 @@ impl RedisStorage {
             Err(err) => {
                 // One taken up stays unsettled whatever this claim did: its entries are
                 // still held at its token, and its sessions published.
-                if taking_up || may_have_applied(&err) {
-                    self.unsettle(Unsettled { token, published });
-                }
+                round.settled = !taking_up && !may_have_applied(&err);
                 return Err(parse_redis_error(err, self.op(NAME, None).on_key(expiry)));
             }
         };
         let (now, due, still_held) = claimed;
+        let published = &mut round.claim.published;
         // A session a failed round published whose entry is no longer at its token was
         // written again since (a writer scored the entry): a new session, whose removal
         // is published.
         for member in due.iter().filter(|member| !still_held.contains(member)) {
             published.remove(split_member(member).0);
         }
-        let swept = (self.sweep_claimed(now, &due, limit, &token, &mut published)).await;
+        let swept = (self.sweep_claimed(now, &due, limit, &token, published)).await;
         let held: Vec<&String> = due
             .iter()
             .filter(|member| published.contains(split_member(member).0))
@@ -172,17 +195,15 @@ impl RedisStorage {
         };
         match settled {
             Ok(true) => {
+                round.settled = true;
                 let del = redis::cmd("DEL").arg(&record).clone();
                 if let Err(err) = self.send_index_request::<Value>(Request::Cmd(&del)).await {
                     tracing::debug!(%err, "a purge's claim record stays until its lease ends");
                 }
             }
-            Ok(false) => {
-                self.unsettle(Unsettled { token, published });
-            }
+            Ok(false) => {}
             Err(err) => {
                 tracing::warn!(%err, "a failed purge could not release its claim; the next purge takes it up");
-                self.unsettle(Unsettled { token, published });
             }
         }
         // A round that took up a failed one's entries may have met fewer than were due.
