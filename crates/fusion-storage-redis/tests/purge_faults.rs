@@ -19,9 +19,21 @@ use redis::aio::MultiplexedConnection;
 const PREFIX: &str = "purge-faults";
 const EXPIRY: &str = "purge-faults:expiry";
 
-async fn open(h: &ProxiedCluster) -> RedisStorage {
-    let options = RedisOptions::new().key_prefix(PREFIX);
-    RedisStorage::connect_with(&h.url, options).await.unwrap()
+/// The cluster, a storage on it with `options` (under [`PREFIX`]) that purged once
+/// ([`warm_up`]), and a [`raw`] connection.
+struct Purging {
+    h: ProxiedCluster,
+    store: RedisStorage,
+    raw: MultiplexedConnection,
+}
+
+async fn warmed(options: RedisOptions) -> Option<Purging> {
+    let h = proxied_cluster().await?;
+    let options = options.key_prefix(PREFIX);
+    let store = RedisStorage::connect_with(&h.url, options).await.unwrap();
+    let mut raw = raw(&h).await;
+    warm_up(&store, &mut raw).await;
+    Some(Purging { h, store, raw })
 }
 
 /// A plain connection to the node (through the proxy, which cuts nothing it is not told
@@ -46,11 +58,9 @@ async fn warm_up(store: &RedisStorage, raw: &mut MultiplexedConnection) {
 /// second look has put back those of live sessions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_whose_second_look_fails_keeps_a_live_sessions_expiry_entry() {
-    let Some(h) = proxied_cluster().await else {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
         return;
     };
-    let store = open(&h).await;
-    let mut raw = raw(&h).await;
     let meta = SessionMeta::new().expiry(Expiry::At(SystemTime::now() + Duration::from_secs(3600)));
     store
         .create_session("live", &meta, &said("a"))
@@ -59,13 +69,7 @@ async fn a_purge_whose_second_look_fails_keeps_a_live_sessions_expiry_entry() {
     let due: f64 = raw.zscore(EXPIRY, "live").await.unwrap();
     let _: () = raw.zadd(EXPIRY, "live", 1).await.unwrap();
 
-    // The second look reads each session with the `INFO` script's `lenient` mode, which
-    // nothing else in a purge uses: every copy of it loses its reply.
-    h.proxy.cut_randomly_containing("lenient", 1.0, 3);
-    let failed = store.purge_expired(10).await;
-    h.proxy.stop_cutting();
-    let err = failed.expect_err("the second look's replies were lost");
-    assert!(err.is_retryable(), "{err}");
+    fail_second_look(&h, &store, 10).await;
     let score: Option<f64> = raw.zscore(EXPIRY, "live").await.unwrap();
     assert!(score.is_some(), "the live session lost its expiry entry");
     assert!(store.session_info("live").await.unwrap().is_some());
@@ -83,12 +87,9 @@ async fn a_purge_whose_second_look_fails_keeps_a_live_sessions_expiry_entry() {
 /// and the next purge sweeps and counts the session at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_whose_sweep_fails_releases_its_claim_for_the_next_purge() {
-    let Some(h) = proxied_cluster().await else {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
         return;
     };
-    let store = open(&h).await;
-    let mut raw = raw(&h).await;
-    warm_up(&store, &mut raw).await;
     // An entry due long ago whose session Redis already dropped.
     let _: () = raw.zadd(EXPIRY, "swept", 1).await.unwrap();
 
@@ -111,12 +112,9 @@ async fn a_purge_whose_sweep_fails_releases_its_claim_for_the_next_purge() {
 /// counts every one, once, and leaves neither an entry nor the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_whose_reply_was_lost_is_sent_again_and_finds_its_entries() {
-    let Some(h) = proxied_cluster().await else {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
         return;
     };
-    let store = open(&h).await;
-    let mut raw = raw(&h).await;
-    warm_up(&store, &mut raw).await;
     let gone = due_entries(&mut raw).await;
 
     // The `CLAIM` is the one request with the batch and the lease as its arguments.
@@ -134,19 +132,12 @@ async fn a_claim_whose_reply_was_lost_is_sent_again_and_finds_its_entries() {
 /// storage claims as the one that failed, and finds them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_run_again_after_its_claims_replies_were_lost_finds_its_entries() {
-    let Some(h) = proxied_cluster().await else {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
         return;
     };
-    let store = open(&h).await;
-    let mut raw = raw(&h).await;
-    warm_up(&store, &mut raw).await;
     let gone = due_entries(&mut raw).await;
 
-    h.proxy.cut_randomly_containing(CLAIM_ARGS, 1.0, 5);
-    let failed = store.purge_expired(321).await;
-    h.proxy.stop_cutting();
-    let err = failed.expect_err("every copy of the claim lost its reply");
-    assert!(err.is_retryable(), "{err}");
+    lose_every_claim_reply(&h, &store).await;
     for id in &gone {
         let score: Option<f64> = raw.zscore(EXPIRY, id).await.unwrap();
         assert!(score.is_some_and(|s| s > 1.0), "{id} leased: {score:?}");
@@ -162,17 +153,11 @@ async fn a_purge_run_again_after_its_claims_replies_were_lost_finds_its_entries(
 /// next ones the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_that_takes_a_larger_failed_one_up_purges_at_most_its_batch() {
-    let Some(h) = proxied_cluster().await else {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
         return;
     };
-    let store = open(&h).await;
-    let mut raw = raw(&h).await;
-    warm_up(&store, &mut raw).await;
     let gone = due_entries(&mut raw).await;
-    h.proxy.cut_randomly_containing(CLAIM_ARGS, 1.0, 5);
-    let failed = store.purge_expired(321).await;
-    h.proxy.stop_cutting();
-    failed.expect_err("every copy of the claim lost its reply");
+    lose_every_claim_reply(&h, &store).await;
 
     let mut purged = Vec::new();
     for _ in 0..4 {
@@ -189,19 +174,13 @@ async fn a_purge_that_takes_a_larger_failed_one_up_purges_at_most_its_batch() {
 /// listed only the sessions it took out. It lists every session its second look finds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_created_again_while_a_purge_failed_is_listed_by_the_next() {
-    let Some(h) = proxied_cluster().await else {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
         return;
     };
-    let store = open(&h).await;
-    let mut raw = raw(&h).await;
-    warm_up(&store, &mut raw).await;
     // An entry whose session Redis dropped: swept, taken out of the listings, and the
     // second look's every reply lost.
     let _: () = raw.zadd(EXPIRY, "again", 1).await.unwrap();
-    h.proxy.cut_randomly_containing("lenient", 1.0, 3);
-    let failed = store.purge_expired(10).await;
-    h.proxy.stop_cutting();
-    failed.expect_err("the second look's replies were lost");
+    fail_second_look(&h, &store, 10).await;
     let released: Option<f64> = raw.zscore(EXPIRY, "again").await.unwrap();
     assert!(released.is_some(), "the failed purge keeps the entry");
     // What a writer that created the session again between the sweep and the removals
@@ -238,20 +217,14 @@ async fn a_session_created_again_while_a_purge_failed_is_listed_by_the_next() {
 /// without publishing again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_run_again_after_it_failed_publishes_each_expiry_once() {
-    let Some(h) = proxied_cluster().await else {
+    let options = RedisOptions::new().publish_changes(true);
+    let Some(Purging { h, store, mut raw }) = warmed(options).await else {
         return;
     };
-    let options = RedisOptions::new().key_prefix(PREFIX).publish_changes(true);
-    let store = RedisStorage::connect_with(&h.url, options).await.unwrap();
-    let mut raw = raw(&h).await;
-    warm_up(&store, &mut raw).await;
     let mut changes = store.subscribe_changes().await.unwrap();
     let _: () = raw.zadd(EXPIRY, "once", 1).await.unwrap();
 
-    h.proxy.cut_randomly_containing("lenient", 1.0, 3);
-    let failed = store.purge_expired(10).await;
-    h.proxy.stop_cutting();
-    failed.expect_err("the second look's replies were lost");
+    fail_second_look(&h, &store, 10).await;
     assert_eq!(store.purge_expired(10).await.unwrap(), 1, "counted once");
     let expired = expired_of(&store, &mut changes, "once").await;
     assert_eq!(expired, 1, "one expired for one session gone");
@@ -286,13 +259,10 @@ async fn expired_of(store: &RedisStorage, changes: &mut SessionChanges, id: &str
 /// the sessions whose entry it still holds are swept so now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_created_again_after_a_failed_purge_published_it_is_published_again() {
-    let Some(h) = proxied_cluster().await else {
+    let options = RedisOptions::new().publish_changes(true);
+    let Some(Purging { h, store, mut raw }) = warmed(options).await else {
         return;
     };
-    let options = RedisOptions::new().key_prefix(PREFIX).publish_changes(true);
-    let store = RedisStorage::connect_with(&h.url, options).await.unwrap();
-    let mut raw = raw(&h).await;
-    warm_up(&store, &mut raw).await;
     let mut changes = store.subscribe_changes().await.unwrap();
     let _: () = raw.zadd(EXPIRY, "back", 1).await.unwrap();
     fail_second_look(&h, &store, 10).await;
@@ -327,12 +297,9 @@ async fn a_session_created_again_after_a_failed_purge_published_it_is_published_
 /// then were swept and published again. It leaves the claim to the next purge again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_refused_while_it_takes_a_failed_one_up_leaves_it_to_the_next() {
-    let Some(h) = proxied_cluster().await else {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
         return;
     };
-    let store = open(&h).await;
-    let mut raw = raw(&h).await;
-    warm_up(&store, &mut raw).await;
     let _: () = raw.zadd(EXPIRY, "kept", 1).await.unwrap();
     fail_second_look(&h, &store, 10).await;
 
@@ -360,12 +327,9 @@ async fn a_purge_refused_while_it_takes_a_failed_one_up_leaves_it_to_the_next() 
 /// dropped unsettled leaves its claim to the next purge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_dropped_while_it_takes_a_failed_one_up_leaves_it_to_the_next() {
-    let Some(h) = proxied_cluster().await else {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
         return;
     };
-    let store = open(&h).await;
-    let mut raw = raw(&h).await;
-    warm_up(&store, &mut raw).await;
     let _: () = raw.zadd(EXPIRY, "kept", 1).await.unwrap();
     fail_second_look(&h, &store, 10).await;
 
@@ -389,12 +353,9 @@ async fn a_purge_dropped_while_it_takes_a_failed_one_up_leaves_it_to_the_next() 
 /// nobody for the lease (60 s), then was swept and published again. Each is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_purges_that_fail_at_once_each_leave_their_claim_to_the_next() {
-    let Some(h) = proxied_cluster().await else {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
         return;
     };
-    let store = open(&h).await;
-    let mut raw = raw(&h).await;
-    warm_up(&store, &mut raw).await;
     for id in ["first", "second"] {
         let _: () = raw.zadd(EXPIRY, id, 1).await.unwrap();
     }
@@ -408,6 +369,15 @@ async fn two_purges_that_fail_at_once_each_leave_their_claim_to_the_next() {
 
     assert_eq!(store.purge_expired(10).await.unwrap(), 2, "both taken up");
     assert_nothing_left(&mut raw).await;
+}
+
+/// A purge of 321 whose `CLAIM` loses every copy's reply, which fails.
+async fn lose_every_claim_reply(h: &ProxiedCluster, store: &RedisStorage) {
+    h.proxy.cut_randomly_containing(CLAIM_ARGS, 1.0, 5);
+    let failed = store.purge_expired(321).await;
+    h.proxy.stop_cutting();
+    let err = failed.expect_err("every copy of the claim lost its reply");
+    assert!(err.is_retryable(), "{err}");
 }
 
 /// Purges up to `batch` with every reply to the second look lost: the purge fails after

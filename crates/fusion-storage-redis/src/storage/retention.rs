@@ -351,6 +351,24 @@ mod tests {
             .unwrap();
     }
 
+    /// `CLAIM` of up to 10 entries of `key` for a lease of 60 s, as the claimer `id`
+    /// whose record is `record`: `(now, claimed, held already)`.
+    fn claim(
+        conn: &mut redis::Connection,
+        key: &str,
+        record: &str,
+        id: &str,
+    ) -> (i64, Vec<String>, Vec<String>) {
+        Script::new(scripts::CLAIM.source())
+            .key(key)
+            .key(record)
+            .arg(10)
+            .arg(60_000)
+            .arg(id)
+            .invoke(conn)
+            .unwrap()
+    }
+
     /// `CLAIMED`'s `action` for the claimer of `token`.
     fn claimed(conn: &mut redis::Connection, key: &str, action: &str, token: &str, of: &[&str]) {
         let _: () = Script::new(scripts::CLAIMED.source())
@@ -414,14 +432,7 @@ mod tests {
         );
 
         // A purge's lease (`CLAIM`) is its claimer's too: only its release undoes it.
-        let (now, due, _): (i64, Vec<String>, Vec<String>) = Script::new(scripts::CLAIM.source())
-            .key(&key)
-            .key(format!("{key}:record"))
-            .arg(10)
-            .arg(60_000)
-            .arg(theirs)
-            .invoke(conn)
-            .unwrap();
+        let (now, due, _) = claim(conn, &key, &format!("{key}:record"), theirs);
         assert_eq!(due, ["live"]);
         let leased = at((now + 60_000) as f64, theirs);
         assert_eq!(score(conn, &key, "live"), leased);
@@ -454,34 +465,30 @@ mod tests {
         let key = format!("{prefix}:expiry");
         let record = format!("{prefix}:claim:{{{key}}}:5");
         let conn = &mut conn;
-        let claim = |conn: &mut redis::Connection, id: &str| -> Vec<String> {
-            let (_, due, _): (i64, Vec<String>, Vec<String>) = Script::new(scripts::CLAIM.source())
-                .key(&key)
-                .key(format!("{prefix}:claim:{{{key}}}:{id}"))
-                .arg(10)
-                .arg(60_000)
-                .arg(id)
-                .invoke(conn)
-                .unwrap();
-            due
+        let claim_as = |conn: &mut redis::Connection, id: &str| -> Vec<String> {
+            claim(conn, &key, &format!("{prefix}:claim:{{{key}}}:{id}"), id).1
         };
         for member in ["a", "b", "c"] {
             zadd(conn, &key, 1.0, member);
         }
-        assert_eq!(claim(conn, "5"), ["a", "b", "c"]);
-        assert_eq!(claim(conn, "6"), Vec::<String>::new(), "another claimer");
+        assert_eq!(claim_as(conn, "5"), ["a", "b", "c"]);
+        assert_eq!(claim_as(conn, "6"), Vec::<String>::new(), "another claimer");
         // A writer scores `b` again; `c` goes (another claimer's drop, say); `d` comes due.
         zadd(conn, &key, 5000.0, "b");
         let _: () = redis::cmd("ZREM").arg(&key).arg("c").query(conn).unwrap();
         zadd(conn, &key, 2.0, "d");
-        assert_eq!(claim(conn, "5"), ["a"], "sent again: what it still holds");
+        assert_eq!(
+            claim_as(conn, "5"),
+            ["a"],
+            "sent again: what it still holds"
+        );
         let ttl: i64 = redis::cmd("PTTL").arg(&record).query(conn).unwrap();
         assert!(
             ttl > 0 && ttl <= 60_000,
             "the record lasts the lease: {ttl}"
         );
         claimed(conn, &key, "drop", "5", &["a"]);
-        assert_eq!(claim(conn, "5"), ["d", "b"], "none held: claimed afresh");
+        assert_eq!(claim_as(conn, "5"), ["d", "b"], "none held: claimed afresh");
         let _: () = redis::cmd("DEL")
             .arg(&key)
             .arg(&record)
@@ -503,14 +510,7 @@ mod tests {
         zadd(conn, &key, 3.0 + scripts::token_of(3.0, 5), "ended");
         zadd(conn, &key, 4.0, "written");
         zadd(conn, &key, 5.0 + scripts::token_of(5.0, 6), "theirs");
-        let (_, due, held): (i64, Vec<String>, Vec<String>) = Script::new(scripts::CLAIM.source())
-            .key(&key)
-            .key(&record)
-            .arg(10)
-            .arg(60_000)
-            .arg(5)
-            .invoke(conn)
-            .unwrap();
+        let (_, due, held) = claim(conn, &key, &record, "5");
         assert_eq!(due, ["ended", "written", "theirs"]);
         assert_eq!(held, ["ended"]);
         let _: () = redis::cmd("DEL")
