@@ -347,6 +347,36 @@ async fn a_purge_dropped_while_it_takes_a_failed_one_up_leaves_it_to_the_next() 
     assert_nothing_left(&mut raw).await;
 }
 
+/// Found by a review: a purge that took up a failed round holding nothing, and met no
+/// due entry, ended there, though another failed round it could take up next held
+/// entries: here two purges dropped at once, one holding the entry of a session it
+/// published, the other nothing. The purge goes on while failed rounds are left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_goes_on_to_every_failed_round_left() {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
+        return;
+    };
+    let _: () = raw.zadd(EXPIRY, "kept", 1).await.unwrap();
+    fail_second_look(&h, &store, 10).await;
+
+    // Each polled once, which sends its `CLAIM` and cannot have its answer yet: one takes
+    // the failed round up, the other claims afresh; dropped in that order, the fresh one
+    // is the one a next purge takes up first.
+    let mut holding = Box::pin(store.purge_expired(10));
+    assert!(futures::poll!(&mut holding).is_pending());
+    let mut fresh = Box::pin(store.purge_expired(10));
+    assert!(futures::poll!(&mut fresh).is_pending());
+    drop(holding);
+    drop(fresh);
+
+    assert_eq!(
+        store.purge_expired(10).await.unwrap(),
+        1,
+        "the held entry swept"
+    );
+    assert_nothing_left(&mut raw).await;
+}
+
 /// Found by a review: the storage kept one failed round for the next purge to take up,
 /// so of two purges of it that failed at once (side by side, each after its sweep), the
 /// second to fail put its round in place of the first's, whose entry stayed leased to

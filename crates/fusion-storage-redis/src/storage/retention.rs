@@ -206,8 +206,10 @@ impl RedisStorage {
                 tracing::warn!(%err, "a failed purge could not release its claim; the next purge takes it up");
             }
         }
-        // A round that took up a failed one's entries may have met fewer than were due.
-        swept.map(|(purged, more)| (purged, more || (taking_up && !due.is_empty())))
+        // A round that took up a failed one's entries may have met fewer than were due,
+        // and found none of them with those of another failed round still to take up.
+        let others = taking_up && !self.unsettled().is_empty();
+        swept.map(|(purged, more)| (purged, more || others || (taking_up && !due.is_empty())))
     }
 
     /// Takes a round whose claim may stand unknown to it, if one is left.
