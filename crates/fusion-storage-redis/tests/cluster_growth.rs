@@ -20,13 +20,22 @@ use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use redis::aio::MultiplexedConnection;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_reaches_a_new_node_while_the_first_slot_moves_to_it() {
+/// A [`TwoNodes`] cluster and the URL naming its first node; `None` without
+/// `redis-server` (skip, or a failure under `FUSION_REQUIRE_BACKENDS`).
+async fn two_nodes() -> Option<(TwoNodes, String)> {
     let Some(binary) = redis_server_on_path() else {
-        unavailable::<()>("redis_cluster", "install redis-server");
-        return;
+        return unavailable("redis_cluster", "install redis-server");
     };
     let cluster = TwoNodes::start(&binary).await;
+    let url = format!("redis+cluster://127.0.0.1:{}", cluster.old.port);
+    Some((cluster, url))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_reaches_a_new_node_while_the_first_slot_moves_to_it() {
+    let Some((cluster, _)) = two_nodes().await else {
+        return;
+    };
 
     // A user without `SCRIPT`: a write reaching the new node is an `EVALSHA` it does not
     // know, answered by the script's `EVAL`, with nothing loaded ahead.
@@ -73,12 +82,9 @@ async fn a_write_reaches_a_new_node_while_the_first_slot_moves_to_it() {
 /// write (whose own `MOVED` updates only the writes' client).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_follows_its_slot_to_another_node() {
-    let Some(binary) = redis_server_on_path() else {
-        unavailable::<()>("redis_cluster", "install redis-server");
+    let Some((cluster, url)) = two_nodes().await else {
         return;
     };
-    let cluster = TwoNodes::start(&binary).await;
-    let url = format!("redis+cluster://127.0.0.1:{}", cluster.old.port);
     let storage = RedisStorage::connect(&url).await.unwrap();
     let contents = |history: Vec<ChatMessage>| -> Vec<String> {
         history.into_iter().map(|m| m.content).collect()
@@ -107,12 +113,9 @@ async fn a_load_follows_its_slot_to_another_node() {
 /// names, behind an `ASKING`, and reads the session there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_follows_an_ask_while_its_slot_migrates() {
-    let Some(binary) = redis_server_on_path() else {
-        unavailable::<()>("redis_cluster", "install redis-server");
+    let Some((cluster, url)) = two_nodes().await else {
         return;
     };
-    let cluster = TwoNodes::start(&binary).await;
-    let url = format!("redis+cluster://127.0.0.1:{}", cluster.old.port);
     let storage = RedisStorage::connect(&url).await.unwrap();
     let written = [ChatMessage::user("0"), ChatMessage::user("1")];
     storage.append("asked", &written).await.unwrap();
@@ -134,12 +137,9 @@ async fn a_load_follows_an_ask_while_its_slot_migrates() {
 /// (`SIGSTOP`): it takes the connection, and its handshake never answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_whose_asked_node_cannot_be_reached_fails_retryably_naming_it() {
-    let Some(binary) = redis_server_on_path() else {
-        unavailable::<()>("redis_cluster", "install redis-server");
+    let Some((cluster, url)) = two_nodes().await else {
         return;
     };
-    let cluster = TwoNodes::start(&binary).await;
-    let url = format!("redis+cluster://127.0.0.1:{}", cluster.old.port);
     // A short connect timeout: only to keep the case short, nothing is timed.
     let options = RedisOptions::new().connect_timeout(std::time::Duration::from_millis(200));
     let storage = RedisStorage::connect_with(&url, options).await.unwrap();
