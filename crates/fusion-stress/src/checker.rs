@@ -33,6 +33,9 @@
 //!    [`crate::brief`]).
 //! 10. Each acknowledged turn answered its own message (`ack <its tag>`): a turn whose
 //!     request ended with another writer's message would answer that one instead.
+//! 11. An idle session that a retitle after the cutoff found is still stored with its one
+//!     message, and the purges of sessions not written since the cutoff deleted only idle
+//!     ones (checked by [`crate::idle`]).
 //!
 //! Rules 3 to 5 are checked after the run, and also against every successful reload's
 //! snapshot (what the worker's session read from storage during the run): there, a turn
@@ -54,6 +57,7 @@ use fusion_agent::context::SUMMARY_KEY;
 use fusion_core::{ChatMessage, Role};
 
 use crate::brief::{self, Brief};
+use crate::idle::{self, IdleRun};
 use crate::journal::{Entry, Op};
 use crate::report::Report;
 use crate::tags::{Tag, tags_in};
@@ -69,8 +73,12 @@ pub struct RunRecord<'a> {
     pub journal: &'a [Entry],
     /// The sessions that expired during the run, as the coordinator created them.
     pub brief: &'a [Brief],
+    /// The idle sessions and the stale purges' cutoff, as the coordinator fixed them.
+    pub idle: &'a IdleRun,
     /// Every stored session (shared ones, forks, brief ones) as loaded after the run.
     pub stored: &'a BTreeMap<String, Vec<ChatMessage>>,
+    /// The generation of every session `session_info` found after the run.
+    pub generations: &'a BTreeMap<String, u64>,
 }
 
 /// Checks `run` and counts what it holds.
@@ -79,7 +87,9 @@ pub fn check(run: &RunRecord<'_>) -> Report {
     report.counts.add_ops(run.journal);
     for (id, history) in run.stored {
         report.counts.sessions += 1;
-        if !run.brief.iter().any(|b| b.id == *id) {
+        let own_shape =
+            run.brief.iter().any(|b| b.id == *id) || run.idle.sessions.iter().any(|s| s.id == *id);
+        if !own_shape {
             check_session_shape(run.system_prompt, id, history, &mut report);
         }
     }
@@ -101,6 +111,14 @@ pub fn check(run: &RunRecord<'_>) -> Report {
         run.brief,
         run.journal,
         run.stored,
+        &mut report.counts,
+        &mut report.violations,
+    );
+    idle::check(
+        run.idle,
+        run.journal,
+        run.stored,
+        run.generations,
         &mut report.counts,
         &mut report.violations,
     );
@@ -576,7 +594,9 @@ mod tests {
             shared: &shared,
             journal,
             brief: &[],
+            idle: &IdleRun::default(),
             stored: &stored,
+            generations: &BTreeMap::new(),
         })
     }
 

@@ -1,5 +1,6 @@
 //! The coordinator: prepares a fresh storage location and the loopback LLM, creates the
-//! brief sessions ([`crate::brief`]), starts the worker processes (this same binary, role
+//! idle sessions ([`crate::idle`]) and, once their cutoff is past, the brief sessions
+//! ([`crate::brief`]), starts the worker processes (this same binary, role
 //! `worker`), waits for them and for every brief session's expiry, loads every session
 //! and runs the checker.
 //!
@@ -21,6 +22,7 @@ use fusion_core::ChatMessage;
 use crate::backend::{Backend, Location};
 use crate::brief::Brief;
 use crate::checker::{RunRecord, check};
+use crate::idle::IdleRun;
 use crate::journal::{self, Entry, Op, now_ns};
 use crate::listing;
 use crate::mock;
@@ -94,6 +96,10 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
     let server = MockLlmServer::start_with(mock::rule).await;
     // Nothing reads the bodies back; recording them would grow memory with every request.
     server.set_record_requests(false);
+    // Before anything else is written, and waited past: rule 11 counts on every other
+    // session being written first after the cutoff.
+    let idle = IdleRun::create(&*storage).await?;
+    tokio::time::sleep(idle.past()).await;
     let start_ns = now_ns();
     let deadline_ns = config
         .seconds
@@ -120,6 +126,7 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
             .args(["--index", &index.to_string()])
             .args(["--seed", &config.seed.to_string()])
             .args(["--sessions", &config.sessions.to_string()])
+            .args(["--idle-cutoff-ns", &idle.cutoff_ns.to_string()])
             .arg("--journal")
             .arg(journal_path(dir, index))
             .arg("--workspace")
@@ -184,6 +191,7 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
     let shared: Vec<String> = (0..config.sessions).map(shared_id).collect();
     let mut ids: BTreeSet<String> = shared.iter().cloned().collect();
     ids.extend(brief.iter().map(|b| b.id.clone()));
+    ids.extend(idle.sessions.iter().map(|s| s.id.clone()));
     ids.extend(entries.iter().filter_map(|e| match &e.op {
         Op::Fork { new_id, .. } => Some(new_id.clone()),
         _ => None,
@@ -202,12 +210,19 @@ async fn run_in(config: &RunConfig, dir: &Path, location: &Location) -> Result<R
             stored.insert(id.clone(), history);
         }
     }
+    let generations: BTreeMap<String, u64> = listings
+        .infos
+        .iter()
+        .filter_map(|(id, info)| Some((id.clone(), info.as_ref()?.generation)))
+        .collect();
     let mut report = check(&RunRecord {
         system_prompt: SYSTEM_PROMPT,
         shared: &shared,
         journal: &entries,
         brief: &brief,
+        idle: &idle,
         stored: &stored,
+        generations: &generations,
     });
     violations.append(&mut report.violations);
     violations.extend(listing::check(&listings, &stored));

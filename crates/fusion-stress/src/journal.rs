@@ -135,6 +135,39 @@ pub enum Op {
         /// Why it failed.
         failure: Option<Failure>,
     },
+    /// `update_session` of an idle session with a new title, straight through the storage
+    /// ([`crate::idle`]).
+    Retitle {
+        /// The title written.
+        title: String,
+        /// The generation of the session it found (it returned `Some`); `None` when it
+        /// found none or failed.
+        found: Option<u64>,
+        /// Why it failed.
+        failure: Option<Failure>,
+    },
+    /// `delete` and `create_session_with_times` of every idle session in turn, last
+    /// written before the run's cutoff ([`crate::idle`]), journaled under
+    /// [`crate::brief::PURGE_SESSION`].
+    Renew {
+        /// How many were created again before it ended.
+        created: usize,
+        /// Why it failed (it stops at the first failure).
+        failure: Option<Failure>,
+    },
+    /// `purge_not_written_since` at the run's cutoff ([`crate::idle`]), journaled under
+    /// [`crate::brief::PURGE_SESSION`].
+    StalePurge {
+        /// Sessions per page of its listing.
+        page: usize,
+        /// The sessions it reported deleting, each with its generation as listed, in order
+        /// (also when it failed later).
+        deleted: Vec<(String, u64)>,
+        /// How many it listed and kept as written since, when it succeeded.
+        written_meanwhile: Option<usize>,
+        /// Why it failed.
+        failure: Option<Failure>,
+    },
     /// `reload()`.
     Reload {
         /// Why it failed.
@@ -158,6 +191,9 @@ impl Op {
             Op::Retain { .. } => "retain",
             Op::Brief { .. } => "brief",
             Op::Purge { .. } => "purge",
+            Op::Retitle { .. } => "retitle",
+            Op::Renew { .. } => "renew",
+            Op::StalePurge { .. } => "stale_purge",
             Op::Reload { .. } => "reload",
         }
     }
@@ -174,6 +210,9 @@ impl Op {
             | Op::Retain { failure, .. }
             | Op::Brief { failure, .. }
             | Op::Purge { failure, .. }
+            | Op::Retitle { failure, .. }
+            | Op::Renew { failure, .. }
+            | Op::StalePurge { failure, .. }
             | Op::Reload { failure, .. } => failure.as_ref(),
         }
     }

@@ -114,6 +114,8 @@ struct WorkerArgs {
     workspace: PathBuf,
     #[arg(long, default_value_t = 0.0)]
     faults: f64,
+    #[arg(long)]
+    idle_cutoff_ns: u64,
 }
 
 #[tokio::main]
@@ -137,6 +139,7 @@ async fn main() -> ExitCode {
                 journal: args.journal,
                 workspace: args.workspace,
                 faults: args.faults,
+                idle_cutoff_ns: args.idle_cutoff_ns,
             };
             match worker::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -44,6 +44,17 @@ pub struct Counts {
     pub notes_after_expiry: usize,
     /// Sessions the workers' purges removed.
     pub purged: usize,
+    /// Lives of idle sessions that a retitle after the cutoff found, stored after the run
+    /// as they must be ([`crate::idle`]).
+    pub idle_kept: usize,
+    /// Idle sessions the stale purges reported deleting.
+    pub stale_purged: usize,
+    /// Idle sessions deleted and created again, stale, by renews.
+    pub renewed: usize,
+    /// Sessions a stale purge listed and then kept, as changed between its listing and its
+    /// delete: retitled (the race [`crate::idle`] is about, met) or deleted by another
+    /// purge.
+    pub purge_kept_written: usize,
     /// Replies lost to injected faults (`--faults`) during the workers' operations.
     pub faults: usize,
     /// Operations that met at least one lost reply.
@@ -125,6 +136,10 @@ impl Counts {
         self.expired_notes += other.expired_notes;
         self.notes_after_expiry += other.notes_after_expiry;
         self.purged += other.purged;
+        self.idle_kept += other.idle_kept;
+        self.stale_purged += other.stale_purged;
+        self.renewed += other.renewed;
+        self.purge_kept_written += other.purge_kept_written;
         self.faults += other.faults;
         self.faulted_ops += other.faulted_ops;
         self.faulted_unknown += other.faulted_unknown;
@@ -150,6 +165,10 @@ impl Counts {
         parts.push(format!("expired_notes={}", self.expired_notes));
         parts.push(format!("notes_after_expiry={}", self.notes_after_expiry));
         parts.push(format!("purged={}", self.purged));
+        parts.push(format!("idle_kept={}", self.idle_kept));
+        parts.push(format!("stale_purged={}", self.stale_purged));
+        parts.push(format!("renewed={}", self.renewed));
+        parts.push(format!("purge_kept_written={}", self.purge_kept_written));
         parts.push(format!("faults={}", self.faults));
         parts.push(format!("faulted_ops={}", self.faulted_ops));
         parts.push(format!("faulted_unknown={}", self.faulted_unknown));
@@ -186,6 +205,13 @@ impl fmt::Display for Counts {
             "  expiring sessions: {} notes gone with the session they were written to, {} \
              acknowledged after it expired verified present; {} sessions purged",
             self.expired_notes, self.notes_after_expiry, self.purged
+        )?;
+        writeln!(
+            f,
+            "  idle sessions: {} retitled after the cutoff and kept, {} deleted by stale \
+             purges, {} renewed; {} kept by a purge as changed between its listing and \
+             its delete",
+            self.idle_kept, self.stale_purged, self.renewed, self.purge_kept_written
         )?;
         if self.faults > 0 {
             writeln!(

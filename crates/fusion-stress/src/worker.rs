@@ -1,7 +1,8 @@
 //! One worker process: a seeded random mix of turns, undos, summaries, forks, deletes,
 //! labels (a tag added to the session's metadata), expiry changes and reloads on the run's
-//! shared sessions, and of appends to the brief sessions and purges ([`crate::brief`]),
-//! each journaled as it ends.
+//! shared sessions, of appends to the brief sessions and purges ([`crate::brief`]), and of
+//! retitles and renewals of the idle sessions and purges of those not written since the
+//! run's cutoff ([`crate::idle`]), each journaled as it ends.
 //!
 //! The worker opens its own storage instance and keeps one `AgentSession` per shared
 //! session for its whole life, as a long-running application would; other workers change
@@ -26,6 +27,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::backend::Location;
 use crate::brief::{BRIEF_SESSIONS, PURGE_SESSION, brief_id, note};
+use crate::idle::{self, IDLE_SESSIONS, idle_id};
 use crate::journal::{Entry, Failure, Journal, Op, now_ns, snapshot};
 use crate::tags::{Tag, tags_in, user_message};
 
@@ -68,6 +70,8 @@ pub struct WorkerConfig {
     pub workspace: PathBuf,
     /// The probability that a reply is lost (`crate::faults`); 0 for none.
     pub faults: f64,
+    /// The cutoff of every stale purge ([`crate::idle`]), ns since the epoch.
+    pub idle_cutoff_ns: u64,
 }
 
 /// The seed of worker `index`'s generator.
@@ -87,14 +91,20 @@ enum Kind {
     Retain,
     Brief,
     Purge,
+    Retitle,
+    Renew,
+    StalePurge,
     Reload,
 }
 
-/// Turn 48%, undo 10%, summarize 8%, fork 4%, delete 5%, label 4%, retain 3%, brief 6%,
-/// purge 2%, reload 10%.
+/// Turn 43%, undo 10%, summarize 8%, fork 4%, delete 5%, label 4%, retain 3%, brief 6%,
+/// purge 2%, retitle 3%, renew 1%, stale purge 1%, reload 10%.
 fn pick(rng: &mut StdRng) -> Kind {
     match rng.random_range(0..100u32) {
-        0..48 => Kind::Turn,
+        0..43 => Kind::Turn,
+        43..46 => Kind::Retitle,
+        46..47 => Kind::Renew,
+        47..48 => Kind::StalePurge,
         48..58 => Kind::Undo,
         58..66 => Kind::Summarize,
         66..70 => Kind::Fork,
@@ -149,7 +159,7 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
     let mut injected = injector.injected();
     // Per session: this worker's acknowledged turn, while it is its last operation there.
     let mut undoable: Vec<Option<Tag>> = vec![None; config.sessions];
-    let (mut turns, mut forks, mut notes) = (0usize, 0usize, 0usize);
+    let (mut turns, mut forks, mut notes, mut retitles) = (0usize, 0usize, 0usize, 0usize);
     let mut done = 0usize;
     loop {
         if config.ops.is_some_and(|ops| done >= ops)
@@ -256,6 +266,21 @@ pub async fn run(config: WorkerConfig) -> Result<()> {
                     removed: result.as_ref().ok().copied(),
                     failure: Failure::of_result(&result),
                 }
+            }
+            Kind::Retitle => {
+                on = idle_id(rng.random_range(0..IDLE_SESSIONS));
+                let title = idle::title(config.index, retitles);
+                retitles += 1;
+                idle::retitle(&*storage, &on, title).await
+            }
+            Kind::Renew => {
+                on = PURGE_SESSION.to_string();
+                idle::renew(&*storage, config.idle_cutoff_ns).await
+            }
+            Kind::StalePurge => {
+                on = PURGE_SESSION.to_string();
+                let page = idle::PAGES[rng.random_range(0..idle::PAGES.len())];
+                idle::purge(&*storage, config.idle_cutoff_ns, page).await
             }
             Kind::Reload => match session.reload().await {
                 Ok(()) => Op::Reload {
