@@ -269,8 +269,8 @@ impl Lister<'_> {
             }
             done.insert(entry.id.clone());
             let updated = info.updated_at.map_or(0, unix_micros);
-            // Without stored counters `updated_at` is the file's modification time, which
-            // matches no line: the session's newest line is its place. That is the newest
+            // Without stored counters that describe the file, `updated_at` may be its
+            // modification time, which matches no line: the session's newest line is its place. That is the newest
             // line met only from the top: below a cursor, a line above it (which an
             // earlier page showed the session at, before its counters were lost) places
             // it there, and this page leaves it out. The lines above the cursor are read

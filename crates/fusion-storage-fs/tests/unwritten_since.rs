@@ -1,9 +1,9 @@
 //! What a write conditional on the last write ([`Expect::UnwrittenSince`], what
 //! `fusion sessions purge --older-than` deletes with) compares on the file-system
 //! backend: the `updated_at` that `session_info` reports, to the microsecond, whether
-//! the counters describe the session file, are stale or were lost (then the file's
-//! modification time); and that a metadata write racing such a delete is never lost with
-//! the session.
+//! the counters describe the session file (their time), are stale (the later of theirs
+//! and the file's modification time) or were lost (the file's modification time); and
+//! that a metadata write racing such a delete is never lost with the session.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, Revision, SessionInfo,
+    SessionQuery,
 };
-use fusion_storage_fs::{FileSystemOptions, FileSystemStorage};
+use fusion_storage_fs::{FileSystemOptions, FileSystemStorage, SyncPolicy};
 
 fn said(text: &str) -> Vec<ChatMessage> {
     vec![ChatMessage::user(text)]
@@ -85,7 +86,8 @@ async fn the_last_write_is_compared_to_the_microsecond_on_the_blocking_pool() {
 
 /// A session whose lock file holds no counters (an earlier version's, or lost) was last
 /// written, for `session_info` and so for the comparison, when its file was modified;
-/// one whose counters describe an earlier length (a line appended by hand) when they say.
+/// one whose counters describe an earlier length (a line appended by hand) then too, if
+/// that is later than they say.
 #[tokio::test]
 async fn without_counters_the_files_modification_time_is_compared() {
     let tmp = tempfile::tempdir().unwrap();
@@ -123,17 +125,19 @@ async fn without_counters_the_files_modification_time_is_compared() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.extend_from_slice(line.as_bytes());
     std::fs::write(&path, bytes).unwrap();
-    // Modified after the counters' time, which still reads as the last write.
+    // Modified after the counters' time: that is the last write.
     let later = written + Duration::from_secs(3600);
     let file = File::options().write(true).open(&path).unwrap();
     file.set_modified(later).unwrap();
     drop(file);
     let (revision, reported) = listed(&storage, "stale").await;
-    assert_eq!((revision.len, reported), (2, written));
-    let since = Expect::UnwrittenSince {
-        revision,
-        since: written + Duration::from_micros(1),
-    };
+    assert_eq!((revision.len, reported), (2, later));
+    assert_conflict(
+        storage
+            .write_if("stale", unwritten_at(revision, later), Change::Truncate(0))
+            .await,
+    );
+    let since = unwritten_at(revision, later + Duration::from_micros(1));
     assert_eq!(
         storage
             .write_if("stale", since, Change::Truncate(0))
@@ -141,6 +145,71 @@ async fn without_counters_the_files_modification_time_is_compared() {
             .unwrap(),
         0
     );
+}
+
+fn unwritten_at(revision: Revision, since: SystemTime) -> Expect {
+    Expect::UnwrittenSince { revision, since }
+}
+
+/// Under `EveryWrite` an append fsyncs its lines and its journal line, not its counters: a
+/// power loss may leave the counters of an earlier write (here faked an hour older, as a
+/// slow session's would be) beside the appends it kept. The last write is then no older
+/// than the file's modification time, for `session_info` and for a purge of sessions not
+/// written since a cutoff after the counters' time, which keeps the session; a listing
+/// places it at its last append's line and stores counters of that time.
+#[tokio::test]
+async fn after_a_power_loss_of_an_appends_counters_the_session_is_no_older_than_its_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = FileSystemOptions::new().sync_policy(SyncPolicy::EveryWrite);
+    let storage = FileSystemStorage::connect_with(tmp.path(), options)
+        .await
+        .unwrap();
+    storage.append("other", &said("x")).await.unwrap();
+    storage.append("s", &said("a")).await.unwrap();
+    let lock = tmp.path().join(".s.lock");
+    let before = std::fs::read_to_string(&lock).unwrap();
+    let (_, first) = listed(&storage, "s").await;
+    storage.append("s", &said("b")).await.unwrap();
+    let (_, last) = listed(&storage, "s").await;
+    // The counters of the first append, an hour older.
+    let micros = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+    };
+    let old = first - Duration::from_secs(3600);
+    let (old_us, first_us) = (micros(old), micros(first));
+    std::fs::write(
+        &lock,
+        before.replace(&format!("{first_us:+020}"), &format!("{old_us:+020}")),
+    )
+    .unwrap();
+
+    // The file's time may be the line's or either side of it (the clock file times are
+    // read from lags the one a line's time is read from by up to a tick); here later,
+    // as where the write landed a tick after its stamp.
+    let modified = last + Duration::from_millis(5);
+    let file = File::options()
+        .write(true)
+        .open(tmp.path().join("s.jsonl"))
+        .unwrap();
+    file.set_modified(modified).unwrap();
+    drop(file);
+    let (revision, reported) = listed(&storage, "s").await;
+    assert_eq!(revision.len, 2);
+    assert_eq!(reported, modified);
+    let cutoff = old + Duration::from_secs(60);
+    assert_conflict(
+        storage
+            .write_if("s", unwritten_at(revision, cutoff), Change::Truncate(0))
+            .await,
+    );
+
+    let page = storage.list_page(&SessionQuery::new()).await.unwrap();
+    let ids: Vec<&str> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["s", "other"], "listed once, at its last write");
+    assert_eq!(page.sessions[0].updated_at, Some(last));
+    assert_eq!(info(&storage, "s").await.updated_at, Some(last), "repaired");
 }
 
 /// Titles written while the conditional delete runs either land first, and the delete

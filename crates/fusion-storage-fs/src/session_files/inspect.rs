@@ -27,6 +27,10 @@ pub(super) struct Current {
     pub(super) file: Option<File>,
     /// Its length.
     pub(super) len: u64,
+    /// Its modification time in Unix microseconds (0 without a file), from the `fstat`
+    /// that found its length: the last write counters of another length missed (see
+    /// `derive_counters`).
+    pub(super) modified_us: i64,
     /// The length of its data (all but a torn tail).
     pub(super) data_end: u64,
     /// Whether the data ends with a complete message missing its `\n`.
@@ -54,6 +58,7 @@ impl Current {
         Current {
             file: None,
             len: 0,
+            modified_us: 0,
             data_end: 0,
             needs_newline: false,
             identity: FileIdentity::default(),
@@ -98,6 +103,7 @@ impl SessionFiles {
         Ok(Some(Current {
             file: Some(file),
             len,
+            modified_us: super::modified_us(&metadata),
             data_end,
             needs_newline,
             identity: FileIdentity::of(&metadata),

@@ -28,9 +28,11 @@ use crate::regular_file;
 /// `crate::listing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stored {
-    /// Whether the lock file holds counters. If not (lost with it, damaged, or written by
-    /// a version before them), `updated_at` is the session file's modification time,
-    /// which no journal line records but one the index placed the session at from it.
+    /// Whether the lock file holds counters that describe the session file. If it holds
+    /// none (lost with it, damaged, or written by a version before them), `updated_at` is
+    /// the session file's modification time, which no journal line records but one the
+    /// index placed the session at from it; if they describe another length (a power
+    /// loss took the counters of appends it kept), it may be, when later than theirs.
     pub(crate) counters: bool,
     /// When the session file last changed in any way, in microseconds: its status change
     /// time (`ctime`), which no tool sets, unlike the modification time (`touch`,
@@ -55,9 +57,14 @@ fn changed_us(_metadata: &Metadata) -> i64 {
     i64::MAX
 }
 
-/// The counters of a session file of `len` bytes: the stored ones if they describe it,
-/// else derived: the message count by `count_lines` (O(file)), the timestamps kept from
-/// stored counters or, for a session written before counters existed, from the files:
+/// The counters of a session file of `len` bytes modified at `modified_us`: the stored
+/// ones if they describe it, else derived: the message count by `count_lines` (O(file)),
+/// the timestamps kept from stored counters, `updated_at` no earlier than `modified_us`
+/// (appends store their counters unsynced whatever the policy: after a power loss, the
+/// file may hold fsynced appends that counters of an earlier length do not record, and
+/// their last write must not read as older than it is, say to a purge of sessions not
+/// written since a cutoff), or, for a session written before counters existed, from the
+/// files:
 /// `updated_at` is the session file's modification time and `created_at` the earliest
 /// time the file system keeps for the session's files (the lock file's or the session
 /// file's creation, or the session file's modification). Lost counters also lose the
@@ -72,6 +79,7 @@ fn changed_us(_metadata: &Metadata) -> i64 {
 pub(super) fn derive_counters(
     contents: &LockContents,
     len: u64,
+    modified_us: i64,
     files: impl FnOnce() -> Result<(Metadata, Option<SystemTime>)>,
     count_lines: impl FnOnce() -> Result<u64>,
     recorded: impl FnOnce() -> Option<StoredMeta>,
@@ -81,8 +89,10 @@ pub(super) fn derive_counters(
     }
     let count = count_lines()?;
     if let Some(counters) = contents.counters {
-        // They describe an earlier length; all but the count still hold.
+        // They describe an earlier length; all but the count and the last write still
+        // hold.
         return Ok(Counters {
+            updated_us: counters.updated_us.max(modified_us),
             count,
             len,
             ..counters
@@ -126,19 +136,23 @@ impl SessionFiles {
 
     /// When the existing session was last written, in Unix microseconds, as [`Self::info`]
     /// reports it (see [`derive_counters`]), from its lock file as `current` found it
-    /// under `lock`: the counters' time, whatever length they describe (only the count
-    /// would be stale), else the session file's modification time. Reads no file when
-    /// `current` holds the lock file's contents, as it does after the expiry check.
+    /// under `lock`: the counters' time if they describe the session file, the later of
+    /// it and the file's modification time if they describe another length, else the
+    /// file's modification time. Reads no file when `current` holds the lock file's
+    /// contents, as it does after the expiry check.
     pub(super) fn updated_locked(&self, lock: &SessionLock, current: &Current) -> Result<i64> {
         let contents = match current.contents {
             Some(contents) => contents,
             None => lock.contents(&self.lock)?,
         };
-        match (contents.counters, &current.file) {
-            (Some(counters), _) => Ok(counters.updated_us),
-            (None, Some(file)) => Ok(modified_us(&file.metadata().at(&self.data)?)),
-            (None, None) => Ok(0),
-        }
+        Ok(match (contents.counters, &current.file) {
+            (Some(counters), Some(_)) if counters.len != current.len => {
+                counters.updated_us.max(current.modified_us)
+            }
+            (Some(counters), _) => counters.updated_us,
+            (None, Some(_)) => current.modified_us,
+            (None, None) => 0,
+        })
     }
 
     /// [`Self::info`], and whether its lock file holds counters (see [`Stored`]).
@@ -167,6 +181,7 @@ impl SessionFiles {
         let counters = derive_counters(
             &contents,
             metadata.len(),
+            modified_us(&metadata),
             || Ok((metadata.clone(), lock.created())),
             || {
                 // Read whole anyway, so checked as `load` would: a damaged line is
@@ -189,7 +204,7 @@ impl SessionFiles {
             meta,
         );
         let stored = Stored {
-            counters: contents.counters.is_some(),
+            counters: contents.counters.is_some_and(|c| c.len == metadata.len()),
             changed_us: changed_us(&metadata),
             copied_us: counters.copied,
         };
@@ -350,8 +365,9 @@ impl SessionFiles {
 
     /// Repairs a session whose journal line at `t` is newer than its counters, which only
     /// a write that stopped between the two leaves (a crash, a full disk), or whose lock
-    /// file holds no counters though the journal recorded its writes (the file was
-    /// removed, or zeroed by a power loss): under the exclusive lock, so no write is
+    /// file holds no counters, or counters of another length, though the journal recorded
+    /// its writes (the file was removed, or zeroed by a power loss, or lost the counters
+    /// of the last appends to one): under the exclusive lock, so no write is
     /// under way, its `updated_at` becomes `t` (and an idle expiry moves with it, as that
     /// write would have moved it), and counters recomputed from its files are stored.
     /// Returns the facts after it, or `None` if the session is gone or has expired.
@@ -371,7 +387,12 @@ impl SessionFiles {
             // Gone for readers; the next write or purge removes it.
             return Ok(None);
         }
-        let lost = lock.contents(&self.lock)?.counters.is_none();
+        // Counters of another length count as lost: `updated_at` may be the file's
+        // modification time, which matches no line.
+        let lost = lock
+            .contents(&self.lock)?
+            .counters
+            .is_none_or(|c| c.len != current.len);
         if counters.updated_us < t || (lost && counters.updated_us != t) {
             tracing::warn!(
                 backend = BACKEND,

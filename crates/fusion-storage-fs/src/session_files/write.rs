@@ -61,6 +61,7 @@ impl SessionFiles {
         let counters = super::meta::derive_counters(
             &contents,
             current.len,
+            current.modified_us,
             || Ok((file.metadata().at(&self.data)?, lock.created())),
             || Ok(jsonl::line_count(&self.read_locked(current)?) as u64),
             || self.recorded_meta(),
