@@ -513,4 +513,47 @@ mod tests {
             }
         }
     }
+
+    /// Found by a review: under `EveryWrite`, a metadata update that cleared all metadata
+    /// removed the metadata file without syncing the directory when the lock file held
+    /// counters, so a power loss could bring the owner, title and tags back. The
+    /// directory is synced after the removal (and the counters); not where no metadata
+    /// file was removed, nor under `OnReplace`.
+    #[tokio::test]
+    async fn an_every_write_update_that_clears_the_metadata_syncs_its_removal() {
+        for sync in [SyncPolicy::EveryWrite, SyncPolicy::OnReplace] {
+            let temp = tempfile::tempdir().unwrap();
+            let root = temp.path().join("sessions");
+            let options = FileSystemOptions::new().sync_policy(sync);
+            let storage = FileSystemStorage::connect_with(&root, options)
+                .await
+                .unwrap();
+            let hi = [ChatMessage::user("hi")];
+            let meta = SessionMeta::new().owner("o").title("t").tags(["x"]);
+            storage.create_session("s", &meta, &hi).await.unwrap();
+            let lock = root.join(".s.lock");
+            let cleared = MetaUpdate::new()
+                .owner(None::<String>)
+                .title(None::<String>)
+                .remove_tag("x");
+            let meta = root.join(crate::file_name::meta_file_name("s"));
+            for removes in [true, false] {
+                assert_eq!(meta.exists(), removes);
+                let watch = Watch::new(&root);
+                storage.update_session("s", &cleared).await.unwrap();
+                assert!(!meta.exists());
+                let synced = watch.synced();
+                let expected = match (sync, removes) {
+                    (SyncPolicy::EveryWrite, true) => vec![lock.clone(), root.clone()],
+                    (SyncPolicy::EveryWrite, false) => vec![lock.clone()],
+                    _ => vec![],
+                };
+                let synced: Vec<_> = synced
+                    .into_iter()
+                    .filter(|p| *p == lock || *p == root)
+                    .collect();
+                assert_eq!(synced, expected, "{sync:?}, removes: {removes}");
+            }
+        }
+    }
 }

@@ -105,11 +105,12 @@ pub(crate) fn write(
     result
 }
 
-/// Removes the metadata file at `path`, if any.
-pub(crate) fn remove(path: &Path) -> Result<()> {
+/// Removes the metadata file at `path`, if any; returns whether there was one (whose
+/// removal a caller that makes it durable must sync into its directory).
+pub(crate) fn remove(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other.at(path),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        other => other.at(path).map(|()| true),
     }
 }
 

@@ -320,8 +320,9 @@ impl SessionFiles {
             self.index.add_member(*key, &self.id, sync)?;
         }
         let meta_removed = new.is_empty() && counters.copied.is_none();
+        let mut meta_unlinked = false;
         if meta_removed {
-            meta_file::remove(&self.meta())?;
+            meta_unlinked = meta_file::remove(&self.meta())?;
         } else {
             let stored = StoredMeta {
                 created_us,
@@ -344,12 +345,14 @@ impl SessionFiles {
             ..counters
         };
         lock.store(&self.lock, generation, &new_counters, sync)?;
-        if sync && contents.counters.is_none() && meta_removed {
-            // A lock file without counters was just made (by this write, or by a reader,
-            // after a loss): its name may not be durable yet, and the counters just fsynced
-            // (the update's time, the expiry) would be lost with it on a power loss. The
+        if sync && meta_removed && (meta_unlinked || contents.counters.is_none()) {
+            // The metadata file's removal is durable only once the directory is synced:
+            // a power loss before would bring the owner, title and tags it cleared back.
+            // And a lock file without counters was just made (by this write, or by a
+            // reader, after a loss): its name may not be durable yet, and the counters
+            // just fsynced (the update's time, the expiry) would be lost with it. The
             // metadata file's write synced the directory, the lock file's name with it,
-            // but its removal does not.
+            // but its removal does not. One sync, after the counters, covers both.
             super::sync_dir(&self.dir)?;
         }
         for key in old_keys.iter().filter(|k| !new_keys.contains(k)) {
