@@ -89,12 +89,13 @@ pub(super) fn derive_counters(
     }
     let count = count_lines()?;
     if let Some(counters) = contents.counters {
-        // They describe an earlier length; all but the count and the last write still
-        // hold.
+        // They describe an earlier length; all but the count, the last write and an idle
+        // expiry (which that write moved) still hold.
         return Ok(Counters {
             updated_us: counters.updated_us.max(modified_us),
             count,
             len,
+            expiry: stale_expiry(&counters, modified_us),
             ..counters
         });
     }
@@ -122,6 +123,17 @@ pub(super) fn derive_counters(
         indexed: None,
         copied,
     })
+}
+
+/// The expiry of a session whose `counters` describe another length of its file,
+/// modified at `modified_us`: an idle one moved to that time if it is later than theirs,
+/// as the write they missed moved it.
+pub(super) fn stale_expiry(counters: &Counters, modified_us: i64) -> StoredExpiry {
+    if modified_us > counters.updated_us {
+        counters.expiry.at_write(modified_us)
+    } else {
+        counters.expiry
+    }
 }
 
 impl SessionFiles {
@@ -153,6 +165,26 @@ impl SessionFiles {
             (None, Some(_)) => current.modified_us,
             (None, None) => 0,
         })
+    }
+
+    /// Whether a rewrite may keep the last write `counters` give: not the file's
+    /// modification time that counters of another length give (see
+    /// `meta::derive_counters`), which no journal line records; stored as describing the
+    /// new file, it would read as recorded and listings would look for the session at a
+    /// line it has not. Such a rewrite records a write instead.
+    pub(super) fn recorded_time(
+        &self,
+        lock: &SessionLock,
+        current: &Current,
+        counters: &Counters,
+    ) -> Result<bool> {
+        let contents = match current.contents {
+            Some(contents) => contents,
+            None => lock.contents(&self.lock)?,
+        };
+        Ok(contents
+            .counters
+            .is_none_or(|stored| stored.updated_us == counters.updated_us))
     }
 
     /// [`Self::info`], and whether its lock file holds counters (see [`Stored`]).

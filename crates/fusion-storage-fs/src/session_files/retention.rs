@@ -11,19 +11,24 @@ use crate::lock::SessionLock;
 use crate::meta_file;
 
 impl SessionFiles {
-    /// The expiry of the session whose lock file holds `contents`: the counters' numbers,
-    /// or, if the counters are lost, the one its metadata file was set to, from the
-    /// session's last write (`updated_us`, read only then). A damaged metadata file counts
-    /// as no expiry here: its session is reported corrupt where the metadata is read.
+    /// The expiry of the session whose lock file holds `contents` and whose file is `len`
+    /// bytes long: the counters' numbers (an idle expiry moved to the file's modification
+    /// time if they describe another length: see `meta::stale_expiry`), or, if the
+    /// counters are lost, the one its metadata file was set to, from the session's last
+    /// write; `modified_us` gives the file's modification time, read only in those two
+    /// cases. A damaged metadata file counts as no expiry here: its session is reported
+    /// corrupt where the metadata is read.
     pub(super) fn expiry_of(
         &self,
         contents: &LockContents,
-        updated_us: impl FnOnce() -> i64,
+        len: u64,
+        modified_us: impl FnOnce() -> i64,
     ) -> StoredExpiry {
         match contents.counters {
-            Some(counters) => counters.expiry,
+            Some(counters) if counters.len == len => counters.expiry,
+            Some(counters) => super::meta::stale_expiry(&counters, modified_us()),
             None => match self.meta_expiry() {
-                Some(expiry) => StoredExpiry::of(Some(&expiry), updated_us()),
+                Some(expiry) => StoredExpiry::of(Some(&expiry), modified_us()),
                 None => StoredExpiry::NEVER,
             },
         }
@@ -38,9 +43,10 @@ impl SessionFiles {
         }
         let lock = SessionLock::shared(&self.lock)?;
         let contents = lock.contents(&self.lock)?;
-        let expiry = self.expiry_of(&contents, || {
-            std::fs::metadata(&self.data).map_or(0, |metadata| modified_us(&metadata))
-        });
+        // One `stat` more, for the sessions a purge finds due only.
+        let metadata = std::fs::metadata(&self.data).ok();
+        let len = metadata.as_ref().map_or(0, std::fs::Metadata::len);
+        let expiry = self.expiry_of(&contents, len, || metadata.as_ref().map_or(0, modified_us));
         Ok(expiry.is_expired_at(now_micros()))
     }
 
@@ -68,13 +74,7 @@ impl SessionFiles {
             return Ok((current, None));
         }
         let contents = lock.contents(&self.lock)?;
-        let expiry = self.expiry_of(&contents, || {
-            current
-                .file
-                .as_ref()
-                .and_then(|file| file.metadata().ok())
-                .map_or(0, |metadata| modified_us(&metadata))
-        });
+        let expiry = self.expiry_of(&contents, current.len, || current.modified_us);
         if !expiry.is_expired_at(now_micros()) {
             current.contents = Some(contents);
             return Ok((current, None));
@@ -126,9 +126,24 @@ impl SessionFiles {
             self.index.add_expiry(new, &self.id, self.sync_appends())?;
         }
         if counters.indexed != indexed {
-            let counters = Counters {
-                indexed,
-                ..counters
+            // Counters of another length stay so, but for the marker and the expiry it
+            // is at: stored as describing the file, their last write (the file's
+            // modification time, which no journal line records) would read as recorded,
+            // and listings would look for the session at a line it has not.
+            let stale = lock
+                .contents(&self.lock)?
+                .counters
+                .filter(|stored| stored.len != counters.len);
+            let counters = match stale {
+                Some(stored) => Counters {
+                    indexed,
+                    expiry: counters.expiry,
+                    ..stored
+                },
+                None => Counters {
+                    indexed,
+                    ..counters
+                },
             };
             lock.store(&self.lock, generation, &counters, false)?;
         }
@@ -138,5 +153,62 @@ impl SessionFiles {
             }
         }
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::time::{Duration, SystemTime};
+
+    use fusion_core::{Expiry, SessionMeta};
+
+    use super::super::tests::{batch, session};
+    use super::super::write::Creation;
+    use super::*;
+    use crate::SyncPolicy;
+    use crate::counters;
+
+    /// A purge that moves the marker of a session whose counters describe an earlier
+    /// length (a power loss kept an append's line, not its counters) stores the marker's
+    /// instant and the expiry the file's time moved, and leaves the counters stale: stored
+    /// as describing the file, their last write (that time, which no journal line
+    /// records) would read as recorded, and listings would look for the session there.
+    #[test]
+    fn a_purge_moving_the_marker_of_a_session_with_stale_counters_leaves_them_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::EveryWrite);
+        let idle = Duration::from_secs(1800);
+        let meta = SessionMeta::new().expiry(Expiry::Idle(idle));
+        let creation = Creation {
+            meta: &meta,
+            times: None,
+        };
+        files.create(creation, &batch("a")).unwrap();
+        let stored = |files: &SessionFiles| {
+            counters::parse(&fs::read(&files.lock).unwrap())
+                .counters
+                .unwrap()
+        };
+        let first = stored(&files);
+        let lock_file = fs::read(&files.lock).unwrap();
+        files.append(&batch("b")).unwrap();
+        fs::write(&files.lock, &lock_file).unwrap();
+        let modified_us = first.updated_us + 3_600_000_000;
+        let modified =
+            SystemTime::UNIX_EPOCH + Duration::from_micros(u64::try_from(modified_us).unwrap());
+        let file = fs::File::options().write(true).open(&files.data).unwrap();
+        file.set_modified(modified).unwrap();
+        drop(file);
+
+        assert!(!files.purge_if_expired(first.indexed.unwrap()).unwrap());
+        let expires_at = modified_us + i64::try_from(idle.as_micros()).unwrap();
+        let after = stored(&files);
+        assert_eq!(after.indexed, Some(expires_at));
+        assert_eq!(after.expiry.expires_at, Some(expires_at));
+        assert_eq!((after.len, after.updated_us), (first.len, first.updated_us));
+        let info = files.info().unwrap().unwrap();
+        assert_eq!(info.updated_at, Some(modified));
+        assert_eq!(info.message_count, 2);
     }
 }

@@ -289,7 +289,11 @@ impl SessionFiles {
         self.recent.forget(&self.id);
         let before = self.counters_locked(lock, current)?;
         let (mut counters, recorded) = match before {
-            Some((_, kept)) if times == Times::Keep => (kept, None),
+            Some((_, kept))
+                if times == Times::Keep && self.recorded_time(lock, current, &kept)? =>
+            {
+                (kept, None)
+            }
             _ => {
                 let change = if before.is_some() {
                     Change::Write
