@@ -43,11 +43,32 @@ impl SessionFiles {
         }
         let lock = SessionLock::shared(&self.lock)?;
         let contents = lock.contents(&self.lock)?;
-        // One `stat` more, for the sessions a purge finds due only.
-        let metadata = std::fs::metadata(&self.data).ok();
-        let len = metadata.as_ref().map_or(0, std::fs::Metadata::len);
-        let expiry = self.expiry_of(&contents, len, || metadata.as_ref().map_or(0, modified_us));
-        Ok(expiry.is_expired_at(now_micros()))
+        let now = now_micros();
+        // Counters of another length only move an idle expiry later (see
+        // `meta::stale_expiry`): whatever length they describe, counters that have not
+        // expired leave the session alive, and the file is looked at (one `stat`, on
+        // every listing's due sessions, or all of them without an index) only for those
+        // that have, or for lost ones with an expiry.
+        if contents
+            .counters
+            .is_some_and(|counters| !counters.expiry.is_expired_at(now))
+        {
+            return Ok(false);
+        }
+        let metadata = || {
+            #[cfg(test)]
+            STATS.with(|stats| stats.set(stats.get() + 1));
+            std::fs::metadata(&self.data).ok()
+        };
+        let expiry = match contents.counters {
+            Some(_) => {
+                let metadata = metadata();
+                let len = metadata.as_ref().map_or(0, std::fs::Metadata::len);
+                self.expiry_of(&contents, len, || metadata.as_ref().map_or(0, modified_us))
+            }
+            None => self.expiry_of(&contents, 0, || metadata().map_or(0, |m| modified_us(&m))),
+        };
+        Ok(expiry.is_expired_at(now))
     }
 
     /// The expiry the metadata file records, if any (see [`Self::expiry_of`]).
@@ -157,6 +178,11 @@ impl SessionFiles {
 }
 
 #[cfg(test)]
+thread_local! {
+    static STATS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
 mod tests {
     use std::fs;
     use std::time::{Duration, SystemTime};
@@ -210,5 +236,40 @@ mod tests {
         let info = files.info().unwrap().unwrap();
         assert_eq!(info.updated_at, Some(modified));
         assert_eq!(info.message_count, 2);
+    }
+
+    /// A listing's check of a session with counters whose expiry is ahead (the common
+    /// case: an idle session written since its marker was placed) costs no `stat` of its
+    /// file, as before counters of another length moved an expiry; one that stale
+    /// counters' expiry says has expired still looks at the file, which may move it.
+    #[test]
+    fn an_expiry_check_of_counters_not_expired_stats_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::EveryWrite);
+        let meta = SessionMeta::new().expiry(Expiry::Idle(Duration::from_secs(1800)));
+        let creation = Creation {
+            meta: &meta,
+            times: None,
+        };
+        files.create(creation, &batch("a")).unwrap();
+        let stats = || STATS.with(std::cell::Cell::get);
+        let before = stats();
+        assert!(!files.has_expired().unwrap());
+        assert_eq!(stats() - before, 0);
+
+        // Counters of an earlier length whose idle expiry has passed, of a file written
+        // since: the file's time keeps the session.
+        let mut stale = counters::parse(&fs::read(&files.lock).unwrap());
+        files.append(&batch("b")).unwrap();
+        let counters = stale.counters.as_mut().unwrap();
+        counters.updated_us -= 3_600_000_000;
+        counters.expiry.expires_at = Some(counters.updated_us + 1_800_000_000);
+        fs::write(
+            &files.lock,
+            counters::format(stale.generation.unwrap(), counters),
+        )
+        .unwrap();
+        assert!(!files.has_expired().unwrap());
+        assert_eq!(stats() - before, 1);
     }
 }
