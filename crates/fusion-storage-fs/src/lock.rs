@@ -133,6 +133,8 @@ impl SessionLock {
         let Some(file) = self.file.as_ref() else {
             return Ok(counters::parse(b""));
         };
+        #[cfg(test)]
+        CONTENTS_READ.with(|reads| reads.set(reads.get() + 1));
         // Exactly what `format` writes, `\n` included: a buffer one byte longer would
         // cost every read a second `pread` to find the end of the file.
         let mut bytes = vec![0; counters::FORMATTED_LEN];
@@ -381,6 +383,17 @@ fn retry_interrupted(mut op: impl FnMut() -> io::Result<()>) -> io::Result<()> {
             other => return other,
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    static CONTENTS_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times this thread read a lock file's contents.
+#[cfg(test)]
+pub(crate) fn contents_read() -> usize {
+    CONTENTS_READ.with(std::cell::Cell::get)
 }
 
 #[cfg(test)]

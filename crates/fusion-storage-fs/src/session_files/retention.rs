@@ -120,7 +120,11 @@ impl SessionFiles {
             return Ok(false);
         }
         let lock = self.lock_exclusive()?;
-        let current = self.inspect()?;
+        let mut current = self.inspect()?;
+        if current.exists() {
+            // Read once, for the counters and for whether they describe the file.
+            current.contents = Some(lock.contents(&self.lock)?);
+        }
         let Some((generation, counters)) = self.counters_locked(&lock, &current)? else {
             // No session (a lock file alone, from a crash or a racing reader).
             if current.file.is_none() {
@@ -151,9 +155,9 @@ impl SessionFiles {
             // is at: stored as describing the file, their last write (the file's
             // modification time, which no journal line records) would read as recorded,
             // and listings would look for the session at a line it has not.
-            let stale = lock
-                .contents(&self.lock)?
-                .counters
+            let stale = current
+                .contents
+                .and_then(|contents| contents.counters)
                 .filter(|stored| stored.len != counters.len);
             let counters = match stale {
                 Some(stored) => Counters {
@@ -271,5 +275,33 @@ mod tests {
         .unwrap();
         assert!(!files.has_expired().unwrap());
         assert_eq!(stats() - before, 1);
+    }
+
+    /// A purge that moves the marker of a session whose counters describe its file (the
+    /// common case: an idle session written since its marker was placed) reads its lock
+    /// file once, as before counters of another length were kept so.
+    #[test]
+    fn a_purge_moving_a_marker_reads_the_lock_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::EveryWrite);
+        let meta = SessionMeta::new().expiry(Expiry::Idle(Duration::from_secs(1800)));
+        let creation = Creation {
+            meta: &meta,
+            times: None,
+        };
+        files.create(creation, &batch("a")).unwrap();
+        // Its marker as an earlier write left it, before this one moved the expiry.
+        let mut stored = counters::parse(&fs::read(&files.lock).unwrap());
+        let counters = stored.counters.as_mut().unwrap();
+        let current = counters.indexed.unwrap();
+        let earlier = current - 60_000_000;
+        counters.indexed = Some(earlier);
+        let formatted = counters::format(stored.generation.unwrap(), counters);
+        fs::write(&files.lock, formatted).unwrap();
+        let before = crate::lock::contents_read();
+        assert!(!files.purge_if_expired(earlier).unwrap());
+        assert_eq!(crate::lock::contents_read() - before, 1);
+        let after = counters::parse(&fs::read(&files.lock).unwrap());
+        assert_eq!(after.counters.unwrap().indexed, Some(current));
     }
 }
