@@ -2,6 +2,8 @@
 //! metadata, counters and index files, writes cut short, and names no metadata can turn
 //! into paths.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -473,9 +475,7 @@ async fn sessions_whose_lock_files_lost_their_counters_stay_listed_in_their_plac
     // whose clock is finer than the kernel's tick always shows.
     let later = std::time::SystemTime::now() + Duration::from_secs(1);
     for id in ["b", "c"] {
-        let path = tmp.path().join(format!("{id}.jsonl"));
-        let file = std::fs::File::options().write(true).open(path).unwrap();
-        file.set_modified(later).unwrap();
+        common::set_modified(&tmp.path().join(format!("{id}.jsonl")), later);
     }
     for storage in [FileSystemStorage::new(tmp.path()), storage.clone()] {
         let listed = all_pages(&storage, SessionQuery::new().limit(2)).await;
@@ -688,12 +688,7 @@ async fn a_page_after_a_session_was_restored_with_its_files_times_does_not_show_
     std::fs::write(&lock, generation).unwrap();
     let data = tmp.path().join("a.jsonl");
     std::fs::write(&data, restored).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&data)
-        .unwrap()
-        .set_modified(first_write.unwrap())
-        .unwrap();
+    common::set_modified(&data, first_write.unwrap());
     let rest = all_pages(&storage, query.after(first.next)).await;
     assert_eq!(rest, ["c", "b"], "a session page 1 showed came again");
     // From the top it is where its newest line puts it.

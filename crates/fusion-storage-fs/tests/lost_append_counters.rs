@@ -4,7 +4,8 @@
 //! that is later: its idle expiry counts from then, and a rewrite keeping its times
 //! leaves it listed.
 
-use std::fs::File;
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -93,12 +94,7 @@ async fn a_rewrite_keeping_the_times_of_such_a_session_leaves_it_listed() {
     std::fs::write(&lock, an_hour_older(&before)).unwrap();
     // Later than the last line, as where the write landed a tick after its stamp.
     let modified = last.updated_at.unwrap() + Duration::from_millis(5);
-    let file = File::options()
-        .write(true)
-        .open(tmp.path().join("s.jsonl"))
-        .unwrap();
-    file.set_modified(modified).unwrap();
-    drop(file);
+    common::set_modified(&tmp.path().join("s.jsonl"), modified);
 
     let history = storage.load("s").await.unwrap();
     let generation = storage.session_info("s").await.unwrap().unwrap().generation;

@@ -5,7 +5,8 @@
 //! and the file's modification time) or were lost (the file's modification time); and
 //! that a metadata write racing such a delete is never lost with the session.
 
-use std::fs::File;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -96,12 +97,7 @@ async fn without_counters_the_files_modification_time_is_compared() {
     std::fs::write(tmp.path().join("old.jsonl"), &line).unwrap();
     std::fs::write(tmp.path().join(".old.lock"), "").unwrap();
     let modified = SystemTime::UNIX_EPOCH + Duration::from_micros(1_600_000_000_123_456);
-    let file = File::options()
-        .write(true)
-        .open(tmp.path().join("old.jsonl"))
-        .unwrap();
-    file.set_modified(modified).unwrap();
-    drop(file);
+    common::set_modified(&tmp.path().join("old.jsonl"), modified);
     let (revision, written) = listed(&storage, "old").await;
     assert_eq!(written, modified);
     let unwritten = |since| Expect::UnwrittenSince { revision, since };
@@ -127,9 +123,7 @@ async fn without_counters_the_files_modification_time_is_compared() {
     std::fs::write(&path, bytes).unwrap();
     // Modified after the counters' time: that is the last write.
     let later = written + Duration::from_secs(3600);
-    let file = File::options().write(true).open(&path).unwrap();
-    file.set_modified(later).unwrap();
-    drop(file);
+    common::set_modified(&path, later);
     let (revision, reported) = listed(&storage, "stale").await;
     assert_eq!((revision.len, reported), (2, later));
     assert_conflict(
@@ -189,12 +183,7 @@ async fn after_a_power_loss_of_an_appends_counters_the_session_is_no_older_than_
     // read from lags the one a line's time is read from by up to a tick); here later,
     // as where the write landed a tick after its stamp.
     let modified = last + Duration::from_millis(5);
-    let file = File::options()
-        .write(true)
-        .open(tmp.path().join("s.jsonl"))
-        .unwrap();
-    file.set_modified(modified).unwrap();
-    drop(file);
+    common::set_modified(&tmp.path().join("s.jsonl"), modified);
     let (revision, reported) = listed(&storage, "s").await;
     assert_eq!(revision.len, 2);
     assert_eq!(reported, modified);

@@ -199,6 +199,22 @@ mod tests {
     use crate::SyncPolicy;
     use crate::counters;
 
+    /// The idle span of [`idle_session`].
+    const IDLE: Duration = Duration::from_secs(1800);
+
+    /// Session `s` in `dir`, under `EveryWrite`, created with one message and an idle
+    /// expiry of [`IDLE`].
+    fn idle_session(dir: &std::path::Path) -> SessionFiles {
+        let files = session(dir, "s", SyncPolicy::EveryWrite);
+        let meta = SessionMeta::new().expiry(Expiry::Idle(IDLE));
+        let creation = Creation {
+            meta: &meta,
+            times: None,
+        };
+        files.create(creation, &batch("a")).unwrap();
+        files
+    }
+
     /// A purge that moves the marker of a session whose counters describe an earlier
     /// length (a power loss kept an append's line, not its counters) stores the marker's
     /// instant and the expiry the file's time moved, and leaves the counters stale: stored
@@ -207,14 +223,7 @@ mod tests {
     #[test]
     fn a_purge_moving_the_marker_of_a_session_with_stale_counters_leaves_them_stale() {
         let dir = tempfile::tempdir().unwrap();
-        let files = session(dir.path(), "s", SyncPolicy::EveryWrite);
-        let idle = Duration::from_secs(1800);
-        let meta = SessionMeta::new().expiry(Expiry::Idle(idle));
-        let creation = Creation {
-            meta: &meta,
-            times: None,
-        };
-        files.create(creation, &batch("a")).unwrap();
+        let files = idle_session(dir.path());
         let stored = |files: &SessionFiles| {
             counters::parse(&fs::read(&files.lock).unwrap())
                 .counters
@@ -232,7 +241,7 @@ mod tests {
         drop(file);
 
         assert!(!files.purge_if_expired(first.indexed.unwrap()).unwrap());
-        let expires_at = modified_us + i64::try_from(idle.as_micros()).unwrap();
+        let expires_at = modified_us + i64::try_from(IDLE.as_micros()).unwrap();
         let after = stored(&files);
         assert_eq!(after.indexed, Some(expires_at));
         assert_eq!(after.expiry.expires_at, Some(expires_at));
@@ -249,13 +258,7 @@ mod tests {
     #[test]
     fn an_expiry_check_of_counters_not_expired_stats_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let files = session(dir.path(), "s", SyncPolicy::EveryWrite);
-        let meta = SessionMeta::new().expiry(Expiry::Idle(Duration::from_secs(1800)));
-        let creation = Creation {
-            meta: &meta,
-            times: None,
-        };
-        files.create(creation, &batch("a")).unwrap();
+        let files = idle_session(dir.path());
         let stats = || STATS.with(std::cell::Cell::get);
         let before = stats();
         assert!(!files.has_expired().unwrap());
@@ -283,13 +286,7 @@ mod tests {
     #[test]
     fn a_purge_moving_a_marker_reads_the_lock_file_once() {
         let dir = tempfile::tempdir().unwrap();
-        let files = session(dir.path(), "s", SyncPolicy::EveryWrite);
-        let meta = SessionMeta::new().expiry(Expiry::Idle(Duration::from_secs(1800)));
-        let creation = Creation {
-            meta: &meta,
-            times: None,
-        };
-        files.create(creation, &batch("a")).unwrap();
+        let files = idle_session(dir.path());
         // Its marker as an earlier write left it, before this one moved the expiry.
         let mut stored = counters::parse(&fs::read(&files.lock).unwrap());
         let counters = stored.counters.as_mut().unwrap();
