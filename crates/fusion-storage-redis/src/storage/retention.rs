@@ -333,6 +333,7 @@ impl RedisStorage {
 mod tests {
     use redis::Script;
 
+    use crate::keys::Keys;
     use crate::scripts;
     use crate::scripts::tests::{prefix, server};
 
@@ -342,6 +343,11 @@ mod tests {
             .arg(member)
             .query(conn)
             .unwrap()
+    }
+
+    /// Removes what a test wrote, leaving the server as it found it.
+    fn remove(conn: &mut redis::Connection, keys: &[&str]) {
+        let _: () = redis::cmd("DEL").arg(keys).query(conn).unwrap();
     }
 
     fn zadd(conn: &mut redis::Connection, key: &str, score: f64, member: &str) {
@@ -453,7 +459,7 @@ mod tests {
         assert_eq!(score(conn, &key, "far"), at(last, mine), "not the other's");
         claimed(conn, &key, "drop", mine, &["far"]);
         assert_eq!(score(conn, &key, "far"), None, "its own");
-        let _: () = redis::cmd("DEL").arg(&key).query(conn).unwrap();
+        remove(conn, &[&key]);
     }
 
     /// Found by a review: a `CLAIM` sent again after its reply was lost found none of the
@@ -463,12 +469,11 @@ mod tests {
     #[test]
     fn a_claim_sent_again_gives_back_the_entries_it_still_holds() {
         let Some(mut conn) = server() else { return };
-        let prefix = prefix("held");
-        let key = format!("{prefix}:expiry");
-        let record = format!("{prefix}:claim:{{{key}}}:5");
+        let keys = Keys::new(&prefix("held"));
+        let (key, record) = (keys.expiry().to_string(), keys.claim_record("5"));
         let conn = &mut conn;
         let claim_as = |conn: &mut redis::Connection, id: &str| -> Vec<String> {
-            claim(conn, &key, &format!("{prefix}:claim:{{{key}}}:{id}"), id).1
+            claim(conn, &key, &keys.claim_record(id), id).1
         };
         for member in ["a", "b", "c"] {
             zadd(conn, &key, 1.0, member);
@@ -491,11 +496,7 @@ mod tests {
         );
         claimed(conn, &key, "drop", "5", &["a"]);
         assert_eq!(claim_as(conn, "5"), ["d", "b"], "none held: claimed afresh");
-        let _: () = redis::cmd("DEL")
-            .arg(&key)
-            .arg(&record)
-            .query(conn)
-            .unwrap();
+        remove(conn, &[&key, &record]);
     }
 
     /// A fresh claim tells which of the entries it claims were at its own token already:
@@ -505,9 +506,8 @@ mod tests {
     #[test]
     fn a_fresh_claim_tells_the_entries_an_ended_lease_of_its_own_left() {
         let Some(mut conn) = server() else { return };
-        let prefix = prefix("ended");
-        let key = format!("{prefix}:expiry");
-        let record = format!("{prefix}:claim:{{{key}}}:5");
+        let keys = Keys::new(&prefix("ended"));
+        let (key, record) = (keys.expiry().to_string(), keys.claim_record("5"));
         let conn = &mut conn;
         zadd(conn, &key, 3.0 + scripts::token_of(3.0, 5), "ended");
         zadd(conn, &key, 4.0, "written");
@@ -515,11 +515,7 @@ mod tests {
         let (_, due, held) = claim(conn, &key, &record, "5");
         assert_eq!(due, ["ended", "written", "theirs"]);
         assert_eq!(held, ["ended"]);
-        let _: () = redis::cmd("DEL")
-            .arg(&key)
-            .arg(&record)
-            .query(conn)
-            .unwrap();
+        remove(conn, &[&key, &record]);
     }
 
     /// Found by a review: tokens were one of fifteen sixteenths, so two claimers of one
