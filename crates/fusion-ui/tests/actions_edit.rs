@@ -76,7 +76,8 @@ async fn a_rename_from_a_page_older_than_another_rename_changes_nothing() {
     .await;
     assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.body);
     assert!(
-        second.body.contains("Nothing was renamed"),
+        second.body.contains("was renamed since it was read")
+            && second.body.contains("nothing was written"),
         "{}",
         second.body
     );

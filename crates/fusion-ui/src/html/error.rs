@@ -52,23 +52,10 @@ impl PageError {
     /// `routes/meta.rs`), the server's problem otherwise (500).
     pub(crate) fn storage(err: &fusion::Error) -> Self {
         match err {
-            fusion::Error::TitleChanged {
-                session_id,
-                expected,
-                found,
-            } => {
-                let shown = |title: &Option<String>| {
-                    title
-                        .as_ref()
-                        .map_or_else(|| "none".to_string(), |title| format!("{title:?}"))
-                };
-                Self::conflict(format!(
-                    "Nothing was renamed: session {session_id:?} was renamed since its page \
-                     was shown (its title is now {}, not {}).",
-                    shown(found),
-                    shown(expected)
-                ))
-            }
+            // The core error names both titles and says nothing was written.
+            fusion::Error::TitleChanged { .. } => Self::conflict(format!(
+                "This page is older than the session's title: {err}."
+            )),
             fusion::Error::InvalidSessionId { .. }
             | fusion::Error::InvalidMeta(_)
             | fusion::Error::InvalidQuery(_) => Self::bad_request(err.to_string()),
