@@ -12,8 +12,10 @@
 //! writers would wait on; the index's directory when it first opens the index lock, and
 //! `live` (and the index's directory again, for writes that take no index lock) with the
 //! first line fsynced into one of its journals. Later writes find it remembered: a lock of
-//! a mutex over a few paths, no system call. An index found removed is forgotten, its
-//! paths then perhaps another writer's new directories.
+//! a mutex over a few paths, no system call. An index found removed is forgotten with
+//! the session directory around it, their paths then perhaps another writer's new
+//! directories (a session directory removed and made again while the instance runs), and
+//! the session directory's entry is synced again by the write that found it.
 
 use std::borrow::Cow;
 use std::fs;
@@ -55,9 +57,25 @@ impl SyncedDirs {
         Ok(())
     }
 
-    /// Forgets `dir` and the directories under it, found removed (the index's, by hand):
-    /// the path may name another directory now, made by a writer that has not synced it.
-    pub(crate) fn forget_under(&self, dir: &Path) {
+    /// The index's directory `index`, found removed under this instance (by hand, or
+    /// with the whole session directory, made again since by another process): forgets
+    /// every directory from the session directory down, whose paths may name another
+    /// writer's new directories now, not synced yet, and syncs the session directory's
+    /// entry again at once, for the write that found it (under its session's lock: rare).
+    /// An instance has no other cheap sign of a session directory replaced: its writes
+    /// look at no directory, and this costs nothing until the index is found removed.
+    pub(crate) fn index_removed(&self, index: &Path) -> Result<()> {
+        let Some(sessions) = index.parent() else {
+            self.forget_under(index);
+            return Ok(());
+        };
+        self.forget_under(sessions);
+        self.entry(sessions)
+    }
+
+    /// Forgets `dir` and the directories under it, found removed: the path may name
+    /// another directory now, made by a writer that has not synced it.
+    fn forget_under(&self, dir: &Path) {
         let mut dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
         dirs.retain(|known| !known.starts_with(dir));
     }
@@ -209,6 +227,42 @@ mod tests {
             );
         }
     }
+    /// Found by a review: an instance that had synced the session directory's entry took
+    /// one removed and made again by another process, its sync still to come, for synced
+    /// by the path alone, so a `save` there, or under `EveryWrite` any write, could be
+    /// lost with it on a power loss. The write that finds the index removed with it (by
+    /// the index lock a creation takes, or by its journal, looked at once a second) syncs
+    /// the session directory's entry again, whatever it fsyncs itself.
+    #[test]
+    fn a_session_directory_made_again_behind_the_instance_is_synced_again() {
+        for by_its_journal in [false, true] {
+            let temp = tempfile::tempdir().unwrap();
+            let top = temp.path();
+            let root = top.join("sessions");
+            let index = Index::new(&root);
+            // The instance's first session write: the directory synced, a line recorded.
+            index.synced_dirs().create(&root).unwrap();
+            let _ = index.record("s", Change::Create, i64::MIN, true).unwrap();
+            // Another process's `rm -r` and `mkdir`, its sync still to come.
+            fs::remove_dir_all(&root).unwrap();
+            fs::create_dir(&root).unwrap();
+            let watch = Watch::new(top);
+            let change = if by_its_journal {
+                index.run_clock_ahead(std::time::Duration::from_secs(3600));
+                Change::Write
+            } else {
+                Change::Create
+            };
+            let _ = index.record("t", change, i64::MIN, false).unwrap();
+            let synced = watch.synced();
+            assert!(
+                synced.contains(&top.to_path_buf()),
+                "by its journal: {by_its_journal}: {synced:?}"
+            );
+            assert!(index.synced_dirs().known(&root));
+        }
+    }
+
     /// Found by a review: the instance's first write synced the session directory's entry
     /// into its parent while it held the session's lock, so the other writers of the
     /// session (another process's, each CLI call's) waited for that fsync too. It is

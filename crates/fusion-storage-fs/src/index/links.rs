@@ -133,7 +133,7 @@ impl Index {
                     };
                     if removed {
                         // What it names now may be another writer's, not synced yet.
-                        self.synced_dirs().forget_under(&self.root);
+                        self.synced_dirs().index_removed(&self.root)?;
                         *handles = Handles::default();
                         self.lives.restart();
                         *rebuild = true;

@@ -89,11 +89,12 @@ impl Index {
     /// With `sync`, the entries of `live` and of the index's directory, where a line was
     /// just fsynced, made durable once per instance: another writer may have made them
     /// without syncing them yet (see [`crate::synced_dirs`]). Once again after the
-    /// journal was found `removed` with the index: the same paths may name directories
-    /// another writer made since.
+    /// journal was found `removed` with the index, the session directory's entry at once
+    /// ([`SyncedDirs::index_removed`](crate::synced_dirs::SyncedDirs::index_removed)):
+    /// the same paths may name directories another writer made since.
     pub(super) fn sync_journal_dirs(&self, sync: bool, removed: bool) -> Result<()> {
         if removed {
-            self.dirs.forget_under(&self.root);
+            self.dirs.index_removed(&self.root)?;
         }
         if sync {
             self.dirs.entry(&self.root.join(super::live::LIVE_DIR))?;
