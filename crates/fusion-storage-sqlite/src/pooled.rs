@@ -27,9 +27,9 @@ use std::borrow::Cow;
 
 use fusion_core::sql::{check_count, revision_of};
 use fusion_core::{ChatMessage, RecentIds, Result, Revision, is_expired};
-use sqlx::Arguments;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::{Arguments, Row, TypeInfo, ValueRef};
 
 use crate::error::{BACKEND, Op, is_no_transaction, parse_sqlite_error};
 use crate::meta::{InfoRow, InfoTuple};
@@ -110,48 +110,10 @@ async fn write_checked(
     // `fetch_all` rather than `fetch_optional`: it drives the script to its end.
     let mut found = match &check {
         Check::Revision { .. } => {
-            let rows: Vec<RevisionRow> = if check.reads_updated() {
-                sqlx::query_as_with(check.begin_and_read(), read()?)
-                    .fetch_all(conn.get())
-                    .await?
-            } else if check.reads_recent() {
-                let rows: Vec<RecentRow> = sqlx::query_as_with(check.begin_and_read(), read()?)
-                    .fetch_all(conn.get())
-                    .await?;
-                let without_updated = |(generation, count, expires_at, recent)| {
-                    (generation, count, expires_at, recent, None)
-                };
-                rows.into_iter().map(without_updated).collect()
-            } else {
-                let rows: Vec<(i64, i64, Option<i64>)> =
-                    sqlx::query_as_with(check.begin_and_read(), read()?)
-                        .fetch_all(conn.get())
-                        .await?;
-                let without_recent =
-                    |(generation, count, expires_at)| (generation, count, expires_at, None, None);
-                rows.into_iter().map(without_recent).collect()
-            };
-            let row = rows.into_iter().next();
-            let (revision, expires_at, recent, updated_at) = match row {
-                Some((generation, count, expires_at, recent, updated_at)) => (
-                    revision_of(Some((generation, count))),
-                    expires_at,
-                    // Read under `UnwrittenSince` with or without ids; used only with.
-                    recent
-                        .filter(|_| check.reads_recent())
-                        .as_deref()
-                        .and_then(RecentIds::from_bytes),
-                    updated_at,
-                ),
-                None => (revision_of(None), None, None, None),
-            };
-            Found::Revision {
-                revision,
-                expires_at,
-                recent,
-                updated_at,
-                stored: None,
-            }
+            let rows: Vec<SqliteRow> = sqlx::query_with(check.begin_and_read(), read()?)
+                .fetch_all(conn.get())
+                .await?;
+            found_revision(&check, rows.first())?
         }
         Check::Meta { .. } => {
             let rows: Vec<InfoTuple> = sqlx::query_as_with(check.begin_and_read(), read()?)
@@ -211,13 +173,43 @@ fn arguments(values: impl IntoIterator<Item = Value>) -> sqlx::Result<SqliteArgu
     Ok(arguments)
 }
 
-/// A row of a check's read of a revision: generation, count, `expires_at`, for an append
-/// with ids `recent_ids` and, for a write under `UnwrittenSince`, `updated_at`.
-type RevisionRow = (i64, i64, Option<i64>, Option<Vec<u8>>, Option<i64>);
-
-/// The row of an append with ids not under `UnwrittenSince`: [`RevisionRow`] without
-/// `updated_at`.
-type RecentRow = (i64, i64, Option<i64>, Option<Vec<u8>>);
+/// What a check's read of a revision found, from its row whichever of the three shapes
+/// [`Check::read`] gives it: generation, count and `expires_at`, then `recent_ids` when the
+/// check [`reads_recent`](Check::reads_recent) and `updated_at` when it
+/// [`reads_updated`](Check::reads_updated) (the read under `UnwrittenSince` has the
+/// fourth column whether or not the check uses it). As on the direct path
+/// (`crate::direct::run`), a `recent_ids` that is not a blob (NULL after a truncate, a
+/// hand edit) is unknown: text of four bytes taken for a fingerprint would say "not
+/// stored" of ids that are, and the append would store them twice.
+fn found_revision(check: &Check, row: Option<&SqliteRow>) -> sqlx::Result<Found> {
+    let Some(row) = row else {
+        return Ok(Found::Revision {
+            revision: revision_of(None),
+            expires_at: None,
+            recent: None,
+            updated_at: None,
+            stored: None,
+        });
+    };
+    let recent = match check.reads_recent() {
+        // A NULL's type is the column's declared one, BLOB: asked first.
+        true => match row.try_get_raw(3)? {
+            value if value.is_null() || value.type_info().name() != "BLOB" => None,
+            _ => RecentIds::from_bytes(row.try_get(3)?),
+        },
+        false => None,
+    };
+    Ok(Found::Revision {
+        revision: revision_of(Some((row.try_get(0)?, row.try_get(1)?))),
+        expires_at: row.try_get(2)?,
+        recent,
+        updated_at: match check.reads_updated() {
+            true => Some(row.try_get(4)?),
+            false => None,
+        },
+        stored: None,
+    })
+}
 
 /// A pooled connection whose script has not been seen to finish.
 ///

@@ -143,6 +143,24 @@ async fn fingerprints_that_cannot_decide_send_the_append_to_the_stored_ids() {
             );
         }
 
+        // Not a blob at all (a hand edit): unknown too, on both paths alike. Text of a
+        // whole number of fingerprints must not be taken for them: 'abcd' would claim
+        // one fingerprint no stored id has, and the batch would go in a second time.
+        for (case, value) in [("text", "'abcd'"), ("number", "42")] {
+            let session = format!("s-{case}");
+            storage.append(&session, &batch[..2]).await.unwrap();
+            sqlx::query(&format!(
+                "UPDATE sessions SET recent_ids = {value} WHERE id = ?1"
+            ))
+            .bind(&session)
+            .execute(storage.pool())
+            .await
+            .unwrap();
+            storage.append(&session, &batch).await.unwrap();
+            let history = storage.load(&session).await.unwrap();
+            assert_eq!(history, batch, "{path} {case}: the third stored once");
+        }
+
         // A fingerprint that matches a new id whose message is not stored: stored anyway.
         let fresh = with_ids("g", 1);
         let mut claimed = RecentIds::default();
