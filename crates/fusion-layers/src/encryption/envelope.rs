@@ -272,12 +272,46 @@ impl<'a> SessionCrypt<'a> {
     }
 
     /// Every message of `messages` sealed with the current key.
+    ///
+    /// A message that is already one of this session's stored messages (it opens with the
+    /// loaded keys) is refused, nothing sealed: a rekey handed the storage through the
+    /// layer rather than the one under it, or stored messages copied back into their
+    /// session, would otherwise be sealed a second time and load back as ciphertext in
+    /// place of their text. Only a text starting with [`ENCRYPTED_PREFIX`] is tried, so
+    /// an ordinary write costs a prefix check per message.
     pub(crate) fn seal_all(&mut self, messages: &[ChatMessage]) -> Result<Vec<ChatMessage>> {
+        if self.codec.keys.is_some() {
+            self.refuse_own_stored_form(messages)?;
+        }
         messages
             .iter()
             .enumerate()
             .map(|(index, m)| self.seal(index, m))
             .collect()
+    }
+
+    /// Fails on the first of `messages` that opens as a stored message of this session.
+    fn refuse_own_stored_form(&mut self, messages: &[ChatMessage]) -> Result<()> {
+        for (index, message) in messages.iter().enumerate() {
+            let Stored::V1 { key_id, .. } = Stored::of(message) else {
+                continue;
+            };
+            if self.open_ref(index, message).is_ok() {
+                return Err(Error::InvalidMessage {
+                    backend: self.backend,
+                    session_id: self.session_id.to_string(),
+                    index,
+                    detail: format!(
+                        "it is already encrypted: it is a stored message of this session (key \
+                         \"{key_id}\"), and sealed again it would load back as its ciphertext; \
+                         write stored messages to the storage under the encryption layer (a \
+                         rekey takes that storage), or open them first \
+                         (EncryptionLayer::open_stored)"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The message `stored` (at `index` in its session) decrypted, or as is if it is clear
