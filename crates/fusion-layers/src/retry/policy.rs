@@ -21,10 +21,19 @@ impl Policy {
             .first
             .saturating_mul(1 << (attempt - 1).min(20))
             .min(self.max);
-        let random = RandomState::new().hash_one(attempt);
-        let factor = 0.5 + (random % 1024) as f64 / 2046.0;
-        full.mul_f64(factor)
+        jittered(full, RandomState::new().hash_one(attempt))
     }
+}
+
+/// `full` scaled by a factor in [0.5, 1] that `random` picks (1,024 steps):
+/// `(1023 + k) / 2046`, in integer nanoseconds: never above `full`, so any `Duration`
+/// works. A float factor (`mul_f64`) rounded a pause near `Duration::MAX` up past it and
+/// panicked, one pause in 1,024.
+fn jittered(full: Duration, random: u64) -> Duration {
+    const NANOS: u128 = 1_000_000_000;
+    let nanos = full.as_nanos() * (1023 + u128::from(random % 1024)) / 2046;
+    let secs = u64::try_from(nanos / NANOS).expect("at most `full`'s seconds");
+    Duration::new(secs, (nanos % NANOS) as u32)
 }
 
 #[cfg(test)]
@@ -46,5 +55,31 @@ mod tests {
             let late = policy.pause(30);
             assert!(late >= Duration::from_millis(25) && late <= Duration::from_millis(50));
         }
+    }
+
+    /// A backoff as long as a `Duration` holds (a caller's "no limit") pauses for it, at
+    /// every jitter, rather than panicking in the conversion through seconds as a float.
+    #[test]
+    fn the_longest_backoff_pauses_at_every_jitter_without_panicking() {
+        let policy = Policy {
+            max_attempts: 4,
+            first: Duration::MAX,
+            max: Duration::MAX,
+        };
+        policy.pause(3);
+        for random in 0..1024 {
+            let pause = jittered(Duration::MAX, random);
+            assert!(
+                pause >= Duration::MAX / 2 - Duration::from_secs(1),
+                "{pause:?}"
+            );
+        }
+        assert_eq!(
+            jittered(Duration::from_millis(20), 0),
+            Duration::from_millis(10)
+        );
+        let longest = jittered(Duration::from_millis(20), 1023);
+        assert!(longest <= Duration::from_millis(20), "{longest:?}");
+        assert!(longest > Duration::from_micros(19_999), "{longest:?}");
     }
 }
