@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{
-    GatedLlm, HANG_GUARD, Harness, HookedStorage, SESSION, builder, client, contents, roles, turn,
+    GatedLlm, HANG_GUARD, Harness, HookedStorage, SESSION, another_writer_s_call_0, builder,
+    client, contents, numbered_afresh, roles, turn,
 };
 use fusion_agent::context::{SUMMARY_KEY, is_context_record};
-use fusion_agent::testing::{MockLlmServer, MockReply, MockToolCall};
+use fusion_agent::testing::{MockLlmServer, MockReply};
 use fusion_agent::{AgentSession, ContextPolicy};
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Role, ToolCall,
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Role,
 };
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_memory::InMemoryStorage;
@@ -263,29 +264,6 @@ async fn case10_an_automatic_summary_never_covers_the_turn_s_own_message() {
             .unwrap()
             .ends_with("They greeted twice.")
     );
-}
-
-/// A reply calling `list_directory` with id `call_0`, as servers that number each reply's
-/// calls afresh send it in every reply.
-fn numbered_afresh() -> MockReply {
-    MockReply::ToolCalls {
-        content: String::new(),
-        calls: vec![MockToolCall {
-            id: Some("call_0".into()),
-            ..MockToolCall::new("list_directory", "{}")
-        }],
-    }
-}
-
-/// Another writer's reply of such a server, and its result.
-fn another_writer_s_call_0() -> [ChatMessage; 2] {
-    [
-        ChatMessage::assistant_with_tool_calls(
-            "",
-            vec![ToolCall::new("call_0", "list_directory", "{}")],
-        ),
-        ChatMessage::tool_result("call_0", "empty"),
-    ]
 }
 
 /// The ids of the calls `stored` holds, in order, after checking that each is answered

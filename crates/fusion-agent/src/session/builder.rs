@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::creation::{Creation, TitlePolicy};
 use super::turn::check_max_iterations;
-use super::{AgentSession, Shared, ToolView};
+use super::{AgentSession, Shared, ToolView, Unread};
 use crate::approval::ApprovalPolicy;
 use crate::context::counter_for_model;
 use crate::context::policy::ContextPolicy;
@@ -356,6 +356,7 @@ impl SessionBuilder {
             id,
             history,
             generation: revision.generation,
+            unread: Unread::default(),
             in_flight: Arc::default(),
             shared: Arc::new(shared),
             context: self.context,

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use fusion_core::{Change, ChatMessage, Error, Expect, Result, Revision, SessionId};
 use tracing::info;
 
-use super::AgentSession;
 use super::store::{Write, explain_conflict};
+use super::{AgentSession, Unread};
 use crate::context::policy::ContextPolicy;
 use crate::context::prune::PruneReport;
 use crate::context::summary::{SummaryJob, SummaryReport};
@@ -151,6 +151,7 @@ impl AgentSession {
         self.write(Write::Delete).await?;
         self.history.clear();
         self.generation = 0;
+        self.unread = Unread::default();
         self.needs_reload = false;
         self.auto_summary_retry_at = None;
         info!(session_id = %self.id, "history cleared");
@@ -217,7 +218,9 @@ impl AgentSession {
             }
             Err(err) => return Err(err),
         };
+        // The write required exactly what memory holds: nothing lies beyond it.
         self.generation = generation;
+        self.unread = Unread::default();
         if tail {
             self.history.truncate(turn.start);
         } else {
@@ -281,6 +284,7 @@ impl AgentSession {
             id,
             history,
             generation,
+            unread: Unread::default(),
             in_flight: Arc::default(),
             shared: Arc::new(self.shared.for_fork()),
             context: self.context.clone(),

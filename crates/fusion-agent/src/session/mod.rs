@@ -47,6 +47,8 @@ pub use builder::{DEFAULT_MAX_ITERATIONS, DEFAULT_SYSTEM_PROMPT, SessionBuilder}
 pub use creation::{AUTO_TITLE_CHARS, TitlePolicy, title_from_message};
 pub use stream::TurnStream;
 
+use store::Unread;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -106,6 +108,9 @@ pub struct AgentSession {
     /// The generation storage had when `history` was read (0: no session), kept by this
     /// session's appends: what its conditional writes require.
     generation: u64,
+    /// What storage holds at `generation` beyond `history`: other writers' messages a turn
+    /// read but keeps out of memory (see [`Unread`]).
+    unread: Unread,
     /// Held by the task running this session's storage write; a write whose caller was
     /// dropped keeps it until it lands, and reads wait for it (see `store`).
     in_flight: Arc<Mutex<()>>,

@@ -4,8 +4,8 @@
 use fusion_core::{ChatMessage, Error, Result};
 use tracing::{info, warn};
 
-use super::AgentSession;
 use super::store::explain_conflict;
+use super::{AgentSession, Unread};
 use crate::context::user_message;
 
 /// How many times a turn tries to store its opening when other writers keep changing the
@@ -92,11 +92,13 @@ impl AgentSession {
     /// its own message: a model answers the last question it is shown, and shown another
     /// writer's, this turn answered that one (found by `fusion-stress --faults`, a turn on
     /// PostgreSQL storing the answer to another worker's note). The next turn's catch-up
-    /// reads the rest.
+    /// reads the rest; until then it is counted in [`Unread`], so the turn's writes that
+    /// require the stored revision expect it.
     pub(super) fn keep_up_to(&mut self, user: &ChatMessage) -> bool {
         let Some(at) = self.history.iter().position(|stored| stored.id == user.id) else {
             return false;
         };
+        self.unread = Unread::beyond(&self.history[..=at], &self.history);
         self.history.truncate(at + 1);
         self.finished_calls = None;
         true

@@ -18,6 +18,7 @@
 //! writes may still land. The cost is one `tokio::spawn` and one uncontended lock per
 //! write.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use fusion_core::{Change, ChatMessage, Error, Expect, Result, Revision};
@@ -29,6 +30,52 @@ use super::AgentSession;
 pub(super) const TURN_CONFLICT: &str = "it was deleted, expired or rewritten by another \
     writer during this turn, so the rest of the turn was not stored (and the session was not \
     recreated as a fragment); the next turn starts from what storage holds";
+
+/// What storage holds, at the session's generation, beyond the history in memory: the
+/// messages other writers appended during a turn that a read of the turn saw but left out
+/// of memory, because the turn's requests must end with its own messages (a model answers
+/// the last question it is shown; another writer's reply may sit between this turn's reply
+/// and its results). The next turn's catch-up reads them; until then they are counted
+/// here, so that a write requiring the exact stored revision
+/// ([`stored_revision`](AgentSession::stored_revision)) does not miss for them again, and
+/// their call ids are kept, so that no later reply of the turn reuses one.
+///
+/// Within a generation storage only grows, so what is counted here is never more than
+/// storage holds: a write expecting it misses only when someone wrote since.
+#[derive(Debug, Default)]
+pub(super) struct Unread {
+    /// How many messages.
+    len: usize,
+    /// The ids of the tool calls they hold.
+    call_ids: Vec<String>,
+}
+
+impl Unread {
+    /// What `stored`, read at the session's generation, holds beyond `memory` (a part of it,
+    /// in the same order): its length beyond, and the call ids `memory` lacks.
+    pub(super) fn beyond(memory: &[ChatMessage], stored: &[ChatMessage]) -> Self {
+        let mine: HashSet<&str> = call_ids(memory).collect();
+        Self {
+            len: stored.len().saturating_sub(memory.len()),
+            call_ids: call_ids(stored)
+                .filter(|id| !mine.contains(id))
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    /// Whether one of these messages calls a tool with id `id`.
+    pub(super) fn called(&self, id: &str) -> bool {
+        self.call_ids.iter().any(|called| called == id)
+    }
+}
+
+/// The ids of the tool calls `messages` hold.
+fn call_ids(messages: &[ChatMessage]) -> impl Iterator<Item = &str> {
+    messages
+        .iter()
+        .flat_map(|message| message.tool_calls.iter().map(|call| call.id.as_str()))
+}
 
 /// A storage write of the session, owned so that it can move into its task.
 pub(super) enum Write {
@@ -158,7 +205,18 @@ impl AgentSession {
         let (history, revision) = self.shared.storage.load_revision(self.id.as_str()).await?;
         self.history = history;
         self.generation = revision.generation;
+        self.unread = Unread::default();
         Ok(revision)
+    }
+
+    /// The revision storage holds as far as this session knows: memory's
+    /// ([`revision`](Self::revision)) plus the messages a read of this turn left out of
+    /// memory ([`Unread`]). What a write requires that must fail if anyone else wrote since.
+    pub(super) fn stored_revision(&self) -> Revision {
+        Revision {
+            generation: self.generation,
+            len: self.history.len() + self.unread.len,
+        }
     }
 
     /// Reloads the history if the last turn or write did not finish (memory may disagree

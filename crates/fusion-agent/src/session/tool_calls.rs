@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::store::{TURN_CONFLICT, explain_conflict};
 use super::stream::Emitter;
-use super::{AgentSession, FinishedCalls};
+use super::{AgentSession, FinishedCalls, Unread};
 use crate::events::AgentEvent;
 use crate::executor::ToolOutcome;
 
@@ -20,20 +20,26 @@ use crate::executor::ToolOutcome;
 const CALLING_ATTEMPTS: usize = 3;
 
 impl AgentSession {
-    /// Stores `reply`, whose calls' ids [`ensure_call_ids`] made unique against memory, with
-    /// ids unique against the session as stored: another writer's reply appended since
-    /// memory was read may hold the same ids (servers that number each reply's calls
-    /// afresh send `call_0` in every reply), and a plain append stored both.
+    /// Stores `reply`, whose calls' ids [`ensure_call_ids`] made unique against memory and
+    /// what storage holds beyond it ([`Unread`]), with ids unique against the session as
+    /// stored: another writer's reply appended since the session last read may hold the
+    /// same ids (servers that number each reply's calls afresh send `call_0` in every
+    /// reply), and a plain append stored both.
     ///
-    /// The append requires the exact revision memory was read at, so on the common path
-    /// (nobody else wrote) it is the one write a plain append is. When it misses, the
-    /// session is read once, ids are made unique against what it holds, and the reply is
-    /// stored against that read; after [`CALLING_ATTEMPTS`] misses, as a plain append
-    /// whose calls all get ids of the session's own making ([`fresh_call_ids`]), as no
-    /// read vouches for what lands before it. A session deleted or rewritten meanwhile
-    /// ends the turn as any append of it does.
-    /// Memory keeps only this turn's messages, as after a plain append: the next turn's
-    /// catch-up reads the others' (a request must end with this turn's own).
+    /// The append requires the exact revision the session knows storage to hold
+    /// ([`stored_revision`](Self::stored_revision)), so on the common path (nobody else
+    /// wrote) it is the one write a plain append is. When it misses, the session is read
+    /// once, ids are made unique against what it holds, and the reply is stored against
+    /// that read; after [`CALLING_ATTEMPTS`] misses, as a plain append whose calls all get
+    /// ids of the session's own making ([`fresh_call_ids`]), as no read vouches for what
+    /// lands before it. A session deleted or rewritten meanwhile ends the turn as any
+    /// append of it does.
+    ///
+    /// Memory keeps only this turn's messages, as after a plain append, and what the read
+    /// found beyond them is counted in [`Unread`], with its call ids: the turn's later
+    /// replies then store at the first attempt unless someone writes again, and the
+    /// model sees the other writers' messages from the next turn's catch-up on (a request
+    /// must end with this turn's own).
     pub(super) async fn persist_calling(
         &mut self,
         mut reply: ChatMessage,
@@ -41,7 +47,7 @@ impl AgentSession {
     ) -> Result<()> {
         // One id across the attempts: a reread finds a reply whose store's answer was lost.
         reply.ensure_id();
-        let mut expect = Expect::Exactly(self.revision());
+        let mut expect = Expect::Exactly(self.stored_revision());
         for attempt in 1.. {
             let err = match self.append_expecting(expect, vec![reply.clone()]).await {
                 Err(err @ Error::Conflict { .. }) if attempt <= CALLING_ATTEMPTS => err,
@@ -51,9 +57,13 @@ impl AgentSession {
             if revision.generation != self.generation {
                 return Err(explain_conflict(err, TURN_CONFLICT));
             }
-            if let Some(landed) = stored.iter().find(|message| message.id == reply.id) {
+            let landed = stored.iter().find(|message| message.id == reply.id);
+            if let Some(landed) = landed {
                 // An attempt whose answer was lost (a retrying storage resent it).
                 self.history.push(landed.clone());
+            }
+            self.unread = Unread::beyond(&self.history, &stored);
+            if landed.is_some() {
                 return Ok(());
             }
             info!(
@@ -61,8 +71,13 @@ impl AgentSession {
                 "another writer appended to the session; checking the reply's call ids against it"
             );
             expect = if attempt < CALLING_ATTEMPTS {
-                ensure_call_ids(&mut reply.tool_calls, iteration, &stored);
-                Expect::Exactly(revision)
+                ensure_call_ids(
+                    &mut reply.tool_calls,
+                    iteration,
+                    &self.history,
+                    &self.unread,
+                );
+                Expect::Exactly(self.stored_revision())
             } else {
                 // Another writer's reply stored after this read may hold the ids it
                 // lacks (`call_0` again): ids of this session's making are in no other
@@ -168,8 +183,8 @@ pub(super) fn announce(events: &Emitter, iteration: usize, call: &ToolCall) {
     });
 }
 
-/// Gives every call a non-empty id that no other call of the reply or of the `history`
-/// before it has: results are matched to calls by id, and some servers leave ids out,
+/// Gives every call a non-empty id that no other call of the reply, of the `history`
+/// before it, or of the messages storage holds beyond that history (`unread`) has: results are matched to calls by id, and some servers leave ids out,
 /// repeat them within a reply, or number each reply's calls afresh (`call_0` in every
 /// reply; `functions.name:N` counted per request behind some proxies). A repeat from an
 /// earlier reply is refused by strict servers as a duplicate in the history, and would
@@ -179,11 +194,17 @@ pub(super) fn announce(events: &Emitter, iteration: usize, call: &ToolCall) {
 ///
 /// Cost: one pass over the history's calls per call of the reply, linear in the history
 /// as the request built from it is.
-pub(super) fn ensure_call_ids(calls: &mut [ToolCall], iteration: usize, history: &[ChatMessage]) {
+pub(super) fn ensure_call_ids(
+    calls: &mut [ToolCall],
+    iteration: usize,
+    history: &[ChatMessage],
+    unread: &Unread,
+) {
     let called_before = |id: &str| {
-        history
-            .iter()
-            .any(|message| message.tool_calls.iter().any(|call| call.id == id))
+        unread.called(id)
+            || history
+                .iter()
+                .any(|message| message.tool_calls.iter().any(|call| call.id == id))
     };
     replace_call_ids(calls, iteration, |before, id| {
         id.is_empty() || before.iter().any(|b| b.id == id) || called_before(id)
@@ -227,7 +248,7 @@ mod tests {
             ToolCall::new("x", "a", "{}"),
         ];
         let again = calls.clone();
-        ensure_call_ids(&mut calls, 2, &[]);
+        ensure_call_ids(&mut calls, 2, &[], &Unread::default());
         assert_eq!(calls[1].id, "x");
         for (i, call) in [(0, &calls[0]), (2, &calls[2])] {
             let prefix = format!("call_fusion_2_{i}_");
@@ -235,7 +256,7 @@ mod tests {
         }
         // Another reply's calls (another writer's turn) never get the same ids.
         let mut other = again;
-        ensure_call_ids(&mut other, 2, &[]);
+        ensure_call_ids(&mut other, 2, &[], &Unread::default());
         assert_ne!(other[0].id, calls[0].id);
     }
 
@@ -252,7 +273,7 @@ mod tests {
             ToolCall::new("call_0", "a", "{}"),
             ToolCall::new("call_1", "a", "{}"),
         ];
-        ensure_call_ids(&mut calls, 3, &history);
+        ensure_call_ids(&mut calls, 3, &history, &Unread::default());
         assert!(
             calls[0].id.starts_with("call_fusion_3_0_"),
             "{}",

@@ -254,7 +254,12 @@ impl AgentSession {
         // conversation, so the promise is enforced here.
         reply.role = Role::Assistant;
         reply.tool_call_id = None;
-        ensure_call_ids(&mut reply.tool_calls, iteration, &self.history);
+        ensure_call_ids(
+            &mut reply.tool_calls,
+            iteration,
+            &self.history,
+            &self.unread,
+        );
         debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             tool_calls = reply.tool_calls.len(),

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fusion_agent::testing::MockLlmServer;
+use fusion_agent::testing::{MockLlmServer, MockReply, MockToolCall};
 use fusion_agent::{
     AgentSession, ChatRequest, ChatResponse, LlmClient, OpenAiClient, OpenAiConfig, SessionBuilder,
 };
@@ -448,6 +448,32 @@ pub async fn turn(
     server.push_text(answer);
     let result = session.send_message(question).await.unwrap();
     assert_eq!(result.result, answer);
+}
+
+/// A reply calling `list_directory` with id `call_0`, as servers that number each reply's
+/// calls afresh send it in every reply.
+pub fn numbered_afresh() -> MockReply {
+    MockReply::ToolCalls {
+        content: String::new(),
+        calls: vec![MockToolCall {
+            id: Some("call_0".into()),
+            ..MockToolCall::new("list_directory", "{}")
+        }],
+    }
+}
+
+/// What the tool returned to [`another_writer_s_call_0`]'s call.
+pub const ANOTHER_WRITER_S_RESULT: &str = "the other writer's listing";
+
+/// Another writer's reply of such a server, and its result.
+pub fn another_writer_s_call_0() -> [ChatMessage; 2] {
+    [
+        ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![fusion_core::ToolCall::new("call_0", "list_directory", "{}")],
+        ),
+        ChatMessage::tool_result("call_0", ANOTHER_WRITER_S_RESULT),
+    ]
 }
 
 /// Generous upper bound for a step that should be immediate; only guards against a hang.
