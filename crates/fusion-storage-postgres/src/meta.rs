@@ -159,7 +159,10 @@ pub(crate) fn page_query(
     }
     match start {
         Some(Position::Updated { micros, id }) => {
-            let micros = bind(&mut args, *micros)?;
+            let micros = bind(
+                &mut args,
+                (*micros).clamp(CURSOR_MICROS_MIN, CURSOR_MICROS_MAX),
+            )?;
             let id = bind(&mut args, id.clone())?;
             // A row comparison, so the index scan starts right after the cursor's entry.
             // The cursor's microseconds become a timestamptz exactly (both are whole
@@ -191,6 +194,19 @@ pub(crate) fn page_query(
     );
     Ok((sql, args))
 }
+
+/// The earliest instant a cursor's microseconds stand for in [`page_query`]: PostgreSQL's
+/// first `timestamptz`, 4714-11-24 BC. A cursor holds any `i64` (one made by
+/// `Cursor::updated_before` for a time thousands of years back, say), and one past
+/// either bound failed the page with "timestamp out of range" or "interval out of range";
+/// clamped, it lists what it would have (no session is written before the first instant
+/// or after the last).
+const CURSOR_MICROS_MIN: i64 = -210_866_803_200_000_000;
+
+/// The latest instant a cursor's microseconds stand for in [`page_query`], about the year
+/// 148,000: below `i64::MAX`, which turned into a `float8` for the interval rounds up to
+/// 2^63, past the interval's range.
+const CURSOR_MICROS_MAX: i64 = 1 << 62;
 
 /// Binds `value` as the next argument and returns its placeholder (`$n`).
 fn bind<'q, T>(args: &mut PgArguments, value: T) -> sqlx::Result<String>

@@ -6,9 +6,10 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use fusion_core::{ChatMessage, ConversationStorage, Error};
+use fusion_core::testkit::StorageHarness;
+use fusion_core::{ChatMessage, ConversationStorage, Cursor, Error, SessionQuery};
 use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
 use support::{harness, scratch_database};
 
@@ -187,4 +188,48 @@ async fn a_certificate_that_does_not_verify_is_a_tls_error_not_worth_retrying() 
     let text = err.to_string();
     assert!(text.contains("TLS failed"), "{text}");
     assert!(text.contains("sslmode"), "{text}");
+}
+
+/// A cursor holds any whole number of microseconds, and a cursor made for an instant
+/// (`Cursor::updated_before`, what `fusion sessions purge --older-than` pages from) can
+/// lie thousands of years away. PostgreSQL's timestamps end within a few hundred thousand
+/// years of 1970 (and before 4713 BC), so such a cursor failed the listing with "interval
+/// out of range" or "timestamp out of range"; it lists as on every other backend: all
+/// sessions after a cursor past the end of time, none after one before its start.
+#[tokio::test]
+async fn a_cursor_past_either_end_of_time_lists_as_any_cursor_does() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = harness.open().await.unwrap();
+    storage
+        .append("s", &[ChatMessage::user("hi")])
+        .await
+        .unwrap();
+    let after = |micros: i64| {
+        let cursor: Cursor = format!("u.{micros}.zz").parse().unwrap();
+        SessionQuery::new().after(Some(cursor))
+    };
+    for (micros, listed) in [
+        (i64::MAX, 1),
+        (i64::MAX / 2, 1),
+        (i64::MIN, 0),
+        (-300_000_000_000_000_000, 0),
+    ] {
+        let page = storage
+            .list_page(&after(micros))
+            .await
+            .unwrap_or_else(|e| panic!("{micros}: {e}"));
+        assert_eq!(page.sessions.len(), listed, "{micros}");
+    }
+    let long_ago = SystemTime::UNIX_EPOCH - Duration::from_secs(10_000 * 365 * 86_400);
+    let before = SessionQuery::new().after(Some(Cursor::updated_before(long_ago)));
+    assert!(
+        storage
+            .list_page(&before)
+            .await
+            .unwrap()
+            .sessions
+            .is_empty()
+    );
 }
