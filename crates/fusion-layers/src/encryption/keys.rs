@@ -65,7 +65,10 @@ pub struct EncryptionKeys {
 #[derive(Clone)]
 struct Entry {
     id: String,
-    key: Zeroizing<[u8; KEY_LEN]>,
+    /// In a block of its own, wiped where it lies when dropped: the list of entries grows by copying
+    /// itself to a larger buffer and freeing the old one as it is, which would leave a
+    /// copy of every key held inline there in freed memory.
+    key: Box<Zeroizing<[u8; KEY_LEN]>>,
 }
 
 impl EncryptionKeys {
@@ -75,7 +78,7 @@ impl EncryptionKeys {
         Ok(Self {
             entries: vec![Entry {
                 id: id.to_string(),
-                key: Zeroizing::new(*key),
+                key: Box::new(Zeroizing::new(*key)),
             }],
         })
     }
@@ -91,7 +94,7 @@ impl EncryptionKeys {
         }
         self.entries.push(Entry {
             id: id.to_string(),
-            key: Zeroizing::new(*key),
+            key: Box::new(Zeroizing::new(*key)),
         });
         Ok(self)
     }
@@ -144,12 +147,12 @@ impl EncryptionKeys {
 
     /// The current key.
     pub(crate) fn current(&self) -> (&str, &[u8; KEY_LEN]) {
-        (&self.entries[0].id, &self.entries[0].key)
+        (&self.entries[0].id, &**self.entries[0].key)
     }
 
     /// The key named `id`, if loaded.
     pub(crate) fn key(&self, id: &str) -> Option<&[u8; KEY_LEN]> {
-        self.entries.iter().find(|e| e.id == id).map(|e| &*e.key)
+        self.entries.iter().find(|e| e.id == id).map(|e| &**e.key)
     }
 
     /// The loaded ids, quoted and comma-separated, for error messages.
@@ -321,6 +324,24 @@ mod tests {
             EncryptionKeys::parse(url_safe).unwrap().current().1[..2],
             [0xff, 0xef]
         );
+    }
+
+    /// A key stays where it was first stored while keys are added after it: were the
+    /// list to hold keys in its own buffer, each growth would copy them to a larger one
+    /// and free the old one unwiped, a copy of every key so far left in freed memory.
+    #[test]
+    fn adding_keys_moves_none_already_held() {
+        let mut keys = EncryptionKeys::new("k0", &[1; KEY_LEN]).unwrap();
+        let first: *const [u8; KEY_LEN] = keys.key("k0").unwrap();
+        let mut held = vec![first];
+        for n in 1..64u8 {
+            keys = keys.with_previous(&format!("k{n}"), &[n; KEY_LEN]).unwrap();
+            held.push(keys.key(&format!("k{n}")).unwrap());
+        }
+        for (n, place) in held.into_iter().enumerate() {
+            let now: *const [u8; KEY_LEN] = keys.key(&format!("k{n}")).unwrap();
+            assert_eq!(now, place, "key k{n} was moved");
+        }
     }
 
     #[test]
