@@ -51,10 +51,8 @@ const MAX_SET: usize = 5000;
 /// The fewest: below this a set is read whole whatever the total.
 const MIN_SET: usize = 200;
 
-/// How far a file's status time may fall before the time of the write that changed it, in
-/// microseconds: file systems keep times as coarse as 2 s (FAT), and the kernel's clock for
-/// them lags the one a line's time is read from by up to a tick.
-const TIME_SLACK_US: i64 = 2_000_000;
+/// How far a file's status time may fall before the time of the write that changed it.
+const TIME_SLACK_US: i64 = crate::session_files::FILE_TIME_SLACK_US;
 
 /// Where a listing runs: the directory, its index and the write policy (for repairs).
 pub(crate) struct Lister<'a> {

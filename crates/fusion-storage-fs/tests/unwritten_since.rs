@@ -1,9 +1,11 @@
 //! What a write conditional on the last write ([`Expect::UnwrittenSince`], what
 //! `fusion sessions purge --older-than` deletes with) compares on the file-system
-//! backend: the `updated_at` that `session_info` reports, to the microsecond, whether
-//! the counters describe the session file (their time), are stale (the later of theirs
-//! and the file's modification time) or were lost (the file's modification time); and
-//! that a metadata write racing such a delete is never lost with the session.
+//! backend: the `updated_at` that `session_info` reports, to the microsecond, where the
+//! counters describe the session file (their time); where they are stale or were lost,
+//! the latest the last write may have been (the later of their time and the file's
+//! modification time plus the 2 s by which file times may fall before a write's own,
+//! while `session_info` reports the file's time itself); and that a metadata write racing
+//! such a delete is never lost with the session.
 
 mod common;
 
@@ -86,9 +88,9 @@ async fn the_last_write_is_compared_to_the_microsecond_on_the_blocking_pool() {
 }
 
 /// A session whose lock file holds no counters (an earlier version's, or lost) was last
-/// written, for `session_info` and so for the comparison, when its file was modified;
-/// one whose counters describe an earlier length (a line appended by hand) then too, if
-/// that is later than they say.
+/// written, for `session_info`, when its file was modified, and for the comparison up to
+/// [`SLACK`] later; one whose counters describe an earlier length (a line appended by
+/// hand) then too, if that is later than they say.
 #[tokio::test]
 async fn without_counters_the_files_modification_time_is_compared() {
     let tmp = tempfile::tempdir().unwrap();
@@ -103,10 +105,10 @@ async fn without_counters_the_files_modification_time_is_compared() {
     let unwritten = |since| Expect::UnwrittenSince { revision, since };
     assert_conflict(
         storage
-            .write_if("old", unwritten(modified), Change::Truncate(0))
+            .write_if("old", unwritten(modified + SLACK), Change::Truncate(0))
             .await,
     );
-    let since = unwritten(modified + Duration::from_micros(1));
+    let since = unwritten(modified + SLACK + Duration::from_micros(1));
     assert_eq!(
         storage
             .write_if("old", since, Change::Truncate(0))
@@ -128,10 +130,14 @@ async fn without_counters_the_files_modification_time_is_compared() {
     assert_eq!((revision.len, reported), (2, later));
     assert_conflict(
         storage
-            .write_if("stale", unwritten_at(revision, later), Change::Truncate(0))
+            .write_if(
+                "stale",
+                unwritten_at(revision, later + SLACK),
+                Change::Truncate(0),
+            )
             .await,
     );
-    let since = unwritten_at(revision, later + Duration::from_micros(1));
+    let since = unwritten_at(revision, later + SLACK + Duration::from_micros(1));
     assert_eq!(
         storage
             .write_if("stale", since, Change::Truncate(0))
@@ -144,6 +150,9 @@ async fn without_counters_the_files_modification_time_is_compared() {
 fn unwritten_at(revision: Revision, since: SystemTime) -> Expect {
     Expect::UnwrittenSince { revision, since }
 }
+
+/// How much later than its file's time the lost last write of a session may have been.
+const SLACK: Duration = Duration::from_secs(2);
 
 /// Under `EveryWrite` an append fsyncs its lines and its journal line, not its counters: a
 /// power loss may leave the counters of an earlier write (here faked an hour older, as a

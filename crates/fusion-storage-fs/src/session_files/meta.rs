@@ -119,18 +119,21 @@ pub(super) fn derive_counters(
         updated_us,
         count,
         len,
-        expiry: StoredExpiry::of(expiry.as_ref(), updated_us),
+        // From the latest the lost write may have been, as `stale_expiry` counts.
+        expiry: StoredExpiry::of(expiry.as_ref(), super::written_by(updated_us)),
         indexed: None,
         copied,
     })
 }
 
 /// The expiry of a session whose `counters` describe another length of its file,
-/// modified at `modified_us`: an idle one moved to that time if it is later than theirs,
-/// as the write they missed moved it.
+/// modified at `modified_us`: an idle one moved to the latest the write they missed may
+/// have been stamped at ([`super::written_by`]) if that is later than theirs, as that
+/// write moved it.
 pub(super) fn stale_expiry(counters: &Counters, modified_us: i64) -> StoredExpiry {
-    if modified_us > counters.updated_us {
-        counters.expiry.at_write(modified_us)
+    let written = super::written_by(modified_us);
+    if written > counters.updated_us {
+        counters.expiry.at_write(written)
     } else {
         counters.expiry
     }
@@ -146,23 +149,25 @@ impl SessionFiles {
         Ok(self.info_and_whether_stored()?.map(|(info, _)| info))
     }
 
-    /// When the existing session was last written, in Unix microseconds, as [`Self::info`]
-    /// reports it (see [`derive_counters`]), from its lock file as `current` found it
-    /// under `lock`: the counters' time if they describe the session file, the later of
-    /// it and the file's modification time if they describe another length, else the
-    /// file's modification time. Reads no file when `current` holds the lock file's
-    /// contents, as it does after the expiry check.
+    /// When the existing session was last written at the latest, in Unix microseconds,
+    /// for a delete conditional on no write since a cutoff, from its lock file as
+    /// `current` found it under `lock`: the counters' time if they describe the session
+    /// file, the later of it and the latest the file's modification time allows
+    /// ([`super::written_by`]) if they describe another length, else that latest time.
+    /// [`Self::info`] reports the file's time itself (see [`derive_counters`]). Reads no
+    /// file when `current` holds the lock file's contents, as it does after the expiry
+    /// check.
     pub(super) fn updated_locked(&self, lock: &SessionLock, current: &Current) -> Result<i64> {
         let contents = match current.contents {
             Some(contents) => contents,
             None => lock.contents(&self.lock)?,
         };
         Ok(match (contents.counters, &current.file) {
-            (Some(counters), Some(_)) if counters.len != current.len => {
-                counters.updated_us.max(current.modified_us)
-            }
+            (Some(counters), Some(_)) if counters.len != current.len => counters
+                .updated_us
+                .max(super::written_by(current.modified_us)),
             (Some(counters), _) => counters.updated_us,
-            (None, Some(_)) => current.modified_us,
+            (None, Some(_)) => super::written_by(current.modified_us),
             (None, None) => 0,
         })
     }

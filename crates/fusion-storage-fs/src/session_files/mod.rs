@@ -431,6 +431,21 @@ fn modified_us(metadata: &fs::Metadata) -> i64 {
     metadata.modified().map_or(0, unix_micros)
 }
 
+/// How far a file's times may fall before the time of the write that set them, in
+/// microseconds: file systems keep times as coarse as 2 s (FAT), and the kernel's clock for
+/// them lags the one a write's time is read from by up to a tick.
+pub(crate) const FILE_TIME_SLACK_US: i64 = 2_000_000;
+
+/// The latest time the last write to a file modified at `modified_us` may have been
+/// stamped at: where the file's time stands in for that write's lost counters, what
+/// decides against the session (a delete conditional on no write since a cutoff, an idle
+/// expiry) takes this, so that a write stamped a tick after the time its file got is not
+/// taken for one before a cutoff inside that tick. `session_info` still reports the
+/// file's time itself, a listing the time its journal line recorded.
+fn written_by(modified_us: i64) -> i64 {
+    modified_us.saturating_add(FILE_TIME_SLACK_US)
+}
+
 fn exists(path: &Path) -> Result<bool> {
     match fs::metadata(path) {
         Ok(_) => Ok(true),

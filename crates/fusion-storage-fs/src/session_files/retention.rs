@@ -14,10 +14,11 @@ impl SessionFiles {
     /// The expiry of the session whose lock file holds `contents` and whose file is `len`
     /// bytes long: the counters' numbers (an idle expiry moved to the file's modification
     /// time if they describe another length: see `meta::stale_expiry`), or, if the
-    /// counters are lost, the one its metadata file was set to, from the session's last
-    /// write; `modified_us` gives the file's modification time, read only in those two
-    /// cases. A damaged metadata file counts as no expiry here: its session is reported
-    /// corrupt where the metadata is read.
+    /// counters are lost, the one its metadata file was set to, from the latest the
+    /// session's last write may have been (`super::written_by`); `modified_us` gives the
+    /// file's modification time, read only in those two cases. A damaged metadata file
+    /// counts as no expiry here: its session is reported corrupt where the metadata is
+    /// read.
     pub(super) fn expiry_of(
         &self,
         contents: &LockContents,
@@ -28,7 +29,7 @@ impl SessionFiles {
             Some(counters) if counters.len == len => counters.expiry,
             Some(counters) => super::meta::stale_expiry(&counters, modified_us()),
             None => match self.meta_expiry() {
-                Some(expiry) => StoredExpiry::of(Some(&expiry), modified_us()),
+                Some(expiry) => StoredExpiry::of(Some(&expiry), super::written_by(modified_us())),
                 None => StoredExpiry::NEVER,
             },
         }
@@ -217,9 +218,10 @@ mod tests {
 
     /// A purge that moves the marker of a session whose counters describe an earlier
     /// length (a power loss kept an append's line, not its counters) stores the marker's
-    /// instant and the expiry the file's time moved, and leaves the counters stale: stored
-    /// as describing the file, their last write (that time, which no journal line
-    /// records) would read as recorded, and listings would look for the session there.
+    /// instant and the expiry the file's time moved (from the latest the lost write may
+    /// have been), and leaves the counters stale: stored as describing the file, their
+    /// last write (that time, which no journal line records) would read as recorded, and
+    /// listings would look for the session there.
     #[test]
     fn a_purge_moving_the_marker_of_a_session_with_stale_counters_leaves_them_stale() {
         let dir = tempfile::tempdir().unwrap();
@@ -241,7 +243,9 @@ mod tests {
         drop(file);
 
         assert!(!files.purge_if_expired(first.indexed.unwrap()).unwrap());
-        let expires_at = modified_us + i64::try_from(IDLE.as_micros()).unwrap();
+        // From the latest the lost write may have been.
+        let written = modified_us + super::super::FILE_TIME_SLACK_US;
+        let expires_at = written + i64::try_from(IDLE.as_micros()).unwrap();
         let after = stored(&files);
         assert_eq!(after.indexed, Some(expires_at));
         assert_eq!(after.expiry.expires_at, Some(expires_at));
