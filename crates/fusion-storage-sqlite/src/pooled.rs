@@ -365,24 +365,35 @@ async fn load_row_by_row(
 }
 
 /// The `(seq, message)` rows of `session_id`, in seq order, none if it has expired at
-/// `now` ([`LOAD_ROWS`]).
+/// `now` ([`LOAD_ROWS`]); a message that is not text (a blob) as `None`, for
+/// [`decode_row`] to report as the direct path does, where decoding it as a `String`
+/// failed the load with a driver error that named no seq.
 async fn rows<'c>(
     executor: impl sqlx::Executor<'c, Database = Sqlite>,
     session_id: &str,
     now: i64,
-) -> sqlx::Result<Vec<(i64, String)>> {
-    sqlx::query_as(LOAD_ROWS)
+) -> sqlx::Result<Vec<(i64, Option<String>)>> {
+    let rows = sqlx::query(LOAD_ROWS)
         .bind(session_id)
         .bind(now)
         .fetch_all(executor)
-        .await
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let text = match row.try_get_raw(1)?.type_info().name() {
+                "TEXT" => Some(row.try_get(1)?),
+                _ => None,
+            };
+            Ok((row.try_get(0)?, text))
+        })
+        .collect()
 }
 
 /// The rows as messages, the first fault being [`Error::Corrupt`](fusion_core::Error::Corrupt).
-fn decode_rows(session_id: &str, rows: Vec<(i64, String)>) -> Result<Vec<ChatMessage>> {
+fn decode_rows(session_id: &str, rows: Vec<(i64, Option<String>)>) -> Result<Vec<ChatMessage>> {
     (0..)
         .zip(rows)
-        .map(|(expected, (seq, json))| decode_row(session_id, expected, seq, Some(&json)))
+        .map(|(expected, (seq, json))| decode_row(session_id, expected, seq, json.as_deref()))
         .collect()
 }
 

@@ -256,7 +256,7 @@ async fn a_row_that_is_not_a_message_is_corrupt_on(url: &str) {
     assert!(matches!(err, Error::Corrupt { .. }), "{url}: {err}");
     assert!(err.to_string().contains("seq 2"), "{url}: {err}");
     let (loaded, at) = storage.load_revision("healthy").await.unwrap();
-    assert_eq!((loaded, at.len), (history, 4));
+    assert_eq!((&loaded, at.len), (&history, 4));
 
     // A number where the JSON text belongs.
     sqlx::query("UPDATE messages SET message = 42 WHERE session_id = ?1 AND seq = 2")
@@ -267,6 +267,33 @@ async fn a_row_that_is_not_a_message_is_corrupt_on(url: &str) {
     let err = storage.load("damaged").await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{url}: {err}");
     assert!(err.to_string().contains("seq 2"), "{url}: {err}");
+
+    // Bytes where the text belongs (the column's TEXT affinity turns a number into text,
+    // but keeps a blob): not a message, even when the bytes spell one, on both paths.
+    for blob in ["X'7B7B'", "CAST(?2 AS BLOB)"] {
+        sqlx::query(&format!(
+            "UPDATE messages SET message = {blob} WHERE session_id = ?1 AND seq = 2"
+        ))
+        .bind("damaged")
+        .bind(serde_json::to_string(&history[2]).unwrap())
+        .execute(storage.pool())
+        .await
+        .unwrap();
+        for err in [
+            storage.load("damaged").await.map(|_| ()).unwrap_err(),
+            storage
+                .load_revision("damaged")
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::Corrupt { .. }), "{url} {blob}: {err}");
+            assert!(
+                err.to_string().contains("seq 2 is not text"),
+                "{url}: {err}"
+            );
+        }
+    }
 
     // A missing row is corruption too, named by the seq that is gone.
     sqlx::query("DELETE FROM messages WHERE session_id = ?1 AND seq = 1")

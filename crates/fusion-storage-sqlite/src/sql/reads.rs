@@ -23,6 +23,13 @@ macro_rules! ordered_rows {
     };
 }
 
+/// The seqs of the rows below joined by commas, each row that does not hold text as -1.
+macro_rules! seqs {
+    () => {
+        "coalesce(group_concat(CASE WHEN typeof(message) = 'text' THEN seq ELSE -1 END), '')"
+    };
+}
+
 /// A whole history as one row, for sqlx: the stored JSON texts joined into one JSON
 /// array, and the seqs joined the same way. sqlx hands each result row across from the
 /// connection's worker thread on its own, which for a long history costs several times
@@ -30,10 +37,14 @@ macro_rules! ordered_rows {
 /// the order of the inner ORDER BY (SQLite runs an ordered subquery under an aggregate as
 /// is), and because both lists are built in that one pass, seqs reading 0,1,2,... prove
 /// the messages are complete and in order. `group_concat(x ORDER BY seq)` would say so
-/// itself but sorts a copy of every message, doubling the cost.
+/// itself but sorts a copy of every message, doubling the cost. A row that does not hold
+/// text (a blob: the column's affinity keeps one) joins its bytes into the array as if
+/// they were, so its seq is listed as -1 ([`seqs!`]), which sends the load to the rows
+/// one by one and its error.
 pub(crate) const LOAD_ARRAY: &str = concat!(
-    "SELECT coalesce(group_concat(seq), ''), '[' || coalesce(group_concat(message), '') || ']' \
-     FROM ",
+    "SELECT ",
+    seqs!(),
+    ", '[' || coalesce(group_concat(message), '') || ']' FROM ",
     ordered_rows!()
 );
 
@@ -47,8 +58,9 @@ pub(crate) const LOAD_REVISION_ARRAY: &str = concat!(
      coalesce((SELECT message_count FROM sessions AS s WHERE s.id = ?1 AND ",
     unexpired!("s", "?2"),
     "), 0), \
-     coalesce(group_concat(seq), ''), '[' || coalesce(group_concat(message), '') || ']' \
-     FROM ",
+     ",
+    seqs!(),
+    ", '[' || coalesce(group_concat(message), '') || ']' FROM ",
     ordered_rows!()
 );
 
