@@ -18,7 +18,10 @@
 //!   millisecond they expire (their `expires_at` rounded up), each as its member
 //!   (`expiry_member`): the id, then `/` and the owner if it has one, so a purge can
 //!   clear an owner's indexes after Redis dropped the meta hash naming it.
-//!   Sessions without an expiry are not in it;
+//!   Sessions without an expiry are not in it. On a cluster it also holds look-again
+//!   entries (`look_again_member`): `!`, the id, `/` and a claimer's id, left by a `forget`
+//!   while it takes a session out of the listings, so that a purge looks at the session
+//!   again and lists it if a writer created it meanwhile, should that `forget` stop first;
 //! - `fusion:claim:{fusion:expiry}:<id>`: on a cluster, a LIST naming the entries of
 //!   `fusion:expiry` a purge round claimed (`scripts::retention::CLAIM`), for the claim's
 //!   lease at most; its hash tag is the expiry index's name, so it shares its slot;
@@ -161,6 +164,20 @@ pub(crate) fn expiry_member(id: &str, owner: Option<&str>) -> String {
     }
 }
 
+/// The look-again entry of the expiry index that a `forget` by the claimer `token` leaves
+/// for session `id` (`storage/retention.rs`): `!id/token`. Neither an id nor a claimer's id
+/// holds a `!` or a `/`, so it is never an expiry entry, and [`split_member`] reads it as
+/// an id that is no session id, which a purge of a release before these entries skips.
+/// A claimer's id in it keeps two `forget`s of one session from sharing one entry.
+pub(crate) fn look_again_member(id: &str, token: &str) -> String {
+    format!("!{id}/{token}")
+}
+
+/// The session id an expiry index member names: an expiry entry's or a look-again entry's.
+pub(crate) fn member_session(member: &str) -> &str {
+    split_member(member.strip_prefix('!').unwrap_or(member)).0
+}
+
 /// The session id and owner an expiry index member names.
 pub(crate) fn split_member(member: &str) -> (&str, Option<&str>) {
     match member.split_once('/') {
@@ -224,5 +241,10 @@ mod tests {
         assert_eq!(expiry_member("s-1", None), "s-1");
         assert_eq!(split_member("s-1/alice"), ("s-1", Some("alice")));
         assert_eq!(split_member("a:b@c"), ("a:b@c", None));
+        assert_eq!(look_again_member("s-1", "42"), "!s-1/42");
+        for member in ["s-1/alice", "s-1", "!s-1/42"] {
+            assert_eq!(member_session(member), "s-1");
+        }
+        assert!(fusion_core::SessionId::validate(split_member("!s-1/42").0).is_err());
     }
 }

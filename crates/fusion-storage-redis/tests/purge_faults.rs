@@ -210,6 +210,67 @@ async fn a_session_created_again_while_a_purge_failed_is_listed_by_the_next() {
     assert_eq!(left, None, "a session without an expiry has no entry");
 }
 
+/// Found by a review: a delete on a cluster takes the session out of the listings, then
+/// looks at it again and lists it if a writer created it again meanwhile; when that look
+/// failed and the session had no expiry, nothing brought anyone back to it, and a session
+/// its writer had created and listed between the delete and the removals stayed unlisted
+/// unless the caller deleted again. The delete leaves a look-again entry in the expiry
+/// index before its removals, and the purge that meets it lists what it finds, counting
+/// and publishing nothing, also for a session that stayed deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_whose_second_look_fails_is_finished_by_a_purge() {
+    let options = RedisOptions::new().publish_changes(true);
+    let Some(Purging { h, store, mut raw }) = warmed(options).await else {
+        return;
+    };
+    let mut changes = store.subscribe_changes().await.unwrap();
+    for id in ["again", "gone"] {
+        store
+            .create_session(id, &SessionMeta::new(), &said("a"))
+            .await
+            .unwrap();
+    }
+    store.delete("gone").await.unwrap();
+    assert_nothing_left(&mut raw).await;
+    store
+        .create_session("gone", &SessionMeta::new(), &said("a"))
+        .await
+        .unwrap();
+
+    for id in ["again", "gone"] {
+        h.proxy.cut_randomly_containing("lenient", 1.0, 3);
+        let failed = store.delete(id).await;
+        h.proxy.stop_cutting();
+        failed.expect_err("the second look's replies were lost");
+    }
+    // What a writer that created `again` between its delete and the removals leaves: the
+    // session, and no listing entry (the removals came after its own).
+    store
+        .create_session("again", &SessionMeta::new(), &said("b"))
+        .await
+        .unwrap();
+    for index in ["ids", "updated"] {
+        let _: () = raw
+            .zrem(format!("{PREFIX}:{index}"), "again")
+            .await
+            .unwrap();
+    }
+    // What the deletes left in the expiry index, once it comes due (a lease later).
+    let left: Vec<String> = raw.zrange(EXPIRY, 0, -1).await.unwrap();
+    for member in &left {
+        let _: () = raw.zadd(EXPIRY, member, 1).await.unwrap();
+    }
+
+    assert_eq!(store.purge_expired(10).await.unwrap(), 0, "nothing expired");
+    let ids = store.list_sessions().await.unwrap();
+    assert!(ids.iter().any(|id| id == "again"), "{ids:?}");
+    assert!(!ids.iter().any(|id| id == "gone"), "{ids:?}");
+    for id in ["again", "gone"] {
+        assert_eq!(expired_of(&store, &mut changes, id).await, 0, "{id}");
+    }
+    assert_nothing_left(&mut raw).await;
+}
+
 /// Found by a review: a purge that removed a session and published its `expired`, then
 /// failed (its second look's replies lost), released the entry, and the purge run again
 /// swept the session again and published a second `expired` for it. The failed purge

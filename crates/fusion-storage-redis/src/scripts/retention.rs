@@ -166,11 +166,25 @@ return {now, due, still}
 /// drop or release an entry whose claimer may yet find its session live. Sent twice,
 /// each action does what it did once, whoever claimed or wrote between the two.
 ///
-/// KEYS: the expiry index. ARGV: `claim`, `drop` or the score to release to, the
-/// claimer's id (see [`TOKEN`]), then the members. An absent member is left absent.
-/// Returns nothing.
+/// A `forget` also adds its look-again entries (`keys::look_again_member`) with `+ms`:
+/// each absent one scored that many ms after the server's now, claimed (a whole lease,
+/// so that a purge takes it only once that `forget` should have dropped it, and finishes
+/// its second look for it if it did not); one there already (this action sent again) is
+/// left as it is.
+///
+/// KEYS: the expiry index. ARGV: `claim`, `drop`, `+ms` or the score to release to, the
+/// claimer's id (see [`TOKEN`]), then the members. An absent member is left absent, but
+/// for `+ms`. Returns nothing.
 pub(super) const CLAIMED: &str = r#"
 local action, id = ARGV[1], tonumber(ARGV[2])
+local after = string.match(action, '^%+(%d+)$')
+if after then
+  local clock = redis.call('TIME')
+  local at = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(after)
+  at = at + token(at, id)
+  for i = 3, #ARGV do redis.call('ZADD', KEYS[1], 'NX', at, ARGV[i]) end
+  return
+end
 for i = 3, #ARGV do
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
   if score then

@@ -1,9 +1,10 @@
 //! Upkeep of the indexes that list sessions (by id and by update time, of every session
 //! and of each owner) and of the expiry index (see `keys.rs`): following a write on a
 //! cluster, indexing a session as it is stored after a write on a cluster whose own index
-//! requests may never have been sent (`reindex`), taking sessions that went out of them
-//! all on a cluster (`forget`, after a delete or a purge), pruning and repairing what a
-//! listing finds stale, and moving the SET index of earlier releases into them.
+//! requests may never have been sent (`reindex`), pruning and repairing what a listing
+//! finds stale, and moving the SET index of earlier releases into them. Taking sessions
+//! that went out of them all on a cluster (`forget`, after a delete or a purge) is in
+//! `retention.rs`, beside the purge that finishes a `forget` that stopped part way.
 //!
 //! An index may hold more than it should, never less (the "superset discipline"): an id
 //! whose session expired or went, one that a write scored an instant before storing, one
@@ -18,16 +19,14 @@
 //! stored, at once and again when the retry meets what its first copy did. A listing
 //! could not: it never meets a session its index lacks.
 
-use std::collections::BTreeSet;
-
 use fusion_core::{Result, SessionId};
-use futures::future::{try_join, try_join_all};
+use futures::future::try_join_all;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
 use super::write::{Acked, evalsha};
 use super::{RedisStorage, Request};
 use crate::error::{Op, parse_redis_error};
-use crate::keys::{Scope, expiry_member, split_member};
+use crate::keys::{Scope, expiry_member};
 use crate::scripts::{self, Written};
 use crate::stored::Stored;
 
@@ -39,7 +38,7 @@ const PIPELINE_CHUNK: usize = 1000;
 const LEGACY_BATCH: usize = 500;
 
 /// Index commands, each with the key it changes (which decides its cluster slot).
-type IndexWrites = Vec<(String, Cmd)>;
+pub(super) type IndexWrites = Vec<(String, Cmd)>;
 
 /// A session taken out of the indexes on a cluster: its id and the owners whose indexes
 /// may list it.
@@ -149,7 +148,7 @@ impl RedisStorage {
 
     /// Pushes the `ZADD`s that list `id` as `stored` holds it: by id and by update time,
     /// of every session and of its owner.
-    fn list_as_stored(&self, writes: &mut IndexWrites, id: &str, stored: &Stored) {
+    pub(super) fn list_as_stored(&self, writes: &mut IndexWrites, id: &str, stored: &Stored) {
         let updated = stored.updated_ms().to_string();
         let owner = stored.owner().map(Scope::Owner);
         for scope in [Some(Scope::All), owner].into_iter().flatten() {
@@ -206,92 +205,6 @@ impl RedisStorage {
         }
         self.send_index(op, writes, false).await?;
         Ok(back.into_iter().map(|(id, _)| id.clone()).collect())
-    }
-
-    /// On a cluster, after sessions went (purged, or deleted): takes each of `gone` out
-    /// of the indexes of every session and of the owners named, and `members` out of the
-    /// expiry index, then looks at those sessions again and puts back what is there now:
-    /// a session a writer created again is listed again, and one with an expiry gets the
-    /// expiry entry its meta hash calls for. Returns those expiry entries (member, ms).
-    ///
-    /// The listing entries go first and the second look after, as in
-    /// [`prune`](Self::prune): a writer stores before it indexes, so a session written
-    /// meanwhile is either indexed by its writer after the removals or seen here. A
-    /// failure between the two leaves such a session unlisted (its writer indexed it
-    /// before the removals): its expiry entry, which goes last, brings the purge that
-    /// takes it up back to it, and the second look lists every session it finds, not
-    /// only those taken out. The
-    /// expiry entries are only claimed first (the `CLAIMED` script) and go last, those
-    /// still claimed by this call (`token`, see [`scripts::claim_token`]: the purge's,
-    /// whose `CLAIM` leased them, or a new one): a failure at any step leaves them in the
-    /// index (claimed, due again when the purge that failed releases them, or at their
-    /// own time), so a live session never loses the entry that has it purged once it
-    /// expires. A writer that scores its entry meanwhile unclaims it, and it stays; so
-    /// does one another claimer holds, left to that claimer's second look.
-    pub(super) async fn forget(
-        &self,
-        name: &'static str,
-        gone: &[Gone<'_>],
-        members: &[String],
-        token: &str,
-    ) -> Result<Vec<(String, i64)>> {
-        let op = self.op(name, None);
-        let mut writes = IndexWrites::new();
-        for Gone { id, owners } in gone {
-            let scopes = owners.iter().copied().map(Scope::Owner);
-            for scope in [Scope::All].into_iter().chain(scopes) {
-                let (by_id, by_update) = self.keys.scope(scope);
-                for key in [by_id, by_update] {
-                    let mut zrem = redis::cmd("ZREM");
-                    zrem.arg(&key).arg(id);
-                    writes.push((key, zrem));
-                }
-            }
-        }
-        try_join(
-            self.send_index(op, writes, false),
-            self.claimed(name, "claim", token, members),
-        )
-        .await?;
-
-        let listed: BTreeSet<&str> = gone.iter().map(|g| g.id).collect();
-        let ids: Vec<String> = listed
-            .iter()
-            .copied()
-            .chain(members.iter().map(|m| split_member(m).0))
-            .filter(|id| SessionId::validate(id).is_ok())
-            .collect::<BTreeSet<&str>>()
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        let found = self.stored_many(name, &ids).await?;
-        let (mut writes, mut kept) = (IndexWrites::new(), Vec::new());
-        let expiry = self.keys.expiry();
-        for (id, stored) in ids.iter().zip(found) {
-            let Some(stored) = stored else { continue };
-            // Also a session named by a member only (a purge met it live): a forget that
-            // failed after its removals may have left it unlisted, written again between
-            // its sweep and those removals; its expiry entry, kept claimed, brings it back
-            // here, and the listing is put back with it.
-            self.list_as_stored(&mut writes, id, &stored);
-            if let Some((member, due)) = stored.expiry_entry(id) {
-                writes.push((
-                    expiry.to_string(),
-                    zadd(expiry, "", &due.to_string(), &member),
-                ));
-                kept.push((member, due));
-            }
-        }
-        let stale: Vec<&String> = members
-            .iter()
-            .filter(|member| !kept.iter().any(|(kept, _)| kept == *member))
-            .collect();
-        try_join(
-            self.send_index(op, writes, false),
-            self.claimed(name, "drop", token, &stale),
-        )
-        .await?;
-        Ok(kept)
     }
 
     /// Sets the scores of `stale` entries of the by-update index `key` — (id, score as
@@ -395,7 +308,12 @@ impl RedisStorage {
     /// entry computed once), and one whose reply was lost would otherwise fail the write
     /// it follows. They go on the writes' connection, not the reads' (`connect.rs`): a
     /// write `CLIENT PAUSE WRITE` holds would hold every read sent behind it there.
-    async fn send_index(&self, op: Op<'_>, writes: IndexWrites, acked: bool) -> Result<()> {
+    pub(super) async fn send_index(
+        &self,
+        op: Op<'_>,
+        writes: IndexWrites,
+        acked: bool,
+    ) -> Result<()> {
         let mut requests: Vec<(String, Pipeline)> = Vec::new();
         for (key, cmd) in writes {
             let at = if self.conn.is_cluster() {
@@ -485,7 +403,7 @@ impl RedisStorage {
 }
 
 /// `ZADD key <flag> score member`; an empty `flag` is none.
-fn zadd(key: &str, flag: &str, score: &str, member: &str) -> Cmd {
+pub(super) fn zadd(key: &str, flag: &str, score: &str, member: &str) -> Cmd {
     let mut cmd = redis::cmd("ZADD");
     cmd.arg(key);
     if !flag.is_empty() {

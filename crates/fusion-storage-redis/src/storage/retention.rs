@@ -16,22 +16,24 @@
 //! index (scored a lease ahead, so two purges at once do not sweep, count and publish one
 //! session twice), then each session's own script, then the index removals, then a
 //! second look at those sessions that puts back whatever a writer stored meanwhile, the
-//! expiry entry of a session written again since it expired included.
+//! expiry entry of a session written again since it expired included. That removal and
+//! second look (`forget`) also follow a delete; one that stops part way leaves an entry
+//! in the expiry index for a purge to finish it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{MutexGuard, PoisonError};
 use std::time::Duration;
 
 use fusion_core::{Result, SessionId, check_purge_batch};
-use futures::future::join_all;
+use futures::future::{join_all, try_join};
 use redis::Value;
 
-use super::index::Gone;
+use super::index::{Gone, IndexWrites, zadd};
 use super::write::evalsha;
 use super::{RedisStorage, Request};
 use crate::cluster::may_have_applied;
 use crate::error::parse_redis_error;
-use crate::keys::split_member;
+use crate::keys::{Scope, look_again_member, member_session, split_member};
 use crate::scripts;
 
 /// How many entries of the expiry index one script (one server) or one round of
@@ -301,8 +303,96 @@ impl RedisStorage {
         Ok((purged, due.len() == limit && progress))
     }
 
-    /// On a cluster, the `CLAIMED` script's `action` (`claim`, `drop`, or the score to
-    /// release to) on `members` of the expiry index, for the claimer of `token` (see
+    /// On a cluster, after sessions went (purged, or deleted): takes each of `gone` out
+    /// of the indexes of every session and of the owners named, and `members` out of the
+    /// expiry index, then looks at those sessions again and puts back what is there now:
+    /// a session a writer created again is listed again, and one with an expiry gets the
+    /// expiry entry its meta hash calls for. Returns those expiry entries (member, ms).
+    ///
+    /// The listing entries go first and the second look after, as in `prune`: a writer
+    /// stores before it indexes, so a session written meanwhile is either indexed by its
+    /// writer after the removals or seen here. A `forget` that stops between the two
+    /// (failed, dropped, its process killed) would leave such a session unlisted (its
+    /// writer indexed it before the removals), so something in the expiry index stays
+    /// until the second look is done, for a purge to meet and finish it: the session's
+    /// expiry entry when `members` names one, else a look-again entry of its own
+    /// (`keys::look_again_member`), added before the removals and due a [`CLAIM_LEASE`]
+    /// later. A purge that takes either up looks at every session its entries name and
+    /// lists what it finds (a look-again entry is not swept, counted nor published).
+    ///
+    /// Those entries are only claimed first (the `CLAIMED` script) and go last, those
+    /// still claimed by this call (`token`, see [`scripts::claim_token`]: the purge's,
+    /// whose `CLAIM` leased them, or a new one), after the listings the second look puts
+    /// back: a failure at any step leaves them in the index, so a live session never
+    /// loses the entry that has it purged once it expires, nor its listing. A writer that
+    /// scores its entry meanwhile unclaims it, and it stays; so does one another claimer
+    /// holds, left to that claimer's second look.
+    pub(super) async fn forget(
+        &self,
+        name: &'static str,
+        gone: &[Gone<'_>],
+        members: &[String],
+        token: &str,
+    ) -> Result<Vec<(String, i64)>> {
+        let op = self.op(name, None);
+        let marks: Vec<String> = (gone.iter())
+            .filter(|g| !members.iter().any(|m| split_member(m).0 == g.id))
+            .map(|g| look_again_member(g.id, token))
+            .collect();
+        let after = format!("+{}", CLAIM_LEASE.as_millis());
+        self.claimed(name, &after, token, &marks).await?;
+        let mut writes = IndexWrites::new();
+        for Gone { id, owners } in gone {
+            let scopes = owners.iter().copied().map(Scope::Owner);
+            for scope in [Scope::All].into_iter().chain(scopes) {
+                let (by_id, by_update) = self.keys.scope(scope);
+                for key in [by_id, by_update] {
+                    let mut zrem = redis::cmd("ZREM");
+                    zrem.arg(&key).arg(id);
+                    writes.push((key, zrem));
+                }
+            }
+        }
+        try_join(
+            self.send_index(op, writes, false),
+            self.claimed(name, "claim", token, members),
+        )
+        .await?;
+
+        let ids: Vec<String> = (gone.iter().map(|g| g.id))
+            .chain(members.iter().map(|m| member_session(m)))
+            .filter(|id| SessionId::validate(id).is_ok())
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let found = self.stored_many(name, &ids).await?;
+        let (mut writes, mut kept) = (IndexWrites::new(), Vec::new());
+        let expiry = self.keys.expiry();
+        for (id, stored) in ids.iter().zip(found) {
+            let Some(stored) = stored else { continue };
+            // Also a session named by a member only (a purge met it live, or met the
+            // look-again entry of a `forget` that stopped): that `forget` may have left it
+            // unlisted, written again between its sweep (or delete) and its removals.
+            self.list_as_stored(&mut writes, id, &stored);
+            if let Some((member, due)) = stored.expiry_entry(id) {
+                let due_ms = due.to_string();
+                writes.push((expiry.to_string(), zadd(expiry, "", &due_ms, &member)));
+                kept.push((member, due));
+            }
+        }
+        let stale: Vec<&String> = (members.iter().chain(&marks))
+            .filter(|member| !kept.iter().any(|(kept, _)| kept == *member))
+            .collect();
+        // Listed first (nothing to send when the sessions are gone): a look-again entry
+        // dropped before would leave a listing that failed to nobody.
+        self.send_index(op, writes, false).await?;
+        self.claimed(name, "drop", token, &stale).await?;
+        Ok(kept)
+    }
+
+    /// On a cluster, the `CLAIMED` script's `action` (`claim`, `drop`, `+ms` or the
+    /// score to release to) on `members` of the expiry index, for the claimer of `token` (see
     /// [`scripts::claim_token`]), on the writes' connection, sent again after a dropped
     /// connection: sent twice, it does what it did once.
     pub(super) async fn claimed(
