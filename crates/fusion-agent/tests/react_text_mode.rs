@@ -436,3 +436,59 @@ async fn a_cut_off_action_is_repaired_by_a_session_reading_it_otherwise() {
         }
     }
 }
+
+/// Why an `Action:` reply stored before the mark existed gets no observation (a decision,
+/// kept by this test): an unmarked reply left last that reads as a complete action today
+/// may be a final answer, and the stored data cannot tell. Both replies here read as a
+/// call of `read_file`; neither was one. A native-mode answer quoting the format is stored
+/// unmarked, as every answer is, and holds nothing saying which mode made it; a 0.1.0
+/// text-mode final answer whose first labels end in full-width colons was read by that
+/// release's parser (which knew only `:`) as its `Final Answer:`, and by today's as the
+/// earlier action. An "interrupted" observation for either would be stored for good and
+/// tell the model that a call it never made may have taken effect; leaving a real legacy
+/// action without one costs the model one unanswered action in its context, as 0.1.0
+/// itself left it.
+#[tokio::test]
+async fn an_unmarked_reply_left_last_gets_no_observation_however_it_reads_now() {
+    use fusion_core::{ChatMessage, ConversationStorage};
+
+    let native_answer =
+        "To read it yourself, reply:\nAction: read_file\nAction Input: {\"path\": \"notes.txt\"}";
+    let old_final_answer = "Thought：I know this.\nAction：read_file\nAction Input：{\"path\": \"notes.txt\"}\nFinal Answer: The notes say hello.";
+    for (native, answer) in [(true, native_answer), (false, old_final_answer)] {
+        let h = Harness::new().await;
+        if native {
+            let mut first = h.session().await;
+            h.server.push_text(answer);
+            assert!(
+                first
+                    .send_message("How do I read it?")
+                    .await
+                    .unwrap()
+                    .success
+            );
+        } else {
+            let legacy = [
+                ChatMessage::system("You are a test agent."),
+                ChatMessage::user("What do the notes say?"),
+                ChatMessage::assistant(answer),
+            ];
+            h.storage.append(common::SESSION, &legacy).await.unwrap();
+        }
+        let stored = h.stored().await;
+        assert!(stored[2].metadata.is_empty(), "unmarked: {:?}", stored[2]);
+        assert!(
+            matches!(fusion_agent::parse_react(answer), fusion_agent::ReactStep::Action { tool, .. } if tool == "read_file")
+        );
+        let mut second = text_session(&h).await;
+        h.server.push_text("Final Answer: Fine.");
+        second.send_message("Thanks.").await.unwrap();
+        let stored = h.stored().await;
+        assert!(
+            !stored.iter().any(fusion_agent::context::is_interrupted),
+            "native: {native}: {:?}",
+            common::contents(&stored)
+        );
+        assert_eq!(stored.len(), 5, "system, user, answer, user, answer");
+    }
+}
