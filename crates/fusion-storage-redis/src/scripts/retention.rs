@@ -101,7 +101,8 @@ return {0, owner or false}
 /// The claimer's record (a LIST in the expiry index's slot, for the lease) names what it
 /// claimed, and a claim by the same claimer returns those of them it still holds (at
 /// its token: not scored since by a writer, released, nor claimed by another; how many
-/// it asks for at most) and claims nothing more, or claims afresh when it holds none: a
+/// it asks for at most), leases every one it holds and the record anew, and claims
+/// nothing more, or claims afresh when it holds none: a
 /// `CLAIM` sent again after its reply was lost (or by the round after one whose claim
 /// stood unknown to it) finds the entries its first copy leased, which no longer are
 /// due, where it found none of them and left them leased to nobody for the whole lease.
@@ -126,23 +127,29 @@ end
 local held = redis.pcall('LRANGE', KEYS[2], 0, -1)
 local recorded = held.err == nil
 if not recorded then held = {} end
+local leased = now + tonumber(ARGV[2])
+leased = leased + token(leased, id)
 local kept = {}
 for _, member in ipairs(held) do
   local score = redis.call('ZSCORE', KEYS[1], member)
   if score and mine(tonumber(score)) then kept[#kept + 1] = member end
 end
--- At most as many as asked (a claim taken up may be a larger purge's): the rest stay
--- held, for the claimer's next claim.
-for i = #kept, tonumber(ARGV[1]) + 1, -1 do kept[i] = nil end
-if #kept > 0 then return {now, kept, kept} end
+if #kept > 0 then
+  -- Leased anew, every one: taken up late in its lease, the round would otherwise lose
+  -- them to another purge part way, which would sweep, count and publish them again.
+  for _, member in ipairs(kept) do redis.call('ZADD', KEYS[1], 'XX', leased, member) end
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  -- At most as many as asked (a claim taken up may be a larger purge's): the rest stay
+  -- held, for the claimer's next claim.
+  for i = #kept, tonumber(ARGV[1]) + 1, -1 do kept[i] = nil end
+  return {now, kept, kept}
+end
 local found = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]), 'WITHSCORES')
 local due, still = {}, {}
 for i = 1, #found, 2 do
   due[#due + 1] = found[i]
   if mine(tonumber(found[i + 1])) then still[#still + 1] = found[i] end
 end
-local leased = now + tonumber(ARGV[2])
-leased = leased + token(leased, id)
 for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', leased, member) end
 if recorded then
   redis.call('DEL', KEYS[2])

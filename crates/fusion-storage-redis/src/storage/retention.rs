@@ -589,6 +589,52 @@ mod tests {
         remove(conn, &[&key, &record]);
     }
 
+    /// Found by a review: a claim that gave back the entries a failed round of its
+    /// claimer still held left them at that round's lease, so a round taking it up late
+    /// in the lease lost them part way to another purge, which swept, counted and
+    /// published them again. The claim leases every held entry anew, and its record.
+    #[test]
+    fn a_claim_taken_up_leases_what_it_holds_anew() {
+        let Some(mut conn) = server() else { return };
+        let keys = Keys::new(&prefix("renewed"));
+        let (key, record) = (keys.expiry().to_string(), keys.claim_record("5"));
+        let conn = &mut conn;
+        // What a round of claimer 5 left at the end of its lease: three entries held, its
+        // record about to go.
+        for member in ["a", "b", "c"] {
+            zadd(conn, &key, 3.0 + scripts::token_of(3.0, 5), member);
+        }
+        let _: () = redis::cmd("RPUSH")
+            .arg(&record)
+            .arg(&["a", "b", "c"])
+            .query(conn)
+            .unwrap();
+        let _: () = redis::cmd("PEXPIRE")
+            .arg(&record)
+            .arg(1000)
+            .query(conn)
+            .unwrap();
+        let (now, due, held): (i64, Vec<String>, Vec<String>) =
+            Script::new(scripts::CLAIM.source())
+                .key(&key)
+                .key(&record)
+                .arg(2)
+                .arg(60_000)
+                .arg(5)
+                .invoke(conn)
+                .unwrap();
+        assert_eq!(due, ["a", "b"], "as many as asked");
+        assert_eq!(held, due);
+        let whole = (now + 60_000) as f64;
+        for member in ["a", "b", "c"] {
+            let leased = Some(whole + scripts::token_of(whole, 5));
+            assert_eq!(score(conn, &key, member), leased, "{member}");
+        }
+        let ttl: i64 = redis::cmd("PTTL").arg(&record).query(conn).unwrap();
+        assert!(ttl > 1000, "the record lasts the new lease: {ttl}");
+        remove(conn, &[&key, &record]);
+    }
+
     /// A fresh claim tells which of the entries it claims were at its own token already:
     /// those a lease of its that ended left, which no writer scored since, and whose
     /// sessions a failed round of it may have published (`purge_spread` sweeps them
