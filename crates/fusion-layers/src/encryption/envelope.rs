@@ -344,6 +344,9 @@ impl<'a> SessionCrypt<'a> {
             }
             Stored::V1 { key_id, payload } => (key_id, payload),
         };
+        // The key first: a message under a key not loaded is that configuration mistake
+        // whatever its payload, not a damaged message under a key "loaded as" its id.
+        self.cipher(key_id)?;
         let (backend, session_id) = (self.backend, self.session_id);
         let undecryptable = || {
             let detail = format!(

@@ -91,3 +91,22 @@ fn a_payload_that_is_not_a_sealed_message_is_refused() {
         );
     }
 }
+
+/// A message under a key id that is not loaded is that configuration mistake, whatever
+/// its payload: an error naming the key and the ids loaded, never one saying that a key
+/// "loaded as" that id is the wrong one.
+#[test]
+fn a_damaged_payload_under_a_key_not_loaded_names_the_missing_key() {
+    let codec = codec();
+    let mut crypt = SessionCrypt::new(&codec, "test", "s1");
+    for payload in ["not base64!", "AAAA", ""] {
+        let stored = ChatMessage::user(format!("fusion:enc:v1:k9:{payload}"));
+        let error = crypt.open(3, stored).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, Error::Config(_)), "{payload}: {text}");
+        assert!(
+            text.contains("key \"k9\", which is not among the encryption keys loaded (\"k1\")"),
+            "{payload}: {text}"
+        );
+    }
+}
