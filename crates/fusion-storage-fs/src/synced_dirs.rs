@@ -61,16 +61,18 @@ impl SyncedDirs {
     /// with the whole session directory, made again since by another process): forgets
     /// every directory from the session directory down, whose paths may name another
     /// writer's new directories now, not synced yet, and syncs the session directory's
-    /// entry again at once, for the write that found it (under its session's lock: rare).
-    /// An instance has no other cheap sign of a session directory replaced: its writes
-    /// look at no directory, and this costs nothing until the index is found removed.
+    /// entry again at once, for the write that found it (under its session's lock: rare);
+    /// one found removed meanwhile, its parent perhaps too, is made again, as the write's
+    /// journal would make it. An instance has no other cheap sign of a session directory
+    /// replaced: its writes look at no directory, and this costs nothing until the index
+    /// is found removed.
     pub(crate) fn index_removed(&self, index: &Path) -> Result<()> {
         let Some(sessions) = index.parent() else {
             self.forget_under(index);
             return Ok(());
         };
         self.forget_under(sessions);
-        self.entry(sessions)
+        self.create(sessions)
     }
 
     /// Forgets `dir` and the directories under it, found removed: the path may name
@@ -124,6 +126,17 @@ mod tests {
     use crate::{FileSystemOptions, FileSystemStorage, SyncPolicy};
 
     const NONE: Vec<PathBuf> = Vec::new();
+
+    /// The change whose record finds the index removed: a write by its journal, when it
+    /// looks again a while later, or a creation by the index lock the instance keeps.
+    fn finding_the_index_removed(index: &Index, by_its_journal: bool) -> Change {
+        if by_its_journal {
+            index.run_clock_ahead(std::time::Duration::from_secs(3600));
+            Change::Write
+        } else {
+            Change::Create
+        }
+    }
 
     /// Found by a review: a session directory found made at the first look was taken for
     /// synced by its maker, which may not have synced it yet (or crashed first), so a
@@ -207,14 +220,7 @@ mod tests {
             // Another writer's `mkdir`s, their syncs still to come.
             fs::create_dir_all(index_dir.join("live")).unwrap();
             let watch = Watch::new(temp.path());
-            let change = if by_its_journal {
-                // A write finds its journal removed when it looks again, a while later.
-                index.run_clock_ahead(std::time::Duration::from_secs(3600));
-                Change::Write
-            } else {
-                // A creation finds the index lock it keeps removed.
-                Change::Create
-            };
+            let change = finding_the_index_removed(&index, by_its_journal);
             let _ = index.record("t", change, i64::MIN, true).unwrap();
             let synced = watch.synced();
             assert!(
@@ -247,12 +253,7 @@ mod tests {
             fs::remove_dir_all(&root).unwrap();
             fs::create_dir(&root).unwrap();
             let watch = Watch::new(top);
-            let change = if by_its_journal {
-                index.run_clock_ahead(std::time::Duration::from_secs(3600));
-                Change::Write
-            } else {
-                Change::Create
-            };
+            let change = finding_the_index_removed(&index, by_its_journal);
             let _ = index.record("t", change, i64::MIN, false).unwrap();
             let synced = watch.synced();
             assert!(
@@ -261,6 +262,22 @@ mod tests {
             );
             assert!(index.synced_dirs().known(&root));
         }
+    }
+
+    /// A session directory removed with its parent after a creation took its session's
+    /// lock, before the index lock: the index found removed, the creation makes them again
+    /// (as it did before the session directory's entry was synced there), and does not
+    /// fail for the missing parent.
+    #[test]
+    fn a_session_directory_removed_with_its_parent_is_made_again() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("parent/sessions");
+        let index = Index::new(&root);
+        index.synced_dirs().create(&root).unwrap();
+        let _ = index.record("s", Change::Create, i64::MIN, true).unwrap();
+        fs::remove_dir_all(temp.path().join("parent")).unwrap();
+        let _ = index.record("t", Change::Create, i64::MIN, true).unwrap();
+        assert!(root.join(INDEX_DIR).join("live").is_dir());
     }
 
     /// Found by a review: the instance's first write synced the session directory's entry
