@@ -183,18 +183,8 @@ async fn a_session_created_again_while_a_purge_failed_is_listed_by_the_next() {
     fail_second_look(&h, &store, 10).await;
     let released: Option<f64> = raw.zscore(EXPIRY, "again").await.unwrap();
     assert!(released.is_some(), "the failed purge keeps the entry");
-    // What a writer that created the session again between the sweep and the removals
-    // leaves: the session, and no listing entry (the removals came after its own).
-    store
-        .create_session("again", &SessionMeta::new(), &said("a"))
-        .await
-        .unwrap();
-    for index in ["ids", "updated"] {
-        let _: () = raw
-            .zrem(format!("{PREFIX}:{index}"), "again")
-            .await
-            .unwrap();
-    }
+    // Created again between the sweep and the removals.
+    created_unlisted(&store, &mut raw, "again").await;
 
     assert_eq!(store.purge_expired(10).await.unwrap(), 0, "it is live");
     for index in ["ids", "updated"] {
@@ -243,18 +233,8 @@ async fn a_delete_whose_second_look_fails_is_finished_by_a_purge() {
         h.proxy.stop_cutting();
         failed.expect_err("the second look's replies were lost");
     }
-    // What a writer that created `again` between its delete and the removals leaves: the
-    // session, and no listing entry (the removals came after its own).
-    store
-        .create_session("again", &SessionMeta::new(), &said("b"))
-        .await
-        .unwrap();
-    for index in ["ids", "updated"] {
-        let _: () = raw
-            .zrem(format!("{PREFIX}:{index}"), "again")
-            .await
-            .unwrap();
-    }
+    // Created again between its delete and the removals.
+    created_unlisted(&store, &mut raw, "again").await;
     // What the deletes left in the expiry index, once it comes due (a lease later).
     let left: Vec<String> = raw.zrange(EXPIRY, 0, -1).await.unwrap();
     for member in &left {
@@ -289,6 +269,19 @@ async fn a_purge_run_again_after_it_failed_publishes_each_expiry_once() {
     assert_eq!(store.purge_expired(10).await.unwrap(), 1, "counted once");
     let expired = expired_of(&store, &mut changes, "once").await;
     assert_eq!(expired, 1, "one expired for one session gone");
+}
+
+/// What a writer that created session `id` between a removal of it and the removal of
+/// its listing entries leaves: the session, and no listing entry (the removals came after
+/// its own).
+async fn created_unlisted(store: &RedisStorage, raw: &mut MultiplexedConnection, id: &str) {
+    store
+        .create_session(id, &SessionMeta::new(), &said("a"))
+        .await
+        .unwrap();
+    for index in ["ids", "updated"] {
+        let _: () = raw.zrem(format!("{PREFIX}:{index}"), id).await.unwrap();
+    }
 }
 
 /// How many `Expired` of `id` came on `changes` so far: up to a change the storage

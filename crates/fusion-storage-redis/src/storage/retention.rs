@@ -457,10 +457,21 @@ mod tests {
         record: &str,
         id: &str,
     ) -> (i64, Vec<String>, Vec<String>) {
+        claim_up_to(conn, key, record, id, 10)
+    }
+
+    /// [`claim`] of up to `batch` entries.
+    fn claim_up_to(
+        conn: &mut redis::Connection,
+        key: &str,
+        record: &str,
+        id: &str,
+        batch: usize,
+    ) -> (i64, Vec<String>, Vec<String>) {
         Script::new(scripts::CLAIM.source())
             .key(key)
             .key(record)
-            .arg(10)
+            .arg(batch)
             .arg(60_000)
             .arg(id)
             .invoke(conn)
@@ -614,15 +625,7 @@ mod tests {
             .arg(1000)
             .query(conn)
             .unwrap();
-        let (now, due, held): (i64, Vec<String>, Vec<String>) =
-            Script::new(scripts::CLAIM.source())
-                .key(&key)
-                .key(&record)
-                .arg(2)
-                .arg(60_000)
-                .arg(5)
-                .invoke(conn)
-                .unwrap();
+        let (now, due, held) = claim_up_to(conn, &key, &record, "5", 2);
         assert_eq!(due, ["a", "b"], "as many as asked");
         assert_eq!(held, due);
         let whole = (now + 60_000) as f64;
