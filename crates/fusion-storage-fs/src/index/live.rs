@@ -33,7 +33,7 @@ pub(crate) const LIVE_DIR: &str = "live";
 pub(crate) const LIVE_SLOTS: usize = 4;
 
 /// How often a journal in use is checked to still be in the directory (µs of the
-/// timestamps its lines get): one `fstat` a second, not one per write.
+/// timestamps its lines get): one `stat` a second, not one per write.
 const RECHECK_US: i64 = 1_000_000;
 
 /// A storage instance's live journals, each opened by the first write that takes its
@@ -282,6 +282,8 @@ impl super::Index {
 pub(crate) struct Live {
     file: File,
     path: PathBuf,
+    /// The file's metadata when it got its name: what `path` names while it is in place.
+    held: fs::Metadata,
     /// Where the next line goes: the end of the last complete line written.
     len: u64,
     /// When it was last found in the directory (see [`RECHECK_US`]).
@@ -318,6 +320,7 @@ impl Live {
         };
         let count = fs::read_dir(&dir).at(&dir)?.count();
         let live = Live {
+            held: file.metadata().at(&path)?,
             file,
             path,
             len: 0,
@@ -327,28 +330,32 @@ impl Live {
         Ok((live, count))
     }
 
-    /// Whether the file was removed from the directory (with the index, by hand) or has
-    /// other names too, as found at `now` if it was last checked [`RECHECK_US`] before;
+    /// Whether the file is no longer where it was made (removed with the index, by hand,
+    /// or moved away with its directory, a copy in its place) or has other names too, as
+    /// found at `now` if it was last checked [`RECHECK_US`] before;
     /// [`Checked::InPlace`] otherwise.
     fn check_since(&mut self, now: i64) -> Checked {
         if now.saturating_sub(self.checked_us) < RECHECK_US {
             return Checked::InPlace;
         }
         self.checked_us = now;
-        match self.file.metadata() {
-            Ok(metadata) if links_of(&metadata) == 0 => Checked::Removed,
-            Ok(metadata) if crate::own_file::is_shared(&metadata) => Checked::Shared,
+        self.look()
+    }
+
+    /// Whether the journal's path still names it (one `stat`, as the file's own `fstat`
+    /// would cost, which cannot tell a journal moved away with its directory).
+    fn look(&self) -> Checked {
+        match fs::metadata(&self.path) {
+            Ok(named) if !super::links::same_file(&named, &self.held) => Checked::Removed,
+            Ok(named) if crate::own_file::is_shared(&named) => Checked::Shared,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Checked::Removed,
             _ => Checked::InPlace,
         }
     }
 
     /// Whether the journal's path still names it.
     fn is_in_place(&self) -> bool {
-        match (fs::metadata(&self.path), self.file.metadata()) {
-            (Ok(named), Ok(held)) => super::links::same_file(&named, &held),
-            (Err(err), _) if err.kind() != io::ErrorKind::NotFound => true,
-            _ => false,
-        }
+        self.look() != Checked::Removed
     }
 
     /// Writes `line` (stamped later than every line before it) after the last one.
@@ -374,17 +381,6 @@ enum Checked {
     InPlace,
     Removed,
     Shared,
-}
-
-/// How many names the file has (1 where that is not known).
-#[cfg(unix)]
-fn links_of(metadata: &fs::Metadata) -> u64 {
-    std::os::unix::fs::MetadataExt::nlink(metadata)
-}
-
-#[cfg(not(unix))]
-fn links_of(_metadata: &fs::Metadata) -> u64 {
-    1
 }
 
 /// Whether the open `file` no longer has a name in any directory.

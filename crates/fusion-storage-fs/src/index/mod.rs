@@ -826,4 +826,46 @@ mod tests {
         let _ = other.record("c", Change::Create, i64::MIN, true).unwrap();
         assert_eq!(entry_syncs(&other), 0);
     }
+
+    /// Copies the directory `from` to `to`, as `cp -r` does.
+    fn copy_tree(from: &Path, to: &Path) {
+        fs::create_dir(to).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let to = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_tree(&entry.path(), &to);
+            } else {
+                fs::copy(entry.path(), &to).unwrap();
+            }
+        }
+    }
+
+    /// Found by a review: a session directory moved away (renamed, a copy put in its
+    /// place, as a restore does) kept its journal's link count, so the instance went on
+    /// appending the lines of its writes to the journal it had moved away with, which the
+    /// new index never reads: a session written so was left out of listings (its line
+    /// there older than its counters) with nothing to mark the index for a rebuild. The
+    /// journal's once-a-second look checks its path: found another file, it is taken for
+    /// removed, and the write's line goes to a new journal, the index marked for a rebuild.
+    #[test]
+    fn a_journal_moved_away_with_its_directory_is_taken_for_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("sessions");
+        let index = Index::new(&root);
+        let _ = index.record("s", Change::Create, i64::MIN, false).unwrap();
+        fs::rename(&root, dir.path().join("moved")).unwrap();
+        copy_tree(&dir.path().join("moved"), &root);
+        // The write looks again a while later.
+        index.run_clock_ahead(std::time::Duration::from_secs(3600));
+        let written = index.record("s", Change::Write, i64::MIN, false).unwrap();
+        assert!(!index.is_built(), "left to a rebuild");
+        let line = journal::encode(written.t, Kind::Write, "s");
+        let live = root.join(INDEX_DIR).join(live::LIVE_DIR);
+        let journals = fs::read_dir(live)
+            .unwrap()
+            .map(|e| fs::read(e.unwrap().path()));
+        let with_line = journals.filter(|j| j.as_ref().unwrap().ends_with(&line));
+        assert_eq!(with_line.count(), 1, "the line in the new index");
+    }
 }
