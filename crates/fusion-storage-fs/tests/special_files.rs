@@ -433,3 +433,28 @@ async fn a_symlink_for_a_file_of_the_backends_own_is_refused_and_never_written_t
         }
     }
 }
+
+/// Found by a review: the index's markers (owner, tag, expiry) were opened following a
+/// symbolic link at their path, with `O_CREAT`: a link there naming a file that did not
+/// exist made a creation create that file wherever the link pointed, outside the
+/// directory. A marker is refused as any file of the backend's own is, and nothing is
+/// created through the link.
+#[tokio::test]
+async fn a_symlink_for_a_marker_creates_nothing_where_it_points() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let meta = SessionMeta::new().owner("u");
+    storage
+        .create_session("first", &meta, &said("hi"))
+        .await
+        .unwrap();
+    let marker = dir.join(".fusion-index/owner/u/fresh");
+    let target = tmp.path().join("made-through-a-link");
+    std::os::unix::fs::symlink(&target, &marker).unwrap();
+    let created = storage.create_session("fresh", &meta, &said("hi")).await;
+    assert!(!target.exists(), "created through the link: {created:?}");
+    let err = created.unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(storage.load("fresh").await.unwrap().is_empty());
+}

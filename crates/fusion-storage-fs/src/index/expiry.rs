@@ -67,7 +67,9 @@ pub(crate) fn add(root: &Path, at: i64, id: &str, sync: bool) -> Result<()> {
     let path = marker(root, at, id);
     let dir = leaf_dir(root, at);
     loop {
-        match regular_file::open(
+        // Not through a symbolic link: with `O_CREAT`, one naming no file would create it
+        // wherever it points.
+        match regular_file::open_not_following(
             OpenOptions::new().write(true).create(true).truncate(false),
             &path,
         ) {

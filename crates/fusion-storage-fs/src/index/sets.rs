@@ -60,7 +60,9 @@ pub(crate) fn add(root: &Path, key: SetKey<'_>, id: &str, sync: bool) -> Result<
     let dir = key.dir(root);
     let marker = dir.join(file_name::stem(id));
     loop {
-        match regular_file::open(
+        // Not through a symbolic link: with `O_CREAT`, one naming no file would create it
+        // wherever it points.
+        match regular_file::open_not_following(
             OpenOptions::new().write(true).create(true).truncate(false),
             &marker,
         ) {
