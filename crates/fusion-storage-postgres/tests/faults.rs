@@ -211,6 +211,41 @@ async fn a_corrupt_row_is_reported_with_its_seq() {
     storage.close().await;
 }
 
+/// Every write numbers its messages from the session row's count, so a count behind the
+/// stored rows (changed by hand, or restored from another backup than the messages) makes
+/// the next append collide with a stored seq: that is the session's corruption, named as
+/// such, not a driver's "duplicate key" that a caller cannot place. Other sessions work.
+#[tokio::test]
+async fn a_count_behind_the_rows_is_corrupt_for_the_append_that_meets_it() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = PostgresStorage::connect_with(harness.options())
+        .await
+        .unwrap();
+    let two = [ChatMessage::user("a"), ChatMessage::user("b")];
+    storage.append("s", &two).await.unwrap();
+    let mut raw = harness.raw().await;
+    raw.execute("UPDATE sessions SET message_count = 1 WHERE id = 's'")
+        .await
+        .unwrap();
+    let with_id = fusion_core::testkit::exactly_once::with_ids("c", 1);
+    for batch in [&[ChatMessage::user("c")][..], &with_id] {
+        match storage.append("s", batch).await {
+            Err(Error::Corrupt {
+                session_id, detail, ..
+            }) => {
+                assert_eq!(session_id, "s");
+                assert!(detail.contains("count"), "{detail}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+    assert_eq!(storage.load("s").await.unwrap(), two, "nothing was written");
+    storage.append("t", &two).await.unwrap();
+    storage.close().await;
+}
+
 /// A role of one test, dropped with it, also when the test panics: roles belong to the
 /// whole server, so one a failed run left would outlive its schema.
 struct ScratchRole {
