@@ -35,6 +35,8 @@ const SQLITE_FULL: i64 = 13;
 const SQLITE_CANTOPEN: i64 = 14;
 const SQLITE_AUTH: i64 = 23;
 const SQLITE_NOTADB: i64 = 26;
+/// An extended code: a row's primary key is taken.
+const SQLITE_CONSTRAINT_PRIMARYKEY: i64 = 1555;
 
 /// What was being done on which database, for messages ([`fusion_core::sql::Op`]), and
 /// the database file as the file system names it, for the hints that look at it (is it a
@@ -120,6 +122,9 @@ pub(crate) fn parse_sqlite_error(err: sqlx::Error, op: Op<'_>) -> Error {
     let (message, retryable) = match &err {
         sqlx::Error::Database(e) => {
             let code = e.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(-1);
+            if let Some(corrupt) = count_behind_rows(code, e.message(), op) {
+                return corrupt;
+            }
             database_error(code, e.message(), op)
         }
         sqlx::Error::Io(e) => (
@@ -154,7 +159,11 @@ pub(crate) fn parse_direct_error(err: DirectError, op: Op<'_>) -> Error {
     let (message, retryable) = match &err {
         DirectError::Sqlite(rusqlite::Error::SqliteFailure(e, detail)) => {
             let detail = detail.clone().unwrap_or_else(|| e.to_string());
-            database_error(i64::from(e.extended_code), &detail, op)
+            let code = i64::from(e.extended_code);
+            if let Some(corrupt) = count_behind_rows(code, &detail, op) {
+                return corrupt;
+            }
+            database_error(code, &detail, op)
         }
         DirectError::Sqlite(other) => (format!("{op}: {other}"), false),
         DirectError::Closed => (format!("{op}: the storage was closed"), false),
@@ -193,6 +202,26 @@ pub(crate) fn parse_direct_error(err: DirectError, op: Op<'_>) -> Error {
         DirectError::Stopped(e) => (format!("{op}: the SQLite call stopped: {e}"), false),
     };
     Error::backend(BACKEND, message, retryable, err)
+}
+
+/// [`Error::Corrupt`] for a write of a session whose new message met a stored seq (SQLite's
+/// `code` and `detail`), `None` for any other error. Every write numbers new rows from the
+/// `sessions` row's count inside its `BEGIN IMMEDIATE`, so this happens only when the
+/// count is behind the rows, changed outside Fusion: a retry cannot mend it.
+fn count_behind_rows(code: i64, detail: &str, op: Op<'_>) -> Option<Error> {
+    let session_id = op.shown.session_id?;
+    (code == SQLITE_CONSTRAINT_PRIMARYKEY && detail.contains("messages.seq")).then(|| {
+        Error::corrupt(
+            BACKEND,
+            session_id,
+            format!(
+                "{op}: its message count is behind its stored messages, so a new message's \
+                 seq is taken ({detail}); the rows were changed outside Fusion. Nothing was \
+                 written; `load` still reads every row, and a `save` of them renumbers the \
+                 session"
+            ),
+        )
+    })
 }
 
 /// The message and retryability of SQLite's (extended) result `code`, with the driver's

@@ -334,6 +334,34 @@ async fn a_count_the_rows_do_not_reach_is_corrupt_for_load_revision() {
     }
 }
 
+/// Appends number their rows from the `sessions` row's count, so a count behind the rows
+/// makes the next append meet a stored seq: the session's corruption, named as such on
+/// both paths, not SQLite's "UNIQUE constraint failed". Nothing is written.
+#[tokio::test]
+async fn a_count_behind_the_rows_is_corrupt_for_the_append_that_meets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in both_read_paths(dir.path()) {
+        let storage = SqliteStorage::connect(&url).await.unwrap();
+        storage.save("s", &turn("one")).await.unwrap();
+        sqlx::query("UPDATE sessions SET message_count = 1 WHERE id = 's'")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        match storage.append("s", &turn("two")).await {
+            Err(Error::Corrupt {
+                session_id, detail, ..
+            }) => {
+                assert_eq!(session_id, "s", "{url}");
+                assert!(detail.contains("count"), "{url}: {detail}");
+            }
+            other => panic!("{url}: expected Corrupt, got {other:?}"),
+        }
+        assert_eq!(storage.load("s").await.unwrap(), turn("one"), "{url}");
+        storage.append("t", &turn("two")).await.unwrap();
+        storage.close().await;
+    }
+}
+
 /// Through sqlx, `load` reads a history as one JSON array that SQLite joins from the
 /// rows; a row holding two messages would make that array parse, one message too long. It
 /// must be caught and named like any other bad row, never loaded as an extra message.
