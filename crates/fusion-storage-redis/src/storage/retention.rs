@@ -181,11 +181,8 @@ impl RedisStorage {
             published.remove(split_member(member).0);
         }
         let swept = (self.sweep_claimed(now, &due, limit, &token, published)).await;
-        let held: Vec<&String> = due
-            .iter()
-            .filter(|member| published.contains(split_member(member).0))
-            .collect();
-        let released: Vec<&String> = due.iter().filter(|m| !held.contains(m)).collect();
+        let (held, released): (Vec<&String>, Vec<&String>) =
+            (due.iter()).partition(|member| published.contains(split_member(member).0));
         // A claim taken up gives back at most `limit` of the entries it holds (`CLAIM`),
         // so as not to purge more than asked: any more stay held, for the next round.
         let rest = taking_up && due.len() == limit;
@@ -208,10 +205,10 @@ impl RedisStorage {
                 tracing::warn!(%err, "a failed purge could not release its claim; the next purge takes it up");
             }
         }
-        // A round that took up a failed one's entries may have met fewer than were due,
-        // and found none of them with those of another failed round still to take up.
-        let others = taking_up && !self.unsettled().is_empty();
-        swept.map(|(purged, more)| (purged, more || others || (taking_up && !due.is_empty())))
+        // A round that took up a failed one's entries may have met fewer than were due, or
+        // none, with another failed round still to take up: the purge goes on (a round
+        // more, which ends it when nothing is left).
+        swept.map(|(purged, more)| (purged, more || taking_up))
     }
 
     /// Takes a round whose claim may stand unknown to it, if one is left.
