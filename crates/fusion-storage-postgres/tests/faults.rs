@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_postgres::{Durability, PostgresOptions, PostgresStorage};
 use sqlx::{Connection, Executor};
-use support::{execute_from_a_thread, free_port, harness};
+use support::{Harness, execute_from_a_thread, free_port, harness};
 
 /// How much longer than its connect timeout a failing open may take before a test calls
 /// it a hang. Generous, so a busy machine never fails the test; far below the driver's
@@ -187,20 +187,27 @@ async fn a_bare_schema_from_a_newer_release_gets_no_tables() {
     assert_eq!(tables, 0, "nothing was created");
 }
 
-#[tokio::test]
-async fn a_corrupt_row_is_reported_with_its_seq() {
-    let Some(harness) = harness().await else {
-        return;
-    };
+/// A storage of a schema of its own holding session "s" of two messages (returned), then
+/// changed behind its back by `sql`; `None` when no server answers.
+async fn two_messages_changed_by(
+    sql: &str,
+) -> Option<(Harness, PostgresStorage, [ChatMessage; 2])> {
+    let harness = harness().await?;
     let storage = PostgresStorage::connect_with(harness.options())
         .await
         .unwrap();
     let two = [ChatMessage::user("a"), ChatMessage::user("b")];
     storage.append("s", &two).await.unwrap();
-    let mut raw = harness.raw().await;
-    raw.execute("UPDATE messages SET body = 'not json' WHERE session_id = 's' AND seq = 1")
-        .await
-        .unwrap();
+    harness.raw().await.execute(sql).await.unwrap();
+    Some((harness, storage, two))
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_reported_with_its_seq() {
+    let changed = "UPDATE messages SET body = 'not json' WHERE session_id = 's' AND seq = 1";
+    let Some((_harness, storage, _)) = two_messages_changed_by(changed).await else {
+        return;
+    };
     for err in [
         storage.load("s").await.unwrap_err(),
         storage.load_revision("s").await.unwrap_err(),
@@ -217,18 +224,10 @@ async fn a_corrupt_row_is_reported_with_its_seq() {
 /// such, not a driver's "duplicate key" that a caller cannot place. Other sessions work.
 #[tokio::test]
 async fn a_count_behind_the_rows_is_corrupt_for_the_append_that_meets_it() {
-    let Some(harness) = harness().await else {
+    let changed = "UPDATE sessions SET message_count = 1 WHERE id = 's'";
+    let Some((_harness, storage, two)) = two_messages_changed_by(changed).await else {
         return;
     };
-    let storage = PostgresStorage::connect_with(harness.options())
-        .await
-        .unwrap();
-    let two = [ChatMessage::user("a"), ChatMessage::user("b")];
-    storage.append("s", &two).await.unwrap();
-    let mut raw = harness.raw().await;
-    raw.execute("UPDATE sessions SET message_count = 1 WHERE id = 's'")
-        .await
-        .unwrap();
     let with_id = fusion_core::testkit::exactly_once::with_ids("c", 1);
     for batch in [&[ChatMessage::user("c")][..], &with_id] {
         match storage.append("s", batch).await {

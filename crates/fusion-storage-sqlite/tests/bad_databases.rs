@@ -308,6 +308,15 @@ async fn a_row_that_is_not_a_message_is_corrupt_on(url: &str) {
     assert!(err.to_string().contains("seq 1 is missing"), "{url}: {err}");
 }
 
+/// A storage at `url` holding session "s" of `turn("one")`, then changed behind its back
+/// by `sql`.
+async fn one_turn_changed_by(url: &str, sql: &str) -> SqliteStorage {
+    let storage = SqliteStorage::connect(url).await.unwrap();
+    storage.save("s", &turn("one")).await.unwrap();
+    sqlx::query(sql).execute(storage.pool()).await.unwrap();
+    storage
+}
+
 /// A revision's length is the `sessions` row's count, so a history whose rows end before
 /// that count would give callers positions that are not there: `load_revision` calls it
 /// corrupt instead, on both read paths.
@@ -315,12 +324,8 @@ async fn a_row_that_is_not_a_message_is_corrupt_on(url: &str) {
 async fn a_count_the_rows_do_not_reach_is_corrupt_for_load_revision() {
     let dir = tempfile::tempdir().unwrap();
     for url in both_read_paths(dir.path()) {
-        let storage = SqliteStorage::connect(&url).await.unwrap();
-        storage.save("s", &turn("one")).await.unwrap();
-        sqlx::query("DELETE FROM messages WHERE session_id = 's' AND seq = 1")
-            .execute(storage.pool())
-            .await
-            .unwrap();
+        let changed = "DELETE FROM messages WHERE session_id = 's' AND seq = 1";
+        let storage = one_turn_changed_by(&url, changed).await;
         match storage.load_revision("s").await {
             Err(Error::Corrupt { detail, .. }) => {
                 assert!(
@@ -341,12 +346,8 @@ async fn a_count_the_rows_do_not_reach_is_corrupt_for_load_revision() {
 async fn a_count_behind_the_rows_is_corrupt_for_the_append_that_meets_it() {
     let dir = tempfile::tempdir().unwrap();
     for url in both_read_paths(dir.path()) {
-        let storage = SqliteStorage::connect(&url).await.unwrap();
-        storage.save("s", &turn("one")).await.unwrap();
-        sqlx::query("UPDATE sessions SET message_count = 1 WHERE id = 's'")
-            .execute(storage.pool())
-            .await
-            .unwrap();
+        let changed = "UPDATE sessions SET message_count = 1 WHERE id = 's'";
+        let storage = one_turn_changed_by(&url, changed).await;
         match storage.append("s", &turn("two")).await {
             Err(Error::Corrupt {
                 session_id, detail, ..
