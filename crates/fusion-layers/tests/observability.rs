@@ -372,3 +372,48 @@ async fn a_call_its_caller_stopped_waiting_for_counts_as_cancelled() {
         got.names()
     );
 }
+
+/// A storage whose `load` panics, as a backend with a bug.
+struct Panicking(InMemoryStorage);
+
+#[async_trait]
+impl Intercept for Panicking {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.0
+    }
+
+    async fn load(&self, _session_id: &str) -> Result<Vec<ChatMessage>> {
+        panic!("a backend bug");
+    }
+}
+
+/// A call the backend panicked in is dropped as its panic unwinds, like a cancelled one:
+/// it counts as `panicked`, not as a call its caller stopped waiting for, which would
+/// send whoever reads the dashboard after a slow backend rather than a crashing one.
+#[tokio::test]
+async fn a_call_the_backend_panicked_in_counts_as_panicked_not_cancelled() {
+    let recorder = DebuggingRecorder::new();
+    let snapshots = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let panicking: Arc<dyn ConversationStorage> =
+        Arc::new(Intercepted(Panicking(InMemoryStorage::new())));
+    let storage = panicking.layer(ObservabilityLayer::new());
+
+    // On this test's thread (a current-thread runtime), where the local recorder is.
+    let task = tokio::spawn(async move { storage.load("chat-6").await });
+    assert!(task.await.unwrap_err().is_panic());
+
+    let got = Recorded::of(snapshots.snapshot());
+    let outcome = |outcome| {
+        let labels = [
+            ("backend", "memory"),
+            ("operation", "load"),
+            ("outcome", outcome),
+        ];
+        got.counter("fusion_storage_calls_total", &labels)
+    };
+    assert_eq!(outcome("panicked"), Some(1));
+    assert_eq!(outcome("cancelled"), None);
+    let by_op = [("backend", "memory"), ("operation", "load")];
+    assert_eq!(got.samples("fusion_storage_call_seconds", &by_op), 1);
+}

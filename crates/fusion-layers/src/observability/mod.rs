@@ -31,7 +31,7 @@
 //! | `session_id` | the session, for calls on one session (unless turned off) |
 //! | `messages` | how many messages the call writes, or read back |
 //! | `bytes` | their size as JSON |
-//! | `outcome` | `ok`, `error`, or `cancelled` for a call its caller stopped waiting for |
+//! | `outcome` | `ok`, `error`, `cancelled` for a call its caller stopped waiting for, or `panicked` for one the backend panicked in |
 //! | `error_kind` | for an error, its kind ([`error_kind`]) |
 //!
 //! `messages` and `bytes` are set on calls that carry messages: `save`, `append`,
@@ -45,7 +45,8 @@
 //! A call whose future is dropped before it finishes (a caller's timeout, a `select!`, a
 //! web request whose client went away) is recorded as `cancelled`, with the time it ran,
 //! and logs a `DEBUG` event: a backend that hangs until every caller gives up still shows
-//! its calls and their latency.
+//! its calls and their latency. A call the backend panicked in (its future dropped as the
+//! panic unwinds) is recorded as `panicked` the same way, with a `WARN` event.
 //!
 //! With [`session_ids(false)`](ObservabilityLayer::session_ids) neither spans nor events
 //! name the session (the event then leaves out the error's text, which names it): for
@@ -60,7 +61,7 @@
 //!
 //! | name | type | labels | what |
 //! | --- | --- | --- | --- |
-//! | `fusion_storage_calls_total` | counter | `backend`, `operation`, `outcome` | every call; `outcome` is `ok`, `error` or `cancelled` |
+//! | `fusion_storage_calls_total` | counter | `backend`, `operation`, `outcome` | every call; `outcome` is `ok`, `error`, `cancelled` or `panicked` |
 //! | `fusion_storage_messages_total` | counter | `backend`, `operation` | messages written (`save`, `append`, `write_if`, `create_session`, `create_session_with_times`) or read (`load`, `load_revision`) by successful calls |
 //! | `fusion_storage_bytes_total` | counter | `backend`, `operation` | the same messages' size as JSON |
 //! | `fusion_storage_errors_total` | counter | `backend`, `operation`, `kind` | failed calls, by [`error_kind`] |

@@ -110,7 +110,9 @@ fn json_bytes(messages: &[ChatMessage]) -> u64 {
 /// waiting: a timeout, a `select!`, a client that went away), it records the call as
 /// `cancelled`, with the time it ran, in its span and in the calls and latency metrics:
 /// otherwise a backend so slow that every caller gives up on it would show no calls and
-/// no latency at all.
+/// no latency at all. Dropped as a panic unwinds (the backend's, or the layer's below:
+/// the executor drops a task's future as its panic unwinds), it records `panicked`
+/// instead, with a warning: the call failed, nobody gave up on it.
 struct InFlight<'a> {
     settings: &'a Settings,
     by_operation: [(&'static str, &'static str); 2],
@@ -134,12 +136,19 @@ impl Drop for InFlight<'_> {
         }
         let names = &self.settings.names;
         histogram!(names.seconds.clone(), &self.by_operation).record(self.started.elapsed());
-        self.span.record("outcome", "cancelled");
+        let panicked = std::thread::panicking();
+        let outcome = if panicked { "panicked" } else { "cancelled" };
+        self.span.record("outcome", outcome);
         let [backend, operation] = self.by_operation;
-        let by_outcome = [backend, operation, ("outcome", "cancelled")];
+        let by_outcome = [backend, operation, ("outcome", outcome)];
         counter!(names.calls.clone(), &by_outcome).increment(1);
-        self.span
-            .in_scope(|| debug!("storage call cancelled before it finished"));
+        self.span.in_scope(|| {
+            if panicked {
+                warn!("storage call panicked before it finished");
+            } else {
+                debug!("storage call cancelled before it finished");
+            }
+        });
     }
 }
 
