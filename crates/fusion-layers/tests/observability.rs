@@ -317,16 +317,29 @@ async fn the_layer_adds_no_storage_call() {
     assert_eq!(calls.load(Ordering::SeqCst), 8, "one inner call per call");
 }
 
-/// A storage whose `load` never finishes, as a backend that hangs.
-struct Hanging(InMemoryStorage);
+/// A storage whose `load` never finishes, as a backend that hangs, or, with `panics`,
+/// panics, as a backend with a bug.
+struct Broken {
+    inner: InMemoryStorage,
+    panics: bool,
+}
+
+impl Broken {
+    fn storage(panics: bool) -> Arc<dyn ConversationStorage> {
+        let inner = InMemoryStorage::new();
+        let broken: Arc<dyn ConversationStorage> = Arc::new(Intercepted(Self { inner, panics }));
+        broken.layer(ObservabilityLayer::new())
+    }
+}
 
 #[async_trait]
-impl Intercept for Hanging {
+impl Intercept for Broken {
     fn inner(&self) -> &dyn ConversationStorage {
-        &self.0
+        &self.inner
     }
 
     async fn load(&self, _session_id: &str) -> Result<Vec<ChatMessage>> {
+        assert!(!self.panics, "a backend bug");
         std::future::pending().await
     }
 }
@@ -339,9 +352,7 @@ async fn a_call_its_caller_stopped_waiting_for_counts_as_cancelled() {
     let recorder = DebuggingRecorder::new();
     let snapshots = recorder.snapshotter();
     let _local = metrics::set_default_local_recorder(&recorder);
-    let hanging: Arc<dyn ConversationStorage> =
-        Arc::new(Intercepted(Hanging(InMemoryStorage::new())));
-    let storage = hanging.layer(ObservabilityLayer::new());
+    let storage = Broken::storage(false);
 
     let load = storage.load("chat-5");
     let gave_up = tokio::select! {
@@ -373,20 +384,6 @@ async fn a_call_its_caller_stopped_waiting_for_counts_as_cancelled() {
     );
 }
 
-/// A storage whose `load` panics, as a backend with a bug.
-struct Panicking(InMemoryStorage);
-
-#[async_trait]
-impl Intercept for Panicking {
-    fn inner(&self) -> &dyn ConversationStorage {
-        &self.0
-    }
-
-    async fn load(&self, _session_id: &str) -> Result<Vec<ChatMessage>> {
-        panic!("a backend bug");
-    }
-}
-
 /// A call the backend panicked in is dropped as its panic unwinds, like a cancelled one:
 /// it counts as `panicked`, not as a call its caller stopped waiting for, which would
 /// send whoever reads the dashboard after a slow backend rather than a crashing one.
@@ -395,9 +392,7 @@ async fn a_call_the_backend_panicked_in_counts_as_panicked_not_cancelled() {
     let recorder = DebuggingRecorder::new();
     let snapshots = recorder.snapshotter();
     let _local = metrics::set_default_local_recorder(&recorder);
-    let panicking: Arc<dyn ConversationStorage> =
-        Arc::new(Intercepted(Panicking(InMemoryStorage::new())));
-    let storage = panicking.layer(ObservabilityLayer::new());
+    let storage = Broken::storage(true);
 
     // On this test's thread (a current-thread runtime), where the local recorder is.
     let task = tokio::spawn(async move { storage.load("chat-6").await });
