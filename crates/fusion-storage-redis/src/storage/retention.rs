@@ -32,8 +32,8 @@ use super::index::{Gone, IndexWrites, zadd};
 use super::write::evalsha;
 use super::{RedisStorage, Request};
 use crate::cluster::may_have_applied;
-use crate::error::parse_redis_error;
-use crate::keys::{Scope, look_again_member, member_session, split_member};
+use crate::error::{Op, parse_redis_error};
+use crate::keys::{Scope, expiry_member, look_again_member, member_session, split_member};
 use crate::scripts;
 
 /// How many entries of the expiry index one script (one server) or one round of
@@ -314,7 +314,8 @@ impl RedisStorage {
     /// until the second look is done, for a purge to meet and finish it: the session's
     /// expiry entry when `members` names one, else a look-again entry of its own
     /// (`keys::look_again_member`), added before the removals and due a [`CLAIM_LEASE`]
-    /// later. A purge that takes either up looks at every session its entries name and
+    /// later ([`deleted`](Self::deleted) adds a delete's beside its script, a round trip
+    /// sooner). A purge that takes either up looks at every session its entries name and
     /// lists what it finds (a look-again entry is not swept, counted nor published).
     ///
     /// Those entries are only claimed first (the `CLAIMED` script) and go last, those
@@ -331,13 +332,55 @@ impl RedisStorage {
         members: &[String],
         token: &str,
     ) -> Result<Vec<(String, i64)>> {
-        let op = self.op(name, None);
         let marks: Vec<String> = (gone.iter())
             .filter(|g| !members.iter().any(|m| split_member(m).0 == g.id))
             .map(|g| look_again_member(g.id, token))
             .collect();
-        let after = format!("+{}", CLAIM_LEASE.as_millis());
-        self.claimed(name, &after, token, &marks).await?;
+        self.claimed(name, &look_again_after(), token, &marks)
+            .await?;
+        self.forget_marked(name, gone, members, &marks, token).await
+    }
+
+    /// A delete on a cluster: the `DELETE` script's call `script` (which returns how
+    /// many keys went, the owner and the expiry entry's ms, if any), beside the session's
+    /// look-again entry (it needs no owner), then [`forget`](Self::forget) with that entry
+    /// in place: four round trips, the look-again entry's removal after the second look
+    /// included. On one server only the script, which kept the indexes. Returns how many
+    /// keys went.
+    pub(super) async fn deleted(
+        &self,
+        op: Op<'_>,
+        id: &str,
+        script: impl Future<Output = Result<(i64, Option<String>, Option<String>)>>,
+    ) -> Result<i64> {
+        if !self.conn.is_cluster() {
+            return Ok(script.await?.0);
+        }
+        let token = scripts::claim_token();
+        let marks = [look_again_member(id, &token)];
+        let after = look_again_after();
+        let mark = self.claimed(op.name, &after, &token, &marks);
+        let ((deleted, owner, due), ()) = try_join(script, mark).await?;
+        let owner = owner.as_deref();
+        let gone = Gone {
+            id,
+            owners: owner.into_iter().collect(),
+        };
+        let members: Vec<String> = due.iter().map(|_| expiry_member(id, owner)).collect();
+        (self.forget_marked(op.name, &[gone], &members, &marks, &token)).await?;
+        Ok(deleted)
+    }
+
+    /// [`forget`](Self::forget) once the look-again entries `marks` are in place.
+    async fn forget_marked(
+        &self,
+        name: &'static str,
+        gone: &[Gone<'_>],
+        members: &[String],
+        marks: &[String],
+        token: &str,
+    ) -> Result<Vec<(String, i64)>> {
+        let op = self.op(name, None);
         let mut writes = IndexWrites::new();
         for Gone { id, owners } in gone {
             let scopes = owners.iter().copied().map(Scope::Owner);
@@ -378,7 +421,7 @@ impl RedisStorage {
                 kept.push((member, due));
             }
         }
-        let stale: Vec<&String> = (members.iter().chain(&marks))
+        let stale: Vec<&String> = (members.iter().chain(marks))
             .filter(|member| !kept.iter().any(|(kept, _)| kept == *member))
             .collect();
         // Listed first (nothing to send when the sessions are gone): a look-again entry
@@ -414,6 +457,12 @@ impl RedisStorage {
             .map_err(|err| parse_redis_error(err, self.op(name, None).on_key(expiry)))?;
         Ok(())
     }
+}
+
+/// The `CLAIMED` action that adds look-again entries due a [`CLAIM_LEASE`] from now: a
+/// purge takes one up only once the `forget` that added it should have dropped it.
+fn look_again_after() -> String {
+    format!("+{}", CLAIM_LEASE.as_millis())
 }
 
 #[cfg(test)]

@@ -201,16 +201,8 @@ impl RedisStorage {
         let mut script = evalsha(self.writing(&scripts::DELETE), &keys);
         script.arg(id).arg(self.keys.prefix());
         let op = self.op("delete", Some(id));
-        let (deleted, owner, due): (i64, Option<String>, Option<String>) = self
-            .run_write(self.writing(&scripts::DELETE), &script, op, &keys)
-            .await?;
-        let written = scripts::Written {
-            updated: None,
-            owner,
-            due,
-        };
-        self.follow(op, id, &written, false).await?;
-        Ok(deleted)
+        let run = self.run_write(self.writing(&scripts::DELETE), &script, op, &keys);
+        self.deleted(op, id, run).await
     }
 
     /// Sends `call`, the `EVALSHA` of `script`, a write script on the session of `op`
