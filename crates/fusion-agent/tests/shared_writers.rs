@@ -11,6 +11,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::gated::{Gated, overlap, shown};
 use common::{GatedLlm, HANG_GUARD, Harness, SESSION, builder, contents, roles, turn};
 use fusion_agent::AgentSession;
 use fusion_agent::context::{PRUNE_KEY, SUMMARY_KEY};
@@ -281,60 +282,14 @@ async fn case2_a_delete_while_the_model_thinks_on_fs_ends_the_turn_without_stori
     .await;
 }
 
-/// A tool that says it started, then waits for `release` before it answers.
-struct Gated {
-    started: Arc<tokio::sync::Notify>,
-    release: Arc<tokio::sync::Notify>,
-}
-
-#[async_trait::async_trait]
-impl fusion_agent::Tool for Gated {
-    fn name(&self) -> &str {
-        "gated"
-    }
-    fn description(&self) -> &str {
-        "answers when released"
-    }
-    fn parameters(&self) -> serde_json::Value {
-        serde_json::json!({"type": "object", "properties": {}})
-    }
-    async fn call(&self, _args: serde_json::Value) -> fusion_core::Result<String> {
-        self.started.notify_one();
-        self.release.notified().await;
-        Ok("the real result".into())
-    }
-}
-
-/// The stored contents, with "<interrupted>" for a result the loop stored for a call it
-/// found unanswered.
-fn shown(history: &[ChatMessage]) -> Vec<&str> {
-    history
-        .iter()
-        .map(|m| {
-            if fusion_agent::context::is_interrupted(m) {
-                "<interrupted>"
-            } else {
-                m.content.as_str()
-            }
-        })
-        .collect()
-}
-
 /// A's turn asks for the `gated` tool; B's whole turn runs while it waits; then A's real
 /// result and answer land after B's messages. Returns the two sessions after both turns.
 async fn overlapping_turns(h: &Harness) -> (AgentSession, AgentSession) {
-    let (started, release) = (
-        Arc::new(tokio::sync::Notify::new()),
-        Arc::new(tokio::sync::Notify::new()),
-    );
-    let tools = fusion_agent::ToolRegistry::new().with(Gated {
-        started: started.clone(),
-        release: release.clone(),
-    });
+    let gated = Gated::default();
     let mut a = AgentSession::builder(SESSION)
         .llm(Arc::new(common::client(&h.server)))
         .storage(h.storage.clone())
-        .tools(tools)
+        .tools(fusion_agent::ToolRegistry::new().with(gated.clone()))
         .build()
         .await
         .unwrap();
@@ -344,18 +299,7 @@ async fn overlapping_turns(h: &Harness) -> (AgentSession, AgentSession) {
         .push_text("B answer")
         .push_text("A answer");
 
-    let a_turn = async { a.send_message("from A").await.unwrap() };
-    let b_turn = async {
-        // B's whole turn runs while A's tool does: its opening answers A's call as
-        // interrupted, then A's real result lands after B's messages.
-        started.notified().await;
-        b.send_message("from B").await.unwrap();
-        release.notify_one();
-    };
-    let (a_result, ()) = tokio::time::timeout(HANG_GUARD, async { tokio::join!(a_turn, b_turn) })
-        .await
-        .unwrap();
-    assert_eq!(a_result.result, "A answer");
+    assert_eq!(overlap(&mut a, &mut b, &gated).await, "A answer");
     assert_eq!(
         shown(&h.stored().await)[1..],
         [

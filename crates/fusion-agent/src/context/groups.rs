@@ -5,11 +5,12 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 
-use fusion_core::{ChatMessage, Role};
+use fusion_core::{ChatMessage, MessageId, Role};
 
 use super::records::{self, Mark, is_context_record};
 use crate::react_text::{
     OBSERVATION_PREFIX, ReactStep, UNREADABLE_REPLY, is_final_answer_tool, parse_react_calling,
+    render_observation,
 };
 
 /// A history read for building views. Building one is a single pass over the history
@@ -60,11 +61,12 @@ impl<'a> Layout<'a> {
             if is_context_record(message) {
                 continue;
             }
-            let answers_prev =
-                message.role == Role::Tool || prev.is_some_and(|p| is_observation(p, message));
+            let answers_prev = message.role == Role::Tool || is_loop_observation(prev, message);
             if answers_prev {
                 // Results whose call is not visible (covered by the summary) are dropped:
-                // servers reject a tool result that follows no call.
+                // servers reject a tool result that follows no call. A result or named
+                // observation that landed late, after other messages, joins the group
+                // before it here; the view moves it to its call (`request_view`).
                 let Some(unit) = units.last_mut() else {
                     continue;
                 };
@@ -149,10 +151,64 @@ pub(crate) fn user_message(text: &str) -> ChatMessage {
     }
 }
 
-/// Whether `message` is a text-mode observation answering `prev` (the message before it
-/// that is not a context record), so not the start of a turn: a user message starting
-/// `Observation: ` right after a text-mode `Action:` reply, or the loop's answer to a
-/// reply it could not read (`Observation: Error: your reply could not be read: ...`).
+/// Metadata key the text ReAct loop puts on every observation it stores, with the id of
+/// the reply the observation answers as its value: text mode has no call ids, and an
+/// observation that lands late (another writer stored messages while the tool ran) would
+/// otherwise read as a message of the user's, the start of a turn. With it, views move a
+/// late observation to its reply, as they do a late tool result, and undo tells it from
+/// the turn after which it landed ([`last_turn`](super::last_turn)).
+pub const OBSERVED_REPLY_METADATA_KEY: &str = "fusion_observation_of";
+
+/// The id of the reply `message` answers, if it is an observation the loop stored naming
+/// it ([`OBSERVED_REPLY_METADATA_KEY`]). Observations stored by earlier releases name none.
+pub fn observed_reply(message: &ChatMessage) -> Option<&str> {
+    if message.role != Role::User {
+        return None;
+    }
+    message.metadata.get(OBSERVED_REPLY_METADATA_KEY)?.as_str()
+}
+
+/// The observation telling the model `output`, naming the reply `of` it answers (the
+/// reply's id; none for a reply stored without one, by a release before ids).
+pub(crate) fn observation(output: &str, of: Option<&MessageId>) -> ChatMessage {
+    let message = ChatMessage::user(render_observation(output));
+    match of {
+        Some(id) => message.with_metadata(OBSERVED_REPLY_METADATA_KEY, id.as_str().into()),
+        None => message,
+    }
+}
+
+/// Whether `message` is a text-mode observation the loop stored, so not the start of a
+/// turn: one naming the reply it answers ([`observed_reply`]), wherever it landed, or one
+/// stored without that name (by an earlier release) that answers `prev` (the message
+/// before it that is not a context record; see [`is_observation`]).
+pub(crate) fn is_loop_observation(prev: Option<&ChatMessage>, message: &ChatMessage) -> bool {
+    observed_reply(message).is_some() || prev.is_some_and(|p| is_observation(p, message))
+}
+
+/// Whether `message` answers `reply`: a tool result naming one of its calls, or a
+/// text-mode observation naming it, or, stored without a name (by an earlier release),
+/// one right after it ([`is_observation`]).
+pub(crate) fn answers(reply: &ChatMessage, message: &ChatMessage) -> bool {
+    if message.role == Role::Tool {
+        let id = message.tool_call_id.as_deref();
+        return reply
+            .tool_calls
+            .iter()
+            .any(|call| Some(call.id.as_str()) == id);
+    }
+    match observed_reply(message) {
+        Some(observed) => reply.id.as_ref().is_some_and(|id| id.as_str() == observed),
+        None => is_observation(reply, message),
+    }
+}
+
+/// Whether `message` is a text-mode observation, so not the start of a turn: one the loop
+/// stored naming the reply it answers ([`observed_reply`]), wherever it landed, or one
+/// stored without that name (by an earlier release) answering `prev` (the message before
+/// it that is not a context record): a user message starting `Observation: ` right after
+/// a text-mode `Action:` reply, or the loop's answer to a reply it could not read
+/// (`Observation: Error: your reply could not be read: ...`).
 ///
 /// A native-mode answer also reads as unreadable text-mode output, so after one only that
 /// exact answer counts: a user who starts a message `Observation: ` is taken for what they
@@ -166,6 +222,9 @@ pub(crate) fn user_message(text: &str) -> ChatMessage {
 /// session marked as the user's (metadata `fusion_typed_by_user`) is never one, whatever
 /// it says.
 pub fn is_observation(prev: &ChatMessage, message: &ChatMessage) -> bool {
+    if observed_reply(message).is_some() {
+        return true;
+    }
     if message.role != Role::User
         || prev.role != Role::Assistant
         || prev.has_tool_calls()
@@ -197,7 +256,7 @@ pub(crate) fn latest_user_message(history: &[ChatMessage]) -> Option<usize> {
         .filter(|(_, m)| m.role == Role::User)
         .find(|&(i, message)| {
             let prev = history[..i].iter().rev().find(|m| !is_context_record(m));
-            !prev.is_some_and(|p| is_observation(p, message))
+            !is_loop_observation(prev, message)
         })
         .map(|(i, _)| i)
 }

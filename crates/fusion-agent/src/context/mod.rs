@@ -54,7 +54,7 @@ mod undo;
 mod view;
 mod window;
 
-pub use groups::is_observation;
+pub use groups::{OBSERVED_REPLY_METADATA_KEY, is_observation, observed_reply};
 pub use prune::{PrunePlan, plan_prune};
 pub use records::{
     PRUNE_KEY, SUMMARY_HEADER, SUMMARY_KEY, is_context_record, pruned_tool_output, summary_record,
@@ -70,7 +70,7 @@ pub use view::{
 };
 pub use window::visible_tokens;
 
-pub(crate) use groups::{Layout, user_message};
+pub(crate) use groups::{Layout, observation, user_message};
 pub(crate) use summary::{summary_request, summary_request_sparing_latest_turn};
 pub(crate) use window::visible_tokens_up_to;
 

@@ -13,7 +13,7 @@
 
 use fusion_core::{ChatMessage, Role};
 
-use super::groups::{Layout, is_observation};
+use super::groups::{Layout, is_loop_observation};
 use super::records::summary_text;
 use crate::react_text::OBSERVATION_PREFIX;
 
@@ -124,7 +124,7 @@ fn transcript<'m>(
             // A text-mode observation is a tool's output sent as a user message: shown as
             // what it is, so the summarizer never records a file's contents as something
             // the user said, and cut like any tool output.
-            Role::User if prev.is_some_and(|prev| is_observation(prev, message)) => {
+            Role::User if is_loop_observation(prev, message) => {
                 let output = message.content.strip_prefix(OBSERVATION_PREFIX);
                 let output = output.unwrap_or(&message.content);
                 push_line(&mut out, "Tool result", output, TOOL_TEXT_CAP);

@@ -7,7 +7,8 @@
 //! remove them too. So the turn ends where a message that cannot be its own begins:
 //!
 //! - a tool result for a call the turn did not make (a call from before it), or one after
-//!   the turn's final answer;
+//!   the turn's final answer; likewise a text-mode observation naming a reply the turn did
+//!   not make (the loop stores each observation with the id of the reply it answers);
 //! - a reply right after another reply (a turn answers each reply with tool results or,
 //!   in text mode, an observation before it replies again).
 //!
@@ -24,17 +25,20 @@
 //! writer still waiting for its model, landed inside the turn and nothing after, cannot be
 //! told from the turn's own then).
 //!
-//! Text-mode observations carry no call id, so a late one is not recognised: it reads as
-//! a user message, the latest turn (see docs/context-management.md).
+//! A text-mode `Action:` reply counts as a call: its observation names it, and one left
+//! without an observation of its own turn (none, or only the "interrupted" one a later
+//! opening stored) waits for its tool. Observations stored by earlier releases name no
+//! reply, so a late one of those is not recognised: it reads as a user message, the latest
+//! turn (see docs/context-management.md).
 
 use std::collections::HashSet;
 use std::fmt;
 
 use fusion_core::{ChatMessage, Role};
 
-use super::groups::{is_observation, latest_user_message};
+use super::groups::{answers, is_loop_observation, latest_user_message, observed_reply};
 use super::records::is_context_record;
-use super::view::is_repair;
+use super::view::{REACT_ACTION_METADATA_KEY, is_repair};
 use crate::react_text::{ReactStep, parse_react};
 
 /// The last turn of a history: the messages an undo removes.
@@ -134,10 +138,10 @@ pub fn last_turn(history: &[ChatMessage]) -> Result<Option<LastTurn>, Interleave
              be told apart",
         );
     }
-    let calls: HashSet<&str> = turn.iter().flat_map(call_ids).collect();
+    let calls: HashSet<&str> = turn.iter().flat_map(answerable).collect();
     let kept = &history[foreign..];
     if kept.iter().any(|m| answers_one_of(m, &calls)) {
-        return refuse("a later message answers one of its tool calls");
+        return refuse("a later message answers one of its tool calls or actions");
     }
     if kept.iter().any(is_context_record) {
         return refuse(
@@ -152,8 +156,8 @@ pub fn last_turn(history: &[ChatMessage]) -> Result<Option<LastTurn>, Interleave
 }
 
 /// The first message after the turn starting at `start` that cannot be the turn's own: a
-/// tool result for a call the turn did not make or after its final answer, or a reply
-/// right after a reply.
+/// tool result for a call the turn did not make or after its final answer, an observation
+/// naming a reply the turn did not make, or a reply right after a reply.
 fn first_foreign(history: &[ChatMessage], start: usize) -> Option<usize> {
     let mut calls: HashSet<&str> = HashSet::new();
     let mut previous: Option<&ChatMessage> = None;
@@ -164,14 +168,16 @@ fn first_foreign(history: &[ChatMessage], start: usize) -> Option<usize> {
         let foreign = match message.role {
             Role::Tool => previous.is_some_and(is_final_answer) || !answers_one_of(message, &calls),
             Role::Assistant => previous.is_some_and(|p| p.role == Role::Assistant),
-            // Every user message after the turn's start is an observation of the reply
-            // before it (`latest_user_message`), and system messages are not replies.
-            Role::User | Role::System => false,
+            // Every user message after the turn's start is an observation
+            // (`latest_user_message`): of the reply before it, unless it names another.
+            Role::User => observed_reply(message).is_some() && !answers_one_of(message, &calls),
+            // System messages are not replies.
+            Role::System => false,
         };
         if foreign {
             return Some(at);
         }
-        calls.extend(call_ids(message));
+        calls.extend(answerable(message));
         previous = Some(message);
     }
     None
@@ -181,9 +187,10 @@ fn first_foreign(history: &[ChatMessage], start: usize) -> Option<usize> {
 /// its model when the last turn started, so that its reply may land inside the last turn
 /// looking like the turn's own. Counted, since turns of several writers interleave: each
 /// turn a user message starts ends with one final answer, or is waiting for its tools (a
-/// reply whose calls have no result of its own turn yet): that writer's next message, if it
-/// still runs, is a result naming its call. More turns started than settled so means one waits
-/// for its model, or was cut while it did; either way its reply cannot be ruled out.
+/// reply whose calls, or whose text-mode action, have no answer of its own turn yet): that
+/// writer's next message, if it still runs, is a result or observation naming its call.
+/// More turns started than settled so means one waits for its model, or was cut while it
+/// did; either way its reply cannot be ruled out.
 fn a_writer_waited_for_its_model(before: &[ChatMessage]) -> bool {
     let said: Vec<&ChatMessage> = before.iter().filter(|m| !is_context_record(m)).collect();
     let mut started = 0usize;
@@ -195,17 +202,22 @@ fn a_writer_waited_for_its_model(before: &[ChatMessage]) -> bool {
         let previous = at.checked_sub(1).map(|p| said[p]);
         let next = said.get(at + 1).copied();
         match message.role {
-            Role::User if !previous.is_some_and(|p| is_observation(p, message)) => started += 1,
+            Role::User if !is_loop_observation(previous, message) => started += 1,
             // A reply the loop could not read is answered by an observation, not ended.
             Role::Assistant
-                if is_final_answer(message)
-                    && !next.is_some_and(|n| is_observation(message, n)) =>
+                if is_final_answer(message) && !next.is_some_and(|n| answers(message, n)) =>
             {
                 ended += 1;
             }
             Role::Assistant if waits_for_its_tools(message, &answered_later) => ended += 1,
-            Role::Tool if !is_repair(message) => {
-                answered_later.extend(message.tool_call_id.as_deref());
+            Role::Tool | Role::User if !is_repair(message) => {
+                // An observation stored without the reply's name answers the one before it.
+                let unnamed = || previous.and_then(|p| p.id.as_ref()).map(|id| id.as_str());
+                let answered = match message.role {
+                    Role::Tool => message.tool_call_id.as_deref(),
+                    _ => observed_reply(message).or_else(unnamed),
+                };
+                answered_later.extend(answered);
             }
             _ => {}
         }
@@ -218,15 +230,22 @@ fn a_writer_waited_for_its_model(before: &[ChatMessage]) -> bool {
 /// cancelled turn, "interrupted" or real ([`is_repair`])):
 /// its turn waits for its tools (or was cut while they ran), and the next message it
 /// stores, if any, is a result naming one of its calls. (A turn stores its results
-/// together, once all are in.)
+/// together, once all are in.) A text-mode action the loop marked as one
+/// ([`REACT_ACTION_METADATA_KEY`]) likewise, by its id, which its observation names.
 fn waits_for_its_tools(reply: &ChatMessage, answered_later: &HashSet<&str>) -> bool {
+    if reply.metadata.contains_key(REACT_ACTION_METADATA_KEY) && !reply.has_tool_calls() {
+        return reply
+            .id
+            .as_ref()
+            .is_some_and(|id| !answered_later.contains(id.as_str()));
+    }
     !reply.tool_calls.is_empty() && call_ids(reply).all(|id| !answered_later.contains(id))
 }
 
 /// A reply that ends its turn: no tool calls, and not a text-mode `Action:` (which its
 /// observation answers). A native answer reads as unreadable text-mode output, so a reply
 /// the loop could not read counts too; the observation that follows it is still the
-/// turn's own ([`is_observation`]).
+/// turn's own ([`is_observation`](super::is_observation)).
 fn is_final_answer(message: &ChatMessage) -> bool {
     message.role == Role::Assistant
         && message.tool_calls.is_empty()
@@ -237,12 +256,24 @@ fn call_ids(message: &ChatMessage) -> impl Iterator<Item = &str> {
     message.tool_calls.iter().map(|call| call.id.as_str())
 }
 
+/// What answers to `message` name: the ids of its tool calls and, for a reply, its own
+/// id, which the text-mode observation answering it names.
+fn answerable(message: &ChatMessage) -> impl Iterator<Item = &str> {
+    let own = message
+        .id
+        .as_ref()
+        .filter(|_| message.role == Role::Assistant);
+    call_ids(message).chain(own.map(|id| id.as_str()))
+}
+
+/// Whether `message` is a tool result naming one of `calls`, or an observation naming one
+/// of them ([`answerable`]).
 fn answers_one_of(message: &ChatMessage, calls: &HashSet<&str>) -> bool {
-    message.role == Role::Tool
-        && message
-            .tool_call_id
-            .as_deref()
-            .is_some_and(|id| calls.contains(id))
+    let answered = match message.role {
+        Role::Tool => message.tool_call_id.as_deref(),
+        _ => observed_reply(message),
+    };
+    answered.is_some_and(|id| calls.contains(id))
 }
 
 #[cfg(test)]
@@ -356,6 +387,88 @@ mod tests {
         history.splice(3..3, [late, interrupted]);
         let turn = last_turn(&history).unwrap().unwrap();
         assert_eq!((turn.start, turn.end), (5, 7));
+    }
+
+    /// A text-mode action (marked as the loop marks it, with an id) and what a writer stores
+    /// for it: `named` observations name it, as the loop's do; unnamed ones are stored as
+    /// earlier releases did.
+    fn action_and_observation(text: &str, named: bool) -> [ChatMessage; 2] {
+        let action = ChatMessage::assistant("Thought: look\nAction: slow\nAction Input: {}")
+            .with_new_id()
+            .with_metadata(crate::context::REACT_ACTION_METADATA_KEY, "slow".into());
+        let of = action.id.clone().filter(|_| named);
+        let observation = crate::context::observation(text, of.as_ref());
+        [action, observation]
+    }
+
+    /// [`interleaved`] in text mode: B's opening answered A's action as interrupted, and
+    /// A's real observation lands after B's answer.
+    fn interleaved_text(named: bool) -> Vec<ChatMessage> {
+        let [action, real] = action_and_observation("A's result", named);
+        let mut interrupted =
+            crate::context::interrupted_observation(std::slice::from_ref(&action)).unwrap();
+        if !named {
+            interrupted
+                .metadata
+                .remove(crate::context::OBSERVED_REPLY_METADATA_KEY);
+        }
+        vec![
+            ChatMessage::system("prompt"),
+            ChatMessage::user("A asks"),
+            action,
+            interrupted,
+            ChatMessage::user("B asks"),
+            ChatMessage::assistant("Final Answer: B's answer"),
+            real,
+            ChatMessage::assistant("Final Answer: A's answer"),
+        ]
+    }
+
+    #[test]
+    fn another_writer_s_late_named_observation_and_answer_stay() {
+        let history = interleaved_text(true);
+        let turn = last_turn(&history).unwrap().unwrap();
+        assert_eq!((turn.start, turn.end), (4, 6));
+        let kept = turn.remove_from(&history);
+        // What is left is A's turn alone, which the next undo removes whole.
+        assert_eq!(last_turn(&kept), Ok(Some(LastTurn { start: 1, end: 6 })));
+
+        // Unnamed, as earlier releases stored it, the late observation reads as the
+        // user's: the latest turn, as before.
+        let legacy = interleaved_text(false);
+        assert_eq!(last_turn(&legacy).unwrap().unwrap().start, 6);
+    }
+
+    /// A named observation inside the turn naming a reply from before it is another
+    /// writer's, as a result for a call from before it is.
+    #[test]
+    fn a_named_observation_of_a_reply_before_the_turn_is_foreign() {
+        let mut history = interleaved_text(true);
+        // A's observation lands inside B's turn, before B's answer: B had not answered.
+        history.swap(5, 6);
+        let err = last_turn(&history).unwrap_err();
+        assert_eq!((err.start, err.foreign), (4, 5));
+        assert!(err.reason.contains("had not answered"), "{err}");
+    }
+
+    /// An action answered by an unnamed observation (stored so by the release that marked
+    /// actions but did not name them) does not wait for its tool: its writer waits for its
+    /// model, whose reply may sit in the later turn.
+    #[test]
+    fn a_marked_action_answered_by_an_unnamed_observation_waits_for_its_model() {
+        let [action, observation] = action_and_observation("read", false);
+        let history = vec![
+            ChatMessage::user("C asks"),
+            call("c1"),
+            ChatMessage::user("A asks"),
+            action,
+            observation,
+            ChatMessage::user("B asks"),
+            ChatMessage::assistant("Final Answer: B's answer"),
+            ChatMessage::tool_result("c1", "C's result"),
+        ];
+        let err = last_turn(&history).unwrap_err();
+        assert!(err.reason.contains("waiting for its model"), "{err}");
     }
 
     /// Found by review: the writer before the turn was waiting for its model, so its

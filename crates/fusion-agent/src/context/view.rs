@@ -33,6 +33,7 @@ use std::collections::HashMap;
 
 use fusion_core::{ChatMessage, Role, ToolCall};
 
+use super::groups::{observation, observed_reply};
 use super::policy::ContextPolicy;
 use super::tokens::TokenCounter;
 use super::window::apply_policy;
@@ -83,6 +84,9 @@ pub fn request_view<'a>(
 /// real result lands later). A result goes with the latest call of its id before it; a
 /// real result is kept over an interrupted one, and a result that answers no call the
 /// policy kept, or a call already answered, is left out, since servers refuse both.
+/// Text-mode observations naming the reply they answer ([`observed_reply`]) are placed
+/// and chosen the same way (a reply without one gets none, though: the session stores the
+/// "interrupted" observation); those stored without a name stay where they are.
 fn make_sendable<'a>(
     kept: Vec<Cow<'a, ChatMessage>>,
     react_prompt: Option<&str>,
@@ -109,18 +113,20 @@ fn make_sendable<'a>(
     view
 }
 
-/// Whether every tool result in `messages` answers a call not answered yet of the message
-/// its run of results follows: the shape of a history one writer made (a call may still
-/// lack its result). One pass, holding one message's call ids.
+/// Whether every tool result (and named observation) in `messages` answers a call (or
+/// reply) not answered yet of the message its run of answers follows: the shape of a
+/// history one writer made (a call may still lack its result). One pass, holding one
+/// message's call ids.
 fn results_follow_their_calls(messages: &[Cow<'_, ChatMessage>]) -> bool {
     let mut open: Vec<&str> = Vec::new();
     for message in messages {
-        if message.role != Role::Tool {
+        if !is_answer(message) {
             open.clear();
             open.extend(message.tool_calls.iter().map(|call| call.id.as_str()));
+            open.extend(replied(message));
             continue;
         }
-        let answered = message.tool_call_id.as_deref();
+        let answered = answered(message);
         match open.iter().position(|id| Some(*id) == answered) {
             Some(at) => {
                 open.swap_remove(at);
@@ -159,7 +165,8 @@ fn answer_in_order<'a>(
 /// [`make_sendable`] for any other shape, which two writers on one session can leave: a
 /// result goes with the latest call of its id before it, a real result is kept over an
 /// interrupted one, and a result that answers no call the view carries, or one already
-/// answered, is left out. Two passes and a map of call ids.
+/// answered, is left out. Named text-mode observations likewise, with their reply. Two
+/// passes and a map of call ids.
 fn answer_reordered<'a>(
     kept: Vec<Cow<'a, ChatMessage>>,
     text_mode: bool,
@@ -168,35 +175,56 @@ fn answer_reordered<'a>(
     let answers = answers_by_call(&kept);
     let mut slots: Vec<Option<Cow<'a, ChatMessage>>> = kept.into_iter().map(Some).collect();
     for pos in 0..slots.len() {
-        // A result is taken by the call it answers; one still here answers none.
-        let Some(message) = slots[pos].take().filter(|m| m.role != Role::Tool) else {
+        // An answer is taken by the call it answers; one still here answers none.
+        let Some(message) = slots[pos].take().filter(|m| !is_answer(m)) else {
             continue;
         };
+        let mut answer = |id: &str| {
+            let positions = answers.get(&pos).into_iter().flatten();
+            let found = positions.filter_map(|&at| slots[at].take_if(|r| answered(r) == Some(id)));
+            // Every answer is taken, so the ones not chosen are left out.
+            found.reduce(|chosen, other| match is_interrupted(&chosen) {
+                true if !is_interrupted(&other) => other,
+                _ => chosen,
+            })
+        };
         if !(message.role == Role::Assistant && message.has_tool_calls()) {
+            let observation = replied(&message).and_then(&mut answer);
             view.push(message);
+            view.extend(observation);
             continue;
         }
         let results = message
             .tool_calls
             .iter()
-            .map(|call| {
-                let mut found: Vec<Cow<'a, ChatMessage>> = answers
-                    .get(&pos)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|&at| {
-                        slots[at].take_if(|r| r.tool_call_id.as_deref() == Some(&call.id))
-                    })
-                    .collect();
-                let real = found.iter().position(|r| !is_interrupted(r)).unwrap_or(0);
-                match found.len() {
-                    0 => Cow::Owned(interrupted_result(call)),
-                    _ => found.swap_remove(real),
-                }
-            })
+            .map(|call| answer(&call.id).unwrap_or_else(|| Cow::Owned(interrupted_result(call))))
             .collect();
         push_answered(view, message, results, text_mode);
     }
+}
+
+/// Whether `message` answers another: a tool result, or a text-mode observation naming
+/// the reply it answers.
+fn is_answer(message: &ChatMessage) -> bool {
+    message.role == Role::Tool || observed_reply(message).is_some()
+}
+
+/// What an answer ([`is_answer`]) names: the call a tool result answers, or the reply an
+/// observation does.
+fn answered(message: &ChatMessage) -> Option<&str> {
+    match message.role {
+        Role::Tool => message.tool_call_id.as_deref(),
+        _ => observed_reply(message),
+    }
+}
+
+/// The id a text-mode observation answering `message` names: a reply's own.
+fn replied(message: &ChatMessage) -> Option<&str> {
+    let id = message
+        .id
+        .as_ref()
+        .filter(|_| message.role == Role::Assistant);
+    id.map(|id| id.as_str())
 }
 
 /// Pushes a tool-call `message` and its `results`, in the text format in text mode.
@@ -219,25 +247,22 @@ fn push_answered<'a>(
     }
 }
 
-/// The positions of the tool results in `messages`, by the position of the message whose
-/// call each answers: the latest before it with a call of its id. One pass; only the ids
-/// of calls are kept.
+/// The positions of the answers ([`is_answer`]) in `messages`, by the position of the
+/// message each answers: the latest before it with a call of its id, or the reply it
+/// names. One pass; only the ids of calls and replies are kept.
 fn answers_by_call(messages: &[Cow<'_, ChatMessage>]) -> HashMap<usize, Vec<usize>> {
     let mut caller: HashMap<&str, usize> = HashMap::new();
     let mut answers: HashMap<usize, Vec<usize>> = HashMap::new();
     for (pos, message) in messages.iter().enumerate() {
-        if message.role == Role::Tool {
-            let called = message
-                .tool_call_id
-                .as_deref()
-                .and_then(|id| caller.get(id));
-            if let Some(&at) = called {
+        if is_answer(message) {
+            if let Some(&at) = answered(message).and_then(|id| caller.get(id)) {
                 answers.entry(at).or_default().push(pos);
             }
         } else if message.role == Role::Assistant {
             for call in &message.tool_calls {
                 caller.insert(&call.id, pos);
             }
+            caller.extend(replied(message).map(|id| (id, pos)));
         }
     }
     answers
@@ -295,7 +320,7 @@ pub fn interrupted_observation(history: &[ChatMessage]) -> Option<ChatMessage> {
     }
     let tool = last.metadata.get(REACT_ACTION_METADATA_KEY)?.as_str()?;
     Some(
-        ChatMessage::user(render_observation(&interrupted_text(tool)))
+        observation(&interrupted_text(tool), last.id.as_ref())
             .with_metadata(INTERRUPTED_METADATA_KEY, serde_json::Value::Bool(true)),
     )
 }
@@ -422,6 +447,59 @@ mod tests {
         let view = view_of(&history, Some("FORMAT"));
         assert_eq!(view[3].content, "Observation: the real result");
         assert_eq!(view.len(), 7);
+    }
+
+    /// [`overlapped`] in text mode, where the loop's observations name the action they
+    /// answer; and an observation naming a reply the view does not carry.
+    #[test]
+    fn named_observations_go_with_their_reply_the_real_one_kept_and_unnamed_ones_stay() {
+        let action = ChatMessage::assistant("Action: read_file\nAction Input: {}")
+            .with_new_id()
+            .with_metadata(REACT_ACTION_METADATA_KEY, "read_file".into());
+        let interrupted = interrupted_observation(std::slice::from_ref(&action)).unwrap();
+        let real = observation("the real result", action.id.as_ref());
+        let gone = observation(
+            "its reply was summarized",
+            Some(&fusion_core::MessageId::new()),
+        );
+        let mut history = vec![
+            ChatMessage::user("from A"),
+            action.clone(),
+            interrupted,
+            ChatMessage::user("from B"),
+            ChatMessage::assistant("Final Answer: B"),
+            real,
+            gone,
+            ChatMessage::assistant("Final Answer: A"),
+        ];
+        let view = view_of(&history, Some("FORMAT"));
+        let shape: Vec<&str> = view[1..].iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(
+            shape,
+            [
+                "from A",
+                action.content.as_str(),
+                "Observation: the real result",
+                "from B",
+                "Final Answer: B",
+                "Final Answer: A"
+            ]
+        );
+
+        // Unnamed, as earlier releases stored them, each stays where it is.
+        for message in &mut history {
+            message
+                .metadata
+                .remove(crate::context::OBSERVED_REPLY_METADATA_KEY);
+        }
+        let view = view_of(&history, Some("FORMAT"));
+        assert_eq!(view.len(), history.len() + 1);
+        assert!(
+            view[1..]
+                .iter()
+                .zip(&history)
+                .all(|(v, h)| v.content == h.content)
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! "interrupted" results ([`crate::context::interrupted_results`]). With native tool calling the model's calls
 //! arrive as structured `tool_calls`; otherwise (text ReAct mode) its reply is parsed with
 //! [`parse_react`](crate::parse_react) and tool output goes back as a user message made by
-//! [`render_observation`].
+//! [`render_observation`](crate::react_text::render_observation), naming the reply it answers.
 //!
 //! # Other writers
 //!
@@ -42,12 +42,12 @@ use tracing::{Instrument, debug, field, info, info_span, warn};
 use super::AgentSession;
 use super::stream::{Emitter, TurnStream, read_reply};
 use super::tool_calls::{announce, ensure_call_ids, unfinished_call};
-use crate::context::REACT_ACTION_METADATA_KEY;
+use crate::context::{REACT_ACTION_METADATA_KEY, observation};
 use crate::events::{AgentEvent, Step, TaskResult};
 use crate::executor::ToolOutcome;
 use crate::llm::{ChatRequest, ChatResponse, Usage};
 use crate::openai::rejects_native_tools;
-use crate::react_text::{ReactStep, UNREADABLE_REPLY, parse_react_calling, render_observation};
+use crate::react_text::{ReactStep, UNREADABLE_REPLY, parse_react_calling};
 
 /// Rejects an iteration limit of 0, for the builder's default and for one turn's: a turn
 /// makes at least one request.
@@ -386,10 +386,12 @@ impl AgentSession {
             ReactStep::Action { tool, input, .. } => {
                 // Marked as a call, as read here: the next turn's repair goes by the mark
                 // if the tool never returns, not by reading the text with its own tools.
-                let reply = reply.with_metadata(
+                let mut reply = reply.with_metadata(
                     REACT_ACTION_METADATA_KEY,
                     serde_json::Value::String(tool.clone()),
                 );
+                // Named by its observation, which may land after other writers' messages.
+                let id = reply.ensure_id().clone();
                 self.persist(vec![reply]).await?;
                 // Text mode has no call ids; this one only links the step to its log lines.
                 let call = ToolCall::new(format!("react_{iteration}"), tool, input);
@@ -399,15 +401,16 @@ impl AgentSession {
                     Some(because) => unfinished_call(&call, because),
                     None => self.shared.executor.execute(&call).await,
                 };
-                let observation = ChatMessage::user(render_observation(&outcome.output));
-                self.persist(vec![observation]).await?;
+                self.persist(vec![observation(&outcome.output, Some(&id))])
+                    .await?;
                 progress.record(events, step(outcome, iteration));
                 Ok(None)
             }
             ReactStep::Invalid { reason } => {
                 debug!(%reason, "unreadable text-mode reply");
-                let observation =
-                    ChatMessage::user(render_observation(&format!("{UNREADABLE_REPLY}{reason}")));
+                let mut reply = reply;
+                let id = reply.ensure_id().clone();
+                let observation = observation(&format!("{UNREADABLE_REPLY}{reason}"), Some(&id));
                 self.persist(vec![reply, observation]).await?;
                 Ok(None)
             }

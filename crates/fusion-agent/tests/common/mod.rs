@@ -6,6 +6,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 pub mod cancelled;
+pub mod gated;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
