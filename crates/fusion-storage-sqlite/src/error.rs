@@ -32,6 +32,7 @@ const SQLITE_READONLY: i64 = 8;
 const SQLITE_IOERR: i64 = 10;
 const SQLITE_CORRUPT: i64 = 11;
 const SQLITE_FULL: i64 = 13;
+const SQLITE_TOOBIG: i64 = 18;
 const SQLITE_CANTOPEN: i64 = 14;
 const SQLITE_AUTH: i64 = 23;
 const SQLITE_NOTADB: i64 = 26;
@@ -395,12 +396,20 @@ pub(crate) fn is_corruption(err: &rusqlite::Error) -> bool {
 
 /// [`is_corruption`] for a sqlx error: SQLite's (extended) code is a string there.
 pub(crate) fn is_sqlx_corruption(err: &sqlx::Error) -> bool {
+    sqlx_code(err).is_some_and(|code| matches!(code & 0xff, SQLITE_CORRUPT | SQLITE_NOTADB))
+}
+
+/// Whether `err` is `SQLITE_TOOBIG`: a string or blob the statement made was longer than
+/// SQLite's limit (`SQLITE_MAX_LENGTH`, 10^9 bytes by default).
+pub(crate) fn is_too_big(err: &sqlx::Error) -> bool {
+    sqlx_code(err) == Some(SQLITE_TOOBIG)
+}
+
+/// SQLite's (extended) result code of a sqlx error from the database.
+fn sqlx_code(err: &sqlx::Error) -> Option<i64> {
     match err {
-        sqlx::Error::Database(e) => e
-            .code()
-            .and_then(|c| c.parse::<i64>().ok())
-            .is_some_and(|code| matches!(code & 0xff, SQLITE_CORRUPT | SQLITE_NOTADB)),
-        _ => false,
+        sqlx::Error::Database(e) => e.code().and_then(|c| c.parse::<i64>().ok()),
+        _ => None,
     }
 }
 
@@ -408,13 +417,7 @@ pub(crate) fn is_sqlx_corruption(err: &sqlx::Error) -> bool {
 /// rollback - no transaction is active"): the connection is then already out of any
 /// transaction. Every other `ROLLBACK` failure is an I/O or internal error.
 pub(crate) fn is_no_transaction(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(e) => {
-            let code = e.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(-1);
-            code == SQLITE_ERROR
-        }
-        _ => false,
-    }
+    sqlx_code(err) == Some(SQLITE_ERROR)
 }
 
 /// Migration failures, by what the user must do about them.

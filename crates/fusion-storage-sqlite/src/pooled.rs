@@ -31,7 +31,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Arguments, Row, TypeInfo, ValueRef};
 
-use crate::error::{BACKEND, Op, is_no_transaction, parse_sqlite_error};
+use crate::error::{BACKEND, Op, is_no_transaction, is_too_big, parse_sqlite_error};
 use crate::meta::{InfoRow, InfoTuple};
 use crate::sql::{
     BEGIN_WRITE, Check, Ends, Found, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, READ_LAST_IDS,
@@ -269,32 +269,44 @@ async fn roll_back_pooled(conn: &mut PoolConnection<Sqlite>) {
 
 /// Loads `session_id` as one JSON array that SQLite assembles, parsed once, with the
 /// rows read one by one only when that array does not hold exactly the stored rows as
-/// valid messages. `op` names the load in errors.
+/// valid messages, or SQLite cannot make it (`SQLITE_TOOBIG`: a history longer than its
+/// longest string, which appends of shorter messages can store). `op` names the load in
+/// errors.
 pub(crate) async fn load(
     pool: &SqlitePool,
     session_id: &str,
     now: i64,
     op: Op<'_>,
 ) -> Result<Vec<ChatMessage>> {
-    let (seqs, array): (String, String) = sqlx::query_as(LOAD_ARRAY)
+    let array: sqlx::Result<(String, String)> = sqlx::query_as(LOAD_ARRAY)
         .bind(session_id)
         .bind(now)
         .fetch_one(pool)
-        .await
-        .map_err(|e| parse_sqlite_error(e, op))?;
-    // A row holding more or less than one JSON value shows up as a length mismatch.
-    if let Some(rows) = counts_up_from_zero(&seqs)
-        && let Ok(history) = serde_json::from_str::<Vec<ChatMessage>>(&array)
-        && history.len() == rows
-    {
-        return Ok(history);
+        .await;
+    match array {
+        Ok((seqs, array)) => match one_array(&seqs, &array) {
+            Some(history) => Ok(history),
+            None => load_row_by_row(pool, session_id, now, op).await,
+        },
+        Err(e) if is_too_big(&e) => load_row_by_row(pool, session_id, now, op).await,
+        Err(e) => Err(parse_sqlite_error(e, op)),
     }
-    load_row_by_row(pool, session_id, now, op).await
+}
+
+/// The history in the one JSON array of [`LOAD_ARRAY`] or [`LOAD_REVISION_ARRAY`], with
+/// `seqs` the rows' seqs; `None` unless it holds exactly the stored rows, as valid
+/// messages, in order. A row holding more or less than one JSON value shows up as a
+/// length mismatch.
+fn one_array(seqs: &str, array: &str) -> Option<Vec<ChatMessage>> {
+    let rows = counts_up_from_zero(seqs)?;
+    serde_json::from_str::<Vec<ChatMessage>>(array)
+        .ok()
+        .filter(|history| history.len() == rows)
 }
 
 /// Loads `session_id` and its revision in one query ([`LOAD_REVISION_ARRAY`]), like
-/// [`load`]. When the array does not hold exactly the stored rows as valid messages, the
-/// revision and the rows are read again one by one, in one read transaction. A `sessions`
+/// [`load`]. When the array does not hold exactly the stored rows as valid messages (or is
+/// too long to make), the revision and the rows are read again one by one, in one read transaction. A `sessions`
 /// row whose count disagrees with the rows is
 /// [`Error::Corrupt`](fusion_core::Error::Corrupt).
 pub(crate) async fn load_revision(
@@ -303,27 +315,27 @@ pub(crate) async fn load_revision(
     now: i64,
     op: Op<'_>,
 ) -> Result<(Vec<ChatMessage>, Revision)> {
-    let (generation, count, seqs, array): (i64, i64, String, String) =
-        sqlx::query_as(LOAD_REVISION_ARRAY)
-            .bind(session_id)
-            .bind(now)
-            .fetch_one(pool)
-            .await
-            .map_err(|e| parse_sqlite_error(e, op))?;
-    // `generation` is 0 only when there is no `sessions` row (the column is above 0), or
-    // it has expired.
-    let revision = revision_of(Some((generation, count)));
-    if !revision.exists() {
-        return Ok((Vec::new(), Revision::ABSENT));
-    }
-    let history = match counts_up_from_zero(&seqs) {
-        Some(rows) => serde_json::from_str::<Vec<ChatMessage>>(&array)
-            .ok()
-            .filter(|history| history.len() == rows),
-        None => None,
+    let read: sqlx::Result<(i64, i64, String, String)> = sqlx::query_as(LOAD_REVISION_ARRAY)
+        .bind(session_id)
+        .bind(now)
+        .fetch_one(pool)
+        .await;
+    let history = match read {
+        Ok((generation, count, seqs, array)) => {
+            // `generation` is 0 only when there is no `sessions` row (the column is above
+            // 0), or it has expired.
+            let revision = revision_of(Some((generation, count)));
+            if !revision.exists() {
+                return Ok((Vec::new(), Revision::ABSENT));
+            }
+            one_array(&seqs, &array).map(|history| (history, revision))
+        }
+        // A history longer than SQLite's longest string: row by row below.
+        Err(e) if is_too_big(&e) => None,
+        Err(e) => return Err(parse_sqlite_error(e, op)),
     };
     let (history, revision) = match history {
-        Some(history) => (history, revision),
+        Some(read) => read,
         None => {
             let read = async {
                 let mut snapshot = pool.begin().await?;

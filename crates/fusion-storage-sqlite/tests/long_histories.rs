@@ -1,0 +1,27 @@
+//! A history longer than SQLite's longest string or blob (`SQLITE_MAX_LENGTH`, 10^9 bytes
+//! by default) though each of its messages is shorter: appends store it a message at a
+//! time, and every load must read it back. On the pool (`sqlite::memory:`, `from_pool`) a
+//! load first asks SQLite for the whole history joined into one JSON array, which such a
+//! history cannot be; the rows are then read one by one, as the direct path always does.
+//! A test of its own: it holds a few gigabytes for a few seconds.
+
+use fusion_core::{ChatMessage, ConversationStorage};
+use fusion_storage_sqlite::SqliteStorage;
+
+#[tokio::test]
+async fn a_history_past_sqlites_longest_string_loads_on_the_pool() {
+    let storage = SqliteStorage::connect("sqlite::memory:").await.unwrap();
+    // 520 MiB each: two of them pass 10^9 bytes only together.
+    let big = ChatMessage::user("x".repeat(520 << 20));
+    for _ in 0..2 {
+        storage
+            .append("s", std::slice::from_ref(&big))
+            .await
+            .unwrap();
+    }
+    let history = storage.load("s").await.unwrap();
+    assert!(history.len() == 2 && history.iter().all(|m| *m == big));
+    let (history, at) = storage.load_revision("s").await.unwrap();
+    assert_eq!((history.len(), at.len), (2, 2));
+    assert!(history.iter().all(|m| *m == big));
+}
