@@ -18,29 +18,42 @@ pub(crate) trait IoContext<T> {
     /// regular (a symbolic link where a file of the backend's own belongs included), to
     /// the error [`refused`] gives.
     fn at(self, path: &Path) -> Result<T, Error>;
+
+    /// [`at`](Self::at) for an index marker of session `id` (owner, tag, expiry), which
+    /// its path does not name: one refused is [`Error::Corrupt`] for that session, as a
+    /// refused file of the session's own is, so that a purge moving the marker leaves the
+    /// session out with a warning rather than failing before every session after it.
+    fn at_marker(self, path: &Path, id: &str) -> Result<T, Error>;
 }
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: &Path) -> Result<T, Error> {
         self.map_err(|err| {
             if let Some(refusal) = NotRegular::of(&err) {
-                refused(path, refusal)
+                refused(path, refusal, file_name::id_from_path(path))
             } else {
                 Error::io(path, err)
             }
+        })
+    }
+
+    fn at_marker(self, path: &Path, id: &str) -> Result<T, Error> {
+        self.map_err(|err| match NotRegular::of(&err) {
+            Some(refusal) => refused(path, refusal, Some(id.to_string())),
+            None => Error::io(path, err),
         })
     }
 }
 
 /// A FIFO, directory, socket or device at `path`, where a regular file belongs, or a
 /// symbolic link where the backend keeps a file of its own ([`crate::own_file`]; see
-/// [`fusion_core::regular_file`]): [`Error::Corrupt`] for the session whose file it is (its id
-/// read back from the file's name), like any damaged file of one session, or a
-/// non-retryable [`Error::Backend`] for an index file. Either names the path and says
+/// [`fusion_core::regular_file`]): [`Error::Corrupt`] for the session whose file it is (`id`:
+/// read back from the file's name, or a marker's), like any damaged file of one session,
+/// or a non-retryable [`Error::Backend`] for an index file. Either names the path and says
 /// how to get past it; nothing was read or written through it.
-fn refused(path: &Path, refusal: &NotRegular) -> Error {
+fn refused(path: &Path, refusal: &NotRegular, id: Option<String>) -> Error {
     let what = format!("{} {refusal}, and was left as it is", path.display());
-    match file_name::id_from_path(path) {
+    match id {
         Some(id) => Error::corrupt(
             BACKEND,
             id,

@@ -80,7 +80,7 @@ pub(crate) fn add(root: &Path, at: i64, id: &str, sync: bool) -> Result<()> {
                 // these two steps; then the loop creates them once more.
                 crate::dirs::create_missing(&dir, sync)?;
             }
-            Err(err) => return Err(err).at(&path),
+            Err(err) => return Err(err).at_marker(&path, id),
         }
     }
 }

@@ -73,7 +73,7 @@ pub(crate) fn add(root: &Path, key: SetKey<'_>, id: &str, sync: bool) -> Result<
                 // these two steps; then the loop creates it once more.
                 crate::dirs::create_missing(&dir, sync)?;
             }
-            Err(err) => return Err(err).at(&marker),
+            Err(err) => return Err(err).at_marker(&marker, id),
         }
     }
 }
