@@ -370,10 +370,11 @@ impl SessionFiles {
     }
 
     /// The conflict if the session, at `generation` (0: it does not exist), does not meet
-    /// `expected`; its messages are counted by `count`, and when it was last written read
-    /// by `updated` (Unix microseconds, as [`SessionFiles::info`] reports it), only where
-    /// the answer depends on them: `updated` only for [`Expect::UnwrittenSince`] of the
-    /// session's exact revision, so no other expectation pays for it.
+    /// `expected`; its messages are counted by `count`, and the latest it may have been
+    /// last written read by `updated` (Unix microseconds: [`SessionFiles::updated_locked`],
+    /// up to 2 s after what [`SessionFiles::info`] reports where counters were lost), only
+    /// where the answer depends on them: `updated` only for [`Expect::UnwrittenSince`] of
+    /// the session's exact revision, so no other expectation pays for it.
     fn unmet(
         &self,
         expected: Expect,

@@ -397,10 +397,11 @@ impl ConversationStorage for FileSystemStorage {
     /// generation (one small read of the lock file) and, for [`Expect::Exactly`] of an
     /// existing session, counts the lines of the session file (O(size of the file));
     /// [`Expect::UnwrittenSince`] counts them too and, for the revision it names, compares
-    /// the `updated_at` of the counters read with the generation (no further read; the
-    /// session file's modification time where they were lost), all under the lock
-    /// `update_session` takes too, so no metadata write lands between the check and the
-    /// change. The write then costs what `append`, `truncate` or `save` costs. An append of
+    /// the `updated_at` of the counters read with the generation (no further read; where
+    /// they were lost or are stale, the session file's modification time plus the 2 s by
+    /// which file times may fall before a write's own, 2 s after what `session_info`
+    /// reports), all under the lock `update_session` takes too, so no metadata write lands
+    /// between the check and the change. The write then costs what `append`, `truncate` or `save` costs. An append of
     /// messages the session holds already (by id, as `append` checks) writes nothing and
     /// returns the generation unchanged. An append that `append` would make on the calling
     /// task's thread is checked and made there (with [`Expect::Exactly`] and
