@@ -412,3 +412,37 @@ async fn a_call_the_backend_panicked_in_counts_as_panicked_not_cancelled() {
     let by_op = [("backend", "memory"), ("operation", "load")];
     assert_eq!(got.samples("fusion_storage_call_seconds", &by_op), 1);
 }
+
+/// A call dropped as a panic unwinds that is not the backend's (another future of the
+/// caller's `join!` panicking, the call still waiting on the backend) was cancelled, not
+/// panicked: the backend did nothing wrong, and a `panicked` count would send whoever reads
+/// the dashboard after a crashing backend that is not there.
+#[tokio::test]
+async fn a_call_dropped_by_a_panic_elsewhere_counts_as_cancelled() {
+    let recorder = DebuggingRecorder::new();
+    let snapshots = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let storage = Broken::storage(false);
+
+    // The load is polled (and waits on the backend) before its neighbour panics.
+    let task = tokio::spawn(async move {
+        let elsewhere = async {
+            tokio::task::yield_now().await;
+            panic!("a bug beside the storage call");
+        };
+        tokio::join!(storage.load("chat-7"), elsewhere)
+    });
+    assert!(task.await.unwrap_err().is_panic());
+
+    let got = Recorded::of(snapshots.snapshot());
+    let outcome = |outcome| {
+        let labels = [
+            ("backend", "memory"),
+            ("operation", "load"),
+            ("outcome", outcome),
+        ];
+        got.counter("fusion_storage_calls_total", &labels)
+    };
+    assert_eq!(outcome("cancelled"), Some(1));
+    assert_eq!(outcome("panicked"), None);
+}

@@ -46,7 +46,9 @@
 //! web request whose client went away) is recorded as `cancelled`, with the time it ran,
 //! and logs a `DEBUG` event: a backend that hangs until every caller gives up still shows
 //! its calls and their latency. A call the backend panicked in (its future dropped as the
-//! panic unwinds) is recorded as `panicked` the same way, with a `WARN` event.
+//! panic unwinds out of the backend) is recorded as `panicked` the same way, with a `WARN`
+//! event; one dropped as a panic elsewhere unwinds (another future of the caller's
+//! `join!`) is `cancelled`, its backend having done nothing wrong.
 //!
 //! With [`session_ids(false)`](ObservabilityLayer::session_ids) neither spans nor events
 //! name the session (the event then leaves out the error's text, which names it): for

@@ -110,15 +110,22 @@ fn json_bytes(messages: &[ChatMessage]) -> u64 {
 /// waiting: a timeout, a `select!`, a client that went away), it records the call as
 /// `cancelled`, with the time it ran, in its span and in the calls and latency metrics:
 /// otherwise a backend so slow that every caller gives up on it would show no calls and
-/// no latency at all. Dropped as a panic unwinds (the backend's, or the layer's below:
-/// the executor drops a task's future as its panic unwinds), it records `panicked`
-/// instead, with a warning: the call failed, nobody gave up on it.
+/// no latency at all. Dropped as a panic unwinds out of the inner storage's poll (the
+/// backend's panic, or a layer's below), it records `panicked` instead, with a warning:
+/// the call failed, nobody gave up on it.
+///
+/// Told apart by `polling`, set around each poll of the inner call, not by
+/// `std::thread::panicking()`: that is also true when the call is dropped as a panic
+/// elsewhere on the thread unwinds (another future of the caller's `join!`), while the
+/// call waited on a backend that did nothing wrong; that call was cancelled.
 struct InFlight<'a> {
     settings: &'a Settings,
     by_operation: [(&'static str, &'static str); 2],
     span: Span,
     started: Instant,
     finished: bool,
+    /// Inside a poll of the inner call: still set at the drop only if that poll unwound.
+    polling: bool,
 }
 
 impl InFlight<'_> {
@@ -136,7 +143,7 @@ impl Drop for InFlight<'_> {
         }
         let names = &self.settings.names;
         histogram!(names.seconds.clone(), &self.by_operation).record(self.started.elapsed());
-        let panicked = std::thread::panicking();
+        let panicked = self.polling;
         let outcome = if panicked { "panicked" } else { "cancelled" };
         self.span.record("outcome", outcome);
         let [backend, operation] = self.by_operation;
@@ -174,14 +181,22 @@ impl Observed {
             error_kind = Empty,
         );
         let by_operation = [("backend", backend), ("operation", operation)];
-        let in_flight = InFlight {
+        let mut in_flight = InFlight {
             settings: &self.settings,
             by_operation,
             span: span.clone(),
             started: Instant::now(),
             finished: false,
+            polling: false,
         };
-        let result = run.instrument(span.clone()).await;
+        let mut run = std::pin::pin!(run.instrument(span.clone()));
+        let result = std::future::poll_fn(|cx| {
+            in_flight.polling = true;
+            let poll = run.as_mut().poll(cx);
+            in_flight.polling = false;
+            poll
+        })
+        .await;
         let elapsed = in_flight.finish();
 
         let names = &self.settings.names;
