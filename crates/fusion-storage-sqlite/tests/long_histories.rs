@@ -3,9 +3,11 @@
 //! time, and every load must read it back. On the pool (`sqlite::memory:`, `from_pool`) a
 //! load first asks SQLite for the whole history joined into one JSON array, which such a
 //! history cannot be; the rows are then read one by one, as the direct path always does.
+//! A write binds its messages as one JSON text, so a batch whose JSON passes that limit
+//! is refused before anything is written, naming the message that passes it.
 //! A test of its own: it holds a few gigabytes for a few seconds.
 
-use fusion_core::{ChatMessage, ConversationStorage};
+use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_sqlite::SqliteStorage;
 
 #[tokio::test]
@@ -13,6 +15,21 @@ async fn a_history_past_sqlites_longest_string_loads_on_the_pool() {
     let storage = SqliteStorage::connect("sqlite::memory:").await.unwrap();
     // 520 MiB each: two of them pass 10^9 bytes only together.
     let big = ChatMessage::user("x".repeat(520 << 20));
+    let both = [big.clone(), big.clone()];
+    match storage.append("s", &both).await {
+        Err(Error::InvalidMessage { index, detail, .. }) => {
+            assert_eq!(index, 1, "{detail}");
+            assert!(detail.contains("smaller batches"), "{detail}");
+        }
+        other => panic!(
+            "expected InvalidMessage, got {:?}",
+            other.map_err(|e| e.to_string())
+        ),
+    }
+    assert!(
+        storage.session_info("s").await.unwrap().is_none(),
+        "nothing written"
+    );
     for _ in 0..2 {
         storage
             .append("s", std::slice::from_ref(&big))

@@ -146,13 +146,16 @@ pub(crate) struct Decided {
     pub(crate) recent: Vec<u8>,
 }
 
-/// `messages` as one JSON array whose elements are exactly each message's
+/// `messages`, written to `session_id`, as one JSON array ([`super::batch::encode`]) whose elements are exactly each message's
 /// `serde_json::to_string`, and, when any of them carries an id, the [`Dedup`] of an
 /// append of them. The array is written as for a batch without ids: which messages an
 /// append leaves out is known only in the rare case that one is stored already, and only
 /// then is the array taken apart ([`Kept::cut`]).
-pub(crate) fn encode(messages: &[ChatMessage]) -> Result<(String, Option<Dedup>)> {
-    let batch = super::encode(messages)?;
+pub(crate) fn encode(
+    session_id: &str,
+    messages: &[ChatMessage],
+) -> Result<(String, Option<Dedup>)> {
+    let batch = super::batch::encode(session_id, messages)?;
     if messages.iter().all(|m| m.id.is_none()) {
         return Ok((batch, None));
     }
@@ -320,7 +323,7 @@ mod tests {
     #[test]
     fn a_batch_with_ids_is_encoded_as_one_without() {
         let batch = batch();
-        let (json, dedup) = encode(&batch).unwrap();
+        let (json, dedup) = encode("s", &batch).unwrap();
         assert_eq!(json, serde_json::to_string(&batch).unwrap());
         let dedup = dedup.unwrap();
         let elements = elements(&json);
@@ -331,7 +334,7 @@ mod tests {
         }
 
         let plain = [ChatMessage::user("x")];
-        let (json, dedup) = encode(&plain).unwrap();
+        let (json, dedup) = encode("s", &plain).unwrap();
         assert_eq!(json, serde_json::to_string(&plain).unwrap());
         assert!(dedup.is_none(), "no ids, no dedup work");
     }
@@ -361,7 +364,7 @@ mod tests {
     #[test]
     fn the_stored_ids_are_read_only_when_the_fingerprints_cannot_decide() {
         let batch = batch();
-        let (_, dedup) = encode(&batch).unwrap();
+        let (_, dedup) = encode("s", &batch).unwrap();
         let dedup = dedup.unwrap();
         let others = RecentIds::from_bytes(&recent_of(&[ChatMessage::user("x").with_new_id()]));
         assert_eq!(dedup.confirm_from(100, others.as_ref()), None);
@@ -382,7 +385,7 @@ mod tests {
     #[test]
     fn only_messages_whose_ids_are_stored_are_dropped() {
         let batch = batch();
-        let (json, dedup) = encode(&batch).unwrap();
+        let (json, dedup) = encode("s", &batch).unwrap();
         let dedup = dedup.unwrap();
         let stored = |ids: &[&MessageId]| -> Vec<Option<String>> {
             std::iter::once(None)
@@ -409,7 +412,7 @@ mod tests {
         assert_eq!(Kept::All.cut(&json), None);
 
         let only_ids = [batch[0].clone(), batch[2].clone()];
-        let (_, dedup) = encode(&only_ids).unwrap();
+        let (_, dedup) = encode("s", &only_ids).unwrap();
         let all = dedup
             .unwrap()
             .decide(None, Some(&stored(&[&id(&batch[0]), &id(&batch[2])])));
@@ -426,7 +429,7 @@ mod tests {
             .unwrap();
         let stored = recent_of(&[ChatMessage::user("a").with_new_id()]);
         let batch = batch();
-        let (_, dedup) = encode(&batch).unwrap();
+        let (_, dedup) = encode("s", &batch).unwrap();
         let fingerprints = dedup.unwrap().fingerprints().unwrap();
         assert_eq!(fingerprints, recent_of(&batch));
         conn.execute("INSERT INTO t VALUES (1, ?1), (2, NULL)", [&stored])

@@ -72,6 +72,7 @@ macro_rules! write_sql {
     };
 }
 
+mod batch;
 mod check;
 mod dedup;
 mod reads;
@@ -234,7 +235,7 @@ impl Write {
         fresh: u64,
         now: i64,
     ) -> Result<(Self, Option<Dedup>)> {
-        let (batch, dedup) = dedup::encode(messages)?;
+        let (batch, dedup) = dedup::encode(session_id, messages)?;
         let write = Self::with_batch(
             &APPEND,
             session_id,
@@ -261,7 +262,7 @@ impl Write {
         fresh: u64,
         now: i64,
     ) -> Result<Self> {
-        let batch = encode(history)?;
+        let batch = batch::encode(session_id, history)?;
         Ok(Self::with_batch(
             sql,
             session_id,
@@ -332,7 +333,7 @@ impl Write {
         let updated_ms = millis(updated);
         let expiry = StoredExpiry::of(meta.expiry.as_ref(), updated_ms.saturating_mul(1000));
         let values = vec![
-            Value::Text(encode(messages)?),
+            Value::Text(batch::encode(session_id, messages)?),
             Value::Text(meta.tags_json()),
             Value::Int(millis(created)),
             Value::Int(updated_ms),
@@ -463,13 +464,6 @@ impl Write {
             })
             .sum()
     }
-}
-
-/// Serialises messages as one JSON array before a transaction starts, so the write lock
-/// is held only for the inserts and a serialisation failure touches nothing. The array's
-/// elements are exactly each message's `serde_json::to_string`.
-fn encode(messages: &[ChatMessage]) -> Result<String> {
-    serde_json::to_string(messages).map_err(Into::into)
 }
 
 /// One stored row as a message: its `seq` must be the `expected` next one, and its text
