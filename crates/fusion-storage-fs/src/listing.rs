@@ -145,24 +145,33 @@ impl Lister<'_> {
             let Some((info, stored)) = skip_corrupt(files.stored_info_and_whether_stored())? else {
                 continue;
             };
-            // Restored markers are left to the page cache whatever the policy: a build
-            // restores one per session and expiry, owner and tag, and a flush each would
-            // make it as slow as a write of every session.
-            if let Some(expires_at) = info.expires_at {
-                let at = marker_instant(unix_micros(expires_at));
-                self.at.index.add_expiry(at, &id, false)?;
-            }
-            if let Some(owner) = &info.meta.owner {
-                self.at.index.add_member(SetKey::Owner(owner), &id, false)?;
-            }
-            for tag in &info.meta.tags {
-                self.at.index.add_member(SetKey::Tag(tag), &id, false)?;
+            // A marker refused (a symbolic link at its path) damages its session alone.
+            if skip_corrupt(self.restore_markers(&id, &info).map(Some))?.is_none() {
+                continue;
             }
             let t = info.updated_at.map_or(0, unix_micros);
             let recorded = stored.copied_us.map_or(t, |copied| copied.max(t));
             records.push(Scanned { t, id, recorded });
         }
         Ok(records)
+    }
+
+    /// The expiry, owner and tag markers of session `id`, as `info` gives them, restored
+    /// for a build. Left to the page cache whatever the policy: a build restores one per
+    /// session and expiry, owner and tag, and a flush each would make it as slow as a
+    /// write of every session.
+    fn restore_markers(&self, id: &str, info: &SessionInfo) -> Result<()> {
+        if let Some(expires_at) = info.expires_at {
+            let at = marker_instant(unix_micros(expires_at));
+            self.at.index.add_expiry(at, id, false)?;
+        }
+        if let Some(owner) = &info.meta.owner {
+            self.at.index.add_member(SetKey::Owner(owner), id, false)?;
+        }
+        for tag in &info.meta.tags {
+            self.at.index.add_member(SetKey::Tag(tag), id, false)?;
+        }
+        Ok(())
     }
 
     fn scan_infos(&self) -> Result<Vec<SessionInfo>> {

@@ -458,3 +458,28 @@ async fn a_symlink_for_a_marker_creates_nothing_where_it_points() {
     assert!(err.contains("symbolic link"), "{err}");
     assert!(storage.load("fresh").await.unwrap().is_empty());
 }
+
+/// Found by a review: a rebuild of the index that met a symbolic link at a session's
+/// marker failed, and with it every listing after it, for all sessions. The build leaves
+/// that session out with a warning, as a damaged one, and lists the others.
+#[tokio::test]
+async fn a_symlink_for_a_marker_leaves_its_session_alone_out_of_a_rebuild() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    for id in ["linked", "plain"] {
+        let meta = SessionMeta::new().owner("u");
+        storage
+            .create_session(id, &meta, &said("hi"))
+            .await
+            .unwrap();
+    }
+    let marker = dir.join(".fusion-index/owner/u/linked");
+    std::fs::remove_file(&marker).unwrap();
+    let target = tmp.path().join("made-through-a-link");
+    std::os::unix::fs::symlink(&target, &marker).unwrap();
+    promptly!(storage, |s| s.rebuild_index().await).unwrap();
+    assert!(!target.exists());
+    let listed = promptly!(storage, |s| all_pages(&s, SessionQuery::new()).await);
+    assert!(listed.contains(&"plain".to_string()), "{listed:?}");
+}
