@@ -105,20 +105,14 @@ impl EncryptionKeys {
         parse_entries(text, "encryption keys")
     }
 
-    /// Keys from the environment variable [`KEY_ENV`], or `None` if it is unset or blank.
+    /// Keys from the environment variable [`KEY_ENV`], or `None` if it is unset.
+    ///
+    /// Set but blank (empty or whitespace only) is an [`Error::Config`], not `None`: a
+    /// deployment that injects a missing secret as an empty string would otherwise run
+    /// without a key and write every message in clear text. Unset the variable to run
+    /// without encryption.
     pub fn from_env() -> Result<Option<Self>> {
-        let Some(value) = std::env::var_os(KEY_ENV) else {
-            return Ok(None);
-        };
-        let value = Zeroizing::new(
-            value
-                .into_string()
-                .map_err(|_| Error::Config(format!("{KEY_ENV} is not valid UTF-8 text")))?,
-        );
-        if value.trim().is_empty() {
-            return Ok(None);
-        }
-        parse_entries(&value, KEY_ENV).map(Some)
+        from_var(std::env::var_os(KEY_ENV))
     }
 
     /// Keys from the file at `path`, one entry per line, in the syntax described on
@@ -170,6 +164,25 @@ impl std::fmt::Debug for EncryptionKeys {
             .field("ids", &self.ids().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
+}
+
+/// [`EncryptionKeys::from_env`] of `value`, the variable's value if it is set.
+fn from_var(value: Option<std::ffi::OsString>) -> Result<Option<EncryptionKeys>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let value = Zeroizing::new(
+        value
+            .into_string()
+            .map_err(|_| Error::Config(format!("{KEY_ENV} is not valid UTF-8 text")))?,
+    );
+    if value.trim().is_empty() {
+        return Err(Error::Config(format!(
+            "{KEY_ENV} is set but empty, so it gives no key: set it to the keys, or unset it \
+             to run without encryption (messages are then written in clear text)"
+        )));
+    }
+    parse_entries(&value, KEY_ENV).map(Some)
 }
 
 /// Refuses an id that could not be stored in the `fusion:enc:v1:<id>:` prefix unambiguously.
@@ -342,6 +355,28 @@ mod tests {
             let now: *const [u8; KEY_LEN] = keys.key(&format!("k{n}")).unwrap();
             assert_eq!(now, place, "key k{n} was moved");
         }
+    }
+
+    /// A variable set but blank is a secret that did not arrive (a deployment injecting an
+    /// empty string for a missing one), not a choice to run without encryption: taken for
+    /// unset, every message would be written in clear text. Unset is still no key.
+    #[test]
+    fn a_variable_set_but_blank_is_refused_not_taken_for_unset() {
+        for blank in ["", " ", "\n\t \r\n"] {
+            let err = from_var(Some(blank.into())).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, Error::Config(_)), "{blank:?}: {text}");
+            assert!(
+                text.contains("FUSION_ENCRYPTION_KEY is set but empty")
+                    && text.contains("unset it"),
+                "{blank:?}: {text}"
+            );
+        }
+        assert!(from_var(None).unwrap().is_none());
+        let keys = from_var(Some(format!(" k1:{A}\n").into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(keys.current_id(), "k1");
     }
 
     #[test]
