@@ -113,11 +113,15 @@ pub(crate) fn apply(message: &ChatMessage, mark: Mark) -> Cow<'_, ChatMessage> {
         }
         _ => return Cow::Borrowed(message),
     };
-    // Built field by field so the pruned text is never copied.
+    // Built field by field so the pruned text is never copied. The id and metadata stay:
+    // the view still reads them (which reply an observation answers, whether a result is
+    // an "interrupted" one), and they are never sent.
     let mut pruned = ChatMessage::new(message.role, content);
+    pruned.id = message.id.clone();
     pruned.tool_calls = message.tool_calls.clone();
     pruned.tool_call_id = message.tool_call_id.clone();
     pruned.name = message.name.clone();
+    pruned.metadata = message.metadata.clone();
     Cow::Owned(pruned)
 }
 

@@ -502,6 +502,54 @@ mod tests {
         );
     }
 
+    /// Found by review: a pruned message was shown without its metadata, so a pruned
+    /// interrupted result no longer read as interrupted and was kept over the real one,
+    /// and a pruned late observation no longer named its action and stayed where it
+    /// landed, after another turn, beside the action's interrupted observation.
+    #[test]
+    fn pruned_answers_are_placed_and_chosen_as_unpruned_ones() {
+        // Native: the interrupted result is pruned (index 3).
+        let mut history = overlapped();
+        history.push(super::super::records::prune_record(&[3], &[]));
+        let view = view_of(&history, None);
+        let results: Vec<&str> = view
+            .iter()
+            .filter(|m| m.role == Role::Tool)
+            .map(|m| m.content.as_str())
+            .collect();
+        assert_eq!(results, ["the real result"]);
+
+        // Text mode: the late real observation is pruned (index 5).
+        let action = ChatMessage::assistant("Action: read_file\nAction Input: {}")
+            .with_new_id()
+            .with_metadata(REACT_ACTION_METADATA_KEY, "read_file".into());
+        let interrupted = interrupted_observation(std::slice::from_ref(&action)).unwrap();
+        let history = vec![
+            ChatMessage::user("from A"),
+            action.clone(),
+            interrupted,
+            ChatMessage::user("from B"),
+            ChatMessage::assistant("Final Answer: B"),
+            observation(&"x".repeat(300), action.id.as_ref()),
+            ChatMessage::assistant("Final Answer: A"),
+            super::super::records::prune_record(&[5], &[]),
+        ];
+        let view = view_of(&history, Some("FORMAT"));
+        let shape: Vec<&str> = view[1..].iter().map(|m| m.content.as_str()).collect();
+        let pruned = format!("Observation: {}", super::super::pruned_tool_output(300));
+        assert_eq!(
+            shape,
+            [
+                "from A",
+                action.content.as_str(),
+                pruned.as_str(),
+                "from B",
+                "Final Answer: B",
+                "Final Answer: A"
+            ]
+        );
+    }
+
     #[test]
     fn results_of_calls_not_kept_and_second_results_are_left_out() {
         let history = vec![
