@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use fusion_core::{ChatMessage, Error, MessageId, Result, Role};
 use hkdf::Hkdf;
 use sha2::Sha256;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::keys::{EncryptionKeys, KEY_LEN, is_key_id};
 
@@ -449,8 +449,11 @@ fn derive_cipher(master: &[u8; KEY_LEN], key_id: &str, session_id: &str) -> Aes2
     push_field(&mut info, key_id.as_bytes());
     push_field(&mut info, session_id.as_bytes());
     let mut okm = Zeroizing::new([0u8; KEY_LEN]);
-    Hkdf::<Sha256>::new(Some(SESSION_KEY_SALT), master)
-        .expand(&info, okm.as_mut_slice())
+    // `extract` rather than `new`, which drops the intermediate key (the PRK) unwiped:
+    // this way our copy of it is wiped.
+    let (mut prk, hkdf) = Hkdf::<Sha256>::extract(Some(SESSION_KEY_SALT), master);
+    prk.as_mut_slice().zeroize();
+    hkdf.expand(&info, okm.as_mut_slice())
         .expect("32 bytes is a valid HKDF-SHA256 output length");
     Aes256Gcm::new_from_slice(okm.as_slice()).expect("the key is 32 bytes")
 }

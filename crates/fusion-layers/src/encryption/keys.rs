@@ -171,11 +171,14 @@ fn from_var(value: Option<std::ffi::OsString>) -> Result<Option<EncryptionKeys>>
     let Some(value) = value else {
         return Ok(None);
     };
-    let value = Zeroizing::new(
-        value
-            .into_string()
-            .map_err(|_| Error::Config(format!("{KEY_ENV} is not valid UTF-8 text")))?,
-    );
+    let value = match value.into_string() {
+        Ok(value) => Zeroizing::new(value),
+        Err(raw) => {
+            // Wiped before the error: it may be a key with one bad byte.
+            drop(Zeroizing::new(raw.into_encoded_bytes()));
+            return Err(Error::Config(format!("{KEY_ENV} is not valid UTF-8 text")));
+        }
+    };
     if value.trim().is_empty() {
         return Err(Error::Config(format!(
             "{KEY_ENV} is set but empty, so it gives no key: set it to the keys, or unset it \
@@ -298,9 +301,18 @@ fn decode_key(encoded: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
         GeneralPurpose::new(&base64::alphabet::URL_SAFE, config),
     ];
     engines.iter().find_map(|engine| {
-        let bytes = Zeroizing::new(engine.decode(encoded).ok()?);
-        let key: [u8; KEY_LEN] = bytes.as_slice().try_into().ok()?;
-        Some(Zeroizing::new(key))
+        // Decoded into a wiped buffer of our own, where `Engine::decode` would drop the Vec
+        // it decoded into unwiped when the text turns out not to be of its alphabet (the
+        // standard one meeting a URL-safe key). Room for a few bytes more than a key, so
+        // that a longer text fails as too long rather than being cut.
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN + 3]);
+        let len = engine.decode_slice(encoded, bytes.as_mut_slice()).ok()?;
+        if len != KEY_LEN {
+            return None;
+        }
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        key.copy_from_slice(&bytes[..KEY_LEN]);
+        Some(key)
     })
 }
 
@@ -337,6 +349,23 @@ mod tests {
             EncryptionKeys::parse(url_safe).unwrap().current().1[..2],
             [0xff, 0xef]
         );
+    }
+
+    /// Decoded into a buffer a few bytes longer than a key: a text of a byte more, or of
+    /// more than the buffer holds, is refused as a key of the wrong length, as is one short.
+    #[test]
+    fn only_the_base64_of_exactly_32_bytes_is_a_key() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        for len in [0, 31, 33, 35, 36, 64] {
+            for text in [
+                STANDARD.encode(vec![7; len]),
+                URL_SAFE_NO_PAD.encode(vec![0xfb; len]),
+            ] {
+                assert!(decode_key(&text).is_none(), "{len} bytes: {text}");
+            }
+        }
+        let key = decode_key(&URL_SAFE_NO_PAD.encode([0xfb; KEY_LEN])).unwrap();
+        assert_eq!(*key, [0xfb; KEY_LEN]);
     }
 
     /// A key stays where it was first stored while keys are added after it: were the
