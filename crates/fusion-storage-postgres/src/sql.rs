@@ -208,7 +208,8 @@ macro_rules! with_ids {
             ", $12",
             ", recent_ids = (cur.recent_ids || $11::int4[])[greatest( \
                 cardinality(cur.recent_ids) + cardinality($11::int4[]) - $13::int4 + 1, 1):]",
-            " AND NOT coalesce(cur.recent_ids && $11::int4[], true)",
+            " AND coalesce(array_ndims(cur.recent_ids), 1) = 1 \
+             AND NOT coalesce(cur.recent_ids && $11::int4[], true)",
             "generation FROM bumped"
         )
     };
@@ -218,10 +219,10 @@ macro_rules! with_ids {
 /// (the module docs say why it is done here): the `ON CONFLICT DO UPDATE ... WHERE`
 /// refuses, writing nothing, unless the locked row's window (`cur.recent_ids`, the latest
 /// version, whoever wrote it while this statement waited) is known and shares no
-/// fingerprint with the batch's; otherwise the statement does what [`APPEND`] does and
-/// appends the batch's fingerprints to the window, dropping the oldest beyond $13. The
-/// window is about 280 bytes, kept in the row (not TOASTed), and the check is one array
-/// overlap of integers.
+/// fingerprint with the batch's (one of 2+ dimensions, which `||` cannot extend, is
+/// unknown); otherwise the statement does what [`APPEND`] does and appends the batch's
+/// fingerprints to the window, dropping the oldest beyond $13. The window is about 280
+/// bytes, kept in the row, and the check is one array overlap of integers.
 ///
 /// $1-$10 as for [`APPEND`], $11 the fingerprints of the batch's ids, $12 the batch's own
 /// window, stored when the statement creates the session (`crate::batch::Batch`), $13

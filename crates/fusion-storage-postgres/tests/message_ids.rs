@@ -224,6 +224,31 @@ async fn truncate_forgets_the_window_and_save_rewrites_it() {
     assert_eq!(window(&mut raw, "s").await, None);
 }
 
+/// A window edited into something no write makes, an array of two dimensions, is unknown
+/// as a NULL one is: the append takes the exact check and rebuilds it. It failed every
+/// append with ids instead ("cannot concatenate incompatible arrays", not retryable).
+#[tokio::test]
+async fn a_window_of_two_dimensions_is_unknown_and_rebuilt() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = harness.open().await.unwrap();
+    let mut raw = harness.raw().await;
+    let batch = with_ids("d", 3);
+    storage.append("s", &batch[..2]).await.unwrap();
+    sqlx::query("UPDATE sessions SET recent_ids = '{{1,2},{3,4}}' WHERE id = 's'")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    storage.append("s", &batch).await.unwrap();
+    assert_eq!(
+        storage.load("s").await.unwrap(),
+        batch,
+        "the third stored once"
+    );
+    assert_eq!(window(&mut raw, "s").await, Some(fingerprints(&batch)));
+}
+
 #[tokio::test]
 async fn an_id_need_not_be_a_uuid() {
     let Some(harness) = harness().await else {
