@@ -68,3 +68,31 @@ async fn a_sessions_stored_messages_written_back_through_the_layer_are_refused()
     let loaded = storage.load("s2").await.unwrap();
     assert_eq!(loaded[0].content, stored[0].content);
 }
+
+/// A layer stacked over another holding its current key (the same layer twice, or two
+/// built from one key) hands the inner one messages it cannot tell from stored ones: it
+/// refuses them, writing nothing, and says that stacking is a cause, rather than sending
+/// whoever reads the error after stored messages nobody copied. Layers with other keys
+/// stack (each message sealed twice, opened twice).
+#[tokio::test]
+async fn a_layer_stacked_over_one_with_the_same_key_is_named_in_the_refusal() {
+    let raw = Arc::new(InMemoryStorage::new());
+    let twice = raw.clone().layer(layer()).layer(layer());
+    let err = twice
+        .append("s1", &[ChatMessage::user("hello")])
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, Error::InvalidMessage { index: 0, .. }),
+        "{text}"
+    );
+    assert!(text.contains("stacked"), "{text}");
+    assert!(raw.load("s1").await.unwrap().is_empty());
+
+    let other = EncryptionLayer::new(EncryptionKeys::new("k2", &[0x7E; 32]).unwrap());
+    let stacked = raw.clone().layer(layer()).layer(other);
+    let history = [ChatMessage::user("hello")];
+    stacked.append("s1", &history).await.unwrap();
+    assert_eq!(stacked.load("s1").await.unwrap(), history);
+}

@@ -278,7 +278,9 @@ impl<'a> SessionCrypt<'a> {
     /// layer rather than the one under it, or stored messages copied back into their
     /// session, would otherwise be sealed a second time and load back as ciphertext in
     /// place of their text. Only a text starting with [`ENCRYPTED_PREFIX`] is tried, so
-    /// an ordinary write costs a prefix check per message.
+    /// an ordinary write costs a prefix check per message. A layer stacked over one with
+    /// the same key hands this one messages it cannot tell from stored ones, so such a
+    /// stack writes nothing; the refusal names it as a cause.
     pub(crate) fn seal_all(&mut self, messages: &[ChatMessage]) -> Result<Vec<ChatMessage>> {
         if self.codec.keys.is_some() {
             self.refuse_own_stored_form(messages)?;
@@ -306,7 +308,9 @@ impl<'a> SessionCrypt<'a> {
                          \"{key_id}\"), and sealed again it would load back as its ciphertext; \
                          write stored messages to the storage under the encryption layer (a \
                          rekey takes that storage), or open them first \
-                         (EncryptionLayer::open_stored)"
+                         (EncryptionLayer::open_stored); or this encryption layer is stacked \
+                         over another with the same key, which seals every message once \
+                         already: wrap the storage in one of them"
                     ),
                 });
             }

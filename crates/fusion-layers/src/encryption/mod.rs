@@ -69,6 +69,16 @@ pub struct EncryptionLayer {
 
 impl EncryptionLayer {
     /// A layer that writes with the current key of `keys` and reads with any of them.
+    ///
+    /// A message to write that is already one of its session's stored messages (it opens
+    /// with these keys as that session's, role and id included) is refused with
+    /// [`Error::InvalidMessage`](fusion_core::Error::InvalidMessage), nothing written:
+    /// sealed again it would load back as its ciphertext. A rekey given the storage
+    /// through the layer rather than the one under it hands it such messages, as do
+    /// stored messages copied back into their session ([`open_stored`](Self::open_stored)
+    /// opens them) and a layer stacked over another with the same key (so such a stack
+    /// writes nothing). Only a text starting with [`ENCRYPTED_PREFIX`] is tried: any
+    /// other write costs a prefix check per message.
     pub fn new(keys: EncryptionKeys) -> Self {
         Self {
             codec: Arc::new(Codec::new(Some(keys), true)),
