@@ -161,8 +161,17 @@ pub const OBSERVED_REPLY_METADATA_KEY: &str = "fusion_observation_of";
 
 /// The id of the reply `message` answers, if it is an observation the loop stored naming
 /// it ([`OBSERVED_REPLY_METADATA_KEY`]). Observations stored by earlier releases name none.
+///
+/// Only a message that could be the loop's counts: a user message worded as an
+/// observation and not marked as typed by the user ([`TYPED_BY_USER_KEY`]). Metadata can
+/// be written by anyone who writes the session (an import, another program), and the name
+/// alone would take a message of the user's for an observation: never a turn start, and
+/// moved by the view next to the reply it names, or left out where that reply is not.
 pub fn observed_reply(message: &ChatMessage) -> Option<&str> {
-    if message.role != Role::User {
+    if message.role != Role::User
+        || !message.content.starts_with(OBSERVATION_PREFIX)
+        || message.metadata.contains_key(TYPED_BY_USER_KEY)
+    {
         return None;
     }
     message.metadata.get(OBSERVED_REPLY_METADATA_KEY)?.as_str()
@@ -339,6 +348,36 @@ mod tests {
         assert_eq!(layout.units, [0..1, 1..3, 3..4, 4..5]);
         assert_eq!(latest_user_message(&history[..4]), Some(0));
         assert_eq!(latest_user_message(&history), Some(4));
+    }
+
+    /// Found by review: the name alone made any user message an observation, one the
+    /// session marked as typed by the user (documented as never one, whatever it says)
+    /// and one not even worded as an observation (imported, or written by another
+    /// program): undo skipped it as a turn start, and the view moved it next to the reply
+    /// it named, or left it out when that reply was not there.
+    #[test]
+    fn only_the_loop_s_observations_are_named_ones() {
+        let action = ChatMessage::assistant("Action: ls\nAction Input: {}").with_new_id();
+        let of = action.id.clone();
+        let named = |message: ChatMessage| {
+            message.with_metadata(
+                OBSERVED_REPLY_METADATA_KEY,
+                of.as_ref().unwrap().as_str().into(),
+            )
+        };
+        let typed = named(user_message("Observation: pasted by the user"));
+        let unworded = named(ChatMessage::user("a question of the user's"));
+        let the_loop_s = observation("a.txt", of.as_ref());
+        assert_eq!(
+            observed_reply(&the_loop_s),
+            of.as_ref().map(|id| id.as_str())
+        );
+        for message in [typed, unworded] {
+            assert_eq!(observed_reply(&message), None, "{message:?}");
+            assert!(!is_observation(&action, &message), "{message:?}");
+            let history = [ChatMessage::user("q"), action.clone(), message];
+            assert_eq!(latest_user_message(&history), Some(2));
+        }
     }
 
     /// A session with a `final_answer` tool (smolagents' way) calls it on `Action:
