@@ -25,7 +25,9 @@ use std::sync::{MutexGuard, PoisonError};
 use std::time::Duration;
 
 use fusion_core::{Result, SessionId, check_purge_batch};
-use futures::future::{join_all, try_join};
+use futures::StreamExt;
+use futures::future::try_join;
+use futures::stream::FuturesUnordered;
 use redis::Value;
 
 use super::index::{Gone, IndexWrites, zadd};
@@ -229,8 +231,8 @@ impl RedisStorage {
 
     /// [`purge_spread`](Self::purge_spread) once its `CLAIM`, read at `now`, gave `due`,
     /// leased with `token`. `published`: the sessions whose `expired` a sweep of this
-    /// purge published, not published again; those its sweeps publish are added, also
-    /// when another fails.
+    /// purge published, not published again; those its sweeps publish are added as each
+    /// reply comes, also when another fails or the purge is dropped.
     async fn sweep_claimed(
         &self,
         now: i64,
@@ -249,36 +251,24 @@ impl RedisStorage {
         let mut ids: Vec<&str> = entries.iter().map(|(id, _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let quiet: &BTreeSet<String> = published;
-        let sweeps = ids.iter().map(|id| async move {
-            let (list, meta) = (self.keys.list(id), self.keys.meta(id));
-            let mut call = evalsha(self.writing(&scripts::PURGE_ONE), &[&list, &meta]);
-            let again = if quiet.contains(*id) { "1" } else { "0" };
-            call.arg(self.keys.prefix()).arg(*id).arg(again);
-            let op = self.op(NAME, Some(id));
-            let swept: (i64, Option<String>) = self
-                .run_script(self.writing(&scripts::PURGE_ONE), &call)
-                .await
-                .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))
-                .and_then(|acked| self.acknowledged(acked, op))?;
-            Ok::<_, fusion_core::Error>(swept)
-        });
-        // Every sweep to its end, so that a failed one leaves known those that published.
-        let mut swept: HashMap<&str, (i64, Option<String>)> = HashMap::new();
-        let mut failed = None;
-        for (id, result) in ids.iter().copied().zip(join_all(sweeps).await) {
-            match result {
-                Ok(done) => {
-                    swept.insert(id, done);
+        let sweeps: Vec<_> = (ids.iter().copied())
+            .map(|id| {
+                let again = if published.contains(id) { "1" } else { "0" };
+                async move {
+                    let (list, meta) = (self.keys.list(id), self.keys.meta(id));
+                    let mut call = evalsha(self.writing(&scripts::PURGE_ONE), &[&list, &meta]);
+                    call.arg(self.keys.prefix()).arg(id).arg(again);
+                    let op = self.op(NAME, Some(id));
+                    let swept = self
+                        .run_script(self.writing(&scripts::PURGE_ONE), &call)
+                        .await
+                        .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))
+                        .and_then(|acked| self.acknowledged(acked, op));
+                    (id, swept)
                 }
-                Err(err) => failed = failed.or(Some(err)),
-            }
-        }
-        published.extend(
-            (swept.iter())
-                .filter(|(_, (removed, _))| *removed == 1)
-                .map(|(id, _)| id.to_string()),
-        );
+            })
+            .collect();
+        let (swept, failed) = record_sweeps(sweeps, published).await;
         if let Some(err) = failed {
             return Err(err);
         }
@@ -459,6 +449,35 @@ impl RedisStorage {
     }
 }
 
+/// A session's sweep (`PURGE_ONE`): whether it removed the session (1, or 0 for a live
+/// one) and the owner its meta hash named.
+type Swept = (i64, Option<String>);
+
+/// Runs `sweeps` (each gives its session's id and its reply) side by side, every one to
+/// its end, and adds to `published` each session a sweep removed as its reply comes: a
+/// purge dropped while some are in flight (cancelled by its caller) leaves its round to
+/// the next with those that ended known, which that round sweeps without publishing
+/// them again. Returns the replies by session and the first error, if any.
+async fn record_sweeps<'a>(
+    sweeps: Vec<impl Future<Output = (&'a str, Result<Swept>)>>,
+    published: &mut BTreeSet<String>,
+) -> (HashMap<&'a str, Swept>, Option<fusion_core::Error>) {
+    let mut pending: FuturesUnordered<_> = sweeps.into_iter().collect();
+    let (mut swept, mut failed) = (HashMap::new(), None);
+    while let Some((id, result)) = pending.next().await {
+        match result {
+            Ok(done) => {
+                if done.0 == 1 {
+                    published.insert(id.to_string());
+                }
+                swept.insert(id, done);
+            }
+            Err(err) => failed = failed.or(Some(err)),
+        }
+    }
+    (swept, failed)
+}
+
 /// The `CLAIMED` action that adds look-again entries due a [`CLAIM_LEASE`] from now: a
 /// purge takes one up only once the `forget` that added it should have dropped it.
 fn look_again_after() -> String {
@@ -467,7 +486,13 @@ fn look_again_after() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use futures::FutureExt;
+    use futures::future::BoxFuture;
     use redis::Script;
+
+    use super::{Swept, record_sweeps};
 
     use crate::keys::Keys;
     use crate::scripts;
@@ -682,6 +707,29 @@ mod tests {
         let ttl: i64 = redis::cmd("PTTL").arg(&record).query(conn).unwrap();
         assert!(ttl > 1000, "the record lasts the new lease: {ttl}");
         remove(conn, &[&key, &record]);
+    }
+
+    /// Found by a review: a purge recorded the sessions its sweeps removed (and published)
+    /// only once every sweep had ended, so a purge dropped while one was in flight (its
+    /// caller's timeout) left its round to the next without those whose sweeps had ended,
+    /// and that round swept, counted and published them again. Each is recorded as its
+    /// reply comes.
+    #[test]
+    fn a_sweep_that_ended_is_recorded_while_another_is_in_flight() {
+        type Sweep = BoxFuture<'static, (&'static str, fusion_core::Result<Swept>)>;
+        let mut published = BTreeSet::new();
+        let sweeps: Vec<Sweep> = vec![
+            Box::pin(async { ("removed", Ok((1, None))) }),
+            Box::pin(async { ("live", Ok((0, None))) }),
+            Box::pin(std::future::pending()),
+        ];
+        let mut recording = Box::pin(record_sweeps(sweeps, &mut published));
+        assert!(
+            recording.as_mut().now_or_never().is_none(),
+            "one is in flight"
+        );
+        drop(recording);
+        assert_eq!(published, BTreeSet::from(["removed".to_string()]));
     }
 
     /// A fresh claim tells which of the entries it claims were at its own token already:
