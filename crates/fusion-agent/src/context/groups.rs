@@ -195,20 +195,33 @@ pub(crate) fn is_loop_observation(prev: Option<&ChatMessage>, message: &ChatMess
     observed_reply(message).is_some() || prev.is_some_and(|p| is_observation(p, message))
 }
 
+/// What the answer `message` names: the call a tool result answers, or the reply a named
+/// observation does ([`observed_reply`]). `None` for any other message.
+pub(crate) fn answered(message: &ChatMessage) -> Option<&str> {
+    match message.role {
+        Role::Tool => message.tool_call_id.as_deref(),
+        _ => observed_reply(message),
+    }
+}
+
+/// What answers to `message` name ([`answered`]): the ids of its tool calls and, for a
+/// reply, its own id, which the text-mode observation answering it names.
+pub(crate) fn answerable(message: &ChatMessage) -> impl Iterator<Item = &str> {
+    let own = message
+        .id
+        .as_ref()
+        .filter(|_| message.role == Role::Assistant);
+    let calls = message.tool_calls.iter().map(|call| call.id.as_str());
+    calls.chain(own.map(MessageId::as_str))
+}
+
 /// Whether `message` answers `reply`: a tool result naming one of its calls, or a
 /// text-mode observation naming it, or, stored without a name (by an earlier release),
 /// one right after it ([`is_observation`]).
 pub(crate) fn answers(reply: &ChatMessage, message: &ChatMessage) -> bool {
-    if message.role == Role::Tool {
-        let id = message.tool_call_id.as_deref();
-        return reply
-            .tool_calls
-            .iter()
-            .any(|call| Some(call.id.as_str()) == id);
-    }
-    match observed_reply(message) {
-        Some(observed) => reply.id.as_ref().is_some_and(|id| id.as_str() == observed),
-        None => is_observation(reply, message),
+    match answered(message) {
+        Some(id) => answerable(reply).any(|own| own == id),
+        None => message.role != Role::Tool && is_observation(reply, message),
     }
 }
 

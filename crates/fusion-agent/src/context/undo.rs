@@ -36,7 +36,9 @@ use std::fmt;
 
 use fusion_core::{ChatMessage, Role};
 
-use super::groups::{answers, is_loop_observation, latest_user_message, observed_reply};
+use super::groups::{
+    answerable, answered, answers, is_loop_observation, latest_user_message, observed_reply,
+};
 use super::records::is_context_record;
 use super::view::{REACT_ACTION_METADATA_KEY, is_repair};
 use crate::react_text::{ReactStep, parse_react};
@@ -212,12 +214,10 @@ fn a_writer_waited_for_its_model(before: &[ChatMessage]) -> bool {
             Role::Assistant if waits_for_its_tools(message, &answered_later) => ended += 1,
             Role::Tool | Role::User if !is_repair(message) => {
                 // An observation stored without the reply's name answers the one before it.
-                let unnamed = || previous.and_then(|p| p.id.as_ref()).map(|id| id.as_str());
-                let answered = match message.role {
-                    Role::Tool => message.tool_call_id.as_deref(),
-                    _ => observed_reply(message).or_else(unnamed),
-                };
-                answered_later.extend(answered);
+                let unnamed = previous
+                    .filter(|_| message.role == Role::User)
+                    .and_then(|p| p.id.as_ref());
+                answered_later.extend(answered(message).or(unnamed.map(|id| id.as_str())));
             }
             _ => {}
         }
@@ -256,24 +256,10 @@ fn call_ids(message: &ChatMessage) -> impl Iterator<Item = &str> {
     message.tool_calls.iter().map(|call| call.id.as_str())
 }
 
-/// What answers to `message` name: the ids of its tool calls and, for a reply, its own
-/// id, which the text-mode observation answering it names.
-fn answerable(message: &ChatMessage) -> impl Iterator<Item = &str> {
-    let own = message
-        .id
-        .as_ref()
-        .filter(|_| message.role == Role::Assistant);
-    call_ids(message).chain(own.map(|id| id.as_str()))
-}
-
 /// Whether `message` is a tool result naming one of `calls`, or an observation naming one
 /// of them ([`answerable`]).
 fn answers_one_of(message: &ChatMessage, calls: &HashSet<&str>) -> bool {
-    let answered = match message.role {
-        Role::Tool => message.tool_call_id.as_deref(),
-        _ => observed_reply(message),
-    };
-    answered.is_some_and(|id| calls.contains(id))
+    answered(message).is_some_and(|id| calls.contains(id))
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 
 use fusion_core::{ChatMessage, Role, ToolCall};
 
-use super::groups::{observation, observed_reply};
+use super::groups::{answerable, answered, observation, observed_reply};
 use super::policy::ContextPolicy;
 use super::tokens::TokenCounter;
 use super::window::apply_policy;
@@ -122,8 +122,7 @@ fn results_follow_their_calls(messages: &[Cow<'_, ChatMessage>]) -> bool {
     for message in messages {
         if !is_answer(message) {
             open.clear();
-            open.extend(message.tool_calls.iter().map(|call| call.id.as_str()));
-            open.extend(replied(message));
+            open.extend(answerable(message));
             continue;
         }
         let answered = answered(message);
@@ -189,7 +188,8 @@ fn answer_reordered<'a>(
             })
         };
         if !(message.role == Role::Assistant && message.has_tool_calls()) {
-            let observation = replied(&message).and_then(&mut answer);
+            // Not a call: what an observation of it would name is its own id.
+            let observation = answerable(&message).next().and_then(&mut answer);
             view.push(message);
             view.extend(observation);
             continue;
@@ -207,24 +207,6 @@ fn answer_reordered<'a>(
 /// the reply it answers.
 fn is_answer(message: &ChatMessage) -> bool {
     message.role == Role::Tool || observed_reply(message).is_some()
-}
-
-/// What an answer ([`is_answer`]) names: the call a tool result answers, or the reply an
-/// observation does.
-fn answered(message: &ChatMessage) -> Option<&str> {
-    match message.role {
-        Role::Tool => message.tool_call_id.as_deref(),
-        _ => observed_reply(message),
-    }
-}
-
-/// The id a text-mode observation answering `message` names: a reply's own.
-fn replied(message: &ChatMessage) -> Option<&str> {
-    let id = message
-        .id
-        .as_ref()
-        .filter(|_| message.role == Role::Assistant);
-    id.map(|id| id.as_str())
 }
 
 /// Pushes a tool-call `message` and its `results`, in the text format in text mode.
@@ -259,10 +241,7 @@ fn answers_by_call(messages: &[Cow<'_, ChatMessage>]) -> HashMap<usize, Vec<usiz
                 answers.entry(at).or_default().push(pos);
             }
         } else if message.role == Role::Assistant {
-            for call in &message.tool_calls {
-                caller.insert(&call.id, pos);
-            }
-            caller.extend(replied(message).map(|id| (id, pos)));
+            caller.extend(answerable(message).map(|id| (id, pos)));
         }
     }
     answers
