@@ -384,19 +384,18 @@ async fn a_call_its_caller_stopped_waiting_for_counts_as_cancelled() {
     );
 }
 
-/// A call the backend panicked in is dropped as its panic unwinds, like a cancelled one:
-/// it counts as `panicked`, not as a call its caller stopped waiting for, which would
-/// send whoever reads the dashboard after a slow backend rather than a crashing one.
-#[tokio::test]
-async fn a_call_the_backend_panicked_in_counts_as_panicked_not_cancelled() {
+/// The `load` calls counted `panicked` and `cancelled`, and the latencies recorded, while
+/// a task that panics runs `body` on this test's thread (a current-thread runtime, where
+/// the local recorder is).
+async fn load_outcomes_of_a_panicking<F>(body: F) -> (Option<u64>, Option<u64>, usize)
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: std::fmt::Debug + Send + 'static,
+{
     let recorder = DebuggingRecorder::new();
     let snapshots = recorder.snapshotter();
     let _local = metrics::set_default_local_recorder(&recorder);
-    let storage = Broken::storage(true);
-
-    // On this test's thread (a current-thread runtime), where the local recorder is.
-    let task = tokio::spawn(async move { storage.load("chat-6").await });
-    assert!(task.await.unwrap_err().is_panic());
+    assert!(tokio::spawn(body).await.unwrap_err().is_panic());
 
     let got = Recorded::of(snapshots.snapshot());
     let outcome = |outcome| {
@@ -407,10 +406,19 @@ async fn a_call_the_backend_panicked_in_counts_as_panicked_not_cancelled() {
         ];
         got.counter("fusion_storage_calls_total", &labels)
     };
-    assert_eq!(outcome("panicked"), Some(1));
-    assert_eq!(outcome("cancelled"), None);
     let by_op = [("backend", "memory"), ("operation", "load")];
-    assert_eq!(got.samples("fusion_storage_call_seconds", &by_op), 1);
+    let samples = got.samples("fusion_storage_call_seconds", &by_op);
+    (outcome("panicked"), outcome("cancelled"), samples)
+}
+
+/// A call the backend panicked in is dropped as its panic unwinds, like a cancelled one:
+/// it counts as `panicked`, not as a call its caller stopped waiting for, which would
+/// send whoever reads the dashboard after a slow backend rather than a crashing one.
+#[tokio::test]
+async fn a_call_the_backend_panicked_in_counts_as_panicked_not_cancelled() {
+    let storage = Broken::storage(true);
+    let load = async move { storage.load("chat-6").await };
+    assert_eq!(load_outcomes_of_a_panicking(load).await, (Some(1), None, 1));
 }
 
 /// A call dropped as a panic unwinds that is not the backend's (another future of the
@@ -419,30 +427,17 @@ async fn a_call_the_backend_panicked_in_counts_as_panicked_not_cancelled() {
 /// the dashboard after a crashing backend that is not there.
 #[tokio::test]
 async fn a_call_dropped_by_a_panic_elsewhere_counts_as_cancelled() {
-    let recorder = DebuggingRecorder::new();
-    let snapshots = recorder.snapshotter();
-    let _local = metrics::set_default_local_recorder(&recorder);
     let storage = Broken::storage(false);
-
     // The load is polled (and waits on the backend) before its neighbour panics.
-    let task = tokio::spawn(async move {
+    let beside = async move {
         let elsewhere = async {
             tokio::task::yield_now().await;
             panic!("a bug beside the storage call");
         };
         tokio::join!(storage.load("chat-7"), elsewhere)
-    });
-    assert!(task.await.unwrap_err().is_panic());
-
-    let got = Recorded::of(snapshots.snapshot());
-    let outcome = |outcome| {
-        let labels = [
-            ("backend", "memory"),
-            ("operation", "load"),
-            ("outcome", outcome),
-        ];
-        got.counter("fusion_storage_calls_total", &labels)
     };
-    assert_eq!(outcome("cancelled"), Some(1));
-    assert_eq!(outcome("panicked"), None);
+    assert_eq!(
+        load_outcomes_of_a_panicking(beside).await,
+        (None, Some(1), 1)
+    );
 }
