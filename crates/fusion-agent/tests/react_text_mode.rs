@@ -376,6 +376,19 @@ async fn a_final_answer_tool_cancelled_while_it_runs_is_answered_as_interrupted(
     assert_answered_as_interrupted(&h, &mut session, "final_answer", "Did it work?").await;
 }
 
+/// Checks that storage holds two turns of one answer each, and no "interrupted"
+/// observation: the first turn's reply (stored by a session in `native` mode, or not) was
+/// left unrepaired by the second.
+async fn assert_two_turns_unrepaired(h: &Harness, native: bool) {
+    let stored = h.stored().await;
+    assert!(
+        !stored.iter().any(fusion_agent::context::is_interrupted),
+        "native: {native}: {:?}",
+        common::contents(&stored)
+    );
+    assert_eq!(stored.len(), 5, "system, user, answer, user, answer");
+}
+
 /// Found by a review: the next turn's repair read the last reply again with the tools and
 /// mode of the session reading it, not those of the one that stored it. A final answer
 /// read so (`Action: final_answer` in a session without such a tool; a native-mode answer
@@ -397,13 +410,7 @@ async fn a_final_answer_is_not_repaired_by_a_session_reading_it_otherwise() {
         drop(first);
         let mut second = with_stuck_final_answer(&h, Arc::new(Notify::new())).await;
         second.send_message("Sure?").await.unwrap();
-        let stored = h.stored().await;
-        assert!(
-            !stored.iter().any(fusion_agent::context::is_interrupted),
-            "native: {native}: {:?}",
-            common::contents(&stored)
-        );
-        assert_eq!(stored.len(), 5, "system, user, answer, user, answer");
+        assert_two_turns_unrepaired(&h, native).await;
     }
 }
 
@@ -483,12 +490,6 @@ async fn an_unmarked_reply_left_last_gets_no_observation_however_it_reads_now() 
         let mut second = text_session(&h).await;
         h.server.push_text("Final Answer: Fine.");
         second.send_message("Thanks.").await.unwrap();
-        let stored = h.stored().await;
-        assert!(
-            !stored.iter().any(fusion_agent::context::is_interrupted),
-            "native: {native}: {:?}",
-            common::contents(&stored)
-        );
-        assert_eq!(stored.len(), 5, "system, user, answer, user, answer");
+        assert_two_turns_unrepaired(&h, native).await;
     }
 }

@@ -11,7 +11,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::gated::{Gated, overlap, shown};
+use common::gated::{Gated, overlap, shown, undo_b_s_turn_then_a_s};
 use common::{GatedLlm, HANG_GUARD, Harness, SESSION, builder, contents, roles, turn};
 use fusion_agent::AgentSession;
 use fusion_agent::context::{PRUNE_KEY, SUMMARY_KEY};
@@ -341,21 +341,9 @@ async fn a_turn_of_another_writer_while_a_tool_runs_leaves_every_later_request_s
 async fn undoing_a_turn_another_writer_s_late_result_follows_removes_that_turn_alone() {
     let h = Harness::new().await;
     let (_a, mut b) = overlapping_turns(&h).await;
-    // B has not read A's late messages: its first undo refuses, as for any write since.
-    let err = b.undo_last_turn().await.unwrap_err();
-    assert!(err.to_string().contains("nothing was undone"), "{err}");
-
-    // Now B's turn goes, and A's real result and answer stay, after A's call.
-    assert_eq!(b.undo_last_turn().await.unwrap(), 2);
-    let stored = h.stored().await;
-    assert_eq!(
-        shown(&stored)[1..],
-        ["from A", "", "<interrupted>", "the real result", "A answer"]
-    );
-    assert_eq!(b.history(), stored.as_slice());
-    // What is left is A's turn alone, which the next undo removes whole.
-    assert_eq!(b.undo_last_turn().await.unwrap(), 5);
-    assert_eq!(h.stored().await.len(), 1);
+    // B's turn goes, and A's real result and answer stay, after A's call.
+    let a_s_turn = ["from A", "", "<interrupted>", "the real result", "A answer"];
+    undo_b_s_turn_then_a_s(&h, &mut b, &a_s_turn).await;
 }
 
 #[tokio::test]

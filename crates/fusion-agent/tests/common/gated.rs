@@ -10,7 +10,7 @@ use fusion_core::ChatMessage;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::HANG_GUARD;
+use super::{HANG_GUARD, Harness};
 
 /// What [`Gated`] answers once released.
 pub const REAL_RESULT: &str = "the real result";
@@ -71,4 +71,20 @@ pub fn shown(history: &[ChatMessage]) -> Vec<&str> {
             }
         })
         .collect()
+}
+
+/// Undoes with `b` after [`overlap`], whose late messages `b` has not read: the first undo
+/// refuses, as for any write since; the second removes B's turn alone, leaving A's
+/// (`a_s_turn`, as [`shown`] after the system prompt) in storage and in `b`; the third
+/// removes A's turn whole.
+pub async fn undo_b_s_turn_then_a_s(h: &Harness, b: &mut AgentSession, a_s_turn: &[&str]) {
+    let err = b.undo_last_turn().await.unwrap_err();
+    assert!(err.to_string().contains("nothing was undone"), "{err}");
+
+    assert_eq!(b.undo_last_turn().await.unwrap(), 2);
+    let stored = h.stored().await;
+    assert_eq!(shown(&stored)[1..], *a_s_turn);
+    assert_eq!(b.history(), stored.as_slice());
+    assert_eq!(b.undo_last_turn().await.unwrap(), a_s_turn.len());
+    assert_eq!(h.stored().await.len(), 1);
 }
