@@ -292,32 +292,6 @@ impl<'a> SessionCrypt<'a> {
             .collect()
     }
 
-    /// Fails on the first of `messages` that opens as a stored message of this session.
-    fn refuse_own_stored_form(&mut self, messages: &[ChatMessage]) -> Result<()> {
-        for (index, message) in messages.iter().enumerate() {
-            let Stored::V1 { key_id, .. } = Stored::of(message) else {
-                continue;
-            };
-            if self.open_ref(index, message).is_ok() {
-                return Err(Error::InvalidMessage {
-                    backend: self.backend,
-                    session_id: self.session_id.to_string(),
-                    index,
-                    detail: format!(
-                        "it is already encrypted: it is a stored message of this session (key \
-                         \"{key_id}\"), and sealed again it would load back as its ciphertext; \
-                         write stored messages to the storage under the encryption layer (a \
-                         rekey takes that storage), or open them first \
-                         (EncryptionLayer::open_stored); or this encryption layer is stacked \
-                         over another with the same key, which seals every message once \
-                         already: wrap the storage in one of them"
-                    ),
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// The message `stored` (at `index` in its session) decrypted, or as is if it is clear
     /// text and the layer accepts clear text.
     pub(crate) fn open(&mut self, index: usize, stored: ChatMessage) -> Result<ChatMessage> {
@@ -348,6 +322,31 @@ impl<'a> SessionCrypt<'a> {
             }
             Stored::V1 { key_id, payload } => (key_id, payload),
         };
+        let sealed = self.decrypt(index, stored, key_id, payload)?;
+        let plaintext = &sealed[NONCE_LEN..sealed.len() - TAG_LEN];
+        // Authentic, so the JSON is what this layer wrote; a failure here is a bug or a
+        // newer writer, reported without any of the plaintext.
+        let mut message: ChatMessage = serde_json::from_slice(plaintext).map_err(|_| {
+            self.corrupt(format!(
+                "message {index} (key \"{key_id}\") decrypts to something that is not a message"
+            ))
+        })?;
+        // The id stays the plaintext's: a message sealed without one keeps none, though
+        // its envelope carries the id `seal` gave it (bound above, so not forgeable).
+        message.role = stored.role;
+        Ok(message)
+    }
+
+    /// The payload of `stored` (at `index`, under `key_id`) decoded and decrypted where it
+    /// lies: nonce, plaintext, tag, in a buffer wiped when dropped. Fails unless it is
+    /// authentic: sealed by this layer's key `key_id` for this session, role and id.
+    fn decrypt(
+        &mut self,
+        index: usize,
+        stored: &ChatMessage,
+        key_id: &str,
+        payload: &str,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         // The key first: a message under a key not loaded is that configuration mistake
         // whatever its payload, not a damaged message under a key "loaded as" its id.
         self.cipher(key_id)?;
@@ -378,17 +377,7 @@ impl<'a> SessionCrypt<'a> {
         self.cipher(key_id)?
             .decrypt_inout_detached(&nonce, &aad, (&mut *plaintext).into(), &tag)
             .map_err(|_| undecryptable())?;
-        // Authentic, so the JSON is what this layer wrote; a failure here is a bug or a
-        // newer writer, reported without any of the plaintext.
-        let mut message: ChatMessage = serde_json::from_slice(plaintext).map_err(|_| {
-            self.corrupt(format!(
-                "message {index} (key \"{key_id}\") decrypts to something that is not a message"
-            ))
-        })?;
-        // The id stays the plaintext's: a message sealed without one keeps none, though
-        // its envelope carries the id `seal` gave it (bound above, so not forgeable).
-        message.role = stored.role;
-        Ok(message)
+        Ok(sealed)
     }
 
     /// The messages of `stored`, which start at `start` in their session, decrypted.
@@ -485,6 +474,7 @@ fn push_field(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(field);
 }
 
+mod own_stored;
 mod parallel;
 
 #[cfg(test)]

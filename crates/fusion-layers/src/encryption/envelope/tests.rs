@@ -110,3 +110,32 @@ fn a_damaged_payload_under_a_key_not_loaded_names_the_missing_key() {
         );
     }
 }
+
+/// A stored message of this session is refused for a write once it decrypts, whatever its
+/// plaintext: one whose plaintext is no message (a newer writer's) is as much this
+/// session's ciphertext as any, and sealed again it would load back as that ciphertext.
+#[test]
+fn a_stored_message_whose_plaintext_is_no_message_is_refused_for_a_write() {
+    let codec = codec();
+    let mut crypt = SessionCrypt::new(&codec, "test", "s1");
+    let id = MessageId::new();
+    let aad = associated_data("k1", "s1", Role::User, Some(&id));
+    let nonce = [3u8; NONCE_LEN];
+    let payload = Payload {
+        msg: b"{\"v\":2}",
+        aad: &aad,
+    };
+    let mut sealed = nonce.to_vec();
+    let cipher = derive_cipher(&KEY, "k1", "s1");
+    sealed.extend(cipher.encrypt(&Nonce::from(nonce), payload).unwrap());
+    let mut stored = ChatMessage::user(format!("fusion:enc:v1:k1:{}", BASE64_URL.encode(&sealed)));
+    stored.id = Some(id);
+
+    let unread = crypt.open(0, stored.clone()).unwrap_err();
+    assert!(unread.to_string().contains("not a message"), "{unread}");
+    let refused = crypt.seal_all(&[stored]).unwrap_err();
+    assert!(
+        matches!(refused, Error::InvalidMessage { index: 0, .. }),
+        "{refused}"
+    );
+}
