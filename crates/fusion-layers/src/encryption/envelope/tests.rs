@@ -80,16 +80,27 @@ fn a_message_that_outgrows_the_first_buffer_round_trips() {
 /// as undecryptable, naming the message and the key.
 #[test]
 fn a_payload_that_is_not_a_sealed_message_is_refused() {
-    let codec = codec();
-    let mut crypt = SessionCrypt::new(&codec, "test", "s1");
-    for payload in ["not base64!", "AAAA", "", "A"] {
-        let stored = ChatMessage::user(format!("fusion:enc:v1:k1:{payload}"));
-        let error = crypt.open(3, stored).unwrap_err().to_string();
+    for (payload, error) in damaged_payloads_under("k1") {
         assert!(
-            error.contains("message 3 (key \"k1\") does not decrypt"),
+            error
+                .to_string()
+                .contains("message 3 (key \"k1\") does not decrypt"),
             "{payload}: {error}"
         );
     }
+}
+
+/// Each payload that is not a sealed message, under `key_id`, and what opening it as
+/// message 3 of a session fails with.
+fn damaged_payloads_under(key_id: &str) -> Vec<(&'static str, Error)> {
+    let codec = codec();
+    let mut crypt = SessionCrypt::new(&codec, "test", "s1");
+    let payloads = ["not base64!", "AAAA", "", "A"];
+    let open = |payload| {
+        let stored = ChatMessage::user(format!("fusion:enc:v1:{key_id}:{payload}"));
+        (payload, crypt.open(3, stored).unwrap_err())
+    };
+    payloads.into_iter().map(open).collect()
 }
 
 /// A message under a key id that is not loaded is that configuration mistake, whatever
@@ -97,11 +108,7 @@ fn a_payload_that_is_not_a_sealed_message_is_refused() {
 /// "loaded as" that id is the wrong one.
 #[test]
 fn a_damaged_payload_under_a_key_not_loaded_names_the_missing_key() {
-    let codec = codec();
-    let mut crypt = SessionCrypt::new(&codec, "test", "s1");
-    for payload in ["not base64!", "AAAA", ""] {
-        let stored = ChatMessage::user(format!("fusion:enc:v1:k9:{payload}"));
-        let error = crypt.open(3, stored).unwrap_err();
+    for (payload, error) in damaged_payloads_under("k9") {
         let text = error.to_string();
         assert!(matches!(error, Error::Config(_)), "{payload}: {text}");
         assert!(
