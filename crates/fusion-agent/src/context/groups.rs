@@ -163,10 +163,11 @@ pub const OBSERVED_REPLY_METADATA_KEY: &str = "fusion_observation_of";
 /// it ([`OBSERVED_REPLY_METADATA_KEY`]). Observations stored by earlier releases name none.
 ///
 /// Only a message that could be the loop's counts: a user message worded as an
-/// observation and not marked as typed by the user ([`TYPED_BY_USER_KEY`]). Metadata can
-/// be written by anyone who writes the session (an import, another program), and the name
-/// alone would take a message of the user's for an observation: never a turn start, and
-/// moved by the view next to the reply it names, or left out where that reply is not.
+/// observation and not marked as typed by the user (metadata `fusion_typed_by_user`).
+/// Metadata can be written by anyone who writes the session (an import, another program),
+/// and the name alone would take a message of the user's for an observation: never a turn
+/// start, and moved by the view next to the reply it names, or left out where that reply
+/// is not.
 pub fn observed_reply(message: &ChatMessage) -> Option<&str> {
     if message.role != Role::User
         || !message.content.starts_with(OBSERVATION_PREFIX)
