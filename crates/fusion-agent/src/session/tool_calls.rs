@@ -184,7 +184,8 @@ pub(super) fn announce(events: &Emitter, iteration: usize, call: &ToolCall) {
 }
 
 /// Gives every call a non-empty id that no other call of the reply, of the `history`
-/// before it, or of the messages storage holds beyond that history (`unread`) has: results are matched to calls by id, and some servers leave ids out,
+/// before it, or of the messages storage holds beyond that history (`unread`) has:
+/// results are matched to calls by id, and some servers leave ids out,
 /// repeat them within a reply, or number each reply's calls afresh (`call_0` in every
 /// reply; `functions.name:N` counted per request behind some proxies). A repeat from an
 /// earlier reply is refused by strict servers as a duplicate in the history, and would
