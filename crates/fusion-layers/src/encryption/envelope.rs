@@ -332,7 +332,7 @@ impl<'a> SessionCrypt<'a> {
             ))
         })?;
         // The id stays the plaintext's: a message sealed without one keeps none, though
-        // its envelope carries the id `seal` gave it (bound above, so not forgeable).
+        // its envelope carries the id `seal` gave it (bound in `decrypt`, so not forgeable).
         message.role = stored.role;
         Ok(message)
     }
