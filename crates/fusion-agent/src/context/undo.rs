@@ -243,12 +243,16 @@ fn waits_for_its_tools(reply: &ChatMessage, answered_later: &HashSet<&str>) -> b
 }
 
 /// A reply that ends its turn: no tool calls, and not a text-mode `Action:` (which its
-/// observation answers). A native answer reads as unreadable text-mode output, so a reply
-/// the loop could not read counts too; the observation that follows it is still the
-/// turn's own ([`is_observation`](super::is_observation)).
+/// observation answers): neither one the loop marked as a call
+/// ([`REACT_ACTION_METADATA_KEY`]; read without the session's tools, a call of a
+/// `final_answer` tool reads as an answer) nor, unmarked, one that reads as an action. A
+/// native answer reads as unreadable text-mode output, so a reply the loop could not read
+/// counts too; the observation that follows it is still the turn's own
+/// ([`is_observation`](super::is_observation)).
 fn is_final_answer(message: &ChatMessage) -> bool {
     message.role == Role::Assistant
         && message.tool_calls.is_empty()
+        && !message.metadata.contains_key(REACT_ACTION_METADATA_KEY)
         && !matches!(parse_react(&message.content), ReactStep::Action { .. })
 }
 
@@ -434,6 +438,26 @@ mod tests {
         history.swap(5, 6);
         let err = last_turn(&history).unwrap_err();
         assert_eq!((err.start, err.foreign), (4, 5));
+        assert!(err.reason.contains("had not answered"), "{err}");
+    }
+
+    /// Found by review: an action the loop marked as a call of a `final_answer` tool
+    /// (smolagents' way) read as the turn's final answer, since undo reads replies
+    /// without the session's tools: B's turn, its tool still running when A's late
+    /// observation landed after it, was taken for answered and undone under it, where a
+    /// native call still running makes undo refuse. The mark says it is a call.
+    #[test]
+    fn an_action_marked_as_a_call_of_a_final_answer_tool_is_no_answer() {
+        let mut history = interleaved_text(true);
+        let b_s_call = ChatMessage::assistant("Action: final_answer\nAction Input: {}")
+            .with_new_id()
+            .with_metadata(REACT_ACTION_METADATA_KEY, "final_answer".into());
+        // B's turn: its question and its call, whose tool still runs; then A's late
+        // observation.
+        history[5] = b_s_call;
+        history.truncate(7);
+        let err = last_turn(&history).unwrap_err();
+        assert_eq!((err.start, err.foreign), (4, 6));
         assert!(err.reason.contains("had not answered"), "{err}");
     }
 
