@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use fusion::agent::context::{is_context_record, is_observation};
+use fusion::agent::context::{is_context_record, is_observation, observed_reply};
 use fusion::{ChatMessage, Role};
 
 /// The indices of the messages of `history` that start a turn, oldest first.
@@ -17,7 +17,11 @@ pub(crate) fn turn_starts(history: &[ChatMessage]) -> Vec<usize> {
     // The latest message before the one looked at that is not a context record.
     let mut previous: Option<&ChatMessage> = None;
     for (at, message) in history.iter().enumerate() {
-        if message.role == Role::User && !previous.is_some_and(|p| is_observation(p, message)) {
+        // A named text-mode observation answers its reply wherever it landed (after a
+        // summary record too); an unnamed one only the reply right before it.
+        let observation = observed_reply(message).is_some()
+            || previous.is_some_and(|p| is_observation(p, message));
+        if message.role == Role::User && !observation {
             starts.push(at);
         }
         if !is_context_record(message) {
@@ -88,6 +92,25 @@ mod tests {
             ChatMessage::user("Observation: typed after a plain (native) answer"),
         ];
         assert_eq!(turn_starts(&history), [1, 5, 7]);
+    }
+
+    #[test]
+    fn a_named_observation_starts_no_turn_even_with_nothing_before_it() {
+        let named = |text: &str| {
+            ChatMessage::user(text).with_metadata(
+                fusion::agent::context::OBSERVED_REPLY_METADATA_KEY,
+                "reply-1".into(),
+            )
+        };
+        // A compaction left a summary record where the action was; the late observation
+        // that answers it is the first message the turns are read from.
+        let history = [
+            fusion::agent::context::summary_record("earlier turns", 2),
+            named("Observation: late result"),
+            ChatMessage::assistant("Final Answer: done"),
+            ChatMessage::user("next"),
+        ];
+        assert_eq!(turn_starts(&history), [3]);
     }
 
     #[test]
