@@ -49,7 +49,8 @@ struct Cli {
     storage: Option<String>,
 
     /// Encrypt the messages written and decrypt those read with the keys in FILE (one
-    /// `ID:BASE64` per line, the current key first). Default: FUSION_ENCRYPTION_KEY.
+    /// `ID:BASE64` per line, the current key first). Default: FUSION_ENCRYPTION_KEY (set
+    /// but empty is an error: unset it to run without a key).
     #[arg(long, global = true, value_name = "FILE")]
     encryption_key_file: Option<PathBuf>,
 

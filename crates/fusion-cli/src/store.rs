@@ -204,7 +204,9 @@ impl fmt::Display for Store {
 
 /// The encryption layer the command line asks for: the keys of `key_file` if given (it
 /// wins over the environment, being typed for this run), else of `FUSION_ENCRYPTION_KEY`,
-/// else a layer without keys.
+/// else (the variable unset) a layer without keys. The variable set but blank is an error,
+/// not a layer without keys: a secret injected as an empty string must not make a run
+/// that writes clear text.
 ///
 /// Errors name the file or the variable and an entry's position, never key material.
 fn encryption(key_file: Option<&Path>) -> Result<EncryptionLayer> {
