@@ -278,18 +278,28 @@ pub(crate) async fn load(
     now: i64,
     op: Op<'_>,
 ) -> Result<Vec<ChatMessage>> {
-    let array: sqlx::Result<(String, String)> = sqlx::query_as(LOAD_ARRAY)
-        .bind(session_id)
-        .bind(now)
-        .fetch_one(pool)
-        .await;
-    match array {
-        Ok((seqs, array)) => match one_array(&seqs, &array) {
-            Some(history) => Ok(history),
-            None => load_row_by_row(pool, session_id, now, op).await,
-        },
-        Err(e) if is_too_big(&e) => load_row_by_row(pool, session_id, now, op).await,
-        Err(e) => Err(parse_sqlite_error(e, op)),
+    let array: Option<(String, String)> = unless_too_big(
+        sqlx::query_as(LOAD_ARRAY)
+            .bind(session_id)
+            .bind(now)
+            .fetch_one(pool)
+            .await,
+    )
+    .map_err(|e| parse_sqlite_error(e, op))?;
+    match array.and_then(|(seqs, array)| one_array(&seqs, &array)) {
+        Some(history) => Ok(history),
+        None => load_row_by_row(pool, session_id, now, op).await,
+    }
+}
+
+/// The row of a one-array read ([`LOAD_ARRAY`], [`LOAD_REVISION_ARRAY`]), or `None` when
+/// SQLite could not make the array (`SQLITE_TOOBIG`: the history is longer than the
+/// connection's longest string), which sends the load to the rows one by one.
+fn unless_too_big<T>(read: sqlx::Result<T>) -> sqlx::Result<Option<T>> {
+    match read {
+        Ok(row) => Ok(Some(row)),
+        Err(e) if is_too_big(&e) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -315,13 +325,16 @@ pub(crate) async fn load_revision(
     now: i64,
     op: Op<'_>,
 ) -> Result<(Vec<ChatMessage>, Revision)> {
-    let read: sqlx::Result<(i64, i64, String, String)> = sqlx::query_as(LOAD_REVISION_ARRAY)
-        .bind(session_id)
-        .bind(now)
-        .fetch_one(pool)
-        .await;
+    let read: Option<(i64, i64, String, String)> = unless_too_big(
+        sqlx::query_as(LOAD_REVISION_ARRAY)
+            .bind(session_id)
+            .bind(now)
+            .fetch_one(pool)
+            .await,
+    )
+    .map_err(|e| parse_sqlite_error(e, op))?;
     let history = match read {
-        Ok((generation, count, seqs, array)) => {
+        Some((generation, count, seqs, array)) => {
             // `generation` is 0 only when there is no `sessions` row (the column is above
             // 0), or it has expired.
             let revision = revision_of(Some((generation, count)));
@@ -331,8 +344,7 @@ pub(crate) async fn load_revision(
             one_array(&seqs, &array).map(|history| (history, revision))
         }
         // A history longer than SQLite's longest string: row by row below.
-        Err(e) if is_too_big(&e) => None,
-        Err(e) => return Err(parse_sqlite_error(e, op)),
+        None => None,
     };
     let (history, revision) = match history {
         Some(read) => read,
@@ -439,6 +451,21 @@ mod tests {
         conn.execute(BEGIN_WRITE).await.unwrap();
         conn.execute("ROLLBACK").await.unwrap();
         assert!(!is_no_transaction(&sqlx::Error::PoolTimedOut));
+    }
+
+    /// Only `SQLITE_TOOBIG` (a history SQLite cannot join into one string) sends a load
+    /// to the rows one by one; any other failure is the load's. `zeroblob` makes a real
+    /// one on a sqlx connection without holding the bytes.
+    #[tokio::test]
+    async fn only_a_string_too_long_to_make_sends_the_load_row_by_row() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        let blob = |len: i64| sqlx::query_scalar::<_, Vec<u8>>("SELECT zeroblob(?1)").bind(len);
+        let too_big = blob(i64::from(i32::MAX)).fetch_one(&mut conn).await;
+        assert!(matches!(unless_too_big(too_big), Ok(None)));
+        let fits = blob(3).fetch_one(&mut conn).await;
+        assert_eq!(unless_too_big(fits).unwrap(), Some(vec![0; 3]));
+        let other = conn.fetch_one("SELECT * FROM nowhere").await.map(|_| ());
+        assert!(unless_too_big(other).is_err());
     }
 
     #[test]

@@ -260,3 +260,48 @@ fn sqlx_binds_every_parameter_of_every_write() {
         }
     }
 }
+
+/// A history longer than the connection's longest string, each of its messages shorter,
+/// fails the one-array reads of the pool's loads with `SQLITE_TOOBIG`, while the rows
+/// read one by one (`LOAD_ROWS`): what lets `crate::pooled` fall back to them. Run at a
+/// length limit of 1,000 bytes rather than 10^9, so it holds nothing.
+#[test]
+fn a_history_past_the_longest_string_fails_the_array_and_reads_row_by_row() {
+    use rusqlite::limits::Limit;
+
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, 1000);
+    conn.execute_batch(
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, generation INTEGER, \
+             message_count INTEGER, expires_at INTEGER); \
+         CREATE TABLE messages (session_id TEXT, seq INTEGER, message TEXT, \
+             PRIMARY KEY (session_id, seq)); \
+         INSERT INTO sessions VALUES ('s', 1, 2, NULL);",
+    )
+    .unwrap();
+    let message = serde_json::to_string(&ChatMessage::user("x".repeat(560))).unwrap();
+    for seq in 0..2 {
+        conn.execute(
+            "INSERT INTO messages VALUES ('s', ?1, ?2)",
+            rusqlite::params![seq, message],
+        )
+        .unwrap();
+    }
+    for sql in [LOAD_ARRAY, LOAD_REVISION_ARRAY] {
+        let err = conn
+            .query_row(sql, rusqlite::params!["s", 0], |_| Ok(()))
+            .unwrap_err();
+        assert_eq!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::TooBig),
+            "{sql}: {err}"
+        );
+    }
+    let mut rows = conn.prepare(LOAD_ROWS).unwrap();
+    let rows: Vec<String> = rows
+        .query_map(rusqlite::params!["s", 0], |row| row.get(1))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(rows, [message.clone(), message]);
+}
