@@ -19,9 +19,10 @@
 //!   (`expiry_member`): the id, then `/` and the owner if it has one, so a purge can
 //!   clear an owner's indexes after Redis dropped the meta hash naming it.
 //!   Sessions without an expiry are not in it. On a cluster it also holds look-again
-//!   entries (`look_again_member`): `!`, the id, `/` and a claimer's id, left by a `forget`
-//!   while it takes a session out of the listings, so that a purge looks at the session
-//!   again and lists it if a writer created it meanwhile, should that `forget` stop first;
+//!   entries (`look_again_member`): `!`, the id, `/` and a claimer's id, left by a delete
+//!   (also a replace with nothing, or a repair finding the session gone) while it takes a
+//!   session out of the listings, so that a purge looks at the session again and lists it
+//!   if a writer created it meanwhile, should that delete stop first;
 //! - `fusion:claim:{fusion:expiry}:<id>`: on a cluster, a LIST naming the entries of
 //!   `fusion:expiry` a purge round claimed (`scripts::retention::CLAIM`), for the claim's
 //!   lease at most; its hash tag is the expiry index's name, so it shares its slot;
@@ -164,11 +165,12 @@ pub(crate) fn expiry_member(id: &str, owner: Option<&str>) -> String {
     }
 }
 
-/// The look-again entry of the expiry index that a `forget` by the claimer `token` leaves
-/// for session `id` (`storage/retention.rs`): `!id/token`. Neither an id nor a claimer's id
-/// holds a `!` or a `/`, so it is never an expiry entry, and [`split_member`] reads it as
-/// an id that is no session id, which a purge of a release before these entries skips.
-/// A claimer's id in it keeps two `forget`s of one session from sharing one entry.
+/// The look-again entry of the expiry index that a delete by the claimer `token` leaves
+/// for session `id` (`storage/retention.rs`): `!id/token`. Neither an id nor an owner nor
+/// a claimer's id holds a `!` or a `/`, so it is never an expiry entry, and
+/// [`split_member`] reads it as an id that is no session id, which a purge of a build
+/// before these entries neither sweeps nor counts, but drops without the second look.
+/// A claimer's id in it keeps two deletes of one session from sharing one entry.
 pub(crate) fn look_again_member(id: &str, token: &str) -> String {
     format!("!{id}/{token}")
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use common::NO_HANG;
 use common::proxied_cluster::{ProxiedCluster, proxied_cluster};
 use fusion_core::testkit::said;
-use fusion_core::{ChatMessage, ConversationStorage, Expiry, SessionMeta};
+use fusion_core::{Change, ChatMessage, ConversationStorage, Expect, Expiry, SessionMeta};
 use fusion_storage_redis::{ChangeKind, RedisOptions, RedisStorage, SessionChanges};
 use futures::StreamExt;
 use redis::AsyncCommands;
@@ -249,6 +249,45 @@ async fn a_delete_whose_second_look_fails_is_finished_by_a_purge() {
         assert_eq!(expired_of(&store, &mut changes, id).await, 0, "{id}");
     }
     assert_nothing_left(&mut raw).await;
+}
+
+/// Found by a review: a conditional replace with nothing (a delete through the truncate
+/// script) left a look-again entry only for a session without an expiry, where a delete
+/// leaves one for every session, so when its second look failed, a session a writer
+/// created again meanwhile stayed unlisted until the entry of its old expiry came due (an
+/// hour here; years, maybe). Both leave one, and the purge a lease later lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_of_a_session_with_an_expiry_is_finished_a_lease_later() {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
+        return;
+    };
+    let meta = SessionMeta::new().expiry(Expiry::At(SystemTime::now() + Duration::from_secs(3600)));
+    for id in ["deleted", "replaced"] {
+        store.create_session(id, &meta, &said("a")).await.unwrap();
+        let (_, revision) = store.load_revision(id).await.unwrap();
+        h.proxy.cut_randomly_containing("lenient", 1.0, 3);
+        let failed = match id {
+            "deleted" => store.delete(id).await,
+            _ => (store.write_if(id, Expect::Exactly(revision), Change::Replace(&[])))
+                .await
+                .map(drop),
+        };
+        h.proxy.stop_cutting();
+        failed.expect_err("the second look's replies were lost");
+        // Created again between its removal and the removal of its listing entries.
+        created_unlisted(&store, &mut raw, id).await;
+    }
+    // The look-again entries come due (a lease later); the old expiry's stay an hour ahead.
+    let left: Vec<String> = raw.zrange(EXPIRY, 0, -1).await.unwrap();
+    for member in left.iter().filter(|member| member.starts_with('!')) {
+        let _: () = raw.zadd(EXPIRY, member, 1).await.unwrap();
+    }
+
+    assert_eq!(store.purge_expired(10).await.unwrap(), 0, "nothing expired");
+    let ids = store.list_sessions().await.unwrap();
+    for id in ["deleted", "replaced"] {
+        assert!(ids.iter().any(|listed| listed == id), "{id}: {ids:?}");
+    }
 }
 
 /// Found by a review: a purge that removed a session and published its `expired`, then

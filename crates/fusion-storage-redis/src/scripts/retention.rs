@@ -173,9 +173,9 @@ return {now, due, still}
 /// drop or release an entry whose claimer may yet find its session live. Sent twice,
 /// each action does what it did once, whoever claimed or wrote between the two.
 ///
-/// A `forget` also adds its look-again entries (`keys::look_again_member`) with `+ms`:
+/// A delete also adds its look-again entry (`keys::look_again_member`) with `+ms`:
 /// each absent one scored that many ms after the server's now, claimed (a whole lease,
-/// so that a purge takes it only once that `forget` should have dropped it, and finishes
+/// so that a purge takes it only once that delete should have dropped it, and finishes
 /// its second look for it if it did not); one there already (this action sent again) is
 /// left as it is.
 ///

@@ -3,8 +3,8 @@
 //! cluster, indexing a session as it is stored after a write on a cluster whose own index
 //! requests may never have been sent (`reindex`), pruning and repairing what a listing
 //! finds stale, and moving the SET index of earlier releases into them. Taking sessions
-//! that went out of them all on a cluster (`forget`, after a delete or a purge) is in
-//! `retention.rs`, beside the purge that finishes a `forget` that stopped part way.
+//! that went out of them all on a cluster (`deleted`, `forget`, after a delete or a purge)
+//! is in `retention.rs`, beside the purge that finishes one that stopped part way.
 //!
 //! An index may hold more than it should, never less (the "superset discipline"): an id
 //! whose session expired or went, one that a write scored an instant before storing, one
@@ -52,7 +52,7 @@ impl RedisStorage {
     /// scores the session at its new `updated_at` (and lists it by id when `listed`, a
     /// write that created or replaced it), in its owner's indexes too, and at the
     /// millisecond it expires in the expiry index if it has an expiry; or, after a
-    /// delete, unindexes it ([`forget`](Self::forget)). On one server the script did all
+    /// delete, unindexes it ([`deleted`](Self::deleted)). On one server the script did all
     /// this already.
     ///
     /// `ZADD ... GT` keeps the highest score, so of two writers whose `ZADD`s arrive in
@@ -70,18 +70,8 @@ impl RedisStorage {
         }
         let owner = written.owner.as_deref();
         let Some(updated) = &written.updated else {
-            let gone = Gone {
-                id,
-                owners: owner.into_iter().collect(),
-            };
-            let members: Vec<String> = written
-                .due
-                .iter()
-                .map(|_| expiry_member(id, owner))
-                .collect();
-            self.forget(op.name, &[gone], &members, &scripts::claim_token())
-                .await?;
-            return Ok(());
+            let gone = |_: &()| (written.owner.clone(), written.due.is_some());
+            return self.deleted(op.name, id, async { Ok(()) }, gone).await;
         };
         let mut writes = IndexWrites::new();
         for scope in [Some(Scope::All), owner.map(Scope::Owner)]
@@ -105,7 +95,7 @@ impl RedisStorage {
     /// On a cluster, sends the index entries of session `id` as it is stored now: by id
     /// and by update time (`ZADD NX`, `ZADD GT`), of every session and of its owner, and
     /// its entry of the expiry index if it has an expiry; or, when it is gone, takes it
-    /// out of the indexes of every session ([`forget`](Self::forget)). Nothing on one
+    /// out of the indexes of every session ([`deleted`](Self::deleted)). Nothing on one
     /// server, where the scripts keep the indexes. With `acked`, the `ZADD`s wait for the
     /// replicas as a write's do when the storage asks for them.
     ///
@@ -127,13 +117,9 @@ impl RedisStorage {
         }
         let found = self.stored_many(name, &[id.to_string()]).await?;
         let Some(stored) = found.into_iter().next().flatten() else {
-            let gone = Gone {
-                id,
-                owners: Vec::new(),
-            };
-            self.forget(name, &[gone], &[], &scripts::claim_token())
-                .await?;
-            return Ok(());
+            return self
+                .deleted(name, id, async { Ok(()) }, |_| (None, false))
+                .await;
         };
         let mut writes = IndexWrites::new();
         self.list_as_stored(&mut writes, id, &stored);

@@ -162,7 +162,7 @@ impl RedisStorage {
                 if let Some((was, _)) = found.expiry_entry(id)
                     && entry.is_none_or(|(member, _)| member != was)
                 {
-                    self.forget(op.name, &[], &[was], &scripts::claim_token())
+                    self.forget(op.name, &[], &[was], &[], &scripts::claim_token())
                         .await?;
                 }
             }

@@ -34,7 +34,7 @@ use super::index::{Gone, IndexWrites, zadd};
 use super::write::evalsha;
 use super::{RedisStorage, Request};
 use crate::cluster::may_have_applied;
-use crate::error::{Op, parse_redis_error};
+use crate::error::parse_redis_error;
 use crate::keys::{Scope, expiry_member, look_again_member, member_session, split_member};
 use crate::scripts;
 
@@ -284,10 +284,49 @@ impl RedisStorage {
             }
         }
         let purged = gone.iter().map(|g| g.id).collect::<BTreeSet<_>>().len();
-        let kept = self.forget(NAME, &gone, due, token).await?;
+        let kept = self.forget(NAME, &gone, due, &[], token).await?;
         let stuck = kept.iter().filter(|(_, score)| *score <= now).count();
         let progress = purged > 0 || stuck < due.len();
         Ok((purged, due.len() == limit && progress))
+    }
+
+    /// Session `id` deleted on a cluster by `script` (the `DELETE` script's call; nothing
+    /// for a truncate to nothing whose script ran, or a reindex that found it gone), whose
+    /// reply tells by `gone` its owner and whether it had an expiry entry: sends beside
+    /// it the session's look-again entry (`keys::look_again_member`, due a
+    /// [`CLAIM_LEASE`] later, which needs no owner), then [`forget`](Self::forget)s it.
+    /// A delete is four round trips so, the entry's removal after the second look
+    /// included; one that stops part way is finished by the first purge after the lease,
+    /// also for a session with an expiry entry, which may come due only years later. On
+    /// one server only the script, which kept the indexes. Returns the script's reply.
+    pub(super) async fn deleted<T>(
+        &self,
+        name: &'static str,
+        id: &str,
+        script: impl Future<Output = Result<T>>,
+        gone: impl FnOnce(&T) -> (Option<String>, bool),
+    ) -> Result<T> {
+        if !self.conn.is_cluster() {
+            return script.await;
+        }
+        let token = scripts::claim_token();
+        let marks = [look_again_member(id, &token)];
+        // Due a lease later: a purge takes it up only once this should have dropped it.
+        let after = format!("+{}", CLAIM_LEASE.as_millis());
+        let mark = self.claimed(name, &after, &token, &marks);
+        let (reply, ()) = try_join(script, mark).await?;
+        let (owner, had_expiry) = gone(&reply);
+        let owner = owner.as_deref();
+        let gone = Gone {
+            id,
+            owners: owner.into_iter().collect(),
+        };
+        let members: Vec<String> = had_expiry
+            .then(|| expiry_member(id, owner))
+            .into_iter()
+            .collect();
+        self.forget(name, &[gone], &members, &marks, &token).await?;
+        Ok(reply)
     }
 
     /// On a cluster, after sessions went (purged, or deleted): takes each of `gone` out
@@ -301,12 +340,11 @@ impl RedisStorage {
     /// writer after the removals or seen here. A `forget` that stops between the two
     /// (failed, dropped, its process killed) would leave such a session unlisted (its
     /// writer indexed it before the removals), so something in the expiry index stays
-    /// until the second look is done, for a purge to meet and finish it: the session's
-    /// expiry entry when `members` names one, else a look-again entry of its own
-    /// (`keys::look_again_member`), added before the removals and due a [`CLAIM_LEASE`]
-    /// later ([`deleted`](Self::deleted) adds a delete's beside its script, a round trip
-    /// sooner). A purge that takes either up looks at every session its entries name and
-    /// lists what it finds (a look-again entry is not swept, counted nor published).
+    /// until the second look is done, for a purge to meet and finish it: a purge's
+    /// claimed entries (`members`), and a delete's look-again entry (`marks`, in place
+    /// already: see [`deleted`](Self::deleted)). A purge that takes either up looks at
+    /// every session its entries name and lists what it finds (a look-again entry is not
+    /// swept, counted nor published).
     ///
     /// Those entries are only claimed first (the `CLAIMED` script) and go last, those
     /// still claimed by this call (`token`, see [`scripts::claim_token`]: the purge's,
@@ -316,53 +354,6 @@ impl RedisStorage {
     /// scores its entry meanwhile unclaims it, and it stays; so does one another claimer
     /// holds, left to that claimer's second look.
     pub(super) async fn forget(
-        &self,
-        name: &'static str,
-        gone: &[Gone<'_>],
-        members: &[String],
-        token: &str,
-    ) -> Result<Vec<(String, i64)>> {
-        let marks: Vec<String> = (gone.iter())
-            .filter(|g| !members.iter().any(|m| split_member(m).0 == g.id))
-            .map(|g| look_again_member(g.id, token))
-            .collect();
-        self.claimed(name, &look_again_after(), token, &marks)
-            .await?;
-        self.forget_marked(name, gone, members, &marks, token).await
-    }
-
-    /// A delete on a cluster: the `DELETE` script's call `script` (which returns how
-    /// many keys went, the owner and the expiry entry's ms, if any), beside the session's
-    /// look-again entry (it needs no owner), then [`forget`](Self::forget) with that entry
-    /// in place: four round trips, the look-again entry's removal after the second look
-    /// included. On one server only the script, which kept the indexes. Returns how many
-    /// keys went.
-    pub(super) async fn deleted(
-        &self,
-        op: Op<'_>,
-        id: &str,
-        script: impl Future<Output = Result<(i64, Option<String>, Option<String>)>>,
-    ) -> Result<i64> {
-        if !self.conn.is_cluster() {
-            return Ok(script.await?.0);
-        }
-        let token = scripts::claim_token();
-        let marks = [look_again_member(id, &token)];
-        let after = look_again_after();
-        let mark = self.claimed(op.name, &after, &token, &marks);
-        let ((deleted, owner, due), ()) = try_join(script, mark).await?;
-        let owner = owner.as_deref();
-        let gone = Gone {
-            id,
-            owners: owner.into_iter().collect(),
-        };
-        let members: Vec<String> = due.iter().map(|_| expiry_member(id, owner)).collect();
-        (self.forget_marked(op.name, &[gone], &members, &marks, &token)).await?;
-        Ok(deleted)
-    }
-
-    /// [`forget`](Self::forget) once the look-again entries `marks` are in place.
-    async fn forget_marked(
         &self,
         name: &'static str,
         gone: &[Gone<'_>],
@@ -476,12 +467,6 @@ async fn record_sweeps<'a>(
         }
     }
     (swept, failed)
-}
-
-/// The `CLAIMED` action that adds look-again entries due a [`CLAIM_LEASE`] from now: a
-/// purge takes one up only once the `forget` that added it should have dropped it.
-fn look_again_after() -> String {
-    format!("+{}", CLAIM_LEASE.as_millis())
 }
 
 #[cfg(test)]

@@ -202,7 +202,10 @@ impl RedisStorage {
         script.arg(id).arg(self.keys.prefix());
         let op = self.op("delete", Some(id));
         let run = self.run_write(self.writing(&scripts::DELETE), &script, op, &keys);
-        self.deleted(op, id, run).await
+        let gone = |(_, owner, due): &(i64, Option<String>, Option<String>)| {
+            (owner.clone(), due.is_some())
+        };
+        Ok(self.deleted(op.name, id, run, gone).await?.0)
     }
 
     /// Sends `call`, the `EVALSHA` of `script`, a write script on the session of `op`
