@@ -278,7 +278,7 @@ pub(crate) async fn load(
     now: i64,
     op: Op<'_>,
 ) -> Result<Vec<ChatMessage>> {
-    let array: Option<(String, String)> = unless_too_big(
+    let array: Option<(String, Vec<u8>)> = unless_too_big(
         sqlx::query_as(LOAD_ARRAY)
             .bind(session_id)
             .bind(now)
@@ -306,10 +306,13 @@ fn unless_too_big<T>(read: sqlx::Result<T>) -> sqlx::Result<Option<T>> {
 /// The history in the one JSON array of [`LOAD_ARRAY`] or [`LOAD_REVISION_ARRAY`], with
 /// `seqs` the rows' seqs; `None` unless it holds exactly the stored rows, as valid
 /// messages, in order. A row holding more or less than one JSON value shows up as a
-/// length mismatch.
-fn one_array(seqs: &str, array: &str) -> Option<Vec<ChatMessage>> {
+/// length mismatch. The array is taken as bytes, which the parse checks as UTF-8 as it
+/// goes (no pass of its own): a row of bytes that are not UTF-8 (SQLite stores text
+/// unchecked) fails it, and the rows then name it, where decoding the array as a
+/// `String` failed the load with sqlx's error.
+fn one_array(seqs: &str, array: &[u8]) -> Option<Vec<ChatMessage>> {
     let rows = counts_up_from_zero(seqs)?;
-    serde_json::from_str::<Vec<ChatMessage>>(array)
+    serde_json::from_slice::<Vec<ChatMessage>>(array)
         .ok()
         .filter(|history| history.len() == rows)
 }
@@ -325,7 +328,7 @@ pub(crate) async fn load_revision(
     now: i64,
     op: Op<'_>,
 ) -> Result<(Vec<ChatMessage>, Revision)> {
-    let read: Option<(i64, i64, String, String)> = unless_too_big(
+    let read: Option<(i64, i64, String, Vec<u8>)> = unless_too_big(
         sqlx::query_as(LOAD_REVISION_ARRAY)
             .bind(session_id)
             .bind(now)
@@ -389,9 +392,9 @@ async fn load_row_by_row(
 }
 
 /// The `(seq, message)` rows of `session_id`, in seq order, none if it has expired at
-/// `now` ([`LOAD_ROWS`]); a message that is not text (a blob) as `None`, for
-/// [`decode_row`] to report as the direct path does, where decoding it as a `String`
-/// failed the load with a driver error that named no seq.
+/// `now` ([`LOAD_ROWS`]); a message that is not text (a blob, or text that is not UTF-8)
+/// as `None`, for [`decode_row`] to report as the direct path does, where decoding it as
+/// a `String` failed the load with a driver error that named no seq.
 async fn rows<'c>(
     executor: impl sqlx::Executor<'c, Database = Sqlite>,
     session_id: &str,
@@ -405,7 +408,7 @@ async fn rows<'c>(
     rows.iter()
         .map(|row| {
             let text = match row.try_get_raw(1)?.type_info().name() {
-                "TEXT" => Some(row.try_get(1)?),
+                "TEXT" => String::from_utf8(row.try_get(1)?).ok(),
                 _ => None,
             };
             Ok((row.try_get(0)?, text))

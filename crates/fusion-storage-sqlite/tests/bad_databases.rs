@@ -295,6 +295,33 @@ async fn a_row_that_is_not_a_message_is_corrupt_on(url: &str) {
         }
     }
 
+    // Bytes that are not UTF-8, as a blob or as text (SQLite stores text unchecked): not
+    // text, named by its seq on both paths, where the pool's one-array read failed the
+    // load with sqlx's decoding error, which named no seq.
+    for bytes in ["X'FF7B'", "CAST(X'FF7B' AS TEXT)"] {
+        sqlx::query(&format!(
+            "UPDATE messages SET message = {bytes} WHERE session_id = ?1 AND seq = 2"
+        ))
+        .bind("damaged")
+        .execute(storage.pool())
+        .await
+        .unwrap();
+        for err in [
+            storage.load("damaged").await.map(|_| ()).unwrap_err(),
+            storage
+                .load_revision("damaged")
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::Corrupt { .. }), "{url} {bytes}: {err}");
+            assert!(
+                err.to_string().contains("seq 2 is not text"),
+                "{url} {bytes}: {err}"
+            );
+        }
+    }
+
     // A missing row is corruption too, named by the seq that is gone.
     sqlx::query("DELETE FROM messages WHERE session_id = ?1 AND seq = 1")
         .bind("healthy")
