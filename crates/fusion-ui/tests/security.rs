@@ -100,7 +100,7 @@ async fn with_a_token_in_force_a_request_without_it_is_refused() {
         "the page says how to get in"
     );
     let wrong_cookie = request("GET", "/sessions")
-        .header("cookie", "fusion_ui_token=nope")
+        .header("cookie", "fusion_ui_token_8765=nope")
         .body(Body::empty())
         .unwrap();
     assert_eq!(
@@ -145,10 +145,10 @@ async fn the_token_in_the_url_becomes_a_strict_cookie_and_leaves_the_address() {
     assert_eq!(reply.header("location"), "/sessions?owner=ann&tag=x");
     assert_eq!(
         reply.header("set-cookie"),
-        format!("fusion_ui_token={TOKEN}; HttpOnly; SameSite=Strict; Path=/")
+        format!("fusion_ui_token_8765={TOKEN}; HttpOnly; SameSite=Strict; Path=/")
     );
     let with_cookie = request("GET", "/sessions?owner=ann&tag=x")
-        .header("cookie", format!("other=1; fusion_ui_token={TOKEN}"))
+        .header("cookie", format!("other=1; fusion_ui_token_8765={TOKEN}"))
         .body(Body::empty())
         .unwrap();
     assert_eq!(send(&app, with_cookie).await.status, StatusCode::OK);
@@ -255,7 +255,7 @@ async fn a_bearer_may_change_without_origin_and_a_cookie_may_not() {
     .await;
     let app = app_with_token(storage.clone());
     let by_cookie = request("DELETE", "/sessions/s1")
-        .header("cookie", format!("fusion_ui_token={TOKEN}"))
+        .header("cookie", format!("fusion_ui_token_8765={TOKEN}"))
         .body(Body::empty())
         .unwrap();
     assert_eq!(send(&app, by_cookie).await.status, StatusCode::FORBIDDEN);
@@ -277,4 +277,49 @@ async fn a_get_never_deletes() {
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body.contains("Delete session s1?"), "{}", reply.body);
     assert_eq!(storage.load("s1").await.unwrap().len(), 5);
+}
+
+/// A browser keeps one cookie per name for a host, whatever the port: two apps with
+/// tokens on one machine (one per store, say) must not name their cookies alike, or
+/// logging in to the second replaced the first's cookie and its tabs were refused.
+#[tokio::test]
+async fn two_apps_on_one_host_keep_their_own_cookies() {
+    let apps = [
+        ("127.0.0.1:8765", TOKEN),
+        ("127.0.0.1:8766", "other-token-0123456789"),
+    ]
+    .map(|(host, token)| {
+        let address = host.parse().unwrap();
+        let settings = fusion_ui::UiConfig::new(address)
+            .token(token)
+            .settings(address)
+            .unwrap();
+        let storage: std::sync::Arc<dyn ConversationStorage> = store();
+        (host, token, fusion_ui::router(storage, &settings))
+    });
+    let get_at = |host: &str, path: &str, cookie: &str| {
+        axum::http::Request::get(path)
+            .header("host", host)
+            .header("cookie", cookie)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // The browser's jar for 127.0.0.1: name to value, the last cookie set winning.
+    let mut jar = std::collections::BTreeMap::new();
+    for (host, token, app) in &apps {
+        let login = send(app, get_at(host, &format!("/?token={token}"), "")).await;
+        assert_eq!(login.status, StatusCode::SEE_OTHER, "{host}");
+        let pair = login.header("set-cookie").split(';').next().unwrap();
+        let (name, value) = pair.split_once('=').unwrap();
+        jar.insert(name.to_string(), value.to_string());
+    }
+    let cookies: Vec<String> = jar
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    let cookies = cookies.join("; ");
+    for (host, _, app) in &apps {
+        let page = send(app, get_at(host, "/sessions", &cookies)).await;
+        assert_eq!(page.status, StatusCode::OK, "{host} with {cookies}");
+    }
 }

@@ -16,6 +16,8 @@ pub(crate) struct Guard {
     /// fine `Host`, since DNS rebinding needs a name and an address is not one.
     any_address: bool,
     token: Option<String>,
+    /// The name of the cookie that carries the token: see [`Guard::cookie`].
+    cookie: String,
 }
 
 impl Guard {
@@ -43,6 +45,7 @@ impl Guard {
             hosts,
             any_address: address.ip().is_unspecified(),
             token: settings.token().map(str::to_string),
+            cookie: format!("fusion_ui_token_{port}"),
         }
     }
 
@@ -59,6 +62,14 @@ impl Guard {
     /// Whether a token is in force.
     pub(crate) fn requires_token(&self) -> bool {
         self.token.is_some()
+    }
+
+    /// The name of the cookie that carries the token: `fusion_ui_token_<port>`. A browser
+    /// keeps one cookie per name for a host whatever its port, so two apps on one machine
+    /// sharing a name would each replace the other's cookie at its login, refusing the
+    /// other's open tabs; the port, which no two servers on a host share, tells them apart.
+    pub(crate) fn cookie(&self) -> &str {
+        &self.cookie
     }
 
     /// Whether `candidate` is the token, compared in constant time so the time a refusal

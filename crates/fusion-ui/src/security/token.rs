@@ -1,5 +1,6 @@
 //! The access token, when one is in force: a request must carry it, as the cookie
-//! [`COOKIE`] or as `Authorization: Bearer <token>`, or it is refused with 401.
+//! [`Guard::cookie`] (`fusion_ui_token_<port>`) or as `Authorization: Bearer <token>`, or
+//! it is refused with 401.
 //!
 //! Opening any page with `?token=<token>` sets the cookie (`HttpOnly`, so no script can
 //! read it; `SameSite=Strict`, so no other site's request carries it) and redirects to
@@ -18,9 +19,6 @@ use axum::response::{IntoResponse, Response};
 use super::guard::Guard;
 use crate::assets::PREFIX;
 use crate::html::PageError;
-
-/// The name of the cookie that carries the token.
-pub(crate) const COOKIE: &str = "fusion_ui_token";
 
 /// How a request proved it may be served; the CSRF check reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +49,7 @@ pub(crate) async fn check_token(
     if let Some((given, rest)) = split_token_param(request.uri()) {
         let reading = matches!(*request.method(), Method::GET | Method::HEAD);
         return if reading && guard.token_matches(&given) {
-            set_cookie_and_redirect(&given, &rest)
+            set_cookie_and_redirect(guard.cookie(), &given, &rest)
         } else {
             PageError::unauthorized("The token in this address is not this server's token.")
                 .into_response()
@@ -59,7 +57,7 @@ pub(crate) async fn check_token(
     }
     let auth = if bearer(&request).is_some_and(|t| guard.token_matches(t)) {
         Auth::Bearer
-    } else if cookies(&request).any(|t| guard.token_matches(t)) {
+    } else if cookies(&request, guard.cookie()).any(|t| guard.token_matches(t)) {
         Auth::Cookie
     } else {
         return PageError::unauthorized("This server needs its access token.").into_response();
@@ -93,10 +91,10 @@ fn split_token_param(uri: &Uri) -> Option<(String, String)> {
     Some((token?, target))
 }
 
-fn set_cookie_and_redirect(token: &str, target: &str) -> Response {
+fn set_cookie_and_redirect(name: &str, token: &str, target: &str) -> Response {
     // The token was checked against ours, whose characters are all cookie-safe, and the
     // target is our own path: both are valid header values.
-    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    let cookie = format!("{name}={token}; HttpOnly; SameSite=Strict; Path=/");
     match (
         HeaderValue::from_str(&cookie),
         HeaderValue::from_str(target),
@@ -116,9 +114,9 @@ fn bearer(request: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Every value of our cookie the request carries (a browser may send several `Cookie`
-/// headers, or the same name twice from different paths).
-fn cookies(request: &Request) -> impl Iterator<Item = &str> {
+/// Every value of our cookie, `name`, the request carries (a browser may send several
+/// `Cookie` headers, or the same name twice from different paths).
+fn cookies<'a>(request: &'a Request, name: &'a str) -> impl Iterator<Item = &'a str> {
     request
         .headers()
         .get_all(COOKIE_HEADER)
@@ -126,7 +124,7 @@ fn cookies(request: &Request) -> impl Iterator<Item = &str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|header| header.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == COOKIE)
+        .filter(move |(given, _)| *given == name)
         .map(|(_, value)| value)
 }
 
