@@ -154,6 +154,35 @@ impl UiSettings {
         self.chat.as_ref()
     }
 
+    /// What to tell whoever starts the UI when machines other than this one can reach it
+    /// (any bind but loopback): where it listens, that the token is all that stands
+    /// between them and every session, and that plain HTTP carries the token in the
+    /// clear. `None` on loopback. The printed [`url`](Self::url) names 127.0.0.1 for a
+    /// bind on every interface, so without this line nothing said the app was open to
+    /// the network. Never holds the token.
+    pub fn exposure_warning(&self) -> Option<String> {
+        let ip = self.address.ip();
+        if is_loopback(ip) {
+            return None;
+        }
+        let place = if ip.is_unspecified() {
+            format!("every network interface ({})", self.address)
+        } else {
+            self.address.to_string()
+        };
+        let chat = if self.chat.is_some() {
+            ", and chat with its agent, whose tools run on this machine"
+        } else {
+            ""
+        };
+        Some(format!(
+            "Warning: listening on {place}, which other machines can reach. Whoever has the \
+             token can read, change and delete every session{chat}. Plain HTTP carries the \
+             token in the clear: across a network you do not trust, bind 127.0.0.1 and use \
+             an SSH tunnel, or put a TLS proxy in front."
+        ))
+    }
+
     /// The URL to open: the bound address (loopback for a bind on every interface), with
     /// `?token=...` when a token is in force. Opening it once sets the token's cookie.
     pub fn url(&self) -> String {
@@ -244,6 +273,27 @@ mod tests {
                 .settings(addr("127.0.0.1:1"))
                 .unwrap_err();
             assert!(err.to_string().contains(why), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bind_other_machines_can_reach_is_warned_about() {
+        for local in ["127.0.0.1:8765", "[::1]:8765"] {
+            let settings = UiConfig::new(addr(local))
+                .token("abcdefghijklmnop")
+                .settings(addr(local))
+                .unwrap();
+            assert_eq!(settings.exposure_warning(), None, "{local}");
+        }
+        for (open, named) in [
+            ("0.0.0.0:8765", "every network interface (0.0.0.0:8765)"),
+            ("192.168.1.20:8765", "192.168.1.20:8765"),
+        ] {
+            let settings = UiConfig::new(addr(open)).settings(addr(open)).unwrap();
+            let warning = settings.exposure_warning().expect(open);
+            assert!(warning.contains(named), "{warning}");
+            assert!(warning.contains("other machines"), "{warning}");
+            assert!(!warning.contains(settings.token().unwrap()), "{warning}");
         }
     }
 }

@@ -71,7 +71,9 @@ impl BoundUi {
 }
 
 /// Binds `config`, prints the URL to open on stdout (once: it carries the token when one
-/// is in force), and serves `storage` until `shutdown` completes.
+/// is in force) and, for a bind other machines can reach, the
+/// [`exposure_warning`](UiSettings::exposure_warning) on stderr, and serves `storage`
+/// until `shutdown` completes.
 pub async fn serve(
     storage: Arc<dyn ConversationStorage>,
     config: UiConfig,
@@ -79,5 +81,8 @@ pub async fn serve(
 ) -> Result<(), UiError> {
     let bound = bind(&config).await?;
     println!("Fusion UI: {}", bound.url());
+    if let Some(warning) = bound.settings().exposure_warning() {
+        eprintln!("{warning}");
+    }
     bound.serve(storage, shutdown).await
 }
