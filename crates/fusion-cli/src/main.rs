@@ -296,7 +296,7 @@ enum SessionsCommand {
         /// Output format.
         #[arg(long, short, value_enum, default_value_t = ExportFormat::Json)]
         format: ExportFormat,
-        /// Write to this file instead of stdout (a new file, unless --force).
+        /// Write to this file instead of stdout (a new file, unless --force; `-` is stdout).
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Replace the --output file if it exists.

@@ -70,7 +70,7 @@ pub async fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// `sessions export ID`: json, jsonl or markdown to stdout or a file.
+/// `sessions export ID`: json, jsonl or markdown to stdout (also `-o -`) or a file.
 ///
 /// A file is written whole or not at all: a new one (an existing file is refused, so a
 /// mistyped name never overwrites a session file or anything else), or with `force` a
@@ -92,7 +92,9 @@ pub async fn export(
     };
     let text = export::write_session(format, &info, &messages)
         .with_context(|| format!("cannot export session \"{id}\""))?;
-    match output {
+    // `-o -` is stdout, as `import -` reads stdin: a file named `-` in the working
+    // directory is never what was meant (`-o ./-` still writes one).
+    match output.filter(|path| *path != Path::new("-")) {
         Some(path) => {
             files::write(path, text.as_bytes(), force)
                 .with_context(|| format!("cannot write {}", path.display()))?;

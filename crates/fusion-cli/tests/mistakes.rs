@@ -352,3 +352,29 @@ fn a_variable_set_but_empty_reads_as_unset_and_no_retry_takes_yes_or_no() {
         "{said}"
     );
 }
+
+#[test]
+fn an_export_to_dash_goes_to_stdout_and_writes_no_file_named_dash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = fs_storage(tmp.path());
+    seed(&storage, "s1", &conversation(2));
+    for extra in [&[][..], &["--force"][..]] {
+        let args = ["sessions", "export", "s1", "-f", "jsonl", "-o", "-"];
+        let output = common::fusion(tmp.path())
+            .current_dir(tmp.path())
+            .args(on(&url, &[&args[..], extra].concat()))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let exported = text(&output.stdout);
+        let messages: Vec<fusion::ChatMessage> = exported
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(messages, conversation(2), "{extra:?}: {exported}");
+        assert!(
+            !tmp.path().join("-").exists(),
+            "{extra:?}: no file named - was written"
+        );
+    }
+}
