@@ -161,14 +161,21 @@ async fn chat_with_a_key_stores_no_plaintext_and_only_the_key_shows_it() {
         .unwrap();
     assert!(!blank.status.success());
     let err = text(&blank.stderr);
-    assert!(err.contains("FUSION_ENCRYPTION_KEY is set but empty"), "{err}");
+    assert!(
+        err.contains("FUSION_ENCRYPTION_KEY is set but empty"),
+        "{err}"
+    );
     assert!(err.contains("unset it"), "{err}");
     let blank_with_file = fusion(dir)
         .args(show.iter().chain(&["--encryption-key-file", &k1]))
         .env("FUSION_ENCRYPTION_KEY", "")
         .output()
         .unwrap();
-    assert!(blank_with_file.status.success(), "{}", text(&blank_with_file.stderr));
+    assert!(
+        blank_with_file.status.success(),
+        "{}",
+        text(&blank_with_file.stderr)
+    );
     // Export goes the same way; chat refuses before anything reaches the model.
     let err = fails(dir, ["sessions", "export", "vault", "--storage", &url]);
     assert!(err.contains("key \"k1\""), "{err}");
