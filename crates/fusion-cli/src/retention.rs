@@ -48,7 +48,7 @@ fn chosen(when: &ExpiryChoice, now: SystemTime) -> Result<Option<Expiry>> {
         }
         Expiry::At(at)
     } else if let Some(span) = when.idle {
-        Expiry::Idle(span)
+        time::idle(span, "--idle")?
     } else {
         // clap requires one of the four flags, so this is --never.
         return Ok(None);

@@ -6,12 +6,35 @@
 //! parses is what an export writes and reads; this adds what only a command line needs.
 
 pub use fusion::api::time::{format_span, parse_rfc3339, parse_span, rfc3339};
+use fusion::storage::{Expiry, MAX_IDLE};
 use std::time::{Duration, SystemTime};
 
-/// `now + span`, or an error naming `what` when that lies past what the clock can hold.
+/// `now + span` as an expiry instant, or an error naming `what` (the flag) when that lies
+/// past the year 9999, the latest an expiry holds. Checked here rather than left to
+/// [`Expiry::validate`], whose message gives the instant in microseconds, saturated for a
+/// span like `99999999999d` to a number that says nothing of the flag.
 pub fn after(now: SystemTime, span: Duration, what: &str) -> anyhow::Result<SystemTime> {
     now.checked_add(span)
-        .ok_or_else(|| anyhow::anyhow!("{what} {} reaches too far ahead", format_span(span)))
+        .filter(|at| Expiry::At(*at).validate().is_ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{what} {} reaches past the year 9999, the latest an expiry can be",
+                format_span(span)
+            )
+        })
+}
+
+/// `span` as an idle expiry, or an error naming `what` (the flag) when it is longer than
+/// [`MAX_IDLE`] (the shortest span the flags parse, a second, is never too short).
+pub fn idle(span: Duration, what: &str) -> anyhow::Result<Expiry> {
+    if span > MAX_IDLE {
+        anyhow::bail!(
+            "{what} {} is longer than the longest idle expiry, {}",
+            format_span(span),
+            format_span(MAX_IDLE)
+        );
+    }
+    Ok(Expiry::Idle(span))
 }
 
 #[cfg(test)]
@@ -27,7 +50,7 @@ mod tests {
         );
         let err = after(now, Duration::MAX, "--in").unwrap_err().to_string();
         assert!(
-            err.starts_with("--in ") && err.ends_with("reaches too far ahead"),
+            err.starts_with("--in ") && err.contains("reaches past the year 9999"),
             "{err}"
         );
     }

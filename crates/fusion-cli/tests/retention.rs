@@ -314,6 +314,47 @@ fn fs_expiry_is_set_shown_listed_exported_and_purged() {
     expiry_is_set_shown_listed_exported_and_purged(&fs(tmp.path()), tmp.path());
 }
 
+#[test]
+fn an_expiry_flag_past_what_an_expiry_holds_is_named_with_its_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = sqlite(tmp.path());
+    seed(&storage, "here", &conversation(1));
+    let expire = |flag: &str, span: &str| {
+        let args = ["sessions", "expire", "here", flag, span, "--storage", &url];
+        fails(tmp.path(), args)
+    };
+    // Past the year 9999 (yet within what the clock holds), and past 100 years idle.
+    let err = expire("--in", "99999999999d");
+    assert!(
+        err.contains("--in 99999999999d reaches past the year 9999") && !err.contains("µs"),
+        "{err}"
+    );
+    let err = expire("--idle", "99999d");
+    assert!(
+        err.contains("--idle 99999d is longer than the longest idle expiry, 36500d"),
+        "{err}"
+    );
+    assert_eq!(common::load(&storage, "here"), conversation(1));
+
+    // chat refuses them alike, before any model is asked.
+    for (flag, says) in [
+        (
+            "--expire-in",
+            "--expire-in 99999999999d reaches past the year 9999",
+        ),
+        ("--expire-idle", "--expire-idle 99999999999d is longer than"),
+    ] {
+        let output = common::chat_command(tmp.path(), "http://127.0.0.1:1")
+            .args(["--session", "new", flag, "99999999999d", "--storage", &url])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{flag}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(says), "{flag}: {stderr}");
+    }
+    assert_eq!(ids(&storage), ["here"], "no session was created");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn chat_gives_a_new_session_its_expiry_and_leaves_a_resumed_one_alone() {
     use fusion::storage::Expiry;

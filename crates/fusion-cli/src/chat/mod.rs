@@ -149,7 +149,7 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
             span,
             "--expire-in",
         )?)),
-        (None, Some(span)) => Some(Expiry::Idle(span)),
+        (None, Some(span)) => Some(crate::time::idle(span, "--expire-idle")?),
         (None, None) => None,
     };
     if let Some(expiry) = expiry {
