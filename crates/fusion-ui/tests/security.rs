@@ -323,3 +323,37 @@ async fn two_apps_on_one_host_keep_their_own_cookies() {
         assert_eq!(page.status, StatusCode::OK, "{host} with {cookies}");
     }
 }
+
+/// Behind a proxy that ends TLS, the cookie is `Secure`: without it the browser also sent
+/// it over plain HTTP to the same host (any port, such as a request to port 80 that
+/// someone on the network made it send), in the clear the proxy was there to prevent.
+#[tokio::test]
+async fn a_login_through_https_sets_a_secure_cookie() {
+    let app = app_with_token(store());
+    for (name, value) in [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-proto", "HTTPS"),
+        ("forwarded", "for=192.0.2.60;proto=https;by=203.0.113.43"),
+        ("forwarded", "For=\"[2001:db8::1]\"; Proto=https"),
+    ] {
+        let login = request("GET", &format!("/?token={TOKEN}"))
+            .header(name, value)
+            .body(Body::empty())
+            .unwrap();
+        let reply = send(&app, login).await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{name}: {value}");
+        assert_eq!(
+            reply.header("set-cookie"),
+            format!("fusion_ui_token_8765={TOKEN}; HttpOnly; SameSite=Strict; Path=/; Secure"),
+            "{name}: {value}"
+        );
+    }
+    for (name, value) in [("x-forwarded-proto", "http"), ("forwarded", "proto=http")] {
+        let login = request("GET", &format!("/?token={TOKEN}"))
+            .header(name, value)
+            .body(Body::empty())
+            .unwrap();
+        let cookie = send(&app, login).await.header("set-cookie").to_string();
+        assert!(!cookie.contains("Secure"), "{name}: {value}: {cookie}");
+    }
+}

@@ -3,7 +3,9 @@
 //! it is refused with 401.
 //!
 //! Opening any page with `?token=<token>` sets the cookie (`HttpOnly`, so no script can
-//! read it; `SameSite=Strict`, so no other site's request carries it) and redirects to
+//! read it; `SameSite=Strict`, so no other site's request carries it; `Secure` when a
+//! TLS proxy says the browser came over HTTPS, so no plain HTTP request carries it) and
+//! redirects to
 //! the same address without the token, so it does not linger in the address bar or the
 //! history. The embedded assets need no token: they are public files, and the refusal
 //! page uses the stylesheet.
@@ -49,7 +51,8 @@ pub(crate) async fn check_token(
     if let Some((given, rest)) = split_token_param(request.uri()) {
         let reading = matches!(*request.method(), Method::GET | Method::HEAD);
         return if reading && guard.token_matches(&given) {
-            set_cookie_and_redirect(guard.cookie(), &given, &rest)
+            let secure = over_https(&request);
+            set_cookie_and_redirect(guard.cookie(), &given, &rest, secure)
         } else {
             PageError::unauthorized("The token in this address is not this server's token.")
                 .into_response()
@@ -91,10 +94,13 @@ fn split_token_param(uri: &Uri) -> Option<(String, String)> {
     Some((token?, target))
 }
 
-fn set_cookie_and_redirect(name: &str, token: &str, target: &str) -> Response {
+/// The login's answer: the cookie `name` holding `token`, `Secure` when the browser came
+/// over HTTPS, and a redirect to `target`.
+fn set_cookie_and_redirect(name: &str, token: &str, target: &str, secure: bool) -> Response {
     // The token was checked against ours, whose characters are all cookie-safe, and the
     // target is our own path: both are valid header values.
-    let cookie = format!("{name}={token}; HttpOnly; SameSite=Strict; Path=/");
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{name}={token}; HttpOnly; SameSite=Strict; Path=/{secure}");
     match (
         HeaderValue::from_str(&cookie),
         HeaderValue::from_str(target),
@@ -106,6 +112,29 @@ fn set_cookie_and_redirect(name: &str, token: &str, target: &str) -> Response {
             .into_response(),
         _ => PageError::bad_request("This address cannot be redirected to.").into_response(),
     }
+}
+
+/// Whether the browser reached us over HTTPS, through a proxy that ends TLS and says so
+/// (`X-Forwarded-Proto: https`, or `proto=https` in `Forwarded`, RFC 7239). Its cookie is
+/// then `Secure`; without that, the browser sent it over plain HTTP to the same host too
+/// (cookies ignore the port), in the clear the proxy was there to prevent. Believing a
+/// forged header costs nothing: it can only make a cookie travel less.
+fn over_https(request: &Request) -> bool {
+    let values = |name| {
+        request
+            .headers()
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+    };
+    let https = |value: &str| value.trim().trim_matches('"').eq_ignore_ascii_case("https");
+    values("x-forwarded-proto").any(|value| value.split(',').any(https))
+        || values("forwarded").any(|value| {
+            value
+                .split([',', ';'])
+                .filter_map(|pair| pair.split_once('='))
+                .any(|(key, value)| key.trim().eq_ignore_ascii_case("proto") && https(value))
+        })
 }
 
 fn bearer(request: &Request) -> Option<&str> {
