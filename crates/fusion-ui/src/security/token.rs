@@ -5,10 +5,9 @@
 //! Opening any page with `?token=<token>` sets the cookie (`HttpOnly`, so no script can
 //! read it; `SameSite=Strict`, so no other site's request carries it; `Secure` when a
 //! TLS proxy says the browser came over HTTPS, so no plain HTTP request carries it) and
-//! redirects to
-//! the same address without the token, so it does not linger in the address bar or the
-//! history. The embedded assets need no token: they are public files, and the refusal
-//! page uses the stylesheet.
+//! redirects to the same address without the token, so it does not linger in the address
+//! bar or the history. The embedded assets need no token: they are public files, and the
+//! refusal page uses the stylesheet.
 
 use std::sync::Arc;
 
