@@ -21,6 +21,11 @@ pub async fn tag(store: &Store, id: &str, add: Vec<String>, remove: Vec<String>)
     if add.is_empty() && remove.is_empty() {
         bail!("nothing to change: pass --add TAG or --remove TAG");
     }
+    // The storage would add it and then remove it, saying only that the session lacks it:
+    // refused instead, as a typo or a script's mistake, before anything is written.
+    if let Some(tag) = add.iter().find(|tag| remove.contains(tag)) {
+        bail!("tag {tag:?} is both in --add and in --remove; name it in one of them");
+    }
     let mut update = MetaUpdate::new();
     update.add_tags = add;
     update.remove_tags = remove;

@@ -334,6 +334,13 @@ fn tag_retitle_set_owner_and_show(url: &str) {
     );
     let err = fails(dir, ["sessions", "tag", "chat-1", "--storage", url]);
     assert!(err.contains("pass --add TAG or --remove TAG"), "{err}");
+    // A tag both added and removed is a contradiction, not a silent removal.
+    let both = ["--add", "a,new", "--remove", "b,new", "--storage", url];
+    let err = fails(dir, [&["sessions", "tag", "chat-1"][..], &both].concat());
+    assert!(
+        err.contains("tag \"new\" is both in --add and in --remove"),
+        "{err}"
+    );
     let err = fails(
         dir,
         ["sessions", "set-owner", "chat-1", "../x", "--storage", url],
