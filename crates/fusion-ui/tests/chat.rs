@@ -296,6 +296,22 @@ async fn carriage_returns_in_model_text_add_no_lines_of_data() {
     assert!(body.contains("one\ndata: two\ndata: three"), "{body:?}");
 }
 
+/// A proxy in front (the TLS proxy docs/ui.md asks for off loopback) must pass the stream
+/// on as it comes: nginx, by default, held a turn's events back until its buffer filled,
+/// so the reply arrived in lumps, or only at its end.
+#[tokio::test]
+async fn the_event_stream_asks_proxies_not_to_buffer_it() {
+    let server = MockLlmServer::start().await;
+    server.push_text("Hello.");
+    let app = chat_app(seeded().await, &server, ToolRegistry::default());
+    let turn = start_turn(&app, "s1", "hi").await;
+    let events = request("GET", &format!("{turn}/events"));
+    let response = app.oneshot(events.body(Body::empty()).unwrap()).await;
+    let headers = response.unwrap().headers().clone();
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers.get("x-accel-buffering").unwrap(), "no");
+}
+
 #[tokio::test]
 async fn refusals_say_what_is_wrong() {
     let storage = seeded().await;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use fusion::agent::ApprovalDecision;
@@ -116,7 +116,7 @@ pub(crate) async fn events(
         let once = futures::stream::once(async move {
             Ok::<_, Infallible>(Event::default().event("end").data(html_lines(end)))
         });
-        return Ok(Sse::new(once).into_response());
+        return Ok(unbuffered(Sse::new(once)));
     };
     let resume_at = headers
         .get("last-event-id")
@@ -130,9 +130,20 @@ pub(crate) async fn events(
         sent: resume_at,
         ended: false,
     };
-    Ok(Sse::new(watcher.into_stream())
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(unbuffered(
+        Sse::new(watcher.into_stream()).keep_alive(KeepAlive::default()),
+    ))
+}
+
+/// `events` as the response, with `X-Accel-Buffering: no`: a proxy in front (nginx, and
+/// others that honour it) then passes each event on as it comes instead of holding the
+/// stream back until its buffer fills, which showed a reply in lumps, or only at its end.
+fn unbuffered(events: impl IntoResponse) -> Response {
+    let mut response = events.into_response();
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
 }
 
 /// One page watching a turn.
