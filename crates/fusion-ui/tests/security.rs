@@ -357,3 +357,36 @@ async fn a_login_through_https_sets_a_secure_cookie() {
         assert!(!cookie.contains("Secure"), "{name}: {value}: {cookie}");
     }
 }
+
+/// The token in an address only logs a browser in (a GET): a change carrying it there is
+/// refused, saying so, and not that the token is wrong, which sent a program's author
+/// looking for another token.
+#[tokio::test]
+async fn a_change_with_the_token_in_its_address_is_told_where_the_token_goes() {
+    let storage = store();
+    put(
+        &storage,
+        "s1",
+        SessionMeta::new(),
+        &[ChatMessage::user("hi")],
+    )
+    .await;
+    let app = app_with_token(storage.clone());
+    let post = request("POST", &format!("/sessions/s1/delete?token={TOKEN}"))
+        .header("origin", ORIGIN)
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&app, post).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(!reply.body.contains("not this server"), "{}", reply.body);
+    assert!(
+        reply.body.contains("Authorization: Bearer"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.header("set-cookie"), "");
+    assert!(
+        storage.session_info("s1").await.unwrap().is_some(),
+        "nothing deleted"
+    );
+}

@@ -48,8 +48,16 @@ pub(crate) async fn check_token(
         return next.run(request).await;
     }
     if let Some((given, rest)) = split_token_param(request.uri()) {
-        let reading = matches!(*request.method(), Method::GET | Method::HEAD);
-        return if reading && guard.token_matches(&given) {
+        // Only a page opened (GET) logs in: a change whose address holds the token would
+        // leave it in whatever logs addresses, so it is refused, saying where it goes.
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            return PageError::unauthorized(
+                "A token in the address only logs a browser in, when a page is opened; a \
+                 change must carry it as the cookie or as Authorization: Bearer.",
+            )
+            .into_response();
+        }
+        return if guard.token_matches(&given) {
             let secure = over_https(&request);
             set_cookie_and_redirect(guard.cookie(), &given, &rest, secure)
         } else {
