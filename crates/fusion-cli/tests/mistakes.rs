@@ -378,3 +378,25 @@ fn an_export_to_dash_goes_to_stdout_and_writes_no_file_named_dash() {
         );
     }
 }
+
+#[test]
+fn a_chat_refused_for_its_new_session_s_metadata_creates_no_storage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("chat.db");
+    let url = format!("sqlite://{}", db.display());
+    for flag in [
+        "--tag=",
+        "--owner=",
+        "--title=two\nlines",
+        "--expire-idle=99999999d",
+    ] {
+        let output = common::chat_command(tmp.path(), "http://127.0.0.1:1")
+            .args([flag, "--storage", &url])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{flag:?}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.starts_with("fusion: error: "), "{flag:?}: {stderr}");
+        assert!(!db.exists(), "{flag:?} created {}: {stderr}", db.display());
+    }
+}

@@ -39,7 +39,7 @@ use fusion::agent::{
     AgentEvent, AgentSession, ApprovalPolicy, OpenAiConfig, SessionBuilder, TitlePolicy,
 };
 use fusion::api::session;
-use fusion::storage::{ConversationStorage, Expiry, StorageType};
+use fusion::storage::{ConversationStorage, Expiry, SessionMeta, StorageType};
 use futures::StreamExt;
 
 use tokio::sync::mpsc;
@@ -101,6 +101,9 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     SessionId::validate(&args.session)?;
+    // Checked before the storage is opened, so a bad flag creates no SQLite file or
+    // PostgreSQL schema.
+    let new_meta = new_session_meta(&args)?;
     let storage = store.open().await?;
     let storage_type = store.kind().clone();
     if let Some(owner) = &args.owner {
@@ -133,25 +136,17 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
     let mut builder = SessionBuilder::new(args.session.clone())
         .llm(Arc::new(llm))
         .storage(storage.clone())
-        .tags(args.tags.iter().cloned())
+        .tags(new_meta.tags)
         .title_policy(title_policy(&store))
         .approval(approval.clone())
         .tools(tools);
-    if let Some(owner) = &args.owner {
-        builder = builder.owner(owner.clone());
+    if let Some(owner) = new_meta.owner {
+        builder = builder.owner(owner);
     }
-    if let Some(title) = &args.title {
-        builder = builder.title(title.clone());
+    if let Some(title) = new_meta.title {
+        builder = builder.title(title);
     }
-    let expiry = match (args.expire_in, args.expire_idle) {
-        (Some(span), _) => Some(Expiry::At(crate::time::after(
-            SystemTime::now(),
-            span,
-            "--expire-in",
-        )?)),
-        (None, Some(span)) => Some(crate::time::idle(span, "--expire-idle")?),
-        (None, None) => None,
-    };
+    let expiry = new_meta.expiry;
     if let Some(expiry) = expiry {
         builder = builder.expiry(expiry);
     }
@@ -217,10 +212,36 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
     }
 }
 
+/// The metadata `--owner`, `--title`, `--tag` and `--expire-in` or `--expire-idle` give a
+/// session this chat creates, checked as the storage would check it. A `--expire-in` counts
+/// from now, as the chat starts.
+fn new_session_meta(args: &ChatArgs) -> Result<SessionMeta> {
+    let mut meta = SessionMeta::new().tags(args.tags.iter().cloned());
+    if let Some(owner) = &args.owner {
+        meta = meta.owner(owner.clone());
+    }
+    if let Some(title) = &args.title {
+        meta = meta.title(title.clone());
+    }
+    let expiry = match (args.expire_in, args.expire_idle) {
+        (Some(span), _) => Some(Expiry::At(crate::time::after(
+            SystemTime::now(),
+            span,
+            "--expire-in",
+        )?)),
+        (None, Some(span)) => Some(crate::time::idle(span, "--expire-idle")?),
+        (None, None) => None,
+    };
+    if let Some(expiry) = expiry {
+        meta = meta.expiry(expiry);
+    }
+    meta.validate()?;
+    Ok(meta)
+}
+
 /// Refuses, before the chat starts, a session that exists and is not `owner`'s: scoped
 /// to `owner`, the agent would see it as empty and fail at the first message.
 async fn check_owner(storage: &dyn ConversationStorage, id: &str, owner: &str) -> Result<()> {
-    fusion::storage::validate_owner(owner)?;
     let info = storage
         .session_info(id)
         .await
