@@ -243,8 +243,11 @@ async fn a_change_from_another_origin_or_from_nowhere_is_refused() {
     assert!(storage.load("s2").await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_bearer_may_change_without_origin_and_a_cookie_may_not() {
+/// A store holding session `s1` (one message), and the app over it with [`TOKEN`].
+async fn one_session_behind_the_token() -> (
+    std::sync::Arc<fusion::storage::InMemoryStorage>,
+    axum::Router,
+) {
     let storage = store();
     put(
         &storage,
@@ -254,6 +257,12 @@ async fn a_bearer_may_change_without_origin_and_a_cookie_may_not() {
     )
     .await;
     let app = app_with_token(storage.clone());
+    (storage, app)
+}
+
+#[tokio::test]
+async fn a_bearer_may_change_without_origin_and_a_cookie_may_not() {
+    let (storage, app) = one_session_behind_the_token().await;
     let by_cookie = request("DELETE", "/sessions/s1")
         .header("cookie", format!("fusion_ui_token_8765={TOKEN}"))
         .body(Body::empty())
@@ -363,15 +372,7 @@ async fn a_login_through_https_sets_a_secure_cookie() {
 /// looking for another token.
 #[tokio::test]
 async fn a_change_with_the_token_in_its_address_is_told_where_the_token_goes() {
-    let storage = store();
-    put(
-        &storage,
-        "s1",
-        SessionMeta::new(),
-        &[ChatMessage::user("hi")],
-    )
-    .await;
-    let app = app_with_token(storage.clone());
+    let (storage, app) = one_session_behind_the_token().await;
     let post = request("POST", &format!("/sessions/s1/delete?token={TOKEN}"))
         .header("origin", ORIGIN)
         .body(Body::empty())
