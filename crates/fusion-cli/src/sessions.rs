@@ -138,10 +138,23 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
     // a file copied out of an fs sessions directory is named by the encoded id
     // (`%41lice.jsonl`, `+base32...jsonl` for long ids), which names the id it holds.
     let file_id = (!from_stdin).then(|| id_from_file_name(file)).flatten();
-    let Some(id) = id.or(imported.id.as_deref()).or(file_id.as_deref()) else {
-        bail!("the import has no session id; pass --id ID");
-    };
-    SessionId::validate(id).context("pass --id with a valid session id")?;
+    // An invalid id is blamed on where it came from: only one not typed as --id is fixed
+    // by passing --id.
+    let (id, blame): (&str, fn(&str) -> String) =
+        match (id, imported.id.as_deref(), file_id.as_deref()) {
+            (Some(id), _, _) => (id, |_| "bad --id".into()),
+            (None, Some(id), _) => (id, |id| {
+                format!("the export's session id {id:?} is not valid; pass --id with a valid one")
+            }),
+            (None, None, Some(id)) => (id, |id| {
+                format!(
+                    "the file name gives the session id {id:?}, which is not valid; pass --id \
+                     with a valid one"
+                )
+            }),
+            (None, None, None) => bail!("the import has no session id; pass --id ID"),
+        };
+    SessionId::validate(id).with_context(|| blame(id))?;
     // A session file copied out of an encrypted store holds its messages sealed. They are
     // opened as a load would open them (with the key, as the session they were written
     // in), so the store seals their text afresh: written as they are, the ciphertext

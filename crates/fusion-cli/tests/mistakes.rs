@@ -400,3 +400,37 @@ fn a_chat_refused_for_its_new_session_s_metadata_creates_no_storage() {
         assert!(!db.exists(), "{flag:?} created {}: {stderr}", db.display());
     }
 }
+
+#[test]
+fn an_import_s_invalid_id_is_blamed_on_where_it_came_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = fs_storage(tmp.path());
+    let named = tmp.path().join("my session.jsonl");
+    std::fs::write(&named, "{\"role\":\"user\",\"content\":\"hi\"}\n").unwrap();
+    let export = tmp.path().join("export.json");
+    let doc = r#"{"id":"../x","messages":[{"role":"user","content":"hi"}]}"#;
+    std::fs::write(&export, doc).unwrap();
+    let (named, export) = (named.to_str().unwrap(), export.to_str().unwrap());
+
+    for (args, says) in [
+        (
+            vec![named, "--id", "a/b"],
+            "bad --id: invalid session id \"a/b\"",
+        ),
+        (
+            vec![named],
+            "the file name gives the session id \"my session\", which is not valid; pass --id",
+        ),
+        (
+            vec![export],
+            "the export's session id \"../x\" is not valid; pass --id",
+        ),
+    ] {
+        let err = fails(
+            tmp.path(),
+            on(&url, &[&["sessions", "import"][..], &args].concat()),
+        );
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert!(common::ids(&storage).is_empty());
+}
