@@ -126,22 +126,17 @@ impl<'a> Batch<'a> {
 /// past [`MAX_WRITE_BYTES`].
 fn too_large(session_id: &str, index: usize, count: usize, bytes: usize) -> Error {
     let mib = |bytes: usize| bytes >> 20;
-    let advice = if count > 1 {
-        "; append the messages in smaller batches"
-    } else {
-        ""
-    };
-    Error::InvalidMessage {
-        backend: BACKEND,
-        session_id: session_id.to_string(),
+    fusion_core::sql::batch_too_long(
+        BACKEND,
+        session_id,
         index,
-        detail: format!(
-            "the write's messages up to this one are {} MiB of JSON, and PostgreSQL takes \
-             at most {} MiB in one statement{advice}",
-            mib(bytes),
+        count,
+        &format!("{} MiB", mib(bytes)),
+        &format!(
+            "PostgreSQL takes at most {} MiB in one statement",
             mib(MAX_WRITE_BYTES)
         ),
-    }
+    )
 }
 
 /// The fingerprint of `id` as an `int4` column holds it.

@@ -29,7 +29,7 @@ pub(crate) fn parse_postgres_error(err: sqlx::Error, op: Op<'_>) -> Error {
         && e.constraint() == Some("messages_pkey")
         && let Some(session_id) = op.session_id
     {
-        return count_behind_rows(session_id, op, e.message());
+        return fusion_core::sql::count_behind_rows(BACKEND, session_id, op, e.message());
     }
     let (message, retryable) = match &err {
         sqlx::Error::Database(e) => {
@@ -86,22 +86,6 @@ pub(crate) fn parse_postgres_error(err: sqlx::Error, op: Op<'_>) -> Error {
         other => (format!("{op}: {other}"), false),
     };
     Error::backend(BACKEND, message, retryable, err)
-}
-
-/// The error of a write of `session_id` whose messages met a stored seq (`detail`, the
-/// server's words): every write numbers new rows from the `sessions` row's count, under
-/// that row's lock, so this happens only when the count is behind the rows, changed
-/// outside Fusion. The session is corrupt, which a retry cannot mend.
-fn count_behind_rows(session_id: &str, op: Op<'_>, detail: &str) -> Error {
-    Error::corrupt(
-        BACKEND,
-        session_id,
-        format!(
-            "{op}: its message count is behind its stored messages, so a new message's seq \
-             is taken ({detail}); the rows were changed outside Fusion. Nothing was written; \
-             `load` still reads every row, and a `save` of them renumbers the session"
-        ),
-    )
 }
 
 /// The message of a failed TLS connection, `cause` saying why.

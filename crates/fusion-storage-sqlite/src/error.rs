@@ -206,23 +206,13 @@ pub(crate) fn parse_direct_error(err: DirectError, op: Op<'_>) -> Error {
 }
 
 /// [`Error::Corrupt`] for a write of a session whose new message met a stored seq (SQLite's
-/// `code` and `detail`), `None` for any other error. Every write numbers new rows from the
-/// `sessions` row's count inside its `BEGIN IMMEDIATE`, so this happens only when the
-/// count is behind the rows, changed outside Fusion: a retry cannot mend it.
+/// `code` and `detail`; [`fusion_core::sql::count_behind_rows`]), `None` for any other
+/// error. Every write numbers new rows from the `sessions` row's count inside its
+/// `BEGIN IMMEDIATE`, so this happens only when the count is behind the rows.
 fn count_behind_rows(code: i64, detail: &str, op: Op<'_>) -> Option<Error> {
     let session_id = op.shown.session_id?;
-    (code == SQLITE_CONSTRAINT_PRIMARYKEY && detail.contains("messages.seq")).then(|| {
-        Error::corrupt(
-            BACKEND,
-            session_id,
-            format!(
-                "{op}: its message count is behind its stored messages, so a new message's \
-                 seq is taken ({detail}); the rows were changed outside Fusion. Nothing was \
-                 written; `load` still reads every row, and a `save` of them renumbers the \
-                 session"
-            ),
-        )
-    })
+    (code == SQLITE_CONSTRAINT_PRIMARYKEY && detail.contains("messages.seq"))
+        .then(|| fusion_core::sql::count_behind_rows(BACKEND, session_id, op.shown, detail))
 }
 
 /// The message and retryability of SQLite's (extended) result `code`, with the driver's

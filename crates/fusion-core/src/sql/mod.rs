@@ -6,8 +6,9 @@
 //! Application code does not need this module.
 //!
 //! - [`Op`] names what was being done when an error happened, for the message.
-//! - [`corrupt_row`], [`missing_row`] and [`count_mismatch`] (checked by [`check_count`])
-//!   are the [`Error::Corrupt`]s of a `sessions`/`messages` schema.
+//! - [`corrupt_row`], [`missing_row`], [`count_mismatch`] (checked by [`check_count`])
+//!   and [`count_behind_rows`] are the [`Error::Corrupt`]s of a `sessions`/`messages`
+//!   schema; [`batch_too_long`] refuses a write longer than the backend binds at once.
 //! - [`to_column`] and [`revision_of`] convert between a [`Revision`] and the
 //!   `(generation, message_count)` columns of a `sessions` row.
 //! - [`check_migrations`] decides from the recorded migrations whether a stored schema is
@@ -129,6 +130,55 @@ pub fn check_count(
     }
 }
 
+/// An append of `op`'s session (`session_id`) whose new message met a stored seq
+/// (`detail`, the database's words). Every write numbers new rows from the `sessions`
+/// row's count while it holds the session's write lock, so only a count behind the
+/// stored rows, changed outside Fusion, gets there: nothing was written, and a retry
+/// cannot mend it.
+pub fn count_behind_rows(
+    backend: &'static str,
+    session_id: &str,
+    op: Op<'_>,
+    detail: &str,
+) -> Error {
+    Error::corrupt(
+        backend,
+        session_id,
+        format!(
+            "{op}: its message count is behind its stored messages, so a new message's seq \
+             is taken ({detail}); the rows were changed outside Fusion. Nothing was written; \
+             `load` still reads every row, and a `save` of them renumbers the session"
+        ),
+    )
+}
+
+/// The refusal of a write of `count` messages to `session_id` whose message `index` is
+/// the first to take what the write binds past what the backend takes at once: `bound`
+/// says how much that is (`"1030 MiB"`), `limit` the backend's limit in its words
+/// (`"PostgreSQL takes at most 1023 MiB in one statement"`).
+pub fn batch_too_long(
+    backend: &'static str,
+    session_id: &str,
+    index: usize,
+    count: usize,
+    bound: &str,
+    limit: &str,
+) -> Error {
+    let advice = if count > 1 {
+        "; append the messages in smaller batches"
+    } else {
+        ""
+    };
+    Error::InvalidMessage {
+        backend,
+        session_id: session_id.to_string(),
+        index,
+        detail: format!(
+            "the write's messages up to this one are {bound} of JSON, and {limit}{advice}"
+        ),
+    }
+}
+
 /// A generation as a 64-bit signed `generation` column stores it. Generations are below
 /// 2^53, so the value is the same number; the cast only keeps a damaged row's negative
 /// value distinct.
@@ -187,6 +237,34 @@ pub fn check_migrations<'k>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_errors_of_a_write_name_the_session_and_what_to_do() {
+        let op = Op::new(Place::InFile, "/data/s.db", "append", Some("s"));
+        let err = count_behind_rows("sqlite", "s", op, "UNIQUE constraint failed");
+        assert!(matches!(&err, Error::Corrupt { session_id, .. } if session_id == "s"));
+        let text = err.to_string();
+        assert!(
+            text.contains("append of session \"s\" in /data/s.db"),
+            "{text}"
+        );
+        assert!(
+            text.contains("count is behind") && text.contains("renumbers"),
+            "{text}"
+        );
+
+        let limit = "SQLite binds at most 10 bytes in one value";
+        for (count, advised) in [(2, true), (1, false)] {
+            match batch_too_long("sqlite", "s", count - 1, count, "12 bytes", limit) {
+                Error::InvalidMessage { index, detail, .. } => {
+                    assert_eq!(index, count - 1);
+                    assert!(detail.contains("12 bytes of JSON") && detail.contains(limit));
+                    assert_eq!(detail.contains("smaller batches"), advised, "{detail}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn ops_name_the_operation_session_and_database() {

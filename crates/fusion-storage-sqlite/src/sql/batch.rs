@@ -42,20 +42,14 @@ fn too_long(session_id: &str, messages: &[ChatMessage], max: usize) -> Error {
             bytes > max
         })
         .unwrap_or(messages.len().saturating_sub(1));
-    let advice = if messages.len() > 1 {
-        "; append the messages in smaller batches"
-    } else {
-        ""
-    };
-    Error::InvalidMessage {
-        backend: BACKEND,
-        session_id: session_id.to_string(),
+    fusion_core::sql::batch_too_long(
+        BACKEND,
+        session_id,
         index,
-        detail: format!(
-            "the write's messages up to this one are {bytes} bytes of JSON, and SQLite binds \
-             at most {max} in one value{advice}"
-        ),
-    }
+        messages.len(),
+        &format!("{bytes} bytes"),
+        &format!("SQLite binds at most {max} bytes in one value"),
+    )
 }
 
 #[cfg(test)]
