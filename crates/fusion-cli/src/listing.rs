@@ -64,7 +64,7 @@ pub async fn list(store: &Store, storage_url: Option<&str>, args: &ListArgs) -> 
     let storage = store.open_existing().await?;
     let storage_type = store.kind();
     let page = read_page(storage.as_ref(), storage_type, &query).await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = render::stdout();
     if args.json {
         let doc = PageDoc {
             sessions: page.sessions.iter().map(Entry::of).collect(),
@@ -103,7 +103,7 @@ pub async fn print_table(
         eprintln!("no sessions in {storage_type}");
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = render::stdout();
     out.write_all(render::session_table(&page.sessions, Some(current)).as_bytes())?;
     if page.next.is_some() {
         writeln!(

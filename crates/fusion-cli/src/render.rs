@@ -182,7 +182,34 @@ pub fn plural(count: usize, noun: &str) -> String {
 /// a failure (`println!` printed a panic and a backtrace, and exited 101).
 pub fn say(line: impl std::fmt::Display) -> std::io::Result<()> {
     use std::io::Write as _;
-    writeln!(std::io::stdout().lock(), "{line}")
+    writeln!(stdout(), "{line}")
+}
+
+/// Stdout for a command's output. A write that fails says it was stdout's (`cannot write
+/// to stdout: No space left on device`), where the bare error could be taken for the
+/// storage's, whose errors read the same; it keeps its kind, so a closed pipe still is one
+/// to [`report`].
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout())
+}
+
+/// See [`stdout`].
+pub struct Stdout(std::io::Stdout);
+
+impl Stdout {
+    fn named(err: std::io::Error) -> std::io::Error {
+        std::io::Error::new(err.kind(), format!("cannot write to stdout: {err}"))
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(Self::named)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(Self::named)
+    }
 }
 
 /// Prints `line` and a new line to stderr, for what a command tells the person running it

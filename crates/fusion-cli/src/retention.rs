@@ -76,7 +76,7 @@ pub async fn purge(store: &Store, args: &PurgeArgs) -> Result<()> {
         storage.as_ref(),
         args,
         SystemTime::now(),
-        &mut std::io::stdout(),
+        &mut render::stdout(),
     )
     .await
     .with_context(|| format!("cannot purge sessions in {store}"))

@@ -21,7 +21,7 @@ use crate::{ExportFormat, copies, files, meta, render};
 /// `sessions show ID`: the metadata and the readable transcript.
 pub async fn show(store: &Store, id: &str) -> Result<()> {
     let (info, messages) = load_existing(store, id, true).await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = render::stdout();
     out.write_all(render::transcript(id, info.as_ref(), &messages).as_bytes())?;
     out.flush()?;
     Ok(())
@@ -107,7 +107,7 @@ pub async fn export(
             ));
         }
         None => {
-            let mut out = std::io::stdout().lock();
+            let mut out = render::stdout();
             out.write_all(text.as_bytes())?;
             out.flush()?;
         }

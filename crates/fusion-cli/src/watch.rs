@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use fusion::storage::SessionChange;
 use futures::StreamExt;
 
+use crate::render;
 use crate::store::Store;
 
 /// `sessions watch [--count N]`: prints changes until `count` have been printed, or
@@ -34,7 +35,7 @@ pub async fn watch(store: &Store, count: Option<u64>) -> Result<()> {
     while count.is_none_or(|count| printed < count) {
         match changes.next().await {
             Some(Ok(change)) => {
-                let mut out = std::io::stdout().lock();
+                let mut out = render::stdout();
                 writeln!(out, "{}", line(&change))?;
                 out.flush()?;
                 printed += 1;

@@ -88,3 +88,34 @@ fn a_migrate_whose_reader_went_away_still_migrates_every_session() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("5 of 10 sessions diverged"), "{stderr}");
 }
+
+/// A stdout that fails otherwise (a full disk) fails the command, saying the failed write
+/// was stdout's rather than the storage's, whose errors can read the same.
+#[test]
+fn a_full_stdout_fails_the_command_naming_stdout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    let storage: StorageType = url.parse().unwrap();
+    seed(&storage, "a", &conversation(1));
+    for args in [
+        &["sessions", "list"][..],
+        &["sessions", "list", "--json"],
+        &["sessions", "show", "a"],
+        &["sessions", "export", "a"],
+        &["sessions", "retitle", "a", "A title"],
+    ] {
+        let output = fusion(tmp.path())
+            .args(args)
+            .args(["--storage", &url])
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.starts_with("fusion: error: cannot write to stdout: ")
+                && stderr.contains("No space left on device"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
