@@ -78,6 +78,10 @@ pub async fn run(storage: Store, args: UiArgs) -> Result<()> {
     let bound = fusion_ui::bind(&config).await?;
     let url = bound.url();
     println!("Fusion UI: {url}");
+    // The URL names 127.0.0.1 for a bind on every interface: this says the app is open.
+    if let Some(warning) = bound.settings().exposure_warning() {
+        eprintln!("fusion: {warning}");
+    }
     println!("{chat_line}");
     println!("Press Ctrl-C to stop.");
     if args.open {

@@ -14,10 +14,15 @@ use fusion::storage::StorageType;
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
-/// `fusion ui` started with `args` and the environment variables `env`, and the URL it
-/// printed.
-async fn start(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+/// `fusion ui` started with `args` and the environment variables `env`, the URL it
+/// printed, and all it writes on stderr (complete once the child has ended).
+async fn start(
+    data_dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, String, JoinHandle<String>) {
     let mut command = Command::from(common::fusion(data_dir));
     command
         .current_dir(data_dir)
@@ -25,8 +30,18 @@ async fn start(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) 
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = command.spawn().expect("fusion ui starts");
+    let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        while let Ok(Some(line)) = errors.next_line().await {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     // Generous: the first line comes once the storage is open and the port bound.
@@ -41,7 +56,7 @@ async fn start(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) 
         .to_string();
     // Keep reading so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
+    (child, url, stderr)
 }
 
 fn client() -> reqwest::Client {
@@ -59,7 +74,7 @@ async fn ui_serves_the_sessions_and_transcripts_of_the_storage_it_is_given() {
     let url_arg = format!("sqlite://{}", db.display());
     let storage = StorageType::Sqlite(url_arg.clone());
     common::seed_async(&storage, "first-session", &common::conversation(1)).await;
-    let (mut child, url) = start(
+    let (mut child, url, _) = start(
         dir.path(),
         &["--storage", &url_arg, "--bind", "127.0.0.1:0"],
         &[],
@@ -101,7 +116,7 @@ async fn ui_serves_the_sessions_and_transcripts_of_the_storage_it_is_given() {
 #[tokio::test]
 async fn a_bind_beyond_loopback_prints_a_url_with_a_token_and_requires_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = start(
+    let (mut child, url, stderr) = start(
         dir.path(),
         &["--storage", "memory://", "--bind", "0.0.0.0:0"],
         &[],
@@ -122,7 +137,13 @@ async fn a_bind_beyond_loopback_prints_a_url_with_a_token_and_requires_it() {
     assert_eq!(refused.status(), 401, "no token");
     let with_bearer = client.get(&local).bearer_auth(token).send().await.unwrap();
     assert_eq!(with_bearer.status(), 200);
+    // The printed URL names 127.0.0.1; stderr says the app is open to the network.
     child.kill().await.unwrap();
+    let warned = stderr.await.unwrap();
+    assert!(
+        warned.contains("listening on every network interface") && !warned.contains(token),
+        "{warned}"
+    );
 }
 
 #[tokio::test]
@@ -155,7 +176,7 @@ async fn the_transcript_chats_through_the_llm_the_environment_names() {
     let llm = MockLlmServer::start().await;
     llm.push_text("Hello from the page.");
     let base_url = llm.base_url();
-    let (mut child, url) = start(
+    let (mut child, url, _) = start(
         dir.path(),
         &["--storage", &url_arg, "--bind", "127.0.0.1:0"],
         &[
