@@ -437,13 +437,15 @@ pub fn storage_type(url: Option<&str>) -> Result<StorageType> {
     }
 }
 
-/// Parses one storage URL, naming it in the error. A path starting with `~/` is taken
-/// from the home directory, as a shell would expand it: a value of `FUSION_STORAGE` read
-/// from a file, or a quoted argument, never went through one, and a directory named `~`
-/// is never what was meant.
+/// Parses one storage URL, naming it in the error. A path starting with `~/` (plain, or
+/// as a `file://` URL) is taken from the home directory, as a shell would expand it: a
+/// value of `FUSION_STORAGE` read from a file, or a quoted argument, never went through
+/// one, and a directory named `~` is never what was meant. (A SQLite URL's `~` is refused
+/// by its parser.)
 pub fn parse_storage(url: &str) -> Result<StorageType> {
     let home = std::env::var_os("HOME");
-    let expanded = match (url.strip_prefix("~/"), &home) {
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    let expanded = match (path.strip_prefix("~/"), &home) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest).display().to_string(),
         _ => url.to_string(),
     };

@@ -243,27 +243,28 @@ fn a_storage_path_starting_with_a_tilde_is_in_the_home_directory() {
     std::fs::create_dir(&work).unwrap();
     let file = tmp.path().join("s1.jsonl");
     std::fs::write(&file, "{\"role\":\"user\",\"content\":\"hi\"}\n").unwrap();
-    let output = common::fusion(tmp.path())
-        .current_dir(&work)
-        .args([
-            "sessions",
-            "import",
-            file.to_str().unwrap(),
-            "--storage",
-            "~/mine",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", common::text(&output.stderr));
-    assert!(!work.join("~").exists(), "a directory named ~ was made");
-    let home: StorageType = tmp
-        .path()
-        .join("mine")
-        .display()
-        .to_string()
-        .parse()
-        .unwrap();
-    assert_eq!(load(&home, "s1").len(), 1);
+    // A plain path, and the same path as a file:// URL.
+    for (url, id) in [("~/mine", "s1"), ("file://~/mine", "s2")] {
+        let output = common::fusion(tmp.path())
+            .current_dir(&work)
+            .args(["sessions", "import", file.to_str().unwrap()])
+            .args(["--id", id, "--storage", url])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", common::text(&output.stderr));
+        assert!(
+            !work.join("~").exists(),
+            "{url}: a directory named ~ was made"
+        );
+        let home: StorageType = tmp
+            .path()
+            .join("mine")
+            .display()
+            .to_string()
+            .parse()
+            .unwrap();
+        assert_eq!(load(&home, id).len(), 1, "{url}");
+    }
 }
 
 #[test]
