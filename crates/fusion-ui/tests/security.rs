@@ -367,9 +367,9 @@ async fn a_login_through_https_sets_a_secure_cookie() {
     }
 }
 
-/// The token in an address only logs a browser in (a GET): a change carrying it there is
-/// refused, saying so, and not that the token is wrong, which sent a program's author
-/// looking for another token.
+/// The token in an address only logs a browser in (a GET): a change carrying it there and
+/// no cookie or bearer is refused, saying so, and not that the token is wrong, which sent
+/// a program's author looking for another token; with the cookie, it is served.
 #[tokio::test]
 async fn a_change_with_the_token_in_its_address_is_told_where_the_token_goes() {
     let (storage, app) = one_session_behind_the_token().await;
@@ -390,4 +390,19 @@ async fn a_change_with_the_token_in_its_address_is_told_where_the_token_goes() {
         storage.session_info("s1").await.unwrap().is_some(),
         "nothing deleted"
     );
+    // A wrong token there gets the same words: the refusal says nothing of the guess.
+    let wrong = request("POST", "/sessions/s1/delete?token=not-the-token-0000")
+        .header("origin", ORIGIN)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, wrong).await.body, reply.body);
+    // With the cookie, the change is served: the cookie is what it is judged by.
+    let with_cookie = request("POST", "/sessions/s1/delete?token=stale-token-0000")
+        .header("origin", ORIGIN)
+        .header("cookie", format!("fusion_ui_token_8765={TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&app, with_cookie).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert!(storage.session_info("s1").await.unwrap().is_none());
 }

@@ -47,28 +47,31 @@ pub(crate) async fn check_token(
     if request.uri().path().starts_with(PREFIX) {
         return next.run(request).await;
     }
-    if let Some((given, rest)) = split_token_param(request.uri()) {
-        // Only a page opened (GET) logs in: a change whose address holds the token would
-        // leave it in whatever logs addresses, so it is refused, saying where it goes.
-        if !matches!(*request.method(), Method::GET | Method::HEAD) {
-            return PageError::unauthorized(
-                "A token in the address only logs a browser in, when a page is opened; a \
-                 change must carry it as the cookie or as Authorization: Bearer.",
-            )
-            .into_response();
-        }
-        return if guard.token_matches(&given) {
+    let in_address = split_token_param(request.uri());
+    if let Some((given, rest)) = &in_address
+        && matches!(*request.method(), Method::GET | Method::HEAD)
+    {
+        return if guard.token_matches(given) {
             let secure = over_https(&request);
-            set_cookie_and_redirect(guard.cookie(), &given, &rest, secure)
+            set_cookie_and_redirect(guard.cookie(), given, rest, secure)
         } else {
             PageError::unauthorized("The token in this address is not this server's token.")
                 .into_response()
         };
     }
+    // Only a page opened (GET) logs in. A change is judged by its cookie or bearer alone,
+    // whatever its address holds; without them, one whose address holds a token (which
+    // then sits in whatever logs addresses) is told where the token goes instead.
     let auth = if bearer(&request).is_some_and(|t| guard.token_matches(t)) {
         Auth::Bearer
     } else if cookies(&request, guard.cookie()).any(|t| guard.token_matches(t)) {
         Auth::Cookie
+    } else if in_address.is_some() {
+        return PageError::unauthorized(
+            "A token in the address only logs a browser in, when a page is opened; a \
+             change must carry it as the cookie or as Authorization: Bearer.",
+        )
+        .into_response();
     } else {
         return PageError::unauthorized("This server needs its access token.").into_response();
     };
