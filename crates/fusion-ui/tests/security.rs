@@ -147,6 +147,11 @@ async fn the_token_in_the_url_becomes_a_strict_cookie_and_leaves_the_address() {
         reply.header("set-cookie"),
         format!("fusion_ui_token_8765={TOKEN}; HttpOnly; SameSite=Strict; Path=/")
     );
+    // The cookie of earlier releases, named for no port and never Secure, would still
+    // carry a --token given again to every port of the host, in the clear: it is expired.
+    let set: Vec<_> = reply.headers.get_all("set-cookie").iter().collect();
+    assert_eq!(set.len(), 2, "{set:?}");
+    assert_eq!(set[1], "fusion_ui_token=; Max-Age=0; Path=/");
     let with_cookie = request("GET", "/sessions?owner=ann&tag=x")
         .header("cookie", format!("other=1; fusion_ui_token_8765={TOKEN}"))
         .body(Body::empty())

@@ -4,10 +4,10 @@
 //!
 //! Opening any page with `?token=<token>` sets the cookie (`HttpOnly`, so no script can
 //! read it; `SameSite=Strict`, so no other site's request carries it; `Secure` when a
-//! TLS proxy says the browser came over HTTPS, so no plain HTTP request carries it) and
-//! redirects to the same address without the token, so it does not linger in the address
-//! bar or the history. The embedded assets need no token: they are public files, and the
-//! refusal page uses the stylesheet.
+//! TLS proxy says the browser came over HTTPS, so no plain HTTP request carries it),
+//! expires earlier releases' `fusion_ui_token`, and redirects to the same address without
+//! the token, so it does not linger in the address bar or the history. The embedded
+//! assets need no token: they are public files, and the refusal page uses the stylesheet.
 
 use std::sync::Arc;
 
@@ -104,8 +104,14 @@ fn split_token_param(uri: &Uri) -> Option<(String, String)> {
     Some((token?, target))
 }
 
+/// The cookie of releases before the port was in the name: never `Secure`, and sent to
+/// every port of the host, so a `--token` given again would travel on in it, in the clear
+/// where the new cookie is `Secure`. A login expires it.
+const OLD_COOKIE_EXPIRED: HeaderValue =
+    HeaderValue::from_static("fusion_ui_token=; Max-Age=0; Path=/");
+
 /// The login's answer: the cookie `name` holding `token`, `Secure` when the browser came
-/// over HTTPS, and a redirect to `target`.
+/// over HTTPS, the old cookie expired, and a redirect to `target`.
 fn set_cookie_and_redirect(name: &str, token: &str, target: &str, secure: bool) -> Response {
     // The token was checked against ours, whose characters are all cookie-safe, and the
     // target is our own path: both are valid header values.
@@ -115,11 +121,14 @@ fn set_cookie_and_redirect(name: &str, token: &str, target: &str, secure: bool) 
         HeaderValue::from_str(&cookie),
         HeaderValue::from_str(target),
     ) {
-        (Ok(cookie), Ok(location)) => (
-            StatusCode::SEE_OTHER,
-            [(SET_COOKIE, cookie), (LOCATION, location)],
-        )
-            .into_response(),
+        (Ok(cookie), Ok(location)) => {
+            // Appended, as a header array would keep only the last `Set-Cookie`.
+            let mut response = (StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response();
+            let headers = response.headers_mut();
+            headers.append(SET_COOKIE, cookie);
+            headers.append(SET_COOKIE, OLD_COOKIE_EXPIRED);
+            response
+        }
         _ => PageError::bad_request("This address cannot be redirected to.").into_response(),
     }
 }
