@@ -298,18 +298,24 @@ async fn carriage_returns_in_model_text_add_no_lines_of_data() {
 
 /// A proxy in front (the TLS proxy docs/ui.md asks for off loopback) must pass the stream
 /// on as it comes: nginx, by default, held a turn's events back until its buffer filled,
-/// so the reply arrived in lumps, or only at its end.
+/// so the reply arrived in lumps, or only at its end. Both kinds of stream: a kept turn's,
+/// and the single `end` of a turn not kept here.
 #[tokio::test]
 async fn the_event_stream_asks_proxies_not_to_buffer_it() {
     let server = MockLlmServer::start().await;
     server.push_text("Hello.");
     let app = chat_app(seeded().await, &server, ToolRegistry::default());
     let turn = start_turn(&app, "s1", "hi").await;
-    let events = request("GET", &format!("{turn}/events"));
-    let response = app.oneshot(events.body(Body::empty()).unwrap()).await;
-    let headers = response.unwrap().headers().clone();
-    assert_eq!(headers["content-type"], "text/event-stream");
-    assert_eq!(headers.get("x-accel-buffering").unwrap(), "no");
+    for path in [
+        format!("{turn}/events"),
+        "/sessions/s1/turns/9/events".into(),
+    ] {
+        let events = request("GET", &path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(events).await.unwrap();
+        let headers = response.headers();
+        assert_eq!(headers["content-type"], "text/event-stream", "{path}");
+        assert_eq!(headers.get("x-accel-buffering").unwrap(), "no", "{path}");
+    }
 }
 
 #[tokio::test]
