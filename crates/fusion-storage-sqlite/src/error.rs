@@ -477,7 +477,8 @@ pub(crate) fn foreign_database(db: &str, tables: &[String], given_pool: bool) ->
     ))
 }
 
-/// A stored message of `session_id` that is not text (a number or blob in the column).
+/// A stored message of `session_id` whose bytes are not text: not UTF-8, held as text or
+/// as a blob (SQLite stores both unchecked; a number never stays one in the column).
 pub(crate) fn not_text(session_id: &str, seq: i64) -> Error {
     Error::corrupt(
         BACKEND,

@@ -393,9 +393,10 @@ async fn load_row_by_row(
 }
 
 /// The `(seq, message)` rows of `session_id`, in seq order, none if it has expired at
-/// `now` ([`LOAD_ROWS`]); a message that is not text (a blob, or text that is not UTF-8)
-/// as `None`, for [`decode_row`] to report as the direct path does, where decoding it as
-/// a `String` failed the load with a driver error that named no seq.
+/// `now` ([`LOAD_ROWS`]). A message's bytes are its text whether SQLite holds them as text
+/// or as a blob (as on the direct path and in [`LOAD_ARRAY`]); bytes that are not UTF-8
+/// (SQLite stores both unchecked) are `None`, for [`decode_row`] to report naming the seq,
+/// where decoding them as a `String` failed the load with a driver error that named none.
 async fn rows<'c>(
     executor: impl sqlx::Executor<'c, Database = Sqlite>,
     session_id: &str,
@@ -408,10 +409,8 @@ async fn rows<'c>(
         .await?;
     rows.iter()
         .map(|row| {
-            let text = match row.try_get_raw(1)?.type_info().name() {
-                "TEXT" => String::from_utf8(row.try_get(1)?).ok(),
-                _ => None,
-            };
+            // The column is NOT NULL and its affinity turns numbers into text: bytes.
+            let text = String::from_utf8(row.try_get(1)?).ok();
             Ok((row.try_get(0)?, text))
         })
         .collect()

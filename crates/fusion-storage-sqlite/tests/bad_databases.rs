@@ -259,33 +259,25 @@ async fn a_row_that_is_not_a_message_is_corrupt_on(url: &str) {
     assert_eq!((&loaded, at.len), (&history, 4));
 
     // A number where the JSON text belongs.
-    sqlx::query("UPDATE messages SET message = 42 WHERE session_id = ?1 AND seq = 2")
-        .bind("damaged")
-        .execute(storage.pool())
-        .await
-        .unwrap();
+    set_message_2(&storage, "damaged", "42", "").await;
     let err = storage.load("damaged").await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{url}: {err}");
     assert!(err.to_string().contains("seq 2"), "{url}: {err}");
 
-    // Bytes where the text belongs (the column's TEXT affinity turns a number into text,
-    // but keeps a blob): not a message, even when the bytes spell one, on both paths. And
-    // bytes that are not UTF-8, as a blob or as text (SQLite stores text unchecked), where
-    // the pool's one-array read failed the load with sqlx's decoding error naming no seq.
-    for bytes in [
-        "X'7B7B'",
-        "CAST(?2 AS BLOB)",
-        "X'FF7B'",
-        "CAST(X'FF7B' AS TEXT)",
+    // Bytes where the text belongs, as a blob (the column's TEXT affinity turns a number
+    // into text, but keeps a blob) or as text (SQLite stores text unchecked). Both paths
+    // take them as the message's text: garbage, bytes that are not UTF-8, or two messages
+    // in one row are corrupt naming the seq (on the pool, the one-array read fails its
+    // UTF-8 check, parse or count and the rows name it, where it failed the load with
+    // sqlx's decoding error naming no seq)...
+    let two = format!("{},{}", json(&history[2]), json(&history[3]));
+    for (bytes, error) in [
+        ("X'7B7B'", "seq 2 is not a valid chat message"),
+        ("CAST(?2 AS BLOB)", "seq 2 is not a valid chat message"),
+        ("X'FF7B'", "seq 2 is not text"),
+        ("CAST(X'FF7B' AS TEXT)", "seq 2 is not text"),
     ] {
-        sqlx::query(&format!(
-            "UPDATE messages SET message = {bytes} WHERE session_id = ?1 AND seq = 2"
-        ))
-        .bind("damaged")
-        .bind(serde_json::to_string(&history[2]).unwrap())
-        .execute(storage.pool())
-        .await
-        .unwrap();
+        set_message_2(&storage, "damaged", bytes, &two).await;
         for err in [
             storage.load("damaged").await.map(|_| ()).unwrap_err(),
             storage
@@ -295,12 +287,15 @@ async fn a_row_that_is_not_a_message_is_corrupt_on(url: &str) {
                 .unwrap_err(),
         ] {
             assert!(matches!(err, Error::Corrupt { .. }), "{url} {bytes}: {err}");
-            assert!(
-                err.to_string().contains("seq 2 is not text"),
-                "{url} {bytes}: {err}"
-            );
+            assert!(err.to_string().contains(error), "{url} {bytes}: {err}");
         }
     }
+    // ...and a blob holding a message's JSON in UTF-8 is that message, on both paths, so
+    // that the pool's one-array read needs no per-row look at the column's type.
+    set_message_2(&storage, "healthy", "CAST(?2 AS BLOB)", &json(&history[2])).await;
+    assert_eq!(storage.load("healthy").await.unwrap(), history, "{url}");
+    let (loaded, at) = storage.load_revision("healthy").await.unwrap();
+    assert_eq!((&loaded, at.len), (&history, 4), "{url}");
 
     // A missing row is corruption too, named by the seq that is gone.
     sqlx::query("DELETE FROM messages WHERE session_id = ?1 AND seq = 1")
@@ -313,6 +308,23 @@ async fn a_row_that_is_not_a_message_is_corrupt_on(url: &str) {
     assert!(err.to_string().contains("seq 1 is missing"), "{url}: {err}");
     let err = storage.load_revision("healthy").await.unwrap_err();
     assert!(err.to_string().contains("seq 1 is missing"), "{url}: {err}");
+}
+
+fn json(message: &ChatMessage) -> String {
+    serde_json::to_string(message).unwrap()
+}
+
+/// Stores `value` (SQL, binding ?2 to `bound`) as message seq 2 of `session_id`, behind
+/// the storage's back.
+async fn set_message_2(storage: &SqliteStorage, session_id: &str, value: &str, bound: &str) {
+    sqlx::query(&format!(
+        "UPDATE messages SET message = {value} WHERE session_id = ?1 AND seq = 2"
+    ))
+    .bind(session_id)
+    .bind(bound)
+    .execute(storage.pool())
+    .await
+    .unwrap();
 }
 
 /// A storage at `url` holding session "s" of `turn("one")`, then changed behind its back

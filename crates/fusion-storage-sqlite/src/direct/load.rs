@@ -40,7 +40,7 @@ const BATCH_MAX_BYTES: usize = 256 * 1024;
 const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Consecutive rows copied out of SQLite: their texts end to end in `text`, and per row
-/// its seq and its range in `text` (`None` when the column does not hold text).
+/// its seq and its range in `text` (`None` when the column's bytes are not UTF-8).
 #[derive(Debug, Default)]
 struct Batch {
     text: String,
@@ -155,11 +155,15 @@ fn read_batches(
     let mut batch_bytes = BATCH_FIRST_BYTES;
     while let Some(row) = rows.next()? {
         let seq: i64 = row.get(0)?;
-        let range = row.get_ref(1)?.as_str().ok().map(|json| {
-            let start = batch.text.len();
-            batch.text.push_str(json);
-            start..batch.text.len()
-        });
+        // A message's bytes are its text, held as text or as a blob (`LOAD_ARRAY`).
+        let text = row.get_ref(1)?.as_bytes().ok();
+        let range = text
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .map(|json| {
+                let start = batch.text.len();
+                batch.text.push_str(json);
+                start..batch.text.len()
+            });
         batch.rows.push((seq, range));
         if batch.text.len() >= batch_bytes {
             batch_bytes = (batch_bytes * 2).min(BATCH_MAX_BYTES);

@@ -23,10 +23,11 @@ macro_rules! ordered_rows {
     };
 }
 
-/// The seqs of the rows below joined by commas, each row that does not hold text as -1.
+/// The seqs of the rows below joined by commas. Nothing per row but the seq itself: a row
+/// holding a blob needs no mark of its own (see [`LOAD_ARRAY`]).
 macro_rules! seqs {
     () => {
-        "coalesce(group_concat(CASE WHEN typeof(message) = 'text' THEN seq ELSE -1 END), '')"
+        "coalesce(group_concat(seq), '')"
     };
 }
 
@@ -37,10 +38,16 @@ macro_rules! seqs {
 /// the order of the inner ORDER BY (SQLite runs an ordered subquery under an aggregate as
 /// is), and because both lists are built in that one pass, seqs reading 0,1,2,... prove
 /// the messages are complete and in order. `group_concat(x ORDER BY seq)` would say so
-/// itself but sorts a copy of every message, doubling the cost. A row that does not hold
-/// text (a blob: the column's affinity keeps one) joins its bytes into the array as if
-/// they were, so its seq is listed as -1 ([`seqs!`]), which sends the load to the rows
-/// one by one and its error.
+/// itself but sorts a copy of every message, doubling the cost.
+///
+/// A row holding a blob (the column's TEXT affinity keeps one; only a hand edit stores
+/// it) joins its bytes into the array as they are, and both read paths take a message's
+/// bytes as its text whatever their type: a blob spelling a message's JSON in UTF-8 is
+/// that message, on the direct path too. Any other blob fails the array's UTF-8 check or
+/// its parse, or its length, which sends the load to the rows one by one and the error
+/// naming its seq. So a healthy load pays nothing for blobs: a per-row
+/// `CASE WHEN typeof(message) = 'text' ...` in [`seqs!`] to find them cost about 550
+/// instructions a row, 8% of a pooled load of 1,000 messages of 330 bytes.
 pub(crate) const LOAD_ARRAY: &str = concat!(
     "SELECT ",
     seqs!(),
