@@ -161,6 +161,20 @@ async fn fingerprints_that_cannot_decide_send_the_append_to_the_stored_ids() {
             assert_eq!(history, batch, "{path} {case}: the third stored once");
         }
 
+        // The stored messages as blobs (a hand edit; a blob holding a message's JSON is
+        // that message): their ids are read from their bytes as from text, so with the
+        // fingerprints unknown the batch still stores only its third.
+        storage.append("blobs", &batch[..2]).await.unwrap();
+        sqlx::query("UPDATE messages SET message = CAST(message AS BLOB) WHERE session_id = ?1")
+            .bind("blobs")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        set_recent_ids(&storage, "blobs", None).await;
+        storage.append("blobs", &batch).await.unwrap();
+        let history = storage.load("blobs").await.unwrap();
+        assert_eq!(history, batch, "{path} blobs: the third stored once");
+
         // A fingerprint that matches a new id whose message is not stored: stored anyway.
         let fresh = with_ids("g", 1);
         let mut claimed = RecentIds::default();

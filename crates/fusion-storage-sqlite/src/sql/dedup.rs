@@ -115,10 +115,13 @@ pub(crate) const BEGIN_AND_READ_REVISION_AND_RECENT: &str =
     concat!(begin_write!(), "; ", read_revision_and_recent!());
 
 /// The ids (NULL for a message without one) of session ?1's messages from seq ?2 on, in
-/// order: a range of the `messages` key, read only when the fingerprints cannot decide.
+/// order: a range of the `messages` key, read only when the fingerprints cannot decide. A
+/// message a hand edit stored as a blob is read by its bytes, as the loads read it (a
+/// blob never equals text in SQLite, so its id would not be seen and the append would
+/// store it again).
 pub(crate) const READ_LAST_IDS: &str = concat!(
     "SELECT ",
-    message_id!("message"),
+    message_id!("CAST(message AS TEXT)"),
     " FROM messages WHERE session_id = ?1 AND seq >= ?2 ORDER BY seq"
 );
 
