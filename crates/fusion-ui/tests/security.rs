@@ -295,47 +295,61 @@ async fn a_get_never_deletes() {
 
 /// A browser keeps one cookie per name for a host, whatever the port: two apps with
 /// tokens on one machine (one per store, say) must not name their cookies alike, or
-/// logging in to the second replaced the first's cookie and its tabs were refused.
+/// logging in to the second replaced the first's cookie and its tabs were refused. The
+/// port that tells them apart is the one the browser opened: two containers that both
+/// listen on 8765, published on 8001 and 8002 (or two SSH tunnels), shared a name when
+/// it was the bound port's.
 #[tokio::test]
 async fn two_apps_on_one_host_keep_their_own_cookies() {
-    let apps = [
-        ("127.0.0.1:8765", TOKEN),
-        ("127.0.0.1:8766", "other-token-0123456789"),
-    ]
-    .map(|(host, token)| {
-        let address = host.parse().unwrap();
-        let settings = fusion_ui::UiConfig::new(address)
-            .token(token)
-            .settings(address)
-            .unwrap();
-        let storage: std::sync::Arc<dyn ConversationStorage> = store();
-        (host, token, fusion_ui::router(storage, &settings))
-    });
-    let get_at = |host: &str, path: &str, cookie: &str| {
-        axum::http::Request::get(path)
-            .header("host", host)
-            .header("cookie", cookie)
-            .body(Body::empty())
-            .unwrap()
-    };
-    // The browser's jar for 127.0.0.1: name to value, the last cookie set winning.
-    let mut jar = std::collections::BTreeMap::new();
-    for (host, token, app) in &apps {
-        let login = send(app, get_at(host, &format!("/?token={token}"), "")).await;
-        assert_eq!(login.status, StatusCode::SEE_OTHER, "{host}");
-        let pair = login.header("set-cookie").split(';').next().unwrap();
-        let (name, value) = pair.split_once('=').unwrap();
-        jar.insert(name.to_string(), value.to_string());
+    let other = "other-token-0123456789";
+    for pair in [
+        [
+            ("127.0.0.1:8765", "127.0.0.1:8765", TOKEN),
+            ("127.0.0.1:8766", "127.0.0.1:8766", other),
+        ],
+        [
+            ("0.0.0.0:8765", "127.0.0.1:8001", TOKEN),
+            ("0.0.0.0:8765", "127.0.0.1:8002", other),
+        ],
+    ] {
+        let apps = pair.map(|(bind, host, token)| {
+            let address = bind.parse().unwrap();
+            let settings = fusion_ui::UiConfig::new(address)
+                .token(token)
+                .allow_host(host)
+                .settings(address)
+                .unwrap();
+            let storage: std::sync::Arc<dyn ConversationStorage> = store();
+            (host, token, fusion_ui::router(storage, &settings))
+        });
+        // The browser's jar for 127.0.0.1: name to value, the last cookie set winning.
+        let mut jar = std::collections::BTreeMap::new();
+        for (host, token, app) in &apps {
+            let login = send(app, get_at(host, &format!("/?token={token}"), "")).await;
+            assert_eq!(login.status, StatusCode::SEE_OTHER, "{host}");
+            let pair = login.header("set-cookie").split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            jar.insert(name.to_string(), value.to_string());
+        }
+        let cookies: Vec<String> = jar
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        let cookies = cookies.join("; ");
+        for (host, _, app) in &apps {
+            let page = send(app, get_at(host, "/sessions", &cookies)).await;
+            assert_eq!(page.status, StatusCode::OK, "{host} with {cookies}");
+        }
     }
-    let cookies: Vec<String> = jar
-        .iter()
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect();
-    let cookies = cookies.join("; ");
-    for (host, _, app) in &apps {
-        let page = send(app, get_at(host, "/sessions", &cookies)).await;
-        assert_eq!(page.status, StatusCode::OK, "{host} with {cookies}");
-    }
+}
+
+/// A GET of `path` that names the server `host`, with the `Cookie` header `cookie`.
+fn get_at(host: &str, path: &str, cookie: &str) -> axum::http::Request<Body> {
+    axum::http::Request::get(path)
+        .header("host", host)
+        .header("cookie", cookie)
+        .body(Body::empty())
+        .unwrap()
 }
 
 /// Behind a proxy that ends TLS, the cookie is `Secure`: without it the browser also sent

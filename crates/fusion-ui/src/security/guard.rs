@@ -16,8 +16,6 @@ pub(crate) struct Guard {
     /// fine `Host`, since DNS rebinding needs a name and an address is not one.
     any_address: bool,
     token: Option<String>,
-    /// The name of the cookie that carries the token: see [`Guard::cookie`].
-    cookie: String,
 }
 
 impl Guard {
@@ -45,7 +43,6 @@ impl Guard {
             hosts,
             any_address: address.ip().is_unspecified(),
             token: settings.token().map(str::to_string),
-            cookie: format!("fusion_ui_token_{port}"),
         }
     }
 
@@ -64,12 +61,22 @@ impl Guard {
         self.token.is_some()
     }
 
-    /// The name of the cookie that carries the token: `fusion_ui_token_<port>`. A browser
-    /// keeps one cookie per name for a host whatever its port, so two apps on one machine
-    /// sharing a name would each replace the other's cookie at its login, refusing the
-    /// other's open tabs; the port, which no two servers on a host share, tells them apart.
-    pub(crate) fn cookie(&self) -> &str {
-        &self.cookie
+    /// The name of the cookie that carries the token for a request naming us `host`:
+    /// `fusion_ui_token_<port>`. A browser keeps one cookie per name for a host whatever
+    /// its port, so two apps on one machine sharing a name would each replace the other's
+    /// cookie at its login, refusing the other's open tabs. The port is the one the browser
+    /// opened, `host`'s, which is what tells its apps apart (Docker's `-p` or an SSH
+    /// tunnel puts two apps bound alike on two ports), and the same on every request of a
+    /// tab; without one there (a default port, behind a proxy), the bound port.
+    pub(crate) fn cookie(&self, host: Option<&str>) -> String {
+        let opened = host.and_then(|host| {
+            let (name, port) = host.rsplit_once(':')?;
+            // `[::1]` has colons and no port; `[::1]:8765` and `name:8765` have one.
+            (name.ends_with(']') || !name.contains(':'))
+                .then(|| port.parse::<u16>().ok())
+                .flatten()
+        });
+        format!("fusion_ui_token_{}", opened.unwrap_or(self.port))
     }
 
     /// Whether `candidate` is the token, compared in constant time so the time a refusal
@@ -131,6 +138,20 @@ mod tests {
         assert!(specific.host_allowed("10.0.0.5"));
         assert!(!specific.host_allowed("localhost:80"));
         assert!(!specific.host_allowed("10.0.0.6:80"));
+    }
+
+    #[test]
+    fn the_cookie_is_named_after_the_port_the_browser_opened() {
+        let open = guard("0.0.0.0:8765");
+        for (host, name) in [
+            (Some("127.0.0.1:8001"), "fusion_ui_token_8001"),
+            (Some("[::1]:8002"), "fusion_ui_token_8002"),
+            (Some("[::1]"), "fusion_ui_token_8765"),
+            (Some("ui.example"), "fusion_ui_token_8765"),
+            (None, "fusion_ui_token_8765"),
+        ] {
+            assert_eq!(open.cookie(host), name, "{host:?}");
+        }
     }
 
     #[test]

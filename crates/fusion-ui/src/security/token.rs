@@ -1,5 +1,5 @@
 //! The access token, when one is in force: a request must carry it, as the cookie
-//! [`Guard::cookie`] (`fusion_ui_token_<port>`) or as `Authorization: Bearer <token>`, or
+//! [`Guard::cookie`] (`fusion_ui_token_<port>`, the port the browser opened) or as `Authorization: Bearer <token>`, or
 //! it is refused with 401.
 //!
 //! Opening any page with `?token=<token>` sets the cookie (`HttpOnly`, so no script can
@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, COOKIE as COOKIE_HEADER, LOCATION, SET_COOKIE};
+use axum::http::header::{AUTHORIZATION, COOKIE as COOKIE_HEADER, HOST, LOCATION, SET_COOKIE};
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -47,13 +47,16 @@ pub(crate) async fn check_token(
     if request.uri().path().starts_with(PREFIX) {
         return next.run(request).await;
     }
+    // The Host check ran first: this is one of our own names.
+    let host = request.headers().get(HOST).and_then(|v| v.to_str().ok());
+    let cookie = guard.cookie(host);
     let in_address = split_token_param(request.uri());
     if let Some((given, rest)) = &in_address
         && matches!(*request.method(), Method::GET | Method::HEAD)
     {
         return if guard.token_matches(given) {
             let secure = over_https(&request);
-            set_cookie_and_redirect(guard.cookie(), given, rest, secure)
+            set_cookie_and_redirect(&cookie, given, rest, secure)
         } else {
             PageError::unauthorized("The token in this address is not this server's token.")
                 .into_response()
@@ -64,7 +67,7 @@ pub(crate) async fn check_token(
     // then sits in whatever logs addresses) is told where the token goes instead.
     let auth = if bearer(&request).is_some_and(|t| guard.token_matches(t)) {
         Auth::Bearer
-    } else if cookies(&request, guard.cookie()).any(|t| guard.token_matches(t)) {
+    } else if cookies(&request, &cookie).any(|t| guard.token_matches(t)) {
         Auth::Cookie
     } else if in_address.is_some() {
         return PageError::unauthorized(
