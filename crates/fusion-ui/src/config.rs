@@ -165,7 +165,7 @@ impl UiSettings {
         if is_loopback(ip) {
             return None;
         }
-        let place = if ip.is_unspecified() {
+        let place = if is_every_interface(ip) {
             format!("every network interface ({})", self.address)
         } else {
             self.address.to_string()
@@ -187,9 +187,9 @@ impl UiSettings {
     /// `?token=...` when a token is in force. Opening it once sets the token's cookie.
     pub fn url(&self) -> String {
         let ip = match self.address.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ip if !is_every_interface(ip) => ip,
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
+            _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
         let shown = SocketAddr::new(ip, self.address.port());
         match &self.token {
@@ -202,6 +202,12 @@ impl UiSettings {
 /// Whether `ip` is reachable only from this machine (IPv4-mapped loopback included).
 pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
+}
+
+/// Whether a bind on `ip` listens on every interface: `0.0.0.0`, `::`, and `::ffff:0.0.0.0`
+/// (every IPv4 interface, through an IPv6 socket).
+pub(crate) fn is_every_interface(ip: IpAddr) -> bool {
+    ip.to_canonical().is_unspecified()
 }
 
 fn validate_token(token: &str) -> Result<(), UiError> {
@@ -278,7 +284,12 @@ mod tests {
 
     #[test]
     fn a_bind_other_machines_can_reach_is_warned_about() {
-        for local in ["127.0.0.1:8765", "[::1]:8765"] {
+        for local in [
+            "127.0.0.1:8765",
+            "127.0.0.2:8765",
+            "[::1]:8765",
+            "[::ffff:127.0.0.1]:8765",
+        ] {
             let settings = UiConfig::new(addr(local))
                 .token("abcdefghijklmnop")
                 .settings(addr(local))
@@ -287,6 +298,12 @@ mod tests {
         }
         for (open, named) in [
             ("0.0.0.0:8765", "every network interface (0.0.0.0:8765)"),
+            ("[::]:8765", "every network interface ([::]:8765)"),
+            // Every IPv4 interface, through an IPv6 socket.
+            (
+                "[::ffff:0.0.0.0]:8765",
+                "every network interface ([::ffff:0.0.0.0]:8765)",
+            ),
             ("192.168.1.20:8765", "192.168.1.20:8765"),
         ] {
             let settings = UiConfig::new(addr(open)).settings(addr(open)).unwrap();
@@ -295,5 +312,12 @@ mod tests {
             assert!(warning.contains("other machines"), "{warning}");
             assert!(!warning.contains(settings.token().unwrap()), "{warning}");
         }
+        let mapped = addr("[::ffff:0.0.0.0]:8765");
+        let settings = UiConfig::new(mapped).settings(mapped).unwrap();
+        assert!(
+            settings.url().starts_with("http://127.0.0.1:8765/?token="),
+            "{}",
+            settings.url()
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use subtle::ConstantTimeEq;
 
-use crate::config::{UiSettings, is_loopback};
+use crate::config::{UiSettings, is_every_interface, is_loopback};
 
 /// What requests are checked against, derived once from [`UiSettings`].
 #[derive(Debug)]
@@ -12,8 +12,8 @@ pub(crate) struct Guard {
     port: u16,
     /// Accepted `Host` values, lower case.
     hosts: Vec<String>,
-    /// A bind on every interface (`0.0.0.0`, `::`): any IP address with our port is a
-    /// fine `Host`, since DNS rebinding needs a name and an address is not one.
+    /// A bind on every interface (`0.0.0.0`, `::`, `::ffff:0.0.0.0`): any IP address with
+    /// our port is a fine `Host`, since DNS rebinding needs a name and an address is not one.
     any_address: bool,
     token: Option<String>,
 }
@@ -24,7 +24,8 @@ impl Guard {
         let address = settings.address();
         let port = address.port();
         let mut hosts = vec![address.to_string()];
-        if is_loopback(address.ip()) || address.ip().is_unspecified() {
+        let every_interface = is_every_interface(address.ip());
+        if is_loopback(address.ip()) || every_interface {
             for name in ["localhost", "127.0.0.1", "[::1]"] {
                 hosts.push(format!("{name}:{port}"));
             }
@@ -41,7 +42,7 @@ impl Guard {
         Self {
             port,
             hosts,
-            any_address: address.ip().is_unspecified(),
+            any_address: every_interface,
             token: settings.token().map(str::to_string),
         }
     }
@@ -134,6 +135,11 @@ mod tests {
         assert!(open.host_allowed("localhost:8765"));
         assert!(!open.host_allowed("192.168.1.20:8766"));
         assert!(!open.host_allowed("evil.example:8765"));
+        // Every IPv4 interface, through an IPv6 socket: the same names.
+        let mapped = guard("[::ffff:0.0.0.0]:8765");
+        assert!(mapped.host_allowed("192.168.1.20:8765"));
+        assert!(mapped.host_allowed("127.0.0.1:8765"));
+        assert!(!mapped.host_allowed("evil.example:8765"));
         let specific = guard("10.0.0.5:80");
         assert!(specific.host_allowed("10.0.0.5"));
         assert!(!specific.host_allowed("localhost:80"));
