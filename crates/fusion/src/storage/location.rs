@@ -374,7 +374,7 @@ fn canonical(path: &Path) -> PathBuf {
 
 /// Decodes `%XX` escapes, as the SQLite driver does for a database path (`None` when
 /// the result is not UTF-8). A `%` not followed by two hex digits is kept as it is.
-fn percent_decode(text: &str) -> Option<String> {
+pub(super) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;

@@ -36,6 +36,7 @@
 //! ```
 
 mod location;
+mod parse;
 mod retention;
 mod storage_type;
 

@@ -243,11 +243,12 @@ impl fusion_agent::StorageSource for StorageType {
 }
 
 impl fmt::Display for StorageType {
-    /// Renders the storage as a URL, with any password hidden.
+    /// Renders the storage as a URL, with any password hidden. A directory's `file://` URL
+    /// parses back as the same directory.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StorageType::Memory => f.write_str("memory://"),
-            StorageType::FileSystem(dir) => write!(f, "file://{}", dir.display()),
+            StorageType::FileSystem(dir) => f.write_str(&super::parse::file_url(dir)),
             StorageType::Sqlite(url) | StorageType::Redis(url) | StorageType::Postgres(url) => {
                 f.write_str(&redact_url(url))
             }
@@ -274,46 +275,16 @@ impl fmt::Debug for StorageType {
 impl FromStr for StorageType {
     type Err = Error;
 
+    /// Reads a storage URL, or a directory path. Surrounding whitespace is ignored.
+    /// `memory://` or the word `memory` is the in-memory store. A file URL is read as RFC 8089 says, percent-decoded: `file:///abs`,
+    /// `file:/abs` and `file://localhost/abs` are `/abs`, and `file://./rel`,
+    /// `file://../rel` and `file://~/rel` are relative; another host, a relative path
+    /// without that leading `.`, `..` or `~`, a query option (named in the error) and a
+    /// fragment are refused. SQLite, Redis and PostgreSQL URLs are kept as given (their
+    /// backends read their options when opened). Anything that is not a URL (no known
+    /// scheme, and no `//` after an unknown one) is a directory path as written.
     fn from_str(url: &str) -> Result<Self> {
-        let url = url.trim();
-        if url.is_empty() {
-            return Err(Error::Config("empty storage URL".into()));
-        }
-        if url == "memory" || url == "memory://" {
-            return Ok(StorageType::Memory);
-        }
-        if let Some(dir) = url.strip_prefix("file://") {
-            if dir.is_empty() {
-                return Err(Error::Config(
-                    "file:// URL needs a directory, e.g. file://./sessions".into(),
-                ));
-            }
-            return Ok(StorageType::FileSystem(PathBuf::from(dir)));
-        }
-        if url.starts_with("sqlite:") {
-            return Ok(StorageType::Sqlite(url.to_string()));
-        }
-        if [
-            "redis://",
-            "rediss://",
-            "redis+cluster://",
-            "rediss+cluster://",
-        ]
-        .iter()
-        .any(|scheme| url.starts_with(scheme))
-        {
-            return Ok(StorageType::Redis(url.to_string()));
-        }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(StorageType::Postgres(url.to_string()));
-        }
-        if let Some((scheme, _)) = url.split_once("://") {
-            return Err(Error::Config(format!(
-                "unknown storage scheme `{scheme}://` in {}; use memory://, file://DIR, sqlite://FILE, redis://HOST:PORT, postgres://USER@HOST/DB or a plain directory path",
-                redact_url(url)
-            )));
-        }
-        Ok(StorageType::FileSystem(PathBuf::from(url)))
+        super::parse::storage_type(url)
     }
 }
 
