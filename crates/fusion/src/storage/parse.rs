@@ -1,10 +1,10 @@
 //! Reading a storage URL into a [`StorageType`], and writing a directory as a `file://` URL
 //! that reads back as the same directory.
 //!
-//! A string is a URL when it starts with `file:` or `sqlite:`, or with any other
+//! A string is a URL when it starts with `file:`, `memory:` or `sqlite:`, or with any other
 //! scheme followed by `//`; anything else is a directory path (`C:\sessions` and
 //! `notes:2024` too). A URL that names nothing this crate can open
-//! (another host, a query option) is refused, naming what is
+//! (another host, a query option, a path after `memory://`) is refused, naming what is
 //! wrong, rather than read as a directory of that name.
 
 use std::path::{Path, PathBuf};
@@ -23,13 +23,14 @@ pub(super) fn storage_type(url: &str) -> Result<StorageType> {
     if url.is_empty() {
         return Err(Error::Config("empty storage URL".into()));
     }
-    if url == "memory" || url == "memory://" {
+    if url == "memory" {
         return Ok(StorageType::Memory);
     }
     let Some((scheme, rest)) = url.split_once(':').filter(|(scheme, _)| is_scheme(scheme)) else {
         return Ok(StorageType::FileSystem(PathBuf::from(url)));
     };
     match scheme {
+        "memory" => memory(rest),
         "file" => file(rest).map(StorageType::FileSystem),
         "sqlite" => Ok(StorageType::Sqlite(url.to_string())),
         "postgres" | "postgresql" if rest.starts_with("//") => {
@@ -53,6 +54,26 @@ fn is_scheme(text: &str) -> bool {
     text.len() > 1
         && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// `memory://`, which names the one process-wide store: any path or option is a mistake.
+fn memory(rest: &str) -> Result<StorageType> {
+    let Some(after) = rest.strip_prefix("//") else {
+        return Err(Error::Config(format!(
+            "storage URL `memory:{rest}` is not memory://, the in-memory store"
+        )));
+    };
+    if after.is_empty() {
+        return Ok(StorageType::Memory);
+    }
+    let url = format!("memory:{rest}");
+    if let Some(problem) = no_query(&url, "memory://") {
+        return Err(problem);
+    }
+    Err(Error::Config(format!(
+        "memory:// takes no path, but {} has `{after}`: it names the process's one in-memory store (for a directory, write file://./DIR)",
+        redact_url(&url)
+    )))
 }
 
 /// The directory a `file:` URL names (RFC 8089): `file:///abs`, `file:/abs` and
@@ -231,6 +252,19 @@ mod tests {
                 message.contains("takes no query or fragment"),
                 "{url}: {message}"
             );
+        }
+    }
+
+    #[test]
+    fn memory_takes_no_path_and_no_options() {
+        assert_eq!(storage_type("memory://").unwrap(), StorageType::Memory);
+        let message = refused("memory://foo");
+        assert!(message.contains("memory:// takes no path"), "{message}");
+        let message = refused("memory://?x=1");
+        assert!(message.contains("unknown query parameter `x`"), "{message}");
+        assert!(refused("memory:foo").contains("is not memory://"));
+        for url in ["memory://foo", "memory://?x=1", "memory:foo"] {
+            assert!(!refused(url).contains("unknown storage scheme"), "{url}");
         }
     }
 

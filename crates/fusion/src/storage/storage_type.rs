@@ -276,7 +276,7 @@ impl FromStr for StorageType {
     type Err = Error;
 
     /// Reads a storage URL, or a directory path. Surrounding whitespace is ignored.
-    /// `memory://` or the word `memory` is the in-memory store. A file URL is read as RFC 8089 says, percent-decoded: `file:///abs`,
+    /// `memory://` (or the word `memory`) takes no path and no option. A file URL is read as RFC 8089 says, percent-decoded: `file:///abs`,
     /// `file:/abs` and `file://localhost/abs` are `/abs`, and `file://./rel`,
     /// `file://../rel` and `file://~/rel` are relative; another host, a relative path
     /// without that leading `.`, `..` or `~`, a query option (named in the error) and a
