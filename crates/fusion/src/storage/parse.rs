@@ -1,9 +1,9 @@
 //! Reading a storage URL into a [`StorageType`], and writing a directory as a `file://` URL
 //! that reads back as the same directory.
 //!
-//! A string is a URL when it starts with `file:`, `memory:` or `sqlite:`, or with any other
-//! scheme followed by `//`; anything else is a directory path (`C:\sessions` and
-//! `notes:2024` too). A URL that names nothing this crate can open
+//! A string is a URL when it starts with a scheme this crate knows, in any case (`FILE:`,
+//! `Redis:`), or with any other scheme followed by `//`; anything else is a directory path
+//! (`C:\sessions` and `notes:2024` too). A URL that names nothing this crate can open
 //! (another host, a query option, a path after `memory://`) is refused, naming what is
 //! wrong, rather than read as a directory of that name.
 
@@ -29,16 +29,26 @@ pub(super) fn storage_type(url: &str) -> Result<StorageType> {
     let Some((scheme, rest)) = url.split_once(':').filter(|(scheme, _)| is_scheme(scheme)) else {
         return Ok(StorageType::FileSystem(PathBuf::from(url)));
     };
-    match scheme {
+    let scheme = scheme.to_ascii_lowercase();
+    // Schemes are case-insensitive (RFC 3986); the drivers and this crate's own readers
+    // match them in lower case.
+    let normalized = format!("{scheme}:{rest}");
+    let needs_authority = || {
+        if rest.starts_with("//") {
+            Ok(normalized.clone())
+        } else {
+            Err(Error::Config(format!(
+                "storage URL {} needs `//` after `{scheme}:`, as in {scheme}://HOST",
+                redact_url(url)
+            )))
+        }
+    };
+    match scheme.as_str() {
         "memory" => memory(rest),
         "file" => file(rest).map(StorageType::FileSystem),
-        "sqlite" => Ok(StorageType::Sqlite(url.to_string())),
-        "postgres" | "postgresql" if rest.starts_with("//") => {
-            Ok(StorageType::Postgres(url.to_string()))
-        }
-        redis if REDIS_SCHEMES.contains(&redis) && rest.starts_with("//") => {
-            Ok(StorageType::Redis(url.to_string()))
-        }
+        "sqlite" => Ok(StorageType::Sqlite(normalized)),
+        "postgres" | "postgresql" => needs_authority().map(StorageType::Postgres),
+        redis if REDIS_SCHEMES.contains(&redis) => needs_authority().map(StorageType::Redis),
         _ if rest.starts_with("//") => Err(Error::Config(format!(
             "unknown storage scheme `{scheme}://` in {}; use memory://, file://DIR, sqlite://FILE, redis://HOST:PORT, postgres://USER@HOST/DB or a plain directory path",
             redact_url(url)
@@ -258,6 +268,7 @@ mod tests {
     #[test]
     fn memory_takes_no_path_and_no_options() {
         assert_eq!(storage_type("memory://").unwrap(), StorageType::Memory);
+        assert_eq!(storage_type(" Memory:// ").unwrap(), StorageType::Memory);
         let message = refused("memory://foo");
         assert!(message.contains("memory:// takes no path"), "{message}");
         let message = refused("memory://?x=1");
@@ -276,6 +287,49 @@ mod tests {
         assert_eq!(dir("./my%20dir"), Path::new("./my%20dir"));
         assert!(refused("file:///a%2Fb").contains("%2F"));
         assert!(refused("file:///a%FF").contains("not valid UTF-8"));
+    }
+
+    #[test]
+    fn schemes_are_case_insensitive() {
+        for (url, expected) in [
+            ("FILE:///srv/s", StorageType::FileSystem("/srv/s".into())),
+            ("SQLite://s.db", StorageType::Sqlite("sqlite://s.db".into())),
+            (
+                "Redis://h:6379/0",
+                StorageType::Redis("redis://h:6379/0".into()),
+            ),
+            (
+                "REDISS+Cluster://a:1,b:2",
+                StorageType::Redis("rediss+cluster://a:1,b:2".into()),
+            ),
+            (
+                "PostgreSQL://db/app",
+                StorageType::Postgres("postgresql://db/app".into()),
+            ),
+        ] {
+            assert_eq!(storage_type(url).unwrap(), expected, "{url}");
+        }
+        // Their location is read as the lower-case URL's.
+        let upper = storage_type("SQLITE:///x.db").unwrap();
+        let lower = storage_type("sqlite:///x.db").unwrap();
+        assert!(upper.same_storage(&lower).unwrap());
+    }
+
+    #[test]
+    fn server_urls_need_their_slashes_and_anything_else_is_a_path() {
+        for url in ["redis:h", "postgres:app", "rediss+cluster:a:1"] {
+            assert!(refused(url).contains("needs `//`"), "{url}");
+        }
+        assert!(refused("mongodb://h/db").contains("unknown storage scheme `mongodb://`"));
+        for path in [
+            r"C:\sessions",
+            "C:/sessions",
+            "notes:2024",
+            "./a://b",
+            "memory/",
+        ] {
+            assert_eq!(dir(path), Path::new(path), "{path}");
+        }
     }
 
     #[test]

@@ -275,8 +275,9 @@ impl fmt::Debug for StorageType {
 impl FromStr for StorageType {
     type Err = Error;
 
-    /// Reads a storage URL, or a directory path. Surrounding whitespace is ignored.
-    /// `memory://` (or the word `memory`) takes no path and no option. A file URL is read as RFC 8089 says, percent-decoded: `file:///abs`,
+    /// Reads a storage URL, or a directory path. Surrounding whitespace is ignored and
+    /// schemes are case-insensitive. `memory://` (or the word `memory`) takes no path and
+    /// no option. A file URL is read as RFC 8089 says, percent-decoded: `file:///abs`,
     /// `file:/abs` and `file://localhost/abs` are `/abs`, and `file://./rel`,
     /// `file://../rel` and `file://~/rel` are relative; another host, a relative path
     /// without that leading `.`, `..` or `~`, a query option (named in the error) and a
