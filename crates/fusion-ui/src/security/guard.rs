@@ -7,7 +7,6 @@ use subtle::ConstantTimeEq;
 use crate::config::{UiSettings, is_every_interface, is_loopback};
 
 /// What requests are checked against, derived once from [`UiSettings`].
-#[derive(Debug)]
 pub(crate) struct Guard {
     port: u16,
     /// Accepted `Host` values, lower case.
@@ -16,6 +15,18 @@ pub(crate) struct Guard {
     /// our port is a fine `Host`, since DNS rebinding needs a name and an address is not one.
     any_address: bool,
     token: Option<String>,
+}
+
+impl std::fmt::Debug for Guard {
+    // The token is a password: it stays out of logs, as in `UiSettings`'s.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("port", &self.port)
+            .field("hosts", &self.hosts)
+            .field("any_address", &self.any_address)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl Guard {
@@ -93,6 +104,18 @@ impl Guard {
 mod tests {
     use super::*;
     use crate::config::UiConfig;
+
+    #[test]
+    fn its_debug_output_holds_no_token() {
+        let addr = "0.0.0.0:8765".parse().unwrap();
+        let settings = UiConfig::new(addr)
+            .token("correct-horse-battery-staple")
+            .settings(addr)
+            .unwrap();
+        let shown = format!("{:?}", Guard::new(&settings));
+        assert!(!shown.contains("correct-horse"), "{shown}");
+        assert!(shown.contains("<set>"), "{shown}");
+    }
 
     fn guard(bind: &str) -> Guard {
         let addr = bind.parse().unwrap();
