@@ -70,8 +70,10 @@ pub async fn list(store: &Store, storage_url: Option<&str>, args: &ListArgs) -> 
             sessions: page.sessions.iter().map(Entry::of).collect(),
             next: page.next.as_ref().map(Cursor::as_str),
         };
-        serde_json::to_writer_pretty(&mut out, &doc)?;
-        writeln!(out)?;
+        // Rendered first, then written: serde_json's error for a failed write hides the
+        // io::Error, so a closed pipe would read as a failure to `render::report`.
+        let json = serde_json::to_string_pretty(&doc)?;
+        writeln!(out, "{json}")?;
     } else if page.sessions.is_empty() {
         eprintln!("{}", nothing_found(storage_type, args));
     } else {

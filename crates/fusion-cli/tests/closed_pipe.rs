@@ -57,6 +57,27 @@ fn a_command_printing_one_line_to_a_closed_pipe_succeeds_having_done_its_work() 
     assert_eq!(load(&storage, "c"), [ChatMessage::user("hi")]);
 }
 
+/// Every output of a read-only command ends quietly at a closed pipe, `list --json` too:
+/// serde_json's error hid the pipe's, so that one said "Broken pipe" and exited 1.
+#[test]
+fn a_command_printing_its_output_to_a_closed_pipe_ends_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    let storage: StorageType = url.parse().unwrap();
+    seed(&storage, "a", &conversation(1));
+    for args in [
+        &["sessions", "list"][..],
+        &["sessions", "list", "--json"],
+        &["sessions", "show", "a"],
+        &["sessions", "export", "a", "-o", "-"],
+    ] {
+        let output = into_closed_pipe(tmp.path(), &[args, &["--storage", &url]].concat());
+        assert_no_panic(&output);
+        assert!(output.status.success(), "{args:?}: {:?}", output.status);
+        assert_eq!(text(&output.stderr), "", "{args:?}");
+    }
+}
+
 #[test]
 fn a_migrate_whose_reader_went_away_still_migrates_every_session() {
     let tmp = tempfile::tempdir().unwrap();
