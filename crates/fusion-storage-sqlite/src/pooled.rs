@@ -14,7 +14,7 @@
 //! that. A write with a check (a conditional write, a creation, a metadata update, an
 //! append whose messages carry ids) takes two round trips: `BEGIN IMMEDIATE` and the read
 //! of the row to check, then the rest of the script or `ROLLBACK`. A load is one query ([`LOAD_ARRAY`]) returning the whole
-//! history as one JSON array; `load_revision` is one query too ([`LOAD_REVISION_ARRAY`]),
+//! history as one string of messages; `load_revision` is one query too ([`LOAD_REVISION_ARRAY`]),
 //! the revision beside the array.
 //!
 //! A plain append or save runs as [`WriteSql::counted`], the same script ending by reading
@@ -34,8 +34,9 @@ use sqlx::{Arguments, Row, TypeInfo, ValueRef};
 use crate::error::{BACKEND, Op, is_no_transaction, is_too_big, parse_sqlite_error};
 use crate::meta::{InfoRow, InfoTuple};
 use crate::sql::{
-    BEGIN_WRITE, Check, Ends, Found, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, READ_LAST_IDS,
-    READ_REVISION, REMOVE, REMOVE_EXPIRED, Value, Verdict, Write, WriteSql, Written, decode_row,
+    BEGIN_WRITE, Check, Ends, Found, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, MESSAGE_SEPARATOR,
+    READ_LAST_IDS, READ_REVISION, REMOVE, REMOVE_EXPIRED, Value, Verdict, Write, WriteSql, Written,
+    decode_row,
 };
 
 /// Runs `write` as one script on a connection from `pool`, in one round trip (two for a
@@ -303,19 +304,26 @@ fn unless_too_big<T>(read: sqlx::Result<T>) -> sqlx::Result<Option<T>> {
     }
 }
 
-/// The history in the one JSON array of [`LOAD_ARRAY`] or [`LOAD_REVISION_ARRAY`], with
+/// The history in the joined messages of [`LOAD_ARRAY`] or [`LOAD_REVISION_ARRAY`], with
 /// `seqs` the rows' seqs; `None` unless it holds exactly the stored rows, as valid
-/// messages, in order. A row holding more or less than one JSON value shows up as a
-/// length mismatch. The array is taken as bytes and checked as UTF-8 here, the one pass
-/// sqlx's decoding into a `String` made (`serde_json::from_slice` checks as it parses,
-/// about 15% slower on a history of short messages): a row of bytes that are not UTF-8
-/// (SQLite stores text unchecked) fails it, and the rows then name it, where decoding
-/// the array as a `String` failed the load with sqlx's error.
-fn one_array(seqs: &str, array: &[u8]) -> Option<Vec<ChatMessage>> {
+/// messages, in order. Split on [`MESSAGE_SEPARATOR`], each piece is one row's, so a row
+/// holding more or less than one JSON value fails its parse. The messages are taken as
+/// bytes and checked as UTF-8 here, the one pass sqlx's decoding into a `String` made
+/// (`serde_json::from_slice` checks as it parses, slower on short messages): a row of
+/// bytes that are not UTF-8 (SQLite stores text unchecked) fails it, and the rows then
+/// name it, where decoding the messages as a `String` failed the load with sqlx's error.
+fn one_array(seqs: &str, messages: &[u8]) -> Option<Vec<ChatMessage>> {
     let rows = counts_up_from_zero(seqs)?;
-    serde_json::from_str::<Vec<ChatMessage>>(std::str::from_utf8(array).ok()?)
-        .ok()
-        .filter(|history| history.len() == rows)
+    let messages = std::str::from_utf8(messages).ok()?;
+    if rows == 0 {
+        // No rows join into nothing; `split` would give one empty piece.
+        return messages.is_empty().then(Vec::new);
+    }
+    let mut history = Vec::with_capacity(rows);
+    for json in messages.split(MESSAGE_SEPARATOR) {
+        history.push(serde_json::from_str::<ChatMessage>(json).ok()?);
+    }
+    (history.len() == rows).then_some(history)
 }
 
 /// Loads `session_id` and its revision in one query ([`LOAD_REVISION_ARRAY`]), like

@@ -414,6 +414,26 @@ async fn a_row_holding_two_messages_is_corrupt_on(url: &str) {
     let err = storage.load_revision("s").await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{url}: {err}");
     assert!(err.to_string().contains("seq 1"), "{url}: {err}");
+
+    // The extra message cancelled out by two rows holding one message between them (cut
+    // in its text, where SQLite's comma between them would have joined them again): as
+    // many messages as rows, yet none of the three rows is one.
+    storage.append("s", &turn("two")).await.unwrap();
+    let whole = serde_json::to_string(&ChatMessage::user("c,d")).unwrap();
+    let cut = whole.find("c,d").unwrap() + 1;
+    for (seq, part) in [(2, &whole[..cut]), (3, &whole[cut + 1..])] {
+        sqlx::query("UPDATE messages SET message = ?3 WHERE session_id = ?1 AND seq = ?2")
+            .bind("s")
+            .bind(seq)
+            .bind(part)
+            .execute(storage.pool())
+            .await
+            .unwrap();
+    }
+    let err = storage.load("s").await.expect_err(url);
+    assert!(err.to_string().contains("seq 1"), "{url}: {err}");
+    let err = storage.load_revision("s").await.expect_err(url);
+    assert!(err.to_string().contains("seq 1"), "{url}: {err}");
 }
 
 /// Deleting the file under an open storage, or moving another file over it, would leave

@@ -84,7 +84,9 @@ pub(crate) use dedup::{
     is_undecided, register,
 };
 use dedup::{Dedup, recent_of};
-pub(crate) use reads::{LIST_SESSIONS, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS};
+pub(crate) use reads::{
+    LIST_SESSIONS, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, MESSAGE_SEPARATOR,
+};
 use statements::{
     APPEND, APPEND_RECORDING_IDS, CREATE, NOTHING, PURGE, REWRITE, SAVE, TRUNCATE, UPDATE_META,
 };

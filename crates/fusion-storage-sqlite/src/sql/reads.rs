@@ -31,27 +31,45 @@ macro_rules! seqs {
     };
 }
 
-/// A whole history as one row, for sqlx: the stored JSON texts joined into one JSON
-/// array, and the seqs joined the same way. sqlx hands each result row across from the
-/// connection's worker thread on its own, which for a long history costs several times
-/// SQLite's scan; one row and one serde parse avoid that. The rows reach the aggregate in
-/// the order of the inner ORDER BY (SQLite runs an ordered subquery under an aggregate as
-/// is), and because both lists are built in that one pass, seqs reading 0,1,2,... prove
-/// the messages are complete and in order. `group_concat(x ORDER BY seq)` would say so
-/// itself but sorts a copy of every message, doubling the cost.
+/// The messages of the rows below joined by [`MESSAGE_SEPARATOR`], as written in SQL.
+macro_rules! messages {
+    () => {
+        "coalesce(group_concat(message, '\u{1e}'), '')"
+    };
+}
+
+/// The byte [`messages!`] puts between two messages: ASCII's record separator, a control
+/// character, which JSON allows neither between tokens nor raw in a string, so it never
+/// appears in a stored message (serde_json writes it as `\u001e`) and splitting on it
+/// gives back exactly the rows. A comma, as in a JSON array, would not: a row holding
+/// two messages and two rows each holding half of one (cut anywhere, the comma joining
+/// the halves again) would parse as as many messages as rows, none of them a row's.
+pub(crate) const MESSAGE_SEPARATOR: char = '\u{1e}';
+
+/// A whole history as one row, for sqlx: the stored JSON texts joined by
+/// [`MESSAGE_SEPARATOR`], and the seqs joined by commas. sqlx hands each result row across
+/// from the connection's worker thread on its own, which for a long history costs several
+/// times SQLite's scan; one row avoids that. The rows reach the aggregate in the order of
+/// the inner ORDER BY (SQLite runs an ordered subquery under an aggregate as is), and
+/// because both lists are built in that one pass, seqs reading 0,1,2,... and as many
+/// messages, each one row's, prove the messages are complete and in order.
+/// `group_concat(x ORDER BY seq)` would say so itself but sorts a copy of every message,
+/// doubling the cost.
 ///
 /// A row holding a blob (the column's TEXT affinity keeps one; only a hand edit stores
-/// it) joins its bytes into the array as they are, and both read paths take a message's
-/// bytes as its text whatever their type: a blob spelling a message's JSON in UTF-8 is
-/// that message, on the direct path too. Any other blob fails the array's UTF-8 check or
-/// its parse, or its length, which sends the load to the rows one by one and the error
-/// naming its seq. So a healthy load pays nothing for blobs: a per-row
+/// it) joins its bytes in as they are, and both read paths take a message's bytes as its
+/// text whatever their type: a blob spelling a message's JSON in UTF-8 is that message,
+/// on the direct path too. Any other row (not UTF-8, not one message) fails the UTF-8
+/// check or its parse, which sends the load to the rows one by one and the error naming
+/// its seq. So a healthy load pays nothing per row for blobs: a
 /// `CASE WHEN typeof(message) = 'text' ...` in [`seqs!`] to find them cost about 550
 /// instructions a row, 8% of a pooled load of 1,000 messages of 330 bytes.
 pub(crate) const LOAD_ARRAY: &str = concat!(
     "SELECT ",
     seqs!(),
-    ", '[' || coalesce(group_concat(message), '') || ']' FROM ",
+    ", ",
+    messages!(),
+    " FROM ",
     ordered_rows!()
 );
 
@@ -67,7 +85,9 @@ pub(crate) const LOAD_REVISION_ARRAY: &str = concat!(
     "), 0), \
      ",
     seqs!(),
-    ", '[' || coalesce(group_concat(message), '') || ']' FROM ",
+    ", ",
+    messages!(),
+    " FROM ",
     ordered_rows!()
 );
 
