@@ -267,6 +267,47 @@ fn a_storage_path_starting_with_a_tilde_is_in_the_home_directory() {
     }
 }
 
+/// `~` alone is the home directory too, and a `~` that cannot be expanded (another user's
+/// `~name`, or no HOME) is refused: each made a directory named after it in the working
+/// directory.
+#[test]
+fn a_storage_path_of_a_tilde_is_home_or_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let file = tmp.path().join("s1.jsonl");
+    std::fs::write(&file, "{\"role\":\"user\",\"content\":\"hi\"}\n").unwrap();
+    let import = |url: &str, id: &str| {
+        let mut command = common::fusion(tmp.path());
+        command.current_dir(&work);
+        command.args(["sessions", "import", file.to_str().unwrap(), "--id", id]);
+        command.args(["--storage", url]);
+        command
+    };
+    for (url, id) in [("~", "t1"), ("file://~", "t2")] {
+        let output = import(url, id).output().unwrap();
+        assert!(output.status.success(), "{}", common::text(&output.stderr));
+        let home: StorageType = tmp.path().display().to_string().parse().unwrap();
+        assert_eq!(load(&home, id).len(), 1, "{url}");
+    }
+    for (url, home) in [
+        ("~other/x", true),
+        ("file://~other/x", true),
+        ("~/x", false),
+    ] {
+        let mut command = import(url, "t3");
+        if !home {
+            command.env_remove("HOME");
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success(), "{url}");
+        let stderr = common::text(&output.stderr);
+        assert!(stderr.contains("write the full path"), "{url}: {stderr}");
+    }
+    let made: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
+    assert!(made.is_empty(), "{made:?}");
+}
+
 #[test]
 fn an_export_to_dev_stdout_holds_the_export_alone_and_imports_back() {
     let tmp = tempfile::tempdir().unwrap();
