@@ -40,10 +40,11 @@ macro_rules! messages {
 
 /// The byte [`messages!`] puts between two messages: ASCII's record separator, a control
 /// character, which JSON allows neither between tokens nor raw in a string, so it never
-/// appears in a stored message (serde_json writes it as `\u001e`) and splitting on it
-/// gives back exactly the rows. A comma, as in a JSON array, would not: a row holding
-/// two messages and two rows each holding half of one (cut anywhere, the comma joining
-/// the halves again) would parse as as many messages as rows, none of them a row's.
+/// appears in a stored message (serde_json writes it as `\u001e`), and a message that
+/// ends right before it (or at the end) is exactly one row's. A comma, as in a JSON
+/// array, would not tell: a row holding two messages and two rows each holding half of
+/// one (cut anywhere, the comma joining the halves again) parse as many messages as there
+/// are rows, none of them a row's.
 pub(crate) const MESSAGE_SEPARATOR: char = '\u{1e}';
 
 /// A whole history as one row, for sqlx: the stored JSON texts joined by
