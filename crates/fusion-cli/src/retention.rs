@@ -46,7 +46,7 @@ fn chosen(when: &ExpiryChoice, now: SystemTime) -> Result<Option<Expiry>> {
                 time::rfc3339(at)
             );
         }
-        Expiry::At(at)
+        time::at(at, "--at")?
     } else if let Some(span) = when.idle {
         time::idle(span, "--idle")?
     } else {

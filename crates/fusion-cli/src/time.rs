@@ -24,6 +24,17 @@ pub fn after(now: SystemTime, span: Duration, what: &str) -> anyhow::Result<Syst
         })
 }
 
+/// `at` as an expiry instant, or an error naming `what` (the flag) when it lies past the
+/// last second of 9999 (a fraction of a second past it is, too), checked here for the
+/// reason [`after`] gives.
+pub fn at(at: SystemTime, what: &str) -> anyhow::Result<Expiry> {
+    let expiry = Expiry::At(at);
+    if expiry.validate().is_err() {
+        anyhow::bail!("{what} lies past 9999-12-31T23:59:59Z, the latest an expiry can be");
+    }
+    Ok(expiry)
+}
+
 /// `span` as an idle expiry, or an error naming `what` (the flag) when it is longer than
 /// [`MAX_IDLE`] (the shortest span the flags parse, a second, is never too short).
 pub fn idle(span: Duration, what: &str) -> anyhow::Result<Expiry> {

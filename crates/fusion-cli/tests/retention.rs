@@ -334,6 +334,24 @@ fn an_expiry_flag_past_what_an_expiry_holds_is_named_with_its_limit() {
         err.contains("--idle 99999d is longer than the longest idle expiry, 36500d"),
         "{err}"
     );
+    // --at: the last second of 9999 is the latest, a fraction past it is refused alike.
+    let err = expire("--at", "9999-12-31T23:59:59.5Z");
+    assert!(
+        err.contains("--at lies past 9999-12-31T23:59:59Z, the latest an expiry can be")
+            && !err.contains("µs"),
+        "{err}"
+    );
+    let latest = "9999-12-31T23:59:59Z";
+    let args = [
+        "sessions",
+        "expire",
+        "here",
+        "--at",
+        latest,
+        "--storage",
+        &url,
+    ];
+    assert!(ok(tmp.path(), args).contains(latest));
     assert_eq!(common::load(&storage, "here"), conversation(1));
 
     // chat refuses them alike, before any model is asked.
