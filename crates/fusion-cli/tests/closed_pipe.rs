@@ -110,6 +110,46 @@ fn a_migrate_whose_reader_went_away_still_migrates_every_session() {
     assert!(stderr.contains("5 of 10 sessions diverged"), "{stderr}");
 }
 
+/// chat's own lines (its slash commands' output) end quietly at a closed pipe, and fail
+/// naming stdout when it is full: they panicked ("failed printing to stdout"), exit 101.
+#[test]
+fn a_chat_printing_to_a_closed_pipe_or_a_full_stdout_does_not_panic() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    for full in [false, true] {
+        for command in ["/help", "/history", "/tools"] {
+            // No model is asked: the commands answer from the session.
+            let mut chat = common::chat_command(tmp.path(), "http://127.0.0.1:1");
+            chat.args(["--session", "s", "--storage", &url]);
+            chat.stdin(std::process::Stdio::piped());
+            if full {
+                chat.stdout(std::fs::File::create("/dev/full").unwrap());
+            } else {
+                let (reader, writer) = std::io::pipe().unwrap();
+                drop(reader);
+                chat.stdout(writer);
+            }
+            let mut child = chat.stderr(std::process::Stdio::piped()).spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            writeln!(stdin, "{command}").unwrap();
+            drop(stdin);
+            let output = child.wait_with_output().unwrap();
+            assert_no_panic(&output);
+            let stderr = text(&output.stderr);
+            if full {
+                assert!(!output.status.success(), "{command}");
+                assert!(
+                    stderr.contains("cannot write to stdout"),
+                    "{command}: {stderr}"
+                );
+            } else {
+                assert!(output.status.success(), "{command}: {stderr}");
+            }
+        }
+    }
+}
+
 /// A stdout that fails otherwise (a full disk) fails the command, saying the failed write
 /// was stdout's rather than the storage's, whose errors can read the same.
 #[test]

@@ -32,28 +32,28 @@ impl Chat {
         let id = &self.id;
         match name {
             "exit" | "quit" => return Ok(Flow::Exit),
-            "help" => println!("{HELP}"),
+            "help" => render::say(HELP)?,
             "history" => {
                 // Another front end may have written since this chat's last turn.
                 self.session
                     .catch_up()
                     .await
                     .with_context(|| format!("cannot read session {id}"))?;
-                println!(
+                render::say(format_args!(
                     "{} in session {id}",
                     render::plural(self.session.message_count(), "message")
-                );
+                ))?;
             }
             "clear" => {
                 self.session.clear_history().await?;
-                println!("cleared session {id}");
+                render::say(format_args!("cleared session {id}"))?;
             }
             "sessions" => {
                 let owner = self.session.owner();
                 listing::print_table(self.storage.as_ref(), &self.storage_type, owner, id).await?
             }
             "undo" => self.undo().await?,
-            "tools" => self.list_tools(),
+            "tools" => self.list_tools()?,
             "summarize" => {
                 let keep = if arg.is_empty() {
                     DEFAULT_KEEP
@@ -70,11 +70,10 @@ impl Chat {
 
     /// One line per tool: its name, whether a call asks first or is refused, and the
     /// first line of its description.
-    fn list_tools(&self) {
+    fn list_tools(&self) -> std::io::Result<()> {
         let tools = self.session.tools().all();
         if tools.is_empty() {
-            println!("no tools");
-            return;
+            return render::say("no tools");
         }
         let width = tools.iter().map(|t| t.name().len()).max().unwrap_or(0);
         for tool in tools {
@@ -84,22 +83,23 @@ impl Chat {
                 ApprovalMode::Deny => "[refused]",
             };
             let about = tool.description().lines().next().unwrap_or("");
-            println!(
+            render::say(format_args!(
                 "  {:<width$}  {mode:<12}  {}",
                 tool.name(),
                 render::shorten(about, 80)
-            );
+            ))?;
         }
+        Ok(())
     }
 
     /// Removes the last user message and everything after it, from storage too.
     async fn undo(&mut self) -> Result<()> {
         match self.session.undo_last_turn().await? {
-            0 => println!("nothing to undo"),
-            removed => println!(
+            0 => render::say("nothing to undo")?,
+            removed => render::say(format_args!(
                 "undid your last message ({} removed)",
                 render::plural(removed, "message")
-            ),
+            ))?,
         }
         Ok(())
     }
@@ -111,15 +111,15 @@ impl Chat {
         let report = self.session.summarize_history(keep).await;
         spinner.finish_and_clear();
         match report? {
-            None => println!(
+            None => render::say(format_args!(
                 "nothing to summarize: the model already sees at most {keep} messages besides any summary"
-            ),
+            ))?,
             Some(report) => {
-                println!(
+                render::say(format_args!(
                     "summarized {} for the model (stored history is kept):",
                     render::plural(report.summarized, "message")
-                );
-                println!("{}", render::printable(&report.summary));
+                ))?;
+                render::say(render::printable(&report.summary))?;
             }
         }
         Ok(())

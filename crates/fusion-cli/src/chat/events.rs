@@ -50,7 +50,7 @@ impl TurnView {
                 let body = text.strip_suffix('\r');
                 self.held_cr = body.is_some();
                 shown.push_str(&render::printable(body.unwrap_or(text)));
-                let mut out = io::stdout().lock();
+                let mut out = render::stdout();
                 out.write_all(shown.as_bytes())?;
                 out.flush()?;
                 self.mid_line = !text.ends_with('\n');
@@ -89,7 +89,7 @@ impl TurnView {
     pub fn finish(mut self, result: &TaskResult) -> io::Result<()> {
         self.spinner.finish_and_clear();
         self.end_line()?;
-        let mut out = io::stdout().lock();
+        let mut out = render::stdout();
         if !(result.success && self.answer_shown) {
             writeln!(out, "{}", render::printable(&result.result))?;
         }
@@ -123,18 +123,17 @@ impl TurnView {
     /// Prints `line` on a line of its own, above the spinner.
     fn line(&mut self, line: &str) -> io::Result<()> {
         self.end_line()?;
-        self.spinner.suspend(|| println!("{line}"));
-        Ok(())
+        self.spinner.suspend(|| render::say(line))
     }
 
     /// Ends a line of streamed text.
     fn end_line(&mut self) -> io::Result<()> {
         if std::mem::take(&mut self.held_cr) {
-            io::stdout().lock().write_all(b"\\r")?;
+            render::stdout().write_all(b"\\r")?;
         }
         if self.mid_line {
             self.mid_line = false;
-            let mut out = io::stdout().lock();
+            let mut out = render::stdout();
             writeln!(out)?;
             out.flush()?;
         }

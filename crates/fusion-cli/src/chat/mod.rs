@@ -383,7 +383,7 @@ impl Chat {
         if input.is_asking() {
             // Stopped with the question's prompt on screen: its line ends here, and the
             // read goes on for the next message.
-            println!();
+            render::say("")?;
         }
         for event in held {
             view.show(&event)?;
@@ -416,7 +416,7 @@ impl Chat {
     /// agree with storage.
     async fn interrupted(&mut self) -> Result<Flow> {
         self.session.reload().await?;
-        println!("(interrupted)");
+        render::say("(interrupted)")?;
         Ok(Flow::Continue)
     }
 
