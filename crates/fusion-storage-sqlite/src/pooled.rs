@@ -15,7 +15,7 @@
 //! append whose messages carry ids) takes two round trips: `BEGIN IMMEDIATE` and the read
 //! of the row to check, then the rest of the script or `ROLLBACK`. A load is one query ([`LOAD_ARRAY`]) returning the whole
 //! history as one string of messages; `load_revision` is one query too ([`LOAD_REVISION_ARRAY`]),
-//! the revision beside the array.
+//! the revision beside the messages.
 //!
 //! A plain append or save runs as [`WriteSql::counted`], the same script ending by reading
 //! what its last statement changed (one trivial statement more, still one round trip).
@@ -268,8 +268,8 @@ async fn roll_back_pooled(conn: &mut PoolConnection<Sqlite>) {
     }
 }
 
-/// Loads `session_id` as one JSON array that SQLite assembles, parsed once, with the
-/// rows read one by one only when that array does not hold exactly the stored rows as
+/// Loads `session_id` as one string of messages that SQLite assembles ([`one_array`]),
+/// with the rows read one by one only when it does not hold exactly the stored rows as
 /// valid messages, or SQLite cannot make it (`SQLITE_TOOBIG`: a history longer than its
 /// longest string, which appends of shorter messages can store). `op` names the load in
 /// errors.
@@ -294,7 +294,7 @@ pub(crate) async fn load(
 }
 
 /// The row of a one-array read ([`LOAD_ARRAY`], [`LOAD_REVISION_ARRAY`]), or `None` when
-/// SQLite could not make the array (`SQLITE_TOOBIG`: the history is longer than the
+/// SQLite could not join the messages (`SQLITE_TOOBIG`: the history is longer than the
 /// connection's longest string), which sends the load to the rows one by one.
 fn unless_too_big<T>(read: sqlx::Result<T>) -> sqlx::Result<Option<T>> {
     match read {
@@ -331,7 +331,7 @@ fn one_array(seqs: &str, messages: &[u8]) -> Option<Vec<ChatMessage>> {
 }
 
 /// Loads `session_id` and its revision in one query ([`LOAD_REVISION_ARRAY`]), like
-/// [`load`]. When the array does not hold exactly the stored rows as valid messages (or is
+/// [`load`]. When the joined messages do not hold exactly the stored rows as valid messages (or is
 /// too long to make), the revision and the rows are read again one by one, in one read transaction. A `sessions`
 /// row whose count disagrees with the rows is
 /// [`Error::Corrupt`](fusion_core::Error::Corrupt).
