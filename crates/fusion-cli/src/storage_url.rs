@@ -19,33 +19,42 @@ pub fn storage_type(url: Option<&str>) -> Result<StorageType> {
     }
 }
 
-/// Parses one storage URL, naming it in the error. A path that is `~` or starts with `~/`
-/// (plain, or as a `file://` URL) is taken from the home directory, as a shell would
+/// Parses one storage URL, naming it in the error. A directory that is `~` or starts with
+/// `~/`, however it was written (a plain path, `file://~/x`, `FILE://~/x`, with spaces
+/// around it or percent escapes in it), is taken from the home directory, as a shell would
 /// expand it: a value of `FUSION_STORAGE` read from a file, or a quoted argument, never
-/// went through one, and a directory named `~` is never what was meant. Any other `~`
-/// (another user's `~name`, or `~` without HOME) is refused for the same reason. (A SQLite
-/// URL's `~` is refused by its parser.)
+/// went through one, and a directory named `~` is never what was meant. Any other leading
+/// `~` (another user's `~name`, or `~` without HOME) is refused for the same reason. The
+/// URL is parsed first, so the `~` is looked for in the directory the parser read, not in
+/// the text. (A SQLite URL's `~` is refused by its parser.)
 pub fn parse_storage(url: &str) -> Result<StorageType> {
-    let path = url.strip_prefix("file://").unwrap_or(url);
-    let expanded = match (path.strip_prefix('~'), std::env::var_os("HOME")) {
-        (None, _) => url.to_string(),
-        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => PathBuf::from(home)
-            .join(rest.trim_start_matches('/'))
-            .display()
-            .to_string(),
-        (Some(_), home) => anyhow::bail!(
-            "invalid storage URL {url}: its ~ {}; write the full path",
-            if home.is_some() {
-                "names another user's home directory, which is not looked up here"
-            } else {
+    // The parser's own message already names the URL (with any password hidden).
+    let storage = url.parse::<StorageType>().context("invalid storage URL")?;
+    let StorageType::FileSystem(dir) = &storage else {
+        return Ok(storage);
+    };
+    let tilde = dir
+        .components()
+        .next()
+        .is_some_and(|first| first.as_os_str().to_string_lossy().starts_with('~'));
+    if !tilde {
+        return Ok(storage);
+    }
+    match (dir.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) if rest.as_os_str().is_empty() => {
+            Ok(StorageType::FileSystem(PathBuf::from(home)))
+        }
+        (Ok(rest), Some(home)) => Ok(StorageType::FileSystem(PathBuf::from(home).join(rest))),
+        (_, home) => anyhow::bail!(
+            "invalid storage URL {}: its ~ {}; write the full path",
+            url.trim(),
+            if home.is_none() {
                 "cannot be expanded, HOME being unset"
+            } else {
+                "names another user's home directory, which is not looked up here"
             }
         ),
-    };
-    // The parser's own message already names the URL (with any password hidden).
-    expanded
-        .parse::<StorageType>()
-        .context("invalid storage URL")
+    }
 }
 
 #[cfg(test)]

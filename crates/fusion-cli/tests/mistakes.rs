@@ -243,8 +243,17 @@ fn a_storage_path_starting_with_a_tilde_is_in_the_home_directory() {
     std::fs::create_dir(&work).unwrap();
     let file = tmp.path().join("s1.jsonl");
     std::fs::write(&file, "{\"role\":\"user\",\"content\":\"hi\"}\n").unwrap();
-    // A plain path, and the same path as a file:// URL.
-    for (url, id) in [("~/mine", "s1"), ("file://~/mine", "s2")] {
+    // A plain path, and the same path as a file:// URL. The `~` is looked for in the
+    // directory the URL names, not in its text: with a space before it, an upper-case
+    // scheme or a percent escape, each made a directory named `~` (or `~/my%20dir` in the
+    // home directory).
+    for (url, id, dir) in [
+        ("~/mine", "s1", "mine"),
+        ("file://~/mine", "s2", "mine"),
+        (" ~/mine", "s3", "mine"),
+        ("FILE://~/mine", "s4", "mine"),
+        ("file://~/my%20dir", "s5", "my dir"),
+    ] {
         let output = common::fusion(tmp.path())
             .current_dir(&work)
             .args(["sessions", "import", file.to_str().unwrap()])
@@ -256,13 +265,7 @@ fn a_storage_path_starting_with_a_tilde_is_in_the_home_directory() {
             !work.join("~").exists(),
             "{url}: a directory named ~ was made"
         );
-        let home: StorageType = tmp
-            .path()
-            .join("mine")
-            .display()
-            .to_string()
-            .parse()
-            .unwrap();
+        let home: StorageType = tmp.path().join(dir).display().to_string().parse().unwrap();
         assert_eq!(load(&home, id).len(), 1, "{url}");
     }
 }

@@ -5,6 +5,7 @@
 //! through the `fusion` facade.
 
 mod error;
+pub mod file_url;
 mod flag;
 mod layer;
 mod listing;
@@ -52,5 +53,6 @@ pub use session_times::SessionTimes;
 pub use storable::{MAX_METADATA_DEPTH, check_storable};
 pub use storage::{ConversationStorage, check_creation};
 pub use url_param::{
-    UrlQueryProblem, split_url_param, url_param, url_query, url_query_problem, url_without_query,
+    UrlQueryProblem, percent_decode, refuse_query, split_url_param, url_param, url_query,
+    url_query_problem, url_without_query,
 };

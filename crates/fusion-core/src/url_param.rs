@@ -1,7 +1,8 @@
 //! Query parameters of storage URLs that belong to Fusion rather than to the driver: a
 //! Redis URL's `key_prefix`, a PostgreSQL URL's `schema`. A backend reads its own and
 //! hands the driver the URL without them; the facade reads them to tell which data a URL
-//! names. One reading for all, so the two never disagree.
+//! names. One reading for all, so the two never disagree. Also the percent-decoding and the
+//! refusal of a query that the facade's and the backends' URL readers share.
 
 /// The query of `url`: what follows its `?`, without a `#fragment`; `None` when it has no
 /// `?`. Not decoded.
@@ -153,6 +154,62 @@ pub fn url_without_query(url: &str) -> String {
         Some((head, _)) => head.to_string(),
         None => redacted,
     }
+}
+
+/// The error for a query or fragment in `url`, whose scheme `scheme` (as `file://`) takes
+/// none: the first parameter is named (never its value, which may be a misspelt password),
+/// as the backends name one they do not read.
+///
+/// ```
+/// assert!(fusion_core::refuse_query("memory://", "memory://").is_ok());
+/// let err = fusion_core::refuse_query("file:///d?pass=secret", "file://").unwrap_err();
+/// assert!(err.to_string().contains("`pass`") && !err.to_string().contains("secret"));
+/// ```
+pub fn refuse_query(url: &str, scheme: &str) -> crate::Result<()> {
+    let shown = url_without_query(url);
+    if let Some(UrlQueryProblem::Unknown { key, .. }) = url_query_problem(url, &[], |_| false) {
+        return Err(crate::Error::Config(format!(
+            "unknown query parameter `{key}` in {shown}: {scheme} takes no options"
+        )));
+    }
+    match url.find(['?', '#']) {
+        None => Ok(()),
+        Some(at) => Err(crate::Error::Config(format!(
+            "{shown}: {scheme} takes no query or fragment, but `{}` begins one (in a directory's name write %3F for `?`, %23 for `#`)",
+            &url[at..at + 1]
+        ))),
+    }
+}
+
+/// Decodes `%XX` escapes, as the SQLite driver does for a database path and a `file:` URL
+/// reader for its path (`None` when the result is not UTF-8). A `%` not followed by two hex
+/// digits is kept as it is.
+///
+/// ```
+/// assert_eq!(fusion_core::percent_decode("my%20dir%zz").as_deref(), Some("my dir%zz"));
+/// assert_eq!(fusion_core::percent_decode("%FF"), None);
+/// ```
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escape = bytes
+            .get(index + 1..index + 3)
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match (bytes[index], escape) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
 }
 
 /// A query key decoded as `application/x-www-form-urlencoded`: `+` is a space and `%XX` a

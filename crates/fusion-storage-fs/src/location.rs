@@ -4,23 +4,17 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use fusion_core::{Error, Result};
+use fusion_core::{Error, Result, file_url};
 
-/// The scheme `connect` accepts in front of a directory, as `fusion::StorageType` does.
-const FILE_SCHEME: &str = "file://";
-
-/// The directory named by `location`: the path itself, or what follows `file://`
-/// (`file://./sessions` is `./sessions`, `file:///var/lib/app` is `/var/lib/app`).
+/// The directory named by `location`: the path itself, or the directory a `file:` URL
+/// names, read as `fusion::StorageType` reads it ([`file_url::directory`]: everything after
+/// `file://` is the path, so `file://sessions` is `sessions` and `file:///var/lib/app` is
+/// `/var/lib/app`; the path is percent-decoded, and a query or fragment is refused).
 pub(crate) fn directory(location: &Path) -> Result<PathBuf> {
-    let Some(rest) = location.to_str().and_then(|s| s.strip_prefix(FILE_SCHEME)) else {
-        return Ok(location.to_path_buf());
-    };
-    if rest.is_empty() {
-        return Err(Error::Config(
-            "file:// URL needs a directory, e.g. file://./sessions".into(),
-        ));
+    match location.to_str().and_then(file_url::strip_scheme) {
+        Some(rest) => file_url::directory(rest),
+        None => Ok(location.to_path_buf()),
     }
-    Ok(PathBuf::from(rest))
 }
 
 /// Creates `dir` and its parents unless it exists.
@@ -64,12 +58,17 @@ mod tests {
             ("file://./sessions", "./sessions"),
             ("file:///var/lib/app", "/var/lib/app"),
             ("file://sessions", "sessions"),
+            ("file://localhost/x", "localhost/x"),
+            ("FILE:/var/lib/app", "/var/lib/app"),
+            ("file:///tmp/my%20dir", "/tmp/my dir"),
         ] {
             assert_eq!(directory(Path::new(location)).unwrap(), Path::new(dir));
         }
-        assert!(matches!(
-            directory(Path::new("file://")),
-            Err(Error::Config(_))
-        ));
+        for refused in ["file://", "file:sessions", "file://d?x=1"] {
+            assert!(
+                matches!(directory(Path::new(refused)), Err(Error::Config(_))),
+                "{refused}"
+            );
+        }
     }
 }

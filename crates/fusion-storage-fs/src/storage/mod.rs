@@ -76,9 +76,11 @@ struct Inner {
 impl FileSystemStorage {
     /// Storage at `location` with the default options ([`SyncPolicy::OnReplace`]).
     ///
-    /// `location` is a directory path or a `file://` URL (`file://./sessions`,
-    /// `file:///var/lib/app/sessions`). The directory and its parents are created unless
-    /// they exist. Fails with [`Error::Config`] for `file://` without a path, and with
+    /// `location` is a directory path or a `file://` URL, everything after `file://` being
+    /// the path (`file://sessions`, `file:///var/lib/app/sessions`), read as
+    /// `fusion::StorageType` reads it ([`fusion_core::file_url`]). The directory and its
+    /// parents are created unless they exist. Fails with [`Error::Config`] for a file URL
+    /// that names no directory (`file://`, `file:rel`) or has a query or fragment, and with
     /// [`Error::Io`] naming the path when the directory cannot be created (no permission,
     /// or a file standing where a directory must be). An existing read-only directory is
     /// accepted: its sessions can be read, and writes fail when they are made.

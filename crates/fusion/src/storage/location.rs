@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
-use fusion_core::{Error, Result, redact_url, url_param, url_query};
+use fusion_core::{Error, Result, percent_decode, redact_url, url_param, url_query};
 
 /// The key prefix a Redis storage uses when its URL names none (the Redis backend's
 /// `DEFAULT_KEY_PREFIX`).
@@ -370,29 +370,4 @@ fn canonical(path: &Path) -> PathBuf {
         return resolved;
     }
     absolute
-}
-
-/// Decodes `%XX` escapes, as the SQLite driver does for a database path (`None` when
-/// the result is not UTF-8). A `%` not followed by two hex digits is kept as it is.
-pub(super) fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let escape = bytes
-            .get(index + 1..index + 3)
-            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
-        match (bytes[index], escape) {
-            (b'%', Some(byte)) => {
-                decoded.push(byte);
-                index += 3;
-            }
-            (byte, _) => {
-                decoded.push(byte);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8(decoded).ok()
 }

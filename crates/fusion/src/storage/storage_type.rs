@@ -248,7 +248,7 @@ impl fmt::Display for StorageType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StorageType::Memory => f.write_str("memory://"),
-            StorageType::FileSystem(dir) => f.write_str(&super::parse::file_url(dir)),
+            StorageType::FileSystem(dir) => f.write_str(&fusion_core::file_url::to_url(dir)),
             StorageType::Sqlite(url) | StorageType::Redis(url) | StorageType::Postgres(url) => {
                 f.write_str(&redact_url(url))
             }
@@ -277,10 +277,10 @@ impl FromStr for StorageType {
 
     /// Reads a storage URL, or a directory path. Surrounding whitespace is ignored and
     /// schemes are case-insensitive. `memory://` (or the word `memory`) takes no path and
-    /// no option. A file URL is read as RFC 8089 says, percent-decoded: `file:///abs`,
-    /// `file:/abs` and `file://localhost/abs` are `/abs`, and `file://./rel`,
-    /// `file://../rel` and `file://~/rel` are relative; another host, a relative path
-    /// without that leading `.`, `..` or `~`, a query option (named in the error) and a
+    /// no option. In a file URL everything after `file://` is the directory, relative or
+    /// absolute, percent-decoded ([`fusion_core::file_url`]): `file://sessions` is
+    /// `./sessions`, `file://localhost/x` the relative `localhost/x`, `file:///abs` and
+    /// `file:/abs` are `/abs`; `file:rel`, a query option (named in the error) and a
     /// fragment are refused. SQLite, Redis and PostgreSQL URLs are kept as given (their
     /// backends read their options when opened). Anything that is not a URL (no known
     /// scheme, and no `//` after an unknown one) is a directory path as written.
