@@ -77,11 +77,13 @@ pub async fn run(storage: Store, args: UiArgs) -> Result<()> {
     }
     let bound = fusion_ui::bind(&config).await?;
     let url = bound.url();
-    println!("Fusion UI: {url}");
     // The URL names 127.0.0.1 for a bind on every interface: this says the app is open.
+    // Before the URL, so whoever reads the URL (a person, a script that then stops the
+    // app) has been warned already, not maybe.
     if let Some(warning) = bound.settings().exposure_warning() {
         eprintln!("fusion: {warning}");
     }
+    println!("Fusion UI: {url}");
     println!("{chat_line}");
     println!("Press Ctrl-C to stop.");
     if args.open {

@@ -6,57 +6,59 @@
 
 mod common;
 
+use std::io::BufRead;
 use std::process::Stdio;
 use std::time::Duration;
 
 use fusion::agent::testing::MockLlmServer;
 use fusion::storage::StorageType;
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
 
 /// `fusion ui` started with `args` and the environment variables `env`, the URL it
-/// printed, and all it writes on stderr (complete once the child has ended).
+/// printed, and the lines it wrote before it (stdout and stderr share one pipe, so what
+/// it wrote on stderr before the URL is among them, whatever the scheduling).
 async fn start(
     data_dir: &std::path::Path,
     args: &[&str],
     env: &[(&str, &str)],
-) -> (Child, String, JoinHandle<String>) {
+) -> (Child, String, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
     let mut command = Command::from(common::fusion(data_dir));
     command
         .current_dir(data_dir)
         .arg("ui")
         .args(args)
         .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
         .kill_on_drop(true);
-    let mut child = command.spawn().expect("fusion ui starts");
-    let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
-    let stderr = tokio::spawn(async move {
-        let mut text = String::new();
-        while let Ok(Some(line)) = errors.next_line().await {
-            text.push_str(&line);
-            text.push('\n');
+    let child = command.spawn().expect("fusion ui starts");
+    // The command holds the pipe's write end too; the child alone keeps it open now.
+    drop(command);
+    let (sender, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufRead::lines(std::io::BufReader::new(reader)) {
+            if line.is_err() || sender.send(line.unwrap()).is_err() {
+                break;
+            }
         }
-        text
     });
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    // Generous: the first line comes once the storage is open and the port bound.
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-        .await
-        .expect("fusion ui prints its URL")
-        .unwrap()
-        .expect("a line on stdout");
-    let url = line
-        .strip_prefix("Fusion UI: ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
+    let mut before = String::new();
+    let url = loop {
+        // Generous: the URL comes once the storage is open and the port bound.
+        let line = tokio::time::timeout(Duration::from_secs(120), lines.recv())
+            .await
+            .expect("fusion ui prints its URL")
+            .expect("a line of output");
+        match line.strip_prefix("Fusion UI: ") {
+            Some(url) => break url.to_string(),
+            None => before.push_str(&format!("{line}\n")),
+        }
+    };
     // Keep reading so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url, stderr)
+    tokio::spawn(async move { while lines.recv().await.is_some() {} });
+    (child, url, before)
 }
 
 fn client() -> reqwest::Client {
@@ -116,7 +118,7 @@ async fn ui_serves_the_sessions_and_transcripts_of_the_storage_it_is_given() {
 #[tokio::test]
 async fn a_bind_beyond_loopback_prints_a_url_with_a_token_and_requires_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url, stderr) = start(
+    let (mut child, url, before) = start(
         dir.path(),
         &["--storage", "memory://", "--bind", "0.0.0.0:0"],
         &[],
@@ -137,13 +139,13 @@ async fn a_bind_beyond_loopback_prints_a_url_with_a_token_and_requires_it() {
     assert_eq!(refused.status(), 401, "no token");
     let with_bearer = client.get(&local).bearer_auth(token).send().await.unwrap();
     assert_eq!(with_bearer.status(), 200);
-    // The printed URL names 127.0.0.1; stderr says the app is open to the network.
-    child.kill().await.unwrap();
-    let warned = stderr.await.unwrap();
+    // The printed URL names 127.0.0.1: a warning before it says the app is open to the
+    // network.
     assert!(
-        warned.contains("listening on every network interface") && !warned.contains(token),
-        "{warned}"
+        before.contains("listening on every network interface") && !before.contains(token),
+        "{before}"
     );
+    child.kill().await.unwrap();
 }
 
 #[tokio::test]
