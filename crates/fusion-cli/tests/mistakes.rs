@@ -235,44 +235,12 @@ fn reading_a_sqlite_file_that_does_not_exist_creates_nothing() {
     );
 }
 
-#[test]
-fn a_storage_path_starting_with_a_tilde_is_in_the_home_directory() {
-    // `common::fusion` sets HOME to the test's directory, and runs no shell.
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir(&work).unwrap();
-    let file = tmp.path().join("s1.jsonl");
-    std::fs::write(&file, "{\"role\":\"user\",\"content\":\"hi\"}\n").unwrap();
-    // A plain path, and the same path as a file:// URL. The `~` is looked for in the
-    // directory the URL names, not in its text: with a space before it, an upper-case
-    // scheme or a percent escape, each made a directory named `~` (or `~/my%20dir` in the
-    // home directory).
-    for (url, id, dir) in [
-        ("~/mine", "s1", "mine"),
-        ("file://~/mine", "s2", "mine"),
-        (" ~/mine", "s3", "mine"),
-        ("FILE://~/mine", "s4", "mine"),
-        ("file://~/my%20dir", "s5", "my dir"),
-    ] {
-        let output = common::fusion(tmp.path())
-            .current_dir(&work)
-            .args(["sessions", "import", file.to_str().unwrap()])
-            .args(["--id", id, "--storage", url])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", common::text(&output.stderr));
-        assert!(
-            !work.join("~").exists(),
-            "{url}: a directory named ~ was made"
-        );
-        let home: StorageType = tmp.path().join(dir).display().to_string().parse().unwrap();
-        assert_eq!(load(&home, id).len(), 1, "{url}");
-    }
-}
-
-/// `~` alone is the home directory too, and a `~` that cannot be expanded (another user's
-/// `~name`, or no HOME) is refused: each made a directory named after it in the working
-/// directory.
+/// `~` and `~/DIR` are taken from the home directory (`common::fusion` sets HOME to the
+/// test's directory, and runs no shell), however the URL spells them: the `~` is looked for
+/// in the directory the URL names, not in its text, so a space before it, an upper-case
+/// scheme or a percent escape (`~/my%20dir`) change nothing. A `~` that cannot be expanded
+/// (another user's `~name`, or no HOME) is refused. Each of these made a directory named
+/// after the `~` in the working directory.
 #[test]
 fn a_storage_path_of_a_tilde_is_home_or_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -287,10 +255,18 @@ fn a_storage_path_of_a_tilde_is_home_or_refused() {
         command.args(["--storage", url]);
         command
     };
-    for (url, id) in [("~", "t1"), ("file://~", "t2")] {
+    for (url, id, dir) in [
+        ("~", "t1", ""),
+        ("file://~", "t2", ""),
+        ("~/mine", "s1", "mine"),
+        ("file://~/mine", "s2", "mine"),
+        (" ~/mine", "s3", "mine"),
+        ("FILE://~/mine", "s4", "mine"),
+        ("file://~/my%20dir", "s5", "my dir"),
+    ] {
         let output = import(url, id).output().unwrap();
         assert!(output.status.success(), "{}", common::text(&output.stderr));
-        let home: StorageType = tmp.path().display().to_string().parse().unwrap();
+        let home: StorageType = tmp.path().join(dir).display().to_string().parse().unwrap();
         assert_eq!(load(&home, id).len(), 1, "{url}");
     }
     for (url, home) in [
