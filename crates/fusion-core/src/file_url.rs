@@ -79,21 +79,27 @@ fn windows_drive(path: String) -> String {
 }
 
 /// `dir` as a `file://` URL that [`directory`] reads back as `dir`: `file://` and the path,
-/// with `%`, `?` and `#` escaped (`file:///` for an absolute path that does not start with
-/// `/`, as `C:\dir`; `file://.` for the empty path).
+/// with `%`, `?` and `#` escaped, and whitespace at the end too, which a reader that trims
+/// what it is given (as `fusion::StorageType`'s parser) would drop (`file:///` for an
+/// absolute path that does not start with `/`, as `C:\dir`; `file://.` for the empty path).
 ///
 /// ```
 /// use std::path::Path;
 /// use fusion_core::file_url::to_url;
 /// assert_eq!(to_url(Path::new("sessions")), "file://sessions");
 /// assert_eq!(to_url(Path::new("/tmp/a b?")), "file:///tmp/a b%3F");
+/// assert_eq!(to_url(Path::new("/tmp/a b ")), "file:///tmp/a b%20");
 /// ```
 pub fn to_url(dir: &Path) -> String {
     let text = dir.display().to_string();
-    let escaped = text
+    let kept = text.trim_end();
+    let mut escaped = kept
         .replace('%', "%25")
         .replace('?', "%3F")
         .replace('#', "%23");
+    for byte in text[kept.len()..].bytes() {
+        escaped.push_str(&format!("%{byte:02X}"));
+    }
     if escaped.is_empty() {
         // The empty path is the working directory wherever a path is read.
         "file://.".to_string()
@@ -199,5 +205,16 @@ mod tests {
         }
         assert_eq!(dir(&to_url(Path::new(""))), Path::new("."));
         assert_eq!(to_url(Path::new("/srv/s")), "file:///srv/s");
+    }
+
+    #[test]
+    fn trailing_whitespace_survives_a_reader_that_trims() {
+        // The facade's parser trims the URL it is given, as a value from a shell or a
+        // config file may carry blanks: a name ending in one must not lose it.
+        for path in ["/tmp/d ", "sessions\t", "a b\n", "x\u{3000}"] {
+            let url = to_url(Path::new(path));
+            assert_eq!(dir(url.trim()), Path::new(path), "{path:?} -> {url}");
+        }
+        assert_eq!(to_url(Path::new("/a b ")), "file:///a b%20");
     }
 }
