@@ -9,9 +9,12 @@
 //! `file:rel` (no `//`, not absolute), an empty path, an escaped `/` (`%2F`), a query and a
 //! fragment are refused.
 
+#[cfg(unix)]
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result, percent_decode, refuse_query};
+use crate::url_param::percent_decode_bytes;
+use crate::{Error, Result, refuse_query};
 
 /// What follows the `file:` scheme of `text`, which may be written in any case (`FILE:`),
 /// or `None` when `text` does not start with that scheme.
@@ -61,13 +64,20 @@ pub fn directory(rest: &str) -> Result<PathBuf> {
             "{url}: an escaped `/` (%2F) cannot be part of a directory's name; write `/`"
         )));
     }
-    let decoded = percent_decode(path)
-        .ok_or_else(|| Error::Config(format!("{url}: the decoded path is not valid UTF-8")))?;
-    Ok(PathBuf::from(windows_drive(decoded)))
+    let decoded = percent_decode_bytes(path);
+    // A Unix path is bytes, so an escape may stand for one that is not UTF-8 (as `to_url`
+    // writes it); elsewhere a path is text.
+    #[cfg(unix)]
+    return Ok(PathBuf::from(std::ffi::OsString::from_vec(decoded)));
+    #[cfg(not(unix))]
+    String::from_utf8(decoded)
+        .map(|decoded| PathBuf::from(windows_drive(decoded)))
+        .map_err(|_| Error::Config(format!("{url}: the decoded path is not valid UTF-8")))
 }
 
 /// On Windows, `/C:/dir` (the path of `file:///C:/dir`) is `C:/dir`; elsewhere it stays as
 /// it is, a valid absolute path.
+#[cfg(not(unix))]
 fn windows_drive(path: String) -> String {
     let bytes = path.as_bytes();
     let drive = bytes.len() >= 3 && bytes[0] == b'/' && bytes[1].is_ascii_alphabetic();
@@ -91,15 +101,28 @@ fn windows_drive(path: String) -> String {
 /// assert_eq!(to_url(Path::new("/tmp/a b ")), "file:///tmp/a b%20");
 /// ```
 pub fn to_url(dir: &Path) -> String {
-    let text = dir.display().to_string();
-    let kept = text.trim_end();
-    let mut escaped = kept
-        .replace('%', "%25")
-        .replace('?', "%3F")
-        .replace('#', "%23");
-    for byte in text[kept.len()..].bytes() {
-        escaped.push_str(&format!("%{byte:02X}"));
+    // A Unix path is bytes: those that are not UTF-8 are escaped, where `display` would
+    // show U+FFFD and so name another directory. Elsewhere a path shows as text.
+    #[cfg(unix)]
+    let bytes = dir.as_os_str().as_bytes();
+    #[cfg(not(unix))]
+    let text = dir.to_string_lossy();
+    #[cfg(not(unix))]
+    let bytes = text.as_bytes();
+    let mut escaped = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        escaped.push_str(
+            &chunk
+                .valid()
+                .replace('%', "%25")
+                .replace('?', "%3F")
+                .replace('#', "%23"),
+        );
+        push_escapes(&mut escaped, chunk.invalid());
     }
+    let trailing = escaped.len() - escaped.trim_end().len();
+    let blanks = escaped.split_off(escaped.len() - trailing);
+    push_escapes(&mut escaped, blanks.as_bytes());
     if escaped.is_empty() {
         // The empty path is the working directory wherever a path is read.
         "file://.".to_string()
@@ -107,6 +130,13 @@ pub fn to_url(dir: &Path) -> String {
         format!("file:///{escaped}")
     } else {
         format!("file://{escaped}")
+    }
+}
+
+/// Appends `bytes` to `url` as `%XX` escapes.
+fn push_escapes(url: &mut String, bytes: &[u8]) {
+    for byte in bytes {
+        url.push_str(&format!("%{byte:02X}"));
     }
 }
 
@@ -157,6 +187,7 @@ mod tests {
         assert_eq!(dir("file:///tmp/my%20dir"), Path::new("/tmp/my dir"));
         assert_eq!(dir("file://a%3Fb%23c%25"), Path::new("a?b#c%"));
         assert!(refused("file:///a%2Fb").contains("%2F"));
+        #[cfg(not(unix))]
         assert!(refused("file:///a%FF").contains("not valid UTF-8"));
     }
 
@@ -216,5 +247,23 @@ mod tests {
             assert_eq!(dir(url.trim()), Path::new(path), "{path:?} -> {url}");
         }
         assert_eq!(to_url(Path::new("/a b ")), "file:///a b%20");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_name_that_is_not_utf8_reads_back_on_unix() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+
+        // A Unix path is bytes: its URL escapes those that are not UTF-8 rather than
+        // showing U+FFFD, which would read back as another directory.
+        let path = Path::new(OsStr::from_bytes(b"/tmp/caf\xe9 %/x"));
+        let url = to_url(path);
+        assert_eq!(url, "file:///tmp/caf%E9 %25/x");
+        assert_eq!(dir(&url), path);
+        assert_eq!(
+            dir("file:///a%FF").as_os_str().as_bytes(),
+            b"/a\xff".as_slice()
+        );
     }
 }

@@ -190,6 +190,12 @@ pub fn refuse_query(url: &str, scheme: &str) -> crate::Result<()> {
 /// assert_eq!(fusion_core::percent_decode("%FF"), None);
 /// ```
 pub fn percent_decode(text: &str) -> Option<String> {
+    String::from_utf8(percent_decode_bytes(text)).ok()
+}
+
+/// The bytes `text` decodes to ([`percent_decode`]), UTF-8 or not: a Unix path may be any
+/// bytes.
+pub(crate) fn percent_decode_bytes(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -209,7 +215,7 @@ pub fn percent_decode(text: &str) -> Option<String> {
             }
         }
     }
-    String::from_utf8(decoded).ok()
+    decoded
 }
 
 /// A query key decoded as `application/x-www-form-urlencoded`: `+` is a space and `%XX` a
