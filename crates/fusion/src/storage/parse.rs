@@ -194,6 +194,9 @@ mod tests {
             "file:/x",
             "~/literal",
             "/tmp/a b?c#d%20e",
+            // This parser trims what it reads: a name's own blanks are escaped.
+            "/tmp/trailing ",
+            "sessions\t",
         ] {
             let url = StorageType::FileSystem(path.into()).to_string();
             assert_eq!(dir(&url), Path::new(path), "{path} -> {url}");
