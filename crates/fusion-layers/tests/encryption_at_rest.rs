@@ -103,10 +103,15 @@ async fn the_jsonl_files_hold_no_plaintext() {
 async fn the_sqlite_file_holds_no_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
-    let storage = Arc::new(SqliteStorage::connect(&url).await.unwrap()).layer(layer());
+    let sqlite = SqliteStorage::connect(&url).await.unwrap();
+    let storage = Arc::new(sqlite.clone()).layer(layer());
     write_secrets(&storage).await;
-    drop(storage);
-    // The database file and its WAL, wherever the pages are at this moment.
+    // Closed, and awaited: a pool dropped instead closes its connections on their own
+    // threads while the files are read, and the last to close checkpoints the WAL into
+    // the database and deletes it, between the listing of the directory and the read of
+    // the file (NotFound), or after the database was read (the encrypted form then in
+    // neither copy read). Once closed, nothing touches the files: every page is in them.
+    sqlite.close().await;
     let bytes = all_bytes(dir.path());
     assert!(
         contains(&bytes, "fusion:enc:v1:k1:"),
