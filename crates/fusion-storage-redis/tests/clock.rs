@@ -13,11 +13,17 @@ use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect};
 use fusion_storage_redis::MAX_TTL;
 use redis::AsyncCommands;
 
+/// An hour in ms: the expiry `every_write_refreshes_the_ttl_of_list_and_meta` sets by hand.
+const HAND_SET_MS: i64 = 3_600_000;
+
+/// The storage's TTL is an hour, so nothing expires while the session is listed first
+/// however slow the machine (a TTL of one second expired it before that listing on a busy
+/// one); its expiry is then brought forward by hand, as the TTL's end would come.
 #[tokio::test]
 async fn an_expired_session_loads_empty_and_is_not_listed() {
     let Some(h) = harness().await else { return };
     let store = h
-        .connect(h.options().ttl(Duration::from_secs(1)))
+        .connect(h.options().ttl(Duration::from_secs(3600)))
         .await
         .unwrap();
     store
@@ -32,6 +38,10 @@ async fn an_expired_session_loads_empty_and_is_not_listed() {
     let mut listed = store.list_sessions().await.unwrap();
     listed.sort();
     assert_eq!(listed, ["brief", "lasting"]);
+    let mut raw = h.raw().await;
+    for key in [h.list_key("brief"), h.meta_key("brief")] {
+        let _: () = raw.pexpire(&key, 1).await.unwrap();
+    }
 
     assert!(
         h.wait_until_expired("brief").await,
@@ -42,7 +52,6 @@ async fn an_expired_session_loads_empty_and_is_not_listed() {
     assert!(store.session_info("brief").await.unwrap().is_none());
     assert_eq!(store.list_sessions().await.unwrap(), ["lasting"]);
     // list_sessions also dropped the ghost from the index itself.
-    let mut raw = h.raw().await;
     let indexed: Option<f64> = raw.zscore(h.ids_key(), "brief").await.unwrap();
     assert_eq!(indexed, None);
 }
@@ -86,7 +95,11 @@ async fn the_largest_ttl_is_set_by_every_write_and_one_millisecond_more_is_refus
 #[tokio::test]
 async fn every_write_refreshes_the_ttl_of_list_and_meta() {
     let Some(h) = harness().await else { return };
-    let ttl = Duration::from_secs(600);
+    // The expiry set by hand, an hour, below the storage's TTL of two: long enough that no
+    // key expires before the write after it however slow the machine (five seconds could
+    // run out on a busy one, a truncate or rewrite then finding no session), short enough
+    // that a refresh shows.
+    let ttl = Duration::from_secs(2 * 3600);
     let store = h.connect(h.options().ttl(ttl)).await.unwrap();
     let mut raw = h.raw().await;
     let (list, meta) = (h.list_key("s"), h.meta_key("s"));
@@ -96,7 +109,7 @@ async fn every_write_refreshes_the_ttl_of_list_and_meta() {
     for step in ["save", "append", "truncate"] {
         if step != "save" {
             for key in [&list, &meta] {
-                let _: () = raw.pexpire(key, 5_000).await.unwrap();
+                let _: () = raw.pexpire(key, HAND_SET_MS).await.unwrap();
             }
         }
         match step {
@@ -107,7 +120,7 @@ async fn every_write_refreshes_the_ttl_of_list_and_meta() {
         for key in [&list, &meta] {
             let pttl: i64 = raw.pttl(key).await.unwrap();
             assert!(
-                pttl > 5_000 && pttl <= 600_000,
+                pttl > HAND_SET_MS && pttl <= 2 * HAND_SET_MS,
                 "{step}: {key} has PTTL {pttl}"
             );
         }
@@ -118,7 +131,7 @@ async fn every_write_refreshes_the_ttl_of_list_and_meta() {
     for step in ["rewrite", "legacy rewrite"] {
         if step == "rewrite" {
             for key in [&list, &meta] {
-                let _: () = raw.pexpire(key, 5_000).await.unwrap();
+                let _: () = raw.pexpire(key, HAND_SET_MS).await.unwrap();
             }
         } else {
             let _: () = raw.del(&meta).await.unwrap();
@@ -130,7 +143,10 @@ async fn every_write_refreshes_the_ttl_of_list_and_meta() {
             .unwrap();
         for key in [&list, &meta] {
             let pttl: i64 = raw.pttl(key).await.unwrap();
-            assert!(pttl > 0 && pttl <= 5_000, "{step}: {key} has PTTL {pttl}");
+            assert!(
+                pttl > 0 && pttl <= HAND_SET_MS,
+                "{step}: {key} has PTTL {pttl}"
+            );
         }
     }
     // A storage without TTL makes the keys persistent again on its next write.
@@ -141,7 +157,7 @@ async fn every_write_refreshes_the_ttl_of_list_and_meta() {
         assert_eq!(pttl, -1, "{key}");
     }
     // Also when only the list carries an expiry (set by hand): the messages must not go.
-    let _: () = raw.pexpire(&list, 5_000).await.unwrap();
+    let _: () = raw.pexpire(&list, HAND_SET_MS).await.unwrap();
     untimed.append("s", &turn).await.unwrap();
     for key in [&list, &meta] {
         let pttl: i64 = raw.pttl(key).await.unwrap();
