@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use fusion_core::{ChatMessage, ConversationStorage, Error, StorageExt};
+use fusion_core::{ChatMessage, ConversationStorage, Error, Intercept, Intercepted, StorageExt};
 use fusion_layers::encryption::{EncryptionKeys, EncryptionLayer};
 use fusion_storage_memory::InMemoryStorage;
 
@@ -15,26 +15,87 @@ fn layer() -> EncryptionLayer {
     EncryptionLayer::new(EncryptionKeys::new("k1", &[0x3D; 32]).unwrap())
 }
 
-/// A rekey handed the encrypting storage meets every message decrypted, takes each for
-/// clear text and writes it back sealed, through the layer that seals it once more.
+/// Another layer over the encrypting storage, forwarding every call.
+struct Forwarding(Arc<dyn ConversationStorage>);
+
+impl Intercept for Forwarding {
+    fn inner(&self) -> &dyn ConversationStorage {
+        self.0.as_ref()
+    }
+}
+
+/// A rekey handed the encrypting storage would meet every message decrypted and take each
+/// for clear text: a dry run counted them all as messages to encrypt, and only the real
+/// run's write was refused. Both are refused at the read, naming the session and the
+/// storage to give, nothing written; so is a rekey handed the storage through the layer
+/// from before a rotation, which holds only its older key and would not have refused the
+/// write (every message sealed a second time, under the old key around the new).
 #[tokio::test]
-async fn a_rekey_given_the_storage_through_the_layer_refuses_and_writes_nothing() {
-    let layer = layer();
-    let raw = Arc::new(InMemoryStorage::new());
-    let storage = raw.clone().layer(layer.clone());
+async fn a_rekey_given_the_storage_through_the_layer_refuses_dry_run_or_not() {
+    let old = EncryptionLayer::new(EncryptionKeys::new("k0", &[0x11; 32]).unwrap());
+    let rotated = EncryptionLayer::new(
+        EncryptionKeys::new("k1", &[0x3D; 32])
+            .unwrap()
+            .with_previous("k0", &[0x11; 32])
+            .unwrap(),
+    );
     let history = [
         ChatMessage::user("my card is 4111"),
         ChatMessage::assistant("noted"),
     ];
-    storage.append("s1", &history).await.unwrap();
-    let before = raw.load_revision("s1").await.unwrap();
+    for through in [rotated.clone(), old] {
+        let raw = Arc::new(InMemoryStorage::new());
+        let storage = raw.clone().layer(through);
+        storage.append("s1", &history).await.unwrap();
+        let before = raw.load_revision("s1").await.unwrap();
+        let forwarded = Intercepted(Forwarding(storage.clone()));
 
-    let err = layer.rekey_store(storage.as_ref()).await.unwrap_err();
-    let text = err.to_string();
-    assert!(matches!(err, Error::InvalidMessage { .. }), "{text}");
-    assert!(text.contains("s1") && text.contains("already"), "{text}");
-    assert_eq!(raw.load_revision("s1").await.unwrap(), before);
-    assert_eq!(storage.load("s1").await.unwrap(), history);
+        for run in 0..3 {
+            let err = match run {
+                0 => rotated.rekey_store_dry_run(storage.as_ref()).await,
+                1 => rotated.rekey_store(storage.as_ref()).await,
+                _ => rotated.rekey_session(&forwarded, "s1").await,
+            }
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, Error::Config(_)), "run {run}: {text}");
+            assert!(
+                text.contains("session \"s1\"") && text.contains("under the encryption layer"),
+                "run {run}: {text}"
+            );
+        }
+        assert_eq!(raw.load_revision("s1").await.unwrap(), before);
+        assert_eq!(storage.load("s1").await.unwrap(), history);
+        // The storage under the layer is rekeyed as ever.
+        assert_eq!(rotated.rekey_store(raw.as_ref()).await.unwrap().sessions, 1);
+        let reader = raw.clone().layer(rotated.clone());
+        assert_eq!(reader.load("s1").await.unwrap(), history);
+    }
+}
+
+/// A layer with another key between the rekey and the store is a stack, whose outer layer
+/// a rekey is given the storage under: that is the storage through the inner layer, and it
+/// is rekeyed, every message under both keys after it.
+#[tokio::test]
+async fn a_rekey_given_the_storage_under_it_in_a_stack_with_other_keys_rekeys() {
+    let raw = Arc::new(InMemoryStorage::new());
+    let inner = raw.clone().layer(layer());
+    inner
+        .append(
+            "s1",
+            &[ChatMessage::user("written under the inner layer only")],
+        )
+        .await
+        .unwrap();
+    let outer = EncryptionLayer::new(EncryptionKeys::new("k2", &[0x7E; 32]).unwrap());
+    let done = outer.rekey_store_dry_run(inner.as_ref()).await.unwrap();
+    assert_eq!((done.rewritten, done.encrypted), (1, 1));
+    assert_eq!(outer.rekey_store(inner.as_ref()).await.unwrap(), done);
+    let stacked = inner.layer(outer);
+    assert_eq!(
+        stacked.load("s1").await.unwrap(),
+        [ChatMessage::user("written under the inner layer only")]
+    );
 }
 
 /// Stored messages appended back into their own session through the layer: refused, the

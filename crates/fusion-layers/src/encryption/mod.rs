@@ -44,6 +44,7 @@
 
 mod envelope;
 mod keys;
+mod reading;
 mod rekey;
 mod storage;
 
@@ -151,7 +152,11 @@ impl EncryptionLayer {
     /// another key or in clear text, and returns what it did.
     ///
     /// `storage` is the raw storage *under* the layer, so that messages already under the
-    /// current key are left as they are. The session is replaced only if it did not
+    /// current key are left as they are. Given the storage *through* a layer holding one of
+    /// these keys (same id, same bytes), which would hand it every message decrypted, it is
+    /// refused at its read with [`Error::Config`](fusion_core::Error::Config), nothing
+    /// written (when that layer reads in the rekey's task, as every bundled layer does;
+    /// otherwise the write is refused, see [`new`](Self::new)). The session is replaced only if it did not
     /// change since it was read (its generation and length); a session that keeps
     /// changing is read again a few times, then the [`Error::Conflict`](fusion_core::Error::Conflict)
     /// is returned. A session with nothing to re-encrypt is not written.
@@ -176,8 +181,8 @@ impl EncryptionLayer {
 
     /// What [`rekey_store`](Self::rekey_store) would do, writing nothing: the same counts
     /// (`rewritten` = sessions it would rewrite), after decrypting every message it would
-    /// re-encrypt, so a key that is not loaded or an altered message fails here as it
-    /// would there.
+    /// re-encrypt, so a key that is not loaded, an altered message or the storage through
+    /// the layer in place of the one under it fails here as it would there.
     pub async fn rekey_store_dry_run(&self, storage: &dyn ConversationStorage) -> Result<Rekeyed> {
         rekey::rekey_store(&self.codec, storage, Mode::DryRun).await
     }

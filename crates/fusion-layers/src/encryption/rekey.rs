@@ -6,9 +6,12 @@
 //! happens in between is lost (an append keeps the generation, so the generation alone
 //! would not see it). On a conflict the session is read again, a few times.
 
+use std::sync::Arc;
+
 use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect, Result};
 
 use super::envelope::{Codec, SessionCrypt, Stored};
+use super::reading::as_rekey;
 
 /// How often a session that keeps changing is read again before the conflict is returned.
 const ATTEMPTS: usize = 5;
@@ -47,7 +50,7 @@ pub(crate) enum Mode {
 
 /// Rekeys `session_id` of the raw (not encrypting) `storage`.
 pub(crate) async fn rekey_session(
-    codec: &Codec,
+    codec: &Arc<Codec>,
     storage: &dyn ConversationStorage,
     session_id: &str,
     mode: Mode,
@@ -65,7 +68,7 @@ pub(crate) async fn rekey_session(
 /// Rekeys every session of the raw `storage`, one after the other; stops at the first
 /// session that fails (a rerun skips what is already done).
 pub(crate) async fn rekey_store(
-    codec: &Codec,
+    codec: &Arc<Codec>,
     storage: &dyn ConversationStorage,
     mode: Mode,
 ) -> Result<Rekeyed> {
@@ -91,13 +94,15 @@ fn current_key_id(codec: &Codec) -> Result<&str> {
 }
 
 async fn rekey_once(
-    codec: &Codec,
+    codec: &Arc<Codec>,
     current: &str,
     storage: &dyn ConversationStorage,
     session_id: &str,
     mode: Mode,
 ) -> Result<Rekeyed> {
-    let (stored, revision) = storage.load_revision(session_id).await?;
+    // Marked as a rekey's read: a storage through a layer holding one of the rekey's keys
+    // refuses it (see `reading`), where it would hand every message over decrypted.
+    let (stored, revision) = as_rekey(codec, storage.load_revision(session_id)).await?;
     if !revision.exists() {
         return Ok(Rekeyed::default());
     }

@@ -16,6 +16,7 @@ use fusion_core::{
 
 use super::envelope::{Codec, ENCRYPTED_PREFIX, SessionCrypt, Stored};
 use super::keys::KEY_ENV;
+use super::reading::refuse_rekey_through;
 
 /// A storage whose messages are stored encrypted in `inner`.
 pub(crate) struct EncryptedStorage {
@@ -103,7 +104,10 @@ impl Intercept for EncryptedStorage {
         self.inner.append(session_id, &sealed).await
     }
 
+    /// Refused, nothing read, as a rekey's read when the rekey holds one of this layer's
+    /// keys: it was given this storage rather than the one under it (`reading`).
     async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        refuse_rekey_through(&self.codec, self.inner.backend_name(), session_id)?;
         let (stored, revision) = self.inner.load_revision(session_id).await?;
         Ok((self.crypt(session_id).open_all(stored)?, revision))
     }
