@@ -30,6 +30,8 @@ use crate::error::IoContext;
 use crate::file_name;
 use crate::regular_file;
 
+use super::own_dirs::{self, Found};
+
 /// The directory of the markers, under the index root.
 const EXPIRY_DIR: &str = "expiry";
 
@@ -66,6 +68,8 @@ fn marker(root: &Path, at: i64, id: &str) -> PathBuf {
 pub(crate) fn add(root: &Path, at: i64, id: &str, sync: bool) -> Result<()> {
     let path = marker(root, at, id);
     let dir = leaf_dir(root, at);
+    // Nor through a linked directory on the way, which would make it wherever that points.
+    own_dirs::check(root, &dir)?.refuse_links(Some(id))?;
     loop {
         // Not through a symbolic link: with `O_CREAT`, one naming no file would create it
         // wherever it points.
@@ -89,6 +93,11 @@ pub(crate) fn add(root: &Path, at: i64, id: &str, sync: bool) -> Result<()> {
 /// empty.
 pub(crate) fn remove(root: &Path, at: i64, id: &str) -> Result<()> {
     let path = marker(root, at, id);
+    // Not through a linked directory on the way, which would remove a file of that name
+    // wherever it points: the marker is left, one too many as a crash may leave.
+    if !matches!(own_dirs::check(root, &leaf_dir(root, at))?, Found::Dirs) {
+        return Ok(());
+    }
     match fs::remove_file(&path) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
         other => other.at(&path)?,
@@ -111,7 +120,11 @@ pub(crate) fn for_each_due(
     now: i64,
     mut f: impl FnMut(i64, String) -> Result<ControlFlow<()>>,
 ) -> Result<()> {
-    walk(&root.join(EXPIRY_DIR), 0, 0, now, &mut f).map(drop)
+    let dir = root.join(EXPIRY_DIR);
+    if !own_dirs::check(root, &dir)?.refuse_links(None)? {
+        return Ok(());
+    }
+    walk(&dir, 0, 0, now, &mut f).map(drop)
 }
 
 /// Walks the directory `dir` of level `level` whose instants start at `start`.
@@ -146,7 +159,19 @@ fn walk(
     };
     let mut buckets = Vec::new();
     for entry in entries {
-        let name = entry.at(dir)?.file_name();
+        let entry = entry.at(dir)?;
+        // A bucket linked to elsewhere is skipped (its markers are not the index's), as
+        // is anything else but a directory; the file type is the entry's own, unfollowed.
+        if !entry.file_type().at(dir)?.is_dir() {
+            tracing::warn!(
+                backend = crate::error::BACKEND,
+                path = %entry.path().display(),
+                "skipping what is not a directory among the expiry markers' buckets; move \
+                 it aside, then rebuild the index"
+            );
+            continue;
+        }
+        let name = entry.file_name();
         let bits = name
             .to_str()
             .filter(|name| name.len() == width)

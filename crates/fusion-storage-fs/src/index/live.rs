@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use fusion_core::{Result, new_generation, unix_micros};
 
-use super::lines;
+use super::{lines, own_dirs};
 use crate::error::IoContext;
 use crate::regular_file;
 
@@ -298,6 +298,7 @@ impl Live {
     /// holds (a crowd of them, from many short-lived processes, calls for a compaction).
     pub(crate) fn create(root: &Path) -> Result<(Self, usize)> {
         let dir = root.join(LIVE_DIR);
+        own_dirs::check(root, &dir)?.refuse_links(None)?; // Not made through a link.
         // Synced whatever the policy: a delete's line is fsynced into a journal here.
         crate::dirs::create(&dir, true)?;
         let (file, path) = loop {
@@ -411,6 +412,8 @@ pub(crate) struct Found {
 /// Every live journal in `root/live`.
 pub(crate) fn list(root: &Path) -> Result<Vec<Found>> {
     let dir = root.join(LIVE_DIR);
+    // Not a linked directory, whose files would be folded as journals, then deleted.
+    own_dirs::check(root, &dir)?.refuse_links(None)?;
     let entries = match fs::read_dir(&dir) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         other => other.at(&dir)?,
@@ -443,6 +446,8 @@ pub(crate) fn list(root: &Path) -> Result<Vec<Found>> {
 /// Deletes what crashed creations left in `root/live`: hidden files nobody holds.
 pub(crate) fn sweep(root: &Path) -> Result<()> {
     let dir = root.join(LIVE_DIR);
+    // Not a linked directory, whose hidden files nobody locks would be deleted.
+    own_dirs::check(root, &dir)?.refuse_links(None)?;
     let entries = match fs::read_dir(&dir) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
         other => other.at(&dir)?,

@@ -74,6 +74,7 @@ mod journal;
 mod lines;
 mod links;
 mod live;
+mod own_dirs;
 mod record;
 mod sets;
 mod snapshot;
@@ -90,11 +91,10 @@ use std::sync::Mutex;
 
 use fusion_core::{Result, new_generation};
 
-use self::live::Lives;
-pub(crate) use self::record::{Change, Recorded};
-
 pub(crate) use self::expiry::marker_instant;
 pub(crate) use self::journal::{Kind, Scanned};
+use self::live::Lives;
+pub(crate) use self::record::{Change, Recorded};
 pub(crate) use self::sets::SetKey;
 pub(crate) use self::snapshot::Snapshot;
 #[cfg(test)]

@@ -26,6 +26,8 @@ use crate::error::IoContext;
 use crate::file_name;
 use crate::regular_file;
 
+use super::own_dirs::{self, Found};
+
 /// A set of sessions: those of one owner or those carrying one tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SetKey<'a> {
@@ -59,6 +61,8 @@ fn hex(tag: &str) -> String {
 pub(crate) fn add(root: &Path, key: SetKey<'_>, id: &str, sync: bool) -> Result<()> {
     let dir = key.dir(root);
     let marker = dir.join(file_name::stem(id));
+    // Nor through a linked directory on the way, which would make it wherever that points.
+    own_dirs::check(root, &dir)?.refuse_links(Some(id))?;
     loop {
         // Not through a symbolic link: with `O_CREAT`, one naming no file would create it
         // wherever it points.
@@ -82,6 +86,11 @@ pub(crate) fn add(root: &Path, key: SetKey<'_>, id: &str, sync: bool) -> Result<
 pub(crate) fn remove(root: &Path, key: SetKey<'_>, id: &str) -> Result<()> {
     let dir = key.dir(root);
     let marker = dir.join(file_name::stem(id));
+    // Not through a linked directory on the way, which would remove a file of that name
+    // wherever it points: the marker is left, one too many as a crash may leave.
+    if !matches!(own_dirs::check(root, &dir)?, Found::Dirs) {
+        return Ok(());
+    }
     match fs::remove_file(&marker) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
         other => other.at(&marker)?,
@@ -93,7 +102,13 @@ pub(crate) fn remove(root: &Path, key: SetKey<'_>, id: &str) -> Result<()> {
 
 /// Whether session `id` has a marker in the set (a session without one is not a member).
 pub(crate) fn contains(root: &Path, key: SetKey<'_>, id: &str) -> Result<bool> {
-    let marker = key.dir(root).join(file_name::stem(id));
+    let dir = key.dir(root);
+    // What a linked directory holds says nothing of the set: every session may be in it,
+    // and its metadata decides (the markers are a superset of the truth).
+    if let Found::NotDir(_) = own_dirs::check(root, &dir)? {
+        return Ok(true);
+    }
+    let marker = dir.join(file_name::stem(id));
     match fs::symlink_metadata(&marker) {
         Ok(_) => Ok(true),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -109,6 +124,11 @@ pub(crate) fn members_up_to(
     limit: usize,
 ) -> Result<Option<Vec<String>>> {
     let dir = key.dir(root);
+    // A linked directory would have its entries, elsewhere, taken for members: too many
+    // then, so the listing checks every session's own metadata instead.
+    if let Found::NotDir(_) = own_dirs::check(root, &dir)? {
+        return Ok(None);
+    }
     let entries = match fs::read_dir(&dir) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Some(Vec::new())),
         other => other.at(&dir)?,

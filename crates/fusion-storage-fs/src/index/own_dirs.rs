@@ -1,0 +1,128 @@
+//! The index's own directories (`.fusion-index/` itself, `live/`, the owner, tag and
+//! expiry sets' directories) are never entered through a symbolic link.
+//!
+//! Its files are opened without following one ([`crate::own_file`]), but a path is
+//! followed through every directory in it: a directory of the index replaced by a link to
+//! elsewhere would have listings read journals and markers there, a purge or a delete
+//! remove the files there named like markers, and the journals' upkeep fold and delete
+//! the files there it took for finished journals (a `live/` linked to a home directory:
+//! every file in it). So each call that reads, writes or removes in one of them first
+//! checks, from the index root down, that each directory on the way is a directory, with
+//! one `lstat` each: a few per call that changes a marker or lists the journals, none on
+//! an append. Where a call would make or read something there, a link is refused and left
+//! as it is, as a marker file that is one is: journals and new markers. Where it would
+//! remove, the marker is left, one too many as a crash may leave (the markers are a
+//! superset of the truth). A set whose directory is a link says nothing of its members,
+//! so a listing filtered by it decides by each session's own metadata; a walk of the
+//! expiry markers skips a bucket that is one, with a warning.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use fusion_core::{Error, Result};
+
+use crate::error::{BACKEND, IoContext};
+
+/// What stands on the way from the index root to one of its directories.
+#[derive(Debug)]
+pub(super) enum Found {
+    /// Each is a directory.
+    Dirs,
+    /// One is missing (and so is everything below it).
+    Missing,
+    /// This one is a symbolic link, or anything but a directory.
+    NotDir(PathBuf),
+}
+
+impl Found {
+    /// `Ok(true)` for [`Found::Dirs`], `Ok(false)` for [`Found::Missing`], and for
+    /// [`Found::NotDir`] its refusal: an [`Error::Corrupt`] for session `id` when given (a
+    /// marker's directory, so that a purge leaves that session out with a warning, as for
+    /// a marker refused), else a non-retryable [`Error::Backend`]; either names the path
+    /// and says how to get past it.
+    pub(super) fn refuse_links(self, id: Option<&str>) -> Result<bool> {
+        match self {
+            Found::Dirs => Ok(true),
+            Found::Missing => Ok(false),
+            Found::NotDir(path) => Err(refused(&path, id)),
+        }
+    }
+}
+
+/// What stands on the way from the index root `root` to `dir` (the root or a directory
+/// under it), both included: one `lstat` each, from the root down, stopping at the first
+/// missing or not a directory.
+pub(super) fn check(root: &Path, dir: &Path) -> Result<Found> {
+    let below = dir.strip_prefix(root).unwrap_or(Path::new(""));
+    let mut path = root.to_path_buf();
+    let mut rest = below.components();
+    loop {
+        match fs::symlink_metadata(&path) {
+            Ok(metadata) if metadata.is_dir() => {}
+            Ok(_) => return Ok(Found::NotDir(path)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
+            Err(err) => return Err(err).at(&path),
+        }
+        match rest.next() {
+            Some(part) => path.push(part),
+            None => return Ok(Found::Dirs),
+        }
+    }
+}
+
+fn refused(path: &Path, id: Option<&str>) -> Error {
+    let detail = format!(
+        "{} is a symbolic link (or another file) where the index keeps a directory of its \
+         own, and was left as it is: move it aside, then rebuild the index",
+        path.display()
+    );
+    match id {
+        Some(id) => Error::corrupt(BACKEND, id.to_string(), detail),
+        None => Error::Backend {
+            backend: BACKEND,
+            message: detail,
+            retryable: false,
+            source: None,
+        },
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_anywhere_on_the_way_is_found_and_refused_and_a_missing_directory_is_no_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("index");
+        let dir = root.join("owner").join("u");
+        assert!(matches!(check(&root, &dir).unwrap(), Found::Missing));
+        fs::create_dir_all(&dir).unwrap();
+        assert!(matches!(check(&root, &dir).unwrap(), Found::Dirs));
+        assert!(matches!(check(&root, &root).unwrap(), Found::Dirs));
+
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::create_dir_all(elsewhere.join("u")).unwrap();
+        fs::remove_dir_all(root.join("owner")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("owner")).unwrap();
+        let found = check(&root, &dir).unwrap();
+        assert!(
+            matches!(&found, Found::NotDir(path) if *path == root.join("owner")),
+            "{found:?}"
+        );
+        let err = found.refuse_links(Some("s")).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { session_id, .. } if session_id == "s"),
+            "{err:?}"
+        );
+        let err = check(&root, &dir).unwrap().refuse_links(None).unwrap_err();
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains("symbolic link"), "{text}");
+        assert!(
+            text.contains(&root.join("owner").display().to_string()),
+            "{text}"
+        );
+    }
+}

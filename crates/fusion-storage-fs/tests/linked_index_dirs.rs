@@ -1,0 +1,151 @@
+//! A directory of the index (`live/`, an owner's or a tag's, an expiry bucket) replaced by
+//! a symbolic link to elsewhere: nothing there is read as the index's, and nothing there
+//! is created, written or deleted; the calls that would go through the link are refused
+//! naming it (or, for the walk of the expiry markers, skip it).
+#![cfg(unix)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fusion_core::testkit::{all_pages, now_micros, said, wait_past};
+use fusion_core::{ConversationStorage, Expiry, SessionMeta, SessionQuery, unix_micros};
+use fusion_storage_fs::FileSystemStorage;
+
+/// A person's directory outside the store, holding `files` (name, content).
+fn outside(tmp: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let dir = tmp.join("outside");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    dir
+}
+
+/// Replaces the directory `dir` with a symbolic link to `target`.
+fn link_in_place_of(dir: &Path, target: &Path) {
+    std::fs::remove_dir_all(dir).unwrap();
+    std::os::unix::fs::symlink(target, dir).unwrap();
+}
+
+/// Every file in `dir` with its content, sorted.
+fn files(dir: &Path) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// `files`, as [`files`] returns them.
+fn owned(files: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut owned: Vec<(String, String)> = files
+        .iter()
+        .map(|(name, content)| (name.to_string(), content.to_string()))
+        .collect();
+    owned.sort();
+    owned
+}
+
+/// Found by a review: the journals' directory was followed through a link, so the
+/// journals' upkeep swept the hidden files there nobody locked, folded the others as
+/// finished journals and deleted them, and new journals were made there.
+#[tokio::test]
+async fn a_journal_directory_linked_elsewhere_has_nothing_there_read_made_or_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let earlier = FileSystemStorage::connect(&dir).await.unwrap();
+    for id in ["a", "b"] {
+        earlier.append(id, &said(id)).await.unwrap();
+    }
+    drop(earlier);
+    let kept = [(".profile", "a person's"), ("notes", "a person's too")];
+    let elsewhere = outside(tmp.path(), &kept);
+    let live = dir.join(".fusion-index/live");
+    link_in_place_of(&live, &elsewhere);
+
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let appended = storage.append("c", &said("c")).await;
+    let listed = storage.list_page(&SessionQuery::new()).await;
+    let rebuilt = storage.rebuild_index().await;
+    assert_eq!(
+        files(&elsewhere),
+        owned(&kept),
+        "{appended:?} {listed:?} {rebuilt:?}"
+    );
+    let err = listed.unwrap_err().to_string();
+    assert!(
+        err.contains("symbolic link") && err.contains(&live.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        std::fs::symlink_metadata(&live).unwrap().is_symlink(),
+        "left as it is"
+    );
+}
+
+/// Found by a review: an owner's directory was followed through a link, so deleting a
+/// session removed the file of its name wherever the link pointed.
+#[tokio::test]
+async fn an_owner_directory_linked_elsewhere_loses_nothing_there_to_a_delete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let meta = SessionMeta::new().owner("u");
+    for id in ["victim", "other"] {
+        storage.create_session(id, &meta, &said(id)).await.unwrap();
+    }
+    let kept = [("victim", "a person's"), ("stranger", "a person's too")];
+    let elsewhere = outside(tmp.path(), &kept);
+    link_in_place_of(&dir.join(".fusion-index/owner/u"), &elsewhere);
+
+    let owners = all_pages(&storage, SessionQuery::new().owner("u")).await;
+    assert_eq!(owners, ["other", "victim"]);
+    let deleted = storage.delete("victim").await;
+    assert_eq!(files(&elsewhere), owned(&kept), "{deleted:?}");
+    // The session goes; its marker, through the link, is left (one too many is allowed).
+    deleted.unwrap();
+    assert_eq!(storage.session_info("victim").await.unwrap(), None);
+    let owners = all_pages(&storage, SessionQuery::new().owner("u")).await;
+    assert_eq!(owners, ["other"]);
+    // A new member is refused rather than marked there.
+    let joined = storage.create_session("new", &meta, &said("new")).await;
+    assert_eq!(files(&elsewhere), owned(&kept), "{joined:?}");
+    let err = joined.unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+}
+
+/// Found by a review: an expiry bucket was walked through a link, so a purge took the
+/// files there named like markers for the index's and removed them.
+#[tokio::test]
+async fn an_expiry_bucket_linked_elsewhere_loses_nothing_there_to_a_purge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let soon = now_micros() + Duration::from_millis(300);
+    let meta = SessionMeta::new().expiry(Expiry::At(soon));
+    storage
+        .create_session("s", &meta, &said("s"))
+        .await
+        .unwrap();
+    // The marker's directory, three levels of buckets down.
+    let mut bucket = dir.join(".fusion-index/expiry");
+    for _ in 0..3 {
+        let entry = std::fs::read_dir(&bucket).unwrap().next().unwrap();
+        bucket = entry.unwrap().path();
+    }
+    let marker = format!("{}.s", unix_micros(soon));
+    assert!(bucket.join(&marker).exists(), "{bucket:?}");
+    let kept = [(marker.as_str(), "a person's")];
+    let elsewhere = outside(tmp.path(), &kept);
+    link_in_place_of(&bucket, &elsewhere);
+
+    wait_past(soon).await;
+    let purged = storage.purge_expired(10).await;
+    assert_eq!(files(&elsewhere), owned(&kept), "{purged:?}");
+    assert_eq!(purged.unwrap(), 0, "the linked bucket is skipped");
+}
