@@ -240,6 +240,44 @@ async fn session_ids_can_be_kept_out_of_spans_and_events() {
     assert_eq!(event["error_kind"], "invalid_session_id");
 }
 
+/// The span opens before the backend checks the id, so an id it then refuses is shown as
+/// its error shows it, escaped and shortened: never as given, where a line break forges a
+/// log line, an escape sequence reaches the terminal, and a megabyte lands in the logs.
+#[tokio::test]
+async fn an_invalid_session_id_is_shown_escaped_and_shortened() {
+    let forged = "chat-1\n2026-12-07T00:00:00Z  INFO forged line \u{1b}[2J";
+    let long = "x".repeat(1 << 20);
+    let seen = capture(ObservabilityLayer::new(), async |storage| {
+        storage.load(forged).await.unwrap_err();
+        let said = [ChatMessage::user("x")];
+        storage.append(&long, &said).await.unwrap_err();
+    })
+    .await;
+
+    let shown: Vec<&str> = seen
+        .spans
+        .iter()
+        .map(|(_, span)| span["session_id"].as_str())
+        .collect();
+    let [forged_shown, long_shown] = shown[..] else {
+        panic!("two spans: {:?}", seen.spans)
+    };
+    assert!(
+        forged_shown.starts_with("chat-1\\n2026"),
+        "{forged_shown:?}"
+    );
+    assert!(!forged_shown.contains(['\n', '\u{1b}']), "{forged_shown:?}");
+    assert!(long_shown.starts_with("xxx"), "{long_shown:?}");
+    assert!(long_shown.len() < 100, "{} bytes", long_shown.len());
+    for (_, event, _) in &seen.events {
+        let error = &event["error"];
+        assert!(
+            !error.contains(['\n', '\u{1b}']) && error.len() < 500,
+            "{error:?}"
+        );
+    }
+}
+
 /// A storage whose `load` never finishes, as a backend that hangs.
 struct Hanging(InMemoryStorage);
 

@@ -28,7 +28,7 @@
 //! | --- | --- |
 //! | `backend` | [`ConversationStorage::backend_name`]: `memory`, `fs`, `sqlite`, ... |
 //! | `operation` | the method: `append`, `load`, `write_if`, `list_page`, ... |
-//! | `session_id` | the session, for calls on one session (unless turned off) |
+//! | `session_id` | the session, for calls on one session (unless turned off); an invalid id (which the backend refuses) escaped and shortened, as its error shows it |
 //! | `messages` | how many messages the call writes, or read back |
 //! | `bytes` | their size as JSON |
 //! | `outcome` | `ok`, `error`, `cancelled` for a call its caller stopped waiting for, or `panicked` for one the backend panicked in |

@@ -2,6 +2,7 @@
 //! [`ConversationStorage`] goes through [`Observed::observe`], which times it inside a
 //! `storage` span and records its outcome and metrics. The layer adds no storage call.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +10,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, MetaUpdate, Result,
-    Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes,
+    Revision, SessionId, SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes,
 };
 use metrics::{counter, histogram};
 use tracing::field::{Empty, display};
@@ -106,6 +107,18 @@ fn json_bytes(messages: &[ChatMessage]) -> u64 {
     count.0
 }
 
+/// `session_id` as a span shows it: as it is once valid, else the escaped and shortened
+/// form its [`Error::InvalidSessionId`] shows. The call has not checked the id yet (the
+/// backend does, inside the span), and an invalid one may hold control characters that
+/// forge log lines, or be megabytes long.
+fn shown_session_id(session_id: &str) -> Cow<'_, str> {
+    match SessionId::validate(session_id) {
+        Ok(()) => Cow::Borrowed(session_id),
+        Err(Error::InvalidSessionId { id, .. }) => Cow::Owned(id),
+        Err(_) => Cow::Borrowed("(invalid)"),
+    }
+}
+
 /// A call that has started and not finished. Dropped unfinished (its caller stopped
 /// waiting: a timeout, a `select!`, a client that went away), it records the call as
 /// `cancelled`, with the time it ran, in its span and in the calls and latency metrics:
@@ -169,12 +182,15 @@ impl Observed {
     ) -> Result<T> {
         let backend = self.inner.backend_name();
         let operation = call.operation;
-        let session_id = call.session_id.filter(|_| self.settings.session_ids);
+        let session_id = call
+            .session_id
+            .filter(|_| self.settings.session_ids)
+            .map(shown_session_id);
         let span = debug_span!(
             "storage",
             backend,
             operation,
-            session_id,
+            session_id = session_id.as_deref(),
             messages = Empty,
             bytes = Empty,
             outcome = Empty,
