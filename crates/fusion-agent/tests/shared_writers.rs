@@ -10,13 +10,18 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
 
 use common::gated::{Gated, overlap, shown, undo_b_s_turn_then_a_s};
 use common::{GatedLlm, HANG_GUARD, Harness, SESSION, builder, contents, roles, turn};
 use fusion_agent::AgentSession;
 use fusion_agent::context::{PRUNE_KEY, SUMMARY_KEY};
 use fusion_agent::testing::{MockLlmServer, MockReply, MockToolCall};
-use fusion_core::{ChatMessage, ConversationStorage, Error, Role};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Role,
+};
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_memory::InMemoryStorage;
 
@@ -344,6 +349,107 @@ async fn undoing_a_turn_another_writer_s_late_result_follows_removes_that_turn_a
     // B's turn goes, and A's real result and answer stay, after A's call.
     let a_s_turn = ["from A", "", "<interrupted>", "the real result", "A answer"];
     undo_b_s_turn_then_a_s(&h, &mut b, &a_s_turn).await;
+}
+
+/// Storage that counts the writes made through it.
+struct CountingWrites {
+    inner: Arc<dyn ConversationStorage>,
+    writes: Arc<AtomicUsize>,
+}
+
+impl CountingWrites {
+    fn count(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Intercept for CountingWrites {
+    fn inner(&self) -> &dyn ConversationStorage {
+        self.inner.as_ref()
+    }
+
+    async fn save(&self, session_id: &str, history: &[ChatMessage]) -> fusion_core::Result<()> {
+        self.count();
+        self.inner.save(session_id, history).await
+    }
+
+    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> fusion_core::Result<()> {
+        self.count();
+        self.inner.append(session_id, messages).await
+    }
+
+    async fn truncate(&self, session_id: &str, len: usize) -> fusion_core::Result<()> {
+        self.count();
+        self.inner.truncate(session_id, len).await
+    }
+
+    async fn delete(&self, session_id: &str) -> fusion_core::Result<()> {
+        self.count();
+        self.inner.delete(session_id).await
+    }
+
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> fusion_core::Result<u64> {
+        self.count();
+        self.inner.write_if(session_id, expected, change).await
+    }
+}
+
+/// Found by a review: after a turn that stored its reply behind another writer's
+/// messages, which it counted as unread rather than read into memory (its requests must
+/// end with its own), an undo still tried a write requiring memory's revision, sure to
+/// miss, before it reloaded. It reloads at once.
+#[tokio::test]
+async fn an_undo_after_a_turn_that_counted_another_writer_s_messages_tries_no_write() {
+    let h = Harness::new().await;
+    let writes = Arc::new(AtomicUsize::new(0));
+    let counting = Intercepted(CountingWrites {
+        inner: h.storage.clone(),
+        writes: Arc::clone(&writes),
+    });
+    // A's first model call is held while B's whole turn is stored: A's reply, which calls
+    // a tool, then meets B's messages.
+    let llm = GatedLlm::new(&h.server, 1);
+    let mut a = builder(llm.clone(), Arc::new(counting), h.workspace.path())
+        .build()
+        .await
+        .unwrap();
+    let mut b = h.session().await;
+    h.server
+        .push_text("B answer")
+        .push_tool_call("list_directory", r#"{"path": "."}"#)
+        .push_text("A answer");
+    let (a_result, ()) = tokio::time::timeout(HANG_GUARD, async {
+        tokio::join!(a.send_message("from A"), async {
+            llm.entered.notified().await;
+            b.send_message("from B").await.unwrap();
+            llm.release.notify_one();
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(a_result.unwrap().result, "A answer");
+    let stored = h.stored().await;
+    assert_eq!(contents(&stored)[1..4], ["from A", "from B", "B answer"]);
+    assert_eq!((stored.len(), a.message_count()), (7, 5), "B's turn unread");
+
+    let written = writes.load(Ordering::SeqCst);
+    let err = a.undo_last_turn().await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("nothing was undone"), "{text}");
+    assert!(text.contains("now holds 7 messages"), "{text}");
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        written,
+        "an undo sure to miss wrote"
+    );
+    assert_eq!(a.history(), h.stored().await.as_slice(), "reloaded");
 }
 
 #[tokio::test]

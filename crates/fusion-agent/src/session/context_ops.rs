@@ -193,6 +193,20 @@ impl AgentSession {
                 });
             }
         };
+        if self.unread.len() > 0 {
+            // The last turn counted other writers' messages beyond memory: a write that
+            // requires memory's revision is sure to miss, so reload without trying it.
+            let unread = Error::Conflict {
+                backend: self.shared.storage.backend_name(),
+                session_id: self.id.to_string(),
+                detail: format!(
+                    "storage holds {} messages beyond the {} this session holds",
+                    self.unread.len(),
+                    self.history.len()
+                ),
+            };
+            return Err(self.undo_refused(unread).await);
+        }
         let expect = Expect::Exactly(self.revision());
         let tail = turn.is_tail_of(&self.history);
         let write = if tail {
@@ -202,20 +216,7 @@ impl AgentSession {
         };
         let (generation, kept) = match self.write(write).await {
             Ok(written) => written,
-            Err(err @ Error::Conflict { .. }) => {
-                let now = match self.reload_after_conflict().await {
-                    Some(len) => format!("it now holds {len} messages, reloaded here"),
-                    None => "it could not be reloaded yet".to_owned(),
-                };
-                return Err(explain_conflict(
-                    err,
-                    &format!(
-                        "nothing was undone: the session changed since this session read it \
-                         (another writer stored messages, or rewrote or deleted it); {now}. \
-                         Undo again to remove its latest turn, whoever wrote it"
-                    ),
-                ));
-            }
+            Err(err @ Error::Conflict { .. }) => return Err(self.undo_refused(err).await),
             Err(err) => return Err(err),
         };
         // The write required exactly what memory holds: nothing lies beyond it.
@@ -229,6 +230,23 @@ impl AgentSession {
         let removed = turn.removed();
         info!(session_id = %self.id, removed, "undid the last turn");
         Ok(removed)
+    }
+
+    /// An undo refused because storage changed since this session read it: reloads, and
+    /// returns `conflict` saying so and how many messages the session now holds.
+    async fn undo_refused(&mut self, conflict: Error) -> Error {
+        let now = match self.reload_after_conflict().await {
+            Some(len) => format!("it now holds {len} messages, reloaded here"),
+            None => "it could not be reloaded yet".to_owned(),
+        };
+        explain_conflict(
+            conflict,
+            &format!(
+                "nothing was undone: the session changed since this session read it \
+                 (another writer stored messages, or rewrote or deleted it); {now}. \
+                 Undo again to remove its latest turn, whoever wrote it"
+            ),
+        )
     }
 
     /// Copies this session's stored history (context records included) and metadata

@@ -64,6 +64,11 @@ impl Unread {
         }
     }
 
+    /// How many messages.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Whether one of these messages calls a tool with id `id`.
     pub(super) fn called(&self, id: &str) -> bool {
         self.call_ids.iter().any(|called| called == id)
