@@ -400,12 +400,12 @@ async fn a_reply_with_no_choice_is_retried_and_blames_the_endpoint() {
 
 #[tokio::test]
 async fn connection_refused_is_retried_then_fails_retryably() {
-    // Bind and release a port so that, almost certainly, nothing listens on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port bound and never listened on: connections to it are refused for as long as
+    // the socket holds it. (One bound and released could be taken meanwhile by another
+    // test's server, which would answer.)
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
     let client = config(format!("http://127.0.0.1:{port}/v1"))
         .api_key(KEY)
         .build()
@@ -420,6 +420,7 @@ async fn connection_refused_is_retried_then_fails_retryably() {
     assert!(text.contains("could not connect"), "{text}");
     assert!(text.contains("gave up after 3 attempts"), "{text}");
     assert!(!text.contains(KEY), "{text}");
+    drop(socket);
 }
 
 #[tokio::test]
