@@ -44,19 +44,26 @@ pub(super) async fn oldest_first(
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use fusion::ChatMessage;
-    use fusion::storage::InMemoryStorage;
+    use fusion::storage::{InMemoryStorage, SessionMeta, SessionTimes};
 
     use super::*;
 
     #[tokio::test]
     async fn sessions_come_oldest_first_and_unlisted_ones_last() {
         let storage = InMemoryStorage::new();
-        // "b" written again last: the newest. Apart in time, so that no two writes share
-        // a timestamp (ties go by id).
-        for id in ["b", "c", "a", "b"] {
-            storage.append(id, &[ChatMessage::user(id)]).await.unwrap();
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        // "b" created first and written last: the newest. The times are given, a second
+        // apart: written one after another, they could share a timestamp (ties go by id),
+        // or go back with a clock set back between them.
+        let at = |second: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + second);
+        for (id, created, updated) in [("b", 0, 3), ("c", 1, 1), ("a", 2, 2)] {
+            let times = SessionTimes::new(at(created), at(updated));
+            storage
+                .create_session_with_times(id, &SessionMeta::new(), &[ChatMessage::user(id)], times)
+                .await
+                .unwrap();
         }
         let ids = ["a", "b", "c", "z", "y"].map(String::from).to_vec();
         let ordered = oldest_first(&storage, ids).await.unwrap();
