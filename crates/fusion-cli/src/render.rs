@@ -185,6 +185,17 @@ pub fn say(line: impl std::fmt::Display) -> std::io::Result<()> {
     writeln!(stdout(), "{line}")
 }
 
+/// [`say`] for a command whose work goes on when nobody reads its lines (migrate's
+/// report, `fusion ui`'s address): a reader that went away drops the line, and the
+/// command carries on with its work; any other failed write (a full disk) is returned,
+/// named as stdout's.
+pub fn say_unless_gone(line: impl std::fmt::Display) -> std::io::Result<()> {
+    match say(line) {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        said => said,
+    }
+}
+
 /// Stdout for a command's output. A write that fails says it was stdout's (`cannot write
 /// to stdout: No space left on device`), where the bare error could be taken for the
 /// storage's, whose errors read the same; it keeps its kind, so a closed pipe still is one
@@ -222,18 +233,24 @@ pub fn note(line: impl std::fmt::Display) {
 /// Prints `err` as one line with its causes, and picks the exit code.
 pub fn report(err: &anyhow::Error) -> std::process::ExitCode {
     // A closed pipe (`fusion sessions show x | head`) is the reader's choice, not a failure.
-    // Only stdout's own, though: a storage whose connection broke says "broken pipe" too,
-    // and that write failed.
+    if reader_went_away(err) {
+        return std::process::ExitCode::SUCCESS;
+    }
+    eprintln!("fusion: error: {}", crate::one_line(err));
+    std::process::ExitCode::FAILURE
+}
+
+/// Whether `err` is a write to stdout that failed because its reader went away (a pipe
+/// closed at its other end): nothing more the command prints can be read. Only stdout's
+/// own broken pipe, though: a storage whose connection broke says "broken pipe" too, and
+/// that write failed.
+pub fn reader_went_away(err: &anyhow::Error) -> bool {
     let broken_pipe = err.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     });
-    if broken_pipe && stdout_reader_gone() {
-        return std::process::ExitCode::SUCCESS;
-    }
-    eprintln!("fusion: error: {}", crate::one_line(err));
-    std::process::ExitCode::FAILURE
+    broken_pipe && stdout_reader_gone()
 }
 
 /// Whether stdout is a pipe (or socket) whose reader has gone: the kernel reports an error

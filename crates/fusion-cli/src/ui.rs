@@ -17,6 +17,7 @@ use fusion::api::session;
 use fusion_ui::{ChatAgent, UiConfig};
 
 use crate::chat::ApproveMode;
+use crate::render;
 use crate::store::Store;
 
 /// Options of `fusion ui`.
@@ -83,9 +84,12 @@ pub async fn run(storage: Store, args: UiArgs) -> Result<()> {
     if let Some(warning) = bound.settings().exposure_warning() {
         eprintln!("fusion: {warning}");
     }
-    println!("Fusion UI: {url}");
-    println!("{chat_line}");
-    println!("Press Ctrl-C to stop.");
+    // Serving is the command's work: a reader that went away (`fusion ui | head -1`) does
+    // not stop it, as it does not stop a migrate; any other failed write (a full disk)
+    // fails the command, naming stdout, since nobody has the address.
+    render::say_unless_gone(format_args!("Fusion UI: {url}"))?;
+    render::say_unless_gone(&chat_line)?;
+    render::say_unless_gone("Press Ctrl-C to stop.")?;
     if args.open {
         open_in_browser(&url);
     }

@@ -229,3 +229,106 @@ async fn the_transcript_chats_through_the_llm_the_environment_names() {
     assert_eq!(stored.last().unwrap().content, "Hello from the page.");
     child.kill().await.unwrap();
 }
+
+/// `fusion ui | head -1`: the reader gone, the app goes on serving (its work), as a
+/// migrate goes on migrating. Its lines went through `println!`, which panicked at the
+/// first write, exit 101, and the app was gone. A stdout that fails otherwise (a full
+/// disk) fails the start, naming stdout: nobody got the address.
+#[tokio::test]
+async fn ui_goes_on_serving_when_its_reader_went_away_and_fails_on_a_full_stdout() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // With stdout closed, `--open` is how the test learns the address: the `xdg-open` it
+    // runs is a script that writes the URL into a FIFO the test reads.
+    let opened = dir.path().join("opened");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&opened)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let opener = bin.join("xdg-open");
+    std::fs::write(
+        &opener,
+        "#!/bin/sh\nprintf '%s\\n' \"$1\" > \"$FUSION_TEST_OPENED\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = Command::from(common::fusion(dir.path()));
+    command
+        .current_dir(dir.path())
+        .args([
+            "ui",
+            "--storage",
+            "memory://",
+            "--bind",
+            "127.0.0.1:0",
+            "--open",
+        ])
+        .env("PATH", &path)
+        .env("FUSION_TEST_OPENED", &opened)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("fusion ui starts");
+    drop(command);
+    // A thread of its own: opening a FIFO blocks until the other side opens it, which an
+    // app that ended never does.
+    let (sender, url) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(std::fs::read_to_string(opened));
+    });
+    let ended = tokio::select! {
+        url = url => Ok(url.unwrap().unwrap()),
+        status = child.wait() => Err(status.unwrap()),
+    };
+    let url = match ended {
+        Ok(url) => url.trim_end().to_string(),
+        Err(status) => {
+            let mut stderr = String::new();
+            let mut pipe = child.stderr.take().unwrap();
+            tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut stderr)
+                .await
+                .unwrap();
+            panic!("fusion ui ended ({status}) rather than serve:\n{stderr}");
+        }
+    };
+    let list = client().get(format!("{url}sessions")).send().await.unwrap();
+    assert_eq!(list.status(), 200, "{url}");
+    child.kill().await.unwrap();
+    let mut stderr = String::new();
+    let mut pipe = child.stderr.take().unwrap();
+    tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(stderr, "", "nothing said of the closed pipe");
+
+    // Spawned, not `output()`, which would make stdout a pipe of its own.
+    let full = Command::from(common::fusion(dir.path()))
+        .args(["ui", "--storage", "memory://", "--bind", "127.0.0.1:0"])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("fusion ui starts");
+    let output = tokio::time::timeout(Duration::from_secs(120), full.wait_with_output())
+        .await
+        .expect("fusion ui ends")
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = common::text(&output.stderr);
+    assert!(
+        stderr.starts_with("fusion: error: cannot write to stdout: ")
+            && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+}

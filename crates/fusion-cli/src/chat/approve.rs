@@ -16,6 +16,7 @@ use fusion::agent::{ApprovalDecision, ApprovalPolicy, ApprovalRequest, escape_hi
 use tokio::sync::{mpsc, oneshot};
 
 use super::input::{Asked, Input};
+use crate::render;
 
 /// The values of `--approve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -162,7 +163,7 @@ pub async fn answer(
     loop {
         return Ok(match input.ask(&prompt).await? {
             Asked::Line(line) if wants_view(&line) => {
-                println!("{}", whole(&question.request));
+                render::say(whole(&question.request))?;
                 continue;
             }
             Asked::Line(line) => match parse_answer(&line) {

@@ -184,13 +184,13 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
     };
     let mut input = if interactive {
         let model = std::env::var("FUSION_MODEL").map_or(String::new(), |m| format!(", model {m}"));
-        println!(
+        render::say(format_args!(
             "fusion chat: session {} on {}{model} ({})",
             chat.id,
             chat.storage_type,
             render::plural(chat.session.message_count(), "message"),
-        );
-        println!("type /help for commands, /exit to leave");
+        ))?;
+        render::say("type /help for commands, /exit to leave")?;
         Input::editor()?
     } else {
         Input::piped()
@@ -309,7 +309,11 @@ impl Chat {
                 Ok(Flow::End(ending)) => return Ok(Some(ending)),
                 // On a terminal the user can react; in a script, carrying on would send
                 // later lines into a conversation that is not the one the script expects.
-                Err(err) if self.interactive => eprintln!("error: {}", crate::one_line(&err)),
+                // Nobody reads a stdout whose reader went away: that ends the chat (quietly,
+                // in `main`), rather than an error line for each thing it would print.
+                Err(err) if self.interactive && !render::reader_went_away(&err) => {
+                    eprintln!("error: {}", crate::one_line(&err))
+                }
                 Err(err) => return Err(err),
             }
         }

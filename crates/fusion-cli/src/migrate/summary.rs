@@ -2,7 +2,6 @@
 //! end.
 
 use std::fmt::Display;
-use std::io::ErrorKind;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
@@ -16,10 +15,7 @@ use crate::{MigrateArgs, render};
 /// exit code still says how it went. (Stopping between two sessions would be safe, but
 /// would leave the store half migrated for want of anyone reading the lines.)
 pub(super) fn say(line: impl Display) -> Result<()> {
-    match render::say(line) {
-        Err(err) if err.kind() != ErrorKind::BrokenPipe => Err(err.into()),
-        _ => Ok(()),
-    }
+    Ok(render::say_unless_gone(line)?)
 }
 
 /// Counts for the summary line.

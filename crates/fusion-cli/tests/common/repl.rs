@@ -202,8 +202,9 @@ impl Repl {
     }
 }
 
-/// A new pseudo-terminal: its master side, and its slave side opened as a file.
-fn pseudo_terminal() -> (PtyMaster, File) {
+/// A new pseudo-terminal: its master side, and its slave side opened as a file (not
+/// echoing), for a chat's stdin that is a terminal.
+pub fn pseudo_terminal() -> (PtyMaster, File) {
     // Both ends close on exec: tests run in parallel, and a terminal end leaked into
     // another test's child would keep that terminal open after its test ended.
     let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
