@@ -170,9 +170,10 @@ pub async fn reachable_url() -> Option<String> {
 }
 
 /// A throwaway PostgreSQL cluster of one test's own, which the test may stop and restart:
-/// `initdb` into a temporary directory (data, socket, log), a server on a free port of
-/// 127.0.0.1, user `postgres` with `trust` authentication, `fsync` off. Dropping it stops
-/// the server and removes the directory, also when the test panics.
+/// `initdb` into a temporary directory (data, socket, log), a server on a port of
+/// 127.0.0.1 reserved for it ([`reserve_port`]), user `postgres` with `trust`
+/// authentication, `fsync` off. Dropping it stops the server and removes the directory,
+/// also when the test panics.
 ///
 /// `initdb` and `pg_ctl` are taken from `PATH`, else from the newest
 /// `/usr/lib/postgresql/VERSION/bin` (Debian keeps them off `PATH`). PostgreSQL refuses to
@@ -185,7 +186,8 @@ pub struct Cluster {
     dir: PathBuf,
     /// The directory holding `initdb` and `pg_ctl`.
     bin: PathBuf,
-    port: u16,
+    /// The server's port, reserved while the cluster lives.
+    port: ReservedPort,
     /// Whether the binaries run as the `postgres` user (this process is root).
     as_postgres: bool,
 }
@@ -193,7 +195,9 @@ pub struct Cluster {
 impl Cluster {
     /// Creates and starts a cluster, or returns `None` when PostgreSQL is not installed
     /// (skip, or panic under `FUSION_REQUIRE_BACKENDS`). Panics, with the server's log,
-    /// when it is installed but the cluster does not start.
+    /// when it is installed but the cluster does not start. A port that another program
+    /// took between its reservation and the server's start (one outside this crate's
+    /// reservations that binds it by number) is replaced by another, a few times.
     pub fn start_new() -> Option<Cluster> {
         let Some(bin) = bin_dir() else {
             return unavailable(
@@ -207,17 +211,13 @@ impl Cluster {
             .arg("-u")
             .output()
             .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("finding a free port")
-            .port();
         let dir = std::env::temp_dir().join(format!("fusion-pg-{}", unique_schema()));
         std::fs::create_dir_all(&dir).expect("creating the cluster's directory");
         // From here on, `Drop` removes the directory whatever fails.
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             dir,
             bin,
-            port,
+            port: reserve_port(),
             as_postgres,
         };
         if as_postgres {
@@ -243,28 +243,66 @@ impl Cluster {
             initdb.arg(cluster.dir.join("data")).output(),
             None,
         );
+        for _ in 1..PORT_TRIES {
+            match cluster.try_start() {
+                Ok(()) => return Some(cluster),
+                Err(log) if log.contains("Address already in use") => {
+                    cluster.port = reserve_port();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
         cluster.start();
         Some(cluster)
     }
 
     /// The server's URL: `postgres://postgres@127.0.0.1:PORT/postgres`.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port.port)
     }
 
     /// Starts the stopped server on its port and waits until it accepts connections.
     pub fn start(&self) {
+        if let Err(log) = self.try_start() {
+            panic!("{log}");
+        }
+    }
+
+    /// [`start`](Self::start), or what went wrong and the server's log since this start.
+    fn try_start(&self) -> Result<(), String> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
+            self.port.port,
             self.dir.display()
         );
         let log = self.dir.join("server.log");
+        let logged = std::fs::metadata(&log).map_or(0, |meta| meta.len());
         let mut start = self.pg_ctl("start");
         start
             .args(["-w", "-t", "60", "-o", &options, "-l"])
             .arg(&log);
-        check("pg_ctl start", start.output(), Some(&log));
+        let output = start.output();
+        let failed = |why: String| {
+            let text = std::fs::read(&log).unwrap_or_default();
+            let since = text
+                .get(usize::try_from(logged).unwrap_or(0)..)
+                .unwrap_or(&text);
+            format!(
+                "pg_ctl start failed ({why})\nserver log ({}):\n{}",
+                log.display(),
+                String::from_utf8_lossy(since)
+            )
+        };
+        match output {
+            Err(e) => Err(failed(format!("could not run it: {e}"))),
+            Ok(out) if !out.status.success() => Err(failed(format!(
+                "{}: {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))),
+            Ok(_) => Ok(()),
+        }
     }
 
     /// Stops the server (`-m fast`: its sessions are ended at once, each client told so)
@@ -315,6 +353,74 @@ impl Drop for Cluster {
     }
 }
 
+/// How many ports [`Cluster::start_new`] tries before it gives up.
+const PORT_TRIES: usize = 5;
+
+/// A port of 127.0.0.1 kept for one cluster until this is dropped.
+struct ReservedPort {
+    port: u16,
+    /// Locked for as long as this lives, so no other cluster, of this process or another,
+    /// reserves the port (released by the system when the process ends, however it ends).
+    _lock: Option<std::fs::File>,
+}
+
+/// A port for a cluster's server: outside the range the kernel hands out for port 0 and
+/// for the local end of outgoing connections (`ip_local_port_range` on Linux), so no
+/// listener of a test running beside, nor any connection, takes it while the server is
+/// down between [`Cluster::stop`] and [`Cluster::start`]. (It was found by binding port
+/// 0, in that range: a test that restarted its server failed when another test's
+/// listener had got the port meanwhile.) Locked against the other clusters
+/// ([`ReservedPort`]) and free when picked. Falls back to a port the kernel chooses when
+/// that range leaves no room.
+fn reserve_port() -> ReservedPort {
+    let bindable = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let locks = std::env::temp_dir().join("fusion-pg-ports");
+    let _ = std::fs::create_dir_all(&locks);
+    let ports = ports_outside_the_ephemeral_range();
+    if ports.len() >= 1000 {
+        let random = RandomState::new();
+        for attempt in 0..1000_u32 {
+            let pick = random.hash_one((std::process::id(), attempt))
+                % u64::try_from(ports.len()).expect("a count");
+            let port = ports.start + u16::try_from(pick).expect("a port");
+            let Ok(file) = std::fs::File::create(locks.join(port.to_string())) else {
+                continue;
+            };
+            if file.try_lock().is_ok() && bindable(port) {
+                return ReservedPort {
+                    port,
+                    _lock: Some(file),
+                };
+            }
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("finding a free port")
+        .port();
+    ReservedPort { port, _lock: None }
+}
+
+/// The larger of the port ranges below and above the kernel's range of ports for port
+/// 0 and outgoing connections (above 10000, clear of the usual services' ports); that
+/// range is Linux's `ip_local_port_range`, else the IANA one, 49152 to 65535.
+fn ports_outside_the_ephemeral_range() -> std::ops::Range<u16> {
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((bounds.next()??, bounds.next()??))
+        })
+        .unwrap_or((49152, 65535));
+    let below = 10_000..low.max(10_000);
+    let above = high.saturating_add(1).max(10_000)..u16::MAX;
+    if below.len() >= above.len() {
+        below
+    } else {
+        above
+    }
+}
+
 /// The directory holding `initdb` and `pg_ctl`: on `PATH`, else the newest
 /// `/usr/lib/postgresql/VERSION/bin`.
 fn bin_dir() -> Option<PathBuf> {
@@ -349,5 +455,33 @@ fn check(what: &str, output: std::io::Result<std::process::Output>, log: Option<
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cluster's port is one the kernel hands to nobody else (it was one of port 0's,
+    /// which a listener of another test could take while the server was down for a
+    /// restart), and no two clusters hold one port.
+    #[test]
+    fn a_clusters_port_is_outside_the_ephemeral_range_and_its_own() {
+        let Ok(range) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
+            return; // Not Linux: nothing to compare with.
+        };
+        let bounds: Vec<u16> = range
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let first = reserve_port();
+        let second = reserve_port();
+        for port in [first.port, second.port] {
+            assert!(
+                !(bounds[0]..=bounds[1]).contains(&port),
+                "port {port} is in {range}"
+            );
+        }
+        assert_ne!(first.port, second.port);
     }
 }
