@@ -9,7 +9,7 @@ use std::time::Duration;
 use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
 use sqlx::Executor;
-use support::{free_port, harness};
+use support::{harness, refusing_port};
 
 /// The tables of `schema`, by name, as the server's catalog lists them.
 async fn tables(raw: &mut sqlx::PgConnection, schema: &str) -> Vec<String> {
@@ -112,7 +112,8 @@ async fn a_storage_from_a_newer_release_is_refused_as_connect_with_refuses_it() 
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_retryable_error_not_a_missing_storage() {
-    let url = format!("postgres://fusion:s3cret@127.0.0.1:{}/app", free_port());
+    let refusing = refusing_port();
+    let url = format!("postgres://fusion:s3cret@127.0.0.1:{}/app", refusing.port);
     let options = PostgresOptions::new(&url).connect_timeout(Duration::from_secs(3));
     let err = PostgresStorage::connect_existing(options)
         .await

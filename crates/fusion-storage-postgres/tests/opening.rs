@@ -8,7 +8,7 @@ mod support;
 use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_postgres::{PostgresOptions, PostgresStorage};
 use sqlx::Connection;
-use support::{free_port, harness, scratch_database, unique_schema};
+use support::{harness, refusing_port, scratch_database, unique_schema};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn storages_opening_a_new_schema_at_once_create_it_once() {
@@ -104,7 +104,8 @@ async fn the_first_call_finds_a_connection_open_in_the_pool() {
 /// give a retryable `Backend` error instead). The accepted parameters still connect.
 #[tokio::test]
 async fn url_parameters_are_checked_before_connecting() {
-    let port = free_port();
+    let refusing = refusing_port();
+    let port = refusing.port;
     for (query, name) in [
         ("schma=x", "`schma`"),
         ("schema=a&schema=a", "`schema` is given 2 times"),
@@ -131,10 +132,13 @@ async fn url_parameters_are_checked_before_connecting() {
 
 /// An open that finds the schema to create or upgrade while another connection holds its
 /// migration lock (a process upgrading it) waits as long as it waits for any lock, here
-/// a short statement timeout, or a `lock_timeout` the URL sets when the storage sets no
+/// a statement timeout, or a `lock_timeout` the URL sets when the storage sets no
 /// statement timeout; then it fails retryably, naming the schema and saying why, having
 /// written nothing. Once the lock is free, it opens. The holder keeps the lock until the
-/// failures are in, so how long the waits take plays no part.
+/// failures are in, so how long the waits take plays no part; the statement timeout is
+/// still long enough for the open's other statements on a busy server (200 ms, as it
+/// was, could end one of them, and the open that creates the schema at the end ran
+/// under it too).
 #[tokio::test]
 async fn an_open_during_another_process_upgrade_fails_retryably_naming_it() {
     let Some(harness) = harness().await else {
@@ -147,8 +151,8 @@ async fn an_open_during_another_process_upgrade_fails_retryably_naming_it() {
         .execute(&mut holder)
         .await
         .unwrap();
-    let short = std::time::Duration::from_millis(200);
-    let by_statement_timeout = harness.options().statement_timeout(Some(short));
+    let timeout = std::time::Duration::from_secs(2);
+    let by_statement_timeout = harness.options().statement_timeout(Some(timeout));
     let separator = if harness.url.contains('?') { '&' } else { '?' };
     let by_lock_timeout = PostgresOptions::new(format!(
         "{}{separator}options[lock_timeout]=200",
@@ -169,7 +173,7 @@ async fn an_open_during_another_process_upgrade_fails_retryably_naming_it() {
     }
 
     holder.close().await.unwrap();
-    let storage = PostgresStorage::connect_with(harness.options().statement_timeout(Some(short)))
+    let storage = PostgresStorage::connect_with(harness.options())
         .await
         .unwrap();
     storage
@@ -184,7 +188,9 @@ async fn an_open_during_another_process_upgrade_fails_retryably_naming_it() {
 /// default and which any sqlx application migrating another schema of the database (or
 /// another storage of this crate creating or upgrading its own) holds meanwhile. It took
 /// it, so a new schema's open waited for such a migration and failed at the statement
-/// timeout. In a database of its own, since the lock is the whole database's.
+/// timeout. In a database of its own, since the lock is the whole database's. The
+/// timeout is one that the creation's statements do not meet on a busy server (500 ms,
+/// as it was, they could).
 #[tokio::test]
 async fn an_open_waits_for_no_migration_of_another_schema() {
     use sqlx::migrate::Migrate;
@@ -195,7 +201,7 @@ async fn an_open_waits_for_no_migration_of_another_schema() {
     holder.lock().await.unwrap();
     let options = PostgresOptions::new(db.url.clone())
         .schema(unique_schema())
-        .statement_timeout(Some(std::time::Duration::from_millis(500)));
+        .statement_timeout(Some(std::time::Duration::from_secs(5)));
     let storage = PostgresStorage::connect_with(options).await.unwrap();
     storage
         .append("s", &[ChatMessage::user("created")])

@@ -1,5 +1,5 @@
 //! Shared test setup: the crate's own [`fusion_storage_postgres::testing`] harness, and a
-//! free port for the tests of an absent server.
+//! port that refuses connections, for the tests of an absent server.
 
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
@@ -7,10 +7,29 @@ pub use fusion_storage_postgres::testing::{
     Harness, execute_from_a_thread, harness, server_url, unique_schema,
 };
 
-/// A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    listener.local_addr().expect("local address").port()
+/// A TCP port of 127.0.0.1 that refuses connections for as long as this is held: a
+/// socket of ours is bound to it and does not listen. A port found free and let go (what
+/// this used to be) could be taken meanwhile by any listener bound to port 0, as the
+/// tests running beside these bind theirs, and a test expecting "cannot reach" met that
+/// server instead. Bound without `SO_REUSEADDR`, the socket keeps every other socket off
+/// the port.
+pub struct RefusingPort {
+    /// The port.
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+/// A [`RefusingPort`] the kernel chose.
+pub fn refusing_port() -> RefusingPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("creating a socket");
+    socket
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("binding a port");
+    let port = socket.local_addr().expect("local address").port();
+    RefusingPort {
+        port,
+        _socket: socket,
+    }
 }
 
 /// Every row of both tables, as text, so a test can tell that nothing at all changed.
