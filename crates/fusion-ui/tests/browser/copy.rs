@@ -38,12 +38,34 @@ async fn store() -> std::sync::Arc<InMemoryStorage> {
     storage
 }
 
-/// Clicks `button` and waits until its label starts with `outcome`.
+/// Clicks `button` and waits until it has said something starting with `outcome`.
+///
+/// A button says its outcome for 4 s (`FEEDBACK_MS` in assets/copy.js), then its label
+/// again. Polling its label missed an outcome shown while the test was held up that long,
+/// as on a busy machine: the wait then failed a copy that had worked. Every label the
+/// button shows is recorded in the page from before the click instead, and read whenever
+/// the test gets to it.
 async fn click_and_wait(page: &Page, button: &Element, outcome: &str) {
+    page.browser
+        .execute(
+            "const button = arguments[0];
+             button.fusionSaid = [];
+             new MutationObserver(() => button.fusionSaid.push(button.textContent))
+                 .observe(button, { childList: true, characterData: true, subtree: true });",
+            vec![button.reference()],
+        )
+        .await;
     button.click().await;
     page.browser
         .wait_for(&format!("the button to say {outcome:?}"), || async {
-            button.text().await.starts_with(outcome).then_some(())
+            let said = page
+                .browser
+                .execute("return arguments[0].fusionSaid;", vec![button.reference()])
+                .await;
+            let said: Vec<String> = serde_json::from_value(said).expect("a list of labels");
+            said.iter()
+                .any(|label| label.starts_with(outcome))
+                .then_some(())
         })
         .await;
 }

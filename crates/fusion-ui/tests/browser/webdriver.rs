@@ -300,6 +300,12 @@ impl Element {
         self.call("GET", &format!("/property/{name}"), None).await
     }
 
+    /// The element as a script argument of [`Session::execute`] (`arguments[i]` in the
+    /// page is then this element).
+    pub fn reference(&self) -> Value {
+        json!({ ELEMENT_KEY: self.id })
+    }
+
     /// Finds, inside this element, the first match of `css` now.
     pub async fn find_inside(&self, css: &str) -> Option<Element> {
         let body = json!({ "using": "css selector", "value": css });
