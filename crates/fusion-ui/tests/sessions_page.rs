@@ -311,6 +311,16 @@ async fn bad_listing_input_is_a_400_that_says_what_is_wrong() {
         ("/sessions?owner=a%2Fb", "invalid owner"),
         ("/sessions?tag=a,b", "comma"),
         ("/sessions?search=a%07b", "invalid search text"),
+        // Not UTF-8 once decoded: refused naming the parameter, where axum's lossy
+        // decoding made it U+FFFD, a filter that matched nothing and said nothing.
+        (
+            "/sessions?tag=%FF",
+            "The query parameter &#34;tag&#34; is not text",
+        ),
+        (
+            "/sessions?owner=ann&search=caf%E9",
+            "parameter &#34;search&#34;",
+        ),
     ];
     let long = format!("/sessions?search={}", "x".repeat(201));
     let cases = cases

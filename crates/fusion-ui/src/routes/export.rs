@@ -2,14 +2,13 @@
 //! download in the formats of `fusion sessions export` (the library's
 //! [`fusion::api::export`]), named after the session.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use fusion::api::export::{self, ExportError, ExportFormat};
 use serde::Deserialize;
 
-use super::request::{existing, not_stored, query};
+use super::request::{Params, existing, not_stored};
 use crate::html::PageError;
 use crate::state::AppState;
 
@@ -25,9 +24,9 @@ pub(crate) struct ExportParams {
 pub(crate) async fn download(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    params: Result<Query<ExportParams>, QueryRejection>,
+    Params(params): Params<ExportParams>,
 ) -> Result<Response, PageError> {
-    let format: ExportFormat = query(params)?
+    let format: ExportFormat = params
         .format
         .parse()
         .map_err(|err: ExportError| PageError::bad_request(err.to_string()))?;

@@ -65,6 +65,14 @@ impl FormFields {
         Ok(values)
     }
 
+    /// The name of the first field whose value is not UTF-8 text, if one is not.
+    pub(crate) fn first_not_text(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(_, value)| value.is_none())
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Field `name` as a whole number, or a 400 saying what is wrong with it.
     pub(crate) fn number<T: std::str::FromStr>(&self, name: &str) -> Result<T, PageError> {
         let text = self.required(name)?;

@@ -1,20 +1,40 @@
 //! What the handlers read from every request the same way: a session id in the path, a
 //! query string, whether htmx asked for a fragment.
 
-use axum::extract::Query;
-use axum::extract::rejection::QueryRejection;
-use axum::http::HeaderMap;
-use axum::http::Uri;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Uri};
 use fusion::SessionId;
 use fusion::storage::{ConversationStorage, SessionInfo};
+use serde::de::DeserializeOwned;
 
+use super::form::FormFields;
 use crate::html::PageError;
 
-/// The query string as `T`, or a 400 page saying what is wrong with it.
-pub(crate) fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, PageError> {
-    parsed
-        .map(|Query(params)| params)
-        .map_err(|rejection| PageError::bad_request(rejection.body_text()))
+/// Extractor: the query string as `T`, or a 400 page saying what is wrong with it.
+///
+/// Read strictly: a parameter whose value is not UTF-8 once percent-decoded (`?tag=%FF`)
+/// is refused naming it. axum's `Query` decodes lossily, so such a value became U+FFFD,
+/// a filter that silently matched nothing.
+pub(crate) struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, PageError> {
+        let raw = parts.uri.query().unwrap_or_default();
+        if let Some(name) =
+            FormFields::parse(&Bytes::copy_from_slice(raw.as_bytes())).first_not_text()
+        {
+            return Err(PageError::bad_request(format!(
+                "The query parameter {name:?} is not text (its bytes are not UTF-8)."
+            )));
+        }
+        Query::try_from_uri(&parts.uri)
+            .map(|Query(params)| Params(params))
+            .map_err(|rejection| PageError::bad_request(rejection.body_text()))
+    }
 }
 
 /// Whether htmx asked for a fragment to swap in (and not for a whole page to restore

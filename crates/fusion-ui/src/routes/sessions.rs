@@ -2,14 +2,13 @@
 //! owner, tag and a search of ids and titles, and sorted) and `GET /go?id=` (to a session
 //! by its id).
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Redirect, Response};
 use fusion::storage::{Cursor, SessionOrder, SessionQuery};
 use serde::Deserialize;
 
-use super::request::{query, valid_id, wants_fragment};
+use super::request::{Params, valid_id, wants_fragment};
 use crate::html::sessions::{Filter, SessionsPage, SessionsTable};
 use crate::html::{PageError, render};
 use crate::state::AppState;
@@ -35,9 +34,9 @@ pub(crate) struct ListParams {
 pub(crate) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    params: Result<Query<ListParams>, QueryRejection>,
+    Params(params): Params<ListParams>,
 ) -> Result<Response, PageError> {
-    let (filter, listing) = parse(query(params)?)?;
+    let (filter, listing) = parse(params)?;
     let page = state
         .storage
         .list_page(&listing)
@@ -120,10 +119,8 @@ pub(crate) struct GoParams {
 }
 
 /// `GET /go?id=X`: to the page of session X (400 for an id no backend accepts).
-pub(crate) async fn go(
-    params: Result<Query<GoParams>, QueryRejection>,
-) -> Result<Redirect, PageError> {
-    let id = query(params)?.id.trim().to_string();
+pub(crate) async fn go(Params(params): Params<GoParams>) -> Result<Redirect, PageError> {
+    let id = params.id.trim().to_string();
     valid_id(&id)?;
     Ok(Redirect::to(&format!("/sessions/{id}")))
 }

@@ -3,8 +3,7 @@
 //! (one message's stored JSON, which the page's "raw JSON" blocks and copy buttons fetch).
 
 use askama::Template;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,7 @@ use fusion::ChatMessage;
 use fusion::storage::SessionInfo;
 use serde::Deserialize;
 
-use super::request::{existing, not_stored, query};
+use super::request::{Params, existing, not_stored};
 use crate::html::chat::{ChatForm, ChatLive};
 use crate::html::transcript::{ChatSection, Head, Messages, TranscriptPage};
 use crate::html::{PageError, render};
@@ -31,9 +30,9 @@ pub(crate) struct WindowParams {
 pub(crate) async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    params: Result<Query<WindowParams>, QueryRejection>,
+    Params(params): Params<WindowParams>,
 ) -> Result<Response, PageError> {
-    let before = query(params)?.before;
+    let before = params.before;
     let (info, history, generation) = read(&state, &id).await?;
     let end = before.unwrap_or(history.len());
     let messages = Messages::window(&id, &history, generation, end);
@@ -65,12 +64,12 @@ fn chat_section(state: &AppState, id: &str) -> ChatSection {
 pub(crate) async fn messages(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    params: Result<Query<WindowParams>, QueryRejection>,
+    Params(params): Params<WindowParams>,
 ) -> Result<Response, PageError> {
     let WindowParams {
         before,
         generation: shown,
-    } = query(params)?;
+    } = params;
     let (_, history, generation) = read(&state, &id).await?;
     let shrunk = before.is_some_and(|before| before > history.len());
     if shrunk || shown.is_some_and(|shown| shown != generation) {
@@ -100,9 +99,9 @@ pub(crate) struct MessageParams {
 pub(crate) async fn message(
     State(state): State<AppState>,
     Path((id, at)): Path<(String, usize)>,
-    params: Result<Query<MessageParams>, QueryRejection>,
+    Params(params): Params<MessageParams>,
 ) -> Result<Response, PageError> {
-    let shown = query(params)?.generation;
+    let shown = params.generation;
     let (_, history, generation) = read(&state, &id).await?;
     if shown.is_some_and(|shown| shown != generation) {
         return Err(PageError::conflict(format!(
