@@ -119,14 +119,18 @@ impl EncryptionKeys {
     /// [`EncryptionKeys`].
     ///
     /// On Unix a file that others than its owner may read is used, with a warning in the
-    /// log: it should be mode 0600 (or 0400). A byte-order mark at its start (some editors
+    /// log once its keys are read: it should be mode 0600 (or 0400). A file refused gets the
+    /// error alone. A byte-order mark at its start (some editors
     /// write one) is skipped; a file longer than 64 KiB is refused, unread.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let source = format!("key file {}", path.display());
         let text = read_key_file(path, &source)?;
+        let keys = parse_entries(text.strip_prefix('\u{feff}').unwrap_or(&text), &source)?;
+        // Once the file is accepted: a warning about a file then refused would come before
+        // the error about the same file, as if the mode were what is wrong with it.
         warn_if_readable_by_others(path);
-        parse_entries(text.strip_prefix('\u{feff}').unwrap_or(&text), &source)
+        Ok(keys)
     }
 
     /// The id of the current key, the one new messages are encrypted with.
@@ -438,6 +442,40 @@ mod tests {
                 .to_string();
             assert!(err.contains("longer than 64 KiB"), "{err}");
         }
+    }
+
+    /// The warning about a key file others may read is for a file whose keys are used: one
+    /// refused gets its error alone, not a warning about its mode before it.
+    #[cfg(unix)]
+    #[test]
+    fn only_a_key_file_that_is_used_is_warned_about() {
+        use fusion_core::testkit::logs::Logs;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let readable = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            path
+        };
+        let refused = readable("refused.key", "k1:AAECAwQ=\n");
+        let used = readable("used.key", &format!("k1:{A}\n"));
+        let logs = Logs::new();
+        // A second dispatcher, so that the warning's callsite, reached first by another test
+        // without a subscriber (a key file of mode 0644), is not marked "never" for all: with
+        // just one registered, tracing-core asks only the calling thread's.
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        tracing::subscriber::with_default(logs.subscriber(tracing::Level::WARN), || {
+            EncryptionKeys::from_file(&refused).unwrap_err();
+            assert_eq!(logs.text(), "", "no warning for a refused file");
+            EncryptionKeys::from_file(&used).unwrap();
+        });
+        let text = logs.text();
+        assert!(
+            text.contains("mode 0600") && text.contains("used.key"),
+            "{text}"
+        );
+        assert!(!text.contains("refused.key"), "{text}");
     }
 
     #[test]
