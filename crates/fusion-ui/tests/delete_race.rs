@@ -7,12 +7,14 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::http::StatusCode;
 use fusion::ChatMessage;
 use fusion::storage::{
-    ConversationStorage, InMemoryStorage, MetaUpdate, SessionMeta, SessionQuery, StorageType,
+    ConversationStorage, InMemoryStorage, MetaUpdate, SessionMeta, SessionQuery, SessionTimes,
+    StorageType,
 };
 use fusion_ui::{UiConfig, router};
 
@@ -36,7 +38,12 @@ async fn confirmation(app: &Router, id: &str) -> String {
             .unwrap_or_else(|| panic!("no field {name} in {}", page.body))
             .to_string()
     };
-    format!("generation={}&len={}", field("generation"), field("len"))
+    format!(
+        "generation={}&len={}&updated={}",
+        field("generation"),
+        field("len"),
+        field("updated")
+    )
 }
 
 async fn each_backend(check: impl AsyncFn(Arc<dyn ConversationStorage>)) {
@@ -110,18 +117,16 @@ async fn a_delete_confirmed_on_a_page_older_than_a_write_deletes_nothing() {
         assert_eq!(storage.load("s1").await.unwrap().len(), 3, "nothing lost");
 
         // A page showing the session as it is deletes it; its second click is no error.
-        // Its revision is of the messages: a rename meanwhile, which the page promises
-        // nothing about, does not stop it.
         let page = send(&app, get("/sessions/s1/delete")).await;
         assert!(
-            page.body
-                .contains("If its messages change before you confirm, nothing is deleted."),
+            page.body.contains(
+                "If it changes before you confirm (its messages, or its title, owner, tags or \
+                 data), nothing is deleted."
+            ),
             "{}",
             page.body
         );
         let form = confirmation(&app, "s1").await;
-        let rename = MetaUpdate::new().title(Some("Renamed meanwhile"));
-        storage.update_session("s1", &rename).await.unwrap();
         for _ in 0..2 {
             let deleted = send(&app, post_form("/sessions/s1/delete", &form)).await;
             assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
@@ -161,8 +166,10 @@ async fn a_bulk_delete_leaves_each_session_written_since_its_confirmation() {
         let page = send(&app, get("/bulk-delete?id=b1&id=b2&id=b3&id=b4&id=b5")).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         assert!(
-            page.body
-                .contains("A session whose messages change before you confirm is left as it is."),
+            page.body.contains(
+                "A session that changes before you confirm (its messages, or its \
+                           title, owner, tags or data) is left as it is."
+            ),
             "{}",
             page.body
         );
@@ -224,6 +231,75 @@ async fn a_bulk_delete_leaves_each_session_written_since_its_confirmation() {
             unnamed.body
         );
         assert_eq!(storage.load("b2").await.unwrap().len(), 3, "nothing lost");
+    })
+    .await;
+}
+
+/// Creates session `id` as [`create`] does, last written an hour ago: a write now is at a
+/// later instant on every backend (SQLite records milliseconds), whatever the clock's
+/// resolution and however fast the test runs.
+async fn create_an_hour_ago(storage: &dyn ConversationStorage, id: &str, messages: &[ChatMessage]) {
+    let meta = SessionMeta::new().title("Kept").owner("amy").tags(["kept"]);
+    let then = SystemTime::now() - Duration::from_secs(3600);
+    let times = SessionTimes::new(then, then);
+    storage
+        .create_session_with_times(id, &meta, messages, times)
+        .await
+        .unwrap();
+}
+
+/// A rename or retag changes no revision (the messages are as they were), so a delete
+/// conditional on the revision alone went ahead from a page shown before another tab
+/// renamed the session: it was deleted without anyone having seen its new title. The
+/// pages now carry the session's last write too, and a write since, of its metadata
+/// alone, stops the delete.
+#[tokio::test]
+async fn a_delete_confirmed_before_a_rename_in_another_tab_deletes_nothing() {
+    each_backend(async |storage| {
+        let app = app(storage.clone());
+        let first = [ChatMessage::user("hello"), ChatMessage::assistant("hi")];
+        for id in ["r1", "r2"] {
+            create_an_hour_ago(storage.as_ref(), id, &first).await;
+        }
+        let single = confirmation(&app, "r1").await;
+        let bulk = bulk_form(&send(&app, get("/bulk-delete?id=r2")).await.body);
+
+        // While the pages are open, another tab renames one and retags the other.
+        let rename = MetaUpdate::new().title(Some("Renamed meanwhile"));
+        storage.update_session("r1", &rename).await.unwrap();
+        let retag = MetaUpdate::new().add_tag("meanwhile");
+        storage.update_session("r2", &retag).await.unwrap();
+
+        let changed = "its title, owner, tags or data were changed";
+        let refused = send(&app, post_form("/sessions/r1/delete", &single)).await;
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+        assert!(refused.body.contains(changed), "{}", refused.body);
+        let refused = send(&app, post_form("/bulk-delete", &bulk)).await;
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+        assert!(
+            refused.body.contains("<code>r2</code>") && refused.body.contains(changed),
+            "{}",
+            refused.body
+        );
+        assert!(
+            !refused.body.contains("<h2>Deleted</h2>"),
+            "{}",
+            refused.body
+        );
+        for id in ["r1", "r2"] {
+            assert_eq!(storage.load(id).await.unwrap(), first, "{id} kept");
+        }
+
+        // Pages read after the changes show them, and delete.
+        let single = confirmation(&app, "r1").await;
+        let deleted = send(&app, post_form("/sessions/r1/delete", &single)).await;
+        assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+        let bulk = bulk_form(&send(&app, get("/bulk-delete?id=r2")).await.body);
+        let deleted = send(&app, post_form("/bulk-delete", &bulk)).await;
+        assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
+        for id in ["r1", "r2"] {
+            assert!(storage.session_info(id).await.unwrap().is_none(), "{id}");
+        }
     })
     .await;
 }

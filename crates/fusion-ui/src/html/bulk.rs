@@ -21,6 +21,10 @@ pub(crate) struct Listed {
     /// The revision it was read at ([`Revision::ABSENT`] when nothing is stored; `None`
     /// when damaged): its delete goes ahead only while it is still exactly that.
     pub revision: Option<Revision>,
+    /// When it was last written (messages or metadata), in Unix microseconds as the
+    /// backend records it, where it records one: its delete goes ahead only while it has
+    /// not been written since, so a rename in another tab is not deleted unseen either.
+    pub updated: Option<i64>,
 }
 
 impl Listed {
@@ -40,6 +44,7 @@ impl Listed {
                     count: None,
                     damage: Some(err.to_string()),
                     revision: None,
+                    updated: None,
                 });
             }
             Err(err) => return Err(err),
@@ -53,6 +58,10 @@ impl Listed {
                 generation: info.generation,
                 len: info.message_count,
             })),
+            updated: info
+                .as_ref()
+                .and_then(|info| info.updated_at)
+                .map(fusion_core::unix_micros),
         })
     }
 }

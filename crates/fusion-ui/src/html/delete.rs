@@ -20,6 +20,9 @@ pub(crate) struct ConfirmDelete {
     /// The revision the page shows (none for a damaged session): the delete goes ahead
     /// only if the session is still exactly that.
     revision: Option<Revision>,
+    /// When the session was last written, as the page read it (Unix microseconds): the
+    /// delete goes ahead only if it was not written since, metadata included.
+    updated: Option<i64>,
 }
 
 impl ConfirmDelete {
@@ -33,6 +36,7 @@ impl ConfirmDelete {
             count: session.count.unwrap_or_default(),
             damage: session.damage,
             revision: session.revision,
+            updated: session.updated,
         }
     }
 }
@@ -46,6 +50,7 @@ mod tests {
     fn the_confirmation_posts_to_the_delete_route() {
         let mut info = SessionInfo::new("s:1", 4);
         info.generation = 42;
+        info.updated_at = Some(fusion_core::from_unix_micros(1_700_000_000_123_456));
         let listed = Listed::read("s:1".into(), Ok(Some(info))).unwrap();
         let html = ConfirmDelete::new(listed).render().unwrap();
         assert!(
@@ -55,6 +60,10 @@ mod tests {
         assert!(html.contains("its 4 messages"), "{html}");
         assert!(html.contains(r#"name="generation" value="42""#), "{html}");
         assert!(html.contains(r#"name="len" value="4""#), "{html}");
+        assert!(
+            html.contains(r#"name="updated" value="1700000000123456""#),
+            "{html}"
+        );
     }
 
     #[test]

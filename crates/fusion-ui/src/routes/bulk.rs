@@ -4,10 +4,11 @@
 //!
 //! Not under `/sessions/`, where any name is a session id. Each deletion is the same as
 //! the single delete's ([`delete_shown`]): the confirmation carries each session's
-//! revision as it listed it, and a session written since (another writer appended, or
-//! it was deleted and made again, or one listed as not stored was made meanwhile) is
-//! left as it is and listed as failed, saying so. That also makes a resubmitted form (a
-//! reload of the report) delete nothing new. One failing does not stop the rest.
+//! revision and last write as it listed them, and a session written since (another
+//! writer appended, or it was deleted and made again, or one listed as not stored was
+//! made meanwhile, or it was renamed or retagged) is left as it is and listed as failed,
+//! saying so. That also makes a resubmitted form (a reload of the report) delete nothing
+//! new. One failing does not stop the rest.
 //!
 //! Every selected id needs its own `revision` field, as the confirmation writes one for
 //! each (`damaged <id>` for a session whose revision it could not read, deleted whatever
@@ -22,10 +23,10 @@ use axum::response::Response;
 use std::collections::HashMap;
 
 use fusion::SessionId;
-use fusion::storage::Revision;
+use fusion::storage::{Expect, Revision};
 
 use super::busy::held_by;
-use super::delete::delete_shown;
+use super::delete::{delete_shown, expect_shown, what_changed};
 use super::form::FormFields;
 use super::request::valid_id;
 use crate::claims::Work;
@@ -113,17 +114,17 @@ pub(crate) async fn delete(
                 status = status.max(StatusCode::BAD_REQUEST);
                 continue;
             }
-            (Ok(()), Some(&revision)) => delete_shown(state.storage.as_ref(), &id, revision).await,
+            (Ok(()), Some(&expected)) => delete_shown(state.storage.as_ref(), &id, expected).await,
         };
         match result {
             Ok(None) => deleted.push(id),
             Ok(Some(now)) => {
+                let changed = what_changed(shown.get(&id).copied().flatten(), now);
                 failed.push(Failure {
                     id,
                     reason: format!(
-                        "it changed since the confirmation page listed it (it now holds {} \
-                         messages), so it was left as it is",
-                        now.len
+                        "it changed since the confirmation page listed it ({changed}), so it \
+                         was left as it is"
                     ),
                 });
                 status = status.max(StatusCode::CONFLICT);
@@ -140,34 +141,41 @@ pub(crate) async fn delete(
     Ok(render(status, &BulkDone::new(deleted, failed)))
 }
 
-/// The `revision` fields, by id: what the confirmation listed, `generation len id`, or
-/// `damaged id` (`None`: deleted whatever it holds) for a session whose revision it
-/// could not read.
-fn revisions(fields: &FormFields) -> Result<HashMap<String, Option<Revision>>, PageError> {
+/// The `revision` fields, by id, as what each delete requires ([`expect_shown`]): what
+/// the confirmation listed, `generation len updated id` (`updated` the last write in
+/// Unix microseconds, `-` where the backend records none; a form of an earlier release
+/// has `generation len id`), or `damaged id` (`None`: deleted whatever it holds) for a
+/// session whose revision it could not read. No part holds a space: ids cannot.
+fn revisions(fields: &FormFields) -> Result<HashMap<String, Option<Expect>>, PageError> {
     let mut shown = HashMap::new();
     for field in fields.all("revision")? {
         if let Some(id) = field.strip_prefix(DAMAGED) {
             shown.insert(id.to_string(), None);
             continue;
         }
-        let mut parts = field.splitn(3, ' ');
-        let (generation, len, id) = (parts.next(), parts.next(), parts.next());
-        let revision = generation
-            .zip(len)
-            .zip(id)
-            .and_then(|((generation, len), id)| {
-                let revision = Revision {
-                    generation: generation.parse().ok()?,
-                    len: len.parse().ok()?,
-                };
-                Some((id.to_string(), revision))
-            });
-        let Some((id, revision)) = revision else {
+        let parts: Vec<&str> = field.split(' ').collect();
+        let (revision, updated, id) = match parts[..] {
+            [generation, len, id] => ((generation, len), None, id),
+            [generation, len, updated, id] => ((generation, len), Some(updated), id),
+            _ => (("", ""), None, ""),
+        };
+        let parse = || {
+            let revision = Revision {
+                generation: revision.0.parse().ok()?,
+                len: revision.1.parse().ok()?,
+            };
+            let updated = match updated {
+                None | Some("-") => None,
+                Some(micros) => Some(micros.parse().ok()?),
+            };
+            Some(expect_shown(revision, updated))
+        };
+        let Some(expected) = parse() else {
             return Err(PageError::bad_request(format!(
-                "The revision {field:?} is not \"generation length id\"."
+                "The revision {field:?} is not \"generation length updated id\"."
             )));
         };
-        shown.insert(id, Some(revision));
+        shown.insert(id.to_string(), Some(expected));
     }
     Ok(shown)
 }

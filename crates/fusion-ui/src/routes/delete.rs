@@ -5,13 +5,16 @@
 //! the session's claim (`crate::claims`) from that check to its end, so a Send arriving
 //! meanwhile is refused rather than start a turn on a session about to vanish.
 //!
-//! The confirmation carries the session's [`Revision`] as the page read it, and the post
-//! deletes with one conditional write (`write_if`, `Expect::Exactly`, `Truncate(0)`), as
-//! undo does: messages another writer stored after the page was shown (a running agent,
-//! `fusion chat`, a session deleted and made again under the same id) were deleted
-//! unseen; now nothing is deleted and the answer is a 409 saying what changed. A post
-//! without a revision (a damaged session's page, whose revision cannot be read; a
-//! program) deletes whatever is stored, as `DELETE` does.
+//! The confirmation carries the session's [`Revision`] and last write (`updated_at`) as
+//! the page read it, and the post deletes with one conditional write (`write_if`,
+//! `Expect::UnwrittenSince`, `Truncate(0)`; `Expect::Exactly` where the backend records no
+//! time): messages another writer stored after the page was shown (a running agent,
+//! `fusion chat`, a session deleted and made again under the same id), and a rename or
+//! retag in another tab, which moves `updated_at` but not the revision, were deleted
+//! unseen; now nothing is deleted and the answer is a 409 saying what changed. A write in
+//! the same instant as the one the page read (a millisecond on SQLite and Redis) is not
+//! told apart from it. A post without a revision (a damaged session's page, whose
+//! revision cannot be read; a program) deletes whatever is stored, as `DELETE` does.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -19,6 +22,7 @@ use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
 use fusion::Error;
 use fusion::storage::{Change, ConversationStorage, Expect, Revision};
+use fusion_core::from_unix_micros;
 
 use super::busy::{claim_idle, no_turn_running};
 use super::form::FormFields;
@@ -47,9 +51,10 @@ pub(crate) async fn confirm(
 }
 
 /// `POST /sessions/{id}/delete`, with the fields `generation` and `len` of the revision
-/// the confirmation page showed: deletes, then 303 to the sessions page; 409 when the
-/// session changed since (nothing is deleted) or a chat turn runs on it. Deleting a
-/// session that is already gone is not an error (a second click, another tab).
+/// the confirmation page showed and `updated`, its last write (Unix microseconds), where
+/// the backend records one: deletes, then 303 to the sessions page; 409 when the session
+/// changed since, its metadata included (nothing is deleted), or a chat turn runs on it.
+/// Deleting a session that is already gone is not an error (a second click, another tab).
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -57,15 +62,34 @@ pub(crate) async fn delete(
 ) -> Result<Redirect, PageError> {
     let form = FormFields::parse(&body);
     let shown = if form.has("generation") || form.has("len") {
-        Some(Revision {
+        let revision = Revision {
             generation: form.number("generation")?,
             len: form.number("len")?,
-        })
+        };
+        let updated = form
+            .has("updated")
+            .then(|| form.number("updated"))
+            .transpose()?;
+        Some(expect_shown(revision, updated))
     } else {
         None
     };
     remove(&state, &id, shown).await?;
     Ok(Redirect::to("/sessions"))
+}
+
+/// What a delete requires of a session a page showed at `revision`, last written at
+/// `updated` (Unix microseconds as the backend recorded it, where it records one): that
+/// revision, and no write since, be it only of its title, owner, tags or data.
+pub(crate) fn expect_shown(revision: Revision, updated: Option<i64>) -> Expect {
+    match updated {
+        // Written last at `updated` or before: earlier than the microsecond after it.
+        Some(updated) => Expect::UnwrittenSince {
+            revision,
+            since: from_unix_micros(updated.saturating_add(1)),
+        },
+        None => Expect::Exactly(revision),
+    }
 }
 
 /// `DELETE /sessions/{id}`: deletes, then 204 (409 while a chat turn runs on it).
@@ -77,37 +101,43 @@ pub(crate) async fn delete_now(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Deletes session `id`: whatever is stored, or only while it is still at `shown`.
-async fn remove(state: &AppState, id: &str, shown: Option<Revision>) -> Result<(), PageError> {
+/// Deletes session `id`: whatever is stored, or only while it still meets `shown`.
+async fn remove(state: &AppState, id: &str, shown: Option<Expect>) -> Result<(), PageError> {
     valid_id(id)?;
     let _claim = claim_idle(state, id, Work::Deleting)?;
     match delete_shown(state.storage.as_ref(), id, shown).await {
         Ok(None) => Ok(()),
         Ok(Some(now)) => Err(PageError::conflict(format!(
-            "Nothing was deleted: session {id:?} changed since its page was shown (it now \
-             holds {} messages).",
-            now.len
+            "Nothing was deleted: session {id:?} changed since its page was shown ({}).",
+            what_changed(shown, now)
         ))),
         Err(err) => Err(PageError::storage(&err)),
     }
 }
 
+/// What changed in a session shown as `shown` that is now at `now`: its messages, or,
+/// where they are as shown, what else a write changes.
+pub(crate) fn what_changed(shown: Option<Expect>, now: Revision) -> String {
+    if shown.and_then(|shown| shown.revision()) == Some(now) {
+        "its title, owner, tags or data were changed".to_string()
+    } else {
+        format!("it now holds {} messages", now.len)
+    }
+}
+
 /// Deletes session `id` (a valid id) as a confirmation page showed it: whatever is
 /// stored when `shown` is `None`, else with one conditional write, only while the session
-/// is still exactly `shown`. `Ok(None)` when it is gone (deleted now, or already), and
-/// `Ok(Some(now))` when it changed since and nothing was deleted.
+/// still meets `shown` ([`expect_shown`]). `Ok(None)` when it is gone (deleted now, or
+/// already), and `Ok(Some(now))` when it changed since and nothing was deleted.
 pub(crate) async fn delete_shown(
     storage: &dyn ConversationStorage,
     id: &str,
-    shown: Option<Revision>,
+    shown: Option<Expect>,
 ) -> fusion::Result<Option<Revision>> {
     let Some(shown) = shown else {
         return storage.delete(id).await.map(|()| None);
     };
-    match storage
-        .write_if(id, Expect::Exactly(shown), Change::Truncate(0))
-        .await
-    {
+    match storage.write_if(id, shown, Change::Truncate(0)).await {
         Ok(_) => Ok(None),
         Err(Error::Conflict { .. }) => {
             let (_, now) = storage.load_revision(id).await?;
