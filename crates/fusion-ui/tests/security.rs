@@ -354,9 +354,11 @@ fn get_at(host: &str, path: &str, cookie: &str) -> axum::http::Request<Body> {
 
 /// Behind a proxy that ends TLS, the cookie is `Secure`: without it the browser also sent
 /// it over plain HTTP to the same host (any port, such as a request to port 80 that
-/// someone on the network made it send), in the clear the proxy was there to prevent.
+/// someone on the network made it send), in the clear the proxy was there to prevent. It
+/// is named with the `__Host-` prefix then, which browsers take only from a secure origin
+/// and without a `Domain`, so no plain-HTTP page or sibling subdomain can set or shadow it.
 #[tokio::test]
-async fn a_login_through_https_sets_a_secure_cookie() {
+async fn a_login_through_https_sets_a_secure_host_only_cookie() {
     let app = app_with_token(store());
     // Any hop saying https makes it Secure: a forged header can only make it travel less.
     for (headers, secure) in [
@@ -392,12 +394,42 @@ async fn a_login_through_https_sets_a_secure_cookie() {
         }
         let reply = send(&app, login.body(Body::empty()).unwrap()).await;
         assert_eq!(reply.status, StatusCode::SEE_OTHER, "{headers:?}");
-        let flag = if secure { "; Secure" } else { "" };
+        let (prefix, flag) = if secure {
+            ("__Host-", "; Secure")
+        } else {
+            ("", "")
+        };
         assert_eq!(
             reply.header("set-cookie"),
-            format!("fusion_ui_token_8765={TOKEN}; HttpOnly; SameSite=Strict; Path=/{flag}"),
+            format!(
+                "{prefix}fusion_ui_token_8765={TOKEN}; HttpOnly; SameSite=Strict; Path=/{flag}"
+            ),
             "{headers:?}"
         );
+        // Over HTTPS, the unprefixed cookie an earlier release set there is expired.
+        let set: Vec<_> = reply.headers.get_all("set-cookie").iter().collect();
+        let expired = "fusion_ui_token_8765=; Max-Age=0; Path=/; Secure";
+        assert_eq!(set.iter().any(|c| *c == expired), secure, "{set:?}");
+    }
+    // Both names are read back: the prefixed one, and the unprefixed one of a login over
+    // HTTPS before this release; a value that is not the token under either is refused.
+    for (cookie, status) in [
+        (
+            format!("__Host-fusion_ui_token_8765={TOKEN}"),
+            StatusCode::OK,
+        ),
+        (format!("fusion_ui_token_8765={TOKEN}"), StatusCode::OK),
+        (
+            "__Host-fusion_ui_token_8765=nope".to_string(),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let page = request("GET", "/sessions")
+            .header("x-forwarded-proto", "https")
+            .header("cookie", &cookie)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&app, page).await.status, status, "{cookie}");
     }
 }
 

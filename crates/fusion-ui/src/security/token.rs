@@ -1,12 +1,15 @@
 //! The access token, when one is in force: a request must carry it, as the cookie
-//! [`Guard::cookie`] (`fusion_ui_token_<port>`, the port the browser opened) or as `Authorization: Bearer <token>`, or
-//! it is refused with 401.
+//! [`Guard::cookie`] (`fusion_ui_token_<port>`, the port the browser opened; over HTTPS
+//! `__Host-fusion_ui_token_<port>`) or as `Authorization: Bearer <token>`, or it is
+//! refused with 401.
 //!
 //! Opening any page with `?token=<token>` sets the cookie (`HttpOnly`, so no script can
 //! read it; `SameSite=Strict`, so no other site's request carries it; `Secure` when a
-//! TLS proxy says the browser came over HTTPS, so no plain HTTP request carries it),
-//! expires earlier releases' `fusion_ui_token`, and redirects to the same address without
-//! the token, so it does not linger in the address bar or the history. The embedded
+//! TLS proxy says the browser came over HTTPS, so no plain HTTP request carries it, and
+//! then named `__Host-fusion_ui_token_<port>`, a name browsers take only from a secure
+//! origin, for this host alone, on `Path=/`), expires earlier releases' cookies, and
+//! redirects to the same address without the token, so it does not linger in the address
+//! bar or the history. The embedded
 //! assets need no token: they are public files, and the refusal page uses the stylesheet.
 
 use std::sync::Arc;
@@ -67,7 +70,9 @@ pub(crate) async fn check_token(
     // then sits in whatever logs addresses) is told where the token goes instead.
     let auth = if bearer(&request).is_some_and(|t| guard.token_matches(t)) {
         Auth::Bearer
-    } else if cookies(&request, &cookie).any(|t| guard.token_matches(t)) {
+    } else if cookies(&request, &cookie).any(|t| guard.token_matches(t))
+        || cookies(&request, &secure_name(&cookie)).any(|t| guard.token_matches(t))
+    {
         Auth::Cookie
     } else if in_address.is_some() {
         return PageError::unauthorized(
@@ -113,23 +118,44 @@ fn split_token_param(uri: &Uri) -> Option<(String, String)> {
 const OLD_COOKIE_EXPIRED: HeaderValue =
     HeaderValue::from_static("fusion_ui_token=; Max-Age=0; Path=/");
 
-/// The login's answer: the cookie `name` holding `token`, `Secure` when the browser came
-/// over HTTPS, the old cookie expired, and a redirect to `target`.
+/// The name of the cookie `name` set over HTTPS: with the `__Host-` prefix, which a
+/// browser accepts only from a secure origin, `Secure`, on `Path=/` and without a
+/// `Domain` (so no other host, not a sibling subdomain, can set or shadow it). Read back
+/// beside `name`, which a login over HTTPS of an earlier release set.
+fn secure_name(name: &str) -> String {
+    format!("__Host-{name}")
+}
+
+/// The login's answer: the cookie `name` holding `token` (`Secure`, and named
+/// [`secure_name`], when the browser came over HTTPS), the old cookies expired, and a
+/// redirect to `target`.
 fn set_cookie_and_redirect(name: &str, token: &str, target: &str, secure: bool) -> Response {
     // The token was checked against ours, whose characters are all cookie-safe, and the
     // target is our own path: both are valid header values.
-    let secure = if secure { "; Secure" } else { "" };
-    let cookie = format!("{name}={token}; HttpOnly; SameSite=Strict; Path=/{secure}");
+    let cookie = if secure {
+        format!(
+            "{}={token}; HttpOnly; SameSite=Strict; Path=/; Secure",
+            secure_name(name)
+        )
+    } else {
+        format!("{name}={token}; HttpOnly; SameSite=Strict; Path=/")
+    };
+    // Over HTTPS, the unprefixed cookie an earlier release set there goes too.
+    let unprefixed = secure.then(|| format!("{name}=; Max-Age=0; Path=/; Secure"));
     match (
         HeaderValue::from_str(&cookie),
         HeaderValue::from_str(target),
+        unprefixed.as_deref().map(HeaderValue::from_str).transpose(),
     ) {
-        (Ok(cookie), Ok(location)) => {
+        (Ok(cookie), Ok(location), Ok(unprefixed)) => {
             // Appended, as a header array would keep only the last `Set-Cookie`.
             let mut response = (StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response();
             let headers = response.headers_mut();
             headers.append(SET_COOKIE, cookie);
             headers.append(SET_COOKIE, OLD_COOKIE_EXPIRED);
+            if let Some(unprefixed) = unprefixed {
+                headers.append(SET_COOKIE, unprefixed);
+            }
             response
         }
         _ => PageError::bad_request("This address cannot be redirected to.").into_response(),
