@@ -141,6 +141,11 @@ pub(crate) fn parse_sqlite_error(err: sqlx::Error, op: Op<'_>) -> Error {
             format!("{op}: timed out waiting for a free connection"),
             true,
         ),
+        // A value of the wrong type in the one session read (SQLite keeps any type).
+        sqlx::Error::ColumnDecode { index, source } if op.shown.session_id.is_some() => {
+            let what = format!("column {index} of what it reads: {source}");
+            return fusion_core::sql::wrongly_typed(BACKEND, op.shown, &what);
+        }
         sqlx::Error::PoolClosed => (format!("{op}: the storage was closed"), false),
         sqlx::Error::WorkerCrashed => (format!("{op}: the SQLite worker thread stopped"), true),
         sqlx::Error::ColumnDecode { .. }
@@ -165,6 +170,12 @@ pub(crate) fn parse_direct_error(err: DirectError, op: Op<'_>) -> Error {
                 return corrupt;
             }
             database_error(code, &detail, op)
+        }
+        DirectError::Sqlite(rusqlite::Error::InvalidColumnType(_, name, found))
+            if op.shown.session_id.is_some() =>
+        {
+            let what = format!("`{name}` holds {found}");
+            return fusion_core::sql::wrongly_typed(BACKEND, op.shown, &what);
         }
         DirectError::Sqlite(other) => (format!("{op}: {other}"), false),
         DirectError::Closed => (format!("{op}: the storage was closed"), false),

@@ -11,7 +11,9 @@
 //! `owner` and `title` are plain nullable text; `tags` and `data` are the JSON forms of
 //! [`SessionMeta::tags_json`] and [`SessionMeta::data_json`]. A cell that does not hold
 //! them (damaged by hand or by another program) is [`Error::Corrupt`] naming the session,
-//! never a panic and never a silently empty value.
+//! never a panic and never a silently empty value; so is a cell of the wrong type (SQLite
+//! keeps text in a column declared `INTEGER`), which the drivers would fail to decode
+//! without a word of which session holds it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,14 +25,30 @@ use crate::expiry::millis;
 
 /// The columns of one session's facts, in the order of [`InfoRow`], for a query that
 /// reads [`from_sessions!`]. A session without a `session_meta` row reads the defaults;
-/// `tags` and `data` read NULL when the cell is not text, so both drivers decode every row
-/// and a damaged cell is reported as corrupt, by session.
+/// `tags` and `data` read NULL when the cell is not text, every other cell of the wrong
+/// type reads 0 or NULL and the last column names the first such cell, so both drivers
+/// decode every row and a damaged cell is reported as corrupt, by session and column.
 macro_rules! info_columns {
     () => {
-        "s.id, s.message_count, s.created_at, s.updated_at, s.generation, s.owner, m.title, \
+        "s.id, \
+         iif(typeof(s.message_count) = 'integer', s.message_count, 0), \
+         iif(typeof(s.created_at) = 'integer', s.created_at, 0), \
+         iif(typeof(s.updated_at) = 'integer', s.updated_at, 0), \
+         iif(typeof(s.generation) = 'integer', s.generation, 0), \
+         iif(typeof(s.owner) = 'text', s.owner, NULL), \
+         iif(typeof(m.title) = 'text', m.title, NULL), \
          CASE WHEN m.session_id IS NULL THEN '[]' WHEN typeof(m.tags) = 'text' THEN m.tags END, \
          CASE WHEN m.session_id IS NULL THEN '{}' WHEN typeof(m.data) = 'text' THEN m.data END, \
-         s.expires_at, s.expiry_idle"
+         iif(typeof(s.expires_at) = 'integer', s.expires_at, NULL), \
+         iif(typeof(s.expiry_idle) = 'integer', s.expiry_idle, NULL), \
+         CASE WHEN typeof(s.message_count) <> 'integer' THEN 'message_count' \
+              WHEN typeof(s.created_at) <> 'integer' THEN 'created_at' \
+              WHEN typeof(s.updated_at) <> 'integer' THEN 'updated_at' \
+              WHEN typeof(s.generation) <> 'integer' THEN 'generation' \
+              WHEN typeof(s.owner) NOT IN ('text', 'null') THEN 'owner' \
+              WHEN typeof(m.title) NOT IN ('text', 'null') THEN 'title' \
+              WHEN typeof(s.expires_at) NOT IN ('integer', 'null') THEN 'expires_at' \
+              WHEN typeof(s.expiry_idle) NOT IN ('integer', 'null') THEN 'expiry_idle' END"
     };
 }
 pub(crate) use info_columns;
@@ -65,7 +83,8 @@ pub(crate) use read_info;
 pub(crate) const READ_INFO: &str = read_info!();
 
 /// A row of [`info_columns!`] as sqlx decodes it: id, message_count, created_at,
-/// updated_at, generation, owner, title, tags, data, expires_at, expiry_idle.
+/// updated_at, generation, owner, title, tags, data, expires_at, expiry_idle, and the
+/// first cell of the wrong type.
 pub(crate) type InfoTuple = (
     String,
     i64,
@@ -78,6 +97,7 @@ pub(crate) type InfoTuple = (
     Option<String>,
     Option<i64>,
     Option<i64>,
+    Option<String>,
 );
 
 /// A row of [`info_columns!`], not yet checked.
@@ -95,6 +115,9 @@ pub(crate) struct InfoRow {
     /// `None` when the cell is not text.
     data: Option<String>,
     expiry: StoredExpiry,
+    /// The first column whose cell is not of the type Fusion stores there, if any (its
+    /// value above is then 0 or `None`).
+    wrongly_typed: Option<String>,
 }
 
 impl From<InfoTuple> for InfoRow {
@@ -111,6 +134,7 @@ impl From<InfoTuple> for InfoRow {
             data,
             expires_at,
             idle,
+            wrongly_typed,
         ) = row;
         Self {
             id,
@@ -123,6 +147,7 @@ impl From<InfoTuple> for InfoRow {
             tags,
             data,
             expiry: StoredExpiry { expires_at, idle },
+            wrongly_typed,
         }
     }
 }
@@ -144,6 +169,7 @@ impl InfoRow {
                 expires_at: row.get(9)?,
                 idle: row.get(10)?,
             },
+            wrongly_typed: row.get(11)?,
         })
     }
 
@@ -152,9 +178,19 @@ impl InfoRow {
         self.expiry.is_expired_at(now)
     }
 
-    /// The session's facts, or [`Error::Corrupt`] naming it when `tags` or `data` is not
-    /// the JSON Fusion writes there.
+    /// The session's facts, or [`Error::Corrupt`] naming it when a cell is of the wrong
+    /// type, or `tags` or `data` is not the JSON Fusion writes there.
     pub(crate) fn decode(self) -> Result<SessionInfo> {
+        if let Some(column) = self.wrongly_typed {
+            return Err(Error::corrupt(
+                BACKEND,
+                self.id,
+                format!(
+                    "its stored `{column}` is not of the type Fusion stores there; the row \
+                     was changed outside Fusion"
+                ),
+            ));
+        }
         let tags = parse_cell(&self.id, "tags", "array of strings", self.tags, |text| {
             serde_json::from_str::<Vec<String>>(text)
         })?;
@@ -269,6 +305,7 @@ mod tests {
             data.map(str::to_owned),
             expiry.expires_at,
             expiry.idle,
+            None,
         ))
     }
 

@@ -6,9 +6,10 @@
 //! Application code does not need this module.
 //!
 //! - [`Op`] names what was being done when an error happened, for the message.
-//! - [`corrupt_row`], [`missing_row`], [`count_mismatch`] (checked by [`check_count`])
-//!   and [`count_behind_rows`] are the [`Error::Corrupt`]s of a `sessions`/`messages`
-//!   schema; [`batch_too_long`] refuses a write longer than the backend binds at once.
+//! - [`corrupt_row`], [`missing_row`], [`count_mismatch`] (checked by [`check_count`]),
+//!   [`count_behind_rows`] and [`wrongly_typed`] are the [`Error::Corrupt`]s of a
+//!   `sessions`/`messages` schema; [`batch_too_long`] refuses a write longer than the
+//!   backend binds at once.
 //! - [`to_column`] and [`revision_of`] convert between a [`Revision`] and the
 //!   `(generation, message_count)` columns of a `sessions` row.
 //! - [`check_migrations`] decides from the recorded migrations whether a stored schema is
@@ -148,6 +149,21 @@ pub fn count_behind_rows(
             "{op}: its message count is behind its stored messages, so a new message's seq \
              is taken ({detail}); the rows were changed outside Fusion. Nothing was written; \
              `load` still reads every row, and a `save` of them renumbers the session"
+        ),
+    )
+}
+
+/// A stored value of `op`'s session that the driver could not decode as the type Fusion
+/// stores in its column (`what`: which, in the driver's words). A database that keeps
+/// whatever it is given (SQLite keeps text in a column declared `INTEGER`) holds one only
+/// when the row was changed outside Fusion. For an `op` about one session.
+pub fn wrongly_typed(backend: &'static str, op: Op<'_>, what: &str) -> Error {
+    Error::corrupt(
+        backend,
+        op.session_id.unwrap_or("?"),
+        format!(
+            "{op}: a stored value is not of the type Fusion stores there ({what}); the row \
+             was changed outside Fusion"
         ),
     )
 }

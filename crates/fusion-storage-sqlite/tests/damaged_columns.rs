@@ -1,0 +1,123 @@
+//! `sessions` cells of the wrong type: SQLite keeps what it is given whatever a column
+//! declares, so a hand-edited or damaged database can hold text where Fusion stores an
+//! integer. Every call that reads such a cell reports the session as corrupt, naming it
+//! and the column, on both paths (a database file read directly, `:memory:` through
+//! sqlx): never a driver's decoding error, which named no session and read as the
+//! backend's failure.
+
+use std::path::Path;
+
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, SessionOrder, SessionQuery,
+};
+use fusion_storage_sqlite::SqliteStorage;
+
+fn turn(text: &str) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::user(text),
+        ChatMessage::assistant(format!("{text}-reply")),
+    ]
+}
+
+/// A database file, read directly by the storage, and `:memory:`, read through sqlx.
+fn both_paths(dir: &Path) -> [String; 2] {
+    [
+        format!("sqlite://{}", dir.join("s.db").display()),
+        "sqlite::memory:".to_string(),
+    ]
+}
+
+/// Whether `result` is the corruption of session "s", its detail naming `column` when
+/// `named` (the facts of a session name it on both paths; other reads name it on the
+/// direct path and give its position through sqlx).
+fn is_corrupt<T: std::fmt::Debug>(
+    result: fusion_core::Result<T>,
+    column: &str,
+    named: bool,
+) -> bool {
+    match result {
+        Err(Error::Corrupt {
+            session_id, detail, ..
+        }) => session_id == "s" && (!named || detail.contains(&format!("`{column}`"))),
+        other => {
+            eprintln!("{column}: {other:?}");
+            false
+        }
+    }
+}
+
+/// The calls that read a session's facts: each names the damaged column. The listing is
+/// by id: newest first, its keyset on `updated_at` passes over a session whose cell there
+/// is not an integer (SQLite orders text and blobs after every number).
+async fn facts_calls(storage: &SqliteStorage, column: &str) -> Vec<(&'static str, bool)> {
+    let update = MetaUpdate::new().title(Some("renamed"));
+    let by_id = SessionQuery::new().order(SessionOrder::Id);
+    vec![
+        (
+            "session_info",
+            is_corrupt(storage.session_info("s").await, column, true),
+        ),
+        (
+            "update_session",
+            is_corrupt(storage.update_session("s", &update).await, column, true),
+        ),
+        (
+            "list_page",
+            is_corrupt(storage.list_page(&by_id).await, column, true),
+        ),
+    ]
+}
+
+/// The calls that read a session's revision (its generation and count).
+async fn revision_calls(
+    storage: &SqliteStorage,
+    column: &str,
+    direct: bool,
+) -> Vec<(&'static str, bool)> {
+    let expect = Expect::Generation(1);
+    let append = Change::Append(&[]);
+    vec![
+        (
+            "load_revision",
+            is_corrupt(storage.load_revision("s").await, column, direct),
+        ),
+        (
+            "write_if",
+            is_corrupt(storage.write_if("s", expect, append).await, column, direct),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_sessions_cell_of_the_wrong_type_is_corrupt_naming_session_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("message_count", "'x'", true),
+        ("generation", "'x'", true),
+        ("created_at", "'x'", false),
+        ("updated_at", "x'00'", false),
+        ("owner", "x'05'", false),
+        ("expires_at", "'x'", false),
+    ];
+    for url in both_paths(dir.path()) {
+        let direct = !url.contains(":memory:");
+        for (column, value, revision) in cases {
+            let storage = SqliteStorage::connect(&url).await.unwrap();
+            storage.save("s", &turn("one")).await.unwrap();
+            storage.save("t", &turn("other")).await.unwrap();
+            let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 's'");
+            sqlx::query(&damage).execute(storage.pool()).await.unwrap();
+            let mut calls = facts_calls(&storage, column).await;
+            if revision {
+                calls.extend(revision_calls(&storage, column, direct).await);
+            }
+            let wrong: Vec<_> = calls.iter().filter(|(_, ok)| !ok).collect();
+            assert!(wrong.is_empty(), "{url}, {column}: {wrong:?}");
+            // The other session is untouched; the damaged one's messages still load.
+            assert_eq!(storage.load("t").await.unwrap(), turn("other"), "{url}");
+            assert_eq!(storage.load("s").await.unwrap(), turn("one"), "{url}");
+            storage.close().await;
+            let _ = std::fs::remove_file(dir.path().join("s.db"));
+        }
+    }
+}
