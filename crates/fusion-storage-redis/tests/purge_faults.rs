@@ -251,6 +251,50 @@ async fn a_delete_whose_second_look_fails_is_finished_by_a_purge() {
     assert_nothing_left(&mut raw).await;
 }
 
+/// Found by a review: a listing that meets an entry whose session is gone prunes it, then
+/// looks at the session again and lists it if a writer created it again meanwhile; when
+/// that look failed, nothing brought anyone back to it (the gap a delete had), and a
+/// session its writer created and listed between the listing's look and the removals
+/// stayed unlisted. The prune leaves a look-again entry before its removals, and the purge
+/// that meets it lists what it finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_whose_second_look_fails_is_finished_by_a_purge() {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
+        return;
+    };
+    for id in ["pruned", "kept"] {
+        store
+            .create_session(id, &SessionMeta::new(), &said("a"))
+            .await
+            .unwrap();
+    }
+    // Dropped by Redis (here by hand): its listing entries are stale.
+    let _: () = raw
+        .del(&[
+            format!("{PREFIX}:s:{{pruned}}"),
+            format!("{PREFIX}:m:{{pruned}}"),
+        ])
+        .await
+        .unwrap();
+    // The listing's first look reads with the `INFO` script's `exists` mode; only the
+    // prune's second look reads `lenient`.
+    h.proxy.cut_randomly_containing("lenient", 1.0, 3);
+    let failed = store.list_sessions().await;
+    h.proxy.stop_cutting();
+    failed.expect_err("the second look's replies were lost");
+    // Created again between the listing's look and the removals.
+    created_unlisted(&store, &mut raw, "pruned").await;
+    // What the prune left in the expiry index, once it comes due (a lease later).
+    let left: Vec<String> = raw.zrange(EXPIRY, 0, -1).await.unwrap();
+    for member in &left {
+        let _: () = raw.zadd(EXPIRY, member, 1).await.unwrap();
+    }
+
+    assert_eq!(store.purge_expired(10).await.unwrap(), 0, "nothing expired");
+    assert_eq!(store.list_sessions().await.unwrap(), ["kept", "pruned"]);
+    assert_nothing_left(&mut raw).await;
+}
+
 /// Found by a review: a conditional replace with nothing (a delete through the truncate
 /// script) left a look-again entry only for a session without an expiry, where a delete
 /// leaves one for every session, so when its second look failed, a session a writer

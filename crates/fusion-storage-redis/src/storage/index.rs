@@ -147,6 +147,13 @@ impl RedisStorage {
     /// Removes `ids` from the indexes of `scope`, then puts back those that, looked at
     /// again, exist and belong there (a writer created or changed them meanwhile);
     /// returns those.
+    ///
+    /// On a cluster a look-again entry of each goes into the expiry index first
+    /// ([`look_again`](Self::look_again)), one round trip more, and is dropped after the
+    /// second look, one more: a prune that stops between its removals and that look
+    /// (failed, dropped, its process killed) would leave a session a writer created and
+    /// listed meanwhile unlisted for good, and the first purge after the lease finishes
+    /// the look instead, as for a delete.
     pub(super) async fn prune(
         &self,
         name: &'static str,
@@ -156,6 +163,25 @@ impl RedisStorage {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let token = scripts::claim_token();
+        let marks = if self.conn.is_cluster() {
+            self.look_again(name, &token, ids).await?
+        } else {
+            Vec::new()
+        };
+        self.prune_marked(name, scope, ids, &marks, &token).await
+    }
+
+    /// [`prune`](Self::prune) with its look-again entries `marks` (of the claimer of
+    /// `token`) in place already, or none (one server): drops them after the second look.
+    pub(super) async fn prune_marked(
+        &self,
+        name: &'static str,
+        scope: Scope<'_>,
+        ids: &[String],
+        marks: &[String],
+        token: &str,
+    ) -> Result<Vec<String>> {
         let op = self.op(name, None);
         let (by_id, by_update) = self.keys.scope(scope);
         let mut writes = IndexWrites::new();
@@ -190,6 +216,7 @@ impl RedisStorage {
             writes.push((by_update.clone(), zadd(&by_update, "GT", &updated, id)));
         }
         self.send_index(op, writes, false).await?;
+        self.claimed(name, "drop", token, marks).await?;
         Ok(back.into_iter().map(|(id, _)| id.clone()).collect())
     }
 

@@ -16,6 +16,7 @@ use fusion_core::{
     ChatMessage, Error, Expect, MetaUpdate, Result, SessionInfo, SessionMeta, SessionTimes,
     check_creation,
 };
+use futures::future::try_join;
 use redis::{FromRedisValue, Value};
 
 use super::RedisStorage;
@@ -151,10 +152,19 @@ impl RedisStorage {
             // and that first copy's index requests were never sent. On a cluster this
             // costs an update a `ZADD` more to the index of every session, side by side
             // with the others; on one server the script did it all.
-            self.follow(op, id, &written, true).await?;
+            let moved = old.filter(|old| Some(*old) != new && self.conn.is_cluster());
+            let (token, ids) = (scripts::claim_token(), [id.to_string()]);
+            // The look-again entry of the prune below goes beside the index requests.
+            let marks = async {
+                match moved {
+                    Some(_) => self.look_again(op.name, &token, &ids).await,
+                    None => Ok(Vec::new()),
+                }
+            };
+            let ((), marks) = try_join(self.follow(op, id, &written, true), marks).await?;
             if self.conn.is_cluster() {
-                if let Some(old) = old.filter(|old| Some(*old) != new) {
-                    self.prune(op.name, Scope::Owner(old), &[id.to_string()])
+                if let Some(old) = moved {
+                    self.prune_marked(op.name, Scope::Owner(old), &ids, &marks, &token)
                         .await?;
                 }
                 // The entry of the expiry index the session had, if it has another now

@@ -48,6 +48,10 @@ const PURGE_CHUNK: usize = 500;
 /// due again soon.
 const CLAIM_LEASE: Duration = Duration::from_secs(60);
 
+/// How many members of the expiry index one `CLAIMED` call names at most, so one call
+/// does not hold the node for long.
+const CLAIMED_CHUNK: usize = 1000;
+
 /// The operation's name, for errors.
 const NAME: &str = "purge_expired";
 
@@ -310,11 +314,8 @@ impl RedisStorage {
             return script.await;
         }
         let token = scripts::claim_token();
-        let marks = [look_again_member(id, &token)];
-        // Due a lease later: a purge takes it up only once this should have dropped it.
-        let after = format!("+{}", CLAIM_LEASE.as_millis());
-        let mark = self.claimed(name, &after, &token, &marks);
-        let (reply, ()) = try_join(script, mark).await?;
+        let ids = [id.to_string()];
+        let (reply, marks) = try_join(script, self.look_again(name, &token, &ids)).await?;
         let (owner, had_expiry) = gone(&reply);
         let owner = owner.as_deref();
         let gone = Gone {
@@ -327,6 +328,24 @@ impl RedisStorage {
             .collect();
         self.forget(name, &[gone], &members, &marks, &token).await?;
         Ok(reply)
+    }
+
+    /// On a cluster, before a step that takes `ids` out of listings (a delete, a prune):
+    /// adds the look-again entry of each (`keys::look_again_member`) for the claimer of
+    /// `token`, due a [`CLAIM_LEASE`] later, so that a purge takes it up only once the
+    /// caller should have dropped it after its second look ([`forget`](Self::forget),
+    /// [`prune`](Self::prune)), and finishes that look if the caller stopped. Returns the
+    /// entries.
+    pub(super) async fn look_again(
+        &self,
+        name: &'static str,
+        token: &str,
+        ids: &[String],
+    ) -> Result<Vec<String>> {
+        let marks: Vec<String> = ids.iter().map(|id| look_again_member(id, token)).collect();
+        let after = format!("+{}", CLAIM_LEASE.as_millis());
+        self.claimed(name, &after, token, &marks).await?;
+        Ok(marks)
     }
 
     /// On a cluster, after sessions went (purged, or deleted): takes each of `gone` out
@@ -427,15 +446,18 @@ impl RedisStorage {
             return Ok(());
         }
         let expiry = self.keys.expiry();
-        let mut call = evalsha(&scripts::CLAIMED, &[expiry]);
-        call.arg(action).arg(token);
-        for member in members {
-            call.arg(member.as_ref());
+        // In chunks: a listing may prune (and mark) every id of a large index at once.
+        for chunk in members.chunks(CLAIMED_CHUNK) {
+            let mut call = evalsha(&scripts::CLAIMED, &[expiry]);
+            call.arg(action).arg(token);
+            for member in chunk {
+                call.arg(member.as_ref());
+            }
+            let _: Value = self
+                .eval(&scripts::CLAIMED, &call)
+                .await
+                .map_err(|err| parse_redis_error(err, self.op(name, None).on_key(expiry)))?;
         }
-        let _: Value = self
-            .eval(&scripts::CLAIMED, &call)
-            .await
-            .map_err(|err| parse_redis_error(err, self.op(name, None).on_key(expiry)))?;
         Ok(())
     }
 }
