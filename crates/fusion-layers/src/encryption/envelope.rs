@@ -443,7 +443,9 @@ fn derive_cipher(master: &[u8; KEY_LEN], key_id: &str, session_id: &str) -> Aes2
     push_field(&mut info, session_id.as_bytes());
     let mut okm = Zeroizing::new([0u8; KEY_LEN]);
     // `extract` rather than `new`, which drops the intermediate key (the PRK) unwiped:
-    // this way our copy of it is wiped.
+    // this way our copy of it is wiped. The HMAC state `hkdf` holds is wiped as it drops
+    // (sha2's `zeroize` feature); the stack copies hmac and hkdf make inside their calls
+    // (the padded keys, each output block) are out of reach.
     let (mut prk, hkdf) = Hkdf::<Sha256>::extract(Some(SESSION_KEY_SALT), master);
     prk.as_mut_slice().zeroize();
     hkdf.expand(&info, okm.as_mut_slice())

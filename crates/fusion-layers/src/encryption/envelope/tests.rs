@@ -146,3 +146,16 @@ fn a_stored_message_whose_plaintext_is_no_message_is_refused_for_a_write() {
         "{refused}"
     );
 }
+
+/// The HMAC state HKDF-SHA256 keeps while it derives a session key (two SHA-256 cores and
+/// a block buffer, fed the master key, then keyed by the key extracted from it) is
+/// wiped when it drops: sha2's `zeroize` feature, on in the workspace, which turns on
+/// digest's and block-buffer's. Without it this does not compile.
+#[test]
+fn the_hmac_state_inside_hkdf_is_wiped_on_drop() {
+    use hkdf::hmac::digest::block_api::{Buffer, EagerHash};
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    type Core = <Sha256 as EagerHash>::Core;
+    wiped_on_drop::<Core>();
+    wiped_on_drop::<Buffer<Core>>();
+}
