@@ -8,7 +8,7 @@ use std::task::Poll;
 
 use fusion_core::testkit::cases::sample_history;
 use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect};
-use fusion_storage_sqlite::SqliteStorage;
+use fusion_storage_sqlite::{SqliteOptions, SqliteStorage};
 use serde_json::json;
 use sqlx::ConnectOptions;
 
@@ -207,9 +207,11 @@ async fn close_releases_the_writer_and_later_writes_fail() {
 async fn an_append_that_meets_a_held_lock_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
-    let storage = SqliteStorage::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
+    // A busy timeout no stall of a loaded machine reaches: with the default 5 s, a test
+    // held up that long before the check below saw the append give up, and failed.
+    let patient = SqliteOptions::new().busy_timeout(std::time::Duration::from_secs(60));
+    let url = format!("sqlite://{}", path.display());
+    let storage = SqliteStorage::connect_with(&url, patient).await.unwrap();
     storage.append("s", &turn("before")).await.unwrap();
 
     let mut holder = sqlx::sqlite::SqliteConnectOptions::new()
