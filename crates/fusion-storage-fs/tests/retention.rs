@@ -138,17 +138,24 @@ async fn a_marker_moves_only_when_a_purge_passes_it_or_the_expiry_comes_sooner()
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let storage = FileSystemStorage::new(dir);
-    let soon = now_micros() + SOON;
-    storage
-        .create_session(
-            "s",
-            &SessionMeta::new().expiry(Expiry::At(soon)),
-            &said("a"),
-        )
-        .await
-        .unwrap();
     let later = MetaUpdate::new().expiry(Some(Expiry::Idle(HOUR)));
-    storage.update_session("s", &later).await.unwrap().unwrap();
+    // The update must find the session alive: on a machine too slow for that within the
+    // span, the session is gone (with its marker) and is made again with one twice as
+    // long.
+    let mut span = SOON;
+    let soon = loop {
+        let soon = now_micros() + span;
+        let meta = SessionMeta::new().expiry(Expiry::At(soon));
+        storage
+            .create_session("s", &meta, &said("a"))
+            .await
+            .unwrap();
+        if storage.update_session("s", &later).await.unwrap().is_some() {
+            break soon;
+        }
+        storage.delete("s").await.unwrap();
+        span *= 2;
+    };
     let at_soon = unix_micros(soon);
     assert_eq!(
         markers(dir),
@@ -228,23 +235,28 @@ async fn an_expiry_outlives_lost_counters_through_the_metadata_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let storage = FileSystemStorage::new(dir);
+    // Read back from a session expiring in an hour: one expiring soon may have expired
+    // already, on a machine slower than `SOON` from here.
+    let later = now_micros() + HOUR;
     let soon = now_micros() + SOON;
-    let meta = SessionMeta::new().title("t").expiry(Expiry::At(soon));
-    storage
-        .create_session("s", &meta, &said("a"))
-        .await
-        .unwrap();
-    // What an earlier version's rewrite leaves: the bare generation, no counters.
-    std::fs::write(dir.join(".s.lock"), "0000000000000042").unwrap();
-    let info = storage.session_info("s").await.unwrap().unwrap();
-    assert_eq!(info.expires_at, Some(soon));
-    assert_eq!(info.meta, meta);
+    for (id, at) in [("later", later), ("s", soon)] {
+        let meta = SessionMeta::new().title("t").expiry(Expiry::At(at));
+        storage.create_session(id, &meta, &said("a")).await.unwrap();
+        // What an earlier version's rewrite leaves: the bare generation, no counters.
+        std::fs::write(dir.join(format!(".{id}.lock")), "0000000000000042").unwrap();
+    }
+    let info = storage.session_info("later").await.unwrap().unwrap();
+    assert_eq!(info.expires_at, Some(later));
+    assert_eq!(
+        info.meta,
+        SessionMeta::new().title("t").expiry(Expiry::At(later))
+    );
 
     wait_past(soon).await;
     assert!(storage.load("s").await.unwrap().is_empty());
     assert_eq!(storage.session_info("s").await.unwrap(), None);
     assert_eq!(storage.purge_expired(5).await.unwrap(), 1);
-    assert_eq!(markers(dir), []);
+    assert_eq!(markers(dir), [(unix_micros(later), "later".to_string())]);
     assert!(!dir.join("s.jsonl").exists() && !dir.join(".s.meta").exists());
 }
 
