@@ -179,15 +179,8 @@ mod retries {
     }
 
     /// Logs written on this thread, at every level, while `run` runs, as text.
-    ///
-    /// With a second dispatcher registered meanwhile: while just one is, tracing-core asks
-    /// the calling thread's own for a callsite's interest, so another test of this binary
-    /// reaching a retry callsite first without a subscriber marks it "never" for every
-    /// thread, and the events this test waits for are lost (a two-thread repro loses them
-    /// every time). With two, every live dispatcher is asked.
     fn logged<T>(run: impl FnOnce() -> T) -> (T, String) {
         let logs = Logs::new();
-        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
         let output = tracing::subscriber::with_default(logs.subscriber(tracing::Level::TRACE), run);
         (output, logs.text())
     }

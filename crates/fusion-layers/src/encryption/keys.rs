@@ -461,10 +461,6 @@ mod tests {
         let refused = readable("refused.key", "k1:AAECAwQ=\n");
         let used = readable("used.key", &format!("k1:{A}\n"));
         let logs = Logs::new();
-        // A second dispatcher, so that the warning's callsite, reached first by another test
-        // without a subscriber (a key file of mode 0644), is not marked "never" for all: with
-        // just one registered, tracing-core asks only the calling thread's.
-        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
         tracing::subscriber::with_default(logs.subscriber(tracing::Level::WARN), || {
             EncryptionKeys::from_file(&refused).unwrap_err();
             assert_eq!(logs.text(), "", "no warning for a refused file");
