@@ -1,0 +1,80 @@
+//! `[v]iew` in chat's approval question after stdout's reader went away, in a test binary
+//! of its own.
+//!
+//! Its own, because the test needs the pipe's read end gone from every process when the
+//! chat writes: a process that another test of the same binary is starting holds a copy
+//! of every descriptor of the test process from its fork to its exec, and a write while
+//! one does succeeds (the chat then asks again, and waits). Here nothing else starts a
+//! process: the chat's own start is over (it printed the question) before the read end is
+//! closed.
+
+mod common;
+
+use std::process::Output;
+
+use common::text;
+
+fn assert_no_panic(output: &Output) {
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `[v]iew` prints the call whole: when the reader of stdout has gone by then, the chat
+/// ends quietly, as a script's does. It panicked (`println!`), exit 101; and a failed
+/// write in a turn on a terminal is reported and the chat goes on, which here would have
+/// been an error line for a write nobody could read.
+#[tokio::test(flavor = "multi_thread")]
+async fn viewing_a_call_whole_after_the_reader_went_away_ends_the_chat_quietly() {
+    use std::io::{Read as _, Write as _};
+    use std::time::Duration;
+    const HANG_GUARD: Duration = Duration::from_secs(120);
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    // Long enough for the question to cut it and offer `[v]iew`.
+    let content = "Meeting notes. ".repeat(20);
+    let arguments = serde_json::json!({"path": "notes.txt", "content": content}).to_string();
+    let server = fusion_agent::testing::MockLlmServer::start().await;
+    server
+        .push_tool_call("write_file", &arguments)
+        .push_text("Not written.");
+    let (mut terminal, stdin) = common::repl::pseudo_terminal();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut chat = common::chat_command(tmp.path(), &server.base_url());
+    chat.args(["--session", "v", "--storage", &url, "--approve", "ask"])
+        .env("TERM", "dumb")
+        .stdin(stdin)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped());
+    // The command, holding the pipe's write end too, is dropped once the child starts.
+    let child = common::spawn_chat(chat);
+    writeln!(terminal, "write the notes").unwrap();
+
+    // stdout is read until the question is on it; then its only reader closes.
+    let question = tokio::task::spawn_blocking(move || {
+        let (mut seen, mut buffer) = (Vec::new(), [0; 4096]);
+        while !String::from_utf8_lossy(&seen).contains("[v]iew it whole: ") {
+            match reader.read(&mut buffer).unwrap() {
+                0 => break,
+                read => seen.extend_from_slice(&buffer[..read]),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let shown = tokio::time::timeout(HANG_GUARD, question)
+        .await
+        .expect("the question is asked")
+        .unwrap();
+    assert!(shown.contains("[v]iew it whole: "), "{shown}");
+    writeln!(terminal, "v").unwrap();
+
+    let output = tokio::time::timeout(HANG_GUARD, child.wait_with_output())
+        .await
+        .expect("the chat ends")
+        .unwrap();
+    assert_no_panic(&output);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert_eq!(stderr, "");
+    assert!(!tmp.path().join("notes.txt").exists(), "nothing approved");
+    assert_eq!(server.request_count(), 1, "the turn went no further");
+}
