@@ -295,6 +295,40 @@ async fn a_prune_whose_second_look_fails_is_finished_by_a_purge() {
     assert_nothing_left(&mut raw).await;
 }
 
+/// Found by a review: a look-again entry left by a delete (or prune) that stopped was
+/// finished only by a purge, so a store whose purge never runs (one without expiring
+/// sessions) kept one per such delete, and a session a writer created meanwhile stayed
+/// unlisted there. A later delete takes due look-again entries up beside its own and
+/// finishes them: the session is listed, and nothing is left in the expiry index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_delete_finishes_look_again_entries_a_store_never_purges() {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
+        return;
+    };
+    store
+        .create_session("again", &SessionMeta::new(), &said("a"))
+        .await
+        .unwrap();
+    h.proxy.cut_randomly_containing("lenient", 1.0, 3);
+    let failed = store.delete("again").await;
+    h.proxy.stop_cutting();
+    failed.expect_err("the second look's replies were lost");
+    // Created again between its delete and the removals.
+    created_unlisted(&store, &mut raw, "again").await;
+    // What the delete left in the expiry index, once it comes due (a lease later).
+    let left: Vec<String> = raw.zrange(EXPIRY, 0, -1).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let _: () = raw.zadd(EXPIRY, &left[0], 1).await.unwrap();
+
+    store
+        .create_session("other", &SessionMeta::new(), &said("b"))
+        .await
+        .unwrap();
+    store.delete("other").await.unwrap();
+    assert_eq!(store.list_sessions().await.unwrap(), ["again"]);
+    assert_nothing_left(&mut raw).await;
+}
+
 /// Found by a review: a conditional replace with nothing (a delete through the truncate
 /// script) left a look-again entry only for a session without an expiry, where a delete
 /// leaves one for every session, so when its second look failed, a session a writer

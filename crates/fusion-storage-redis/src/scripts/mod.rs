@@ -275,6 +275,7 @@ fn source(parts: &[&str]) -> String {
         .replace("@LATEST_MILLIS@", &LATEST_MICROS[..LATEST_MICROS.len() - 3])
         .replace("@MAX_IDLE_MICROS@", &MAX_IDLE.as_micros().to_string())
         .replace("@DEDUP_WINDOW@", &DEDUP_WINDOW.to_string())
+        .replace("@TAKE_UP@", &retention::TAKE_UP.to_string())
 }
 
 /// What a message script reports: whether it wrote, the session's generation (as

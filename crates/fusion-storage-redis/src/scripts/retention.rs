@@ -173,24 +173,37 @@ return {now, due, still}
 /// drop or release an entry whose claimer may yet find its session live. Sent twice,
 /// each action does what it did once, whoever claimed or wrote between the two.
 ///
-/// A delete also adds its look-again entry (`keys::look_again_member`) with `+ms`:
-/// each absent one scored that many ms after the server's now, claimed (a whole lease,
-/// so that a purge takes it only once that delete should have dropped it, and finishes
-/// its second look for it if it did not); one there already (this action sent again) is
-/// left as it is.
+/// A delete (or a prune) also adds its look-again entries (`keys::look_again_member`)
+/// with `+ms`: each absent one scored that many ms after the server's now, claimed (a
+/// whole lease, so that a purge takes it only once that delete should have dropped it,
+/// and finishes its second look for it if it did not); one there already (this action
+/// sent again) is left as it is. It also takes up the look-again entries at the head of
+/// the index that are due (at most [`TAKE_UP`], up to the first entry of another kind),
+/// left by deletes and prunes that stopped: leased to this claimer like its own, and
+/// returned, for the caller's second look to finish and drop, so that a store whose purge
+/// never runs (one without expiring sessions, whose index holds nothing else) does not
+/// keep them.
 ///
 /// KEYS: the expiry index. ARGV: `claim`, `drop`, `+ms` or the score to release to, the
 /// claimer's id (see [`TOKEN`]), then the members. An absent member is left absent, but
-/// for `+ms`. Returns nothing.
+/// for `+ms`. Returns the entries `+ms` took up, nothing otherwise.
 pub(super) const CLAIMED: &str = r#"
 local action, id = ARGV[1], tonumber(ARGV[2])
 local after = string.match(action, '^%+(%d+)$')
 if after then
   local clock = redis.call('TIME')
-  local at = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(after)
+  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  local at = now + tonumber(after)
   at = at + token(at, id)
+  local taken = {}
+  local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, @TAKE_UP@)
+  for _, member in ipairs(due) do
+    if string.sub(member, 1, 1) ~= '!' then break end
+    redis.call('ZADD', KEYS[1], 'XX', at, member)
+    taken[#taken + 1] = member
+  end
   for i = 3, #ARGV do redis.call('ZADD', KEYS[1], 'NX', at, ARGV[i]) end
-  return
+  return taken
 end
 for i = 3, #ARGV do
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
@@ -208,6 +221,10 @@ for i = 3, #ARGV do
   end
 end
 "#;
+
+/// How many due look-again entries one `+ms` of [`CLAIMED`] takes up at most: each
+/// costs its caller's second look one session read more, side by side with the others.
+pub(super) const TAKE_UP: usize = 8;
 
 /// `token(whole, id)`: the fraction of a ms past `whole` (a score of the expiry index, in
 /// ms) that the claimer `id` claims it at ([`CLAIM`], [`CLAIMED`]): `k / 2^bits` with `k`

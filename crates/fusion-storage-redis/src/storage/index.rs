@@ -20,7 +20,7 @@
 //! could not: it never meets a session its index lacks.
 
 use fusion_core::{Result, SessionId};
-use futures::future::try_join_all;
+use futures::future::{join, try_join_all};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
 use super::write::{Acked, evalsha};
@@ -164,12 +164,13 @@ impl RedisStorage {
             return Ok(Vec::new());
         }
         let token = scripts::claim_token();
-        let marks = if self.conn.is_cluster() {
-            self.look_again(name, &token, ids).await?
-        } else {
-            Vec::new()
-        };
-        self.prune_marked(name, scope, ids, &marks, &token).await
+        if !self.conn.is_cluster() {
+            return self.prune_marked(name, scope, ids, &[], &token).await;
+        }
+        let (marks, taken) = self.look_again(name, &token, ids).await?;
+        let prune = self.prune_marked(name, scope, ids, &marks, &token);
+        let ((), back) = join(self.finish_taken(name, &taken, &token), prune).await;
+        back
     }
 
     /// [`prune`](Self::prune) with its look-again entries `marks` (of the claimer of

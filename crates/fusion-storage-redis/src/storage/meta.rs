@@ -158,14 +158,17 @@ impl RedisStorage {
             let marks = async {
                 match moved {
                     Some(_) => self.look_again(op.name, &token, &ids).await,
-                    None => Ok(Vec::new()),
+                    None => Ok((Vec::new(), Vec::new())),
                 }
             };
-            let ((), marks) = try_join(self.follow(op, id, &written, true), marks).await?;
+            let ((), (marks, taken)) = try_join(self.follow(op, id, &written, true), marks).await?;
             if self.conn.is_cluster() {
                 if let Some(old) = moved {
-                    self.prune_marked(op.name, Scope::Owner(old), &ids, &marks, &token)
-                        .await?;
+                    let prune = self.prune_marked(op.name, Scope::Owner(old), &ids, &marks, &token);
+                    let ((), pruned) =
+                        futures::future::join(self.finish_taken(op.name, &taken, &token), prune)
+                            .await;
+                    pruned?;
                 }
                 // The entry of the expiry index the session had, if it has another now
                 // (another owner) or none.

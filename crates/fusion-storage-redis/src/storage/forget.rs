@@ -1,0 +1,231 @@
+//! Taking sessions out of the indexes on a cluster, after a delete, a purge or a prune:
+//! the look-again entries a delete or a prune leaves in the expiry index before its
+//! removals (and the due ones of others it takes up), `forget`'s removals and second
+//! look, and the `CLAIMED` script's actions on the expiry index. The purge that finishes
+//! what stopped part way is in `retention.rs`; the prune in `index.rs`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use fusion_core::{Result, SessionId};
+use futures::future::{join, try_join};
+use redis::Value;
+
+use super::RedisStorage;
+use super::index::{Gone, IndexWrites, zadd};
+use super::write::evalsha;
+use crate::error::parse_redis_error;
+use crate::keys::{Scope, expiry_member, look_again_member, member_session};
+use crate::scripts;
+
+/// How long a cluster's purge holds the due entries it claimed (see `retention.rs`), and
+/// a delete or prune its look-again entries: far longer than a round of a purge takes,
+/// so a purge beside it does not sweep them too, and short enough that those of a purge
+/// (or delete) that never finished come due again soon.
+pub(super) const CLAIM_LEASE: Duration = Duration::from_secs(60);
+
+/// How many members of the expiry index one `CLAIMED` call names at most, so one call
+/// does not hold the node for long.
+const CLAIMED_CHUNK: usize = 1000;
+
+impl RedisStorage {
+    /// Session `id` deleted on a cluster by `script` (the `DELETE` script's call; nothing
+    /// for a truncate to nothing whose script ran, or a reindex that found it gone), whose
+    /// reply tells by `gone` its owner and whether it had an expiry entry: sends beside
+    /// it the session's look-again entry (`keys::look_again_member`, due a
+    /// [`CLAIM_LEASE`] later, which needs no owner), then [`forget`](Self::forget)s it.
+    /// A delete is four round trips so, the entry's removal after the second look
+    /// included; one that stops part way is finished by the first purge after the lease,
+    /// also for a session with an expiry entry, which may come due only years later. On
+    /// one server only the script, which kept the indexes. Returns the script's reply.
+    pub(super) async fn deleted<T>(
+        &self,
+        name: &'static str,
+        id: &str,
+        script: impl Future<Output = Result<T>>,
+        gone: impl FnOnce(&T) -> (Option<String>, bool),
+    ) -> Result<T> {
+        if !self.conn.is_cluster() {
+            return script.await;
+        }
+        let token = scripts::claim_token();
+        let ids = [id.to_string()];
+        let look = self.look_again(name, &token, &ids);
+        let (reply, (marks, taken)) = try_join(script, look).await?;
+        let (owner, had_expiry) = gone(&reply);
+        let owner = owner.as_deref();
+        let gone = Gone {
+            id,
+            owners: owner.into_iter().collect(),
+        };
+        let members: Vec<String> = had_expiry
+            .then(|| expiry_member(id, owner))
+            .into_iter()
+            .collect();
+        let gone = [gone];
+        let own = self.forget(name, &gone, &members, &marks, &token);
+        let ((), own) = join(self.finish_taken(name, &taken, &token), own).await;
+        own?;
+        Ok(reply)
+    }
+
+    /// On a cluster, before a step that takes `ids` out of listings (a delete, a prune):
+    /// adds the look-again entry of each (`keys::look_again_member`) for the claimer of
+    /// `token`, due a [`CLAIM_LEASE`] later, so that a purge takes it up only once the
+    /// caller should have dropped it after its second look ([`forget`](Self::forget),
+    /// [`prune`](Self::prune)), and finishes that look if the caller stopped. Returns the
+    /// entries, and the due look-again entries of others that the same call took up (at
+    /// most `scripts::retention::TAKE_UP` a call, leased at `token`), which the caller's
+    /// second look finishes and drops: a store whose purge never runs would otherwise
+    /// keep one per delete or prune that stopped.
+    pub(super) async fn look_again(
+        &self,
+        name: &'static str,
+        token: &str,
+        ids: &[String],
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let marks: Vec<String> = ids.iter().map(|id| look_again_member(id, token)).collect();
+        let after = format!("+{}", CLAIM_LEASE.as_millis());
+        let expiry = self.keys.expiry();
+        let mut taken = Vec::new();
+        for chunk in marks.chunks(CLAIMED_CHUNK) {
+            let mut call = evalsha(&scripts::CLAIMED, &[expiry]);
+            call.arg(&after).arg(token).arg(chunk);
+            let more: Vec<String> = self
+                .eval(&scripts::CLAIMED, &call)
+                .await
+                .map_err(|err| parse_redis_error(err, self.op(name, None).on_key(expiry)))?;
+            taken.extend(more);
+        }
+        Ok((marks, taken))
+    }
+
+    /// Finishes the look-again entries `taken` up by [`look_again`](Self::look_again)
+    /// for the claimer of `token`, beside the caller's own second look: their sessions
+    /// looked at and listed as found, then the entries dropped (at this token already,
+    /// `forget`'s `claim` leaves them as they are). Best effort: a failure here, on other
+    /// sessions' nodes, is not the caller's, and leaves the entries leased, due again a
+    /// lease later for the next delete, prune or purge. Nothing to send when none were
+    /// taken up.
+    pub(super) async fn finish_taken(&self, name: &'static str, taken: &[String], token: &str) {
+        if taken.is_empty() {
+            return;
+        }
+        if let Err(err) = self.forget(name, &[], taken, &[], token).await {
+            tracing::debug!(%err, count = taken.len(), "look-again entries left for later");
+        }
+    }
+
+    /// On a cluster, after sessions went (purged, or deleted): takes each of `gone` out
+    /// of the indexes of every session and of the owners named, and `members` out of the
+    /// expiry index, then looks at those sessions again and puts back what is there now:
+    /// a session a writer created again is listed again, and one with an expiry gets the
+    /// expiry entry its meta hash calls for. Returns those expiry entries (member, ms).
+    ///
+    /// The listing entries go first and the second look after, as in `prune`: a writer
+    /// stores before it indexes, so a session written meanwhile is either indexed by its
+    /// writer after the removals or seen here. A `forget` that stops between the two
+    /// (failed, dropped, its process killed) would leave such a session unlisted (its
+    /// writer indexed it before the removals), so something in the expiry index stays
+    /// until the second look is done, for a purge to meet and finish it: a purge's
+    /// claimed entries (`members`), and a delete's look-again entry (`marks`, in place
+    /// already: see [`deleted`](Self::deleted)). A purge that takes either up looks at
+    /// every session its entries name and lists what it finds (a look-again entry is not
+    /// swept, counted nor published).
+    ///
+    /// Those entries are only claimed first (the `CLAIMED` script) and go last, those
+    /// still claimed by this call (`token`, see [`scripts::claim_token`]: the purge's,
+    /// whose `CLAIM` leased them, or a new one), after the listings the second look puts
+    /// back: a failure at any step leaves them in the index, so a live session never
+    /// loses the entry that has it purged once it expires, nor its listing. A writer that
+    /// scores its entry meanwhile unclaims it, and it stays; so does one another claimer
+    /// holds, left to that claimer's second look.
+    pub(super) async fn forget(
+        &self,
+        name: &'static str,
+        gone: &[Gone<'_>],
+        members: &[String],
+        marks: &[String],
+        token: &str,
+    ) -> Result<Vec<(String, i64)>> {
+        let op = self.op(name, None);
+        let mut writes = IndexWrites::new();
+        for Gone { id, owners } in gone {
+            let scopes = owners.iter().copied().map(Scope::Owner);
+            for scope in [Scope::All].into_iter().chain(scopes) {
+                let (by_id, by_update) = self.keys.scope(scope);
+                for key in [by_id, by_update] {
+                    let mut zrem = redis::cmd("ZREM");
+                    zrem.arg(&key).arg(id);
+                    writes.push((key, zrem));
+                }
+            }
+        }
+        try_join(
+            self.send_index(op, writes, false),
+            self.claimed(name, "claim", token, members),
+        )
+        .await?;
+
+        let ids: Vec<String> = (gone.iter().map(|g| g.id))
+            .chain(members.iter().map(|m| member_session(m)))
+            .filter(|id| SessionId::validate(id).is_ok())
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let found = self.stored_many(name, &ids).await?;
+        let (mut writes, mut kept) = (IndexWrites::new(), Vec::new());
+        let expiry = self.keys.expiry();
+        for (id, stored) in ids.iter().zip(found) {
+            let Some(stored) = stored else { continue };
+            // Also a session named by a member only (a purge met it live, or met the
+            // look-again entry of a `forget` that stopped): that `forget` may have left it
+            // unlisted, written again between its sweep (or delete) and its removals.
+            self.list_as_stored(&mut writes, id, &stored);
+            if let Some((member, due)) = stored.expiry_entry(id) {
+                let due_ms = due.to_string();
+                writes.push((expiry.to_string(), zadd(expiry, "", &due_ms, &member)));
+                kept.push((member, due));
+            }
+        }
+        let stale: Vec<&String> = (members.iter().chain(marks))
+            .filter(|member| !kept.iter().any(|(kept, _)| kept == *member))
+            .collect();
+        // Listed first (nothing to send when the sessions are gone): a look-again entry
+        // dropped before would leave a listing that failed to nobody.
+        self.send_index(op, writes, false).await?;
+        self.claimed(name, "drop", token, &stale).await?;
+        Ok(kept)
+    }
+
+    /// On a cluster, the `CLAIMED` script's `action` (`claim`, `drop`, `+ms` or the
+    /// score to release to) on `members` of the expiry index, for the claimer of `token` (see
+    /// [`scripts::claim_token`]), on the writes' connection, sent again after a dropped
+    /// connection: sent twice, it does what it did once.
+    pub(super) async fn claimed(
+        &self,
+        name: &'static str,
+        action: &str,
+        token: &str,
+        members: &[impl AsRef<str>],
+    ) -> Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let expiry = self.keys.expiry();
+        // In chunks: a listing may prune (and mark) every id of a large index at once.
+        for chunk in members.chunks(CLAIMED_CHUNK) {
+            let mut call = evalsha(&scripts::CLAIMED, &[expiry]);
+            call.arg(action).arg(token);
+            for member in chunk {
+                call.arg(member.as_ref());
+            }
+            let _: Value = self
+                .eval(&scripts::CLAIMED, &call)
+                .await
+                .map_err(|err| parse_redis_error(err, self.op(name, None).on_key(expiry)))?;
+        }
+        Ok(())
+    }
+}
