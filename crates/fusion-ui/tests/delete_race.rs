@@ -303,3 +303,47 @@ async fn a_delete_confirmed_before_a_rename_in_another_tab_deletes_nothing() {
     })
     .await;
 }
+
+/// A session whose lock file holds no counters (written by a release before them, or
+/// they were lost) reports its file's modification time as its last write, while the
+/// file-system backend's conditional delete takes the last write to be up to 2 s later
+/// (a file time may fall that far before the write's own). The page's "not written
+/// since" then never held: every delete of such a session, single or bulk, was refused
+/// as if it had been renamed, on every reload. Now a refusal where the session still
+/// reports what the page read is retried from the instant of that check; a rename since
+/// the page (which stores counters again) is still refused.
+#[tokio::test]
+async fn a_session_without_counters_is_deleted_from_its_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("fs");
+    let storage = StorageType::FileSystem(root.clone()).open().await.unwrap();
+    let app = app(storage.clone());
+    let line = serde_json::to_string(&ChatMessage::user("old")).unwrap() + "\n";
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    std::fs::create_dir_all(&root).unwrap();
+    for id in ["old1", "old2", "old3"] {
+        let file = root.join(format!("{id}.jsonl"));
+        std::fs::write(&file, &line).unwrap();
+        std::fs::write(root.join(format!(".{id}.lock")), "").unwrap();
+        let file = std::fs::File::options().write(true).open(&file).unwrap();
+        file.set_modified(an_hour_ago).unwrap();
+    }
+
+    let single = confirmation(&app, "old1").await;
+    let deleted = send(&app, post_form("/sessions/old1/delete", &single)).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+    let bulk = bulk_form(&send(&app, get("/bulk-delete?id=old2")).await.body);
+    let deleted = send(&app, post_form("/bulk-delete", &bulk)).await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
+    for id in ["old1", "old2"] {
+        assert!(storage.session_info(id).await.unwrap().is_none(), "{id}");
+    }
+
+    // Renamed after its page was read, it is kept.
+    let single = confirmation(&app, "old3").await;
+    let rename = MetaUpdate::new().title(Some("Renamed meanwhile"));
+    storage.update_session("old3", &rename).await.unwrap();
+    let refused = send(&app, post_form("/sessions/old3/delete", &single)).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert_eq!(storage.load("old3").await.unwrap().len(), 1);
+}

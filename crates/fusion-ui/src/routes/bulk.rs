@@ -23,10 +23,10 @@ use axum::response::Response;
 use std::collections::HashMap;
 
 use fusion::SessionId;
-use fusion::storage::{Expect, Revision};
+use fusion::storage::Revision;
 
 use super::busy::held_by;
-use super::delete::{delete_shown, expect_shown, what_changed};
+use super::delete::{Shown, delete_shown, what_changed};
 use super::form::FormFields;
 use super::request::valid_id;
 use crate::claims::Work;
@@ -141,12 +141,12 @@ pub(crate) async fn delete(
     Ok(render(status, &BulkDone::new(deleted, failed)))
 }
 
-/// The `revision` fields, by id, as what each delete requires ([`expect_shown`]): what
+/// The `revision` fields, by id, as what each delete requires ([`Shown`]): what
 /// the confirmation listed, `generation len updated id` (`updated` the last write in
 /// Unix microseconds, `-` where the backend records none; a form of an earlier release
 /// has `generation len id`), or `damaged id` (`None`: deleted whatever it holds) for a
 /// session whose revision it could not read. No part holds a space: ids cannot.
-fn revisions(fields: &FormFields) -> Result<HashMap<String, Option<Expect>>, PageError> {
+fn revisions(fields: &FormFields) -> Result<HashMap<String, Option<Shown>>, PageError> {
     let mut shown = HashMap::new();
     for field in fields.all("revision")? {
         if let Some(id) = field.strip_prefix(DAMAGED) {
@@ -168,7 +168,7 @@ fn revisions(fields: &FormFields) -> Result<HashMap<String, Option<Expect>>, Pag
                 None | Some("-") => None,
                 Some(micros) => Some(micros.parse().ok()?),
             };
-            Some(expect_shown(revision, updated))
+            Some(Shown { revision, updated })
         };
         let Some(expected) = parse() else {
             return Err(PageError::bad_request(format!(

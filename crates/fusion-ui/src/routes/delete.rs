@@ -15,6 +15,15 @@
 //! the same instant as the one the page read (a millisecond on SQLite and Redis) is not
 //! told apart from it. A post without a revision (a damaged session's page, whose
 //! revision cannot be read; a program) deletes whatever is stored, as `DELETE` does.
+//!
+//! A backend may compare a later last write than it reports: the file-system backend,
+//! for a session whose counters were lost (or written by a release before them), reports
+//! its file's modification time and compares that plus the 2 s a file time may lag the
+//! write. Its refusal there said nothing changed that anyone could see, on every reload;
+//! so a refusal of a session that still reports the revision and last write the page
+//! read is retried once, as not written since that check ([`delete_shown`]).
+
+use std::time::SystemTime;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -22,7 +31,7 @@ use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
 use fusion::Error;
 use fusion::storage::{Change, ConversationStorage, Expect, Revision};
-use fusion_core::from_unix_micros;
+use fusion_core::{from_unix_micros, unix_micros};
 
 use super::busy::{claim_idle, no_turn_running};
 use super::form::FormFields;
@@ -70,7 +79,7 @@ pub(crate) async fn delete(
             .has("updated")
             .then(|| form.number("updated"))
             .transpose()?;
-        Some(expect_shown(revision, updated))
+        Some(Shown { revision, updated })
     } else {
         None
     };
@@ -78,17 +87,28 @@ pub(crate) async fn delete(
     Ok(Redirect::to("/sessions"))
 }
 
-/// What a delete requires of a session a page showed at `revision`, last written at
-/// `updated` (Unix microseconds as the backend recorded it, where it records one): that
-/// revision, and no write since, be it only of its title, owner, tags or data.
-pub(crate) fn expect_shown(revision: Revision, updated: Option<i64>) -> Expect {
-    match updated {
-        // Written last at `updated` or before: earlier than the microsecond after it.
-        Some(updated) => Expect::UnwrittenSince {
-            revision,
-            since: from_unix_micros(updated.saturating_add(1)),
-        },
-        None => Expect::Exactly(revision),
+/// A session as a confirmation page showed it: what its delete requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shown {
+    /// The revision the page read.
+    pub revision: Revision,
+    /// Its last write as the page read it (Unix microseconds as the backend recorded
+    /// it), where the backend records one.
+    pub updated: Option<i64>,
+}
+
+impl Shown {
+    /// What the delete's write requires: that revision, and no write since, be it only of
+    /// its title, owner, tags or data.
+    pub(crate) fn expect(self) -> Expect {
+        match self.updated {
+            // Written last at `updated` or before: earlier than the microsecond after it.
+            Some(updated) => Expect::UnwrittenSince {
+                revision: self.revision,
+                since: from_unix_micros(updated.saturating_add(1)),
+            },
+            None => Expect::Exactly(self.revision),
+        }
     }
 }
 
@@ -102,7 +122,7 @@ pub(crate) async fn delete_now(
 }
 
 /// Deletes session `id`: whatever is stored, or only while it still meets `shown`.
-async fn remove(state: &AppState, id: &str, shown: Option<Expect>) -> Result<(), PageError> {
+async fn remove(state: &AppState, id: &str, shown: Option<Shown>) -> Result<(), PageError> {
     valid_id(id)?;
     let _claim = claim_idle(state, id, Work::Deleting)?;
     match delete_shown(state.storage.as_ref(), id, shown).await {
@@ -117,8 +137,8 @@ async fn remove(state: &AppState, id: &str, shown: Option<Expect>) -> Result<(),
 
 /// What changed in a session shown as `shown` that is now at `now`: its messages, or,
 /// where they are as shown, what else a write changes.
-pub(crate) fn what_changed(shown: Option<Expect>, now: Revision) -> String {
-    if shown.and_then(|shown| shown.revision()) == Some(now) {
+pub(crate) fn what_changed(shown: Option<Shown>, now: Revision) -> String {
+    if shown.map(|shown| shown.revision) == Some(now) {
         "its title, owner, tags or data were changed".to_string()
     } else {
         format!("it now holds {} messages", now.len)
@@ -127,17 +147,54 @@ pub(crate) fn what_changed(shown: Option<Expect>, now: Revision) -> String {
 
 /// Deletes session `id` (a valid id) as a confirmation page showed it: whatever is
 /// stored when `shown` is `None`, else with one conditional write, only while the session
-/// still meets `shown` ([`expect_shown`]). `Ok(None)` when it is gone (deleted now, or
+/// still meets `shown` ([`Shown::expect`]). `Ok(None)` when it is gone (deleted now, or
 /// already), and `Ok(Some(now))` when it changed since and nothing was deleted.
+///
+/// A refusal of a session still at the revision shown, whose last write the backend still
+/// reports as the page read it, is retried once as not written since just before that
+/// read: the backend compared a later time than it reports (see the module docs), and a
+/// write after that read is still refused.
 pub(crate) async fn delete_shown(
     storage: &dyn ConversationStorage,
     id: &str,
-    shown: Option<Expect>,
+    shown: Option<Shown>,
 ) -> fusion::Result<Option<Revision>> {
     let Some(shown) = shown else {
         return storage.delete(id).await.map(|()| None);
     };
-    match storage.write_if(id, shown, Change::Truncate(0)).await {
+    let now = match delete_if(storage, id, shown.expect()).await? {
+        None => return Ok(None),
+        Some(now) => now,
+    };
+    if let Some(updated) = shown.updated
+        && now == shown.revision
+    {
+        // Taken before the read: a write the read does not show is stamped later on this
+        // clock, the one the file-system backend stamps with, unless it was stamped
+        // before and still landing (a window as long as one write). Only a backend that
+        // compares a later time than it reports gets here: on the others a refusal at
+        // the shown revision reports a later write.
+        let checked = SystemTime::now();
+        let info = storage.session_info(id).await?;
+        if info.and_then(|info| info.updated_at).map(unix_micros) == Some(updated) {
+            let unwritten = Expect::UnwrittenSince {
+                revision: shown.revision,
+                since: checked,
+            };
+            return delete_if(storage, id, unwritten).await;
+        }
+    }
+    Ok(Some(now))
+}
+
+/// Deletes session `id` only while it meets `expected`: `Ok(None)` when it is gone
+/// (deleted now, or already), `Ok(Some(now))` when it was refused at revision `now`.
+async fn delete_if(
+    storage: &dyn ConversationStorage,
+    id: &str,
+    expected: Expect,
+) -> fusion::Result<Option<Revision>> {
+    match storage.write_if(id, expected, Change::Truncate(0)).await {
         Ok(_) => Ok(None),
         Err(Error::Conflict { .. }) => {
             let (_, now) = storage.load_revision(id).await?;
