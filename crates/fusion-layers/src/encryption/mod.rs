@@ -155,11 +155,15 @@ impl EncryptionLayer {
     /// current key are left as they are. Given the storage *through* a layer holding one of
     /// these keys (same id, same bytes), which would hand it every message decrypted, it is
     /// refused at its read with [`Error::Config`](fusion_core::Error::Config), nothing
-    /// written (when that layer reads in the rekey's task, as every bundled layer does;
-    /// otherwise the write is refused, see [`new`](Self::new)). The session is replaced only if it did not
-    /// change since it was read (its generation and length); a session that keeps
-    /// changing is read again a few times, then the [`Error::Conflict`](fusion_core::Error::Conflict)
-    /// is returned. A session with nothing to re-encrypt is not written.
+    /// written. That takes the layer's read to run while the rekey polls its own, as with
+    /// every bundled layer: a user-written layer in between that runs the read on another
+    /// task or thread hides it, and then only a layer holding the current key refuses the
+    /// write (see [`new`](Self::new)); one holding only older keys seals every message a
+    /// second time.
+    ///
+    /// The session is replaced only if it did not change since it was read (its generation
+    /// and length); a session that keeps changing is read again a few times, then the
+    /// [`Error::Conflict`](fusion_core::Error::Conflict) is returned. A session with nothing to re-encrypt is not written.
     ///
     /// Cost: O(length of the session), one read and at most one write.
     pub async fn rekey_session(

@@ -7,10 +7,19 @@
 //! because the layer it writes through opens what the rekey sealed (its current key), which
 //! a layer holding only the rekey's older keys does not: that one sealed every message a
 //! second time. The storage under the layer cannot be told from the one through it by what
-//! it returns, so the rekey marks its reads instead: each poll of a rekey's read runs with
-//! the rekey's keys in a thread-local, and an encrypting storage polled inside it that
-//! holds one of those keys refuses. A read the storage runs on another task or thread
-//! (a user-written layer that spawns it) is not seen, and meets the write's refusal only.
+//! it returns, and the storage trait says nothing of the layers a storage is made of, so
+//! the rekey marks its reads instead: each poll of a rekey's read runs with the rekey's
+//! keys in a thread-local, and an encrypting storage whose `load` or `load_revision` is
+//! polled inside it and holds one of those keys refuses. The mark lasts one poll, so a
+//! future polled beside the rekey's read in the same task (a `join!`, a `select!`) is not
+//! taken for it.
+//!
+//! What this does not see: a read that a user-written layer between the rekey and the
+//! encrypting storage runs on another task or thread (it spawns it), and a read such a layer
+//! shares between callers (one future, polled by whichever caller comes first, so the mark
+//! or its absence is the first caller's). There a dry run counts every message as clear
+//! text, and a real run's write is refused only by a layer holding the rekey's current
+//! key (the own-stored-form check): one holding only older keys seals every message again.
 
 use std::cell::Cell;
 use std::future::Future;

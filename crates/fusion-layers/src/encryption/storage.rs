@@ -93,7 +93,11 @@ impl Intercept for EncryptedStorage {
         self.inner.save(session_id, &sealed).await
     }
 
+    /// Refused, nothing read, inside a rekey's read as [`load_revision`](Self::load_revision)
+    /// is: a layer between the rekey and this storage may read with `load` (the trait's
+    /// default `load_revision` does).
     async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
+        refuse_rekey_through(&self.codec, self.inner.backend_name(), session_id)?;
         let stored = self.inner.load(session_id).await?;
         self.crypt(session_id).open_all(stored)
     }
