@@ -295,6 +295,45 @@ async fn a_prune_whose_second_look_fails_is_finished_by_a_purge() {
     assert_nothing_left(&mut raw).await;
 }
 
+/// A listing's prune adds its look-again entries on the expiry index's node first; when
+/// that node does not answer, the prune is left for a later listing (its readers skip the
+/// stale entry meanwhile) and the listing still answers, as it did before prunes left
+/// look-again entries: it needs that node for nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_whose_prune_cannot_mark_answers_and_leaves_the_prune() {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
+        return;
+    };
+    for id in ["pruned", "kept"] {
+        store
+            .create_session(id, &SessionMeta::new(), &said("a"))
+            .await
+            .unwrap();
+    }
+    let _: () = raw
+        .del(&[
+            format!("{PREFIX}:s:{{pruned}}"),
+            format!("{PREFIX}:m:{{pruned}}"),
+        ])
+        .await
+        .unwrap();
+    // The look-again entries' action (`+` and the lease in ms), which only they carry.
+    h.proxy.cut_randomly_containing("+60000", 1.0, 20);
+    let listed = store.list_sessions().await;
+    h.proxy.stop_cutting();
+    assert_eq!(listed.unwrap(), ["kept"]);
+    let ids = format!("{PREFIX}:ids");
+    let left: Option<f64> = raw.zscore(&ids, "pruned").await.unwrap();
+    assert!(left.is_some(), "pruned without its look-again entry");
+    assert_eq!(store.list_sessions().await.unwrap(), ["kept"]);
+    let left: Option<f64> = raw.zscore(&ids, "pruned").await.unwrap();
+    assert_eq!(left, None, "the next listing prunes it");
+    // The entries whose replies were lost may stand, for a purge or a delete a lease
+    // later: nothing else.
+    let marks: Vec<String> = raw.zrange(EXPIRY, 0, -1).await.unwrap();
+    assert!(marks.iter().all(|m| m.starts_with("!pruned/")), "{marks:?}");
+}
+
 /// Found by a review: a look-again entry left by a delete (or prune) that stopped was
 /// finished only by a purge, so a store whose purge never runs (one without expiring
 /// sessions) kept one per such delete, and a session a writer created meanwhile stayed

@@ -16,7 +16,7 @@ use fusion_core::{
     ChatMessage, Error, Expect, MetaUpdate, Result, SessionInfo, SessionMeta, SessionTimes,
     check_creation,
 };
-use futures::future::try_join;
+use futures::future::join;
 use redis::{FromRedisValue, Value};
 
 use super::RedisStorage;
@@ -155,19 +155,21 @@ impl RedisStorage {
             let moved = old.filter(|old| Some(*old) != new && self.conn.is_cluster());
             let (token, ids) = (scripts::claim_token(), [id.to_string()]);
             // The look-again entry of the prune below goes beside the index requests.
+            // Without it the prune is left to the old owner's listings (which skip the
+            // stale entries meanwhile), as in `prune`: the update does not fail for it.
             let marks = async {
                 match moved {
-                    Some(_) => self.look_again(op.name, &token, &ids).await,
-                    None => Ok((Vec::new(), Vec::new())),
+                    Some(_) => self.look_again(op.name, &token, &ids).await.ok(),
+                    None => None,
                 }
             };
-            let ((), (marks, taken)) = try_join(self.follow(op, id, &written, true), marks).await?;
+            let (followed, marks) = join(self.follow(op, id, &written, true), marks).await;
+            followed?;
             if self.conn.is_cluster() {
-                if let Some(old) = moved {
+                if let (Some(old), Some((marks, taken))) = (moved, marks) {
                     let prune = self.prune_marked(op.name, Scope::Owner(old), &ids, &marks, &token);
                     let ((), pruned) =
-                        futures::future::join(self.finish_taken(op.name, &taken, &token), prune)
-                            .await;
+                        join(self.finish_taken(op.name, &taken, &token), prune).await;
                     pruned?;
                 }
                 // The entry of the expiry index the session had, if it has another now
