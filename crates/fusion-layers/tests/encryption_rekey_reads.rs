@@ -188,3 +188,21 @@ async fn no_mark_is_left_by_a_rekey_read_that_panicked_or_was_dropped() {
     assert_eq!(through.load_revision("s1").await.unwrap().0, history());
     assert_eq!(through.load("s1").await.unwrap(), history());
 }
+
+/// The refusal comes before the backend under the layer checks the session id: an
+/// invalid id given to a rekey so refused is refused as invalid, shown escaped as every
+/// such error shows it, never written into the refusal as given (a line break forging a
+/// log line).
+#[tokio::test]
+async fn an_invalid_session_id_in_a_refused_rekey_is_refused_as_invalid() {
+    let layer = layer();
+    let through = Arc::new(InMemoryStorage::new()).layer(layer.clone());
+    let forged = "s1\nERROR forged line";
+    let err = layer
+        .rekey_session(through.as_ref(), forged)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::InvalidSessionId { .. }), "{text}");
+    assert!(!text.contains('\n') && text.contains("s1\\n"), "{text}");
+}

@@ -25,7 +25,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 
-use fusion_core::{Error, Result};
+use fusion_core::{Error, Result, SessionId};
 
 use super::envelope::Codec;
 use super::keys::KEY_LEN;
@@ -80,6 +80,9 @@ pub(crate) fn refuse_rekey_through(
     let Some(key_id) = shared else {
         return Ok(());
     };
+    // The id is not checked yet (the backend under the layer checks it, and is not
+    // reached): an invalid one is refused as such, never written into this message as given.
+    SessionId::validate(session_id)?;
     Err(Error::Config(format!(
         "{backend}: session \"{session_id}\": a rekey was given the storage through an \
          encryption layer that holds its key \"{key_id}\", so it would read every message \
