@@ -75,7 +75,7 @@ pub async fn list(store: &Store, storage_url: Option<&str>, args: &ListArgs) -> 
         let json = serde_json::to_string_pretty(&doc)?;
         writeln!(out, "{json}")?;
     } else if page.sessions.is_empty() {
-        eprintln!("{}", nothing_found(storage_type, args));
+        render::note(nothing_found(storage_type, args));
     } else {
         out.write_all(render::session_table(&page.sessions, None).as_bytes())?;
         if let Some(next) = &page.next {
@@ -102,7 +102,7 @@ pub async fn print_table(
     query.owner = owner.map(str::to_string);
     let page = read_page(storage, storage_type, &query).await?;
     if page.sessions.is_empty() {
-        eprintln!("no sessions in {storage_type}");
+        render::note(format_args!("no sessions in {storage_type}"));
         return Ok(());
     }
     let mut out = render::stdout();

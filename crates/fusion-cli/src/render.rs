@@ -236,7 +236,7 @@ pub fn report(err: &anyhow::Error) -> std::process::ExitCode {
     if reader_went_away(err) {
         return std::process::ExitCode::SUCCESS;
     }
-    eprintln!("fusion: error: {}", crate::one_line(err));
+    note(format_args!("fusion: error: {}", crate::one_line(err)));
     std::process::ExitCode::FAILURE
 }
 

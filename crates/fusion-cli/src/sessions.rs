@@ -401,7 +401,9 @@ async fn load_existing(
         .with_context(|| format!("cannot load session \"{id}\""))?;
     // Said only once the messages loaded: damage the load met too is its error alone.
     if let Some(err) = damaged {
-        eprintln!("warning: {err}; going on without the session's metadata");
+        render::note(format_args!(
+            "warning: {err}; going on without the session's metadata"
+        ));
     }
     if messages.is_empty() {
         bail!("session \"{id}\" not found in {store}");

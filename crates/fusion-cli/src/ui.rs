@@ -82,7 +82,7 @@ pub async fn run(storage: Store, args: UiArgs) -> Result<()> {
     // Before the URL, so whoever reads the URL (a person, a script that then stops the
     // app) has been warned already, not maybe.
     if let Some(warning) = bound.settings().exposure_warning() {
-        eprintln!("fusion: {warning}");
+        render::note(format_args!("fusion: {warning}"));
     }
     // Serving is the command's work: a reader that went away (`fusion ui | head -1`) does
     // not stop it, as it does not stop a migrate; any other failed write (a full disk)
@@ -143,6 +143,8 @@ fn open_in_browser(url: &str) {
         .stderr(Stdio::null())
         .spawn();
     if let Err(err) = started {
-        eprintln!("fusion: could not open a browser with `{program}` ({err}); open the URL above");
+        render::note(format_args!(
+            "fusion: could not open a browser with `{program}` ({err}); open the URL above"
+        ));
     }
 }

@@ -10,7 +10,14 @@ pub fn exit_redacted(err: clap::Error) -> ! {
     let args: Vec<String> = std::env::args_os()
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
-    eprint!("{}", redacted(&err.render().to_string(), &args));
+    // A stderr that cannot be written to (a closed pipe) loses the message, not the exit
+    // code: `eprint!` panicked, exit 101.
+    use std::io::Write as _;
+    let _ = write!(
+        std::io::stderr().lock(),
+        "{}",
+        redacted(&err.render().to_string(), &args)
+    );
     std::process::exit(err.exit_code());
 }
 

@@ -27,10 +27,10 @@ pub async fn watch(store: &Store, count: Option<u64>) -> Result<()> {
         .with_context(|| format!("cannot watch storage {}", store.kind()))?;
     let mut changes = redis.subscribe_changes().await?;
     // On stderr, so stdout holds only changes; a script waits for it before writing.
-    eprintln!(
+    render::note(format_args!(
         "watching {} (writers publish with publish_changes=true in their storage URL)",
         changes.channel()
-    );
+    ));
     let mut printed = 0;
     while count.is_none_or(|count| printed < count) {
         match changes.next().await {
@@ -41,7 +41,7 @@ pub async fn watch(store: &Store, count: Option<u64>) -> Result<()> {
                 printed += 1;
             }
             // Someone else's message on the channel: said, and the watch goes on.
-            Some(Err(err)) => eprintln!("warning: {err}"),
+            Some(Err(err)) => render::note(format_args!("warning: {err}")),
             None => bail!(
                 "the subscription to {} ended: the connection to Redis dropped",
                 changes.channel()

@@ -204,3 +204,34 @@ fn a_chat_on_a_terminal_whose_stdout_is_closed_or_full_does_not_panic() {
         }
     }
 }
+
+/// A stderr nobody reads (`fusion ... 2>&1 | head -0`, or a full disk) loses the command's
+/// notes and its error line, not its exit code: they went through `eprintln!`, which
+/// panicked, exit 101 whether the command had succeeded, failed or been refused.
+#[test]
+fn a_stderr_that_cannot_be_written_loses_the_lines_not_the_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    for full in [false, true] {
+        for (args, code) in [
+            // "no sessions in ...", a note.
+            (&["sessions", "list"][..], 0),
+            // "fusion: error: session \"nope\" not found ...".
+            (&["sessions", "show", "nope"], 1),
+            // clap's refusal.
+            (&["sessions", "list", "--no-such-flag"], 2),
+        ] {
+            let mut command = fusion(tmp.path());
+            command.args(args).args(["--storage", &url]);
+            if full {
+                command.stderr(std::fs::File::create("/dev/full").unwrap());
+            } else {
+                let (reader, writer) = std::io::pipe().unwrap();
+                drop(reader);
+                command.stderr(writer);
+            }
+            let output = command.output().expect("the fusion binary runs");
+            assert_eq!(output.status.code(), Some(code), "{args:?}, full: {full}");
+        }
+    }
+}

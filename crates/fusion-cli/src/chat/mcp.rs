@@ -115,14 +115,14 @@ fn note_skipped(servers: &McpServers) {
         let server = server.name();
         for (reason, names) in reasons {
             match names.as_slice() {
-                [name] => eprintln!(
+                [name] => render::note(format_args!(
                     "note: MCP server {server} offers tool `{name}`, which is left out: {reason}"
-                ),
-                _ => eprintln!(
+                )),
+                _ => render::note(format_args!(
                     "note: MCP server {server} offers {} tools that are left out ({}): {reason}",
                     names.len(),
                     some_names(&names)
-                ),
+                )),
             }
         }
     }
@@ -171,7 +171,9 @@ fn config(
     for name in inherit {
         check_variable_name(name).with_context(|| format!("--mcp-env {name:?}"))?;
         if std::env::var_os(name).is_none() {
-            eprintln!("note: --mcp-env {name}: it is not set here, so no server is given it");
+            render::note(format_args!(
+                "note: --mcp-env {name}: it is not set here, so no server is given it"
+            ));
         }
     }
     for line in lines {

@@ -97,7 +97,7 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
     // The client would default to OpenAI's endpoint without a key, which can only fail on
     // the first message, so say how to configure one up front instead.
     if !session::llm_configured() {
-        eprintln!("{NO_LLM}");
+        render::note(NO_LLM);
         return Ok(ExitCode::FAILURE);
     }
     SessionId::validate(&args.session)?;
@@ -167,11 +167,11 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
     if expiry.is_some() && session.message_count() > 0 {
         // Like --title and --tag, the expiry is for a session this chat creates; saying so
         // keeps the user from believing a resumed session now expires.
-        eprintln!(
+        render::note(format_args!(
             "note: session {} already exists, so it keeps its expiry; \
              `fusion sessions expire` changes it",
             args.session
-        );
+        ));
     }
     let mut chat = Chat {
         session,
@@ -312,7 +312,7 @@ impl Chat {
                 // Nobody reads a stdout whose reader went away: that ends the chat (quietly,
                 // in `main`), rather than an error line for each thing it would print.
                 Err(err) if self.interactive && !render::reader_went_away(&err) => {
-                    eprintln!("error: {}", crate::one_line(&err))
+                    render::note(format_args!("error: {}", crate::one_line(&err)))
                 }
                 Err(err) => return Err(err),
             }
