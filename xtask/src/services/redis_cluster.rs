@@ -21,10 +21,15 @@ use super::redis::{answers_ping, ensure_redis_server_installed, host_port};
 const PRIMARIES: usize = 3;
 const NODES: usize = PRIMARIES * 2;
 
-/// How long a node may be unreachable before the cluster fails it over. Redis's default
-/// is 15 s; 2 s keeps the failover test short while staying well above the pauses a busy
-/// CI machine causes.
-const NODE_TIMEOUT_MS: &str = "2000";
+/// How long a node may be unreachable before the cluster fails it over, on the shared
+/// cluster: Redis's default, since nothing there wants a failover and a busy 2-core CI
+/// machine can hold a node up for seconds, which would fail a primary over under tests
+/// that did not ask for it.
+const SHARED_NODE_TIMEOUT_MS: &str = "15000";
+
+/// The same on the failover test's own cluster: 2 s keeps that test short, and nothing
+/// else runs there.
+const FAILOVER_NODE_TIMEOUT_MS: &str = "2000";
 
 /// A Redis Cluster for the tests; stops its nodes on drop if this task started them.
 pub struct RedisCluster {
@@ -72,16 +77,16 @@ pub fn redis_cluster() -> Result<RedisCluster> {
             dir: None,
         });
     }
-    start("shared")
+    start("shared", SHARED_NODE_TIMEOUT_MS)
 }
 
 /// A cluster of its own for the failover test, which kills one of its primaries.
 pub fn failover_cluster() -> Result<RedisCluster> {
     ensure_redis_server_installed()?;
-    start("failover")
+    start("failover", FAILOVER_NODE_TIMEOUT_MS)
 }
 
-fn start(name: &str) -> Result<RedisCluster> {
+fn start(name: &str, node_timeout_ms: &str) -> Result<RedisCluster> {
     let dir = std::env::temp_dir().join(format!(
         "fusion-xtask-redis-cluster-{name}-{}",
         std::process::id()
@@ -100,7 +105,7 @@ fn start(name: &str) -> Result<RedisCluster> {
             .args(["--port", &port, "--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes"])
             .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-            .args(["--cluster-node-timeout", NODE_TIMEOUT_MS])
+            .args(["--cluster-node-timeout", node_timeout_ms])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)
