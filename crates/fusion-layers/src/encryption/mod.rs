@@ -75,7 +75,8 @@ impl EncryptionLayer {
     /// with these keys as that session's, role and id included) is refused with
     /// [`Error::InvalidMessage`](fusion_core::Error::InvalidMessage), nothing written:
     /// sealed again it would load back as its ciphertext. A rekey given the storage
-    /// through the layer rather than the one under it hands it such messages, as do
+    /// through the layer rather than the one under it hands it such messages where its
+    /// read was not refused already (see [`rekey_session`](Self::rekey_session)), as do
     /// stored messages copied back into their session ([`open_stored`](Self::open_stored)
     /// opens them) and a layer stacked over another with the same key (so such a stack
     /// writes nothing). Only a text starting with [`ENCRYPTED_PREFIX`] is tried: any
