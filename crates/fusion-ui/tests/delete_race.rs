@@ -145,9 +145,13 @@ async fn a_delete_confirmed_on_a_page_older_than_a_write_deletes_nothing() {
         assert_eq!(storage.load("s2").await.unwrap(), first);
 
         // Without a revision (a program, a damaged session's page) it deletes what is
-        // stored; half a revision is a mistake.
-        let half = send(&app, post_form("/sessions/s2/delete", "generation=1")).await;
-        assert_eq!(half.status, StatusCode::BAD_REQUEST, "{}", half.body);
+        // stored; half a revision is a mistake, and so is a last write without one
+        // (which deleted whatever was stored, as if no condition had been asked for).
+        for half in ["generation=1", "updated=1"] {
+            let half = send(&app, post_form("/sessions/s2/delete", half)).await;
+            assert_eq!(half.status, StatusCode::BAD_REQUEST, "{}", half.body);
+        }
+        assert_eq!(storage.load("s2").await.unwrap(), first);
         let plain = send(&app, post_form("/sessions/s2/delete", "")).await;
         assert_eq!(plain.status, StatusCode::SEE_OTHER, "{}", plain.body);
         assert!(storage.session_info("s2").await.unwrap().is_none());

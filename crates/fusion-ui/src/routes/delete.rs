@@ -62,15 +62,19 @@ pub(crate) async fn confirm(
 /// `POST /sessions/{id}/delete`, with the fields `generation` and `len` of the revision
 /// the confirmation page showed and `updated`, its last write (Unix microseconds), where
 /// the backend records one: deletes, then 303 to the sessions page; 409 when the session
-/// changed since, its metadata included (nothing is deleted), or a chat turn runs on it.
-/// Deleting a session that is already gone is not an error (a second click, another tab).
+/// changed since, its metadata included (nothing is deleted), or a chat turn runs on it;
+/// 400 for a form with some of `generation`, `len` and `updated` but not both of the
+/// first two. Deleting a session that is already gone is not an error (a second click,
+/// another tab).
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Redirect, PageError> {
     let form = FormFields::parse(&body);
-    let shown = if form.has("generation") || form.has("len") {
+    // Any field of the condition asks for it whole: a last write alone is no condition
+    // to drop silently, deleting whatever is stored.
+    let shown = if ["generation", "len", "updated"].iter().any(|f| form.has(f)) {
         let revision = Revision {
             generation: form.number("generation")?,
             len: form.number("len")?,
