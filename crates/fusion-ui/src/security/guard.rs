@@ -74,7 +74,8 @@ impl Guard {
     }
 
     /// The name of the cookie that carries the token for a request naming us `host`:
-    /// `fusion_ui_token_<port>`. A browser keeps one cookie per name for a host whatever
+    /// `fusion_ui_token_<port>` (set over HTTPS with the `__Host-` prefix before it, which
+    /// `security::token` adds and reads back beside this name). A browser keeps one cookie per name for a host whatever
     /// its port, so two apps on one machine sharing a name would each replace the other's
     /// cookie at its login, refusing the other's open tabs. The port is the one the browser
     /// opened, `host`'s, which is what tells its apps apart (Docker's `-p` or an SSH
