@@ -442,6 +442,10 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A stderr that cannot be written to loses the log line, as render::note loses
+        // its: on a failed write the subscriber would otherwise report it with
+        // `eprintln!`, which panics there (exit 101 for a command that succeeded).
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

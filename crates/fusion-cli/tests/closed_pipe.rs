@@ -207,15 +207,28 @@ fn a_chat_on_a_terminal_whose_stdout_is_closed_or_full_does_not_panic() {
 
 /// A stderr nobody reads (`fusion ... 2>&1 | head -0`, or a full disk) loses the command's
 /// notes and its error line, not its exit code: they went through `eprintln!`, which
-/// panicked, exit 101 whether the command had succeeded, failed or been refused.
+/// panicked, exit 101 whether the command had succeeded, failed or been refused. A log
+/// line too: the log subscriber reported its failed write with `eprintln!`.
 #[test]
 fn a_stderr_that_cannot_be_written_loses_the_lines_not_the_exit_code() {
+    use std::io::Write as _;
     let tmp = tempfile::tempdir().unwrap();
     let url = tmp.path().join("sessions").display().to_string();
+    let storage: StorageType = url.parse().unwrap();
+    seed(&storage, "torn", &conversation(1));
+    // An append cut short: a load skips it with a warning.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(tmp.path().join("sessions").join("torn.jsonl"))
+        .unwrap()
+        .write_all(br#"{"role":"assi"#)
+        .unwrap();
     for full in [false, true] {
         for (args, code) in [
             // "no sessions in ...", a note.
             (&["sessions", "list"][..], 0),
+            // The backend's warning of a torn tail, a log line.
+            (&["sessions", "show", "torn"], 0),
             // "fusion: error: session \"nope\" not found ...".
             (&["sessions", "show", "nope"], 1),
             // clap's refusal.
