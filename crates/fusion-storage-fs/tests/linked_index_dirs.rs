@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fusion_core::testkit::{all_pages, now_micros, said, wait_past};
-use fusion_core::{ConversationStorage, Expiry, SessionMeta, SessionQuery, unix_micros};
+use fusion_core::{
+    ConversationStorage, Expiry, SessionMeta, SessionOrder, SessionQuery, unix_micros,
+};
 use fusion_storage_fs::FileSystemStorage;
 
 /// A person's directory outside the store, holding `files` (name, content).
@@ -148,4 +150,84 @@ async fn an_expiry_bucket_linked_elsewhere_loses_nothing_there_to_a_purge() {
     let purged = storage.purge_expired(10).await;
     assert_eq!(files(&elsewhere), owned(&kept), "{purged:?}");
     assert_eq!(purged.unwrap(), 0, "the linked bucket is skipped");
+}
+
+/// Found by a review: the index's own directory replaced by a link was refused only where
+/// `live/` or a set's directory was reached through it; the files kept at its top (`lock`,
+/// `journal`, `ids`, `ids-log`, `compact.lock` and their temporary files) were still
+/// opened, made and renamed over through the link.
+#[tokio::test]
+async fn an_index_directory_linked_elsewhere_has_nothing_there_made_or_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let earlier = FileSystemStorage::connect(&dir).await.unwrap();
+    let meta = SessionMeta::new().owner("u").tags(["t"]);
+    for id in ["a", "b"] {
+        earlier.create_session(id, &meta, &said(id)).await.unwrap();
+    }
+    drop(earlier);
+    let kept = [
+        ("lock", "a person's"),
+        ("journal", "a person's too"),
+        ("ids", "a person's as well"),
+        ("notes", "a person's also"),
+    ];
+    let elsewhere = outside(tmp.path(), &kept);
+    let index = dir.join(".fusion-index");
+    link_in_place_of(&index, &elsewhere);
+
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let results = vec![
+        format!("{:?}", storage.append("a", &said("more")).await),
+        format!("{:?}", storage.create_session("c", &meta, &said("c")).await),
+        format!("{:?}", storage.list_page(&SessionQuery::new()).await),
+        format!(
+            "{:?}",
+            storage.list_page(&SessionQuery::new().owner("u")).await
+        ),
+        format!("{:?}", storage.rebuild_index().await),
+        format!("{:?}", storage.delete("b").await),
+        format!("{:?}", storage.purge_expired(10).await),
+    ];
+    assert_eq!(files(&elsewhere), owned(&kept), "{results:#?}");
+    assert!(
+        std::fs::symlink_metadata(&index).unwrap().is_symlink(),
+        "left as it is"
+    );
+}
+
+/// A store whose directory, or a directory above it, is a symbolic link (a store put on
+/// another disk) is used as any other: only the index's own directories are never
+/// entered through a link.
+#[tokio::test]
+async fn a_store_reached_through_a_link_works_as_any_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("disk/sessions");
+    std::fs::create_dir_all(&real).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("disk"), tmp.path().join("mnt")).unwrap();
+    std::os::unix::fs::symlink(&real, tmp.path().join("sessions")).unwrap();
+    for dir in [tmp.path().join("sessions"), tmp.path().join("mnt/sessions")] {
+        let storage = FileSystemStorage::connect(&dir).await.unwrap();
+        let meta = SessionMeta::new().owner("u").tags(["t"]);
+        for id in ["a", "b"] {
+            storage.create_session(id, &meta, &said(id)).await.unwrap();
+        }
+        storage.append("a", &said("more")).await.unwrap();
+        let by_id = SessionQuery::new().order(SessionOrder::Id).limit(1);
+        let filtered = by_id.clone().owner("u").tag("t");
+        assert_eq!(all_pages(&storage, filtered).await, ["a", "b"]);
+        // Not read back: it may have expired already on a slow machine.
+        let soon = now_micros() + Duration::from_millis(300);
+        let expiring = meta.clone().expiry(Expiry::At(soon));
+        storage
+            .create_session("e", &expiring, &said("e"))
+            .await
+            .unwrap();
+        storage.rebuild_index().await.unwrap();
+        storage.delete("b").await.unwrap();
+        wait_past(soon).await;
+        assert_eq!(storage.purge_expired(10).await.unwrap(), 1);
+        assert_eq!(all_pages(&storage, by_id.owner("u")).await, ["a"]);
+        storage.delete("a").await.unwrap();
+    }
 }

@@ -25,7 +25,7 @@ use std::path::Path;
 use fusion_core::Result;
 
 use super::state::State;
-use super::{Handles, IDS_LOG, Index, LOCK, live, lock};
+use super::{Handles, IDS_LOG, Index, LOCK, live, lock, own_dirs};
 use crate::error::IoContext;
 use crate::own_file;
 use crate::regular_file;
@@ -68,6 +68,8 @@ impl Index {
     /// taken exclusively, first made this directory's own ([`Self::unshare`]).
     pub(super) fn lock_index(&self, exclusive: bool, create: bool) -> Result<Option<File>> {
         let path = self.root.join(LOCK);
+        // Not through a linked index directory, where the lock would be made or written.
+        own_dirs::check_root(&self.root)?;
         loop {
             let (file, metadata) = if create {
                 self.synced_dirs().create(&self.root)?;
@@ -103,6 +105,9 @@ impl Index {
             let (file, opened) = match handles.lock.take() {
                 Some(held) => held,
                 None => {
+                    // Not through a linked index directory, where the lock and the id log
+                    // would be made (a lock kept is checked below to be `lock` still).
+                    own_dirs::check_root(&self.root)?;
                     self.synced_dirs().create(&self.root)?;
                     handles.root = Some(fs::metadata(&self.root).at(&self.root)?);
                     self.open_or_create_synced(&lock_path)?

@@ -14,7 +14,9 @@
 //! remove, the marker is left, one too many as a crash may leave (the markers are a
 //! superset of the truth). A set whose directory is a link says nothing of its members,
 //! so a listing filtered by it decides by each session's own metadata; a walk of the
-//! expiry markers skips a bucket that is one, with a warning.
+//! expiry markers skips a bucket that is one, with a warning. The files at the top of the
+//! index (`lock`, `journal`, `ids`, `ids-log`, `compact.lock`) are opened once the root
+//! was found no link ([`check_root`]), as the index lock and the compaction lock are taken.
 
 use std::fs;
 use std::io;
@@ -68,6 +70,19 @@ pub(super) fn check(root: &Path, dir: &Path) -> Result<Found> {
             Some(part) => path.push(part),
             None => return Ok(Found::Dirs),
         }
+    }
+}
+
+/// Refuses an index root `root` that is a symbolic link before a file at its top
+/// (`lock`, `journal`, `ids`, `ids-log`, `compact.lock`, their temporary files) is
+/// opened, made or renamed over: one `lstat`, per taking of the index lock or the
+/// compaction lock. A missing root is no error (it is made then), nor is another file in
+/// its place, which the call then fails on with the I/O error naming it and the call.
+pub(super) fn check_root(root: &Path) -> Result<()> {
+    match fs::symlink_metadata(root) {
+        Ok(metadata) if metadata.is_symlink() => Err(refused(root, None)),
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err).at(root),
+        _ => Ok(()),
     }
 }
 

@@ -16,7 +16,7 @@ use fusion_core::Result;
 use super::journal::{self, Scanned, Source};
 use super::live::{self, Found};
 use super::state::State;
-use super::{COMPACT_LOCK, IDS, IDS_LOG, Index, JOURNAL, ids, lines, lock};
+use super::{COMPACT_LOCK, IDS, IDS_LOG, Index, JOURNAL, ids, lines, lock, own_dirs};
 use crate::error::IoContext;
 
 impl Index {
@@ -111,6 +111,8 @@ impl Index {
     /// restores its set markers), unless it is built already. Writers go on
     /// meanwhile: what they append during the scan is merged in at the end.
     pub(crate) fn build(&self, scan: impl FnOnce() -> Result<Vec<Scanned>>) -> Result<()> {
+        // Not through a linked index directory, where `compact.lock` would be made.
+        own_dirs::check_root(&self.root)?;
         self.synced_dirs().create(&self.root)?;
         let compact_path = self.root.join(COMPACT_LOCK);
         let compacting = self.open(COMPACT_LOCK)?;
@@ -207,6 +209,8 @@ impl Index {
 
     /// `compact.lock`, if nobody else holds it.
     fn try_compact_lock(&self) -> Result<Option<File>> {
+        // Not through a linked index directory, where it would be made.
+        own_dirs::check_root(&self.root)?;
         let path = self.root.join(COMPACT_LOCK);
         let file = self.open(COMPACT_LOCK)?;
         match file.try_lock() {
