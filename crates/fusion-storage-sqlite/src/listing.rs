@@ -56,7 +56,7 @@ use sqlx::sqlite::Sqlite;
 
 use crate::error::{Op, parse_sqlite_error};
 use crate::expiry::unexpired;
-use crate::meta::{InfoRow, InfoTuple, from_sessions, info_columns};
+use crate::meta::{InfoRow, from_sessions, info_columns};
 
 /// The search test of session `s` whose title is `$title`, with the `LIKE` pattern bound
 /// as `$pattern`: every row passes when the pattern is NULL (no search).
@@ -300,7 +300,7 @@ pub(crate) async fn page(
     query.validate()?;
     let start = query.start()?;
     let (sql, args) = page_sql(query, start.as_ref(), now);
-    let mut statement = sqlx::query_as::<Sqlite, InfoTuple>(sql);
+    let mut statement = sqlx::query::<Sqlite>(sql);
     for arg in args {
         statement = match arg {
             Arg::Text(text) => statement.bind(text),
@@ -311,10 +311,15 @@ pub(crate) async fn page(
     let rows = statement
         .fetch_all(pool)
         .await
+        .and_then(|rows| {
+            rows.iter()
+                .map(InfoRow::from_sqlx)
+                .collect::<sqlx::Result<Vec<_>>>()
+        })
         .map_err(|e| parse_sqlite_error(e, op))?;
     let infos = rows
         .into_iter()
-        .map(|row| InfoRow::from(row).decode())
+        .map(InfoRow::decode)
         .collect::<Result<Vec<_>>>()?;
     // The rows are the page already, in order; `page_of` cuts the extra row and makes the
     // cursor, the same way for every backend.

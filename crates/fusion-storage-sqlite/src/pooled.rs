@@ -32,7 +32,7 @@ use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool, Sqlite
 use sqlx::{Arguments, Row, TypeInfo, ValueRef};
 
 use crate::error::{BACKEND, Op, is_no_transaction, is_too_big, parse_sqlite_error};
-use crate::meta::{InfoRow, InfoTuple};
+use crate::meta::InfoRow;
 use crate::sql::{
     BEGIN_WRITE, Check, Ends, Found, LOAD_ARRAY, LOAD_REVISION_ARRAY, LOAD_ROWS, MESSAGE_SEPARATOR,
     READ_LAST_IDS, READ_REVISION, REMOVE, REMOVE_EXPIRED, Value, Verdict, Write, WriteSql, Written,
@@ -117,10 +117,10 @@ async fn write_checked(
             found_revision(&check, rows.first())?
         }
         Check::Meta { .. } => {
-            let rows: Vec<InfoTuple> = sqlx::query_as_with(check.begin_and_read(), read()?)
+            let rows: Vec<SqliteRow> = sqlx::query_with(check.begin_and_read(), read()?)
                 .fetch_all(conn.get())
                 .await?;
-            Found::Info(rows.into_iter().next().map(InfoRow::from))
+            Found::Info(rows.first().map(InfoRow::from_sqlx).transpose()?)
         }
     };
     // A second round trip in the same transaction, only when the fingerprints of the

@@ -98,6 +98,10 @@ async fn a_sessions_cell_of_the_wrong_type_is_corrupt_naming_session_and_column(
         ("updated_at", "x'00'", false),
         ("owner", "x'05'", false),
         ("expires_at", "'x'", false),
+        // A real that is not a whole number stays one in an `INTEGER` column (3.0 would be
+        // stored as 3), as does a number past i64 (stored as a real).
+        ("message_count", "2.5", true),
+        ("created_at", "9223372036854775808", false),
     ];
     for url in both_paths(dir.path()) {
         let direct = !url.contains(":memory:");

@@ -43,7 +43,7 @@ use crate::direct::Direct;
 use crate::error::{BACKEND, DirectError, Op, PLACE, parse_direct_error, parse_sqlite_error};
 use crate::expiry::now_micros;
 use crate::listing;
-use crate::meta::{InfoRow, InfoTuple};
+use crate::meta::InfoRow;
 use crate::pooled;
 use crate::sql::{LIST_SESSIONS, READ_INFO, Write, Written};
 
@@ -313,14 +313,14 @@ impl ConversationStorage for SqliteStorage {
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
         SessionId::validate(session_id)?;
         let now = now_micros();
-        let row = sqlx::query_as::<_, InfoTuple>(READ_INFO)
+        let row = sqlx::query(READ_INFO)
             .bind(session_id)
             .fetch_optional(&self.pool)
             .await
+            .and_then(|row| row.as_ref().map(InfoRow::from_sqlx).transpose())
             .map_err(|e| parse_sqlite_error(e, self.op("session_info", Some(session_id))));
         let row = self.noted(row)?;
-        row.map(InfoRow::from)
-            .filter(|row| !row.is_expired_at(now))
+        row.filter(|row| !row.is_expired_at(now))
             .map(InfoRow::decode)
             .transpose()
     }
