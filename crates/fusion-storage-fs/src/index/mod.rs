@@ -94,8 +94,10 @@ use fusion_core::{Result, new_generation};
 pub(crate) use self::expiry::marker_instant;
 pub(crate) use self::journal::{Kind, Scanned};
 use self::live::Lives;
+#[cfg(test)]
+pub(crate) use self::own_dirs::checks as dir_checks;
 pub(crate) use self::record::{Change, Recorded};
-pub(crate) use self::sets::SetKey;
+pub(crate) use self::sets::{Members, SetKey};
 pub(crate) use self::snapshot::Snapshot;
 #[cfg(test)]
 pub(crate) use self::snapshot::reads_above_cursor;
@@ -284,17 +286,14 @@ impl Index {
         sets::remove(&self.root, key, id)
     }
 
-    /// Whether `id` has a marker in a set.
+    /// Whether `id` has a marker in a set, whose directory [`Self::members_up_to`] found
+    /// its own ([`Members::Many`]) for the same page: not checked again here.
     pub(crate) fn is_member(&self, key: SetKey<'_>, id: &str) -> Result<bool> {
         sets::contains(&self.root, key, id)
     }
 
-    /// A set's members if it has at most `limit`, else `None`.
-    pub(crate) fn members_up_to(
-        &self,
-        key: SetKey<'_>,
-        limit: usize,
-    ) -> Result<Option<Vec<String>>> {
+    /// A set's members if it has at most `limit`, else whether its markers tell.
+    pub(crate) fn members_up_to(&self, key: SetKey<'_>, limit: usize) -> Result<Members> {
         sets::members_up_to(&self.root, key, limit)
     }
 

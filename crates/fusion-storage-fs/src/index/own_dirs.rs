@@ -13,7 +13,8 @@
 //! as it is, as a marker file that is one is: journals and new markers. Where it would
 //! remove, the marker is left, one too many as a crash may leave (the markers are a
 //! superset of the truth). A set whose directory is a link says nothing of its members,
-//! so a listing filtered by it decides by each session's own metadata; a walk of the
+//! so a listing filtered by it decides by each session's own metadata (its directory is
+//! checked once per page, not once per session the page passes: see `sets::contains`); a walk of the
 //! expiry markers skips a bucket that is one, with a warning. The files at the top of the
 //! index (`lock`, `journal`, `ids`, `ids-log`, `compact.lock`) are opened once the root
 //! was found no link ([`check_root`]), as the index lock and the compaction lock are taken.
@@ -56,6 +57,8 @@ impl Found {
 /// under it), both included: one `lstat` each, from the root down, stopping at the first
 /// missing or not a directory.
 pub(super) fn check(root: &Path, dir: &Path) -> Result<Found> {
+    #[cfg(test)]
+    CHECKS.with(|checks| checks.set(checks.get() + 1));
     let below = dir.strip_prefix(root).unwrap_or(Path::new(""));
     let mut path = root.to_path_buf();
     let mut rest = below.components();
@@ -84,6 +87,18 @@ pub(super) fn check_root(root: &Path) -> Result<()> {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err).at(root),
         _ => Ok(()),
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread checked the way to a directory of an index.
+    static CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times this thread checked the way to a directory of an index ([`check`]).
+#[cfg(test)]
+pub(crate) fn checks() -> usize {
+    CHECKS.with(std::cell::Cell::get)
 }
 
 fn refused(path: &Path, id: Option<&str>) -> Error {

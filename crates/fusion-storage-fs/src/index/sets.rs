@@ -101,14 +101,13 @@ pub(crate) fn remove(root: &Path, key: SetKey<'_>, id: &str) -> Result<()> {
 }
 
 /// Whether session `id` has a marker in the set (a session without one is not a member).
+///
+/// Its directory is not checked here (a listing asks for every session it passes, and a
+/// check is a few `lstat`s each): ask only of a set [`members_up_to`] found its own
+/// directory for ([`Members::Many`]) in the same listing page. A link put in its place
+/// since is followed by this read alone, which may then leave a member out of the page.
 pub(crate) fn contains(root: &Path, key: SetKey<'_>, id: &str) -> Result<bool> {
-    let dir = key.dir(root);
-    // What a linked directory holds says nothing of the set: every session may be in it,
-    // and its metadata decides (the markers are a superset of the truth).
-    if let Found::NotDir(_) = own_dirs::check(root, &dir)? {
-        return Ok(true);
-    }
-    let marker = dir.join(file_name::stem(id));
+    let marker = key.dir(root).join(file_name::stem(id));
     match fs::symlink_metadata(&marker) {
         Ok(_) => Ok(true),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -116,21 +115,27 @@ pub(crate) fn contains(root: &Path, key: SetKey<'_>, id: &str) -> Result<bool> {
     }
 }
 
-/// The members of the set if it has at most `limit` of them, `None` if it has more.
-/// Reads at most `limit + 1` directory entries.
-pub(crate) fn members_up_to(
-    root: &Path,
-    key: SetKey<'_>,
-    limit: usize,
-) -> Result<Option<Vec<String>>> {
+/// What a set's directory tells of its members.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Members {
+    /// At most the limit asked for: these.
+    Few(Vec<String>),
+    /// More: each session's marker tells ([`contains`]).
+    Many,
+    /// Nothing: the directory is a symbolic link (or not a directory), whose entries,
+    /// elsewhere, are no markers; each session's own metadata decides.
+    Unknown,
+}
+
+/// The members of the set if it has at most `limit` of them, else whether its markers
+/// tell the rest. Reads at most `limit + 1` directory entries.
+pub(crate) fn members_up_to(root: &Path, key: SetKey<'_>, limit: usize) -> Result<Members> {
     let dir = key.dir(root);
-    // A linked directory would have its entries, elsewhere, taken for members: too many
-    // then, so the listing checks every session's own metadata instead.
     if let Found::NotDir(_) = own_dirs::check(root, &dir)? {
-        return Ok(None);
+        return Ok(Members::Unknown);
     }
     let entries = match fs::read_dir(&dir) {
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Some(Vec::new())),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Members::Few(Vec::new())),
         other => other.at(&dir)?,
     };
     let mut members = Vec::new();
@@ -140,11 +145,11 @@ pub(crate) fn members_up_to(
             continue;
         };
         if members.len() == limit {
-            return Ok(None);
+            return Ok(Members::Many);
         }
         members.push(id);
     }
-    Ok(Some(members))
+    Ok(Members::Few(members))
 }
 
 #[cfg(test)]
@@ -163,10 +168,12 @@ mod tests {
         add(root, tag, "a", true).unwrap();
         assert!(contains(root, tag, "B:c").unwrap());
         assert!(!contains(root, SetKey::Owner("other"), "a").unwrap());
-        let mut members = members_up_to(root, tag, 2).unwrap().unwrap();
+        let Members::Few(mut members) = members_up_to(root, tag, 2).unwrap() else {
+            panic!("two members")
+        };
         members.sort();
         assert_eq!(members, ["B:c", "a"]);
-        assert_eq!(members_up_to(root, tag, 1).unwrap(), None);
+        assert_eq!(members_up_to(root, tag, 1).unwrap(), Members::Many);
         // Every set directory is a single path component inside the root.
         for kind in ["owner", "tag"] {
             for entry in fs::read_dir(root.join(kind)).unwrap() {
@@ -176,7 +183,7 @@ mod tests {
         remove(root, tag, "a").unwrap();
         remove(root, tag, "B:c").unwrap();
         remove(root, tag, "B:c").unwrap();
-        assert_eq!(members_up_to(root, tag, 5).unwrap(), Some(vec![]));
+        assert_eq!(members_up_to(root, tag, 5).unwrap(), Members::Few(vec![]));
         assert_eq!(fs::read_dir(root.join("tag")).unwrap().count(), 0);
     }
 }
