@@ -19,7 +19,10 @@ use std::time::Duration;
 use crate::{PostgresOptions, PostgresStorage};
 use fusion_core::redact_url;
 use fusion_core::testkit::{StorageHarness, unavailable};
+use port::{ReservedPort, reserve_port};
 use sqlx::{Connection, PgConnection};
+
+mod port;
 
 /// The server used when neither variable is set.
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -356,71 +359,6 @@ impl Drop for Cluster {
 /// How many ports [`Cluster::start_new`] tries before it gives up.
 const PORT_TRIES: usize = 5;
 
-/// A port of 127.0.0.1 kept for one cluster until this is dropped.
-struct ReservedPort {
-    port: u16,
-    /// Locked for as long as this lives, so no other cluster, of this process or another,
-    /// reserves the port (released by the system when the process ends, however it ends).
-    _lock: Option<std::fs::File>,
-}
-
-/// A port for a cluster's server: outside the range the kernel hands out for port 0 and
-/// for the local end of outgoing connections (`ip_local_port_range` on Linux), so no
-/// listener of a test running beside, nor any connection, takes it while the server is
-/// down between [`Cluster::stop`] and [`Cluster::start`]. (It was found by binding port
-/// 0, in that range: a test that restarted its server failed when another test's
-/// listener had got the port meanwhile.) Locked against the other clusters
-/// ([`ReservedPort`]) and free when picked. Falls back to a port the kernel chooses when
-/// that range leaves no room.
-fn reserve_port() -> ReservedPort {
-    let bindable = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
-    let locks = std::env::temp_dir().join("fusion-pg-ports");
-    let _ = std::fs::create_dir_all(&locks);
-    let ports = ports_outside_the_ephemeral_range();
-    if ports.len() >= 1000 {
-        let random = RandomState::new();
-        for attempt in 0..1000_u32 {
-            let pick = random.hash_one((std::process::id(), attempt))
-                % u64::try_from(ports.len()).expect("a count");
-            let port = ports.start + u16::try_from(pick).expect("a port");
-            let Ok(file) = std::fs::File::create(locks.join(port.to_string())) else {
-                continue;
-            };
-            if file.try_lock().is_ok() && bindable(port) {
-                return ReservedPort {
-                    port,
-                    _lock: Some(file),
-                };
-            }
-        }
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("finding a free port")
-        .port();
-    ReservedPort { port, _lock: None }
-}
-
-/// The larger of the port ranges below and above the kernel's range of ports for port
-/// 0 and outgoing connections (above 10000, clear of the usual services' ports); that
-/// range is Linux's `ip_local_port_range`, else the IANA one, 49152 to 65535.
-fn ports_outside_the_ephemeral_range() -> std::ops::Range<u16> {
-    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|text| {
-            let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
-            Some((bounds.next()??, bounds.next()??))
-        })
-        .unwrap_or((49152, 65535));
-    let below = 10_000..low.max(10_000);
-    let above = high.saturating_add(1).max(10_000)..u16::MAX;
-    if below.len() >= above.len() {
-        below
-    } else {
-        above
-    }
-}
-
 /// The directory holding `initdb` and `pg_ctl`: on `PATH`, else the newest
 /// `/usr/lib/postgresql/VERSION/bin`.
 fn bin_dir() -> Option<PathBuf> {
@@ -455,33 +393,5 @@ fn check(what: &str, output: std::io::Result<std::process::Output>, log: Option<
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A cluster's port is one the kernel hands to nobody else (it was one of port 0's,
-    /// which a listener of another test could take while the server was down for a
-    /// restart), and no two clusters hold one port.
-    #[test]
-    fn a_clusters_port_is_outside_the_ephemeral_range_and_its_own() {
-        let Ok(range) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
-            return; // Not Linux: nothing to compare with.
-        };
-        let bounds: Vec<u16> = range
-            .split_whitespace()
-            .map(|n| n.parse().unwrap())
-            .collect();
-        let first = reserve_port();
-        let second = reserve_port();
-        for port in [first.port, second.port] {
-            assert!(
-                !(bounds[0]..=bounds[1]).contains(&port),
-                "port {port} is in {range}"
-            );
-        }
-        assert_ne!(first.port, second.port);
     }
 }

@@ -1,0 +1,224 @@
+//! The port a throwaway [`Cluster`](super::Cluster) listens on: one of 127.0.0.1 reserved
+//! for the cluster's life ([`reserve_port`]), so the server finds it free again when a test
+//! restarts it.
+
+use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasher, RandomState};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// A port of 127.0.0.1 kept for one cluster until this is dropped.
+pub(super) struct ReservedPort {
+    pub(super) port: u16,
+    /// Locked for as long as this lives, so no other cluster, of this process or another,
+    /// reserves the port (released by the system when the process ends, however it ends).
+    _lock: Option<File>,
+}
+
+/// How many ports of the range [`reserve_port`] draws before it takes one unlocked.
+const DRAWS: u32 = 1000;
+
+/// A port for a cluster's server: outside the range the kernel hands out for port 0 and
+/// for the local end of outgoing connections (`ip_local_port_range` on Linux), so no
+/// listener of a test running beside, nor any connection, takes it while the server is
+/// down between [`Cluster::stop`](super::Cluster::stop) and
+/// [`Cluster::start`](super::Cluster::start). (It was found by binding port 0, in that
+/// range: a test that restarted its server failed when another test's listener had got
+/// the port meanwhile.) Free when picked, and locked against the other clusters by a file
+/// in [`lock_dir`]. A port outside the range is still taken when no lock can be had (the
+/// lock only keeps clusters apart; port 0 would bring back the failure above); the
+/// kernel's choice only when that range leaves no room.
+pub(super) fn reserve_port() -> ReservedPort {
+    reserve_port_in(&lock_dir())
+}
+
+/// Where the locks of [`reserve_port`] live: one directory under the temp dir for every
+/// user, since clusters of two users' test runs share the ports as much as two of one's.
+fn lock_dir() -> PathBuf {
+    std::env::temp_dir().join("fusion-pg-ports")
+}
+
+/// [`reserve_port`] with its locks in `locks`.
+fn reserve_port_in(locks: &Path) -> ReservedPort {
+    let bindable = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let ports = ports_outside_the_ephemeral_range();
+    if ports.len() >= 1000 {
+        open_to_everyone(locks);
+        let random = RandomState::new();
+        let len = u64::try_from(ports.len()).expect("a count");
+        let pick = |attempt: u32| {
+            let offset = random.hash_one((std::process::id(), attempt)) % len;
+            ports.start + u16::try_from(offset).expect("a port")
+        };
+        for attempt in 0..DRAWS {
+            let port = pick(attempt);
+            let Some(file) = lock_file(&locks.join(port.to_string())) else {
+                continue;
+            };
+            if file.try_lock().is_ok() && bindable(port) {
+                return ReservedPort {
+                    port,
+                    _lock: Some(file),
+                };
+            }
+        }
+        if let Some(port) = (DRAWS..2 * DRAWS).map(pick).find(|&port| bindable(port)) {
+            return ReservedPort { port, _lock: None };
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("finding a free port")
+        .port();
+    ReservedPort { port, _lock: None }
+}
+
+/// Creates `locks` if missing, writable by every user and sticky (as `/tmp` is): made
+/// with the umask's 0755, it refused every other user's lock files, whose clusters then
+/// fell back to port 0. Only its owner can change its mode; others use it as it is.
+fn open_to_everyone(locks: &Path) {
+    if std::fs::create_dir_all(locks).is_ok() {
+        let _ = File::open(locks).and_then(|dir| set_mode(&dir, 0o1777));
+    }
+}
+
+/// The lock file at `path`, created readable and writable by every user if missing, or
+/// opened for reading only when another user made it without write access for us (a lock
+/// needs no write access). `None` when neither works.
+fn lock_file(path: &Path) -> Option<File> {
+    match OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+    {
+        Ok(file) => {
+            let _ = set_mode(&file, 0o666);
+            Some(file)
+        }
+        Err(_) => File::open(path).ok(),
+    }
+}
+
+/// Gives `file` the permission bits `mode`, which the umask kept it from being created
+/// with (nothing to do where there are none).
+fn set_mode(file: &File, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, mode);
+        Ok(())
+    }
+}
+
+/// The larger of the port ranges below and above the kernel's range of ports for port
+/// 0 and outgoing connections (above 10000, clear of the usual services' ports); that
+/// range is Linux's `ip_local_port_range`, else the IANA one, 49152 to 65535.
+fn ports_outside_the_ephemeral_range() -> Range<u16> {
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((bounds.next()??, bounds.next()??))
+        })
+        .unwrap_or((49152, 65535));
+    let below = 10_000..low.max(10_000);
+    let above = high.saturating_add(1).max(10_000)..u16::MAX;
+    if below.len() >= above.len() {
+        below
+    } else {
+        above
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's range for port 0, or `None` where there is none to compare with.
+    fn ephemeral() -> Option<std::ops::RangeInclusive<u16>> {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+        let bounds: Vec<u16> = range
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        Some(bounds[0]..=bounds[1])
+    }
+
+    /// A private directory for a test's locks, removed when dropped.
+    struct Private(PathBuf);
+
+    impl Private {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "fusion-pg-port-test-{name}-{}",
+                crate::testing::unique_schema()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Private(dir)
+        }
+    }
+
+    impl Drop for Private {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A cluster's port is one the kernel hands to nobody else (it was one of port 0's,
+    /// which a listener of another test could take while the server was down for a
+    /// restart), and no two clusters hold one port.
+    #[test]
+    fn a_clusters_port_is_outside_the_ephemeral_range_and_its_own() {
+        let Some(range) = ephemeral() else {
+            return; // Not Linux: nothing to compare with.
+        };
+        let first = reserve_port();
+        let second = reserve_port();
+        for port in [first.port, second.port] {
+            assert!(!range.contains(&port), "port {port} is in {range:?}");
+        }
+        assert_ne!(first.port, second.port);
+    }
+
+    /// Where no lock can be made (here a directory that cannot exist, under a file; for
+    /// another user, one of ours they may not write to), the port is still outside the
+    /// ephemeral range: port 0's would bring back the failed restarts.
+    #[test]
+    fn without_a_lock_the_port_is_still_outside_the_ephemeral_range() {
+        let Some(range) = ephemeral() else {
+            return;
+        };
+        let private = Private::new("nolock");
+        let file = private.0.join("file");
+        std::fs::write(&file, "").unwrap();
+        let reserved = reserve_port_in(&file.join("locks"));
+        assert!(
+            !range.contains(&reserved.port),
+            "port {} is in {range:?}",
+            reserved.port
+        );
+    }
+
+    /// The lock directory and its files are writable by every user (the directory sticky,
+    /// as `/tmp`): made with the umask's modes, another user's clusters could lock nothing
+    /// there.
+    #[cfg(unix)]
+    #[test]
+    fn the_locks_are_open_to_every_user() {
+        use std::os::unix::fs::PermissionsExt;
+        if ports_outside_the_ephemeral_range().len() < 1000 {
+            return; // No room for locked ports: nothing is locked.
+        }
+        let private = Private::new("modes");
+        let locks = private.0.join("locks");
+        let reserved = reserve_port_in(&locks);
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&locks), 0o1777);
+        assert_eq!(mode(&locks.join(reserved.port.to_string())), 0o666);
+    }
+}
