@@ -1,22 +1,112 @@
-//! `[v]iew` in chat's approval question after stdout's reader went away, in a test binary
-//! of its own.
+//! Chat's approval question after stdout's reader went away: `[v]iew`, and Ctrl-C, in a
+//! test binary of its own whose tests run one at a time.
 //!
-//! Its own, because the test needs the pipe's read end gone from every process when the
-//! chat writes: a process that another test of the same binary is starting holds a copy
-//! of every descriptor of the test process from its fork to its exec, and a write while
-//! one does succeeds (the chat then asks again, and waits). Here nothing else starts a
-//! process: the chat's own start is over (it printed the question) before the read end is
-//! closed.
+//! So, because each test needs the pipe's read end gone from every process when the chat
+//! writes: a process that another test is starting holds a copy of every descriptor of
+//! the test process from its fork to its exec, and a write while one does succeeds (the
+//! chat then asks again, and waits). Here nothing else starts a process meanwhile: the
+//! chat's own start is over (it printed the question) before the read end is closed.
 
 mod common;
 
+use std::io::{Read as _, Write as _};
 use std::process::Output;
+use std::time::Duration;
 
 use common::text;
+use fusion_agent::testing::MockLlmServer;
+use nix::pty::PtyMaster;
+use tempfile::TempDir;
+use tokio::process::Child;
+use tokio::sync::{Mutex, MutexGuard};
+
+/// Long enough for a failing run to be a hang rather than a slow machine.
+const HANG_GUARD: Duration = Duration::from_secs(120);
+
+/// Held for the whole of a test (see the module's documentation).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 fn assert_no_panic(output: &Output) {
     let stderr = text(&output.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A chat on a terminal asking whether to write a file, its question read from stdout,
+/// whose only reader then closes.
+struct Asked {
+    _alone: MutexGuard<'static, ()>,
+    tmp: TempDir,
+    server: MockLlmServer,
+    terminal: PtyMaster,
+    child: Child,
+}
+
+impl Asked {
+    async fn start(session: &str) -> Asked {
+        let alone = ONE_AT_A_TIME.lock().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let url = tmp.path().join("sessions").display().to_string();
+        // Long enough for the question to cut it and offer `[v]iew`.
+        let content = "Meeting notes. ".repeat(20);
+        let arguments = serde_json::json!({"path": "notes.txt", "content": content}).to_string();
+        let server = MockLlmServer::start().await;
+        server
+            .push_tool_call("write_file", &arguments)
+            .push_text("Not written.");
+        let (mut terminal, stdin) = common::repl::pseudo_terminal();
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let mut chat = common::chat_command(tmp.path(), &server.base_url());
+        chat.args(["--session", session, "--storage", &url, "--approve", "ask"])
+            .env("TERM", "dumb")
+            .stdin(stdin)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped());
+        // The command, holding the pipe's write end too, is dropped once the child starts.
+        let child = common::spawn_chat(chat);
+        writeln!(terminal, "write the notes").unwrap();
+
+        // stdout is read until the question is on it; then its only reader closes.
+        let question = tokio::task::spawn_blocking(move || {
+            let (mut seen, mut buffer) = (Vec::new(), [0; 4096]);
+            while !String::from_utf8_lossy(&seen).contains("[v]iew it whole: ") {
+                match reader.read(&mut buffer).unwrap() {
+                    0 => break,
+                    read => seen.extend_from_slice(&buffer[..read]),
+                }
+            }
+            String::from_utf8_lossy(&seen).into_owned()
+        });
+        let shown = tokio::time::timeout(HANG_GUARD, question)
+            .await
+            .expect("the question is asked")
+            .unwrap();
+        assert!(shown.contains("[v]iew it whole: "), "{shown}");
+        Asked {
+            _alone: alone,
+            tmp,
+            server,
+            terminal,
+            child,
+        }
+    }
+
+    /// Waits for the chat to end, and checks it ended quietly, the call neither approved
+    /// nor the model asked again.
+    async fn ends_quietly(self) {
+        let output = tokio::time::timeout(HANG_GUARD, self.child.wait_with_output())
+            .await
+            .expect("the chat ends")
+            .unwrap();
+        assert_no_panic(&output);
+        let stderr = text(&output.stderr);
+        assert!(output.status.success(), "{:?}: {stderr}", output.status);
+        assert_eq!(stderr, "");
+        assert!(
+            !self.tmp.path().join("notes.txt").exists(),
+            "nothing approved"
+        );
+        assert_eq!(self.server.request_count(), 1, "the turn went no further");
+    }
 }
 
 /// `[v]iew` prints the call whole: when the reader of stdout has gone by then, the chat
@@ -25,56 +115,19 @@ fn assert_no_panic(output: &Output) {
 /// been an error line for a write nobody could read.
 #[tokio::test(flavor = "multi_thread")]
 async fn viewing_a_call_whole_after_the_reader_went_away_ends_the_chat_quietly() {
-    use std::io::{Read as _, Write as _};
-    use std::time::Duration;
-    const HANG_GUARD: Duration = Duration::from_secs(120);
-    let tmp = tempfile::tempdir().unwrap();
-    let url = tmp.path().join("sessions").display().to_string();
-    // Long enough for the question to cut it and offer `[v]iew`.
-    let content = "Meeting notes. ".repeat(20);
-    let arguments = serde_json::json!({"path": "notes.txt", "content": content}).to_string();
-    let server = fusion_agent::testing::MockLlmServer::start().await;
-    server
-        .push_tool_call("write_file", &arguments)
-        .push_text("Not written.");
-    let (mut terminal, stdin) = common::repl::pseudo_terminal();
-    let (mut reader, writer) = std::io::pipe().unwrap();
-    let mut chat = common::chat_command(tmp.path(), &server.base_url());
-    chat.args(["--session", "v", "--storage", &url, "--approve", "ask"])
-        .env("TERM", "dumb")
-        .stdin(stdin)
-        .stdout(writer)
-        .stderr(std::process::Stdio::piped());
-    // The command, holding the pipe's write end too, is dropped once the child starts.
-    let child = common::spawn_chat(chat);
-    writeln!(terminal, "write the notes").unwrap();
+    let mut asked = Asked::start("v").await;
+    writeln!(asked.terminal, "v").unwrap();
+    asked.ends_quietly().await;
+}
 
-    // stdout is read until the question is on it; then its only reader closes.
-    let question = tokio::task::spawn_blocking(move || {
-        let (mut seen, mut buffer) = (Vec::new(), [0; 4096]);
-        while !String::from_utf8_lossy(&seen).contains("[v]iew it whole: ") {
-            match reader.read(&mut buffer).unwrap() {
-                0 => break,
-                read => seen.extend_from_slice(&buffer[..read]),
-            }
-        }
-        String::from_utf8_lossy(&seen).into_owned()
-    });
-    let shown = tokio::time::timeout(HANG_GUARD, question)
-        .await
-        .expect("the question is asked")
-        .unwrap();
-    assert!(shown.contains("[v]iew it whole: "), "{shown}");
-    writeln!(terminal, "v").unwrap();
-
-    let output = tokio::time::timeout(HANG_GUARD, child.wait_with_output())
-        .await
-        .expect("the chat ends")
-        .unwrap();
-    assert_no_panic(&output);
-    let stderr = text(&output.stderr);
-    assert!(output.status.success(), "{:?}: {stderr}", output.status);
-    assert_eq!(stderr, "");
-    assert!(!tmp.path().join("notes.txt").exists(), "nothing approved");
-    assert_eq!(server.request_count(), 1, "the turn went no further");
+/// Ctrl-C while the question waits ends its line on stdout, which fails with the reader
+/// gone and so ends the chat, with the question's read still open on its thread. The
+/// runtime's shutdown at the end of `main` waited for that read: the chat hung, its
+/// terminal left in raw mode, until a line was typed.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_at_a_question_after_the_reader_went_away_ends_the_chat_without_a_line() {
+    let asked = Asked::start("c").await;
+    let pid = nix::unistd::Pid::from_raw(asked.child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    asked.ends_quietly().await;
 }

@@ -11,8 +11,8 @@
 //! gets is the next one read. That happens when a turn is stopped (Ctrl-C arriving as a
 //! signal) while its question is on screen: the line typed after it is the next message.
 //! A read is never cut short, so rustyline always leaves the terminal as it found it;
-//! only an exit that cannot wait for the read (SIGTERM, SIGHUP) puts the terminal back
-//! itself ([`Input::release_terminal`]).
+//! only an exit that cannot wait for the read (SIGTERM, SIGHUP, an error while a
+//! question waits) puts the terminal back itself ([`Input::release_terminal`]).
 
 use anyhow::{Context, Result, bail};
 use rustyline::error::ReadlineError;
@@ -153,6 +153,12 @@ impl Input {
     /// [`read_line`](Self::read_line) gets its line.
     pub async fn ask(&mut self, prompt: &str) -> Result<Asked> {
         self.read(prompt, true).await
+    }
+
+    /// Whether a read is open on its thread, waiting for a line: the process cannot wait
+    /// for that thread to end (see [`release_terminal`](Self::release_terminal)).
+    pub fn is_reading(&self) -> bool {
+        self.open.is_some()
     }
 
     /// Whether a question's read is open: its prompt is on screen, waiting for a line.

@@ -198,7 +198,12 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
 
     let ended = chat.converse(&mut input, &mut endings).await;
     input.save_history();
-    if matches!(ended, Ok(Some(_))) {
+    // A chat that ended while a read was open (a signal, or an error while a question
+    // waited: its line on a stdout whose reader went away) leaves that read blocked on its
+    // thread until a line comes, which the runtime's shutdown at the end of `main` would
+    // wait for: the process exits below instead, the terminal put back.
+    let left_reading = input.is_reading();
+    if left_reading {
         input.release_terminal();
     }
     drop(chat);
@@ -206,10 +211,19 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
     if let Some(servers) = mcp_servers {
         servers.shutdown().await;
     }
-    match ended? {
-        None => Ok(ExitCode::SUCCESS),
-        Some(ending) => signals::exit(ending),
+    match ended {
+        Ok(None) => Ok(ExitCode::SUCCESS),
+        Ok(Some(ending)) => signals::exit(ending),
+        Err(err) if left_reading => exit_reporting(&err),
+        Err(err) => Err(err),
     }
+}
+
+/// Reports `err` as `main` would and ends the process at once, with the exit code
+/// [`render::report`] picks, rather than returning to a runtime shutdown that waits.
+fn exit_reporting(err: &anyhow::Error) -> ! {
+    let code = render::report(err);
+    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
 }
 
 /// The metadata `--owner`, `--title`, `--tag` and `--expire-in` or `--expire-idle` give a
