@@ -9,7 +9,8 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{Harness, NO_HANG, cluster_harness, free_port, harness};
+use common::port::reserve_port;
+use common::{Harness, NO_HANG, cluster_harness, harness};
 use fusion_core::testkit::wait_past;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Expiry, MetaUpdate, SessionMeta,
@@ -266,7 +267,9 @@ async fn a_cluster_subscription_skips_a_seed_node_that_is_down() {
         .url
         .strip_prefix("redis+cluster://")
         .expect("a cluster URL");
-    let url = format!("redis+cluster://127.0.0.1:{},{nodes}", free_port());
+    // A seed node that is down: a port reserved for the test, where nothing listens.
+    let down = reserve_port();
+    let url = format!("redis+cluster://127.0.0.1:{},{nodes}", down.port);
     let store = RedisStorage::connect_with(&url, h.options().publish_changes(true))
         .await
         .unwrap();

@@ -9,7 +9,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{NO_HANG, free_port, harness};
+use common::port::reserve_port;
+use common::{NO_HANG, harness};
 use fusion_core::testkit::assert_nothing_lost_in_writer_order;
 use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
@@ -50,7 +51,9 @@ async fn eight_writers_with_own_instances_keep_all_2000_appends_in_order() {
 
 #[tokio::test]
 async fn server_down_at_start_fails_with_a_clear_retryable_error_without_hanging() {
-    let port = free_port();
+    // Reserved for the test: no other test starts a server on it meanwhile.
+    let reserved = reserve_port();
+    let port = reserved.port;
     let url = format!("redis://:hunter2-secret@127.0.0.1:{port}/0");
     let result = tokio::time::timeout(NO_HANG, RedisStorage::connect(&url))
         .await
@@ -77,7 +80,9 @@ async fn server_down_at_start_fails_with_a_clear_retryable_error_without_hanging
 
 #[tokio::test]
 async fn the_url_password_never_appears_in_errors() {
-    let port = free_port();
+    // Reserved for the test: no other test starts a server on it meanwhile.
+    let reserved = reserve_port();
+    let port = reserved.port;
     for url in [
         format!("redis://:hunter2-secret@127.0.0.1:{port}"),
         format!("redis://app:hunter2-secret@127.0.0.1:{port}/3"),
@@ -110,7 +115,9 @@ async fn the_url_password_never_appears_in_errors() {
 /// `Backend` error instead); `key_prefix` in the URL picks the prefix.
 #[tokio::test]
 async fn url_parameters_are_checked_before_connecting_and_key_prefix_is_honoured() {
-    let port = free_port();
+    // Reserved for the test: no other test starts a server on it meanwhile.
+    let reserved = reserve_port();
+    let port = reserved.port;
     for (query, name) in [
         ("keyprefix=mine", "`keyprefix`"),
         ("key_prefix=a&key_prefix=b", "`key_prefix` is given 2 times"),
@@ -396,4 +403,26 @@ async fn key_prefixes_keep_apps_apart_and_keys_follow_the_documented_layout() {
     let generation: u64 = raw.hget(b.meta_key("same-id"), "gen").await.unwrap();
     let (_, revision) = app_b.load_revision("same-id").await.unwrap();
     assert_eq!(revision.generation, generation);
+}
+
+/// Found by a review: the tests' servers took a port found by binding port 0 and released
+/// at once, so two tests running side by side could draw the same one, and one of them
+/// then ran against the other's server (a throwaway waits only for *a* server to answer),
+/// or found a server on a port meant to have nothing listening. A reserved port is
+/// outside the kernel's range for port 0 (so no listener nor outgoing connection gets it
+/// meanwhile) and locked, so no other reservation gets it while it is held.
+#[test]
+fn a_test_servers_port_is_outside_the_ephemeral_range_and_its_own() {
+    let Some((low, high)) = common::port::ephemeral_range() else {
+        return; // not Linux: nothing to compare with
+    };
+    let first = reserve_port();
+    let second = reserve_port();
+    for port in [first.port, second.port] {
+        assert!(
+            !(low..=high).contains(&port),
+            "port {port} is in the kernel's range {low}..={high}"
+        );
+    }
+    assert_ne!(first.port, second.port);
 }

@@ -15,6 +15,7 @@ use fusion_storage_redis::{RedisOptions, RedisStorage, cluster_node_urls};
 use redis::aio::MultiplexedConnection;
 
 pub mod cluster_node;
+pub mod port;
 pub mod proxied_cluster;
 pub mod two_nodes;
 
@@ -372,7 +373,7 @@ pub fn redis_server_on_path() -> Option<std::path::PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// A disposable `redis-server` on a free loopback port, without persistence, with the
+/// A disposable `redis-server` on a loopback port of its own ([`port::reserve_port`]), without persistence, with the
 /// configuration a test gives it (`--maxmemory 1mb`, `--requirepass ...`); each
 /// [`start`](Self::start) runs it (again, on the same port), killed when its handle
 /// drops, even if the test panics. For cases that change a server's state or
@@ -380,6 +381,9 @@ pub fn redis_server_on_path() -> Option<std::path::PathBuf> {
 pub struct Throwaway {
     binary: std::path::PathBuf,
     pub port: u16,
+    /// The port's reservation: no other test draws it while this lives, also while the
+    /// server is down between two [`start`](Self::start)s.
+    _reserved: port::ReservedPort,
     /// `redis://127.0.0.1:PORT`.
     pub url: String,
     config: Vec<String>,
@@ -401,12 +405,14 @@ impl Throwaway {
         let Some(binary) = redis_server_on_path() else {
             return fusion_core::testkit::unavailable("redis", "install redis-server");
         };
-        let port = free_port();
+        let reserved = port::reserve_port();
+        let port = reserved.port;
         let dir = std::env::temp_dir().join(format!("fusion-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("creating the server's directory");
         Some(Self {
             binary,
             port,
+            _reserved: reserved,
             url: format!("redis://127.0.0.1:{port}"),
             config: config.iter().map(|arg| arg.to_string()).collect(),
             dir,
@@ -454,12 +460,6 @@ pub async fn answers(url: &str) -> bool {
         Ok(_) => true,
         Err(err) => !(err.is_io_error() || err.is_connection_dropped() || err.is_timeout()),
     }
-}
-
-/// A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    listener.local_addr().expect("local address").port()
 }
 
 /// Polls `check` every 20 ms until it returns true or `limit` passes; returns whether it

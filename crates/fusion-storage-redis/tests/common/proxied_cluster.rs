@@ -16,7 +16,8 @@ use fusion_core::testkit::{StorageHarness, unavailable};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use tokio::process::Child;
 
-use super::{NO_HANG, cluster_node, free_port, redis_server_on_path, wait_until};
+use super::port::{ReservedPort, reserve_port};
+use super::{NO_HANG, cluster_node, redis_server_on_path, wait_until};
 
 /// A one-node cluster behind a proxy; the node dies and its directory goes with it.
 pub struct ProxiedCluster {
@@ -25,6 +26,8 @@ pub struct ProxiedCluster {
     pub url: String,
     _node: Child,
     dir: PathBuf,
+    /// The node's port and bus port, reserved while it lives (after `_node`: dropped last).
+    _ports: [ReservedPort; 2],
 }
 
 impl Drop for ProxiedCluster {
@@ -54,7 +57,8 @@ pub async fn proxied_cluster() -> Option<ProxiedCluster> {
     let Some(binary) = redis_server_on_path() else {
         return unavailable("redis_cluster", "install redis-server");
     };
-    let (port, bus_port) = (free_port(), free_port());
+    let ports = [reserve_port(), reserve_port()];
+    let (port, bus_port) = (ports[0].port, ports[1].port);
     let proxy = FaultProxy::start(format!("127.0.0.1:{port}")).await;
     let dir = std::env::temp_dir().join(format!("fusion-exactly-once-cluster-{port}"));
     std::fs::create_dir_all(&dir).expect("creating the node's directory");
@@ -69,6 +73,7 @@ pub async fn proxied_cluster() -> Option<ProxiedCluster> {
         proxy,
         _node: node,
         dir,
+        _ports: ports,
     };
     let up = wait_until(NO_HANG, || async {
         let Ok(mut conn) = raw(&direct).await else {

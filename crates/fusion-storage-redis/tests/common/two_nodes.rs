@@ -1,12 +1,13 @@
 //! Throwaway cluster nodes a test starts itself (`redis-server --cluster-enabled yes` on
-//! free ports): [`Node`], and [`TwoNodes`], a cluster that grows onto its second node.
+//! ports of their own): [`Node`], and [`TwoNodes`], a cluster that grows onto its second node.
 
 use std::path::{Path, PathBuf};
 
 use redis::aio::MultiplexedConnection;
 use tokio::process::Child;
 
-use super::{NO_HANG, cluster_node, free_port, wait_until};
+use super::port::{ReservedPort, reserve_port};
+use super::{NO_HANG, cluster_node, wait_until};
 
 /// One node of the throwaway cluster; killed, and its directory removed, when dropped.
 pub struct Node {
@@ -14,6 +15,8 @@ pub struct Node {
     pub bus_port: u16,
     pub process: Child,
     dir: PathBuf,
+    /// Its port and bus port, reserved while it lives (after `process`: dropped last).
+    _ports: [ReservedPort; 2],
 }
 
 impl Drop for Node {
@@ -24,7 +27,8 @@ impl Drop for Node {
 
 impl Node {
     pub fn start(binary: &Path) -> Node {
-        let (port, bus_port) = (free_port(), free_port());
+        let ports = [reserve_port(), reserve_port()];
+        let (port, bus_port) = (ports[0].port, ports[1].port);
         let dir = std::env::temp_dir().join(format!("fusion-cluster-growth-{port}"));
         std::fs::create_dir_all(&dir).expect("creating the node's directory");
         let process = cluster_node::command(binary, port, bus_port, &dir)
@@ -35,6 +39,7 @@ impl Node {
             bus_port,
             process,
             dir,
+            _ports: ports,
         }
     }
 
