@@ -165,12 +165,13 @@ pub(crate) fn expiry_member(id: &str, owner: Option<&str>) -> String {
     }
 }
 
-/// The look-again entry of the expiry index that a delete by the claimer `token` leaves
-/// for session `id` (`storage/retention.rs`): `!id/token`. Neither an id nor an owner nor
+/// The look-again entry of the expiry index that a delete or a prune by the claimer
+/// `token` leaves for session `id` (`storage/forget.rs`): `!id/token`. Neither an id nor an owner nor
 /// a claimer's id holds a `!` or a `/`, so it is never an expiry entry, and
 /// [`split_member`] reads it as an id that is no session id, which a purge of a build
 /// before these entries neither sweeps nor counts, but drops without the second look.
-/// A claimer's id in it keeps two deletes of one session from sharing one entry.
+/// A claimer's id in it keeps two deletes (or prunes) of one session from sharing one
+/// entry.
 pub(crate) fn look_again_member(id: &str, token: &str) -> String {
     format!("!{id}/{token}")
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use common::NO_HANG;
 use common::proxied_cluster::{ProxiedCluster, proxied_cluster};
 use fusion_core::testkit::said;
-use fusion_core::{Change, ChatMessage, ConversationStorage, Expect, Expiry, SessionMeta};
+use fusion_core::{
+    Change, ChatMessage, ConversationStorage, Expect, Expiry, MetaUpdate, SessionMeta,
+};
 use fusion_storage_redis::{ChangeKind, RedisOptions, RedisStorage, SessionChanges};
 use futures::StreamExt;
 use redis::AsyncCommands;
@@ -332,6 +334,62 @@ async fn a_listing_whose_prune_cannot_mark_answers_and_leaves_the_prune() {
     // later: nothing else.
     let marks: Vec<String> = raw.zrange(EXPIRY, 0, -1).await.unwrap();
     assert!(marks.iter().all(|m| m.starts_with("!pruned/")), "{marks:?}");
+}
+
+/// Found by a review: a prune (of a listing, of an owner change) whose removals and
+/// second look were done failed when the drop of its look-again entries, on the expiry
+/// index's node, failed: the listing failed, and so did an owner change, although applied,
+/// where the prune is upkeep and the entries left are finished by the next take-up or
+/// purge a lease later (a second look listing what it finds). Both answer now, the
+/// prune done, its entries left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_whose_look_again_drop_fails_still_answers() {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
+        return;
+    };
+    for id in ["pruned", "kept"] {
+        store
+            .create_session(id, &SessionMeta::new(), &said("a"))
+            .await
+            .unwrap();
+    }
+    let owned = SessionMeta::new().owner("alice");
+    store
+        .create_session("moved", &owned, &said("a"))
+        .await
+        .unwrap();
+    let _: () = raw
+        .del(&[
+            format!("{PREFIX}:s:{{pruned}}"),
+            format!("{PREFIX}:m:{{pruned}}"),
+        ])
+        .await
+        .unwrap();
+    // The `CLAIMED` action that drops entries, as an argument of its own (a script's text,
+    // sent where the node does not know it yet, holds the word too, never between line
+    // ends): no other request of a listing or of an update of a session without an
+    // expiry carries it. The update first: a write is not sent again on a connection a
+    // cut left broken.
+    h.proxy.cut_randomly_containing("\r\ndrop\r\n", 1.0, 21);
+    let to_bob = MetaUpdate::new().owner(Some("bob"));
+    let updated = store.update_session("moved", &to_bob).await;
+    let listed = store.list_sessions().await;
+    h.proxy.stop_cutting();
+    assert!(h.proxy.cuts() > 0, "no drop was cut");
+    let info = updated.unwrap().expect("the session is there");
+    assert_eq!(info.meta.owner.as_deref(), Some("bob"));
+    assert_eq!(listed.unwrap(), ["kept", "moved"]);
+    // The prunes were done: neither stale entry is left.
+    let ids = format!("{PREFIX}:ids");
+    let left: Option<f64> = raw.zscore(&ids, "pruned").await.unwrap();
+    assert_eq!(left, None);
+    let alice = format!("{PREFIX}:owner:{{alice}}:ids");
+    let left: Option<f64> = raw.zscore(&alice, "moved").await.unwrap();
+    assert_eq!(left, None);
+    // Their look-again entries may stand (a lost reply may be that of a drop that was
+    // applied), for a later delete, prune or purge: nothing else.
+    let marks: Vec<String> = raw.zrange(EXPIRY, 0, -1).await.unwrap();
+    assert!(marks.iter().all(|m| m.starts_with('!')), "{marks:?}");
 }
 
 /// Found by a review: a look-again entry left by a delete (or prune) that stopped was

@@ -171,7 +171,8 @@ return {now, due, still}
 /// entry, which then stays as the writer left it; one at another fraction is another
 /// claimer's (a purge's lease, another delete's `forget`), left to it: taking it would
 /// drop or release an entry whose claimer may yet find its session live. Sent twice,
-/// each action does what it did once, whoever claimed or wrote between the two.
+/// each action does what it did once, whoever claimed or wrote between the two (but for
+/// what `+ms` returns, below).
 ///
 /// A delete (or a prune) also adds its look-again entries (`keys::look_again_member`)
 /// with `+ms`: each absent one scored that many ms after the server's now, claimed (a
@@ -182,7 +183,8 @@ return {now, due, still}
 /// left by deletes and prunes that stopped: leased to this claimer like its own, and
 /// returned, for the caller's second look to finish and drop, so that a store whose purge
 /// never runs (one without expiring sessions, whose index holds nothing else) does not
-/// keep them.
+/// keep them. Sent again, `+ms` returns none of what its first copy took up (no longer
+/// due): those stay leased to this claimer, due again a lease later.
 ///
 /// KEYS: the expiry index. ARGV: `claim`, `drop`, `+ms` or the score to release to, the
 /// claimer's id (see [`TOKEN`]), then the members. An absent member is left absent, but

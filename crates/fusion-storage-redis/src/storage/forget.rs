@@ -35,8 +35,10 @@ impl RedisStorage {
     /// it the session's look-again entry (`keys::look_again_member`, due a
     /// [`CLAIM_LEASE`] later, which needs no owner), then [`forget`](Self::forget)s it.
     /// A delete is four round trips so, the entry's removal after the second look
-    /// included; one that stops part way is finished by the first purge after the lease,
-    /// also for a session with an expiry entry, which may come due only years later. On
+    /// included; one that stops part way is finished by the first purge after the lease
+    /// (or a later delete or prune that takes the entry up, see
+    /// [`look_again`](Self::look_again)), also for a session with an expiry entry, which
+    /// may come due only years later. On
     /// one server only the script, which kept the indexes. Returns the script's reply.
     pub(super) async fn deleted<T>(
         &self,
@@ -71,13 +73,17 @@ impl RedisStorage {
 
     /// On a cluster, before a step that takes `ids` out of listings (a delete, a prune):
     /// adds the look-again entry of each (`keys::look_again_member`) for the claimer of
-    /// `token`, due a [`CLAIM_LEASE`] later, so that a purge takes it up only once the
-    /// caller should have dropped it after its second look ([`forget`](Self::forget),
+    /// `token`, due a [`CLAIM_LEASE`] later, so that a purge (or another caller of this)
+    /// takes it up only once the caller should have dropped it after its second look ([`forget`](Self::forget),
     /// [`prune`](Self::prune)), and finishes that look if the caller stopped. Returns the
     /// entries, and the due look-again entries of others that the same call took up (at
     /// most `scripts::retention::TAKE_UP` a call, leased at `token`), which the caller's
     /// second look finishes and drops: a store whose purge never runs would otherwise
-    /// keep one per delete or prune that stopped.
+    /// keep one per delete or prune that stopped. Entries of another kind due at the head
+    /// of the index (those of expired sessions no purge has removed yet) stop the take-up
+    /// until a purge removes them; the purge finishes the look-again entries then too. A
+    /// call sent again after a dropped connection returns none of what its first copy took
+    /// up: those stay leased at `token`, due again a lease later.
     pub(super) async fn look_again(
         &self,
         name: &'static str,
