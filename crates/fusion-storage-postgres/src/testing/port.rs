@@ -117,15 +117,27 @@ fn set_mode(file: &File, mode: u32) -> std::io::Result<()> {
 
 /// The larger of the port ranges below and above the kernel's range of ports for port
 /// 0 and outgoing connections (above 10000, clear of the usual services' ports); that
-/// range is Linux's `ip_local_port_range`, else the IANA one, 49152 to 65535.
+/// range is Linux's `ip_local_port_range`, else [`EVERY_SYSTEMS_DEFAULT`].
 fn ports_outside_the_ephemeral_range() -> Range<u16> {
-    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
+    let kernel = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    outside(kernel.as_deref())
+}
+
+/// The ephemeral range taken where the kernel's cannot be read: Linux's default (32768 to
+/// 60999) and the IANA one (49152 to 65535, macOS, Windows) together. The IANA one alone
+/// left 32768 to 49151 to pick from on a Linux whose setting could not be read, ports
+/// its kernel hands out for port 0.
+const EVERY_SYSTEMS_DEFAULT: (u16, u16) = (32768, 65535);
+
+/// [`ports_outside_the_ephemeral_range`] of the range `kernel` reads
+/// (`ip_local_port_range`'s "low high"), `None`: not known.
+fn outside(kernel: Option<&str>) -> Range<u16> {
+    let (low, high) = kernel
         .and_then(|text| {
             let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
             Some((bounds.next()??, bounds.next()??))
         })
-        .unwrap_or((49152, 65535));
+        .unwrap_or(EVERY_SYSTEMS_DEFAULT);
     let below = 10_000..low.max(10_000);
     let above = high.saturating_add(1).max(10_000)..u16::MAX;
     if below.len() >= above.len() {
@@ -202,6 +214,21 @@ mod tests {
             "port {} is in {range:?}",
             reserved.port
         );
+    }
+
+    /// Where the kernel's range cannot be read, the ports are outside every system's
+    /// default one: Linux's as well as the IANA range.
+    #[test]
+    fn an_unknown_kernel_range_keeps_clear_of_every_systems_default() {
+        let ports = outside(None);
+        for (low, high) in [(32768, 60999), (49152, 65535)] {
+            assert!(
+                ports.end <= low || ports.start > high,
+                "{ports:?} meets {low}..={high}"
+            );
+        }
+        assert!(ports.len() >= 1000, "{ports:?}");
+        assert_eq!(outside(Some("40000 50000\n")), 10_000..40_000);
     }
 
     /// The lock directory and its files are writable by every user (the directory sticky,
