@@ -11,7 +11,7 @@ use common::NO_HANG;
 use common::proxied_cluster::{ProxiedCluster, proxied_cluster};
 use fusion_core::testkit::said;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Expect, Expiry, MetaUpdate, SessionMeta,
+    Change, ChatMessage, ConversationStorage, Expect, Expiry, MetaUpdate, SessionMeta, SessionQuery,
 };
 use fusion_storage_redis::{ChangeKind, RedisOptions, RedisStorage, SessionChanges};
 use futures::StreamExt;
@@ -390,6 +390,47 @@ async fn a_prune_whose_look_again_drop_fails_still_answers() {
     // applied), for a later delete, prune or purge: nothing else.
     let marks: Vec<String> = raw.zrange(EXPIRY, 0, -1).await.unwrap();
     assert!(marks.iter().all(|m| m.starts_with('!')), "{marks:?}");
+}
+
+/// An owner change adds the look-again entry of its prune of the old owner's indexes
+/// beside its index requests; when the expiry index's node refuses it, the update still
+/// succeeds (7ddc1b3 says so; nothing tested it) and leaves the old owner's entries to
+/// that owner's listings, which skip them meanwhile and prune them. (The refusal is an
+/// expiry index of another type: a connection cut would also cut the update's index
+/// requests, which share the one node's connection here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_change_whose_prune_cannot_mark_succeeds_and_leaves_the_prune() {
+    let Some(Purging {
+        h: _h,
+        store,
+        mut raw,
+    }) = warmed(RedisOptions::new()).await
+    else {
+        return;
+    };
+    let owned = SessionMeta::new().owner("alice");
+    store
+        .create_session("moved", &owned, &said("a"))
+        .await
+        .unwrap();
+    let _: () = raw.set(EXPIRY, "not an index").await.unwrap();
+    let to_bob = MetaUpdate::new().owner(Some("bob"));
+    let updated = store.update_session("moved", &to_bob).await;
+    let _: () = raw.del(EXPIRY).await.unwrap();
+    let info = updated.unwrap().expect("the session is there");
+    assert_eq!(info.meta.owner.as_deref(), Some("bob"));
+    let alice = format!("{PREFIX}:owner:{{alice}}:ids");
+    let left: Option<f64> = raw.zscore(&alice, "moved").await.unwrap();
+    assert!(left.is_some(), "pruned without its look-again entry");
+
+    let mine = |owner: &str| SessionQuery::new().owner(owner);
+    let page = store.list_page(&mine("alice")).await.unwrap();
+    assert!(page.sessions.is_empty(), "{:?}", page.sessions);
+    let left: Option<f64> = raw.zscore(&alice, "moved").await.unwrap();
+    assert_eq!(left, None, "alice's listing prunes it");
+    let page = store.list_page(&mine("bob")).await.unwrap();
+    assert_eq!(page.sessions.len(), 1, "{:?}", page.sessions);
+    assert_nothing_left(&mut raw).await;
 }
 
 /// Found by a review: a look-again entry left by a delete (or prune) that stopped was
