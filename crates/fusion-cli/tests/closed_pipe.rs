@@ -248,3 +248,48 @@ fn a_stderr_that_cannot_be_written_loses_the_lines_not_the_exit_code() {
         }
     }
 }
+
+/// A script's chat whose reader went away while the model's answer streamed in (`fusion
+/// chat < script | head -1`) stores that turn whole, then ends quietly: the answer was
+/// dropped with the turn at the first failed write, leaving the session with a question
+/// and no answer (the model's work, paid for, lost). The script's later lines are not
+/// sent: nobody reads their answers. (Another test's process start holding the pipe's
+/// read end would let the writes through: the turn is stored then too.)
+#[tokio::test]
+async fn a_chat_whose_reader_went_away_mid_answer_stores_the_turn_and_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    let storage: StorageType = url.parse().unwrap();
+    let server = fusion_agent::testing::MockLlmServer::start().await;
+    server
+        .push_text("The first answer.")
+        .push_text("Never asked.");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut chat = common::chat_command(tmp.path(), &server.base_url());
+    chat.args(["--session", "s", "--storage", &url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped());
+    let mut child = common::spawn_chat(chat);
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"first\nsecond\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert_no_panic(&output);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert_eq!(stderr, "");
+    assert_eq!(
+        common::load_async(&storage, "s")
+            .await
+            .iter()
+            .map(|message| message.content.as_str())
+            .collect::<Vec<_>>()[1..],
+        ["first", "The first answer."],
+        "the system prompt, then the turn"
+    );
+    assert_eq!(server.request_count(), 1, "the second line is not sent");
+}

@@ -25,6 +25,11 @@ pub struct TurnView {
     /// Whether the reply being shown is text the model wrote in the turn's last request
     /// (then the answer is already on screen when the turn ends).
     answer_shown: bool,
+    /// The failed write that said stdout's reader went away (`fusion chat | head -1`): the
+    /// turn runs on unseen to its end, so that it is stored whole (its answer, already
+    /// paid for, was dropped with it), and [`finish`](Self::finish) returns it, which ends
+    /// the chat.
+    gone: Option<io::Error>,
 }
 
 impl TurnView {
@@ -35,11 +40,30 @@ impl TurnView {
             mid_line: false,
             held_cr: false,
             answer_shown: false,
+            gone: None,
         }
     }
 
-    /// Shows `event`.
+    /// Shows `event`; nothing once stdout's reader went away.
     pub fn show(&mut self, event: &AgentEvent) -> io::Result<()> {
+        if self.gone.is_some() {
+            return Ok(());
+        }
+        match self.show_now(event) {
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+                self.gone = Some(err);
+                Ok(())
+            }
+            shown => shown,
+        }
+    }
+
+    /// The error that ends the chat when stdout's reader went away during the turn.
+    fn went_away(&mut self) -> io::Result<()> {
+        self.gone.take().map_or(Ok(()), Err)
+    }
+
+    fn show_now(&mut self, event: &AgentEvent) -> io::Result<()> {
         match event {
             AgentEvent::TextDelta { text, .. } => {
                 self.spinner.finish_and_clear();
@@ -88,6 +112,7 @@ impl TurnView {
     /// answer was streamed (the iteration limit stopped the turn).
     pub fn finish(mut self, result: &TaskResult) -> io::Result<()> {
         self.spinner.finish_and_clear();
+        self.went_away()?;
         self.end_line()?;
         let mut out = render::stdout();
         if !(result.success && self.answer_shown) {
@@ -110,13 +135,21 @@ impl TurnView {
     /// so what follows starts on a line of its own.
     pub fn stop(mut self) -> io::Result<()> {
         self.spinner.finish_and_clear();
+        // Once stdout's reader went away, what stopped the turn says how the chat goes on
+        // (the turn's error, reported; Ctrl-C's line, which then fails).
+        if self.gone.is_some() {
+            return Ok(());
+        }
         self.end_line()
     }
 
     /// Makes room for a question: clears the spinner and ends any partial line. The
-    /// spinner comes back when the model is asked again.
+    /// spinner comes back when the model is asked again. Once stdout's reader went away,
+    /// returns that error: a question nobody sees is not asked, and the turn stops there
+    /// (what it stored stays stored).
     pub fn pause(&mut self) -> io::Result<()> {
         self.spinner.finish_and_clear();
+        self.went_away()?;
         self.end_line()
     }
 
