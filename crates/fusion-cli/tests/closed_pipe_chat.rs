@@ -1,11 +1,12 @@
-//! Chat's approval question after stdout's reader went away: `[v]iew`, and Ctrl-C, in a
-//! test binary of its own whose tests run one at a time.
+//! A chat whose stdout reader went away during a turn or at its approval question (`[v]iew`,
+//! Ctrl-C), in a test binary of its own whose tests run one at a time.
 //!
 //! So, because each test needs the pipe's read end gone from every process when the chat
 //! writes: a process that another test is starting holds a copy of every descriptor of
 //! the test process from its fork to its exec, and a write while one does succeeds (the
-//! chat then asks again, and waits). Here nothing else starts a process meanwhile: the
-//! chat's own start is over (it printed the question) before the read end is closed.
+//! chat then asks again and waits, or goes on to the next turn). Here nothing else starts
+//! a process meanwhile: the read end is closed before the chat starts, or once the chat's
+//! own start is over (it printed the question).
 
 mod common;
 
@@ -130,4 +131,49 @@ async fn ctrl_c_at_a_question_after_the_reader_went_away_ends_the_chat_without_a
     let pid = nix::unistd::Pid::from_raw(asked.child.id().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     asked.ends_quietly().await;
+}
+
+/// A script's chat whose reader went away while the model's answer streamed in (`fusion
+/// chat < script | head -1`) stores that turn whole, then ends quietly: the answer was
+/// dropped with the turn at the first failed write, leaving the session with a question
+/// and no answer (the model's work, paid for, lost). The script's later lines are not
+/// sent: nobody reads their answers.
+#[tokio::test]
+async fn a_chat_whose_reader_went_away_mid_answer_stores_the_turn_and_ends() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    let storage: fusion::storage::StorageType = url.parse().unwrap();
+    let server = MockLlmServer::start().await;
+    server
+        .push_text("The first answer.")
+        .push_text("Never asked.");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut chat = common::chat_command(tmp.path(), &server.base_url());
+    chat.args(["--session", "s", "--storage", &url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped());
+    let mut child = common::spawn_chat(chat);
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"first\nsecond\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert_no_panic(&output);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert_eq!(stderr, "");
+    assert_eq!(
+        common::load_async(&storage, "s")
+            .await
+            .iter()
+            .map(|message| message.content.as_str())
+            .collect::<Vec<_>>()[1..],
+        ["first", "The first answer."],
+        "the system prompt, then the turn"
+    );
+    assert_eq!(server.request_count(), 1, "the second line is not sent");
 }
