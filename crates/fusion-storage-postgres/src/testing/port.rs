@@ -75,23 +75,26 @@ fn reserve_port_in(locks: &Path) -> ReservedPort {
 
 /// Creates `locks` if missing, writable by every user and sticky (as `/tmp` is): made
 /// with the umask's 0755, it refused every other user's lock files, whose clusters then
-/// fell back to port 0. Only its owner can change its mode; others use it as it is.
+/// fell back to port 0. Only a directory made here is given that mode: a path another
+/// user could have put a symbolic link at is never changed (the link's target would be).
+/// Clusters of users who cannot write to one made otherwise take unlocked ports.
 fn open_to_everyone(locks: &Path) {
-    if std::fs::create_dir_all(locks).is_ok() {
+    if let Some(parent) = locks.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    // `mkdir` makes the directory or fails: it never follows a link in its place.
+    if std::fs::create_dir(locks).is_ok() {
         let _ = File::open(locks).and_then(|dir| set_mode(&dir, 0o1777));
     }
 }
 
-/// The lock file at `path`, created readable and writable by every user if missing, or
-/// opened for reading only when another user made it without write access for us (a lock
-/// needs no write access). `None` when neither works.
+/// The lock file at `path`: made here, readable and writable by every user, or else
+/// opened for reading only (a lock needs no write access, and another user's file may
+/// grant none). Only a file made here is given that mode: a path in a directory every
+/// user writes to may be a symbolic link to anything. `None` when neither works.
 fn lock_file(path: &Path) -> Option<File> {
-    match OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-    {
+    // `create_new` (O_EXCL) fails on anything at `path`, a link included.
+    match OpenOptions::new().write(true).create_new(true).open(path) {
         Ok(file) => {
             let _ = set_mode(&file, 0o666);
             Some(file)
@@ -229,6 +232,33 @@ mod tests {
         }
         assert!(ports.len() >= 1000, "{ports:?}");
         assert_eq!(outside(Some("40000 50000\n")), 10_000..40_000);
+    }
+
+    /// A lock file or lock directory that is a symbolic link (another user may put one in
+    /// a directory every user writes to) is used as it is: the mode of its target, which
+    /// may be any file of the user running the tests, is never changed.
+    #[cfg(unix)]
+    #[test]
+    fn the_locks_change_no_file_a_link_points_to() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let private = Private::new("links");
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        let target = private.0.join("target");
+        std::fs::write(&target, "kept").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = private.0.join("12345");
+        symlink(&target, &link).unwrap();
+        assert!(lock_file(&link).is_some(), "a lock on what it points to");
+        assert_eq!(mode(&target), 0o600);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept");
+
+        let target_dir = private.0.join("target-dir");
+        std::fs::create_dir(&target_dir).unwrap();
+        std::fs::set_permissions(&target_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let dir_link = private.0.join("locks");
+        symlink(&target_dir, &dir_link).unwrap();
+        open_to_everyone(&dir_link);
+        assert_eq!(mode(&target_dir), 0o700);
     }
 
     /// The lock directory and its files are writable by every user (the directory sticky,
