@@ -64,12 +64,23 @@ fn marker(root: &Path, at: i64, id: &str) -> PathBuf {
 
 /// Adds the marker of session `id` at `at` (a [`marker_instant`]), creating its
 /// directories if needed; with `sync`, the marker's entry and those of the directories
-/// made for it are durable on return.
-pub(crate) fn add(root: &Path, at: i64, id: &str, sync: bool) -> Result<()> {
+/// made for it are durable on return. A build passes `checked`, so that each directory on
+/// the way is checked once per build ([`own_dirs::check_once`]).
+pub(crate) fn add(
+    root: &Path,
+    at: i64,
+    id: &str,
+    sync: bool,
+    checked: Option<&mut own_dirs::Checked>,
+) -> Result<()> {
     let path = marker(root, at, id);
     let dir = leaf_dir(root, at);
     // Nor through a linked directory on the way, which would make it wherever that points.
-    own_dirs::check(root, &dir)?.refuse_links(Some(id))?;
+    match checked {
+        Some(checked) => own_dirs::check_once(root, &dir, checked),
+        None => own_dirs::check(root, &dir),
+    }?
+    .refuse_links(Some(id))?;
     loop {
         // Not through a symbolic link: with `O_CREAT`, one naming no file would create it
         // wherever it points.
@@ -229,9 +240,9 @@ mod tests {
             (0, "epoch"),
         ];
         for (at, id) in markers {
-            add(root, at, id, id.len() % 2 == 0).unwrap();
+            add(root, at, id, id.len() % 2 == 0, None).unwrap();
         }
-        add(root, now, "now", true).unwrap();
+        add(root, now, "now", true, None).unwrap();
         let expected: Vec<(i64, String)> = [
             (0, "epoch"),
             (now - (1 << 45), "c"),

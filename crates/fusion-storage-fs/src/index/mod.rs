@@ -74,6 +74,7 @@ mod journal;
 mod lines;
 mod links;
 mod live;
+mod markers;
 mod own_dirs;
 mod record;
 mod sets;
@@ -85,7 +86,6 @@ mod upkeep;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -94,8 +94,9 @@ use fusion_core::{Result, new_generation};
 pub(crate) use self::expiry::marker_instant;
 pub(crate) use self::journal::{Kind, Scanned};
 use self::live::Lives;
+pub(crate) use self::own_dirs::Checked;
 #[cfg(test)]
-pub(crate) use self::own_dirs::checks as dir_checks;
+pub(crate) use self::own_dirs::lstats as dir_lstats;
 pub(crate) use self::record::{Change, Recorded};
 pub(crate) use self::sets::{Members, SetKey};
 pub(crate) use self::snapshot::Snapshot;
@@ -274,48 +275,6 @@ impl Index {
         })();
         let _ = lock_file.unlock();
         result
-    }
-
-    /// Adds `id` to a set (see [`sets`]); with `sync`, durably.
-    pub(crate) fn add_member(&self, key: SetKey<'_>, id: &str, sync: bool) -> Result<()> {
-        sets::add(&self.root, key, id, sync)
-    }
-
-    /// Removes `id` from a set.
-    pub(crate) fn remove_member(&self, key: SetKey<'_>, id: &str) -> Result<()> {
-        sets::remove(&self.root, key, id)
-    }
-
-    /// Whether `id` has a marker in a set, whose directory [`Self::members_up_to`] found
-    /// its own ([`Members::Many`]) for the same page: not checked again here.
-    pub(crate) fn is_member(&self, key: SetKey<'_>, id: &str) -> Result<bool> {
-        sets::contains(&self.root, key, id)
-    }
-
-    /// A set's members if it has at most `limit`, else whether its markers tell.
-    pub(crate) fn members_up_to(&self, key: SetKey<'_>, limit: usize) -> Result<Members> {
-        sets::members_up_to(&self.root, key, limit)
-    }
-
-    /// Adds the expiry marker of `id` at `at` (a [`marker_instant`]; see [`expiry`]); with
-    /// `sync`, durably.
-    pub(crate) fn add_expiry(&self, at: i64, id: &str, sync: bool) -> Result<()> {
-        expiry::add(&self.root, at, id, sync)
-    }
-
-    /// Removes the expiry marker of `id` at `at`, if any.
-    pub(crate) fn remove_expiry(&self, at: i64, id: &str) -> Result<()> {
-        expiry::remove(&self.root, at, id)
-    }
-
-    /// Calls `f` with every expiry marker at or before `now`, earliest first, until it
-    /// breaks: O(those markers), whatever the number of sessions.
-    pub(crate) fn for_each_due(
-        &self,
-        now: i64,
-        f: impl FnMut(i64, String) -> Result<ControlFlow<()>>,
-    ) -> Result<()> {
-        expiry::for_each_due(&self.root, now, f)
     }
 
     /// Whether the index holds every session, its expiry markers included (see

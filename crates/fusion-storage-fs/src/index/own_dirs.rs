@@ -19,6 +19,7 @@
 //! index (`lock`, `journal`, `ids`, `ids-log`, `compact.lock`) are opened once the root
 //! was found no link ([`check_root`]), as the index lock and the compaction lock are taken.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -57,17 +58,42 @@ impl Found {
 /// under it), both included: one `lstat` each, from the root down, stopping at the first
 /// missing or not a directory.
 pub(super) fn check(root: &Path, dir: &Path) -> Result<Found> {
-    #[cfg(test)]
-    CHECKS.with(|checks| checks.set(checks.get() + 1));
+    check_with(root, dir, None)
+}
+
+/// The directories one build found the index's own ([`check_once`]).
+#[derive(Debug, Default)]
+pub(crate) struct Checked(HashSet<PathBuf>);
+
+/// [`check`], without an `lstat` of a directory `checked` holds, adding those it finds.
+/// For a build, which makes a marker or three per session in a few directories: one
+/// `lstat` each per build rather than one per marker, at the price of following a link
+/// put in place of one during the build, to make the rest of its markers there (empty
+/// files, never through a link of their own name; nothing is read or removed there).
+pub(super) fn check_once(root: &Path, dir: &Path, checked: &mut Checked) -> Result<Found> {
+    check_with(root, dir, Some(checked))
+}
+
+fn check_with(root: &Path, dir: &Path, mut checked: Option<&mut Checked>) -> Result<Found> {
     let below = dir.strip_prefix(root).unwrap_or(Path::new(""));
     let mut path = root.to_path_buf();
     let mut rest = below.components();
     loop {
-        match fs::symlink_metadata(&path) {
-            Ok(metadata) if metadata.is_dir() => {}
-            Ok(_) => return Ok(Found::NotDir(path)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
-            Err(err) => return Err(err).at(&path),
+        let known = checked
+            .as_ref()
+            .is_some_and(|checked| checked.0.contains(&path));
+        if !known {
+            #[cfg(test)]
+            LSTATS.with(|lstats| lstats.set(lstats.get() + 1));
+            match fs::symlink_metadata(&path) {
+                Ok(metadata) if metadata.is_dir() => {}
+                Ok(_) => return Ok(Found::NotDir(path)),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
+                Err(err) => return Err(err).at(&path),
+            }
+            if let Some(checked) = checked.as_mut() {
+                checked.0.insert(path.clone());
+            }
         }
         match rest.next() {
             Some(part) => path.push(part),
@@ -91,14 +117,15 @@ pub(super) fn check_root(root: &Path) -> Result<()> {
 
 #[cfg(test)]
 thread_local! {
-    /// How many times this thread checked the way to a directory of an index.
-    static CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// How many `lstat`s this thread made checking the way to a directory of an index.
+    static LSTATS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// How many times this thread checked the way to a directory of an index ([`check`]).
+/// How many `lstat`s this thread made checking the way to a directory of an index
+/// ([`check`], [`check_once`]).
 #[cfg(test)]
-pub(crate) fn checks() -> usize {
-    CHECKS.with(std::cell::Cell::get)
+pub(crate) fn lstats() -> usize {
+    LSTATS.with(std::cell::Cell::get)
 }
 
 fn refused(path: &Path, id: Option<&str>) -> Error {

@@ -57,12 +57,23 @@ fn hex(tag: &str) -> String {
 }
 
 /// Adds session `id` to the set, creating its directory if needed; with `sync`, the
-/// marker's entry and those of the directories made for it are durable on return.
-pub(crate) fn add(root: &Path, key: SetKey<'_>, id: &str, sync: bool) -> Result<()> {
+/// marker's entry and those of the directories made for it are durable on return. A build passes `checked`, so that each directory on
+/// the way is checked once per build ([`own_dirs::check_once`]).
+pub(crate) fn add(
+    root: &Path,
+    key: SetKey<'_>,
+    id: &str,
+    sync: bool,
+    checked: Option<&mut own_dirs::Checked>,
+) -> Result<()> {
     let dir = key.dir(root);
     let marker = dir.join(file_name::stem(id));
     // Nor through a linked directory on the way, which would make it wherever that points.
-    own_dirs::check(root, &dir)?.refuse_links(Some(id))?;
+    match checked {
+        Some(checked) => own_dirs::check_once(root, &dir, checked),
+        None => own_dirs::check(root, &dir),
+    }?
+    .refuse_links(Some(id))?;
     loop {
         // Not through a symbolic link: with `O_CREAT`, one naming no file would create it
         // wherever it points.
@@ -162,10 +173,10 @@ mod tests {
         let root = root.path();
         let tag = SetKey::Tag("../../etc/passwd, or ü");
         for id in ["a", "B:c"] {
-            add(root, SetKey::Owner("Owner:1"), id, true).unwrap();
-            add(root, tag, id, false).unwrap();
+            add(root, SetKey::Owner("Owner:1"), id, true, None).unwrap();
+            add(root, tag, id, false, None).unwrap();
         }
-        add(root, tag, "a", true).unwrap();
+        add(root, tag, "a", true, None).unwrap();
         assert!(contains(root, tag, "B:c").unwrap());
         assert!(!contains(root, SetKey::Owner("other"), "a").unwrap());
         let Members::Few(mut members) = members_up_to(root, tag, 2).unwrap() else {
