@@ -231,3 +231,53 @@ async fn a_store_reached_through_a_link_works_as_any_other() {
         storage.delete("a").await.unwrap();
     }
 }
+
+/// Found by a review: a build that met a linked set directory on the way to a session's
+/// marker skipped the session as damaged, so after a rebuild every session of a linked
+/// owner's or tag's set (of all owners or tags, for `owner/` or `tag/` itself) was missing
+/// from every listing, the index no longer a superset.
+#[tokio::test]
+async fn a_rebuild_past_a_linked_set_directory_still_lists_every_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let tagged = SessionMeta::new().owner("u").tags(["t"]);
+    for id in ["a", "b"] {
+        storage
+            .create_session(id, &tagged, &said(id))
+            .await
+            .unwrap();
+    }
+    storage.append("plain", &said("p")).await.unwrap();
+    let elsewhere = outside(tmp.path(), &[("a", "a person's")]);
+    link_in_place_of(&dir.join(".fusion-index/tag"), &elsewhere);
+    drop(storage);
+    // The rest of the index lost (a damaged disk, a hand clean-up): a build from the
+    // sessions alone.
+    for entry in std::fs::read_dir(dir.join(".fusion-index")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "tag" {
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    storage.rebuild_index().await.unwrap();
+    let by_id = SessionQuery::new().order(SessionOrder::Id).limit(2);
+    assert_eq!(
+        all_pages(&storage, by_id.clone()).await,
+        ["a", "b", "plain"]
+    );
+    assert_eq!(
+        all_pages(&storage, SessionQuery::new().limit(2))
+            .await
+            .len(),
+        3
+    );
+    let filtered = by_id.owner("u").tag("t");
+    assert_eq!(all_pages(&storage, filtered).await, ["a", "b"]);
+    assert_eq!(files(&elsewhere), owned(&[("a", "a person's")]));
+}

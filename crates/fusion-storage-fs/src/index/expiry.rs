@@ -65,7 +65,8 @@ fn marker(root: &Path, at: i64, id: &str) -> PathBuf {
 /// Adds the marker of session `id` at `at` (a [`marker_instant`]), creating its
 /// directories if needed; with `sync`, the marker's entry and those of the directories
 /// made for it are durable on return. A build passes `checked`, so that each directory on
-/// the way is checked once per build ([`own_dirs::check_once`]).
+/// the way is checked once per build, and a link on the way leaves the marker out
+/// ([`own_dirs::may_make`]).
 pub(crate) fn add(
     root: &Path,
     at: i64,
@@ -76,11 +77,9 @@ pub(crate) fn add(
     let path = marker(root, at, id);
     let dir = leaf_dir(root, at);
     // Nor through a linked directory on the way, which would make it wherever that points.
-    match checked {
-        Some(checked) => own_dirs::check_once(root, &dir, checked),
-        None => own_dirs::check(root, &dir),
-    }?
-    .refuse_links(Some(id))?;
+    if !own_dirs::may_make(root, &dir, id, checked)? {
+        return Ok(());
+    }
     loop {
         // Not through a symbolic link: with `O_CREAT`, one naming no file would create it
         // wherever it points.

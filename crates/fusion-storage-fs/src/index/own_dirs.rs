@@ -9,15 +9,17 @@
 //! every file in it). So each call that reads, writes or removes in one of them first
 //! checks, from the index root down, that each directory on the way is a directory, with
 //! one `lstat` each: a few per call that changes a marker or lists the journals, none on
-//! an append. Where a call would make or read something there, a link is refused and left
-//! as it is, as a marker file that is one is: journals and new markers. Where it would
-//! remove, the marker is left, one too many as a crash may leave (the markers are a
-//! superset of the truth). A set whose directory is a link says nothing of its members,
-//! so a listing filtered by it decides by each session's own metadata (its directory is
-//! checked once per page, not once per session the page passes: see `sets::contains`); a walk of the
-//! expiry markers skips a bucket that is one, with a warning. The files at the top of the
-//! index (`lock`, `journal`, `ids`, `ids-log`, `compact.lock`) are opened once the root
-//! was found no link ([`check_root`]), as the index lock and the compaction lock are taken.
+//! an append, and once per directory for a whole build ([`check_once`]). Where a call
+//! would make or read something there, a link is refused and left as it is, as a marker
+//! file that is one is: journals and new markers (a build leaves such a marker out
+//! instead, and indexes the session: [`may_make`]). Where it would remove, the marker is
+//! left, one too many as a crash may leave (the markers are a superset of the truth). A
+//! set whose directory is a link says nothing of its members, so a listing filtered by it
+//! decides by each session's own metadata (its directory is checked once per page, not
+//! once per session the page passes: see `sets::contains`); a walk of the expiry markers
+//! skips a bucket that is one, with a warning. The files at the top of the index (`lock`,
+//! `journal`, `ids`, `ids-log`, `compact.lock`) are opened once the root was found no
+//! link ([`check_root`]), as the index lock and the compaction lock are taken.
 
 use std::collections::HashSet;
 use std::fs;
@@ -61,9 +63,47 @@ pub(super) fn check(root: &Path, dir: &Path) -> Result<Found> {
     check_with(root, dir, None)
 }
 
-/// The directories one build found the index's own ([`check_once`]).
+/// The directories one build found the index's own ([`check_once`]), and the links it
+/// found on the way (each warned about once).
 #[derive(Debug, Default)]
-pub(crate) struct Checked(HashSet<PathBuf>);
+pub(crate) struct Checked {
+    dirs: HashSet<PathBuf>,
+    links: HashSet<PathBuf>,
+}
+
+/// Whether a marker may be made in `dir` for session `id`: without `checked` (a write),
+/// `true`, or the refusal of a link on the way ([`Found::refuse_links`]); with it (a
+/// build), `false` for a link on the way, warned about once per build: the marker is left
+/// out and the session is still indexed, since a listing filtered by a set whose
+/// directory is a link decides by each session's metadata, and a walk of the expiry
+/// markers skips a linked bucket anyway. Refused, the build would leave every session
+/// whose marker goes there out of every listing.
+pub(super) fn may_make(
+    root: &Path,
+    dir: &Path,
+    id: &str,
+    checked: Option<&mut Checked>,
+) -> Result<bool> {
+    let Some(checked) = checked else {
+        check(root, dir)?.refuse_links(Some(id))?;
+        return Ok(true);
+    };
+    match check_once(root, dir, checked)? {
+        Found::NotDir(path) => {
+            if checked.links.insert(path.clone()) {
+                tracing::warn!(
+                    backend = BACKEND,
+                    path = %path.display(),
+                    "the index build leaves out the markers it would make through a symbolic \
+                     link (or another file) where the index keeps a directory of its own; \
+                     move it aside, then rebuild the index"
+                );
+            }
+            Ok(false)
+        }
+        Found::Dirs | Found::Missing => Ok(true),
+    }
+}
 
 /// [`check`], without an `lstat` of a directory `checked` holds, adding those it finds.
 /// For a build, which makes a marker or three per session in a few directories: one
@@ -81,7 +121,7 @@ fn check_with(root: &Path, dir: &Path, mut checked: Option<&mut Checked>) -> Res
     loop {
         let known = checked
             .as_ref()
-            .is_some_and(|checked| checked.0.contains(&path));
+            .is_some_and(|checked| checked.dirs.contains(&path));
         if !known {
             #[cfg(test)]
             LSTATS.with(|lstats| lstats.set(lstats.get() + 1));
@@ -92,7 +132,7 @@ fn check_with(root: &Path, dir: &Path, mut checked: Option<&mut Checked>) -> Res
                 Err(err) => return Err(err).at(&path),
             }
             if let Some(checked) = checked.as_mut() {
-                checked.0.insert(path.clone());
+                checked.dirs.insert(path.clone());
             }
         }
         match rest.next() {

@@ -57,8 +57,9 @@ fn hex(tag: &str) -> String {
 }
 
 /// Adds session `id` to the set, creating its directory if needed; with `sync`, the
-/// marker's entry and those of the directories made for it are durable on return. A build passes `checked`, so that each directory on
-/// the way is checked once per build ([`own_dirs::check_once`]).
+/// marker's entry and those of the directories made for it are durable on return. A
+/// build passes `checked`, so that each directory on the way is checked once per build,
+/// and a link on the way leaves the marker out ([`own_dirs::may_make`]).
 pub(crate) fn add(
     root: &Path,
     key: SetKey<'_>,
@@ -69,11 +70,9 @@ pub(crate) fn add(
     let dir = key.dir(root);
     let marker = dir.join(file_name::stem(id));
     // Nor through a linked directory on the way, which would make it wherever that points.
-    match checked {
-        Some(checked) => own_dirs::check_once(root, &dir, checked),
-        None => own_dirs::check(root, &dir),
-    }?
-    .refuse_links(Some(id))?;
+    if !own_dirs::may_make(root, &dir, id, checked)? {
+        return Ok(());
+    }
     loop {
         // Not through a symbolic link: with `O_CREAT`, one naming no file would create it
         // wherever it points.
