@@ -467,6 +467,43 @@ async fn a_later_delete_finishes_look_again_entries_a_store_never_purges() {
     assert_nothing_left(&mut raw).await;
 }
 
+/// Found by a review: a delete (or a prune) that took up look-again entries of others
+/// waited for their second look to finish, on those sessions' nodes, before it returned,
+/// however long their retries took: a delete whose own work was done hung on a node it
+/// had nothing to do with. That look is best effort and now gets at most the connect
+/// timeout, its entries left leased, due again a lease later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_does_not_wait_on_the_look_again_entries_it_took_up() {
+    // Retries without end: only the bound on the take-up's look ends it.
+    let options = RedisOptions::new()
+        .connect_timeout(Duration::from_millis(500))
+        .reconnect_retries(10_000);
+    let Some(Purging { h, store, mut raw }) = warmed(options).await else {
+        return;
+    };
+    store
+        .create_session("other", &SessionMeta::new(), &said("b"))
+        .await
+        .unwrap();
+    // A look-again entry of a delete that stopped, due, whose session's requests never
+    // get an answer.
+    let _: () = raw.zadd(EXPIRY, "!stuck/7", 1).await.unwrap();
+    h.proxy.cut_randomly_containing("stuck", 1.0, 5);
+    let deleted = tokio::time::timeout(NO_HANG, store.delete("other")).await;
+    h.proxy.stop_cutting();
+    deleted
+        .expect("the delete waited on the entry it took up")
+        .unwrap();
+    assert!(store.session_info("other").await.unwrap().is_none());
+    // Taken up and leased, due again a lease later.
+    let score: Option<f64> = raw.zscore(EXPIRY, "!stuck/7").await.unwrap();
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    assert!(score.is_some_and(|score| score > now_ms), "{score:?}");
+}
+
 /// Found by a review: a conditional replace with nothing (a delete through the truncate
 /// script) left a look-again entry only for a session without an expiry, where a delete
 /// leaves one for every session, so when its second look failed, a session a writer

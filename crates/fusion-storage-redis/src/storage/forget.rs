@@ -109,16 +109,28 @@ impl RedisStorage {
     /// Finishes the look-again entries `taken` up by [`look_again`](Self::look_again)
     /// for the claimer of `token`, beside the caller's own second look: their sessions
     /// looked at and listed as found, then the entries dropped (at this token already,
-    /// `forget`'s `claim` leaves them as they are). Best effort: a failure here, on other
-    /// sessions' nodes, is not the caller's, and leaves the entries leased, due again a
-    /// lease later for the next delete, prune or purge. Nothing to send when none were
-    /// taken up.
+    /// `forget`'s `claim` leaves them as they are). Best effort, for at most the connect
+    /// timeout: a failure here, on other sessions' nodes, is not the caller's, and leaves
+    /// the entries leased, due again a lease later for the next delete, prune or purge.
+    /// Nothing to send when none were taken up.
     pub(super) async fn finish_taken(&self, name: &'static str, taken: &[String], token: &str) {
         if taken.is_empty() {
             return;
         }
-        if let Err(err) = self.forget(name, &[], taken, &[], token).await {
-            tracing::debug!(%err, count = taken.len(), "look-again entries left for later");
+        // Not for longer than a connection attempt: the caller's own work may be done,
+        // and the nodes of these sessions are none of its business. A look cut short is
+        // safe anywhere (it only lists what it finds, then drops), its entries leased.
+        let finish = self.forget(name, &[], taken, &[], token);
+        let failed = match tokio::time::timeout(self.connect_timeout, finish).await {
+            Ok(done) => done.err().map(|err| err.to_string()),
+            Err(_elapsed) => Some(format!("no answer within {:?}", self.connect_timeout)),
+        };
+        if let Some(error) = failed {
+            tracing::debug!(
+                error,
+                count = taken.len(),
+                "look-again entries left for later"
+            );
         }
     }
 
