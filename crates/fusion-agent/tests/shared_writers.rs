@@ -10,7 +10,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 
@@ -20,7 +20,7 @@ use fusion_agent::AgentSession;
 use fusion_agent::context::{PRUNE_KEY, SUMMARY_KEY};
 use fusion_agent::testing::{MockLlmServer, MockReply, MockToolCall};
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Role,
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Revision, Role,
 };
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_memory::InMemoryStorage;
@@ -351,10 +351,12 @@ async fn undoing_a_turn_another_writer_s_late_result_follows_removes_that_turn_a
     undo_b_s_turn_then_a_s(&h, &mut b, &a_s_turn).await;
 }
 
-/// Storage that counts the writes made through it.
+/// Storage that counts the writes made through it, and fails its loads while
+/// `failing_loads` is on.
 struct CountingWrites {
     inner: Arc<dyn ConversationStorage>,
     writes: Arc<AtomicUsize>,
+    failing_loads: Arc<AtomicBool>,
 }
 
 impl CountingWrites {
@@ -398,22 +400,37 @@ impl Intercept for CountingWrites {
         self.count();
         self.inner.write_if(session_id, expected, change).await
     }
+
+    async fn load_revision(
+        &self,
+        session_id: &str,
+    ) -> fusion_core::Result<(Vec<ChatMessage>, Revision)> {
+        if self.failing_loads.load(Ordering::SeqCst) {
+            return Err(Error::Backend {
+                backend: "test",
+                message: "unreachable for now".into(),
+                retryable: true,
+                source: None,
+            });
+        }
+        self.inner.load_revision(session_id).await
+    }
 }
 
-/// Found by a review: after a turn that stored its reply behind another writer's
-/// messages, which it counted as unread rather than read into memory (its requests must
-/// end with its own), an undo still tried a write requiring memory's revision, sure to
-/// miss, before it reloaded. It reloads at once.
-#[tokio::test]
-async fn an_undo_after_a_turn_that_counted_another_writer_s_messages_tries_no_write() {
-    let h = Harness::new().await;
-    let writes = Arc::new(AtomicUsize::new(0));
+/// Session A of `h`, writing through a [`CountingWrites`] of `writes` and
+/// `failing_loads`, after a turn whose reply met B's whole turn stored meanwhile: A's
+/// first model call is held while B's turn is stored, so A's reply, which calls a tool,
+/// then meets B's messages, which A counts as unread (its requests must end with its own).
+async fn a_after_b_s_turn_unread(
+    h: &Harness,
+    writes: &Arc<AtomicUsize>,
+    failing_loads: &Arc<AtomicBool>,
+) -> AgentSession {
     let counting = Intercepted(CountingWrites {
         inner: h.storage.clone(),
-        writes: Arc::clone(&writes),
+        writes: Arc::clone(writes),
+        failing_loads: Arc::clone(failing_loads),
     });
-    // A's first model call is held while B's whole turn is stored: A's reply, which calls
-    // a tool, then meets B's messages.
     let llm = GatedLlm::new(&h.server, 1);
     let mut a = builder(llm.clone(), Arc::new(counting), h.workspace.path())
         .build()
@@ -437,6 +454,18 @@ async fn an_undo_after_a_turn_that_counted_another_writer_s_messages_tries_no_wr
     let stored = h.stored().await;
     assert_eq!(contents(&stored)[1..4], ["from A", "from B", "B answer"]);
     assert_eq!((stored.len(), a.message_count()), (7, 5), "B's turn unread");
+    a
+}
+
+/// Found by a review: after a turn that stored its reply behind another writer's
+/// messages, which it counted as unread rather than read into memory (its requests must
+/// end with its own), an undo still tried a write requiring memory's revision, sure to
+/// miss, before it reloaded. It reloads at once.
+#[tokio::test]
+async fn an_undo_after_a_turn_that_counted_another_writer_s_messages_tries_no_write() {
+    let h = Harness::new().await;
+    let writes = Arc::new(AtomicUsize::new(0));
+    let mut a = a_after_b_s_turn_unread(&h, &writes, &Arc::default()).await;
 
     let written = writes.load(Ordering::SeqCst);
     let err = a.undo_last_turn().await.unwrap_err();
@@ -450,6 +479,32 @@ async fn an_undo_after_a_turn_that_counted_another_writer_s_messages_tries_no_wr
         "an undo sure to miss wrote"
     );
     assert_eq!(a.history(), h.stored().await.as_slice(), "reloaded");
+}
+
+/// Found by a review: an undo refused for the messages a turn counted beyond memory made
+/// no write, so nothing marked the session for reload; when its own reload then failed,
+/// memory and that count stayed, and the next undo, storage unchanged and readable again,
+/// was refused once more as if storage had changed since. It reloads first now.
+#[tokio::test]
+async fn an_undo_after_a_refused_undo_whose_reload_failed_reads_storage_first() {
+    let h = Harness::new().await;
+    let failing_loads = Arc::new(AtomicBool::new(false));
+    let mut a = a_after_b_s_turn_unread(&h, &Arc::default(), &failing_loads).await;
+
+    failing_loads.store(true, Ordering::SeqCst);
+    let err = a.undo_last_turn().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("could not be reloaded yet"), "{text}");
+    failing_loads.store(false, Ordering::SeqCst);
+    let stored = h.stored().await;
+    // Storage unchanged since: what the next undo does is decided on it, as read now.
+    let again = a.undo_last_turn().await;
+    let said = format!("{again:?}");
+    assert!(
+        !said.contains("changed since this session read it"),
+        "{said}"
+    );
+    assert_ne!(a.history(), &stored[..5], "read again");
 }
 
 #[tokio::test]

@@ -234,7 +234,12 @@ impl AgentSession {
 
     /// An undo refused because storage changed since this session read it: reloads, and
     /// returns `conflict` saying so and how many messages the session now holds.
+    ///
+    /// Marked for reload first, as a write would have marked it: a reload that fails here
+    /// is then made by the next call before anything else, rather than leave memory, and
+    /// what it counted beyond, to refuse the next undo again.
     async fn undo_refused(&mut self, conflict: Error) -> Error {
+        self.needs_reload = true;
         let now = match self.reload_after_conflict().await {
             Some(len) => format!("it now holds {len} messages, reloaded here"),
             None => "it could not be reloaded yet".to_owned(),
