@@ -99,8 +99,26 @@ fn lock_file(path: &Path) -> Option<File> {
             let _ = set_mode(&file, 0o666);
             Some(file)
         }
-        Err(_) => File::open(path).ok(),
+        Err(_) => existing_lock_file(path),
     }
+}
+
+/// The regular file at `path`, opened for reading without following a symbolic link and
+/// without waiting; `None` for anything else. Another user can put anything in the lock
+/// directory: a FIFO there, opened for reading as a file is, waited for a writer forever
+/// (the test hung), and a link had its target opened, as root too when the link's owner
+/// made the directory (`fs.protected_symlinks` lets a directory's owner's links be
+/// followed), a device's open doing what it does.
+fn existing_lock_file(path: &Path) -> Option<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(path).ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
 }
 
 /// Gives `file` the permission bits `mode`, which the umask kept it from being created
@@ -235,8 +253,9 @@ mod tests {
     }
 
     /// A lock file or lock directory that is a symbolic link (another user may put one in
-    /// a directory every user writes to) is used as it is: the mode of its target, which
-    /// may be any file of the user running the tests, is never changed.
+    /// a directory every user writes to) changes nothing it points to: the mode of its
+    /// target, which may be any file of the user running the tests, is never changed, and
+    /// a link in place of a lock file is not followed (that port is drawn no more).
     #[cfg(unix)]
     #[test]
     fn the_locks_change_no_file_a_link_points_to() {
@@ -248,7 +267,10 @@ mod tests {
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
         let link = private.0.join("12345");
         symlink(&target, &link).unwrap();
-        assert!(lock_file(&link).is_some(), "a lock on what it points to");
+        assert!(
+            lock_file(&link).is_none(),
+            "a link is not followed to a lock"
+        );
         assert_eq!(mode(&target), 0o600);
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept");
 
@@ -277,5 +299,26 @@ mod tests {
         let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&locks), 0o1777);
         assert_eq!(mode(&locks.join(reserved.port.to_string())), 0o666);
+    }
+
+    /// A FIFO in place of a lock file (another user may make one in the lock directory) is
+    /// no lock: opened for reading as a file, it waited for a writer forever. The test
+    /// holds it open for writing itself, so that an open of it returns either way.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_in_place_of_a_lock_file_is_no_lock() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let private = Private::new("fifo");
+        let fifo = private.0.join("12345");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        // O_RDWR on a FIFO never waits (Linux), and makes this process its writer.
+        let _writer = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        assert!(lock_file(&fifo).is_none(), "a FIFO taken for a lock file");
     }
 }
