@@ -27,8 +27,9 @@ use crate::expiry::millis;
 
 /// The columns of one session's facts, in the order of [`InfoRow`], for a query that
 /// reads [`from_sessions!`]. A session without a `session_meta` row reads the defaults;
-/// `tags` and `data` read NULL when the cell is not text, so both drivers decode every row
-/// and a damaged cell is reported as corrupt, by session. The other cells are read as they
+/// `tags` and `data` read NULL when the cell is not text (text that is not UTF-8 is noted
+/// by the decoding, as below), so a damaged cell is reported as corrupt, by session and
+/// column, on both drivers and in a listing too. The other cells are read as they
 /// are: a typeof test of each costs every row of every page (a 50-row page took 40% longer
 /// in SQLite) for a row only a hand edit damages, so the decoding ([`InfoRow::from_sqlx`],
 /// [`InfoRow::from_rusqlite`]) notes a cell of the wrong type instead.
@@ -104,8 +105,8 @@ impl InfoRow {
             generation: cell(row.try_get(4), "generation", &mut wrong)?,
             owner: cell(row.try_get(5), "owner", &mut wrong)?,
             title: cell(row.try_get(6), "title", &mut wrong)?,
-            tags: row.try_get(7)?,
-            data: row.try_get(8)?,
+            tags: cell(row.try_get(7), "tags", &mut wrong)?,
+            data: cell(row.try_get(8), "data", &mut wrong)?,
             expiry: StoredExpiry {
                 expires_at: cell(row.try_get(9), "expires_at", &mut wrong)?,
                 idle: cell(row.try_get(10), "expiry_idle", &mut wrong)?,
@@ -125,8 +126,8 @@ impl InfoRow {
             generation: cell(row.get(4), "generation", &mut wrong)?,
             owner: cell(row.get(5), "owner", &mut wrong)?,
             title: cell(row.get(6), "title", &mut wrong)?,
-            tags: row.get(7)?,
-            data: row.get(8)?,
+            tags: cell(row.get(7), "tags", &mut wrong)?,
+            data: cell(row.get(8), "data", &mut wrong)?,
             expiry: StoredExpiry {
                 expires_at: cell(row.get(9), "expires_at", &mut wrong)?,
                 idle: cell(row.get(10), "expiry_idle", &mut wrong)?,
@@ -176,7 +177,8 @@ impl InfoRow {
 }
 
 /// A driver's error decoding a cell because the value stored there is not of the type
-/// asked for (text in an `INTEGER` column), as opposed to a failure of the read itself.
+/// asked for (text in an `INTEGER` column, text that is not UTF-8), as opposed to a
+/// failure of the read itself.
 trait WrongType {
     fn is_wrong_type(&self) -> bool;
 }
@@ -188,8 +190,16 @@ impl WrongType for sqlx::Error {
 }
 
 impl WrongType for rusqlite::Error {
+    /// sqlx reports each of these as `ColumnDecode`: rusqlite says `FromSqlConversionFailure`
+    /// for text that is not UTF-8, which left the direct path's metadata update a backend
+    /// error where the other calls said corrupt.
     fn is_wrong_type(&self) -> bool {
-        matches!(self, rusqlite::Error::InvalidColumnType(..))
+        matches!(
+            self,
+            rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)
+        )
     }
 }
 

@@ -125,3 +125,35 @@ async fn a_sessions_cell_of_the_wrong_type_is_corrupt_naming_session_and_column(
         }
     }
 }
+
+/// A text cell of a session's facts holding bytes that are not UTF-8 (a hand edit's
+/// `CAST(x'ff' AS TEXT)`) is corrupt, naming session and column, on both paths: the direct
+/// path's metadata update said a backend "conversion error", and a listing meeting such
+/// `tags` or `data` said "unexpected data" on both, naming no session.
+#[tokio::test]
+async fn a_text_cell_that_is_not_utf8_is_corrupt_naming_session_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("owner", "sessions", "id"),
+        ("title", "session_meta", "session_id"),
+        ("tags", "session_meta", "session_id"),
+        ("data", "session_meta", "session_id"),
+    ];
+    for url in both_paths(dir.path()) {
+        for (column, table, key) in cases {
+            let storage = SqliteStorage::connect(&url).await.unwrap();
+            storage.save("s", &turn("one")).await.unwrap();
+            let titled = MetaUpdate::new().title(Some("titled")).add_tag("x");
+            storage.update_session("s", &titled).await.unwrap();
+            let damage =
+                format!("UPDATE {table} SET {column} = CAST(x'ff' AS TEXT) WHERE {key} = 's'");
+            sqlx::query(&damage).execute(storage.pool()).await.unwrap();
+            let calls = facts_calls(&storage, column).await;
+            let wrong: Vec<_> = calls.iter().filter(|(_, ok)| !ok).collect();
+            assert!(wrong.is_empty(), "{url}, {column}: {wrong:?}");
+            assert_eq!(storage.load("s").await.unwrap(), turn("one"), "{url}");
+            storage.close().await;
+            let _ = std::fs::remove_file(dir.path().join("s.db"));
+        }
+    }
+}
