@@ -392,6 +392,39 @@ async fn a_prune_whose_look_again_drop_fails_still_answers() {
     assert!(marks.iter().all(|m| m.starts_with('!')), "{marks:?}");
 }
 
+/// Found by a review: a listing whose prune could not add its look-again entries answered
+/// (7ddc1b3), but only once that call's retries ran out, however many the storage allows:
+/// a listing waited on the expiry index's node, which it needs for nothing else. The
+/// prune's call now gets at most the connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_does_not_wait_on_its_prunes_look_again_entries() {
+    // Retries without end: only the bound on the look-again call ends it.
+    let options = RedisOptions::new()
+        .connect_timeout(Duration::from_millis(500))
+        .reconnect_retries(10_000);
+    let Some(Purging { h, store, mut raw }) = warmed(options).await else {
+        return;
+    };
+    for id in ["pruned", "kept"] {
+        store
+            .create_session(id, &SessionMeta::new(), &said("a"))
+            .await
+            .unwrap();
+    }
+    let _: () = raw
+        .del(&[
+            format!("{PREFIX}:s:{{pruned}}"),
+            format!("{PREFIX}:m:{{pruned}}"),
+        ])
+        .await
+        .unwrap();
+    h.proxy.cut_randomly_containing("\r\n+60000\r\n", 1.0, 7);
+    let listed = tokio::time::timeout(NO_HANG, store.list_sessions()).await;
+    h.proxy.stop_cutting();
+    let listed = listed.expect("the listing waited on its prune's look-again entries");
+    assert_eq!(listed.unwrap(), ["kept"]);
+}
+
 /// An owner change adds the look-again entry of its prune of the old owner's indexes
 /// beside its index requests; when the expiry index's node refuses it, the update still
 /// succeeds (7ddc1b3 says so; nothing tested it) and leaves the old owner's entries to

@@ -106,6 +106,24 @@ impl RedisStorage {
         Ok((marks, taken))
     }
 
+    /// [`look_again`](Self::look_again) for a prune, which is upkeep: for at most the
+    /// connect timeout, so that a listing or an owner change is not held up by the
+    /// expiry index's node (retrying while it does not answer) any more than failed by
+    /// it. The error says why, for the log. Cut short after it was sent, it may have left
+    /// its entries and taken others up: all leased, finished a lease later.
+    pub(super) async fn look_again_soon(
+        &self,
+        name: &'static str,
+        token: &str,
+        ids: &[String],
+    ) -> std::result::Result<(Vec<String>, Vec<String>), String> {
+        let look = self.look_again(name, token, ids);
+        match tokio::time::timeout(self.connect_timeout, look).await {
+            Ok(done) => done.map_err(|err| err.to_string()),
+            Err(_elapsed) => Err(format!("no answer within {:?}", self.connect_timeout)),
+        }
+    }
+
     /// Finishes the look-again entries `taken` up by [`look_again`](Self::look_again)
     /// for the claimer of `token`, beside the caller's own second look: their sessions
     /// looked at and listed as found, then the entries dropped (at this token already,

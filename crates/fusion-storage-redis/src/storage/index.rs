@@ -168,13 +168,13 @@ impl RedisStorage {
         if !self.conn.is_cluster() {
             return self.prune_marked(name, scope, ids, &[], &token).await;
         }
-        let (marks, taken) = match self.look_again(name, &token, ids).await {
+        let (marks, taken) = match self.look_again_soon(name, &token, ids).await {
             Ok(entries) => entries,
             // Pruning is upkeep: left undone, the entries wait for a later listing, and
             // readers skip them meanwhile. A listing does not fail for the node of the
-            // expiry index, which it needs for nothing else.
-            Err(err) => {
-                tracing::debug!(%err, count = ids.len(), "a prune left for a later listing");
+            // expiry index, which it needs for nothing else, nor wait on it.
+            Err(error) => {
+                tracing::debug!(error, count = ids.len(), "a prune left for a later listing");
                 return Ok(Vec::new());
             }
         };
