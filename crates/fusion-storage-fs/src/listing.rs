@@ -151,7 +151,8 @@ impl Lister<'_> {
             let Some((info, stored)) = skip_corrupt(files.stored_info_and_whether_stored())? else {
                 continue;
             };
-            // A marker refused (a symbolic link at its path) damages its session alone.
+            // A build refuses no marker (a link at its path or on the way is left as it is,
+            // or the marker left out), but a damaged one still damages its session alone.
             let restored = self.restore_markers(&id, &info, &mut checked);
             if skip_corrupt(restored.map(Some))?.is_none() {
                 continue;

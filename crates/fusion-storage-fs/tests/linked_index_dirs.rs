@@ -281,3 +281,59 @@ async fn a_rebuild_past_a_linked_set_directory_still_lists_every_session() {
     assert_eq!(all_pages(&storage, filtered).await, ["a", "b"]);
     assert_eq!(files(&elsewhere), owned(&[("a", "a person's")]));
 }
+
+/// Found by a second review: a build refused a marker that is a symbolic link at its own
+/// path as damage to its session and left the session out of the index, so a rebuild
+/// dropped it from every listing, filtered or not, though its own calls work and the link
+/// still says, to a filtered page, that it is a member. The build now leaves such a marker
+/// as it is (it counts as one) and indexes the session; a write still refuses it.
+#[tokio::test]
+async fn a_rebuild_past_a_marker_that_is_a_link_still_lists_its_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let owned_by_u = SessionMeta::new().owner("u");
+    for id in ["a", "b"] {
+        storage
+            .create_session(id, &owned_by_u, &said(id))
+            .await
+            .unwrap();
+    }
+    let elsewhere = outside(tmp.path(), &[("note", "a person's")]);
+    // Each of u's markers replaced by a link to a person's file.
+    let index = dir.join(".fusion-index");
+    let mut links = 0;
+    for set in std::fs::read_dir(index.join("owner")).unwrap() {
+        for marker in std::fs::read_dir(set.unwrap().path()).unwrap() {
+            let marker = marker.unwrap().path();
+            std::fs::remove_file(&marker).unwrap();
+            std::os::unix::fs::symlink(elsewhere.join("note"), &marker).unwrap();
+            links += 1;
+        }
+    }
+    assert_eq!(links, 2);
+    drop(storage);
+    // The rest of the index lost: a build from the sessions alone.
+    for entry in std::fs::read_dir(&index).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "owner" {
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    storage.rebuild_index().await.unwrap();
+    let by_id = SessionQuery::new().order(SessionOrder::Id).limit(1);
+    assert_eq!(all_pages(&storage, by_id.clone()).await, ["a", "b"]);
+    assert_eq!(
+        all_pages(&storage, SessionQuery::new().limit(1))
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(all_pages(&storage, by_id.owner("u")).await, ["a", "b"]);
+    assert_eq!(files(&elsewhere), owned(&[("note", "a person's")]));
+}

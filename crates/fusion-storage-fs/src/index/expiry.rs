@@ -65,8 +65,9 @@ fn marker(root: &Path, at: i64, id: &str) -> PathBuf {
 /// Adds the marker of session `id` at `at` (a [`marker_instant`]), creating its
 /// directories if needed; with `sync`, the marker's entry and those of the directories
 /// made for it are durable on return. A build passes `checked`, so that each directory on
-/// the way is checked once per build, and a link on the way leaves the marker out
-/// ([`own_dirs::may_make`]).
+/// the way is checked once per build, a link on the way leaves the marker out
+/// ([`own_dirs::may_make`]), and a link (or another file) at its path is left as it is
+/// ([`own_dirs::left_by_build`]).
 pub(crate) fn add(
     root: &Path,
     at: i64,
@@ -76,6 +77,7 @@ pub(crate) fn add(
 ) -> Result<()> {
     let path = marker(root, at, id);
     let dir = leaf_dir(root, at);
+    let building = checked.is_some();
     // Nor through a linked directory on the way, which would make it wherever that points.
     if !own_dirs::may_make(root, &dir, id, checked)? {
         return Ok(());
@@ -94,6 +96,7 @@ pub(crate) fn add(
                 // these two steps; then the loop creates them once more.
                 crate::dirs::create_missing(&dir, sync)?;
             }
+            Err(err) if own_dirs::left_by_build(building, &path, &err) => return Ok(()),
             Err(err) => return Err(err).at_marker(&path, id),
         }
     }

@@ -12,7 +12,8 @@
 //! an append, and once per directory for a whole build ([`check_once`]). Where a call
 //! would make or read something there, a link is refused and left as it is, as a marker
 //! file that is one is: journals and new markers (a build leaves such a marker out
-//! instead, and indexes the session: [`may_make`]). Where it would remove, the marker is
+//! instead, and indexes the session: [`may_make`]; a marker file that is a link it leaves
+//! as it is: [`left_by_build`]). Where it would remove, the marker is
 //! left, one too many as a crash may leave (the markers are a superset of the truth). A
 //! set whose directory is a link says nothing of its members, so a listing filtered by it
 //! decides by each session's own metadata (its directory is checked once per page, not
@@ -26,6 +27,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use fusion_core::regular_file::NotRegular;
 use fusion_core::{Error, Result};
 
 use crate::error::{BACKEND, IoContext};
@@ -103,6 +105,25 @@ pub(super) fn may_make(
         }
         Found::Dirs | Found::Missing => Ok(true),
     }
+}
+
+/// Whether a build leaves as it is what stands at a marker's path `marker` where the
+/// marker's open failed with `err`: a symbolic link, a FIFO or another file that is not a
+/// regular one (a refusal, [`NotRegular`]), warned about. A write refuses it
+/// ([`Error::Corrupt`] for its session); a build that did would leave the session out of
+/// every listing, though what stands there is found as a marker by the listings (a set's
+/// entry) and by a purge (an expiry marker's name), and the session's own calls work.
+pub(super) fn left_by_build(building: bool, marker: &Path, err: &io::Error) -> bool {
+    let Some(refusal) = NotRegular::of(err).filter(|_| building) else {
+        return false;
+    };
+    tracing::warn!(
+        backend = BACKEND,
+        path = %marker.display(),
+        "the index build leaves as it is a marker that {refusal}; move it aside, then \
+         rebuild the index"
+    );
+    true
 }
 
 /// [`check`], without an `lstat` of a directory `checked` holds, adding those it finds.

@@ -59,7 +59,8 @@ fn hex(tag: &str) -> String {
 /// Adds session `id` to the set, creating its directory if needed; with `sync`, the
 /// marker's entry and those of the directories made for it are durable on return. A
 /// build passes `checked`, so that each directory on the way is checked once per build,
-/// and a link on the way leaves the marker out ([`own_dirs::may_make`]).
+/// a link on the way leaves the marker out ([`own_dirs::may_make`]), and a link (or
+/// another file) at its path is left as it is ([`own_dirs::left_by_build`]).
 pub(crate) fn add(
     root: &Path,
     key: SetKey<'_>,
@@ -69,6 +70,7 @@ pub(crate) fn add(
 ) -> Result<()> {
     let dir = key.dir(root);
     let marker = dir.join(file_name::stem(id));
+    let building = checked.is_some();
     // Nor through a linked directory on the way, which would make it wherever that points.
     if !own_dirs::may_make(root, &dir, id, checked)? {
         return Ok(());
@@ -87,6 +89,7 @@ pub(crate) fn add(
                 // these two steps; then the loop creates it once more.
                 crate::dirs::create_missing(&dir, sync)?;
             }
+            Err(err) if own_dirs::left_by_build(building, &marker, &err) => return Ok(()),
             Err(err) => return Err(err).at_marker(&marker, id),
         }
     }
