@@ -19,9 +19,11 @@ use std::time::Duration;
 use crate::{PostgresOptions, PostgresStorage};
 use fusion_core::redact_url;
 use fusion_core::testkit::{StorageHarness, unavailable};
+use leftovers::OwnerLock;
 use port::{ReservedPort, reserve_port};
 use sqlx::{Connection, PgConnection};
 
+mod leftovers;
 mod port;
 
 /// The server used when neither variable is set.
@@ -176,7 +178,8 @@ pub async fn reachable_url() -> Option<String> {
 /// `initdb` into a temporary directory (data, socket, log), a server on a port of
 /// 127.0.0.1 reserved for it ([`reserve_port`]), user `postgres` with `trust`
 /// authentication, `fsync` off. Dropping it stops the server and removes the directory,
-/// also when the test panics.
+/// also when the test panics; a cluster left by a run that was killed is stopped and
+/// removed by the next one made (`leftovers`).
 ///
 /// `initdb` and `pg_ctl` are taken from `PATH`, else from the newest
 /// `/usr/lib/postgresql/VERSION/bin` (Debian keeps them off `PATH`). PostgreSQL refuses to
@@ -193,6 +196,12 @@ pub struct Cluster {
     port: ReservedPort,
     /// Whether the binaries run as the `postgres` user (this process is root).
     as_postgres: bool,
+    /// Held for the cluster's life: a free one marks a leftover to remove.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "held, never read: its drop releases the lock")
+    )]
+    owner: Option<OwnerLock>,
 }
 
 impl Cluster {
@@ -214,14 +223,18 @@ impl Cluster {
             .arg("-u")
             .output()
             .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
-        let dir = std::env::temp_dir().join(format!("fusion-pg-{}", unique_schema()));
+        let parent = std::env::temp_dir();
+        let dir = parent.join(format!("{}{}", leftovers::PREFIX, unique_schema()));
         std::fs::create_dir_all(&dir).expect("creating the cluster's directory");
+        // Before anything else is in the directory, so no leftover is taken for it.
+        let owner = OwnerLock::take(&dir).expect("locking the cluster's directory");
         // From here on, `Drop` removes the directory whatever fails.
         let mut cluster = Cluster {
             dir,
             bin,
             port: reserve_port(),
             as_postgres,
+            owner: Some(owner),
         };
         if as_postgres {
             let chown = Command::new("chown")
@@ -230,6 +243,10 @@ impl Cluster {
                 .output();
             check("chown -R postgres:", chown, None);
         }
+        // The leftovers of killed runs: those of the owner this cluster's directory has.
+        leftovers::reap(&parent, leftovers::owner(&cluster.dir), |dir| {
+            cluster.stop_at_once(dir);
+        });
         let mut initdb = cluster.command("initdb");
         initdb.args([
             "-A",
@@ -328,14 +345,32 @@ impl Cluster {
 
     /// `pg_ctl ACTION -D DATA`.
     fn pg_ctl(&self, action: &str) -> Command {
-        let mut command = self.command("pg_ctl");
-        command.arg(action).arg("-D").arg(self.dir.join("data"));
+        self.pg_ctl_in(&self.dir, action)
+    }
+
+    /// `pg_ctl ACTION -D DATA` of the cluster directory `dir` (this one's or a leftover's).
+    fn pg_ctl_in(&self, dir: &Path, action: &str) -> Command {
+        let mut command = self.command_in(dir, "pg_ctl");
+        command.arg(action).arg("-D").arg(dir.join("data"));
         command
+    }
+
+    /// Stops the server of the cluster directory `dir` at once, if one runs there.
+    fn stop_at_once(&self, dir: &Path) {
+        let _ = self
+            .pg_ctl_in(dir, "stop")
+            .args(["-w", "-m", "immediate"])
+            .output();
     }
 
     /// The binary `name`, run as `postgres` when this process is root, in the cluster's
     /// directory (that user may not be allowed into the current one).
     fn command(&self, name: &str) -> Command {
+        self.command_in(&self.dir, name)
+    }
+
+    /// [`command`](Self::command) in the cluster directory `dir`.
+    fn command_in(&self, dir: &Path, name: &str) -> Command {
         let program = self.bin.join(name);
         let mut command = if self.as_postgres {
             let mut command = Command::new("runuser");
@@ -344,14 +379,14 @@ impl Cluster {
         } else {
             Command::new(program)
         };
-        command.current_dir(&self.dir);
+        command.current_dir(dir);
         command
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.pg_ctl("stop").args(["-w", "-m", "immediate"]).output();
+        self.stop_at_once(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

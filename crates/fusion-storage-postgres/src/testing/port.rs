@@ -109,7 +109,7 @@ fn lock_file(path: &Path) -> Option<File> {
 /// (the test hung), and a link had its target opened, as root too when the link's owner
 /// made the directory (`fs.protected_symlinks` lets a directory's owner's links be
 /// followed), a device's open doing what it does.
-fn existing_lock_file(path: &Path) -> Option<File> {
+pub(super) fn existing_lock_file(path: &Path) -> Option<File> {
     let mut options = OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
