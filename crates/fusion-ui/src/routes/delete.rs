@@ -173,11 +173,15 @@ pub(crate) async fn delete_shown(
     if let Some(updated) = shown.updated
         && now == shown.revision
     {
-        // Taken before the read: a write the read does not show is stamped later on this
-        // clock, the one the file-system backend stamps with, unless it was stamped
-        // before and still landing (a window as long as one write). Only a backend that
-        // compares a later time than it reports gets here: on the others a refusal at
-        // the shown revision reports a later write.
+        // Taken before the read. The file-system backend stamps a write under the
+        // session's exclusive lock, which the read's shared lock orders: a write the read
+        // does not show is stamped after this instant on this host's clock. A writer on
+        // another host sharing the directory stamps with its own, and one running behind
+        // by more than the span from here to the retry's write could have a rename
+        // landing in that span deleted. Only a backend that compares a later time than it
+        // reports gets here (the file system's, for a session without counters): memory,
+        // SQLite, Redis and PostgreSQL compare the time they report, so their refusal at
+        // the shown revision reports a later write, and no retry follows.
         let checked = SystemTime::now();
         let info = storage.session_info(id).await?;
         if info.and_then(|info| info.updated_at).map(unix_micros) == Some(updated) {
