@@ -299,24 +299,37 @@ async fn a_rebuild_past_a_marker_that_is_a_link_still_lists_its_session() {
             .await
             .unwrap();
     }
+    let later = now_micros() + Duration::from_secs(3600);
+    let expiring = SessionMeta::new().expiry(Expiry::At(later));
+    storage
+        .create_session("c", &expiring, &said("c"))
+        .await
+        .unwrap();
     let elsewhere = outside(tmp.path(), &[("note", "a person's")]);
-    // Each of u's markers replaced by a link to a person's file.
+    // Each of u's markers and c's expiry marker replaced by a link to a person's file.
     let index = dir.join(".fusion-index");
-    let mut links = 0;
+    let mut markers = Vec::new();
     for set in std::fs::read_dir(index.join("owner")).unwrap() {
         for marker in std::fs::read_dir(set.unwrap().path()).unwrap() {
-            let marker = marker.unwrap().path();
-            std::fs::remove_file(&marker).unwrap();
-            std::os::unix::fs::symlink(elsewhere.join("note"), &marker).unwrap();
-            links += 1;
+            markers.push(marker.unwrap().path());
         }
     }
-    assert_eq!(links, 2);
+    let mut bucket = index.join("expiry");
+    for _ in 0..3 {
+        let entry = std::fs::read_dir(&bucket).unwrap().next().unwrap();
+        bucket = entry.unwrap().path();
+    }
+    markers.push(bucket.join(format!("{}.c", unix_micros(later))));
+    for marker in &markers {
+        std::fs::remove_file(marker).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("note"), marker).unwrap();
+    }
+    assert_eq!(markers.len(), 3);
     drop(storage);
     // The rest of the index lost: a build from the sessions alone.
     for entry in std::fs::read_dir(&index).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().unwrap() != "owner" {
+        if !["owner", "expiry"].contains(&path.file_name().unwrap().to_str().unwrap()) {
             if path.is_dir() {
                 std::fs::remove_dir_all(&path).unwrap();
             } else {
@@ -327,12 +340,12 @@ async fn a_rebuild_past_a_marker_that_is_a_link_still_lists_its_session() {
     let storage = FileSystemStorage::connect(&dir).await.unwrap();
     storage.rebuild_index().await.unwrap();
     let by_id = SessionQuery::new().order(SessionOrder::Id).limit(1);
-    assert_eq!(all_pages(&storage, by_id.clone()).await, ["a", "b"]);
+    assert_eq!(all_pages(&storage, by_id.clone()).await, ["a", "b", "c"]);
     assert_eq!(
         all_pages(&storage, SessionQuery::new().limit(1))
             .await
             .len(),
-        2
+        3
     );
     assert_eq!(all_pages(&storage, by_id.owner("u")).await, ["a", "b"]);
     assert_eq!(files(&elsewhere), owned(&[("note", "a person's")]));
