@@ -15,6 +15,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use fusion_core::regular_file;
+
 /// A port of 127.0.0.1 kept for one test until this is dropped.
 pub struct ReservedPort {
     pub port: u16,
@@ -76,28 +78,34 @@ fn lock_dir() -> PathBuf {
 
 /// Creates `locks` if missing, writable by every user and sticky (as `/tmp` is), as
 /// `fusion-storage-postgres` does: made with the umask's 0755, it would refuse every other
-/// user's lock files.
+/// user's lock files. Only a directory made here is given that mode: a path another user
+/// could have put a symbolic link at is never changed (the link's target would be).
 fn open_to_everyone(locks: &Path) {
-    if std::fs::create_dir_all(locks).is_ok() {
+    if let Some(parent) = locks.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    // `mkdir` makes the directory or fails: it never follows a link in its place.
+    if std::fs::create_dir(locks).is_ok() {
         let _ = File::open(locks).and_then(|dir| set_mode(&dir, 0o1777));
     }
 }
 
-/// The lock file at `path`, created readable and writable by every user if missing, or
-/// opened for reading only when another user made it without write access for us (a lock
-/// needs no write access). `None` when neither works.
-fn lock_file(path: &Path) -> Option<File> {
-    match OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-    {
+/// The lock file at `path`: made here, readable and writable by every user, or else an
+/// existing regular file opened for reading only (a lock needs no write access, and
+/// another user's file may grant none). Anything else another user may have put in a
+/// directory every user writes to is no lock (`None`, and the next port is drawn): a
+/// FIFO, whose open for reading would wait for a writer for ever (the test run hung), or
+/// a symbolic link, whose target would be opened and locked (and, made here, changed).
+pub fn lock_file(path: &Path) -> Option<File> {
+    // `create_new` (O_EXCL) fails on anything at `path`, a link included.
+    match OpenOptions::new().write(true).create_new(true).open(path) {
         Ok(file) => {
             let _ = set_mode(&file, 0o666);
             Some(file)
         }
-        Err(_) => File::open(path).ok(),
+        Err(_) => regular_file::open_not_following(OpenOptions::new().read(true), path)
+            .ok()
+            .map(|(file, _)| file),
     }
 }
 
