@@ -350,3 +350,34 @@ async fn a_rebuild_past_a_marker_that_is_a_link_still_lists_its_session() {
     assert_eq!(all_pages(&storage, by_id.owner("u")).await, ["a", "b"]);
     assert_eq!(files(&elsewhere), owned(&[("note", "a person's")]));
 }
+
+/// Found by a second review: an update whose new tag's (or owner's) marker was refused, a
+/// link on its way, had recorded its journal line first, so the next listing took the
+/// update for one cut short after its line and moved the session's `updated_at` (and its
+/// place, newest first) to that line, though nothing was applied. The new sets' markers
+/// now go first: refused, nothing is recorded.
+#[tokio::test]
+async fn an_update_refused_for_a_linked_set_directory_leaves_the_session_where_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    storage
+        .create_session("a", &SessionMeta::new().tags(["t"]), &said("a"))
+        .await
+        .unwrap();
+    storage.append("b", &said("b")).await.unwrap();
+    let before = storage.session_info("a").await.unwrap().unwrap();
+    let elsewhere = outside(tmp.path(), &[]);
+    link_in_place_of(&dir.join(".fusion-index/tag"), &elsewhere);
+    let refused = storage
+        .update_session("a", &fusion_core::MetaUpdate::new().add_tag("u"))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("symbolic link"), "{refused}");
+    let newest_first = all_pages(&storage, SessionQuery::new().limit(1)).await;
+    assert_eq!(newest_first, ["b", "a"]);
+    let after = storage.session_info("a").await.unwrap().unwrap();
+    assert_eq!(after.updated_at, before.updated_at);
+    assert_eq!(after.meta.tags, ["t"]);
+    assert_eq!(files(&elsewhere), owned(&[]));
+}

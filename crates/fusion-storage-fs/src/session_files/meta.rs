@@ -332,6 +332,14 @@ impl SessionFiles {
         let mut new = old.clone();
         update.apply_to_stored(&self.id, &mut new)?;
         let sync = self.sync_appends();
+        // The new sets' markers before the journal's line: a marker refused (a symbolic
+        // link on its way or at its path) then fails the update with nothing recorded,
+        // where a line without the write would have a listing take the write for one cut
+        // short and move the session's `updated_at` to it.
+        let old_keys: Vec<_> = set_keys(&old).collect();
+        for key in set_keys(&new).filter(|k| !old_keys.contains(k)) {
+            self.index.add_member(key, &self.id, sync)?;
+        }
         let floor = counters.next_floor();
         let recorded = self
             .index
@@ -351,11 +359,6 @@ impl SessionFiles {
             Some(_) => counters.indexed,
             None => None,
         };
-        let old_keys: Vec<_> = set_keys(&old).collect();
-        let new_keys: Vec<_> = set_keys(&new).collect();
-        for key in new_keys.iter().filter(|k| !old_keys.contains(k)) {
-            self.index.add_member(*key, &self.id, sync)?;
-        }
         let meta_removed = new.is_empty() && counters.copied.is_none();
         let mut meta_unlinked = false;
         if meta_removed {
@@ -392,8 +395,9 @@ impl SessionFiles {
             // but its removal does not. One sync, after the counters, covers both.
             super::sync_dir(&self.dir)?;
         }
-        for key in old_keys.iter().filter(|k| !new_keys.contains(k)) {
-            self.index.remove_member(*key, &self.id)?;
+        let new_keys: Vec<_> = set_keys(&new).collect();
+        for key in set_keys(&old).filter(|k| !new_keys.contains(k)) {
+            self.index.remove_member(key, &self.id)?;
         }
         if let Some(old) = counters.indexed.filter(|old| Some(*old) != indexed) {
             self.index.remove_expiry(old, &self.id)?;
