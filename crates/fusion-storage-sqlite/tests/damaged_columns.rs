@@ -8,7 +8,8 @@
 use std::path::Path;
 
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, MetaUpdate, SessionOrder, SessionQuery,
+    Change, ChatMessage, ConversationStorage, Error, Expect, MessageId, MetaUpdate, SessionOrder,
+    SessionQuery,
 };
 use fusion_storage_sqlite::SqliteStorage;
 
@@ -155,5 +156,30 @@ async fn a_text_cell_that_is_not_utf8_is_corrupt_naming_session_and_column() {
             storage.close().await;
             let _ = std::fs::remove_file(dir.path().join("s.db"));
         }
+    }
+}
+
+/// A stored message whose id is not UTF-8 (a hand edit) fails an append that reads the
+/// session's last ids as corrupt, naming the session, on both paths: the direct path said
+/// a backend "conversion error" where sqlx said corrupt.
+#[tokio::test]
+async fn a_stored_message_id_that_is_not_utf8_fails_an_append_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = |id: &str| MessageId::parse(id).unwrap();
+    for url in both_paths(dir.path()) {
+        let storage = SqliteStorage::connect(&url).await.unwrap();
+        let stored = ChatMessage::user("x").with_id(id("a"));
+        storage.save("s", &[stored]).await.unwrap();
+        // `{"id":"a"` becomes `{"id":"\xff"`; without the fingerprints of the last ids the
+        // append reads the ids themselves.
+        let damage = "UPDATE messages SET message = \
+                      CAST(x'7b226964223a22ff22' AS TEXT) || substr(message, 12); \
+                      UPDATE sessions SET recent_ids = NULL";
+        sqlx::raw_sql(damage).execute(storage.pool()).await.unwrap();
+        let new = [ChatMessage::user("y").with_id(id("b"))];
+        let append = storage.write_if("s", Expect::Generation(1), Change::Append(&new));
+        assert!(is_corrupt(append.await, "id", false), "{url}");
+        storage.close().await;
+        let _ = std::fs::remove_file(dir.path().join("s.db"));
     }
 }

@@ -15,6 +15,11 @@ use sqlx::migrate::MigrateError;
 
 use crate::files::{log_holds_writes, special_file, symlink_beside, wal_without_shared_memory};
 
+mod schema;
+
+use schema::schema_error;
+pub(crate) use schema::{foreign_database, newer_schema};
+
 /// The backend name used in every error of this crate.
 pub(crate) const BACKEND: &str = "sqlite";
 
@@ -176,6 +181,13 @@ pub(crate) fn parse_direct_error(err: DirectError, op: Op<'_>) -> Error {
         {
             let what = format!("`{name}` holds {found}");
             return fusion_core::sql::wrongly_typed(BACKEND, op.shown, &what);
+        }
+        // Text that is not UTF-8, a number past the type read: sqlx's `ColumnDecode` too.
+        DirectError::Sqlite(
+            e @ (rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)),
+        ) if op.shown.session_id.is_some() => {
+            return fusion_core::sql::wrongly_typed(BACKEND, op.shown, &e.to_string());
         }
         DirectError::Sqlite(other) => (format!("{op}: {other}"), false),
         DirectError::Closed => (format!("{op}: the storage was closed"), false),
@@ -439,53 +451,6 @@ fn migrate_error(err: MigrateError, op: Op<'_>) -> Error {
         )),
         other => schema_error(format!("{op}: schema migration failed: {other}")),
     }
-}
-
-fn schema_error(message: String) -> Error {
-    Error::Backend {
-        backend: BACKEND,
-        message,
-        retryable: false,
-        source: None,
-    }
-}
-
-/// The database records schema versions this build does not know: a newer release wrote it.
-pub(crate) fn newer_schema(db: &str, unknown_versions: &[i64]) -> Error {
-    let versions = unknown_versions
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    schema_error(format!(
-        "database {db} has schema version {versions}, which is newer than this build of \
-         fusion-storage-sqlite knows; it was written by a newer Fusion release. Upgrade \
-         Fusion to open it (nothing was changed)"
-    ))
-}
-
-/// The database holds `tables` of another application and no Fusion schema; it came from
-/// a URL, or from the caller's pool (`given_pool`), which the way out names.
-pub(crate) fn foreign_database(db: &str, tables: &[String], given_pool: bool) -> Error {
-    // A few names are enough to recognise the application; a schema can have hundreds.
-    let mut named = tables
-        .iter()
-        .take(5)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if tables.len() > 5 {
-        named.push_str(&format!(" and {} more", tables.len() - 5));
-    }
-    let way_out = match given_pool {
-        true => "give `from_pool` a pool on a new file or on a database Fusion created",
-        false => "point the URL at a new file or at a database Fusion created",
-    };
-    schema_error(format!(
-        "database {db} is not a Fusion database: it holds tables of another application \
-         ({named}) and no Fusion schema (or one from a build of Fusion that shares no \
-         migrations with this one). Nothing was changed; {way_out}"
-    ))
 }
 
 /// A stored message of `session_id` whose bytes are not text: not UTF-8, held as text or
