@@ -206,3 +206,38 @@ async fn an_invalid_session_id_in_a_refused_rekey_is_refused_as_invalid() {
     assert!(matches!(err, Error::InvalidSessionId { .. }), "{text}");
     assert!(!text.contains('\n') && text.contains("s1\\n"), "{text}");
 }
+
+/// The bundled layers over the storage through the encryption layer (a retry, which reads
+/// again inside the same call, and observability) keep the refusal: each runs its reads
+/// inline, in the rekey's poll, so none hides them from the mark. A guard: no fix.
+#[cfg(all(feature = "retry", feature = "observability"))]
+#[tokio::test]
+async fn a_rekey_given_the_bundled_layers_over_the_layer_refuses() {
+    use fusion_layers::{ObservabilityLayer, RetryLayer};
+    let raw = Arc::new(InMemoryStorage::new());
+    let through = raw.clone().layer(layer());
+    through.append("s1", &history()).await.unwrap();
+    let before = raw.load_revision("s1").await.unwrap();
+    let stacks = [
+        through
+            .clone()
+            .layer(RetryLayer::new())
+            .layer(ObservabilityLayer::new()),
+        through
+            .clone()
+            .layer(ObservabilityLayer::new())
+            .layer(RetryLayer::new()),
+    ];
+    for stack in stacks {
+        for dry_run in [true, false] {
+            let outcome = if dry_run {
+                layer().rekey_store_dry_run(stack.as_ref()).await
+            } else {
+                layer().rekey_session(stack.as_ref(), "s1").await
+            };
+            let err = outcome.unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "dry run {dry_run}: {err}");
+        }
+    }
+    assert_eq!(raw.load_revision("s1").await.unwrap(), before);
+}
