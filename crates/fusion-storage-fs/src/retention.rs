@@ -25,6 +25,8 @@ impl Retention<'_> {
     /// warning, so that it holds up no other.
     pub(crate) fn purge(&self, batch: usize) -> Result<usize> {
         let mut purged = 0;
+        // A bucket skipped (a link) leaves its sessions to a purge once it is moved aside
+        // and the index rebuilt.
         self.at.index.for_each_due(now_micros(), |at, id| {
             match self.at.files(&id).purge_if_expired(at) {
                 Ok(true) => purged += 1,
@@ -48,17 +50,20 @@ impl Retention<'_> {
     /// `ids` (every session file in the directory) without the sessions that have
     /// expired. With an index that covers the directory, only the sessions whose expiry
     /// markers are due are checked; without one (a directory an earlier version wrote
-    /// and nothing has listed yet), every session's lock file is read. A session whose
+    /// and nothing has listed yet), or with a bucket of markers due that is a symbolic
+    /// link (skipped), every session's lock file is read. A session whose
     /// lock file is damaged is kept: its own calls report the damage.
     pub(crate) fn without_expired(&self, ids: Vec<String>) -> Result<Vec<String>> {
         let mut suspects = None;
         if self.at.index.is_built() {
             let mut due = HashSet::new();
-            self.at.index.for_each_due(now_micros(), |_, id| {
+            let every_bucket = self.at.index.for_each_due(now_micros(), |_, id| {
                 due.insert(id);
                 Ok(ControlFlow::Continue(()))
             })?;
-            suspects = Some(due);
+            // A bucket skipped (a link) may hold the markers of expired sessions: then
+            // every session is a suspect.
+            suspects = every_bucket.then_some(due);
         }
         let mut alive = Vec::with_capacity(ids.len());
         for id in ids {

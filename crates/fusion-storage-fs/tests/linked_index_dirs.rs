@@ -381,3 +381,35 @@ async fn an_update_refused_for_a_linked_set_directory_leaves_the_session_where_i
     assert_eq!(after.meta.tags, ["t"]);
     assert_eq!(files(&elsewhere), owned(&[]));
 }
+
+/// Found by a second review: `list_sessions` checks only the sessions whose expiry markers
+/// are due, and the walk of the markers skips a bucket that is a link, so an expired
+/// session whose marker's bucket was replaced by one (or whose marker a build left out
+/// for that: a8da4ab) was listed as alive, though pages and its own calls take it for
+/// gone. A walk that skipped a bucket due now has every session checked.
+#[tokio::test]
+async fn list_sessions_leaves_out_an_expired_session_whose_bucket_is_a_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let soon = now_micros() + Duration::from_millis(200);
+    let meta = SessionMeta::new().expiry(Expiry::At(soon));
+    storage
+        .create_session("s", &meta, &said("s"))
+        .await
+        .unwrap();
+    storage.append("keep", &said("k")).await.unwrap();
+    // Indexed: the expiry markers tell which sessions may have expired.
+    assert_eq!(all_pages(&storage, SessionQuery::new()).await.len(), 2);
+    let mut bucket = dir.join(".fusion-index/expiry");
+    for _ in 0..3 {
+        let entry = std::fs::read_dir(&bucket).unwrap().next().unwrap();
+        bucket = entry.unwrap().path();
+    }
+    let elsewhere = outside(tmp.path(), &[]);
+    link_in_place_of(&bucket, &elsewhere);
+    wait_past(soon).await;
+    assert_eq!(all_pages(&storage, SessionQuery::new()).await, ["keep"]);
+    assert_eq!(storage.list_sessions().await.unwrap(), ["keep"]);
+    assert_eq!(files(&elsewhere), owned(&[]));
+}

@@ -128,16 +128,21 @@ pub(crate) fn remove(root: &Path, at: i64, id: &str) -> Result<()> {
 
 /// Calls `f` with the instant and session id of every marker at or before `now`, earliest
 /// first, until it breaks. Reads only the directories whose instants have begun by `now`.
+/// Returns whether it read each of those it met: `false` when it skipped one that is a
+/// symbolic link (or not a directory), so that the markers it gave may leave out sessions
+/// that have expired.
 pub(crate) fn for_each_due(
     root: &Path,
     now: i64,
     mut f: impl FnMut(i64, String) -> Result<ControlFlow<()>>,
-) -> Result<()> {
+) -> Result<bool> {
     let dir = root.join(EXPIRY_DIR);
     if !own_dirs::check(root, &dir)?.refuse_links(None)? {
-        return Ok(());
+        return Ok(true);
     }
-    walk(&dir, 0, 0, now, &mut f).map(drop)
+    let mut skipped = false;
+    walk(&dir, 0, 0, now, &mut f, &mut skipped).map(drop)?;
+    Ok(!skipped)
 }
 
 /// Walks the directory `dir` of level `level` whose instants start at `start`.
@@ -147,6 +152,7 @@ fn walk(
     start: i64,
     now: i64,
     f: &mut impl FnMut(i64, String) -> Result<ControlFlow<()>>,
+    skipped: &mut bool,
 ) -> Result<ControlFlow<()>> {
     let entries = match fs::read_dir(dir) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(ControlFlow::Continue(())),
@@ -173,6 +179,13 @@ fn walk(
     let mut buckets = Vec::new();
     for entry in entries {
         let entry = entry.at(dir)?;
+        let name = entry.file_name();
+        let due = name
+            .to_str()
+            .filter(|name| name.len() == width)
+            .and_then(|name| i64::from_str_radix(name, 16).ok())
+            .map(|bits| start | (bits << shift))
+            .filter(|&begins| begins <= now);
         // A bucket linked to elsewhere is skipped (its markers are not the index's), as
         // is anything else but a directory; the file type is the entry's own, unfollowed.
         if !entry.file_type().at(dir)?.is_dir() {
@@ -182,23 +195,16 @@ fn walk(
                 "skipping what is not a directory among the expiry markers' buckets; move \
                  it aside, then rebuild the index"
             );
+            *skipped |= due.is_some();
             continue;
         }
-        let name = entry.file_name();
-        let bits = name
-            .to_str()
-            .filter(|name| name.len() == width)
-            .and_then(|name| i64::from_str_radix(name, 16).ok());
-        if let Some(bits) = bits {
-            let begins = start | (bits << shift);
-            if begins <= now {
-                buckets.push((begins, name));
-            }
+        if let Some(begins) = due {
+            buckets.push((begins, name));
         }
     }
     buckets.sort_unstable();
     for (begins, name) in buckets {
-        if walk(&dir.join(name), level + 1, begins, now, f)?.is_break() {
+        if walk(&dir.join(name), level + 1, begins, now, f, skipped)?.is_break() {
             return Ok(ControlFlow::Break(()));
         }
     }

@@ -60,12 +60,13 @@ impl Index {
     }
 
     /// Calls `f` with every expiry marker at or before `now`, earliest first, until it
-    /// breaks: O(those markers), whatever the number of sessions.
+    /// breaks: O(those markers), whatever the number of sessions. `false` when a bucket
+    /// due was skipped, a link (see [`expiry::for_each_due`]).
     pub(crate) fn for_each_due(
         &self,
         now: i64,
         f: impl FnMut(i64, String) -> Result<ControlFlow<()>>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         expiry::for_each_due(&self.root, now, f)
     }
 }
