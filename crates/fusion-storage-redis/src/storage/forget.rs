@@ -107,20 +107,22 @@ impl RedisStorage {
     }
 
     /// [`look_again`](Self::look_again) for a prune, which is upkeep: for at most the
-    /// connect timeout, so that a listing or an owner change is not held up by the
-    /// expiry index's node (retrying while it does not answer) any more than failed by
-    /// it. The error says why, for the log. Cut short after it was sent, it may have left
-    /// its entries and taken others up: all leased, finished a lease later.
+    /// connect timeout per call it makes (one per [`CLAIMED_CHUNK`] ids, one after the
+    /// other: a bound for the whole would leave a large prune, of a slow link, undone at
+    /// every listing), so that a listing or an owner change is not held up by the expiry
+    /// index's node (retrying while it does not answer) any more than failed by it. The
+    /// error says why, for the log. Cut short after it was sent, it may have left its
+    /// entries and taken others up: all leased, finished a lease later.
     pub(super) async fn look_again_soon(
         &self,
         name: &'static str,
         token: &str,
         ids: &[String],
     ) -> std::result::Result<(Vec<String>, Vec<String>), String> {
-        let look = self.look_again(name, token, ids);
-        match tokio::time::timeout(self.connect_timeout, look).await {
+        let limit = look_again_limit(self.connect_timeout, ids.len());
+        match tokio::time::timeout(limit, self.look_again(name, token, ids)).await {
             Ok(done) => done.map_err(|err| err.to_string()),
-            Err(_elapsed) => Err(format!("no answer within {:?}", self.connect_timeout)),
+            Err(_elapsed) => Err(format!("no answer within {limit:?}")),
         }
     }
 
@@ -263,5 +265,28 @@ impl RedisStorage {
                 .map_err(|err| parse_redis_error(err, self.op(name, None).on_key(expiry)))?;
         }
         Ok(())
+    }
+}
+
+/// How long [`RedisStorage::look_again_soon`] gives the look-again entries of `ids` ids:
+/// `per_call` for each `CLAIMED` call they take (at least one).
+fn look_again_limit(per_call: Duration, ids: usize) -> Duration {
+    let calls = u32::try_from(ids.div_ceil(CLAIMED_CHUNK)).unwrap_or(u32::MAX);
+    per_call.saturating_mul(calls.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A prune's look-again calls go one after the other, a chunk each: bounded as a
+    /// whole by one connect timeout, a large prune over a slow link would be cut short,
+    /// and left undone, at every listing.
+    #[test]
+    fn a_prunes_look_again_gets_the_connect_timeout_per_call() {
+        let second = Duration::from_secs(1);
+        assert_eq!(look_again_limit(second, 1), second);
+        assert_eq!(look_again_limit(second, CLAIMED_CHUNK), second);
+        assert_eq!(look_again_limit(second, 2 * CLAIMED_CHUNK + 1), 3 * second);
     }
 }
