@@ -18,13 +18,12 @@ use std::time::Duration;
 
 use crate::{PostgresOptions, PostgresStorage};
 use fusion_core::redact_url;
+use fusion_core::testkit::port::{ReservedPort, reserve_port};
 use fusion_core::testkit::{StorageHarness, unavailable};
 use leftovers::OwnerLock;
-use port::{ReservedPort, reserve_port};
 use sqlx::{Connection, PgConnection};
 
 mod leftovers;
-mod port;
 
 /// The server used when neither variable is set.
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";

@@ -9,8 +9,8 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::port::reserve_port;
 use common::{Harness, NO_HANG, cluster_harness, harness};
+use fusion_core::testkit::port::reserve_port;
 use fusion_core::testkit::wait_past;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, Expiry, MetaUpdate, SessionMeta,

@@ -9,9 +9,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::port::reserve_port;
 use common::{NO_HANG, harness};
 use fusion_core::testkit::assert_nothing_lost_in_writer_order;
+use fusion_core::testkit::port::{self, reserve_port};
 use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use redis::AsyncCommands;
@@ -413,7 +413,7 @@ async fn key_prefixes_keep_apps_apart_and_keys_follow_the_documented_layout() {
 /// meanwhile) and locked, so no other reservation gets it while it is held.
 #[test]
 fn a_test_servers_port_is_outside_the_ephemeral_range_and_its_own() {
-    let Some((low, high)) = common::port::ephemeral_range() else {
+    let Some((low, high)) = port::ephemeral_range() else {
         return; // not Linux: nothing to compare with
     };
     let first = reserve_port();
@@ -425,43 +425,4 @@ fn a_test_servers_port_is_outside_the_ephemeral_range_and_its_own() {
         );
     }
     assert_ne!(first.port, second.port);
-}
-
-/// The port locks live in a directory every user writes to, so another user may put a
-/// FIFO or a symbolic link where a lock file goes: neither is a lock. A FIFO opened for
-/// reading as a file waited for a writer for ever (the test run hung at a server's start;
-/// here the test holds the write end, so such an open returns and takes it for a lock),
-/// and a link had its target opened and locked.
-#[cfg(unix)]
-#[test]
-fn a_fifo_or_a_link_in_place_of_a_port_lock_is_no_lock() {
-    let dir = tempfile_dir("port-locks");
-    let fifo = dir.join("12345");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-    assert!(made.unwrap().success(), "mkfifo");
-    let _writer = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fifo)
-        .unwrap();
-    assert!(
-        common::port::lock_file(&fifo).is_none(),
-        "a FIFO taken for a lock"
-    );
-    let target = dir.join("target");
-    std::fs::write(&target, "kept").unwrap();
-    let link = dir.join("12346");
-    std::os::unix::fs::symlink(&target, &link).unwrap();
-    assert!(
-        common::port::lock_file(&link).is_none(),
-        "a link followed to a lock"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A private directory under the temp dir for one test.
-fn tempfile_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("fusion-redis-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -40,6 +40,7 @@ pub mod faults;
 pub mod logs;
 pub mod metadata;
 pub mod owners;
+pub mod port;
 pub mod retention;
 pub mod search;
 pub mod times;

@@ -9,7 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
-use super::port::existing_lock_file;
+use fusion_core::regular_file;
 
 /// How a cluster's directory under the temp dir is named: this, then a unique schema name.
 pub(super) const PREFIX: &str = "fusion-pg-";
@@ -53,7 +53,10 @@ pub(super) fn reap(parent: &Path, uid: u32, stop: impl Fn(&Path)) {
         if !named || !owned_dir(&dir, uid) {
             continue;
         }
-        let Some(lock) = existing_lock_file(&dir.join(OWNER)) else {
+        // Read-only, not following a link nor waiting on a FIFO another user put there.
+        let Ok((lock, _)) =
+            regular_file::open_not_following(OpenOptions::new().read(true), &dir.join(OWNER))
+        else {
             continue;
         };
         // Held while the leftover goes, so two clusters starting at once do not both

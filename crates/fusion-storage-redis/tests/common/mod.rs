@@ -10,12 +10,12 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use fusion_core::testkit::port::{ReservedPort, reserve_port};
 use fusion_core::testkit::{StorageHarness, unavailable};
 use fusion_storage_redis::{RedisOptions, RedisStorage, cluster_node_urls};
 use redis::aio::MultiplexedConnection;
 
 pub mod cluster_node;
-pub mod port;
 pub mod proxied_cluster;
 pub mod two_nodes;
 
@@ -373,17 +373,17 @@ pub fn redis_server_on_path() -> Option<std::path::PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// A disposable `redis-server` on a loopback port of its own ([`port::reserve_port`]), without persistence, with the
-/// configuration a test gives it (`--maxmemory 1mb`, `--requirepass ...`); each
-/// [`start`](Self::start) runs it (again, on the same port), killed when its handle
-/// drops, even if the test panics. For cases that change a server's state or
-/// configuration, which the shared server at `REDIS_URL` must never see.
+/// A disposable `redis-server` on a loopback port of its own ([`reserve_port`]), without
+/// persistence, with the configuration a test gives it (`--maxmemory 1mb`,
+/// `--requirepass ...`); each [`start`](Self::start) runs it (again, on the same port),
+/// killed when its handle drops, even if the test panics. For cases that change a
+/// server's state or configuration, which the shared server at `REDIS_URL` must never see.
 pub struct Throwaway {
     binary: std::path::PathBuf,
     pub port: u16,
     /// The port's reservation: no other test draws it while this lives, also while the
     /// server is down between two [`start`](Self::start)s.
-    _reserved: port::ReservedPort,
+    _reserved: ReservedPort,
     /// `redis://127.0.0.1:PORT`.
     pub url: String,
     config: Vec<String>,
@@ -405,7 +405,7 @@ impl Throwaway {
         let Some(binary) = redis_server_on_path() else {
             return fusion_core::testkit::unavailable("redis", "install redis-server");
         };
-        let reserved = port::reserve_port();
+        let reserved = reserve_port();
         let port = reserved.port;
         let dir = std::env::temp_dir().join(format!("fusion-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("creating the server's directory");

@@ -12,11 +12,11 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use fusion_core::testkit::faults::{FaultProxy, LosesRepliesThrough, ReplyFault};
+use fusion_core::testkit::port::{ReservedPort, reserve_port};
 use fusion_core::testkit::{StorageHarness, unavailable};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use tokio::process::Child;
 
-use super::port::{ReservedPort, reserve_port};
 use super::{NO_HANG, cluster_node, redis_server_on_path, wait_until};
 
 /// A one-node cluster behind a proxy; the node dies and its directory goes with it.

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use fusion_core::testkit::port::{ReservedPort, reserve_port};
 use redis::aio::MultiplexedConnection;
 use tokio::process::Child;
 
-use super::port::{ReservedPort, reserve_port};
 use super::{NO_HANG, cluster_node, wait_until};
 
 /// One node of the throwaway cluster; killed, and its directory removed, when dropped.

@@ -1,41 +1,62 @@
-//! The port a throwaway [`Cluster`](super::Cluster) listens on: one of 127.0.0.1 reserved
-//! for the cluster's life ([`reserve_port`]), so the server finds it free again when a test
-//! restarts it.
+//! Ports of 127.0.0.1 for the servers tests start themselves (a throwaway PostgreSQL
+//! cluster, a `redis-server`, cluster nodes) and for ports a test needs nothing to listen
+//! on: each reserved for as long as the test holds it ([`reserve_port`]).
+//!
+//! Unlike a port found by binding port 0 and released at once, a reserved one is no other
+//! test's meanwhile: the tests of a binary run side by side, and so do the binaries of the
+//! workspace. A port from port 0 could be drawn again by another test before this one's
+//! server bound it (the test then ran against the other test's server, or met a server on
+//! a port meant to have nothing listening), or taken by another test's listener while the
+//! server was down for a restart (the restart failed). Every crate's tests reserve from
+//! one lock directory, so they keep apart from each other's too.
+//!
+//! ```no_run
+//! use fusion_core::testkit::port::reserve_port;
+//!
+//! let reserved = reserve_port();
+//! let url = format!("redis://127.0.0.1:{}", reserved.port);
+//! // Start the server on `reserved.port`; keep `reserved` alive as long as the server.
+//! # drop(url);
+//! ```
 
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// A port of 127.0.0.1 kept for one cluster until this is dropped.
-pub(super) struct ReservedPort {
-    pub(super) port: u16,
-    /// Locked for as long as this lives, so no other cluster, of this process or another,
-    /// reserves the port (released by the system when the process ends, however it ends).
+use crate::regular_file;
+
+/// A port of 127.0.0.1 kept for one test's server until this is dropped.
+#[derive(Debug)]
+pub struct ReservedPort {
+    /// The port reserved.
+    pub port: u16,
+    /// Locked for as long as this lives, so no other reservation, of this process or
+    /// another, gets the port (released by the system when the process ends, however it
+    /// ends).
     _lock: Option<File>,
 }
 
 /// How many ports of the range [`reserve_port`] draws before it takes one unlocked.
 const DRAWS: u32 = 1000;
 
-/// A port for a cluster's server: outside the range the kernel hands out for port 0 and
-/// for the local end of outgoing connections (`ip_local_port_range` on Linux), so no
-/// listener of a test running beside, nor any connection, takes it while the server is
-/// down between [`Cluster::stop`](super::Cluster::stop) and
-/// [`Cluster::start`](super::Cluster::start). (It was found by binding port 0, in that
-/// range: a test that restarted its server failed when another test's listener had got
-/// the port meanwhile.) Free when picked, and locked against the other clusters by a file
-/// in [`lock_dir`]. A port outside the range is still taken when no lock can be had (the
-/// lock only keeps clusters apart; port 0 would bring back the failure above); the
-/// kernel's choice only when that range leaves no room.
-pub(super) fn reserve_port() -> ReservedPort {
+/// A port free when picked and reserved until the returned value is dropped: outside the
+/// range the kernel hands out for port 0 and for the local end of outgoing connections
+/// ([`ephemeral_range`]), so no listener of a test running beside, nor any connection,
+/// takes it before the server binds it or while the server is down for a restart, and
+/// locked against every other reservation by a file in [`lock_dir`]. A port outside the
+/// range is still taken when no lock can be had (the lock only keeps reservations apart;
+/// port 0 would bring back the failures above); the kernel's choice only when that range
+/// leaves no room.
+pub fn reserve_port() -> ReservedPort {
     reserve_port_in(&lock_dir())
 }
 
 /// Where the locks of [`reserve_port`] live: one directory under the temp dir for every
-/// user, since clusters of two users' test runs share the ports as much as two of one's.
+/// crate's tests and every user, since the tests of two users' runs share the ports as
+/// much as two of one's.
 fn lock_dir() -> PathBuf {
-    std::env::temp_dir().join("fusion-pg-ports")
+    std::env::temp_dir().join("fusion-test-ports")
 }
 
 /// [`reserve_port`] with its locks in `locks`.
@@ -74,10 +95,10 @@ fn reserve_port_in(locks: &Path) -> ReservedPort {
 }
 
 /// Creates `locks` if missing, writable by every user and sticky (as `/tmp` is): made
-/// with the umask's 0755, it refused every other user's lock files, whose clusters then
-/// fell back to port 0. Only a directory made here is given that mode: a path another
-/// user could have put a symbolic link at is never changed (the link's target would be).
-/// Clusters of users who cannot write to one made otherwise take unlocked ports.
+/// with the umask's 0755, it refused every other user's lock files, whose tests then fell
+/// back to port 0. Only a directory made here is given that mode: a path another user
+/// could have put a symbolic link at is never changed (the link's target would be).
+/// Tests of users who cannot write to one made otherwise take unlocked ports.
 fn open_to_everyone(locks: &Path) {
     if let Some(parent) = locks.parent() {
         let _ = std::fs::create_dir_all(parent);
@@ -88,10 +109,15 @@ fn open_to_everyone(locks: &Path) {
     }
 }
 
-/// The lock file at `path`: made here, readable and writable by every user, or else
-/// opened for reading only (a lock needs no write access, and another user's file may
-/// grant none). Only a file made here is given that mode: a path in a directory every
-/// user writes to may be a symbolic link to anything. `None` when neither works.
+/// The lock file at `path`: made here, readable and writable by every user, or else an
+/// existing regular file opened for reading only (a lock needs no write access, and
+/// another user's file may grant none). Only a file made here is given that mode.
+/// Anything else another user may have put in a directory every user writes to is no lock
+/// (`None`, and the next port is drawn): a FIFO, whose open for reading would wait for a
+/// writer for ever (the test run hung), or a symbolic link, whose target would be opened
+/// and locked (as root too when the link's owner made the directory:
+/// `fs.protected_symlinks` lets a directory's owner's links be followed), and, made here,
+/// changed.
 fn lock_file(path: &Path) -> Option<File> {
     // `create_new` (O_EXCL) fails on anything at `path`, a link included.
     match OpenOptions::new().write(true).create_new(true).open(path) {
@@ -99,26 +125,10 @@ fn lock_file(path: &Path) -> Option<File> {
             let _ = set_mode(&file, 0o666);
             Some(file)
         }
-        Err(_) => existing_lock_file(path),
+        Err(_) => regular_file::open_not_following(OpenOptions::new().read(true), path)
+            .ok()
+            .map(|(file, _)| file),
     }
-}
-
-/// The regular file at `path`, opened for reading without following a symbolic link and
-/// without waiting; `None` for anything else. Another user can put anything in the lock
-/// directory: a FIFO there, opened for reading as a file is, waited for a writer forever
-/// (the test hung), and a link had its target opened, as root too when the link's owner
-/// made the directory (`fs.protected_symlinks` lets a directory's owner's links be
-/// followed), a device's open doing what it does.
-pub(super) fn existing_lock_file(path: &Path) -> Option<File> {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    }
-    let file = options.open(path).ok()?;
-    file.metadata().ok()?.is_file().then_some(file)
 }
 
 /// Gives `file` the permission bits `mode`, which the umask kept it from being created
@@ -136,12 +146,25 @@ fn set_mode(file: &File, mode: u32) -> std::io::Result<()> {
     }
 }
 
+/// The kernel's range of ports for port 0 and the local end of outgoing connections,
+/// low and high inclusive: Linux's `ip_local_port_range`, `None` where it cannot be read
+/// (for a test to check a port is outside it, where there is one to compare with).
+pub fn ephemeral_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    parse_range(&text)
+}
+
+/// `ip_local_port_range`'s "low high".
+fn parse_range(text: &str) -> Option<(u16, u16)> {
+    let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+    Some((bounds.next()??, bounds.next()??))
+}
+
 /// The larger of the port ranges below and above the kernel's range of ports for port
 /// 0 and outgoing connections (above 10000, clear of the usual services' ports); that
-/// range is Linux's `ip_local_port_range`, else [`EVERY_SYSTEMS_DEFAULT`].
+/// range is [`ephemeral_range`], else [`EVERY_SYSTEMS_DEFAULT`].
 fn ports_outside_the_ephemeral_range() -> Range<u16> {
-    let kernel = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
-    outside(kernel.as_deref())
+    outside(ephemeral_range())
 }
 
 /// The ephemeral range taken where the kernel's cannot be read: Linux's default (32768 to
@@ -150,15 +173,10 @@ fn ports_outside_the_ephemeral_range() -> Range<u16> {
 /// its kernel hands out for port 0.
 const EVERY_SYSTEMS_DEFAULT: (u16, u16) = (32768, 65535);
 
-/// [`ports_outside_the_ephemeral_range`] of the range `kernel` reads
-/// (`ip_local_port_range`'s "low high"), `None`: not known.
-fn outside(kernel: Option<&str>) -> Range<u16> {
-    let (low, high) = kernel
-        .and_then(|text| {
-            let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
-            Some((bounds.next()??, bounds.next()??))
-        })
-        .unwrap_or(EVERY_SYSTEMS_DEFAULT);
+/// [`ports_outside_the_ephemeral_range`] of the kernel's range `kernel` (`None`: not
+/// known).
+fn outside(kernel: Option<(u16, u16)>) -> Range<u16> {
+    let (low, high) = kernel.unwrap_or(EVERY_SYSTEMS_DEFAULT);
     let below = 10_000..low.max(10_000);
     let above = high.saturating_add(1).max(10_000)..u16::MAX;
     if below.len() >= above.len() {
@@ -174,39 +192,15 @@ mod tests {
 
     /// The kernel's range for port 0, or `None` where there is none to compare with.
     fn ephemeral() -> Option<std::ops::RangeInclusive<u16>> {
-        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
-        let bounds: Vec<u16> = range
-            .split_whitespace()
-            .map(|n| n.parse().unwrap())
-            .collect();
-        Some(bounds[0]..=bounds[1])
+        let (low, high) = ephemeral_range()?;
+        Some(low..=high)
     }
 
-    /// A private directory for a test's locks, removed when dropped.
-    struct Private(PathBuf);
-
-    impl Private {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "fusion-pg-port-test-{name}-{}",
-                crate::testing::unique_schema()
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            Private(dir)
-        }
-    }
-
-    impl Drop for Private {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// A cluster's port is one the kernel hands to nobody else (it was one of port 0's,
-    /// which a listener of another test could take while the server was down for a
-    /// restart), and no two clusters hold one port.
+    /// A reserved port is one the kernel hands to nobody else (it was one of port 0's,
+    /// which a listener of another test could take while a server was down for a
+    /// restart), and no two reservations hold one port.
     #[test]
-    fn a_clusters_port_is_outside_the_ephemeral_range_and_its_own() {
+    fn a_reserved_port_is_outside_the_ephemeral_range_and_its_own() {
         let Some(range) = ephemeral() else {
             return; // Not Linux: nothing to compare with.
         };
@@ -226,8 +220,8 @@ mod tests {
         let Some(range) = ephemeral() else {
             return;
         };
-        let private = Private::new("nolock");
-        let file = private.0.join("file");
+        let private = tempfile::tempdir().unwrap();
+        let file = private.path().join("file");
         std::fs::write(&file, "").unwrap();
         let reserved = reserve_port_in(&file.join("locks"));
         assert!(
@@ -249,7 +243,9 @@ mod tests {
             );
         }
         assert!(ports.len() >= 1000, "{ports:?}");
-        assert_eq!(outside(Some("40000 50000\n")), 10_000..40_000);
+        assert_eq!(parse_range("40000 50000\n"), Some((40000, 50000)));
+        assert_eq!(outside(parse_range("40000 50000\n")), 10_000..40_000);
+        assert_eq!(parse_range("40000\n"), None);
     }
 
     /// A lock file or lock directory that is a symbolic link (another user may put one in
@@ -260,12 +256,13 @@ mod tests {
     #[test]
     fn the_locks_change_no_file_a_link_points_to() {
         use std::os::unix::fs::{PermissionsExt, symlink};
-        let private = Private::new("links");
+        let private = tempfile::tempdir().unwrap();
+        let private = private.path();
         let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
-        let target = private.0.join("target");
+        let target = private.join("target");
         std::fs::write(&target, "kept").unwrap();
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let link = private.0.join("12345");
+        let link = private.join("12345");
         symlink(&target, &link).unwrap();
         assert!(
             lock_file(&link).is_none(),
@@ -274,17 +271,17 @@ mod tests {
         assert_eq!(mode(&target), 0o600);
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept");
 
-        let target_dir = private.0.join("target-dir");
+        let target_dir = private.join("target-dir");
         std::fs::create_dir(&target_dir).unwrap();
         std::fs::set_permissions(&target_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let dir_link = private.0.join("locks");
+        let dir_link = private.join("locks");
         symlink(&target_dir, &dir_link).unwrap();
         open_to_everyone(&dir_link);
         assert_eq!(mode(&target_dir), 0o700);
     }
 
     /// The lock directory and its files are writable by every user (the directory sticky,
-    /// as `/tmp`): made with the umask's modes, another user's clusters could lock nothing
+    /// as `/tmp`): made with the umask's modes, another user's tests could lock nothing
     /// there.
     #[cfg(unix)]
     #[test]
@@ -293,8 +290,8 @@ mod tests {
         if ports_outside_the_ephemeral_range().len() < 1000 {
             return; // No room for locked ports: nothing is locked.
         }
-        let private = Private::new("modes");
-        let locks = private.0.join("locks");
+        let private = tempfile::tempdir().unwrap();
+        let locks = private.path().join("locks");
         let reserved = reserve_port_in(&locks);
         let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&locks), 0o1777);
@@ -302,14 +299,15 @@ mod tests {
     }
 
     /// A FIFO in place of a lock file (another user may make one in the lock directory) is
-    /// no lock: opened for reading as a file, it waited for a writer forever. The test
-    /// holds it open for writing itself, so that an open of it returns either way.
+    /// no lock: opened for reading as a file, it waited for a writer for ever (the test run
+    /// hung at a server's start). The test holds it open for writing itself, so that an
+    /// open of it returns either way.
     #[cfg(unix)]
     #[test]
     fn a_fifo_in_place_of_a_lock_file_is_no_lock() {
         use std::os::unix::fs::OpenOptionsExt;
-        let private = Private::new("fifo");
-        let fifo = private.0.join("12345");
+        let private = tempfile::tempdir().unwrap();
+        let fifo = private.path().join("12345");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
         assert!(made.unwrap().success(), "mkfifo");
         // O_RDWR on a FIFO never waits (Linux), and makes this process its writer.
