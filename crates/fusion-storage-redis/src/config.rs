@@ -117,7 +117,10 @@ impl RedisOptions {
     }
 
     /// How long a command may wait for the server's reply before failing with a
-    /// retryable error. Default 5 s; raise it for very long histories on slow links.
+    /// retryable error. Default 5 s; raise it for very long histories on slow links. On
+    /// a cluster it also bounds each call of a listing's (or owner change's) prune on the
+    /// expiry index's node, retries included: past it the prune is left for a later
+    /// listing.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self

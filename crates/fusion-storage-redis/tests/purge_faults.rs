@@ -425,6 +425,52 @@ async fn a_listing_does_not_wait_on_its_prunes_look_again_entries() {
     assert_eq!(listed.unwrap(), ["kept"]);
 }
 
+/// Found by a review: a prune's look-again call was cut at the connect timeout (8eb5963),
+/// a bound for opening a connection, which users set short to find a dead host soon.
+/// A node that answers later than that but within the response timeout (a fork for a
+/// save, another client's slow command, here a `CLIENT PAUSE WRITE` the server ends by
+/// itself) had every prune cut: left undone at every listing, each leaving its
+/// look-again entries behind for a purge. The call now gets the response timeout, the
+/// time the storage gives any answer, so the prune waits for the node and is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_waits_for_a_node_slower_than_the_connect_timeout() {
+    let options = RedisOptions::new()
+        .connect_timeout(Duration::from_millis(50))
+        .response_timeout(NO_HANG);
+    let Some(Purging {
+        h: _h,
+        store,
+        mut raw,
+    }) = warmed(options).await
+    else {
+        return;
+    };
+    for id in ["pruned", "kept"] {
+        store
+            .create_session(id, &SessionMeta::new(), &said("a"))
+            .await
+            .unwrap();
+    }
+    let _: () = raw
+        .del(&[
+            format!("{PREFIX}:s:{{pruned}}"),
+            format!("{PREFIX}:m:{{pruned}}"),
+        ])
+        .await
+        .unwrap();
+    // Ended by the server a second later: the prune's `CLAIMED` (an `EVALSHA`) waits
+    // that long, twenty connect timeouts; the listing's reads do not.
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "1000", "WRITE"])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let listed = tokio::time::timeout(NO_HANG, store.list_sessions()).await;
+    assert_eq!(listed.expect("the listing hung").unwrap(), ["kept"]);
+    let ids: Vec<String> = raw.zrange(format!("{PREFIX}:ids"), 0, -1).await.unwrap();
+    assert_eq!(ids, ["kept"], "the prune was left undone");
+}
+
 /// An owner change adds the look-again entry of its prune of the old owner's indexes
 /// beside its index requests; when the expiry index's node refuses it, the update still
 /// succeeds (7ddc1b3 says so; nothing tested it) and leaves the old owner's entries to

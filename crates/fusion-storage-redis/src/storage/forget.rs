@@ -107,19 +107,24 @@ impl RedisStorage {
     }
 
     /// [`look_again`](Self::look_again) for a prune, which is upkeep: for at most the
-    /// connect timeout per call it makes (one per [`CLAIMED_CHUNK`] ids, one after the
+    /// response timeout per call it makes (one per [`CLAIMED_CHUNK`] ids, one after the
     /// other: a bound for the whole would leave a large prune, of a slow link, undone at
     /// every listing), so that a listing or an owner change is not held up by the expiry
-    /// index's node (retrying while it does not answer) any more than failed by it. The
-    /// error says why, for the log. Cut short after it was sent, it may have left its
-    /// entries and taken others up: all leased, finished a lease later.
+    /// index's node (retrying while it does not answer) any more than failed by it. Not
+    /// the connect timeout, which bounds opening a connection and is often set short to
+    /// find a dead host soon: a node answering later than that but within the response
+    /// timeout (a fork for a save, another client's slow command) is busy, not gone, and
+    /// a prune cut there is left undone at every listing, each leaving its entries
+    /// behind for a purge. The error says why, for the log. Cut short after it was sent,
+    /// it may have left its entries and taken others up: all leased, finished a lease
+    /// later (a `CLAIMED` landing late only leases; nothing follows it).
     pub(super) async fn look_again_soon(
         &self,
         name: &'static str,
         token: &str,
         ids: &[String],
     ) -> std::result::Result<(Vec<String>, Vec<String>), String> {
-        let limit = look_again_limit(self.connect_timeout, ids.len());
+        let limit = look_again_limit(self.response_timeout, ids.len());
         match tokio::time::timeout(limit, self.look_again(name, token, ids)).await {
             Ok(done) => done.map_err(|err| err.to_string()),
             Err(_elapsed) => Err(format!("no answer within {limit:?}")),
@@ -280,10 +285,10 @@ mod tests {
     use super::*;
 
     /// A prune's look-again calls go one after the other, a chunk each: bounded as a
-    /// whole by one connect timeout, a large prune over a slow link would be cut short,
-    /// and left undone, at every listing.
+    /// whole by one timeout, a large prune over a slow link would be cut short, and left
+    /// undone, at every listing.
     #[test]
-    fn a_prunes_look_again_gets_the_connect_timeout_per_call() {
+    fn a_prunes_look_again_gets_the_timeout_per_call() {
         let second = Duration::from_secs(1);
         assert_eq!(look_again_limit(second, 1), second);
         assert_eq!(look_again_limit(second, CLAIMED_CHUNK), second);

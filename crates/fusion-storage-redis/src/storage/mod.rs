@@ -89,6 +89,10 @@ pub struct RedisStorage {
     ttl: Option<Duration>,
     replica_acks: Option<ReplicaAcks>,
     connect_timeout: Duration,
+    /// How long the driver waits for one reply (`RedisOptions::response_timeout`): also
+    /// the bound of a prune's look-again call, upkeep that waits for a busy node as any
+    /// request does, but not for the retries of one that does not answer (`forget.rs`).
+    response_timeout: Duration,
     /// The longest value the server takes, if known: a longer message is refused before
     /// it is sent (`write.rs`).
     max_value: Option<usize>,
@@ -172,6 +176,7 @@ impl RedisStorage {
             ttl: options.ttl,
             replica_acks: options.replica_acks,
             connect_timeout: options.connect_timeout,
+            response_timeout: options.response_timeout,
             publish_changes: options.publish_changes,
             subscribe_to: opened.subscribe_to.into(),
             reopen: Arc::default(),
