@@ -44,10 +44,10 @@ const DRAWS: u32 = 1000;
 /// range the kernel hands out for port 0 and for the local end of outgoing connections
 /// ([`ephemeral_range`]), so no listener of a test running beside, nor any connection,
 /// takes it before the server binds it or while the server is down for a restart, and
-/// locked against every other reservation by a file in [`lock_dir`]. A port outside the
-/// range is still taken when no lock can be had (the lock only keeps reservations apart;
-/// port 0 would bring back the failures above); the kernel's choice only when that range
-/// leaves no room.
+/// locked against every other reservation by a file in `$TMPDIR/fusion-test-ports`. A port
+/// outside the range is still taken when no lock can be had (the lock only keeps
+/// reservations apart; port 0 would bring back the failures above); the kernel's choice
+/// only when that range leaves no room.
 pub fn reserve_port() -> ReservedPort {
     reserve_port_in(&lock_dir())
 }
