@@ -53,6 +53,24 @@ async fn warm_up(store: &RedisStorage, raw: &mut MultiplexedConnection) {
     assert_eq!(store.purge_expired(10).await.unwrap(), 1);
 }
 
+/// Sessions `pruned` and `kept`, then `pruned`'s keys dropped, as Redis drops an expired
+/// session's: its listing entries are stale, for the next listing to prune.
+async fn stale_entry_of_pruned(store: &RedisStorage, raw: &mut MultiplexedConnection) {
+    for id in ["pruned", "kept"] {
+        store
+            .create_session(id, &SessionMeta::new(), &said("a"))
+            .await
+            .unwrap();
+    }
+    let _: () = raw
+        .del(&[
+            format!("{PREFIX}:s:{{pruned}}"),
+            format!("{PREFIX}:m:{{pruned}}"),
+        ])
+        .await
+        .unwrap();
+}
+
 /// Found by a review: `forget` took the claimed entries out of the expiry index before it
 /// read their sessions again, so when the second look failed, a live session whose entry
 /// was due (written again after it expired, or a node's clock ahead) lost its entry, and
@@ -264,20 +282,7 @@ async fn a_prune_whose_second_look_fails_is_finished_by_a_purge() {
     let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
         return;
     };
-    for id in ["pruned", "kept"] {
-        store
-            .create_session(id, &SessionMeta::new(), &said("a"))
-            .await
-            .unwrap();
-    }
-    // Dropped by Redis (here by hand): its listing entries are stale.
-    let _: () = raw
-        .del(&[
-            format!("{PREFIX}:s:{{pruned}}"),
-            format!("{PREFIX}:m:{{pruned}}"),
-        ])
-        .await
-        .unwrap();
+    stale_entry_of_pruned(&store, &mut raw).await;
     // The listing's first look reads with the `INFO` script's `exists` mode; only the
     // prune's second look reads `lenient`.
     h.proxy.cut_randomly_containing("lenient", 1.0, 3);
@@ -306,19 +311,7 @@ async fn a_listing_whose_prune_cannot_mark_answers_and_leaves_the_prune() {
     let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
         return;
     };
-    for id in ["pruned", "kept"] {
-        store
-            .create_session(id, &SessionMeta::new(), &said("a"))
-            .await
-            .unwrap();
-    }
-    let _: () = raw
-        .del(&[
-            format!("{PREFIX}:s:{{pruned}}"),
-            format!("{PREFIX}:m:{{pruned}}"),
-        ])
-        .await
-        .unwrap();
+    stale_entry_of_pruned(&store, &mut raw).await;
     // The look-again entries' action (`+` and the lease in ms), which only they carry.
     h.proxy.cut_randomly_containing("+60000", 1.0, 20);
     let listed = store.list_sessions().await;
@@ -347,22 +340,10 @@ async fn a_prune_whose_look_again_drop_fails_still_answers() {
     let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
         return;
     };
-    for id in ["pruned", "kept"] {
-        store
-            .create_session(id, &SessionMeta::new(), &said("a"))
-            .await
-            .unwrap();
-    }
+    stale_entry_of_pruned(&store, &mut raw).await;
     let owned = SessionMeta::new().owner("alice");
     store
         .create_session("moved", &owned, &said("a"))
-        .await
-        .unwrap();
-    let _: () = raw
-        .del(&[
-            format!("{PREFIX}:s:{{pruned}}"),
-            format!("{PREFIX}:m:{{pruned}}"),
-        ])
         .await
         .unwrap();
     // The `CLAIMED` action that drops entries, as an argument of its own (a script's text,
@@ -405,19 +386,7 @@ async fn a_listing_does_not_wait_on_its_prunes_look_again_entries() {
     let Some(Purging { h, store, mut raw }) = warmed(options).await else {
         return;
     };
-    for id in ["pruned", "kept"] {
-        store
-            .create_session(id, &SessionMeta::new(), &said("a"))
-            .await
-            .unwrap();
-    }
-    let _: () = raw
-        .del(&[
-            format!("{PREFIX}:s:{{pruned}}"),
-            format!("{PREFIX}:m:{{pruned}}"),
-        ])
-        .await
-        .unwrap();
+    stale_entry_of_pruned(&store, &mut raw).await;
     h.proxy.cut_randomly_containing("\r\n+60000\r\n", 1.0, 7);
     let listed = tokio::time::timeout(NO_HANG, store.list_sessions()).await;
     h.proxy.stop_cutting();
@@ -445,19 +414,7 @@ async fn a_prune_waits_for_a_node_slower_than_the_connect_timeout() {
     else {
         return;
     };
-    for id in ["pruned", "kept"] {
-        store
-            .create_session(id, &SessionMeta::new(), &said("a"))
-            .await
-            .unwrap();
-    }
-    let _: () = raw
-        .del(&[
-            format!("{PREFIX}:s:{{pruned}}"),
-            format!("{PREFIX}:m:{{pruned}}"),
-        ])
-        .await
-        .unwrap();
+    stale_entry_of_pruned(&store, &mut raw).await;
     // Ended by the server a second later: the prune's `CLAIMED` (an `EVALSHA`) waits
     // that long, twenty connect timeouts; the listing's reads do not.
     let _: () = redis::cmd("CLIENT")
