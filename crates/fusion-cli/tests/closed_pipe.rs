@@ -13,11 +13,9 @@ use fusion::storage::StorageType;
 /// `fusion ARGS` whose stdout is a pipe nobody reads any more: its read end is closed
 /// before the command starts, so its first line already fails with EPIPE.
 fn into_closed_pipe(dir: &Path, args: &[&str]) -> Output {
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
     fusion(dir)
         .args(args)
-        .stdout(writer)
+        .stdout(common::unwritable(false))
         .output()
         .expect("the fusion binary runs")
 }
@@ -102,13 +100,7 @@ fn a_chat_printing_to_a_closed_pipe_or_a_full_stdout_does_not_panic() {
             let mut chat = common::chat_command(tmp.path(), "http://127.0.0.1:1");
             chat.args(["--session", "s", "--storage", &url]);
             chat.stdin(std::process::Stdio::piped());
-            if full {
-                chat.stdout(std::fs::File::create("/dev/full").unwrap());
-            } else {
-                let (reader, writer) = std::io::pipe().unwrap();
-                drop(reader);
-                chat.stdout(writer);
-            }
+            chat.stdout(common::unwritable(full));
             let mut child = chat.stderr(std::process::Stdio::piped()).spawn().unwrap();
             let mut stdin = child.stdin.take().unwrap();
             writeln!(stdin, "{command}").unwrap();
@@ -155,7 +147,7 @@ fn a_closed_pipe_ends_the_output_quietly_and_a_full_stdout_fails_naming_stdout()
         let output = fusion(tmp.path())
             .args(args)
             .args(["--storage", &url])
-            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .stdout(common::unwritable(true))
             .output()
             .unwrap();
         assert!(!output.status.success(), "{args:?}");
@@ -184,14 +176,8 @@ fn a_chat_on_a_terminal_whose_stdout_is_closed_or_full_does_not_panic() {
         let mut chat = common::chat_command(tmp.path(), "http://127.0.0.1:1");
         chat.args(["--session", "s", "--storage", &url])
             .env("TERM", "dumb")
-            .stdin(stdin);
-        if full {
-            chat.stdout(std::fs::File::create("/dev/full").unwrap());
-        } else {
-            let (reader, writer) = std::io::pipe().unwrap();
-            drop(reader);
-            chat.stdout(writer);
-        }
+            .stdin(stdin)
+            .stdout(common::unwritable(full));
         let output = chat.output().expect("fusion chat runs");
         assert_no_panic(&output);
         let stderr = text(&output.stderr);
@@ -235,14 +221,10 @@ fn a_stderr_that_cannot_be_written_loses_the_lines_not_the_exit_code() {
             (&["sessions", "list", "--no-such-flag"], 2),
         ] {
             let mut command = fusion(tmp.path());
-            command.args(args).args(["--storage", &url]);
-            if full {
-                command.stderr(std::fs::File::create("/dev/full").unwrap());
-            } else {
-                let (reader, writer) = std::io::pipe().unwrap();
-                drop(reader);
-                command.stderr(writer);
-            }
+            command
+                .args(args)
+                .args(["--storage", &url])
+                .stderr(common::unwritable(full));
             let output = command.output().expect("the fusion binary runs");
             assert_eq!(output.status.code(), Some(code), "{args:?}, full: {full}");
         }

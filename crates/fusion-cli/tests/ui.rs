@@ -261,8 +261,6 @@ async fn ui_goes_on_serving_when_its_reader_went_away_and_fails_on_a_full_stdout
         std::env::var("PATH").unwrap_or_default()
     );
 
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
     let mut command = Command::from(common::fusion(dir.path()));
     command
         .current_dir(dir.path())
@@ -276,7 +274,7 @@ async fn ui_goes_on_serving_when_its_reader_went_away_and_fails_on_a_full_stdout
         ])
         .env("PATH", &path)
         .env("FUSION_TEST_OPENED", &opened)
-        .stdout(writer)
+        .stdout(common::unwritable(false))
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = command.spawn().expect("fusion ui starts");
@@ -315,7 +313,7 @@ async fn ui_goes_on_serving_when_its_reader_went_away_and_fails_on_a_full_stdout
     // Spawned, not `output()`, which would make stdout a pipe of its own.
     let full = Command::from(common::fusion(dir.path()))
         .args(["ui", "--storage", "memory://", "--bind", "127.0.0.1:0"])
-        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .stdout(common::unwritable(true))
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

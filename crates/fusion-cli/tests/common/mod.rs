@@ -13,6 +13,19 @@ use std::process::{Command, Output, Stdio};
 use fusion::storage::StorageType;
 use fusion::{ChatMessage, ToolCall};
 
+/// A stream a command cannot write to: `/dev/full` when `full` (every write fails with
+/// ENOSPC), else a pipe whose read end is already closed (every write fails with EPIPE,
+/// as after `| head -1`).
+pub fn unwritable(full: bool) -> Stdio {
+    if full {
+        std::fs::File::create("/dev/full").unwrap().into()
+    } else {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer.into()
+    }
+}
+
 /// A `fusion` command isolated from the caller's environment: no inherited storage, LLM,
 /// encryption key or log settings, and a private data dir so the default storage is never
 /// the user's.
