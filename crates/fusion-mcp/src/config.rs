@@ -22,7 +22,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::error::Category;
 
-use crate::environment::InheritEnv;
+use crate::environment::{InheritEnv, is_variable_name};
 use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
 
 /// The servers to start, by name (iterated in name order).
@@ -437,7 +437,7 @@ fn inherit_env(value: Option<Value>) -> std::result::Result<InheritEnv, String> 
         let Value::String(name) = entry else {
             return Err(format!("`inheritEnv` entry {n} is not a string"));
         };
-        if name.is_empty() || name.contains(['=', '\0']) {
+        if !is_variable_name(&name) {
             return Err(format!(
                 "`inheritEnv` entry {n} is not a variable name (it lists names whose values \
                  come from Fusion's environment; set values in `env`)"

@@ -24,6 +24,7 @@ use rmcp::{ClientHandler, serve_client};
 use serde_json::{Value, json};
 
 use crate::checked::checked;
+use crate::environment::check_env;
 use crate::http_client::{http_client, redact_urls};
 use crate::http_session::SessionClient;
 use crate::process::{ChildProcess, spawn_error};
@@ -239,6 +240,7 @@ async fn open_stdio(
     handler: Handler,
 ) -> Result<(Connection, Vec<Listed>), OpenFailure> {
     let command = config.display_command();
+    check_env(&config.env).map_err(|reason| format!("cannot start `{command}`: {reason}"))?;
     let mut process = ChildProcess::spawn(server, config)
         .map_err(|e| format!("cannot start `{command}`: {}", spawn_error(config, &e)))?;
     let (stdout, stdin) = process

@@ -9,6 +9,7 @@
 //! pass all of them. Unlike `env`, which sets values, [`InheritEnv`] names variables whose
 //! values come from the environment Fusion runs in, so a token can stay out of the file.
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 
 /// The variables of this program's environment every stdio server is given (each when
@@ -80,6 +81,34 @@ impl InheritEnv {
         });
         Some(selected.collect())
     }
+}
+
+/// Whether `name` can name a variable: not empty, and holding no `=`, which ends a name
+/// (`A=B` set to `v` reaches the server as `A`, set to `B=v`), nor a NUL byte, which ends
+/// the text the system is given.
+pub(crate) fn is_variable_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0'])
+}
+
+/// Refuses a server's `env` that sets a variable under a name that is none: it would be
+/// set under another name, with the rest of the entry put before its value, or (a NUL
+/// byte) fail the start with the system's "nul byte found in provided data", which names
+/// no entry. The reason shows the name only up to its `=` or NUL byte: what follows may
+/// be a value put there by mistake, a key.
+pub(crate) fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    let Some(name) = env.keys().find(|name| !is_variable_name(name)) else {
+        return Ok(());
+    };
+    let shown = name.split(['=', '\0']).next().unwrap_or_default();
+    Err(if name.is_empty() {
+        "its `env` sets a variable with an empty name".to_owned()
+    } else {
+        format!(
+            "its `env` sets `{}…`, which is no variable name: a name holds no `=` nor NUL \
+             byte (the value goes on the right of the entry)",
+            shown.escape_debug()
+        )
+    })
 }
 
 /// Whether `name` is the variable `wanted`: on Windows, whose variable names ignore case

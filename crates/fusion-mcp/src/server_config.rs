@@ -91,7 +91,9 @@ pub struct StdioServerConfig {
     pub command: String,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Variables set for the server (often API keys), over the inherited ones.
+    /// Variables set for the server (often API keys), over the inherited ones. A name that
+    /// is none (empty, or holding `=` or a NUL byte: a value put in it by mistake) fails
+    /// the start, the error showing it only up to that character.
     pub env: BTreeMap<String, String>,
     /// The working directory, if not the current one.
     pub cwd: Option<PathBuf>,

@@ -105,3 +105,28 @@ fn a_secret_in_the_agents_environment_reaches_a_stdio_server_only_when_named() {
         assert_eq!(environment_of(overridden).await[SECRET_NAME], "from-config");
     });
 }
+
+/// An `env` entry whose name is none (a value put in it by mistake, `NAME=value`; empty; a
+/// NUL byte) fails the start naming the entry up to its `=`, never what follows it: set
+/// as it is, `TOKEN=sk-…` would reach the server as `TOKEN`, its value put after the key.
+#[tokio::test]
+async fn an_env_entry_whose_name_is_no_variable_name_fails_the_start_without_its_value() {
+    for (name, shown) in [
+        ("API_TOKEN=sk-SUPERSECRET", "`API_TOKEN…`"),
+        ("API_TOKEN\0sk-SUPERSECRET", "`API_TOKEN…`"),
+        ("", "an empty name"),
+    ] {
+        let config = StdioServerConfig::new(test_server()).env(name, "more");
+        let started = McpServer::start("probe", config, McpOptions::default()).await;
+        let Err(fusion_core::Error::Config(message)) = started else {
+            panic!("{name:?}: started, or failed otherwise: {started:?}")
+        };
+        assert!(
+            message.contains("MCP server `probe`")
+                && message.contains("`env`")
+                && message.contains(shown),
+            "{message}"
+        );
+        assert!(!message.contains("SUPERSECRET"), "{message}");
+    }
+}
