@@ -10,11 +10,11 @@
 
 mod browser;
 mod npm;
+mod port;
 mod postgres;
 mod redis;
 mod redis_cluster;
 
-use std::net::TcpListener;
 use std::process::Command;
 
 use anyhow::{Result, bail};
@@ -58,8 +58,4 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -1,6 +1,6 @@
 //! PostgreSQL for the tests: `FUSION_POSTGRES_URL` if set, else `DATABASE_URL` when it is
 //! a PostgreSQL URL, else a server on 127.0.0.1:5432 (user `postgres`, database `test`),
-//! else a throwaway cluster started here (`initdb` and `pg_ctl` on a free port, data in a
+//! else a throwaway cluster started here (`initdb` and `pg_ctl` on a port reserved for it, data in a
 //! temporary directory, stopped and removed when the guard drops). PostgreSQL refuses to
 //! run as root, so when this runs as root the cluster runs as the `postgres` user, which
 //! Debian's `postgresql` package creates; that package is installed with apt-get when no
@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{apt_install, free_port, is_root, on_path};
+use super::port::{ReservedPort, reserve_port};
+use super::{apt_install, is_root, on_path};
 
 const INSTALL_HINT: &str = "install PostgreSQL (Debian/Ubuntu: `apt-get install postgresql`, \
      macOS: `brew install postgresql`) or set FUSION_POSTGRES_URL to a reachable server";
@@ -37,6 +38,9 @@ struct Cluster {
     dir: PathBuf,
     pg_ctl: PathBuf,
     as_postgres: bool,
+    /// The cluster's port, kept from every other reservation while it runs (dropped after
+    /// `Drop` stopped the cluster).
+    _port: ReservedPort,
 }
 
 impl Drop for Cluster {
@@ -109,7 +113,8 @@ fn start_throwaway() -> Result<Postgres> {
             })?
         }
     };
-    let port = free_port()?;
+    let reserved = reserve_port()?;
+    let port = reserved.port;
     let as_postgres = is_root();
     let dir = std::env::temp_dir().join(format!("fusion-xtask-pg-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -117,6 +122,7 @@ fn start_throwaway() -> Result<Postgres> {
         dir: dir.clone(),
         pg_ctl: bin.join("pg_ctl"),
         as_postgres,
+        _port: reserved,
     };
     if as_postgres {
         run(Command::new("chown").args(["-R", "postgres:"]).arg(&dir))

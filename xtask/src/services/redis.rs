@@ -1,8 +1,9 @@
-//! Redis for the tests: `REDIS_URL` if set, else a server answering on 127.0.0.1:6379, else a throwaway
-//! `redis-server` started here on a free port (and stopped when the guard drops). The
-//! `redis-server` binary is also needed by the Redis tests themselves (they restart a
-//! private server to test reconnection), so it is installed with apt-get when missing and
-//! this runs as root; otherwise the task fails naming what to install.
+//! Redis for the tests: `REDIS_URL` if set, else a server answering on 127.0.0.1:6379, else
+//! a throwaway `redis-server` started here on a port reserved for it ([`reserve_port`]),
+//! stopped when the guard drops. The `redis-server` binary is also needed by the Redis
+//! tests themselves (they restart a private server to test reconnection), so it is
+//! installed with apt-get when missing and this runs as root; otherwise the task fails
+//! naming what to install.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{apt_install, free_port, on_path};
+use super::port::{ReservedPort, reserve_port};
+use super::{apt_install, on_path};
 
 const INSTALL_HINT: &str = "install redis-server (Debian/Ubuntu: `apt-get install redis-server`, \
      macOS: `brew install redis`) or set REDIS_URL to a reachable server";
@@ -23,6 +25,9 @@ pub struct Redis {
     /// Where the URL came from, for the log.
     pub origin: &'static str,
     child: Option<Child>,
+    /// The port of the server started here, kept from every other reservation while it
+    /// runs (dropped after `child`, which `Drop` stops).
+    _port: Option<ReservedPort>,
 }
 
 impl Drop for Redis {
@@ -49,6 +54,7 @@ pub fn redis() -> Result<Redis> {
             url,
             origin: "REDIS_URL",
             child: None,
+            _port: None,
         });
     }
     if answers_ping("127.0.0.1:6379") {
@@ -56,13 +62,15 @@ pub fn redis() -> Result<Redis> {
             url: "redis://127.0.0.1:6379".into(),
             origin: "server on the standard port",
             child: None,
+            _port: None,
         });
     }
     start_throwaway_redis()
 }
 
 fn start_throwaway_redis() -> Result<Redis> {
-    let port = free_port()?;
+    let reserved = reserve_port()?;
+    let port = reserved.port;
     let child = Command::new("redis-server")
         .args([
             "--port",
@@ -82,6 +90,7 @@ fn start_throwaway_redis() -> Result<Redis> {
         url: format!("redis://127.0.0.1:{port}"),
         origin: "throwaway redis-server started by xtask",
         child: Some(child),
+        _port: Some(reserved),
     };
     // Startup takes milliseconds; the bound only guards against a server that never comes up.
     let deadline = Instant::now() + Duration::from_secs(15);

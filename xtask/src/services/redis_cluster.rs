@@ -1,5 +1,5 @@
 //! Redis Clusters for the tests: three primaries and three replicas of `redis-server
-//! --cluster-enabled yes` on free loopback ports, joined with `redis-cli --cluster
+//! --cluster-enabled yes` on loopback ports reserved for them ([`reserve_port`]), joined with `redis-cli --cluster
 //! create`, data in a temporary directory, stopped and removed when the guard drops.
 //!
 //! [`redis_cluster`] is the one the conformance suite and the other cluster tests share
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::free_port;
+use super::port::{ReservedPort, reserve_port};
 use super::redis::{answers_ping, ensure_redis_server_installed, host_port};
 
 /// Primaries, and one replica per primary.
@@ -38,6 +38,9 @@ pub struct RedisCluster {
     /// Where the URL came from, for the log.
     pub origin: &'static str,
     nodes: Vec<Child>,
+    /// Each node's client and cluster bus ports, kept from every other reservation while
+    /// the nodes run (dropped after `Drop` stopped them).
+    ports: Vec<ReservedPort>,
     dir: Option<PathBuf>,
 }
 
@@ -74,6 +77,7 @@ pub fn redis_cluster() -> Result<RedisCluster> {
             url,
             origin: "FUSION_REDIS_CLUSTER_URL",
             nodes: Vec::new(),
+            ports: Vec::new(),
             dir: None,
         });
     }
@@ -96,14 +100,19 @@ fn start(name: &str, node_timeout_ms: &str) -> Result<RedisCluster> {
         url: String::new(),
         origin: "throwaway cluster started by xtask",
         nodes: Vec::new(),
+        ports: Vec::new(),
         dir: Some(dir.clone()),
     };
     let mut addrs = Vec::new();
     for _ in 0..NODES {
-        let port = free_port()?.to_string();
+        let (client, bus) = (reserve_port()?, reserve_port()?);
+        let (port, bus_port) = (client.port.to_string(), bus.port.to_string());
+        cluster.ports.extend([client, bus]);
         let node = Command::new("redis-server")
             .args(["--port", &port, "--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes"])
+            // Its own bus port: the default, the client port + 10000, is nobody's reservation.
+            .args(["--cluster-port", &bus_port])
             .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
             .args(["--cluster-node-timeout", node_timeout_ms])
             .args(["--save", "", "--appendonly", "no"])
