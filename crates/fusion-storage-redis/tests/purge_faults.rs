@@ -506,7 +506,7 @@ async fn a_later_delete_finishes_look_again_entries_a_store_never_purges() {
 /// Found by a review: a delete (or a prune) that took up look-again entries of others
 /// waited for their second look to finish, on those sessions' nodes, before it returned,
 /// however long their retries took: a delete whose own work was done hung on a node it
-/// had nothing to do with. That look is best effort and now gets at most the connect
+/// had nothing to do with. That look is best effort and now gets at most the response
 /// timeout, its entries left leased, due again a lease later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_does_not_wait_on_the_look_again_entries_it_took_up() {
@@ -538,6 +538,36 @@ async fn a_delete_does_not_wait_on_the_look_again_entries_it_took_up() {
         .unwrap()
         .as_millis() as f64;
     assert!(score.is_some_and(|score| score > now_ms), "{score:?}");
+}
+
+/// Found by a review: the second look at the look-again entries a delete (or prune) took
+/// up was cut at the connect timeout, after its own look-again call had moved to the
+/// response timeout (21ef27e): a node that answers later than a connection attempt (here
+/// a lost reply, sent again after the backoff of at least 100 ms, twice the connect
+/// timeout) had every take-up cut, the entries left to a purge, and a session created
+/// again meanwhile unlisted. Both get the response timeout now: the look is finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_waits_for_the_look_again_entries_it_took_up_on_a_slow_node() {
+    let options = RedisOptions::new()
+        .connect_timeout(Duration::from_millis(50))
+        .response_timeout(NO_HANG);
+    let Some(Purging { h, store, mut raw }) = warmed(options).await else {
+        return;
+    };
+    created_unlisted(&store, &mut raw, "again").await;
+    // The look-again entry of a delete of "again" that stopped, due.
+    let _: () = raw.zadd(EXPIRY, "!again/7", 1).await.unwrap();
+    store
+        .create_session("other", &SessionMeta::new(), &said("b"))
+        .await
+        .unwrap();
+    // The first request naming the entry is the take-up's claim of it (the take-up's
+    // reply names it, its request does not).
+    h.proxy.cut_after_reply_to("!again/7");
+    store.delete("other").await.unwrap();
+    assert_eq!(h.proxy.cuts(), 1);
+    assert_eq!(store.list_sessions().await.unwrap(), ["again"]);
+    assert_nothing_left(&mut raw).await;
 }
 
 /// Found by a review: a conditional replace with nothing (a delete through the truncate

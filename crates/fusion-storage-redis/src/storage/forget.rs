@@ -125,16 +125,13 @@ impl RedisStorage {
         ids: &[String],
     ) -> std::result::Result<(Vec<String>, Vec<String>), String> {
         let limit = look_again_limit(self.response_timeout, ids.len());
-        match tokio::time::timeout(limit, self.look_again(name, token, ids)).await {
-            Ok(done) => done.map_err(|err| err.to_string()),
-            Err(_elapsed) => Err(format!("no answer within {limit:?}")),
-        }
+        within(limit, self.look_again(name, token, ids)).await
     }
 
     /// Finishes the look-again entries `taken` up by [`look_again`](Self::look_again)
     /// for the claimer of `token`, beside the caller's own second look: their sessions
     /// looked at and listed as found, then the entries dropped (at this token already,
-    /// `forget`'s `claim` leaves them as they are). Best effort, for at most the connect
+    /// `forget`'s `claim` leaves them as they are). Best effort, for at most the response
     /// timeout: a failure here, on other sessions' nodes, is not the caller's, and leaves
     /// the entries leased, due again a lease later for the next delete, prune or purge.
     /// Nothing to send when none were taken up.
@@ -142,15 +139,14 @@ impl RedisStorage {
         if taken.is_empty() {
             return;
         }
-        // Not for longer than a connection attempt: the caller's own work may be done,
-        // and the nodes of these sessions are none of its business. A look cut short is
-        // safe anywhere (it only lists what it finds, then drops), its entries leased.
+        // Bounded as the caller's own look-again call is ([`look_again_soon`]): the
+        // caller's work may be done, and the nodes of these sessions are none of its
+        // business, but one busy for longer than a connection attempt (and answering
+        // within the response timeout) is waited for, or every take-up would be left to a
+        // purge. A look cut short is safe anywhere (it only lists what it finds, then
+        // drops), its entries leased.
         let finish = self.forget(name, &[], taken, &[], token);
-        let failed = match tokio::time::timeout(self.connect_timeout, finish).await {
-            Ok(done) => done.err().map(|err| err.to_string()),
-            Err(_elapsed) => Some(format!("no answer within {:?}", self.connect_timeout)),
-        };
-        if let Some(error) = failed {
+        if let Err(error) = within(self.response_timeout, finish).await {
             tracing::debug!(
                 error,
                 count = taken.len(),
@@ -270,6 +266,19 @@ impl RedisStorage {
                 .map_err(|err| parse_redis_error(err, self.op(name, None).on_key(expiry)))?;
         }
         Ok(())
+    }
+}
+
+/// `call`, for at most `limit`: its error, or that it had no answer by then, as text for
+/// the log (upkeep, which fails nobody: [`RedisStorage::look_again_soon`],
+/// [`RedisStorage::finish_taken`]).
+async fn within<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T>>,
+) -> std::result::Result<T, String> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(done) => done.map_err(|err| err.to_string()),
+        Err(_elapsed) => Err(format!("no answer within {limit:?}")),
     }
 }
 
