@@ -382,6 +382,36 @@ async fn an_update_refused_for_a_linked_set_directory_leaves_the_session_where_i
     assert_eq!(files(&elsewhere), owned(&[]));
 }
 
+/// Found by a review: an update refused for its new expiry marker (a link on its way)
+/// had recorded its journal line first, as e56be0b's update refused for a set's marker
+/// had, so the next listing moved the session's `updated_at` to the refused write.
+#[tokio::test]
+async fn an_update_refused_for_a_linked_expiry_directory_leaves_the_session_where_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let in_an_hour = now_micros() + Duration::from_secs(3600);
+    let meta = SessionMeta::new().expiry(Expiry::At(in_an_hour));
+    storage
+        .create_session("a", &meta, &said("a"))
+        .await
+        .unwrap();
+    storage.append("b", &said("b")).await.unwrap();
+    let before = storage.session_info("a").await.unwrap().unwrap();
+    let elsewhere = outside(tmp.path(), &[]);
+    link_in_place_of(&dir.join(".fusion-index/expiry"), &elsewhere);
+    let sooner = fusion_core::MetaUpdate::new()
+        .expiry(Some(Expiry::At(in_an_hour - Duration::from_secs(1800))));
+    let refused = storage.update_session("a", &sooner).await.unwrap_err();
+    assert!(refused.to_string().contains("symbolic link"), "{refused}");
+    let newest_first = all_pages(&storage, SessionQuery::new().limit(1)).await;
+    assert_eq!(newest_first, ["b", "a"]);
+    let after = storage.session_info("a").await.unwrap().unwrap();
+    assert_eq!(after.updated_at, before.updated_at);
+    assert_eq!(after.expires_at, before.expires_at);
+    assert_eq!(files(&elsewhere), owned(&[]));
+}
+
 /// Found by a second review: `list_sessions` checks only the sessions whose expiry markers
 /// are due, and the walk of the markers skips a bucket that is a link, so an expired
 /// session whose marker's bucket was replaced by one (or whose marker a build left out

@@ -72,14 +72,14 @@ impl Lives {
     /// this write started one among more than `LIVE_FILES_MAX`, or took its journal past
     /// `limit` and so finished it; and whether the journal this instance had been writing
     /// was found removed (with the index, by hand), so that the lines it took since it
-    /// was last found in place are read by nobody.
+    /// was last found in place are read by nobody. A failing `line` writes no line.
     pub(crate) fn append(
         &self,
         root: &Path,
         floor: i64,
         limit: u64,
         sync: bool,
-        line: impl FnOnce(i64) -> Vec<u8>,
+        line: impl FnOnce(i64) -> Result<Vec<u8>>,
     ) -> Result<(i64, bool, bool)> {
         let mut slot = self.free_slot();
         let mut fold = false;
@@ -101,7 +101,7 @@ impl Lives {
             *slot = Some(live);
         }
         let live = slot.as_mut().expect("created above");
-        live.append(&line(t), sync)?;
+        live.append(&line(t)?, sync)?;
         if live.len > limit {
             // Closing the file releases its lock: the next fold takes its lines.
             *slot = None;

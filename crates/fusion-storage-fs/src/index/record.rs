@@ -65,6 +65,22 @@ impl Index {
         floor: i64,
         sync: bool,
     ) -> Result<Recorded> {
+        let (recorded, ()) = self.record_after(id, change, floor, sync, |_| Ok(()))?;
+        Ok(recorded)
+    }
+
+    /// [`Index::record`], calling `first` with the write's timestamp before its line is
+    /// written, for what depends on that timestamp and must precede the line (a write's
+    /// expiry marker): when `first` fails, no line is written, and a listing has nothing
+    /// to take for a write cut short. Returns what `first` returned too.
+    pub(crate) fn record_after<T>(
+        &self,
+        id: &str,
+        change: Change,
+        floor: i64,
+        sync: bool,
+        first: impl FnOnce(i64) -> Result<T>,
+    ) -> Result<(Recorded, T)> {
         let kind = match change {
             Change::Delete => Kind::Delete,
             Change::Write | Change::Create => Kind::Write,
@@ -76,14 +92,17 @@ impl Index {
             }
             Change::Write | Change::Delete => (floor, false),
         };
+        let mut first_gave = None;
         let (t, fold, journal_removed) =
             self.lives
                 .append(&self.root, floor, self.limits.0, sync, |t| {
-                    journal::encode(t, kind, id)
+                    first_gave = Some(first(t)?);
+                    Ok(journal::encode(t, kind, id))
                 })?;
+        let first_gave = first_gave.expect("a line written follows `first`");
         self.sync_journal_dirs(sync, journal_removed)?;
         let merge_ids = merge_ids || self.log_change(id, change, t, journal_removed, sync)?;
-        Ok(Recorded { t, fold, merge_ids })
+        Ok((Recorded { t, fold, merge_ids }, first_gave))
     }
 
     /// With `sync`, the entries of `live` and of the index's directory, where a line was

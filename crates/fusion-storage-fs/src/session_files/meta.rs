@@ -341,24 +341,29 @@ impl SessionFiles {
             self.index.add_member(key, &self.id, sync)?;
         }
         let floor = counters.next_floor();
-        let recorded = self
-            .index
-            .record(&self.id, crate::index::Change::Write, floor, sync)?;
-        let expiry = match &update.expiry {
-            Some(expiry) => StoredExpiry::of(expiry.as_ref(), recorded.t),
-            None => counters.expiry.at_write(recorded.t),
-        };
-        new.expiry = expiry.expiry();
+        // The expiry's marker depends on the write's timestamp, so it is placed once that
+        // is handed out, but before the line, for the same reason as the sets' markers.
         // The marker stays while it is at or before the new instant; otherwise one is
         // added before the counters name it, and the old one removed after.
-        let indexed = match expiry.expires_at.map(marker_instant) {
-            Some(at) if counters.indexed.is_none_or(|old| old > at) => {
-                self.index.add_expiry(at, &self.id, sync)?;
-                Some(at)
-            }
-            Some(_) => counters.indexed,
-            None => None,
-        };
+        let change = crate::index::Change::Write;
+        let (recorded, (expiry, indexed)) =
+            self.index
+                .record_after(&self.id, change, floor, sync, |t| {
+                    let expiry = match &update.expiry {
+                        Some(expiry) => StoredExpiry::of(expiry.as_ref(), t),
+                        None => counters.expiry.at_write(t),
+                    };
+                    let indexed = match expiry.expires_at.map(marker_instant) {
+                        Some(at) if counters.indexed.is_none_or(|old| old > at) => {
+                            self.index.add_expiry(at, &self.id, sync)?;
+                            Some(at)
+                        }
+                        Some(_) => counters.indexed,
+                        None => None,
+                    };
+                    Ok((expiry, indexed))
+                })?;
+        new.expiry = expiry.expiry();
         let meta_removed = new.is_empty() && counters.copied.is_none();
         let mut meta_unlinked = false;
         if meta_removed {
