@@ -47,8 +47,15 @@
 //! millisecond sorts between two milliseconds: the sessions after it are those whose
 //! `updated_at * 1000 < micros`, whatever their id, which is
 //! `updated_at < ceil(micros / 1000)`, written `(updated_at, id) < (ceil, '')` since every
-//! id sorts after the empty string. The first page uses `(i64::MAX, '~')`: every valid id
-//! sorts before `~`.
+//! id sorts after the empty string.
+//!
+//! The first page starts after every stored cell, not after the largest number: its bound
+//! is `(X'FF…', '~')` ([`AFTER_EVERY_CELL`]), a blob, since SQLite sorts every number before
+//! any text and any text before any blob. A session whose `updated_at` a hand edit left
+//! text, a blob or a real past i64 sorts newest, so the first page holds it and fails
+//! as corrupt naming it, as the page by id holding it does; with a number for bound every
+//! newest-first page passed over it. The bound costs nothing: the walk starts at the same
+//! end of the index. Every valid id sorts before `~`.
 
 use fusion_core::{Position, Result, SessionOrder, SessionPage, SessionQuery};
 use sqlx::SqlitePool;
@@ -215,14 +222,17 @@ const OWNER_TAG_BY_ID: &str = concat!(
     " ORDER BY s.id LIMIT ?4"
 );
 
-/// The bound of a first newest-first page: after every stored session.
-const FIRST_UPDATED: (i64, &str) = (i64::MAX, "~");
+/// The `updated_at` bound of a first newest-first page, a blob sorting after every number
+/// and text, and every blob that does not start with 32 bytes 0xFF: see the
+/// [module documentation](self).
+const AFTER_EVERY_CELL: &[u8] = &[0xFF; 32];
 
 /// A value bound to a page query, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Arg<'a> {
     Text(&'a str),
     Int(i64),
+    Blob(&'static [u8]),
     /// The search's `LIKE` pattern, NULL for none.
     Pattern(Option<String>),
 }
@@ -241,12 +251,15 @@ pub(crate) fn page_sql<'q>(
     let filters = (query.owner.is_some(), query.tag.is_some());
     let sql = match query.order {
         SessionOrder::UpdatedDesc => {
-            let (ms, id) = match start {
-                Some(Position::Updated { micros, id }) => updated_bound(*micros, id),
+            let (updated, id) = match start {
+                Some(Position::Updated { micros, id }) => {
+                    let (ms, id) = updated_bound(*micros, id);
+                    (Arg::Int(ms), id)
+                }
                 // `validate` refused a cursor of the other order.
-                Some(Position::Id(_)) | None => FIRST_UPDATED,
+                Some(Position::Id(_)) | None => (Arg::Blob(AFTER_EVERY_CELL), "~"),
             };
-            args.extend([Arg::Int(ms), Arg::Text(id)]);
+            args.extend([updated, Arg::Text(id)]);
             match filters {
                 (false, false) => BY_UPDATED,
                 (true, false) => OWNER_BY_UPDATED,
@@ -305,6 +318,7 @@ pub(crate) async fn page(
         statement = match arg {
             Arg::Text(text) => statement.bind(text),
             Arg::Int(n) => statement.bind(n),
+            Arg::Blob(bytes) => statement.bind(bytes),
             Arg::Pattern(pattern) => statement.bind(pattern),
         };
     }
@@ -411,7 +425,7 @@ mod tests {
         );
         let newest = SessionQuery::new();
         let (_, args) = page_sql(&newest, None, 9);
-        assert_eq!(args[..2], [Arg::Int(i64::MAX), Arg::Text("~")]);
+        assert_eq!(args[..2], [Arg::Blob(AFTER_EVERY_CELL), Arg::Text("~")]);
     }
 
     /// Every page query walks the index named in the module documentation from its bound:

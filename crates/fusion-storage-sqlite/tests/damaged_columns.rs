@@ -48,8 +48,7 @@ fn is_corrupt<T: std::fmt::Debug>(
 }
 
 /// The calls that read a session's facts: each names the damaged column. The listing is
-/// by id: newest first, its keyset on `updated_at` passes over a session whose cell there
-/// is not an integer (SQLite orders text and blobs after every number).
+/// by id here; the newest-first pages are `a_newest_first_listing_reports_...` below.
 async fn facts_calls(storage: &SqliteStorage, column: &str) -> Vec<(&'static str, bool)> {
     let update = MetaUpdate::new().title(Some("renamed"));
     let by_id = SessionQuery::new().order(SessionOrder::Id);
@@ -181,5 +180,46 @@ async fn a_stored_message_id_that_is_not_utf8_fails_an_append_as_corrupt() {
         assert!(is_corrupt(append.await, "id", false), "{url}");
         storage.close().await;
         let _ = std::fs::remove_file(dir.path().join("s.db"));
+    }
+}
+
+/// A session whose `updated_at` is not a whole number of milliseconds in range (text, a
+/// blob, a real past i64) fails the first page of every newest-first listing that would
+/// hold it as corrupt, naming session and column, as the listings by id do: SQLite sorts
+/// such a cell after every number, so it is newest, where the first page's keyset bound
+/// (a number) used to leave it out of every page.
+#[tokio::test]
+async fn a_newest_first_listing_reports_a_session_whose_updated_at_is_not_a_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let queries = [
+        SessionQuery::new(),
+        SessionQuery::new().owner("alice"),
+        SessionQuery::new().tag("x"),
+        SessionQuery::new().owner("alice").tag("x"),
+        SessionQuery::new().owner("alice").search("s"),
+    ];
+    for url in both_paths(dir.path()) {
+        for value in ["'x'", "x'00'", "1e19"] {
+            let storage = SqliteStorage::connect(&url).await.unwrap();
+            let owned = MetaUpdate::new().owner(Some("alice")).add_tag("x");
+            for id in ["s", "t"] {
+                storage.save(id, &turn(id)).await.unwrap();
+                storage.update_session(id, &owned).await.unwrap();
+            }
+            let damage = format!("UPDATE sessions SET updated_at = {value} WHERE id = 's'");
+            sqlx::query(&damage).execute(storage.pool()).await.unwrap();
+            for query in &queries {
+                let page = storage.list_page(query).await;
+                assert!(
+                    is_corrupt(page, "updated_at", true),
+                    "{url}, {value}, {query:?}"
+                );
+            }
+            // Another owner's listing does not hold the session, and lists as before.
+            let other = storage.list_page(&SessionQuery::new().owner("bob")).await;
+            assert!(other.unwrap().sessions.is_empty(), "{url}, {value}");
+            storage.close().await;
+            let _ = std::fs::remove_file(dir.path().join("s.db"));
+        }
     }
 }
