@@ -45,6 +45,35 @@ impl PartialEq for Due {
 
 impl Eq for Due {}
 
+/// The fewest pending pauses at which the timer thread sweeps out abandoned ones.
+const MIN_SWEEP: usize = 64;
+
+/// The pending pauses, the one that ends first on top.
+///
+/// A pause whose caller stopped waiting (its call cancelled by a timeout, a `select!`, a
+/// client that went away) is of no use, yet would stay until its deadline: with a long
+/// backoff (`RetryLayer::backoff` takes up to `Duration::MAX`, a year here), every call
+/// cancelled during an outage would leave one for that long, and the memory would grow
+/// with each. So whenever the heap has doubled since it was last swept, the abandoned
+/// ones are dropped: a sweep every so many pauses, as many as are live, so each costs
+/// O(1) on average and the heap holds at most twice the live pauses (or [`MIN_SWEEP`]).
+#[derive(Default)]
+struct Pending {
+    heap: BinaryHeap<Due>,
+    /// How many pauses the last sweep left.
+    swept: usize,
+}
+
+impl Pending {
+    fn push(&mut self, due: Due) {
+        self.heap.push(due);
+        if self.heap.len() >= 2 * self.swept.max(MIN_SWEEP) {
+            self.heap.retain(|due| !due.wake.is_closed());
+            self.swept = self.heap.len();
+        }
+    }
+}
+
 /// The way to the timer thread; `None` until the first pause, or after the thread could
 /// not be started (the next pause tries again).
 static TIMER: Mutex<Option<Sender<Due>>> = Mutex::new(None);
@@ -103,15 +132,15 @@ fn enqueue(due: Due) -> bool {
 /// The timer thread: wakes every pause when it ends, and runs for the rest of the process
 /// (its sender stays in [`TIMER`]), idle on its channel while no pause is pending.
 fn run(requests: Receiver<Due>) {
-    let mut pending = BinaryHeap::new();
+    let mut pending = Pending::default();
     loop {
         let now = Instant::now();
-        while pending.peek().is_some_and(|due: &Due| due.at <= now) {
-            let due = pending.pop().expect("peeked");
+        while pending.heap.peek().is_some_and(|due: &Due| due.at <= now) {
+            let due = pending.heap.pop().expect("peeked");
             // A caller that stopped waiting (its future dropped) has no receiver left.
             let _ = due.wake.send(());
         }
-        let next = match pending.peek() {
+        let next = match pending.heap.peek() {
             Some(due) => requests.recv_timeout(due.at.saturating_duration_since(now)),
             None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
@@ -134,6 +163,29 @@ mod tests {
         let mut pause = std::pin::pin!(sleep(Duration::MAX));
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(pause.as_mut().poll(&mut cx), Poll::Pending);
+    }
+
+    /// The pauses of calls cancelled while they waited (a year each, a backoff with no
+    /// limit) are swept out as more come, not kept until they end; a live one stays.
+    #[test]
+    fn pauses_nobody_waits_for_are_swept_out() {
+        let year = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        let mut pending = Pending::default();
+        let (wake, mut live) = oneshot::channel();
+        pending.push(Due { at: year, wake });
+        for _ in 0..10_000 {
+            let (wake, abandoned) = oneshot::channel();
+            drop(abandoned);
+            pending.push(Due { at: year, wake });
+        }
+        assert!(
+            pending.heap.len() <= 2 * MIN_SWEEP,
+            "{}",
+            pending.heap.len()
+        );
+        let kept = pending.heap.pop().expect("the live pause is kept");
+        kept.wake.send(()).unwrap();
+        assert_eq!(live.try_recv(), Ok(()));
     }
 
     #[test]
