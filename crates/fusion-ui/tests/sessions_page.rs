@@ -345,3 +345,19 @@ async fn go_to_a_session_by_id() {
         assert!(reply.body.contains("session id"), "{bad}: {}", reply.body);
     }
 }
+
+/// A parameter no page reads is never looked at: its bytes, text or not, are no reason to
+/// refuse the page. The check of every parameter's bytes refused a link that carried one
+/// along (`&ref=%FF`), though the page would never read it.
+#[tokio::test]
+async fn a_parameter_no_page_reads_is_not_refused_for_its_bytes() {
+    let app = app(seeded().await);
+    let reply = send(&app, get("/sessions?owner=bob&ref=%FF%FE")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(reply.body.contains(r#"<input name="owner" value="bob""#));
+    let reply = send(&app, get("/go?ref=%FF&id=user-1")).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let reply = send(&app, get("/sessions?owner=%FF&ref=ok")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert!(reply.body.contains("parameter &#34;owner&#34; is not text"));
+}

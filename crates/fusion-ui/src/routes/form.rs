@@ -65,12 +65,9 @@ impl FormFields {
         Ok(values)
     }
 
-    /// The name of the first field whose value is not UTF-8 text, if one is not.
-    pub(crate) fn first_not_text(&self) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(_, value)| value.is_none())
-            .map(|(name, _)| name.as_str())
+    /// Every field, name and value (`None` where not UTF-8), in the order sent.
+    pub(crate) fn into_pairs(self) -> impl Iterator<Item = (String, Option<String>)> {
+        self.0.into_iter()
     }
 
     /// Field `name` as a whole number, or a 400 saying what is wrong with it.

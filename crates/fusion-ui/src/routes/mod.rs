@@ -13,6 +13,7 @@ pub(crate) mod export;
 pub(crate) mod fork;
 mod form;
 pub(crate) mod meta;
+mod query;
 mod refusal;
 mod request;
 pub(crate) mod sessions;

@@ -2,7 +2,7 @@
 //! query string, whether htmx asked for a fragment.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri};
 use fusion::SessionId;
@@ -10,13 +10,14 @@ use fusion::storage::{ConversationStorage, SessionInfo};
 use serde::de::DeserializeOwned;
 
 use super::form::FormFields;
+use super::query;
 use crate::html::PageError;
 
 /// Extractor: the query string as `T`, or a 400 page saying what is wrong with it.
 ///
-/// Read strictly: a parameter whose value is not UTF-8 once percent-decoded (`?tag=%FF`)
-/// is refused naming it. axum's `Query` decodes lossily, so such a value became U+FFFD,
-/// a filter that silently matched nothing.
+/// Read strictly ([`query::read`]): a parameter `T` reads whose value is not UTF-8 once
+/// percent-decoded (`?tag=%FF`) is refused naming it, where axum's `Query`, decoding
+/// lossily, made it U+FFFD, a filter that silently matched nothing.
 pub(crate) struct Params<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
@@ -24,16 +25,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, PageError> {
         let raw = parts.uri.query().unwrap_or_default();
-        if let Some(name) =
-            FormFields::parse(&Bytes::copy_from_slice(raw.as_bytes())).first_not_text()
-        {
-            return Err(PageError::bad_request(format!(
-                "The query parameter {name:?} is not text (its bytes are not UTF-8)."
-            )));
-        }
-        Query::try_from_uri(&parts.uri)
-            .map(|Query(params)| Params(params))
-            .map_err(|rejection| PageError::bad_request(rejection.body_text()))
+        let fields = FormFields::parse(&Bytes::copy_from_slice(raw.as_bytes()));
+        query::read(fields)
+            .map(Params)
+            .map_err(|err| PageError::bad_request(err.to_string()))
     }
 }
 
