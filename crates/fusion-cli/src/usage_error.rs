@@ -5,7 +5,7 @@
 /// (`unexpected argument 'postgres://u:secret@host/db'`), and an error goes to logs.
 pub fn exit_redacted(err: clap::Error) -> ! {
     if !err.use_stderr() {
-        err.exit();
+        exit_after_printing(&err);
     }
     let args: Vec<String> = std::env::args_os()
         .map(|arg| arg.to_string_lossy().into_owned())
@@ -19,6 +19,25 @@ pub fn exit_redacted(err: clap::Error) -> ! {
         redacted(&err.render().to_string(), &args)
     );
     std::process::exit(err.exit_code());
+}
+
+/// Prints `--help` or `--version` to stdout and exits 0, or, when stdout cannot take it
+/// (`fusion --help >/dev/full`), fails as any other command's output does
+/// ([`crate::render::report`]: a reader that went away is still no failure).
+/// [`clap::Error::exit`] ignored the failed write and exited 0, nothing printed.
+fn exit_after_printing(help: &clap::Error) -> ! {
+    use std::io::Write as _;
+    let printed = help.print().and_then(|()| std::io::stdout().flush());
+    let failed = printed
+        .err()
+        .map(|err| anyhow::Error::new(err).context("cannot write to stdout"));
+    match failed {
+        // `report` prints the error line, or nothing for a reader that went away.
+        Some(err) if crate::render::report(&err) == std::process::ExitCode::FAILURE => {
+            std::process::exit(1)
+        }
+        _ => std::process::exit(help.exit_code()),
+    }
 }
 
 /// `said` with each URL hidden: first as the arguments gave it (an argument, or the value

@@ -230,3 +230,30 @@ fn a_stderr_that_cannot_be_written_loses_the_lines_not_the_exit_code() {
         }
     }
 }
+
+/// `--help` and `--version` into a full stdout fail as any command's output does: clap
+/// printed them, ignored the failed write and exited 0, nothing printed. Into a closed
+/// pipe (`fusion --help | head -0`) they still succeed, the reader's choice.
+#[test]
+fn help_and_version_into_a_full_stdout_fail_naming_stdout() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [&["--help"][..], &["--version"], &["sessions", "list", "-h"]] {
+        let output = fusion(tmp.path())
+            .args(args)
+            .stdout(common::unwritable(true))
+            .output()
+            .unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("fusion: error: cannot write to stdout: ")
+                && stderr.contains("No space left on device"),
+            "{args:?}: {stderr}"
+        );
+
+        let output = into_closed_pipe(tmp.path(), args);
+        assert_no_panic(&output);
+        assert!(output.status.success(), "{args:?}: {:?}", output.status);
+        assert_eq!(text(&output.stderr), "", "{args:?}");
+    }
+}
