@@ -276,6 +276,7 @@ fn source(parts: &[&str]) -> String {
         .replace("@MAX_IDLE_MICROS@", &MAX_IDLE.as_micros().to_string())
         .replace("@DEDUP_WINDOW@", &DEDUP_WINDOW.to_string())
         .replace("@TAKE_UP@", &retention::TAKE_UP.to_string())
+        .replace("@TAKE_UP_SCAN@", &retention::TAKE_UP_SCAN.to_string())
 }
 
 /// What a message script reports: whether it wrote, the session's generation (as

@@ -178,12 +178,15 @@ return {now, due, still}
 /// with `+ms`: each absent one scored that many ms after the server's now, claimed (a
 /// whole lease, so that a purge takes it only once that delete should have dropped it,
 /// and finishes its second look for it if it did not); one there already (this action
-/// sent again) is left as it is. It also takes up the look-again entries at the head of
-/// the index that are due (at most [`TAKE_UP`], up to the first entry of another kind),
-/// left by deletes and prunes that stopped: leased to this claimer like its own, and
-/// returned, for the caller's second look to finish and drop, so that a store whose purge
-/// never runs (one without expiring sessions, whose index holds nothing else) does not
-/// keep them. Sent again, `+ms` returns none of what its first copy took up (no longer
+/// sent again) is left as it is. It also takes up due look-again entries (at most
+/// [`TAKE_UP`], among at most [`TAKE_UP_SCAN`] due entries: every due one when there are
+/// no more, else a window of them at a rank picked by the claimer's id), left by deletes
+/// and prunes that stopped: leased to this claimer like its own, and returned, for the
+/// caller's second look to finish and drop, so that a store whose purge never runs (one
+/// without expiring sessions, whose index holds nothing else) does not keep them. Due
+/// entries of another kind (of expired sessions no purge removed yet, which only a purge
+/// may remove: it counts and publishes them) are skipped, not a wall: those at the head
+/// no longer stop every take-up until a purge runs. Sent again, `+ms` returns none of what its first copy took up (no longer
 /// due): those stay leased to this claimer, due again a lease later.
 ///
 /// KEYS: the expiry index. ARGV: `claim`, `drop`, `+ms` or the score to release to, the
@@ -198,11 +201,20 @@ if after then
   local at = now + tonumber(after)
   at = at + token(at, id)
   local taken = {}
-  local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, @TAKE_UP@)
-  for _, member in ipairs(due) do
-    if string.sub(member, 1, 1) ~= '!' then break end
-    redis.call('ZADD', KEYS[1], 'XX', at, member)
-    taken[#taken + 1] = member
+  -- The due entries are the index's first ranks: all of them looked at when few, else a
+  -- window of them at a rank the claimer's id picks; entries of another kind skipped.
+  local due = redis.call('ZCOUNT', KEYS[1], '-inf', now)
+  if due > 0 then
+    local first = 0
+    if due > @TAKE_UP_SCAN@ then first = id % (due - @TAKE_UP_SCAN@ + 1) end
+    local last = math.min(first + @TAKE_UP_SCAN@, due) - 1
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[1], first, last)) do
+      if #taken == @TAKE_UP@ then break end
+      if string.sub(member, 1, 1) == '!' then
+        redis.call('ZADD', KEYS[1], 'XX', at, member)
+        taken[#taken + 1] = member
+      end
+    end
   end
   for i = 3, #ARGV do redis.call('ZADD', KEYS[1], 'NX', at, ARGV[i]) end
   return taken
@@ -227,6 +239,11 @@ end
 /// How many due look-again entries one `+ms` of [`CLAIMED`] takes up at most: each
 /// costs its caller's second look one session read more, side by side with the others.
 pub(super) const TAKE_UP: usize = 8;
+
+/// How many due entries of the expiry index one `+ms` of [`CLAIMED`] looks at for those
+/// to take up: a bound on the script's time, however many expired sessions wait for a
+/// purge.
+pub(super) const TAKE_UP_SCAN: usize = 64;
 
 /// `token(whole, id)`: the fraction of a ms past `whole` (a score of the expiry index, in
 /// ms) that the claimer `id` claims it at ([`CLAIM`], [`CLAIMED`]): `k / 2^bits` with `k`

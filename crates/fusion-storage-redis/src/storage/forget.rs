@@ -79,9 +79,8 @@ impl RedisStorage {
     /// entries, and the due look-again entries of others that the same call took up (at
     /// most `scripts::retention::TAKE_UP` a call, leased at `token`), which the caller's
     /// second look finishes and drops: a store whose purge never runs would otherwise
-    /// keep one per delete or prune that stopped. Entries of another kind due at the head
-    /// of the index (those of expired sessions no purge has removed yet) stop the take-up
-    /// until a purge removes them; the purge finishes the look-again entries then too. A
+    /// keep one per delete or prune that stopped. Due entries of another kind (those of
+    /// expired sessions no purge has removed yet) are skipped, left to the purge. A
     /// call sent again after a dropped connection returns none of what its first copy took
     /// up: those stay leased at `token`, due again a lease later.
     pub(super) async fn look_again(
