@@ -286,8 +286,7 @@ async fn open_http(
     let shown = redact_url(url);
     let mut headers = std::collections::HashMap::new();
     for (name, value) in &config.headers {
-        let header = HeaderName::try_from(name.as_str())
-            .map_err(|_| format!("header name `{name}` is not valid"))?;
+        let header = HeaderName::try_from(name.as_str()).map_err(|_| invalid_header_name(name))?;
         // The value is a secret: never quoted back.
         let mut value = HeaderValue::try_from(value.as_str())
             .map_err(|_| format!("the value of header `{name}` is not a valid header value"))?;
@@ -312,6 +311,21 @@ async fn open_http(
             startup.as_secs_f32()
         )),
     }
+}
+
+/// Why `name` is no header name, showing it only up to the first character a name cannot
+/// hold: one given as `Authorization: Bearer …` (as `curl -H` takes it) holds the value,
+/// a secret, after that character.
+fn invalid_header_name(name: &str) -> String {
+    if name.is_empty() {
+        return "a header has an empty name".to_owned();
+    }
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    let shown = name.split(|c| !token(c)).next().unwrap_or_default();
+    format!(
+        "header name `{shown}…` is not valid: a name holds no `:`, space or other such \
+         character (the value goes on the right of the entry)"
+    )
 }
 
 /// Why a handshake failed: the reason, and whether the server's side closed first (its

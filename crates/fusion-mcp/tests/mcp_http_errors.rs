@@ -391,3 +391,23 @@ fn a_key_in_the_servers_url_never_shows_in_a_message() {
         assert!(!line.contains("SUPERSECRET"), "{line}");
     }
 }
+
+/// A header given as `curl -H` takes it, name and value in the name, fails the start
+/// naming the header up to its `:`, never the token after it.
+#[tokio::test]
+async fn a_header_name_holding_its_value_fails_the_start_without_the_value() {
+    for (name, shown) in [
+        ("Authorization: Bearer tok-SUPERSECRET", "`Authorization…`"),
+        ("Bearer tok-SUPERSECRET", "`Bearer…`"),
+        ("", "an empty name"),
+    ] {
+        // Refused before any request: nothing listens there.
+        let config = HttpServerConfig::new("http://127.0.0.1:9/mcp").header(name, "x");
+        let started = McpServer::start("web", config, patient()).await;
+        let Err(Error::Config(message)) = started else {
+            panic!("{name:?}: the start should fail")
+        };
+        assert!(message.contains(shown), "{message}");
+        assert!(!message.contains("SUPERSECRET"), "{message}");
+    }
+}
