@@ -733,7 +733,7 @@ mod tests {
             let files = at.files(id);
             match id {
                 "deleted-again" => files.remove().unwrap(),
-                "purged" => assert!(!files.purge_if_expired(0).unwrap()),
+                "purged" => assert!(!files.purge_if_expired(Some(0)).unwrap()),
                 "refused" => {
                     let change =
                         FileChange::Append(Batch::encode(&[ChatMessage::user("x")]).unwrap());

@@ -18,17 +18,16 @@ pub(crate) struct Retention<'a> {
 
 impl Retention<'_> {
     /// Deletes up to `batch` (1 or more) expired sessions, earliest expiry first, and
-    /// returns how many it deleted. Reads the expiry markers due by now, each once: a
+    /// returns how many it deleted. Reads the expiry markers due by now, each once (and,
+    /// when a bucket of them is a symbolic link, every session's lock file): a
     /// marker of a session written since it was placed is moved to the session's current
     /// expiry, and one of a session that is gone is removed, without counting. A damaged
     /// session (a FIFO where its file belongs) is left as it is, with its marker and a
     /// warning, so that it holds up no other.
     pub(crate) fn purge(&self, batch: usize) -> Result<usize> {
         let mut purged = 0;
-        // A bucket skipped (a link) leaves its sessions to a purge once it is moved aside
-        // and the index rebuilt.
-        self.at.index.for_each_due(now_micros(), |at, id| {
-            match self.at.files(&id).purge_if_expired(at) {
+        let mut purge = |id: &str, marker| {
+            match self.at.files(id).purge_if_expired(marker) {
                 Ok(true) => purged += 1,
                 Ok(false) => {}
                 Err(Error::Corrupt {
@@ -43,7 +42,29 @@ impl Retention<'_> {
             } else {
                 ControlFlow::Continue(())
             })
-        })?;
+        };
+        let every_bucket = self
+            .at
+            .index
+            .for_each_due(now_micros(), |at, id| purge(&id, Some(at)))?;
+        if every_bucket {
+            return Ok(purged);
+        }
+        // A bucket due by now was skipped (a link, never followed): the sessions whose
+        // markers it holds are found as `without_expired` finds them, by every session's
+        // lock file, until it is moved aside and the index rebuilt. Their markers there
+        // stay (a removal leaves a linked bucket's, one too many, as a crash may).
+        for id in crate::listing::list_dir(self.at.dir)? {
+            // A damaged lock file is left to the purge's own warning.
+            let suspect = match self.at.files(&id).has_expired() {
+                Ok(expired) => expired,
+                Err(Error::Corrupt { .. }) => true,
+                Err(err) => return Err(err),
+            };
+            if suspect && purge(&id, None)?.is_break() {
+                break;
+            }
+        }
         Ok(purged)
     }
 

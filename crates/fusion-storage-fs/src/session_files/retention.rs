@@ -110,14 +110,16 @@ impl SessionFiles {
         Ok((current, recorded))
     }
 
-    /// Purges this session for its expiry marker at `at`, if it has expired: under its
-    /// exclusive lock, checked against the clock then, so a session written since it
+    /// Purges this session for its expiry marker at `marker`, if it has expired: under
+    /// its exclusive lock, checked against the clock then, so a session written since it
     /// expired is kept (a write removed the expired one and began a new one). Returns
-    /// whether it deleted the session. Whatever it finds, the marker at `at` is gone
+    /// whether it deleted the session. Whatever it finds, the marker at `marker` is gone
     /// afterwards: with the session, as stale, or moved to the session's current expiry.
-    pub(crate) fn purge_if_expired(&self, at: i64) -> Result<bool> {
+    /// Without a marker (a purge that could not read the session's: its bucket is a
+    /// link), an alive session is left as it is, its markers too.
+    pub(crate) fn purge_if_expired(&self, marker: Option<i64>) -> Result<bool> {
         if !exists(&self.data)? && !exists(&self.lock)? {
-            self.index.remove_expiry(at, &self.id)?;
+            self.remove_marker(marker)?;
             return Ok(false);
         }
         let lock = self.lock_exclusive()?;
@@ -131,17 +133,20 @@ impl SessionFiles {
             if current.file.is_none() {
                 self.unlink_alone(&lock, &current)?;
             }
-            self.index.remove_expiry(at, &self.id)?;
+            self.remove_marker(marker)?;
             return Ok(false);
         };
         if counters.expiry.is_expired_at(now_micros()) {
             let recorded = self.remove_locked(&lock, true, true)?;
-            if counters.indexed != Some(at) {
-                self.index.remove_expiry(at, &self.id)?;
+            if counters.indexed != marker {
+                self.remove_marker(marker)?;
             }
             self.finish(lock, &[recorded]);
             return Ok(true);
         }
+        let Some(at) = marker else {
+            return Ok(false);
+        };
         // Alive: an idle session written since its marker was placed, an expiry moved
         // later, or none any more. One marker at its current instant replaces the others,
         // added before the counters name it.
@@ -179,6 +184,14 @@ impl SessionFiles {
             }
         }
         Ok(false)
+    }
+
+    /// Removes the session's expiry marker at `marker`, if there is one to remove.
+    fn remove_marker(&self, marker: Option<i64>) -> Result<()> {
+        match marker {
+            Some(at) => self.index.remove_expiry(at, &self.id),
+            None => Ok(()),
+        }
     }
 }
 
@@ -242,7 +255,11 @@ mod tests {
         file.set_modified(modified).unwrap();
         drop(file);
 
-        assert!(!files.purge_if_expired(first.indexed.unwrap()).unwrap());
+        assert!(
+            !files
+                .purge_if_expired(Some(first.indexed.unwrap()))
+                .unwrap()
+        );
         // From the latest the lost write may have been.
         let written = modified_us + super::super::FILE_TIME_SLACK_US;
         let expires_at = written + i64::try_from(IDLE.as_micros()).unwrap();
@@ -300,7 +317,7 @@ mod tests {
         let formatted = counters::format(stored.generation.unwrap(), counters);
         fs::write(&files.lock, formatted).unwrap();
         let before = crate::lock::contents_read();
-        assert!(!files.purge_if_expired(earlier).unwrap());
+        assert!(!files.purge_if_expired(Some(earlier)).unwrap());
         assert_eq!(crate::lock::contents_read() - before, 1);
         let after = counters::parse(&fs::read(&files.lock).unwrap());
         assert_eq!(after.counters.unwrap().indexed, Some(current));

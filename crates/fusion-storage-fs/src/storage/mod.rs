@@ -444,7 +444,9 @@ impl ConversationStorage for FileSystemStorage {
     /// each session that is still expired under its exclusive lock, as `delete` does.
     /// O(batch), whatever the number of sessions, plus one move of the marker of each
     /// idle session written since its marker was placed (at most one per such session
-    /// per idle span).
+    /// per idle span). While a bucket of markers due is a symbolic link (never
+    /// followed), every session's lock file is read too, as `list_sessions` reads them,
+    /// so that the sessions whose markers it holds are purged all the same.
     async fn purge_expired(&self, batch: usize) -> Result<usize> {
         check_purge_batch(batch)?;
         let inner = self.inner.clone();
