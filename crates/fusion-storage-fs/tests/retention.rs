@@ -19,6 +19,10 @@ use fusion_storage_fs::{FileSystemStorage, session_id_from_file_name};
 const SOON: Duration = Duration::from_millis(300);
 /// Longer than any test runs.
 const HOUR: Duration = Duration::from_secs(3600);
+/// The longest expiry span a test gives a session that must outlive the write after its
+/// creation: doubled from `SOON` each time a slow machine found it expired by then, and
+/// failing the test past this.
+const SLOWEST_WRITES: Duration = Duration::from_secs(60);
 
 /// Every marker of the expiry index, as `(instant, session id)`, sorted.
 fn markers(dir: &Path) -> Vec<(i64, String)> {
@@ -141,7 +145,7 @@ async fn a_marker_moves_only_when_a_purge_passes_it_or_the_expiry_comes_sooner()
     let later = MetaUpdate::new().expiry(Some(Expiry::Idle(HOUR)));
     // The update must find the session alive: on a machine too slow for that within the
     // span, the session is gone (with its marker) and is made again with one twice as
-    // long.
+    // long, up to a minute, past which the machine is too slow for the test to tell.
     let mut span = SOON;
     let soon = loop {
         let soon = now_micros() + span;
@@ -155,6 +159,12 @@ async fn a_marker_moves_only_when_a_purge_passes_it_or_the_expiry_comes_sooner()
         }
         storage.delete("s").await.unwrap();
         span *= 2;
+        assert!(
+            span <= SLOWEST_WRITES,
+            "a session expiring {:?} after its creation had expired by the update that \
+             followed it: this machine is too slow for the test",
+            span / 2
+        );
     };
     let at_soon = unix_micros(soon);
     assert_eq!(
