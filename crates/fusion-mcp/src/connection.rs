@@ -288,14 +288,22 @@ async fn open_http(
     for (name, value) in &config.headers {
         let header = HeaderName::try_from(name.as_str()).map_err(|_| invalid_header_name(name))?;
         // The value is a secret: never quoted back.
-        let mut value = HeaderValue::try_from(value.as_str())
-            .map_err(|_| format!("the value of header `{name}` is not a valid header value"))?;
+        let mut value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+            format!("the value of header `{name}` is not a valid header value{NOT_A_HEADER_VALUE}")
+        })?;
         value.set_sensitive(true);
         headers.insert(header, value);
     }
     let mut transport_config =
         StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(headers);
     if let Some(token) = &config.bearer_token {
+        // Checked here: the SDK would fail every request with reqwest's "builder error:
+        // failed to parse header value", which does not say that the token is what is wrong.
+        if HeaderValue::try_from(token.as_str()).is_err() {
+            return Err(format!(
+                "its bearer token is not a valid header value{NOT_A_HEADER_VALUE}"
+            ));
+        }
         transport_config = transport_config.auth_header(token.as_str());
     }
     // A session the SDK opens again (after an HTTP 404) lists the tools again, as a
@@ -312,6 +320,10 @@ async fn open_http(
         )),
     }
 }
+
+/// Why a header value (a secret, never quoted) is not one: the usual cause.
+const NOT_A_HEADER_VALUE: &str = " (it holds a line break or another control character: \
+     one read from a file may end in a line break)";
 
 /// Why `name` is no header name, showing it only up to the first character a name cannot
 /// hold: one given as `Authorization: Bearer …` (as `curl -H` takes it) holds the value,

@@ -411,3 +411,29 @@ async fn a_header_name_holding_its_value_fails_the_start_without_the_value() {
         assert!(!message.contains("SUPERSECRET"), "{message}");
     }
 }
+
+/// A token or header value read from a file with its line break fails the start saying
+/// so, not with reqwest's "builder error: failed to parse header value" at every request.
+#[tokio::test]
+async fn a_token_or_header_value_with_a_line_break_fails_the_start_saying_so() {
+    let web = serve(Stale::Text).await;
+    let token = HttpServerConfig::new(&web.url).bearer_token(format!("{TOKEN}\n"));
+    let header = HttpServerConfig::new(&web.url).header("X-Api-Key", format!("{TOKEN}\n"));
+    for (config, says) in [
+        (token, "its bearer token is not a valid header value"),
+        (
+            header,
+            "the value of header `X-Api-Key` is not a valid header value",
+        ),
+    ] {
+        let started = McpServer::start("web", config, patient()).await;
+        let Err(Error::Config(message)) = started else {
+            panic!("the start should fail")
+        };
+        assert!(
+            message.contains(says) && message.contains("line break"),
+            "{message}"
+        );
+        assert!(!message.contains(TOKEN), "{message}");
+    }
+}
