@@ -10,6 +10,7 @@
 mod chat;
 mod copies;
 mod files;
+mod import_fields;
 mod listing;
 mod meta;
 mod migrate;

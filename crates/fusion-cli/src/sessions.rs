@@ -126,6 +126,8 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
     };
     let imported =
         export::read(&text).with_context(|| format!("cannot import {}", file.display()))?;
+    crate::import_fields::refuse_dropped_fields(&text, &imported.messages)
+        .with_context(|| format!("cannot import {}", file.display()))?;
     if let Some(expired) = expired(&imported) {
         // Stored as it is, the session would be gone for every reader at once.
         bail!(

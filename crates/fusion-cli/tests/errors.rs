@@ -123,6 +123,72 @@ fn missing_and_corrupt_import_files_are_reported() {
     );
 }
 
+/// A message field this release does not know (a newer release's, in a `jsonl` file,
+/// which has no version, or in a `json` export's messages) refuses the import, naming the
+/// field and where it is: read, it was dropped without a word. A field holding nothing
+/// loses nothing, and imports.
+#[test]
+fn an_import_holding_a_message_field_this_release_does_not_know_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    let user = r#"{"role":"user","content":"hi"}"#;
+    let cases = [
+        (
+            "newer.jsonl",
+            format!(
+                "{user}\n{{\"role\":\"assistant\",\"content\":\"yo\",\"reasoning\":\"short\"}}\n"
+            ),
+            "line 2 holds \"reasoning\"",
+        ),
+        (
+            "newer-call.jsonl",
+            format!(
+                "{user}\n{{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{{\"id\":\"c\",\
+                 \"type\":\"function\",\"function\":{{\"name\":\"ls\",\"arguments\":\"{{}}\",\
+                 \"strict\":true}}}}]}}\n"
+            ),
+            "line 2 holds \"tool_calls[0].function.strict\"",
+        ),
+        (
+            "newer.json",
+            format!(
+                "{{\"version\":1,\"id\":\"x\",\"messages\":[{user},{{\"role\":\"user\",\"content\":\"a\",\"lang\":\"en\"}}]}}"
+            ),
+            "message 2 holds \"lang\"",
+        ),
+    ];
+    for (name, contents, expected) in cases {
+        let file = tmp.path().join(name);
+        std::fs::write(&file, contents).unwrap();
+        let file = file.to_str().unwrap();
+        let err = fails(
+            tmp.path(),
+            ["sessions", "import", file, "--id", "x", "--storage", &url],
+        );
+        assert!(
+            err.contains(&format!("cannot import {file}")),
+            "{name}: {err}"
+        );
+        assert!(
+            err.contains(expected) && err.contains("does not know"),
+            "{name}: {err}"
+        );
+    }
+    assert!(ids(&url.parse().unwrap()).is_empty(), "nothing imported");
+
+    let empty = tmp.path().join("empty-field.jsonl");
+    std::fs::write(
+        &empty,
+        "{\"role\":\"user\",\"content\":\"hi\",\"later\":null}\n",
+    )
+    .unwrap();
+    let file = empty.to_str().unwrap();
+    common::ok(
+        tmp.path(),
+        ["sessions", "import", file, "--id", "x", "--storage", &url],
+    );
+}
+
 #[test]
 fn a_corrupt_stored_session_is_an_error_for_that_session_only() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,0 +1,122 @@
+//! What `fusion sessions import` would drop of a file: a message field this release does
+//! not know.
+//!
+//! A `jsonl` file has no version to say which release wrote it (it is the file-system
+//! backend's own session file, one message per line), and a message is read keeping the
+//! fields it knows: a field a newer release adds to messages would be dropped without a
+//! word, and the session imported without it. An import keeps every message whole or is
+//! refused, naming the field, where it is and how to go on; the same for the messages of a
+//! `json` export, whose version says nothing of fields added to messages. A field that
+//! holds nothing (`null`, `[]`, `{}`) loses nothing and is let through, as the known empty
+//! ones (`"name": null`) are.
+
+use anyhow::{Result, bail};
+use fusion::ChatMessage;
+use serde_json::Value;
+
+/// Refuses the import of `text` when a message of it holds something that `messages`, what
+/// the export reader made of those messages in order, lost.
+pub fn refuse_dropped_fields(text: &str, messages: &[ChatMessage]) -> Result<()> {
+    for ((place, written), read) in messages_as_written(text).into_iter().zip(messages) {
+        let kept = serde_json::to_value(read)?;
+        if let Some(field) = dropped(&written, &kept) {
+            bail!(
+                "{place} holds {field:?}, which this release of fusion does not know and would \
+                 drop (a newer release probably wrote it): import it with that release, or \
+                 remove {field:?} to import the rest"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The messages of `text` as written, each with where it is (`line 3`, `message 3`), told
+/// apart as [`fusion::api::export::read`] tells the formats apart: a `jsonl` file's first
+/// line is a message on its own.
+fn messages_as_written(text: &str) -> Vec<(String, Value)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let parse = |line: &str| serde_json::from_str::<Value>(line).ok();
+    let first = text.lines().find(|line| !line.trim().is_empty());
+    if first
+        .and_then(parse)
+        .is_some_and(|value| value.get("role").is_some())
+    {
+        let lines = text.lines().enumerate();
+        let lines = lines.filter(|(_, line)| !line.trim().is_empty());
+        return lines
+            .filter_map(|(index, line)| Some((format!("line {}", index + 1), parse(line)?)))
+            .collect();
+    }
+    match parse(text).and_then(|mut doc| doc.get_mut("messages").map(Value::take)) {
+        Some(Value::Array(messages)) => (1..)
+            .map(|n| format!("message {n}"))
+            .zip(messages)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The path (`reasoning`, `tool_calls[0].function.strict`) of the first field of `written`
+/// that holds something and is missing from `kept`, what was read of it.
+fn dropped(written: &Value, kept: &Value) -> Option<String> {
+    let path = match (written, kept) {
+        (Value::Object(written), Value::Object(kept)) => {
+            written.iter().find_map(|(key, value)| match kept.get(key) {
+                None if holds_something(value) => Some(key.clone()),
+                None => None,
+                Some(kept) => dropped(value, kept).map(|inner| format!("{key}.{inner}")),
+            })
+        }
+        (Value::Array(written), Value::Array(kept)) if written.len() == kept.len() => written
+            .iter()
+            .zip(kept)
+            .enumerate()
+            .find_map(|(index, (written, kept))| {
+                dropped(written, kept).map(|inner| format!("[{index}].{inner}"))
+            }),
+        // A value read in another shape (`"content": null` as "", text parts joined) is
+        // read, not dropped.
+        _ => None,
+    };
+    path.map(|path| path.replace(".[", "["))
+}
+
+fn holds_something(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(fields) => !fields.is_empty(),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_field_read_is_kept_and_a_field_unknown_is_named_with_its_path() {
+        let calls = vec![fusion::ToolCall::new("c1", "ls", "{}")];
+        let message = ChatMessage::assistant_with_tool_calls("hi", calls);
+        let kept = serde_json::to_value(&message).unwrap();
+        assert_eq!(dropped(&kept, &kept), None);
+        let mut written = kept.clone();
+        written["reasoning"] = json!("because");
+        assert_eq!(dropped(&written, &kept).as_deref(), Some("reasoning"));
+        let mut written = kept.clone();
+        written["tool_calls"][0]["function"]["strict"] = json!(true);
+        assert_eq!(
+            dropped(&written, &kept).as_deref(),
+            Some("tool_calls[0].function.strict")
+        );
+        let mut written = kept.clone();
+        written["name"] = Value::Null;
+        written["content"] = json!([{"type": "text", "text": "hi"}]);
+        assert_eq!(
+            dropped(&written, &kept),
+            None,
+            "known, read in another shape"
+        );
+    }
+}
