@@ -43,7 +43,7 @@ use fusion_core::{
 
 use crate::error::{BACKEND, IoContext};
 use crate::file_name;
-use crate::index::{Checked, Kind, Members, Scanned, SetKey, Snapshot, marker_instant};
+use crate::index::{CheckedDirs, Kind, Members, Scanned, SetKey, Snapshot, marker_instant};
 use crate::session_files::Directory;
 
 /// The most members an owner or tag may have for its markers to be read whole.
@@ -145,7 +145,7 @@ impl Lister<'_> {
     /// lines of an earlier session of its id even where its own line was lost.
     fn scan(&self) -> Result<Vec<Scanned>> {
         let mut records = Vec::new();
-        let mut checked = Checked::default();
+        let mut checked = CheckedDirs::default();
         for id in list_dir(self.at.dir)? {
             let files = self.at.files(&id);
             let Some((info, stored)) = skip_corrupt(files.stored_info_and_whether_stored())? else {
@@ -169,7 +169,12 @@ impl Lister<'_> {
     /// session and expiry, owner and tag, and a flush each would make it as slow as a
     /// write of every session.
     /// Each directory on the way is checked once per build (`checked`).
-    fn restore_markers(&self, id: &str, info: &SessionInfo, checked: &mut Checked) -> Result<()> {
+    fn restore_markers(
+        &self,
+        id: &str,
+        info: &SessionInfo,
+        checked: &mut CheckedDirs,
+    ) -> Result<()> {
         if let Some(expires_at) = info.expires_at {
             let at = marker_instant(unix_micros(expires_at));
             self.at.index.restore_expiry(at, id, checked)?;

@@ -73,7 +73,7 @@ pub(crate) fn add(
     at: i64,
     id: &str,
     sync: bool,
-    checked: Option<&mut own_dirs::Checked>,
+    checked: Option<&mut own_dirs::CheckedDirs>,
 ) -> Result<()> {
     let path = marker(root, at, id);
     let dir = leaf_dir(root, at);

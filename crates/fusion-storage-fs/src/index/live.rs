@@ -86,8 +86,8 @@ impl Lives {
         // Handed out under the slot's lock, so the journal gets its lines in order.
         let t = self.next_t(floor);
         let found = slot.as_mut().map(|live| live.check_since(t));
-        let removed = found == Some(Checked::Removed);
-        if removed || found == Some(Checked::Shared) {
+        let removed = found == Some(JournalStatus::Removed);
+        if removed || found == Some(JournalStatus::Shared) {
             // Someone removed the index (a listing rebuilds it): lines written to the
             // removed file would be read by nobody, and their sessions never listed. Or
             // the journal has another name, in a snapshot made with hard links, which
@@ -135,11 +135,11 @@ impl Lives {
         let mut fold = false;
         let recorded = self.next_t(floor);
         let found = dated.as_mut().map(|(live, _)| live.check_since(recorded));
-        let removed = found == Some(Checked::Removed);
+        let removed = found == Some(JournalStatus::Removed);
         let in_order = dated
             .as_ref()
             .is_some_and(|(_, (last_t, last_id))| (*last_t, last_id.as_str()) < (t, id));
-        if removed || found == Some(Checked::Shared) || !in_order {
+        if removed || found == Some(JournalStatus::Shared) || !in_order {
             // Closing the file releases its lock: the next fold takes its lines.
             *dated = None;
         }
@@ -334,10 +334,10 @@ impl Live {
     /// Whether the file is no longer where it was made (removed with the index, by hand,
     /// or moved away with its directory, a copy in its place) or has other names too, as
     /// found at `now` if it was last checked [`RECHECK_US`] before;
-    /// [`Checked::InPlace`] otherwise.
-    fn check_since(&mut self, now: i64) -> Checked {
+    /// [`JournalStatus::InPlace`] otherwise.
+    fn check_since(&mut self, now: i64) -> JournalStatus {
         if now.saturating_sub(self.checked_us) < RECHECK_US {
-            return Checked::InPlace;
+            return JournalStatus::InPlace;
         }
         self.checked_us = now;
         self.look()
@@ -345,18 +345,18 @@ impl Live {
 
     /// Whether the journal's path still names it (one `stat`, as the file's own `fstat`
     /// would cost, which cannot tell a journal moved away with its directory).
-    fn look(&self) -> Checked {
+    fn look(&self) -> JournalStatus {
         match fs::metadata(&self.path) {
-            Ok(named) if !super::links::same_file(&named, &self.held) => Checked::Removed,
-            Ok(named) if crate::own_file::is_shared(&named) => Checked::Shared,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Checked::Removed,
-            _ => Checked::InPlace,
+            Ok(named) if !super::links::same_file(&named, &self.held) => JournalStatus::Removed,
+            Ok(named) if crate::own_file::is_shared(&named) => JournalStatus::Shared,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => JournalStatus::Removed,
+            _ => JournalStatus::InPlace,
         }
     }
 
     /// Whether the journal's path still names it.
     fn is_in_place(&self) -> bool {
-        self.look() != Checked::Removed
+        self.look() != JournalStatus::Removed
     }
 
     /// Writes `line` (stamped later than every line before it) after the last one.
@@ -378,7 +378,7 @@ impl Live {
 
 /// What [`Live::check_since`] found of a journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Checked {
+enum JournalStatus {
     InPlace,
     Removed,
     Shared,

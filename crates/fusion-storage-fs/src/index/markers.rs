@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use fusion_core::Result;
 
-use super::own_dirs::Checked;
+use super::own_dirs::CheckedDirs;
 use super::sets::{self, Members, SetKey};
 use super::{Index, expiry};
 
@@ -21,7 +21,7 @@ impl Index {
         &self,
         key: SetKey<'_>,
         id: &str,
-        checked: &mut Checked,
+        checked: &mut CheckedDirs,
     ) -> Result<()> {
         sets::add(&self.root, key, id, false, Some(checked))
     }
@@ -50,7 +50,12 @@ impl Index {
 
     /// [`Self::add_expiry`] for a build, without durability, checking each directory on
     /// the way once per `checked` (see [`super::own_dirs::check_once`]).
-    pub(crate) fn restore_expiry(&self, at: i64, id: &str, checked: &mut Checked) -> Result<()> {
+    pub(crate) fn restore_expiry(
+        &self,
+        at: i64,
+        id: &str,
+        checked: &mut CheckedDirs,
+    ) -> Result<()> {
         expiry::add(&self.root, at, id, false, Some(checked))
     }
 

@@ -94,7 +94,7 @@ use fusion_core::{Result, new_generation};
 pub(crate) use self::expiry::marker_instant;
 pub(crate) use self::journal::{Kind, Scanned};
 use self::live::Lives;
-pub(crate) use self::own_dirs::Checked;
+pub(crate) use self::own_dirs::CheckedDirs;
 #[cfg(test)]
 pub(crate) use self::own_dirs::lstats as dir_lstats;
 pub(crate) use self::record::{Change, Recorded};

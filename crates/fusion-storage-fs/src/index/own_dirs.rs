@@ -68,7 +68,7 @@ pub(super) fn check(root: &Path, dir: &Path) -> Result<Found> {
 /// The directories one build found the index's own ([`check_once`]), and the links it
 /// found on the way (each warned about once).
 #[derive(Debug, Default)]
-pub(crate) struct Checked {
+pub(crate) struct CheckedDirs {
     dirs: HashSet<PathBuf>,
     links: HashSet<PathBuf>,
 }
@@ -84,7 +84,7 @@ pub(super) fn may_make(
     root: &Path,
     dir: &Path,
     id: &str,
-    checked: Option<&mut Checked>,
+    checked: Option<&mut CheckedDirs>,
 ) -> Result<bool> {
     let Some(checked) = checked else {
         check(root, dir)?.refuse_links(Some(id))?;
@@ -131,11 +131,11 @@ pub(super) fn left_by_build(building: bool, marker: &Path, err: &io::Error) -> b
 /// `lstat` each per build rather than one per marker, at the price of following a link
 /// put in place of one during the build, to make the rest of its markers there (empty
 /// files, never through a link of their own name; nothing is read or removed there).
-pub(super) fn check_once(root: &Path, dir: &Path, checked: &mut Checked) -> Result<Found> {
+pub(super) fn check_once(root: &Path, dir: &Path, checked: &mut CheckedDirs) -> Result<Found> {
     check_with(root, dir, Some(checked))
 }
 
-fn check_with(root: &Path, dir: &Path, mut checked: Option<&mut Checked>) -> Result<Found> {
+fn check_with(root: &Path, dir: &Path, mut checked: Option<&mut CheckedDirs>) -> Result<Found> {
     let below = dir.strip_prefix(root).unwrap_or(Path::new(""));
     let mut path = root.to_path_buf();
     let mut rest = below.components();

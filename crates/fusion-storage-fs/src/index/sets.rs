@@ -66,7 +66,7 @@ pub(crate) fn add(
     key: SetKey<'_>,
     id: &str,
     sync: bool,
-    checked: Option<&mut own_dirs::Checked>,
+    checked: Option<&mut own_dirs::CheckedDirs>,
 ) -> Result<()> {
     let dir = key.dir(root);
     let marker = dir.join(file_name::stem(id));
