@@ -29,7 +29,7 @@ use fusion_core::sql::{check_count, revision_of};
 use fusion_core::{ChatMessage, RecentIds, Result, Revision, is_expired};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool, SqliteRow};
-use sqlx::{Arguments, Row, TypeInfo, ValueRef};
+use sqlx::{Arguments, Column, FromRow, Row, TypeInfo, ValueRef};
 
 use crate::error::{BACKEND, Op, is_no_transaction, is_too_big, parse_sqlite_error};
 use crate::meta::InfoRow;
@@ -192,6 +192,11 @@ fn found_revision(check: &Check, row: Option<&SqliteRow>) -> sqlx::Result<Found>
             stored: None,
         });
     };
+    revision_in(check, row).map_err(|e| naming_column(row, e))
+}
+
+/// [`found_revision`] of a row there is.
+fn revision_in(check: &Check, row: &SqliteRow) -> sqlx::Result<Found> {
     let recent = match check.reads_recent() {
         // A NULL's type is the column's declared one, BLOB: asked first.
         true => match row.try_get_raw(3)? {
@@ -210,6 +215,32 @@ fn found_revision(check: &Check, row: Option<&SqliteRow>) -> sqlx::Result<Found>
         },
         stored: None,
     })
+}
+
+/// The `T` that `row` holds, a cell of the wrong type named by its column
+/// ([`naming_column`]).
+fn decoded<T: for<'r> FromRow<'r, SqliteRow>>(row: &SqliteRow) -> sqlx::Result<T> {
+    T::from_row(row).map_err(|e| naming_column(row, e))
+}
+
+/// `err`, a cell of `row` that sqlx could not decode, naming the cell's column where sqlx
+/// gives its position ("column 1"): SQLite keeps any type in any column, so a hand edit
+/// meets this, and the [`Error::Corrupt`](fusion_core::Error::Corrupt) it becomes should
+/// say which column to mend, as the direct path's does.
+fn naming_column(row: &SqliteRow, err: sqlx::Error) -> sqlx::Error {
+    match err {
+        sqlx::Error::ColumnDecode { index, source } => {
+            let column = index
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| row.columns().get(i));
+            sqlx::Error::ColumnDecode {
+                index: column.map_or(index, |column| format!("`{}`", column.name())),
+                source,
+            }
+        }
+        other => other,
+    }
 }
 
 /// A pooled connection whose script has not been seen to finish.
@@ -342,11 +373,12 @@ pub(crate) async fn load_revision(
     op: Op<'_>,
 ) -> Result<(Vec<ChatMessage>, Revision)> {
     let read: Option<(i64, i64, String, Vec<u8>)> = unless_too_big(
-        sqlx::query_as(LOAD_REVISION_ARRAY)
+        sqlx::query(LOAD_REVISION_ARRAY)
             .bind(session_id)
             .bind(now)
             .fetch_one(pool)
-            .await,
+            .await
+            .and_then(|row| decoded(&row)),
     )
     .map_err(|e| parse_sqlite_error(e, op))?;
     let history = match read {
@@ -367,10 +399,12 @@ pub(crate) async fn load_revision(
         None => {
             let read = async {
                 let mut snapshot = pool.begin().await?;
-                let row: Option<(i64, i64, Option<i64>)> = sqlx::query_as(READ_REVISION)
+                let row: Option<(i64, i64, Option<i64>)> = sqlx::query(READ_REVISION)
                     .bind(session_id)
                     .fetch_optional(&mut *snapshot)
-                    .await?;
+                    .await?
+                    .map(|row| decoded(&row))
+                    .transpose()?;
                 let row = row
                     .filter(|&(_, _, expires_at)| !is_expired(expires_at, now))
                     .map(|(generation, count, _)| (generation, count));

@@ -76,14 +76,15 @@ pub(crate) const LOAD_ARRAY: &str = concat!(
 
 /// A whole history as one row, like [`LOAD_ARRAY`], and the session's revision
 /// `(generation, message_count)` (0 and 0 when there is no `sessions` row, or it has
-/// expired at ?2): one statement, so one snapshot of both tables.
+/// expired at ?2): one statement, so one snapshot of both tables. The revision's columns
+/// are named as in `sessions`, so that a cell of the wrong type is reported by its name.
 pub(crate) const LOAD_REVISION_ARRAY: &str = concat!(
     "SELECT coalesce((SELECT generation FROM sessions AS s WHERE s.id = ?1 AND ",
     unexpired!("s", "?2"),
-    "), 0), \
+    "), 0) AS generation, \
      coalesce((SELECT message_count FROM sessions AS s WHERE s.id = ?1 AND ",
     unexpired!("s", "?2"),
-    "), 0), \
+    "), 0) AS message_count, \
      ",
     seqs!(),
     ", ",
