@@ -607,6 +607,33 @@ async fn a_delete_takes_up_look_again_entries_behind_due_expiry_entries() {
     assert_nothing_left(&mut raw).await;
 }
 
+/// Found by a review: each copy of a prune's (or delete's) look-again call sent again
+/// after its reply was lost took up more due look-again entries of others, leasing them
+/// to a claimer that never finishes them, so a node losing every reply re-leased every
+/// due entry, again each lease, however many there were. A copy sent again takes up
+/// nothing now: one call leases at most eight, however often it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_again_call_sent_again_takes_nothing_more_up() {
+    let Some(Purging { h, store, mut raw }) =
+        warmed(RedisOptions::new().reconnect_retries(3)).await
+    else {
+        return;
+    };
+    // Look-again entries of deletes that stopped, due, more than three take-ups take.
+    for i in 0..30 {
+        let _: () = raw.zadd(EXPIRY, format!("!gone-{i}/7"), 1).await.unwrap();
+    }
+    stale_entry_of_pruned(&store, &mut raw).await;
+    h.proxy.cut_randomly_containing("\r\n+60000\r\n", 1.0, 9);
+    let listed = store.list_sessions().await;
+    h.proxy.stop_cutting();
+    assert!(h.proxy.cuts() > 1, "sent once: {}", h.proxy.cuts());
+    // The prune is left for a later listing.
+    assert_eq!(listed.unwrap(), ["kept"]);
+    let still_due: usize = raw.zcount(EXPIRY, 1, 1).await.unwrap();
+    assert_eq!(still_due, 30 - 8, "one take-up leased, no more");
+}
+
 /// Found by a review: a conditional replace with nothing (a delete through the truncate
 /// script) left a look-again entry only for a session without an expiry, where a delete
 /// leaves one for every session, so when its second look failed, a session a writer

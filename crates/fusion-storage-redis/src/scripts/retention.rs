@@ -186,8 +186,10 @@ return {now, due, still}
 /// without expiring sessions, whose index holds nothing else) does not keep them. Due
 /// entries of another kind (of expired sessions no purge removed yet, which only a purge
 /// may remove: it counts and publishes them) are skipped, not a wall: those at the head
-/// no longer stop every take-up until a purge runs. Sent again, `+ms` returns none of what its first copy took up (no longer
-/// due): those stay leased to this claimer, due again a lease later.
+/// no longer stop every take-up until a purge runs. Sent again (its first entry there
+/// already), `+ms` takes up nothing, so a call however often sent, its replies lost,
+/// leases at most [`TAKE_UP`]: those its first copy took up stay leased to this claimer,
+/// due again a lease later.
 ///
 /// KEYS: the expiry index. ARGV: `claim`, `drop`, `+ms` or the score to release to, the
 /// claimer's id (see [`TOKEN`]), then the members. An absent member is left absent, but
@@ -201,10 +203,13 @@ if after then
   local at = now + tonumber(after)
   at = at + token(at, id)
   local taken = {}
+  -- A copy sent again (its first entry is there: its first copy added them) takes up
+  -- nothing: each copy whose reply is lost would lease more.
+  local again = ARGV[3] and redis.call('ZSCORE', KEYS[1], ARGV[3])
   -- The due entries are the index's first ranks: all of them looked at when few, else a
   -- window of them at a rank the claimer's id picks; entries of another kind skipped.
   local due = redis.call('ZCOUNT', KEYS[1], '-inf', now)
-  if due > 0 then
+  if due > 0 and not again then
     local first = 0
     if due > @TAKE_UP_SCAN@ then first = id % (due - @TAKE_UP_SCAN@ + 1) end
     local last = math.min(first + @TAKE_UP_SCAN@, due) - 1

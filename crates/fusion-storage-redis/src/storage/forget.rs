@@ -81,7 +81,8 @@ impl RedisStorage {
     /// second look finishes and drops: a store whose purge never runs would otherwise
     /// keep one per delete or prune that stopped. Due entries of another kind (those of
     /// expired sessions no purge has removed yet) are skipped, left to the purge. A
-    /// call sent again after a dropped connection returns none of what its first copy took
+    /// call sent again after a dropped connection takes up nothing (however often sent,
+    /// it leases at most `TAKE_UP` a chunk), and returns none of what its first copy took
     /// up: those stay leased at `token`, due again a lease later.
     pub(super) async fn look_again(
         &self,
