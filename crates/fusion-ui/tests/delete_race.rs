@@ -38,12 +38,10 @@ async fn confirmation(app: &Router, id: &str) -> String {
             .unwrap_or_else(|| panic!("no field {name} in {}", page.body))
             .to_string()
     };
-    format!(
-        "generation={}&len={}&updated={}",
-        field("generation"),
-        field("len"),
-        field("updated")
-    )
+    let fields = ["generation", "len", "updated", "meta"].map(|name| (name, field(name)));
+    fields
+        .map(|(name, value)| format!("{name}={value}"))
+        .join("&")
 }
 
 async fn each_backend(check: impl AsyncFn(Arc<dyn ConversationStorage>)) {
@@ -322,16 +320,7 @@ async fn a_session_without_counters_is_deleted_from_its_page() {
     let root = dir.path().join("fs");
     let storage = StorageType::FileSystem(root.clone()).open().await.unwrap();
     let app = app(storage.clone());
-    let line = serde_json::to_string(&ChatMessage::user("old")).unwrap() + "\n";
-    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
-    std::fs::create_dir_all(&root).unwrap();
-    for id in ["old1", "old2", "old3"] {
-        let file = root.join(format!("{id}.jsonl"));
-        std::fs::write(&file, &line).unwrap();
-        std::fs::write(root.join(format!(".{id}.lock")), "").unwrap();
-        let file = std::fs::File::options().write(true).open(&file).unwrap();
-        file.set_modified(an_hour_ago).unwrap();
-    }
+    write_without_counters(&root, &["old1", "old2", "old3"]);
 
     let single = confirmation(&app, "old1").await;
     let deleted = send(&app, post_form("/sessions/old1/delete", &single)).await;
@@ -350,4 +339,113 @@ async fn a_session_without_counters_is_deleted_from_its_page() {
     let refused = send(&app, post_form("/sessions/old3/delete", &single)).await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
     assert_eq!(storage.load("old3").await.unwrap().len(), 1);
+}
+
+/// Sessions `ids` of one message each in the file-system directory `root`, as a release
+/// before counters wrote them: a session file last modified an hour ago, an empty lock
+/// file ([`drop_counters`]).
+fn write_without_counters(root: &std::path::Path, ids: &[&str]) {
+    let line = serde_json::to_string(&ChatMessage::user("old")).unwrap() + "\n";
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    std::fs::create_dir_all(root).unwrap();
+    for id in ids {
+        let file = root.join(format!("{id}.jsonl"));
+        std::fs::write(&file, &line).unwrap();
+        drop_counters(root, id);
+        let file = std::fs::File::options().write(true).open(&file).unwrap();
+        file.set_modified(an_hour_ago).unwrap();
+    }
+}
+
+/// Empties session `id`'s lock file, as a release before counters left it.
+fn drop_counters(root: &std::path::Path, id: &str) {
+    std::fs::write(root.join(format!(".{id}.lock")), "").unwrap();
+}
+
+/// A release before counters renamed a file-system session without writing counters or
+/// touching its file, so the session still reported the last write (the file's time) and
+/// revision its page read; the retry of the refused delete (see above) then deleted it,
+/// its new title unseen. The page carries the session's metadata too, and a change of it
+/// stops the delete.
+#[tokio::test]
+async fn a_session_without_counters_renamed_by_an_earlier_release_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("fs");
+    let storage = StorageType::FileSystem(root.clone()).open().await.unwrap();
+    let app = app(storage.clone());
+    write_without_counters(&root, &["old1", "old2"]);
+    let single = confirmation(&app, "old1").await;
+    let bulk = bulk_form(&send(&app, get("/bulk-delete?id=old2")).await.body);
+
+    for id in ["old1", "old2"] {
+        let before = storage.session_info(id).await.unwrap().unwrap();
+        let rename = MetaUpdate::new().title(Some("Renamed meanwhile"));
+        storage.update_session(id, &rename).await.unwrap();
+        drop_counters(&root, id);
+        let after = storage.session_info(id).await.unwrap().unwrap();
+        assert_eq!(after.meta.title.as_deref(), Some("Renamed meanwhile"));
+        assert_eq!(
+            (after.updated_at, after.generation, after.message_count),
+            (before.updated_at, before.generation, before.message_count),
+            "{id}: the earlier release's rename moves nothing else"
+        );
+    }
+    let changed = "its title, owner, tags or data were changed";
+    let refused = send(&app, post_form("/sessions/old1/delete", &single)).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(refused.body.contains(changed), "{}", refused.body);
+    let refused = send(&app, post_form("/bulk-delete", &bulk)).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(refused.body.contains(changed), "{}", refused.body);
+    for id in ["old1", "old2"] {
+        assert_eq!(storage.load(id).await.unwrap().len(), 1, "{id} kept");
+    }
+}
+
+/// Every backend keeps the later of its stored last write and the clock's time, so after
+/// the clock was set back (a session last written before, stamped in the future) a rename
+/// leaves the session's last write and revision as they were: a delete from a page shown
+/// before the rename went ahead. The page carries the session's metadata too now.
+#[tokio::test]
+async fn a_rename_after_the_clock_was_set_back_still_stops_the_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ui.db");
+    let url = format!("sqlite://{}", file.display());
+    let storage = StorageType::Sqlite(url).open().await.unwrap();
+    let app = app(storage.clone());
+    let first = [ChatMessage::user("hello"), ChatMessage::assistant("hi")];
+    for id in ["c1", "c2"] {
+        create(storage.as_ref(), id, &first).await;
+    }
+    // Last written an hour from now as the clock reads: before it was set back an hour.
+    let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
+    let in_an_hour_ms = in_an_hour.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    let sql = "UPDATE sessions SET updated_at = ?1";
+    let db = rusqlite::Connection::open(&file).unwrap();
+    db.execute(sql, [in_an_hour_ms.as_millis() as i64]).unwrap();
+    drop(db);
+    let single = confirmation(&app, "c1").await;
+    let bulk = bulk_form(&send(&app, get("/bulk-delete?id=c2")).await.body);
+
+    for id in ["c1", "c2"] {
+        let before = storage.session_info(id).await.unwrap().unwrap();
+        let retag = MetaUpdate::new().add_tag("meanwhile");
+        storage.update_session(id, &retag).await.unwrap();
+        let after = storage.session_info(id).await.unwrap().unwrap();
+        assert_eq!(
+            (after.updated_at, after.generation),
+            (before.updated_at, before.generation),
+            "{id}: the retag moves neither"
+        );
+    }
+    let changed = "its title, owner, tags or data were changed";
+    let refused = send(&app, post_form("/sessions/c1/delete", &single)).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(refused.body.contains(changed), "{}", refused.body);
+    let refused = send(&app, post_form("/bulk-delete", &bulk)).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(refused.body.contains(changed), "{}", refused.body);
+    for id in ["c1", "c2"] {
+        assert_eq!(storage.load(id).await.unwrap(), first, "{id} kept");
+    }
 }

@@ -1,8 +1,10 @@
 //! The pages of bulk delete: the list of selected sessions with the form that deletes
 //! them, and the report of what was deleted and what failed.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use askama::Template;
-use fusion::storage::{Revision, SessionInfo};
+use fusion::storage::{Revision, SessionInfo, SessionMeta};
 
 use crate::assets::{AssetUrls, URLS};
 
@@ -25,6 +27,9 @@ pub(crate) struct Listed {
     /// backend records it, where it records one: its delete goes ahead only while it has
     /// not been written since, so a rename in another tab is not deleted unseen either.
     pub updated: Option<i64>,
+    /// Its metadata as read ([`meta_digest`]; `None` when not stored or damaged): its
+    /// delete goes ahead only while that is unchanged too.
+    pub meta: Option<u64>,
 }
 
 impl Listed {
@@ -45,6 +50,7 @@ impl Listed {
                     damage: Some(err.to_string()),
                     revision: None,
                     updated: None,
+                    meta: None,
                 });
             }
             Err(err) => return Err(err),
@@ -62,8 +68,21 @@ impl Listed {
                 .as_ref()
                 .and_then(|info| info.updated_at)
                 .map(fusion_core::unix_micros),
+            meta: info.as_ref().map(|info| meta_digest(&info.meta)),
         })
     }
+}
+
+/// A digest of a session's title, owner, tags, data and expiry, for a delete to require
+/// them as its page read them. The last write and the revision do not always tell: every
+/// backend keeps the later of its stored last write and the clock's time, so after the
+/// clock was set back a rename leaves both as they were; and a release before counters
+/// renamed a file-system session without moving the last write it reports. The same
+/// within one build of the app; a page from another build is refused, never deleted.
+pub(crate) fn meta_digest(meta: &SessionMeta) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    format!("{meta:?}").hash(&mut hasher);
+    hasher.finish()
 }
 
 /// "Delete these N sessions?" with the form that does it.

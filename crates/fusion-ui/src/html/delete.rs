@@ -23,6 +23,10 @@ pub(crate) struct ConfirmDelete {
     /// When the session was last written, as the page read it (Unix microseconds): the
     /// delete goes ahead only if it was not written since, metadata included.
     updated: Option<i64>,
+    /// Its title, owner, tags, data and expiry as the page read them
+    /// ([`meta_digest`](super::bulk::meta_digest)): the delete goes ahead only if they are
+    /// unchanged.
+    meta: Option<u64>,
 }
 
 impl ConfirmDelete {
@@ -37,6 +41,7 @@ impl ConfirmDelete {
             damage: session.damage,
             revision: session.revision,
             updated: session.updated,
+            meta: session.meta,
         }
     }
 }
@@ -62,6 +67,11 @@ mod tests {
         assert!(html.contains(r#"name="len" value="4""#), "{html}");
         assert!(
             html.contains(r#"name="updated" value="1700000000123456""#),
+            "{html}"
+        );
+        let meta = super::super::bulk::meta_digest(&fusion::storage::SessionMeta::new());
+        assert!(
+            html.contains(&format!(r#"name="meta" value="{meta}""#)),
             "{html}"
         );
     }

@@ -4,7 +4,7 @@
 //!
 //! Not under `/sessions/`, where any name is a session id. Each deletion is the same as
 //! the single delete's ([`delete_shown`]): the confirmation carries each session's
-//! revision and last write as it listed them, and a session written since (another
+//! revision, last write and metadata as it listed them, and a session written since (another
 //! writer appended, or it was deleted and made again, or one listed as not stored was
 //! made meanwhile, or it was renamed or retagged) is left as it is and listed as failed,
 //! saying so. That also makes a resubmitted form (a reload of the report) delete nothing
@@ -142,9 +142,10 @@ pub(crate) async fn delete(
 }
 
 /// The `revision` fields, by id, as what each delete requires ([`Shown`]): what
-/// the confirmation listed, `generation len updated id` (`updated` the last write in
-/// Unix microseconds, `-` where the backend records none; a form of an earlier release
-/// has `generation len id`), or `damaged id` (`None`: deleted whatever it holds) for a
+/// the confirmation listed, `generation len updated meta id` (`updated` the last write in
+/// Unix microseconds, `-` where the backend records none; `meta` the digest of its
+/// metadata, `-` for a session not stored; a form of an earlier release has
+/// `generation len updated id` or `generation len id`), or `damaged id` (`None`: deleted whatever it holds) for a
 /// session whose revision it could not read. No part holds a space: ids cannot.
 fn revisions(fields: &FormFields) -> Result<HashMap<String, Option<Shown>>, PageError> {
     let mut shown = HashMap::new();
@@ -154,30 +155,42 @@ fn revisions(fields: &FormFields) -> Result<HashMap<String, Option<Shown>>, Page
             continue;
         }
         let parts: Vec<&str> = field.split(' ').collect();
-        let (revision, updated, id) = match parts[..] {
-            [generation, len, id] => ((generation, len), None, id),
-            [generation, len, updated, id] => ((generation, len), Some(updated), id),
-            _ => (("", ""), None, ""),
+        let (revision, updated, meta, id) = match parts[..] {
+            [generation, len, id] => ((generation, len), None, None, id),
+            [generation, len, updated, id] => ((generation, len), Some(updated), None, id),
+            [generation, len, updated, meta, id] => {
+                ((generation, len), Some(updated), Some(meta), id)
+            }
+            _ => (("", ""), None, None, ""),
         };
         let parse = || {
             let revision = Revision {
                 generation: revision.0.parse().ok()?,
                 len: revision.1.parse().ok()?,
             };
-            let updated = match updated {
-                None | Some("-") => None,
-                Some(micros) => Some(micros.parse().ok()?),
-            };
-            Some(Shown { revision, updated })
+            Some(Shown {
+                revision,
+                updated: optional_number(updated)?,
+                meta: optional_number(meta)?,
+            })
         };
         let Some(expected) = parse() else {
             return Err(PageError::bad_request(format!(
-                "The revision {field:?} is not \"generation length updated id\"."
+                "The revision {field:?} is not \"generation length updated meta id\"."
             )));
         };
         shown.insert(id.to_string(), Some(expected));
     }
     Ok(shown)
+}
+
+/// A part of a `revision` field that may be absent or `-` (`Some(None)`), else a number;
+/// `None` when it is neither.
+fn optional_number<T: std::str::FromStr>(part: Option<&str>) -> Option<Option<T>> {
+    match part {
+        None | Some("-") => Some(None),
+        Some(number) => number.parse().ok().map(Some),
+    }
 }
 
 /// The `id` fields, each once: 400 for none or more than [`MAX_SELECTED`].

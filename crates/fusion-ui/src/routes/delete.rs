@@ -16,12 +16,21 @@
 //! told apart from it. A post without a revision (a damaged session's page, whose
 //! revision cannot be read; a program) deletes whatever is stored, as `DELETE` does.
 //!
+//! Not every rename moves the last write: every backend keeps the later of its stored
+//! last write and the clock's time, so after the clock was set back (a last write stored
+//! in the future) a rename leaves both it and the revision as they were, and a release
+//! before counters renamed a file-system session without moving the last write it
+//! reports. The confirmation carries a digest of the session's title, owner, tags, data
+//! and expiry too ([`meta_digest`]), and before the write the session must report all
+//! the page read, exactly. (Such a rename between that read and the write still goes
+//! unseen: the storage's condition cannot compare metadata.)
+//!
 //! A backend may compare a later last write than it reports: the file-system backend,
 //! for a session whose counters were lost (or written by a release before them), reports
 //! its file's modification time and compares that plus the 2 s a file time may lag the
 //! write. Its refusal there said nothing changed that anyone could see, on every reload;
-//! so a refusal of a session that still reports the revision and last write the page
-//! read is retried once, as not written since that check ([`delete_shown`]).
+//! so a refusal of a session that still reports the revision, last write and metadata
+//! the page read is retried once, as not written since that check ([`delete_shown`]).
 
 use std::time::SystemTime;
 
@@ -37,7 +46,7 @@ use super::busy::{claim_idle, no_turn_running};
 use super::form::FormFields;
 use super::request::{not_stored, valid_id};
 use crate::claims::Work;
-use crate::html::bulk::Listed;
+use crate::html::bulk::{Listed, meta_digest};
 use crate::html::delete::ConfirmDelete;
 use crate::html::{PageError, render};
 use crate::state::AppState;
@@ -74,16 +83,22 @@ pub(crate) async fn delete(
     let form = FormFields::parse(&body);
     // Any field of the condition asks for it whole: a last write alone is no condition
     // to drop silently, deleting whatever is stored.
-    let shown = if ["generation", "len", "updated"].iter().any(|f| form.has(f)) {
+    let shown = if ["generation", "len", "updated", "meta"]
+        .iter()
+        .any(|f| form.has(f))
+    {
         let revision = Revision {
             generation: form.number("generation")?,
             len: form.number("len")?,
         };
-        let updated = form
-            .has("updated")
-            .then(|| form.number("updated"))
-            .transpose()?;
-        Some(Shown { revision, updated })
+        Some(Shown {
+            revision,
+            updated: form
+                .has("updated")
+                .then(|| form.number("updated"))
+                .transpose()?,
+            meta: form.has("meta").then(|| form.number("meta")).transpose()?,
+        })
     } else {
         None
     };
@@ -99,6 +114,9 @@ pub(crate) struct Shown {
     /// Its last write as the page read it (Unix microseconds as the backend recorded
     /// it), where the backend records one.
     pub updated: Option<i64>,
+    /// Its title, owner, tags, data and expiry as the page read them ([`meta_digest`]),
+    /// where the page was made by a release that sends them.
+    pub meta: Option<u64>,
 }
 
 impl Shown {
@@ -151,11 +169,12 @@ pub(crate) fn what_changed(shown: Option<Shown>, now: Revision) -> String {
 
 /// Deletes session `id` (a valid id) as a confirmation page showed it: whatever is
 /// stored when `shown` is `None`, else with one conditional write, only while the session
-/// still meets `shown` ([`Shown::expect`]). `Ok(None)` when it is gone (deleted now, or
+/// still reports the revision, last write and metadata `shown` read and then meets `shown`
+/// ([`Shown::expect`]). `Ok(None)` when it is gone (deleted now, or
 /// already), and `Ok(Some(now))` when it changed since and nothing was deleted.
 ///
-/// A refusal of a session still at the revision shown, whose last write the backend still
-/// reports as the page read it, is retried once as not written since just before that
+/// A refusal of a session still at the revision shown, which still reports the last write
+/// and metadata the page read, is retried once as not written since just before that
 /// read: the backend compared a later time than it reports (see the module docs), and a
 /// write after that read is still refused.
 pub(crate) async fn delete_shown(
@@ -166,13 +185,20 @@ pub(crate) async fn delete_shown(
     let Some(shown) = shown else {
         return storage.delete(id).await.map(|()| None);
     };
+    // The write's own condition sees no rename that leaves the last write as it was (a
+    // clock set back, an earlier release on the file system): what the page read is
+    // required exactly first, metadata included; the write then covers what lands between.
+    if (shown.updated.is_some() || shown.meta.is_some())
+        && !reports_as_shown(storage, id, shown).await?
+    {
+        let (_, now) = storage.load_revision(id).await?;
+        return Ok(now.exists().then_some(now));
+    }
     let now = match delete_if(storage, id, shown.expect()).await? {
         None => return Ok(None),
         Some(now) => now,
     };
-    if let Some(updated) = shown.updated
-        && now == shown.revision
-    {
+    if shown.updated.is_some() && now == shown.revision {
         // Taken before the read. The file-system backend stamps a write under the
         // session's exclusive lock, which the read's shared lock orders: a write the read
         // does not show is stamped after this instant on this host's clock. A writer on
@@ -183,8 +209,7 @@ pub(crate) async fn delete_shown(
         // SQLite, Redis and PostgreSQL compare the time they report, so their refusal at
         // the shown revision reports a later write, and no retry follows.
         let checked = SystemTime::now();
-        let info = storage.session_info(id).await?;
-        if info.and_then(|info| info.updated_at).map(unix_micros) == Some(updated) {
+        if reports_as_shown(storage, id, shown).await? {
             let unwritten = Expect::UnwrittenSince {
                 revision: shown.revision,
                 since: checked,
@@ -193,6 +218,27 @@ pub(crate) async fn delete_shown(
         }
     }
     Ok(Some(now))
+}
+
+/// Whether session `id` reports the revision, last write (to the microsecond as the
+/// backend recorded it) and metadata `shown` read.
+async fn reports_as_shown(
+    storage: &dyn ConversationStorage,
+    id: &str,
+    shown: Shown,
+) -> fusion::Result<bool> {
+    let Some(info) = storage.session_info(id).await? else {
+        return Ok(false);
+    };
+    let revision = Revision {
+        generation: info.generation,
+        len: info.message_count,
+    };
+    Ok(revision == shown.revision
+        && info.updated_at.map(unix_micros) == shown.updated
+        && shown
+            .meta
+            .is_none_or(|meta| meta == meta_digest(&info.meta)))
 }
 
 /// Deletes session `id` only while it meets `expected`: `Ok(None)` when it is gone
