@@ -92,48 +92,40 @@ pub(crate) struct InfoRow {
     wrongly_typed: Option<&'static str>,
 }
 
-impl InfoRow {
-    /// Reads the row of [`info_columns!`] that `row` (sqlx) holds; a cell of the wrong
-    /// type reads 0 or `None`, and the first is noted for [`decode`](Self::decode).
-    pub(crate) fn from_sqlx(row: &SqliteRow) -> sqlx::Result<Self> {
+/// The [`InfoRow`] that `$row` holds, each cell read with the driver's getter `$get`
+/// (sqlx's `try_get`, rusqlite's `get`): a cell of the wrong type reads 0 or `None`, and
+/// the first is noted for [`InfoRow::decode`].
+macro_rules! info_row {
+    ($row:expr, $get:ident) => {{
         let mut wrong = None;
         Ok(Self {
-            id: row.try_get(0)?,
-            message_count: cell(row.try_get(1), "message_count", &mut wrong)?,
-            created_at: cell(row.try_get(2), "created_at", &mut wrong)?,
-            updated_at: cell(row.try_get(3), "updated_at", &mut wrong)?,
-            generation: cell(row.try_get(4), "generation", &mut wrong)?,
-            owner: cell(row.try_get(5), "owner", &mut wrong)?,
-            title: cell(row.try_get(6), "title", &mut wrong)?,
-            tags: cell(row.try_get(7), "tags", &mut wrong)?,
-            data: cell(row.try_get(8), "data", &mut wrong)?,
+            id: $row.$get(0)?,
+            message_count: cell($row.$get(1), "message_count", &mut wrong)?,
+            created_at: cell($row.$get(2), "created_at", &mut wrong)?,
+            updated_at: cell($row.$get(3), "updated_at", &mut wrong)?,
+            generation: cell($row.$get(4), "generation", &mut wrong)?,
+            owner: cell($row.$get(5), "owner", &mut wrong)?,
+            title: cell($row.$get(6), "title", &mut wrong)?,
+            tags: cell($row.$get(7), "tags", &mut wrong)?,
+            data: cell($row.$get(8), "data", &mut wrong)?,
             expiry: StoredExpiry {
-                expires_at: cell(row.try_get(9), "expires_at", &mut wrong)?,
-                idle: cell(row.try_get(10), "expiry_idle", &mut wrong)?,
+                expires_at: cell($row.$get(9), "expires_at", &mut wrong)?,
+                idle: cell($row.$get(10), "expiry_idle", &mut wrong)?,
             },
             wrongly_typed: wrong,
         })
+    }};
+}
+
+impl InfoRow {
+    /// Reads the row of [`info_columns!`] that `row` (sqlx) holds ([`info_row!`]).
+    pub(crate) fn from_sqlx(row: &SqliteRow) -> sqlx::Result<Self> {
+        info_row!(row, try_get)
     }
 
-    /// [`from_sqlx`](Self::from_sqlx) for a row rusqlite holds.
+    /// Reads the row of [`info_columns!`] that `row` (rusqlite) holds ([`info_row!`]).
     pub(crate) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        let mut wrong = None;
-        Ok(Self {
-            id: row.get(0)?,
-            message_count: cell(row.get(1), "message_count", &mut wrong)?,
-            created_at: cell(row.get(2), "created_at", &mut wrong)?,
-            updated_at: cell(row.get(3), "updated_at", &mut wrong)?,
-            generation: cell(row.get(4), "generation", &mut wrong)?,
-            owner: cell(row.get(5), "owner", &mut wrong)?,
-            title: cell(row.get(6), "title", &mut wrong)?,
-            tags: cell(row.get(7), "tags", &mut wrong)?,
-            data: cell(row.get(8), "data", &mut wrong)?,
-            expiry: StoredExpiry {
-                expires_at: cell(row.get(9), "expires_at", &mut wrong)?,
-                idle: cell(row.get(10), "expiry_idle", &mut wrong)?,
-            },
-            wrongly_typed: wrong,
-        })
+        info_row!(row, get)
     }
 
     /// Whether the session has expired at `now` (microseconds): then it is absent.
