@@ -76,6 +76,50 @@ const LAUNCHERS: &[&str] = &[
 /// Words after a launcher that are sub-commands, not the thing launched.
 const SUBCOMMANDS: &[&str] = &["run", "dlx", "exec", "x", "tool"];
 
+/// Launchers that run a container image, whose options below take the next word as their
+/// value.
+const CONTAINER_LAUNCHERS: &[&str] = &["docker", "podman"];
+
+/// Options of `docker run` and `podman run` whose value is the next word (`-e NAME`, `-v
+/// SRC:DST`, `--name NAME`): that word is not the image.
+const CONTAINER_VALUE_OPTIONS: &[&str] = &[
+    "-e",
+    "--env",
+    "--env-file",
+    "-v",
+    "--volume",
+    "--mount",
+    "--name",
+    "-p",
+    "--publish",
+    "-w",
+    "--workdir",
+    "-u",
+    "--user",
+    "--network",
+    "--entrypoint",
+    "--platform",
+    "-l",
+    "--label",
+];
+
+/// The word of `args` naming what `launcher` runs: the first that is no option, no
+/// sub-command, no option's value and no `NAME=VALUE`. Such an assignment (`docker run -e
+/// TOKEN=ghp_…`) sets a variable, often to a secret, which as the server's name would
+/// prefix every tool name sent to the model and stored in its sessions.
+fn launched<'a>(launcher: &str, args: &'a [String]) -> Option<&'a str> {
+    let container = CONTAINER_LAUNCHERS.contains(&launcher);
+    let mut words = args.iter().map(String::as_str);
+    while let Some(word) = words.next() {
+        if container && CONTAINER_VALUE_OPTIONS.contains(&word) {
+            words.next();
+        } else if !word.starts_with('-') && !SUBCOMMANDS.contains(&word) && !word.contains('=') {
+            return Some(word);
+        }
+    }
+    None
+}
+
 /// A server name for `program args…`: the package or script a launcher runs (`npx -y
 /// @scope/server-files@1.2` → `server-files`, `node pkg/dist/index.js` → `pkg`), else the
 /// program's own name, made a valid [prefix](naming::server_prefix).
@@ -91,9 +135,7 @@ pub fn derive_name(program: &str, args: &[String]) -> String {
     };
     let program_stem = stem(program);
     let launched = if LAUNCHERS.contains(&program_stem.as_str()) {
-        args.iter()
-            .map(String::as_str)
-            .find(|a| !a.starts_with('-') && !SUBCOMMANDS.contains(a))
+        launched(&program_stem, args)
     } else {
         None
     };
@@ -183,5 +225,18 @@ mod tests {
         assert_eq!(name("python -m mcp_server_time"), "mcp_server_time");
         assert_eq!(name("/usr/local/bin/my-server --flag"), "my-server");
         assert_eq!(name("npx"), "npx");
+        // Neither a variable's value nor an option's is the image.
+        assert_eq!(
+            name("docker run -i --rm -e TOKEN=ghp_SECRET mcp/github"),
+            "github"
+        );
+        assert_eq!(
+            name("docker run -i --rm -e GITHUB_TOKEN ghcr.io/github/github-mcp-server"),
+            "github-mcp-server"
+        );
+        assert_eq!(
+            name("podman run --name fetcher -v /a:/b -i mcp/fetch"),
+            "fetch"
+        );
     }
 }

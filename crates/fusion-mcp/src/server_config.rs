@@ -41,9 +41,10 @@ impl McpServerConfig {
         }
     }
 
-    /// A name for this server when none is given: the package or script a launcher like
-    /// `npx` or `node` runs (`server-filesystem`), else the program's name, else the URL's
-    /// host. Always a valid tool-name prefix.
+    /// A name for this server when none is given: the package, script or image a launcher
+    /// like `npx`, `node` or `docker` runs (`server-filesystem`), never a `NAME=VALUE`
+    /// argument (`docker run -e TOKEN=…`), else the program's name, else the URL's host.
+    /// Always a valid tool-name prefix.
     pub fn suggested_name(&self) -> String {
         match self {
             McpServerConfig::Stdio(stdio) => command_line::derive_name(&stdio.command, &stdio.args),
