@@ -13,11 +13,11 @@ use axum::Router;
 use axum::http::StatusCode;
 use fusion::ChatMessage;
 use fusion::storage::{
-    ConversationStorage, InMemoryStorage, MetaUpdate, SessionMeta, SessionQuery, SessionTimes,
-    StorageType,
+    ConversationStorage, MetaUpdate, SessionMeta, SessionQuery, SessionTimes, StorageType,
 };
 use fusion_ui::{UiConfig, router};
 
+use common::backends::each_backend;
 use common::{HOST, bulk_form, get, post_form, send};
 
 fn app(storage: Arc<dyn ConversationStorage>) -> Router {
@@ -42,20 +42,6 @@ async fn confirmation(app: &Router, id: &str) -> String {
     fields
         .map(|(name, value)| format!("{name}={value}"))
         .join("&")
-}
-
-async fn each_backend(check: impl AsyncFn(Arc<dyn ConversationStorage>)) {
-    check(Arc::new(InMemoryStorage::new())).await;
-    let dir = tempfile::tempdir().unwrap();
-    check(
-        StorageType::FileSystem(dir.path().join("fs"))
-            .open()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let url = format!("sqlite://{}", dir.path().join("ui.db").display());
-    check(StorageType::Sqlite(url).open().await.unwrap()).await;
 }
 
 /// Session `id` is listed nowhere: not by id, owner, tag or title. The conditional delete

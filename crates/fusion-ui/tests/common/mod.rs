@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
+pub mod backends;
+
 use std::sync::Arc;
 
 use axum::Router;
