@@ -1,9 +1,10 @@
 //! What the model once wrote but a server cannot take back stays stored as written, and
 //! later requests carry it in a form every server parses: a tool call whose arguments are
 //! not a JSON object (a reply cut mid-call, a small model's slip), which Ollama refuses
-//! ("invalid tool call arguments"), and a reply with no text and no calls, which vLLM
-//! refuses ("Invalid assistant message"). Sent back as stored, one such message made every
-//! later turn of the session fail.
+//! ("invalid tool call arguments"), a call of a name no tool could have, which OpenAI
+//! refuses ("string does not match pattern"), and a reply with no text and no calls, which
+//! vLLM refuses ("Invalid assistant message"). Sent back as stored, one such message made
+//! every later turn of the session fail.
 
 mod common;
 
@@ -131,4 +132,73 @@ async fn an_empty_reply_never_breaks_later_requests() {
         .map(|m| m.content.as_str())
         .collect();
     assert_eq!(replies, ["", "Paris."]);
+}
+
+/// Whether every tool call in the request's history names a tool as OpenAI requires
+/// (`^[a-zA-Z0-9_-]{1,64}$`) before it answers anything.
+fn call_names_fit(request: &Value) -> bool {
+    request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["tool_calls"].as_array().cloned().unwrap_or_default())
+        .all(|call| {
+            let name = call["function"]["name"].as_str().unwrap_or_default();
+            (1..=64).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
+}
+
+/// Found by a review: a call of a tool name the model made up (a namespace before it, a
+/// space in it) was answered "no tool named", and sent back as it was stored, so OpenAI
+/// refused the next request, and every later one of the session.
+#[tokio::test]
+async fn a_call_of_a_name_no_tool_could_have_never_breaks_later_requests() {
+    let replies = Arc::new(AtomicUsize::new(0));
+    let counted = replies.clone();
+    let made_up = ["functions.read_file", "read file", &"x".repeat(65), ""].map(String::from);
+    let names = made_up.clone();
+    let server = MockLlmServer::start_with(move |request| {
+        if !call_names_fit(request) {
+            return MockReply::Raw {
+                status: 400,
+                body: json!({"error": {"message": "Invalid 'messages[2].tool_calls[0].\
+                    function.name': string does not match pattern. Expected a string that \
+                    matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                    "type": "invalid_request_error", "code": "invalid_value"}})
+                .to_string(),
+            };
+        }
+        let at = counted.fetch_add(1, Ordering::SeqCst);
+        match names.get(at) {
+            Some(name) => MockReply::tool_call(name, "{}"),
+            None => MockReply::text("Done."),
+        }
+    })
+    .await;
+    let (storage, _workspace, mut session) = session_on(&server).await;
+
+    let first = session.send_message("Read notes.txt").await.unwrap();
+    assert_eq!(first.result, "Done.");
+    let tried: Vec<&str> = first.steps.iter().map(|s| s.tool.as_str()).collect();
+    assert_eq!(tried, made_up);
+    assert!(
+        first
+            .steps
+            .iter()
+            .all(|s| s.observation.contains("no tool named"))
+    );
+    let second = session.send_message("Hi").await.unwrap();
+    assert_eq!(second.result, "Done.");
+
+    // Storage keeps the names the model wrote; only the requests carry them sendable.
+    let stored = storage.load(SESSION).await.unwrap();
+    let names: Vec<&str> = stored
+        .iter()
+        .flat_map(|m| &m.tool_calls)
+        .map(|call| call.name.as_str())
+        .collect();
+    assert_eq!(names, made_up);
 }

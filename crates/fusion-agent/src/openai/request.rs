@@ -3,9 +3,9 @@
 //! own annotations are not for the model).
 //!
 //! What storage keeps exactly as the model wrote it, some servers refuse to be sent back:
-//! every stored tool call goes with arguments that are a JSON object
-//! ([`sendable_arguments`]), and no reply or user message goes empty ([`EMPTY_REPLY`],
-//! [`EMPTY_USER_MESSAGE`]).
+//! every stored tool call goes with a name a tool could have ([`sendable_name`]) and
+//! arguments that are a JSON object ([`sendable_arguments`]), and no reply or user message
+//! goes empty ([`EMPTY_REPLY`], [`EMPTY_USER_MESSAGE`]).
 
 use std::borrow::Cow;
 
@@ -104,7 +104,7 @@ const EMPTY_REPLY: &str = "(no reply)";
 const EMPTY_USER_MESSAGE: &str = "(empty message)";
 
 /// A message's tool calls as sent: `{"id", "type": "function", "function": {"name",
-/// "arguments"}}`, the arguments made sendable.
+/// "arguments"}}`, the name and the arguments made sendable.
 struct WireCalls<'a>(&'a [ToolCall]);
 
 impl WireCalls<'_> {
@@ -119,7 +119,7 @@ impl Serialize for WireCalls<'_> {
             id: &call.id,
             kind: "function",
             function: WireCallFunction {
-                name: &call.name,
+                name: sendable_name(&call.name),
                 arguments: sendable_arguments(&call.arguments),
             },
         }))
@@ -136,8 +136,36 @@ struct WireCall<'a> {
 
 #[derive(Serialize)]
 struct WireCallFunction<'a> {
-    name: &'a str,
+    name: Cow<'a, str>,
     arguments: &'a str,
+}
+
+/// The longest tool name OpenAI takes, in (ASCII) characters.
+const MAX_NAME_CHARS: usize = 64;
+
+/// What a stored call without a name is sent back as.
+const UNNAMED_CALL: &str = "unnamed";
+
+/// The name a stored call is sent back with in later requests: the model's when a tool
+/// could have it (`[a-zA-Z0-9_-]`, 1 to 64 characters, as [`crate::Tool::name`] says),
+/// else that name with `_` for every other character, cut to 64 (or [`UNNAMED_CALL`]).
+///
+/// Storage keeps the name the model wrote, and the call's result already told the model
+/// that no tool has it, quoting it. But OpenAI checks the names of the calls in the
+/// history and refuses the whole request ("Invalid 'messages[2].tool_calls[0].function.
+/// name': string does not match pattern", a 400), so one call of a made-up name
+/// (`functions.read_file`, `read file`) sent back verbatim made every later request of the
+/// session fail.
+fn sendable_name(name: &str) -> Cow<'_, str> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if name.is_empty() {
+        Cow::Borrowed(UNNAMED_CALL)
+    } else if name.len() <= MAX_NAME_CHARS && name.chars().all(allowed) {
+        Cow::Borrowed(name)
+    } else {
+        let sendable = name.chars().take(MAX_NAME_CHARS);
+        Cow::Owned(sendable.map(|c| if allowed(c) { c } else { '_' }).collect())
+    }
 }
 
 /// The arguments a stored call is sent back with in later requests: the model's text when
@@ -323,6 +351,24 @@ mod tests {
         ] {
             assert_eq!(sendable_arguments(replaced), "{}", "{replaced:?}");
         }
+    }
+
+    #[test]
+    fn only_names_a_tool_could_have_are_sent_back_as_written() {
+        let longest = "x".repeat(MAX_NAME_CHARS);
+        for kept in ["read_file", "get-weather2", longest.as_str()] {
+            assert_eq!(sendable_name(kept), kept);
+        }
+        let replaced = [
+            ("functions.read_file", "functions_read_file"),
+            ("read file", "read_file"),
+            ("café", "caf_"),
+            ("", UNNAMED_CALL),
+        ];
+        for (name, sent) in replaced {
+            assert_eq!(sendable_name(name), sent, "{name:?}");
+        }
+        assert_eq!(sendable_name(&format!("{longest}y")), longest);
     }
 
     #[test]
