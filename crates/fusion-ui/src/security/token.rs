@@ -92,15 +92,17 @@ pub(crate) async fn check_token(
 fn split_token_param(uri: &Uri) -> Option<(String, String)> {
     let query = uri.query()?;
     let mut token = None;
-    let mut rest = url::form_urlencoded::Serializer::new(String::new());
-    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        if key == "token" {
-            token = Some(value.into_owned());
-        } else {
-            rest.append_pair(&key, &value);
+    // The other parameters as sent, not decoded and encoded again: decoding is lossy, and
+    // a value that is not UTF-8 (`tag=%FF`), which the page refuses naming it, came back
+    // as U+FFFD, a filter that matched nothing and said nothing.
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match url::form_urlencoded::parse(pair.as_bytes()).next() {
+            Some((name, value)) if name == "token" => token = Some(value.into_owned()),
+            _ => rest.push(pair),
         }
     }
-    let rest = rest.finish();
+    let rest = rest.join("&");
     // One leading slash: `//evil.example/` (or `/\evil.example/`) as a `Location` would
     // send the browser to another host.
     let path = format!("/{}", uri.path().trim_start_matches(['/', '\\']));
@@ -211,10 +213,20 @@ mod tests {
 
     #[test]
     fn the_token_is_taken_out_of_the_query_and_the_rest_kept() {
-        let uri: Uri = "/sessions?owner=a&token=T0k&tag=x%20y".parse().unwrap();
+        let uri: Uri = "/sessions?owner=a&token=T0k&tag=x%20y&search=%FF"
+            .parse()
+            .unwrap();
         assert_eq!(
             split_token_param(&uri),
-            Some(("T0k".into(), "/sessions?owner=a&tag=x+y".into()))
+            Some((
+                "T0k".into(),
+                "/sessions?owner=a&tag=x%20y&search=%FF".into()
+            ))
+        );
+        let uri: Uri = "/sessions?to%6Ben=T%30k&&x".parse().unwrap();
+        assert_eq!(
+            split_token_param(&uri),
+            Some(("T0k".into(), "/sessions?x".into()))
         );
         let uri: Uri = "/?token=abc".parse().unwrap();
         assert_eq!(split_token_param(&uri), Some(("abc".into(), "/".into())));
