@@ -15,6 +15,7 @@ mod postgres;
 mod redis;
 mod redis_cluster;
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::Command;
 
 use anyhow::{Result, bail};
@@ -58,4 +59,14 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// Whether `probe` finds the server at one of the addresses `host:port` names, tried in
+/// the resolver's order. A name can name several (`localhost`: `::1` and `127.0.0.1` where
+/// `/etc/hosts` lists both, `::1` first), and a server listening on one of them only (a
+/// container's published port, a `bind 127.0.0.1`) answers there alone, as the tests'
+/// drivers find it by trying each; the first address alone called it unreachable.
+fn answers_at_any(addr: impl ToSocketAddrs, probe: impl Fn(SocketAddr) -> bool) -> bool {
+    addr.to_socket_addrs()
+        .is_ok_and(|mut addrs| addrs.any(probe))
 }

@@ -7,7 +7,7 @@
 //! `initdb` is found.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::port::{ReservedPort, reserve_port};
-use super::{apt_install, is_root, on_path};
+use super::{answers_at_any, apt_install, is_root, on_path};
 
 const INSTALL_HINT: &str = "install PostgreSQL (Debian/Ubuntu: `apt-get install postgresql`, \
      macOS: `brew install postgresql`) or set FUSION_POSTGRES_URL to a reachable server";
@@ -247,29 +247,24 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// True when the server at `addr` answers PostgreSQL's `SSLRequest` with `S` or `N`, which
-/// only a PostgreSQL server does.
+/// True when the server at `addr` (`host:port`, at any address it names) answers
+/// PostgreSQL's `SSLRequest` with `S` or `N`, which only a PostgreSQL server does.
 fn answers_as_postgres(addr: &str) -> bool {
-    let Some(addr) = addr
-        .parse::<SocketAddr>()
-        .ok()
-        .or_else(|| addr.to_socket_addrs().ok()?.next())
-    else {
-        return false;
-    };
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    // Length 8, then the SSLRequest code 80877103.
-    if stream
-        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
-        .is_err()
-    {
-        return false;
-    }
-    let mut reply = [0u8; 1];
-    matches!(stream.read(&mut reply), Ok(1) if matches!(reply[0], b'S' | b'N'))
+    answers_at_any(addr, |addr| {
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        // Length 8, then the SSLRequest code 80877103.
+        if stream
+            .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+            .is_err()
+        {
+            return false;
+        }
+        let mut reply = [0u8; 1];
+        matches!(stream.read(&mut reply), Ok(1) if matches!(reply[0], b'S' | b'N'))
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::port::{ReservedPort, reserve_port};
-use super::{apt_install, on_path};
+use super::{answers_at_any, apt_install, on_path};
 
 const INSTALL_HINT: &str = "install redis-server (Debian/Ubuntu: `apt-get install redis-server`, \
      macOS: `brew install redis`) or set REDIS_URL to a reachable server";
@@ -129,17 +129,13 @@ pub(super) fn host_port(url: &str) -> Option<String> {
     })
 }
 
-/// True when a Redis server at `addr` answers an inline PING with +PONG (or asks for auth,
-/// which still proves a server is there).
+/// True when a Redis server at `addr` (`host:port`, at any address it names) answers an
+/// inline PING with +PONG (or asks for auth, which still proves a server is there).
 pub(super) fn answers_ping(addr: &str) -> bool {
-    let Ok(addr) = addr.parse::<SocketAddr>().or_else(|_| {
-        std::net::ToSocketAddrs::to_socket_addrs(addr)
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or(())
-    }) else {
-        return false;
-    };
+    answers_at_any(addr, pings)
+}
+
+fn pings(addr: SocketAddr) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
         return false;
     };
@@ -151,5 +147,32 @@ pub(super) fn answers_ping(addr: &str) -> bool {
     match stream.read(&mut reply) {
         Ok(n) => reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers at the second address its name gives (`localhost`'s
+    /// `127.0.0.1`, after `::1` where nothing listens) is found: the probe tried the first
+    /// alone and called it unreachable.
+    #[test]
+    fn a_server_at_a_later_address_of_its_name_answers() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = server.local_addr().unwrap();
+        let answering = std::thread::spawn(move || {
+            let (mut client, _) = server.accept().unwrap();
+            let mut ping = [0u8; 6];
+            client.read_exact(&mut ping).unwrap();
+            client.write_all(b"+PONG\r\n").unwrap();
+        });
+        // Reserved, so nothing listens there.
+        let nobody = super::super::port::reserve_port().unwrap();
+        let dead = SocketAddr::from(([127, 0, 0, 1], nobody.port));
+        assert!(answers_at_any(&[dead, live][..], pings));
+        answering.join().unwrap();
     }
 }
