@@ -13,6 +13,7 @@ use redis::Value;
 
 use super::RedisStorage;
 use super::index::{Gone, IndexWrites, zadd};
+use super::upkeep::within;
 use super::write::evalsha;
 use crate::error::parse_redis_error;
 use crate::keys::{Scope, expiry_member, look_again_member, member_session};
@@ -115,17 +116,25 @@ impl RedisStorage {
     /// find a dead host soon: a node answering later than that but within the response
     /// timeout (a fork for a save, another client's slow command) is busy, not gone, and
     /// a prune cut there is left undone at every listing, each leaving its entries
-    /// behind for a purge. The error says why, for the log. Cut short after it was sent,
-    /// it may have left its entries and taken others up: all leased, finished a lease
-    /// later (a `CLAIMED` landing late only leases; nothing follows it).
+    /// behind for a purge. `None` when it failed or was cut, logged once
+    /// (`upkeep::Left::log`). Cut short after it was sent, it may have left its entries
+    /// and taken others up: all leased, finished a lease later (a `CLAIMED` landing late
+    /// only leases; nothing follows it).
     pub(super) async fn look_again_soon(
         &self,
         name: &'static str,
         token: &str,
         ids: &[String],
-    ) -> std::result::Result<(Vec<String>, Vec<String>), String> {
+    ) -> Option<(Vec<String>, Vec<String>)> {
         let limit = look_again_limit(self.response_timeout, ids.len());
-        within(limit, self.look_again(name, token, ids)).await
+        let left = match within(limit, self.look_again(name, token, ids)).await {
+            Ok(entries) => return Some(entries),
+            Err(left) => left,
+        };
+        // Pruning is upkeep: left undone, the entries wait for a later listing, and
+        // readers skip them meanwhile.
+        left.log("a prune left for a later listing", ids.len());
+        None
     }
 
     /// Finishes the look-again entries `taken` up by [`look_again`](Self::look_again)
@@ -146,12 +155,8 @@ impl RedisStorage {
         // purge. A look cut short is safe anywhere (it only lists what it finds, then
         // drops), its entries leased.
         let finish = self.forget(name, &[], taken, &[], token);
-        if let Err(error) = within(self.response_timeout, finish).await {
-            tracing::debug!(
-                error,
-                count = taken.len(),
-                "look-again entries left for later"
-            );
+        if let Err(left) = within(self.response_timeout, finish).await {
+            left.log("look-again entries left for later", taken.len());
         }
     }
 
@@ -266,19 +271,6 @@ impl RedisStorage {
                 .map_err(|err| parse_redis_error(err, self.op(name, None).on_key(expiry)))?;
         }
         Ok(())
-    }
-}
-
-/// `call`, for at most `limit`: its error, or that it had no answer by then, as text for
-/// the log (upkeep, which fails nobody: [`RedisStorage::look_again_soon`],
-/// [`RedisStorage::finish_taken`]).
-async fn within<T>(
-    limit: Duration,
-    call: impl Future<Output = Result<T>>,
-) -> std::result::Result<T, String> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(done) => done.map_err(|err| err.to_string()),
-        Err(_elapsed) => Err(format!("no answer within {limit:?}")),
     }
 }
 

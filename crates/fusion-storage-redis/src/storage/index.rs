@@ -23,6 +23,7 @@ use fusion_core::{Result, SessionId};
 use futures::future::{join, try_join_all};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
+use super::upkeep::Left;
 use super::write::{Acked, evalsha};
 use super::{RedisStorage, Request};
 use crate::error::{Op, parse_redis_error};
@@ -168,15 +169,10 @@ impl RedisStorage {
         if !self.conn.is_cluster() {
             return self.prune_marked(name, scope, ids, &[], &token).await;
         }
-        let (marks, taken) = match self.look_again_soon(name, &token, ids).await {
-            Ok(entries) => entries,
-            // Pruning is upkeep: left undone, the entries wait for a later listing, and
-            // readers skip them meanwhile. A listing does not fail for the node of the
-            // expiry index, which it needs for nothing else, nor wait on it.
-            Err(error) => {
-                tracing::debug!(error, count = ids.len(), "a prune left for a later listing");
-                return Ok(Vec::new());
-            }
+        // A listing does not fail for the node of the expiry index, which it needs for
+        // nothing else, nor wait on it: the prune is left (and logged) instead.
+        let Some((marks, taken)) = self.look_again_soon(name, &token, ids).await else {
+            return Ok(Vec::new());
         };
         let prune = self.prune_marked(name, scope, ids, &marks, &token);
         let ((), back) = join(self.finish_taken(name, &taken, &token), prune).await;
@@ -233,7 +229,7 @@ impl RedisStorage {
         // what it finds: nothing for the caller, a listing or an owner change already
         // applied, to fail for.
         if let Err(err) = self.claimed(name, "drop", token, marks).await {
-            tracing::debug!(%err, count = marks.len(), "look-again entries of a prune left");
+            Left::Failed(err).log("look-again entries of a prune left", marks.len());
         }
         Ok(back.into_iter().map(|(id, _)| id.clone()).collect())
     }

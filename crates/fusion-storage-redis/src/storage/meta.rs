@@ -159,7 +159,7 @@ impl RedisStorage {
             // stale entries meanwhile), as in `prune`: the update does not fail for it.
             let marks = async {
                 match moved {
-                    Some(_) => self.look_again_soon(op.name, &token, &ids).await.ok(),
+                    Some(_) => self.look_again_soon(op.name, &token, &ids).await,
                     None => None,
                 }
             };

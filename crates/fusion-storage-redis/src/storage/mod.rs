@@ -28,6 +28,7 @@ mod replica;
 mod retention;
 mod scripting;
 mod sending;
+mod upkeep;
 mod write;
 
 use std::fmt;
