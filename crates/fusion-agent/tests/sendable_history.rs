@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::{SESSION, builder, client};
 use fusion_agent::AgentSession;
 use fusion_agent::testing::{MockLlmServer, MockReply};
-use fusion_core::ConversationStorage;
+use fusion_core::{ChatMessage, ConversationStorage};
 use fusion_storage_memory::InMemoryStorage;
 use serde_json::{Value, json};
 
@@ -134,21 +134,38 @@ async fn an_empty_reply_never_breaks_later_requests() {
     assert_eq!(replies, ["", "Paris."]);
 }
 
-/// Whether every tool call in the request's history names a tool as OpenAI requires
-/// (`^[a-zA-Z0-9_-]{1,64}$`) before it answers anything.
-fn call_names_fit(request: &Value) -> bool {
-    request["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|m| m["tool_calls"].as_array().cloned().unwrap_or_default())
-        .all(|call| {
-            let name = call["function"]["name"].as_str().unwrap_or_default();
-            (1..=64).contains(&name.len())
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        })
+/// Whether `name` is one OpenAI takes, for a tool or a participant: `^[a-zA-Z0-9_-]{1,64}$`.
+fn fits_openai(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Whether every name in the request's history (a message's participant, a call's tool)
+/// is one OpenAI takes, as it checks before it answers anything.
+fn names_fit(request: &Value) -> bool {
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let participants = messages.iter().filter_map(|m| m.get("name"));
+    let calls = messages
+        .iter()
+        .flat_map(|m| m["tool_calls"].as_array().cloned().unwrap_or_default());
+    let tools: Vec<Value> = calls.map(|call| call["function"]["name"].clone()).collect();
+    participants
+        .chain(&tools)
+        .all(|name| name.as_str().is_some_and(fits_openai))
+}
+
+/// A 400 as OpenAI answers a name it does not take.
+fn name_refused() -> MockReply {
+    MockReply::Raw {
+        status: 400,
+        body: json!({"error": {"message": "Invalid 'messages[2].tool_calls[0].function.name': \
+            string does not match pattern. Expected a string that matches the pattern \
+            '^[a-zA-Z0-9_-]+$'.",
+            "type": "invalid_request_error", "code": "invalid_value"}})
+        .to_string(),
+    }
 }
 
 /// Found by a review: a call of a tool name the model made up (a namespace before it, a
@@ -161,15 +178,8 @@ async fn a_call_of_a_name_no_tool_could_have_never_breaks_later_requests() {
     let made_up = ["functions.read_file", "read file", &"x".repeat(65), ""].map(String::from);
     let names = made_up.clone();
     let server = MockLlmServer::start_with(move |request| {
-        if !call_names_fit(request) {
-            return MockReply::Raw {
-                status: 400,
-                body: json!({"error": {"message": "Invalid 'messages[2].tool_calls[0].\
-                    function.name': string does not match pattern. Expected a string that \
-                    matches the pattern '^[a-zA-Z0-9_-]+$'.",
-                    "type": "invalid_request_error", "code": "invalid_value"}})
-                .to_string(),
-            };
+        if !names_fit(request) {
+            return name_refused();
         }
         let at = counted.fetch_add(1, Ordering::SeqCst);
         match names.get(at) {
@@ -201,4 +211,27 @@ async fn a_call_of_a_name_no_tool_could_have_never_breaks_later_requests() {
         .map(|call| call.name.as_str())
         .collect();
     assert_eq!(names, made_up);
+}
+
+/// Found by a review: a message stored with a participant's name OpenAI does not take (an
+/// application's user "Ada Lovelace", an import's) was sent with it, and OpenAI refused
+/// every request of the session.
+#[tokio::test]
+async fn a_participant_name_openai_does_not_take_never_breaks_requests() {
+    let server = MockLlmServer::start_with(|request| match names_fit(request) {
+        true => MockReply::text("Hello, Ada."),
+        false => name_refused(),
+    })
+    .await;
+    let (storage, _workspace, mut session) = session_on(&server).await;
+    let named = [
+        ChatMessage::user("I am Ada.").with_name("Ada Lovelace"),
+        ChatMessage::assistant("Noted.").with_name(""),
+    ];
+    storage.append(SESSION, &named).await.unwrap();
+
+    let answer = session.send_message("Greet me.").await.unwrap();
+    assert_eq!(answer.result, "Hello, Ada.");
+    let stored = storage.load(SESSION).await.unwrap();
+    assert_eq!(stored[0].name.as_deref(), Some("Ada Lovelace"));
 }

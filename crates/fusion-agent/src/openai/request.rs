@@ -3,9 +3,10 @@
 //! own annotations are not for the model).
 //!
 //! What storage keeps exactly as the model wrote it, some servers refuse to be sent back:
-//! every stored tool call goes with a name a tool could have ([`sendable_name`]) and
-//! arguments that are a JSON object ([`sendable_arguments`]), and no reply or user message
-//! goes empty ([`EMPTY_REPLY`], [`EMPTY_USER_MESSAGE`]).
+//! every stored tool call goes with a name a tool could have ([`sendable_name`], as a
+//! message's participant name does) and arguments that are a JSON object
+//! ([`sendable_arguments`]), and no reply or user message goes empty ([`EMPTY_REPLY`],
+//! [`EMPTY_USER_MESSAGE`]).
 
 use std::borrow::Cow;
 
@@ -59,7 +60,7 @@ struct WireMessage<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_call_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
+    name: Option<Cow<'a, str>>,
 }
 
 impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
@@ -78,7 +79,13 @@ impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
             content,
             tool_calls: WireCalls(&m.tool_calls),
             tool_call_id: m.tool_call_id.as_deref(),
-            name: m.name.as_deref(),
+            // A participant's name, which OpenAI checks as it checks a call's (an
+            // application's user "Ada Lovelace"); none rather than an empty one.
+            name: m
+                .name
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .map(sendable_name),
         }
     }
 }
