@@ -27,11 +27,11 @@ use crate::checked::checked;
 use crate::environment::check_env;
 use crate::http_client::{http_client, redact_urls};
 use crate::http_session::SessionClient;
+use crate::open_failure::{
+    EXIT_REPORT_BOUND, NamedCommand, OpenFailure, exit_status_text, stderr_note,
+};
 use crate::process::{ChildProcess, spawn_error};
 use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
-
-/// How long to wait for a server whose pipe closed to report its exit status.
-pub const EXIT_REPORT_BOUND: Duration = Duration::from_secs(5);
 
 /// How long closing an HTTP server's connection waits for the SDK to end its session.
 const SESSION_END_BOUND: Duration = Duration::from_secs(5);
@@ -41,22 +41,6 @@ pub type ListChanged = Arc<dyn Fn() + Send + Sync>;
 
 /// A tool as listed, or why it could not be read: `(name, reason)`.
 pub type Listed = Result<rmcp::model::Tool, (String, String)>;
-
-/// Why a connection could not be opened: the reason, and apart from it the last lines of a
-/// stdio server's stderr ([`stderr_note`], or nothing), which are for the person running
-/// the server and the log, never for the model: a call that restarts the server tells the
-/// model the reason alone (see [`Connection::describe_end`]).
-pub struct OpenFailure {
-    pub reason: String,
-    pub stderr: String,
-}
-
-impl From<String> for OpenFailure {
-    fn from(reason: String) -> Self {
-        let stderr = String::new();
-        Self { reason, stderr }
-    }
-}
 
 /// A connected, initialized server.
 pub struct Connection {
@@ -216,33 +200,23 @@ fn transport_text(error: &(dyn std::error::Error + Send + Sync + 'static)) -> St
     text
 }
 
-/// "exited (exit status: 3)", or "closed its output" for a process still running.
-pub async fn exit_status_text(process: &ChildProcess) -> String {
-    match process.exit_within(EXIT_REPORT_BOUND).await {
-        Some(status) => format!("exited ({status})"),
-        None => "closed its output (exit status unknown)".to_owned(),
-    }
-}
-
-/// "; its stderr ended with: …" and the last stderr lines, or nothing.
-pub fn stderr_note(process: &ChildProcess) -> String {
-    let tail = process.stderr_tail();
-    if tail.is_empty() {
-        return String::new();
-    }
-    format!(". Its stderr ended with:\n  {}", tail.join("\n  "))
-}
-
 async fn open_stdio(
     server: &str,
     config: &StdioServerConfig,
     startup: Duration,
     handler: Handler,
 ) -> Result<(Connection, Vec<Listed>), OpenFailure> {
-    let command = config.display_command();
-    check_env(&config.env).map_err(|reason| format!("cannot start `{command}`: {reason}"))?;
-    let mut process = ChildProcess::spawn(server, config)
-        .map_err(|e| format!("cannot start `{command}`: {}", spawn_error(config, &e)))?;
+    let named = NamedCommand {
+        full: config.display_command(),
+        program: config.command.clone(),
+    };
+    let cannot_start = |why: String| {
+        let reason = |command: &str| format!("cannot start `{command}`: {why}");
+        named.failure(reason, String::new())
+    };
+    check_env(&config.env).map_err(cannot_start)?;
+    let mut process =
+        ChildProcess::spawn(server, config).map_err(|e| cannot_start(spawn_error(config, &e)))?;
     let (stdout, stdin) = process
         .take_stdio()
         .ok_or_else(|| "the process has no pipes".to_owned())?;
@@ -253,26 +227,30 @@ async fn open_stdio(
         Ok(Err(failure))
             if failure.closed && process.exit_within(EXIT_REPORT_BOUND).await.is_some() =>
         {
-            Err(OpenFailure {
-                reason: format!(
-                    "`{command}` {} before the MCP handshake completed ({})",
-                    exit_status_text(&process).await,
-                    failure.reason,
-                ),
-                stderr: stderr_note(&process),
-            })
+            let status = exit_status_text(&process).await;
+            let reason = |command: &str| {
+                format!(
+                    "`{command}` {status} before the MCP handshake completed ({})",
+                    failure.reason
+                )
+            };
+            Err(named.failure(reason, stderr_note(&process)))
         }
         Ok(Err(failure)) => {
-            Err(format!("`{command}` failed the MCP handshake: {}", failure.reason).into())
+            let reason =
+                |command: &str| format!("`{command}` failed the MCP handshake: {}", failure.reason);
+            Err(named.failure(reason, String::new()))
         }
-        Err(_) => Err(OpenFailure {
-            reason: format!(
-                "`{command}` did not complete the MCP handshake within {} s (servers started \
-                 with `npx` may be downloading; raise the startup timeout if so)",
-                startup.as_secs_f32(),
-            ),
-            stderr: stderr_note(&process),
-        }),
+        Err(_) => {
+            let reason = |command: &str| {
+                format!(
+                    "`{command}` did not complete the MCP handshake within {} s (servers \
+                     started with `npx` may be downloading; raise the startup timeout if so)",
+                    startup.as_secs_f32(),
+                )
+            };
+            Err(named.failure(reason, stderr_note(&process)))
+        }
     }
 }
 

@@ -24,7 +24,8 @@ use tokio::time::Instant;
 
 use crate::call;
 use crate::checked::{INVALID_RESPONSE, INVALID_RESPONSE_CODE, MAX_LINE_BYTES, TOO_LARGE_RESPONSE};
-use crate::connection::{Connection, ListChanged, Listed, OpenFailure, error_text, list_tools};
+use crate::connection::{Connection, ListChanged, Listed, error_text, list_tools};
+use crate::open_failure::OpenFailure;
 use crate::options::McpOptions;
 use crate::relisting::Relisting;
 use crate::result;
@@ -114,7 +115,7 @@ impl Core {
         });
         let opening = core.open(&mut *core.slot.lock().await);
         opening.await.map_err(|failure| {
-            let OpenFailure { reason, stderr } = &*failure;
+            let OpenFailure { reason, stderr, .. } = &*failure;
             Error::Config(format!("MCP server `{name}`: {reason}{stderr}"))
         })?;
         Ok(core)
@@ -285,7 +286,7 @@ impl Core {
             }
             Ok(Err(failure)) => Err(format!(
                 "MCP server `{name}` could not be {again}: {}",
-                failure.reason
+                failure.for_model
             )),
             Err(_) => Err(format!(
                 "MCP server `{name}` is being {again} and was not back within {} s, so the \
@@ -361,7 +362,7 @@ impl Core {
                 Ok(connection)
             }
             Err(failure) => {
-                let (name, again, OpenFailure { reason, stderr }) =
+                let (name, again, OpenFailure { reason, stderr, .. }) =
                     (&self.name, self.again(), &failure);
                 if generation > 1 && !stderr.is_empty() {
                     let failed = format!("MCP server `{name}` could not be {again}: {reason}");

@@ -88,7 +88,8 @@
 //! - a call past the per-call timeout is cancelled (`notifications/cancelled`) and the
 //!   model is told; a server that exits mid-call gives an observation saying so, with its
 //!   exit status, and is started again on the next call, its tools listed again (a restart
-//!   that fails says why, its stderr going to the log, not to the model, and the next call
+//!   that fails says why, its stderr going to the log, not to the model, which is told the
+//!   command by its program alone, since its arguments may hold a key, and the next call
 //!   tries again; the per-call timeout counts a restart the call waits for, and one slower
 //!   goes on in a task of its own, one at a time, for a later call to use); an HTTP
 //!   server's error status (a 500, a 401) fails that call alone, saying so, and the
@@ -127,9 +128,9 @@
 //!
 //! Inside, modules form layers: `options`, `budget`, `command_line`, `environment`,
 //! `server_config`, `pathext` (Windows), `config`, `naming`, `result`, `schema`,
-//! `http_client`, `http_session` and `watchdog` at the bottom; `process`, `checked` and
-//! `connection` over them; `core` (the connection, restarts and calls); `tool` and
-//! `server`; `servers` and `session_ext` on top.
+//! `http_client`, `http_session` and `watchdog` at the bottom; `process`, `open_failure`,
+//! `checked` and `connection` over them; `core` (the connection, restarts and calls);
+//! `tool` and `server`; `servers` and `session_ext` on top.
 
 mod budget;
 mod call;
@@ -142,6 +143,7 @@ mod environment;
 mod http_client;
 mod http_session;
 pub mod naming;
+mod open_failure;
 mod options;
 #[cfg(any(windows, test))]
 mod pathext;

@@ -226,7 +226,13 @@ async fn a_server_exiting_mid_call_is_reported_then_restarted_on_the_next_call()
 async fn a_restart_that_fails_tells_the_model_why_but_not_what_the_server_printed() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("started");
-    let config = server(&["--once", marker.to_str().unwrap()]);
+    // A key among its arguments, as servers take one (`--api-key`, `-e TOKEN=…`).
+    let config = server(&[
+        "--once",
+        marker.to_str().unwrap(),
+        "--api-key",
+        "sk-ARGSECRET",
+    ]);
     let server = McpServer::start("proc", config, McpOptions::default())
         .await
         .unwrap();
@@ -246,6 +252,8 @@ async fn a_restart_that_fails_tells_the_model_why_but_not_what_the_server_printe
     assert!(message.contains("exit status: 1"), "{message}");
     // The stderr goes to the log: the observation is sent to the provider and stored.
     assert!(!message.contains("SUPERSECRET"), "{message}");
+    // Nor are its arguments said to the model: the program alone names the command.
+    assert!(!message.contains("ARGSECRET"), "{message}");
     server.shutdown().await;
 }
 
