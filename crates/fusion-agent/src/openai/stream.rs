@@ -357,10 +357,12 @@ impl Assembler {
         let id = piece.id.filter(|id| !id.is_empty());
         let index = match piece.index {
             Some(index) => self.slot_of(index, id.as_deref(), name.is_some()),
-            // Without an index, an id or a name starts the next call; anything else
-            // continues the last one.
+            // Without an index, an id or a name starts the next call, but for the id the
+            // server gave the last call (repeated on each piece of it, as with its name on
+            // the last piece vLLM sends); anything else continues the last one.
             None => match self.last_call {
                 Some(last) if id.is_none() && name.is_none() => last,
+                Some(last) if self.given_id(last, id.as_deref()) => last,
                 _ => self.next_slot(),
             },
         };
@@ -446,6 +448,13 @@ impl Assembler {
         let slot = if another { self.next_slot() } else { slot };
         self.slots.insert(index, slot);
         slot
+    }
+
+    /// Whether `id` is the one the server gave the call in `slot`.
+    fn given_id(&self, slot: usize, id: Option<&str>) -> bool {
+        self.calls
+            .get(&slot)
+            .is_some_and(|call| call.id_given && id == Some(call.id.as_str()))
     }
 
     /// The slot after every call so far.
@@ -874,6 +883,36 @@ mod tests {
                 "read_file",
                 r#"{"path":"a.txt"}"#
             )]
+        );
+    }
+
+    /// Found by a review: a server that omits `index` and repeats a call's id on each of
+    /// its pieces (with its name too on the last, as vLLM's last piece has it) had every
+    /// piece start a call of its own, the arguments split among them.
+    #[tokio::test]
+    async fn without_an_index_the_pieces_of_one_id_are_one_call() {
+        let piece = |id: &str, name: Option<&str>, arguments: &str| {
+            let mut piece = serde_json::json!({"id": id, "function": {"arguments": arguments}});
+            if let Some(name) = name {
+                piece["function"]["name"] = name.into();
+            }
+            delta(serde_json::json!({"tool_calls": [piece]}))
+        };
+        let text = sse(&[
+            piece("call_a", Some("read_file"), "{\"path\":"),
+            piece("call_a", None, "\"a.txt\""),
+            piece("call_a", Some("read_file"), "}"),
+            piece("call_b", Some("ls"), "{}"),
+            finish("tool_calls"),
+        ]);
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        assert_eq!(
+            done(&deltas).message.tool_calls,
+            vec![
+                ToolCall::new("call_a", "read_file", r#"{"path":"a.txt"}"#),
+                ToolCall::new("call_b", "ls", "{}"),
+            ]
         );
     }
 
