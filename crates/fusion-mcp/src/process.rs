@@ -172,6 +172,11 @@ impl Drop for ChildProcess {
 /// child is given. A file found there that could not be run is one whose interpreter is
 /// missing: the system would have said "permission denied" for any other reason.
 pub fn spawn_error(config: &StdioServerConfig, error: &std::io::Error) -> String {
+    if error.kind() == std::io::ErrorKind::InvalidInput
+        && let Some(part) = holding_nul(config)
+    {
+        return format!("{part} holds a NUL byte, which no program can be given");
+    }
     if error.kind() != std::io::ErrorKind::NotFound {
         return error.to_string();
     }
@@ -212,6 +217,28 @@ pub fn spawn_error(config: &StdioServerConfig, error: &std::io::Error) -> String
         ),
         None => format!("command `{command}` not found (is it installed and on PATH?)"),
     }
+}
+
+/// The part of `config` that holds a NUL byte, which std refuses to start a program with
+/// ("nul byte found in provided data", naming none): an `env` value by its variable's
+/// name, never by its text.
+fn holding_nul(config: &StdioServerConfig) -> Option<String> {
+    let nul = |text: &str| text.contains('\0');
+    if nul(&config.command) {
+        return Some("its command".to_owned());
+    }
+    if let Some(at) = config.args.iter().position(|arg| nul(arg)) {
+        return Some(format!("its argument {}", at + 1));
+    }
+    if let Some((name, _)) = config.env.iter().find(|(_, value)| nul(value)) {
+        return Some(format!(
+            "the value of its `env` variable `{}`",
+            name.escape_debug()
+        ));
+    }
+    let cwd = config.cwd.as_deref().map(Path::as_os_str);
+    cwd.filter(|dir| dir.as_encoded_bytes().contains(&0))
+        .map(|_| "its working directory".to_owned())
 }
 
 /// Where the child finds `program` on its `PATH`: the one `config.env` sets, else this

@@ -59,6 +59,28 @@ async fn a_missing_command_fails_startup_naming_the_server_and_command() {
     assert!(message.contains("not found"), "{message}");
 }
 
+/// std refuses a NUL byte anywhere in what a program is given, naming none: the error
+/// names the part (an `env` value by its variable), never the value.
+#[tokio::test]
+async fn a_nul_byte_in_what_the_server_is_given_is_named_by_where_it_is() {
+    let cases = [
+        (server(&["--x", "a\0b"]), "its argument 2 holds a NUL byte"),
+        (
+            server(&[]).env("API_KEY", "sk-SUPERSECRET\0"),
+            "the value of its `env` variable `API_KEY` holds a NUL byte",
+        ),
+        (
+            server(&[]).cwd("/tmp/a\0b"),
+            "its working directory holds a NUL byte",
+        ),
+    ];
+    for (config, says) in cases {
+        let message = start_error(config, McpOptions::default()).await;
+        assert!(message.contains(says), "{message}");
+        assert!(!message.contains("SUPERSECRET"), "{message}");
+    }
+}
+
 #[tokio::test]
 async fn a_missing_working_directory_is_named_rather_than_taken_for_a_missing_command() {
     let missing = tempfile::tempdir().unwrap().path().join("gone");
