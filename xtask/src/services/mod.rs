@@ -10,7 +10,6 @@
 
 mod browser;
 mod npm;
-mod port;
 mod postgres;
 mod redis;
 mod redis_cluster;

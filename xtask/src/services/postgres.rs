@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::port::{ReservedPort, reserve_port};
 use super::{answers_at_any, apt_install, is_root, on_path};
+use fusion_test_ports::{ReservedPort, try_reserve_port};
 
 const INSTALL_HINT: &str = "install PostgreSQL (Debian/Ubuntu: `apt-get install postgresql`, \
      macOS: `brew install postgresql`) or set FUSION_POSTGRES_URL to a reachable server";
@@ -113,7 +113,7 @@ fn start_throwaway() -> Result<Postgres> {
             })?
         }
     };
-    let reserved = reserve_port()?;
+    let reserved = try_reserve_port()?;
     let port = reserved.port;
     let as_postgres = is_root();
     let dir = std::env::temp_dir().join(format!("fusion-xtask-pg-{}-{port}", std::process::id()));

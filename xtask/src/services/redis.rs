@@ -1,5 +1,5 @@
 //! Redis for the tests: `REDIS_URL` if set, else a server answering on 127.0.0.1:6379, else
-//! a throwaway `redis-server` started here on a port reserved for it ([`reserve_port`]),
+//! a throwaway `redis-server` started here on a port reserved for it ([`try_reserve_port`]),
 //! stopped when the guard drops. The `redis-server` binary is also needed by the Redis
 //! tests themselves (they restart a private server to test reconnection), so it is
 //! installed with apt-get when missing and this runs as root; otherwise the task fails
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::port::{ReservedPort, reserve_port};
 use super::{answers_at_any, apt_install, on_path};
+use fusion_test_ports::{ReservedPort, try_reserve_port};
 
 const INSTALL_HINT: &str = "install redis-server (Debian/Ubuntu: `apt-get install redis-server`, \
      macOS: `brew install redis`) or set REDIS_URL to a reachable server";
@@ -69,7 +69,7 @@ pub fn redis() -> Result<Redis> {
 }
 
 fn start_throwaway_redis() -> Result<Redis> {
-    let reserved = reserve_port()?;
+    let reserved = try_reserve_port()?;
     let port = reserved.port;
     let child = Command::new("redis-server")
         .args([
@@ -170,7 +170,7 @@ mod tests {
             client.write_all(b"+PONG\r\n").unwrap();
         });
         // Reserved, so nothing listens there.
-        let nobody = super::super::port::reserve_port().unwrap();
+        let nobody = fusion_test_ports::reserve_port();
         let dead = SocketAddr::from(([127, 0, 0, 1], nobody.port));
         assert!(answers_at_any(&[dead, live][..], pings));
         answering.join().unwrap();

@@ -1,5 +1,5 @@
 //! Redis Clusters for the tests: three primaries and three replicas of `redis-server
-//! --cluster-enabled yes` on loopback ports reserved for them ([`reserve_port`]), joined with `redis-cli --cluster
+//! --cluster-enabled yes` on loopback ports reserved for them ([`try_reserve_port`]), joined with `redis-cli --cluster
 //! create`, data in a temporary directory, stopped and removed when the guard drops.
 //!
 //! [`redis_cluster`] is the one the conformance suite and the other cluster tests share
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::port::{ReservedPort, reserve_port};
 use super::redis::{answers_ping, ensure_redis_server_installed, host_port};
+use fusion_test_ports::{ReservedPort, try_reserve_port};
 
 /// Primaries, and one replica per primary.
 const PRIMARIES: usize = 3;
@@ -105,7 +105,7 @@ fn start(name: &str, node_timeout_ms: &str) -> Result<RedisCluster> {
     };
     let mut addrs = Vec::new();
     for _ in 0..NODES {
-        let (client, bus) = (reserve_port()?, reserve_port()?);
+        let (client, bus) = (try_reserve_port()?, try_reserve_port()?);
         let (port, bus_port) = (client.port.to_string(), bus.port.to_string());
         cluster.ports.extend([client, bus]);
         let node = Command::new("redis-server")
