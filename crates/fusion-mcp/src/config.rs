@@ -726,6 +726,14 @@ mod tests {
         assert_eq!(stdio.args.last().unwrap(), "./my docs");
         let http = McpServerConfig::command_line("https://mcp.example.com/mcp").unwrap();
         assert_eq!(http.suggested_name(), "mcp-example-com");
+        // The host alone: a token given as the URL's user is no name.
+        for url in [
+            "https://ghp_SECRET@mcp.example.com/mcp",
+            "https://user:SECRET@mcp.example.com:8443/mcp?key=SECRET",
+        ] {
+            let http = McpServerConfig::command_line(url).unwrap();
+            assert_eq!(http.suggested_name(), "mcp-example-com", "{url}");
+        }
         assert!(McpServerConfig::command_line("  ").is_err());
         let secret = HttpServerConfig::new("http://h").bearer_token("tok-secret");
         assert!(!format!("{secret:?}").contains("tok-secret"));

@@ -43,14 +43,17 @@ impl McpServerConfig {
 
     /// A name for this server when none is given: the package, script or image a launcher
     /// like `npx`, `node` or `docker` runs (`server-filesystem`), never a `NAME=VALUE`
-    /// argument (`docker run -e TOKEN=…`), else the program's name, else the URL's host.
-    /// Always a valid tool-name prefix.
+    /// argument (`docker run -e TOKEN=…`), else the program's name, else the URL's host
+    /// (never its user or password). Always a valid tool-name prefix.
     pub fn suggested_name(&self) -> String {
         match self {
             McpServerConfig::Stdio(stdio) => command_line::derive_name(&stdio.command, &stdio.args),
             McpServerConfig::Http(http) => {
-                let rest = http.url.split_once("://").map_or(&*http.url, |(_, r)| r);
-                let host = rest.split(['/', ':', '?']).next().unwrap_or(rest);
+                // The host alone, never what goes before it (`https://TOKEN@host/mcp`, a user
+                // and password): a key that as the server's name would prefix every tool name
+                // sent to the model.
+                let url = reqwest::Url::parse(&http.url).ok();
+                let host = url.as_ref().and_then(reqwest::Url::host_str).unwrap_or("");
                 crate::naming::server_prefix(&host.replace('.', "-"))
             }
         }
