@@ -115,6 +115,9 @@ pub(crate) static INFO: LazyLock<Lua> = LazyLock::new(|| reading(&[DIGITS, reads
 /// The walk of a by-update index; see [`reads::WALK`].
 pub(crate) static WALK: LazyLock<Lua> = LazyLock::new(|| reading(&[reads::WALK]));
 
+/// A prune on one server; see [`reads::PRUNE`].
+pub(crate) static PRUNE: LazyLock<Lua> = LazyLock::new(|| script(&[DIGITS, reads::PRUNE]));
+
 /// The repair of one index score; see [`reads::REINDEX`].
 pub(crate) static REINDEX: LazyLock<Lua> = LazyLock::new(|| script(&[reads::REINDEX]));
 

@@ -91,3 +91,36 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 "#;
+
+/// A prune on one server, in one atomic step: takes out of an index those of the ids
+/// whose session is not there (as [`INFO`] reads it: no messages, a key of another type,
+/// or its expiry passed) or, for an owner's index, belongs to another owner now. A writer
+/// that creates a session again does so before or after the whole, never between a
+/// removal and a second look, so a prune never unlists a session that is there, even one
+/// that stops part way (a cluster needs look-again entries for that, `storage/forget.rs`).
+///
+/// KEYS: the index by id, the one by update time. ARGV: the key prefix, the owner (empty:
+/// the index of every session), then the ids. Returns the ids kept.
+pub(super) const PRUNE: &str = r#"
+local prefix, owner = ARGV[1], ARGV[2]
+local kept = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local len = redis.pcall('LLEN', prefix .. ':s:{' .. id .. '}')
+  local there = type(len) == 'number' and len > 0
+  local f = there and redis.pcall('HMGET', prefix .. ':m:{' .. id .. '}', 'owner', 'expires_at')
+  if there and f.err then there = false end
+  if there and f[2] and whole(f[2]) then
+    local t = redis.call('TIME')
+    if at_most(f[2], t[1] .. string.sub('00000' .. t[2], -6)) then there = false end
+  end
+  if there and owner ~= '' and f[1] ~= owner then there = false end
+  if there then
+    kept[#kept + 1] = id
+  else
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+  end
+end
+return kept
+"#;

@@ -12,7 +12,9 @@
 //! written again since it expired (a purge meets it and replaces it). Readers check
 //! every entry against the session's meta hash and skip, prune or repair what disagrees.
 //! Removing an entry is always followed by a second look at the session, and an entry a
-//! concurrent writer needed is put back, so pruning never drops a live session.
+//! concurrent writer needed is put back, so pruning never drops a live session; on one
+//! server a prune is one script instead, which removes only the entries of sessions not
+//! there.
 //!
 //! On a cluster the discipline needs the index requests that follow each write: a write
 //! whose reply was lost never sent them, so `reindex` sends them from the session as
@@ -165,10 +167,10 @@ impl RedisStorage {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let token = scripts::claim_token();
         if !self.conn.is_cluster() {
-            return self.prune_marked(name, scope, ids, &[], &token).await;
+            return self.prune_at_once(name, scope, ids).await;
         }
+        let token = scripts::claim_token();
         // A listing does not fail for the node of the expiry index, which it needs for
         // nothing else, nor wait on it: the prune is left (and logged) instead.
         let Some((marks, taken)) = self.look_again_soon(name, &token, ids).await else {
@@ -179,9 +181,36 @@ impl RedisStorage {
         back
     }
 
-    /// [`prune`](Self::prune) with its look-again entries `marks` (of the claimer of
-    /// `token`) in place already, or none (one server): drops them after the second look,
-    /// best effort.
+    /// [`prune`](Self::prune) on one server: the `PRUNE` script, which removes only the
+    /// entries of sessions not there, in one atomic step, a chunk of ids a call (sent
+    /// again after a dropped connection: twice, it does what it did once).
+    async fn prune_at_once(
+        &self,
+        name: &'static str,
+        scope: Scope<'_>,
+        ids: &[String],
+    ) -> Result<Vec<String>> {
+        let (by_id, by_update) = self.keys.scope(scope);
+        let owner = match scope {
+            Scope::All => "",
+            Scope::Owner(owner) => owner,
+        };
+        let mut kept = Vec::new();
+        for chunk in ids.chunks(PIPELINE_CHUNK) {
+            let mut call = evalsha(&scripts::PRUNE, &[&by_id, &by_update]);
+            call.arg(self.keys.prefix()).arg(owner).arg(chunk);
+            let more: Vec<String> = self
+                .eval(&scripts::PRUNE, &call)
+                .await
+                .map_err(|err| parse_redis_error(err, self.op(name, None).on_key(&by_id)))?;
+            kept.extend(more);
+        }
+        Ok(kept)
+    }
+
+    /// [`prune`](Self::prune) on a cluster, with its look-again entries `marks` (of the
+    /// claimer of `token`) in place already: drops them after the second look, best
+    /// effort.
     pub(super) async fn prune_marked(
         &self,
         name: &'static str,
@@ -438,4 +467,48 @@ pub(super) fn zadd(key: &str, flag: &str, score: &str, member: &str) -> Cmd {
     }
     cmd.arg(score).arg(member);
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use fusion_core::testkit::faults::FaultProxy;
+    use fusion_core::testkit::said;
+    use fusion_core::{ConversationStorage, SessionMeta};
+
+    use crate::keys::Scope;
+    use crate::{RedisOptions, RedisStorage};
+
+    /// Found by a review: on one server a prune removed the index entries, then looked at
+    /// the sessions again and put back those there, so a prune that stopped between the
+    /// two (the look failing, its process killed) left a session a writer had created
+    /// again (and listed) meanwhile unlisted for good: a cluster has look-again entries
+    /// for that, one server had nothing. The prune is one script now, which removes only
+    /// the entries of sessions not there. Here every reply to a second look is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prune_on_one_server_never_unlists_a_session_that_is_there() {
+        let url = std::env::var("REDIS_URL")
+            .ok()
+            .filter(|url| !url.is_empty());
+        let unset = || fusion_core::testkit::unavailable("redis", "set REDIS_URL to run");
+        let Some(url) = url.or_else(unset) else {
+            return;
+        };
+        let (proxy, through) = FaultProxy::start_for_url(&url, 6379).await;
+        let prefix = format!("prune-at-once-{}", crate::scripts::claim_token());
+        let options = RedisOptions::new().key_prefix(&prefix);
+        let store = RedisStorage::connect_with(&through, options).await.unwrap();
+        // Created again by a writer between a listing's look, which found it gone, and
+        // the listing's prune.
+        let id = "again".to_string();
+        let meta = SessionMeta::new();
+        store.create_session(&id, &meta, &said("a")).await.unwrap();
+        proxy.cut_randomly_containing("lenient", 1.0, 3);
+        let pruned = store
+            .prune("list_sessions", Scope::All, std::slice::from_ref(&id))
+            .await;
+        proxy.stop_cutting();
+        let listed = store.list_sessions().await.unwrap();
+        store.delete(&id).await.unwrap();
+        assert_eq!(listed, [id], "{pruned:?}");
+    }
 }
