@@ -66,11 +66,11 @@
 //! What the window costs is measured in the crate docs (`lib.rs`, "Exactly once"). A
 //! batch without ids runs [`APPEND`], which reads and writes nothing of it.
 
-use fusion_core::sql::{check_count, corrupt_row, missing_row, revision_of};
-use fusion_core::{ChatMessage, Result, Revision};
-
-use crate::error::BACKEND;
 use crate::expiry::{expired, expires_at, given_or_now, micros, now_us, unexpired};
+
+mod rows;
+
+pub(crate) use rows::{decode_revision, decode_rows};
 
 /// SQL: the one-statement append, the row a creation inserts created at `$created` and
 /// last written at `$updated` (`timestamptz` expressions), with `$column` and `$value`
@@ -463,55 +463,9 @@ pub(crate) fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// `(seq, body)` rows in seq order as messages; a gap or an unreadable row is
-/// [`Error::Corrupt`](fusion_core::Error::Corrupt) naming the seq.
-pub(crate) fn decode_rows(
-    session_id: &str,
-    rows: impl IntoIterator<Item = (i64, String)>,
-) -> Result<Vec<ChatMessage>> {
-    (0..)
-        .zip(rows)
-        .map(|(expected, (seq, body))| {
-            if seq != expected {
-                return Err(missing_row(BACKEND, session_id, expected, seq));
-            }
-            serde_json::from_str(&body).map_err(|e| corrupt_row(BACKEND, session_id, seq, &e))
-        })
-        .collect()
-}
-
-/// The rows of [`LOAD_REVISION`] as a history and its revision; a count that disagrees
-/// with the rows is [`Error::Corrupt`](fusion_core::Error::Corrupt).
-pub(crate) fn decode_revision(
-    session_id: &str,
-    rows: Vec<(i64, i64, Option<i64>, Option<String>)>,
-) -> Result<(Vec<ChatMessage>, Revision)> {
-    let Some(&(generation, count, ..)) = rows.first() else {
-        return Ok((Vec::new(), Revision::ABSENT));
-    };
-    let revision = revision_of(Some((generation, count)));
-    let messages = rows
-        .into_iter()
-        .filter_map(|(.., seq, body)| Some((seq?, body?)));
-    let history = decode_rows(session_id, messages)?;
-    check_count(BACKEND, session_id, revision.len, history.len())?;
-    Ok((history, revision))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rows_decode_in_order_and_gaps_are_corrupt() {
-        let body = |text: &str| serde_json::to_string(&ChatMessage::user(text)).unwrap();
-        let ok = decode_rows("s", [(0, body("a")), (1, body("b"))]).unwrap();
-        assert_eq!(ok, [ChatMessage::user("a"), ChatMessage::user("b")]);
-        let gap = decode_rows("s", [(0, body("a")), (2, body("c"))]).unwrap_err();
-        assert!(gap.to_string().contains("seq 1 is missing"), "{gap}");
-        let bad = decode_rows("s", [(0, "{".to_string())]).unwrap_err();
-        assert!(bad.to_string().contains("seq 0"), "{bad}");
-    }
 
     /// The purge reads `sessions_expiry` from its start and stops after its batch, and a
     /// load checks the session's expiry once (an InitPlan), not per message row.
@@ -548,18 +502,5 @@ mod tests {
         let load = load.join("\n");
         assert!(load.contains("InitPlan"), "{load}");
         assert!(!load.contains("SubPlan"), "not once per row: {load}");
-    }
-
-    #[test]
-    fn a_revision_needs_its_count_to_match_the_rows() {
-        let body = serde_json::to_string(&ChatMessage::user("a")).unwrap();
-        let rows = vec![(7, 1, Some(0), Some(body.clone()))];
-        let (history, at) = decode_revision("s", rows).unwrap();
-        assert_eq!((history.len(), at.generation, at.len), (1, 7, 1));
-        assert_eq!(decode_revision("s", vec![]).unwrap().1, Revision::ABSENT);
-        let short = vec![(7, 2, Some(0), Some(body))];
-        assert!(decode_revision("s", short).is_err());
-        let empty = vec![(7, 1, None, None)];
-        assert!(decode_revision("s", empty).is_err());
     }
 }
