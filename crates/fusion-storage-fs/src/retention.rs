@@ -43,11 +43,14 @@ impl Retention<'_> {
                 ControlFlow::Continue(())
             })
         };
-        let every_bucket = self
-            .at
-            .index
-            .for_each_due(now_micros(), |at, id| purge(&id, Some(at)))?;
-        if every_bucket {
+        let mut batch_full = false;
+        let every_bucket = self.at.index.for_each_due(now_micros(), |at, id| {
+            let flow = purge(&id, Some(at))?;
+            batch_full = flow.is_break();
+            Ok(flow)
+        })?;
+        // A walk stopped by a full batch is done too: the lock files would add one more.
+        if every_bucket || batch_full {
             return Ok(purged);
         }
         // A bucket due by now was skipped (a link, never followed): the sessions whose

@@ -159,6 +159,30 @@ async fn an_expiry_bucket_linked_elsewhere_loses_nothing_there_to_a_purge() {
     assert_eq!(files(&elsewhere), owned(&kept));
 }
 
+/// Found by a review: a purge whose walk of the markers met a linked bucket and stopped
+/// at its batch went on to read the lock files all the same, and purged one session more
+/// than its batch.
+#[tokio::test]
+async fn a_purge_that_met_a_linked_expiry_bucket_deletes_no_more_than_its_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let soon = now_micros() + Duration::from_millis(300);
+    let meta = SessionMeta::new().expiry(Expiry::At(soon));
+    for id in ["a", "b"] {
+        storage.create_session(id, &meta, &said(id)).await.unwrap();
+    }
+    // The bucket of the earliest instants, due long since, is a link.
+    let elsewhere = outside(tmp.path(), &[]);
+    let earliest = dir.join(".fusion-index/expiry/000000");
+    std::os::unix::fs::symlink(&elsewhere, earliest).unwrap();
+
+    wait_past(soon).await;
+    assert_eq!(storage.purge_expired(1).await.unwrap(), 1);
+    assert_eq!(storage.purge_expired(1).await.unwrap(), 1);
+    assert_eq!(storage.purge_expired(1).await.unwrap(), 0);
+}
+
 /// Found by a review: the index's own directory replaced by a link was refused only where
 /// `live/` or a set's directory was reached through it; the files kept at its top (`lock`,
 /// `journal`, `ids`, `ids-log`, `compact.lock` and their temporary files) were still
