@@ -30,6 +30,12 @@ pub fn refuse_dropped_fields(text: &str, messages: &[ChatMessage]) -> Result<()>
     Ok(())
 }
 
+/// The key the file-system backend adds to the lines of a batch in its session files
+/// (fusion-storage-fs's `jsonl.rs`: how many lines of the batch follow), which every reader
+/// skips: a session file copied out of a store is an import of its messages, not of a
+/// field this release does not know.
+const FS_BATCH_MARKER: &str = "fusion_batch_more";
+
 /// The messages of `text` as written, each with where it is (`line 3`, `message 3`), told
 /// apart as [`fusion::api::export::read`] tells the formats apart: a `jsonl` file's first
 /// line is a message on its own.
@@ -44,7 +50,13 @@ fn messages_as_written(text: &str) -> Vec<(String, Value)> {
         let lines = text.lines().enumerate();
         let lines = lines.filter(|(_, line)| !line.trim().is_empty());
         return lines
-            .filter_map(|(index, line)| Some((format!("line {}", index + 1), parse(line)?)))
+            .filter_map(|(index, line)| {
+                let mut message = parse(line)?;
+                if let Some(fields) = message.as_object_mut() {
+                    fields.remove(FS_BATCH_MARKER);
+                }
+                Some((format!("line {}", index + 1), message))
+            })
             .collect();
     }
     match parse(text).and_then(|mut doc| doc.get_mut("messages").map(Value::take)) {
@@ -117,6 +129,25 @@ mod tests {
             dropped(&written, &kept),
             None,
             "known, read in another shape"
+        );
+    }
+
+    #[test]
+    fn a_file_system_session_files_batch_markers_are_no_field_dropped() {
+        let session_file = concat!(
+            r#"{"role":"user","content":"run it","fusion_batch_more":1}"#,
+            "\n",
+            r#"{"role":"assistant","content":"done"}"#,
+            "\n",
+        );
+        let messages = [ChatMessage::user("run it"), ChatMessage::assistant("done")];
+        refuse_dropped_fields(session_file, &messages).unwrap();
+        let nested = r#"{"role":"user","content":"x","tool_calls":[{"id":"c","type":"function","function":{"name":"ls","arguments":"","fusion_batch_more":1}}]}"#;
+        let read: ChatMessage = serde_json::from_str(nested).unwrap();
+        let err = refuse_dropped_fields(nested, &[read]).unwrap_err();
+        assert!(
+            err.to_string().contains("function.fusion_batch_more"),
+            "{err}"
         );
     }
 }
