@@ -160,6 +160,32 @@ async fn an_append_that_created_a_session_and_lost_its_reply_is_listed_after_the
     assert_listed(&store, ID, None).await;
 }
 
+/// Found by a review: the repair that follows a write whose reply was lost (its index
+/// requests never sent) was cut at the connect timeout, though it waits for replies, not
+/// for a connection attempt: after the lost reply its requests wait for a connection made
+/// again after the backoff (100 ms at least, twice the connect timeout here), so every
+/// such repair was cut, and the session stayed unlisted until a retry that may never
+/// come. It gets the response timeout now, as the take-up's second look does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_whose_reply_was_lost_is_listed_without_a_retry_under_a_short_connect_timeout() {
+    let Some(h) = harness().await else { return };
+    let options = RedisOptions::new()
+        .connect_timeout(Duration::from_millis(50))
+        .response_timeout(common::NO_HANG);
+    let store = RedisStorage::connect_with(&h.url, options).await.unwrap();
+    neighbour(&store).await;
+    const ID: &str = "created-unheard-slowly";
+    let opening = [ChatMessage::user("first").with_new_id()];
+    h.lose_next_reply(ID);
+    let err = store
+        .create_session(ID, &SessionMeta::new().owner("alice"), &opening)
+        .await
+        .expect_err("the reply was lost");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(h.replies_lost(), 1);
+    assert_listed(&store, ID, Some("alice")).await;
+}
+
 /// When every request about the session fails for a while (the script's reply lost, then
 /// the repair that follows at once cut too), the retry that comes once the cluster
 /// answers again repairs the indexes: the creation's retry meets its own session (a

@@ -1,6 +1,8 @@
 //! Upkeep that fails nobody (a prune's look-again entries, the take-up's second look, in
-//! `forget.rs` and `index.rs`): bounded in time, and logged when left undone.
+//! `forget.rs` and `index.rs`; the repair of the indexes after a lost write reply, in
+//! `write.rs`): bounded in time, and logged when left undone.
 
+use std::fmt;
 use std::time::Duration;
 
 use fusion_core::Result;
@@ -24,14 +26,16 @@ impl Left {
             Left::Failed(err) if !err.is_retryable() => {
                 tracing::warn!(error = %err, count, "{what}");
             }
-            Left::Failed(err) => tracing::debug!(error = %err, count, "{what}"),
-            Left::Late(limit) => {
-                tracing::debug!(
-                    error = format!("no answer within {limit:?}"),
-                    count,
-                    "{what}"
-                );
-            }
+            left => tracing::debug!(error = %left, count, "{what}"),
+        }
+    }
+}
+
+impl fmt::Display for Left {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Left::Failed(err) => err.fmt(f),
+            Left::Late(limit) => write!(f, "no answer within {limit:?}"),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fusion_core::{ChatMessage, DEDUP_WINDOW, Expect, Result, Revision, new_generation};
 use redis::{Cmd, FromRedisValue, RedisResult, RedisWrite, Script, ToRedisArgs};
 
+use super::upkeep::within;
 use super::{RedisStorage, Request};
 use crate::cluster::may_have_applied;
 use crate::error::{BACKEND, Op, parse_redis_error};
@@ -218,7 +219,7 @@ impl RedisStorage {
     /// computed from the session as it is stored ([`reindex`](Self::reindex)), so the
     /// session is listed without waiting for a retry that may never come; then the
     /// write's own error is returned. That repair is best effort and takes at most the
-    /// connect timeout: when it fails too (the node still out of reach), the retry of the
+    /// response timeout: when it fails too (the node still out of reach), the retry of the
     /// write repairs the indexes instead (see [`write`](Self::write)). One server needs
     /// none of this: there the script keeps the indexes in the same atomic step.
     pub(super) async fn run_write<T: FromRedisValue>(
@@ -238,17 +239,17 @@ impl RedisStorage {
         };
         if let (true, Some(id)) = (self.conn.is_cluster(), op.session_id) {
             // Not waiting for the replicas (the write's error is returned whatever they
-            // say), nor longer than a connection attempt: a node that does not answer
-            // the repair soon would only delay the error, and the retry repairs it then.
+            // say), nor longer than a reply may take: a node that does not answer the
+            // repair by then would only delay the error, and the retry repairs it then.
+            // Not the connect timeout either: after a lost reply the repair's requests
+            // wait for a connection made again after the backoff (100 ms at least), so a
+            // connect timeout set short cut every repair, and the session stayed
+            // unlisted until a retry that may never come.
             let repair = self.reindex(op.name, id, false);
-            let failed = match tokio::time::timeout(self.connect_timeout, repair).await {
-                Ok(done) => done.err().map(|err| err.to_string()),
-                Err(_elapsed) => Some(format!("no answer within {:?}", self.connect_timeout)),
-            };
-            if let Some(error) = failed {
+            if let Err(left) = within(self.response_timeout, repair).await {
                 tracing::debug!(
                     session_id = id,
-                    error,
+                    error = %left,
                     "the indexes of a session whose write may have applied are left to its retry"
                 );
             }
