@@ -359,10 +359,11 @@ impl Assembler {
             Some(index) => self.slot_of(index, id.as_deref(), name.is_some()),
             // Without an index, an id or a name starts the next call, but for the id the
             // server gave the last call (repeated on each piece of it, as with its name on
-            // the last piece vLLM sends); anything else continues the last one.
+            // the last piece vLLM sends) with no name or that call's; anything else
+            // continues the last one.
             None => match self.last_call {
                 Some(last) if id.is_none() && name.is_none() => last,
-                Some(last) if self.given_id(last, id.as_deref()) => last,
+                Some(last) if self.same_call(last, id.as_deref(), name.as_deref()) => last,
                 _ => self.next_slot(),
             },
         };
@@ -450,11 +451,15 @@ impl Assembler {
         slot
     }
 
-    /// Whether `id` is the one the server gave the call in `slot`.
-    fn given_id(&self, slot: usize, id: Option<&str>) -> bool {
-        self.calls
-            .get(&slot)
-            .is_some_and(|call| call.id_given && id == Some(call.id.as_str()))
+    /// Whether a piece bearing `id` and `name` is more of the call in `slot`: `id` is the
+    /// one the server gave that call, and `name`, if any, is its own (or the first it
+    /// gets). A call's name does not change, so two calls a server gave one id stay two.
+    fn same_call(&self, slot: usize, id: Option<&str>, name: Option<&str>) -> bool {
+        self.calls.get(&slot).is_some_and(|call| {
+            call.id_given
+                && id == Some(call.id.as_str())
+                && name.is_none_or(|name| call.name.is_empty() || call.name == name)
+        })
     }
 
     /// The slot after every call so far.
@@ -888,7 +893,9 @@ mod tests {
 
     /// Found by a review: a server that omits `index` and repeats a call's id on each of
     /// its pieces (with its name too on the last, as vLLM's last piece has it) had every
-    /// piece start a call of its own, the arguments split among them.
+    /// piece start a call of its own, the arguments split among them. Found by the next
+    /// review: a piece of the same id but another name (two calls a server gave one id)
+    /// then continued the call, the second's name lost and the arguments run together.
     #[tokio::test]
     async fn without_an_index_the_pieces_of_one_id_are_one_call() {
         let piece = |id: &str, name: Option<&str>, arguments: &str| {
@@ -903,6 +910,7 @@ mod tests {
             piece("call_a", None, "\"a.txt\""),
             piece("call_a", Some("read_file"), "}"),
             piece("call_b", Some("ls"), "{}"),
+            piece("call_b", Some("pwd"), "{}"),
             finish("tool_calls"),
         ]);
         let (deltas, failure) = read_text(&text).await;
@@ -912,6 +920,7 @@ mod tests {
             vec![
                 ToolCall::new("call_a", "read_file", r#"{"path":"a.txt"}"#),
                 ToolCall::new("call_b", "ls", "{}"),
+                ToolCall::new("call_b", "pwd", "{}"),
             ]
         );
     }
