@@ -25,6 +25,10 @@ use serde_json::error::Category;
 use crate::environment::{InheritEnv, is_variable_name};
 use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
 
+/// The longest configuration file [`McpConfig::from_file`] reads: far more than any list
+/// of servers takes.
+const MAX_CONFIG_FILE_LEN: u64 = 1 << 20;
+
 /// The servers to start, by name (iterated in name order).
 ///
 /// Read from the JSON desktop MCP clients use:
@@ -68,12 +72,27 @@ impl McpConfig {
     }
 
     /// Reads and parses a configuration file. Fails with [`Error::Config`] naming the file
-    /// and what is wrong with it (unreadable, not JSON, a server without a command, …).
+    /// and what is wrong with it (unreadable, longer than 1 MiB, not UTF-8, not JSON, a
+    /// server without a command, …).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        use std::io::Read;
         let path = path.as_ref();
         let describe =
             |e: String| Error::Config(format!("MCP configuration file `{}`: {e}", path.display()));
-        let text = std::fs::read_to_string(path).map_err(|e| describe(e.to_string()))?;
+        // Read no further than a configuration can be: a path given by mistake to a device
+        // or a stream (`/dev/zero`, a log) would otherwise be read until memory ran out.
+        let file = std::fs::File::open(path).map_err(|e| describe(e.to_string()))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_FILE_LEN + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| describe(e.to_string()))?;
+        if bytes.len() as u64 > MAX_CONFIG_FILE_LEN {
+            return Err(describe(format!(
+                "longer than {} MiB, so not an MCP configuration",
+                MAX_CONFIG_FILE_LEN >> 20
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| describe("not UTF-8 text".to_owned()))?;
         Self::parse(&text).map_err(describe)
     }
 
@@ -610,6 +629,31 @@ mod tests {
         );
         let missing = McpConfig::from_file(dir.path().join("nope.json")).unwrap_err();
         assert!(missing.to_string().contains("nope.json"), "{missing}");
+    }
+
+    /// A file longer than any configuration is refused unread past the bound, saying so,
+    /// even when what it holds would parse (JSON padded with spaces); a device that never
+    /// ends (`--mcp-config /dev/zero`) fails at once rather than fill memory.
+    #[test]
+    fn a_file_longer_than_a_configuration_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.json");
+        let padding = " ".repeat(MAX_CONFIG_FILE_LEN as usize);
+        std::fs::write(&path, format!("{{\"mcpServers\": {{}}}}{padding}")).unwrap();
+        let message = McpConfig::from_file(&path).unwrap_err().to_string();
+        assert!(
+            message.contains("huge.json") && message.contains("longer than 1 MiB"),
+            "{message}"
+        );
+        std::fs::write(&path, "{\"mcpServers\": {}}").unwrap();
+        assert!(McpConfig::from_file(&path).unwrap().is_empty());
+        if cfg!(unix) {
+            let message = McpConfig::from_file("/dev/zero").unwrap_err().to_string();
+            assert!(message.contains("longer than 1 MiB"), "{message}");
+        }
+        std::fs::write(&path, b"{\"mcpServers\": {}}\xFF").unwrap();
+        let message = McpConfig::from_file(&path).unwrap_err().to_string();
+        assert!(message.contains("not UTF-8"), "{message}");
     }
 
     #[test]
