@@ -294,14 +294,18 @@ fn millis(duration: Duration) -> u64 {
 /// # Ok::<(), fusion_core::Error>(())
 /// ```
 pub fn cluster_node_urls(url: &str) -> Result<Option<Vec<String>>> {
-    let cluster = url
-        .split_once("://")
-        .is_some_and(|(scheme, _)| scheme.to_ascii_lowercase().ends_with("+cluster"));
-    if !cluster {
+    if !names_a_cluster(url) {
         return Ok(None);
     }
     let driver_url = url_query::split(url)?.driver_url;
     cluster_nodes(&driver_url, &redact_url(url)).map(Some)
+}
+
+/// Whether `url` (or its redacted form) names a Redis Cluster: its scheme, in any case
+/// as [`check_scheme`] reads it, is `redis+cluster` or `rediss+cluster`.
+pub(crate) fn names_a_cluster(url: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(scheme, _)| scheme.to_ascii_lowercase().ends_with("+cluster"))
 }
 
 /// The seed nodes of `redis+cluster://[user[:password]@]host[:port],host[:port]...[/0][?query][#fragment]`

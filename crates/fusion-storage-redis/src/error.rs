@@ -51,9 +51,10 @@ impl<'a> Op<'a> {
         self
     }
 
-    /// Whether the operation ran on a Redis Cluster (its URL says `+cluster://`).
+    /// Whether the operation ran on a Redis Cluster (its URL's scheme says so, in any
+    /// case, as `connect` reads it).
     fn is_cluster(&self) -> bool {
-        self.url.contains("+cluster://")
+        crate::connect::names_a_cluster(self.url)
     }
 
     fn describe_keys(&self) -> String {
@@ -315,9 +316,15 @@ mod tests {
         let single = parse_redis_error(moved(), Op::new("load", "redis://h:7000", Some("s1")));
         assert!(!single.is_retryable(), "{single}");
         assert!(single.to_string().contains("redis+cluster://"), "{single}");
-        let cluster = Op::new("load", "redis+cluster://h:7000,h:7001", Some("s1"));
-        let err = parse_redis_error(moved(), cluster);
-        assert!(err.is_retryable(), "{err}");
+        // `connect` reads the scheme in any case, and the URL keeps the case it was given.
+        for url in [
+            "redis+cluster://h:7000,h:7001",
+            "Redis+Cluster://h:7000,h:7001",
+        ] {
+            let err = parse_redis_error(moved(), Op::new("load", url, Some("s1")));
+            assert!(err.is_retryable(), "{url}: {err}");
+            assert!(err.to_string().contains("slots are moving"), "{url}: {err}");
+        }
     }
 
     /// The server's own words for states a deployment meets, as the driver parses them.
