@@ -124,15 +124,18 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
         files::read_import_file(file)
             .with_context(|| format!("cannot read import file {}", file.display()))?
     };
-    let imported =
-        export::read(&text).with_context(|| format!("cannot import {}", file.display()))?;
+    // What the errors call the import: `-` names no file.
+    let source = match from_stdin {
+        true => "from stdin".to_string(),
+        false => file.display().to_string(),
+    };
+    let imported = export::read(&text).with_context(|| format!("cannot import {source}"))?;
     crate::import_fields::refuse_dropped_fields(&text, &imported.messages)
-        .with_context(|| format!("cannot import {}", file.display()))?;
+        .with_context(|| format!("cannot import {source}"))?;
     if let Some(expired) = expired(&imported) {
         // Stored as it is, the session would be gone for every reader at once.
         bail!(
-            "cannot import {}: {expired}; remove \"expiry\" from its \"meta\" to import it",
-            file.display(),
+            "cannot import {source}: {expired}; remove \"expiry\" from its \"meta\" to import it",
         );
     }
 
@@ -173,11 +176,10 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
         })
         .with_context(|| {
             format!(
-                "cannot import {}: it holds messages sealed by an encrypted store (a session \
+                "cannot import {source}: it holds messages sealed by an encrypted store (a session \
                  file copied out of one), which open only with that store's key and as the \
                  session they were written in (named by the file, {written_in:?}, or the \
-                 --id given)",
-                file.display()
+                 --id given)"
             )
         })?;
 
@@ -188,7 +190,7 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
     let said = write_import(
         store,
         &views,
-        file,
+        &source,
         id,
         &imported,
         &imported_messages,
@@ -200,12 +202,12 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
 }
 
 /// Writes `imported`, whose messages opened are `messages`, to `views` (of `store`) as
-/// session `id`, and says what it did. The import of `file` fails if its expiry ran out by
-/// the time it was written.
+/// session `id`, and says what it did. The import of `source` (a file's name, or "from
+/// stdin") fails if its expiry ran out by the time it was written.
 async fn write_import(
     store: &Store,
     views: &Views,
-    file: &Path,
+    source: &str,
     id: &str,
     imported: &export::Imported,
     messages: &[fusion::ChatMessage],
@@ -216,7 +218,7 @@ async fn write_import(
     let verb = if replace {
         // An explicit overwrite: whatever the session holds now is what the user asked
         // to replace, so there is nothing to compare against.
-        let existed = replace_session(store, views, file, id, imported, messages).await?;
+        let existed = replace_session(store, views, source, id, imported, messages).await?;
         if existed { "replaced" } else { "imported" }
     } else {
         // Create-only in one atomic step: a check followed by a save would overwrite a
@@ -255,10 +257,9 @@ async fn write_import(
                 _ => ("it".to_string(), imported.times),
             };
             bail!(
-                "cannot import {}: {what} was gone for every reader as soon as it was \
+                "cannot import {source}: {what} was gone for every reader as soon as it was \
                  written, {}, by the clock of {store}; remove \"expiry\" from its \"meta\" to \
                  import it",
-                file.display(),
                 copies::ran_out(expiry, times),
             );
         }
@@ -297,7 +298,7 @@ fn expired(imported: &export::Imported) -> Option<String> {
 async fn replace_session(
     store: &Store,
     views: &Views,
-    file: &Path,
+    source: &str,
     id: &str,
     imported: &export::Imported,
     messages: &[fusion::ChatMessage],
@@ -332,10 +333,9 @@ async fn replace_session(
         && let Some(why) = copies::run_out_by(expiry, None, copies::clock_reading(info.updated_at))
     {
         bail!(
-            "cannot import {} over session \"{id}\" ({}): {why} by the clock of {store}, \
+            "cannot import {source} over session \"{id}\" ({}): {why} by the clock of {store}, \
              so the session would be gone for every reader as soon as it was replaced; it is \
              left as it was; remove \"expiry\" from the import's \"meta\" to import it",
-            file.display(),
             render::plural(info.message_count, "message"),
         );
     }
@@ -461,7 +461,7 @@ mod tests {
         )));
         let layers = Layers::new(EncryptionLayer::without_keys(), true);
         let store = Store::new("memory://".parse().unwrap(), layers);
-        let (views, file) = (views(target.clone()), Path::new("s.json"));
+        let (views, file) = (views(target.clone()), "s.json");
         let messages = &imported.messages;
         for replace in [false, true] {
             let err = write_import(&store, &views, file, "s", &imported, messages, replace)
@@ -504,7 +504,7 @@ mod tests {
         inner.create_session("s", &mine, held).await.unwrap();
         let layers = Layers::new(EncryptionLayer::without_keys(), true);
         let store = Store::new("memory://".parse().unwrap(), layers);
-        let (views, file) = (views(target.clone()), Path::new("s.json"));
+        let (views, file) = (views(target.clone()), "s.json");
         let at = SystemTime::now() + 10 * MINUTE;
         let imported = exported(SessionMeta::new().expiry(Expiry::At(at)), MINUTE);
         assert_eq!(expired(&imported), None);
@@ -549,7 +549,7 @@ mod tests {
         let target = Arc::new(Intercepted(ReadsFailAfter::new(late, 1)));
         let layers = Layers::new(EncryptionLayer::without_keys(), true);
         let store = Store::new("memory://".parse().unwrap(), layers);
-        let (views, file) = (views(target.clone()), Path::new("s.json"));
+        let (views, file) = (views(target.clone()), "s.json");
         let err = write_import(
             &store,
             &views,
@@ -576,7 +576,7 @@ mod tests {
 
     /// What `--replace` of session `s` of `views` by `imported` says as it fails.
     async fn refused_replace(store: &Store, views: &Views, imported: &export::Imported) -> String {
-        let (file, messages) = (Path::new("s.json"), &imported.messages);
+        let (file, messages) = ("s.json", &imported.messages);
         let refused = write_import(store, views, file, "s", imported, messages, true).await;
         crate::one_line(&refused.unwrap_err())
     }
@@ -590,7 +590,7 @@ mod tests {
         target.append("s", &[sealed]).await.unwrap();
         let layers = Layers::new(EncryptionLayer::without_keys(), true);
         let store = Store::new("memory://".parse().unwrap(), layers);
-        let (views, file) = (views(target.clone()), Path::new("s.json"));
+        let (views, file) = (views(target.clone()), "s.json");
         let imported = exported(SessionMeta::new(), MINUTE);
         let messages = &imported.messages;
         let said = write_import(&store, &views, file, "s", &imported, messages, true).await;
@@ -639,7 +639,7 @@ mod tests {
             .unwrap();
         let layers = Layers::new(EncryptionLayer::without_keys(), false);
         let store = Store::new("memory://".parse().unwrap(), layers.clone());
-        let (views, file) = (layers.views(target.clone()), Path::new("s.json"));
+        let (views, file) = (layers.views(target.clone()), "s.json");
         let wanted = SessionMeta::new().title("New");
         let imported = exported(wanted.clone(), MINUTE);
         let messages = &imported.messages;

@@ -127,6 +127,39 @@ fn missing_and_corrupt_import_files_are_reported() {
 /// which has no version, or in a `json` export's messages) refuses the import, naming the
 /// field and where it is: read, it was dropped without a word. A field holding nothing
 /// loses nothing, and imports.
+/// `import -` reads stdin, and its errors say so: "cannot import -" named a file that
+/// does not exist.
+#[test]
+fn an_import_from_stdin_that_fails_says_it_came_from_stdin() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    for (input, expected) in [
+        ("not json\n", "not a valid json export"),
+        (
+            "{\"role\":\"user\",\"content\":\"hi\",\"reasoning\":\"r\"}\n",
+            "line 1 holds \"reasoning\"",
+        ),
+    ] {
+        let mut import = common::fusion(tmp.path())
+            .args(["sessions", "import", "-", "--id", "x", "--storage", &url])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = import.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        let output = import.wait_with_output().unwrap();
+        let err = common::text(&output.stderr);
+        assert!(!output.status.success(), "{input}");
+        assert!(
+            err.starts_with("fusion: error: cannot import from stdin: ") && err.contains(expected),
+            "{input}: {err}"
+        );
+    }
+}
+
 #[test]
 fn an_import_holding_a_message_field_this_release_does_not_know_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
