@@ -72,6 +72,19 @@ impl Pending {
             self.swept = self.heap.len();
         }
     }
+
+    /// Wakes every pause that has ended by `now`.
+    fn wake_due(&mut self, now: Instant) {
+        while self.heap.peek().is_some_and(|due| due.at <= now) {
+            let due = self.heap.pop().expect("peeked");
+            // A caller that stopped waiting (its future dropped) has no receiver left.
+            let _ = due.wake.send(());
+        }
+        // The next sweep comes when the heap has doubled from what is left, not from what
+        // the last one left: after a burst of pauses (an outage's) had ended, that would let
+        // as many abandoned ones pile up as the burst held, for the rest of the process.
+        self.swept = self.swept.min(self.heap.len());
+    }
 }
 
 /// The way to the timer thread; `None` until the first pause, or after the thread could
@@ -135,11 +148,7 @@ fn run(requests: Receiver<Due>) {
     let mut pending = Pending::default();
     loop {
         let now = Instant::now();
-        while pending.heap.peek().is_some_and(|due: &Due| due.at <= now) {
-            let due = pending.heap.pop().expect("peeked");
-            // A caller that stopped waiting (its future dropped) has no receiver left.
-            let _ = due.wake.send(());
-        }
+        pending.wake_due(now);
         let next = match pending.heap.peek() {
             Some(due) => requests.recv_timeout(due.at.saturating_duration_since(now)),
             None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -186,6 +195,34 @@ mod tests {
         let kept = pending.heap.pop().expect("the live pause is kept");
         kept.wake.send(()).unwrap();
         assert_eq!(live.try_recv(), Ok(()));
+    }
+
+    /// After a burst of live pauses has ended, abandoned ones are swept as soon as they are
+    /// twice what is left (at least [`MIN_SWEEP`]), not once they are twice the burst.
+    #[test]
+    fn abandoned_pauses_after_a_burst_are_swept_as_before_it() {
+        let start = Instant::now();
+        let mut pending = Pending::default();
+        let mut burst = Vec::new();
+        for _ in 0..1_000 {
+            let (wake, live) = oneshot::channel();
+            pending.push(Due { at: start, wake });
+            burst.push(live);
+        }
+        pending.wake_due(start);
+        assert!(pending.heap.is_empty());
+        assert!(burst.iter_mut().all(|live| live.try_recv() == Ok(())));
+        let year = start + Duration::from_secs(365 * 24 * 3600);
+        for _ in 0..1_000 {
+            let (wake, abandoned) = oneshot::channel();
+            drop(abandoned);
+            pending.push(Due { at: year, wake });
+        }
+        assert!(
+            pending.heap.len() <= 2 * MIN_SWEEP,
+            "{}",
+            pending.heap.len()
+        );
     }
 
     #[test]
