@@ -1,8 +1,10 @@
 //! The Lua of the scripts that only read: a session's messages when a `MULTI` is refused
 //! ([`SNAPSHOT`]), and those a listing runs: a session's facts in one atomic read ([`INFO`],
 //! after the `DIGITS` part), a page of an index by update time after a cursor
-//! ([`WALK`]), and the repair of an index score that lags its session ([`REINDEX`]).
-//! Each uses one slot's keys only, so all are valid on a cluster.
+//! ([`WALK`]), the repair of an index score that lags its session ([`REINDEX`]), and, on
+//! one server, its prune ([`PRUNE`]). Each but [`PRUNE`] uses one slot's keys only, so
+//! those are valid on a cluster; [`PRUNE`] names the sessions' keys itself from the prefix
+//! (as `keys.rs` builds them), which only a server without slots allows.
 
 /// A session's messages, some fields of its meta hash and the server's clock, of one
 /// instant: what `load` and `load_revision` read in a `MULTI`, for a server out of memory,
