@@ -104,8 +104,8 @@ async fn a_delete_confirmed_on_a_page_older_than_a_write_deletes_nothing() {
         let page = send(&app, get("/sessions/s1/delete")).await;
         assert!(
             page.body.contains(
-                "If it changes before you confirm (its messages, or its title, owner, tags or \
-                 data), nothing is deleted."
+                "If it changes before you confirm (its messages, or its title, owner, tags, \
+                 data or expiry), nothing is deleted."
             ),
             "{}",
             page.body
@@ -156,7 +156,7 @@ async fn a_bulk_delete_leaves_each_session_written_since_its_confirmation() {
         assert!(
             page.body.contains(
                 "A session that changes before you confirm (its messages, or its \
-                           title, owner, tags or data) is left as it is."
+                           title, owner, tags, data or expiry) is left as it is."
             ),
             "{}",
             page.body
@@ -258,7 +258,7 @@ async fn a_delete_confirmed_before_a_rename_in_another_tab_deletes_nothing() {
         let retag = MetaUpdate::new().add_tag("meanwhile");
         storage.update_session("r2", &retag).await.unwrap();
 
-        let changed = "its title, owner, tags or data were changed";
+        let changed = "its title, owner, tags, data or expiry were changed";
         let refused = send(&app, post_form("/sessions/r1/delete", &single)).await;
         assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
         assert!(refused.body.contains(changed), "{}", refused.body);
@@ -376,7 +376,7 @@ async fn a_session_without_counters_renamed_by_an_earlier_release_is_kept() {
             "{id}: the earlier release's rename moves nothing else"
         );
     }
-    let changed = "its title, owner, tags or data were changed";
+    let changed = "its title, owner, tags, data or expiry were changed";
     let refused = send(&app, post_form("/sessions/old1/delete", &single)).await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
     assert!(refused.body.contains(changed), "{}", refused.body);
@@ -424,7 +424,7 @@ async fn a_rename_after_the_clock_was_set_back_still_stops_the_delete() {
             "{id}: the retag moves neither"
         );
     }
-    let changed = "its title, owner, tags or data were changed";
+    let changed = "its title, owner, tags, data or expiry were changed";
     let refused = send(&app, post_form("/sessions/c1/delete", &single)).await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
     assert!(refused.body.contains(changed), "{}", refused.body);

@@ -121,7 +121,7 @@ pub(crate) struct Shown {
 
 impl Shown {
     /// What the delete's write requires: that revision, and no write since, be it only of
-    /// its title, owner, tags or data.
+    /// its title, owner, tags, data or expiry.
     pub(crate) fn expect(self) -> Expect {
         match self.updated {
             // Written last at `updated` or before: earlier than the microsecond after it.
@@ -161,7 +161,7 @@ async fn remove(state: &AppState, id: &str, shown: Option<Shown>) -> Result<(), 
 /// where they are as shown, what else a write changes.
 pub(crate) fn what_changed(shown: Option<Shown>, now: Revision) -> String {
     if shown.map(|shown| shown.revision) == Some(now) {
-        "its title, owner, tags or data were changed".to_string()
+        "its title, owner, tags, data or expiry were changed".to_string()
     } else {
         format!("it now holds {} messages", now.len)
     }
