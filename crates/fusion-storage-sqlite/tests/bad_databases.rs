@@ -382,38 +382,6 @@ async fn a_count_behind_the_rows_is_corrupt_for_the_append_that_meets_it() {
     }
 }
 
-/// A count ahead of the rows (rows 0 and 1 counted as 5: a hand edit, a partial restore)
-/// would have the append number its rows from 5, a gap every later `load` fails on, where
-/// the repair (a `save` of what `load` reads) still worked before it. The append refuses
-/// instead, naming the session, and writes nothing, on both paths, with ids (the direct
-/// path's statement that records them, the pool's check) and without.
-#[tokio::test]
-async fn a_count_ahead_of_the_rows_is_corrupt_for_the_append_that_meets_it() {
-    let dir = tempfile::tempdir().unwrap();
-    for url in both_read_paths(dir.path()) {
-        let changed = "UPDATE sessions SET message_count = 5 WHERE id = 's'";
-        let storage = one_turn_changed_by(&url, changed).await;
-        let with_ids = fusion_core::testkit::exactly_once::with_ids("c", 1);
-        for batch in [turn("two"), with_ids] {
-            match storage.append("s", &batch).await {
-                Err(Error::Corrupt {
-                    session_id, detail, ..
-                }) => {
-                    assert_eq!(session_id, "s", "{url}");
-                    assert!(detail.contains("ahead"), "{url}: {detail}");
-                }
-                other => panic!("{url}: expected Corrupt, got {other:?}"),
-            }
-        }
-        assert_eq!(storage.load("s").await.unwrap(), turn("one"), "{url}");
-        storage.save("s", &turn("one")).await.unwrap();
-        storage.append("s", &turn("two")).await.unwrap();
-        let repaired = [turn("one"), turn("two")].concat();
-        assert_eq!(storage.load("s").await.unwrap(), repaired, "{url}");
-        storage.close().await;
-    }
-}
-
 /// Through sqlx, `load` reads a history as one JSON array that SQLite joins from the
 /// rows; a row holding two messages would make that array parse, one message too long. It
 /// must be caught and named like any other bad row, never loaded as an extra message.

@@ -43,8 +43,6 @@ const SQLITE_AUTH: i64 = 23;
 const SQLITE_NOTADB: i64 = 26;
 /// An extended code: a row's primary key is taken.
 const SQLITE_CONSTRAINT_PRIMARYKEY: i64 = 1555;
-/// An extended code: NULL given to a `NOT NULL` column.
-const SQLITE_CONSTRAINT_NOTNULL: i64 = 1299;
 
 /// What was being done on which database, for messages ([`fusion_core::sql::Op`]), and
 /// the database file as the file system names it, for the hints that look at it (is it a
@@ -130,7 +128,7 @@ pub(crate) fn parse_sqlite_error(err: sqlx::Error, op: Op<'_>) -> Error {
     let (message, retryable) = match &err {
         sqlx::Error::Database(e) => {
             let code = e.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(-1);
-            if let Some(corrupt) = count_off_rows(code, e.message(), op) {
+            if let Some(corrupt) = count_behind_rows(code, e.message(), op) {
                 return corrupt;
             }
             database_error(code, e.message(), op)
@@ -173,7 +171,7 @@ pub(crate) fn parse_direct_error(err: DirectError, op: Op<'_>) -> Error {
         DirectError::Sqlite(rusqlite::Error::SqliteFailure(e, detail)) => {
             let detail = detail.clone().unwrap_or_else(|| e.to_string());
             let code = i64::from(e.extended_code);
-            if let Some(corrupt) = count_off_rows(code, &detail, op) {
+            if let Some(corrupt) = count_behind_rows(code, &detail, op) {
                 return corrupt;
             }
             database_error(code, &detail, op)
@@ -230,39 +228,14 @@ pub(crate) fn parse_direct_error(err: DirectError, op: Op<'_>) -> Error {
     Error::backend(BACKEND, message, retryable, err)
 }
 
-/// [`Error::Corrupt`] for a write of a session whose `sessions` row's count is off its
-/// rows (SQLite's `code` and `detail`), `None` for any other error. Every write numbers new
-/// rows from that count inside its `BEGIN IMMEDIATE`, so a new message that met a stored
-/// seq means a count behind the rows ([`fusion_core::sql::count_behind_rows`]), and an
-/// append's NULL count a count ahead of them: its first statement found no row numbered
-/// count - 1 (`append_to_session!` in `crate::sql`).
-fn count_off_rows(code: i64, detail: &str, op: Op<'_>) -> Option<Error> {
+/// [`Error::Corrupt`] for a write of a session whose new message met a stored seq (SQLite's
+/// `code` and `detail`; [`fusion_core::sql::count_behind_rows`]), `None` for any other
+/// error. Every write numbers new rows from the `sessions` row's count inside its
+/// `BEGIN IMMEDIATE`, so this happens only when the count is behind the rows.
+fn count_behind_rows(code: i64, detail: &str, op: Op<'_>) -> Option<Error> {
     let session_id = op.shown.session_id?;
-    match code {
-        SQLITE_CONSTRAINT_PRIMARYKEY if detail.contains("messages.seq") => Some(
-            fusion_core::sql::count_behind_rows(BACKEND, session_id, op.shown, detail),
-        ),
-        SQLITE_CONSTRAINT_NOTNULL if detail.contains("sessions.message_count") => {
-            Some(count_ahead_of_rows(session_id, op))
-        }
-        _ => None,
-    }
-}
-
-/// An append of `session_id` whose `sessions` row counts more messages than are stored
-/// (its row numbered count - 1 is missing): numbered from that count, the new rows would
-/// leave a gap that no `load` reads past, so nothing was written.
-fn count_ahead_of_rows(session_id: &str, op: Op<'_>) -> Error {
-    Error::corrupt(
-        BACKEND,
-        session_id,
-        format!(
-            "{op}: its message count is ahead of its stored messages (no message is \
-             numbered count - 1), so the append would leave a gap in them; the rows were \
-             changed outside Fusion. Nothing was written; `load_revision` reports the \
-             mismatch, and a `save` of what `load` reads renumbers the session"
-        ),
-    )
+    (code == SQLITE_CONSTRAINT_PRIMARYKEY && detail.contains("messages.seq"))
+        .then(|| fusion_core::sql::count_behind_rows(BACKEND, session_id, op.shown, detail))
 }
 
 /// The message and retryability of SQLite's (extended) result `code`, with the driver's

@@ -21,13 +21,6 @@ use crate::expiry::{expired, moved_expiry, unexpired};
 /// fresh generation ?4; an existing row keeps its generation, and moves an idle expiry),
 /// and set an existing row's `recent_ids` to `$recent` (a new row's is ?6).
 /// `MAX` keeps updated_at monotonic if the clock steps back. An expired row is not updated.
-///
-/// The new rows are numbered from the count, so a count ahead of the rows (changed outside
-/// Fusion) would leave a gap that no `load` reads past. One lookup of the row numbered
-/// count - 1 catches it: without that row the new count is NULL, which the column refuses
-/// (`SQLITE_CONSTRAINT_NOTNULL` on `sessions.message_count`, which the error mapping
-/// names the session's corruption), and the transaction rolls back with nothing written.
-/// A count behind the rows needs no lookup: the first new row meets a stored seq.
 macro_rules! append_to_session {
     ($recent:literal) => {
         concat!(
@@ -36,9 +29,7 @@ macro_rules! append_to_session {
              VALUES (?1, ?2 / 1000, ?2 / 1000, ?3, ?4, ?6) \
              ON CONFLICT (id) DO UPDATE SET \
                  updated_at = MAX(excluded.updated_at, sessions.updated_at), \
-                 message_count = CASE WHEN EXISTS (SELECT 1 FROM messages \
-                     WHERE session_id = ?1 AND seq = sessions.message_count - 1) \
-                     THEN sessions.message_count + excluded.message_count END, \
+                 message_count = sessions.message_count + excluded.message_count, \
                  recent_ids = ",
             $recent,
             ", ",
