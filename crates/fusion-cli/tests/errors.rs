@@ -127,6 +127,38 @@ fn missing_and_corrupt_import_files_are_reported() {
 /// which has no version, or in a `json` export's messages) refuses the import, naming the
 /// field and where it is: read, it was dropped without a word. A field holding nothing
 /// loses nothing, and imports.
+/// A JSON array of messages is neither export format, and the refusal says what it is and
+/// what to make of it: read as a json export, its first message was taken for the version
+/// ("invalid type: map, expected u64").
+#[test]
+fn an_import_of_a_bare_array_of_messages_says_what_to_make_of_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    for (name, contents) in [
+        (
+            "one-line.json",
+            "[{\"role\":\"user\",\"content\":\"hi\"}]\n",
+        ),
+        (
+            "pretty.json",
+            "[\n  {\"role\": \"user\", \"content\": \"hi\"}\n]\n",
+        ),
+    ] {
+        let file = tmp.path().join(name);
+        std::fs::write(&file, contents).unwrap();
+        let file = file.to_str().unwrap();
+        let err = fails(
+            tmp.path(),
+            ["sessions", "import", file, "--id", "x", "--storage", &url],
+        );
+        assert!(
+            err.contains("the file is a JSON array") && !err.contains("expected u64"),
+            "{name}: {err}"
+        );
+    }
+    assert!(ids(&url.parse().unwrap()).is_empty(), "nothing imported");
+}
+
 /// `import -` reads stdin, and its errors say so: "cannot import -" named a file that
 /// does not exist.
 #[test]

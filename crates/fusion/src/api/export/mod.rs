@@ -220,6 +220,13 @@ pub fn read(text: &str) -> Result<Imported, ImportError> {
         .is_some_and(|value| value.get("role").is_some());
     let imported = if first_is_message {
         read_jsonl(text)?
+    } else if text.trim_start().starts_with('[') {
+        // Read as a document, an array's first element is taken for the version: serde's
+        // "invalid type: map, expected u64" says nothing of what the file should be.
+        return Err(ImportError::Document(serde::de::Error::custom(
+            "the file is a JSON array; put the messages in a json export's \"messages\", or \
+             write one message per line (jsonl)",
+        )));
     } else {
         let VersionDoc { version } = serde_json::from_str(text).map_err(ImportError::Document)?;
         if let Some(found) = version.filter(|found| !(1..=JSON_VERSION).contains(found)) {
