@@ -80,27 +80,46 @@ const SUBCOMMANDS: &[&str] = &["run", "dlx", "exec", "x", "tool"];
 /// value.
 const CONTAINER_LAUNCHERS: &[&str] = &["docker", "podman"];
 
-/// Options of `docker run` and `podman run` whose value is the next word (`-e NAME`, `-v
-/// SRC:DST`, `--name NAME`): that word is not the image.
+/// Options of `docker` and `podman`, before `run` and after it, whose value is the next
+/// word (`-e NAME`, `-v SRC:DST`, `--pull always`, `--context prod`): that word is not the
+/// image. Every one they take, not just the common ones: a value taken for the image names
+/// the server, and a value may be a secret (`podman run --creds user:password`), which as
+/// the server's name would prefix every tool name sent to the model. Flags that take none
+/// (`-i`, `-t`, `-it`, `--rm`, `-d`, `--init`, `--privileged`, `-P`, `--read-only`) are not
+/// here, nor is an option given with its value in one word (`--network=host`, `-eA=b`).
+#[rustfmt::skip]
 const CONTAINER_VALUE_OPTIONS: &[&str] = &[
-    "-e",
-    "--env",
-    "--env-file",
-    "-v",
-    "--volume",
-    "--mount",
-    "--name",
-    "-p",
-    "--publish",
-    "-w",
-    "--workdir",
-    "-u",
-    "--user",
-    "--network",
-    "--entrypoint",
-    "--platform",
-    "-l",
-    "--label",
+    // Before `run`: where the engine is (docker, then podman).
+    "-c", "--context", "--config", "-H", "--host", "-l", "--log-level", "--tlscacert",
+    "--tlscert", "--tlskey", "--connection", "--url", "--identity", "--root", "--runroot",
+    "--storage-driver", "--storage-opt", "--cgroup-manager", "--conmon", "--events-backend",
+    "--hooks-dir", "--imagestore", "--module", "--network-cmd-path", "--network-config-dir",
+    "--runtime", "--runtime-flag", "--ssh", "--tmpdir", "--volumepath",
+    // `docker run`.
+    "--add-host", "--annotation", "-a", "--attach", "--blkio-weight", "--blkio-weight-device",
+    "--cap-add", "--cap-drop", "--cgroup-parent", "--cgroupns", "--cidfile", "--cpu-period",
+    "--cpu-quota", "--cpu-rt-period", "--cpu-rt-runtime", "--cpu-shares", "--cpus",
+    "--cpuset-cpus", "--cpuset-mems", "--detach-keys", "--device", "--device-cgroup-rule",
+    "--device-read-bps", "--device-read-iops", "--device-write-bps", "--device-write-iops",
+    "--dns", "--dns-opt", "--dns-option", "--dns-search", "--domainname", "--entrypoint", "-e",
+    "--env", "--env-file", "--expose", "--gpus", "--group-add", "--health-cmd",
+    "--health-interval", "--health-retries", "--health-start-interval", "--health-start-period",
+    "--health-timeout", "-h", "--hostname", "--ip", "--ip6", "--ipc", "--isolation",
+    "--kernel-memory", "--label", "--label-file", "--link", "--link-local-ip", "--log-driver",
+    "--log-opt", "--mac-address", "-m", "--memory", "--memory-reservation", "--memory-swap",
+    "--memory-swappiness", "--mount", "--name", "--net", "--network", "--net-alias",
+    "--network-alias", "--oom-score-adj", "--pid", "--pids-limit", "--platform", "-p",
+    "--publish", "--pull", "--restart", "--security-opt", "--shm-size", "--stop-signal",
+    "--stop-timeout", "--sysctl", "--tmpfs", "--ulimit", "-u", "--user", "--userns", "--uts",
+    "-v", "--volume", "--volume-driver", "--volumes-from", "-w", "--workdir",
+    // `podman run`, besides.
+    "--arch", "--authfile", "--cgroup-conf", "--cgroups", "--chrootdirs", "--conmon-pidfile",
+    "--creds", "--decryption-key", "--env-merge", "--gidmap", "--group-entry", "--hostuser",
+    "--image-volume", "--init-path", "--os", "--passwd-entry", "--personality", "--pidfile",
+    "--pod", "--pod-id-file", "--preserve-fd", "--preserve-fds", "--rdt-class", "--requires",
+    "--retry", "--retry-delay", "--sdnotify", "--seccomp-policy", "--secret",
+    "--shm-size-systemd", "--subgidname", "--subuidname", "--systemd", "--timeout", "--uidmap",
+    "--umask", "--unsetenv", "--variant",
 ];
 
 /// The word of `args` naming what `launcher` runs: the first that is no option, no
@@ -238,5 +257,16 @@ mod tests {
             name("podman run --name fetcher -v /a:/b -i mcp/fetch"),
             "fetch"
         );
+        // Every option that takes a value, before `run` or after it, and none that takes none.
+        for line in [
+            "docker run --pull always -i --rm mcp/github",
+            "docker run -h host -m 512m --cap-add SYS_ADMIN --add-host a:1.2.3.4 -i mcp/github",
+            "docker --context prod run -i mcp/github",
+            "docker -H tcp://engine:2375 run -it mcp/github",
+            "docker run -it --rm --network=host -eTOKEN=x --env-file f.env mcp/github",
+            "podman run --creds user:SECRET --secret token -i mcp/github",
+        ] {
+            assert_eq!(name(line), "github", "{line}");
+        }
     }
 }
