@@ -86,8 +86,17 @@ fn dropped(written: &Value, kept: &Value) -> Option<String> {
             .find_map(|(index, (written, kept))| {
                 dropped(written, kept).map(|inner| format!("[{index}].{inner}"))
             }),
-        // A value read in another shape (`"content": null` as "", text parts joined) is
-        // read, not dropped.
+        // Content parts read as their texts joined: what a part holds besides its type and
+        // text (an image's `image_url`, an audio's `input_audio`) is dropped.
+        (Value::Array(parts), Value::String(_)) => {
+            parts.iter().enumerate().find_map(|(index, part)| {
+                let fields = part.as_object()?.iter();
+                let mut others = fields.filter(|(key, _)| !matches!(key.as_str(), "type" | "text"));
+                let (key, _) = others.find(|(_, value)| holds_something(value))?;
+                Some(format!("[{index}].{key}"))
+            })
+        }
+        // A value read in another shape (`"content": null` as "") is read, not dropped.
         _ => None,
     };
     path.map(|path| path.replace(".[", "["))
@@ -129,6 +138,19 @@ mod tests {
             dropped(&written, &kept),
             None,
             "known, read in another shape"
+        );
+    }
+
+    #[test]
+    fn what_a_content_part_holds_besides_its_text_is_named() {
+        let written = json!({"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        ]});
+        let kept = serde_json::to_value(ChatMessage::user("what is this?")).unwrap();
+        assert_eq!(
+            dropped(&written, &kept).as_deref(),
+            Some("content[1].image_url")
         );
     }
 
