@@ -133,10 +133,22 @@ fn launched<'a>(launcher: &str, args: &'a [String]) -> Option<&'a str> {
         if container && CONTAINER_VALUE_OPTIONS.contains(&word) {
             words.next();
         } else if !word.starts_with('-') && !SUBCOMMANDS.contains(&word) && !word.contains('=') {
-            return Some(word);
+            return Some(if container { untagged(word) } else { word });
         }
     }
     None
+}
+
+/// The image `image` without its tag or digest (`mcp/github:1.2`, `mcp/github@sha256:…` →
+/// `mcp/github`), as an npm package's version is dropped: the name must stay when the
+/// image is upgraded, or every tool name changes with it, and the stored sessions' calls
+/// name tools no longer there. A registry's port (`localhost:5000/x`) is not a tag.
+fn untagged(image: &str) -> &str {
+    let name_at = image.rfind('/').map_or(0, |slash| slash + 1);
+    let name = &image[name_at..];
+    let name = name.split_once('@').map_or(name, |(name, _digest)| name);
+    let name = name.split_once(':').map_or(name, |(name, _tag)| name);
+    &image[..name_at + name.len()]
 }
 
 /// A server name for `program args…`: the package or script a launcher runs (`npx -y
@@ -268,5 +280,14 @@ mod tests {
         ] {
             assert_eq!(name(line), "github", "{line}");
         }
+        // An image is named without its tag or digest, so an upgrade keeps the tool names.
+        for line in [
+            "docker run -i --rm mcp/github:1.2",
+            "docker run -i --rm mcp/github@sha256:0123abcd",
+            "podman run -i localhost:5000/team/github:latest",
+        ] {
+            assert_eq!(name(line), "github", "{line}");
+        }
+        assert_eq!(name("docker run -i alpine:3"), "alpine");
     }
 }
