@@ -142,6 +142,7 @@ mod core;
 mod environment;
 mod http_client;
 mod http_session;
+mod json_members;
 pub mod naming;
 mod open_failure;
 mod options;
