@@ -443,6 +443,7 @@ async fn load_row_by_row(
 /// or as a blob (as on the direct path and in [`LOAD_ARRAY`]); bytes that are not UTF-8
 /// (SQLite stores both unchecked) are `None`, for [`decode_row`] to report naming the seq,
 /// where decoding them as a `String` failed the load with a driver error that named none.
+/// A `seq` of the wrong type is named by its column ([`decoded`]).
 async fn rows<'c>(
     executor: impl sqlx::Executor<'c, Database = Sqlite>,
     session_id: &str,
@@ -456,8 +457,8 @@ async fn rows<'c>(
     rows.iter()
         .map(|row| {
             // The column is NOT NULL and its affinity turns numbers into text: bytes.
-            let text = String::from_utf8(row.try_get(1)?).ok();
-            Ok((row.try_get(0)?, text))
+            let (seq, message): (i64, Vec<u8>) = decoded(row)?;
+            Ok((seq, String::from_utf8(message).ok()))
         })
         .collect()
 }

@@ -218,3 +218,22 @@ async fn a_newest_first_listing_reports_a_session_whose_updated_at_is_not_a_numb
         }
     }
 }
+
+/// A message row whose `seq` is not an integer (a hand edit) fails the loads as corrupt
+/// naming the column on both paths: the one-array read does not hold the rows' seqs, so
+/// the load reads the rows one by one, where sqlx gave the cell's position ("column 0").
+#[tokio::test]
+async fn a_message_seq_of_the_wrong_type_is_corrupt_naming_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in both_paths(dir.path()) {
+        let storage = SqliteStorage::connect(&url).await.unwrap();
+        storage.save("s", &turn("one")).await.unwrap();
+        let damage = "UPDATE messages SET seq = 'x' WHERE session_id = 's' AND seq = 1";
+        sqlx::query(damage).execute(storage.pool()).await.unwrap();
+        assert!(is_corrupt(storage.load("s").await, "seq", true), "{url}");
+        let revision = storage.load_revision("s").await;
+        assert!(is_corrupt(revision, "seq", true), "{url}");
+        storage.close().await;
+        let _ = std::fs::remove_file(dir.path().join("s.db"));
+    }
+}
