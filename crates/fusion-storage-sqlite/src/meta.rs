@@ -72,6 +72,13 @@ pub(crate) use read_info;
 /// ([`InfoRow::is_expired_at`]).
 pub(crate) const READ_INFO: &str = read_info!();
 
+/// The latest `updated_at` (milliseconds) that a newest-first cursor, microseconds in an
+/// `i64` (`fusion_core::Position`), holds exactly. A later one, or one before 1970 (no
+/// time once decoded), made a cursor that does not resume where SQLite's order left the
+/// page, so the next pages passed over sessions: [`InfoRow::decode`] reports it as
+/// corrupt, as a cell of the wrong type.
+const LATEST_UPDATED_MS: i64 = i64::MAX / 1000;
+
 /// A row of [`info_columns!`], not yet checked.
 #[derive(Debug, Clone)]
 pub(crate) struct InfoRow {
@@ -134,7 +141,8 @@ impl InfoRow {
     }
 
     /// The session's facts, or [`Error::Corrupt`] naming it when a cell is of the wrong
-    /// type, or `tags` or `data` is not the JSON Fusion writes there.
+    /// type, `updated_at` is past [`LATEST_UPDATED_MS`] or negative, or `tags` or `data` is
+    /// not the JSON Fusion writes there.
     pub(crate) fn decode(self) -> Result<SessionInfo> {
         if let Some(column) = self.wrongly_typed {
             return Err(Error::corrupt(
@@ -143,6 +151,17 @@ impl InfoRow {
                 format!(
                     "its stored `{column}` is not of the type Fusion stores there; the row \
                      was changed outside Fusion"
+                ),
+            ));
+        }
+        if !(0..=LATEST_UPDATED_MS).contains(&self.updated_at) {
+            return Err(Error::corrupt(
+                BACKEND,
+                self.id,
+                format!(
+                    "its stored `updated_at` ({} ms) is not a time since 1970 that a \
+                     listing can order; the row was changed outside Fusion",
+                    self.updated_at
                 ),
             ));
         }

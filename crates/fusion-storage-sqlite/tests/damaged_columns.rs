@@ -237,3 +237,51 @@ async fn a_message_seq_of_the_wrong_type_is_corrupt_naming_the_column() {
         let _ = std::fs::remove_file(dir.path().join("s.db"));
     }
 }
+
+/// Sessions whose `updated_at` integers a hand edit left before 1970 or past what a
+/// cursor's microseconds hold fail a newest-first walk as corrupt: each read back as a time
+/// its cursor does not match (none, or the cursor's largest), so the next page started
+/// elsewhere than SQLite's order left it, and a walk a page at a time ended without a
+/// session, reporting nothing.
+#[tokio::test]
+async fn a_newest_first_walk_reports_an_updated_at_out_of_a_cursors_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = i64::MAX;
+    let damaged = [[-1, -2, -3], [max, max - 1, max - 2]];
+    for url in both_paths(dir.path()) {
+        for values in damaged {
+            let storage = SqliteStorage::connect(&url).await.unwrap();
+            for id in ["a", "m", "z", "n"] {
+                storage.save(id, &turn(id)).await.unwrap();
+            }
+            for (id, value) in ["a", "z", "m"].into_iter().zip(values) {
+                sqlx::query("UPDATE sessions SET updated_at = ?1 WHERE id = ?2")
+                    .bind(value)
+                    .bind(id)
+                    .execute(storage.pool())
+                    .await
+                    .unwrap();
+            }
+            let mut query = SessionQuery::new().limit(1);
+            let mut listed = Vec::new();
+            let failed = loop {
+                match storage.list_page(&query).await {
+                    Ok(page) => {
+                        listed.extend(page.sessions.into_iter().map(|info| info.id));
+                        match page.next {
+                            Some(next) => query = query.after(Some(next)),
+                            None => break None,
+                        }
+                    }
+                    Err(e) => break Some(e),
+                }
+            };
+            assert!(
+                matches!(&failed, Some(Error::Corrupt { detail, .. }) if detail.contains("`updated_at`")),
+                "{url}, {values:?}: listed {listed:?}, then {failed:?}"
+            );
+            storage.close().await;
+            let _ = std::fs::remove_file(dir.path().join("s.db"));
+        }
+    }
+}
