@@ -42,8 +42,9 @@
 //! line rmcp reads, so no message of it is longer); a longer one passes as it comes, for
 //! rmcp to discard, as any line that long.
 
-use rmcp::model::{ErrorCode, ServerJsonRpcMessage};
+use rmcp::model::{ErrorCode, JsonRpcMessage, ServerJsonRpcMessage};
 
+use crate::in_flight::InFlight;
 use crate::json_members::{leading_members, scalar_id, skip_space, trailing_members, trim_end};
 pub use rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH as MAX_LINE_BYTES;
 use serde::de::IgnoredAny;
@@ -78,13 +79,21 @@ const TAIL_BYTES: usize = 1024;
 const KEPT_LINE_CAPACITY: usize = 2 * CHECKED_LINE_BYTES;
 
 /// `output` as the SDK is to read it: a task copies it line by line, replacing invalid
-/// responses, and ends when `output` ends or the reader is dropped.
-pub fn checked(output: impl AsyncRead + Send + Unpin + 'static) -> DuplexStream {
+/// responses and taking the requests answered out of `in_flight` (an error without an id
+/// goes to the sole request in it: see [`in_flight`](crate::in_flight)), and ends when
+/// `output` ends or the reader is dropped.
+pub fn checked(
+    output: impl AsyncRead + Send + Unpin + 'static,
+    in_flight: InFlight,
+) -> DuplexStream {
     let (mut into, out) = tokio::io::duplex(CHECKED_LINE_BYTES);
     tokio::spawn(async move {
         let mut reader = BufReader::with_capacity(CHECKED_LINE_BYTES, output);
         let mut line = Vec::new();
-        while copy_line(&mut reader, &mut line, &mut into).await.is_some() {}
+        while copy_line(&mut reader, &mut line, &mut into, &in_flight)
+            .await
+            .is_some()
+        {}
     });
     out
 }
@@ -96,6 +105,7 @@ async fn copy_line(
     reader: &mut BufReader<impl AsyncRead + Unpin>,
     line: &mut Vec<u8>,
     into: &mut DuplexStream,
+    in_flight: &InFlight,
 ) -> Option<()> {
     line.clear();
     let limit = CHECKED_LINE_BYTES as u64;
@@ -111,18 +121,25 @@ async fn copy_line(
     }
     let whole = line.ends_with(b"\n");
     if whole && is_batch(line) {
-        pass_batch(line, into).await?;
+        pass_batch(line, into, in_flight).await?;
     } else {
-        let verdict = if whole { verdict(line) } else { Verdict::Pass };
+        let verdict = if whole {
+            verdict(line, in_flight)
+        } else {
+            Verdict::Pass
+        };
         pass(verdict, line, into).await?;
     }
     if !whole && line.len() >= CHECKED_LINE_BYTES {
         let (rest, tail) = pass_rest(reader, into).await?;
-        let error = (line.len() + rest > MAX_LINE_BYTES)
-            .then(|| too_large(line, &tail))
-            .flatten();
-        if let Some(error) = error {
-            into.write_all(&error).await.ok()?;
+        let id = long_response_id(line, &tail);
+        if let Some(id) = &id {
+            in_flight.answered(id);
+        }
+        if let Some(id) = id.filter(|_| line.len() + rest > MAX_LINE_BYTES) {
+            into.write_all(&error_line(id, TOO_LARGE_RESPONSE))
+                .await
+                .ok()?;
         }
     }
     line.clear();
@@ -160,9 +177,19 @@ async fn pass_rest(
 }
 
 /// The error line to follow a response too long for rmcp, whose first bytes are `head` and
-/// last bytes `tail`; `None` when it is no response (as [`verdict`] tells one, from the
-/// members readable there) or no `id` can be read.
+/// last bytes `tail`; `None` when it is no response or no `id` can be read.
+#[cfg(test)]
 fn too_large(head: &[u8], tail: &[u8]) -> Option<Vec<u8>> {
+    Some(error_line(
+        long_response_id(head, tail)?,
+        TOO_LARGE_RESPONSE,
+    ))
+}
+
+/// The `id` of a response too long to be held, whose first bytes are `head` and last bytes
+/// `tail`; `None` when it is no response (as [`verdict`] tells one, from the members
+/// readable there) or no `id` can be read.
+fn long_response_id(head: &[u8], tail: &[u8]) -> Option<Value> {
     let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
     let ((leading, unread), trailing) = (leading_members(head), trailing_members(tail));
     // What is too long to read is a response's `result` or `error`, not a request's
@@ -179,12 +206,16 @@ fn too_large(head: &[u8], tail: &[u8]) -> Option<Vec<u8>> {
     if value(b"\"jsonrpc\"") != Some(b"\"2.0\"") || value(b"\"method\"").is_some() {
         return None;
     }
-    let id = scalar_id(value(b"\"id\"")?)?;
+    scalar_id(value(b"\"id\"")?)
+}
+
+/// A JSON-RPC error line for the request `id`, with [`INVALID_RESPONSE_CODE`].
+fn error_line(id: Value, message: &str) -> Vec<u8> {
     let error = json!({"jsonrpc": "2.0", "id": id, "error": {
-        "code": INVALID_RESPONSE_CODE.0, "message": TOO_LARGE_RESPONSE}});
+        "code": INVALID_RESPONSE_CODE.0, "message": message}});
     let mut line = error.to_string().into_bytes();
     line.push(b'\n');
-    Some(line)
+    line
 }
 
 /// Whether `line` is (or starts) a JSON-RPC batch: a JSON array whose first element is an
@@ -210,13 +241,17 @@ enum Verdict {
     Drop,
 }
 
-/// The [`Verdict`] on `line` (a message, with or without its `\n`).
-fn verdict(line: &[u8]) -> Verdict {
+/// The [`Verdict`] on `line` (a message, with or without its `\n`); a response, valid or
+/// replaced, takes its request out of `in_flight`.
+fn verdict(line: &[u8], in_flight: &InFlight) -> Verdict {
     let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let text = text.strip_suffix(b"\n").unwrap_or(text);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
-    if text.is_empty() || serde_json::from_slice::<ServerJsonRpcMessage>(text).is_ok() {
+    if text.is_empty() {
         return Verdict::Pass;
+    }
+    if let Ok(message) = serde_json::from_slice::<ServerJsonRpcMessage>(text) {
+        return answer(message, in_flight);
     }
     // What rmcp reads of a line: its first value. Not JSON, it skips it without a word.
     let mut read = serde_json::Deserializer::from_slice(text).into_iter::<Value>();
@@ -250,9 +285,39 @@ fn verdict(line: &[u8]) -> Verdict {
     else {
         return Verdict::Pass;
     };
-    let error = json!({"jsonrpc": "2.0", "id": id, "error": {
-        "code": INVALID_RESPONSE_CODE.0, "message": INVALID_RESPONSE}});
-    let mut line = error.to_string().into_bytes();
+    in_flight.answered(id);
+    Verdict::Replace(error_line(id.clone(), INVALID_RESPONSE))
+}
+
+/// The [`Verdict`] on a valid message: passed on, its request (if it answers one) taken
+/// out of `in_flight`; but an error without an id, which rmcp would drop, goes to the one
+/// request in flight, when only one is.
+fn answer(message: ServerJsonRpcMessage, in_flight: &InFlight) -> Verdict {
+    let answered = match &message {
+        JsonRpcMessage::Response(response) => Some(&response.id),
+        JsonRpcMessage::Error(error) => error.id.as_ref(),
+        _ => return Verdict::Pass,
+    };
+    if let Some(id) = answered {
+        in_flight.answered(&json!(id));
+        return Verdict::Pass;
+    }
+    let JsonRpcMessage::Error(mut error) = message else {
+        return Verdict::Pass;
+    };
+    let Some(sole) = in_flight.sole() else {
+        tracing::warn!(
+            code = error.error.code.0,
+            message = %error.error.message,
+            "the MCP server answered a request it could not read with an error without an \
+             id, and not one request alone is in flight: the one it answers waits out its \
+             timeout"
+        );
+        return Verdict::Pass;
+    };
+    in_flight.answered(&sole);
+    error.id = serde_json::from_value(sole).ok();
+    let mut line = serde_json::to_vec(&error).unwrap_or_default();
     line.push(b'\n');
     Verdict::Replace(line)
 }
@@ -277,7 +342,7 @@ async fn pass(verdict: Verdict, line: &[u8], into: &mut (impl AsyncWrite + Unpin
 /// and the calls a batch over it answered would wait out their timeout.) So a batch that
 /// stops reading as JSON partway has the messages before that passed on; the rest of its
 /// line follows as a line of its own, for rmcp to skip as any line it cannot read.
-async fn pass_batch(line: &[u8], into: &mut DuplexStream) -> Option<()> {
+async fn pass_batch(line: &[u8], into: &mut DuplexStream, in_flight: &InFlight) -> Option<()> {
     let text = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let bom = line.len() - text.len();
     let mut out = BufWriter::with_capacity(CHECKED_LINE_BYTES, into);
@@ -304,7 +369,7 @@ async fn pass_batch(line: &[u8], into: &mut DuplexStream) -> Option<()> {
         // (32 bytes a value), which rmcp's own reading of it takes already.
         let checked = message.len() < CHECKED_LINE_BYTES && !is_batch(message);
         match if checked {
-            verdict(message)
+            verdict(message, in_flight)
         } else {
             Verdict::Pass
         } {
@@ -332,9 +397,34 @@ mod tests {
     use crate::process::ChildProcess;
     use crate::server_config::StdioServerConfig;
 
+    /// An error without an id goes to the request in flight when it is the only one; with
+    /// two, either could be the one answered, and failing the other would lose its answer.
+    #[test]
+    fn an_error_without_an_id_goes_to_the_sole_request_in_flight() {
+        let unread =
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#;
+        let in_flight = InFlight::default();
+        for id in [4, 5] {
+            let request = json!({"jsonrpc": "2.0", "id": id, "method": "ping"}).to_string();
+            let mut stdin = crate::in_flight::Recording::new(Vec::<u8>::new(), in_flight.clone());
+            futures::executor::block_on(stdin.write_all(format!("{request}\n").as_bytes()))
+                .unwrap();
+        }
+        assert_eq!(verdict(unread, &in_flight), Verdict::Pass);
+        let answer = json!({"jsonrpc": "2.0", "id": 4, "result": {}}).to_string();
+        assert_eq!(verdict(answer.as_bytes(), &in_flight), Verdict::Pass);
+        let Verdict::Replace(line) = verdict(unread, &in_flight) else {
+            panic!("not tied to the request in flight");
+        };
+        let error: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(error["id"], 5, "{error}");
+        assert_eq!(error["error"]["message"], "Parse error", "{error}");
+        assert_eq!(in_flight.sole(), None);
+    }
+
     #[test]
     fn only_invalid_responses_with_an_id_are_replaced() {
-        let replaced = |line: &str| match verdict(line.as_bytes()) {
+        let replaced = |line: &str| match verdict(line.as_bytes(), &InFlight::default()) {
             Verdict::Replace(error) => Some(String::from_utf8(error).unwrap()),
             _ => None,
         };
@@ -361,7 +451,11 @@ mod tests {
             "[INFO] ready\n",
             "\n",
         ] {
-            assert_eq!(verdict(passed.as_bytes()), Verdict::Pass, "{passed}");
+            assert_eq!(
+                verdict(passed.as_bytes(), &InFlight::default()),
+                Verdict::Pass,
+                "{passed}"
+            );
         }
         for dropped in [
             // JSON log lines that carry an id of their own, with whatever members.
@@ -374,7 +468,11 @@ mod tests {
             "[]\n",
             "42\n",
         ] {
-            assert_eq!(verdict(dropped.as_bytes()), Verdict::Drop, "{dropped}");
+            assert_eq!(
+                verdict(dropped.as_bytes(), &InFlight::default()),
+                Verdict::Drop,
+                "{dropped}"
+            );
         }
     }
 
@@ -440,7 +538,10 @@ mod tests {
 
     /// What [`checked`] passes on of `input`.
     async fn copied(input: String) -> String {
-        let mut out = checked(std::io::Cursor::new(input.into_bytes()));
+        let mut out = checked(
+            std::io::Cursor::new(input.into_bytes()),
+            InFlight::default(),
+        );
         let mut read = String::new();
         out.read_to_string(&mut read).await.unwrap();
         read
@@ -521,7 +622,10 @@ mod tests {
         let long = format!("[{first}, {second}]\n");
         let too_long = format!("[{}]\n", message(3, MAX_LINE_BYTES));
         let input = format!("{long}{too_long}[{{\"jsonrpc\":\"2.0\",\"id\":4}}]\n");
-        let mut out = checked(std::io::Cursor::new(input.into_bytes()));
+        let mut out = checked(
+            std::io::Cursor::new(input.into_bytes()),
+            InFlight::default(),
+        );
         let mut read = String::new();
         out.read_to_string(&mut read).await.unwrap();
         // Its messages as written, one a line.
@@ -542,7 +646,10 @@ mod tests {
         let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         let note = r#"{"jsonrpc":"2.0","method":"n"}"#;
         let input = format!("[{note}, {nested}, [], 1]\n{{\"jsonrpc\":\"2.0\",\"id\":4}}\n");
-        let mut out = checked(std::io::Cursor::new(input.into_bytes()));
+        let mut out = checked(
+            std::io::Cursor::new(input.into_bytes()),
+            InFlight::default(),
+        );
         let mut read = String::new();
         out.read_to_string(&mut read).await.unwrap();
         let rest = read.strip_prefix(&format!("{note}\n{nested}\n")).unwrap();
@@ -571,7 +678,10 @@ mod tests {
         let mut reader = BufReader::with_capacity(CHECKED_LINE_BYTES, stdout);
         let mut line = Vec::new();
         let mut capacities = Vec::new();
-        while copy_line(&mut reader, &mut line, &mut into).await.is_some() {
+        while copy_line(&mut reader, &mut line, &mut into, &InFlight::default())
+            .await
+            .is_some()
+        {
             capacities.push(line.capacity());
         }
         drop(into);
@@ -599,7 +709,10 @@ mod tests {
             "a".repeat(3 * CHECKED_LINE_BYTES)
         );
         let input = format!("not json\r\n{long}{{\"jsonrpc\":\"2.0\",\"id\":2}}\npartial");
-        let mut out = checked(std::io::Cursor::new(input.clone().into_bytes()));
+        let mut out = checked(
+            std::io::Cursor::new(input.clone().into_bytes()),
+            InFlight::default(),
+        );
         let mut read = String::new();
         out.read_to_string(&mut read).await.unwrap();
         let rest = read.strip_prefix(&format!("not json\r\n{long}")).unwrap();

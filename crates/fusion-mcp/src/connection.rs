@@ -27,6 +27,7 @@ use crate::checked::checked;
 use crate::environment::check_env;
 use crate::http_client::{http_client, redact_urls};
 use crate::http_session::SessionClient;
+use crate::in_flight::{InFlight, Recording};
 use crate::open_failure::{
     EXIT_REPORT_BOUND, NamedCommand, OpenFailure, exit_status_text, stderr_note,
 };
@@ -220,7 +221,11 @@ async fn open_stdio(
     let (stdout, stdin) = process
         .take_stdio()
         .ok_or_else(|| "the process has no pipes".to_owned())?;
-    let stdio = (checked(stdout), stdin);
+    let in_flight = InFlight::default();
+    let stdio = (
+        checked(stdout, in_flight.clone()),
+        Recording::new(stdin, in_flight),
+    );
     let started = tokio::time::timeout(startup, handshake(handler, stdio)).await;
     match started {
         Ok(Ok((service, tools))) => Ok((Connection::new(service, Some(process), None), tools)),

@@ -142,6 +142,7 @@ mod core;
 mod environment;
 mod http_client;
 mod http_session;
+mod in_flight;
 mod json_members;
 pub mod naming;
 mod open_failure;

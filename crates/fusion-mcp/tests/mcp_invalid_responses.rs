@@ -156,3 +156,33 @@ async fn a_log_line_of_json_gets_the_server_no_error() {
     assert_eq!(call(&server, "logs__errors").await.unwrap(), "0");
     server.shutdown().await;
 }
+
+/// Found by a review: a server that cannot read a request answers with an error whose `id`
+/// is null (JSON-RPC's parse error), which rmcp drops, naming no request: the call waited
+/// out its whole timeout and the model read that the server did not answer. With that
+/// call alone in flight, the error can only be its answer, and ends it at once.
+#[tokio::test]
+async fn an_error_without_an_id_ends_the_one_call_in_flight() {
+    let on_call = r#"
+        if (msg.params.name === 'unreadable') {
+          write({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error at 1:17' } });
+        } else {
+          text(msg.id, 'fine');
+        }
+    "#;
+    let config = common::node_server("unread", &["unreadable", "fine"], "", on_call);
+    let options = McpOptions {
+        call_timeout: PATIENCE,
+        ..McpOptions::default()
+    };
+    let server = McpServer::start("unread", config, options).await.unwrap();
+    let err = call(&server, "unread__unreadable")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Parse error at 1:17"), "{err}");
+    assert!(!err.contains("did not answer"), "{err}");
+    // The session goes on, its calls answered as before.
+    assert_eq!(call(&server, "unread__fine").await.unwrap(), "fine");
+    server.shutdown().await;
+}
