@@ -1,5 +1,6 @@
 //! What `fusion sessions import` would drop of a file: a message field this release does
-//! not know.
+//! not know; or add to what a store held: the unfinished batch that ends a file-system
+//! session file.
 //!
 //! A `jsonl` file has no version to say which release wrote it (it is the file-system
 //! backend's own session file, one message per line), and a message is read keeping the
@@ -14,32 +15,68 @@ use anyhow::{Result, bail};
 use fusion::ChatMessage;
 use serde_json::Value;
 
-/// Refuses the import of `text` when a message of it holds something that `messages`, what
-/// the export reader made of those messages in order, lost.
-pub fn refuse_dropped_fields(text: &str, messages: &[ChatMessage]) -> Result<()> {
-    for ((place, written), read) in messages_as_written(text).into_iter().zip(messages) {
+/// Refuses the import of `text` when it ends inside a batch of a file-system session file,
+/// or when a message of it holds something that `messages`, what the export reader made of
+/// those messages in order, lost.
+pub fn refuse_what_would_be_lost(text: &str, messages: &[ChatMessage]) -> Result<()> {
+    let written = messages_as_written(text);
+    refuse_unfinished_batch(&written)?;
+    for (written, read) in written.into_iter().zip(messages) {
         let kept = serde_json::to_value(read)?;
-        if let Some(field) = dropped(&written, &kept) {
+        if let Some(field) = dropped(&written.message, &kept) {
             bail!(
-                "{place} holds {field:?}, which this release of fusion does not know and would \
+                "{} holds {field:?}, which this release of fusion does not know and would \
                  drop (a newer release probably wrote it): import it with that release, or \
-                 remove {field:?} to import the rest"
+                 remove {field:?} to import the rest",
+                written.place
             );
         }
     }
     Ok(())
 }
 
+/// Refuses a file-system session file whose last lines all carry a batch marker: they
+/// begin a batch whose last line was never written (its process stopped mid-append, or
+/// the file was copied then). The backend's own load leaves them out, as its next append
+/// cuts them off, so that a batch is stored whole or not at all (fusion-storage-fs's
+/// `jsonl.rs`, the torn tail); imported, they would be messages the store never held.
+fn refuse_unfinished_batch(written: &[Written]) -> Result<()> {
+    let continued = written.iter().rev().take_while(|line| line.batch_continues);
+    let unfinished = &written[written.len() - continued.count()..];
+    let (Some(first), Some(last)) = (unfinished.first(), unfinished.last()) else {
+        return Ok(());
+    };
+    let lines = match first.place == last.place {
+        true => format!("{} begins", first.place),
+        false => format!("{} to {} begin", first.place, last.place),
+    };
+    bail!(
+        "{lines} a batch of messages whose end is missing (\"{FS_BATCH_MARKER}\" says more \
+         lines follow): the file-system backend stopped while appending it, and its own load \
+         leaves it out; remove those lines to import the rest"
+    )
+}
+
+/// A message as written in the import, and where it is.
+struct Written {
+    /// Where it is: `line 3` of a `jsonl` file, `message 3` of a `json` export.
+    place: String,
+    /// The message, without the batch marker of a `jsonl` line.
+    message: Value,
+    /// Whether its `jsonl` line carried the batch marker: more lines of its batch follow.
+    batch_continues: bool,
+}
+
 /// The key the file-system backend adds to the lines of a batch in its session files
-/// (fusion-storage-fs's `jsonl.rs`: how many lines of the batch follow), which every reader
-/// skips: a session file copied out of a store is an import of its messages, not of a
-/// field this release does not know.
+/// (fusion-storage-fs's `jsonl.rs`: how many lines of the batch follow), which every message
+/// reader skips: a session file copied out of a store is an import of its messages, not of
+/// a field this release does not know. The backend's load reads it for where a batch ends
+/// ([`refuse_unfinished_batch`]).
 const FS_BATCH_MARKER: &str = "fusion_batch_more";
 
-/// The messages of `text` as written, each with where it is (`line 3`, `message 3`), told
-/// apart as [`fusion::api::export::read`] tells the formats apart: a `jsonl` file's first
-/// line is a message on its own.
-fn messages_as_written(text: &str) -> Vec<(String, Value)> {
+/// The messages of `text` as written, told apart as [`fusion::api::export::read`] tells
+/// the formats apart: a `jsonl` file's first line is a message on its own.
+fn messages_as_written(text: &str) -> Vec<Written> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let parse = |line: &str| serde_json::from_str::<Value>(line).ok();
     let first = text.lines().find(|line| !line.trim().is_empty());
@@ -52,17 +89,25 @@ fn messages_as_written(text: &str) -> Vec<(String, Value)> {
         return lines
             .filter_map(|(index, line)| {
                 let mut message = parse(line)?;
-                if let Some(fields) = message.as_object_mut() {
-                    fields.remove(FS_BATCH_MARKER);
-                }
-                Some((format!("line {}", index + 1), message))
+                let marker = message
+                    .as_object_mut()
+                    .and_then(|fields| fields.remove(FS_BATCH_MARKER));
+                Some(Written {
+                    place: format!("line {}", index + 1),
+                    message,
+                    batch_continues: marker.is_some(),
+                })
             })
             .collect();
     }
     match parse(text).and_then(|mut doc| doc.get_mut("messages").map(Value::take)) {
         Some(Value::Array(messages)) => (1..)
-            .map(|n| format!("message {n}"))
             .zip(messages)
+            .map(|(n, message)| Written {
+                place: format!("message {n}"),
+                message,
+                batch_continues: false,
+            })
             .collect(),
         _ => Vec::new(),
     }
@@ -155,6 +200,31 @@ mod tests {
     }
 
     #[test]
+    fn a_file_system_session_file_ending_inside_a_batch_is_refused() {
+        let user = r#"{"role":"user","content":"run it"}"#;
+        let call = r#"{"role":"assistant","content":"","tool_calls":[{"id":"c","type":"function","function":{"name":"ls","arguments":"{}"}}],"fusion_batch_more":1}"#;
+        let result = r#"{"role":"tool","content":"done","tool_call_id":"c"}"#;
+        let read = |text: &str| fusion::api::export::read(text).unwrap().messages;
+        let whole = format!("{user}\n{call}\n{result}\n");
+        refuse_what_would_be_lost(&whole, &read(&whole)).unwrap();
+        // The batch's last line (the tool's result) never written: the store loads the
+        // user's message alone.
+        let torn = format!("{user}\n{call}\n");
+        let err = refuse_what_would_be_lost(&torn, &read(&torn)).unwrap_err();
+        assert!(
+            err.to_string().starts_with("line 2 begins a batch"),
+            "{err}"
+        );
+        let marked = r#"{"role":"user","content":"a","fusion_batch_more":2}"#;
+        let torn = format!("{user}\n{marked}\n{call}");
+        let err = refuse_what_would_be_lost(&torn, &read(&torn)).unwrap_err();
+        assert!(
+            err.to_string().starts_with("line 2 to line 3 begin"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_file_system_session_files_batch_markers_are_no_field_dropped() {
         let session_file = concat!(
             r#"{"role":"user","content":"run it","fusion_batch_more":1}"#,
@@ -163,10 +233,10 @@ mod tests {
             "\n",
         );
         let messages = [ChatMessage::user("run it"), ChatMessage::assistant("done")];
-        refuse_dropped_fields(session_file, &messages).unwrap();
+        refuse_what_would_be_lost(session_file, &messages).unwrap();
         let nested = r#"{"role":"user","content":"x","tool_calls":[{"id":"c","type":"function","function":{"name":"ls","arguments":"","fusion_batch_more":1}}]}"#;
         let read: ChatMessage = serde_json::from_str(nested).unwrap();
-        let err = refuse_dropped_fields(nested, &[read]).unwrap_err();
+        let err = refuse_what_would_be_lost(nested, &[read]).unwrap_err();
         assert!(
             err.to_string().contains("function.fusion_batch_more"),
             "{err}"

@@ -130,7 +130,7 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
         false => file.display().to_string(),
     };
     let imported = export::read(&text).with_context(|| format!("cannot import {source}"))?;
-    crate::import_fields::refuse_dropped_fields(&text, &imported.messages)
+    crate::import_fields::refuse_what_would_be_lost(&text, &imported.messages)
         .with_context(|| format!("cannot import {source}"))?;
     if let Some(expired) = expired(&imported) {
         // Stored as it is, the session would be gone for every reader at once.
