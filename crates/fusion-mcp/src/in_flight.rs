@@ -5,8 +5,9 @@
 //! A server that cannot read a request (JSON-RPC's parse error, an invalid request)
 //! answers with `"id": null`, and rmcp drops such an error, since it names no request: the
 //! call waits out its whole timeout, and the model reads that the server did not answer.
-//! With one request in flight it can only be answering that one, which then ends at once
-//! with the server's error. With several it could be answering any of them, and failing
+//! With one request in flight, and nothing written after it (a notification, an answer to
+//! the server, which a server could fail to read as well), it can only be answering that
+//! one, which then ends at once with the server's error. With several it could be answering any of them, and failing
 //! one that is being answered would lose its result: they are left to their answers or
 //! their timeout, and the error is logged.
 //!
@@ -17,7 +18,7 @@
 //! that long pass unchecked) stays in the list: that errs towards tying nothing, never
 //! towards tying the wrong request.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -31,32 +32,58 @@ use tokio::io::AsyncWrite;
 /// long arguments is enough (see [`Sent::read`]).
 const HEAD_BYTES: usize = 4 << 10;
 
-/// The ids (as their JSON text) of the requests sent to one server and not answered.
+/// The requests sent to one server and not answered.
 #[derive(Clone, Default, Debug)]
-pub struct InFlight(Arc<Mutex<BTreeSet<String>>>);
+pub struct InFlight(Arc<Mutex<Written>>);
+
+/// What was written to one server, each message numbered in order.
+#[derive(Default, Debug)]
+struct Written {
+    /// The requests not answered: their ids (as their JSON text) and numbers.
+    requests: BTreeMap<String, u64>,
+    /// How many messages were written.
+    count: u64,
+    /// The number of the last message that was no request (a notification, an answer to
+    /// the server's request, a line not read): one the server may have failed to read too.
+    last_other: u64,
+}
 
 impl InFlight {
-    fn ids(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
-        // A panic while the lock was held left the set whole: an insert or a removal.
+    fn written(&self) -> std::sync::MutexGuard<'_, Written> {
+        // A panic while the lock was held left it whole: each change is one statement.
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn sent(&self, id: &Value) {
-        self.ids().insert(id.to_string());
+        let mut written = self.written();
+        written.count += 1;
+        let count = written.count;
+        written.requests.insert(id.to_string(), count);
+    }
+
+    fn sent_other(&self) {
+        let mut written = self.written();
+        written.count += 1;
+        written.last_other = written.count;
     }
 
     /// The request `id` was answered (or needs no answer any more).
     pub fn answered(&self, id: &Value) {
-        self.ids().remove(&id.to_string());
+        self.written().requests.remove(&id.to_string());
     }
 
-    /// The one request in flight, when exactly one is.
+    /// The one request in flight, when exactly one is and nothing else was written after
+    /// it: an error without an id answers some message the server could not read, which
+    /// may be a notification (a server that answers one it does not know, though none
+    /// should) rather than the request.
     pub fn sole(&self) -> Option<Value> {
-        let ids = self.ids();
-        match ids.len() {
-            1 => serde_json::from_str(ids.first()?).ok(),
+        let written = self.written();
+        match written.requests.first_key_value() {
+            Some((id, &number)) if written.requests.len() == 1 && number > written.last_other => {
+                serde_json::from_str(id).ok()
+            }
             _ => None,
         }
     }
@@ -93,8 +120,9 @@ impl<W> Recording<W> {
             let Some(end) = end else {
                 return;
             };
-            if let Some(sent) = Sent::read(&self.head, self.cut) {
-                sent.note(&self.in_flight);
+            match Sent::read(&self.head, self.cut) {
+                Some(sent) => sent.note(&self.in_flight),
+                None => self.in_flight.sent_other(),
             }
             self.head.clear();
             self.cut = false;
@@ -155,9 +183,10 @@ impl Sent {
                 if let Some(id) = cancelled.filter(|id| scalar(id)) {
                     in_flight.answered(id);
                 }
+                in_flight.sent_other();
             }
             (Some(_), Some(id)) if scalar(&id) => in_flight.sent(&id),
-            _ => {}
+            _ => in_flight.sent_other(),
         }
     }
 }
@@ -182,9 +211,10 @@ mod tests {
         for write in [
             &b"{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"ping\"}\n{\"jsonrpc\":"[..],
             b"\"2.0\",\"method\":\"notifications/initialized\"}\n",
+            b"{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{}}\n",
             head,
             tail,
-            b"\n{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{}}\n",
+            b"\n",
         ] {
             recording.write_all(write).await.unwrap();
         }
@@ -196,7 +226,35 @@ mod tests {
             br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7}}"#;
         recording.write_all(cancel).await.unwrap();
         recording.write_all(b"\n").await.unwrap();
-        assert!(in_flight.ids().is_empty());
+        assert!(in_flight.written().requests.is_empty());
+    }
+
+    /// An error without an id is tied to the sole request only when nothing else was
+    /// written after it, a notification the server may have failed to read instead.
+    #[tokio::test]
+    async fn a_notification_after_the_sole_request_leaves_it_untied() {
+        let in_flight = InFlight::default();
+        let mut recording = Recording::new(tokio::io::sink(), in_flight.clone());
+        recording
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+            .await
+            .unwrap();
+        recording
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}\n")
+            .await
+            .unwrap();
+        assert_eq!(in_flight.sole(), Some(Value::from(1)));
+        recording
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/roots/list_changed\"}\n")
+            .await
+            .unwrap();
+        assert_eq!(in_flight.sole(), None);
+        recording
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}\n")
+            .await
+            .unwrap();
+        in_flight.answered(&Value::from(1));
+        assert_eq!(in_flight.sole(), Some(Value::from(2)));
     }
 
     /// The id of a call whose arguments make its line longer than what is kept of it is read
