@@ -23,14 +23,23 @@ pub fn refuse_what_would_be_lost(text: &str, messages: &[ChatMessage]) -> Result
     refuse_unfinished_batch(&written)?;
     for (written, read) in written.into_iter().zip(messages) {
         let kept = serde_json::to_value(read)?;
-        if let Some(field) = dropped(&written.message, &kept) {
+        let Some(field) = dropped(&written.message, &kept) else {
+            continue;
+        };
+        let place = written.place;
+        // Kept, `content` is a string: a path in it is a content part's, of a file another
+        // tool wrote (an image, Anthropic's `cache_control`), which no release keeps.
+        if field.starts_with("content[") {
             bail!(
-                "{} holds {field:?}, which this release of fusion does not know and would \
-                 drop (a newer release probably wrote it): import it with that release, or \
-                 remove {field:?} to import the rest",
-                written.place
+                "{place} holds {field:?}, which fusion would drop: it keeps the text of a \
+                 message's content parts and nothing else; remove {field:?} to import the text"
             );
         }
+        bail!(
+            "{place} holds {field:?}, which this release of fusion does not know and would \
+             drop (a newer release probably wrote it): import it with that release, or remove \
+             {field:?} to import the rest"
+        );
     }
     Ok(())
 }
@@ -196,6 +205,17 @@ mod tests {
         assert_eq!(
             dropped(&written, &kept).as_deref(),
             Some("content[1].image_url")
+        );
+        // No release keeps it: the refusal sends nobody looking for a newer one.
+        let line = r#"{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}"#;
+        let read = fusion::api::export::read(line).unwrap().messages;
+        let err = refuse_what_would_be_lost(line, &read)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"content[0].cache_control\""), "{err}");
+        assert!(
+            err.contains("keeps the text") && !err.contains("newer"),
+            "{err}"
         );
     }
 
