@@ -220,19 +220,13 @@ pub fn read(text: &str) -> Result<Imported, ImportError> {
         .is_some_and(|value| value.get("role").is_some());
     let imported = if first_is_message {
         read_jsonl(text)?
-    } else if text.trim_start().starts_with('[') {
-        // Read as a document, an array's first element is taken for the version: serde's
-        // "invalid type: map, expected u64" says nothing of what the file should be.
-        return Err(ImportError::Document(serde::de::Error::custom(
-            "the file is a JSON array; put the messages in a json export's \"messages\", or \
-             write one message per line (jsonl)",
-        )));
     } else {
-        let VersionDoc { version } = serde_json::from_str(text).map_err(ImportError::Document)?;
+        let VersionDoc { version } =
+            serde_json::from_str(text).map_err(|err| not_a_document(text, err))?;
         if let Some(found) = version.filter(|found| !(1..=JSON_VERSION).contains(found)) {
             return Err(ImportError::UnknownVersion { found });
         }
-        let doc: ImportDoc = serde_json::from_str(text).map_err(ImportError::Document)?;
+        let doc: ImportDoc = serde_json::from_str(text).map_err(|err| not_a_document(text, err))?;
         Imported {
             id: doc.id,
             times: times_of(doc.created_at, doc.updated_at)?,
@@ -249,6 +243,23 @@ pub fn read(text: &str) -> Result<Imported, ImportError> {
     }
     imported.meta.validate().map_err(ImportError::InvalidMeta)?;
     Ok(imported)
+}
+
+/// Why `text`, not read as a `json` export, is none: serde's `err`, but for a JSON array
+/// (of messages, as some tools write them), whose first element serde took for the
+/// version ("invalid type: map, expected u64"), which says nothing of what the file
+/// should be. Text that only starts with `[` (a log's `[INFO]`, a broken array) keeps
+/// serde's error and its place.
+fn not_a_document(text: &str, err: serde_json::Error) -> ImportError {
+    let array = text.trim_start().starts_with('[')
+        && serde_json::from_str::<Vec<serde::de::IgnoredAny>>(text).is_ok();
+    ImportError::Document(match array {
+        true => serde::de::Error::custom(
+            "the file is a JSON array; put the messages in a json export's \"messages\", or \
+             write one message per line (jsonl)",
+        ),
+        false => err,
+    })
 }
 
 fn read_jsonl(text: &str) -> Result<Imported, ImportError> {

@@ -208,6 +208,22 @@ fn broken_files_name_what_is_wrong() {
     assert!(matches!(read(no_messages), Err(ImportError::NoMessages)));
     let wrong_role = r#"{"role":"wizard","content":"hi"}"#;
     assert!(chain(&read(wrong_role).unwrap_err()).starts_with("line 1 is not"));
+    // A JSON array is named as one; text that merely starts with `[` is not called one.
+    for array in ["[{\"role\":\"user\",\"content\":\"hi\"}]", "[\n]\n", "[1]"] {
+        let err = chain(&read(array).unwrap_err());
+        assert!(err.contains("the file is a JSON array"), "{array}: {err}");
+    }
+    for not_json in [
+        "[INFO] started\n",
+        "[general]\nkey = 1\n",
+        "[{\"role\": \"user\"},\n",
+    ] {
+        let err = chain(&read(not_json).unwrap_err());
+        assert!(
+            !err.contains("JSON array") && err.contains("line"),
+            "{not_json}: {err}"
+        );
+    }
 }
 
 #[test]
