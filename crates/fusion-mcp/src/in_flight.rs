@@ -5,9 +5,10 @@
 //! A server that cannot read a request (JSON-RPC's parse error, an invalid request)
 //! answers with `"id": null`, and rmcp drops such an error, since it names no request: the
 //! call waits out its whole timeout, and the model reads that the server did not answer.
-//! With one request in flight, and nothing written after it (a notification, an answer to
-//! the server, which a server could fail to read as well), it can only be answering that
-//! one, which then ends at once with the server's error. With several it could be answering any of them, and failing
+//! With one request in flight, and no other message the server may not have read yet (a
+//! notification or an answer to the server, which a server could fail to read as well,
+//! written after it or after the last request the server answered), it can only be
+//! answering that one, which then ends at once with the server's error. With several it could be answering any of them, and failing
 //! one that is being answered would lose its result: they are left to their answers or
 //! their timeout, and the error is logged.
 //!
@@ -46,6 +47,8 @@ struct Written {
     /// The number of the last message that was no request (a notification, an answer to
     /// the server's request, a line not read): one the server may have failed to read too.
     last_other: u64,
+    /// The number of the last request the server answered: it has read what came before.
+    read_through: u64,
 }
 
 impl InFlight {
@@ -69,19 +72,34 @@ impl InFlight {
         written.last_other = written.count;
     }
 
-    /// The request `id` was answered (or needs no answer any more).
+    /// The server answered the request `id`, so it has read every message written before it.
     pub fn answered(&self, id: &Value) {
+        let mut written = self.written();
+        if let Some(number) = written.requests.remove(&id.to_string()) {
+            written.read_through = written.read_through.max(number);
+        }
+    }
+
+    /// The request `id` was cancelled: it needs no answer, and the server need not have read
+    /// anything.
+    fn cancelled(&self, id: &Value) {
         self.written().requests.remove(&id.to_string());
     }
 
-    /// The one request in flight, when exactly one is and nothing else was written after
-    /// it: an error without an id answers some message the server could not read, which
-    /// may be a notification (a server that answers one it does not know, though none
-    /// should) rather than the request.
+    /// The one request in flight, when exactly one is and no other message is one the
+    /// server may not have read yet: neither one written after the request, nor one written
+    /// after the last request the server answered (the notification that goes just before
+    /// the first `tools/list`, whose error may come while that is in flight). An error
+    /// without an id answers some message the server could not read, which may be a
+    /// notification (a server that answers one it does not know, though none should)
+    /// rather than the request.
     pub fn sole(&self) -> Option<Value> {
         let written = self.written();
+        let others_read = written.last_other <= written.read_through;
         match written.requests.first_key_value() {
-            Some((id, &number)) if written.requests.len() == 1 && number > written.last_other => {
+            Some((id, &number))
+                if written.requests.len() == 1 && number > written.last_other && others_read =>
+            {
                 serde_json::from_str(id).ok()
             }
             _ => None,
@@ -181,7 +199,7 @@ impl Sent {
             (Some("notifications/cancelled"), None) => {
                 let cancelled = self.params.as_ref().and_then(|p| p.get("requestId"));
                 if let Some(id) = cancelled.filter(|id| scalar(id)) {
-                    in_flight.answered(id);
+                    in_flight.cancelled(id);
                 }
                 in_flight.sent_other();
             }
@@ -218,15 +236,26 @@ mod tests {
         ] {
             recording.write_all(write).await.unwrap();
         }
-        // The ping and the long call: which one an error without an id answers is unknown.
-        assert_eq!(in_flight.sole(), None);
+        let ids = |in_flight: &InFlight| {
+            let written = in_flight.written();
+            written.requests.keys().cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&in_flight), ["3", "7"]);
         in_flight.answered(&Value::from(3));
-        assert_eq!(in_flight.sole(), Some(Value::from(7)));
+        assert_eq!(ids(&in_flight), ["7"]);
         let cancel =
             br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7}}"#;
         recording.write_all(cancel).await.unwrap();
         recording.write_all(b"\n").await.unwrap();
         assert!(in_flight.written().requests.is_empty());
+    }
+
+    /// Writes each of `lines` to `recording`, a message a line.
+    async fn write_lines(recording: &mut Recording<tokio::io::Sink>, lines: &[&str]) {
+        for line in lines {
+            recording.write_all(line.as_bytes()).await.unwrap();
+            recording.write_all(b"\n").await.unwrap();
+        }
     }
 
     /// An error without an id is tied to the sole request only when nothing else was
@@ -235,26 +264,61 @@ mod tests {
     async fn a_notification_after_the_sole_request_leaves_it_untied() {
         let in_flight = InFlight::default();
         let mut recording = Recording::new(tokio::io::sink(), in_flight.clone());
-        recording
-            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
-            .await
-            .unwrap();
-        recording
-            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}\n")
-            .await
-            .unwrap();
+        write_lines(
+            &mut recording,
+            &[r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#],
+        )
+        .await;
         assert_eq!(in_flight.sole(), Some(Value::from(1)));
-        recording
-            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/roots/list_changed\"}\n")
-            .await
-            .unwrap();
+        write_lines(
+            &mut recording,
+            &[r#"{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}"#],
+        )
+        .await;
         assert_eq!(in_flight.sole(), None);
-        recording
-            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}\n")
-            .await
-            .unwrap();
+    }
+
+    /// A notification written before the sole request, which the server has not been seen
+    /// to read (no request written after it answered), may be what an error without an id
+    /// answers: `notifications/initialized` goes just before the first `tools/list`, and
+    /// a server's error for it may come while that is in flight. Once a later request is
+    /// answered, the server has read past it.
+    #[tokio::test]
+    async fn a_notification_the_server_may_not_have_read_leaves_the_sole_request_untied() {
+        let in_flight = InFlight::default();
+        let mut recording = Recording::new(tokio::io::sink(), in_flight.clone());
+        write_lines(
+            &mut recording,
+            &[r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#],
+        )
+        .await;
+        in_flight.answered(&Value::from(0));
+        write_lines(
+            &mut recording,
+            &[
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            ],
+        )
+        .await;
+        assert_eq!(in_flight.sole(), None);
         in_flight.answered(&Value::from(1));
+        write_lines(
+            &mut recording,
+            &[r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{}}"#],
+        )
+        .await;
         assert_eq!(in_flight.sole(), Some(Value::from(2)));
+        // A cancellation is no sign the server read anything.
+        write_lines(
+            &mut recording,
+            &[
+                r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#,
+                r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{}}"#,
+            ],
+        )
+        .await;
+        assert_eq!(in_flight.sole(), None);
     }
 
     /// The id of a call whose arguments make its line longer than what is kept of it is read
