@@ -80,6 +80,10 @@ const SUBCOMMANDS: &[&str] = &["run", "dlx", "exec", "x", "tool"];
 /// value.
 const CONTAINER_LAUNCHERS: &[&str] = &["docker", "podman"];
 
+/// Words after a container launcher that name a group of its commands (`docker container
+/// run IMAGE`, `docker compose run SERVICE`), not the image: what is launched comes after.
+const CONTAINER_COMMAND_GROUPS: &[&str] = &["compose", "container"];
+
 /// Options of `docker` and `podman`, before `run` and after it, whose value is the next
 /// word (`-e NAME`, `-v SRC:DST`, `--pull always`, `--context prod`): that word is not the
 /// image. Every one they take, not just the common ones: a value taken for the image names
@@ -120,6 +124,9 @@ const CONTAINER_VALUE_OPTIONS: &[&str] = &[
     "--retry", "--retry-delay", "--sdnotify", "--seccomp-policy", "--secret",
     "--shm-size-systemd", "--subgidname", "--subuidname", "--systemd", "--timeout", "--uidmap",
     "--umask", "--unsetenv", "--variant",
+    // `docker compose`, before `run` (the service's options are `docker run`'s).
+    "-f", "--file", "--ansi", "--parallel", "--profile", "--progress", "--project-directory",
+    "--project-name",
 ];
 
 /// The word of `args` naming what `launcher` runs: the first that is no option, no
@@ -132,6 +139,8 @@ fn launched<'a>(launcher: &str, args: &'a [String]) -> Option<&'a str> {
     while let Some(word) = words.next() {
         if container && CONTAINER_VALUE_OPTIONS.contains(&word) {
             words.next();
+        } else if container && CONTAINER_COMMAND_GROUPS.contains(&word) {
+            continue;
         } else if !word.starts_with('-') && !SUBCOMMANDS.contains(&word) && !word.contains('=') {
             return Some(if container { untagged(word) } else { word });
         }
@@ -277,6 +286,13 @@ mod tests {
             "docker -H tcp://engine:2375 run -it mcp/github",
             "docker run -it --rm --network=host -eTOKEN=x --env-file f.env mcp/github",
             "podman run --creds user:SECRET --secret token -i mcp/github",
+            // What follows the image is the server's own arguments.
+            "docker run --rm -i mcp/github --toolsets repos --read-only",
+            // A group of commands before `run`: the image, or compose's service, follows.
+            "docker container run -i --rm mcp/github",
+            "podman container run -i mcp/github",
+            "docker compose run --rm -T github",
+            "docker compose -f mcp.yml --project-name tools run -e TOKEN github",
         ] {
             assert_eq!(name(line), "github", "{line}");
         }
