@@ -518,6 +518,46 @@ async fn an_owner_change_whose_prune_fails_succeeds_and_leaves_the_prune() {
     assert!(text.contains("wrong type"), "{text}");
 }
 
+/// Found by a review: an update that took a session's entry out of the expiry index (its
+/// expiry removed, or its owner changed) returned that removal with `?`, so when it
+/// failed (here the expiry index is a key of another type) the update, already applied,
+/// failed. The entry left is upkeep for the purge, which meets it when it comes due and
+/// finds the session as it is: the removal is logged and left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_whose_old_expiry_entry_stays_succeeds_and_leaves_it() {
+    let Some(Purging {
+        h: _h,
+        store,
+        mut raw,
+    }) = warmed(RedisOptions::new()).await
+    else {
+        return;
+    };
+    let meta = SessionMeta::new().expiry(Expiry::At(SystemTime::now() + Duration::from_secs(3600)));
+    store
+        .create_session("unexpiring", &meta, &said("a"))
+        .await
+        .unwrap();
+    let _: () = raw.del(EXPIRY).await.unwrap();
+    let _: () = raw.set(EXPIRY, "not an index").await.unwrap();
+    let logs = Logs::new();
+    let forever = MetaUpdate::new().expiry(None);
+    let updated = (store.update_session("unexpiring", &forever))
+        .with_subscriber(logs.subscriber(tracing::Level::WARN))
+        .await;
+    let _: () = raw.del(EXPIRY).await.unwrap();
+    let info = updated
+        .expect("the update applied")
+        .expect("the session is there");
+    assert_eq!(info.meta.expiry, None);
+    let stored = store.session_info("unexpiring").await.unwrap().unwrap();
+    assert_eq!(stored.meta.expiry, None);
+    let text = logs.text();
+    let warned = text.matches("an expiry entry left for a purge").count();
+    assert_eq!(warned, 1, "{text}");
+    assert!(text.contains("wrong type"), "{text}");
+}
+
 /// Found by a review: a prune whose look-again call the expiry index refuses for good (a
 /// key of another type there, written under the prefix by something other than Fusion)
 /// was logged at debug only, as a busy node's is, so every listing left its prune undone

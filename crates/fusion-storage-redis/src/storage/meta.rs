@@ -180,12 +180,16 @@ impl RedisStorage {
                     }
                 }
                 // The entry of the expiry index the session had, if it has another now
-                // (another owner) or none.
+                // (another owner) or none. Upkeep too, after the update applied: an
+                // entry left is met by a purge when it comes due, which finds the
+                // session as it is.
                 if let Some((was, _)) = found.expiry_entry(id)
                     && entry.is_none_or(|(member, _)| member != was)
                 {
-                    self.forget(op.name, &[], &[was], &[], &scripts::claim_token())
-                        .await?;
+                    let token = scripts::claim_token();
+                    if let Err(err) = self.forget(op.name, &[], &[was], &[], &token).await {
+                        Left::Failed(err).log("an expiry entry left for a purge", 1);
+                    }
                 }
             }
             return after.info(&self.keys, id).map(Some);
