@@ -128,7 +128,7 @@ fn check_driver_query(driver_url: &str, url: &str) -> Result<()> {
 /// [`Error::Config`] for `url`, shown without its query and password: a parameter's value
 /// is never printed, so a misspelt `pass=` cannot leak one.
 fn bad(url: &str, what: String) -> Error {
-    let kind = if url.contains("+cluster://") {
+    let kind = if crate::connect::names_a_cluster(url) {
         "Redis Cluster URL"
     } else {
         "Redis URL"
@@ -169,11 +169,14 @@ mod tests {
             assert!(text.contains("`protocol`"), "{text}");
         }
         assert!(refusal("redis://h?user=u").contains("unix-socket"));
-        let cluster = refusal("redis+cluster://h1:7000,h2:7001?keyprefix=x");
-        assert!(
-            cluster.contains("invalid Redis Cluster URL redis+cluster://h1"),
-            "{cluster}"
-        );
+        // `connect` reads the scheme in any case (7be630a), so the refusal does too.
+        for scheme in ["redis+cluster", "REDISS+Cluster"] {
+            let cluster = refusal(&format!("{scheme}://h1:7000,h2:7001?keyprefix=x"));
+            assert!(
+                cluster.contains(&format!("invalid Redis Cluster URL {scheme}://h1")),
+                "{cluster}"
+            );
+        }
     }
 
     #[test]
