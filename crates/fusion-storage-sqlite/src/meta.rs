@@ -76,7 +76,11 @@ pub(crate) const READ_INFO: &str = read_info!();
 /// `i64` (`fusion_core::Position`), holds exactly. A later one, or one before 1970 (no
 /// time once decoded), made a cursor that does not resume where SQLite's order left the
 /// page, so the next pages passed over sessions: [`InfoRow::decode`] reports it as
-/// corrupt, as a cell of the wrong type.
+/// corrupt, as a cell of the wrong type. No write stores a time outside that range (the
+/// clock's microseconds saturate at its end, a copy's times are validated and at most the
+/// clock's; only a clock before 1970, which Linux does not let be set, would), so
+/// `created_at` is held to it too: one before 1970 read as no time, and `fusion migrate`
+/// then gave the copy the target's time for both, its valid `updated_at` lost unsaid.
 const LATEST_UPDATED_MS: i64 = i64::MAX / 1000;
 
 /// A row of [`info_columns!`], not yet checked.
@@ -141,8 +145,8 @@ impl InfoRow {
     }
 
     /// The session's facts, or [`Error::Corrupt`] naming it when a cell is of the wrong
-    /// type, `updated_at` is past [`LATEST_UPDATED_MS`] or negative, or `tags` or `data` is
-    /// not the JSON Fusion writes there.
+    /// type, `created_at` or `updated_at` is past [`LATEST_UPDATED_MS`] or negative, or
+    /// `tags` or `data` is not the JSON Fusion writes there.
     pub(crate) fn decode(self) -> Result<SessionInfo> {
         if let Some(column) = self.wrongly_typed {
             return Err(Error::corrupt(
@@ -154,16 +158,20 @@ impl InfoRow {
                 ),
             ));
         }
-        if !(0..=LATEST_UPDATED_MS).contains(&self.updated_at) {
-            return Err(Error::corrupt(
-                BACKEND,
-                self.id,
-                format!(
-                    "its stored `updated_at` ({} ms) is not a time since 1970 that a \
-                     listing can order; the row was changed outside Fusion",
-                    self.updated_at
-                ),
-            ));
+        for (column, ms) in [
+            ("created_at", self.created_at),
+            ("updated_at", self.updated_at),
+        ] {
+            if !(0..=LATEST_UPDATED_MS).contains(&ms) {
+                return Err(Error::corrupt(
+                    BACKEND,
+                    self.id,
+                    format!(
+                        "its stored `{column}` ({ms} ms) is not a time Fusion writes \
+                         (0 to {LATEST_UPDATED_MS} ms); the row was changed outside Fusion"
+                    ),
+                ));
+            }
         }
         let tags = parse_cell(&self.id, "tags", "array of strings", self.tags, |text| {
             serde_json::from_str::<Vec<String>>(text)
@@ -356,6 +364,31 @@ mod tests {
                 }
                 other => panic!("expected Corrupt, got {other:?}"),
             }
+        }
+    }
+
+    /// The times a write can store decode, to the last millisecond a cursor holds; one
+    /// past either end is corrupt, naming its column.
+    #[test]
+    fn times_decode_up_to_the_last_millisecond_a_cursor_holds() {
+        let at = |created_at, updated_at| InfoRow {
+            created_at,
+            updated_at,
+            ..row(Some("[]"), Some("{}"))
+        };
+        let latest = at(0, LATEST_UPDATED_MS).decode().unwrap();
+        let micros = fusion_core::unix_micros(latest.updated_at.unwrap());
+        assert_eq!(micros, LATEST_UPDATED_MS * 1000);
+        at(LATEST_UPDATED_MS, LATEST_UPDATED_MS).decode().unwrap();
+        let past = LATEST_UPDATED_MS + 1;
+        for (row, column) in [
+            (at(-1, 0), "`created_at`"),
+            (at(past, past), "`created_at`"),
+            (at(0, -1), "`updated_at`"),
+            (at(0, past), "`updated_at`"),
+        ] {
+            let err = row.decode().unwrap_err().to_string();
+            assert!(err.contains(column), "{err}");
         }
     }
 

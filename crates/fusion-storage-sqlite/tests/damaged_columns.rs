@@ -98,6 +98,10 @@ async fn a_sessions_cell_of_the_wrong_type_is_corrupt_naming_session_and_column(
         // stored as 3), as does a number past i64 (stored as a real).
         ("message_count", "2.5", true),
         ("created_at", "9223372036854775808", false),
+        // Integers no write stores (before 1970, past what a cursor holds): read as no
+        // time, or a time of the year 292 million.
+        ("created_at", "-1", false),
+        ("created_at", "9223372036854776", false),
     ];
     for url in both_paths(dir.path()) {
         for (column, value, revision) in cases {
