@@ -120,7 +120,8 @@ impl RedisOptions {
     /// retryable error. Default 5 s; raise it for very long histories on slow links. On
     /// a cluster it also bounds each call of a listing's (or owner change's) prune on the
     /// expiry index's node, retries included: past it the prune is left for a later
-    /// listing; the second look at the look-again entries a delete or prune took up,
+    /// listing, and its drop of those entries after its second look for a take-up or a
+    /// purge; the second look at the look-again entries a delete or prune took up,
     /// past which they are left for later; and the repair of the indexes after a write
     /// whose reply was lost, past which they are left to the write's retry.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {

@@ -396,6 +396,33 @@ async fn a_listing_does_not_wait_on_its_prunes_look_again_entries() {
     assert_eq!(listed.unwrap(), ["kept"]);
 }
 
+/// Found by a review: a prune bounded its look-again call (above) but not the drop of
+/// those entries after its second look, so a listing (or an owner change) whose drop the
+/// expiry index's node did not answer waited on it for every retry the storage allows,
+/// though a drop left undone is finished by a take-up or purge a lease later. The drop
+/// now gets the response timeout per call, as the look-again call does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_does_not_wait_on_the_drop_of_its_prunes_look_again_entries() {
+    // Retries without end: only the bound on the drop ends it.
+    let options = RedisOptions::new()
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(1))
+        .reconnect_retries(10_000);
+    let Some(Purging { h, store, mut raw }) = warmed(options).await else {
+        return;
+    };
+    stale_entry_of_pruned(&store, &mut raw).await;
+    // The `CLAIMED` call whose action is `drop`: every reply to it lost.
+    h.proxy
+        .cut_randomly_containing("\r\n$4\r\ndrop\r\n", 1.0, 7);
+    let listed = tokio::time::timeout(NO_HANG, store.list_sessions()).await;
+    h.proxy.stop_cutting();
+    let listed = listed.expect("the listing waited on its prune's drop");
+    assert_eq!(listed.unwrap(), ["kept"]);
+    let ids: Vec<String> = raw.zrange(format!("{PREFIX}:ids"), 0, -1).await.unwrap();
+    assert_eq!(ids, ["kept"], "the prune was done, its drop left");
+}
+
 /// Found by a review: a prune's look-again call was cut at the connect timeout (8eb5963),
 /// a bound for opening a connection, which users set short to find a dead host soon.
 /// A node that answers later than that but within the response timeout (a fork for a

@@ -137,6 +137,23 @@ impl RedisStorage {
         None
     }
 
+    /// Drops a prune's look-again entries `marks` (of the claimer of `token`) after its
+    /// second look, bounded as [`look_again_soon`](Self::look_again_soon) is: the prune
+    /// is done, and entries left (a failure, a node that does not answer) are finished by
+    /// a take-up or purge a lease later, so a listing or an owner change neither fails nor
+    /// waits on the expiry index's node for them. Logged when left.
+    pub(super) async fn drop_look_again_soon(
+        &self,
+        name: &'static str,
+        token: &str,
+        marks: &[String],
+    ) {
+        let limit = look_again_limit(self.response_timeout, marks.len());
+        if let Err(left) = within(limit, self.claimed(name, "drop", token, marks)).await {
+            left.log("look-again entries of a prune left", marks.len());
+        }
+    }
+
     /// Finishes the look-again entries `taken` up by [`look_again`](Self::look_again)
     /// for the claimer of `token`, beside the caller's own second look: their sessions
     /// looked at and listed as found, then the entries dropped (at this token already,
@@ -274,8 +291,9 @@ impl RedisStorage {
     }
 }
 
-/// How long [`RedisStorage::look_again_soon`] gives the look-again entries of `ids` ids:
-/// `per_call` for each `CLAIMED` call they take (at least one).
+/// How long [`RedisStorage::look_again_soon`] gives the look-again entries of `ids` ids,
+/// and [`RedisStorage::drop_look_again_soon`] the drop of them: `per_call` for each
+/// `CLAIMED` call they take (at least one).
 fn look_again_limit(per_call: Duration, ids: usize) -> Duration {
     let calls = u32::try_from(ids.div_ceil(CLAIMED_CHUNK)).unwrap_or(u32::MAX);
     per_call.saturating_mul(calls.max(1))

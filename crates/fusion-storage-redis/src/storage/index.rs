@@ -25,7 +25,6 @@ use fusion_core::{Result, SessionId};
 use futures::future::{join, try_join_all};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
-use super::upkeep::Left;
 use super::write::{Acked, evalsha};
 use super::{RedisStorage, Request};
 use crate::error::{Op, parse_redis_error};
@@ -256,10 +255,8 @@ impl RedisStorage {
         // The prune is done. Its entries left (the expiry index's node failing now) are
         // finished by the next take-up or purge a lease later, a second look that lists
         // what it finds: nothing for the caller, a listing or an owner change already
-        // applied, to fail for.
-        if let Err(err) = self.claimed(name, "drop", token, marks).await {
-            Left::Failed(err).log("look-again entries of a prune left", marks.len());
-        }
+        // applied, to fail for, nor to wait on past the bound of the look-again call.
+        self.drop_look_again_soon(name, token, marks).await;
         Ok(back.into_iter().map(|(id, _)| id.clone()).collect())
     }
 
