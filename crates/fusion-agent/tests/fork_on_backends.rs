@@ -17,6 +17,7 @@ use std::sync::Arc;
 use common::{HANG_GUARD, HookedStorage, SESSION, builder, client, contents, turn};
 use fusion_agent::AgentSession;
 use fusion_agent::testing::MockLlmServer;
+use fusion_core::testkit::unique_name;
 use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_redis::{RedisOptions, RedisStorage};
@@ -50,7 +51,7 @@ impl Place {
                 let url = redis_url()?;
                 Place::Redis {
                     url,
-                    prefix: unique_prefix(),
+                    prefix: unique_name("fusion-agent-fork"),
                 }
             }
         })
@@ -130,18 +131,6 @@ fn redis_url() -> Option<String> {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "skipped: redis: {REASON}");
     None
-}
-
-/// A Redis key prefix no other test, run or process uses.
-fn unique_prefix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("fusion-agent-fork:{}-{nanos}-{n}", std::process::id())
 }
 
 /// Expands each case `name` into `mod name { fs, sqlite, redis }` tests.

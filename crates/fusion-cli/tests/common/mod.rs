@@ -12,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 use fusion::storage::StorageType;
 use fusion::{ChatMessage, ToolCall};
+use fusion_core::testkit::unique_name;
 
 /// A stream a command cannot write to: `/dev/full` when `full` (every write fails with
 /// ENOSPC), else a pipe whose read end is already closed (every write fails with EPIPE,
@@ -263,8 +264,8 @@ pub fn ids(storage: &StorageType) -> Vec<String> {
     block_on(fusion::api::session::list_all_sessions(storage)).expect("lists")
 }
 
-/// A Redis URL under a key prefix of its own (named after `name`, cut to fit, the process
-/// and the time, so runs never collide), or `None` (after saying so) without `REDIS_URL`, or a
+/// A Redis URL under a key prefix of its own (a [`unique_name`] of `fcli`, then `name`, cut
+/// to fit, so runs never collide), or `None` (after saying so) without `REDIS_URL`, or a
 /// panic when `FUSION_REQUIRE_BACKENDS` asks for every backend.
 pub fn redis_url(name: &str) -> Option<String> {
     prefixed_url("REDIS_URL", name)
@@ -285,17 +286,10 @@ fn prefixed_url(variable: &str, name: &str) -> Option<String> {
         let _ = writeln!(std::io::stderr(), "skipped: set {variable}");
         return None;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
     // Redis prefixes hold at most 64 characters: the name is cut to fit.
-    let unique = format!("-{}-{nanos}", std::process::id());
-    let name: String = name
-        .chars()
-        .take(64 - "fcli-".len() - unique.len())
-        .collect();
-    let prefix = format!("fcli-{name}{unique}");
+    let unique = unique_name("fcli");
+    let name: String = name.chars().take(64 - unique.len() - 1).collect();
+    let prefix = format!("{unique}-{name}");
     Some(format!(
         "{}?key_prefix={prefix}",
         base.trim_end_matches('/')

@@ -48,6 +48,7 @@ pub mod times;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{self, AtomicU64};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -162,6 +163,30 @@ pub async fn all_pages(
 /// A turn as most cases write it: the user's `text` and the reply `ok`.
 pub fn said(text: &str) -> Vec<ChatMessage> {
     vec![ChatMessage::user(text), ChatMessage::assistant("ok")]
+}
+
+/// A name no other test, run or process uses, for a test's own place on a shared server
+/// (a Redis key prefix): `kind`, then `:` and this process's id, the time in nanoseconds
+/// and a count of the calls in this process, as in `fusion-test:4242-1765000000123456789-0`.
+/// `kind` says which tests made it, so what a failed run leaves on the server says whose
+/// it is. What follows `kind` is some 30 to 40 characters; a Redis key prefix holds 64.
+///
+/// ```
+/// let (first, second) = (
+///     fusion_core::testkit::unique_name("fusion-test"),
+///     fusion_core::testkit::unique_name("fusion-test"),
+/// );
+/// assert!(first.starts_with("fusion-test:"));
+/// assert_ne!(first, second);
+/// ```
+pub fn unique_name(kind: &str) -> String {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let call = CALLS.fetch_add(1, atomic::Ordering::Relaxed);
+    format!("{kind}:{}-{nanos}-{call}", std::process::id())
 }
 
 /// Now, cut to the microsecond every backend keeps, so an instant built from it round

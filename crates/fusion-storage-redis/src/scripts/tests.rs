@@ -18,11 +18,7 @@ pub(crate) fn server() -> Option<redis::Connection> {
 
 /// A key prefix of this test's own.
 pub(crate) fn prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("fusion-test:{test}-{nanos}")
+    fusion_core::testkit::unique_name(&format!("fusion-test:{test}"))
 }
 
 #[test]

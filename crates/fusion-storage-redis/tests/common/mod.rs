@@ -1,17 +1,15 @@
 //! Shared test setup: a private key prefix per case on the server at `REDIS_URL`, or on
 //! the Redis Cluster at `FUSION_REDIS_CLUSTER_URL`.
 //!
-//! Every harness gets a random prefix, so parallel cases and repeated runs never see each
+//! Every harness gets a prefix of its own, so parallel cases and repeated runs never see each
 //! other's keys, and deletes every key under it when dropped.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use fusion_core::testkit::port::{ReservedPort, reserve_port};
-use fusion_core::testkit::{StorageHarness, unavailable};
+use fusion_core::testkit::{StorageHarness, unavailable, unique_name};
 use fusion_storage_redis::{RedisOptions, RedisStorage, cluster_node_urls};
 use redis::aio::MultiplexedConnection;
 
@@ -44,14 +42,7 @@ pub fn env_url(name: &str) -> Option<String> {
 
 /// A key prefix no other run or case uses.
 pub fn unique_prefix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let random = RandomState::new().hash_one((nanos, std::process::id()));
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("fusion-test:{random:016x}-{n}")
+    unique_name("fusion-test")
 }
 
 /// One test case's private location: the server at `REDIS_URL` (or the cluster at

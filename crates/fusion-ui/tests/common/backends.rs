@@ -4,10 +4,9 @@
 //! run in a key prefix or schema of its own, removed afterwards, also when it fails.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use fusion::storage::{ConversationStorage, InMemoryStorage, StorageType};
-use fusion_core::testkit::unavailable;
+use fusion_core::testkit::{unavailable, unique_name};
 use fusion_storage_postgres::testing as postgres_testing;
 
 /// Runs `check` on a fresh, empty storage of each backend in turn.
@@ -50,15 +49,9 @@ impl RedisPrefix {
         else {
             return unavailable("redis", "set REDIS_URL=redis://127.0.0.1:6379");
         };
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         Some(Self {
             server: server.trim_end_matches('/').to_string(),
-            prefix: format!("fusion-ui-test:{}-{nanos}-{n}", std::process::id()),
+            prefix: unique_name("fusion-ui-test"),
         })
     }
 
