@@ -478,10 +478,9 @@ async fn an_owner_change_whose_prune_cannot_mark_succeeds_and_leaves_the_prune()
         .create_session("moved", &owned, &said("a"))
         .await
         .unwrap();
-    let _: () = raw.set(EXPIRY, "not an index").await.unwrap();
     let to_bob = MetaUpdate::new().owner(Some("bob"));
-    let updated = store.update_session("moved", &to_bob).await;
-    let _: () = raw.del(EXPIRY).await.unwrap();
+    let (updated, _) =
+        with_key_of_another_type(&mut raw, EXPIRY, store.update_session("moved", &to_bob)).await;
     let info = updated.unwrap().expect("the session is there");
     assert_eq!(info.meta.owner.as_deref(), Some("bob"));
     let alice = format!("{PREFIX}:owner:{{alice}}:ids");
@@ -520,14 +519,9 @@ async fn an_owner_change_whose_prune_fails_succeeds_and_leaves_the_prune() {
         .await
         .unwrap();
     let alice = format!("{PREFIX}:owner:{{alice}}:ids");
-    let _: () = raw.del(&alice).await.unwrap();
-    let _: () = raw.set(&alice, "not an index").await.unwrap();
-    let logs = Logs::new();
     let to_bob = MetaUpdate::new().owner(Some("bob"));
-    let updated = (store.update_session("moved", &to_bob))
-        .with_subscriber(logs.subscriber(tracing::Level::WARN))
-        .await;
-    let _: () = raw.del(&alice).await.unwrap();
+    let (updated, logs) =
+        with_key_of_another_type(&mut raw, &alice, store.update_session("moved", &to_bob)).await;
     let info = updated
         .expect("the update applied")
         .expect("the session is there");
@@ -539,10 +533,7 @@ async fn an_owner_change_whose_prune_fails_succeeds_and_leaves_the_prune() {
         .await
         .unwrap();
     assert_eq!(page.sessions.len(), 1, "{:?}", page.sessions);
-    let text = logs.text();
-    let warned = text.matches("an owner change's prune left").count();
-    assert_eq!(warned, 1, "{text}");
-    assert!(text.contains("wrong type"), "{text}");
+    warned_once_of_wrong_type(&logs, "an owner change's prune left");
 }
 
 /// Found by a review: an update that took a session's entry out of the expiry index (its
@@ -565,24 +556,16 @@ async fn an_update_whose_old_expiry_entry_stays_succeeds_and_leaves_it() {
         .create_session("unexpiring", &meta, &said("a"))
         .await
         .unwrap();
-    let _: () = raw.del(EXPIRY).await.unwrap();
-    let _: () = raw.set(EXPIRY, "not an index").await.unwrap();
-    let logs = Logs::new();
     let forever = MetaUpdate::new().expiry(None);
-    let updated = (store.update_session("unexpiring", &forever))
-        .with_subscriber(logs.subscriber(tracing::Level::WARN))
-        .await;
-    let _: () = raw.del(EXPIRY).await.unwrap();
+    let updating = store.update_session("unexpiring", &forever);
+    let (updated, logs) = with_key_of_another_type(&mut raw, EXPIRY, updating).await;
     let info = updated
         .expect("the update applied")
         .expect("the session is there");
     assert_eq!(info.meta.expiry, None);
     let stored = store.session_info("unexpiring").await.unwrap().unwrap();
     assert_eq!(stored.meta.expiry, None);
-    let text = logs.text();
-    let warned = text.matches("an expiry entry left for a purge").count();
-    assert_eq!(warned, 1, "{text}");
-    assert!(text.contains("wrong type"), "{text}");
+    warned_once_of_wrong_type(&logs, "an expiry entry left for a purge");
 }
 
 /// Found by a review: a prune whose look-again call the expiry index refuses for good (a
@@ -600,17 +583,9 @@ async fn a_prune_refused_by_an_expiry_index_of_another_type_warns_once() {
         return;
     };
     stale_entry_of_pruned(&store, &mut raw).await;
-    let _: () = raw.set(EXPIRY, "not an index").await.unwrap();
-    let logs = Logs::new();
-    let listed = (store.list_sessions())
-        .with_subscriber(logs.subscriber(tracing::Level::WARN))
-        .await;
-    let _: () = raw.del(EXPIRY).await.unwrap();
+    let (listed, logs) = with_key_of_another_type(&mut raw, EXPIRY, store.list_sessions()).await;
     assert_eq!(listed.unwrap(), ["kept"]);
-    let text = logs.text();
-    let warned = text.matches("a prune left for a later listing").count();
-    assert_eq!(warned, 1, "{text}");
-    assert!(text.contains("wrong type"), "{text}");
+    warned_once_of_wrong_type(&logs, "a prune left for a later listing");
 }
 
 /// Found by a review: a look-again entry left by a delete (or prune) that stopped was
@@ -1061,4 +1036,29 @@ async fn assert_nothing_left(raw: &mut MultiplexedConnection) {
     assert_eq!(left, 0);
     let records: Vec<String> = raw.keys(format!("{PREFIX}:claim:*")).await.unwrap();
     assert_eq!(records, Vec::<String>::new());
+}
+
+/// What `call` returns, and logs at warn, while `key` is a string where Fusion keeps an
+/// index (as something other than Fusion may write under the prefix): Redis refuses the
+/// index's requests with "wrong type". `key` is deleted afterwards.
+async fn with_key_of_another_type<T>(
+    raw: &mut MultiplexedConnection,
+    key: &str,
+    call: impl Future<Output = T>,
+) -> (T, Logs) {
+    // `SET` replaces the key whatever its type.
+    let _: () = raw.set(key, "not an index").await.unwrap();
+    let logs = Logs::new();
+    let returned = call
+        .with_subscriber(logs.subscriber(tracing::Level::WARN))
+        .await;
+    let _: () = raw.del(key).await.unwrap();
+    (returned, logs)
+}
+
+/// Asserts that `logs` hold `phrase` once, with Redis's "wrong type" refusal.
+fn warned_once_of_wrong_type(logs: &Logs, phrase: &str) {
+    let text = logs.text();
+    assert_eq!(text.matches(phrase).count(), 1, "{text}");
+    assert!(text.contains("wrong type"), "{text}");
 }
