@@ -17,7 +17,7 @@ use std::sync::Arc;
 use common::{HANG_GUARD, HookedStorage, SESSION, builder, client, contents, turn};
 use fusion_agent::AgentSession;
 use fusion_agent::testing::MockLlmServer;
-use fusion_core::testkit::unique_name;
+use fusion_core::testkit::{clean_up_from_drop, delete_every_session, unique_name};
 use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_fs::FileSystemStorage;
 use fusion_storage_redis::{RedisOptions, RedisStorage};
@@ -83,32 +83,16 @@ impl Place {
 }
 
 impl Drop for Place {
-    /// Deletes what a Redis test stored under its prefix, even when the test failed. A
-    /// drop cannot await, so the deletes run on a runtime of their own, on a thread of
-    /// their own (the test's runtime may be the one being dropped from).
+    /// Deletes what a Redis test stored under its prefix, even when the test failed.
     fn drop(&mut self) {
         let Place::Redis { url, prefix } = self else {
             return;
         };
         let (url, prefix) = (url.clone(), prefix.clone());
-        let cleaned = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let options = RedisOptions::new().key_prefix(&prefix);
-                let store = RedisStorage::connect_with(&url, options).await?;
-                for id in store.list_sessions().await? {
-                    store.delete(&id).await?;
-                }
-                Ok::<(), Error>(())
-            })
-        })
-        .join();
-        if !matches!(cleaned, Ok(Ok(()))) && !std::thread::panicking() {
-            panic!("could not delete this test's Redis keys: {cleaned:?}");
-        }
+        clean_up_from_drop(move || async move {
+            let options = RedisOptions::new().key_prefix(&prefix);
+            delete_every_session(&RedisStorage::connect_with(&url, options).await?).await
+        });
     }
 }
 

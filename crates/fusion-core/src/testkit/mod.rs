@@ -189,6 +189,35 @@ pub fn unique_name(kind: &str) -> String {
     format!("{kind}:{}-{nanos}-{call}", std::process::id())
 }
 
+/// Deletes every session in `store`: what a test stored in its place on a shared server.
+pub async fn delete_every_session(store: &(impl ConversationStorage + ?Sized)) -> Result<()> {
+    for id in store.list_sessions().await? {
+        store.delete(&id).await?;
+    }
+    Ok(())
+}
+
+/// Runs `clean_up` (say, a [`delete_every_session`]) from a test's `Drop`, which cannot
+/// await, even when the test failed: on a runtime of its own, on a thread of its own (the
+/// test's runtime may be the one being dropped from). Panics when it fails, unless the
+/// test is panicking already.
+pub fn clean_up_from_drop<F>(clean_up: impl FnOnce() -> F + Send + 'static)
+where
+    F: Future<Output = Result<()>>,
+{
+    let cleaned = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(clean_up())
+    })
+    .join();
+    if !matches!(cleaned, Ok(Ok(()))) && !std::thread::panicking() {
+        panic!("could not clean up after this test: {cleaned:?}");
+    }
+}
+
 /// Now, cut to the microsecond every backend keeps, so an instant built from it round
 /// trips exactly.
 pub fn now_micros() -> SystemTime {

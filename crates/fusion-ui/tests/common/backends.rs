@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use fusion::storage::{ConversationStorage, InMemoryStorage, StorageType};
-use fusion_core::testkit::{unavailable, unique_name};
+use fusion_core::testkit::{clean_up_from_drop, delete_every_session, unavailable, unique_name};
 use fusion_storage_postgres::testing as postgres_testing;
 
 /// Runs `check` on a fresh, empty storage of each backend in turn.
@@ -62,26 +62,12 @@ impl RedisPrefix {
 }
 
 impl Drop for RedisPrefix {
-    /// Deletes every session stored under the prefix, on a runtime and thread of its own:
-    /// a drop cannot await, and the test's runtime may be the one being dropped.
+    /// Deletes every session stored under the prefix, even when the test failed.
     fn drop(&mut self) {
         let url = self.url();
-        let cleaned = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let storage = url.parse::<StorageType>()?.open().await?;
-                for id in storage.list_sessions().await? {
-                    storage.delete(&id).await?;
-                }
-                Ok::<(), fusion::Error>(())
-            })
-        })
-        .join();
-        if !matches!(cleaned, Ok(Ok(()))) && !std::thread::panicking() {
-            panic!("could not delete this test's Redis keys: {cleaned:?}");
-        }
+        clean_up_from_drop(move || async move {
+            let storage = url.parse::<StorageType>()?.open().await?;
+            delete_every_session(&*storage).await
+        });
     }
 }
