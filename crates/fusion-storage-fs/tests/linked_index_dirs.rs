@@ -389,28 +389,38 @@ async fn a_rebuild_past_a_marker_that_is_a_link_still_lists_its_session() {
 /// now go first: refused, nothing is recorded.
 #[tokio::test]
 async fn an_update_refused_for_a_linked_set_directory_leaves_the_session_where_it_was() {
+    let add_tag = fusion_core::MetaUpdate::new().add_tag("u");
+    let tagged = SessionMeta::new().tags(["t"]);
+    let (_, after) = refused_for_a_linked_index_dir(&tagged, "tag", &add_tag).await;
+    assert_eq!(after.meta.tags, ["t"]);
+}
+
+/// Session `a` created with `meta` beside a later `b`, then `update` refused for a marker
+/// in `.fusion-index/<index_dir>`, which a link to an empty directory elsewhere replaced:
+/// checks that the refusal names the link, that `a` keeps its place (newest first) and its
+/// `updated_at`, and that nothing was made behind the link; returns `a`'s facts before and
+/// after it, for what the caller's update would have changed.
+async fn refused_for_a_linked_index_dir(
+    meta: &SessionMeta,
+    index_dir: &str,
+    update: &fusion_core::MetaUpdate,
+) -> (fusion_core::SessionInfo, fusion_core::SessionInfo) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("sessions");
     let storage = FileSystemStorage::connect(&dir).await.unwrap();
-    storage
-        .create_session("a", &SessionMeta::new().tags(["t"]), &said("a"))
-        .await
-        .unwrap();
+    storage.create_session("a", meta, &said("a")).await.unwrap();
     storage.append("b", &said("b")).await.unwrap();
     let before = storage.session_info("a").await.unwrap().unwrap();
     let elsewhere = outside(tmp.path(), &[]);
-    link_in_place_of(&dir.join(".fusion-index/tag"), &elsewhere);
-    let refused = storage
-        .update_session("a", &fusion_core::MetaUpdate::new().add_tag("u"))
-        .await
-        .unwrap_err();
+    link_in_place_of(&dir.join(".fusion-index").join(index_dir), &elsewhere);
+    let refused = storage.update_session("a", update).await.unwrap_err();
     assert!(refused.to_string().contains("symbolic link"), "{refused}");
     let newest_first = all_pages(&storage, SessionQuery::new().limit(1)).await;
     assert_eq!(newest_first, ["b", "a"]);
     let after = storage.session_info("a").await.unwrap().unwrap();
     assert_eq!(after.updated_at, before.updated_at);
-    assert_eq!(after.meta.tags, ["t"]);
     assert_eq!(files(&elsewhere), owned(&[]));
+    (before, after)
 }
 
 /// Found by a review: an update refused for its new expiry marker (a link on its way)
@@ -418,29 +428,12 @@ async fn an_update_refused_for_a_linked_set_directory_leaves_the_session_where_i
 /// had, so the next listing moved the session's `updated_at` to the refused write.
 #[tokio::test]
 async fn an_update_refused_for_a_linked_expiry_directory_leaves_the_session_where_it_was() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("sessions");
-    let storage = FileSystemStorage::connect(&dir).await.unwrap();
     let in_an_hour = now_micros() + Duration::from_secs(3600);
-    let meta = SessionMeta::new().expiry(Expiry::At(in_an_hour));
-    storage
-        .create_session("a", &meta, &said("a"))
-        .await
-        .unwrap();
-    storage.append("b", &said("b")).await.unwrap();
-    let before = storage.session_info("a").await.unwrap().unwrap();
-    let elsewhere = outside(tmp.path(), &[]);
-    link_in_place_of(&dir.join(".fusion-index/expiry"), &elsewhere);
+    let expiring = SessionMeta::new().expiry(Expiry::At(in_an_hour));
     let sooner = fusion_core::MetaUpdate::new()
         .expiry(Some(Expiry::At(in_an_hour - Duration::from_secs(1800))));
-    let refused = storage.update_session("a", &sooner).await.unwrap_err();
-    assert!(refused.to_string().contains("symbolic link"), "{refused}");
-    let newest_first = all_pages(&storage, SessionQuery::new().limit(1)).await;
-    assert_eq!(newest_first, ["b", "a"]);
-    let after = storage.session_info("a").await.unwrap().unwrap();
-    assert_eq!(after.updated_at, before.updated_at);
+    let (before, after) = refused_for_a_linked_index_dir(&expiring, "expiry", &sooner).await;
     assert_eq!(after.expires_at, before.expires_at);
-    assert_eq!(files(&elsewhere), owned(&[]));
 }
 
 /// Found by a second review: `list_sessions` checks only the sessions whose expiry markers
