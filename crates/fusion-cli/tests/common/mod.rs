@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 use fusion::storage::StorageType;
 use fusion::{ChatMessage, ToolCall};
-use fusion_core::testkit::unique_name;
+use fusion_core::testkit::{delete_every_session, unique_name};
 
 /// A stream a command cannot write to: `/dev/full` when `full` (every write fails with
 /// ENOSPC), else a pipe whose read end is already closed (every write fails with EPIPE,
@@ -304,7 +304,7 @@ pub fn clean_up(storage: &StorageType) {
 /// [`clean_up`] for async tests.
 pub async fn clean_up_async(storage: &StorageType) {
     let store = storage.open().await.expect("storage opens");
-    for id in store.list_sessions().await.expect("lists") {
-        store.delete(&id).await.expect("deletes");
-    }
+    delete_every_session(store.as_ref())
+        .await
+        .expect("deletes every session");
 }
