@@ -6,8 +6,9 @@
 //! The [`Assembler`] keeps the reply so far: text, and tool calls by `index`, since calls
 //! may be streamed interleaved, with their id and name in the first piece and the
 //! arguments in many; a piece bringing a new id to an index whose call has another one
-//! starts a new call (Ollama numbers every parallel call 0). Unlike the whole-reply decoder, this one must also tell a finished
-//! reply from one whose connection was cut.
+//! starts a new call (Ollama numbers every parallel call 0), and servers that leave out
+//! `index` have their pieces placed by id ([`slots`]). Unlike the whole-reply decoder,
+//! this one must also tell a finished reply from one whose connection was cut.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -21,6 +22,8 @@ use super::error::{self, Context, Failure};
 use super::sse::{InvalidUtf8, SseEvent, SseParser};
 use super::wire::{self, WireChunk, WireToolCallDelta};
 use crate::llm::{ChatDelta, ChatResponse, Usage};
+
+mod slots;
 
 /// Why no more events can be read, short of the body's end.
 #[derive(Debug)]
@@ -355,17 +358,10 @@ impl Assembler {
             None => (None, None),
         };
         let id = piece.id.filter(|id| !id.is_empty());
+        let fragment = arguments.and_then(wire::arguments_text);
         let index = match piece.index {
             Some(index) => self.slot_of(index, id.as_deref(), name.is_some()),
-            // Without an index, an id or a name starts the next call, but for the id the
-            // server gave the last call (repeated on each piece of it, as with its name on
-            // the last piece vLLM sends) with no name or that call's; anything else
-            // continues the last one.
-            None => match self.last_call {
-                Some(last) if id.is_none() && name.is_none() => last,
-                Some(last) if self.same_call(last, id.as_deref(), name.as_deref()) => last,
-                _ => self.next_slot(),
-            },
+            None => self.unindexed_slot(id.as_deref(), name.as_deref(), fragment.as_deref()),
         };
         self.last_call = Some(index);
         if !self.calls.contains_key(&index) {
@@ -396,7 +392,7 @@ impl Assembler {
             self.size += name.len();
             call.name = name;
         }
-        if let Some(fragment) = arguments.and_then(wire::arguments_text) {
+        if let Some(fragment) = fragment {
             let arguments = call.arguments.get_or_insert_with(String::new);
             if !fragment.is_empty() {
                 self.size += fragment.len();
@@ -423,52 +419,6 @@ impl Assembler {
                 && serde_json::from_str::<serde::de::IgnoredAny>(arguments)
                     .is_err_and(|err| err.is_eof())
         })
-    }
-
-    /// The slot a piece streamed at `index` (bringing `id`, if any, and a name if
-    /// `named`) goes to. A piece with a name and an id other than the one the server gave
-    /// the call in that slot is another call, not more of it: servers that number every
-    /// parallel call 0 (Ollama) tell their calls apart only by id, and merging them would
-    /// run one call with both calls' arguments run together and silently drop the other.
-    /// A piece with another id but no name continues the call: some servers send a fresh
-    /// id with every piece of one call (Poolside, mlx-openai-server), and every call
-    /// starts with its name.
-    fn slot_of(&mut self, index: usize, id: Option<&str>, named: bool) -> usize {
-        let slot = match self.slots.get(&index) {
-            Some(&slot) => slot,
-            // First sight of this index: its own slot, unless a call moved there.
-            None if self.calls.contains_key(&index) => self.next_slot(),
-            None => index,
-        };
-        let another = named
-            && id.is_some_and(|id| {
-                self.calls
-                    .get(&slot)
-                    .is_some_and(|call| call.id_given && call.id != id)
-            });
-        let slot = if another { self.next_slot() } else { slot };
-        self.slots.insert(index, slot);
-        slot
-    }
-
-    /// Whether a piece bearing `id` and `name` is more of the call in `slot`: `id` is the
-    /// one the server gave that call, and `name`, if any, is its own (or the first it
-    /// gets). A call's name does not change, so two calls a server gave one id stay two.
-    fn same_call(&self, slot: usize, id: Option<&str>, name: Option<&str>) -> bool {
-        self.calls.get(&slot).is_some_and(|call| {
-            call.id_given
-                && id == Some(call.id.as_str())
-                && name.is_none_or(|name| call.name.is_empty() || call.name == name)
-        })
-    }
-
-    /// The slot after every call so far.
-    fn next_slot(&self) -> usize {
-        // Saturating: a server may number a call usize::MAX (a later one then shares it).
-        self.calls
-            .keys()
-            .next_back()
-            .map_or(0, |last| last.saturating_add(1))
     }
 
     /// The whole reply.
@@ -921,6 +871,71 @@ mod tests {
                 ToolCall::new("call_a", "read_file", r#"{"path":"a.txt"}"#),
                 ToolCall::new("call_b", "ls", "{}"),
                 ToolCall::new("call_b", "pwd", "{}"),
+            ]
+        );
+    }
+
+    /// Found by a review: without an `index`, two calls a server gave one id and one
+    /// name (each sent whole in one piece) were one call, its arguments the two run
+    /// together (`{"path":"a"}{"path":"b"}`); a piece of the same id continuing a call's
+    /// arguments, or repeating its name once they are whole, is still more of it.
+    #[tokio::test]
+    async fn without_an_index_new_arguments_after_whole_ones_are_another_call() {
+        let piece = |id: &str, name: Option<&str>, arguments: &str| {
+            let mut piece = serde_json::json!({"id": id, "function": {"arguments": arguments}});
+            if let Some(name) = name {
+                piece["function"]["name"] = name.into();
+            }
+            delta(serde_json::json!({"tool_calls": [piece]}))
+        };
+        let text = sse(&[
+            piece("call_x", Some("read_file"), r#"{"path":"a"}"#),
+            piece("call_x", Some("read_file"), r#"{"path":"b"}"#),
+            piece("call_x", Some("read_file"), r#"{"path":"#),
+            piece("call_x", None, r#"{"c":1}"#),
+            piece("call_x", None, "}"),
+            piece("call_x", Some("read_file"), " "),
+            finish("tool_calls"),
+        ]);
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        assert_eq!(
+            done(&deltas).message.tool_calls,
+            vec![
+                ToolCall::new("call_x", "read_file", r#"{"path":"a"}"#),
+                ToolCall::new("call_x", "read_file", r#"{"path":"b"}"#),
+                ToolCall::new("call_x", "read_file", r#"{"path":{"c":1}} "#),
+            ]
+        );
+    }
+
+    /// Found by a review: without an `index`, a piece bearing the id of a call before the
+    /// last (two calls' pieces interleaved) started a call of no name with it, the
+    /// arguments of both calls left cut. The id says whose piece it is.
+    #[tokio::test]
+    async fn without_an_index_interleaved_pieces_go_to_the_call_of_their_id() {
+        let piece = |id: &str, name: Option<&str>, arguments: &str| {
+            let mut piece = serde_json::json!({"id": id, "function": {"arguments": arguments}});
+            if let Some(name) = name {
+                piece["function"]["name"] = name.into();
+            }
+            delta(serde_json::json!({"tool_calls": [piece]}))
+        };
+        let text = sse(&[
+            piece("call_a", Some("read_file"), r#"{"path":"#),
+            piece("call_b", Some("ls"), r#"{"dir":"#),
+            piece("call_a", None, r#""a.txt"}"#),
+            piece("call_b", Some("ls"), r#"".""#),
+            delta(serde_json::json!({"tool_calls": [{"function": {"arguments": "}"}}]})),
+            finish("tool_calls"),
+        ]);
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        assert_eq!(
+            done(&deltas).message.tool_calls,
+            vec![
+                ToolCall::new("call_a", "read_file", r#"{"path":"a.txt"}"#),
+                ToolCall::new("call_b", "ls", r#"{"dir":"."}"#),
             ]
         );
     }
