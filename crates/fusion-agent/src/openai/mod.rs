@@ -33,6 +33,7 @@ mod prefix;
 mod refusals;
 mod request;
 mod retry;
+mod sendable;
 mod sse;
 mod stream;
 mod stream_call;

@@ -3,8 +3,9 @@
 //! own annotations are not for the model).
 //!
 //! What storage keeps exactly as the model wrote it, some servers refuse to be sent back:
-//! every stored tool call goes with a name a tool could have ([`sendable_name`], as a
-//! message's participant name does) and arguments that are a JSON object
+//! every stored tool call goes with a name a tool could have and an id servers take
+//! ([`sendable_call_name`], [`sendable_call_id`], the result's id alike; a message's
+//! participant name with [`sendable_participant`]) and arguments that are a JSON object
 //! ([`sendable_arguments`]), and no reply or user message goes empty ([`EMPTY_REPLY`],
 //! [`EMPTY_USER_MESSAGE`]).
 
@@ -14,6 +15,7 @@ use fusion_core::{ChatMessage, Role, ToolCall};
 use serde::{Serialize, Serializer};
 
 use super::prefix::EncodedPrefix;
+use super::sendable::{sendable_call_id, sendable_call_name, sendable_participant};
 use crate::llm::{ChatRequest, ToolDefinition};
 
 #[derive(Serialize)]
@@ -58,7 +60,7 @@ struct WireMessage<'a> {
     #[serde(skip_serializing_if = "WireCalls::is_empty")]
     tool_calls: WireCalls<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tool_call_id: Option<&'a str>,
+    tool_call_id: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<Cow<'a, str>>,
 }
@@ -78,14 +80,14 @@ impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
             role: m.role.as_str(),
             content,
             tool_calls: WireCalls(&m.tool_calls),
-            tool_call_id: m.tool_call_id.as_deref(),
+            tool_call_id: m.tool_call_id.as_deref().map(sendable_call_id),
             // A participant's name, which OpenAI checks as it checks a call's (an
             // application's user "Ada Lovelace"); none rather than an empty one.
             name: m
                 .name
                 .as_deref()
                 .filter(|n| !n.is_empty())
-                .map(sendable_name),
+                .map(sendable_participant),
         }
     }
 }
@@ -111,7 +113,7 @@ const EMPTY_REPLY: &str = "(no reply)";
 const EMPTY_USER_MESSAGE: &str = "(empty message)";
 
 /// A message's tool calls as sent: `{"id", "type": "function", "function": {"name",
-/// "arguments"}}`, the name and the arguments made sendable.
+/// "arguments"}}`, the id, the name and the arguments made sendable.
 struct WireCalls<'a>(&'a [ToolCall]);
 
 impl WireCalls<'_> {
@@ -123,10 +125,10 @@ impl WireCalls<'_> {
 impl Serialize for WireCalls<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.0.iter().map(|call| WireCall {
-            id: &call.id,
+            id: sendable_call_id(&call.id),
             kind: "function",
             function: WireCallFunction {
-                name: sendable_name(&call.name),
+                name: sendable_call_name(&call.name),
                 arguments: sendable_arguments(&call.arguments),
             },
         }))
@@ -135,7 +137,7 @@ impl Serialize for WireCalls<'_> {
 
 #[derive(Serialize)]
 struct WireCall<'a> {
-    id: &'a str,
+    id: Cow<'a, str>,
     #[serde(rename = "type")]
     kind: &'static str,
     function: WireCallFunction<'a>,
@@ -145,34 +147,6 @@ struct WireCall<'a> {
 struct WireCallFunction<'a> {
     name: Cow<'a, str>,
     arguments: &'a str,
-}
-
-/// The longest tool name OpenAI takes, in (ASCII) characters.
-const MAX_NAME_CHARS: usize = 64;
-
-/// What a stored call without a name is sent back as.
-const UNNAMED_CALL: &str = "unnamed";
-
-/// The name a stored call is sent back with in later requests: the model's when a tool
-/// could have it (`[a-zA-Z0-9_-]`, 1 to 64 characters, as [`crate::Tool::name`] says),
-/// else that name with `_` for every other character, cut to 64 (or [`UNNAMED_CALL`]).
-///
-/// Storage keeps the name the model wrote, and the call's result already told the model
-/// that no tool has it, quoting it. But OpenAI checks the names of the calls in the
-/// history and refuses the whole request ("Invalid 'messages[2].tool_calls[0].function.
-/// name': string does not match pattern", a 400), so one call of a made-up name
-/// (`functions.read_file`, `read file`) sent back verbatim made every later request of the
-/// session fail.
-fn sendable_name(name: &str) -> Cow<'_, str> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    if name.is_empty() {
-        Cow::Borrowed(UNNAMED_CALL)
-    } else if name.len() <= MAX_NAME_CHARS && name.chars().all(allowed) {
-        Cow::Borrowed(name)
-    } else {
-        let sendable = name.chars().take(MAX_NAME_CHARS);
-        Cow::Owned(sendable.map(|c| if allowed(c) { c } else { '_' }).collect())
-    }
 }
 
 /// The arguments a stored call is sent back with in later requests: the model's text when
@@ -360,22 +334,41 @@ mod tests {
         }
     }
 
+    /// Found by a review: a call's id servers refuse (`functions.read_file:0`, sent by
+    /// proxies of Kimi models; Anthropic takes only `[a-zA-Z0-9_-]`) was sent as stored,
+    /// and a made-up name was sent as a real tool's (`functions_read_file`). The id is
+    /// replaced alike in the call and its result; storage keeps both as written.
     #[test]
-    fn only_names_a_tool_could_have_are_sent_back_as_written() {
-        let longest = "x".repeat(MAX_NAME_CHARS);
-        for kept in ["read_file", "get-weather2", longest.as_str()] {
-            assert_eq!(sendable_name(kept), kept);
-        }
-        let replaced = [
-            ("functions.read_file", "functions_read_file"),
-            ("read file", "read_file"),
-            ("café", "caf_"),
-            ("", UNNAMED_CALL),
+    fn a_call_and_its_result_carry_one_sendable_id() {
+        let messages = [
+            ChatMessage::assistant_with_tool_calls(
+                "",
+                vec![
+                    ToolCall::new("functions.read_file:0", "functions.read_file", "{}"),
+                    ToolCall::new("call_1", "functions_read_file", "{}"),
+                ],
+            ),
+            ChatMessage::tool_result("functions.read_file:0", "no tool named that"),
+            ChatMessage::tool_result("call_1", "read"),
         ];
-        for (name, sent) in replaced {
-            assert_eq!(sendable_name(name), sent, "{name:?}");
-        }
-        assert_eq!(sendable_name(&format!("{longest}y")), longest);
+        let request = ChatRequest {
+            messages: messages.iter().map(Cow::Borrowed).collect(),
+            ..Default::default()
+        };
+        let body: Value =
+            serde_json::from_slice(&encode_request("m", &request, true, false).unwrap()).unwrap();
+        let calls = &body["messages"][0]["tool_calls"];
+        let id = calls[0]["id"].as_str().unwrap();
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        );
+        assert_eq!(body["messages"][1]["tool_call_id"], json!(id));
+        assert_eq!(calls[1]["id"], json!("call_1"));
+        assert_eq!(body["messages"][2]["tool_call_id"], json!("call_1"));
+        let made_up = calls[0]["function"]["name"].as_str().unwrap();
+        assert_ne!(made_up, "functions_read_file");
+        assert_eq!(calls[1]["function"]["name"], json!("functions_read_file"));
     }
 
     #[test]

@@ -1,0 +1,183 @@
+//! Names and ids as sent: what storage keeps exactly as the model (or another writer)
+//! wrote it, in a form servers take.
+//!
+//! OpenAI checks the names of the calls in the history (`^[a-zA-Z0-9_-]{1,64}$`), a
+//! message's participant name likewise, and the calls' ids (at most 40 characters);
+//! Anthropic's OpenAI-compatible endpoint takes only ids of `^[a-zA-Z0-9_-]+$`. One stored
+//! value outside those made every later request of the session fail, so it is sent
+//! replaced, and only on the wire.
+//!
+//! A tool call's name and id are replaced by a readable part of them followed by a hash
+//! of the whole ([`with_hash`]): two names that only differ in what is replaced
+//! (`read.file`, `read file`) stay two, and a made-up name never turns into a real
+//! tool's (`functions.read_file` is not sent as `functions_read_file`, a name a tool may
+//! have), so the model never sees a call of one tool that was a call of another. The
+//! mapping is a function of the value alone, so a call and its result carry the same id
+//! in every request, and the encoded prefix of a conversation stays valid.
+
+use std::borrow::Cow;
+
+/// The longest tool (or participant) name OpenAI takes, in (ASCII) characters.
+const MAX_NAME_CHARS: usize = 64;
+
+/// The longest tool-call id OpenAI takes, in (ASCII) characters ("string too long.
+/// Expected a string with maximum length 40", a 400).
+const MAX_ID_CHARS: usize = 40;
+
+/// What a stored call without a name is sent back as (before its hash).
+const UNNAMED_CALL: &str = "unnamed";
+
+/// What a stored call or result without an id is sent with (before its hash).
+const NO_ID: &str = "call";
+
+/// Whether `c` may appear in a name or id a server takes.
+fn allowed(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Whether `value` is sent as it is: 1 to `max` characters, all [`allowed`].
+fn fits(value: &str, max: usize) -> bool {
+    !value.is_empty() && value.len() <= max && value.chars().all(allowed)
+}
+
+/// `value` cut so that `_` and 16 hex digits follow within `max` characters, every
+/// character not [`allowed`] written `_` (or `empty` when `value` is empty), then `_` and
+/// the FNV-1a hash of the whole of `value`: the same for the same value in every request
+/// and every process, and different for different values (but for a 64-bit hash
+/// collision).
+fn with_hash(value: &str, max: usize, empty: &str) -> String {
+    let hash = value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let readable = if value.is_empty() { empty } else { value };
+    let kept = readable.chars().take(max - 17);
+    let mut sent: String = kept.map(|c| if allowed(c) { c } else { '_' }).collect();
+    sent.push_str(&format!("_{hash:016x}"));
+    sent
+}
+
+/// The name a stored call is sent back with in later requests: the model's when a tool
+/// could have it (`[a-zA-Z0-9_-]`, 1 to 64 characters, as [`crate::Tool::name`] says),
+/// else a readable part of it and its hash ([`with_hash`]).
+///
+/// Storage keeps the name the model wrote, and the call's result already told the model
+/// that no tool has it, quoting it. But OpenAI refuses the whole request over one such
+/// name ("Invalid 'messages[2].tool_calls[0].function.name': string does not match
+/// pattern", a 400), so one call of a made-up name (`functions.read_file`, `read file`)
+/// sent back verbatim made every later request of the session fail. Sent with `_` for each
+/// refused character, it read as a call of the real `functions_read_file` or `read_file`
+/// that never happened; the hash keeps it apart from every name a tool has.
+pub(super) fn sendable_call_name(name: &str) -> Cow<'_, str> {
+    if fits(name, MAX_NAME_CHARS) {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(with_hash(name, MAX_NAME_CHARS, UNNAMED_CALL))
+    }
+}
+
+/// The id a stored call, and the result answering it, are sent with: the stored id when
+/// servers take it (`[a-zA-Z0-9_-]`, 1 to 40 characters), else a readable part of it and
+/// its hash ([`with_hash`]), the same for the call and its result.
+///
+/// Storage keeps the id as the server gave it (`functions.read_file:0` from proxies of
+/// Kimi models, a long one from a gateway), but Anthropic's endpoint refuses an id with
+/// other characters and OpenAI one longer than 40, each failing every later request.
+pub(super) fn sendable_call_id(id: &str) -> Cow<'_, str> {
+    if fits(id, MAX_ID_CHARS) {
+        Cow::Borrowed(id)
+    } else {
+        Cow::Owned(with_hash(id, MAX_ID_CHARS, NO_ID))
+    }
+}
+
+/// A message's participant name as sent: as stored when OpenAI takes it, else with `_`
+/// for every other character, cut to 64 (an application's user "Ada Lovelace" is sent as
+/// `Ada_Lovelace`: the name is for the model to read, so no hash is added).
+pub(super) fn sendable_participant(name: &str) -> Cow<'_, str> {
+    if fits(name, MAX_NAME_CHARS) {
+        Cow::Borrowed(name)
+    } else {
+        let sendable = name.chars().take(MAX_NAME_CHARS);
+        Cow::Owned(sendable.map(|c| if allowed(c) { c } else { '_' }).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_a_tool_could_have_are_sent_back_as_written() {
+        let longest = "x".repeat(MAX_NAME_CHARS);
+        for kept in ["read_file", "get-weather2", longest.as_str()] {
+            assert_eq!(sendable_call_name(kept), kept);
+            assert_eq!(sendable_participant(kept), kept);
+        }
+        let long = format!("{longest}y");
+        for (name, readable) in [
+            ("functions.read_file", "functions_read_file_"),
+            ("read file", "read_file_"),
+            ("café", "caf__"),
+            ("", "unnamed_"),
+            (long.as_str(), &"x".repeat(MAX_NAME_CHARS - 17)),
+        ] {
+            let sent = sendable_call_name(name);
+            assert!(sent.starts_with(readable), "{name:?} sent as {sent:?}");
+            assert!(fits(&sent, MAX_NAME_CHARS), "{name:?} sent as {sent:?}");
+            assert_eq!(sendable_call_name(name), sent, "the same every time");
+        }
+        assert_eq!(sendable_participant("Ada Lovelace"), "Ada_Lovelace");
+        assert_eq!(sendable_participant(&long), longest);
+    }
+
+    /// Found by a review: a made-up name was sent with `_` for what OpenAI refuses, so a
+    /// call of `functions.read_file` (answered "no tool named") was sent as a call of the
+    /// real tool `functions_read_file`, and `read.file` and `read file` as one name.
+    #[test]
+    fn a_replaced_name_is_no_other_name() {
+        let names = [
+            "functions_read_file",
+            "functions.read_file",
+            "functions read_file",
+            "read_file",
+            "read.file",
+            "read file",
+            "unnamed",
+            "",
+        ];
+        let sent: Vec<String> = names.iter().map(|n| sendable_call_name(n).into()).collect();
+        for (i, a) in sent.iter().enumerate() {
+            for (j, b) in sent.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "{:?} and {:?} sent alike", names[i], names[j]);
+            }
+        }
+    }
+
+    /// Found by a review: ids servers refuse (Anthropic's `^[a-zA-Z0-9_-]+$`, OpenAI's 40
+    /// characters) were sent as stored.
+    #[test]
+    fn ids_servers_refuse_are_sent_replaced_and_distinct() {
+        let longest = "c".repeat(MAX_ID_CHARS);
+        for kept in ["call_0", "toolu_01A-b", longest.as_str()] {
+            assert_eq!(sendable_call_id(kept), kept);
+        }
+        let ids = [
+            "functions.read_file:0",
+            "functions.read_file:1",
+            "functions_read_file_0",
+            "call 0",
+            "",
+            &format!("{longest}1"),
+            &format!("{longest}2"),
+        ];
+        let sent: Vec<String> = ids.iter().map(|id| sendable_call_id(id).into()).collect();
+        for (i, id) in sent.iter().enumerate() {
+            assert!(fits(id, MAX_ID_CHARS), "{:?} sent as {id:?}", ids[i]);
+            assert_eq!(sendable_call_id(ids[i]), *id, "the same every time");
+            for other in &sent[i + 1..] {
+                assert_ne!(id, other);
+            }
+        }
+        assert!(sent[0].starts_with("functions_read_f"));
+    }
+}
