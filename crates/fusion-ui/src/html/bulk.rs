@@ -1,10 +1,10 @@
 //! The pages of bulk delete: the list of selected sessions with the form that deletes
 //! them, and the report of what was deleted and what failed.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-
 use askama::Template;
-use fusion::storage::{Revision, SessionInfo, SessionMeta};
+use fusion::storage::{Expiry, Revision, SessionInfo, SessionMeta};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::assets::{AssetUrls, URLS};
 
@@ -77,12 +77,116 @@ impl Listed {
 /// them as its page read them. The last write and the revision do not always tell: every
 /// backend keeps the later of its stored last write and the clock's time, so after the
 /// clock was set back a rename leaves both as they were; and a release before counters
-/// renamed a file-system session without moving the last write it reports. The same
-/// within one build of the app; a page from another build is refused, never deleted.
+/// renamed a file-system session without moving the last write it reports.
+///
+/// Stable across builds and releases, so a page served by one build and posted to an
+/// upgraded one is not refused for nothing: the first 8 bytes, big-endian, of the SHA-256
+/// of [`meta_encoding`]. (It was `DefaultHasher` over the `Debug` text, neither of which
+/// is stable between Rust releases or builds.)
 pub(crate) fn meta_digest(meta: &SessionMeta) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    format!("{meta:?}").hash(&mut hasher);
-    hasher.finish()
+    let hash = Sha256::digest(meta_encoding(meta));
+    let mut first = [0; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The canonical bytes [`meta_digest`] hashes: `fusion-ui meta v1`, then the owner and
+/// title (each `0`, or `1` and the text), the tags (their count, then each text), the data
+/// map ([`encode_json`]) and the expiry (`0`; `1` and the instant in Unix microseconds as
+/// an `i64`; or `2` and the idle span's seconds as a `u64` and nanoseconds as a `u32`).
+/// A text is its length in bytes as a `u64`, then its UTF-8; every number is big-endian.
+fn meta_encoding(meta: &SessionMeta) -> Vec<u8> {
+    let mut out = b"fusion-ui meta v1".to_vec();
+    for text in [&meta.owner, &meta.title] {
+        match text {
+            None => out.push(0),
+            Some(text) => {
+                out.push(1);
+                encode_text(&mut out, text);
+            }
+        }
+    }
+    out.extend_from_slice(&(meta.tags.len() as u64).to_be_bytes());
+    for tag in &meta.tags {
+        encode_text(&mut out, tag);
+    }
+    encode_object(&mut out, &meta.data);
+    match meta.expiry {
+        None => out.push(0),
+        Some(Expiry::At(at)) => {
+            out.push(1);
+            out.extend_from_slice(&fusion_core::unix_micros(at).to_be_bytes());
+        }
+        Some(Expiry::Idle(span)) => {
+            out.push(2);
+            out.extend_from_slice(&span.as_secs().to_be_bytes());
+            out.extend_from_slice(&span.subsec_nanos().to_be_bytes());
+        }
+        // A kind of expiry added after this encoding: `255` and its `Debug` text, until
+        // it is given a number here (which keeps the digests above as they are).
+        Some(other) => {
+            out.push(255);
+            encode_text(&mut out, &format!("{other:?}"));
+        }
+    }
+    out
+}
+
+/// Its length in bytes (a big-endian `u64`), then its UTF-8.
+fn encode_text(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as u64).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// A JSON value, whatever order its object's keys were stored in: `n` null; `t`, `f`;
+/// `u`, `i`, `d` and a number (`u64`, `i64`, or an `f64`'s bits), each big-endian; `s`
+/// and a text; `a`, the count and each item; `o` and [`encode_object`].
+fn encode_json(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.push(b'n'),
+        Value::Bool(true) => out.push(b't'),
+        Value::Bool(false) => out.push(b'f'),
+        Value::Number(number) => {
+            if let Some(n) = number.as_u64() {
+                out.push(b'u');
+                out.extend_from_slice(&n.to_be_bytes());
+            } else if let Some(n) = number.as_i64() {
+                out.push(b'i');
+                out.extend_from_slice(&n.to_be_bytes());
+            } else {
+                out.push(b'd');
+                let n = number.as_f64().unwrap_or(f64::NAN);
+                out.extend_from_slice(&n.to_bits().to_be_bytes());
+            }
+        }
+        Value::String(text) => {
+            out.push(b's');
+            encode_text(out, text);
+        }
+        Value::Array(items) => {
+            out.push(b'a');
+            out.extend_from_slice(&(items.len() as u64).to_be_bytes());
+            for item in items {
+                encode_json(out, item);
+            }
+        }
+        Value::Object(map) => {
+            out.push(b'o');
+            encode_object(out, map);
+        }
+    }
+}
+
+/// An object: its count of keys, then each key (a text) and value, in the keys' byte
+/// order.
+fn encode_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.extend_from_slice(&(entries.len() as u64).to_be_bytes());
+    for (key, value) in entries {
+        encode_text(out, key);
+        encode_json(out, value);
+    }
 }
 
 /// "Delete these N sessions?" with the form that does it.
@@ -137,4 +241,75 @@ impl BulkDone {
             failed,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// The digests of fixed metadata, pinned: a page served by one build is posted to
+    /// another, so a change of them refuses every delete from a page still open across an
+    /// upgrade. Change them only on purpose, with a new version in [`meta_encoding`].
+    #[test]
+    fn the_digest_of_fixed_metadata_is_pinned() {
+        let meta = SessionMeta::new()
+            .owner("amy")
+            .title("Clean up the logs")
+            .tags(["ops", "logs"])
+            .data("ticket", 1234)
+            .data("nested", json!({"b": [1.5, -2, null, true], "a": "x"}))
+            .expiry(Expiry::Idle(Duration::new(3600, 5)));
+        assert_eq!(meta_digest(&meta), GOLDEN);
+        assert_eq!(meta_digest(&SessionMeta::new()), GOLDEN_EMPTY);
+        let at = fusion_core::from_unix_micros(1_700_000_000_123_456);
+        let expiring = SessionMeta::new().expiry(Expiry::At(at));
+        assert_eq!(meta_digest(&expiring), GOLDEN_AT);
+    }
+
+    #[test]
+    fn every_field_counts_and_none_bleeds_into_another() {
+        let digests = [
+            SessionMeta::new(),
+            SessionMeta::new().title("a"),
+            SessionMeta::new().owner("a"),
+            SessionMeta::new().title(""),
+            SessionMeta::new().tags(["a"]),
+            SessionMeta::new().tags(["a", "b"]),
+            SessionMeta::new().tags(["ab"]),
+            SessionMeta::new().data("a", "b"),
+            SessionMeta::new().data("a", 1),
+            SessionMeta::new().data("a", -1),
+            SessionMeta::new().data("a", 1.0),
+            SessionMeta::new().data("a", json!(["b"])),
+            SessionMeta::new().expiry(Expiry::Idle(Duration::from_secs(60))),
+            SessionMeta::new().expiry(Expiry::Idle(Duration::from_secs(61))),
+            SessionMeta::new().expiry(Expiry::At(fusion_core::from_unix_micros(60))),
+        ]
+        .map(|meta| meta_digest(&meta));
+        let distinct: std::collections::HashSet<_> = digests.iter().collect();
+        assert_eq!(distinct.len(), digests.len(), "{digests:?}");
+    }
+
+    #[test]
+    fn the_order_data_keys_were_stored_in_does_not_count() {
+        let mut one = Map::new();
+        one.insert("a".into(), json!({"x": 1, "y": 2}));
+        one.insert("b".into(), json!(2));
+        let mut other = Map::new();
+        other.insert("b".into(), json!(2));
+        other.insert("a".into(), json!({"y": 2, "x": 1}));
+        let (mut first, mut second) = (SessionMeta::new(), SessionMeta::new());
+        first.data = one;
+        second.data = other;
+        assert_eq!(meta_encoding(&first), meta_encoding(&second));
+    }
+
+    // Computed independently too, from the encoding as documented (Python's hashlib).
+    const GOLDEN: u64 = 7_139_552_794_045_640_605;
+    const GOLDEN_EMPTY: u64 = 16_371_360_165_131_711_221;
+    const GOLDEN_AT: u64 = 5_180_485_641_988_021_927;
 }
