@@ -94,8 +94,9 @@ pub(crate) fn no_connection(op: Op<'_>, waited: std::time::Duration) -> Error {
 
 /// Maps a driver error to a Fusion error, naming the server, operation and session.
 ///
-/// Dropped, refused and timed-out connections and a server that is loading or failing
-/// over are retryable; a key of the wrong type, refused credentials and anything else
+/// Dropped, refused and timed-out connections, a server that is loading or failing over,
+/// one short of the replicas its `min-replicas-to-write` asks for (`NOREPLICAS`) and one
+/// at its `maxclients` are retryable; a key of the wrong type, refused credentials and anything else
 /// are not. A retryable write may or may not have been applied before the connection
 /// broke, so retrying an `append` can store its messages twice.
 pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
@@ -171,6 +172,26 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
                  redis+cluster://host:port,host:port,... URL ({err})"
             ),
             false,
+        ),
+        // Retryable: replicas reconnect (a restart, a network blip) and the server takes
+        // writes again; it refuses a write script at its first write, so nothing was
+        // written.
+        Some("NOREPLICAS") => (
+            format!(
+                "{op}: the server has fewer good replicas than its `min-replicas-to-write` \
+                 asks and refused the write; nothing was written: retry once its replicas \
+                 are back ({err})"
+            ),
+            true,
+        ),
+        // Retryable: the server refuses new connections while it is at `maxclients`, and
+        // takes them again as other clients leave.
+        _ if err.to_string().contains("max number of clients reached") => (
+            format!(
+                "{op}: the server is at its `maxclients` connections and refused this one; \
+                 retry once clients leave, or raise `maxclients` ({err})"
+            ),
+            true,
         ),
         Some("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY") => (
             format!("{op}: the server is temporarily unavailable ({err})"),
@@ -369,6 +390,30 @@ mod tests {
         let cluster = Op::new("append", "redis+cluster://h:7000", Some("s1"));
         let err = parse_redis_error(readonly(), cluster);
         assert!(err.is_retryable(), "{err}");
+    }
+
+    /// Found by a review: both states pass on their own (replicas reconnect, clients
+    /// leave), but were not retryable, so the retry layer gave up on them and a
+    /// listing's prune warned at every listing.
+    #[test]
+    fn too_few_replicas_and_too_many_clients_are_retryable() {
+        for (resp, says) in [
+            (
+                "-NOREPLICAS Not enough good replicas to write.\r\n",
+                "min-replicas-to-write",
+            ),
+            (
+                "-NOREPLICAS Not enough good replicas to write. script: \
+                 abc, on @user_script:12.\r\n",
+                "nothing was written",
+            ),
+            ("-ERR max number of clients reached\r\n", "maxclients"),
+        ] {
+            let err = parse_redis_error(reply(resp), Op::new("append", URL, Some("s1")));
+            assert!(err.is_retryable(), "{err}");
+            let shown = err.to_string();
+            assert!(shown.contains(says) && shown.contains(URL), "{shown}");
+        }
     }
 
     #[test]

@@ -1435,3 +1435,70 @@ async fn a_user_without_eval_loads_again_once_its_acl_grants_script() {
     }
     assert_eq!(contents(&store, "s").await, ["b", "c"]);
 }
+
+/// Found by a review: a server short of the replicas its `min-replicas-to-write` asks
+/// for (`NOREPLICAS`) and one at its `maxclients` refused retryably-passing states as
+/// permanent errors, so the retry layer gave up on them. Both are retryable now, name
+/// the server and say what to do; the refused write stored nothing, and once the state
+/// clears the next call succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_replicas_and_too_many_clients_are_retryable() {
+    let Some(server) = Throwaway::with_config(&["--min-replicas-to-write", "1"]) else {
+        return;
+    };
+    let _running = server.start().await;
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    let refused = store
+        .append("s", &[ChatMessage::user("one")])
+        .await
+        .unwrap_err();
+    assert!(refused.is_retryable(), "{refused}");
+    let shown = refused.to_string();
+    assert!(
+        shown.contains("min-replicas-to-write") && shown.contains(&server.url),
+        "{shown}"
+    );
+    assert!(contents(&store, "s").await.is_empty());
+    let mut raw = admin(&server.url).await;
+    run(&mut raw, &["CONFIG", "SET", "min-replicas-to-write", "0"])
+        .await
+        .unwrap();
+    store
+        .append("s", &[ChatMessage::user("one")])
+        .await
+        .unwrap();
+    assert_eq!(contents(&store, "s").await, ["one"]);
+
+    // Every connection the server takes is in use: `raw` and the storage's.
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let count = clients.lines().count().to_string();
+    run(&mut raw, &["CONFIG", "SET", "maxclients", &count])
+        .await
+        .unwrap();
+    at_max_clients(&server.url, &mut raw).await;
+}
+
+/// A storage connecting to the server at `url`, which is at its `maxclients`: refused
+/// retryably, naming the server; then `raw` raises the limit, and a
+/// storage connects.
+async fn at_max_clients(url: &str, raw: &mut MultiplexedConnection) {
+    let refused = tokio::time::timeout(NO_HANG, RedisStorage::connect(url))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(refused.is_retryable(), "{refused}");
+    // The server writes its refusal and closes: the driver meets either, whichever it
+    // reads first (the unit tests of `error.rs` pin the refusal's message).
+    let shown = refused.to_string();
+    let either = shown.contains("maxclients") || shown.contains("failed or was lost");
+    assert!(either && shown.contains(url), "{shown}");
+    run(raw, &["CONFIG", "SET", "maxclients", "100"])
+        .await
+        .unwrap();
+    let store = RedisStorage::connect(url).await.unwrap();
+    assert_eq!(contents(&store, "s").await, ["one"]);
+}
