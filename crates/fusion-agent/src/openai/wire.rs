@@ -41,16 +41,22 @@ struct WireReply {
     tool_calls: Option<Vec<WireToolCall>>,
 }
 
+/// A call as a whole reply holds it. Its `function` and name may be missing or `null`
+/// (read as a call without a name, as a streamed one is): the model's slip, which the
+/// call's result ("no tool named") lets it fix, rather than a reply thrown away whole,
+/// its text and other calls with it.
 #[derive(Deserialize)]
 struct WireToolCall {
     #[serde(default)]
     id: Option<String>,
-    function: WireFunction,
+    #[serde(default)]
+    function: Option<WireFunction>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WireFunction {
-    name: String,
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     arguments: Option<Value>,
 }
@@ -137,14 +143,16 @@ pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, Undecodable> 
         .tool_calls
         .unwrap_or_default()
         .into_iter()
-        .map(|call| ToolCall {
-            id: call_id(call.id),
-            name: call.function.name,
-            arguments: call
-                .function
-                .arguments
-                .and_then(arguments_text)
-                .unwrap_or_else(|| "{}".to_owned()),
+        .map(|call| {
+            let function = call.function.unwrap_or_default();
+            ToolCall {
+                id: call_id(call.id),
+                name: function.name.unwrap_or_default(),
+                arguments: function
+                    .arguments
+                    .and_then(arguments_text)
+                    .unwrap_or_else(|| "{}".to_owned()),
+            }
         })
         .collect();
     Ok(ChatResponse {
@@ -423,6 +431,31 @@ mod tests {
                 "a"
             );
         }
+    }
+
+    /// Found by a review: a whole reply with a call whose name (or `function`) was
+    /// missing or `null` did not decode, and the turn failed, its text and other calls
+    /// lost, where the same reply streamed was read with a nameless call.
+    #[test]
+    fn a_call_without_a_name_keeps_the_reply() {
+        let body = br#"{"choices":[{"message":{"content":"Let me look.","tool_calls":[
+            {"id":"a","function":{"name":null,"arguments":"{}"}},
+            {"id":"b","function":{"arguments":"{}"}},
+            {"id":"c","function":null},
+            {"id":"d","type":"function"},
+            {"id":"e","function":{"name":"ls","arguments":"{}"}}]}}]}"#;
+        let message = decode_response(body).unwrap().message;
+        assert_eq!(message.content, "Let me look.");
+        let names: Vec<(&str, &str)> = message
+            .tool_calls
+            .iter()
+            .map(|call| (call.id.as_str(), call.name.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [("a", ""), ("b", ""), ("c", ""), ("d", ""), ("e", "ls")]
+        );
+        assert!(message.tool_calls.iter().all(|call| call.arguments == "{}"));
     }
 
     #[test]
