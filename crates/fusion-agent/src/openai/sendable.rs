@@ -62,8 +62,8 @@ fn with_hash(value: &str, max: usize, empty: &str) -> String {
 ///
 /// Storage keeps the name the model wrote, and the call's result already told the model
 /// that no tool has it, quoting it. But OpenAI refuses the whole request over one such
-/// name ("Invalid 'messages[2].tool_calls[0].function.name': string does not match
-/// pattern", a 400), so one call of a made-up name (`functions.read_file`, `read file`)
+/// name (`Invalid 'messages[2].tool_calls[0].function.name': string does not match
+/// pattern`, a 400), so one call of a made-up name (`functions.read_file`, `read file`)
 /// sent back verbatim made every later request of the session fail. Sent with `_` for each
 /// refused character, it read as a call of the real `functions_read_file` or `read_file`
 /// that never happened; the hash keeps it apart from every name a tool has.
