@@ -467,3 +467,53 @@ async fn list_sessions_leaves_out_an_expired_session_whose_bucket_is_a_link() {
     assert_eq!(storage.list_sessions().await.unwrap(), ["keep"]);
     assert_eq!(files(&elsewhere), owned(&[]));
 }
+
+/// Found by a review: a creation refused for its tag's (or owner's, or expiry's) marker, a
+/// link on its way, had recorded its journal line first: listings skipped it, but the
+/// journal kept a stray line of a session never created. Its markers and metadata now go
+/// before the line: refused, no line is recorded, for a copy with its times too.
+#[tokio::test]
+async fn a_creation_refused_for_a_linked_set_directory_records_no_journal_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let tagged = SessionMeta::new().tags(["t"]);
+    storage
+        .create_session("b", &tagged, &said("b"))
+        .await
+        .unwrap();
+    let b = storage.session_info("b").await.unwrap().unwrap();
+    let copied = fusion_core::SessionTimes::of(&b).unwrap();
+    let elsewhere = outside(tmp.path(), &[]);
+    link_in_place_of(&dir.join(".fusion-index/tag"), &elsewhere);
+    let refused = storage.create_session("a", &tagged, &said("a")).await;
+    assert!(
+        format!("{refused:?}").contains("symbolic link"),
+        "{refused:?}"
+    );
+    let refused = (storage.create_session_with_times("c", &tagged, &said("c"), copied)).await;
+    assert!(
+        format!("{refused:?}").contains("symbolic link"),
+        "{refused:?}"
+    );
+    let index = dir.join(".fusion-index");
+    let mut journals = vec![index.join("journal")];
+    for entry in std::fs::read_dir(index.join("live")).unwrap() {
+        journals.push(entry.unwrap().path());
+    }
+    let lines: Vec<String> = journals
+        .iter()
+        .filter_map(|path| std::fs::read(path).ok())
+        .flat_map(|bytes| {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            text.lines().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(lines.iter().any(|line| line.ends_with(" b")), "{lines:?}");
+    let stray: Vec<_> = lines
+        .iter()
+        .filter(|line| line.ends_with(" a") || line.ends_with(" c"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+    assert_eq!(files(&elsewhere), owned(&[]));
+}

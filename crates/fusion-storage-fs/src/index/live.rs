@@ -129,7 +129,7 @@ impl Lives {
         floor: i64,
         limit: u64,
         sync: bool,
-        line: impl FnOnce(i64) -> Vec<u8>,
+        line: impl FnOnce(i64) -> Result<Vec<u8>>,
     ) -> Result<(i64, bool, bool)> {
         let mut dated = self.dated.lock().unwrap_or_else(PoisonError::into_inner);
         let mut fold = false;
@@ -152,7 +152,7 @@ impl Lives {
                 (live, (i64::MIN, String::new()))
             }
         };
-        if let Err(err) = live.append(&line(recorded), sync) {
+        if let Err(err) = line(recorded).and_then(|line| live.append(&line, sync)) {
             // As in a slot: junk at most after its last line, which the next overwrites.
             *dated = Some((live, last));
             return Err(err);
@@ -242,38 +242,6 @@ impl Lives {
     #[cfg(test)]
     pub(crate) fn hold_first(&self) -> MutexGuard<'_, Option<Live>> {
         self.slots[0].lock().unwrap()
-    }
-}
-
-impl super::Index {
-    /// Records the creation of `id` placed at `t`, the last write a session copied from
-    /// elsewhere had there (no later than now), in the instance's journal of such lines
-    /// ([`Lives::append_at`]): listings, folds and builds place it at `t` as any other.
-    /// Its line carries when it was recorded, which this returns too: the session's
-    /// counters keep it, so that a listing knows the id's lines recorded before it, later
-    /// than `t` though they may be, for an earlier session's (see [`super::journal`]).
-    /// Recorded after `floor`, as [`super::Index::record`] records a creation.
-    pub(crate) fn record_created_at(
-        &self,
-        id: &str,
-        t: i64,
-        floor: i64,
-        sync: bool,
-    ) -> Result<(super::Recorded, i64)> {
-        let limit = self.limits.0;
-        // Recorded after the latest deletion, as any creation (see `Index::record`).
-        let (deleted, merge_ids) = self.log_creation(id, sync)?;
-        let floor = floor.max(deleted.saturating_add(1));
-        let (recorded, fold, removed) =
-            self.lives
-                .append_at(&self.root, (t, id), floor, limit, sync, |recorded| {
-                    super::journal::encode_recorded(t, super::Kind::Write, id, recorded)
-                })?;
-        self.sync_journal_dirs(sync, removed)?;
-        let merge_ids =
-            merge_ids || self.log_change(id, super::Change::Create, t, removed, sync)?;
-        let change = super::Recorded { t, fold, merge_ids };
-        Ok((change, recorded))
     }
 }
 

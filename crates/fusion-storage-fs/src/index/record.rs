@@ -105,6 +105,42 @@ impl Index {
         Ok((Recorded { t, fold, merge_ids }, first_gave))
     }
 
+    /// Records the creation of `id` placed at `t`, the last write a session copied from
+    /// elsewhere had there (no later than now), in the instance's journal of such lines
+    /// ([`Lives::append_at`](super::live::Lives::append_at)): listings, folds and builds
+    /// place it at `t` as any other. Its line carries when it was recorded, which this
+    /// returns too: the session's counters keep it, so that a listing knows the id's
+    /// lines recorded before it, later than `t` though they may be, for an earlier
+    /// session's (see [`super::journal`]). Recorded after `floor`, as [`Self::record`]
+    /// records a creation. As [`Self::record_after`], calls `first` with when the line is
+    /// recorded before the line is written (a creation's markers and metadata): when
+    /// `first` fails, no line is written. Returns what `first` returned too.
+    pub(crate) fn record_created_at<T>(
+        &self,
+        id: &str,
+        t: i64,
+        floor: i64,
+        sync: bool,
+        first: impl FnOnce(i64) -> Result<T>,
+    ) -> Result<(Recorded, i64, T)> {
+        let limit = self.limits.0;
+        // Recorded after the latest deletion, as any creation (see `Index::record`).
+        let (deleted, merge_ids) = self.log_creation(id, sync)?;
+        let floor = floor.max(deleted.saturating_add(1));
+        let mut first_gave = None;
+        let (recorded, fold, removed) =
+            self.lives
+                .append_at(&self.root, (t, id), floor, limit, sync, |recorded| {
+                    first_gave = Some(first(recorded)?);
+                    Ok(journal::encode_recorded(t, Kind::Write, id, recorded))
+                })?;
+        let first_gave = first_gave.expect("a line written follows `first`");
+        self.sync_journal_dirs(sync, removed)?;
+        let merge_ids = merge_ids || self.log_change(id, Change::Create, t, removed, sync)?;
+        let change = Recorded { t, fold, merge_ids };
+        Ok((change, recorded, first_gave))
+    }
+
     /// With `sync`, the entries of `live` and of the index's directory, where a line was
     /// just fsynced, made durable once per instance: another writer may have made them
     /// without syncing them yet (see [`crate::synced_dirs`]). Once again after the

@@ -76,8 +76,7 @@ impl SessionFiles {
     /// markers and expiry, all before its lines are written: nobody sees it without them;
     /// with the times it had elsewhere, it was created and last written then (none later
     /// than now), is placed in the index at that last write, and an idle expiry counts
-    /// from it. An
-    /// append to an existing session moves an idle expiry to its own time plus the span,
+    /// from it. An append to an existing session moves an idle expiry to its own time plus the span,
     /// in the counters it stores anyway (its expiry marker stays: an earlier one still
     /// finds it). Once all of it succeeded, the instance remembers the session's last ids
     /// (see [`remember`](Self::remember)).
@@ -106,14 +105,35 @@ impl SessionFiles {
             _ => None,
         };
         let floor = self.write_floor(lock, &current, before.as_ref())?;
-        let (recorded, copied) = match given {
-            Some((_, updated_us)) => {
-                let (recorded, copied) = self
-                    .index
-                    .record_created_at(&self.id, updated_us, floor, sync)?;
-                (recorded, Some(copied))
+        let none = SessionMeta::new();
+        let meta = creation.map_or(&none, |c| c.meta);
+        // A creation's markers and metadata go once its timestamp is handed out, before
+        // its line: refused (a link on a marker's way), the creation records no line.
+        let (recorded, copied, prepared) = match given {
+            Some((created_us, updated_us)) => {
+                let (recorded, copied, prepared) =
+                    self.index
+                        .record_created_at(&self.id, updated_us, floor, sync, |copied| {
+                            self.prepare_creation(
+                                (created_us, updated_us),
+                                meta,
+                                Some(copied),
+                                sync,
+                            )
+                        })?;
+                (recorded, Some(copied), Some(prepared))
             }
-            None => (self.index.record(&self.id, change, floor, sync)?, None),
+            None => {
+                let (recorded, prepared) =
+                    self.index
+                        .record_after(&self.id, change, floor, sync, |t| match change {
+                            Change::Create => {
+                                self.prepare_creation((t, t), meta, None, sync).map(Some)
+                            }
+                            Change::Write | Change::Delete => Ok(None),
+                        })?;
+                (recorded, None, prepared)
+            }
         };
         let t = recorded.t;
         let current = self.unshare(current)?;
@@ -143,11 +163,8 @@ impl SessionFiles {
         let outcome = match before {
             Some(_) => Outcome::Kept,
             None => {
-                let none = SessionMeta::new();
-                let meta = creation.map_or(&none, |c| c.meta);
                 let (created_us, updated_us) = given.unwrap_or((t, t));
-                let expiry = StoredExpiry::of(meta.expiry.as_ref(), updated_us);
-                let indexed = self.prepare_creation(created_us, meta, expiry, copied, sync)?;
+                let (expiry, indexed) = prepared.expect("a creation is prepared");
                 let counters = Counters {
                     created_us,
                     updated_us,
@@ -213,20 +230,20 @@ impl SessionFiles {
 
     /// What a creation does before the session has data: removes what a crashed delete
     /// may have left of an earlier session of this id, then adds the markers and writes
-    /// the metadata of the new one. Returns the instant of its expiry marker, if it
-    /// expires (`expiry`, from `meta`).
+    /// the metadata of the new one, created and last written at the given times; returns
+    /// its expiry (from `meta`) and the instant of its expiry marker, if it expires.
     fn prepare_creation(
         &self,
-        created_us: i64,
+        (created_us, updated_us): (i64, i64),
         meta: &SessionMeta,
-        expiry: StoredExpiry,
         copied: Option<i64>,
         sync: bool,
-    ) -> Result<Option<i64>> {
+    ) -> Result<(StoredExpiry, Option<i64>)> {
+        let expiry = StoredExpiry::of(meta.expiry.as_ref(), updated_us);
         // A copy's file also keeps when it was recorded, in case its counters are lost.
         if meta.is_empty() && copied.is_none() {
             meta_file::remove(&self.meta())?;
-            return Ok(None);
+            return Ok((expiry, None));
         }
         for key in set_keys(meta) {
             self.index.add_member(key, &self.id, sync)?;
@@ -243,7 +260,7 @@ impl SessionFiles {
         // Written in place: the session has no data yet, so nobody reads this file before
         // it is whole, and a crash before the data leaves no session to read it for.
         meta_file::write(&self.meta(), None, &self.dir, &stored, sync)?;
-        Ok(indexed)
+        Ok((expiry, indexed))
     }
 
     /// Keeps the first `len` lines of the data; a shorter history gets a new generation.
@@ -358,8 +375,7 @@ impl SessionFiles {
                 counters.copied,
             ),
             None => {
-                let none = StoredExpiry::NEVER;
-                self.prepare_creation(t, &SessionMeta::new(), none, None, false)?;
+                let (none, _) = self.prepare_creation((t, t), &SessionMeta::new(), None, false)?;
                 (t, none, None, None)
             }
         };
