@@ -23,9 +23,13 @@ impl Retention<'_> {
     /// marker of a session written since it was placed is moved to the session's current
     /// expiry, and one of a session that is gone is removed, without counting. A damaged
     /// session (a FIFO where its file belongs) is left as it is, with its marker and a
-    /// warning, so that it holds up no other.
+    /// warning (one per purge, however many ways the purge met it), so that it holds up
+    /// no other.
     pub(crate) fn purge(&self, batch: usize) -> Result<usize> {
         let mut purged = 0;
+        // The damaged sessions met, each warned about once: the walk may meet one by two
+        // markers, and the read of every lock file after a skipped bucket meets it again.
+        let mut damaged = HashSet::new();
         let mut purge = |id: &str, marker| {
             match self.at.files(id).purge_if_expired(marker) {
                 Ok(true) => purged += 1,
@@ -33,7 +37,9 @@ impl Retention<'_> {
                 Err(Error::Corrupt {
                     session_id, detail, ..
                 }) => {
-                    tracing::warn!(backend = BACKEND, %session_id, %detail, "leaving a damaged session out of a purge");
+                    if damaged.insert(session_id.clone()) {
+                        tracing::warn!(backend = BACKEND, %session_id, %detail, "leaving a damaged session out of a purge");
+                    }
                 }
                 Err(err) => return Err(err),
             }
