@@ -6,11 +6,14 @@
 //! along) is no reason to refuse the page. axum's `Query` decodes lossily (U+FFFD in place
 //! of such bytes, a filter that silently matched nothing), and reading the string strictly
 //! first and then through it again refused every such parameter, read or not.
+//!
+//! Values are read as `serde_urlencoded` reads them: text, whole numbers, `true`/`false`
+//! for a bool and a unit variant's name for an enum.
 
 use std::fmt;
 use std::str::FromStr;
 
-use serde::de::value::MapDeserializer;
+use serde::de::value::{MapDeserializer, StringDeserializer};
 use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer, Visitor};
 use serde::forward_to_deserialize_any;
 
@@ -95,6 +98,36 @@ impl<'de> Deserializer<'de> for Value {
         visitor.visit_string(self.text()?)
     }
 
+    /// `true` or `false` (around spaces, as a number may be), as `serde_urlencoded` reads
+    /// one: a bool field no longer refused every value as "a string".
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, QueryError> {
+        let name = self.name.clone();
+        let text = self.text()?;
+        match text.trim() {
+            "true" => visitor.visit_bool(true),
+            "false" => visitor.visit_bool(false),
+            _ => Err(QueryError(format!(
+                "The query parameter {name:?} is {text:?}, not true or false."
+            ))),
+        }
+    }
+
+    /// The value names a unit variant, as `serde_urlencoded` reads one (`sort=newest`):
+    /// an enum field no longer refused every value as "a string".
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, QueryError> {
+        let name = self.name.clone();
+        let text = self.text()?;
+        let variant: StringDeserializer<de::value::Error> = text.clone().into_deserializer();
+        visitor
+            .visit_enum(variant)
+            .map_err(|err| QueryError(format!("The query parameter {name:?} is {text:?}: {err}.")))
+    }
+
     /// A parameter that is present has a value, if an empty one.
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, QueryError> {
         visitor.visit_some(self)
@@ -113,8 +146,8 @@ impl<'de> Deserializer<'de> for Value {
     }
 
     forward_to_deserialize_any! {
-        bool f32 f64 char str string bytes byte_buf unit unit_struct newtype_struct seq
-        tuple tuple_struct map struct enum identifier
+        f32 f64 char str string bytes byte_buf unit unit_struct newtype_struct seq
+        tuple tuple_struct map struct identifier
     }
 }
 
@@ -130,6 +163,53 @@ mod tests {
         tag: Option<String>,
         #[serde(default)]
         name: String,
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Order {
+        Newest,
+        Oldest,
+    }
+
+    /// Parameters of kinds no handler reads yet, as one added later would be.
+    #[derive(Debug, Deserialize)]
+    struct Flags {
+        #[serde(default)]
+        all: bool,
+        wide: Option<bool>,
+        order: Option<Order>,
+    }
+
+    fn flags(query: &'static str) -> Result<Flags, String> {
+        read(FormFields::parse(&Bytes::from_static(query.as_bytes()))).map_err(|e| e.0)
+    }
+
+    /// A bool or enum field was refused whatever its value ("invalid type: string"):
+    /// every value was handed over as a string. They read as `serde_urlencoded` reads them.
+    #[test]
+    fn bool_and_enum_fields_read_as_serde_urlencoded_reads_them() {
+        let read = flags("all=true&wide=false&order=oldest").unwrap();
+        assert_eq!(
+            (read.all, read.wide, read.order),
+            (true, Some(false), Some(Order::Oldest))
+        );
+        let none = flags("junk=%FF").unwrap();
+        assert_eq!((none.all, none.wide, none.order), (false, None, None));
+        for (query, said) in [
+            (
+                "all=yes",
+                r#"The query parameter "all" is "yes", not true or false."#,
+            ),
+            ("wide=%FF", r#"The query parameter "wide" is not text"#),
+            (
+                "order=sideways",
+                r#"The query parameter "order" is "sideways": unknown variant `sideways`"#,
+            ),
+        ] {
+            let err = flags(query).unwrap_err();
+            assert!(err.contains(said), "{query}: {err}");
+        }
     }
 
     fn window(query: &'static str) -> Result<Window, String> {
