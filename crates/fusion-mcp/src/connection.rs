@@ -32,7 +32,7 @@ use crate::open_failure::{
     EXIT_REPORT_BOUND, NamedCommand, OpenFailure, exit_status_text, stderr_note,
 };
 use crate::process::{ChildProcess, spawn_error};
-use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
+use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig, shown};
 
 /// How long closing an HTTP server's connection waits for the SDK to end its session.
 const SESSION_END_BOUND: Duration = Duration::from_secs(5);
@@ -209,7 +209,7 @@ async fn open_stdio(
 ) -> Result<(Connection, Vec<Listed>), OpenFailure> {
     let named = NamedCommand {
         full: config.display_command(),
-        program: config.command.clone(),
+        program: shown(&config.command),
     };
     let cannot_start = |why: String| {
         let reason = |command: &str| format!("cannot start `{command}`: {why}");

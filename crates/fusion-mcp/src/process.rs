@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::watch;
 
-use crate::server_config::StdioServerConfig;
+use crate::server_config::{StdioServerConfig, shown};
 
 /// How many of the last stderr lines are kept for error messages.
 const TAIL_LINES: usize = 20;
@@ -188,7 +188,7 @@ pub fn spawn_error(config: &StdioServerConfig, error: &std::io::Error) -> String
             dir.display()
         );
     }
-    let command = &config.command;
+    let command = &shown(&config.command);
     let interpreter = "the interpreter it names was not found (a script's `#!` line, or a \
                        program's dynamic loader)";
     let program = Path::new(command);

@@ -160,13 +160,32 @@ impl StdioServerConfig {
         self
     }
 
-    /// The command line for messages: the command and its arguments, space-separated.
+    /// The command line for messages: the command and its arguments, space-separated, each
+    /// control character in them (a NUL, a line break, an escape sequence) shown escaped
+    /// (`\u{0}`, `\n`, `\u{1b}`), as [`shown`] does.
     pub fn display_command(&self) -> String {
         std::iter::once(self.command.as_str())
             .chain(self.args.iter().map(String::as_str))
+            .map(shown)
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// `text` (a configured command, an argument) for a message or a log line: each control
+/// character escaped as Rust writes it (`\u{0}`, `\n`, `\u{1b}`), the rest as it is.
+/// Shown raw, a NUL cuts or garbles the line a terminal or a log collector shows, a line
+/// break forges a log line of its own, and an escape sequence drives the terminal.
+pub fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl fmt::Debug for StdioServerConfig {

@@ -78,7 +78,30 @@ async fn a_nul_byte_in_what_the_server_is_given_is_named_by_where_it_is() {
         let message = start_error(config, McpOptions::default()).await;
         assert!(message.contains(says), "{message}");
         assert!(!message.contains("SUPERSECRET"), "{message}");
+        assert!(!message.contains('\0'), "a raw NUL: {message:?}");
     }
+}
+
+/// Found by a review: the command line a message names (to the person, the log, and by
+/// its program to the model) showed a NUL byte, a line break or an escape sequence of the
+/// configured command raw, which cuts the line, forges another log line or drives the
+/// terminal. Each is shown escaped.
+#[tokio::test]
+async fn control_characters_of_the_command_are_shown_escaped() {
+    let config = StdioServerConfig::new("fusion-no-such\u{1b}[2J-server\0").args([
+        "--x",
+        "a\0b",
+        "line\nforged",
+    ]);
+    let message = start_error(config, McpOptions::default()).await;
+    assert!(
+        message.contains(r"`fusion-no-such\u{1b}[2J-server\u{0} --x a\u{0}b line\nforged`"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(['\0', '\u{1b}', '\n']),
+        "a raw control character: {message:?}"
+    );
 }
 
 #[tokio::test]
