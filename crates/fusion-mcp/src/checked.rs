@@ -371,6 +371,7 @@ async fn pass_batch(line: &[u8], into: &mut DuplexStream, in_flight: &InFlight) 
         match if checked {
             verdict(message, in_flight)
         } else {
+            answered_unchecked(message, in_flight);
             Verdict::Pass
         } {
             Verdict::Pass => {
@@ -389,6 +390,22 @@ async fn pass_batch(line: &[u8], into: &mut DuplexStream, in_flight: &InFlight) 
     }
     out.write_all(&line[unread..]).await.ok()?;
     out.flush().await.ok()
+}
+
+/// A message of a batch passed unchecked (one longer than a line checked) that answers a
+/// request takes it out of `in_flight`, its `id` read as a long line's is, from its first
+/// and last bytes ([`long_response_id`]): left in, a request answered would count as in
+/// flight for as long as the server runs, and an error without an id would never again be
+/// tied to the sole request really in flight.
+fn answered_unchecked(message: &[u8], in_flight: &InFlight) {
+    if is_batch(message) {
+        return;
+    }
+    let head = &message[..message.len().min(CHECKED_LINE_BYTES)];
+    let tail = &message[message.len().saturating_sub(TAIL_BYTES)..];
+    if let Some(id) = long_response_id(head, tail) {
+        in_flight.answered(&id);
+    }
 }
 
 #[cfg(test)]
@@ -538,13 +555,7 @@ mod tests {
 
     /// What [`checked`] passes on of `input`.
     async fn copied(input: String) -> String {
-        let mut out = checked(
-            std::io::Cursor::new(input.into_bytes()),
-            InFlight::default(),
-        );
-        let mut read = String::new();
-        out.read_to_string(&mut read).await.unwrap();
-        read
+        copied_with(input, InFlight::default()).await
     }
 
     #[tokio::test]
@@ -608,6 +619,38 @@ mod tests {
         let error: Value = serde_json::from_str(rest).unwrap();
         assert_eq!(error["id"], 2);
         assert_eq!(error["error"]["message"], INVALID_RESPONSE);
+    }
+
+    /// Found by a review: the answer to a request, in a batch and longer than a message
+    /// checked, left its request listed in flight, so that an error without an id was
+    /// never again tied to the sole request really in flight. Its id is read from its ends,
+    /// as a long line's is, wherever the SDK writing it puts `id`.
+    #[tokio::test]
+    async fn a_long_answer_in_a_batch_takes_its_request_out_of_flight() {
+        let in_flight = InFlight::default();
+        let mut stdin = crate::in_flight::Recording::new(Vec::<u8>::new(), in_flight.clone());
+        for id in [1, 2, 3] {
+            let request = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call"});
+            stdin
+                .write_all(format!("{request}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        let big = "a".repeat(2 * CHECKED_LINE_BYTES);
+        let id_first = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"x":"{big}"}}}}"#);
+        let id_last = format!(r#"{{"result":{{"x":"{big}"}},"jsonrpc":"2.0","id":2}}"#);
+        let batch = format!("[{id_first}, {id_last}]\n");
+        let read = copied_with(batch, in_flight.clone()).await;
+        assert_eq!(read, format!("{id_first}\n{id_last}\n"));
+        assert_eq!(in_flight.sole(), Some(Value::from(3)));
+    }
+
+    /// What [`checked`] makes of `input`, noting answers in `in_flight`.
+    async fn copied_with(input: String, in_flight: InFlight) -> String {
+        let mut out = checked(std::io::Cursor::new(input.into_bytes()), in_flight);
+        let mut read = String::new();
+        out.read_to_string(&mut read).await.unwrap();
+        read
     }
 
     #[tokio::test]
