@@ -21,16 +21,8 @@ pub async fn call_tool(
 ) -> Result<CallToolResult, ServiceError> {
     let params = serde_json::to_value(&params).map_err(|_| ServiceError::UnexpectedResponse)?;
     let request = ClientRequest::CustomRequest(CustomRequest::new("tools/call", Some(params)));
-    let handle = peer
-        .send_request_with_option(request, PeerRequestOptions::no_options())
-        .await?;
-    let mut guard = CancelOnDrop {
-        peer: peer.clone(),
-        id: Some(handle.id.clone()),
-    };
-    let reply = handle.await_response().await;
-    guard.id = None;
-    match reply? {
+    let abandoned = "the call was abandoned (its timeout passed)";
+    match send_cancellable(peer, request, abandoned).await? {
         ServerResult::CallToolResult(result) => Ok(result),
         // `{}`, or only `resultType` / `_meta`: a result without content, as the SDK's
         // call reads it.
@@ -42,10 +34,36 @@ pub async fn call_tool(
     }
 }
 
+/// Sends `request` and waits for its answer. Dropped before the answer (a timeout, a
+/// re-listing given up), it tells the server with `notifications/cancelled` giving
+/// `reason`, as the SDK's typed requests do with a timeout of their own: a server need not
+/// go on with a request nobody waits for, and over stdio the notification is what takes
+/// the request out of the requests in flight ([`in_flight`](crate::in_flight)), which
+/// otherwise, never answered, would stay there and keep an error without an id from
+/// being tied to the request it answers for as long as the server runs.
+pub async fn send_cancellable(
+    peer: &Peer<RoleClient>,
+    request: ClientRequest,
+    reason: &'static str,
+) -> Result<ServerResult, ServiceError> {
+    let handle = peer
+        .send_request_with_option(request, PeerRequestOptions::no_options())
+        .await?;
+    let mut guard = CancelOnDrop {
+        peer: peer.clone(),
+        id: Some(handle.id.clone()),
+        reason,
+    };
+    let reply = handle.await_response().await;
+    guard.id = None;
+    reply
+}
+
 /// Sends `notifications/cancelled` for request `id` unless the answer came.
 struct CancelOnDrop {
     peer: Peer<RoleClient>,
     id: Option<RequestId>,
+    reason: &'static str,
 }
 
 impl Drop for CancelOnDrop {
@@ -54,8 +72,7 @@ impl Drop for CancelOnDrop {
             return;
         };
         let peer = self.peer.clone();
-        let reason = "the call was abandoned (its timeout passed)".to_owned();
-        let params = CancelledNotificationParam::new(Some(id), Some(reason));
+        let params = CancelledNotificationParam::new(Some(id), Some(self.reason.to_owned()));
         let notification =
             ClientNotification::CancelledNotification(CancelledNotification::new(params));
         // Dropped inside the runtime (a timeout, a turn stopped); a server that has gone

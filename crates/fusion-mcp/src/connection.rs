@@ -23,6 +23,7 @@ use rmcp::transport::{IntoTransport, StreamableHttpClientTransport};
 use rmcp::{ClientHandler, serve_client};
 use serde_json::{Value, json};
 
+use crate::call::send_cancellable;
 use crate::checked::checked;
 use crate::environment::check_env;
 use crate::http_client::{http_client, redact_urls};
@@ -382,6 +383,9 @@ pub const MAX_LIST_PAGES: usize = 100;
 /// instead of failing the whole list. A list longer than [`MAX_LIST_PAGES`] pages, or one
 /// that names a page it already gave, is refused.
 ///
+/// A page not answered when the listing is dropped (its timeout, a re-listing given up)
+/// is cancelled with `notifications/cancelled` ([`send_cancellable`]).
+///
 /// A server that does not declare the `tools` capability (one of prompts or resources
 /// only) has no tools: its refusal of `tools/list` ("method not found") is an empty list,
 /// not a server that cannot be used. One declaring tools that refuses to list them fails.
@@ -404,7 +408,8 @@ pub async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Listed>, String> 
         }
         let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
         let request = ClientRequest::CustomRequest(CustomRequest::new("tools/list", params));
-        let reply = match peer.send_request(request).await {
+        let abandoned = "the listing was abandoned (its timeout passed, or the server was closed)";
+        let reply = match send_cancellable(peer, request, abandoned).await {
             Err(ServiceError::McpError(_)) if !offers_tools && cursor.is_none() => {
                 return Ok(listed);
             }

@@ -15,9 +15,12 @@
 //! [`Recording`] reads the id of each request as rmcp writes it to the server, and
 //! [`checked`](crate::checked) takes it out when its response (or an error for it)
 //! comes back, or when rmcp cancels it (a server need not answer a cancelled request).
-//! A request whose answer's id is not read (one past 64 KiB inside a batch, whose messages
-//! that long pass unchecked) stays in the list: that errs towards tying nothing, never
-//! towards tying the wrong request.
+//! An answer too long to be checked (past 64 KiB, on a line of its own or inside a batch)
+//! has its id read from its first and last bytes. A request whose answer's id is not read
+//! even so (written between two long members) stays in the list: that errs towards tying
+//! nothing, never towards tying the wrong request. A request given up before its answer
+//! (a call's timeout, a listing abandoned) is cancelled with `notifications/cancelled`,
+//! which takes it out (see [`send_cancellable`](crate::call::send_cancellable)).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
