@@ -245,3 +245,21 @@ pub fn fork_form(html: &str, at: usize) -> String {
         field("request")
     )
 }
+
+/// The form fields of the confirmation page of session `id`, as its button posts them.
+pub async fn confirmation(app: &Router, id: &str) -> String {
+    let page = send(app, get(&format!("/sessions/{id}/delete"))).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let field = |name: &str| {
+        page.body
+            .split(&format!("name=\"{name}\" value=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no field {name} in {}", page.body))
+            .to_string()
+    };
+    let fields = ["generation", "len", "updated", "meta"].map(|name| (name, field(name)));
+    fields
+        .map(|(name, value)| format!("{name}={value}"))
+        .join("&")
+}
