@@ -10,7 +10,6 @@
 mod chat;
 mod copies;
 mod files;
-mod import_fields;
 mod listing;
 mod meta;
 mod migrate;

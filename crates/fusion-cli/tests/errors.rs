@@ -123,10 +123,6 @@ fn missing_and_corrupt_import_files_are_reported() {
     );
 }
 
-/// A message field this release does not know (a newer release's, in a `jsonl` file,
-/// which has no version, or in a `json` export's messages) refuses the import, naming the
-/// field and where it is: read, it was dropped without a word. A field holding nothing
-/// loses nothing, and imports.
 /// A JSON array of messages is neither export format, and the refusal says what it is and
 /// what to make of it: read as a json export, its first message was taken for the version
 /// ("invalid type: map, expected u64").
@@ -192,6 +188,10 @@ fn an_import_from_stdin_that_fails_says_it_came_from_stdin() {
     }
 }
 
+/// A message field this release does not know (a newer release's, in a `jsonl` file,
+/// which has no version, or in a `json` export's messages) refuses the import, naming the
+/// field and where it is: read, it was dropped without a word. A field holding nothing
+/// loses nothing, and imports.
 #[test]
 fn an_import_holding_a_message_field_this_release_does_not_know_is_refused() {
     let tmp = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use super::error::{ExportError, ImportError};
+use super::fields::Written;
 use crate::ChatMessage;
 use crate::api::time;
 use crate::storage::{Expiry, SessionMeta, SessionTimes};
@@ -35,7 +36,8 @@ pub(super) struct VersionDoc {
 }
 
 /// The `json` export as read; `id` and `meta` are optional so a hand-written file needs
-/// only messages.
+/// only messages, which are read as written, to be checked for what reading them as
+/// messages would drop.
 #[derive(Deserialize)]
 pub(super) struct ImportDoc {
     #[serde(default)]
@@ -46,6 +48,15 @@ pub(super) struct ImportDoc {
     pub(super) updated_at: Option<String>,
     #[serde(default)]
     pub(super) meta: Option<MetaDoc>,
+    pub(super) messages: Vec<Written>,
+}
+
+/// The messages of a `json` export read as messages at once: what says where the first
+/// that is not one is (serde's line and column in the file), when one read as written is
+/// not.
+#[derive(Deserialize)]
+pub(super) struct MessagesDoc {
+    #[allow(dead_code)] // Read for the error alone.
     pub(super) messages: Vec<ChatMessage>,
 }
 

@@ -66,4 +66,62 @@ pub enum ImportError {
     /// The file holds no message, and a stored session has at least one.
     #[error("the file holds no messages")]
     NoMessages,
+    /// A message holds a field this release does not know (one a newer release added),
+    /// which reading it would drop: the import is refused rather than made without it. A
+    /// field that holds nothing (`null`, `[]`, `{}`) loses nothing and is let through.
+    #[error(
+        "{place} holds {field:?}, which this release of fusion does not know and would drop (a newer release probably wrote it): import it with that release, or remove {field:?} to import the rest"
+    )]
+    UnknownField {
+        /// The message holding it.
+        place: MessagePlace,
+        /// Its path in the message: `reasoning`, `tool_calls[0].function.strict`.
+        field: String,
+    },
+    /// A content part of a message holds more than its text (an image's `image_url`,
+    /// Anthropic's `cache_control`): a message's content is read as the text of its parts,
+    /// so no release keeps it.
+    #[error(
+        "{place} holds {field:?}, which fusion would drop: it keeps the text of a message's content parts and nothing else; remove {field:?} to import the text"
+    )]
+    ContentPart {
+        /// The message holding it.
+        place: MessagePlace,
+        /// Its path in the message: `content[1].image_url`.
+        field: String,
+    },
+    /// A `jsonl` file (a file-system session file) ends inside a batch: its last lines
+    /// carry the file-system backend's batch marker (`fusion_batch_more`, more lines
+    /// follow) and the batch's last line is missing. The backend stopped while appending
+    /// it, and its own load leaves those lines out; imported, they would be messages the
+    /// store never held.
+    #[error(
+        "{} a batch of messages whose end is missing (\"fusion_batch_more\" says more lines follow): the file-system backend stopped while appending it, and its own load leaves it out; remove those lines to import the rest",
+        if first_line == last_line { format!("line {first_line} begins") } else { format!("line {first_line} to line {last_line} begin") }
+    )]
+    UnfinishedBatch {
+        /// The first line of the unfinished batch, counted from 1.
+        first_line: usize,
+        /// The last line of the file, counted from 1.
+        last_line: usize,
+    },
+}
+
+/// Where a message is in an import: what [`ImportError`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessagePlace {
+    /// A line of a `jsonl` file, counted from 1 (blank lines too): shown as `line 3`.
+    Line(usize),
+    /// A message of a `json` export's `messages`, counted from 1: shown as `message 3`.
+    Message(usize),
+}
+
+impl std::fmt::Display for MessagePlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MessagePlace::Line(line) => write!(f, "line {line}"),
+            MessagePlace::Message(n) => write!(f, "message {n}"),
+        }
+    }
 }

@@ -32,7 +32,9 @@
 //! Messages use the OpenAI chat-completions shape of [`ChatMessage`], so exports are
 //! readable by other tools. [`read`] accepts `json` and `jsonl` and tells them apart by
 //! content, not by file extension; `meta` is optional, so exports written before sessions
-//! had metadata still import.
+//! had metadata still import. It refuses a file it would read only in part (a message
+//! field this release does not know, a file-system session file ending inside a batch),
+//! naming what and where, rather than drop anything without a word.
 //!
 //! ```
 //! use fusion::ChatMessage;
@@ -54,14 +56,18 @@
 
 mod document;
 mod error;
+mod fields;
 mod markdown;
 
 use std::str::FromStr;
 
-pub use error::{ExportError, ImportError};
+use serde::Deserialize;
+
+pub use error::{ExportError, ImportError, MessagePlace};
 pub use markdown::message_headings;
 
-use self::document::{ExportDoc, ImportDoc, MetaDoc, VersionDoc, times_doc, times_of};
+use self::document::{ExportDoc, ImportDoc, MessagesDoc, MetaDoc, VersionDoc, times_doc, times_of};
+use self::fields::Written;
 use crate::ChatMessage;
 use crate::storage::{SessionInfo, SessionMeta, SessionTimes};
 
@@ -206,7 +212,38 @@ fn write_with_times(
 }
 
 /// Parses a `json` or `jsonl` export (a leading byte-order mark is skipped), and checks
-/// that its metadata could be stored. Cost: linear in the text's size.
+/// that its metadata could be stored and that nothing of its messages is lost. Cost:
+/// linear in the text's size; each message is parsed once.
+///
+/// Nothing is dropped without a word: a file is refused, naming the message (`line N` of a
+/// `jsonl` file, `message N` of a `json` export), the field and how to go on, when a
+/// message holds
+///
+/// - a field this release does not know, one a newer release added
+///   ([`ImportError::UnknownField`]; a field that holds nothing, `null`, `[]` or `{}`, is
+///   let through);
+/// - a content part holding more than its text, an image's `image_url` say
+///   ([`ImportError::ContentPart`]): a message's content is read as the text of its parts;
+/// - a key written twice ([`ImportError::Line`], [`ImportError::Document`]): the first
+///   value would be lost.
+///
+/// The file-system backend's batch marker (`"fusion_batch_more"`) on a `jsonl` line is no
+/// field of the message: a session file copied out of a store imports as is, unless it
+/// ends inside a batch whose last line was never written ([`ImportError::UnfinishedBatch`]),
+/// which the backend's own load leaves out.
+///
+/// ```
+/// use fusion::api::export::{self, ImportError, MessagePlace};
+///
+/// let text = "{\"role\":\"user\",\"content\":\"hi\"}\n\
+///             {\"role\":\"assistant\",\"content\":\"yo\",\"reasoning\":\"short\"}\n";
+/// let err = export::read(text).unwrap_err();
+/// assert!(matches!(
+///     &err,
+///     ImportError::UnknownField { place: MessagePlace::Line(2), field } if field == "reasoning"
+/// ));
+/// assert!(err.to_string().starts_with("line 2 holds \"reasoning\", which this release"));
+/// ```
 pub fn read(text: &str) -> Result<Imported, ImportError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let Some(first_line) = text.lines().find(|line| !line.trim().is_empty()) else {
@@ -218,7 +255,7 @@ pub fn read(text: &str) -> Result<Imported, ImportError> {
     let first_is_message = serde_json::from_str::<serde_json::Value>(first_line)
         .ok()
         .is_some_and(|value| value.get("role").is_some());
-    let imported = if first_is_message {
+    let (imported, lost) = if first_is_message {
         read_jsonl(text)?
     } else {
         let VersionDoc { version } =
@@ -227,7 +264,17 @@ pub fn read(text: &str) -> Result<Imported, ImportError> {
             return Err(ImportError::UnknownVersion { found });
         }
         let doc: ImportDoc = serde_json::from_str(text).map_err(|err| not_a_document(text, err))?;
-        Imported {
+        let mut messages = Messages::with_capacity(doc.messages.len());
+        for (n, Written(written)) in (1..).zip(doc.messages) {
+            messages
+                .push(written, MessagePlace::Message(n))
+                .map_err(|err| {
+                    // Where it is in the file, which the message read as written has lost.
+                    let positioned = serde_json::from_str::<MessagesDoc>(text).err();
+                    not_a_document(text, positioned.unwrap_or(err))
+                })?;
+        }
+        let imported = Imported {
             id: doc.id,
             times: times_of(doc.created_at, doc.updated_at)?,
             meta: doc
@@ -235,14 +282,45 @@ pub fn read(text: &str) -> Result<Imported, ImportError> {
                 .map(MetaDoc::into_meta)
                 .transpose()?
                 .unwrap_or_default(),
-            messages: doc.messages,
-        }
+            messages: messages.read,
+        };
+        (imported, messages.lost)
     };
     if imported.messages.is_empty() {
         return Err(ImportError::NoMessages);
     }
     imported.meta.validate().map_err(ImportError::InvalidMeta)?;
-    Ok(imported)
+    match lost {
+        Some(lost) => Err(lost),
+        None => Ok(imported),
+    }
+}
+
+/// The messages of an import, read as they come, and what the first that loses something
+/// in the reading loses.
+struct Messages {
+    read: Vec<ChatMessage>,
+    lost: Option<ImportError>,
+}
+
+impl Messages {
+    fn with_capacity(capacity: usize) -> Self {
+        Messages {
+            read: Vec::with_capacity(capacity),
+            lost: None,
+        }
+    }
+
+    /// Reads `written`, the message at `place`, and checks what it loses unless one before
+    /// it lost something already.
+    fn push(&mut self, written: serde_json::Value, place: MessagePlace) -> serde_json::Result<()> {
+        let message = ChatMessage::deserialize(&written)?;
+        if self.lost.is_none() {
+            self.lost = fields::lost(&written, &message, place);
+        }
+        self.read.push(message);
+        Ok(())
+    }
 }
 
 /// Why `text`, not read as a `json` export, is none: serde's `err`, but for a JSON array
@@ -262,24 +340,47 @@ fn not_a_document(text: &str, err: serde_json::Error) -> ImportError {
     })
 }
 
-fn read_jsonl(text: &str) -> Result<Imported, ImportError> {
-    let mut messages = Vec::new();
+/// The messages of a `jsonl` file, and what the first that loses something in the reading
+/// loses. A file ending inside a batch of the file-system backend is refused.
+fn read_jsonl(text: &str) -> Result<(Imported, Option<ImportError>), ImportError> {
+    let mut messages = Messages::with_capacity(0);
+    // The lines, first and last, of the batch the lines read so far end inside.
+    let mut unfinished = None;
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let message = serde_json::from_str(line).map_err(|source| ImportError::Line {
-            line: index + 1,
+        let number = index + 1;
+        let not_a_message = |source| ImportError::Line {
+            line: number,
             source,
-        })?;
-        messages.push(message);
+        };
+        let Written(mut written) = serde_json::from_str(line).map_err(not_a_message)?;
+        unfinished = match fields::take_batch_marker(&mut written) {
+            true => Some((unfinished.map_or(number, |(first, _)| first), number)),
+            false => None,
+        };
+        messages
+            .push(written, MessagePlace::Line(number))
+            .map_err(|err| {
+                // Where it is in the line, which the message read as written has lost.
+                let positioned = serde_json::from_str::<ChatMessage>(line).err();
+                not_a_message(positioned.unwrap_or(err))
+            })?;
     }
-    Ok(Imported {
+    if let Some((first_line, last_line)) = unfinished {
+        return Err(ImportError::UnfinishedBatch {
+            first_line,
+            last_line,
+        });
+    }
+    let imported = Imported {
         id: None,
         meta: SessionMeta::new(),
         times: None,
-        messages,
-    })
+        messages: messages.read,
+    };
+    Ok((imported, messages.lost))
 }
 
 #[cfg(test)]

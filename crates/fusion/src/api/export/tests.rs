@@ -323,3 +323,159 @@ fn times_that_cannot_be_stored_are_refused_by_name() {
         assert!(message.contains(said), "{text}: {message}");
     }
 }
+
+/// A message field this release does not know (a newer release's, in a `jsonl` file,
+/// which has no version, or in a `json` export's messages) refuses the import, naming the
+/// field and where it is: read, it was dropped without a word. A field holding nothing
+/// loses nothing, and imports.
+#[test]
+fn a_message_field_this_release_does_not_know_is_refused_by_place_and_path() {
+    let user = r#"{"role":"user","content":"hi"}"#;
+    let call = r#"{"role":"assistant","content":"","tool_calls":[{"id":"c","type":"function","function":{"name":"ls","arguments":"{}","strict":true}}]}"#;
+    let lang = r#"{"role":"user","content":"a","lang":"en"}"#;
+    let cases = [
+        (
+            format!(
+                "{user}\n\n{{\"role\":\"assistant\",\"content\":\"yo\",\"reasoning\":\"r\"}}\n"
+            ),
+            MessagePlace::Line(3),
+            "reasoning",
+        ),
+        (
+            format!("{user}\n{call}\n"),
+            MessagePlace::Line(2),
+            "tool_calls[0].function.strict",
+        ),
+        (
+            format!(r#"{{"version":1,"id":"x","messages":[{user},{lang}]}}"#),
+            MessagePlace::Message(2),
+            "lang",
+        ),
+    ];
+    for (text, place, path) in cases {
+        let err = read(&text).unwrap_err();
+        let said = err.to_string();
+        assert!(
+            matches!(&err, ImportError::UnknownField { place: at, field } if *at == place && field == path),
+            "{text}: {err:?}"
+        );
+        assert_eq!(
+            said,
+            format!(
+                "{place} holds {path:?}, which this release of fusion does not know and would \
+                 drop (a newer release probably wrote it): import it with that release, or \
+                 remove {path:?} to import the rest"
+            )
+        );
+    }
+    // Holding nothing, it loses nothing; a known field read in another shape is read.
+    let empty = r#"{"role":"user","content":[{"type":"text","text":"hi"}],"name":null,"later":{}}"#;
+    assert_eq!(read(empty).unwrap().messages, [ChatMessage::user("hi")]);
+}
+
+/// What a content part holds besides its text (an image) is dropped by every release:
+/// the refusal names it and sends nobody looking for a newer one.
+#[test]
+fn a_content_part_holding_more_than_its_text_is_refused() {
+    let image = r#"{"messages":[{"role":"user","content":[{"type":"text","text":"what is this?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}"#;
+    let err = read(image).unwrap_err();
+    assert!(
+        matches!(&err, ImportError::ContentPart { place: MessagePlace::Message(1), field } if field == "content[1].image_url"),
+        "{err:?}"
+    );
+    let line = r#"{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}"#;
+    let err = read(line).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "line 1 holds \"content[0].cache_control\", which fusion would drop: it keeps the text \
+         of a message's content parts and nothing else; remove \"content[0].cache_control\" to \
+         import the text"
+    );
+}
+
+/// A file-system session file imports as it is, its batch markers no field of a message,
+/// unless it ends inside a batch whose last line was never written: the store's own load
+/// leaves those lines out, and imported they would be messages the store never held.
+#[test]
+fn a_file_system_session_file_ending_inside_a_batch_is_refused() {
+    let user = r#"{"role":"user","content":"run it"}"#;
+    let call = r#"{"role":"assistant","content":"","tool_calls":[{"id":"c","type":"function","function":{"name":"ls","arguments":"{}"}}],"fusion_batch_more":1}"#;
+    let result = r#"{"role":"tool","content":"done","tool_call_id":"c"}"#;
+    let whole = format!("{user}\n{call}\n{result}\n");
+    assert_eq!(read(&whole).unwrap().messages.len(), 3);
+    // The batch's last line (the tool's result) never written: the store loads the
+    // user's message alone.
+    let torn = format!("{user}\n{call}\n");
+    let err = read(&torn).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImportError::UnfinishedBatch {
+                first_line: 2,
+                last_line: 2
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "line 2 begins a batch of messages whose end is missing (\"fusion_batch_more\" says \
+         more lines follow): the file-system backend stopped while appending it, and its own \
+         load leaves it out; remove those lines to import the rest"
+    );
+    let marked = r#"{"role":"user","content":"a","fusion_batch_more":2}"#;
+    let torn = format!("{user}\n{marked}\n\n{call}");
+    let err = read(&torn).unwrap_err().to_string();
+    assert!(err.starts_with("line 2 to line 4 begin a batch"), "{err}");
+    // Elsewhere than at the top of a line's message, the marker is a field like any other.
+    let nested = r#"{"role":"user","content":"x","tool_calls":[{"id":"c","type":"function","function":{"name":"ls","arguments":"","fusion_batch_more":1}}]}"#;
+    let err = read(nested).unwrap_err().to_string();
+    assert!(
+        err.contains("\"tool_calls[0].function.fusion_batch_more\""),
+        "{err}"
+    );
+    let in_json = format!(r#"{{"messages":[{call}]}}"#);
+    let err = read(&in_json).unwrap_err().to_string();
+    assert!(
+        err.starts_with("message 1 holds \"fusion_batch_more\""),
+        "{err}"
+    );
+}
+
+/// A key written twice in a message would lose its first value: refused, where it is,
+/// as the message's own fields written twice are.
+#[test]
+fn a_key_written_twice_in_a_message_is_refused() {
+    let cases = [
+        r#"{"role":"user","content":"a","metadata":{"k":1,"k":2}}"#,
+        r#"{"role":"user","content":"a","content":"b"}"#,
+        r#"{"messages":[{"role":"user","content":"a","metadata":{"k":1,"k":2}}]}"#,
+    ];
+    for text in cases {
+        let err = chain(&read(text).unwrap_err());
+        assert!(
+            err.contains("is written twice at line 1 column"),
+            "{text}: {err}"
+        );
+    }
+}
+
+/// A message that is none (a role no release writes) is named where it is in the file,
+/// as serde finds it: the message read as written alone would say no more than what.
+#[test]
+fn a_message_that_is_none_is_named_by_line_and_column() {
+    let jsonl =
+        "{\"role\":\"user\",\"content\":\"hi\"}\n{\"role\":\"wizard\",\"content\":\"hi\"}\n";
+    let err = chain(&read(jsonl).unwrap_err());
+    assert!(
+        err.starts_with("line 2 is not a valid message: unknown variant `wizard`")
+            && err.ends_with("at line 1 column 16"),
+        "{err}"
+    );
+    let json = "{\n  \"messages\": [\n    {\"role\": \"user\", \"content\": 7}\n  ]\n}\n";
+    let err = chain(&read(json).unwrap_err());
+    assert!(
+        err.starts_with("not a valid json export") && err.contains("at line 3 column"),
+        "{err}"
+    );
+}
