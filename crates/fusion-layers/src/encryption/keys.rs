@@ -85,11 +85,24 @@ impl EncryptionKeys {
 
     /// These keys plus `key` under `id`, which decrypts the messages stored under that id
     /// but encrypts nothing: an older key kept for reading after a rotation.
+    ///
+    /// An id already loaded, or a key already loaded under another id, is an
+    /// [`Error::Config`] naming both ids (never the key): the same key under two ids would
+    /// make a rotation to it no rotation at all, and leave which id a message was written
+    /// under meaningless.
     pub fn with_previous(mut self, id: &str, key: &[u8; KEY_LEN]) -> Result<Self> {
         check_key_id(id)?;
         if self.key(id).is_some() {
             return Err(Error::Config(format!(
                 "encryption key id \"{id}\" is given twice; each key needs an id of its own"
+            )));
+        }
+        if let Some(same) = self.entries.iter().find(|e| same_key(&e.key, key)) {
+            return Err(Error::Config(format!(
+                "encryption keys \"{}\" and \"{id}\" are the same key; each id needs a key of \
+                 its own (a key copied under a new id is no rotation): make a new one with \
+                 `openssl rand -base64 {KEY_LEN}`",
+                same.id
             )));
         }
         self.entries.push(Entry {
@@ -168,6 +181,11 @@ impl std::fmt::Debug for EncryptionKeys {
             .field("ids", &self.ids().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `a` and `b` are the same key, compared in time independent of where they differ.
+fn same_key(a: &[u8; KEY_LEN], b: &[u8; KEY_LEN]) -> bool {
+    a.iter().zip(b).fold(0u8, |differ, (x, y)| differ | (x ^ y)) == 0
 }
 
 /// [`EncryptionKeys::from_env`] of `value`, the variable's value if it is set.
@@ -341,6 +359,8 @@ mod tests {
     use super::*;
 
     const A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const B: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    const C: &str = "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=";
 
     #[test]
     fn a_bare_key_is_the_default_id_and_padding_and_alphabet_do_not_matter() {
@@ -377,7 +397,7 @@ mod tests {
     /// and free the old one unwiped, a copy of every key so far left in freed memory.
     #[test]
     fn adding_keys_moves_none_already_held() {
-        let mut keys = EncryptionKeys::new("k0", &[1; KEY_LEN]).unwrap();
+        let mut keys = EncryptionKeys::new("k0", &[0xff; KEY_LEN]).unwrap();
         let first: *const [u8; KEY_LEN] = keys.key("k0").unwrap();
         let mut held = vec![first];
         for n in 1..64u8 {
@@ -414,7 +434,7 @@ mod tests {
 
     #[test]
     fn entries_split_on_commas_and_lines_and_skip_comments() {
-        let text = format!("# rotated in June\nnew:{A}\n\n  # old one\nold:{A}, older:{A}\n");
+        let text = format!("# rotated in June\nnew:{A}\n\n  # old one\nold:{B}, older:{C}\n");
         let keys = EncryptionKeys::parse(&text).unwrap();
         assert_eq!(keys.ids().collect::<Vec<_>>(), ["new", "old", "older"]);
     }
@@ -492,6 +512,49 @@ mod tests {
         assert!(err.to_string().contains("not a key id"), "{err}");
         assert!(!err.to_string().contains("AAEC"), "{err}");
         assert!(EncryptionKeys::parse(" # nothing\n").is_err());
+    }
+
+    /// Found by a review: the same key bytes under two ids were taken silently, so a
+    /// "rotation" to a copy of the old key under a new id changed nothing, and which id
+    /// wrote a message said nothing. Refused on every path keys are loaded by (in code,
+    /// text, the variable, a file), naming both ids and never the key.
+    #[test]
+    fn the_same_key_under_two_ids_is_refused_naming_both_ids() {
+        let check = |err: Error| {
+            let text = err.to_string();
+            assert!(matches!(err, Error::Config(_)), "{text}");
+            assert!(
+                text.contains("\"old\" and \"new\" are the same key"),
+                "{text}"
+            );
+            assert!(!text.contains("AAEC") && !text.contains("AQID"), "{text}");
+        };
+        let key = decode_key(A).unwrap();
+        check(
+            EncryptionKeys::new("old", &key)
+                .unwrap()
+                .with_previous("new", &key)
+                .unwrap_err(),
+        );
+        check(
+            EncryptionKeys::parse(&format!("old:{A}\nnew:{}", A.trim_end_matches('=')))
+                .unwrap_err(),
+        );
+        check(from_var(Some(format!("old:{A},new:{A}").into())).unwrap_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("same.key");
+        std::fs::write(&file, format!("old:{A}\nnew:{A}\n")).unwrap();
+        let err = EncryptionKeys::from_file(&file).unwrap_err();
+        assert!(err.to_string().contains("same.key"), "{err}");
+        check(err);
+        // Keys that differ in one byte are two keys.
+        let mut other = *key;
+        other[KEY_LEN - 1] ^= 1;
+        let keys = EncryptionKeys::new("old", &key)
+            .unwrap()
+            .with_previous("new", &other)
+            .unwrap();
+        assert_eq!(keys.ids().collect::<Vec<_>>(), ["old", "new"]);
     }
 
     /// Quotes kept from an env file, a comment after the key and a key broken over two
