@@ -37,6 +37,26 @@ macro_rules! micros {
 }
 pub(crate) use micros;
 
+/// SQL: the stored `timestamptz` column `$c` in whole microseconds, as [`micros!`], or
+/// NULL for a time no session can have, which only a hand edit stores: `infinity` or
+/// `-infinity`, or from the year 294247 on, past `int8` microseconds since the Unix epoch
+/// (where [`micros!`] would fail the whole statement, and with it every other row it
+/// reads). Read as `Option<i64>`, `None` is the row's damage (`crate::meta`).
+macro_rules! stored_micros {
+    ($c:literal) => {
+        concat!(
+            "CASE WHEN isfinite(",
+            $c,
+            ") AND ",
+            $c,
+            " < timestamptz '294247-01-01 00:00:00+00' THEN ",
+            $crate::expiry::micros!($c),
+            " END"
+        )
+    };
+}
+pub(crate) use stored_micros;
+
 /// SQL: the server's clock in microseconds: `now()`, the start of the transaction.
 macro_rules! now_us {
     () => {

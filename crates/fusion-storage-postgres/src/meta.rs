@@ -68,8 +68,8 @@ pub(crate) fn decode_info(row: &PgRow) -> Result<SessionInfo> {
         data: column(row, &id, "data")?,
         expires_at: column(row, &id, "expires_at")?,
         expiry_idle: column(row, &id, "expiry_idle")?,
-        created_us: column(row, &id, "created_us")?,
-        updated_us: column(row, &id, "updated_us")?,
+        created_us: time_column(row, &id, "created")?,
+        updated_us: time_column(row, &id, "updated")?,
         id,
     };
     info_of(columns)
@@ -89,6 +89,23 @@ where
             BACKEND,
             id,
             format!("the {name} column does not read: {cause}"),
+        )
+    })
+}
+
+/// The column `{what}_us` of the row of session `id` ([`crate::sql::info_columns`]):
+/// `{what}_at` in microseconds, or [`Error::Corrupt`] naming `{what}_at` when it holds
+/// no time a session can have (infinity, or past the year 294246: a hand edit).
+fn time_column(row: &PgRow, id: &str, what: &str) -> Result<i64> {
+    let us: Option<i64> = column(row, id, &format!("{what}_us"))?;
+    us.ok_or_else(|| {
+        Error::corrupt(
+            BACKEND,
+            id,
+            format!(
+                "the {what}_at column holds no time a session can have (infinity, or past \
+                 the year 294246): set it to the session's {what} time, or delete the session"
+            ),
         )
     })
 }

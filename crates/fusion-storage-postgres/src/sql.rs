@@ -411,15 +411,16 @@ pub(crate) const PURGE: &str = concat!(
 
 /// The columns of a session's facts, as [`crate::meta::decode_info`] reads them: the
 /// timestamps in whole Unix microseconds, their stored precision, so a listing's cursor
-/// and `session_info` give the same instant. (`extract` returns `numeric` from
-/// PostgreSQL 14 on: exact.)
+/// and `session_info` give the same instant, NULL for a time out of range
+/// ([`crate::expiry::stored_micros`]). (`extract` returns `numeric` from PostgreSQL 14
+/// on: exact.)
 macro_rules! info_columns {
     () => {
         concat!(
             "id, message_count, generation, owner, title, tags, data, expires_at, expiry_idle, ",
-            $crate::expiry::micros!("created_at"),
+            $crate::expiry::stored_micros!("created_at"),
             " AS created_us, ",
-            $crate::expiry::micros!("updated_at"),
+            $crate::expiry::stored_micros!("updated_at"),
             " AS updated_us"
         )
     };

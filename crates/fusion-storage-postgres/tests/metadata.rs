@@ -1,6 +1,6 @@
 //! Session metadata at the edges the shared suite cannot see from outside: refused
 //! metadata leaves every table as it was (not even `updated_at` moves), maps the rules
-//! accept but `jsonb` could not hold round trip, and a row whose tags or data were
+//! accept but `jsonb` could not hold round trip, and a row whose tags, data or times were
 //! damaged by hand is reported as corrupt, naming the session, while the others read on.
 
 mod support;
@@ -152,7 +152,7 @@ async fn no_tags_are_stored_as_null_so_the_tag_index_skips_the_session() {
 }
 
 #[tokio::test]
-async fn damaged_tags_or_data_are_corrupt_and_name_their_session() {
+async fn damaged_tags_data_or_times_are_corrupt_and_name_their_session() {
     let Some(harness) = harness().await else {
         return;
     };
@@ -173,6 +173,11 @@ async fn damaged_tags_or_data_are_corrupt_and_name_their_session() {
         ("tags", "'{{a,b},{c,d}}'::text[]"),
         ("data", "'[1, 2]'"),
         ("data", "'not json'"),
+        // Found by a review: a time out of range failed the read with a backend error.
+        ("updated_at", "'infinity'"),
+        ("updated_at", "'294260-01-01 00:00:00+00'"),
+        ("created_at", "'-infinity'"),
+        ("created_at", "'infinity'"),
     ];
     for (column, value) in damages {
         sqlx::query(&format!(
@@ -208,10 +213,9 @@ async fn damaged_tags_or_data_are_corrupt_and_name_their_session() {
         let healthy = storage.session_info("healthy").await.unwrap().unwrap();
         assert_eq!(healthy.meta.owner.as_deref(), Some("o"));
         assert_eq!(storage.load("damaged").await.unwrap().len(), 1);
-        sqlx::query("UPDATE sessions SET tags = NULL, data = '{}' WHERE id = 'damaged'")
-            .execute(&mut raw)
-            .await
-            .unwrap();
+        let repair = "UPDATE sessions SET tags = NULL, data = '{}', created_at = now(), \
+                      updated_at = now() WHERE id = 'damaged'";
+        sqlx::query(repair).execute(&mut raw).await.unwrap();
     }
     let repaired = storage.session_info("damaged").await.unwrap().unwrap();
     assert_eq!(repaired.meta, SessionMeta::new().owner("o"));
