@@ -12,10 +12,11 @@
 //! a position, every session before it is known: the page is complete when `limit + 1`
 //! sessions are. A page therefore costs O(limit) reads however many sessions are stored
 //! and however deep the cursor is, plus whatever stale entries it meets on the way (each
-//! pruned or repaired once). A tag filter is the exception: it reads batches of at least
-//! [`FILTER_BATCH`] until enough sessions carry the tag, O(limit / the share of sessions
-//! tagged so) — there is no index per tag, which would cost every append a `ZADD` per
-//! tag.
+//! pruned or repaired once; a prune or repair that fails is upkeep left for a later
+//! listing, logged once, and the page is still what the walk read). A tag filter is the
+//! exception: it reads batches of at least [`FILTER_BATCH`] until enough sessions carry
+//! the tag, O(limit / the share of sessions tagged so) — there is no index per tag, which
+//! would cost every append a `ZADD` per tag.
 //!
 //! A search (`SessionQuery::search`) is checked the same way, on the sessions the walk
 //! reads anyway (`SessionQuery::admits`: the id, and the title in the meta hash): batches
@@ -31,6 +32,7 @@ use fusion_core::{
     Position, Result, SessionId, SessionInfo, SessionOrder, SessionPage, SessionQuery,
 };
 
+use super::upkeep::Left;
 use super::write::evalsha;
 use super::{RedisStorage, Request};
 use crate::error::parse_redis_error;
@@ -183,9 +185,12 @@ impl RedisStorage {
             after = last.after();
             entries = self.walk(order, &index, &after, batch).await?;
         };
-        self.prune("list_page", scope, &stale).await?;
-        if !repairs.is_empty() {
-            self.repair("list_page", &index, repairs).await?;
+        // Upkeep: the page is what the walk read, whatever becomes of it.
+        self.prune_or_leave("list_page", scope, &stale).await;
+        if !repairs.is_empty()
+            && let Err(err) = self.repair("list_page", &index, repairs).await
+        {
+            Left::Failed(err).log("a listing's repair of index scores left for later", 1);
         }
         let mut sessions: Vec<SessionInfo> = rows
             .into_iter()
@@ -224,6 +229,26 @@ impl RedisStorage {
             (SessionOrder::UpdatedDesc, _) => self.scored(&by_update("", "")).await,
         };
         entries.map_err(|err| parse_redis_error(err, self.op("list_page", None).on_key(index)))
+    }
+
+    /// [`prune`](Self::prune) for a listing, which is a read: a prune that fails (at any
+    /// step: on a cluster its look-again entries are in place by then, for a purge to
+    /// finish it) is logged once and left to a later listing, which meets the entries
+    /// again, and the listing answers what it read. Returns the ids put back (none when
+    /// it failed: their sessions were gone when the listing looked).
+    async fn prune_or_leave(
+        &self,
+        name: &'static str,
+        scope: Scope<'_>,
+        ids: &[String],
+    ) -> Vec<String> {
+        match self.prune(name, scope, ids).await {
+            Ok(back) => back,
+            Err(err) => {
+                Left::Failed(err).log("a listing's prune left for a later listing", ids.len());
+                Vec::new()
+            }
+        }
     }
 
     /// `ZRANGE index <from> + BYLEX LIMIT 0 n`.
@@ -288,9 +313,72 @@ impl RedisStorage {
                 count = gone.len(),
                 "pruning expired sessions from the index"
             );
-            live.extend(self.prune("list_sessions", Scope::All, &gone).await?);
+            live.extend(
+                self.prune_or_leave("list_sessions", Scope::All, &gone)
+                    .await,
+            );
             live.sort_unstable();
         }
         Ok(live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fusion_core::testkit::logs::Logs;
+    use fusion_core::testkit::said;
+    use fusion_core::{ConversationStorage, SessionMeta, SessionQuery};
+    use redis::AsyncCommands;
+    use tracing::instrument::WithSubscriber;
+
+    use crate::{RedisOptions, RedisStorage};
+
+    /// Found by a review: a listing whose prune failed (here refused by a key of another
+    /// type where the by-id index goes, which a newest-first page does not read) failed,
+    /// where a listing is a read: it answers what it read now, warning once that the
+    /// prune was left.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listing_whose_prune_fails_answers_what_it_read() {
+        let url = std::env::var("REDIS_URL")
+            .ok()
+            .filter(|url| !url.is_empty());
+        let unset = || fusion_core::testkit::unavailable("redis", "set REDIS_URL to run");
+        let Some(url) = url.or_else(unset) else {
+            return;
+        };
+        let prefix = format!("prune-left-{}", crate::scripts::claim_token());
+        let options = RedisOptions::new().key_prefix(&prefix);
+        let store = RedisStorage::connect_with(&url, options).await.unwrap();
+        for id in ["pruned", "kept"] {
+            let meta = SessionMeta::new();
+            store.create_session(id, &meta, &said("a")).await.unwrap();
+        }
+        let mut raw = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let gone = [
+            format!("{prefix}:s:{{pruned}}"),
+            format!("{prefix}:m:{{pruned}}"),
+        ];
+        let _: () = raw.del(&gone).await.unwrap();
+        let ids = format!("{prefix}:ids");
+        let _: () = raw.set(&ids, "not an index").await.unwrap();
+        let logs = Logs::new();
+        let page = store
+            .list_page(&SessionQuery::default())
+            .with_subscriber(logs.subscriber(tracing::Level::WARN))
+            .await;
+        let _: () = raw.del(&ids).await.unwrap();
+        store.delete("kept").await.unwrap();
+        let _: () = raw.del(format!("{prefix}:updated")).await.unwrap();
+        let page = page.unwrap();
+        let listed: Vec<&str> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(listed, ["kept"]);
+        let text = logs.text();
+        let phrase = "a listing's prune left for a later listing";
+        assert_eq!(text.matches(phrase).count(), 1, "{text}");
+        assert!(text.contains("wrong type"), "{text}");
     }
 }
