@@ -284,7 +284,7 @@ async fn drain_stderr(server: String, mut stderr: ChildStderr, tail: Arc<Mutex<V
     let mut buffer = [0u8; 8192];
     let mut line: Vec<u8> = Vec::new();
     let push = |line: &mut Vec<u8>| {
-        let text = String::from_utf8_lossy(line).trim_end().to_owned();
+        let text = stderr_text(line);
         line.clear();
         if text.is_empty() {
             return;
@@ -312,4 +312,30 @@ async fn drain_stderr(server: String, mut stderr: ChildStderr, tail: Arc<Mutex<V
         }
     }
     push(&mut line);
+}
+
+/// A line of a server's stderr for the log and the notes that quote its tail: trailing
+/// space trimmed, each control character escaped ([`shown`]). A server's colours
+/// (`\x1b[31m`), a `\r` of a progress bar, or bytes it was fed would otherwise reach the
+/// terminal or the log collector of the person running Fusion as they are, where they
+/// redraw the screen or forge lines.
+fn stderr_text(line: &[u8]) -> String {
+    shown(String::from_utf8_lossy(line).trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by a review: a server's stderr went to the log and to the person's messages
+    /// (the tail quoted when it exits) with its control characters raw.
+    #[test]
+    fn a_stderr_line_is_shown_with_its_control_characters_escaped() {
+        let line = b"\x1b[2J\x1b[31merror\x1b[0m: half\rdone\0\tend \r";
+        assert_eq!(
+            stderr_text(line),
+            r"\u{1b}[2J\u{1b}[31merror\u{1b}[0m: half\rdone\u{0}\tend"
+        );
+        assert_eq!(stderr_text("plain – ünïcode".as_bytes()), "plain – ünïcode");
+    }
 }
