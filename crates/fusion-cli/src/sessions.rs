@@ -196,9 +196,33 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
         &imported_messages,
         replace,
     )
-    .await?;
+    .await
+    .map_err(|err| refused_message(err, &text, &source))?;
     render::say(said)?;
     Ok(())
+}
+
+/// `err`, the error of an import's write, but for a message the storage refused (a
+/// message id written twice, metadata nested too deep), which the storage names by its
+/// position in the write, counted from 0 ("message 1" for the file's second): named as
+/// the import of `source`, its file `text`, names its messages (`line 2`, `message 2`).
+fn refused_message(err: anyhow::Error, text: &str, source: &str) -> anyhow::Error {
+    let Some(fusion::Error::InvalidMessage {
+        backend,
+        index,
+        detail,
+        ..
+    }) = err.downcast_ref::<fusion::Error>()
+    else {
+        return err;
+    };
+    let Some(place) = export::message_place(text, *index) else {
+        return err;
+    };
+    anyhow::anyhow!(
+        "cannot import {source}: {backend} refused to store {place} (nothing was stored): \
+         {detail}; correct {place} to import the file"
+    )
 }
 
 /// Writes `imported`, whose messages opened are `messages`, to `views` (of `store`) as

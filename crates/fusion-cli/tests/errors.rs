@@ -254,6 +254,50 @@ fn an_import_holding_a_message_field_this_release_does_not_know_is_refused() {
     );
 }
 
+/// A message the storage refuses (its id that of an earlier message) is named as the
+/// import names messages, its line of a `jsonl` file (blank lines counted) or its place
+/// in a `json` export's, from 1: the storage's own count, of the write from 0, named
+/// the file's second message "message 1".
+#[test]
+fn a_message_the_storage_refuses_is_named_by_its_place_in_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("sessions").display().to_string();
+    let (first, again) = (
+        r#"{"id":"m1","role":"user","content":"a"}"#,
+        r#"{"id":"m1","role":"assistant","content":"b"}"#,
+    );
+    let other = r#"{"role":"user","content":"c"}"#;
+    let cases = [
+        ("dup.jsonl", format!("{first}\n\n{again}\n"), "line 3"),
+        (
+            "dup.json",
+            format!(r#"{{"messages":[{first},{other},{again}]}}"#),
+            "message 3",
+        ),
+    ];
+    for (name, contents, place) in cases {
+        let file = tmp.path().join(name);
+        std::fs::write(&file, contents).unwrap();
+        let file = file.to_str().unwrap();
+        let err = fails(
+            tmp.path(),
+            ["sessions", "import", file, "--id", "x", "--storage", &url],
+        );
+        assert!(
+            err.contains(&format!(
+                "cannot import {file}: fs refused to store {place} (nothing was stored): its id \
+                 m1 is the id of an earlier message"
+            )) && err.contains(&format!("correct {place} to import the file")),
+            "{name}: {err}"
+        );
+        assert!(
+            !err.contains("message 1") && !err.contains("message 2"),
+            "{err}"
+        );
+    }
+    assert!(ids(&url.parse().unwrap()).is_empty(), "nothing imported");
+}
+
 #[test]
 fn a_corrupt_stored_session_is_an_error_for_that_session_only() {
     let tmp = tempfile::tempdir().unwrap();

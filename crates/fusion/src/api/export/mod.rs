@@ -246,45 +246,9 @@ fn write_with_times(
 /// ```
 pub fn read(text: &str) -> Result<Imported, ImportError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let Some(first_line) = text.lines().find(|line| !line.trim().is_empty()) else {
-        return Err(ImportError::Empty);
-    };
-    // A jsonl file's first line is a complete message on its own; a pretty-printed json
-    // export's first line is just `{`. Deciding on that, rather than trying one format and
-    // then the other, means a broken file gets the error of the format it was meant to be.
-    let first_is_message = serde_json::from_str::<serde_json::Value>(first_line)
-        .ok()
-        .is_some_and(|value| value.get("role").is_some());
-    let (imported, lost) = if first_is_message {
-        read_jsonl(text)?
-    } else {
-        let VersionDoc { version } =
-            serde_json::from_str(text).map_err(|err| not_a_document(text, err))?;
-        if let Some(found) = version.filter(|found| !(1..=JSON_VERSION).contains(found)) {
-            return Err(ImportError::UnknownVersion { found });
-        }
-        let doc: ImportDoc = serde_json::from_str(text).map_err(|err| not_a_document(text, err))?;
-        let mut messages = Messages::with_capacity(doc.messages.len());
-        for (n, Written(written)) in (1..).zip(doc.messages) {
-            messages
-                .push(written, MessagePlace::Message(n))
-                .map_err(|err| {
-                    // Where it is in the file, which the message read as written has lost.
-                    let positioned = serde_json::from_str::<MessagesDoc>(text).err();
-                    not_a_document(text, positioned.unwrap_or(err))
-                })?;
-        }
-        let imported = Imported {
-            id: doc.id,
-            times: times_of(doc.created_at, doc.updated_at)?,
-            meta: doc
-                .meta
-                .map(MetaDoc::into_meta)
-                .transpose()?
-                .unwrap_or_default(),
-            messages: messages.read,
-        };
-        (imported, messages.lost)
+    let (imported, lost) = match format_of(text).ok_or(ImportError::Empty)? {
+        ExportFormat::Jsonl => read_jsonl(text)?,
+        _ => read_json(text)?,
     };
     if imported.messages.is_empty() {
         return Err(ImportError::NoMessages);
@@ -293,6 +257,62 @@ pub fn read(text: &str) -> Result<Imported, ImportError> {
     match lost {
         Some(lost) => Err(lost),
         None => Ok(imported),
+    }
+}
+
+/// The format of `text`, an export without its byte-order mark: `None` when it holds
+/// nothing but blanks.
+///
+/// A jsonl file's first line is a complete message on its own; a pretty-printed json
+/// export's first line is just `{`. Deciding on that, rather than trying one format and
+/// then the other, means a broken file gets the error of the format it was meant to be.
+fn format_of(text: &str) -> Option<ExportFormat> {
+    let first_line = text.lines().find(|line| !line.trim().is_empty())?;
+    let first_is_message = serde_json::from_str::<serde_json::Value>(first_line)
+        .ok()
+        .is_some_and(|value| value.get("role").is_some());
+    Some(match first_is_message {
+        true => ExportFormat::Jsonl,
+        false => ExportFormat::Json,
+    })
+}
+
+/// Where the message at `index` of `text` is, counted from 0 as in what [`read`] read of
+/// it ([`Imported::messages`]): its line in a `jsonl` file (blank lines counted), its
+/// place in a `json` export's messages; `None` when `text` holds no message there.
+///
+/// For naming a message as the file counts them when a storage refuses it by its position
+/// in the write ([`Error::InvalidMessage`](crate::Error::InvalidMessage)'s `index`, counted
+/// from 0). Cost: linear in the text's size.
+///
+/// ```
+/// use fusion::api::export::{self, MessagePlace};
+///
+/// let text = "{\"role\":\"user\",\"content\":\"a\"}\n\n{\"role\":\"user\",\"content\":\"b\"}\n";
+/// assert_eq!(export::message_place(text, 1), Some(MessagePlace::Line(3)));
+/// assert_eq!(export::message_place(text, 2), None);
+/// let json = r#"{"id": "s", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}"#;
+/// assert_eq!(export::message_place(json, 1), Some(MessagePlace::Message(2)));
+/// assert_eq!(export::message_place(json, 2), None);
+/// ```
+pub fn message_place(text: &str, index: usize) -> Option<MessagePlace> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    match format_of(text)? {
+        ExportFormat::Jsonl => {
+            let lines = text.lines().enumerate();
+            let (line, _) = lines
+                .filter(|(_, line)| !line.trim().is_empty())
+                .nth(index)?;
+            Some(MessagePlace::Line(line + 1))
+        }
+        _ => {
+            #[derive(Deserialize)]
+            struct Count {
+                messages: Vec<serde::de::IgnoredAny>,
+            }
+            let count = serde_json::from_str::<Count>(text).ok()?.messages.len();
+            (index < count).then_some(MessagePlace::Message(index + 1))
+        }
     }
 }
 
@@ -338,6 +358,38 @@ fn not_a_document(text: &str, err: serde_json::Error) -> ImportError {
         ),
         false => err,
     })
+}
+
+/// The messages and the rest of a `json` export, and what the first message that loses
+/// something in the reading loses.
+fn read_json(text: &str) -> Result<(Imported, Option<ImportError>), ImportError> {
+    let VersionDoc { version } =
+        serde_json::from_str(text).map_err(|err| not_a_document(text, err))?;
+    if let Some(found) = version.filter(|found| !(1..=JSON_VERSION).contains(found)) {
+        return Err(ImportError::UnknownVersion { found });
+    }
+    let doc: ImportDoc = serde_json::from_str(text).map_err(|err| not_a_document(text, err))?;
+    let mut messages = Messages::with_capacity(doc.messages.len());
+    for (n, Written(written)) in (1..).zip(doc.messages) {
+        messages
+            .push(written, MessagePlace::Message(n))
+            .map_err(|err| {
+                // Where it is in the file, which the message read as written has lost.
+                let positioned = serde_json::from_str::<MessagesDoc>(text).err();
+                not_a_document(text, positioned.unwrap_or(err))
+            })?;
+    }
+    let imported = Imported {
+        id: doc.id,
+        times: times_of(doc.created_at, doc.updated_at)?,
+        meta: doc
+            .meta
+            .map(MetaDoc::into_meta)
+            .transpose()?
+            .unwrap_or_default(),
+        messages: messages.read,
+    };
+    Ok((imported, messages.lost))
 }
 
 /// The messages of a `jsonl` file, and what the first that loses something in the reading
