@@ -426,3 +426,41 @@ async fn an_answer_cut_by_the_token_limit_says_so_after_it() {
         "{stdout}"
     );
 }
+
+/// A command that takes no argument, given one, is refused and does nothing: `/clear all`
+/// clears nothing, `/exit now` leaves nothing (in a script, the error ends the chat, so no
+/// later line is sent); before, the words were dropped and the command ran.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_given_an_argument_it_does_not_take_is_refused_and_does_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    server.push_text("Hello, Ada.");
+    let args = ["--session", "ada", "--storage", &url];
+    let output = chat(tmp.path(), &server, &args, "I am Ada.\n").await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let held = load_async(&storage, "ada").await;
+    assert_eq!(held.len(), 3, "system, user, assistant: {held:?}");
+
+    for (line, name, given) in [
+        ("/clear all", "clear", "all"),
+        ("/history extra", "history", "extra"),
+        ("/exit\tnow", "exit", "now"),
+        ("/undo 3", "undo", "3"),
+    ] {
+        let output = chat(tmp.path(), &server, &args, &format!("{line}\nhi\n")).await;
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{line}: {stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!(
+                "fusion: error: /{name} takes no argument, and \"{given}\" was given: nothing \
+                 done; type /{name} alone (/help lists the commands)"
+            ),
+            "{line}"
+        );
+        assert_eq!(text(&output.stdout), "", "{line}");
+        assert_eq!(load_async(&storage, "ada").await, held, "{line}");
+    }
+    assert_eq!(server.request_count(), 1, "no later line was sent");
+}

@@ -25,15 +25,33 @@ anything else is sent to the agent";
 const DEFAULT_KEEP: usize = 10;
 
 impl Chat {
-    /// Runs `/command` (given without its slash).
+    /// Runs `/command` (given without its slash). A command that takes no argument and is
+    /// given one is refused and does nothing: `/clear all` clears nothing, `/exit now`
+    /// leaves nothing, rather than each running as if the words were not there.
     pub(super) async fn command(&mut self, command: &str) -> Result<Flow> {
-        let (name, arg) = command.split_once(' ').unwrap_or((command, ""));
+        let (name, arg) = command
+            .split_once(char::is_whitespace)
+            .unwrap_or((command, ""));
         let arg = arg.trim();
         let id = &self.id;
+        let no_argument = || match arg.is_empty() {
+            true => Ok(()),
+            false => Err(anyhow::anyhow!(
+                "/{name} takes no argument, and {arg:?} was given: nothing done; type /{name} \
+                 alone (/help lists the commands)"
+            )),
+        };
         match name {
-            "exit" | "quit" => return Ok(Flow::Exit),
-            "help" => render::say(HELP)?,
+            "exit" | "quit" => {
+                no_argument()?;
+                return Ok(Flow::Exit);
+            }
+            "help" => {
+                no_argument()?;
+                render::say(HELP)?
+            }
             "history" => {
+                no_argument()?;
                 // Another front end may have written since this chat's last turn.
                 self.session
                     .catch_up()
@@ -45,15 +63,23 @@ impl Chat {
                 ))?;
             }
             "clear" => {
+                no_argument()?;
                 self.session.clear_history().await?;
                 render::say(format_args!("cleared session {id}"))?;
             }
             "sessions" => {
+                no_argument()?;
                 let owner = self.session.owner();
                 listing::print_table(self.storage.as_ref(), &self.storage_type, owner, id).await?
             }
-            "undo" => self.undo().await?,
-            "tools" => self.list_tools()?,
+            "undo" => {
+                no_argument()?;
+                self.undo().await?
+            }
+            "tools" => {
+                no_argument()?;
+                self.list_tools()?
+            }
             "summarize" => {
                 let keep = if arg.is_empty() {
                     DEFAULT_KEEP
