@@ -570,6 +570,61 @@ async fn an_update_whose_old_expiry_entry_stays_succeeds_and_leaves_it() {
     warned_once_of_wrong_type(&logs, "an expiry entry left for a purge");
 }
 
+/// Found by a review: an update that removed a session's old entry from the expiry index
+/// (its expiry removed) waited on that removal for every retry the storage allows,
+/// though the update had applied and the removal is upkeep a purge finishes. It now
+/// gets the response timeout, as other upkeep does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_does_not_wait_on_the_removal_of_its_old_expiry_entry() {
+    // Retries without end: only the bound on the removal ends it.
+    let options = RedisOptions::new()
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(1))
+        .reconnect_retries(10_000);
+    let Some(Purging { h, store, raw: _ }) = warmed(options).await else {
+        return;
+    };
+    let meta = SessionMeta::new().expiry(Expiry::At(SystemTime::now() + Duration::from_secs(3600)));
+    store
+        .create_session("unexpiring", &meta, &said("a"))
+        .await
+        .unwrap();
+    // The `CLAIMED` call whose action is `claim` (`forget`'s first step): every reply
+    // to it lost.
+    h.proxy
+        .cut_randomly_containing("\r\n$5\r\nclaim\r\n", 1.0, 7);
+    let forever = MetaUpdate::new().expiry(None);
+    let updated = tokio::time::timeout(NO_HANG, store.update_session("unexpiring", &forever)).await;
+    h.proxy.stop_cutting();
+    let updated = updated.expect("the update waited on its old expiry entry's removal");
+    let info = updated.unwrap().expect("the session is there");
+    assert_eq!(info.meta.expiry, None);
+}
+
+/// Found by a review: the repair of the indexes after a write whose reply was lost (on a
+/// cluster) was logged at debug whatever its failure, so one that no retry mends (here
+/// an index of another type, written under the prefix by something other than Fusion)
+/// went unseen. It is logged at warn, once, naming the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_refused_after_a_lost_write_reply_warns_once() {
+    let Some(Purging { h, store, mut raw }) = warmed(RedisOptions::new()).await else {
+        return;
+    };
+    store
+        .create_session("repaired", &SessionMeta::new(), &said("a"))
+        .await
+        .unwrap();
+    h.proxy.cut_after_reply_to("reply-lost-here");
+    let turn = [ChatMessage::user("reply-lost-here")];
+    let appending = store.append("repaired", &turn);
+    let ids = format!("{PREFIX}:ids");
+    let (appended, logs) = with_key_of_another_type(&mut raw, &ids, appending).await;
+    appended.expect_err("the reply was lost");
+    let phrase = "the indexes of a session whose write may have applied are left to its retry";
+    warned_once_of_wrong_type(&logs, phrase);
+    assert!(logs.text().contains("repaired"), "{}", logs.text());
+}
+
 /// Found by a review: a prune whose look-again call the expiry index refuses for good (a
 /// key of another type there, written under the prefix by something other than Fusion)
 /// was logged at debug only, as a busy node's is, so every listing left its prune undone

@@ -20,7 +20,7 @@ use futures::future::join;
 use redis::{FromRedisValue, Value};
 
 use super::RedisStorage;
-use super::upkeep::Left;
+use super::upkeep::{Left, within};
 use super::write::evalsha;
 use crate::error::{BACKEND, parse_redis_error};
 use crate::keys::Scope;
@@ -186,9 +186,13 @@ impl RedisStorage {
                 if let Some((was, _)) = found.expiry_entry(id)
                     && entry.is_none_or(|(member, _)| member != was)
                 {
+                    // Bounded as other upkeep is (`upkeep::within`): the update is done, and
+                    // its caller does not wait on the expiry index's node for this.
                     let token = scripts::claim_token();
-                    if let Err(err) = self.forget(op.name, &[], &[was], &[], &token).await {
-                        Left::Failed(err).log("an expiry entry left for a purge", 1);
+                    let was = [was];
+                    let forget = self.forget(op.name, &[], &was, &[], &token);
+                    if let Err(left) = within(self.response_timeout, forget).await {
+                        left.log("an expiry entry left for a purge", 1);
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! Upkeep that fails nobody (a prune's look-again entries, the take-up's second look, in
 //! `forget.rs` and `index.rs`; the repair of the indexes after a lost write reply, in
-//! `write.rs`): bounded in time, and logged when left undone.
+//! `write.rs`; the removal of an update's old expiry entry, in `meta.rs`): bounded in
+//! time, and logged when left undone (at warn when no retry mends it).
 
 use std::fmt;
 use std::time::Duration;
@@ -27,6 +28,18 @@ impl Left {
                 tracing::warn!(error = %err, count, "{what}");
             }
             left => tracing::debug!(error = %left, count, "{what}"),
+        }
+    }
+}
+
+impl Left {
+    /// [`log`](Self::log) for the upkeep of session `session_id`, naming it.
+    pub(super) fn log_of_session(&self, what: &str, session_id: &str) {
+        match self {
+            Left::Failed(err) if !err.is_retryable() => {
+                tracing::warn!(error = %err, session_id, "{what}");
+            }
+            left => tracing::debug!(error = %left, session_id, "{what}"),
         }
     }
 }

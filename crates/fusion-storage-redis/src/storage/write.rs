@@ -245,12 +245,13 @@ impl RedisStorage {
             // wait for a connection made again after the backoff (100 ms at least), so a
             // connect timeout set short cut every repair, and the session stayed
             // unlisted until a retry that may never come.
+            // Logged at warn when no retry mends the failure (a refusal, such as an index
+            // of another type), at debug when it passes (the node still out of reach).
             let repair = self.reindex(op.name, id, false);
             if let Err(left) = within(self.response_timeout, repair).await {
-                tracing::debug!(
-                    session_id = id,
-                    error = %left,
-                    "the indexes of a session whose write may have applied are left to its retry"
+                left.log_of_session(
+                    "the indexes of a session whose write may have applied are left to its retry",
+                    id,
                 );
             }
         }
