@@ -72,7 +72,8 @@ impl Lives {
     /// this write started one among more than `LIVE_FILES_MAX`, or took its journal past
     /// `limit` and so finished it; and whether the journal this instance had been writing
     /// was found removed (with the index, by hand), so that the lines it took since it
-    /// was last found in place are read by nobody. A failing `line` writes no line.
+    /// was last found in place are read by nobody. A failing `line` writes no line and
+    /// looks at no journal.
     pub(crate) fn append(
         &self,
         root: &Path,
@@ -85,6 +86,9 @@ impl Lives {
         let mut fold = false;
         // Handed out under the slot's lock, so the journal gets its lines in order.
         let t = self.next_t(floor);
+        // Before the journal is looked at: a failing `line` must not take in a finding
+        // (the journal removed) that only this write's success reports.
+        let line = line(t)?;
         let found = slot.as_mut().map(|live| live.check_since(t));
         let removed = found == Some(JournalStatus::Removed);
         if removed || found == Some(JournalStatus::Shared) {
@@ -101,7 +105,7 @@ impl Lives {
             *slot = Some(live);
         }
         let live = slot.as_mut().expect("created above");
-        live.append(&line(t)?, sync)?;
+        live.append(&line, sync)?;
         if live.len > limit {
             // Closing the file releases its lock: the next fold takes its lines.
             *slot = None;
@@ -134,6 +138,8 @@ impl Lives {
         let mut dated = self.dated.lock().unwrap_or_else(PoisonError::into_inner);
         let mut fold = false;
         let recorded = self.next_t(floor);
+        // Before the journal is looked at, as in `append`.
+        let line = line(recorded)?;
         let found = dated.as_mut().map(|(live, _)| live.check_since(recorded));
         let removed = found == Some(JournalStatus::Removed);
         let in_order = dated
@@ -152,7 +158,7 @@ impl Lives {
                 (live, (i64::MIN, String::new()))
             }
         };
-        if let Err(err) = line(recorded).and_then(|line| live.append(&line, sync)) {
+        if let Err(err) = live.append(&line, sync) {
             // As in a slot: junk at most after its last line, which the next overwrites.
             *dated = Some((live, last));
             return Err(err);

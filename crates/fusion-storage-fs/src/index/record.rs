@@ -261,6 +261,28 @@ mod tests {
     }
 
     #[test]
+    fn a_write_refused_before_its_line_leaves_a_removed_journal_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(dir.path());
+        let a = index.record("a", Change::Create, i64::MIN, false).unwrap();
+        assert!(index.is_built());
+        // Its journal removed by hand, found so at the next write a second on.
+        for entry in fs::read_dir(index.root().join(super::super::live::LIVE_DIR)).unwrap() {
+            fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        index.run_clock_ahead(Duration::from_secs(2));
+        let refused = index.record_after("b", Change::Create, i64::MIN, false, |_| {
+            Err::<(), _>(fusion_core::Error::Config("refused".into()))
+        });
+        assert!(refused.is_err());
+        // The next write finds the journal removed, and marks the index for a rebuild:
+        // the lines its journal took since it was last found in place are read by nobody.
+        let written = index.record("a", Change::Write, a.t + 1, false).unwrap();
+        assert!(written.t > a.t);
+        assert!(!index.is_built(), "the removed journal went unreported");
+    }
+
+    #[test]
     fn a_write_waits_for_no_creation_or_deletion_of_its_instance() {
         let dir = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::new(dir.path()));
