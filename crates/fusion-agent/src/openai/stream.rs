@@ -303,6 +303,11 @@ struct PartialCall {
     name: String,
     /// `None` until some arguments arrive; a call without any gets `{}`, as in a whole reply.
     arguments: Option<String>,
+    /// Whether a piece without an `index` named this call again once its arguments were
+    /// whole: a repeat (vLLM names a call on its last piece too), or the first piece of
+    /// another call the server gave the same id, whose arguments then start a new call
+    /// that takes this name ([`slots`]).
+    named_again: bool,
 }
 
 impl Assembler {
@@ -359,9 +364,13 @@ impl Assembler {
         };
         let id = piece.id.filter(|id| !id.is_empty());
         let fragment = arguments.and_then(wire::arguments_text);
-        let index = match piece.index {
-            Some(index) => self.slot_of(index, id.as_deref(), name.is_some()),
-            None => self.unindexed_slot(id.as_deref(), name.as_deref(), fragment.as_deref()),
+        let (index, name) = match piece.index {
+            Some(index) => (self.slot_of(index, id.as_deref(), name.is_some()), name),
+            None => {
+                let (slot, named) =
+                    self.unindexed_slot(id.as_deref(), name.as_deref(), fragment.as_deref());
+                (slot, name.or(named))
+            }
         };
         self.last_call = Some(index);
         if !self.calls.contains_key(&index) {
@@ -377,6 +386,7 @@ impl Assembler {
                 id: wire::call_id(id.clone()),
                 name: name.clone().unwrap_or_default(),
                 arguments: None,
+                named_again: false,
             };
             out.push_back(ChatDelta::ToolCallStarted {
                 index,
@@ -391,6 +401,8 @@ impl Assembler {
             // A server that sent the name after the first piece: keep it for the reply.
             self.size += name.len();
             call.name = name;
+        } else if piece.index.is_none() && name.is_some_and(|name| name == call.name) {
+            call.named_again = slots::whole(call);
         }
         if let Some(fragment) = fragment {
             let arguments = call.arguments.get_or_insert_with(String::new);
@@ -907,6 +919,47 @@ mod tests {
                 ToolCall::new("call_x", "read_file", r#"{"path":{"c":1}} "#),
             ]
         );
+    }
+
+    /// Found by a review: without an `index`, a server that gives every call one id and
+    /// streams each as OpenAI does (the name with empty arguments first, then the
+    /// arguments) had its second call's name piece taken as a repeat of the first call's
+    /// name (as vLLM sends on a last piece), and the call its arguments then started had
+    /// no name: answered "no tool named" although the server named it.
+    #[tokio::test]
+    async fn without_an_index_a_name_before_new_arguments_names_the_new_call() {
+        let piece = |name: Option<&str>, arguments: &str| {
+            let mut piece =
+                serde_json::json!({"id": "call_0", "function": {"arguments": arguments}});
+            if let Some(name) = name {
+                piece["function"]["name"] = name.into();
+            }
+            delta(serde_json::json!({"tool_calls": [piece]}))
+        };
+        let text = sse(&[
+            piece(Some("read_file"), ""),
+            piece(None, r#"{"path":"a"}"#),
+            piece(Some("read_file"), ""),
+            piece(None, r#"{"path":"b"}"#),
+            finish("tool_calls"),
+        ]);
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        assert_eq!(
+            done(&deltas).message.tool_calls,
+            vec![
+                ToolCall::new("call_0", "read_file", r#"{"path":"a"}"#),
+                ToolCall::new("call_0", "read_file", r#"{"path":"b"}"#),
+            ]
+        );
+        let started: Vec<&str> = deltas
+            .iter()
+            .filter_map(|delta| match delta {
+                ChatDelta::ToolCallStarted { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started, ["read_file", "read_file"]);
     }
 
     /// Found by a review: without an `index`, a piece bearing the id of a call before the

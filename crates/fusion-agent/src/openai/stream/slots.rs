@@ -31,7 +31,9 @@ impl Assembler {
     }
 
     /// The slot of a piece streamed without an `index`, bringing `id` and `name` if any,
-    /// and arguments `fragment`.
+    /// and arguments `fragment`; and, for a piece without a name that starts a new call,
+    /// the name a piece of its id gave after the arguments of the call before were whole
+    /// (its first piece, taken for a repeat: see [`PartialCall::named_again`]).
     ///
     /// Servers that leave out `index` send each call's pieces one after another, a new
     /// call starting with a new id (or a name, without ids); some repeat the call's id on
@@ -40,18 +42,19 @@ impl Assembler {
     /// the last one or an earlier one whose pieces it interleaved, unless it is another
     /// call given the same id: it names another tool (a call's name does not change), or
     /// it starts new arguments after that call's are whole (a server that sends each call
-    /// whole, one id for all). Anything else starts a new call.
+    /// whole, or its name first and then its arguments, one id for all). Anything else
+    /// starts a new call.
     pub(super) fn unindexed_slot(
         &self,
         id: Option<&str>,
         name: Option<&str>,
         fragment: Option<&str>,
-    ) -> usize {
+    ) -> (usize, Option<String>) {
         let Some(last) = self.last_call else {
-            return self.next_slot();
+            return (self.next_slot(), None);
         };
         if id.is_none() && name.is_none() {
-            return last;
+            return (last, None);
         }
         let given = id.and_then(|id| {
             let mut calls = self.calls.iter().rev();
@@ -59,12 +62,16 @@ impl Assembler {
         });
         match given {
             Some((&slot, call))
-                if name.is_none_or(|name| call.name.is_empty() || call.name == name)
-                    && !starts_after_whole(call, fragment) =>
+                if name.is_none_or(|name| call.name.is_empty() || call.name == name) =>
             {
-                slot
+                if !starts_after_whole(call, fragment) {
+                    (slot, None)
+                } else {
+                    let named = (name.is_none() && call.named_again).then(|| call.name.clone());
+                    (self.next_slot(), named)
+                }
             }
-            _ => self.next_slot(),
+            _ => (self.next_slot(), None),
         }
     }
 
@@ -84,8 +91,12 @@ impl Assembler {
 /// does right after a `}`), so a long call streamed in many pieces is not parsed anew
 /// for each.
 fn starts_after_whole(call: &PartialCall, fragment: Option<&str>) -> bool {
+    fragment.is_some_and(|f| f.trim_start().starts_with('{')) && whole(call)
+}
+
+/// Whether `call`'s arguments are a whole JSON object (parsed only when they end in `}`).
+pub(super) fn whole(call: &PartialCall) -> bool {
     let arguments = call.arguments.as_deref().unwrap_or_default();
-    fragment.is_some_and(|f| f.trim_start().starts_with('{'))
-        && arguments.trim_end().ends_with('}')
+    arguments.trim_end().ends_with('}')
         && serde_json::from_str::<serde::de::IgnoredAny>(arguments).is_ok()
 }
