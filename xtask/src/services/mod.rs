@@ -69,3 +69,37 @@ fn answers_at_any(addr: impl ToSocketAddrs, probe: impl Fn(SocketAddr) -> bool) 
     addr.to_socket_addrs()
         .is_ok_and(|mut addrs| addrs.any(probe))
 }
+
+/// What probing a server configured by the user found: it answers, or none of its
+/// addresses does, or its host name gives no address at all, which says nothing of a
+/// server and is said as such (a typo in the name, a container's name outside its
+/// network), not as a server that does not answer.
+#[derive(Debug)]
+enum Reach {
+    /// One of the addresses answered the probe.
+    Answers,
+    /// Addresses were found, and none answered.
+    Silent,
+    /// The host name did not resolve: why, naming it.
+    Unresolved(String),
+}
+
+/// Probes the server `addr` (`host:port`) names, as [`answers_at_any`] does, telling a
+/// host name that does not resolve from a server that does not answer.
+fn reach(addr: &str, probe: impl Fn(SocketAddr) -> bool) -> Reach {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match addr.to_socket_addrs() {
+        Ok(addrs) => addrs.collect(),
+        Err(err) => {
+            return Reach::Unresolved(format!("the host name {host:?} does not resolve ({err})"));
+        }
+    };
+    if addrs.is_empty() {
+        return Reach::Unresolved(format!("the host name {host:?} resolves to no address"));
+    }
+    match answers_at_any(&addrs[..], probe) {
+        true => Reach::Answers,
+        false => Reach::Silent,
+    }
+}

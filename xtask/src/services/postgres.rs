@@ -7,14 +7,14 @@
 //! `initdb` is found.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{answers_at_any, apt_install, is_root, on_path};
+use super::{Reach, answers_at_any, apt_install, is_root, on_path, reach};
 use fusion_test_ports::{ReservedPort, try_reserve_port};
 
 const INSTALL_HINT: &str = "install PostgreSQL (Debian/Ubuntu: `apt-get install postgresql`, \
@@ -80,12 +80,18 @@ pub fn postgres() -> Result<Postgres> {
                 redact(&url)
             )
         })?;
-        if !answers_as_postgres(&addr) {
-            bail!(
+        match reach(&addr, speaks_postgres) {
+            Reach::Answers => {}
+            Reach::Silent => bail!(
                 "{variable}={} does not answer as a PostgreSQL server; start it, unset \
                  {variable}, or {INSTALL_HINT}",
                 redact(&url)
-            );
+            ),
+            Reach::Unresolved(why) => bail!(
+                "{variable}={}: {why}; correct the host name, unset {variable}, or \
+                 {INSTALL_HINT}",
+                redact(&url)
+            ),
         }
         return Ok(Postgres {
             url,
@@ -250,21 +256,24 @@ fn redact(url: &str) -> String {
 /// True when the server at `addr` (`host:port`, at any address it names) answers
 /// PostgreSQL's `SSLRequest` with `S` or `N`, which only a PostgreSQL server does.
 fn answers_as_postgres(addr: &str) -> bool {
-    answers_at_any(addr, |addr| {
-        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        // Length 8, then the SSLRequest code 80877103.
-        if stream
-            .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
-            .is_err()
-        {
-            return false;
-        }
-        let mut reply = [0u8; 1];
-        matches!(stream.read(&mut reply), Ok(1) if matches!(reply[0], b'S' | b'N'))
-    })
+    answers_at_any(addr, speaks_postgres)
+}
+
+/// Whether the server at `addr` answers as PostgreSQL ([`answers_as_postgres`]).
+fn speaks_postgres(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    // Length 8, then the SSLRequest code 80877103.
+    if stream
+        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .is_err()
+    {
+        return false;
+    }
+    let mut reply = [0u8; 1];
+    matches!(stream.read(&mut reply), Ok(1) if matches!(reply[0], b'S' | b'N'))
 }
 
 #[cfg(test)]

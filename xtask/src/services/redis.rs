@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{answers_at_any, apt_install, on_path};
+use super::{Reach, answers_at_any, apt_install, on_path, reach};
 use fusion_test_ports::{ReservedPort, try_reserve_port};
 
 const INSTALL_HINT: &str = "install redis-server (Debian/Ubuntu: `apt-get install redis-server`, \
@@ -43,13 +43,7 @@ impl Drop for Redis {
 pub fn redis() -> Result<Redis> {
     ensure_redis_server_installed()?;
     if let Ok(url) = std::env::var("REDIS_URL") {
-        let addr = host_port(&url)
-            .with_context(|| format!("REDIS_URL={url} is not a redis:// URL I can probe"))?;
-        if !answers_ping(&addr) {
-            bail!(
-                "REDIS_URL={url} does not answer PING; start that server, unset REDIS_URL, or {INSTALL_HINT}"
-            );
-        }
+        check_redis_url(&url)?;
         return Ok(Redis {
             url,
             origin: "REDIS_URL",
@@ -66,6 +60,22 @@ pub fn redis() -> Result<Redis> {
         });
     }
     start_throwaway_redis()
+}
+
+/// Fails unless the server `REDIS_URL` (`url`) names answers PING, saying whether its
+/// host name does not resolve or its server does not answer.
+fn check_redis_url(url: &str) -> Result<()> {
+    let addr = host_port(url)
+        .with_context(|| format!("REDIS_URL={url} is not a redis:// URL I can probe"))?;
+    match reach(&addr, pings) {
+        Reach::Answers => Ok(()),
+        Reach::Silent => bail!(
+            "REDIS_URL={url} does not answer PING; start that server, unset REDIS_URL, or {INSTALL_HINT}"
+        ),
+        Reach::Unresolved(why) => bail!(
+            "REDIS_URL={url}: {why}; correct the host name, unset REDIS_URL, or {INSTALL_HINT}"
+        ),
+    }
 }
 
 fn start_throwaway_redis() -> Result<Redis> {
@@ -135,7 +145,8 @@ pub(super) fn answers_ping(addr: &str) -> bool {
     answers_at_any(addr, pings)
 }
 
-fn pings(addr: SocketAddr) -> bool {
+/// Whether the Redis server at `addr` answers an inline PING ([`answers_ping`]).
+pub(super) fn pings(addr: SocketAddr) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
         return false;
     };
@@ -174,5 +185,29 @@ mod tests {
         let dead = SocketAddr::from(([127, 0, 0, 1], nobody.port));
         assert!(answers_at_any(&[dead, live][..], pings));
         answering.join().unwrap();
+    }
+
+    /// A `REDIS_URL` whose host name does not resolve is said to be one, naming the name;
+    /// "does not answer PING" sent its user looking for a server that was never asked.
+    /// (`.invalid` never resolves: RFC 2606.) One that resolves and does not answer still
+    /// says so.
+    #[test]
+    fn a_redis_url_whose_host_name_does_not_resolve_says_so() {
+        let url = "redis://nowhere.invalid:6379/0";
+        let err = check_redis_url(url).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "REDIS_URL={url}: the host name \"nowhere.invalid\" does not resolve ("
+            )) && err.contains("correct the host name, unset REDIS_URL")
+                && !err.contains("PING"),
+            "{err}"
+        );
+        let nobody = fusion_test_ports::reserve_port();
+        let url = format!("redis://127.0.0.1:{}", nobody.port);
+        let err = check_redis_url(&url).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("REDIS_URL={url} does not answer PING;")),
+            "{err}"
+        );
     }
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::redis::{answers_ping, ensure_redis_server_installed, host_port};
+use super::redis::{answers_ping, ensure_redis_server_installed, host_port, pings};
+use super::{Reach, reach};
 use fusion_test_ports::{ReservedPort, try_reserve_port};
 
 /// Primaries, and one replica per primary.
@@ -68,10 +69,14 @@ pub fn redis_cluster() -> Result<RedisCluster> {
             .with_context(|| {
                 format!("FUSION_REDIS_CLUSTER_URL={url} is not a redis+cluster://host:port,... URL")
             })?;
-        if !answers_ping(&first) {
-            bail!(
+        match reach(&first, pings) {
+            Reach::Answers => {}
+            Reach::Silent => bail!(
                 "FUSION_REDIS_CLUSTER_URL={url}: {first} does not answer PING; start that cluster or unset the variable"
-            );
+            ),
+            Reach::Unresolved(why) => bail!(
+                "FUSION_REDIS_CLUSTER_URL={url}: {why}; correct the host name or unset the variable"
+            ),
         }
         return Ok(RedisCluster {
             url,
