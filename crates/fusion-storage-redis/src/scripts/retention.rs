@@ -267,3 +267,94 @@ local function token(whole, id)
   return (id % (span - 1) + 1) / span
 end
 "#;
+
+#[cfg(test)]
+mod tests {
+    use redis::Script;
+
+    use super::{TAKE_UP, TAKE_UP_SCAN};
+    use crate::scripts::CLAIMED;
+    use crate::scripts::tests::{prefix, server};
+
+    /// The expiry index at `key` made anew with `due` due entries, rank `r` scored
+    /// `r` s after a time long past: look-again entries (`!`) at rank 5 and at ranks 70
+    /// to 79, entries of expired sessions elsewhere. Returns the members by rank.
+    fn fill(conn: &mut redis::Connection, key: &str, due: usize) -> Vec<String> {
+        let _: () = redis::cmd("DEL").arg(key).query(conn).unwrap();
+        let members: Vec<String> = (0..due)
+            .map(|r| match r {
+                5 => "!head/1".to_string(),
+                70..80 => format!("!s{r}/1"),
+                _ => format!("e{r}"),
+            })
+            .collect();
+        for (r, member) in members.iter().enumerate() {
+            let score = 1_000_000_000_000_u64 + 1000 * r as u64;
+            let _: () = redis::cmd("ZADD")
+                .arg(key)
+                .arg(score)
+                .arg(member)
+                .query(conn)
+                .unwrap();
+        }
+        members
+    }
+
+    /// What a `+ms` of `CLAIMED` by claimer `id` takes up of `key`.
+    fn take_up(conn: &mut redis::Connection, key: &str, id: u64) -> Vec<String> {
+        Script::new(CLAIMED.source())
+            .key(key)
+            .arg("+60000")
+            .arg(id)
+            .arg(format!("!mine/{id}"))
+            .invoke(conn)
+            .unwrap()
+    }
+
+    /// Found by a review: beyond [`TAKE_UP_SCAN`] due entries, which ones a take-up
+    /// looked at was untested. It is the window of `TAKE_UP_SCAN` ranks starting at the
+    /// claimer's id modulo the ranks a window can start at: rank 0 for one, the last
+    /// window for another, at most [`TAKE_UP`] look-again entries taken from it, in rank
+    /// order, and none outside it.
+    #[test]
+    fn beyond_the_scan_a_take_up_looks_at_the_window_its_claimer_picks() {
+        let Some(mut conn) = server() else { return };
+        let key = format!("{}:expiry", prefix("take-up-window"));
+        let due = 100;
+        let starts = (due - TAKE_UP_SCAN + 1) as u64;
+        fill(&mut conn, &key, due);
+        // Starting at rank 0: the head's look-again entry only.
+        assert_eq!(take_up(&mut conn, &key, 0), ["!head/1"]);
+        assert_eq!(
+            take_up(&mut conn, &key, 0),
+            Vec::<String>::new(),
+            "sent again"
+        );
+        let members = fill(&mut conn, &key, due);
+        // Starting at the last rank a window can start at: ranks 36 to 99, whose first
+        // `TAKE_UP` look-again entries are ranks 70 to 77.
+        let taken = take_up(&mut conn, &key, starts - 1);
+        assert_eq!(taken, members[70..70 + TAKE_UP]);
+        for member in &taken {
+            let score: f64 = redis::cmd("ZSCORE")
+                .arg(&key)
+                .arg(member)
+                .query(&mut conn)
+                .unwrap();
+            assert!(score > 1_700_000_000_000.0, "{member} leased: {score}");
+        }
+        let head: u64 = redis::cmd("ZSCORE")
+            .arg(&key)
+            .arg("!head/1")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(
+            head, 1_000_000_005_000,
+            "outside the window, left as it was"
+        );
+        // Within the scan (no more due entries than it looks at), every due one is seen.
+        fill(&mut conn, &key, TAKE_UP_SCAN);
+        assert_eq!(take_up(&mut conn, &key, starts - 1), ["!head/1"]);
+        let _: () = redis::cmd("DEL").arg(&key).query(&mut conn).unwrap();
+    }
+}
