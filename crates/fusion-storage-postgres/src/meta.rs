@@ -98,16 +98,45 @@ where
 /// no time a session can have (infinity, or past the year 294246: a hand edit).
 fn time_column(row: &PgRow, id: &str, what: &str) -> Result<i64> {
     let us: Option<i64> = column(row, id, &format!("{what}_us"))?;
-    us.ok_or_else(|| {
-        Error::corrupt(
-            BACKEND,
-            id,
-            format!(
-                "the {what}_at column holds no time a session can have (infinity, or past \
-                 the year 294246): set it to the session's {what} time, or delete the session"
-            ),
-        )
-    })
+    us.ok_or_else(|| bad_time(id, what))
+}
+
+/// [`Error::Corrupt`]: the `{what}_at` column of session `id` holds no time a session can
+/// have.
+fn bad_time(id: &str, what: &str) -> Error {
+    Error::corrupt(
+        BACKEND,
+        id,
+        format!(
+            "the {what}_at column holds no time a session can have (infinity, or past \
+             the year 294246): set it to the session's {what} time, or delete the session"
+        ),
+    )
+}
+
+/// After a statement on session `id` failed converting a time to microseconds (a write
+/// moving `updated_at` or an idle expiry, a conditional write's check): the
+/// [`Error::Corrupt`] naming the column, when the session's `created_at` or `updated_at`
+/// holds no time a session can have (a hand edit); `None` when neither does (or the look
+/// fails), and the statement's own error stands. One key lookup, on failure only.
+pub(crate) async fn damaged_time(pool: &sqlx::PgPool, id: &str) -> Option<Error> {
+    let damaged: Option<(bool, bool)> = sqlx::query_as(concat!(
+        "SELECT ",
+        crate::expiry::stored_micros!("created_at"),
+        " IS NULL, ",
+        crate::expiry::stored_micros!("updated_at"),
+        " IS NULL FROM sessions WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten();
+    match damaged? {
+        (_, true) => Some(bad_time(id, "updated")),
+        (true, false) => Some(bad_time(id, "created")),
+        (false, false) => None,
+    }
 }
 
 /// Decoded columns as [`SessionInfo`]; data that is not a JSON object is

@@ -6,9 +6,11 @@
 mod support;
 
 use fusion_core::testkit::StorageHarness;
+use std::time::Duration;
+
 use fusion_core::{
-    ChatMessage, ConversationStorage, Error, MAX_DATA_BYTES, MetaUpdate, SessionMeta, SessionOrder,
-    SessionQuery,
+    Change, ChatMessage, ConversationStorage, Error, Expect, MAX_DATA_BYTES, MetaUpdate, Revision,
+    SessionMeta, SessionOrder, SessionQuery,
 };
 use serde_json::json;
 use sqlx::PgConnection;
@@ -219,4 +221,65 @@ async fn damaged_tags_data_or_times_are_corrupt_and_name_their_session() {
     }
     let repaired = storage.session_info("damaged").await.unwrap().unwrap();
     assert_eq!(repaired.meta, SessionMeta::new().owner("o"));
+}
+
+/// A write that moves a damaged `updated_at` (infinity, or past `int8` microseconds)
+/// converts it to microseconds (an idle expiry counted from it, a conditional write's
+/// check): it is `Error::Corrupt` naming the session and the column, and writes nothing.
+#[tokio::test]
+async fn writes_to_a_session_whose_updated_at_is_damaged_are_corrupt_and_write_nothing() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = harness.open().await.unwrap();
+    let idle = SessionMeta::new().expiry(fusion_core::Expiry::Idle(Duration::from_secs(3600)));
+    let history = [ChatMessage::user("a"), ChatMessage::user("b")];
+    storage
+        .create_session("damaged", &idle, &history)
+        .await
+        .unwrap();
+    let mut raw = harness.raw().await;
+    // Found by a review: each failed with a backend error naming no session.
+    for value in ["'infinity'", "'294260-01-01 00:00:00+00'"] {
+        let damage = format!("UPDATE sessions SET updated_at = {value} WHERE id = 'damaged'");
+        sqlx::query(&damage).execute(&mut raw).await.unwrap();
+        let before = snapshot(&mut raw).await;
+        let more = [ChatMessage::user("c")];
+        let since = Expect::UnwrittenSince {
+            revision: Revision::ABSENT,
+            since: std::time::SystemTime::now(),
+        };
+        let writes: [(&str, fusion_core::Result<()>); 5] = [
+            ("append", storage.append("damaged", &more).await),
+            ("truncate", storage.truncate("damaged", 1).await),
+            ("save", storage.save("damaged", &more).await),
+            (
+                "write_if",
+                storage
+                    .write_if("damaged", Expect::Generation(1), Change::Append(&more))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "write_if since",
+                storage
+                    .write_if("damaged", since, Change::Truncate(1))
+                    .await
+                    .map(drop),
+            ),
+        ];
+        for (what, result) in writes {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(&err, Error::Corrupt { session_id, .. } if session_id == "damaged"),
+                "{value}, {what}: {err:?}"
+            );
+            assert!(err.to_string().contains("updated_at"), "{what}: {err}");
+        }
+        assert_eq!(
+            snapshot(&mut raw).await,
+            before,
+            "{value}: something was written"
+        );
+    }
 }

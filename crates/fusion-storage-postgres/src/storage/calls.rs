@@ -42,9 +42,17 @@ impl PostgresStorage {
         op: Op<'_>,
         began: Instant,
     ) -> fusion_core::Error {
-        match err {
-            sqlx::Error::PoolTimedOut => self.timeouts.pool_timed_out(&self.pool, op, began).await,
-            err => parse_postgres_error(err, op),
+        match (err, op.session_id) {
+            (sqlx::Error::PoolTimedOut, _) => {
+                self.timeouts.pool_timed_out(&self.pool, op, began).await
+            }
+            (err, Some(id)) if is_time_conversion(&err) => {
+                match crate::meta::damaged_time(&self.pool, id).await {
+                    Some(corrupt) => corrupt,
+                    None => parse_postgres_error(err, op),
+                }
+            }
+            (err, _) => parse_postgres_error(err, op),
         }
     }
 
@@ -65,4 +73,15 @@ impl PostgresStorage {
             None => call.await,
         }
     }
+}
+
+/// Whether `err` is a conversion to `int8` that failed (`cannot convert infinity to
+/// bigint`, `bigint out of range`), as a statement that converts a session's time to
+/// microseconds meets on a time a hand edit stored (see [`crate::meta::damaged_time`]).
+fn is_time_conversion(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    // 0A000: feature_not_supported (infinity); 22003: numeric_value_out_of_range.
+    matches!(db.code().as_deref(), Some("0A000" | "22003"))
 }
