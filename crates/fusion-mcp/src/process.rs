@@ -180,18 +180,21 @@ pub fn spawn_error(config: &StdioServerConfig, error: &std::io::Error) -> String
     if error.kind() != std::io::ErrorKind::NotFound {
         return error.to_string();
     }
+    // Shown escaped ([`shown`]), but looked for as configured: escaped, a name holding a
+    // control character is a file that does not exist.
+    let path_shown = |path: &Path| shown(&path.display().to_string());
     if let Some(dir) = &config.cwd
         && !dir.is_dir()
     {
         return format!(
             "its working directory `{}` does not exist or is not a directory",
-            dir.display()
+            path_shown(dir)
         );
     }
     let command = &shown(&config.command);
     let interpreter = "the interpreter it names was not found (a script's `#!` line, or a \
                        program's dynamic loader)";
-    let program = Path::new(command);
+    let program = Path::new(&config.command);
     if program.components().count() > 1 {
         // The child changes to its working directory before it runs the command.
         let file = config
@@ -205,7 +208,7 @@ pub fn spawn_error(config: &StdioServerConfig, error: &std::io::Error) -> String
             Some(dir) if program.is_relative() => format!(
                 "`{command}` not found (a relative path is taken from its working directory, \
                  `{}`)",
-                dir.display()
+                path_shown(dir)
             ),
             _ => format!("`{command}` not found"),
         };
@@ -213,7 +216,7 @@ pub fn spawn_error(config: &StdioServerConfig, error: &std::io::Error) -> String
     match on_path(config, program) {
         Some(found) => format!(
             "`{command}` is on PATH (`{}`), but {interpreter}",
-            found.display()
+            path_shown(&found)
         ),
         None => format!("command `{command}` not found (is it installed and on PATH?)"),
     }
@@ -337,5 +340,52 @@ mod tests {
             r"\u{1b}[2J\u{1b}[31merror\u{1b}[0m: half\rdone\u{0}\tend"
         );
         assert_eq!(stderr_text("plain – ünïcode".as_bytes()), "plain – ünïcode");
+    }
+
+    /// Found by a review: the command escaped for the message was also what was looked
+    /// for, so a script whose name holds a control character (here a tab), found there
+    /// but whose interpreter is missing, was said not to exist, as a path or on PATH. It is
+    /// looked for as configured and shown escaped, as are the working directory and the
+    /// place on PATH it was found in.
+    #[cfg(unix)]
+    #[test]
+    fn a_command_holding_a_control_character_is_looked_for_as_it_is_and_shown_escaped() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("b\x1bin");
+        std::fs::create_dir(&bin).unwrap();
+        let script = bin.join("serv\ter");
+        std::fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let not_found = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let raw = |message: &str| message.contains(['\t', '\x1b']);
+
+        let by_path = StdioServerConfig::new(script.to_str().unwrap());
+        let message = spawn_error(&by_path, &not_found);
+        assert!(
+            message.contains(r"serv\ter` exists, but the interpreter"),
+            "{message}"
+        );
+        assert!(!raw(&message), "{message:?}");
+
+        let on_path = StdioServerConfig::new("serv\ter").env("PATH", bin.to_str().unwrap());
+        let message = spawn_error(&on_path, &not_found);
+        assert!(
+            message.starts_with(r"`serv\ter` is on PATH (`"),
+            "{message}"
+        );
+        assert!(
+            message.contains(r"b\u{1b}in/serv\ter`), but the interpreter"),
+            "{message}"
+        );
+        assert!(!raw(&message), "{message:?}");
+
+        let nowhere = StdioServerConfig::new("x").cwd(dir.path().join("no\x1bdir"));
+        let message = spawn_error(&nowhere, &not_found);
+        assert!(
+            message.contains(r"no\u{1b}dir` does not exist"),
+            "{message}"
+        );
+        assert!(!raw(&message), "{message:?}");
     }
 }
