@@ -46,6 +46,7 @@ use rmcp::model::{ErrorCode, JsonRpcMessage, ServerJsonRpcMessage};
 
 use crate::in_flight::InFlight;
 use crate::json_members::{leading_members, scalar_id, skip_space, trailing_members, trim_end};
+use crate::server_config::shown;
 pub use rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH as MAX_LINE_BYTES;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
@@ -270,7 +271,7 @@ fn verdict(line: &[u8], in_flight: &InFlight) -> Verdict {
     else {
         tracing::debug!(
             "skipping a line of the server's that is JSON but no message: {}",
-            String::from_utf8_lossy(text)
+            shown(&String::from_utf8_lossy(text))
         );
         return Verdict::Drop;
     };
@@ -306,9 +307,11 @@ fn answer(message: ServerJsonRpcMessage, in_flight: &InFlight) -> Verdict {
         return Verdict::Pass;
     };
     let Some(sole) = in_flight.sole() else {
+        // The server's text, shown escaped as its stderr is: raw, a line break in it forges
+        // a log line of its own and an escape sequence drives the terminal.
         tracing::warn!(
             code = error.error.code.0,
-            message = %error.error.message,
+            message = %shown(&error.error.message),
             "the MCP server answered a request it could not read with an error without an \
              id, and not one request alone is in flight: the one it answers waits out its \
              timeout"
@@ -437,6 +440,34 @@ mod tests {
         assert_eq!(error["id"], 5, "{error}");
         assert_eq!(error["error"]["message"], "Parse error", "{error}");
         assert_eq!(in_flight.sole(), None);
+    }
+
+    /// Found by a review: the message of an error without an id that could be tied to no
+    /// request, and a JSON line that is no message, went to the log as the server wrote
+    /// them, where a line break in them forged a log line and an escape sequence drove the
+    /// terminal. They are logged with their control characters escaped, as stderr is.
+    #[test]
+    fn the_servers_text_is_logged_escaped() {
+        use fusion_core::testkit::logs::Logs;
+        let logs = Logs::new();
+        tracing::subscriber::with_default(logs.subscriber(tracing::Level::DEBUG), || {
+            let unread = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700,
+                "message": "Parse error\nERROR forged line \u{1b}[2J"}});
+            let passed = verdict(unread.to_string().as_bytes(), &InFlight::default());
+            assert_eq!(passed, Verdict::Pass);
+            // A carriage return is JSON's white space.
+            let log_line = "{\"level\":30,\r\"msg\":\"ready\"}";
+            let dropped = verdict(log_line.as_bytes(), &InFlight::default());
+            assert_eq!(dropped, Verdict::Drop);
+        });
+        let text = logs.text();
+        assert!(
+            text.contains(r"Parse error\nERROR forged line \u{1b}[2J"),
+            "{text}"
+        );
+        assert!(text.contains(r#"{"level":30,\r"msg":"ready"}"#), "{text}");
+        assert!(!text.contains(['\r', '\x1b']), "{text:?}");
+        assert_eq!(text.lines().count(), 2, "{text}");
     }
 
     #[test]
