@@ -327,7 +327,8 @@ pub enum ExportFormat {
     Json,
     /// One message per line (the file-system backend's own format).
     Jsonl,
-    /// A readable transcript.
+    /// A readable transcript (also `md`, its file extension).
+    #[value(alias = "md")]
     Markdown,
 }
 

@@ -483,3 +483,29 @@ fn an_export_killed_mid_write_leaves_no_half_file() {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 40);
 }
+
+/// `--format md` is the markdown transcript, as the facade's `ExportFormat` reads it and
+/// as its file extension is: clap refused it ("invalid value 'md'").
+#[test]
+fn an_export_in_md_is_the_markdown_transcript() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, fs) = fs_storage(tmp.path());
+    seed(&fs, "s", &conversation(2));
+    let export = |format: &str| {
+        ok(
+            tmp.path(),
+            [
+                "sessions",
+                "export",
+                "s",
+                "--format",
+                format,
+                "--storage",
+                &url,
+            ],
+        )
+    };
+    let markdown = export("markdown");
+    assert!(markdown.starts_with("# "), "{markdown}");
+    assert_eq!(export("md"), markdown);
+}
