@@ -156,6 +156,16 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
             ),
             true,
         ),
+        // Not retryable: it lasts until an operator mends the disk (or the persistence
+        // settings) and a save succeeds; a refused write script stored nothing.
+        Some("MISCONF") => (
+            format!(
+                "{op}: the server cannot save its data to disk and refuses writes while \
+                 `stop-writes-on-bgsave-error` is on; nothing was written: fix the server's \
+                 disk or persistence settings ({err})"
+            ),
+            false,
+        ),
         Some("NOPERM") => (
             format!("{op}: the Redis user lacks a permission this storage needs ({err})"),
             false,
@@ -375,6 +385,11 @@ mod tests {
             (
                 "-ERR Protocol error: invalid bulk length\r\n",
                 "proto-max-bulk-len",
+            ),
+            (
+                "-MISCONF Redis is configured to save RDB snapshots, but it's currently \
+                 unable to persist to disk.\r\n",
+                "cannot save its data to disk",
             ),
         ] {
             let err = parse_redis_error(reply(resp), single());
