@@ -303,10 +303,12 @@ struct PartialCall {
     name: String,
     /// `None` until some arguments arrive; a call without any gets `{}`, as in a whole reply.
     arguments: Option<String>,
-    /// Whether a piece without an `index` named this call again once its arguments were
-    /// whole: a repeat (vLLM names a call on its last piece too), or the first piece of
-    /// another call the server gave the same id, whose arguments then start a new call
-    /// that takes this name ([`slots`]).
+    /// Whether the last piece of this call without an `index` named it, with no arguments
+    /// since: a repeat (vLLM names a call on its last piece too), or, when the arguments
+    /// were whole, the first piece of another call the server gave the same id, whose
+    /// arguments then start a new call that takes this name ([`slots`]). A flag rather
+    /// than a look at the arguments, so a server that repeats the name on every piece
+    /// does not have a long call's arguments parsed per piece.
     named_again: bool,
 }
 
@@ -402,11 +404,12 @@ impl Assembler {
             self.size += name.len();
             call.name = name;
         } else if piece.index.is_none() && name.is_some_and(|name| name == call.name) {
-            call.named_again = slots::whole(call);
+            call.named_again = true;
         }
         if let Some(fragment) = fragment {
             let arguments = call.arguments.get_or_insert_with(String::new);
             if !fragment.is_empty() {
+                call.named_again = false;
                 self.size += fragment.len();
                 arguments.push_str(&fragment);
                 out.push_back(ChatDelta::ToolCallArguments { index, fragment });

@@ -32,8 +32,8 @@ impl Assembler {
 
     /// The slot of a piece streamed without an `index`, bringing `id` and `name` if any,
     /// and arguments `fragment`; and, for a piece without a name that starts a new call,
-    /// the name a piece of its id gave after the arguments of the call before were whole
-    /// (its first piece, taken for a repeat: see [`PartialCall::named_again`]).
+    /// the name the last piece of its id gave once the arguments of the call before were
+    /// whole (its first piece, taken for a repeat: see [`PartialCall::named_again`]).
     ///
     /// Servers that leave out `index` send each call's pieces one after another, a new
     /// call starting with a new id (or a name, without ids); some repeat the call's id on
@@ -91,12 +91,8 @@ impl Assembler {
 /// does right after a `}`), so a long call streamed in many pieces is not parsed anew
 /// for each.
 fn starts_after_whole(call: &PartialCall, fragment: Option<&str>) -> bool {
-    fragment.is_some_and(|f| f.trim_start().starts_with('{')) && whole(call)
-}
-
-/// Whether `call`'s arguments are a whole JSON object (parsed only when they end in `}`).
-pub(super) fn whole(call: &PartialCall) -> bool {
     let arguments = call.arguments.as_deref().unwrap_or_default();
-    arguments.trim_end().ends_with('}')
+    fragment.is_some_and(|f| f.trim_start().starts_with('{'))
+        && arguments.trim_end().ends_with('}')
         && serde_json::from_str::<serde::de::IgnoredAny>(arguments).is_ok()
 }
