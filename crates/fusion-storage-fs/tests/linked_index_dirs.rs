@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use fusion_core::testkit::{all_pages, now_micros, said, wait_past};
 use fusion_core::{
-    ConversationStorage, Expiry, SessionMeta, SessionOrder, SessionQuery, unix_micros,
+    Change, ConversationStorage, Expect, Expiry, SessionMeta, SessionOrder, SessionQuery,
+    unix_micros,
 };
 use fusion_storage_fs::FileSystemStorage;
 
@@ -496,19 +497,7 @@ async fn a_creation_refused_for_a_linked_set_directory_records_no_journal_line()
         format!("{refused:?}").contains("symbolic link"),
         "{refused:?}"
     );
-    let index = dir.join(".fusion-index");
-    let mut journals = vec![index.join("journal")];
-    for entry in std::fs::read_dir(index.join("live")).unwrap() {
-        journals.push(entry.unwrap().path());
-    }
-    let lines: Vec<String> = journals
-        .iter()
-        .filter_map(|path| std::fs::read(path).ok())
-        .flat_map(|bytes| {
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            text.lines().map(str::to_owned).collect::<Vec<_>>()
-        })
-        .collect();
+    let lines = journal_lines(&dir);
     assert!(lines.iter().any(|line| line.ends_with(" b")), "{lines:?}");
     let stray: Vec<_> = lines
         .iter()
@@ -516,4 +505,48 @@ async fn a_creation_refused_for_a_linked_set_directory_records_no_journal_line()
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
     assert_eq!(files(&elsewhere), owned(&[]));
+}
+
+/// Every line of the index's journals under the storage directory `dir`.
+fn journal_lines(dir: &Path) -> Vec<String> {
+    let index = dir.join(".fusion-index");
+    let mut journals = vec![index.join("journal")];
+    for entry in std::fs::read_dir(index.join("live")).unwrap() {
+        journals.push(entry.unwrap().path());
+    }
+    journals
+        .iter()
+        .filter_map(|path| std::fs::read(path).ok())
+        .flat_map(|bytes| {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            text.lines().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Found by a review: a session created by a save (or a conditional replace) recorded its
+/// journal line before its files were prepared, so a creation refused there (a directory
+/// where its metadata file goes, which the creation removes) left a stray line. Its
+/// files now go before the line, as a creation by an append's.
+#[tokio::test]
+async fn a_creation_by_a_save_refused_for_its_metadata_records_no_journal_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    storage.save("b", &said("b")).await.unwrap();
+    // In place of the metadata files of "a" and "c", which a creation removes.
+    std::fs::create_dir(dir.join(".a.meta")).unwrap();
+    std::fs::create_dir(dir.join(".c.meta")).unwrap();
+    let refused = storage.save("a", &said("a")).await;
+    assert!(refused.is_err(), "{refused:?}");
+    let replace = Change::Replace(&said("c"));
+    let refused = storage.write_if("c", Expect::Generation(0), replace).await;
+    assert!(refused.is_err(), "{refused:?}");
+    let lines = journal_lines(&dir);
+    assert!(lines.iter().any(|line| line.ends_with(" b")), "{lines:?}");
+    let stray: Vec<_> = lines
+        .iter()
+        .filter(|line| line.ends_with(" a") || line.ends_with(" c"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
 }

@@ -318,13 +318,13 @@ impl SessionFiles {
                     Change::Create
                 };
                 let floor = self.write_floor(lock, current, before.as_ref())?;
-                let recorded = self
-                    .index
-                    .record(&self.id, change, floor, self.sync_appends())?;
-                (
-                    self.written_counters(before.as_ref(), recorded.t)?,
-                    Some(recorded),
-                )
+                // A creation's files go before its line, as an append's: refused, no line.
+                let (recorded, counters) =
+                    self.index
+                        .record_after(&self.id, change, floor, self.sync_appends(), |t| {
+                            self.written_counters(before.as_ref(), t)
+                        })?;
+                (counters, Some(recorded))
             }
         };
         counters.count = count;
