@@ -193,9 +193,13 @@ fn too_large(head: &[u8], tail: &[u8]) -> Option<Vec<u8>> {
 fn long_response_id(head: &[u8], tail: &[u8]) -> Option<Value> {
     let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
     let ((leading, unread), trailing) = (leading_members(head), trailing_members(tail));
+    // A message of exactly the length checked is whole in `head`, no member going past it.
+    let Some(unread) = unread else {
+        return whole_response_id(head);
+    };
     // What is too long to read is a response's `result` or `error`, not a request's
     // `params`, whose `method` may come after them, where neither end shows it.
-    if !matches!(unread, Some(b"\"result\"" | b"\"error\"")) {
+    if !matches!(unread, b"\"result\"" | b"\"error\"") {
         return None;
     }
     let value = |key: &[u8]| {
@@ -208,6 +212,23 @@ fn long_response_id(head: &[u8], tail: &[u8]) -> Option<Value> {
         return None;
     }
     scalar_id(value(b"\"id\"")?)
+}
+
+/// The `id` of the response `text` holds whole (a long line's or a batch message's first
+/// [`CHECKED_LINE_BYTES`], when it is exactly that long), read by the rules of
+/// [`long_response_id`]: `"jsonrpc":"2.0"`, a `result` or an `error`, no `method`.
+fn whole_response_id(text: &[u8]) -> Option<Value> {
+    let Ok(Value::Object(message)) = serde_json::from_slice(text) else {
+        return None;
+    };
+    let answer = message.contains_key("result") || message.contains_key("error");
+    if message.get("jsonrpc") != Some(&Value::from("2.0")) || message.contains_key("method") {
+        return None;
+    }
+    let id = message
+        .get("id")
+        .filter(|id| id.is_number() || id.is_string());
+    id.filter(|_| answer).cloned()
 }
 
 /// A JSON-RPC error line for the request `id`, with [`INVALID_RESPONSE_CODE`].
@@ -673,6 +694,35 @@ mod tests {
         let batch = format!("[{id_first}, {id_last}]\n");
         let read = copied_with(batch, in_flight.clone()).await;
         assert_eq!(read, format!("{id_first}\n{id_last}\n"));
+        assert_eq!(in_flight.sole(), Some(Value::from(3)));
+    }
+
+    /// Found by a review: an answer of exactly [`CHECKED_LINE_BYTES`] passes unchecked (on
+    /// a line of its own, or in a batch), but what was read of it to find its `id` was all
+    /// of it, no member going past, and it was taken for no response: its request stayed
+    /// in flight for as long as the server ran.
+    #[tokio::test]
+    async fn an_answer_of_exactly_the_checked_length_takes_its_request_out_of_flight() {
+        let in_flight = InFlight::default();
+        let mut stdin = crate::in_flight::Recording::new(Vec::<u8>::new(), in_flight.clone());
+        for id in [1, 2, 3] {
+            let request = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call"});
+            stdin
+                .write_all(format!("{request}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        let exactly = |id: u32| {
+            let short = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"x":""}}}}"#);
+            let pad = "a".repeat(CHECKED_LINE_BYTES - short.len());
+            let answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"x":"{pad}"}}}}"#);
+            assert_eq!(answer.len(), CHECKED_LINE_BYTES);
+            answer
+        };
+        let (line, member) = (exactly(1), exactly(2));
+        let input = format!("{line}\n[{member}]\n");
+        let read = copied_with(input, in_flight.clone()).await;
+        assert_eq!(read, format!("{line}\n{member}\n"));
         assert_eq!(in_flight.sole(), Some(Value::from(3)));
     }
 
