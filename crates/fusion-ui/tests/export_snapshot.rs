@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use axum::http::StatusCode;
 use fusion::ChatMessage;
-use fusion::storage::{ConversationStorage, InMemoryStorage, Revision, SessionMeta, SessionTimes};
+use fusion::storage::{
+    ConversationStorage, Expiry, InMemoryStorage, Revision, SessionMeta, SessionTimes,
+};
 use fusion_core::{Intercept, Intercepted, Result};
 use fusion_ui::{UiConfig, router};
 
@@ -90,7 +92,7 @@ fn app(storage: Arc<dyn ConversationStorage>) -> axum::Router {
 }
 
 /// A session exports on every backend, as created, after an append, a truncate and a
-/// rewrite, and one written by appends alone:
+/// rewrite, one written by appends alone and one copied in with its times, expiring:
 /// the facts' generation and count are those its messages are read at on each (a backend
 /// whose facts never matched would refuse every export with a 409).
 async fn exports_as_written(storage: Arc<dyn ConversationStorage>) {
@@ -138,6 +140,22 @@ async fn exports_as_written(storage: Arc<dyn ConversationStorage>) {
         reply.body
     );
     assert!(reply.body.contains("plain"), "{backend}: {}", reply.body);
+
+    // Copied in with its times (as `fusion migrate` and an import create one), expiring.
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let times = SessionTimes::new(an_hour_ago, an_hour_ago);
+    let meta = SessionMeta::new().expiry(Expiry::Idle(Duration::from_secs(86_400)));
+    storage
+        .create_session_with_times("x3", &meta, &first, times)
+        .await
+        .unwrap();
+    let reply = send(&app, get("/sessions/x3/export?format=json")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{backend}, copied: {}",
+        reply.body
+    );
 }
 
 #[tokio::test]
