@@ -58,7 +58,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut server_args = Vec::new();
     let redis = wanted("redis").then(services::redis).transpose()?;
     if let Some(redis) = &redis {
-        eprintln!("xtask: Redis at {} ({})", redis.url, redis.origin);
+        eprintln!("xtask: Redis at {} ({})", redis.shown(), redis.origin);
         server_args.extend(["--redis-url".to_string(), redis.url.clone()]);
     }
     let cluster = wanted("redis-cluster")
@@ -67,7 +67,8 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(cluster) = &cluster {
         eprintln!(
             "xtask: Redis Cluster at {} ({})",
-            cluster.url, cluster.origin
+            cluster.shown(),
+            cluster.origin
         );
         server_args.extend(["--redis-cluster-url".to_string(), cluster.url.clone()]);
     }

@@ -111,16 +111,17 @@ struct Outcome {
 
 pub fn run() -> Result<()> {
     let redis = services::redis()?;
-    eprintln!("xtask: Redis at {} ({})", redis.url, redis.origin);
+    eprintln!("xtask: Redis at {} ({})", redis.shown(), redis.origin);
     let cluster = services::redis_cluster()?;
     eprintln!(
         "xtask: Redis Cluster at {} ({})",
-        cluster.url, cluster.origin
+        cluster.shown(),
+        cluster.origin
     );
     let failover = services::failover_cluster()?;
     eprintln!(
         "xtask: Redis Cluster for the failover test at {}",
-        failover.url
+        failover.shown()
     );
     services::node_and_npm()?;
     services::chromium_and_driver()?;

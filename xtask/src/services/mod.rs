@@ -103,3 +103,21 @@ fn reach(addr: &str, probe: impl Fn(SocketAddr) -> bool) -> Reach {
         false => Reach::Silent,
     }
 }
+
+/// The URL with the password between `:` and `@` masked, for messages: a server
+/// URL the user configured (`postgres://u:***@h/db`, `redis://:***@h:6379`, a cluster
+/// URL's one credential).
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_string(),
+    }
+}

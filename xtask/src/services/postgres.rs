@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Reach, answers_at_any, apt_install, is_root, on_path, reach};
+use super::{Reach, answers_at_any, apt_install, is_root, on_path, reach, redact};
 use fusion_test_ports::{ReservedPort, try_reserve_port};
 
 const INSTALL_HINT: &str = "install PostgreSQL (Debian/Ubuntu: `apt-get install postgresql`, \
@@ -235,22 +235,6 @@ fn host_port(url: &str) -> Option<String> {
     } else {
         format!("{host_port}:5432")
     })
-}
-
-/// The URL with the password between `:` and `@` masked.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) if user_info.contains(':') => {
-            let user = user_info.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// True when the server at `addr` (`host:port`, at any address it names) answers

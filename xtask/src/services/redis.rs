@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Reach, answers_at_any, apt_install, on_path, reach};
+use super::{Reach, answers_at_any, apt_install, on_path, reach, redact};
 use fusion_test_ports::{ReservedPort, try_reserve_port};
 
 const INSTALL_HINT: &str = "install redis-server (Debian/Ubuntu: `apt-get install redis-server`, \
@@ -28,6 +28,13 @@ pub struct Redis {
     /// The port of the server started here, kept from every other reservation while it
     /// runs (dropped after `child`, which `Drop` stops).
     _port: Option<ReservedPort>,
+}
+
+impl Redis {
+    /// The URL with any password masked, for messages.
+    pub fn shown(&self) -> String {
+        redact(&self.url)
+    }
 }
 
 impl Drop for Redis {
@@ -63,17 +70,18 @@ pub fn redis() -> Result<Redis> {
 }
 
 /// Fails unless the server `REDIS_URL` (`url`) names answers PING, saying whether its
-/// host name does not resolve or its server does not answer.
+/// host name does not resolve or its server does not answer; its password masked.
 fn check_redis_url(url: &str) -> Result<()> {
+    let shown = redact(url);
     let addr = host_port(url)
-        .with_context(|| format!("REDIS_URL={url} is not a redis:// URL I can probe"))?;
+        .with_context(|| format!("REDIS_URL={shown} is not a redis:// URL I can probe"))?;
     match reach(&addr, pings) {
         Reach::Answers => Ok(()),
         Reach::Silent => bail!(
-            "REDIS_URL={url} does not answer PING; start that server, unset REDIS_URL, or {INSTALL_HINT}"
+            "REDIS_URL={shown} does not answer PING; start that server, unset REDIS_URL, or {INSTALL_HINT}"
         ),
         Reach::Unresolved(why) => bail!(
-            "REDIS_URL={url}: {why}; correct the host name, unset REDIS_URL, or {INSTALL_HINT}"
+            "REDIS_URL={shown}: {why}; correct the host name, unset REDIS_URL, or {INSTALL_HINT}"
         ),
     }
 }
@@ -209,5 +217,33 @@ mod tests {
             err.starts_with(&format!("REDIS_URL={url} does not answer PING;")),
             "{err}"
         );
+    }
+
+    /// A `REDIS_URL`'s password is masked in what is said of it, as
+    /// `FUSION_POSTGRES_URL`'s is: an error message lands in CI logs.
+    #[test]
+    fn a_redis_url_s_password_is_masked_in_its_errors() {
+        let nobody = fusion_test_ports::reserve_port();
+        for (url, shown) in [
+            (
+                "redis://:hunter2@nowhere.invalid:6379/0".to_string(),
+                "REDIS_URL=redis://:***@nowhere.invalid:6379/0: the host name".to_string(),
+            ),
+            (
+                format!("redis://app:hunter2@127.0.0.1:{}", nobody.port),
+                format!(
+                    "REDIS_URL=redis://app:***@127.0.0.1:{} does not",
+                    nobody.port
+                ),
+            ),
+            (
+                "http://:hunter2@h:6379".to_string(),
+                "REDIS_URL=http://:***@h:6379 is not a redis:// URL".to_string(),
+            ),
+        ] {
+            let err = check_redis_url(&url).unwrap_err().to_string();
+            assert!(err.starts_with(&shown), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "{url}: {err}");
+        }
     }
 }

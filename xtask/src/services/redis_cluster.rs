@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::redis::{answers_ping, ensure_redis_server_installed, host_port, pings};
-use super::{Reach, reach};
+use super::{Reach, reach, redact};
 use fusion_test_ports::{ReservedPort, try_reserve_port};
 
 /// Primaries, and one replica per primary.
@@ -45,6 +45,13 @@ pub struct RedisCluster {
     dir: Option<PathBuf>,
 }
 
+impl RedisCluster {
+    /// The URL with any password masked, for messages.
+    pub fn shown(&self) -> String {
+        redact(&self.url)
+    }
+}
+
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
@@ -62,22 +69,7 @@ impl Drop for RedisCluster {
 pub fn redis_cluster() -> Result<RedisCluster> {
     ensure_redis_server_installed()?;
     if let Ok(url) = std::env::var("FUSION_REDIS_CLUSTER_URL") {
-        let first = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.split(',').next())
-            .and_then(|node| host_port(&format!("redis://{node}")))
-            .with_context(|| {
-                format!("FUSION_REDIS_CLUSTER_URL={url} is not a redis+cluster://host:port,... URL")
-            })?;
-        match reach(&first, pings) {
-            Reach::Answers => {}
-            Reach::Silent => bail!(
-                "FUSION_REDIS_CLUSTER_URL={url}: {first} does not answer PING; start that cluster or unset the variable"
-            ),
-            Reach::Unresolved(why) => bail!(
-                "FUSION_REDIS_CLUSTER_URL={url}: {why}; correct the host name or unset the variable"
-            ),
-        }
+        check_cluster_url(&url)?;
         return Ok(RedisCluster {
             url,
             origin: "FUSION_REDIS_CLUSTER_URL",
@@ -87,6 +79,29 @@ pub fn redis_cluster() -> Result<RedisCluster> {
         });
     }
     start("shared", SHARED_NODE_TIMEOUT_MS)
+}
+
+/// Fails unless the first node `FUSION_REDIS_CLUSTER_URL` (`url`) names answers PING,
+/// saying whether its host name does not resolve or it does not answer; the URL's
+/// password masked.
+fn check_cluster_url(url: &str) -> Result<()> {
+    let shown = redact(url);
+    let first = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(',').next())
+        .and_then(|node| host_port(&format!("redis://{node}")))
+        .with_context(|| {
+            format!("FUSION_REDIS_CLUSTER_URL={shown} is not a redis+cluster://host:port,... URL")
+        })?;
+    match reach(&first, pings) {
+        Reach::Answers => Ok(()),
+        Reach::Silent => bail!(
+            "FUSION_REDIS_CLUSTER_URL={shown}: {first} does not answer PING; start that cluster or unset the variable"
+        ),
+        Reach::Unresolved(why) => bail!(
+            "FUSION_REDIS_CLUSTER_URL={shown}: {why}; correct the host name or unset the variable"
+        ),
+    }
 }
 
 /// A cluster of its own for the failover test, which kills one of its primaries.
@@ -195,4 +210,33 @@ fn cluster_ok(addr: &str) -> bool {
     }
     let info = String::from_utf8_lossy(&reply);
     info.contains("cluster_state:ok") && info.contains(&format!("cluster_known_nodes:{NODES}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `FUSION_REDIS_CLUSTER_URL`'s password is masked in what is said of it, as
+    /// `FUSION_POSTGRES_URL`'s is: an error message lands in CI logs.
+    #[test]
+    fn a_cluster_url_s_password_is_masked_in_its_errors() {
+        let nobody = fusion_test_ports::reserve_port();
+        for (url, shown) in [
+            (
+                "redis+cluster://:hunter2@nowhere.invalid:7000,h2:7001".to_string(),
+                "FUSION_REDIS_CLUSTER_URL=redis+cluster://:***@nowhere.invalid:7000,h2:7001: the host name".to_string(),
+            ),
+            (
+                format!("redis+cluster://app:hunter2@127.0.0.1:{},h2", nobody.port),
+                format!(
+                    "FUSION_REDIS_CLUSTER_URL=redis+cluster://app:***@127.0.0.1:{},h2: 127.0.0.1:{} does not answer PING",
+                    nobody.port, nobody.port
+                ),
+            ),
+        ] {
+            let err = check_cluster_url(&url).unwrap_err().to_string();
+            assert!(err.starts_with(&shown), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "{url}: {err}");
+        }
+    }
 }
